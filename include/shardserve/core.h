@@ -1,0 +1,162 @@
+/*
+ * core: the vocabulary every other module speaks.
+ *
+ * - ss_status: errors travel as values. A function that can fail returns `ss_status *`;
+ *   NULL means success, anything else is a heap-allocated code + message that the caller
+ *   either handles (logs once, frees with ss_status_free) or passes up.
+ * - ss_dtype: element types, numbered as ONNX's TensorProto.DataType so that conversion from
+ *   the model format is the identity.
+ * - ss_tensor: dtype + shape + contiguous row-major data that is owned (freed with the tensor),
+ *   borrowed (someone else's memory, valid as long as they say) or mapped (a read-only mmap of a
+ *   file region, unmapped with the tensor). String tensors hold an array of ss_string.
+ * - .npy read/write, leveled logging.
+ *
+ * core knows no graphs and no network.
+ */
+#ifndef SHARDSERVE_CORE_H
+#define SHARDSERVE_CORE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* ---------------------------------------------------------------- status */
+
+typedef enum {
+    SS_OK = 0,
+    SS_ERR_INVALID = 1,     /* bad input from a user: file, request, argument */
+    SS_ERR_UNSUPPORTED = 2, /* valid, but not something we implement (op, dtype, attribute) */
+    SS_ERR_IO = 3,          /* open/read/write/mmap failed */
+    SS_ERR_NOMEM = 4,
+    SS_ERR_TIMEOUT = 5,     /* a bounded wait ran out */
+    SS_ERR_UNAVAILABLE = 6, /* a peer (rank, agent, worker) is gone */
+    SS_ERR_LIMIT = 7,       /* a configured limit was exceeded */
+    SS_ERR_INTERNAL = 8,    /* a bug of ours */
+} ss_code;
+
+typedef struct ss_status {
+    ss_code code;
+    char msg[];
+} ss_status;
+
+/* printf-style constructor. Never returns NULL (falls back to a static out-of-memory status). */
+ss_status *ss_errf(ss_code code, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* Prefix an existing status's message ("context: old message"); consumes `st`. */
+ss_status *ss_status_wrap(ss_status *st, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+void ss_status_free(ss_status *st);
+const char *ss_code_name(ss_code code);
+
+/* ---------------------------------------------------------------- logging */
+
+typedef enum { SS_LOG_DEBUG = 0, SS_LOG_INFO, SS_LOG_WARN, SS_LOG_ERROR, SS_LOG_OFF } ss_log_level;
+
+void ss_log_set_level(ss_log_level level);
+/* Reads SHARDSERVE_LOG (debug|info|warn|error|off); leaves the level alone if unset. */
+void ss_log_init_from_env(void);
+/* Prefix added to every line of this process, e.g. "agent r3". */
+void ss_log_set_tag(const char *tag);
+bool ss_log_enabled(ss_log_level level);
+void ss_log(ss_log_level level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+#define SS_DEBUG(...) (ss_log_enabled(SS_LOG_DEBUG) ? ss_log(SS_LOG_DEBUG, __VA_ARGS__) : (void)0)
+#define SS_INFO(...) ss_log(SS_LOG_INFO, __VA_ARGS__)
+#define SS_WARN(...) ss_log(SS_LOG_WARN, __VA_ARGS__)
+#define SS_ERROR(...) ss_log(SS_LOG_ERROR, __VA_ARGS__)
+
+/* ---------------------------------------------------------------- dtypes */
+
+typedef enum {
+    SS_DT_UNDEFINED = 0,
+    SS_DT_FLOAT32 = 1,
+    SS_DT_UINT8 = 2,
+    SS_DT_INT8 = 3,
+    SS_DT_UINT16 = 4,
+    SS_DT_INT16 = 5,
+    SS_DT_INT32 = 6,
+    SS_DT_INT64 = 7,
+    SS_DT_STRING = 8,
+    SS_DT_BOOL = 9,
+    SS_DT_FLOAT16 = 10,
+    SS_DT_FLOAT64 = 11,
+    SS_DT_UINT32 = 12,
+    SS_DT_UINT64 = 13,
+    SS_DT_BFLOAT16 = 16,
+} ss_dtype;
+
+/* Bytes per element; sizeof(ss_string) for strings, 0 for unknown values. */
+size_t ss_dtype_size(ss_dtype dt);
+/* "float32", "int64", ... or "unknown(N)" (static storage for known names). */
+const char *ss_dtype_name(ss_dtype dt);
+bool ss_dtype_valid(int value);
+bool ss_dtype_is_float(ss_dtype dt);
+bool ss_dtype_is_int(ss_dtype dt);
+
+float ss_f16_to_f32(uint16_t h);
+uint16_t ss_f32_to_f16(float f);
+float ss_bf16_to_f32(uint16_t h);
+uint16_t ss_f32_to_bf16(float f);
+
+/* ---------------------------------------------------------------- tensors */
+
+#define SS_MAX_DIMS 8
+
+typedef struct {
+    size_t len;
+    char *data; /* owned by the tensor; NUL-terminated for convenience, may contain NULs */
+} ss_string;
+
+typedef enum { SS_STORE_NONE = 0, SS_STORE_OWNED, SS_STORE_BORROWED, SS_STORE_MAPPED } ss_storage;
+
+typedef struct {
+    ss_dtype dtype;
+    int ndim;
+    int64_t dims[SS_MAX_DIMS];
+    void *data;
+    size_t nbytes;
+    ss_storage storage;
+    void *map_base; /* SS_STORE_MAPPED: the page-aligned mapping to munmap */
+    size_t map_len;
+} ss_tensor;
+
+/* Element count of a shape; returns -1 on a negative dim or overflow past 2^62. */
+int64_t ss_shape_numel(int ndim, const int64_t *dims);
+int64_t ss_tensor_numel(const ss_tensor *t);
+/* "[128,96]" into buf (always NUL-terminated). */
+const char *ss_shape_str(int ndim, const int64_t *dims, char *buf, size_t cap);
+bool ss_shape_equal(int an, const int64_t *a, int bn, const int64_t *b);
+
+/* Allocate owned, zero-filled storage for the given shape (strings: empty strings). */
+ss_status *ss_tensor_alloc(ss_tensor *t, ss_dtype dt, int ndim, const int64_t *dims);
+/* Describe memory owned by someone else. */
+ss_status *ss_tensor_borrow(ss_tensor *t, ss_dtype dt, int ndim, const int64_t *dims, void *data,
+                            size_t nbytes);
+/* Deep copy (strings included) into owned storage. */
+ss_status *ss_tensor_copy(ss_tensor *dst, const ss_tensor *src);
+/* Release storage according to its kind and reset to an empty tensor. */
+void ss_tensor_free(ss_tensor *t);
+/* Set a string element (copies bytes). */
+ss_status *ss_tensor_set_string(ss_tensor *t, int64_t index, const char *bytes, size_t len);
+
+/* ---------------------------------------------------------------- .npy */
+
+/* Read format 1.0/2.0/3.0, little-endian (or byte-order-free) C-order arrays of numeric and bool
+ * dtypes. Clear errors for Fortran order, big-endian, object arrays and truncated files. */
+ss_status *ss_npy_read(const char *path, ss_tensor *out);
+ss_status *ss_npy_parse(const void *buf, size_t len, const char *what, ss_tensor *out);
+ss_status *ss_npy_write(const char *path, const ss_tensor *t);
+
+/* ---------------------------------------------------------------- small utilities */
+
+/* Read a whole file into malloc'd memory. */
+ss_status *ss_read_file(const char *path, void **data, size_t *len);
+/* Monotonic clock in nanoseconds. */
+uint64_t ss_now_ns(void);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,44 @@
+/* Small helpers shared by every module: whole-file reads and a monotonic clock. */
+#include "shardserve/core.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+
+ss_status *ss_read_file(const char *path, void **data, size_t *len)
+{
+    *data = NULL;
+    *len = 0;
+    FILE *f = fopen(path, "rb");
+    if (!f) return ss_errf(SS_ERR_IO, "cannot open %s: %s", path, strerror(errno));
+    struct stat sb;
+    if (fstat(fileno(f), &sb) != 0 || !S_ISREG(sb.st_mode)) {
+        fclose(f);
+        return ss_errf(SS_ERR_IO, "%s is not a regular file", path);
+    }
+    size_t size = (size_t)sb.st_size;
+    char *buf = malloc(size ? size : 1);
+    if (!buf) {
+        fclose(f);
+        return ss_errf(SS_ERR_NOMEM, "cannot allocate %zu bytes to read %s", size, path);
+    }
+    size_t got = fread(buf, 1, size, f);
+    fclose(f);
+    if (got != size) {
+        free(buf);
+        return ss_errf(SS_ERR_IO, "short read on %s (%zu of %zu bytes)", path, got, size);
+    }
+    *data = buf;
+    *len = size;
+    return NULL;
+}
+
+uint64_t ss_now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
