@@ -1,0 +1,74 @@
+/*
+ * runtime: plan an ONNX graph once, execute it many times.
+ *
+ * A session owns a loaded model. Planning (at load when every input dim is static, otherwise on
+ * the first run) puts the nodes in topological order, infers every shape, folds everything that
+ * depends only on constants and shapes (the int64 shape plumbing of exported models), and lays
+ * out every intermediate tensor in one arena with buffer reuse by lifetime. Running then only
+ * calls kernels: no allocation while input shapes stay the same; a changed dynamic dim re-plans.
+ *
+ * The runtime knows nothing of serving or networking. Collective ops (domain ai.shardserve) call
+ * out through the ss_collectives table the caller provides.
+ */
+#ifndef SHARDSERVE_RUNTIME_H
+#define SHARDSERVE_RUNTIME_H
+
+#include "shardserve/core.h"
+#include "shardserve/onnx.h"
+
+#define SS_DOMAIN_COLLECTIVE "ai.shardserve"
+
+/* What collective ops call. `group` names a group of the group config ("world" always exists). */
+typedef struct ss_collectives {
+    void *ctx;
+    int (*group_size)(void *ctx, const char *group); /* -1: unknown group */
+    int (*group_rank)(void *ctx, const char *group); /* this process's index in the group */
+    ss_status *(*allreduce)(void *ctx, const char *group, void *buf, ss_dtype dt, size_t count);
+    /* out is preallocated with in's shape except dims[axis] * group_size */
+    ss_status *(*allgather)(void *ctx, const char *group, const ss_tensor *in, int axis,
+                            ss_tensor *out);
+    ss_status *(*broadcast)(void *ctx, const char *group, int root, void *buf, size_t nbytes);
+    /* peer is a world rank */
+    ss_status *(*send)(void *ctx, int peer, const void *buf, size_t nbytes);
+    ss_status *(*recv)(void *ctx, int peer, void *buf, size_t nbytes);
+} ss_collectives;
+
+typedef struct {
+    int blas_threads;               /* 0: leave OpenBLAS's setting alone */
+    const ss_collectives *coll;     /* NULL: models with collective ops fail at load */
+} ss_session_options;
+
+typedef struct ss_session ss_session;
+
+ss_status *ss_session_create(const char *model_path, const ss_session_options *opt,
+                             ss_session **out);
+/* Takes ownership of `model` (also on failure). */
+ss_status *ss_session_create_from_model(ss_onnx_model *model, const ss_session_options *opt,
+                                        ss_session **out);
+void ss_session_free(ss_session *s);
+
+int ss_session_num_inputs(const ss_session *s);
+int ss_session_num_outputs(const ss_session *s);
+const ss_onnx_value_info *ss_session_input(const ss_session *s, int i);
+const ss_onnx_value_info *ss_session_output(const ss_session *s, int i);
+const ss_onnx_model *ss_session_model(const ss_session *s);
+
+/* Run with one tensor per graph input, in graph-input order. On success *outputs points at
+ * num_outputs tensors owned by the session, valid until the next run or free. */
+ss_status *ss_session_run(ss_session *s, const ss_tensor *inputs, int n_inputs,
+                          const ss_tensor **outputs);
+
+typedef struct {
+    int n_nodes;           /* nodes in the graph */
+    int n_exec_nodes;      /* nodes left to run after folding */
+    size_t arena_bytes;    /* one arena for every intermediate */
+    size_t naive_bytes;    /* what one buffer per intermediate would need */
+    size_t const_bytes;    /* initializers (mapped or not) + folded constants */
+    int n_plans;           /* how many times the session planned */
+} ss_session_stats;
+void ss_session_get_stats(const ss_session *s, ss_session_stats *out);
+
+/* Is (domain, op_type) at `opset` supported? Fills `why` when not. */
+bool ss_runtime_supports(const char *domain, const char *op_type, int64_t opset);
+
+#endif

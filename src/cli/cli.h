@@ -1,0 +1,18 @@
+/* The shardserve command line: one cmd_<name> per subcommand. This folder only parses
+ * arguments and prints; the work is done by the modules. */
+#ifndef SS_CLI_H
+#define SS_CLI_H
+
+#include "shardserve/core.h"
+
+int cmd_run(int argc, char **argv);
+int cmd_onnx_test(int argc, char **argv);
+
+/* Print "shardserve <cmd>: <message>" to stderr and free the status; returns exit code 1. */
+int cli_fail(const char *cmd, ss_status *st);
+/* Parse a "NAME=VALUE" argument; returns false if there is no '='. */
+bool cli_split_kv(char *arg, char **name, char **value);
+/* Strict integer parsing for option values. */
+bool cli_parse_int(const char *s, long lo, long hi, long *out);
+
+#endif

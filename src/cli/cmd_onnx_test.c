@@ -1,0 +1,217 @@
+/*
+ * shardserve onnx-test DIR...
+ * Runs ONNX backend test cases (model.onnx + test_data_set_N/input_K.pb, output_*.pb). A DIR
+ * is a case folder or a folder of case folders. Outputs are compared with rtol 1e-3 and atol 1e-5
+ * (exact for integers and bools; NaN matches NaN). One line per case:
+ *   PASS name | FAIL name: worst error | UNSUPPORTED name: what is missing
+ * then "N passed, N failed, N skipped"; the exit status is 1 if any case failed.
+ */
+#include "cli.h"
+#include "shardserve/runtime.h"
+
+#include <dirent.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#define MAX_IO 64
+#define RTOL 1e-3
+#define ATOL 1e-5
+
+typedef struct {
+    int passed, failed, skipped;
+} tally;
+
+static bool is_dir(const char *p)
+{
+    struct stat sb;
+    return stat(p, &sb) == 0 && S_ISDIR(sb.st_mode);
+}
+
+static bool file_exists(const char *p)
+{
+    struct stat sb;
+    return stat(p, &sb) == 0 && S_ISREG(sb.st_mode);
+}
+
+static double elem(const ss_tensor *t, int64_t i)
+{
+    switch (t->dtype) {
+    case SS_DT_FLOAT32: return ((const float *)t->data)[i];
+    case SS_DT_FLOAT64: return ((const double *)t->data)[i];
+    case SS_DT_FLOAT16: return ss_f16_to_f32(((const uint16_t *)t->data)[i]);
+    case SS_DT_BFLOAT16: return ss_bf16_to_f32(((const uint16_t *)t->data)[i]);
+    default: return 0;
+    }
+}
+
+/* Compare one output; on mismatch write the worst error into why. */
+static bool compare(const char *name, const ss_tensor *got, const ss_tensor *want, char *why, size_t cap)
+{
+    char a[160], b[160];
+    if (got->dtype != want->dtype) {
+        snprintf(why, cap, "output '%s' is %s, expected %s", name, ss_dtype_name(got->dtype), ss_dtype_name(want->dtype));
+        return false;
+    }
+    if (!ss_shape_equal(got->ndim, got->dims, want->ndim, want->dims)) {
+        snprintf(why, cap, "output '%s' has shape %s, expected %s", name,
+                 ss_shape_str(got->ndim, got->dims, a, sizeof a), ss_shape_str(want->ndim, want->dims, b, sizeof b));
+        return false;
+    }
+    int64_t n = ss_tensor_numel(want);
+    if (want->dtype == SS_DT_STRING) {
+        const ss_string *g = got->data, *w = want->data;
+        for (int64_t i = 0; i < n; i++)
+            if (g[i].len != w[i].len || memcmp(g[i].data, w[i].data, w[i].len)) {
+                snprintf(why, cap, "output '%s' string %lld differs", name, (long long)i);
+                return false;
+            }
+        return true;
+    }
+    if (!ss_dtype_is_float(want->dtype)) {
+        size_t es = ss_dtype_size(want->dtype);
+        for (int64_t i = 0; i < n; i++)
+            if (memcmp((const char *)got->data + i * es, (const char *)want->data + i * es, es)) {
+                snprintf(why, cap, "output '%s' differs at element %lld (exact comparison)", name, (long long)i);
+                return false;
+            }
+        return true;
+    }
+    double worst = 0;
+    int64_t worst_i = -1;
+    for (int64_t i = 0; i < n; i++) {
+        double g = elem(got, i), w = elem(want, i);
+        if (isnan(w) && isnan(g)) continue;
+        if (isinf(w) && g == w) continue;
+        double err = fabs(g - w);
+        if (!(err <= ATOL + RTOL * fabs(w)) && (worst_i < 0 || !(err <= worst))) {
+            worst = err;
+            worst_i = i;
+        }
+    }
+    if (worst_i >= 0) {
+        snprintf(why, cap, "output '%s' max abs error %g at element %lld (got %g, expected %g)", name, worst,
+                 (long long)worst_i, elem(got, worst_i), elem(want, worst_i));
+        return false;
+    }
+    return true;
+}
+
+static ss_status *run_data_set(ss_session *s, const char *set_dir, bool *ok, char *why, size_t cap)
+{
+    ss_tensor ins[MAX_IO] = {0}, wants[MAX_IO] = {0};
+    int n_in = ss_session_num_inputs(s), n_out = ss_session_num_outputs(s);
+    ss_status *st = NULL;
+    if (n_in > MAX_IO || n_out > MAX_IO) return ss_errf(SS_ERR_LIMIT, "too many inputs or outputs");
+    char path[4096];
+    for (int i = 0; i < n_in && !st; i++) {
+        snprintf(path, sizeof path, "%s/input_%d.pb", set_dir, i);
+        st = ss_onnx_parse_tensor_file(path, &ins[i]);
+    }
+    for (int i = 0; i < n_out && !st; i++) {
+        snprintf(path, sizeof path, "%s/output_%d.pb", set_dir, i);
+        st = ss_onnx_parse_tensor_file(path, &wants[i]);
+    }
+    const ss_tensor *outs = NULL;
+    if (!st) st = ss_session_run(s, ins, n_in, &outs);
+    *ok = !st;
+    for (int i = 0; !st && i < n_out && *ok; i++)
+        *ok = compare(ss_session_output(s, i)->name, &outs[i], &wants[i], why, cap);
+    for (int i = 0; i < MAX_IO; i++) ss_tensor_free(&ins[i]), ss_tensor_free(&wants[i]);
+    return st;
+}
+
+static void run_case(const char *dir, tally *t)
+{
+    const char *name = strrchr(dir, '/') ? strrchr(dir, '/') + 1 : dir;
+    char path[4096], why[1024] = "";
+    snprintf(path, sizeof path, "%s/model.onnx", dir);
+    ss_session *s = NULL;
+    ss_status *st = ss_session_create(path, NULL, &s);
+    if (st) {
+        bool unsupported = st->code == SS_ERR_UNSUPPORTED;
+        printf("%s %s: %s\n", unsupported ? "UNSUPPORTED" : "FAIL", name, st->msg);
+        unsupported ? t->skipped++ : t->failed++;
+        ss_status_free(st);
+        return;
+    }
+    bool all_ok = true;
+    int sets = 0;
+    for (int k = 0; k < 1000; k++) {
+        snprintf(path, sizeof path, "%s/test_data_set_%d", dir, k);
+        if (!is_dir(path)) break;
+        sets++;
+        bool ok = false;
+        st = run_data_set(s, path, &ok, why, sizeof why);
+        if (st) {
+            snprintf(why, sizeof why, "test_data_set_%d: %s", k, st->msg);
+            bool unsupported = st->code == SS_ERR_UNSUPPORTED;
+            ss_status_free(st);
+            if (unsupported) {
+                printf("UNSUPPORTED %s: %s\n", name, why);
+                t->skipped++;
+                ss_session_free(s);
+                return;
+            }
+            ok = false;
+        }
+        if (!ok) {
+            all_ok = false;
+            break;
+        }
+    }
+    if (sets == 0) snprintf(why, sizeof why, "no test_data_set_* folder"), all_ok = false;
+    printf("%s %s%s%s\n", all_ok ? "PASS" : "FAIL", name, all_ok ? "" : ": ", all_ok ? "" : why);
+    all_ok ? t->passed++ : t->failed++;
+    ss_session_free(s);
+}
+
+static int cmp_str(const void *a, const void *b) { return strcmp(*(char *const *)a, *(char *const *)b); }
+
+static void run_tree(const char *dir, tally *t)
+{
+    char path[4096];
+    snprintf(path, sizeof path, "%s/model.onnx", dir);
+    if (file_exists(path)) {
+        run_case(dir, t);
+        return;
+    }
+    DIR *d = opendir(dir);
+    if (!d) {
+        printf("FAIL %s: not a test case folder\n", dir);
+        t->failed++;
+        return;
+    }
+    char **names = NULL;
+    size_t n = 0;
+    for (struct dirent *e; (e = readdir(d));) {
+        if (e->d_name[0] == '.') continue;
+        char **grown = realloc(names, (n + 1) * sizeof *names);
+        if (!grown) break;
+        names = grown;
+        names[n++] = strdup(e->d_name);
+    }
+    closedir(d);
+    qsort(names, n, sizeof *names, cmp_str);
+    for (size_t i = 0; i < n; i++) {
+        snprintf(path, sizeof path, "%s/%s", dir, names[i]);
+        if (is_dir(path)) run_tree(path, t);
+        free(names[i]);
+    }
+    free(names);
+}
+
+int cmd_onnx_test(int argc, char **argv)
+{
+    if (argc < 2 || !strcmp(argv[1], "--help")) {
+        fprintf(argc < 2 ? stderr : stdout, "usage: shardserve onnx-test DIR...\n");
+        return argc < 2 ? 2 : 0;
+    }
+    ss_log_set_level(SS_LOG_ERROR);
+    tally t = {0};
+    for (int i = 1; i < argc; i++) run_tree(argv[i], &t);
+    printf("%d passed, %d failed, %d skipped\n", t.passed, t.failed, t.skipped);
+    return t.failed ? 1 : 0;
+}

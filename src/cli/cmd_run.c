@@ -1,0 +1,146 @@
+/*
+ * shardserve run MODEL.onnx --input NAME=FILE.npy ... [--output-dir DIR] [--repeat N]
+ * Loads the model, runs it (N times, reporting the median), prints each output's name, dtype,
+ * shape and a short summary, and writes NAME.npy files with --output-dir.
+ */
+#include "cli.h"
+#include "shardserve/runtime.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define MAX_INPUTS 64
+
+static const char run_usage[] =
+    "usage: shardserve run MODEL.onnx --input NAME=FILE.npy ... [--output-dir DIR] [--repeat N]\n";
+
+static double element_as_double(const ss_tensor *t, int64_t i)
+{
+    switch (t->dtype) {
+    case SS_DT_FLOAT32: return ((const float *)t->data)[i];
+    case SS_DT_FLOAT64: return ((const double *)t->data)[i];
+    case SS_DT_FLOAT16: return ss_f16_to_f32(((const uint16_t *)t->data)[i]);
+    case SS_DT_BFLOAT16: return ss_bf16_to_f32(((const uint16_t *)t->data)[i]);
+    case SS_DT_INT8: return ((const int8_t *)t->data)[i];
+    case SS_DT_UINT8:
+    case SS_DT_BOOL: return ((const uint8_t *)t->data)[i];
+    case SS_DT_INT16: return ((const int16_t *)t->data)[i];
+    case SS_DT_UINT16: return ((const uint16_t *)t->data)[i];
+    case SS_DT_INT32: return ((const int32_t *)t->data)[i];
+    case SS_DT_UINT32: return ((const uint32_t *)t->data)[i];
+    case SS_DT_INT64: return (double)((const int64_t *)t->data)[i];
+    case SS_DT_UINT64: return (double)((const uint64_t *)t->data)[i];
+    default: return 0;
+    }
+}
+
+void cli_print_tensor(const char *name, const ss_tensor *t)
+{
+    char sb[160];
+    int64_t n = ss_tensor_numel(t);
+    printf("%s: %s %s", name, ss_dtype_name(t->dtype), ss_shape_str(t->ndim, t->dims, sb, sizeof sb));
+    if (t->dtype == SS_DT_STRING || n <= 0) {
+        printf("\n");
+        return;
+    }
+    double mn = element_as_double(t, 0), mx = mn, sum = 0;
+    for (int64_t i = 0; i < n; i++) {
+        double v = element_as_double(t, i);
+        mn = v < mn ? v : mn;
+        mx = v > mx ? v : mx;
+        sum += v;
+    }
+    printf(" min %g max %g mean %g  [", mn, mx, sum / (double)n);
+    for (int64_t i = 0; i < n && i < 6; i++) printf("%s%g", i ? ", " : "", element_as_double(t, i));
+    printf("%s]\n", n > 6 ? ", ..." : "");
+}
+
+static int cmp_u64(const void *a, const void *b)
+{
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+int cmd_run(int argc, char **argv)
+{
+    const char *model = NULL, *outdir = NULL;
+    char *names[MAX_INPUTS], *files[MAX_INPUTS];
+    int n_args = 0;
+    long repeat = 1;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
+            fputs(run_usage, stdout);
+            return 0;
+        } else if (!strcmp(a, "--input") && i + 1 < argc) {
+            if (n_args == MAX_INPUTS) return cli_fail("run", ss_errf(SS_ERR_LIMIT, "more than %d inputs", MAX_INPUTS));
+            if (!cli_split_kv(argv[++i], &names[n_args], &files[n_args]))
+                return cli_fail("run", ss_errf(SS_ERR_INVALID, "--input wants NAME=FILE.npy, got '%s'", argv[i]));
+            n_args++;
+        } else if (!strcmp(a, "--output-dir") && i + 1 < argc) {
+            outdir = argv[++i];
+        } else if (!strcmp(a, "--repeat") && i + 1 < argc) {
+            if (!cli_parse_int(argv[++i], 1, 1000000, &repeat))
+                return cli_fail("run", ss_errf(SS_ERR_INVALID, "--repeat wants a count 1..1000000, got '%s'", argv[i]));
+        } else if (a[0] == '-' || model) {
+            fprintf(stderr, "shardserve run: unexpected argument '%s'\n%s", a, run_usage);
+            return 2;
+        } else {
+            model = a;
+        }
+    }
+    if (!model) {
+        fputs(run_usage, stderr);
+        return 2;
+    }
+    ss_session *s;
+    ss_status *st = ss_session_create(model, NULL, &s);
+    if (st) return cli_fail("run", st);
+    int n_in = ss_session_num_inputs(s);
+    ss_tensor *inputs = calloc((size_t)n_in + 1, sizeof *inputs);
+    int rc = 0;
+    for (int i = 0; i < n_in && !st; i++) {
+        const char *want = ss_session_input(s, i)->name;
+        int found = -1;
+        for (int j = 0; j < n_args; j++)
+            if (!strcmp(names[j], want)) found = j;
+        if (found < 0) st = ss_errf(SS_ERR_INVALID, "missing --input %s=FILE.npy (the model's input %d)", want, i);
+        else st = ss_npy_read(files[found], &inputs[i]);
+    }
+    for (int j = 0; j < n_args && !st; j++) {
+        int known = 0;
+        for (int i = 0; i < n_in; i++) known |= !strcmp(names[j], ss_session_input(s, i)->name);
+        if (!known) st = ss_errf(SS_ERR_INVALID, "the model has no input named '%s'", names[j]);
+    }
+    uint64_t *times = calloc((size_t)repeat, sizeof(uint64_t));
+    const ss_tensor *outs = NULL;
+    for (long r = 0; r < repeat && !st; r++) {
+        uint64_t t0 = ss_now_ns();
+        st = ss_session_run(s, inputs, n_in, &outs);
+        times[r] = ss_now_ns() - t0;
+    }
+    if (st) {
+        rc = cli_fail("run", st);
+    } else {
+        for (int i = 0; i < ss_session_num_outputs(s); i++) {
+            const char *name = ss_session_output(s, i)->name;
+            cli_print_tensor(name, &outs[i]);
+            if (outdir) {
+                char path[4096];
+                snprintf(path, sizeof path, "%s/%s.npy", outdir, name);
+                ss_status *w = ss_npy_write(path, &outs[i]);
+                if (w) rc = cli_fail("run", w);
+            }
+        }
+        if (repeat > 1) {
+            qsort(times, (size_t)repeat, sizeof *times, cmp_u64);
+            printf("runs: %ld  median %.1f us  min %.1f us\n", repeat, times[repeat / 2] / 1e3, times[0] / 1e3);
+        }
+    }
+    free(times);
+    for (int i = 0; i < n_in; i++) ss_tensor_free(&inputs[i]);
+    free(inputs);
+    ss_session_free(s);
+    return rc;
+}

@@ -1,0 +1,67 @@
+/* shardserve: dispatch to the subcommand. */
+#include "cli.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+typedef struct {
+    const char *name;
+    int (*fn)(int, char **);
+    const char *summary;
+} command;
+
+static const command commands[] = {
+    {"run", cmd_run, "run a model (or a sharded model) on .npy inputs"},
+    {"onnx-test", cmd_onnx_test, "run ONNX backend test cases and compare outputs"},
+};
+
+static void usage(FILE *f)
+{
+    fprintf(f, "usage: shardserve <command> [options]\n\ncommands:\n");
+    for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
+        fprintf(f, "  %-12s %s\n", commands[i].name, commands[i].summary);
+    fprintf(f, "\n'shardserve <command> --help' describes a command's options.\n");
+}
+
+int cli_fail(const char *cmd, ss_status *st)
+{
+    fprintf(stderr, "shardserve %s: %s\n", cmd, st ? st->msg : "failed");
+    ss_status_free(st);
+    return 1;
+}
+
+bool cli_split_kv(char *arg, char **name, char **value)
+{
+    char *eq = strchr(arg, '=');
+    if (!eq || eq == arg) return false;
+    *eq = 0;
+    *name = arg;
+    *value = eq + 1;
+    return true;
+}
+
+bool cli_parse_int(const char *s, long lo, long hi, long *out)
+{
+    char *end;
+    errno = 0;
+    long v = strtol(s, &end, 10);
+    if (errno || end == s || *end || v < lo || v > hi) return false;
+    *out = v;
+    return true;
+}
+
+int main(int argc, char **argv)
+{
+    ss_log_init_from_env();
+    if (argc < 2 || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h")) {
+        usage(argc < 2 ? stderr : stdout);
+        return argc < 2 ? 2 : 0;
+    }
+    for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
+        if (strcmp(argv[1], commands[i].name) == 0) return commands[i].fn(argc - 1, argv + 1);
+    fprintf(stderr, "shardserve: unknown command '%s'\n\n", argv[1]);
+    usage(stderr);
+    return 2;
+}

@@ -1,0 +1,91 @@
+/*
+ * The op table's contract (internal to the runtime).
+ *
+ * An op is one ss_op_def: (domain, type, opset range) -> infer + run. Each op family lives in one
+ * file under ops/ and exports a table terminated by an entry with type == NULL; registry.c lists
+ * the tables.
+ *
+ * infer(k) runs at plan time. It sees every input's dtype and shape (k->in[i]; NULL for an omitted
+ * optional input) and must set every output's dtype, ndim and dims (k->out[i]; NULL for an
+ * omitted optional output). It validates attributes and returns SS_ERR_UNSUPPORTED for what the
+ * kernel does not implement, naming the attribute. Input *values* are normally unknown at plan
+ * time (in[i]->data == NULL); an op whose output shape depends on an input's value (Reshape's
+ * shape, Slice's starts...) asks for it with ss_kctx_value(), which succeeds for constants,
+ * folded values and graph inputs (the plan then depends on that input's value). infer may
+ * allocate per-plan scratch in k->state (malloc; the runtime frees it).
+ *
+ * run(k) runs at execution time with in[i]->data and out[i]->data set; output buffers are
+ * exactly the inferred size and may hold garbage. run must not allocate.
+ */
+#ifndef SS_RUNTIME_OP_H
+#define SS_RUNTIME_OP_H
+
+#include "shardserve/runtime.h"
+
+enum {
+    SS_OPF_ALIAS = 1,      /* out[0] is in[0]'s bytes reinterpreted (Reshape family): no kernel call */
+    SS_OPF_SHAPE_ONLY = 2, /* run reads only input shapes (Shape, Size): always folded */
+    SS_OPF_NO_FOLD = 4,    /* never folded even with constant inputs (collectives) */
+};
+
+typedef struct ss_kctx ss_kctx;
+
+typedef struct ss_op_def {
+    const char *domain; /* "" for the default ONNX domain */
+    const char *type;
+    int min_opset, max_opset; /* inclusive range of the domain's opset this definition serves */
+    ss_status *(*infer)(ss_kctx *k);
+    ss_status *(*run)(ss_kctx *k);
+    unsigned flags;
+} ss_op_def;
+
+struct ss_kctx {
+    const ss_onnx_node *node;
+    const char *node_name; /* node->name or a generated "#17 (MatMul)" */
+    int64_t opset;
+    int n_in, n_out;
+    ss_tensor **in;
+    ss_tensor **out;
+    void *state;
+    const ss_collectives *coll;
+    struct ss_plan *plan; /* for ss_kctx_value; NULL during run */
+    int *in_ids;          /* value ids, for ss_kctx_value */
+};
+
+/* The value of input i at plan time, or NULL if it is only known at run time. */
+const ss_tensor *ss_kctx_value(ss_kctx *k, int i);
+
+/* Error helpers that name the node and op. */
+ss_status *ss_op_err(const ss_kctx *k, ss_code code, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+/* Common infer helpers. */
+ss_status *ss_op_expect_inputs(const ss_kctx *k, int min, int max);
+ss_status *ss_op_expect_dtype(const ss_kctx *k, int i, const ss_dtype *allowed, int n_allowed);
+/* Normalises a possibly negative axis into [0, rank); error names the node. */
+ss_status *ss_op_axis(const ss_kctx *k, int64_t axis, int rank, int *out);
+/* Copies shape and dtype of `src` into `dst`. */
+void ss_op_same_shape(ss_tensor *dst, const ss_tensor *src);
+/* Multidirectional (numpy) broadcasting of two shapes; error names the node and shapes. */
+ss_status *ss_op_broadcast(const ss_kctx *k, const ss_tensor *a, const ss_tensor *b, ss_tensor *out);
+/* Reads an int64 (or int32) 1-D/0-D tensor value into dst (up to cap); returns count or -1. */
+int ss_op_read_ints(const ss_tensor *t, int64_t *dst, int cap);
+
+/* Family tables, one per file in ops/. */
+extern const ss_op_def ss_ops_matmul[];      /* MatMul Gemm */
+extern const ss_op_def ss_ops_elementwise[]; /* unary and binary math with broadcasting */
+extern const ss_op_def ss_ops_logic[];       /* comparisons, Not/And/Or, Where */
+extern const ss_op_def ss_ops_cast[];        /* Cast, CastLike */
+extern const ss_op_def ss_ops_shape[];       /* Reshape Flatten Squeeze Unsqueeze Shape Size Expand */
+extern const ss_op_def ss_ops_movement[];    /* Transpose Concat Split Slice Gather Tile Pad ... */
+extern const ss_op_def ss_ops_generate[];    /* Constant ConstantOfShape Range ... */
+extern const ss_op_def ss_ops_reduce[];      /* Reduce* ArgMax ArgMin */
+extern const ss_op_def ss_ops_normalize[];   /* Softmax LogSoftmax LayerNormalization ... */
+extern const ss_op_def ss_ops_conv[];        /* Conv pooling BatchNormalization */
+extern const ss_op_def ss_ops_collective[];  /* ai.shardserve AllReduce AllGather Send Recv ... */
+
+const ss_op_def *ss_op_find(const char *domain, const char *type, int64_t opset);
+/* The opset range this runtime serves at all for a domain ("" or ai.shardserve). */
+bool ss_op_domain_known(const char *domain);
+
+#endif

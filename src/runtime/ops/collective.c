@@ -1,0 +1,6 @@
+/* collective ops. */
+#include "../op.h"
+
+const ss_op_def ss_ops_collective[] = {
+    {0},
+};

@@ -1,0 +1,6 @@
+/* conv ops. */
+#include "../op.h"
+
+const ss_op_def ss_ops_conv[] = {
+    {0},
+};

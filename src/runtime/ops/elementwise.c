@@ -1,0 +1,6 @@
+/* elementwise ops. */
+#include "../op.h"
+
+const ss_op_def ss_ops_elementwise[] = {
+    {0},
+};

@@ -1,0 +1,6 @@
+/* generate ops. */
+#include "../op.h"
+
+const ss_op_def ss_ops_generate[] = {
+    {0},
+};

@@ -1,0 +1,6 @@
+/* logic ops. */
+#include "../op.h"
+
+const ss_op_def ss_ops_logic[] = {
+    {0},
+};

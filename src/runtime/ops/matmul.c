@@ -1,0 +1,205 @@
+/*
+ * MatMul (numpy semantics: 1-D promotion, broadcast batch dims) and Gemm, through OpenBLAS.
+ * When the right operand is a plain matrix (a Linear layer's weight), every batch row of the left
+ * operand is folded into M so the whole op is one sgemm call.
+ */
+#include "../op.h"
+
+#include <cblas.h>
+#include <stdlib.h>
+#include <string.h>
+
+static const ss_dtype float_types[] = {SS_DT_FLOAT32, SS_DT_FLOAT64};
+
+typedef struct {
+    int64_t M, K, N;
+    int batch_nd;               /* broadcast batch dims of the output */
+    int64_t batch[SS_MAX_DIMS]; /* output batch dims */
+    int64_t a_stride[SS_MAX_DIMS], b_stride[SS_MAX_DIMS]; /* per batch dim, in matrices (0 = broadcast) */
+    int64_t n_batch;
+    bool fold_a; /* b is one matrix and a's batch is contiguous: one gemm with M * n_batch rows */
+} matmul_plan;
+
+static ss_status *matmul_infer(ss_kctx *k)
+{
+    ss_status *st = ss_op_expect_inputs(k, 2, 2);
+    if (!st) st = ss_op_expect_dtype(k, 0, float_types, 2);
+    if (st) return st;
+    const ss_tensor *a = k->in[0], *b = k->in[1];
+    if (a->dtype != b->dtype) return ss_op_err(k, SS_ERR_INVALID, "inputs have different types");
+    if (a->ndim == 0 || b->ndim == 0) return ss_op_err(k, SS_ERR_INVALID, "inputs must have rank >= 1");
+    matmul_plan *p = calloc(1, sizeof *p);
+    if (!p) return ss_errf(SS_ERR_NOMEM, "out of memory");
+    k->state = p;
+    /* Promote 1-D operands: a [K] -> [1,K], b [K] -> [K,1]. */
+    int64_t ad[SS_MAX_DIMS + 1], bd[SS_MAX_DIMS + 1];
+    int an = a->ndim, bn = b->ndim;
+    if (an == 1) ad[0] = 1, ad[1] = a->dims[0], an = 2;
+    else memcpy(ad, a->dims, sizeof(int64_t) * (size_t)an);
+    if (bn == 1) bd[0] = b->dims[0], bd[1] = 1, bn = 2;
+    else memcpy(bd, b->dims, sizeof(int64_t) * (size_t)bn);
+    p->M = ad[an - 2];
+    p->K = ad[an - 1];
+    p->N = bd[bn - 1];
+    if (bd[bn - 2] != p->K) {
+        char sa[128], sb[128];
+        return ss_op_err(k, SS_ERR_INVALID, "inner dims differ: %s x %s",
+                         ss_shape_str(a->ndim, a->dims, sa, sizeof sa), ss_shape_str(b->ndim, b->dims, sb, sizeof sb));
+    }
+    int abn = an - 2, bbn = bn - 2;
+    p->batch_nd = abn > bbn ? abn : bbn;
+    int64_t as = 1, bs = 1;
+    p->n_batch = 1;
+    for (int i = p->batch_nd - 1; i >= 0; i--) {
+        int ia = i - (p->batch_nd - abn), ib = i - (p->batch_nd - bbn);
+        int64_t da = ia >= 0 ? ad[ia] : 1, db = ib >= 0 ? bd[ib] : 1;
+        if (da != db && da != 1 && db != 1)
+            return ss_op_err(k, SS_ERR_INVALID, "batch dims %lld and %lld do not broadcast", (long long)da, (long long)db);
+        p->batch[i] = da > db ? da : db;
+        p->a_stride[i] = da == 1 ? 0 : as;
+        p->b_stride[i] = db == 1 ? 0 : bs;
+        as *= da;
+        bs *= db;
+        p->n_batch *= p->batch[i];
+    }
+    p->fold_a = bs == 1 && as == p->n_batch;
+    ss_tensor *o = k->out[0];
+    o->dtype = a->dtype;
+    o->ndim = 0;
+    for (int i = 0; i < p->batch_nd; i++) o->dims[o->ndim++] = p->batch[i];
+    if (a->ndim > 1) o->dims[o->ndim++] = p->M;
+    if (b->ndim > 1) o->dims[o->ndim++] = p->N;
+    if (o->ndim > SS_MAX_DIMS) return ss_op_err(k, SS_ERR_LIMIT, "output rank too large");
+    return NULL;
+}
+
+static void gemm(ss_dtype dt, bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha,
+                 const void *A, int64_t lda, const void *B, int64_t ldb, float beta, void *C)
+{
+    if (M == 0 || N == 0) return;
+    if (dt == SS_DT_FLOAT32)
+        cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans,
+                    (blasint)M, (blasint)N, (blasint)K, alpha, A, (blasint)lda, B, (blasint)ldb, beta,
+                    C, (blasint)N);
+    else
+        cblas_dgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans,
+                    (blasint)M, (blasint)N, (blasint)K, alpha, A, (blasint)lda, B, (blasint)ldb, beta,
+                    C, (blasint)N);
+}
+
+static ss_status *matmul_run(ss_kctx *k)
+{
+    const matmul_plan *p = k->state;
+    size_t es = ss_dtype_size(k->in[0]->dtype);
+    const char *A = k->in[0]->data, *B = k->in[1]->data;
+    char *C = k->out[0]->data;
+    int64_t M = p->M, K = p->K, N = p->N;
+    if (K == 0) {
+        memset(C, 0, k->out[0]->nbytes);
+        return NULL;
+    }
+    if (p->fold_a) {
+        gemm(k->in[0]->dtype, false, false, M * p->n_batch, N, K, 1.0f, A, K, B, N, 0.0f, C);
+        return NULL;
+    }
+    int64_t idx[SS_MAX_DIMS] = {0};
+    for (int64_t bi = 0; bi < p->n_batch; bi++) {
+        int64_t ao = 0, bo = 0;
+        for (int d = 0; d < p->batch_nd; d++) ao += idx[d] * p->a_stride[d], bo += idx[d] * p->b_stride[d];
+        gemm(k->in[0]->dtype, false, false, M, N, K, 1.0f, A + (size_t)(ao * M * K) * es, K,
+             B + (size_t)(bo * K * N) * es, N, 0.0f, C + (size_t)(bi * M * N) * es);
+        for (int d = p->batch_nd - 1; d >= 0 && ++idx[d] == p->batch[d]; d--) idx[d] = 0;
+    }
+    return NULL;
+}
+
+/* ------------------------------------------------------------------ Gemm */
+
+typedef struct {
+    bool ta, tb;
+    int64_t M, N, K;
+    float alpha, beta;
+} gemm_plan;
+
+static ss_status *gemm_infer(ss_kctx *k)
+{
+    ss_status *st = ss_op_expect_inputs(k, 2, 3);
+    if (!st) st = ss_op_expect_dtype(k, 0, float_types, 2);
+    if (st) return st;
+    const ss_tensor *a = k->in[0], *b = k->in[1], *c = k->n_in > 2 ? k->in[2] : NULL;
+    if (a->ndim != 2 || b->ndim != 2) return ss_op_err(k, SS_ERR_INVALID, "A and B must be matrices");
+    if (a->dtype != b->dtype || (c && c->dtype != a->dtype))
+        return ss_op_err(k, SS_ERR_INVALID, "inputs have different types");
+    gemm_plan *p = calloc(1, sizeof *p);
+    if (!p) return ss_errf(SS_ERR_NOMEM, "out of memory");
+    k->state = p;
+    p->ta = ss_onnx_attr_int(k->node, "transA", 0) != 0;
+    p->tb = ss_onnx_attr_int(k->node, "transB", 0) != 0;
+    p->alpha = ss_onnx_attr_float(k->node, "alpha", 1.0f);
+    p->beta = ss_onnx_attr_float(k->node, "beta", 1.0f);
+    if (ss_onnx_attr_find(k->node, "broadcast"))
+        return ss_op_err(k, SS_ERR_UNSUPPORTED, "attribute 'broadcast' (opset < 7) is not supported");
+    p->M = p->ta ? a->dims[1] : a->dims[0];
+    p->K = p->ta ? a->dims[0] : a->dims[1];
+    int64_t kb = p->tb ? b->dims[1] : b->dims[0];
+    p->N = p->tb ? b->dims[0] : b->dims[1];
+    if (kb != p->K)
+        return ss_op_err(k, SS_ERR_INVALID, "inner dims differ (%lld vs %lld)", (long long)p->K, (long long)kb);
+    if (c) { /* C broadcasts unidirectionally to [M, N] */
+        int64_t cm = c->ndim == 2 ? c->dims[0] : 1;
+        int64_t cn = c->ndim >= 1 ? c->dims[c->ndim - 1] : 1;
+        if (c->ndim > 2 || (cm != 1 && cm != p->M) || (cn != 1 && cn != p->N))
+            return ss_op_err(k, SS_ERR_INVALID, "C does not broadcast to [%lld,%lld]", (long long)p->M, (long long)p->N);
+    }
+    ss_tensor *o = k->out[0];
+    o->dtype = a->dtype;
+    o->ndim = 2;
+    o->dims[0] = p->M;
+    o->dims[1] = p->N;
+    return NULL;
+}
+
+static void fill_bias(const ss_tensor *c, ss_dtype dt, int64_t M, int64_t N, float beta, void *out)
+{
+    int64_t cm = c->ndim == 2 ? c->dims[0] : 1;
+    int64_t cn = c->ndim >= 1 ? c->dims[c->ndim - 1] : 1;
+    for (int64_t i = 0; i < M; i++) {
+        int64_t ci = cm == 1 ? 0 : i;
+        if (dt == SS_DT_FLOAT32) {
+            const float *src = (const float *)c->data + ci * cn;
+            float *dst = (float *)out + i * N;
+            if (cn == 1) for (int64_t j = 0; j < N; j++) dst[j] = beta * src[0];
+            else for (int64_t j = 0; j < N; j++) dst[j] = beta * src[j];
+        } else {
+            const double *src = (const double *)c->data + ci * cn;
+            double *dst = (double *)out + i * N;
+            if (cn == 1) for (int64_t j = 0; j < N; j++) dst[j] = beta * src[0];
+            else for (int64_t j = 0; j < N; j++) dst[j] = beta * src[j];
+        }
+    }
+}
+
+static ss_status *gemm_run(ss_kctx *k)
+{
+    const gemm_plan *p = k->state;
+    const ss_tensor *a = k->in[0], *b = k->in[1], *c = k->n_in > 2 ? k->in[2] : NULL;
+    void *out = k->out[0]->data;
+    float beta = 0.0f;
+    if (c && p->beta != 0.0f) {
+        fill_bias(c, a->dtype, p->M, p->N, p->beta, out);
+        beta = 1.0f;
+    }
+    if (p->K == 0 || p->alpha == 0.0f) {
+        if (beta == 0.0f) memset(out, 0, k->out[0]->nbytes);
+        return NULL;
+    }
+    gemm(a->dtype, p->ta, p->tb, p->M, p->N, p->K, p->alpha, a->data, a->dims[1], b->data,
+         b->dims[1], beta, out);
+    return NULL;
+}
+
+const ss_op_def ss_ops_matmul[] = {
+    {"", "MatMul", 1, 17, matmul_infer, matmul_run, 0},
+    {"", "Gemm", 7, 17, gemm_infer, gemm_run, 0},
+    {0},
+};

@@ -1,0 +1,6 @@
+/* movement ops. */
+#include "../op.h"
+
+const ss_op_def ss_ops_movement[] = {
+    {0},
+};

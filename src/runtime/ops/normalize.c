@@ -1,0 +1,6 @@
+/* normalize ops. */
+#include "../op.h"
+
+const ss_op_def ss_ops_normalize[] = {
+    {0},
+};

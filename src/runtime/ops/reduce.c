@@ -1,0 +1,6 @@
+/* reduce ops. */
+#include "../op.h"
+
+const ss_op_def ss_ops_reduce[] = {
+    {0},
+};

@@ -1,0 +1,6 @@
+/* shape ops. */
+#include "../op.h"
+
+const ss_op_def ss_ops_shape[] = {
+    {0},
+};

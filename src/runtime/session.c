@@ -1,0 +1,717 @@
+/*
+ * Sessions: graph construction at load, planning per input signature, execution.
+ *
+ * Load: name every value (initializers, graph inputs, node outputs), order the nodes
+ * topologically, and resolve each node's op definition — an unknown op fails here, naming the
+ * op, node and opset. When the inputs' shapes are known, a trial plan also checks every
+ * attribute at load.
+ *
+ * Plan (struct ss_plan): walk the nodes in order calling infer; a node whose inputs are all
+ * known (initializers, folded values) or that only reads shapes is run right away and its outputs
+ * become constants. The remaining "exec" nodes get buffers: alias ops (Reshape family) share their
+ * input's bytes, every other intermediate gets an offset in one arena, assigned greedily by size
+ * so that values whose lifetimes do not overlap share memory.
+ *
+ * Run: bind the caller's input buffers (no copy), call the exec nodes' kernels. A change of any
+ * input shape, or of the value of an input that shape inference read, re-plans first.
+ */
+#include "op.h"
+
+#include <cblas.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define ARENA_ALIGN 64
+
+typedef enum { V_NODE = 0, V_INPUT, V_CONST } value_kind;
+
+typedef struct {
+    const char *name;
+    value_kind kind;
+    int input_index;       /* V_INPUT */
+    const ss_tensor *init; /* V_CONST */
+    int producer;          /* node index (topological) or -1 */
+} value_def;
+
+typedef struct {
+    const ss_onnx_node *node;
+    const ss_op_def *op;
+    char *name;
+    int64_t opset;
+    int n_in, n_out;
+    int *in_ids; /* -1 for an omitted optional input */
+    int *out_ids;
+} node_def;
+
+struct ss_plan {
+    ss_session *s;
+    ss_tensor *vals;         /* per value: dtype, shape, data (NULL while unknown at plan time) */
+    unsigned char *known;    /* value known at plan time */
+    ss_tensor *owned;        /* folded values' storage */
+    int *root;               /* alias root (self if not an alias) */
+    void **state;            /* per node */
+    ss_kctx *kctx;           /* per node */
+    ss_tensor **ptrs;        /* backing store for every kctx's in/out arrays */
+    int n_exec;
+    int *exec;               /* node indices to run */
+    unsigned char *arena;
+    size_t arena_bytes, naive_bytes, const_bytes;
+    const ss_tensor *inputs; /* the caller's inputs while planning */
+    unsigned char *value_dep; /* per graph input: shape inference read its value */
+    ss_tensor *dep_values;    /* copies of those values */
+    int n_input_aliases;
+    int *input_aliases;       /* values whose bytes come from a graph input */
+    ss_tensor *out_views; /* what the caller sees: refreshed after every run */
+};
+
+struct ss_session {
+    ss_onnx_model *model;
+    ss_session_options opt;
+    int n_values;
+    value_def *values;
+    int n_nodes;
+    node_def *nodes;
+    int n_inputs, n_outputs;
+    ss_onnx_value_info *inputs, *outputs;
+    int *input_ids, *output_ids;
+    struct ss_plan *plan;
+    int n_plans;
+    /* name -> value id hash table (open addressing) */
+    int hash_cap;
+    int *hash;
+};
+
+/* ------------------------------------------------------------------ value names */
+
+static uint64_t hash_str(const char *s)
+{
+    uint64_t h = 1469598103934665603ull;
+    for (; *s; s++) h = (h ^ (unsigned char)*s) * 1099511628211ull;
+    return h;
+}
+
+static int value_lookup(const ss_session *s, const char *name)
+{
+    for (uint64_t i = hash_str(name) & (uint64_t)(s->hash_cap - 1);; i = (i + 1) & (uint64_t)(s->hash_cap - 1)) {
+        int id = s->hash[i];
+        if (id < 0) return -1;
+        if (strcmp(s->values[id].name, name) == 0) return id;
+    }
+}
+
+static int value_add(ss_session *s, const char *name, value_kind kind)
+{
+    int id = value_lookup(s, name);
+    if (id >= 0) return id;
+    id = s->n_values++;
+    s->values[id] = (value_def){.name = name, .kind = kind, .input_index = -1, .producer = -1};
+    uint64_t i = hash_str(name) & (uint64_t)(s->hash_cap - 1);
+    while (s->hash[i] >= 0) i = (i + 1) & (uint64_t)(s->hash_cap - 1);
+    s->hash[i] = id;
+    return id;
+}
+
+/* ------------------------------------------------------------------ load */
+
+static ss_status *build_values(ss_session *s)
+{
+    const Onnx__GraphProto *g = s->model->proto->graph;
+    size_t max_values = g->n_initializer + g->n_input + 1;
+    for (size_t i = 0; i < g->n_node; i++) max_values += g->node[i]->n_output;
+    s->hash_cap = 16;
+    while ((size_t)s->hash_cap < 2 * max_values) s->hash_cap *= 2;
+    s->hash = malloc(sizeof(int) * (size_t)s->hash_cap);
+    s->values = calloc(max_values, sizeof *s->values);
+    if (!s->hash || !s->values) return ss_errf(SS_ERR_NOMEM, "out of memory");
+    memset(s->hash, 0xff, sizeof(int) * (size_t)s->hash_cap);
+
+    for (int i = 0; i < s->model->n_init; i++) {
+        int id = value_add(s, s->model->inits[i].name, V_CONST);
+        s->values[id].init = &s->model->inits[i].tensor;
+    }
+    /* Graph inputs that are also initializers (IR < 4 lists them) stay constants. */
+    s->inputs = calloc(g->n_input + 1, sizeof *s->inputs);
+    s->input_ids = calloc(g->n_input + 1, sizeof(int));
+    s->outputs = calloc(g->n_output + 1, sizeof *s->outputs);
+    s->output_ids = calloc(g->n_output + 1, sizeof(int));
+    if (!s->inputs || !s->input_ids || !s->outputs || !s->output_ids)
+        return ss_errf(SS_ERR_NOMEM, "out of memory");
+    for (size_t i = 0; i < g->n_input; i++) {
+        const char *name = g->input[i]->name ? g->input[i]->name : "";
+        if (value_lookup(s, name) >= 0) continue;
+        ss_onnx_value_info *vi = &s->inputs[s->n_inputs];
+        ss_status *st = ss_onnx_read_value_info(g->input[i], vi);
+        if (st) return st;
+        if (!vi->is_tensor)
+            return ss_errf(SS_ERR_UNSUPPORTED, "graph input '%s' is not a tensor (sequence, map or "
+                           "optional types are not supported)", name);
+        int id = value_add(s, name, V_INPUT);
+        s->values[id].input_index = s->n_inputs;
+        s->input_ids[s->n_inputs++] = id;
+    }
+    return NULL;
+}
+
+static ss_status *build_nodes(ss_session *s)
+{
+    const Onnx__GraphProto *g = s->model->proto->graph;
+    s->nodes = calloc(g->n_node + 1, sizeof *s->nodes);
+    if (!s->nodes) return ss_errf(SS_ERR_NOMEM, "out of memory");
+    /* Name every node output first, so inputs can refer to later nodes (we sort below). */
+    for (size_t i = 0; i < g->n_node; i++)
+        for (size_t j = 0; j < g->node[i]->n_output; j++)
+            if (g->node[i]->output[j][0]) {
+                int id = value_lookup(s, g->node[i]->output[j]);
+                if (id >= 0 && (s->values[id].kind != V_NODE || s->values[id].producer >= 0))
+                    return ss_errf(SS_ERR_INVALID, "value '%s' is produced twice", g->node[i]->output[j]);
+                id = value_add(s, g->node[i]->output[j], V_NODE);
+                s->values[id].producer = (int)i; /* graph order for now */
+            }
+    /* Kahn's algorithm over graph order. */
+    int n = (int)g->n_node;
+    int *pending = calloc((size_t)n + 1, sizeof(int));
+    int *order = calloc((size_t)n + 1, sizeof(int));
+    unsigned char *ready = calloc((size_t)s->n_values + 1, 1);
+    ss_status *st = NULL;
+    if (!pending || !order || !ready) st = ss_errf(SS_ERR_NOMEM, "out of memory");
+    for (int v = 0; !st && v < s->n_values; v++) ready[v] = s->values[v].kind != V_NODE;
+    int done = 0;
+    unsigned char *placed = calloc((size_t)n + 1, 1);
+    if (!placed && !st) st = ss_errf(SS_ERR_NOMEM, "out of memory");
+    while (!st && done < n) {
+        int progressed = 0;
+        for (int i = 0; i < n; i++) {
+            if (placed[i]) continue;
+            const ss_onnx_node *nd = g->node[i];
+            int ok = 1;
+            for (size_t j = 0; j < nd->n_input && ok; j++) {
+                if (!nd->input[j][0]) continue;
+                int id = value_lookup(s, nd->input[j]);
+                if (id < 0) {
+                    st = ss_errf(SS_ERR_INVALID, "node '%s' (%s): input '%s' is not produced by any "
+                                 "node, initializer or graph input", nd->name ? nd->name : "",
+                                 nd->op_type, nd->input[j]);
+                    ok = 0;
+                } else if (!ready[id]) {
+                    ok = 0;
+                }
+            }
+            if (st) break;
+            if (!ok) continue;
+            placed[i] = 1;
+            order[done++] = i;
+            progressed = 1;
+            for (size_t j = 0; j < nd->n_output; j++)
+                if (nd->output[j][0]) ready[value_lookup(s, nd->output[j])] = 1;
+        }
+        if (!st && !progressed) st = ss_errf(SS_ERR_INVALID, "the graph has a cycle");
+    }
+    for (int k = 0; !st && k < n; k++) {
+        const ss_onnx_node *nd = g->node[order[k]];
+        node_def *d = &s->nodes[s->n_nodes++];
+        d->node = nd;
+        char nm[96];
+        if (nd->name && nd->name[0]) snprintf(nm, sizeof nm, "%s", nd->name);
+        else snprintf(nm, sizeof nm, "#%d (%s)", order[k], nd->op_type);
+        d->name = strdup(nm);
+        d->opset = ss_onnx_opset(s->model, nd->domain);
+        d->n_in = (int)nd->n_input;
+        d->n_out = (int)nd->n_output;
+        d->in_ids = malloc(sizeof(int) * (nd->n_input + 1));
+        d->out_ids = malloc(sizeof(int) * (nd->n_output + 1));
+        if (!d->name || !d->in_ids || !d->out_ids) {
+            st = ss_errf(SS_ERR_NOMEM, "out of memory");
+            break;
+        }
+        for (int j = 0; j < d->n_in; j++) d->in_ids[j] = nd->input[j][0] ? value_lookup(s, nd->input[j]) : -1;
+        for (int j = 0; j < d->n_out; j++) {
+            d->out_ids[j] = nd->output[j][0] ? value_lookup(s, nd->output[j]) : -1;
+            if (d->out_ids[j] >= 0) s->values[d->out_ids[j]].producer = k;
+        }
+        const char *dom = nd->domain && nd->domain[0] ? nd->domain : "ai.onnx";
+        if (!ss_op_domain_known(nd->domain))
+            st = ss_errf(SS_ERR_UNSUPPORTED, "unsupported op '%s' of domain '%s' (node '%s')",
+                         nd->op_type, dom, d->name);
+        else if (!(d->op = ss_op_find(nd->domain, nd->op_type, d->opset)))
+            st = ss_errf(SS_ERR_UNSUPPORTED, "unsupported op '%s' (node '%s', domain %s, opset %lld)",
+                         nd->op_type, d->name, dom, (long long)d->opset);
+        else if (strcmp(dom, SS_DOMAIN_COLLECTIVE) == 0 && !s->opt.coll)
+            st = ss_errf(SS_ERR_INVALID, "node '%s' is a collective op (%s) but this process has no "
+                         "communicator; run sharded models with 'shardserve run --shards' or agents",
+                         d->name, nd->op_type);
+    }
+    free(pending);
+    free(order);
+    free(ready);
+    free(placed);
+    return st;
+}
+
+static ss_status *build_outputs(ss_session *s)
+{
+    const Onnx__GraphProto *g = s->model->proto->graph;
+    for (size_t i = 0; i < g->n_output; i++) {
+        const char *name = g->output[i]->name ? g->output[i]->name : "";
+        int id = value_lookup(s, name);
+        if (id < 0) return ss_errf(SS_ERR_INVALID, "graph output '%s' is never produced", name);
+        ss_status *st = ss_onnx_read_value_info(g->output[i], &s->outputs[s->n_outputs]);
+        if (st) return st;
+        if (!s->outputs[s->n_outputs].is_tensor)
+            return ss_errf(SS_ERR_UNSUPPORTED, "graph output '%s' is not a tensor", name);
+        s->output_ids[s->n_outputs++] = id;
+    }
+    return NULL;
+}
+
+/* ------------------------------------------------------------------ planning */
+
+static void plan_free(struct ss_plan *p)
+{
+    if (!p) return;
+    ss_session *s = p->s;
+    if (p->owned)
+        for (int v = 0; v < s->n_values; v++) ss_tensor_free(&p->owned[v]);
+    if (p->state)
+        for (int i = 0; i < s->n_nodes; i++) free(p->state[i]);
+    if (p->dep_values)
+        for (int i = 0; i < s->n_inputs; i++) ss_tensor_free(&p->dep_values[i]);
+    free(p->dep_values);
+    free(p->value_dep);
+    free(p->vals);
+    free(p->known);
+    free(p->owned);
+    free(p->root);
+    free(p->state);
+    free(p->kctx);
+    free(p->ptrs);
+    free(p->exec);
+    free(p->arena);
+    free(p->input_aliases);
+    free(p->out_views);
+    free(p);
+}
+
+const ss_tensor *ss_kctx_value(ss_kctx *k, int i)
+{
+    if (i >= k->n_in || !k->in[i]) return NULL;
+    struct ss_plan *p = k->plan;
+    if (!p) return k->in[i];
+    int id = k->in_ids[i];
+    if (p->known[id]) return &p->vals[id];
+    const value_def *vd = &p->s->values[id];
+    if (vd->kind == V_INPUT && p->inputs) {
+        p->value_dep[vd->input_index] = 1;
+        return &p->inputs[vd->input_index];
+    }
+    return NULL;
+}
+
+static ss_status *fold_node(struct ss_plan *p, int ni, ss_kctx *k)
+{
+    const node_def *d = &p->s->nodes[ni];
+    for (int j = 0; j < d->n_out; j++) {
+        int v = d->out_ids[j];
+        if (v < 0) continue;
+        if ((d->op->flags & SS_OPF_ALIAS) && j == 0) {
+            ss_tensor *src = k->in[0];
+            p->vals[v].data = src->data;
+            p->vals[v].nbytes = src->nbytes;
+            p->vals[v].storage = SS_STORE_BORROWED;
+        } else {
+            ss_tensor *o = &p->owned[v];
+            ss_status *st = ss_tensor_alloc(o, p->vals[v].dtype, p->vals[v].ndim, p->vals[v].dims);
+            if (st) return st;
+            p->vals[v].data = o->data;
+            p->vals[v].nbytes = o->nbytes;
+            p->vals[v].storage = SS_STORE_BORROWED;
+            p->const_bytes += o->nbytes;
+        }
+    }
+    if (!(d->op->flags & SS_OPF_ALIAS)) {
+        ss_status *st = d->op->run(k);
+        if (st) return st;
+    }
+    for (int j = 0; j < d->n_out; j++)
+        if (d->out_ids[j] >= 0) p->known[d->out_ids[j]] = 1;
+    return NULL;
+}
+
+static ss_status *infer_node(struct ss_plan *p, int ni, ss_tensor **ptrs)
+{
+    ss_session *s = p->s;
+    const node_def *d = &s->nodes[ni];
+    ss_kctx *k = &p->kctx[ni];
+    k->node = d->node;
+    k->node_name = d->name;
+    k->opset = d->opset;
+    k->n_in = d->n_in;
+    k->n_out = d->n_out;
+    k->in = ptrs;
+    k->out = ptrs + d->n_in;
+    k->coll = s->opt.coll;
+    k->plan = p;
+    k->in_ids = d->in_ids;
+    int all_known = 1;
+    for (int j = 0; j < d->n_in; j++) {
+        int v = d->in_ids[j];
+        k->in[j] = v >= 0 ? &p->vals[v] : NULL;
+        if (v >= 0 && !p->known[v]) all_known = 0;
+    }
+    for (int j = 0; j < d->n_out; j++) {
+        int v = d->out_ids[j];
+        k->out[j] = v >= 0 ? &p->vals[v] : NULL;
+        if (v >= 0) memset(&p->vals[v], 0, sizeof p->vals[v]);
+    }
+    ss_status *st = d->op->infer(k);
+    p->state[ni] = k->state;
+    if (st) return st;
+    for (int j = 0; j < d->n_out; j++) {
+        ss_tensor *o = k->out[j];
+        if (!o) continue;
+        size_t es = ss_dtype_size(o->dtype);
+        int64_t numel = ss_tensor_numel(o);
+        if (es == 0 || numel < 0 || (uint64_t)numel > SIZE_MAX / es)
+            return ss_op_err(k, SS_ERR_INTERNAL, "inferred an invalid output %d", j);
+        o->nbytes = (size_t)numel * es;
+    }
+    bool foldable = !(d->op->flags & SS_OPF_NO_FOLD) && (all_known || (d->op->flags & SS_OPF_SHAPE_ONLY));
+    if (foldable) return fold_node(p, ni, k);
+    for (int j = 0; j < d->n_out; j++)
+        if (k->out[j] && k->out[j]->dtype == SS_DT_STRING)
+            return ss_op_err(k, SS_ERR_UNSUPPORTED, "string tensors computed at run time are not "
+                             "supported");
+    p->exec[p->n_exec++] = ni;
+    return NULL;
+}
+
+typedef struct {
+    int id;
+    int first, last;
+    size_t size, offset;
+} arena_item;
+
+static int by_size_desc(const void *a, const void *b)
+{
+    const arena_item *x = a, *y = b;
+    return x->size < y->size ? 1 : x->size > y->size ? -1 : x->id - y->id;
+}
+
+/* Give every exec-node output that is not an alias an offset in the arena. */
+static ss_status *layout_arena(struct ss_plan *p)
+{
+    ss_session *s = p->s;
+    int nv = s->n_values;
+    int *first = malloc(sizeof(int) * (size_t)nv), *last = malloc(sizeof(int) * (size_t)nv);
+    arena_item *items = malloc(sizeof(arena_item) * (size_t)(nv + 1));
+    p->input_aliases = malloc(sizeof(int) * (size_t)(nv + 1));
+    if (!first || !last || !items || !p->input_aliases) {
+        free(first), free(last), free(items);
+        return ss_errf(SS_ERR_NOMEM, "out of memory");
+    }
+    for (int v = 0; v < nv; v++) first[v] = last[v] = -1, p->root[v] = v;
+    for (int e = 0; e < p->n_exec; e++) {
+        const node_def *d = &s->nodes[p->exec[e]];
+        for (int j = 0; j < d->n_in; j++)
+            if (d->in_ids[j] >= 0) last[d->in_ids[j]] = e;
+        for (int j = 0; j < d->n_out; j++)
+            if (d->out_ids[j] >= 0) first[d->out_ids[j]] = last[d->out_ids[j]] = e;
+        if ((d->op->flags & SS_OPF_ALIAS) && d->out_ids[0] >= 0 && d->in_ids[0] >= 0)
+            p->root[d->out_ids[0]] = p->root[d->in_ids[0]];
+    }
+    for (int i = 0; i < s->n_outputs; i++) last[s->output_ids[i]] = p->n_exec;
+    /* An alias keeps its root alive. Aliases come after their roots, so one backward pass. */
+    for (int v = nv - 1; v >= 0; v--)
+        if (p->root[v] != v && last[v] > last[p->root[v]]) last[p->root[v]] = last[v];
+    int n = 0;
+    p->n_input_aliases = 0;
+    for (int v = 0; v < nv; v++) {
+        if (p->known[v]) continue;
+        int r = p->root[v];
+        if (s->values[r].kind == V_INPUT) {
+            if (v != r) p->input_aliases[p->n_input_aliases++] = v;
+            continue;
+        }
+        if (r != v || first[v] < 0) continue;
+        size_t sz = (p->vals[v].nbytes + ARENA_ALIGN - 1) / ARENA_ALIGN * ARENA_ALIGN;
+        items[n++] = (arena_item){v, first[v], last[v], sz, 0};
+        p->naive_bytes += sz;
+    }
+    qsort(items, (size_t)n, sizeof *items, by_size_desc);
+    size_t total = 0;
+    for (int i = 0; i < n; i++) {
+        /* lowest offset that fits between already placed items alive at the same time */
+        size_t off = 0;
+        for (int again = 1; again;) {
+            again = 0;
+            for (int j = 0; j < i; j++) {
+                if (items[j].last < items[i].first || items[i].last < items[j].first) continue;
+                if (off < items[j].offset + items[j].size && items[j].offset < off + items[i].size) {
+                    off = items[j].offset + items[j].size;
+                    again = 1;
+                }
+            }
+        }
+        items[i].offset = off;
+        if (off + items[i].size > total) total = off + items[i].size;
+    }
+    p->arena_bytes = total;
+    p->arena = total ? aligned_alloc(ARENA_ALIGN, total) : NULL;
+    ss_status *st = (total && !p->arena)
+                        ? ss_errf(SS_ERR_NOMEM, "cannot allocate a %zu-byte arena", total) : NULL;
+    for (int i = 0; !st && i < n; i++) {
+        ss_tensor *t = &p->vals[items[i].id];
+        t->data = p->arena + items[i].offset;
+        t->storage = SS_STORE_BORROWED;
+    }
+    /* Aliases of arena values: same bytes. Values are numbered in production order. */
+    for (int v = 0; !st && v < nv; v++)
+        if (!p->known[v] && p->root[v] != v && s->values[p->root[v]].kind != V_INPUT)
+            p->vals[v].data = p->vals[p->root[v]].data;
+    free(first);
+    free(last);
+    free(items);
+    return st;
+}
+
+static ss_status *check_input(const ss_session *s, int i, const ss_tensor *t)
+{
+    const ss_onnx_value_info *vi = &s->inputs[i];
+    char a[160], b[160];
+    if (t->dtype != vi->dtype)
+        return ss_errf(SS_ERR_INVALID, "input '%s' has type %s, the model expects %s", vi->name,
+                       ss_dtype_name(t->dtype), ss_dtype_name(vi->dtype));
+    if (vi->ndim < 0) return NULL;
+    bool ok = t->ndim == vi->ndim;
+    for (int d = 0; ok && d < vi->ndim; d++) ok = vi->dims[d] < 0 || vi->dims[d] == t->dims[d];
+    if (!ok) {
+        int64_t shown[SS_MAX_DIMS];
+        for (int d = 0; d < vi->ndim; d++) shown[d] = vi->dims[d];
+        return ss_errf(SS_ERR_INVALID, "input '%s' has shape %s, the model expects %s (-1 = any)",
+                       vi->name, ss_shape_str(t->ndim, t->dims, a, sizeof a),
+                       ss_shape_str(vi->ndim, shown, b, sizeof b));
+    }
+    return NULL;
+}
+
+static ss_status *plan_build(ss_session *s, const ss_tensor *inputs, struct ss_plan **out)
+{
+    struct ss_plan *p = calloc(1, sizeof *p);
+    if (!p) return ss_errf(SS_ERR_NOMEM, "out of memory");
+    p->s = s;
+    int nv = s->n_values, nn = s->n_nodes;
+    size_t nptr = 0;
+    for (int i = 0; i < nn; i++) nptr += (size_t)(s->nodes[i].n_in + s->nodes[i].n_out);
+    p->vals = calloc((size_t)nv + 1, sizeof *p->vals);
+    p->known = calloc((size_t)nv + 1, 1);
+    p->owned = calloc((size_t)nv + 1, sizeof *p->owned);
+    p->root = calloc((size_t)nv + 1, sizeof(int));
+    p->state = calloc((size_t)nn + 1, sizeof(void *));
+    p->kctx = calloc((size_t)nn + 1, sizeof *p->kctx);
+    p->ptrs = calloc(nptr + 1, sizeof(ss_tensor *));
+    p->exec = calloc((size_t)nn + 1, sizeof(int));
+    p->value_dep = calloc((size_t)s->n_inputs + 1, 1);
+    p->dep_values = calloc((size_t)s->n_inputs + 1, sizeof(ss_tensor));
+    p->out_views = calloc((size_t)s->n_outputs + 1, sizeof(ss_tensor));
+    ss_status *st = NULL;
+    if (!p->vals || !p->known || !p->owned || !p->root || !p->state || !p->kctx || !p->ptrs ||
+        !p->exec || !p->value_dep || !p->dep_values || !p->out_views)
+        st = ss_errf(SS_ERR_NOMEM, "out of memory");
+    p->inputs = inputs;
+    for (int v = 0; !st && v < nv; v++) {
+        const value_def *vd = &s->values[v];
+        if (vd->kind == V_CONST) {
+            p->vals[v] = *vd->init;
+            p->vals[v].storage = SS_STORE_BORROWED;
+            p->known[v] = 1;
+            p->const_bytes += vd->init->nbytes;
+        } else if (vd->kind == V_INPUT) {
+            const ss_tensor *t = &inputs[vd->input_index];
+            p->vals[v] = (ss_tensor){.dtype = t->dtype, .ndim = t->ndim, .nbytes = t->nbytes,
+                                     .storage = SS_STORE_BORROWED};
+            memcpy(p->vals[v].dims, t->dims, sizeof t->dims);
+        }
+    }
+    size_t off = 0;
+    for (int i = 0; !st && i < nn; i++) {
+        st = infer_node(p, i, p->ptrs + off);
+        off += (size_t)(s->nodes[i].n_in + s->nodes[i].n_out);
+    }
+    if (!st) st = layout_arena(p);
+    for (int i = 0; !st && i < s->n_inputs; i++)
+        if (p->value_dep[i]) st = ss_tensor_copy(&p->dep_values[i], &inputs[i]);
+    for (int i = 0; i < nn; i++) p->kctx[i].plan = NULL;
+    p->inputs = NULL;
+    if (st) {
+        plan_free(p);
+        return st;
+    }
+    s->n_plans++;
+    *out = p;
+    return NULL;
+}
+
+static bool plan_matches(const struct ss_plan *p, const ss_tensor *inputs)
+{
+    const ss_session *s = p->s;
+    for (int i = 0; i < s->n_inputs; i++) {
+        const ss_tensor *t = &inputs[i];
+        const ss_tensor *pv = &p->vals[s->input_ids[i]];
+        if (!ss_shape_equal(t->ndim, t->dims, pv->ndim, pv->dims)) return false;
+        if (p->value_dep[i] && (t->nbytes != p->dep_values[i].nbytes ||
+                                memcmp(t->data, p->dep_values[i].data, t->nbytes) != 0))
+            return false;
+    }
+    return true;
+}
+
+/* Plan at load with zero-filled inputs (dynamic dims as 1) so unsupported attributes and dtypes
+ * are reported when the model is loaded, not on the first request. Only UNSUPPORTED errors are
+ * final here: the stand-in values may trip shape checks that real inputs pass. */
+static ss_status *trial_plan(ss_session *s)
+{
+    ss_tensor *ins = calloc((size_t)s->n_inputs + 1, sizeof *ins);
+    if (!ins) return ss_errf(SS_ERR_NOMEM, "out of memory");
+    ss_status *st = NULL;
+    bool all_static = true;
+    for (int i = 0; !st && i < s->n_inputs; i++) {
+        const ss_onnx_value_info *vi = &s->inputs[i];
+        if (vi->ndim < 0 || !ss_dtype_valid(vi->dtype) || vi->dtype == SS_DT_STRING) goto done;
+        int64_t dims[SS_MAX_DIMS];
+        for (int d = 0; d < vi->ndim; d++) {
+            dims[d] = vi->dims[d] < 0 ? 1 : vi->dims[d];
+            if (vi->dims[d] < 0) all_static = false;
+        }
+        int64_t numel = ss_shape_numel(vi->ndim, dims);
+        if (numel < 0 || numel > (1 << 26)) goto done; /* do not allocate gigabytes to check */
+        st = ss_tensor_alloc(&ins[i], vi->dtype, vi->ndim, dims);
+    }
+    if (!st) {
+        struct ss_plan *p = NULL;
+        st = plan_build(s, ins, &p);
+        if (!st && all_static) s->plan = p;
+        else plan_free(p);
+        if (st && st->code != SS_ERR_UNSUPPORTED) {
+            SS_DEBUG("trial plan at load: %s (ignored)", st->msg);
+            ss_status_free(st);
+            st = NULL;
+        }
+    }
+done:
+    for (int i = 0; i < s->n_inputs; i++) ss_tensor_free(&ins[i]);
+    free(ins);
+    return st;
+}
+
+/* ------------------------------------------------------------------ public API */
+
+ss_status *ss_session_create_from_model(ss_onnx_model *model, const ss_session_options *opt,
+                                        ss_session **out)
+{
+    *out = NULL;
+    ss_session *s = calloc(1, sizeof *s);
+    if (!s) {
+        ss_onnx_free(model);
+        return ss_errf(SS_ERR_NOMEM, "out of memory");
+    }
+    s->model = model;
+    if (opt) s->opt = *opt;
+    if (s->opt.blas_threads > 0) openblas_set_num_threads(s->opt.blas_threads);
+    ss_status *st = build_values(s);
+    if (!st) st = build_nodes(s);
+    if (!st) st = build_outputs(s);
+    if (!st) st = trial_plan(s);
+    if (st) {
+        st = ss_status_wrap(st, "%s", model->path);
+        ss_session_free(s);
+        return st;
+    }
+    *out = s;
+    return NULL;
+}
+
+ss_status *ss_session_create(const char *model_path, const ss_session_options *opt, ss_session **out)
+{
+    ss_onnx_model *m;
+    *out = NULL;
+    ss_status *st = ss_onnx_load(model_path, &m);
+    if (st) return st;
+    return ss_session_create_from_model(m, opt, out);
+}
+
+void ss_session_free(ss_session *s)
+{
+    if (!s) return;
+    plan_free(s->plan);
+    for (int i = 0; i < s->n_nodes; i++) {
+        free(s->nodes[i].name);
+        free(s->nodes[i].in_ids);
+        free(s->nodes[i].out_ids);
+    }
+    free(s->nodes);
+    free(s->values);
+    free(s->hash);
+    free(s->inputs);
+    free(s->outputs);
+    free(s->input_ids);
+    free(s->output_ids);
+    ss_onnx_free(s->model);
+    free(s);
+}
+
+int ss_session_num_inputs(const ss_session *s) { return s->n_inputs; }
+int ss_session_num_outputs(const ss_session *s) { return s->n_outputs; }
+const ss_onnx_value_info *ss_session_input(const ss_session *s, int i) { return &s->inputs[i]; }
+const ss_onnx_value_info *ss_session_output(const ss_session *s, int i) { return &s->outputs[i]; }
+const ss_onnx_model *ss_session_model(const ss_session *s) { return s->model; }
+
+void ss_session_get_stats(const ss_session *s, ss_session_stats *out)
+{
+    memset(out, 0, sizeof *out);
+    out->n_nodes = s->n_nodes;
+    out->n_plans = s->n_plans;
+    if (s->plan) {
+        out->n_exec_nodes = s->plan->n_exec;
+        out->arena_bytes = s->plan->arena_bytes;
+        out->naive_bytes = s->plan->naive_bytes;
+        out->const_bytes = s->plan->const_bytes;
+    }
+}
+
+ss_status *ss_session_run(ss_session *s, const ss_tensor *inputs, int n_inputs,
+                          const ss_tensor **outputs)
+{
+    *outputs = NULL;
+    if (n_inputs != s->n_inputs)
+        return ss_errf(SS_ERR_INVALID, "the model takes %d inputs, %d given", s->n_inputs, n_inputs);
+    for (int i = 0; i < n_inputs; i++) {
+        ss_status *st = check_input(s, i, &inputs[i]);
+        if (st) return st;
+    }
+    if (!s->plan || !plan_matches(s->plan, inputs)) {
+        plan_free(s->plan);
+        s->plan = NULL;
+        ss_status *st = plan_build(s, inputs, &s->plan);
+        if (st) return st;
+    }
+    struct ss_plan *p = s->plan;
+    for (int i = 0; i < n_inputs; i++) {
+        ss_tensor *v = &p->vals[s->input_ids[i]];
+        v->data = inputs[i].data;
+        v->nbytes = inputs[i].nbytes;
+    }
+    for (int i = 0; i < p->n_input_aliases; i++) {
+        int v = p->input_aliases[i];
+        p->vals[v].data = p->vals[p->root[v]].data;
+    }
+    for (int e = 0; e < p->n_exec; e++) {
+        int ni = p->exec[e];
+        const node_def *d = &s->nodes[ni];
+        if (d->op->flags & SS_OPF_ALIAS) continue;
+        ss_status *st = d->op->run(&p->kctx[ni]);
+        if (st) return st;
+    }
+    for (int i = 0; i < s->n_outputs; i++) p->out_views[i] = p->vals[s->output_ids[i]];
+    *outputs = p->out_views;
+    return NULL;
+}
