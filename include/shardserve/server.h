@@ -1,0 +1,79 @@
+/*
+ * server: the client-facing front ends, wire-compatible with MindSpore Serving.
+ *
+ * - gRPC: /mindspore.serving.proto.MSService/Predict (MindSpore's request checks and error texts;
+ *   application errors travel in PredictReply.error_msg with gRPC status OK), plus the standard
+ *   /grpc.health.v1.Health/Check answering SERVING / NOT_SERVING from a readiness callback.
+ *   Any other method gets UNIMPLEMENTED.
+ * - REST: POST /model/NAME[/version/N]:METHOD with MindSpore's JSON (HTTP 200 for application
+ *   errors), plus GET /health/live and GET /health/ready.
+ *
+ * Both hand valid requests to an ss_predict_handler (serving.h) and never block a network thread
+ * while the handler works. Both bind only the address they are given (use 127.0.0.1).
+ *
+ * Threads and signals: gRPC creates threads of its own that inherit the caller's signal mask.
+ * A process that handles SIGINT/SIGTERM with sigwait() must block them (pthread_sigmask) before
+ * starting the first gRPC server; ss_server_block_signals does that.
+ *
+ * Stopping: stop() stops accepting, lets in-flight requests finish for up to drain_ms, then
+ * cancels what is left, and returns once every request handed to the handler has been answered
+ * (the handler must call done() for each, also while shutting down) — no call is silently lost.
+ */
+#ifndef SHARDSERVE_SERVER_H
+#define SHARDSERVE_SERVER_H
+
+#include <signal.h>
+
+#include "shardserve/core.h"
+#include "shardserve/serving.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define SS_SERVER_DEFAULT_MAX_MSG_MB 100
+#define SS_SERVER_MAX_MSG_MB_LIMIT 512
+
+typedef struct {
+    const char *address;      /* "127.0.0.1:5500" (port 0 = any free port) or "unix:/path" */
+    int max_msg_mb;           /* 1..512, 0 = 100: limits received and sent messages */
+    int threads;              /* completion-queue worker threads, 0 = 2 */
+    int drain_ms;             /* stop(): grace period for in-flight calls, 0 = 5000 */
+    ss_predict_handler handler;
+    ss_ready_fn ready;        /* NULL: always ready */
+    void *ready_ctx;
+} ss_grpc_options;
+
+typedef struct ss_grpc_server ss_grpc_server;
+
+ss_status *ss_grpc_server_start(const ss_grpc_options *opts, ss_grpc_server **out);
+/* The bound TCP port (useful with port 0); 0 for unix sockets. */
+int ss_grpc_server_port(const ss_grpc_server *srv);
+/* Stop (see above) and free. NULL is fine. */
+void ss_grpc_server_stop(ss_grpc_server *srv);
+
+typedef struct {
+    const char *address;     /* "127.0.0.1:1500" (port 0 = any free port); IPv4 only */
+    int max_msg_mb;          /* 1..512, 0 = 100: request body limit */
+    int threads;             /* 1 = one epoll thread (default), >1 = a pool of that size */
+    int timeout_s;           /* idle connection timeout, 0 = 100 (MindSpore's evhttp timeout) */
+    int max_connections;     /* 0 = libmicrohttpd's default */
+    ss_predict_handler handler;
+    ss_ready_fn ready;       /* NULL: always ready */
+    void *ready_ctx;
+} ss_rest_options;
+
+typedef struct ss_rest_server ss_rest_server;
+
+ss_status *ss_rest_server_start(const ss_rest_options *opts, ss_rest_server **out);
+int ss_rest_server_port(const ss_rest_server *srv);
+void ss_rest_server_stop(ss_rest_server *srv);
+
+/* Block SIGINT, SIGTERM and SIGPIPE in the calling thread (and so in every thread it creates
+ * afterwards); *set receives SIGINT and SIGTERM for a later sigwait(). */
+void ss_server_block_signals(sigset_t *set);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

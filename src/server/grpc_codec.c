@@ -1,0 +1,354 @@
+/*
+ * grpc_codec: PredictRequest/PredictReply <-> serving data model.
+ *
+ * Decoding takes the numeric payload buffers away from the unpacked protobuf message instead of
+ * copying them (protobuf-c allocates each bytes field separately with malloc), so a request's
+ * tensor bytes are copied once, by protobuf-c, on their way in. Encoding points the protobuf
+ * structures at the reply's tensors and packs once. The request checks and their texts are
+ * MindSpore's GrpcTensorHelper::CheckRequestTensor.
+ */
+#include "grpc_codec.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "ms_service.pb-c.h"
+
+typedef Mindspore__Serving__Proto__PredictRequest pb_request;
+typedef Mindspore__Serving__Proto__PredictReply pb_reply;
+typedef Mindspore__Serving__Proto__Instance pb_instance;
+typedef Mindspore__Serving__Proto__Instance__ItemsEntry pb_item;
+typedef Mindspore__Serving__Proto__Tensor pb_tensor;
+typedef Mindspore__Serving__Proto__TensorShape pb_shape;
+typedef Mindspore__Serving__Proto__ErrorMsg pb_error;
+typedef Mindspore__Serving__Proto__ServableSpec pb_spec;
+
+/* Indexed by MindSpore's DataType value. */
+static const ss_dtype ms_to_ss[] = {
+    SS_DT_UNDEFINED, SS_DT_BOOL,   SS_DT_INT8,    SS_DT_UINT8,   SS_DT_INT16,
+    SS_DT_UINT16,    SS_DT_INT32,  SS_DT_UINT32,  SS_DT_INT64,   SS_DT_UINT64,
+    SS_DT_FLOAT16,   SS_DT_FLOAT32, SS_DT_FLOAT64, SS_DT_STRING, SS_DT_STRING,
+};
+enum { MS_STRING = 13, MS_BYTES = 14, MS_DTYPE_COUNT = 15 };
+
+ss_dtype ss_grpc_dtype_from_ms(int ms_dtype, bool *is_bytes)
+{
+    if (is_bytes) *is_bytes = ms_dtype == MS_BYTES;
+    if (ms_dtype < 0 || ms_dtype >= MS_DTYPE_COUNT) return SS_DT_UNDEFINED;
+    return ms_to_ss[ms_dtype];
+}
+
+int ss_grpc_dtype_to_ms(ss_dtype dt, bool is_bytes)
+{
+    if (dt == SS_DT_STRING) return is_bytes ? MS_BYTES : MS_STRING;
+    for (int i = 1; i < MS_STRING; i++)
+        if (ms_to_ss[i] == dt) return i;
+    return 0;
+}
+
+/* MindSpore prints shapes as "[2, 3]". */
+static const char *ms_shape_str(const pb_shape *shape, char *buf, size_t cap)
+{
+    size_t off = (size_t)snprintf(buf, cap, "[");
+    size_t n = shape ? shape->n_dims : 0;
+    for (size_t i = 0; i < n && off < cap; i++)
+        off += (size_t)snprintf(buf + off, cap - off, "%s%lld", i ? ", " : "",
+                                (long long)shape->dims[i]);
+    if (off < cap) snprintf(buf + off, cap - off, "]");
+    return buf;
+}
+
+static const char *ms_dtype_name(int v)
+{
+    static const char *names[] = {
+        "proto::MS_UNKNOWN", "proto::kMSI_Bool",  "proto::MS_INT8",    "proto::MS_UINT8",
+        "proto::MS_INT16",   "proto::MS_UINT16",  "proto::MS_INT32",   "proto::MS_UINT32",
+        "proto::MS_INT64",   "proto::MS_UINT64",  "proto::MS_FLOAT16", "proto::MS_FLOAT32",
+        "proto::MS_FLOAT64", "proto::MS_STRING",  "proto::MS_BYTES",
+    };
+    return v >= 0 && v < MS_DTYPE_COUNT ? names[v] : names[0];
+}
+
+/* MindSpore's tensor check; writes the detail text into msg and returns false on failure. */
+static bool check_tensor(const pb_tensor *t, char *msg, size_t cap)
+{
+    char sb[256];
+    size_t ndim = t->shape ? t->shape->n_dims : 0;
+    const int64_t *dims = t->shape ? t->shape->dims : NULL;
+    if ((int)t->dtype == MS_STRING || (int)t->dtype == MS_BYTES) {
+        if (t->n_bytes_val != 1) {
+            snprintf(msg, cap,
+                     "Instance tensor check failed: bytes or string type shape batch size can "
+                     "only be 1");
+            return false;
+        }
+        if (!(ndim == 0 || (ndim == 1 && dims[0] == 1))) {
+            snprintf(msg, cap,
+                     "Instance tensor check failed: bytes or string type input  shape can only "
+                     "be (1,) or empty, but given shape is %s",
+                     ms_shape_str(t->shape, sb, sizeof sb));
+            return false;
+        }
+        return true;
+    }
+    bool zero_dim = false;
+    for (size_t i = 0; i < ndim; i++) {
+        if (dims[i] < 0 || zero_dim || ndim > SS_MAX_DIMS) {
+            snprintf(msg, cap, "Tensor check failed: input  shape %s invalid",
+                     ms_shape_str(t->shape, sb, sizeof sb));
+            return false;
+        }
+        if (dims[i] == 0) zero_dim = true;
+    }
+    ss_dtype dt = ss_grpc_dtype_from_ms((int)t->dtype, NULL);
+    if (dt == SS_DT_UNDEFINED) {
+        snprintf(msg, cap, "Tensor check failed: input data type %s invalid",
+                 ms_dtype_name((int)t->dtype));
+        return false;
+    }
+    int64_t numel = ss_shape_numel((int)ndim, dims);
+    size_t itemsize = ss_dtype_size(dt);
+    size_t have = t->tensor_data_case == MINDSPORE__SERVING__PROTO__TENSOR__TENSOR_DATA_DATA
+                      ? t->data.len
+                      : 0;
+    if (t->tensor_data_case == MINDSPORE__SERVING__PROTO__TENSOR__TENSOR_DATA_SHM_DATA) {
+        snprintf(msg, cap, "Tensor check failed: input shared memory data is not supported");
+        return false;
+    }
+    if (numel < 0 || (uint64_t)numel > SIZE_MAX / itemsize || (size_t)numel * itemsize != have) {
+        snprintf(msg, cap, "Tensor check failed: input data size %zu invalid", have);
+        return false;
+    }
+    return true;
+}
+
+/* Move a checked tensor out of the protobuf message into the instance. */
+static ss_status *take_tensor(ss_serving_instance *inst, const char *name, pb_tensor *t)
+{
+    bool is_bytes = false;
+    ss_dtype dt = ss_grpc_dtype_from_ms((int)t->dtype, &is_bytes);
+    if (dt == SS_DT_STRING)
+        return ss_serving_instance_put_string(inst, name, t->bytes_val[0].data,
+                                              t->bytes_val[0].len, is_bytes);
+    int ndim = t->shape ? (int)t->shape->n_dims : 0;
+    const int64_t *dims = t->shape ? t->shape->dims : NULL;
+    ss_tensor tensor;
+    ss_status *st;
+    if (t->data.len == 0) {
+        st = ss_tensor_alloc(&tensor, dt, ndim, dims);
+    } else {
+        st = ss_tensor_borrow(&tensor, dt, ndim, dims, t->data.data, t->data.len);
+        if (!st) {
+            tensor.storage = SS_STORE_OWNED; /* protobuf-c malloc'd it; it is ours now */
+            t->data.data = NULL;
+            t->data.len = 0;
+        }
+    }
+    if (st) return st;
+    st = ss_serving_instance_put(inst, name, &tensor, false);
+    ss_tensor_free(&tensor);
+    return st;
+}
+
+static ss_predict_reply *convert_instances(pb_request *pb, ss_predict_request *req)
+{
+    char detail[512];
+    if (pb->n_instances == 0)
+        return ss_predict_reply_error(SS_SERVING_INVALID_INPUTS,
+                                      "Instances count of request cannot be 0, servable: %s, "
+                                      "method: %s",
+                                      req->servable, req->method);
+    for (size_t i = 0; i < pb->n_instances; i++) {
+        ss_serving_instance *inst = ss_predict_request_add_instance(req);
+        if (!inst) return ss_predict_reply_error(SS_SERVING_SYSTEM_ERROR, "out of memory");
+        pb_instance *pi = pb->instances[i];
+        for (size_t k = 0; k < pi->n_items; k++) {
+            pb_item *item = pi->items[k];
+            if (!item->value) continue; /* an entry without a value is an empty tensor: skip */
+            if (!check_tensor(item->value, detail, sizeof detail))
+                return ss_predict_reply_error(SS_SERVING_INVALID_INPUTS,
+                                              "Instances input %s check failed, detail: %s",
+                                              item->key, detail);
+            ss_status *st = take_tensor(inst, item->key, item->value);
+            if (st) {
+                ss_predict_reply *r =
+                    ss_predict_reply_error(SS_SERVING_SYSTEM_ERROR, "Instances input %s: %s",
+                                           item->key, st->msg);
+                ss_status_free(st);
+                return r;
+            }
+        }
+    }
+    return NULL;
+}
+
+ss_status *ss_grpc_decode_request(const uint8_t *buf, size_t len, ss_predict_request **out,
+                                  ss_predict_reply **invalid)
+{
+    *out = NULL;
+    *invalid = NULL;
+    pb_request *pb = mindspore__serving__proto__predict_request__unpack(NULL, len, buf);
+    if (!pb) return ss_errf(SS_ERR_INVALID, "cannot parse PredictRequest (%zu bytes)", len);
+    const pb_spec *spec = pb->servable_spec;
+    ss_predict_request *req = ss_predict_request_new(spec ? spec->name : "",
+                                                     spec ? spec->method_name : "",
+                                                     spec ? spec->version_number : 0);
+    if (!req) {
+        mindspore__serving__proto__predict_request__free_unpacked(pb, NULL);
+        return ss_errf(SS_ERR_NOMEM, "cannot allocate a request");
+    }
+    *invalid = convert_instances(pb, req);
+    mindspore__serving__proto__predict_request__free_unpacked(pb, NULL);
+    *out = req;
+    return NULL;
+}
+
+/* ------------------------------------------------------------------ replies */
+
+typedef struct {
+    pb_item entry;
+    pb_tensor tensor;
+    pb_shape shape;
+    ProtobufCBinaryData *strings;
+} out_item;
+
+static ss_status *fill_item(out_item *o, const ss_serving_item *item)
+{
+    const ss_tensor *t = &item->tensor;
+    mindspore__serving__proto__instance__items_entry__init(&o->entry);
+    mindspore__serving__proto__tensor__init(&o->tensor);
+    mindspore__serving__proto__tensor_shape__init(&o->shape);
+    o->entry.key = item->name;
+    o->entry.value = &o->tensor;
+    o->tensor.shape = &o->shape;
+    o->tensor.dtype = (Mindspore__Serving__Proto__DataType)ss_grpc_dtype_to_ms(t->dtype,
+                                                                                item->is_bytes);
+    if (t->dtype != SS_DT_STRING) {
+        o->shape.n_dims = (size_t)t->ndim;
+        o->shape.dims = (int64_t *)t->dims;
+        o->tensor.tensor_data_case = MINDSPORE__SERVING__PROTO__TENSOR__TENSOR_DATA_DATA;
+        o->tensor.data.data = t->data;
+        o->tensor.data.len = t->nbytes;
+        return NULL;
+    }
+    int64_t n = ss_tensor_numel(t);
+    if (n > 1) { /* scalars go out with shape []; longer string lists keep their shape */
+        o->shape.n_dims = (size_t)t->ndim;
+        o->shape.dims = (int64_t *)t->dims;
+    }
+    o->strings = calloc(n > 0 ? (size_t)n : 1, sizeof *o->strings);
+    if (!o->strings) return ss_errf(SS_ERR_NOMEM, "cannot allocate reply strings");
+    const ss_string *s = t->data;
+    for (int64_t i = 0; i < n; i++) {
+        o->strings[i].data = (uint8_t *)s[i].data;
+        o->strings[i].len = s[i].len;
+    }
+    o->tensor.n_bytes_val = (size_t)n;
+    o->tensor.bytes_val = o->strings;
+    return NULL;
+}
+
+typedef struct {
+    pb_instance *instances;
+    pb_instance **instance_ptrs;
+    pb_error *errors;
+    pb_error **error_ptrs;
+    out_item **items;      /* per instance */
+    pb_item ***item_ptrs;  /* per instance */
+    size_t count;
+} reply_parts;
+
+static void free_parts(reply_parts *p)
+{
+    for (size_t i = 0; i < p->count; i++) {
+        if (p->items && p->items[i]) {
+            free(p->item_ptrs[i]);
+            /* strings arrays hang off each item */
+            size_t n = p->instances[i].n_items;
+            for (size_t k = 0; k < n; k++) free(p->items[i][k].strings);
+            free(p->items[i]);
+        }
+    }
+    free(p->items);
+    free(p->item_ptrs);
+    free(p->instances);
+    free(p->instance_ptrs);
+    free(p->errors);
+    free(p->error_ptrs);
+}
+
+static ss_status *build_instances(reply_parts *p, const ss_predict_reply *reply)
+{
+    p->count = reply->count;
+    size_t n = reply->count ? reply->count : 1;
+    p->instances = calloc(n, sizeof *p->instances);
+    p->instance_ptrs = calloc(n, sizeof *p->instance_ptrs);
+    p->items = calloc(n, sizeof *p->items);
+    p->item_ptrs = calloc(n, sizeof *p->item_ptrs);
+    if (!p->instances || !p->instance_ptrs || !p->items || !p->item_ptrs)
+        return ss_errf(SS_ERR_NOMEM, "cannot allocate reply instances");
+    for (size_t i = 0; i < reply->count; i++) {
+        const ss_serving_instance *inst = &reply->instances[i];
+        pb_instance *pi = &p->instances[i];
+        mindspore__serving__proto__instance__init(pi);
+        p->instance_ptrs[i] = pi;
+        if (!inst->count) continue;
+        p->items[i] = calloc(inst->count, sizeof *p->items[i]);
+        p->item_ptrs[i] = calloc(inst->count, sizeof *p->item_ptrs[i]);
+        if (!p->items[i] || !p->item_ptrs[i])
+            return ss_errf(SS_ERR_NOMEM, "cannot allocate reply items");
+        for (size_t k = 0; k < inst->count; k++) {
+            pi->n_items = k + 1; /* so free_parts sees every filled item */
+            ss_status *st = fill_item(&p->items[i][k], &inst->items[k]);
+            if (st) return st;
+            p->item_ptrs[i][k] = &p->items[i][k].entry;
+        }
+        pi->items = p->item_ptrs[i];
+    }
+    return NULL;
+}
+
+static ss_status *build_errors(reply_parts *p, const ss_predict_reply *reply)
+{
+    if (!reply->error_count) return NULL;
+    p->errors = calloc(reply->error_count, sizeof *p->errors);
+    p->error_ptrs = calloc(reply->error_count, sizeof *p->error_ptrs);
+    if (!p->errors || !p->error_ptrs) return ss_errf(SS_ERR_NOMEM, "cannot allocate errors");
+    for (size_t i = 0; i < reply->error_count; i++) {
+        mindspore__serving__proto__error_msg__init(&p->errors[i]);
+        p->errors[i].error_code = reply->errors[i].code;
+        const char *m = reply->errors[i].message ? reply->errors[i].message : "";
+        p->errors[i].error_msg.data = (uint8_t *)m;
+        p->errors[i].error_msg.len = strlen(m);
+        p->error_ptrs[i] = &p->errors[i];
+    }
+    return NULL;
+}
+
+ss_status *ss_grpc_encode_reply(const ss_predict_request *req, const ss_predict_reply *reply,
+                                uint8_t **buf, size_t *len)
+{
+    pb_reply out = MINDSPORE__SERVING__PROTO__PREDICT_REPLY__INIT;
+    pb_spec spec = MINDSPORE__SERVING__PROTO__SERVABLE_SPEC__INIT;
+    spec.name = req->servable;
+    spec.method_name = req->method;
+    spec.version_number = req->version;
+    out.servable_spec = &spec;
+
+    reply_parts parts = {0};
+    ss_status *st = build_instances(&parts, reply);
+    if (!st) st = build_errors(&parts, reply);
+    if (!st) {
+        out.n_instances = reply->count;
+        out.instances = parts.instance_ptrs;
+        out.n_error_msg = reply->error_count;
+        out.error_msg = parts.error_ptrs;
+        *len = mindspore__serving__proto__predict_reply__get_packed_size(&out);
+        *buf = malloc(*len ? *len : 1);
+        if (!*buf) st = ss_errf(SS_ERR_NOMEM, "cannot allocate a %zu-byte reply", *len);
+        else mindspore__serving__proto__predict_reply__pack(&out, *buf);
+    }
+    free_parts(&parts);
+    return st;
+}

@@ -1,0 +1,501 @@
+/*
+ * grpc_server: MindSpore's MSService/Predict and grpc.health.v1.Health/Check on the gRPC core C
+ * API, with a few worker threads on one completion queue.
+ *
+ * Every accepted call is a small state machine driven by completion-queue events:
+ *   REQUESTED --(method known)--> RECEIVING --> WAITING (handler owns the request)
+ *             --(method unknown)--> FINISHING (UNIMPLEMENTED)                 |
+ *   RECEIVING --(bad protobuf / invalid request / health)--> FINISHING  <-----+ done()
+ *   FINISHING --> freed.
+ * At most one batch is outstanding per call, so batches need no lock. `live` counts call
+ * contexts; stop() waits for it to reach zero, which is what guarantees that every request given
+ * to the handler was answered (or its call cancelled) before the server and queue are destroyed.
+ */
+#include "shardserve/server.h"
+
+#include <grpc/byte_buffer.h>
+#include <grpc/byte_buffer_reader.h>
+#include <grpc/grpc.h>
+#include <grpc/grpc_security.h>
+#include <grpc/slice.h>
+#include <grpc/support/alloc.h>
+#include <grpc/support/time.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "grpc_codec.h"
+
+#define PREDICT_METHOD "/mindspore.serving.proto.MSService/Predict"
+#define HEALTH_METHOD "/grpc.health.v1.Health/Check"
+#define REQUESTS_PER_THREAD 2
+
+typedef enum { TAG_CALL, TAG_SHUTDOWN } tag_kind;
+typedef enum { ST_REQUESTED, ST_RECEIVING, ST_WAITING, ST_FINISHING } call_state;
+typedef enum { M_UNKNOWN, M_PREDICT, M_HEALTH } call_method;
+
+typedef struct {
+    tag_kind kind;
+} tag_head;
+
+typedef struct grpc_ctx {
+    tag_head head;
+    ss_grpc_server *srv;
+    call_state state;
+    call_method method;
+    grpc_call *call;
+    grpc_call_details details;
+    grpc_metadata_array request_md;
+    grpc_byte_buffer *recv;
+    grpc_byte_buffer *send;
+    grpc_slice status_details;
+    int cancelled;
+    ss_predict_request *req;
+} grpc_ctx;
+
+struct ss_grpc_server {
+    grpc_server *server;
+    grpc_completion_queue *cq;
+    pthread_t *threads;
+    int nthreads;
+    int port;
+    int drain_ms;
+    ss_predict_handler handler;
+    ss_ready_fn ready;
+    void *ready_ctx;
+    atomic_bool shutting_down;
+    tag_head shutdown_tag;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    bool shutdown_seen;
+    long live; /* call contexts not yet freed */
+};
+
+/* ------------------------------------------------------------------ call lifecycle */
+
+static void live_add(ss_grpc_server *srv, long d)
+{
+    pthread_mutex_lock(&srv->mu);
+    srv->live += d;
+    if (srv->live == 0) pthread_cond_broadcast(&srv->cv);
+    pthread_mutex_unlock(&srv->mu);
+}
+
+static void post_request(ss_grpc_server *srv)
+{
+    if (atomic_load(&srv->shutting_down)) return;
+    grpc_ctx *c = calloc(1, sizeof *c);
+    if (!c) {
+        SS_ERROR("grpc: out of memory while posting a call slot");
+        return;
+    }
+    c->head.kind = TAG_CALL;
+    c->srv = srv;
+    c->state = ST_REQUESTED;
+    grpc_call_details_init(&c->details);
+    grpc_metadata_array_init(&c->request_md);
+    live_add(srv, 1);
+    grpc_call_error err =
+        grpc_server_request_call(srv->server, &c->call, &c->details, &c->request_md, srv->cq,
+                                 srv->cq, c);
+    if (err != GRPC_CALL_OK) {
+        SS_ERROR("grpc: request_call failed (%d)", (int)err);
+        grpc_call_details_destroy(&c->details);
+        grpc_metadata_array_destroy(&c->request_md);
+        free(c);
+        live_add(srv, -1);
+    }
+}
+
+static void free_ctx(grpc_ctx *c)
+{
+    ss_grpc_server *srv = c->srv;
+    if (c->call) grpc_call_unref(c->call);
+    grpc_call_details_destroy(&c->details);
+    grpc_metadata_array_destroy(&c->request_md);
+    if (c->recv) grpc_byte_buffer_destroy(c->recv);
+    if (c->send) grpc_byte_buffer_destroy(c->send);
+    grpc_slice_unref(c->status_details);
+    ss_predict_request_free(c->req);
+    free(c);
+    live_add(srv, -1);
+}
+
+/* Send the final batch: optional message + status. Takes ownership of `payload` (malloc'd). */
+static void finish_call(grpc_ctx *c, grpc_status_code code, const char *details, uint8_t *payload,
+                        size_t len)
+{
+    grpc_op ops[4];
+    memset(ops, 0, sizeof ops);
+    size_t n = 0;
+    ops[n++].op = GRPC_OP_SEND_INITIAL_METADATA;
+    if (payload) {
+        grpc_slice s = grpc_slice_new(payload, len, free);
+        c->send = grpc_raw_byte_buffer_create(&s, 1);
+        grpc_slice_unref(s);
+        ops[n].op = GRPC_OP_SEND_MESSAGE;
+        ops[n++].data.send_message.send_message = c->send;
+    }
+    c->status_details = grpc_slice_from_copied_string(details ? details : "");
+    ops[n].op = GRPC_OP_SEND_STATUS_FROM_SERVER;
+    ops[n].data.send_status_from_server.status = code;
+    ops[n++].data.send_status_from_server.status_details = &c->status_details;
+    ops[n].op = GRPC_OP_RECV_CLOSE_ON_SERVER;
+    ops[n++].data.recv_close_on_server.cancelled = &c->cancelled;
+    c->state = ST_FINISHING;
+    grpc_call_error err = grpc_call_start_batch(c->call, ops, n, c, NULL);
+    if (err != GRPC_CALL_OK) {
+        SS_ERROR("grpc: cannot send a reply (call error %d)", (int)err);
+        free_ctx(c);
+    }
+}
+
+static void finish_with_reply(grpc_ctx *c, ss_predict_reply *reply)
+{
+    ss_predict_reply_collapse(reply);
+    uint8_t *buf = NULL;
+    size_t len = 0;
+    ss_status *st = ss_grpc_encode_reply(c->req, reply, &buf, &len);
+    ss_predict_reply_free(reply);
+    if (st) {
+        SS_ERROR("grpc: %s", st->msg);
+        finish_call(c, GRPC_STATUS_INTERNAL, st->msg, NULL, 0);
+        ss_status_free(st);
+        return;
+    }
+    finish_call(c, GRPC_STATUS_OK, NULL, buf, len);
+}
+
+static void predict_done(void *done_ctx, ss_predict_reply *reply)
+{
+    grpc_ctx *c = done_ctx;
+    if (!reply) reply = ss_predict_reply_error(SS_SERVING_SYSTEM_ERROR, "Predict failed");
+    if (!reply) {
+        finish_call(c, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory", NULL, 0);
+        return;
+    }
+    finish_with_reply(c, reply);
+}
+
+/* Flatten the received message (NULL when the client sent none). */
+static grpc_slice read_message(grpc_byte_buffer *bb)
+{
+    grpc_byte_buffer_reader reader;
+    if (!bb || !grpc_byte_buffer_reader_init(&reader, bb)) return grpc_empty_slice();
+    grpc_slice s = grpc_byte_buffer_reader_readall(&reader);
+    grpc_byte_buffer_reader_destroy(&reader);
+    return s;
+}
+
+static void handle_predict(grpc_ctx *c, const uint8_t *buf, size_t len)
+{
+    ss_predict_reply *invalid = NULL;
+    ss_status *st = ss_grpc_decode_request(buf, len, &c->req, &invalid);
+    if (st) {
+        SS_DEBUG("grpc: %s", st->msg);
+        finish_call(c, GRPC_STATUS_INTERNAL, st->msg, NULL, 0);
+        ss_status_free(st);
+        return;
+    }
+    if (invalid) {
+        finish_with_reply(c, invalid);
+        return;
+    }
+    c->state = ST_WAITING;
+    ss_predict_handler *h = &c->srv->handler;
+    h->predict(h->ctx, c->req, predict_done, c);
+}
+
+/* grpc.health.v1: HealthCheckRequest{string service = 1}, HealthCheckResponse{enum status = 1}
+ * with SERVING = 1, NOT_SERVING = 2. Small enough to read and write by hand. */
+static bool health_service_name(const uint8_t *p, size_t len, const uint8_t **name, size_t *nlen)
+{
+    *name = NULL;
+    *nlen = 0;
+    size_t i = 0;
+    while (i < len) {
+        uint8_t key = p[i++];
+        if (key == 0x0a) { /* field 1, length-delimited */
+            uint64_t n = 0;
+            int shift = 0;
+            while (i < len && shift < 64) {
+                n |= (uint64_t)(p[i] & 0x7f) << shift;
+                shift += 7;
+                if (!(p[i++] & 0x80)) break;
+            }
+            if (n > len - i) return false;
+            *name = p + i;
+            *nlen = (size_t)n;
+            i += (size_t)n;
+        } else {
+            return false; /* nothing else is defined in HealthCheckRequest */
+        }
+    }
+    return true;
+}
+
+static void handle_health(grpc_ctx *c, const uint8_t *buf, size_t len)
+{
+    static const char ours[] = "mindspore.serving.proto.MSService";
+    const uint8_t *name;
+    size_t nlen;
+    if (!health_service_name(buf, len, &name, &nlen)) {
+        finish_call(c, GRPC_STATUS_INTERNAL, "cannot parse HealthCheckRequest", NULL, 0);
+        return;
+    }
+    if (nlen && !(nlen == sizeof ours - 1 && memcmp(name, ours, nlen) == 0)) {
+        finish_call(c, GRPC_STATUS_NOT_FOUND, "unknown service", NULL, 0);
+        return;
+    }
+    ss_grpc_server *srv = c->srv;
+    bool ready = !srv->ready || srv->ready(srv->ready_ctx);
+    uint8_t *out = malloc(2);
+    if (!out) {
+        finish_call(c, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory", NULL, 0);
+        return;
+    }
+    out[0] = 0x08;
+    out[1] = ready ? 1 : 2;
+    finish_call(c, GRPC_STATUS_OK, NULL, out, 2);
+}
+
+static void on_requested(grpc_ctx *c, bool ok)
+{
+    if (!ok) { /* server shutting down: this slot never got a call */
+        free_ctx(c);
+        return;
+    }
+    post_request(c->srv);
+    if (grpc_slice_str_cmp(c->details.method, PREDICT_METHOD) == 0) c->method = M_PREDICT;
+    else if (grpc_slice_str_cmp(c->details.method, HEALTH_METHOD) == 0) c->method = M_HEALTH;
+    if (c->method == M_UNKNOWN) {
+        char *m = grpc_slice_to_c_string(c->details.method);
+        char detail[512];
+        snprintf(detail, sizeof detail, "unknown method %s", m);
+        gpr_free(m);
+        finish_call(c, GRPC_STATUS_UNIMPLEMENTED, detail, NULL, 0);
+        return;
+    }
+    grpc_op op;
+    memset(&op, 0, sizeof op);
+    op.op = GRPC_OP_RECV_MESSAGE;
+    op.data.recv_message.recv_message = &c->recv;
+    c->state = ST_RECEIVING;
+    if (grpc_call_start_batch(c->call, &op, 1, c, NULL) != GRPC_CALL_OK) free_ctx(c);
+}
+
+static void on_received(grpc_ctx *c, bool ok)
+{
+    if (!ok) { /* the call broke before its message arrived */
+        free_ctx(c);
+        return;
+    }
+    if (!c->recv) {
+        finish_call(c, GRPC_STATUS_INTERNAL, "no request message", NULL, 0);
+        return;
+    }
+    grpc_slice msg = read_message(c->recv);
+    grpc_byte_buffer_destroy(c->recv);
+    c->recv = NULL;
+    if (c->method == M_PREDICT)
+        handle_predict(c, GRPC_SLICE_START_PTR(msg), GRPC_SLICE_LENGTH(msg));
+    else handle_health(c, GRPC_SLICE_START_PTR(msg), GRPC_SLICE_LENGTH(msg));
+    grpc_slice_unref(msg);
+}
+
+static void on_event(ss_grpc_server *srv, void *tag, bool ok)
+{
+    tag_head *head = tag;
+    if (head->kind == TAG_SHUTDOWN) {
+        pthread_mutex_lock(&srv->mu);
+        srv->shutdown_seen = true;
+        pthread_cond_broadcast(&srv->cv);
+        pthread_mutex_unlock(&srv->mu);
+        return;
+    }
+    grpc_ctx *c = tag;
+    switch (c->state) {
+    case ST_REQUESTED: on_requested(c, ok); break;
+    case ST_RECEIVING: on_received(c, ok); break;
+    case ST_FINISHING: free_ctx(c); break;
+    case ST_WAITING: SS_ERROR("grpc: event for a call waiting on its handler"); break;
+    }
+}
+
+static void *worker_main(void *arg)
+{
+    ss_grpc_server *srv = arg;
+    for (int i = 0; i < REQUESTS_PER_THREAD; i++) post_request(srv);
+    for (;;) {
+        grpc_event ev = grpc_completion_queue_next(srv->cq, gpr_inf_future(GPR_CLOCK_REALTIME),
+                                                   NULL);
+        if (ev.type == GRPC_QUEUE_SHUTDOWN) break;
+        if (ev.type == GRPC_OP_COMPLETE) on_event(srv, ev.tag, ev.success != 0);
+    }
+    return NULL;
+}
+
+/* ------------------------------------------------------------------ start / stop */
+
+static ss_status *check_options(const ss_grpc_options *o)
+{
+    if (!o->address || !o->address[0])
+        return ss_errf(SS_ERR_INVALID, "Serving gRPC server start failed, address is empty");
+    if (strncmp(o->address, "unix:", 5) == 0) {
+        if (!o->address[5])
+            return ss_errf(SS_ERR_INVALID, "Empty grpc server unix domain socket address");
+    } else {
+        const char *colon = strrchr(o->address, ':');
+        char *end = NULL;
+        long port = colon ? strtol(colon + 1, &end, 10) : -1;
+        if (!colon || colon == o->address || !end || *end || end == colon + 1 || port < 0 ||
+            port > 65535)
+            return ss_errf(SS_ERR_INVALID,
+                           "Serving gRPC server start failed, address '%s' is not host:port or "
+                           "unix:path",
+                           o->address);
+    }
+    if (o->max_msg_mb < 0 || o->max_msg_mb > SS_SERVER_MAX_MSG_MB_LIMIT)
+        return ss_errf(SS_ERR_INVALID, "max_msg_mb_size %d is outside [1, %d]", o->max_msg_mb,
+                       SS_SERVER_MAX_MSG_MB_LIMIT);
+    if (!o->handler.predict) return ss_errf(SS_ERR_INVALID, "gRPC server needs a predict handler");
+    return NULL;
+}
+
+static void destroy(ss_grpc_server *srv)
+{
+    if (srv->server) grpc_server_destroy(srv->server);
+    if (srv->cq) {
+        grpc_completion_queue_shutdown(srv->cq);
+        for (int i = 0; i < srv->nthreads; i++) pthread_join(srv->threads[i], NULL);
+        if (!srv->nthreads) { /* drain the queue ourselves */
+            while (grpc_completion_queue_next(srv->cq, gpr_inf_future(GPR_CLOCK_REALTIME), NULL)
+                       .type != GRPC_QUEUE_SHUTDOWN) {
+            }
+        }
+        grpc_completion_queue_destroy(srv->cq);
+    }
+    free(srv->threads);
+    pthread_mutex_destroy(&srv->mu);
+    pthread_cond_destroy(&srv->cv);
+    free(srv);
+    grpc_shutdown();
+}
+
+ss_status *ss_grpc_server_start(const ss_grpc_options *opts, ss_grpc_server **out)
+{
+    *out = NULL;
+    ss_status *st = check_options(opts);
+    if (st) return st;
+    ss_grpc_server *srv = calloc(1, sizeof *srv);
+    if (!srv) return ss_errf(SS_ERR_NOMEM, "cannot allocate the gRPC server");
+    pthread_mutex_init(&srv->mu, NULL);
+    pthread_cond_init(&srv->cv, NULL);
+    srv->handler = opts->handler;
+    srv->ready = opts->ready;
+    srv->ready_ctx = opts->ready_ctx;
+    srv->drain_ms = opts->drain_ms > 0 ? opts->drain_ms : 5000;
+    srv->shutdown_tag.kind = TAG_SHUTDOWN;
+    int threads = opts->threads > 0 ? opts->threads : 2;
+    int mb = opts->max_msg_mb ? opts->max_msg_mb : SS_SERVER_DEFAULT_MAX_MSG_MB;
+
+    grpc_init();
+    grpc_arg args[] = {
+        {GRPC_ARG_INTEGER, GRPC_ARG_MAX_RECEIVE_MESSAGE_LENGTH, {.integer = mb << 20}},
+        {GRPC_ARG_INTEGER, GRPC_ARG_MAX_SEND_MESSAGE_LENGTH, {.integer = mb << 20}},
+        {GRPC_ARG_INTEGER, GRPC_ARG_ALLOW_REUSEPORT, {.integer = 0}},
+    };
+    grpc_channel_args channel_args = {sizeof args / sizeof args[0], args};
+    srv->server = grpc_server_create(&channel_args, NULL);
+    srv->cq = grpc_completion_queue_create_for_next(NULL);
+    grpc_server_register_completion_queue(srv->server, srv->cq, NULL);
+    grpc_server_credentials *creds = grpc_insecure_server_credentials_create();
+    srv->port = grpc_server_add_http2_port(srv->server, opts->address, creds);
+    grpc_server_credentials_release(creds);
+    if (srv->port == 0) {
+        destroy(srv);
+        return ss_errf(SS_ERR_IO, "Serving gRPC server start failed, create server failed, "
+                                  "address %s",
+                       opts->address);
+    }
+    if (strncmp(opts->address, "unix:", 5) == 0) srv->port = 0;
+    grpc_server_start(srv->server);
+    srv->threads = calloc((size_t)threads, sizeof *srv->threads);
+    for (int i = 0; srv->threads && i < threads; i++) {
+        if (pthread_create(&srv->threads[i], NULL, worker_main, srv) != 0) break;
+        srv->nthreads++;
+    }
+    if (srv->nthreads == 0) {
+        atomic_store(&srv->shutting_down, true);
+        grpc_server_shutdown_and_notify(srv->server, srv->cq, &srv->shutdown_tag);
+        while (grpc_completion_queue_next(srv->cq, gpr_inf_future(GPR_CLOCK_REALTIME), NULL).tag !=
+               &srv->shutdown_tag) {
+        }
+        destroy(srv);
+        return ss_errf(SS_ERR_NOMEM, "cannot start gRPC worker threads");
+    }
+    SS_INFO("Serving gRPC server start success, listening on %s", opts->address);
+    *out = srv;
+    return NULL;
+}
+
+int ss_grpc_server_port(const ss_grpc_server *srv) { return srv ? srv->port : 0; }
+
+/* Wait for `cond` under srv->mu until the absolute deadline (0 = forever). */
+static bool wait_until(ss_grpc_server *srv, bool (*cond)(ss_grpc_server *), uint64_t deadline_ns)
+{
+    pthread_mutex_lock(&srv->mu);
+    while (!cond(srv)) {
+        if (deadline_ns) {
+            uint64_t now = ss_now_ns();
+            if (now >= deadline_ns) break;
+            struct timespec ts;
+            clock_gettime(CLOCK_REALTIME, &ts);
+            uint64_t wait = deadline_ns - now;
+            if (wait > 100000000) wait = 100000000; /* re-check every 100 ms */
+            ts.tv_nsec += (long)(wait % 1000000000);
+            ts.tv_sec += (time_t)(wait / 1000000000) + ts.tv_nsec / 1000000000;
+            ts.tv_nsec %= 1000000000;
+            pthread_cond_timedwait(&srv->cv, &srv->mu, &ts);
+        } else {
+            pthread_cond_wait(&srv->cv, &srv->mu);
+        }
+    }
+    bool done = cond(srv);
+    pthread_mutex_unlock(&srv->mu);
+    return done;
+}
+
+static bool shutdown_seen(ss_grpc_server *srv) { return srv->shutdown_seen; }
+static bool no_live_calls(ss_grpc_server *srv) { return srv->live == 0; }
+
+void ss_grpc_server_stop(ss_grpc_server *srv)
+{
+    if (!srv) return;
+    atomic_store(&srv->shutting_down, true);
+    grpc_server_shutdown_and_notify(srv->server, srv->cq, &srv->shutdown_tag);
+    uint64_t deadline = ss_now_ns() + (uint64_t)srv->drain_ms * 1000000u;
+    if (!wait_until(srv, shutdown_seen, deadline)) {
+        SS_WARN("grpc: in-flight calls did not finish within %d ms, cancelling them",
+                srv->drain_ms);
+        grpc_server_cancel_all_calls(srv->server);
+        wait_until(srv, shutdown_seen, 0);
+    }
+    /* Calls still waiting on the handler hold their context until done() runs. */
+    while (!wait_until(srv, no_live_calls, ss_now_ns() + 5000000000u))
+        SS_WARN("grpc: still waiting for %ld call(s) to be answered by the handler", srv->live);
+    destroy(srv);
+}
+
+void ss_server_block_signals(sigset_t *set)
+{
+    sigset_t block;
+    sigemptyset(&block);
+    sigaddset(&block, SIGINT);
+    sigaddset(&block, SIGTERM);
+    if (set) *set = block;
+    sigaddset(&block, SIGPIPE);
+    pthread_sigmask(SIG_BLOCK, &block, NULL);
+}

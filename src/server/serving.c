@@ -1,0 +1,289 @@
+/*
+ * serving: construction, destruction and MindSpore's error rules for predict requests and
+ * replies (see include/shardserve/serving.h). Every allocation failure is reported, never
+ * ignored; a reply that cannot be built degrades to a static-text error reply where possible.
+ */
+#include "shardserve/serving.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static char *dup_str(const char *s)
+{
+    size_t n = strlen(s ? s : "");
+    char *d = malloc(n + 1);
+    if (d) memcpy(d, s ? s : "", n + 1);
+    return d;
+}
+
+static char *vformat(const char *fmt, va_list ap)
+{
+    va_list copy;
+    va_copy(copy, ap);
+    int n = vsnprintf(NULL, 0, fmt, copy);
+    va_end(copy);
+    if (n < 0) return NULL;
+    char *s = malloc((size_t)n + 1);
+    if (s) vsnprintf(s, (size_t)n + 1, fmt, ap);
+    return s;
+}
+
+/* ------------------------------------------------------------------ instances */
+
+void ss_serving_instance_clear(ss_serving_instance *inst)
+{
+    for (size_t i = 0; i < inst->count; i++) {
+        free(inst->items[i].name);
+        ss_tensor_free(&inst->items[i].tensor);
+    }
+    free(inst->items);
+    memset(inst, 0, sizeof *inst);
+}
+
+const ss_serving_item *ss_serving_instance_find(const ss_serving_instance *inst, const char *name)
+{
+    for (size_t i = 0; i < inst->count; i++)
+        if (strcmp(inst->items[i].name, name) == 0) return &inst->items[i];
+    return NULL;
+}
+
+ss_status *ss_serving_instance_put(ss_serving_instance *inst, const char *name, ss_tensor *tensor,
+                                   bool is_bytes)
+{
+    for (size_t i = 0; i < inst->count; i++) {
+        if (strcmp(inst->items[i].name, name) == 0) {
+            ss_tensor_free(&inst->items[i].tensor);
+            inst->items[i].tensor = *tensor;
+            inst->items[i].is_bytes = is_bytes;
+            memset(tensor, 0, sizeof *tensor);
+            return NULL;
+        }
+    }
+    if (inst->count == inst->cap) {
+        size_t cap = inst->cap ? inst->cap * 2 : 4;
+        ss_serving_item *items = realloc(inst->items, cap * sizeof *items);
+        if (!items) return ss_errf(SS_ERR_NOMEM, "cannot grow an instance to %zu items", cap);
+        inst->items = items;
+        inst->cap = cap;
+    }
+    char *copy = dup_str(name);
+    if (!copy) return ss_errf(SS_ERR_NOMEM, "cannot copy item name");
+    ss_serving_item *it = &inst->items[inst->count++];
+    it->name = copy;
+    it->tensor = *tensor;
+    it->is_bytes = is_bytes;
+    memset(tensor, 0, sizeof *tensor);
+    return NULL;
+}
+
+ss_status *ss_serving_instance_put_string(ss_serving_instance *inst, const char *name,
+                                          const void *bytes, size_t len, bool is_bytes)
+{
+    ss_tensor t;
+    ss_status *st = ss_tensor_alloc(&t, SS_DT_STRING, 0, NULL);
+    if (!st) st = ss_tensor_set_string(&t, 0, bytes, len);
+    if (!st) st = ss_serving_instance_put(inst, name, &t, is_bytes);
+    ss_tensor_free(&t);
+    return st;
+}
+
+/* ------------------------------------------------------------------ requests */
+
+ss_predict_request *ss_predict_request_new(const char *servable, const char *method,
+                                           uint64_t version)
+{
+    ss_predict_request *req = calloc(1, sizeof *req);
+    if (!req) return NULL;
+    req->servable = dup_str(servable);
+    req->method = dup_str(method);
+    req->version = version;
+    if (!req->servable || !req->method) {
+        ss_predict_request_free(req);
+        return NULL;
+    }
+    return req;
+}
+
+void ss_predict_request_free(ss_predict_request *req)
+{
+    if (!req) return;
+    for (size_t i = 0; i < req->count; i++) ss_serving_instance_clear(&req->instances[i]);
+    free(req->instances);
+    free(req->servable);
+    free(req->method);
+    free(req);
+}
+
+ss_serving_instance *ss_predict_request_add_instance(ss_predict_request *req)
+{
+    ss_serving_instance *grown = realloc(req->instances, (req->count + 1) * sizeof *grown);
+    if (!grown) return NULL;
+    req->instances = grown;
+    ss_serving_instance *inst = &req->instances[req->count++];
+    memset(inst, 0, sizeof *inst);
+    return inst;
+}
+
+/* ------------------------------------------------------------------ replies */
+
+ss_predict_reply *ss_predict_reply_new(size_t count)
+{
+    ss_predict_reply *r = calloc(1, sizeof *r);
+    if (!r) return NULL;
+    if (count) {
+        r->instances = calloc(count, sizeof *r->instances);
+        if (!r->instances) {
+            free(r);
+            return NULL;
+        }
+    }
+    r->count = count;
+    return r;
+}
+
+static ss_predict_reply *reply_with_message(int64_t code, char *message)
+{
+    ss_predict_reply *r = calloc(1, sizeof *r);
+    ss_serving_error *e = calloc(1, sizeof *e);
+    if (!r || !e) {
+        free(r);
+        free(e);
+        free(message);
+        return NULL;
+    }
+    e->code = code;
+    e->message = message;
+    r->errors = e;
+    r->error_count = 1;
+    return r;
+}
+
+ss_predict_reply *ss_predict_reply_error(int64_t code, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    char *msg = vformat(fmt, ap);
+    va_end(ap);
+    return reply_with_message(code, msg ? msg : dup_str("Predict failed"));
+}
+
+ss_status *ss_predict_reply_fail_instance(ss_predict_reply *reply, size_t i, int64_t code,
+                                          const char *fmt, ...)
+{
+    if (i >= reply->count)
+        return ss_errf(SS_ERR_INTERNAL, "instance %zu of a %zu-instance reply", i, reply->count);
+    if (!reply->errors) {
+        reply->errors = calloc(reply->count, sizeof *reply->errors);
+        if (!reply->errors) return ss_errf(SS_ERR_NOMEM, "cannot allocate the error list");
+        reply->error_count = reply->count;
+    }
+    va_list ap;
+    va_start(ap, fmt);
+    char *msg = vformat(fmt, ap);
+    va_end(ap);
+    if (!msg) return ss_errf(SS_ERR_NOMEM, "cannot format an error message");
+    free(reply->errors[i].message);
+    reply->errors[i].code = code;
+    reply->errors[i].message = msg;
+    ss_serving_instance_clear(&reply->instances[i]);
+    return NULL;
+}
+
+static void free_errors(ss_predict_reply *r)
+{
+    for (size_t i = 0; i < r->error_count; i++) free(r->errors[i].message);
+    free(r->errors);
+    r->errors = NULL;
+    r->error_count = 0;
+}
+
+static void free_instances(ss_predict_reply *r)
+{
+    for (size_t i = 0; i < r->count; i++) ss_serving_instance_clear(&r->instances[i]);
+    free(r->instances);
+    r->instances = NULL;
+    r->count = 0;
+}
+
+void ss_predict_reply_free(ss_predict_reply *reply)
+{
+    if (!reply) return;
+    free_instances(reply);
+    free_errors(reply);
+    free(reply);
+}
+
+static bool msg_equal(const char *a, const char *b) { return strcmp(a ? a : "", b ? b : "") == 0; }
+
+void ss_predict_reply_collapse(ss_predict_reply *r)
+{
+    for (size_t i = 0; i < r->error_count; i++) {
+        if (r->errors[i].code != 0 && (!r->errors[i].message || !r->errors[i].message[0])) {
+            free(r->errors[i].message);
+            r->errors[i].message = dup_str("Predict failed");
+        }
+    }
+    if (r->error_count <= 1) {
+        if (r->error_count == 1 && r->errors[0].code == 0 && r->count == 1) free_errors(r);
+        else if (r->error_count == 1 && r->errors[0].code != 0) free_instances(r);
+        return;
+    }
+    size_t failed = 0;
+    bool same = true;
+    for (size_t i = 0; i < r->error_count; i++) {
+        if (r->errors[i].code == 0) continue;
+        failed++;
+        if (r->errors[i].code != r->errors[0].code ||
+            !msg_equal(r->errors[i].message, r->errors[0].message))
+            same = false;
+        if (i < r->count) ss_serving_instance_clear(&r->instances[i]);
+    }
+    if (failed == 0) {
+        free_errors(r);
+    } else if (failed == r->error_count && same) {
+        free_instances(r);
+        for (size_t i = 1; i < r->error_count; i++) free(r->errors[i].message);
+        r->error_count = 1;
+    } else {
+        for (size_t i = 0; i < r->error_count; i++) {
+            if (r->errors[i].code != 0) continue;
+            free(r->errors[i].message);
+            r->errors[i].message = NULL; /* a success carries an empty message */
+        }
+    }
+}
+
+/* ------------------------------------------------------------------ checks and texts */
+
+const char *ss_serving_spec_str(const ss_predict_request *req, char *buf, size_t cap)
+{
+    if (req->version > 0)
+        snprintf(buf, cap, "servable(%s) method(%s) version(%llu)", req->servable, req->method,
+                 (unsigned long long)req->version);
+    else
+        snprintf(buf, cap, "servable(%s) method(%s)", req->servable, req->method);
+    return buf;
+}
+
+ss_predict_reply *ss_serving_err_unavailable(const ss_predict_request *req, bool method_missing)
+{
+    char spec[512];
+    return ss_predict_reply_error(SS_SERVING_INVALID_INPUTS, "Request %s, %s is not available",
+                                  ss_serving_spec_str(req, spec, sizeof spec),
+                                  method_missing ? "method" : "servable");
+}
+
+ss_predict_reply *ss_predict_request_check_inputs(const ss_predict_request *req,
+                                                  const char *const *input_names, size_t n)
+{
+    for (size_t i = 0; i < req->count; i++)
+        for (size_t k = 0; k < n; k++)
+            if (!ss_serving_instance_find(&req->instances[i], input_names[k]))
+                return ss_predict_reply_error(
+                    SS_SERVING_INVALID_INPUTS,
+                    "Cannot find input %s in instance input , servable %s, method %s",
+                    input_names[k], req->servable, req->method);
+    return NULL;
+}

@@ -1,0 +1,30 @@
+# server + client tests: a real test server (tests/test_server_main.c wired to an in-process test
+# handler) on 127.0.0.1, queried over gRPC and REST by Python (grpcio, urllib) and the C client.
+add_executable(ss_test_server ${SS_TEST_DIR}/test_server_main.c)
+target_link_libraries(ss_test_server ss_server)
+
+ss_add_c_test(test_server_serving ${SS_TEST_DIR}/test_server_serving.c)
+target_link_libraries(test_server_serving ss_server)
+target_include_directories(test_server_serving PRIVATE ${CMAKE_SOURCE_DIR}/src/server)
+target_compile_options(test_server_serving PRIVATE -Wno-missing-braces)
+
+# Python's ms_service_pb2 is generated into the build folder with Debian's protoc.
+find_program(SS_PROTOC NAMES protoc REQUIRED)
+set(SS_PY_PROTO_OUT ${CMAKE_BINARY_DIR}/python_proto)
+add_custom_command(
+  OUTPUT ${SS_PY_PROTO_OUT}/ms_service_pb2.py
+  COMMAND ${CMAKE_COMMAND} -E make_directory ${SS_PY_PROTO_OUT}
+  COMMAND ${SS_PROTOC} --proto_path=${CMAKE_SOURCE_DIR}/proto --python_out=${SS_PY_PROTO_OUT}
+          ${CMAKE_SOURCE_DIR}/proto/ms_service.proto
+  DEPENDS ${CMAKE_SOURCE_DIR}/proto/ms_service.proto
+  COMMENT "protoc --python_out ms_service.proto")
+add_custom_target(ss_py_proto ALL DEPENDS ${SS_PY_PROTO_OUT}/ms_service_pb2.py)
+
+set(SS_SERVER_TEST_ENV
+    "SS_TEST_SERVER=$<TARGET_FILE:ss_test_server>"
+    "PYTHONPATH=${SS_PY_PROTO_OUT}:${CMAKE_SOURCE_DIR}/python:${SS_TEST_DIR}"
+    "no_proxy=*" "http_proxy=" "https_proxy=")
+foreach(t grpc)
+  add_test(NAME test_server_${t} COMMAND ${SS_PY} ${SS_TEST_DIR}/test_server_${t}.py)
+  set_tests_properties(test_server_${t} PROPERTIES ENVIRONMENT "${SS_SERVER_TEST_ENV}" TIMEOUT 180)
+endforeach()

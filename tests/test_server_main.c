@@ -1,0 +1,292 @@
+/*
+ * ss_test_server: the gRPC and REST front ends wired to an in-process test handler, for the
+ * server/client tests. It binds 127.0.0.1 (or a unix socket), prints "GRPC_PORT=N" and
+ * "REST_PORT=N" once listening, and stops cleanly on SIGINT/SIGTERM (exit 0). It dies with its
+ * parent (PR_SET_PDEATHSIG), so a crashed test leaves nothing behind.
+ *
+ * Servables of the test handler (answers come from worker threads, never from the caller):
+ *   add v1, v2   add_common(x1, x2) -> y = x1 + x2 (float32, same element count), and
+ *                "version" (int64 scalar: the version that answered). Per-instance dtype and
+ *                size errors with MindSpore's texts.
+ *   echo         echo(any) -> every input unchanged (string/bytes kind kept)
+ *   error        fail() -> code 3 "fixed failure"; empty() -> code 1 with an empty message
+ *   partial      fail_second(any) -> echo, except instance 1 fails with code 2
+ *   slow         sleep(any) -> echo after 300 ms
+ *   control      set_ready(value: bool) -> sets the readiness the health endpoints report
+ */
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <unistd.h>
+
+#include "shardserve/server.h"
+
+typedef struct job {
+    ss_predict_request *req;
+    ss_predict_done done;
+    void *done_ctx;
+    struct job *next;
+} job;
+
+static pthread_mutex_t queue_mu = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t queue_cv = PTHREAD_COND_INITIALIZER;
+static job *queue_head, *queue_tail;
+static bool queue_stop;
+static atomic_bool ready_flag = true;
+
+static bool is_ready(void *ctx) { return atomic_load(&ready_flag); }
+
+/* ------------------------------------------------------------------ servables */
+
+static ss_predict_reply *echo_all(const ss_predict_request *req)
+{
+    ss_predict_reply *r = ss_predict_reply_new(req->count);
+    if (!r) return NULL;
+    for (size_t i = 0; i < req->count; i++) {
+        const ss_serving_instance *in = &req->instances[i];
+        for (size_t k = 0; k < in->count; k++) {
+            ss_tensor copy;
+            ss_status *st = ss_tensor_copy(&copy, &in->items[k].tensor);
+            if (!st) st = ss_serving_instance_put(&r->instances[i], in->items[k].name, &copy,
+                                                  in->items[k].is_bytes);
+            if (st) {
+                ss_predict_reply_free(r);
+                r = ss_predict_reply_error(SS_SERVING_SYSTEM_ERROR, "echo: %s", st->msg);
+                ss_status_free(st);
+                return r;
+            }
+        }
+    }
+    return r;
+}
+
+static const char *ms_type_name(ss_dtype dt)
+{
+    switch (dt) {
+    case SS_DT_FLOAT32: return "kMSI_Float32";
+    case SS_DT_FLOAT64: return "kMSI_Float64";
+    case SS_DT_INT32: return "kMSI_Int32";
+    case SS_DT_INT64: return "kMSI_Int64";
+    case SS_DT_STRING: return "kMSI_String";
+    default: return "kMSI_Unknown";
+    }
+}
+
+static ss_predict_reply *add_common(const ss_predict_request *req, uint64_t version)
+{
+    ss_predict_reply *r = ss_predict_reply_new(req->count);
+    if (!r) return NULL;
+    for (size_t i = 0; i < req->count; i++) {
+        const ss_tensor *x1 = &ss_serving_instance_find(&req->instances[i], "x1")->tensor;
+        const ss_tensor *x2 = &ss_serving_instance_find(&req->instances[i], "x2")->tensor;
+        const ss_tensor *xs[2] = {x1, x2};
+        bool bad = false;
+        for (int k = 0; k < 2 && !bad; k++) {
+            if (xs[k]->dtype != SS_DT_FLOAT32) {
+                ss_predict_reply_fail_instance(
+                    r, i, SS_SERVING_INVALID_INPUTS,
+                    "Given model input %d data type %s not match the data type kMSI_Float32 "
+                    "defined in model",
+                    k, ms_type_name(xs[k]->dtype));
+                bad = true;
+            } else if (xs[k]->nbytes != x1->nbytes) {
+                ss_predict_reply_fail_instance(
+                    r, i, SS_SERVING_INVALID_INPUTS,
+                    "Given model input %d size %zu not match the size %zu defined in model", k,
+                    xs[k]->nbytes, x1->nbytes);
+                bad = true;
+            }
+        }
+        if (bad) continue;
+        ss_tensor y, v;
+        ss_tensor_alloc(&y, SS_DT_FLOAT32, x1->ndim, x1->dims);
+        const float *a = x1->data, *b = x2->data;
+        float *out = y.data;
+        for (int64_t e = 0; e < ss_tensor_numel(x1); e++) out[e] = a[e] + b[e];
+        ss_tensor_alloc(&v, SS_DT_INT64, 0, NULL);
+        *(int64_t *)v.data = (int64_t)version;
+        ss_status_free(ss_serving_instance_put(&r->instances[i], "y", &y, false));
+        ss_status_free(ss_serving_instance_put(&r->instances[i], "version", &v, false));
+        ss_tensor_free(&y);
+        ss_tensor_free(&v);
+    }
+    return r;
+}
+
+typedef struct {
+    const char *servable;
+    uint64_t versions[2]; /* 0-terminated; ascending */
+    const char *method;
+    const char *inputs[2];
+    size_t ninputs;
+} method_def;
+
+static const method_def methods[] = {
+    {"add", {1, 2}, "add_common", {"x1", "x2"}, 2},
+    {"echo", {1, 0}, "echo", {NULL, NULL}, 0},
+    {"error", {1, 0}, "fail", {NULL, NULL}, 0},
+    {"error", {1, 0}, "empty", {NULL, NULL}, 0},
+    {"partial", {1, 0}, "fail_second", {NULL, NULL}, 0},
+    {"slow", {1, 0}, "sleep", {NULL, NULL}, 0},
+    {"control", {1, 0}, "set_ready", {"value", NULL}, 1},
+};
+
+/* Resolve servable, version (0 = latest) and method the way MindSpore's dispatcher does. */
+static ss_predict_reply *resolve(const ss_predict_request *req, const method_def **out,
+                                 uint64_t *version)
+{
+    bool servable_found = false;
+    for (size_t m = 0; m < sizeof methods / sizeof methods[0]; m++) {
+        const method_def *d = &methods[m];
+        if (strcmp(d->servable, req->servable) != 0) continue;
+        uint64_t v = 0;
+        for (int k = 0; k < 2; k++)
+            if (d->versions[k] && (req->version == 0 || req->version == d->versions[k]))
+                v = d->versions[k];
+        if (!v) continue;
+        servable_found = true;
+        if (strcmp(d->method, req->method) != 0) continue;
+        *out = d;
+        *version = v;
+        return NULL;
+    }
+    return ss_serving_err_unavailable(req, servable_found);
+}
+
+static ss_predict_reply *run(const ss_predict_request *req)
+{
+    const method_def *d = NULL;
+    uint64_t version = 0;
+    ss_predict_reply *r = resolve(req, &d, &version);
+    if (r) return r;
+    r = ss_predict_request_check_inputs(req, d->inputs, d->ninputs);
+    if (r) return r;
+    if (strcmp(d->method, "add_common") == 0) return add_common(req, version);
+    if (strcmp(d->method, "fail") == 0)
+        return ss_predict_reply_error(SS_SERVING_SYSTEM_ERROR, "fixed failure");
+    if (strcmp(d->method, "empty") == 0) return ss_predict_reply_error(SS_SERVING_FAILED, "%s", "");
+    if (strcmp(d->method, "set_ready") == 0) {
+        const ss_tensor *t = &ss_serving_instance_find(&req->instances[0], "value")->tensor;
+        if (t->dtype != SS_DT_BOOL)
+            return ss_predict_reply_error(SS_SERVING_INVALID_INPUTS, "value must be bool");
+        atomic_store(&ready_flag, *(const bool *)t->data);
+    }
+    r = echo_all(req);
+    if (r && strcmp(d->method, "fail_second") == 0 && req->count > 1)
+        ss_status_free(ss_predict_reply_fail_instance(r, 1, SS_SERVING_INVALID_INPUTS,
+                                                      "instance 1 rejected"));
+    return r;
+}
+
+/* ------------------------------------------------------------------ asynchrony */
+
+static void *worker(void *arg)
+{
+    for (;;) {
+        pthread_mutex_lock(&queue_mu);
+        while (!queue_head && !queue_stop) pthread_cond_wait(&queue_cv, &queue_mu);
+        job *j = queue_head;
+        if (j) {
+            queue_head = j->next;
+            if (!queue_head) queue_tail = NULL;
+        }
+        pthread_mutex_unlock(&queue_mu);
+        if (!j) return NULL;
+        if (strcmp(j->req->servable, "slow") == 0) usleep(300 * 1000);
+        j->done(j->done_ctx, run(j->req));
+        free(j);
+    }
+}
+
+static void test_predict(void *ctx, ss_predict_request *req, ss_predict_done done, void *done_ctx)
+{
+    job *j = calloc(1, sizeof *j);
+    if (!j) {
+        done(done_ctx, ss_predict_reply_error(SS_SERVING_SYSTEM_ERROR, "out of memory"));
+        return;
+    }
+    j->req = req;
+    j->done = done;
+    j->done_ctx = done_ctx;
+    pthread_mutex_lock(&queue_mu);
+    if (queue_tail) queue_tail->next = j;
+    else queue_head = j;
+    queue_tail = j;
+    pthread_cond_signal(&queue_cv);
+    pthread_mutex_unlock(&queue_mu);
+}
+
+/* ------------------------------------------------------------------ main */
+
+static void usage(void)
+{
+    fprintf(stderr, "usage: ss_test_server [--grpc ADDR] [--rest ADDR] [--grpc-max-mb N] "
+                    "[--rest-max-mb N] [--rest-timeout S] [--workers N]\n");
+    exit(2);
+}
+
+int main(int argc, char **argv)
+{
+    const char *grpc_addr = NULL, *rest_addr = NULL;
+    int grpc_mb = 0, rest_mb = 0, rest_timeout = 0, nworkers = 4;
+    for (int i = 1; i < argc; i++) {
+        if (i + 1 >= argc) usage();
+        if (!strcmp(argv[i], "--grpc")) grpc_addr = argv[++i];
+        else if (!strcmp(argv[i], "--rest")) rest_addr = argv[++i];
+        else if (!strcmp(argv[i], "--grpc-max-mb")) grpc_mb = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--rest-max-mb")) rest_mb = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--rest-timeout")) rest_timeout = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--workers")) nworkers = atoi(argv[++i]);
+        else usage();
+    }
+    prctl(PR_SET_PDEATHSIG, SIGTERM);
+    ss_log_init_from_env();
+    sigset_t sigs;
+    ss_server_block_signals(&sigs);
+
+    pthread_t workers[16];
+    if (nworkers < 1 || nworkers > 16) usage();
+    for (int i = 0; i < nworkers; i++) pthread_create(&workers[i], NULL, worker, NULL);
+
+    ss_predict_handler handler = {.ctx = NULL, .predict = test_predict};
+    ss_grpc_server *grpc = NULL;
+    ss_rest_server *rest = NULL;
+    ss_status *st = NULL;
+    if (grpc_addr) {
+        ss_grpc_options o = {.address = grpc_addr, .max_msg_mb = grpc_mb, .handler = handler,
+                             .ready = is_ready};
+        st = ss_grpc_server_start(&o, &grpc);
+    }
+    if (!st && rest_addr) {
+        ss_rest_options o = {.address = rest_addr, .max_msg_mb = rest_mb, .handler = handler,
+                             .timeout_s = rest_timeout, .ready = is_ready};
+        st = ss_rest_server_start(&o, &rest);
+    }
+    if (st) {
+        fprintf(stderr, "ss_test_server: %s\n", st->msg);
+        printf("FAILED\n");
+        fflush(stdout);
+        ss_status_free(st);
+        ss_grpc_server_stop(grpc);
+        return 1;
+    }
+    printf("GRPC_PORT=%d\nREST_PORT=%d\nREADY\n", ss_grpc_server_port(grpc),
+           ss_rest_server_port(rest));
+    fflush(stdout);
+
+    int sig = 0;
+    sigwait(&sigs, &sig);
+    ss_rest_server_stop(rest);
+    ss_grpc_server_stop(grpc);
+    pthread_mutex_lock(&queue_mu);
+    queue_stop = true;
+    pthread_cond_broadcast(&queue_cv);
+    pthread_mutex_unlock(&queue_mu);
+    for (int i = 0; i < nworkers; i++) pthread_join(workers[i], NULL);
+    fprintf(stderr, "ss_test_server: stopped on signal %d\n", sig);
+    return 0;
+}
