@@ -48,7 +48,10 @@ const char *ss_dtype_name(ss_dtype dt)
     case SS_DT_BFLOAT16: return "bfloat16";
     case SS_DT_UNDEFINED: return "undefined";
     }
-    return "unknown";
+    /* Values from files and requests may be anything; name the number so errors stay useful. */
+    static _Thread_local char unknown[24];
+    snprintf(unknown, sizeof unknown, "unknown(%d)", (int)dt);
+    return unknown;
 }
 
 bool ss_dtype_valid(int v)

@@ -25,12 +25,20 @@ void ss_log_init_from_env(void)
     if (!v) return;
     static const char *names[] = {"debug", "info", "warn", "error", "off"};
     for (int i = 0; i <= SS_LOG_OFF; i++)
-        if (strcasecmp(v, names[i]) == 0) current_level = (ss_log_level)i;
+        if (strcasecmp(v, names[i]) == 0) {
+            current_level = (ss_log_level)i;
+            return;
+        }
+    ss_log(SS_LOG_WARN, "ignoring SHARDSERVE_LOG=%s (expected debug, info, warn, error or off)", v);
 }
 
 void ss_log_set_tag(const char *tag) { snprintf(process_tag, sizeof process_tag, "%s", tag); }
 
-bool ss_log_enabled(ss_log_level level) { return level >= current_level; }
+/* SS_LOG_OFF is a threshold, not a message level: nothing logged "at OFF" is ever shown. */
+bool ss_log_enabled(ss_log_level level)
+{
+    return (unsigned)level < SS_LOG_OFF && (unsigned)level >= (unsigned)current_level;
+}
 
 void ss_log(ss_log_level level, const char *fmt, ...)
 {
@@ -42,7 +50,7 @@ void ss_log(ss_log_level level, const char *fmt, ...)
     struct tm tm;
     gmtime_r(&tv.tv_sec, &tm);
     int n = snprintf(line, sizeof line, "%02d:%02d:%02d.%03ld %-5s [%s %d] ", tm.tm_hour, tm.tm_min,
-                     tm.tm_sec, (long)(tv.tv_usec / 1000), tags[level < 4 ? level : 3], process_tag,
+                     tm.tm_sec, (long)(tv.tv_usec / 1000), tags[(unsigned)level < 4 ? level : 3], process_tag,
                      (int)getpid());
     va_list ap;
     va_start(ap, fmt);

@@ -3,7 +3,7 @@
  * a Python-dict header {'descr', 'fortran_order', 'shape'}, then the raw C-order data.
  * Reading checks every field and the data length; anything we cannot represent (Fortran order,
  * big-endian, object or structured dtypes, truncated data) is a clear error naming the file.
- * Writing always produces version 1.0 (2.0 if the header would not fit).
+ * Writing always produces version 1.0, which fits any header of at most SS_MAX_DIMS dims.
  */
 #include "shardserve/core.h"
 
@@ -62,7 +62,9 @@ static ss_status *parse_descr(const char *hdr, const char *what, ss_dtype *dt)
             *dt = npy_types[i].dtype;
             return NULL;
         }
-    return ss_errf(SS_ERR_UNSUPPORTED, "%s: npy dtype '%s' is not supported", what, descr);
+    return ss_errf(SS_ERR_UNSUPPORTED,
+                   "%s: npy dtype '%s' is not supported (only bool, int, uint and float types)",
+                   what, descr);
 }
 
 static ss_status *parse_shape(const char *hdr, const char *what, int *ndim, int64_t *dims)
@@ -95,25 +97,44 @@ static ss_status *parse_shape(const char *hdr, const char *what, int *ndim, int6
     return NULL;
 }
 
+/* Reads the preamble: magic, version, header length. On success *hlen header bytes start at *off. */
+static ss_status *parse_preamble(const unsigned char *p, size_t len, const char *what, size_t *off,
+                                 size_t *hlen)
+{
+    if (len == 0) return ss_errf(SS_ERR_INVALID, "%s: empty file, not an npy array", what);
+    if (len < 6 || memcmp(p, "\x93NUMPY", 6) != 0)
+        return ss_errf(SS_ERR_INVALID, "%s: not an npy file (bad magic)", what);
+    if (len < 10)
+        return ss_errf(SS_ERR_INVALID, "%s: truncated npy header (file is only %zu bytes)", what,
+                       len);
+    int major = p[6];
+    if (major == 1) {
+        *hlen = (size_t)p[8] | ((size_t)p[9] << 8);
+        *off = 10;
+    } else if (major == 2 || major == 3) {
+        if (len < 12)
+            return ss_errf(SS_ERR_INVALID, "%s: truncated npy header (file is only %zu bytes)",
+                           what, len);
+        *hlen = (size_t)p[8] | ((size_t)p[9] << 8) | ((size_t)p[10] << 16) | ((size_t)p[11] << 24);
+        *off = 12;
+    } else {
+        return ss_errf(SS_ERR_UNSUPPORTED, "%s: npy format version %d.%d is not supported", what,
+                       major, p[7]);
+    }
+    if (*hlen > len - *off)
+        return ss_errf(SS_ERR_INVALID,
+                       "%s: truncated npy header (header length %zu, but only %zu bytes follow)",
+                       what, *hlen, len - *off);
+    return NULL;
+}
+
 ss_status *ss_npy_parse(const void *buf, size_t len, const char *what, ss_tensor *out)
 {
     const unsigned char *p = buf;
     memset(out, 0, sizeof *out);
-    if (len < 10 || memcmp(p, "\x93NUMPY", 6) != 0)
-        return ss_errf(SS_ERR_INVALID, "%s: not an npy file (bad magic)", what);
-    int major = p[6];
-    size_t hlen, off;
-    if (major == 1) {
-        hlen = (size_t)p[8] | ((size_t)p[9] << 8);
-        off = 10;
-    } else if (major == 2 || major == 3) {
-        if (len < 12) return ss_errf(SS_ERR_INVALID, "%s: truncated npy header", what);
-        hlen = (size_t)p[8] | ((size_t)p[9] << 8) | ((size_t)p[10] << 16) | ((size_t)p[11] << 24);
-        off = 12;
-    } else {
-        return ss_errf(SS_ERR_UNSUPPORTED, "%s: npy format version %d is not supported", what, major);
-    }
-    if (hlen > len - off) return ss_errf(SS_ERR_INVALID, "%s: truncated npy header", what);
+    size_t off = 0, hlen = 0;
+    ss_status *st = parse_preamble(p, len, what, &off, &hlen);
+    if (st) return st;
     char *hdr = malloc(hlen + 1);
     if (!hdr) return ss_errf(SS_ERR_NOMEM, "%s: out of memory", what);
     memcpy(hdr, p + off, hlen);
@@ -121,20 +142,30 @@ ss_status *ss_npy_parse(const void *buf, size_t len, const char *what, ss_tensor
     ss_dtype dt = SS_DT_UNDEFINED;
     int ndim = 0;
     int64_t dims[SS_MAX_DIMS];
-    ss_status *st = parse_descr(hdr, what, &dt);
+    st = parse_descr(hdr, what, &dt);
     if (!st) st = parse_shape(hdr, what, &ndim, dims);
     free(hdr);
     if (st) return st;
+    /* Check the data length before allocating: the header's shape is untrusted and may claim
+     * terabytes in a file of a few bytes. */
+    char sb[200];
+    ss_shape_str(ndim, dims, sb, sizeof sb);
+    int64_t n = ss_shape_numel(ndim, dims);
+    size_t es = ss_dtype_size(dt);
+    if (n < 0 || (uint64_t)n > SIZE_MAX / es)
+        return ss_errf(SS_ERR_LIMIT, "%s: npy shape %s has too many elements", what, sb);
+    size_t need = (size_t)n * es, have = len - off - hlen;
+    if (have < need)
+        return ss_errf(SS_ERR_INVALID,
+                       "%s: truncated npy data: %zu bytes, but shape %s of %s needs %zu", what,
+                       have, sb, ss_dtype_name(dt), need);
+    if (have > need)
+        return ss_errf(SS_ERR_INVALID,
+                       "%s: npy data has %zu trailing bytes after the %zu that shape %s of %s needs",
+                       what, have - need, need, sb, ss_dtype_name(dt));
     st = ss_tensor_alloc(out, dt, ndim, dims);
     if (st) return ss_status_wrap(st, "%s", what);
-    size_t data_off = off + hlen;
-    if (len - data_off != out->nbytes) {
-        size_t have = len - data_off, need = out->nbytes;
-        ss_tensor_free(out);
-        return ss_errf(SS_ERR_INVALID, "%s: npy data is %zu bytes, shape and dtype need %zu%s", what,
-                       have, need, have < need ? " (truncated file)" : "");
-    }
-    memcpy(out->data, p + data_off, out->nbytes);
+    if (need) memcpy(out->data, p + off + hlen, need);
     return NULL;
 }
 
@@ -156,40 +187,50 @@ static const char *npy_code(ss_dtype dt)
     return NULL;
 }
 
+/* The version 1.0 header for t: magic, length, dict padded with spaces to a multiple of 64 bytes
+ * and ended by '\n', as numpy writes it. Returns its length. With at most SS_MAX_DIMS dims the
+ * dict is under 300 bytes, so 1.0's 16-bit length always suffices. */
+static size_t npy_header(const ss_tensor *t, const char *code, char head[static 512])
+{
+    char shape[SS_MAX_DIMS * 22 + 1] = "";
+    size_t so = 0;
+    for (int i = 0; i < t->ndim; i++)
+        so += (size_t)snprintf(shape + so, sizeof shape - so, "%s%lld%s", i ? " " : "",
+                               (long long)t->dims[i], (i + 1 < t->ndim || t->ndim == 1) ? "," : "");
+    /* "(2, 3)", "(5,)" and "()", as Python prints tuples */
+    int dl = snprintf(head + 10, 512 - 10, "{'descr': '%c%s', 'fortran_order': False, 'shape': (%s), }",
+                      ss_dtype_size(t->dtype) == 1 ? '|' : '<', code, shape);
+    size_t total = (10 + (size_t)dl + 1 + 63) / 64 * 64, hlen = total - 10;
+    memcpy(head, "\x93NUMPY\x01\x00", 8);
+    head[8] = (char)(hlen & 0xff);
+    head[9] = (char)(hlen >> 8);
+    memset(head + 10 + dl, ' ', hlen - (size_t)dl - 1);
+    head[total - 1] = '\n';
+    return total;
+}
+
 ss_status *ss_npy_write(const char *path, const ss_tensor *t)
 {
     const char *code = npy_code(t->dtype);
     if (!code)
         return ss_errf(SS_ERR_UNSUPPORTED, "%s: cannot write %s tensors as npy", path,
                        ss_dtype_name(t->dtype));
-    char shape[256] = "";
-    size_t so = 0;
-    for (int i = 0; i < t->ndim; i++)
-        so += (size_t)snprintf(shape + so, sizeof shape - so, "%lld,%s", (long long)t->dims[i],
-                               (i + 1 < t->ndim) ? " " : "");
-    if (t->ndim > 1) shape[so - 1] = 0; /* "(2, 3)" not "(2, 3,)"; 1-D keeps "(5,)" */
-    char dict[400];
-    int dl = snprintf(dict, sizeof dict, "{'descr': '%c%s', 'fortran_order': False, 'shape': (%s), }",
-                      ss_dtype_size(t->dtype) == 1 ? '|' : '<', code, shape);
-    int v2 = dl + 1 + 10 > 65535;
-    size_t pre = v2 ? 12 : 10;
-    size_t total = (pre + (size_t)dl + 1 + 63) / 64 * 64;
-    size_t hlen = total - pre;
-    unsigned char head[512];
-    memcpy(head, "\x93NUMPY", 6);
-    head[6] = v2 ? 2 : 1;
-    head[7] = 0;
-    head[8] = hlen & 0xff;
-    head[9] = (hlen >> 8) & 0xff;
-    if (v2) head[10] = head[11] = 0;
-    memcpy(head + pre, dict, (size_t)dl);
-    memset(head + pre + dl, ' ', hlen - (size_t)dl - 1);
-    head[total - 1] = '\n';
+    int64_t n = t->ndim >= 0 && t->ndim <= SS_MAX_DIMS ? ss_tensor_numel(t) : -1;
+    if (n < 0 || (uint64_t)n > SIZE_MAX / ss_dtype_size(t->dtype) ||
+        (size_t)n * ss_dtype_size(t->dtype) != t->nbytes || (t->nbytes && !t->data))
+        return ss_errf(SS_ERR_INTERNAL, "%s: tensor's shape, dtype and %zu data bytes disagree",
+                       path, t->nbytes);
+    char head[512];
+    size_t total = npy_header(t, code, head);
     FILE *f = fopen(path, "wb");
     if (!f) return ss_errf(SS_ERR_IO, "cannot create %s: %s", path, strerror(errno));
     int ok = fwrite(head, 1, total, f) == total &&
              (t->nbytes == 0 || fwrite(t->data, 1, t->nbytes, f) == t->nbytes);
-    if (fclose(f) != 0) ok = 0;
-    if (!ok) return ss_errf(SS_ERR_IO, "short write on %s", path);
+    int err = errno;
+    if (fclose(f) != 0) ok = 0, err = errno;
+    if (!ok) {
+        remove(path); /* no half-written file that looks like an array */
+        return ss_errf(SS_ERR_IO, "cannot write %s: %s", path, strerror(err));
+    }
     return NULL;
 }

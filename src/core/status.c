@@ -15,19 +15,25 @@ static struct {
     char msg[32];
 } oom_status = {SS_ERR_NOMEM, "out of memory"};
 
-static ss_status *status_vnew(ss_code code, const char *prefix, const char *fmt, va_list ap)
+/* Formats fmt, then appends ": tail" when tail is given. Never truncates. */
+static ss_status *status_vnew(ss_code code, const char *fmt, va_list ap, const char *tail)
 {
     va_list ap2;
     va_copy(ap2, ap);
     int n = vsnprintf(NULL, 0, fmt, ap2);
     va_end(ap2);
-    size_t plen = prefix ? strlen(prefix) : 0;
     if (n < 0) n = 0;
-    ss_status *st = malloc(sizeof(*st) + plen + (size_t)n + 1);
+    size_t tlen = tail ? strlen(tail) + 2 : 0;
+    ss_status *st = malloc(sizeof(*st) + (size_t)n + tlen + 1);
     if (!st) return (ss_status *)&oom_status;
     st->code = code;
-    if (plen) memcpy(st->msg, prefix, plen);
-    vsnprintf(st->msg + plen, (size_t)n + 1, fmt, ap);
+    st->msg[0] = 0;
+    if (n > 0) vsnprintf(st->msg, (size_t)n + 1, fmt, ap);
+    if (tail) {
+        memcpy(st->msg + n, ": ", 2);
+        memcpy(st->msg + n + 2, tail, tlen - 2);
+    }
+    st->msg[(size_t)n + tlen] = 0;
     return st;
 }
 
@@ -35,7 +41,7 @@ ss_status *ss_errf(ss_code code, const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
-    ss_status *st = status_vnew(code, NULL, fmt, ap);
+    ss_status *st = status_vnew(code, fmt, ap, NULL);
     va_end(ap);
     return st;
 }
@@ -43,12 +49,10 @@ ss_status *ss_errf(ss_code code, const char *fmt, ...)
 ss_status *ss_status_wrap(ss_status *st, const char *fmt, ...)
 {
     if (!st) return NULL;
-    char head[512];
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(head, sizeof head, fmt, ap);
+    ss_status *out = status_vnew(st->code, fmt, ap, st->msg);
     va_end(ap);
-    ss_status *out = ss_errf(st->code, "%s: %s", head, st->msg);
     ss_status_free(st);
     return out;
 }

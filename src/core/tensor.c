@@ -11,16 +11,19 @@
 
 #define NUMEL_LIMIT (INT64_C(1) << 62)
 
+/* Zero dims are skipped while checking the limit, so the answer does not depend on dim order:
+ * [2^40, 2^40, 0] is rejected just like [0, 2^40, 2^40] (numpy rejects both too). */
 int64_t ss_shape_numel(int ndim, const int64_t *dims)
 {
     int64_t n = 1;
+    bool zero = false;
     for (int i = 0; i < ndim; i++) {
         if (dims[i] < 0) return -1;
-        if (dims[i] == 0) n = 0;
+        if (dims[i] == 0) zero = true;
         else if (n > NUMEL_LIMIT / dims[i]) return -1;
         else n *= dims[i];
     }
-    return n;
+    return zero ? 0 : n;
 }
 
 int64_t ss_tensor_numel(const ss_tensor *t) { return ss_shape_numel(t->ndim, t->dims); }
@@ -45,18 +48,23 @@ bool ss_shape_equal(int an, const int64_t *a, int bn, const int64_t *b)
     return true;
 }
 
+/* Validates a shape and fills in t. On error t is left empty, so ss_tensor_free(t) is safe. */
 static ss_status *set_shape(ss_tensor *t, ss_dtype dt, int ndim, const int64_t *dims, size_t *bytes)
 {
+    memset(t, 0, sizeof *t);
     if (ndim < 0 || ndim > SS_MAX_DIMS)
         return ss_errf(SS_ERR_LIMIT, "tensor rank %d is outside 0..%d", ndim, SS_MAX_DIMS);
     size_t es = ss_dtype_size(dt);
     if (es == 0) return ss_errf(SS_ERR_INVALID, "unknown dtype %d", (int)dt);
+    char sb[200];
+    for (int i = 0; i < ndim; i++)
+        if (dims[i] < 0)
+            return ss_errf(SS_ERR_INVALID, "shape %s has a negative dim (%lld at axis %d)",
+                           ss_shape_str(ndim, dims, sb, sizeof sb), (long long)dims[i], i);
     int64_t n = ss_shape_numel(ndim, dims);
-    char sb[160];
     if (n < 0 || (uint64_t)n > SIZE_MAX / es)
-        return ss_errf(SS_ERR_LIMIT, "shape %s has a negative dim or too many elements",
-                       ss_shape_str(ndim, dims, sb, sizeof sb));
-    memset(t, 0, sizeof *t);
+        return ss_errf(SS_ERR_LIMIT, "shape %s of %s has too many elements (count or byte size overflows)",
+                       ss_shape_str(ndim, dims, sb, sizeof sb), ss_dtype_name(dt));
     t->dtype = dt;
     t->ndim = ndim;
     if (ndim) memcpy(t->dims, dims, (size_t)ndim * sizeof dims[0]);
@@ -70,7 +78,10 @@ ss_status *ss_tensor_alloc(ss_tensor *t, ss_dtype dt, int ndim, const int64_t *d
     ss_status *st = set_shape(t, dt, ndim, dims, &bytes);
     if (st) return st;
     t->data = calloc(1, bytes ? bytes : 1);
-    if (!t->data) return ss_errf(SS_ERR_NOMEM, "cannot allocate %zu bytes for a tensor", bytes);
+    if (!t->data) {
+        memset(t, 0, sizeof *t);
+        return ss_errf(SS_ERR_NOMEM, "cannot allocate %zu bytes for a tensor", bytes);
+    }
     t->nbytes = bytes;
     t->storage = SS_STORE_OWNED;
     return NULL;
@@ -82,9 +93,11 @@ ss_status *ss_tensor_borrow(ss_tensor *t, ss_dtype dt, int ndim, const int64_t *
     size_t bytes;
     ss_status *st = set_shape(t, dt, ndim, dims, &bytes);
     if (st) return st;
-    if (nbytes != bytes)
+    if (nbytes != bytes) {
+        memset(t, 0, sizeof *t);
         return ss_errf(SS_ERR_INVALID, "tensor data is %zu bytes, its shape needs %zu", nbytes,
                        bytes);
+    }
     t->data = data;
     t->nbytes = bytes;
     t->storage = SS_STORE_BORROWED;
@@ -93,8 +106,12 @@ ss_status *ss_tensor_borrow(ss_tensor *t, ss_dtype dt, int ndim, const int64_t *
 
 ss_status *ss_tensor_set_string(ss_tensor *t, int64_t index, const char *bytes, size_t len)
 {
-    if (t->dtype != SS_DT_STRING || index < 0 || index >= ss_tensor_numel(t))
-        return ss_errf(SS_ERR_INTERNAL, "string element %lld out of range", (long long)index);
+    if (t->dtype != SS_DT_STRING)
+        return ss_errf(SS_ERR_INTERNAL, "cannot set a string in a %s tensor",
+                       ss_dtype_name(t->dtype));
+    if (index < 0 || index >= ss_tensor_numel(t))
+        return ss_errf(SS_ERR_INTERNAL, "string element %lld out of range (tensor has %lld)",
+                       (long long)index, (long long)ss_tensor_numel(t));
     ss_string *s = (ss_string *)t->data + index;
     char *copy = malloc(len + 1);
     if (!copy) return ss_errf(SS_ERR_NOMEM, "cannot allocate a %zu-byte string", len);
