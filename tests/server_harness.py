@@ -1,0 +1,106 @@
+"""Test harness for the server tests: start ss_test_server on 127.0.0.1 (or a unix socket), learn
+its ports, and always stop it again — on success, on a failed check and on an exception. The
+server also dies with this process (PR_SET_PDEATHSIG), so nothing outlives a killed test."""
+
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import traceback
+
+SERVER = os.environ.get("SS_TEST_SERVER")
+
+
+class TestServer:
+    def __init__(self, grpc="127.0.0.1:0", rest=None, extra=()):
+        if not SERVER:
+            raise RuntimeError("SS_TEST_SERVER is not set")
+        args = [SERVER]
+        if grpc:
+            args += ["--grpc", grpc]
+        if rest:
+            args += ["--rest", rest]
+        args += list(extra)
+        self.stderr = tempfile.TemporaryFile()
+        self.proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=self.stderr, text=True)
+        self.grpc_port = self.rest_port = None
+        deadline = time.time() + 20
+        while time.time() < deadline:
+            line = self.proc.stdout.readline()
+            if not line:
+                break
+            line = line.strip()
+            if line.startswith("GRPC_PORT="):
+                self.grpc_port = int(line.split("=")[1])
+            elif line.startswith("REST_PORT="):
+                self.rest_port = int(line.split("=")[1])
+            elif line == "READY":
+                return
+        self.stop()
+        raise RuntimeError("test server did not start: " + self.log())
+
+    @property
+    def grpc_address(self):
+        return "127.0.0.1:%d" % self.grpc_port
+
+    @property
+    def rest_url(self):
+        return "http://127.0.0.1:%d" % self.rest_port
+
+    def log(self):
+        self.stderr.seek(0)
+        return self.stderr.read().decode("utf-8", "replace")
+
+    def stop(self, timeout=30):
+        """SIGTERM, wait; returns the exit code (SIGKILL and None if it would not stop)."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+                return None
+        return self.proc.returncode
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.stop()
+
+
+class Checker:
+    """Collects failures instead of stopping at the first one; run() reports and sets the exit
+    code."""
+
+    def __init__(self):
+        self.failures = 0
+
+    def check(self, cond, what):
+        if not cond:
+            self.failures += 1
+            frame = traceback.extract_stack(limit=2)[0]
+            print("%s:%d: CHECK failed: %s" % (os.path.basename(frame.filename), frame.lineno,
+                                               what), file=sys.stderr)
+        return cond
+
+    def eq(self, got, want, what=""):
+        return self.check(got == want, "%s: got %r, want %r" % (what, got, want))
+
+    def run(self, cases):
+        failed = 0
+        for case in cases:
+            before = self.failures
+            try:
+                case(self)
+            except Exception:
+                traceback.print_exc()
+                self.failures += 1
+            bad = self.failures != before
+            failed += bad
+            print("%s %s" % ("FAIL" if bad else "ok  ", case.__name__), flush=True)
+        print("%d passed, %d failed" % (len(cases) - failed, failed))
+        sys.exit(1 if failed else 0)
