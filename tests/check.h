@@ -14,6 +14,9 @@
 #include "shardserve/core.h"
 
 static int check_failures;
+/* Arguments of the test executable (e.g. a fixture folder), for cases that need them. */
+static int test_argc;
+static char **test_argv;
 
 #define CHECK(cond)                                                                            \
     do {                                                                                       \
@@ -86,8 +89,10 @@ static inline int run_tests(const test_case *cases, int n)
 
 #define TEST(name) {#name, name}
 #define TEST_MAIN(...)                                                                         \
-    int main(void)                                                                             \
+    int main(int argc, char **argv)                                                            \
     {                                                                                          \
+        test_argc = argc;                                                                      \
+        test_argv = argv;                                                                      \
         static const test_case cases_[] = {__VA_ARGS__};                                       \
         return run_tests(cases_, (int)(sizeof cases_ / sizeof cases_[0]));                    \
     }

@@ -1,0 +1,28 @@
+# onnx + runtime: loader errors, planner behaviour, conformance against ONNX's own test data, and
+# exporter-shaped fixtures with PyTorch as the oracle.
+set(SS_MODELS_DIR ${CMAKE_BINARY_DIR}/test-models)
+add_test(NAME onnx_make_models COMMAND ${SS_PY} ${SS_TEST_DIR}/onnx/make_models.py ${SS_MODELS_DIR})
+set_tests_properties(onnx_make_models PROPERTIES FIXTURES_SETUP test_models)
+
+ss_add_c_test(test_onnx_load test_onnx_load.c ARGS ${SS_MODELS_DIR})
+target_link_libraries(test_onnx_load PRIVATE ss_onnx)
+set_tests_properties(test_onnx_load PROPERTIES FIXTURES_REQUIRED test_models)
+
+ss_add_c_test(test_runtime_plan test_runtime_plan.c ARGS ${SS_MODELS_DIR})
+target_link_libraries(test_runtime_plan PRIVATE ss_runtime)
+target_link_options(test_runtime_plan PRIVATE -Wl,--wrap=malloc -Wl,--wrap=calloc -Wl,--wrap=realloc)
+set_tests_properties(test_runtime_plan PROPERTIES FIXTURES_REQUIRED test_models)
+
+# Every node case of Debian's libonnx-testdata whose ops we support must pass (at least 180).
+add_test(NAME onnx_node_conformance
+         COMMAND ${SS_TEST_DIR}/onnx/conformance.sh $<TARGET_FILE:shardserve>
+                 /usr/share/libonnx-testdata/data/node 180)
+
+# Exporter-shaped fixtures (MLP, MNIST CNN, BERT-tiny, GPT-2-tiny at opsets 14 and 17).
+add_test(NAME onnx_export_fixtures_make
+         COMMAND ${SS_PY} ${SS_TEST_DIR}/fixtures/onnx_export_families.py --fixtures ${CMAKE_BINARY_DIR}/export-fixtures)
+set_tests_properties(onnx_export_fixtures_make PROPERTIES FIXTURES_SETUP export_fixtures)
+add_test(NAME onnx_export_fixtures
+         COMMAND ${SS_TEST_DIR}/onnx/conformance.sh $<TARGET_FILE:shardserve>
+                 ${CMAKE_BINARY_DIR}/export-fixtures 8 --no-skips)
+set_tests_properties(onnx_export_fixtures PROPERTIES FIXTURES_REQUIRED export_fixtures)

@@ -1,0 +1,90 @@
+#!/usr/bin/python3
+"""Writes the models the onnx/runtime tests load: good ones (inline and external weights) and
+bad ones (each must give a clear error). Usage: make_models.py OUTDIR"""
+import os
+import sys
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+
+def matmul_neg(w, x_shape=(128, 96), opset=13):
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "W"], ["xw"], name="matmul"),
+         helper.make_node("Neg", ["xw"], ["y"], name="neg")],
+        "matmul_neg",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, list(x_shape))],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [x_shape[0], w.shape[1]])],
+        initializer=[numpy_helper.from_array(w, name="W")])
+    m = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+    m.ir_version = 8
+    return m
+
+
+def save_external(model, path, location):
+    onnx.save_model(model, path, save_as_external_data=True, all_tensors_to_one_file=True,
+                    location=location, size_threshold=0)
+
+
+def edit_location(model_path, key, value):
+    m = onnx.load(model_path, load_external_data=False)
+    for t in m.graph.initializer:
+        for e in t.external_data:
+            if e.key == key:
+                e.value = value
+    onnx.save_model(m, model_path)
+
+
+def main(out):
+    os.makedirs(out, exist_ok=True)
+    w = np.full((96, 16), 0.5, dtype=np.float32)
+    onnx.save_model(matmul_neg(w), f"{out}/good.onnx")
+    os.makedirs(f"{out}/ext", exist_ok=True)
+    save_external(matmul_neg(w), f"{out}/ext/good_ext.onnx", "good_ext.data")
+
+    good = open(f"{out}/good.onnx", "rb").read()
+    open(f"{out}/truncated.onnx", "wb").write(good[: len(good) // 2])
+    open(f"{out}/text.onnx", "wb").write(b"this is not an onnx model\n" * 10)
+    open(f"{out}/empty.onnx", "wb").write(b"")
+    open(f"{out}/random.onnx", "wb").write(np.random.default_rng(7).bytes(4096))
+
+    # external-data failures, each in its own folder
+    for name in ("missing", "short", "escape", "absolute", "badoffset"):
+        d = f"{out}/{name}"
+        os.makedirs(d, exist_ok=True)
+        save_external(matmul_neg(w), f"{d}/model.onnx", "weights.data")
+    os.remove(f"{out}/missing/weights.data")
+    data = open(f"{out}/short/weights.data", "rb").read()
+    open(f"{out}/short/weights.data", "wb").write(data[:100])
+    os.makedirs(f"{out}/outside", exist_ok=True)
+    open(f"{out}/outside/secret.data", "wb").write(data)
+    edit_location(f"{out}/escape/model.onnx", "location", "../outside/secret.data")
+    edit_location(f"{out}/absolute/model.onnx", "location", os.path.abspath(f"{out}/outside/secret.data"))
+    edit_location(f"{out}/badoffset/model.onnx", "offset", "-5")
+
+    # an op we do not implement, and a graph whose input is never produced
+    g = helper.make_graph([helper.make_node("Foo", ["x"], ["y"], name="mystery", domain="")], "g",
+                          [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2])])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)])
+    onnx.save_model(m, f"{out}/unsupported_op.onnx")
+    g = helper.make_graph([helper.make_node("Neg", ["nowhere"], ["y"], name="orphan")], "g",
+                          [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2])])
+    onnx.save_model(helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)]),
+                    f"{out}/dangling_input.onnx")
+
+    # a dynamic batch dim, for re-planning: y = Neg(MatMul(x[N,96], W))
+    m = matmul_neg(w, x_shape=("N", 96))
+    onnx.save_model(m, f"{out}/dynamic.onnx")
+
+    # a chain of 16 Neg nodes over [256,256]: the arena must reuse buffers
+    nodes = [helper.make_node("Neg", [f"t{i}"], [f"t{i + 1}"], name=f"neg{i}") for i in range(16)]
+    g = helper.make_graph(nodes, "chain", [helper.make_tensor_value_info("t0", TensorProto.FLOAT, [256, 256])],
+                          [helper.make_tensor_value_info("t16", TensorProto.FLOAT, [256, 256])])
+    onnx.save_model(helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)]), f"{out}/chain.onnx")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1])

@@ -1,0 +1,84 @@
+/* ONNX loading: inline and external weights, and a clear error for every kind of bad file. */
+#include "check.h"
+#include "shardserve/onnx.h"
+
+#include <stdio.h>
+
+static char path_buf[4096];
+static const char *fixture(const char *rel)
+{
+    snprintf(path_buf, sizeof path_buf, "%s/%s", test_argv[1], rel);
+    return path_buf;
+}
+
+static void loads_inline_weights(void)
+{
+    ss_onnx_model *m = NULL;
+    CHECK_OK(ss_onnx_load(fixture("good.onnx"), &m));
+    if (!m) return;
+    CHECK(ss_onnx_opset(m, "") == 13);
+    CHECK(ss_onnx_opset(m, "ai.onnx") == 13);
+    CHECK(ss_onnx_opset(m, "ai.shardserve") == 0);
+    const ss_tensor *w = ss_onnx_find_init(m, "W");
+    CHECK(w && w->dtype == SS_DT_FLOAT32 && w->ndim == 2 && w->dims[0] == 96 && w->dims[1] == 16);
+    if (w) CHECK(((const float *)w->data)[95 * 16 + 15] == 0.5f);
+    CHECK(m->external_bytes == 0);
+    ss_onnx_value_info vi;
+    CHECK_OK(ss_onnx_read_value_info(m->proto->graph->input[0], &vi));
+    CHECK(vi.is_tensor && vi.ndim == 2 && vi.dims[0] == 128 && vi.dtype == SS_DT_FLOAT32);
+    ss_onnx_free(m);
+}
+
+static void maps_external_weights(void)
+{
+    ss_onnx_model *m = NULL;
+    CHECK_OK(ss_onnx_load(fixture("ext/good_ext.onnx"), &m));
+    if (!m) return;
+    const ss_tensor *w = ss_onnx_find_init(m, "W");
+    CHECK(w && w->nbytes == 96 * 16 * 4);
+    CHECK(m->n_maps == 1 && m->external_bytes == 96 * 16 * 4);
+    /* the bytes live inside the mapping, not in a copy */
+    if (w && m->n_maps == 1) {
+        const char *base = m->maps[0].base;
+        CHECK((const char *)w->data >= base && (const char *)w->data + w->nbytes <= base + m->maps[0].len);
+        CHECK(((const float *)w->data)[0] == 0.5f);
+    }
+    ss_onnx_free(m);
+}
+
+static void symbolic_dims(void)
+{
+    ss_onnx_model *m = NULL;
+    CHECK_OK(ss_onnx_load(fixture("dynamic.onnx"), &m));
+    if (!m) return;
+    ss_onnx_value_info vi;
+    CHECK_OK(ss_onnx_read_value_info(m->proto->graph->input[0], &vi));
+    CHECK(vi.ndim == 2 && vi.dims[0] == -1 && vi.dim_names[0] && !strcmp(vi.dim_names[0], "N"));
+    ss_onnx_free(m);
+}
+
+static void bad_files_give_clear_errors(void)
+{
+    ss_onnx_model *m = NULL;
+    CHECK_ERR(ss_onnx_load(fixture("does-not-exist.onnx"), &m), "cannot open model");
+    CHECK_ERR(ss_onnx_load(fixture("empty.onnx"), &m), "empty file");
+    CHECK_ERR(ss_onnx_load(fixture("truncated.onnx"), &m), "not an ONNX model");
+    CHECK_ERR(ss_onnx_load(fixture("text.onnx"), &m), "not an ONNX model");
+    CHECK_ERR(ss_onnx_load(fixture("random.onnx"), &m), "random.onnx");
+    CHECK_ERR(ss_onnx_load(fixture("missing/model.onnx"), &m), "weights.data");
+    CHECK_ERR(ss_onnx_load(fixture("short/model.onnx"), &m), "too short");
+    CHECK_ERR(ss_onnx_load(fixture("escape/model.onnx"), &m), "escapes the model's folder");
+    CHECK_ERR(ss_onnx_load(fixture("absolute/model.onnx"), &m), "absolute");
+    CHECK_ERR(ss_onnx_load(fixture("badoffset/model.onnx"), &m), "not a number");
+    CHECK(m == NULL);
+}
+
+static void tensor_file_errors(void)
+{
+    ss_tensor t;
+    CHECK_ERR(ss_onnx_parse_tensor_file(fixture("text.onnx"), &t), "TensorProto");
+    CHECK_ERR(ss_onnx_parse_tensor_file(fixture("nope.pb"), &t), "cannot open");
+}
+
+TEST_MAIN(TEST(loads_inline_weights), TEST(maps_external_weights), TEST(symbolic_dims),
+          TEST(bad_files_give_clear_errors), TEST(tensor_file_errors))

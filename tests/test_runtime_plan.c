@@ -1,0 +1,151 @@
+/*
+ * The planner's promises: outputs are right, buffers are reused by lifetime, a run allocates
+ * nothing once planned, a new dynamic dim re-plans (and only then), and load errors name the op,
+ * node and opset.
+ */
+#include "check.h"
+#include "shardserve/runtime.h"
+
+#include <stdio.h>
+
+/* Count allocations made by our code (linked with -Wl,--wrap=malloc,calloc,realloc). */
+static long n_allocs;
+void *__real_malloc(size_t n);
+void *__real_calloc(size_t n, size_t m);
+void *__real_realloc(void *p, size_t n);
+void *__wrap_malloc(size_t n) { n_allocs++; return __real_malloc(n); }
+void *__wrap_calloc(size_t n, size_t m) { n_allocs++; return __real_calloc(n, m); }
+void *__wrap_realloc(void *p, size_t n) { n_allocs++; return __real_realloc(p, n); }
+
+static char path_buf[4096];
+static const char *fixture(const char *rel)
+{
+    snprintf(path_buf, sizeof path_buf, "%s/%s", test_argv[1], rel);
+    return path_buf;
+}
+
+static void ones(ss_tensor *t, int64_t rows, int64_t cols)
+{
+    int64_t dims[2] = {rows, cols};
+    ss_status *st = ss_tensor_alloc(t, SS_DT_FLOAT32, 2, dims);
+    if (st) { ss_status_free(st); return; }
+    for (int64_t i = 0; i < rows * cols; i++) ((float *)t->data)[i] = 1.0f;
+}
+
+static bool all_equal(const ss_tensor *t, float v)
+{
+    for (int64_t i = 0; i < ss_tensor_numel(t); i++)
+        if (((const float *)t->data)[i] != v) return false;
+    return true;
+}
+
+static void seed_model_gives_minus_48(void)
+{
+    ss_session *s = NULL;
+    CHECK_OK(ss_session_create(fixture("good.onnx"), NULL, &s));
+    if (!s) return;
+    ss_tensor x;
+    ones(&x, 128, 96);
+    const ss_tensor *out = NULL;
+    CHECK_OK(ss_session_run(s, &x, 1, &out));
+    if (out) {
+        CHECK(out[0].dtype == SS_DT_FLOAT32 && out[0].ndim == 2 && out[0].dims[0] == 128 && out[0].dims[1] == 16);
+        CHECK(all_equal(&out[0], -48.0f));
+    }
+    ss_tensor_free(&x);
+    ss_session_free(s);
+}
+
+static void run_allocates_nothing(void)
+{
+    ss_session *s = NULL;
+    CHECK_OK(ss_session_create(fixture("ext/good_ext.onnx"), NULL, &s));
+    if (!s) return;
+    ss_tensor x;
+    ones(&x, 128, 96);
+    const ss_tensor *out = NULL;
+    CHECK_OK(ss_session_run(s, &x, 1, &out));
+    long before = n_allocs;
+    for (int i = 0; i < 10; i++) CHECK_OK(ss_session_run(s, &x, 1, &out));
+    CHECK_MSG(n_allocs == before, "%ld allocations in 10 planned runs", n_allocs - before);
+    if (out) CHECK(all_equal(&out[0], -48.0f));
+    ss_tensor_free(&x);
+    ss_session_free(s);
+}
+
+static void arena_reuses_buffers(void)
+{
+    ss_session *s = NULL;
+    CHECK_OK(ss_session_create(fixture("chain.onnx"), NULL, &s));
+    if (!s) return;
+    ss_tensor x;
+    ones(&x, 256, 256);
+    const ss_tensor *out = NULL;
+    CHECK_OK(ss_session_run(s, &x, 1, &out));
+    if (out) CHECK(all_equal(&out[0], 1.0f)); /* 16 negations */
+    ss_session_stats st;
+    ss_session_get_stats(s, &st);
+    size_t one = 256 * 256 * 4;
+    CHECK_MSG(st.naive_bytes == 16 * one, "naive %zu", st.naive_bytes);
+    CHECK_MSG(st.arena_bytes <= 2 * one, "arena %zu bytes for a chain of 16 [256,256] tensors", st.arena_bytes);
+    CHECK(st.n_exec_nodes == 16);
+    ss_tensor_free(&x);
+    ss_session_free(s);
+}
+
+static void dynamic_dim_replans_only_on_change(void)
+{
+    ss_session *s = NULL;
+    CHECK_OK(ss_session_create(fixture("dynamic.onnx"), NULL, &s));
+    if (!s) return;
+    ss_tensor a, b;
+    ones(&a, 4, 96);
+    ones(&b, 9, 96);
+    const ss_tensor *out = NULL;
+    ss_session_stats st;
+    CHECK_OK(ss_session_run(s, &a, 1, &out));
+    ss_session_get_stats(s, &st);
+    int plans = st.n_plans;
+    CHECK_OK(ss_session_run(s, &a, 1, &out));
+    ss_session_get_stats(s, &st);
+    CHECK(st.n_plans == plans);
+    CHECK_OK(ss_session_run(s, &b, 1, &out));
+    ss_session_get_stats(s, &st);
+    CHECK(st.n_plans == plans + 1);
+    if (out) CHECK(out[0].dims[0] == 9 && all_equal(&out[0], -48.0f));
+    ss_tensor_free(&a);
+    ss_tensor_free(&b);
+    ss_session_free(s);
+}
+
+static void bad_inputs_are_named(void)
+{
+    ss_session *s = NULL;
+    CHECK_OK(ss_session_create(fixture("good.onnx"), NULL, &s));
+    if (!s) return;
+    ss_tensor x;
+    ones(&x, 3, 96);
+    const ss_tensor *out;
+    CHECK_ERR(ss_session_run(s, &x, 1, &out), "input 'x' has shape [3,96], the model expects [128,96]");
+    CHECK_ERR(ss_session_run(s, &x, 2, &out), "takes 1 inputs, 2 given");
+    ss_tensor_free(&x);
+    int64_t dims[2] = {128, 96};
+    CHECK_OK(ss_tensor_alloc(&x, SS_DT_INT32, 2, dims));
+    CHECK_ERR(ss_session_run(s, &x, 1, &out), "input 'x' has type int32, the model expects float32");
+    ss_tensor_free(&x);
+    ss_session_free(s);
+}
+
+static void load_errors_name_the_node(void)
+{
+    ss_session *s = NULL;
+    CHECK_ERR(ss_session_create(fixture("unsupported_op.onnx"), NULL, &s),
+              "unsupported op 'Foo' (node 'mystery', domain ai.onnx, opset 13)");
+    CHECK_ERR(ss_session_create(fixture("dangling_input.onnx"), NULL, &s),
+              "input 'nowhere' is not produced");
+    CHECK(s == NULL);
+}
+
+TEST_MAIN(TEST(seed_model_gives_minus_48), TEST(run_allocates_nothing), TEST(arena_reuses_buffers),
+          TEST(dynamic_dim_replans_only_on_change), TEST(bad_inputs_are_named),
+          TEST(load_errors_name_the_node))
