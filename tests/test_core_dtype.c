@@ -31,17 +31,18 @@ static void sizes_and_names(void)
         const char *name;
         bool is_float, is_int;
     } want[] = {
-        {SS_DT_FLOAT32, 4, "float32", true, false},  {SS_DT_UINT8, 1, "uint8", false, true},
-        {SS_DT_INT8, 1, "int8", false, true},        {SS_DT_UINT16, 2, "uint16", false, true},
-        {SS_DT_INT16, 2, "int16", false, true},      {SS_DT_INT32, 4, "int32", false, true},
-        {SS_DT_INT64, 8, "int64", false, true},      {SS_DT_STRING, sizeof(ss_string), "string"},
-        {SS_DT_BOOL, 1, "bool", false, false},       {SS_DT_FLOAT16, 2, "float16", true, false},
-        {SS_DT_FLOAT64, 8, "float64", true, false},  {SS_DT_UINT32, 4, "uint32", false, true},
-        {SS_DT_UINT64, 8, "uint64", false, true},    {SS_DT_BFLOAT16, 2, "bfloat16", true, false},
+        {SS_DT_FLOAT32, 4, "float32", true, false}, {SS_DT_UINT8, 1, "uint8", false, true},
+        {SS_DT_INT8, 1, "int8", false, true},       {SS_DT_UINT16, 2, "uint16", false, true},
+        {SS_DT_INT16, 2, "int16", false, true},     {SS_DT_INT32, 4, "int32", false, true},
+        {SS_DT_INT64, 8, "int64", false, true},     {SS_DT_STRING, sizeof(ss_string), "string"},
+        {SS_DT_BOOL, 1, "bool", false, false},      {SS_DT_FLOAT16, 2, "float16", true, false},
+        {SS_DT_FLOAT64, 8, "float64", true, false}, {SS_DT_UINT32, 4, "uint32", false, true},
+        {SS_DT_UINT64, 8, "uint64", false, true},   {SS_DT_BFLOAT16, 2, "bfloat16", true, false},
     };
     for (size_t i = 0; i < sizeof want / sizeof want[0]; i++) {
         ss_dtype dt = want[i].dt;
-        CHECK_MSG(ss_dtype_size(dt) == want[i].size, "%s size %zu", want[i].name, ss_dtype_size(dt));
+        CHECK_MSG(ss_dtype_size(dt) == want[i].size, "%s size %zu", want[i].name,
+                  ss_dtype_size(dt));
         CHECK_MSG(strcmp(ss_dtype_name(dt), want[i].name) == 0, "%d named %s", (int)dt,
                   ss_dtype_name(dt));
         CHECK_MSG(ss_dtype_valid((int)dt), "%s not valid", want[i].name);
@@ -70,9 +71,12 @@ static double ref_f16(uint16_t h)
 {
     int sign = h >> 15, exp = (h >> 10) & 0x1f, mant = h & 0x3ff;
     double v;
-    if (exp == 0x1f) v = mant ? NAN : INFINITY;
-    else if (exp == 0) v = ldexp(mant, -24);
-    else v = ldexp(0x400 | mant, exp - 25);
+    if (exp == 0x1f)
+        v = mant ? NAN : INFINITY;
+    else if (exp == 0)
+        v = ldexp(mant, -24);
+    else
+        v = ldexp(0x400 | mant, exp - 25);
     return sign ? -v : v;
 }
 
@@ -101,9 +105,11 @@ static void bf16_all_patterns(void)
         float f = ss_bf16_to_f32(h);
         uint16_t back = ss_f32_to_bf16(f);
         bool nan = (h & 0x7f80) == 0x7f80 && (h & 0x7f);
-        if (nan) bad += !isnan(f) || (back & 0x7f80) != 0x7f80 || !(back & 0x7f) ||
-                        (back & 0x8000) != (h & 0x8000);
-        else bad += f32_bits(f) != (uint32_t)h << 16 || back != h;
+        if (nan)
+            bad += !isnan(f) || (back & 0x7f80) != 0x7f80 || !(back & 0x7f) ||
+                   (back & 0x8000) != (h & 0x8000);
+        else
+            bad += f32_bits(f) != (uint32_t)h << 16 || back != h;
     }
     CHECK_MSG(bad == 0, "%d of 65536 bfloat16 patterns decode or round-trip wrongly", bad);
 }
@@ -112,21 +118,21 @@ static void bf16_all_patterns(void)
 static void rounding_rules(void)
 {
     CHECK(ss_f32_to_f16(1.0f) == 0x3c00);
-    CHECK(ss_f32_to_f16(1.0f + 0x1p-11f) == 0x3c00);        /* tie, even stays */
-    CHECK(ss_f32_to_f16(1.0f + 3 * 0x1p-11f) == 0x3c02);    /* tie, odd rounds up */
+    CHECK(ss_f32_to_f16(1.0f + 0x1p-11f) == 0x3c00);            /* tie, even stays */
+    CHECK(ss_f32_to_f16(1.0f + 3 * 0x1p-11f) == 0x3c02);        /* tie, odd rounds up */
     CHECK(ss_f32_to_f16(1.0f + 0x1p-11f + 0x1p-23f) == 0x3c01); /* just past tie */
     CHECK(ss_f32_to_f16(65504.0f) == 0x7bff);
     CHECK(ss_f32_to_f16(65519.996f) == 0x7bff);
     CHECK(ss_f32_to_f16(65520.0f) == 0x7c00); /* tie with an odd max rounds to Inf */
     CHECK(ss_f32_to_f16(-1e10f) == 0xfc00);
     CHECK(ss_f32_to_f16(INFINITY) == 0x7c00 && ss_f32_to_f16(-INFINITY) == 0xfc00);
-    CHECK(ss_f32_to_f16(0x1p-24f) == 0x0001);  /* smallest subnormal */
-    CHECK(ss_f32_to_f16(0x1p-25f) == 0x0000);  /* tie with 0 rounds to even 0 */
+    CHECK(ss_f32_to_f16(0x1p-24f) == 0x0001); /* smallest subnormal */
+    CHECK(ss_f32_to_f16(0x1p-25f) == 0x0000); /* tie with 0 rounds to even 0 */
     CHECK(ss_f32_to_f16(0x1.000002p-25f) == 0x0001);
-    CHECK(ss_f32_to_f16(-0x1p-26f) == 0x8000); /* underflow keeps the sign */
+    CHECK(ss_f32_to_f16(-0x1p-26f) == 0x8000);           /* underflow keeps the sign */
     CHECK(ss_f32_to_f16(0x1p-14f - 0x1p-25f) == 0x0400); /* rounds up into the normals */
     CHECK(ss_f32_to_f16(-0.0f) == 0x8000);
-    CHECK(ss_f32_to_bf16(1.0f + 0x1p-8f) == 0x3f80);  /* tie, even */
+    CHECK(ss_f32_to_bf16(1.0f + 0x1p-8f) == 0x3f80); /* tie, even */
     CHECK(ss_f32_to_bf16(1.0f + 3 * 0x1p-8f) == 0x3f82);
     CHECK(ss_f32_to_bf16(bits_f32(0x7f7fffff)) == 0x7f80); /* FLT_MAX rounds to Inf */
     CHECK(ss_f32_to_bf16(bits_f32(0x7f800001)) != 0x7f80); /* a NaN whose payload rounds away */
@@ -173,8 +179,14 @@ static bool load_oracle(oracle *o)
     return true;
 }
 
-static bool is_f16_nan(uint16_t h) { return (h & 0x7c00) == 0x7c00 && (h & 0x3ff); }
-static bool is_bf16_nan(uint16_t h) { return (h & 0x7f80) == 0x7f80 && (h & 0x7f); }
+static bool is_f16_nan(uint16_t h)
+{
+    return (h & 0x7c00) == 0x7c00 && (h & 0x3ff);
+}
+static bool is_bf16_nan(uint16_t h)
+{
+    return (h & 0x7f80) == 0x7f80 && (h & 0x7f);
+}
 
 static void against_numpy_and_torch(void)
 {

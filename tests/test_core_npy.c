@@ -199,7 +199,8 @@ static void bad_files(void)
         if (strcmp(lines[i].kind, "bad")) continue;
         listed++;
         bool known = false;
-        for (size_t k = 0; k < n_bad; k++) known |= strcmp(bad[k].name, lines[i].name) == 0;
+        for (size_t k = 0; k < n_bad; k++)
+            known |= strcmp(bad[k].name, lines[i].name) == 0;
         CHECK_MSG(known, "%s has no expected error in this test", lines[i].name);
     }
     CHECK_MSG(listed == (int)n_bad, "manifest lists %d bad files, this test knows %zu", listed,
@@ -215,7 +216,8 @@ static void missing_and_unwritable(void)
     CHECK_ERR(ss_npy_parse("", 0, "request input 'x'", &t), "request input 'x': empty file");
 
     CHECK_OK(ss_tensor_alloc(&t, SS_DT_FLOAT32, 1, (int64_t[]){2}));
-    CHECK_ERR(ss_npy_write("/nonexistent/dir/out.npy", &t), "cannot create /nonexistent/dir/out.npy");
+    CHECK_ERR(ss_npy_write("/nonexistent/dir/out.npy", &t),
+              "cannot create /nonexistent/dir/out.npy");
     ss_tensor_free(&t);
     char path[PATH_MAX];
     path_of(path, sizeof path, "", "c_unwritable", ".npy");
@@ -250,8 +252,8 @@ static void corrupted_inputs_do_not_crash(void)
     if (!load_manifest()) return;
     static const char *seeds[] = {"good_float32_3d_v1", "good_int64_0d_v2", "good_bool_8d_v1",
                                   "good_uint16_empty3_v3"};
-    static const unsigned char bytes[] = {0, 1, 0x7f, 0x80, 0xff, '\'', '(', ')', ',', ':', ' ',
-                                          '9', '-', '{', '}', '\n', 'T', 'F', '<', '>', '|'};
+    static const unsigned char bytes[] = {0,   1,   0x7f, 0x80, 0xff, '\'', '(', ')', ',', ':', ' ',
+                                          '9', '-', '{',  '}',  '\n', 'T',  'F', '<', '>', '|'};
     uint32_t rng = 12345;
     for (size_t s = 0; s < sizeof seeds / sizeof seeds[0]; s++) {
         char path[PATH_MAX];

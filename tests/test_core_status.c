@@ -93,6 +93,28 @@ static void levels_gate(void)
     ss_log_set_level(SS_LOG_INFO);
 }
 
+/* Runs fn with stderr redirected to a temporary file and returns what it wrote (malloc'd). */
+static char *capture_stderr(void (*fn)(void))
+{
+    char path[] = "/tmp/ss_core_status_XXXXXX";
+    int fd = mkstemp(path);
+    CHECK(fd >= 0);
+    if (fd < 0) return NULL;
+    unlink(path);
+    fflush(stderr);
+    int saved = dup(STDERR_FILENO);
+    dup2(fd, STDERR_FILENO);
+    fn();
+    fflush(stderr);
+    dup2(saved, STDERR_FILENO);
+    close(saved);
+    off_t len = lseek(fd, 0, SEEK_END);
+    char *out = calloc(1, (size_t)len + 1);
+    if (out && len > 0 && pread(fd, out, (size_t)len, 0) != len) out[0] = 0;
+    close(fd);
+    return out;
+}
+
 static void env_sets_level(void)
 {
     static const struct {
@@ -118,7 +140,10 @@ static void env_sets_level(void)
     ss_log_init_from_env();
     CHECK(!ss_log_enabled(SS_LOG_INFO) && ss_log_enabled(SS_LOG_WARN));
     setenv("SHARDSERVE_LOG", "verbose", 1);
-    ss_log_init_from_env();
+    char *warning = capture_stderr(ss_log_init_from_env);
+    CHECK_MSG(warning && strstr(warning, "SHARDSERVE_LOG=verbose"), "no warning, got \"%s\"",
+              warning ? warning : "");
+    free(warning);
     CHECK(!ss_log_enabled(SS_LOG_INFO) && ss_log_enabled(SS_LOG_WARN));
     setenv("SHARDSERVE_LOG", "", 1);
     ss_log_init_from_env();
@@ -127,32 +152,11 @@ static void env_sets_level(void)
     ss_log_set_level(SS_LOG_INFO);
 }
 
-/* Runs fn with stderr redirected to a temporary file and returns what it wrote (malloc'd). */
-static char *capture_stderr(void (*fn)(void))
-{
-    char path[] = "/tmp/ss_core_status_XXXXXX";
-    int fd = mkstemp(path);
-    CHECK(fd >= 0);
-    if (fd < 0) return NULL;
-    unlink(path);
-    fflush(stderr);
-    int saved = dup(STDERR_FILENO);
-    dup2(fd, STDERR_FILENO);
-    fn();
-    fflush(stderr);
-    dup2(saved, STDERR_FILENO);
-    close(saved);
-    off_t len = lseek(fd, 0, SEEK_END);
-    char *out = calloc(1, (size_t)len + 1);
-    if (out && len > 0 && pread(fd, out, (size_t)len, 0) != len) out[0] = 0;
-    close(fd);
-    return out;
-}
-
 static int count_lines(const char *s)
 {
     int n = 0;
-    for (; *s; s++) n += *s == '\n';
+    for (; *s; s++)
+        n += *s == '\n';
     return n;
 }
 

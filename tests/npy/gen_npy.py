@@ -172,7 +172,9 @@ def check(out):
             continue
         want = np.load(os.path.join(out, f"{name}.npy"), allow_pickle=False)
         if got.dtype != want.dtype or got.shape != want.shape or got.tobytes() != want.tobytes():
-            failures.append(f"{path}: {got.dtype}{got.shape} differs from {want.dtype}{want.shape}")
+            what = "data" if (got.dtype, got.shape) == (want.dtype, want.shape) else "array"
+            failures.append(f"{path}: {what} {got.dtype}{got.shape} differs from the original "
+                            f"{want.dtype}{want.shape}")
         checked += 1
     for f in failures:
         print("FAIL", f)
