@@ -162,7 +162,9 @@ ss_status *ss_link_send(ss_link_conn *c, const ss_link_msg *msg, const ss_tensor
 
 /* Receive one whole frame, tensors in freshly allocated (owned, 64-byte aligned) storage.
  * timeout_ms bounds the wait for the frame to start (-1 forever, 0 = only if already there);
- * SS_ERR_TIMEOUT then leaves the connection usable. Any other error breaks the connection. */
+ * SS_ERR_TIMEOUT means exactly that and leaves the connection usable. Any other error breaks
+ * the connection: SS_ERR_UNAVAILABLE (peer closed, reset, or stalled mid-frame longer than
+ * stall_timeout_ms), SS_ERR_INVALID / SS_ERR_LIMIT / SS_ERR_UNSUPPORTED (a bad frame). */
 ss_status *ss_link_recv(ss_link_conn *c, int timeout_ms, ss_link_msg *msg);
 
 /* Two-step receive. ss_link_recv_header reads and checks the prefix and header: msg->tensors

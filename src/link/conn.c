@@ -212,8 +212,9 @@ static ss_status *read_bytes(ss_link_conn *c, void *dst, size_t n, int first_ms,
         if (!ready) {
             if (!*started)
                 return ss_errf(SS_ERR_TIMEOUT, "no frame from %s within %d ms", c->peer, wait_ms);
-            return ss_errf(SS_ERR_TIMEOUT, "frame from %s stalled for %d ms with %zu bytes missing",
-                           c->peer, wait_ms, n - got);
+            return ss_errf(SS_ERR_UNAVAILABLE,
+                           "frame from %s stalled for %d ms with %zu bytes missing", c->peer,
+                           wait_ms, n - got);
         }
     }
     return NULL;
@@ -245,8 +246,9 @@ static ss_status *write_iov(ss_link_conn *c, struct iovec *iov, size_t cnt, int 
             ss_status *st = wait_fd(c->fd, POLLOUT, stall_ms, &ready);
             if (st) return st;
             if (!ready)
-                return ss_errf(SS_ERR_TIMEOUT, "send to %s stalled for %d ms (peer not reading)",
-                               c->peer, stall_ms);
+                return ss_errf(SS_ERR_UNAVAILABLE,
+                               "send to %s stalled for %d ms (peer not reading)", c->peer,
+                               stall_ms);
             continue;
         }
         atomic_fetch_add(&c->sent, (uint64_t)w);
@@ -322,6 +324,9 @@ static ss_status *recv_header(ss_link_conn *c, int first_ms, int stall_ms,
     link_prefix p;
     st = link_prefix_parse(pre, limits, &p);
     if (st) return mark_broken(c, ss_status_wrap(st, "from %s", c->peer));
+    if (c->ready && p.type <= SS_LINK_AUTH_ACK)
+        return mark_broken(c, ss_errf(SS_ERR_INVALID, "unexpected %s frame from %s after the handshake",
+                                      ss_link_type_name(p.type), c->peer));
     uint8_t *hdr = malloc(p.header_len ? p.header_len : 1);
     if (!hdr) return mark_broken(c, ss_errf(SS_ERR_NOMEM, "frame header of %u bytes", p.header_len));
     st = read_bytes(c, hdr, p.header_len, stall_ms, stall_ms, &started);
@@ -378,15 +383,6 @@ ss_status *ss_link_send(ss_link_conn *c, const ss_link_msg *msg, const ss_tensor
     return send_frame(c, msg, NULL, tensors, n_tensors, c->opts.stall_timeout_ms);
 }
 
-static ss_status *reject_handshake_frame(ss_link_conn *c, ss_link_msg *msg)
-{
-    if (msg->type > SS_LINK_AUTH_ACK) return NULL;
-    ss_link_type t = msg->type;
-    ss_link_msg_free(msg);
-    return mark_broken(c, ss_errf(SS_ERR_INVALID, "unexpected %s frame from %s after the handshake",
-                                  ss_link_type_name(t), c->peer));
-}
-
 ss_status *ss_link_recv_header(ss_link_conn *c, int timeout_ms, ss_link_msg *msg)
 {
     ss_status *st = check_ready(c);
@@ -394,14 +390,7 @@ ss_status *ss_link_recv_header(ss_link_conn *c, int timeout_ms, ss_link_msg *msg
         memset(msg, 0, sizeof *msg);
         return st;
     }
-    st = recv_header(c, timeout_ms, c->opts.stall_timeout_ms, &c->opts, msg, NULL);
-    if (st) return st;
-    if (msg->type <= SS_LINK_AUTH_ACK) {
-        free(c->pending_sizes);
-        c->pending_sizes = NULL;
-        c->payload_pending = false;
-    }
-    return reject_handshake_frame(c, msg);
+    return recv_header(c, timeout_ms, c->opts.stall_timeout_ms, &c->opts, msg, NULL);
 }
 
 ss_status *ss_link_recv_payload(ss_link_conn *c, ss_link_msg *msg)
