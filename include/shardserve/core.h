@@ -106,7 +106,8 @@ uint16_t ss_f32_to_bf16(float f);
 
 typedef struct {
     size_t len;
-    char *data; /* owned by the tensor; NUL-terminated for convenience, may contain NULs */
+    char *data; /* owned by the tensor; NUL-terminated for convenience, may contain NULs;
+                 * NULL (with len 0) for an element ss_tensor_alloc created and nobody set */
 } ss_string;
 
 typedef enum { SS_STORE_NONE = 0, SS_STORE_OWNED, SS_STORE_BORROWED, SS_STORE_MAPPED } ss_storage;
@@ -122,14 +123,16 @@ typedef struct {
     size_t map_len;
 } ss_tensor;
 
-/* Element count of a shape; returns -1 on a negative dim or overflow past 2^62. */
+/* Element count of a shape; returns -1 on a negative dim or overflow past 2^62 (a zero dim does
+ * not excuse the others overflowing, whatever its position). */
 int64_t ss_shape_numel(int ndim, const int64_t *dims);
 int64_t ss_tensor_numel(const ss_tensor *t);
 /* "[128,96]" into buf (always NUL-terminated). */
 const char *ss_shape_str(int ndim, const int64_t *dims, char *buf, size_t cap);
 bool ss_shape_equal(int an, const int64_t *a, int bn, const int64_t *b);
 
-/* Allocate owned, zero-filled storage for the given shape (strings: empty strings). */
+/* Allocate owned, zero-filled storage for the given shape (strings: empty strings). On error (and
+ * for ss_tensor_borrow too) *t is left empty, so ss_tensor_free(t) is always safe. */
 ss_status *ss_tensor_alloc(ss_tensor *t, ss_dtype dt, int ndim, const int64_t *dims);
 /* Describe memory owned by someone else. */
 ss_status *ss_tensor_borrow(ss_tensor *t, ss_dtype dt, int ndim, const int64_t *dims, void *data,
