@@ -6,6 +6,7 @@
 #include "check.h"
 
 #include <fcntl.h>
+#include <pthread.h>
 #include <unistd.h>
 
 static void errf_formats(void)
@@ -146,7 +147,9 @@ static void env_sets_level(void)
     free(warning);
     CHECK(!ss_log_enabled(SS_LOG_INFO) && ss_log_enabled(SS_LOG_WARN));
     setenv("SHARDSERVE_LOG", "", 1);
-    ss_log_init_from_env();
+    warning = capture_stderr(ss_log_init_from_env);
+    CHECK_MSG(warning && !warning[0], "empty SHARDSERVE_LOG warned: \"%s\"", warning);
+    free(warning);
     CHECK(!ss_log_enabled(SS_LOG_INFO) && ss_log_enabled(SS_LOG_WARN));
     unsetenv("SHARDSERVE_LOG");
     ss_log_set_level(SS_LOG_INFO);
@@ -204,5 +207,47 @@ static void log_output(void)
     ss_log_set_tag("shardserve");
 }
 
+enum { LOG_THREADS = 4, LOG_LINES = 400 };
+
+static void *log_lines(void *arg)
+{
+    int id = (int)(intptr_t)arg;
+    for (int i = 0; i < LOG_LINES; i++)
+        ss_log(SS_LOG_WARN, "thread %d line %d %s", id, i,
+               "................................................................................");
+    return NULL;
+}
+
+static void log_from_threads(void)
+{
+    pthread_t th[LOG_THREADS];
+    for (int i = 0; i < LOG_THREADS; i++)
+        CHECK(pthread_create(&th[i], NULL, log_lines, (void *)(intptr_t)i) == 0);
+    for (int i = 0; i < LOG_THREADS; i++)
+        pthread_join(th[i], NULL);
+}
+
+/* Each call is one write(), so concurrent lines arrive whole, never interleaved. */
+static void log_lines_do_not_interleave(void)
+{
+    char *out = capture_stderr(log_from_threads);
+    CHECK(out != NULL);
+    if (!out) return;
+    int seen[LOG_THREADS] = {0}, bad = 0, lines = 0;
+    for (char *line = strtok(out, "\n"); line; line = strtok(NULL, "\n")) {
+        lines++;
+        int id, n, dots = 0;
+        const char *p = strstr(line, "] thread ");
+        if (!p || sscanf(p, "] thread %d line %d %n", &id, &n, &dots) != 2 || id < 0 ||
+            id >= LOG_THREADS || n != seen[id] || strlen(p + dots) != 80) {
+            bad++;
+            continue;
+        }
+        seen[id]++;
+    }
+    CHECK_MSG(bad == 0 && lines == LOG_THREADS * LOG_LINES, "%d of %d lines malformed", bad, lines);
+    free(out);
+}
+
 TEST_MAIN(TEST(errf_formats), TEST(wrap_prefixes_context), TEST(code_names), TEST(levels_gate),
-          TEST(env_sets_level), TEST(log_output))
+          TEST(env_sets_level), TEST(log_output), TEST(log_lines_do_not_interleave))

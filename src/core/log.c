@@ -22,7 +22,7 @@ void ss_log_set_level(ss_log_level level) { current_level = level; }
 void ss_log_init_from_env(void)
 {
     const char *v = getenv("SHARDSERVE_LOG");
-    if (!v) return;
+    if (!v || !*v) return; /* unset or empty: keep the level */
     static const char *names[] = {"debug", "info", "warn", "error", "off"};
     for (int i = 0; i <= SS_LOG_OFF; i++)
         if (strcasecmp(v, names[i]) == 0) {
