@@ -68,7 +68,13 @@ typedef struct {
 } ss_session_stats;
 void ss_session_get_stats(const ss_session *s, ss_session_stats *out);
 
-/* Is (domain, op_type) at `opset` supported? Fills `why` when not. */
+/* Plan for inputs of the given dtypes and shapes (their data is ignored; zeros are used) without
+ * running, so that ss_session_value_desc can answer for every value. Used by the shard tool. */
+ss_status *ss_session_plan_shapes(ss_session *s, const ss_tensor *input_descs, int n_inputs);
+/* dtype and shape (data NULL) of any value of the current plan; false if unknown. */
+bool ss_session_value_desc(const ss_session *s, const char *name, ss_tensor *desc);
+
+/* Is (domain, op_type) at `opset` supported? */
 bool ss_runtime_supports(const char *domain, const char *op_type, int64_t opset);
 
 #endif

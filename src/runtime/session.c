@@ -715,3 +715,37 @@ ss_status *ss_session_run(ss_session *s, const ss_tensor *inputs, int n_inputs,
     *outputs = p->out_views;
     return NULL;
 }
+
+ss_status *ss_session_plan_shapes(ss_session *s, const ss_tensor *descs, int n_inputs)
+{
+    if (n_inputs != s->n_inputs)
+        return ss_errf(SS_ERR_INVALID, "the model takes %d inputs, %d given", s->n_inputs, n_inputs);
+    ss_tensor *ins = calloc((size_t)n_inputs + 1, sizeof *ins);
+    if (!ins) return ss_errf(SS_ERR_NOMEM, "out of memory");
+    ss_status *st = NULL;
+    for (int i = 0; i < n_inputs && !st; i++) {
+        st = ss_tensor_alloc(&ins[i], descs[i].dtype, descs[i].ndim, descs[i].dims);
+        if (!st) st = check_input(s, i, &ins[i]);
+    }
+    if (!st) {
+        plan_free(s->plan);
+        s->plan = NULL;
+        st = plan_build(s, ins, &s->plan);
+    }
+    for (int i = 0; i < n_inputs; i++) ss_tensor_free(&ins[i]);
+    free(ins);
+    return st;
+}
+
+bool ss_session_value_desc(const ss_session *s, const char *name, ss_tensor *desc)
+{
+    int id = value_lookup(s, name);
+    if (id < 0 || !s->plan) return false;
+    const ss_tensor *v = &s->plan->vals[id];
+    memset(desc, 0, sizeof *desc);
+    desc->dtype = v->dtype;
+    desc->ndim = v->ndim;
+    memcpy(desc->dims, v->dims, sizeof v->dims);
+    desc->nbytes = v->nbytes;
+    return v->dtype != SS_DT_UNDEFINED;
+}
