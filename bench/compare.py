@@ -1,0 +1,225 @@
+#!/usr/bin/python3
+"""Interleaved A/B latency comparison: shardserve (bench_runtime) vs onnxruntime-node (bench_ort.js).
+
+Called by bench/run_runtime.sh; standard library only. For every (model, batch, threads) case both
+runtimes are started once in --serve mode (each loads the model and warms up), then driven in
+alternating rounds A B, B A, A B, ... of about --round-seconds each, so that a noisy neighbour on
+the shared machine hits both sides alike. Medians are over all timed calls of a side; the ratio
+column is ORT median / shardserve median (> 1: shardserve is faster), and "round ratios" gives
+the range of that ratio over the individual rounds, which shows how much noise there was.
+
+The ready lines carry output checksums; a side whose checksum differs from the other's is flagged
+in the "check" column (it would mean the two runtimes did not compute the same thing).
+"""
+import argparse
+import os
+import select
+import statistics
+import subprocess
+import sys
+import time
+
+CASES = [  # label, model folder, batch label, {graph input: npy file}
+    ("seed MatMul+Neg", "seed", "128", {"x": "x.npy"}),
+    ("MLP 4x4096 Relu", "mlp", "1", {"x": "x_b1.npy"}),
+    ("MLP 4x4096 Relu", "mlp", "32", {"x": "x_b32.npy"}),
+    ("BERT-tiny s8", "bert", "2", {"input_ids": "input_ids.npy", "attention_mask": "attention_mask.npy",
+                                   "token_type_ids": "token_type_ids.npy"}),
+    ("GPT-2-tiny s8", "gpt2", "2", {"input_ids": "input_ids.npy", "attention_mask": "attention_mask.npy"}),
+]
+
+
+class Side:
+    """One runtime process in --serve mode."""
+
+    def __init__(self, name, argv, timeout):
+        self.name, self.error, self.ready = name, None, {}
+        self.times = []       # ns, all rounds
+        self.round_medians = []
+        self.proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                     stderr=subprocess.PIPE, text=True, bufsize=1)
+        line = self._readline(timeout)
+        if line is None or not line.startswith("ready"):
+            try:
+                self.proc.wait(timeout=5)
+                err = self.proc.stderr.read()
+            except subprocess.TimeoutExpired:
+                err = ""
+            self.error = (err.strip().splitlines() or [line or "no ready line"])[-1]
+            self.close()
+            return
+        for kv in line.split()[1:]:
+            k, _, v = kv.partition("=")
+            self.ready[k] = v
+
+    def _readline(self, timeout):
+        r, _, _ = select.select([self.proc.stdout], [], [], timeout)
+        if not r:
+            return None
+        line = self.proc.stdout.readline()
+        return line.strip() if line else None
+
+    def run(self, n, timeout):
+        self.proc.stdin.write(f"run {n}\n")
+        self.proc.stdin.flush()
+        line = self._readline(timeout)
+        if not line or not line.startswith("times"):
+            self.error = "no answer to run"
+            self.close()
+            return
+        t = [int(x) for x in line.split()[1:]]
+        self.times += t
+        self.round_medians.append(statistics.median(t))
+
+    def close(self):
+        if self.proc.poll() is None:
+            try:
+                self.proc.stdin.write("quit\n")
+                self.proc.stdin.flush()
+                self.proc.wait(timeout=10)
+            except (OSError, subprocess.TimeoutExpired):
+                self.proc.kill()
+                self.proc.wait()
+
+    def ok(self):
+        return self.error is None
+
+    def pct(self, q):
+        s = sorted(self.times)
+        return s[int(q * (len(s) - 1) + 0.5)] / 1e6
+
+
+def fmt_ms(ms):
+    if ms < 1:
+        return f"{ms * 1e3:.1f} us"
+    return f"{ms:.2f} ms"
+
+
+def checksums_agree(a, b):
+    for key in ("asum", "sum"):
+        x, y = float(a.ready.get(key, "nan")), float(b.ready.get(key, "nan"))
+        tol = 1e-3 * max(1.0, float(a.ready.get("asum", "1")))
+        if not abs(x - y) <= tol:
+            return False
+    return True
+
+
+def run_case(args, label, folder, batch, inputs, threads):
+    d = os.path.join(args.models, folder)
+    model = os.path.join(d, "model.onnx")
+    ins = []
+    for name, f in inputs.items():
+        ins += ["--input", f"{name}={os.path.join(d, f)}"]
+    common = [model] + ins + ["--threads", str(threads), "--warmup", str(args.warmup), "--serve"]
+    a = Side("shardserve", [args.bench] + common, args.timeout)
+    b = Side("ort", ["node", args.ort] + common, args.timeout)
+    row = {"label": label, "batch": batch, "threads": threads, "a": a, "b": b}
+    live = [s for s in (a, b) if s.ok()]
+    if live:
+        warm = max(float(s.ready["warm_ms"]) for s in live)
+        n = max(2, min(args.max_iters, int(args.round_seconds * 1e3 / max(warm, 1e-3))))
+        for r in range(args.rounds):
+            for s in (live if r % 2 == 0 else live[::-1]):
+                if s.ok():
+                    s.run(n, args.timeout)
+        row["iters"] = n
+    for s in (a, b):
+        s.close()
+    row["check"] = ("ok" if checksums_agree(a, b) else "MISMATCH") if a.ok() and b.ok() else "-"
+    return row
+
+
+def print_table(rows):
+    hdr = ["model", "batch", "threads", "shardserve median (p10-p90)", "ORT median (p10-p90)",
+           "ratio ORT/ours", "round ratios", "throughput ours / ORT (samples/s)", "check"]
+    print("| " + " | ".join(hdr) + " |")
+    print("|" + "|".join("---" for _ in hdr) + "|")
+    for r in rows:
+        a, b = r["a"], r["b"]
+        cells = [r["label"], r["batch"], str(r["threads"])]
+        for s in (a, b):
+            if s.ok():
+                cells.append(f"{fmt_ms(s.pct(0.5))} ({fmt_ms(s.pct(0.1))}-{fmt_ms(s.pct(0.9))})")
+            else:
+                cells.append(f"n/a: {s.error}")
+        if a.ok() and b.ok():
+            cells.append(f"**{b.pct(0.5) / a.pct(0.5):.2f}**")
+            rr = [y / x for x, y in zip(a.round_medians, b.round_medians)]
+            cells.append(f"{min(rr):.2f}-{max(rr):.2f}")
+        else:
+            cells += ["-", "-"]
+        bs = float(r["batch"])
+        tp = [f"{bs / s.pct(0.5) * 1e3:,.0f}" if s.ok() else "-" for s in (a, b)]
+        cells.append(" / ".join(tp))
+        cells.append(r["check"])
+        print("| " + " | ".join(cells) + " |")
+    sys.stdout.flush()
+
+
+def load_line(args):
+    d = os.path.join(args.models, "big")
+    model = os.path.join(d, "model.onnx")
+    size = os.path.getsize(os.path.join(d, "weights.bin")) / (1 << 30)
+    out = {}
+    for name, argv in (("shardserve", [args.bench, model, "--load-only", "--threads", "1"]),
+                       ("ort", ["node", args.ort, model, "--load-only", "--threads", "1"])):
+        p = subprocess.run(argv, capture_output=True, text=True, timeout=args.timeout)
+        line = p.stdout.strip() or p.stderr.strip()
+        out[name] = line
+    print(f"\nLoad, {size:.2f} GiB of external-data weights (16 x MatMul 4096x4096 f32), page cache warm:")
+    for name, line in out.items():
+        print(f"  {name:10s} {line}")
+    a = dict(kv.partition("=")[::2] for kv in out["shardserve"].split()[1:] if "=" in kv)
+    try:
+        ms, mb = float(a["create_ms"]), float(a["rss_anon_growth_mb"])
+        verdict = "PASS" if ms < 1000 and mb < 50 else "FAIL"
+        print(f"  target create < 1000 ms and RssAnon growth < 50 MB: {verdict} ({ms:.1f} ms, {mb:.1f} MB)")
+    except (KeyError, ValueError):
+        print("  target: could not parse shardserve's load line")
+
+
+def header(args):
+    rev = subprocess.run(["git", "-C", os.path.dirname(os.path.abspath(__file__)), "describe", "--always",
+                          "--dirty"], capture_output=True, text=True).stdout.strip() or "unknown"
+    cpu = "unknown"
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next(l.split(":", 1)[1].strip() for l in f if l.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    print(f"commit {rev}; {os.cpu_count()} CPUs ({cpu}); loadavg {os.getloadavg()[0]:.2f}; "
+          f"OPENBLAS_CORETYPE={os.environ.get('OPENBLAS_CORETYPE', '(unset)')}; "
+          f"{args.rounds} interleaved rounds of ~{args.round_seconds}s per side")
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--bench", required=True, help="bench_runtime binary")
+    ap.add_argument("--ort", required=True, help="bench/ort/bench_ort.js")
+    ap.add_argument("--models", required=True, help="bench/models.py output folder")
+    ap.add_argument("--threads", default="1,2")
+    ap.add_argument("--rounds", type=int, default=6)
+    ap.add_argument("--round-seconds", type=float, default=0.5)
+    ap.add_argument("--max-iters", type=int, default=5000)
+    ap.add_argument("--warmup", type=int, default=3)
+    ap.add_argument("--timeout", type=float, default=120)
+    ap.add_argument("--only", default="", help="comma-separated model folders (seed,mlp,bert,gpt2,big)")
+    args = ap.parse_args()
+    only = set(args.only.split(",")) if args.only else None
+    header(args)
+    rows = []
+    for label, folder, batch, inputs in CASES:
+        if only and folder not in only:
+            continue
+        for t in (int(x) for x in args.threads.split(",")):
+            t0 = time.time()
+            rows.append(run_case(args, label, folder, batch, inputs, t))
+            print(f"  ... {label} b{batch} t{t}: {time.time() - t0:.1f}s", file=sys.stderr)
+    if rows:
+        print_table(rows)
+    if not only or "big" in only:
+        load_line(args)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,27 @@
+#!/bin/bash
+# Runtime benchmark: shardserve vs onnxruntime-node on the same models, same thread counts,
+# interleaved in one run (see bench/compare.py). Builds bench_runtime, installs the npm peer
+# (git-ignored node_modules), generates the models, prints one table and the 1 GiB load line.
+#
+#   bench/run_runtime.sh [compare.py options, e.g. --threads 2 --rounds 4 --only mlp]
+#
+# Environment: SS_BENCH_BUILD (build folder, default build-bench), SS_BENCH_MODELS (model
+# folder, default $SS_BENCH_BUILD/bench-models; ~1.6 GB), SS_REFERENCE_DIR (see bench/models.py).
+set -euo pipefail
+REPO=$(cd "$(dirname "$0")/.." && pwd)
+BUILD=${SS_BENCH_BUILD:-$REPO/build-bench}
+MODELS=${SS_BENCH_MODELS:-$BUILD/bench-models}
+
+if [ ! -f "$BUILD/CMakeCache.txt" ]; then
+  cmake -S "$REPO" -B "$BUILD" -DBUILD_TESTING=OFF >/dev/null
+fi
+cmake --build "$BUILD" -j2 --target bench_runtime >/dev/null
+
+if [ ! -d "$REPO/bench/ort/node_modules/onnxruntime-node" ]; then
+  # The package's postinstall would download extra binaries; the CPU build is already bundled.
+  (cd "$REPO/bench/ort" && ONNXRUNTIME_NODE_INSTALL=skip npm ci --no-audit --no-fund >/dev/null)
+fi
+
+/usr/bin/python3 "$REPO/bench/models.py" "$MODELS"
+exec /usr/bin/python3 "$REPO/bench/compare.py" --bench "$BUILD/bench/bench_runtime" \
+  --ort "$REPO/bench/ort/bench_ort.js" --models "$MODELS" "$@"
