@@ -47,15 +47,15 @@ static inline void comm_test_groups_init(comm_test_groups *t, int n)
 
 /* ------------------------------------------------------------------ allreduce */
 
-static float ar_f32(int r, size_t k) { return (float)((k % 1000) + (size_t)r * 3); }
-static uint16_t ar_f16(int r, size_t k) { return ss_f32_to_f16((float)(k % 64) * 0.5f + (float)r); }
-static uint32_t ar_i32(int r, size_t k) { return (uint32_t)(k * 2654435761u) ^ (uint32_t)(r * 7919); }
-static uint64_t ar_i64(int r, size_t k)
+static inline float ar_f32(int r, size_t k) { return (float)((k % 1000) + (size_t)r * 3); }
+static inline uint16_t ar_f16(int r, size_t k) { return ss_f32_to_f16((float)(k % 64) * 0.5f + (float)r); }
+static inline uint32_t ar_i32(int r, size_t k) { return (uint32_t)(k * 2654435761u) ^ (uint32_t)(r * 7919); }
+static inline uint64_t ar_i64(int r, size_t k)
 {
     return ((uint64_t)(r + 1) << 40) + (uint64_t)k * 12345u - 7u * (uint64_t)r;
 }
 
-static void fill_ar(ss_dtype dt, void *buf, int r, size_t count)
+static inline void fill_ar(ss_dtype dt, void *buf, int r, size_t count)
 {
     for (size_t k = 0; k < count; k++) {
         switch (dt) {
@@ -68,7 +68,7 @@ static void fill_ar(ss_dtype dt, void *buf, int r, size_t count)
 }
 
 /* First index where buf differs from the group sum, or count if none. */
-static size_t verify_ar(ss_dtype dt, const void *buf, const ss_comm_group *g, size_t count)
+static inline size_t verify_ar(ss_dtype dt, const void *buf, const ss_comm_group *g, size_t count)
 {
     int n = ss_comm_group_size(g);
     for (size_t k = 0; k < count; k++) {
@@ -90,7 +90,7 @@ static size_t verify_ar(ss_dtype dt, const void *buf, const ss_comm_group *g, si
     return count;
 }
 
-static void check_allreduce(ss_comm *c, const ss_comm_group *g, ss_dtype dt, size_t count)
+static inline void check_allreduce(ss_comm *c, const ss_comm_group *g, ss_dtype dt, size_t count)
 {
     void *buf = malloc(count * ss_dtype_size(dt) + 1);
     fill_ar(dt, buf, ss_comm_rank(c), count);
@@ -101,7 +101,7 @@ static void check_allreduce(ss_comm *c, const ss_comm_group *g, ss_dtype dt, siz
     free(buf);
 }
 
-static void check_allreduce_all(ss_comm *c)
+static inline void check_allreduce_all(ss_comm *c)
 {
     const ss_comm_group *w = ss_comm_group_find(c, "world");
     static const ss_dtype dts[] = {SS_DT_FLOAT32, SS_DT_FLOAT16, SS_DT_INT32, SS_DT_INT64};
@@ -112,7 +112,7 @@ static void check_allreduce_all(ss_comm *c)
 }
 
 /* 64 MiB of float32: 4 rounds of the (default) 1 MiB slot... times 16. */
-static void check_allreduce_64m(ss_comm *c)
+static inline void check_allreduce_64m(ss_comm *c)
 {
     size_t count = (64u << 20) / 4;
     float *buf = malloc(count * 4);
@@ -127,7 +127,7 @@ static void check_allreduce_64m(ss_comm *c)
 }
 
 /* Random floats: every rank must end with bitwise identical sums (compared via allgather). */
-static void check_allreduce_identical(ss_comm *c)
+static inline void check_allreduce_identical(ss_comm *c)
 {
     size_t count = 50000;
     float *buf = malloc(count * 4);
@@ -153,9 +153,9 @@ static void check_allreduce_identical(ss_comm *c)
 
 /* ------------------------------------------------------------------ allgather */
 
-static uint64_t ag_val(int r, size_t idx) { return (uint64_t)r * 1000003u + idx; }
+static inline uint64_t ag_val(int r, size_t idx) { return (uint64_t)r * 1000003u + idx; }
 
-static void check_allgather(ss_comm *c, const ss_comm_group *g, ss_dtype dt, int ndim,
+static inline void check_allgather(ss_comm *c, const ss_comm_group *g, ss_dtype dt, int ndim,
                             const int64_t *dims, int axis)
 {
     int n = ss_comm_group_size(g), me = ss_comm_rank(c);
@@ -196,7 +196,7 @@ static void check_allgather(ss_comm *c, const ss_comm_group *g, ss_dtype dt, int
     ss_tensor_free(&out);
 }
 
-static void check_allgather_all(ss_comm *c)
+static inline void check_allgather_all(ss_comm *c)
 {
     const ss_comm_group *w = ss_comm_group_find(c, "world");
     int64_t d2[2] = {2, 3}, d3[3] = {2, 3, 5}, big[2] = {64, 8192}, tall[2] = {600, 1000};
@@ -224,7 +224,7 @@ static void check_allgather_all(ss_comm *c)
 
 /* ------------------------------------------------------------------ broadcast */
 
-static void check_broadcast(ss_comm *c, const ss_comm_group *g, size_t nbytes, int root)
+static inline void check_broadcast(ss_comm *c, const ss_comm_group *g, size_t nbytes, int root)
 {
     uint8_t *buf = malloc(nbytes + 1);
     int me = ss_comm_rank(c);
@@ -239,7 +239,7 @@ static void check_broadcast(ss_comm *c, const ss_comm_group *g, size_t nbytes, i
     free(buf);
 }
 
-static void check_broadcast_all(ss_comm *c)
+static inline void check_broadcast_all(ss_comm *c)
 {
     const ss_comm_group *w = ss_comm_group_find(c, "world");
     int n = ss_comm_size(c);
@@ -254,7 +254,7 @@ static void check_broadcast_all(ss_comm *c)
 
 /* ------------------------------------------------------------------ send / recv */
 
-static void check_ring(ss_comm *c, size_t nbytes)
+static inline void check_ring(ss_comm *c, size_t nbytes)
 {
     int me = ss_comm_rank(c), n = ss_comm_size(c);
     int next = (me + 1) % n, prev = (me + n - 1) % n;
@@ -279,7 +279,7 @@ static void check_ring(ss_comm *c, size_t nbytes)
     free(in);
 }
 
-static void check_p2p_errors(ss_comm *c)
+static inline void check_p2p_errors(ss_comm *c)
 {
     int me = ss_comm_rank(c);
     uint8_t b[8] = {0};
@@ -289,7 +289,7 @@ static void check_p2p_errors(ss_comm *c)
 
 /* ------------------------------------------------------------------ groups */
 
-static void check_groups(ss_comm *c)
+static inline void check_groups(ss_comm *c)
 {
     int me = ss_comm_rank(c), n = ss_comm_size(c);
     CHECK(ss_comm_group_find(c, "world") != NULL);
@@ -319,7 +319,7 @@ static void check_groups(ss_comm *c)
 }
 
 /* Ranks disagreeing about an op get an error on every rank, and the communicator still works. */
-static void check_mismatch(ss_comm *c, bool detects_op_mismatch)
+static inline void check_mismatch(ss_comm *c, bool detects_op_mismatch)
 {
     int me = ss_comm_rank(c);
     if (detects_op_mismatch) {
@@ -339,7 +339,7 @@ static void check_mismatch(ss_comm *c, bool detects_op_mismatch)
     if (me == 0 && detects_op_mismatch) CHECK_ERR(ss_comm_send(c, NULL, b, 100, 1), "mismatch");
 }
 
-static int comm_checks_run(ss_comm *c, bool shm)
+static inline int comm_checks_run(ss_comm *c, bool shm)
 {
     check_groups(c);
     check_allreduce_all(c);

@@ -30,6 +30,7 @@
  */
 #include "comm_internal.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -127,6 +128,7 @@ typedef struct {
 } grp_local;
 
 typedef struct {
+    char session[128];
     char name[160];
     char path[192];
     int fd;
@@ -315,9 +317,9 @@ static ss_status *fail(ss_comm *c, int culprit, ss_status *st)
 
 static ss_status *aborted_status(ss_comm *c, const wait_ctx *w)
 {
+    (void)w;
     seg_hdr *h = impl(c)->hdr;
-    return ss_errf((ss_code)h->abort_code, "%s%s%s failed: %s", w->what, w->g ? " in group " : "",
-                   w->g ? w->g->name : "", h->abort_msg);
+    return ss_errf((ss_code)h->abort_code, "%s", h->abort_msg);
 }
 
 /* Members of the waited-for group that have not arrived at barrier number w->bar. */
@@ -345,7 +347,7 @@ static ss_status *check_peers(ss_comm *c, const wait_ctx *w, bool timed_out)
         rank_rec *r = &s->hdr->ranks[who[i]];
         if (!pid_alive(r->pid, r->start))
             return fail(c, who[i],
-                        ss_errf(SS_ERR_UNAVAILABLE, "rank %d (pid %d) died; %s%s%s cannot complete",
+                        ss_errf(SS_ERR_UNAVAILABLE, "rank %d (pid %d) died during %s%s%s",
                                 who[i], (int)r->pid, w->what, w->g ? " in group " : "",
                                 w->g ? w->g->name : ""));
     }
@@ -744,6 +746,27 @@ static void set_self(rank_rec *r)
     r->start = proc_start_time((int)getpid(), NULL);
 }
 
+/* Remove temporary files of `name` left by creators that died before publishing
+ * ("/dev/shm/.<name>.<pid>.<rank>.tmp" whose pid is gone). */
+static void sweep_tmp(const char *name)
+{
+    DIR *d = opendir("/dev/shm");
+    if (!d) return;
+    size_t len = strlen(name);
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        const char *f = e->d_name;
+        if (f[0] != '.' || strncmp(f + 1, name, len) || f[len + 1] != '.') continue;
+        char *end;
+        long pid = strtol(f + len + 2, &end, 10);
+        if (*end != '.' || !strstr(end, ".tmp") || pid_alive((int32_t)pid, 0)) continue;
+        char path[400];
+        snprintf(path, sizeof path, "/dev/shm/%s", f);
+        unlink(path);
+    }
+    closedir(d);
+}
+
 /* Build a complete segment under a temporary name and publish it. 1 = published, 0 = someone
  * else published first (retry), or an error. */
 static ss_status *create_segment(ss_comm *c, shm_impl *s, uint64_t fp, int *published)
@@ -751,6 +774,7 @@ static ss_status *create_segment(ss_comm *c, shm_impl *s, uint64_t fp, int *publ
     char tmp[224];
     snprintf(tmp, sizeof tmp, "/dev/shm/.%s.%d.%d.tmp", s->name, (int)getpid(), c->rank);
     *published = 0;
+    sweep_tmp(s->name);
     int fd = open(tmp, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600);
     if (fd < 0) return ss_errf(SS_ERR_IO, "cannot create %s: %s", tmp, strerror(errno));
     if (ftruncate(fd, (off_t)s->total) != 0) {
@@ -821,7 +845,7 @@ static ss_status *open_segment(ss_comm *c, shm_impl *s, uint64_t fp, int *retry)
             *retry = 1;
         } else {
             st = ss_errf(SS_ERR_INVALID, "session %s is in use by a group with a different "
-                         "configuration (%u ranks; groups or sizes differ)", s->name, h->size);
+                         "configuration (%u ranks; groups or sizes differ)", s->session, h->size);
         }
     } else if (segment_stale(c, h)) {
         SS_INFO("comm: removing stale segment %s (its ranks are dead)", s->path);
@@ -838,7 +862,7 @@ static ss_status *open_segment(ss_comm *c, shm_impl *s, uint64_t fp, int *retry)
             return NULL;
         }
         st = ss_errf(SS_ERR_INVALID, "rank %d of session %s is already taken by pid %d", c->rank,
-                     s->name, (int)r->pid);
+                     s->session, (int)r->pid);
     }
     munmap(base, len);
     close(fd);
@@ -877,7 +901,7 @@ static ss_status *wait_for_all(ss_comm *c, shm_impl *s, uint64_t deadline, int *
             uint32_t state = atomic_load(&rr->state);
             if (state == REC_JOINED && !pid_alive(rr->pid, rr->start))
                 return ss_errf(SS_ERR_UNAVAILABLE, "rank %d (pid %d) died while session %s was "
-                               "joining", r, (int)rr->pid, s->name);
+                               "joining", r, (int)rr->pid, s->session);
             if (state == REC_EMPTY && nm < 1024) missing[nm++] = r;
         }
         if (!still_published(s->path, s->fd)) return *rejoin = 1, NULL;
@@ -886,7 +910,7 @@ static ss_status *wait_for_all(ss_comm *c, shm_impl *s, uint64_t deadline, int *
             char list[256];
             return ss_errf(SS_ERR_TIMEOUT, "rank%s %s did not join session %s within %d ms",
                            nm > 1 ? "s" : "", ss_comm_rank_list(missing, nm, list, sizeof list),
-                           s->name, c->join_timeout_ms);
+                           s->session, c->join_timeout_ms);
         }
         sleep_on(&h->joined, &h->join_waiters, cur, (int64_t)(deadline - now));
     }
@@ -929,6 +953,7 @@ ss_status *ss_comm_shm_open(ss_comm *c, const ss_comm_config *cfg)
     s->grp_off = calloc((size_t)c->ngroups + 1, sizeof(size_t));
     s->g = calloc((size_t)c->ngroups, sizeof(grp_local));
     if (!s->grp_off || !s->g) return ss_errf(SS_ERR_NOMEM, "out of memory for the shm communicator");
+    snprintf(s->session, sizeof s->session, "%s", cfg->session);
     snprintf(s->name, sizeof s->name, "shardserve-%s", cfg->session);
     snprintf(s->path, sizeof s->path, "/dev/shm/%s", s->name);
     uint64_t fp;
@@ -970,6 +995,7 @@ ss_status *ss_comm_shm_cleanup(const char *session)
                        session ? session : "(null)");
     char path[192];
     snprintf(path, sizeof path, "/dev/shm/shardserve-%s", session);
+    sweep_tmp(path + strlen("/dev/shm/"));
     if (unlink(path) != 0 && errno != ENOENT)
         return ss_errf(SS_ERR_IO, "cannot remove %s: %s", path, strerror(errno));
     return NULL;
