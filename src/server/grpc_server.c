@@ -436,7 +436,8 @@ ss_status *ss_grpc_server_start(const ss_grpc_options *opts, ss_grpc_server **ou
         destroy(srv);
         return ss_errf(SS_ERR_NOMEM, "cannot start gRPC worker threads");
     }
-    SS_INFO("Serving gRPC server start success, listening on %s", opts->address);
+    SS_INFO("Serving gRPC server start success, listening on %s (port %d)", opts->address,
+            srv->port);
     *out = srv;
     return NULL;
 }

@@ -1,9 +1,336 @@
+/*
+ * rest_server: MindSpore's RESTful API (and health endpoints) on libmicrohttpd.
+ *
+ * One epoll thread (or a small pool) serves every connection. A predict call suspends its
+ * connection (MHD_suspend_connection) and hands the request to the handler; the handler's done()
+ * stores the reply body and resumes the connection from whatever thread it runs on, so no MHD
+ * thread ever waits for a model. Bodies over the size limit are refused from Content-Length
+ * before they are read, or as soon as a chunked upload crosses the limit. Slow clients are cut
+ * off by MHD's connection timeout. Every reply is HTTP 200 with a JSON body, as in MindSpore,
+ * except /health/ready (503 while not ready).
+ *
+ * stop(): quiesce (no new connections), wait until every suspended request has been answered
+ * (the handler must answer each one), then stop the daemon.
+ */
 #include "shardserve/server.h"
-struct ss_rest_server { int port; };
+
+#include <arpa/inet.h>
+#include <microhttpd.h>
+#include <netinet/in.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "rest_codec.h"
+
+struct ss_rest_server {
+    struct MHD_Daemon *daemon;
+    int port;
+    size_t max_body;
+    ss_predict_handler handler;
+    ss_ready_fn ready;
+    void *ready_ctx;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    long pending; /* requests handed to the handler and not yet answered */
+    long open;    /* predict requests started and not yet completed (reply sent or conn gone) */
+};
+
+typedef enum { C_RECEIVING, C_WAITING, C_ANSWERED } conn_state;
+
+typedef struct {
+    ss_rest_server *srv;
+    struct MHD_Connection *conn;
+    conn_state state;
+    char *body;
+    size_t len, cap;
+    bool too_big;
+    ss_predict_request *req;
+    pthread_mutex_t mu; /* guards reply/state between done() and the MHD thread */
+    char *reply;
+    size_t reply_len;
+} conn_ctx;
+
+/* ------------------------------------------------------------------ responses */
+
+static enum MHD_Result send_json(struct MHD_Connection *conn, unsigned status, char *body,
+                                 size_t len)
+{
+    static const char oom[] = "{\"error_msg\":\"out of memory\"}";
+    struct MHD_Response *resp =
+        body ? MHD_create_response_from_buffer(len, body, MHD_RESPMEM_MUST_FREE)
+             : MHD_create_response_from_buffer(sizeof oom - 1, (void *)oom,
+                                               MHD_RESPMEM_PERSISTENT);
+    if (!resp) {
+        free(body);
+        return MHD_NO;
+    }
+    MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, "application/json");
+    enum MHD_Result r = MHD_queue_response(conn, status, resp);
+    MHD_destroy_response(resp);
+    return r;
+}
+
+static enum MHD_Result send_error(struct MHD_Connection *conn, const char *msg)
+{
+    size_t len = 0;
+    char *body = ss_rest_error_json(msg, &len);
+    return send_json(conn, MHD_HTTP_OK, body, len);
+}
+
+static enum MHD_Result send_text(struct MHD_Connection *conn, unsigned status, const char *json)
+{
+    return send_json(conn, status, strdup(json), strlen(json));
+}
+
+/* ------------------------------------------------------------------ predict */
+
+static void rest_done(void *done_ctx, ss_predict_reply *reply)
+{
+    conn_ctx *c = done_ctx;
+    ss_rest_server *srv = c->srv;
+    size_t len = 0;
+    char *body;
+    if (!reply) {
+        body = ss_rest_error_json("Predict failed", &len);
+    } else {
+        ss_predict_reply_collapse(reply);
+        body = ss_rest_reply_json(reply, &len);
+        ss_predict_reply_free(reply);
+    }
+    pthread_mutex_lock(&c->mu);
+    c->reply = body;
+    c->reply_len = len;
+    c->state = C_ANSWERED;
+    pthread_mutex_unlock(&c->mu);
+    MHD_resume_connection(c->conn);
+    pthread_mutex_lock(&srv->mu);
+    if (--srv->pending == 0) pthread_cond_broadcast(&srv->cv);
+    pthread_mutex_unlock(&srv->mu);
+}
+
+static enum MHD_Result start_predict(conn_ctx *c, const char *url)
+{
+    ss_rest_server *srv = c->srv;
+    if (c->too_big) {
+        char msg[96];
+        snprintf(msg, sizeof msg, "http message is bigger than %zu", srv->max_body);
+        return send_error(c->conn, msg);
+    }
+    if (c->len == 0) return send_error(c->conn, "http message invalid");
+    ss_status *st = ss_rest_parse_request(url, c->body, c->len, &c->req);
+    free(c->body);
+    c->body = NULL;
+    if (st) {
+        enum MHD_Result r = send_error(c->conn, st->msg);
+        ss_status_free(st);
+        return r;
+    }
+    pthread_mutex_lock(&srv->mu);
+    srv->pending++;
+    srv->open++;
+    pthread_mutex_unlock(&srv->mu);
+    c->state = C_WAITING;
+    MHD_suspend_connection(c->conn);
+    srv->handler.predict(srv->handler.ctx, c->req, rest_done, c);
+    return MHD_YES;
+}
+
+/* ------------------------------------------------------------------ access handler */
+
+static enum MHD_Result on_first_call(ss_rest_server *srv, struct MHD_Connection *conn,
+                                     const char *method, void **con_cls)
+{
+    conn_ctx *c = calloc(1, sizeof *c);
+    if (!c) return MHD_NO;
+    c->srv = srv;
+    c->conn = conn;
+    pthread_mutex_init(&c->mu, NULL);
+    *con_cls = c;
+    if (strcmp(method, MHD_HTTP_METHOD_POST) != 0) return MHD_YES;
+    const char *cl = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Content-Length");
+    if (cl && strtoull(cl, NULL, 10) > srv->max_body) c->too_big = true;
+    return MHD_YES;
+}
+
+static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const char *url,
+                                  const char *method, const char *version,
+                                  const char *upload_data, size_t *upload_data_size,
+                                  void **con_cls)
+{
+    ss_rest_server *srv = cls;
+    conn_ctx *c = *con_cls;
+    if (!c) return on_first_call(srv, conn, method, con_cls);
+
+    if (c->state == C_ANSWERED) { /* resumed by rest_done */
+        pthread_mutex_lock(&c->mu);
+        char *body = c->reply;
+        c->reply = NULL;
+        pthread_mutex_unlock(&c->mu);
+        return send_json(conn, MHD_HTTP_OK, body, c->reply_len);
+    }
+    if (c->state == C_WAITING) return MHD_YES;
+
+    if (*upload_data_size) {
+        size_t n = *upload_data_size;
+        *upload_data_size = 0;
+        if (c->too_big || c->len + n > srv->max_body) {
+            c->too_big = true; /* keep reading, drop the bytes; answer at the end */
+            free(c->body);
+            c->body = NULL;
+            c->len = c->cap = 0;
+            return MHD_YES;
+        }
+        if (c->len + n > c->cap) {
+            size_t cap = c->cap ? c->cap : 4096;
+            while (cap < c->len + n) cap *= 2;
+            if (cap > srv->max_body) cap = srv->max_body;
+            char *grown = realloc(c->body, cap);
+            if (!grown) return MHD_NO;
+            c->body = grown;
+            c->cap = cap;
+        }
+        memcpy(c->body + c->len, upload_data, n);
+        c->len += n;
+        return MHD_YES;
+    }
+
+    if (strcmp(method, MHD_HTTP_METHOD_GET) == 0 && strcmp(url, "/health/live") == 0)
+        return send_text(conn, MHD_HTTP_OK, "{\"status\":\"live\"}");
+    if (strcmp(method, MHD_HTTP_METHOD_GET) == 0 && strcmp(url, "/health/ready") == 0) {
+        bool ready = !srv->ready || srv->ready(srv->ready_ctx);
+        return ready ? send_text(conn, MHD_HTTP_OK, "{\"status\":\"ready\"}")
+                     : send_text(conn, MHD_HTTP_SERVICE_UNAVAILABLE, "{\"status\":\"not ready\"}");
+    }
+    if (strcmp(method, MHD_HTTP_METHOD_POST) != 0)
+        return send_error(conn, "http message only support POST right now");
+    return start_predict(c, url);
+}
+
+static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
+                         enum MHD_RequestTerminationCode toe)
+{
+    conn_ctx *c = *con_cls;
+    if (!c) return;
+    if (c->state != C_RECEIVING) {
+        ss_rest_server *srv = c->srv;
+        pthread_mutex_lock(&srv->mu);
+        if (--srv->open == 0) pthread_cond_broadcast(&srv->cv);
+        pthread_mutex_unlock(&srv->mu);
+    }
+    free(c->body);
+    free(c->reply);
+    ss_predict_request_free(c->req);
+    pthread_mutex_destroy(&c->mu);
+    free(c);
+    *con_cls = NULL;
+}
+
+/* ------------------------------------------------------------------ start / stop */
+
+static ss_status *parse_address(const char *address, struct sockaddr_in *sa)
+{
+    if (!address || !address[0]) return ss_errf(SS_ERR_INVALID, "RESTful server address is empty");
+    if (strncmp(address, "unix:", 5) == 0)
+        return ss_errf(SS_ERR_INVALID, "RESTful server does not support binding to unix domain "
+                                       "socket");
+    const char *colon = strrchr(address, ':');
+    char host[64];
+    char *end = NULL;
+    long port = colon ? strtol(colon + 1, &end, 10) : -1;
+    if (!colon || (size_t)(colon - address) >= sizeof host || end == colon + 1 || *end ||
+        port < 0 || port > 65535)
+        return ss_errf(SS_ERR_INVALID, "RESTful server address '%s' is not ip:port", address);
+    memcpy(host, address, (size_t)(colon - address));
+    host[colon - address] = 0;
+    memset(sa, 0, sizeof *sa);
+    sa->sin_family = AF_INET;
+    sa->sin_port = htons((uint16_t)port);
+    if (strcmp(host, "localhost") == 0) strcpy(host, "127.0.0.1");
+    if (inet_pton(AF_INET, host, &sa->sin_addr) != 1)
+        return ss_errf(SS_ERR_INVALID, "RESTful server address '%s': '%s' is not an IPv4 address",
+                       address, host);
+    return NULL;
+}
+
 ss_status *ss_rest_server_start(const ss_rest_options *opts, ss_rest_server **out)
 {
     *out = NULL;
-    return ss_errf(SS_ERR_UNSUPPORTED, "REST not yet");
+    struct sockaddr_in sa;
+    ss_status *st = parse_address(opts->address, &sa);
+    if (st) return st;
+    if (opts->max_msg_mb < 0 || opts->max_msg_mb > SS_SERVER_MAX_MSG_MB_LIMIT)
+        return ss_errf(SS_ERR_INVALID, "max_msg_mb_size %d is outside [1, %d]", opts->max_msg_mb,
+                       SS_SERVER_MAX_MSG_MB_LIMIT);
+    if (!opts->handler.predict)
+        return ss_errf(SS_ERR_INVALID, "RESTful server needs a predict handler");
+    ss_rest_server *srv = calloc(1, sizeof *srv);
+    if (!srv) return ss_errf(SS_ERR_NOMEM, "cannot allocate the RESTful server");
+    int mb = opts->max_msg_mb ? opts->max_msg_mb : SS_SERVER_DEFAULT_MAX_MSG_MB;
+    srv->max_body = (size_t)mb << 20;
+    srv->handler = opts->handler;
+    srv->ready = opts->ready;
+    srv->ready_ctx = opts->ready_ctx;
+    pthread_mutex_init(&srv->mu, NULL);
+    pthread_cond_init(&srv->cv, NULL);
+
+    unsigned flags = MHD_USE_EPOLL_INTERNAL_THREAD | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ITC;
+    unsigned timeout = opts->timeout_s > 0 ? (unsigned)opts->timeout_s : 100;
+    unsigned pool = opts->threads > 1 ? (unsigned)opts->threads : 0;
+    unsigned limit = opts->max_connections > 0 ? (unsigned)opts->max_connections : 0;
+    struct MHD_OptionItem extra[] = {
+        {pool ? MHD_OPTION_THREAD_POOL_SIZE : MHD_OPTION_END, pool, NULL},
+        {limit ? MHD_OPTION_CONNECTION_LIMIT : MHD_OPTION_END, limit, NULL},
+        {MHD_OPTION_END, 0, NULL},
+    };
+    /* MHD_OPTION_ARRAY stops at the first END, so compact the optional entries. */
+    struct MHD_OptionItem options[3];
+    size_t n = 0;
+    for (size_t i = 0; i < 2; i++)
+        if (extra[i].option != MHD_OPTION_END) options[n++] = extra[i];
+    options[n] = extra[2];
+    srv->daemon = MHD_start_daemon(flags, 0, NULL, NULL, on_request, srv, MHD_OPTION_SOCK_ADDR,
+                                   (struct sockaddr *)&sa, MHD_OPTION_CONNECTION_TIMEOUT, timeout,
+                                   MHD_OPTION_NOTIFY_COMPLETED, on_completed, srv,
+                                   MHD_OPTION_ARRAY, options, MHD_OPTION_END);
+    if (!srv->daemon) {
+        pthread_mutex_destroy(&srv->mu);
+        pthread_cond_destroy(&srv->cv);
+        free(srv);
+        return ss_errf(SS_ERR_IO, "RESTful server start failed, bind to the socket address %s "
+                                  "failed",
+                       opts->address);
+    }
+    const union MHD_DaemonInfo *info = MHD_get_daemon_info(srv->daemon, MHD_DAEMON_INFO_BIND_PORT);
+    srv->port = info ? info->port : ntohs(sa.sin_port);
+    SS_INFO("Serving RESTful server start success, listening on 127.0.0.1:%d", srv->port);
+    *out = srv;
+    return NULL;
 }
+
 int ss_rest_server_port(const ss_rest_server *srv) { return srv ? srv->port : 0; }
-void ss_rest_server_stop(ss_rest_server *srv) {}
+
+void ss_rest_server_stop(ss_rest_server *srv)
+{
+    if (!srv) return;
+    MHD_socket listen_fd = MHD_quiesce_daemon(srv->daemon);
+    pthread_mutex_lock(&srv->mu);
+    /* Suspended connections must be resumed before MHD stops: wait for every answer. */
+    while (srv->pending > 0) pthread_cond_wait(&srv->cv, &srv->mu);
+    /* Then give the answers up to 5 s to reach their clients. */
+    struct timespec deadline;
+    clock_gettime(CLOCK_REALTIME, &deadline);
+    deadline.tv_sec += 5;
+    while (srv->open > 0)
+        if (pthread_cond_timedwait(&srv->cv, &srv->mu, &deadline) != 0) break;
+    pthread_mutex_unlock(&srv->mu);
+    MHD_stop_daemon(srv->daemon);
+    if (listen_fd != MHD_INVALID_SOCKET) close(listen_fd);
+    pthread_mutex_destroy(&srv->mu);
+    pthread_cond_destroy(&srv->cv);
+    free(srv);
+}
