@@ -1,6 +1,527 @@
-/* normalize ops. */
+/*
+ * Normalizations: Softmax, LogSoftmax, Hardmax, LpNormalization, LayerNormalization,
+ * BatchNormalization (inference, and training mode from opset 14), InstanceNormalization.
+ *
+ * Every op here views its input as [outer, n, inner] around the normalized axis (or axes).
+ * Softmax-like ops with inner == 1 (the common axis=-1 case) work on contiguous rows; otherwise
+ * the loops run over the inner dimension so they stay contiguous, with per-column running values
+ * in k->state (sized at plan time). Softmax subtracts the row maximum before exponentiating.
+ * Statistics (means, variances) accumulate in double. run never allocates.
+ */
 #include "../op.h"
 
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+static const ss_dtype float_types[] = {SS_DT_FLOAT32, SS_DT_FLOAT64};
+
+static ss_status *check_attrs(const ss_kctx *k, const char *const *known)
+{
+    for (size_t i = 0; i < k->node->n_attribute; i++) {
+        const char *name = k->node->attribute[i]->name;
+        bool ok = false;
+        for (const char *const *p = known; *p && !ok; p++) ok = strcmp(*p, name) == 0;
+        if (!ok) return ss_op_err(k, SS_ERR_UNSUPPORTED, "attribute '%s' is not supported", name);
+    }
+    return NULL;
+}
+
+static int64_t prod(const int64_t *d, int from, int to)
+{
+    int64_t p = 1;
+    for (int i = from; i < to; i++) p *= d[i];
+    return p;
+}
+
+/* ------------------------------------------------------------------ Softmax family */
+
+typedef enum { SM_SOFTMAX, SM_LOG, SM_HARD } sm_kind;
+
+typedef struct {
+    sm_kind kind;
+    int64_t outer, n, inner;
+    double *colmax, *colsum; /* inner each (inner > 1 only) */
+} softmax_plan;
+
+static const char *const axis_attr[] = {"axis", NULL};
+
+static ss_status *softmax_infer(ss_kctx *k)
+{
+    ss_status *st = ss_op_expect_inputs(k, 1, 1);
+    if (!st) st = check_attrs(k, axis_attr);
+    if (!st) st = ss_op_expect_dtype(k, 0, float_types, 2);
+    if (st) return st;
+    const ss_tensor *x = k->in[0];
+    bool coerce_2d = k->opset < 13;
+    int axis = 0;
+    if (x->ndim > 0) {
+        st = ss_op_axis(k, ss_onnx_attr_int(k->node, "axis", coerce_2d ? 1 : -1), x->ndim, &axis);
+        if (st) return st;
+    }
+    int64_t outer = prod(x->dims, 0, axis), n, inner;
+    if (x->ndim == 0) n = 1, inner = 1;
+    else if (coerce_2d) n = prod(x->dims, axis, x->ndim), inner = 1;
+    else n = x->dims[axis], inner = prod(x->dims, axis + 1, x->ndim);
+    softmax_plan *p = calloc(1, sizeof *p + (inner > 1 ? (size_t)inner * 2 * sizeof(double) : 0));
+    if (!p) return ss_errf(SS_ERR_NOMEM, "out of memory");
+    k->state = p;
+    const char *t = k->node->op_type;
+    p->kind = strcmp(t, "Softmax") == 0 ? SM_SOFTMAX : strcmp(t, "LogSoftmax") == 0 ? SM_LOG : SM_HARD;
+    p->outer = outer;
+    p->n = n;
+    p->inner = inner;
+    p->colmax = (double *)(p + 1);
+    p->colsum = p->colmax + inner;
+    ss_op_same_shape(k->out[0], x);
+    return NULL;
+}
+
+/* One contiguous row. */
+#define SOFTMAX_ROW(T, EXP, LOG)                                                                   \
+    static void softmax_row_##T(sm_kind kind, const T *restrict x, T *restrict y, int64_t n)       \
+    {                                                                                              \
+        T mx = x[0];                                                                               \
+        int64_t arg = 0;                                                                           \
+        for (int64_t i = 1; i < n; i++)                                                            \
+            if (x[i] > mx) mx = x[i], arg = i;                                                     \
+        if (kind == SM_HARD) {                                                                     \
+            for (int64_t i = 0; i < n; i++) y[i] = 0;                                              \
+            y[arg] = 1;                                                                            \
+            return;                                                                                \
+        }                                                                                          \
+        double sum = 0;                                                                            \
+        if (kind == SM_SOFTMAX) {                                                                  \
+            for (int64_t i = 0; i < n; i++) {                                                      \
+                y[i] = EXP(x[i] - mx);                                                             \
+                sum += y[i];                                                                       \
+            }                                                                                      \
+            T inv = (T)(1.0 / sum);                                                                \
+            for (int64_t i = 0; i < n; i++) y[i] *= inv;                                           \
+        } else {                                                                                   \
+            for (int64_t i = 0; i < n; i++) sum += EXP(x[i] - mx);                                 \
+            T sh = mx + (T)LOG(sum);                                                               \
+            for (int64_t i = 0; i < n; i++) y[i] = x[i] - sh;                                      \
+        }                                                                                          \
+    }
+
+SOFTMAX_ROW(float, expf, log)
+SOFTMAX_ROW(double, exp, log)
+
+/* Strided: normalize along n for every inner column at once (contiguous inner loops). */
+#define SOFTMAX_COLS(T, EXP)                                                                       \
+    static void softmax_cols_##T(const softmax_plan *p, const T *restrict x, T *restrict y)        \
+    {                                                                                              \
+        int64_t n = p->n, inner = p->inner;                                                        \
+        double *restrict mx = p->colmax, *restrict sum = p->colsum;                                \
+        for (int64_t j = 0; j < inner; j++) mx[j] = x[j], sum[j] = 0;                              \
+        for (int64_t a = 1; a < n; a++)                                                            \
+            for (int64_t j = 0; j < inner; j++)                                                    \
+                if (x[a * inner + j] > mx[j]) mx[j] = x[a * inner + j];                            \
+        if (p->kind == SM_HARD) {                                                                  \
+            for (int64_t j = 0; j < inner; j++) sum[j] = 0; /* 0: not yet marked */                \
+            for (int64_t a = 0; a < n; a++)                                                        \
+                for (int64_t j = 0; j < inner; j++) {                                              \
+                    bool first = sum[j] == 0 && x[a * inner + j] == mx[j];                         \
+                    y[a * inner + j] = first ? 1 : 0;                                              \
+                    if (first) sum[j] = 1;                                                         \
+                }                                                                                  \
+            return;                                                                                \
+        }                                                                                          \
+        for (int64_t a = 0; a < n; a++)                                                            \
+            for (int64_t j = 0; j < inner; j++) {                                                  \
+                T e = EXP((T)(x[a * inner + j] - mx[j]));                                          \
+                if (p->kind == SM_SOFTMAX) y[a * inner + j] = e;                                   \
+                sum[j] += e;                                                                       \
+            }                                                                                      \
+        if (p->kind == SM_SOFTMAX) {                                                               \
+            for (int64_t j = 0; j < inner; j++) sum[j] = 1.0 / sum[j];                             \
+            for (int64_t a = 0; a < n; a++)                                                        \
+                for (int64_t j = 0; j < inner; j++) y[a * inner + j] *= (T)sum[j];                 \
+        } else {                                                                                   \
+            for (int64_t j = 0; j < inner; j++) sum[j] = mx[j] + log(sum[j]);                      \
+            for (int64_t a = 0; a < n; a++)                                                        \
+                for (int64_t j = 0; j < inner; j++) y[a * inner + j] = (T)(x[a * inner + j] - sum[j]); \
+        }                                                                                          \
+    }
+
+SOFTMAX_COLS(float, expf)
+SOFTMAX_COLS(double, exp)
+
+static ss_status *softmax_run(ss_kctx *k)
+{
+    const softmax_plan *p = k->state;
+    if (p->n == 0) return NULL;
+    int64_t block = p->n * p->inner;
+    bool f32 = k->in[0]->dtype == SS_DT_FLOAT32;
+    for (int64_t o = 0; o < p->outer; o++) {
+        if (f32) {
+            const float *x = (const float *)k->in[0]->data + o * block;
+            float *y = (float *)k->out[0]->data + o * block;
+            if (p->inner == 1) softmax_row_float(p->kind, x, y, p->n);
+            else softmax_cols_float(p, x, y);
+        } else {
+            const double *x = (const double *)k->in[0]->data + o * block;
+            double *y = (double *)k->out[0]->data + o * block;
+            if (p->inner == 1) softmax_row_double(p->kind, x, y, p->n);
+            else softmax_cols_double(p, x, y);
+        }
+    }
+    return NULL;
+}
+
+/* ------------------------------------------------------------------ LpNormalization */
+
+typedef struct {
+    int p;
+    int64_t outer, n, inner;
+    double *acc; /* inner */
+} lpnorm_plan;
+
+static const char *const lp_attrs[] = {"axis", "p", NULL};
+
+static ss_status *lpnorm_infer(ss_kctx *k)
+{
+    ss_status *st = ss_op_expect_inputs(k, 1, 1);
+    if (!st) st = check_attrs(k, lp_attrs);
+    if (!st) st = ss_op_expect_dtype(k, 0, float_types, 2);
+    if (st) return st;
+    const ss_tensor *x = k->in[0];
+    int axis;
+    st = ss_op_axis(k, ss_onnx_attr_int(k->node, "axis", -1), x->ndim, &axis);
+    if (st) return st;
+    if (x->ndim == 0) return ss_op_err(k, SS_ERR_INVALID, "input must have rank >= 1");
+    int64_t pv = ss_onnx_attr_int(k->node, "p", 2);
+    if (pv != 1 && pv != 2) return ss_op_err(k, SS_ERR_INVALID, "attribute 'p' must be 1 or 2, got %lld", (long long)pv);
+    int64_t inner = prod(x->dims, axis + 1, x->ndim);
+    lpnorm_plan *p = calloc(1, sizeof *p + (size_t)inner * sizeof(double));
+    if (!p) return ss_errf(SS_ERR_NOMEM, "out of memory");
+    k->state = p;
+    p->p = (int)pv;
+    p->outer = prod(x->dims, 0, axis);
+    p->n = x->dims[axis];
+    p->inner = inner;
+    p->acc = (double *)(p + 1);
+    ss_op_same_shape(k->out[0], x);
+    return NULL;
+}
+
+#define LPNORM(T)                                                                                  \
+    do {                                                                                           \
+        for (int64_t o = 0; o < p->outer; o++) {                                                   \
+            const T *restrict x = (const T *)k->in[0]->data + o * p->n * p->inner;                 \
+            T *restrict y = (T *)k->out[0]->data + o * p->n * p->inner;                            \
+            double *restrict acc = p->acc;                                                         \
+            for (int64_t j = 0; j < p->inner; j++) acc[j] = 0;                                     \
+            for (int64_t a = 0; a < p->n; a++)                                                     \
+                for (int64_t j = 0; j < p->inner; j++) {                                           \
+                    double v = x[a * p->inner + j];                                                \
+                    acc[j] += p->p == 1 ? fabs(v) : v * v;                                         \
+                }                                                                                  \
+            for (int64_t j = 0; j < p->inner; j++) {                                               \
+                double nrm = p->p == 1 ? acc[j] : sqrt(acc[j]);                                    \
+                acc[j] = nrm == 0 ? 0 : 1.0 / nrm;                                                 \
+            }                                                                                      \
+            for (int64_t a = 0; a < p->n; a++)                                                     \
+                for (int64_t j = 0; j < p->inner; j++) y[a * p->inner + j] = (T)(x[a * p->inner + j] * acc[j]); \
+        }                                                                                          \
+    } while (0)
+
+static ss_status *lpnorm_run(ss_kctx *k)
+{
+    const lpnorm_plan *p = k->state;
+    if (k->in[0]->dtype == SS_DT_FLOAT32) LPNORM(float);
+    else LPNORM(double);
+    return NULL;
+}
+
+/* ------------------------------------------------------------------ LayerNormalization */
+
+typedef struct {
+    int64_t rows, n;
+    float eps;
+    const void *scale, *bias; /* NULL: take them from the inputs as they are */
+    bool scale_direct, bias_direct;
+    int axis;
+    /* Broadcast scale/bias (when their shape is not the normalized shape) are expanded here in
+     * run, from the input's bytes: n elements each. */
+    void *scale_buf, *bias_buf;
+} layernorm_plan;
+
+static const char *const ln_attrs[] = {"axis", "epsilon", "stash_type", NULL};
+
+/* Does `t` broadcast unidirectionally to dims[axis:]? Sets *direct when it has exactly n values
+ * laid out as the normalized shape. */
+static ss_status *ln_check_param(const ss_kctx *k, const ss_tensor *t, const char *what, const ss_tensor *x,
+                                 int axis, int64_t n, bool *direct)
+{
+    int nd = x->ndim - axis;
+    if (t->dtype != x->dtype) return ss_op_err(k, SS_ERR_INVALID, "%s has type %s, X has %s", what, ss_dtype_name(t->dtype), ss_dtype_name(x->dtype));
+    if (t->ndim > nd) return ss_op_err(k, SS_ERR_INVALID, "%s has rank %d, more than the %d normalized dims", what, t->ndim, nd);
+    for (int i = 0; i < t->ndim; i++) {
+        int64_t td = t->dims[t->ndim - 1 - i], xd = x->dims[x->ndim - 1 - i];
+        if (td != 1 && td != xd) return ss_op_err(k, SS_ERR_INVALID, "%s does not broadcast to the normalized shape", what);
+    }
+    *direct = ss_tensor_numel(t) == n;
+    return NULL;
+}
+
+static ss_status *layernorm_infer(ss_kctx *k)
+{
+    ss_status *st = ss_op_expect_inputs(k, 2, 3);
+    if (!st) st = check_attrs(k, ln_attrs);
+    if (!st) st = ss_op_expect_dtype(k, 0, float_types, 2);
+    if (st) return st;
+    const ss_tensor *x = k->in[0], *scale = k->in[1], *bias = k->n_in > 2 ? k->in[2] : NULL;
+    if (ss_onnx_attr_int(k->node, "stash_type", 1) != 1)
+        return ss_op_err(k, SS_ERR_UNSUPPORTED, "attribute 'stash_type' other than 1 (float) is not supported");
+    if (x->ndim == 0) return ss_op_err(k, SS_ERR_INVALID, "X must have rank >= 1");
+    int axis;
+    st = ss_op_axis(k, ss_onnx_attr_int(k->node, "axis", -1), x->ndim, &axis);
+    if (st) return st;
+    int64_t n = prod(x->dims, axis, x->ndim);
+    bool sd = true, bd = true;
+    st = ln_check_param(k, scale, "Scale", x, axis, n, &sd);
+    if (!st && bias) st = ln_check_param(k, bias, "B", x, axis, n, &bd);
+    if (st) return st;
+    size_t es = ss_dtype_size(x->dtype);
+    size_t extra = (sd ? 0 : (size_t)n * es) + (bd ? 0 : (size_t)n * es);
+    layernorm_plan *p = calloc(1, sizeof *p + extra);
+    if (!p) return ss_errf(SS_ERR_NOMEM, "out of memory");
+    k->state = p;
+    p->rows = prod(x->dims, 0, axis);
+    p->n = n;
+    p->axis = axis;
+    p->eps = ss_onnx_attr_float(k->node, "epsilon", 1e-5f);
+    p->scale_direct = sd;
+    p->bias_direct = bd;
+    char *buf = (char *)(p + 1);
+    if (!sd) p->scale_buf = buf, buf += (size_t)n * es;
+    if (!bd) p->bias_buf = buf;
+    ss_op_same_shape(k->out[0], x);
+    for (int j = 1; j < 3 && j < k->n_out; j++) {
+        ss_tensor *o = k->out[j];
+        if (!o) continue;
+        o->dtype = SS_DT_FLOAT32;
+        o->ndim = x->ndim;
+        for (int d = 0; d < x->ndim; d++) o->dims[d] = d < axis ? x->dims[d] : 1;
+    }
+    if (k->n_out > 3) return ss_op_err(k, SS_ERR_INVALID, "has %d outputs, at most 3", k->n_out);
+    return NULL;
+}
+
+/* Expands a parameter that broadcasts to x->dims[axis:] into n contiguous values. */
+static void expand_param(const ss_tensor *t, const ss_tensor *x, int axis, size_t es, void *dst, int64_t n)
+{
+    int nd = x->ndim - axis;
+    int64_t tstride[SS_MAX_DIMS], idx[SS_MAX_DIMS] = {0};
+    int64_t s = 1;
+    for (int i = nd - 1; i >= 0; i--) {
+        int ti = i - (nd - t->ndim);
+        int64_t td = ti >= 0 ? t->dims[ti] : 1;
+        tstride[i] = td == 1 ? 0 : s;
+        s *= td;
+    }
+    int64_t off = 0;
+    for (int64_t e = 0; e < n; e++) {
+        memcpy((char *)dst + (size_t)e * es, (const char *)t->data + (size_t)off * es, es);
+        for (int i = nd - 1; i >= 0; i--) {
+            off += tstride[i];
+            if (++idx[i] < x->dims[axis + i]) break;
+            off -= tstride[i] * x->dims[axis + i];
+            idx[i] = 0;
+        }
+    }
+}
+
+#define LAYERNORM(T)                                                                               \
+    do {                                                                                           \
+        const T *restrict sc = scale;                                                              \
+        const T *restrict bi = bias;                                                               \
+        for (int64_t r = 0; r < p->rows; r++) {                                                    \
+            const T *restrict x = (const T *)k->in[0]->data + r * n;                               \
+            T *restrict y = (T *)k->out[0]->data + r * n;                                          \
+            double s = 0;                                                                          \
+            for (int64_t i = 0; i < n; i++) s += x[i];                                             \
+            double mean = s / (double)n, v = 0;                                                    \
+            for (int64_t i = 0; i < n; i++) v += ((double)x[i] - mean) * ((double)x[i] - mean);    \
+            double inv = 1.0 / sqrt(v / (double)n + (double)p->eps);                               \
+            T m = (T)mean, is = (T)inv;                                                            \
+            if (bi)                                                                                \
+                for (int64_t i = 0; i < n; i++) y[i] = (x[i] - m) * is * sc[i] + bi[i];            \
+            else                                                                                   \
+                for (int64_t i = 0; i < n; i++) y[i] = (x[i] - m) * is * sc[i];                    \
+            if (mean_out) mean_out[r] = (float)mean;                                               \
+            if (inv_out) inv_out[r] = (float)inv;                                                  \
+        }                                                                                          \
+    } while (0)
+
+static ss_status *layernorm_run(ss_kctx *k)
+{
+    const layernorm_plan *p = k->state;
+    const ss_tensor *x = k->in[0], *bt = k->n_in > 2 ? k->in[2] : NULL;
+    size_t es = ss_dtype_size(x->dtype);
+    int64_t n = p->n;
+    const void *scale = k->in[1]->data, *bias = bt ? bt->data : NULL;
+    if (!p->scale_direct) {
+        expand_param(k->in[1], x, p->axis, es, p->scale_buf, n);
+        scale = p->scale_buf;
+    }
+    if (bt && !p->bias_direct) {
+        expand_param(bt, x, p->axis, es, p->bias_buf, n);
+        bias = p->bias_buf;
+    }
+    float *mean_out = k->n_out > 1 && k->out[1] ? k->out[1]->data : NULL;
+    float *inv_out = k->n_out > 2 && k->out[2] ? k->out[2]->data : NULL;
+    if (n == 0) return NULL;
+    if (x->dtype == SS_DT_FLOAT32) LAYERNORM(float);
+    else LAYERNORM(double);
+    return NULL;
+}
+
+/* ------------------------------------------------------------------ Batch/InstanceNormalization */
+
+typedef struct {
+    bool instance, training;
+    float eps, momentum;
+    int64_t n, c, spatial;
+    double *a, *b; /* per channel (instance: per n*c): y = x * a + b */
+    double *mean, *var; /* training: batch statistics per channel */
+} chnorm_plan;
+
+static const char *const bn_attrs[] = {"epsilon", "momentum", "spatial", "training_mode", NULL};
+static const char *const in_attrs[] = {"epsilon", NULL};
+
+static ss_status *chnorm_infer(ss_kctx *k)
+{
+    bool instance = strcmp(k->node->op_type, "InstanceNormalization") == 0;
+    ss_status *st = ss_op_expect_inputs(k, instance ? 3 : 5, instance ? 3 : 5);
+    if (!st) st = check_attrs(k, instance ? in_attrs : bn_attrs);
+    if (!st) st = ss_op_expect_dtype(k, 0, float_types, 2);
+    if (st) return st;
+    const ss_tensor *x = k->in[0];
+    if (x->ndim < 2) return ss_op_err(k, SS_ERR_INVALID, "X must have rank >= 2 (N, C, ...)");
+    int64_t c = x->dims[1];
+    for (int i = 1; i < k->n_in; i++) {
+        const ss_tensor *t = k->in[i];
+        if (!ss_dtype_is_float(t->dtype) || t->dtype != x->dtype)
+            return ss_op_err(k, SS_ERR_UNSUPPORTED, "input %d has type %s; only the type of X (%s) is supported",
+                             i, ss_dtype_name(t->dtype), ss_dtype_name(x->dtype));
+        if (t->ndim != 1 || t->dims[0] != c)
+            return ss_op_err(k, SS_ERR_INVALID, "input %d must have shape [%lld]", i, (long long)c);
+    }
+    bool training = !instance && ss_onnx_attr_int(k->node, "training_mode", 0) != 0;
+    if (!instance && ss_onnx_attr_int(k->node, "spatial", 1) != 1)
+        return ss_op_err(k, SS_ERR_UNSUPPORTED, "attribute 'spatial' = 0 is not supported");
+    int n_present = 0;
+    for (int j = 1; j < k->n_out; j++) n_present += k->out[j] != NULL;
+    if (!training && n_present)
+        return ss_op_err(k, SS_ERR_UNSUPPORTED, "training outputs (running/saved mean and variance) "
+                         "need training_mode=1 (opset 14+)");
+    if (training && k->n_out > 3) return ss_op_err(k, SS_ERR_INVALID, "has %d outputs, at most 3", k->n_out);
+    int64_t per = instance ? x->dims[0] * c : c;
+    chnorm_plan *p = calloc(1, sizeof *p + (size_t)per * 4 * sizeof(double));
+    if (!p) return ss_errf(SS_ERR_NOMEM, "out of memory");
+    k->state = p;
+    p->instance = instance;
+    p->training = training;
+    p->eps = ss_onnx_attr_float(k->node, "epsilon", 1e-5f);
+    p->momentum = ss_onnx_attr_float(k->node, "momentum", 0.9f);
+    p->n = x->dims[0];
+    p->c = c;
+    p->spatial = prod(x->dims, 2, x->ndim);
+    p->a = (double *)(p + 1);
+    p->b = p->a + per;
+    p->mean = p->b + per;
+    p->var = p->mean + per;
+    ss_op_same_shape(k->out[0], x);
+    for (int j = 1; j < k->n_out; j++)
+        if (k->out[j]) ss_op_same_shape(k->out[j], k->in[3]);
+    return NULL;
+}
+
+/* Per (n, c) plane mean and biased variance in double. */
+#define PLANE_STATS(T, ptr, len, mean_, var_)                                                      \
+    do {                                                                                           \
+        const T *restrict q_ = (ptr);                                                              \
+        double s_ = 0, v_ = 0;                                                                     \
+        for (int64_t i_ = 0; i_ < (len); i_++) s_ += q_[i_];                                       \
+        double m_ = (len) ? s_ / (double)(len) : 0;                                                \
+        for (int64_t i_ = 0; i_ < (len); i_++) v_ += ((double)q_[i_] - m_) * ((double)q_[i_] - m_); \
+        (mean_) = m_;                                                                              \
+        (var_) = (len) ? v_ / (double)(len) : 0;                                                   \
+    } while (0)
+
+#define CHNORM(T)                                                                                  \
+    do {                                                                                           \
+        const T *x = k->in[0]->data, *scale = k->in[1]->data, *bias = k->in[2]->data;              \
+        T *y = k->out[0]->data;                                                                    \
+        int64_t S = p->spatial, C = p->c;                                                          \
+        if (p->instance) {                                                                         \
+            for (int64_t i = 0; i < p->n * C; i++) {                                               \
+                double m, v;                                                                       \
+                PLANE_STATS(T, x + i * S, S, m, v);                                                \
+                double inv = 1.0 / sqrt(v + p->eps);                                               \
+                p->a[i] = scale[i % C] * inv;                                                      \
+                p->b[i] = bias[i % C] - m * p->a[i];                                               \
+            }                                                                                      \
+        } else {                                                                                   \
+            const T *rmean = k->in[3]->data, *rvar = k->in[4]->data;                               \
+            for (int64_t c = 0; c < C; c++) {                                                      \
+                double m = rmean[c], v = rvar[c];                                                  \
+                if (p->training) {                                                                 \
+                    double s = 0, ss = 0, cnt = (double)(p->n * S);                                \
+                    for (int64_t b = 0; b < p->n; b++) {                                           \
+                        double pm, pv;                                                             \
+                        PLANE_STATS(T, x + (b * C + c) * S, S, pm, pv);                            \
+                        s += pm * (double)S;                                                       \
+                        ss += (pv + pm * pm) * (double)S;                                          \
+                    }                                                                              \
+                    m = cnt ? s / cnt : 0;                                                         \
+                    v = cnt ? ss / cnt - m * m : 0;                                                \
+                    if (v < 0) v = 0;                                                              \
+                    p->mean[c] = m;                                                                \
+                    p->var[c] = v;                                                                 \
+                }                                                                                  \
+                double inv = 1.0 / sqrt(v + p->eps);                                               \
+                p->a[c] = scale[c] * inv;                                                          \
+                p->b[c] = bias[c] - m * p->a[c];                                                   \
+            }                                                                                      \
+            if (p->training) {                                                                     \
+                T *om = k->n_out > 1 && k->out[1] ? k->out[1]->data : NULL;                        \
+                T *ov = k->n_out > 2 && k->out[2] ? k->out[2]->data : NULL;                        \
+                double mo = p->momentum;                                                           \
+                for (int64_t c = 0; c < C; c++) {                                                  \
+                    if (om) om[c] = (T)(rmean[c] * mo + p->mean[c] * (1 - mo));                    \
+                    if (ov) ov[c] = (T)(rvar[c] * mo + p->var[c] * (1 - mo));                      \
+                }                                                                                  \
+            }                                                                                      \
+        }                                                                                          \
+        for (int64_t b = 0; b < p->n; b++)                                                         \
+            for (int64_t c = 0; c < C; c++) {                                                      \
+                int64_t i = p->instance ? b * C + c : c;                                           \
+                T a = (T)p->a[i], bb = (T)p->b[i];                                                 \
+                const T *restrict xs = x + (b * C + c) * S;                                        \
+                T *restrict ys = y + (b * C + c) * S;                                              \
+                for (int64_t s = 0; s < S; s++) ys[s] = xs[s] * a + bb;                            \
+            }                                                                                      \
+    } while (0)
+
+static ss_status *chnorm_run(ss_kctx *k)
+{
+    const chnorm_plan *p = k->state;
+    if (k->in[0]->dtype == SS_DT_FLOAT32) CHNORM(float);
+    else CHNORM(double);
+    return NULL;
+}
+
 const ss_op_def ss_ops_normalize[] = {
+    {"", "Softmax", 1, 17, softmax_infer, softmax_run, 0},
+    {"", "LogSoftmax", 1, 17, softmax_infer, softmax_run, 0},
+    {"", "Hardmax", 1, 17, softmax_infer, softmax_run, 0},
+    {"", "LpNormalization", 1, 17, lpnorm_infer, lpnorm_run, 0},
+    {"", "LayerNormalization", 17, 17, layernorm_infer, layernorm_run, 0},
+    {"", "BatchNormalization", 7, 17, chnorm_infer, chnorm_run, 0},
+    {"", "InstanceNormalization", 6, 17, chnorm_infer, chnorm_run, 0},
     {0},
 };
