@@ -1,6 +1,401 @@
-/* generate ops. */
+/*
+ * Ops that make tensors from attributes and shapes: Constant, ConstantOfShape, Range, EyeLike,
+ * OneHot.
+ *
+ * Constant has no inputs, so the planner always folds it; its value (from `value` or, from opset
+ * 12, value_float(s)/value_int(s)/value_string(s)) is copied into the node's state in infer.
+ * ConstantOfShape, Range and OneHot have output shapes that depend on input values; those are
+ * read at plan time with ss_kctx_value(), and a value only known at run time fails with
+ * SS_ERR_UNSUPPORTED "data-dependent output shape". Fills work by element size; run never
+ * allocates (except Constant's string values, which are only ever produced at plan time).
+ */
 #include "../op.h"
 
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+static ss_status *oom(void) { return ss_errf(SS_ERR_NOMEM, "out of memory"); }
+
+/* Element i of any numeric or bool tensor, as a double. */
+static double read_num(const ss_tensor *t, int64_t i)
+{
+    const char *p = (const char *)t->data + (size_t)i * ss_dtype_size(t->dtype);
+    union { float f; double d; int8_t i8; uint8_t u8; int16_t i16; uint16_t u16; int32_t i32;
+            uint32_t u32; int64_t i64; uint64_t u64; } v;
+    memcpy(&v, p, ss_dtype_size(t->dtype));
+    switch (t->dtype) {
+    case SS_DT_FLOAT32: return v.f;
+    case SS_DT_FLOAT64: return v.d;
+    case SS_DT_FLOAT16: return ss_f16_to_f32(v.u16);
+    case SS_DT_BFLOAT16: return ss_bf16_to_f32(v.u16);
+    case SS_DT_INT8: return v.i8;
+    case SS_DT_UINT8: case SS_DT_BOOL: return v.u8;
+    case SS_DT_INT16: return v.i16;
+    case SS_DT_UINT16: return v.u16;
+    case SS_DT_INT32: return v.i32;
+    case SS_DT_UINT32: return v.u32;
+    case SS_DT_INT64: return (double)v.i64;
+    case SS_DT_UINT64: return (double)v.u64;
+    default: return 0;
+    }
+}
+
+/* Element i of an integer tensor as int64 (exact, unlike read_num for large int64). */
+static int64_t read_index(const ss_tensor *t, int64_t i)
+{
+    if (t->dtype == SS_DT_INT64) {
+        int64_t v;
+        memcpy(&v, (const char *)t->data + i * 8, 8);
+        return v;
+    }
+    return (int64_t)read_num(t, i);
+}
+
+/* The plan-time value of input i, or an UNSUPPORTED "data-dependent output shape" error. */
+static ss_status *plan_value(ss_kctx *k, int i, const char *what, const ss_tensor **out)
+{
+    const ss_tensor *v = ss_kctx_value(k, i);
+    if (!v || (!v->data && ss_tensor_numel(k->in[i]) > 0))
+        return ss_op_err(k, SS_ERR_UNSUPPORTED, "data-dependent output shape (input '%s' is only "
+                         "known at run time)", what);
+    *out = v;
+    return NULL;
+}
+
+/* Writes the value 1 of dtype dt into dst; false for types without a 1. */
+static bool one_bytes(ss_dtype dt, void *dst)
+{
+    switch (dt) {
+    case SS_DT_FLOAT32: { float f = 1.0f; memcpy(dst, &f, 4); return true; }
+    case SS_DT_FLOAT64: { double d = 1.0; memcpy(dst, &d, 8); return true; }
+    case SS_DT_FLOAT16: { uint16_t h = 0x3C00; memcpy(dst, &h, 2); return true; }
+    case SS_DT_BFLOAT16: { uint16_t h = 0x3F80; memcpy(dst, &h, 2); return true; }
+    case SS_DT_STRING: case SS_DT_UNDEFINED: return false;
+    default: {
+        uint64_t one = 1; /* little-endian: the low bytes hold 1 for every integer width */
+        memcpy(dst, &one, ss_dtype_size(dt));
+        return true;
+    }
+    }
+}
+
+#define FILL_LOOP(ES) for (int64_t i = 0; i < n; i++) memcpy(dst + i * (ES), value, ES)
+
+static void fill(char *restrict dst, const void *restrict value, int64_t n, size_t es)
+{
+    switch (es) {
+    case 1: memset(dst, *(const unsigned char *)value, (size_t)n); break;
+    case 2: FILL_LOOP(2); break;
+    case 4: FILL_LOOP(4); break;
+    case 8: FILL_LOOP(8); break;
+    default: for (int64_t i = 0; i < n; i++) memcpy(dst + (size_t)i * es, value, es);
+    }
+}
+
+/* ------------------------------------------------------------------ Constant */
+
+typedef struct {
+    const Onnx__TensorProto *strings; /* string constants are copied from the proto in run */
+    size_t nbytes;
+    unsigned char bytes[];
+} const_plan;
+
+static ss_status *constant_set(ss_kctx *k, ss_dtype dt, int nd, int64_t n, const void *data)
+{
+    size_t nbytes = (size_t)n * ss_dtype_size(dt);
+    const_plan *p = calloc(1, sizeof *p + nbytes + 1);
+    if (!p) return oom();
+    k->state = p;
+    p->nbytes = nbytes;
+    if (nbytes) memcpy(p->bytes, data, nbytes);
+    ss_tensor *o = k->out[0];
+    o->dtype = dt;
+    o->ndim = nd;
+    o->dims[0] = n;
+    return NULL;
+}
+
+static ss_status *constant_infer(ss_kctx *k)
+{
+    if (k->n_in != 0 || k->n_out != 1) return ss_op_err(k, SS_ERR_INVALID, "takes no inputs and has one output");
+    const ss_onnx_node *n = k->node;
+    const ss_onnx_attr *a;
+    if ((a = ss_onnx_attr_find(n, "value")) && a->type == ONNX__ATTRIBUTE_PROTO__ATTRIBUTE_TYPE__TENSOR) {
+        ss_tensor t = {0};
+        ss_status *st = ss_onnx_tensor(NULL, a->t, &t);
+        if (st) return ss_status_wrap(st, "%s node '%s'", n->op_type, k->node_name);
+        if (t.dtype == SS_DT_STRING) {
+            int64_t numel = ss_tensor_numel(&t);
+            st = constant_set(k, SS_DT_UINT8, 0, 0, NULL);
+            if (!st) {
+                ((const_plan *)k->state)->strings = a->t;
+                if ((size_t)numel != a->t->n_string_data)
+                    st = ss_op_err(k, SS_ERR_INVALID, "string tensor has %zu values for %lld elements",
+                                   a->t->n_string_data, (long long)numel);
+            }
+        } else {
+            st = constant_set(k, t.dtype, 1, (int64_t)(t.nbytes / ss_dtype_size(t.dtype)), t.data);
+        }
+        if (!st) {
+            k->out[0]->dtype = t.dtype;
+            k->out[0]->ndim = t.ndim;
+            memcpy(k->out[0]->dims, t.dims, sizeof t.dims);
+        }
+        ss_tensor_free(&t);
+        return st;
+    }
+    if (ss_onnx_attr_find(n, "sparse_value"))
+        return ss_op_err(k, SS_ERR_UNSUPPORTED, "attribute 'sparse_value' is not supported");
+    if ((a = ss_onnx_attr_find(n, "value_float")) && a->type == ONNX__ATTRIBUTE_PROTO__ATTRIBUTE_TYPE__FLOAT)
+        return constant_set(k, SS_DT_FLOAT32, 0, 1, &a->f);
+    if ((a = ss_onnx_attr_find(n, "value_floats")) && a->type == ONNX__ATTRIBUTE_PROTO__ATTRIBUTE_TYPE__FLOATS)
+        return constant_set(k, SS_DT_FLOAT32, 1, (int64_t)a->n_floats, a->floats);
+    if ((a = ss_onnx_attr_find(n, "value_int")) && a->type == ONNX__ATTRIBUTE_PROTO__ATTRIBUTE_TYPE__INT)
+        return constant_set(k, SS_DT_INT64, 0, 1, &a->i);
+    if ((a = ss_onnx_attr_find(n, "value_ints")) && a->type == ONNX__ATTRIBUTE_PROTO__ATTRIBUTE_TYPE__INTS)
+        return constant_set(k, SS_DT_INT64, 1, (int64_t)a->n_ints, a->ints);
+    if (ss_onnx_attr_find(n, "value_string") || ss_onnx_attr_find(n, "value_strings"))
+        return ss_op_err(k, SS_ERR_UNSUPPORTED, "attributes 'value_string(s)' are not supported");
+    return ss_op_err(k, SS_ERR_INVALID, "no value attribute");
+}
+
+static ss_status *constant_run(ss_kctx *k)
+{
+    const const_plan *p = k->state;
+    ss_tensor *o = k->out[0];
+    if (p->strings) {
+        for (size_t i = 0; i < p->strings->n_string_data; i++) {
+            ss_status *st = ss_tensor_set_string(o, (int64_t)i, (const char *)p->strings->string_data[i].data,
+                                                 p->strings->string_data[i].len);
+            if (st) return st;
+        }
+        return NULL;
+    }
+    if (p->nbytes) memcpy(o->data, p->bytes, p->nbytes);
+    return NULL;
+}
+
+/* ------------------------------------------------------------------ ConstantOfShape */
+
+typedef struct {
+    unsigned char value[16];
+} fill_plan;
+
+static ss_status *const_of_shape_infer(ss_kctx *k)
+{
+    ss_status *st = ss_op_expect_inputs(k, 1, 1);
+    if (st) return st;
+    const ss_tensor *shape = NULL;
+    if ((st = plan_value(k, 0, "input", &shape))) return st;
+    int64_t dims[SS_MAX_DIMS];
+    if (shape->dtype != SS_DT_INT64) return ss_op_err(k, SS_ERR_INVALID, "the shape must be int64");
+    int nd = ss_op_read_ints(shape, dims, SS_MAX_DIMS);
+    if (nd < 0) return ss_op_err(k, SS_ERR_INVALID, "the shape must be 1-D with at most %d values", SS_MAX_DIMS);
+    for (int i = 0; i < nd; i++)
+        if (dims[i] < 0) return ss_op_err(k, SS_ERR_INVALID, "negative dim %lld", (long long)dims[i]);
+    fill_plan *p = calloc(1, sizeof *p);
+    if (!p) return oom();
+    k->state = p;
+    ss_tensor *o = k->out[0];
+    o->dtype = SS_DT_FLOAT32;
+    const ss_onnx_attr *a = ss_onnx_attr_find(k->node, "value");
+    if (a) {
+        ss_tensor t = {0};
+        if (a->type != ONNX__ATTRIBUTE_PROTO__ATTRIBUTE_TYPE__TENSOR)
+            return ss_op_err(k, SS_ERR_INVALID, "'value' must be a tensor");
+        if ((st = ss_onnx_tensor(NULL, a->t, &t))) return ss_status_wrap(st, "ConstantOfShape node '%s'", k->node_name);
+        if (ss_tensor_numel(&t) != 1 || t.dtype == SS_DT_STRING || ss_dtype_size(t.dtype) > sizeof p->value)
+            st = ss_op_err(k, SS_ERR_INVALID, "'value' must be one numeric or bool element");
+        else {
+            memcpy(p->value, t.data, ss_dtype_size(t.dtype));
+            o->dtype = t.dtype;
+        }
+        ss_tensor_free(&t);
+        if (st) return st;
+    }
+    o->ndim = nd;
+    memcpy(o->dims, dims, sizeof(int64_t) * (size_t)nd);
+    return NULL;
+}
+
+static ss_status *const_of_shape_run(ss_kctx *k)
+{
+    const fill_plan *p = k->state;
+    ss_tensor *o = k->out[0];
+    fill(o->data, p->value, ss_tensor_numel(o), ss_dtype_size(o->dtype));
+    return NULL;
+}
+
+/* ------------------------------------------------------------------ Range */
+
+static ss_status *range_infer(ss_kctx *k)
+{
+    ss_status *st = ss_op_expect_inputs(k, 3, 3);
+    if (st) return st;
+    static const ss_dtype types[] = {SS_DT_FLOAT32, SS_DT_FLOAT64, SS_DT_INT16, SS_DT_INT32, SS_DT_INT64};
+    if ((st = ss_op_expect_dtype(k, 0, types, 5))) return st;
+    const ss_tensor *v[3] = {0};
+    static const char *names[3] = {"start", "limit", "delta"};
+    for (int i = 0; i < 3; i++) {
+        if (k->in[i]->dtype != k->in[0]->dtype || ss_tensor_numel(k->in[i]) != 1)
+            return ss_op_err(k, SS_ERR_INVALID, "'%s' must be a scalar of the same type as 'start'", names[i]);
+        if ((st = plan_value(k, i, names[i], &v[i]))) return st;
+    }
+    int64_t n;
+    if (ss_dtype_is_float(k->in[0]->dtype)) {
+        double s = read_num(v[0], 0), l = read_num(v[1], 0), d = read_num(v[2], 0);
+        if (d == 0) return ss_op_err(k, SS_ERR_INVALID, "delta is zero");
+        double c = ceil((l - s) / d);
+        if (!(c < 1e12)) return ss_op_err(k, SS_ERR_LIMIT, "range too long");
+        n = c > 0 ? (int64_t)c : 0;
+    } else {
+        int64_t s = read_index(v[0], 0), l = read_index(v[1], 0), d = read_index(v[2], 0);
+        if (d == 0) return ss_op_err(k, SS_ERR_INVALID, "delta is zero");
+        int64_t span = l - s;
+        if (d > 0) n = span > 0 ? (span + d - 1) / d : 0;
+        else n = span < 0 ? (-span + -d - 1) / -d : 0;
+    }
+    ss_tensor *o = k->out[0];
+    o->dtype = k->in[0]->dtype;
+    o->ndim = 1;
+    o->dims[0] = n;
+    return NULL;
+}
+
+#define RANGE_LOOP(T)                                                                          \
+    do {                                                                                       \
+        T s, d, *out = o->data;                                                                \
+        memcpy(&s, k->in[0]->data, sizeof s);                                                  \
+        memcpy(&d, k->in[2]->data, sizeof d);                                                  \
+        for (int64_t i = 0; i < n; i++) out[i] = (T)(s + (T)i * d);                            \
+    } while (0)
+
+static ss_status *range_run(ss_kctx *k)
+{
+    ss_tensor *o = k->out[0];
+    int64_t n = o->dims[0];
+    switch (o->dtype) {
+    case SS_DT_FLOAT32: RANGE_LOOP(float); break;
+    case SS_DT_FLOAT64: RANGE_LOOP(double); break;
+    case SS_DT_INT16: RANGE_LOOP(int16_t); break;
+    case SS_DT_INT32: RANGE_LOOP(int32_t); break;
+    default: RANGE_LOOP(int64_t); break;
+    }
+    return NULL;
+}
+
+/* ------------------------------------------------------------------ EyeLike */
+
+typedef struct {
+    unsigned char one[16];
+    int64_t k;
+} eye_plan;
+
+static ss_status *eye_like_infer(ss_kctx *k)
+{
+    ss_status *st = ss_op_expect_inputs(k, 1, 1);
+    if (st) return st;
+    const ss_tensor *x = k->in[0];
+    if (x->ndim != 2) return ss_op_err(k, SS_ERR_INVALID, "input must be 2-D");
+    int64_t dt = ss_onnx_attr_int(k->node, "dtype", x->dtype);
+    if (!ss_dtype_valid((int)dt) || dt == SS_DT_STRING || dt == SS_DT_UNDEFINED)
+        return ss_op_err(k, SS_ERR_UNSUPPORTED, "dtype %lld", (long long)dt);
+    eye_plan *p = calloc(1, sizeof *p);
+    if (!p) return oom();
+    k->state = p;
+    one_bytes((ss_dtype)dt, p->one);
+    p->k = ss_onnx_attr_int(k->node, "k", 0);
+    ss_op_same_shape(k->out[0], x);
+    k->out[0]->dtype = (ss_dtype)dt;
+    return NULL;
+}
+
+static ss_status *eye_like_run(ss_kctx *k)
+{
+    const eye_plan *p = k->state;
+    ss_tensor *o = k->out[0];
+    size_t es = ss_dtype_size(o->dtype);
+    int64_t R = o->dims[0], C = o->dims[1];
+    memset(o->data, 0, o->nbytes);
+    for (int64_t r = 0; r < R; r++) {
+        int64_t c = r + p->k;
+        if (c >= 0 && c < C) memcpy((char *)o->data + (size_t)(r * C + c) * es, p->one, es);
+    }
+    return NULL;
+}
+
+/* ------------------------------------------------------------------ OneHot */
+
+typedef struct {
+    int64_t outer, inner, depth;
+} onehot_plan;
+
+static ss_status *onehot_infer(ss_kctx *k)
+{
+    ss_status *st = ss_op_expect_inputs(k, 3, 3);
+    if (st) return st;
+    const ss_tensor *ix = k->in[0], *vals = k->in[2], *depth = NULL;
+    if (ix->dtype == SS_DT_STRING || ix->dtype == SS_DT_BOOL || k->in[1]->dtype == SS_DT_STRING)
+        return ss_op_err(k, SS_ERR_INVALID, "indices and depth must be numeric");
+    if (ss_tensor_numel(vals) != 2 || vals->dtype == SS_DT_STRING)
+        return ss_op_err(k, SS_ERR_UNSUPPORTED, "values must be two numeric elements [off, on]");
+    if (ss_tensor_numel(k->in[1]) != 1) return ss_op_err(k, SS_ERR_INVALID, "depth must be one value");
+    if ((st = plan_value(k, 1, "depth", &depth))) return st;
+    int64_t d = (int64_t)read_num(depth, 0);
+    if (d < 1) return ss_op_err(k, SS_ERR_INVALID, "depth %lld must be positive", (long long)d);
+    int r = ix->ndim;
+    if (r + 1 > SS_MAX_DIMS) return ss_op_err(k, SS_ERR_LIMIT, "output rank too large");
+    int64_t axis = ss_onnx_attr_int(k->node, "axis", -1);
+    if (axis < 0) axis += r + 1;
+    if (axis < 0 || axis > r) return ss_op_err(k, SS_ERR_INVALID, "axis out of range");
+    onehot_plan *p = calloc(1, sizeof *p);
+    if (!p) return oom();
+    k->state = p;
+    p->depth = d;
+    p->outer = 1;
+    p->inner = 1;
+    ss_tensor *o = k->out[0];
+    o->dtype = vals->dtype;
+    o->ndim = r + 1;
+    for (int i = 0, j = 0; i <= r; i++) {
+        if (i == axis) {
+            o->dims[i] = d;
+            continue;
+        }
+        o->dims[i] = ix->dims[j];
+        if (i < axis) p->outer *= ix->dims[j];
+        else p->inner *= ix->dims[j];
+        j++;
+    }
+    return NULL;
+}
+
+static ss_status *onehot_run(ss_kctx *k)
+{
+    const onehot_plan *p = k->state;
+    const ss_tensor *ix = k->in[0], *vals = k->in[2];
+    ss_tensor *o = k->out[0];
+    size_t es = ss_dtype_size(o->dtype);
+    const char *off = vals->data, *on = off + es;
+    char *dst = o->data;
+    fill(dst, off, ss_tensor_numel(o), es);
+    for (int64_t a = 0; a < p->outer; a++)
+        for (int64_t b = 0; b < p->inner; b++) {
+            int64_t i = ss_dtype_is_float(ix->dtype) ? (int64_t)read_num(ix, a * p->inner + b)
+                                                     : read_index(ix, a * p->inner + b);
+            if (i < 0) i += p->depth;
+            if (i < 0 || i >= p->depth) continue; /* out of range: the row stays all "off" */
+            memcpy(dst + (size_t)((a * p->depth + i) * p->inner + b) * es, on, es);
+        }
+    return NULL;
+}
+
 const ss_op_def ss_ops_generate[] = {
+    {"", "Constant", 1, 17, constant_infer, constant_run, 0},
+    {"", "ConstantOfShape", 9, 17, const_of_shape_infer, const_of_shape_run, 0},
+    {"", "Range", 11, 17, range_infer, range_run, 0},
+    {"", "EyeLike", 9, 17, eye_like_infer, eye_like_run, 0},
+    {"", "OneHot", 9, 17, onehot_infer, onehot_run, 0},
     {0},
 };
