@@ -24,7 +24,7 @@ set(SS_SERVER_TEST_ENV
     "SS_TEST_SERVER=$<TARGET_FILE:ss_test_server>"
     "PYTHONPATH=${SS_PY_PROTO_OUT}:${CMAKE_SOURCE_DIR}/python:${SS_TEST_DIR}"
     "no_proxy=*" "http_proxy=" "https_proxy=")
-foreach(t grpc)
+foreach(t grpc rest)
   add_test(NAME test_server_${t} COMMAND ${SS_PY} ${SS_TEST_DIR}/test_server_${t}.py)
   set_tests_properties(test_server_${t} PROPERTIES ENVIRONMENT "${SS_SERVER_TEST_ENV}" TIMEOUT 180)
 endforeach()

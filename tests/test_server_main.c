@@ -12,6 +12,8 @@
  *   error        fail() -> code 3 "fixed failure"; empty() -> code 1 with an empty message
  *   partial      fail_second(any) -> echo, except instance 1 fails with code 2
  *   slow         sleep(any) -> echo after 300 ms
+ *   describe     describe(any) -> for every input a string "DTYPE [DIMS]" ("bytes"/"str" for
+ *                strings), to observe the front ends' dtype and shape inference
  *   control      set_ready(value: bool) -> sets the readiness the health endpoints report
  */
 #include <pthread.h>
@@ -117,6 +119,27 @@ static ss_predict_reply *add_common(const ss_predict_request *req, uint64_t vers
     return r;
 }
 
+static ss_predict_reply *describe(const ss_predict_request *req)
+{
+    ss_predict_reply *r = ss_predict_reply_new(req->count);
+    for (size_t i = 0; r && i < req->count; i++) {
+        const ss_serving_instance *in = &req->instances[i];
+        for (size_t k = 0; k < in->count; k++) {
+            const ss_tensor *t = &in->items[k].tensor;
+            char text[256], shape[160];
+            if (t->dtype == SS_DT_STRING)
+                snprintf(text, sizeof text, "%s %s", in->items[k].is_bytes ? "bytes" : "str",
+                         ss_shape_str(t->ndim, t->dims, shape, sizeof shape));
+            else
+                snprintf(text, sizeof text, "%s %s", ss_dtype_name(t->dtype),
+                         ss_shape_str(t->ndim, t->dims, shape, sizeof shape));
+            ss_status_free(ss_serving_instance_put_string(&r->instances[i], in->items[k].name,
+                                                          text, strlen(text), false));
+        }
+    }
+    return r;
+}
+
 typedef struct {
     const char *servable;
     uint64_t versions[2]; /* 0-terminated; ascending */
@@ -133,6 +156,7 @@ static const method_def methods[] = {
     {"partial", {1, 0}, "fail_second", {NULL, NULL}, 0},
     {"slow", {1, 0}, "sleep", {NULL, NULL}, 0},
     {"control", {1, 0}, "set_ready", {"value", NULL}, 1},
+    {"describe", {1, 0}, "describe", {NULL, NULL}, 0},
 };
 
 /* Resolve servable, version (0 = latest) and method the way MindSpore's dispatcher does. */
@@ -166,6 +190,7 @@ static ss_predict_reply *run(const ss_predict_request *req)
     r = ss_predict_request_check_inputs(req, d->inputs, d->ninputs);
     if (r) return r;
     if (strcmp(d->method, "add_common") == 0) return add_common(req, version);
+    if (strcmp(d->method, "describe") == 0) return describe(req);
     if (strcmp(d->method, "fail") == 0)
         return ss_predict_reply_error(SS_SERVING_SYSTEM_ERROR, "fixed failure");
     if (strcmp(d->method, "empty") == 0) return ss_predict_reply_error(SS_SERVING_FAILED, "%s", "");
@@ -196,10 +221,19 @@ static void *worker(void *arg)
         }
         pthread_mutex_unlock(&queue_mu);
         if (!j) return NULL;
-        if (strcmp(j->req->servable, "slow") == 0) usleep(300 * 1000);
         j->done(j->done_ctx, run(j->req));
         free(j);
     }
+}
+
+/* Slow requests sleep on a thread of their own, so they never delay the others. */
+static void *slow_job(void *arg)
+{
+    job *j = arg;
+    usleep(300 * 1000);
+    j->done(j->done_ctx, run(j->req));
+    free(j);
+    return NULL;
 }
 
 static void test_predict(void *ctx, ss_predict_request *req, ss_predict_done done, void *done_ctx)
@@ -212,6 +246,11 @@ static void test_predict(void *ctx, ss_predict_request *req, ss_predict_done don
     j->req = req;
     j->done = done;
     j->done_ctx = done_ctx;
+    pthread_t tid;
+    if (strcmp(req->servable, "slow") == 0 && pthread_create(&tid, NULL, slow_job, j) == 0) {
+        pthread_detach(tid);
+        return;
+    }
     pthread_mutex_lock(&queue_mu);
     if (queue_tail) queue_tail->next = j;
     else queue_head = j;

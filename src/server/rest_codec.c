@@ -638,6 +638,29 @@ static ss_status *parse_json(const char *body, size_t len, cJSON **out)
     return NULL;
 }
 
+/* The dispatcher's tensor check that JSON can still violate: a string is a scalar or [1]. */
+static ss_status *check_strings(const ss_predict_request *req)
+{
+    for (size_t i = 0; i < req->count; i++) {
+        for (size_t k = 0; k < req->instances[i].count; k++) {
+            const ss_serving_item *it = &req->instances[i].items[k];
+            const ss_tensor *t = &it->tensor;
+            if (t->dtype != SS_DT_STRING || t->ndim == 0 || (t->ndim == 1 && t->dims[0] == 1))
+                continue;
+            char shape[160] = "[";
+            for (int d = 0; d < t->ndim; d++)
+                snprintf(shape + strlen(shape), sizeof shape - strlen(shape), "%s%lld",
+                         d ? ", " : "", (long long)t->dims[d]);
+            strncat(shape, "]", sizeof shape - strlen(shape) - 1);
+            return fail("Instances input %.*s check failed, detail: Instance tensor check failed: "
+                        "bytes or string type input  shape can only be (1,) or empty, but given "
+                        "shape is %s",
+                        ERR_TEXT_MAX, it->name, shape);
+        }
+    }
+    return NULL;
+}
+
 ss_status *ss_rest_parse_request(const char *url, const char *body, size_t len,
                                  ss_predict_request **out)
 {
@@ -662,6 +685,11 @@ ss_status *ss_rest_parse_request(const char *url, const char *body, size_t len,
         ss_status *wrapped = ss_errf(st->code, "Parser request failed, %s", st->msg);
         ss_status_free(st);
         return wrapped;
+    }
+    st = check_strings(req);
+    if (st) {
+        ss_predict_request_free(req);
+        return st;
     }
     *out = req;
     return NULL;
