@@ -7,6 +7,7 @@
 
 int cmd_run(int argc, char **argv);
 int cmd_onnx_test(int argc, char **argv);
+int cmd_shard(int argc, char **argv);
 
 /* Print "shardserve <cmd>: <message>" to stderr and free the status; returns exit code 1. */
 int cli_fail(const char *cmd, ss_status *st);

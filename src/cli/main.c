@@ -15,6 +15,7 @@ typedef struct {
 static const command commands[] = {
     {"run", cmd_run, "run a model (or a sharded model) on .npy inputs"},
     {"onnx-test", cmd_onnx_test, "run ONNX backend test cases and compare outputs"},
+    {"shard", cmd_shard, "split a model into per-rank shards"},
 };
 
 static void usage(FILE *f)

@@ -747,5 +747,6 @@ bool ss_session_value_desc(const ss_session *s, const char *name, ss_tensor *des
     desc->ndim = v->ndim;
     memcpy(desc->dims, v->dims, sizeof v->dims);
     desc->nbytes = v->nbytes;
+    if (s->plan->known[id]) desc->data = v->data; /* a constant: its value is known */
     return v->dtype != SS_DT_UNDEFINED;
 }

@@ -1,0 +1,43 @@
+/*
+ * shard: cut one ONNX model into per-rank shards.
+ *
+ * rank_size = stages x ranks_per_stage (MindSpore's rank_size / stage_size). World rank
+ * r = stage * ranks_per_stage + position. Within a stage, MatMul/Gemm nodes are split by
+ * tensor parallelism (columns, reduction dim or rows, in MindSpore's strategy notation) and the
+ * collectives that make the split exact are inserted; across stages the topological order is cut
+ * into contiguous parts balanced by parameter bytes and FLOPs, and every tensor crossing a cut
+ * travels by Send/Recv from (stage, position) to (stage + 1, position).
+ *
+ * Output, for DIR:
+ *   DIR/device{r}/<model>.onnx        the rank's graph (collectives in domain ai.shardserve)
+ *   DIR/device{r}/<model>.data        its weights as ONNX external data (only its shard)
+ *   DIR/device{r}/group_config.json   groups by name -> world ranks, stage, send/recv peers
+ *   DIR/manifest.json                 the whole split: inputs, outputs, ranks, strategy
+ */
+#ifndef SHARDSERVE_SHARD_H
+#define SHARDSERVE_SHARD_H
+
+#include "shardserve/core.h"
+
+typedef enum {
+    SS_SHARD_NONE = 0, /* only pipeline stages; every rank of a stage holds the whole stage */
+    SS_SHARD_AUTO,     /* Megatron pattern: column- then row-parallel MatMul/Gemm pairs */
+    SS_SHARD_FILE,     /* per-node strategies from a JSON file */
+} ss_shard_mode;
+
+typedef struct {
+    const char *model_path;
+    const char *out_dir;
+    int rank_size;  /* total ranks */
+    int stage_size; /* pipeline stages (>= 1) */
+    ss_shard_mode mode;
+    const char *strategy_path; /* SS_SHARD_FILE: {"node name": [[a0,a1],[b0,b1]], ...} */
+    /* Concrete shapes for inputs with dynamic dims ("x=128,96"); n entries. */
+    int n_input_shapes;
+    const char *const *input_shapes;
+    bool progress; /* print progress lines to stderr */
+} ss_shard_options;
+
+ss_status *ss_shard_model(const ss_shard_options *opt);
+
+#endif

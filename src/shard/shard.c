@@ -1,0 +1,923 @@
+/*
+ * The shard tool: see include/shardserve/shard.h for the contract.
+ *
+ * 1. Plan the whole model once with concrete input shapes (the runtime's shape inference): every
+ *    value gets a dtype and shape, and every value computable from constants alone (initializers,
+ *    the shape arithmetic of exported models) gets its value. Constant nodes are never copied into
+ *    shards: their outputs become initializers where used, so shards hold no shape plumbing.
+ * 2. Cut the remaining nodes, in order, into stages of about equal cost (parameter bytes + FLOPs,
+ *    each normalised to its total).
+ * 3. For each rank, walk its stage's nodes tracking every tensor's layout on this rank:
+ *    replicated, split along an axis, or a partial sum. MatMul/Gemm with a strategy split their
+ *    weight and produce split or partial outputs; elementwise ops keep a split when their other
+ *    operands allow; everything else first materialises its inputs (AllGather / AllReduce over the
+ *    stage's group). All ranks of a stage see the same layouts, so they insert the same
+ *    collectives in the same order, which is what makes the collectives match.
+ * 4. Tensors crossing a stage cut are materialised and sent to the same position of the next stage.
+ */
+#include "shardserve/shard.h"
+
+#include "build.h"
+#include "shardserve/runtime.h"
+
+#include <cjson/cJSON.h>
+#include <errno.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+typedef enum { L_REPL = 0, L_SPLIT, L_PARTIAL } layout;
+
+typedef struct {
+    const char *local; /* name on this rank */
+    layout kind;
+    int axis; /* L_SPLIT: negative, counted from the end */
+} tstate;
+
+typedef enum { S_NONE = 0, S_ROWS, S_REDUCE, S_COLS } split_kind;
+
+typedef struct {
+    const Onnx__NodeProto *node;
+    int stage;
+    bool constant; /* every output known at plan time: not emitted */
+    double params, flops;
+    split_kind explicit_split; /* from the strategy file */
+    bool has_explicit;
+} node_info;
+
+typedef struct {
+    const ss_shard_options *opt;
+    ss_session *session;
+    const ss_onnx_model *model;
+    const Onnx__GraphProto *graph;
+    char *model_base; /* "model" of model.onnx */
+    int rank_size, stages, tp;
+    node_info *nodes;
+    int n_nodes;
+    /* value names -> index */
+    char **names;
+    int n_names, cap_names;
+    int *hash;
+    int hash_cap;
+    int *producer;  /* value -> node index, -1 for inputs/initializers */
+    int *last_stage; /* value -> last stage that consumes it (-1: none) */
+    bool *is_output;
+} shard_ctx;
+
+/* ------------------------------------------------------------------ names */
+
+static uint64_t fnv(const char *s)
+{
+    uint64_t h = 1469598103934665603ull;
+    for (; *s; s++) h = (h ^ (unsigned char)*s) * 1099511628211ull;
+    return h;
+}
+
+static int name_find(const shard_ctx *c, const char *name)
+{
+    for (uint64_t i = fnv(name) & (uint64_t)(c->hash_cap - 1);; i = (i + 1) & (uint64_t)(c->hash_cap - 1)) {
+        if (c->hash[i] < 0) return -1;
+        if (!strcmp(c->names[c->hash[i]], name)) return c->hash[i];
+    }
+}
+
+static int name_add(shard_ctx *c, const char *name)
+{
+    int id = name_find(c, name);
+    if (id >= 0) return id;
+    id = c->n_names++;
+    c->names[id] = (char *)name;
+    uint64_t i = fnv(name) & (uint64_t)(c->hash_cap - 1);
+    while (c->hash[i] >= 0) i = (i + 1) & (uint64_t)(c->hash_cap - 1);
+    c->hash[i] = id;
+    return id;
+}
+
+/* ------------------------------------------------------------------ analysis */
+
+static bool value_desc(const shard_ctx *c, const char *name, ss_tensor *d)
+{
+    return ss_session_value_desc(c->session, name, d);
+}
+
+static bool node_is_constant(const shard_ctx *c, const Onnx__NodeProto *n)
+{
+    if (n->domain && !strcmp(n->domain, SS_DOMAIN_COLLECTIVE)) return false;
+    for (size_t j = 0; j < n->n_output; j++) {
+        ss_tensor d;
+        if (!n->output[j][0]) continue;
+        if (!value_desc(c, n->output[j], &d) || !d.data) return false;
+    }
+    return n->n_output > 0;
+}
+
+static void node_cost(const shard_ctx *c, node_info *ni, unsigned char *param_seen)
+{
+    const Onnx__NodeProto *n = ni->node;
+    for (size_t j = 0; j < n->n_input; j++) {
+        int id = n->input[j][0] ? name_find(c, n->input[j]) : -1;
+        if (id < 0 || param_seen[id] || c->producer[id] >= 0) continue;
+        const ss_tensor *w = ss_onnx_find_init(c->model, n->input[j]);
+        if (w) ni->params += (double)w->nbytes, param_seen[id] = 1;
+    }
+    ss_tensor out;
+    if (!n->n_output || !value_desc(c, n->output[0], &out)) return;
+    double numel = (double)ss_tensor_numel(&out);
+    ss_tensor a;
+    if ((!strcmp(n->op_type, "MatMul") || !strcmp(n->op_type, "Gemm")) && n->n_input > 0 &&
+        value_desc(c, n->input[0], &a) && a.ndim > 0) {
+        bool ta = !strcmp(n->op_type, "Gemm") && ss_onnx_attr_int(n, "transA", 0);
+        double k = (double)(ta && a.ndim == 2 ? a.dims[0] : a.dims[a.ndim - 1]);
+        ni->flops = 2.0 * numel * k;
+    } else {
+        ni->flops = numel;
+    }
+}
+
+static ss_status *parse_strategy(shard_ctx *c)
+{
+    void *buf;
+    size_t len;
+    ss_status *st = ss_read_file(c->opt->strategy_path, &buf, &len);
+    if (st) return st;
+    cJSON *root = cJSON_ParseWithLength(buf, len);
+    free(buf);
+    if (!cJSON_IsObject(root)) {
+        cJSON_Delete(root);
+        return ss_errf(SS_ERR_INVALID, "%s: a strategy file is a JSON object {\"node name\": [[a0,a1],[b0,b1]]}",
+                       c->opt->strategy_path);
+    }
+    cJSON *item;
+    cJSON_ArrayForEach(item, root) {
+        int found = -1;
+        for (int i = 0; i < c->n_nodes; i++) {
+            const Onnx__NodeProto *n = c->nodes[i].node;
+            if ((n->name && !strcmp(n->name, item->string)) || (n->n_output && !strcmp(n->output[0], item->string)))
+                found = i;
+        }
+        if (found < 0) {
+            st = ss_errf(SS_ERR_INVALID, "%s: no node named '%s' in the model", c->opt->strategy_path, item->string);
+            break;
+        }
+        const Onnx__NodeProto *n = c->nodes[found].node;
+        if (strcmp(n->op_type, "MatMul") && strcmp(n->op_type, "Gemm")) {
+            st = ss_errf(SS_ERR_UNSUPPORTED, "%s: node '%s' is a %s; strategies apply to MatMul and Gemm",
+                         c->opt->strategy_path, item->string, n->op_type);
+            break;
+        }
+        int64_t f[4] = {0};
+        int k = 0;
+        cJSON *row, *v;
+        cJSON_ArrayForEach(row, item) cJSON_ArrayForEach(v, row) if (k < 4 && cJSON_IsNumber(v)) f[k++] = (int64_t)v->valuedouble;
+        if (k != 4 || cJSON_GetArraySize(item) != 2) {
+            st = ss_errf(SS_ERR_INVALID, "%s: strategy of '%s' must be [[a0,a1],[b0,b1]]", c->opt->strategy_path, item->string);
+            break;
+        }
+        int tp = c->tp;
+        split_kind s;
+        if (f[0] == 1 && f[1] == 1 && f[2] == 1 && f[3] == 1) s = S_NONE;
+        else if (f[0] == tp && f[1] == 1 && f[2] == 1 && f[3] == 1) s = S_ROWS;
+        else if (f[0] == 1 && f[1] == tp && f[2] == tp && f[3] == 1) s = S_REDUCE;
+        else if (f[0] == 1 && f[1] == 1 && f[2] == 1 && f[3] == tp) s = S_COLS;
+        else {
+            st = ss_errf(SS_ERR_UNSUPPORTED, "%s: strategy [[%lld,%lld],[%lld,%lld]] of '%s': shardserve splits one of "
+                         "rows [[%d,1],[1,1]], the reduction dim [[1,%d],[%d,1]] or columns [[1,1],[1,%d]] by the "
+                         "stage's %d ranks", c->opt->strategy_path, (long long)f[0], (long long)f[1],
+                         (long long)f[2], (long long)f[3], item->string, tp, tp, tp, tp, tp);
+            break;
+        }
+        c->nodes[found].explicit_split = s;
+        c->nodes[found].has_explicit = true;
+    }
+    cJSON_Delete(root);
+    return st;
+}
+
+static void assign_stages(shard_ctx *c)
+{
+    double tot_p = 0, tot_f = 0;
+    int live = 0;
+    for (int i = 0; i < c->n_nodes; i++)
+        if (!c->nodes[i].constant) tot_p += c->nodes[i].params, tot_f += c->nodes[i].flops, live++;
+    double total = (tot_p > 0 ? 1 : 0) + (tot_f > 0 ? 1 : 0), acc = 0;
+    int stage = 0, seen = 0;
+    for (int i = 0; i < c->n_nodes; i++) {
+        node_info *ni = &c->nodes[i];
+        if (ni->constant) {
+            ni->stage = stage;
+            continue;
+        }
+        double cost = (tot_p > 0 ? ni->params / tot_p : 0) + (tot_f > 0 ? ni->flops / tot_f : 0);
+        /* move to the next stage once this one has its share, leaving a node for each later one */
+        if (stage < c->stages - 1 && seen > 0 &&
+            (acc + cost / 2 > total * (stage + 1) / c->stages || live - seen <= c->stages - 1 - stage))
+            stage++;
+        ni->stage = stage;
+        acc += cost;
+        seen++;
+    }
+}
+
+/* ------------------------------------------------------------------ per-rank rewriting */
+
+typedef struct {
+    shard_ctx *c;
+    rank_graph g;
+    int rank, stage, pos;
+    tstate *ts; /* per value */
+    char group[32];
+} rank_ctx;
+
+static int pos_axis(int neg_axis, int rank) { return neg_axis + rank; }
+
+/* Make `name` replicated on this rank (AllGather / AllReduce as needed); returns its local name. */
+static const char *materialize(rank_ctx *r, const char *name)
+{
+    int id = name_find(r->c, name);
+    tstate *t = &r->ts[id];
+    if (t->kind == L_REPL) return t->local;
+    const char *out = rg_printf(&r->g, "%s__full", name);
+    if (t->kind == L_SPLIT) {
+        ss_tensor d;
+        value_desc(r->c, name, &d);
+        Onnx__NodeProto *n = rg_node(&r->g, "AllGather", SS_DOMAIN_COLLECTIVE, 1, &t->local, 1, &out);
+        rg_attr_int(&r->g, n, "axis", pos_axis(t->axis, d.ndim));
+        rg_attr_string(&r->g, n, "group", r->group);
+    } else {
+        Onnx__NodeProto *n = rg_node(&r->g, "AllReduce", SS_DOMAIN_COLLECTIVE, 1, &t->local, 1, &out);
+        rg_attr_string(&r->g, n, "group", r->group);
+    }
+    t->local = out;
+    t->kind = L_REPL;
+    return out;
+}
+
+/* Local name of an input used replicated: constants become initializers of this rank. */
+static const char *input_repl(rank_ctx *r, const char *name)
+{
+    if (!name[0]) return "";
+    ss_tensor d;
+    if (value_desc(r->c, name, &d) && d.data) {
+        rg_init(&r->g, name, &d, 0, 1, 0);
+        return name;
+    }
+    return materialize(r, name);
+}
+
+/* This rank's slice of a replicated activation along `neg_axis`. */
+static const char *slice_activation(rank_ctx *r, const char *name, int neg_axis)
+{
+    const char *full = materialize(r, name);
+    ss_tensor d;
+    value_desc(r->c, name, &d);
+    int64_t chunk = d.dims[pos_axis(neg_axis, d.ndim)] / r->c->tp;
+    int64_t starts = chunk * r->pos, ends = chunk * (r->pos + 1), axes = neg_axis;
+    const char *sn = rg_printf(&r->g, "%s__slice_start%d", name, neg_axis);
+    const char *en = rg_printf(&r->g, "%s__slice_end%d", name, neg_axis);
+    const char *an = rg_printf(&r->g, "__axis%d", neg_axis);
+    rg_init_i64(&r->g, sn, &starts, 1);
+    rg_init_i64(&r->g, en, &ends, 1);
+    rg_init_i64(&r->g, an, &axes, 1);
+    const char *ins[4] = {full, sn, en, an};
+    const char *out = rg_printf(&r->g, "%s__part%d", name, neg_axis);
+    rg_node(&r->g, "Slice", NULL, 4, ins, 1, &out);
+    return out;
+}
+
+static bool divisible(const ss_tensor *d, int axis, int tp) { return d->dims[axis] % tp == 0 && d->dims[axis] >= tp; }
+
+/* Decide how a MatMul/Gemm splits on this stage; S_NONE keeps it whole. Errors for explicit
+ * strategies that cannot work. */
+static ss_status *matmul_split(rank_ctx *r, const node_info *ni, split_kind *out)
+{
+    shard_ctx *c = r->c;
+    const Onnx__NodeProto *n = ni->node;
+    bool gemm = !strcmp(n->op_type, "Gemm");
+    *out = S_NONE;
+    if (c->tp == 1 || c->opt->mode == SS_SHARD_NONE) return NULL;
+    if (c->opt->mode == SS_SHARD_FILE && !ni->has_explicit) return NULL;
+    ss_tensor x, w;
+    if (n->n_input < 2 || !value_desc(c, n->input[0], &x) || !value_desc(c, n->input[1], &w))
+        return ss_errf(SS_ERR_INTERNAL, "node '%s': shapes unknown", n->name);
+    bool tb = gemm && ss_onnx_attr_int(n, "transB", 0);
+    bool ta = gemm && ss_onnx_attr_int(n, "transA", 0);
+    bool weight_ok = w.data && w.ndim == 2 && x.ndim >= 2 && !ta && !x.data;
+    int k_axis_w = tb ? 1 : 0, n_axis_w = tb ? 0 : 1;
+    int id = name_find(c, n->input[0]);
+    if (c->opt->mode == SS_SHARD_FILE) {
+        split_kind s = ni->explicit_split;
+        const char *why = NULL;
+        if (s != S_NONE && !weight_ok)
+            why = "its weight (input 1) must be a 2-D initializer and input 0 a computed tensor of rank >= 2 (no transA)";
+        else if (s == S_COLS && !divisible(&w, n_axis_w, c->tp)) why = "the weight's columns do not divide";
+        else if (s == S_REDUCE && !divisible(&w, k_axis_w, c->tp)) why = "the reduction dim does not divide";
+        else if (s == S_ROWS && !divisible(&x, x.ndim - 2, c->tp)) why = "the rows of input 0 do not divide";
+        if (why) {
+            char sb[128];
+            return ss_errf(SS_ERR_INVALID, "cannot split node '%s' (%s) %d ways: %s (input 0 %s)", n->name,
+                           n->op_type, c->tp, why, ss_shape_str(x.ndim, x.dims, sb, sizeof sb));
+        }
+        *out = s;
+        return NULL;
+    }
+    /* auto: row-parallel after a column-parallel producer, otherwise column-parallel */
+    if (!weight_ok) return NULL;
+    const tstate *t = &r->ts[id];
+    if (t->kind == L_SPLIT && t->axis == -1 && divisible(&w, k_axis_w, c->tp)) *out = S_REDUCE;
+    else if (divisible(&w, n_axis_w, c->tp)) *out = S_COLS;
+    return NULL;
+}
+
+static void emit_matmul(rank_ctx *r, const node_info *ni, split_kind s)
+{
+    shard_ctx *c = r->c;
+    const Onnx__NodeProto *n = ni->node;
+    bool gemm = !strcmp(n->op_type, "Gemm");
+    bool tb = gemm && ss_onnx_attr_int(n, "transB", 0);
+    const char *out_name = n->output[0];
+    int out_id = name_find(c, out_name);
+    ss_tensor w, bias, outd;
+    value_desc(c, n->input[1], &w);
+    value_desc(c, out_name, &outd);
+    bool has_c = gemm && n->n_input > 2 && n->input[2][0];
+    const char *ins[3] = {NULL, NULL, NULL};
+    const char *wname = rg_printf(&r->g, "%s__%s%d", n->input[1], s == S_COLS ? "cols" : "rows", r->pos);
+    if (s == S_COLS) {
+        ins[0] = materialize(r, n->input[0]);
+        rg_init(&r->g, wname, &w, tb ? 0 : 1, c->tp, r->pos);
+        ins[1] = wname;
+        int n_in = 2;
+        if (has_c) {
+            value_desc(c, n->input[2], &bias);
+            if (bias.ndim >= 1 && bias.dims[bias.ndim - 1] > 1) {
+                const char *bn = rg_printf(&r->g, "%s__cols%d", n->input[2], r->pos);
+                rg_init(&r->g, bn, &bias, bias.ndim - 1, c->tp, r->pos);
+                ins[2] = bn;
+            } else {
+                ins[2] = input_repl(r, n->input[2]);
+            }
+            n_in = 3;
+        }
+        bool gather = c->opt->mode == SS_SHARD_FILE;
+        const char *local = gather ? rg_printf(&r->g, "%s__colpart", out_name) : out_name;
+        Onnx__NodeProto *m = rg_node(&r->g, n->op_type, n->domain, n_in, ins, 1, &local);
+        rg_attr_copy(&r->g, m, n);
+        r->ts[out_id] = (tstate){local, L_SPLIT, -1};
+        if (gather) materialize(r, out_name);
+    } else if (s == S_REDUCE) {
+        int id = name_find(c, n->input[0]);
+        ins[0] = (r->ts[id].kind == L_SPLIT && r->ts[id].axis == -1) ? r->ts[id].local
+                                                                      : slice_activation(r, n->input[0], -1);
+        rg_init(&r->g, wname, &w, tb ? 1 : 0, c->tp, r->pos);
+        ins[1] = wname;
+        const char *partial = rg_printf(&r->g, "%s__partial", out_name);
+        static const char *const skip[] = {"beta", NULL};
+        Onnx__NodeProto *m = rg_node(&r->g, n->op_type, n->domain, 2, ins, 1, &partial);
+        rg_attr_copy_except(&r->g, m, n, skip);
+        r->ts[out_id] = (tstate){partial, L_PARTIAL, 0};
+        const char *reduced = materialize(r, out_name);
+        if (has_c) { /* the bias is added once, after the sum */
+            float beta = ss_onnx_attr_float(n, "beta", 1.0f);
+            value_desc(c, n->input[2], &bias);
+            const char *cname = n->input[2];
+            if (beta != 1.0f && bias.dtype == SS_DT_FLOAT32) {
+                ss_tensor scaled;
+                if (!ss_tensor_copy(&scaled, &bias)) {
+                    for (int64_t i = 0; i < ss_tensor_numel(&scaled); i++) ((float *)scaled.data)[i] *= beta;
+                    cname = rg_printf(&r->g, "%s__beta", n->input[2]);
+                    rg_init(&r->g, cname, &scaled, 0, 1, 0);
+                    ss_tensor_free(&scaled);
+                }
+            } else {
+                rg_init(&r->g, cname, &bias, 0, 1, 0);
+            }
+            const char *add_in[2] = {reduced, cname};
+            rg_node(&r->g, "Add", NULL, 2, add_in, 1, &out_name);
+            r->ts[out_id] = (tstate){out_name, L_REPL, 0};
+        }
+    } else { /* S_ROWS */
+        ss_tensor x;
+        value_desc(c, n->input[0], &x);
+        ins[0] = slice_activation(r, n->input[0], -2);
+        ins[1] = input_repl(r, n->input[1]);
+        int n_in = 2;
+        if (has_c) {
+            value_desc(c, n->input[2], &bias);
+            if (bias.ndim == 2 && bias.dims[0] > 1) {
+                const char *bn = rg_printf(&r->g, "%s__rows%d", n->input[2], r->pos);
+                rg_init(&r->g, bn, &bias, 0, c->tp, r->pos);
+                ins[2] = bn;
+            } else {
+                ins[2] = input_repl(r, n->input[2]);
+            }
+            n_in = 3;
+        }
+        const char *local = rg_printf(&r->g, "%s__rowpart", out_name);
+        Onnx__NodeProto *m = rg_node(&r->g, n->op_type, n->domain, n_in, ins, 1, &local);
+        rg_attr_copy(&r->g, m, n);
+        r->ts[out_id] = (tstate){local, L_SPLIT, -2};
+        materialize(r, out_name);
+    }
+}
+
+static bool is_split_preserving(const char *op)
+{
+    static const char *const ops[] = {"Relu", "Neg", "Sigmoid", "Tanh", "Erf", "Sqrt", "Exp", "Abs",
+                                      "Add", "Sub", "Mul", "Div", "Pow", "Cast", "Identity", "LeakyRelu",
+                                      "Elu", "Gelu", "Softplus", "HardSigmoid", "HardSwish", NULL};
+    for (int i = 0; ops[i]; i++)
+        if (!strcmp(op, ops[i])) return true;
+    return false;
+}
+
+/* Try to keep an elementwise op on split inputs; false if it must see replicated inputs. */
+static bool emit_split_elementwise(rank_ctx *r, const Onnx__NodeProto *n)
+{
+    shard_ctx *c = r->c;
+    if (!is_split_preserving(n->op_type) || n->n_output != 1) return false;
+    int axis = 0;
+    bool any_split = false;
+    for (size_t j = 0; j < n->n_input; j++) {
+        ss_tensor d;
+        if (!n->input[j][0] || (value_desc(c, n->input[j], &d) && d.data)) continue;
+        const tstate *t = &r->ts[name_find(c, n->input[j])];
+        if (t->kind != L_SPLIT) return false;
+        if (any_split && t->axis != axis) return false;
+        axis = t->axis;
+        any_split = true;
+    }
+    if (!any_split) return false;
+    ss_tensor outd;
+    value_desc(c, n->output[0], &outd);
+    /* every computed input must have the output's full shape (no broadcasting of split tensors) */
+    for (size_t j = 0; j < n->n_input; j++) {
+        ss_tensor d;
+        if (!n->input[j][0] || !value_desc(c, n->input[j], &d)) continue;
+        if (!d.data && !ss_shape_equal(d.ndim, d.dims, outd.ndim, outd.dims)) return false;
+        if (d.data) {
+            int a = d.ndim + axis;
+            if (a >= 0 && d.dims[a] != 1 && d.dims[a] != outd.dims[outd.ndim + axis]) return false;
+        }
+    }
+    const char *ins[8];
+    if (n->n_input > 8) return false;
+    for (size_t j = 0; j < n->n_input; j++) {
+        ss_tensor d;
+        if (!n->input[j][0]) {
+            ins[j] = "";
+        } else if (value_desc(c, n->input[j], &d) && d.data) {
+            int a = d.ndim + axis;
+            if (a >= 0 && d.dims[a] > 1) {
+                const char *sn = rg_printf(&r->g, "%s__split%d_%d", n->input[j], axis, r->pos);
+                rg_init(&r->g, sn, &d, a, c->tp, r->pos);
+                ins[j] = sn;
+            } else {
+                rg_init(&r->g, n->input[j], &d, 0, 1, 0);
+                ins[j] = n->input[j];
+            }
+        } else {
+            ins[j] = r->ts[name_find(c, n->input[j])].local;
+        }
+    }
+    const char *out = n->output[0];
+    Onnx__NodeProto *m = rg_node(&r->g, n->op_type, n->domain, (int)n->n_input, ins, 1, &out);
+    rg_attr_copy(&r->g, m, n);
+    r->ts[name_find(c, out)] = (tstate){out, L_SPLIT, axis};
+    return true;
+}
+
+static void emit_plain(rank_ctx *r, const Onnx__NodeProto *n)
+{
+    const char *ins[64];
+    const char *outs[64];
+    int n_in = (int)n->n_input < 64 ? (int)n->n_input : 64, n_out = (int)n->n_output < 64 ? (int)n->n_output : 64;
+    for (int j = 0; j < n_in; j++) ins[j] = input_repl(r, n->input[j]);
+    for (int j = 0; j < n_out; j++) outs[j] = n->output[j];
+    Onnx__NodeProto *m = rg_node(&r->g, n->op_type, n->domain, n_in, ins, n_out, outs);
+    rg_attr_copy(&r->g, m, n);
+    if (m && n->name && n->name[0]) m->name = rg_strdup(&r->g, n->name);
+    for (int j = 0; j < n_out; j++)
+        if (n->output[j][0]) r->ts[name_find(r->c, n->output[j])] = (tstate){n->output[j], L_REPL, 0};
+}
+
+/* Values alive across the cut after `stage`: produced at or before it (or graph inputs), used after. */
+static bool crosses_cut(const shard_ctx *c, int id, int stage)
+{
+    int p = c->producer[id];
+    ss_tensor d;
+    if (value_desc(c, c->names[id], &d) && d.data) return false; /* constants are local everywhere */
+    int made = p < 0 ? 0 : c->nodes[p].stage;
+    int used = c->last_stage[id];
+    if (c->is_output[id]) used = c->stages - 1;
+    return made <= stage && used > stage;
+}
+
+static void emit_recvs(rank_ctx *r)
+{
+    shard_ctx *c = r->c;
+    int peer = (r->stage - 1) * c->tp + r->pos;
+    for (int id = 0; id < c->n_names; id++) {
+        if (!crosses_cut(c, id, r->stage - 1)) continue;
+        ss_tensor d;
+        value_desc(c, c->names[id], &d);
+        const char *out = c->names[id];
+        Onnx__NodeProto *n = rg_node(&r->g, "Recv", SS_DOMAIN_COLLECTIVE, 0, NULL, 1, &out);
+        rg_attr_int(&r->g, n, "peer", peer);
+        rg_attr_int(&r->g, n, "dtype", d.dtype);
+        rg_attr_ints(&r->g, n, "shape", d.dims, d.ndim);
+        rg_attr_string(&r->g, n, "group", "world");
+        r->ts[id] = (tstate){out, L_REPL, 0};
+    }
+}
+
+static void emit_sends(rank_ctx *r)
+{
+    shard_ctx *c = r->c;
+    int peer = (r->stage + 1) * c->tp + r->pos;
+    for (int id = 0; id < c->n_names; id++) {
+        if (!crosses_cut(c, id, r->stage)) continue;
+        const char *local = materialize(r, c->names[id]);
+        Onnx__NodeProto *n = rg_node(&r->g, "Send", SS_DOMAIN_COLLECTIVE, 1, &local, 0, NULL);
+        rg_attr_int(&r->g, n, "peer", peer);
+        rg_attr_string(&r->g, n, "group", "world");
+    }
+}
+
+static Onnx__ValueInfoProto *value_info_for(rank_ctx *r, const char *name)
+{
+    const Onnx__GraphProto *g = r->c->graph;
+    for (size_t i = 0; i < g->n_output; i++)
+        if (!strcmp(g->output[i]->name, name)) return g->output[i];
+    return NULL;
+}
+
+static ss_status *write_rank_model(rank_ctx *r, const char *path)
+{
+    shard_ctx *c = r->c;
+    Onnx__GraphProto graph = ONNX__GRAPH_PROTO__INIT;
+    graph.name = (char *)(c->graph->name ? c->graph->name : "shard");
+    graph.n_node = r->g.n_nodes;
+    graph.node = r->g.nodes;
+    graph.n_initializer = r->g.n_inits;
+    graph.initializer = r->g.inits;
+    graph.n_input = r->g.n_inputs;
+    graph.input = r->g.inputs;
+    graph.n_output = r->g.n_outputs;
+    graph.output = r->g.outputs;
+    Onnx__ModelProto m = ONNX__MODEL_PROTO__INIT;
+    m.has_ir_version = 1;
+    m.ir_version = c->model->proto->ir_version > 7 ? c->model->proto->ir_version : 7;
+    m.producer_name = "shardserve shard";
+    m.graph = &graph;
+    size_t n_ops = c->model->proto->n_opset_import;
+    Onnx__OperatorSetIdProto **ops = rg_alloc(&r->g, sizeof(*ops) * (n_ops + 1));
+    Onnx__OperatorSetIdProto *coll = rg_alloc(&r->g, sizeof *coll);
+    if (!ops || !coll) return ss_errf(SS_ERR_NOMEM, "out of memory");
+    memcpy(ops, c->model->proto->opset_import, sizeof(*ops) * n_ops);
+    onnx__operator_set_id_proto__init(coll);
+    coll->domain = SS_DOMAIN_COLLECTIVE;
+    coll->has_version = 1;
+    coll->version = 1;
+    ops[n_ops] = coll;
+    m.n_opset_import = n_ops + 1;
+    m.opset_import = ops;
+    return ss_onnx_save_proto(&m, path);
+}
+
+static ss_status *write_group_config(shard_ctx *c, const rank_ctx *r, const char *path);
+
+static ss_status *shard_rank(shard_ctx *c, int rank, size_t *param_bytes)
+{
+    rank_ctx r = {.c = c, .rank = rank, .stage = rank / c->tp, .pos = rank % c->tp};
+    snprintf(r.group, sizeof r.group, "stage%d", r.stage);
+    char dir[PATH_MAX], path[PATH_MAX];
+    snprintf(dir, sizeof dir, "%s/device%d", c->opt->out_dir, rank);
+    if (mkdir(dir, 0755) != 0 && errno != EEXIST)
+        return ss_errf(SS_ERR_IO, "cannot create %s: %s", dir, strerror(errno));
+    snprintf(path, sizeof path, "%s/%s.data", dir, c->model_base);
+    r.g.data = fopen(path, "wb");
+    if (!r.g.data) return ss_errf(SS_ERR_IO, "cannot create %s: %s", path, strerror(errno));
+    char loc[PATH_MAX];
+    snprintf(loc, sizeof loc, "%s.data", c->model_base);
+    r.g.data_location = loc;
+    r.ts = calloc((size_t)c->n_names + 1, sizeof *r.ts);
+    if (!r.ts) {
+        rg_free(&r.g);
+        return ss_errf(SS_ERR_NOMEM, "out of memory");
+    }
+    for (int id = 0; id < c->n_names; id++) r.ts[id] = (tstate){c->names[id], L_REPL, 0};
+    ss_status *st = NULL;
+    if (r.stage == 0)
+        for (size_t i = 0; i < c->graph->n_input; i++)
+            if (!ss_onnx_find_init(c->model, c->graph->input[i]->name)) rg_add_input(&r.g, c->graph->input[i]);
+    if (r.stage > 0) emit_recvs(&r);
+    for (int i = 0; i < c->n_nodes && !st && !r.g.error; i++) {
+        node_info *ni = &c->nodes[i];
+        if (ni->constant || ni->stage != r.stage) continue;
+        const Onnx__NodeProto *n = ni->node;
+        split_kind s = S_NONE;
+        if (!strcmp(n->op_type, "MatMul") || !strcmp(n->op_type, "Gemm")) st = matmul_split(&r, ni, &s);
+        if (st) break;
+        if (s != S_NONE) emit_matmul(&r, ni, s);
+        else if (!(c->opt->mode == SS_SHARD_AUTO && emit_split_elementwise(&r, n))) emit_plain(&r, n);
+    }
+    if (!st && r.stage < c->stages - 1) emit_sends(&r);
+    if (!st && r.stage == c->stages - 1) {
+        for (size_t i = 0; i < c->graph->n_output; i++) {
+            const char *name = c->graph->output[i]->name;
+            const char *local = input_repl(&r, name);
+            if (strcmp(local, name)) rg_node(&r.g, "Identity", NULL, 1, &local, 1, &name);
+            rg_add_output(&r.g, value_info_for(&r, name));
+        }
+    }
+    if (!st && r.g.error) st = r.g.error, r.g.error = NULL;
+    if (!st && fflush(r.g.data) != 0) st = ss_errf(SS_ERR_IO, "writing %s.data: %s", c->model_base, strerror(errno));
+    snprintf(path, sizeof path, "%s/%s.onnx", dir, c->model_base);
+    if (!st) st = write_rank_model(&r, path);
+    snprintf(path, sizeof path, "%s/group_config.json", dir);
+    if (!st) st = write_group_config(c, &r, path);
+    *param_bytes = r.g.param_bytes;
+    free(r.ts);
+    rg_free(&r.g);
+    return st;
+}
+
+/* ------------------------------------------------------------------ config files */
+
+static cJSON *int_array(const int *v, int n)
+{
+    cJSON *a = cJSON_CreateArray();
+    for (int i = 0; i < n; i++) cJSON_AddItemToArray(a, cJSON_CreateNumber(v[i]));
+    return a;
+}
+
+static cJSON *groups_json(const shard_ctx *c)
+{
+    cJSON *groups = cJSON_CreateObject();
+    int *ranks = malloc(sizeof(int) * (size_t)c->rank_size);
+    if (!ranks) return groups;
+    for (int i = 0; i < c->rank_size; i++) ranks[i] = i;
+    cJSON_AddItemToObject(groups, "world", int_array(ranks, c->rank_size));
+    for (int s = 0; s < c->stages; s++) {
+        char name[32];
+        snprintf(name, sizeof name, "stage%d", s);
+        cJSON_AddItemToObject(groups, name, int_array(ranks + s * c->tp, c->tp));
+    }
+    free(ranks);
+    return groups;
+}
+
+static ss_status *write_json(cJSON *root, const char *path)
+{
+    char *text = cJSON_Print(root);
+    cJSON_Delete(root);
+    if (!text) return ss_errf(SS_ERR_NOMEM, "out of memory");
+    FILE *f = fopen(path, "w");
+    int ok = f && fputs(text, f) >= 0 && fputc('\n', f) != EOF;
+    if (f && fclose(f) != 0) ok = 0;
+    free(text);
+    return ok ? NULL : ss_errf(SS_ERR_IO, "cannot write %s: %s", path, strerror(errno));
+}
+
+static ss_status *write_group_config(shard_ctx *c, const rank_ctx *r, const char *path)
+{
+    cJSON *root = cJSON_CreateObject();
+    cJSON_AddNumberToObject(root, "rank", r->rank);
+    cJSON_AddNumberToObject(root, "rank_size", c->rank_size);
+    cJSON_AddNumberToObject(root, "stage", r->stage);
+    cJSON_AddNumberToObject(root, "stage_size", c->stages);
+    cJSON_AddNumberToObject(root, "position", r->pos);
+    cJSON_AddNumberToObject(root, "ranks_per_stage", c->tp);
+    char model[PATH_MAX];
+    snprintf(model, sizeof model, "%s.onnx", c->model_base);
+    cJSON_AddStringToObject(root, "model", model);
+    cJSON_AddItemToObject(root, "groups", groups_json(c));
+    int prev = r->rank - c->tp, next = r->rank + c->tp;
+    cJSON_AddItemToObject(root, "recv_peers", int_array(&prev, r->stage > 0 ? 1 : 0));
+    cJSON_AddItemToObject(root, "send_peers", int_array(&next, r->stage < c->stages - 1 ? 1 : 0));
+    return write_json(root, path);
+}
+
+static cJSON *io_json(const shard_ctx *c, Onnx__ValueInfoProto **vis, size_t n, bool inputs)
+{
+    cJSON *arr = cJSON_CreateArray();
+    for (size_t i = 0; i < n; i++) {
+        if (inputs && ss_onnx_find_init(c->model, vis[i]->name)) continue;
+        ss_tensor d;
+        cJSON *o = cJSON_CreateObject();
+        cJSON_AddStringToObject(o, "name", vis[i]->name);
+        if (value_desc(c, vis[i]->name, &d)) {
+            cJSON_AddStringToObject(o, "dtype", ss_dtype_name(d.dtype));
+            cJSON *sh = cJSON_CreateArray();
+            for (int k = 0; k < d.ndim; k++) cJSON_AddItemToArray(sh, cJSON_CreateNumber((double)d.dims[k]));
+            cJSON_AddItemToObject(o, "shape", sh);
+        }
+        cJSON_AddItemToArray(arr, o);
+    }
+    return arr;
+}
+
+static ss_status *write_manifest(shard_ctx *c, const size_t *param_bytes)
+{
+    static const char *modes[] = {"none", "auto", "file"};
+    cJSON *root = cJSON_CreateObject();
+    cJSON_AddStringToObject(root, "source", c->opt->model_path);
+    char model[PATH_MAX];
+    snprintf(model, sizeof model, "%s.onnx", c->model_base);
+    cJSON_AddStringToObject(root, "model", model);
+    cJSON_AddNumberToObject(root, "rank_size", c->rank_size);
+    cJSON_AddNumberToObject(root, "stage_size", c->stages);
+    cJSON_AddNumberToObject(root, "ranks_per_stage", c->tp);
+    cJSON_AddStringToObject(root, "strategy", modes[c->opt->mode]);
+    cJSON_AddItemToObject(root, "inputs", io_json(c, c->graph->input, c->graph->n_input, true));
+    cJSON_AddItemToObject(root, "outputs", io_json(c, c->graph->output, c->graph->n_output, false));
+    cJSON *ranks = cJSON_CreateArray();
+    for (int r = 0; r < c->rank_size; r++) {
+        cJSON *o = cJSON_CreateObject();
+        char buf[PATH_MAX];
+        cJSON_AddNumberToObject(o, "rank", r);
+        cJSON_AddNumberToObject(o, "stage", r / c->tp);
+        cJSON_AddNumberToObject(o, "position", r % c->tp);
+        snprintf(buf, sizeof buf, "device%d/%s.onnx", r, c->model_base);
+        cJSON_AddStringToObject(o, "model", buf);
+        snprintf(buf, sizeof buf, "device%d/group_config.json", r);
+        cJSON_AddStringToObject(o, "group_config", buf);
+        cJSON_AddNumberToObject(o, "param_bytes", (double)param_bytes[r]);
+        cJSON_AddItemToArray(ranks, o);
+    }
+    cJSON_AddItemToObject(root, "ranks", ranks);
+    cJSON *stages = cJSON_CreateArray();
+    for (int s = 0; s < c->stages; s++) {
+        int nodes = 0;
+        double params = 0, flops = 0;
+        for (int i = 0; i < c->n_nodes; i++)
+            if (!c->nodes[i].constant && c->nodes[i].stage == s)
+                nodes++, params += c->nodes[i].params, flops += c->nodes[i].flops;
+        cJSON *o = cJSON_CreateObject();
+        cJSON_AddNumberToObject(o, "stage", s);
+        cJSON_AddNumberToObject(o, "nodes", nodes);
+        cJSON_AddNumberToObject(o, "param_bytes", params);
+        cJSON_AddNumberToObject(o, "flops", flops);
+        cJSON_AddItemToArray(stages, o);
+    }
+    cJSON_AddItemToObject(root, "stages", stages);
+    char path[PATH_MAX];
+    snprintf(path, sizeof path, "%s/manifest.json", c->opt->out_dir);
+    return write_json(root, path);
+}
+
+/* ------------------------------------------------------------------ driver */
+
+static ss_status *input_descs(shard_ctx *c, ss_tensor *descs)
+{
+    for (int i = 0; i < ss_session_num_inputs(c->session); i++) {
+        const ss_onnx_value_info *vi = ss_session_input(c->session, i);
+        ss_tensor *d = &descs[i];
+        memset(d, 0, sizeof *d);
+        d->dtype = vi->dtype;
+        d->ndim = vi->ndim < 0 ? 0 : vi->ndim;
+        bool dynamic = vi->ndim < 0;
+        for (int k = 0; k < d->ndim; k++) dynamic |= (d->dims[k] = vi->dims[k]) < 0;
+        for (int j = 0; j < c->opt->n_input_shapes; j++) {
+            const char *spec = c->opt->input_shapes[j];
+            size_t nl = strlen(vi->name);
+            if (strncmp(spec, vi->name, nl) || spec[nl] != '=') continue;
+            d->ndim = 0;
+            for (const char *p = spec + nl + 1; *p && d->ndim < SS_MAX_DIMS;) {
+                char *end;
+                long long v = strtoll(p, &end, 10);
+                if (end == p || v < 0)
+                    return ss_errf(SS_ERR_INVALID, "--input-shape %s: dims are comma-separated numbers", spec);
+                d->dims[d->ndim++] = v;
+                p = *end == ',' ? end + 1 : end;
+                if (*end && *end != ',') return ss_errf(SS_ERR_INVALID, "--input-shape %s: bad dim list", spec);
+            }
+            dynamic = false;
+        }
+        if (dynamic)
+            return ss_errf(SS_ERR_INVALID, "input '%s' has dynamic dims; give its shape with --input-shape %s=D0,D1,...",
+                           vi->name, vi->name);
+    }
+    return NULL;
+}
+
+static ss_status *analyse(shard_ctx *c)
+{
+    const Onnx__GraphProto *g = c->graph;
+    size_t cap = g->n_initializer + g->n_input + 1;
+    for (size_t i = 0; i < g->n_node; i++) cap += g->node[i]->n_output;
+    c->hash_cap = 16;
+    while ((size_t)c->hash_cap < cap * 2) c->hash_cap *= 2;
+    c->hash = malloc(sizeof(int) * (size_t)c->hash_cap);
+    c->names = calloc(cap, sizeof(char *));
+    c->producer = malloc(sizeof(int) * cap);
+    c->last_stage = malloc(sizeof(int) * cap);
+    c->is_output = calloc(cap, sizeof(bool));
+    c->nodes = calloc(g->n_node + 1, sizeof *c->nodes);
+    unsigned char *seen = calloc(cap, 1);
+    if (!c->hash || !c->names || !c->producer || !c->last_stage || !c->is_output || !c->nodes || !seen) {
+        free(seen);
+        return ss_errf(SS_ERR_NOMEM, "out of memory");
+    }
+    memset(c->hash, 0xff, sizeof(int) * (size_t)c->hash_cap);
+    for (size_t i = 0; i < cap; i++) c->producer[i] = -1, c->last_stage[i] = -1;
+    for (size_t i = 0; i < g->n_input; i++) name_add(c, g->input[i]->name);
+    for (size_t i = 0; i < g->n_initializer; i++) name_add(c, g->initializer[i]->name);
+    c->n_nodes = (int)g->n_node;
+    for (int i = 0; i < c->n_nodes; i++) {
+        const Onnx__NodeProto *n = g->node[i];
+        c->nodes[i].node = n;
+        for (size_t j = 0; j < n->n_input; j++)
+            if (n->input[j][0] && name_find(c, n->input[j]) < 0) {
+                free(seen);
+                return ss_errf(SS_ERR_INVALID, "node '%s' uses '%s' before it is produced: the shard tool needs "
+                               "nodes in topological order, as the ONNX spec requires", n->name, n->input[j]);
+            }
+        for (size_t j = 0; j < n->n_output; j++)
+            if (n->output[j][0]) c->producer[name_add(c, n->output[j])] = i;
+        c->nodes[i].constant = node_is_constant(c, n);
+        node_cost(c, &c->nodes[i], seen);
+    }
+    free(seen);
+    for (size_t i = 0; i < g->n_output; i++) {
+        int id = name_find(c, g->output[i]->name);
+        if (id >= 0) c->is_output[id] = true;
+    }
+    return NULL;
+}
+
+static void note_uses(shard_ctx *c)
+{
+    for (int i = 0; i < c->n_nodes; i++) {
+        if (c->nodes[i].constant) continue;
+        const Onnx__NodeProto *n = c->nodes[i].node;
+        for (size_t j = 0; j < n->n_input; j++) {
+            int id = n->input[j][0] ? name_find(c, n->input[j]) : -1;
+            if (id >= 0 && c->last_stage[id] < c->nodes[i].stage) c->last_stage[id] = c->nodes[i].stage;
+        }
+    }
+}
+
+static void shard_ctx_free(shard_ctx *c)
+{
+    free(c->hash);
+    free(c->names);
+    free(c->producer);
+    free(c->last_stage);
+    free(c->is_output);
+    free(c->nodes);
+    free(c->model_base);
+    ss_session_free(c->session);
+}
+
+ss_status *ss_shard_model(const ss_shard_options *opt)
+{
+    shard_ctx c = {.opt = opt, .rank_size = opt->rank_size, .stages = opt->stage_size};
+    if (c.stages < 1 || c.rank_size < 1 || c.rank_size % c.stages)
+        return ss_errf(SS_ERR_INVALID, "--ranks %d must be a positive multiple of --stages %d", c.rank_size, c.stages);
+    c.tp = c.rank_size / c.stages;
+    if (mkdir(opt->out_dir, 0755) != 0 && errno != EEXIST)
+        return ss_errf(SS_ERR_IO, "cannot create %s: %s", opt->out_dir, strerror(errno));
+    const char *base = strrchr(opt->model_path, '/');
+    c.model_base = strdup(base ? base + 1 : opt->model_path);
+    if (!c.model_base) return ss_errf(SS_ERR_NOMEM, "out of memory");
+    char *dot = strrchr(c.model_base, '.');
+    if (dot && !strcmp(dot, ".onnx")) *dot = 0;
+    ss_status *st = ss_session_create(opt->model_path, NULL, &c.session);
+    if (st) {
+        shard_ctx_free(&c);
+        return st;
+    }
+    c.model = ss_session_model(c.session);
+    c.graph = c.model->proto->graph;
+    ss_tensor descs[64];
+    if (ss_session_num_inputs(c.session) > 64) st = ss_errf(SS_ERR_LIMIT, "more than 64 inputs");
+    if (!st) st = input_descs(&c, descs);
+    if (!st) st = ss_session_plan_shapes(c.session, descs, ss_session_num_inputs(c.session));
+    if (!st) st = analyse(&c);
+    if (!st && opt->mode == SS_SHARD_FILE) st = parse_strategy(&c);
+    if (!st) {
+        int live = 0;
+        for (int i = 0; i < c.n_nodes; i++) live += !c.nodes[i].constant;
+        if (live < c.stages)
+            st = ss_errf(SS_ERR_INVALID, "the model has %d computing nodes, fewer than --stages %d", live, c.stages);
+    }
+    size_t *param_bytes = calloc((size_t)c.rank_size, sizeof(size_t));
+    if (!st && !param_bytes) st = ss_errf(SS_ERR_NOMEM, "out of memory");
+    if (!st) {
+        assign_stages(&c);
+        note_uses(&c);
+    }
+    for (int r = 0; r < c.rank_size && !st; r++) {
+        st = shard_rank(&c, r, &param_bytes[r]);
+        if (!st && opt->progress)
+            fprintf(stderr, "shard: rank %d/%d (stage %d) written, %.1f MB of weights\n", r + 1, c.rank_size,
+                    r / c.tp, (double)param_bytes[r] / 1e6);
+    }
+    if (!st) st = write_manifest(&c, param_bytes);
+    free(param_bytes);
+    shard_ctx_free(&c);
+    return st;
+}
