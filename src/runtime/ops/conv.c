@@ -1,6 +1,469 @@
-/* conv ops. */
+/*
+ * Convolution and pooling over 1, 2 or 3 spatial dims: Conv, MaxPool, AveragePool,
+ * GlobalAveragePool, GlobalMaxPool.
+ *
+ * Every op is planned in a canonical 3-D geometry (lower ranks get leading spatial dims of size
+ * 1), so one im2col and one pooling loop serve all ranks. infer resolves auto_pad, pads, strides,
+ * dilations and ceil_mode into per-dim begin/end pads and output sizes. Conv is im2col + one
+ * BLAS gemm per (image, group), with the column buffer sized at plan time in k->state; a 1x1
+ * convolution with unit strides and no padding skips im2col and multiplies X directly. run never
+ * allocates.
+ */
 #include "../op.h"
 
+#include <cblas.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+static ss_status *check_attrs(const ss_kctx *k, const char *const *known)
+{
+    for (size_t i = 0; i < k->node->n_attribute; i++) {
+        const char *name = k->node->attribute[i]->name;
+        bool ok = false;
+        for (const char *const *p = known; *p && !ok; p++) ok = strcmp(*p, name) == 0;
+        if (!ok) return ss_op_err(k, SS_ERR_UNSUPPORTED, "attribute '%s' is not supported", name);
+    }
+    return NULL;
+}
+
+/* Canonical 3-D window geometry; index 0..2 = D, H, W. */
+typedef struct {
+    int nsp;
+    int64_t in[3], out[3], k[3], s[3], d[3], pb[3], pe[3];
+    int64_t ivol, ovol, kvol;
+} geom;
+
+/* Reads an INTS attribute of exactly `n` values into dst, or fills `dflt`. */
+static ss_status *read_spatial(const ss_kctx *k, const char *name, int n, int64_t dflt, int64_t *dst)
+{
+    const int64_t *v;
+    int cnt = ss_onnx_attr_ints(k->node, name, &v);
+    if (cnt < 0) {
+        for (int i = 0; i < n; i++) dst[i] = dflt;
+        return NULL;
+    }
+    if (cnt != n) return ss_op_err(k, SS_ERR_INVALID, "attribute '%s' has %d values, expected %d", name, cnt, n);
+    for (int i = 0; i < n; i++) dst[i] = v[i];
+    return NULL;
+}
+
+/* Fills g from X's spatial dims, the kernel shape and the node's attributes. */
+static ss_status *geom_init(const ss_kctx *k, const ss_tensor *x, const int64_t *kernel, bool ceil_mode, geom *g)
+{
+    int nsp = x->ndim - 2;
+    if (nsp < 1 || nsp > 3)
+        return ss_op_err(k, SS_ERR_UNSUPPORTED, "%d spatial dims (only 1 to 3 are supported)", nsp);
+    int64_t s[3], d[3], pads[6];
+    ss_status *st = read_spatial(k, "strides", nsp, 1, s);
+    if (!st) st = read_spatial(k, "dilations", nsp, 1, d);
+    if (!st) st = read_spatial(k, "pads", 2 * nsp, 0, pads);
+    if (st) return st;
+    char ap[32];
+    const char *auto_pad = ss_onnx_attr_string(k->node, "auto_pad", ap, sizeof ap);
+    if (!auto_pad || !auto_pad[0]) auto_pad = "NOTSET";
+    bool same_upper = strcmp(auto_pad, "SAME_UPPER") == 0, same_lower = strcmp(auto_pad, "SAME_LOWER") == 0;
+    bool valid = strcmp(auto_pad, "VALID") == 0;
+    if (!same_upper && !same_lower && !valid && strcmp(auto_pad, "NOTSET") != 0)
+        return ss_op_err(k, SS_ERR_INVALID, "attribute 'auto_pad' has unknown value '%s'", auto_pad);
+    memset(g, 0, sizeof *g);
+    g->nsp = nsp;
+    for (int i = 0; i < 3; i++) g->in[i] = g->out[i] = g->k[i] = g->s[i] = g->d[i] = 1;
+    g->ivol = g->ovol = g->kvol = 1;
+    for (int i = 0; i < nsp; i++) {
+        int c = 3 - nsp + i;
+        int64_t in = x->dims[2 + i], kk = kernel[i];
+        if (kk < 1 || s[i] < 1 || d[i] < 1)
+            return ss_op_err(k, SS_ERR_INVALID, "kernel sizes, strides and dilations must be positive");
+        int64_t ek = (kk - 1) * d[i] + 1, pb = pads[i], pe = pads[nsp + i], out;
+        if (pb < 0 || pe < 0) return ss_op_err(k, SS_ERR_INVALID, "pads must be non-negative");
+        if (same_upper || same_lower) {
+            out = (in + s[i] - 1) / s[i];
+            int64_t total = (out - 1) * s[i] + ek - in;
+            if (total < 0) total = 0;
+            pb = same_upper ? total / 2 : total - total / 2;
+            pe = total - pb;
+        } else {
+            if (valid) pb = pe = 0;
+            int64_t span = in + pb + pe - ek;
+            if (span < 0)
+                return ss_op_err(k, SS_ERR_INVALID, "the window (%lld) is larger than the padded input (%lld)",
+                                 (long long)ek, (long long)(in + pb + pe));
+            out = (ceil_mode ? (span + s[i] - 1) / s[i] : span / s[i]) + 1;
+            /* the last window must start inside the input or its left padding */
+            if (ceil_mode && (out - 1) * s[i] >= in + pb) out--;
+        }
+        g->in[c] = in, g->out[c] = out, g->k[c] = kk, g->s[c] = s[i], g->d[c] = d[i];
+        g->pb[c] = pb, g->pe[c] = pe;
+        g->ivol *= in, g->ovol *= out, g->kvol *= kk;
+    }
+    return NULL;
+}
+
+static void geom_out_shape(const geom *g, int64_t n, int64_t c, ss_tensor *y, ss_dtype dt)
+{
+    y->dtype = dt;
+    y->ndim = 2 + g->nsp;
+    y->dims[0] = n;
+    y->dims[1] = c;
+    for (int i = 0; i < g->nsp; i++) y->dims[2 + i] = g->out[3 - g->nsp + i];
+}
+
+/* [lo, hi): output positions o with 0 <= o*s + off < in. */
+static void valid_range(int64_t off, int64_t s, int64_t in, int64_t out, int64_t *lo, int64_t *hi)
+{
+    int64_t l = off >= 0 ? 0 : (-off + s - 1) / s;
+    int64_t h = in - off <= 0 ? 0 : (in - off + s - 1) / s;
+    *lo = l < out ? l : out;
+    *hi = h < out ? h : out;
+    if (*hi < *lo) *hi = *lo;
+}
+
+/* ------------------------------------------------------------------ Conv */
+
+typedef struct {
+    geom g;
+    int64_t N, C, M, group, cg, mg;
+    bool direct;
+    void *col; /* (cg * kvol) x ovol, unless direct */
+} conv_plan;
+
+static const char *const conv_attrs[] = {"auto_pad", "dilations", "group", "kernel_shape", "pads", "strides", NULL};
+
+static ss_status *conv_infer(ss_kctx *k)
+{
+    static const ss_dtype types[] = {SS_DT_FLOAT32, SS_DT_FLOAT64};
+    ss_status *st = ss_op_expect_inputs(k, 2, 3);
+    if (!st) st = check_attrs(k, conv_attrs);
+    if (!st) st = ss_op_expect_dtype(k, 0, types, 2);
+    if (st) return st;
+    const ss_tensor *x = k->in[0], *w = k->in[1], *b = k->n_in > 2 ? k->in[2] : NULL;
+    if (w->dtype != x->dtype || (b && b->dtype != x->dtype))
+        return ss_op_err(k, SS_ERR_INVALID, "X, W and B must have the same type");
+    if (x->ndim < 3 || w->ndim != x->ndim)
+        return ss_op_err(k, SS_ERR_INVALID, "X (rank %d) and W (rank %d) must have the same rank >= 3", x->ndim, w->ndim);
+    int nsp = x->ndim - 2;
+    int64_t kernel[SS_MAX_DIMS];
+    st = read_spatial(k, "kernel_shape", nsp, -1, kernel);
+    if (st) return st;
+    for (int i = 0; i < nsp; i++) {
+        if (kernel[i] < 0) kernel[i] = w->dims[2 + i];
+        if (kernel[i] != w->dims[2 + i])
+            return ss_op_err(k, SS_ERR_INVALID, "attribute 'kernel_shape' does not match W's shape");
+    }
+    geom g;
+    st = geom_init(k, x, kernel, false, &g);
+    if (st) return st;
+    int64_t group = ss_onnx_attr_int(k->node, "group", 1);
+    int64_t C = x->dims[1], M = w->dims[0];
+    if (group < 1 || C % group || M % group || w->dims[1] != C / group)
+        return ss_op_err(k, SS_ERR_INVALID, "channels (X %lld, W %lldx%lld) do not fit group %lld",
+                         (long long)C, (long long)M, (long long)w->dims[1], (long long)group);
+    if (b && (b->ndim != 1 || b->dims[0] != M))
+        return ss_op_err(k, SS_ERR_INVALID, "B must have shape [%lld]", (long long)M);
+    bool direct = g.kvol == 1;
+    for (int i = 0; i < 3; i++) direct = direct && g.s[i] == 1 && g.pb[i] == 0 && g.pe[i] == 0;
+    size_t es = ss_dtype_size(x->dtype);
+    size_t col_bytes = direct ? 0 : (size_t)(C / group) * (size_t)g.kvol * (size_t)g.ovol * es;
+    conv_plan *p = calloc(1, sizeof *p + col_bytes);
+    if (!p) return ss_errf(SS_ERR_NOMEM, "cannot allocate a %zu-byte im2col buffer", col_bytes);
+    k->state = p;
+    p->g = g;
+    p->N = x->dims[0];
+    p->C = C;
+    p->M = M;
+    p->group = group;
+    p->cg = C / group;
+    p->mg = M / group;
+    p->direct = direct;
+    p->col = p + 1;
+    geom_out_shape(&g, p->N, M, k->out[0], x->dtype);
+    return NULL;
+}
+
+/* Column matrix of one group of one image: row (c, kd, kh, kw), column (od, oh, ow). */
+#define IM2COL(T)                                                                                  \
+    static void im2col_##T(const geom *g, int64_t cg, const T *restrict x, T *restrict col)        \
+    {                                                                                              \
+        const int64_t *in = g->in, *out = g->out;                                                  \
+        for (int64_t c = 0; c < cg; c++)                                                           \
+            for (int64_t kd = 0; kd < g->k[0]; kd++)                                               \
+                for (int64_t kh = 0; kh < g->k[1]; kh++)                                           \
+                    for (int64_t kw = 0; kw < g->k[2]; kw++) {                                     \
+                        int64_t offw = kw * g->d[2] - g->pb[2], lo, hi;                            \
+                        valid_range(offw, g->s[2], in[2], out[2], &lo, &hi);                       \
+                        for (int64_t od = 0; od < out[0]; od++) {                                  \
+                            int64_t id = od * g->s[0] - g->pb[0] + kd * g->d[0];                   \
+                            for (int64_t oh = 0; oh < out[1]; oh++) {                              \
+                                int64_t ih = oh * g->s[1] - g->pb[1] + kh * g->d[1];               \
+                                T *restrict dst = col + (od * out[1] + oh) * out[2];               \
+                                if (id < 0 || id >= in[0] || ih < 0 || ih >= in[1]) {              \
+                                    for (int64_t ow = 0; ow < out[2]; ow++) dst[ow] = 0;           \
+                                    continue;                                                      \
+                                }                                                                  \
+                                const T *restrict src = x + ((c * in[0] + id) * in[1] + ih) * in[2]; \
+                                int64_t s = g->s[2];                                               \
+                                for (int64_t ow = 0; ow < lo; ow++) dst[ow] = 0;                   \
+                                if (s == 1)                                                        \
+                                    for (int64_t ow = lo; ow < hi; ow++) dst[ow] = src[ow + offw]; \
+                                else                                                               \
+                                    for (int64_t ow = lo; ow < hi; ow++) dst[ow] = src[ow * s + offw]; \
+                                for (int64_t ow = hi; ow < out[2]; ow++) dst[ow] = 0;              \
+                            }                                                                      \
+                        }                                                                          \
+                        col += g->ovol;                                                            \
+                    }                                                                              \
+    }
+
+IM2COL(float)
+IM2COL(double)
+
+static ss_status *conv_run(ss_kctx *k)
+{
+    const conv_plan *p = k->state;
+    const ss_tensor *x = k->in[0], *w = k->in[1], *b = k->n_in > 2 ? k->in[2] : NULL;
+    bool f32 = x->dtype == SS_DT_FLOAT32;
+    size_t es = f32 ? 4 : 8;
+    int64_t ovol = p->g.ovol, ivol = p->g.ivol, K = p->cg * p->g.kvol;
+    char *y = k->out[0]->data;
+    const char *xd = x->data, *wd = w->data;
+    if (ovol == 0 || p->M == 0 || p->N == 0) return NULL;
+    for (int64_t n = 0; n < p->N; n++) {
+        /* Y starts as the bias (or zero); the gemms accumulate into it. */
+        for (int64_t m = 0; m < p->M; m++) {
+            char *row = y + (size_t)((n * p->M + m) * ovol) * es;
+            if (f32) {
+                float v = b ? ((const float *)b->data)[m] : 0.0f;
+                for (int64_t i = 0; i < ovol; i++) ((float *)row)[i] = v;
+            } else {
+                double v = b ? ((const double *)b->data)[m] : 0.0;
+                for (int64_t i = 0; i < ovol; i++) ((double *)row)[i] = v;
+            }
+        }
+        if (K == 0) continue;
+        for (int64_t gi = 0; gi < p->group; gi++) {
+            const char *xg = xd + (size_t)((n * p->C + gi * p->cg) * ivol) * es;
+            const void *col = xg;
+            if (!p->direct) {
+                if (f32) im2col_float(&p->g, p->cg, (const float *)xg, p->col);
+                else im2col_double(&p->g, p->cg, (const double *)xg, p->col);
+                col = p->col;
+            }
+            const void *wg = wd + (size_t)(gi * p->mg * K) * es;
+            void *yg = y + (size_t)((n * p->M + gi * p->mg) * ovol) * es;
+            if (f32)
+                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (blasint)p->mg, (blasint)ovol,
+                            (blasint)K, 1.0f, wg, (blasint)K, col, (blasint)ovol, 1.0f, yg, (blasint)ovol);
+            else
+                cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (blasint)p->mg, (blasint)ovol,
+                            (blasint)K, 1.0, wg, (blasint)K, col, (blasint)ovol, 1.0, yg, (blasint)ovol);
+        }
+    }
+    return NULL;
+}
+
+/* ------------------------------------------------------------------ MaxPool / AveragePool */
+
+typedef struct {
+    geom g;
+    int64_t planes; /* N * C */
+    bool is_max, include_pad, col_major;
+} pool_plan;
+
+static const char *const maxpool_attrs[] = {"auto_pad", "ceil_mode", "dilations", "kernel_shape",
+                                            "pads", "storage_order", "strides", NULL};
+static const char *const avgpool_attrs[] = {"auto_pad", "ceil_mode", "count_include_pad", "kernel_shape",
+                                            "pads", "strides", NULL};
+
+static ss_status *pool_infer(ss_kctx *k)
+{
+    bool is_max = strcmp(k->node->op_type, "MaxPool") == 0;
+    static const ss_dtype max_types[] = {SS_DT_FLOAT32, SS_DT_FLOAT64, SS_DT_UINT8, SS_DT_INT8};
+    ss_status *st = ss_op_expect_inputs(k, 1, 1);
+    if (!st) st = check_attrs(k, is_max ? maxpool_attrs : avgpool_attrs);
+    if (!st) st = ss_op_expect_dtype(k, 0, max_types, is_max ? 4 : 2);
+    if (st) return st;
+    const ss_tensor *x = k->in[0];
+    if (x->ndim < 3) return ss_op_err(k, SS_ERR_INVALID, "X must have rank >= 3 (N, C, spatial...)");
+    int nsp = x->ndim - 2;
+    int64_t kernel[SS_MAX_DIMS];
+    const int64_t *kv;
+    if (ss_onnx_attr_ints(k->node, "kernel_shape", &kv) != nsp)
+        return ss_op_err(k, SS_ERR_INVALID, "attribute 'kernel_shape' must have %d values", nsp);
+    for (int i = 0; i < nsp; i++) kernel[i] = kv[i];
+    pool_plan *p = calloc(1, sizeof *p);
+    if (!p) return ss_errf(SS_ERR_NOMEM, "out of memory");
+    k->state = p;
+    st = geom_init(k, x, kernel, ss_onnx_attr_int(k->node, "ceil_mode", 0) != 0, &p->g);
+    if (st) return st;
+    p->planes = x->dims[0] * x->dims[1];
+    p->is_max = is_max;
+    p->include_pad = ss_onnx_attr_int(k->node, "count_include_pad", 0) != 0;
+    p->col_major = ss_onnx_attr_int(k->node, "storage_order", 0) != 0;
+    geom_out_shape(&p->g, x->dims[0], x->dims[1], k->out[0], x->dtype);
+    if (k->n_out > 2) return ss_op_err(k, SS_ERR_INVALID, "has %d outputs, at most 2", k->n_out);
+    if (k->n_out > 1 && k->out[1]) {
+        if (!is_max) return ss_op_err(k, SS_ERR_INVALID, "AveragePool has one output");
+        if (p->col_major && nsp == 3)
+            return ss_op_err(k, SS_ERR_UNSUPPORTED, "attribute 'storage_order' = 1 with 3 spatial dims");
+        geom_out_shape(&p->g, x->dims[0], x->dims[1], k->out[1], SS_DT_INT64);
+    }
+    return NULL;
+}
+
+/* Max over each window; padding never wins. Indices are flat positions in X. */
+#define MAXPOOL(T, LOWEST)                                                                         \
+    static void maxpool_##T(const pool_plan *p, const T *x, T *y, int64_t *ind)                    \
+    {                                                                                              \
+        const geom *g = &p->g;                                                                     \
+        for (int64_t pl = 0; pl < p->planes; pl++) {                                               \
+            const T *xp = x + pl * g->ivol;                                                        \
+            for (int64_t od = 0; od < g->out[0]; od++)                                             \
+                for (int64_t oh = 0; oh < g->out[1]; oh++)                                         \
+                    for (int64_t ow = 0; ow < g->out[2]; ow++) {                                   \
+                        T best = LOWEST;                                                           \
+                        int64_t bi = -1;                                                           \
+                        for (int64_t kd = 0; kd < g->k[0]; kd++) {                                 \
+                            int64_t id = od * g->s[0] - g->pb[0] + kd * g->d[0];                   \
+                            if (id < 0 || id >= g->in[0]) continue;                                \
+                            for (int64_t kh = 0; kh < g->k[1]; kh++) {                             \
+                                int64_t ih = oh * g->s[1] - g->pb[1] + kh * g->d[1];               \
+                                if (ih < 0 || ih >= g->in[1]) continue;                            \
+                                const T *row = xp + (id * g->in[1] + ih) * g->in[2];               \
+                                for (int64_t kw = 0; kw < g->k[2]; kw++) {                         \
+                                    int64_t iw = ow * g->s[2] - g->pb[2] + kw * g->d[2];           \
+                                    if (iw < 0 || iw >= g->in[2]) continue;                        \
+                                    if (bi < 0 || row[iw] > best) {                                \
+                                        best = row[iw];                                            \
+                                        bi = p->col_major ? ih + iw * g->in[1]                     \
+                                                          : (id * g->in[1] + ih) * g->in[2] + iw;  \
+                                    }                                                              \
+                                }                                                                  \
+                            }                                                                      \
+                        }                                                                          \
+                        int64_t o = ((pl * g->out[0] + od) * g->out[1] + oh) * g->out[2] + ow;     \
+                        y[o] = best;                                                               \
+                        if (ind) ind[o] = pl * g->ivol + (bi < 0 ? 0 : bi);                        \
+                    }                                                                              \
+        }                                                                                          \
+    }
+
+MAXPOOL(float, -INFINITY)
+MAXPOOL(double, -INFINITY)
+MAXPOOL(uint8_t, 0)
+MAXPOOL(int8_t, INT8_MIN)
+
+#define AVGPOOL(T)                                                                                 \
+    static void avgpool_##T(const pool_plan *p, const T *x, T *y)                                  \
+    {                                                                                              \
+        const geom *g = &p->g;                                                                     \
+        for (int64_t pl = 0; pl < p->planes; pl++) {                                               \
+            const T *xp = x + pl * g->ivol;                                                        \
+            for (int64_t od = 0; od < g->out[0]; od++)                                             \
+                for (int64_t oh = 0; oh < g->out[1]; oh++)                                         \
+                    for (int64_t ow = 0; ow < g->out[2]; ow++) {                                   \
+                        int64_t o3[3] = {od, oh, ow}, lo[3], hi[3], padded = 1, count = 1;         \
+                        for (int i = 0; i < 3; i++) {                                              \
+                            int64_t st = o3[i] * g->s[i] - g->pb[i], en = st + g->k[i];            \
+                            int64_t pen = en < g->in[i] + g->pe[i] ? en : g->in[i] + g->pe[i];     \
+                            padded *= pen - st;                                                    \
+                            lo[i] = st < 0 ? 0 : st;                                               \
+                            hi[i] = en < g->in[i] ? en : g->in[i];                                 \
+                            count *= hi[i] > lo[i] ? hi[i] - lo[i] : 0;                            \
+                        }                                                                          \
+                        double sum = 0;                                                            \
+                        for (int64_t id = lo[0]; id < hi[0]; id++)                                 \
+                            for (int64_t ih = lo[1]; ih < hi[1]; ih++) {                           \
+                                const T *row = xp + (id * g->in[1] + ih) * g->in[2];               \
+                                for (int64_t iw = lo[2]; iw < hi[2]; iw++) sum += row[iw];         \
+                            }                                                                      \
+                        int64_t div = p->include_pad ? padded : count;                             \
+                        int64_t o = ((pl * g->out[0] + od) * g->out[1] + oh) * g->out[2] + ow;     \
+                        y[o] = (T)(div > 0 ? sum / (double)div : 0);                               \
+                    }                                                                              \
+        }                                                                                          \
+    }
+
+AVGPOOL(float)
+AVGPOOL(double)
+
+static ss_status *pool_run(ss_kctx *k)
+{
+    const pool_plan *p = k->state;
+    const void *x = k->in[0]->data;
+    void *y = k->out[0]->data;
+    int64_t *ind = k->n_out > 1 && k->out[1] ? k->out[1]->data : NULL;
+    switch (k->in[0]->dtype) {
+    case SS_DT_FLOAT32: p->is_max ? maxpool_float(p, x, y, ind) : avgpool_float(p, x, y); break;
+    case SS_DT_FLOAT64: p->is_max ? maxpool_double(p, x, y, ind) : avgpool_double(p, x, y); break;
+    case SS_DT_UINT8: maxpool_uint8_t(p, x, y, ind); break;
+    case SS_DT_INT8: maxpool_int8_t(p, x, y, ind); break;
+    default: return ss_op_err(k, SS_ERR_INTERNAL, "unexpected type");
+    }
+    return NULL;
+}
+
+/* ------------------------------------------------------------------ global pools */
+
+typedef struct {
+    int64_t planes, len;
+    bool is_max;
+} gpool_plan;
+
+static ss_status *gpool_infer(ss_kctx *k)
+{
+    static const ss_dtype types[] = {SS_DT_FLOAT32, SS_DT_FLOAT64};
+    static const char *const none[] = {NULL};
+    ss_status *st = ss_op_expect_inputs(k, 1, 1);
+    if (!st) st = check_attrs(k, none);
+    if (!st) st = ss_op_expect_dtype(k, 0, types, 2);
+    if (st) return st;
+    const ss_tensor *x = k->in[0];
+    if (x->ndim < 2) return ss_op_err(k, SS_ERR_INVALID, "X must have rank >= 2 (N, C, ...)");
+    gpool_plan *p = calloc(1, sizeof *p);
+    if (!p) return ss_errf(SS_ERR_NOMEM, "out of memory");
+    k->state = p;
+    p->planes = x->dims[0] * x->dims[1];
+    p->len = 1;
+    for (int d = 2; d < x->ndim; d++) p->len *= x->dims[d];
+    p->is_max = strcmp(k->node->op_type, "GlobalMaxPool") == 0;
+    ss_tensor *y = k->out[0];
+    ss_op_same_shape(y, x);
+    for (int d = 2; d < y->ndim; d++) y->dims[d] = 1;
+    return NULL;
+}
+
+#define GPOOL(T)                                                                                   \
+    do {                                                                                           \
+        const T *x = k->in[0]->data;                                                               \
+        T *y = k->out[0]->data;                                                                    \
+        for (int64_t pl = 0; pl < p->planes; pl++) {                                               \
+            const T *restrict r = x + pl * p->len;                                                 \
+            if (p->is_max) {                                                                       \
+                T m = p->len ? r[0] : (T)-INFINITY;                                                \
+                for (int64_t i = 1; i < p->len; i++) m = r[i] > m ? r[i] : m;                      \
+                y[pl] = m;                                                                         \
+            } else {                                                                               \
+                double s = 0;                                                                      \
+                for (int64_t i = 0; i < p->len; i++) s += r[i];                                    \
+                y[pl] = (T)(p->len ? s / (double)p->len : NAN);                                    \
+            }                                                                                      \
+        }                                                                                          \
+    } while (0)
+
+static ss_status *gpool_run(ss_kctx *k)
+{
+    const gpool_plan *p = k->state;
+    if (k->in[0]->dtype == SS_DT_FLOAT32) GPOOL(float);
+    else GPOOL(double);
+    return NULL;
+}
+
 const ss_op_def ss_ops_conv[] = {
+    {"", "Conv", 1, 17, conv_infer, conv_run, 0},
+    {"", "MaxPool", 1, 17, pool_infer, pool_run, 0},
+    {"", "AveragePool", 1, 17, pool_infer, pool_run, 0},
+    {"", "GlobalAveragePool", 1, 17, gpool_infer, gpool_run, 0},
+    {"", "GlobalMaxPool", 1, 17, gpool_infer, gpool_run, 0},
     {0},
 };
