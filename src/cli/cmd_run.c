@@ -4,7 +4,11 @@
  * shape and a short summary, and writes NAME.npy files with --output-dir.
  */
 #include "cli.h"
+#include "shardserve/agent.h"
 #include "shardserve/runtime.h"
+
+#include <dirent.h>
+#include <unistd.h>
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -13,7 +17,12 @@
 #define MAX_INPUTS 64
 
 static const char run_usage[] =
-    "usage: shardserve run MODEL.onnx --input NAME=FILE.npy ... [--output-dir DIR] [--repeat N]\n";
+    "usage: shardserve run MODEL.onnx --input NAME=FILE.npy ... [--output-dir DIR] [--repeat N]\n"
+    "       shardserve run --shards DIR [--comm shm|mpi] [--timeout-ms MS] --input NAME=FILE.npy ...\n"
+    "                      [--output-dir DIR]\n"
+    "  --shards DIR    run a split made by 'shardserve shard': one local process per rank\n"
+    "  --comm          collectives backend: shm (one host, default) or mpi (ranks under mpirun)\n"
+    "  --timeout-ms    bound of every collective wait (default 5000)\n";
 
 static double element_as_double(const ss_tensor *t, int64_t i)
 {
@@ -62,9 +71,54 @@ static int cmp_u64(const void *a, const void *b)
     return x < y ? -1 : x > y;
 }
 
+static int run_shards(const char *shards, ss_comm_backend backend, long timeout_ms, int n_args,
+                      char **names, char **files, const char *outdir)
+{
+    char tmp[] = "/tmp/shardserve-run-XXXXXX";
+    if (!mkdtemp(tmp)) return cli_fail("run", ss_errf(SS_ERR_IO, "cannot create a temporary folder"));
+    char self[4096];
+    ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);
+    self[n > 0 ? n : 0] = 0;
+    ss_run_shards_options opt = {
+        .shards_dir = shards, .backend = backend, .n_inputs = n_args,
+        .input_names = (const char *const *)names, .input_files = (const char *const *)files,
+        .out_dir = tmp, .timeout_ms = (int)timeout_ms, .self_exe = self,
+    };
+    ss_status *st = ss_run_shards(&opt);
+    int rc = st ? cli_fail("run", st) : 0;
+    DIR *d = opendir(tmp);
+    for (struct dirent *e; d && (e = readdir(d));) {
+        size_t len = strlen(e->d_name);
+        if (len < 5 || strcmp(e->d_name + len - 4, ".npy")) continue;
+        char path[4096], name[256];
+        snprintf(path, sizeof path, "%s/%s", tmp, e->d_name);
+        snprintf(name, sizeof name, "%.*s", (int)(len - 4), e->d_name);
+        ss_tensor t;
+        ss_status *rs = rc ? NULL : ss_npy_read(path, &t);
+        if (!rc && !rs) {
+            cli_print_tensor(name, &t);
+            if (outdir) {
+                char dst[4096];
+                snprintf(dst, sizeof dst, "%s/%s", outdir, e->d_name);
+                ss_status *w = ss_npy_write(dst, &t);
+                if (w) rc = cli_fail("run", w);
+            }
+            ss_tensor_free(&t);
+        } else if (rs) {
+            rc = cli_fail("run", rs);
+        }
+        unlink(path);
+    }
+    if (d) closedir(d);
+    rmdir(tmp);
+    return rc;
+}
+
 int cmd_run(int argc, char **argv)
 {
-    const char *model = NULL, *outdir = NULL;
+    const char *model = NULL, *outdir = NULL, *shards = NULL;
+    ss_comm_backend backend = SS_COMM_SHM;
+    long timeout_ms = 5000;
     char *names[MAX_INPUTS], *files[MAX_INPUTS];
     int n_args = 0;
     long repeat = 1;
@@ -78,6 +132,14 @@ int cmd_run(int argc, char **argv)
             if (!cli_split_kv(argv[++i], &names[n_args], &files[n_args]))
                 return cli_fail("run", ss_errf(SS_ERR_INVALID, "--input wants NAME=FILE.npy, got '%s'", argv[i]));
             n_args++;
+        } else if (!strcmp(a, "--shards") && i + 1 < argc) {
+            shards = argv[++i];
+        } else if (!strcmp(a, "--comm") && i + 1 < argc) {
+            if (!ss_comm_backend_parse(argv[++i], &backend))
+                return cli_fail("run", ss_errf(SS_ERR_INVALID, "--comm wants shm or mpi, got '%s'", argv[i]));
+        } else if (!strcmp(a, "--timeout-ms") && i + 1 < argc) {
+            if (!cli_parse_int(argv[++i], 1, 3600000, &timeout_ms))
+                return cli_fail("run", ss_errf(SS_ERR_INVALID, "--timeout-ms wants 1..3600000, got '%s'", argv[i]));
         } else if (!strcmp(a, "--output-dir") && i + 1 < argc) {
             outdir = argv[++i];
         } else if (!strcmp(a, "--repeat") && i + 1 < argc) {
@@ -90,7 +152,8 @@ int cmd_run(int argc, char **argv)
             model = a;
         }
     }
-    if (!model) {
+    if (shards && !model) return run_shards(shards, backend, timeout_ms, n_args, names, files, outdir);
+    if (!model || shards) {
         fputs(run_usage, stderr);
         return 2;
     }
@@ -143,4 +206,22 @@ int cmd_run(int argc, char **argv)
     free(inputs);
     ss_session_free(s);
     return rc;
+}
+
+/* Hidden: one rank of `run --shards --comm mpi`, started by mpirun.
+ * shardserve run-rank SHARDS OUTDIR TIMEOUT_MS NAME=FILE... */
+int cmd_run_rank(int argc, char **argv)
+{
+    if (argc < 4) return 2;
+    char *names[MAX_INPUTS], *files[MAX_INPUTS];
+    int n = 0;
+    for (int i = 4; i < argc && n < MAX_INPUTS; i++)
+        if (cli_split_kv(argv[i], &names[n], &files[n])) n++;
+    ss_run_shards_options opt = {
+        .shards_dir = argv[1], .backend = SS_COMM_MPI, .n_inputs = n,
+        .input_names = (const char *const *)names, .input_files = (const char *const *)files,
+        .out_dir = argv[2], .timeout_ms = atoi(argv[3]),
+    };
+    ss_status *st = ss_run_shards_rank(&opt, -1, "mpi");
+    return st ? cli_fail("run-rank", st) : 0;
 }

@@ -16,13 +16,14 @@ static const command commands[] = {
     {"run", cmd_run, "run a model (or a sharded model) on .npy inputs"},
     {"onnx-test", cmd_onnx_test, "run ONNX backend test cases and compare outputs"},
     {"shard", cmd_shard, "split a model into per-rank shards"},
+    {"run-rank", cmd_run_rank, NULL}, /* internal: one rank under mpirun */
 };
 
 static void usage(FILE *f)
 {
     fprintf(f, "usage: shardserve <command> [options]\n\ncommands:\n");
     for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
-        fprintf(f, "  %-12s %s\n", commands[i].name, commands[i].summary);
+        if (commands[i].summary) fprintf(f, "  %-12s %s\n", commands[i].name, commands[i].summary);
     fprintf(f, "\n'shardserve <command> --help' describes a command's options.\n");
 }
 

@@ -238,7 +238,8 @@ static const char *materialize(rank_ctx *r, const char *name)
     int id = name_find(r->c, name);
     tstate *t = &r->ts[id];
     if (t->kind == L_REPL) return t->local;
-    const char *out = rg_printf(&r->g, "%s__full", name);
+    /* the original name is free unless the split tensor itself carries it */
+    const char *out = strcmp(t->local, name) ? name : rg_printf(&r->g, "%s__full", name);
     if (t->kind == L_SPLIT) {
         ss_tensor d;
         value_desc(r->c, name, &d);

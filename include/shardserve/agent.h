@@ -1,0 +1,68 @@
+/*
+ * agent: one rank of a sharded model — its group config, its communicator and its runtime session
+ * wired together so the collective ops inside the graph reach the communicator.
+ *
+ * ss_rank_open() reads device{r}/group_config.json (written by `shardserve shard`), joins the
+ * communicator (shm: every rank of the group passes the same session name; mpi: ranks come from
+ * mpirun), loads the rank's model with the communicator behind its collectives, and plans it.
+ * One rank is used by one thread at a time.
+ */
+#ifndef SHARDSERVE_AGENT_H
+#define SHARDSERVE_AGENT_H
+
+#include "shardserve/comm.h"
+#include "shardserve/runtime.h"
+
+#define SS_MAX_GROUPS 64
+
+typedef struct {
+    int rank, rank_size;
+    int stage, stage_size;
+    int position, ranks_per_stage;
+    char model[256];     /* file name of the rank's model, relative to the config's folder */
+    char dir[4096];      /* folder of the config */
+    int n_groups;
+    char group_names[SS_MAX_GROUPS][64];
+    int group_sizes[SS_MAX_GROUPS];
+    int *group_ranks[SS_MAX_GROUPS];
+} ss_rank_config;
+
+ss_status *ss_rank_config_load(const char *path, ss_rank_config *out);
+void ss_rank_config_free(ss_rank_config *cfg);
+
+typedef struct {
+    ss_comm_backend backend;
+    const char *session; /* shm segment name shared by the group */
+    int timeout_ms;      /* every collective wait; 0 = comm default */
+    int join_timeout_ms; /* waiting for the other ranks to join; 0 = timeout_ms */
+    int blas_threads;    /* 0: 1 when several ranks share the host */
+    const char *model_path; /* override the config's model file */
+} ss_rank_options;
+
+typedef struct ss_rank ss_rank;
+
+ss_status *ss_rank_open(const char *config_path, const ss_rank_options *opt, ss_rank **out);
+void ss_rank_close(ss_rank *r);
+const ss_rank_config *ss_rank_get_config(const ss_rank *r);
+ss_session *ss_rank_session(ss_rank *r);
+ss_comm *ss_rank_comm(ss_rank *r);
+
+/* `shardserve run --shards DIR`: one local process per rank; stage 0 gets `inputs` (by the
+ * manifest's input order), the last rank's outputs are printed (and written to out_dir). */
+typedef struct {
+    const char *shards_dir;
+    ss_comm_backend backend;
+    int n_inputs;
+    const char *const *input_names;
+    const char *const *input_files;
+    const char *out_dir;
+    int timeout_ms;
+    const char *self_exe; /* this program, for mpirun */
+} ss_run_shards_options;
+
+/* Runs the group and waits for it; returns an error naming the first rank that failed. */
+ss_status *ss_run_shards(const ss_run_shards_options *opt);
+/* The body of one rank (in a forked child for shm, under mpirun for mpi); rank < 0: from mpirun. */
+ss_status *ss_run_shards_rank(const ss_run_shards_options *opt, int rank, const char *session);
+
+#endif
