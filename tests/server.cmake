@@ -28,3 +28,17 @@ foreach(t grpc rest)
   add_test(NAME test_server_${t} COMMAND ${SS_PY} ${SS_TEST_DIR}/test_server_${t}.py)
   set_tests_properties(test_server_${t} PROPERTIES ENVIRONMENT "${SS_SERVER_TEST_ENV}" TIMEOUT 180)
 endforeach()
+
+# The C client library against the test server.
+ss_add_c_test(test_server_client ${SS_TEST_DIR}/test_server_client.c)
+target_link_libraries(test_server_client shardserve-client Threads::Threads)
+set_tests_properties(test_server_client PROPERTIES
+  ENVIRONMENT "SS_TEST_SERVER=$<TARGET_FILE:ss_test_server>;no_proxy=*" TIMEOUT 120)
+
+# libshardserve-client exports only ss_client_*, installs with its header and pkg-config file,
+# and a program built from the installed files alone talks to the server.
+add_test(NAME test_server_client_install
+         COMMAND ${SS_PY} ${SS_TEST_DIR}/test_server_client_install.py)
+set_tests_properties(test_server_client_install PROPERTIES
+  ENVIRONMENT "${SS_SERVER_TEST_ENV};SS_BUILD_DIR=${CMAKE_BINARY_DIR};SS_CLIENT_LIB=$<TARGET_FILE:shardserve-client>"
+  TIMEOUT 180)

@@ -1,0 +1,162 @@
+/*
+ * shardserve client library (libshardserve-client): call a shardserve or MindSpore Serving server
+ * over gRPC (mindspore.serving.proto.MSService/Predict) from C.
+ *
+ * Self-contained: this header needs nothing else from shardserve, and the library links only
+ * gRPC core and protobuf-c (pkg-config: shardserve-client).
+ *
+ *   ss_client *c;
+ *   ss_client_options o = {.address = "127.0.0.1:5500"};
+ *   ss_client_error *e = ss_client_connect(&o, &c);
+ *   ss_client_request *r = ss_client_request_new("matmul", "predict", 0);
+ *   size_t i = ss_client_request_add_instance(r);
+ *   int64_t dims[2] = {128, 96};
+ *   e = ss_client_request_set_tensor(r, i, "x", SS_CLIENT_FLOAT32, dims, 2, x, sizeof x);
+ *   ss_client_reply *reply;
+ *   e = ss_client_infer(c, r, &reply);          // NULL = the call worked
+ *   ss_client_tensor y;
+ *   if (!ss_client_reply_error(reply, 0, NULL) && ss_client_reply_find(reply, 0, "y", &y)) ...
+ *
+ * Errors are values: a function that can fail returns `ss_client_error *`, NULL on success, else
+ * a heap-allocated kind + code + message to free with ss_client_error_free.
+ * Thread safety: one ss_client may be used from several threads at once; requests and replies
+ * belong to one thread at a time.
+ */
+#ifndef SHARDSERVE_CLIENT_H
+#define SHARDSERVE_CLIENT_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* MindSpore Serving's DataType values. */
+typedef enum {
+    SS_CLIENT_UNKNOWN = 0,
+    SS_CLIENT_BOOL = 1,
+    SS_CLIENT_INT8 = 2,
+    SS_CLIENT_UINT8 = 3,
+    SS_CLIENT_INT16 = 4,
+    SS_CLIENT_UINT16 = 5,
+    SS_CLIENT_INT32 = 6,
+    SS_CLIENT_UINT32 = 7,
+    SS_CLIENT_INT64 = 8,
+    SS_CLIENT_UINT64 = 9,
+    SS_CLIENT_FLOAT16 = 10,
+    SS_CLIENT_FLOAT32 = 11,
+    SS_CLIENT_FLOAT64 = 12,
+    SS_CLIENT_STRING = 13,
+    SS_CLIENT_BYTES = 14,
+} ss_client_dtype;
+
+/* Bytes per element of a numeric dtype; 0 for strings, bytes and unknown values. */
+size_t ss_client_dtype_size(ss_client_dtype dt);
+const char *ss_client_dtype_name(ss_client_dtype dt);
+
+typedef enum {
+    SS_CLIENT_ERR_ARGUMENT = 1, /* the caller passed something unusable; code 0 */
+    SS_CLIENT_ERR_NOMEM = 2,
+    SS_CLIENT_ERR_TRANSPORT = 3, /* the gRPC call failed; code = gRPC status (14 unavailable) */
+    SS_CLIENT_ERR_SERVER = 4,    /* the server refused the whole request; code = MindSpore's
+                                    error code (2 invalid inputs, ...), msg = its error_msg */
+    SS_CLIENT_ERR_PROTOCOL = 5,  /* the reply is not a valid PredictReply */
+} ss_client_errkind;
+
+typedef struct ss_client_error {
+    ss_client_errkind kind;
+    int64_t code;
+    char msg[];
+} ss_client_error;
+
+void ss_client_error_free(ss_client_error *err);
+const char *ss_client_errkind_name(ss_client_errkind kind);
+
+/* ------------------------------------------------------------------ connection */
+
+typedef struct {
+    const char *address; /* "host:port" or "unix:/path" */
+    int max_msg_mb;      /* send and receive limit, 1..512; 0 = 512 (MindSpore's client) */
+    int timeout_ms;      /* per call; 0 = no deadline */
+} ss_client_options;
+
+typedef struct ss_client ss_client;
+
+/* Creates the channel (connection happens lazily, on the first call). */
+ss_client_error *ss_client_connect(const ss_client_options *opts, ss_client **out);
+/* Cancels outstanding async calls (their callbacks run with a CANCELLED transport error),
+ * waits for them, and frees the client. NULL is fine. */
+void ss_client_close(ss_client *client);
+
+/* ------------------------------------------------------------------ requests */
+
+typedef struct ss_client_request ss_client_request;
+
+ss_client_request *ss_client_request_new(const char *servable, const char *method,
+                                          uint64_t version);
+void ss_client_request_free(ss_client_request *req);
+/* Append an empty instance; returns its index, or (size_t)-1 when out of memory. */
+size_t ss_client_request_add_instance(ss_client_request *req);
+/* Numeric input (copied). ndim 0 = scalar. nbytes must equal numel * dtype size. */
+ss_client_error *ss_client_request_set_tensor(ss_client_request *req, size_t instance,
+                                              const char *name, ss_client_dtype dtype,
+                                              const int64_t *dims, int ndim, const void *data,
+                                              size_t nbytes);
+/* A string (MS_STRING) or bytes (MS_BYTES) input (copied), sent with shape [1] like MindSpore's
+ * Python client. */
+ss_client_error *ss_client_request_set_string(ss_client_request *req, size_t instance,
+                                              const char *name, const char *text, size_t len);
+ss_client_error *ss_client_request_set_bytes(ss_client_request *req, size_t instance,
+                                             const char *name, const void *data, size_t len);
+
+/* ------------------------------------------------------------------ replies */
+
+typedef struct ss_client_reply ss_client_reply;
+
+/* A view into a reply (valid until the reply is freed). Numeric: data/nbytes are the raw
+ * little-endian elements. String/bytes: use ss_client_tensor_string. */
+typedef struct {
+    const char *name;
+    ss_client_dtype dtype;
+    int ndim;
+    const int64_t *dims;
+    const void *data;
+    size_t nbytes;
+    size_t nstrings;
+    const void *strings_; /* internal */
+} ss_client_tensor;
+
+size_t ss_client_reply_count(const ss_client_reply *reply);
+/* NULL if instance i succeeded; else its error message (and *code when code != NULL). */
+const char *ss_client_reply_error(const ss_client_reply *reply, size_t i, int64_t *code);
+size_t ss_client_reply_output_count(const ss_client_reply *reply, size_t i);
+bool ss_client_reply_output(const ss_client_reply *reply, size_t i, size_t k,
+                            ss_client_tensor *out);
+bool ss_client_reply_find(const ss_client_reply *reply, size_t i, const char *name,
+                          ss_client_tensor *out);
+const void *ss_client_tensor_string(const ss_client_tensor *t, size_t j, size_t *len);
+void ss_client_reply_free(ss_client_reply *reply);
+
+/* ------------------------------------------------------------------ calls */
+
+/* Synchronous call. On success (NULL) *out holds one entry per request instance, some of which
+ * may have failed (see ss_client_reply_error). A whole-request failure is SS_CLIENT_ERR_SERVER.
+ * The request may be reused or freed afterwards. */
+ss_client_error *ss_client_infer(ss_client *client, const ss_client_request *req,
+                                 ss_client_reply **out);
+
+/* Called exactly once per async call, from the client's own thread, with either err or reply
+ * (the callee owns and frees whichever is non-NULL). */
+typedef void (*ss_client_callback)(void *ctx, ss_client_error *err, ss_client_reply *reply);
+
+/* Start a call and return at once (the request is serialized before returning and may be freed).
+ * If this returns an error the callback is never called. */
+ss_client_error *ss_client_infer_async(ss_client *client, const ss_client_request *req,
+                                       ss_client_callback cb, void *ctx);
+
+#ifdef __cplusplus
+}
+#endif
+#endif
