@@ -29,7 +29,8 @@ void ss_log_init_from_env(void)
             current_level = (ss_log_level)i;
             return;
         }
-    ss_log(SS_LOG_WARN, "ignoring SHARDSERVE_LOG=%s (expected debug, info, warn, error or off)", v);
+    ss_log(SS_LOG_WARN, "ignoring SHARDSERVE_LOG=%s (expected debug, info, warn, error or off)",
+           v);
 }
 
 void ss_log_set_tag(const char *tag) { snprintf(process_tag, sizeof process_tag, "%s", tag); }
@@ -50,8 +51,8 @@ void ss_log(ss_log_level level, const char *fmt, ...)
     struct tm tm;
     gmtime_r(&tv.tv_sec, &tm);
     int n = snprintf(line, sizeof line, "%02d:%02d:%02d.%03ld %-5s [%s %d] ", tm.tm_hour, tm.tm_min,
-                     tm.tm_sec, (long)(tv.tv_usec / 1000), tags[(unsigned)level < 4 ? level : 3], process_tag,
-                     (int)getpid());
+                     tm.tm_sec, (long)(tv.tv_usec / 1000), tags[(unsigned)level < 4 ? level : 3],
+                     process_tag, (int)getpid());
     va_list ap;
     va_start(ap, fmt);
     if (n < (int)sizeof line) n += vsnprintf(line + n, sizeof line - (size_t)n, fmt, ap);

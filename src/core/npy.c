@@ -97,7 +97,7 @@ static ss_status *parse_shape(const char *hdr, const char *what, int *ndim, int6
     return NULL;
 }
 
-/* Reads the preamble: magic, version, header length. On success *hlen header bytes start at *off. */
+/* Reads magic, version and header length; on success the *hlen header bytes start at *off. */
 static ss_status *parse_preamble(const unsigned char *p, size_t len, const char *what, size_t *off,
                                  size_t *hlen)
 {
@@ -161,7 +161,8 @@ ss_status *ss_npy_parse(const void *buf, size_t len, const char *what, ss_tensor
                        have, sb, ss_dtype_name(dt), need);
     if (have > need)
         return ss_errf(SS_ERR_INVALID,
-                       "%s: npy data has %zu trailing bytes after the %zu that shape %s of %s needs",
+                       "%s: npy data has %zu trailing bytes after the %zu that shape %s of %s "
+                       "needs",
                        what, have - need, need, sb, ss_dtype_name(dt));
     st = ss_tensor_alloc(out, dt, ndim, dims);
     if (st) return ss_status_wrap(st, "%s", what);
@@ -192,13 +193,13 @@ static const char *npy_code(ss_dtype dt)
  * dict is under 300 bytes, so 1.0's 16-bit length always suffices. */
 static size_t npy_header(const ss_tensor *t, const char *code, char head[static 512])
 {
-    char shape[SS_MAX_DIMS * 22 + 1] = "";
+    char shape[SS_MAX_DIMS * 22 + 1] = ""; /* "2, 3", "5," or "", as Python prints tuples */
     size_t so = 0;
     for (int i = 0; i < t->ndim; i++)
         so += (size_t)snprintf(shape + so, sizeof shape - so, "%s%lld%s", i ? " " : "",
                                (long long)t->dims[i], (i + 1 < t->ndim || t->ndim == 1) ? "," : "");
-    /* "(2, 3)", "(5,)" and "()", as Python prints tuples */
-    int dl = snprintf(head + 10, 512 - 10, "{'descr': '%c%s', 'fortran_order': False, 'shape': (%s), }",
+    int dl = snprintf(head + 10, 512 - 10,
+                      "{'descr': '%c%s', 'fortran_order': False, 'shape': (%s), }",
                       ss_dtype_size(t->dtype) == 1 ? '|' : '<', code, shape);
     size_t total = (10 + (size_t)dl + 1 + 63) / 64 * 64, hlen = total - 10;
     memcpy(head, "\x93NUMPY\x01\x00", 8);

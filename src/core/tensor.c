@@ -63,7 +63,8 @@ static ss_status *set_shape(ss_tensor *t, ss_dtype dt, int ndim, const int64_t *
                            ss_shape_str(ndim, dims, sb, sizeof sb), (long long)dims[i], i);
     int64_t n = ss_shape_numel(ndim, dims);
     if (n < 0 || (uint64_t)n > SIZE_MAX / es)
-        return ss_errf(SS_ERR_LIMIT, "shape %s of %s has too many elements (count or byte size overflows)",
+        return ss_errf(SS_ERR_LIMIT,
+                       "shape %s of %s has too many elements (count or byte size overflows)",
                        ss_shape_str(ndim, dims, sb, sizeof sb), ss_dtype_name(dt));
     t->dtype = dt;
     t->ndim = ndim;
