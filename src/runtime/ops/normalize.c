@@ -100,8 +100,8 @@ static ss_status *softmax_infer(ss_kctx *k)
             for (int64_t i = 0; i < n; i++) y[i] *= inv;                                           \
         } else {                                                                                   \
             for (int64_t i = 0; i < n; i++) sum += EXP(x[i] - mx);                                 \
-            T sh = mx + (T)LOG(sum);                                                               \
-            for (int64_t i = 0; i < n; i++) y[i] = x[i] - sh;                                      \
+            T ls = (T)LOG(sum); /* (x - max) - ls keeps the small results exact */                \
+            for (int64_t i = 0; i < n; i++) y[i] = (x[i] - mx) - ls;                               \
         }                                                                                          \
     }
 
@@ -139,9 +139,10 @@ SOFTMAX_ROW(double, exp, log)
             for (int64_t a = 0; a < n; a++)                                                        \
                 for (int64_t j = 0; j < inner; j++) y[a * inner + j] *= (T)sum[j];                 \
         } else {                                                                                   \
-            for (int64_t j = 0; j < inner; j++) sum[j] = mx[j] + log(sum[j]);                      \
+            for (int64_t j = 0; j < inner; j++) sum[j] = log(sum[j]);                              \
             for (int64_t a = 0; a < n; a++)                                                        \
-                for (int64_t j = 0; j < inner; j++) y[a * inner + j] = (T)(x[a * inner + j] - sum[j]); \
+                for (int64_t j = 0; j < inner; j++)                                                \
+                    y[a * inner + j] = (T)((x[a * inner + j] - mx[j]) - sum[j]);                   \
         }                                                                                          \
     }
 
@@ -220,10 +221,10 @@ static ss_status *lpnorm_infer(ss_kctx *k)
                 }                                                                                  \
             for (int64_t j = 0; j < p->inner; j++) {                                               \
                 double nrm = p->p == 1 ? acc[j] : sqrt(acc[j]);                                    \
-                acc[j] = nrm == 0 ? 0 : 1.0 / nrm;                                                 \
+                acc[j] = nrm == 0 ? 1 : nrm; /* a zero vector stays zero */                        \
             }                                                                                      \
             for (int64_t a = 0; a < p->n; a++)                                                     \
-                for (int64_t j = 0; j < p->inner; j++) y[a * p->inner + j] = (T)(x[a * p->inner + j] * acc[j]); \
+                for (int64_t j = 0; j < p->inner; j++) y[a * p->inner + j] = (T)(x[a * p->inner + j] / acc[j]); \
         }                                                                                          \
     } while (0)
 

@@ -72,7 +72,7 @@ static ss_status *read_axes(ss_kctx *k, bool from_input, int rank, bool mask[SS_
     if (from_input) {
         if (k->n_in > 1 && k->in[1]) {
             const ss_tensor *t = ss_kctx_value(k, 1);
-            if (!t)
+            if (!t || (!t->data && ss_tensor_numel(t) > 0))
                 return ss_op_err(k, SS_ERR_UNSUPPORTED, "input 'axes' must be known at plan time "
                                  "(a constant, an initializer or a graph input)");
             n = ss_op_read_ints(t, axes, SS_MAX_DIMS * 2);
