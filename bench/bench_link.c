@@ -239,7 +239,8 @@ static void run_transport(const char *label, bool use_unix, const char *dir, int
         int64_t dims[1] = {(int64_t)(n / 4)};
         ss_tensor t;
         die(ss_tensor_borrow(&t, SS_DT_FLOAT32, 1, dims, sbuf, n), "tensor");
-        double *raw = malloc(sizeof(double) * (size_t)reps), *l0 = malloc(sizeof(double) * (size_t)reps),
+        double *raw = malloc(sizeof(double) * (size_t)reps),
+               *l0 = malloc(sizeof(double) * (size_t)reps),
                *l1 = malloc(sizeof(double) * (size_t)reps);
         for (int w = 0; w < 2; w++) { /* warm-up: page in buffers, grow socket buffers */
             raw_round_trip(rfd, sbuf, rbuf, n);

@@ -7,3 +7,22 @@ foreach(t test_link_frame test_link_socket test_link_auth)
     set_tests_properties(${t} PROPERTIES TIMEOUT 120 LABELS link)
   endif()
 endforeach()
+
+# libFuzzer target for the frame decoder: -DSS_FUZZ=ON with clang. The link sources are compiled
+# into it again with coverage instrumentation (ss_link itself stays uninstrumented for the other
+# binaries). A 10-second smoke run is registered so CI exercises it.
+if(SS_FUZZ)
+  get_target_property(ss_link_src ss_link SOURCE_DIR)
+  get_target_property(ss_link_bin ss_link BINARY_DIR)
+  add_executable(fuzz_link_frame ${CMAKE_CURRENT_LIST_DIR}/test_link_fuzz.c
+                 ${ss_link_src}/frame.c ${ss_link_src}/conn.c ${ss_link_src}/auth.c
+                 ${ss_link_bin}/link.pb-c.c)
+  add_dependencies(fuzz_link_frame ss_link)
+  target_include_directories(fuzz_link_frame PRIVATE ${ss_link_src} ${ss_link_bin})
+  target_compile_options(fuzz_link_frame PRIVATE -fsanitize=fuzzer,address,undefined)
+  target_link_options(fuzz_link_frame PRIVATE -fsanitize=fuzzer,address,undefined)
+  target_link_libraries(fuzz_link_frame ss_core PkgConfig::PROTOBUFC PkgConfig::LIBCRYPTO
+                        Threads::Threads)
+  add_test(NAME fuzz_link_frame_smoke COMMAND fuzz_link_frame -max_total_time=10 -max_len=4096)
+  set_tests_properties(fuzz_link_frame_smoke PROPERTIES TIMEOUT 60 LABELS "link;fuzz")
+endif()

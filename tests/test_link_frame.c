@@ -21,7 +21,10 @@ static void pb_varint(pb *p, uint64_t v)
     }
     p->b[p->n++] = (uint8_t)v;
 }
-static void pb_tag(pb *p, int field, int wire) { pb_varint(p, (uint64_t)(field << 3 | wire)); }
+static void pb_tag(pb *p, int field, int wire)
+{
+    pb_varint(p, (uint64_t)(field << 3 | wire));
+}
 static void pb_uint(pb *p, int field, uint64_t v)
 {
     pb_tag(p, field, 0);
@@ -34,11 +37,15 @@ static void pb_bytes(pb *p, int field, const void *data, size_t len)
     memcpy(p->b + p->n, data, len);
     p->n += len;
 }
-static void pb_sub(pb *p, int field, const pb *sub) { pb_bytes(p, field, sub->b, sub->n); }
+static void pb_sub(pb *p, int field, const pb *sub)
+{
+    pb_bytes(p, field, sub->b, sub->n);
+}
 static void pb_packed(pb *p, int field, const int64_t *v, size_t n)
 {
     pb tmp = {.n = 0};
-    for (size_t i = 0; i < n; i++) pb_varint(&tmp, (uint64_t)v[i]);
+    for (size_t i = 0; i < n; i++)
+        pb_varint(&tmp, (uint64_t)v[i]);
     pb_sub(p, field, &tmp);
 }
 
@@ -75,11 +82,27 @@ static size_t frame(uint8_t *out, int type, const pb *hdr, uint32_t n_payloads,
 
 /* ---------------------------------------------------------------- round trips */
 
+/* SS_LINK_CORPUS_DIR=dir saves every encoded frame there: seeds for fuzz_link_frame. */
+static void save_seed(const void *buf, size_t len)
+{
+    static int count;
+    const char *dir = getenv("SS_LINK_CORPUS_DIR");
+    if (!dir) return;
+    char path[512];
+    snprintf(path, sizeof path, "%s/frame%02d", dir, count++);
+    FILE *f = fopen(path, "wb");
+    if (f) {
+        fwrite(buf, 1, len, f);
+        fclose(f);
+    }
+}
+
 static void roundtrip(const ss_link_msg *m, const ss_tensor *const *ts, size_t n)
 {
     void *buf = NULL;
     size_t len = 0, used = 0;
     CHECK_OK(ss_link_encode_frame(m, ts, n, &buf, &len));
+    save_seed(buf, len);
     ss_link_msg got;
     CHECK_OK(ss_link_decode_frame(buf, len, NULL, &got, &used));
     CHECK_MSG(used == len, "%zu of %zu", used, len);
@@ -92,19 +115,30 @@ static void every_message_type_round_trips(void)
 {
     ss_link_spec in[2] = {{"x", SS_DT_FLOAT32, 2, {-1, 96}}, {"mask", SS_DT_BOOL, 0, {0}}};
     ss_link_spec out[1] = {{"y", SS_DT_FLOAT16, 3, {-1, 16, 4}}};
-    ss_link_msg reg = {.type = SS_LINK_REGISTER, .rank = 3, .rank_size = 8, .stage = 1,
-                       .stage_size = 2, .pid = 123456, .batch_size = 4, .inputs = in,
-                       .n_inputs = 2, .outputs = out, .n_outputs = 1, .address = "127.0.0.1:7003"};
+    ss_link_msg reg = {.type = SS_LINK_REGISTER,
+                       .rank = 3,
+                       .rank_size = 8,
+                       .stage = 1,
+                       .stage_size = 2,
+                       .pid = 123456,
+                       .batch_size = 4,
+                       .inputs = in,
+                       .n_inputs = 2,
+                       .outputs = out,
+                       .n_outputs = 1,
+                       .address = "127.0.0.1:7003"};
     roundtrip(&reg, NULL, 0);
     ss_link_msg reg_empty = {.type = SS_LINK_REGISTER};
     roundtrip(&reg_empty, NULL, 0);
-    roundtrip(&(ss_link_msg){.type = SS_LINK_REGISTER_ACK, .accepted = false,
-                             .message = "rank 3 is already registered"}, NULL, 0);
+    roundtrip(&(ss_link_msg){.type = SS_LINK_REGISTER_ACK,
+                             .accepted = false,
+                             .message = "rank 3 is already registered"},
+              NULL, 0);
     roundtrip(&(ss_link_msg){.type = SS_LINK_GET_META, .address = "host-a"}, NULL, 0);
     roundtrip(&(ss_link_msg){.type = SS_LINK_META, .json = "{\"rank_table\": {\"a\": [1, 2]}}"},
               NULL, 0);
-    roundtrip(&(ss_link_msg){.type = SS_LINK_HEARTBEAT, .seq = 77, .sent_ns = UINT64_MAX - 5},
-              NULL, 0);
+    roundtrip(&(ss_link_msg){.type = SS_LINK_HEARTBEAT, .seq = 77, .sent_ns = UINT64_MAX - 5}, NULL,
+              0);
     roundtrip(&(ss_link_msg){.type = SS_LINK_HEARTBEAT_ACK, .seq = 78, .sent_ns = 1}, NULL, 0);
     roundtrip(&(ss_link_msg){.type = SS_LINK_EXIT, .message = "worker stopping"}, NULL, 0);
 
@@ -121,12 +155,20 @@ static void every_message_type_round_trips(void)
     ss_tensor str = tl_strings(3, sv, sl);
     const ss_tensor *ts[8] = {&f32, &i64, &empty, &f16, &b, &scalar, &bf, &str};
     char *names[8] = {"x", "ids", "none", "h", "flag", "s", "bf", "text"};
-    roundtrip(&(ss_link_msg){.type = SS_LINK_PREDICT, .request_id = 99, .subgraph = 1,
-                             .return_result = true, .tensor_names = names}, ts, 8);
-    roundtrip(&(ss_link_msg){.type = SS_LINK_RESULT, .request_id = 99, .status_code = 1,
-                             .message = "Inputs size not match"}, ts, 8);
+    roundtrip(&(ss_link_msg){.type = SS_LINK_PREDICT,
+                             .request_id = 99,
+                             .subgraph = 1,
+                             .return_result = true,
+                             .tensor_names = names},
+              ts, 8);
+    roundtrip(&(ss_link_msg){.type = SS_LINK_RESULT,
+                             .request_id = 99,
+                             .status_code = 1,
+                             .message = "Inputs size not match"},
+              ts, 8);
     roundtrip(&(ss_link_msg){.type = SS_LINK_RESULT, .request_id = 1}, NULL, 0);
-    for (int i = 0; i < 8; i++) ss_tensor_free((ss_tensor *)ts[i]);
+    for (int i = 0; i < 8; i++)
+        ss_tensor_free((ss_tensor *)ts[i]);
 }
 
 static void frames_decode_one_after_another(void)
@@ -138,8 +180,8 @@ static void frames_decode_one_after_another(void)
     const ss_tensor *ts[1] = {&t};
     CHECK_OK(ss_link_encode_frame(&(ss_link_msg){.type = SS_LINK_PREDICT, .request_id = 1}, ts, 1,
                                   &a, &la));
-    CHECK_OK(ss_link_encode_frame(&(ss_link_msg){.type = SS_LINK_HEARTBEAT, .seq = 2}, NULL, 0,
-                                  &b, &lb));
+    CHECK_OK(ss_link_encode_frame(&(ss_link_msg){.type = SS_LINK_HEARTBEAT, .seq = 2}, NULL, 0, &b,
+                                  &lb));
     uint8_t *both = malloc(la + lb);
     memcpy(both, a, la);
     memcpy(both + la, b, lb);
@@ -193,8 +235,8 @@ static uint8_t *good_predict(size_t *len)
     ss_tensor t = tl_numeric(SS_DT_FLOAT32, 2, d, 1);
     const ss_tensor *ts[1] = {&t};
     void *buf;
-    CHECK_OK(ss_link_encode_frame(&(ss_link_msg){.type = SS_LINK_PREDICT, .request_id = 5}, ts,
-                                  1, &buf, len));
+    CHECK_OK(ss_link_encode_frame(&(ss_link_msg){.type = SS_LINK_PREDICT, .request_id = 5}, ts, 1,
+                                  &buf, len));
     ss_tensor_free(&t);
     return buf;
 }
@@ -275,8 +317,8 @@ static void malformed_frames_give_clear_errors(void)
                          "not a valid protobuf");
     pb wrong_wire = {.n = 0};
     pb_bytes(&wrong_wire, 1, "zz", 2); /* Heartbeat.seq is a varint, not bytes */
-    cases[n++] = crafted("wrong wire type", SS_LINK_HEARTBEAT, &wrong_wire, 0, 0, 0,
-                         "not a valid protobuf");
+    cases[n++] =
+        crafted("wrong wire type", SS_LINK_HEARTBEAT, &wrong_wire, 0, 0, 0, "not a valid protobuf");
     pb empty = {.n = 0};
     cases[n++] = crafted("heartbeat declaring tensors", SS_LINK_HEARTBEAT, &empty, 1, 4, 4,
                          "carries no tensors");
@@ -325,8 +367,8 @@ static void malformed_frames_give_clear_errors(void)
     pb_bytes(&hello, 1, "short", 5);
     cases[n++] = crafted("hello with a 5-byte nonce", SS_LINK_HELLO, &hello, 0, 0, 0,
                          "nonce is 5 bytes, expected 32");
-    cases[n++] = crafted("hello without nonce", SS_LINK_HELLO, &empty, 0, 0, 0,
-                         "HELLO without a nonce");
+    cases[n++] =
+        crafted("hello without nonce", SS_LINK_HELLO, &empty, 0, 0, 0, "HELLO without a nonce");
 
     for (int i = 0; i < n; i++) {
         ss_link_msg m;
@@ -390,11 +432,13 @@ static void random_mutations_never_crash(void)
         uint8_t *b = malloc(n);
         memcpy(b, src, n);
         int flips = 1 + (int)(rand_r(&seed) % 4);
-        for (int f = 0; f < flips; f++) b[rand_r(&seed) % n] = (uint8_t)rand_r(&seed);
+        for (int f = 0; f < flips; f++)
+            b[rand_r(&seed) % n] = (uint8_t)rand_r(&seed);
         size_t cut = rand_r(&seed) % 8 == 0 ? rand_r(&seed) % n : n;
         ss_link_msg m;
         ss_status *st = ss_link_decode_frame(b, cut, NULL, &m, NULL);
-        if (st) errors++;
+        if (st)
+            errors++;
         else {
             oks++;
             ss_link_msg_free(&m);

@@ -25,9 +25,11 @@ static inline ss_tensor tl_numeric(ss_dtype dt, int ndim, const int64_t *dims, u
         abort();
     }
     uint8_t *p = t.data;
-    for (size_t i = 0; i < t.nbytes; i++) p[i] = (uint8_t)(i * 31 + seed * 7 + (i >> 12));
+    for (size_t i = 0; i < t.nbytes; i++)
+        p[i] = (uint8_t)(i * 31 + seed * 7 + (i >> 12));
     if (dt == SS_DT_BOOL)
-        for (size_t i = 0; i < t.nbytes; i++) p[i] &= 1;
+        for (size_t i = 0; i < t.nbytes; i++)
+            p[i] &= 1;
     return t;
 }
 
@@ -36,7 +38,8 @@ static inline ss_tensor tl_strings(int n, const char *const *vals, const size_t 
     ss_tensor t;
     int64_t dims[1] = {n};
     CHECK_OK(ss_tensor_alloc(&t, SS_DT_STRING, 1, dims));
-    for (int i = 0; i < n; i++) CHECK_OK(ss_tensor_set_string(&t, i, vals[i], lens[i]));
+    for (int i = 0; i < n; i++)
+        CHECK_OK(ss_tensor_set_string(&t, i, vals[i], lens[i]));
     return t;
 }
 
@@ -159,7 +162,8 @@ static inline ss_status *tl_answer(ss_link_conn *c, ss_link_msg *m, bool *done)
     case SS_LINK_PREDICT: {
         const ss_tensor *ts[64];
         size_t n = m->n_tensors < 64 ? m->n_tensors : 64;
-        for (size_t i = 0; i < n; i++) ts[i] = &m->tensors[i];
+        for (size_t i = 0; i < n; i++)
+            ts[i] = &m->tensors[i];
         r = (ss_link_msg){.type = SS_LINK_RESULT,
                           .request_id = m->request_id,
                           .message = "echo",
@@ -277,6 +281,9 @@ static inline void tl_tmpdir(char *out, size_t cap)
     }
 }
 
-static inline double tl_ms_since(uint64_t t0) { return (double)(ss_now_ns() - t0) / 1e6; }
+static inline double tl_ms_since(uint64_t t0)
+{
+    return (double)(ss_now_ns() - t0) / 1e6;
+}
 
 #endif

@@ -99,9 +99,9 @@ typedef struct {
 
     /* PREDICT, RESULT */
     uint64_t request_id;
-    uint32_t subgraph;      /* PREDICT */
-    bool return_result;     /* PREDICT */
-    int32_t status_code;    /* RESULT: an ss_code, 0 = ok */
+    uint32_t subgraph;   /* PREDICT */
+    bool return_result;  /* PREDICT */
+    int32_t status_code; /* RESULT: an ss_code, 0 = ok */
     /* Send: names of the tensors passed to ss_link_send (NULL = all unnamed).
      * Receive: n_tensors names and tensors, owned by the message. */
     char **tensor_names;
@@ -132,8 +132,7 @@ typedef struct ss_link_listener ss_link_listener;
 
 /* Listen on `address` (port 0 picks a free port). A stale Unix socket file nobody answers on is
  * replaced; a live one is an error. opts may be NULL (defaults). */
-ss_status *ss_link_listen(const char *address, const ss_link_options *opts,
-                          ss_link_listener **out);
+ss_status *ss_link_listen(const char *address, const ss_link_options *opts, ss_link_listener **out);
 /* The bound address, e.g. "127.0.0.1:41234" or "unix:/tmp/x.sock". */
 const char *ss_link_listener_address(const ss_link_listener *l);
 int ss_link_listener_fd(const ss_link_listener *l);
@@ -171,7 +170,8 @@ ss_status *ss_link_recv(ss_link_conn *c, int timeout_ms, ss_link_msg *msg);
  * then describe each tensor (dtype, shape, nbytes) with data == NULL. The caller may point any
  * numeric tensor's data at its own storage of at least nbytes bytes (storage BORROWED), then
  * must call ss_link_recv_payload, which reads the bytes into that storage and allocates the
- * rest. No other recv may come in between. */
+ * rest. No other recv may come in between. For a frame without tensors the header is the
+ * whole frame and ss_link_recv_payload is a no-op. */
 ss_status *ss_link_recv_header(ss_link_conn *c, int timeout_ms, ss_link_msg *msg);
 ss_status *ss_link_recv_payload(ss_link_conn *c, ss_link_msg *msg);
 

@@ -58,8 +58,10 @@ struct ss_link_listener {
 
 static ss_status *copy_opts(const ss_link_options *in, ss_link_options *out, uint8_t **secret)
 {
-    if (in) *out = *in;
-    else ss_link_options_default(out);
+    if (in)
+        *out = *in;
+    else
+        ss_link_options_default(out);
     *secret = NULL;
     if (out->secret) {
         if (out->secret_len == 0) return ss_errf(SS_ERR_INVALID, "the shared secret is empty");
@@ -199,7 +201,8 @@ static ss_status *read_bytes(ss_link_conn *c, void *dst, size_t n, int first_ms,
         if (r == 0) {
             if (!*started)
                 return ss_errf(SS_ERR_UNAVAILABLE, "peer %s closed the connection", c->peer);
-            return ss_errf(SS_ERR_INVALID, "truncated frame: peer %s closed the connection %zu bytes short",
+            return ss_errf(SS_ERR_INVALID,
+                           "truncated frame: peer %s closed the connection %zu bytes short",
                            c->peer, n - got);
         }
         if (errno == EINTR) continue;
@@ -276,8 +279,7 @@ static ss_status *send_frame(ss_link_conn *c, const ss_link_msg *msg, const link
     uint8_t *hdr;
     size_t hlen;
     uint64_t payload;
-    ss_status *st =
-        link_pack_header(msg, hs, tensors, n_tensors, &c->opts, &hdr, &hlen, &payload);
+    ss_status *st = link_pack_header(msg, hs, tensors, n_tensors, &c->opts, &hdr, &hlen, &payload);
     if (st) return st; /* nothing was written: the connection stays usable */
     size_t cnt = 1;
     for (size_t i = 0; i < n_tensors; i++)
@@ -325,22 +327,31 @@ static ss_status *recv_header(ss_link_conn *c, int first_ms, int stall_ms,
     st = link_prefix_parse(pre, limits, &p);
     if (st) return mark_broken(c, ss_status_wrap(st, "from %s", c->peer));
     if (c->ready && p.type <= SS_LINK_AUTH_ACK)
-        return mark_broken(c, ss_errf(SS_ERR_INVALID, "unexpected %s frame from %s after the handshake",
+        return mark_broken(c, ss_errf(SS_ERR_INVALID,
+                                      "unexpected %s frame from %s after the handshake",
                                       ss_link_type_name(p.type), c->peer));
     uint8_t *hdr = malloc(p.header_len ? p.header_len : 1);
-    if (!hdr) return mark_broken(c, ss_errf(SS_ERR_NOMEM, "frame header of %u bytes", p.header_len));
+    if (!hdr)
+        return mark_broken(c, ss_errf(SS_ERR_NOMEM, "frame header of %u bytes", p.header_len));
     st = read_bytes(c, hdr, p.header_len, stall_ms, stall_ms, &started);
     if (!st) st = link_unpack_header(&p, hdr, limits, msg, hs, &c->pending_sizes);
     free(hdr);
     if (st) return mark_broken(c, ss_status_wrap(st, "from %s", c->peer));
+    if (msg->n_tensors == 0) { /* nothing left in the socket for this frame */
+        free(c->pending_sizes);
+        c->pending_sizes = NULL;
+        return NULL;
+    }
     c->payload_pending = true;
     return NULL;
 }
 
 static ss_status *recv_payload(ss_link_conn *c, ss_link_msg *msg, int stall_ms)
 {
-    if (!c->payload_pending)
+    if (!c->payload_pending) {
+        if (msg->n_tensors == 0) return NULL; /* a frame without tensors is already complete */
         return ss_errf(SS_ERR_INTERNAL, "ss_link_recv_payload without a frame header");
+    }
     sock_source src = {c, stall_ms};
     link_reader r = {sock_read, &src};
     ss_status *st = link_read_payload(&r, msg, c->pending_sizes);
@@ -367,8 +378,7 @@ static ss_status *recv_frame(ss_link_conn *c, int first_ms, int stall_ms,
 static ss_status *check_ready(ss_link_conn *c)
 {
     if (!c) return ss_errf(SS_ERR_INTERNAL, "NULL link connection");
-    if (!c->ready)
-        return ss_errf(SS_ERR_INTERNAL, "link to %s used before its handshake", c->peer);
+    if (!c->ready) return ss_errf(SS_ERR_INTERNAL, "link to %s used before its handshake", c->peer);
     return NULL;
 }
 
@@ -427,8 +437,14 @@ static ss_status *conn_new(int fd, bool server, const ss_link_options *opts, con
     return NULL;
 }
 
-int ss_link_conn_fd(const ss_link_conn *c) { return c->fd; }
-const char *ss_link_conn_peer(const ss_link_conn *c) { return c->peer; }
+int ss_link_conn_fd(const ss_link_conn *c)
+{
+    return c->fd;
+}
+const char *ss_link_conn_peer(const ss_link_conn *c)
+{
+    return c->peer;
+}
 
 void ss_link_conn_stats(const ss_link_conn *c, uint64_t *bytes_sent, uint64_t *bytes_received)
 {
@@ -517,8 +533,8 @@ ss_status *ss_link_handshake(ss_link_conn *c)
         if (!auth.has_proof || !link_proof_equal(want, auth.proof)) {
             const char *why = auth.has_proof ? "wrong shared secret" : "no shared secret given";
             ss_status_free(send_auth_ack(c, deadline, false, why, NULL));
-            return mark_broken(c, ss_errf(SS_ERR_INVALID, "peer %s failed authentication: %s",
-                                          c->peer, why));
+            return mark_broken(
+                c, ss_errf(SS_ERR_INVALID, "peer %s failed authentication: %s", c->peer, why));
         }
         st = link_proof(c->secret, c->opts.secret_len, SERVER_LABEL, hello.nonce, auth.nonce,
                         ack.proof);
@@ -540,9 +556,9 @@ static ss_status *client_handshake(ss_link_conn *c)
     if (st) return st;
     ss_link_msg_free(&msg);
     if (hello.auth_required && !c->secret)
-        return mark_broken(c, ss_errf(SS_ERR_INVALID,
-                                      "link server %s requires a shared secret and none is configured",
-                                      c->peer));
+        return mark_broken(
+            c, ss_errf(SS_ERR_INVALID,
+                       "link server %s requires a shared secret and none is configured", c->peer));
     link_handshake auth = {.has_nonce = true};
     st = link_random(auth.nonce, LINK_NONCE_BYTES);
     if (!st && c->secret) {
@@ -566,8 +582,7 @@ static ss_status *client_handshake(ss_link_conn *c)
         uint8_t want[LINK_PROOF_BYTES];
         st = link_proof(c->secret, c->opts.secret_len, SERVER_LABEL, hello.nonce, auth.nonce, want);
         if (!st && (!ack.has_proof || !link_proof_equal(want, ack.proof)))
-            st = ss_errf(SS_ERR_INVALID, "link server %s did not prove the shared secret",
-                         c->peer);
+            st = ss_errf(SS_ERR_INVALID, "link server %s did not prove the shared secret", c->peer);
         if (st) return mark_broken(c, st);
     }
     c->ready = true;
@@ -641,7 +656,8 @@ ss_status *ss_link_connect(const char *address, const ss_link_options *opts, ss_
 ss_status *ss_link_connect_retry(const char *address, const ss_link_options *opts,
                                  int total_timeout_ms, int interval_ms, ss_link_conn **out)
 {
-    uint64_t deadline = ss_now_ns() + (uint64_t)(total_timeout_ms > 0 ? total_timeout_ms : 0) * 1000000;
+    uint64_t deadline =
+        ss_now_ns() + (uint64_t)(total_timeout_ms > 0 ? total_timeout_ms : 0) * 1000000;
     int attempts = 0;
     for (;;) {
         attempts++;
@@ -678,8 +694,7 @@ static bool remove_stale_unix(const resolved *r)
     return unlink(r->path) == 0;
 }
 
-ss_status *ss_link_listen(const char *address, const ss_link_options *opts,
-                          ss_link_listener **out)
+ss_status *ss_link_listen(const char *address, const ss_link_options *opts, ss_link_listener **out)
 {
     *out = NULL;
     ss_link_listener *l = calloc(1, sizeof *l);
@@ -723,8 +738,14 @@ ss_status *ss_link_listen(const char *address, const ss_link_options *opts,
     return NULL;
 }
 
-const char *ss_link_listener_address(const ss_link_listener *l) { return l->address; }
-int ss_link_listener_fd(const ss_link_listener *l) { return l->fd; }
+const char *ss_link_listener_address(const ss_link_listener *l)
+{
+    return l->address;
+}
+int ss_link_listener_fd(const ss_link_listener *l)
+{
+    return l->fd;
+}
 
 ss_status *ss_link_accept(ss_link_listener *l, int timeout_ms, ss_link_conn **out)
 {
@@ -736,8 +757,10 @@ ss_status *ss_link_accept(ss_link_listener *l, int timeout_ms, ss_link_conn **ou
         int fd = accept4(l->fd, (struct sockaddr *)&sa, &len, SOCK_NONBLOCK | SOCK_CLOEXEC);
         if (fd >= 0) {
             char peer[160];
-            if (sa.ss_family == AF_UNIX) snprintf(peer, sizeof peer, "%.120s peer", l->address);
-            else format_addr(&sa, peer, sizeof peer);
+            if (sa.ss_family == AF_UNIX)
+                snprintf(peer, sizeof peer, "%.120s peer", l->address);
+            else
+                format_addr(&sa, peer, sizeof peer);
             tune_socket(fd, sa.ss_family == AF_UNIX);
             ss_status *st = conn_new(fd, true, &l->opts, peer, out);
             if (st) close(fd);

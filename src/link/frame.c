@@ -23,7 +23,10 @@ static const ss_link_options default_opts = {
     .connect_timeout_ms = 2000,
 };
 
-void ss_link_options_default(ss_link_options *opts) { *opts = default_opts; }
+void ss_link_options_default(ss_link_options *opts)
+{
+    *opts = default_opts;
+}
 
 static const char *const type_names[] = {
     [SS_LINK_HELLO] = "HELLO",
@@ -63,7 +66,10 @@ static const ProtobufCMessageDescriptor *const descriptors[] = {
     [SS_LINK_EXIT] = &shardserve__link__exit__descriptor,
 };
 
-bool link_type_has_tensors(int type) { return type == SS_LINK_PREDICT || type == SS_LINK_RESULT; }
+bool link_type_has_tensors(int type)
+{
+    return type == SS_LINK_PREDICT || type == SS_LINK_RESULT;
+}
 
 /* ---------------------------------------------------------------- prefix */
 
@@ -74,18 +80,26 @@ static void put16(uint8_t *p, uint16_t v)
 }
 static void put32(uint8_t *p, uint32_t v)
 {
-    for (int i = 0; i < 4; i++) p[i] = (uint8_t)(v >> (8 * i));
+    for (int i = 0; i < 4; i++)
+        p[i] = (uint8_t)(v >> (8 * i));
 }
 static void put64(uint8_t *p, uint64_t v)
 {
-    for (int i = 0; i < 8; i++) p[i] = (uint8_t)(v >> (8 * i));
+    for (int i = 0; i < 8; i++)
+        p[i] = (uint8_t)(v >> (8 * i));
 }
-static uint16_t get16(const uint8_t *p) { return (uint16_t)(p[0] | p[1] << 8); }
+static uint16_t get16(const uint8_t *p)
+{
+    return (uint16_t)(p[0] | p[1] << 8);
+}
 static uint32_t get32(const uint8_t *p)
 {
     return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
 }
-static uint64_t get64(const uint8_t *p) { return get32(p) | (uint64_t)get32(p + 4) << 32; }
+static uint64_t get64(const uint8_t *p)
+{
+    return get32(p) | (uint64_t)get32(p + 4) << 32;
+}
 
 void link_prefix_put(uint8_t out[SS_LINK_PREFIX_BYTES], const link_prefix *p)
 {
@@ -111,7 +125,8 @@ ss_status *link_prefix_parse(const uint8_t in[SS_LINK_PREFIX_BYTES], const ss_li
     p->flags = get32(in + 24);
     p->reserved = get32(in + 28);
     if (p->magic != SS_LINK_MAGIC)
-        return ss_errf(SS_ERR_INVALID, "bad frame magic 0x%08x (expected 0x%08x): not a shardserve link peer",
+        return ss_errf(SS_ERR_INVALID,
+                       "bad frame magic 0x%08x (expected 0x%08x): not a shardserve link peer",
                        p->magic, SS_LINK_MAGIC);
     if (p->version != SS_LINK_VERSION)
         return ss_errf(SS_ERR_UNSUPPORTED, "frame version %u, this build speaks version %u",
@@ -167,7 +182,10 @@ static ss_status *check_dtype(int dtype)
 
 /* ---------------------------------------------------------------- pack */
 
-static char *str_or_empty(const char *s) { return (char *)(s ? s : ""); }
+static char *str_or_empty(const char *s)
+{
+    return (char *)(s ? s : "");
+}
 
 static ss_status *pack_spec(const ss_link_spec *s, Shardserve__Link__TensorSpec *out,
                             const char *role, size_t i)
@@ -204,15 +222,18 @@ static ss_status *pack_tensor(const ss_tensor *t, const char *name, size_t i,
         if (!st && bytes && !t->data) st = ss_errf(SS_ERR_INVALID, "has no data");
     } else if (!st) {
         int64_t n = ss_tensor_numel(t);
-        if (n < 0) st = ss_errf(SS_ERR_INVALID, "bad shape");
-        else if (n && !t->data) st = ss_errf(SS_ERR_INVALID, "has no data");
+        if (n < 0)
+            st = ss_errf(SS_ERR_INVALID, "bad shape");
+        else if (n && !t->data)
+            st = ss_errf(SS_ERR_INVALID, "has no data");
         else if (n) {
             out->string_lens = malloc((size_t)n * sizeof(uint64_t));
             if (!out->string_lens) st = ss_errf(SS_ERR_NOMEM, "string lengths");
         }
         const ss_string *s = t->data;
         for (int64_t k = 0; !st && k < n; k++) {
-            if (s[k].len && !s[k].data) st = ss_errf(SS_ERR_INVALID, "string %lld has no data", (long long)k);
+            if (s[k].len && !s[k].data)
+                st = ss_errf(SS_ERR_INVALID, "string %lld has no data", (long long)k);
             out->string_lens[k] = s[k].len;
             bytes += s[k].len;
         }
@@ -253,7 +274,8 @@ typedef struct {
 
 static void scratch_free(pack_scratch *s)
 {
-    for (size_t i = 0; s->descs && i < s->n_descs; i++) free(s->descs[i].string_lens);
+    for (size_t i = 0; s->descs && i < s->n_descs; i++)
+        free(s->descs[i].string_lens);
     free(s->specs);
     free(s->spec_ptrs);
     free(s->descs);
@@ -265,16 +287,16 @@ static ss_status *fill_specs(const ss_link_msg *m, pack_scratch *s, Shardserve__
 {
     size_t n = m->n_inputs + m->n_outputs;
     if (n > opts->max_tensors)
-        return ss_errf(SS_ERR_LIMIT, "REGISTER declares %zu inputs and outputs, the limit is %u",
-                       n, opts->max_tensors);
+        return ss_errf(SS_ERR_LIMIT, "REGISTER declares %zu inputs and outputs, the limit is %u", n,
+                       opts->max_tensors);
     s->specs = calloc(n ? n : 1, sizeof *s->specs);
     s->spec_ptrs = calloc(n ? n : 1, sizeof *s->spec_ptrs);
     if (!s->specs || !s->spec_ptrs) return ss_errf(SS_ERR_NOMEM, "REGISTER specs");
     for (size_t i = 0; i < n; i++) {
         bool in = i < m->n_inputs;
         const ss_link_spec *spec = in ? &m->inputs[i] : &m->outputs[i - m->n_inputs];
-        ss_status *st = pack_spec(spec, &s->specs[i], in ? "input" : "output",
-                                  in ? i : i - m->n_inputs);
+        ss_status *st =
+            pack_spec(spec, &s->specs[i], in ? "input" : "output", in ? i : i - m->n_inputs);
         if (st) return st;
         s->spec_ptrs[i] = &s->specs[i];
     }
@@ -446,7 +468,8 @@ static ss_status *unpack_spec(const Shardserve__Link__TensorSpec *in, ss_link_sp
     if (!out->name) return ss_errf(SS_ERR_NOMEM, "spec name");
     out->dtype = (ss_dtype)in->dtype;
     out->ndim = (int)in->n_shape;
-    for (size_t d = 0; d < in->n_shape; d++) out->dims[d] = in->shape[d];
+    for (size_t d = 0; d < in->n_shape; d++)
+        out->dims[d] = in->shape[d];
     return NULL;
 }
 
@@ -464,8 +487,7 @@ static ss_status *unpack_specs(Shardserve__Link__TensorSpec **in, size_t n, cons
 }
 
 /* Check one tensor descriptor and describe it in *t; *bytes gets its wire size. */
-static ss_status *unpack_desc(const Shardserve__Link__TensorDesc *in, ss_tensor *t,
-                              uint64_t *bytes)
+static ss_status *unpack_desc(const Shardserve__Link__TensorDesc *in, ss_tensor *t, uint64_t *bytes)
 {
     ss_status *st = check_dtype(in->dtype);
     if (st) return st;
@@ -506,7 +528,8 @@ static ss_status *unpack_desc(const Shardserve__Link__TensorDesc *in, ss_tensor 
     st = ss_tensor_alloc(t, SS_DT_STRING, ndim, dims);
     if (st) return st;
     ss_string *s = t->data;
-    for (size_t k = 0; k < in->n_string_lens; k++) s[k].len = (size_t)in->string_lens[k];
+    for (size_t k = 0; k < in->n_string_lens; k++)
+        s[k].len = (size_t)in->string_lens[k];
     return NULL;
 }
 
@@ -539,8 +562,8 @@ static ss_status *unpack_tensors(const link_prefix *p, Shardserve__Link__TensorD
     return NULL;
 }
 
-static ss_status *copy_bytes(const ProtobufCBinaryData *b, uint8_t *out, size_t want,
-                             bool *present, const char *what)
+static ss_status *copy_bytes(const ProtobufCBinaryData *b, uint8_t *out, size_t want, bool *present,
+                             const char *what)
 {
     *present = false;
     if (b->len == 0) return NULL;
@@ -571,8 +594,7 @@ static ss_status *unpack_fields(const link_prefix *p, const any_header *h,
     case SS_LINK_AUTH_ACK:
         m->accepted = h->auth_ack.accepted;
         m->message = dup_str(h->auth_ack.reason);
-        return copy_bytes(&h->auth_ack.proof, hs->proof, LINK_PROOF_BYTES, &hs->has_proof,
-                          "proof");
+        return copy_bytes(&h->auth_ack.proof, hs->proof, LINK_PROOF_BYTES, &hs->has_proof, "proof");
     case SS_LINK_REGISTER:
         m->rank = h->reg.rank;
         m->rank_size = h->reg.rank_size;
@@ -582,7 +604,8 @@ static ss_status *unpack_fields(const link_prefix *p, const any_header *h,
         m->batch_size = h->reg.batch_size;
         m->address = dup_str(h->reg.address);
         if (h->reg.n_inputs + h->reg.n_outputs > opts->max_tensors)
-            return ss_errf(SS_ERR_LIMIT, "REGISTER declares %zu inputs and outputs, the limit is %u",
+            return ss_errf(SS_ERR_LIMIT,
+                           "REGISTER declares %zu inputs and outputs, the limit is %u",
                            h->reg.n_inputs + h->reg.n_outputs, opts->max_tensors);
         st = unpack_specs(h->reg.inputs, h->reg.n_inputs, "input", &m->inputs, &m->n_inputs);
         if (!st)
@@ -622,9 +645,8 @@ static ss_status *unpack_fields(const link_prefix *p, const any_header *h,
     return ss_errf(SS_ERR_INTERNAL, "unhandled frame type %u", p->type);
 }
 
-ss_status *link_unpack_header(const link_prefix *p, const uint8_t *hdr,
-                              const ss_link_options *opts, ss_link_msg *m, link_handshake *hs,
-                              uint64_t **sizes)
+ss_status *link_unpack_header(const link_prefix *p, const uint8_t *hdr, const ss_link_options *opts,
+                              ss_link_msg *m, link_handshake *hs, uint64_t **sizes)
 {
     memset(m, 0, sizeof *m);
     *sizes = NULL;
@@ -687,8 +709,10 @@ ss_status *link_read_payload(link_reader *r, ss_link_msg *m, const uint64_t *siz
 void ss_link_msg_free(ss_link_msg *m)
 {
     if (!m) return;
-    for (size_t i = 0; m->inputs && i < m->n_inputs; i++) free(m->inputs[i].name);
-    for (size_t i = 0; m->outputs && i < m->n_outputs; i++) free(m->outputs[i].name);
+    for (size_t i = 0; m->inputs && i < m->n_inputs; i++)
+        free(m->inputs[i].name);
+    for (size_t i = 0; m->outputs && i < m->n_outputs; i++)
+        free(m->outputs[i].name);
     free(m->inputs);
     free(m->outputs);
     free(m->address);

@@ -58,9 +58,8 @@ ss_status *link_pack_header(const ss_link_msg *msg, const link_handshake *hs,
  * fields; tensor frames get msg->tensors described (numeric: data NULL, storage NONE; string:
  * element array allocated with lengths set) and *sizes (malloc'd, n_tensors entries) the bytes
  * each tensor takes on the wire. hs may be NULL. */
-ss_status *link_unpack_header(const link_prefix *p, const uint8_t *hdr,
-                              const ss_link_options *opts, ss_link_msg *msg, link_handshake *hs,
-                              uint64_t **sizes);
+ss_status *link_unpack_header(const link_prefix *p, const uint8_t *hdr, const ss_link_options *opts,
+                              ss_link_msg *msg, link_handshake *hs, uint64_t **sizes);
 
 /* Read the payload of a described message: into caller storage where tensors[i].data is set,
  * into fresh aligned owned storage otherwise. */
