@@ -19,7 +19,10 @@ static void sum_f32(float *dst, float *dst2, const void *const *srcs, int nsrc, 
         memcpy(acc, (const float *)srcs[0] + base, n * sizeof(float));
         for (int k = 1; k < nsrc; k++) {
             const float *s = (const float *)srcs[k] + base;
-            for (size_t i = 0; i < n; i++) acc[i] += s[i];
+            if (n == BLOCK)
+                for (size_t i = 0; i < BLOCK; i++) acc[i] += s[i]; /* fixed trip count: vectorized */
+            else
+                for (size_t i = 0; i < n; i++) acc[i] += s[i];
         }
         memcpy(dst + base, acc, n * sizeof(float));
         if (dst2) memcpy(dst2 + base, acc, n * sizeof(float));
@@ -34,7 +37,10 @@ static void sum_u32(uint32_t *dst, uint32_t *dst2, const void *const *srcs, int 
         memcpy(acc, (const uint32_t *)srcs[0] + base, n * sizeof(uint32_t));
         for (int k = 1; k < nsrc; k++) {
             const uint32_t *s = (const uint32_t *)srcs[k] + base;
-            for (size_t i = 0; i < n; i++) acc[i] += s[i];
+            if (n == BLOCK)
+                for (size_t i = 0; i < BLOCK; i++) acc[i] += s[i]; /* fixed trip count: vectorized */
+            else
+                for (size_t i = 0; i < n; i++) acc[i] += s[i];
         }
         memcpy(dst + base, acc, n * sizeof(uint32_t));
         if (dst2) memcpy(dst2 + base, acc, n * sizeof(uint32_t));
@@ -49,7 +55,10 @@ static void sum_u64(uint64_t *dst, uint64_t *dst2, const void *const *srcs, int 
         memcpy(acc, (const uint64_t *)srcs[0] + base, n * sizeof(uint64_t));
         for (int k = 1; k < nsrc; k++) {
             const uint64_t *s = (const uint64_t *)srcs[k] + base;
-            for (size_t i = 0; i < n; i++) acc[i] += s[i];
+            if (n == BLOCK)
+                for (size_t i = 0; i < BLOCK; i++) acc[i] += s[i]; /* fixed trip count: vectorized */
+            else
+                for (size_t i = 0; i < n; i++) acc[i] += s[i];
         }
         memcpy(dst + base, acc, n * sizeof(uint64_t));
         if (dst2) memcpy(dst2 + base, acc, n * sizeof(uint64_t));

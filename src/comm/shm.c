@@ -50,7 +50,7 @@
 #define SEG_MAGIC UINT64_C(0x314d4d4f43535353) /* "SSSCOMM1" */
 #define SEG_VERSION 1
 #define SMALL_HALF (64u * 1024u)        /* one half of a member's small area */
-#define AR_SMALL_MAX (16u * 1024u)      /* allreduce up to this size: one barrier, all sum all */
+#define AR_SMALL_MAX (64u * 1024u)      /* allreduce up to this size: one barrier, all sum all */
 #define DEFAULT_SLOT (1024u * 1024u)
 #define DEFAULT_CHAN (512u * 1024u)
 #define SPIN_MAX 2000
