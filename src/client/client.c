@@ -38,11 +38,13 @@ typedef Mindspore__Serving__Proto__TensorShape pb_shape;
 
 static ss_client_error *client_err(ss_client_errkind kind, int64_t code, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
-/* Returned when even the error cannot be allocated; never freed. */
+/* Returned when even the error cannot be allocated; never freed. Laid out as ss_client_error. */
 static struct {
-    ss_client_error e;
-    char text[16];
-} oom_error = {{SS_CLIENT_ERR_NOMEM, 0}, "out of memory"};
+    ss_client_errkind kind;
+    int64_t code;
+    char msg[16];
+} oom_error = {SS_CLIENT_ERR_NOMEM, 0, "out of memory"};
+#define OOM_ERROR ((ss_client_error *)&oom_error)
 
 static ss_client_error *client_err(ss_client_errkind kind, int64_t code, const char *fmt, ...)
 {
@@ -51,7 +53,7 @@ static ss_client_error *client_err(ss_client_errkind kind, int64_t code, const c
     int n = vsnprintf(NULL, 0, fmt, ap);
     va_end(ap);
     ss_client_error *e = n >= 0 ? malloc(sizeof *e + (size_t)n + 1) : NULL;
-    if (!e) return &oom_error.e;
+    if (!e) return OOM_ERROR;
     e->kind = kind;
     e->code = code;
     va_start(ap, fmt);
@@ -62,7 +64,7 @@ static ss_client_error *client_err(ss_client_errkind kind, int64_t code, const c
 
 void ss_client_error_free(ss_client_error *err)
 {
-    if (err != &oom_error.e) free(err);
+    if (err != OOM_ERROR) free(err);
 }
 
 const char *ss_client_errkind_name(ss_client_errkind kind)
