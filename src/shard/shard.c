@@ -362,7 +362,7 @@ static void emit_matmul(rank_ctx *r, const node_info *ni, split_kind s)
             n_in = 3;
         }
         bool gather = c->opt->mode == SS_SHARD_FILE;
-        const char *local = gather ? rg_printf(&r->g, "%s__colpart", out_name) : out_name;
+        const char *local = rg_printf(&r->g, "%s__colpart", out_name);
         Onnx__NodeProto *m = rg_node(&r->g, n->op_type, n->domain, n_in, ins, 1, &local);
         rg_attr_copy(&r->g, m, n);
         r->ts[out_id] = (tstate){local, L_SPLIT, -1};
@@ -482,10 +482,11 @@ static bool emit_split_elementwise(rank_ctx *r, const Onnx__NodeProto *n)
             ins[j] = r->ts[name_find(c, n->input[j])].local;
         }
     }
-    const char *out = n->output[0];
+    /* split tensors never carry the original name: materializing them produces it */
+    const char *out = rg_printf(&r->g, "%s__split", n->output[0]);
     Onnx__NodeProto *m = rg_node(&r->g, n->op_type, n->domain, (int)n->n_input, ins, 1, &out);
     rg_attr_copy(&r->g, m, n);
-    r->ts[name_find(c, out)] = (tstate){out, L_SPLIT, axis};
+    r->ts[name_find(c, n->output[0])] = (tstate){out, L_SPLIT, axis};
     return true;
 }
 
