@@ -126,6 +126,7 @@ static void good_files(void)
         }
     /* 12 dtypes x 7 shapes, three shapes also in versions 2.0 and 3.0 */
     CHECK_MSG(good >= 12 * 7 + 12 * 3 * 2, "only %d good files", good);
+    printf("read %d good npy files from %s and wrote each back\n", good, dir());
 }
 
 /* Each bad file and what its error must say besides the file's path. */
@@ -203,6 +204,7 @@ static void bad_files(void)
             known |= strcmp(bad[k].name, lines[i].name) == 0;
         CHECK_MSG(known, "%s has no expected error in this test", lines[i].name);
     }
+    printf("checked the errors for %zu bad npy files\n", n_bad);
     CHECK_MSG(listed == (int)n_bad, "manifest lists %d bad files, this test knows %zu", listed,
               n_bad);
 }
