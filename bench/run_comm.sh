@@ -1,0 +1,47 @@
+#!/bin/sh
+# Runs bench_comm for the shm backend (ranks forked by the benchmark) and the mpi backend (ranks
+# started by mpirun inside a private network namespace, see tests/test_comm_mpi.sh) with 2 and 8
+# ranks, then prints one combined table. memcpy baselines come from the shm run of the same size
+# and rank count (measured in the same run, between the collectives).
+# usage: bench/run_comm.sh [BUILD_DIR] [extra bench_comm options, e.g. --sizes 1K,64K]
+set -u
+here=$(cd "$(dirname "$0")" && pwd)
+build=${1:-$here/../build-comm}
+[ $# -gt 0 ] && shift
+bench=$build/bench/bench_comm
+[ -x "$bench" ] || { echo "no $bench: build the bench_comm target first" >&2; exit 1; }
+out=$(mktemp /tmp/ss-bench-comm.XXXXXX)
+trap 'rm -f "$out"' EXIT INT TERM
+for n in 2 8; do
+  echo "== shm, $n ranks" >&2
+  "$bench" --backend shm --ranks "$n" "$@" | tee -a "$out" | grep -v '^ROW' >&2
+  echo "== mpi, $n ranks" >&2
+  "$here/../tests/test_comm_mpi.sh" "$n" "$bench" --backend mpi "$@" | tee -a "$out" | grep -v '^ROW' >&2
+done
+echo
+echo "Combined (time = median over iterations of the max over ranks; GB/s = size / time;"
+echo "mpi = our mpi backend, mpi-raw = blocking MPI_Allreduce/MPI_Allgather; memcpy1 = one process"
+echo "copying, memcpyN = all ranks copying at once; shm/memcpy = shm GB/s / memcpy GB/s)"
+grep '^ROW' "$out" | awk '
+{ key = $4 " " $3 " " $5; order[key] = ++seen[key] == 1 ? ++nkeys : order[key]; keys[order[key]] = key
+  us[key, $2] = $6; gbs[key, $2] = $7
+  if ($2 == "shm") { m1[key] = $8; mn[key] = $9 } }
+function sz(s) { return s >= 1048576 ? s / 1048576 "M" : s >= 1024 ? s / 1024 "K" : s }
+function num(a, f) { return a == "" ? "-" : sprintf(f, a) }
+END {
+  printf "%-9s %5s %5s | %10s %10s %10s | %7s %7s %7s | %7s %7s | %8s %9s %9s\n", "op", "ranks", "size",
+         "shm us", "mpi us", "mpiraw us", "shm", "mpi", "mpiraw", "memcpy1", "memcpyN", "raw/shm",
+         "shm/mem1", "shm/memN"
+  printf "%-9s %5s %5s | %10s %10s %10s | %7s %7s %7s | %7s %7s | %8s %9s %9s\n", "", "", "", "", "", "",
+         "GB/s", "GB/s", "GB/s", "GB/s", "GB/s", "speedup", "", ""
+  for (i = 1; i <= nkeys; i++) {
+    k = keys[i]; split(k, p, " ")
+    r = (us[k, "mpi-raw"] != "" && us[k, "shm"] > 0) ? us[k, "mpi-raw"] / us[k, "shm"] : ""
+    printf "%-9s %5s %5s | %10s %10s %10s | %7s %7s %7s | %7s %7s | %8s %9s %9s\n", p[1], p[2], sz(p[3]),
+      num(us[k, "shm"], "%.1f"), num(us[k, "mpi"], "%.1f"), num(us[k, "mpi-raw"], "%.1f"),
+      num(gbs[k, "shm"], "%.2f"), num(gbs[k, "mpi"], "%.2f"), num(gbs[k, "mpi-raw"], "%.2f"),
+      num(m1[k], "%.2f"), num(mn[k], "%.2f"), num(r, "%.2fx"),
+      (m1[k] > 0 ? sprintf("%.2f", gbs[k, "shm"] / m1[k]) : "-"),
+      (mn[k] > 0 ? sprintf("%.2f", gbs[k, "shm"] / mn[k]) : "-")
+  }
+}'
