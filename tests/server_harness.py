@@ -90,7 +90,9 @@ class Checker:
     def eq(self, got, want, what=""):
         return self.check(got == want, "%s: got %r, want %r" % (what, got, want))
 
-    def run(self, cases):
+    def run(self, cases, server=None):
+        """Run the cases; then, if given, stop `server` and require a clean exit (status 0, so
+        sanitizer reports fail the test). Exits the process with the result."""
         failed = 0
         for case in cases:
             before = self.failures
@@ -103,4 +105,9 @@ class Checker:
             failed += bad
             print("%s %s" % ("FAIL" if bad else "ok  ", case.__name__), flush=True)
         print("%d passed, %d failed" % (len(cases) - failed, failed))
+        if server is not None:
+            code = server.stop()
+            if code != 0:
+                print("test server exited with %r:\n%s" % (code, server.log()), file=sys.stderr)
+                failed += 1
         sys.exit(1 if failed else 0)

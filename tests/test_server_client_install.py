@@ -69,7 +69,10 @@ def install_and_build(c):
         with open(src, "w") as f:
             f.write(PROGRAM)
         exe = os.path.join(prefix, "example")
-        cc = subprocess.run(["cc", "-std=c11", "-Wall", "-Werror", src, "-o", exe]
+        # a sanitizer build of the library needs the program built the same way
+        ldd = subprocess.run(["ldd", LIB], capture_output=True, text=True).stdout
+        sanitize = ["-fsanitize=address,undefined"] if "libasan" in ldd else []
+        cc = subprocess.run(["cc", "-std=c11", "-Wall", "-Werror", src, "-o", exe] + sanitize
                             + flags.stdout.split(), capture_output=True, text=True)
         c.check(cc.returncode == 0, "compile: " + cc.stderr)
         if cc.returncode != 0:

@@ -443,7 +443,7 @@ def main():
                        tensor_checks, strings_and_bytes, every_dtype_raw,
                        undecodable_and_unknown_method, health, client_module, every_dtype_client,
                        big_payload, concurrency, oversize, server_down, unix_socket,
-                       bind_conflict, shutdown_answers_in_flight])
+                       bind_conflict, shutdown_answers_in_flight], server=s)
 
 
 if __name__ == "__main__":

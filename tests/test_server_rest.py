@@ -355,7 +355,7 @@ def main():
         Checker().run([add_success, url_errors, http_errors, instances_errors, b64_errors,
                        dtype_inference, round_trip_every_dtype, mixed_and_collapsed, health,
                        with_curl, concurrency_and_suspend, limits_and_slow_clients,
-                       shutdown_answers_in_flight])
+                       shutdown_answers_in_flight], server=s)
 
 
 if __name__ == "__main__":
