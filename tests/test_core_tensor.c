@@ -99,6 +99,18 @@ static void alloc_owned(void)
     CHECK(t.nbytes == 0 && t.data != NULL && ss_tensor_numel(&t) == 0);
     ss_tensor_free(&t);
     ss_tensor_free(NULL);
+
+    /* Re-allocating a freed tensor from its own shape fields (dims alias t->dims). */
+    CHECK_OK(ss_tensor_alloc(&t, SS_DT_INT16, 2, (int64_t[]){3, 5}));
+    ss_tensor_free(&t);
+    t.dtype = SS_DT_INT16;
+    t.ndim = 2;
+    t.dims[0] = 3;
+    t.dims[1] = 5;
+    CHECK_OK(ss_tensor_alloc(&t, t.dtype, t.ndim, t.dims));
+    CHECK_MSG(t.dims[0] == 3 && t.dims[1] == 5 && t.nbytes == 30, "dims [%lld,%lld], %zu bytes",
+              (long long)t.dims[0], (long long)t.dims[1], t.nbytes);
+    ss_tensor_free(&t);
 }
 
 /* Every rejected shape leaves the tensor empty, so freeing it afterwards is safe. */

@@ -48,11 +48,16 @@ bool ss_shape_equal(int an, const int64_t *a, int bn, const int64_t *b)
     return true;
 }
 
-/* Validates a shape and fills in t. On error t is left empty, so ss_tensor_free(t) is safe. */
-static ss_status *set_shape(ss_tensor *t, ss_dtype dt, int ndim, const int64_t *dims, size_t *bytes)
+/* Validates a shape and fills in t. On error t is left empty, so ss_tensor_free(t) is safe.
+ * dims may point into t itself (t->dims), so they are copied before t is cleared. */
+static ss_status *set_shape(ss_tensor *t, ss_dtype dt, int ndim, const int64_t *in_dims,
+                            size_t *bytes)
 {
+    int64_t dims[SS_MAX_DIMS];
+    bool rank_ok = ndim >= 0 && ndim <= SS_MAX_DIMS;
+    if (rank_ok && ndim) memcpy(dims, in_dims, (size_t)ndim * sizeof dims[0]);
     memset(t, 0, sizeof *t);
-    if (ndim < 0 || ndim > SS_MAX_DIMS)
+    if (!rank_ok)
         return ss_errf(SS_ERR_LIMIT, "tensor rank %d is outside 0..%d", ndim, SS_MAX_DIMS);
     size_t es = ss_dtype_size(dt);
     if (es == 0) return ss_errf(SS_ERR_INVALID, "unknown dtype %d", (int)dt);
