@@ -94,6 +94,20 @@ static void all_types_over(const char *address)
         for (int i = 0; i < 7; i++)
             ss_tensor_free((ss_tensor *)ts[i]);
 
+        /* more string elements than one writev takes (IOV_MAX = 1024) */
+        int64_t ns[1] = {5000};
+        ss_tensor many;
+        CHECK_OK(ss_tensor_alloc(&many, SS_DT_STRING, 1, ns));
+        for (int i = 0; i < 5000; i++) {
+            char e[32];
+            int len = snprintf(e, sizeof e, "element %d", i * 7);
+            CHECK_OK(ss_tensor_set_string(&many, i, e, (size_t)(i % 3 ? len : 0)));
+        }
+        const ss_tensor *tm[1] = {&many};
+        exchange(c, &(ss_link_msg){.type = SS_LINK_PREDICT, .request_id = 45}, tm, 1,
+                 &(ss_link_msg){.type = SS_LINK_RESULT, .request_id = 45, .message = "echo"});
+        ss_tensor_free(&many);
+
         /* 64 MiB */
         int64_t big[2] = {4096, 4096};
         ss_tensor t = tl_numeric(SS_DT_FLOAT32, 2, big, 11);
@@ -521,6 +535,35 @@ static void send_to_a_peer_that_does_not_read_is_bounded(void)
     ss_tensor_free(&t);
 }
 
+/* ss_link_shutdown from another thread wakes a reader blocked without a timeout. */
+static void *shutdown_later(void *p)
+{
+    usleep(200 * 1000);
+    ss_link_shutdown(p);
+    return NULL;
+}
+
+static void shutdown_wakes_a_blocked_reader(void)
+{
+    tl_server *s = tl_server_start("127.0.0.1:0", NULL);
+    ss_link_conn *c = s ? dial(ss_link_listener_address(s->listener)) : NULL;
+    if (c) {
+        pthread_t th;
+        pthread_create(&th, NULL, shutdown_later, c);
+        uint64_t t0 = ss_now_ns();
+        ss_link_msg m;
+        ss_status *st = ss_link_recv(c, -1, &m);
+        double ms = tl_ms_since(t0);
+        CHECK(st && st->code == SS_ERR_UNAVAILABLE);
+        CHECK_MSG(ms >= 150 && ms < 3000, "woke after %.0f ms", ms);
+        ss_status_free(st);
+        pthread_join(th, NULL);
+        CHECK_ERR(ss_link_send(c, &(ss_link_msg){.type = SS_LINK_HEARTBEAT}, NULL, 0), "broken");
+        ss_link_close(c);
+    }
+    tl_server_stop(s);
+}
+
 /* ---------------------------------------------------------------- addresses */
 
 static void unix_socket_files(void)
@@ -565,4 +608,5 @@ TEST_MAIN(TEST(every_type_round_trips_over_tcp), TEST(every_type_round_trips_ove
           TEST(payload_goes_into_caller_storage), TEST(concurrent_senders_do_not_interleave),
           TEST(malformed_frames_drop_only_that_connection),
           TEST(oversize_send_is_refused_and_connection_survives), TEST(waits_are_bounded),
-          TEST(send_to_a_peer_that_does_not_read_is_bounded), TEST(unix_socket_files))
+          TEST(send_to_a_peer_that_does_not_read_is_bounded), TEST(shutdown_wakes_a_blocked_reader),
+          TEST(unix_socket_files))
