@@ -188,6 +188,9 @@ def fixed_errors(c):
          "fixed")
     c.eq(errors(raw_predict(request("error", "empty", [{"a": ONES}]))), [(1, "Predict failed")],
          "empty message becomes Predict failed")
+    c.eq(errors(raw_predict(request("error", "wrong_count", [{"a": ONES}] * 2))),
+         [(3, "Result instances number 3 is inconsistent with request instances number 2")],
+         "a handler reply with the wrong instance count")
 
 
 def tensor_checks(c):

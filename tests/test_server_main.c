@@ -9,7 +9,8 @@
  *                "version" (int64 scalar: the version that answered). Per-instance dtype and
  *                size errors with MindSpore's texts.
  *   echo         echo(any) -> every input unchanged (string/bytes kind kept)
- *   error        fail() -> code 3 "fixed failure"; empty() -> code 1 with an empty message
+ *   error        fail() -> code 3 "fixed failure"; empty() -> code 1 with an empty message;
+ *                wrong_count() -> one instance too many (a broken handler reply)
  *   partial      fail_second(any) -> echo, except instance 1 fails with code 2
  *   slow         sleep(any) -> echo after 300 ms
  *   describe     describe(any) -> for every input a string "DTYPE [DIMS]" ("bytes"/"str" for
@@ -153,6 +154,7 @@ static const method_def methods[] = {
     {"echo", {1, 0}, "echo", {NULL, NULL}, 0},
     {"error", {1, 0}, "fail", {NULL, NULL}, 0},
     {"error", {1, 0}, "empty", {NULL, NULL}, 0},
+    {"error", {1, 0}, "wrong_count", {NULL, NULL}, 0},
     {"partial", {1, 0}, "fail_second", {NULL, NULL}, 0},
     {"slow", {1, 0}, "sleep", {NULL, NULL}, 0},
     {"control", {1, 0}, "set_ready", {"value", NULL}, 1},
@@ -191,6 +193,7 @@ static ss_predict_reply *run(const ss_predict_request *req)
     if (r) return r;
     if (strcmp(d->method, "add_common") == 0) return add_common(req, version);
     if (strcmp(d->method, "describe") == 0) return describe(req);
+    if (strcmp(d->method, "wrong_count") == 0) return ss_predict_reply_new(req->count + 1);
     if (strcmp(d->method, "fail") == 0)
         return ss_predict_reply_error(SS_SERVING_SYSTEM_ERROR, "fixed failure");
     if (strcmp(d->method, "empty") == 0) return ss_predict_reply_error(SS_SERVING_FAILED, "%s", "");

@@ -126,6 +126,11 @@ void ss_predict_reply_free(ss_predict_reply *reply);
  * every instance failed with the same code and message collapsed into one entry, failed
  * instances emptied, empty messages replaced by "Predict failed". */
 void ss_predict_reply_collapse(ss_predict_reply *reply);
+/* What the front ends do with a handler's reply before encoding it: NULL becomes "Predict
+ * failed", the reply is collapsed, and a reply whose instance count does not match the request's
+ * becomes a SYSTEM_ERROR naming both counts. Returns the reply to send (the argument is consumed;
+ * NULL only when out of memory). */
+ss_predict_reply *ss_predict_reply_finish(ss_predict_reply *reply, const ss_predict_request *req);
 
 /* ------------------------------------------------------------------ MindSpore's checks and texts */
 

@@ -154,7 +154,11 @@ static void finish_call(grpc_ctx *c, grpc_status_code code, const char *details,
 
 static void finish_with_reply(grpc_ctx *c, ss_predict_reply *reply)
 {
-    ss_predict_reply_collapse(reply);
+    reply = ss_predict_reply_finish(reply, c->req);
+    if (!reply) {
+        finish_call(c, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory", NULL, 0);
+        return;
+    }
     uint8_t *buf = NULL;
     size_t len = 0;
     ss_status *st = ss_grpc_encode_reply(c->req, reply, &buf, &len);
@@ -170,13 +174,7 @@ static void finish_with_reply(grpc_ctx *c, ss_predict_reply *reply)
 
 static void predict_done(void *done_ctx, ss_predict_reply *reply)
 {
-    grpc_ctx *c = done_ctx;
-    if (!reply) reply = ss_predict_reply_error(SS_SERVING_SYSTEM_ERROR, "Predict failed");
-    if (!reply) {
-        finish_call(c, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory", NULL, 0);
-        return;
-    }
-    finish_with_reply(c, reply);
+    finish_with_reply(done_ctx, reply);
 }
 
 /* Flatten the received message (NULL when the client sent none). */

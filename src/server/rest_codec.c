@@ -12,6 +12,7 @@
 
 #include <cjson/cJSON.h>
 #include <errno.h>
+#include <float.h>
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -447,7 +448,10 @@ static ss_status *store_number(ss_tensor *t, size_t index, const cJSON *v)
             return fail("json value %.0f is out of the range of int32", d);
         ((int32_t *)t->data)[index] = (int32_t)d;
         return NULL;
-    case SS_DT_FLOAT32: ((float *)t->data)[index] = (float)d; return NULL;
+    case SS_DT_FLOAT32:
+        if (!(fabs(d) <= FLT_MAX)) return fail("json value %g is out of the range of float32", d);
+        ((float *)t->data)[index] = (float)d;
+        return NULL;
     case SS_DT_BOOL: ((bool *)t->data)[index] = cJSON_IsTrue(v); return NULL;
     default: return fail("data type is unknown");
     }

@@ -94,14 +94,10 @@ static void rest_done(void *done_ctx, ss_predict_reply *reply)
     conn_ctx *c = done_ctx;
     ss_rest_server *srv = c->srv;
     size_t len = 0;
-    char *body;
-    if (!reply) {
-        body = ss_rest_error_json("Predict failed", &len);
-    } else {
-        ss_predict_reply_collapse(reply);
-        body = ss_rest_reply_json(reply, &len);
-        ss_predict_reply_free(reply);
-    }
+    char *body = NULL;
+    reply = ss_predict_reply_finish(reply, c->req);
+    if (reply) body = ss_rest_reply_json(reply, &len);
+    ss_predict_reply_free(reply);
     pthread_mutex_lock(&c->mu);
     c->reply = body;
     c->reply_len = len;

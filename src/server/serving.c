@@ -255,6 +255,20 @@ void ss_predict_reply_collapse(ss_predict_reply *r)
     }
 }
 
+ss_predict_reply *ss_predict_reply_finish(ss_predict_reply *reply, const ss_predict_request *req)
+{
+    if (!reply) return ss_predict_reply_error(SS_SERVING_SYSTEM_ERROR, "Predict failed");
+    ss_predict_reply_collapse(reply);
+    bool whole_error = reply->error_count == 1 && reply->count == 0;
+    if (whole_error || reply->count == req->count) return reply;
+    size_t got = reply->count;
+    ss_predict_reply_free(reply);
+    return ss_predict_reply_error(SS_SERVING_SYSTEM_ERROR,
+                                  "Result instances number %zu is inconsistent with request "
+                                  "instances number %zu",
+                                  got, req->count);
+}
+
 /* ------------------------------------------------------------------ checks and texts */
 
 const char *ss_serving_spec_str(const ss_predict_request *req, char *buf, size_t cap)
