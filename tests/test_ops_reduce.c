@@ -796,6 +796,112 @@ static void test_conv_errors(void)
     ss_tensor_free(&x), ss_tensor_free(&w), ss_tensor_free(&x4), ss_tensor_free(&w4);
 }
 
+/* ConvTranspose as the scatter it is defined to be: every input pixel adds kernel-weighted copies. */
+static void check_convtranspose(ss_dtype dt, int64_t group, const int64_t *s, const int64_t *d, const int64_t *pads,
+                                const int64_t *opad, const int64_t *oshape)
+{
+    int64_t C = 4, Mg = 3, xd[4] = {2, C, 3, 4}, wd[4] = {C, Mg, 3, 2}, bd[1] = {Mg * group};
+    ss_tensor x = make_rand(dt, 4, xd), w = make_rand(dt, 4, wd), b = make_rand(dt, 1, bd);
+    tnode t;
+    tnode_init(&t, "ConvTranspose");
+    int64_t sv[2] = {s[0], s[1]}, dv[2] = {d[0], d[1]}, pv[4] = {pads[0], pads[1], pads[2], pads[3]};
+    int64_t ov[2] = {opad[0], opad[1]}, osv[2] = {oshape ? oshape[0] : 0, oshape ? oshape[1] : 0};
+    attr_ints(&t, "strides", sv, 2);
+    attr_ints(&t, "dilations", dv, 2);
+    attr_ints(&t, "output_padding", ov, 2);
+    if (oshape) attr_ints(&t, "output_shape", osv, 2);
+    else attr_ints(&t, "pads", pv, 4);
+    attr_int(&t, "group", group);
+    ss_tensor *in[3] = {&x, &w, &b};
+    ss_tensor out;
+    ss_status *st = run_op(&t, 11, 3, in, &out);
+    CHECK_MSG(!st, "%s", st ? st->msg : "");
+    if (st) {
+        ss_status_free(st);
+    } else {
+        int64_t od[2], pb[2];
+        for (int i = 0; i < 2; i++) {
+            int64_t full = s[i] * (xd[2 + i] - 1) + opad[i] + (wd[2 + i] - 1) * d[i] + 1;
+            if (oshape) {
+                int64_t total = full - oshape[i];
+                total = total < 0 ? 0 : total;
+                od[i] = oshape[i], pb[i] = total - total / 2;
+            } else {
+                od[i] = full - pads[i] - pads[2 + i], pb[i] = pads[i];
+            }
+        }
+        int64_t yd[4] = {2, Mg * group, od[0], od[1]};
+        ss_tensor ref = make(SS_DT_FLOAT64, 4, yd, NULL);
+        double *r = ref.data;
+        int64_t cg = C / group;
+        for (int64_t n = 0; n < 2; n++)
+            for (int64_t m = 0; m < Mg * group; m++)
+                for (int64_t i = 0; i < od[0] * od[1]; i++) r[(n * Mg * group + m) * od[0] * od[1] + i] = get(&b, m);
+        for (int64_t n = 0; n < 2; n++)
+            for (int64_t c = 0; c < C; c++)
+                for (int64_t ih = 0; ih < xd[2]; ih++)
+                    for (int64_t iw = 0; iw < xd[3]; iw++)
+                        for (int64_t m = 0; m < Mg; m++)
+                            for (int64_t kh = 0; kh < wd[2]; kh++)
+                                for (int64_t kw = 0; kw < wd[3]; kw++) {
+                                    int64_t oh = ih * s[0] - pb[0] + kh * d[0], ow = iw * s[1] - pb[1] + kw * d[1];
+                                    if (oh < 0 || oh >= od[0] || ow < 0 || ow >= od[1]) continue;
+                                    int64_t mo = (c / cg) * Mg + m;
+                                    r[((n * Mg * group + mo) * od[0] + oh) * od[1] + ow] +=
+                                        get(&x, ((n * C + c) * xd[2] + ih) * xd[3] + iw) *
+                                        get(&w, ((c * Mg + m) * wd[2] + kh) * wd[3] + kw);
+                                }
+        double e = mismatch(&out, &ref, dt == SS_DT_FLOAT32 ? 1e-4 : 1e-10, 1e-5);
+        CHECK_MSG(e <= 1, "convtranspose %s group %lld: error %g", ss_dtype_name(dt), (long long)group, e);
+        ss_tensor_free(&ref);
+        ss_tensor_free(&out);
+    }
+    ss_tensor_free(&x), ss_tensor_free(&w), ss_tensor_free(&b);
+}
+
+static void test_convtranspose_matches_scatter_reference(void)
+{
+    int64_t one[2] = {1, 1}, s32[2] = {3, 2}, d21[2] = {2, 1}, zero4[4] = {0, 0, 0, 0}, pads[4] = {1, 0, 2, 1};
+    int64_t op[2] = {1, 0}, zero2[2] = {0, 0}, oshape[2] = {12, 9};
+    for (int f64 = 0; f64 < 2; f64++) {
+        ss_dtype dt = f64 ? SS_DT_FLOAT64 : SS_DT_FLOAT32;
+        check_convtranspose(dt, 1, one, one, zero4, zero2, NULL);
+        check_convtranspose(dt, 2, s32, d21, pads, op, NULL);
+        check_convtranspose(dt, 4, s32, one, zero4, zero2, NULL);
+        check_convtranspose(dt, 1, s32, one, zero4, zero2, oshape); /* larger than computed: padded at the end */
+    }
+}
+
+static void test_lrn_and_mvn(void)
+{
+    int64_t dims[4] = {1, 4, 1, 2};
+    ss_tensor x = make_rand(SS_DT_FLOAT32, 4, dims), out;
+    ss_tensor *in[1] = {&x};
+    tnode t;
+    tnode_init(&t, "LRN");
+    attr_int(&t, "size", 2);
+    attr_float(&t, "alpha", 0.5f);
+    CHECK_OK(run_op(&t, 13, 1, in, &out));
+    const float *xv = x.data;
+    for (int c = 0; c < 4; c++)
+        for (int s = 0; s < 2; s++) {
+            double sq = 0; /* size 2: channels c and c + 1 */
+            for (int cc = c; cc <= c + 1 && cc < 4; cc++) sq += xv[cc * 2 + s] * xv[cc * 2 + s];
+            CHECK_NEAR(((float *)out.data)[c * 2 + s], xv[c * 2 + s] / pow(1 + 0.25 * sq, 0.75), 1e-6);
+        }
+    ss_tensor_free(&out);
+    tnode_init(&t, "MeanVarianceNormalization");
+    int64_t axes[2] = {1, -1};
+    attr_ints(&t, "axes", axes, 2);
+    CHECK_OK(run_op(&t, 13, 1, in, &out));
+    double m = 0, q = 0;
+    for (int i = 0; i < 8; i++) m += xv[i], q += xv[i] * xv[i];
+    m /= 8, q = sqrt(q / 8 - m * m) + 1e-9;
+    for (int i = 0; i < 8; i++) CHECK_NEAR(((float *)out.data)[i], (xv[i] - m) / q, 1e-5);
+    ss_tensor_free(&out);
+    ss_tensor_free(&x);
+}
+
 /* ------------------------------------------------------------------ pooling */
 
 static void test_pools_match_reference(void)
@@ -881,5 +987,6 @@ TEST_MAIN(TEST(test_alloc_counter_sees_malloc), TEST(test_reduce_every_axis_subs
           TEST(test_softmax_axis_semantics_by_opset), TEST(test_hardmax_first_maximum),
           TEST(test_lp_normalization), TEST(test_layernorm_broadcast_params_and_stats),
           TEST(test_batchnorm_inference_and_unsupported), TEST(test_instancenorm),
-          TEST(test_conv_matches_direct_reference), TEST(test_conv_errors), TEST(test_pools_match_reference),
+          TEST(test_conv_matches_direct_reference), TEST(test_conv_errors), TEST(test_convtranspose_matches_scatter_reference),
+          TEST(test_lrn_and_mvn), TEST(test_pools_match_reference),
           TEST(test_maxpool_indices_and_global_pools))

@@ -1,6 +1,6 @@
 /*
- * Convolution and pooling over 1, 2 or 3 spatial dims: Conv, MaxPool, AveragePool,
- * GlobalAveragePool, GlobalMaxPool.
+ * Convolution and pooling over 1, 2 or 3 spatial dims: Conv, ConvTranspose, MaxPool,
+ * AveragePool, GlobalAveragePool, GlobalMaxPool.
  *
  * Every op is planned in a canonical 3-D geometry (lower ranks get leading spatial dims of size
  * 1), so one im2col and one pooling loop serve all ranks. infer resolves auto_pad, pads, strides,
@@ -262,6 +262,197 @@ static ss_status *conv_run(ss_kctx *k)
     return NULL;
 }
 
+/* ------------------------------------------------------------------ ConvTranspose */
+
+/*
+ * The adjoint of Conv: per (image, group) one gemm col = W_g^T X_g, then col2im scatters col
+ * into Y (which starts as the bias). The geometry is Conv's with the roles of the images
+ * swapped: g.in is Y's spatial shape, g.out is X's.
+ */
+typedef struct {
+    geom g;
+    int64_t N, C, M, group, cg, mg;
+    void *col; /* (mg * kvol) x (X's spatial volume) */
+} convt_plan;
+
+static const char *const convt_attrs[] = {"auto_pad", "dilations", "group", "kernel_shape", "output_padding",
+                                          "output_shape", "pads", "strides", NULL};
+
+static ss_status *convt_geom(const ss_kctx *k, const ss_tensor *x, const int64_t *kernel, geom *g)
+{
+    int nsp = x->ndim - 2;
+    if (nsp < 1 || nsp > 3)
+        return ss_op_err(k, SS_ERR_UNSUPPORTED, "%d spatial dims (only 1 to 3 are supported)", nsp);
+    int64_t s[3], d[3], opad[3], pads[6], oshape[3];
+    ss_status *st = read_spatial(k, "strides", nsp, 1, s);
+    if (!st) st = read_spatial(k, "dilations", nsp, 1, d);
+    if (!st) st = read_spatial(k, "output_padding", nsp, 0, opad);
+    if (!st) st = read_spatial(k, "pads", 2 * nsp, 0, pads);
+    if (st) return st;
+    const int64_t *os;
+    int n_os = ss_onnx_attr_ints(k->node, "output_shape", &os);
+    if (n_os >= 0 && n_os != nsp && n_os != nsp + 2)
+        return ss_op_err(k, SS_ERR_INVALID, "attribute 'output_shape' has %d values, expected %d", n_os, nsp);
+    for (int i = 0; n_os >= 0 && i < nsp; i++) oshape[i] = os[n_os - nsp + i];
+    char ap[32];
+    const char *auto_pad = ss_onnx_attr_string(k->node, "auto_pad", ap, sizeof ap);
+    if (!auto_pad || !auto_pad[0]) auto_pad = "NOTSET";
+    bool upper = strcmp(auto_pad, "SAME_UPPER") == 0, lower = strcmp(auto_pad, "SAME_LOWER") == 0;
+    bool valid = strcmp(auto_pad, "VALID") == 0;
+    if (!upper && !lower && !valid && strcmp(auto_pad, "NOTSET") != 0)
+        return ss_op_err(k, SS_ERR_INVALID, "attribute 'auto_pad' has unknown value '%s'", auto_pad);
+    memset(g, 0, sizeof *g);
+    g->nsp = nsp;
+    for (int i = 0; i < 3; i++) g->in[i] = g->out[i] = g->k[i] = g->s[i] = g->d[i] = 1;
+    g->ivol = g->ovol = g->kvol = 1;
+    for (int i = 0; i < nsp; i++) {
+        int c = 3 - nsp + i;
+        int64_t in = x->dims[2 + i], ek = (kernel[i] - 1) * d[i] + 1, out, pb, pe;
+        if (kernel[i] < 1 || s[i] < 1 || d[i] < 1 || opad[i] < 0)
+            return ss_op_err(k, SS_ERR_INVALID, "kernel sizes, strides and dilations must be positive");
+        int64_t full = s[i] * (in - 1) + opad[i] + ek;
+        if (n_os >= 0 || upper || lower) {
+            out = n_os >= 0 ? oshape[i] : in * s[i];
+            int64_t total = full - out; /* a larger output is padded at the end, as in ORT */
+            if (total < 0) total = 0;
+            pb = upper ? total / 2 : total - total / 2;
+            pe = total - pb;
+        } else {
+            pb = valid ? 0 : pads[i];
+            pe = valid ? 0 : pads[nsp + i];
+            out = full - pb - pe;
+        }
+        if (out < 0) return ss_op_err(k, SS_ERR_INVALID, "negative output size %lld", (long long)out);
+        /* roles swapped: "in" is Y, "out" is X */
+        g->in[c] = out, g->out[c] = in, g->k[c] = kernel[i], g->s[c] = s[i], g->d[c] = d[i];
+        g->pb[c] = pb, g->pe[c] = pe;
+        g->ivol *= out, g->ovol *= in, g->kvol *= kernel[i];
+    }
+    return NULL;
+}
+
+static ss_status *convt_infer(ss_kctx *k)
+{
+    static const ss_dtype types[] = {SS_DT_FLOAT32, SS_DT_FLOAT64};
+    ss_status *st = ss_op_expect_inputs(k, 2, 3);
+    if (!st) st = check_attrs(k, convt_attrs);
+    if (!st) st = ss_op_expect_dtype(k, 0, types, 2);
+    if (st) return st;
+    const ss_tensor *x = k->in[0], *w = k->in[1], *b = k->n_in > 2 ? k->in[2] : NULL;
+    if (w->dtype != x->dtype || (b && b->dtype != x->dtype))
+        return ss_op_err(k, SS_ERR_INVALID, "X, W and B must have the same type");
+    if (x->ndim < 3 || w->ndim != x->ndim)
+        return ss_op_err(k, SS_ERR_INVALID, "X (rank %d) and W (rank %d) must have the same rank >= 3", x->ndim, w->ndim);
+    int nsp = x->ndim - 2;
+    int64_t kernel[SS_MAX_DIMS];
+    st = read_spatial(k, "kernel_shape", nsp, -1, kernel);
+    if (st) return st;
+    for (int i = 0; i < nsp; i++) {
+        if (kernel[i] < 0) kernel[i] = w->dims[2 + i];
+        if (kernel[i] != w->dims[2 + i])
+            return ss_op_err(k, SS_ERR_INVALID, "attribute 'kernel_shape' does not match W's shape");
+    }
+    int64_t group = ss_onnx_attr_int(k->node, "group", 1), C = x->dims[1];
+    if (group < 1 || C % group || w->dims[0] != C)
+        return ss_op_err(k, SS_ERR_INVALID, "channels (X %lld, W %lld) do not fit group %lld", (long long)C,
+                         (long long)w->dims[0], (long long)group);
+    int64_t M = w->dims[1] * group;
+    if (b && (b->ndim != 1 || b->dims[0] != M))
+        return ss_op_err(k, SS_ERR_INVALID, "B must have shape [%lld]", (long long)M);
+    geom g;
+    st = convt_geom(k, x, kernel, &g);
+    if (st) return st;
+    size_t col_bytes = (size_t)w->dims[1] * (size_t)g.kvol * (size_t)g.ovol * ss_dtype_size(x->dtype);
+    convt_plan *p = calloc(1, sizeof *p + col_bytes);
+    if (!p) return ss_errf(SS_ERR_NOMEM, "cannot allocate a %zu-byte col2im buffer", col_bytes);
+    k->state = p;
+    p->g = g;
+    p->N = x->dims[0];
+    p->C = C;
+    p->M = M;
+    p->group = group;
+    p->cg = C / group;
+    p->mg = w->dims[1];
+    p->col = p + 1;
+    ss_tensor *y = k->out[0];
+    y->dtype = x->dtype;
+    y->ndim = x->ndim;
+    y->dims[0] = p->N;
+    y->dims[1] = M;
+    for (int i = 0; i < nsp; i++) y->dims[2 + i] = g.in[3 - nsp + i];
+    return NULL;
+}
+
+/* Adds the column matrix (rows (m, kd, kh, kw), columns X's positions) into Y's channels. */
+#define COL2IM(T)                                                                                  \
+    static void col2im_##T(const geom *g, int64_t mg, const T *restrict col, T *restrict y)        \
+    {                                                                                              \
+        const int64_t *in = g->in, *out = g->out;                                                  \
+        for (int64_t c = 0; c < mg; c++)                                                           \
+            for (int64_t kd = 0; kd < g->k[0]; kd++)                                               \
+                for (int64_t kh = 0; kh < g->k[1]; kh++)                                           \
+                    for (int64_t kw = 0; kw < g->k[2]; kw++) {                                     \
+                        int64_t offw = kw * g->d[2] - g->pb[2], lo, hi;                            \
+                        valid_range(offw, g->s[2], in[2], out[2], &lo, &hi);                       \
+                        for (int64_t od = 0; od < out[0]; od++) {                                  \
+                            int64_t id = od * g->s[0] - g->pb[0] + kd * g->d[0];                   \
+                            if (id < 0 || id >= in[0]) continue;                                   \
+                            for (int64_t oh = 0; oh < out[1]; oh++) {                              \
+                                int64_t ih = oh * g->s[1] - g->pb[1] + kh * g->d[1];               \
+                                if (ih < 0 || ih >= in[1]) continue;                               \
+                                const T *restrict src = col + (od * out[1] + oh) * out[2];         \
+                                T *restrict dst = y + ((c * in[0] + id) * in[1] + ih) * in[2];     \
+                                int64_t s = g->s[2];                                               \
+                                for (int64_t ow = lo; ow < hi; ow++) dst[ow * s + offw] += src[ow]; \
+                            }                                                                      \
+                        }                                                                          \
+                        col += g->ovol;                                                            \
+                    }                                                                              \
+    }
+
+COL2IM(float)
+COL2IM(double)
+
+static ss_status *convt_run(ss_kctx *k)
+{
+    const convt_plan *p = k->state;
+    const ss_tensor *x = k->in[0], *w = k->in[1], *b = k->n_in > 2 ? k->in[2] : NULL;
+    bool f32 = x->dtype == SS_DT_FLOAT32;
+    size_t es = f32 ? 4 : 8;
+    int64_t xvol = p->g.ovol, yvol = p->g.ivol, R = p->mg * p->g.kvol;
+    char *y = k->out[0]->data;
+    const char *xd = x->data, *wd = w->data;
+    if (yvol == 0 || p->M == 0 || p->N == 0) return NULL;
+    for (int64_t n = 0; n < p->N; n++) {
+        for (int64_t m = 0; m < p->M; m++) {
+            char *row = y + (size_t)((n * p->M + m) * yvol) * es;
+            if (f32) {
+                float v = b ? ((const float *)b->data)[m] : 0.0f;
+                for (int64_t i = 0; i < yvol; i++) ((float *)row)[i] = v;
+            } else {
+                double v = b ? ((const double *)b->data)[m] : 0.0;
+                for (int64_t i = 0; i < yvol; i++) ((double *)row)[i] = v;
+            }
+        }
+        if (xvol == 0 || p->cg == 0) continue;
+        for (int64_t gi = 0; gi < p->group; gi++) {
+            const void *xg = xd + (size_t)((n * p->C + gi * p->cg) * xvol) * es;
+            const void *wg = wd + (size_t)(gi * p->cg * R) * es;
+            void *yg = y + (size_t)((n * p->M + gi * p->mg) * yvol) * es;
+            if (f32) {
+                cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (blasint)R, (blasint)xvol, (blasint)p->cg,
+                            1.0f, wg, (blasint)R, xg, (blasint)xvol, 0.0f, p->col, (blasint)xvol);
+                col2im_float(&p->g, p->mg, p->col, yg);
+            } else {
+                cblas_dgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (blasint)R, (blasint)xvol, (blasint)p->cg,
+                            1.0, wg, (blasint)R, xg, (blasint)xvol, 0.0, p->col, (blasint)xvol);
+                col2im_double(&p->g, p->mg, p->col, yg);
+            }
+        }
+    }
+    return NULL;
+}
+
 /* ------------------------------------------------------------------ MaxPool / AveragePool */
 
 typedef struct {
@@ -461,6 +652,7 @@ static ss_status *gpool_run(ss_kctx *k)
 
 const ss_op_def ss_ops_conv[] = {
     {"", "Conv", 1, 17, conv_infer, conv_run, 0},
+    {"", "ConvTranspose", 1, 17, convt_infer, convt_run, 0},
     {"", "MaxPool", 1, 17, pool_infer, pool_run, 0},
     {"", "AveragePool", 1, 17, pool_infer, pool_run, 0},
     {"", "GlobalAveragePool", 1, 17, gpool_infer, gpool_run, 0},

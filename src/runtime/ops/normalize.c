@@ -1,6 +1,7 @@
 /*
  * Normalizations: Softmax, LogSoftmax, Hardmax, LpNormalization, LayerNormalization,
- * BatchNormalization (inference, and training mode from opset 14), InstanceNormalization.
+ * BatchNormalization (inference, and training mode from opset 14), InstanceNormalization, LRN,
+ * MeanVarianceNormalization.
  *
  * Every op here views its input as [outer, n, inner] around the normalized axis (or axes).
  * Softmax-like ops with inner == 1 (the common axis=-1 case) work on contiguous rows; otherwise
@@ -516,6 +517,168 @@ static ss_status *chnorm_run(ss_kctx *k)
     return NULL;
 }
 
+/* ------------------------------------------------------------------ LRN */
+
+typedef struct {
+    float alpha, beta, bias;
+    int64_t size, n, c, spatial;
+    double *acc; /* spatial */
+} lrn_plan;
+
+static const char *const lrn_attrs[] = {"alpha", "beta", "bias", "size", NULL};
+
+static ss_status *lrn_infer(ss_kctx *k)
+{
+    ss_status *st = ss_op_expect_inputs(k, 1, 1);
+    if (!st) st = check_attrs(k, lrn_attrs);
+    if (!st) st = ss_op_expect_dtype(k, 0, float_types, 2);
+    if (st) return st;
+    const ss_tensor *x = k->in[0];
+    if (x->ndim < 2) return ss_op_err(k, SS_ERR_INVALID, "X must have rank >= 2 (N, C, ...)");
+    int64_t size = ss_onnx_attr_int(k->node, "size", 0);
+    if (size < 1) return ss_op_err(k, SS_ERR_INVALID, "attribute 'size' must be given and positive");
+    int64_t spatial = prod(x->dims, 2, x->ndim);
+    lrn_plan *p = calloc(1, sizeof *p + (size_t)spatial * sizeof(double));
+    if (!p) return ss_errf(SS_ERR_NOMEM, "out of memory");
+    k->state = p;
+    p->alpha = ss_onnx_attr_float(k->node, "alpha", 1e-4f);
+    p->beta = ss_onnx_attr_float(k->node, "beta", 0.75f);
+    p->bias = ss_onnx_attr_float(k->node, "bias", 1.0f);
+    p->size = size;
+    p->n = x->dims[0];
+    p->c = x->dims[1];
+    p->spatial = spatial;
+    p->acc = (double *)(p + 1);
+    ss_op_same_shape(k->out[0], x);
+    return NULL;
+}
+
+/* y = x / (bias + alpha / size * sum of squares over the channel window) ^ beta */
+#define LRN(T)                                                                                     \
+    do {                                                                                           \
+        int64_t S = p->spatial, C = p->c, before = (p->size - 1) / 2, after = p->size / 2;         \
+        double scale = (double)p->alpha / (double)p->size;                                         \
+        for (int64_t b = 0; b < p->n; b++)                                                         \
+            for (int64_t c = 0; c < C; c++) {                                                      \
+                double *restrict acc = p->acc;                                                     \
+                for (int64_t s = 0; s < S; s++) acc[s] = 0;                                        \
+                int64_t c0 = c - before < 0 ? 0 : c - before, c1 = c + after >= C ? C - 1 : c + after; \
+                for (int64_t cc = c0; cc <= c1; cc++) {                                            \
+                    const T *restrict xs = (const T *)k->in[0]->data + (b * C + cc) * S;           \
+                    for (int64_t s = 0; s < S; s++) acc[s] += (double)xs[s] * xs[s];               \
+                }                                                                                  \
+                const T *restrict xs = (const T *)k->in[0]->data + (b * C + c) * S;                \
+                T *restrict ys = (T *)k->out[0]->data + (b * C + c) * S;                           \
+                for (int64_t s = 0; s < S; s++)                                                    \
+                    ys[s] = (T)(xs[s] / pow((double)p->bias + scale * acc[s], (double)p->beta));   \
+            }                                                                                      \
+    } while (0)
+
+static ss_status *lrn_run(ss_kctx *k)
+{
+    const lrn_plan *p = k->state;
+    if (k->in[0]->dtype == SS_DT_FLOAT32) LRN(float);
+    else LRN(double);
+    return NULL;
+}
+
+/* ------------------------------------------------------------------ MeanVarianceNormalization */
+
+/* y = (x - mean) / (sqrt(E[x^2] - mean^2) + 1e-9) over `axes` (default [0, 2, 3]), as ONNX's
+ * function body computes it. Statistics are indexed by the kept dims. */
+typedef struct {
+    int ndim;
+    int64_t dims[SS_MAX_DIMS], ostride[SS_MAX_DIMS]; /* stat index step per dim (0 if reduced) */
+    int64_t n_stat, n_red;
+    double *sum, *sq;
+} mvn_plan;
+
+static const char *const mvn_attrs[] = {"axes", NULL};
+
+static ss_status *mvn_infer(ss_kctx *k)
+{
+    ss_status *st = ss_op_expect_inputs(k, 1, 1);
+    if (!st) st = check_attrs(k, mvn_attrs);
+    if (!st) st = ss_op_expect_dtype(k, 0, float_types, 2);
+    if (st) return st;
+    const ss_tensor *x = k->in[0];
+    bool mask[SS_MAX_DIMS] = {false};
+    const int64_t *axes;
+    int na = ss_onnx_attr_ints(k->node, "axes", &axes);
+    static const int64_t dflt[3] = {0, 2, 3};
+    if (na < 0) {
+        if (x->ndim != 4) return ss_op_err(k, SS_ERR_INVALID, "the default axes [0,2,3] need a 4-D input");
+        axes = dflt, na = 3;
+    }
+    for (int i = 0; i < na; i++) {
+        int a;
+        st = ss_op_axis(k, axes[i], x->ndim, &a);
+        if (st) return st;
+        mask[a] = true;
+    }
+    int64_t n_stat = 1, n_red = 1;
+    for (int d = 0; d < x->ndim; d++) {
+        if (mask[d]) n_red *= x->dims[d];
+        else n_stat *= x->dims[d];
+    }
+    mvn_plan *p = calloc(1, sizeof *p + (size_t)n_stat * 2 * sizeof(double));
+    if (!p) return ss_errf(SS_ERR_NOMEM, "out of memory");
+    k->state = p;
+    p->ndim = x->ndim;
+    memcpy(p->dims, x->dims, sizeof p->dims);
+    int64_t s = 1;
+    for (int d = x->ndim - 1; d >= 0; d--) {
+        p->ostride[d] = mask[d] ? 0 : s;
+        if (!mask[d]) s *= x->dims[d];
+    }
+    p->n_stat = n_stat;
+    p->n_red = n_red;
+    p->sum = (double *)(p + 1);
+    p->sq = p->sum + n_stat;
+    ss_op_same_shape(k->out[0], x);
+    return NULL;
+}
+
+#define MVN(T)                                                                                     \
+    do {                                                                                           \
+        const T *x = k->in[0]->data;                                                               \
+        T *y = k->out[0]->data;                                                                    \
+        int64_t n = ss_tensor_numel(k->in[0]), last = p->dims[p->ndim - 1];                        \
+        for (int64_t i = 0; i < p->n_stat; i++) p->sum[i] = p->sq[i] = 0;                          \
+        for (int pass = 0; pass < 2; pass++) {                                                     \
+            int64_t idx[SS_MAX_DIMS] = {0}, o = 0, ls = p->ostride[p->ndim - 1];                   \
+            for (int64_t i = 0; i < n; i += last) {                                                \
+                for (int64_t j = 0; j < last; j++) {                                               \
+                    double v = x[i + j];                                                           \
+                    int64_t oj = o + j * ls;                                                       \
+                    if (pass == 0) p->sum[oj] += v, p->sq[oj] += v * v;                            \
+                    else y[i + j] = (T)((v - p->sum[oj]) / p->sq[oj]);                             \
+                }                                                                                  \
+                for (int d = p->ndim - 2; d >= 0; d--) {                                           \
+                    o += p->ostride[d];                                                            \
+                    if (++idx[d] < p->dims[d]) break;                                              \
+                    o -= p->ostride[d] * p->dims[d];                                               \
+                    idx[d] = 0;                                                                    \
+                }                                                                                  \
+            }                                                                                      \
+            if (pass == 0)                                                                         \
+                for (int64_t s = 0; s < p->n_stat; s++) {                                          \
+                    double m = p->sum[s] / (double)p->n_red, var = p->sq[s] / (double)p->n_red - m * m; \
+                    p->sum[s] = m;                                                                 \
+                    p->sq[s] = sqrt(var > 0 ? var : 0) + 1e-9;                                     \
+                }                                                                                  \
+        }                                                                                          \
+    } while (0)
+
+static ss_status *mvn_run(ss_kctx *k)
+{
+    const mvn_plan *p = k->state;
+    if (ss_tensor_numel(k->in[0]) == 0) return NULL;
+    if (k->in[0]->dtype == SS_DT_FLOAT32) MVN(float);
+    else MVN(double);
+    return NULL;
+}
+
 const ss_op_def ss_ops_normalize[] = {
     {"", "Softmax", 1, 17, softmax_infer, softmax_run, 0},
     {"", "LogSoftmax", 1, 17, softmax_infer, softmax_run, 0},
@@ -524,5 +687,7 @@ const ss_op_def ss_ops_normalize[] = {
     {"", "LayerNormalization", 17, 17, layernorm_infer, layernorm_run, 0},
     {"", "BatchNormalization", 7, 17, chnorm_infer, chnorm_run, 0},
     {"", "InstanceNormalization", 6, 17, chnorm_infer, chnorm_run, 0},
+    {"", "LRN", 1, 17, lrn_infer, lrn_run, 0},
+    {"", "MeanVarianceNormalization", 9, 17, mvn_infer, mvn_run, 0},
     {0},
 };
