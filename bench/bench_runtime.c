@@ -12,7 +12,8 @@
  *
  * Standalone mode prints median / p10 / p90 latency and throughput (batch = dim 0 of input 0
  * divided by the median). --serve prints "ready ..." after warm-up, then for each stdin line
- * "run N" runs N calls and prints "times t1 t2 ..." (nanoseconds); "quit" or EOF ends it. The
+ * "run N" runs N calls and prints "times t1 t2 ... cpu=C" (nanoseconds per call, then the
+ * process CPU time of the whole round, all threads); "quit" or EOF ends it. The
  * ready line carries a checksum of the outputs (sum and sum of |x| of every float output) so the
  * driver can check that both runtimes computed the same thing.
  *
@@ -26,6 +27,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #define MAX_INPUTS 16
 
@@ -198,6 +200,14 @@ static int load_only(const bench_args *a)
     return 0;
 }
 
+/* CPU time of the whole process (all threads, spinning included). */
+static uint64_t cpu_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
 static int serve(ss_session *s, const ss_tensor *ins, int n)
 {
     char line[128];
@@ -209,13 +219,14 @@ static int serve(ss_session *s, const ss_tensor *ins, int n)
             return 1;
         }
         printf("times");
+        uint64_t cpu0 = cpu_ns();
         for (int i = 0; i < iters; i++) {
             uint64_t ns;
             ss_status *st = run_once(s, ins, n, &ns);
             if (st) die(st, "run");
             printf(" %llu", (unsigned long long)ns);
         }
-        printf("\n");
+        printf(" cpu=%llu\n", (unsigned long long)(cpu_ns() - cpu0));
         fflush(stdout);
     }
     return 0;

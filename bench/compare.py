@@ -7,6 +7,9 @@ alternating rounds A B, B A, A B, ... of about --round-seconds each, so that a n
 the shared machine hits both sides alike. Medians are over all timed calls of a side; the ratio
 column is ORT median / shardserve median (> 1: shardserve is faster), and "round ratios" gives
 the range of that ratio over the individual rounds, which shows how much noise there was.
+"CPU/call" is the process CPU time (all threads, spin-waiting included) per call, median over
+rounds: less sensitive than wall time to being descheduled by neighbours, but it counts the
+spinning of idle pool threads.
 
 The ready lines carry output checksums; a side whose checksum differs from the other's is flagged
 in the "check" column (it would mean the two runtimes did not compute the same thing).
@@ -36,6 +39,7 @@ class Side:
         self.name, self.error, self.ready = name, None, {}
         self.times = []       # ns, all rounds
         self.round_medians = []
+        self.cpu_per_call = []  # ns of process CPU time per call, one entry per round
         self.proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                      stderr=subprocess.PIPE, text=True, bufsize=1)
         line = self._readline(timeout)
@@ -46,6 +50,8 @@ class Side:
             except subprocess.TimeoutExpired:
                 err = ""
             self.error = (err.strip().splitlines() or [line or "no ready line"])[-1]
+            if "unsupported" in self.error:  # drop the path prefixes, keep the reason
+                self.error = self.error[self.error.index("unsupported"):]
             self.close()
             return
         for kv in line.split()[1:]:
@@ -67,7 +73,10 @@ class Side:
             self.error = "no answer to run"
             self.close()
             return
-        t = [int(x) for x in line.split()[1:]]
+        t = [int(x) for x in line.split()[1:] if not x.startswith("cpu=")]
+        cpu = [int(x[4:]) for x in line.split()[1:] if x.startswith("cpu=")]
+        if cpu:
+            self.cpu_per_call.append(cpu[0] / len(t))
         self.times += t
         self.round_medians.append(statistics.median(t))
 
@@ -131,7 +140,8 @@ def run_case(args, label, folder, batch, inputs, threads):
 
 def print_table(rows):
     hdr = ["model", "batch", "threads", "shardserve median (p10-p90)", "ORT median (p10-p90)",
-           "ratio ORT/ours", "round ratios", "throughput ours / ORT (samples/s)", "check"]
+           "ratio ORT/ours", "round ratios", "throughput ours / ORT (samples/s)",
+           "CPU/call ours / ORT", "check"]
     print("| " + " | ".join(hdr) + " |")
     print("|" + "|".join("---" for _ in hdr) + "|")
     for r in rows:
@@ -151,6 +161,9 @@ def print_table(rows):
         bs = float(r["batch"])
         tp = [f"{bs / s.pct(0.5) * 1e3:,.0f}" if s.ok() else "-" for s in (a, b)]
         cells.append(" / ".join(tp))
+        cpu = [fmt_ms(statistics.median(s.cpu_per_call) / 1e6) if s.ok() and s.cpu_per_call else "-"
+               for s in (a, b)]
+        cells.append(" / ".join(cpu))
         cells.append(r["check"])
         print("| " + " | ".join(cells) + " |")
     sys.stdout.flush()
@@ -179,7 +192,7 @@ def load_line(args):
 
 
 def header(args):
-    rev = subprocess.run(["git", "-C", os.path.dirname(os.path.abspath(__file__)), "describe", "--always",
+    rev = os.environ.get("SS_BENCH_REV") or subprocess.run(["git", "-C", os.path.dirname(os.path.abspath(__file__)), "describe", "--always",
                           "--dirty"], capture_output=True, text=True).stdout.strip() or "unknown"
     cpu = "unknown"
     try:

@@ -13,6 +13,13 @@ Writes, each into OUTDIR/<name>/ with model.onnx and one .npy per graph input:
   big    16 x MatMul 4096x4096 float32 = 1 GiB of external weights, x[1,4096] static, for the
          load-time / memory check; the weights are streamed to disk one layer at a time
 
+External weight files are evicted from the page cache at the end of every run (fsync, then
+POSIX_FADV_DONTNEED on that file only), so each benchmark run starts as a freshly deployed model
+does: the first read fills the page cache. This matters for shardserve, which maps the weights
+instead of copying them: pages cached by the write() that created the file are mostly small
+folios, whereas pages faulted in through a mapping come in large folios that the kernel can map
+with 2 MiB entries (fewer TLB misses in the GEMM; see bench/RUNTIME.md). --no-evict skips it.
+
 Weights are He-scaled normals, so activations stay O(1) through the layers and the checksum that
 run_runtime.sh compares between runtimes is meaningful. Existing outputs are reused when their
 stamp matches this script's version of them.
@@ -145,10 +152,20 @@ def fixtures(out, names):
             stamp(d, n)
 
 
+def evict(path):
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+    finally:
+        os.close(fd)
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("outdir")
     ap.add_argument("--only", default="seed,mlp,bert,gpt2,big")
+    ap.add_argument("--no-evict", action="store_true", help="leave the weight files in the page cache")
     a = ap.parse_args()
     want = set(a.only.split(","))
     os.makedirs(a.outdir, exist_ok=True)
@@ -161,6 +178,11 @@ def main():
         fixtures(a.outdir, fx)
     if "big" in want:
         big(a.outdir)
+    if not a.no_evict:
+        for name in ("mlp", "big"):
+            p = os.path.join(a.outdir, name, "weights.bin")
+            if name in want and os.path.exists(p):
+                evict(p)
 
 
 if __name__ == "__main__":

@@ -125,12 +125,14 @@ async function main() {
       if (!m) throw new Error(`bad command: ${line}`);
       const n = Number(m[1]);
       const times = new Array(n);
+      const cpu0 = process.cpuUsage();
       for (let i = 0; i < n; i++) {
         const s = nowNs();
         await session.run(feeds);
         times[i] = nowNs() - s;
       }
-      process.stdout.write(`times ${times.join(' ')}\n`);
+      const cpu = process.cpuUsage(cpu0);
+      process.stdout.write(`times ${times.join(' ')} cpu=${(cpu.user + cpu.system) * 1000}\n`);
     }
     rl.close();
   } else {
