@@ -34,3 +34,22 @@ add_test(NAME test_core_npy_numpy_reads_c
          COMMAND ${SS_PY} ${SS_TEST_DIR}/npy/gen_npy.py check ${SS_CORE_TEST_OUT}/npy)
 set_tests_properties(test_core_npy_numpy_reads_c PROPERTIES
                      FIXTURES_REQUIRED "core_npy_files;core_npy_written")
+
+# libFuzzer target for the npy parser: -DSS_FUZZ=ON with clang. The core sources are compiled into
+# it again with coverage instrumentation; the generated good and bad files seed a 10-second smoke
+# run (new inputs go to a scratch corpus in the build folder, never into the seeds).
+if(SS_FUZZ)
+  get_target_property(ss_core_src ss_core SOURCE_DIR)
+  get_target_property(ss_core_sources ss_core SOURCES)
+  list(TRANSFORM ss_core_sources PREPEND ${ss_core_src}/)
+  add_executable(fuzz_core_npy ${CMAKE_CURRENT_LIST_DIR}/test_core_fuzz_npy.c ${ss_core_sources})
+  target_compile_options(fuzz_core_npy PRIVATE -fsanitize=fuzzer,address,undefined)
+  target_link_options(fuzz_core_npy PRIVATE -fsanitize=fuzzer,address,undefined)
+  target_link_libraries(fuzz_core_npy Threads::Threads m)
+  file(MAKE_DIRECTORY ${SS_CORE_TEST_OUT}/fuzz_corpus)
+  add_test(NAME test_core_npy_fuzz_smoke
+           COMMAND fuzz_core_npy -max_total_time=10 -max_len=4096 ${SS_CORE_TEST_OUT}/fuzz_corpus
+                   ${SS_CORE_TEST_OUT}/npy)
+  set_tests_properties(test_core_npy_fuzz_smoke PROPERTIES TIMEOUT 60 LABELS "core;fuzz"
+                       FIXTURES_REQUIRED core_npy_files)
+endif()
