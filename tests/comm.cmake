@@ -21,6 +21,9 @@ if(SS_COMM_HAVE_MPI)
   add_test(NAME comm_mpi_np4
            COMMAND ${CMAKE_CURRENT_SOURCE_DIR}/test_comm_mpi.sh 4 $<TARGET_FILE:test_comm_mpi>)
   set_tests_properties(comm_mpi_np4 PROPERTIES TIMEOUT 300)
+  add_test(NAME comm_mpi_kill
+           COMMAND ${CMAKE_CURRENT_SOURCE_DIR}/test_comm_mpi_kill.sh $<TARGET_FILE:test_comm_mpi>)
+  set_tests_properties(comm_mpi_kill PROPERTIES TIMEOUT 120)
 else()
   add_test(NAME comm_mpi_np4 COMMAND sh -c "echo 'Open MPI development files (pkg-config ompi-c) are missing: install libopenmpi-dev openmpi-bin' >&2; exit 1")
 endif()

@@ -5,11 +5,40 @@
  */
 #include "test_comm_common.h"
 
+#include <signal.h>
 #include <stdio.h>
+#include <unistd.h>
+
+/* --kill-rank K: rank K SIGKILLs itself mid-run; every other rank must either get an error naming
+ * rank K within the 1 s timeout (exit 0) or be terminated by mpirun; nobody may hang. */
+static int kill_mode(int victim)
+{
+    ss_comm_config cfg = {.backend = SS_COMM_MPI, .rank = -1, .size = -1, .timeout_ms = 1000};
+    ss_comm *c = NULL;
+    CHECK_OK(ss_comm_create(&cfg, &c));
+    if (!c) return 1;
+    int me = ss_comm_rank(c);
+    float buf[256];
+    for (long it = 0;; it++) {
+        if (me == victim && it == 200) raise(SIGKILL);
+        for (int i = 0; i < 256; i++) buf[i] = 1;
+        ss_status *st = ss_comm_allreduce(c, NULL, buf, SS_DT_FLOAT32, 256);
+        if (!st) continue;
+        char want[32];
+        snprintf(want, sizeof want, "rank %d", victim);
+        printf("rank %d got: [%s] %s\n", me, ss_code_name(st->code), st->msg);
+        fflush(stdout);
+        int bad = strstr(st->msg, want) == NULL;
+        ss_status_free(st);
+        ss_comm_destroy(c);
+        _exit(bad); /* MPI cannot be finalized with a dead peer */
+    }
+}
 
 int main(int argc, char **argv)
 {
     comm_test_args(argc, argv);
+    if (argc == 3 && !strcmp(argv[1], "--kill-rank")) return kill_mode(atoi(argv[2]));
     ss_comm_config probe = {.backend = SS_COMM_MPI, .rank = -1, .size = -1, .timeout_ms = 60000};
     /* Groups depend on the world size, which only MPI knows: create once to learn it. */
     ss_comm *c = NULL;
