@@ -659,6 +659,38 @@ static void test_instancenorm(void)
     ss_tensor_free(&x), ss_tensor_free(&s), ss_tensor_free(&b);
 }
 
+/* ------------------------------------------------------------------ losses */
+
+static void test_losses_int32_targets_ignore_and_range(void)
+{
+    int64_t xd[2] = {3, 2}, td[1] = {3}, wd[1] = {2};
+    ss_tensor x = make(SS_DT_FLOAT32, 2, xd, (float[]){0, 1, 2, 0, 1, 1});
+    ss_tensor tg = make(SS_DT_INT32, 1, td, (int32_t[]){1, -1, 0});
+    ss_tensor w = make(SS_DT_FLOAT32, 1, wd, (float[]){2, 3});
+    ss_tensor *in[3] = {&x, &tg, &w};
+    ss_tensor out[2];
+    tnode t;
+    tnode_init(&t, "SoftmaxCrossEntropyLoss");
+    attr_int(&t, "ignore_index", -1);
+    CHECK_OK(run_op_n(&t, 13, 3, in, 2, out, NULL));
+    /* row 0: -log softmax([0,1])[1] * 3; row 2: -log softmax([1,1])[0] * 2; mean over weights 3 + 2 */
+    double l0 = log(1 + exp(-1.0)) * 3, l2 = log(2.0) * 2;
+    CHECK(out[0].ndim == 0);
+    CHECK_NEAR(((float *)out[0].data)[0], (l0 + l2) / 5, 1e-6);
+    CHECK_NEAR(((float *)out[1].data)[1], -log(1 + exp(-1.0)), 1e-6);
+    ss_tensor_free(&out[0]), ss_tensor_free(&out[1]);
+    tnode_init(&t, "NegativeLogLikelihoodLoss");
+    attr_str(&t, "reduction", "none");
+    attr_int(&t, "ignore_index", -1);
+    CHECK_OK(run_op_n(&t, 13, 2, in, 1, out, NULL));
+    CHECK(out[0].ndim == 1 && memcmp(out[0].data, (float[]){-1, 0, -1}, 12) == 0);
+    ss_tensor_free(&out[0]);
+    tnode_init(&t, "NegativeLogLikelihoodLoss"); /* -1 is not ignored now */
+    CHECK_ERR(run_op_n(&t, 13, 2, in, 1, out, NULL), "not a class index");
+    ss_tensor_free(&out[0]);
+    ss_tensor_free(&x), ss_tensor_free(&tg), ss_tensor_free(&w);
+}
+
 /* ------------------------------------------------------------------ Conv */
 
 typedef struct {
@@ -987,6 +1019,7 @@ TEST_MAIN(TEST(test_alloc_counter_sees_malloc), TEST(test_reduce_every_axis_subs
           TEST(test_softmax_axis_semantics_by_opset), TEST(test_hardmax_first_maximum),
           TEST(test_lp_normalization), TEST(test_layernorm_broadcast_params_and_stats),
           TEST(test_batchnorm_inference_and_unsupported), TEST(test_instancenorm),
+          TEST(test_losses_int32_targets_ignore_and_range),
           TEST(test_conv_matches_direct_reference), TEST(test_conv_errors), TEST(test_convtranspose_matches_scatter_reference),
           TEST(test_lrn_and_mvn), TEST(test_pools_match_reference),
           TEST(test_maxpool_indices_and_global_pools))

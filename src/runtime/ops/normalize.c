@@ -1,7 +1,7 @@
 /*
  * Normalizations: Softmax, LogSoftmax, Hardmax, LpNormalization, LayerNormalization,
  * BatchNormalization (inference, and training mode from opset 14), InstanceNormalization, LRN,
- * MeanVarianceNormalization.
+ * MeanVarianceNormalization, and the NegativeLogLikelihood / SoftmaxCrossEntropy losses.
  *
  * Every op here views its input as [outer, n, inner] around the normalized axis (or axes).
  * Softmax-like ops with inner == 1 (the common axis=-1 case) work on contiguous rows; otherwise
@@ -679,6 +679,116 @@ static ss_status *mvn_run(ss_kctx *k)
     return NULL;
 }
 
+/* ------------------------------------------------------------------ losses */
+
+/*
+ * NegativeLogLikelihoodLoss and SoftmaxCrossEntropyLoss (the latter = LogSoftmax over axis 1, then
+ * NLL). Input [N, C, d...], target [N, d...]. With reduction "mean" the sum is divided by the sum
+ * of the gathered weights (1 each without a weight input), ignored targets contributing 0 to both.
+ */
+typedef enum { RED_NONE, RED_SUM, RED_MEAN } loss_red;
+
+typedef struct {
+    bool softmax, has_ignore;
+    loss_red red;
+    int64_t ignore, n, c, d;
+} loss_plan;
+
+static const char *const loss_attrs[] = {"ignore_index", "reduction", NULL};
+
+static ss_status *loss_infer(ss_kctx *k)
+{
+    static const ss_dtype index_types[] = {SS_DT_INT32, SS_DT_INT64};
+    ss_status *st = ss_op_expect_inputs(k, 2, 3);
+    if (!st) st = check_attrs(k, loss_attrs);
+    if (!st) st = ss_op_expect_dtype(k, 0, float_types, 2);
+    if (!st) st = ss_op_expect_dtype(k, 1, index_types, 2);
+    if (st) return st;
+    const ss_tensor *x = k->in[0], *t = k->in[1], *w = k->n_in > 2 ? k->in[2] : NULL;
+    if (x->ndim < 2 || t->ndim != x->ndim - 1)
+        return ss_op_err(k, SS_ERR_INVALID, "input must be [N, C, d...] and target [N, d...]");
+    for (int i = 0; i < t->ndim; i++)
+        if (t->dims[i] != x->dims[i ? i + 1 : 0])
+            return ss_op_err(k, SS_ERR_INVALID, "target's shape does not match the input's");
+    if (w && (w->dtype != x->dtype || w->ndim != 1 || w->dims[0] != x->dims[1]))
+        return ss_op_err(k, SS_ERR_INVALID, "weight must be [C] of the input's type");
+    char buf[16];
+    const char *r = ss_onnx_attr_string(k->node, "reduction", buf, sizeof buf);
+    loss_red red = !r || !strcmp(r, "mean") ? RED_MEAN : !strcmp(r, "sum") ? RED_SUM : RED_NONE;
+    if (r && strcmp(r, "mean") && strcmp(r, "sum") && strcmp(r, "none"))
+        return ss_op_err(k, SS_ERR_INVALID, "attribute 'reduction' has unknown value '%s'", r);
+    loss_plan *p = calloc(1, sizeof *p);
+    if (!p) return ss_errf(SS_ERR_NOMEM, "out of memory");
+    k->state = p;
+    p->softmax = strcmp(k->node->op_type, "SoftmaxCrossEntropyLoss") == 0;
+    p->red = red;
+    p->has_ignore = ss_onnx_attr_find(k->node, "ignore_index") != NULL;
+    p->ignore = ss_onnx_attr_int(k->node, "ignore_index", 0);
+    p->n = x->dims[0];
+    p->c = x->dims[1];
+    p->d = prod(x->dims, 2, x->ndim);
+    ss_tensor *y = k->out[0];
+    y->dtype = x->dtype;
+    y->ndim = 0;
+    if (red == RED_NONE) {
+        y->ndim = t->ndim;
+        memcpy(y->dims, t->dims, sizeof y->dims);
+    }
+    if (k->n_out > 1 && k->out[1]) {
+        if (!p->softmax) return ss_op_err(k, SS_ERR_INVALID, "has 2 outputs, expects 1");
+        ss_op_same_shape(k->out[1], x);
+    }
+    if (k->n_out > 2) return ss_op_err(k, SS_ERR_INVALID, "has %d outputs, at most 2", k->n_out);
+    return NULL;
+}
+
+#define LOSS(T)                                                                                    \
+    do {                                                                                           \
+        const T *x = k->in[0]->data;                                                               \
+        const T *w = k->n_in > 2 && k->in[2] ? k->in[2]->data : NULL;                              \
+        T *y = k->out[0]->data;                                                                    \
+        T *lp = k->n_out > 1 && k->out[1] ? k->out[1]->data : NULL;                                \
+        int64_t C = p->c, D = p->d;                                                                \
+        double total = 0, wsum = 0;                                                                \
+        for (int64_t b = 0; b < p->n; b++)                                                         \
+            for (int64_t j = 0; j < D; j++) {                                                      \
+                const T *xs = x + b * C * D + j; /* stride D over classes */                       \
+                double shift = 0;                                                                  \
+                if (p->softmax) {                                                                  \
+                    double mx = -INFINITY, se = 0;                                                 \
+                    for (int64_t c = 0; c < C; c++) mx = xs[c * D] > mx ? xs[c * D] : mx;         \
+                    for (int64_t c = 0; c < C; c++) se += exp(xs[c * D] - mx);                     \
+                    shift = mx + log(se);                                                          \
+                    if (lp)                                                                        \
+                        for (int64_t c = 0; c < C; c++) lp[b * C * D + c * D + j] = (T)(xs[c * D] - shift); \
+                }                                                                                  \
+                int64_t tv = tgt64 ? tgt64[b * D + j] : tgt32[b * D + j];                          \
+                double l = 0, wt = 0;                                                              \
+                if (!(p->has_ignore && tv == p->ignore)) {                                         \
+                    if (tv < 0 || tv >= C)                                                         \
+                        return ss_op_err(k, SS_ERR_INVALID, "target %lld is not a class index in [0, %lld)", \
+                                         (long long)tv, (long long)C);                             \
+                    wt = w ? (double)w[tv] : 1.0;                                                  \
+                    l = -((double)xs[tv * D] - shift) * wt;                                        \
+                }                                                                                  \
+                if (p->red == RED_NONE) y[b * D + j] = (T)l;                                       \
+                total += l;                                                                        \
+                wsum += wt;                                                                        \
+            }                                                                                      \
+        if (p->red == RED_SUM) y[0] = (T)total;                                                    \
+        if (p->red == RED_MEAN) y[0] = (T)(wsum != 0 ? total / wsum : total / 0.0);                \
+    } while (0)
+
+static ss_status *loss_run(ss_kctx *k)
+{
+    const loss_plan *p = k->state;
+    const int64_t *tgt64 = k->in[1]->dtype == SS_DT_INT64 ? k->in[1]->data : NULL;
+    const int32_t *tgt32 = k->in[1]->dtype == SS_DT_INT32 ? k->in[1]->data : NULL;
+    if (k->in[0]->dtype == SS_DT_FLOAT32) LOSS(float);
+    else LOSS(double);
+    return NULL;
+}
+
 const ss_op_def ss_ops_normalize[] = {
     {"", "Softmax", 1, 17, softmax_infer, softmax_run, 0},
     {"", "LogSoftmax", 1, 17, softmax_infer, softmax_run, 0},
@@ -689,5 +799,7 @@ const ss_op_def ss_ops_normalize[] = {
     {"", "InstanceNormalization", 6, 17, chnorm_infer, chnorm_run, 0},
     {"", "LRN", 1, 17, lrn_infer, lrn_run, 0},
     {"", "MeanVarianceNormalization", 9, 17, mvn_infer, mvn_run, 0},
+    {"", "NegativeLogLikelihoodLoss", 12, 17, loss_infer, loss_run, 0},
+    {"", "SoftmaxCrossEntropyLoss", 12, 17, loss_infer, loss_run, 0},
     {0},
 };
