@@ -91,7 +91,9 @@ static ss_status *not_infer(ss_kctx *k)
 
 /* ------------------------------------------------------------------ Where */
 
-/* One loop per stride pattern of (cond, x, y): mode bit 0 = cond, 1 = x, 2 = y vector. */
+/* One loop per stride pattern of (cond, x, y): mode bit 0 = cond, 1 = x, 2 = y vector. The
+ * select is bitwise (an all-ones or all-zero mask from the condition byte), which vectorizes. */
+#define WHERE_SEL(c, x, y, T) ((((T)0 - (T)((c) != 0)) & (x)) | (~((T)0 - (T)((c) != 0)) & (y)))
 #define WHERE_KERNEL(NAME, T)                                                                  \
     static void NAME(const void *const *in, void *out, int64_t n, unsigned mode,               \
                      const ss_ew_params *prm)                                                  \
@@ -103,19 +105,19 @@ static ss_status *not_infer(ss_kctx *k)
         (void)prm;                                                                             \
         switch (mode & 7u) {                                                                   \
         case 7:                                                                                \
-            for (int64_t i = 0; i < n; i++) O[i] = C[i] ? X[i] : Y[i];                         \
+            for (int64_t i = 0; i < n; i++) O[i] = (T)WHERE_SEL(C[i], X[i], Y[i], T);          \
             break;                                                                             \
         case 3: {                                                                              \
             const T y = Y[0];                                                                  \
-            for (int64_t i = 0; i < n; i++) O[i] = C[i] ? X[i] : y;                            \
+            for (int64_t i = 0; i < n; i++) O[i] = (T)WHERE_SEL(C[i], X[i], y, T);             \
         } break;                                                                               \
         case 5: {                                                                              \
             const T x = X[0];                                                                  \
-            for (int64_t i = 0; i < n; i++) O[i] = C[i] ? x : Y[i];                            \
+            for (int64_t i = 0; i < n; i++) O[i] = (T)WHERE_SEL(C[i], x, Y[i], T);             \
         } break;                                                                               \
         case 1: {                                                                              \
             const T x = X[0], y = Y[0];                                                        \
-            for (int64_t i = 0; i < n; i++) O[i] = C[i] ? x : y;                               \
+            for (int64_t i = 0; i < n; i++) O[i] = (T)WHERE_SEL(C[i], x, y, T);                \
         } break;                                                                               \
         case 6:                                                                                \
             memcpy(O, C[0] ? X : Y, sizeof(T) * (size_t)n);                                    \
