@@ -65,4 +65,48 @@ ss_status *ss_run_shards(const ss_run_shards_options *opt);
 /* The body of one rank (in a forked child for shm, under mpirun for mpi); rank < 0: from mpirun. */
 ss_status *ss_run_shards_rank(const ss_run_shards_options *opt, int rank, const char *session);
 
+/* ------------------------------------------------------------------ serving agents */
+
+/* One agent process: a rank that registers with the Distributed Worker and executes its
+ * requests until the worker or the launcher goes away. */
+typedef struct {
+    const char *worker_address;
+    const char *config_path; /* device{r}/group_config.json */
+    const char *model_path;  /* NULL: the config's model */
+    ss_comm_backend backend;
+    const char *session;     /* shm: shared by the local ranks */
+    int comm_timeout_ms;
+    int connect_timeout_ms;  /* keep trying to reach the worker this long (default 60000) */
+    int worker_silence_ms;   /* no frame from the worker this long = it is gone (default 10000) */
+    bool with_batch_dim;
+    int n_no_batch;
+    const char *const *no_batch_inputs;
+    const void *secret;
+    size_t secret_len;
+} ss_agent_options;
+
+ss_status *ss_agent_run(const ss_agent_options *opt);
+
+/* `shardserve agents`: MindSpore's startup_agents. Finds the local ranks, checks the model
+ * files, starts one agent process per local rank and supervises them. */
+typedef struct {
+    const char *worker_address;
+    int n_models;
+    const char *const *model_files;
+    int n_configs; /* 0: group_config.json next to each model file */
+    const char *const *group_configs;
+    int agent_start_port;
+    const char *agent_ip; /* with rank_start, or both NULL/-1 */
+    int rank_start;
+    ss_comm_backend backend;
+    int comm_timeout_ms;
+    int connect_timeout_ms;
+    const char *self_exe;
+    const void *secret;
+    size_t secret_len;
+} ss_launcher_options;
+
+/* Blocks until the agents exit (0) or one fails (error naming it). */
+ss_status *ss_launcher_run(const ss_launcher_options *opt);
+
 #endif

@@ -16,7 +16,10 @@ static const command commands[] = {
     {"run", cmd_run, "run a model (or a sharded model) on .npy inputs"},
     {"onnx-test", cmd_onnx_test, "run ONNX backend test cases and compare outputs"},
     {"shard", cmd_shard, "split a model into per-rank shards"},
-    {"run-rank", cmd_run_rank, NULL}, /* internal: one rank under mpirun */
+    {"serve", cmd_serve, "serve models over gRPC and REST (Main + Distributed Worker)"},
+    {"agents", cmd_agents, "start the agents of this host (MindSpore's startup_agents)"},
+    {"run-rank", cmd_run_rank, NULL},     /* internal: one rank under mpirun */
+    {"agent-rank", cmd_agent_rank, NULL}, /* internal: one agent, started by `agents` */
 };
 
 static void usage(FILE *f)

@@ -1,0 +1,98 @@
+/*
+ * worker: the Distributed Worker. It reads a rank table and a servable config, listens for
+ * agents on the distributed address, waits (bounded) for every rank to register, checks what they
+ * declare, and then answers predict requests by dispatching them to the agents: inputs to every
+ * rank of stage 0, nothing to later stages, outputs from the last rank. Instances from several
+ * requests are merged up to the model's batch size. It watches the agents (heartbeats, connection
+ * loss) and reports not-ready the moment any rank is gone. It never executes a model.
+ *
+ * A ss_worker_set serves several (servable, version) workers behind one ss_predict_handler.
+ */
+#ifndef SHARDSERVE_WORKER_H
+#define SHARDSERVE_WORKER_H
+
+#include "shardserve/core.h"
+#include "shardserve/serving.h"
+
+/* ------------------------------------------------------------------ rank table */
+
+typedef struct {
+    char ip[64];
+    int device_id;
+    int rank_id;
+} ss_rank_entry;
+
+typedef struct {
+    int n;
+    ss_rank_entry *ranks; /* by rank id */
+    char *json;           /* the file's content, passed to agents */
+} ss_rank_table;
+
+/* Both of MindSpore's forms (server_list, group_list), with its validations. */
+ss_status *ss_rank_table_load(const char *path, ss_rank_table *out);
+ss_status *ss_rank_table_parse(const char *text, size_t len, const char *what, ss_rank_table *out);
+/* The stage/rank_size consistency checks against a servable (MindSpore's CheckRankConfig). */
+ss_status *ss_rank_table_check(const ss_rank_table *t, int rank_size, int stage_size, const char *what);
+void ss_rank_table_free(ss_rank_table *t);
+
+/* ------------------------------------------------------------------ servable config */
+
+#define SS_MAX_IO 64
+
+typedef struct {
+    char name[128];
+    int n_inputs, n_outputs;
+    char inputs[SS_MAX_IO][128];
+    char outputs[SS_MAX_IO][128];
+} ss_method_config;
+
+typedef struct {
+    char name[128];
+    int rank_size, stage_size;
+    bool with_batch_dim;
+    int n_no_batch;
+    char without_batch_dim_inputs[SS_MAX_IO][128];
+    int n_methods;
+    ss_method_config methods[16];
+    /* dynamic batching */
+    int max_batch_size;        /* 0: the model's batch size */
+    int max_queue_delay_us;    /* wait this long for more instances before dispatching a batch */
+} ss_servable_config;
+
+/* SERVABLE_DIR/NAME/servable.json */
+ss_status *ss_servable_config_load(const char *servable_dir, const char *name, ss_servable_config *out);
+ss_status *ss_servable_config_parse(const char *text, size_t len, const char *what, const char *name,
+                                    ss_servable_config *out);
+
+/* ------------------------------------------------------------------ workers */
+
+typedef struct {
+    const char *servable_dir;
+    const char *servable;
+    uint64_t version;          /* 0 -> 1, as MindSpore's start_servable */
+    const char *rank_table;    /* path */
+    const char *distributed_address;
+    int wait_agents_s;         /* 0 = forever */
+    int request_timeout_ms;    /* per request; default 10000 */
+    int heartbeat_ms;          /* default 1000 */
+    int heartbeat_timeout_ms;  /* no heartbeat answer for this long = rank gone; default 5000 */
+    int max_enqueued;          /* default 10000 requests */
+    const void *secret;        /* link authentication (NULL = none) */
+    size_t secret_len;
+} ss_worker_options;
+
+typedef struct ss_worker ss_worker;
+typedef struct ss_worker_set ss_worker_set;
+
+ss_worker_set *ss_worker_set_new(void);
+/* Load config and rank table, start listening. Agents may register from then on. */
+ss_status *ss_worker_set_add(ss_worker_set *set, const ss_worker_options *opt, ss_worker **out);
+/* Wait until every rank of every worker registered (each bounded by its wait_agents_s). */
+ss_status *ss_worker_wait_ready(ss_worker *w);
+const char *ss_worker_address(const ss_worker *w);
+bool ss_worker_set_ready(void *set);
+ss_predict_handler ss_worker_set_handler(ss_worker_set *set);
+/* Answer every queued and in-flight request with an error, tell agents to exit, free. */
+void ss_worker_set_free(ss_worker_set *set);
+
+#endif

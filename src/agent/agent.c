@@ -1,0 +1,249 @@
+/*
+ * One serving agent: open the rank (group config + communicator + session), register with the
+ * Distributed Worker, then execute PREDICTs in arrival order. A reader thread takes every frame
+ * off the link, answers heartbeats at once (so a long computation never looks like a dead agent)
+ * and queues PREDICTs for the executing thread. The agent exits when the worker says EXIT, when
+ * the link drops or goes silent, or when a collective fails (its communicator is then broken,
+ * and the launcher restarts the group).
+ */
+#include "shardserve/agent.h"
+
+#include "shardserve/link.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+typedef struct pending {
+    ss_link_msg msg;
+    struct pending *next;
+} pending;
+
+typedef struct {
+    ss_link_conn *conn;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    pending *head, *tail;
+    bool closed;
+    char why[512];
+    int silence_ms;
+} agent_state;
+
+static void *reader_main(void *arg)
+{
+    agent_state *a = arg;
+    for (;;) {
+        ss_link_msg m = {0};
+        ss_status *st = ss_link_recv(a->conn, a->silence_ms, &m);
+        if (st) {
+            pthread_mutex_lock(&a->mu);
+            snprintf(a->why, sizeof a->why, "%s", st->code == SS_ERR_TIMEOUT
+                     ? "the worker has been silent for too long" : st->msg);
+            a->closed = true;
+            pthread_cond_broadcast(&a->cv);
+            pthread_mutex_unlock(&a->mu);
+            ss_status_free(st);
+            return NULL;
+        }
+        if (m.type == SS_LINK_HEARTBEAT) {
+            ss_link_msg ack = {.type = SS_LINK_HEARTBEAT_ACK, .seq = m.seq, .sent_ns = m.sent_ns};
+            ss_status_free(ss_link_send(a->conn, &ack, NULL, 0));
+            ss_link_msg_free(&m);
+            continue;
+        }
+        if (m.type == SS_LINK_HEARTBEAT_ACK) {
+            ss_link_msg_free(&m);
+            continue;
+        }
+        pthread_mutex_lock(&a->mu);
+        if (m.type == SS_LINK_EXIT) {
+            snprintf(a->why, sizeof a->why, "the worker asked to exit: %s", m.message ? m.message : "");
+            a->closed = true;
+            ss_link_msg_free(&m);
+        } else if (m.type == SS_LINK_PREDICT) {
+            pending *p = calloc(1, sizeof *p);
+            if (p) {
+                p->msg = m;
+                if (a->tail) a->tail->next = p;
+                else a->head = p;
+                a->tail = p;
+            } else {
+                ss_link_msg_free(&m);
+            }
+        } else {
+            SS_WARN("unexpected %s frame from the worker", ss_link_type_name(m.type));
+            ss_link_msg_free(&m);
+        }
+        pthread_cond_broadcast(&a->cv);
+        bool stop = a->closed;
+        pthread_mutex_unlock(&a->mu);
+        if (stop) return NULL;
+    }
+}
+
+static void fill_specs(ss_session *s, bool inputs, ss_link_spec *specs, size_t *n)
+{
+    int count = inputs ? ss_session_num_inputs(s) : ss_session_num_outputs(s);
+    *n = 0;
+    for (int i = 0; i < count && i < 64; i++) {
+        const ss_onnx_value_info *vi = inputs ? ss_session_input(s, i) : ss_session_output(s, i);
+        ss_link_spec *sp = &specs[(*n)++];
+        sp->name = (char *)vi->name;
+        sp->dtype = vi->dtype;
+        sp->ndim = vi->ndim < 0 ? 0 : vi->ndim;
+        for (int d = 0; d < sp->ndim; d++) sp->dims[d] = vi->dims[d];
+    }
+}
+
+/* MindSpore's batch size rule: with a batch dim, the first dim of every batched input agrees. */
+static ss_status *batch_size(const ss_agent_options *opt, const ss_link_spec *in, size_t n, uint32_t *out)
+{
+    *out = 0;
+    if (!opt->with_batch_dim) return NULL;
+    for (size_t i = 0; i < n; i++) {
+        bool no_batch = false;
+        for (int k = 0; k < opt->n_no_batch; k++) no_batch |= !strcmp(opt->no_batch_inputs[k], in[i].name);
+        if (no_batch) continue;
+        if (in[i].ndim == 0 || in[i].dims[0] == 0)
+            return ss_errf(SS_ERR_INVALID, "with_batch_dim: input '%s' has no batch dim (empty shape or first dim 0)",
+                           in[i].name);
+        uint32_t b = in[i].dims[0] < 0 ? 0 : (uint32_t)in[i].dims[0];
+        if (*out && b != *out)
+            return ss_errf(SS_ERR_INVALID, "with_batch_dim: inputs disagree on the batch size (%u vs %u)", *out, b);
+        *out = b;
+    }
+    return NULL;
+}
+
+static ss_status *execute(ss_rank *r, ss_link_msg *m, const ss_tensor **outs, int *n_outs)
+{
+    ss_session *s = ss_rank_session(r);
+    int n_in = ss_session_num_inputs(s);
+    ss_tensor ins[64];
+    *n_outs = 0;
+    if (n_in > 64) return ss_errf(SS_ERR_LIMIT, "more than 64 inputs");
+    if ((size_t)n_in != m->n_tensors)
+        return ss_errf(SS_ERR_INVALID, "Inputs size not match: the request has %zu inputs, the model %d", m->n_tensors, n_in);
+    for (int i = 0; i < n_in; i++) {
+        const char *want = ss_session_input(s, i)->name;
+        int found = -1;
+        for (size_t k = 0; k < m->n_tensors; k++)
+            if (m->tensor_names && m->tensor_names[k] && !strcmp(m->tensor_names[k], want)) found = (int)k;
+        if (found < 0) found = i; /* positional when unnamed */
+        ins[i] = m->tensors[found];
+    }
+    ss_status *st = ss_session_run(s, ins, n_in, outs);
+    if (!st) *n_outs = ss_session_num_outputs(s);
+    return st;
+}
+
+static ss_status *serve(ss_rank *r, agent_state *a)
+{
+    const ss_rank_config *cfg = ss_rank_get_config(r);
+    ss_session *s = ss_rank_session(r);
+    for (;;) {
+        pthread_mutex_lock(&a->mu);
+        while (!a->head && !a->closed) pthread_cond_wait(&a->cv, &a->mu);
+        pending *p = a->head;
+        if (p) {
+            a->head = p->next;
+            if (!a->head) a->tail = NULL;
+        }
+        bool closed = a->closed && !p;
+        pthread_mutex_unlock(&a->mu);
+        if (closed) return NULL;
+        const ss_tensor *outs = NULL;
+        int n_outs = 0;
+        ss_status *st = execute(r, &p->msg, &outs, &n_outs);
+        ss_link_msg res = {.type = SS_LINK_RESULT, .request_id = p->msg.request_id,
+                           .status_code = st ? (int32_t)st->code : 0, .message = st ? st->msg : ""};
+        const ss_tensor *tp[64];
+        char *names[64];
+        size_t nt = 0;
+        if (!st && p->msg.return_result)
+            for (int i = 0; i < n_outs && i < 64; i++) {
+                tp[nt] = &outs[i];
+                names[nt++] = (char *)ss_session_output(s, i)->name;
+            }
+        res.tensor_names = names;
+        ss_status *sst = ss_link_send(a->conn, &res, tp, nt);
+        bool comm_broken = st && (st->code == SS_ERR_UNAVAILABLE || st->code == SS_ERR_TIMEOUT);
+        if (st) SS_ERROR("rank %d: request %llu failed: %s", cfg->rank, (unsigned long long)p->msg.request_id, st->msg);
+        ss_link_msg_free(&p->msg);
+        free(p);
+        if (comm_broken) {
+            ss_status *out = ss_errf(st->code, "rank %d: a collective failed, leaving the group: %s", cfg->rank, st->msg);
+            ss_status_free(st);
+            ss_status_free(sst);
+            return out;
+        }
+        ss_status_free(st);
+        if (sst) return ss_status_wrap(sst, "rank %d: sending a result to the worker", cfg->rank);
+    }
+}
+
+ss_status *ss_agent_run(const ss_agent_options *opt)
+{
+    ss_rank_options ro = {.backend = opt->backend, .session = opt->session, .timeout_ms = opt->comm_timeout_ms,
+                          .model_path = opt->model_path};
+    ss_rank *r;
+    ss_status *st = ss_rank_open(opt->config_path, &ro, &r);
+    if (st) return st;
+    const ss_rank_config *cfg = ss_rank_get_config(r);
+    ss_session *s = ss_rank_session(r);
+    ss_link_spec ins[64], outs[64];
+    size_t n_in, n_out;
+    fill_specs(s, true, ins, &n_in);
+    fill_specs(s, false, outs, &n_out);
+    uint32_t batch = 0;
+    st = batch_size(opt, ins, n_in, &batch);
+    ss_link_options lo;
+    ss_link_options_default(&lo);
+    lo.secret = opt->secret;
+    lo.secret_len = opt->secret_len;
+    agent_state a = {.silence_ms = opt->worker_silence_ms ? opt->worker_silence_ms : 10000};
+    pthread_mutex_init(&a.mu, NULL);
+    pthread_cond_init(&a.cv, NULL);
+    int connect_ms = opt->connect_timeout_ms ? opt->connect_timeout_ms : 60000;
+    if (!st) st = ss_link_connect_retry(opt->worker_address, &lo, connect_ms, 500, &a.conn);
+    if (!st) {
+        char addr[64];
+        snprintf(addr, sizeof addr, "pid %d", (int)getpid());
+        ss_link_msg reg = {.type = SS_LINK_REGISTER, .rank = (uint32_t)cfg->rank, .rank_size = (uint32_t)cfg->rank_size,
+                           .stage = (uint32_t)cfg->stage, .stage_size = (uint32_t)cfg->stage_size, .pid = getpid(),
+                           .batch_size = batch, .inputs = ins, .n_inputs = n_in, .outputs = outs, .n_outputs = n_out,
+                           .address = addr};
+        st = ss_link_send(a.conn, &reg, NULL, 0);
+        ss_link_msg ack = {0};
+        if (!st) st = ss_link_recv(a.conn, 10000, &ack);
+        if (!st && (ack.type != SS_LINK_REGISTER_ACK || !ack.accepted))
+            st = ss_errf(SS_ERR_INVALID, "the worker rejected rank %d: %s", cfg->rank,
+                         ack.message && ack.message[0] ? ack.message : "unexpected reply");
+        ss_link_msg_free(&ack);
+    }
+    if (!st) {
+        SS_INFO("rank %d registered with %s", cfg->rank, opt->worker_address);
+        pthread_t reader;
+        pthread_create(&reader, NULL, reader_main, &a);
+        st = serve(r, &a);
+        if (!st) SS_INFO("rank %d exits: %s", cfg->rank, a.why);
+        ss_link_msg bye = {.type = SS_LINK_EXIT, .message = st ? st->msg : "agent exiting"};
+        ss_status_free(ss_link_send(a.conn, &bye, NULL, 0));
+        ss_link_shutdown(a.conn);
+        pthread_join(reader, NULL);
+        for (pending *p = a.head; p;) {
+            pending *next = p->next;
+            ss_link_msg_free(&p->msg);
+            free(p);
+            p = next;
+        }
+    }
+    ss_link_close(a.conn);
+    pthread_mutex_destroy(&a.mu);
+    pthread_cond_destroy(&a.cv);
+    ss_rank_close(r);
+    return st;
+}

@@ -1,0 +1,264 @@
+/*
+ * `shardserve agents`, MindSpore's startup_agents: ask the worker for the rank table and the
+ * servable's meta (retrying while the worker starts), work out which ranks are local (the first
+ * rank-table IP this host can bind at agent_start_port, or agent_ip/rank_start), check the model
+ * files, start one agent process per local rank and supervise them. If one agent dies the others
+ * are stopped too (a tensor-parallel group is only useful whole) and the launcher exits with an
+ * error naming the rank; SIGINT/SIGTERM stop every agent and exit cleanly.
+ */
+#include "shardserve/agent.h"
+
+#include "shardserve/link.h"
+
+#include <arpa/inet.h>
+#include <cjson/cJSON.h>
+#include <errno.h>
+#include <limits.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+typedef struct {
+    int n;
+    int rank[4096];
+    char ip[4096][64];
+    bool with_batch_dim;
+    int n_no_batch;
+    char no_batch[64][128];
+} meta_info;
+
+static ss_status *get_meta(const ss_launcher_options *opt, meta_info *mi)
+{
+    ss_link_options lo;
+    ss_link_options_default(&lo);
+    lo.secret = opt->secret;
+    lo.secret_len = opt->secret_len;
+    ss_link_conn *c;
+    int wait_ms = opt->connect_timeout_ms ? opt->connect_timeout_ms : 60000;
+    ss_status *st = ss_link_connect_retry(opt->worker_address, &lo, wait_ms, 500, &c);
+    if (st) return ss_status_wrap(st, "Failed to get Agents configs from Worker, worker is not available at %s", opt->worker_address);
+    char host[256] = "";
+    gethostname(host, sizeof host - 1);
+    ss_link_msg req = {.type = SS_LINK_GET_META, .address = host}, rep = {0};
+    st = ss_link_send(c, &req, NULL, 0);
+    if (!st) st = ss_link_recv(c, 10000, &rep);
+    if (!st && (rep.type != SS_LINK_META || !rep.json)) st = ss_errf(SS_ERR_INVALID, "the worker sent no meta");
+    cJSON *root = st ? NULL : cJSON_Parse(rep.json);
+    ss_link_msg_free(&rep);
+    ss_link_close(c);
+    if (st) return st;
+    const cJSON *ranks = cJSON_GetObjectItemCaseSensitive(root, "ranks"), *r, *v;
+    mi->n = 0;
+    cJSON_ArrayForEach(r, ranks) {
+        const cJSON *ip = cJSON_GetObjectItemCaseSensitive(r, "ip");
+        if (mi->n == 4096 || !cJSON_IsString(ip)) break;
+        snprintf(mi->ip[mi->n], sizeof mi->ip[0], "%s", ip->valuestring);
+        mi->rank[mi->n] = mi->n;
+        mi->n++;
+    }
+    mi->with_batch_dim = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(root, "with_batch_dim"));
+    mi->n_no_batch = 0;
+    cJSON_ArrayForEach(v, cJSON_GetObjectItemCaseSensitive(root, "without_batch_dim_inputs"))
+        if (cJSON_IsString(v) && mi->n_no_batch < 64) snprintf(mi->no_batch[mi->n_no_batch++], 128, "%s", v->valuestring);
+    cJSON_Delete(root);
+    return mi->n ? NULL : ss_errf(SS_ERR_INVALID, "the worker's rank table is empty");
+}
+
+static bool can_bind(const char *ip, int port)
+{
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+    if (inet_pton(AF_INET, ip, &sa.sin_addr) != 1) return false;
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0) return false;
+    int one = 1;
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    bool ok = bind(fd, (struct sockaddr *)&sa, sizeof sa) == 0;
+    close(fd);
+    return ok;
+}
+
+/* MindSpore's rule for the local ranks. */
+static ss_status *local_ranks(const ss_launcher_options *opt, const meta_info *mi, int *ranks, int *n)
+{
+    const char *ip = NULL;
+    *n = 0;
+    if (opt->agent_ip) {
+        if (opt->rank_start < 0 || opt->rank_start >= mi->n)
+            return ss_errf(SS_ERR_INVALID, "--rank-start %d must be below the rank size %d", opt->rank_start, mi->n);
+        bool bindable = false;
+        for (int p = 0; p < 8 && !bindable; p++) bindable = can_bind(opt->agent_ip, opt->agent_start_port + p);
+        if (!bindable)
+            return ss_errf(SS_ERR_INVALID, "--agent-ip %s cannot be bound on ports %d..%d", opt->agent_ip,
+                           opt->agent_start_port, opt->agent_start_port + 7);
+        ip = mi->ip[opt->rank_start];
+    } else {
+        for (int i = 0; i < mi->n && !ip; i++) {
+            bool seen = false;
+            for (int j = 0; j < i; j++) seen |= !strcmp(mi->ip[i], mi->ip[j]);
+            if (!seen && can_bind(mi->ip[i], opt->agent_start_port)) ip = mi->ip[i];
+        }
+        if (!ip)
+            return ss_errf(SS_ERR_INVALID, "Get local machine ip failed: no rank-table server_id can be bound on this "
+                           "host at port %d (use --agent-ip and --rank-start)", opt->agent_start_port);
+    }
+    for (int i = 0; i < mi->n; i++)
+        if (!strcmp(mi->ip[i], ip)) ranks[(*n)++] = i;
+    return NULL;
+}
+
+static void config_for(const ss_launcher_options *opt, int i, char *out, size_t cap)
+{
+    if (opt->n_configs) {
+        snprintf(out, cap, "%s", opt->group_configs[i]);
+        return;
+    }
+    const char *slash = strrchr(opt->model_files[i], '/');
+    if (slash) snprintf(out, cap, "%.*s/group_config.json", (int)(slash - opt->model_files[i]), opt->model_files[i]);
+    else snprintf(out, cap, "group_config.json");
+}
+
+static pid_t spawn_agent(const ss_launcher_options *opt, const meta_info *mi, int i, const char *session)
+{
+    char config[PATH_MAX], timeout[32];
+    config_for(opt, i, config, sizeof config);
+    snprintf(timeout, sizeof timeout, "%d", opt->comm_timeout_ms);
+    const char *argv[160];
+    int a = 0;
+    argv[a++] = opt->self_exe;
+    argv[a++] = "agent-rank";
+    argv[a++] = opt->worker_address;
+    argv[a++] = config;
+    argv[a++] = opt->model_files[i];
+    argv[a++] = session;
+    argv[a++] = ss_comm_backend_name(opt->backend);
+    argv[a++] = timeout;
+    argv[a++] = mi->with_batch_dim ? "1" : "0";
+    for (int k = 0; k < mi->n_no_batch && a < 150; k++) argv[a++] = mi->no_batch[k];
+    argv[a] = NULL;
+    pid_t parent = getpid();
+    pid_t pid = fork();
+    if (pid == 0) {
+        /* the agent must not outlive its launcher */
+        prctl(PR_SET_PDEATHSIG, SIGTERM);
+        if (getppid() != parent) _exit(1);
+        if (opt->secret) { /* through the environment, never on a command line others can read */
+            char *sec = strndup(opt->secret, opt->secret_len);
+            if (sec) setenv("SHARDSERVE_LINK_SECRET", sec, 1);
+            free(sec);
+        }
+        sigset_t none;
+        sigemptyset(&none);
+        sigprocmask(SIG_SETMASK, &none, NULL);
+        execv(opt->self_exe, (char *const *)argv);
+        fprintf(stderr, "cannot start an agent (%s): %s\n", opt->self_exe, strerror(errno));
+        _exit(127);
+    }
+    return pid;
+}
+
+static void stop_all(pid_t *pids, int n, int grace_ms)
+{
+    for (int i = 0; i < n; i++)
+        if (pids[i] > 0) kill(pids[i], SIGTERM);
+    for (int waited = 0; waited < grace_ms; waited += 50) {
+        bool any = false;
+        for (int i = 0; i < n; i++) {
+            if (pids[i] <= 0) continue;
+            if (waitpid(pids[i], NULL, WNOHANG) == pids[i]) pids[i] = 0;
+            else any = true;
+        }
+        if (!any) return;
+        struct timespec ts = {0, 50 * 1000000L};
+        nanosleep(&ts, NULL);
+    }
+    for (int i = 0; i < n; i++)
+        if (pids[i] > 0) kill(pids[i], SIGKILL), waitpid(pids[i], NULL, 0), pids[i] = 0;
+}
+
+ss_status *ss_launcher_run(const ss_launcher_options *opt)
+{
+    meta_info *mi = calloc(1, sizeof *mi);
+    int *ranks = calloc(4096, sizeof(int));
+    pid_t *pids = calloc(4096, sizeof(pid_t));
+    if (!mi || !ranks || !pids) {
+        free(mi), free(ranks), free(pids);
+        return ss_errf(SS_ERR_NOMEM, "out of memory");
+    }
+    int n = 0;
+    ss_status *st = get_meta(opt, mi);
+    if (!st) st = local_ranks(opt, mi, ranks, &n);
+    if (!st && n != opt->n_models) {
+        char list[512] = "";
+        size_t off = 0;
+        for (int i = 0; i < n && off < sizeof list - 12; i++) off += (size_t)snprintf(list + off, sizeof list - off, "%s%d", i ? "," : "", ranks[i]);
+        st = ss_errf(SS_ERR_INVALID, "Card count [%s] described rank table does not equal to model files size %d", list,
+                     opt->n_models);
+    }
+    if (!st && opt->n_configs && opt->n_configs != opt->n_models)
+        st = ss_errf(SS_ERR_INVALID, "%d group config files for %d model files", opt->n_configs, opt->n_models);
+    for (int i = 0; !st && i < opt->n_models; i++) {
+        char real[PATH_MAX], cfg[PATH_MAX];
+        if (access(opt->model_files[i], R_OK) != 0)
+            st = ss_errf(SS_ERR_INVALID, "Cannot access model file '%s': %s",
+                         realpath(opt->model_files[i], real) ? real : opt->model_files[i], strerror(errno));
+        config_for(opt, i, cfg, sizeof cfg);
+        if (!st && access(cfg, R_OK) != 0)
+            st = ss_errf(SS_ERR_INVALID, "Cannot access group config file '%s': %s", cfg, strerror(errno));
+    }
+    if (st) {
+        free(mi), free(ranks), free(pids);
+        return st;
+    }
+    char session[64];
+    snprintf(session, sizeof session, "agents-%d", (int)getpid());
+    sigset_t set, old;
+    sigemptyset(&set);
+    sigaddset(&set, SIGINT);
+    sigaddset(&set, SIGTERM);
+    sigaddset(&set, SIGCHLD);
+    sigprocmask(SIG_BLOCK, &set, &old);
+    fflush(NULL);
+    for (int i = 0; i < n; i++) {
+        pids[i] = spawn_agent(opt, mi, i, session);
+        if (pids[i] < 0) {
+            st = ss_errf(SS_ERR_IO, "fork for rank %d: %s", ranks[i], strerror(errno));
+            break;
+        }
+    }
+    if (!st) SS_INFO("started %d agents (ranks %d..%d) for %s", n, ranks[0], ranks[n - 1], opt->worker_address);
+    int running = st ? 0 : n;
+    while (running > 0 && !st) {
+        int sig;
+        if (sigwait(&set, &sig) != 0) continue;
+        if (sig == SIGINT || sig == SIGTERM) {
+            SS_INFO("signal %d: stopping the agents", sig);
+            break;
+        }
+        int status;
+        pid_t pid;
+        while ((pid = waitpid(-1, &status, WNOHANG)) > 0) {
+            for (int i = 0; i < n; i++) {
+                if (pids[i] != pid) continue;
+                pids[i] = 0;
+                running--;
+                bool ok = WIFEXITED(status) && WEXITSTATUS(status) == 0;
+                if (!ok)
+                    st = ss_errf(SS_ERR_UNAVAILABLE, "agent of rank %d (pid %d) %s %d; stopping the other agents",
+                                 ranks[i], (int)pid, WIFSIGNALED(status) ? "was killed by signal" : "exited with status",
+                                 WIFSIGNALED(status) ? WTERMSIG(status) : WEXITSTATUS(status));
+            }
+        }
+    }
+    stop_all(pids, n, 3000);
+    ss_comm_shm_cleanup(session);
+    sigprocmask(SIG_SETMASK, &old, NULL);
+    free(mi), free(ranks), free(pids);
+    return st;
+}

@@ -1,0 +1,116 @@
+/*
+ * shardserve agents: MindSpore's startup_agents.
+ * shardserve agent-rank (internal): one agent process, started by `agents`.
+ */
+#include "cli.h"
+#include "shardserve/agent.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+static const char agents_usage[] =
+    "usage: shardserve agents --distributed-address HOST:PORT --model-files F0,F1,...\n"
+    "                         [--group-configs G0,G1,...] [--agent-start-port 7000]\n"
+    "                         [--agent-ip IP --rank-start R] [--comm shm|mpi] [--comm-timeout-ms MS]\n"
+    "                         [--connect-timeout-ms MS] [--secret-file FILE]\n"
+    "  --model-files     one model per local rank, in local rank order\n"
+    "  --group-configs   one group_config.json per local rank (default: next to each model)\n";
+
+/* Split "a,b,c" in place into up to cap pointers. */
+static int split_list(char *s, const char **out, int cap)
+{
+    int n = 0;
+    for (char *tok = strtok(s, ","); tok && n < cap; tok = strtok(NULL, ","))
+        if (*tok) out[n++] = tok;
+    return n;
+}
+
+int cli_read_secret(const char *path, char **secret, size_t *len);
+
+int cmd_agents(int argc, char **argv)
+{
+    static const char *models[4096], *configs[4096];
+    ss_launcher_options o = {.agent_start_port = 7000, .rank_start = -1, .comm_timeout_ms = 5000,
+                             .connect_timeout_ms = 60000, .model_files = models, .group_configs = configs};
+    const char *secret_file = NULL;
+    long v;
+    bool have_rank_start = false;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        bool has = i + 1 < argc;
+        if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
+            fputs(agents_usage, stdout);
+            return 0;
+        } else if (!strcmp(a, "--distributed-address") && has) {
+            o.worker_address = argv[++i];
+        } else if (!strcmp(a, "--model-files") && has) {
+            o.n_models = split_list(argv[++i], models, 4096);
+        } else if (!strcmp(a, "--group-configs") && has) {
+            o.n_configs = split_list(argv[++i], configs, 4096);
+        } else if (!strcmp(a, "--agent-start-port") && has) {
+            if (!cli_parse_int(argv[++i], 1, 65535 - 7, &v))
+                return cli_fail("agents", ss_errf(SS_ERR_INVALID, "--agent-start-port wants 1..65528, got '%s'", argv[i]));
+            o.agent_start_port = (int)v;
+        } else if (!strcmp(a, "--agent-ip") && has) {
+            o.agent_ip = argv[++i];
+        } else if (!strcmp(a, "--rank-start") && has) {
+            if (!cli_parse_int(argv[++i], 0, 4095, &v))
+                return cli_fail("agents", ss_errf(SS_ERR_INVALID, "--rank-start wants 0..4095, got '%s'", argv[i]));
+            o.rank_start = (int)v;
+            have_rank_start = true;
+        } else if (!strcmp(a, "--comm") && has) {
+            if (!ss_comm_backend_parse(argv[++i], &o.backend))
+                return cli_fail("agents", ss_errf(SS_ERR_INVALID, "--comm wants shm or mpi, got '%s'", argv[i]));
+        } else if (!strcmp(a, "--comm-timeout-ms") && has) {
+            if (!cli_parse_int(argv[++i], 1, 3600000, &v)) return cli_fail("agents", ss_errf(SS_ERR_INVALID, "bad --comm-timeout-ms"));
+            o.comm_timeout_ms = (int)v;
+        } else if (!strcmp(a, "--connect-timeout-ms") && has) {
+            if (!cli_parse_int(argv[++i], 1, 3600000, &v)) return cli_fail("agents", ss_errf(SS_ERR_INVALID, "bad --connect-timeout-ms"));
+            o.connect_timeout_ms = (int)v;
+        } else if (!strcmp(a, "--secret-file") && has) {
+            secret_file = argv[++i];
+        } else {
+            fprintf(stderr, "shardserve agents: unexpected argument '%s'\n%s", a, agents_usage);
+            return 2;
+        }
+    }
+    if (!o.worker_address || !o.n_models) {
+        fputs(agents_usage, stderr);
+        return 2;
+    }
+    if (!o.agent_ip != !have_rank_start)
+        return cli_fail("agents", ss_errf(SS_ERR_INVALID, "--agent-ip and --rank-start go together (both or neither)"));
+    if (o.backend == SS_COMM_MPI)
+        return cli_fail("agents", ss_errf(SS_ERR_UNSUPPORTED, "--comm mpi for serving agents is not implemented yet; "
+                                                              "use shm (one host per group)"));
+    char *secret = NULL;
+    if (secret_file && cli_read_secret(secret_file, &secret, &o.secret_len)) return 1;
+    o.secret = secret;
+    char self[4096];
+    ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);
+    self[n > 0 ? n : 0] = 0;
+    o.self_exe = self;
+    ss_log_set_tag("agents");
+    ss_status *st = ss_launcher_run(&o);
+    free(secret);
+    return st ? cli_fail("agents", st) : 0;
+}
+
+/* shardserve agent-rank WORKER CONFIG MODEL SESSION COMM TIMEOUT_MS WITH_BATCH [NO_BATCH_INPUT...] */
+int cmd_agent_rank(int argc, char **argv)
+{
+    if (argc < 8) return 2;
+    ss_agent_options o = {.worker_address = argv[1], .config_path = argv[2], .model_path = argv[3],
+                          .session = argv[4], .comm_timeout_ms = atoi(argv[6]), .with_batch_dim = !strcmp(argv[7], "1"),
+                          .n_no_batch = argc - 8, .no_batch_inputs = (const char *const *)argv + 8};
+    if (!ss_comm_backend_parse(argv[5], &o.backend)) return 2;
+    const char *secret = getenv("SHARDSERVE_LINK_SECRET");
+    if (secret) o.secret = secret, o.secret_len = strlen(secret);
+    char tag[64];
+    snprintf(tag, sizeof tag, "agent %s", argv[2]);
+    ss_log_set_tag("agent");
+    ss_status *st = ss_agent_run(&o);
+    return st ? cli_fail("agent", st) : 0;
+}

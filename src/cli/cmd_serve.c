@@ -1,0 +1,156 @@
+/*
+ * shardserve serve: MindSpore's start_servable + start_grpc_server + start_restful_server in one
+ * process. Each --servable starts a group; the --version/--rank-table/--distributed-address/
+ * --wait-agents that follow it apply to it.
+ */
+#include "cli.h"
+#include "shardserve/server.h"
+#include "shardserve/worker.h"
+
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define MAX_SERVABLES 16
+
+static const char serve_usage[] =
+    "usage: shardserve serve --servable-dir DIR\n"
+    "                        --servable NAME [--version N] --rank-table FILE --distributed-address HOST:PORT\n"
+    "                        [--wait-agents SECONDS] [--servable ... (more servables or versions)]\n"
+    "                        [--grpc HOST:PORT|unix:PATH] [--rest HOST:PORT] [--grpc-max-msg-mb N]\n"
+    "                        [--rest-max-msg-mb N] [--request-timeout-ms MS] [--heartbeat-timeout-ms MS]\n"
+    "                        [--max-enqueued N] [--secret-file FILE]\n"
+    "  --wait-agents   how long to wait for every rank to register (0 = forever; default 0)\n"
+    "  --secret-file   shared secret agents must prove to register (also given to 'shardserve agents')\n";
+
+int cli_read_secret(const char *path, char **secret, size_t *len)
+{
+    void *buf;
+    ss_status *st = ss_read_file(path, &buf, len);
+    if (st) return cli_fail("secret", st);
+    *secret = buf;
+    while (*len && ((*secret)[*len - 1] == '\n' || (*secret)[*len - 1] == '\r')) (*len)--;
+    if (*len == 0) return cli_fail("secret", ss_errf(SS_ERR_INVALID, "%s is empty", path));
+    return 0;
+}
+
+int cmd_serve(int argc, char **argv)
+{
+    ss_worker_options w[MAX_SERVABLES];
+    int n = 0;
+    const char *servable_dir = NULL, *grpc = NULL, *rest = NULL, *secret_file = NULL;
+    long grpc_mb = 100, rest_mb = 100, timeout_ms = 10000, hb_ms = 5000, max_enq = 10000, v;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        bool has = i + 1 < argc;
+        ss_worker_options *cur = n ? &w[n - 1] : NULL;
+        if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
+            fputs(serve_usage, stdout);
+            return 0;
+        } else if (!strcmp(a, "--servable-dir") && has) {
+            servable_dir = argv[++i];
+        } else if (!strcmp(a, "--servable") && has) {
+            if (n == MAX_SERVABLES) return cli_fail("serve", ss_errf(SS_ERR_LIMIT, "more than %d servables", MAX_SERVABLES));
+            memset(&w[n], 0, sizeof w[n]);
+            w[n++].servable = argv[++i];
+        } else if (cur && !strcmp(a, "--version") && has) {
+            if (!cli_parse_int(argv[++i], 0, 1000000, &v))
+                return cli_fail("serve", ss_errf(SS_ERR_INVALID, "--version wants 0..1000000, got '%s'", argv[i]));
+            cur->version = (uint64_t)v;
+        } else if (cur && !strcmp(a, "--rank-table") && has) {
+            cur->rank_table = argv[++i];
+        } else if (cur && !strcmp(a, "--distributed-address") && has) {
+            cur->distributed_address = argv[++i];
+        } else if (cur && !strcmp(a, "--wait-agents") && has) {
+            if (!cli_parse_int(argv[++i], 0, 86400 * 365, &v))
+                return cli_fail("serve", ss_errf(SS_ERR_INVALID, "--wait-agents wants seconds >= 0, got '%s'", argv[i]));
+            cur->wait_agents_s = (int)v;
+        } else if (!strcmp(a, "--grpc") && has) {
+            grpc = argv[++i];
+        } else if (!strcmp(a, "--rest") && has) {
+            rest = argv[++i];
+        } else if ((!strcmp(a, "--grpc-max-msg-mb") || !strcmp(a, "--rest-max-msg-mb")) && has) {
+            if (!cli_parse_int(argv[++i], 1, 512, &v))
+                return cli_fail("serve", ss_errf(SS_ERR_INVALID, "%s wants 1..512, got '%s'", a, argv[i]));
+            *(a[2] == 'g' ? &grpc_mb : &rest_mb) = v;
+        } else if (!strcmp(a, "--request-timeout-ms") && has) {
+            if (!cli_parse_int(argv[++i], 1, 3600000, &timeout_ms))
+                return cli_fail("serve", ss_errf(SS_ERR_INVALID, "--request-timeout-ms wants 1..3600000"));
+        } else if (!strcmp(a, "--heartbeat-timeout-ms") && has) {
+            if (!cli_parse_int(argv[++i], 100, 3600000, &hb_ms))
+                return cli_fail("serve", ss_errf(SS_ERR_INVALID, "--heartbeat-timeout-ms wants 100..3600000"));
+        } else if (!strcmp(a, "--max-enqueued") && has) {
+            if (!cli_parse_int(argv[++i], 1, 100000000, &max_enq))
+                return cli_fail("serve", ss_errf(SS_ERR_INVALID, "--max-enqueued wants a positive count"));
+        } else if (!strcmp(a, "--secret-file") && has) {
+            secret_file = argv[++i];
+        } else {
+            fprintf(stderr, "shardserve serve: unexpected argument '%s'\n%s", a, serve_usage);
+            return 2;
+        }
+    }
+    if (!servable_dir || !n || (!grpc && !rest)) {
+        fputs(serve_usage, stderr);
+        return 2;
+    }
+    char *secret = NULL;
+    size_t secret_len = 0;
+    if (secret_file && cli_read_secret(secret_file, &secret, &secret_len)) return 1;
+    for (int i = 0; i < n; i++) {
+        if (!w[i].rank_table || !w[i].distributed_address)
+            return cli_fail("serve", ss_errf(SS_ERR_INVALID, "servable %s needs --rank-table and --distributed-address",
+                                             w[i].servable));
+        w[i].servable_dir = servable_dir;
+        w[i].request_timeout_ms = (int)timeout_ms;
+        w[i].heartbeat_timeout_ms = (int)hb_ms;
+        w[i].max_enqueued = (int)max_enq;
+        w[i].secret = secret;
+        w[i].secret_len = secret_len;
+    }
+    sigset_t sigs;
+    ss_server_block_signals(&sigs); /* before any thread exists: every thread inherits the mask */
+    ss_worker_set *set = ss_worker_set_new();
+    ss_worker *workers[MAX_SERVABLES];
+    ss_status *st = set ? NULL : ss_errf(SS_ERR_NOMEM, "out of memory");
+    for (int i = 0; i < n && !st; i++) {
+        st = ss_worker_set_add(set, &w[i], &workers[i]);
+        if (!st) printf("Serving: servable %s waiting for agents on %s\n", w[i].servable, ss_worker_address(workers[i]));
+    }
+    ss_grpc_server *gs = NULL;
+    ss_rest_server *rs = NULL;
+    ss_predict_handler h = set ? ss_worker_set_handler(set) : (ss_predict_handler){0};
+    if (!st && grpc) {
+        ss_grpc_options go = {.address = grpc, .max_msg_mb = (int)grpc_mb, .handler = h, .ready = ss_worker_set_ready,
+                              .ready_ctx = set};
+        st = ss_grpc_server_start(&go, &gs);
+        if (!st) printf("Serving: Serving gRPC server start success, listening on %s\n", grpc);
+    }
+    if (!st && rest) {
+        ss_rest_options ro = {.address = rest, .max_msg_mb = (int)rest_mb, .handler = h, .ready = ss_worker_set_ready,
+                              .ready_ctx = set};
+        st = ss_rest_server_start(&ro, &rs);
+        if (!st) printf("Serving: Serving RESTful server start success, listening on %s\n", rest);
+    }
+    fflush(stdout);
+    for (int i = 0; i < n && !st; i++) {
+        st = ss_worker_wait_ready(workers[i]);
+        if (!st) printf("Serving: servable %s is ready\n", w[i].servable);
+        fflush(stdout);
+    }
+    int rc = 0;
+    if (st) {
+        rc = cli_fail("serve", st);
+    } else {
+        int sig = 0;
+        sigwait(&sigs, &sig);
+        SS_INFO("signal %d: shutting down", sig);
+    }
+    /* stop accepting and drain the front ends, then answer what is left and release the agents */
+    ss_grpc_server_stop(gs);
+    ss_rest_server_stop(rs);
+    ss_worker_set_free(set);
+    free(secret);
+    if (!rc) printf("Serving: stopped\n");
+    return rc;
+}
