@@ -24,7 +24,7 @@ set(SS_SERVER_TEST_ENV
     "SS_TEST_SERVER=$<TARGET_FILE:ss_test_server>"
     "PYTHONPATH=${SS_PY_PROTO_OUT}:${CMAKE_SOURCE_DIR}/python:${SS_TEST_DIR}"
     "no_proxy=*" "http_proxy=" "https_proxy=")
-foreach(t grpc rest)
+foreach(t grpc rest bad_input)
   add_test(NAME test_server_${t} COMMAND ${SS_PY} ${SS_TEST_DIR}/test_server_${t}.py)
   set_tests_properties(test_server_${t} PROPERTIES ENVIRONMENT "${SS_SERVER_TEST_ENV}" TIMEOUT 180)
 endforeach()
@@ -42,3 +42,27 @@ add_test(NAME test_server_client_install
 set_tests_properties(test_server_client_install PROPERTIES
   ENVIRONMENT "${SS_SERVER_TEST_ENV};SS_BUILD_DIR=${CMAKE_BINARY_DIR};SS_CLIENT_LIB=$<TARGET_FILE:shardserve-client>"
   TIMEOUT 180)
+
+# libFuzzer targets for the REST request parser and the gRPC request decoder (-DSS_FUZZ=ON with
+# clang). The codec sources are compiled again with coverage instrumentation; 10-second smoke
+# runs are registered so CI exercises them.
+if(SS_FUZZ)
+  pkg_check_modules(SS_FUZZ_CJSON REQUIRED IMPORTED_TARGET libcjson)
+  get_target_property(ss_server_src ss_server SOURCE_DIR)
+  foreach(target rest grpc)
+    add_executable(fuzz_server_${target} ${SS_TEST_DIR}/test_server_fuzz_${target}.c
+                   ${ss_server_src}/serving.c ${ss_server_src}/grpc_codec.c
+                   ${ss_server_src}/rest_codec.c ${CMAKE_BINARY_DIR}/proto/ms_service.pb-c.c)
+    add_dependencies(fuzz_server_${target} ss_msproto)
+    target_include_directories(fuzz_server_${target} PRIVATE ${ss_server_src}
+                               ${CMAKE_BINARY_DIR}/proto)
+    target_compile_options(fuzz_server_${target} PRIVATE -fsanitize=fuzzer,address,undefined
+                           -Wno-missing-braces)
+    target_link_options(fuzz_server_${target} PRIVATE -fsanitize=fuzzer,address,undefined)
+    target_link_libraries(fuzz_server_${target} ss_core PkgConfig::SS_FUZZ_CJSON
+                          PkgConfig::PROTOBUFC)
+    add_test(NAME fuzz_server_${target}_smoke
+             COMMAND fuzz_server_${target} -max_total_time=10 -max_len=65536)
+    set_tests_properties(fuzz_server_${target}_smoke PROPERTIES TIMEOUT 60 LABELS "server;fuzz")
+  endforeach()
+endif()

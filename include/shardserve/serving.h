@@ -143,6 +143,9 @@ ss_predict_reply *ss_serving_err_unavailable(const ss_predict_request *req, bool
 ss_predict_reply *ss_predict_request_check_inputs(const ss_predict_request *req,
                                                   const char *const *input_names, size_t n);
 
+/* Names travel as protobuf strings and JSON keys, both UTF-8 by definition. */
+bool ss_serving_utf8_valid(const char *s, size_t len);
+
 #ifdef __cplusplus
 }
 #endif

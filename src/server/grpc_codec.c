@@ -165,8 +165,14 @@ static ss_predict_reply *convert_instances(pb_request *pb, ss_predict_request *r
         pb_instance *pi = pb->instances[i];
         for (size_t k = 0; k < pi->n_items; k++) {
             pb_item *item = pi->items[k];
-            if (!item->value) continue; /* an entry without a value is an empty tensor: skip */
-            if (!check_tensor(item->value, detail, sizeof detail))
+            pb_tensor empty;
+            if (!item->value) { /* a map entry without a value holds a default Tensor */
+                mindspore__serving__proto__tensor__init(&empty);
+                item->value = &empty;
+            }
+            bool ok = check_tensor(item->value, detail, sizeof detail);
+            if (item->value == &empty) item->value = NULL;
+            if (!ok)
                 return ss_predict_reply_error(SS_SERVING_INVALID_INPUTS,
                                               "Instances input %s check failed, detail: %s",
                                               item->key, detail);
@@ -183,6 +189,19 @@ static ss_predict_reply *convert_instances(pb_request *pb, ss_predict_request *r
     return NULL;
 }
 
+static bool str_ok(const char *s) { return ss_serving_utf8_valid(s, strlen(s)); }
+
+/* proto3 strings are UTF-8; a C++ server (MindSpore's) refuses to parse anything else. */
+static bool strings_valid(const pb_request *pb)
+{
+    const pb_spec *spec = pb->servable_spec;
+    if (spec && (!str_ok(spec->name) || !str_ok(spec->method_name))) return false;
+    for (size_t i = 0; i < pb->n_instances; i++)
+        for (size_t k = 0; k < pb->instances[i]->n_items; k++)
+            if (!str_ok(pb->instances[i]->items[k]->key)) return false;
+    return true;
+}
+
 ss_status *ss_grpc_decode_request(const uint8_t *buf, size_t len, ss_predict_request **out,
                                   ss_predict_reply **invalid)
 {
@@ -190,6 +209,11 @@ ss_status *ss_grpc_decode_request(const uint8_t *buf, size_t len, ss_predict_req
     *invalid = NULL;
     pb_request *pb = mindspore__serving__proto__predict_request__unpack(NULL, len, buf);
     if (!pb) return ss_errf(SS_ERR_INVALID, "cannot parse PredictRequest (%zu bytes)", len);
+    if (!strings_valid(pb)) {
+        mindspore__serving__proto__predict_request__free_unpacked(pb, NULL);
+        return ss_errf(SS_ERR_INVALID, "cannot parse PredictRequest: a string field is not "
+                                       "valid UTF-8");
+    }
     const pb_spec *spec = pb->servable_spec;
     ss_predict_request *req = ss_predict_request_new(spec ? spec->name : "",
                                                      spec ? spec->method_name : "",

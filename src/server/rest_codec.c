@@ -65,32 +65,20 @@ static void sb_printf(sbuf *s, const char *fmt, ...)
 /* JSON string literal; rejects invalid UTF-8 (returns false). */
 static bool sb_json_string(sbuf *s, const char *str, size_t n)
 {
+    if (!ss_serving_utf8_valid(str, n)) return false;
     sb_put(s, "\"", 1);
     size_t start = 0;
-    for (size_t i = 0; i < n;) {
+    for (size_t i = 0; i < n; i++) {
         unsigned char c = (unsigned char)str[i];
-        if (c < 0x20 || c == '"' || c == '\\') {
-            sb_put(s, str + start, i - start);
-            if (c == '"') sb_str(s, "\\\"");
-            else if (c == '\\') sb_str(s, "\\\\");
-            else if (c == '\n') sb_str(s, "\\n");
-            else if (c == '\t') sb_str(s, "\\t");
-            else if (c == '\r') sb_str(s, "\\r");
-            else sb_printf(s, "\\u%04x", c);
-            start = ++i;
-            continue;
-        }
-        if (c < 0x80) {
-            i++;
-            continue;
-        }
-        size_t extra = (c >= 0xc2 && c < 0xe0) ? 1 : (c >= 0xe0 && c < 0xf0) ? 2
-                     : (c >= 0xf0 && c < 0xf5)                  ? 3
-                                                                : 0;
-        if (!extra || i + extra >= n) return false;
-        for (size_t k = 1; k <= extra; k++)
-            if (((unsigned char)str[i + k] & 0xc0) != 0x80) return false;
-        i += extra + 1;
+        if (c >= 0x20 && c != '"' && c != '\\') continue;
+        sb_put(s, str + start, i - start);
+        if (c == '"') sb_str(s, "\\\"");
+        else if (c == '\\') sb_str(s, "\\\\");
+        else if (c == '\n') sb_str(s, "\\n");
+        else if (c == '\t') sb_str(s, "\\t");
+        else if (c == '\r') sb_str(s, "\\r");
+        else sb_printf(s, "\\u%04x", c);
+        start = i + 1;
     }
     sb_put(s, str + start, n - start);
     sb_put(s, "\"", 1);
@@ -224,17 +212,25 @@ bool ss_rest_parse_url(const char *url, char **servable, char **method, uint64_t
 
 /* ------------------------------------------------------------------ number kinds */
 
-/* Record, in document order, whether each number token is a float. */
-static bool lex_number_kinds(const char *text, size_t len, bool **kinds, size_t *count)
+/* Record, in document order, whether each number token is a float. Also refuses what cJSON lets
+ * through but JSON forbids: raw control characters inside strings. */
+typedef enum { LEX_OK, LEX_NOMEM, LEX_CONTROL_CHAR } lex_result;
+
+static lex_result lex_number_kinds(const char *text, size_t len, bool **kinds, size_t *count)
 {
     size_t cap = 64, n = 0;
     bool *k = malloc(cap * sizeof *k);
-    if (!k) return false;
+    if (!k) return LEX_NOMEM;
     for (size_t i = 0; i < len; i++) {
         char c = text[i];
         if (c == '"') {
-            for (i++; i < len && text[i] != '"'; i++)
+            for (i++; i < len && text[i] != '"'; i++) {
+                if ((unsigned char)text[i] < 0x20) {
+                    free(k);
+                    return LEX_CONTROL_CHAR;
+                }
                 if (text[i] == '\\') i++;
+            }
             continue;
         }
         if (c != '-' && (c < '0' || c > '9')) continue;
@@ -246,7 +242,7 @@ static bool lex_number_kinds(const char *text, size_t len, bool **kinds, size_t 
             bool *grown = realloc(k, (cap *= 2) * sizeof *k);
             if (!grown) {
                 free(k);
-                return false;
+                return LEX_NOMEM;
             }
             k = grown;
         }
@@ -254,7 +250,7 @@ static bool lex_number_kinds(const char *text, size_t len, bool **kinds, size_t 
     }
     *kinds = k;
     *count = n;
-    return true;
+    return LEX_OK;
 }
 
 static void tag_numbers(cJSON *node, const bool *kinds, size_t count, size_t *next)
@@ -620,6 +616,9 @@ static ss_status *parse_instances(const cJSON *root, ss_predict_request *req)
 
 static ss_status *parse_json(const char *body, size_t len, cJSON **out)
 {
+    if (!ss_serving_utf8_valid(body, len))
+        return fail("Illegal JSON format.[json.exception.parse_error.101] parse error: invalid "
+                    "UTF-8 byte");
     const char *end = NULL;
     cJSON *root = cJSON_ParseWithLengthOpts(body, len, &end, false);
     size_t at = end ? (size_t)(end - body) : 0;
@@ -632,9 +631,12 @@ static ss_status *parse_json(const char *body, size_t len, cJSON **out)
     }
     bool *kinds = NULL;
     size_t count = 0, next = 0;
-    if (!lex_number_kinds(body, len, &kinds, &count)) {
+    lex_result lex = lex_number_kinds(body, len, &kinds, &count);
+    if (lex != LEX_OK) {
         cJSON_Delete(root);
-        return ss_errf(SS_ERR_NOMEM, "out of memory");
+        if (lex == LEX_NOMEM) return ss_errf(SS_ERR_NOMEM, "out of memory");
+        return fail("Illegal JSON format.[json.exception.parse_error.101] parse error: control "
+                    "character in a string must be escaped");
     }
     tag_numbers(root, kinds, count, &next);
     free(kinds);

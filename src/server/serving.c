@@ -301,3 +301,23 @@ ss_predict_reply *ss_predict_request_check_inputs(const ss_predict_request *req,
                     input_names[k], req->servable, req->method);
     return NULL;
 }
+
+bool ss_serving_utf8_valid(const char *s, size_t len)
+{
+    const unsigned char *p = (const unsigned char *)s;
+    for (size_t i = 0; i < len;) {
+        unsigned char c = p[i];
+        size_t extra = c < 0x80 ? 0 : (c >= 0xc2 && c < 0xe0) ? 1 : (c >= 0xe0 && c < 0xf0) ? 2
+                                  : (c >= 0xf0 && c < 0xf5)  ? 3
+                                                             : 4;
+        if (extra == 4 || i + extra >= len + (extra ? 0 : 1)) return false;
+        for (size_t k = 1; k <= extra; k++)
+            if ((p[i + k] & 0xc0) != 0x80) return false;
+        /* overlong 3/4-byte forms, UTF-16 surrogates and code points past U+10FFFF */
+        if ((c == 0xe0 && p[i + 1] < 0xa0) || (c == 0xed && p[i + 1] >= 0xa0) ||
+            (c == 0xf0 && p[i + 1] < 0x90) || (c == 0xf4 && p[i + 1] >= 0x90))
+            return false;
+        i += extra + 1;
+    }
+    return true;
+}
