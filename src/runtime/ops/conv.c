@@ -544,39 +544,65 @@ MAXPOOL(double, -INFINITY)
 MAXPOOL(uint8_t, 0)
 MAXPOOL(int8_t, INT8_MIN)
 
-#define AVGPOOL(T)                                                                                 \
-    static void avgpool_##T(const pool_plan *p, const T *x, T *y)                                  \
+/* Row at a time: every valid (kd, kh, kw) tap folds a strided input row into the output row,
+ * so the inner loop has no bounds checks. Average divides by the tap count at the end. */
+#define POOL_ROWS(T, NAME, IS_MAX, LOWEST)                                                         \
+    static void NAME(const pool_plan *p, const T *x, T *y)                                         \
     {                                                                                              \
         const geom *g = &p->g;                                                                     \
+        int64_t s2 = g->s[2];                                                                      \
         for (int64_t pl = 0; pl < p->planes; pl++) {                                               \
             const T *xp = x + pl * g->ivol;                                                        \
             for (int64_t od = 0; od < g->out[0]; od++)                                             \
-                for (int64_t oh = 0; oh < g->out[1]; oh++)                                         \
+                for (int64_t oh = 0; oh < g->out[1]; oh++) {                                       \
+                    T *restrict yr = y + ((pl * g->out[0] + od) * g->out[1] + oh) * g->out[2];     \
+                    for (int64_t ow = 0; ow < g->out[2]; ow++) yr[ow] = IS_MAX ? (LOWEST) : 0;     \
+                    for (int64_t kd = 0; kd < g->k[0]; kd++) {                                     \
+                        int64_t id = od * g->s[0] - g->pb[0] + kd * g->d[0];                       \
+                        if (id < 0 || id >= g->in[0]) continue;                                    \
+                        for (int64_t kh = 0; kh < g->k[1]; kh++) {                                 \
+                            int64_t ih = oh * g->s[1] - g->pb[1] + kh * g->d[1];                   \
+                            if (ih < 0 || ih >= g->in[1]) continue;                                \
+                            const T *restrict row = xp + (id * g->in[1] + ih) * g->in[2];          \
+                            for (int64_t kw = 0; kw < g->k[2]; kw++) {                             \
+                                int64_t off = kw * g->d[2] - g->pb[2], lo, hi;                     \
+                                valid_range(off, s2, g->in[2], g->out[2], &lo, &hi);               \
+                                if (IS_MAX && s2 == 1)                                             \
+                                    for (int64_t ow = lo; ow < hi; ow++)                           \
+                                        yr[ow] = row[ow + off] > yr[ow] ? row[ow + off] : yr[ow];  \
+                                else if (IS_MAX)                                                   \
+                                    for (int64_t ow = lo; ow < hi; ow++)                           \
+                                        yr[ow] = row[ow * s2 + off] > yr[ow] ? row[ow * s2 + off] : yr[ow]; \
+                                else if (s2 == 1)                                                  \
+                                    for (int64_t ow = lo; ow < hi; ow++) yr[ow] += row[ow + off];  \
+                                else                                                               \
+                                    for (int64_t ow = lo; ow < hi; ow++) yr[ow] += row[ow * s2 + off]; \
+                            }                                                                      \
+                        }                                                                          \
+                    }                                                                              \
+                    if (IS_MAX) continue;                                                          \
                     for (int64_t ow = 0; ow < g->out[2]; ow++) {                                   \
-                        int64_t o3[3] = {od, oh, ow}, lo[3], hi[3], padded = 1, count = 1;         \
+                        int64_t o3[3] = {od, oh, ow}, padded = 1, count = 1;                       \
                         for (int i = 0; i < 3; i++) {                                              \
                             int64_t st = o3[i] * g->s[i] - g->pb[i], en = st + g->k[i];            \
                             int64_t pen = en < g->in[i] + g->pe[i] ? en : g->in[i] + g->pe[i];     \
+                            int64_t lo = st < 0 ? 0 : st, hi = en < g->in[i] ? en : g->in[i];     \
                             padded *= pen - st;                                                    \
-                            lo[i] = st < 0 ? 0 : st;                                               \
-                            hi[i] = en < g->in[i] ? en : g->in[i];                                 \
-                            count *= hi[i] > lo[i] ? hi[i] - lo[i] : 0;                            \
+                            count *= hi > lo ? hi - lo : 0;                                        \
                         }                                                                          \
-                        double sum = 0;                                                            \
-                        for (int64_t id = lo[0]; id < hi[0]; id++)                                 \
-                            for (int64_t ih = lo[1]; ih < hi[1]; ih++) {                           \
-                                const T *row = xp + (id * g->in[1] + ih) * g->in[2];               \
-                                for (int64_t iw = lo[2]; iw < hi[2]; iw++) sum += row[iw];         \
-                            }                                                                      \
                         int64_t div = p->include_pad ? padded : count;                             \
-                        int64_t o = ((pl * g->out[0] + od) * g->out[1] + oh) * g->out[2] + ow;     \
-                        y[o] = (T)(div > 0 ? sum / (double)div : 0);                               \
+                        yr[ow] = (T)(div > 0 ? (double)yr[ow] / (double)div : 0);                  \
                     }                                                                              \
+                }                                                                                  \
         }                                                                                          \
     }
 
-AVGPOOL(float)
-AVGPOOL(double)
+POOL_ROWS(float, avgpool_float, 0, 0)
+POOL_ROWS(double, avgpool_double, 0, 0)
+POOL_ROWS(float, maxrows_float, 1, -INFINITY)
+POOL_ROWS(double, maxrows_double, 1, -INFINITY)
+POOL_ROWS(uint8_t, maxrows_uint8_t, 1, 0)
+POOL_ROWS(int8_t, maxrows_int8_t, 1, INT8_MIN)
 
 static ss_status *pool_run(ss_kctx *k)
 {
@@ -584,11 +610,20 @@ static ss_status *pool_run(ss_kctx *k)
     const void *x = k->in[0]->data;
     void *y = k->out[0]->data;
     int64_t *ind = k->n_out > 1 && k->out[1] ? k->out[1]->data : NULL;
+    /* the per-window loop tracks the argmax; without an Indices output whole rows are folded */
     switch (k->in[0]->dtype) {
-    case SS_DT_FLOAT32: p->is_max ? maxpool_float(p, x, y, ind) : avgpool_float(p, x, y); break;
-    case SS_DT_FLOAT64: p->is_max ? maxpool_double(p, x, y, ind) : avgpool_double(p, x, y); break;
-    case SS_DT_UINT8: maxpool_uint8_t(p, x, y, ind); break;
-    case SS_DT_INT8: maxpool_int8_t(p, x, y, ind); break;
+    case SS_DT_FLOAT32:
+        if (!p->is_max) avgpool_float(p, x, y);
+        else if (ind) maxpool_float(p, x, y, ind);
+        else maxrows_float(p, x, y);
+        break;
+    case SS_DT_FLOAT64:
+        if (!p->is_max) avgpool_double(p, x, y);
+        else if (ind) maxpool_double(p, x, y, ind);
+        else maxrows_double(p, x, y);
+        break;
+    case SS_DT_UINT8: ind ? maxpool_uint8_t(p, x, y, ind) : maxrows_uint8_t(p, x, y); break;
+    case SS_DT_INT8: ind ? maxpool_int8_t(p, x, y, ind) : maxrows_int8_t(p, x, y); break;
     default: return ss_op_err(k, SS_ERR_INTERNAL, "unexpected type");
     }
     return NULL;
