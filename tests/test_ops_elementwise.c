@@ -21,11 +21,16 @@
 static double elem(const ss_tensor *t, int64_t i)
 {
     switch (t->dtype) {
-    case SS_DT_FLOAT32: return ((const float *)t->data)[i];
-    case SS_DT_FLOAT64: return ((const double *)t->data)[i];
-    case SS_DT_FLOAT16: return ss_f16_to_f32(((const uint16_t *)t->data)[i]);
-    case SS_DT_BFLOAT16: return ss_bf16_to_f32(((const uint16_t *)t->data)[i]);
-    default: return 0;
+    case SS_DT_FLOAT32:
+        return ((const float *)t->data)[i];
+    case SS_DT_FLOAT64:
+        return ((const double *)t->data)[i];
+    case SS_DT_FLOAT16:
+        return ss_f16_to_f32(((const uint16_t *)t->data)[i]);
+    case SS_DT_BFLOAT16:
+        return ss_bf16_to_f32(((const uint16_t *)t->data)[i]);
+    default:
+        return 0;
     }
 }
 
@@ -34,7 +39,8 @@ static const char *compare(const ss_tensor *got, const ss_tensor *want, char *bu
 {
     char a[128], b[128];
     if (got->dtype != want->dtype) {
-        snprintf(buf, cap, "dtype %s, expected %s", ss_dtype_name(got->dtype), ss_dtype_name(want->dtype));
+        snprintf(buf, cap, "dtype %s, expected %s", ss_dtype_name(got->dtype),
+                 ss_dtype_name(want->dtype));
         return buf;
     }
     if (!ss_shape_equal(got->ndim, got->dims, want->ndim, want->dims)) {
@@ -109,12 +115,14 @@ static void run_error_case(const char *name, const char *dir, const char *expect
     }
     CHECK_MSG(st != NULL, "%s: expected an error (%s %s), got success", name, code, needle);
     if (st) {
-        CHECK_MSG(!strcasecmp(ss_code_name(st->code), code),
-                  "%s: error code %s, expected %s (%s)", name, ss_code_name(st->code), code, st->msg);
-        CHECK_MSG(strstr(st->msg, needle) != NULL, "%s: error \"%s\" lacks \"%s\"", name, st->msg, needle);
+        CHECK_MSG(!strcasecmp(ss_code_name(st->code), code), "%s: error code %s, expected %s (%s)",
+                  name, ss_code_name(st->code), code, st->msg);
+        CHECK_MSG(strstr(st->msg, needle) != NULL, "%s: error \"%s\" lacks \"%s\"", name, st->msg,
+                  needle);
         ss_status_free(st);
     }
-    for (int i = 0; i < MAX_IO; i++) ss_tensor_free(&ins[i]);
+    for (int i = 0; i < MAX_IO; i++)
+        ss_tensor_free(&ins[i]);
     ss_session_free(s);
 }
 
@@ -198,7 +206,8 @@ static void generated_cases(void)
     }
     closedir(d);
     printf("%ld generated cases, %ld failed checks\n", ran, (long)(check_failures - failed_before));
-    CHECK_MSG(ran == expected && expected >= 500, "ran %ld cases, the generator wrote %ld", ran, expected);
+    CHECK_MSG(ran == expected && expected >= 500, "ran %ld cases, the generator wrote %ld", ran,
+              expected);
 }
 
 /* The planner must hand the kernels the simplest layout: one dim for same shapes and scalar
@@ -212,17 +221,18 @@ static void collapse_layouts(void)
         int64_t inner;
         unsigned mode;
     } cases[] = {
-        {3, 3, {2, 3, 4}, {2, 3, 4}, 1, 24, 3},   /* same shape */
-        {3, 0, {2, 3, 4}, {0}, 1, 24, 1},         /* scalar right */
-        {0, 3, {0}, {2, 3, 4}, 1, 24, 2},         /* scalar left */
-        {3, 1, {2, 3, 4}, {4}, 2, 4, 3},          /* bias along the last dim */
-        {3, 3, {2, 3, 4}, {2, 3, 1}, 2, 4, 1},    /* per-row scalar (LayerNorm mean) */
+        {3, 3, {2, 3, 4}, {2, 3, 4}, 1, 24, 3},      /* same shape */
+        {3, 0, {2, 3, 4}, {0}, 1, 24, 1},            /* scalar right */
+        {0, 3, {0}, {2, 3, 4}, 1, 24, 2},            /* scalar left */
+        {3, 1, {2, 3, 4}, {4}, 2, 4, 3},             /* bias along the last dim */
+        {3, 3, {2, 3, 4}, {2, 3, 1}, 2, 4, 1},       /* per-row scalar (LayerNorm mean) */
         {4, 4, {2, 5, 7, 7}, {2, 1, 1, 7}, 3, 7, 3}, /* attention mask [B,1,1,S] */
-        {3, 3, {2, 1, 4}, {1, 3, 1}, 3, 4, 1},    /* outer product-like */
-        {2, 1, {1, 1}, {1}, 1, 1, 3},             /* a single element */
+        {3, 3, {2, 1, 4}, {1, 3, 1}, 3, 4, 1},       /* outer product-like */
+        {2, 1, {1, 1}, {1}, 1, 1, 3},                /* a single element */
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
-        ss_tensor a = {.dtype = SS_DT_FLOAT32, .ndim = cases[i].na}, b = {.dtype = SS_DT_FLOAT32, .ndim = cases[i].nb};
+        ss_tensor a = {.dtype = SS_DT_FLOAT32, .ndim = cases[i].na},
+                  b = {.dtype = SS_DT_FLOAT32, .ndim = cases[i].nb};
         memcpy(a.dims, cases[i].a, sizeof cases[i].a);
         memcpy(b.dims, cases[i].b, sizeof cases[i].b);
         const ss_tensor *ins[2] = {&a, &b};
@@ -237,10 +247,12 @@ static void collapse_layouts(void)
         ss_ew_plan_init(&p, 2, ins, out.ndim, out.dims, NULL, SS_DT_FLOAT32, true);
         CHECK_MSG(p.ndim == cases[i].ndim && p.inner == cases[i].inner && p.mode == cases[i].mode,
                   "layout %zu: ndim %d inner %lld mode %u, expected %d %lld %u", i, p.ndim,
-                  (long long)p.inner, p.mode, cases[i].ndim, (long long)cases[i].inner, cases[i].mode);
+                  (long long)p.inner, p.mode, cases[i].ndim, (long long)cases[i].inner,
+                  cases[i].mode);
     }
     /* shapes that do not broadcast are an error naming both */
-    ss_tensor a = {.dtype = SS_DT_FLOAT32, .ndim = 2, .dims = {2, 3}}, b = {.dtype = SS_DT_FLOAT32, .ndim = 1, .dims = {4}};
+    ss_tensor a = {.dtype = SS_DT_FLOAT32, .ndim = 2, .dims = {2, 3}},
+              b = {.dtype = SS_DT_FLOAT32, .ndim = 1, .dims = {4}};
     const ss_tensor *ins[2] = {&a, &b};
     ss_tensor out = {0};
     ss_kctx k = {0};

@@ -24,7 +24,8 @@ ss_status *ss_bcast_shape(const ss_kctx *k, int n, const ss_tensor *const *ins, 
                 size_t len = 0;
                 for (int j = 0; j < n && len + 140 < sizeof msg; j++) {
                     ss_shape_str(ins[j]->ndim, ins[j]->dims, sb, sizeof sb);
-                    len += (size_t)snprintf(msg + len, sizeof msg - len, "%s%s", j ? " and " : "", sb);
+                    len +=
+                        (size_t)snprintf(msg + len, sizeof msg - len, "%s%s", j ? " and " : "", sb);
                 }
                 return ss_op_err(k, SS_ERR_INVALID, "shapes %s do not broadcast", msg);
             }
@@ -99,7 +100,8 @@ void ss_ew_half_to_f32(ss_dtype dt, const void *src, float *dst, int64_t n)
             memcpy(&dst[i], &u, 4);
         }
     } else {
-        for (int64_t i = 0; i < n; i++) dst[i] = ss_f16_to_f32(s[i]);
+        for (int64_t i = 0; i < n; i++)
+            dst[i] = ss_f16_to_f32(s[i]);
     }
 }
 
@@ -107,29 +109,44 @@ void ss_ew_f32_to_half(ss_dtype dt, const float *src, void *dst, int64_t n)
 {
     uint16_t *d = dst;
     if (dt == SS_DT_BFLOAT16)
-        for (int64_t i = 0; i < n; i++) d[i] = ss_f32_to_bf16(src[i]);
+        for (int64_t i = 0; i < n; i++)
+            d[i] = ss_f32_to_bf16(src[i]);
     else
-        for (int64_t i = 0; i < n; i++) d[i] = ss_f32_to_f16(src[i]);
+        for (int64_t i = 0; i < n; i++)
+            d[i] = ss_f32_to_f16(src[i]);
 }
 
 double ss_ew_scalar_f64(const ss_tensor *t, int64_t i)
 {
     const void *d = t->data;
     switch (t->dtype) {
-    case SS_DT_FLOAT32: return ((const float *)d)[i];
-    case SS_DT_FLOAT64: return ((const double *)d)[i];
-    case SS_DT_FLOAT16: return ss_f16_to_f32(((const uint16_t *)d)[i]);
-    case SS_DT_BFLOAT16: return ss_bf16_to_f32(((const uint16_t *)d)[i]);
-    case SS_DT_INT8: return ((const int8_t *)d)[i];
-    case SS_DT_INT16: return ((const int16_t *)d)[i];
-    case SS_DT_INT32: return ((const int32_t *)d)[i];
-    case SS_DT_INT64: return (double)((const int64_t *)d)[i];
+    case SS_DT_FLOAT32:
+        return ((const float *)d)[i];
+    case SS_DT_FLOAT64:
+        return ((const double *)d)[i];
+    case SS_DT_FLOAT16:
+        return ss_f16_to_f32(((const uint16_t *)d)[i]);
+    case SS_DT_BFLOAT16:
+        return ss_bf16_to_f32(((const uint16_t *)d)[i]);
+    case SS_DT_INT8:
+        return ((const int8_t *)d)[i];
+    case SS_DT_INT16:
+        return ((const int16_t *)d)[i];
+    case SS_DT_INT32:
+        return ((const int32_t *)d)[i];
+    case SS_DT_INT64:
+        return (double)((const int64_t *)d)[i];
     case SS_DT_UINT8:
-    case SS_DT_BOOL: return ((const uint8_t *)d)[i];
-    case SS_DT_UINT16: return ((const uint16_t *)d)[i];
-    case SS_DT_UINT32: return ((const uint32_t *)d)[i];
-    case SS_DT_UINT64: return (double)((const uint64_t *)d)[i];
-    default: return 0;
+    case SS_DT_BOOL:
+        return ((const uint8_t *)d)[i];
+    case SS_DT_UINT16:
+        return ((const uint16_t *)d)[i];
+    case SS_DT_UINT32:
+        return ((const uint32_t *)d)[i];
+    case SS_DT_UINT64:
+        return (double)((const uint64_t *)d)[i];
+    default:
+        return 0;
     }
 }
 
@@ -140,7 +157,8 @@ static void run_row_converted(const ss_ew_plan *p, const void *const *in, void *
     float buf[SS_BC_MAX + 1][SS_EW_CHUNK];
     const void *ptr[SS_BC_MAX];
     for (int i = 0; i < p->n_in; i++) /* scalar operands are converted once */
-        if ((p->cvt_in & (1u << i)) && !(mode & (1u << i))) ss_ew_half_to_f32(p->in_dt[i], in[i], buf[i], 1);
+        if ((p->cvt_in & (1u << i)) && !(mode & (1u << i)))
+            ss_ew_half_to_f32(p->in_dt[i], in[i], buf[i], 1);
     for (int64_t o = 0; o < n; o += SS_EW_CHUNK) {
         int64_t m = n - o < SS_EW_CHUNK ? n - o : SS_EW_CHUNK;
         for (int i = 0; i < p->n_in; i++) {
@@ -158,8 +176,10 @@ static void run_row_converted(const ss_ew_plan *p, const void *const *in, void *
 static inline void run_row(const ss_ew_plan *p, const void *const *in, void *out, int64_t n,
                            unsigned mode)
 {
-    if (p->cvt_in || p->cvt_out) run_row_converted(p, in, out, n, mode);
-    else p->fn(in, out, n, mode, &p->prm);
+    if (p->cvt_in || p->cvt_out)
+        run_row_converted(p, in, out, n, mode);
+    else
+        p->fn(in, out, n, mode, &p->prm);
 }
 
 void ss_ew_plan_run(const ss_ew_plan *p, const void *const *in, void *out)
@@ -175,12 +195,15 @@ void ss_ew_plan_run(const ss_ew_plan *p, const void *const *in, void *out)
     char *y = out;
     size_t row_bytes = (size_t)p->inner * p->out_es;
     for (int64_t done = 0; done < p->numel; done += p->inner, y += row_bytes) {
-        for (int i = 0; i < p->n_in; i++) ptr[i] = (const char *)in[i] + (size_t)off[i] * p->in_es[i];
+        for (int i = 0; i < p->n_in; i++)
+            ptr[i] = (const char *)in[i] + (size_t)off[i] * p->in_es[i];
         run_row(p, ptr, y, p->inner, p->mode);
         for (int d = outer_nd - 1; d >= 0; d--) {
-            for (int i = 0; i < p->n_in; i++) off[i] += p->stride[i][d];
+            for (int i = 0; i < p->n_in; i++)
+                off[i] += p->stride[i][d];
             if (++idx[d] < p->dims[d]) break;
-            for (int i = 0; i < p->n_in; i++) off[i] -= p->stride[i][d] * p->dims[d];
+            for (int i = 0; i < p->n_in; i++)
+                off[i] -= p->stride[i][d] * p->dims[d];
             idx[d] = 0;
         }
     }
@@ -194,7 +217,8 @@ ss_status *ss_ew_legacy_operand(const ss_kctx *k, const ss_tensor *a, const ss_t
     char sa[128], sb[128];
     if (ss_onnx_attr_int(k->node, "broadcast", 0) == 0) {
         if (!ss_shape_equal(a->ndim, a->dims, b->ndim, b->dims))
-            return ss_op_err(k, SS_ERR_INVALID, "shapes %s and %s differ and broadcast=0 (opset %lld)",
+            return ss_op_err(k, SS_ERR_INVALID,
+                             "shapes %s and %s differ and broadcast=0 (opset %lld)",
                              ss_shape_str(a->ndim, a->dims, sa, sizeof sa),
                              ss_shape_str(b->ndim, b->dims, sb, sizeof sb), (long long)k->opset);
         return NULL;
@@ -206,6 +230,7 @@ ss_status *ss_ew_legacy_operand(const ss_kctx *k, const ss_tensor *a, const ss_t
         return ss_op_err(k, SS_ERR_INVALID, "B %s does not fit A %s at axis %lld",
                          ss_shape_str(b->ndim, b->dims, sb, sizeof sb),
                          ss_shape_str(a->ndim, a->dims, sa, sizeof sa), (long long)axis);
-    for (int64_t d = axis + b->ndim; d < a->ndim; d++) b_out->dims[b_out->ndim++] = 1;
+    for (int64_t d = axis + b->ndim; d < a->ndim; d++)
+        b_out->dims[b_out->ndim++] = 1;
     return NULL;
 }

@@ -64,7 +64,10 @@ void ss_ew_plan_run(const ss_ew_plan *p, const void *const *in, void *out);
 /* float16/bfloat16 <-> float32 for n elements (dt must be one of the two). */
 void ss_ew_half_to_f32(ss_dtype dt, const void *src, float *dst, int64_t n);
 void ss_ew_f32_to_half(ss_dtype dt, const float *src, void *dst, int64_t n);
-static inline bool ss_ew_is_half(ss_dtype dt) { return dt == SS_DT_FLOAT16 || dt == SS_DT_BFLOAT16; }
+static inline bool ss_ew_is_half(ss_dtype dt)
+{
+    return dt == SS_DT_FLOAT16 || dt == SS_DT_BFLOAT16;
+}
 
 /* Numpy-style broadcasting for opsets before 7 (Add-6, Equal-1, ...): with attribute
  * broadcast=1, B aligns with A at `axis` (default: trailing); without it the shapes must match.
@@ -85,75 +88,85 @@ double ss_ew_scalar_f64(const ss_tensor *t, int64_t i);
  *
  * BINARY_KERNEL(name, TA, TB, TY, expr): expr computes the result from `a` (TA) and `b` (TB);
  * it may read `prm`. The four stride cases are separate loops so each is a unit-stride loop. */
-#define SS_EW_BINARY_KERNEL(NAME, TA, TB, TY, EXPR)                                            \
-    static void NAME(const void *const *in_, void *out_, int64_t n, unsigned mode,             \
-                     const ss_ew_params *prm)                                                  \
-    {                                                                                          \
-        const TA *restrict A_ = in_[0];                                                        \
-        const TB *restrict B_ = in_[1];                                                        \
-        TY *restrict Y_ = out_;                                                                \
-        (void)prm;                                                                             \
-        switch (mode & 3u) {                                                                   \
-        case 3:                                                                                \
-            for (int64_t i = 0; i < n; i++) {                                                  \
-                const TA a = A_[i];                                                            \
-                const TB b = B_[i];                                                            \
-                Y_[i] = (TY)(EXPR);                                                            \
-            }                                                                                  \
-            break;                                                                             \
-        case 1: {                                                                              \
-            const TB b = B_[0];                                                                \
-            for (int64_t i = 0; i < n; i++) {                                                  \
-                const TA a = A_[i];                                                            \
-                Y_[i] = (TY)(EXPR);                                                            \
-            }                                                                                  \
-        } break;                                                                               \
-        case 2: {                                                                              \
-            const TA a = A_[0];                                                                \
-            for (int64_t i = 0; i < n; i++) {                                                  \
-                const TB b = B_[i];                                                            \
-                Y_[i] = (TY)(EXPR);                                                            \
-            }                                                                                  \
-        } break;                                                                               \
-        default: {                                                                             \
-            const TA a = A_[0];                                                                \
-            const TB b = B_[0];                                                                \
-            const TY y = (TY)(EXPR);                                                           \
-            for (int64_t i = 0; i < n; i++) Y_[i] = y;                                         \
-        } break;                                                                               \
-        }                                                                                      \
+#define SS_EW_BINARY_KERNEL(NAME, TA, TB, TY, EXPR)                                                \
+    static void NAME(const void *const *in_, void *out_, int64_t n, unsigned mode,                 \
+                     const ss_ew_params *prm)                                                      \
+    {                                                                                              \
+        const TA *restrict A_ = in_[0];                                                            \
+        const TB *restrict B_ = in_[1];                                                            \
+        TY *restrict Y_ = out_;                                                                    \
+        (void)prm;                                                                                 \
+        switch (mode & 3u) {                                                                       \
+        case 3:                                                                                    \
+            for (int64_t i = 0; i < n; i++) {                                                      \
+                const TA a = A_[i];                                                                \
+                const TB b = B_[i];                                                                \
+                Y_[i] = (TY)(EXPR);                                                                \
+            }                                                                                      \
+            break;                                                                                 \
+        case 1: {                                                                                  \
+            const TB b = B_[0];                                                                    \
+            for (int64_t i = 0; i < n; i++) {                                                      \
+                const TA a = A_[i];                                                                \
+                Y_[i] = (TY)(EXPR);                                                                \
+            }                                                                                      \
+        } break;                                                                                   \
+        case 2: {                                                                                  \
+            const TA a = A_[0];                                                                    \
+            for (int64_t i = 0; i < n; i++) {                                                      \
+                const TB b = B_[i];                                                                \
+                Y_[i] = (TY)(EXPR);                                                                \
+            }                                                                                      \
+        } break;                                                                                   \
+        default: {                                                                                 \
+            const TA a = A_[0];                                                                    \
+            const TB b = B_[0];                                                                    \
+            const TY y = (TY)(EXPR);                                                               \
+            for (int64_t i = 0; i < n; i++)                                                        \
+                Y_[i] = y;                                                                         \
+        } break;                                                                                   \
+        }                                                                                          \
     }
 
 /* UNARY_KERNEL(name, TX, TY, expr): expr computes the result from `x`; it may read `prm`. */
-#define SS_EW_UNARY_KERNEL(NAME, TX, TY, EXPR)                                                 \
-    static void NAME(const void *const *in_, void *out_, int64_t n, unsigned mode,             \
-                     const ss_ew_params *prm)                                                  \
-    {                                                                                          \
-        const TX *restrict X_ = in_[0];                                                        \
-        TY *restrict Y_ = out_;                                                                \
-        (void)prm;                                                                             \
-        if (mode & 1u) {                                                                       \
-            for (int64_t i = 0; i < n; i++) {                                                  \
-                const TX x = X_[i];                                                            \
-                Y_[i] = (TY)(EXPR);                                                            \
-            }                                                                                  \
-        } else {                                                                               \
-            const TX x = X_[0];                                                                \
-            const TY y = (TY)(EXPR);                                                           \
-            for (int64_t i = 0; i < n; i++) Y_[i] = y;                                         \
-        }                                                                                      \
+#define SS_EW_UNARY_KERNEL(NAME, TX, TY, EXPR)                                                     \
+    static void NAME(const void *const *in_, void *out_, int64_t n, unsigned mode,                 \
+                     const ss_ew_params *prm)                                                      \
+    {                                                                                              \
+        const TX *restrict X_ = in_[0];                                                            \
+        TY *restrict Y_ = out_;                                                                    \
+        (void)prm;                                                                                 \
+        if (mode & 1u) {                                                                           \
+            for (int64_t i = 0; i < n; i++) {                                                      \
+                const TX x = X_[i];                                                                \
+                Y_[i] = (TY)(EXPR);                                                                \
+            }                                                                                      \
+        } else {                                                                                   \
+            const TX x = X_[0];                                                                    \
+            const TY y = (TY)(EXPR);                                                               \
+            for (int64_t i = 0; i < n; i++)                                                        \
+                Y_[i] = y;                                                                         \
+        }                                                                                          \
     }
 
 /* Type lists: X(suffix, C type, dtype, wrap type, arg). The wrap type is the unsigned type
  * integer arithmetic runs in, so that overflow wraps instead of being undefined; `arg` is passed
  * through (an op name for SS_EW_TAB_ENTRY). */
-#define SS_EW_FLOATS(X, A) X(f32, float, SS_DT_FLOAT32, float, A) X(f64, double, SS_DT_FLOAT64, double, A)
-#define SS_EW_SINTS(X, A)                                                                      \
-    X(i8, int8_t, SS_DT_INT8, uint32_t, A) X(i16, int16_t, SS_DT_INT16, uint32_t, A)           \
-    X(i32, int32_t, SS_DT_INT32, uint32_t, A) X(i64, int64_t, SS_DT_INT64, uint64_t, A)
-#define SS_EW_UINTS(X, A)                                                                      \
-    X(u8, uint8_t, SS_DT_UINT8, uint32_t, A) X(u16, uint16_t, SS_DT_UINT16, uint32_t, A)       \
-    X(u32, uint32_t, SS_DT_UINT32, uint32_t, A) X(u64, uint64_t, SS_DT_UINT64, uint64_t, A)
+/* clang-format off */
+#define SS_EW_FLOATS(X, A)                                                                         \
+    X(f32, float, SS_DT_FLOAT32, float, A)                                                         \
+    X(f64, double, SS_DT_FLOAT64, double, A)
+#define SS_EW_SINTS(X, A)                                                                          \
+    X(i8, int8_t, SS_DT_INT8, uint32_t, A)                                                         \
+    X(i16, int16_t, SS_DT_INT16, uint32_t, A)                                                      \
+    X(i32, int32_t, SS_DT_INT32, uint32_t, A)                                                      \
+    X(i64, int64_t, SS_DT_INT64, uint64_t, A)
+#define SS_EW_UINTS(X, A)                                                                          \
+    X(u8, uint8_t, SS_DT_UINT8, uint32_t, A)                                                       \
+    X(u16, uint16_t, SS_DT_UINT16, uint32_t, A)                                                    \
+    X(u32, uint32_t, SS_DT_UINT32, uint32_t, A)                                                    \
+    X(u64, uint64_t, SS_DT_UINT64, uint64_t, A)
+/* clang-format on */
 #define SS_EW_INTS(X, A) SS_EW_SINTS(X, A) SS_EW_UINTS(X, A)
 #define SS_EW_NUMERIC(X, A) SS_EW_FLOATS(X, A) SS_EW_INTS(X, A)
 

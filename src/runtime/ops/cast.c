@@ -21,15 +21,15 @@
 
 typedef void (*cast_fn)(const void *src, void *dst, int64_t n);
 
-#define SAT_SIGNED(SFX, T, MIN, MAX)                                                           \
-    static inline T sat_##SFX(double v)                                                        \
-    {                                                                                          \
-        return v != v ? 0 : v <= (double)MIN ? MIN : v >= (double)MAX ? MAX : (T)v;            \
+#define SAT_SIGNED(SFX, T, MIN, MAX)                                                               \
+    static inline T sat_##SFX(double v)                                                            \
+    {                                                                                              \
+        return v != v ? 0 : v <= (double)MIN ? MIN : v >= (double)MAX ? MAX : (T)v;                \
     }
-#define SAT_UNSIGNED(SFX, T, MAX)                                                              \
-    static inline T sat_##SFX(double v)                                                        \
-    {                                                                                          \
-        return v != v ? 0 : v <= 0 ? 0 : v >= (double)MAX ? MAX : (T)v;                        \
+#define SAT_UNSIGNED(SFX, T, MAX)                                                                  \
+    static inline T sat_##SFX(double v)                                                            \
+    {                                                                                              \
+        return v != v ? 0 : v <= 0 ? 0 : v >= (double)MAX ? MAX : (T)v;                            \
     }
 SAT_SIGNED(i8, int8_t, INT8_MIN, INT8_MAX)
 SAT_SIGNED(i16, int16_t, INT16_MIN, INT16_MAX)
@@ -40,8 +40,8 @@ SAT_UNSIGNED(u16, uint16_t, UINT16_MAX)
 SAT_UNSIGNED(u32, uint32_t, UINT32_MAX)
 SAT_UNSIGNED(u64, uint64_t, UINT64_MAX)
 
-#define CONV_INT(SFX, T, x)                                                                    \
-    _Generic((x), float: sat_##SFX((double)(x)), double: sat_##SFX((double)(x)), default: (T)(x))
+#define CONV_INT(SFX, T, x)                                                                        \
+    _Generic((x), float : sat_##SFX((double)(x)), double : sat_##SFX((double)(x)), default : (T)(x))
 #define CONV_b(x) ((uint8_t)((x) != 0))
 #define CONV_f32(x) ((float)(x))
 #define CONV_f64(x) ((double)(x))
@@ -55,25 +55,40 @@ SAT_UNSIGNED(u64, uint64_t, UINT64_MAX)
 #define CONV_u64(x) CONV_INT(u64, uint64_t, x)
 
 /* The natively converted types, twice: a list cannot expand inside its own expansion. */
-#define CAST_SRC(X)                                                                            \
-    X(b, uint8_t, SS_DT_BOOL) X(f32, float, SS_DT_FLOAT32) X(f64, double, SS_DT_FLOAT64)       \
-    X(i8, int8_t, SS_DT_INT8) X(i16, int16_t, SS_DT_INT16) X(i32, int32_t, SS_DT_INT32)        \
-    X(i64, int64_t, SS_DT_INT64) X(u8, uint8_t, SS_DT_UINT8) X(u16, uint16_t, SS_DT_UINT16)    \
-    X(u32, uint32_t, SS_DT_UINT32) X(u64, uint64_t, SS_DT_UINT64)
-#define CAST_DST(X, S, ST)                                                                     \
-    X(S, ST, b, uint8_t, SS_DT_BOOL) X(S, ST, f32, float, SS_DT_FLOAT32)                       \
-    X(S, ST, f64, double, SS_DT_FLOAT64) X(S, ST, i8, int8_t, SS_DT_INT8)                      \
-    X(S, ST, i16, int16_t, SS_DT_INT16) X(S, ST, i32, int32_t, SS_DT_INT32)                    \
-    X(S, ST, i64, int64_t, SS_DT_INT64) X(S, ST, u8, uint8_t, SS_DT_UINT8)                     \
-    X(S, ST, u16, uint16_t, SS_DT_UINT16) X(S, ST, u32, uint32_t, SS_DT_UINT32)                \
+/* clang-format off */
+#define CAST_SRC(X)                                                                                \
+    X(b, uint8_t, SS_DT_BOOL)                                                                      \
+    X(f32, float, SS_DT_FLOAT32)                                                                   \
+    X(f64, double, SS_DT_FLOAT64)                                                                  \
+    X(i8, int8_t, SS_DT_INT8)                                                                      \
+    X(i16, int16_t, SS_DT_INT16)                                                                   \
+    X(i32, int32_t, SS_DT_INT32)                                                                   \
+    X(i64, int64_t, SS_DT_INT64)                                                                   \
+    X(u8, uint8_t, SS_DT_UINT8)                                                                    \
+    X(u16, uint16_t, SS_DT_UINT16)                                                                 \
+    X(u32, uint32_t, SS_DT_UINT32)                                                                 \
+    X(u64, uint64_t, SS_DT_UINT64)
+#define CAST_DST(X, S, ST)                                                                         \
+    X(S, ST, b, uint8_t, SS_DT_BOOL)                                                               \
+    X(S, ST, f32, float, SS_DT_FLOAT32)                                                            \
+    X(S, ST, f64, double, SS_DT_FLOAT64)                                                           \
+    X(S, ST, i8, int8_t, SS_DT_INT8)                                                               \
+    X(S, ST, i16, int16_t, SS_DT_INT16)                                                            \
+    X(S, ST, i32, int32_t, SS_DT_INT32)                                                            \
+    X(S, ST, i64, int64_t, SS_DT_INT64)                                                            \
+    X(S, ST, u8, uint8_t, SS_DT_UINT8)                                                             \
+    X(S, ST, u16, uint16_t, SS_DT_UINT16)                                                          \
+    X(S, ST, u32, uint32_t, SS_DT_UINT32)                                                          \
     X(S, ST, u64, uint64_t, SS_DT_UINT64)
+/* clang-format on */
 
-#define DEF_CAST(S, ST, D, DT, DDT)                                                            \
-    static void cast_##S##_##D(const void *src_, void *dst_, int64_t n)                        \
-    {                                                                                          \
-        const ST *restrict src = src_;                                                         \
-        DT *restrict dst = dst_;                                                               \
-        for (int64_t i = 0; i < n; i++) dst[i] = CONV_##D(src[i]);                             \
+#define DEF_CAST(S, ST, D, DT, DDT)                                                                \
+    static void cast_##S##_##D(const void *src_, void *dst_, int64_t n)                            \
+    {                                                                                              \
+        const ST *restrict src = src_;                                                             \
+        DT *restrict dst = dst_;                                                                   \
+        for (int64_t i = 0; i < n; i++)                                                            \
+            dst[i] = CONV_##D(src[i]);                                                             \
     }
 #define DEF_CAST_FROM(S, ST, SDT) CAST_DST(DEF_CAST, S, ST)
 CAST_SRC(DEF_CAST_FROM)
@@ -95,8 +110,10 @@ static void f32_to_bf16_trunc(const float *src, uint16_t *dst, int64_t n)
 
 static void from_f32(ss_dtype dt, const float *src, void *dst, int64_t n)
 {
-    if (dt == SS_DT_BFLOAT16) f32_to_bf16_trunc(src, dst, n);
-    else ss_ew_f32_to_half(dt, src, dst, n);
+    if (dt == SS_DT_BFLOAT16)
+        f32_to_bf16_trunc(src, dst, n);
+    else
+        ss_ew_f32_to_half(dt, src, dst, n);
 }
 
 typedef struct {
@@ -104,14 +121,17 @@ typedef struct {
     cast_fn fn; /* native pair; for half types the float32 side of it */
 } cast_plan;
 
-static ss_dtype native(ss_dtype dt) { return ss_ew_is_half(dt) ? SS_DT_FLOAT32 : dt; }
+static ss_dtype native(ss_dtype dt)
+{
+    return ss_ew_is_half(dt) ? SS_DT_FLOAT32 : dt;
+}
 
 static const char *const onnx_type_names[] = {
-    [SS_DT_FLOAT32] = "FLOAT", [SS_DT_UINT8] = "UINT8",     [SS_DT_INT8] = "INT8",
-    [SS_DT_UINT16] = "UINT16", [SS_DT_INT16] = "INT16",     [SS_DT_INT32] = "INT32",
-    [SS_DT_INT64] = "INT64",   [SS_DT_STRING] = "STRING",   [SS_DT_BOOL] = "BOOL",
-    [SS_DT_FLOAT16] = "FLOAT16", [SS_DT_FLOAT64] = "DOUBLE", [SS_DT_UINT32] = "UINT32",
-    [SS_DT_UINT64] = "UINT64", [SS_DT_BFLOAT16] = "BFLOAT16",
+    [SS_DT_FLOAT32] = "FLOAT",   [SS_DT_UINT8] = "UINT8",       [SS_DT_INT8] = "INT8",
+    [SS_DT_UINT16] = "UINT16",   [SS_DT_INT16] = "INT16",       [SS_DT_INT32] = "INT32",
+    [SS_DT_INT64] = "INT64",     [SS_DT_STRING] = "STRING",     [SS_DT_BOOL] = "BOOL",
+    [SS_DT_FLOAT16] = "FLOAT16", [SS_DT_FLOAT64] = "DOUBLE",    [SS_DT_UINT32] = "UINT32",
+    [SS_DT_UINT64] = "UINT64",   [SS_DT_BFLOAT16] = "BFLOAT16",
 };
 
 /* Cast's target: attribute `to`, an int since opset 6, a type name before. */
@@ -144,8 +164,10 @@ static ss_status *cast_plan_make(ss_kctx *k, ss_dtype to)
         return ss_op_err(k, SS_ERR_UNSUPPORTED, "casting %s to string is not supported",
                          ss_dtype_name(from));
     cast_fn fn = NULL;
-    if (from == SS_DT_STRING) fn = cast_tab[SS_DT_FLOAT64][native(to)];
-    else if ((unsigned)from < SS_EW_NDT) fn = cast_tab[native(from)][native(to)];
+    if (from == SS_DT_STRING)
+        fn = cast_tab[SS_DT_FLOAT64][native(to)];
+    else if ((unsigned)from < SS_EW_NDT)
+        fn = cast_tab[native(from)][native(to)];
     if (!fn)
         return ss_op_err(k, SS_ERR_UNSUPPORTED, "casting %s to %s is not supported",
                          ss_dtype_name(from), ss_dtype_name(to));
@@ -188,8 +210,10 @@ static ss_status *cast_from_string(ss_kctx *k, const cast_plan *p, int64_t n)
             const char *text = s[o + i].data ? s[o + i].data : "";
             char *end;
             errno = 0;
-            if (native(p->to) == SS_DT_FLOAT32) fbuf[i] = strtof(text, &end);
-            else buf[i] = strtod(text, &end);
+            if (native(p->to) == SS_DT_FLOAT32)
+                fbuf[i] = strtof(text, &end);
+            else
+                buf[i] = strtod(text, &end);
             if (end == text || *end)
                 return ss_op_err(k, SS_ERR_INVALID, "element %lld ('%.40s') is not a number",
                                  (long long)(o + i), text);

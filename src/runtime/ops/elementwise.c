@@ -76,9 +76,11 @@ static inline int64_t pyrem_i64(int64_t a, int64_t b)
 #define DEF_BIN_F(SFX, T, DT, W, OP) SS_EW_BINARY_KERNEL(OP##_##SFX, T, T, T, OP##_F(SFX, a, b))
 #define DEF_BIN_S(SFX, T, DT, W, OP) SS_EW_BINARY_KERNEL(OP##_##SFX, T, T, T, OP##_S(T, W, a, b))
 #define DEF_BIN_U(SFX, T, DT, W, OP) SS_EW_BINARY_KERNEL(OP##_##SFX, T, T, T, OP##_U(T, W, a, b))
-#define DEF_BIN_ALL(OP)                                                                        \
-    SS_EW_FLOATS(DEF_BIN_F, OP) SS_EW_SINTS(DEF_BIN_S, OP) SS_EW_UINTS(DEF_BIN_U, OP)          \
+/* clang-format off */
+#define DEF_BIN_ALL(OP)                                                                            \
+    SS_EW_FLOATS(DEF_BIN_F, OP) SS_EW_SINTS(DEF_BIN_S, OP) SS_EW_UINTS(DEF_BIN_U, OP)              \
     static const ss_ew_fn OP##_tab[SS_EW_NDT] = {SS_EW_NUMERIC(SS_EW_TAB_ENTRY, OP)};
+/* clang-format on */
 
 DEF_BIN_ALL(add)
 DEF_BIN_ALL(sub)
@@ -110,44 +112,46 @@ static inline int64_t ipow64(int64_t a, int64_t e)
     return (int64_t)r;
 }
 
-#define POW_SCALAR_FAST(T, SQRT)                                                               \
-    if (mode == 1u) {                                                                          \
-        const double e_ = (double)B_[0];                                                       \
-        if (e_ == 2.0) {                                                                       \
-            for (int64_t i = 0; i < n; i++) Y_[i] = A_[i] * A_[i];                             \
-            return;                                                                            \
-        }                                                                                      \
-        if (e_ == 3.0) {                                                                       \
-            for (int64_t i = 0; i < n; i++) Y_[i] = A_[i] * A_[i] * A_[i];                     \
-            return;                                                                            \
-        }                                                                                      \
-        if (e_ == 1.0) {                                                                       \
-            memcpy(Y_, A_, sizeof(T) * (size_t)n);                                             \
-            return;                                                                            \
-        }                                                                                      \
-        if (e_ == 0.5) {                                                                       \
-            for (int64_t i = 0; i < n; i++) Y_[i] = SQRT(A_[i]);                               \
-            return;                                                                            \
-        }                                                                                      \
+#define POW_SCALAR_FAST(T, SQRT)                                                                   \
+    if (mode == 1u) {                                                                              \
+        const double e_ = (double)B_[0];                                                           \
+        if (e_ == 2.0) {                                                                           \
+            for (int64_t i = 0; i < n; i++)                                                        \
+                Y_[i] = A_[i] * A_[i];                                                             \
+            return;                                                                                \
+        }                                                                                          \
+        if (e_ == 3.0) {                                                                           \
+            for (int64_t i = 0; i < n; i++)                                                        \
+                Y_[i] = A_[i] * A_[i] * A_[i];                                                     \
+            return;                                                                                \
+        }                                                                                          \
+        if (e_ == 1.0) {                                                                           \
+            memcpy(Y_, A_, sizeof(T) * (size_t)n);                                                 \
+            return;                                                                                \
+        }                                                                                          \
+        if (e_ == 0.5) {                                                                           \
+            for (int64_t i = 0; i < n; i++)                                                        \
+                Y_[i] = SQRT(A_[i]);                                                               \
+            return;                                                                                \
+        }                                                                                          \
     }
 
-#define POW_FLOAT_BASE(ESFX, TE, DTE, WE, BASE)                                                \
-    SS_EW_BINARY_KERNEL(pow_##BASE##_##ESFX##_gen, BASE##_t, TE, BASE##_t,                     \
-                        pow(a, (BASE##_t)b))                                                   \
-    static void pow_##BASE##_##ESFX(const void *const *in_, void *out_, int64_t n,             \
-                                    unsigned mode, const ss_ew_params *prm)                    \
-    {                                                                                          \
-        const BASE##_t *restrict A_ = in_[0];                                                  \
-        const TE *restrict B_ = in_[1];                                                        \
-        BASE##_t *restrict Y_ = out_;                                                          \
-        POW_SCALAR_FAST(BASE##_t, sqrt)                                                        \
-        pow_##BASE##_##ESFX##_gen(in_, out_, n, mode, prm);                                    \
+#define POW_FLOAT_BASE(ESFX, TE, DTE, WE, BASE)                                                    \
+    SS_EW_BINARY_KERNEL(pow_##BASE##_##ESFX##_gen, BASE##_t, TE, BASE##_t, pow(a, (BASE##_t)b))    \
+    static void pow_##BASE##_##ESFX(const void *const *in_, void *out_, int64_t n, unsigned mode,  \
+                                    const ss_ew_params *prm)                                       \
+    {                                                                                              \
+        const BASE##_t *restrict A_ = in_[0];                                                      \
+        const TE *restrict B_ = in_[1];                                                            \
+        BASE##_t *restrict Y_ = out_;                                                              \
+        POW_SCALAR_FAST(BASE##_t, sqrt)                                                            \
+        pow_##BASE##_##ESFX##_gen(in_, out_, n, mode, prm);                                        \
     }
-#define POW_INT_BASE_F(ESFX, TE, DTE, WE, BASE)                                                \
-    SS_EW_BINARY_KERNEL(pow_##BASE##_##ESFX, BASE##_t, TE, BASE##_t,                           \
+#define POW_INT_BASE_F(ESFX, TE, DTE, WE, BASE)                                                    \
+    SS_EW_BINARY_KERNEL(pow_##BASE##_##ESFX, BASE##_t, TE, BASE##_t,                               \
                         (BASE##_t)ss_ew_sat_i64(pow((double)a, (double)b)))
-#define POW_INT_BASE_I(ESFX, TE, DTE, WE, BASE)                                                \
-    SS_EW_BINARY_KERNEL(pow_##BASE##_##ESFX, BASE##_t, TE, BASE##_t,                           \
+#define POW_INT_BASE_I(ESFX, TE, DTE, WE, BASE)                                                    \
+    SS_EW_BINARY_KERNEL(pow_##BASE##_##ESFX, BASE##_t, TE, BASE##_t,                               \
                         (BASE##_t)ipow64((int64_t)a, (int64_t)b))
 
 typedef float f32_t;
@@ -171,8 +175,8 @@ static const ss_ew_fn pow_tab[SS_EW_NDT][SS_EW_NDT] = {
 /* ------------------------------------------------------------------ unary kernels */
 
 #define DEF_UN_FLOAT(SFX, T, DT, W, OP) SS_EW_UNARY_KERNEL(OP##_##SFX, T, T, OP##_EXPR)
-#define DEF_UN_FLOAT_ALL(OP)                                                                   \
-    SS_EW_FLOATS(DEF_UN_FLOAT, OP)                                                             \
+#define DEF_UN_FLOAT_ALL(OP)                                                                       \
+    SS_EW_FLOATS(DEF_UN_FLOAT, OP)                                                                 \
     static const ss_ew_fn OP##_tab[SS_EW_NDT] = {SS_EW_FLOATS(SS_EW_TAB_ENTRY, OP)};
 
 #define u_neg_EXPR (-x)
@@ -204,7 +208,8 @@ static const ss_ew_fn pow_tab[SS_EW_NDT][SS_EW_NDT] = {
 #define u_softsign_EXPR (x / (CX(1) + fabs(x)))
 #define u_leaky_EXPR (x < 0 ? CX(prm->f[0]) * x : x)
 #define u_elu_EXPR (x < 0 ? CX(prm->f[0]) * expm1(x) : x)
-#define u_selu_EXPR (x > 0 ? CX(prm->f[1]) * x : CX(prm->f[1]) * (CX(prm->f[0]) * exp(x) - CX(prm->f[0])))
+#define u_selu_EXPR                                                                                \
+    (x > 0 ? CX(prm->f[1]) * x : CX(prm->f[1]) * (CX(prm->f[0]) * exp(x) - CX(prm->f[0])))
 #define u_celu_EXPR (x > 0 ? x : CX(prm->f[0]) * expm1(x / CX(prm->f[0])))
 #define HSIG(v) ((v) < 0 ? CX(0) : (v) > 1 ? CX(1) : (v))
 #define u_hsig_EXPR HSIG(CX(prm->f[0]) * x + CX(prm->f[1]))
@@ -216,8 +221,8 @@ static const ss_ew_fn pow_tab[SS_EW_NDT][SS_EW_NDT] = {
 
 DEF_UN_FLOAT_ALL(u_sigmoid)
 /* float32 tanh from expf: glibc's tanhf goes through expm1f, which costs ~50 ns per element
- * here. Below |x| = 0.05 a Taylor series keeps the relative error below 1e-9; elsewhere (1-e)/(1+e) with
- * e = exp(-2|x|) has an absolute error of about one float32 ulp. float64 uses libm's tanh. */
+ * here. Below |x| = 0.05 a Taylor series keeps the relative error below 1e-9; elsewhere (1-e)/(1+e)
+ * with e = exp(-2|x|) has an absolute error of about one float32 ulp. float64 uses libm's tanh. */
 static inline float tanh_f32(float x)
 {
     float ax = fabsf(x), x2 = x * x;
@@ -278,9 +283,11 @@ SS_EW_FLOATS(DEF_UN_FLOAT, u_relu)
 SS_EW_SINTS(DEF_UN_S, u_relu)
 static const ss_ew_fn u_relu_tab[SS_EW_NDT] = {SS_EW_FLOATS(SS_EW_TAB_ENTRY, u_relu)
                                                    SS_EW_SINTS(SS_EW_TAB_ENTRY, u_relu)};
-#define DEF_UN_NUMERIC(OP)                                                                     \
-    SS_EW_FLOATS(DEF_UN_FLOAT, OP) SS_EW_SINTS(DEF_UN_S, OP) SS_EW_UINTS(DEF_UN_U, OP)         \
+/* clang-format off */
+#define DEF_UN_NUMERIC(OP)                                                                         \
+    SS_EW_FLOATS(DEF_UN_FLOAT, OP) SS_EW_SINTS(DEF_UN_S, OP) SS_EW_UINTS(DEF_UN_U, OP)             \
     static const ss_ew_fn OP##_tab[SS_EW_NDT] = {SS_EW_NUMERIC(SS_EW_TAB_ENTRY, OP)};
+/* clang-format on */
 DEF_UN_NUMERIC(u_abs)
 DEF_UN_NUMERIC(u_sign)
 DEF_UN_NUMERIC(u_clip)
@@ -322,7 +329,8 @@ static ss_status *ew_run(ss_kctx *k)
 {
     const ss_ew_plan *p = k->state;
     const void *in[SS_BC_MAX] = {0};
-    for (int i = 0; i < p->n_in; i++) in[i] = k->in[i]->data;
+    for (int i = 0; i < p->n_in; i++)
+        in[i] = k->in[i]->data;
     ss_ew_plan_run(p, in, k->out[0]->data);
     return NULL;
 }
@@ -355,18 +363,26 @@ static ss_status *binary_infer(ss_kctx *k)
         return ss_op_err(k, SS_ERR_INVALID, "inputs have different types (%s, %s)",
                          ss_dtype_name(a->dtype), ss_dtype_name(b->dtype));
     const ss_ew_fn *tab = NULL;
-    if (!strcmp(op, "Add")) tab = add_tab;
-    else if (!strcmp(op, "Sub")) tab = sub_tab;
-    else if (!strcmp(op, "Mul")) tab = mul_tab;
-    else if (!strcmp(op, "Div")) tab = div_tab;
-    else if (!strcmp(op, "Mod")) tab = ss_onnx_attr_int(k->node, "fmod", 0) ? fmod_tab : pymod_tab;
+    if (!strcmp(op, "Add"))
+        tab = add_tab;
+    else if (!strcmp(op, "Sub"))
+        tab = sub_tab;
+    else if (!strcmp(op, "Mul"))
+        tab = mul_tab;
+    else if (!strcmp(op, "Div"))
+        tab = div_tab;
+    else if (!strcmp(op, "Mod"))
+        tab = ss_onnx_attr_int(k->node, "fmod", 0) ? fmod_tab : pymod_tab;
     else if (!strcmp(op, "BitShift")) {
         char dir[16];
         if (!ss_onnx_attr_string(k->node, "direction", dir, sizeof dir))
             return ss_op_err(k, SS_ERR_INVALID, "attribute 'direction' is required");
-        if (!strcmp(dir, "LEFT")) tab = shl_tab;
-        else if (!strcmp(dir, "RIGHT")) tab = shr_tab;
-        else return ss_op_err(k, SS_ERR_INVALID, "direction '%s' is not LEFT or RIGHT", dir);
+        if (!strcmp(dir, "LEFT"))
+            tab = shl_tab;
+        else if (!strcmp(dir, "RIGHT"))
+            tab = shr_tab;
+        else
+            return ss_op_err(k, SS_ERR_INVALID, "direction '%s' is not LEFT or RIGHT", dir);
     }
     ss_ew_fn fn = tab ? pick(tab, a->dtype) : NULL;
     if (!fn) return type_err(k, 0);
@@ -378,7 +394,8 @@ static ss_status *pow_infer(ss_kctx *k)
     ss_status *st = ss_op_expect_inputs(k, 2, 2);
     if (st) return st;
     ss_dtype base = k->in[0]->dtype, ex = k->in[1]->dtype;
-    ss_dtype kb = ss_ew_is_half(base) ? SS_DT_FLOAT32 : base, ke = ss_ew_is_half(ex) ? SS_DT_FLOAT32 : ex;
+    ss_dtype kb = ss_ew_is_half(base) ? SS_DT_FLOAT32 : base,
+             ke = ss_ew_is_half(ex) ? SS_DT_FLOAT32 : ex;
     ss_ew_fn fn = (unsigned)kb < SS_EW_NDT && (unsigned)ke < SS_EW_NDT ? pow_tab[kb][ke] : NULL;
     if (!fn)
         return ss_op_err(k, SS_ERR_UNSUPPORTED, "base %s with exponent %s is not supported",
@@ -400,14 +417,16 @@ static ss_status *prelu_infer(ss_kctx *k)
     ss_tensor slope = *s;
     /* PRelu-6 and older: a slope of one element per channel [C] aligns with axis 1. */
     if (k->opset < 7 && s->ndim == 1 && x->ndim > 2 && s->dims[0] == x->dims[1] && s->dims[0] != 1)
-        for (int d = 2; d < x->ndim; d++) slope.dims[slope.ndim++] = 1;
+        for (int d = 2; d < x->ndim; d++)
+            slope.dims[slope.ndim++] = 1;
     const ss_tensor *ins[2] = {x, &slope};
     ss_tensor shape;
     if ((st = ss_bcast_shape(k, 2, ins, &shape))) return st;
     if (!ss_shape_equal(shape.ndim, shape.dims, x->ndim, x->dims)) {
         char a[128], b[128];
         return ss_op_err(k, SS_ERR_INVALID, "slope %s does not broadcast to X %s",
-                         ss_shape_str(s->ndim, s->dims, a, sizeof a), ss_shape_str(x->ndim, x->dims, b, sizeof b));
+                         ss_shape_str(s->ndim, s->dims, a, sizeof a),
+                         ss_shape_str(x->ndim, x->dims, b, sizeof b));
     }
     ss_op_same_shape(k->out[0], x);
     ss_ew_plan *p = NULL;
@@ -451,7 +470,8 @@ static ss_status *variadic_infer(ss_kctx *k)
     int n_steps = k->n_in - 1;
     size_t head = sizeof(variadic_state) + sizeof(ss_ew_plan) * (size_t)n_steps;
     head = (head + 63) / 64 * 64;
-    size_t scratch = n_steps >= 2 ? (size_t)ss_shape_numel(o->ndim, o->dims) * ss_dtype_size(dt) : 0;
+    size_t scratch =
+        n_steps >= 2 ? (size_t)ss_shape_numel(o->ndim, o->dims) * ss_dtype_size(dt) : 0;
     variadic_state *s = calloc(1, head + scratch);
     if (!s) return ss_errf(SS_ERR_NOMEM, "out of memory");
     k->state = s;
@@ -470,17 +490,20 @@ static void scale_inplace(ss_dtype dt, void *data, int64_t n, double f)
 {
     if (dt == SS_DT_FLOAT32) {
         float *y = data, g = (float)f;
-        for (int64_t i = 0; i < n; i++) y[i] *= g;
+        for (int64_t i = 0; i < n; i++)
+            y[i] *= g;
     } else if (dt == SS_DT_FLOAT64) {
         double *y = data;
-        for (int64_t i = 0; i < n; i++) y[i] *= f;
+        for (int64_t i = 0; i < n; i++)
+            y[i] *= f;
     } else {
         float buf[SS_EW_CHUNK];
         for (int64_t o = 0; o < n; o += SS_EW_CHUNK) {
             int64_t m = n - o < SS_EW_CHUNK ? n - o : SS_EW_CHUNK;
             void *p = (char *)data + (size_t)o * 2;
             ss_ew_half_to_f32(dt, p, buf, m);
-            for (int64_t i = 0; i < m; i++) buf[i] *= (float)f;
+            for (int64_t i = 0; i < m; i++)
+                buf[i] *= (float)f;
             ss_ew_f32_to_half(dt, buf, p, m);
         }
     }
@@ -514,24 +537,24 @@ typedef struct {
 } unary_desc;
 
 static const unary_desc unary_ops[] = {
-    {"Neg", u_neg_tab, false},          {"Abs", u_abs_tab, false},
-    {"Relu", u_relu_tab, false},        {"Sigmoid", u_sigmoid_tab, false},
-    {"Tanh", u_tanh_tab, false},        {"Erf", u_erf_tab, false},
-    {"Sqrt", u_sqrt_tab, false},        {"Exp", u_exp_tab, false},
-    {"Log", u_log_tab, false},          {"Reciprocal", u_recip_tab, false},
-    {"Floor", u_floor_tab, false},      {"Ceil", u_ceil_tab, false},
-    {"Round", u_round_tab, false},      {"Sign", u_sign_tab, false},
-    {"Sin", u_sin_tab, false},          {"Cos", u_cos_tab, false},
-    {"Tan", u_tan_tab, false},          {"Asin", u_asin_tab, false},
-    {"Acos", u_acos_tab, false},        {"Atan", u_atan_tab, false},
-    {"Sinh", u_sinh_tab, false},        {"Cosh", u_cosh_tab, false},
-    {"Asinh", u_asinh_tab, false},      {"Acosh", u_acosh_tab, false},
-    {"Atanh", u_atanh_tab, false},      {"Softplus", u_softplus_tab, false},
+    {"Neg", u_neg_tab, false},           {"Abs", u_abs_tab, false},
+    {"Relu", u_relu_tab, false},         {"Sigmoid", u_sigmoid_tab, false},
+    {"Tanh", u_tanh_tab, false},         {"Erf", u_erf_tab, false},
+    {"Sqrt", u_sqrt_tab, false},         {"Exp", u_exp_tab, false},
+    {"Log", u_log_tab, false},           {"Reciprocal", u_recip_tab, false},
+    {"Floor", u_floor_tab, false},       {"Ceil", u_ceil_tab, false},
+    {"Round", u_round_tab, false},       {"Sign", u_sign_tab, false},
+    {"Sin", u_sin_tab, false},           {"Cos", u_cos_tab, false},
+    {"Tan", u_tan_tab, false},           {"Asin", u_asin_tab, false},
+    {"Acos", u_acos_tab, false},         {"Atan", u_atan_tab, false},
+    {"Sinh", u_sinh_tab, false},         {"Cosh", u_cosh_tab, false},
+    {"Asinh", u_asinh_tab, false},       {"Acosh", u_acosh_tab, false},
+    {"Atanh", u_atanh_tab, false},       {"Softplus", u_softplus_tab, false},
     {"Softsign", u_softsign_tab, false}, {"LeakyRelu", u_leaky_tab, false},
-    {"Elu", u_elu_tab, false},          {"Selu", u_selu_tab, false},
-    {"Celu", u_celu_tab, false},        {"HardSigmoid", u_hsig_tab, false},
-    {"HardSwish", u_hswish_tab, false}, {"ThresholdedRelu", u_thrrelu_tab, false},
-    {"IsNaN", u_isnan_tab, true},       {"IsInf", u_isinf_tab, true},
+    {"Elu", u_elu_tab, false},           {"Selu", u_selu_tab, false},
+    {"Celu", u_celu_tab, false},         {"HardSigmoid", u_hsig_tab, false},
+    {"HardSwish", u_hswish_tab, false},  {"ThresholdedRelu", u_thrrelu_tab, false},
+    {"IsNaN", u_isnan_tab, true},        {"IsInf", u_isinf_tab, true},
     {"Clip", u_clip_tab, false},
 };
 
@@ -539,7 +562,8 @@ static void unary_params(const ss_kctx *k, ss_ew_params *prm)
 {
     const ss_onnx_node *n = k->node;
     const char *op = n->op_type;
-    if (!strcmp(op, "LeakyRelu")) prm->f[0] = ss_onnx_attr_float(n, "alpha", 0.01f);
+    if (!strcmp(op, "LeakyRelu"))
+        prm->f[0] = ss_onnx_attr_float(n, "alpha", 0.01f);
     else if (!strcmp(op, "Elu") || !strcmp(op, "Celu") || !strcmp(op, "ThresholdedRelu"))
         prm->f[0] = ss_onnx_attr_float(n, "alpha", 1.0f);
     else if (!strcmp(op, "Selu")) {
@@ -593,22 +617,35 @@ static ss_status *clip_run(ss_kctx *k)
         if (ss_dtype_is_float(dt)) {
             p->prm.f[0] = lo ? ss_ew_scalar_f64(lo, 0) : -INFINITY;
             p->prm.f[1] = hi ? ss_ew_scalar_f64(hi, 0) : INFINITY;
-        } else if (dt == SS_DT_UINT8 || dt == SS_DT_UINT16 || dt == SS_DT_UINT32 || dt == SS_DT_UINT64) {
+        } else if (dt == SS_DT_UINT8 || dt == SS_DT_UINT16 || dt == SS_DT_UINT32 ||
+                   dt == SS_DT_UINT64) {
             uint64_t v[2] = {0, UINT64_MAX};
             const ss_tensor *b[2] = {lo, hi};
             for (int i = 0; i < 2; i++) {
                 if (!b[i]) continue;
                 switch (dt) {
-                case SS_DT_UINT8: v[i] = *(const uint8_t *)b[i]->data; break;
-                case SS_DT_UINT16: v[i] = *(const uint16_t *)b[i]->data; break;
-                case SS_DT_UINT32: v[i] = *(const uint32_t *)b[i]->data; break;
-                default: v[i] = *(const uint64_t *)b[i]->data; break;
+                case SS_DT_UINT8:
+                    v[i] = *(const uint8_t *)b[i]->data;
+                    break;
+                case SS_DT_UINT16:
+                    v[i] = *(const uint16_t *)b[i]->data;
+                    break;
+                case SS_DT_UINT32:
+                    v[i] = *(const uint32_t *)b[i]->data;
+                    break;
+                default:
+                    v[i] = *(const uint64_t *)b[i]->data;
+                    break;
                 }
             }
             p->prm.u[0] = v[0], p->prm.u[1] = v[1];
         } else {
-            p->prm.i[0] = lo ? (dt == SS_DT_INT64 ? *(const int64_t *)lo->data : (int64_t)ss_ew_scalar_f64(lo, 0)) : INT64_MIN;
-            p->prm.i[1] = hi ? (dt == SS_DT_INT64 ? *(const int64_t *)hi->data : (int64_t)ss_ew_scalar_f64(hi, 0)) : INT64_MAX;
+            p->prm.i[0] = lo ? (dt == SS_DT_INT64 ? *(const int64_t *)lo->data
+                                                  : (int64_t)ss_ew_scalar_f64(lo, 0))
+                             : INT64_MIN;
+            p->prm.i[1] = hi ? (dt == SS_DT_INT64 ? *(const int64_t *)hi->data
+                                                  : (int64_t)ss_ew_scalar_f64(hi, 0))
+                             : INT64_MAX;
         }
     }
     const void *in[1] = {k->in[0]->data};
@@ -626,7 +663,10 @@ static ss_status *identity_infer(ss_kctx *k)
     return NULL;
 }
 
-static ss_status *identity_run(ss_kctx *k) { return NULL; } /* never called: SS_OPF_ALIAS */
+static ss_status *identity_run(ss_kctx *k)
+{
+    return NULL;
+} /* never called: SS_OPF_ALIAS */
 
 const ss_op_def ss_ops_elementwise[] = {
     {"", "Add", 1, 17, binary_infer, ew_run, 0},
