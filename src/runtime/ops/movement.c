@@ -14,6 +14,9 @@
 
 #include <stdlib.h>
 #include <string.h>
+#ifdef __SSE2__
+#include <emmintrin.h>
+#endif
 
 #define VIEW_MAX (2 * SS_MAX_DIMS) /* Tile views interleave repeat and data dims */
 #define TILE 32
@@ -152,8 +155,32 @@ static void row_copy(char *restrict dst, const char *restrict src, int64_t n, in
         for (int64_t c = c0; c < c1; c++)                                                      \
             memcpy(dst + (r * C + c) * (ES), src + (r + c * ld) * (ES), ES)
 
+#ifdef __SSE2__
+/* 4-byte elements, 4x4 blocks in registers: four contiguous loads, four contiguous stores. */
+static void tile4_sse(char *restrict dst, const char *restrict src, int64_t r0, int64_t r1, int64_t c0,
+                      int64_t c1, int64_t C, int64_t ld)
+{
+    int64_t r4 = r0 + (r1 - r0) / 4 * 4, c4 = c0 + (c1 - c0) / 4 * 4;
+    for (int64_t r = r0; r < r4; r += 4)
+        for (int64_t c = c0; c < c4; c += 4) {
+            const float *s = (const float *)(const void *)src + r + c * ld;
+            __m128 a = _mm_loadu_ps(s), b = _mm_loadu_ps(s + ld), e = _mm_loadu_ps(s + 2 * ld),
+                   f = _mm_loadu_ps(s + 3 * ld);
+            _MM_TRANSPOSE4_PS(a, b, e, f);
+            float *d = (float *)(void *)dst + r * C + c;
+            _mm_storeu_ps(d, a);
+            _mm_storeu_ps(d + C, b);
+            _mm_storeu_ps(d + 2 * C, e);
+            _mm_storeu_ps(d + 3 * C, f);
+        }
+    /* ragged edges */
+    for (int64_t r = r0; r < r1; r++)
+        for (int64_t c = r < r4 ? c4 : c0; c < c1; c++) memcpy(dst + (r * C + c) * 4, src + (r + c * ld) * 4, 4);
+}
+#endif
+
 /* dst[r][c] = src[r + c*ld] for an R x C output: a transpose, copied in TILE x TILE blocks so
- * both sides stay in cache. */
+ * both sides stay in cache (4-byte elements go through 4x4 register blocks where SSE2 exists). */
 static void tile_transpose(char *restrict dst, const char *restrict src, int64_t R, int64_t C, int64_t ld,
                            size_t es)
 {
@@ -164,7 +191,11 @@ static void tile_transpose(char *restrict dst, const char *restrict src, int64_t
             switch (es) {
             case 1: TILE_LOOP(1); break;
             case 2: TILE_LOOP(2); break;
+#ifdef __SSE2__
+            case 4: tile4_sse(dst, src, r0, r1, c0, c1, C, ld); break;
+#else
             case 4: TILE_LOOP(4); break;
+#endif
             case 8: TILE_LOOP(8); break;
             default:
                 for (int64_t r = r0; r < r1; r++)
