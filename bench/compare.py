@@ -179,7 +179,9 @@ def load_line(args):
         p = subprocess.run(argv, capture_output=True, text=True, timeout=args.timeout)
         line = p.stdout.strip() or p.stderr.strip()
         out[name] = line
-    print(f"\nLoad, {size:.2f} GiB of external-data weights (16 x MatMul 4096x4096 f32), page cache warm:")
+    print(f"\nLoad, {size:.2f} GiB of external-data weights (16 x MatMul 4096x4096 f32, x[1,4096]). shardserve "
+          "first (page cache cold when models.py evicted it; its first run reads the file), then ORT "
+          "(page cache warm):")
     for name, line in out.items():
         print(f"  {name:10s} {line}")
     a = dict(kv.partition("=")[::2] for kv in out["shardserve"].split()[1:] if "=" in kv)

@@ -1,5 +1,10 @@
-# Runtime benchmark driver (bench/run_runtime.sh runs it side by side with onnxruntime-node).
+# Runtime benchmarks (bench/RUNTIME.md): bench_runtime is driven by bench/run_runtime.sh side by
+# side with onnxruntime-node; bench_gemm compares GEMM kernels on the MLP's shape.
 if(TARGET ss_runtime)
   add_executable(bench_runtime ${CMAKE_CURRENT_LIST_DIR}/bench_runtime.c)
   target_link_libraries(bench_runtime PRIVATE ss_runtime ss_core m)
+
+  add_executable(bench_gemm ${CMAKE_CURRENT_LIST_DIR}/bench_gemm.c)
+  target_compile_options(bench_gemm PRIVATE -O3)
+  target_link_libraries(bench_gemm PRIVATE PkgConfig::OPENBLAS Threads::Threads m)
 endif()
