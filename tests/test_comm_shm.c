@@ -15,7 +15,9 @@
 static pid_t kids[COMM_MAX_RANKS];
 static int nkids;
 
-static int rank_main(int rank, int n, const char *session, bool full)
+enum { FULL, SHORT, JOIN_ONLY };
+
+static int rank_main(int rank, int n, const char *session, int mode)
 {
     comm_test_groups tg;
     comm_test_groups_init(&tg, n);
@@ -29,8 +31,10 @@ static int rank_main(int rank, int n, const char *session, bool full)
     ss_comm *c = NULL;
     CHECK_OK(ss_comm_create(&cfg, &c));
     if (!c) return 1;
-    if (full) {
+    if (mode == FULL) {
         comm_checks_run(c, true);
+    } else if (mode == JOIN_ONLY) {
+        CHECK_OK(ss_comm_barrier(c, NULL));
     } else {
         check_allreduce(c, ss_comm_group_find(c, "world"), SS_DT_FLOAT32, 1000);
         check_ring(c, 5000);
@@ -41,12 +45,12 @@ static int rank_main(int rank, int n, const char *session, bool full)
 }
 
 /* Fork n ranks, wait for all (bounded); returns the number of ranks that failed. */
-static int run_group(int n, const char *session, bool full, int limit_s)
+static int run_group(int n, const char *session, int mode, int limit_s)
 {
     nkids = 0;
     for (int r = 0; r < n; r++) {
         pid_t pid = fork();
-        if (pid == 0) _exit(rank_main(r, n, session, full));
+        if (pid == 0) _exit(rank_main(r, n, session, mode));
         kids[nkids++] = pid;
     }
     int failed = 0, left = n;
@@ -89,15 +93,29 @@ int main(int argc, char **argv)
     snprintf(path, sizeof path, "/dev/shm/shardserve-%s", session);
     struct stat sb;
 
-    int failed = run_group(n, session, true, 300);
+    int failed = run_group(n, session, FULL, 300);
     CHECK_MSG(failed == 0, "%d of %d ranks failed the checks", failed, n);
     CHECK_MSG(stat(path, &sb) != 0, "%s left behind", path);
     printf("%s %d ranks: every operation\n", failed ? "FAIL" : "ok  ", n);
 
-    failed = run_group(n, session, false, 60); /* the same session name again */
+    failed = run_group(n, session, SHORT, 60); /* the same session name again */
     CHECK_MSG(failed == 0, "%d of %d ranks failed on a reused session", failed, n);
     CHECK_MSG(stat(path, &sb) != 0, "%s left behind", path);
     printf("%s %d ranks: session name reused\n", failed ? "FAIL" : "ok  ", n);
+
+    /* Many fresh groups: every join races (first creator, late openers, last joiner unlinking
+     * the name while others still look at it). */
+    failed = 0;
+    for (int round = 0; round < 25; round++) {
+        char s2[80];
+        snprintf(s2, sizeof s2, "%s-j%d", session, round);
+        failed += run_group(n, s2, JOIN_ONLY, 60);
+        snprintf(path, sizeof path, "/dev/shm/shardserve-%s", s2);
+        CHECK_MSG(stat(path, &sb) != 0, "%s left behind", path);
+        ss_comm_shm_cleanup(s2);
+    }
+    CHECK_MSG(failed == 0, "%d ranks failed to join in 25 racing rounds", failed);
+    printf("%s %d ranks: 25 racing joins\n", failed ? "FAIL" : "ok  ", n);
 
     ss_comm_shm_cleanup(session);
     return check_failures ? 1 : 0;

@@ -107,8 +107,8 @@ static ss_status *complete_all(ss_comm *c, const ss_comm_group *g, int nreq, MPI
                 int r = g->members[j];
                 if ((peer >= 0 && r != peer) || r == c->rank || impl(c)->pid[r] <= 0) continue;
                 if (kill(impl(c)->pid[r], 0) != 0 && errno == ESRCH)
-                    return ss_errf(SS_ERR_UNAVAILABLE, "rank %d (pid %d) died; %s in group %s "
-                                   "cannot complete", r, impl(c)->pid[r], what, g->name);
+                    return ss_errf(SS_ERR_UNAVAILABLE, "rank %d (pid %d) died during %s in "
+                                   "group %s", r, impl(c)->pid[r], what, g->name);
             }
             if (now >= deadline) {
                 if (peer >= 0)

@@ -150,6 +150,7 @@ typedef struct {
     int peer; /* p2p: world rank waited for, else -1 */
     size_t nbytes;
     _Atomic uint32_t *errword;
+    bool long_wait; /* peers are busy copying: sleep at once instead of spinning */
 } wait_ctx;
 
 /* ---------------------------------------------------------------- processes and futexes */
@@ -373,7 +374,7 @@ static ss_status *wait_ne(ss_comm *c, _Atomic uint32_t *word, _Atomic uint32_t *
 {
     seg_hdr *h = impl(c)->hdr;
     uint64_t t0 = ss_now_ns();
-    for (int i = 0; i < SPIN_MAX; i++) {
+    for (int i = 0; i < (w->long_wait ? 0 : SPIN_MAX); i++) {
         if (atomic_load_explicit(word, memory_order_acquire) != old) return NULL;
         if ((i & 15) == 15 && ss_now_ns() - t0 > SPIN_NS) break;
         sched_yield();
@@ -394,12 +395,29 @@ static ss_status *wait_ne(ss_comm *c, _Atomic uint32_t *word, _Atomic uint32_t *
     }
 }
 
-static ss_status *barrier(ss_comm *c, const ss_comm_group *g, const char *what)
+static int online_cpus(void)
+{
+    static int n;
+    if (!n) {
+        long v = sysconf(_SC_NPROCESSORS_ONLN);
+        n = v > 0 ? (int)v : 1;
+    }
+    return n;
+}
+
+/* Barriers between the chunks of large ops: when the group has more ranks than the machine has
+ * cores, spinning waiters would steal the cores from the peers still copying, so they sleep. */
+static bool long_wait(const ss_comm_group *g, size_t chunk_bytes)
+{
+    return chunk_bytes >= SMALL_HALF && g->n > online_cpus();
+}
+
+static ss_status *barrier_ex(ss_comm *c, const ss_comm_group *g, const char *what, bool lw)
 {
     grp_local *gl = &impl(c)->g[g->index];
     uint32_t b = ++gl->nbar;
     if (atomic_load(&impl(c)->hdr->aborted)) {
-        wait_ctx w = {what, g, b, -1, 0, NULL};
+        wait_ctx w = {what, g, b, -1, 0, NULL, lw};
         return aborted_status(c, &w);
     }
     uint32_t gen = atomic_load(&gl->h->gen);
@@ -410,8 +428,13 @@ static ss_status *barrier(ss_comm *c, const ss_comm_group *g, const char *what)
         wake_if_waiting(&gl->h->gen, &gl->h->waiters);
         return NULL;
     }
-    wait_ctx w = {what, g, b, -1, 0, NULL};
+    wait_ctx w = {what, g, b, -1, 0, NULL, lw};
     return wait_ne(c, &gl->h->gen, &gl->h->waiters, gen, &w);
+}
+
+static ss_status *barrier(ss_comm *c, const ss_comm_group *g, const char *what)
+{
+    return barrier_ex(c, g, what, false);
 }
 
 /* ---------------------------------------------------------------- op descriptors */
@@ -511,25 +534,26 @@ static ss_status *allreduce_large(ss_comm *c, const ss_comm_group *g, uint8_t *b
     uint8_t *mine = large_area(s, gl, g->me);
     const void *srcs[g->n];
     ss_status *st = NULL;
+    bool lw = long_wait(g, chunk);
     for (size_t off = 0; off < nbytes; off += chunk) {
         size_t len = nbytes - off < chunk ? nbytes - off : chunk;
         size_t p0 = me * Q < len ? me * Q : len, p1 = (me + 1) * Q < len ? (me + 1) * Q : len;
         memcpy(mine, buf + off, p0);
         memcpy(mine + p1, buf + off + p1, len - p1);
-        if ((st = barrier(c, g, "allreduce"))) return st;
+        if ((st = barrier_ex(c, g, "allreduce", lw && off > 0))) return st;
         if (off == 0 && (st = check_descs(c, g, seq))) return st;
         if (p1 > p0) {
             for (int j = 0; j < g->n; j++)
                 srcs[j] = j == g->me ? (const void *)(buf + off + p0) : large_area(s, gl, j) + p0;
             ss_comm_reduce_sum(dt, buf + off + p0, mine + p0, srcs, g->n, (p1 - p0) / es);
         }
-        if ((st = barrier(c, g, "allreduce"))) return st;
+        if ((st = barrier_ex(c, g, "allreduce", lw))) return st;
         for (int j = 0; j < g->n; j++) {
             size_t a = (size_t)j * Q, b = (size_t)(j + 1) * Q < len ? (size_t)(j + 1) * Q : len;
             if (j != g->me && a < b) memcpy(buf + off + a, large_area(s, gl, j) + a, b - a);
         }
     }
-    return barrier(c, g, "allreduce"); /* the next op may overwrite the large areas */
+    return barrier_ex(c, g, "allreduce", lw); /* the next op may overwrite the large areas */
 }
 
 static ss_status *shm_allreduce(ss_comm *c, const ss_comm_group *g, void *buf, ss_dtype dt,
@@ -576,15 +600,16 @@ static ss_status *shm_allgather(ss_comm *c, const ss_comm_group *g, const void *
             place(out, j == g->me ? in : small_half(s, gl, j, seq), j, g->n, 0, piece, row);
         return NULL;
     }
+    bool lw = long_wait(g, s->slot_bytes);
     for (size_t off = 0; off < piece; off += s->slot_bytes) {
         size_t len = piece - off < s->slot_bytes ? piece - off : s->slot_bytes;
         memcpy(large_area(s, gl, g->me), (const uint8_t *)in + off, len);
-        if ((st = barrier(c, g, "allgather"))) return st;
+        if ((st = barrier_ex(c, g, "allgather", lw && off > 0))) return st;
         if (off == 0 && (st = check_descs(c, g, seq))) return st;
         for (int j = 0; j < g->n; j++)
             place(out, j == g->me ? (const uint8_t *)in + off : large_area(s, gl, j), j, g->n, off,
                   len, row);
-        if ((st = barrier(c, g, "allgather"))) return st;
+        if ((st = barrier_ex(c, g, "allgather", lw))) return st;
     }
     return NULL;
 }
@@ -605,19 +630,20 @@ static ss_status *shm_broadcast(ss_comm *c, const ss_comm_group *g, void *buf, s
     }
     /* Large: the root fills every member's large area per round (n chunks per two barriers). */
     size_t round = s->slot_bytes * (size_t)g->n;
+    bool lw = long_wait(g, s->slot_bytes);
     for (size_t off = 0; off < nbytes; off += round) {
         size_t len = nbytes - off < round ? nbytes - off : round;
         for (size_t k = 0; is_root && k * s->slot_bytes < len; k++) {
             size_t a = k * s->slot_bytes, b = a + s->slot_bytes < len ? a + s->slot_bytes : len;
             memcpy(large_area(s, gl, (int)k), (uint8_t *)buf + off + a, b - a);
         }
-        if ((st = barrier(c, g, "broadcast"))) return st;
+        if ((st = barrier_ex(c, g, "broadcast", lw && off > 0))) return st;
         if (off == 0 && (st = check_descs(c, g, seq))) return st;
         for (size_t k = 0; !is_root && k * s->slot_bytes < len; k++) {
             size_t a = k * s->slot_bytes, b = a + s->slot_bytes < len ? a + s->slot_bytes : len;
             memcpy((uint8_t *)buf + off + a, large_area(s, gl, (int)k), b - a);
         }
-        if ((st = barrier(c, g, "broadcast"))) return st;
+        if ((st = barrier_ex(c, g, "broadcast", lw))) return st;
     }
     return NULL;
 }
@@ -904,7 +930,12 @@ static ss_status *wait_for_all(ss_comm *c, shm_impl *s, uint64_t deadline, int *
                                "joining", r, (int)rr->pid, s->session);
             if (state == REC_EMPTY && nm < 1024) missing[nm++] = r;
         }
-        if (!still_published(s->path, s->fd)) return *rejoin = 1, NULL;
+        if (!still_published(s->path, s->fd)) {
+            /* The last rank to join counts itself before it unlinks the name, so a complete
+             * group is visible here; anything else means our segment was replaced. */
+            if (atomic_load(&h->joined) >= (uint32_t)c->size) return NULL;
+            return *rejoin = 1, NULL;
+        }
         uint64_t now = ss_now_ns();
         if (now >= deadline) {
             char list[256];
