@@ -6,13 +6,13 @@
  *   bench_gemm [--m M] [--threads T] [--rounds R] [--weights FILE [--thp]]
  *
  * Variants:
- *   openblas-sgemm   what src/runtime/ops/matmul.c does today: cblas_sgemm, which packs W on every call
- *   openblas-sgemv   M == 1 only: cblas_sgemv streams W once, no packing
- *   own-inplace      an AVX-512 kernel (12 x 32 register tile) that reads W where it lies, no copy
- *   own-prepacked    the same kernel on W repacked once into 32-column panels (what onnxruntime
- *                    does at session creation; costs anonymous memory equal to the weights)
- * The own kernels are a measured sketch for the runtime's authors, not production code: they
- * need AVX-512F (skipped otherwise), N % 32 == 0 and K % 256 == 0, and split N over T pthreads.
+ *   openblas-sgemm   what src/runtime/ops/matmul.c does today: cblas_sgemm, which packs W on every
+ * call openblas-sgemv   M == 1 only: cblas_sgemv streams W once, no packing own-inplace      an
+ * AVX-512 kernel (12 x 32 register tile) that reads W where it lies, no copy own-prepacked    the
+ * same kernel on W repacked once into 32-column panels (what onnxruntime does at session creation;
+ * costs anonymous memory equal to the weights) The own kernels are a measured sketch for the
+ * runtime's authors, not production code: they need AVX-512F (skipped otherwise), N % 32 == 0 and K
+ * % 256 == 0, and split N over T pthreads.
  *
  * W is anonymous memory, or with --weights the first 4 x K x N floats of FILE mapped read-only as
  * the ONNX loader maps external data (--thp adds madvise(MADV_HUGEPAGE) before first touch).
@@ -58,8 +58,8 @@ static int cmp_double(const void *x, const void *y)
 
 /* C[MR x 32] (+)= Ap[kc][MR] x B[kc rows, stride ldb][32] */
 __attribute__((target("avx512f"))) static void tile_12x32(const float *restrict Ap,
-                                                         const float *restrict B, size_t ldb,
-                                                         float *restrict C, size_t ldc, int acc)
+                                                          const float *restrict B, size_t ldb,
+                                                          float *restrict C, size_t ldc, int acc)
 {
     __m512 c0[MR], c1[MR];
 #pragma GCC unroll 16
@@ -112,9 +112,11 @@ static void *own_worker(void *arg)
                     tile_12x32(ap, b, ldb, c, N_DIM, k0 > 0);
                     continue;
                 }
-                for (int m = 0; k0 > 0 && m < rows; m++) memcpy(tmp + m * NR, c + m * N_DIM, sizeof(float) * NR);
+                for (int m = 0; k0 > 0 && m < rows; m++)
+                    memcpy(tmp + m * NR, c + m * N_DIM, sizeof(float) * NR);
                 tile_12x32(ap, b, ldb, tmp, NR, k0 > 0);
-                for (int m = 0; m < rows; m++) memcpy(c + m * N_DIM, tmp + m * NR, sizeof(float) * NR);
+                for (int m = 0; m < rows; m++)
+                    memcpy(c + m * N_DIM, tmp + m * NR, sizeof(float) * NR);
             }
         }
     }
@@ -135,11 +137,13 @@ static void own_gemm(int M, const float *A, const float *W, int packed, float *C
     pthread_t tid[64];
     int panels = N_DIM / NR;
     for (int t = 0; t < threads; t++) {
-        jobs[t] = (own_job){M, panels * t / threads * NR, panels * (t + 1) / threads * NR, packed, Ap, W, C};
+        jobs[t] = (own_job){
+            M, panels * t / threads * NR, panels * (t + 1) / threads * NR, packed, Ap, W, C};
         if (t > 0) pthread_create(&tid[t], NULL, own_worker, &jobs[t]);
     }
     own_worker(&jobs[0]);
-    for (int t = 1; t < threads; t++) pthread_join(tid[t], NULL);
+    for (int t = 1; t < threads; t++)
+        pthread_join(tid[t], NULL);
 }
 
 static void layer(variant v, int M, const float *in, const float *W, const float *Wp, float *out,
@@ -153,9 +157,14 @@ static void layer(variant v, int M, const float *in, const float *W, const float
     case V_SGEMV:
         cblas_sgemv(CblasRowMajor, CblasTrans, K_DIM, N_DIM, 1.0f, W, N_DIM, in, 1, 0.0f, out, 1);
         break;
-    case V_INPLACE: own_gemm(M, in, W, 0, out, Ap, threads); break;
-    case V_PREPACKED: own_gemm(M, in, Wp, 1, out, Ap, threads); break;
-    default: break;
+    case V_INPLACE:
+        own_gemm(M, in, W, 0, out, Ap, threads);
+        break;
+    case V_PREPACKED:
+        own_gemm(M, in, Wp, 1, out, Ap, threads);
+        break;
+    default:
+        break;
     }
 }
 
@@ -164,13 +173,20 @@ int main(int argc, char **argv)
     int M = 32, threads = 1, rounds = 8, thp = 0;
     const char *wfile = NULL;
     for (int i = 1; i < argc; i++) {
-        if (!strcmp(argv[i], "--m") && i + 1 < argc) M = atoi(argv[++i]);
-        else if (!strcmp(argv[i], "--threads") && i + 1 < argc) threads = atoi(argv[++i]);
-        else if (!strcmp(argv[i], "--rounds") && i + 1 < argc) rounds = atoi(argv[++i]);
-        else if (!strcmp(argv[i], "--weights") && i + 1 < argc) wfile = argv[++i];
-        else if (!strcmp(argv[i], "--thp")) thp = 1;
+        if (!strcmp(argv[i], "--m") && i + 1 < argc)
+            M = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--threads") && i + 1 < argc)
+            threads = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--rounds") && i + 1 < argc)
+            rounds = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--weights") && i + 1 < argc)
+            wfile = argv[++i];
+        else if (!strcmp(argv[i], "--thp"))
+            thp = 1;
         else {
-            fprintf(stderr, "usage: bench_gemm [--m M] [--threads T] [--rounds R] [--weights FILE [--thp]]\n");
+            fprintf(
+                stderr,
+                "usage: bench_gemm [--m M] [--threads T] [--rounds R] [--weights FILE [--thp]]\n");
             return 2;
         }
     }
@@ -191,7 +207,8 @@ int main(int argc, char **argv)
         W = aligned_alloc(1 << 21, wn * sizeof(float));
         if (!W) return 1;
         srand(1);
-        for (size_t i = 0; i < wn; i++) W[i] = (float)(rand() % 17 - 8) * (1.0f / 256);
+        for (size_t i = 0; i < wn; i++)
+            W[i] = (float)(rand() % 17 - 8) * (1.0f / 256);
     }
     bool own_ok = __builtin_cpu_supports("avx512f");
     float *Wp = own_ok ? aligned_alloc(64, wn * sizeof(float)) : NULL; /* prepacked panels */
@@ -201,10 +218,12 @@ int main(int argc, char **argv)
                 memcpy(Wp + (size_t)l * K_DIM * N_DIM + (size_t)n0 * K_DIM + (size_t)k * NR,
                        W + (size_t)l * K_DIM * N_DIM + (size_t)k * N_DIM + n0, sizeof(float) * NR);
     size_t act = (size_t)M * K_DIM;
-    float *x = malloc(act * sizeof(float)), *bufs[2] = {malloc(act * sizeof(float)), malloc(act * sizeof(float))};
+    float *x = malloc(act * sizeof(float)),
+          *bufs[2] = {malloc(act * sizeof(float)), malloc(act * sizeof(float))};
     float *Ap = aligned_alloc(64, (size_t)(M + MR) * K_DIM * sizeof(float));
     if (!x || !bufs[0] || !bufs[1] || !Ap) return 1;
-    for (size_t i = 0; i < act; i++) x[i] = (float)((int)(i % 13) - 6) * 0.1f;
+    for (size_t i = 0; i < act; i++)
+        x[i] = (float)((int)(i % 13) - 6) * 0.1f;
 
     bool use[N_VARIANTS] = {true, M == 1, own_ok, own_ok};
     double wall[N_VARIANTS][64], cpu[N_VARIANTS][64], sum[N_VARIANTS] = {0};
@@ -218,11 +237,13 @@ int main(int argc, char **argv)
                 float *out = bufs[l % 2];
                 layer((variant)v, M, in, W + (size_t)l * K_DIM * N_DIM,
                       Wp ? Wp + (size_t)l * K_DIM * N_DIM : NULL, out, Ap, threads);
-                for (size_t i = 0; i < (size_t)M * N_DIM; i++) out[i] = out[i] > 0 ? out[i] : 0; /* Relu */
+                for (size_t i = 0; i < (size_t)M * N_DIM; i++)
+                    out[i] = out[i] > 0 ? out[i] : 0; /* Relu */
                 in = out;
             }
             if (r < 0) {
-                for (size_t i = 0; i < (size_t)M * N_DIM; i++) sum[v] += fabs(in[i]);
+                for (size_t i = 0; i < (size_t)M * N_DIM; i++)
+                    sum[v] += fabs(in[i]);
                 continue;
             }
             wall[v][r] = clock_s(CLOCK_MONOTONIC) - w0;
@@ -230,9 +251,10 @@ int main(int argc, char **argv)
         }
     }
     double flop = 2.0 * M * N_DIM * K_DIM * LAYERS;
-    printf("M=%d threads=%d weights=%s%s openblas core=%s\n", M, threads, wfile ? wfile : "anonymous",
-           thp ? " (MADV_HUGEPAGE)" : "", openblas_get_corename());
-    printf("| variant | wall median | CPU median | GFLOP/s per CPU-second | checksum vs sgemm |\n|---|---|---|---|---|\n");
+    printf("M=%d threads=%d weights=%s%s openblas core=%s\n", M, threads,
+           wfile ? wfile : "anonymous", thp ? " (MADV_HUGEPAGE)" : "", openblas_get_corename());
+    printf("| variant | wall median | CPU median | GFLOP/s per CPU-second | checksum vs sgemm "
+           "|\n|---|---|---|---|---|\n");
     for (int v = 0; v < N_VARIANTS; v++) {
         if (!use[v]) continue;
         qsort(wall[v], (size_t)rounds, sizeof(double), cmp_double);

@@ -195,7 +195,8 @@ static int load_only(const bench_args *a)
                (proc_status_kb("RssAnon") - anon0) / 1024.0);
     }
     printf("\n");
-    for (int i = 0; i < n && i < MAX_INPUTS; i++) ss_tensor_free(&ins[i]);
+    for (int i = 0; i < n && i < MAX_INPUTS; i++)
+        ss_tensor_free(&ins[i]);
     ss_session_free(s);
     return 0;
 }
@@ -278,7 +279,8 @@ int main(int argc, char **argv)
                percentile_ms(t, a.iters, 0.1), percentile_ms(t, a.iters, 0.9), batch / med * 1e3);
         free(t);
     }
-    for (int i = 0; i < n; i++) ss_tensor_free(&ins[i]);
+    for (int i = 0; i < n; i++)
+        ss_tensor_free(&ins[i]);
     ss_session_free(s);
     return rc;
 }
