@@ -71,12 +71,12 @@ static ss_client *connect_client(int timeout_ms, int max_mb)
     return c;
 }
 
-#define CHECK_NOERR(expr)                                                                      \
-    do {                                                                                       \
-        ss_client_error *e_ = (expr);                                                          \
+#define CHECK_NOERR(expr)                                                                          \
+    do {                                                                                           \
+        ss_client_error *e_ = (expr);                                                              \
         CHECK_MSG(!e_, "%s: %s error %lld: %s", #expr, e_ ? ss_client_errkind_name(e_->kind) : "", \
-                  e_ ? (long long)e_->code : 0LL, e_ ? e_->msg : "");                          \
-        ss_client_error_free(e_);                                                              \
+                  e_ ? (long long)e_->code : 0LL, e_ ? e_->msg : "");                              \
+        ss_client_error_free(e_);                                                                  \
     } while (0)
 
 static void add_float32(void)
@@ -86,8 +86,10 @@ static void add_float32(void)
     float x1[6] = {1, 2, 3, 4, 5, 6}, x2[6] = {10, 20, 30, 40, 50, 60};
     int64_t dims[2] = {2, 3};
     size_t i = ss_client_request_add_instance(r);
-    CHECK_NOERR(ss_client_request_set_tensor(r, i, "x1", SS_CLIENT_FLOAT32, dims, 2, x1, sizeof x1));
-    CHECK_NOERR(ss_client_request_set_tensor(r, i, "x2", SS_CLIENT_FLOAT32, dims, 2, x2, sizeof x2));
+    CHECK_NOERR(
+        ss_client_request_set_tensor(r, i, "x1", SS_CLIENT_FLOAT32, dims, 2, x1, sizeof x1));
+    CHECK_NOERR(
+        ss_client_request_set_tensor(r, i, "x2", SS_CLIENT_FLOAT32, dims, 2, x2, sizeof x2));
     ss_client_reply *reply = NULL;
     CHECK_NOERR(ss_client_infer(c, r, &reply));
     ss_client_tensor y;
@@ -115,7 +117,8 @@ static void every_dtype(void)
         for (int s = 0; s < 3; s++) {
             size_t n = s == 0 ? 1 : s == 1 ? 3 : 6;
             unsigned char data[6 * 8];
-            for (size_t b = 0; b < n * es; b++) data[b] = dt == SS_CLIENT_BOOL ? (b & 1) : (unsigned char)(b * 7 + 1);
+            for (size_t b = 0; b < n * es; b++)
+                data[b] = dt == SS_CLIENT_BOOL ? (b & 1) : (unsigned char)(b * 7 + 1);
             ss_client_request *r = ss_client_request_new("echo", "echo", 0);
             size_t i = ss_client_request_add_instance(r);
             CHECK_NOERR(ss_client_request_set_tensor(r, i, "v", (ss_client_dtype)dt, shapes[s],
@@ -124,9 +127,9 @@ static void every_dtype(void)
             CHECK_NOERR(ss_client_infer(c, r, &reply));
             ss_client_tensor t;
             bool ok = reply && ss_client_reply_find(reply, 0, "v", &t) && (int)t.dtype == dt &&
-                      t.ndim == ranks[s] && t.nbytes == n * es &&
-                      memcmp(t.data, data, n * es) == 0;
-            for (int d = 0; ok && d < ranks[s]; d++) ok = t.dims[d] == shapes[s][d];
+                      t.ndim == ranks[s] && t.nbytes == n * es && memcmp(t.data, data, n * es) == 0;
+            for (int d = 0; ok && d < ranks[s]; d++)
+                ok = t.dims[d] == shapes[s][d];
             CHECK_MSG(ok, "%s rank %d round trip", ss_client_dtype_name((ss_client_dtype)dt),
                       ranks[s]);
             ss_client_reply_free(reply);
@@ -171,7 +174,8 @@ static ss_client_request *add_request(const char *servable, const char *method, 
         size_t i = ss_client_request_add_instance(r);
         if (k == bad_instance)
             CHECK_NOERR(ss_client_request_set_tensor(r, i, "x1", SS_CLIENT_INT32, dims, 1, xi, 8));
-        else CHECK_NOERR(ss_client_request_set_tensor(r, i, "x1", SS_CLIENT_FLOAT32, dims, 1, x, 8));
+        else
+            CHECK_NOERR(ss_client_request_set_tensor(r, i, "x1", SS_CLIENT_FLOAT32, dims, 1, x, 8));
         CHECK_NOERR(ss_client_request_set_tensor(r, i, "x2", SS_CLIENT_FLOAT32, dims, 1, x, 8));
     }
     return r;
@@ -217,7 +221,8 @@ static void errors(void)
     CHECK_NOERR(ss_client_infer(c, r, &reply));
     int64_t code = 0;
     CHECK(reply && ss_client_reply_count(reply) == 3);
-    CHECK(reply && !ss_client_reply_error(reply, 0, NULL) && !ss_client_reply_error(reply, 2, NULL));
+    CHECK(reply && !ss_client_reply_error(reply, 0, NULL) &&
+          !ss_client_reply_error(reply, 2, NULL));
     const char *m = reply ? ss_client_reply_error(reply, 1, &code) : NULL;
     CHECK(m && code == 2 &&
           strcmp(m, "Given model input 0 data type kMSI_Int32 not match the data type "
@@ -272,7 +277,8 @@ static void async_calls(void)
         ss_client_request_free(r); /* serialized already */
     }
     pthread_mutex_lock(&st.mu);
-    while (st.done < N) pthread_cond_wait(&st.cv, &st.mu);
+    while (st.done < N)
+        pthread_cond_wait(&st.cv, &st.mu);
     pthread_mutex_unlock(&st.mu);
     CHECK_MSG(st.ok == N, "%d of %d async replies right", st.ok, N);
 
@@ -282,7 +288,8 @@ static void async_calls(void)
     ss_client_request *r = ss_client_request_new("slow", "sleep", 0);
     ss_client_request_add_instance(r);
     CHECK_NOERR(ss_client_request_set_string(r, 0, "s", "x", 1));
-    for (int k = 0; k < 3; k++) CHECK_NOERR(ss_client_infer_async(c, r, on_reply, &sc));
+    for (int k = 0; k < 3; k++)
+        CHECK_NOERR(ss_client_infer_async(c, r, on_reply, &sc));
     ss_client_request_free(r);
     ss_client_close(c);
     CHECK_MSG(slow.done == 3, "%d callbacks after close", slow.done);
@@ -309,7 +316,8 @@ static void transport_errors(void)
     int64_t dims[1] = {300000};
     r = ss_client_request_new("echo", "echo", 0);
     ss_client_request_add_instance(r);
-    CHECK_NOERR(ss_client_request_set_tensor(r, 0, "v", SS_CLIENT_FLOAT32, dims, 1, big, sizeof big));
+    CHECK_NOERR(
+        ss_client_request_set_tensor(r, 0, "v", SS_CLIENT_FLOAT32, dims, 1, big, sizeof big));
     e = ss_client_infer(c, r, &reply);
     CHECK_MSG(e && e->kind == SS_CLIENT_ERR_TRANSPORT && e->code == 8, "oversize: %s",
               e ? e->msg : "success");
@@ -366,5 +374,5 @@ static void start(void)
     CHECK_MSG(start_server() == 0, "cannot start the test server");
 }
 
-TEST_MAIN(TEST(start), TEST(add_float32), TEST(every_dtype), TEST(strings_and_bytes),
-          TEST(errors), TEST(async_calls), TEST(transport_errors), TEST(argument_errors))
+TEST_MAIN(TEST(start), TEST(add_float32), TEST(every_dtype), TEST(strings_and_bytes), TEST(errors),
+          TEST(async_calls), TEST(transport_errors), TEST(argument_errors))

@@ -41,7 +41,10 @@ static job *queue_head, *queue_tail;
 static bool queue_stop;
 static atomic_bool ready_flag = true;
 
-static bool is_ready(void *ctx) { return atomic_load(&ready_flag); }
+static bool is_ready(void *ctx)
+{
+    return atomic_load(&ready_flag);
+}
 
 /* ------------------------------------------------------------------ servables */
 
@@ -54,8 +57,9 @@ static ss_predict_reply *echo_all(const ss_predict_request *req)
         for (size_t k = 0; k < in->count; k++) {
             ss_tensor copy;
             ss_status *st = ss_tensor_copy(&copy, &in->items[k].tensor);
-            if (!st) st = ss_serving_instance_put(&r->instances[i], in->items[k].name, &copy,
-                                                  in->items[k].is_bytes);
+            if (!st)
+                st = ss_serving_instance_put(&r->instances[i], in->items[k].name, &copy,
+                                             in->items[k].is_bytes);
             if (st) {
                 ss_predict_reply_free(r);
                 r = ss_predict_reply_error(SS_SERVING_SYSTEM_ERROR, "echo: %s", st->msg);
@@ -70,12 +74,18 @@ static ss_predict_reply *echo_all(const ss_predict_request *req)
 static const char *ms_type_name(ss_dtype dt)
 {
     switch (dt) {
-    case SS_DT_FLOAT32: return "kMSI_Float32";
-    case SS_DT_FLOAT64: return "kMSI_Float64";
-    case SS_DT_INT32: return "kMSI_Int32";
-    case SS_DT_INT64: return "kMSI_Int64";
-    case SS_DT_STRING: return "kMSI_String";
-    default: return "kMSI_Unknown";
+    case SS_DT_FLOAT32:
+        return "kMSI_Float32";
+    case SS_DT_FLOAT64:
+        return "kMSI_Float64";
+    case SS_DT_INT32:
+        return "kMSI_Int32";
+    case SS_DT_INT64:
+        return "kMSI_Int64";
+    case SS_DT_STRING:
+        return "kMSI_String";
+    default:
+        return "kMSI_Unknown";
     }
 }
 
@@ -109,7 +119,8 @@ static ss_predict_reply *add_common(const ss_predict_request *req, uint64_t vers
         ss_tensor_alloc(&y, SS_DT_FLOAT32, x1->ndim, x1->dims);
         const float *a = x1->data, *b = x2->data;
         float *out = y.data;
-        for (int64_t e = 0; e < ss_tensor_numel(x1); e++) out[e] = a[e] + b[e];
+        for (int64_t e = 0; e < ss_tensor_numel(x1); e++)
+            out[e] = a[e] + b[e];
         ss_tensor_alloc(&v, SS_DT_INT64, 0, NULL);
         *(int64_t *)v.data = (int64_t)version;
         ss_status_free(ss_serving_instance_put(&r->instances[i], "y", &y, false));
@@ -134,8 +145,8 @@ static ss_predict_reply *describe(const ss_predict_request *req)
             else
                 snprintf(text, sizeof text, "%s %s", ss_dtype_name(t->dtype),
                          ss_shape_str(t->ndim, t->dims, shape, sizeof shape));
-            ss_status_free(ss_serving_instance_put_string(&r->instances[i], in->items[k].name,
-                                                          text, strlen(text), false));
+            ss_status_free(ss_serving_instance_put_string(&r->instances[i], in->items[k].name, text,
+                                                          strlen(text), false));
         }
     }
     return r;
@@ -205,8 +216,8 @@ static ss_predict_reply *run(const ss_predict_request *req)
     }
     r = echo_all(req);
     if (r && strcmp(d->method, "fail_second") == 0 && req->count > 1)
-        ss_status_free(ss_predict_reply_fail_instance(r, 1, SS_SERVING_INVALID_INPUTS,
-                                                      "instance 1 rejected"));
+        ss_status_free(
+            ss_predict_reply_fail_instance(r, 1, SS_SERVING_INVALID_INPUTS, "instance 1 rejected"));
     return r;
 }
 
@@ -216,7 +227,8 @@ static void *worker(void *arg)
 {
     for (;;) {
         pthread_mutex_lock(&queue_mu);
-        while (!queue_head && !queue_stop) pthread_cond_wait(&queue_cv, &queue_mu);
+        while (!queue_head && !queue_stop)
+            pthread_cond_wait(&queue_cv, &queue_mu);
         job *j = queue_head;
         if (j) {
             queue_head = j->next;
@@ -255,8 +267,10 @@ static void test_predict(void *ctx, ss_predict_request *req, ss_predict_done don
         return;
     }
     pthread_mutex_lock(&queue_mu);
-    if (queue_tail) queue_tail->next = j;
-    else queue_head = j;
+    if (queue_tail)
+        queue_tail->next = j;
+    else
+        queue_head = j;
     queue_tail = j;
     pthread_cond_signal(&queue_cv);
     pthread_mutex_unlock(&queue_mu);
@@ -277,13 +291,20 @@ int main(int argc, char **argv)
     int grpc_mb = 0, rest_mb = 0, rest_timeout = 0, nworkers = 4;
     for (int i = 1; i < argc; i++) {
         if (i + 1 >= argc) usage();
-        if (!strcmp(argv[i], "--grpc")) grpc_addr = argv[++i];
-        else if (!strcmp(argv[i], "--rest")) rest_addr = argv[++i];
-        else if (!strcmp(argv[i], "--grpc-max-mb")) grpc_mb = atoi(argv[++i]);
-        else if (!strcmp(argv[i], "--rest-max-mb")) rest_mb = atoi(argv[++i]);
-        else if (!strcmp(argv[i], "--rest-timeout")) rest_timeout = atoi(argv[++i]);
-        else if (!strcmp(argv[i], "--workers")) nworkers = atoi(argv[++i]);
-        else usage();
+        if (!strcmp(argv[i], "--grpc"))
+            grpc_addr = argv[++i];
+        else if (!strcmp(argv[i], "--rest"))
+            rest_addr = argv[++i];
+        else if (!strcmp(argv[i], "--grpc-max-mb"))
+            grpc_mb = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--rest-max-mb"))
+            rest_mb = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--rest-timeout"))
+            rest_timeout = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--workers"))
+            nworkers = atoi(argv[++i]);
+        else
+            usage();
     }
     prctl(PR_SET_PDEATHSIG, SIGTERM);
     ss_log_init_from_env();
@@ -292,20 +313,24 @@ int main(int argc, char **argv)
 
     pthread_t workers[16];
     if (nworkers < 1 || nworkers > 16) usage();
-    for (int i = 0; i < nworkers; i++) pthread_create(&workers[i], NULL, worker, NULL);
+    for (int i = 0; i < nworkers; i++)
+        pthread_create(&workers[i], NULL, worker, NULL);
 
     ss_predict_handler handler = {.ctx = NULL, .predict = test_predict};
     ss_grpc_server *grpc = NULL;
     ss_rest_server *rest = NULL;
     ss_status *st = NULL;
     if (grpc_addr) {
-        ss_grpc_options o = {.address = grpc_addr, .max_msg_mb = grpc_mb, .handler = handler,
-                             .ready = is_ready};
+        ss_grpc_options o = {
+            .address = grpc_addr, .max_msg_mb = grpc_mb, .handler = handler, .ready = is_ready};
         st = ss_grpc_server_start(&o, &grpc);
     }
     if (!st && rest_addr) {
-        ss_rest_options o = {.address = rest_addr, .max_msg_mb = rest_mb, .handler = handler,
-                             .timeout_s = rest_timeout, .ready = is_ready};
+        ss_rest_options o = {.address = rest_addr,
+                             .max_msg_mb = rest_mb,
+                             .handler = handler,
+                             .timeout_s = rest_timeout,
+                             .ready = is_ready};
         st = ss_rest_server_start(&o, &rest);
     }
     if (st) {
@@ -328,7 +353,8 @@ int main(int argc, char **argv)
     queue_stop = true;
     pthread_cond_broadcast(&queue_cv);
     pthread_mutex_unlock(&queue_mu);
-    for (int i = 0; i < nworkers; i++) pthread_join(workers[i], NULL);
+    for (int i = 0; i < nworkers; i++)
+        pthread_join(workers[i], NULL);
     fprintf(stderr, "ss_test_server: stopped on signal %d\n", sig);
     return 0;
 }

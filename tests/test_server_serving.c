@@ -74,9 +74,9 @@ static void check_inputs_text(void)
     const char *names[] = {"x1", "x2"};
     ss_predict_reply *r = ss_predict_request_check_inputs(req, names, 2);
     CHECK(r && r->error_count == 1 && r->errors[0].code == 2);
-    CHECK(r && strcmp(r->errors[0].message,
-                      "Cannot find input x2 in instance input , servable add, method add_common") ==
-                   0);
+    CHECK(r &&
+          strcmp(r->errors[0].message,
+                 "Cannot find input x2 in instance input , servable add, method add_common") == 0);
     ss_predict_reply_free(r);
     CHECK(ss_predict_request_check_inputs(req, names, 1) == NULL); /* extra x3 is ignored */
     ss_predict_reply *u = ss_serving_err_unavailable(req, false);
@@ -121,8 +121,8 @@ static void expect_decode(Mindspore__Serving__Proto__Tensor *t, const char *need
     ss_predict_reply *bad = NULL;
     CHECK_OK(ss_grpc_decode_request(buf, len, &req, &bad));
     if (needle) {
-        CHECK_MSG(bad && strstr(bad->errors[0].message, needle), "want \"%s\", got \"%s\"",
-                  needle, bad ? bad->errors[0].message : "(success)");
+        CHECK_MSG(bad && strstr(bad->errors[0].message, needle), "want \"%s\", got \"%s\"", needle,
+                  bad ? bad->errors[0].message : "(success)");
     } else {
         CHECK_MSG(!bad, "unexpected error %s", bad ? bad->errors[0].message : "");
     }

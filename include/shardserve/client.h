@@ -95,7 +95,7 @@ void ss_client_close(ss_client *client);
 typedef struct ss_client_request ss_client_request;
 
 ss_client_request *ss_client_request_new(const char *servable, const char *method,
-                                          uint64_t version);
+                                         uint64_t version);
 void ss_client_request_free(ss_client_request *req);
 /* Append an empty instance; returns its index, or (size_t)-1 when out of memory. */
 size_t ss_client_request_add_instance(ss_client_request *req);

@@ -35,12 +35,12 @@ extern "C" {
 #define SS_SERVER_MAX_MSG_MB_LIMIT 512
 
 typedef struct {
-    const char *address;      /* "127.0.0.1:5500" (port 0 = any free port) or "unix:/path" */
-    int max_msg_mb;           /* 1..512, 0 = 100: limits received and sent messages */
-    int threads;              /* completion-queue worker threads, 0 = 2 */
-    int drain_ms;             /* stop(): grace period for in-flight calls, 0 = 5000 */
+    const char *address; /* "127.0.0.1:5500" (port 0 = any free port) or "unix:/path" */
+    int max_msg_mb;      /* 1..512, 0 = 100: limits received and sent messages */
+    int threads;         /* completion-queue worker threads, 0 = 2 */
+    int drain_ms;        /* stop(): grace period for in-flight calls, 0 = 5000 */
     ss_predict_handler handler;
-    ss_ready_fn ready;        /* NULL: always ready */
+    ss_ready_fn ready; /* NULL: always ready */
     void *ready_ctx;
 } ss_grpc_options;
 
@@ -53,13 +53,13 @@ int ss_grpc_server_port(const ss_grpc_server *srv);
 void ss_grpc_server_stop(ss_grpc_server *srv);
 
 typedef struct {
-    const char *address;     /* "127.0.0.1:1500" (port 0 = any free port); IPv4 only */
-    int max_msg_mb;          /* 1..512, 0 = 100: request body limit */
-    int threads;             /* 1 = one epoll thread (default), >1 = a pool of that size */
-    int timeout_s;           /* idle connection timeout, 0 = 100 (MindSpore's evhttp timeout) */
-    int max_connections;     /* 0 = libmicrohttpd's default */
+    const char *address; /* "127.0.0.1:1500" (port 0 = any free port); IPv4 only */
+    int max_msg_mb;      /* 1..512, 0 = 100: request body limit */
+    int threads;         /* 1 = one epoll thread (default), >1 = a pool of that size */
+    int timeout_s;       /* idle connection timeout, 0 = 100 (MindSpore's evhttp timeout) */
+    int max_connections; /* 0 = libmicrohttpd's default */
     ss_predict_handler handler;
-    ss_ready_fn ready;       /* NULL: always ready */
+    ss_ready_fn ready; /* NULL: always ready */
     void *ready_ctx;
 } ss_rest_options;
 

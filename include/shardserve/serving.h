@@ -132,7 +132,8 @@ void ss_predict_reply_collapse(ss_predict_reply *reply);
  * NULL only when out of memory). */
 ss_predict_reply *ss_predict_reply_finish(ss_predict_reply *reply, const ss_predict_request *req);
 
-/* ------------------------------------------------------------------ MindSpore's checks and texts */
+/* ------------------------------------------------------------------ MindSpore's checks and texts
+ */
 
 /* "servable(NAME) method(M)" plus " version(V)" when V > 0, as MindSpore's RequestSpec::Repr. */
 const char *ss_serving_spec_str(const ss_predict_request *req, char *buf, size_t cap);

@@ -70,11 +70,16 @@ void ss_client_error_free(ss_client_error *err)
 const char *ss_client_errkind_name(ss_client_errkind kind)
 {
     switch (kind) {
-    case SS_CLIENT_ERR_ARGUMENT: return "argument";
-    case SS_CLIENT_ERR_NOMEM: return "out of memory";
-    case SS_CLIENT_ERR_TRANSPORT: return "transport";
-    case SS_CLIENT_ERR_SERVER: return "server";
-    case SS_CLIENT_ERR_PROTOCOL: return "protocol";
+    case SS_CLIENT_ERR_ARGUMENT:
+        return "argument";
+    case SS_CLIENT_ERR_NOMEM:
+        return "out of memory";
+    case SS_CLIENT_ERR_TRANSPORT:
+        return "transport";
+    case SS_CLIENT_ERR_SERVER:
+        return "server";
+    case SS_CLIENT_ERR_PROTOCOL:
+        return "protocol";
     }
     return "unknown";
 }
@@ -87,8 +92,8 @@ size_t ss_client_dtype_size(ss_client_dtype dt)
 
 const char *ss_client_dtype_name(ss_client_dtype dt)
 {
-    static const char *names[] = {"unknown", "bool",   "int8",    "uint8",   "int16",
-                                  "uint16",  "int32",  "uint32",  "int64",   "uint64",
+    static const char *names[] = {"unknown", "bool",    "int8",    "uint8",  "int16",
+                                  "uint16",  "int32",   "uint32",  "int64",  "uint64",
                                   "float16", "float32", "float64", "string", "bytes"};
     return (unsigned)dt < sizeof names / sizeof names[0] ? names[dt] : "unknown";
 }
@@ -117,8 +122,7 @@ struct ss_client_request {
     size_t count;
 };
 
-ss_client_request *ss_client_request_new(const char *servable, const char *method,
-                                          uint64_t version)
+ss_client_request *ss_client_request_new(const char *servable, const char *method, uint64_t version)
 {
     ss_client_request *r = calloc(1, sizeof *r);
     if (!r) return NULL;
@@ -143,7 +147,8 @@ void ss_client_request_free(ss_client_request *req)
 {
     if (!req) return;
     for (size_t i = 0; i < req->count; i++) {
-        for (size_t k = 0; k < req->instances[i].count; k++) free_item(&req->instances[i].items[k]);
+        for (size_t k = 0; k < req->instances[i].count; k++)
+            free_item(&req->instances[i].items[k]);
         free(req->instances[i].items);
     }
     free(req->instances);
@@ -241,7 +246,8 @@ ss_client_error *ss_client_request_set_bytes(ss_client_request *req, size_t inst
 static ss_client_error *pack_request(const ss_client_request *req, uint8_t **buf, size_t *len)
 {
     size_t total = 0;
-    for (size_t i = 0; i < req->count; i++) total += req->instances[i].count;
+    for (size_t i = 0; i < req->count; i++)
+        total += req->instances[i].count;
     pb_instance *insts = calloc(req->count + 1, sizeof *insts);
     pb_instance **inst_ptrs = calloc(req->count + 1, sizeof *inst_ptrs);
     pb_item *items = calloc(total + 1, sizeof *items);
@@ -294,8 +300,10 @@ static ss_client_error *pack_request(const ss_client_request *req, uint8_t **buf
     pb.instances = inst_ptrs;
     *len = mindspore__serving__proto__predict_request__get_packed_size(&pb);
     *buf = malloc(*len ? *len : 1);
-    if (!*buf) err = client_err(SS_CLIENT_ERR_NOMEM, 0, "out of memory");
-    else mindspore__serving__proto__predict_request__pack(&pb, *buf);
+    if (!*buf)
+        err = client_err(SS_CLIENT_ERR_NOMEM, 0, "out of memory");
+    else
+        mindspore__serving__proto__predict_request__pack(&pb, *buf);
 done:
     free(strings);
     free(insts);
@@ -335,8 +343,7 @@ size_t ss_client_reply_output_count(const ss_client_reply *reply, size_t i)
     return reply->pb->instances[i]->n_items;
 }
 
-bool ss_client_reply_output(const ss_client_reply *reply, size_t i, size_t k,
-                            ss_client_tensor *out)
+bool ss_client_reply_output(const ss_client_reply *reply, size_t i, size_t k, ss_client_tensor *out)
 {
     if (!reply || i >= reply->pb->n_instances || k >= reply->pb->instances[i]->n_items)
         return false;
@@ -488,7 +495,7 @@ static ss_client_error *finish_call(client_call *cc, ss_client_reply **out)
     grpc_slice s = grpc_byte_buffer_reader_readall(&reader);
     grpc_byte_buffer_reader_destroy(&reader);
     pb_reply *pb = mindspore__serving__proto__predict_reply__unpack(NULL, GRPC_SLICE_LENGTH(s),
-                                                                   GRPC_SLICE_START_PTR(s));
+                                                                    GRPC_SLICE_START_PTR(s));
     grpc_slice_unref(s);
     if (!pb) return client_err(SS_CLIENT_ERR_PROTOCOL, 0, "cannot parse the PredictReply");
     if (!terminate_errors(pb)) {
@@ -555,8 +562,10 @@ static void *async_main(void *arg)
         ss_client_error *err = finish_call(cc, &reply);
         cc->cb(cc->cb_ctx, err, reply);
         pthread_mutex_lock(&c->mu);
-        if (cc->prev) cc->prev->next = cc->next;
-        else c->calls = cc->next;
+        if (cc->prev)
+            cc->prev->next = cc->next;
+        else
+            c->calls = cc->next;
         if (cc->next) cc->next->prev = cc->prev;
         if (!c->calls) pthread_cond_broadcast(&c->cv);
         pthread_mutex_unlock(&c->mu);
@@ -637,8 +646,10 @@ void ss_client_close(ss_client *client)
 {
     if (!client) return;
     pthread_mutex_lock(&client->mu);
-    for (client_call *cc = client->calls; cc; cc = cc->next) grpc_call_cancel(cc->call, NULL);
-    while (client->calls) pthread_cond_wait(&client->cv, &client->mu);
+    for (client_call *cc = client->calls; cc; cc = cc->next)
+        grpc_call_cancel(cc->call, NULL);
+    while (client->calls)
+        pthread_cond_wait(&client->cv, &client->mu);
     pthread_mutex_unlock(&client->mu);
     grpc_completion_queue_shutdown(client->cq);
     pthread_join(client->thread, NULL);

@@ -26,8 +26,8 @@ typedef Mindspore__Serving__Proto__ServableSpec pb_spec;
 
 /* Indexed by MindSpore's DataType value. */
 static const ss_dtype ms_to_ss[] = {
-    SS_DT_UNDEFINED, SS_DT_BOOL,   SS_DT_INT8,    SS_DT_UINT8,   SS_DT_INT16,
-    SS_DT_UINT16,    SS_DT_INT32,  SS_DT_UINT32,  SS_DT_INT64,   SS_DT_UINT64,
+    SS_DT_UNDEFINED, SS_DT_BOOL,    SS_DT_INT8,    SS_DT_UINT8,  SS_DT_INT16,
+    SS_DT_UINT16,    SS_DT_INT32,   SS_DT_UINT32,  SS_DT_INT64,  SS_DT_UINT64,
     SS_DT_FLOAT16,   SS_DT_FLOAT32, SS_DT_FLOAT64, SS_DT_STRING, SS_DT_STRING,
 };
 enum { MS_STRING = 13, MS_BYTES = 14, MS_DTYPE_COUNT = 15 };
@@ -62,10 +62,10 @@ static const char *ms_shape_str(const pb_shape *shape, char *buf, size_t cap)
 static const char *ms_dtype_name(int v)
 {
     static const char *names[] = {
-        "proto::MS_UNKNOWN", "proto::kMSI_Bool",  "proto::MS_INT8",    "proto::MS_UINT8",
-        "proto::MS_INT16",   "proto::MS_UINT16",  "proto::MS_INT32",   "proto::MS_UINT32",
-        "proto::MS_INT64",   "proto::MS_UINT64",  "proto::MS_FLOAT16", "proto::MS_FLOAT32",
-        "proto::MS_FLOAT64", "proto::MS_STRING",  "proto::MS_BYTES",
+        "proto::MS_UNKNOWN", "proto::kMSI_Bool", "proto::MS_INT8",    "proto::MS_UINT8",
+        "proto::MS_INT16",   "proto::MS_UINT16", "proto::MS_INT32",   "proto::MS_UINT32",
+        "proto::MS_INT64",   "proto::MS_UINT64", "proto::MS_FLOAT16", "proto::MS_FLOAT32",
+        "proto::MS_FLOAT64", "proto::MS_STRING", "proto::MS_BYTES",
     };
     return v >= 0 && v < MS_DTYPE_COUNT ? names[v] : names[0];
 }
@@ -129,8 +129,8 @@ static ss_status *take_tensor(ss_serving_instance *inst, const char *name, pb_te
     bool is_bytes = false;
     ss_dtype dt = ss_grpc_dtype_from_ms((int)t->dtype, &is_bytes);
     if (dt == SS_DT_STRING)
-        return ss_serving_instance_put_string(inst, name, t->bytes_val[0].data,
-                                              t->bytes_val[0].len, is_bytes);
+        return ss_serving_instance_put_string(inst, name, t->bytes_val[0].data, t->bytes_val[0].len,
+                                              is_bytes);
     int ndim = t->shape ? (int)t->shape->n_dims : 0;
     const int64_t *dims = t->shape ? t->shape->dims : NULL;
     ss_tensor tensor;
@@ -178,9 +178,8 @@ static ss_predict_reply *convert_instances(pb_request *pb, ss_predict_request *r
                                               item->key, detail);
             ss_status *st = take_tensor(inst, item->key, item->value);
             if (st) {
-                ss_predict_reply *r =
-                    ss_predict_reply_error(SS_SERVING_SYSTEM_ERROR, "Instances input %s: %s",
-                                           item->key, st->msg);
+                ss_predict_reply *r = ss_predict_reply_error(
+                    SS_SERVING_SYSTEM_ERROR, "Instances input %s: %s", item->key, st->msg);
                 ss_status_free(st);
                 return r;
             }
@@ -189,7 +188,10 @@ static ss_predict_reply *convert_instances(pb_request *pb, ss_predict_request *r
     return NULL;
 }
 
-static bool str_ok(const char *s) { return ss_serving_utf8_valid(s, strlen(s)); }
+static bool str_ok(const char *s)
+{
+    return ss_serving_utf8_valid(s, strlen(s));
+}
 
 /* proto3 strings are UTF-8; a C++ server (MindSpore's) refuses to parse anything else. */
 static bool strings_valid(const pb_request *pb)
@@ -215,9 +217,8 @@ ss_status *ss_grpc_decode_request(const uint8_t *buf, size_t len, ss_predict_req
                                        "valid UTF-8");
     }
     const pb_spec *spec = pb->servable_spec;
-    ss_predict_request *req = ss_predict_request_new(spec ? spec->name : "",
-                                                     spec ? spec->method_name : "",
-                                                     spec ? spec->version_number : 0);
+    ss_predict_request *req = ss_predict_request_new(
+        spec ? spec->name : "", spec ? spec->method_name : "", spec ? spec->version_number : 0);
     if (!req) {
         mindspore__serving__proto__predict_request__free_unpacked(pb, NULL);
         return ss_errf(SS_ERR_NOMEM, "cannot allocate a request");
@@ -246,8 +247,8 @@ static ss_status *fill_item(out_item *o, const ss_serving_item *item)
     o->entry.key = item->name;
     o->entry.value = &o->tensor;
     o->tensor.shape = &o->shape;
-    o->tensor.dtype = (Mindspore__Serving__Proto__DataType)ss_grpc_dtype_to_ms(t->dtype,
-                                                                                item->is_bytes);
+    o->tensor.dtype =
+        (Mindspore__Serving__Proto__DataType)ss_grpc_dtype_to_ms(t->dtype, item->is_bytes);
     if (t->dtype != SS_DT_STRING) {
         o->shape.n_dims = (size_t)t->ndim;
         o->shape.dims = (int64_t *)t->dims;
@@ -278,8 +279,8 @@ typedef struct {
     pb_instance **instance_ptrs;
     pb_error *errors;
     pb_error **error_ptrs;
-    out_item **items;      /* per instance */
-    pb_item ***item_ptrs;  /* per instance */
+    out_item **items;     /* per instance */
+    pb_item ***item_ptrs; /* per instance */
     size_t count;
 } reply_parts;
 
@@ -290,7 +291,8 @@ static void free_parts(reply_parts *p)
             free(p->item_ptrs[i]);
             /* strings arrays hang off each item */
             size_t n = p->instances[i].n_items;
-            for (size_t k = 0; k < n; k++) free(p->items[i][k].strings);
+            for (size_t k = 0; k < n; k++)
+                free(p->items[i][k].strings);
             free(p->items[i]);
         }
     }
@@ -370,8 +372,10 @@ ss_status *ss_grpc_encode_reply(const ss_predict_request *req, const ss_predict_
         out.error_msg = parts.error_ptrs;
         *len = mindspore__serving__proto__predict_reply__get_packed_size(&out);
         *buf = malloc(*len ? *len : 1);
-        if (!*buf) st = ss_errf(SS_ERR_NOMEM, "cannot allocate a %zu-byte reply", *len);
-        else mindspore__serving__proto__predict_reply__pack(&out, *buf);
+        if (!*buf)
+            st = ss_errf(SS_ERR_NOMEM, "cannot allocate a %zu-byte reply", *len);
+        else
+            mindspore__serving__proto__predict_reply__pack(&out, *buf);
     }
     free_parts(&parts);
     return st;

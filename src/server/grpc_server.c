@@ -97,9 +97,8 @@ static void post_request(ss_grpc_server *srv)
     grpc_call_details_init(&c->details);
     grpc_metadata_array_init(&c->request_md);
     live_add(srv, 1);
-    grpc_call_error err =
-        grpc_server_request_call(srv->server, &c->call, &c->details, &c->request_md, srv->cq,
-                                 srv->cq, c);
+    grpc_call_error err = grpc_server_request_call(srv->server, &c->call, &c->details,
+                                                   &c->request_md, srv->cq, srv->cq, c);
     if (err != GRPC_CALL_OK) {
         SS_ERROR("grpc: request_call failed (%d)", (int)err);
         grpc_call_details_destroy(&c->details);
@@ -266,8 +265,10 @@ static void on_requested(grpc_ctx *c, bool ok)
         return;
     }
     post_request(c->srv);
-    if (grpc_slice_str_cmp(c->details.method, PREDICT_METHOD) == 0) c->method = M_PREDICT;
-    else if (grpc_slice_str_cmp(c->details.method, HEALTH_METHOD) == 0) c->method = M_HEALTH;
+    if (grpc_slice_str_cmp(c->details.method, PREDICT_METHOD) == 0)
+        c->method = M_PREDICT;
+    else if (grpc_slice_str_cmp(c->details.method, HEALTH_METHOD) == 0)
+        c->method = M_HEALTH;
     if (c->method == M_UNKNOWN) {
         char *m = grpc_slice_to_c_string(c->details.method);
         char detail[512];
@@ -299,7 +300,8 @@ static void on_received(grpc_ctx *c, bool ok)
     c->recv = NULL;
     if (c->method == M_PREDICT)
         handle_predict(c, GRPC_SLICE_START_PTR(msg), GRPC_SLICE_LENGTH(msg));
-    else handle_health(c, GRPC_SLICE_START_PTR(msg), GRPC_SLICE_LENGTH(msg));
+    else
+        handle_health(c, GRPC_SLICE_START_PTR(msg), GRPC_SLICE_LENGTH(msg));
     grpc_slice_unref(msg);
 }
 
@@ -315,20 +317,29 @@ static void on_event(ss_grpc_server *srv, void *tag, bool ok)
     }
     grpc_ctx *c = tag;
     switch (c->state) {
-    case ST_REQUESTED: on_requested(c, ok); break;
-    case ST_RECEIVING: on_received(c, ok); break;
-    case ST_FINISHING: free_ctx(c); break;
-    case ST_WAITING: SS_ERROR("grpc: event for a call waiting on its handler"); break;
+    case ST_REQUESTED:
+        on_requested(c, ok);
+        break;
+    case ST_RECEIVING:
+        on_received(c, ok);
+        break;
+    case ST_FINISHING:
+        free_ctx(c);
+        break;
+    case ST_WAITING:
+        SS_ERROR("grpc: event for a call waiting on its handler");
+        break;
     }
 }
 
 static void *worker_main(void *arg)
 {
     ss_grpc_server *srv = arg;
-    for (int i = 0; i < REQUESTS_PER_THREAD; i++) post_request(srv);
+    for (int i = 0; i < REQUESTS_PER_THREAD; i++)
+        post_request(srv);
     for (;;) {
-        grpc_event ev = grpc_completion_queue_next(srv->cq, gpr_inf_future(GPR_CLOCK_REALTIME),
-                                                   NULL);
+        grpc_event ev =
+            grpc_completion_queue_next(srv->cq, gpr_inf_future(GPR_CLOCK_REALTIME), NULL);
         if (ev.type == GRPC_QUEUE_SHUTDOWN) break;
         if (ev.type == GRPC_OP_COMPLETE) on_event(srv, ev.tag, ev.success != 0);
     }
@@ -367,7 +378,8 @@ static void destroy(ss_grpc_server *srv)
     if (srv->server) grpc_server_destroy(srv->server);
     if (srv->cq) {
         grpc_completion_queue_shutdown(srv->cq);
-        for (int i = 0; i < srv->nthreads; i++) pthread_join(srv->threads[i], NULL);
+        for (int i = 0; i < srv->nthreads; i++)
+            pthread_join(srv->threads[i], NULL);
         if (!srv->nthreads) { /* drain the queue ourselves */
             while (grpc_completion_queue_next(srv->cq, gpr_inf_future(GPR_CLOCK_REALTIME), NULL)
                        .type != GRPC_QUEUE_SHUTDOWN) {
@@ -414,8 +426,9 @@ ss_status *ss_grpc_server_start(const ss_grpc_options *opts, ss_grpc_server **ou
     grpc_server_credentials_release(creds);
     if (srv->port == 0) {
         destroy(srv);
-        return ss_errf(SS_ERR_IO, "Serving gRPC server start failed, create server failed, "
-                                  "address %s",
+        return ss_errf(SS_ERR_IO,
+                       "Serving gRPC server start failed, create server failed, "
+                       "address %s",
                        opts->address);
     }
     if (strncmp(opts->address, "unix:", 5) == 0) srv->port = 0;
@@ -440,7 +453,10 @@ ss_status *ss_grpc_server_start(const ss_grpc_options *opts, ss_grpc_server **ou
     return NULL;
 }
 
-int ss_grpc_server_port(const ss_grpc_server *srv) { return srv ? srv->port : 0; }
+int ss_grpc_server_port(const ss_grpc_server *srv)
+{
+    return srv ? srv->port : 0;
+}
 
 /* Wait for `cond` under srv->mu until the absolute deadline (0 = forever). */
 static bool wait_until(ss_grpc_server *srv, bool (*cond)(ss_grpc_server *), uint64_t deadline_ns)
@@ -467,8 +483,14 @@ static bool wait_until(ss_grpc_server *srv, bool (*cond)(ss_grpc_server *), uint
     return done;
 }
 
-static bool shutdown_seen(ss_grpc_server *srv) { return srv->shutdown_seen; }
-static bool no_live_calls(ss_grpc_server *srv) { return srv->live == 0; }
+static bool shutdown_seen(ss_grpc_server *srv)
+{
+    return srv->shutdown_seen;
+}
+static bool no_live_calls(ss_grpc_server *srv)
+{
+    return srv->live == 0;
+}
 
 void ss_grpc_server_stop(ss_grpc_server *srv)
 {

@@ -35,7 +35,8 @@ static void sb_put(sbuf *s, const char *data, size_t n)
     if (s->oom) return;
     if (s->len + n + 1 > s->cap) {
         size_t cap = s->cap ? s->cap : 256;
-        while (cap < s->len + n + 1) cap *= 2;
+        while (cap < s->len + n + 1)
+            cap *= 2;
         char *p = realloc(s->p, cap);
         if (!p) {
             s->oom = true;
@@ -49,7 +50,10 @@ static void sb_put(sbuf *s, const char *data, size_t n)
     s->p[s->len] = 0;
 }
 
-static void sb_str(sbuf *s, const char *str) { sb_put(s, str, strlen(str)); }
+static void sb_str(sbuf *s, const char *str)
+{
+    sb_put(s, str, strlen(str));
+}
 
 static void sb_printf(sbuf *s, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 static void sb_printf(sbuf *s, const char *fmt, ...)
@@ -72,12 +76,18 @@ static bool sb_json_string(sbuf *s, const char *str, size_t n)
         unsigned char c = (unsigned char)str[i];
         if (c >= 0x20 && c != '"' && c != '\\') continue;
         sb_put(s, str + start, i - start);
-        if (c == '"') sb_str(s, "\\\"");
-        else if (c == '\\') sb_str(s, "\\\\");
-        else if (c == '\n') sb_str(s, "\\n");
-        else if (c == '\t') sb_str(s, "\\t");
-        else if (c == '\r') sb_str(s, "\\r");
-        else sb_printf(s, "\\u%04x", c);
+        if (c == '"')
+            sb_str(s, "\\\"");
+        else if (c == '\\')
+            sb_str(s, "\\\\");
+        else if (c == '\n')
+            sb_str(s, "\\n");
+        else if (c == '\t')
+            sb_str(s, "\\t");
+        else if (c == '\r')
+            sb_str(s, "\\r");
+        else
+            sb_printf(s, "\\u%04x", c);
         start = i + 1;
     }
     sb_put(s, str + start, n - start);
@@ -126,7 +136,8 @@ bool ss_base64_decode(const char *text, size_t len, uint8_t **out, size_t *out_l
     *out_len = 0;
     if (len % 4) return false;
     size_t pad = 0;
-    while (pad < len && pad < 3 && text[len - 1 - pad] == '=') pad++;
+    while (pad < len && pad < 3 && text[len - 1 - pad] == '=')
+        pad++;
     if (pad > 2) return false;
     size_t n = len / 4 * 3 - pad;
     uint8_t *buf = malloc(n ? n : 1);
@@ -143,7 +154,8 @@ bool ss_base64_decode(const char *text, size_t len, uint8_t **out, size_t *out_l
             v = v << 6 | (uint32_t)d;
         }
         uint8_t bytes[3] = {(uint8_t)(v >> 16), (uint8_t)(v >> 8), (uint8_t)v};
-        for (size_t k = 0; k < 3 && o < n; k++) buf[o++] = bytes[k];
+        for (size_t k = 0; k < 3 && o < n; k++)
+            buf[o++] = bytes[k];
     }
     *out = buf;
     *out_len = n;
@@ -257,7 +269,8 @@ static void tag_numbers(cJSON *node, const bool *kinds, size_t count, size_t *ne
 {
     for (; node; node = node->next) {
         if (cJSON_IsNumber(node)) {
-            bool is_float = *next < count ? kinds[*next] : node->valuedouble != floor(node->valuedouble);
+            bool is_float =
+                *next < count ? kinds[*next] : node->valuedouble != floor(node->valuedouble);
             (*next)++;
             if (is_float) node->type |= FLOAT_FLAG;
         }
@@ -318,10 +331,14 @@ static const obj_type *find_obj_type(const char *name)
 static const char *obj_type_name(ss_dtype dt, bool is_bytes)
 {
     switch (dt) {
-    case SS_DT_FLOAT16: return "float16";
-    case SS_DT_FLOAT32: return "float32";
-    case SS_DT_FLOAT64: return "float64";
-    case SS_DT_STRING: return is_bytes ? "bytes" : "str";
+    case SS_DT_FLOAT16:
+        return "float16";
+    case SS_DT_FLOAT32:
+        return "float32";
+    case SS_DT_FLOAT64:
+        return "float64";
+    case SS_DT_STRING:
+        return is_bytes ? "bytes" : "str";
     default:
         for (size_t i = 0; i < sizeof obj_types / sizeof obj_types[0]; i++)
             if (obj_types[i].dtype == dt) return obj_types[i].name;
@@ -406,7 +423,8 @@ static ss_status *parse_object(const cJSON *obj, ss_tensor *t, bool *is_bytes)
     int ndim = shape ? cJSON_GetArraySize(shape) : 0;
     if (ndim > SS_MAX_DIMS) return fail("json object, shape has more than %d dims", SS_MAX_DIMS);
     int i = 0;
-    for (const cJSON *d = shape ? shape->child : NULL; d; d = d->next) dims[i++] = (int64_t)d->valuedouble;
+    for (const cJSON *d = shape ? shape->child : NULL; d; d = d->next)
+        dims[i++] = (int64_t)d->valuedouble;
     int64_t numel = ss_shape_numel(ndim, dims);
     if (type->dtype == SS_DT_STRING && numel != 1)
         return fail("json object, only support scalar when data type is string or bytes, please "
@@ -448,8 +466,11 @@ static ss_status *store_number(ss_tensor *t, size_t index, const cJSON *v)
         if (!(fabs(d) <= FLT_MAX)) return fail("json value %g is out of the range of float32", d);
         ((float *)t->data)[index] = (float)d;
         return NULL;
-    case SS_DT_BOOL: ((bool *)t->data)[index] = cJSON_IsTrue(v); return NULL;
-    default: return fail("data type is unknown");
+    case SS_DT_BOOL:
+        ((bool *)t->data)[index] = cJSON_IsTrue(v);
+        return NULL;
+    default:
+        return fail("data type is unknown");
     }
 }
 
@@ -468,7 +489,8 @@ static ss_status *fill_leaves(array_fill *f, const cJSON *arr, size_t index)
             const obj_type *type = object_type(el);
             if (!type || type->dtype != SS_DT_STRING)
                 return fail("json array, object type only support string or bytes type");
-            if (type->is_bytes != f->is_bytes) return fail("json array, elements type is not equal");
+            if (type->is_bytes != f->is_bytes)
+                return fail("json array, elements type is not equal");
             ss_status *st = check_object_keys(el);
             uint8_t *data;
             size_t len;
@@ -522,10 +544,18 @@ static ss_status *parse_array(const cJSON *arr, ss_tensor *t, bool *is_bytes)
     array_fill f = {t, ndim, dims, kind_of(leaf), false};
     ss_dtype dt = SS_DT_UNDEFINED;
     switch (f.kind) {
-    case K_INT: dt = SS_DT_INT32; break;
-    case K_FLOAT: dt = SS_DT_FLOAT32; break;
-    case K_BOOL: dt = SS_DT_BOOL; break;
-    case K_STR: dt = SS_DT_STRING; break;
+    case K_INT:
+        dt = SS_DT_INT32;
+        break;
+    case K_FLOAT:
+        dt = SS_DT_FLOAT32;
+        break;
+    case K_BOOL:
+        dt = SS_DT_BOOL;
+        break;
+    case K_STR:
+        dt = SS_DT_STRING;
+        break;
     case K_OBJ: {
         const obj_type *type = object_type(leaf);
         if (type) {
@@ -534,7 +564,8 @@ static ss_status *parse_array(const cJSON *arr, ss_tensor *t, bool *is_bytes)
         }
         break;
     }
-    case K_OTHER: break;
+    case K_OTHER:
+        break;
     }
     if (dt == SS_DT_UNDEFINED) return fail("json array, data type is unknown");
     int64_t numel = ss_shape_numel(ndim, dims);
@@ -558,14 +589,21 @@ static ss_status *parse_value(const cJSON *v, ss_tensor *t, bool *is_bytes)
     if (cJSON_IsNull(v)) return fail("json value is null, it is not supported");
     ss_status *st;
     switch (kind_of(v)) {
-    case K_INT: st = ss_tensor_alloc(t, SS_DT_INT32, 0, NULL); break;
-    case K_FLOAT: st = ss_tensor_alloc(t, SS_DT_FLOAT32, 0, NULL); break;
-    case K_BOOL: st = ss_tensor_alloc(t, SS_DT_BOOL, 0, NULL); break;
+    case K_INT:
+        st = ss_tensor_alloc(t, SS_DT_INT32, 0, NULL);
+        break;
+    case K_FLOAT:
+        st = ss_tensor_alloc(t, SS_DT_FLOAT32, 0, NULL);
+        break;
+    case K_BOOL:
+        st = ss_tensor_alloc(t, SS_DT_BOOL, 0, NULL);
+        break;
     case K_STR:
         st = ss_tensor_alloc(t, SS_DT_STRING, 0, NULL);
         if (!st) st = ss_tensor_set_string(t, 0, v->valuestring, strlen(v->valuestring));
         return st;
-    default: return fail("json value type is unregistered");
+    default:
+        return fail("json value type is unregistered");
     }
     if (!st) st = store_number(t, 0, v);
     return st;
@@ -597,7 +635,8 @@ static ss_status *parse_instances(const cJSON *root, ss_predict_request *req)
                 count++;
                 instances = it;
             }
-    if (count != 1) return fail("key 'instances' expects to exist once, but actually %d times", count);
+    if (count != 1)
+        return fail("key 'instances' expects to exist once, but actually %d times", count);
     if (cJSON_IsObject(instances)) {
         if (!instances->child) return fail("json object, value is empty");
         return parse_instance(instances, req);
@@ -622,7 +661,8 @@ static ss_status *parse_json(const char *body, size_t len, cJSON **out)
     const char *end = NULL;
     cJSON *root = cJSON_ParseWithLengthOpts(body, len, &end, false);
     size_t at = end ? (size_t)(end - body) : 0;
-    while (root && at < len && strchr(" \t\r\n", body[at]) && body[at]) at++;
+    while (root && at < len && strchr(" \t\r\n", body[at]) && body[at])
+        at++;
     if (!root || at != len) {
         cJSON_Delete(root);
         return fail("Illegal JSON format.[json.exception.parse_error.101] parse error at byte "
@@ -683,8 +723,10 @@ ss_status *ss_rest_parse_request(const char *url, const char *body, size_t len,
     ss_predict_request *req = ss_predict_request_new(servable, method, version);
     free(servable);
     free(method);
-    if (!req) st = ss_errf(SS_ERR_NOMEM, "out of memory");
-    else st = parse_instances(root, req);
+    if (!req)
+        st = ss_errf(SS_ERR_NOMEM, "out of memory");
+    else
+        st = parse_instances(root, req);
     cJSON_Delete(root);
     if (st) {
         ss_predict_request_free(req);
@@ -722,21 +764,45 @@ static bool put_element(sbuf *s, const ss_serving_item *item, size_t i)
 {
     const void *d = item->tensor.data;
     switch (item->tensor.dtype) {
-    case SS_DT_BOOL: sb_str(s, ((const bool *)d)[i] ? "true" : "false"); return true;
-    case SS_DT_INT8: sb_printf(s, "%d", ((const int8_t *)d)[i]); return true;
-    case SS_DT_UINT8: sb_printf(s, "%u", ((const uint8_t *)d)[i]); return true;
-    case SS_DT_INT16: sb_printf(s, "%d", ((const int16_t *)d)[i]); return true;
-    case SS_DT_UINT16: sb_printf(s, "%u", ((const uint16_t *)d)[i]); return true;
-    case SS_DT_INT32: sb_printf(s, "%d", ((const int32_t *)d)[i]); return true;
-    case SS_DT_UINT32: sb_printf(s, "%u", ((const uint32_t *)d)[i]); return true;
-    case SS_DT_INT64: sb_printf(s, "%lld", (long long)((const int64_t *)d)[i]); return true;
+    case SS_DT_BOOL:
+        sb_str(s, ((const bool *)d)[i] ? "true" : "false");
+        return true;
+    case SS_DT_INT8:
+        sb_printf(s, "%d", ((const int8_t *)d)[i]);
+        return true;
+    case SS_DT_UINT8:
+        sb_printf(s, "%u", ((const uint8_t *)d)[i]);
+        return true;
+    case SS_DT_INT16:
+        sb_printf(s, "%d", ((const int16_t *)d)[i]);
+        return true;
+    case SS_DT_UINT16:
+        sb_printf(s, "%u", ((const uint16_t *)d)[i]);
+        return true;
+    case SS_DT_INT32:
+        sb_printf(s, "%d", ((const int32_t *)d)[i]);
+        return true;
+    case SS_DT_UINT32:
+        sb_printf(s, "%u", ((const uint32_t *)d)[i]);
+        return true;
+    case SS_DT_INT64:
+        sb_printf(s, "%lld", (long long)((const int64_t *)d)[i]);
+        return true;
     case SS_DT_UINT64:
         sb_printf(s, "%llu", (unsigned long long)((const uint64_t *)d)[i]);
         return true;
-    case SS_DT_FLOAT16: put_float(s, ss_f16_to_f32(((const uint16_t *)d)[i]), true); return true;
-    case SS_DT_BFLOAT16: put_float(s, ss_bf16_to_f32(((const uint16_t *)d)[i]), true); return true;
-    case SS_DT_FLOAT32: put_float(s, ((const float *)d)[i], true); return true;
-    case SS_DT_FLOAT64: put_float(s, ((const double *)d)[i], false); return true;
+    case SS_DT_FLOAT16:
+        put_float(s, ss_f16_to_f32(((const uint16_t *)d)[i]), true);
+        return true;
+    case SS_DT_BFLOAT16:
+        put_float(s, ss_bf16_to_f32(((const uint16_t *)d)[i]), true);
+        return true;
+    case SS_DT_FLOAT32:
+        put_float(s, ((const float *)d)[i], true);
+        return true;
+    case SS_DT_FLOAT64:
+        put_float(s, ((const double *)d)[i], false);
+        return true;
     case SS_DT_STRING: {
         const ss_string *str = (const ss_string *)d + i;
         if (!item->is_bytes) return sb_json_string(s, str->data ? str->data : "", str->len);
@@ -749,7 +815,8 @@ static bool put_element(sbuf *s, const ss_serving_item *item, size_t i)
         free(b64);
         return true;
     }
-    default: return false;
+    default:
+        return false;
     }
 }
 
@@ -797,9 +864,8 @@ char *ss_rest_error_json(const char *msg, size_t *len)
 char *ss_rest_reply_json(const ss_predict_reply *reply, size_t *len)
 {
     if (reply->error_count == 1 && reply->count == 0)
-        return ss_rest_error_json(reply->errors[0].message ? reply->errors[0].message
-                                                           : "Predict failed",
-                                  len);
+        return ss_rest_error_json(
+            reply->errors[0].message ? reply->errors[0].message : "Predict failed", len);
     sbuf s = {0};
     sb_str(&s, "{\"instances\":[");
     for (size_t i = 0; i < reply->count; i++) {

@@ -63,8 +63,7 @@ static enum MHD_Result send_json(struct MHD_Connection *conn, unsigned status, c
     static const char oom[] = "{\"error_msg\":\"out of memory\"}";
     struct MHD_Response *resp =
         body ? MHD_create_response_from_buffer(len, body, MHD_RESPMEM_MUST_FREE)
-             : MHD_create_response_from_buffer(sizeof oom - 1, (void *)oom,
-                                               MHD_RESPMEM_PERSISTENT);
+             : MHD_create_response_from_buffer(sizeof oom - 1, (void *)oom, MHD_RESPMEM_PERSISTENT);
     if (!resp) {
         free(body);
         return MHD_NO;
@@ -154,9 +153,8 @@ static enum MHD_Result on_first_call(ss_rest_server *srv, struct MHD_Connection 
 }
 
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const char *url,
-                                  const char *method, const char *version,
-                                  const char *upload_data, size_t *upload_data_size,
-                                  void **con_cls)
+                                  const char *method, const char *version, const char *upload_data,
+                                  size_t *upload_data_size, void **con_cls)
 {
     ss_rest_server *srv = cls;
     conn_ctx *c = *con_cls;
@@ -183,7 +181,8 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         }
         if (c->len + n > c->cap) {
             size_t cap = c->cap ? c->cap : 4096;
-            while (cap < c->len + n) cap *= 2;
+            while (cap < c->len + n)
+                cap *= 2;
             if (cap > srv->max_body) cap = srv->max_body;
             char *grown = realloc(c->body, cap);
             if (!grown) return MHD_NO;
@@ -291,14 +290,15 @@ ss_status *ss_rest_server_start(const ss_rest_options *opts, ss_rest_server **ou
     options[n] = extra[2];
     srv->daemon = MHD_start_daemon(flags, 0, NULL, NULL, on_request, srv, MHD_OPTION_SOCK_ADDR,
                                    (struct sockaddr *)&sa, MHD_OPTION_CONNECTION_TIMEOUT, timeout,
-                                   MHD_OPTION_NOTIFY_COMPLETED, on_completed, srv,
-                                   MHD_OPTION_ARRAY, options, MHD_OPTION_END);
+                                   MHD_OPTION_NOTIFY_COMPLETED, on_completed, srv, MHD_OPTION_ARRAY,
+                                   options, MHD_OPTION_END);
     if (!srv->daemon) {
         pthread_mutex_destroy(&srv->mu);
         pthread_cond_destroy(&srv->cv);
         free(srv);
-        return ss_errf(SS_ERR_IO, "RESTful server start failed, bind to the socket address %s "
-                                  "failed",
+        return ss_errf(SS_ERR_IO,
+                       "RESTful server start failed, bind to the socket address %s "
+                       "failed",
                        opts->address);
     }
     const union MHD_DaemonInfo *info = MHD_get_daemon_info(srv->daemon, MHD_DAEMON_INFO_BIND_PORT);
@@ -308,7 +308,10 @@ ss_status *ss_rest_server_start(const ss_rest_options *opts, ss_rest_server **ou
     return NULL;
 }
 
-int ss_rest_server_port(const ss_rest_server *srv) { return srv ? srv->port : 0; }
+int ss_rest_server_port(const ss_rest_server *srv)
+{
+    return srv ? srv->port : 0;
+}
 
 void ss_rest_server_stop(ss_rest_server *srv)
 {
@@ -316,7 +319,8 @@ void ss_rest_server_stop(ss_rest_server *srv)
     MHD_socket listen_fd = MHD_quiesce_daemon(srv->daemon);
     pthread_mutex_lock(&srv->mu);
     /* Suspended connections must be resumed before MHD stops: wait for every answer. */
-    while (srv->pending > 0) pthread_cond_wait(&srv->cv, &srv->mu);
+    while (srv->pending > 0)
+        pthread_cond_wait(&srv->cv, &srv->mu);
     /* Then give the answers up to 5 s to reach their clients. */
     struct timespec deadline;
     clock_gettime(CLOCK_REALTIME, &deadline);

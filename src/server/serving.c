@@ -109,7 +109,8 @@ ss_predict_request *ss_predict_request_new(const char *servable, const char *met
 void ss_predict_request_free(ss_predict_request *req)
 {
     if (!req) return;
-    for (size_t i = 0; i < req->count; i++) ss_serving_instance_clear(&req->instances[i]);
+    for (size_t i = 0; i < req->count; i++)
+        ss_serving_instance_clear(&req->instances[i]);
     free(req->instances);
     free(req->servable);
     free(req->method);
@@ -193,7 +194,8 @@ ss_status *ss_predict_reply_fail_instance(ss_predict_reply *reply, size_t i, int
 
 static void free_errors(ss_predict_reply *r)
 {
-    for (size_t i = 0; i < r->error_count; i++) free(r->errors[i].message);
+    for (size_t i = 0; i < r->error_count; i++)
+        free(r->errors[i].message);
     free(r->errors);
     r->errors = NULL;
     r->error_count = 0;
@@ -201,7 +203,8 @@ static void free_errors(ss_predict_reply *r)
 
 static void free_instances(ss_predict_reply *r)
 {
-    for (size_t i = 0; i < r->count; i++) ss_serving_instance_clear(&r->instances[i]);
+    for (size_t i = 0; i < r->count; i++)
+        ss_serving_instance_clear(&r->instances[i]);
     free(r->instances);
     r->instances = NULL;
     r->count = 0;
@@ -215,7 +218,10 @@ void ss_predict_reply_free(ss_predict_reply *reply)
     free(reply);
 }
 
-static bool msg_equal(const char *a, const char *b) { return strcmp(a ? a : "", b ? b : "") == 0; }
+static bool msg_equal(const char *a, const char *b)
+{
+    return strcmp(a ? a : "", b ? b : "") == 0;
+}
 
 void ss_predict_reply_collapse(ss_predict_reply *r)
 {
@@ -226,8 +232,10 @@ void ss_predict_reply_collapse(ss_predict_reply *r)
         }
     }
     if (r->error_count <= 1) {
-        if (r->error_count == 1 && r->errors[0].code == 0 && r->count == 1) free_errors(r);
-        else if (r->error_count == 1 && r->errors[0].code != 0) free_instances(r);
+        if (r->error_count == 1 && r->errors[0].code == 0 && r->count == 1)
+            free_errors(r);
+        else if (r->error_count == 1 && r->errors[0].code != 0)
+            free_instances(r);
         return;
     }
     size_t failed = 0;
@@ -244,7 +252,8 @@ void ss_predict_reply_collapse(ss_predict_reply *r)
         free_errors(r);
     } else if (failed == r->error_count && same) {
         free_instances(r);
-        for (size_t i = 1; i < r->error_count; i++) free(r->errors[i].message);
+        for (size_t i = 1; i < r->error_count; i++)
+            free(r->errors[i].message);
         r->error_count = 1;
     } else {
         for (size_t i = 0; i < r->error_count; i++) {
@@ -307,9 +316,11 @@ bool ss_serving_utf8_valid(const char *s, size_t len)
     const unsigned char *p = (const unsigned char *)s;
     for (size_t i = 0; i < len;) {
         unsigned char c = p[i];
-        size_t extra = c < 0x80 ? 0 : (c >= 0xc2 && c < 0xe0) ? 1 : (c >= 0xe0 && c < 0xf0) ? 2
-                                  : (c >= 0xf0 && c < 0xf5)  ? 3
-                                                             : 4;
+        size_t extra = c < 0x80                  ? 0
+                       : (c >= 0xc2 && c < 0xe0) ? 1
+                       : (c >= 0xe0 && c < 0xf0) ? 2
+                       : (c >= 0xf0 && c < 0xf5) ? 3
+                                                 : 4;
         if (extra == 4 || i + extra >= len + (extra ? 0 : 1)) return false;
         for (size_t k = 1; k <= extra; k++)
             if ((p[i + k] & 0xc0) != 0x80) return false;
