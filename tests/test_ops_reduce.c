@@ -381,6 +381,11 @@ static void test_reduce_sum_axes_input_and_noop(void)
     ss_tensor_free(&out);
     /* the opset-11 ReduceSum has no axes input, and no noop_with_empty_axes */
     CHECK_ERR(run_op(&t, 11, 1, in, &out), "noop_with_empty_axes");
+    /* ... and the opset-13 one no axes attribute */
+    tnode_init(&t, "ReduceSum");
+    int64_t ax0[1] = {0};
+    attr_ints(&t, "axes", ax0, 1);
+    CHECK_ERR(run_op(&t, 13, 1, in, &out), "'axes'");
     ss_tensor_free(&empty);
     ss_tensor_free(&x);
 }

@@ -134,6 +134,8 @@ static ss_status *reduce_infer_common(ss_kctx *k, bool axes_input)
     bool int_ok = is_int(x->dtype) && kind != R_L2 && kind != R_LOGSUM && kind != R_LOGSUMEXP;
     if (!float_ok && !int_ok)
         return ss_op_err(k, SS_ERR_UNSUPPORTED, "input type %s is not supported", ss_dtype_name(x->dtype));
+    if (axes_input && ss_onnx_attr_find(k->node, "axes"))
+        return ss_op_err(k, SS_ERR_INVALID, "attribute 'axes' is an input from opset 13 on");
     if (!axes_input && ss_onnx_attr_find(k->node, "noop_with_empty_axes"))
         return ss_op_err(k, SS_ERR_UNSUPPORTED, "attribute 'noop_with_empty_axes' needs the axes input (opset 13+ ReduceSum)");
     bool keep = ss_onnx_attr_int(k->node, "keepdims", 1) != 0;
