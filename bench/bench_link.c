@@ -8,18 +8,21 @@
  *                      the agent reads straight into its input buffer;
  *   link (fresh alloc): plain ss_link_recv, a new 64-byte aligned buffer per message.
  *
- * Usage: bench_link [reps for 64 MiB, default 9]
+ * Usage: [SS_BENCH_CPU=n] bench_link [reps for 64 MiB, default 9] [tcp|unix]
  */
+#define _GNU_SOURCE /* sched_setaffinity */
 #include "shardserve/link.h"
 
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <pthread.h>
+#include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/un.h>
+#include <time.h>
 #include <unistd.h>
 
 static void die(ss_status *st, const char *what)
@@ -148,8 +151,19 @@ typedef struct {
     void *rbuf;
 } link_client;
 
+/* CPU time of the whole process (client and echo threads alike), in ms. */
+static double cpu_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+    return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
+}
+
+static double last_cpu; /* CPU ms of the last round trip */
+
 static double link_round_trip(link_client *lc, const ss_tensor *t)
 {
+    double c0 = cpu_ms();
     const ss_tensor *ts[1] = {t};
     uint64_t t0 = ss_now_ns();
     die(ss_link_send(lc->c, &(ss_link_msg){.type = SS_LINK_PREDICT, .request_id = 1}, ts, 1),
@@ -164,6 +178,7 @@ static double link_round_trip(link_client *lc, const ss_tensor *t)
         die(ss_link_recv(lc->c, 60000, &m), "recv");
     }
     double ms = (double)(ss_now_ns() - t0) / 1e6;
+    last_cpu = cpu_ms() - c0;
     if (m.n_tensors != 1 || m.tensors[0].nbytes != t->nbytes) {
         fprintf(stderr, "bench_link: bad echo\n");
         exit(1);
@@ -174,13 +189,16 @@ static double link_round_trip(link_client *lc, const ss_tensor *t)
 
 static double raw_round_trip(int fd, void *sbuf, void *rbuf, uint64_t n)
 {
+    double c0 = cpu_ms();
     uint64_t t0 = ss_now_ns();
     if (!io_all(fd, &n, sizeof n, true) || !io_all(fd, sbuf, n, true) ||
         !io_all(fd, rbuf, n, false)) {
         fprintf(stderr, "bench_link: raw echo failed\n");
         exit(1);
     }
-    return (double)(ss_now_ns() - t0) / 1e6;
+    double ms = (double)(ss_now_ns() - t0) / 1e6;
+    last_cpu = cpu_ms() - c0;
+    return ms;
 }
 
 static int cmp_double(const void *a, const void *b)
@@ -195,8 +213,8 @@ static double median(double *v, int n)
     return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
 }
 
-static char best_rows[16][160];
-static int n_best;
+static char cpu_rows[16][160];
+static int n_cpu;
 
 static void run_transport(const char *label, bool use_unix, const char *dir, int reps64)
 {
@@ -246,7 +264,10 @@ static void run_transport(const char *label, bool use_unix, const char *dir, int
         die(ss_tensor_borrow(&t, SS_DT_FLOAT32, 1, dims, sbuf, n), "tensor");
         double *raw = malloc(sizeof(double) * (size_t)reps),
                *l0 = malloc(sizeof(double) * (size_t)reps),
-               *l1 = malloc(sizeof(double) * (size_t)reps);
+               *l1 = malloc(sizeof(double) * (size_t)reps),
+               *craw = malloc(sizeof(double) * (size_t)reps),
+               *c0 = malloc(sizeof(double) * (size_t)reps),
+               *c1 = malloc(sizeof(double) * (size_t)reps);
         for (int w = 0; w < 2; w++) { /* warm-up: page in buffers, grow socket buffers */
             raw_round_trip(rfd, sbuf, rbuf, n);
             link_round_trip(&lc[0], &t);
@@ -255,12 +276,16 @@ static void run_transport(const char *label, bool use_unix, const char *dir, int
         for (int r = 0; r < reps; r++) { /* rotate the order so no variant always goes first */
             for (int k = 0; k < 3; k++) {
                 int which = (r + k) % 3;
-                if (which == 0)
+                if (which == 0) {
                     raw[r] = raw_round_trip(rfd, sbuf, rbuf, n);
-                else if (which == 1)
+                    craw[r] = last_cpu;
+                } else if (which == 1) {
                     l0[r] = link_round_trip(&lc[0], &t);
-                else
+                    c0[r] = last_cpu;
+                } else {
                     l1[r] = link_round_trip(&lc[1], &t);
+                    c1[r] = last_cpu;
+                }
             }
         }
         double mr = median(raw, reps), m0 = median(l0, reps), m1 = median(l1, reps);
@@ -273,13 +298,16 @@ static void run_transport(const char *label, bool use_unix, const char *dir, int
         printf("| %-4s | %7s | %4d | %8.3f | %9.2f | %7.3f | %10.2f | %5.2f | %13.3f | %5.2f |\n",
                label, size, reps, mr, gib / (mr / 1e3), m0, gib / (m0 / 1e3), mr / m0, m1, mr / m1);
         fflush(stdout);
-        /* medians sort in place: v[0] is now the best run */
-        snprintf(best_rows[n_best++], sizeof best_rows[0],
-                 "| %-4s | %7s | %8.3f | %7.3f | %5.2f | %13.3f | %5.2f |\n", label, size, raw[0],
-                 l0[0], raw[0] / l0[0], l1[0], raw[0] / l1[0]);
+        double cr = median(craw, reps), cl0 = median(c0, reps), cl1 = median(c1, reps);
+        snprintf(cpu_rows[n_cpu++], sizeof cpu_rows[0],
+                 "| %-4s | %7s | %8.3f | %7.3f | %5.2f | %13.3f | %5.2f |\n", label, size, cr, cl0,
+                 cr / cl0, cl1, cr / cl1);
         free(raw);
         free(l0);
         free(l1);
+        free(craw);
+        free(c0);
+        free(c1);
     }
     shutdown(rfd, SHUT_RDWR);
     close(rfd);
@@ -299,6 +327,18 @@ static void run_transport(const char *label, bool use_unix, const char *dir, int
 int main(int argc, char **argv)
 {
     int reps64 = argc > 1 ? atoi(argv[1]) : 9;
+    /* SS_BENCH_CPU=N pins every thread to CPU N: ping-pong then costs context switches only,
+     * not cross-CPU wake-ups, whose price on a shared VM varies wildly from run to run. */
+    const char *pin = getenv("SS_BENCH_CPU");
+    if (pin && *pin) {
+        cpu_set_t set;
+        CPU_ZERO(&set);
+        CPU_SET(atoi(pin), &set);
+        if (sched_setaffinity(0, sizeof set, &set) != 0)
+            perror("bench_link: sched_setaffinity");
+        else
+            printf("(all threads pinned to CPU %d)\n", atoi(pin));
+    }
     if (reps64 < 1) reps64 = 1;
     char dir[] = "/tmp/ss_bench_link_XXXXXX";
     if (!mkdtemp(dir)) {
@@ -311,14 +351,15 @@ int main(int argc, char **argv)
            "link+alloc ms | ratio |\n");
     printf("|------|---------|------|----------|-----------|---------|------------|-------|"
            "---------------|-------|\n");
-    run_transport("tcp", false, dir, reps64);
-    run_transport("unix", true, dir, reps64);
-    printf("\nBest run of each (the machine is shared; minima show the cost without "
-           "interference):\n\n"
-           "| path | size    | raw ms   | link ms | ratio | link+alloc ms | ratio |\n"
+    const char *only = argc > 2 ? argv[2] : "";
+    if (strcmp(only, "unix") != 0) run_transport("tcp", false, dir, reps64);
+    if (strcmp(only, "tcp") != 0) run_transport("unix", true, dir, reps64);
+    printf("\nCPU time per round trip, both ends (one process), median ms: robust to other load "
+           "on a shared machine.\n\n"
+           "| path | size    | raw cpu  | link    | ratio | link+alloc    | ratio |\n"
            "|------|---------|----------|---------|-------|---------------|-------|\n");
-    for (int i = 0; i < n_best; i++)
-        fputs(best_rows[i], stdout);
+    for (int i = 0; i < n_cpu; i++)
+        fputs(cpu_rows[i], stdout);
     rmdir(dir);
     return 0;
 }

@@ -191,7 +191,11 @@ static ss_status *read_bytes(ss_link_conn *c, void *dst, size_t n, int first_ms,
 {
     size_t got = 0;
     while (got < n) {
-        ssize_t r = recv(c->fd, (char *)dst + got, n - got, 0);
+        /* Once a frame has started on an established connection, block in the kernel for the
+         * rest (one call for a whole tensor, bounded by SO_RCVTIMEO = stall timeout); before
+         * that, and during the handshake, never block outside poll(). */
+        bool block = c->ready && *started;
+        ssize_t r = recv(c->fd, (char *)dst + got, n - got, block ? MSG_WAITALL : MSG_DONTWAIT);
         if (r > 0) {
             got += (size_t)r;
             *started = true;
@@ -208,6 +212,10 @@ static ss_status *read_bytes(ss_link_conn *c, void *dst, size_t n, int first_ms,
         if (errno == EINTR) continue;
         if (errno != EAGAIN && errno != EWOULDBLOCK)
             return ss_errf(SS_ERR_UNAVAILABLE, "receive from %s: %s", c->peer, strerror(errno));
+        if (block) /* SO_RCVTIMEO ran out without a single byte */
+            return ss_errf(SS_ERR_UNAVAILABLE,
+                           "frame from %s stalled for %d ms with %zu bytes missing", c->peer,
+                           c->opts.stall_timeout_ms, n - got);
         bool ready;
         int wait_ms = *started ? stall_ms : first_ms;
         ss_status *st = wait_fd(c->fd, POLLIN, wait_ms, &ready);
@@ -240,11 +248,16 @@ static ss_status *write_iov(ss_link_conn *c, struct iovec *iov, size_t cnt, int 
 {
     while (cnt) {
         struct msghdr mh = {.msg_iov = iov, .msg_iovlen = cnt > IOV_MAX ? IOV_MAX : cnt};
-        ssize_t w = sendmsg(c->fd, &mh, MSG_NOSIGNAL);
+        /* established connections block in the kernel, bounded by SO_SNDTIMEO */
+        ssize_t w = sendmsg(c->fd, &mh, MSG_NOSIGNAL | (c->ready ? 0 : MSG_DONTWAIT));
         if (w < 0) {
             if (errno == EINTR) continue;
             if (errno != EAGAIN && errno != EWOULDBLOCK)
                 return ss_errf(SS_ERR_UNAVAILABLE, "send to %s: %s", c->peer, strerror(errno));
+            if (c->ready)
+                return ss_errf(SS_ERR_UNAVAILABLE,
+                               "send to %s stalled for %d ms (peer not reading)", c->peer,
+                               c->opts.stall_timeout_ms);
             bool ready;
             ss_status *st = wait_fd(c->fd, POLLOUT, stall_ms, &ready);
             if (st) return st;
@@ -469,6 +482,23 @@ void ss_link_close(ss_link_conn *c)
     free(c);
 }
 
+/* After the handshake the socket becomes blocking with SO_RCVTIMEO/SO_SNDTIMEO set to the stall
+ * timeout: a big tensor then moves in one send/recv call instead of one call per socket-buffer
+ * fill plus a poll() each time. Waits for a frame to start still go through poll(). */
+static ss_status *enter_data_mode(ss_link_conn *c)
+{
+    struct timeval tv = {c->opts.stall_timeout_ms / 1000,
+                         (suseconds_t)(c->opts.stall_timeout_ms % 1000) * 1000};
+    int fl = fcntl(c->fd, F_GETFL);
+    if (fl < 0 || fcntl(c->fd, F_SETFL, fl & ~O_NONBLOCK) != 0 ||
+        setsockopt(c->fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv) != 0 ||
+        setsockopt(c->fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv) != 0)
+        return mark_broken(
+            c, ss_errf(SS_ERR_IO, "link to %s: socket options: %s", c->peer, strerror(errno)));
+    c->ready = true;
+    return NULL;
+}
+
 /* ---------------------------------------------------------------- handshake */
 
 #define CLIENT_LABEL "shardserve-link-v1 client"
@@ -543,8 +573,7 @@ ss_status *ss_link_handshake(ss_link_conn *c)
     }
     st = send_auth_ack(c, deadline, true, "", &ack);
     if (st) return mark_broken(c, ss_status_wrap(st, "handshake with %s", c->peer));
-    c->ready = true;
-    return NULL;
+    return enter_data_mode(c);
 }
 
 static ss_status *client_handshake(ss_link_conn *c)
@@ -585,8 +614,7 @@ static ss_status *client_handshake(ss_link_conn *c)
             st = ss_errf(SS_ERR_INVALID, "link server %s did not prove the shared secret", c->peer);
         if (st) return mark_broken(c, st);
     }
-    c->ready = true;
-    return NULL;
+    return enter_data_mode(c);
 }
 
 /* ---------------------------------------------------------------- connect */
