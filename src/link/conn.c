@@ -1,6 +1,9 @@
 /*
  * Link connections: addresses, listen/accept/connect, the handshake, and framed send/receive
- * on non-blocking sockets where every wait is a bounded poll().
+ * where every wait is bounded. Connecting, the handshake and the wait for a frame to start use
+ * poll() with the caller's deadline; once the handshake is done the socket is blocking with
+ * SO_RCVTIMEO/SO_SNDTIMEO set to the stall timeout, so the rest of a started frame (a whole
+ * tensor) moves in one recv(MSG_WAITALL)/sendmsg() call that gives up when the peer stalls.
  *
  * Send gathers [prefix+header buffer, tensor bytes...] into one sendmsg() (writev with
  * MSG_NOSIGNAL) under the connection's send mutex, so tensor bytes leave from the caller's
