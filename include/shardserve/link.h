@@ -9,9 +9,9 @@
  * or supplied by the caller (ss_link_recv_header + ss_link_recv_payload).
  *
  * Guarantees:
- * - Every frame is checked before anything is allocated for it: magic, version, frame type,
- *   header and frame size limits, tensor count, dtype, shape, and that the payload length equals
- *   the sum of the declared tensors' sizes. A bad frame gives an ss_status (SS_ERR_INVALID or
+ * - Every frame is checked before any memory is allocated for its tensors: magic, version,
+ *   frame type, header and frame size limits, tensor count, dtype, shape, and that the payload
+ *   length equals the sum of the declared tensors' sizes. A bad frame gives an ss_status (SS_ERR_INVALID or
  *   SS_ERR_LIMIT) naming the problem; the connection is then unusable (close it and log one
  *   line), the process is unaffected.
  * - Every wait is bounded: connect, the handshake, a receive's wait for a frame to start (the
