@@ -3,7 +3,7 @@
  *
  *   bench_comm --backend shm --ranks N   forks N ranks itself
  *   mpirun ... bench_comm --backend mpi  one process per rank (see bench/run_comm.sh)
- *   options: --ops allreduce,allgather  --sizes 1K,64K,1M,16M,64M  --quick
+ *   options: --ops allreduce,allgather  --sizes 1K,64K,1M,16M,64M  --slot 4M (shm)  --quick
  *
  * Each iteration: barrier, then time one call on every rank; the iteration's time is the max over
  * ranks, and the table shows the median over iterations. Size = the buffer of allreduce (float32),
@@ -32,6 +32,7 @@ typedef struct {
     size_t sizes[16];
     int nsizes;
     bool quick;
+    size_t slot; /* shm slot_bytes, 0 = default */
 } options;
 
 static void die(ss_status *st)
@@ -208,11 +209,13 @@ static void parse(int argc, char **argv, options *o)
             o->ops[0] = strstr(v, "allreduce") != NULL;
             o->ops[1] = strstr(v, "allgather") != NULL;
             i++;
+        } else if (!strcmp(a, "--slot") && v) {
+            o->slot = parse_size(v), i++;
         } else if (!strcmp(a, "--quick")) {
             o->quick = true;
         } else {
             fprintf(stderr, "usage: bench_comm [--backend shm|mpi] [--ranks N] [--ops LIST] "
-                            "[--sizes 1K,64K,...] [--quick]\n");
+                            "[--sizes 1K,64K,...] [--slot BYTES] [--quick]\n");
             exit(2);
         }
     }
@@ -247,7 +250,8 @@ int main(int argc, char **argv)
         kids[r] = fork();
         if (kids[r] == 0) {
             ss_comm_config cfg = {.backend = SS_COMM_SHM, .rank = r, .size = o.ranks,
-                                  .session = session, .timeout_ms = 60000};
+                                  .session = session, .timeout_ms = 60000,
+                                  .slot_bytes = o.slot};
             ss_status *st = ss_comm_create(&cfg, &c);
             if (st) die(st);
             run(c, &o);

@@ -216,7 +216,10 @@ static inline void check_allgather_all(ss_comm *c)
     int64_t d[2] = {2, 3}, bad[2] = {2, 3};
     CHECK_OK(ss_tensor_alloc(&in, SS_DT_FLOAT32, 2, d));
     CHECK_OK(ss_tensor_alloc(&out, SS_DT_FLOAT32, 2, bad));
-    CHECK_ERR(ss_comm_allgather(c, w, &in, 0, &out), "expected");
+    char needle[64];
+    snprintf(needle, sizeof needle, "is float32[2,3], expected float32[%d,3] (input [2,3]",
+             2 * ss_comm_size(c));
+    CHECK_ERR(ss_comm_allgather(c, w, &in, 0, &out), needle);
     CHECK_ERR(ss_comm_allgather(c, w, &in, 2, &out), "axis");
     ss_tensor_free(&in);
     ss_tensor_free(&out);

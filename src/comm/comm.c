@@ -268,13 +268,13 @@ ss_status *ss_comm_allgather(ss_comm *c, const ss_comm_group *g, const ss_tensor
     int64_t want[SS_MAX_DIMS];
     memcpy(want, in->dims, sizeof want);
     want[ax] *= g->n;
-    char a[200], b[200];
+    char a[200], b[200], d[200];
     if (out->dtype != in->dtype || !ss_shape_equal(out->ndim, out->dims, in->ndim, want))
         return ss_errf(SS_ERR_INVALID, "allgather output is %s%s, expected %s%s (input %s on axis %d "
                        "of %d ranks)", ss_dtype_name(out->dtype),
                        ss_shape_str(out->ndim, out->dims, a, sizeof a), ss_dtype_name(in->dtype),
                        ss_shape_str(in->ndim, want, b, sizeof b),
-                       ss_shape_str(in->ndim, in->dims, a, sizeof a), ax, g->n);
+                       ss_shape_str(in->ndim, in->dims, d, sizeof d), ax, g->n);
     int64_t numel = ss_tensor_numel(in);
     if (numel < 0 || (size_t)numel * es != in->nbytes || out->nbytes != in->nbytes * (size_t)g->n)
         return ss_errf(SS_ERR_INVALID, "allgather tensors' byte sizes do not match their shapes");
