@@ -378,7 +378,14 @@ static void emit_matmul(rank_ctx *r, const node_info *ni, split_kind s)
         Onnx__NodeProto *m = rg_node(&r->g, n->op_type, n->domain, 2, ins, 1, &partial);
         rg_attr_copy_except(&r->g, m, n, skip);
         r->ts[out_id] = (tstate){partial, L_PARTIAL, 0};
-        const char *reduced = materialize(r, out_name);
+        const char *reduced;
+        if (has_c) { /* the sum gets its own name: the Add below produces out_name */
+            reduced = rg_printf(&r->g, "%s__sum", out_name);
+            Onnx__NodeProto *ar = rg_node(&r->g, "AllReduce", SS_DOMAIN_COLLECTIVE, 1, &partial, 1, &reduced);
+            rg_attr_string(&r->g, ar, "group", r->group);
+        } else {
+            reduced = materialize(r, out_name);
+        }
         if (has_c) { /* the bias is added once, after the sum */
             float beta = ss_onnx_attr_float(n, "beta", 1.0f);
             value_desc(c, n->input[2], &bias);
