@@ -239,6 +239,15 @@ def strings_and_bytes(c):
     c.eq(list(reply.instances[1].items["b"].bytes_val), [b"x" * 1000], "bytes")
 
 
+def describe_answers_synchronously(c):
+    reply = raw_predict(request("describe", "describe", [
+        {"f": np.zeros((2, 3), np.float16), "s": string_tensor(b"a"),
+         "b": string_tensor(b"a", pb.MS_BYTES, dims=())}]))
+    got = {k: v.bytes_val[0].decode() for k, v in reply.instances[0].items.items()}
+    c.eq(got, {"f": "float16 [2,3]", "s": "str []", "b": "bytes []"}, "handler answering inside "
+         "predict(); strings become scalars")
+
+
 def every_dtype_raw(c):
     for dt in DTYPES:
         for shape in [(), (3,), (2, 3)]:
@@ -443,7 +452,8 @@ def main():
         server = s
         Checker().run([add_success, wire_field_numbers, unknown_servable_method_version,
                        missing_and_extra_input, mixed_instance_errors, fixed_errors,
-                       tensor_checks, strings_and_bytes, every_dtype_raw,
+                       tensor_checks, strings_and_bytes, describe_answers_synchronously,
+                       every_dtype_raw,
                        undecodable_and_unknown_method, health, client_module, every_dtype_client,
                        big_payload, concurrency, oversize, server_down, unix_socket,
                        bind_conflict, shutdown_answers_in_flight], server=s)
