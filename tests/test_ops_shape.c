@@ -489,10 +489,56 @@ static void test_trilu_lower_with_k(void)
 }
 
 
+/* Extreme values from a hostile model give errors or exact results, never overflow (UBSan). */
+static void test_extreme_values_do_not_overflow(void)
+{
+    ss_tensor x = make(SS_DT_INT8, 2, (int64_t[]){3, 4}, (int8_t[]){1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12}), out[1];
+    ss_tensor starts = make_i64(1, (int64_t[]){-1}), ends = make_i64(1, (int64_t[]){INT64_MIN});
+    ss_tensor axes = make_i64(1, (int64_t[]){1}), steps = make_i64(1, (int64_t[]){INT64_MIN});
+    ss_tensor *in[5] = {&x, &starts, &ends, &axes, &steps};
+    tnode t;
+    tnode_init(&t, "Slice");
+    CHECK_OK(run_op(&t, 13, 5, in, 1, out));
+    CHECK(shape_is(&out[0], 2, (int64_t[]){3, 1}));
+    CHECK(((int8_t *)out[0].data)[2] == 12);
+    ss_tensor_free(&out[0]);
+    ss_tensor reps = make_i64(2, (int64_t[]){INT64_MAX, 2});
+    in[1] = &reps;
+    tnode_init(&t, "Tile");
+    CHECK_ERR(run_op(&t, 13, 2, in, 1, out), "overflow");
+    ss_tensor_free(&reps);
+    ss_tensor kk = make(SS_DT_INT64, 0, NULL, (int64_t[]){INT64_MAX});
+    in[1] = &kk;
+    tnode_init(&t, "Trilu");
+    attr_int(&t, "upper", 0);
+    CHECK_OK(run_op(&t, 14, 2, in, 1, out));
+    CHECK(memcmp(out[0].data, x.data, 12) == 0);
+    ss_tensor_free(&out[0]);
+    ss_tensor_free(&kk);
+    ss_tensor rs = make(SS_DT_INT64, 0, NULL, (int64_t[]){INT64_MIN}), rl = make(SS_DT_INT64, 0, NULL, (int64_t[]){INT64_MAX});
+    ss_tensor rd = make(SS_DT_INT64, 0, NULL, (int64_t[]){INT64_MAX});
+    ss_tensor *rin[3] = {&rs, &rl, &rd};
+    tnode_init(&t, "Range");
+    CHECK_OK(run_op(&t, 11, 3, rin, 1, out));
+    CHECK(shape_is(&out[0], 1, (int64_t[]){3}));
+    CHECK(((int64_t *)out[0].data)[2] == INT64_MAX - 1);
+    ss_tensor_free(&out[0]);
+    ((int64_t *)rd.data)[0] = 1;
+    CHECK_ERR(run_op(&t, 11, 3, rin, 1, out), "range too long");
+    ss_tensor_free(&rs);
+    ss_tensor_free(&rl);
+    ss_tensor_free(&rd);
+    ss_tensor_free(&starts);
+    ss_tensor_free(&ends);
+    ss_tensor_free(&axes);
+    ss_tensor_free(&steps);
+    ss_tensor_free(&x);
+}
+
 TEST_MAIN(TEST(test_transpose_fast_paths_match_reference), TEST(test_transpose_rejects_bad_perm),
           TEST(test_reshape_zero_and_inferred_dims), TEST(test_value_only_known_at_run_time_is_unsupported),
           TEST(test_squeeze_unsqueeze_axes_attribute_and_input), TEST(test_shape_start_end_and_size),
           TEST(test_expand_broadcasts_both_ways), TEST(test_slice_clamps_and_negative_steps_on_bool),
           TEST(test_gather_negative_int32_indices_and_range_error), TEST(test_concat_split_round_trip),
           TEST(test_tile_and_pad_modes), TEST(test_range_constant_of_shape_eyelike),
-          TEST(test_trilu_lower_with_k))
+          TEST(test_trilu_lower_with_k), TEST(test_extreme_values_do_not_overflow))

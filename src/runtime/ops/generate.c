@@ -216,6 +216,7 @@ static ss_status *const_of_shape_infer(ss_kctx *k)
     }
     o->ndim = nd;
     memcpy(o->dims, dims, sizeof(int64_t) * (size_t)nd);
+    if (ss_tensor_numel(o) < 0) return ss_op_err(k, SS_ERR_LIMIT, "output too large");
     return NULL;
 }
 
@@ -252,9 +253,12 @@ static ss_status *range_infer(ss_kctx *k)
     } else {
         int64_t s = read_index(v[0], 0), l = read_index(v[1], 0), d = read_index(v[2], 0);
         if (d == 0) return ss_op_err(k, SS_ERR_INVALID, "delta is zero");
-        int64_t span = l - s;
-        if (d > 0) n = span > 0 ? (span + d - 1) / d : 0;
-        else n = span < 0 ? (-span + -d - 1) / -d : 0;
+        /* unsigned arithmetic: exact for any int64 start, limit and delta */
+        uint64_t span = d > 0 ? (l > s ? (uint64_t)l - (uint64_t)s : 0) : (s > l ? (uint64_t)s - (uint64_t)l : 0);
+        uint64_t step = d > 0 ? (uint64_t)d : 0 - (uint64_t)d;
+        uint64_t c = span / step + (span % step != 0);
+        if (c > ((uint64_t)1 << 40)) return ss_op_err(k, SS_ERR_LIMIT, "range too long");
+        n = (int64_t)c;
     }
     ss_tensor *o = k->out[0];
     o->dtype = k->in[0]->dtype;
@@ -263,12 +267,23 @@ static ss_status *range_infer(ss_kctx *k)
     return NULL;
 }
 
-#define RANGE_LOOP(T)                                                                          \
+#define RANGE_FLOAT(T)                                                                         \
     do {                                                                                       \
         T s, d, *out = o->data;                                                                \
         memcpy(&s, k->in[0]->data, sizeof s);                                                  \
         memcpy(&d, k->in[2]->data, sizeof d);                                                  \
-        for (int64_t i = 0; i < n; i++) out[i] = (T)(s + (T)i * d);                            \
+        for (int64_t i = 0; i < n; i++) out[i] = s + (T)i * d;                                 \
+    } while (0)
+
+/* Integers step in uint64 (wrapping): every value lies in [start, limit), so the wrapped sum is
+ * exact even where i * delta alone would overflow. */
+#define RANGE_INT(T)                                                                           \
+    do {                                                                                       \
+        T s, d, *out = o->data;                                                                \
+        memcpy(&s, k->in[0]->data, sizeof s);                                                  \
+        memcpy(&d, k->in[2]->data, sizeof d);                                                  \
+        uint64_t us = (uint64_t)(int64_t)s, ud = (uint64_t)(int64_t)d;                         \
+        for (int64_t i = 0; i < n; i++) out[i] = (T)(int64_t)(us + (uint64_t)i * ud);          \
     } while (0)
 
 static ss_status *range_run(ss_kctx *k)
@@ -276,11 +291,11 @@ static ss_status *range_run(ss_kctx *k)
     ss_tensor *o = k->out[0];
     int64_t n = o->dims[0];
     switch (o->dtype) {
-    case SS_DT_FLOAT32: RANGE_LOOP(float); break;
-    case SS_DT_FLOAT64: RANGE_LOOP(double); break;
-    case SS_DT_INT16: RANGE_LOOP(int16_t); break;
-    case SS_DT_INT32: RANGE_LOOP(int32_t); break;
-    default: RANGE_LOOP(int64_t); break;
+    case SS_DT_FLOAT32: RANGE_FLOAT(float); break;
+    case SS_DT_FLOAT64: RANGE_FLOAT(double); break;
+    case SS_DT_INT16: RANGE_INT(int16_t); break;
+    case SS_DT_INT32: RANGE_INT(int32_t); break;
+    default: RANGE_INT(int64_t); break;
     }
     return NULL;
 }
@@ -306,6 +321,9 @@ static ss_status *eye_like_infer(ss_kctx *k)
     k->state = p;
     one_bytes((ss_dtype)dt, p->one);
     p->k = ss_onnx_attr_int(k->node, "k", 0);
+    /* beyond the matrix every k gives all zeros; clamping keeps r + k exact */
+    if (p->k > x->dims[1]) p->k = x->dims[1];
+    if (p->k < -x->dims[0]) p->k = -x->dims[0];
     ss_op_same_shape(k->out[0], x);
     k->out[0]->dtype = (ss_dtype)dt;
     return NULL;
@@ -342,8 +360,10 @@ static ss_status *onehot_infer(ss_kctx *k)
         return ss_op_err(k, SS_ERR_UNSUPPORTED, "values must be two numeric elements [off, on]");
     if (ss_tensor_numel(k->in[1]) != 1) return ss_op_err(k, SS_ERR_INVALID, "depth must be one value");
     if ((st = plan_value(k, 1, "depth", &depth))) return st;
-    int64_t d = (int64_t)read_num(depth, 0);
-    if (d < 1) return ss_op_err(k, SS_ERR_INVALID, "depth %lld must be positive", (long long)d);
+    double dd = read_num(depth, 0);
+    if (!(dd >= 1 && dd <= (double)((int64_t)1 << 40)))
+        return ss_op_err(k, SS_ERR_INVALID, "depth %g must be in 1..2^40", dd);
+    int64_t d = (int64_t)dd;
     int r = ix->ndim;
     if (r + 1 > SS_MAX_DIMS) return ss_op_err(k, SS_ERR_LIMIT, "output rank too large");
     int64_t axis = ss_onnx_attr_int(k->node, "axis", -1);
@@ -368,6 +388,7 @@ static ss_status *onehot_infer(ss_kctx *k)
         else p->inner *= ix->dims[j];
         j++;
     }
+    if (ss_tensor_numel(o) < 0) return ss_op_err(k, SS_ERR_LIMIT, "output too large");
     return NULL;
 }
 
@@ -382,8 +403,13 @@ static ss_status *onehot_run(ss_kctx *k)
     fill(dst, off, ss_tensor_numel(o), es);
     for (int64_t a = 0; a < p->outer; a++)
         for (int64_t b = 0; b < p->inner; b++) {
-            int64_t i = ss_dtype_is_float(ix->dtype) ? (int64_t)read_num(ix, a * p->inner + b)
-                                                     : read_index(ix, a * p->inner + b);
+            int64_t i;
+            if (ss_dtype_is_float(ix->dtype)) {
+                double f = read_num(ix, a * p->inner + b);
+                i = f > -(double)p->depth - 1 && f < (double)p->depth + 1 ? (int64_t)f : p->depth;
+            } else {
+                i = read_index(ix, a * p->inner + b);
+            }
             if (i < 0) i += p->depth;
             if (i < 0 || i >= p->depth) continue; /* out of range: the row stays all "off" */
             memcpy(dst + (size_t)((a * p->depth + i) * p->inner + b) * es, on, es);

@@ -88,6 +88,13 @@ static ss_status *value_ints(ss_kctx *k, int i, const char *what, int64_t *dst, 
     return NULL;
 }
 
+/* Output element counts past 2^62 are refused here rather than overflowing later. */
+static ss_status *check_numel(const ss_kctx *k, const ss_tensor *o)
+{
+    if (ss_tensor_numel(o) < 0) return ss_op_err(k, SS_ERR_LIMIT, "output too large");
+    return NULL;
+}
+
 static ss_status *no_strings(const ss_kctx *k, int i)
 {
     if (k->in[i]->dtype == SS_DT_STRING)
@@ -477,6 +484,9 @@ static ss_status *slice_infer(ss_kctx *k)
         seen |= 1u << a;
         int64_t d = x->dims[a], step = nst >= 0 ? steps[i] : 1, s = starts[i], e = ends[i];
         if (step == 0) return ss_op_err(k, SS_ERR_INVALID, "step 0 on axis %d", a);
+        /* a step longer than the dim takes at most one element: clamp it so nothing overflows */
+        if (step > d) step = d + 1;
+        if (step < -d) step = -d - 1;
         if (s < 0) s = s < -d ? 0 : s + d; /* avoid overflow for INT64_MIN */
         if (e < 0) e = e < -d ? -1 : e + d;
         int64_t count;
@@ -532,7 +542,7 @@ static ss_status *gather_infer(ss_kctx *k)
     for (int i = 0; i < axis; i++) o->dims[o->ndim++] = x->dims[i];
     for (int i = 0; i < ix->ndim; i++) o->dims[o->ndim++] = ix->dims[i];
     for (int i = axis + 1; i < x->ndim; i++) o->dims[o->ndim++] = x->dims[i];
-    return NULL;
+    return check_numel(k, o);
 }
 
 static ss_status *gather_run(ss_kctx *k)
@@ -642,8 +652,10 @@ static ss_status *tile_infer(ss_kctx *k)
         v->stride[2 * i] = 0;
         v->dims[2 * i + 1] = x->dims[i];
         v->stride[2 * i + 1] = strides[i];
-        o->dims[i] = reps[i] * x->dims[i];
+        if (__builtin_mul_overflow(reps[i], x->dims[i], &o->dims[i]))
+            return ss_op_err(k, SS_ERR_LIMIT, "output dim %d overflows", i);
     }
+    if ((st = check_numel(k, o))) return st;
     view_simplify(v);
     return NULL;
 }
@@ -683,12 +695,15 @@ static ss_status *pad_infer(ss_kctx *k)
     if (m < 0) return ss_op_err(k, SS_ERR_UNSUPPORTED, "mode '%s' is not supported", mode);
     int64_t out_dims[SS_MAX_DIMS] = {0}, total = 0;
     for (int i = 0; i < nd; i++) {
-        out_dims[i] = x->dims[i] + pads[i] + pads[i + nd];
+        if (__builtin_add_overflow(x->dims[i], pads[i], &out_dims[i]) ||
+            __builtin_add_overflow(out_dims[i], pads[i + nd], &out_dims[i]))
+            return ss_op_err(k, SS_ERR_LIMIT, "pads overflow dim %d", i);
         if (out_dims[i] < 0) return ss_op_err(k, SS_ERR_INVALID, "pads crop dim %d below zero", i);
         if (m != 0 && x->dims[i] == 0 && out_dims[i] > 0)
             return ss_op_err(k, SS_ERR_INVALID, "cannot %s-pad an empty dim", mode);
         total += out_dims[i];
     }
+    if (ss_shape_numel(nd, out_dims) < 0) return ss_op_err(k, SS_ERR_LIMIT, "output too large");
     pad_plan *p = state_alloc(k, sizeof *p + sizeof(int64_t) * (size_t)(total + 1));
     if (!p) return oom();
     p->nd = nd;
@@ -787,7 +802,7 @@ static ss_status *space_infer(ss_kctx *k, bool to_space)
     const ss_tensor *x = k->in[0];
     if (x->ndim != 4) return ss_op_err(k, SS_ERR_INVALID, "input must be 4-D (NCHW)");
     int64_t b = ss_onnx_attr_int(k->node, "blocksize", 0);
-    if (b <= 0) return ss_op_err(k, SS_ERR_INVALID, "attribute 'blocksize' must be positive");
+    if (b <= 0 || b > (1 << 20)) return ss_op_err(k, SS_ERR_INVALID, "attribute 'blocksize' must be in 1..2^20");
     int64_t N = x->dims[0], C = x->dims[1], H = x->dims[2], W = x->dims[3];
     char mode[16] = "DCR";
     ss_onnx_attr_string(k->node, "mode", mode, sizeof mode);
@@ -847,6 +862,8 @@ static ss_status *trilu_run(ss_kctx *k)
     int64_t diag = k->n_in > 1 && k->in[1] ? read_int(k->in[1], 0) : 0;
     bool upper = ss_onnx_attr_int(k->node, "upper", 1) != 0;
     int64_t R = x->dims[x->ndim - 2], C = x->dims[x->ndim - 1];
+    if (diag > C) diag = C; /* beyond the matrix every k gives the same result; keeps r + diag exact */
+    if (diag < -R) diag = -R;
     int64_t n_mat = R > 0 && C > 0 ? ss_tensor_numel(x) / (R * C) : 0;
     const char *src = x->data;
     char *dst = k->out[0]->data;

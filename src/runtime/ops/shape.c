@@ -83,7 +83,8 @@ static ss_status *reshape_infer(ss_kctx *k)
         } else if (shape[i] < 0) {
             return ss_op_err(k, SS_ERR_INVALID, "shape[%d] = %lld is negative", i, (long long)shape[i]);
         } else {
-            known *= shape[i];
+            if (__builtin_mul_overflow(known, shape[i], &known))
+                return ss_op_err(k, SS_ERR_INVALID, "shape overflows");
         }
     }
     int64_t numel = ss_tensor_numel(x);
@@ -254,6 +255,7 @@ static ss_status *expand_infer(ss_kctx *k)
     ss_tensor *o = k->out[0];
     if ((st = ss_op_broadcast(k, x, &shape, o))) return st;
     o->dtype = x->dtype;
+    if (ss_tensor_numel(o) < 0) return ss_op_err(k, SS_ERR_LIMIT, "output too large");
     expand_plan *p = calloc(1, sizeof *p);
     if (!p) return oom();
     k->state = p;
