@@ -342,6 +342,27 @@ def client_module(c):
             pass
 
 
+def client_schema_matches_proto(c):
+    """The client module's built-in descriptor and protoc's ms_service_pb2 agree on the wire."""
+    import shardserve_client as sc
+    x = np.arange(6, dtype=np.float32).reshape(2, 3)
+    ours = sc._build_request("add", "add_common", 3, [{"x1": x}, {"s": "abc"}, {"b": b"\0"}])
+    theirs = request("add", "add_common", [{"x1": x}, {"s": string_tensor(b"abc")},
+                                           {"b": string_tensor(b"\0", pb.MS_BYTES)}], version=3)
+    c.eq(ours.SerializeToString(), theirs.SerializeToString(), "same request bytes")
+    reply = pb.PredictReply()
+    reply.servable_spec.name = "add"
+    reply.instances.add().items["y"].CopyFrom(theirs.instances[0].items["x1"])
+    reply.instances.add()
+    e = reply.error_msg.add()
+    e.error_code = 0
+    e = reply.error_msg.add()
+    e.error_code, e.error_msg = 2, "bad".encode()
+    parsed = sc._parse_reply(sc.PredictReply.FromString(reply.SerializeToString()))
+    c.check(np.array_equal(parsed[0]["y"], x) and parsed[1] == {"error": "bad"},
+            "client parses protoc's reply: %r" % (parsed,))
+
+
 def every_dtype_client(c):
     client = Client(server.grpc_address, "echo", "echo")
     for dt in DTYPES:
@@ -453,10 +474,10 @@ def main():
         Checker().run([add_success, wire_field_numbers, unknown_servable_method_version,
                        missing_and_extra_input, mixed_instance_errors, fixed_errors,
                        tensor_checks, strings_and_bytes, describe_answers_synchronously,
-                       every_dtype_raw,
-                       undecodable_and_unknown_method, health, client_module, every_dtype_client,
-                       big_payload, concurrency, oversize, server_down, unix_socket,
-                       bind_conflict, shutdown_answers_in_flight], server=s)
+                       every_dtype_raw, undecodable_and_unknown_method, health, client_module,
+                       client_schema_matches_proto, every_dtype_client, big_payload, concurrency,
+                       oversize, server_down, unix_socket, bind_conflict,
+                       shutdown_answers_in_flight], server=s)
 
 
 if __name__ == "__main__":
