@@ -18,6 +18,7 @@ static const command commands[] = {
     {"shard", cmd_shard, "split a model into per-rank shards"},
     {"serve", cmd_serve, "serve models over gRPC and REST (Main + Distributed Worker)"},
     {"agents", cmd_agents, "start the agents of this host (MindSpore's startup_agents)"},
+    {"infer", cmd_infer, "send one request to a server (gRPC, C client library)"},
     {"run-rank", cmd_run_rank, NULL},     /* internal: one rank under mpirun */
     {"agent-rank", cmd_agent_rank, NULL}, /* internal: one agent, started by `agents` */
 };

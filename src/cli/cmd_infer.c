@@ -1,0 +1,151 @@
+/*
+ * shardserve infer --address A --servable S --method M [--version N] --input NAME=FILE.npy ...
+ *                  [--output-dir DIR] [--timeout-ms MS]
+ * One instance through the C client library (libshardserve-client), outputs printed and
+ * optionally written as NAME.npy.
+ */
+#include "cli.h"
+#include "shardserve/client.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static const char infer_usage[] =
+    "usage: shardserve infer --address HOST:PORT --servable NAME --method NAME [--version N]\n"
+    "                        --input NAME=FILE.npy ... [--output-dir DIR] [--timeout-ms MS]\n";
+
+static const struct {
+    ss_dtype ss;
+    ss_client_dtype ms;
+} dtype_map[] = {
+    {SS_DT_BOOL, SS_CLIENT_BOOL},       {SS_DT_INT8, SS_CLIENT_INT8},       {SS_DT_UINT8, SS_CLIENT_UINT8},
+    {SS_DT_INT16, SS_CLIENT_INT16},     {SS_DT_UINT16, SS_CLIENT_UINT16},   {SS_DT_INT32, SS_CLIENT_INT32},
+    {SS_DT_UINT32, SS_CLIENT_UINT32},   {SS_DT_INT64, SS_CLIENT_INT64},     {SS_DT_UINT64, SS_CLIENT_UINT64},
+    {SS_DT_FLOAT16, SS_CLIENT_FLOAT16}, {SS_DT_FLOAT32, SS_CLIENT_FLOAT32}, {SS_DT_FLOAT64, SS_CLIENT_FLOAT64},
+};
+
+static ss_client_dtype to_ms(ss_dtype dt)
+{
+    for (size_t i = 0; i < sizeof dtype_map / sizeof dtype_map[0]; i++)
+        if (dtype_map[i].ss == dt) return dtype_map[i].ms;
+    return SS_CLIENT_UNKNOWN;
+}
+
+static ss_dtype from_ms(ss_client_dtype dt)
+{
+    for (size_t i = 0; i < sizeof dtype_map / sizeof dtype_map[0]; i++)
+        if (dtype_map[i].ms == dt) return dtype_map[i].ss;
+    return SS_DT_UNDEFINED;
+}
+
+static int client_fail(ss_client_error *e)
+{
+    fprintf(stderr, "shardserve infer: %s error %lld: %s\n", ss_client_errkind_name(e->kind), (long long)e->code, e->msg);
+    ss_client_error_free(e);
+    return 1;
+}
+
+static int print_outputs(const ss_client_reply *reply, const char *outdir)
+{
+    int rc = 0;
+    for (size_t k = 0; k < ss_client_reply_output_count(reply, 0); k++) {
+        ss_client_tensor t;
+        if (!ss_client_reply_output(reply, 0, k, &t)) continue;
+        if (t.dtype == SS_CLIENT_STRING || t.dtype == SS_CLIENT_BYTES) {
+            size_t len;
+            const char *s = ss_client_tensor_string(&t, 0, &len);
+            printf("%s: %s \"%.*s\"\n", t.name, ss_client_dtype_name(t.dtype), (int)(len > 200 ? 200 : len), s ? s : "");
+            continue;
+        }
+        ss_tensor view;
+        ss_status *st = ss_tensor_borrow(&view, from_ms(t.dtype), t.ndim, t.dims, (void *)t.data, t.nbytes);
+        if (st) {
+            rc = cli_fail("infer", st);
+            continue;
+        }
+        cli_print_tensor(t.name, &view);
+        if (outdir) {
+            char path[4096];
+            snprintf(path, sizeof path, "%s/%s.npy", outdir, t.name);
+            st = ss_npy_write(path, &view);
+            if (st) rc = cli_fail("infer", st);
+        }
+    }
+    return rc;
+}
+
+int cmd_infer(int argc, char **argv)
+{
+    const char *address = NULL, *servable = NULL, *method = NULL, *outdir = NULL;
+    char *names[64], *files[64];
+    int n = 0;
+    long version = 0, timeout_ms = 0;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        bool has = i + 1 < argc;
+        if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
+            fputs(infer_usage, stdout);
+            return 0;
+        } else if (!strcmp(a, "--address") && has) address = argv[++i];
+        else if (!strcmp(a, "--servable") && has) servable = argv[++i];
+        else if (!strcmp(a, "--method") && has) method = argv[++i];
+        else if (!strcmp(a, "--output-dir") && has) outdir = argv[++i];
+        else if (!strcmp(a, "--version") && has) {
+            if (!cli_parse_int(argv[++i], 0, 1000000000, &version))
+                return cli_fail("infer", ss_errf(SS_ERR_INVALID, "--version wants a number >= 0, got '%s'", argv[i]));
+        } else if (!strcmp(a, "--timeout-ms") && has) {
+            if (!cli_parse_int(argv[++i], 1, 3600000, &timeout_ms))
+                return cli_fail("infer", ss_errf(SS_ERR_INVALID, "--timeout-ms wants 1..3600000, got '%s'", argv[i]));
+        } else if (!strcmp(a, "--input") && has && n < 64) {
+            if (!cli_split_kv(argv[++i], &names[n], &files[n]))
+                return cli_fail("infer", ss_errf(SS_ERR_INVALID, "--input wants NAME=FILE.npy, got '%s'", argv[i]));
+            n++;
+        } else {
+            fprintf(stderr, "shardserve infer: unexpected argument '%s'\n%s", a, infer_usage);
+            return 2;
+        }
+    }
+    if (!address || !servable || !method || !n) {
+        fputs(infer_usage, stderr);
+        return 2;
+    }
+    ss_client_request *req = ss_client_request_new(servable, method, (uint64_t)version);
+    size_t inst = req ? ss_client_request_add_instance(req) : (size_t)-1;
+    if (inst == (size_t)-1) return cli_fail("infer", ss_errf(SS_ERR_NOMEM, "out of memory"));
+    int rc = 0;
+    for (int i = 0; i < n && !rc; i++) {
+        ss_tensor t;
+        ss_status *st = ss_npy_read(files[i], &t);
+        if (st) {
+            rc = cli_fail("infer", st);
+            break;
+        }
+        ss_client_error *e = ss_client_request_set_tensor(req, inst, names[i], to_ms(t.dtype), t.dims, t.ndim,
+                                                          t.data, t.nbytes);
+        ss_tensor_free(&t);
+        if (e) rc = client_fail(e);
+    }
+    ss_client *c = NULL;
+    ss_client_reply *reply = NULL;
+    ss_client_options o = {.address = address, .timeout_ms = (int)timeout_ms};
+    if (!rc) {
+        ss_client_error *e = ss_client_connect(&o, &c);
+        if (!e) e = ss_client_infer(c, req, &reply);
+        if (e) rc = client_fail(e);
+    }
+    if (!rc) {
+        int64_t code = 0;
+        const char *err = ss_client_reply_error(reply, 0, &code);
+        if (err) {
+            fprintf(stderr, "shardserve infer: the instance failed (code %lld): %s\n", (long long)code, err);
+            rc = 1;
+        } else {
+            rc = print_outputs(reply, outdir);
+        }
+    }
+    ss_client_reply_free(reply);
+    ss_client_close(c);
+    ss_client_request_free(req);
+    return rc;
+}
