@@ -3,7 +3,8 @@
  *
  *   bench_comm --backend shm --ranks N   forks N ranks itself
  *   mpirun ... bench_comm --backend mpi  one process per rank (see bench/run_comm.sh)
- *   options: --ops allreduce,allgather  --sizes 1K,64K,1M,16M,64M  --slot 4M (shm)  --quick
+ *   options: --ops allreduce,allgather  --sizes 1K,64K,1M,16M,64M  --slot 4M (shm)
+ *            --bind (shm: pin rank r to cpu r % ncpu, like mpirun's default binding)  --quick
  *
  * Each iteration: barrier, then time one call on every rank; the iteration's time is the max over
  * ranks, and the table shows the median over iterations. Size = the buffer of allreduce (float32),
@@ -13,8 +14,10 @@
  * backend the raw blocking MPI_Allreduce/MPI_Allgather is measured too ("mpi-raw").
  * Lines starting with "ROW" are for bench/run_comm.sh.
  */
+#define _GNU_SOURCE /* sched_setaffinity */
 #include "shardserve/comm.h"
 
+#include <sched.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -33,6 +36,7 @@ typedef struct {
     int nsizes;
     bool quick;
     size_t slot; /* shm slot_bytes, 0 = default */
+    bool bind;   /* shm: pin rank r to cpu r % ncpu, as mpirun does by default for np <= 2 */
 } options;
 
 static void die(ss_status *st)
@@ -211,11 +215,13 @@ static void parse(int argc, char **argv, options *o)
             i++;
         } else if (!strcmp(a, "--slot") && v) {
             o->slot = parse_size(v), i++;
+        } else if (!strcmp(a, "--bind")) {
+            o->bind = true;
         } else if (!strcmp(a, "--quick")) {
             o->quick = true;
         } else {
             fprintf(stderr, "usage: bench_comm [--backend shm|mpi] [--ranks N] [--ops LIST] "
-                            "[--sizes 1K,64K,...] [--slot BYTES] [--quick]\n");
+                            "[--sizes 1K,64K,...] [--slot BYTES] [--bind] [--quick]\n");
             exit(2);
         }
     }
@@ -249,6 +255,12 @@ int main(int argc, char **argv)
     for (int r = 0; r < o.ranks; r++) {
         kids[r] = fork();
         if (kids[r] == 0) {
+            if (o.bind) {
+                cpu_set_t set;
+                CPU_ZERO(&set);
+                CPU_SET(r % (int)sysconf(_SC_NPROCESSORS_ONLN), &set);
+                sched_setaffinity(0, sizeof set, &set);
+            }
             ss_comm_config cfg = {.backend = SS_COMM_SHM, .rank = r, .size = o.ranks,
                                   .session = session, .timeout_ms = 60000,
                                   .slot_bytes = o.slot};

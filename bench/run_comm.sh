@@ -2,7 +2,8 @@
 # Runs bench_comm for the shm backend (ranks forked by the benchmark) and the mpi backend (ranks
 # started by mpirun inside a private network namespace, see tests/test_comm_mpi.sh) with 2 and 8
 # ranks, then prints one combined table. memcpy baselines come from the shm run of the same size
-# and rank count (measured in the same run, between the collectives).
+# and rank count (measured in the same run, between the collectives). Takes about 3 minutes on a
+# shared 2-core machine, most of it Open MPI moving 16-64 MiB between 8 oversubscribed ranks.
 # usage: bench/run_comm.sh [BUILD_DIR] [extra bench_comm options, e.g. --sizes 1K,64K]
 set -u
 here=$(cd "$(dirname "$0")" && pwd)
@@ -14,7 +15,11 @@ out=$(mktemp /tmp/ss-bench-comm.XXXXXX)
 trap 'rm -f "$out"' EXIT INT TERM
 for n in 2 8; do
   echo "== shm, $n ranks" >&2
-  "$bench" --backend shm --ranks "$n" "$@" | tee -a "$out" | grep -v '^ROW' >&2
+  # mpirun binds each rank to a core when np <= cores (and binds nothing when oversubscribed);
+  # the shm run does the same so both get the same placement.
+  bind=
+  [ "$n" -le "$(nproc)" ] && bind=--bind
+  "$bench" --backend shm --ranks "$n" $bind "$@" | tee -a "$out" | grep -v '^ROW' >&2
   echo "== mpi, $n ranks" >&2
   "$here/../tests/test_comm_mpi.sh" "$n" "$bench" --backend mpi "$@" | tee -a "$out" | grep -v '^ROW' >&2
 done
