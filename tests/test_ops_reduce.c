@@ -70,7 +70,8 @@ static void tnode_init(tnode *t, const char *op)
     t->node.attribute = t->ptrs;
 }
 
-static Onnx__AttributeProto *add_attr(tnode *t, const char *name, Onnx__AttributeProto__AttributeType type)
+static Onnx__AttributeProto *add_attr(tnode *t, const char *name,
+                                      Onnx__AttributeProto__AttributeType type)
 {
     Onnx__AttributeProto *a = &t->attrs[t->node.n_attribute];
     onnx__attribute_proto__init(a);
@@ -106,11 +107,13 @@ static void attr_str(tnode *t, const char *name, const char *s)
 
 /* infer + run (twice: the second run must not allocate). Outputs are allocated here; NULL
  * entries in `want` mark omitted optional outputs. */
-static ss_status *run_op_n(tnode *t, int64_t opset, int n_in, ss_tensor **in, int n_out, ss_tensor *out,
-                           const bool *omit)
+static ss_status *run_op_n(tnode *t, int64_t opset, int n_in, ss_tensor **in, int n_out,
+                           ss_tensor *out, const bool *omit)
 {
     const ss_op_def *d = ss_op_find("", t->node.op_type, opset);
-    if (!d) return ss_errf(SS_ERR_UNSUPPORTED, "no %s at opset %lld", t->node.op_type, (long long)opset);
+    if (!d)
+        return ss_errf(SS_ERR_UNSUPPORTED, "no %s at opset %lld", t->node.op_type,
+                       (long long)opset);
     ss_tensor *outp[8];
     for (int i = 0; i < n_out; i++) {
         memset(&out[i], 0, sizeof out[i]);
@@ -118,8 +121,13 @@ static ss_status *run_op_n(tnode *t, int64_t opset, int n_in, ss_tensor **in, in
     }
     t->node.n_input = (size_t)n_in;
     t->node.n_output = (size_t)n_out;
-    ss_kctx k = {.node = &t->node, .node_name = "test", .opset = opset, .n_in = n_in, .n_out = n_out,
-                 .in = in, .out = outp};
+    ss_kctx k = {.node = &t->node,
+                 .node_name = "test",
+                 .opset = opset,
+                 .n_in = n_in,
+                 .n_out = n_out,
+                 .in = in,
+                 .out = outp};
     ss_status *st = d->infer(&k);
     for (int i = 0; !st && i < n_out; i++) {
         if (!outp[i]) continue;
@@ -131,7 +139,8 @@ static ss_status *run_op_n(tnode *t, int64_t opset, int n_in, ss_tensor **in, in
         int before = alloc_count;
         st = d->run(&k);
         int n = alloc_count - before;
-        if (!st && n) st = ss_errf(SS_ERR_INTERNAL, "%s run called malloc %d times", t->node.op_type, n);
+        if (!st && n)
+            st = ss_errf(SS_ERR_INTERNAL, "%s run called malloc %d times", t->node.op_type, n);
     }
     free(k.state);
     return st;
@@ -171,11 +180,20 @@ static ss_tensor make_rand(ss_dtype dt, int nd, const int64_t *dims)
     for (int64_t i = 0; i < n; i++) {
         double v = urand();
         switch (dt) {
-        case SS_DT_FLOAT32: ((float *)t.data)[i] = (float)v; break;
-        case SS_DT_FLOAT64: ((double *)t.data)[i] = v; break;
-        case SS_DT_INT32: ((int32_t *)t.data)[i] = (int32_t)(v * 5); break;
-        case SS_DT_INT64: ((int64_t *)t.data)[i] = (int64_t)(v * 5); break;
-        default: break;
+        case SS_DT_FLOAT32:
+            ((float *)t.data)[i] = (float)v;
+            break;
+        case SS_DT_FLOAT64:
+            ((double *)t.data)[i] = v;
+            break;
+        case SS_DT_INT32:
+            ((int32_t *)t.data)[i] = (int32_t)(v * 5);
+            break;
+        case SS_DT_INT64:
+            ((int64_t *)t.data)[i] = (int64_t)(v * 5);
+            break;
+        default:
+            break;
         }
     }
     return t;
@@ -184,11 +202,16 @@ static ss_tensor make_rand(ss_dtype dt, int nd, const int64_t *dims)
 static double get(const ss_tensor *t, int64_t i)
 {
     switch (t->dtype) {
-    case SS_DT_FLOAT32: return ((const float *)t->data)[i];
-    case SS_DT_FLOAT64: return ((const double *)t->data)[i];
-    case SS_DT_INT32: return ((const int32_t *)t->data)[i];
-    case SS_DT_INT64: return (double)((const int64_t *)t->data)[i];
-    default: return NAN;
+    case SS_DT_FLOAT32:
+        return ((const float *)t->data)[i];
+    case SS_DT_FLOAT64:
+        return ((const double *)t->data)[i];
+    case SS_DT_INT32:
+        return ((const int32_t *)t->data)[i];
+    case SS_DT_INT64:
+        return (double)((const int64_t *)t->data)[i];
+    default:
+        return NAN;
     }
 }
 
@@ -209,23 +232,28 @@ static double mismatch(const ss_tensor *got, const ss_tensor *ref, double rtol, 
 
 /* ------------------------------------------------------------------ reductions */
 
-static const char *const reduce_ops[] = {"ReduceSum", "ReduceMean", "ReduceMax", "ReduceMin", "ReduceProd",
-                                         "ReduceL1", "ReduceL2", "ReduceLogSum", "ReduceLogSumExp",
-                                         "ReduceSumSquare"};
+static const char *const reduce_ops[] = {
+    "ReduceSum", "ReduceMean", "ReduceMax",    "ReduceMin",       "ReduceProd",
+    "ReduceL1",  "ReduceL2",   "ReduceLogSum", "ReduceLogSumExp", "ReduceSumSquare"};
 
 static void ref_reduce(const char *op, const ss_tensor *x, unsigned mask, bool keep, ss_tensor *ref)
 {
     int64_t od[SS_MAX_DIMS];
     int ond = 0;
     for (int d = 0; d < x->ndim; d++) {
-        if (!(mask >> d & 1)) od[ond++] = x->dims[d];
-        else if (keep) od[ond++] = 1;
+        if (!(mask >> d & 1))
+            od[ond++] = x->dims[d];
+        else if (keep)
+            od[ond++] = 1;
     }
     *ref = make(SS_DT_FLOAT64, ond, od, NULL);
     int64_t n_out = ss_tensor_numel(ref), n = ss_tensor_numel(x), cnt = n_out ? n / n_out : 0;
-    double *acc = calloc((size_t)n_out + 1, sizeof(double)), *mx = calloc((size_t)n_out + 1, sizeof(double));
-    bool is_max = !strcmp(op, "ReduceMax"), is_min = !strcmp(op, "ReduceMin"), is_prod = !strcmp(op, "ReduceProd");
-    for (int64_t o = 0; o < n_out; o++) acc[o] = is_max ? -INFINITY : is_min ? INFINITY : is_prod ? 1 : 0, mx[o] = -INFINITY;
+    double *acc = calloc((size_t)n_out + 1, sizeof(double)),
+           *mx = calloc((size_t)n_out + 1, sizeof(double));
+    bool is_max = !strcmp(op, "ReduceMax"), is_min = !strcmp(op, "ReduceMin"),
+         is_prod = !strcmp(op, "ReduceProd");
+    for (int64_t o = 0; o < n_out; o++)
+        acc[o] = is_max ? -INFINITY : is_min ? INFINITY : is_prod ? 1 : 0, mx[o] = -INFINITY;
     for (int pass = 0; pass < 2; pass++) {
         int64_t idx[SS_MAX_DIMS] = {0};
         for (int64_t i = 0; i < n; i++) {
@@ -235,21 +263,29 @@ static void ref_reduce(const char *op, const ss_tensor *x, unsigned mask, bool k
             double v = get(x, i);
             if (pass == 0) {
                 if (v > mx[o]) mx[o] = v;
-                if (is_max) acc[o] = v > acc[o] ? v : acc[o];
-                else if (is_min) acc[o] = v < acc[o] ? v : acc[o];
-                else if (is_prod) acc[o] *= v;
-                else if (!strcmp(op, "ReduceL1")) acc[o] += fabs(v);
-                else if (!strcmp(op, "ReduceL2") || !strcmp(op, "ReduceSumSquare")) acc[o] += v * v;
-                else if (strcmp(op, "ReduceLogSumExp")) acc[o] += v;
+                if (is_max)
+                    acc[o] = v > acc[o] ? v : acc[o];
+                else if (is_min)
+                    acc[o] = v < acc[o] ? v : acc[o];
+                else if (is_prod)
+                    acc[o] *= v;
+                else if (!strcmp(op, "ReduceL1"))
+                    acc[o] += fabs(v);
+                else if (!strcmp(op, "ReduceL2") || !strcmp(op, "ReduceSumSquare"))
+                    acc[o] += v * v;
+                else if (strcmp(op, "ReduceLogSumExp"))
+                    acc[o] += v;
             } else if (!strcmp(op, "ReduceLogSumExp")) {
                 acc[o] += exp(v - mx[o]);
             }
-            for (int d = x->ndim - 1; d >= 0 && ++idx[d] == x->dims[d]; d--) idx[d] = 0;
+            for (int d = x->ndim - 1; d >= 0 && ++idx[d] == x->dims[d]; d--)
+                idx[d] = 0;
         }
     }
     for (int64_t o = 0; o < n_out; o++) {
         double v = acc[o];
-        if (!strcmp(op, "ReduceMean")) v = ss_dtype_is_int(x->dtype) ? (double)((int64_t)v / cnt) : v / (double)cnt;
+        if (!strcmp(op, "ReduceMean"))
+            v = ss_dtype_is_int(x->dtype) ? (double)((int64_t)v / cnt) : v / (double)cnt;
         if (!strcmp(op, "ReduceL2")) v = sqrt(v);
         if (!strcmp(op, "ReduceLogSum")) v = log(v);
         if (!strcmp(op, "ReduceLogSumExp")) v = log(v) + mx[o];
@@ -259,7 +295,8 @@ static void ref_reduce(const char *op, const ss_tensor *x, unsigned mask, bool k
     free(mx);
 }
 
-static ss_status *reduce_with_mask(const char *op, int64_t opset, ss_tensor *x, unsigned mask, bool keep, ss_tensor *out)
+static ss_status *reduce_with_mask(const char *op, int64_t opset, ss_tensor *x, unsigned mask,
+                                   bool keep, ss_tensor *out)
 {
     int64_t axes[SS_MAX_DIMS];
     int na = 0;
@@ -290,8 +327,10 @@ static void test_reduce_every_axis_subset_matches_reference(void)
         /* ReduceLogSum needs positive sums: shift the data */
         ss_tensor xp = make(x.dtype, 4, dims, NULL);
         for (int64_t i = 0; i < ss_tensor_numel(&x); i++) {
-            if (dt) ((double *)xp.data)[i] = ((double *)x.data)[i] + 1.5;
-            else ((float *)xp.data)[i] = ((float *)x.data)[i] + 1.5f;
+            if (dt)
+                ((double *)xp.data)[i] = ((double *)x.data)[i] + 1.5;
+            else
+                ((float *)xp.data)[i] = ((float *)x.data)[i] + 1.5f;
         }
         for (size_t op = 0; op < sizeof reduce_ops / sizeof reduce_ops[0]; op++)
             for (unsigned mask = 1; mask < 16; mask++)
@@ -306,8 +345,8 @@ static void test_reduce_every_axis_subset_matches_reference(void)
                     }
                     ref_reduce(reduce_ops[op], src, mask, keep, &ref);
                     double e = mismatch(&out, &ref, dt ? 1e-12 : 1e-5, 1e-6);
-                    CHECK_MSG(e <= 1 && out.dtype == x.dtype, "%s %s mask %u keep %d: error %g", reduce_ops[op],
-                              ss_dtype_name(x.dtype), mask, keep, e);
+                    CHECK_MSG(e <= 1 && out.dtype == x.dtype, "%s %s mask %u keep %d: error %g",
+                              reduce_ops[op], ss_dtype_name(x.dtype), mask, keep, e);
                     ss_tensor_free(&out);
                     ss_tensor_free(&ref);
                 }
@@ -319,8 +358,8 @@ static void test_reduce_every_axis_subset_matches_reference(void)
 static void test_reduce_integers(void)
 {
     int64_t dims[3] = {4, 3, 5};
-    static const char *const ops[] = {"ReduceSum", "ReduceMax", "ReduceMin", "ReduceProd", "ReduceMean",
-                                      "ReduceSumSquare", "ReduceL1"};
+    static const char *const ops[] = {"ReduceSum",  "ReduceMax",       "ReduceMin", "ReduceProd",
+                                      "ReduceMean", "ReduceSumSquare", "ReduceL1"};
     for (int dt = 0; dt < 2; dt++) {
         ss_tensor x = make_rand(dt ? SS_DT_INT64 : SS_DT_INT32, 3, dims);
         for (size_t op = 0; op < sizeof ops / sizeof ops[0]; op++)
@@ -328,8 +367,8 @@ static void test_reduce_integers(void)
                 ss_tensor out, ref;
                 CHECK_OK(reduce_with_mask(ops[op], 11, &x, mask, true, &out));
                 ref_reduce(ops[op], &x, mask, true, &ref);
-                CHECK_MSG(mismatch(&out, &ref, 0, 1e-9) <= 1 && out.dtype == x.dtype, "%s %s mask %u", ops[op],
-                          ss_dtype_name(x.dtype), mask);
+                CHECK_MSG(mismatch(&out, &ref, 0, 1e-9) <= 1 && out.dtype == x.dtype,
+                          "%s %s mask %u", ops[op], ss_dtype_name(x.dtype), mask);
                 ss_tensor_free(&out);
                 ss_tensor_free(&ref);
             }
@@ -343,7 +382,8 @@ static void test_reduce_mean_last_axis_accumulates_in_double(void)
     int64_t dims[2] = {2, 1 << 22};
     ss_tensor x = make(SS_DT_FLOAT32, 2, dims, NULL);
     float *v = x.data;
-    for (int64_t i = 0; i < dims[0] * dims[1]; i++) v[i] = (i % dims[1]) == 0 ? 16777216.0f : 1.0f;
+    for (int64_t i = 0; i < dims[0] * dims[1]; i++)
+        v[i] = (i % dims[1]) == 0 ? 16777216.0f : 1.0f;
     tnode t;
     tnode_init(&t, "ReduceMean");
     int64_t axes[1] = {-1};
@@ -426,8 +466,10 @@ static void test_reduce_errors(void)
 static void ref_arg(const ss_tensor *x, int axis, bool is_max, bool last, int64_t *ref)
 {
     int64_t outer = 1, inner = 1, n = x->dims[axis];
-    for (int d = 0; d < axis; d++) outer *= x->dims[d];
-    for (int d = axis + 1; d < x->ndim; d++) inner *= x->dims[d];
+    for (int d = 0; d < axis; d++)
+        outer *= x->dims[d];
+    for (int d = axis + 1; d < x->ndim; d++)
+        inner *= x->dims[d];
     for (int64_t o = 0; o < outer; o++)
         for (int64_t j = 0; j < inner; j++) {
             int64_t bi = 0;
@@ -459,7 +501,8 @@ static void test_argmax_argmin_every_axis_with_ties(void)
                     CHECK_OK(run_op(&t, 13, 1, in, &out));
                     int64_t ref[60];
                     ref_arg(src, axis < 0 ? axis + 3 : axis, is_max, last, ref);
-                    CHECK_MSG(out.dtype == SS_DT_INT64 && out.ndim == 2 && memcmp(out.data, ref, out.nbytes) == 0,
+                    CHECK_MSG(out.dtype == SS_DT_INT64 && out.ndim == 2 &&
+                                  memcmp(out.data, ref, out.nbytes) == 0,
                               "axis %d last %d max %d", axis, last, is_max);
                     ss_tensor_free(&out);
                 }
@@ -470,13 +513,16 @@ static void test_argmax_argmin_every_axis_with_ties(void)
 /* ------------------------------------------------------------------ softmax family */
 
 /* Softmax over rows of length n with stride `inner`. */
-static void ref_softmax(const ss_tensor *x, int64_t outer, int64_t n, int64_t inner, int kind, double *ref)
+static void ref_softmax(const ss_tensor *x, int64_t outer, int64_t n, int64_t inner, int kind,
+                        double *ref)
 {
     for (int64_t o = 0; o < outer; o++)
         for (int64_t j = 0; j < inner; j++) {
             double mx = -INFINITY, s = 0;
-            for (int64_t a = 0; a < n; a++) mx = fmax(mx, get(x, (o * n + a) * inner + j));
-            for (int64_t a = 0; a < n; a++) s += exp(get(x, (o * n + a) * inner + j) - mx);
+            for (int64_t a = 0; a < n; a++)
+                mx = fmax(mx, get(x, (o * n + a) * inner + j));
+            for (int64_t a = 0; a < n; a++)
+                s += exp(get(x, (o * n + a) * inner + j) - mx);
             for (int64_t a = 0; a < n; a++) {
                 double v = get(x, (o * n + a) * inner + j);
                 ref[(o * n + a) * inner + j] = kind ? v - mx - log(s) : exp(v - mx) / s;
@@ -488,7 +534,8 @@ static void test_softmax_axis_semantics_by_opset(void)
 {
     int64_t dims[3] = {2, 3, 4};
     ss_tensor x = make_rand(SS_DT_FLOAT32, 3, dims);
-    for (int i = 0; i < 24; i++) ((float *)x.data)[i] *= 500; /* large logits: needs the max shift */
+    for (int i = 0; i < 24; i++)
+        ((float *)x.data)[i] *= 500; /* large logits: needs the max shift */
     double ref[24];
     for (int kind = 0; kind < 2; kind++) {
         ss_tensor out, rt = make(SS_DT_FLOAT64, 3, dims, NULL);
@@ -564,7 +611,8 @@ static void test_layernorm_broadcast_params_and_stats(void)
 {
     int64_t dims[3] = {2, 3, 4}, sdims[2] = {1, 4}, bdims[1] = {1};
     ss_tensor x = make_rand(SS_DT_FLOAT32, 3, dims);
-    ss_tensor scale = make_rand(SS_DT_FLOAT32, 2, sdims), bias = make(SS_DT_FLOAT32, 1, bdims, (float[]){0.25f});
+    ss_tensor scale = make_rand(SS_DT_FLOAT32, 2, sdims),
+              bias = make(SS_DT_FLOAT32, 1, bdims, (float[]){0.25f});
     ss_tensor *in[3] = {&x, &scale, &bias};
     ss_tensor out[3];
     tnode t;
@@ -577,16 +625,20 @@ static void test_layernorm_broadcast_params_and_stats(void)
     const float *xv = x.data, *sv = scale.data;
     for (int r = 0; r < 2; r++) {
         double m = 0, v = 0;
-        for (int i = 0; i < 12; i++) m += xv[r * 12 + i];
+        for (int i = 0; i < 12; i++)
+            m += xv[r * 12 + i];
         m /= 12;
-        for (int i = 0; i < 12; i++) v += (xv[r * 12 + i] - m) * (xv[r * 12 + i] - m);
+        for (int i = 0; i < 12; i++)
+            v += (xv[r * 12 + i] - m) * (xv[r * 12 + i] - m);
         double inv = 1 / sqrt(v / 12 + 1e-3);
         CHECK_NEAR(((float *)out[1].data)[r], m, 1e-6);
         CHECK_NEAR(((float *)out[2].data)[r], inv, 1e-5 * inv);
         for (int i = 0; i < 12; i++)
-            CHECK_NEAR(((float *)out[0].data)[r * 12 + i], (xv[r * 12 + i] - m) * inv * sv[i % 4] + 0.25, 1e-5);
+            CHECK_NEAR(((float *)out[0].data)[r * 12 + i],
+                       (xv[r * 12 + i] - m) * inv * sv[i % 4] + 0.25, 1e-5);
     }
-    for (int i = 0; i < 3; i++) ss_tensor_free(&out[i]);
+    for (int i = 0; i < 3; i++)
+        ss_tensor_free(&out[i]);
     /* optional outputs omitted, no bias */
     bool omit[3] = {false, true, true};
     CHECK_OK(run_op_n(&t, 17, 2, in, 3, out, omit));
@@ -611,8 +663,10 @@ static void test_batchnorm_inference_and_unsupported(void)
 {
     int64_t dims[3] = {2, 2, 3}, cd[1] = {2};
     ss_tensor x = make_rand(SS_DT_FLOAT64, 3, dims);
-    ss_tensor s = make(SS_DT_FLOAT64, 1, cd, (double[]){2, 3}), b = make(SS_DT_FLOAT64, 1, cd, (double[]){1, -1});
-    ss_tensor m = make(SS_DT_FLOAT64, 1, cd, (double[]){0.5, -0.5}), v = make(SS_DT_FLOAT64, 1, cd, (double[]){4, 9});
+    ss_tensor s = make(SS_DT_FLOAT64, 1, cd, (double[]){2, 3}),
+              b = make(SS_DT_FLOAT64, 1, cd, (double[]){1, -1});
+    ss_tensor m = make(SS_DT_FLOAT64, 1, cd, (double[]){0.5, -0.5}),
+              v = make(SS_DT_FLOAT64, 1, cd, (double[]){4, 9});
     ss_tensor *in[5] = {&x, &s, &b, &m, &v};
     ss_tensor out[3];
     tnode t;
@@ -631,14 +685,16 @@ static void test_batchnorm_inference_and_unsupported(void)
     tnode_init(&t, "BatchNormalization");
     attr_int(&t, "spatial", 0);
     CHECK_ERR(run_op(&t, 7, 5, in, out), "spatial");
-    ss_tensor_free(&x), ss_tensor_free(&s), ss_tensor_free(&b), ss_tensor_free(&m), ss_tensor_free(&v);
+    ss_tensor_free(&x), ss_tensor_free(&s), ss_tensor_free(&b), ss_tensor_free(&m),
+        ss_tensor_free(&v);
 }
 
 static void test_instancenorm(void)
 {
     int64_t dims[3] = {2, 2, 5}, cd[1] = {2};
     ss_tensor x = make_rand(SS_DT_FLOAT32, 3, dims);
-    ss_tensor s = make(SS_DT_FLOAT32, 1, cd, (float[]){1, 2}), b = make(SS_DT_FLOAT32, 1, cd, (float[]){0, 1});
+    ss_tensor s = make(SS_DT_FLOAT32, 1, cd, (float[]){1, 2}),
+              b = make(SS_DT_FLOAT32, 1, cd, (float[]){0, 1});
     ss_tensor *in[3] = {&x, &s, &b};
     ss_tensor out;
     tnode t;
@@ -647,9 +703,11 @@ static void test_instancenorm(void)
     const float *xv = x.data, *yv = out.data;
     for (int p = 0; p < 4; p++) {
         double m = 0, v = 0;
-        for (int i = 0; i < 5; i++) m += xv[p * 5 + i];
+        for (int i = 0; i < 5; i++)
+            m += xv[p * 5 + i];
         m /= 5;
-        for (int i = 0; i < 5; i++) v += (xv[p * 5 + i] - m) * (xv[p * 5 + i] - m);
+        for (int i = 0; i < 5; i++)
+            v += (xv[p * 5 + i] - m) * (xv[p * 5 + i] - m);
         double inv = 1 / sqrt(v / 5 + 1e-5);
         for (int i = 0; i < 5; i++)
             CHECK_NEAR(yv[p * 5 + i], (xv[p * 5 + i] - m) * inv * (p % 2 ? 2 : 1) + (p % 2), 1e-5);
@@ -672,7 +730,8 @@ static void test_losses_int32_targets_ignore_and_range(void)
     tnode_init(&t, "SoftmaxCrossEntropyLoss");
     attr_int(&t, "ignore_index", -1);
     CHECK_OK(run_op_n(&t, 13, 3, in, 2, out, NULL));
-    /* row 0: -log softmax([0,1])[1] * 3; row 2: -log softmax([1,1])[0] * 2; mean over weights 3 + 2 */
+    /* row 0: -log softmax([0,1])[1] * 3; row 2: -log softmax([1,1])[0] * 2; mean over weights 3 + 2
+     */
     double l0 = log(1 + exp(-1.0)) * 3, l2 = log(2.0) * 2;
     CHECK(out[0].ndim == 0);
     CHECK_NEAR(((float *)out[0].data)[0], (l0 + l2) / 5, 1e-6);
@@ -704,13 +763,16 @@ typedef struct {
 static void ref_conv(const conv_case *cc, const int64_t *pb, const int64_t *out, const ss_tensor *x,
                      const ss_tensor *w, const ss_tensor *b, double *y)
 {
-    int64_t in3[3] = {1, 1, 1}, k3[3] = {1, 1, 1}, s3[3] = {1, 1, 1}, d3[3] = {1, 1, 1}, p3[3] = {0, 0, 0}, o3[3] = {1, 1, 1};
+    int64_t in3[3] = {1, 1, 1}, k3[3] = {1, 1, 1}, s3[3] = {1, 1, 1}, d3[3] = {1, 1, 1},
+            p3[3] = {0, 0, 0}, o3[3] = {1, 1, 1};
     for (int i = 0; i < cc->nsp; i++) {
         int j = 3 - cc->nsp + i;
-        in3[j] = cc->in[i], k3[j] = cc->k[i], s3[j] = cc->s[i], d3[j] = cc->d[i], p3[j] = pb[i], o3[j] = out[i];
+        in3[j] = cc->in[i], k3[j] = cc->k[i], s3[j] = cc->s[i], d3[j] = cc->d[i], p3[j] = pb[i],
+        o3[j] = out[i];
     }
     int64_t cg = cc->c / cc->group, mg = cc->m / cc->group;
-    int64_t ivol = in3[0] * in3[1] * in3[2], ovol = o3[0] * o3[1] * o3[2], kvol = k3[0] * k3[1] * k3[2];
+    int64_t ivol = in3[0] * in3[1] * in3[2], ovol = o3[0] * o3[1] * o3[2],
+            kvol = k3[0] * k3[1] * k3[2];
     for (int64_t n = 0; n < cc->n; n++)
         for (int64_t m = 0; m < cc->m; m++)
             for (int64_t od = 0; od < o3[0]; od++)
@@ -725,9 +787,13 @@ static void ref_conv(const conv_case *cc, const int64_t *pb, const int64_t *out,
                                         int64_t id = od * s3[0] - p3[0] + kd * d3[0];
                                         int64_t ih = oh * s3[1] - p3[1] + kh * d3[1];
                                         int64_t iw = ow * s3[2] - p3[2] + kw * d3[2];
-                                        if (id < 0 || id >= in3[0] || ih < 0 || ih >= in3[1] || iw < 0 || iw >= in3[2]) continue;
-                                        double xv = get(x, (n * cc->c + g * cg + c) * ivol + (id * in3[1] + ih) * in3[2] + iw);
-                                        double wv = get(w, (m * cg + c) * kvol + (kd * k3[1] + kh) * k3[2] + kw);
+                                        if (id < 0 || id >= in3[0] || ih < 0 || ih >= in3[1] ||
+                                            iw < 0 || iw >= in3[2])
+                                            continue;
+                                        double xv = get(x, (n * cc->c + g * cg + c) * ivol +
+                                                               (id * in3[1] + ih) * in3[2] + iw);
+                                        double wv = get(w, (m * cg + c) * kvol +
+                                                               (kd * k3[1] + kh) * k3[2] + kw);
                                         acc += xv * wv;
                                     }
                         y[((n * cc->m + m) * ovol) + (od * o3[1] + oh) * o3[2] + ow] = acc;
@@ -737,16 +803,20 @@ static void ref_conv(const conv_case *cc, const int64_t *pb, const int64_t *out,
 static void check_conv(const conv_case *cc, ss_dtype dt)
 {
     int64_t xd[5] = {cc->n, cc->c}, wd[5] = {cc->m, cc->c / cc->group}, bd[1] = {cc->m};
-    for (int i = 0; i < cc->nsp; i++) xd[2 + i] = cc->in[i], wd[2 + i] = cc->k[i];
-    ss_tensor x = make_rand(dt, 2 + cc->nsp, xd), w = make_rand(dt, 2 + cc->nsp, wd), b = make_rand(dt, 1, bd);
+    for (int i = 0; i < cc->nsp; i++)
+        xd[2 + i] = cc->in[i], wd[2 + i] = cc->k[i];
+    ss_tensor x = make_rand(dt, 2 + cc->nsp, xd), w = make_rand(dt, 2 + cc->nsp, wd),
+              b = make_rand(dt, 1, bd);
     tnode t;
     tnode_init(&t, "Conv");
     int64_t s[3], d[3], pads[6];
     memcpy(s, cc->s, sizeof s), memcpy(d, cc->d, sizeof d), memcpy(pads, cc->pads, sizeof pads);
     attr_ints(&t, "strides", s, (size_t)cc->nsp);
     attr_ints(&t, "dilations", d, (size_t)cc->nsp);
-    if (cc->auto_pad) attr_str(&t, "auto_pad", cc->auto_pad);
-    else attr_ints(&t, "pads", pads, (size_t)(2 * cc->nsp));
+    if (cc->auto_pad)
+        attr_str(&t, "auto_pad", cc->auto_pad);
+    else
+        attr_ints(&t, "pads", pads, (size_t)(2 * cc->nsp));
     attr_int(&t, "group", cc->group);
     ss_tensor *in[3] = {&x, &w, &b};
     ss_tensor out;
@@ -767,7 +837,8 @@ static void check_conv(const conv_case *cc, ss_dtype dt)
             }
         }
         int64_t od[5] = {cc->n, cc->m};
-        for (int i = 0; i < cc->nsp; i++) od[2 + i] = o[i];
+        for (int i = 0; i < cc->nsp; i++)
+            od[2 + i] = o[i];
         ss_tensor ref = make(SS_DT_FLOAT64, 2 + cc->nsp, od, NULL);
         ref_conv(cc, pb, o, &x, &w, cc->bias ? &b : NULL, ref.data);
         double e = mismatch(&out, &ref, dt == SS_DT_FLOAT32 ? 1e-4 : 1e-10, 1e-5);
@@ -827,21 +898,25 @@ static void test_conv_errors(void)
     ss_tensor_free(&x), ss_tensor_free(&w), ss_tensor_free(&x4), ss_tensor_free(&w4);
 }
 
-/* ConvTranspose as the scatter it is defined to be: every input pixel adds kernel-weighted copies. */
-static void check_convtranspose(ss_dtype dt, int64_t group, const int64_t *s, const int64_t *d, const int64_t *pads,
-                                const int64_t *opad, const int64_t *oshape)
+/* ConvTranspose as the scatter it is defined to be: every input pixel adds kernel-weighted copies.
+ */
+static void check_convtranspose(ss_dtype dt, int64_t group, const int64_t *s, const int64_t *d,
+                                const int64_t *pads, const int64_t *opad, const int64_t *oshape)
 {
     int64_t C = 4, Mg = 3, xd[4] = {2, C, 3, 4}, wd[4] = {C, Mg, 3, 2}, bd[1] = {Mg * group};
     ss_tensor x = make_rand(dt, 4, xd), w = make_rand(dt, 4, wd), b = make_rand(dt, 1, bd);
     tnode t;
     tnode_init(&t, "ConvTranspose");
-    int64_t sv[2] = {s[0], s[1]}, dv[2] = {d[0], d[1]}, pv[4] = {pads[0], pads[1], pads[2], pads[3]};
+    int64_t sv[2] = {s[0], s[1]}, dv[2] = {d[0], d[1]},
+            pv[4] = {pads[0], pads[1], pads[2], pads[3]};
     int64_t ov[2] = {opad[0], opad[1]}, osv[2] = {oshape ? oshape[0] : 0, oshape ? oshape[1] : 0};
     attr_ints(&t, "strides", sv, 2);
     attr_ints(&t, "dilations", dv, 2);
     attr_ints(&t, "output_padding", ov, 2);
-    if (oshape) attr_ints(&t, "output_shape", osv, 2);
-    else attr_ints(&t, "pads", pv, 4);
+    if (oshape)
+        attr_ints(&t, "output_shape", osv, 2);
+    else
+        attr_ints(&t, "pads", pv, 4);
     attr_int(&t, "group", group);
     ss_tensor *in[3] = {&x, &w, &b};
     ss_tensor out;
@@ -867,7 +942,8 @@ static void check_convtranspose(ss_dtype dt, int64_t group, const int64_t *s, co
         int64_t cg = C / group;
         for (int64_t n = 0; n < 2; n++)
             for (int64_t m = 0; m < Mg * group; m++)
-                for (int64_t i = 0; i < od[0] * od[1]; i++) r[(n * Mg * group + m) * od[0] * od[1] + i] = get(&b, m);
+                for (int64_t i = 0; i < od[0] * od[1]; i++)
+                    r[(n * Mg * group + m) * od[0] * od[1] + i] = get(&b, m);
         for (int64_t n = 0; n < 2; n++)
             for (int64_t c = 0; c < C; c++)
                 for (int64_t ih = 0; ih < xd[2]; ih++)
@@ -875,7 +951,8 @@ static void check_convtranspose(ss_dtype dt, int64_t group, const int64_t *s, co
                         for (int64_t m = 0; m < Mg; m++)
                             for (int64_t kh = 0; kh < wd[2]; kh++)
                                 for (int64_t kw = 0; kw < wd[3]; kw++) {
-                                    int64_t oh = ih * s[0] - pb[0] + kh * d[0], ow = iw * s[1] - pb[1] + kw * d[1];
+                                    int64_t oh = ih * s[0] - pb[0] + kh * d[0],
+                                            ow = iw * s[1] - pb[1] + kw * d[1];
                                     if (oh < 0 || oh >= od[0] || ow < 0 || ow >= od[1]) continue;
                                     int64_t mo = (c / cg) * Mg + m;
                                     r[((n * Mg * group + mo) * od[0] + oh) * od[1] + ow] +=
@@ -883,7 +960,8 @@ static void check_convtranspose(ss_dtype dt, int64_t group, const int64_t *s, co
                                         get(&w, ((c * Mg + m) * wd[2] + kh) * wd[3] + kw);
                                 }
         double e = mismatch(&out, &ref, dt == SS_DT_FLOAT32 ? 1e-4 : 1e-10, 1e-5);
-        CHECK_MSG(e <= 1, "convtranspose %s group %lld: error %g", ss_dtype_name(dt), (long long)group, e);
+        CHECK_MSG(e <= 1, "convtranspose %s group %lld: error %g", ss_dtype_name(dt),
+                  (long long)group, e);
         ss_tensor_free(&ref);
         ss_tensor_free(&out);
     }
@@ -892,14 +970,16 @@ static void check_convtranspose(ss_dtype dt, int64_t group, const int64_t *s, co
 
 static void test_convtranspose_matches_scatter_reference(void)
 {
-    int64_t one[2] = {1, 1}, s32[2] = {3, 2}, d21[2] = {2, 1}, zero4[4] = {0, 0, 0, 0}, pads[4] = {1, 0, 2, 1};
+    int64_t one[2] = {1, 1}, s32[2] = {3, 2}, d21[2] = {2, 1}, zero4[4] = {0, 0, 0, 0},
+            pads[4] = {1, 0, 2, 1};
     int64_t op[2] = {1, 0}, zero2[2] = {0, 0}, oshape[2] = {12, 9};
     for (int f64 = 0; f64 < 2; f64++) {
         ss_dtype dt = f64 ? SS_DT_FLOAT64 : SS_DT_FLOAT32;
         check_convtranspose(dt, 1, one, one, zero4, zero2, NULL);
         check_convtranspose(dt, 2, s32, d21, pads, op, NULL);
         check_convtranspose(dt, 4, s32, one, zero4, zero2, NULL);
-        check_convtranspose(dt, 1, s32, one, zero4, zero2, oshape); /* larger than computed: padded at the end */
+        check_convtranspose(dt, 1, s32, one, zero4, zero2,
+                            oshape); /* larger than computed: padded at the end */
     }
 }
 
@@ -917,8 +997,10 @@ static void test_lrn_and_mvn(void)
     for (int c = 0; c < 4; c++)
         for (int s = 0; s < 2; s++) {
             double sq = 0; /* size 2: channels c and c + 1 */
-            for (int cc = c; cc <= c + 1 && cc < 4; cc++) sq += xv[cc * 2 + s] * xv[cc * 2 + s];
-            CHECK_NEAR(((float *)out.data)[c * 2 + s], xv[c * 2 + s] / pow(1 + 0.25 * sq, 0.75), 1e-6);
+            for (int cc = c; cc <= c + 1 && cc < 4; cc++)
+                sq += xv[cc * 2 + s] * xv[cc * 2 + s];
+            CHECK_NEAR(((float *)out.data)[c * 2 + s], xv[c * 2 + s] / pow(1 + 0.25 * sq, 0.75),
+                       1e-6);
         }
     ss_tensor_free(&out);
     tnode_init(&t, "MeanVarianceNormalization");
@@ -926,9 +1008,11 @@ static void test_lrn_and_mvn(void)
     attr_ints(&t, "axes", axes, 2);
     CHECK_OK(run_op(&t, 13, 1, in, &out));
     double m = 0, q = 0;
-    for (int i = 0; i < 8; i++) m += xv[i], q += xv[i] * xv[i];
+    for (int i = 0; i < 8; i++)
+        m += xv[i], q += xv[i] * xv[i];
     m /= 8, q = sqrt(q / 8 - m * m) + 1e-9;
-    for (int i = 0; i < 8; i++) CHECK_NEAR(((float *)out.data)[i], (xv[i] - m) / q, 1e-5);
+    for (int i = 0; i < 8; i++)
+        CHECK_NEAR(((float *)out.data)[i], (xv[i] - m) / q, 1e-5);
     ss_tensor_free(&out);
     ss_tensor_free(&x);
 }
@@ -954,9 +1038,11 @@ static void test_pools_match_reference(void)
                 ss_tensor out;
                 ss_tensor *in[1] = {&x};
                 CHECK_OK(run_op(&t, 12, 1, in, &out));
-                int64_t oh = (6 + 2 - 3 + (ceil_mode ? 1 : 0)) / 2 + 1, ow = (7 + 1 - 2 + (ceil_mode ? 1 : 0)) / 2 + 1;
+                int64_t oh = (6 + 2 - 3 + (ceil_mode ? 1 : 0)) / 2 + 1,
+                        ow = (7 + 1 - 2 + (ceil_mode ? 1 : 0)) / 2 + 1;
                 CHECK(out.ndim == 4 && out.dims[2] == oh && out.dims[3] == ow);
-                for (int c = 0; c < 2 && out.ndim == 4 && out.dims[2] == oh && out.dims[3] == ow; c++)
+                for (int c = 0; c < 2 && out.ndim == 4 && out.dims[2] == oh && out.dims[3] == ow;
+                     c++)
                     for (int64_t i = 0; i < oh; i++)
                         for (int64_t j = 0; j < ow; j++) {
                             double best = -INFINITY, sum = 0;
@@ -971,8 +1057,10 @@ static void test_pools_match_reference(void)
                                 }
                             double want = is_max ? best : sum / (include ? padded : cnt);
                             double got = ((float *)out.data)[(c * oh + i) * ow + j];
-                            CHECK_MSG(fabs(got - want) < 1e-6, "%s ceil %d include %d at %d,%lld,%lld: %g vs %g",
-                                      t.node.op_type, ceil_mode, include, c, (long long)i, (long long)j, got, want);
+                            CHECK_MSG(fabs(got - want) < 1e-6,
+                                      "%s ceil %d include %d at %d,%lld,%lld: %g vs %g",
+                                      t.node.op_type, ceil_mode, include, c, (long long)i,
+                                      (long long)j, got, want);
                         }
                 ss_tensor_free(&out);
             }
@@ -1012,13 +1100,15 @@ static void test_maxpool_indices_and_global_pools(void)
     ss_tensor_free(&x);
 }
 
-TEST_MAIN(TEST(test_alloc_counter_sees_malloc), TEST(test_reduce_every_axis_subset_matches_reference), TEST(test_reduce_integers),
-          TEST(test_reduce_mean_last_axis_accumulates_in_double), TEST(test_reduce_sum_axes_input_and_noop),
-          TEST(test_reduce_errors), TEST(test_argmax_argmin_every_axis_with_ties),
-          TEST(test_softmax_axis_semantics_by_opset), TEST(test_hardmax_first_maximum),
-          TEST(test_lp_normalization), TEST(test_layernorm_broadcast_params_and_stats),
+TEST_MAIN(TEST(test_alloc_counter_sees_malloc),
+          TEST(test_reduce_every_axis_subset_matches_reference), TEST(test_reduce_integers),
+          TEST(test_reduce_mean_last_axis_accumulates_in_double),
+          TEST(test_reduce_sum_axes_input_and_noop), TEST(test_reduce_errors),
+          TEST(test_argmax_argmin_every_axis_with_ties), TEST(test_softmax_axis_semantics_by_opset),
+          TEST(test_hardmax_first_maximum), TEST(test_lp_normalization),
+          TEST(test_layernorm_broadcast_params_and_stats),
           TEST(test_batchnorm_inference_and_unsupported), TEST(test_instancenorm),
           TEST(test_losses_int32_targets_ignore_and_range),
-          TEST(test_conv_matches_direct_reference), TEST(test_conv_errors), TEST(test_convtranspose_matches_scatter_reference),
-          TEST(test_lrn_and_mvn), TEST(test_pools_match_reference),
-          TEST(test_maxpool_indices_and_global_pools))
+          TEST(test_conv_matches_direct_reference), TEST(test_conv_errors),
+          TEST(test_convtranspose_matches_scatter_reference), TEST(test_lrn_and_mvn),
+          TEST(test_pools_match_reference), TEST(test_maxpool_indices_and_global_pools))

@@ -21,7 +21,8 @@ static ss_status *check_attrs(const ss_kctx *k, const char *const *known)
     for (size_t i = 0; i < k->node->n_attribute; i++) {
         const char *name = k->node->attribute[i]->name;
         bool ok = false;
-        for (const char *const *p = known; *p && !ok; p++) ok = strcmp(*p, name) == 0;
+        for (const char *const *p = known; *p && !ok; p++)
+            ok = strcmp(*p, name) == 0;
         if (!ok) return ss_op_err(k, SS_ERR_UNSUPPORTED, "attribute '%s' is not supported", name);
     }
     return NULL;
@@ -35,21 +36,27 @@ typedef struct {
 } geom;
 
 /* Reads an INTS attribute of exactly `n` values into dst, or fills `dflt`. */
-static ss_status *read_spatial(const ss_kctx *k, const char *name, int n, int64_t dflt, int64_t *dst)
+static ss_status *read_spatial(const ss_kctx *k, const char *name, int n, int64_t dflt,
+                               int64_t *dst)
 {
     const int64_t *v;
     int cnt = ss_onnx_attr_ints(k->node, name, &v);
     if (cnt < 0) {
-        for (int i = 0; i < n; i++) dst[i] = dflt;
+        for (int i = 0; i < n; i++)
+            dst[i] = dflt;
         return NULL;
     }
-    if (cnt != n) return ss_op_err(k, SS_ERR_INVALID, "attribute '%s' has %d values, expected %d", name, cnt, n);
-    for (int i = 0; i < n; i++) dst[i] = v[i];
+    if (cnt != n)
+        return ss_op_err(k, SS_ERR_INVALID, "attribute '%s' has %d values, expected %d", name, cnt,
+                         n);
+    for (int i = 0; i < n; i++)
+        dst[i] = v[i];
     return NULL;
 }
 
 /* Fills g from X's spatial dims, the kernel shape and the node's attributes. */
-static ss_status *geom_init(const ss_kctx *k, const ss_tensor *x, const int64_t *kernel, bool ceil_mode, geom *g)
+static ss_status *geom_init(const ss_kctx *k, const ss_tensor *x, const int64_t *kernel,
+                            bool ceil_mode, geom *g)
 {
     int nsp = x->ndim - 2;
     if (nsp < 1 || nsp > 3)
@@ -62,19 +69,23 @@ static ss_status *geom_init(const ss_kctx *k, const ss_tensor *x, const int64_t 
     char ap[32];
     const char *auto_pad = ss_onnx_attr_string(k->node, "auto_pad", ap, sizeof ap);
     if (!auto_pad || !auto_pad[0]) auto_pad = "NOTSET";
-    bool same_upper = strcmp(auto_pad, "SAME_UPPER") == 0, same_lower = strcmp(auto_pad, "SAME_LOWER") == 0;
+    bool same_upper = strcmp(auto_pad, "SAME_UPPER") == 0,
+         same_lower = strcmp(auto_pad, "SAME_LOWER") == 0;
     bool valid = strcmp(auto_pad, "VALID") == 0;
     if (!same_upper && !same_lower && !valid && strcmp(auto_pad, "NOTSET") != 0)
-        return ss_op_err(k, SS_ERR_INVALID, "attribute 'auto_pad' has unknown value '%s'", auto_pad);
+        return ss_op_err(k, SS_ERR_INVALID, "attribute 'auto_pad' has unknown value '%s'",
+                         auto_pad);
     memset(g, 0, sizeof *g);
     g->nsp = nsp;
-    for (int i = 0; i < 3; i++) g->in[i] = g->out[i] = g->k[i] = g->s[i] = g->d[i] = 1;
+    for (int i = 0; i < 3; i++)
+        g->in[i] = g->out[i] = g->k[i] = g->s[i] = g->d[i] = 1;
     g->ivol = g->ovol = g->kvol = 1;
     for (int i = 0; i < nsp; i++) {
         int c = 3 - nsp + i;
         int64_t in = x->dims[2 + i], kk = kernel[i];
         if (kk < 1 || s[i] < 1 || d[i] < 1)
-            return ss_op_err(k, SS_ERR_INVALID, "kernel sizes, strides and dilations must be positive");
+            return ss_op_err(k, SS_ERR_INVALID,
+                             "kernel sizes, strides and dilations must be positive");
         int64_t ek = (kk - 1) * d[i] + 1, pb = pads[i], pe = pads[nsp + i], out;
         if (pb < 0 || pe < 0) return ss_op_err(k, SS_ERR_INVALID, "pads must be non-negative");
         if (same_upper || same_lower) {
@@ -87,7 +98,8 @@ static ss_status *geom_init(const ss_kctx *k, const ss_tensor *x, const int64_t 
             if (valid) pb = pe = 0;
             int64_t span = in + pb + pe - ek;
             if (span < 0)
-                return ss_op_err(k, SS_ERR_INVALID, "the window (%lld) is larger than the padded input (%lld)",
+                return ss_op_err(k, SS_ERR_INVALID,
+                                 "the window (%lld) is larger than the padded input (%lld)",
                                  (long long)ek, (long long)(in + pb + pe));
             out = (ceil_mode ? (span + s[i] - 1) / s[i] : span / s[i]) + 1;
             /* the last window must start inside the input or its left padding */
@@ -106,7 +118,8 @@ static void geom_out_shape(const geom *g, int64_t n, int64_t c, ss_tensor *y, ss
     y->ndim = 2 + g->nsp;
     y->dims[0] = n;
     y->dims[1] = c;
-    for (int i = 0; i < g->nsp; i++) y->dims[2 + i] = g->out[3 - g->nsp + i];
+    for (int i = 0; i < g->nsp; i++)
+        y->dims[2 + i] = g->out[3 - g->nsp + i];
 }
 
 /* [lo, hi): output positions o with 0 <= o*s + off < in. */
@@ -128,7 +141,8 @@ typedef struct {
     void *col; /* (cg * kvol) x ovol, unless direct */
 } conv_plan;
 
-static const char *const conv_attrs[] = {"auto_pad", "dilations", "group", "kernel_shape", "pads", "strides", NULL};
+static const char *const conv_attrs[] = {"auto_pad", "dilations", "group", "kernel_shape",
+                                         "pads",     "strides",   NULL};
 
 static ss_status *conv_infer(ss_kctx *k)
 {
@@ -141,7 +155,9 @@ static ss_status *conv_infer(ss_kctx *k)
     if (w->dtype != x->dtype || (b && b->dtype != x->dtype))
         return ss_op_err(k, SS_ERR_INVALID, "X, W and B must have the same type");
     if (x->ndim < 3 || w->ndim != x->ndim)
-        return ss_op_err(k, SS_ERR_INVALID, "X (rank %d) and W (rank %d) must have the same rank >= 3", x->ndim, w->ndim);
+        return ss_op_err(k, SS_ERR_INVALID,
+                         "X (rank %d) and W (rank %d) must have the same rank >= 3", x->ndim,
+                         w->ndim);
     int nsp = x->ndim - 2;
     int64_t kernel[SS_MAX_DIMS];
     st = read_spatial(k, "kernel_shape", nsp, -1, kernel);
@@ -149,7 +165,8 @@ static ss_status *conv_infer(ss_kctx *k)
     for (int i = 0; i < nsp; i++) {
         if (kernel[i] < 0) kernel[i] = w->dims[2 + i];
         if (kernel[i] != w->dims[2 + i])
-            return ss_op_err(k, SS_ERR_INVALID, "attribute 'kernel_shape' does not match W's shape");
+            return ss_op_err(k, SS_ERR_INVALID,
+                             "attribute 'kernel_shape' does not match W's shape");
     }
     geom g;
     st = geom_init(k, x, kernel, false, &g);
@@ -162,7 +179,8 @@ static ss_status *conv_infer(ss_kctx *k)
     if (b && (b->ndim != 1 || b->dims[0] != M))
         return ss_op_err(k, SS_ERR_INVALID, "B must have shape [%lld]", (long long)M);
     bool direct = g.kvol == 1;
-    for (int i = 0; i < 3; i++) direct = direct && g.s[i] == 1 && g.pb[i] == 0 && g.pe[i] == 0;
+    for (int i = 0; i < 3; i++)
+        direct = direct && g.s[i] == 1 && g.pb[i] == 0 && g.pe[i] == 0;
     size_t es = ss_dtype_size(x->dtype);
     size_t col_bytes = direct ? 0 : (size_t)(C / group) * (size_t)g.kvol * (size_t)g.ovol * es;
     conv_plan *p = calloc(1, sizeof *p + col_bytes);
@@ -198,17 +216,23 @@ static ss_status *conv_infer(ss_kctx *k)
                                 int64_t ih = oh * g->s[1] - g->pb[1] + kh * g->d[1];               \
                                 T *restrict dst = col + (od * out[1] + oh) * out[2];               \
                                 if (id < 0 || id >= in[0] || ih < 0 || ih >= in[1]) {              \
-                                    for (int64_t ow = 0; ow < out[2]; ow++) dst[ow] = 0;           \
+                                    for (int64_t ow = 0; ow < out[2]; ow++)                        \
+                                        dst[ow] = 0;                                               \
                                     continue;                                                      \
                                 }                                                                  \
-                                const T *restrict src = x + ((c * in[0] + id) * in[1] + ih) * in[2]; \
+                                const T *restrict src =                                            \
+                                    x + ((c * in[0] + id) * in[1] + ih) * in[2];                   \
                                 int64_t s = g->s[2];                                               \
-                                for (int64_t ow = 0; ow < lo; ow++) dst[ow] = 0;                   \
+                                for (int64_t ow = 0; ow < lo; ow++)                                \
+                                    dst[ow] = 0;                                                   \
                                 if (s == 1)                                                        \
-                                    for (int64_t ow = lo; ow < hi; ow++) dst[ow] = src[ow + offw]; \
+                                    for (int64_t ow = lo; ow < hi; ow++)                           \
+                                        dst[ow] = src[ow + offw];                                  \
                                 else                                                               \
-                                    for (int64_t ow = lo; ow < hi; ow++) dst[ow] = src[ow * s + offw]; \
-                                for (int64_t ow = hi; ow < out[2]; ow++) dst[ow] = 0;              \
+                                    for (int64_t ow = lo; ow < hi; ow++)                           \
+                                        dst[ow] = src[ow * s + offw];                              \
+                                for (int64_t ow = hi; ow < out[2]; ow++)                           \
+                                    dst[ow] = 0;                                                   \
                             }                                                                      \
                         }                                                                          \
                         col += g->ovol;                                                            \
@@ -234,10 +258,12 @@ static ss_status *conv_run(ss_kctx *k)
             char *row = y + (size_t)((n * p->M + m) * ovol) * es;
             if (f32) {
                 float v = b ? ((const float *)b->data)[m] : 0.0f;
-                for (int64_t i = 0; i < ovol; i++) ((float *)row)[i] = v;
+                for (int64_t i = 0; i < ovol; i++)
+                    ((float *)row)[i] = v;
             } else {
                 double v = b ? ((const double *)b->data)[m] : 0.0;
-                for (int64_t i = 0; i < ovol; i++) ((double *)row)[i] = v;
+                for (int64_t i = 0; i < ovol; i++)
+                    ((double *)row)[i] = v;
             }
         }
         if (K == 0) continue;
@@ -245,18 +271,22 @@ static ss_status *conv_run(ss_kctx *k)
             const char *xg = xd + (size_t)((n * p->C + gi * p->cg) * ivol) * es;
             const void *col = xg;
             if (!p->direct) {
-                if (f32) im2col_float(&p->g, p->cg, (const float *)xg, p->col);
-                else im2col_double(&p->g, p->cg, (const double *)xg, p->col);
+                if (f32)
+                    im2col_float(&p->g, p->cg, (const float *)xg, p->col);
+                else
+                    im2col_double(&p->g, p->cg, (const double *)xg, p->col);
                 col = p->col;
             }
             const void *wg = wd + (size_t)(gi * p->mg * K) * es;
             void *yg = y + (size_t)((n * p->M + gi * p->mg) * ovol) * es;
             if (f32)
-                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (blasint)p->mg, (blasint)ovol,
-                            (blasint)K, 1.0f, wg, (blasint)K, col, (blasint)ovol, 1.0f, yg, (blasint)ovol);
+                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (blasint)p->mg,
+                            (blasint)ovol, (blasint)K, 1.0f, wg, (blasint)K, col, (blasint)ovol,
+                            1.0f, yg, (blasint)ovol);
             else
-                cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (blasint)p->mg, (blasint)ovol,
-                            (blasint)K, 1.0, wg, (blasint)K, col, (blasint)ovol, 1.0, yg, (blasint)ovol);
+                cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (blasint)p->mg,
+                            (blasint)ovol, (blasint)K, 1.0, wg, (blasint)K, col, (blasint)ovol, 1.0,
+                            yg, (blasint)ovol);
         }
     }
     return NULL;
@@ -275,8 +305,9 @@ typedef struct {
     void *col; /* (mg * kvol) x (X's spatial volume) */
 } convt_plan;
 
-static const char *const convt_attrs[] = {"auto_pad", "dilations", "group", "kernel_shape", "output_padding",
-                                          "output_shape", "pads", "strides", NULL};
+static const char *const convt_attrs[] = {"auto_pad",     "dilations",      "group",
+                                          "kernel_shape", "output_padding", "output_shape",
+                                          "pads",         "strides",        NULL};
 
 static ss_status *convt_geom(const ss_kctx *k, const ss_tensor *x, const int64_t *kernel, geom *g)
 {
@@ -292,24 +323,29 @@ static ss_status *convt_geom(const ss_kctx *k, const ss_tensor *x, const int64_t
     const int64_t *os;
     int n_os = ss_onnx_attr_ints(k->node, "output_shape", &os);
     if (n_os >= 0 && n_os != nsp && n_os != nsp + 2)
-        return ss_op_err(k, SS_ERR_INVALID, "attribute 'output_shape' has %d values, expected %d", n_os, nsp);
-    for (int i = 0; n_os >= 0 && i < nsp; i++) oshape[i] = os[n_os - nsp + i];
+        return ss_op_err(k, SS_ERR_INVALID, "attribute 'output_shape' has %d values, expected %d",
+                         n_os, nsp);
+    for (int i = 0; n_os >= 0 && i < nsp; i++)
+        oshape[i] = os[n_os - nsp + i];
     char ap[32];
     const char *auto_pad = ss_onnx_attr_string(k->node, "auto_pad", ap, sizeof ap);
     if (!auto_pad || !auto_pad[0]) auto_pad = "NOTSET";
     bool upper = strcmp(auto_pad, "SAME_UPPER") == 0, lower = strcmp(auto_pad, "SAME_LOWER") == 0;
     bool valid = strcmp(auto_pad, "VALID") == 0;
     if (!upper && !lower && !valid && strcmp(auto_pad, "NOTSET") != 0)
-        return ss_op_err(k, SS_ERR_INVALID, "attribute 'auto_pad' has unknown value '%s'", auto_pad);
+        return ss_op_err(k, SS_ERR_INVALID, "attribute 'auto_pad' has unknown value '%s'",
+                         auto_pad);
     memset(g, 0, sizeof *g);
     g->nsp = nsp;
-    for (int i = 0; i < 3; i++) g->in[i] = g->out[i] = g->k[i] = g->s[i] = g->d[i] = 1;
+    for (int i = 0; i < 3; i++)
+        g->in[i] = g->out[i] = g->k[i] = g->s[i] = g->d[i] = 1;
     g->ivol = g->ovol = g->kvol = 1;
     for (int i = 0; i < nsp; i++) {
         int c = 3 - nsp + i;
         int64_t in = x->dims[2 + i], ek = (kernel[i] - 1) * d[i] + 1, out, pb, pe;
         if (kernel[i] < 1 || s[i] < 1 || d[i] < 1 || opad[i] < 0)
-            return ss_op_err(k, SS_ERR_INVALID, "kernel sizes, strides and dilations must be positive");
+            return ss_op_err(k, SS_ERR_INVALID,
+                             "kernel sizes, strides and dilations must be positive");
         int64_t full = s[i] * (in - 1) + opad[i] + ek;
         if (n_os >= 0 || upper || lower) {
             out = n_os >= 0 ? oshape[i] : in * s[i];
@@ -322,7 +358,8 @@ static ss_status *convt_geom(const ss_kctx *k, const ss_tensor *x, const int64_t
             pe = valid ? 0 : pads[nsp + i];
             out = full - pb - pe;
         }
-        if (out < 0) return ss_op_err(k, SS_ERR_INVALID, "negative output size %lld", (long long)out);
+        if (out < 0)
+            return ss_op_err(k, SS_ERR_INVALID, "negative output size %lld", (long long)out);
         /* roles swapped: "in" is Y, "out" is X */
         g->in[c] = out, g->out[c] = in, g->k[c] = kernel[i], g->s[c] = s[i], g->d[c] = d[i];
         g->pb[c] = pb, g->pe[c] = pe;
@@ -342,7 +379,9 @@ static ss_status *convt_infer(ss_kctx *k)
     if (w->dtype != x->dtype || (b && b->dtype != x->dtype))
         return ss_op_err(k, SS_ERR_INVALID, "X, W and B must have the same type");
     if (x->ndim < 3 || w->ndim != x->ndim)
-        return ss_op_err(k, SS_ERR_INVALID, "X (rank %d) and W (rank %d) must have the same rank >= 3", x->ndim, w->ndim);
+        return ss_op_err(k, SS_ERR_INVALID,
+                         "X (rank %d) and W (rank %d) must have the same rank >= 3", x->ndim,
+                         w->ndim);
     int nsp = x->ndim - 2;
     int64_t kernel[SS_MAX_DIMS];
     st = read_spatial(k, "kernel_shape", nsp, -1, kernel);
@@ -350,19 +389,21 @@ static ss_status *convt_infer(ss_kctx *k)
     for (int i = 0; i < nsp; i++) {
         if (kernel[i] < 0) kernel[i] = w->dims[2 + i];
         if (kernel[i] != w->dims[2 + i])
-            return ss_op_err(k, SS_ERR_INVALID, "attribute 'kernel_shape' does not match W's shape");
+            return ss_op_err(k, SS_ERR_INVALID,
+                             "attribute 'kernel_shape' does not match W's shape");
     }
     int64_t group = ss_onnx_attr_int(k->node, "group", 1), C = x->dims[1];
     if (group < 1 || C % group || w->dims[0] != C)
-        return ss_op_err(k, SS_ERR_INVALID, "channels (X %lld, W %lld) do not fit group %lld", (long long)C,
-                         (long long)w->dims[0], (long long)group);
+        return ss_op_err(k, SS_ERR_INVALID, "channels (X %lld, W %lld) do not fit group %lld",
+                         (long long)C, (long long)w->dims[0], (long long)group);
     int64_t M = w->dims[1] * group;
     if (b && (b->ndim != 1 || b->dims[0] != M))
         return ss_op_err(k, SS_ERR_INVALID, "B must have shape [%lld]", (long long)M);
     geom g;
     st = convt_geom(k, x, kernel, &g);
     if (st) return st;
-    size_t col_bytes = (size_t)w->dims[1] * (size_t)g.kvol * (size_t)g.ovol * ss_dtype_size(x->dtype);
+    size_t col_bytes =
+        (size_t)w->dims[1] * (size_t)g.kvol * (size_t)g.ovol * ss_dtype_size(x->dtype);
     convt_plan *p = calloc(1, sizeof *p + col_bytes);
     if (!p) return ss_errf(SS_ERR_NOMEM, "cannot allocate a %zu-byte col2im buffer", col_bytes);
     k->state = p;
@@ -379,7 +420,8 @@ static ss_status *convt_infer(ss_kctx *k)
     y->ndim = x->ndim;
     y->dims[0] = p->N;
     y->dims[1] = M;
-    for (int i = 0; i < nsp; i++) y->dims[2 + i] = g.in[3 - nsp + i];
+    for (int i = 0; i < nsp; i++)
+        y->dims[2 + i] = g.in[3 - nsp + i];
     return NULL;
 }
 
@@ -403,7 +445,8 @@ static ss_status *convt_infer(ss_kctx *k)
                                 const T *restrict src = col + (od * out[1] + oh) * out[2];         \
                                 T *restrict dst = y + ((c * in[0] + id) * in[1] + ih) * in[2];     \
                                 int64_t s = g->s[2];                                               \
-                                for (int64_t ow = lo; ow < hi; ow++) dst[ow * s + offw] += src[ow]; \
+                                for (int64_t ow = lo; ow < hi; ow++)                               \
+                                    dst[ow * s + offw] += src[ow];                                 \
                             }                                                                      \
                         }                                                                          \
                         col += g->ovol;                                                            \
@@ -428,10 +471,12 @@ static ss_status *convt_run(ss_kctx *k)
             char *row = y + (size_t)((n * p->M + m) * yvol) * es;
             if (f32) {
                 float v = b ? ((const float *)b->data)[m] : 0.0f;
-                for (int64_t i = 0; i < yvol; i++) ((float *)row)[i] = v;
+                for (int64_t i = 0; i < yvol; i++)
+                    ((float *)row)[i] = v;
             } else {
                 double v = b ? ((const double *)b->data)[m] : 0.0;
-                for (int64_t i = 0; i < yvol; i++) ((double *)row)[i] = v;
+                for (int64_t i = 0; i < yvol; i++)
+                    ((double *)row)[i] = v;
             }
         }
         if (xvol == 0 || p->cg == 0) continue;
@@ -440,12 +485,14 @@ static ss_status *convt_run(ss_kctx *k)
             const void *wg = wd + (size_t)(gi * p->cg * R) * es;
             void *yg = y + (size_t)((n * p->M + gi * p->mg) * yvol) * es;
             if (f32) {
-                cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (blasint)R, (blasint)xvol, (blasint)p->cg,
-                            1.0f, wg, (blasint)R, xg, (blasint)xvol, 0.0f, p->col, (blasint)xvol);
+                cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (blasint)R, (blasint)xvol,
+                            (blasint)p->cg, 1.0f, wg, (blasint)R, xg, (blasint)xvol, 0.0f, p->col,
+                            (blasint)xvol);
                 col2im_float(&p->g, p->mg, p->col, yg);
             } else {
-                cblas_dgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (blasint)R, (blasint)xvol, (blasint)p->cg,
-                            1.0, wg, (blasint)R, xg, (blasint)xvol, 0.0, p->col, (blasint)xvol);
+                cblas_dgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (blasint)R, (blasint)xvol,
+                            (blasint)p->cg, 1.0, wg, (blasint)R, xg, (blasint)xvol, 0.0, p->col,
+                            (blasint)xvol);
                 col2im_double(&p->g, p->mg, p->col, yg);
             }
         }
@@ -461,10 +508,10 @@ typedef struct {
     bool is_max, include_pad, col_major;
 } pool_plan;
 
-static const char *const maxpool_attrs[] = {"auto_pad", "ceil_mode", "dilations", "kernel_shape",
-                                            "pads", "storage_order", "strides", NULL};
-static const char *const avgpool_attrs[] = {"auto_pad", "ceil_mode", "count_include_pad", "kernel_shape",
-                                            "pads", "strides", NULL};
+static const char *const maxpool_attrs[] = {
+    "auto_pad", "ceil_mode", "dilations", "kernel_shape", "pads", "storage_order", "strides", NULL};
+static const char *const avgpool_attrs[] = {
+    "auto_pad", "ceil_mode", "count_include_pad", "kernel_shape", "pads", "strides", NULL};
 
 static ss_status *pool_infer(ss_kctx *k)
 {
@@ -475,13 +522,15 @@ static ss_status *pool_infer(ss_kctx *k)
     if (!st) st = ss_op_expect_dtype(k, 0, max_types, is_max ? 4 : 2);
     if (st) return st;
     const ss_tensor *x = k->in[0];
-    if (x->ndim < 3) return ss_op_err(k, SS_ERR_INVALID, "X must have rank >= 3 (N, C, spatial...)");
+    if (x->ndim < 3)
+        return ss_op_err(k, SS_ERR_INVALID, "X must have rank >= 3 (N, C, spatial...)");
     int nsp = x->ndim - 2;
     int64_t kernel[SS_MAX_DIMS];
     const int64_t *kv;
     if (ss_onnx_attr_ints(k->node, "kernel_shape", &kv) != nsp)
         return ss_op_err(k, SS_ERR_INVALID, "attribute 'kernel_shape' must have %d values", nsp);
-    for (int i = 0; i < nsp; i++) kernel[i] = kv[i];
+    for (int i = 0; i < nsp; i++)
+        kernel[i] = kv[i];
     pool_plan *p = calloc(1, sizeof *p);
     if (!p) return ss_errf(SS_ERR_NOMEM, "out of memory");
     k->state = p;
@@ -496,7 +545,8 @@ static ss_status *pool_infer(ss_kctx *k)
     if (k->n_out > 1 && k->out[1]) {
         if (!is_max) return ss_op_err(k, SS_ERR_INVALID, "AveragePool has one output");
         if (p->col_major && nsp == 3)
-            return ss_op_err(k, SS_ERR_UNSUPPORTED, "attribute 'storage_order' = 1 with 3 spatial dims");
+            return ss_op_err(k, SS_ERR_UNSUPPORTED,
+                             "attribute 'storage_order' = 1 with 3 spatial dims");
         geom_out_shape(&p->g, x->dims[0], x->dims[1], k->out[1], SS_DT_INT64);
     }
     return NULL;
@@ -556,7 +606,8 @@ MAXPOOL(int8_t, INT8_MIN)
             for (int64_t od = 0; od < g->out[0]; od++)                                             \
                 for (int64_t oh = 0; oh < g->out[1]; oh++) {                                       \
                     T *restrict yr = y + ((pl * g->out[0] + od) * g->out[1] + oh) * g->out[2];     \
-                    for (int64_t ow = 0; ow < g->out[2]; ow++) yr[ow] = IS_MAX ? (LOWEST) : 0;     \
+                    for (int64_t ow = 0; ow < g->out[2]; ow++)                                     \
+                        yr[ow] = IS_MAX ? (LOWEST) : 0;                                            \
                     for (int64_t kd = 0; kd < g->k[0]; kd++) {                                     \
                         int64_t id = od * g->s[0] - g->pb[0] + kd * g->d[0];                       \
                         if (id < 0 || id >= g->in[0]) continue;                                    \
@@ -572,11 +623,14 @@ MAXPOOL(int8_t, INT8_MIN)
                                         yr[ow] = row[ow + off] > yr[ow] ? row[ow + off] : yr[ow];  \
                                 else if (IS_MAX)                                                   \
                                     for (int64_t ow = lo; ow < hi; ow++)                           \
-                                        yr[ow] = row[ow * s2 + off] > yr[ow] ? row[ow * s2 + off] : yr[ow]; \
+                                        yr[ow] = row[ow * s2 + off] > yr[ow] ? row[ow * s2 + off]  \
+                                                                             : yr[ow];             \
                                 else if (s2 == 1)                                                  \
-                                    for (int64_t ow = lo; ow < hi; ow++) yr[ow] += row[ow + off];  \
+                                    for (int64_t ow = lo; ow < hi; ow++)                           \
+                                        yr[ow] += row[ow + off];                                   \
                                 else                                                               \
-                                    for (int64_t ow = lo; ow < hi; ow++) yr[ow] += row[ow * s2 + off]; \
+                                    for (int64_t ow = lo; ow < hi; ow++)                           \
+                                        yr[ow] += row[ow * s2 + off];                              \
                             }                                                                      \
                         }                                                                          \
                     }                                                                              \
@@ -586,7 +640,7 @@ MAXPOOL(int8_t, INT8_MIN)
                         for (int i = 0; i < 3; i++) {                                              \
                             int64_t st = o3[i] * g->s[i] - g->pb[i], en = st + g->k[i];            \
                             int64_t pen = en < g->in[i] + g->pe[i] ? en : g->in[i] + g->pe[i];     \
-                            int64_t lo = st < 0 ? 0 : st, hi = en < g->in[i] ? en : g->in[i];     \
+                            int64_t lo = st < 0 ? 0 : st, hi = en < g->in[i] ? en : g->in[i];      \
                             padded *= pen - st;                                                    \
                             count *= hi > lo ? hi - lo : 0;                                        \
                         }                                                                          \
@@ -613,18 +667,29 @@ static ss_status *pool_run(ss_kctx *k)
     /* the per-window loop tracks the argmax; without an Indices output whole rows are folded */
     switch (k->in[0]->dtype) {
     case SS_DT_FLOAT32:
-        if (!p->is_max) avgpool_float(p, x, y);
-        else if (ind) maxpool_float(p, x, y, ind);
-        else maxrows_float(p, x, y);
+        if (!p->is_max)
+            avgpool_float(p, x, y);
+        else if (ind)
+            maxpool_float(p, x, y, ind);
+        else
+            maxrows_float(p, x, y);
         break;
     case SS_DT_FLOAT64:
-        if (!p->is_max) avgpool_double(p, x, y);
-        else if (ind) maxpool_double(p, x, y, ind);
-        else maxrows_double(p, x, y);
+        if (!p->is_max)
+            avgpool_double(p, x, y);
+        else if (ind)
+            maxpool_double(p, x, y, ind);
+        else
+            maxrows_double(p, x, y);
         break;
-    case SS_DT_UINT8: ind ? maxpool_uint8_t(p, x, y, ind) : maxrows_uint8_t(p, x, y); break;
-    case SS_DT_INT8: ind ? maxpool_int8_t(p, x, y, ind) : maxrows_int8_t(p, x, y); break;
-    default: return ss_op_err(k, SS_ERR_INTERNAL, "unexpected type");
+    case SS_DT_UINT8:
+        ind ? maxpool_uint8_t(p, x, y, ind) : maxrows_uint8_t(p, x, y);
+        break;
+    case SS_DT_INT8:
+        ind ? maxpool_int8_t(p, x, y, ind) : maxrows_int8_t(p, x, y);
+        break;
+    default:
+        return ss_op_err(k, SS_ERR_INTERNAL, "unexpected type");
     }
     return NULL;
 }
@@ -651,11 +716,13 @@ static ss_status *gpool_infer(ss_kctx *k)
     k->state = p;
     p->planes = x->dims[0] * x->dims[1];
     p->len = 1;
-    for (int d = 2; d < x->ndim; d++) p->len *= x->dims[d];
+    for (int d = 2; d < x->ndim; d++)
+        p->len *= x->dims[d];
     p->is_max = strcmp(k->node->op_type, "GlobalMaxPool") == 0;
     ss_tensor *y = k->out[0];
     ss_op_same_shape(y, x);
-    for (int d = 2; d < y->ndim; d++) y->dims[d] = 1;
+    for (int d = 2; d < y->ndim; d++)
+        y->dims[d] = 1;
     return NULL;
 }
 
@@ -667,11 +734,13 @@ static ss_status *gpool_infer(ss_kctx *k)
             const T *restrict r = x + pl * p->len;                                                 \
             if (p->is_max) {                                                                       \
                 T m = p->len ? r[0] : (T)-INFINITY;                                                \
-                for (int64_t i = 1; i < p->len; i++) m = r[i] > m ? r[i] : m;                      \
+                for (int64_t i = 1; i < p->len; i++)                                               \
+                    m = r[i] > m ? r[i] : m;                                                       \
                 y[pl] = m;                                                                         \
             } else {                                                                               \
                 double s = 0;                                                                      \
-                for (int64_t i = 0; i < p->len; i++) s += r[i];                                    \
+                for (int64_t i = 0; i < p->len; i++)                                               \
+                    s += r[i];                                                                     \
                 y[pl] = (T)(p->len ? s / (double)p->len : NAN);                                    \
             }                                                                                      \
         }                                                                                          \
@@ -680,8 +749,10 @@ static ss_status *gpool_infer(ss_kctx *k)
 static ss_status *gpool_run(ss_kctx *k)
 {
     const gpool_plan *p = k->state;
-    if (k->in[0]->dtype == SS_DT_FLOAT32) GPOOL(float);
-    else GPOOL(double);
+    if (k->in[0]->dtype == SS_DT_FLOAT32)
+        GPOOL(float);
+    else
+        GPOOL(double);
     return NULL;
 }
 

@@ -22,7 +22,8 @@ static ss_status *check_attrs(const ss_kctx *k, const char *const *known)
     for (size_t i = 0; i < k->node->n_attribute; i++) {
         const char *name = k->node->attribute[i]->name;
         bool ok = false;
-        for (const char *const *p = known; *p && !ok; p++) ok = strcmp(*p, name) == 0;
+        for (const char *const *p = known; *p && !ok; p++)
+            ok = strcmp(*p, name) == 0;
         if (!ok) return ss_op_err(k, SS_ERR_UNSUPPORTED, "attribute '%s' is not supported", name);
     }
     return NULL;
@@ -31,7 +32,8 @@ static ss_status *check_attrs(const ss_kctx *k, const char *const *known)
 static int64_t prod(const int64_t *d, int from, int to)
 {
     int64_t p = 1;
-    for (int i = from; i < to; i++) p *= d[i];
+    for (int i = from; i < to; i++)
+        p *= d[i];
     return p;
 }
 
@@ -61,14 +63,19 @@ static ss_status *softmax_infer(ss_kctx *k)
         if (st) return st;
     }
     int64_t outer = prod(x->dims, 0, axis), n, inner;
-    if (x->ndim == 0) n = 1, inner = 1;
-    else if (coerce_2d) n = prod(x->dims, axis, x->ndim), inner = 1;
-    else n = x->dims[axis], inner = prod(x->dims, axis + 1, x->ndim);
+    if (x->ndim == 0)
+        n = 1, inner = 1;
+    else if (coerce_2d)
+        n = prod(x->dims, axis, x->ndim), inner = 1;
+    else
+        n = x->dims[axis], inner = prod(x->dims, axis + 1, x->ndim);
     softmax_plan *p = calloc(1, sizeof *p + (inner > 1 ? (size_t)inner * 2 * sizeof(double) : 0));
     if (!p) return ss_errf(SS_ERR_NOMEM, "out of memory");
     k->state = p;
     const char *t = k->node->op_type;
-    p->kind = strcmp(t, "Softmax") == 0 ? SM_SOFTMAX : strcmp(t, "LogSoftmax") == 0 ? SM_LOG : SM_HARD;
+    p->kind = strcmp(t, "Softmax") == 0      ? SM_SOFTMAX
+              : strcmp(t, "LogSoftmax") == 0 ? SM_LOG
+                                             : SM_HARD;
     p->outer = outer;
     p->n = n;
     p->inner = inner;
@@ -87,7 +94,8 @@ static ss_status *softmax_infer(ss_kctx *k)
         for (int64_t i = 1; i < n; i++)                                                            \
             if (x[i] > mx) mx = x[i], arg = i;                                                     \
         if (kind == SM_HARD) {                                                                     \
-            for (int64_t i = 0; i < n; i++) y[i] = 0;                                              \
+            for (int64_t i = 0; i < n; i++)                                                        \
+                y[i] = 0;                                                                          \
             y[arg] = 1;                                                                            \
             return;                                                                                \
         }                                                                                          \
@@ -98,11 +106,14 @@ static ss_status *softmax_infer(ss_kctx *k)
                 sum += y[i];                                                                       \
             }                                                                                      \
             T inv = (T)(1.0 / sum);                                                                \
-            for (int64_t i = 0; i < n; i++) y[i] *= inv;                                           \
+            for (int64_t i = 0; i < n; i++)                                                        \
+                y[i] *= inv;                                                                       \
         } else {                                                                                   \
-            for (int64_t i = 0; i < n; i++) sum += EXP(x[i] - mx);                                 \
-            T ls = (T)LOG(sum); /* (x - max) - ls keeps the small results exact */                \
-            for (int64_t i = 0; i < n; i++) y[i] = (x[i] - mx) - ls;                               \
+            for (int64_t i = 0; i < n; i++)                                                        \
+                sum += EXP(x[i] - mx);                                                             \
+            T ls = (T)LOG(sum); /* (x - max) - ls keeps the small results exact */                 \
+            for (int64_t i = 0; i < n; i++)                                                        \
+                y[i] = (x[i] - mx) - ls;                                                           \
         }                                                                                          \
     }
 
@@ -115,12 +126,14 @@ SOFTMAX_ROW(double, exp, log)
     {                                                                                              \
         int64_t n = p->n, inner = p->inner;                                                        \
         double *restrict mx = p->colmax, *restrict sum = p->colsum;                                \
-        for (int64_t j = 0; j < inner; j++) mx[j] = x[j], sum[j] = 0;                              \
+        for (int64_t j = 0; j < inner; j++)                                                        \
+            mx[j] = x[j], sum[j] = 0;                                                              \
         for (int64_t a = 1; a < n; a++)                                                            \
             for (int64_t j = 0; j < inner; j++)                                                    \
                 if (x[a * inner + j] > mx[j]) mx[j] = x[a * inner + j];                            \
         if (p->kind == SM_HARD) {                                                                  \
-            for (int64_t j = 0; j < inner; j++) sum[j] = 0; /* 0: not yet marked */                \
+            for (int64_t j = 0; j < inner; j++)                                                    \
+                sum[j] = 0; /* 0: not yet marked */                                                \
             for (int64_t a = 0; a < n; a++)                                                        \
                 for (int64_t j = 0; j < inner; j++) {                                              \
                     bool first = sum[j] == 0 && x[a * inner + j] == mx[j];                         \
@@ -136,11 +149,14 @@ SOFTMAX_ROW(double, exp, log)
                 sum[j] += e;                                                                       \
             }                                                                                      \
         if (p->kind == SM_SOFTMAX) {                                                               \
-            for (int64_t j = 0; j < inner; j++) sum[j] = 1.0 / sum[j];                             \
+            for (int64_t j = 0; j < inner; j++)                                                    \
+                sum[j] = 1.0 / sum[j];                                                             \
             for (int64_t a = 0; a < n; a++)                                                        \
-                for (int64_t j = 0; j < inner; j++) y[a * inner + j] *= (T)sum[j];                 \
+                for (int64_t j = 0; j < inner; j++)                                                \
+                    y[a * inner + j] *= (T)sum[j];                                                 \
         } else {                                                                                   \
-            for (int64_t j = 0; j < inner; j++) sum[j] = log(sum[j]);                              \
+            for (int64_t j = 0; j < inner; j++)                                                    \
+                sum[j] = log(sum[j]);                                                              \
             for (int64_t a = 0; a < n; a++)                                                        \
                 for (int64_t j = 0; j < inner; j++)                                                \
                     y[a * inner + j] = (T)((x[a * inner + j] - mx[j]) - sum[j]);                   \
@@ -160,13 +176,17 @@ static ss_status *softmax_run(ss_kctx *k)
         if (f32) {
             const float *x = (const float *)k->in[0]->data + o * block;
             float *y = (float *)k->out[0]->data + o * block;
-            if (p->inner == 1) softmax_row_float(p->kind, x, y, p->n);
-            else softmax_cols_float(p, x, y);
+            if (p->inner == 1)
+                softmax_row_float(p->kind, x, y, p->n);
+            else
+                softmax_cols_float(p, x, y);
         } else {
             const double *x = (const double *)k->in[0]->data + o * block;
             double *y = (double *)k->out[0]->data + o * block;
-            if (p->inner == 1) softmax_row_double(p->kind, x, y, p->n);
-            else softmax_cols_double(p, x, y);
+            if (p->inner == 1)
+                softmax_row_double(p->kind, x, y, p->n);
+            else
+                softmax_cols_double(p, x, y);
         }
     }
     return NULL;
@@ -194,7 +214,9 @@ static ss_status *lpnorm_infer(ss_kctx *k)
     if (st) return st;
     if (x->ndim == 0) return ss_op_err(k, SS_ERR_INVALID, "input must have rank >= 1");
     int64_t pv = ss_onnx_attr_int(k->node, "p", 2);
-    if (pv != 1 && pv != 2) return ss_op_err(k, SS_ERR_INVALID, "attribute 'p' must be 1 or 2, got %lld", (long long)pv);
+    if (pv != 1 && pv != 2)
+        return ss_op_err(k, SS_ERR_INVALID, "attribute 'p' must be 1 or 2, got %lld",
+                         (long long)pv);
     int64_t inner = prod(x->dims, axis + 1, x->ndim);
     lpnorm_plan *p = calloc(1, sizeof *p + (size_t)inner * sizeof(double));
     if (!p) return ss_errf(SS_ERR_NOMEM, "out of memory");
@@ -214,7 +236,8 @@ static ss_status *lpnorm_infer(ss_kctx *k)
             const T *restrict x = (const T *)k->in[0]->data + o * p->n * p->inner;                 \
             T *restrict y = (T *)k->out[0]->data + o * p->n * p->inner;                            \
             double *restrict acc = p->acc;                                                         \
-            for (int64_t j = 0; j < p->inner; j++) acc[j] = 0;                                     \
+            for (int64_t j = 0; j < p->inner; j++)                                                 \
+                acc[j] = 0;                                                                        \
             for (int64_t a = 0; a < p->n; a++)                                                     \
                 for (int64_t j = 0; j < p->inner; j++) {                                           \
                     double v = x[a * p->inner + j];                                                \
@@ -225,15 +248,18 @@ static ss_status *lpnorm_infer(ss_kctx *k)
                 acc[j] = nrm == 0 ? 1 : nrm; /* a zero vector stays zero */                        \
             }                                                                                      \
             for (int64_t a = 0; a < p->n; a++)                                                     \
-                for (int64_t j = 0; j < p->inner; j++) y[a * p->inner + j] = (T)(x[a * p->inner + j] / acc[j]); \
+                for (int64_t j = 0; j < p->inner; j++)                                             \
+                    y[a * p->inner + j] = (T)(x[a * p->inner + j] / acc[j]);                       \
         }                                                                                          \
     } while (0)
 
 static ss_status *lpnorm_run(ss_kctx *k)
 {
     const lpnorm_plan *p = k->state;
-    if (k->in[0]->dtype == SS_DT_FLOAT32) LPNORM(float);
-    else LPNORM(double);
+    if (k->in[0]->dtype == SS_DT_FLOAT32)
+        LPNORM(float);
+    else
+        LPNORM(double);
     return NULL;
 }
 
@@ -254,15 +280,21 @@ static const char *const ln_attrs[] = {"axis", "epsilon", "stash_type", NULL};
 
 /* Does `t` broadcast unidirectionally to dims[axis:]? Sets *direct when it has exactly n values
  * laid out as the normalized shape. */
-static ss_status *ln_check_param(const ss_kctx *k, const ss_tensor *t, const char *what, const ss_tensor *x,
-                                 int axis, int64_t n, bool *direct)
+static ss_status *ln_check_param(const ss_kctx *k, const ss_tensor *t, const char *what,
+                                 const ss_tensor *x, int axis, int64_t n, bool *direct)
 {
     int nd = x->ndim - axis;
-    if (t->dtype != x->dtype) return ss_op_err(k, SS_ERR_INVALID, "%s has type %s, X has %s", what, ss_dtype_name(t->dtype), ss_dtype_name(x->dtype));
-    if (t->ndim > nd) return ss_op_err(k, SS_ERR_INVALID, "%s has rank %d, more than the %d normalized dims", what, t->ndim, nd);
+    if (t->dtype != x->dtype)
+        return ss_op_err(k, SS_ERR_INVALID, "%s has type %s, X has %s", what,
+                         ss_dtype_name(t->dtype), ss_dtype_name(x->dtype));
+    if (t->ndim > nd)
+        return ss_op_err(k, SS_ERR_INVALID, "%s has rank %d, more than the %d normalized dims",
+                         what, t->ndim, nd);
     for (int i = 0; i < t->ndim; i++) {
         int64_t td = t->dims[t->ndim - 1 - i], xd = x->dims[x->ndim - 1 - i];
-        if (td != 1 && td != xd) return ss_op_err(k, SS_ERR_INVALID, "%s does not broadcast to the normalized shape", what);
+        if (td != 1 && td != xd)
+            return ss_op_err(k, SS_ERR_INVALID, "%s does not broadcast to the normalized shape",
+                             what);
     }
     *direct = ss_tensor_numel(t) == n;
     return NULL;
@@ -276,7 +308,8 @@ static ss_status *layernorm_infer(ss_kctx *k)
     if (st) return st;
     const ss_tensor *x = k->in[0], *scale = k->in[1], *bias = k->n_in > 2 ? k->in[2] : NULL;
     if (ss_onnx_attr_int(k->node, "stash_type", 1) != 1)
-        return ss_op_err(k, SS_ERR_UNSUPPORTED, "attribute 'stash_type' other than 1 (float) is not supported");
+        return ss_op_err(k, SS_ERR_UNSUPPORTED,
+                         "attribute 'stash_type' other than 1 (float) is not supported");
     if (x->ndim == 0) return ss_op_err(k, SS_ERR_INVALID, "X must have rank >= 1");
     int axis;
     st = ss_op_axis(k, ss_onnx_attr_int(k->node, "axis", -1), x->ndim, &axis);
@@ -306,14 +339,16 @@ static ss_status *layernorm_infer(ss_kctx *k)
         if (!o) continue;
         o->dtype = SS_DT_FLOAT32;
         o->ndim = x->ndim;
-        for (int d = 0; d < x->ndim; d++) o->dims[d] = d < axis ? x->dims[d] : 1;
+        for (int d = 0; d < x->ndim; d++)
+            o->dims[d] = d < axis ? x->dims[d] : 1;
     }
     if (k->n_out > 3) return ss_op_err(k, SS_ERR_INVALID, "has %d outputs, at most 3", k->n_out);
     return NULL;
 }
 
 /* Expands a parameter that broadcasts to x->dims[axis:] into n contiguous values. */
-static void expand_param(const ss_tensor *t, const ss_tensor *x, int axis, size_t es, void *dst, int64_t n)
+static void expand_param(const ss_tensor *t, const ss_tensor *x, int axis, size_t es, void *dst,
+                         int64_t n)
 {
     int nd = x->ndim - axis;
     int64_t tstride[SS_MAX_DIMS], idx[SS_MAX_DIMS] = {0};
@@ -344,15 +379,19 @@ static void expand_param(const ss_tensor *t, const ss_tensor *x, int axis, size_
             const T *restrict x = (const T *)k->in[0]->data + r * n;                               \
             T *restrict y = (T *)k->out[0]->data + r * n;                                          \
             double s = 0;                                                                          \
-            for (int64_t i = 0; i < n; i++) s += x[i];                                             \
+            for (int64_t i = 0; i < n; i++)                                                        \
+                s += x[i];                                                                         \
             double mean = s / (double)n, v = 0;                                                    \
-            for (int64_t i = 0; i < n; i++) v += ((double)x[i] - mean) * ((double)x[i] - mean);    \
+            for (int64_t i = 0; i < n; i++)                                                        \
+                v += ((double)x[i] - mean) * ((double)x[i] - mean);                                \
             double inv = 1.0 / sqrt(v / (double)n + (double)p->eps);                               \
             T m = (T)mean, is = (T)inv;                                                            \
             if (bi)                                                                                \
-                for (int64_t i = 0; i < n; i++) y[i] = (x[i] - m) * is * sc[i] + bi[i];            \
+                for (int64_t i = 0; i < n; i++)                                                    \
+                    y[i] = (x[i] - m) * is * sc[i] + bi[i];                                        \
             else                                                                                   \
-                for (int64_t i = 0; i < n; i++) y[i] = (x[i] - m) * is * sc[i];                    \
+                for (int64_t i = 0; i < n; i++)                                                    \
+                    y[i] = (x[i] - m) * is * sc[i];                                                \
             if (mean_out) mean_out[r] = (float)mean;                                               \
             if (inv_out) inv_out[r] = (float)inv;                                                  \
         }                                                                                          \
@@ -376,8 +415,10 @@ static ss_status *layernorm_run(ss_kctx *k)
     float *mean_out = k->n_out > 1 && k->out[1] ? k->out[1]->data : NULL;
     float *inv_out = k->n_out > 2 && k->out[2] ? k->out[2]->data : NULL;
     if (n == 0) return NULL;
-    if (x->dtype == SS_DT_FLOAT32) LAYERNORM(float);
-    else LAYERNORM(double);
+    if (x->dtype == SS_DT_FLOAT32)
+        LAYERNORM(float);
+    else
+        LAYERNORM(double);
     return NULL;
 }
 
@@ -387,7 +428,7 @@ typedef struct {
     bool instance, training;
     float eps, momentum;
     int64_t n, c, spatial;
-    double *a, *b; /* per channel (instance: per n*c): y = x * a + b */
+    double *a, *b;      /* per channel (instance: per n*c): y = x * a + b */
     double *mean, *var; /* training: batch statistics per channel */
 } chnorm_plan;
 
@@ -407,8 +448,9 @@ static ss_status *chnorm_infer(ss_kctx *k)
     for (int i = 1; i < k->n_in; i++) {
         const ss_tensor *t = k->in[i];
         if (!ss_dtype_is_float(t->dtype) || t->dtype != x->dtype)
-            return ss_op_err(k, SS_ERR_UNSUPPORTED, "input %d has type %s; only the type of X (%s) is supported",
-                             i, ss_dtype_name(t->dtype), ss_dtype_name(x->dtype));
+            return ss_op_err(k, SS_ERR_UNSUPPORTED,
+                             "input %d has type %s; only the type of X (%s) is supported", i,
+                             ss_dtype_name(t->dtype), ss_dtype_name(x->dtype));
         if (t->ndim != 1 || t->dims[0] != c)
             return ss_op_err(k, SS_ERR_INVALID, "input %d must have shape [%lld]", i, (long long)c);
     }
@@ -416,11 +458,14 @@ static ss_status *chnorm_infer(ss_kctx *k)
     if (!instance && ss_onnx_attr_int(k->node, "spatial", 1) != 1)
         return ss_op_err(k, SS_ERR_UNSUPPORTED, "attribute 'spatial' = 0 is not supported");
     int n_present = 0;
-    for (int j = 1; j < k->n_out; j++) n_present += k->out[j] != NULL;
+    for (int j = 1; j < k->n_out; j++)
+        n_present += k->out[j] != NULL;
     if (!training && n_present)
-        return ss_op_err(k, SS_ERR_UNSUPPORTED, "training outputs (running/saved mean and variance) "
+        return ss_op_err(k, SS_ERR_UNSUPPORTED,
+                         "training outputs (running/saved mean and variance) "
                          "need training_mode=1 (opset 14+)");
-    if (training && k->n_out > 3) return ss_op_err(k, SS_ERR_INVALID, "has %d outputs, at most 3", k->n_out);
+    if (training && k->n_out > 3)
+        return ss_op_err(k, SS_ERR_INVALID, "has %d outputs, at most 3", k->n_out);
     int64_t per = instance ? x->dims[0] * c : c;
     chnorm_plan *p = calloc(1, sizeof *p + (size_t)per * 4 * sizeof(double));
     if (!p) return ss_errf(SS_ERR_NOMEM, "out of memory");
@@ -447,9 +492,11 @@ static ss_status *chnorm_infer(ss_kctx *k)
     do {                                                                                           \
         const T *restrict q_ = (ptr);                                                              \
         double s_ = 0, v_ = 0;                                                                     \
-        for (int64_t i_ = 0; i_ < (len); i_++) s_ += q_[i_];                                       \
+        for (int64_t i_ = 0; i_ < (len); i_++)                                                     \
+            s_ += q_[i_];                                                                          \
         double m_ = (len) ? s_ / (double)(len) : 0;                                                \
-        for (int64_t i_ = 0; i_ < (len); i_++) v_ += ((double)q_[i_] - m_) * ((double)q_[i_] - m_); \
+        for (int64_t i_ = 0; i_ < (len); i_++)                                                     \
+            v_ += ((double)q_[i_] - m_) * ((double)q_[i_] - m_);                                   \
         (mean_) = m_;                                                                              \
         (var_) = (len) ? v_ / (double)(len) : 0;                                                   \
     } while (0)
@@ -505,15 +552,18 @@ static ss_status *chnorm_infer(ss_kctx *k)
                 T a = (T)p->a[i], bb = (T)p->b[i];                                                 \
                 const T *restrict xs = x + (b * C + c) * S;                                        \
                 T *restrict ys = y + (b * C + c) * S;                                              \
-                for (int64_t s = 0; s < S; s++) ys[s] = xs[s] * a + bb;                            \
+                for (int64_t s = 0; s < S; s++)                                                    \
+                    ys[s] = xs[s] * a + bb;                                                        \
             }                                                                                      \
     } while (0)
 
 static ss_status *chnorm_run(ss_kctx *k)
 {
     const chnorm_plan *p = k->state;
-    if (k->in[0]->dtype == SS_DT_FLOAT32) CHNORM(float);
-    else CHNORM(double);
+    if (k->in[0]->dtype == SS_DT_FLOAT32)
+        CHNORM(float);
+    else
+        CHNORM(double);
     return NULL;
 }
 
@@ -536,7 +586,8 @@ static ss_status *lrn_infer(ss_kctx *k)
     const ss_tensor *x = k->in[0];
     if (x->ndim < 2) return ss_op_err(k, SS_ERR_INVALID, "X must have rank >= 2 (N, C, ...)");
     int64_t size = ss_onnx_attr_int(k->node, "size", 0);
-    if (size < 1) return ss_op_err(k, SS_ERR_INVALID, "attribute 'size' must be given and positive");
+    if (size < 1)
+        return ss_op_err(k, SS_ERR_INVALID, "attribute 'size' must be given and positive");
     int64_t spatial = prod(x->dims, 2, x->ndim);
     lrn_plan *p = calloc(1, sizeof *p + (size_t)spatial * sizeof(double));
     if (!p) return ss_errf(SS_ERR_NOMEM, "out of memory");
@@ -561,11 +612,14 @@ static ss_status *lrn_infer(ss_kctx *k)
         for (int64_t b = 0; b < p->n; b++)                                                         \
             for (int64_t c = 0; c < C; c++) {                                                      \
                 double *restrict acc = p->acc;                                                     \
-                for (int64_t s = 0; s < S; s++) acc[s] = 0;                                        \
-                int64_t c0 = c - before < 0 ? 0 : c - before, c1 = c + after >= C ? C - 1 : c + after; \
+                for (int64_t s = 0; s < S; s++)                                                    \
+                    acc[s] = 0;                                                                    \
+                int64_t c0 = c - before < 0 ? 0 : c - before,                                      \
+                        c1 = c + after >= C ? C - 1 : c + after;                                   \
                 for (int64_t cc = c0; cc <= c1; cc++) {                                            \
                     const T *restrict xs = (const T *)k->in[0]->data + (b * C + cc) * S;           \
-                    for (int64_t s = 0; s < S; s++) acc[s] += (double)xs[s] * xs[s];               \
+                    for (int64_t s = 0; s < S; s++)                                                \
+                        acc[s] += (double)xs[s] * xs[s];                                           \
                 }                                                                                  \
                 const T *restrict xs = (const T *)k->in[0]->data + (b * C + c) * S;                \
                 T *restrict ys = (T *)k->out[0]->data + (b * C + c) * S;                           \
@@ -577,8 +631,10 @@ static ss_status *lrn_infer(ss_kctx *k)
 static ss_status *lrn_run(ss_kctx *k)
 {
     const lrn_plan *p = k->state;
-    if (k->in[0]->dtype == SS_DT_FLOAT32) LRN(float);
-    else LRN(double);
+    if (k->in[0]->dtype == SS_DT_FLOAT32)
+        LRN(float);
+    else
+        LRN(double);
     return NULL;
 }
 
@@ -607,7 +663,8 @@ static ss_status *mvn_infer(ss_kctx *k)
     int na = ss_onnx_attr_ints(k->node, "axes", &axes);
     static const int64_t dflt[3] = {0, 2, 3};
     if (na < 0) {
-        if (x->ndim != 4) return ss_op_err(k, SS_ERR_INVALID, "the default axes [0,2,3] need a 4-D input");
+        if (x->ndim != 4)
+            return ss_op_err(k, SS_ERR_INVALID, "the default axes [0,2,3] need a 4-D input");
         axes = dflt, na = 3;
     }
     for (int i = 0; i < na; i++) {
@@ -618,8 +675,10 @@ static ss_status *mvn_infer(ss_kctx *k)
     }
     int64_t n_stat = 1, n_red = 1;
     for (int d = 0; d < x->ndim; d++) {
-        if (mask[d]) n_red *= x->dims[d];
-        else n_stat *= x->dims[d];
+        if (mask[d])
+            n_red *= x->dims[d];
+        else
+            n_stat *= x->dims[d];
     }
     mvn_plan *p = calloc(1, sizeof *p + (size_t)n_stat * 2 * sizeof(double));
     if (!p) return ss_errf(SS_ERR_NOMEM, "out of memory");
@@ -644,15 +703,18 @@ static ss_status *mvn_infer(ss_kctx *k)
         const T *x = k->in[0]->data;                                                               \
         T *y = k->out[0]->data;                                                                    \
         int64_t n = ss_tensor_numel(k->in[0]), last = p->dims[p->ndim - 1];                        \
-        for (int64_t i = 0; i < p->n_stat; i++) p->sum[i] = p->sq[i] = 0;                          \
+        for (int64_t i = 0; i < p->n_stat; i++)                                                    \
+            p->sum[i] = p->sq[i] = 0;                                                              \
         for (int pass = 0; pass < 2; pass++) {                                                     \
             int64_t idx[SS_MAX_DIMS] = {0}, o = 0, ls = p->ostride[p->ndim - 1];                   \
             for (int64_t i = 0; i < n; i += last) {                                                \
                 for (int64_t j = 0; j < last; j++) {                                               \
                     double v = x[i + j];                                                           \
                     int64_t oj = o + j * ls;                                                       \
-                    if (pass == 0) p->sum[oj] += v, p->sq[oj] += v * v;                            \
-                    else y[i + j] = (T)((v - p->sum[oj]) / p->sq[oj]);                             \
+                    if (pass == 0)                                                                 \
+                        p->sum[oj] += v, p->sq[oj] += v * v;                                       \
+                    else                                                                           \
+                        y[i + j] = (T)((v - p->sum[oj]) / p->sq[oj]);                              \
                 }                                                                                  \
                 for (int d = p->ndim - 2; d >= 0; d--) {                                           \
                     o += p->ostride[d];                                                            \
@@ -663,7 +725,8 @@ static ss_status *mvn_infer(ss_kctx *k)
             }                                                                                      \
             if (pass == 0)                                                                         \
                 for (int64_t s = 0; s < p->n_stat; s++) {                                          \
-                    double m = p->sum[s] / (double)p->n_red, var = p->sq[s] / (double)p->n_red - m * m; \
+                    double m = p->sum[s] / (double)p->n_red,                                       \
+                           var = p->sq[s] / (double)p->n_red - m * m;                              \
                     p->sum[s] = m;                                                                 \
                     p->sq[s] = sqrt(var > 0 ? var : 0) + 1e-9;                                     \
                 }                                                                                  \
@@ -674,8 +737,10 @@ static ss_status *mvn_run(ss_kctx *k)
 {
     const mvn_plan *p = k->state;
     if (ss_tensor_numel(k->in[0]) == 0) return NULL;
-    if (k->in[0]->dtype == SS_DT_FLOAT32) MVN(float);
-    else MVN(double);
+    if (k->in[0]->dtype == SS_DT_FLOAT32)
+        MVN(float);
+    else
+        MVN(double);
     return NULL;
 }
 
@@ -756,17 +821,21 @@ static ss_status *loss_infer(ss_kctx *k)
                 double shift = 0;                                                                  \
                 if (p->softmax) {                                                                  \
                     double mx = -INFINITY, se = 0;                                                 \
-                    for (int64_t c = 0; c < C; c++) mx = xs[c * D] > mx ? xs[c * D] : mx;         \
-                    for (int64_t c = 0; c < C; c++) se += exp(xs[c * D] - mx);                     \
+                    for (int64_t c = 0; c < C; c++)                                                \
+                        mx = xs[c * D] > mx ? xs[c * D] : mx;                                      \
+                    for (int64_t c = 0; c < C; c++)                                                \
+                        se += exp(xs[c * D] - mx);                                                 \
                     shift = mx + log(se);                                                          \
                     if (lp)                                                                        \
-                        for (int64_t c = 0; c < C; c++) lp[b * C * D + c * D + j] = (T)(xs[c * D] - shift); \
+                        for (int64_t c = 0; c < C; c++)                                            \
+                            lp[b * C * D + c * D + j] = (T)(xs[c * D] - shift);                    \
                 }                                                                                  \
                 int64_t tv = tgt64 ? tgt64[b * D + j] : tgt32[b * D + j];                          \
                 double l = 0, wt = 0;                                                              \
                 if (!(p->has_ignore && tv == p->ignore)) {                                         \
                     if (tv < 0 || tv >= C)                                                         \
-                        return ss_op_err(k, SS_ERR_INVALID, "target %lld is not a class index in [0, %lld)", \
+                        return ss_op_err(k, SS_ERR_INVALID,                                        \
+                                         "target %lld is not a class index in [0, %lld)",          \
                                          (long long)tv, (long long)C);                             \
                     wt = w ? (double)w[tv] : 1.0;                                                  \
                     l = -((double)xs[tv * D] - shift) * wt;                                        \
@@ -784,8 +853,10 @@ static ss_status *loss_run(ss_kctx *k)
     const loss_plan *p = k->state;
     const int64_t *tgt64 = k->in[1]->dtype == SS_DT_INT64 ? k->in[1]->data : NULL;
     const int32_t *tgt32 = k->in[1]->dtype == SS_DT_INT32 ? k->in[1]->data : NULL;
-    if (k->in[0]->dtype == SS_DT_FLOAT32) LOSS(float);
-    else LOSS(double);
+    if (k->in[0]->dtype == SS_DT_FLOAT32)
+        LOSS(float);
+    else
+        LOSS(double);
     return NULL;
 }
 

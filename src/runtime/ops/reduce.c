@@ -17,13 +17,24 @@
 #include <stdlib.h>
 #include <string.h>
 
-typedef enum { R_SUM, R_MEAN, R_MAX, R_MIN, R_PROD, R_L1, R_L2, R_LOGSUM, R_LOGSUMEXP, R_SUMSQ } rkind;
+typedef enum {
+    R_SUM,
+    R_MEAN,
+    R_MAX,
+    R_MIN,
+    R_PROD,
+    R_L1,
+    R_L2,
+    R_LOGSUM,
+    R_LOGSUMEXP,
+    R_SUMSQ
+} rkind;
 
 typedef struct {
     rkind kind;
     ss_dtype dt;
-    bool copy;     /* noop_with_empty_axes with empty axes: Y = X */
-    int nseg;      /* coalesced segments, outermost first */
+    bool copy; /* noop_with_empty_axes with empty axes: Y = X */
+    int nseg;  /* coalesced segments, outermost first */
     int64_t seg[SS_MAX_DIMS];
     bool red[SS_MAX_DIMS];
     int64_t out_stride[SS_MAX_DIMS]; /* output elements per step of a kept segment (0 if reduced) */
@@ -41,7 +52,8 @@ static ss_status *check_attrs(const ss_kctx *k, const char *const *known)
     for (size_t i = 0; i < k->node->n_attribute; i++) {
         const char *name = k->node->attribute[i]->name;
         bool ok = false;
-        for (const char *const *p = known; *p && !ok; p++) ok = strcmp(*p, name) == 0;
+        for (const char *const *p = known; *p && !ok; p++)
+            ok = strcmp(*p, name) == 0;
         if (!ok) return ss_op_err(k, SS_ERR_UNSUPPORTED, "attribute '%s' is not supported", name);
     }
     return NULL;
@@ -52,19 +64,24 @@ static rkind kind_of(const char *type)
     static const struct {
         const char *name;
         rkind kind;
-    } names[] = {{"ReduceSum", R_SUM},     {"ReduceMean", R_MEAN},           {"ReduceMax", R_MAX},
-                 {"ReduceMin", R_MIN},     {"ReduceProd", R_PROD},           {"ReduceL1", R_L1},
-                 {"ReduceL2", R_L2},       {"ReduceLogSum", R_LOGSUM},       {"ReduceLogSumExp", R_LOGSUMEXP},
-                 {"ReduceSumSquare", R_SUMSQ}};
+    } names[] = {
+        {"ReduceSum", R_SUM},        {"ReduceMean", R_MEAN},     {"ReduceMax", R_MAX},
+        {"ReduceMin", R_MIN},        {"ReduceProd", R_PROD},     {"ReduceL1", R_L1},
+        {"ReduceL2", R_L2},          {"ReduceLogSum", R_LOGSUM}, {"ReduceLogSumExp", R_LOGSUMEXP},
+        {"ReduceSumSquare", R_SUMSQ}};
     for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
         if (strcmp(names[i].name, type) == 0) return names[i].kind;
     return R_SUM;
 }
 
-static bool is_int(ss_dtype dt) { return dt == SS_DT_INT32 || dt == SS_DT_INT64; }
+static bool is_int(ss_dtype dt)
+{
+    return dt == SS_DT_INT32 || dt == SS_DT_INT64;
+}
 
 /* Reads the axes (attribute or input) into a mask; *all_axes when none are given. */
-static ss_status *read_axes(ss_kctx *k, bool from_input, int rank, bool mask[SS_MAX_DIMS], bool *empty)
+static ss_status *read_axes(ss_kctx *k, bool from_input, int rank, bool mask[SS_MAX_DIMS],
+                            bool *empty)
 {
     int64_t axes[SS_MAX_DIMS * 2];
     int n = -1;
@@ -73,24 +90,31 @@ static ss_status *read_axes(ss_kctx *k, bool from_input, int rank, bool mask[SS_
         if (k->n_in > 1 && k->in[1]) {
             const ss_tensor *t = ss_kctx_value(k, 1);
             if (!t || (!t->data && ss_tensor_numel(t) > 0))
-                return ss_op_err(k, SS_ERR_UNSUPPORTED, "input 'axes' must be known at plan time "
+                return ss_op_err(k, SS_ERR_UNSUPPORTED,
+                                 "input 'axes' must be known at plan time "
                                  "(a constant, an initializer or a graph input)");
             n = ss_op_read_ints(t, axes, SS_MAX_DIMS * 2);
-            if (n < 0) return ss_op_err(k, SS_ERR_INVALID, "input 'axes' must be a 1-D int64 tensor of at most %d values", SS_MAX_DIMS);
+            if (n < 0)
+                return ss_op_err(k, SS_ERR_INVALID,
+                                 "input 'axes' must be a 1-D int64 tensor of at most %d values",
+                                 SS_MAX_DIMS);
         }
     } else {
         const int64_t *v;
         n = ss_onnx_attr_ints(k->node, "axes", &v);
         if (n > SS_MAX_DIMS * 2) return ss_op_err(k, SS_ERR_INVALID, "too many axes");
-        for (int i = 0; i < n; i++) axes[i] = v[i];
+        for (int i = 0; i < n; i++)
+            axes[i] = v[i];
     }
     *empty = n <= 0;
-    for (int d = 0; d < rank; d++) mask[d] = n <= 0;
+    for (int d = 0; d < rank; d++)
+        mask[d] = n <= 0;
     for (int i = 0; i < n; i++) {
         int a;
         ss_status *st = ss_op_axis(k, axes[i], rank, &a);
         if (st) return st;
-        if (mask[a]) return ss_op_err(k, SS_ERR_INVALID, "axis %lld is repeated", (long long)axes[i]);
+        if (mask[a])
+            return ss_op_err(k, SS_ERR_INVALID, "axis %lld is repeated", (long long)axes[i]);
         mask[a] = true;
     }
     return NULL;
@@ -133,11 +157,14 @@ static ss_status *reduce_infer_common(ss_kctx *k, bool axes_input)
     bool float_ok = x->dtype == SS_DT_FLOAT32 || x->dtype == SS_DT_FLOAT64;
     bool int_ok = is_int(x->dtype) && kind != R_L2 && kind != R_LOGSUM && kind != R_LOGSUMEXP;
     if (!float_ok && !int_ok)
-        return ss_op_err(k, SS_ERR_UNSUPPORTED, "input type %s is not supported", ss_dtype_name(x->dtype));
+        return ss_op_err(k, SS_ERR_UNSUPPORTED, "input type %s is not supported",
+                         ss_dtype_name(x->dtype));
     if (axes_input && ss_onnx_attr_find(k->node, "axes"))
         return ss_op_err(k, SS_ERR_INVALID, "attribute 'axes' is an input from opset 13 on");
     if (!axes_input && ss_onnx_attr_find(k->node, "noop_with_empty_axes"))
-        return ss_op_err(k, SS_ERR_UNSUPPORTED, "attribute 'noop_with_empty_axes' needs the axes input (opset 13+ ReduceSum)");
+        return ss_op_err(
+            k, SS_ERR_UNSUPPORTED,
+            "attribute 'noop_with_empty_axes' needs the axes input (opset 13+ ReduceSum)");
     bool keep = ss_onnx_attr_int(k->node, "keepdims", 1) != 0;
     bool noop = ss_onnx_attr_int(k->node, "noop_with_empty_axes", 0) != 0;
     bool mask[SS_MAX_DIMS], empty;
@@ -164,8 +191,10 @@ static ss_status *reduce_infer_common(ss_kctx *k, bool axes_input)
     }
     y->ndim = 0;
     for (int d = 0; d < x->ndim; d++) {
-        if (!mask[d]) y->dims[y->ndim++] = x->dims[d];
-        else if (keep) y->dims[y->ndim++] = 1;
+        if (!mask[d])
+            y->dims[y->ndim++] = x->dims[d];
+        else if (keep)
+            y->dims[y->ndim++] = 1;
     }
     p->n_in = ss_tensor_numel(x);
     p->n_out = ss_tensor_numel(y);
@@ -176,8 +205,14 @@ static ss_status *reduce_infer_common(ss_kctx *k, bool axes_input)
     return NULL;
 }
 
-static ss_status *reduce_infer_attr(ss_kctx *k) { return reduce_infer_common(k, false); }
-static ss_status *reduce_infer_input(ss_kctx *k) { return reduce_infer_common(k, true); }
+static ss_status *reduce_infer_attr(ss_kctx *k)
+{
+    return reduce_infer_common(k, false);
+}
+static ss_status *reduce_infer_input(ss_kctx *k)
+{
+    return reduce_infer_common(k, true);
+}
 
 /* ------------------------------------------------------------------ kernels */
 
@@ -192,7 +227,8 @@ static double sum_row_f32(const float *restrict x, int64_t n)
         s2 += x[i + 2];
         s3 += x[i + 3];
     }
-    for (; i < n; i++) s0 += x[i];
+    for (; i < n; i++)
+        s0 += x[i];
     return (s0 + s1) + (s2 + s3);
 }
 
@@ -202,9 +238,10 @@ static double sum_row_f32(const float *restrict x, int64_t n)
  */
 #define REDUCE_WALK(T, A, acc, INIT, G, COMBINE)                                                   \
     do {                                                                                           \
-        const T *restrict x_ = (const T *)in;                                                     \
+        const T *restrict x_ = (const T *)in;                                                      \
         A *restrict a_ = (A *)(acc);                                                               \
-        for (int64_t o_ = 0; o_ < p->n_out; o_++) a_[o_] = (INIT);                                 \
+        for (int64_t o_ = 0; o_ < p->n_out; o_++)                                                  \
+            a_[o_] = (INIT);                                                                       \
         int64_t idx_[SS_MAX_DIMS] = {0};                                                           \
         int64_t n_rows_ = p->n_in / p->inner, off_ = 0;                                            \
         int last_ = p->nseg - 1;                                                                   \
@@ -236,7 +273,7 @@ static double sum_row_f32(const float *restrict x, int64_t n)
 #define G_ID(v, o) ((double)(v))
 #define G_ABS(v, o) fabs((double)(v))
 #define G_SQ(v, o) ((double)(v) * (double)(v))
-#define G_EXPM(v, o) exp((double)(v) - mx[o])
+#define G_EXPM(v, o) exp((double)(v)-mx[o])
 #define GI_ID(v, o) ((int64_t)(v))
 #define GI_ABS(v, o) ((int64_t)(v) < 0 ? -(int64_t)(v) : (int64_t)(v))
 #define GI_SQ(v, o) ((int64_t)(v) * (int64_t)(v))
@@ -251,19 +288,36 @@ static void reduce_float(const reduce_plan *p, const void *in, void *out)
     const double *mx = p->acc2;
     if (p->dt == SS_DT_FLOAT32 && p->inner_red && (p->kind == R_SUM || p->kind == R_MEAN) &&
         p->nseg == 1) {
-        /* Fast path of the fast path: one contiguous reduced row per output (or the whole tensor). */
+        /* Fast path of the fast path: one contiguous reduced row per output (or the whole tensor).
+         */
         acc[0] = sum_row_f32(in, p->n_in);
     } else if (p->dt == SS_DT_FLOAT32 && p->inner_red && (p->kind == R_SUM || p->kind == R_MEAN) &&
                p->nseg == 2) {
-        for (int64_t o = 0; o < p->n_out; o++) acc[o] = sum_row_f32((const float *)in + o * p->inner, p->inner);
+        for (int64_t o = 0; o < p->n_out; o++)
+            acc[o] = sum_row_f32((const float *)in + o * p->inner, p->inner);
     } else if (p->dt == SS_DT_FLOAT32) {
         switch (p->kind) {
-        case R_SUM: case R_MEAN: case R_LOGSUM: REDUCE_WALK(float, double, acc, 0.0, G_ID, C_ADD); break;
-        case R_L1: REDUCE_WALK(float, double, acc, 0.0, G_ABS, C_ADD); break;
-        case R_L2: case R_SUMSQ: REDUCE_WALK(float, double, acc, 0.0, G_SQ, C_ADD); break;
-        case R_PROD: REDUCE_WALK(float, double, acc, 1.0, G_ID, C_MUL); break;
-        case R_MAX: REDUCE_WALK(float, double, acc, -INFINITY, G_ID, C_MAX); break;
-        case R_MIN: REDUCE_WALK(float, double, acc, INFINITY, G_ID, C_MIN); break;
+        case R_SUM:
+        case R_MEAN:
+        case R_LOGSUM:
+            REDUCE_WALK(float, double, acc, 0.0, G_ID, C_ADD);
+            break;
+        case R_L1:
+            REDUCE_WALK(float, double, acc, 0.0, G_ABS, C_ADD);
+            break;
+        case R_L2:
+        case R_SUMSQ:
+            REDUCE_WALK(float, double, acc, 0.0, G_SQ, C_ADD);
+            break;
+        case R_PROD:
+            REDUCE_WALK(float, double, acc, 1.0, G_ID, C_MUL);
+            break;
+        case R_MAX:
+            REDUCE_WALK(float, double, acc, -INFINITY, G_ID, C_MAX);
+            break;
+        case R_MIN:
+            REDUCE_WALK(float, double, acc, INFINITY, G_ID, C_MIN);
+            break;
         case R_LOGSUMEXP:
             REDUCE_WALK(float, double, p->acc2, -INFINITY, G_ID, C_MAX);
             REDUCE_WALK(float, double, acc, 0.0, G_EXPM, C_ADD);
@@ -271,12 +325,27 @@ static void reduce_float(const reduce_plan *p, const void *in, void *out)
         }
     } else {
         switch (p->kind) {
-        case R_SUM: case R_MEAN: case R_LOGSUM: REDUCE_WALK(double, double, acc, 0.0, G_ID, C_ADD); break;
-        case R_L1: REDUCE_WALK(double, double, acc, 0.0, G_ABS, C_ADD); break;
-        case R_L2: case R_SUMSQ: REDUCE_WALK(double, double, acc, 0.0, G_SQ, C_ADD); break;
-        case R_PROD: REDUCE_WALK(double, double, acc, 1.0, G_ID, C_MUL); break;
-        case R_MAX: REDUCE_WALK(double, double, acc, -INFINITY, G_ID, C_MAX); break;
-        case R_MIN: REDUCE_WALK(double, double, acc, INFINITY, G_ID, C_MIN); break;
+        case R_SUM:
+        case R_MEAN:
+        case R_LOGSUM:
+            REDUCE_WALK(double, double, acc, 0.0, G_ID, C_ADD);
+            break;
+        case R_L1:
+            REDUCE_WALK(double, double, acc, 0.0, G_ABS, C_ADD);
+            break;
+        case R_L2:
+        case R_SUMSQ:
+            REDUCE_WALK(double, double, acc, 0.0, G_SQ, C_ADD);
+            break;
+        case R_PROD:
+            REDUCE_WALK(double, double, acc, 1.0, G_ID, C_MUL);
+            break;
+        case R_MAX:
+            REDUCE_WALK(double, double, acc, -INFINITY, G_ID, C_MAX);
+            break;
+        case R_MIN:
+            REDUCE_WALK(double, double, acc, INFINITY, G_ID, C_MIN);
+            break;
         case R_LOGSUMEXP:
             REDUCE_WALK(double, double, p->acc2, -INFINITY, G_ID, C_MAX);
             REDUCE_WALK(double, double, acc, 0.0, G_EXPM, C_ADD);
@@ -287,26 +356,51 @@ static void reduce_float(const reduce_plan *p, const void *in, void *out)
     for (int64_t o = 0; o < p->n_out; o++) {
         double v = acc[o];
         switch (p->kind) {
-        case R_MEAN: v /= n; break;
-        case R_L2: v = sqrt(v); break;
-        case R_LOGSUM: v = log(v); break;
-        case R_LOGSUMEXP: v = isinf(mx[o]) ? mx[o] : log(v) + mx[o]; break;
-        default: break;
+        case R_MEAN:
+            v /= n;
+            break;
+        case R_L2:
+            v = sqrt(v);
+            break;
+        case R_LOGSUM:
+            v = log(v);
+            break;
+        case R_LOGSUMEXP:
+            v = isinf(mx[o]) ? mx[o] : log(v) + mx[o];
+            break;
+        default:
+            break;
         }
-        if (p->dt == SS_DT_FLOAT32) ((float *)out)[o] = (float)v;
-        else ((double *)out)[o] = v;
+        if (p->dt == SS_DT_FLOAT32)
+            ((float *)out)[o] = (float)v;
+        else
+            ((double *)out)[o] = v;
     }
 }
 
 #define INT_KINDS(T)                                                                               \
     switch (p->kind) {                                                                             \
-    case R_SUM: case R_MEAN: REDUCE_WALK(T, int64_t, acc, 0, GI_ID, C_ADD); break;                 \
-    case R_L1: REDUCE_WALK(T, int64_t, acc, 0, GI_ABS, C_ADD); break;                              \
-    case R_SUMSQ: REDUCE_WALK(T, int64_t, acc, 0, GI_SQ, C_ADD); break;                            \
-    case R_PROD: REDUCE_WALK(T, int64_t, acc, 1, GI_ID, C_MUL); break;                             \
-    case R_MAX: REDUCE_WALK(T, int64_t, acc, INT64_MIN, GI_ID, C_MAX); break;                      \
-    case R_MIN: REDUCE_WALK(T, int64_t, acc, INT64_MAX, GI_ID, C_MIN); break;                      \
-    default: break;                                                                                \
+    case R_SUM:                                                                                    \
+    case R_MEAN:                                                                                   \
+        REDUCE_WALK(T, int64_t, acc, 0, GI_ID, C_ADD);                                             \
+        break;                                                                                     \
+    case R_L1:                                                                                     \
+        REDUCE_WALK(T, int64_t, acc, 0, GI_ABS, C_ADD);                                            \
+        break;                                                                                     \
+    case R_SUMSQ:                                                                                  \
+        REDUCE_WALK(T, int64_t, acc, 0, GI_SQ, C_ADD);                                             \
+        break;                                                                                     \
+    case R_PROD:                                                                                   \
+        REDUCE_WALK(T, int64_t, acc, 1, GI_ID, C_MUL);                                             \
+        break;                                                                                     \
+    case R_MAX:                                                                                    \
+        REDUCE_WALK(T, int64_t, acc, INT64_MIN, GI_ID, C_MAX);                                     \
+        break;                                                                                     \
+    case R_MIN:                                                                                    \
+        REDUCE_WALK(T, int64_t, acc, INT64_MAX, GI_ID, C_MIN);                                     \
+        break;                                                                                     \
+    default:                                                                                       \
+        break;                                                                                     \
     }
 
 static void reduce_int(const reduce_plan *p, const void *in, void *out)
@@ -320,8 +414,10 @@ static void reduce_int(const reduce_plan *p, const void *in, void *out)
     for (int64_t o = 0; o < p->n_out; o++) {
         int64_t v = acc[o];
         if (p->kind == R_MEAN) v = p->n_red ? v / p->n_red : 0;
-        if (p->dt == SS_DT_INT32) ((int32_t *)out)[o] = (int32_t)v;
-        else ((int64_t *)out)[o] = v;
+        if (p->dt == SS_DT_INT32)
+            ((int32_t *)out)[o] = (int32_t)v;
+        else
+            ((int64_t *)out)[o] = v;
     }
 }
 
@@ -337,19 +433,39 @@ static ss_status *reduce_run(ss_kctx *k)
     if (p->n_out == 0) return NULL;
     if (p->n_in == 0) { /* reducing an empty set: the identity of each reduction */
         for (int64_t o = 0; o < p->n_out; o++) {
-            double v = p->kind == R_PROD ? 1.0 : p->kind == R_MAX ? -INFINITY : p->kind == R_MIN ? INFINITY
-                       : p->kind == R_MEAN ? NAN : p->kind == R_LOGSUM || p->kind == R_LOGSUMEXP ? -INFINITY : 0.0;
+            double v = p->kind == R_PROD                               ? 1.0
+                       : p->kind == R_MAX                              ? -INFINITY
+                       : p->kind == R_MIN                              ? INFINITY
+                       : p->kind == R_MEAN                             ? NAN
+                       : p->kind == R_LOGSUM || p->kind == R_LOGSUMEXP ? -INFINITY
+                                                                       : 0.0;
             switch (p->dt) {
-            case SS_DT_FLOAT32: ((float *)y->data)[o] = (float)v; break;
-            case SS_DT_FLOAT64: ((double *)y->data)[o] = v; break;
-            case SS_DT_INT32: ((int32_t *)y->data)[o] = p->kind == R_PROD ? 1 : p->kind == R_MAX ? INT32_MIN : p->kind == R_MIN ? INT32_MAX : 0; break;
-            default: ((int64_t *)y->data)[o] = p->kind == R_PROD ? 1 : p->kind == R_MAX ? INT64_MIN : p->kind == R_MIN ? INT64_MAX : 0; break;
+            case SS_DT_FLOAT32:
+                ((float *)y->data)[o] = (float)v;
+                break;
+            case SS_DT_FLOAT64:
+                ((double *)y->data)[o] = v;
+                break;
+            case SS_DT_INT32:
+                ((int32_t *)y->data)[o] = p->kind == R_PROD  ? 1
+                                          : p->kind == R_MAX ? INT32_MIN
+                                          : p->kind == R_MIN ? INT32_MAX
+                                                             : 0;
+                break;
+            default:
+                ((int64_t *)y->data)[o] = p->kind == R_PROD  ? 1
+                                          : p->kind == R_MAX ? INT64_MIN
+                                          : p->kind == R_MIN ? INT64_MAX
+                                                             : 0;
+                break;
             }
         }
         return NULL;
     }
-    if (is_int(p->dt)) reduce_int(p, x->data, y->data);
-    else reduce_float(p, x->data, y->data);
+    if (is_int(p->dt))
+        reduce_int(p, x->data, y->data);
+    else
+        reduce_float(p, x->data, y->data);
     return NULL;
 }
 
@@ -369,8 +485,8 @@ static ss_status *arg_infer(ss_kctx *k)
     if (!st) st = check_attrs(k, arg_attrs);
     if (st) return st;
     const ss_tensor *x = k->in[0];
-    static const ss_dtype types[] = {SS_DT_FLOAT32, SS_DT_FLOAT64, SS_DT_INT32, SS_DT_INT64,
-                                     SS_DT_UINT8,   SS_DT_INT8};
+    static const ss_dtype types[] = {SS_DT_FLOAT32, SS_DT_FLOAT64, SS_DT_INT32,
+                                     SS_DT_INT64,   SS_DT_UINT8,   SS_DT_INT8};
     st = ss_op_expect_dtype(k, 0, types, (int)(sizeof types / sizeof types[0]));
     if (st) return st;
     int axis;
@@ -378,7 +494,8 @@ static ss_status *arg_infer(ss_kctx *k)
     if (st) return st;
     if (x->ndim == 0) return ss_op_err(k, SS_ERR_INVALID, "input must have rank >= 1");
     int64_t inner = 1;
-    for (int d = axis + 1; d < x->ndim; d++) inner *= x->dims[d];
+    for (int d = axis + 1; d < x->ndim; d++)
+        inner *= x->dims[d];
     arg_plan *p = calloc(1, sizeof *p + (inner > 1 ? (size_t)inner * 8 : 0));
     if (!p) return ss_errf(SS_ERR_NOMEM, "out of memory");
     k->state = p;
@@ -387,8 +504,10 @@ static ss_status *arg_infer(ss_kctx *k)
     p->last = ss_onnx_attr_int(k->node, "select_last_index", 0) != 0;
     bool keep = ss_onnx_attr_int(k->node, "keepdims", 1) != 0;
     p->outer = p->inner = 1;
-    for (int d = 0; d < axis; d++) p->outer *= x->dims[d];
-    for (int d = axis + 1; d < x->ndim; d++) p->inner *= x->dims[d];
+    for (int d = 0; d < axis; d++)
+        p->outer *= x->dims[d];
+    for (int d = axis + 1; d < x->ndim; d++)
+        p->inner *= x->dims[d];
     p->n = x->dims[axis];
     if (p->n == 0 && ss_tensor_numel(x) == 0 && p->outer * p->inner > 0)
         return ss_op_err(k, SS_ERR_INVALID, "cannot take an arg-extremum over an empty axis");
@@ -396,8 +515,10 @@ static ss_status *arg_infer(ss_kctx *k)
     y->dtype = SS_DT_INT64;
     y->ndim = 0;
     for (int d = 0; d < x->ndim; d++) {
-        if (d != axis) y->dims[y->ndim++] = x->dims[d];
-        else if (keep) y->dims[y->ndim++] = 1;
+        if (d != axis)
+            y->dims[y->ndim++] = x->dims[d];
+        else if (keep)
+            y->dims[y->ndim++] = 1;
     }
     return NULL;
 }
@@ -416,14 +537,16 @@ static ss_status *arg_infer(ss_kctx *k)
                 int64_t bi = 0;                                                                    \
                 for (int64_t a = 1; a < n; a++) {                                                  \
                     T v = xo[a];                                                                   \
-                    bool better = p->is_max ? (p->last ? v >= b : v > b) : (p->last ? v <= b : v < b); \
+                    bool better =                                                                  \
+                        p->is_max ? (p->last ? v >= b : v > b) : (p->last ? v <= b : v < b);       \
                     if (better) b = v, bi = a;                                                     \
                 }                                                                                  \
                 yo[0] = bi;                                                                        \
                 continue;                                                                          \
             }                                                                                      \
             T *restrict best = p->best;                                                            \
-            for (int64_t j = 0; j < inner; j++) best[j] = xo[j], yo[j] = 0;                        \
+            for (int64_t j = 0; j < inner; j++)                                                    \
+                best[j] = xo[j], yo[j] = 0;                                                        \
             for (int64_t a = 1; a < n; a++) {                                                      \
                 const T *row = xo + a * inner;                                                     \
                 for (int64_t j = 0; j < inner; j++) {                                              \
@@ -441,13 +564,26 @@ static ss_status *arg_run(ss_kctx *k)
     const arg_plan *p = k->state;
     if (p->n == 0) return NULL;
     switch (k->in[0]->dtype) {
-    case SS_DT_FLOAT32: ARG_KERNEL(float); break;
-    case SS_DT_FLOAT64: ARG_KERNEL(double); break;
-    case SS_DT_INT32: ARG_KERNEL(int32_t); break;
-    case SS_DT_INT64: ARG_KERNEL(int64_t); break;
-    case SS_DT_UINT8: ARG_KERNEL(uint8_t); break;
-    case SS_DT_INT8: ARG_KERNEL(int8_t); break;
-    default: return ss_op_err(k, SS_ERR_INTERNAL, "unexpected type");
+    case SS_DT_FLOAT32:
+        ARG_KERNEL(float);
+        break;
+    case SS_DT_FLOAT64:
+        ARG_KERNEL(double);
+        break;
+    case SS_DT_INT32:
+        ARG_KERNEL(int32_t);
+        break;
+    case SS_DT_INT64:
+        ARG_KERNEL(int64_t);
+        break;
+    case SS_DT_UINT8:
+        ARG_KERNEL(uint8_t);
+        break;
+    case SS_DT_INT8:
+        ARG_KERNEL(int8_t);
+        break;
+    default:
+        return ss_op_err(k, SS_ERR_INTERNAL, "unexpected type");
     }
     return NULL;
 }
