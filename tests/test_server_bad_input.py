@@ -270,7 +270,8 @@ def memory_flat(c):
 
 def main():
     global server, channel
-    with TestServer(rest="127.0.0.1:0", extra=["--rest-timeout", "2"]) as s:
+    # REST with a pool of 2 threads here (the other tests use one epoll thread)
+    with TestServer(rest="127.0.0.1:0", extra=["--rest-timeout", "2", "--rest-threads", "2"]) as s:
         server = s
         channel = grpc.insecure_channel(s.grpc_address, options=[("grpc.enable_http_proxy", 0)])
         print("%d gRPC + %d REST + raw HTTP cases" % (len(GRPC_CASES), len(REST_CASES)))

@@ -286,14 +286,14 @@ static void test_predict(void *ctx, ss_predict_request *req, ss_predict_done don
 static void usage(void)
 {
     fprintf(stderr, "usage: ss_test_server [--grpc ADDR] [--rest ADDR] [--grpc-max-mb N] "
-                    "[--rest-max-mb N] [--rest-timeout S] [--workers N]\n");
+                    "[--rest-max-mb N] [--rest-timeout S] [--rest-threads N] [--workers N]\n");
     exit(2);
 }
 
 int main(int argc, char **argv)
 {
     const char *grpc_addr = NULL, *rest_addr = NULL;
-    int grpc_mb = 0, rest_mb = 0, rest_timeout = 0, nworkers = 4;
+    int grpc_mb = 0, rest_mb = 0, rest_timeout = 0, rest_threads = 0, nworkers = 4;
     for (int i = 1; i < argc; i++) {
         if (i + 1 >= argc) usage();
         if (!strcmp(argv[i], "--grpc"))
@@ -306,6 +306,8 @@ int main(int argc, char **argv)
             rest_mb = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--rest-timeout"))
             rest_timeout = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--rest-threads"))
+            rest_threads = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--workers"))
             nworkers = atoi(argv[++i]);
         else
@@ -335,6 +337,7 @@ int main(int argc, char **argv)
                              .max_msg_mb = rest_mb,
                              .handler = handler,
                              .timeout_s = rest_timeout,
+                             .threads = rest_threads,
                              .ready = is_ready};
         st = ss_rest_server_start(&o, &rest);
     }
