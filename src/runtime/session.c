@@ -461,7 +461,7 @@ static ss_status *layout_arena(struct ss_plan *p)
                         ? ss_errf(SS_ERR_NOMEM, "cannot allocate a %zu-byte arena", total) : NULL;
     for (int i = 0; !st && i < n; i++) {
         ss_tensor *t = &p->vals[items[i].id];
-        t->data = p->arena + items[i].offset;
+        t->data = p->arena ? p->arena + items[i].offset : NULL; /* all-empty arena: no pointer */
         t->storage = SS_STORE_BORROWED;
     }
     /* Aliases of arena values: same bytes. Values are numbered in production order. */
