@@ -237,7 +237,7 @@ static ss_status *cast_run(ss_kctx *k)
     int64_t n = ss_tensor_numel(k->out[0]);
     if (p->from == SS_DT_STRING) return cast_from_string(k, p, n);
     if (p->from == p->to) {
-        memcpy(dst, src, k->out[0]->nbytes);
+        if (n > 0) memcpy(dst, src, k->out[0]->nbytes);
         return NULL;
     }
     bool hin = ss_ew_is_half(p->from), hout = ss_ew_is_half(p->to);

@@ -514,7 +514,7 @@ static ss_status *variadic_run(ss_kctx *k)
     const variadic_state *s = k->state;
     ss_tensor *o = k->out[0];
     if (s->n_steps == 0) {
-        memcpy(o->data, k->in[0]->data, o->nbytes);
+        if (o->nbytes) memcpy(o->data, k->in[0]->data, o->nbytes);
         return NULL;
     }
     const void *prev = k->in[0]->data;
