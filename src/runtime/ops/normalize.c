@@ -371,6 +371,31 @@ static void expand_param(const ss_tensor *t, const ss_tensor *x, int axis, size_
     }
 }
 
+/* Mean and biased variance of a contiguous row, two passes in double with four independent
+ * partial sums (keeps the adds pipelined without reassociating a single chain). */
+#define MOMENTS(T)                                                                                 \
+    static void moments_##T(const T *restrict x, int64_t n, double *mean, double *var)             \
+    {                                                                                              \
+        double s[4] = {0, 0, 0, 0}, v[4] = {0, 0, 0, 0};                                           \
+        int64_t i = 0;                                                                             \
+        for (; i + 4 <= n; i += 4)                                                                 \
+            for (int j = 0; j < 4; j++)                                                            \
+                s[j] += x[i + j];                                                                  \
+        for (; i < n; i++)                                                                         \
+            s[0] += x[i];                                                                          \
+        double m = n ? ((s[0] + s[1]) + (s[2] + s[3])) / (double)n : 0;                            \
+        for (i = 0; i + 4 <= n; i += 4)                                                            \
+            for (int j = 0; j < 4; j++)                                                            \
+                v[j] += ((double)x[i + j] - m) * ((double)x[i + j] - m);                           \
+        for (; i < n; i++)                                                                         \
+            v[0] += ((double)x[i] - m) * ((double)x[i] - m);                                       \
+        *mean = m;                                                                                 \
+        *var = n ? ((v[0] + v[1]) + (v[2] + v[3])) / (double)n : 0;                                \
+    }
+
+MOMENTS(float)
+MOMENTS(double)
+
 #define LAYERNORM(T)                                                                               \
     do {                                                                                           \
         const T *restrict sc = scale;                                                              \
@@ -378,13 +403,9 @@ static void expand_param(const ss_tensor *t, const ss_tensor *x, int axis, size_
         for (int64_t r = 0; r < p->rows; r++) {                                                    \
             const T *restrict x = (const T *)k->in[0]->data + r * n;                               \
             T *restrict y = (T *)k->out[0]->data + r * n;                                          \
-            double s = 0;                                                                          \
-            for (int64_t i = 0; i < n; i++)                                                        \
-                s += x[i];                                                                         \
-            double mean = s / (double)n, v = 0;                                                    \
-            for (int64_t i = 0; i < n; i++)                                                        \
-                v += ((double)x[i] - mean) * ((double)x[i] - mean);                                \
-            double inv = 1.0 / sqrt(v / (double)n + (double)p->eps);                               \
+            double mean, var;                                                                      \
+            moments_##T(x, n, &mean, &var);                                                        \
+            double inv = 1.0 / sqrt(var + (double)p->eps);                                         \
             T m = (T)mean, is = (T)inv;                                                            \
             if (bi)                                                                                \
                 for (int64_t i = 0; i < n; i++)                                                    \
@@ -487,20 +508,6 @@ static ss_status *chnorm_infer(ss_kctx *k)
     return NULL;
 }
 
-/* Per (n, c) plane mean and biased variance in double. */
-#define PLANE_STATS(T, ptr, len, mean_, var_)                                                      \
-    do {                                                                                           \
-        const T *restrict q_ = (ptr);                                                              \
-        double s_ = 0, v_ = 0;                                                                     \
-        for (int64_t i_ = 0; i_ < (len); i_++)                                                     \
-            s_ += q_[i_];                                                                          \
-        double m_ = (len) ? s_ / (double)(len) : 0;                                                \
-        for (int64_t i_ = 0; i_ < (len); i_++)                                                     \
-            v_ += ((double)q_[i_] - m_) * ((double)q_[i_] - m_);                                   \
-        (mean_) = m_;                                                                              \
-        (var_) = (len) ? v_ / (double)(len) : 0;                                                   \
-    } while (0)
-
 #define CHNORM(T)                                                                                  \
     do {                                                                                           \
         const T *x = k->in[0]->data, *scale = k->in[1]->data, *bias = k->in[2]->data;              \
@@ -509,7 +516,7 @@ static ss_status *chnorm_infer(ss_kctx *k)
         if (p->instance) {                                                                         \
             for (int64_t i = 0; i < p->n * C; i++) {                                               \
                 double m, v;                                                                       \
-                PLANE_STATS(T, x + i * S, S, m, v);                                                \
+                moments_##T(x + i * S, S, &m, &v);                                                 \
                 double inv = 1.0 / sqrt(v + p->eps);                                               \
                 p->a[i] = scale[i % C] * inv;                                                      \
                 p->b[i] = bias[i % C] - m * p->a[i];                                               \
@@ -522,7 +529,7 @@ static ss_status *chnorm_infer(ss_kctx *k)
                     double s = 0, ss = 0, cnt = (double)(p->n * S);                                \
                     for (int64_t b = 0; b < p->n; b++) {                                           \
                         double pm, pv;                                                             \
-                        PLANE_STATS(T, x + (b * C + c) * S, S, pm, pv);                            \
+                        moments_##T(x + (b * C + c) * S, S, &pm, &pv);                             \
                         s += pm * (double)S;                                                       \
                         ss += (pv + pm * pm) * (double)S;                                          \
                     }                                                                              \
