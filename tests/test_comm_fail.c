@@ -100,9 +100,11 @@ static void scenario_peer_failure(int sig)
     const char *needle = sig == SIGKILL ? "rank %d (pid" : "rank %d did not arrive";
     ss_code code = sig == SIGKILL ? SS_ERR_UNAVAILABLE : SS_ERR_TIMEOUT;
     CHECK(pipe(report) == 0);
+    pid_t parent = getpid();
     for (int r = 0; r < NR; r++) {
         kids[r] = fork();
         if (kids[r] == 0) {
+            comm_test_die_with_parent(parent);
             close(report[0]);
             _exit(looping_rank(r, session, victim, needle, code));
         }
@@ -175,8 +177,12 @@ static int pair_rank(const char *session, int rank)
 /* Leave a stale segment: one rank of two joins and is SIGKILLed while it waits for the other. */
 static void make_stale(const char *session)
 {
+    pid_t parent = getpid();
     kids[0] = fork();
-    if (kids[0] == 0) _exit(joining_rank(session, 2, 60000));
+    if (kids[0] == 0) {
+        comm_test_die_with_parent(parent);
+        _exit(joining_rank(session, 2, 60000));
+    }
     for (int i = 0; i < 2000 && !seg_exists(session); i++) usleep(1000);
     usleep(20000);
     kill(kids[0], SIGKILL);
@@ -190,8 +196,12 @@ static void scenario_stale_and_join(void)
     char session[64];
     snprintf(session, sizeof session, "stale-%d", (int)getpid());
     make_stale(session);
+    pid_t parent = getpid();
     for (int r = 0; r < 2; r++)
-        if ((kids[r] = fork()) == 0) _exit(pair_rank(session, r));
+        if ((kids[r] = fork()) == 0) {
+            comm_test_die_with_parent(parent);
+            _exit(pair_rank(session, r));
+        }
     for (int r = 0; r < 2; r++) {
         int status = wait_kid(kids[r], 20000);
         CHECK_MSG(status != -1 && WIFEXITED(status) && WEXITSTATUS(status) == 0,
@@ -220,7 +230,10 @@ static void scenario_stale_and_join(void)
 
     /* Peers that never come: a bounded join, naming them, and no segment left. */
     kids[0] = fork();
-    if (kids[0] == 0) _exit(joining_rank(session, 2, 500));
+    if (kids[0] == 0) {
+        comm_test_die_with_parent(parent);
+        _exit(joining_rank(session, 2, 500));
+    }
     int status = wait_kid(kids[0], 5000);
     CHECK_MSG(status != -1 && WIFEXITED(status) && WEXITSTATUS(status) == 0,
               "lone rank: join did not fail as expected (0x%x)", status);

@@ -48,9 +48,13 @@ static int rank_main(int rank, int n, const char *session, int mode)
 static int run_group(int n, const char *session, int mode, int limit_s)
 {
     nkids = 0;
+    pid_t me = getpid();
     for (int r = 0; r < n; r++) {
         pid_t pid = fork();
-        if (pid == 0) _exit(rank_main(r, n, session, mode));
+        if (pid == 0) {
+            comm_test_die_with_parent(me);
+            _exit(rank_main(r, n, session, mode));
+        }
         kids[nkids++] = pid;
     }
     int failed = 0, left = n;
