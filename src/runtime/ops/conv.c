@@ -137,8 +137,9 @@ static void valid_range(int64_t off, int64_t s, int64_t in, int64_t out, int64_t
 typedef struct {
     geom g;
     int64_t N, C, M, group, cg, mg;
-    bool direct;
-    void *col; /* (cg * kvol) x ovol, unless direct */
+    bool direct;    /* 1x1, unit strides, no padding: X is already the column matrix */
+    bool depthwise; /* one input and one output channel per group: taps folded row by row */
+    void *col;      /* (cg * kvol) x ovol, unless direct or depthwise */
 } conv_plan;
 
 static const char *const conv_attrs[] = {"auto_pad", "dilations", "group", "kernel_shape",
@@ -181,8 +182,10 @@ static ss_status *conv_infer(ss_kctx *k)
     bool direct = g.kvol == 1;
     for (int i = 0; i < 3; i++)
         direct = direct && g.s[i] == 1 && g.pb[i] == 0 && g.pe[i] == 0;
+    bool depthwise = group > 1 && group == C && M == C;
     size_t es = ss_dtype_size(x->dtype);
-    size_t col_bytes = direct ? 0 : (size_t)(C / group) * (size_t)g.kvol * (size_t)g.ovol * es;
+    size_t col_bytes =
+        direct || depthwise ? 0 : (size_t)(C / group) * (size_t)g.kvol * (size_t)g.ovol * es;
     conv_plan *p = calloc(1, sizeof *p + col_bytes);
     if (!p) return ss_errf(SS_ERR_NOMEM, "cannot allocate a %zu-byte im2col buffer", col_bytes);
     k->state = p;
@@ -194,6 +197,7 @@ static ss_status *conv_infer(ss_kctx *k)
     p->cg = C / group;
     p->mg = M / group;
     p->direct = direct;
+    p->depthwise = depthwise;
     p->col = p + 1;
     geom_out_shape(&g, p->N, M, k->out[0], x->dtype);
     return NULL;
@@ -242,6 +246,43 @@ static ss_status *conv_infer(ss_kctx *k)
 IM2COL(float)
 IM2COL(double)
 
+/* Depthwise: each kernel tap adds a weighted strided input row into the output row (the rows
+ * start as the bias), like the pooling loops; no im2col and no per-channel gemm calls. */
+#define DEPTHWISE(T)                                                                               \
+    static void depthwise_##T(const geom *g, const T *restrict x, const T *restrict w,             \
+                              T *restrict y)                                                       \
+    {                                                                                              \
+        int64_t s2 = g->s[2];                                                                      \
+        for (int64_t od = 0; od < g->out[0]; od++)                                                 \
+            for (int64_t oh = 0; oh < g->out[1]; oh++) {                                           \
+                T *restrict yr = y + (od * g->out[1] + oh) * g->out[2];                            \
+                for (int64_t kd = 0; kd < g->k[0]; kd++) {                                         \
+                    int64_t id = od * g->s[0] - g->pb[0] + kd * g->d[0];                           \
+                    if (id < 0 || id >= g->in[0]) continue;                                        \
+                    for (int64_t kh = 0; kh < g->k[1]; kh++) {                                     \
+                        int64_t ih = oh * g->s[1] - g->pb[1] + kh * g->d[1];                       \
+                        if (ih < 0 || ih >= g->in[1]) continue;                                    \
+                        const T *restrict row = x + (id * g->in[1] + ih) * g->in[2];               \
+                        const T *restrict wk = w + (kd * g->k[1] + kh) * g->k[2];                  \
+                        for (int64_t kw = 0; kw < g->k[2]; kw++) {                                 \
+                            int64_t off = kw * g->d[2] - g->pb[2], lo, hi;                         \
+                            valid_range(off, s2, g->in[2], g->out[2], &lo, &hi);                   \
+                            T wv = wk[kw];                                                         \
+                            if (s2 == 1)                                                           \
+                                for (int64_t ow = lo; ow < hi; ow++)                               \
+                                    yr[ow] += wv * row[ow + off];                                  \
+                            else                                                                   \
+                                for (int64_t ow = lo; ow < hi; ow++)                               \
+                                    yr[ow] += wv * row[ow * s2 + off];                             \
+                        }                                                                          \
+                    }                                                                              \
+                }                                                                                  \
+            }                                                                                      \
+    }
+
+DEPTHWISE(float)
+DEPTHWISE(double)
+
 static ss_status *conv_run(ss_kctx *k)
 {
     const conv_plan *p = k->state;
@@ -267,7 +308,18 @@ static ss_status *conv_run(ss_kctx *k)
             }
         }
         if (K == 0) continue;
-        for (int64_t gi = 0; gi < p->group; gi++) {
+        for (int64_t c = 0; p->depthwise && c < p->C; c++) {
+            size_t xo = (size_t)((n * p->C + c) * ivol) * es,
+                   yo = (size_t)((n * p->M + c) * ovol) * es;
+            size_t wo = (size_t)(c * p->g.kvol) * es;
+            if (f32)
+                depthwise_float(&p->g, (const float *)(xd + xo), (const float *)(wd + wo),
+                                (float *)(y + yo));
+            else
+                depthwise_double(&p->g, (const double *)(xd + xo), (const double *)(wd + wo),
+                                 (double *)(y + yo));
+        }
+        for (int64_t gi = 0; !p->depthwise && gi < p->group; gi++) {
             const char *xg = xd + (size_t)((n * p->C + gi * p->cg) * ivol) * es;
             const void *col = xg;
             if (!p->direct) {
