@@ -454,9 +454,10 @@ def shutdown_answers_in_flight(c):
     srv = TestServer()
     try:
         client = Client(srv.grpc_address, "slow", "sleep")
+        Client(srv.grpc_address, "echo", "echo").infer({"v": ONES})  # server up and connected
         futures = [client.infer_async({"v": ONES}) for _ in range(3)]
         import time
-        time.sleep(0.1)
+        time.sleep(0.15)  # well inside the 300 ms the calls take
         code = srv.stop()
         c.eq(code, 0, "clean exit on SIGTERM")
         for f in futures:
