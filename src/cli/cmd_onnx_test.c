@@ -3,7 +3,8 @@
  * Runs ONNX backend test cases (model.onnx + test_data_set_N/input_K.pb, output_*.pb). A DIR
  * is a case folder or a folder of case folders. Outputs are compared with rtol 1e-3 and atol 1e-5
  * (exact for integers and bools; NaN matches NaN). One line per case:
- *   PASS name | FAIL name: worst error | UNSUPPORTED name: what is missing
+ *   PASS name | FAIL name: worst error | UNSUPPORTED name: what is missing |
+ *   SKIP name: the case's own data contradicts its model
  * then "N passed, N failed, N skipped"; the exit status is 1 if any case failed.
  */
 #include "cli.h"
@@ -18,6 +19,7 @@
 
 #define MAX_IO 64
 #define RTOL 1e-3
+#define INCONSISTENT_CASE "inconsistent test case"
 #define ATOL 1e-5
 
 typedef struct {
@@ -99,6 +101,12 @@ static bool compare(const char *name, const ss_tensor *got, const ss_tensor *wan
     return true;
 }
 
+/* onnx 1.12's test data stores bfloat16 tensors as uint16 bit patterns: read them as bfloat16. */
+static void relabel_bfloat16(ss_tensor *t, ss_dtype declared)
+{
+    if (declared == SS_DT_BFLOAT16 && t->dtype == SS_DT_UINT16) t->dtype = SS_DT_BFLOAT16;
+}
+
 static ss_status *run_data_set(ss_session *s, const char *set_dir, bool *ok, char *why, size_t cap)
 {
     ss_tensor ins[MAX_IO] = {0}, wants[MAX_IO] = {0};
@@ -109,10 +117,27 @@ static ss_status *run_data_set(ss_session *s, const char *set_dir, bool *ok, cha
     for (int i = 0; i < n_in && !st; i++) {
         snprintf(path, sizeof path, "%s/input_%d.pb", set_dir, i);
         st = ss_onnx_parse_tensor_file(path, &ins[i]);
+        if (!st) relabel_bfloat16(&ins[i], ss_session_input(s, i)->dtype);
     }
     for (int i = 0; i < n_out && !st; i++) {
         snprintf(path, sizeof path, "%s/output_%d.pb", set_dir, i);
         st = ss_onnx_parse_tensor_file(path, &wants[i]);
+        if (!st) relabel_bfloat16(&wants[i], ss_session_output(s, i)->dtype);
+    }
+    /* A case whose own data contradicts its model's declared input shape is not a test of us
+     * (onnx 1.12 ships a few: the bfloat16 CastLike cases). Say so and skip it. */
+    for (int i = 0; i < n_in && !st; i++) {
+        const ss_onnx_value_info *vi = ss_session_input(s, i);
+        bool ok = vi->ndim < 0 || ins[i].ndim == vi->ndim;
+        for (int d = 0; ok && d < vi->ndim; d++) ok = vi->dims[d] < 0 || vi->dims[d] == ins[i].dims[d];
+        if (!ok) {
+            char a[160], b[160];
+            int64_t declared[SS_MAX_DIMS];
+            for (int d = 0; d < vi->ndim; d++) declared[d] = vi->dims[d];
+            snprintf(why, cap, "the case's data for input '%s' has shape %s but its model declares %s", vi->name,
+                     ss_shape_str(ins[i].ndim, ins[i].dims, a, sizeof a), ss_shape_str(vi->ndim, declared, b, sizeof b));
+            st = ss_errf(SS_ERR_INVALID, "%s", INCONSISTENT_CASE);
+        }
     }
     const ss_tensor *outs = NULL;
     if (!st) st = ss_session_run(s, ins, n_in, &outs);
@@ -145,6 +170,13 @@ static void run_case(const char *dir, tally *t)
         sets++;
         bool ok = false;
         st = run_data_set(s, path, &ok, why, sizeof why);
+        if (st && !strcmp(st->msg, INCONSISTENT_CASE)) {
+            printf("SKIP %s: %s\n", name, why);
+            t->skipped++;
+            ss_status_free(st);
+            ss_session_free(s);
+            return;
+        }
         if (st) {
             snprintf(why, sizeof why, "test_data_set_%d: %s", k, st->msg);
             bool unsupported = st->code == SS_ERR_UNSUPPORTED;
