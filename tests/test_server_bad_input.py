@@ -122,6 +122,8 @@ REST_CASES = [
     ("/model/echo:echo", b'{"instances": ' + b'[' * 2000 + b']' * 2000 + b'}', "Illegal JSON format."),
     ("/model/echo:echo", b"\x00\x01\x02", "Illegal JSON format."),
     ("/model/echo:echo", b"null", "key 'instances' expects to exist once, but actually 0 times"),
+    ("/model/echo:echo", b'{"instances": {"a": [' + b"1," * (1 << 22) + b'1]}}',
+     "http message has more than 4194304 JSON values"),
     ("/model/echo:echo", b"123", "key 'instances' expects to exist once"),
     ("/model/echo:echo", b'{"instances": {"a": 1e400}}', "out of the range of float32"),
     ("/model/echo:echo", b'{"instances": {"a": -1e400}}', "out of the range of float32"),

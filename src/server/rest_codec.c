@@ -21,6 +21,7 @@
 
 #define FLOAT_FLAG (1 << 12) /* our tag on cJSON number nodes written with '.', 'e' or 'E' */
 #define ERR_TEXT_MAX 100     /* longest piece of client input echoed in an error */
+#define SS_REST_MAX_JSON_VALUES (1 << 22) /* numbers + strings in one request body */
 
 /* ------------------------------------------------------------------ string builder */
 
@@ -228,14 +229,17 @@ bool ss_rest_parse_url(const char *url, char **servable, char **method, uint64_t
  * through but JSON forbids: raw control characters inside strings. */
 typedef enum { LEX_OK, LEX_NOMEM, LEX_CONTROL_CHAR } lex_result;
 
-static lex_result lex_number_kinds(const char *text, size_t len, bool **kinds, size_t *count)
+static lex_result lex_number_kinds(const char *text, size_t len, bool **kinds, size_t *count,
+                                   size_t *strings)
 {
     size_t cap = 64, n = 0;
+    *strings = 0;
     bool *k = malloc(cap * sizeof *k);
     if (!k) return LEX_NOMEM;
     for (size_t i = 0; i < len; i++) {
         char c = text[i];
         if (c == '"') {
+            (*strings)++;
             for (i++; i < len && text[i] != '"'; i++) {
                 if ((unsigned char)text[i] < 0x20) {
                     free(k);
@@ -658,6 +662,20 @@ static ss_status *parse_json(const char *body, size_t len, cJSON **out)
     if (!ss_serving_utf8_valid(body, len))
         return fail("Illegal JSON format.[json.exception.parse_error.101] parse error: invalid "
                     "UTF-8 byte");
+    bool *kinds = NULL;
+    size_t count = 0, strings = 0, next = 0;
+    lex_result lex = lex_number_kinds(body, len, &kinds, &count, &strings);
+    if (lex == LEX_NOMEM) return ss_errf(SS_ERR_NOMEM, "out of memory");
+    if (lex == LEX_CONTROL_CHAR)
+        return fail("Illegal JSON format.[json.exception.parse_error.101] parse error: control "
+                    "character in a string must be escaped");
+    /* cJSON spends ~64 bytes per value: bound it before parsing, not after. */
+    if (count + strings > SS_REST_MAX_JSON_VALUES) {
+        free(kinds);
+        return fail("http message has more than %d JSON values; send large tensors as "
+                    "{\"b64\": ...} objects",
+                    SS_REST_MAX_JSON_VALUES);
+    }
     const char *end = NULL;
     cJSON *root = cJSON_ParseWithLengthOpts(body, len, &end, false);
     size_t at = end ? (size_t)(end - body) : 0;
@@ -665,18 +683,10 @@ static ss_status *parse_json(const char *body, size_t len, cJSON **out)
         at++;
     if (!root || at != len) {
         cJSON_Delete(root);
+        free(kinds);
         return fail("Illegal JSON format.[json.exception.parse_error.101] parse error at byte "
                     "%zu: syntax error",
                     at + 1);
-    }
-    bool *kinds = NULL;
-    size_t count = 0, next = 0;
-    lex_result lex = lex_number_kinds(body, len, &kinds, &count);
-    if (lex != LEX_OK) {
-        cJSON_Delete(root);
-        if (lex == LEX_NOMEM) return ss_errf(SS_ERR_NOMEM, "out of memory");
-        return fail("Illegal JSON format.[json.exception.parse_error.101] parse error: control "
-                    "character in a string must be escaped");
     }
     tag_numbers(root, kinds, count, &next);
     free(kinds);
