@@ -354,8 +354,9 @@ int main(int argc, char **argv)
     const char *only = argc > 2 ? argv[2] : "";
     if (strcmp(only, "unix") != 0) run_transport("tcp", false, dir, reps64);
     if (strcmp(only, "tcp") != 0) run_transport("unix", true, dir, reps64);
-    printf("\nCPU time per round trip, both ends (one process), median ms: robust to other load "
-           "on a shared machine.\n\n"
+    printf("\nCPU time per round trip, both ends (one process), median ms (less sensitive than "
+           "wall time to other load; "
+           "a VM may still count stolen time).\n\n"
            "| path | size    | raw cpu  | link    | ratio | link+alloc    | ratio |\n"
            "|------|---------|----------|---------|-------|---------------|-------|\n");
     for (int i = 0; i < n_cpu; i++)
