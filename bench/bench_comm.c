@@ -48,7 +48,11 @@ static void die(ss_status *st)
 static int iters_for(size_t size, bool quick, bool mpi)
 {
     if (mpi && size > (1u << 20)) return 1; /* Open MPI oversubscribed needs seconds per call */
-    int n = size <= 4096 ? 2000 : size <= 65536 ? 400 : size <= (1u << 20) ? 60 : size <= (16u << 20) ? 8 : 4;
+    int n = size <= 4096          ? 2000
+            : size <= 65536       ? 400
+            : size <= (1u << 20)  ? 60
+            : size <= (16u << 20) ? 8
+                                  : 4;
     return quick ? (n + 3) / 4 : n;
 }
 
@@ -84,7 +88,8 @@ static ss_status *one_call(ss_comm *c, int kind, float *buf, float *dst, size_t 
 {
     int n = ss_comm_size(c);
     switch (kind) {
-    case K_ALLREDUCE: return ss_comm_allreduce(c, NULL, buf, SS_DT_FLOAT32, size / 4);
+    case K_ALLREDUCE:
+        return ss_comm_allreduce(c, NULL, buf, SS_DT_FLOAT32, size / 4);
     case K_ALLGATHER: {
         ss_tensor in, out;
         int64_t d[1] = {(int64_t)(size / 4 / (size_t)n)}, dn[1] = {d[0] * n};
@@ -95,7 +100,9 @@ static ss_status *one_call(ss_comm *c, int kind, float *buf, float *dst, size_t 
     case K_MEMCPY1:
         if (ss_comm_rank(c) == 0) memcpy(dst, buf, size);
         return NULL;
-    case K_MEMCPYN: memcpy(dst, buf, size); return NULL;
+    case K_MEMCPYN:
+        memcpy(dst, buf, size);
+        return NULL;
 #ifdef SS_HAVE_MPI
     case K_RAW_ALLREDUCE:
         MPI_Allreduce(MPI_IN_PLACE, buf, (int)(size / 4), MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD);
@@ -129,15 +136,18 @@ static double measure(ss_comm *c, int kind, float *buf, float *dst, size_t size,
 
 static void fmt_size(size_t s, char *b, size_t cap)
 {
-    if (s >= (1u << 20)) snprintf(b, cap, "%zuM", s >> 20);
-    else if (s >= 1024) snprintf(b, cap, "%zuK", s >> 10);
-    else snprintf(b, cap, "%zu", s);
+    if (s >= (1u << 20))
+        snprintf(b, cap, "%zuM", s >> 20);
+    else if (s >= 1024)
+        snprintf(b, cap, "%zuK", s >> 10);
+    else
+        snprintf(b, cap, "%zu", s);
 }
 
 static void run(ss_comm *c, const options *o)
 {
     bool root = ss_comm_rank(c) == 0;
-    const char *be = ss_comm_backend_name(ss_comm_backend_of(c));
+    const char *be = o->bind ? "shm-pin" : ss_comm_backend_name(ss_comm_backend_of(c));
     int n = ss_comm_size(c);
     if (root) {
         printf("\n%s, %d ranks (median of per-iteration max over ranks)\n", be, n);
@@ -147,7 +157,8 @@ static void run(ss_comm *c, const options *o)
     for (int si = 0; si < o->nsizes; si++) {
         size_t size = o->sizes[si] / (4u * (size_t)n) * (4u * (size_t)n);
         float *buf = malloc(size), *dst = malloc(size);
-        for (size_t i = 0; i < size / 4; i++) buf[i] = (float)(i & 255);
+        for (size_t i = 0; i < size / 4; i++)
+            buf[i] = (float)(i & 255);
         memset(dst, 0, size);
         int iters = iters_for(size, o->quick, ss_comm_backend_of(c) == SS_COMM_MPI);
         double m1 = measure(c, K_MEMCPY1, buf, dst, size, iters);
@@ -158,7 +169,8 @@ static void run(ss_comm *c, const options *o)
             double raw = -1;
 #ifdef SS_HAVE_MPI
             if (ss_comm_backend_of(c) == SS_COMM_MPI)
-                raw = measure(c, op == 0 ? K_RAW_ALLREDUCE : K_RAW_ALLGATHER, buf, dst, size, iters);
+                raw =
+                    measure(c, op == 0 ? K_RAW_ALLREDUCE : K_RAW_ALLGATHER, buf, dst, size, iters);
 #endif
             if (!root) continue;
             char sb[16];
@@ -261,8 +273,11 @@ int main(int argc, char **argv)
                 CPU_SET(r % (int)sysconf(_SC_NPROCESSORS_ONLN), &set);
                 sched_setaffinity(0, sizeof set, &set);
             }
-            ss_comm_config cfg = {.backend = SS_COMM_SHM, .rank = r, .size = o.ranks,
-                                  .session = session, .timeout_ms = 60000,
+            ss_comm_config cfg = {.backend = SS_COMM_SHM,
+                                  .rank = r,
+                                  .size = o.ranks,
+                                  .session = session,
+                                  .timeout_ms = 60000,
                                   .slot_bytes = o.slot};
             ss_status *st = ss_comm_create(&cfg, &c);
             if (st) die(st);

@@ -45,10 +45,14 @@ static inline void comm_test_groups_init(comm_test_groups *t, int n)
 {
     int h = n / 2, ne = 0, no = 0;
     for (int r = 0; r < n; r++) {
-        if (r < h) t->half0[r] = r;
-        else t->half1[r - h] = r;
-        if (r % 2) t->odd[no++] = r;
-        else t->even[ne++] = r;
+        if (r < h)
+            t->half0[r] = r;
+        else
+            t->half1[r - h] = r;
+        if (r % 2)
+            t->odd[no++] = r;
+        else
+            t->even[ne++] = r;
     }
     t->defs[0] = (ss_comm_group_def){"half0", t->half0, h};
     t->defs[1] = (ss_comm_group_def){"half1", t->half1, n - h};
@@ -58,9 +62,18 @@ static inline void comm_test_groups_init(comm_test_groups *t, int n)
 
 /* ------------------------------------------------------------------ allreduce */
 
-static inline float ar_f32(int r, size_t k) { return (float)((k % 1000) + (size_t)r * 3); }
-static inline uint16_t ar_f16(int r, size_t k) { return ss_f32_to_f16((float)(k % 64) * 0.5f + (float)r); }
-static inline uint32_t ar_i32(int r, size_t k) { return (uint32_t)(k * 2654435761u) ^ (uint32_t)(r * 7919); }
+static inline float ar_f32(int r, size_t k)
+{
+    return (float)((k % 1000) + (size_t)r * 3);
+}
+static inline uint16_t ar_f16(int r, size_t k)
+{
+    return ss_f32_to_f16((float)(k % 64) * 0.5f + (float)r);
+}
+static inline uint32_t ar_i32(int r, size_t k)
+{
+    return (uint32_t)(k * 2654435761u) ^ (uint32_t)(r * 7919);
+}
 static inline uint64_t ar_i64(int r, size_t k)
 {
     return ((uint64_t)(r + 1) << 40) + (uint64_t)k * 12345u - 7u * (uint64_t)r;
@@ -70,10 +83,18 @@ static inline void fill_ar(ss_dtype dt, void *buf, int r, size_t count)
 {
     for (size_t k = 0; k < count; k++) {
         switch (dt) {
-        case SS_DT_FLOAT32: ((float *)buf)[k] = ar_f32(r, k); break;
-        case SS_DT_FLOAT16: ((uint16_t *)buf)[k] = ar_f16(r, k); break;
-        case SS_DT_INT32: ((uint32_t *)buf)[k] = ar_i32(r, k); break;
-        default: ((uint64_t *)buf)[k] = ar_i64(r, k); break;
+        case SS_DT_FLOAT32:
+            ((float *)buf)[k] = ar_f32(r, k);
+            break;
+        case SS_DT_FLOAT16:
+            ((uint16_t *)buf)[k] = ar_f16(r, k);
+            break;
+        case SS_DT_INT32:
+            ((uint32_t *)buf)[k] = ar_i32(r, k);
+            break;
+        default:
+            ((uint64_t *)buf)[k] = ar_i64(r, k);
+            break;
         }
     }
 }
@@ -107,8 +128,8 @@ static inline void check_allreduce(ss_comm *c, const ss_comm_group *g, ss_dtype 
     fill_ar(dt, buf, ss_comm_rank(c), count);
     CHECK_OK(ss_comm_allreduce(c, g, buf, dt, count));
     size_t bad = verify_ar(dt, buf, g, count);
-    CHECK_MSG(bad == count, "rank %d: allreduce %s x%zu in %s wrong at index %zu",
-              ss_comm_rank(c), ss_dtype_name(dt), count, ss_comm_group_name(g), bad);
+    CHECK_MSG(bad == count, "rank %d: allreduce %s x%zu in %s wrong at index %zu", ss_comm_rank(c),
+              ss_dtype_name(dt), count, ss_comm_group_name(g), bad);
     free(buf);
 }
 
@@ -128,7 +149,8 @@ static inline void check_allreduce_64m(ss_comm *c)
     size_t count = (64u << 20) / 4;
     float *buf = malloc(count * 4);
     int r = ss_comm_rank(c), n = ss_comm_size(c);
-    for (size_t k = 0; k < count; k++) buf[k] = (float)(k % 1024) + (float)r;
+    for (size_t k = 0; k < count; k++)
+        buf[k] = (float)(k % 1024) + (float)r;
     CHECK_OK(ss_comm_allreduce(c, NULL, buf, SS_DT_FLOAT32, count));
     size_t bad = count;
     for (size_t k = 0; k < count && bad == count; k++)
@@ -149,7 +171,8 @@ static inline void check_allreduce_identical(ss_comm *c)
     }
     CHECK_OK(ss_comm_allreduce(c, NULL, buf, SS_DT_FLOAT32, count));
     uint64_t h = 1469598103934665603ull;
-    for (size_t k = 0; k < count * 4; k++) h = (h ^ ((uint8_t *)buf)[k]) * 1099511628211ull;
+    for (size_t k = 0; k < count * 4; k++)
+        h = (h ^ ((uint8_t *)buf)[k]) * 1099511628211ull;
     ss_tensor in, out;
     int64_t d1[1] = {1}, dn[1] = {ss_comm_size(c)};
     CHECK_OK(ss_tensor_borrow(&in, SS_DT_INT64, 1, d1, &h, 8));
@@ -164,10 +187,13 @@ static inline void check_allreduce_identical(ss_comm *c)
 
 /* ------------------------------------------------------------------ allgather */
 
-static inline uint64_t ag_val(int r, size_t idx) { return (uint64_t)r * 1000003u + idx; }
+static inline uint64_t ag_val(int r, size_t idx)
+{
+    return (uint64_t)r * 1000003u + idx;
+}
 
 static inline void check_allgather(ss_comm *c, const ss_comm_group *g, ss_dtype dt, int ndim,
-                            const int64_t *dims, int axis)
+                                   const int64_t *dims, int axis)
 {
     int n = ss_comm_group_size(g), me = ss_comm_rank(c);
     size_t es = ss_dtype_size(dt);
@@ -185,8 +211,10 @@ static inline void check_allgather(ss_comm *c, const ss_comm_group *g, ss_dtype 
     }
     CHECK_OK(ss_comm_allgather(c, g, &in, axis, &out));
     size_t inner = 1, outer = 1;
-    for (int i = 0; i < ax; i++) outer *= (size_t)dims[i];
-    for (int i = ax; i < ndim; i++) inner *= (size_t)dims[i];
+    for (int i = 0; i < ax; i++)
+        outer *= (size_t)dims[i];
+    for (int i = ax; i < ndim; i++)
+        inner *= (size_t)dims[i];
     size_t bad = SIZE_MAX;
     for (size_t o = 0; o < outer && bad == SIZE_MAX; o++)
         for (int j = 0; j < n && bad == SIZE_MAX; j++)
@@ -273,7 +301,8 @@ static inline void check_ring(ss_comm *c, size_t nbytes)
     int me = ss_comm_rank(c), n = ss_comm_size(c);
     int next = (me + 1) % n, prev = (me + n - 1) % n;
     uint8_t *out = malloc(nbytes + 1), *in = malloc(nbytes + 1);
-    for (size_t i = 0; i < nbytes; i++) out[i] = (uint8_t)(i * 7 + (size_t)me);
+    for (size_t i = 0; i < nbytes; i++)
+        out[i] = (uint8_t)(i * 7 + (size_t)me);
     memset(in, 0xAB, nbytes);
     for (int rep = 0; rep < 3; rep++) {
         if (me % 2 == 0) {
@@ -365,7 +394,8 @@ static inline int comm_checks_run(ss_comm *c, bool shm)
     check_ring(c, 0);
     check_ring(c, (3u << 20) + 5);
     check_p2p_errors(c);
-    for (int i = 0; i < 50; i++) CHECK_OK(ss_comm_barrier(c, NULL));
+    for (int i = 0; i < 50; i++)
+        CHECK_OK(ss_comm_barrier(c, NULL));
     check_mismatch(c, shm);
     return check_failures;
 }

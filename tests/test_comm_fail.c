@@ -57,11 +57,14 @@ static int wait_kid(pid_t pid, int limit_ms)
 }
 
 /* A rank that runs allreduce until it fails, then checks the error names `victim`. */
-static int looping_rank(int rank, const char *session, int victim, const char *needle,
-                        ss_code code)
+static int looping_rank(int rank, const char *session, int victim, const char *needle, ss_code code)
 {
-    ss_comm_config cfg = {.backend = SS_COMM_SHM, .rank = rank, .size = NR, .session = session,
-                          .timeout_ms = TIMEOUT_MS, .join_timeout_ms = 30000};
+    ss_comm_config cfg = {.backend = SS_COMM_SHM,
+                          .rank = rank,
+                          .size = NR,
+                          .session = session,
+                          .timeout_ms = TIMEOUT_MS,
+                          .join_timeout_ms = 30000};
     ss_comm *c = NULL;
     ss_status *st = ss_comm_create(&cfg, &c);
     if (st) {
@@ -70,7 +73,8 @@ static int looping_rank(int rank, const char *session, int victim, const char *n
     }
     float buf[256];
     for (long it = 0;; it++) {
-        for (int i = 0; i < 256; i++) buf[i] = 1;
+        for (int i = 0; i < 256; i++)
+            buf[i] = 1;
         st = ss_comm_allreduce(c, NULL, buf, SS_DT_FLOAT32, 256);
         if (st) break;
         if (buf[0] != NR) return 4;
@@ -80,7 +84,8 @@ static int looping_rank(int rank, const char *session, int victim, const char *n
     snprintf(want, sizeof want, needle, victim);
     printf("rank %d got: [%s] %s\n", rank, ss_code_name(st->code), st->msg);
     int bad = !strstr(st->msg, want) || st->code != code;
-    if (bad) fprintf(stderr, "rank %d: expected %s error with \"%s\"\n", rank, ss_code_name(code), want);
+    if (bad)
+        fprintf(stderr, "rank %d: expected %s error with \"%s\"\n", rank, ss_code_name(code), want);
     ss_status_free(st);
     uint64_t t0 = ss_now_ns();
     st = ss_comm_barrier(c, NULL); /* broken: fails at once */
@@ -124,8 +129,8 @@ static void scenario_peer_failure(int sig)
                   victim, sig);
         if (status == -1) continue;
         kids[r] = 0;
-        CHECK_MSG(WIFEXITED(status) && WEXITSTATUS(status) == 0,
-                  "rank %d ended with status 0x%x", r, status);
+        CHECK_MSG(WIFEXITED(status) && WEXITSTATUS(status) == 0, "rank %d ended with status 0x%x",
+                  r, status);
         /* bound: the timeout plus slack for a loaded 2-core machine */
         CHECK_MSG(ms < TIMEOUT_MS + 1500, "rank %d needed %.0f ms to give up", r, ms);
         printf("     rank %d gave up %.0f ms after signal %d to rank %d\n", r, ms, sig, victim);
@@ -141,8 +146,12 @@ static void scenario_peer_failure(int sig)
 
 static int joining_rank(const char *session, int size, int join_ms)
 {
-    ss_comm_config cfg = {.backend = SS_COMM_SHM, .rank = 0, .size = size, .session = session,
-                          .timeout_ms = TIMEOUT_MS, .join_timeout_ms = join_ms};
+    ss_comm_config cfg = {.backend = SS_COMM_SHM,
+                          .rank = 0,
+                          .size = size,
+                          .session = session,
+                          .timeout_ms = TIMEOUT_MS,
+                          .join_timeout_ms = join_ms};
     ss_comm *c = NULL;
     ss_status *st = ss_comm_create(&cfg, &c);
     if (!st) {
@@ -157,8 +166,8 @@ static int joining_rank(const char *session, int size, int join_ms)
 
 static int pair_rank(const char *session, int rank)
 {
-    ss_comm_config cfg = {.backend = SS_COMM_SHM, .rank = rank, .size = 2, .session = session,
-                          .timeout_ms = 10000};
+    ss_comm_config cfg = {
+        .backend = SS_COMM_SHM, .rank = rank, .size = 2, .session = session, .timeout_ms = 10000};
     ss_comm *c = NULL;
     ss_status *st = ss_comm_create(&cfg, &c);
     if (st) {
@@ -183,7 +192,8 @@ static void make_stale(const char *session)
         comm_test_die_with_parent(parent);
         _exit(joining_rank(session, 2, 60000));
     }
-    for (int i = 0; i < 2000 && !seg_exists(session); i++) usleep(1000);
+    for (int i = 0; i < 2000 && !seg_exists(session); i++)
+        usleep(1000);
     usleep(20000);
     kill(kids[0], SIGKILL);
     waitpid(kids[0], NULL, 0);
@@ -254,9 +264,12 @@ int main(int argc, char **argv)
     int failed = 0;
     for (int i = 0; i < 3; i++) {
         int before = check_failures;
-        if (i == 0) scenario_peer_failure(SIGKILL);
-        else if (i == 1) scenario_peer_failure(SIGSTOP);
-        else cases[i].fn();
+        if (i == 0)
+            scenario_peer_failure(SIGKILL);
+        else if (i == 1)
+            scenario_peer_failure(SIGSTOP);
+        else
+            cases[i].fn();
         kill_all();
         printf("%s %s\n", check_failures != before ? "FAIL" : "ok  ", cases[i].name);
         failed += check_failures != before;

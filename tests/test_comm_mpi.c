@@ -21,7 +21,8 @@ static int kill_mode(int victim)
     float buf[256];
     for (long it = 0;; it++) {
         if (me == victim && it == 200) raise(SIGKILL);
-        for (int i = 0; i < 256; i++) buf[i] = 1;
+        for (int i = 0; i < 256; i++)
+            buf[i] = 1;
         ss_status *st = ss_comm_allreduce(c, NULL, buf, SS_DT_FLOAT32, 256);
         if (!st) continue;
         char want[32];

@@ -76,7 +76,8 @@ static int run_group(int n, const char *session, int mode, int limit_s)
             fprintf(stderr, "ranks still running after %d s: killing them\n", limit_s);
             for (int i = 0; i < nkids; i++)
                 if (kids[i] > 0) kill(kids[i], SIGKILL);
-            while (waitpid(-1, NULL, 0) > 0) {}
+            while (waitpid(-1, NULL, 0) > 0) {
+            }
             return failed + left;
         }
         usleep(10000);

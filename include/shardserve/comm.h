@@ -22,23 +22,24 @@
  * - One communicator is used by one thread at a time (calls are not thread-safe).
  *
  * Backends:
- * - SS_COMM_SHM (default; one host, Linux): one shared-memory segment /dev/shm/shardserve-<session>.
- *   Joining is race-free: the first rank to arrive builds a complete segment under a temporary name
- *   and publishes it with link() (atomic, fails if the name exists); later ranks open it, register
- *   their pid, and everybody waits (bounded) until all `size` ranks have joined. The last rank to
- *   join unlinks the name, so a running group leaves nothing behind in /dev/shm even if it is
- *   SIGKILLed; a segment found with a dead or no registered owner (a group killed while joining) is
- *   stale and is removed and recreated. Waits spin briefly (sched_yield, at most ~200 us; none
- *   between the chunks of large ops when ranks outnumber cores) and then sleep on futexes (never
- *   busy-wait while idle), checking peers' pids for liveness every 20 ms. Memory: the segment is
- *   sparse; a rank touches about 3 x slot_bytes per group for large allreduces and
- *   group size x slot_bytes for large allgathers/broadcasts, plus the channels it uses.
- *   Launchers should pin ranks to cores when ranks <= cores (1 KiB allreduce of 2 ranks here:
- *   2.4 us pinned, ~10 us unpinned).
+ * - SS_COMM_SHM (default; one host, Linux): one shared-memory segment,
+ *   /dev/shm/shardserve-<session>. Joining is race-free: the first rank to arrive builds a complete
+ *   segment under a temporary name and publishes it with link() (atomic, fails if the name
+ *   exists); later ranks open it, register their pid, and everybody waits (bounded) until all
+ *   `size` ranks have joined. The last rank to join unlinks the name, so a running group leaves
+ *   nothing behind in /dev/shm even if it is SIGKILLed; a segment found with a dead or no
+ *   registered owner (a group killed while joining) is stale and is removed and recreated.
+ *   Waits spin briefly (sched_yield, at most ~200 us; none between the chunks of large ops when
+ *   ranks outnumber cores) and then sleep on futexes (never busy-wait while idle), checking the
+ *   awaited peers' pids every 20 ms. Memory: the segment is sparse; a rank touches about
+ *   3 x slot_bytes per group for large allreduces and group size x slot_bytes for large
+ *   allgathers/broadcasts, plus the channels it uses. Launchers should pin ranks to cores when
+ *   ranks <= cores (1 KiB allreduce of 2 ranks here: 2.4 us pinned, ~10 us unpinned).
  * - SS_COMM_MPI (Open MPI, ranks started by mpirun): the comm layer calls MPI_Init_thread, groups
- *   are MPI communicators, every operation is nonblocking + a test loop with short sleeps bounded
- *   by the timeout. Peers on the same host are checked by pid so a dead one is named. Built only
- *   when pkg-config ompi-c is found (ss_comm_backend_available).
+ *   are MPI communicators, every operation is nonblocking, completed by an MPI_Test loop (with
+ *   sched_yield, then short naps) bounded by the timeout. Peers on the same host are checked by
+ *   pid so a dead one is named. Built only when pkg-config ompi-c is found
+ *   (ss_comm_backend_available).
  */
 #ifndef SHARDSERVE_COMM_H
 #define SHARDSERVE_COMM_H

@@ -29,9 +29,12 @@ const char *ss_comm_backend_name(ss_comm_backend backend)
 
 bool ss_comm_backend_parse(const char *s, ss_comm_backend *out)
 {
-    if (s && !strcasecmp(s, "shm")) *out = SS_COMM_SHM;
-    else if (s && !strcasecmp(s, "mpi")) *out = SS_COMM_MPI;
-    else return false;
+    if (s && !strcasecmp(s, "shm"))
+        *out = SS_COMM_SHM;
+    else if (s && !strcasecmp(s, "mpi"))
+        *out = SS_COMM_MPI;
+    else
+        return false;
     return true;
 }
 
@@ -68,13 +71,15 @@ static bool valid_name(const char *name)
 static ss_status *add_group(ss_comm *c, const char *name, const int *ranks, int n)
 {
     if (!valid_name(name))
-        return ss_errf(SS_ERR_INVALID, "group name \"%s\" is not 1..%d characters of [A-Za-z0-9._-]",
+        return ss_errf(SS_ERR_INVALID,
+                       "group name \"%s\" is not 1..%d characters of [A-Za-z0-9._-]",
                        name ? name : "(null)", SS_COMM_MAX_NAME);
     for (int i = 0; i < c->ngroups; i++)
         if (!strcmp(c->groups[i].name, name))
             return ss_errf(SS_ERR_INVALID, "group \"%s\" is defined twice", name);
     if (n < 1 || n > c->size)
-        return ss_errf(SS_ERR_INVALID, "group \"%s\" has %d ranks (must be 1..%d)", name, n, c->size);
+        return ss_errf(SS_ERR_INVALID, "group \"%s\" has %d ranks (must be 1..%d)", name, n,
+                       c->size);
     ss_comm_group *g = &c->groups[c->ngroups];
     memset(g, 0, sizeof *g);
     snprintf(g->name, sizeof g->name, "%s", name);
@@ -99,7 +104,8 @@ static ss_status *add_group(ss_comm *c, const char *name, const int *ranks, int 
 
 static void free_groups(ss_comm *c)
 {
-    for (int i = 0; i < c->ngroups; i++) free(c->groups[i].members);
+    for (int i = 0; i < c->ngroups; i++)
+        free(c->groups[i].members);
     free(c->groups);
     c->groups = NULL;
     c->ngroups = 0;
@@ -113,7 +119,8 @@ static ss_status *build_groups(ss_comm *c, const ss_comm_config *cfg)
     if (!c->groups) return ss_errf(SS_ERR_NOMEM, "out of memory for the group table");
     int *world = malloc((size_t)c->size * sizeof(int));
     if (!world) return ss_errf(SS_ERR_NOMEM, "out of memory for the group table");
-    for (int i = 0; i < c->size; i++) world[i] = i;
+    for (int i = 0; i < c->size; i++)
+        world[i] = i;
     ss_status *st = add_group(c, SS_COMM_WORLD, world, c->size);
     free(world);
     for (int i = 0; !st && i < cfg->ngroups; i++)
@@ -154,7 +161,8 @@ ss_status *ss_comm_create(const ss_comm_config *cfg, ss_comm **out)
     if (st) goto fail;
     if (cfg->backend == SS_COMM_SHM) st = ss_comm_shm_open(c, cfg);
 #ifdef SS_HAVE_MPI
-    else st = ss_comm_mpi_open(c, cfg);
+    else
+        st = ss_comm_mpi_open(c, cfg);
 #endif
     if (st) goto fail;
     *out = c;
@@ -176,9 +184,18 @@ void ss_comm_destroy(ss_comm *c)
     free(c);
 }
 
-int ss_comm_rank(const ss_comm *c) { return c->rank; }
-int ss_comm_size(const ss_comm *c) { return c->size; }
-ss_comm_backend ss_comm_backend_of(const ss_comm *c) { return c->backend; }
+int ss_comm_rank(const ss_comm *c)
+{
+    return c->rank;
+}
+int ss_comm_size(const ss_comm *c)
+{
+    return c->size;
+}
+ss_comm_backend ss_comm_backend_of(const ss_comm *c)
+{
+    return c->backend;
+}
 
 void ss_comm_set_timeout(ss_comm *c, int timeout_ms)
 {
@@ -192,13 +209,22 @@ const ss_comm_group *ss_comm_group_find(const ss_comm *c, const char *name)
     return NULL;
 }
 
-const char *ss_comm_group_name(const ss_comm_group *g) { return g->name; }
-int ss_comm_group_size(const ss_comm_group *g) { return g->n; }
+const char *ss_comm_group_name(const ss_comm_group *g)
+{
+    return g->name;
+}
+int ss_comm_group_size(const ss_comm_group *g)
+{
+    return g->n;
+}
 int ss_comm_group_member(const ss_comm_group *g, int i)
 {
     return i >= 0 && i < g->n ? g->members[i] : -1;
 }
-int ss_comm_group_rank(const ss_comm_group *g) { return g->me; }
+int ss_comm_group_rank(const ss_comm_group *g)
+{
+    return g->me;
+}
 
 static int member_index(const ss_comm_group *g, int world_rank)
 {
@@ -244,8 +270,10 @@ ss_status *ss_comm_allreduce(ss_comm *c, const ss_comm_group *g, void *buf, ss_d
     ss_status *st = enter(c, &g, "allreduce");
     if (st) return st;
     if (!ss_comm_dtype_reducible(dt))
-        return ss_errf(SS_ERR_UNSUPPORTED, "allreduce of %s (supported: float32, float16, int32, "
-                       "int64)", ss_dtype_name(dt));
+        return ss_errf(SS_ERR_UNSUPPORTED,
+                       "allreduce of %s (supported: float32, float16, int32, "
+                       "int64)",
+                       ss_dtype_name(dt));
     if (count && !buf) return ss_errf(SS_ERR_INVALID, "allreduce of %zu elements from NULL", count);
     if (count > SIZE_MAX / 8) return ss_errf(SS_ERR_LIMIT, "allreduce of %zu elements", count);
     return leave(c, c->ops->allreduce(c, g, buf, dt, count));
@@ -270,10 +298,11 @@ ss_status *ss_comm_allgather(ss_comm *c, const ss_comm_group *g, const ss_tensor
     want[ax] *= g->n;
     char a[200], b[200], d[200];
     if (out->dtype != in->dtype || !ss_shape_equal(out->ndim, out->dims, in->ndim, want))
-        return ss_errf(SS_ERR_INVALID, "allgather output is %s%s, expected %s%s (input %s on axis %d "
-                       "of %d ranks)", ss_dtype_name(out->dtype),
-                       ss_shape_str(out->ndim, out->dims, a, sizeof a), ss_dtype_name(in->dtype),
-                       ss_shape_str(in->ndim, want, b, sizeof b),
+        return ss_errf(SS_ERR_INVALID,
+                       "allgather output is %s%s, expected %s%s (input %s on axis %d "
+                       "of %d ranks)",
+                       ss_dtype_name(out->dtype), ss_shape_str(out->ndim, out->dims, a, sizeof a),
+                       ss_dtype_name(in->dtype), ss_shape_str(in->ndim, want, b, sizeof b),
                        ss_shape_str(in->ndim, in->dims, d, sizeof d), ax, g->n);
     int64_t numel = ss_tensor_numel(in);
     if (numel < 0 || (size_t)numel * es != in->nbytes || out->nbytes != in->nbytes * (size_t)g->n)
@@ -281,14 +310,15 @@ ss_status *ss_comm_allgather(ss_comm *c, const ss_comm_group *g, const ss_tensor
     if (numel > 0 && (!in->data || !out->data))
         return ss_errf(SS_ERR_INVALID, "allgather tensor without data");
     size_t outer = 1, row = es;
-    for (int i = 0; i < ax; i++) outer *= (size_t)in->dims[i];
-    for (int i = ax; i < in->ndim; i++) row *= (size_t)in->dims[i];
+    for (int i = 0; i < ax; i++)
+        outer *= (size_t)in->dims[i];
+    for (int i = ax; i < in->ndim; i++)
+        row *= (size_t)in->dims[i];
     if (numel == 0) outer = 0, row = 0;
     return leave(c, c->ops->allgather(c, g, in->data, out->data, outer, row));
 }
 
-ss_status *ss_comm_broadcast(ss_comm *c, const ss_comm_group *g, void *buf, size_t nbytes,
-                             int root)
+ss_status *ss_comm_broadcast(ss_comm *c, const ss_comm_group *g, void *buf, size_t nbytes, int root)
 {
     ss_status *st = enter(c, &g, "broadcast");
     if (st) return st;

@@ -3,9 +3,10 @@
  * (MPI_Init_thread, SERIALIZED) unless the program already did, and sets MPI_ERRORS_RETURN.
  * World is a duplicate of MPI_COMM_WORLD; each group becomes a communicator made with
  * MPI_Comm_create_group (members only). Every operation is nonblocking and completed by a test
- * loop (MPI_Test + sched_yield, with short naps once a wait passes 10 ms) bounded by the timeout, so a dead or stuck
- * peer is an error, never a hang. Ranks on the same host exchange pids at creation, so a dead one
- * is named. MPI_Finalize runs at exit unless a communicator failed (it could block on a dead peer).
+ * loop (MPI_Test + sched_yield, with short naps once a wait passes 10 ms) bounded by the timeout,
+ * so a dead or stuck peer is an error, never a hang. Ranks on the same host exchange pids at
+ * creation, so a dead one is named. MPI_Finalize runs at exit unless a communicator failed (it
+ * could block on a dead peer).
  */
 #include "comm_internal.h"
 
@@ -42,7 +43,8 @@ static void f16_sum_fn(void *in, void *inout, int *len, MPI_Datatype *dt)
 {
     const uint16_t *a = in;
     uint16_t *b = inout;
-    for (int i = 0; i < *len; i++) b[i] = ss_f32_to_f16(ss_f16_to_f32(a[i]) + ss_f16_to_f32(b[i]));
+    for (int i = 0; i < *len; i++)
+        b[i] = ss_f32_to_f16(ss_f16_to_f32(a[i]) + ss_f16_to_f32(b[i]));
 }
 
 static ss_status *mpi_err(int rc, const char *what)
@@ -80,7 +82,10 @@ ss_status *ss_comm_mpi_init(ss_comm *c, const ss_comm_config *cfg)
     return NULL;
 }
 
-static mpi_impl *impl(ss_comm *c) { return c->impl; }
+static mpi_impl *impl(ss_comm *c)
+{
+    return c->impl;
+}
 
 /* Complete a request within the timeout; names a dead same-host peer if there is one. */
 static ss_status *complete_all(ss_comm *c, const ss_comm_group *g, int nreq, MPI_Request *req,
@@ -107,17 +112,21 @@ static ss_status *complete_all(ss_comm *c, const ss_comm_group *g, int nreq, MPI
                 int r = g->members[j];
                 if ((peer >= 0 && r != peer) || r == c->rank || impl(c)->pid[r] <= 0) continue;
                 if (kill(impl(c)->pid[r], 0) != 0 && errno == ESRCH)
-                    return ss_errf(SS_ERR_UNAVAILABLE, "rank %d (pid %d) died during %s in "
-                                   "group %s", r, impl(c)->pid[r], what, g->name);
+                    return ss_errf(SS_ERR_UNAVAILABLE,
+                                   "rank %d (pid %d) died during %s in "
+                                   "group %s",
+                                   r, impl(c)->pid[r], what, g->name);
             }
             if (now >= deadline) {
                 if (peer >= 0)
-                    return ss_errf(SS_ERR_TIMEOUT, "rank %d did not complete %s with rank %d in "
-                                   "group %s within %d ms", peer, what, c->rank, g->name,
-                                   c->timeout_ms);
-                return ss_errf(SS_ERR_TIMEOUT, "%s in group %s did not complete within %d ms: a "
-                               "member is stuck or dead (no member on this host died)", what,
-                               g->name, c->timeout_ms);
+                    return ss_errf(SS_ERR_TIMEOUT,
+                                   "rank %d did not complete %s with rank %d in "
+                                   "group %s within %d ms",
+                                   peer, what, c->rank, g->name, c->timeout_ms);
+                return ss_errf(SS_ERR_TIMEOUT,
+                               "%s in group %s did not complete within %d ms: a "
+                               "member is stuck or dead (no member on this host died)",
+                               what, g->name, c->timeout_ms);
             }
         }
         /* Nonblocking collectives only progress inside MPI calls, so poll like a blocking MPI
@@ -178,7 +187,8 @@ static ss_status *mpi_allgather(ss_comm *c, const ss_comm_group *g, const void *
                                 size_t outer, size_t row)
 {
     size_t piece = outer * row;
-    if (piece > INT32_MAX) return ss_errf(SS_ERR_LIMIT, "mpi allgather of %zu bytes per rank", piece);
+    if (piece > INT32_MAX)
+        return ss_errf(SS_ERR_LIMIT, "mpi allgather of %zu bytes per rank", piece);
     uint8_t *tmp = outer > 1 ? malloc(piece * (size_t)g->n) : out;
     if (!tmp) return ss_errf(SS_ERR_NOMEM, "out of memory for allgather (%zu bytes)", piece);
     MPI_Request req;
@@ -236,19 +246,25 @@ static ss_status *mpi_recv(ss_comm *c, const ss_comm_group *g, void *buf, size_t
         /* A message longer than the buffer fails the request with MPI_ERR_TRUNCATE. */
         if (st->msg[0] && strstr(st->msg, "truncat")) {
             ss_status_free(st);
-            return ss_errf(SS_ERR_INVALID, "send/recv size mismatch: rank %d sent more than the %zu "
-                           "bytes rank %d expected", peer, nbytes, c->rank);
+            return ss_errf(SS_ERR_INVALID,
+                           "send/recv size mismatch: rank %d sent more than the %zu "
+                           "bytes rank %d expected",
+                           peer, nbytes, c->rank);
         }
         return failed(st);
     }
     if (status.MPI_ERROR == MPI_ERR_TRUNCATE)
-        return ss_errf(SS_ERR_INVALID, "send/recv size mismatch: rank %d sent more than the %zu "
-                       "bytes rank %d expected", peer, nbytes, c->rank);
+        return ss_errf(SS_ERR_INVALID,
+                       "send/recv size mismatch: rank %d sent more than the %zu "
+                       "bytes rank %d expected",
+                       peer, nbytes, c->rank);
     int got = 0;
     MPI_Get_count(&status, MPI_BYTE, &got);
     if ((size_t)got != nbytes)
-        return ss_errf(SS_ERR_INVALID, "send/recv size mismatch: rank %d sent %d bytes but rank %d "
-                       "expected %zu", peer, got, c->rank, nbytes);
+        return ss_errf(SS_ERR_INVALID,
+                       "send/recv size mismatch: rank %d sent %d bytes but rank %d "
+                       "expected %zu",
+                       peer, got, c->rank, nbytes);
     return NULL;
 }
 
@@ -289,7 +305,8 @@ ss_status *ss_comm_mpi_open(ss_comm *c, const ss_comm_config *cfg)
         free(info);
         return ss_errf(SS_ERR_NOMEM, "out of memory for the mpi communicator");
     }
-    for (int i = 0; i < c->ngroups; i++) m->comms[i] = MPI_COMM_NULL;
+    for (int i = 0; i < c->ngroups; i++)
+        m->comms[i] = MPI_COMM_NULL;
     int rc = MPI_Comm_dup(MPI_COMM_WORLD, &m->comms[0]);
     if (rc != MPI_SUCCESS) {
         free(info);
@@ -300,7 +317,8 @@ ss_status *ss_comm_mpi_open(ss_comm *c, const ss_comm_config *cfg)
     char host[256] = {0};
     gethostname(host, sizeof host - 1);
     unsigned long h = 5381;
-    for (char *p = host; *p; p++) h = h * 33 + (unsigned char)*p;
+    for (char *p = host; *p; p++)
+        h = h * 33 + (unsigned char)*p;
     long mine[2] = {(long)getpid(), (long)(h & 0x7fffffff)};
     rc = MPI_Allgather(mine, 2, MPI_LONG, info, 2, MPI_LONG, m->comms[0]);
     if (rc != MPI_SUCCESS) {

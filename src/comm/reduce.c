@@ -20,9 +20,11 @@ static void sum_f32(float *dst, float *dst2, const void *const *srcs, int nsrc, 
         for (int k = 1; k < nsrc; k++) {
             const float *s = (const float *)srcs[k] + base;
             if (n == BLOCK)
-                for (size_t i = 0; i < BLOCK; i++) acc[i] += s[i]; /* fixed trip count: vectorized */
+                for (size_t i = 0; i < BLOCK; i++)
+                    acc[i] += s[i]; /* fixed trip count: vectorized */
             else
-                for (size_t i = 0; i < n; i++) acc[i] += s[i];
+                for (size_t i = 0; i < n; i++)
+                    acc[i] += s[i];
         }
         memcpy(dst + base, acc, n * sizeof(float));
         if (dst2) memcpy(dst2 + base, acc, n * sizeof(float));
@@ -38,9 +40,11 @@ static void sum_u32(uint32_t *dst, uint32_t *dst2, const void *const *srcs, int 
         for (int k = 1; k < nsrc; k++) {
             const uint32_t *s = (const uint32_t *)srcs[k] + base;
             if (n == BLOCK)
-                for (size_t i = 0; i < BLOCK; i++) acc[i] += s[i]; /* fixed trip count: vectorized */
+                for (size_t i = 0; i < BLOCK; i++)
+                    acc[i] += s[i]; /* fixed trip count: vectorized */
             else
-                for (size_t i = 0; i < n; i++) acc[i] += s[i];
+                for (size_t i = 0; i < n; i++)
+                    acc[i] += s[i];
         }
         memcpy(dst + base, acc, n * sizeof(uint32_t));
         if (dst2) memcpy(dst2 + base, acc, n * sizeof(uint32_t));
@@ -56,9 +60,11 @@ static void sum_u64(uint64_t *dst, uint64_t *dst2, const void *const *srcs, int 
         for (int k = 1; k < nsrc; k++) {
             const uint64_t *s = (const uint64_t *)srcs[k] + base;
             if (n == BLOCK)
-                for (size_t i = 0; i < BLOCK; i++) acc[i] += s[i]; /* fixed trip count: vectorized */
+                for (size_t i = 0; i < BLOCK; i++)
+                    acc[i] += s[i]; /* fixed trip count: vectorized */
             else
-                for (size_t i = 0; i < n; i++) acc[i] += s[i];
+                for (size_t i = 0; i < n; i++)
+                    acc[i] += s[i];
         }
         memcpy(dst + base, acc, n * sizeof(uint64_t));
         if (dst2) memcpy(dst2 + base, acc, n * sizeof(uint64_t));
@@ -71,10 +77,12 @@ static void sum_f16(uint16_t *dst, uint16_t *dst2, const void *const *srcs, int 
     for (size_t base = 0; base < count; base += BLOCK) {
         size_t n = count - base < BLOCK ? count - base : BLOCK;
         const uint16_t *s0 = (const uint16_t *)srcs[0] + base;
-        for (size_t i = 0; i < n; i++) acc[i] = ss_f16_to_f32(s0[i]);
+        for (size_t i = 0; i < n; i++)
+            acc[i] = ss_f16_to_f32(s0[i]);
         for (int k = 1; k < nsrc; k++) {
             const uint16_t *s = (const uint16_t *)srcs[k] + base;
-            for (size_t i = 0; i < n; i++) acc[i] += ss_f16_to_f32(s[i]);
+            for (size_t i = 0; i < n; i++)
+                acc[i] += ss_f16_to_f32(s[i]);
         }
         for (size_t i = 0; i < n; i++) {
             uint16_t h = ss_f32_to_f16(acc[i]);
@@ -88,10 +96,19 @@ void ss_comm_reduce_sum(ss_dtype dt, void *dst, void *dst2, const void *const *s
                         size_t count)
 {
     switch (dt) {
-    case SS_DT_FLOAT32: sum_f32(dst, dst2, srcs, nsrc, count); break;
-    case SS_DT_INT32: sum_u32(dst, dst2, srcs, nsrc, count); break;
-    case SS_DT_INT64: sum_u64(dst, dst2, srcs, nsrc, count); break;
-    case SS_DT_FLOAT16: sum_f16(dst, dst2, srcs, nsrc, count); break;
-    default: break; /* the front end only lets reducible dtypes through */
+    case SS_DT_FLOAT32:
+        sum_f32(dst, dst2, srcs, nsrc, count);
+        break;
+    case SS_DT_INT32:
+        sum_u32(dst, dst2, srcs, nsrc, count);
+        break;
+    case SS_DT_INT64:
+        sum_u64(dst, dst2, srcs, nsrc, count);
+        break;
+    case SS_DT_FLOAT16:
+        sum_f16(dst, dst2, srcs, nsrc, count);
+        break;
+    default:
+        break; /* the front end only lets reducible dtypes through */
     }
 }

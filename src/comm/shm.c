@@ -49,8 +49,8 @@
 
 #define SEG_MAGIC UINT64_C(0x314d4d4f43535353) /* "SSSCOMM1" */
 #define SEG_VERSION 1
-#define SMALL_HALF (64u * 1024u)        /* one half of a member's small area */
-#define AR_SMALL_MAX (64u * 1024u)      /* allreduce up to this size: one barrier, all sum all */
+#define SMALL_HALF (64u * 1024u)   /* one half of a member's small area */
+#define AR_SMALL_MAX (64u * 1024u) /* allreduce up to this size: one barrier, all sum all */
 #define DEFAULT_SLOT (1024u * 1024u)
 #define DEFAULT_CHAN (512u * 1024u)
 #define SPIN_MAX 2000
@@ -199,7 +199,10 @@ static long futex(_Atomic uint32_t *w, int op, uint32_t val, const struct timesp
     return syscall(SYS_futex, (void *)w, op, val, ts, NULL, 0);
 }
 
-static void wake_all(_Atomic uint32_t *w) { futex(w, FUTEX_WAKE, INT_MAX, NULL); }
+static void wake_all(_Atomic uint32_t *w)
+{
+    futex(w, FUTEX_WAKE, INT_MAX, NULL);
+}
 
 static void wake_if_waiting(_Atomic uint32_t *w, _Atomic uint32_t *waiters)
 {
@@ -218,9 +221,15 @@ static void sleep_on(_Atomic uint32_t *w, _Atomic uint32_t *waiters, uint32_t ol
 
 /* ---------------------------------------------------------------- layout */
 
-static shm_impl *impl(ss_comm *c) { return c->impl; }
+static shm_impl *impl(ss_comm *c)
+{
+    return c->impl;
+}
 
-static size_t align_up(size_t x, size_t a) { return (x + a - 1) / a * a; }
+static size_t align_up(size_t x, size_t a)
+{
+    return (x + a - 1) / a * a;
+}
 
 static uint8_t *small_half(shm_impl *s, grp_local *gl, int member, uint32_t seq)
 {
@@ -246,7 +255,8 @@ static uint8_t *chan_data(ss_comm *c, chan_hdr *ch, uint32_t k)
 static uint64_t fnv(uint64_t h, const void *p, size_t n)
 {
     const uint8_t *b = p;
-    for (size_t i = 0; i < n; i++) h = (h ^ b[i]) * UINT64_C(1099511628211);
+    for (size_t i = 0; i < n; i++)
+        h = (h ^ b[i]) * UINT64_C(1099511628211);
     return h;
 }
 
@@ -257,7 +267,8 @@ static void compute_layout(ss_comm *c, shm_impl *s, uint64_t *fingerprint)
     s->hdr_bytes = align_up(sizeof(seg_hdr) + (size_t)c->size * sizeof(rank_rec), PAGE);
     size_t off = s->hdr_bytes;
     uint64_t h = UINT64_C(1469598103934665603);
-    uint32_t v[4] = {SEG_VERSION, (uint32_t)c->size, (uint32_t)s->slot_bytes, (uint32_t)s->chan_bytes};
+    uint32_t v[4] = {SEG_VERSION, (uint32_t)c->size, (uint32_t)s->slot_bytes,
+                     (uint32_t)s->chan_bytes};
     h = fnv(h, v, sizeof v);
     for (int i = 0; i < c->ngroups; i++) {
         const ss_comm_group *g = &c->groups[i];
@@ -292,7 +303,8 @@ static void wake_everyone(ss_comm *c)
 {
     shm_impl *s = impl(c);
     wake_all(&s->hdr->joined);
-    for (int i = 0; i < c->ngroups; i++) wake_all(&s->g[i].h->gen);
+    for (int i = 0; i < c->ngroups; i++)
+        wake_all(&s->g[i].h->gen);
     for (int a = 0; a < c->size; a++)
         for (int b = 0; b < c->size; b++) {
             chan_hdr *ch = chan(c, a, b);
@@ -348,8 +360,8 @@ static ss_status *check_peers(ss_comm *c, const wait_ctx *w, bool timed_out)
         rank_rec *r = &s->hdr->ranks[who[i]];
         if (!pid_alive(r->pid, r->start))
             return fail(c, who[i],
-                        ss_errf(SS_ERR_UNAVAILABLE, "rank %d (pid %d) died during %s%s%s",
-                                who[i], (int)r->pid, w->what, w->g ? " in group " : "",
+                        ss_errf(SS_ERR_UNAVAILABLE, "rank %d (pid %d) died during %s%s%s", who[i],
+                                (int)r->pid, w->what, w->g ? " in group " : "",
                                 w->g ? w->g->name : ""));
     }
     if (!timed_out) return NULL;
@@ -357,9 +369,10 @@ static ss_status *check_peers(ss_comm *c, const wait_ctx *w, bool timed_out)
     if (w->g) {
         if (n == 0) return NULL; /* everyone arrived just now */
         return fail(c, who[0],
-                    ss_errf(SS_ERR_TIMEOUT, "rank%s %s did not arrive at %s in group %s within %d ms",
-                            n > 1 ? "s" : "", ss_comm_rank_list(who, n, list, sizeof list),
-                            w->what, w->g->name, c->timeout_ms));
+                    ss_errf(SS_ERR_TIMEOUT,
+                            "rank%s %s did not arrive at %s in group %s within %d ms",
+                            n > 1 ? "s" : "", ss_comm_rank_list(who, n, list, sizeof list), w->what,
+                            w->g->name, c->timeout_ms));
     }
     bool sending = !strcmp(w->what, "send");
     return fail(c, w->peer,
@@ -442,10 +455,14 @@ static ss_status *barrier(ss_comm *c, const ss_comm_group *g, const char *what)
 static const char *op_name(uint32_t op)
 {
     switch (op) {
-    case OP_ALLREDUCE: return "allreduce";
-    case OP_ALLGATHER: return "allgather";
-    case OP_BROADCAST: return "broadcast";
-    case OP_BARRIER: return "barrier";
+    case OP_ALLREDUCE:
+        return "allreduce";
+    case OP_ALLGATHER:
+        return "allgather";
+    case OP_BROADCAST:
+        return "broadcast";
+    case OP_BARRIER:
+        return "barrier";
     }
     return "unknown op";
 }
@@ -465,7 +482,8 @@ static const char *desc_str(const ss_comm_group *g, const op_desc *d, char *buf,
         snprintf(buf, cap, "broadcast(%llu bytes from rank %d)", (unsigned long long)d->a,
                  d->b < (uint64_t)g->n ? g->members[d->b] : -1);
         break;
-    default: snprintf(buf, cap, "%s", op_name(d->op));
+    default:
+        snprintf(buf, cap, "%s", op_name(d->op));
     }
     return buf;
 }
@@ -515,7 +533,8 @@ static ss_status *allreduce_small(ss_comm *c, const ss_comm_group *g, void *buf,
     if (!st) st = check_descs(c, g, seq);
     if (st) return st;
     const void *srcs[g->n];
-    for (int j = 0; j < g->n; j++) srcs[j] = small_half(s, gl, j, seq);
+    for (int j = 0; j < g->n; j++)
+        srcs[j] = small_half(s, gl, j, seq);
     ss_comm_reduce_sum(dt, buf, NULL, srcs, g->n, count);
     return NULL;
 }
@@ -652,10 +671,11 @@ static ss_status *shm_broadcast(ss_comm *c, const ss_comm_group *g, void *buf, s
 
 static ss_status *poisoned(ss_comm *c, chan_hdr *ch, int src, int dst)
 {
-    return ss_errf(SS_ERR_INVALID, "send/recv size mismatch: rank %d sent %llu bytes but rank %d "
+    return ss_errf(SS_ERR_INVALID,
+                   "send/recv size mismatch: rank %d sent %llu bytes but rank %d "
                    "expected %llu; the channel from rank %d to rank %d is unusable",
-                   src, (unsigned long long)ch->err_sent, dst,
-                   (unsigned long long)ch->err_expected, src, dst);
+                   src, (unsigned long long)ch->err_sent, dst, (unsigned long long)ch->err_expected,
+                   src, dst);
 }
 
 static ss_status *shm_send(ss_comm *c, const ss_comm_group *g, const void *buf, size_t nbytes,
@@ -839,7 +859,8 @@ static ss_status *create_segment(ss_comm *c, shm_impl *s, uint64_t fp, int *publ
     return ss_errf(SS_ERR_IO, "cannot publish %s: %s", s->path, strerror(e));
 }
 
-/* Open the published segment and register. *retry = 1 when it was stale (and removed) or vanished. */
+/* Open the published segment and register. *retry = 1 when it was stale (and removed) or vanished.
+ */
 static ss_status *open_segment(ss_comm *c, shm_impl *s, uint64_t fp, int *retry)
 {
     *retry = 0;
@@ -863,15 +884,19 @@ static ss_status *open_segment(ss_comm *c, shm_impl *s, uint64_t fp, int *retry)
     seg_hdr *h = base;
     ss_status *st = NULL;
     if (h->magic != SEG_MAGIC || h->version != SEG_VERSION) {
-        st = ss_errf(SS_ERR_IO, "%s is not a shardserve segment of version %d; remove it "
-                     "(ss_comm_shm_cleanup)", s->path, SEG_VERSION);
+        st = ss_errf(SS_ERR_IO,
+                     "%s is not a shardserve segment of version %d; remove it "
+                     "(ss_comm_shm_cleanup)",
+                     s->path, SEG_VERSION);
     } else if (h->size != (uint32_t)c->size || h->fingerprint != fp || len != s->total) {
         if (len >= s->hdr_bytes && h->size == (uint32_t)c->size && segment_stale(c, h)) {
             unlink_if_same(s->path, fd);
             *retry = 1;
         } else {
-            st = ss_errf(SS_ERR_INVALID, "session %s is in use by a group with a different "
-                         "configuration (%u ranks; groups or sizes differ)", s->session, h->size);
+            st = ss_errf(SS_ERR_INVALID,
+                         "session %s is in use by a group with a different "
+                         "configuration (%u ranks; groups or sizes differ)",
+                         s->session, h->size);
         }
     } else if (segment_stale(c, h)) {
         SS_INFO("comm: removing stale segment %s (its ranks are dead)", s->path);
@@ -926,8 +951,10 @@ static ss_status *wait_for_all(ss_comm *c, shm_impl *s, uint64_t deadline, int *
             rank_rec *rr = &h->ranks[r];
             uint32_t state = atomic_load(&rr->state);
             if (state == REC_JOINED && !pid_alive(rr->pid, rr->start))
-                return ss_errf(SS_ERR_UNAVAILABLE, "rank %d (pid %d) died while session %s was "
-                               "joining", r, (int)rr->pid, s->session);
+                return ss_errf(SS_ERR_UNAVAILABLE,
+                               "rank %d (pid %d) died while session %s was "
+                               "joining",
+                               r, (int)rr->pid, s->session);
             if (state == REC_EMPTY && nm < 1024) missing[nm++] = r;
         }
         if (!still_published(s->path, s->fd)) {
@@ -965,15 +992,19 @@ static const ss_comm_ops shm_ops = {shm_allreduce, shm_allgather, shm_broadcast,
 ss_status *ss_comm_shm_open(ss_comm *c, const ss_comm_config *cfg)
 {
     if (!valid_session(cfg->session))
-        return ss_errf(SS_ERR_INVALID, "shm session name \"%s\" is not 1..100 characters of "
-                       "[A-Za-z0-9._-]", cfg->session ? cfg->session : "(null)");
+        return ss_errf(SS_ERR_INVALID,
+                       "shm session name \"%s\" is not 1..100 characters of "
+                       "[A-Za-z0-9._-]",
+                       cfg->session ? cfg->session : "(null)");
     if (c->size > 1024) return ss_errf(SS_ERR_LIMIT, "shm backend: %d ranks (max 1024)", c->size);
     size_t slot = cfg->slot_bytes ? cfg->slot_bytes : DEFAULT_SLOT;
     size_t chanb = cfg->chan_bytes ? cfg->chan_bytes : DEFAULT_CHAN;
     if (slot < 65536 || slot > (1u << 30) || slot % 4096 || chanb < 8192 || chanb > (1u << 30) ||
         chanb % 4096)
-        return ss_errf(SS_ERR_INVALID, "shm slot_bytes %zu / chan_bytes %zu must be multiples of "
-                       "4096 in 64 KiB..1 GiB / 8 KiB..1 GiB", slot, chanb);
+        return ss_errf(SS_ERR_INVALID,
+                       "shm slot_bytes %zu / chan_bytes %zu must be multiples of "
+                       "4096 in 64 KiB..1 GiB / 8 KiB..1 GiB",
+                       slot, chanb);
     shm_impl *s = calloc(1, sizeof *s);
     if (!s) return ss_errf(SS_ERR_NOMEM, "out of memory for the shm communicator");
     c->impl = s;
@@ -983,7 +1014,8 @@ ss_status *ss_comm_shm_open(ss_comm *c, const ss_comm_config *cfg)
     s->chan_bytes = chanb;
     s->grp_off = calloc((size_t)c->ngroups + 1, sizeof(size_t));
     s->g = calloc((size_t)c->ngroups, sizeof(grp_local));
-    if (!s->grp_off || !s->g) return ss_errf(SS_ERR_NOMEM, "out of memory for the shm communicator");
+    if (!s->grp_off || !s->g)
+        return ss_errf(SS_ERR_NOMEM, "out of memory for the shm communicator");
     snprintf(s->session, sizeof s->session, "%s", cfg->session);
     snprintf(s->name, sizeof s->name, "shardserve-%s", cfg->session);
     snprintf(s->path, sizeof s->path, "/dev/shm/%s", s->name);
@@ -993,8 +1025,10 @@ ss_status *ss_comm_shm_open(ss_comm *c, const ss_comm_config *cfg)
     uint64_t deadline = ss_now_ns() + (uint64_t)c->join_timeout_ms * 1000000u;
     for (int attempt = 0;; attempt++) {
         if (attempt > 0 && ss_now_ns() >= deadline)
-            return ss_errf(SS_ERR_TIMEOUT, "could not join session %s within %d ms (segment kept "
-                           "changing)", cfg->session, c->join_timeout_ms);
+            return ss_errf(SS_ERR_TIMEOUT,
+                           "could not join session %s within %d ms (segment kept "
+                           "changing)",
+                           cfg->session, c->join_timeout_ms);
         if (attempt > 0) usleep(1000);
         int retry = 0, published = 0, rejoin = 0;
         ss_status *st = open_segment(c, s, fp, &retry);
