@@ -535,10 +535,57 @@ static void test_extreme_values_do_not_overflow(void)
     ss_tensor_free(&x);
 }
 
+/* Before opset 13 (10 for Slice, 11 for Pad) the same parameters come as attributes. */
+static void test_attribute_forms_of_older_opsets(void)
+{
+    float v[6] = {1, 2, 3, 4, 5, 6};
+    ss_tensor x = make(SS_DT_FLOAT32, 2, (int64_t[]){2, 3}, v), out[2];
+    ss_tensor *in[1] = {&x};
+    tnode t;
+    tnode_init(&t, "Split");
+    attr_int(&t, "axis", -1);
+    attr_ints(&t, "split", (int64_t[]){1, 2}, 2);
+    CHECK_OK(run_op(&t, 11, 1, in, 2, out));
+    CHECK(shape_is(&out[0], 2, (int64_t[]){2, 1}) && shape_is(&out[1], 2, (int64_t[]){2, 2}));
+    CHECK(memcmp(out[1].data, (float[]){2, 3, 5, 6}, 16) == 0);
+    ss_tensor_free(&out[0]);
+    ss_tensor_free(&out[1]);
+
+    tnode_init(&t, "Slice");
+    attr_ints(&t, "starts", (int64_t[]){1, -2}, 2);
+    attr_ints(&t, "ends", (int64_t[]){1000, -1}, 2);
+    CHECK_OK(run_op(&t, 9, 1, in, 1, out));
+    CHECK(shape_is(&out[0], 2, (int64_t[]){1, 1}) && ((float *)out[0].data)[0] == 5);
+    ss_tensor_free(&out[0]);
+
+    tnode_init(&t, "Pad");
+    attr_ints(&t, "pads", (int64_t[]){1, 0, 0, 1}, 4);
+    add_attr(&t, "value", ONNX__ATTRIBUTE_PROTO__ATTRIBUTE_TYPE__FLOAT)->f = 1.5f;
+    CHECK_OK(run_op(&t, 2, 1, in, 1, out));
+    CHECK(shape_is(&out[0], 2, (int64_t[]){3, 4}));
+    CHECK(memcmp(out[0].data, (float[]){1.5f, 1.5f, 1.5f, 1.5f, 1, 2, 3, 1.5f, 4, 5, 6, 1.5f}, 48) == 0);
+    ss_tensor_free(&out[0]);
+
+    tnode_init(&t, "Unsqueeze");
+    CHECK_ERR(run_op(&t, 11, 1, in, 1, out), "'axes' is required");
+    attr_ints(&t, "axes", (int64_t[]){0, 3}, 2);
+    CHECK_OK(run_op(&t, 11, 1, in, 1, out));
+    CHECK(shape_is(&out[0], 4, (int64_t[]){1, 2, 3, 1}));
+    ss_tensor_free(&out[0]);
+
+    tnode_init(&t, "Flatten");
+    attr_int(&t, "axis", 0);
+    CHECK_OK(run_op(&t, 11, 1, in, 1, out));
+    CHECK(shape_is(&out[0], 2, (int64_t[]){1, 6}));
+    ss_tensor_free(&out[0]);
+    ss_tensor_free(&x);
+}
+
 TEST_MAIN(TEST(test_transpose_fast_paths_match_reference), TEST(test_transpose_rejects_bad_perm),
           TEST(test_reshape_zero_and_inferred_dims), TEST(test_value_only_known_at_run_time_is_unsupported),
           TEST(test_squeeze_unsqueeze_axes_attribute_and_input), TEST(test_shape_start_end_and_size),
           TEST(test_expand_broadcasts_both_ways), TEST(test_slice_clamps_and_negative_steps_on_bool),
           TEST(test_gather_negative_int32_indices_and_range_error), TEST(test_concat_split_round_trip),
           TEST(test_tile_and_pad_modes), TEST(test_range_constant_of_shape_eyelike),
-          TEST(test_trilu_lower_with_k), TEST(test_extreme_values_do_not_overflow))
+          TEST(test_trilu_lower_with_k), TEST(test_extreme_values_do_not_overflow),
+          TEST(test_attribute_forms_of_older_opsets))

@@ -851,6 +851,9 @@ static ss_status *trilu_infer(ss_kctx *k)
     if (x->ndim < 2) return ss_op_err(k, SS_ERR_INVALID, "input must have rank >= 2");
     if (k->n_in > 1 && k->in[1] && (k->in[1]->dtype != SS_DT_INT64 || ss_tensor_numel(k->in[1]) != 1))
         return ss_op_err(k, SS_ERR_INVALID, "k must be one int64");
+    bool *upper = state_alloc(k, sizeof *upper);
+    if (!upper) return oom();
+    *upper = ss_onnx_attr_int(k->node, "upper", 1) != 0;
     ss_op_same_shape(k->out[0], x);
     return NULL;
 }
@@ -859,8 +862,8 @@ static ss_status *trilu_run(ss_kctx *k)
 {
     const ss_tensor *x = k->in[0];
     size_t es = ss_dtype_size(x->dtype);
-    int64_t diag = k->n_in > 1 && k->in[1] ? read_int(k->in[1], 0) : 0;
-    bool upper = ss_onnx_attr_int(k->node, "upper", 1) != 0;
+    int64_t diag = k->n_in > 1 && k->in[1] ? read_int(k->in[1], 0) : 0; /* may change per run */
+    bool upper = *(const bool *)k->state;
     int64_t R = x->dims[x->ndim - 2], C = x->dims[x->ndim - 1];
     if (diag > C) diag = C; /* beyond the matrix every k gives the same result; keeps r + diag exact */
     if (diag < -R) diag = -R;
