@@ -564,6 +564,43 @@ static void shutdown_wakes_a_blocked_reader(void)
     tl_server_stop(s);
 }
 
+/* Agents start before the worker: connect_retry keeps trying until the listener appears. */
+typedef struct {
+    char address[128];
+    tl_server *server;
+} late_start;
+
+static void *start_late(void *p)
+{
+    late_start *ls = p;
+    usleep(400 * 1000);
+    ls->server = tl_server_start(ls->address, NULL);
+    return NULL;
+}
+
+static void connect_retry_waits_for_a_late_server(void)
+{
+    char dir[64];
+    tl_tmpdir(dir, sizeof dir);
+    late_start ls = {0};
+    snprintf(ls.address, sizeof ls.address, "unix:%s/late.sock", dir);
+    pthread_t th;
+    pthread_create(&th, NULL, start_late, &ls);
+    ss_link_conn *c = NULL;
+    uint64_t t0 = ss_now_ns();
+    CHECK_OK(ss_link_connect_retry(ls.address, NULL, 5000, 50, &c));
+    double ms = tl_ms_since(t0);
+    CHECK_MSG(ms >= 300 && ms < 4000, "connected after %.0f ms", ms);
+    pthread_join(th, NULL);
+    if (c) {
+        exchange(c, &(ss_link_msg){.type = SS_LINK_GET_META}, NULL, 0,
+                 &(ss_link_msg){.type = SS_LINK_META, .json = "{\"rank_size\": 8}"});
+        ss_link_close(c);
+    }
+    tl_server_stop(ls.server);
+    rmdir(dir);
+}
+
 /* ---------------------------------------------------------------- addresses */
 
 static void unix_socket_files(void)
@@ -609,4 +646,4 @@ TEST_MAIN(TEST(every_type_round_trips_over_tcp), TEST(every_type_round_trips_ove
           TEST(malformed_frames_drop_only_that_connection),
           TEST(oversize_send_is_refused_and_connection_survives), TEST(waits_are_bounded),
           TEST(send_to_a_peer_that_does_not_read_is_bounded), TEST(shutdown_wakes_a_blocked_reader),
-          TEST(unix_socket_files))
+          TEST(connect_retry_waits_for_a_late_server), TEST(unix_socket_files))
