@@ -124,13 +124,25 @@ int cmd_serve(int argc, char **argv)
         ss_grpc_options go = {.address = grpc, .max_msg_mb = (int)grpc_mb, .handler = h, .ready = ss_worker_set_ready,
                               .ready_ctx = set};
         st = ss_grpc_server_start(&go, &gs);
-        if (!st) printf("Serving: Serving gRPC server start success, listening on %s\n", grpc);
+        if (!st && ss_grpc_server_port(gs) > 0) { /* show the bound port (also when asked for port 0) */
+            char host[256];
+            const char *colon = strrchr(grpc, ':');
+            snprintf(host, sizeof host, "%.*s", colon ? (int)(colon - grpc) : 0, grpc);
+            printf("Serving: Serving gRPC server start success, listening on %s:%d\n", host, ss_grpc_server_port(gs));
+        } else if (!st) {
+            printf("Serving: Serving gRPC server start success, listening on %s\n", grpc);
+        }
     }
     if (!st && rest) {
         ss_rest_options ro = {.address = rest, .max_msg_mb = (int)rest_mb, .handler = h, .ready = ss_worker_set_ready,
                               .ready_ctx = set};
         st = ss_rest_server_start(&ro, &rs);
-        if (!st) printf("Serving: Serving RESTful server start success, listening on %s\n", rest);
+        if (!st) {
+            char host[256];
+            const char *colon = strrchr(rest, ':');
+            snprintf(host, sizeof host, "%.*s", colon ? (int)(colon - rest) : 0, rest);
+            printf("Serving: Serving RESTful server start success, listening on %s:%d\n", host, ss_rest_server_port(rs));
+        }
     }
     fflush(stdout);
     for (int i = 0; i < n && !st; i++) {

@@ -1,0 +1,177 @@
+"""A real shardserve deployment for tests: models made with onnx.helper, split with
+`shardserve shard`, a servable folder and rank table written to a temporary folder, then
+`shardserve serve` and `shardserve agents` started as users start them, on 127.0.0.1 with ports
+picked by the OS. Everything started here is stopped again on success, on failure and on an
+exception (and dies with the test process: PR_SET_PDEATHSIG through a tiny preexec hook)."""
+
+import ctypes
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import tempfile
+import time
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+SHARDSERVE = os.environ.get("SHARDSERVE", "shardserve")
+_libc = ctypes.CDLL("libc.so.6", use_errno=True)
+
+
+def _die_with_parent():
+    _libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+
+
+def matmul_neg_model(path, w_value=0.5, rows=128, k=96, n=16, batch_dim=None):
+    """y = Neg(MatMul(x[rows,k], W = w_value)): the seed model (or a batched variant)."""
+    w = numpy_helper.from_array(np.full((k, n), w_value, dtype=np.float32), name="W")
+    x_shape = [batch_dim or rows, k]
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "W"], ["xw"], name="matmul"),
+         helper.make_node("Neg", ["xw"], ["y"], name="neg")],
+        "matmul_neg", [helper.make_tensor_value_info("x", TensorProto.FLOAT, x_shape)],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [x_shape[0], n])], initializer=[w])
+    m = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    m.ir_version = 8
+    onnx.save_model(m, path)
+
+
+def rank_table(n, ip="127.0.0.1"):
+    return {"version": "1.0", "server_count": "1", "status": "completed",
+            "server_list": [{"server_id": ip, "host_nic_ip": "reserve",
+                             "device": [{"device_id": str(i % 8), "device_ip": "192.1.27.%d" % i,
+                                         "rank_id": str(i)} for i in range(n)]}]}
+
+
+class Cluster:
+    """One servable (possibly several versions) served by one `shardserve serve`."""
+
+    def __init__(self):
+        self.dir = tempfile.mkdtemp(prefix="ss-serving-")
+        self.procs = []
+        self.servables = os.path.join(self.dir, "servables")
+        os.makedirs(self.servables)
+        self.grpc = self.rest = None
+        self.worker_addresses = {}
+
+    # ---------------------------------------------------------------- setup
+    def add_servable(self, name, model_path, ranks, stages=1, strategy="auto", with_batch_dim=False,
+                     methods=None, extra=None, input_shapes=()):
+        sv = os.path.join(self.servables, name)
+        os.makedirs(sv, exist_ok=True)
+        cfg = {"distributed": {"rank_size": ranks, "stage_size": stages,
+                               "with_batch_dim": with_batch_dim},
+               "methods": methods or [{"name": "predict", "inputs": ["x"], "outputs": ["y"]}]}
+        cfg.update(extra or {})
+        with open(os.path.join(sv, "servable.json"), "w") as f:
+            json.dump(cfg, f)
+        return self.shard(model_path, name, ranks, stages, strategy, input_shapes)
+
+    def shard(self, model_path, tag, ranks, stages=1, strategy="auto", input_shapes=()):
+        out = os.path.join(self.dir, "shards-" + tag)
+        cmd = [SHARDSERVE, "shard", model_path, "--ranks", str(ranks), "--stages", str(stages),
+               "--strategy", strategy, "--out", out, "--quiet"]
+        for s in input_shapes:
+            cmd += ["--input-shape", s]
+        subprocess.run(cmd, check=True, capture_output=True, timeout=120)
+        base = os.path.splitext(os.path.basename(model_path))[0]
+        return [os.path.join(out, "device%d" % i, base + ".onnx") for i in range(ranks)]
+
+    def write_rank_table(self, n, name="rank_table.json", table=None):
+        path = os.path.join(self.dir, name)
+        with open(path, "w") as f:
+            json.dump(table or rank_table(n), f)
+        return path
+
+    # ---------------------------------------------------------------- processes
+    def _spawn(self, args, log):
+        logf = open(os.path.join(self.dir, log), "w+")
+        p = subprocess.Popen(args, stdout=logf, stderr=subprocess.STDOUT, preexec_fn=_die_with_parent,
+                             cwd=self.dir)
+        p.logf = logf
+        p.logname = log
+        self.procs.append(p)
+        return p
+
+    def log(self, p):
+        p.logf.flush()
+        with open(os.path.join(self.dir, p.logname)) as f:
+            return f.read()
+
+    def wait_log(self, p, pattern, timeout=30):
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            m = re.search(pattern, self.log(p))
+            if m:
+                return m
+            if p.poll() is not None:
+                break
+            time.sleep(0.05)
+        raise AssertionError("no %r in the log of %s (exit %s):\n%s" % (pattern, p.args[:2], p.poll(), self.log(p)))
+
+    def serve(self, groups, wait_agents=60, extra=(), rest=True, expect_ready=True):
+        """groups: list of (servable, version, rank_table_path)."""
+        args = [SHARDSERVE, "serve", "--servable-dir", self.servables, "--grpc", "127.0.0.1:0"]
+        if rest:
+            args += ["--rest", "127.0.0.1:0"]
+        for name, version, table in groups:
+            args += ["--servable", name, "--version", str(version), "--rank-table", table,
+                     "--distributed-address", "127.0.0.1:0", "--wait-agents", str(wait_agents)]
+        args += list(extra)
+        self.server = self._spawn(args, "serve.log")
+        if not expect_ready:
+            return self.server
+        m = self.wait_log(self.server, r"(?m)^Serving: Serving gRPC server start success, listening on (\S+)")
+        self.grpc = m.group(1)
+        if rest:
+            self.rest = self.wait_log(self.server, r"(?m)^Serving: Serving RESTful server start success, listening on (\S+)").group(1)
+        for m in re.finditer(r"servable (\S+) waiting for agents on (\S+)", self.log(self.server)):
+            self.worker_addresses.setdefault(m.group(1), []).append(m.group(2))
+        return self.server
+
+    def agents(self, address, models, extra=(), log=None):
+        args = [SHARDSERVE, "agents", "--distributed-address", address, "--model-files", ",".join(models)]
+        args += list(extra)
+        return self._spawn(args, log or "agents-%d.log" % len(self.procs))
+
+    def wait_ready(self, count=1, timeout=60):
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            if self.log(self.server).count(" is ready") >= count:
+                return
+            if self.server.poll() is not None:
+                break
+            time.sleep(0.05)
+        raise AssertionError("server not ready:\n" + self.log(self.server) + "".join(
+            "\n--- %s\n%s" % (p.logname, self.log(p)) for p in self.procs[1:]))
+
+    def stop(self):
+        for p in reversed(self.procs):
+            if p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+        for p in reversed(self.procs):
+            try:
+                p.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+            p.logf.close()
+        self.procs = []
+
+    def close(self):
+        self.stop()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def leftover_shm():
+    return [f for f in os.listdir("/dev/shm") if f.startswith("shardserve-agents-")]

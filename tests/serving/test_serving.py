@@ -1,0 +1,263 @@
+#!/usr/bin/python3
+"""Distributed serving end to end, with real processes and sockets: `shardserve serve` and
+`shardserve agents` as users start them, queried through the Python client, the C client
+(`shardserve infer`) and REST. Each case prints ok/FAIL; the run ends with "N passed, N failed"."""
+
+import concurrent.futures
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+import traceback
+import urllib.request
+
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from cluster import SHARDSERVE, Cluster, leftover_shm, matmul_neg_model, rank_table  # noqa: E402
+from shardserve_client import Client  # noqa: E402
+
+WORK = tempfile.mkdtemp(prefix="ss-serving-models-")
+SEED = os.path.join(WORK, "matmul.onnx")
+matmul_neg_model(SEED)
+ONES = np.ones((128, 96), np.float32)
+
+
+def rest_predict(c, servable, method, body, version=None):
+    url = "http://%s/model/%s%s:%s" % (c.rest, servable, "/version/%d" % version if version else "", method)
+    req = urllib.request.Request(url, data=json.dumps(body).encode(), method="POST",
+                                 headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=30) as r:
+        return json.loads(r.read())
+
+
+def start(c, groups_models, wait=60, extra=()):
+    """groups_models: list of (servable, version, models)."""
+    tables = []
+    for name, version, models in groups_models:
+        tables.append((name, version, c.write_rank_table(len(models), "rt-%s-%d.json" % (name, version))))
+    c.serve(tables, wait_agents=wait, extra=extra)
+    # worker addresses are printed in servable order; match them up
+    seen = {}
+    for name, version, models in groups_models:
+        i = seen.get(name, 0)
+        seen[name] = i + 1
+        c.agents(c.worker_addresses[name][i], models)
+    c.wait_ready(len(groups_models))
+
+
+# ---------------------------------------------------------------- cases
+def test_seed_example_three_clients():
+    with Cluster() as c:
+        strategy = os.path.join(c.dir, "strategy.json")
+        with open(strategy, "w") as f:
+            json.dump({"matmul": [[1, 1], [1, 8]]}, f)
+        models = c.add_servable("matmul", SEED, 8, 1, strategy)
+        start(c, [("matmul", 1, models)])
+        # Python client (MindSpore's API)
+        result = Client(c.grpc, "matmul", "predict").infer({"x": ONES})
+        assert len(result) == 1 and "y" in result[0], result
+        y = result[0]["y"]
+        assert y.dtype == np.float32 and y.shape == (128, 16) and (y == -48).all(), y
+        # async
+        y2 = Client(c.grpc, "matmul", "predict").infer_async([{"x": ONES}, {"x": ONES * 2}]).result()
+        assert (y2[0]["y"] == -48).all() and (y2[1]["y"] == -96).all()
+        # C client through the CLI
+        np.save(os.path.join(c.dir, "x.npy"), ONES)
+        out = os.path.join(c.dir, "out")
+        os.makedirs(out)
+        subprocess.run([SHARDSERVE, "infer", "--address", c.grpc, "--servable", "matmul", "--method", "predict",
+                        "--input", "x=" + os.path.join(c.dir, "x.npy"), "--output-dir", out], check=True,
+                       capture_output=True, timeout=30)
+        yc = np.load(os.path.join(out, "y.npy"))
+        assert yc.shape == (128, 16) and (yc == -48).all()
+        # curl, as a user would
+        body = json.dumps({"instances": [{"x": ONES.tolist()}]})
+        r = subprocess.run(["curl", "-s", "-X", "POST", "-H", "Content-Type: application/json", "-d", body,
+                            "http://%s/model/matmul:predict" % c.rest], check=True, capture_output=True, timeout=30)
+        yr = np.array(json.loads(r.stdout)["instances"][0]["y"], np.float32)
+        assert yr.shape == (128, 16) and (yr == -48).all()
+
+
+def test_errors_and_versions():
+    with Cluster() as c:
+        m1 = c.add_servable("matmul", SEED, 2, 1)
+        v2 = os.path.join(WORK, "matmul_v2.onnx")
+        matmul_neg_model(v2, w_value=1.0)
+        m2 = c.shard(v2, "v2", 2)
+        start(c, [("matmul", 1, m1), ("matmul", 2, m2)])
+        cl = lambda v=0, m="predict", s="matmul": Client(c.grpc, s, m, v)  # noqa: E731
+        # version 0 is the latest (2: W = 1.0 -> -96), explicit versions select
+        assert (cl().infer({"x": ONES})[0]["y"] == -96).all()
+        assert (cl(1).infer({"x": ONES})[0]["y"] == -48).all()
+        assert (cl(2).infer({"x": ONES})[0]["y"] == -96).all()
+        e = cl(3).infer({"x": ONES})
+        assert "error" in e and "servable(matmul) method(predict) version(3), servable is not available" in e["error"], e
+        e = cl(s="nope").infer({"x": ONES})
+        assert "servable(nope) method(predict), servable is not available" in e["error"], e
+        e = cl(m="nope").infer({"x": ONES})
+        assert "method is not available" in e["error"] or "not available" in e["error"], e
+        e = cl().infer({"z": ONES})
+        assert "Cannot find input x in instance input" in e["error"], e
+        # an extra input is ignored
+        assert (cl(1).infer({"x": ONES, "extra": ONES})[0]["y"] == -48).all()
+        # mixed results: one good instance, one wrong dtype, one wrong size
+        r = cl(1).infer([{"x": ONES}, {"x": ONES.astype(np.int32)}, {"x": np.ones((3, 96), np.float32)}])
+        assert len(r) == 3 and (r[0]["y"] == -48).all(), r
+        assert "data type kMSI_Int32 not match the data type kMSI_Float32" in r[1]["error"], r[1]
+        assert "size 1152 not match the size 49152 defined in model" in r[2]["error"], r[2]
+        # every instance failing the same way collapses into one error
+        e = cl(1).infer([{"x": ONES.astype(np.int32)}, {"x": ONES.astype(np.int32)}])
+        assert isinstance(e, dict) and "kMSI_Int32" in e["error"], e
+        # REST: version in the URL, errors as error_msg with HTTP 200
+        d = rest_predict(c, "matmul", "predict", {"instances": [{"x": ONES.tolist()}]}, version=1)
+        assert np.array(d["instances"][0]["y"]).min() == -48
+        d = rest_predict(c, "matmul", "predict", {"instances": [{"z": 1}]})
+        assert "Cannot find input x" in d["error_msg"], d
+
+
+def test_pipeline_stage_size_2():
+    with Cluster() as c:
+        models = c.add_servable("matmul", SEED, 8, 2)
+        start(c, [("matmul", 1, models)])
+        cl = Client(c.grpc, "matmul", "predict")
+        with concurrent.futures.ThreadPoolExecutor(8) as ex:
+            futs = [ex.submit(cl.infer, {"x": ONES * (i % 5)}) for i in range(64)]
+            for i, f in enumerate(futs):
+                y = f.result()[0]["y"]
+                assert (y == -48 * (i % 5)).all(), (i, y[0, :4])
+
+
+def test_batching_with_batch_dim():
+    with Cluster() as c:
+        model = os.path.join(WORK, "batched.onnx")
+        matmul_neg_model(model, rows=4, k=8, n=4)
+        models = c.add_servable("bm", model, 2, 1, with_batch_dim=True,
+                                extra={"batching": {"max_queue_delay_us": 2000}})
+        start(c, [("bm", 1, models)])
+        cl = Client(c.grpc, "bm", "predict")
+        # instances are rows: x[8] -> y[4]; 4 rows per model call, merged across requests and padded
+        with concurrent.futures.ThreadPoolExecutor(6) as ex:
+            futs = [ex.submit(cl.infer, [{"x": np.full((8,), float(i + j), np.float32)} for j in range(1 + i % 3)])
+                    for i in range(30)]
+            for i, f in enumerate(futs):
+                r = f.result()
+                assert len(r) == 1 + i % 3, r
+                for j, inst in enumerate(r):
+                    assert inst["y"].shape == (4,) and (inst["y"] == -0.5 * 8 * (i + j)).all(), (i, j, inst)
+        # a wrong per-instance size is reported for that instance only
+        r = cl.infer([{"x": np.ones((8,), np.float32)}, {"x": np.ones((9,), np.float32)}])
+        assert (r[0]["y"] == -4).all() and "size 36 not match the size 32" in r[1]["error"], r
+
+
+def test_many_clients():
+    with Cluster() as c:
+        models = c.add_servable("matmul", SEED, 4, 1)
+        start(c, [("matmul", 1, models)])
+        wrong = []
+
+        def worker(t):
+            cl = Client(c.grpc, "matmul", "predict")
+            for i in range(200):
+                v = float((t * 200 + i) % 7)
+                y = cl.infer({"x": np.full((128, 96), v, np.float32)})[0]["y"]
+                if not (y == -48 * v).all():
+                    wrong.append((t, i))
+            return True
+
+        with concurrent.futures.ThreadPoolExecutor(16) as ex:
+            assert all(ex.map(worker, range(16)))
+        assert not wrong, wrong[:5]
+
+
+def test_startup_failures():
+    # a bad rank table: the server refuses to start, naming the file
+    with Cluster() as c:
+        c.add_servable("matmul", SEED, 2, 1)
+        bad = c.write_rank_table(2, "bad.json", table={"server_list": [{"server_id": "127.0.0.1", "device": [
+            {"device_id": "0", "rank_id": "0"}, {"device_id": "1", "rank_id": "2"}]}]})
+        p = c.serve([("matmul", 1, bad)], expect_ready=False)
+        assert p.wait(timeout=20) != 0
+        assert "device size not match rank_id" in c.log(p), c.log(p)
+    # rank counts that disagree with the servable
+    with Cluster() as c:
+        c.add_servable("matmul", SEED, 2, 1)
+        p = c.serve([("matmul", 1, c.write_rank_table(3))], expect_ready=False)
+        assert p.wait(timeout=20) != 0 and "not equal to 2 declared in servable config" in c.log(p), c.log(p)
+    with Cluster() as c:
+        models = c.add_servable("matmul", SEED, 2, 1)
+        c.serve([("matmul", 1, c.write_rank_table(2))], wait_agents=3)
+        addr = c.worker_addresses["matmul"][0]
+        # a missing model file
+        a = c.agents(addr, [models[0], os.path.join(c.dir, "missing.onnx")])
+        assert a.wait(timeout=30) != 0 and "Cannot access model file" in c.log(a), c.log(a)
+        # a wrong file count
+        a = c.agents(addr, [models[0]])
+        assert a.wait(timeout=30) != 0 and "does not equal to model files size 1" in c.log(a), c.log(a)
+        # agents that never come: bounded wait, the missing ranks named
+        assert c.server.wait(timeout=30) != 0
+        log = c.log(c.server)
+        assert "Failed to wait for ready of all agents, current agents count: 0, rank size: 2" in log, log
+        assert "missing ranks: 0, 1" in log, log
+
+
+def test_agent_loss_reports_not_ready():
+    with Cluster() as c:
+        models = c.add_servable("matmul", SEED, 2, 1)
+        start(c, [("matmul", 1, models)])
+        cl = Client(c.grpc, "matmul", "predict")
+        assert (cl.infer({"x": ONES})[0]["y"] == -48).all()
+        with urllib.request.urlopen("http://%s/health/ready" % c.rest, timeout=5) as r:
+            assert r.status == 200
+        agents = c.procs[1]
+        agents.terminate()
+        agents.wait(timeout=15)
+        time.sleep(0.5)
+        e = cl.infer({"x": ONES})
+        assert "error" in e and "not available" in e["error"], e
+        try:
+            urllib.request.urlopen("http://%s/health/ready" % c.rest, timeout=5)
+            ready = True
+        except urllib.error.HTTPError as err:
+            ready = err.code == 200
+        assert not ready
+        # and the agents can come back without restarting the server
+        c.agents(c.worker_addresses["matmul"][0], models)
+        deadline = time.time() + 30
+        while time.time() < deadline:
+            r = cl.infer({"x": ONES})
+            if isinstance(r, list):
+                break
+            time.sleep(0.2)
+        assert isinstance(r, list) and (r[0]["y"] == -48).all(), r
+    assert not leftover_shm(), leftover_shm()
+
+
+CASES = [test_seed_example_three_clients, test_errors_and_versions, test_pipeline_stage_size_2,
+         test_batching_with_batch_dim, test_many_clients, test_startup_failures,
+         test_agent_loss_reports_not_ready]
+
+
+def main():
+    only = sys.argv[1:]
+    passed = failed = 0
+    for case in CASES:
+        if only and case.__name__ not in only:
+            continue
+        t0 = time.time()
+        try:
+            case()
+            passed += 1
+            print("ok   %s (%.1f s)" % (case.__name__, time.time() - t0), flush=True)
+        except Exception:
+            failed += 1
+            print("FAIL %s (%.1f s)" % (case.__name__, time.time() - t0), flush=True)
+            traceback.print_exc()
+    print("%d passed, %d failed" % (passed, failed))
+    return 1 if failed or not passed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
