@@ -188,6 +188,111 @@ static ss_predict_reply *convert_instances(pb_request *pb, ss_predict_request *r
     return NULL;
 }
 
+/* ------------------------------------------------------------------ wire pre-scan */
+
+/* protobuf-c allocates per element; a 100 MB message of tiny elements would cost gigabytes once
+ * unpacked. Count the elements on the wire first and refuse absurd requests before unpacking. */
+#define MAX_INSTANCES (1 << 20)
+#define MAX_ITEMS (1 << 20)
+#define MAX_ELEMS_PER_TENSOR 1024 /* dims, bytes_val entries */
+
+typedef struct {
+    const uint8_t *p, *end;
+} wire;
+
+static bool wire_varint(wire *w, uint64_t *v)
+{
+    *v = 0;
+    for (int shift = 0; shift < 64 && w->p < w->end; shift += 7) {
+        uint8_t b = *w->p++;
+        *v |= (uint64_t)(b & 0x7f) << shift;
+        if (!(b & 0x80)) return true;
+    }
+    return false;
+}
+
+/* Next field of a message: its number, wire type and (for length-delimited) its payload.
+ * false at the end or on malformed input (protobuf-c will report that one). */
+static bool wire_next(wire *w, uint32_t *field, int *type, wire *sub)
+{
+    uint64_t key, n;
+    if (w->p >= w->end || !wire_varint(w, &key)) return false;
+    *field = (uint32_t)(key >> 3);
+    *type = (int)(key & 7);
+    switch (*type) {
+    case 0:
+        return wire_varint(w, &n);
+    case 1:
+        n = 8;
+        break;
+    case 5:
+        n = 4;
+        break;
+    case 2:
+        if (!wire_varint(w, &n)) return false;
+        break;
+    default:
+        return false;
+    }
+    if (n > (uint64_t)(w->end - w->p)) return false;
+    sub->p = w->p;
+    sub->end = w->p + n;
+    w->p += n;
+    return true;
+}
+
+static size_t count_packed_varints(wire w)
+{
+    size_t n = 0;
+    for (; w.p < w.end; w.p++)
+        n += !(*w.p & 0x80);
+    return n;
+}
+
+static bool tensor_small(wire t)
+{
+    uint32_t f;
+    int type;
+    wire sub;
+    size_t strings = 0;
+    while (wire_next(&t, &f, &type, &sub)) {
+        if (f == 4 && ++strings > MAX_ELEMS_PER_TENSOR) return false;
+        if (f != 1 || type != 2) continue;
+        size_t dims = 0; /* shape: repeated int64 dims = 1, packed or not */
+        uint32_t sf;
+        int st;
+        wire d;
+        while (wire_next(&sub, &sf, &st, &d))
+            if (sf == 1) dims += st == 2 ? count_packed_varints(d) : 1;
+        if (dims > MAX_ELEMS_PER_TENSOR) return false;
+    }
+    return true;
+}
+
+static ss_status *prescan(const uint8_t *buf, size_t len)
+{
+    wire top = {buf, buf + len}, inst, entry, value;
+    uint32_t f;
+    int type;
+    size_t instances = 0, items = 0;
+    while (wire_next(&top, &f, &type, &inst)) {
+        if (f != 2 || type != 2) continue;
+        if (++instances > MAX_INSTANCES)
+            return ss_errf(SS_ERR_LIMIT, "request has more than %d instances", MAX_INSTANCES);
+        while (wire_next(&inst, &f, &type, &entry)) {
+            if (f != 1 || type != 2) continue;
+            if (++items > MAX_ITEMS)
+                return ss_errf(SS_ERR_LIMIT, "request has more than %d inputs in all", MAX_ITEMS);
+            while (wire_next(&entry, &f, &type, &value))
+                if (f == 2 && type == 2 && !tensor_small(value))
+                    return ss_errf(SS_ERR_LIMIT,
+                                   "a tensor of the request has more than %d dims or strings",
+                                   MAX_ELEMS_PER_TENSOR);
+        }
+    }
+    return NULL;
+}
+
 static bool str_ok(const char *s)
 {
     return ss_serving_utf8_valid(s, strlen(s));
@@ -209,6 +314,8 @@ ss_status *ss_grpc_decode_request(const uint8_t *buf, size_t len, ss_predict_req
 {
     *out = NULL;
     *invalid = NULL;
+    ss_status *st = prescan(buf, len);
+    if (st) return st;
     pb_request *pb = mindspore__serving__proto__predict_request__unpack(NULL, len, buf);
     if (!pb) return ss_errf(SS_ERR_INVALID, "cannot parse PredictRequest (%zu bytes)", len);
     if (!strings_valid(pb)) {

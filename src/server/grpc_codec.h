@@ -10,7 +10,9 @@
 
 /*
  * Parse and check a serialized PredictRequest.
- * - Undecodable protobuf: returns an error status (the caller answers with a gRPC error).
+ * - Undecodable protobuf: returns an error status (the caller answers with a gRPC error):
+ *   SS_ERR_LIMIT for requests with absurd element counts (refused before unpacking),
+ *   SS_ERR_INVALID otherwise.
  * - Otherwise *out is the request (spec always filled); when a MindSpore check fails (no instances,
  *   bad tensor encoding) *invalid is the whole-request error reply to send instead of calling the
  *   handler, else NULL.

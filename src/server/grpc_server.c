@@ -192,7 +192,9 @@ static void handle_predict(grpc_ctx *c, const uint8_t *buf, size_t len)
     ss_status *st = ss_grpc_decode_request(buf, len, &c->req, &invalid);
     if (st) {
         SS_DEBUG("grpc: %s", st->msg);
-        finish_call(c, GRPC_STATUS_INTERNAL, st->msg, NULL, 0);
+        finish_call(
+            c, st->code == SS_ERR_LIMIT ? GRPC_STATUS_RESOURCE_EXHAUSTED : GRPC_STATUS_INTERNAL,
+            st->msg, NULL, 0);
         ss_status_free(st);
         return;
     }
