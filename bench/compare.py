@@ -131,6 +131,10 @@ def run_case(args, label, folder, batch, inputs, threads):
             for s in (live if r % 2 == 0 else live[::-1]):
                 if s.ok():
                     s.run(n, args.timeout)
+            # Re-size rounds from the mean (tails included) so each lasts about --round-seconds.
+            means = [statistics.mean(s.times) / 1e9 for s in live if s.ok() and s.times]
+            if means:
+                n = max(2, min(args.max_iters, int(args.round_seconds / max(means))))
         row["iters"] = n
     for s in (a, b):
         s.close()

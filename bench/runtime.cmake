@@ -4,7 +4,9 @@ if(TARGET ss_runtime)
   add_executable(bench_runtime ${CMAKE_CURRENT_LIST_DIR}/bench_runtime.c)
   target_link_libraries(bench_runtime PRIVATE ss_runtime ss_core m)
 
-  add_executable(bench_gemm ${CMAKE_CURRENT_LIST_DIR}/bench_gemm.c)
-  target_compile_options(bench_gemm PRIVATE -O3)
-  target_link_libraries(bench_gemm PRIVATE PkgConfig::OPENBLAS Threads::Threads m)
+  if(CMAKE_SYSTEM_PROCESSOR MATCHES "x86_64|AMD64") # x86 intrinsics
+    add_executable(bench_gemm ${CMAKE_CURRENT_LIST_DIR}/bench_gemm.c)
+    target_compile_options(bench_gemm PRIVATE -O3)
+    target_link_libraries(bench_gemm PRIVATE PkgConfig::OPENBLAS Threads::Threads m)
+  endif()
 endif()
