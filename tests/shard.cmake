@@ -1,0 +1,52 @@
+# Sharding tests (tests/shard/): real `shardserve shard` and `shardserve run --shards` processes,
+# checked with numpy. shard_data (fixtures.sh) generates the seed model and the exporter-shaped
+# MLP / BERT-tiny / GPT-2-tiny cases once into the build folder; every other test requires it.
+# Each script runs the groups it starts in their own process group and, on any exit, kills what
+# is left of them and removes their /dev/shm/shardserve-run-* segments.
+if(TARGET shardserve)
+  set(SS_SHARD_DIR ${SS_TEST_DIR}/shard)
+  set(SS_SHARD_ENV "SS_SHARDSERVE=$<TARGET_FILE:shardserve>" "SS_SHARD_DATA=${CMAKE_BINARY_DIR}/shard-data")
+
+  add_test(NAME shard_data COMMAND ${SS_SHARD_DIR}/fixtures.sh)
+  set_tests_properties(shard_data PROPERTIES FIXTURES_SETUP shard_data ENVIRONMENT "${SS_SHARD_ENV}"
+                       TIMEOUT 300 LABELS shard)
+
+  # ss_shard_test(NAME TIMEOUT SCRIPT ARGS...)
+  function(ss_shard_test name timeout script)
+    add_test(NAME ${name} COMMAND ${SS_SHARD_DIR}/${script} ${ARGN})
+    set_tests_properties(${name} PROPERTIES FIXTURES_REQUIRED shard_data ENVIRONMENT "${SS_SHARD_ENV}"
+                         TIMEOUT ${timeout} LABELS shard SKIP_RETURN_CODE 77)
+  endfunction()
+
+  # 1. the seed model over 8 ranks: the three MindSpore MatMul strategies and auto; all -48
+  ss_shard_test(shard_seed_shm 120 seed.sh shm cols reduce rows auto)
+  # impossible splits are refused with a message naming the problem
+  ss_shard_test(shard_refuse 120 refuse.sh)
+
+  # 2. sharded == unsharded (1e-4): ranks per stage x stages, the full grid on the opset-17
+  # exports; BERT's opset-14 export (LayerNorm decomposed into ReduceMean/Pow/Sqrt) on two configs
+  foreach(model mlp bert_tiny gpt2_tiny)
+    ss_shard_test(shard_${model}_shm 300 family.sh ${model}_op17 shm 1x1 2x1 4x1 8x1 1x2 2x2 4x2 8x2)
+  endforeach()
+  ss_shard_test(shard_bert_tiny_op14_shm 200 family.sh bert_tiny_op14 shm 4x1 2x2)
+  # the three strategies from a file on the exported MLP's Gemms (transB, bias): columns, then
+  # reduction dim, then rows, over 4 ranks per stage
+  ss_shard_test(shard_mlp_strategy_file_shm 200 family.sh mlp_op17 shm --strategy
+                ${SS_SHARD_DIR}/mlp_strategy4.json 4x1 4x2)
+
+  # 3. one rank SIGKILLed mid-run: the others fail naming it, within the bound, nothing left
+  ss_shard_test(shard_kill_shm 120 kill.sh shm)
+
+  if(SS_COMM_HAVE_MPI)
+    ss_shard_test(shard_seed_mpi 120 seed.sh mpi reduce rows)
+    # one tensor-parallel and one pipeline config per model, plus both at once
+    ss_shard_test(shard_mlp_mpi 300 family.sh mlp_op17 mpi 2x1 1x2 4x2)
+    ss_shard_test(shard_bert_tiny_mpi 300 family.sh bert_tiny_op17 mpi 2x1 1x2 2x2)
+    ss_shard_test(shard_gpt2_tiny_mpi 300 family.sh gpt2_tiny_op17 mpi 2x1 1x2 2x2)
+    ss_shard_test(shard_kill_mpi 120 kill.sh mpi)
+    # 4. two "hosts": two network namespaces joined by a veth pair, a 2 + 2 split over mpi
+    ss_shard_test(shard_two_hosts 200 two_hosts.sh)
+  else()
+    add_test(NAME shard_mpi COMMAND sh -c "echo 'the mpi backend is not built (Open MPI development files missing: install libopenmpi-dev openmpi-bin)' >&2; exit 1")
+  endif()
+endif()

@@ -1,0 +1,50 @@
+#!/bin/bash
+# Impossible splits are refused clearly: `shardserve shard` exits non-zero, its message names the
+# problem (the phrase below), and it writes no manifest (so nothing can run the half-made split).
+. "$(dirname "$0")/common.sh"
+need_data
+seed=$DATA/seed/model.onnx
+mlp=$DATA/fx/test_mlp_op17/model.onnx
+
+# refuse NAME PHRASE SHARD-ARGS...
+refuse() {
+  local name=$1 phrase=$2 out=$WORK/out-$1
+  shift 2
+  "$SS" shard "$@" --out "$out" >"$WORK/$name.log" 2>&1
+  local rc=$?
+  local msg
+  msg=$(cat "$WORK/$name.log")
+  if [ "$rc" -eq 0 ]; then
+    fail "$name: shard succeeded; want a refusal mentioning '$phrase'"
+  elif ! grep -qF -- "$phrase" "$WORK/$name.log"; then
+    fail "$name: exit $rc but the message does not say '$phrase': $msg"
+  elif [ -e "$out/manifest.json" ]; then
+    fail "$name: refused but wrote $out/manifest.json"
+  else
+    ok "$name: exit $rc: $msg"
+  fi
+}
+
+strategy() { echo "{\"matmul\": $2}" >"$WORK/$1.json"; echo "$WORK/$1.json"; }
+
+# W is [96,16]: 16 columns do not split 5 ways, 96 rows of the reduction dim not 5 ways, x's 128 rows not 3 ways
+refuse cols_not_divisible "the weight's columns do not divide" "$seed" --ranks 5 --strategy "$(strategy c5 '[[1,1],[1,5]]')"
+refuse reduce_not_divisible "the reduction dim does not divide" "$seed" --ranks 5 --strategy "$(strategy r5 '[[1,5],[5,1]]')"
+refuse rows_not_divisible "the rows of input 0 do not divide" "$seed" --ranks 3 --strategy "$(strategy b3 '[[3,1],[1,1]]')"
+refuse cols_more_than_columns "the weight's columns do not divide" "$seed" --ranks 32 --strategy "$(strategy c32 '[[1,1],[1,32]]')"
+# a strategy that does not match the stage's rank count, or splits two dims at once
+refuse strategy_wrong_count "splits one of" "$seed" --ranks 4 --strategy "$(strategy c8 '[[1,1],[1,8]]')"
+refuse strategy_two_dims "splits one of" "$seed" --ranks 4 --strategy "$(strategy x4 '[[2,1],[1,2]]')"
+refuse strategy_bad_shape "must be [[a0,a1],[b0,b1]]" "$seed" --ranks 8 --strategy "$(strategy bad '[8,1]')"
+refuse strategy_unknown_node "no node named 'nosuch'" "$seed" --ranks 8 --strategy "$(echo '{"nosuch": [[1,1],[1,8]]}' >"$WORK/n.json"; echo "$WORK/n.json")"
+refuse strategy_not_matmul "strategies apply to MatMul and Gemm" "$seed" --ranks 8 --strategy "$(echo '{"neg": [[1,1],[1,8]]}' >"$WORK/neg.json"; echo "$WORK/neg.json")"
+# a Gemm (transB, bias) of the exported MLP: its 10 output columns do not split 4 ways
+refuse gemm_cols_not_divisible "the weight's columns do not divide" "$mlp" --ranks 4 --input-shape x=4,784 --strategy "$(echo '{"/net/net.4/Gemm": [[1,1],[1,4]]}' >"$WORK/g.json"; echo "$WORK/g.json")"
+# ranks and stages that do not fit
+refuse ranks_not_multiple_of_stages "must be a positive multiple of --stages" "$seed" --ranks 3 --stages 2
+refuse more_stages_than_nodes "fewer than --stages 3" "$seed" --ranks 3 --stages 3
+refuse zero_ranks "--ranks wants 1.." "$seed" --ranks 0
+# exported models have dynamic dims: the shard tool needs concrete shapes
+refuse dynamic_input "has dynamic dims" "$mlp" --ranks 2 --strategy auto
+refuse bad_input_shape "dims are comma-separated numbers" "$mlp" --ranks 2 --strategy auto --input-shape x=four,784
+finish
