@@ -28,7 +28,8 @@ static void tnode_init(tnode *t, const char *op)
     t->node.attribute = t->ptrs;
 }
 
-static Onnx__AttributeProto *add_attr(tnode *t, const char *name, Onnx__AttributeProto__AttributeType type)
+static Onnx__AttributeProto *add_attr(tnode *t, const char *name,
+                                      Onnx__AttributeProto__AttributeType type)
 {
     Onnx__AttributeProto *a = &t->attrs[t->node.n_attribute];
     onnx__attribute_proto__init(a);
@@ -58,10 +59,13 @@ static void attr_str(tnode *t, const char *name, const char *s)
 }
 
 /* Runs infer + run with the given inputs; allocates the outputs (caller frees them). */
-static ss_status *run_op(tnode *t, int64_t opset, int n_in, ss_tensor **in, int n_out, ss_tensor *out)
+static ss_status *run_op(tnode *t, int64_t opset, int n_in, ss_tensor **in, int n_out,
+                         ss_tensor *out)
 {
     const ss_op_def *d = ss_op_find("", t->node.op_type, opset);
-    if (!d) return ss_errf(SS_ERR_UNSUPPORTED, "no %s at opset %lld", t->node.op_type, (long long)opset);
+    if (!d)
+        return ss_errf(SS_ERR_UNSUPPORTED, "no %s at opset %lld", t->node.op_type,
+                       (long long)opset);
     ss_tensor *outp[16];
     for (int i = 0; i < n_out; i++) {
         memset(&out[i], 0, sizeof out[i]);
@@ -69,8 +73,13 @@ static ss_status *run_op(tnode *t, int64_t opset, int n_in, ss_tensor **in, int 
     }
     t->node.n_input = (size_t)n_in;
     t->node.n_output = (size_t)n_out;
-    ss_kctx k = {.node = &t->node, .node_name = "test", .opset = opset, .n_in = n_in, .n_out = n_out,
-                 .in = in, .out = outp};
+    ss_kctx k = {.node = &t->node,
+                 .node_name = "test",
+                 .opset = opset,
+                 .n_in = n_in,
+                 .n_out = n_out,
+                 .in = in,
+                 .out = outp};
     ss_status *st = d->infer(&k);
     for (int i = 0; !st && i < n_out; i++) {
         ss_tensor shape = out[i];
@@ -106,7 +115,8 @@ static void pattern(ss_tensor *t)
 {
     size_t es = ss_dtype_size(t->dtype);
     unsigned char *p = t->data;
-    for (size_t i = 0; i < t->nbytes; i++) p[i] = (unsigned char)(i * 131 + i / es * 7 + 1);
+    for (size_t i = 0; i < t->nbytes; i++)
+        p[i] = (unsigned char)(i * 131 + i / es * 7 + 1);
 }
 
 static bool shape_is(const ss_tensor *t, int nd, const int64_t *dims)
@@ -120,16 +130,20 @@ static void ref_transpose(const ss_tensor *x, const int *perm, ss_tensor *ref)
 {
     int nd = x->ndim;
     int64_t od[SS_MAX_DIMS], xs[SS_MAX_DIMS], s = 1;
-    for (int i = nd - 1; i >= 0; i--) xs[i] = s, s *= x->dims[i];
-    for (int i = 0; i < nd; i++) od[i] = x->dims[perm[i]];
+    for (int i = nd - 1; i >= 0; i--)
+        xs[i] = s, s *= x->dims[i];
+    for (int i = 0; i < nd; i++)
+        od[i] = x->dims[perm[i]];
     *ref = make(x->dtype, nd, od, NULL);
     size_t es = ss_dtype_size(x->dtype);
     int64_t idx[SS_MAX_DIMS] = {0}, n = ss_tensor_numel(ref);
     for (int64_t o = 0; o < n; o++) {
         int64_t src = 0;
-        for (int i = 0; i < nd; i++) src += idx[i] * xs[perm[i]];
+        for (int i = 0; i < nd; i++)
+            src += idx[i] * xs[perm[i]];
         memcpy((char *)ref->data + o * (int64_t)es, (const char *)x->data + src * (int64_t)es, es);
-        for (int i = nd - 1; i >= 0 && ++idx[i] == od[i]; i--) idx[i] = 0;
+        for (int i = nd - 1; i >= 0 && ++idx[i] == od[i]; i--)
+            idx[i] = 0;
     }
 }
 
@@ -138,7 +152,8 @@ static void check_transpose(ss_dtype dt, int nd, const int64_t *dims, const int 
     tnode t;
     tnode_init(&t, "Transpose");
     int64_t p64[SS_MAX_DIMS];
-    for (int i = 0; i < nd; i++) p64[i] = perm[i];
+    for (int i = 0; i < nd; i++)
+        p64[i] = perm[i];
     attr_ints(&t, "perm", p64, (size_t)nd);
     ss_tensor x = make(dt, nd, dims, NULL), out, ref;
     pattern(&x);
@@ -148,7 +163,8 @@ static void check_transpose(ss_dtype dt, int nd, const int64_t *dims, const int 
     char sh[64];
     CHECK_MSG(ss_shape_equal(out.ndim, out.dims, ref.ndim, ref.dims) && out.nbytes == ref.nbytes &&
                   memcmp(out.data, ref.data, ref.nbytes) == 0,
-              "transpose %s of %s differs", ss_dtype_name(dt), ss_shape_str(nd, dims, sh, sizeof sh));
+              "transpose %s of %s differs", ss_dtype_name(dt),
+              ss_shape_str(nd, dims, sh, sizeof sh));
     ss_tensor_free(&x);
     ss_tensor_free(&out);
     ss_tensor_free(&ref);
@@ -159,15 +175,15 @@ static void test_transpose_fast_paths_match_reference(void)
     static const ss_dtype types[] = {SS_DT_BOOL, SS_DT_FLOAT16, SS_DT_FLOAT32, SS_DT_INT64};
     for (int ti = 0; ti < 4; ti++) {
         ss_dtype dt = types[ti];
-        check_transpose(dt, 4, (int64_t[]){2, 37, 3, 5}, (int[]){0, 2, 1, 3});   /* heads split */
-        check_transpose(dt, 4, (int64_t[]){2, 37, 3, 5}, (int[]){0, 2, 3, 1});   /* keys^T */
-        check_transpose(dt, 2, (int64_t[]){67, 45}, (int[]){1, 0});              /* blocked 2-D */
+        check_transpose(dt, 4, (int64_t[]){2, 37, 3, 5}, (int[]){0, 2, 1, 3}); /* heads split */
+        check_transpose(dt, 4, (int64_t[]){2, 37, 3, 5}, (int[]){0, 2, 3, 1}); /* keys^T */
+        check_transpose(dt, 2, (int64_t[]){67, 45}, (int[]){1, 0});            /* blocked 2-D */
         check_transpose(dt, 2, (int64_t[]){1, 45}, (int[]){1, 0});
         check_transpose(dt, 3, (int64_t[]){3, 4, 5}, (int[]){2, 0, 1});
         check_transpose(dt, 3, (int64_t[]){3, 4, 5}, (int[]){1, 2, 0});
         check_transpose(dt, 5, (int64_t[]){2, 3, 1, 4, 2}, (int[]){4, 2, 0, 3, 1});
-        check_transpose(dt, 3, (int64_t[]){3, 0, 5}, (int[]){2, 1, 0});          /* empty */
-        check_transpose(dt, 0, (int64_t[]){0}, (int[]){0});                      /* scalar */
+        check_transpose(dt, 3, (int64_t[]){3, 0, 5}, (int[]){2, 1, 0}); /* empty */
+        check_transpose(dt, 0, (int64_t[]){0}, (int[]){0});             /* scalar */
     }
     check_transpose(SS_DT_FLOAT32, 2, (int64_t[]){300, 129}, (int[]){1, 0});
 }
@@ -189,7 +205,8 @@ static void test_transpose_rejects_bad_perm(void)
 static void test_reshape_zero_and_inferred_dims(void)
 {
     float v[24];
-    for (int i = 0; i < 24; i++) v[i] = (float)i;
+    for (int i = 0; i < 24; i++)
+        v[i] = (float)i;
     ss_tensor x = make(SS_DT_FLOAT32, 3, (int64_t[]){2, 3, 4}, v), out[1];
     ss_tensor shape = make_i64(3, (int64_t[]){0, -1, 2});
     ss_tensor *in[2] = {&x, &shape};
@@ -262,7 +279,8 @@ static void test_squeeze_unsqueeze_axes_attribute_and_input(void)
 
 static void test_shape_start_end_and_size(void)
 {
-    ss_tensor x = {.dtype = SS_DT_FLOAT32, .ndim = 4, .dims = {2, 3, 5, 7}}, out[1]; /* no data needed */
+    ss_tensor x = {.dtype = SS_DT_FLOAT32, .ndim = 4, .dims = {2, 3, 5, 7}},
+              out[1]; /* no data needed */
     ss_tensor *in[1] = {&x};
     tnode t;
     tnode_init(&t, "Shape");
@@ -302,7 +320,8 @@ static void test_expand_broadcasts_both_ways(void)
 static void test_slice_clamps_and_negative_steps_on_bool(void)
 {
     uint8_t v[20];
-    for (int i = 0; i < 20; i++) v[i] = (uint8_t)(i % 3 == 0);
+    for (int i = 0; i < 20; i++)
+        v[i] = (uint8_t)(i % 3 == 0);
     ss_tensor x = make(SS_DT_BOOL, 2, (int64_t[]){4, 5}, v), out[1];
     ss_tensor starts = make_i64(2, (int64_t[]){INT64_MAX, -100});
     ss_tensor ends = make_i64(2, (int64_t[]){INT64_MIN, INT64_MAX});
@@ -364,7 +383,8 @@ static void test_gather_negative_int32_indices_and_range_error(void)
 static void test_concat_split_round_trip(void)
 {
     int16_t a[6] = {1, 2, 3, 4, 5, 6}, b[2] = {7, 8};
-    ss_tensor x = make(SS_DT_INT16, 2, (int64_t[]){2, 3}, a), y = make(SS_DT_INT16, 2, (int64_t[]){2, 1}, b);
+    ss_tensor x = make(SS_DT_INT16, 2, (int64_t[]){2, 3}, a),
+              y = make(SS_DT_INT16, 2, (int64_t[]){2, 1}, b);
     ss_tensor e = make(SS_DT_INT16, 2, (int64_t[]){2, 0}, NULL), out[3];
     ss_tensor *in[3] = {&x, &e, &y};
     tnode t;
@@ -436,7 +456,8 @@ static void test_tile_and_pad_modes(void)
 
 static void test_range_constant_of_shape_eyelike(void)
 {
-    ss_tensor s = make(SS_DT_INT32, 0, NULL, (int32_t[]){10}), l = make(SS_DT_INT32, 0, NULL, (int32_t[]){-3});
+    ss_tensor s = make(SS_DT_INT32, 0, NULL, (int32_t[]){10}),
+              l = make(SS_DT_INT32, 0, NULL, (int32_t[]){-3});
     ss_tensor d = make(SS_DT_INT32, 0, NULL, (int32_t[]){-4}), out[1];
     ss_tensor *in[3] = {&s, &l, &d};
     tnode t;
@@ -466,7 +487,8 @@ static void test_range_constant_of_shape_eyelike(void)
     attr_int(&t, "k", 1);
     CHECK_OK(run_op(&t, 13, 1, in, 1, out));
     const uint16_t *h = out[0].data;
-    CHECK(out[0].dtype == SS_DT_FLOAT16 && h[1] == 0x3C00 && h[6] == 0x3C00 && h[0] == 0 && h[11] == 0x3C00);
+    CHECK(out[0].dtype == SS_DT_FLOAT16 && h[1] == 0x3C00 && h[6] == 0x3C00 && h[0] == 0 &&
+          h[11] == 0x3C00);
     ss_tensor_free(&out[0]);
     ss_tensor_free(&x);
     ss_tensor_free(&shape);
@@ -488,11 +510,12 @@ static void test_trilu_lower_with_k(void)
     ss_tensor_free(&x);
 }
 
-
 /* Extreme values from a hostile model give errors or exact results, never overflow (UBSan). */
 static void test_extreme_values_do_not_overflow(void)
 {
-    ss_tensor x = make(SS_DT_INT8, 2, (int64_t[]){3, 4}, (int8_t[]){1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12}), out[1];
+    ss_tensor x = make(SS_DT_INT8, 2, (int64_t[]){3, 4},
+                       (int8_t[]){1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12}),
+              out[1];
     ss_tensor starts = make_i64(1, (int64_t[]){-1}), ends = make_i64(1, (int64_t[]){INT64_MIN});
     ss_tensor axes = make_i64(1, (int64_t[]){1}), steps = make_i64(1, (int64_t[]){INT64_MIN});
     ss_tensor *in[5] = {&x, &starts, &ends, &axes, &steps};
@@ -515,7 +538,8 @@ static void test_extreme_values_do_not_overflow(void)
     CHECK(memcmp(out[0].data, x.data, 12) == 0);
     ss_tensor_free(&out[0]);
     ss_tensor_free(&kk);
-    ss_tensor rs = make(SS_DT_INT64, 0, NULL, (int64_t[]){INT64_MIN}), rl = make(SS_DT_INT64, 0, NULL, (int64_t[]){INT64_MAX});
+    ss_tensor rs = make(SS_DT_INT64, 0, NULL, (int64_t[]){INT64_MIN}),
+              rl = make(SS_DT_INT64, 0, NULL, (int64_t[]){INT64_MAX});
     ss_tensor rd = make(SS_DT_INT64, 0, NULL, (int64_t[]){INT64_MAX});
     ss_tensor *rin[3] = {&rs, &rl, &rd};
     tnode_init(&t, "Range");
@@ -563,7 +587,8 @@ static void test_attribute_forms_of_older_opsets(void)
     add_attr(&t, "value", ONNX__ATTRIBUTE_PROTO__ATTRIBUTE_TYPE__FLOAT)->f = 1.5f;
     CHECK_OK(run_op(&t, 2, 1, in, 1, out));
     CHECK(shape_is(&out[0], 2, (int64_t[]){3, 4}));
-    CHECK(memcmp(out[0].data, (float[]){1.5f, 1.5f, 1.5f, 1.5f, 1, 2, 3, 1.5f, 4, 5, 6, 1.5f}, 48) == 0);
+    CHECK(memcmp(out[0].data, (float[]){1.5f, 1.5f, 1.5f, 1.5f, 1, 2, 3, 1.5f, 4, 5, 6, 1.5f},
+                 48) == 0);
     ss_tensor_free(&out[0]);
 
     tnode_init(&t, "Unsqueeze");
@@ -582,10 +607,12 @@ static void test_attribute_forms_of_older_opsets(void)
 }
 
 TEST_MAIN(TEST(test_transpose_fast_paths_match_reference), TEST(test_transpose_rejects_bad_perm),
-          TEST(test_reshape_zero_and_inferred_dims), TEST(test_value_only_known_at_run_time_is_unsupported),
-          TEST(test_squeeze_unsqueeze_axes_attribute_and_input), TEST(test_shape_start_end_and_size),
-          TEST(test_expand_broadcasts_both_ways), TEST(test_slice_clamps_and_negative_steps_on_bool),
-          TEST(test_gather_negative_int32_indices_and_range_error), TEST(test_concat_split_round_trip),
-          TEST(test_tile_and_pad_modes), TEST(test_range_constant_of_shape_eyelike),
-          TEST(test_trilu_lower_with_k), TEST(test_extreme_values_do_not_overflow),
-          TEST(test_attribute_forms_of_older_opsets))
+          TEST(test_reshape_zero_and_inferred_dims),
+          TEST(test_value_only_known_at_run_time_is_unsupported),
+          TEST(test_squeeze_unsqueeze_axes_attribute_and_input),
+          TEST(test_shape_start_end_and_size), TEST(test_expand_broadcasts_both_ways),
+          TEST(test_slice_clamps_and_negative_steps_on_bool),
+          TEST(test_gather_negative_int32_indices_and_range_error),
+          TEST(test_concat_split_round_trip), TEST(test_tile_and_pad_modes),
+          TEST(test_range_constant_of_shape_eyelike), TEST(test_trilu_lower_with_k),
+          TEST(test_extreme_values_do_not_overflow), TEST(test_attribute_forms_of_older_opsets))

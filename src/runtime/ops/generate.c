@@ -15,29 +15,56 @@
 #include <stdlib.h>
 #include <string.h>
 
-static ss_status *oom(void) { return ss_errf(SS_ERR_NOMEM, "out of memory"); }
+static ss_status *oom(void)
+{
+    return ss_errf(SS_ERR_NOMEM, "out of memory");
+}
 
 /* Element i of any numeric or bool tensor, as a double. */
 static double read_num(const ss_tensor *t, int64_t i)
 {
     const char *p = (const char *)t->data + (size_t)i * ss_dtype_size(t->dtype);
-    union { float f; double d; int8_t i8; uint8_t u8; int16_t i16; uint16_t u16; int32_t i32;
-            uint32_t u32; int64_t i64; uint64_t u64; } v;
+    union {
+        float f;
+        double d;
+        int8_t i8;
+        uint8_t u8;
+        int16_t i16;
+        uint16_t u16;
+        int32_t i32;
+        uint32_t u32;
+        int64_t i64;
+        uint64_t u64;
+    } v;
     memcpy(&v, p, ss_dtype_size(t->dtype));
     switch (t->dtype) {
-    case SS_DT_FLOAT32: return v.f;
-    case SS_DT_FLOAT64: return v.d;
-    case SS_DT_FLOAT16: return ss_f16_to_f32(v.u16);
-    case SS_DT_BFLOAT16: return ss_bf16_to_f32(v.u16);
-    case SS_DT_INT8: return v.i8;
-    case SS_DT_UINT8: case SS_DT_BOOL: return v.u8;
-    case SS_DT_INT16: return v.i16;
-    case SS_DT_UINT16: return v.u16;
-    case SS_DT_INT32: return v.i32;
-    case SS_DT_UINT32: return v.u32;
-    case SS_DT_INT64: return (double)v.i64;
-    case SS_DT_UINT64: return (double)v.u64;
-    default: return 0;
+    case SS_DT_FLOAT32:
+        return v.f;
+    case SS_DT_FLOAT64:
+        return v.d;
+    case SS_DT_FLOAT16:
+        return ss_f16_to_f32(v.u16);
+    case SS_DT_BFLOAT16:
+        return ss_bf16_to_f32(v.u16);
+    case SS_DT_INT8:
+        return v.i8;
+    case SS_DT_UINT8:
+    case SS_DT_BOOL:
+        return v.u8;
+    case SS_DT_INT16:
+        return v.i16;
+    case SS_DT_UINT16:
+        return v.u16;
+    case SS_DT_INT32:
+        return v.i32;
+    case SS_DT_UINT32:
+        return v.u32;
+    case SS_DT_INT64:
+        return (double)v.i64;
+    case SS_DT_UINT64:
+        return (double)v.u64;
+    default:
+        return 0;
     }
 }
 
@@ -57,8 +84,10 @@ static ss_status *plan_value(ss_kctx *k, int i, const char *what, const ss_tenso
 {
     const ss_tensor *v = ss_kctx_value(k, i);
     if (!v || (!v->data && ss_tensor_numel(k->in[i]) > 0))
-        return ss_op_err(k, SS_ERR_UNSUPPORTED, "data-dependent output shape (input '%s' is only "
-                         "known at run time)", what);
+        return ss_op_err(k, SS_ERR_UNSUPPORTED,
+                         "data-dependent output shape (input '%s' is only "
+                         "known at run time)",
+                         what);
     *out = v;
     return NULL;
 }
@@ -67,11 +96,29 @@ static ss_status *plan_value(ss_kctx *k, int i, const char *what, const ss_tenso
 static bool one_bytes(ss_dtype dt, void *dst)
 {
     switch (dt) {
-    case SS_DT_FLOAT32: { float f = 1.0f; memcpy(dst, &f, 4); return true; }
-    case SS_DT_FLOAT64: { double d = 1.0; memcpy(dst, &d, 8); return true; }
-    case SS_DT_FLOAT16: { uint16_t h = 0x3C00; memcpy(dst, &h, 2); return true; }
-    case SS_DT_BFLOAT16: { uint16_t h = 0x3F80; memcpy(dst, &h, 2); return true; }
-    case SS_DT_STRING: case SS_DT_UNDEFINED: return false;
+    case SS_DT_FLOAT32: {
+        float f = 1.0f;
+        memcpy(dst, &f, 4);
+        return true;
+    }
+    case SS_DT_FLOAT64: {
+        double d = 1.0;
+        memcpy(dst, &d, 8);
+        return true;
+    }
+    case SS_DT_FLOAT16: {
+        uint16_t h = 0x3C00;
+        memcpy(dst, &h, 2);
+        return true;
+    }
+    case SS_DT_BFLOAT16: {
+        uint16_t h = 0x3F80;
+        memcpy(dst, &h, 2);
+        return true;
+    }
+    case SS_DT_STRING:
+    case SS_DT_UNDEFINED:
+        return false;
     default: {
         uint64_t one = 1; /* little-endian: the low bytes hold 1 for every integer width */
         memcpy(dst, &one, ss_dtype_size(dt));
@@ -80,16 +127,28 @@ static bool one_bytes(ss_dtype dt, void *dst)
     }
 }
 
-#define FILL_LOOP(ES) for (int64_t i = 0; i < n; i++) memcpy(dst + i * (ES), value, ES)
+#define FILL_LOOP(ES)                                                                              \
+    for (int64_t i = 0; i < n; i++)                                                                \
+    memcpy(dst + i * (ES), value, ES)
 
 static void fill(char *restrict dst, const void *restrict value, int64_t n, size_t es)
 {
     switch (es) {
-    case 1: memset(dst, *(const unsigned char *)value, (size_t)n); break;
-    case 2: FILL_LOOP(2); break;
-    case 4: FILL_LOOP(4); break;
-    case 8: FILL_LOOP(8); break;
-    default: for (int64_t i = 0; i < n; i++) memcpy(dst + (size_t)i * es, value, es);
+    case 1:
+        memset(dst, *(const unsigned char *)value, (size_t)n);
+        break;
+    case 2:
+        FILL_LOOP(2);
+        break;
+    case 4:
+        FILL_LOOP(4);
+        break;
+    case 8:
+        FILL_LOOP(8);
+        break;
+    default:
+        for (int64_t i = 0; i < n; i++)
+            memcpy(dst + (size_t)i * es, value, es);
     }
 }
 
@@ -118,10 +177,12 @@ static ss_status *constant_set(ss_kctx *k, ss_dtype dt, int nd, int64_t n, const
 
 static ss_status *constant_infer(ss_kctx *k)
 {
-    if (k->n_in != 0 || k->n_out != 1) return ss_op_err(k, SS_ERR_INVALID, "takes no inputs and has one output");
+    if (k->n_in != 0 || k->n_out != 1)
+        return ss_op_err(k, SS_ERR_INVALID, "takes no inputs and has one output");
     const ss_onnx_node *n = k->node;
     const ss_onnx_attr *a;
-    if ((a = ss_onnx_attr_find(n, "value")) && a->type == ONNX__ATTRIBUTE_PROTO__ATTRIBUTE_TYPE__TENSOR) {
+    if ((a = ss_onnx_attr_find(n, "value")) &&
+        a->type == ONNX__ATTRIBUTE_PROTO__ATTRIBUTE_TYPE__TENSOR) {
         ss_tensor t = {0};
         ss_status *st = ss_onnx_tensor(NULL, a->t, &t);
         if (st) return ss_status_wrap(st, "%s node '%s'", n->op_type, k->node_name);
@@ -131,7 +192,8 @@ static ss_status *constant_infer(ss_kctx *k)
             if (!st) {
                 ((const_plan *)k->state)->strings = a->t;
                 if ((size_t)numel != a->t->n_string_data)
-                    st = ss_op_err(k, SS_ERR_INVALID, "string tensor has %zu values for %lld elements",
+                    st = ss_op_err(k, SS_ERR_INVALID,
+                                   "string tensor has %zu values for %lld elements",
                                    a->t->n_string_data, (long long)numel);
             }
         } else {
@@ -147,13 +209,17 @@ static ss_status *constant_infer(ss_kctx *k)
     }
     if (ss_onnx_attr_find(n, "sparse_value"))
         return ss_op_err(k, SS_ERR_UNSUPPORTED, "attribute 'sparse_value' is not supported");
-    if ((a = ss_onnx_attr_find(n, "value_float")) && a->type == ONNX__ATTRIBUTE_PROTO__ATTRIBUTE_TYPE__FLOAT)
+    if ((a = ss_onnx_attr_find(n, "value_float")) &&
+        a->type == ONNX__ATTRIBUTE_PROTO__ATTRIBUTE_TYPE__FLOAT)
         return constant_set(k, SS_DT_FLOAT32, 0, 1, &a->f);
-    if ((a = ss_onnx_attr_find(n, "value_floats")) && a->type == ONNX__ATTRIBUTE_PROTO__ATTRIBUTE_TYPE__FLOATS)
+    if ((a = ss_onnx_attr_find(n, "value_floats")) &&
+        a->type == ONNX__ATTRIBUTE_PROTO__ATTRIBUTE_TYPE__FLOATS)
         return constant_set(k, SS_DT_FLOAT32, 1, (int64_t)a->n_floats, a->floats);
-    if ((a = ss_onnx_attr_find(n, "value_int")) && a->type == ONNX__ATTRIBUTE_PROTO__ATTRIBUTE_TYPE__INT)
+    if ((a = ss_onnx_attr_find(n, "value_int")) &&
+        a->type == ONNX__ATTRIBUTE_PROTO__ATTRIBUTE_TYPE__INT)
         return constant_set(k, SS_DT_INT64, 0, 1, &a->i);
-    if ((a = ss_onnx_attr_find(n, "value_ints")) && a->type == ONNX__ATTRIBUTE_PROTO__ATTRIBUTE_TYPE__INTS)
+    if ((a = ss_onnx_attr_find(n, "value_ints")) &&
+        a->type == ONNX__ATTRIBUTE_PROTO__ATTRIBUTE_TYPE__INTS)
         return constant_set(k, SS_DT_INT64, 1, (int64_t)a->n_ints, a->ints);
     if (ss_onnx_attr_find(n, "value_string") || ss_onnx_attr_find(n, "value_strings"))
         return ss_op_err(k, SS_ERR_UNSUPPORTED, "attributes 'value_string(s)' are not supported");
@@ -166,8 +232,9 @@ static ss_status *constant_run(ss_kctx *k)
     ss_tensor *o = k->out[0];
     if (p->strings) {
         for (size_t i = 0; i < p->strings->n_string_data; i++) {
-            ss_status *st = ss_tensor_set_string(o, (int64_t)i, (const char *)p->strings->string_data[i].data,
-                                                 p->strings->string_data[i].len);
+            ss_status *st =
+                ss_tensor_set_string(o, (int64_t)i, (const char *)p->strings->string_data[i].data,
+                                     p->strings->string_data[i].len);
             if (st) return st;
         }
         return NULL;
@@ -191,9 +258,12 @@ static ss_status *const_of_shape_infer(ss_kctx *k)
     int64_t dims[SS_MAX_DIMS];
     if (shape->dtype != SS_DT_INT64) return ss_op_err(k, SS_ERR_INVALID, "the shape must be int64");
     int nd = ss_op_read_ints(shape, dims, SS_MAX_DIMS);
-    if (nd < 0) return ss_op_err(k, SS_ERR_INVALID, "the shape must be 1-D with at most %d values", SS_MAX_DIMS);
+    if (nd < 0)
+        return ss_op_err(k, SS_ERR_INVALID, "the shape must be 1-D with at most %d values",
+                         SS_MAX_DIMS);
     for (int i = 0; i < nd; i++)
-        if (dims[i] < 0) return ss_op_err(k, SS_ERR_INVALID, "negative dim %lld", (long long)dims[i]);
+        if (dims[i] < 0)
+            return ss_op_err(k, SS_ERR_INVALID, "negative dim %lld", (long long)dims[i]);
     fill_plan *p = calloc(1, sizeof *p);
     if (!p) return oom();
     k->state = p;
@@ -204,8 +274,10 @@ static ss_status *const_of_shape_infer(ss_kctx *k)
         ss_tensor t = {0};
         if (a->type != ONNX__ATTRIBUTE_PROTO__ATTRIBUTE_TYPE__TENSOR)
             return ss_op_err(k, SS_ERR_INVALID, "'value' must be a tensor");
-        if ((st = ss_onnx_tensor(NULL, a->t, &t))) return ss_status_wrap(st, "ConstantOfShape node '%s'", k->node_name);
-        if (ss_tensor_numel(&t) != 1 || t.dtype == SS_DT_STRING || ss_dtype_size(t.dtype) > sizeof p->value)
+        if ((st = ss_onnx_tensor(NULL, a->t, &t)))
+            return ss_status_wrap(st, "ConstantOfShape node '%s'", k->node_name);
+        if (ss_tensor_numel(&t) != 1 || t.dtype == SS_DT_STRING ||
+            ss_dtype_size(t.dtype) > sizeof p->value)
             st = ss_op_err(k, SS_ERR_INVALID, "'value' must be one numeric or bool element");
         else {
             memcpy(p->value, t.data, ss_dtype_size(t.dtype));
@@ -234,13 +306,15 @@ static ss_status *range_infer(ss_kctx *k)
 {
     ss_status *st = ss_op_expect_inputs(k, 3, 3);
     if (st) return st;
-    static const ss_dtype types[] = {SS_DT_FLOAT32, SS_DT_FLOAT64, SS_DT_INT16, SS_DT_INT32, SS_DT_INT64};
+    static const ss_dtype types[] = {SS_DT_FLOAT32, SS_DT_FLOAT64, SS_DT_INT16, SS_DT_INT32,
+                                     SS_DT_INT64};
     if ((st = ss_op_expect_dtype(k, 0, types, 5))) return st;
     const ss_tensor *v[3] = {0};
     static const char *names[3] = {"start", "limit", "delta"};
     for (int i = 0; i < 3; i++) {
         if (k->in[i]->dtype != k->in[0]->dtype || ss_tensor_numel(k->in[i]) != 1)
-            return ss_op_err(k, SS_ERR_INVALID, "'%s' must be a scalar of the same type as 'start'", names[i]);
+            return ss_op_err(k, SS_ERR_INVALID, "'%s' must be a scalar of the same type as 'start'",
+                             names[i]);
         if ((st = plan_value(k, i, names[i], &v[i]))) return st;
     }
     int64_t n;
@@ -254,7 +328,8 @@ static ss_status *range_infer(ss_kctx *k)
         int64_t s = read_index(v[0], 0), l = read_index(v[1], 0), d = read_index(v[2], 0);
         if (d == 0) return ss_op_err(k, SS_ERR_INVALID, "delta is zero");
         /* unsigned arithmetic: exact for any int64 start, limit and delta */
-        uint64_t span = d > 0 ? (l > s ? (uint64_t)l - (uint64_t)s : 0) : (s > l ? (uint64_t)s - (uint64_t)l : 0);
+        uint64_t span = d > 0 ? (l > s ? (uint64_t)l - (uint64_t)s : 0)
+                              : (s > l ? (uint64_t)s - (uint64_t)l : 0);
         uint64_t step = d > 0 ? (uint64_t)d : 0 - (uint64_t)d;
         uint64_t c = span / step + (span % step != 0);
         if (c > ((uint64_t)1 << 40)) return ss_op_err(k, SS_ERR_LIMIT, "range too long");
@@ -267,23 +342,25 @@ static ss_status *range_infer(ss_kctx *k)
     return NULL;
 }
 
-#define RANGE_FLOAT(T)                                                                         \
-    do {                                                                                       \
-        T s, d, *out = o->data;                                                                \
-        memcpy(&s, k->in[0]->data, sizeof s);                                                  \
-        memcpy(&d, k->in[2]->data, sizeof d);                                                  \
-        for (int64_t i = 0; i < n; i++) out[i] = s + (T)i * d;                                 \
+#define RANGE_FLOAT(T)                                                                             \
+    do {                                                                                           \
+        T s, d, *out = o->data;                                                                    \
+        memcpy(&s, k->in[0]->data, sizeof s);                                                      \
+        memcpy(&d, k->in[2]->data, sizeof d);                                                      \
+        for (int64_t i = 0; i < n; i++)                                                            \
+            out[i] = s + (T)i * d;                                                                 \
     } while (0)
 
 /* Integers step in uint64 (wrapping): every value lies in [start, limit), so the wrapped sum is
  * exact even where i * delta alone would overflow. */
-#define RANGE_INT(T)                                                                           \
-    do {                                                                                       \
-        T s, d, *out = o->data;                                                                \
-        memcpy(&s, k->in[0]->data, sizeof s);                                                  \
-        memcpy(&d, k->in[2]->data, sizeof d);                                                  \
-        uint64_t us = (uint64_t)(int64_t)s, ud = (uint64_t)(int64_t)d;                         \
-        for (int64_t i = 0; i < n; i++) out[i] = (T)(int64_t)(us + (uint64_t)i * ud);          \
+#define RANGE_INT(T)                                                                               \
+    do {                                                                                           \
+        T s, d, *out = o->data;                                                                    \
+        memcpy(&s, k->in[0]->data, sizeof s);                                                      \
+        memcpy(&d, k->in[2]->data, sizeof d);                                                      \
+        uint64_t us = (uint64_t)(int64_t)s, ud = (uint64_t)(int64_t)d;                             \
+        for (int64_t i = 0; i < n; i++)                                                            \
+            out[i] = (T)(int64_t)(us + (uint64_t)i * ud);                                          \
     } while (0)
 
 static ss_status *range_run(ss_kctx *k)
@@ -291,11 +368,21 @@ static ss_status *range_run(ss_kctx *k)
     ss_tensor *o = k->out[0];
     int64_t n = o->dims[0];
     switch (o->dtype) {
-    case SS_DT_FLOAT32: RANGE_FLOAT(float); break;
-    case SS_DT_FLOAT64: RANGE_FLOAT(double); break;
-    case SS_DT_INT16: RANGE_INT(int16_t); break;
-    case SS_DT_INT32: RANGE_INT(int32_t); break;
-    default: RANGE_INT(int64_t); break;
+    case SS_DT_FLOAT32:
+        RANGE_FLOAT(float);
+        break;
+    case SS_DT_FLOAT64:
+        RANGE_FLOAT(double);
+        break;
+    case SS_DT_INT16:
+        RANGE_INT(int16_t);
+        break;
+    case SS_DT_INT32:
+        RANGE_INT(int32_t);
+        break;
+    default:
+        RANGE_INT(int64_t);
+        break;
     }
     return NULL;
 }
@@ -358,7 +445,8 @@ static ss_status *onehot_infer(ss_kctx *k)
         return ss_op_err(k, SS_ERR_INVALID, "indices and depth must be numeric");
     if (ss_tensor_numel(vals) != 2 || vals->dtype == SS_DT_STRING)
         return ss_op_err(k, SS_ERR_UNSUPPORTED, "values must be two numeric elements [off, on]");
-    if (ss_tensor_numel(k->in[1]) != 1) return ss_op_err(k, SS_ERR_INVALID, "depth must be one value");
+    if (ss_tensor_numel(k->in[1]) != 1)
+        return ss_op_err(k, SS_ERR_INVALID, "depth must be one value");
     if ((st = plan_value(k, 1, "depth", &depth))) return st;
     double dd = read_num(depth, 0);
     if (!(dd >= 1 && dd <= (double)((int64_t)1 << 40)))
@@ -384,8 +472,10 @@ static ss_status *onehot_infer(ss_kctx *k)
             continue;
         }
         o->dims[i] = ix->dims[j];
-        if (i < axis) p->outer *= ix->dims[j];
-        else p->inner *= ix->dims[j];
+        if (i < axis)
+            p->outer *= ix->dims[j];
+        else
+            p->inner *= ix->dims[j];
         j++;
     }
     if (ss_tensor_numel(o) < 0) return ss_op_err(k, SS_ERR_LIMIT, "output too large");

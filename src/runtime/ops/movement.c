@@ -23,7 +23,10 @@
 
 /* ------------------------------------------------------------------ helpers */
 
-static ss_status *oom(void) { return ss_errf(SS_ERR_NOMEM, "out of memory"); }
+static ss_status *oom(void)
+{
+    return ss_errf(SS_ERR_NOMEM, "out of memory");
+}
 
 static void *state_alloc(ss_kctx *k, size_t size)
 {
@@ -43,7 +46,8 @@ static void contiguous_strides(int nd, const int64_t *dims, int64_t *strides)
 static int64_t prod(const int64_t *dims, int from, int to)
 {
     int64_t p = 1;
-    for (int i = from; i < to; i++) p *= dims[i];
+    for (int i = from; i < to; i++)
+        p *= dims[i];
     return p;
 }
 
@@ -52,19 +56,49 @@ static int64_t read_int(const ss_tensor *t, int64_t i)
 {
     const char *p = t->data;
     switch (t->dtype) {
-    case SS_DT_INT64: { int64_t v; memcpy(&v, p + i * 8, 8); return v; }
-    case SS_DT_INT32: { int32_t v; memcpy(&v, p + i * 4, 4); return v; }
-    case SS_DT_INT16: { int16_t v; memcpy(&v, p + i * 2, 2); return v; }
-    case SS_DT_INT8: return ((const int8_t *)p)[i];
-    case SS_DT_UINT8: return ((const uint8_t *)p)[i];
-    case SS_DT_UINT16: { uint16_t v; memcpy(&v, p + i * 2, 2); return v; }
-    case SS_DT_UINT32: { uint32_t v; memcpy(&v, p + i * 4, 4); return v; }
-    case SS_DT_UINT64: { uint64_t v; memcpy(&v, p + i * 8, 8); return (int64_t)v; }
-    default: return 0;
+    case SS_DT_INT64: {
+        int64_t v;
+        memcpy(&v, p + i * 8, 8);
+        return v;
+    }
+    case SS_DT_INT32: {
+        int32_t v;
+        memcpy(&v, p + i * 4, 4);
+        return v;
+    }
+    case SS_DT_INT16: {
+        int16_t v;
+        memcpy(&v, p + i * 2, 2);
+        return v;
+    }
+    case SS_DT_INT8:
+        return ((const int8_t *)p)[i];
+    case SS_DT_UINT8:
+        return ((const uint8_t *)p)[i];
+    case SS_DT_UINT16: {
+        uint16_t v;
+        memcpy(&v, p + i * 2, 2);
+        return v;
+    }
+    case SS_DT_UINT32: {
+        uint32_t v;
+        memcpy(&v, p + i * 4, 4);
+        return v;
+    }
+    case SS_DT_UINT64: {
+        uint64_t v;
+        memcpy(&v, p + i * 8, 8);
+        return (int64_t)v;
+    }
+    default:
+        return 0;
     }
 }
 
-static bool is_index_type(ss_dtype dt) { return dt == SS_DT_INT32 || dt == SS_DT_INT64; }
+static bool is_index_type(ss_dtype dt)
+{
+    return dt == SS_DT_INT32 || dt == SS_DT_INT64;
+}
 
 /* A plan-time value of an integer input, as int64s; NULL status with *n = -1 when absent.
  * Fails with "data-dependent output shape" when the value is only known at run time. */
@@ -75,15 +109,18 @@ static ss_status *value_ints(ss_kctx *k, int i, const char *what, int64_t *dst, 
     const ss_tensor *v = ss_kctx_value(k, i);
     int64_t numel = ss_tensor_numel(k->in[i]);
     if (!v || (!v->data && numel > 0))
-        return ss_op_err(k, SS_ERR_UNSUPPORTED, "data-dependent output shape (input '%s' is only "
-                         "known at run time)", what);
+        return ss_op_err(k, SS_ERR_UNSUPPORTED,
+                         "data-dependent output shape (input '%s' is only "
+                         "known at run time)",
+                         what);
     if (!is_index_type(v->dtype))
         return ss_op_err(k, SS_ERR_INVALID, "input '%s' must be int32 or int64, not %s", what,
                          ss_dtype_name(v->dtype));
     if (v->ndim > 1 || numel > cap)
         return ss_op_err(k, SS_ERR_INVALID, "input '%s' must be a 1-D tensor of at most %d values",
                          what, cap);
-    for (int64_t j = 0; j < numel; j++) dst[j] = read_int(v, j);
+    for (int64_t j = 0; j < numel; j++)
+        dst[j] = read_int(v, j);
     *n = (int)numel;
     return NULL;
 }
@@ -116,7 +153,8 @@ typedef struct {
 static void view_simplify(view *v)
 {
     v->numel = 1;
-    for (int i = 0; i < v->nd; i++) v->numel *= v->dims[i];
+    for (int i = 0; i < v->nd; i++)
+        v->numel *= v->dims[i];
     int n = 0;
     for (int i = 0; i < v->nd; i++) {
         if (v->dims[i] == 1) continue;
@@ -132,40 +170,52 @@ static void view_simplify(view *v)
     v->nd = n;
 }
 
-#define ROW_LOOP(ES)                                                                           \
-    do {                                                                                       \
-        if (stride == 0)                                                                       \
-            for (int64_t i = 0; i < n; i++) memcpy(dst + i * (ES), src, ES);                   \
-        else                                                                                   \
-            for (int64_t i = 0; i < n; i++) memcpy(dst + i * (ES), src + i * stride * (ES), ES); \
+#define ROW_LOOP(ES)                                                                               \
+    do {                                                                                           \
+        if (stride == 0)                                                                           \
+            for (int64_t i = 0; i < n; i++)                                                        \
+                memcpy(dst + i * (ES), src, ES);                                                   \
+        else                                                                                       \
+            for (int64_t i = 0; i < n; i++)                                                        \
+                memcpy(dst + i * (ES), src + i * stride * (ES), ES);                               \
     } while (0)
 
 /* One output row: n elements from src, stride elements apart. */
-static void row_copy(char *restrict dst, const char *restrict src, int64_t n, int64_t stride, size_t es)
+static void row_copy(char *restrict dst, const char *restrict src, int64_t n, int64_t stride,
+                     size_t es)
 {
     if (stride == 1) {
         memcpy(dst, src, (size_t)n * es);
         return;
     }
     switch (es) {
-    case 1: ROW_LOOP(1); break;
-    case 2: ROW_LOOP(2); break;
-    case 4: ROW_LOOP(4); break;
-    case 8: ROW_LOOP(8); break;
+    case 1:
+        ROW_LOOP(1);
+        break;
+    case 2:
+        ROW_LOOP(2);
+        break;
+    case 4:
+        ROW_LOOP(4);
+        break;
+    case 8:
+        ROW_LOOP(8);
+        break;
     default:
-        for (int64_t i = 0; i < n; i++) memcpy(dst + (size_t)i * es, src + i * stride * (int64_t)es, es);
+        for (int64_t i = 0; i < n; i++)
+            memcpy(dst + (size_t)i * es, src + i * stride * (int64_t)es, es);
     }
 }
 
-#define TILE_LOOP(ES)                                                                          \
-    for (int64_t r = r0; r < r1; r++)                                                          \
-        for (int64_t c = c0; c < c1; c++)                                                      \
-            memcpy(dst + (r * C + c) * (ES), src + (r + c * ld) * (ES), ES)
+#define TILE_LOOP(ES)                                                                              \
+    for (int64_t r = r0; r < r1; r++)                                                              \
+        for (int64_t c = c0; c < c1; c++)                                                          \
+    memcpy(dst + (r * C + c) * (ES), src + (r + c * ld) * (ES), ES)
 
 #ifdef __SSE2__
 /* 4-byte elements, 4x4 blocks in registers: four contiguous loads, four contiguous stores. */
-static void tile4_sse(char *restrict dst, const char *restrict src, int64_t r0, int64_t r1, int64_t c0,
-                      int64_t c1, int64_t C, int64_t ld)
+static void tile4_sse(char *restrict dst, const char *restrict src, int64_t r0, int64_t r1,
+                      int64_t c0, int64_t c1, int64_t C, int64_t ld)
 {
     int64_t r4 = r0 + (r1 - r0) / 4 * 4, c4 = c0 + (c1 - c0) / 4 * 4;
     for (int64_t r = r0; r < r4; r += 4)
@@ -182,32 +232,44 @@ static void tile4_sse(char *restrict dst, const char *restrict src, int64_t r0, 
         }
     /* ragged edges */
     for (int64_t r = r0; r < r1; r++)
-        for (int64_t c = r < r4 ? c4 : c0; c < c1; c++) memcpy(dst + (r * C + c) * 4, src + (r + c * ld) * 4, 4);
+        for (int64_t c = r < r4 ? c4 : c0; c < c1; c++)
+            memcpy(dst + (r * C + c) * 4, src + (r + c * ld) * 4, 4);
 }
 #endif
 
 /* dst[r][c] = src[r + c*ld] for an R x C output: a transpose, copied in TILE x TILE blocks so
  * both sides stay in cache (4-byte elements go through 4x4 register blocks where SSE2 exists). */
-static void tile_transpose(char *restrict dst, const char *restrict src, int64_t R, int64_t C, int64_t ld,
-                           size_t es)
+static void tile_transpose(char *restrict dst, const char *restrict src, int64_t R, int64_t C,
+                           int64_t ld, size_t es)
 {
     for (int64_t r0 = 0; r0 < R; r0 += TILE) {
         int64_t r1 = r0 + TILE < R ? r0 + TILE : R;
         for (int64_t c0 = 0; c0 < C; c0 += TILE) {
             int64_t c1 = c0 + TILE < C ? c0 + TILE : C;
             switch (es) {
-            case 1: TILE_LOOP(1); break;
-            case 2: TILE_LOOP(2); break;
+            case 1:
+                TILE_LOOP(1);
+                break;
+            case 2:
+                TILE_LOOP(2);
+                break;
 #ifdef __SSE2__
-            case 4: tile4_sse(dst, src, r0, r1, c0, c1, C, ld); break;
+            case 4:
+                tile4_sse(dst, src, r0, r1, c0, c1, C, ld);
+                break;
 #else
-            case 4: TILE_LOOP(4); break;
+            case 4:
+                TILE_LOOP(4);
+                break;
 #endif
-            case 8: TILE_LOOP(8); break;
+            case 8:
+                TILE_LOOP(8);
+                break;
             default:
                 for (int64_t r = r0; r < r1; r++)
                     for (int64_t c = c0; c < c1; c++)
-                        memcpy(dst + (size_t)(r * C + c) * es, src + (r + c * ld) * (int64_t)es, es);
+                        memcpy(dst + (size_t)(r * C + c) * es, src + (r + c * ld) * (int64_t)es,
+                               es);
             }
         }
     }
@@ -232,8 +294,10 @@ static void view_copy(const view *v, size_t es, const char *src, char *dst)
     int64_t off = 0;
     for (int64_t o = 0; o < n_outer; o++) {
         const char *s = src + off * (int64_t)es;
-        if (tiled) tile_transpose(dst, s, v->dims[nd - 2], v->dims[nd - 1], v->stride[nd - 1], es);
-        else row_copy(dst, s, chunk, v->stride[nd - 1], es);
+        if (tiled)
+            tile_transpose(dst, s, v->dims[nd - 2], v->dims[nd - 1], v->stride[nd - 1], es);
+        else
+            row_copy(dst, s, chunk, v->stride[nd - 1], es);
         dst += chunk * (int64_t)es;
         for (int d = outer - 1; d >= 0; d--) {
             off += v->stride[d];
@@ -275,9 +339,11 @@ static ss_status *transpose_infer(ss_kctx *k)
     const int64_t *pa;
     int np = ss_onnx_attr_ints(k->node, "perm", &pa);
     if (np < 0) {
-        for (int i = 0; i < nd; i++) perm[i] = nd - 1 - i;
+        for (int i = 0; i < nd; i++)
+            perm[i] = nd - 1 - i;
     } else {
-        if (np != nd) return ss_op_err(k, SS_ERR_INVALID, "perm has %d entries for rank %d", np, nd);
+        if (np != nd)
+            return ss_op_err(k, SS_ERR_INVALID, "perm has %d entries for rank %d", np, nd);
         unsigned seen = 0;
         for (int i = 0; i < nd; i++) {
             int a;
@@ -293,7 +359,8 @@ static ss_status *transpose_infer(ss_kctx *k)
     ss_tensor *o = k->out[0];
     o->dtype = x->dtype;
     o->ndim = nd;
-    for (int i = 0; i < nd; i++) o->dims[i] = v->dims[i];
+    for (int i = 0; i < nd; i++)
+        o->dims[i] = v->dims[i];
     view_simplify(v);
     return NULL;
 }
@@ -335,8 +402,8 @@ static ss_status *concat_infer(ss_kctx *k)
             return ss_op_err(k, SS_ERR_INVALID, "input %d differs in type or rank from input 0", i);
         for (int d = 0; d < nd; d++)
             if (d != axis && x->dims[d] != x0->dims[d])
-                return ss_op_err(k, SS_ERR_INVALID, "input %d has dim %d = %lld, input 0 has %lld", i,
-                                 d, (long long)x->dims[d], (long long)x0->dims[d]);
+                return ss_op_err(k, SS_ERR_INVALID, "input %d has dim %d = %lld, input 0 has %lld",
+                                 i, d, (long long)x->dims[d], (long long)x0->dims[d]);
         o->dims[axis] += x->dims[axis];
         p->bytes[i] = (size_t)prod(x->dims, axis, nd) * es;
     }
@@ -382,7 +449,8 @@ static ss_status *split_infer(ss_kctx *k)
     if ((st = ss_op_axis(k, ss_onnx_attr_int(k->node, "axis", 0), nd, &axis))) return st;
     int n_out = k->n_out;
     int64_t sizes[256];
-    if (n_out < 1 || n_out > 256) return ss_op_err(k, SS_ERR_LIMIT, "%d outputs (1..256 supported)", n_out);
+    if (n_out < 1 || n_out > 256)
+        return ss_op_err(k, SS_ERR_LIMIT, "%d outputs (1..256 supported)", n_out);
     int ns = -1;
     if (k->opset >= 13) {
         if ((st = value_ints(k, 1, "split", sizes, 256, &ns))) return st;
@@ -390,7 +458,8 @@ static ss_status *split_infer(ss_kctx *k)
         const int64_t *sa;
         ns = ss_onnx_attr_ints(k->node, "split", &sa);
         if (ns > 256) return ss_op_err(k, SS_ERR_LIMIT, "too many split sizes");
-        for (int i = 0; i < ns; i++) sizes[i] = sa[i];
+        for (int i = 0; i < ns; i++)
+            sizes[i] = sa[i];
     }
     int64_t dim = x->dims[axis];
     if (ns >= 0) {
@@ -408,7 +477,8 @@ static ss_status *split_infer(ss_kctx *k)
         if (dim % n_out)
             return ss_op_err(k, SS_ERR_INVALID, "axis of size %lld does not split evenly into %d",
                              (long long)dim, n_out);
-        for (int i = 0; i < n_out; i++) sizes[i] = dim / n_out;
+        for (int i = 0; i < n_out; i++)
+            sizes[i] = dim / n_out;
     }
     split_plan *p = state_alloc(k, sizeof *p + sizeof(size_t) * (size_t)n_out);
     if (!p) return oom();
@@ -459,11 +529,14 @@ static ss_status *slice_infer(ss_kctx *k)
     } else {
         const int64_t *a;
         if ((ns = ss_onnx_attr_ints(k->node, "starts", &a)) > SS_MAX_DIMS) ns = -2;
-        for (int i = 0; i < ns; i++) starts[i] = a[i];
+        for (int i = 0; i < ns; i++)
+            starts[i] = a[i];
         if ((ne = ss_onnx_attr_ints(k->node, "ends", &a)) > SS_MAX_DIMS) ne = -2;
-        for (int i = 0; i < ne; i++) ends[i] = a[i];
+        for (int i = 0; i < ne; i++)
+            ends[i] = a[i];
         if ((na = ss_onnx_attr_ints(k->node, "axes", &a)) > SS_MAX_DIMS) na = -2;
-        for (int i = 0; i < na; i++) axes[i] = a[i];
+        for (int i = 0; i < na; i++)
+            axes[i] = a[i];
         if (ns < 0 || ne < 0 || na == -2)
             return ss_op_err(k, SS_ERR_INVALID, "attributes 'starts' and 'ends' are required");
     }
@@ -475,7 +548,8 @@ static ss_status *slice_infer(ss_kctx *k)
     contiguous_strides(nd, x->dims, strides);
     v->nd = nd;
     v->offset = 0;
-    for (int i = 0; i < nd; i++) v->dims[i] = x->dims[i], v->stride[i] = strides[i];
+    for (int i = 0; i < nd; i++)
+        v->dims[i] = x->dims[i], v->stride[i] = strides[i];
     unsigned seen = 0;
     for (int i = 0; i < ns; i++) {
         int a;
@@ -506,7 +580,8 @@ static ss_status *slice_infer(ss_kctx *k)
     ss_tensor *o = k->out[0];
     o->dtype = x->dtype;
     o->ndim = nd;
-    for (int i = 0; i < nd; i++) o->dims[i] = v->dims[i];
+    for (int i = 0; i < nd; i++)
+        o->dims[i] = v->dims[i];
     view_simplify(v);
     return NULL;
 }
@@ -525,11 +600,13 @@ static ss_status *gather_infer(ss_kctx *k)
     if (st) return st;
     const ss_tensor *x = k->in[0], *ix = k->in[1];
     if (!is_index_type(ix->dtype))
-        return ss_op_err(k, SS_ERR_INVALID, "indices must be int32 or int64, not %s", ss_dtype_name(ix->dtype));
+        return ss_op_err(k, SS_ERR_INVALID, "indices must be int32 or int64, not %s",
+                         ss_dtype_name(ix->dtype));
     int axis;
     if (x->ndim == 0) return ss_op_err(k, SS_ERR_INVALID, "data must have rank >= 1");
     if ((st = ss_op_axis(k, ss_onnx_attr_int(k->node, "axis", 0), x->ndim, &axis))) return st;
-    if (x->ndim - 1 + ix->ndim > SS_MAX_DIMS) return ss_op_err(k, SS_ERR_LIMIT, "output rank too large");
+    if (x->ndim - 1 + ix->ndim > SS_MAX_DIMS)
+        return ss_op_err(k, SS_ERR_LIMIT, "output rank too large");
     gather_plan *p = state_alloc(k, sizeof *p);
     if (!p) return oom();
     p->outer = prod(x->dims, 0, axis);
@@ -539,9 +616,12 @@ static ss_status *gather_infer(ss_kctx *k)
     ss_tensor *o = k->out[0];
     o->dtype = x->dtype;
     o->ndim = 0;
-    for (int i = 0; i < axis; i++) o->dims[o->ndim++] = x->dims[i];
-    for (int i = 0; i < ix->ndim; i++) o->dims[o->ndim++] = ix->dims[i];
-    for (int i = axis + 1; i < x->ndim; i++) o->dims[o->ndim++] = x->dims[i];
+    for (int i = 0; i < axis; i++)
+        o->dims[o->ndim++] = x->dims[i];
+    for (int i = 0; i < ix->ndim; i++)
+        o->dims[o->ndim++] = ix->dims[i];
+    for (int i = axis + 1; i < x->ndim; i++)
+        o->dims[o->ndim++] = x->dims[i];
     return check_numel(k, o);
 }
 
@@ -570,8 +650,8 @@ static ss_status *gather_run(ss_kctx *k)
 
 typedef struct {
     int nd, axis;
-    int64_t dims[SS_MAX_DIMS];    /* indices (= output) dims */
-    int64_t stride[SS_MAX_DIMS];  /* data strides */
+    int64_t dims[SS_MAX_DIMS];   /* indices (= output) dims */
+    int64_t stride[SS_MAX_DIMS]; /* data strides */
     int64_t numel;
 } gather_el_plan;
 
@@ -582,7 +662,8 @@ static ss_status *gather_el_infer(ss_kctx *k)
     if (st) return st;
     const ss_tensor *x = k->in[0], *ix = k->in[1];
     if (!is_index_type(ix->dtype))
-        return ss_op_err(k, SS_ERR_INVALID, "indices must be int32 or int64, not %s", ss_dtype_name(ix->dtype));
+        return ss_op_err(k, SS_ERR_INVALID, "indices must be int32 or int64, not %s",
+                         ss_dtype_name(ix->dtype));
     if (x->ndim != ix->ndim || x->ndim == 0)
         return ss_op_err(k, SS_ERR_INVALID, "data and indices must have the same rank >= 1");
     gather_el_plan *p = state_alloc(k, sizeof *p);
@@ -686,12 +767,16 @@ static ss_status *pad_infer(ss_kctx *k)
         const int64_t *pa;
         np = ss_onnx_attr_ints(k->node, "pads", &pa);
         if (np > 2 * SS_MAX_DIMS) np = -1;
-        for (int i = 0; i < np; i++) pads[i] = pa[i];
+        for (int i = 0; i < np; i++)
+            pads[i] = pa[i];
     }
     if (np != 2 * nd) return ss_op_err(k, SS_ERR_INVALID, "pads has %d values for rank %d", np, nd);
     char mode[32] = "constant";
     ss_onnx_attr_string(k->node, "mode", mode, sizeof mode);
-    int m = strcmp(mode, "constant") == 0 ? 0 : strcmp(mode, "reflect") == 0 ? 1 : strcmp(mode, "edge") == 0 ? 2 : -1;
+    int m = strcmp(mode, "constant") == 0  ? 0
+            : strcmp(mode, "reflect") == 0 ? 1
+            : strcmp(mode, "edge") == 0    ? 2
+                                           : -1;
     if (m < 0) return ss_op_err(k, SS_ERR_UNSUPPORTED, "mode '%s' is not supported", mode);
     int64_t out_dims[SS_MAX_DIMS] = {0}, total = 0;
     for (int i = 0; i < nd; i++) {
@@ -718,9 +803,12 @@ static ss_status *pad_infer(ss_kctx *k)
         for (int64_t j = 0; j < out_dims[i]; j++) {
             int64_t s = j - pads[i];
             if (s < 0 || s >= d) {
-                if (m == 0) s = -1;
-                else if (m == 2) s = s < 0 ? 0 : d - 1;
-                else if (d == 1) s = 0;
+                if (m == 0)
+                    s = -1;
+                else if (m == 2)
+                    s = s < 0 ? 0 : d - 1;
+                else if (d == 1)
+                    s = 0;
                 else {
                     int64_t period = 2 * (d - 1);
                     s %= period;
@@ -737,15 +825,28 @@ static ss_status *pad_infer(ss_kctx *k)
     if (!inputs) {
         double v = ss_onnx_attr_float(k->node, "value", 0.0f);
         switch (x->dtype) {
-        case SS_DT_FLOAT32: { float f = (float)v; memcpy(p->value, &f, 4); break; }
-        case SS_DT_FLOAT64: memcpy(p->value, &v, 8); break;
-        case SS_DT_FLOAT16: { uint16_t h = ss_f32_to_f16((float)v); memcpy(p->value, &h, 2); break; }
+        case SS_DT_FLOAT32: {
+            float f = (float)v;
+            memcpy(p->value, &f, 4);
+            break;
+        }
+        case SS_DT_FLOAT64:
+            memcpy(p->value, &v, 8);
+            break;
+        case SS_DT_FLOAT16: {
+            uint16_t h = ss_f32_to_f16((float)v);
+            memcpy(p->value, &h, 2);
+            break;
+        }
         default:
-            if (v != 0.0) return ss_op_err(k, SS_ERR_UNSUPPORTED, "a non-zero 'value' for %s", ss_dtype_name(x->dtype));
+            if (v != 0.0)
+                return ss_op_err(k, SS_ERR_UNSUPPORTED, "a non-zero 'value' for %s",
+                                 ss_dtype_name(x->dtype));
         }
     } else if (k->n_in > 2 && k->in[2]) {
         if (k->in[2]->dtype != x->dtype || ss_tensor_numel(k->in[2]) != 1)
-            return ss_op_err(k, SS_ERR_INVALID, "constant_value must be one value of the data's type");
+            return ss_op_err(k, SS_ERR_INVALID,
+                             "constant_value must be one value of the data's type");
     }
     ss_tensor *o = k->out[0];
     o->dtype = x->dtype;
@@ -785,9 +886,11 @@ static ss_status *pad_run(ss_kctx *k)
         const char *srow = src + off * (int64_t)es;
         for (int64_t j = 0; j < row; j++) {
             int64_t s = last[j];
-            memcpy(dst + j * (int64_t)es, inside && s >= 0 ? srow + s * (int64_t)es : (const char *)value, es);
+            memcpy(dst + j * (int64_t)es,
+                   inside && s >= 0 ? srow + s * (int64_t)es : (const char *)value, es);
         }
-        for (int d = nd - 2; d >= 0 && ++idx[d] == p->out_dims[d]; d--) idx[d] = 0;
+        for (int d = nd - 2; d >= 0 && ++idx[d] == p->out_dims[d]; d--)
+            idx[d] = 0;
     }
     return NULL;
 }
@@ -802,19 +905,22 @@ static ss_status *space_infer(ss_kctx *k, bool to_space)
     const ss_tensor *x = k->in[0];
     if (x->ndim != 4) return ss_op_err(k, SS_ERR_INVALID, "input must be 4-D (NCHW)");
     int64_t b = ss_onnx_attr_int(k->node, "blocksize", 0);
-    if (b <= 0 || b > (1 << 20)) return ss_op_err(k, SS_ERR_INVALID, "attribute 'blocksize' must be in 1..2^20");
+    if (b <= 0 || b > (1 << 20))
+        return ss_op_err(k, SS_ERR_INVALID, "attribute 'blocksize' must be in 1..2^20");
     int64_t N = x->dims[0], C = x->dims[1], H = x->dims[2], W = x->dims[3];
     char mode[16] = "DCR";
     ss_onnx_attr_string(k->node, "mode", mode, sizeof mode);
     bool crd = strcmp(mode, "CRD") == 0;
-    if (!crd && strcmp(mode, "DCR") != 0) return ss_op_err(k, SS_ERR_INVALID, "unknown mode '%s'", mode);
+    if (!crd && strcmp(mode, "DCR") != 0)
+        return ss_op_err(k, SS_ERR_INVALID, "unknown mode '%s'", mode);
     view *v = state_alloc(k, sizeof *v);
     if (!v) return oom();
     ss_tensor *o = k->out[0];
     o->dtype = x->dtype;
     o->ndim = 4;
     if (to_space) {
-        if (C % (b * b)) return ss_op_err(k, SS_ERR_INVALID, "channels not divisible by blocksize^2");
+        if (C % (b * b))
+            return ss_op_err(k, SS_ERR_INVALID, "channels not divisible by blocksize^2");
         int64_t c = C / (b * b);
         if (crd) {
             int64_t d6[6] = {N, c, b, b, H, W};
@@ -827,7 +933,8 @@ static ss_status *space_infer(ss_kctx *k, bool to_space)
         }
         o->dims[0] = N, o->dims[1] = c, o->dims[2] = H * b, o->dims[3] = W * b;
     } else {
-        if (H % b || W % b) return ss_op_err(k, SS_ERR_INVALID, "H and W must be divisible by blocksize");
+        if (H % b || W % b)
+            return ss_op_err(k, SS_ERR_INVALID, "H and W must be divisible by blocksize");
         int64_t d6[6] = {N, C, H / b, b, W / b, b};
         int perm[6] = {0, 3, 5, 1, 2, 4};
         view_permute(v, 6, d6, perm);
@@ -837,8 +944,14 @@ static ss_status *space_infer(ss_kctx *k, bool to_space)
     return NULL;
 }
 
-static ss_status *depth_to_space_infer(ss_kctx *k) { return space_infer(k, true); }
-static ss_status *space_to_depth_infer(ss_kctx *k) { return space_infer(k, false); }
+static ss_status *depth_to_space_infer(ss_kctx *k)
+{
+    return space_infer(k, true);
+}
+static ss_status *space_to_depth_infer(ss_kctx *k)
+{
+    return space_infer(k, false);
+}
 
 /* ------------------------------------------------------------------ Trilu */
 
@@ -849,7 +962,8 @@ static ss_status *trilu_infer(ss_kctx *k)
     if (st) return st;
     const ss_tensor *x = k->in[0];
     if (x->ndim < 2) return ss_op_err(k, SS_ERR_INVALID, "input must have rank >= 2");
-    if (k->n_in > 1 && k->in[1] && (k->in[1]->dtype != SS_DT_INT64 || ss_tensor_numel(k->in[1]) != 1))
+    if (k->n_in > 1 && k->in[1] &&
+        (k->in[1]->dtype != SS_DT_INT64 || ss_tensor_numel(k->in[1]) != 1))
         return ss_op_err(k, SS_ERR_INVALID, "k must be one int64");
     bool *upper = state_alloc(k, sizeof *upper);
     if (!upper) return oom();
@@ -865,7 +979,8 @@ static ss_status *trilu_run(ss_kctx *k)
     int64_t diag = k->n_in > 1 && k->in[1] ? read_int(k->in[1], 0) : 0; /* may change per run */
     bool upper = *(const bool *)k->state;
     int64_t R = x->dims[x->ndim - 2], C = x->dims[x->ndim - 1];
-    if (diag > C) diag = C; /* beyond the matrix every k gives the same result; keeps r + diag exact */
+    if (diag > C)
+        diag = C; /* beyond the matrix every k gives the same result; keeps r + diag exact */
     if (diag < -R) diag = -R;
     int64_t n_mat = R > 0 && C > 0 ? ss_tensor_numel(x) / (R * C) : 0;
     const char *src = x->data;

@@ -15,9 +15,15 @@
 
 /* ------------------------------------------------------------------ helpers */
 
-static ss_status *oom(void) { return ss_errf(SS_ERR_NOMEM, "out of memory"); }
+static ss_status *oom(void)
+{
+    return ss_errf(SS_ERR_NOMEM, "out of memory");
+}
 
-static ss_status *alias_run(ss_kctx *k) { return NULL; }
+static ss_status *alias_run(ss_kctx *k)
+{
+    return NULL;
+}
 
 /* A plan-time value of an int32/int64 1-D (or scalar) input; *n = -1 when the input is absent. */
 static ss_status *value_ints(ss_kctx *k, int i, const char *what, int64_t *dst, int cap, int *n)
@@ -27,10 +33,13 @@ static ss_status *value_ints(ss_kctx *k, int i, const char *what, int64_t *dst, 
     const ss_tensor *v = ss_kctx_value(k, i);
     int64_t numel = ss_tensor_numel(k->in[i]);
     if (!v || (!v->data && numel > 0))
-        return ss_op_err(k, SS_ERR_UNSUPPORTED, "data-dependent output shape (input '%s' is only "
-                         "known at run time)", what);
+        return ss_op_err(k, SS_ERR_UNSUPPORTED,
+                         "data-dependent output shape (input '%s' is only "
+                         "known at run time)",
+                         what);
     if (v->dtype != SS_DT_INT64 && v->dtype != SS_DT_INT32)
-        return ss_op_err(k, SS_ERR_INVALID, "input '%s' must be int64, not %s", what, ss_dtype_name(v->dtype));
+        return ss_op_err(k, SS_ERR_INVALID, "input '%s' must be int64, not %s", what,
+                         ss_dtype_name(v->dtype));
     if (v->ndim > 1 || numel > cap)
         return ss_op_err(k, SS_ERR_INVALID, "input '%s' must be a 1-D tensor of at most %d values",
                          what, cap);
@@ -45,7 +54,8 @@ static ss_status *read_axes(ss_kctx *k, int64_t *axes, int *n)
     const int64_t *a;
     *n = ss_onnx_attr_ints(k->node, "axes", &a);
     if (*n > SS_MAX_DIMS) return ss_op_err(k, SS_ERR_LIMIT, "too many axes");
-    for (int i = 0; i < *n; i++) axes[i] = a[i];
+    for (int i = 0; i < *n; i++)
+        axes[i] = a[i];
     return NULL;
 }
 
@@ -74,14 +84,17 @@ static ss_status *reshape_infer(ss_kctx *k)
     int64_t known = 1;
     for (int i = 0; i < n; i++) {
         if (shape[i] == 0 && !allowzero) {
-            if (i >= x->ndim) return ss_op_err(k, SS_ERR_INVALID, "shape[%d] = 0 copies a dim the input lacks", i);
+            if (i >= x->ndim)
+                return ss_op_err(k, SS_ERR_INVALID, "shape[%d] = 0 copies a dim the input lacks",
+                                 i);
             shape[i] = x->dims[i];
         }
         if (shape[i] == -1) {
             if (infer_at >= 0) return ss_op_err(k, SS_ERR_INVALID, "more than one -1 in shape");
             infer_at = i;
         } else if (shape[i] < 0) {
-            return ss_op_err(k, SS_ERR_INVALID, "shape[%d] = %lld is negative", i, (long long)shape[i]);
+            return ss_op_err(k, SS_ERR_INVALID, "shape[%d] = %lld is negative", i,
+                             (long long)shape[i]);
         } else {
             if (__builtin_mul_overflow(known, shape[i], &known))
                 return ss_op_err(k, SS_ERR_INVALID, "shape overflows");
@@ -90,13 +103,15 @@ static ss_status *reshape_infer(ss_kctx *k)
     int64_t numel = ss_tensor_numel(x);
     if (infer_at >= 0) {
         if (known == 0 || numel % known)
-            return ss_op_err(k, SS_ERR_INVALID, "cannot infer the -1 dim: %lld elements into blocks of %lld",
+            return ss_op_err(k, SS_ERR_INVALID,
+                             "cannot infer the -1 dim: %lld elements into blocks of %lld",
                              (long long)numel, (long long)known);
         shape[infer_at] = numel / known;
     } else if (known != numel) {
         char a[128], b[128];
         return ss_op_err(k, SS_ERR_INVALID, "cannot reshape %s into %s",
-                         ss_shape_str(x->ndim, x->dims, a, sizeof a), ss_shape_str(n, shape, b, sizeof b));
+                         ss_shape_str(x->ndim, x->dims, a, sizeof a),
+                         ss_shape_str(n, shape, b, sizeof b));
     }
     set_out(k, n, shape);
     return NULL;
@@ -115,7 +130,8 @@ static ss_status *flatten_infer(ss_kctx *k)
         return ss_op_err(k, SS_ERR_INVALID, "axis %lld is out of range for rank %d",
                          (long long)ss_onnx_attr_int(k->node, "axis", 1), x->ndim);
     int64_t d[2] = {1, 1};
-    for (int i = 0; i < x->ndim; i++) d[i >= axis] *= x->dims[i];
+    for (int i = 0; i < x->ndim; i++)
+        d[i >= axis] *= x->dims[i];
     set_out(k, 2, d);
     return NULL;
 }
@@ -139,7 +155,8 @@ static ss_status *squeeze_infer(ss_kctx *k)
             int a;
             if ((st = ss_op_axis(k, axes[i], x->ndim, &a))) return st;
             if (x->dims[a] != 1)
-                return ss_op_err(k, SS_ERR_INVALID, "cannot squeeze axis %d of size %lld", a, (long long)x->dims[a]);
+                return ss_op_err(k, SS_ERR_INVALID, "cannot squeeze axis %d of size %lld", a,
+                                 (long long)x->dims[a]);
             drop |= 1u << a;
         }
     }
@@ -161,7 +178,8 @@ static ss_status *unsqueeze_infer(ss_kctx *k)
     if ((st = read_axes(k, axes, &n))) return st;
     if (n < 0) return ss_op_err(k, SS_ERR_INVALID, "'axes' is required");
     int nd = x->ndim + n;
-    if (nd > SS_MAX_DIMS) return ss_op_err(k, SS_ERR_LIMIT, "output rank %d above %d", nd, SS_MAX_DIMS);
+    if (nd > SS_MAX_DIMS)
+        return ss_op_err(k, SS_ERR_LIMIT, "output rank %d above %d", nd, SS_MAX_DIMS);
     unsigned add = 0;
     for (int i = 0; i < n; i++) {
         int a;
@@ -170,7 +188,8 @@ static ss_status *unsqueeze_infer(ss_kctx *k)
         add |= 1u << a;
     }
     int64_t d[SS_MAX_DIMS];
-    for (int i = 0, j = 0; i < nd; i++) d[i] = (add & (1u << i)) ? 1 : x->dims[j++];
+    for (int i = 0, j = 0; i < nd; i++)
+        d[i] = (add & (1u << i)) ? 1 : x->dims[j++];
     set_out(k, nd, d);
     return NULL;
 }
@@ -245,7 +264,8 @@ static ss_status *expand_infer(ss_kctx *k)
     ss_status *st = ss_op_expect_inputs(k, 2, 2);
     if (st) return st;
     const ss_tensor *x = k->in[0];
-    if (x->dtype == SS_DT_STRING) return ss_op_err(k, SS_ERR_UNSUPPORTED, "string tensors are not supported");
+    if (x->dtype == SS_DT_STRING)
+        return ss_op_err(k, SS_ERR_UNSUPPORTED, "string tensors are not supported");
     ss_tensor shape = {0};
     if (ss_tensor_numel(k->in[1]) > SS_MAX_DIMS)
         return ss_op_err(k, SS_ERR_LIMIT, "target rank above %d", SS_MAX_DIMS);
@@ -280,16 +300,28 @@ static ss_status *expand_infer(ss_kctx *k)
     return NULL;
 }
 
-#define FILL_LOOP(ES) for (int64_t i = 0; i < n; i++) memcpy(dst + i * (ES), src, ES)
+#define FILL_LOOP(ES)                                                                              \
+    for (int64_t i = 0; i < n; i++)                                                                \
+    memcpy(dst + i * (ES), src, ES)
 
 static void fill(char *restrict dst, const char *restrict src, int64_t n, size_t es)
 {
     switch (es) {
-    case 1: memset(dst, (unsigned char)src[0], (size_t)n); break;
-    case 2: FILL_LOOP(2); break;
-    case 4: FILL_LOOP(4); break;
-    case 8: FILL_LOOP(8); break;
-    default: for (int64_t i = 0; i < n; i++) memcpy(dst + (size_t)i * es, src, es);
+    case 1:
+        memset(dst, (unsigned char)src[0], (size_t)n);
+        break;
+    case 2:
+        FILL_LOOP(2);
+        break;
+    case 4:
+        FILL_LOOP(4);
+        break;
+    case 8:
+        FILL_LOOP(8);
+        break;
+    default:
+        for (int64_t i = 0; i < n; i++)
+            memcpy(dst + (size_t)i * es, src, es);
     }
 }
 
@@ -308,8 +340,10 @@ static ss_status *expand_run(ss_kctx *k)
     int64_t row = p->dims[nd - 1], n_rows = p->numel / row, idx[SS_MAX_DIMS] = {0}, off = 0;
     size_t row_bytes = (size_t)row * es;
     for (int64_t r = 0; r < n_rows; r++, dst += row_bytes) {
-        if (p->stride[nd - 1] == 0) fill(dst, src + off * (int64_t)es, row, es);
-        else memcpy(dst, src + off * (int64_t)es, row_bytes);
+        if (p->stride[nd - 1] == 0)
+            fill(dst, src + off * (int64_t)es, row, es);
+        else
+            memcpy(dst, src + off * (int64_t)es, row_bytes);
         for (int d = nd - 2; d >= 0; d--) {
             off += p->stride[d];
             if (++idx[d] < p->dims[d]) break;
