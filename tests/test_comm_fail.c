@@ -133,6 +133,10 @@ static void scenario_peer_failure(int sig)
                   r, status);
         /* bound: the timeout plus slack for a loaded 2-core machine */
         CHECK_MSG(ms < TIMEOUT_MS + 1500, "rank %d needed %.0f ms to give up", r, ms);
+        /* a dead peer is found by its pid, without waiting out the timeout */
+        if (sig == SIGKILL)
+            CHECK_MSG(ms < TIMEOUT_MS * 0.9, "rank %d needed %.0f ms to see rank %d dead", r, ms,
+                      victim);
         printf("     rank %d gave up %.0f ms after signal %d to rank %d\n", r, ms, sig, victim);
     }
     kill(kids[victim], SIGKILL); /* reap the victim only now: it was a zombie meanwhile */
