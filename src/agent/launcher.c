@@ -5,6 +5,15 @@
  * files, start one agent process per local rank and supervise them. If one agent dies the others
  * are stopped too (a tensor-parallel group is only useful whole) and the launcher exits with an
  * error naming the rank; SIGINT/SIGTERM stop every agent and exit cleanly.
+ *
+ * With the mpi backend one launcher starts EVERY rank of the rank table, on every host, through
+ * one mpirun (separately started MPI jobs cannot reliably join one communicator): a hostfile names
+ * each rank-table IP with as many slots as it has ranks, mapped by slot so world rank r runs on the
+ * IP of rank r (Open MPI's sequential mapper when a host's ranks are not contiguous). The model
+ * files then list one file per rank of the whole table, at paths valid on every host. Each rank
+ * process (`agent-rank-mpi`) takes its rank from mpirun and registers with the worker itself. The
+ * launcher waits for mpirun, forwards SIGINT/SIGTERM to it (then exits cleanly) and fails, naming
+ * mpirun, if mpirun exits non-zero; if the launcher dies, mpirun gets SIGTERM.
  */
 #include "shardserve/agent.h"
 
@@ -13,6 +22,7 @@
 #include <arpa/inet.h>
 #include <cjson/cJSON.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <limits.h>
 #include <netinet/in.h>
 #include <signal.h>
@@ -163,6 +173,189 @@ static pid_t spawn_agent(const ss_launcher_options *opt, const meta_info *mi, in
     return pid;
 }
 
+/* ------------------------------------------------------------------ mpi: every rank via mpirun */
+
+/* The hostfile: one line per host with its rank count when every host's ranks are contiguous
+ * (mapped by slot), else one line per rank (Open MPI's sequential mapper). */
+static ss_status *write_hostfile(const meta_info *mi, char *path, size_t cap, bool *sequential)
+{
+    *sequential = false;
+    for (int i = 1; i < mi->n && !*sequential; i++)
+        if (strcmp(mi->ip[i], mi->ip[i - 1]))
+            for (int j = 0; j < i - 1; j++)
+                if (!strcmp(mi->ip[j], mi->ip[i])) *sequential = true;
+    const char *tmp = getenv("TMPDIR");
+    snprintf(path, cap, "%s/shardserve-hosts-XXXXXX", tmp && *tmp ? tmp : "/tmp");
+    int fd = mkstemp(path);
+    if (fd < 0) return ss_errf(SS_ERR_IO, "cannot create the mpirun hostfile %s: %s", path, strerror(errno));
+    FILE *f = fdopen(fd, "w");
+    if (!f) {
+        close(fd);
+        unlink(path);
+        return ss_errf(SS_ERR_IO, "hostfile %s: %s", path, strerror(errno));
+    }
+    for (int i = 0; i < mi->n;) {
+        int k = 1;
+        if (!*sequential)
+            while (i + k < mi->n && !strcmp(mi->ip[i + k], mi->ip[i])) k++;
+        if (*sequential) fprintf(f, "%s\n", mi->ip[i]);
+        else fprintf(f, "%s slots=%d\n", mi->ip[i], k);
+        i += k;
+    }
+    if (fclose(f) != 0) {
+        unlink(path);
+        return ss_errf(SS_ERR_IO, "hostfile %s: %s", path, strerror(errno));
+    }
+    return NULL;
+}
+
+static pid_t spawn_mpirun(const ss_launcher_options *opt, const char *const *argv)
+{
+    pid_t parent = getpid();
+    pid_t pid = fork();
+    if (pid == 0) {
+        prctl(PR_SET_PDEATHSIG, SIGTERM); /* mpirun tears the job down when the launcher dies */
+        if (getppid() != parent) _exit(1);
+        setpgid(0, 0); /* signals reach mpirun only through the launcher (never twice) */
+        int devnull = open("/dev/null", O_RDONLY | O_CLOEXEC);
+        if (devnull >= 0) dup2(devnull, 0); /* no rank reads the launcher's stdin */
+        if (opt->secret) { /* through the environment (mpirun -x), never on a command line */
+            char *sec = strndup(opt->secret, opt->secret_len);
+            if (sec) setenv("SHARDSERVE_LINK_SECRET", sec, 1);
+            free(sec);
+        }
+        sigset_t none;
+        sigemptyset(&none);
+        sigprocmask(SIG_SETMASK, &none, NULL);
+        execvp("mpirun", (char *const *)argv);
+        fprintf(stderr, "cannot run mpirun: %s (install openmpi-bin)\n", strerror(errno));
+        _exit(127);
+    }
+    return pid;
+}
+
+static ss_status *run_mpi(const ss_launcher_options *opt, const meta_info *mi)
+{
+    if (opt->agent_ip)
+        return ss_errf(SS_ERR_INVALID, "--agent-ip/--rank-start do not apply to --comm mpi: one 'shardserve agents' "
+                       "starts every rank of the rank table through mpirun");
+    if (!ss_comm_backend_available(SS_COMM_MPI))
+        return ss_errf(SS_ERR_UNSUPPORTED, "this build has no mpi backend (Open MPI was not found)");
+    char hostfile[PATH_MAX], np[16], comm_ms[32], connect_ms[32], nnb[16], nranks[16];
+    bool sequential;
+    ss_status *st = write_hostfile(mi, hostfile, sizeof hostfile, &sequential);
+    if (st) return st;
+    snprintf(np, sizeof np, "%d", mi->n);
+    snprintf(nranks, sizeof nranks, "%d", mi->n);
+    snprintf(comm_ms, sizeof comm_ms, "%d", opt->comm_timeout_ms);
+    snprintf(connect_ms, sizeof connect_ms, "%d", opt->connect_timeout_ms ? opt->connect_timeout_ms : 60000);
+    snprintf(nnb, sizeof nnb, "%d", mi->n_no_batch);
+    size_t cap = 64 + 2 * (size_t)mi->n + (size_t)mi->n_no_batch + 256;
+    const char **argv = calloc(cap, sizeof *argv);
+    char (*configs)[PATH_MAX] = calloc((size_t)mi->n, sizeof *configs);
+    char *extra = getenv("SHARDSERVE_MPIRUN_ARGS") ? strdup(getenv("SHARDSERVE_MPIRUN_ARGS")) : NULL;
+    if (!argv || !configs) {
+        free(argv), free(configs), free(extra);
+        unlink(hostfile);
+        return ss_errf(SS_ERR_NOMEM, "out of memory");
+    }
+    size_t a = 0;
+    argv[a++] = "mpirun";
+    argv[a++] = "--allow-run-as-root";
+    argv[a++] = "--oversubscribe";
+    argv[a++] = "--mca";
+    argv[a++] = "mpi_yield_when_idle";
+    argv[a++] = "1";
+    /* extra mpirun arguments (btl/oob interfaces, plm_rsh_agent, ...) from the environment */
+    for (char *tok = extra ? strtok(extra, " \t") : NULL; tok && a < 200; tok = strtok(NULL, " \t")) argv[a++] = tok;
+    argv[a++] = "--hostfile";
+    argv[a++] = hostfile;
+    if (sequential) {
+        argv[a++] = "--mca";
+        argv[a++] = "rmaps";
+        argv[a++] = "seq";
+    } else {
+        argv[a++] = "--map-by";
+        argv[a++] = "slot";
+    }
+    argv[a++] = "-np";
+    argv[a++] = np;
+    if (opt->secret) {
+        argv[a++] = "-x";
+        argv[a++] = "SHARDSERVE_LINK_SECRET";
+    }
+    if (getenv("SHARDSERVE_LOG")) {
+        argv[a++] = "-x";
+        argv[a++] = "SHARDSERVE_LOG";
+    }
+    argv[a++] = opt->self_exe;
+    argv[a++] = "agent-rank-mpi";
+    argv[a++] = opt->worker_address;
+    argv[a++] = comm_ms;
+    argv[a++] = connect_ms;
+    argv[a++] = mi->with_batch_dim ? "1" : "0";
+    argv[a++] = nnb;
+    for (int k = 0; k < mi->n_no_batch; k++) argv[a++] = mi->no_batch[k];
+    argv[a++] = nranks;
+    for (int i = 0; i < mi->n; i++) {
+        config_for(opt, i, configs[i], sizeof configs[i]);
+        argv[a++] = opt->model_files[i];
+        argv[a++] = configs[i];
+    }
+    argv[a] = NULL;
+
+    sigset_t set, old;
+    sigemptyset(&set);
+    sigaddset(&set, SIGINT);
+    sigaddset(&set, SIGTERM);
+    sigaddset(&set, SIGCHLD);
+    sigprocmask(SIG_BLOCK, &set, &old);
+    fflush(NULL);
+    pid_t pid = spawn_mpirun(opt, argv);
+    if (pid < 0) {
+        st = ss_errf(SS_ERR_IO, "fork for mpirun: %s", strerror(errno));
+    } else {
+        SS_INFO("started mpirun (pid %d) for %d ranks on %s%s for %s", (int)pid, mi->n, mi->ip[0],
+                mi->n > 1 && strcmp(mi->ip[0], mi->ip[mi->n - 1]) ? " and other hosts" : "", opt->worker_address);
+        int status = 0, stop_sig = 0, waited_ms = 0;
+        struct timespec step = {0, 200 * 1000000L};
+        for (;;) {
+            int sig = 0;
+            if (!stop_sig) {
+                if (sigwait(&set, &sig) != 0) continue;
+            } else { /* stopping: wait (bounded) for mpirun to take its job down, then kill it */
+                sigtimedwait(&set, NULL, &step);
+                waited_ms += 200;
+                if (waited_ms == 20000) {
+                    SS_WARN("mpirun (pid %d) did not stop within 20 s; killing it", (int)pid);
+                    kill(pid, SIGKILL);
+                }
+            }
+            if (!stop_sig && (sig == SIGINT || sig == SIGTERM)) {
+                SS_INFO("signal %d: forwarding it to mpirun (pid %d)", sig, (int)pid);
+                stop_sig = sig;
+                kill(pid, sig);
+            }
+            pid_t w = waitpid(pid, &status, WNOHANG);
+            if (w == pid) break;
+            if (w < 0 && errno == ECHILD) {
+                status = 0;
+                break;
+            }
+        }
+        bool ok = WIFEXITED(status) && WEXITSTATUS(status) == 0;
+        if (!ok && !stop_sig)
+            st = ss_errf(SS_ERR_UNAVAILABLE, "mpirun (pid %d) %s %d; the failing rank's error is logged above", (int)pid,
+                         WIFSIGNALED(status) ? "was killed by signal" : "exited with status",
+                         WIFSIGNALED(status) ? WTERMSIG(status) : WEXITSTATUS(status));
+        else SS_INFO("mpirun (pid %d) exited%s", (int)pid, stop_sig ? " after the signal" : "");
+    }
+    sigprocmask(SIG_SETMASK, &old, NULL);
+    unlink(hostfile);
+    free(argv), free(configs), free(extra);
+    return st;
+}
+
 static void stop_all(pid_t *pids, int n, int grace_ms)
 {
     for (int i = 0; i < n; i++)
@@ -192,14 +385,21 @@ ss_status *ss_launcher_run(const ss_launcher_options *opt)
         return ss_errf(SS_ERR_NOMEM, "out of memory");
     }
     int n = 0;
+    bool mpi = opt->backend == SS_COMM_MPI;
     ss_status *st = get_meta(opt, mi);
-    if (!st) st = local_ranks(opt, mi, ranks, &n);
+    if (!st && mpi) { /* every rank of the table, on every host */
+        for (int i = 0; i < mi->n; i++) ranks[i] = i;
+        n = mi->n;
+    } else if (!st) {
+        st = local_ranks(opt, mi, ranks, &n);
+    }
     if (!st && n != opt->n_models) {
         char list[512] = "";
         size_t off = 0;
         for (int i = 0; i < n && off < sizeof list - 12; i++) off += (size_t)snprintf(list + off, sizeof list - off, "%s%d", i ? "," : "", ranks[i]);
-        st = ss_errf(SS_ERR_INVALID, "Card count [%s] described rank table does not equal to model files size %d", list,
-                     opt->n_models);
+        if (off >= sizeof list - 12) snprintf(list + off, sizeof list - off, ",...");
+        st = ss_errf(SS_ERR_INVALID, "Card count [%s] described rank table does not equal to model files size %d%s", list,
+                     opt->n_models, mpi ? " (--comm mpi: one model file per rank of the whole rank table, in rank order)" : "");
     }
     if (!st && opt->n_configs && opt->n_configs != opt->n_models)
         st = ss_errf(SS_ERR_INVALID, "%d group config files for %d model files", opt->n_configs, opt->n_models);
@@ -212,7 +412,8 @@ ss_status *ss_launcher_run(const ss_launcher_options *opt)
         if (!st && access(cfg, R_OK) != 0)
             st = ss_errf(SS_ERR_INVALID, "Cannot access group config file '%s': %s", cfg, strerror(errno));
     }
-    if (st) {
+    if (!st && mpi) st = run_mpi(opt, mi);
+    if (st || mpi) {
         free(mi), free(ranks), free(pids);
         return st;
     }

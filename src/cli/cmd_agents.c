@@ -1,6 +1,8 @@
 /*
  * shardserve agents: MindSpore's startup_agents.
- * shardserve agent-rank (internal): one agent process, started by `agents`.
+ * shardserve agent-rank (internal): one agent process, started by `agents` (shm backend).
+ * shardserve agent-rank-mpi (internal): one agent process under mpirun (mpi backend); its rank
+ * comes from mpirun, so every rank gets the same argument list naming every rank's files.
  */
 #include "cli.h"
 #include "shardserve/agent.h"
@@ -15,8 +17,11 @@ static const char agents_usage[] =
     "                         [--group-configs G0,G1,...] [--agent-start-port 7000]\n"
     "                         [--agent-ip IP --rank-start R] [--comm shm|mpi] [--comm-timeout-ms MS]\n"
     "                         [--connect-timeout-ms MS] [--secret-file FILE]\n"
-    "  --model-files     one model per local rank, in local rank order\n"
-    "  --group-configs   one group_config.json per local rank (default: next to each model)\n";
+    "  --model-files     one model per local rank, in local rank order (--comm mpi: one per rank\n"
+    "                    of the whole rank table, in rank order, at paths valid on every host)\n"
+    "  --group-configs   one group_config.json per model file (default: next to each model)\n"
+    "  --comm mpi        start every rank on every rank-table host through one mpirun (extra\n"
+    "                    mpirun arguments from SHARDSERVE_MPIRUN_ARGS, split at spaces)\n";
 
 /* Split "a,b,c" in place into up to cap pointers. */
 static int split_list(char *s, const char **out, int cap)
@@ -82,9 +87,9 @@ int cmd_agents(int argc, char **argv)
     }
     if (!o.agent_ip != !have_rank_start)
         return cli_fail("agents", ss_errf(SS_ERR_INVALID, "--agent-ip and --rank-start go together (both or neither)"));
-    if (o.backend == SS_COMM_MPI)
-        return cli_fail("agents", ss_errf(SS_ERR_UNSUPPORTED, "--comm mpi for serving agents is not implemented yet; "
-                                                              "use shm (one host per group)"));
+    if (o.backend == SS_COMM_MPI && o.agent_ip)
+        return cli_fail("agents", ss_errf(SS_ERR_INVALID, "--agent-ip/--rank-start do not apply to --comm mpi: one "
+                                                          "'shardserve agents' starts every rank of the rank table"));
     char *secret = NULL;
     if (secret_file && cli_read_secret(secret_file, &secret, &o.secret_len)) return 1;
     o.secret = secret;
@@ -113,4 +118,37 @@ int cmd_agent_rank(int argc, char **argv)
     ss_log_set_tag("agent");
     ss_status *st = ss_agent_run(&o);
     return st ? cli_fail("agent", st) : 0;
+}
+
+/* shardserve agent-rank-mpi WORKER COMM_TIMEOUT_MS CONNECT_TIMEOUT_MS WITH_BATCH N_NO_BATCH
+ *                           [NO_BATCH_INPUT...] N_RANKS MODEL0 CONFIG0 MODEL1 CONFIG1 ...
+ * Started by mpirun (`agents --comm mpi`); the rank is OMPI_COMM_WORLD_RANK, read before MPI_Init. */
+int cmd_agent_rank_mpi(int argc, char **argv)
+{
+    long nnb, nranks, comm_ms, connect_ms;
+    if (argc < 7 || !cli_parse_int(argv[2], 1, 3600000, &comm_ms) || !cli_parse_int(argv[3], 1, 3600000, &connect_ms) ||
+        !cli_parse_int(argv[5], 0, 64, &nnb) || argc < 7 + nnb ||
+        !cli_parse_int(argv[6 + nnb], 1, 4096, &nranks) || argc != 7 + nnb + 2 * nranks) {
+        fputs("shardserve agent-rank-mpi: internal command, started by 'shardserve agents --comm mpi'\n", stderr);
+        return 2;
+    }
+    const char *env = getenv("OMPI_COMM_WORLD_RANK");
+    long rank;
+    if (!env || !cli_parse_int(env, 0, nranks - 1, &rank))
+        return cli_fail("agent-rank-mpi", ss_errf(SS_ERR_INVALID, "OMPI_COMM_WORLD_RANK is %s%s%s, want 0..%ld: this "
+                                                  "process must be started by mpirun ('shardserve agents --comm mpi')",
+                                                  env ? "'" : "", env ? env : "unset", env ? "'" : "", nranks - 1));
+    char **files = argv + 7 + nnb + 2 * rank;
+    ss_agent_options o = {.worker_address = argv[1], .config_path = files[1], .model_path = files[0],
+                          .backend = SS_COMM_MPI, .comm_timeout_ms = (int)comm_ms, .connect_timeout_ms = (int)connect_ms,
+                          .with_batch_dim = !strcmp(argv[4], "1"), .n_no_batch = (int)nnb,
+                          .no_batch_inputs = (const char *const *)argv + 6};
+    const char *secret = getenv("SHARDSERVE_LINK_SECRET");
+    if (secret) o.secret = secret, o.secret_len = strlen(secret);
+    char tag[32];
+    snprintf(tag, sizeof tag, "agent rank %ld", rank);
+    ss_log_set_tag(tag);
+    ss_status *st = ss_agent_run(&o);
+    if (st) st = ss_status_wrap(st, "rank %ld (%s)", rank, files[0]);
+    return st ? cli_fail("agent-rank-mpi", st) : 0;
 }

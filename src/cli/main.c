@@ -6,6 +6,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+int cmd_agent_rank_mpi(int argc, char **argv); /* cmd_agents.c */
+
 typedef struct {
     const char *name;
     int (*fn)(int, char **);
@@ -21,6 +23,7 @@ static const command commands[] = {
     {"infer", cmd_infer, "send one request to a server (gRPC, C client library)"},
     {"run-rank", cmd_run_rank, NULL},     /* internal: one rank under mpirun */
     {"agent-rank", cmd_agent_rank, NULL}, /* internal: one agent, started by `agents` */
+    {"agent-rank-mpi", cmd_agent_rank_mpi, NULL}, /* internal: one agent under mpirun (`agents --comm mpi`) */
 };
 
 static void usage(FILE *f)
