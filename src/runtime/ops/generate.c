@@ -133,6 +133,7 @@ static bool one_bytes(ss_dtype dt, void *dst)
 
 static void fill(char *restrict dst, const void *restrict value, int64_t n, size_t es)
 {
+    if (n <= 0) return; /* an empty output may have no buffer at all */
     switch (es) {
     case 1:
         memset(dst, *(const unsigned char *)value, (size_t)n);
@@ -422,7 +423,7 @@ static ss_status *eye_like_run(ss_kctx *k)
     ss_tensor *o = k->out[0];
     size_t es = ss_dtype_size(o->dtype);
     int64_t R = o->dims[0], C = o->dims[1];
-    memset(o->data, 0, o->nbytes);
+    if (o->nbytes) memset(o->data, 0, o->nbytes);
     for (int64_t r = 0; r < R; r++) {
         int64_t c = r + p->k;
         if (c >= 0 && c < C) memcpy((char *)o->data + (size_t)(r * C + c) * es, p->one, es);

@@ -632,6 +632,7 @@ static ss_status *gather_run(ss_kctx *k)
     const char *src = k->in[0]->data;
     char *dst = k->out[0]->data;
     size_t ib = p->inner_bytes;
+    if (k->out[0]->nbytes == 0) return NULL; /* an empty output may have no buffer at all */
     for (int64_t o = 0; o < p->outer; o++) {
         const char *base = src + (size_t)(o * p->axis_dim) * ib;
         for (int64_t i = 0; i < p->n_idx; i++, dst += ib) {
