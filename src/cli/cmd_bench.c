@@ -1,0 +1,418 @@
+/*
+ * shardserve bench: load a running server the way Triton's perf_analyzer does.
+ *
+ *   shardserve bench --address HOST:PORT [--protocol grpc|rest] --servable S --method M
+ *                    [--version N] --input NAME=FILE.npy ... [--concurrency 1,4,16]
+ *                    [--requests N | --duration-s S] [--warmup N] [--json]
+ *
+ * For each concurrency level, that many client threads send requests back to back (closed
+ * loop); the table gives throughput and p50/p90/p99 latency per level. gRPC goes through the C
+ * client library; REST is a plain keep-alive HTTP/1.1 client over one socket per thread, so the
+ * numbers measure the server, not a client library. Failed requests are counted and reported.
+ */
+#define _GNU_SOURCE /* strcasestr */
+#include "cli.h"
+#include "shardserve/client.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#define MAX_LEVELS 16
+#define MAX_INPUTS 16
+
+typedef struct {
+    const char *address;
+    bool rest;
+    const char *servable, *method;
+    long version;
+    int n_inputs;
+    char *names[MAX_INPUTS], *files[MAX_INPUTS];
+    ss_tensor inputs[MAX_INPUTS];
+    long requests; /* per level; 0 = use duration */
+    double duration_s;
+    long warmup;
+    bool json;
+    /* prepared payloads */
+    ss_client *client;
+    ss_client_request *req;
+    char *rest_body;
+    size_t rest_len;
+    char rest_host[256];
+    int rest_port;
+} bench_cfg;
+
+typedef struct {
+    bench_cfg *cfg;
+    atomic_long *budget; /* requests left (when counting) */
+    uint64_t deadline_ns;
+    uint64_t *lat;       /* per-thread latencies (ns) */
+    size_t n_lat, cap_lat;
+    long failures;
+    char first_error[256];
+} bench_thread;
+
+static ss_client_dtype client_dtype(ss_dtype dt)
+{
+    switch (dt) {
+    case SS_DT_BOOL: return SS_CLIENT_BOOL;
+    case SS_DT_INT8: return SS_CLIENT_INT8;
+    case SS_DT_UINT8: return SS_CLIENT_UINT8;
+    case SS_DT_INT16: return SS_CLIENT_INT16;
+    case SS_DT_UINT16: return SS_CLIENT_UINT16;
+    case SS_DT_INT32: return SS_CLIENT_INT32;
+    case SS_DT_UINT32: return SS_CLIENT_UINT32;
+    case SS_DT_INT64: return SS_CLIENT_INT64;
+    case SS_DT_UINT64: return SS_CLIENT_UINT64;
+    case SS_DT_FLOAT16: return SS_CLIENT_FLOAT16;
+    case SS_DT_FLOAT32: return SS_CLIENT_FLOAT32;
+    case SS_DT_FLOAT64: return SS_CLIENT_FLOAT64;
+    default: return SS_CLIENT_UNKNOWN;
+    }
+}
+
+static const char *rest_type(ss_dtype dt)
+{
+    switch (dt) {
+    case SS_DT_BOOL: return "bool";
+    case SS_DT_INT8: return "int8";
+    case SS_DT_UINT8: return "uint8";
+    case SS_DT_INT16: return "int16";
+    case SS_DT_UINT16: return "uint16";
+    case SS_DT_INT32: return "int32";
+    case SS_DT_UINT32: return "uint32";
+    case SS_DT_INT64: return "int64";
+    case SS_DT_UINT64: return "uint64";
+    case SS_DT_FLOAT16: return "fp16";
+    case SS_DT_FLOAT32: return "fp32";
+    case SS_DT_FLOAT64: return "fp64";
+    default: return "unknown";
+    }
+}
+
+static char *base64(const void *data, size_t len, size_t *out_len)
+{
+    static const char tab[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    const unsigned char *p = data;
+    size_t n = 4 * ((len + 2) / 3);
+    char *s = malloc(n + 1);
+    if (!s) return NULL;
+    size_t o = 0;
+    for (size_t i = 0; i < len; i += 3) {
+        uint32_t v = (uint32_t)p[i] << 16 | (i + 1 < len ? (uint32_t)p[i + 1] << 8 : 0) | (i + 2 < len ? p[i + 2] : 0);
+        s[o++] = tab[v >> 18 & 63];
+        s[o++] = tab[v >> 12 & 63];
+        s[o++] = i + 1 < len ? tab[v >> 6 & 63] : '=';
+        s[o++] = i + 2 < len ? tab[v & 63] : '=';
+    }
+    s[o] = 0;
+    *out_len = o;
+    return s;
+}
+
+/* {"instances":[{"x":{"b64":"...","type":"fp32","shape":[..]}}]} — MindSpore's REST b64 form. */
+static ss_status *build_rest_body(bench_cfg *c)
+{
+    size_t cap = 256, len = 0;
+    for (int i = 0; i < c->n_inputs; i++) cap += c->inputs[i].nbytes * 4 / 3 + 256;
+    char *body = malloc(cap);
+    if (!body) return ss_errf(SS_ERR_NOMEM, "out of memory");
+    len += (size_t)snprintf(body + len, cap - len, "{\"instances\":[{");
+    for (int i = 0; i < c->n_inputs; i++) {
+        size_t bl;
+        char *b = base64(c->inputs[i].data, c->inputs[i].nbytes, &bl);
+        if (!b) {
+            free(body);
+            return ss_errf(SS_ERR_NOMEM, "out of memory");
+        }
+        len += (size_t)snprintf(body + len, cap - len, "%s\"%s\":{\"b64\":\"%s\",\"type\":\"%s\",\"shape\":[", i ? "," : "",
+                                c->names[i], b, rest_type(c->inputs[i].dtype));
+        free(b);
+        for (int d = 0; d < c->inputs[i].ndim; d++)
+            len += (size_t)snprintf(body + len, cap - len, "%s%lld", d ? "," : "", (long long)c->inputs[i].dims[d]);
+        len += (size_t)snprintf(body + len, cap - len, "]}");
+    }
+    len += (size_t)snprintf(body + len, cap - len, "}]}");
+    c->rest_body = body;
+    c->rest_len = len;
+    return NULL;
+}
+
+/* ------------------------------------------------------------------ one request */
+
+static bool grpc_once(bench_cfg *c, char *err, size_t cap)
+{
+    ss_client_reply *reply = NULL;
+    ss_client_error *e = ss_client_infer(c->client, c->req, &reply);
+    bool ok = !e;
+    if (e) snprintf(err, cap, "%s", e->msg);
+    else if (ss_client_reply_error(reply, 0, NULL)) ok = false, snprintf(err, cap, "%s", ss_client_reply_error(reply, 0, NULL));
+    ss_client_error_free(e);
+    ss_client_reply_free(reply);
+    return ok;
+}
+
+static int rest_connect(const bench_cfg *c)
+{
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)c->rest_port)};
+    if (inet_pton(AF_INET, c->rest_host, &sa.sin_addr) != 1) return -1;
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    int one = 1;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    if (fd >= 0 && connect(fd, (struct sockaddr *)&sa, sizeof sa) != 0) {
+        close(fd);
+        return -1;
+    }
+    return fd;
+}
+
+static bool write_all(int fd, const char *p, size_t n)
+{
+    while (n) {
+        ssize_t w = write(fd, p, n);
+        if (w <= 0) return false;
+        p += w, n -= (size_t)w;
+    }
+    return true;
+}
+
+/* One POST on a keep-alive connection; reads the whole reply (Content-Length). */
+static bool rest_once(bench_cfg *c, int *fd, char **buf, size_t *cap, char *err, size_t errcap)
+{
+    if (*fd < 0 && (*fd = rest_connect(c)) < 0) {
+        snprintf(err, errcap, "cannot connect to %s:%d", c->rest_host, c->rest_port);
+        return false;
+    }
+    char head[512];
+    int hl = snprintf(head, sizeof head, "POST /model/%s%s%ld:%s HTTP/1.1\r\nHost: %s\r\nContent-Type: application/json\r\n"
+                      "Content-Length: %zu\r\n\r\n", c->servable, c->version ? "/version/" : "", c->version, c->method,
+                      c->rest_host, c->rest_len);
+    if (!c->version) hl = snprintf(head, sizeof head, "POST /model/%s:%s HTTP/1.1\r\nHost: %s\r\nContent-Type: application/json\r\n"
+                                   "Content-Length: %zu\r\n\r\n", c->servable, c->method, c->rest_host, c->rest_len);
+    if (!write_all(*fd, head, (size_t)hl) || !write_all(*fd, c->rest_body, c->rest_len)) goto broken;
+    size_t have = 0, body_at = 0, want = 0;
+    for (;;) {
+        if (have + 4096 > *cap) {
+            size_t nc = (*cap ? *cap * 2 : 65536) + have;
+            char *nb = realloc(*buf, nc);
+            if (!nb) goto broken;
+            *buf = nb, *cap = nc;
+        }
+        ssize_t r = read(*fd, *buf + have, *cap - have - 1);
+        if (r <= 0) goto broken;
+        have += (size_t)r;
+        (*buf)[have] = 0;
+        if (!body_at) {
+            char *end = strstr(*buf, "\r\n\r\n");
+            if (!end) continue;
+            body_at = (size_t)(end + 4 - *buf);
+            char *cl = strcasestr(*buf, "content-length:");
+            want = cl ? (size_t)strtoull(cl + 15, NULL, 10) : 0;
+        }
+        if (have >= body_at + want) break;
+    }
+    if (strncmp(*buf, "HTTP/1.1 200", 12)) {
+        snprintf(err, errcap, "HTTP %.3s", *buf + 9);
+        return false;
+    }
+    char *e = strstr(*buf + body_at, "\"error_msg\"");
+    if (e) {
+        snprintf(err, errcap, "%.200s", e);
+        return false;
+    }
+    return true;
+broken:
+    snprintf(err, errcap, "connection to %s:%d failed: %s", c->rest_host, c->rest_port, strerror(errno));
+    if (*fd >= 0) close(*fd);
+    *fd = -1;
+    return false;
+}
+
+/* ------------------------------------------------------------------ levels */
+
+static void *bench_main(void *arg)
+{
+    bench_thread *t = arg;
+    bench_cfg *c = t->cfg;
+    int fd = -1;
+    char *buf = NULL, err[256];
+    size_t cap = 0;
+    for (;;) {
+        if (t->budget ? atomic_fetch_sub(t->budget, 1) <= 0 : ss_now_ns() >= t->deadline_ns) break;
+        uint64_t t0 = ss_now_ns();
+        bool ok = c->rest ? rest_once(c, &fd, &buf, &cap, err, sizeof err) : grpc_once(c, err, sizeof err);
+        uint64_t dt = ss_now_ns() - t0;
+        if (!ok) {
+            if (!t->failures++) snprintf(t->first_error, sizeof t->first_error, "%s", err);
+            continue;
+        }
+        if (t->n_lat == t->cap_lat) {
+            size_t nc = t->cap_lat ? t->cap_lat * 2 : 4096;
+            uint64_t *nl = realloc(t->lat, nc * sizeof *nl);
+            if (!nl) break;
+            t->lat = nl, t->cap_lat = nc;
+        }
+        t->lat[t->n_lat++] = dt;
+    }
+    if (fd >= 0) close(fd);
+    free(buf);
+    return NULL;
+}
+
+static int cmp_u64(const void *a, const void *b)
+{
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+static void run_level(bench_cfg *c, int conc, bool print)
+{
+    bench_thread *th = calloc((size_t)conc, sizeof *th);
+    pthread_t *tid = calloc((size_t)conc, sizeof *tid);
+    atomic_long budget = c->requests;
+    if (!th || !tid) return;
+    uint64_t start = ss_now_ns();
+    for (int i = 0; i < conc; i++) {
+        th[i].cfg = c;
+        th[i].budget = c->requests ? &budget : NULL;
+        th[i].deadline_ns = start + (uint64_t)(c->duration_s * 1e9);
+        pthread_create(&tid[i], NULL, bench_main, &th[i]);
+    }
+    for (int i = 0; i < conc; i++) pthread_join(tid[i], NULL);
+    double secs = (double)(ss_now_ns() - start) / 1e9;
+    size_t n = 0;
+    long fails = 0;
+    for (int i = 0; i < conc; i++) n += th[i].n_lat, fails += th[i].failures;
+    uint64_t *all = malloc((n ? n : 1) * sizeof *all);
+    size_t k = 0;
+    for (int i = 0; i < conc && all; i++) {
+        memcpy(all + k, th[i].lat, th[i].n_lat * sizeof *all);
+        k += th[i].n_lat;
+    }
+    if (all) qsort(all, n, sizeof *all, cmp_u64);
+#define PCT(p) (n ? all[(size_t)((double)(n - 1) * (p))] / 1e3 : 0.0)
+    if (print && c->json)
+        printf("{\"protocol\":\"%s\",\"concurrency\":%d,\"requests\":%zu,\"failures\":%ld,\"seconds\":%.3f,"
+               "\"throughput\":%.1f,\"p50_us\":%.1f,\"p90_us\":%.1f,\"p99_us\":%.1f}\n", c->rest ? "rest" : "grpc", conc, n,
+               fails, secs, n / secs, PCT(0.5), PCT(0.9), PCT(0.99));
+    else if (print)
+        printf("%-5s %11d %9zu %8ld %12.1f %10.1f %10.1f %10.1f\n", c->rest ? "rest" : "grpc", conc, n, fails, n / secs,
+               PCT(0.5), PCT(0.9), PCT(0.99));
+#undef PCT
+    for (int i = 0; i < conc; i++) {
+        if (print && th[i].failures && !c->json) fprintf(stderr, "  first failure: %s\n", th[i].first_error);
+        if (th[i].failures) break;
+    }
+    for (int i = 0; i < conc; i++) free(th[i].lat);
+    free(all);
+    free(th);
+    free(tid);
+}
+
+static const char bench_usage[] =
+    "usage: shardserve bench --address HOST:PORT [--protocol grpc|rest] --servable NAME --method NAME\n"
+    "                        [--version N] --input NAME=FILE.npy ... [--concurrency 1,4,16]\n"
+    "                        [--requests N | --duration-s S] [--warmup N] [--json]\n";
+
+int cmd_bench(int argc, char **argv)
+{
+    bench_cfg c = {.duration_s = 5, .warmup = 20};
+    int levels[MAX_LEVELS] = {1}, n_levels = 1;
+    long v;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        bool has = i + 1 < argc;
+        if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
+            fputs(bench_usage, stdout);
+            return 0;
+        } else if (!strcmp(a, "--address") && has) c.address = argv[++i];
+        else if (!strcmp(a, "--protocol") && has) {
+            const char *p = argv[++i];
+            if (strcmp(p, "grpc") && strcmp(p, "rest"))
+                return cli_fail("bench", ss_errf(SS_ERR_INVALID, "--protocol wants grpc or rest, got '%s'", p));
+            c.rest = !strcmp(p, "rest");
+        } else if (!strcmp(a, "--servable") && has) c.servable = argv[++i];
+        else if (!strcmp(a, "--method") && has) c.method = argv[++i];
+        else if (!strcmp(a, "--version") && has) {
+            if (!cli_parse_int(argv[++i], 0, 1000000000, &c.version)) return cli_fail("bench", ss_errf(SS_ERR_INVALID, "bad --version"));
+        } else if (!strcmp(a, "--input") && has && c.n_inputs < MAX_INPUTS) {
+            if (!cli_split_kv(argv[++i], &c.names[c.n_inputs], &c.files[c.n_inputs]))
+                return cli_fail("bench", ss_errf(SS_ERR_INVALID, "--input wants NAME=FILE.npy, got '%s'", argv[i]));
+            c.n_inputs++;
+        } else if (!strcmp(a, "--concurrency") && has) {
+            n_levels = 0;
+            for (char *tok = strtok(argv[++i], ","); tok && n_levels < MAX_LEVELS; tok = strtok(NULL, ",")) {
+                if (!cli_parse_int(tok, 1, 1024, &v))
+                    return cli_fail("bench", ss_errf(SS_ERR_INVALID, "--concurrency wants numbers 1..1024, got '%s'", tok));
+                levels[n_levels++] = (int)v;
+            }
+        } else if (!strcmp(a, "--requests") && has) {
+            if (!cli_parse_int(argv[++i], 1, 100000000, &c.requests)) return cli_fail("bench", ss_errf(SS_ERR_INVALID, "bad --requests"));
+        } else if (!strcmp(a, "--duration-s") && has) {
+            if (!cli_parse_int(argv[++i], 1, 86400, &v)) return cli_fail("bench", ss_errf(SS_ERR_INVALID, "bad --duration-s"));
+            c.duration_s = (double)v;
+        } else if (!strcmp(a, "--warmup") && has) {
+            if (!cli_parse_int(argv[++i], 0, 1000000, &c.warmup)) return cli_fail("bench", ss_errf(SS_ERR_INVALID, "bad --warmup"));
+        } else if (!strcmp(a, "--json")) c.json = true;
+        else {
+            fprintf(stderr, "shardserve bench: unexpected argument '%s'\n%s", a, bench_usage);
+            return 2;
+        }
+    }
+    if (!c.address || !c.servable || !c.method || !n_levels || !c.n_inputs) {
+        fputs(bench_usage, stderr);
+        return 2;
+    }
+    int rc = 0;
+    for (int i = 0; i < c.n_inputs && !rc; i++) {
+        ss_status *st = ss_npy_read(c.files[i], &c.inputs[i]);
+        if (st) rc = cli_fail("bench", st);
+    }
+    if (!rc && c.rest) {
+        const char *colon = strrchr(c.address, ':');
+        if (!colon || !cli_parse_int(colon + 1, 1, 65535, &v))
+            rc = cli_fail("bench", ss_errf(SS_ERR_INVALID, "--address for REST wants IP:PORT, got '%s'", c.address));
+        else {
+            snprintf(c.rest_host, sizeof c.rest_host, "%.*s", (int)(colon - c.address), c.address);
+            c.rest_port = (int)v;
+            ss_status *st = build_rest_body(&c);
+            if (st) rc = cli_fail("bench", st);
+        }
+    } else if (!rc) {
+        c.req = ss_client_request_new(c.servable, c.method, (uint64_t)c.version);
+        size_t inst = c.req ? ss_client_request_add_instance(c.req) : (size_t)-1;
+        ss_client_options o = {.address = c.address};
+        ss_client_error *e = inst == (size_t)-1 ? NULL : ss_client_connect(&o, &c.client);
+        for (int i = 0; !e && i < c.n_inputs; i++)
+            e = ss_client_request_set_tensor(c.req, inst, c.names[i], client_dtype(c.inputs[i].dtype), c.inputs[i].dims,
+                                             c.inputs[i].ndim, c.inputs[i].data, c.inputs[i].nbytes);
+        if (e) {
+            fprintf(stderr, "shardserve bench: %s\n", e->msg);
+            ss_client_error_free(e);
+            rc = 1;
+        }
+    }
+    if (!rc) {
+        long req = c.requests;
+        c.requests = c.warmup; /* warm connections and caches, not measured */
+        if (c.warmup) run_level(&c, levels[0], false);
+        c.requests = req;
+        if (!c.json)
+            printf("%-5s %11s %9s %8s %12s %10s %10s %10s\n", "proto", "concurrency", "requests", "failed", "req/s",
+                   "p50 us", "p90 us", "p99 us");
+        for (int l = 0; l < n_levels; l++) run_level(&c, levels[l], true);
+    }
+    ss_client_close(c.client);
+    ss_client_request_free(c.req);
+    free(c.rest_body);
+    for (int i = 0; i < c.n_inputs; i++) ss_tensor_free(&c.inputs[i]);
+    return rc;
+}
