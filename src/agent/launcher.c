@@ -53,20 +53,25 @@ static ss_status *get_meta(const ss_launcher_options *opt, meta_info *mi)
     ss_link_conn *c;
     int wait_ms = opt->connect_timeout_ms ? opt->connect_timeout_ms : 60000;
     ss_status *st = ss_link_connect_retry(opt->worker_address, &lo, wait_ms, 500, &c);
-    if (st) return ss_status_wrap(st, "Failed to get Agents configs from Worker, worker is not available at %s", opt->worker_address);
+    if (st)
+        return ss_status_wrap(
+            st, "Failed to get Agents configs from Worker, worker is not available at %s",
+            opt->worker_address);
     char host[256] = "";
     gethostname(host, sizeof host - 1);
     ss_link_msg req = {.type = SS_LINK_GET_META, .address = host}, rep = {0};
     st = ss_link_send(c, &req, NULL, 0);
     if (!st) st = ss_link_recv(c, 10000, &rep);
-    if (!st && (rep.type != SS_LINK_META || !rep.json)) st = ss_errf(SS_ERR_INVALID, "the worker sent no meta");
+    if (!st && (rep.type != SS_LINK_META || !rep.json))
+        st = ss_errf(SS_ERR_INVALID, "the worker sent no meta");
     cJSON *root = st ? NULL : cJSON_Parse(rep.json);
     ss_link_msg_free(&rep);
     ss_link_close(c);
     if (st) return st;
     const cJSON *ranks = cJSON_GetObjectItemCaseSensitive(root, "ranks"), *r, *v;
     mi->n = 0;
-    cJSON_ArrayForEach(r, ranks) {
+    cJSON_ArrayForEach(r, ranks)
+    {
         const cJSON *ip = cJSON_GetObjectItemCaseSensitive(r, "ip");
         if (mi->n == 4096 || !cJSON_IsString(ip)) break;
         snprintf(mi->ip[mi->n], sizeof mi->ip[0], "%s", ip->valuestring);
@@ -75,8 +80,10 @@ static ss_status *get_meta(const ss_launcher_options *opt, meta_info *mi)
     }
     mi->with_batch_dim = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(root, "with_batch_dim"));
     mi->n_no_batch = 0;
-    cJSON_ArrayForEach(v, cJSON_GetObjectItemCaseSensitive(root, "without_batch_dim_inputs"))
-        if (cJSON_IsString(v) && mi->n_no_batch < 64) snprintf(mi->no_batch[mi->n_no_batch++], 128, "%s", v->valuestring);
+    cJSON_ArrayForEach(v, cJSON_GetObjectItemCaseSensitive(
+                              root, "without_batch_dim_inputs")) if (cJSON_IsString(v) &&
+                                                                     mi->n_no_batch < 64)
+        snprintf(mi->no_batch[mi->n_no_batch++], 128, "%s", v->valuestring);
     cJSON_Delete(root);
     return mi->n ? NULL : ss_errf(SS_ERR_INVALID, "the worker's rank table is empty");
 }
@@ -95,28 +102,35 @@ static bool can_bind(const char *ip, int port)
 }
 
 /* MindSpore's rule for the local ranks. */
-static ss_status *local_ranks(const ss_launcher_options *opt, const meta_info *mi, int *ranks, int *n)
+static ss_status *local_ranks(const ss_launcher_options *opt, const meta_info *mi, int *ranks,
+                              int *n)
 {
     const char *ip = NULL;
     *n = 0;
     if (opt->agent_ip) {
         if (opt->rank_start < 0 || opt->rank_start >= mi->n)
-            return ss_errf(SS_ERR_INVALID, "--rank-start %d must be below the rank size %d", opt->rank_start, mi->n);
+            return ss_errf(SS_ERR_INVALID, "--rank-start %d must be below the rank size %d",
+                           opt->rank_start, mi->n);
         bool bindable = false;
-        for (int p = 0; p < 8 && !bindable; p++) bindable = can_bind(opt->agent_ip, opt->agent_start_port + p);
+        for (int p = 0; p < 8 && !bindable; p++)
+            bindable = can_bind(opt->agent_ip, opt->agent_start_port + p);
         if (!bindable)
-            return ss_errf(SS_ERR_INVALID, "--agent-ip %s cannot be bound on ports %d..%d", opt->agent_ip,
-                           opt->agent_start_port, opt->agent_start_port + 7);
+            return ss_errf(SS_ERR_INVALID, "--agent-ip %s cannot be bound on ports %d..%d",
+                           opt->agent_ip, opt->agent_start_port, opt->agent_start_port + 7);
         ip = mi->ip[opt->rank_start];
     } else {
         for (int i = 0; i < mi->n && !ip; i++) {
             bool seen = false;
-            for (int j = 0; j < i; j++) seen |= !strcmp(mi->ip[i], mi->ip[j]);
+            for (int j = 0; j < i; j++)
+                seen |= !strcmp(mi->ip[i], mi->ip[j]);
             if (!seen && can_bind(mi->ip[i], opt->agent_start_port)) ip = mi->ip[i];
         }
         if (!ip)
-            return ss_errf(SS_ERR_INVALID, "Get local machine ip failed: no rank-table server_id can be bound on this "
-                           "host at port %d (use --agent-ip and --rank-start)", opt->agent_start_port);
+            return ss_errf(
+                SS_ERR_INVALID,
+                "Get local machine ip failed: no rank-table server_id can be bound on this "
+                "host at port %d (use --agent-ip and --rank-start)",
+                opt->agent_start_port);
     }
     for (int i = 0; i < mi->n; i++)
         if (!strcmp(mi->ip[i], ip)) ranks[(*n)++] = i;
@@ -130,11 +144,15 @@ static void config_for(const ss_launcher_options *opt, int i, char *out, size_t 
         return;
     }
     const char *slash = strrchr(opt->model_files[i], '/');
-    if (slash) snprintf(out, cap, "%.*s/group_config.json", (int)(slash - opt->model_files[i]), opt->model_files[i]);
-    else snprintf(out, cap, "group_config.json");
+    if (slash)
+        snprintf(out, cap, "%.*s/group_config.json", (int)(slash - opt->model_files[i]),
+                 opt->model_files[i]);
+    else
+        snprintf(out, cap, "group_config.json");
 }
 
-static pid_t spawn_agent(const ss_launcher_options *opt, const meta_info *mi, int i, const char *session)
+static pid_t spawn_agent(const ss_launcher_options *opt, const meta_info *mi, int i,
+                         const char *session)
 {
     char config[PATH_MAX], timeout[32];
     config_for(opt, i, config, sizeof config);
@@ -150,7 +168,8 @@ static pid_t spawn_agent(const ss_launcher_options *opt, const meta_info *mi, in
     argv[a++] = ss_comm_backend_name(opt->backend);
     argv[a++] = timeout;
     argv[a++] = mi->with_batch_dim ? "1" : "0";
-    for (int k = 0; k < mi->n_no_batch && a < 150; k++) argv[a++] = mi->no_batch[k];
+    for (int k = 0; k < mi->n_no_batch && a < 150; k++)
+        argv[a++] = mi->no_batch[k];
     argv[a] = NULL;
     pid_t parent = getpid();
     pid_t pid = fork();
@@ -187,7 +206,9 @@ static ss_status *write_hostfile(const meta_info *mi, char *path, size_t cap, bo
     const char *tmp = getenv("TMPDIR");
     snprintf(path, cap, "%s/shardserve-hosts-XXXXXX", tmp && *tmp ? tmp : "/tmp");
     int fd = mkstemp(path);
-    if (fd < 0) return ss_errf(SS_ERR_IO, "cannot create the mpirun hostfile %s: %s", path, strerror(errno));
+    if (fd < 0)
+        return ss_errf(SS_ERR_IO, "cannot create the mpirun hostfile %s: %s", path,
+                       strerror(errno));
     FILE *f = fdopen(fd, "w");
     if (!f) {
         close(fd);
@@ -197,9 +218,12 @@ static ss_status *write_hostfile(const meta_info *mi, char *path, size_t cap, bo
     for (int i = 0; i < mi->n;) {
         int k = 1;
         if (!*sequential)
-            while (i + k < mi->n && !strcmp(mi->ip[i + k], mi->ip[i])) k++;
-        if (*sequential) fprintf(f, "%s\n", mi->ip[i]);
-        else fprintf(f, "%s slots=%d\n", mi->ip[i], k);
+            while (i + k < mi->n && !strcmp(mi->ip[i + k], mi->ip[i]))
+                k++;
+        if (*sequential)
+            fprintf(f, "%s\n", mi->ip[i]);
+        else
+            fprintf(f, "%s slots=%d\n", mi->ip[i], k);
         i += k;
     }
     if (fclose(f) != 0) {
@@ -237,10 +261,13 @@ static pid_t spawn_mpirun(const ss_launcher_options *opt, const char *const *arg
 static ss_status *run_mpi(const ss_launcher_options *opt, const meta_info *mi)
 {
     if (opt->agent_ip)
-        return ss_errf(SS_ERR_INVALID, "--agent-ip/--rank-start do not apply to --comm mpi: one 'shardserve agents' "
-                       "starts every rank of the rank table through mpirun");
+        return ss_errf(
+            SS_ERR_INVALID,
+            "--agent-ip/--rank-start do not apply to --comm mpi: one 'shardserve agents' "
+            "starts every rank of the rank table through mpirun");
     if (!ss_comm_backend_available(SS_COMM_MPI))
-        return ss_errf(SS_ERR_UNSUPPORTED, "this build has no mpi backend (Open MPI was not found)");
+        return ss_errf(SS_ERR_UNSUPPORTED,
+                       "this build has no mpi backend (Open MPI was not found)");
     char hostfile[PATH_MAX], np[16], comm_ms[32], connect_ms[32], nnb[16], nranks[16];
     bool sequential;
     ss_status *st = write_hostfile(mi, hostfile, sizeof hostfile, &sequential);
@@ -248,12 +275,14 @@ static ss_status *run_mpi(const ss_launcher_options *opt, const meta_info *mi)
     snprintf(np, sizeof np, "%d", mi->n);
     snprintf(nranks, sizeof nranks, "%d", mi->n);
     snprintf(comm_ms, sizeof comm_ms, "%d", opt->comm_timeout_ms);
-    snprintf(connect_ms, sizeof connect_ms, "%d", opt->connect_timeout_ms ? opt->connect_timeout_ms : 60000);
+    snprintf(connect_ms, sizeof connect_ms, "%d",
+             opt->connect_timeout_ms ? opt->connect_timeout_ms : 60000);
     snprintf(nnb, sizeof nnb, "%d", mi->n_no_batch);
     size_t cap = 64 + 2 * (size_t)mi->n + (size_t)mi->n_no_batch + 256;
     const char **argv = calloc(cap, sizeof *argv);
-    char (*configs)[PATH_MAX] = calloc((size_t)mi->n, sizeof *configs);
-    char *extra = getenv("SHARDSERVE_MPIRUN_ARGS") ? strdup(getenv("SHARDSERVE_MPIRUN_ARGS")) : NULL;
+    char(*configs)[PATH_MAX] = calloc((size_t)mi->n, sizeof *configs);
+    char *extra =
+        getenv("SHARDSERVE_MPIRUN_ARGS") ? strdup(getenv("SHARDSERVE_MPIRUN_ARGS")) : NULL;
     if (!argv || !configs) {
         free(argv), free(configs), free(extra);
         unlink(hostfile);
@@ -267,7 +296,8 @@ static ss_status *run_mpi(const ss_launcher_options *opt, const meta_info *mi)
     argv[a++] = "mpi_yield_when_idle";
     argv[a++] = "1";
     /* extra mpirun arguments (btl/oob interfaces, plm_rsh_agent, ...) from the environment */
-    for (char *tok = extra ? strtok(extra, " \t") : NULL; tok && a < 200; tok = strtok(NULL, " \t")) argv[a++] = tok;
+    for (char *tok = extra ? strtok(extra, " \t") : NULL; tok && a < 200; tok = strtok(NULL, " \t"))
+        argv[a++] = tok;
     argv[a++] = "--hostfile";
     argv[a++] = hostfile;
     if (sequential) {
@@ -295,7 +325,8 @@ static ss_status *run_mpi(const ss_launcher_options *opt, const meta_info *mi)
     argv[a++] = connect_ms;
     argv[a++] = mi->with_batch_dim ? "1" : "0";
     argv[a++] = nnb;
-    for (int k = 0; k < mi->n_no_batch; k++) argv[a++] = mi->no_batch[k];
+    for (int k = 0; k < mi->n_no_batch; k++)
+        argv[a++] = mi->no_batch[k];
     argv[a++] = nranks;
     for (int i = 0; i < mi->n; i++) {
         config_for(opt, i, configs[i], sizeof configs[i]);
@@ -316,7 +347,8 @@ static ss_status *run_mpi(const ss_launcher_options *opt, const meta_info *mi)
         st = ss_errf(SS_ERR_IO, "fork for mpirun: %s", strerror(errno));
     } else {
         SS_INFO("started mpirun (pid %d) for %d ranks on %s%s for %s", (int)pid, mi->n, mi->ip[0],
-                mi->n > 1 && strcmp(mi->ip[0], mi->ip[mi->n - 1]) ? " and other hosts" : "", opt->worker_address);
+                mi->n > 1 && strcmp(mi->ip[0], mi->ip[mi->n - 1]) ? " and other hosts" : "",
+                opt->worker_address);
         int status = 0, stop_sig = 0, waited_ms = 0;
         struct timespec step = {0, 200 * 1000000L};
         for (;;) {
@@ -345,10 +377,13 @@ static ss_status *run_mpi(const ss_launcher_options *opt, const meta_info *mi)
         }
         bool ok = WIFEXITED(status) && WEXITSTATUS(status) == 0;
         if (!ok && !stop_sig)
-            st = ss_errf(SS_ERR_UNAVAILABLE, "mpirun (pid %d) %s %d; the failing rank's error is logged above", (int)pid,
-                         WIFSIGNALED(status) ? "was killed by signal" : "exited with status",
-                         WIFSIGNALED(status) ? WTERMSIG(status) : WEXITSTATUS(status));
-        else SS_INFO("mpirun (pid %d) exited%s", (int)pid, stop_sig ? " after the signal" : "");
+            st =
+                ss_errf(SS_ERR_UNAVAILABLE,
+                        "mpirun (pid %d) %s %d; the failing rank's error is logged above", (int)pid,
+                        WIFSIGNALED(status) ? "was killed by signal" : "exited with status",
+                        WIFSIGNALED(status) ? WTERMSIG(status) : WEXITSTATUS(status));
+        else
+            SS_INFO("mpirun (pid %d) exited%s", (int)pid, stop_sig ? " after the signal" : "");
     }
     sigprocmask(SIG_SETMASK, &old, NULL);
     unlink(hostfile);
@@ -364,8 +399,10 @@ static void stop_all(pid_t *pids, int n, int grace_ms)
         bool any = false;
         for (int i = 0; i < n; i++) {
             if (pids[i] <= 0) continue;
-            if (waitpid(pids[i], NULL, WNOHANG) == pids[i]) pids[i] = 0;
-            else any = true;
+            if (waitpid(pids[i], NULL, WNOHANG) == pids[i])
+                pids[i] = 0;
+            else
+                any = true;
         }
         if (!any) return;
         struct timespec ts = {0, 50 * 1000000L};
@@ -388,7 +425,8 @@ ss_status *ss_launcher_run(const ss_launcher_options *opt)
     bool mpi = opt->backend == SS_COMM_MPI;
     ss_status *st = get_meta(opt, mi);
     if (!st && mpi) { /* every rank of the table, on every host */
-        for (int i = 0; i < mi->n; i++) ranks[i] = i;
+        for (int i = 0; i < mi->n; i++)
+            ranks[i] = i;
         n = mi->n;
     } else if (!st) {
         st = local_ranks(opt, mi, ranks, &n);
@@ -396,21 +434,29 @@ ss_status *ss_launcher_run(const ss_launcher_options *opt)
     if (!st && n != opt->n_models) {
         char list[512] = "";
         size_t off = 0;
-        for (int i = 0; i < n && off < sizeof list - 12; i++) off += (size_t)snprintf(list + off, sizeof list - off, "%s%d", i ? "," : "", ranks[i]);
+        for (int i = 0; i < n && off < sizeof list - 12; i++)
+            off += (size_t)snprintf(list + off, sizeof list - off, "%s%d", i ? "," : "", ranks[i]);
         if (off >= sizeof list - 12) snprintf(list + off, sizeof list - off, ",...");
-        st = ss_errf(SS_ERR_INVALID, "Card count [%s] described rank table does not equal to model files size %d%s", list,
-                     opt->n_models, mpi ? " (--comm mpi: one model file per rank of the whole rank table, in rank order)" : "");
+        st = ss_errf(
+            SS_ERR_INVALID,
+            "Card count [%s] described rank table does not equal to model files size %d%s", list,
+            opt->n_models,
+            mpi ? " (--comm mpi: one model file per rank of the whole rank table, in rank order)"
+                : "");
     }
     if (!st && opt->n_configs && opt->n_configs != opt->n_models)
-        st = ss_errf(SS_ERR_INVALID, "%d group config files for %d model files", opt->n_configs, opt->n_models);
+        st = ss_errf(SS_ERR_INVALID, "%d group config files for %d model files", opt->n_configs,
+                     opt->n_models);
     for (int i = 0; !st && i < opt->n_models; i++) {
         char real[PATH_MAX], cfg[PATH_MAX];
         if (access(opt->model_files[i], R_OK) != 0)
             st = ss_errf(SS_ERR_INVALID, "Cannot access model file '%s': %s",
-                         realpath(opt->model_files[i], real) ? real : opt->model_files[i], strerror(errno));
+                         realpath(opt->model_files[i], real) ? real : opt->model_files[i],
+                         strerror(errno));
         config_for(opt, i, cfg, sizeof cfg);
         if (!st && access(cfg, R_OK) != 0)
-            st = ss_errf(SS_ERR_INVALID, "Cannot access group config file '%s': %s", cfg, strerror(errno));
+            st = ss_errf(SS_ERR_INVALID, "Cannot access group config file '%s': %s", cfg,
+                         strerror(errno));
     }
     if (!st && mpi) st = run_mpi(opt, mi);
     if (st || mpi) {
@@ -433,7 +479,9 @@ ss_status *ss_launcher_run(const ss_launcher_options *opt)
             break;
         }
     }
-    if (!st) SS_INFO("started %d agents (ranks %d..%d) for %s", n, ranks[0], ranks[n - 1], opt->worker_address);
+    if (!st)
+        SS_INFO("started %d agents (ranks %d..%d) for %s", n, ranks[0], ranks[n - 1],
+                opt->worker_address);
     int running = st ? 0 : n;
     while (running > 0 && !st) {
         int sig;
@@ -451,9 +499,12 @@ ss_status *ss_launcher_run(const ss_launcher_options *opt)
                 running--;
                 bool ok = WIFEXITED(status) && WEXITSTATUS(status) == 0;
                 if (!ok)
-                    st = ss_errf(SS_ERR_UNAVAILABLE, "agent of rank %d (pid %d) %s %d; stopping the other agents",
-                                 ranks[i], (int)pid, WIFSIGNALED(status) ? "was killed by signal" : "exited with status",
-                                 WIFSIGNALED(status) ? WTERMSIG(status) : WEXITSTATUS(status));
+                    st =
+                        ss_errf(SS_ERR_UNAVAILABLE,
+                                "agent of rank %d (pid %d) %s %d; stopping the other agents",
+                                ranks[i], (int)pid,
+                                WIFSIGNALED(status) ? "was killed by signal" : "exited with status",
+                                WIFSIGNALED(status) ? WTERMSIG(status) : WEXITSTATUS(status));
             }
         }
     }

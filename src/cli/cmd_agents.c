@@ -15,7 +15,8 @@
 static const char agents_usage[] =
     "usage: shardserve agents --distributed-address HOST:PORT --model-files F0,F1,...\n"
     "                         [--group-configs G0,G1,...] [--agent-start-port 7000]\n"
-    "                         [--agent-ip IP --rank-start R] [--comm shm|mpi] [--comm-timeout-ms MS]\n"
+    "                         [--agent-ip IP --rank-start R] [--comm shm|mpi] [--comm-timeout-ms "
+    "MS]\n"
     "                         [--connect-timeout-ms MS] [--secret-file FILE]\n"
     "  --model-files     one model per local rank, in local rank order (--comm mpi: one per rank\n"
     "                    of the whole rank table, in rank order, at paths valid on every host)\n"
@@ -37,8 +38,12 @@ int cli_read_secret(const char *path, char **secret, size_t *len);
 int cmd_agents(int argc, char **argv)
 {
     static const char *models[4096], *configs[4096];
-    ss_launcher_options o = {.agent_start_port = 7000, .rank_start = -1, .comm_timeout_ms = 5000,
-                             .connect_timeout_ms = 60000, .model_files = models, .group_configs = configs};
+    ss_launcher_options o = {.agent_start_port = 7000,
+                             .rank_start = -1,
+                             .comm_timeout_ms = 5000,
+                             .connect_timeout_ms = 60000,
+                             .model_files = models,
+                             .group_configs = configs};
     const char *secret_file = NULL;
     long v;
     bool have_rank_start = false;
@@ -56,23 +61,29 @@ int cmd_agents(int argc, char **argv)
             o.n_configs = split_list(argv[++i], configs, 4096);
         } else if (!strcmp(a, "--agent-start-port") && has) {
             if (!cli_parse_int(argv[++i], 1, 65535 - 7, &v))
-                return cli_fail("agents", ss_errf(SS_ERR_INVALID, "--agent-start-port wants 1..65528, got '%s'", argv[i]));
+                return cli_fail("agents",
+                                ss_errf(SS_ERR_INVALID,
+                                        "--agent-start-port wants 1..65528, got '%s'", argv[i]));
             o.agent_start_port = (int)v;
         } else if (!strcmp(a, "--agent-ip") && has) {
             o.agent_ip = argv[++i];
         } else if (!strcmp(a, "--rank-start") && has) {
             if (!cli_parse_int(argv[++i], 0, 4095, &v))
-                return cli_fail("agents", ss_errf(SS_ERR_INVALID, "--rank-start wants 0..4095, got '%s'", argv[i]));
+                return cli_fail("agents", ss_errf(SS_ERR_INVALID,
+                                                  "--rank-start wants 0..4095, got '%s'", argv[i]));
             o.rank_start = (int)v;
             have_rank_start = true;
         } else if (!strcmp(a, "--comm") && has) {
             if (!ss_comm_backend_parse(argv[++i], &o.backend))
-                return cli_fail("agents", ss_errf(SS_ERR_INVALID, "--comm wants shm or mpi, got '%s'", argv[i]));
+                return cli_fail("agents", ss_errf(SS_ERR_INVALID,
+                                                  "--comm wants shm or mpi, got '%s'", argv[i]));
         } else if (!strcmp(a, "--comm-timeout-ms") && has) {
-            if (!cli_parse_int(argv[++i], 1, 3600000, &v)) return cli_fail("agents", ss_errf(SS_ERR_INVALID, "bad --comm-timeout-ms"));
+            if (!cli_parse_int(argv[++i], 1, 3600000, &v))
+                return cli_fail("agents", ss_errf(SS_ERR_INVALID, "bad --comm-timeout-ms"));
             o.comm_timeout_ms = (int)v;
         } else if (!strcmp(a, "--connect-timeout-ms") && has) {
-            if (!cli_parse_int(argv[++i], 1, 3600000, &v)) return cli_fail("agents", ss_errf(SS_ERR_INVALID, "bad --connect-timeout-ms"));
+            if (!cli_parse_int(argv[++i], 1, 3600000, &v))
+                return cli_fail("agents", ss_errf(SS_ERR_INVALID, "bad --connect-timeout-ms"));
             o.connect_timeout_ms = (int)v;
         } else if (!strcmp(a, "--secret-file") && has) {
             secret_file = argv[++i];
@@ -86,10 +97,14 @@ int cmd_agents(int argc, char **argv)
         return 2;
     }
     if (!o.agent_ip != !have_rank_start)
-        return cli_fail("agents", ss_errf(SS_ERR_INVALID, "--agent-ip and --rank-start go together (both or neither)"));
+        return cli_fail(
+            "agents",
+            ss_errf(SS_ERR_INVALID, "--agent-ip and --rank-start go together (both or neither)"));
     if (o.backend == SS_COMM_MPI && o.agent_ip)
-        return cli_fail("agents", ss_errf(SS_ERR_INVALID, "--agent-ip/--rank-start do not apply to --comm mpi: one "
-                                                          "'shardserve agents' starts every rank of the rank table"));
+        return cli_fail("agents",
+                        ss_errf(SS_ERR_INVALID,
+                                "--agent-ip/--rank-start do not apply to --comm mpi: one "
+                                "'shardserve agents' starts every rank of the rank table"));
     char *secret = NULL;
     if (secret_file && cli_read_secret(secret_file, &secret, &o.secret_len)) return 1;
     o.secret = secret;
@@ -103,13 +118,19 @@ int cmd_agents(int argc, char **argv)
     return st ? cli_fail("agents", st) : 0;
 }
 
-/* shardserve agent-rank WORKER CONFIG MODEL SESSION COMM TIMEOUT_MS WITH_BATCH [NO_BATCH_INPUT...] */
+/* shardserve agent-rank WORKER CONFIG MODEL SESSION COMM TIMEOUT_MS WITH_BATCH [NO_BATCH_INPUT...]
+ */
 int cmd_agent_rank(int argc, char **argv)
 {
     if (argc < 8) return 2;
-    ss_agent_options o = {.worker_address = argv[1], .config_path = argv[2], .model_path = argv[3],
-                          .session = argv[4], .comm_timeout_ms = atoi(argv[6]), .with_batch_dim = !strcmp(argv[7], "1"),
-                          .n_no_batch = argc - 8, .no_batch_inputs = (const char *const *)argv + 8};
+    ss_agent_options o = {.worker_address = argv[1],
+                          .config_path = argv[2],
+                          .model_path = argv[3],
+                          .session = argv[4],
+                          .comm_timeout_ms = atoi(argv[6]),
+                          .with_batch_dim = !strcmp(argv[7], "1"),
+                          .n_no_batch = argc - 8,
+                          .no_batch_inputs = (const char *const *)argv + 8};
     if (!ss_comm_backend_parse(argv[5], &o.backend)) return 2;
     const char *secret = getenv("SHARDSERVE_LINK_SECRET");
     if (secret) o.secret = secret, o.secret_len = strlen(secret);
@@ -122,26 +143,38 @@ int cmd_agent_rank(int argc, char **argv)
 
 /* shardserve agent-rank-mpi WORKER COMM_TIMEOUT_MS CONNECT_TIMEOUT_MS WITH_BATCH N_NO_BATCH
  *                           [NO_BATCH_INPUT...] N_RANKS MODEL0 CONFIG0 MODEL1 CONFIG1 ...
- * Started by mpirun (`agents --comm mpi`); the rank is OMPI_COMM_WORLD_RANK, read before MPI_Init. */
+ * Started by mpirun (`agents --comm mpi`); the rank is OMPI_COMM_WORLD_RANK, read before MPI_Init.
+ */
 int cmd_agent_rank_mpi(int argc, char **argv)
 {
     long nnb, nranks, comm_ms, connect_ms;
-    if (argc < 7 || !cli_parse_int(argv[2], 1, 3600000, &comm_ms) || !cli_parse_int(argv[3], 1, 3600000, &connect_ms) ||
-        !cli_parse_int(argv[5], 0, 64, &nnb) || argc < 7 + nnb ||
-        !cli_parse_int(argv[6 + nnb], 1, 4096, &nranks) || argc != 7 + nnb + 2 * nranks) {
-        fputs("shardserve agent-rank-mpi: internal command, started by 'shardserve agents --comm mpi'\n", stderr);
+    if (argc < 7 || !cli_parse_int(argv[2], 1, 3600000, &comm_ms) ||
+        !cli_parse_int(argv[3], 1, 3600000, &connect_ms) || !cli_parse_int(argv[5], 0, 64, &nnb) ||
+        argc < 7 + nnb || !cli_parse_int(argv[6 + nnb], 1, 4096, &nranks) ||
+        argc != 7 + nnb + 2 * nranks) {
+        fputs("shardserve agent-rank-mpi: internal command, started by 'shardserve agents --comm "
+              "mpi'\n",
+              stderr);
         return 2;
     }
     const char *env = getenv("OMPI_COMM_WORLD_RANK");
     long rank;
     if (!env || !cli_parse_int(env, 0, nranks - 1, &rank))
-        return cli_fail("agent-rank-mpi", ss_errf(SS_ERR_INVALID, "OMPI_COMM_WORLD_RANK is %s%s%s, want 0..%ld: this "
-                                                  "process must be started by mpirun ('shardserve agents --comm mpi')",
-                                                  env ? "'" : "", env ? env : "unset", env ? "'" : "", nranks - 1));
+        return cli_fail(
+            "agent-rank-mpi",
+            ss_errf(SS_ERR_INVALID,
+                    "OMPI_COMM_WORLD_RANK is %s%s%s, want 0..%ld: this "
+                    "process must be started by mpirun ('shardserve agents --comm mpi')",
+                    env ? "'" : "", env ? env : "unset", env ? "'" : "", nranks - 1));
     char **files = argv + 7 + nnb + 2 * rank;
-    ss_agent_options o = {.worker_address = argv[1], .config_path = files[1], .model_path = files[0],
-                          .backend = SS_COMM_MPI, .comm_timeout_ms = (int)comm_ms, .connect_timeout_ms = (int)connect_ms,
-                          .with_batch_dim = !strcmp(argv[4], "1"), .n_no_batch = (int)nnb,
+    ss_agent_options o = {.worker_address = argv[1],
+                          .config_path = files[1],
+                          .model_path = files[0],
+                          .backend = SS_COMM_MPI,
+                          .comm_timeout_ms = (int)comm_ms,
+                          .connect_timeout_ms = (int)connect_ms,
+                          .with_batch_dim = !strcmp(argv[4], "1"),
+                          .n_no_batch = (int)nnb,
                           .no_batch_inputs = (const char *const *)argv + 6};
     const char *secret = getenv("SHARDSERVE_LINK_SECRET");
     if (secret) o.secret = secret, o.secret_len = strlen(secret);

@@ -242,13 +242,23 @@ def prepare(t):
     sv = os.path.join(t.work, "servables", "matmul")
     os.makedirs(sv)
     shutil.copy(os.path.join(EXAMPLE, "matmul", "servable.json"), sv)
+    # rank_table_2hosts.json (server_list form): A holds ranks 0-3, B 4-7
     table = {"version": "1.0", "server_count": "2", "status": "completed", "server_list": [
         {"server_id": ip, "host_nic_ip": "reserve",
          "device": [{"device_id": str(d), "device_ip": "192.%d.27.%d" % (d + 1, h + 6), "rank_id": str(h * 4 + d)}
                     for d in range(4)]} for h, ip in enumerate((IP_A, IP_B))]}
-    rt = os.path.join(t.work, "rank_table_2hosts.json")
-    with open(rt, "w") as f:
-        json.dump(table, f)
+    # rank_table_interleaved.json (group_list form, a server per instance): A holds ranks 0,1,4,5
+    # and B 2,3,6,7, so Open MPI's sequential mapper has to place them
+    interleaved = {"version": "1.0", "status": "completed", "group_count": "1", "group_list": [
+        {"group_name": "hccl_world_group", "instance_count": "8", "device_count": "8", "instance_list": [
+            {"rank_id": str(r), "server_id": IP_A if r % 4 < 2 else IP_B,
+             "devices": [{"device_id": str(r % 2 + 2 * (r // 4)), "device_ip": "192.%d.27.6" % (r + 1)}]}
+            for r in range(8)]}]}
+    tables = []
+    for name, tab in (("rank_table_2hosts.json", table), ("rank_table_interleaved.json", interleaved)):
+        tables.append(os.path.join(t.work, name))
+        with open(tables[-1], "w") as f:
+            json.dump(tab, f)
     # mpirun's remote shell: run the daemon inside the namespace of the host it names, with a
     # hostname of its own
     rsh = os.path.join(t.work, "rsh.sh")
@@ -263,7 +273,7 @@ def prepare(t):
     mpirun_args = ("--mca plm_rsh_agent %s --mca btl self,vader,tcp --mca btl_tcp_if_include %s "
                    "--mca oob_tcp_if_include %s --mca orte_tmpdir_base %s --mca btl_vader_backing_directory %s"
                    % (rsh, SUBNET, SUBNET, ompi, ompi))
-    return models, rt, mpirun_args
+    return models, tables, mpirun_args
 
 
 def start_serve(t, rt, n):
@@ -313,7 +323,7 @@ def rank_placement(t):
 
 
 def run(t):
-    models, rt, mpirun_args = prepare(t)
+    models, (rt, rt_interleaved), mpirun_args = prepare(t)
     env = {"SHARDSERVE_MPIRUN_ARGS": mpirun_args}
     serve = start_serve(t, rt, 1)
 
@@ -348,6 +358,11 @@ def run(t):
     if tx1 - tx0 < 16384:
         raise Failed("only %d bytes left host A over its veth" % (tx1 - tx0))
     print("ok   %d bytes left host A over %s" % (tx1 - tx0, VETH_A), flush=True)
+    # the collectives ran over MPI's tcp btl between the hosts: ranks in A hold connections to B
+    conns = sh("ip", "netns", "exec", NS_A, "ss", "-Htnp", "state", "established", "dst", IP_B).stdout
+    if "shardserve" not in conns:
+        raise Failed("no TCP connection from a rank in %s to %s:\n%s" % (NS_A, IP_B, conns))
+    print("ok   %d TCP connections between the ranks of A and B" % len(conns.strip().splitlines()), flush=True)
     for _ in range(3):
         client(t)
 
@@ -375,6 +390,22 @@ def run(t):
     rc = t.wait_exit(agents, 60)
     t.wait_hosts_empty()
     print("ok   worker killed: the ranks and the launcher (exit %d) went away" % rc, flush=True)
+
+    # 6. a rank table whose hosts' ranks are not contiguous: world rank r still runs on rank r's IP
+    serve = start_serve(t, rt_interleaved, 2)
+    agents = start_agents(t, models, env, "agents-3.log")
+    t.wait_log(serve, r" is ready", timeout=120)
+    out = client(t)
+    placement = rank_placement(t)
+    if placement != {NS_A: [0, 1, 4, 5], NS_B: [2, 3, 6, 7]}:
+        raise Failed("interleaved rank placement %s, want 0,1,4,5 in %s and 2,3,6,7 in %s" % (placement, NS_A, NS_B))
+    print("ok   interleaved rank table: ranks 0,1,4,5 in %s, 2,3,6,7 in %s; %s" % (NS_A, NS_B, out), flush=True)
+    agents.send_signal(signal.SIGINT)
+    rc = t.wait_exit(agents, 40)
+    if rc != 0:
+        raise Failed("launcher after SIGINT: exit %d\n%s" % (rc, t.log(agents)))
+    t.wait_hosts_empty()
+    print("ok   SIGINT to the launcher: exit 0, nothing left in the host namespaces", flush=True)
 
 
 def main():
