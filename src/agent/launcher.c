@@ -280,11 +280,25 @@ static ss_status *run_mpi(const ss_launcher_options *opt, const meta_info *mi)
     snprintf(nnb, sizeof nnb, "%d", mi->n_no_batch);
     size_t cap = 64 + 2 * (size_t)mi->n + (size_t)mi->n_no_batch + 256;
     const char **argv = calloc(cap, sizeof *argv);
-    char(*configs)[PATH_MAX] = calloc((size_t)mi->n, sizeof *configs);
+    /* absolute paths: the ranks start in whatever folder mpirun picks on their host */
+    char **paths = calloc(2 * (size_t)mi->n, sizeof *paths);
     char *extra =
         getenv("SHARDSERVE_MPIRUN_ARGS") ? strdup(getenv("SHARDSERVE_MPIRUN_ARGS")) : NULL;
-    if (!argv || !configs) {
-        free(argv), free(configs), free(extra);
+    for (int i = 0; paths && i < mi->n; i++) {
+        char cfg[PATH_MAX];
+        config_for(opt, i, cfg, sizeof cfg);
+        paths[2 * i] = realpath(opt->model_files[i], NULL);
+        paths[2 * i + 1] = realpath(cfg, NULL);
+        if (!paths[2 * i]) paths[2 * i] = strdup(opt->model_files[i]);
+        if (!paths[2 * i + 1]) paths[2 * i + 1] = strdup(cfg);
+    }
+    bool nomem = !argv || !paths;
+    for (int i = 0; !nomem && i < 2 * mi->n; i++)
+        nomem = !paths[i];
+    if (nomem) {
+        for (int i = 0; paths && i < 2 * mi->n; i++)
+            free(paths[i]);
+        free(argv), free(paths), free(extra);
         unlink(hostfile);
         return ss_errf(SS_ERR_NOMEM, "out of memory");
     }
@@ -328,11 +342,8 @@ static ss_status *run_mpi(const ss_launcher_options *opt, const meta_info *mi)
     for (int k = 0; k < mi->n_no_batch; k++)
         argv[a++] = mi->no_batch[k];
     argv[a++] = nranks;
-    for (int i = 0; i < mi->n; i++) {
-        config_for(opt, i, configs[i], sizeof configs[i]);
-        argv[a++] = opt->model_files[i];
-        argv[a++] = configs[i];
-    }
+    for (int i = 0; i < 2 * mi->n; i++)
+        argv[a++] = paths[i];
     argv[a] = NULL;
 
     sigset_t set, old;
@@ -377,17 +388,19 @@ static ss_status *run_mpi(const ss_launcher_options *opt, const meta_info *mi)
         }
         bool ok = WIFEXITED(status) && WEXITSTATUS(status) == 0;
         if (!ok && !stop_sig)
-            st =
-                ss_errf(SS_ERR_UNAVAILABLE,
-                        "mpirun (pid %d) %s %d; the failing rank's error is logged above", (int)pid,
-                        WIFSIGNALED(status) ? "was killed by signal" : "exited with status",
-                        WIFSIGNALED(status) ? WTERMSIG(status) : WEXITSTATUS(status));
+            st = ss_errf(SS_ERR_UNAVAILABLE,
+                         "mpirun (pid %d) %s %d; its error (or the failing rank's) is logged above",
+                         (int)pid,
+                         WIFSIGNALED(status) ? "was killed by signal" : "exited with status",
+                         WIFSIGNALED(status) ? WTERMSIG(status) : WEXITSTATUS(status));
         else
             SS_INFO("mpirun (pid %d) exited%s", (int)pid, stop_sig ? " after the signal" : "");
     }
     sigprocmask(SIG_SETMASK, &old, NULL);
     unlink(hostfile);
-    free(argv), free(configs), free(extra);
+    for (int i = 0; i < 2 * mi->n; i++)
+        free(paths[i]);
+    free(argv), free(paths), free(extra);
     return st;
 }
 
