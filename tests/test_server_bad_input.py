@@ -278,7 +278,9 @@ def memory_flat(c):
     """Replay the table (small payloads) and require flat RSS: real leaks would grow it by the
     same amount on every replay (the ASan build's LeakSanitizer checks the rest at exit)."""
     quiet = Checker()
-    for _ in range(3):  # warm-up
+    # warm-up: malloc arenas of gRPC's and libmicrohttpd's threads grow for ~10 replays, then
+    # stay put (measured: 17.8 -> 38.5 MB, then +0.02 MB over 15 more replays)
+    for _ in range(12):
         grpc_cases(quiet, True)
         rest_cases(quiet, True)
         raw_http(quiet)
