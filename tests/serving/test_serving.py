@@ -152,6 +152,36 @@ def test_batching_with_batch_dim():
         assert (r[0]["y"] == -4).all() and "size 36 not match the size 32" in r[1]["error"], r
 
 
+def test_without_batch_dim_inputs_and_two_servables():
+    """y = x @ W + b: x batched (4 rows per call), b not (MindSpore's without_batch_dim_inputs);
+    served next to the seed servable in the same server."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+    path = os.path.join(WORK, "affine.onnx")
+    w = numpy_helper.from_array(np.full((8, 4), 0.5, np.float32), name="W")
+    g = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "W"], ["xw"], name="mm"), helper.make_node("Add", ["xw", "b"], ["y"], name="add")],
+        "affine", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [4, 8]),
+                   helper.make_tensor_value_info("b", TensorProto.FLOAT, [4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [4, 4])], initializer=[w])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)])
+    m.ir_version = 8
+    onnx.save_model(m, path)
+    with Cluster() as c:
+        affine = c.add_servable("affine", path, 2, 1, with_batch_dim=True,
+                                methods=[{"name": "run", "inputs": ["x", "b"], "outputs": ["y"]}],
+                                extra={"distributed": {"rank_size": 2, "stage_size": 1, "with_batch_dim": True,
+                                                       "without_batch_dim_inputs": ["b"]}})
+        seed = c.add_servable("matmul", SEED, 2, 1)
+        start(c, [("affine", 1, affine), ("matmul", 1, seed)])
+        b = np.array([1, 2, 3, 4], np.float32)
+        r = Client(c.grpc, "affine", "run").infer([{"x": np.full((8,), float(i), np.float32), "b": b}
+                                                   for i in range(3)])
+        for i, inst in enumerate(r):
+            assert np.allclose(inst["y"], 4.0 * i + b), (i, inst)
+        assert (Client(c.grpc, "matmul", "predict").infer({"x": ONES})[0]["y"] == -48).all()
+
+
 def test_many_clients():
     with Cluster() as c:
         models = c.add_servable("matmul", SEED, 4, 1)
@@ -236,7 +266,7 @@ def test_agent_loss_reports_not_ready():
 
 
 CASES = [test_seed_example_three_clients, test_errors_and_versions, test_pipeline_stage_size_2,
-         test_batching_with_batch_dim, test_many_clients, test_startup_failures,
+         test_batching_with_batch_dim, test_without_batch_dim_inputs_and_two_servables, test_many_clients, test_startup_failures,
          test_agent_loss_reports_not_ready]
 
 
