@@ -14,6 +14,8 @@
  */
 #include "shardserve/server.h"
 
+#include "shardserve/metrics.h"
+
 #include <arpa/inet.h>
 #include <microhttpd.h>
 #include <netinet/in.h>
@@ -84,6 +86,23 @@ static enum MHD_Result send_error(struct MHD_Connection *conn, const char *msg)
 static enum MHD_Result send_text(struct MHD_Connection *conn, unsigned status, const char *json)
 {
     return send_json(conn, status, strdup(json), strlen(json));
+}
+
+/* GET /metrics: the process's registry in Prometheus text format (metrics.h). */
+static enum MHD_Result send_metrics(struct MHD_Connection *conn)
+{
+    size_t len = 0;
+    char *text = ss_metrics_render(ss_metrics_global(), &len);
+    if (!text) return send_json(conn, MHD_HTTP_INTERNAL_SERVER_ERROR, NULL, 0);
+    struct MHD_Response *resp = MHD_create_response_from_buffer(len, text, MHD_RESPMEM_MUST_FREE);
+    if (!resp) {
+        free(text);
+        return MHD_NO;
+    }
+    MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8");
+    enum MHD_Result r = MHD_queue_response(conn, MHD_HTTP_OK, resp);
+    MHD_destroy_response(resp);
+    return r;
 }
 
 /* ------------------------------------------------------------------ predict */
@@ -201,6 +220,8 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         return ready ? send_text(conn, MHD_HTTP_OK, "{\"status\":\"ready\"}")
                      : send_text(conn, MHD_HTTP_SERVICE_UNAVAILABLE, "{\"status\":\"not ready\"}");
     }
+    if (strcmp(method, MHD_HTTP_METHOD_GET) == 0 && strcmp(url, "/metrics") == 0)
+        return send_metrics(conn);
     if (strcmp(method, MHD_HTTP_METHOD_POST) != 0)
         return send_error(conn, "http message only support POST right now");
     return start_predict(c, url);
