@@ -12,6 +12,7 @@ int cmd_run_rank(int argc, char **argv);
 int cmd_serve(int argc, char **argv);
 int cmd_infer(int argc, char **argv);
 int cmd_bench(int argc, char **argv);
+int cmd_wait_ready(int argc, char **argv);
 int cmd_agents(int argc, char **argv);
 int cmd_agent_rank(int argc, char **argv);
 void cli_print_tensor(const char *name, const ss_tensor *t);
