@@ -73,7 +73,8 @@ ss_status *ss_rank_table_parse(const char *text, size_t len, const char *what, s
     if (st) {
     } else if (groups) {
         if (!cJSON_IsArray(groups)) st = ss_errf(SS_ERR_INVALID, "%s: 'group_list' must be a list", what);
-        cJSON_ArrayForEach(item, groups) {
+        /* an object's members must not be walked as if it were the list (that dropped the error) */
+        if (!st) cJSON_ArrayForEach(item, groups) {
             const cJSON *insts = cJSON_GetObjectItemCaseSensitive(item, "instance_list");
             if (!cJSON_IsArray(insts)) {
                 st = ss_errf(SS_ERR_INVALID, "%s: a group_list entry has no 'instance_list' list", what);
@@ -188,7 +189,9 @@ static ss_status *int_field(const cJSON *o, const char *key, const char *what, i
         *out = dflt;
         return NULL;
     }
-    if (!cJSON_IsNumber(v) || v->valuedouble != (double)(int)v->valuedouble || v->valuedouble < lo || v->valuedouble > hi)
+    /* range first: converting a double outside int's range (1e300) to int is undefined */
+    if (!cJSON_IsNumber(v) || !(v->valuedouble >= lo && v->valuedouble <= hi) ||
+        v->valuedouble != (double)(int)v->valuedouble)
         return ss_errf(SS_ERR_INVALID, "%s: '%s' must be an integer in %d..%d", what, key, lo, hi);
     *out = (int)v->valuedouble;
     return NULL;
