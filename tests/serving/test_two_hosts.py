@@ -13,9 +13,11 @@ namespace of the host it is given (with its own UTS namespace and hostname: Open
 session folders and shared-memory files by hostname); btl/oob are restricted to the test subnet.
 
 Checked: the Python client (run in the server namespace) gets y all -48; ranks 0-3 run in A and
-4-7 in B; bytes crossed A's veth; a wrong model-file count and a failing mpirun are refused with
-clear errors; SIGTERM to the launcher stops every rank (exit 0); the agents exit when the worker
-is killed. Whatever happens, every process this test started is killed and the namespaces are
+4-7 in B (read from each rank's OMPI_COMM_WORLD_RANK); bytes crossed A's veth and A's ranks hold
+TCP connections to B; a wrong model-file count and a failing mpirun are refused with clear errors;
+SIGTERM to the launcher stops every rank (exit 0); the agents exit when the worker is killed; an
+interleaved group_list rank table (A: 0,1,4,5, B: 2,3,6,7) places every rank on its own host, and
+SIGINT stops it. Whatever happens, every process this test started is killed and the namespaces are
 deleted. Exit 77 (SKIP, reason printed) only when namespaces cannot be created here.
 """
 
