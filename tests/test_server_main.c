@@ -286,7 +286,9 @@ static void test_predict(void *ctx, ss_predict_request *req, ss_predict_done don
 static void usage(void)
 {
     fprintf(stderr, "usage: ss_test_server [--grpc ADDR] [--rest ADDR] [--grpc-max-mb N] "
-                    "[--rest-max-mb N] [--rest-timeout S] [--rest-threads N] [--workers N]\n");
+                    "[--rest-max-mb N] [--rest-timeout S] [--rest-threads N] [--workers N]\n"
+                    "       [--grpc-tls-cert F --grpc-tls-key F [--grpc-tls-ca F] "
+                    "[--grpc-verify-client]] (and the same with --rest-)\n");
     exit(2);
 }
 
@@ -294,8 +296,26 @@ int main(int argc, char **argv)
 {
     const char *grpc_addr = NULL, *rest_addr = NULL;
     int grpc_mb = 0, rest_mb = 0, rest_timeout = 0, rest_threads = 0, nworkers = 4;
+    ss_ssl_config tls[2] = {{0}, {0}}; /* gRPC, REST: the same flags as `shardserve serve` */
     for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "--grpc-verify-client") || !strcmp(argv[i], "--rest-verify-client")) {
+            tls[argv[i][2] == 'r'].verify_client = true;
+            continue;
+        }
         if (i + 1 >= argc) usage();
+        if (!strncmp(argv[i], "--grpc-tls-", 11) || !strncmp(argv[i], "--rest-tls-", 11)) {
+            ss_ssl_config *t = &tls[argv[i][2] == 'r'];
+            const char *what = argv[i] + 11;
+            if (!strcmp(what, "cert"))
+                t->certificate = argv[++i];
+            else if (!strcmp(what, "key"))
+                t->private_key = argv[++i];
+            else if (!strcmp(what, "ca"))
+                t->custom_ca = argv[++i];
+            else
+                usage();
+            continue;
+        }
         if (!strcmp(argv[i], "--grpc"))
             grpc_addr = argv[++i];
         else if (!strcmp(argv[i], "--rest"))
@@ -330,6 +350,7 @@ int main(int argc, char **argv)
     if (grpc_addr) {
         ss_grpc_options o = {
             .address = grpc_addr, .max_msg_mb = grpc_mb, .handler = handler, .ready = is_ready};
+        if (tls[0].certificate || tls[0].private_key || tls[0].verify_client) o.ssl = &tls[0];
         st = ss_grpc_server_start(&o, &grpc);
     }
     if (!st && rest_addr) {
@@ -339,6 +360,7 @@ int main(int argc, char **argv)
                              .timeout_s = rest_timeout,
                              .threads = rest_threads,
                              .ready = is_ready};
+        if (tls[1].certificate || tls[1].private_key || tls[1].verify_client) o.ssl = &tls[1];
         st = ss_rest_server_start(&o, &rest);
     }
     if (st) {

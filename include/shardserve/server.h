@@ -11,6 +11,11 @@
  * Both hand valid requests to an ss_predict_handler (serving.h) and never block a network thread
  * while the handler works. Both bind only the address they are given (use 127.0.0.1).
  *
+ * TLS: each front end takes an optional ss_ssl_config (MindSpore's SSLConfig: PEM file paths,
+ * read at start). NULL = plaintext. gRPC uses gRPC's SSL credentials; REST uses libmicrohttpd
+ * over GnuTLS, TLS 1.2 and 1.3 only. verify_client requires custom_ca and refuses, during the
+ * handshake, any client without a certificate signed by one of its CAs.
+ *
  * Threads and signals: gRPC creates threads of its own that inherit the caller's signal mask.
  * A process that handles SIGINT/SIGTERM with sigwait() must block them (pthread_sigmask) before
  * starting the first gRPC server; ss_server_block_signals does that.
@@ -34,6 +39,15 @@ extern "C" {
 #define SS_SERVER_DEFAULT_MAX_MSG_MB 100
 #define SS_SERVER_MAX_MSG_MB_LIMIT 512
 
+/* MindSpore's SSLConfig. Files are read (and the key checked against the certificate) at start. */
+typedef struct {
+    const char *certificate; /* server certificate chain, PEM file */
+    const char *private_key; /* its private key (unencrypted), PEM file */
+    const char *custom_ca;   /* CA certificates trusted for client certificates, PEM file; used
+                                only with verify_client */
+    bool verify_client;      /* require a client certificate signed by custom_ca (mutual TLS) */
+} ss_ssl_config;
+
 typedef struct {
     const char *address; /* "127.0.0.1:5500" (port 0 = any free port) or "unix:/path" */
     int max_msg_mb;      /* 1..512, 0 = 100: limits received and sent messages */
@@ -42,6 +56,7 @@ typedef struct {
     ss_predict_handler handler;
     ss_ready_fn ready; /* NULL: always ready */
     void *ready_ctx;
+    const ss_ssl_config *ssl; /* NULL: plaintext */
 } ss_grpc_options;
 
 typedef struct ss_grpc_server ss_grpc_server;
@@ -61,6 +76,7 @@ typedef struct {
     ss_predict_handler handler;
     ss_ready_fn ready; /* NULL: always ready */
     void *ready_ctx;
+    const ss_ssl_config *ssl; /* NULL: plaintext (HTTP) */
 } ss_rest_options;
 
 typedef struct ss_rest_server ss_rest_server;

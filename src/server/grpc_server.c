@@ -27,6 +27,7 @@
 #include <string.h>
 
 #include "grpc_codec.h"
+#include "tls.h"
 
 #define PREDICT_METHOD "/mindspore.serving.proto.MSService/Predict"
 #define HEALTH_METHOD "/grpc.health.v1.Health/Check"
@@ -375,6 +376,27 @@ static ss_status *check_options(const ss_grpc_options *o)
     return NULL;
 }
 
+/* Insecure, or MindSpore's SSLConfig: the client certificate is not requested unless
+ * verify_client, which requires one signed by custom_ca. gRPC copies the PEM texts. */
+static grpc_server_credentials *server_credentials(const ss_grpc_options *o, ss_status **st)
+{
+    *st = NULL;
+    if (!o->ssl) return grpc_insecure_server_credentials_create();
+    ss_tls_pems pems;
+    *st = ss_tls_load(o->ssl, "gRPC", &pems);
+    if (*st) return NULL;
+    grpc_ssl_pem_key_cert_pair pair = {pems.key, pems.cert};
+    grpc_server_credentials *creds = grpc_ssl_server_credentials_create_ex(
+        pems.ca, &pair, 1,
+        pems.verify_client ? GRPC_SSL_REQUEST_AND_REQUIRE_CLIENT_CERTIFICATE_AND_VERIFY
+                           : GRPC_SSL_DONT_REQUEST_CLIENT_CERTIFICATE,
+        NULL);
+    ss_tls_pems_free(&pems);
+    if (!creds)
+        *st = ss_errf(SS_ERR_INVALID, "Serving gRPC server start failed, invalid SSL config");
+    return creds;
+}
+
 static void destroy(ss_grpc_server *srv)
 {
     if (srv->server) grpc_server_destroy(srv->server);
@@ -423,7 +445,11 @@ ss_status *ss_grpc_server_start(const ss_grpc_options *opts, ss_grpc_server **ou
     srv->server = grpc_server_create(&channel_args, NULL);
     srv->cq = grpc_completion_queue_create_for_next(NULL);
     grpc_server_register_completion_queue(srv->server, srv->cq, NULL);
-    grpc_server_credentials *creds = grpc_insecure_server_credentials_create();
+    grpc_server_credentials *creds = server_credentials(opts, &st);
+    if (st) {
+        destroy(srv);
+        return st;
+    }
     srv->port = grpc_server_add_http2_port(srv->server, opts->address, creds);
     grpc_server_credentials_release(creds);
     if (srv->port == 0) {
@@ -449,8 +475,11 @@ ss_status *ss_grpc_server_start(const ss_grpc_options *opts, ss_grpc_server **ou
         destroy(srv);
         return ss_errf(SS_ERR_NOMEM, "cannot start gRPC worker threads");
     }
-    SS_INFO("Serving gRPC server start success, listening on %s (port %d)", opts->address,
-            srv->port);
+    SS_INFO("Serving gRPC server start success, listening on %s (port %d)%s", opts->address,
+            srv->port,
+            !opts->ssl                 ? ""
+            : opts->ssl->verify_client ? ", TLS with client certificates"
+                                       : ", TLS");
     *out = srv;
     return NULL;
 }

@@ -9,6 +9,12 @@
  * off by MHD's connection timeout. Every reply is HTTP 200 with a JSON body, as in MindSpore,
  * except /health/ready (503 while not ready).
  *
+ * TLS (ss_ssl_config): MHD over GnuTLS, TLS 1.2/1.3 with ECDHE and AEAD ciphers only (as
+ * MindSpore's OpenSSL setup). With verify_client every connection's session is switched to
+ * "require a certificate and verify it against custom_ca" before its handshake starts (the
+ * connection-notify callback runs before the first byte is read), so a client without one fails
+ * the handshake; each request checks the verified certificate again.
+ *
  * stop(): quiesce (no new connections), wait until every suspended request has been answered
  * (the handler must answer each one), then stop the daemon.
  */
@@ -17,6 +23,7 @@
 #include "shardserve/metrics.h"
 
 #include <arpa/inet.h>
+#include <gnutls/gnutls.h>
 #include <microhttpd.h>
 #include <netinet/in.h>
 #include <pthread.h>
@@ -28,6 +35,12 @@
 #include <unistd.h>
 
 #include "rest_codec.h"
+#include "tls.h"
+
+/* TLS 1.2+ (MindSpore disables SSLv2/3 and TLS 1.0/1.1), forward-secret key exchange, AEAD. */
+#define TLS_PRIORITIES                                                                             \
+    "SECURE:-VERS-ALL:+VERS-TLS1.3:+VERS-TLS1.2:-CIPHER-ALL:+AES-256-GCM:+AES-128-GCM:"            \
+    "+CHACHA20-POLY1305:+AES-256-CCM:+AES-128-CCM:-KX-ALL:+ECDHE-ECDSA:+ECDHE-RSA"
 
 struct ss_rest_server {
     struct MHD_Daemon *daemon;
@@ -40,6 +53,8 @@ struct ss_rest_server {
     pthread_cond_t cv;
     long pending; /* requests handed to the handler and not yet answered */
     long open;    /* predict requests started and not yet completed (reply sent or conn gone) */
+    /* PEM texts kept for the daemon's lifetime; tls.cert == NULL: plaintext */
+    ss_tls_pems tls;
 };
 
 typedef enum { C_RECEIVING, C_WAITING, C_ANSWERED } conn_state;
@@ -156,9 +171,43 @@ static enum MHD_Result start_predict(conn_ctx *c, const char *url)
 
 /* ------------------------------------------------------------------ access handler */
 
+/* ------------------------------------------------------------------ client certificates */
+
+static gnutls_session_t tls_session(struct MHD_Connection *conn)
+{
+    const union MHD_ConnectionInfo *ci =
+        MHD_get_connection_info(conn, MHD_CONNECTION_INFO_GNUTLS_SESSION);
+    return ci ? (gnutls_session_t)ci->tls_session : NULL;
+}
+
+/* Before the handshake: require a client certificate and verify it in the handshake. */
+static void on_connection(void *cls, struct MHD_Connection *conn, void **socket_context,
+                          enum MHD_ConnectionNotificationCode code)
+{
+    ss_rest_server *srv = cls;
+    (void)socket_context;
+    if (code != MHD_CONNECTION_NOTIFY_STARTED || !srv->tls.verify_client) return;
+    gnutls_session_t s = tls_session(conn);
+    if (!s) return; /* client_verified() still refuses every request */
+    gnutls_certificate_server_set_request(s, GNUTLS_CERT_REQUIRE);
+    gnutls_session_set_verify_cert(s, NULL, 0);
+}
+
+static bool client_verified(struct MHD_Connection *conn)
+{
+    gnutls_session_t s = tls_session(conn);
+    unsigned status = 1, n = 0;
+    return s && gnutls_certificate_verify_peers2(s, &status) == GNUTLS_E_SUCCESS && status == 0 &&
+           gnutls_certificate_get_peers(s, &n) && n > 0;
+}
+
 static enum MHD_Result on_first_call(ss_rest_server *srv, struct MHD_Connection *conn,
                                      const char *method, void **con_cls)
 {
+    if (srv->tls.verify_client && !client_verified(conn)) {
+        SS_WARN("RESTful server: a request without a verified client certificate, closing");
+        return MHD_NO;
+    }
     conn_ctx *c = calloc(1, sizeof *c);
     if (!c) return MHD_NO;
     c->srv = srv;
@@ -291,31 +340,50 @@ ss_status *ss_rest_server_start(const ss_rest_options *opts, ss_rest_server **ou
     srv->handler = opts->handler;
     srv->ready = opts->ready;
     srv->ready_ctx = opts->ready_ctx;
+    if (opts->ssl) {
+        if (MHD_is_feature_supported(MHD_FEATURE_TLS) != MHD_YES)
+            st = ss_errf(SS_ERR_UNSUPPORTED,
+                         "Serving Error: RESTful server: this libmicrohttpd has no TLS support");
+        if (!st) st = ss_tls_load(opts->ssl, "RESTful", &srv->tls);
+        if (st) {
+            free(srv);
+            return st;
+        }
+    }
     pthread_mutex_init(&srv->mu, NULL);
     pthread_cond_init(&srv->cv, NULL);
 
     unsigned flags = MHD_USE_EPOLL_INTERNAL_THREAD | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ITC;
+    if (srv->tls.cert) flags |= MHD_USE_TLS;
     unsigned timeout = opts->timeout_s > 0 ? (unsigned)opts->timeout_s : 100;
     unsigned pool = opts->threads > 1 ? (unsigned)opts->threads : 0;
     unsigned limit = opts->max_connections > 0 ? (unsigned)opts->max_connections : 0;
+    enum MHD_OPTION tls = srv->tls.cert ? MHD_OPTION_HTTPS_MEM_CERT : MHD_OPTION_END;
     struct MHD_OptionItem extra[] = {
         {pool ? MHD_OPTION_THREAD_POOL_SIZE : MHD_OPTION_END, pool, NULL},
         {limit ? MHD_OPTION_CONNECTION_LIMIT : MHD_OPTION_END, limit, NULL},
+        {tls, 0, srv->tls.cert},
+        {tls ? MHD_OPTION_HTTPS_MEM_KEY : MHD_OPTION_END, 0, srv->tls.key},
+        {tls ? MHD_OPTION_HTTPS_PRIORITIES : MHD_OPTION_END, 0, TLS_PRIORITIES},
+        {srv->tls.ca ? MHD_OPTION_HTTPS_MEM_TRUST : MHD_OPTION_END, 0, srv->tls.ca},
         {MHD_OPTION_END, 0, NULL},
     };
     /* MHD_OPTION_ARRAY stops at the first END, so compact the optional entries. */
-    struct MHD_OptionItem options[3];
+    enum { NEXTRA = sizeof extra / sizeof extra[0] };
+    struct MHD_OptionItem options[NEXTRA];
     size_t n = 0;
-    for (size_t i = 0; i < 2; i++)
+    for (size_t i = 0; i + 1 < NEXTRA; i++)
         if (extra[i].option != MHD_OPTION_END) options[n++] = extra[i];
-    options[n] = extra[2];
+    options[n] = extra[NEXTRA - 1];
     srv->daemon = MHD_start_daemon(flags, 0, NULL, NULL, on_request, srv, MHD_OPTION_SOCK_ADDR,
                                    (struct sockaddr *)&sa, MHD_OPTION_CONNECTION_TIMEOUT, timeout,
-                                   MHD_OPTION_NOTIFY_COMPLETED, on_completed, srv, MHD_OPTION_ARRAY,
-                                   options, MHD_OPTION_END);
+                                   MHD_OPTION_NOTIFY_COMPLETED, on_completed, srv,
+                                   MHD_OPTION_NOTIFY_CONNECTION, on_connection, srv,
+                                   MHD_OPTION_ARRAY, options, MHD_OPTION_END);
     if (!srv->daemon) {
         pthread_mutex_destroy(&srv->mu);
         pthread_cond_destroy(&srv->cv);
+        ss_tls_pems_free(&srv->tls);
         free(srv);
         return ss_errf(SS_ERR_IO,
                        "RESTful server start failed, bind to the socket address %s "
@@ -324,7 +392,11 @@ ss_status *ss_rest_server_start(const ss_rest_options *opts, ss_rest_server **ou
     }
     const union MHD_DaemonInfo *info = MHD_get_daemon_info(srv->daemon, MHD_DAEMON_INFO_BIND_PORT);
     srv->port = info ? info->port : ntohs(sa.sin_port);
-    SS_INFO("Serving RESTful server start success, listening on 127.0.0.1:%d", srv->port);
+    SS_INFO("Serving RESTful server start success, listening on %s:%d%s", inet_ntoa(sa.sin_addr),
+            srv->port,
+            !srv->tls.cert           ? ""
+            : srv->tls.verify_client ? " (HTTPS with client certificates)"
+                                     : " (HTTPS)");
     *out = srv;
     return NULL;
 }
@@ -353,5 +425,6 @@ void ss_rest_server_stop(ss_rest_server *srv)
     if (listen_fd != MHD_INVALID_SOCKET) close(listen_fd);
     pthread_mutex_destroy(&srv->mu);
     pthread_cond_destroy(&srv->cv);
+    ss_tls_pems_free(&srv->tls);
     free(srv);
 }
