@@ -19,6 +19,7 @@
  *
  * Errors are values: a function that can fail returns `ss_client_error *`, NULL on success, else
  * a heap-allocated kind + code + message to free with ss_client_error_free.
+ * TLS: set options.ssl (MindSpore's client SSLConfig); NULL keeps the channel plaintext.
  * Thread safety: one ss_client may be used from several threads at once; requests and replies
  * belong to one thread at a time.
  */
@@ -76,10 +77,20 @@ const char *ss_client_errkind_name(ss_client_errkind kind);
 
 /* ------------------------------------------------------------------ connection */
 
+/* TLS for the channel, as MindSpore's client SSLConfig: PEM file paths, read at connect. */
 typedef struct {
-    const char *address; /* "host:port" or "unix:/path" */
+    const char *certificate; /* client certificate chain, for servers that verify clients */
+    const char *private_key; /* its unencrypted key; given together with certificate */
+    const char *custom_ca;   /* CA certificates to verify the server with; NULL = gRPC's
+                                default roots (GRPC_DEFAULT_SSL_ROOTS_FILE_PATH or the system's) */
+} ss_client_ssl_config;
+
+typedef struct {
+    const char *address; /* "host:port" or "unix:/path"; with TLS the server certificate must
+                            name the host (a DNS name or an IP address) */
     int max_msg_mb;      /* send and receive limit, 1..512; 0 = 512 (MindSpore's client) */
     int timeout_ms;      /* per call; 0 = no deadline */
+    const ss_client_ssl_config *ssl; /* NULL = plaintext */
 } ss_client_options;
 
 typedef struct ss_client ss_client;

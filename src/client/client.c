@@ -604,6 +604,64 @@ ss_client_error *ss_client_infer_async(ss_client *client, const ss_client_reques
 
 /* ------------------------------------------------------------------ connect / close */
 
+#define MAX_PEM_BYTES (1 << 20)
+
+/* A PEM file as a NUL-terminated string; NULL path gives NULL and no error. */
+static ss_client_error *read_pem(const char *what, const char *path, char **out)
+{
+    *out = NULL;
+    if (!path) return NULL;
+    FILE *f = fopen(path, "rb");
+    if (!f) return client_err(SS_CLIENT_ERR_ARGUMENT, 0, "cannot open %s %s", what, path);
+    char *buf = malloc(MAX_PEM_BYTES + 1);
+    size_t n = buf ? fread(buf, 1, MAX_PEM_BYTES + 1, f) : 0;
+    fclose(f);
+    if (!buf) return client_err(SS_CLIENT_ERR_NOMEM, 0, "out of memory");
+    if (n == 0 || n > MAX_PEM_BYTES) {
+        free(buf);
+        return client_err(SS_CLIENT_ERR_ARGUMENT, 0, "%s %s is %s", what, path,
+                          n ? "larger than 1 MiB" : "empty or unreadable");
+    }
+    buf[n] = 0;
+    *out = buf;
+    return NULL;
+}
+
+static void free_pem(char *pem)
+{
+    if (!pem) return;
+    for (volatile char *p = pem; *p; p++)
+        *p = 0;
+    free(pem);
+}
+
+/* Insecure, or SSL credentials from the PEM files (gRPC copies them). */
+static ss_client_error *channel_credentials(const ss_client_ssl_config *ssl,
+                                            grpc_channel_credentials **out)
+{
+    *out = NULL;
+    if (!ssl) {
+        *out = grpc_insecure_credentials_create();
+        return NULL;
+    }
+    if (!ssl->certificate != !ssl->private_key)
+        return client_err(SS_CLIENT_ERR_ARGUMENT, 0,
+                          "certificate and private_key should be given together");
+    char *ca = NULL, *cert = NULL, *key = NULL;
+    ss_client_error *err = read_pem("custom_ca", ssl->custom_ca, &ca);
+    if (!err) err = read_pem("certificate", ssl->certificate, &cert);
+    if (!err) err = read_pem("private_key", ssl->private_key, &key);
+    if (!err) {
+        grpc_ssl_pem_key_cert_pair pair = {key, cert};
+        *out = grpc_ssl_credentials_create_ex(ca, cert ? &pair : NULL, NULL, NULL);
+        if (!*out) err = client_err(SS_CLIENT_ERR_ARGUMENT, 0, "invalid SSL config");
+    }
+    free_pem(ca);
+    free_pem(cert);
+    free_pem(key);
+    return err;
+}
+
 ss_client_error *ss_client_connect(const ss_client_options *opts, ss_client **out)
 {
     *out = NULL;
@@ -612,20 +670,25 @@ ss_client_error *ss_client_connect(const ss_client_options *opts, ss_client **ou
     if (opts->max_msg_mb < 0 || opts->max_msg_mb > 512)
         return client_err(SS_CLIENT_ERR_ARGUMENT, 0, "max_msg_mb %d is outside [1, 512]",
                           opts->max_msg_mb);
-    ss_client *c = calloc(1, sizeof *c);
-    if (!c) return client_err(SS_CLIENT_ERR_NOMEM, 0, "out of memory");
+    grpc_init();
+    grpc_channel_credentials *creds;
+    ss_client_error *err = channel_credentials(opts->ssl, &creds);
+    ss_client *c = err ? NULL : calloc(1, sizeof *c);
+    if (!c) {
+        if (creds) grpc_channel_credentials_release(creds);
+        grpc_shutdown();
+        return err ? err : client_err(SS_CLIENT_ERR_NOMEM, 0, "out of memory");
+    }
     int mb = opts->max_msg_mb ? opts->max_msg_mb : 512;
     c->timeout_ms = opts->timeout_ms;
     pthread_mutex_init(&c->mu, NULL);
     pthread_cond_init(&c->cv, NULL);
-    grpc_init();
     grpc_arg args[] = {
         {GRPC_ARG_INTEGER, GRPC_ARG_MAX_RECEIVE_MESSAGE_LENGTH, {.integer = mb << 20}},
         {GRPC_ARG_INTEGER, GRPC_ARG_MAX_SEND_MESSAGE_LENGTH, {.integer = mb << 20}},
         {GRPC_ARG_INTEGER, GRPC_ARG_ENABLE_HTTP_PROXY, {.integer = 0}},
     };
     grpc_channel_args channel_args = {sizeof args / sizeof args[0], args};
-    grpc_channel_credentials *creds = grpc_insecure_credentials_create();
     c->channel = grpc_channel_create(opts->address, creds, &channel_args);
     grpc_channel_credentials_release(creds);
     c->cq = grpc_completion_queue_create_for_next(NULL);
