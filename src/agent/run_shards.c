@@ -14,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -93,6 +94,7 @@ static ss_status *run_forked(const ss_run_shards_options *opt, int rank_size)
     fflush(NULL);
     int started = 0;
     ss_status *st = NULL;
+    pid_t parent = getpid();
     for (int r = 0; r < rank_size; r++) {
         pid_t pid = fork();
         if (pid < 0) {
@@ -100,6 +102,8 @@ static ss_status *run_forked(const ss_run_shards_options *opt, int rank_size)
             break;
         }
         if (pid == 0) {
+            /* a rank never outlives `shardserve run` (killed, or ended by a test's timeout) */
+            if (prctl(PR_SET_PDEATHSIG, SIGKILL) != 0 || getppid() != parent) _exit(1);
             char tag[32];
             snprintf(tag, sizeof tag, "rank %d", r);
             ss_log_set_tag(tag);
