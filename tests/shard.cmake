@@ -36,6 +36,8 @@ if(TARGET shardserve)
 
   # 3. one rank SIGKILLed mid-run: the others fail naming it, within the bound, nothing left
   ss_shard_test(shard_kill_shm 120 kill.sh shm)
+  # `shardserve run` itself SIGKILLed: its ranks die with it
+  ss_shard_test(shard_kill_parent_shm 120 kill.sh shm parent)
 
   if(SS_COMM_HAVE_MPI)
     ss_shard_test(shard_seed_mpi 120 seed.sh mpi reduce rows)

@@ -6,10 +6,13 @@
 #     loaded machine, counted from the kill;
 #   - the survivors' errors name rank 2 (shm: every survivor; mpi: a survivor or mpirun);
 #   - no process of the group and no /dev/shm/shardserve-run-<pid> segment is left.
-# usage: kill.sh shm|mpi
+# With "parent" (shm): the `shardserve run` process itself is SIGKILLed instead; every rank must
+# be gone within 3 s (they die with their parent) and nothing left behind.
+# usage: kill.sh shm|mpi [parent]
 . "$(dirname "$0")/common.sh"
 need_data
 backend=$1
+mode=${2:-rank}
 victim=2
 [ "$backend" = mpi ] && mpi_setup
 "$SS" shard "$DATA/chain/chain.onnx" --ranks 4 --strategy auto --out "$WORK/shards" >"$WORK/shard.log" 2>&1 ||
@@ -49,6 +52,27 @@ while [ "$found" -lt 4 ]; do
   [ "$found" -lt 4 ] && sleep 0.01
 done
 echo "ranks 0..3 running (pids ${pids[*]}), stopped"
+# a dead rank whose parent already exited may linger as a zombie until init reaps it: not alive
+alive() { local s; s=$(ps -o stat= -p "$1" 2>/dev/null) && [ "${s#Z}" = "$s" ]; }
+if [ "$mode" = parent ]; then
+  kill -KILL "$run"
+  echo "SIGKILL sent to shardserve run (pid $run) itself"
+  wait "$run" 2>/dev/null
+  t=0
+  while [ $t -lt 30 ]; do
+    n=0
+    for r in 0 1 2 3; do alive "${pids[$r]}" && n=$((n + 1)); done
+    [ "$n" -eq 0 ] && break
+    sleep 0.1
+    t=$((t + 1))
+  done
+  for r in 0 1 2 3; do
+    alive "${pids[$r]}" && { fail "rank $r (pid ${pids[$r]}) outlived its parent by 3 s"; ps -o pid,ppid,stat,args -p "${pids[$r]}"; }
+  done
+  [ "$FAILS" -eq 0 ] && ok "every rank died with shardserve run (within $((t * 100)) ms)"
+  check_clean "$run"
+  finish "$backend parent"
+fi
 kill -KILL "${pids[$victim]}"
 t0=$(date +%s%N)
 for r in 0 1 3; do kill -CONT "${pids[$r]}"; done
@@ -79,8 +103,6 @@ if [ "$backend" = mpi ]; then # Open MPI's session files and vader segments live
   left=$(find "$WORK/ompi" -mindepth 1 2>/dev/null | head -5)
   [ -z "$left" ] || fail "Open MPI files left behind: $left"
 fi
-# a dead rank whose parent already exited may linger as a zombie until init reaps it: not alive
-alive() { local s; s=$(ps -o stat= -p "$1" 2>/dev/null) && [ "${s#Z}" = "$s" ]; }
 for r in 0 1 2 3; do
   alive "${pids[$r]}" && { fail "rank $r (pid ${pids[$r]}) still alive"; ps -o pid,ppid,stat,args -p "${pids[$r]}"; }
 done
