@@ -1,9 +1,15 @@
 /*
- * MatMul (numpy semantics: 1-D promotion, broadcast batch dims) and Gemm, through OpenBLAS.
+ * MatMul (numpy semantics: 1-D promotion, broadcast batch dims) and Gemm.
  * When the right operand is a plain matrix (a Linear layer's weight), every batch row of the left
- * operand is folded into M so the whole op is one sgemm call.
+ * operand is folded into M so the whole op is one GEMM call. A float32 GEMM whose B is a constant
+ * matrix (an initializer: known at plan time) and whose folded M is at most SS_GEMM_SMALL_MAX_M
+ * runs on gemm_kernel.c's register-tile kernels, which read B in place (OpenBLAS's sgemm would
+ * repack all of B on every call); its threads follow OpenBLAS's thread count (the session's
+ * blas_threads, else OPENBLAS_NUM_THREADS). Everything else goes through OpenBLAS, with sgemv /
+ * dgemv when M == 1.
  */
 #include "../op.h"
+#include "gemm_kernel.h"
 
 #include <cblas.h>
 #include <stdlib.h>
@@ -18,7 +24,24 @@ typedef struct {
     int64_t a_stride[SS_MAX_DIMS], b_stride[SS_MAX_DIMS]; /* per batch dim, in matrices (0 = broadcast) */
     int64_t n_batch;
     bool fold_a; /* b is one matrix and a's batch is contiguous: one gemm with M * n_batch rows */
+    ss_gemm_variant small; /* != AUTO: the small-M kernel on constant B (fold_a only) */
+    int threads;
 } matmul_plan;
+
+/* The small-M kernel for a float32 GEMM of M rows whose B (input b_index) is a constant matrix,
+ * or SS_GEMM_AUTO when OpenBLAS should do it. Reserves the worker pool at plan time. */
+static ss_gemm_variant small_variant(ss_kctx *k, int b_index, int64_t M, int *threads)
+{
+    const ss_tensor *b = k->in[b_index];
+    if (b->dtype != SS_DT_FLOAT32 || b->ndim != 2 || M < 1 || M > SS_GEMM_SMALL_MAX_M ||
+        !ss_kctx_value(k, b_index))
+        return SS_GEMM_AUTO;
+    ss_gemm_variant v = ss_gemm_pick();
+    if (v == SS_GEMM_BLAS) return SS_GEMM_AUTO;
+    int t = openblas_get_num_threads();
+    *threads = t > 1 ? ss_gemm_pool_reserve(t) : 1;
+    return v;
+}
 
 static ss_status *matmul_infer(ss_kctx *k)
 {
@@ -63,6 +86,7 @@ static ss_status *matmul_infer(ss_kctx *k)
         p->n_batch *= p->batch[i];
     }
     p->fold_a = bs == 1 && as == p->n_batch;
+    if (p->fold_a && bn == b->ndim) p->small = small_variant(k, 1, p->M * p->n_batch, &p->threads);
     ss_tensor *o = k->out[0];
     o->dtype = a->dtype;
     o->ndim = 0;
@@ -77,6 +101,18 @@ static void gemm(ss_dtype dt, bool ta, bool tb, int64_t M, int64_t N, int64_t K,
                  const void *A, int64_t lda, const void *B, int64_t ldb, float beta, void *C)
 {
     if (M == 0 || N == 0) return;
+    if (M == 1 && !ta) { /* a vector times a matrix: stream B once instead of packing it */
+        /* y = B^T x (B is [K, N]) or B x (B stored [N, K]); beta = 0 is not trusted to clear NaN
+         * garbage in every OpenBLAS version */
+        if (beta == 0.0f) memset(C, 0, (size_t)N * (dt == SS_DT_FLOAT32 ? 4 : 8));
+        if (dt == SS_DT_FLOAT32)
+            cblas_sgemv(CblasRowMajor, tb ? CblasNoTrans : CblasTrans, (blasint)(tb ? N : K),
+                        (blasint)(tb ? K : N), alpha, B, (blasint)ldb, A, 1, 1.0f, C, 1);
+        else
+            cblas_dgemv(CblasRowMajor, tb ? CblasNoTrans : CblasTrans, (blasint)(tb ? N : K),
+                        (blasint)(tb ? K : N), alpha, B, (blasint)ldb, A, 1, 1.0, C, 1);
+        return;
+    }
     if (dt == SS_DT_FLOAT32)
         cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans,
                     (blasint)M, (blasint)N, (blasint)K, alpha, A, (blasint)lda, B, (blasint)ldb, beta,
@@ -96,6 +132,11 @@ static ss_status *matmul_run(ss_kctx *k)
     int64_t M = p->M, K = p->K, N = p->N;
     if (K == 0) {
         memset(C, 0, k->out[0]->nbytes);
+        return NULL;
+    }
+    if (p->small != SS_GEMM_AUTO) {
+        ss_gemm_small(p->small, M * p->n_batch, N, K, 1.0f, (const float *)A, K, (const float *)B,
+                      N, false, (float *)C, N, p->threads);
         return NULL;
     }
     if (p->fold_a) {
@@ -119,6 +160,8 @@ typedef struct {
     bool ta, tb;
     int64_t M, N, K;
     float alpha, beta;
+    ss_gemm_variant small; /* != AUTO: the small-M kernel on constant B */
+    int threads;
 } gemm_plan;
 
 static ss_status *gemm_infer(ss_kctx *k)
@@ -151,6 +194,7 @@ static ss_status *gemm_infer(ss_kctx *k)
         if (c->ndim > 2 || (cm != 1 && cm != p->M) || (cn != 1 && cn != p->N))
             return ss_op_err(k, SS_ERR_INVALID, "C does not broadcast to [%lld,%lld]", (long long)p->M, (long long)p->N);
     }
+    if (!p->ta && !p->tb) p->small = small_variant(k, 1, p->M, &p->threads);
     ss_tensor *o = k->out[0];
     o->dtype = a->dtype;
     o->ndim = 2;
@@ -191,6 +235,11 @@ static ss_status *gemm_run(ss_kctx *k)
     }
     if (p->K == 0 || p->alpha == 0.0f) {
         if (beta == 0.0f) memset(out, 0, k->out[0]->nbytes);
+        return NULL;
+    }
+    if (p->small != SS_GEMM_AUTO) {
+        ss_gemm_small(p->small, p->M, p->N, p->K, p->alpha, a->data, a->dims[1], b->data,
+                      b->dims[1], beta != 0.0f, out, p->N, p->threads);
         return NULL;
     }
     gemm(a->dtype, p->ta, p->tb, p->M, p->N, p->K, p->alpha, a->data, a->dims[1], b->data,

@@ -1,0 +1,466 @@
+/*
+ * Small-M float32 GEMM on a row-major B read in place (see gemm_kernel.h).
+ *
+ * Loop order per column chunk: K in blocks of KC rows; for each block, the rows of A are packed
+ * (on the stack, KC x M floats) so a tile broadcasts A from one contiguous line; then every
+ * 32-column panel of the chunk runs its M blocks as register tiles (AVX-512: up to 12 rows x 32
+ * columns in 24 zmm accumulators; AVX2: 6 x 16 in 12 ymm). A KC x 32 panel of B (32 KiB) is
+ * loaded from memory once and reused from L1 by the other M blocks; while the first M block
+ * runs, the next panel's rows are prefetched. C takes alpha * partial sum after each K block
+ * (it stays in L2 for M <= 64). Column tails use masked loads and stores, so any N works.
+ *
+ * Work is split into column chunks that the caller and the pool's workers claim with an atomic
+ * counter, so a descheduled thread (a shared machine) does not hold the others up.
+ */
+#define _GNU_SOURCE
+#include "gemm_kernel.h"
+
+#include <cblas.h>
+#include <immintrin.h>
+#include <pthread.h>
+#include <signal.h>
+#include <string.h>
+
+#define KC 256
+#define MR512 12
+#define MR256 6
+#define PANEL 32       /* columns per chunk unit (and AVX-512 tile width) */
+#define MAX_WORKERS 63 /* pool workers besides the caller */
+#define MIN_PAR_FLOP 4e6 /* below this (~40 us of work) one thread: waking a worker costs more */
+
+typedef struct {
+    ss_gemm_variant v;
+    int64_t M, N, K;
+    float alpha;
+    const float *A;
+    int64_t lda;
+    const float *B;
+    int64_t ldb;
+    bool acc;
+    float *C;
+    int64_t ldc;
+    int64_t chunk_cols, n_chunks;
+    int64_t next_chunk; /* claimed with __atomic_fetch_add */
+} gemm_job;
+
+/* ------------------------------------------------------------------ variant choice */
+
+static ss_gemm_variant forced;
+static unsigned long calls[4];
+
+unsigned long ss_gemm_calls(ss_gemm_variant v)
+{
+    return (unsigned)v < 4 ? __atomic_load_n(&calls[v], __ATOMIC_RELAXED) : 0;
+}
+
+bool ss_gemm_supported(ss_gemm_variant v)
+{
+    switch (v) {
+    case SS_GEMM_BLAS:
+        return true;
+    case SS_GEMM_AVX2:
+        return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+    case SS_GEMM_AVX512:
+        return __builtin_cpu_supports("avx512f");
+    default:
+        return false;
+    }
+}
+
+ss_gemm_variant ss_gemm_pick(void)
+{
+    if (forced != SS_GEMM_AUTO) return forced;
+    if (ss_gemm_supported(SS_GEMM_AVX512)) return SS_GEMM_AVX512;
+    if (ss_gemm_supported(SS_GEMM_AVX2)) return SS_GEMM_AVX2;
+    return SS_GEMM_BLAS;
+}
+
+void ss_gemm_force(ss_gemm_variant v) { forced = v; }
+
+const char *ss_gemm_variant_name(ss_gemm_variant v)
+{
+    static const char *names[] = {"auto", "blas", "avx2", "avx512"};
+    return (unsigned)v < 4 ? names[v] : "?";
+}
+
+/* Packs rows [r0, r0 + R) x cols [k0, k0 + kc) of A as ap[k * R + m]. */
+static void pack_a(const float *restrict A, int64_t lda, int r0, int R, int64_t k0, int kc,
+                   float *restrict ap)
+{
+    for (int m = 0; m < R; m++) {
+        const float *src = A + (int64_t)(r0 + m) * lda + k0;
+        for (int k = 0; k < kc; k++) ap[k * R + m] = src[k];
+    }
+}
+
+/* M split into n blocks of near-equal size <= mr (32 rows -> 11, 11, 10 rather than 12, 12, 8). */
+static int m_blocks(int M, int mr, int *start, int *rows)
+{
+    int nb = (M + mr - 1) / mr, base = M / nb, extra = M % nb, r = 0;
+    for (int b = 0; b < nb; b++) {
+        start[b] = r;
+        rows[b] = base + (b < extra);
+        r += rows[b];
+    }
+    return nb;
+}
+
+/* ------------------------------------------------------------------ AVX-512 */
+
+#define T512 __attribute__((target("avx512f,fma")))
+
+static inline __attribute__((always_inline)) T512 void
+tile512(const int R, const bool masked, const bool pf, const float *restrict ap,
+        const float *restrict b, int64_t ldb, int kc, float *restrict c, int64_t ldc,
+        float alpha, bool load_c, __mmask16 m0, __mmask16 m1)
+{
+    __m512 x0[MR512], x1[MR512];
+#pragma GCC unroll 12
+    for (int m = 0; m < R; m++) x0[m] = x1[m] = _mm512_setzero_ps();
+    for (int k = 0; k < kc; k++) {
+        const float *bk = b + k * ldb;
+        __m512 b0 = masked ? _mm512_maskz_loadu_ps(m0, bk) : _mm512_loadu_ps(bk);
+        __m512 b1 = masked ? _mm512_maskz_loadu_ps(m1, bk + 16) : _mm512_loadu_ps(bk + 16);
+        if (pf) {
+            _mm_prefetch((const char *)(bk + 32), _MM_HINT_T0);
+            _mm_prefetch((const char *)(bk + 48), _MM_HINT_T0);
+        }
+        const float *a = ap + k * R;
+#pragma GCC unroll 12
+        for (int m = 0; m < R; m++) {
+            __m512 av = _mm512_set1_ps(a[m]);
+            x0[m] = _mm512_fmadd_ps(av, b0, x0[m]);
+            x1[m] = _mm512_fmadd_ps(av, b1, x1[m]);
+        }
+    }
+    __m512 va = _mm512_set1_ps(alpha);
+#pragma GCC unroll 12
+    for (int m = 0; m < R; m++) {
+        float *cm = c + m * ldc;
+        if (masked) {
+            __m512 r0 = load_c ? _mm512_fmadd_ps(x0[m], va, _mm512_maskz_loadu_ps(m0, cm))
+                               : _mm512_mul_ps(x0[m], va);
+            __m512 r1 = load_c ? _mm512_fmadd_ps(x1[m], va, _mm512_maskz_loadu_ps(m1, cm + 16))
+                               : _mm512_mul_ps(x1[m], va);
+            _mm512_mask_storeu_ps(cm, m0, r0);
+            _mm512_mask_storeu_ps(cm + 16, m1, r1);
+        } else {
+            __m512 r0 = load_c ? _mm512_fmadd_ps(x0[m], va, _mm512_loadu_ps(cm))
+                               : _mm512_mul_ps(x0[m], va);
+            __m512 r1 = load_c ? _mm512_fmadd_ps(x1[m], va, _mm512_loadu_ps(cm + 16))
+                               : _mm512_mul_ps(x1[m], va);
+            _mm512_storeu_ps(cm, r0);
+            _mm512_storeu_ps(cm + 16, r1);
+        }
+    }
+}
+
+#define TILE512_CASE(R)                                                                        \
+    case R:                                                                                    \
+        if (masked)                                                                            \
+            tile512(R, true, false, ap, b, ldb, kc, c, ldc, alpha, load_c, m0, m1);            \
+        else if (pf)                                                                           \
+            tile512(R, false, true, ap, b, ldb, kc, c, ldc, alpha, load_c, m0, m1);            \
+        else                                                                                   \
+            tile512(R, false, false, ap, b, ldb, kc, c, ldc, alpha, load_c, m0, m1);           \
+        break;
+
+static T512 void tile512_any(int R, bool masked, bool pf, const float *ap, const float *b,
+                             int64_t ldb, int kc, float *c, int64_t ldc, float alpha, bool load_c,
+                             __mmask16 m0, __mmask16 m1)
+{
+    switch (R) {
+        TILE512_CASE(1)
+        TILE512_CASE(2)
+        TILE512_CASE(3)
+        TILE512_CASE(4)
+        TILE512_CASE(5)
+        TILE512_CASE(6)
+        TILE512_CASE(7)
+        TILE512_CASE(8)
+        TILE512_CASE(9)
+        TILE512_CASE(10)
+        TILE512_CASE(11)
+        TILE512_CASE(12)
+    default:
+        break;
+    }
+}
+
+static T512 void cols512(const gemm_job *j, int64_t n0, int64_t n1)
+{
+    float ap[SS_GEMM_SMALL_MAX_M * KC] __attribute__((aligned(64)));
+    int start[SS_GEMM_SMALL_MAX_M], rows[SS_GEMM_SMALL_MAX_M];
+    int nb = m_blocks((int)j->M, MR512, start, rows);
+    for (int64_t k0 = 0; k0 < j->K; k0 += KC) {
+        int kc = j->K - k0 < KC ? (int)(j->K - k0) : KC;
+        for (int bi = 0; bi < nb; bi++)
+            pack_a(j->A, j->lda, start[bi], rows[bi], k0, kc, ap + (int64_t)start[bi] * kc);
+        bool load_c = j->acc || k0 > 0;
+        for (int64_t n = n0; n < n1; n += 32) {
+            int w = n1 - n < 32 ? (int)(n1 - n) : 32;
+            bool masked = w < 32, pf = n + 32 < n1;
+            __mmask16 m0 = (__mmask16)(w >= 16 ? 0xFFFF : (1u << w) - 1);
+            __mmask16 m1 = (__mmask16)(w >= 32 ? 0xFFFF : w > 16 ? (1u << (w - 16)) - 1 : 0);
+            const float *b = j->B + k0 * j->ldb + n;
+            for (int bi = 0; bi < nb; bi++)
+                tile512_any(rows[bi], masked, pf && bi == 0, ap + (int64_t)start[bi] * kc, b,
+                            j->ldb, kc, j->C + start[bi] * j->ldc + n, j->ldc, j->alpha, load_c,
+                            m0, m1);
+        }
+    }
+}
+
+/* ------------------------------------------------------------------ AVX2 + FMA */
+
+#define T256 __attribute__((target("avx2,fma")))
+
+static inline __attribute__((always_inline)) T256 void
+tile256(const int R, const bool masked, const bool pf, const float *restrict ap,
+        const float *restrict b, int64_t ldb, int kc, float *restrict c, int64_t ldc,
+        float alpha, bool load_c, __m256i m0, __m256i m1)
+{
+    __m256 x0[MR256], x1[MR256];
+#pragma GCC unroll 6
+    for (int m = 0; m < R; m++) x0[m] = x1[m] = _mm256_setzero_ps();
+    for (int k = 0; k < kc; k++) {
+        const float *bk = b + k * ldb;
+        __m256 b0 = masked ? _mm256_maskload_ps(bk, m0) : _mm256_loadu_ps(bk);
+        __m256 b1 = masked ? _mm256_maskload_ps(bk + 8, m1) : _mm256_loadu_ps(bk + 8);
+        if (pf) _mm_prefetch((const char *)(bk + 16), _MM_HINT_T0);
+        const float *a = ap + k * R;
+#pragma GCC unroll 6
+        for (int m = 0; m < R; m++) {
+            __m256 av = _mm256_broadcast_ss(a + m);
+            x0[m] = _mm256_fmadd_ps(av, b0, x0[m]);
+            x1[m] = _mm256_fmadd_ps(av, b1, x1[m]);
+        }
+    }
+    __m256 va = _mm256_set1_ps(alpha);
+#pragma GCC unroll 6
+    for (int m = 0; m < R; m++) {
+        float *cm = c + m * ldc;
+        if (masked) {
+            __m256 r0 = load_c ? _mm256_fmadd_ps(x0[m], va, _mm256_maskload_ps(cm, m0))
+                               : _mm256_mul_ps(x0[m], va);
+            __m256 r1 = load_c ? _mm256_fmadd_ps(x1[m], va, _mm256_maskload_ps(cm + 8, m1))
+                               : _mm256_mul_ps(x1[m], va);
+            _mm256_maskstore_ps(cm, m0, r0);
+            _mm256_maskstore_ps(cm + 8, m1, r1);
+        } else {
+            __m256 r0 = load_c ? _mm256_fmadd_ps(x0[m], va, _mm256_loadu_ps(cm))
+                               : _mm256_mul_ps(x0[m], va);
+            __m256 r1 = load_c ? _mm256_fmadd_ps(x1[m], va, _mm256_loadu_ps(cm + 8))
+                               : _mm256_mul_ps(x1[m], va);
+            _mm256_storeu_ps(cm, r0);
+            _mm256_storeu_ps(cm + 8, r1);
+        }
+    }
+}
+
+#define TILE256_CASE(R)                                                                        \
+    case R:                                                                                    \
+        if (masked)                                                                            \
+            tile256(R, true, false, ap, b, ldb, kc, c, ldc, alpha, load_c, m0, m1);            \
+        else if (pf)                                                                           \
+            tile256(R, false, true, ap, b, ldb, kc, c, ldc, alpha, load_c, m0, m1);            \
+        else                                                                                   \
+            tile256(R, false, false, ap, b, ldb, kc, c, ldc, alpha, load_c, m0, m1);           \
+        break;
+
+static T256 void tile256_any(int R, bool masked, bool pf, const float *ap, const float *b,
+                             int64_t ldb, int kc, float *c, int64_t ldc, float alpha, bool load_c,
+                             __m256i m0, __m256i m1)
+{
+    switch (R) {
+        TILE256_CASE(1)
+        TILE256_CASE(2)
+        TILE256_CASE(3)
+        TILE256_CASE(4)
+        TILE256_CASE(5)
+        TILE256_CASE(6)
+    default:
+        break;
+    }
+}
+
+static T256 void cols256(const gemm_job *j, int64_t n0, int64_t n1)
+{
+    float ap[SS_GEMM_SMALL_MAX_M * KC] __attribute__((aligned(32)));
+    int start[SS_GEMM_SMALL_MAX_M], rows[SS_GEMM_SMALL_MAX_M];
+    int nb = m_blocks((int)j->M, MR256, start, rows);
+    const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    for (int64_t k0 = 0; k0 < j->K; k0 += KC) {
+        int kc = j->K - k0 < KC ? (int)(j->K - k0) : KC;
+        for (int bi = 0; bi < nb; bi++)
+            pack_a(j->A, j->lda, start[bi], rows[bi], k0, kc, ap + (int64_t)start[bi] * kc);
+        bool load_c = j->acc || k0 > 0;
+        for (int64_t n = n0; n < n1; n += 16) {
+            int w = n1 - n < 16 ? (int)(n1 - n) : 16;
+            bool masked = w < 16, pf = n + 16 < n1;
+            __m256i m0 = _mm256_cmpgt_epi32(_mm256_set1_epi32(w), lane);
+            __m256i m1 = _mm256_cmpgt_epi32(_mm256_set1_epi32(w - 8), lane);
+            const float *b = j->B + k0 * j->ldb + n;
+            for (int bi = 0; bi < nb; bi++)
+                tile256_any(rows[bi], masked, pf && bi == 0, ap + (int64_t)start[bi] * kc, b,
+                            j->ldb, kc, j->C + start[bi] * j->ldc + n, j->ldc, j->alpha, load_c,
+                            m0, m1);
+        }
+    }
+}
+
+/* ------------------------------------------------------------------ work split and pool */
+
+/* Claims column chunks until none is left. */
+static void run_chunks(gemm_job *j)
+{
+    for (;;) {
+        int64_t c = __atomic_fetch_add(&j->next_chunk, 1, __ATOMIC_RELAXED);
+        if (c >= j->n_chunks) return;
+        int64_t n0 = c * j->chunk_cols, n1 = n0 + j->chunk_cols < j->N ? n0 + j->chunk_cols : j->N;
+        if (j->v == SS_GEMM_AVX512) cols512(j, n0, n1);
+        else cols256(j, n0, n1);
+    }
+}
+
+static struct {
+    pthread_mutex_t lock; /* guards everything below */
+    pthread_cond_t wake;  /* gen changed */
+    pthread_cond_t done;  /* pending reached 0, or a worker started */
+    pthread_mutex_t busy; /* held by the call that owns the workers */
+    int n_workers, started, parts, pending;
+    unsigned gen;
+    gemm_job *job;
+    bool atfork;
+} pool = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, PTHREAD_COND_INITIALIZER,
+          PTHREAD_MUTEX_INITIALIZER, 0, 0, 0, 0, 0, NULL, false};
+
+static void *worker_main(void *arg)
+{
+    int idx = (int)(intptr_t)arg; /* part index, 1-based (the caller is part 0) */
+    pthread_mutex_lock(&pool.lock);
+    unsigned seen = pool.gen;
+    pool.started++;
+    pthread_cond_broadcast(&pool.done);
+    for (;;) {
+        while (pool.gen == seen) pthread_cond_wait(&pool.wake, &pool.lock);
+        seen = pool.gen;
+        if (idx >= pool.parts) continue; /* not needed this time; pool.job may be stale */
+        gemm_job *j = pool.job;
+        pthread_mutex_unlock(&pool.lock);
+        run_chunks(j);
+        pthread_mutex_lock(&pool.lock);
+        if (--pool.pending == 0) pthread_cond_signal(&pool.done);
+    }
+    return NULL;
+}
+
+/* A forked child has no workers: start over (the parent's workers stay the parent's). */
+static void pool_atfork_child(void)
+{
+    pthread_mutex_t m = PTHREAD_MUTEX_INITIALIZER;
+    pthread_cond_t c = PTHREAD_COND_INITIALIZER;
+    pool.lock = m;
+    pool.busy = m;
+    pool.wake = c;
+    pool.done = c;
+    pool.n_workers = pool.started = pool.parts = pool.pending = 0;
+    pool.job = NULL;
+}
+
+int ss_gemm_pool_reserve(int threads)
+{
+    if (threads > MAX_WORKERS + 1) threads = MAX_WORKERS + 1;
+    pthread_mutex_lock(&pool.busy); /* no call runs while workers are added */
+    pthread_mutex_lock(&pool.lock);
+    if (!pool.atfork) pool.atfork = pthread_atfork(NULL, NULL, pool_atfork_child) == 0;
+    sigset_t all, old;
+    sigfillset(&all);
+    pthread_sigmask(SIG_SETMASK, &all, &old); /* workers inherit it: no signal lands on them */
+    while (pool.n_workers < threads - 1) {
+        pthread_t t;
+        pthread_attr_t attr;
+        pthread_attr_init(&attr);
+        pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+        int rc = pthread_create(&t, &attr, worker_main, (void *)(intptr_t)(pool.n_workers + 1));
+        pthread_attr_destroy(&attr);
+        if (rc != 0) break;
+        pool.n_workers++;
+    }
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    while (pool.started < pool.n_workers) pthread_cond_wait(&pool.done, &pool.lock);
+    int n = pool.n_workers + 1;
+    pthread_mutex_unlock(&pool.lock);
+    pthread_mutex_unlock(&pool.busy);
+    return n;
+}
+
+static void blas_gemm(int64_t M, int64_t N, int64_t K, float alpha, const float *A, int64_t lda,
+                      const float *B, int64_t ldb, bool acc, float *C, int64_t ldc)
+{
+    if (M == 1) {
+        /* beta = 0 is not trusted to clear NaN garbage in every OpenBLAS version */
+        if (!acc) memset(C, 0, sizeof(float) * (size_t)N);
+        cblas_sgemv(CblasRowMajor, CblasTrans, (blasint)K, (blasint)N, alpha, B, (blasint)ldb,
+                    A, 1, 1.0f, C, 1);
+        return;
+    }
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (blasint)M, (blasint)N, (blasint)K,
+                alpha, A, (blasint)lda, B, (blasint)ldb, acc ? 1.0f : 0.0f, C, (blasint)ldc);
+}
+
+void ss_gemm_small(ss_gemm_variant v, int64_t M, int64_t N, int64_t K, float alpha,
+                   const float *A, int64_t lda, const float *B, int64_t ldb, bool acc, float *C,
+                   int64_t ldc, int threads)
+{
+    if (M <= 0 || N <= 0) return;
+    if (v == SS_GEMM_AUTO) v = ss_gemm_pick();
+    if (K == 0 || v == SS_GEMM_BLAS || M > SS_GEMM_SMALL_MAX_M || !ss_gemm_supported(v)) {
+        __atomic_add_fetch(&calls[SS_GEMM_BLAS], 1, __ATOMIC_RELAXED);
+        if (K == 0) {
+            if (!acc)
+                for (int64_t i = 0; i < M; i++) memset(C + i * ldc, 0, sizeof(float) * (size_t)N);
+            return;
+        }
+        blas_gemm(M, N, K, alpha, A, lda, B, ldb, acc, C, ldc);
+        return;
+    }
+    __atomic_add_fetch(&calls[v], 1, __ATOMIC_RELAXED);
+    gemm_job j = {v, M, N, K, alpha, A, lda, B, ldb, acc, C, ldc, 0, 0, 0};
+    int64_t panels = (N + PANEL - 1) / PANEL;
+    int parts = threads < 1 ? 1 : threads;
+    if (parts > panels) parts = (int)panels;
+    if (2.0 * (double)M * (double)N * (double)K < MIN_PAR_FLOP) parts = 1;
+    bool owned = false; /* this call holds pool.busy */
+    if (parts > 1) {
+        if (pthread_mutex_trylock(&pool.busy) == 0) {
+            owned = true; /* n_workers only changes under busy */
+            if (parts > pool.n_workers + 1) parts = pool.n_workers + 1;
+        } else {
+            parts = 1; /* another call owns the workers: do not wait for it */
+        }
+    }
+    /* about 4 chunks per part, so a late thread leaves its share to the others */
+    int64_t per = parts == 1 ? panels : (panels + 4 * parts - 1) / (4 * parts);
+    j.chunk_cols = per * PANEL;
+    j.n_chunks = (N + j.chunk_cols - 1) / j.chunk_cols;
+    if (parts <= 1) {
+        if (owned) pthread_mutex_unlock(&pool.busy);
+        run_chunks(&j);
+        return;
+    }
+    pthread_mutex_lock(&pool.lock);
+    pool.job = &j;
+    pool.parts = parts;
+    pool.pending = parts - 1;
+    pool.gen++;
+    pthread_cond_broadcast(&pool.wake);
+    pthread_mutex_unlock(&pool.lock);
+    run_chunks(&j);
+    pthread_mutex_lock(&pool.lock);
+    while (pool.pending > 0) pthread_cond_wait(&pool.done, &pool.lock);
+    pool.job = NULL;
+    pool.parts = 0;
+    pthread_mutex_unlock(&pool.lock);
+    pthread_mutex_unlock(&pool.busy);
+}

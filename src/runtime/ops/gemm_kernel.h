@@ -1,0 +1,52 @@
+/*
+ * Small-M float32 GEMM for constant weights: C[M,N] = alpha * A[M,K] x B[K,N] (+ C), with B
+ * row-major and read where it lies (no packing, no extra memory: a 1 GiB external-data model
+ * stays a read-only mapping). Register-tile kernels for AVX-512F and AVX2+FMA, chosen at run
+ * time with __builtin_cpu_supports; OpenBLAS (sgemv for M == 1, sgemm otherwise) elsewhere.
+ *
+ * Threads: N is split in 32-column panels over a process-wide pool of workers that sleep on a
+ * condition variable when idle. The pool is grown at plan time (ss_gemm_pool_reserve); a call
+ * never creates a thread and never allocates. If another call holds the pool, a call runs on
+ * its own thread alone instead of waiting.
+ */
+#ifndef SS_RUNTIME_GEMM_KERNEL_H
+#define SS_RUNTIME_GEMM_KERNEL_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "shardserve/core.h"
+
+/* Largest M (rows of A after folding batch dims) the register-tile kernels take; above it
+ * OpenBLAS's packed sgemm amortises its packing of B. */
+#define SS_GEMM_SMALL_MAX_M 64
+
+typedef enum {
+    SS_GEMM_AUTO = 0, /* the best variant this CPU supports */
+    SS_GEMM_BLAS,     /* OpenBLAS: sgemv for M == 1, sgemm otherwise */
+    SS_GEMM_AVX2,     /* AVX2 + FMA, 6 x 16 tiles */
+    SS_GEMM_AVX512,   /* AVX-512F, 12 x 32 tiles */
+} ss_gemm_variant;
+
+/* Whether this CPU runs variant v. */
+bool ss_gemm_supported(ss_gemm_variant v);
+/* The variant plans choose: the forced one if set (tests), else the best supported. */
+ss_gemm_variant ss_gemm_pick(void);
+/* Test hook: plans made after this call use v (SS_GEMM_AUTO restores the default). */
+void ss_gemm_force(ss_gemm_variant v);
+const char *ss_gemm_variant_name(ss_gemm_variant v);
+/* How many ss_gemm_small calls ran on variant v (tests check the path they forced was taken). */
+unsigned long ss_gemm_calls(ss_gemm_variant v);
+
+/* Makes the pool able to run `threads` parts at once (threads - 1 workers; plan time). Returns
+ * how many parts it can run (less than asked if thread creation failed). */
+int ss_gemm_pool_reserve(int threads);
+
+/* C = alpha * A x B, or C += alpha * A x B when acc. lda/ldb/ldc are row strides in floats.
+ * Uses up to `threads` threads (capped by the pool and by the amount of work). M <=
+ * SS_GEMM_SMALL_MAX_M for the tile variants. */
+void ss_gemm_small(ss_gemm_variant v, int64_t M, int64_t N, int64_t K, float alpha,
+                   const float *A, int64_t lda, const float *B, int64_t ldb, bool acc, float *C,
+                   int64_t ldc, int threads);
+
+#endif

@@ -1,0 +1,497 @@
+/*
+ * MatMul and Gemm (ops/matmul.c) with every small-M kernel variant this CPU has (OpenBLAS,
+ * AVX2+FMA, AVX-512; forced in turn with ss_gemm_force) and 1, 2 and 3 threads, called through
+ * the op table the way the planner calls them, against a double-precision reference: odd M
+ * (1 2 3 7 31 33 64 65: tile remainders and the M limit), K and N that are not multiples of
+ * 16/32/256 (column masks, K blocks), folded batch dims, true batched and broadcast MatMul, 1-D
+ * operands, Gemm with transA/transB, alpha, beta and every bias broadcast, the kernel entry point
+ * with strided operands and accumulation, and NaN garbage in the output buffer. Each case checks
+ * that the forced variant really ran and that the second run did not call malloc.
+ */
+#include <cblas.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "check.h"
+#include "gemm_kernel.h"
+#include "op.h"
+
+/* ------------------------------------------------------------------ counting allocations */
+
+static volatile int alloc_count;
+void *__real_malloc(size_t n);
+void *__real_calloc(size_t n, size_t m);
+void *__real_realloc(void *p, size_t n);
+void *__wrap_malloc(size_t n);
+void *__wrap_calloc(size_t n, size_t m);
+void *__wrap_realloc(void *p, size_t n);
+void *__wrap_malloc(size_t n)
+{
+    __atomic_add_fetch(&alloc_count, 1, __ATOMIC_RELAXED);
+    return __real_malloc(n);
+}
+void *__wrap_calloc(size_t n, size_t m)
+{
+    __atomic_add_fetch(&alloc_count, 1, __ATOMIC_RELAXED);
+    return __real_calloc(n, m);
+}
+void *__wrap_realloc(void *p, size_t n)
+{
+    __atomic_add_fetch(&alloc_count, 1, __ATOMIC_RELAXED);
+    return __real_realloc(p, n);
+}
+
+static void test_alloc_counter_sees_malloc(void)
+{
+    int before = alloc_count;
+    ss_tensor t = {0};
+    int64_t d[1] = {3};
+    CHECK_OK(ss_tensor_alloc(&t, SS_DT_FLOAT32, 1, d));
+    CHECK(alloc_count > before);
+    ss_tensor_free(&t);
+}
+
+/* ------------------------------------------------------------------ helpers */
+
+static const ss_gemm_variant variants[] = {SS_GEMM_BLAS, SS_GEMM_AVX2, SS_GEMM_AVX512};
+#define N_VARIANTS 3
+
+typedef struct {
+    Onnx__NodeProto node;
+    Onnx__AttributeProto attrs[8];
+    Onnx__AttributeProto *ptrs[8];
+} tnode;
+
+static void tnode_init(tnode *t, const char *op)
+{
+    memset(t, 0, sizeof *t);
+    onnx__node_proto__init(&t->node);
+    t->node.op_type = (char *)op;
+    t->node.name = (char *)"test";
+    t->node.attribute = t->ptrs;
+}
+
+static Onnx__AttributeProto *add_attr(tnode *t, const char *name,
+                                      Onnx__AttributeProto__AttributeType type)
+{
+    Onnx__AttributeProto *a = &t->attrs[t->node.n_attribute];
+    onnx__attribute_proto__init(a);
+    a->name = (char *)name;
+    a->type = type;
+    t->ptrs[t->node.n_attribute++] = a;
+    return a;
+}
+
+static void attr_int(tnode *t, const char *name, int64_t v)
+{
+    add_attr(t, name, ONNX__ATTRIBUTE_PROTO__ATTRIBUTE_TYPE__INT)->i = v;
+}
+
+static void attr_float(tnode *t, const char *name, float v)
+{
+    add_attr(t, name, ONNX__ATTRIBUTE_PROTO__ATTRIBUTE_TYPE__FLOAT)->f = v;
+}
+
+static uint64_t rng_state = 88172645463325252ull;
+static double urand(void) /* [-1, 1) */
+{
+    rng_state ^= rng_state << 13;
+    rng_state ^= rng_state >> 7;
+    rng_state ^= rng_state << 17;
+    return (double)(rng_state >> 11) / (double)(1ull << 52) - 1.0;
+}
+
+static ss_tensor make_rand(ss_dtype dt, int nd, const int64_t *dims)
+{
+    ss_tensor t = {0};
+    ss_status *st = ss_tensor_alloc(&t, dt, nd, dims);
+    if (st) {
+        fprintf(stderr, "alloc: %s\n", st->msg);
+        abort();
+    }
+    int64_t n = ss_tensor_numel(&t);
+    for (int64_t i = 0; i < n; i++) {
+        if (dt == SS_DT_FLOAT32) ((float *)t.data)[i] = (float)urand();
+        else ((double *)t.data)[i] = urand();
+    }
+    return t;
+}
+
+static double get(const ss_tensor *t, int64_t i)
+{
+    return t->dtype == SS_DT_FLOAT32 ? (double)((const float *)t->data)[i]
+                                     : ((const double *)t->data)[i];
+}
+
+/* Sum of the tile-kernel call counters (to see that the OpenBLAS variant does not reach them). */
+static unsigned long tile_calls(void)
+{
+    return ss_gemm_calls(SS_GEMM_AVX2) + ss_gemm_calls(SS_GEMM_AVX512);
+}
+
+/* After a node ran twice: the forced tile variant ran iff expected; OpenBLAS never reaches the
+ * tile kernels. */
+static void check_path(const char *what, ss_gemm_variant v, bool expect_small, unsigned long before,
+                       unsigned long tiles_before)
+{
+    if (v == SS_GEMM_BLAS || !expect_small)
+        CHECK_MSG(tile_calls() == tiles_before, "%s: tile kernel used", what);
+    else
+        CHECK_MSG(ss_gemm_calls(v) == before + 2, "%s: kernel not used", what);
+}
+
+/* infer, then run twice on an output full of NaN; the second run must not allocate. */
+static ss_status *run_node(tnode *t, int64_t opset, int n_in, ss_tensor **in, ss_tensor *out)
+{
+    const ss_op_def *d = ss_op_find("", t->node.op_type, opset);
+    if (!d) return ss_errf(SS_ERR_UNSUPPORTED, "no %s", t->node.op_type);
+    memset(out, 0, sizeof *out);
+    ss_tensor *outp[1] = {out};
+    t->node.n_input = (size_t)n_in;
+    t->node.n_output = 1;
+    ss_kctx k = {.node = &t->node,
+                 .node_name = "test",
+                 .opset = opset,
+                 .n_in = n_in,
+                 .n_out = 1,
+                 .in = in,
+                 .out = outp};
+    ss_status *st = d->infer(&k);
+    if (!st) {
+        ss_tensor shape = *out;
+        st = ss_tensor_alloc(out, shape.dtype, shape.ndim, shape.dims);
+    }
+    if (!st) {
+        int64_t n = ss_tensor_numel(out);
+        for (int64_t i = 0; i < n; i++) {
+            if (out->dtype == SS_DT_FLOAT32) ((float *)out->data)[i] = NAN;
+            else ((double *)out->data)[i] = NAN;
+        }
+        st = d->run(&k);
+    }
+    if (!st) {
+        int before = alloc_count;
+        st = d->run(&k);
+        int n = alloc_count - before;
+        if (!st && n) st = ss_errf(SS_ERR_INTERNAL, "%s run called malloc %d times", t->node.op_type, n);
+    }
+    free(k.state);
+    return st;
+}
+
+/* Compares out with a reference; tolerance relative to sum |a_i b_i| of each element. */
+static int compare(const char *what, const ss_tensor *out, const double *ref, const double *mag,
+                   int64_t n)
+{
+    double tol = out->dtype == SS_DT_FLOAT32 ? 2e-6 : 1e-13;
+    if (ss_tensor_numel(out) != n) {
+        fprintf(stderr, "%s: %lld elements, want %lld\n", what, (long long)ss_tensor_numel(out),
+                (long long)n);
+        return 1;
+    }
+    for (int64_t i = 0; i < n; i++) {
+        double g = get(out, i);
+        if (!(fabs(g - ref[i]) <= tol * (mag[i] + 1.0) * 4)) {
+            fprintf(stderr, "%s: element %lld is %.9g, want %.9g\n", what, (long long)i, g, ref[i]);
+            return 1;
+        }
+    }
+    return 0;
+}
+
+/* MatMul of a [a_nd dims] x b [b_nd dims] against the numpy-semantics reference computed here. */
+static void check_matmul(ss_dtype dt, int a_nd, const int64_t *ad, int b_nd, const int64_t *bd,
+                         ss_gemm_variant v, int threads, bool expect_small)
+{
+    ss_tensor a = make_rand(dt, a_nd, ad), b = make_rand(dt, b_nd, bd), out;
+    ss_tensor *in[2] = {&a, &b};
+    tnode t;
+    tnode_init(&t, "MatMul");
+    char what[160];
+    snprintf(what, sizeof what, "MatMul %s a_nd %d b_nd %d M %lld K %lld N %lld threads %d",
+             ss_gemm_variant_name(v), a_nd, b_nd, (long long)(a_nd > 1 ? ad[a_nd - 2] : 1),
+             (long long)ad[a_nd - 1], (long long)(b_nd > 1 ? bd[b_nd - 1] : 1), threads);
+    unsigned long before = ss_gemm_calls(v), tiles_before = tile_calls();
+    ss_status *st = run_node(&t, 13, 2, in, &out);
+    CHECK_MSG(!st, "%s: %s", what, st ? st->msg : "");
+    if (st) {
+        ss_status_free(st);
+        goto done;
+    }
+    check_path(what, v, expect_small, before, tiles_before);
+    /* reference: promote, broadcast batch dims (at most 2 here) */
+    int64_t M = a_nd > 1 ? ad[a_nd - 2] : 1, K = ad[a_nd - 1], N = b_nd > 1 ? bd[b_nd - 1] : 1;
+    int abn = a_nd > 2 ? a_nd - 2 : 0, bbn = b_nd > 2 ? b_nd - 2 : 0;
+    int nbd = abn > bbn ? abn : bbn;
+    int64_t bdim[2] = {1, 1}, adim[2] = {1, 1}, bbdim[2] = {1, 1};
+    for (int i = 0; i < nbd; i++) {
+        int ia = i - (nbd - abn), ib = i - (nbd - bbn);
+        adim[i] = ia >= 0 ? ad[ia] : 1;
+        bbdim[i] = ib >= 0 ? bd[ib] : 1;
+        bdim[i] = adim[i] > bbdim[i] ? adim[i] : bbdim[i];
+    }
+    int64_t nb = bdim[0] * bdim[1], n = nb * M * N;
+    double *ref = malloc(sizeof(double) * (size_t)n), *mag = malloc(sizeof(double) * (size_t)n);
+    for (int64_t i0 = 0; i0 < bdim[0]; i0++)
+        for (int64_t i1 = 0; i1 < bdim[1]; i1++) {
+            int64_t ao = ((adim[0] == 1 ? 0 : i0) * adim[1] + (adim[1] == 1 ? 0 : i1)) * M * K;
+            int64_t bo = ((bbdim[0] == 1 ? 0 : i0) * bbdim[1] + (bbdim[1] == 1 ? 0 : i1)) * K * N;
+            int64_t co = (i0 * bdim[1] + i1) * M * N;
+            for (int64_t m = 0; m < M; m++)
+                for (int64_t j = 0; j < N; j++) {
+                    double s = 0, g = 0;
+                    for (int64_t q = 0; q < K; q++) {
+                        double x = get(&a, ao + m * K + q) * get(&b, bo + q * N + j);
+                        s += x, g += fabs(x);
+                    }
+                    ref[co + m * N + j] = s, mag[co + m * N + j] = g;
+                }
+        }
+    CHECK(compare(what, &out, ref, mag, n) == 0);
+    free(ref);
+    free(mag);
+    ss_tensor_free(&out);
+done:
+    ss_tensor_free(&a);
+    ss_tensor_free(&b);
+}
+
+/* Gemm with the given flags; bias shape cnd/cd (cnd < 0: no C). */
+static void check_gemm(int64_t M, int64_t K, int64_t N, bool ta, bool tb, float alpha, float beta,
+                       int cnd, const int64_t *cd, ss_gemm_variant v, int threads,
+                       bool expect_small)
+{
+    int64_t ad[2] = {ta ? K : M, ta ? M : K}, bd[2] = {tb ? N : K, tb ? K : N};
+    ss_tensor a = make_rand(SS_DT_FLOAT32, 2, ad), b = make_rand(SS_DT_FLOAT32, 2, bd), c = {0},
+              out;
+    if (cnd >= 0) c = make_rand(SS_DT_FLOAT32, cnd, cd);
+    ss_tensor *in[3] = {&a, &b, &c};
+    tnode t;
+    tnode_init(&t, "Gemm");
+    if (ta) attr_int(&t, "transA", 1);
+    if (tb) attr_int(&t, "transB", 1);
+    if (alpha != 1.0f) attr_float(&t, "alpha", alpha);
+    if (beta != 1.0f) attr_float(&t, "beta", beta);
+    char what[160];
+    snprintf(what, sizeof what, "Gemm %s M %lld K %lld N %lld ta %d tb %d C rank %d threads %d",
+             ss_gemm_variant_name(v), (long long)M, (long long)K, (long long)N, ta, tb, cnd,
+             threads);
+    unsigned long before = ss_gemm_calls(v), tiles_before = tile_calls();
+    ss_status *st = run_node(&t, 13, cnd >= 0 ? 3 : 2, in, &out);
+    CHECK_MSG(!st, "%s: %s", what, st ? st->msg : "");
+    if (st) {
+        ss_status_free(st);
+        goto done;
+    }
+    check_path(what, v, expect_small, before, tiles_before);
+    double *ref = malloc(sizeof(double) * (size_t)(M * N)),
+           *mag = malloc(sizeof(double) * (size_t)(M * N));
+    int64_t cm = cnd == 2 ? cd[0] : 1, cn = cnd >= 1 ? cd[cnd - 1] : 1;
+    for (int64_t m = 0; m < M; m++)
+        for (int64_t j = 0; j < N; j++) {
+            double s = 0, g = 0;
+            for (int64_t q = 0; q < K; q++) {
+                double x = get(&a, ta ? q * M + m : m * K + q) * get(&b, tb ? j * K + q : q * N + j);
+                s += x, g += fabs(x);
+            }
+            s *= alpha, g *= fabs(alpha);
+            if (cnd >= 0) {
+                double bias = beta * get(&c, (cm == 1 ? 0 : m) * cn + (cn == 1 ? 0 : j));
+                s += bias, g += fabs(bias);
+            }
+            ref[m * N + j] = s, mag[m * N + j] = g;
+        }
+    CHECK(compare(what, &out, ref, mag, M * N) == 0);
+    free(ref);
+    free(mag);
+    ss_tensor_free(&out);
+done:
+    ss_tensor_free(&a);
+    ss_tensor_free(&b);
+    ss_tensor_free(&c);
+}
+
+static const int64_t Ms[] = {1, 2, 3, 7, 31, 33, 64, 65};
+static const int64_t KNs[][2] = {{1, 1}, {5, 17}, {67, 33}, {300, 130}, {257, 1000}, {16, 64}};
+
+/* ------------------------------------------------------------------ cases */
+
+static int n_variants_run;
+
+static void for_each_variant(void (*fn)(ss_gemm_variant v, int threads))
+{
+    for (int vi = 0; vi < N_VARIANTS; vi++) {
+        if (!ss_gemm_supported(variants[vi])) {
+            fprintf(stderr, "note: this CPU lacks %s; that variant is not tested here\n",
+                    ss_gemm_variant_name(variants[vi]));
+            continue;
+        }
+        n_variants_run++;
+        for (int threads = 1; threads <= 3; threads++) {
+            openblas_set_num_threads(threads);
+            ss_gemm_force(variants[vi]);
+            fn(variants[vi], threads);
+        }
+    }
+    ss_gemm_force(SS_GEMM_AUTO);
+    openblas_set_num_threads(1);
+}
+
+static void matmul_shapes(ss_gemm_variant v, int threads)
+{
+    for (size_t mi = 0; mi < sizeof Ms / sizeof Ms[0]; mi++)
+        for (size_t ki = 0; ki < sizeof KNs / sizeof KNs[0]; ki++) {
+            int64_t M = Ms[mi], K = KNs[ki][0], N = KNs[ki][1];
+            if (threads > 1 && K * N < 20000) continue; /* one thread anyway */
+            int64_t ad[2] = {M, K}, bd[2] = {K, N};
+            check_matmul(SS_DT_FLOAT32, 2, ad, 2, bd, v, threads, M <= SS_GEMM_SMALL_MAX_M);
+        }
+}
+
+static void test_matmul_odd_shapes_every_variant(void)
+{
+    for_each_variant(matmul_shapes);
+    CHECK(n_variants_run > 0);
+}
+
+static void matmul_batched(ss_gemm_variant v, int threads)
+{
+    /* folded: [2,3,M,K] x [K,N] -> M*6 rows (small up to 64 rows) */
+    int64_t a1[4] = {2, 3, 5, 70}, b1[2] = {70, 45};
+    check_matmul(SS_DT_FLOAT32, 4, a1, 2, b1, v, threads, true);
+    int64_t a2[3] = {3, 22, 40}, b2[2] = {40, 97}; /* 66 rows: OpenBLAS */
+    check_matmul(SS_DT_FLOAT32, 3, a2, 2, b2, v, threads, false);
+    /* true batch and broadcast batch: OpenBLAS per matrix */
+    int64_t a3[3] = {2, 3, 9}, b3[3] = {2, 9, 11};
+    check_matmul(SS_DT_FLOAT32, 3, a3, 3, b3, v, threads, false);
+    int64_t a4[4] = {2, 1, 1, 9}, b4[3] = {3, 9, 11}; /* M == 1 per batch: sgemv */
+    check_matmul(SS_DT_FLOAT32, 4, a4, 3, b4, v, threads, false);
+    /* 1-D operands */
+    int64_t a5[1] = {37}, b5[2] = {37, 50};
+    check_matmul(SS_DT_FLOAT32, 1, a5, 2, b5, v, threads, true);
+    int64_t a6[2] = {4, 37}, b6[1] = {37};
+    check_matmul(SS_DT_FLOAT32, 2, a6, 1, b6, v, threads, false);
+    int64_t a7[3] = {2, 3, 37};
+    check_matmul(SS_DT_FLOAT32, 3, a7, 1, b6, v, threads, false);
+    /* float64 never takes the float32 kernel */
+    int64_t a8[2] = {1, 19}, b8[2] = {19, 23}, a9[2] = {5, 19};
+    check_matmul(SS_DT_FLOAT64, 2, a8, 2, b8, v, threads, false);
+    check_matmul(SS_DT_FLOAT64, 2, a9, 2, b8, v, threads, false);
+}
+
+static void test_matmul_batched_and_vectors(void) { for_each_variant(matmul_batched); }
+
+static void gemm_cases(ss_gemm_variant v, int threads)
+{
+    int64_t M = 7, K = 83, N = 150;
+    int64_t c_n[1] = {N}, c_1n[2] = {1, N}, c_m1[2] = {M, 1}, c_mn[2] = {M, N}, c_1[1] = {1};
+    check_gemm(M, K, N, false, false, 1.0f, 1.0f, -1, NULL, v, threads, true);
+    check_gemm(M, K, N, false, false, 0.5f, 2.0f, 1, c_n, v, threads, true);
+    check_gemm(M, K, N, false, false, 1.0f, 1.0f, 2, c_1n, v, threads, true);
+    check_gemm(M, K, N, false, false, -1.5f, 0.25f, 2, c_m1, v, threads, true);
+    check_gemm(M, K, N, false, false, 1.0f, 1.0f, 2, c_mn, v, threads, true);
+    check_gemm(M, K, N, false, false, 1.0f, 1.0f, 0, c_1, v, threads, true);
+    check_gemm(M, K, N, false, false, 1.0f, 0.0f, 1, c_n, v, threads, true);
+    /* transB (torch's Linear), transA: OpenBLAS (sgemv for M == 1) */
+    check_gemm(M, K, N, false, true, 1.0f, 1.0f, 1, c_n, v, threads, false);
+    check_gemm(1, K, N, false, true, 2.0f, 1.0f, 1, c_n, v, threads, false);
+    check_gemm(1, K, N, false, true, 1.0f, 1.0f, -1, NULL, v, threads, false);
+    check_gemm(M, K, N, true, false, 1.0f, 1.0f, 2, c_m1, v, threads, false);
+    check_gemm(M, K, N, true, true, 1.0f, 1.0f, 2, c_mn, v, threads, false);
+    int64_t c_big[1] = {1000};
+    for (size_t mi = 0; mi < sizeof Ms / sizeof Ms[0]; mi++)
+        check_gemm(Ms[mi], 257, 1000, false, false, 1.0f, 1.0f, 1, c_big, v, threads,
+                   Ms[mi] <= SS_GEMM_SMALL_MAX_M);
+}
+
+static void test_gemm_bias_broadcasts_and_transposes(void) { for_each_variant(gemm_cases); }
+
+/* The entry point itself: leading dimensions larger than the row, accumulation into C. */
+static void kernel_strided(ss_gemm_variant v, int threads)
+{
+    int64_t M = 13, K = 300, N = 77, lda = 310, ldb = 90, ldc = 81;
+    float *A = malloc(sizeof(float) * (size_t)(M * lda)), *B = malloc(sizeof(float) * (size_t)(K * ldb)),
+          *C = malloc(sizeof(float) * (size_t)(M * ldc));
+    double *C0 = malloc(sizeof(double) * (size_t)(M * ldc));
+    for (int64_t i = 0; i < M * lda; i++) A[i] = (float)urand();
+    for (int64_t i = 0; i < K * ldb; i++) B[i] = (float)urand();
+    for (int64_t i = 0; i < M * ldc; i++) C[i] = (float)urand(), C0[i] = C[i];
+    int parts = ss_gemm_pool_reserve(threads);
+    CHECK(parts >= threads); /* this machine can start 2 threads */
+    parts = threads;
+    unsigned long before = ss_gemm_calls(v);
+    ss_gemm_small(v, M, N, K, 0.75f, A, lda, B, ldb, true, C, ldc, parts);
+    CHECK(ss_gemm_calls(v) == before + 1);
+    int bad = 0;
+    for (int64_t m = 0; m < M && !bad; m++)
+        for (int64_t j = 0; j < ldc && !bad; j++) {
+            double s = C0[m * ldc + j], g = fabs(s);
+            if (j < N)
+                for (int64_t q = 0; q < K; q++) {
+                    double x = 0.75 * (double)A[m * lda + q] * (double)B[q * ldb + j];
+                    s += x, g += fabs(x);
+                }
+            if (!(fabs((double)C[m * ldc + j] - s) <= 8e-6 * (g + 1))) {
+                fprintf(stderr, "strided %s: C[%lld][%lld] = %.9g, want %.9g\n",
+                        ss_gemm_variant_name(v), (long long)m, (long long)j, C[m * ldc + j], s);
+                bad = 1;
+            }
+        }
+    CHECK(!bad);
+    free(A), free(B), free(C), free(C0);
+}
+
+static void test_kernel_strided_accumulate(void) { for_each_variant(kernel_strided); }
+
+/* Two threads calling at once: one owns the pool, the other runs alone; both must be right. */
+typedef struct {
+    int64_t M, K, N;
+    float *A, *B, *C;
+} conc_arg;
+
+static void *conc_main(void *p)
+{
+    conc_arg *c = p;
+    for (int r = 0; r < 20; r++)
+        ss_gemm_small(ss_gemm_pick(), c->M, c->N, c->K, 1.0f, c->A, c->K, c->B, c->N, false, c->C,
+                      c->N, 2);
+    return NULL;
+}
+
+static void test_concurrent_callers(void)
+{
+    ss_gemm_pool_reserve(2);
+    conc_arg args[2];
+    pthread_t t[2];
+    for (int i = 0; i < 2; i++) {
+        conc_arg *c = &args[i];
+        c->M = 9 + i, c->K = 200, c->N = 3000;
+        c->A = malloc(sizeof(float) * (size_t)(c->M * c->K));
+        c->B = malloc(sizeof(float) * (size_t)(c->K * c->N));
+        c->C = malloc(sizeof(float) * (size_t)(c->M * c->N));
+        for (int64_t j = 0; j < c->M * c->K; j++) c->A[j] = (float)urand();
+        for (int64_t j = 0; j < c->K * c->N; j++) c->B[j] = (float)urand();
+        CHECK(pthread_create(&t[i], NULL, conc_main, c) == 0);
+    }
+    for (int i = 0; i < 2; i++) pthread_join(t[i], NULL);
+    for (int i = 0; i < 2; i++) {
+        conc_arg *c = &args[i];
+        int bad = 0;
+        for (int64_t m = 0; m < c->M && !bad; m++)
+            for (int64_t j = 0; j < c->N && !bad; j += 7) {
+                double s = 0, g = 0;
+                for (int64_t q = 0; q < c->K; q++) {
+                    double x = (double)c->A[m * c->K + q] * c->B[q * c->N + j];
+                    s += x, g += fabs(x);
+                }
+                bad = !(fabs(c->C[m * c->N + j] - s) <= 8e-6 * (g + 1));
+            }
+        CHECK(!bad);
+        free(c->A), free(c->B), free(c->C);
+    }
+}
+
+TEST_MAIN(TEST(test_alloc_counter_sees_malloc), TEST(test_matmul_odd_shapes_every_variant),
+          TEST(test_matmul_batched_and_vectors), TEST(test_gemm_bias_broadcasts_and_transposes),
+          TEST(test_kernel_strided_accumulate), TEST(test_concurrent_callers))
