@@ -19,6 +19,7 @@
 
 typedef struct pending {
     ss_link_msg msg;
+    uint64_t recv_ns; /* taken off the link (for the request_id DEBUG log) */
     struct pending *next;
 } pending;
 
@@ -67,6 +68,7 @@ static void *reader_main(void *arg)
             pending *p = calloc(1, sizeof *p);
             if (p) {
                 p->msg = m;
+                p->recv_ns = ss_now_ns();
                 if (a->tail) a->tail->next = p;
                 else a->head = p;
                 a->tail = p;
@@ -157,7 +159,9 @@ static ss_status *serve(ss_rank *r, agent_state *a)
         if (closed) return NULL;
         const ss_tensor *outs = NULL;
         int n_outs = 0;
+        uint64_t t_start = ss_now_ns();
         ss_status *st = execute(r, &p->msg, &outs, &n_outs);
+        uint64_t t_run = ss_now_ns();
         ss_link_msg res = {.type = SS_LINK_RESULT, .request_id = p->msg.request_id,
                            .status_code = st ? (int32_t)st->code : 0, .message = st ? st->msg : ""};
         const ss_tensor *tp[64];
@@ -170,6 +174,9 @@ static ss_status *serve(ss_rank *r, agent_state *a)
             }
         res.tensor_names = names;
         ss_status *sst = ss_link_send(a->conn, &res, tp, nt);
+        SS_DEBUG("rank %d: request_id %llu: waited %.3f ms, ran %.3f ms, answered in %.3f ms (%zu outputs)%s", cfg->rank,
+                 (unsigned long long)p->msg.request_id, (double)(t_start - p->recv_ns) / 1e6,
+                 (double)(t_run - t_start) / 1e6, (double)(ss_now_ns() - t_run) / 1e6, nt, st ? " failed" : "");
         bool comm_broken = st && (st->code == SS_ERR_UNAVAILABLE || st->code == SS_ERR_TIMEOUT);
         if (st) SS_ERROR("rank %d: request %llu failed: %s", cfg->rank, (unsigned long long)p->msg.request_id, st->msg);
         ss_link_msg_free(&p->msg);

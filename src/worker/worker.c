@@ -21,6 +21,7 @@
 #include "shardserve/worker.h"
 
 #include "shardserve/link.h"
+#include "shardserve/metrics.h"
 
 #include <cjson/cJSON.h>
 #include <errno.h>
@@ -48,6 +49,13 @@ struct req_state {
     ss_predict_reply *reply;
     size_t remaining; /* instances not answered yet */
     const ss_method_config *method;
+    ss_worker *w;
+    /* for metrics and the slow-request log */
+    uint64_t t0_ns;              /* accepted by the handler */
+    uint64_t queue_ns, compute_ns; /* of the last batch that carried one of its instances */
+    uint64_t job_id;             /* that batch's id: the request_id of its PREDICT frames */
+    int batch;                   /* that batch's instance count */
+    int64_t worst;               /* the first failure code, 0 = every instance ok */
 };
 
 typedef struct job {
@@ -62,6 +70,7 @@ typedef struct job {
     uint64_t deadline_ns;
     ss_tensor *inputs;     /* owned batch tensors (when instances were merged) */
     int n_inputs;
+    uint64_t dispatch_ns;  /* taken off the queue */
     struct job *next;
 } job;
 
@@ -74,6 +83,9 @@ typedef struct {
     uint32_t batch_size;
     ss_link_spec *inputs, *outputs;
     size_t n_inputs, n_outputs;
+    /* metrics: link bytes already counted for the current connection */
+    const ss_link_conn *counted_conn;
+    uint64_t counted_sent, counted_recv;
 } agent_slot;
 
 typedef struct conn_thread {
@@ -111,6 +123,10 @@ struct ss_worker {
     uint64_t next_job_id;
     pthread_t accept_tid, dispatch_tid, monitor_tid;
     conn_thread *conns;
+    /* metrics */
+    char version_str[24];
+    uint64_t slow_ns;      /* log requests slower than this at INFO (SHARDSERVE_SLOW_REQUEST_MS) */
+    ss_metric_series *m_batch, *m_inflight;
     ss_worker *next;
 };
 
@@ -129,12 +145,135 @@ static void abs_deadline(struct timespec *ts, int ms)
     if (ts->tv_nsec >= 1000000000L) ts->tv_sec++, ts->tv_nsec -= 1000000000L;
 }
 
+/* ------------------------------------------------------------------ metrics */
+
+static struct {
+    ss_metric_family *requests, *total, *queue, *compute, *batch, *inflight, *queued, *rank_up, *hb_age, *sent,
+        *recv;
+} fam;
+static pthread_once_t fam_once = PTHREAD_ONCE_INIT;
+
+static void fam_init(void)
+{
+    ss_metrics *m = ss_metrics_global();
+    static const char *const rmo[] = {"servable", "version", "method", "outcome"};
+    static const char *const sv[] = {"servable", "version"};
+    static const char *const svr[] = {"servable", "version", "rank"};
+    static const double batch_buckets[] = {1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024};
+    fam.requests = ss_metrics_family(m, SS_METRIC_COUNTER, "shardserve_requests_total",
+                                     "Predict requests answered, by outcome (ok, invalid_inputs, unavailable, error)", 4,
+                                     rmo, NULL, 0);
+    fam.total = ss_metrics_family(m, SS_METRIC_HISTOGRAM, "shardserve_request_duration_seconds",
+                                  "Time from the handler taking a request to its answer", 3, rmo, NULL, 0);
+    fam.queue = ss_metrics_family(m, SS_METRIC_HISTOGRAM, "shardserve_request_queue_seconds",
+                                  "Time a request's instances waited in the worker's queue before dispatch", 3, rmo,
+                                  NULL, 0);
+    fam.compute = ss_metrics_family(m, SS_METRIC_HISTOGRAM, "shardserve_request_compute_seconds",
+                                    "Time from dispatching a request's batch to the agents until every rank answered",
+                                    3, rmo, NULL, 0);
+    fam.batch = ss_metrics_family(m, SS_METRIC_HISTOGRAM, "shardserve_batch_size",
+                                  "Instances per batch dispatched to the agents", 2, sv, batch_buckets,
+                                  (int)(sizeof batch_buckets / sizeof *batch_buckets));
+    fam.inflight = ss_metrics_family(m, SS_METRIC_GAUGE, "shardserve_inflight_requests",
+                                     "Requests accepted and not answered yet", 2, sv, NULL, 0);
+    fam.queued = ss_metrics_family(m, SS_METRIC_GAUGE, "shardserve_queued_instances",
+                                   "Instances waiting in the worker's queue", 2, sv, NULL, 0);
+    fam.rank_up = ss_metrics_family(m, SS_METRIC_GAUGE, "shardserve_rank_up",
+                                    "1 while the rank's agent is registered and alive, else 0", 3, svr, NULL, 0);
+    fam.hb_age = ss_metrics_family(m, SS_METRIC_GAUGE, "shardserve_rank_heartbeat_age_seconds",
+                                   "Seconds since the rank's agent was last heard from", 3, svr, NULL, 0);
+    fam.sent = ss_metrics_family(m, SS_METRIC_COUNTER, "shardserve_link_sent_bytes_total",
+                                 "Bytes the worker sent to the rank's agent over the link", 3, svr, NULL, 0);
+    fam.recv = ss_metrics_family(m, SS_METRIC_COUNTER, "shardserve_link_received_bytes_total",
+                                 "Bytes the worker received from the rank's agent over the link", 3, svr, NULL, 0);
+}
+
+static const char *outcome_name(int64_t code)
+{
+    switch (code) {
+    case SS_SERVING_SUCCESS: return "ok";
+    case SS_SERVING_INVALID_INPUTS: return "invalid_inputs";
+    case SS_SERVING_WORKER_UNAVAILABLE:
+    case SS_SERVING_SERVABLE_UNAVAILABLE: return "unavailable";
+    default: return "error";
+    }
+}
+
+/* Count a request answered without reaching a worker's queue (unknown servable/method, not
+ * ready, queue full). Unknown names are not used as label values (unbounded cardinality). */
+static void count_rejected(const char *servable, const char *version, const char *method, int64_t code)
+{
+    pthread_once(&fam_once, fam_init);
+    const char *v[] = {servable, version, method, outcome_name(code)};
+    ss_metric_add(ss_metrics_series(fam.requests, v), 1);
+}
+
+/* Bytes moved by a rank's connection since the last call (connections are replaced on
+ * re-registration; their counters start at 0). Lock held. */
+static void count_link_bytes(ss_worker *w, int rank)
+{
+    agent_slot *a = &w->agents[rank];
+    if (!a->conn) return;
+    uint64_t sent = 0, recv = 0;
+    ss_link_conn_stats(a->conn, &sent, &recv);
+    if (a->counted_conn != a->conn) a->counted_conn = a->conn, a->counted_sent = a->counted_recv = 0;
+    char rs[16];
+    snprintf(rs, sizeof rs, "%d", rank);
+    const char *v[] = {w->cfg.name, w->version_str, rs};
+    if (sent > a->counted_sent) ss_metric_add(ss_metrics_series(fam.sent, v), (double)(sent - a->counted_sent));
+    if (recv > a->counted_recv) ss_metric_add(ss_metrics_series(fam.recv, v), (double)(recv - a->counted_recv));
+    a->counted_sent = sent;
+    a->counted_recv = recv;
+}
+
+/* Scrape-time values: rank up/down, heartbeat age, link bytes, queue length. */
+static void collect(void *ctx)
+{
+    ss_worker *w = ctx;
+    pthread_mutex_lock(&w->mu);
+    uint64_t now = ss_now_ns();
+    for (int r = 0; r < w->cfg.rank_size; r++) {
+        agent_slot *a = &w->agents[r];
+        char rs[16];
+        snprintf(rs, sizeof rs, "%d", r);
+        const char *v[] = {w->cfg.name, w->version_str, rs};
+        ss_metric_set(ss_metrics_series(fam.rank_up, v), a->alive ? 1 : 0);
+        ss_metric_set(ss_metrics_series(fam.hb_age, v), a->last_seen_ns ? (double)(now - a->last_seen_ns) / 1e9 : -1);
+        count_link_bytes(w, r);
+    }
+    const char *v[] = {w->cfg.name, w->version_str};
+    ss_metric_set(ss_metrics_series(fam.queued, v), (double)w->q_len);
+    pthread_mutex_unlock(&w->mu);
+}
+
 /* ------------------------------------------------------------------ answering */
+
+static void req_done_metrics(req_state *rs)
+{
+    ss_worker *w = rs->w;
+    uint64_t total = ss_now_ns() - rs->t0_ns;
+    const char *v[] = {w->cfg.name, w->version_str, rs->method->name, outcome_name(rs->worst)};
+    ss_metric_add(ss_metrics_series(fam.requests, v), 1);
+    ss_metric_observe(ss_metrics_series(fam.total, v), (double)total / 1e9);
+    if (rs->job_id) {
+        ss_metric_observe(ss_metrics_series(fam.queue, v), (double)rs->queue_ns / 1e9);
+        ss_metric_observe(ss_metrics_series(fam.compute, v), (double)rs->compute_ns / 1e9);
+    }
+    ss_metric_add(w->m_inflight, -1);
+    if (w->n_requests) w->n_requests--;
+    if (total >= w->slow_ns)
+        SS_INFO("servable %s: slow request: method %s, %zu instances, %.3f ms total (queue %.3f ms, compute %.3f "
+                "ms, batch %d, request_id %llu), outcome %s",
+                w->cfg.name, rs->method->name, rs->req->count, (double)total / 1e6, (double)rs->queue_ns / 1e6,
+                (double)rs->compute_ns / 1e6, rs->batch, (unsigned long long)rs->job_id, outcome_name(rs->worst));
+}
 
 static void req_finish_instance(req_state *rs, size_t inst, const char *fail_msg, int64_t code)
 {
     if (fail_msg) ss_status_free(ss_predict_reply_fail_instance(rs->reply, inst, code, "%s", fail_msg));
+    if (fail_msg && !rs->worst) rs->worst = code ? code : SS_SERVING_FAILED;
     if (--rs->remaining == 0) {
+        req_done_metrics(rs);
         ss_predict_reply_collapse(rs->reply);
         rs->done(rs->done_ctx, rs->reply);
         free(rs);
@@ -190,9 +329,20 @@ static ss_status *output_slice(const ss_tensor *out, int batch, int i, bool whol
 /* Deliver a finished job's results (or its error) to its requests. Lock held. */
 static void job_complete(ss_worker *w, job *j)
 {
+    uint64_t now = ss_now_ns();
+    if (j->n_tasks && j->dispatch_ns && now - j->dispatch_ns >= w->slow_ns)
+        SS_INFO("servable %s: slow batch: request_id %llu, %d instances, %.3f ms from dispatch to the last rank's "
+                "answer%s", w->cfg.name, (unsigned long long)j->id, j->n_tasks, (double)(now - j->dispatch_ns) / 1e6,
+                j->failed ? " (failed)" : "");
     for (int t = 0; t < j->n_tasks; t++) {
         req_state *rs = j->tasks[t].rs;
         size_t inst = j->tasks[t].inst;
+        if (j->dispatch_ns) {
+            rs->job_id = j->id;
+            rs->batch = j->n_tasks;
+            rs->queue_ns = j->dispatch_ns - rs->t0_ns;
+            rs->compute_ns = now - j->dispatch_ns;
+        }
         if (j->failed) {
             req_finish_instance(rs, inst, j->err, j->err_code);
             continue;
@@ -439,7 +589,10 @@ static void serve_agent(ss_worker *w, ss_link_conn *c, int rank)
         if (leave) break;
     }
     pthread_mutex_lock(&w->mu);
-    if (w->agents[rank].conn == c) w->agents[rank].conn = NULL;
+    if (w->agents[rank].conn == c) {
+        count_link_bytes(w, rank); /* the connection's last bytes, before it is forgotten */
+        w->agents[rank].conn = NULL;
+    }
     pthread_mutex_unlock(&w->mu);
 }
 
@@ -638,7 +791,11 @@ static void *dispatch_main(void *arg)
         }
         j->id = ++w->next_job_id;
         j->pending = w->cfg.rank_size;
-        j->deadline_ns = now_ns() + (uint64_t)w->opt.request_timeout_ms * 1000000ull;
+        j->dispatch_ns = now_ns();
+        j->deadline_ns = j->dispatch_ns + (uint64_t)w->opt.request_timeout_ms * 1000000ull;
+        ss_metric_observe(w->m_batch, j->n_tasks);
+        SS_DEBUG("servable %s: request_id %llu: dispatching %d instances (%zu still queued)", w->cfg.name,
+                 (unsigned long long)j->id, j->n_tasks, w->q_len);
         j->next = w->inflight;
         w->inflight = j;
         w->n_inflight++;
@@ -768,11 +925,13 @@ static void set_predict(void *ctx, ss_predict_request *req, ss_predict_done done
     ss_worker *w = find_worker(set, req->servable, req->version);
     pthread_mutex_unlock(&set->mu);
     if (!w) {
+        count_rejected("", "", "", SS_SERVING_SERVABLE_UNAVAILABLE);
         done(done_ctx, ss_serving_err_unavailable(req, false));
         return;
     }
     const ss_method_config *mc = find_method(w, req->method);
     if (!mc) {
+        count_rejected(w->cfg.name, w->version_str, "", SS_SERVING_SERVABLE_UNAVAILABLE);
         done(done_ctx, ss_serving_err_unavailable(req, true));
         return;
     }
@@ -782,6 +941,7 @@ static void set_predict(void *ctx, ss_predict_request *req, ss_predict_done done
     names = in_names;
     ss_predict_reply *bad = ss_predict_request_check_inputs(req, names, (size_t)mc->n_inputs);
     if (bad) {
+        count_rejected(w->cfg.name, w->version_str, mc->name, SS_SERVING_INVALID_INPUTS);
         done(done_ctx, bad);
         return;
     }
@@ -794,11 +954,13 @@ static void set_predict(void *ctx, ss_predict_request *req, ss_predict_done done
                                                      w->stopping ? "the server is stopping"
                                                      : w->not_ready_why[0] ? w->not_ready_why : "waiting for agents");
         pthread_mutex_unlock(&w->mu);
+        count_rejected(w->cfg.name, w->version_str, mc->name, SS_SERVING_SERVABLE_UNAVAILABLE);
         done(done_ctx, r);
         return;
     }
     if (w->n_requests >= (size_t)w->opt.max_enqueued) {
         pthread_mutex_unlock(&w->mu);
+        count_rejected(w->cfg.name, w->version_str, mc->name, SS_SERVING_FAILED);
         done(done_ctx, ss_predict_reply_error(SS_SERVING_FAILED, "Serving Error: enqueued requests count exceeds the limit %d",
                                               w->opt.max_enqueued));
         return;
@@ -811,7 +973,9 @@ static void set_predict(void *ctx, ss_predict_request *req, ss_predict_done done
         done(done_ctx, ss_predict_reply_error(SS_SERVING_SYSTEM_ERROR, "out of memory"));
         return;
     }
-    *rs = (req_state){req, done, done_ctx, reply, req->count, mc};
+    *rs = (req_state){req, done, done_ctx, reply, req->count, mc, .w = w, .t0_ns = now_ns()};
+    w->n_requests++; /* until req_done_metrics */
+    ss_metric_add(w->m_inflight, 1);
     if (w->q_len + req->count > w->q_cap) {
         size_t nc = w->q_cap ? w->q_cap : 256;
         while (nc < w->q_len + req->count) nc *= 2;
@@ -909,6 +1073,15 @@ ss_status *ss_worker_set_add(ss_worker_set *set, const ss_worker_options *opt, s
         return st;
     }
     snprintf(w->address, sizeof w->address, "%s", ss_link_listener_address(w->listener));
+    snprintf(w->version_str, sizeof w->version_str, "%llu", (unsigned long long)w->version);
+    const char *slow = getenv("SHARDSERVE_SLOW_REQUEST_MS");
+    long slow_ms = slow && *slow ? strtol(slow, NULL, 10) : 1000;
+    w->slow_ns = (uint64_t)(slow_ms >= 0 ? slow_ms : 1000) * 1000000ull;
+    pthread_once(&fam_once, fam_init);
+    const char *lv[] = {w->cfg.name, w->version_str};
+    w->m_batch = ss_metrics_series(fam.batch, lv);
+    w->m_inflight = ss_metrics_series(fam.inflight, lv);
+    ss_metrics_add_collector(ss_metrics_global(), collect, w);
     snprintf(w->not_ready_why, sizeof w->not_ready_why, "waiting for %d agents", w->cfg.rank_size);
     w->set = set;
     pthread_create(&w->accept_tid, NULL, accept_main, w);
@@ -955,6 +1128,13 @@ ss_status *ss_worker_wait_ready(ss_worker *w)
 
 static void worker_stop(ss_worker *w)
 {
+    ss_metrics_remove_collector(ss_metrics_global(), collect, w); /* returns once collect() is not running */
+    for (int r = 0; r < w->cfg.rank_size; r++) { /* this worker's ranks are down from now on */
+        char rs[16];
+        snprintf(rs, sizeof rs, "%d", r);
+        const char *v[] = {w->cfg.name, w->version_str, rs};
+        ss_metric_set(ss_metrics_series(fam.rank_up, v), 0);
+    }
     pthread_mutex_lock(&w->mu);
     w->stopping = true;
     w->ready = false;
