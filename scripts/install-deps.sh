@@ -12,7 +12,7 @@ MAIN_PKGS=(
   libprotobuf-c-dev protobuf-c-compiler protobuf-compiler
   libonnx-dev
   libgrpc-dev libssl-dev
-  libmicrohttpd-dev libcjson-dev
+  libmicrohttpd-dev libgnutls28-dev libcjson-dev
   openmpi-bin libopenmpi-dev
   python3-onnx python3-numpy python3-grpcio python3-protobuf
   curl
@@ -23,6 +23,7 @@ TEST_PKGS=(
   libonnx-testdata
   python3-torch
   iproute2 procps
+  openssl
 )
 
 want=("${MAIN_PKGS[@]}")

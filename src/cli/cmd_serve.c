@@ -21,8 +21,39 @@ static const char serve_usage[] =
     "                        [--grpc HOST:PORT|unix:PATH] [--rest HOST:PORT] [--grpc-max-msg-mb N]\n"
     "                        [--rest-max-msg-mb N] [--request-timeout-ms MS] [--heartbeat-timeout-ms MS]\n"
     "                        [--max-enqueued N] [--secret-file FILE]\n"
+    "                        [--grpc-tls-cert FILE --grpc-tls-key FILE [--grpc-tls-ca FILE --grpc-verify-client]]\n"
+    "                        [--rest-tls-cert FILE --rest-tls-key FILE [--rest-tls-ca FILE --rest-verify-client]]\n"
     "  --wait-agents   how long to wait for every rank to register (0 = forever; default 0)\n"
-    "  --secret-file   shared secret agents must prove to register (also given to 'shardserve agents')\n";
+    "  --secret-file   shared secret agents must prove to register (also given to 'shardserve agents')\n"
+    "  --grpc-tls-*    serve gRPC over TLS (MindSpore's SSLConfig): certificate chain and unencrypted key\n"
+    "                  (PEM); --grpc-verify-client requires client certificates signed by --grpc-tls-ca\n"
+    "  --rest-tls-*    the same for REST (HTTPS, TLS 1.2+)\n";
+
+/* The ss_ssl_config field a --grpc-tls-X / --rest-tls-X flag sets, or NULL. */
+static const char **tls_field(ss_ssl_config tls[2], const char *a)
+{
+    if (strncmp(a, "--grpc-tls-", 11) != 0 && strncmp(a, "--rest-tls-", 11) != 0) return NULL;
+    ss_ssl_config *t = &tls[a[2] == 'r'];
+    if (!strcmp(a + 11, "cert")) return &t->certificate;
+    if (!strcmp(a + 11, "key")) return &t->private_key;
+    if (!strcmp(a + 11, "ca")) return &t->custom_ca;
+    return NULL;
+}
+
+/* NULL (plaintext) when no TLS flag of this front end was given; otherwise the config, checked
+ * for complete flag sets (the files are checked when the server starts). */
+static int tls_config(ss_ssl_config *t, const char *front, const char *address, const ss_ssl_config **out)
+{
+    *out = NULL;
+    if (!t->certificate && !t->private_key && !t->custom_ca && !t->verify_client) return 0;
+    if (!address) return cli_fail("serve", ss_errf(SS_ERR_INVALID, "--%s-tls-* given without --%s", front, front));
+    if (!t->certificate || !t->private_key)
+        return cli_fail("serve", ss_errf(SS_ERR_INVALID, "--%s-tls-cert and --%s-tls-key go together", front, front));
+    if (t->verify_client != (t->custom_ca != NULL))
+        return cli_fail("serve", ss_errf(SS_ERR_INVALID, "--%s-verify-client and --%s-tls-ca go together", front, front));
+    *out = t;
+    return 0;
+}
 
 int cli_read_secret(const char *path, char **secret, size_t *len)
 {
@@ -41,6 +72,8 @@ int cmd_serve(int argc, char **argv)
     int n = 0;
     const char *servable_dir = NULL, *grpc = NULL, *rest = NULL, *secret_file = NULL;
     long grpc_mb = 100, rest_mb = 100, timeout_ms = 10000, hb_ms = 5000, max_enq = 10000, v;
+    ss_ssl_config tls[2] = {{0}, {0}}; /* gRPC, REST */
+    const char **tls_flag;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         bool has = i + 1 < argc;
@@ -85,6 +118,10 @@ int cmd_serve(int argc, char **argv)
                 return cli_fail("serve", ss_errf(SS_ERR_INVALID, "--max-enqueued wants a positive count"));
         } else if (!strcmp(a, "--secret-file") && has) {
             secret_file = argv[++i];
+        } else if (!strcmp(a, "--grpc-verify-client") || !strcmp(a, "--rest-verify-client")) {
+            tls[a[2] == 'r'].verify_client = true;
+        } else if ((tls_flag = tls_field(tls, a)) && has) {
+            *tls_flag = argv[++i];
         } else {
             fprintf(stderr, "shardserve serve: unexpected argument '%s'\n%s", a, serve_usage);
             return 2;
@@ -94,6 +131,8 @@ int cmd_serve(int argc, char **argv)
         fputs(serve_usage, stderr);
         return 2;
     }
+    const ss_ssl_config *grpc_tls, *rest_tls;
+    if (tls_config(&tls[0], "grpc", grpc, &grpc_tls) || tls_config(&tls[1], "rest", rest, &rest_tls)) return 1;
     char *secret = NULL;
     size_t secret_len = 0;
     if (secret_file && cli_read_secret(secret_file, &secret, &secret_len)) return 1;
@@ -122,7 +161,7 @@ int cmd_serve(int argc, char **argv)
     ss_predict_handler h = set ? ss_worker_set_handler(set) : (ss_predict_handler){0};
     if (!st && grpc) {
         ss_grpc_options go = {.address = grpc, .max_msg_mb = (int)grpc_mb, .handler = h, .ready = ss_worker_set_ready,
-                              .ready_ctx = set};
+                              .ready_ctx = set, .ssl = grpc_tls};
         st = ss_grpc_server_start(&go, &gs);
         if (!st && ss_grpc_server_port(gs) > 0) { /* show the bound port (also when asked for port 0) */
             char host[256];
@@ -135,7 +174,7 @@ int cmd_serve(int argc, char **argv)
     }
     if (!st && rest) {
         ss_rest_options ro = {.address = rest, .max_msg_mb = (int)rest_mb, .handler = h, .ready = ss_worker_set_ready,
-                              .ready_ctx = set};
+                              .ready_ctx = set, .ssl = rest_tls};
         st = ss_rest_server_start(&ro, &rs);
         if (!st) {
             char host[256];
