@@ -1,4 +1,4 @@
-#!/bin/sh
+#!/bin/bash
 # The sharding benchmark: a 512 MB MLP (8 x MatMul 4096x4096 float32 -> Relu, weights as external
 # data, batch 32; bench/bench_shard_model.py) split with `shardserve shard --strategy auto` over 1,
 # 2, 4 and 8 ranks, then bench_shard runs every split and the unsharded model in one process,

@@ -16,6 +16,7 @@
 # command line names $WORK (a fresh mktemp folder: only processes this test started) is SIGKILLed,
 # the /dev/shm/shardserve-run-<pid> segments are removed, and $WORK
 # is deleted (kept when SS_KEEP_WORK=1, for debugging). `finish` ends the test with the verdict.
+# shellcheck disable=SC2034 # variables used by the scripts that source this file
 set -u
 SS=${SS_SHARDSERVE:?set SS_SHARDSERVE to the shardserve binary}
 PY=/usr/bin/python3
