@@ -4,7 +4,9 @@ Behaves like ``mindspore_serving.client``: ``Client(address, servable_name, meth
 version_number=0).infer(instances)`` returns a list with one dict of outputs per instance
 (numpy arrays, str or bytes), ``{"error": msg}`` when the whole request failed, and
 ``{"error": msg}`` in place of a failed instance. ``infer_async`` returns an object whose
-``result()`` blocks for the same value.
+``result()`` blocks for the same value. ``ssl_config=SSLConfig(certificate, private_key,
+custom_ca)`` (PEM file paths, as MindSpore's) makes the channel TLS: custom_ca verifies the server
+(None = gRPC's default roots), certificate + private_key answer a server that verifies clients.
 
 Needs only Debian's python3-grpcio, python3-protobuf and python3-numpy. The message classes of
 MindSpore's ms_service.proto are built at import time from a descriptor written out below, so no
