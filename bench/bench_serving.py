@@ -1,0 +1,333 @@
+#!/usr/bin/python3
+"""Serving benchmarks, every comparison measured side by side in one run (bench/run_serving.sh).
+
+  bench_serving.py BUILD_DIR [--only seed,rest,large,pipeline,batching] [--rounds N] [--quick]
+
+Sections (each prints a markdown table; the whole output goes to bench/RESULTS.md):
+  seed      the seed example (MatMul+Neg, x[128,96], 8 ranks as examples/matmul_distributed) over
+            gRPC at concurrency 1 and 16 vs a bare gRPC core echo of the same bytes
+            (bench_echo_server) and vs a Python grpcio + numpy server computing the same
+            (bench_py_server.py). Target: seed p50 <= 2x echo p50 at concurrency 1.
+  rest      REST vs gRPC, same servable and requests.
+  large     1/16/64 MiB float32 tensors through a 1-rank Neg servable (MiB / round-trip p50) vs
+            the gRPC echo and raw loopback TCP (bench_tcp_echo) of the same bytes. Target >= 50%
+            of raw TCP at 64 MiB.
+  pipeline  an MLP of 4 x (MatMul 1024^2 -> Relu), x[64,1024], 2 stages (1 rank each) at
+            concurrency 1, 2, 8 vs the same MLP in 1 rank (the stages back to back). Target:
+            >= 1.6x at concurrency >= 2. Agents use 1 BLAS thread each.
+  batching  the same MLP with a dynamic batch dim, one [1024] row per request, concurrency 16,
+            max_batch_size 1 vs max_batch_size 16 + max_queue_delay_us 2000.
+Load comes from `shardserve bench --json`; the rounds of a section are interleaved (A B A B ...),
+and a cell is the median over rounds.
+"""
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(HERE, "..", "tests", "serving"))
+sys.path.insert(0, os.path.join(HERE, "..", "python"))
+
+A = None  # parsed arguments
+SS = None  # shardserve binary
+
+
+def log(msg):
+    print(msg, file=sys.stderr, flush=True)
+
+
+# ---------------------------------------------------------------- load generation
+def bench(address, servable, method, inputs, conc, requests=None, protocol="grpc", warmup=10):
+    cmd = [SS, "bench", "--address", address, "--servable", servable, "--method", method, "--json",
+           "--concurrency", str(conc), "--protocol", protocol, "--warmup", str(warmup)]
+    for name, path in inputs.items():
+        cmd += ["--input", "%s=%s" % (name, path)]
+    cmd += ["--requests", str(requests)] if requests else ["--duration-s", "2"]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    if out.returncode:
+        raise RuntimeError("%s: %s" % (" ".join(cmd), out.stderr))
+    r = json.loads(out.stdout.strip().splitlines()[-1])
+    if r["failures"]:
+        raise RuntimeError("%d failures: %s" % (r["failures"], out.stderr))
+    return r
+
+
+def med(rows, key):
+    return statistics.median(r[key] for r in rows)
+
+
+def spawn_port(args, env=None):
+    p = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env)
+    line = p.stdout.readline()
+    if not line.startswith("GRPC_PORT="):
+        p.kill()
+        raise RuntimeError("%s did not start" % args[0])
+    return p, "127.0.0.1:" + line.strip().split("=")[1]
+
+
+def stop(p):
+    p.terminate()
+    try:
+        p.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        p.kill()
+        p.wait()
+
+
+# ---------------------------------------------------------------- models
+def save(model, path):
+    m = helper.make_model(model, opset_imports=[helper.make_opsetid("", 13)])
+    m.ir_version = 8
+    onnx.save_model(m, path)
+
+
+def neg_model(path, rows, cols):
+    g = helper.make_graph([helper.make_node("Neg", ["x"], ["y"], name="neg")], "neg",
+                          [helper.make_tensor_value_info("x", TensorProto.FLOAT, [rows, cols])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [rows, cols])])
+    save(g, path)
+
+
+def mlp_model(path, dim, layers, batch):
+    rng = np.random.default_rng(0)
+    nodes, inits, prev = [], [], "x"
+    for i in range(layers):
+        w = (rng.standard_normal((dim, dim)) * np.sqrt(2.0 / dim)).astype(np.float32)
+        inits.append(numpy_helper.from_array(w, "w%d" % i))
+        nodes.append(helper.make_node("MatMul", [prev, "w%d" % i], ["mm%d" % i], name="matmul%d" % i))
+        out = "y" if i == layers - 1 else "h%d" % i
+        nodes.append(helper.make_node("Relu", ["mm%d" % i], [out], name="relu%d" % i))
+        prev = out
+    g = helper.make_graph(nodes, "mlp", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [batch, dim])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [batch, dim])], initializer=inits)
+    save(g, path)
+
+
+# ---------------------------------------------------------------- clusters
+def start_cluster(name, model, ranks, stages=1, strategy="auto", extra=None, with_batch_dim=False,
+                  agent_env=None, input_shapes=()):
+    from cluster import Cluster
+    c = Cluster()
+    try:
+        models = c.add_servable(name, model, ranks, stages, strategy, with_batch_dim=with_batch_dim, extra=extra,
+                                input_shapes=input_shapes)
+        c.serve([(name, 1, c.write_rank_table(ranks))], wait_agents=120)
+        old = dict(os.environ)
+        os.environ.update(agent_env or {})
+        try:
+            c.agents(c.worker_addresses[name][0], models)
+        finally:
+            os.environ.clear()
+            os.environ.update(old)
+        c.wait_ready(timeout=120)
+        return c
+    except Exception:
+        for p in c.procs:
+            log("--- %s\n%s" % (p.logname, c.log(p)[-3000:]))
+        c.close()
+        raise
+
+
+# ---------------------------------------------------------------- sections
+def table(title, header, rows, notes=()):
+    print("\n### %s\n" % title)
+    print("| " + " | ".join(header) + " |")
+    print("|" + "---|" * len(header))
+    for r in rows:
+        print("| " + " | ".join(str(x) for x in r) + " |")
+    for n in notes:
+        print("\n" + n)
+    sys.stdout.flush()
+
+
+def section_seed(work, rest_too):
+    seed = os.path.join(work, "seed.onnx")
+    from cluster import matmul_neg_model
+    matmul_neg_model(seed)
+    x = os.path.join(work, "x_seed.npy")
+    np.save(x, np.ones((128, 96), np.float32))
+    strategy = os.path.join(work, "strategy.json")
+    with open(strategy, "w") as f:
+        json.dump({"matmul": [[1, 1], [1, 8]]}, f)
+    log("seed: starting serve + 8 agents, the echo server and the Python server")
+    c = start_cluster("matmul", seed, 8, 1, strategy)
+    c1 = start_cluster("matmul", seed, 1, 1)
+    echo, echo_addr = spawn_port([os.path.join(A.build, "bench", "bench_echo_server"), "127.0.0.1:0", "2"])
+    env = dict(os.environ, OPENBLAS_NUM_THREADS="1")
+    py, py_addr = spawn_port(["/usr/bin/python3", os.path.join(HERE, "bench_py_server.py"), "127.0.0.1:0", "4"], env)
+    targets = [("shardserve seed (8 ranks)", c.grpc, "grpc"), ("shardserve, 1 rank", c1.grpc, "grpc"),
+               ("bare gRPC echo (C core)", echo_addr, "grpc"), ("Python grpcio + numpy", py_addr, "grpc")]
+    if rest_too:
+        targets += [("shardserve seed (8 ranks), REST", c.rest, "rest"), ("shardserve, 1 rank, REST", c1.rest, "rest")]
+    res = {}
+    try:
+        for conc, n in ((1, A.requests), (16, A.requests * 2)):
+            for rnd in range(A.rounds):
+                for name, addr, proto in targets:
+                    r = bench(addr, "matmul", "predict", {"x": x}, conc, n, proto)
+                    res.setdefault((name, conc), []).append(r)
+                    log("seed: %s c=%d round %d: p50 %.0f us, %.0f req/s" % (name, conc, rnd, r["p50_us"], r["throughput"]))
+    finally:
+        stop(echo)
+        stop(py)
+        c.close()
+        c1.close()
+    rows = []
+    for conc in (1, 16):
+        floor = med(res[("bare gRPC echo (C core)", conc)], "p50_us")
+        for name, _, proto in targets:
+            rs = res[(name, conc)]
+            rows.append([name, conc, "%.0f" % med(rs, "throughput"), "%.0f" % med(rs, "p50_us"), "%.0f" % med(rs, "p99_us"),
+                         "%.2f" % (med(rs, "p50_us") / floor)])
+    seed_ratio = med(res[("shardserve seed (8 ranks)", 1)], "p50_us") / med(res[("bare gRPC echo (C core)", 1)], "p50_us")
+    table("Seed example over gRPC vs a bare gRPC echo and a Python grpcio + numpy server",
+          ["server", "concurrency", "req/s", "p50 us", "p99 us", "p50 / echo p50"], rows,
+          ["Target: seed p50 at concurrency 1 <= 2x the echo's: **%.2fx** (%s)." %
+           (seed_ratio, "met" if seed_ratio <= 2 else "missed")])
+    if rest_too:
+        rows = []
+        for label, g, r in (("seed (8 ranks)", "shardserve seed (8 ranks)", "shardserve seed (8 ranks), REST"),
+                            ("1 rank", "shardserve, 1 rank", "shardserve, 1 rank, REST")):
+            for conc in (1, 16):
+                gg, rr = res[(g, conc)], res[(r, conc)]
+                rows.append([label, conc, "%.0f" % med(gg, "p50_us"), "%.0f" % med(rr, "p50_us"),
+                             "%.0f" % med(gg, "throughput"), "%.0f" % med(rr, "throughput"),
+                             "%.2f" % (med(rr, "p50_us") / med(gg, "p50_us"))])
+        table("REST vs gRPC, same servable and requests (x[128,96] float32; REST sends it as base64)",
+              ["servable", "concurrency", "gRPC p50 us", "REST p50 us", "gRPC req/s", "REST req/s", "REST/gRPC p50"],
+              rows)
+
+
+def section_large(work):
+    sizes = [1, 16, 64] if not A.quick else [1, 16]
+    tcp = subprocess.run([os.path.join(A.build, "bench", "bench_tcp_echo"), ",".join(map(str, sizes)), str(max(3, A.rounds))],
+                         capture_output=True, text=True, check=True, timeout=600)
+    tcp_rows = [json.loads(l) for l in tcp.stdout.splitlines()]
+    echo, echo_addr = spawn_port([os.path.join(A.build, "bench", "bench_echo_server"), "127.0.0.1:0", "2"])
+    rows = []
+    try:
+        for mib, t in zip(sizes, tcp_rows):
+            cols = 1024
+            rowsn = mib * 1048576 // 4 // cols
+            model = os.path.join(work, "neg%d.onnx" % mib)
+            neg_model(model, rowsn, cols)
+            x = os.path.join(work, "x%d.npy" % mib)
+            np.save(x, np.ones((rowsn, cols), np.float32))
+            log("large: %d MiB" % mib)
+            c = start_cluster("neg", model, 1, 1)
+            n = max(3, 48 // mib)
+            try:
+                ss = [bench(c.grpc, "neg", "predict", {"x": x}, 1, n, warmup=1) for _ in range(A.rounds)]
+                ec = [bench(echo_addr, "neg", "predict", {"x": x}, 1, n, warmup=1) for _ in range(A.rounds)]
+            finally:
+                c.close()
+            s_bw = mib / (med(ss, "p50_us") / 1e6)
+            e_bw = mib / (med(ec, "p50_us") / 1e6)
+            rows.append([mib, "%.1f" % (med(ss, "p50_us") / 1e3), "%.0f" % s_bw, "%.1f" % (med(ec, "p50_us") / 1e3),
+                         "%.0f" % e_bw, "%.1f" % (t["median_s"] * 1e3), "%.0f" % t["mib_per_s"],
+                         "%.0f%%" % (100 * s_bw / t["mib_per_s"]), "%.0f%%" % (100 * e_bw / t["mib_per_s"])])
+    finally:
+        stop(echo)
+    table("Large tensors: round trip through serve (1-rank Neg) vs gRPC echo vs raw loopback TCP",
+          ["MiB", "serve p50 ms", "serve MiB/s", "gRPC echo p50 ms", "echo MiB/s", "raw TCP ms", "raw TCP MiB/s",
+           "serve / TCP", "echo / TCP"], rows,
+          ["MiB/s = tensor MiB / round-trip time (the same bytes go back). Target: serve >= 50% of raw TCP at 64 MiB."])
+
+
+def section_pipeline(work):
+    model = os.path.join(work, "mlp.onnx")
+    mlp_model(model, 1024, 4, 64)
+    x = os.path.join(work, "x_mlp.npy")
+    np.save(x, np.random.default_rng(1).uniform(-1, 1, (64, 1024)).astype(np.float32))
+    env = {"OPENBLAS_NUM_THREADS": "1"}
+    log("pipeline: 2 stages and 1 rank")
+    p2 = start_cluster("mlp", model, 2, 2, agent_env=env)
+    p1 = start_cluster("mlp", model, 1, 1, agent_env=env)
+    res = {}
+    try:
+        for conc in (1, 2, 8):
+            for rnd in range(A.rounds):
+                for name, c in (("2 stages", p2), ("back to back", p1)):
+                    r = bench(c.grpc, "mlp", "predict", {"x": x}, conc, A.requests // 2 + 20 * conc)
+                    res.setdefault((name, conc), []).append(r)
+                    log("pipeline: %s c=%d: %.0f req/s p50 %.0f us" % (name, conc, r["throughput"], r["p50_us"]))
+    finally:
+        p2.close()
+        p1.close()
+    rows = []
+    for conc in (1, 2, 8):
+        a, b = res[("2 stages", conc)], res[("back to back", conc)]
+        rows.append([conc, "%.0f" % med(a, "throughput"), "%.0f" % med(b, "throughput"),
+                     "%.2fx" % (med(a, "throughput") / med(b, "throughput")), "%.0f" % med(a, "p50_us"),
+                     "%.0f" % med(b, "p50_us")])
+    table("Pipeline: MLP 4 x (MatMul 1024x1024 -> Relu), x[64,1024]: 2 stages vs back to back (1 rank)",
+          ["concurrency", "2 stages req/s", "back to back req/s", "speed-up", "2 stages p50 us", "back to back p50 us"],
+          rows, ["Target: >= 1.6x at concurrency >= 2. Each agent uses 1 BLAS thread (OPENBLAS_NUM_THREADS=1)."])
+
+
+def section_batching(work):
+    model = os.path.join(work, "mlp_dyn.onnx")
+    mlp_model(model, 1024, 4, "N")
+    x = os.path.join(work, "x_row.npy")
+    np.save(x, np.random.default_rng(2).uniform(-1, 1, (1024,)).astype(np.float32))
+    env = {"OPENBLAS_NUM_THREADS": "1"}
+    cfgs = [("off (max_batch_size 1)", {"batching": {"max_batch_size": 1}}),
+            ("max_batch_size 16, no delay", {"batching": {"max_batch_size": 16}}),
+            ("max_batch_size 16, max_queue_delay_us 2000", {"batching": {"max_batch_size": 16, "max_queue_delay_us": 2000}})]
+    res = {}
+    clusters = []
+    try:
+        for name, extra in cfgs:
+            log("batching: %s" % name)
+            clusters.append(start_cluster("mlp", model, 1, 1, extra=extra, with_batch_dim=True, agent_env=env))
+        for rnd in range(A.rounds):
+            for (name, _), c in zip(cfgs, clusters):
+                r = bench(c.grpc, "mlp", "predict", {"x": x}, 16, A.requests * 2)
+                res.setdefault(name, []).append(r)
+                log("batching: %s: %.0f req/s p50 %.0f us" % (name, r["throughput"], r["p50_us"]))
+    finally:
+        for c in clusters:
+            c.close()
+    base = med(res[cfgs[0][0]], "throughput")
+    rows = [[name, "%.0f" % med(res[name], "throughput"), "%.2fx" % (med(res[name], "throughput") / base),
+             "%.0f" % med(res[name], "p50_us"), "%.0f" % med(res[name], "p99_us")] for name, _ in cfgs]
+    table("Dynamic batching at concurrency 16: MLP 4 x 1024^2 with a dynamic batch dim, one [1024] row per request",
+          ["batching", "req/s", "vs off", "p50 us", "p99 us"], rows)
+
+
+def main():
+    global A, SS
+    ap = argparse.ArgumentParser()
+    ap.add_argument("build")
+    ap.add_argument("--only", default="seed,rest,large,pipeline,batching")
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--requests", type=int, default=300)
+    ap.add_argument("--quick", action="store_true")
+    A = ap.parse_args()
+    A.build = os.path.abspath(A.build)
+    SS = os.path.join(A.build, "src", "cli", "shardserve")
+    os.environ["SHARDSERVE"] = SS
+    os.environ.update({"no_proxy": "*", "http_proxy": "", "https_proxy": ""})
+    only = A.only.split(",")
+    with tempfile.TemporaryDirectory(prefix="ss-bench-serving-") as work:
+        if "seed" in only or "rest" in only:
+            section_seed(work, "rest" in only)
+        if "large" in only:
+            section_large(work)
+        if "pipeline" in only:
+            section_pipeline(work)
+        if "batching" in only:
+            section_batching(work)
+
+
+if __name__ == "__main__":
+    main()
