@@ -71,6 +71,7 @@ typedef struct job {
     ss_tensor *inputs;     /* owned batch tensors (when instances were merged) */
     int n_inputs;
     uint64_t dispatch_ns;  /* taken off the queue */
+    int tasks_cap;         /* jobs are recycled (no allocation per request): capacity of tasks */
     struct job *next;
 } job;
 
@@ -127,6 +128,8 @@ struct ss_worker {
     char version_str[24];
     uint64_t slow_ns;      /* log requests slower than this at INFO (SHARDSERVE_SLOW_REQUEST_MS) */
     ss_metric_series *m_batch, *m_inflight;
+    job *free_jobs; /* finished jobs kept for reuse */
+    int n_free_jobs;
     ss_worker *next;
 };
 
@@ -308,6 +311,56 @@ static void job_free(job *j)
     free(j);
 }
 
+/* A finished job goes back to the worker's free list (its task and input arrays kept), so the
+ * dispatcher allocates nothing per request once warm. Lock held. */
+static void job_recycle(ss_worker *w, job *j)
+{
+    if (w->n_free_jobs >= 2 * w->max_inflight + 2) {
+        job_free(j);
+        return;
+    }
+    ss_link_msg_free(&j->result);
+    memset(&j->result, 0, sizeof j->result);
+    for (int i = 0; i < j->n_inputs; i++) ss_tensor_free(&j->inputs[i]);
+    j->n_inputs = 0;
+    j->next = w->free_jobs;
+    w->free_jobs = j;
+    w->n_free_jobs++;
+}
+
+/* A job for up to `take` instances: recycled when possible. Lock held. NULL when out of memory. */
+static job *job_get(ss_worker *w, int take)
+{
+    job *j = w->free_jobs;
+    if (j) {
+        w->free_jobs = j->next;
+        w->n_free_jobs--;
+    } else if (!(j = calloc(1, sizeof *j))) {
+        return NULL;
+    }
+    if (j->tasks_cap < take) {
+        task *t = realloc(j->tasks, (size_t)take * sizeof *t);
+        if (!t) {
+            job_free(j);
+            return NULL;
+        }
+        j->tasks = t;
+        j->tasks_cap = take;
+    }
+    if (!j->inputs && !(j->inputs = calloc(SS_MAX_IO, sizeof(ss_tensor)))) {
+        job_free(j);
+        return NULL;
+    }
+    j->id = 0;
+    j->n_tasks = j->pending = j->n_inputs = 0;
+    j->failed = false;
+    j->err_code = 0;
+    j->err[0] = 0;
+    j->deadline_ns = j->dispatch_ns = 0;
+    j->next = NULL;
+    return j;
+}
+
 /* Slice instance i's share of a batched output. */
 static ss_status *output_slice(const ss_tensor *out, int batch, int i, bool whole, ss_tensor *dst)
 {
@@ -353,9 +406,24 @@ static void job_complete(ss_worker *w, job *j)
             st = ss_errf(SS_ERR_INTERNAL, "the last rank returned %zu outputs, method '%s' declares %d",
                          j->result.n_tensors, rs->method->name, rs->method->n_outputs);
         for (int k = 0; !st && k < rs->method->n_outputs; k++) {
-            ss_tensor piece;
+            ss_tensor piece, *res = &j->result.tensors[k];
             bool whole = !w->cfg.with_batch_dim;
-            st = output_slice(&j->result.tensors[k], j->n_tasks, t, whole, &piece);
+            /* The only instance of the batch, and it owns every row: move the tensor, no copy
+             * (a 64 MiB answer costs a 64 MiB memcpy otherwise). Outputs are distinct tensors
+             * of the RESULT frame, each read once. */
+            if (j->n_tasks == 1 && (res->storage == SS_STORE_OWNED || res->storage == SS_STORE_NONE) &&
+                (whole || res->ndim == 0 || res->dims[0] == 1)) {
+                piece = *res;
+                memset(res, 0, sizeof *res);
+                if (!whole && piece.ndim > 0) { /* drop the batch dim of 1 */
+                    for (int d = 1; d < piece.ndim; d++) piece.dims[d - 1] = piece.dims[d];
+                    piece.ndim--;
+                }
+                st = ss_serving_instance_put(out, rs->method->outputs[k], &piece, false);
+                if (st) ss_tensor_free(&piece);
+                continue;
+            }
+            st = output_slice(res, j->n_tasks, t, whole, &piece);
             if (!st) st = ss_serving_instance_put(out, rs->method->outputs[k], &piece, false);
             if (st) ss_tensor_free(&piece);
         }
@@ -381,7 +449,7 @@ static void reap_jobs(ss_worker *w)
         *pp = j->next;
         w->n_inflight--;
         job_complete(w, j);
-        job_free(j);
+        job_recycle(w, j);
     }
     pthread_cond_broadcast(&w->cv);
 }
@@ -729,8 +797,7 @@ static void send_job(ss_worker *w, job *j)
     ss_tensor *ins[SS_MAX_IO];
     const char *names[SS_MAX_IO];
     int n_ins = 0;
-    j->inputs = calloc(SS_MAX_IO, sizeof(ss_tensor));
-    ss_status *st = j->inputs ? build_inputs(w, j, ins, names, &n_ins) : ss_errf(SS_ERR_NOMEM, "out of memory");
+    ss_status *st = build_inputs(w, j, ins, names, &n_ins); /* j->inputs exists (job_get) */
     int n = w->cfg.rank_size, per_stage = n / w->cfg.stage_size;
     for (int r = 0; r < n && !st; r++) {
         bool stage0 = r < per_stage;
@@ -774,11 +841,9 @@ static void *dispatch_main(void *arg)
             }
             if (w->stopping || !w->ready || !w->q_len) continue;
         }
-        job *j = calloc(1, sizeof *j);
         int take = (int)(w->q_len < (size_t)w->batch ? w->q_len : (size_t)w->batch);
-        if (j) j->tasks = calloc((size_t)take, sizeof(task));
-        if (!j || !j->tasks) {
-            free(j);
+        job *j = job_get(w, take);
+        if (!j) {
             fail_everything(w, SS_SERVING_SYSTEM_ERROR, "out of memory");
             continue;
         }
@@ -1166,6 +1231,11 @@ static void worker_stop(ss_worker *w)
     }
     ss_link_listener_close(w->listener);
     for (job *j = w->inflight; j;) {
+        job *next = j->next;
+        job_free(j);
+        j = next;
+    }
+    for (job *j = w->free_jobs; j;) {
         job *next = j->next;
         job_free(j);
         j = next;
