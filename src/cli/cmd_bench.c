@@ -2,13 +2,15 @@
  * shardserve bench: load a running server the way Triton's perf_analyzer does.
  *
  *   shardserve bench --address HOST:PORT [--protocol grpc|rest] --servable S --method M
- *                    [--version N] --input NAME=FILE.npy ... [--concurrency 1,4,16]
+ *                    [--version N] --input NAME=FILE.npy|NAME=DTYPE[D0,D1,...] ... [--concurrency 1,4,16]
  *                    [--requests N | --duration-s S] [--warmup N] [--json]
  *
  * For each concurrency level, that many client threads send requests back to back (closed
  * loop); the table gives throughput and p50/p90/p99 latency per level. gRPC goes through the C
  * client library; REST is a plain keep-alive HTTP/1.1 client over one socket per thread, so the
  * numbers measure the server, not a client library. Failed requests are counted and reported.
+ * An input given as DTYPE[DIMS] (e.g. x=float32[128,96]) is generated: uniform values in [0, 1)
+ * for floats, 0/1 for bool, small integers otherwise, from a fixed seed.
  */
 #define _GNU_SOURCE /* strcasestr */
 #include "cli.h"
@@ -143,6 +145,56 @@ static ss_status *build_rest_body(bench_cfg *c)
     len += (size_t)snprintf(body + len, cap - len, "}]}");
     c->rest_body = body;
     c->rest_len = len;
+    return NULL;
+}
+
+/* NAME=float32[128,96]: a generated input (see the top comment). Returns NULL when spec is not
+ * of that form (then it is a file name). */
+static ss_status *generate_input(const char *spec, ss_tensor *t, bool *generated)
+{
+    static const struct {
+        const char *name;
+        ss_dtype dt;
+    } types[] = {{"float32", SS_DT_FLOAT32}, {"float64", SS_DT_FLOAT64}, {"float16", SS_DT_FLOAT16},
+                 {"int8", SS_DT_INT8},       {"uint8", SS_DT_UINT8},     {"int16", SS_DT_INT16},
+                 {"uint16", SS_DT_UINT16},   {"int32", SS_DT_INT32},     {"uint32", SS_DT_UINT32},
+                 {"int64", SS_DT_INT64},     {"uint64", SS_DT_UINT64},   {"bool", SS_DT_BOOL}};
+    const char *br = strchr(spec, '[');
+    size_t len = strlen(spec);
+    *generated = false;
+    if (!br || len < 2 || spec[len - 1] != ']') return NULL;
+    ss_dtype dt = SS_DT_UNDEFINED;
+    for (size_t i = 0; i < sizeof types / sizeof *types; i++)
+        if (strlen(types[i].name) == (size_t)(br - spec) && !strncmp(spec, types[i].name, (size_t)(br - spec)))
+            dt = types[i].dt;
+    if (dt == SS_DT_UNDEFINED) return ss_errf(SS_ERR_INVALID, "--input %s: unknown dtype", spec);
+    int64_t dims[SS_MAX_DIMS];
+    int nd = 0;
+    for (const char *p = br + 1; *p != ']';) {
+        char *end;
+        long long d = strtoll(p, &end, 10);
+        if (end == p || d < 0 || d > (1LL << 32) || nd == SS_MAX_DIMS || (*end != ',' && *end != ']'))
+            return ss_errf(SS_ERR_INVALID, "--input %s: dims want DTYPE[D0,D1,...] with at most %d dims", spec, SS_MAX_DIMS);
+        dims[nd++] = d;
+        p = *end == ',' ? end + 1 : end;
+    }
+    ss_status *st = ss_tensor_alloc(t, dt, nd, dims);
+    if (st) return st;
+    *generated = true;
+    uint64_t x = 0x9E3779B97F4A7C15ull;
+    size_t n = t->nbytes / ss_dtype_size(dt);
+    for (size_t i = 0; i < n; i++) {
+        x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+        double u = (double)(x >> 11) / 9007199254740992.0;
+        switch (dt) {
+        case SS_DT_FLOAT32: ((float *)t->data)[i] = (float)u; break;
+        case SS_DT_FLOAT64: ((double *)t->data)[i] = u; break;
+        case SS_DT_FLOAT16: ((uint16_t *)t->data)[i] = (uint16_t)(0x3800 + (x & 0x3ff)); break; /* [0.5, 1) */
+        case SS_DT_BOOL: ((uint8_t *)t->data)[i] = (uint8_t)(x & 1); break;
+        default: memset((char *)t->data + i * ss_dtype_size(dt), 0, ss_dtype_size(dt));
+                 ((uint8_t *)t->data)[i * ss_dtype_size(dt)] = (uint8_t)(x % 100); break; /* little-endian hosts */
+        }
+    }
     return NULL;
 }
 
@@ -319,7 +371,7 @@ static void run_level(bench_cfg *c, int conc, bool print)
 
 static const char bench_usage[] =
     "usage: shardserve bench --address HOST:PORT [--protocol grpc|rest] --servable NAME --method NAME\n"
-    "                        [--version N] --input NAME=FILE.npy ... [--concurrency 1,4,16]\n"
+    "                        [--version N] --input NAME=FILE.npy|NAME=DTYPE[D0,D1,...] ... [--concurrency 1,4,16]\n"
     "                        [--requests N | --duration-s S] [--warmup N] [--json]\n";
 
 int cmd_bench(int argc, char **argv)
@@ -373,7 +425,9 @@ int cmd_bench(int argc, char **argv)
     }
     int rc = 0;
     for (int i = 0; i < c.n_inputs && !rc; i++) {
-        ss_status *st = ss_npy_read(c.files[i], &c.inputs[i]);
+        bool generated;
+        ss_status *st = generate_input(c.files[i], &c.inputs[i], &generated);
+        if (!st && !generated) st = ss_npy_read(c.files[i], &c.inputs[i]);
         if (st) rc = cli_fail("bench", st);
     }
     if (!rc && c.rest) {
