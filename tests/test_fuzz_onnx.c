@@ -24,7 +24,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         if (n < 0 || (size_t)n * ss_dtype_size(t->dtype) != t->nbytes) abort();
         /* touch every byte: ASan sees any initializer pointing outside its storage */
         volatile uint8_t acc = 0;
-        for (size_t b = 0; b < t->nbytes; b++) acc ^= ((const uint8_t *)t->data)[b];
+        for (size_t b = 0; b < t->nbytes; b++)
+            acc ^= ((const uint8_t *)t->data)[b];
         (void)acc;
     }
     (void)ss_onnx_opset(m, "");

@@ -7,9 +7,12 @@
 #include "cli.h"
 #include "shardserve/agent.h"
 
+#include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 static const char agents_usage[] =
@@ -105,6 +108,20 @@ int cmd_agents(int argc, char **argv)
                         ss_errf(SS_ERR_INVALID,
                                 "--agent-ip/--rank-start do not apply to --comm mpi: one "
                                 "'shardserve agents' starts every rank of the rank table"));
+    /* Local ranks (shm) read their files on this host: a missing or unreadable file is an error
+     * now, naming it, not after connecting to the worker (which may be down or far away). */
+    for (int i = 0; o.backend != SS_COMM_MPI && i < o.n_models + o.n_configs; i++) {
+        const char *path = i < o.n_models ? models[i] : configs[i - o.n_models];
+        const char *flag = i < o.n_models ? "--model-files" : "--group-configs";
+        struct stat sb;
+        int fd = open(path, O_RDONLY);
+        int err = fd < 0 ? errno : fstat(fd, &sb) ? errno : S_ISREG(sb.st_mode) ? 0 : EISDIR;
+        if (fd >= 0) close(fd);
+        if (err)
+            return cli_fail("agents",
+                            ss_errf(SS_ERR_IO, "%s: cannot read %s: %s", flag, path,
+                                    err == EISDIR ? "not a regular file" : strerror(err)));
+    }
     char *secret = NULL;
     if (secret_file && cli_read_secret(secret_file, &secret, &o.secret_len)) return 1;
     o.secret = secret;

@@ -325,12 +325,17 @@ static int cmp_u64(const void *a, const void *b)
     return x < y ? -1 : x > y;
 }
 
-static void run_level(bench_cfg *c, int conc, bool print)
+/* Returns false when no request of the level succeeded. */
+static bool run_level(bench_cfg *c, int conc, bool print)
 {
     bench_thread *th = calloc((size_t)conc, sizeof *th);
     pthread_t *tid = calloc((size_t)conc, sizeof *tid);
     atomic_long budget = c->requests;
-    if (!th || !tid) return;
+    if (!th || !tid) {
+        free(th);
+        free(tid);
+        return false;
+    }
     uint64_t start = ss_now_ns();
     for (int i = 0; i < conc; i++) {
         th[i].cfg = c;
@@ -367,6 +372,7 @@ static void run_level(bench_cfg *c, int conc, bool print)
     free(all);
     free(th);
     free(tid);
+    return n > 0;
 }
 
 static const char bench_usage[] =
@@ -462,7 +468,10 @@ int cmd_bench(int argc, char **argv)
         if (!c.json)
             printf("%-5s %11s %9s %8s %12s %10s %10s %10s\n", "proto", "concurrency", "requests", "failed", "req/s",
                    "p50 us", "p90 us", "p99 us");
-        for (int l = 0; l < n_levels; l++) run_level(&c, levels[l], true);
+        for (int l = 0; l < n_levels && !rc; l++)
+            if (!run_level(&c, levels[l], true))
+                rc = cli_fail("bench", ss_errf(SS_ERR_UNAVAILABLE, "no request to %s succeeded at concurrency %d "
+                                                                   "(first failure above)", c.address, levels[l]));
     }
     ss_client_close(c.client);
     ss_client_request_free(c.req);

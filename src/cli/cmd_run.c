@@ -163,6 +163,12 @@ int cmd_run(int argc, char **argv)
     int n_in = ss_session_num_inputs(s);
     ss_tensor *inputs = calloc((size_t)n_in + 1, sizeof *inputs);
     int rc = 0;
+    /* a misspelt --input name first: the message then names the user's word, not the model's */
+    for (int j = 0; j < n_args && !st; j++) {
+        int known = 0;
+        for (int i = 0; i < n_in; i++) known |= !strcmp(names[j], ss_session_input(s, i)->name);
+        if (!known) st = ss_errf(SS_ERR_INVALID, "the model has no input named '%s'", names[j]);
+    }
     for (int i = 0; i < n_in && !st; i++) {
         const char *want = ss_session_input(s, i)->name;
         int found = -1;
@@ -170,11 +176,6 @@ int cmd_run(int argc, char **argv)
             if (!strcmp(names[j], want)) found = j;
         if (found < 0) st = ss_errf(SS_ERR_INVALID, "missing --input %s=FILE.npy (the model's input %d)", want, i);
         else st = ss_npy_read(files[found], &inputs[i]);
-    }
-    for (int j = 0; j < n_args && !st; j++) {
-        int known = 0;
-        for (int i = 0; i < n_in; i++) known |= !strcmp(names[j], ss_session_input(s, i)->name);
-        if (!known) st = ss_errf(SS_ERR_INVALID, "the model has no input named '%s'", names[j]);
     }
     uint64_t *times = calloc((size_t)repeat, sizeof(uint64_t));
     const ss_tensor *outs = NULL;

@@ -29,6 +29,7 @@ static ss_status *check_header(const Onnx__TensorProto *tp, const char *name, ss
 /* Copy `n` typed-field values of the proto into `t` (already allocated for numel == n). */
 static void convert_typed(const Onnx__TensorProto *tp, ss_tensor *t, size_t n)
 {
+    if (n == 0) return; /* an empty tensor's typed field is NULL: memcpy from NULL is undefined */
     switch (t->dtype) {
     case SS_DT_FLOAT32: memcpy(t->data, tp->float_data, n * 4); break;
     case SS_DT_FLOAT64: memcpy(t->data, tp->double_data, n * 8); break;
