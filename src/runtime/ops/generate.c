@@ -9,88 +9,10 @@
  * SS_ERR_UNSUPPORTED "data-dependent output shape". Fills work by element size; run never
  * allocates (except Constant's string values, which are only ever produced at plan time).
  */
-#include "../op.h"
+#include "common.h"
 
 #include <math.h>
-#include <stdlib.h>
 #include <string.h>
-
-static ss_status *oom(void)
-{
-    return ss_errf(SS_ERR_NOMEM, "out of memory");
-}
-
-/* Element i of any numeric or bool tensor, as a double. */
-static double read_num(const ss_tensor *t, int64_t i)
-{
-    const char *p = (const char *)t->data + (size_t)i * ss_dtype_size(t->dtype);
-    union {
-        float f;
-        double d;
-        int8_t i8;
-        uint8_t u8;
-        int16_t i16;
-        uint16_t u16;
-        int32_t i32;
-        uint32_t u32;
-        int64_t i64;
-        uint64_t u64;
-    } v;
-    memcpy(&v, p, ss_dtype_size(t->dtype));
-    switch (t->dtype) {
-    case SS_DT_FLOAT32:
-        return v.f;
-    case SS_DT_FLOAT64:
-        return v.d;
-    case SS_DT_FLOAT16:
-        return ss_f16_to_f32(v.u16);
-    case SS_DT_BFLOAT16:
-        return ss_bf16_to_f32(v.u16);
-    case SS_DT_INT8:
-        return v.i8;
-    case SS_DT_UINT8:
-    case SS_DT_BOOL:
-        return v.u8;
-    case SS_DT_INT16:
-        return v.i16;
-    case SS_DT_UINT16:
-        return v.u16;
-    case SS_DT_INT32:
-        return v.i32;
-    case SS_DT_UINT32:
-        return v.u32;
-    case SS_DT_INT64:
-        return (double)v.i64;
-    case SS_DT_UINT64:
-        return (double)v.u64;
-    default:
-        return 0;
-    }
-}
-
-/* Element i of an integer tensor as int64 (exact, unlike read_num for large int64). */
-static int64_t read_index(const ss_tensor *t, int64_t i)
-{
-    if (t->dtype == SS_DT_INT64) {
-        int64_t v;
-        memcpy(&v, (const char *)t->data + i * 8, 8);
-        return v;
-    }
-    return (int64_t)read_num(t, i);
-}
-
-/* The plan-time value of input i, or an UNSUPPORTED "data-dependent output shape" error. */
-static ss_status *plan_value(ss_kctx *k, int i, const char *what, const ss_tensor **out)
-{
-    const ss_tensor *v = ss_kctx_value(k, i);
-    if (!v || (!v->data && ss_tensor_numel(k->in[i]) > 0))
-        return ss_op_err(k, SS_ERR_UNSUPPORTED,
-                         "data-dependent output shape (input '%s' is only "
-                         "known at run time)",
-                         what);
-    *out = v;
-    return NULL;
-}
 
 /* Writes the value 1 of dtype dt into dst; false for types without a 1. */
 static bool one_bytes(ss_dtype dt, void *dst)
@@ -127,32 +49,6 @@ static bool one_bytes(ss_dtype dt, void *dst)
     }
 }
 
-#define FILL_LOOP(ES)                                                                              \
-    for (int64_t i = 0; i < n; i++)                                                                \
-    memcpy(dst + i * (ES), value, ES)
-
-static void fill(char *restrict dst, const void *restrict value, int64_t n, size_t es)
-{
-    if (n <= 0) return; /* an empty output may have no buffer at all */
-    switch (es) {
-    case 1:
-        memset(dst, *(const unsigned char *)value, (size_t)n);
-        break;
-    case 2:
-        FILL_LOOP(2);
-        break;
-    case 4:
-        FILL_LOOP(4);
-        break;
-    case 8:
-        FILL_LOOP(8);
-        break;
-    default:
-        for (int64_t i = 0; i < n; i++)
-            memcpy(dst + (size_t)i * es, value, es);
-    }
-}
-
 /* ------------------------------------------------------------------ Constant */
 
 typedef struct {
@@ -164,9 +60,8 @@ typedef struct {
 static ss_status *constant_set(ss_kctx *k, ss_dtype dt, int nd, int64_t n, const void *data)
 {
     size_t nbytes = (size_t)n * ss_dtype_size(dt);
-    const_plan *p = calloc(1, sizeof *p + nbytes + 1);
-    if (!p) return oom();
-    k->state = p;
+    const_plan *p = ss_op_state_alloc(k, sizeof *p + nbytes + 1);
+    if (!p) return ss_op_oom();
     p->nbytes = nbytes;
     if (nbytes) memcpy(p->bytes, data, nbytes);
     ss_tensor *o = k->out[0];
@@ -255,7 +150,7 @@ static ss_status *const_of_shape_infer(ss_kctx *k)
     ss_status *st = ss_op_expect_inputs(k, 1, 1);
     if (st) return st;
     const ss_tensor *shape = NULL;
-    if ((st = plan_value(k, 0, "input", &shape))) return st;
+    if ((st = ss_op_plan_value(k, 0, "input", &shape))) return st;
     int64_t dims[SS_MAX_DIMS];
     if (shape->dtype != SS_DT_INT64) return ss_op_err(k, SS_ERR_INVALID, "the shape must be int64");
     int nd = ss_op_read_ints(shape, dims, SS_MAX_DIMS);
@@ -265,9 +160,8 @@ static ss_status *const_of_shape_infer(ss_kctx *k)
     for (int i = 0; i < nd; i++)
         if (dims[i] < 0)
             return ss_op_err(k, SS_ERR_INVALID, "negative dim %lld", (long long)dims[i]);
-    fill_plan *p = calloc(1, sizeof *p);
-    if (!p) return oom();
-    k->state = p;
+    fill_plan *p = ss_op_state_alloc(k, sizeof *p);
+    if (!p) return ss_op_oom();
     ss_tensor *o = k->out[0];
     o->dtype = SS_DT_FLOAT32;
     const ss_onnx_attr *a = ss_onnx_attr_find(k->node, "value");
@@ -297,7 +191,7 @@ static ss_status *const_of_shape_run(ss_kctx *k)
 {
     const fill_plan *p = k->state;
     ss_tensor *o = k->out[0];
-    fill(o->data, p->value, ss_tensor_numel(o), ss_dtype_size(o->dtype));
+    ss_op_fill(o->data, p->value, ss_tensor_numel(o), ss_dtype_size(o->dtype));
     return NULL;
 }
 
@@ -316,17 +210,19 @@ static ss_status *range_infer(ss_kctx *k)
         if (k->in[i]->dtype != k->in[0]->dtype || ss_tensor_numel(k->in[i]) != 1)
             return ss_op_err(k, SS_ERR_INVALID, "'%s' must be a scalar of the same type as 'start'",
                              names[i]);
-        if ((st = plan_value(k, i, names[i], &v[i]))) return st;
+        if ((st = ss_op_plan_value(k, i, names[i], &v[i]))) return st;
     }
     int64_t n;
     if (ss_dtype_is_float(k->in[0]->dtype)) {
-        double s = read_num(v[0], 0), l = read_num(v[1], 0), d = read_num(v[2], 0);
+        double s = ss_op_elem_f64(v[0], 0), l = ss_op_elem_f64(v[1], 0),
+               d = ss_op_elem_f64(v[2], 0);
         if (d == 0) return ss_op_err(k, SS_ERR_INVALID, "delta is zero");
         double c = ceil((l - s) / d);
         if (!(c < 1e12)) return ss_op_err(k, SS_ERR_LIMIT, "range too long");
         n = c > 0 ? (int64_t)c : 0;
     } else {
-        int64_t s = read_index(v[0], 0), l = read_index(v[1], 0), d = read_index(v[2], 0);
+        int64_t s = ss_op_elem_i64(v[0], 0), l = ss_op_elem_i64(v[1], 0),
+                d = ss_op_elem_i64(v[2], 0);
         if (d == 0) return ss_op_err(k, SS_ERR_INVALID, "delta is zero");
         /* unsigned arithmetic: exact for any int64 start, limit and delta */
         uint64_t span = d > 0 ? (l > s ? (uint64_t)l - (uint64_t)s : 0)
@@ -404,9 +300,8 @@ static ss_status *eye_like_infer(ss_kctx *k)
     int64_t dt = ss_onnx_attr_int(k->node, "dtype", x->dtype);
     if (!ss_dtype_valid((int)dt) || dt == SS_DT_STRING || dt == SS_DT_UNDEFINED)
         return ss_op_err(k, SS_ERR_UNSUPPORTED, "dtype %lld", (long long)dt);
-    eye_plan *p = calloc(1, sizeof *p);
-    if (!p) return oom();
-    k->state = p;
+    eye_plan *p = ss_op_state_alloc(k, sizeof *p);
+    if (!p) return ss_op_oom();
     one_bytes((ss_dtype)dt, p->one);
     p->k = ss_onnx_attr_int(k->node, "k", 0);
     /* beyond the matrix every k gives all zeros; clamping keeps r + k exact */
@@ -448,8 +343,8 @@ static ss_status *onehot_infer(ss_kctx *k)
         return ss_op_err(k, SS_ERR_UNSUPPORTED, "values must be two numeric elements [off, on]");
     if (ss_tensor_numel(k->in[1]) != 1)
         return ss_op_err(k, SS_ERR_INVALID, "depth must be one value");
-    if ((st = plan_value(k, 1, "depth", &depth))) return st;
-    double dd = read_num(depth, 0);
+    if ((st = ss_op_plan_value(k, 1, "depth", &depth))) return st;
+    double dd = ss_op_elem_f64(depth, 0);
     if (!(dd >= 1 && dd <= (double)((int64_t)1 << 40)))
         return ss_op_err(k, SS_ERR_INVALID, "depth %g must be in 1..2^40", dd);
     int64_t d = (int64_t)dd;
@@ -458,9 +353,8 @@ static ss_status *onehot_infer(ss_kctx *k)
     int64_t axis = ss_onnx_attr_int(k->node, "axis", -1);
     if (axis < 0) axis += r + 1;
     if (axis < 0 || axis > r) return ss_op_err(k, SS_ERR_INVALID, "axis out of range");
-    onehot_plan *p = calloc(1, sizeof *p);
-    if (!p) return oom();
-    k->state = p;
+    onehot_plan *p = ss_op_state_alloc(k, sizeof *p);
+    if (!p) return ss_op_oom();
     p->depth = d;
     p->outer = 1;
     p->inner = 1;
@@ -491,15 +385,15 @@ static ss_status *onehot_run(ss_kctx *k)
     size_t es = ss_dtype_size(o->dtype);
     const char *off = vals->data, *on = off + es;
     char *dst = o->data;
-    fill(dst, off, ss_tensor_numel(o), es);
+    ss_op_fill(dst, off, ss_tensor_numel(o), es);
     for (int64_t a = 0; a < p->outer; a++)
         for (int64_t b = 0; b < p->inner; b++) {
             int64_t i;
             if (ss_dtype_is_float(ix->dtype)) {
-                double f = read_num(ix, a * p->inner + b);
+                double f = ss_op_elem_f64(ix, a * p->inner + b);
                 i = f > -(double)p->depth - 1 && f < (double)p->depth + 1 ? (int64_t)f : p->depth;
             } else {
-                i = read_index(ix, a * p->inner + b);
+                i = ss_op_elem_i64(ix, a * p->inner + b);
             }
             if (i < 0) i += p->depth;
             if (i < 0 || i >= p->depth) continue; /* out of range: the row stays all "off" */

@@ -4,125 +4,20 @@
  *
  * Every kernel moves elements by size (1/2/4/8 bytes, any other size byte-wise), never by type,
  * so every dtype but string is served by the same code. Transpose, Slice, Tile and the
- * DepthToSpace family reduce to one "strided view" (output dims + a signed source stride per
- * output dim + a start offset) computed in infer; the view is simplified (size-1 dims dropped,
- * contiguous runs merged) so that a row of the output is one memcpy where the layout allows it,
- * and a view whose source-contiguous dim is the second-to-last output dim (2-D transposes,
- * attention's [0,2,3,1]) is copied in cache-sized tiles. run never allocates.
+ * DepthToSpace family reduce to one strided view (ss_view in common.h: output dims + a signed
+ * source stride per output dim + a start offset) computed in infer and copied by ss_view_run,
+ * which turns a row into one memcpy where the layout allows and copies 2-D transposes
+ * (attention's [0,2,3,1]) in cache-sized tiles. run never allocates.
  */
-#include "../op.h"
+#include "common.h"
 
-#include <stdlib.h>
 #include <string.h>
-#ifdef __SSE2__
-#include <emmintrin.h>
-#endif
-
-#define VIEW_MAX (2 * SS_MAX_DIMS) /* Tile views interleave repeat and data dims */
-#define TILE 32
 
 /* ------------------------------------------------------------------ helpers */
-
-static ss_status *oom(void)
-{
-    return ss_errf(SS_ERR_NOMEM, "out of memory");
-}
-
-static void *state_alloc(ss_kctx *k, size_t size)
-{
-    k->state = calloc(1, size);
-    return k->state;
-}
-
-static void contiguous_strides(int nd, const int64_t *dims, int64_t *strides)
-{
-    int64_t s = 1;
-    for (int i = nd - 1; i >= 0; i--) {
-        strides[i] = s;
-        s *= dims[i];
-    }
-}
-
-static int64_t prod(const int64_t *dims, int from, int to)
-{
-    int64_t p = 1;
-    for (int i = from; i < to; i++)
-        p *= dims[i];
-    return p;
-}
-
-/* Reads element i of an integer tensor (int8..uint64) as int64. */
-static int64_t read_int(const ss_tensor *t, int64_t i)
-{
-    const char *p = t->data;
-    switch (t->dtype) {
-    case SS_DT_INT64: {
-        int64_t v;
-        memcpy(&v, p + i * 8, 8);
-        return v;
-    }
-    case SS_DT_INT32: {
-        int32_t v;
-        memcpy(&v, p + i * 4, 4);
-        return v;
-    }
-    case SS_DT_INT16: {
-        int16_t v;
-        memcpy(&v, p + i * 2, 2);
-        return v;
-    }
-    case SS_DT_INT8:
-        return ((const int8_t *)p)[i];
-    case SS_DT_UINT8:
-        return ((const uint8_t *)p)[i];
-    case SS_DT_UINT16: {
-        uint16_t v;
-        memcpy(&v, p + i * 2, 2);
-        return v;
-    }
-    case SS_DT_UINT32: {
-        uint32_t v;
-        memcpy(&v, p + i * 4, 4);
-        return v;
-    }
-    case SS_DT_UINT64: {
-        uint64_t v;
-        memcpy(&v, p + i * 8, 8);
-        return (int64_t)v;
-    }
-    default:
-        return 0;
-    }
-}
 
 static bool is_index_type(ss_dtype dt)
 {
     return dt == SS_DT_INT32 || dt == SS_DT_INT64;
-}
-
-/* A plan-time value of an integer input, as int64s; NULL status with *n = -1 when absent.
- * Fails with "data-dependent output shape" when the value is only known at run time. */
-static ss_status *value_ints(ss_kctx *k, int i, const char *what, int64_t *dst, int cap, int *n)
-{
-    *n = -1;
-    if (i >= k->n_in || !k->in[i]) return NULL;
-    const ss_tensor *v = ss_kctx_value(k, i);
-    int64_t numel = ss_tensor_numel(k->in[i]);
-    if (!v || (!v->data && numel > 0))
-        return ss_op_err(k, SS_ERR_UNSUPPORTED,
-                         "data-dependent output shape (input '%s' is only "
-                         "known at run time)",
-                         what);
-    if (!is_index_type(v->dtype))
-        return ss_op_err(k, SS_ERR_INVALID, "input '%s' must be int32 or int64, not %s", what,
-                         ss_dtype_name(v->dtype));
-    if (v->ndim > 1 || numel > cap)
-        return ss_op_err(k, SS_ERR_INVALID, "input '%s' must be a 1-D tensor of at most %d values",
-                         what, cap);
-    for (int64_t j = 0; j < numel; j++)
-        dst[j] = read_int(v, j);
-    *n = (int)numel;
-    return NULL;
 }
 
 /* Output element counts past 2^62 are refused here rather than overflowing later. */
@@ -139,186 +34,11 @@ static ss_status *no_strings(const ss_kctx *k, int i)
     return NULL;
 }
 
-/* ------------------------------------------------------------------ strided views */
-
-typedef struct {
-    int nd;
-    int64_t dims[VIEW_MAX];
-    int64_t stride[VIEW_MAX]; /* source stride in elements per output dim; 0 or negative allowed */
-    int64_t offset;           /* source element of output element 0 */
-    int64_t numel;
-} view;
-
-/* Drop size-1 dims and merge runs that walk the source contiguously. */
-static void view_simplify(view *v)
-{
-    v->numel = 1;
-    for (int i = 0; i < v->nd; i++)
-        v->numel *= v->dims[i];
-    int n = 0;
-    for (int i = 0; i < v->nd; i++) {
-        if (v->dims[i] == 1) continue;
-        if (n > 0 && v->stride[n - 1] == v->stride[i] * v->dims[i]) {
-            v->dims[n - 1] *= v->dims[i];
-            v->stride[n - 1] = v->stride[i];
-        } else {
-            v->dims[n] = v->dims[i];
-            v->stride[n] = v->stride[i];
-            n++;
-        }
-    }
-    v->nd = n;
-}
-
-#define ROW_LOOP(ES)                                                                               \
-    do {                                                                                           \
-        if (stride == 0)                                                                           \
-            for (int64_t i = 0; i < n; i++)                                                        \
-                memcpy(dst + i * (ES), src, ES);                                                   \
-        else                                                                                       \
-            for (int64_t i = 0; i < n; i++)                                                        \
-                memcpy(dst + i * (ES), src + i * stride * (ES), ES);                               \
-    } while (0)
-
-/* One output row: n elements from src, stride elements apart. */
-static void row_copy(char *restrict dst, const char *restrict src, int64_t n, int64_t stride,
-                     size_t es)
-{
-    if (stride == 1) {
-        memcpy(dst, src, (size_t)n * es);
-        return;
-    }
-    switch (es) {
-    case 1:
-        ROW_LOOP(1);
-        break;
-    case 2:
-        ROW_LOOP(2);
-        break;
-    case 4:
-        ROW_LOOP(4);
-        break;
-    case 8:
-        ROW_LOOP(8);
-        break;
-    default:
-        for (int64_t i = 0; i < n; i++)
-            memcpy(dst + (size_t)i * es, src + i * stride * (int64_t)es, es);
-    }
-}
-
-#define TILE_LOOP(ES)                                                                              \
-    for (int64_t r = r0; r < r1; r++)                                                              \
-        for (int64_t c = c0; c < c1; c++)                                                          \
-    memcpy(dst + (r * C + c) * (ES), src + (r + c * ld) * (ES), ES)
-
-#ifdef __SSE2__
-/* 4-byte elements, 4x4 blocks in registers: four contiguous loads, four contiguous stores. */
-static void tile4_sse(char *restrict dst, const char *restrict src, int64_t r0, int64_t r1,
-                      int64_t c0, int64_t c1, int64_t C, int64_t ld)
-{
-    int64_t r4 = r0 + (r1 - r0) / 4 * 4, c4 = c0 + (c1 - c0) / 4 * 4;
-    for (int64_t r = r0; r < r4; r += 4)
-        for (int64_t c = c0; c < c4; c += 4) {
-            const float *s = (const float *)(const void *)src + r + c * ld;
-            __m128 a = _mm_loadu_ps(s), b = _mm_loadu_ps(s + ld), e = _mm_loadu_ps(s + 2 * ld),
-                   f = _mm_loadu_ps(s + 3 * ld);
-            _MM_TRANSPOSE4_PS(a, b, e, f);
-            float *d = (float *)(void *)dst + r * C + c;
-            _mm_storeu_ps(d, a);
-            _mm_storeu_ps(d + C, b);
-            _mm_storeu_ps(d + 2 * C, e);
-            _mm_storeu_ps(d + 3 * C, f);
-        }
-    /* ragged edges */
-    for (int64_t r = r0; r < r1; r++)
-        for (int64_t c = r < r4 ? c4 : c0; c < c1; c++)
-            memcpy(dst + (r * C + c) * 4, src + (r + c * ld) * 4, 4);
-}
-#endif
-
-/* dst[r][c] = src[r + c*ld] for an R x C output: a transpose, copied in TILE x TILE blocks so
- * both sides stay in cache (4-byte elements go through 4x4 register blocks where SSE2 exists). */
-static void tile_transpose(char *restrict dst, const char *restrict src, int64_t R, int64_t C,
-                           int64_t ld, size_t es)
-{
-    for (int64_t r0 = 0; r0 < R; r0 += TILE) {
-        int64_t r1 = r0 + TILE < R ? r0 + TILE : R;
-        for (int64_t c0 = 0; c0 < C; c0 += TILE) {
-            int64_t c1 = c0 + TILE < C ? c0 + TILE : C;
-            switch (es) {
-            case 1:
-                TILE_LOOP(1);
-                break;
-            case 2:
-                TILE_LOOP(2);
-                break;
-#ifdef __SSE2__
-            case 4:
-                tile4_sse(dst, src, r0, r1, c0, c1, C, ld);
-                break;
-#else
-            case 4:
-                TILE_LOOP(4);
-                break;
-#endif
-            case 8:
-                TILE_LOOP(8);
-                break;
-            default:
-                for (int64_t r = r0; r < r1; r++)
-                    for (int64_t c = c0; c < c1; c++)
-                        memcpy(dst + (size_t)(r * C + c) * es, src + (r + c * ld) * (int64_t)es,
-                               es);
-            }
-        }
-    }
-}
-
-/* Copy a simplified view of src into contiguous dst. */
-static void view_copy(const view *v, size_t es, const char *src, char *dst)
-{
-    if (v->numel == 0) return;
-    src += v->offset * (int64_t)es;
-    int nd = v->nd;
-    if (nd == 0) {
-        memcpy(dst, src, es);
-        return;
-    }
-    bool tiled = nd >= 2 && v->stride[nd - 2] == 1 && v->stride[nd - 1] > 1 && v->dims[nd - 2] >= 4;
-    int inner = tiled ? 2 : 1;
-    int outer = nd - inner;
-    int64_t chunk = tiled ? v->dims[nd - 2] * v->dims[nd - 1] : v->dims[nd - 1];
-    int64_t n_outer = v->numel / chunk;
-    int64_t idx[VIEW_MAX] = {0};
-    int64_t off = 0;
-    for (int64_t o = 0; o < n_outer; o++) {
-        const char *s = src + off * (int64_t)es;
-        if (tiled)
-            tile_transpose(dst, s, v->dims[nd - 2], v->dims[nd - 1], v->stride[nd - 1], es);
-        else
-            row_copy(dst, s, chunk, v->stride[nd - 1], es);
-        dst += chunk * (int64_t)es;
-        for (int d = outer - 1; d >= 0; d--) {
-            off += v->stride[d];
-            if (++idx[d] < v->dims[d]) break;
-            off -= v->stride[d] * v->dims[d];
-            idx[d] = 0;
-        }
-    }
-}
-
-static ss_status *view_run(ss_kctx *k)
-{
-    view_copy(k->state, ss_dtype_size(k->in[0]->dtype), k->in[0]->data, k->out[0]->data);
-    return NULL;
-}
-
 /* The view of a permutation of a tensor with the given dims. */
-static void view_permute(view *v, int nd, const int64_t *dims, const int *perm)
+static void view_permute(ss_view *v, int nd, const int64_t *dims, const int *perm)
 {
-    int64_t strides[VIEW_MAX];
-    contiguous_strides(nd, dims, strides);
+    int64_t strides[SS_VIEW_MAX];
+    ss_op_contiguous_strides(nd, dims, strides);
     v->nd = nd;
     v->offset = 0;
     for (int i = 0; i < nd; i++) {
@@ -353,15 +73,15 @@ static ss_status *transpose_infer(ss_kctx *k)
             perm[i] = a;
         }
     }
-    view *v = state_alloc(k, sizeof *v);
-    if (!v) return oom();
+    ss_view *v = ss_op_state_alloc(k, sizeof *v);
+    if (!v) return ss_op_oom();
     view_permute(v, nd, x->dims, perm);
     ss_tensor *o = k->out[0];
     o->dtype = x->dtype;
     o->ndim = nd;
     for (int i = 0; i < nd; i++)
         o->dims[i] = v->dims[i];
-    view_simplify(v);
+    ss_view_simplify(v);
     return NULL;
 }
 
@@ -392,10 +112,10 @@ static ss_status *concat_infer(ss_kctx *k)
     ss_op_same_shape(o, x0);
     o->dims[axis] = 0;
     size_t es = ss_dtype_size(x0->dtype);
-    concat_plan *p = state_alloc(k, sizeof *p + sizeof(size_t) * (size_t)k->n_in);
-    if (!p) return oom();
+    concat_plan *p = ss_op_state_alloc(k, sizeof *p + sizeof(size_t) * (size_t)k->n_in);
+    if (!p) return ss_op_oom();
     p->n = k->n_in;
-    p->outer = prod(x0->dims, 0, axis);
+    p->outer = ss_op_dims_prod(x0->dims, 0, axis);
     for (int i = 0; i < k->n_in; i++) {
         const ss_tensor *x = k->in[i];
         if (x->dtype != x0->dtype || x->ndim != nd)
@@ -405,7 +125,7 @@ static ss_status *concat_infer(ss_kctx *k)
                 return ss_op_err(k, SS_ERR_INVALID, "input %d has dim %d = %lld, input 0 has %lld",
                                  i, d, (long long)x->dims[d], (long long)x0->dims[d]);
         o->dims[axis] += x->dims[axis];
-        p->bytes[i] = (size_t)prod(x->dims, axis, nd) * es;
+        p->bytes[i] = (size_t)ss_op_dims_prod(x->dims, axis, nd) * es;
     }
     return NULL;
 }
@@ -453,7 +173,7 @@ static ss_status *split_infer(ss_kctx *k)
         return ss_op_err(k, SS_ERR_LIMIT, "%d outputs (1..256 supported)", n_out);
     int ns = -1;
     if (k->opset >= 13) {
-        if ((st = value_ints(k, 1, "split", sizes, 256, &ns))) return st;
+        if ((st = ss_op_plan_ints(k, 1, "split", sizes, 256, &ns))) return st;
     } else {
         const int64_t *sa;
         ns = ss_onnx_attr_ints(k->node, "split", &sa);
@@ -480,12 +200,12 @@ static ss_status *split_infer(ss_kctx *k)
         for (int i = 0; i < n_out; i++)
             sizes[i] = dim / n_out;
     }
-    split_plan *p = state_alloc(k, sizeof *p + sizeof(size_t) * (size_t)n_out);
-    if (!p) return oom();
+    split_plan *p = ss_op_state_alloc(k, sizeof *p + sizeof(size_t) * (size_t)n_out);
+    if (!p) return ss_op_oom();
     size_t es = ss_dtype_size(x->dtype);
     p->n = n_out;
-    p->outer = prod(x->dims, 0, axis);
-    int64_t inner = prod(x->dims, axis + 1, nd);
+    p->outer = ss_op_dims_prod(x->dims, 0, axis);
+    int64_t inner = ss_op_dims_prod(x->dims, axis + 1, nd);
     p->in_bytes = (size_t)(dim * inner) * es;
     for (int i = 0; i < n_out; i++) {
         p->bytes[i] = (size_t)(sizes[i] * inner) * es;
@@ -522,10 +242,10 @@ static ss_status *slice_infer(ss_kctx *k)
     int64_t starts[SS_MAX_DIMS], ends[SS_MAX_DIMS], axes[SS_MAX_DIMS], steps[SS_MAX_DIMS];
     int ns, ne, na = -1, nst = -1;
     if (k->opset >= 10) {
-        if ((st = value_ints(k, 1, "starts", starts, SS_MAX_DIMS, &ns))) return st;
-        if ((st = value_ints(k, 2, "ends", ends, SS_MAX_DIMS, &ne))) return st;
-        if ((st = value_ints(k, 3, "axes", axes, SS_MAX_DIMS, &na))) return st;
-        if ((st = value_ints(k, 4, "steps", steps, SS_MAX_DIMS, &nst))) return st;
+        if ((st = ss_op_plan_ints(k, 1, "starts", starts, SS_MAX_DIMS, &ns))) return st;
+        if ((st = ss_op_plan_ints(k, 2, "ends", ends, SS_MAX_DIMS, &ne))) return st;
+        if ((st = ss_op_plan_ints(k, 3, "axes", axes, SS_MAX_DIMS, &na))) return st;
+        if ((st = ss_op_plan_ints(k, 4, "steps", steps, SS_MAX_DIMS, &nst))) return st;
     } else {
         const int64_t *a;
         if ((ns = ss_onnx_attr_ints(k->node, "starts", &a)) > SS_MAX_DIMS) ns = -2;
@@ -542,10 +262,10 @@ static ss_status *slice_infer(ss_kctx *k)
     }
     if (ns != ne || (na >= 0 && na != ns) || (nst >= 0 && nst != ns))
         return ss_op_err(k, SS_ERR_INVALID, "starts, ends, axes and steps differ in length");
-    view *v = state_alloc(k, sizeof *v);
-    if (!v) return oom();
+    ss_view *v = ss_op_state_alloc(k, sizeof *v);
+    if (!v) return ss_op_oom();
     int64_t strides[SS_MAX_DIMS];
-    contiguous_strides(nd, x->dims, strides);
+    ss_op_contiguous_strides(nd, x->dims, strides);
     v->nd = nd;
     v->offset = 0;
     for (int i = 0; i < nd; i++)
@@ -582,7 +302,7 @@ static ss_status *slice_infer(ss_kctx *k)
     o->ndim = nd;
     for (int i = 0; i < nd; i++)
         o->dims[i] = v->dims[i];
-    view_simplify(v);
+    ss_view_simplify(v);
     return NULL;
 }
 
@@ -607,12 +327,12 @@ static ss_status *gather_infer(ss_kctx *k)
     if ((st = ss_op_axis(k, ss_onnx_attr_int(k->node, "axis", 0), x->ndim, &axis))) return st;
     if (x->ndim - 1 + ix->ndim > SS_MAX_DIMS)
         return ss_op_err(k, SS_ERR_LIMIT, "output rank too large");
-    gather_plan *p = state_alloc(k, sizeof *p);
-    if (!p) return oom();
-    p->outer = prod(x->dims, 0, axis);
+    gather_plan *p = ss_op_state_alloc(k, sizeof *p);
+    if (!p) return ss_op_oom();
+    p->outer = ss_op_dims_prod(x->dims, 0, axis);
     p->axis_dim = x->dims[axis];
     p->n_idx = ss_tensor_numel(ix);
-    p->inner_bytes = (size_t)prod(x->dims, axis + 1, x->ndim) * ss_dtype_size(x->dtype);
+    p->inner_bytes = (size_t)ss_op_dims_prod(x->dims, axis + 1, x->ndim) * ss_dtype_size(x->dtype);
     ss_tensor *o = k->out[0];
     o->dtype = x->dtype;
     o->ndim = 0;
@@ -636,11 +356,11 @@ static ss_status *gather_run(ss_kctx *k)
     for (int64_t o = 0; o < p->outer; o++) {
         const char *base = src + (size_t)(o * p->axis_dim) * ib;
         for (int64_t i = 0; i < p->n_idx; i++, dst += ib) {
-            int64_t j = read_int(ix, i);
+            int64_t j = ss_op_elem_i64(ix, i);
             if (j < 0) j += p->axis_dim;
             if (j < 0 || j >= p->axis_dim)
                 return ss_op_err(k, SS_ERR_INVALID, "index %lld is out of range for a dim of %lld",
-                                 (long long)read_int(ix, i), (long long)p->axis_dim);
+                                 (long long)ss_op_elem_i64(ix, i), (long long)p->axis_dim);
             memcpy(dst, base + (size_t)j * ib, ib);
         }
     }
@@ -667,15 +387,15 @@ static ss_status *gather_el_infer(ss_kctx *k)
                          ss_dtype_name(ix->dtype));
     if (x->ndim != ix->ndim || x->ndim == 0)
         return ss_op_err(k, SS_ERR_INVALID, "data and indices must have the same rank >= 1");
-    gather_el_plan *p = state_alloc(k, sizeof *p);
-    if (!p) return oom();
+    gather_el_plan *p = ss_op_state_alloc(k, sizeof *p);
+    if (!p) return ss_op_oom();
     if ((st = ss_op_axis(k, ss_onnx_attr_int(k->node, "axis", 0), x->ndim, &p->axis))) return st;
     for (int i = 0; i < x->ndim; i++)
         if (i != p->axis && ix->dims[i] > x->dims[i])
             return ss_op_err(k, SS_ERR_INVALID, "indices dim %d exceeds data's", i);
     p->nd = x->ndim;
     memcpy(p->dims, ix->dims, sizeof p->dims);
-    contiguous_strides(x->ndim, x->dims, p->stride);
+    ss_op_contiguous_strides(x->ndim, x->dims, p->stride);
     p->numel = ss_tensor_numel(ix);
     ss_op_same_shape(k->out[0], ix);
     k->out[0]->dtype = x->dtype;
@@ -691,11 +411,11 @@ static ss_status *gather_el_run(ss_kctx *k)
     int64_t idx[SS_MAX_DIMS] = {0}, base = 0;
     char *dst = k->out[0]->data;
     for (int64_t i = 0; i < p->numel; i++) {
-        int64_t j = read_int(ix, i);
+        int64_t j = ss_op_elem_i64(ix, i);
         if (j < 0) j += ad;
         if (j < 0 || j >= ad)
             return ss_op_err(k, SS_ERR_INVALID, "index %lld is out of range for a dim of %lld",
-                             (long long)read_int(ix, i), (long long)ad);
+                             (long long)ss_op_elem_i64(ix, i), (long long)ad);
         memcpy(dst + (size_t)i * es, (const char *)x->data + (size_t)(base + j * as) * es, es);
         for (int d = p->nd - 1; d >= 0; d--) {
             if (d != p->axis) base += p->stride[d];
@@ -717,12 +437,12 @@ static ss_status *tile_infer(ss_kctx *k)
     const ss_tensor *x = k->in[0];
     int nd = x->ndim, nr;
     int64_t reps[SS_MAX_DIMS];
-    if ((st = value_ints(k, 1, "repeats", reps, SS_MAX_DIMS, &nr))) return st;
+    if ((st = ss_op_plan_ints(k, 1, "repeats", reps, SS_MAX_DIMS, &nr))) return st;
     if (nr != nd) return ss_op_err(k, SS_ERR_INVALID, "%d repeats for rank %d", nr, nd);
-    view *v = state_alloc(k, sizeof *v);
-    if (!v) return oom();
+    ss_view *v = ss_op_state_alloc(k, sizeof *v);
+    if (!v) return ss_op_oom();
     int64_t strides[SS_MAX_DIMS];
-    contiguous_strides(nd, x->dims, strides);
+    ss_op_contiguous_strides(nd, x->dims, strides);
     ss_tensor *o = k->out[0];
     o->dtype = x->dtype;
     o->ndim = nd;
@@ -738,7 +458,7 @@ static ss_status *tile_infer(ss_kctx *k)
             return ss_op_err(k, SS_ERR_LIMIT, "output dim %d overflows", i);
     }
     if ((st = check_numel(k, o))) return st;
-    view_simplify(v);
+    ss_view_simplify(v);
     return NULL;
 }
 
@@ -763,7 +483,7 @@ static ss_status *pad_infer(ss_kctx *k)
     int nd = x->ndim, np;
     int64_t pads[2 * SS_MAX_DIMS];
     if (inputs) {
-        if ((st = value_ints(k, 1, "pads", pads, 2 * SS_MAX_DIMS, &np))) return st;
+        if ((st = ss_op_plan_ints(k, 1, "pads", pads, 2 * SS_MAX_DIMS, &np))) return st;
     } else {
         const int64_t *pa;
         np = ss_onnx_attr_ints(k->node, "pads", &pa);
@@ -790,13 +510,13 @@ static ss_status *pad_infer(ss_kctx *k)
         total += out_dims[i];
     }
     if (ss_shape_numel(nd, out_dims) < 0) return ss_op_err(k, SS_ERR_LIMIT, "output too large");
-    pad_plan *p = state_alloc(k, sizeof *p + sizeof(int64_t) * (size_t)(total + 1));
-    if (!p) return oom();
+    pad_plan *p = ss_op_state_alloc(k, sizeof *p + sizeof(int64_t) * (size_t)(total + 1));
+    if (!p) return ss_op_oom();
     p->nd = nd;
     p->mode = m;
     memcpy(p->in_dims, x->dims, sizeof p->in_dims);
     memcpy(p->out_dims, out_dims, sizeof p->out_dims);
-    contiguous_strides(nd, x->dims, p->in_stride);
+    ss_op_contiguous_strides(nd, x->dims, p->in_stride);
     int64_t *mp = p->maps;
     for (int i = 0; i < nd; i++) {
         p->map[i] = mp;
@@ -914,8 +634,8 @@ static ss_status *space_infer(ss_kctx *k, bool to_space)
     bool crd = strcmp(mode, "CRD") == 0;
     if (!crd && strcmp(mode, "DCR") != 0)
         return ss_op_err(k, SS_ERR_INVALID, "unknown mode '%s'", mode);
-    view *v = state_alloc(k, sizeof *v);
-    if (!v) return oom();
+    ss_view *v = ss_op_state_alloc(k, sizeof *v);
+    if (!v) return ss_op_oom();
     ss_tensor *o = k->out[0];
     o->dtype = x->dtype;
     o->ndim = 4;
@@ -941,7 +661,7 @@ static ss_status *space_infer(ss_kctx *k, bool to_space)
         view_permute(v, 6, d6, perm);
         o->dims[0] = N, o->dims[1] = C * b * b, o->dims[2] = H / b, o->dims[3] = W / b;
     }
-    view_simplify(v);
+    ss_view_simplify(v);
     return NULL;
 }
 
@@ -966,8 +686,8 @@ static ss_status *trilu_infer(ss_kctx *k)
     if (k->n_in > 1 && k->in[1] &&
         (k->in[1]->dtype != SS_DT_INT64 || ss_tensor_numel(k->in[1]) != 1))
         return ss_op_err(k, SS_ERR_INVALID, "k must be one int64");
-    bool *upper = state_alloc(k, sizeof *upper);
-    if (!upper) return oom();
+    bool *upper = ss_op_state_alloc(k, sizeof *upper);
+    if (!upper) return ss_op_oom();
     *upper = ss_onnx_attr_int(k->node, "upper", 1) != 0;
     ss_op_same_shape(k->out[0], x);
     return NULL;
@@ -977,7 +697,8 @@ static ss_status *trilu_run(ss_kctx *k)
 {
     const ss_tensor *x = k->in[0];
     size_t es = ss_dtype_size(x->dtype);
-    int64_t diag = k->n_in > 1 && k->in[1] ? read_int(k->in[1], 0) : 0; /* may change per run */
+    int64_t diag =
+        k->n_in > 1 && k->in[1] ? ss_op_elem_i64(k->in[1], 0) : 0; /* may change per run */
     bool upper = *(const bool *)k->state;
     int64_t R = x->dims[x->ndim - 2], C = x->dims[x->ndim - 1];
     if (diag > C)
@@ -1002,16 +723,16 @@ static ss_status *trilu_run(ss_kctx *k)
 }
 
 const ss_op_def ss_ops_movement[] = {
-    {"", "Transpose", 1, 17, transpose_infer, view_run, 0},
+    {"", "Transpose", 1, 17, transpose_infer, ss_view_run, 0},
     {"", "Concat", 1, 17, concat_infer, concat_run, 0},
     {"", "Split", 2, 17, split_infer, split_run, 0},
-    {"", "Slice", 1, 17, slice_infer, view_run, 0},
+    {"", "Slice", 1, 17, slice_infer, ss_view_run, 0},
     {"", "Gather", 1, 17, gather_infer, gather_run, 0},
     {"", "GatherElements", 11, 17, gather_el_infer, gather_el_run, 0},
-    {"", "Tile", 6, 17, tile_infer, view_run, 0},
+    {"", "Tile", 6, 17, tile_infer, ss_view_run, 0},
     {"", "Pad", 2, 17, pad_infer, pad_run, 0},
-    {"", "DepthToSpace", 1, 17, depth_to_space_infer, view_run, 0},
-    {"", "SpaceToDepth", 1, 17, space_to_depth_infer, view_run, 0},
+    {"", "DepthToSpace", 1, 17, depth_to_space_infer, ss_view_run, 0},
+    {"", "SpaceToDepth", 1, 17, space_to_depth_infer, ss_view_run, 0},
     {"", "Trilu", 14, 17, trilu_infer, trilu_run, 0},
     {0},
 };

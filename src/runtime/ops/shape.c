@@ -5,52 +5,25 @@
  *
  * Output shapes that depend on an input's value (Reshape's shape, Squeeze/Unsqueeze's axes from
  * opset 13, Expand's shape) are read at plan time with ss_kctx_value(); a value only known at run
- * time fails with SS_ERR_UNSUPPORTED "data-dependent output shape". Expand moves elements by size
- * (1/2/4/8 bytes), so every dtype but string shares one kernel; run never allocates.
+ * time fails with SS_ERR_UNSUPPORTED "data-dependent output shape". Expand is a broadcast
+ * ss_view of its input (common.h), copied by element size, so every dtype but string shares one
+ * kernel; run never allocates.
  */
-#include "../op.h"
+#include "common.h"
 
-#include <stdlib.h>
 #include <string.h>
 
 /* ------------------------------------------------------------------ helpers */
-
-static ss_status *oom(void)
-{
-    return ss_errf(SS_ERR_NOMEM, "out of memory");
-}
 
 static ss_status *alias_run(ss_kctx *k)
 {
     return NULL;
 }
 
-/* A plan-time value of an int32/int64 1-D (or scalar) input; *n = -1 when the input is absent. */
-static ss_status *value_ints(ss_kctx *k, int i, const char *what, int64_t *dst, int cap, int *n)
-{
-    *n = -1;
-    if (i >= k->n_in || !k->in[i]) return NULL;
-    const ss_tensor *v = ss_kctx_value(k, i);
-    int64_t numel = ss_tensor_numel(k->in[i]);
-    if (!v || (!v->data && numel > 0))
-        return ss_op_err(k, SS_ERR_UNSUPPORTED,
-                         "data-dependent output shape (input '%s' is only "
-                         "known at run time)",
-                         what);
-    if (v->dtype != SS_DT_INT64 && v->dtype != SS_DT_INT32)
-        return ss_op_err(k, SS_ERR_INVALID, "input '%s' must be int64, not %s", what,
-                         ss_dtype_name(v->dtype));
-    if (v->ndim > 1 || numel > cap)
-        return ss_op_err(k, SS_ERR_INVALID, "input '%s' must be a 1-D tensor of at most %d values",
-                         what, cap);
-    *n = ss_op_read_ints(v, dst, cap);
-    return NULL;
-}
-
 /* Axes from the attribute (opset < 13) or input 1 (opset >= 13); *n = -1 when absent. */
 static ss_status *read_axes(ss_kctx *k, int64_t *axes, int *n)
 {
-    if (k->opset >= 13) return value_ints(k, 1, "axes", axes, SS_MAX_DIMS, n);
+    if (k->opset >= 13) return ss_op_plan_ints(k, 1, "axes", axes, SS_MAX_DIMS, n);
     const int64_t *a;
     *n = ss_onnx_attr_ints(k->node, "axes", &a);
     if (*n > SS_MAX_DIMS) return ss_op_err(k, SS_ERR_LIMIT, "too many axes");
@@ -78,7 +51,7 @@ static ss_status *reshape_infer(ss_kctx *k)
     int n;
     if (ss_tensor_numel(k->in[1]) > SS_MAX_DIMS)
         return ss_op_err(k, SS_ERR_LIMIT, "target rank above %d", SS_MAX_DIMS);
-    if ((st = value_ints(k, 1, "shape", shape, SS_MAX_DIMS, &n))) return st;
+    if ((st = ss_op_plan_ints(k, 1, "shape", shape, SS_MAX_DIMS, &n))) return st;
     bool allowzero = k->opset >= 14 && ss_onnx_attr_int(k->node, "allowzero", 0) != 0;
     int infer_at = -1;
     int64_t known = 1;
@@ -214,9 +187,8 @@ static ss_status *shape_infer(ss_kctx *k)
     if (end < 0) end += r;
     start = start < 0 ? 0 : start > r ? r : start;
     end = end < 0 ? 0 : end > r ? r : end;
-    shape_plan *p = calloc(1, sizeof *p);
-    if (!p) return oom();
-    k->state = p;
+    shape_plan *p = ss_op_state_alloc(k, sizeof *p);
+    if (!p) return ss_op_oom();
     p->start = (int)start;
     p->count = end > start ? (int)(end - start) : 0;
     ss_tensor *o = k->out[0];
@@ -251,14 +223,6 @@ static ss_status *size_run(ss_kctx *k)
 
 /* ------------------------------------------------------------------ Expand */
 
-/* The broadcast as a view of the input: output dims and an input stride per dim (0 where the
- * input is broadcast), with size-1 dims dropped and contiguous runs merged. */
-typedef struct {
-    int nd;
-    int64_t dims[SS_MAX_DIMS], stride[SS_MAX_DIMS];
-    int64_t numel;
-} expand_plan;
-
 static ss_status *expand_infer(ss_kctx *k)
 {
     ss_status *st = ss_op_expect_inputs(k, 2, 2);
@@ -269,88 +233,17 @@ static ss_status *expand_infer(ss_kctx *k)
     ss_tensor shape = {0};
     if (ss_tensor_numel(k->in[1]) > SS_MAX_DIMS)
         return ss_op_err(k, SS_ERR_LIMIT, "target rank above %d", SS_MAX_DIMS);
-    if ((st = value_ints(k, 1, "shape", shape.dims, SS_MAX_DIMS, &shape.ndim))) return st;
+    if ((st = ss_op_plan_ints(k, 1, "shape", shape.dims, SS_MAX_DIMS, &shape.ndim))) return st;
     for (int i = 0; i < shape.ndim; i++)
         if (shape.dims[i] < 0) return ss_op_err(k, SS_ERR_INVALID, "negative dim in shape");
     ss_tensor *o = k->out[0];
     if ((st = ss_op_broadcast(k, x, &shape, o))) return st;
     o->dtype = x->dtype;
     if (ss_tensor_numel(o) < 0) return ss_op_err(k, SS_ERR_LIMIT, "output too large");
-    expand_plan *p = calloc(1, sizeof *p);
-    if (!p) return oom();
-    k->state = p;
-    int64_t s = 1, stride[SS_MAX_DIMS];
-    for (int i = o->ndim - 1; i >= 0; i--) {
-        int xi = i - (o->ndim - x->ndim);
-        int64_t d = xi >= 0 ? x->dims[xi] : 1;
-        stride[i] = d == 1 ? 0 : s;
-        s *= d;
-    }
-    p->numel = ss_tensor_numel(o);
-    for (int i = 0; i < o->ndim; i++) {
-        if (o->dims[i] == 1) continue;
-        if (p->nd > 0 && p->stride[p->nd - 1] == stride[i] * o->dims[i]) {
-            p->dims[p->nd - 1] *= o->dims[i];
-            p->stride[p->nd - 1] = stride[i];
-        } else {
-            p->dims[p->nd] = o->dims[i];
-            p->stride[p->nd++] = stride[i];
-        }
-    }
-    return NULL;
-}
-
-#define FILL_LOOP(ES)                                                                              \
-    for (int64_t i = 0; i < n; i++)                                                                \
-    memcpy(dst + i * (ES), src, ES)
-
-static void fill(char *restrict dst, const char *restrict src, int64_t n, size_t es)
-{
-    switch (es) {
-    case 1:
-        memset(dst, (unsigned char)src[0], (size_t)n);
-        break;
-    case 2:
-        FILL_LOOP(2);
-        break;
-    case 4:
-        FILL_LOOP(4);
-        break;
-    case 8:
-        FILL_LOOP(8);
-        break;
-    default:
-        for (int64_t i = 0; i < n; i++)
-            memcpy(dst + (size_t)i * es, src, es);
-    }
-}
-
-static ss_status *expand_run(ss_kctx *k)
-{
-    const expand_plan *p = k->state;
-    size_t es = ss_dtype_size(k->in[0]->dtype);
-    const char *src = k->in[0]->data;
-    char *dst = k->out[0]->data;
-    if (p->numel == 0) return NULL;
-    if (p->nd == 0) {
-        memcpy(dst, src, es);
-        return NULL;
-    }
-    int nd = p->nd;
-    int64_t row = p->dims[nd - 1], n_rows = p->numel / row, idx[SS_MAX_DIMS] = {0}, off = 0;
-    size_t row_bytes = (size_t)row * es;
-    for (int64_t r = 0; r < n_rows; r++, dst += row_bytes) {
-        if (p->stride[nd - 1] == 0)
-            fill(dst, src + off * (int64_t)es, row, es);
-        else
-            memcpy(dst, src + off * (int64_t)es, row_bytes);
-        for (int d = nd - 2; d >= 0; d--) {
-            off += p->stride[d];
-            if (++idx[d] < p->dims[d]) break;
-            off -= p->stride[d] * p->dims[d];
-            idx[d] = 0;
-        }
-    }
+    ss_view *v = ss_op_state_alloc(k, sizeof *v);
+    if (!v) return ss_op_oom();
+    ss_view_broadcast(v, x, o->ndim, o->dims);
+    ss_view_simplify(v);
     return NULL;
 }
 
@@ -361,6 +254,6 @@ const ss_op_def ss_ops_shape[] = {
     {"", "Unsqueeze", 1, 17, unsqueeze_infer, alias_run, SS_OPF_ALIAS},
     {"", "Shape", 1, 17, shape_infer, shape_run, SS_OPF_SHAPE_ONLY},
     {"", "Size", 1, 17, size_infer, size_run, SS_OPF_SHAPE_ONLY},
-    {"", "Expand", 8, 17, expand_infer, expand_run, 0},
+    {"", "Expand", 8, 17, expand_infer, ss_view_run, 0},
     {0},
 };

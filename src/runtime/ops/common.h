@@ -1,0 +1,155 @@
+/*
+ * Helpers shared by the op families in ops/ (internal to the runtime).
+ *
+ * infer side: attribute whitelists, the float-only dtype check, axis normalisation from an
+ * attribute, the [outer, n, inner] split around an axis, per-plan state (one zeroed block, see
+ * op.h) and plan-time values of integer inputs. run side: reading one element of any numeric
+ * dtype, filling a buffer with one value, and the strided view copy that serves Transpose, Slice,
+ * Tile, DepthToSpace/SpaceToDepth and Expand. Nothing here allocates except ss_op_state_alloc,
+ * which is for infer only.
+ */
+#ifndef SS_RUNTIME_OPS_COMMON_H
+#define SS_RUNTIME_OPS_COMMON_H
+
+#include "../op.h"
+
+#include <string.h>
+
+/* ------------------------------------------------------------------ infer helpers */
+
+/* Fails with SS_ERR_UNSUPPORTED naming the first attribute of the node that is not in `known`
+ * (a NULL-terminated list). */
+ss_status *ss_op_check_attrs(const ss_kctx *k, const char *const *known);
+
+/* Input i must be float32 or float64 (the kernels of conv.c and normalize.c). */
+ss_status *ss_op_expect_float(const ss_kctx *k, int i);
+
+/* Normalises integer attribute `name` (default `dflt`) as an axis of a rank-`rank` tensor. */
+ss_status *ss_op_attr_axis(const ss_kctx *k, const char *name, int64_t dflt, int rank, int *axis);
+
+/* Product of dims[from..to). */
+int64_t ss_op_dims_prod(const int64_t *dims, int from, int to);
+
+/* The [outer, n, inner] view of x around `axis` (x->ndim >= 1). */
+void ss_op_split_axis(const ss_tensor *x, int axis, int64_t *outer, int64_t *n, int64_t *inner);
+
+/* Row-major element strides of a tensor with the given dims. */
+void ss_op_contiguous_strides(int nd, const int64_t *dims, int64_t *strides);
+
+/* Per-plan state: one zeroed block of `size` bytes stored in k->state, which the runtime frees
+ * with a single free(). Variable-size scratch goes into the same block, after the struct.
+ * NULL when out of memory (return ss_op_oom()). */
+void *ss_op_state_alloc(ss_kctx *k, size_t size);
+ss_status *ss_op_oom(void);
+
+/* The plan-time value of input i. A value only known at run time fails with SS_ERR_UNSUPPORTED
+ * "data-dependent output shape (input '<what>' ...)". */
+ss_status *ss_op_plan_value(ss_kctx *k, int i, const char *what, const ss_tensor **out);
+
+/* The plan-time value of an int32/int64 0-D or 1-D input i, at most `cap` values, as int64s;
+ * *n = -1 (and no error) when the input is absent. Errors as ss_op_plan_value, or INVALID for a
+ * wrong dtype, rank or count. */
+ss_status *ss_op_plan_ints(ss_kctx *k, int i, const char *what, int64_t *dst, int cap, int *n);
+
+/* ------------------------------------------------------------------ elements */
+
+/* double -> int64 without undefined behaviour: NaN -> 0, out of range saturates. */
+static inline int64_t ss_op_sat_i64(double x)
+{
+    return x != x ? 0 : x >= 0x1p63 ? INT64_MAX : x <= -0x1p63 ? INT64_MIN : (int64_t)x;
+}
+
+/* Element i of any numeric or bool tensor as a double (0 for other dtypes). Reads through
+ * memcpy: initializer data may be unaligned. */
+double ss_op_elem_f64(const ss_tensor *t, int64_t i);
+
+/* Element i of a numeric tensor as int64: exact for the integer types (uint64 above INT64_MAX
+ * saturates), float types saturate. Inline: Gather calls it per index. */
+static inline int64_t ss_op_elem_i64(const ss_tensor *t, int64_t i)
+{
+    const char *p = t->data;
+    switch (t->dtype) {
+    case SS_DT_INT64: {
+        int64_t v;
+        memcpy(&v, p + i * 8, 8);
+        return v;
+    }
+    case SS_DT_INT32: {
+        int32_t v;
+        memcpy(&v, p + i * 4, 4);
+        return v;
+    }
+    case SS_DT_INT16: {
+        int16_t v;
+        memcpy(&v, p + i * 2, 2);
+        return v;
+    }
+    case SS_DT_INT8:
+        return ((const int8_t *)p)[i];
+    case SS_DT_UINT8:
+    case SS_DT_BOOL:
+        return ((const uint8_t *)p)[i];
+    case SS_DT_UINT16: {
+        uint16_t v;
+        memcpy(&v, p + i * 2, 2);
+        return v;
+    }
+    case SS_DT_UINT32: {
+        uint32_t v;
+        memcpy(&v, p + i * 4, 4);
+        return v;
+    }
+    case SS_DT_UINT64: {
+        uint64_t v;
+        memcpy(&v, p + i * 8, 8);
+        return v > (uint64_t)INT64_MAX ? INT64_MAX : (int64_t)v;
+    }
+    default:
+        return ss_op_sat_i64(ss_op_elem_f64(t, i));
+    }
+}
+
+/* n copies of the es-byte `value` into dst (nothing for n <= 0: an empty output may have no
+ * buffer at all). */
+void ss_op_fill(void *dst, const void *value, int64_t n, size_t es);
+
+/* Runs BODY(float) or BODY(double) for a float32/float64 dtype (the kernels of conv.c and
+ * normalize.c are macros over the element type). */
+#define SS_OP_FLOAT_DISPATCH(DT, BODY)                                                             \
+    do {                                                                                           \
+        if ((DT) == SS_DT_FLOAT32)                                                                 \
+            BODY(float);                                                                           \
+        else                                                                                       \
+            BODY(double);                                                                          \
+    } while (0)
+
+/* ------------------------------------------------------------------ strided views
+ *
+ * A view is output dims plus a signed source stride (in elements) per output dim and a start
+ * offset: a transpose, a slice, a tile (repeat dims interleaved with data dims, hence twice the
+ * rank) or a broadcast (stride 0). ss_view_simplify drops size-1 dims and merges runs that walk
+ * the source contiguously, so that an output row is one memcpy or fill where the layout allows;
+ * a view whose source-contiguous dim is the second-to-last output dim (2-D transposes) is copied
+ * in cache-sized tiles. */
+#define SS_VIEW_MAX (2 * SS_MAX_DIMS)
+
+typedef struct {
+    int nd;
+    int64_t dims[SS_VIEW_MAX];
+    int64_t stride[SS_VIEW_MAX]; /* source stride in elements per output dim; 0 or negative ok */
+    int64_t offset;              /* source element of output element 0 */
+    int64_t numel;               /* set by ss_view_simplify */
+} ss_view;
+
+void ss_view_simplify(ss_view *v);
+
+/* The view of x broadcast (numpy-style, trailing dims aligned) to an nd-dim output. */
+void ss_view_broadcast(ss_view *v, const ss_tensor *x, int nd, const int64_t *dims);
+
+/* Copies a simplified view of src (es-byte elements) into contiguous dst. */
+void ss_view_copy(const ss_view *v, size_t es, const void *src, void *dst);
+
+/* run for ops whose state is a simplified ss_view of in[0]. */
+ss_status *ss_view_run(ss_kctx *k);
+
+#endif
