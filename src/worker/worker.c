@@ -888,7 +888,10 @@ static void *monitor_main(void *arg)
         for (int r = 0; r < w->cfg.rank_size; r++) {
             agent_slot *a = &w->agents[r];
             if (!a->alive || !a->conn) continue;
-            if (now - a->last_seen_ns > (uint64_t)w->opt.heartbeat_timeout_ms * 1000000ull) {
+            /* last_seen_ns may be newer than `now`: serve_agent updates it while the lock is
+             * dropped for a send below; unsigned now - last_seen then wrapped to a huge age and a
+             * healthy rank was declared gone under load */
+            if (a->last_seen_ns < now && now - a->last_seen_ns > (uint64_t)w->opt.heartbeat_timeout_ms * 1000000ull) {
                 char why[128];
                 snprintf(why, sizeof why, "no heartbeat answer for %d ms", w->opt.heartbeat_timeout_ms);
                 rank_gone(w, r, why);
