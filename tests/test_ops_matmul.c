@@ -112,8 +112,10 @@ static ss_tensor make_rand(ss_dtype dt, int nd, const int64_t *dims)
     }
     int64_t n = ss_tensor_numel(&t);
     for (int64_t i = 0; i < n; i++) {
-        if (dt == SS_DT_FLOAT32) ((float *)t.data)[i] = (float)urand();
-        else ((double *)t.data)[i] = urand();
+        if (dt == SS_DT_FLOAT32)
+            ((float *)t.data)[i] = (float)urand();
+        else
+            ((double *)t.data)[i] = urand();
     }
     return t;
 }
@@ -165,8 +167,10 @@ static ss_status *run_node(tnode *t, int64_t opset, int n_in, ss_tensor **in, ss
     if (!st) {
         int64_t n = ss_tensor_numel(out);
         for (int64_t i = 0; i < n; i++) {
-            if (out->dtype == SS_DT_FLOAT32) ((float *)out->data)[i] = NAN;
-            else ((double *)out->data)[i] = NAN;
+            if (out->dtype == SS_DT_FLOAT32)
+                ((float *)out->data)[i] = NAN;
+            else
+                ((double *)out->data)[i] = NAN;
         }
         st = d->run(&k);
     }
@@ -174,7 +178,8 @@ static ss_status *run_node(tnode *t, int64_t opset, int n_in, ss_tensor **in, ss
         int before = alloc_count;
         st = d->run(&k);
         int n = alloc_count - before;
-        if (!st && n) st = ss_errf(SS_ERR_INTERNAL, "%s run called malloc %d times", t->node.op_type, n);
+        if (!st && n)
+            st = ss_errf(SS_ERR_INTERNAL, "%s run called malloc %d times", t->node.op_type, n);
     }
     free(k.state);
     return st;
@@ -292,7 +297,8 @@ static void check_gemm(int64_t M, int64_t K, int64_t N, bool ta, bool tb, float 
         for (int64_t j = 0; j < N; j++) {
             double s = 0, g = 0;
             for (int64_t q = 0; q < K; q++) {
-                double x = get(&a, ta ? q * M + m : m * K + q) * get(&b, tb ? j * K + q : q * N + j);
+                double x =
+                    get(&a, ta ? q * M + m : m * K + q) * get(&b, tb ? j * K + q : q * N + j);
                 s += x, g += fabs(x);
             }
             s *= alpha, g *= fabs(alpha);
@@ -380,7 +386,10 @@ static void matmul_batched(ss_gemm_variant v, int threads)
     check_matmul(SS_DT_FLOAT64, 2, a9, 2, b8, v, threads, false);
 }
 
-static void test_matmul_batched_and_vectors(void) { for_each_variant(matmul_batched); }
+static void test_matmul_batched_and_vectors(void)
+{
+    for_each_variant(matmul_batched);
+}
 
 static void gemm_cases(ss_gemm_variant v, int threads)
 {
@@ -390,6 +399,7 @@ static void gemm_cases(ss_gemm_variant v, int threads)
     check_gemm(M, K, N, false, false, 0.5f, 2.0f, 1, c_n, v, threads, true);
     check_gemm(M, K, N, false, false, 1.0f, 1.0f, 2, c_1n, v, threads, true);
     check_gemm(M, K, N, false, false, -1.5f, 0.25f, 2, c_m1, v, threads, true);
+    check_gemm(1, K, N, false, false, -1.5f, 0.25f, 1, c_n, v, threads, true); /* GEMV, alpha */
     check_gemm(M, K, N, false, false, 1.0f, 1.0f, 2, c_mn, v, threads, true);
     check_gemm(M, K, N, false, false, 1.0f, 1.0f, 0, c_1, v, threads, true);
     check_gemm(M, K, N, false, false, 1.0f, 0.0f, 1, c_n, v, threads, true);
@@ -405,18 +415,25 @@ static void gemm_cases(ss_gemm_variant v, int threads)
                    Ms[mi] <= SS_GEMM_SMALL_MAX_M);
 }
 
-static void test_gemm_bias_broadcasts_and_transposes(void) { for_each_variant(gemm_cases); }
+static void test_gemm_bias_broadcasts_and_transposes(void)
+{
+    for_each_variant(gemm_cases);
+}
 
 /* The entry point itself: leading dimensions larger than the row, accumulation into C. */
 static void kernel_strided(ss_gemm_variant v, int threads)
 {
     int64_t M = 13, K = 300, N = 77, lda = 310, ldb = 90, ldc = 81;
-    float *A = malloc(sizeof(float) * (size_t)(M * lda)), *B = malloc(sizeof(float) * (size_t)(K * ldb)),
+    float *A = malloc(sizeof(float) * (size_t)(M * lda)),
+          *B = malloc(sizeof(float) * (size_t)(K * ldb)),
           *C = malloc(sizeof(float) * (size_t)(M * ldc));
     double *C0 = malloc(sizeof(double) * (size_t)(M * ldc));
-    for (int64_t i = 0; i < M * lda; i++) A[i] = (float)urand();
-    for (int64_t i = 0; i < K * ldb; i++) B[i] = (float)urand();
-    for (int64_t i = 0; i < M * ldc; i++) C[i] = (float)urand(), C0[i] = C[i];
+    for (int64_t i = 0; i < M * lda; i++)
+        A[i] = (float)urand();
+    for (int64_t i = 0; i < K * ldb; i++)
+        B[i] = (float)urand();
+    for (int64_t i = 0; i < M * ldc; i++)
+        C[i] = (float)urand(), C0[i] = C[i];
     int parts = ss_gemm_pool_reserve(threads);
     CHECK(parts >= threads); /* this machine can start 2 threads */
     parts = threads;
@@ -442,7 +459,10 @@ static void kernel_strided(ss_gemm_variant v, int threads)
     free(A), free(B), free(C), free(C0);
 }
 
-static void test_kernel_strided_accumulate(void) { for_each_variant(kernel_strided); }
+static void test_kernel_strided_accumulate(void)
+{
+    for_each_variant(kernel_strided);
+}
 
 /* Two threads calling at once: one owns the pool, the other runs alone; both must be right. */
 typedef struct {
@@ -470,11 +490,14 @@ static void test_concurrent_callers(void)
         c->A = malloc(sizeof(float) * (size_t)(c->M * c->K));
         c->B = malloc(sizeof(float) * (size_t)(c->K * c->N));
         c->C = malloc(sizeof(float) * (size_t)(c->M * c->N));
-        for (int64_t j = 0; j < c->M * c->K; j++) c->A[j] = (float)urand();
-        for (int64_t j = 0; j < c->K * c->N; j++) c->B[j] = (float)urand();
+        for (int64_t j = 0; j < c->M * c->K; j++)
+            c->A[j] = (float)urand();
+        for (int64_t j = 0; j < c->K * c->N; j++)
+            c->B[j] = (float)urand();
         CHECK(pthread_create(&t[i], NULL, conc_main, c) == 0);
     }
-    for (int i = 0; i < 2; i++) pthread_join(t[i], NULL);
+    for (int i = 0; i < 2; i++)
+        pthread_join(t[i], NULL);
     for (int i = 0; i < 2; i++) {
         conc_arg *c = &args[i];
         int bad = 0;

@@ -8,6 +8,8 @@
  * loaded from memory once and reused from L1 by the other M blocks; while the first M block
  * runs, the next panel's rows are prefetched. C takes alpha * partial sum after each K block
  * (it stays in L2 for M <= 64). Column tails use masked loads and stores, so any N works.
+ * M == 1 on AVX-512 is a GEMV instead (gemv512): four rows of B per step, each read as one long
+ * contiguous run, about 1.5x faster than the 1-row tile on the 4096 x 4096 MLP.
  *
  * Work is split into column chunks that the caller and the pool's workers claim with an atomic
  * counter, so a descheduled thread (a shared machine) does not hold the others up.
@@ -24,8 +26,8 @@
 #define KC 256
 #define MR512 12
 #define MR256 6
-#define PANEL 32       /* columns per chunk unit (and AVX-512 tile width) */
-#define MAX_WORKERS 63 /* pool workers besides the caller */
+#define PANEL 32         /* columns per chunk unit (and AVX-512 tile width) */
+#define MAX_WORKERS 63   /* pool workers besides the caller */
 #define MIN_PAR_FLOP 4e6 /* below this (~40 us of work) one thread: waking a worker costs more */
 
 typedef struct {
@@ -75,7 +77,10 @@ ss_gemm_variant ss_gemm_pick(void)
     return SS_GEMM_BLAS;
 }
 
-void ss_gemm_force(ss_gemm_variant v) { forced = v; }
+void ss_gemm_force(ss_gemm_variant v)
+{
+    forced = v;
+}
 
 const char *ss_gemm_variant_name(ss_gemm_variant v)
 {
@@ -89,7 +94,8 @@ static void pack_a(const float *restrict A, int64_t lda, int r0, int R, int64_t 
 {
     for (int m = 0; m < R; m++) {
         const float *src = A + (int64_t)(r0 + m) * lda + k0;
-        for (int k = 0; k < kc; k++) ap[k * R + m] = src[k];
+        for (int k = 0; k < kc; k++)
+            ap[k * R + m] = src[k];
     }
 }
 
@@ -111,12 +117,13 @@ static int m_blocks(int M, int mr, int *start, int *rows)
 
 static inline __attribute__((always_inline)) T512 void
 tile512(const int R, const bool masked, const bool pf, const float *restrict ap,
-        const float *restrict b, int64_t ldb, int kc, float *restrict c, int64_t ldc,
-        float alpha, bool load_c, __mmask16 m0, __mmask16 m1)
+        const float *restrict b, int64_t ldb, int kc, float *restrict c, int64_t ldc, float alpha,
+        bool load_c, __mmask16 m0, __mmask16 m1)
 {
     __m512 x0[MR512], x1[MR512];
 #pragma GCC unroll 12
-    for (int m = 0; m < R; m++) x0[m] = x1[m] = _mm512_setzero_ps();
+    for (int m = 0; m < R; m++)
+        x0[m] = x1[m] = _mm512_setzero_ps();
     for (int k = 0; k < kc; k++) {
         const float *bk = b + k * ldb;
         __m512 b0 = masked ? _mm512_maskz_loadu_ps(m0, bk) : _mm512_loadu_ps(bk);
@@ -145,8 +152,8 @@ tile512(const int R, const bool masked, const bool pf, const float *restrict ap,
             _mm512_mask_storeu_ps(cm, m0, r0);
             _mm512_mask_storeu_ps(cm + 16, m1, r1);
         } else {
-            __m512 r0 = load_c ? _mm512_fmadd_ps(x0[m], va, _mm512_loadu_ps(cm))
-                               : _mm512_mul_ps(x0[m], va);
+            __m512 r0 =
+                load_c ? _mm512_fmadd_ps(x0[m], va, _mm512_loadu_ps(cm)) : _mm512_mul_ps(x0[m], va);
             __m512 r1 = load_c ? _mm512_fmadd_ps(x1[m], va, _mm512_loadu_ps(cm + 16))
                                : _mm512_mul_ps(x1[m], va);
             _mm512_storeu_ps(cm, r0);
@@ -155,14 +162,14 @@ tile512(const int R, const bool masked, const bool pf, const float *restrict ap,
     }
 }
 
-#define TILE512_CASE(R)                                                                        \
-    case R:                                                                                    \
-        if (masked)                                                                            \
-            tile512(R, true, false, ap, b, ldb, kc, c, ldc, alpha, load_c, m0, m1);            \
-        else if (pf)                                                                           \
-            tile512(R, false, true, ap, b, ldb, kc, c, ldc, alpha, load_c, m0, m1);            \
-        else                                                                                   \
-            tile512(R, false, false, ap, b, ldb, kc, c, ldc, alpha, load_c, m0, m1);           \
+#define TILE512_CASE(R)                                                                            \
+    case R:                                                                                        \
+        if (masked)                                                                                \
+            tile512(R, true, false, ap, b, ldb, kc, c, ldc, alpha, load_c, m0, m1);                \
+        else if (pf)                                                                               \
+            tile512(R, false, true, ap, b, ldb, kc, c, ldc, alpha, load_c, m0, m1);                \
+        else                                                                                       \
+            tile512(R, false, false, ap, b, ldb, kc, c, ldc, alpha, load_c, m0, m1);               \
         break;
 
 static T512 void tile512_any(int R, bool masked, bool pf, const float *ap, const float *b,
@@ -205,8 +212,51 @@ static T512 void cols512(const gemm_job *j, int64_t n0, int64_t n1)
             const float *b = j->B + k0 * j->ldb + n;
             for (int bi = 0; bi < nb; bi++)
                 tile512_any(rows[bi], masked, pf && bi == 0, ap + (int64_t)start[bi] * kc, b,
-                            j->ldb, kc, j->C + start[bi] * j->ldc + n, j->ldc, j->alpha, load_c,
-                            m0, m1);
+                            j->ldb, kc, j->C + start[bi] * j->ldc + n, j->ldc, j->alpha, load_c, m0,
+                            m1);
+        }
+    }
+}
+
+/* M == 1: a GEMV. Four rows of B at a time, each read as one contiguous run over the chunk's
+ * columns (long runs the hardware prefetcher follows), added into C, which stays in L1/L2. */
+static inline __attribute__((always_inline)) T512 __mmask16 mask16(int64_t cnt)
+{
+    return (__mmask16)(cnt >= 16 ? 0xFFFF : cnt > 0 ? (1u << cnt) - 1 : 0);
+}
+
+static T512 void gemv512(const gemm_job *j, int64_t n0, int64_t n1)
+{
+    const float *a = j->A, *B = j->B;
+    float *c = j->C;
+    int64_t ldb = j->ldb, K = j->K;
+    int64_t k = 0;
+    for (; k < K; k += 4) {
+        int kk = K - k < 4 ? (int)(K - k) : 4;
+        bool init = k == 0 && !j->acc;
+        __m512 a0 = _mm512_set1_ps(j->alpha * a[k]);
+        __m512 a1 = _mm512_set1_ps(kk > 1 ? j->alpha * a[k + 1] : 0.0f);
+        __m512 a2 = _mm512_set1_ps(kk > 2 ? j->alpha * a[k + 2] : 0.0f);
+        __m512 a3 = _mm512_set1_ps(kk > 3 ? j->alpha * a[k + 3] : 0.0f);
+        const float *b0 = B + k * ldb, *b1 = kk > 1 ? b0 + ldb : b0,
+                    *b2 = kk > 2 ? b0 + 2 * ldb : b0, *b3 = kk > 3 ? b0 + 3 * ldb : b0;
+        int64_t n = n0;
+        for (; n + 16 <= n1; n += 16) {
+            __m512 x = init ? _mm512_setzero_ps() : _mm512_loadu_ps(c + n);
+            x = _mm512_fmadd_ps(a0, _mm512_loadu_ps(b0 + n), x);
+            x = _mm512_fmadd_ps(a1, _mm512_loadu_ps(b1 + n), x);
+            x = _mm512_fmadd_ps(a2, _mm512_loadu_ps(b2 + n), x);
+            x = _mm512_fmadd_ps(a3, _mm512_loadu_ps(b3 + n), x);
+            _mm512_storeu_ps(c + n, x);
+        }
+        if (n < n1) {
+            __mmask16 m = mask16(n1 - n);
+            __m512 x = init ? _mm512_setzero_ps() : _mm512_maskz_loadu_ps(m, c + n);
+            x = _mm512_fmadd_ps(a0, _mm512_maskz_loadu_ps(m, b0 + n), x);
+            x = _mm512_fmadd_ps(a1, _mm512_maskz_loadu_ps(m, b1 + n), x);
+            x = _mm512_fmadd_ps(a2, _mm512_maskz_loadu_ps(m, b2 + n), x);
+            x = _mm512_fmadd_ps(a3, _mm512_maskz_loadu_ps(m, b3 + n), x);
+            _mm512_mask_storeu_ps(c + n, m, x);
         }
     }
 }
@@ -217,12 +267,13 @@ static T512 void cols512(const gemm_job *j, int64_t n0, int64_t n1)
 
 static inline __attribute__((always_inline)) T256 void
 tile256(const int R, const bool masked, const bool pf, const float *restrict ap,
-        const float *restrict b, int64_t ldb, int kc, float *restrict c, int64_t ldc,
-        float alpha, bool load_c, __m256i m0, __m256i m1)
+        const float *restrict b, int64_t ldb, int kc, float *restrict c, int64_t ldc, float alpha,
+        bool load_c, __m256i m0, __m256i m1)
 {
     __m256 x0[MR256], x1[MR256];
 #pragma GCC unroll 6
-    for (int m = 0; m < R; m++) x0[m] = x1[m] = _mm256_setzero_ps();
+    for (int m = 0; m < R; m++)
+        x0[m] = x1[m] = _mm256_setzero_ps();
     for (int k = 0; k < kc; k++) {
         const float *bk = b + k * ldb;
         __m256 b0 = masked ? _mm256_maskload_ps(bk, m0) : _mm256_loadu_ps(bk);
@@ -248,8 +299,8 @@ tile256(const int R, const bool masked, const bool pf, const float *restrict ap,
             _mm256_maskstore_ps(cm, m0, r0);
             _mm256_maskstore_ps(cm + 8, m1, r1);
         } else {
-            __m256 r0 = load_c ? _mm256_fmadd_ps(x0[m], va, _mm256_loadu_ps(cm))
-                               : _mm256_mul_ps(x0[m], va);
+            __m256 r0 =
+                load_c ? _mm256_fmadd_ps(x0[m], va, _mm256_loadu_ps(cm)) : _mm256_mul_ps(x0[m], va);
             __m256 r1 = load_c ? _mm256_fmadd_ps(x1[m], va, _mm256_loadu_ps(cm + 8))
                                : _mm256_mul_ps(x1[m], va);
             _mm256_storeu_ps(cm, r0);
@@ -258,14 +309,14 @@ tile256(const int R, const bool masked, const bool pf, const float *restrict ap,
     }
 }
 
-#define TILE256_CASE(R)                                                                        \
-    case R:                                                                                    \
-        if (masked)                                                                            \
-            tile256(R, true, false, ap, b, ldb, kc, c, ldc, alpha, load_c, m0, m1);            \
-        else if (pf)                                                                           \
-            tile256(R, false, true, ap, b, ldb, kc, c, ldc, alpha, load_c, m0, m1);            \
-        else                                                                                   \
-            tile256(R, false, false, ap, b, ldb, kc, c, ldc, alpha, load_c, m0, m1);           \
+#define TILE256_CASE(R)                                                                            \
+    case R:                                                                                        \
+        if (masked)                                                                                \
+            tile256(R, true, false, ap, b, ldb, kc, c, ldc, alpha, load_c, m0, m1);                \
+        else if (pf)                                                                               \
+            tile256(R, false, true, ap, b, ldb, kc, c, ldc, alpha, load_c, m0, m1);                \
+        else                                                                                       \
+            tile256(R, false, false, ap, b, ldb, kc, c, ldc, alpha, load_c, m0, m1);               \
         break;
 
 static T256 void tile256_any(int R, bool masked, bool pf, const float *ap, const float *b,
@@ -303,8 +354,8 @@ static T256 void cols256(const gemm_job *j, int64_t n0, int64_t n1)
             const float *b = j->B + k0 * j->ldb + n;
             for (int bi = 0; bi < nb; bi++)
                 tile256_any(rows[bi], masked, pf && bi == 0, ap + (int64_t)start[bi] * kc, b,
-                            j->ldb, kc, j->C + start[bi] * j->ldc + n, j->ldc, j->alpha, load_c,
-                            m0, m1);
+                            j->ldb, kc, j->C + start[bi] * j->ldc + n, j->ldc, j->alpha, load_c, m0,
+                            m1);
         }
     }
 }
@@ -318,8 +369,12 @@ static void run_chunks(gemm_job *j)
         int64_t c = __atomic_fetch_add(&j->next_chunk, 1, __ATOMIC_RELAXED);
         if (c >= j->n_chunks) return;
         int64_t n0 = c * j->chunk_cols, n1 = n0 + j->chunk_cols < j->N ? n0 + j->chunk_cols : j->N;
-        if (j->v == SS_GEMM_AVX512) cols512(j, n0, n1);
-        else cols256(j, n0, n1);
+        if (j->v == SS_GEMM_AVX512 && j->M == 1)
+            gemv512(j, n0, n1);
+        else if (j->v == SS_GEMM_AVX512)
+            cols512(j, n0, n1);
+        else
+            cols256(j, n0, n1);
     }
 }
 
@@ -332,8 +387,17 @@ static struct {
     unsigned gen;
     gemm_job *job;
     bool atfork;
-} pool = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, PTHREAD_COND_INITIALIZER,
-          PTHREAD_MUTEX_INITIALIZER, 0, 0, 0, 0, 0, NULL, false};
+} pool = {PTHREAD_MUTEX_INITIALIZER,
+          PTHREAD_COND_INITIALIZER,
+          PTHREAD_COND_INITIALIZER,
+          PTHREAD_MUTEX_INITIALIZER,
+          0,
+          0,
+          0,
+          0,
+          0,
+          NULL,
+          false};
 
 static void *worker_main(void *arg)
 {
@@ -343,7 +407,8 @@ static void *worker_main(void *arg)
     pool.started++;
     pthread_cond_broadcast(&pool.done);
     for (;;) {
-        while (pool.gen == seen) pthread_cond_wait(&pool.wake, &pool.lock);
+        while (pool.gen == seen)
+            pthread_cond_wait(&pool.wake, &pool.lock);
         seen = pool.gen;
         if (idx >= pool.parts) continue; /* not needed this time; pool.job may be stale */
         gemm_job *j = pool.job;
@@ -388,7 +453,8 @@ int ss_gemm_pool_reserve(int threads)
         pool.n_workers++;
     }
     pthread_sigmask(SIG_SETMASK, &old, NULL);
-    while (pool.started < pool.n_workers) pthread_cond_wait(&pool.done, &pool.lock);
+    while (pool.started < pool.n_workers)
+        pthread_cond_wait(&pool.done, &pool.lock);
     int n = pool.n_workers + 1;
     pthread_mutex_unlock(&pool.lock);
     pthread_mutex_unlock(&pool.busy);
@@ -401,17 +467,17 @@ static void blas_gemm(int64_t M, int64_t N, int64_t K, float alpha, const float 
     if (M == 1) {
         /* beta = 0 is not trusted to clear NaN garbage in every OpenBLAS version */
         if (!acc) memset(C, 0, sizeof(float) * (size_t)N);
-        cblas_sgemv(CblasRowMajor, CblasTrans, (blasint)K, (blasint)N, alpha, B, (blasint)ldb,
-                    A, 1, 1.0f, C, 1);
+        cblas_sgemv(CblasRowMajor, CblasTrans, (blasint)K, (blasint)N, alpha, B, (blasint)ldb, A, 1,
+                    1.0f, C, 1);
         return;
     }
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (blasint)M, (blasint)N, (blasint)K,
                 alpha, A, (blasint)lda, B, (blasint)ldb, acc ? 1.0f : 0.0f, C, (blasint)ldc);
 }
 
-void ss_gemm_small(ss_gemm_variant v, int64_t M, int64_t N, int64_t K, float alpha,
-                   const float *A, int64_t lda, const float *B, int64_t ldb, bool acc, float *C,
-                   int64_t ldc, int threads)
+void ss_gemm_small(ss_gemm_variant v, int64_t M, int64_t N, int64_t K, float alpha, const float *A,
+                   int64_t lda, const float *B, int64_t ldb, bool acc, float *C, int64_t ldc,
+                   int threads)
 {
     if (M <= 0 || N <= 0) return;
     if (v == SS_GEMM_AUTO) v = ss_gemm_pick();
@@ -419,7 +485,8 @@ void ss_gemm_small(ss_gemm_variant v, int64_t M, int64_t N, int64_t K, float alp
         __atomic_add_fetch(&calls[SS_GEMM_BLAS], 1, __ATOMIC_RELAXED);
         if (K == 0) {
             if (!acc)
-                for (int64_t i = 0; i < M; i++) memset(C + i * ldc, 0, sizeof(float) * (size_t)N);
+                for (int64_t i = 0; i < M; i++)
+                    memset(C + i * ldc, 0, sizeof(float) * (size_t)N);
             return;
         }
         blas_gemm(M, N, K, alpha, A, lda, B, ldb, acc, C, ldc);
@@ -458,7 +525,8 @@ void ss_gemm_small(ss_gemm_variant v, int64_t M, int64_t N, int64_t K, float alp
     pthread_mutex_unlock(&pool.lock);
     run_chunks(&j);
     pthread_mutex_lock(&pool.lock);
-    while (pool.pending > 0) pthread_cond_wait(&pool.done, &pool.lock);
+    while (pool.pending > 0)
+        pthread_cond_wait(&pool.done, &pool.lock);
     pool.job = NULL;
     pool.parts = 0;
     pthread_mutex_unlock(&pool.lock);

@@ -45,8 +45,8 @@ int ss_gemm_pool_reserve(int threads);
 /* C = alpha * A x B, or C += alpha * A x B when acc. lda/ldb/ldc are row strides in floats.
  * Uses up to `threads` threads (capped by the pool and by the amount of work). M <=
  * SS_GEMM_SMALL_MAX_M for the tile variants. */
-void ss_gemm_small(ss_gemm_variant v, int64_t M, int64_t N, int64_t K, float alpha,
-                   const float *A, int64_t lda, const float *B, int64_t ldb, bool acc, float *C,
-                   int64_t ldc, int threads);
+void ss_gemm_small(ss_gemm_variant v, int64_t M, int64_t N, int64_t K, float alpha, const float *A,
+                   int64_t lda, const float *B, int64_t ldb, bool acc, float *C, int64_t ldc,
+                   int threads);
 
 #endif

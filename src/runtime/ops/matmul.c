@@ -21,7 +21,8 @@ typedef struct {
     int64_t M, K, N;
     int batch_nd;               /* broadcast batch dims of the output */
     int64_t batch[SS_MAX_DIMS]; /* output batch dims */
-    int64_t a_stride[SS_MAX_DIMS], b_stride[SS_MAX_DIMS]; /* per batch dim, in matrices (0 = broadcast) */
+    int64_t a_stride[SS_MAX_DIMS],
+        b_stride[SS_MAX_DIMS]; /* per batch dim, in matrices (0 = broadcast) */
     int64_t n_batch;
     bool fold_a; /* b is one matrix and a's batch is contiguous: one gemm with M * n_batch rows */
     ss_gemm_variant small; /* != AUTO: the small-M kernel on constant B (fold_a only) */
@@ -50,24 +51,30 @@ static ss_status *matmul_infer(ss_kctx *k)
     if (st) return st;
     const ss_tensor *a = k->in[0], *b = k->in[1];
     if (a->dtype != b->dtype) return ss_op_err(k, SS_ERR_INVALID, "inputs have different types");
-    if (a->ndim == 0 || b->ndim == 0) return ss_op_err(k, SS_ERR_INVALID, "inputs must have rank >= 1");
+    if (a->ndim == 0 || b->ndim == 0)
+        return ss_op_err(k, SS_ERR_INVALID, "inputs must have rank >= 1");
     matmul_plan *p = calloc(1, sizeof *p);
     if (!p) return ss_errf(SS_ERR_NOMEM, "out of memory");
     k->state = p;
     /* Promote 1-D operands: a [K] -> [1,K], b [K] -> [K,1]. */
     int64_t ad[SS_MAX_DIMS + 1], bd[SS_MAX_DIMS + 1];
     int an = a->ndim, bn = b->ndim;
-    if (an == 1) ad[0] = 1, ad[1] = a->dims[0], an = 2;
-    else memcpy(ad, a->dims, sizeof(int64_t) * (size_t)an);
-    if (bn == 1) bd[0] = b->dims[0], bd[1] = 1, bn = 2;
-    else memcpy(bd, b->dims, sizeof(int64_t) * (size_t)bn);
+    if (an == 1)
+        ad[0] = 1, ad[1] = a->dims[0], an = 2;
+    else
+        memcpy(ad, a->dims, sizeof(int64_t) * (size_t)an);
+    if (bn == 1)
+        bd[0] = b->dims[0], bd[1] = 1, bn = 2;
+    else
+        memcpy(bd, b->dims, sizeof(int64_t) * (size_t)bn);
     p->M = ad[an - 2];
     p->K = ad[an - 1];
     p->N = bd[bn - 1];
     if (bd[bn - 2] != p->K) {
         char sa[128], sb[128];
         return ss_op_err(k, SS_ERR_INVALID, "inner dims differ: %s x %s",
-                         ss_shape_str(a->ndim, a->dims, sa, sizeof sa), ss_shape_str(b->ndim, b->dims, sb, sizeof sb));
+                         ss_shape_str(a->ndim, a->dims, sa, sizeof sa),
+                         ss_shape_str(b->ndim, b->dims, sb, sizeof sb));
     }
     int abn = an - 2, bbn = bn - 2;
     p->batch_nd = abn > bbn ? abn : bbn;
@@ -77,7 +84,8 @@ static ss_status *matmul_infer(ss_kctx *k)
         int ia = i - (p->batch_nd - abn), ib = i - (p->batch_nd - bbn);
         int64_t da = ia >= 0 ? ad[ia] : 1, db = ib >= 0 ? bd[ib] : 1;
         if (da != db && da != 1 && db != 1)
-            return ss_op_err(k, SS_ERR_INVALID, "batch dims %lld and %lld do not broadcast", (long long)da, (long long)db);
+            return ss_op_err(k, SS_ERR_INVALID, "batch dims %lld and %lld do not broadcast",
+                             (long long)da, (long long)db);
         p->batch[i] = da > db ? da : db;
         p->a_stride[i] = da == 1 ? 0 : as;
         p->b_stride[i] = db == 1 ? 0 : bs;
@@ -90,7 +98,8 @@ static ss_status *matmul_infer(ss_kctx *k)
     ss_tensor *o = k->out[0];
     o->dtype = a->dtype;
     o->ndim = 0;
-    for (int i = 0; i < p->batch_nd; i++) o->dims[o->ndim++] = p->batch[i];
+    for (int i = 0; i < p->batch_nd; i++)
+        o->dims[o->ndim++] = p->batch[i];
     if (a->ndim > 1) o->dims[o->ndim++] = p->M;
     if (b->ndim > 1) o->dims[o->ndim++] = p->N;
     if (o->ndim > SS_MAX_DIMS) return ss_op_err(k, SS_ERR_LIMIT, "output rank too large");
@@ -115,12 +124,12 @@ static void gemm(ss_dtype dt, bool ta, bool tb, int64_t M, int64_t N, int64_t K,
     }
     if (dt == SS_DT_FLOAT32)
         cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans,
-                    (blasint)M, (blasint)N, (blasint)K, alpha, A, (blasint)lda, B, (blasint)ldb, beta,
-                    C, (blasint)N);
+                    (blasint)M, (blasint)N, (blasint)K, alpha, A, (blasint)lda, B, (blasint)ldb,
+                    beta, C, (blasint)N);
     else
         cblas_dgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans,
-                    (blasint)M, (blasint)N, (blasint)K, alpha, A, (blasint)lda, B, (blasint)ldb, beta,
-                    C, (blasint)N);
+                    (blasint)M, (blasint)N, (blasint)K, alpha, A, (blasint)lda, B, (blasint)ldb,
+                    beta, C, (blasint)N);
 }
 
 static ss_status *matmul_run(ss_kctx *k)
@@ -146,10 +155,12 @@ static ss_status *matmul_run(ss_kctx *k)
     int64_t idx[SS_MAX_DIMS] = {0};
     for (int64_t bi = 0; bi < p->n_batch; bi++) {
         int64_t ao = 0, bo = 0;
-        for (int d = 0; d < p->batch_nd; d++) ao += idx[d] * p->a_stride[d], bo += idx[d] * p->b_stride[d];
+        for (int d = 0; d < p->batch_nd; d++)
+            ao += idx[d] * p->a_stride[d], bo += idx[d] * p->b_stride[d];
         gemm(k->in[0]->dtype, false, false, M, N, K, 1.0f, A + (size_t)(ao * M * K) * es, K,
              B + (size_t)(bo * K * N) * es, N, 0.0f, C + (size_t)(bi * M * N) * es);
-        for (int d = p->batch_nd - 1; d >= 0 && ++idx[d] == p->batch[d]; d--) idx[d] = 0;
+        for (int d = p->batch_nd - 1; d >= 0 && ++idx[d] == p->batch[d]; d--)
+            idx[d] = 0;
     }
     return NULL;
 }
@@ -170,7 +181,8 @@ static ss_status *gemm_infer(ss_kctx *k)
     if (!st) st = ss_op_expect_dtype(k, 0, float_types, 2);
     if (st) return st;
     const ss_tensor *a = k->in[0], *b = k->in[1], *c = k->n_in > 2 ? k->in[2] : NULL;
-    if (a->ndim != 2 || b->ndim != 2) return ss_op_err(k, SS_ERR_INVALID, "A and B must be matrices");
+    if (a->ndim != 2 || b->ndim != 2)
+        return ss_op_err(k, SS_ERR_INVALID, "A and B must be matrices");
     if (a->dtype != b->dtype || (c && c->dtype != a->dtype))
         return ss_op_err(k, SS_ERR_INVALID, "inputs have different types");
     gemm_plan *p = calloc(1, sizeof *p);
@@ -181,18 +193,21 @@ static ss_status *gemm_infer(ss_kctx *k)
     p->alpha = ss_onnx_attr_float(k->node, "alpha", 1.0f);
     p->beta = ss_onnx_attr_float(k->node, "beta", 1.0f);
     if (ss_onnx_attr_find(k->node, "broadcast"))
-        return ss_op_err(k, SS_ERR_UNSUPPORTED, "attribute 'broadcast' (opset < 7) is not supported");
+        return ss_op_err(k, SS_ERR_UNSUPPORTED,
+                         "attribute 'broadcast' (opset < 7) is not supported");
     p->M = p->ta ? a->dims[1] : a->dims[0];
     p->K = p->ta ? a->dims[0] : a->dims[1];
     int64_t kb = p->tb ? b->dims[1] : b->dims[0];
     p->N = p->tb ? b->dims[0] : b->dims[1];
     if (kb != p->K)
-        return ss_op_err(k, SS_ERR_INVALID, "inner dims differ (%lld vs %lld)", (long long)p->K, (long long)kb);
+        return ss_op_err(k, SS_ERR_INVALID, "inner dims differ (%lld vs %lld)", (long long)p->K,
+                         (long long)kb);
     if (c) { /* C broadcasts unidirectionally to [M, N] */
         int64_t cm = c->ndim == 2 ? c->dims[0] : 1;
         int64_t cn = c->ndim >= 1 ? c->dims[c->ndim - 1] : 1;
         if (c->ndim > 2 || (cm != 1 && cm != p->M) || (cn != 1 && cn != p->N))
-            return ss_op_err(k, SS_ERR_INVALID, "C does not broadcast to [%lld,%lld]", (long long)p->M, (long long)p->N);
+            return ss_op_err(k, SS_ERR_INVALID, "C does not broadcast to [%lld,%lld]",
+                             (long long)p->M, (long long)p->N);
     }
     if (!p->ta && !p->tb) p->small = small_variant(k, 1, p->M, &p->threads);
     ss_tensor *o = k->out[0];
@@ -212,13 +227,21 @@ static void fill_bias(const ss_tensor *c, ss_dtype dt, int64_t M, int64_t N, flo
         if (dt == SS_DT_FLOAT32) {
             const float *src = (const float *)c->data + ci * cn;
             float *dst = (float *)out + i * N;
-            if (cn == 1) for (int64_t j = 0; j < N; j++) dst[j] = beta * src[0];
-            else for (int64_t j = 0; j < N; j++) dst[j] = beta * src[j];
+            if (cn == 1)
+                for (int64_t j = 0; j < N; j++)
+                    dst[j] = beta * src[0];
+            else
+                for (int64_t j = 0; j < N; j++)
+                    dst[j] = beta * src[j];
         } else {
             const double *src = (const double *)c->data + ci * cn;
             double *dst = (double *)out + i * N;
-            if (cn == 1) for (int64_t j = 0; j < N; j++) dst[j] = beta * src[0];
-            else for (int64_t j = 0; j < N; j++) dst[j] = beta * src[j];
+            if (cn == 1)
+                for (int64_t j = 0; j < N; j++)
+                    dst[j] = beta * src[0];
+            else
+                for (int64_t j = 0; j < N; j++)
+                    dst[j] = beta * src[j];
         }
     }
 }
