@@ -1,7 +1,62 @@
 #!/usr/bin/env bash
-# The test command: install what the tests need, build, run every CTest test.
-set -euo pipefail
+# The test command (CI runs exactly this through .ci/run): install what the tests need, then
+#   1. normal build (./build) + every CTest test;
+#   2. sanitizer build (./build-asan, -DSS_SANITIZE=ON: ASan + UBSan + LSan) + every CTest test
+#      (scripts/asan.sh; it names any test it excludes and why);
+#   3. fuzz smoke: every libFuzzer target briefly in a clang build (./build-fuzz,
+#      scripts/fuzz-smoke.sh).
+# CTest's own summaries stay in the log; the last line aggregates everything:
+#   "N passed, N failed" (tests over all three runs; a build that fails counts as one failure).
+# Exit status: 0 only when nothing failed. SS_SKIP_ASAN=1 / SS_SKIP_FUZZ=1 skip a stage locally
+# (the summary then says so; CI never sets them).
+set -uo pipefail
 cd "$(dirname "$0")/.."
-scripts/install-deps.sh --test
-scripts/build.sh
-ctest --test-dir build --output-on-failure -j2 --timeout 600
+scripts/install-deps.sh --test || exit 1
+
+passed=0
+failed=0
+notes=()
+log_dir=$(mktemp -d)
+trap 'rm -rf "$log_dir"' EXIT
+
+# stage NAME COMMAND...: run it with its output shown and kept, then add up CTest's counts.
+stage() {
+  local name=$1
+  shift
+  local log=$log_dir/$name.log
+  local t0=$SECONDS
+  echo "=== $name: $*"
+  "$@" 2>&1 | tee "$log"
+  local rc=${PIPESTATUS[0]}
+  local line
+  line=$(grep -E '^[0-9]+% tests passed, [0-9]+ tests? failed out of [0-9]+' "$log" | tail -1)
+  if [[ -n $line ]]; then
+    local f t
+    f=$(sed -E 's/.* ([0-9]+) tests? failed out of ([0-9]+).*/\1/' <<<"$line")
+    t=$(sed -E 's/.* ([0-9]+) tests? failed out of ([0-9]+).*/\2/' <<<"$line")
+    passed=$((passed + t - f))
+    failed=$((failed + f))
+    if ((rc != 0 && f == 0)); then failed=$((failed + 1)); fi # ctest itself failed (e.g. missing executable)
+    notes+=("$name: $((t - f))/$t in $((SECONDS - t0)) s")
+  else
+    failed=$((failed + 1)) # the build or configure step failed: no test ran
+    notes+=("$name: did not get to run its tests (exit $rc) after $((SECONDS - t0)) s")
+  fi
+}
+
+stage normal bash -c 'scripts/build.sh && ctest --test-dir build --output-on-failure -j2 --timeout 600'
+if [[ ${SS_SKIP_ASAN:-0} != 1 ]]; then
+  stage asan scripts/asan.sh build-asan
+else
+  notes+=("asan: SKIPPED (SS_SKIP_ASAN=1)")
+fi
+if [[ ${SS_SKIP_FUZZ:-0} != 1 ]]; then
+  stage fuzz-smoke scripts/fuzz-smoke.sh build-fuzz
+else
+  notes+=("fuzz-smoke: SKIPPED (SS_SKIP_FUZZ=1)")
+fi
+
+echo "=== summary"
+printf '  %s\n' "${notes[@]}"
+echo "$passed passed, $failed failed"
+((failed == 0))

@@ -1,0 +1,72 @@
+# robustness: bad inputs to the real CLI, load and soak against a real serve + agents, and the
+# libFuzzer targets for the ONNX loader, the rank-table parser and the servable-config parser.
+# scripts/test.sh runs this suite three ways: normal build, ASan+UBSan build (-DSS_SANITIZE=ON),
+# and the fuzz smoke runs in a clang build (-DSS_FUZZ=ON, scripts/fuzz-smoke.sh).
+set(SS_ROB_OUT ${CMAKE_CURRENT_BINARY_DIR}/robustness)
+set(SS_ROB_ENV "SHARDSERVE=$<TARGET_FILE:shardserve>"
+    "PYTHONPATH=${CMAKE_SOURCE_DIR}/python:${SS_TEST_DIR}/serving"
+    "SS_SANITIZED=$<BOOL:${SS_SANITIZE}>" "no_proxy=*" "http_proxy=" "https_proxy=")
+
+# Every bad rank table, servable.json, model file, npy file and CLI argument in the table must
+# give a non-zero exit with a message naming the input: no signal, no sanitizer report, no hang.
+add_test(NAME robustness_bad_inputs COMMAND ${SS_PY} ${SS_TEST_DIR}/robustness/test_bad_inputs.py)
+set_tests_properties(robustness_bad_inputs PROPERTIES ENVIRONMENT "${SS_ROB_ENV}" TIMEOUT 600
+                     LABELS robustness)
+
+# 64 clients, 20,000 requests (valid and invalid mixed) against serve + 2 agents: no wrong or lost
+# reply, flat RSS; in the sanitizer build the server must also exit 0 on SIGTERM with no leak.
+add_test(NAME robustness_soak COMMAND ${SS_PY} ${SS_TEST_DIR}/robustness/test_soak.py)
+set_tests_properties(robustness_soak PROPERTIES ENVIRONMENT "${SS_ROB_ENV}" TIMEOUT 600
+                     RUN_SERIAL TRUE LABELS "robustness;soak")
+
+# libFuzzer targets (-DSS_FUZZ=ON with clang). The sources under test are compiled into each target
+# again with coverage instrumentation; seed corpora are generated at test time (CTest fixtures) and
+# new inputs go to scratch corpora in the build folder, never into the seeds.
+if(SS_FUZZ)
+  set(ss_rob_fuzz_flags -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined)
+  if(NOT TARGET PkgConfig::SS_ROB_CJSON)
+    pkg_check_modules(SS_ROB_CJSON REQUIRED IMPORTED_TARGET libcjson)
+  endif()
+  get_target_property(ss_onnx_src ss_onnx SOURCE_DIR)
+  get_target_property(ss_onnx_bin ss_onnx BINARY_DIR)
+  get_target_property(ss_worker_src ss_worker SOURCE_DIR)
+
+  add_executable(fuzz_onnx_load ${SS_TEST_DIR}/test_fuzz_onnx.c ${ss_onnx_src}/load.c
+                 ${ss_onnx_src}/tensor.c ${ss_onnx_src}/attr.c ${ss_onnx_src}/save.c)
+  target_link_libraries(fuzz_onnx_load ss_core ss_onnx_proto Threads::Threads m)
+
+  add_executable(fuzz_rank_table ${SS_TEST_DIR}/test_fuzz_rank_table.c ${ss_worker_src}/config.c)
+  add_executable(fuzz_servable_config ${SS_TEST_DIR}/test_fuzz_servable_config.c ${ss_worker_src}/config.c)
+  foreach(t fuzz_rank_table fuzz_servable_config)
+    target_link_libraries(${t} ss_core PkgConfig::SS_ROB_CJSON Threads::Threads m)
+  endforeach()
+
+  add_test(NAME robustness_fuzz_seeds
+           COMMAND ${SS_PY} ${SS_TEST_DIR}/robustness/make_seeds.py ${SS_ROB_OUT}/seeds)
+  set_tests_properties(robustness_fuzz_seeds PROPERTIES FIXTURES_SETUP rob_fuzz_seeds)
+
+  set(SS_FUZZ_SMOKE_SECONDS 10 CACHE STRING "seconds each robustness fuzz smoke run takes")
+  foreach(t onnx_load rank_table servable_config)
+    target_compile_options(fuzz_${t} PRIVATE ${ss_rob_fuzz_flags})
+    target_link_options(fuzz_${t} PRIVATE ${ss_rob_fuzz_flags})
+    file(MAKE_DIRECTORY ${SS_ROB_OUT}/corpus_${t})
+  endforeach()
+  add_test(NAME fuzz_onnx_load_smoke
+           COMMAND fuzz_onnx_load -max_total_time=${SS_FUZZ_SMOKE_SECONDS} -max_len=8192
+                   -rss_limit_mb=1024 ${SS_ROB_OUT}/corpus_onnx_load ${SS_MODELS_DIR})
+  set_tests_properties(fuzz_onnx_load_smoke PROPERTIES FIXTURES_REQUIRED test_models)
+  foreach(t rank_table servable_config)
+    set(seeds ${SS_ROB_OUT}/seeds/rank_table)
+    if(t STREQUAL servable_config)
+      set(seeds ${SS_ROB_OUT}/seeds/servable)
+    endif()
+    add_test(NAME fuzz_${t}_smoke
+             COMMAND fuzz_${t} -max_total_time=${SS_FUZZ_SMOKE_SECONDS} -max_len=8192
+                     -rss_limit_mb=1024 -dict=${SS_TEST_DIR}/robustness/json.dict
+                     ${SS_ROB_OUT}/corpus_${t} ${seeds})
+    set_tests_properties(fuzz_${t}_smoke PROPERTIES FIXTURES_REQUIRED rob_fuzz_seeds)
+  endforeach()
+  foreach(t onnx_load rank_table servable_config)
+    set_tests_properties(fuzz_${t}_smoke PROPERTIES TIMEOUT 120 LABELS "robustness;fuzz")
+  endforeach()
+endif()
