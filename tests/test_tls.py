@@ -466,6 +466,26 @@ def serve_cli_checks_tls_flags(c):
     c.check("--grpc-tls-cert" in p.stdout and "--rest-verify-client" in p.stdout, "serve --help")
 
 
+def infer_cli_over_tls(c):
+    if not SHARDSERVE or not os.path.exists(SHARDSERVE):
+        c.check(False, "shardserve binary missing: %r" % SHARDSERVE)
+        return
+    np.save(path("x1.npy"), np.array([1, 2], np.float32))
+    np.save(path("x2.npy"), np.array([3, 4], np.float32))
+    base = [SHARDSERVE, "infer", "--address", mtls.grpc_address, "--servable", "add", "--method",
+            "add_common", "--input", "x1=" + path("x1.npy"), "--input", "x2=" + path("x2.npy"),
+            "--timeout-ms", str(QUICK * 1000)]
+    mutual = ["--tls-ca", path("ca.crt"), "--tls-cert", path("client.crt"), "--tls-key",
+              path("client.key")]
+    p = subprocess.run(base + mutual, capture_output=True, text=True, timeout=60)
+    c.check(p.returncode == 0 and "[4, 6]" in p.stdout, "infer with a client certificate: %d %s %s"
+            % (p.returncode, p.stdout, p.stderr))
+    for extra in (["--tls-ca", path("ca.crt")], []):
+        p = subprocess.run(base + extra, capture_output=True, text=True, timeout=60)
+        c.check(p.returncode == 1 and "transport error 14" in p.stderr,
+                "infer %s: %d %s" % (" ".join(extra), p.returncode, p.stderr))
+
+
 def plain_tls_server_exits_cleanly(c):
     code = plain_tls.stop()
     c.eq(code, 0, "server without client verification: exit status\n" + plain_tls.log())
@@ -487,7 +507,7 @@ def main():
                  rest_no_client_certificate_refused, rest_client_certificate_from_other_ca_refused,
                  rest_plaintext_to_https_port_fails_cleanly, rest_old_tls_refused,
                  rest_tls_without_client_verification, still_serving_after_refusals,
-                 bad_configurations_fail_at_start, serve_cli_checks_tls_flags,
+                 bad_configurations_fail_at_start, serve_cli_checks_tls_flags, infer_cli_over_tls,
                  plain_tls_server_exits_cleanly]
         Checker().run(cases, server=mtls)  # stops mtls, requires exit 0, exits
     finally:

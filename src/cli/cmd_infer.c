@@ -1,6 +1,6 @@
 /*
  * shardserve infer --address A --servable S --method M [--version N] --input NAME=FILE.npy ...
- *                  [--output-dir DIR] [--timeout-ms MS]
+ *                  [--output-dir DIR] [--timeout-ms MS] [--tls] [--tls-ca F] [--tls-cert F --tls-key F]
  * One instance through the C client library (libshardserve-client), outputs printed and
  * optionally written as NAME.npy.
  */
@@ -13,7 +13,10 @@
 
 static const char infer_usage[] =
     "usage: shardserve infer --address HOST:PORT --servable NAME --method NAME [--version N]\n"
-    "                        --input NAME=FILE.npy ... [--output-dir DIR] [--timeout-ms MS]\n";
+    "                        --input NAME=FILE.npy ... [--output-dir DIR] [--timeout-ms MS]\n"
+    "                        [--tls] [--tls-ca FILE] [--tls-cert FILE --tls-key FILE]\n"
+    "  --tls       TLS with gRPC's default roots; --tls-ca FILE: TLS trusting that CA instead\n"
+    "  --tls-cert  client certificate and key (PEM), for servers started with --grpc-verify-client\n";
 
 static const struct {
     ss_dtype ss;
@@ -81,6 +84,8 @@ int cmd_infer(int argc, char **argv)
     char *names[64], *files[64];
     int n = 0;
     long version = 0, timeout_ms = 0;
+    ss_client_ssl_config ssl = {0};
+    bool tls = false;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         bool has = i + 1 < argc;
@@ -91,6 +96,10 @@ int cmd_infer(int argc, char **argv)
         else if (!strcmp(a, "--servable") && has) servable = argv[++i];
         else if (!strcmp(a, "--method") && has) method = argv[++i];
         else if (!strcmp(a, "--output-dir") && has) outdir = argv[++i];
+        else if (!strcmp(a, "--tls")) tls = true;
+        else if (!strcmp(a, "--tls-ca") && has) ssl.custom_ca = argv[++i];
+        else if (!strcmp(a, "--tls-cert") && has) ssl.certificate = argv[++i];
+        else if (!strcmp(a, "--tls-key") && has) ssl.private_key = argv[++i];
         else if (!strcmp(a, "--version") && has) {
             if (!cli_parse_int(argv[++i], 0, 1000000000, &version))
                 return cli_fail("infer", ss_errf(SS_ERR_INVALID, "--version wants a number >= 0, got '%s'", argv[i]));
@@ -128,7 +137,8 @@ int cmd_infer(int argc, char **argv)
     }
     ss_client *c = NULL;
     ss_client_reply *reply = NULL;
-    ss_client_options o = {.address = address, .timeout_ms = (int)timeout_ms};
+    tls = tls || ssl.custom_ca || ssl.certificate || ssl.private_key;
+    ss_client_options o = {.address = address, .timeout_ms = (int)timeout_ms, .ssl = tls ? &ssl : NULL};
     if (!rc) {
         ss_client_error *e = ss_client_connect(&o, &c);
         if (!e) e = ss_client_infer(c, req, &reply);
