@@ -13,7 +13,6 @@ import shutil
 import socket
 import ssl
 import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -118,9 +117,9 @@ def grpcio_predict(address, creds):
     """(y as a list, None) or (None, grpc status code)."""
     channel = grpc.secure_channel(address, creds) if creds else grpc.insecure_channel(address)
     try:
-        predict = channel.unary_unary(PREDICT,
-                                      request_serializer=ms_service_pb2.PredictRequest.SerializeToString,
-                                      response_deserializer=ms_service_pb2.PredictReply.FromString)
+        predict = channel.unary_unary(
+            PREDICT, request_serializer=ms_service_pb2.PredictRequest.SerializeToString,
+            response_deserializer=ms_service_pb2.PredictReply.FromString)
         reply = predict(add_request(), timeout=QUICK)
         y = reply.instances[0].items["y"]
         return np.frombuffer(y.data, np.float32).tolist(), None
@@ -308,7 +307,8 @@ def grpc_tls_without_client_verification(c):
     c.eq(grpcio_predict(a, grpc_creds(cert=None, key=None)), ([4.0, 6.0], None),
          "grpcio, server certificate only")
     r = ms_client(a, custom_ca=path("ca.crt"))
-    c.check(isinstance(r, list) and r[0]["y"].tolist() == [4.0, 6.0], "shardserve_client: %r" % (r,))
+    c.check(isinstance(r, list) and r[0]["y"].tolist() == [4.0, 6.0],
+            "shardserve_client: %r" % (r,))
     c.eq(c_client(a, "--ca", path("ca.crt")), (0, "OK"), "C client, server certificate only")
 
 
@@ -383,7 +383,8 @@ def rest_old_tls_refused(c):
     try:
         for version in (ssl.TLSVersion.TLSv1, ssl.TLSVersion.TLSv1_1):
             control = handshake(legacy.port, version)
-            c.eq(control, version.name.replace("_", "."), "control: the client speaks %s" % version.name)
+            c.eq(control, version.name.replace("_", "."),
+                 "control: the client speaks %s" % version.name)
             for server in (mtls, plain_tls):
                 r = handshake(server.rest_port, version)
                 c.check(isinstance(r, Exception), "REST accepted %s: %r" % (version.name, r))
