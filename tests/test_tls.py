@@ -13,6 +13,7 @@ import shutil
 import socket
 import ssl
 import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -487,6 +488,43 @@ def infer_cli_over_tls(c):
                 "infer %s: %d %s" % (" ".join(extra), p.returncode, p.stderr))
 
 
+def serve_end_to_end_over_mutual_tls(c):
+    """`shardserve serve` with both front ends on mutual TLS, two agents, a sharded model."""
+    if not SHARDSERVE or not os.path.exists(SHARDSERVE):
+        c.check(False, "shardserve binary missing: %r" % SHARDSERVE)
+        return
+    os.environ["SHARDSERVE"] = SHARDSERVE
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "serving"))
+    import cluster
+    with cluster.Cluster() as cl:
+        model = os.path.join(cl.dir, "matmul.onnx")
+        cluster.matmul_neg_model(model)
+        models = cl.add_servable("matmul", model, 2)
+        table = cl.write_rank_table(2)
+        cl.serve([("matmul", 1, table)], extra=tls_args("grpc", True) + tls_args("rest", True))
+        cl.agents(cl.worker_addresses["matmul"][0], models)
+        cl.wait_ready()
+        ones = np.ones((128, 96), np.float32)
+        cfg = shardserve_client.SSLConfig(path("client.crt"), path("client.key"), path("ca.crt"))
+        r = shardserve_client.Client(cl.grpc, "matmul", "predict", ssl_config=cfg).infer({"x": ones})
+        c.check(isinstance(r, list) and (r[0]["y"] == -48).all(), "serve over gRPC TLS: %r" % (r,))
+        r = shardserve_client.Client(cl.grpc, "matmul", "predict",
+                                     ssl_config=shardserve_client.SSLConfig(
+                                         custom_ca=path("ca.crt"))).infer({"x": ones})
+        c.check(isinstance(r, dict) and "Grpc Error, (14" in r.get("error", ""),
+                "serve, no client certificate: %r" % (r,))
+        body = json.dumps({"instances": [{"x": ones.tolist()}]})
+        port = cl.rest.rsplit(":", 1)[1]
+        rc, out, err = curl("--cacert", path("ca.crt"), "--cert", path("client.crt"), "--key",
+                            path("client.key"), "-d", body,
+                            "https://127.0.0.1:%s/model/matmul:predict" % port)
+        y = json.loads(out)["instances"][0]["y"] if rc == 0 else None
+        c.check(y is not None and (np.array(y) == -48).all(), "serve over HTTPS: %d %s" % (rc, err))
+        rc, out, _ = curl("--cacert", path("ca.crt"), "-d", body,
+                          "https://127.0.0.1:%s/model/matmul:predict" % port)
+        c.check(rc != 0 and not out, "serve HTTPS without a client certificate: %d" % rc)
+
+
 def plain_tls_server_exits_cleanly(c):
     code = plain_tls.stop()
     c.eq(code, 0, "server without client verification: exit status\n" + plain_tls.log())
@@ -509,6 +547,7 @@ def main():
                  rest_plaintext_to_https_port_fails_cleanly, rest_old_tls_refused,
                  rest_tls_without_client_verification, still_serving_after_refusals,
                  bad_configurations_fail_at_start, serve_cli_checks_tls_flags, infer_cli_over_tls,
+                 serve_end_to_end_over_mutual_tls,
                  plain_tls_server_exits_cleanly]
         Checker().run(cases, server=mtls)  # stops mtls, requires exit 0, exits
     finally:

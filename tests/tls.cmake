@@ -1,6 +1,7 @@
 # TLS tests: certificates made at test time with openssl, ss_test_server with --grpc-tls-* and
 # --rest-tls-*, queried by grpcio, shardserve_client, the C client (test_tls_client), Python's
-# ssl/urllib, curl and openssl s_client. Everything on 127.0.0.1.
+# ssl/urllib, curl and `shardserve infer`; and one `shardserve serve` + agents (tests/serving/cluster.py)
+# with both front ends on mutual TLS. Everything on 127.0.0.1.
 add_executable(test_tls_client ${SS_TEST_DIR}/test_tls_client.c)
 target_link_libraries(test_tls_client shardserve-client)
 
