@@ -40,9 +40,9 @@ if(TARGET shardserve)
   ss_shard_test(shard_kill_parent_shm 120 kill.sh shm parent)
 
   if(SS_COMM_HAVE_MPI)
-    ss_shard_test(shard_seed_mpi 120 seed.sh mpi reduce rows)
-    # one tensor-parallel and one pipeline config per model, plus both at once
-    ss_shard_test(shard_mlp_mpi 300 family.sh mlp_op17 mpi 2x1 1x2 4x2)
+    ss_shard_test(shard_seed_mpi 120 seed.sh mpi reduce)
+    # per model: tensor-parallel (2x1), pipeline (1x2) and both (2x2)
+    ss_shard_test(shard_mlp_mpi 300 family.sh mlp_op17 mpi 2x1 1x2 2x2)
     ss_shard_test(shard_bert_tiny_mpi 300 family.sh bert_tiny_op17 mpi 2x1 1x2 2x2)
     ss_shard_test(shard_gpt2_tiny_mpi 300 family.sh gpt2_tiny_op17 mpi 2x1 1x2 2x2)
     ss_shard_test(shard_kill_mpi 120 kill.sh mpi)
