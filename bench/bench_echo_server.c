@@ -94,18 +94,20 @@ static void reply(call_ctx *c)
     grpc_slice_unref(all);
     c->send = grpc_raw_byte_buffer_create(&out, 1);
     grpc_slice_unref(out);
-    grpc_op ops[3];
+    /* headers, message and status in one batch (one write), as shardserve's front end does */
+    grpc_op ops[4];
     memset(ops, 0, sizeof ops);
-    ops[0].op = GRPC_OP_SEND_MESSAGE;
-    ops[0].data.send_message.send_message = c->send;
+    ops[0].op = GRPC_OP_SEND_INITIAL_METADATA;
+    ops[1].op = GRPC_OP_SEND_MESSAGE;
+    ops[1].data.send_message.send_message = c->send;
     c->status_details = grpc_empty_slice();
-    ops[1].op = GRPC_OP_SEND_STATUS_FROM_SERVER;
-    ops[1].data.send_status_from_server.status = GRPC_STATUS_OK;
-    ops[1].data.send_status_from_server.status_details = &c->status_details;
-    ops[2].op = GRPC_OP_RECV_CLOSE_ON_SERVER;
-    ops[2].data.recv_close_on_server.cancelled = &c->cancelled;
+    ops[2].op = GRPC_OP_SEND_STATUS_FROM_SERVER;
+    ops[2].data.send_status_from_server.status = GRPC_STATUS_OK;
+    ops[2].data.send_status_from_server.status_details = &c->status_details;
+    ops[3].op = GRPC_OP_RECV_CLOSE_ON_SERVER;
+    ops[3].data.recv_close_on_server.cancelled = &c->cancelled;
     c->state = ST_DONE;
-    if (grpc_call_start_batch(c->call, ops, 3, c, NULL) != GRPC_CALL_OK) free_call(c);
+    if (grpc_call_start_batch(c->call, ops, 4, c, NULL) != GRPC_CALL_OK) free_call(c);
 }
 
 static void *loop(void *arg)
@@ -127,13 +129,12 @@ static void *loop(void *arg)
         switch (c->state) {
         case ST_NEW: {
             post(); /* keep one call posted */
-            grpc_op ops[2];
-            memset(ops, 0, sizeof ops);
-            ops[0].op = GRPC_OP_SEND_INITIAL_METADATA;
-            ops[1].op = GRPC_OP_RECV_MESSAGE;
-            ops[1].data.recv_message.recv_message = &c->recv;
+            grpc_op op;
+            memset(&op, 0, sizeof op);
+            op.op = GRPC_OP_RECV_MESSAGE;
+            op.data.recv_message.recv_message = &c->recv;
             c->state = ST_RECEIVED;
-            if (grpc_call_start_batch(c->call, ops, 2, c, NULL) != GRPC_CALL_OK) free_call(c);
+            if (grpc_call_start_batch(c->call, &op, 1, c, NULL) != GRPC_CALL_OK) free_call(c);
             break;
         }
         case ST_RECEIVED: reply(c); break;
@@ -154,9 +155,15 @@ int main(int argc, char **argv)
     sigaddset(&set, SIGTERM);
     pthread_sigmask(SIG_BLOCK, &set, NULL);
     grpc_init();
-    grpc_arg args[2] = {{.type = GRPC_ARG_INTEGER, .key = GRPC_ARG_MAX_RECEIVE_MESSAGE_LENGTH, .value.integer = 512 << 20},
-                        {.type = GRPC_ARG_INTEGER, .key = GRPC_ARG_MAX_SEND_MESSAGE_LENGTH, .value.integer = 512 << 20}};
-    grpc_channel_args ca = {2, args};
+    /* BENCH_ECHO_TUNED=1: bigger HTTP/2 frames and TCP reads (fewer slices per large message) */
+    const char *tuned = getenv("BENCH_ECHO_TUNED");
+    grpc_arg args[6] = {{.type = GRPC_ARG_INTEGER, .key = GRPC_ARG_MAX_RECEIVE_MESSAGE_LENGTH, .value.integer = 512 << 20},
+                        {.type = GRPC_ARG_INTEGER, .key = GRPC_ARG_MAX_SEND_MESSAGE_LENGTH, .value.integer = 512 << 20},
+                        {.type = GRPC_ARG_INTEGER, .key = GRPC_ARG_HTTP2_MAX_FRAME_SIZE, .value.integer = (1 << 24) - 1},
+                        {.type = GRPC_ARG_INTEGER, .key = GRPC_ARG_TCP_MIN_READ_CHUNK_SIZE, .value.integer = 1 << 20},
+                        {.type = GRPC_ARG_INTEGER, .key = GRPC_ARG_TCP_MAX_READ_CHUNK_SIZE, .value.integer = 16 << 20},
+                        {.type = GRPC_ARG_INTEGER, .key = GRPC_ARG_HTTP2_STREAM_LOOKAHEAD_BYTES, .value.integer = 64 << 20}};
+    grpc_channel_args ca = {tuned && *tuned == '1' ? 6 : 2, args};
     server = grpc_server_create(&ca, NULL);
     cq = grpc_completion_queue_create_for_next(NULL);
     grpc_server_register_completion_queue(server, cq, NULL);
