@@ -112,14 +112,14 @@ int cmd_agents(int argc, char **argv)
      * now, naming it, not after connecting to the worker (which may be down or far away). */
     for (int i = 0; o.backend != SS_COMM_MPI && i < o.n_models + o.n_configs; i++) {
         const char *path = i < o.n_models ? models[i] : configs[i - o.n_models];
-        const char *flag = i < o.n_models ? "--model-files" : "--group-configs";
+        const char *what = i < o.n_models ? "model file" : "group config file";
         struct stat sb;
         int fd = open(path, O_RDONLY);
         int err = fd < 0 ? errno : fstat(fd, &sb) ? errno : S_ISREG(sb.st_mode) ? 0 : EISDIR;
         if (fd >= 0) close(fd);
         if (err)
             return cli_fail("agents",
-                            ss_errf(SS_ERR_IO, "%s: cannot read %s: %s", flag, path,
+                            ss_errf(SS_ERR_IO, "Cannot access %s '%s': %s", what, path,
                                     err == EISDIR ? "not a regular file" : strerror(err)));
     }
     char *secret = NULL;

@@ -43,6 +43,7 @@ typedef struct {
 } task;
 
 struct req_state {
+    req_state *next_done; /* on the worker's list of answered requests, see worker_unlock */
     ss_predict_request *req;
     ss_predict_done done;
     void *done_ctx;
@@ -98,6 +99,7 @@ typedef struct conn_thread {
 } conn_thread;
 
 struct ss_worker {
+    req_state *done_head; /* answered requests whose done() runs once the lock is released */
     ss_worker_set *set;
     ss_servable_config cfg;
     ss_rank_table table;
@@ -132,6 +134,8 @@ struct ss_worker {
     int n_free_jobs;
     ss_worker *next;
 };
+
+static void worker_unlock(ss_worker *w);
 
 struct ss_worker_set {
     pthread_mutex_t mu;
@@ -246,7 +250,7 @@ static void collect(void *ctx)
     }
     const char *v[] = {w->cfg.name, w->version_str};
     ss_metric_set(ss_metrics_series(fam.queued, v), (double)w->q_len);
-    pthread_mutex_unlock(&w->mu);
+    worker_unlock(w);
 }
 
 /* ------------------------------------------------------------------ answering */
@@ -271,6 +275,37 @@ static void req_done_metrics(req_state *rs)
                 (double)rs->compute_ns / 1e6, rs->batch, (unsigned long long)rs->job_id, outcome_name(rs->worst));
 }
 
+/* Release the worker's lock, then answer the requests that finished while it was held, in the
+ * order they finished. */
+static void worker_unlock(ss_worker *w)
+{
+    req_state *list = w->done_head;
+    w->done_head = NULL;
+    pthread_mutex_unlock(&w->mu);
+    req_state *fifo = NULL;
+    while (list) { /* reverse: the list was built newest first */
+        req_state *next = list->next_done;
+        list->next_done = fifo;
+        fifo = list;
+        list = next;
+    }
+    while (fifo) {
+        req_state *next = fifo->next_done;
+        fifo->done(fifo->done_ctx, fifo->reply);
+        free(fifo);
+        fifo = next;
+    }
+}
+
+/* With the lock held: answer finished requests now (lock dropped and taken again). Used before
+ * a thread sleeps on the condition variable, which releases the lock without answering. */
+static void flush_done(ss_worker *w)
+{
+    if (!w->done_head) return;
+    worker_unlock(w);
+    pthread_mutex_lock(&w->mu);
+}
+
 static void req_finish_instance(req_state *rs, size_t inst, const char *fail_msg, int64_t code)
 {
     if (fail_msg) ss_status_free(ss_predict_reply_fail_instance(rs->reply, inst, code, "%s", fail_msg));
@@ -278,8 +313,10 @@ static void req_finish_instance(req_state *rs, size_t inst, const char *fail_msg
     if (--rs->remaining == 0) {
         req_done_metrics(rs);
         ss_predict_reply_collapse(rs->reply);
-        rs->done(rs->done_ctx, rs->reply);
-        free(rs);
+        /* answered after the lock is released (worker_unlock): a front end's done() must never
+         * hold up the threads that read agents' results and heartbeats */
+        rs->next_done = rs->w->done_head;
+        rs->w->done_head = rs;
     }
 }
 
@@ -629,7 +666,7 @@ static void serve_agent(ss_worker *w, ss_link_conn *c, int rank)
         pthread_mutex_lock(&w->mu);
         if (st) {
             if (!w->stopping) rank_gone(w, rank, st->msg);
-            pthread_mutex_unlock(&w->mu);
+            worker_unlock(w);
             ss_status_free(st);
             break;
         }
@@ -643,7 +680,7 @@ static void serve_agent(ss_worker *w, ss_link_conn *c, int rank)
             leave = true;
             break;
         case SS_LINK_HEARTBEAT: {
-            pthread_mutex_unlock(&w->mu);
+            worker_unlock(w);
             ss_link_msg ack = {.type = SS_LINK_HEARTBEAT_ACK, .seq = m.seq, .sent_ns = m.sent_ns};
             ss_status_free(ss_link_send(c, &ack, NULL, 0));
             pthread_mutex_lock(&w->mu);
@@ -652,7 +689,7 @@ static void serve_agent(ss_worker *w, ss_link_conn *c, int rank)
         default:
             SS_WARN("servable %s: rank %d sent an unexpected %s frame", w->cfg.name, rank, ss_link_type_name(m.type));
         }
-        pthread_mutex_unlock(&w->mu);
+        worker_unlock(w);
         ss_link_msg_free(&m);
         if (leave) break;
     }
@@ -661,7 +698,7 @@ static void serve_agent(ss_worker *w, ss_link_conn *c, int rank)
         count_link_bytes(w, rank); /* the connection's last bytes, before it is forgotten */
         w->agents[rank].conn = NULL;
     }
-    pthread_mutex_unlock(&w->mu);
+    worker_unlock(w);
 }
 
 static void *conn_main(void *arg)
@@ -684,7 +721,7 @@ static void *conn_main(void *arg)
         char why[512];
         pthread_mutex_lock(&w->mu);
         const char *reject = w->stopping ? "the worker is stopping" : register_agent(w, &m, c, why, sizeof why);
-        pthread_mutex_unlock(&w->mu);
+        worker_unlock(w);
         ss_link_msg ack = {.type = SS_LINK_REGISTER_ACK, .accepted = !reject, .message = (char *)(reject ? reject : "")};
         ss_status *sst = ss_link_send(c, &ack, NULL, 0);
         if (reject) SS_WARN("servable %s: rejected registration of rank %u: %s", w->cfg.name, m.rank, reject);
@@ -692,7 +729,7 @@ static void *conn_main(void *arg)
             pthread_mutex_lock(&w->mu);
             rank_gone(w, (int)m.rank, sst->msg);
             w->agents[m.rank].conn = NULL;
-            pthread_mutex_unlock(&w->mu);
+            worker_unlock(w);
         } else if (!reject) {
             serve_agent(w, c, (int)m.rank);
         }
@@ -704,7 +741,7 @@ static void *conn_main(void *arg)
     ss_link_msg_free(&m);
     pthread_mutex_lock(&w->mu);
     ct->done = true;
-    pthread_mutex_unlock(&w->mu);
+    worker_unlock(w);
     return NULL;
 }
 
@@ -714,7 +751,7 @@ static void *accept_main(void *arg)
     for (;;) {
         pthread_mutex_lock(&w->mu);
         bool stop = w->stopping;
-        pthread_mutex_unlock(&w->mu);
+        worker_unlock(w);
         if (stop) break;
         ss_link_conn *c = NULL;
         ss_status *st = ss_link_accept(w->listener, 200, &c);
@@ -750,7 +787,7 @@ static void *accept_main(void *arg)
             ss_link_close(c);
             free(ct);
         }
-        pthread_mutex_unlock(&w->mu);
+        worker_unlock(w);
     }
     return NULL;
 }
@@ -817,7 +854,7 @@ static void send_job(ss_worker *w, job *j)
         }
         j->pending = 0;
         reap_jobs(w);
-        pthread_mutex_unlock(&w->mu);
+        worker_unlock(w);
         ss_status_free(st);
     }
 }
@@ -827,6 +864,7 @@ static void *dispatch_main(void *arg)
     ss_worker *w = arg;
     pthread_mutex_lock(&w->mu);
     for (;;) {
+        flush_done(w);
         while (!w->stopping && (!w->ready || !w->q_len || w->n_inflight >= w->max_inflight))
             pthread_cond_wait(&w->cv, &w->mu);
         if (w->stopping) break;
@@ -864,11 +902,11 @@ static void *dispatch_main(void *arg)
         j->next = w->inflight;
         w->inflight = j;
         w->n_inflight++;
-        pthread_mutex_unlock(&w->mu);
+        worker_unlock(w);
         send_job(w, j); /* only this thread sends PREDICTs: every rank sees the same order */
         pthread_mutex_lock(&w->mu);
     }
-    pthread_mutex_unlock(&w->mu);
+    worker_unlock(w);
     return NULL;
 }
 
@@ -899,7 +937,7 @@ static void *monitor_main(void *arg)
             }
             ss_link_msg hb = {.type = SS_LINK_HEARTBEAT, .seq = seq, .sent_ns = now};
             ss_link_conn *c = a->conn;
-            pthread_mutex_unlock(&w->mu);
+            worker_unlock(w);
             ss_status *st = ss_link_send(c, &hb, NULL, 0);
             pthread_mutex_lock(&w->mu);
             if (st) rank_gone(w, r, st->msg);
@@ -914,8 +952,9 @@ static void *monitor_main(void *arg)
                 j->pending = 0;
             }
         reap_jobs(w);
+        flush_done(w); /* before sleeping again: answer what the checks above finished */
     }
-    pthread_mutex_unlock(&w->mu);
+    worker_unlock(w);
     return NULL;
 }
 
@@ -1021,13 +1060,13 @@ static void set_predict(void *ctx, ss_predict_request *req, ss_predict_done done
                                                      ss_serving_spec_str(req, spec, sizeof spec),
                                                      w->stopping ? "the server is stopping"
                                                      : w->not_ready_why[0] ? w->not_ready_why : "waiting for agents");
-        pthread_mutex_unlock(&w->mu);
+        worker_unlock(w);
         count_rejected(w->cfg.name, w->version_str, mc->name, SS_SERVING_SERVABLE_UNAVAILABLE);
         done(done_ctx, r);
         return;
     }
     if (w->n_requests >= (size_t)w->opt.max_enqueued) {
-        pthread_mutex_unlock(&w->mu);
+        worker_unlock(w);
         count_rejected(w->cfg.name, w->version_str, mc->name, SS_SERVING_FAILED);
         done(done_ctx, ss_predict_reply_error(SS_SERVING_FAILED, "Serving Error: enqueued requests count exceeds the limit %d",
                                               w->opt.max_enqueued));
@@ -1036,12 +1075,12 @@ static void set_predict(void *ctx, ss_predict_request *req, ss_predict_done done
     req_state *rs = calloc(1, sizeof *rs);
     ss_predict_reply *reply = rs ? ss_predict_reply_new(req->count) : NULL;
     if (!rs || !reply) {
-        pthread_mutex_unlock(&w->mu);
+        worker_unlock(w);
         free(rs);
         done(done_ctx, ss_predict_reply_error(SS_SERVING_SYSTEM_ERROR, "out of memory"));
         return;
     }
-    *rs = (req_state){req, done, done_ctx, reply, req->count, mc, .w = w, .t0_ns = now_ns()};
+    *rs = (req_state){NULL, req, done, done_ctx, reply, req->count, mc, .w = w, .t0_ns = now_ns()};
     w->n_requests++; /* until req_done_metrics */
     ss_metric_add(w->m_inflight, 1);
     if (w->q_len + req->count > w->q_cap) {
@@ -1069,7 +1108,7 @@ static void set_predict(void *ctx, ss_predict_request *req, ss_predict_done done
         }
     }
     pthread_cond_broadcast(&w->cv);
-    pthread_mutex_unlock(&w->mu);
+    worker_unlock(w);
 }
 
 /* ------------------------------------------------------------------ lifecycle */
@@ -1091,7 +1130,7 @@ bool ss_worker_set_ready(void *ctx)
     for (ss_worker *w = set->workers; w; w = w->next) {
         pthread_mutex_lock(&w->mu);
         ready = ready && w->ready && !w->stopping;
-        pthread_mutex_unlock(&w->mu);
+        worker_unlock(w);
     }
     pthread_mutex_unlock(&set->mu);
     return ready;
@@ -1190,7 +1229,7 @@ ss_status *ss_worker_wait_ready(ss_worker *w)
                      "(servable %s; missing ranks: %s; waited %d s)", alive, w->cfg.rank_size, w->cfg.name, missing,
                      w->opt.wait_agents_s);
     }
-    pthread_mutex_unlock(&w->mu);
+    worker_unlock(w);
     return st;
 }
 
@@ -1209,7 +1248,7 @@ static void worker_stop(ss_worker *w)
     fail_everything(w, SS_SERVING_WORKER_UNAVAILABLE, "Servable stopped: the server is shutting down");
     reap_jobs(w);
     pthread_cond_broadcast(&w->cv);
-    pthread_mutex_unlock(&w->mu);
+    worker_unlock(w);
     pthread_join(w->dispatch_tid, NULL);
     pthread_join(w->monitor_tid, NULL);
     pthread_join(w->accept_tid, NULL);
@@ -1217,7 +1256,7 @@ static void worker_stop(ss_worker *w)
     for (int r = 0; r < w->cfg.rank_size; r++) {
         pthread_mutex_lock(&w->mu);
         ss_link_conn *c = w->agents[r].alive ? w->agents[r].conn : NULL;
-        pthread_mutex_unlock(&w->mu);
+        worker_unlock(w);
         if (c) {
             ss_link_msg ex = {.type = SS_LINK_EXIT, .message = "the server is shutting down"};
             ss_status_free(ss_link_send(c, &ex, NULL, 0));
