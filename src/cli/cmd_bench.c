@@ -365,7 +365,7 @@ static bool run_level(bench_cfg *c, int conc, bool print)
                PCT(0.5), PCT(0.9), PCT(0.99));
 #undef PCT
     for (int i = 0; i < conc; i++) {
-        if (print && th[i].failures && !c->json) fprintf(stderr, "  first failure: %s\n", th[i].first_error);
+        if (print && th[i].failures) fprintf(stderr, "  first failure: %s\n", th[i].first_error);
         if (th[i].failures) break;
     }
     for (int i = 0; i < conc; i++) free(th[i].lat);
