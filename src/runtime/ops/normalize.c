@@ -9,33 +9,10 @@
  * in k->state (sized at plan time). Softmax subtracts the row maximum before exponentiating.
  * Statistics (means, variances) accumulate in double. run never allocates.
  */
-#include "../op.h"
+#include "common.h"
 
 #include <math.h>
-#include <stdlib.h>
 #include <string.h>
-
-static const ss_dtype float_types[] = {SS_DT_FLOAT32, SS_DT_FLOAT64};
-
-static ss_status *check_attrs(const ss_kctx *k, const char *const *known)
-{
-    for (size_t i = 0; i < k->node->n_attribute; i++) {
-        const char *name = k->node->attribute[i]->name;
-        bool ok = false;
-        for (const char *const *p = known; *p && !ok; p++)
-            ok = strcmp(*p, name) == 0;
-        if (!ok) return ss_op_err(k, SS_ERR_UNSUPPORTED, "attribute '%s' is not supported", name);
-    }
-    return NULL;
-}
-
-static int64_t prod(const int64_t *d, int from, int to)
-{
-    int64_t p = 1;
-    for (int i = from; i < to; i++)
-        p *= d[i];
-    return p;
-}
 
 /* ------------------------------------------------------------------ Softmax family */
 
@@ -52,26 +29,24 @@ static const char *const axis_attr[] = {"axis", NULL};
 static ss_status *softmax_infer(ss_kctx *k)
 {
     ss_status *st = ss_op_expect_inputs(k, 1, 1);
-    if (!st) st = check_attrs(k, axis_attr);
-    if (!st) st = ss_op_expect_dtype(k, 0, float_types, 2);
+    if (!st) st = ss_op_check_attrs(k, axis_attr);
+    if (!st) st = ss_op_expect_float(k, 0);
     if (st) return st;
     const ss_tensor *x = k->in[0];
     bool coerce_2d = k->opset < 13;
     int axis = 0;
     if (x->ndim > 0) {
-        st = ss_op_axis(k, ss_onnx_attr_int(k->node, "axis", coerce_2d ? 1 : -1), x->ndim, &axis);
+        st = ss_op_attr_axis(k, "axis", coerce_2d ? 1 : -1, x->ndim, &axis);
         if (st) return st;
     }
-    int64_t outer = prod(x->dims, 0, axis), n, inner;
-    if (x->ndim == 0)
-        n = 1, inner = 1;
-    else if (coerce_2d)
-        n = prod(x->dims, axis, x->ndim), inner = 1;
-    else
-        n = x->dims[axis], inner = prod(x->dims, axis + 1, x->ndim);
-    softmax_plan *p = calloc(1, sizeof *p + (inner > 1 ? (size_t)inner * 2 * sizeof(double) : 0));
-    if (!p) return ss_errf(SS_ERR_NOMEM, "out of memory");
-    k->state = p;
+    int64_t outer = 1, n = 1, inner = 1;
+    if (coerce_2d)
+        outer = ss_op_dims_prod(x->dims, 0, axis), n = ss_op_dims_prod(x->dims, axis, x->ndim);
+    else if (x->ndim > 0)
+        ss_op_split_axis(x, axis, &outer, &n, &inner);
+    softmax_plan *p =
+        ss_op_state_alloc(k, sizeof *p + (inner > 1 ? (size_t)inner * 2 * sizeof(double) : 0));
+    if (!p) return ss_op_oom();
     const char *t = k->node->op_type;
     p->kind = strcmp(t, "Softmax") == 0      ? SM_SOFTMAX
               : strcmp(t, "LogSoftmax") == 0 ? SM_LOG
@@ -205,25 +180,25 @@ static const char *const lp_attrs[] = {"axis", "p", NULL};
 static ss_status *lpnorm_infer(ss_kctx *k)
 {
     ss_status *st = ss_op_expect_inputs(k, 1, 1);
-    if (!st) st = check_attrs(k, lp_attrs);
-    if (!st) st = ss_op_expect_dtype(k, 0, float_types, 2);
+    if (!st) st = ss_op_check_attrs(k, lp_attrs);
+    if (!st) st = ss_op_expect_float(k, 0);
     if (st) return st;
     const ss_tensor *x = k->in[0];
     int axis;
-    st = ss_op_axis(k, ss_onnx_attr_int(k->node, "axis", -1), x->ndim, &axis);
+    st = ss_op_attr_axis(k, "axis", -1, x->ndim, &axis);
     if (st) return st;
     if (x->ndim == 0) return ss_op_err(k, SS_ERR_INVALID, "input must have rank >= 1");
     int64_t pv = ss_onnx_attr_int(k->node, "p", 2);
     if (pv != 1 && pv != 2)
         return ss_op_err(k, SS_ERR_INVALID, "attribute 'p' must be 1 or 2, got %lld",
                          (long long)pv);
-    int64_t inner = prod(x->dims, axis + 1, x->ndim);
-    lpnorm_plan *p = calloc(1, sizeof *p + (size_t)inner * sizeof(double));
-    if (!p) return ss_errf(SS_ERR_NOMEM, "out of memory");
-    k->state = p;
+    int64_t outer, n, inner;
+    ss_op_split_axis(x, axis, &outer, &n, &inner);
+    lpnorm_plan *p = ss_op_state_alloc(k, sizeof *p + (size_t)inner * sizeof(double));
+    if (!p) return ss_op_oom();
     p->p = (int)pv;
-    p->outer = prod(x->dims, 0, axis);
-    p->n = x->dims[axis];
+    p->outer = outer;
+    p->n = n;
     p->inner = inner;
     p->acc = (double *)(p + 1);
     ss_op_same_shape(k->out[0], x);
@@ -256,10 +231,7 @@ static ss_status *lpnorm_infer(ss_kctx *k)
 static ss_status *lpnorm_run(ss_kctx *k)
 {
     const lpnorm_plan *p = k->state;
-    if (k->in[0]->dtype == SS_DT_FLOAT32)
-        LPNORM(float);
-    else
-        LPNORM(double);
+    SS_OP_FLOAT_DISPATCH(k->in[0]->dtype, LPNORM);
     return NULL;
 }
 
@@ -303,8 +275,8 @@ static ss_status *ln_check_param(const ss_kctx *k, const ss_tensor *t, const cha
 static ss_status *layernorm_infer(ss_kctx *k)
 {
     ss_status *st = ss_op_expect_inputs(k, 2, 3);
-    if (!st) st = check_attrs(k, ln_attrs);
-    if (!st) st = ss_op_expect_dtype(k, 0, float_types, 2);
+    if (!st) st = ss_op_check_attrs(k, ln_attrs);
+    if (!st) st = ss_op_expect_float(k, 0);
     if (st) return st;
     const ss_tensor *x = k->in[0], *scale = k->in[1], *bias = k->n_in > 2 ? k->in[2] : NULL;
     if (ss_onnx_attr_int(k->node, "stash_type", 1) != 1)
@@ -312,19 +284,18 @@ static ss_status *layernorm_infer(ss_kctx *k)
                          "attribute 'stash_type' other than 1 (float) is not supported");
     if (x->ndim == 0) return ss_op_err(k, SS_ERR_INVALID, "X must have rank >= 1");
     int axis;
-    st = ss_op_axis(k, ss_onnx_attr_int(k->node, "axis", -1), x->ndim, &axis);
+    st = ss_op_attr_axis(k, "axis", -1, x->ndim, &axis);
     if (st) return st;
-    int64_t n = prod(x->dims, axis, x->ndim);
+    int64_t n = ss_op_dims_prod(x->dims, axis, x->ndim);
     bool sd = true, bd = true;
     st = ln_check_param(k, scale, "Scale", x, axis, n, &sd);
     if (!st && bias) st = ln_check_param(k, bias, "B", x, axis, n, &bd);
     if (st) return st;
     size_t es = ss_dtype_size(x->dtype);
     size_t extra = (sd ? 0 : (size_t)n * es) + (bd ? 0 : (size_t)n * es);
-    layernorm_plan *p = calloc(1, sizeof *p + extra);
-    if (!p) return ss_errf(SS_ERR_NOMEM, "out of memory");
-    k->state = p;
-    p->rows = prod(x->dims, 0, axis);
+    layernorm_plan *p = ss_op_state_alloc(k, sizeof *p + extra);
+    if (!p) return ss_op_oom();
+    p->rows = ss_op_dims_prod(x->dims, 0, axis);
     p->n = n;
     p->axis = axis;
     p->eps = ss_onnx_attr_float(k->node, "epsilon", 1e-5f);
@@ -460,8 +431,8 @@ static ss_status *chnorm_infer(ss_kctx *k)
 {
     bool instance = strcmp(k->node->op_type, "InstanceNormalization") == 0;
     ss_status *st = ss_op_expect_inputs(k, instance ? 3 : 5, instance ? 3 : 5);
-    if (!st) st = check_attrs(k, instance ? in_attrs : bn_attrs);
-    if (!st) st = ss_op_expect_dtype(k, 0, float_types, 2);
+    if (!st) st = ss_op_check_attrs(k, instance ? in_attrs : bn_attrs);
+    if (!st) st = ss_op_expect_float(k, 0);
     if (st) return st;
     const ss_tensor *x = k->in[0];
     if (x->ndim < 2) return ss_op_err(k, SS_ERR_INVALID, "X must have rank >= 2 (N, C, ...)");
@@ -488,16 +459,15 @@ static ss_status *chnorm_infer(ss_kctx *k)
     if (training && k->n_out > 3)
         return ss_op_err(k, SS_ERR_INVALID, "has %d outputs, at most 3", k->n_out);
     int64_t per = instance ? x->dims[0] * c : c;
-    chnorm_plan *p = calloc(1, sizeof *p + (size_t)per * 4 * sizeof(double));
-    if (!p) return ss_errf(SS_ERR_NOMEM, "out of memory");
-    k->state = p;
+    chnorm_plan *p = ss_op_state_alloc(k, sizeof *p + (size_t)per * 4 * sizeof(double));
+    if (!p) return ss_op_oom();
     p->instance = instance;
     p->training = training;
     p->eps = ss_onnx_attr_float(k->node, "epsilon", 1e-5f);
     p->momentum = ss_onnx_attr_float(k->node, "momentum", 0.9f);
     p->n = x->dims[0];
     p->c = c;
-    p->spatial = prod(x->dims, 2, x->ndim);
+    p->spatial = ss_op_dims_prod(x->dims, 2, x->ndim);
     p->a = (double *)(p + 1);
     p->b = p->a + per;
     p->mean = p->b + per;
@@ -567,10 +537,7 @@ static ss_status *chnorm_infer(ss_kctx *k)
 static ss_status *chnorm_run(ss_kctx *k)
 {
     const chnorm_plan *p = k->state;
-    if (k->in[0]->dtype == SS_DT_FLOAT32)
-        CHNORM(float);
-    else
-        CHNORM(double);
+    SS_OP_FLOAT_DISPATCH(k->in[0]->dtype, CHNORM);
     return NULL;
 }
 
@@ -587,18 +554,17 @@ static const char *const lrn_attrs[] = {"alpha", "beta", "bias", "size", NULL};
 static ss_status *lrn_infer(ss_kctx *k)
 {
     ss_status *st = ss_op_expect_inputs(k, 1, 1);
-    if (!st) st = check_attrs(k, lrn_attrs);
-    if (!st) st = ss_op_expect_dtype(k, 0, float_types, 2);
+    if (!st) st = ss_op_check_attrs(k, lrn_attrs);
+    if (!st) st = ss_op_expect_float(k, 0);
     if (st) return st;
     const ss_tensor *x = k->in[0];
     if (x->ndim < 2) return ss_op_err(k, SS_ERR_INVALID, "X must have rank >= 2 (N, C, ...)");
     int64_t size = ss_onnx_attr_int(k->node, "size", 0);
     if (size < 1)
         return ss_op_err(k, SS_ERR_INVALID, "attribute 'size' must be given and positive");
-    int64_t spatial = prod(x->dims, 2, x->ndim);
-    lrn_plan *p = calloc(1, sizeof *p + (size_t)spatial * sizeof(double));
-    if (!p) return ss_errf(SS_ERR_NOMEM, "out of memory");
-    k->state = p;
+    int64_t spatial = ss_op_dims_prod(x->dims, 2, x->ndim);
+    lrn_plan *p = ss_op_state_alloc(k, sizeof *p + (size_t)spatial * sizeof(double));
+    if (!p) return ss_op_oom();
     p->alpha = ss_onnx_attr_float(k->node, "alpha", 1e-4f);
     p->beta = ss_onnx_attr_float(k->node, "beta", 0.75f);
     p->bias = ss_onnx_attr_float(k->node, "bias", 1.0f);
@@ -638,10 +604,7 @@ static ss_status *lrn_infer(ss_kctx *k)
 static ss_status *lrn_run(ss_kctx *k)
 {
     const lrn_plan *p = k->state;
-    if (k->in[0]->dtype == SS_DT_FLOAT32)
-        LRN(float);
-    else
-        LRN(double);
+    SS_OP_FLOAT_DISPATCH(k->in[0]->dtype, LRN);
     return NULL;
 }
 
@@ -661,8 +624,8 @@ static const char *const mvn_attrs[] = {"axes", NULL};
 static ss_status *mvn_infer(ss_kctx *k)
 {
     ss_status *st = ss_op_expect_inputs(k, 1, 1);
-    if (!st) st = check_attrs(k, mvn_attrs);
-    if (!st) st = ss_op_expect_dtype(k, 0, float_types, 2);
+    if (!st) st = ss_op_check_attrs(k, mvn_attrs);
+    if (!st) st = ss_op_expect_float(k, 0);
     if (st) return st;
     const ss_tensor *x = k->in[0];
     bool mask[SS_MAX_DIMS] = {false};
@@ -687,9 +650,8 @@ static ss_status *mvn_infer(ss_kctx *k)
         else
             n_stat *= x->dims[d];
     }
-    mvn_plan *p = calloc(1, sizeof *p + (size_t)n_stat * 2 * sizeof(double));
-    if (!p) return ss_errf(SS_ERR_NOMEM, "out of memory");
-    k->state = p;
+    mvn_plan *p = ss_op_state_alloc(k, sizeof *p + (size_t)n_stat * 2 * sizeof(double));
+    if (!p) return ss_op_oom();
     p->ndim = x->ndim;
     memcpy(p->dims, x->dims, sizeof p->dims);
     int64_t s = 1;
@@ -744,10 +706,7 @@ static ss_status *mvn_run(ss_kctx *k)
 {
     const mvn_plan *p = k->state;
     if (ss_tensor_numel(k->in[0]) == 0) return NULL;
-    if (k->in[0]->dtype == SS_DT_FLOAT32)
-        MVN(float);
-    else
-        MVN(double);
+    SS_OP_FLOAT_DISPATCH(k->in[0]->dtype, MVN);
     return NULL;
 }
 
@@ -772,8 +731,8 @@ static ss_status *loss_infer(ss_kctx *k)
 {
     static const ss_dtype index_types[] = {SS_DT_INT32, SS_DT_INT64};
     ss_status *st = ss_op_expect_inputs(k, 2, 3);
-    if (!st) st = check_attrs(k, loss_attrs);
-    if (!st) st = ss_op_expect_dtype(k, 0, float_types, 2);
+    if (!st) st = ss_op_check_attrs(k, loss_attrs);
+    if (!st) st = ss_op_expect_float(k, 0);
     if (!st) st = ss_op_expect_dtype(k, 1, index_types, 2);
     if (st) return st;
     const ss_tensor *x = k->in[0], *t = k->in[1], *w = k->n_in > 2 ? k->in[2] : NULL;
@@ -789,16 +748,15 @@ static ss_status *loss_infer(ss_kctx *k)
     loss_red red = !r || !strcmp(r, "mean") ? RED_MEAN : !strcmp(r, "sum") ? RED_SUM : RED_NONE;
     if (r && strcmp(r, "mean") && strcmp(r, "sum") && strcmp(r, "none"))
         return ss_op_err(k, SS_ERR_INVALID, "attribute 'reduction' has unknown value '%s'", r);
-    loss_plan *p = calloc(1, sizeof *p);
-    if (!p) return ss_errf(SS_ERR_NOMEM, "out of memory");
-    k->state = p;
+    loss_plan *p = ss_op_state_alloc(k, sizeof *p);
+    if (!p) return ss_op_oom();
     p->softmax = strcmp(k->node->op_type, "SoftmaxCrossEntropyLoss") == 0;
     p->red = red;
     p->has_ignore = ss_onnx_attr_find(k->node, "ignore_index") != NULL;
     p->ignore = ss_onnx_attr_int(k->node, "ignore_index", 0);
     p->n = x->dims[0];
     p->c = x->dims[1];
-    p->d = prod(x->dims, 2, x->ndim);
+    p->d = ss_op_dims_prod(x->dims, 2, x->ndim);
     ss_tensor *y = k->out[0];
     y->dtype = x->dtype;
     y->ndim = 0;
@@ -860,10 +818,7 @@ static ss_status *loss_run(ss_kctx *k)
     const loss_plan *p = k->state;
     const int64_t *tgt64 = k->in[1]->dtype == SS_DT_INT64 ? k->in[1]->data : NULL;
     const int32_t *tgt32 = k->in[1]->dtype == SS_DT_INT32 ? k->in[1]->data : NULL;
-    if (k->in[0]->dtype == SS_DT_FLOAT32)
-        LOSS(float);
-    else
-        LOSS(double);
+    SS_OP_FLOAT_DISPATCH(k->in[0]->dtype, LOSS);
     return NULL;
 }
 

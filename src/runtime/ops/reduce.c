@@ -11,10 +11,9 @@
  * Axes: an attribute up to opset 17 (ReduceSum up to 12), the optional second input for
  * ReduceSum from 13 (with noop_with_empty_axes); that input's value must be known at plan time.
  */
-#include "../op.h"
+#include "common.h"
 
 #include <math.h>
-#include <stdlib.h>
 #include <string.h>
 
 typedef enum {
@@ -46,19 +45,6 @@ typedef struct {
 
 static const char *const reduce_attrs[] = {"axes", "keepdims", "noop_with_empty_axes", NULL};
 
-/* Every attribute of the node must be one we read. */
-static ss_status *check_attrs(const ss_kctx *k, const char *const *known)
-{
-    for (size_t i = 0; i < k->node->n_attribute; i++) {
-        const char *name = k->node->attribute[i]->name;
-        bool ok = false;
-        for (const char *const *p = known; *p && !ok; p++)
-            ok = strcmp(*p, name) == 0;
-        if (!ok) return ss_op_err(k, SS_ERR_UNSUPPORTED, "attribute '%s' is not supported", name);
-    }
-    return NULL;
-}
-
 static rkind kind_of(const char *type)
 {
     static const struct {
@@ -87,18 +73,8 @@ static ss_status *read_axes(ss_kctx *k, bool from_input, int rank, bool mask[SS_
     int n = -1;
     *empty = true;
     if (from_input) {
-        if (k->n_in > 1 && k->in[1]) {
-            const ss_tensor *t = ss_kctx_value(k, 1);
-            if (!t || (!t->data && ss_tensor_numel(t) > 0))
-                return ss_op_err(k, SS_ERR_UNSUPPORTED,
-                                 "input 'axes' must be known at plan time "
-                                 "(a constant, an initializer or a graph input)");
-            n = ss_op_read_ints(t, axes, SS_MAX_DIMS * 2);
-            if (n < 0)
-                return ss_op_err(k, SS_ERR_INVALID,
-                                 "input 'axes' must be a 1-D int64 tensor of at most %d values",
-                                 SS_MAX_DIMS);
-        }
+        ss_status *st = ss_op_plan_ints(k, 1, "axes", axes, SS_MAX_DIMS * 2, &n);
+        if (st) return st;
     } else {
         const int64_t *v;
         n = ss_onnx_attr_ints(k->node, "axes", &v);
@@ -150,7 +126,7 @@ static void build_layout(reduce_plan *p, int rank, const int64_t *dims, const bo
 static ss_status *reduce_infer_common(ss_kctx *k, bool axes_input)
 {
     ss_status *st = ss_op_expect_inputs(k, 1, axes_input ? 2 : 1);
-    if (!st) st = check_attrs(k, reduce_attrs);
+    if (!st) st = ss_op_check_attrs(k, reduce_attrs);
     if (st) return st;
     const ss_tensor *x = k->in[0];
     rkind kind = kind_of(k->node->op_type);
@@ -177,9 +153,8 @@ static ss_status *reduce_infer_common(ss_kctx *k, bool axes_input)
         if (!mask[d]) n_out *= x->dims[d];
     /* One block: the runtime frees k->state with a single free(). */
     size_t n_acc = (size_t)(n_out > 0 ? n_out : 1), n_bufs = kind == R_LOGSUMEXP ? 2 : 1;
-    reduce_plan *p = calloc(1, sizeof *p + n_acc * 8 * n_bufs);
-    if (!p) return ss_errf(SS_ERR_NOMEM, "out of memory");
-    k->state = p;
+    reduce_plan *p = ss_op_state_alloc(k, sizeof *p + n_acc * 8 * n_bufs);
+    if (!p) return ss_op_oom();
     p->kind = kind;
     p->dt = x->dtype;
     p->acc = (double *)(p + 1);
@@ -282,75 +257,52 @@ static double sum_row_f32(const float *restrict x, int64_t n)
 #define C_MAX(a, b) ((b) > (a) ? (b) : (a))
 #define C_MIN(a, b) ((b) < (a) ? (b) : (a))
 
+/* One walk per reduction kind for float element type T, accumulating in double. */
+#define FLOAT_KINDS(T)                                                                             \
+    switch (p->kind) {                                                                             \
+    case R_SUM:                                                                                    \
+    case R_MEAN:                                                                                   \
+    case R_LOGSUM:                                                                                 \
+        REDUCE_WALK(T, double, acc, 0.0, G_ID, C_ADD);                                             \
+        break;                                                                                     \
+    case R_L1:                                                                                     \
+        REDUCE_WALK(T, double, acc, 0.0, G_ABS, C_ADD);                                            \
+        break;                                                                                     \
+    case R_L2:                                                                                     \
+    case R_SUMSQ:                                                                                  \
+        REDUCE_WALK(T, double, acc, 0.0, G_SQ, C_ADD);                                             \
+        break;                                                                                     \
+    case R_PROD:                                                                                   \
+        REDUCE_WALK(T, double, acc, 1.0, G_ID, C_MUL);                                             \
+        break;                                                                                     \
+    case R_MAX:                                                                                    \
+        REDUCE_WALK(T, double, acc, -INFINITY, G_ID, C_MAX);                                       \
+        break;                                                                                     \
+    case R_MIN:                                                                                    \
+        REDUCE_WALK(T, double, acc, INFINITY, G_ID, C_MIN);                                        \
+        break;                                                                                     \
+    case R_LOGSUMEXP:                                                                              \
+        REDUCE_WALK(T, double, p->acc2, -INFINITY, G_ID, C_MAX);                                   \
+        REDUCE_WALK(T, double, acc, 0.0, G_EXPM, C_ADD);                                           \
+        break;                                                                                     \
+    }
+
 static void reduce_float(const reduce_plan *p, const void *in, void *out)
 {
     double *acc = p->acc;
     const double *mx = p->acc2;
-    if (p->dt == SS_DT_FLOAT32 && p->inner_red && (p->kind == R_SUM || p->kind == R_MEAN) &&
-        p->nseg == 1) {
-        /* Fast path of the fast path: one contiguous reduced row per output (or the whole tensor).
-         */
+    bool f32_sum =
+        p->dt == SS_DT_FLOAT32 && p->inner_red && (p->kind == R_SUM || p->kind == R_MEAN);
+    if (f32_sum && p->nseg == 1) {
+        /* the whole tensor is one contiguous reduced row */
         acc[0] = sum_row_f32(in, p->n_in);
-    } else if (p->dt == SS_DT_FLOAT32 && p->inner_red && (p->kind == R_SUM || p->kind == R_MEAN) &&
-               p->nseg == 2) {
+    } else if (f32_sum && p->nseg == 2) { /* one contiguous reduced row per output */
         for (int64_t o = 0; o < p->n_out; o++)
             acc[o] = sum_row_f32((const float *)in + o * p->inner, p->inner);
     } else if (p->dt == SS_DT_FLOAT32) {
-        switch (p->kind) {
-        case R_SUM:
-        case R_MEAN:
-        case R_LOGSUM:
-            REDUCE_WALK(float, double, acc, 0.0, G_ID, C_ADD);
-            break;
-        case R_L1:
-            REDUCE_WALK(float, double, acc, 0.0, G_ABS, C_ADD);
-            break;
-        case R_L2:
-        case R_SUMSQ:
-            REDUCE_WALK(float, double, acc, 0.0, G_SQ, C_ADD);
-            break;
-        case R_PROD:
-            REDUCE_WALK(float, double, acc, 1.0, G_ID, C_MUL);
-            break;
-        case R_MAX:
-            REDUCE_WALK(float, double, acc, -INFINITY, G_ID, C_MAX);
-            break;
-        case R_MIN:
-            REDUCE_WALK(float, double, acc, INFINITY, G_ID, C_MIN);
-            break;
-        case R_LOGSUMEXP:
-            REDUCE_WALK(float, double, p->acc2, -INFINITY, G_ID, C_MAX);
-            REDUCE_WALK(float, double, acc, 0.0, G_EXPM, C_ADD);
-            break;
-        }
+        FLOAT_KINDS(float)
     } else {
-        switch (p->kind) {
-        case R_SUM:
-        case R_MEAN:
-        case R_LOGSUM:
-            REDUCE_WALK(double, double, acc, 0.0, G_ID, C_ADD);
-            break;
-        case R_L1:
-            REDUCE_WALK(double, double, acc, 0.0, G_ABS, C_ADD);
-            break;
-        case R_L2:
-        case R_SUMSQ:
-            REDUCE_WALK(double, double, acc, 0.0, G_SQ, C_ADD);
-            break;
-        case R_PROD:
-            REDUCE_WALK(double, double, acc, 1.0, G_ID, C_MUL);
-            break;
-        case R_MAX:
-            REDUCE_WALK(double, double, acc, -INFINITY, G_ID, C_MAX);
-            break;
-        case R_MIN:
-            REDUCE_WALK(double, double, acc, INFINITY, G_ID, C_MIN);
-            break;
-        case R_LOGSUMEXP:
-            REDUCE_WALK(double, double, p->acc2, -INFINITY, G_ID, C_MAX);
-            REDUCE_WALK(double, double, acc, 0.0, G_EXPM, C_ADD);
-            break;
-        }
+        FLOAT_KINDS(double)
     }
     double n = (double)p->n_red;
     for (int64_t o = 0; o < p->n_out; o++) {
@@ -378,6 +330,7 @@ static void reduce_float(const reduce_plan *p, const void *in, void *out)
     }
 }
 
+/* The same for integer element type T, accumulating in int64 (no L2/LogSum/LogSumExp). */
 #define INT_KINDS(T)                                                                               \
     switch (p->kind) {                                                                             \
     case R_SUM:                                                                                    \
@@ -482,7 +435,7 @@ static const char *const arg_attrs[] = {"axis", "keepdims", "select_last_index",
 static ss_status *arg_infer(ss_kctx *k)
 {
     ss_status *st = ss_op_expect_inputs(k, 1, 1);
-    if (!st) st = check_attrs(k, arg_attrs);
+    if (!st) st = ss_op_check_attrs(k, arg_attrs);
     if (st) return st;
     const ss_tensor *x = k->in[0];
     static const ss_dtype types[] = {SS_DT_FLOAT32, SS_DT_FLOAT64, SS_DT_INT32,
@@ -490,25 +443,20 @@ static ss_status *arg_infer(ss_kctx *k)
     st = ss_op_expect_dtype(k, 0, types, (int)(sizeof types / sizeof types[0]));
     if (st) return st;
     int axis;
-    st = ss_op_axis(k, ss_onnx_attr_int(k->node, "axis", 0), x->ndim, &axis);
+    st = ss_op_attr_axis(k, "axis", 0, x->ndim, &axis);
     if (st) return st;
     if (x->ndim == 0) return ss_op_err(k, SS_ERR_INVALID, "input must have rank >= 1");
-    int64_t inner = 1;
-    for (int d = axis + 1; d < x->ndim; d++)
-        inner *= x->dims[d];
-    arg_plan *p = calloc(1, sizeof *p + (inner > 1 ? (size_t)inner * 8 : 0));
-    if (!p) return ss_errf(SS_ERR_NOMEM, "out of memory");
-    k->state = p;
+    int64_t outer, n, inner;
+    ss_op_split_axis(x, axis, &outer, &n, &inner);
+    arg_plan *p = ss_op_state_alloc(k, sizeof *p + (inner > 1 ? (size_t)inner * 8 : 0));
+    if (!p) return ss_op_oom();
     p->best = p + 1;
     p->is_max = strcmp(k->node->op_type, "ArgMax") == 0;
     p->last = ss_onnx_attr_int(k->node, "select_last_index", 0) != 0;
     bool keep = ss_onnx_attr_int(k->node, "keepdims", 1) != 0;
-    p->outer = p->inner = 1;
-    for (int d = 0; d < axis; d++)
-        p->outer *= x->dims[d];
-    for (int d = axis + 1; d < x->ndim; d++)
-        p->inner *= x->dims[d];
-    p->n = x->dims[axis];
+    p->outer = outer;
+    p->n = n;
+    p->inner = inner;
     if (p->n == 0 && ss_tensor_numel(x) == 0 && p->outer * p->inner > 0)
         return ss_op_err(k, SS_ERR_INVALID, "cannot take an arg-extremum over an empty axis");
     ss_tensor *y = k->out[0];
