@@ -58,7 +58,7 @@ def bench(address, servable, method, inputs, conc, requests=None, protocol="grpc
         raise RuntimeError("%s: %s" % (" ".join(cmd), out.stderr))
     r = json.loads(out.stdout.strip().splitlines()[-1])
     if r["failures"]:
-        raise RuntimeError("%d failures: %s" % (r["failures"], out.stderr))
+        raise RuntimeError("%s: %d failures: %s" % (" ".join(cmd), r["failures"], out.stderr))
     return r
 
 
@@ -121,7 +121,9 @@ def start_cluster(name, model, ranks, stages=1, strategy="auto", extra=None, wit
     try:
         models = c.add_servable(name, model, ranks, stages, strategy, with_batch_dim=with_batch_dim, extra=extra,
                                 input_shapes=input_shapes)
-        c.serve([(name, 1, c.write_rank_table(ranks))], wait_agents=120)
+        # a generous heartbeat timeout: with 8+ agents on 2 shared cores under a load average of
+        # 15-20, a rank once stayed silent for the default 5 s and every request failed
+        c.serve([(name, 1, c.write_rank_table(ranks))], wait_agents=120, extra=("--heartbeat-timeout-ms", "30000"))
         old = dict(os.environ)
         os.environ.update(agent_env or {})
         try:
