@@ -293,7 +293,8 @@ def section_batching(work):
     try:
         for name, extra in cfgs:
             log("batching: %s" % name)
-            clusters.append(start_cluster("mlp", model, 1, 1, extra=extra, with_batch_dim=True, agent_env=env))
+            clusters.append(start_cluster("mlp", model, 1, 1, extra=extra, with_batch_dim=True, agent_env=env,
+                                          input_shapes=("x=16,1024",)))  # for planning; N stays dynamic
         for rnd in range(A.rounds):
             for (name, _), c in zip(cfgs, clusters):
                 r = bench(c.grpc, "mlp", "predict", {"x": x}, 16, A.requests * 2)
