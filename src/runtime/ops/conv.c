@@ -9,24 +9,11 @@
  * convolution with unit strides and no padding skips im2col and multiplies X directly. run never
  * allocates.
  */
-#include "../op.h"
+#include "common.h"
 
 #include <cblas.h>
 #include <math.h>
-#include <stdlib.h>
 #include <string.h>
-
-static ss_status *check_attrs(const ss_kctx *k, const char *const *known)
-{
-    for (size_t i = 0; i < k->node->n_attribute; i++) {
-        const char *name = k->node->attribute[i]->name;
-        bool ok = false;
-        for (const char *const *p = known; *p && !ok; p++)
-            ok = strcmp(*p, name) == 0;
-        if (!ok) return ss_op_err(k, SS_ERR_UNSUPPORTED, "attribute '%s' is not supported", name);
-    }
-    return NULL;
-}
 
 /* Canonical 3-D window geometry; index 0..2 = D, H, W. */
 typedef struct {
@@ -54,72 +41,100 @@ static ss_status *read_spatial(const ss_kctx *k, const char *name, int n, int64_
     return NULL;
 }
 
-/* Fills g from X's spatial dims, the kernel shape and the node's attributes. */
-static ss_status *geom_init(const ss_kctx *k, const ss_tensor *x, const int64_t *kernel,
-                            bool ceil_mode, geom *g)
+/* The window attributes every op here shares, as given (before auto_pad is resolved). */
+typedef struct {
+    int64_t s[3], d[3], pads[6];
+    bool same_upper, same_lower, valid;
+} window_attrs;
+
+static ss_status *read_window(const ss_kctx *k, int nsp, window_attrs *w)
 {
-    int nsp = x->ndim - 2;
     if (nsp < 1 || nsp > 3)
         return ss_op_err(k, SS_ERR_UNSUPPORTED, "%d spatial dims (only 1 to 3 are supported)", nsp);
-    int64_t s[3], d[3], pads[6];
-    ss_status *st = read_spatial(k, "strides", nsp, 1, s);
-    if (!st) st = read_spatial(k, "dilations", nsp, 1, d);
-    if (!st) st = read_spatial(k, "pads", 2 * nsp, 0, pads);
+    ss_status *st = read_spatial(k, "strides", nsp, 1, w->s);
+    if (!st) st = read_spatial(k, "dilations", nsp, 1, w->d);
+    if (!st) st = read_spatial(k, "pads", 2 * nsp, 0, w->pads);
     if (st) return st;
     char ap[32];
     const char *auto_pad = ss_onnx_attr_string(k->node, "auto_pad", ap, sizeof ap);
     if (!auto_pad || !auto_pad[0]) auto_pad = "NOTSET";
-    bool same_upper = strcmp(auto_pad, "SAME_UPPER") == 0,
-         same_lower = strcmp(auto_pad, "SAME_LOWER") == 0;
-    bool valid = strcmp(auto_pad, "VALID") == 0;
-    if (!same_upper && !same_lower && !valid && strcmp(auto_pad, "NOTSET") != 0)
+    w->same_upper = strcmp(auto_pad, "SAME_UPPER") == 0;
+    w->same_lower = strcmp(auto_pad, "SAME_LOWER") == 0;
+    w->valid = strcmp(auto_pad, "VALID") == 0;
+    if (!w->same_upper && !w->same_lower && !w->valid && strcmp(auto_pad, "NOTSET") != 0)
         return ss_op_err(k, SS_ERR_INVALID, "attribute 'auto_pad' has unknown value '%s'",
                          auto_pad);
+    return NULL;
+}
+
+/* A geometry of nsp spatial dims with every canonical dim of size 1 until set_dim. */
+static void geom_reset(geom *g, int nsp)
+{
     memset(g, 0, sizeof *g);
     g->nsp = nsp;
     for (int i = 0; i < 3; i++)
         g->in[i] = g->out[i] = g->k[i] = g->s[i] = g->d[i] = 1;
     g->ivol = g->ovol = g->kvol = 1;
+}
+
+/* Sets spatial dim i (of g->nsp) in its canonical slot. */
+static void geom_set_dim(geom *g, int i, int64_t in, int64_t out, int64_t kernel,
+                         const window_attrs *w, int64_t pb, int64_t pe)
+{
+    int c = 3 - g->nsp + i;
+    g->in[c] = in, g->out[c] = out, g->k[c] = kernel, g->s[c] = w->s[i], g->d[c] = w->d[i];
+    g->pb[c] = pb, g->pe[c] = pe;
+    g->ivol *= in, g->ovol *= out, g->kvol *= kernel;
+}
+
+/* Fills g from X's spatial dims, the kernel shape and the node's attributes. */
+static ss_status *geom_init(const ss_kctx *k, const ss_tensor *x, const int64_t *kernel,
+                            bool ceil_mode, geom *g)
+{
+    int nsp = x->ndim - 2;
+    window_attrs w;
+    ss_status *st = read_window(k, nsp, &w);
+    if (st) return st;
+    geom_reset(g, nsp);
     for (int i = 0; i < nsp; i++) {
-        int c = 3 - nsp + i;
-        int64_t in = x->dims[2 + i], kk = kernel[i];
-        if (kk < 1 || s[i] < 1 || d[i] < 1)
+        int64_t in = x->dims[2 + i], kk = kernel[i], s = w.s[i];
+        if (kk < 1 || s < 1 || w.d[i] < 1)
             return ss_op_err(k, SS_ERR_INVALID,
                              "kernel sizes, strides and dilations must be positive");
-        int64_t ek = (kk - 1) * d[i] + 1, pb = pads[i], pe = pads[nsp + i], out;
+        int64_t ek = (kk - 1) * w.d[i] + 1, pb = w.pads[i], pe = w.pads[nsp + i], out;
         if (pb < 0 || pe < 0) return ss_op_err(k, SS_ERR_INVALID, "pads must be non-negative");
-        if (same_upper || same_lower) {
-            out = (in + s[i] - 1) / s[i];
-            int64_t total = (out - 1) * s[i] + ek - in;
+        if (w.same_upper || w.same_lower) {
+            out = (in + s - 1) / s;
+            int64_t total = (out - 1) * s + ek - in;
             if (total < 0) total = 0;
-            pb = same_upper ? total / 2 : total - total / 2;
+            pb = w.same_upper ? total / 2 : total - total / 2;
             pe = total - pb;
         } else {
-            if (valid) pb = pe = 0;
+            if (w.valid) pb = pe = 0;
             int64_t span = in + pb + pe - ek;
             if (span < 0)
                 return ss_op_err(k, SS_ERR_INVALID,
                                  "the window (%lld) is larger than the padded input (%lld)",
                                  (long long)ek, (long long)(in + pb + pe));
-            out = (ceil_mode ? (span + s[i] - 1) / s[i] : span / s[i]) + 1;
+            out = (ceil_mode ? (span + s - 1) / s : span / s) + 1;
             /* the last window must start inside the input or its left padding */
-            if (ceil_mode && (out - 1) * s[i] >= in + pb) out--;
+            if (ceil_mode && (out - 1) * s >= in + pb) out--;
         }
-        g->in[c] = in, g->out[c] = out, g->k[c] = kk, g->s[c] = s[i], g->d[c] = d[i];
-        g->pb[c] = pb, g->pe[c] = pe;
-        g->ivol *= in, g->ovol *= out, g->kvol *= kk;
+        geom_set_dim(g, i, in, out, kk, &w, pb, pe);
     }
     return NULL;
 }
 
-static void geom_out_shape(const geom *g, int64_t n, int64_t c, ss_tensor *y, ss_dtype dt)
+/* y = [n, c, spatial...] with the spatial dims from a canonical triple (g->out or g->in). */
+static void geom_shape(const geom *g, const int64_t *sp, int64_t n, int64_t c, ss_tensor *y,
+                       ss_dtype dt)
 {
     y->dtype = dt;
     y->ndim = 2 + g->nsp;
     y->dims[0] = n;
     y->dims[1] = c;
     for (int i = 0; i < g->nsp; i++)
-        y->dims[2 + i] = g->out[3 - g->nsp + i];
+        y->dims[2 + i] = sp[3 - g->nsp + i];
 }
 
 /* [lo, hi): output positions o with 0 <= o*s + off < in. */
@@ -132,25 +147,24 @@ static void valid_range(int64_t off, int64_t s, int64_t in, int64_t out, int64_t
     if (*hi < *lo) *hi = *lo;
 }
 
-/* ------------------------------------------------------------------ Conv */
+/* ------------------------------------------------------------------ Conv, ConvTranspose */
 
+/* Conv and ConvTranspose share one plan; for ConvTranspose g.in is Y's spatial shape and g.out
+ * X's (the roles of the images are swapped). */
 typedef struct {
     geom g;
     int64_t N, C, M, group, cg, mg;
-    bool direct;    /* 1x1, unit strides, no padding: X is already the column matrix */
-    bool depthwise; /* one input and one output channel per group: taps folded row by row */
-    void *col;      /* (cg * kvol) x ovol, unless direct or depthwise */
+    bool direct;    /* Conv: 1x1, unit strides, no padding: X is already the column matrix */
+    bool depthwise; /* Conv: one input and one output channel per group: taps folded row by row */
+    void *col;      /* the gemm's column buffer, unless direct or depthwise */
 } conv_plan;
 
-static const char *const conv_attrs[] = {"auto_pad", "dilations", "group", "kernel_shape",
-                                         "pads",     "strides",   NULL};
-
-static ss_status *conv_infer(ss_kctx *k)
+/* Checks X, W and B of Conv/ConvTranspose and reads kernel_shape (default: W's spatial dims). */
+static ss_status *conv_inputs(const ss_kctx *k, const char *const *attrs, int64_t *kernel)
 {
-    static const ss_dtype types[] = {SS_DT_FLOAT32, SS_DT_FLOAT64};
     ss_status *st = ss_op_expect_inputs(k, 2, 3);
-    if (!st) st = check_attrs(k, conv_attrs);
-    if (!st) st = ss_op_expect_dtype(k, 0, types, 2);
+    if (!st) st = ss_op_check_attrs(k, attrs);
+    if (!st) st = ss_op_expect_float(k, 0);
     if (st) return st;
     const ss_tensor *x = k->in[0], *w = k->in[1], *b = k->n_in > 2 ? k->in[2] : NULL;
     if (w->dtype != x->dtype || (b && b->dtype != x->dtype))
@@ -160,7 +174,6 @@ static ss_status *conv_infer(ss_kctx *k)
                          "X (rank %d) and W (rank %d) must have the same rank >= 3", x->ndim,
                          w->ndim);
     int nsp = x->ndim - 2;
-    int64_t kernel[SS_MAX_DIMS];
     st = read_spatial(k, "kernel_shape", nsp, -1, kernel);
     if (st) return st;
     for (int i = 0; i < nsp; i++) {
@@ -169,6 +182,36 @@ static ss_status *conv_infer(ss_kctx *k)
             return ss_op_err(k, SS_ERR_INVALID,
                              "attribute 'kernel_shape' does not match W's shape");
     }
+    return NULL;
+}
+
+/* The plan with a column buffer of col_bytes after it (one block, see op.h). */
+static ss_status *conv_plan_new(ss_kctx *k, const geom *g, int64_t C, int64_t M, int64_t group,
+                                size_t col_bytes, conv_plan **out)
+{
+    conv_plan *p = ss_op_state_alloc(k, sizeof *p + col_bytes);
+    if (!p) return ss_errf(SS_ERR_NOMEM, "cannot allocate a %zu-byte column buffer", col_bytes);
+    p->g = *g;
+    p->N = k->in[0]->dims[0];
+    p->C = C;
+    p->M = M;
+    p->group = group;
+    p->cg = C / group;
+    p->mg = M / group;
+    p->col = p + 1;
+    *out = p;
+    return NULL;
+}
+
+static const char *const conv_attrs[] = {"auto_pad", "dilations", "group", "kernel_shape",
+                                         "pads",     "strides",   NULL};
+
+static ss_status *conv_infer(ss_kctx *k)
+{
+    int64_t kernel[SS_MAX_DIMS];
+    ss_status *st = conv_inputs(k, conv_attrs, kernel);
+    if (st) return st;
+    const ss_tensor *x = k->in[0], *w = k->in[1], *b = k->n_in > 2 ? k->in[2] : NULL;
     geom g;
     st = geom_init(k, x, kernel, false, &g);
     if (st) return st;
@@ -186,20 +229,11 @@ static ss_status *conv_infer(ss_kctx *k)
     size_t es = ss_dtype_size(x->dtype);
     size_t col_bytes =
         direct || depthwise ? 0 : (size_t)(C / group) * (size_t)g.kvol * (size_t)g.ovol * es;
-    conv_plan *p = calloc(1, sizeof *p + col_bytes);
-    if (!p) return ss_errf(SS_ERR_NOMEM, "cannot allocate a %zu-byte im2col buffer", col_bytes);
-    k->state = p;
-    p->g = g;
-    p->N = x->dims[0];
-    p->C = C;
-    p->M = M;
-    p->group = group;
-    p->cg = C / group;
-    p->mg = M / group;
+    conv_plan *p = NULL;
+    if ((st = conv_plan_new(k, &g, C, M, group, col_bytes, &p))) return st;
     p->direct = direct;
     p->depthwise = depthwise;
-    p->col = p + 1;
-    geom_out_shape(&g, p->N, M, k->out[0], x->dtype);
+    geom_shape(&g, g.out, p->N, M, k->out[0], x->dtype);
     return NULL;
 }
 
@@ -283,63 +317,55 @@ IM2COL(double)
 DEPTHWISE(float)
 DEPTHWISE(double)
 
+/* Y's channels of one image start as the bias (or zero); the gemms accumulate into them. */
+static void fill_bias(void *y, const ss_tensor *b, int64_t channels, int64_t vol, size_t es)
+{
+    static const double zero = 0; /* zero bytes for float and double */
+    for (int64_t m = 0; m < channels; m++)
+        ss_op_fill((char *)y + (size_t)(m * vol) * es,
+                   b ? (const char *)b->data + (size_t)m * es : (const void *)&zero, vol, es);
+}
+
+/* One image: depthwise taps, or per group im2col (unless direct) and one gemm into Y. */
+#define CONV_IMAGE(T, GEMM)                                                                        \
+    static void conv_image_##T(const conv_plan *p, const T *x, const T *w, T *y)                   \
+    {                                                                                              \
+        int64_t ovol = p->g.ovol, ivol = p->g.ivol, K = p->cg * p->g.kvol;                         \
+        if (p->depthwise) {                                                                        \
+            for (int64_t c = 0; c < p->C; c++)                                                     \
+                depthwise_##T(&p->g, x + c * ivol, w + c * p->g.kvol, y + c * ovol);               \
+            return;                                                                                \
+        }                                                                                          \
+        for (int64_t gi = 0; gi < p->group; gi++) {                                                \
+            const T *col = x + gi * p->cg * ivol;                                                  \
+            if (!p->direct) {                                                                      \
+                im2col_##T(&p->g, p->cg, col, p->col);                                             \
+                col = p->col;                                                                      \
+            }                                                                                      \
+            GEMM(CblasRowMajor, CblasNoTrans, CblasNoTrans, (blasint)p->mg, (blasint)ovol,         \
+                 (blasint)K, 1, w + gi * p->mg * K, (blasint)K, col, (blasint)ovol, 1,             \
+                 y + gi * p->mg * ovol, (blasint)ovol);                                            \
+        }                                                                                          \
+    }
+
+CONV_IMAGE(float, cblas_sgemm)
+CONV_IMAGE(double, cblas_dgemm)
+
 static ss_status *conv_run(ss_kctx *k)
 {
     const conv_plan *p = k->state;
-    const ss_tensor *x = k->in[0], *w = k->in[1], *b = k->n_in > 2 ? k->in[2] : NULL;
-    bool f32 = x->dtype == SS_DT_FLOAT32;
-    size_t es = f32 ? 4 : 8;
-    int64_t ovol = p->g.ovol, ivol = p->g.ivol, K = p->cg * p->g.kvol;
-    char *y = k->out[0]->data;
-    const char *xd = x->data, *wd = w->data;
-    if (ovol == 0 || p->M == 0 || p->N == 0) return NULL;
+    const ss_tensor *x = k->in[0], *b = k->n_in > 2 ? k->in[2] : NULL;
+    size_t es = ss_dtype_size(x->dtype);
+    if (p->g.ovol == 0 || p->M == 0 || p->N == 0) return NULL;
     for (int64_t n = 0; n < p->N; n++) {
-        /* Y starts as the bias (or zero); the gemms accumulate into it. */
-        for (int64_t m = 0; m < p->M; m++) {
-            char *row = y + (size_t)((n * p->M + m) * ovol) * es;
-            if (f32) {
-                float v = b ? ((const float *)b->data)[m] : 0.0f;
-                for (int64_t i = 0; i < ovol; i++)
-                    ((float *)row)[i] = v;
-            } else {
-                double v = b ? ((const double *)b->data)[m] : 0.0;
-                for (int64_t i = 0; i < ovol; i++)
-                    ((double *)row)[i] = v;
-            }
-        }
-        if (K == 0) continue;
-        for (int64_t c = 0; p->depthwise && c < p->C; c++) {
-            size_t xo = (size_t)((n * p->C + c) * ivol) * es,
-                   yo = (size_t)((n * p->M + c) * ovol) * es;
-            size_t wo = (size_t)(c * p->g.kvol) * es;
-            if (f32)
-                depthwise_float(&p->g, (const float *)(xd + xo), (const float *)(wd + wo),
-                                (float *)(y + yo));
-            else
-                depthwise_double(&p->g, (const double *)(xd + xo), (const double *)(wd + wo),
-                                 (double *)(y + yo));
-        }
-        for (int64_t gi = 0; !p->depthwise && gi < p->group; gi++) {
-            const char *xg = xd + (size_t)((n * p->C + gi * p->cg) * ivol) * es;
-            const void *col = xg;
-            if (!p->direct) {
-                if (f32)
-                    im2col_float(&p->g, p->cg, (const float *)xg, p->col);
-                else
-                    im2col_double(&p->g, p->cg, (const double *)xg, p->col);
-                col = p->col;
-            }
-            const void *wg = wd + (size_t)(gi * p->mg * K) * es;
-            void *yg = y + (size_t)((n * p->M + gi * p->mg) * ovol) * es;
-            if (f32)
-                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (blasint)p->mg,
-                            (blasint)ovol, (blasint)K, 1.0f, wg, (blasint)K, col, (blasint)ovol,
-                            1.0f, yg, (blasint)ovol);
-            else
-                cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (blasint)p->mg,
-                            (blasint)ovol, (blasint)K, 1.0, wg, (blasint)K, col, (blasint)ovol, 1.0,
-                            yg, (blasint)ovol);
-        }
+        const char *xn = (const char *)x->data + (size_t)(n * p->C * p->g.ivol) * es;
+        char *yn = (char *)k->out[0]->data + (size_t)(n * p->M * p->g.ovol) * es;
+        fill_bias(yn, b, p->M, p->g.ovol, es);
+        if (p->cg * p->g.kvol == 0) continue;
+        if (x->dtype == SS_DT_FLOAT32)
+            conv_image_float(p, (const float *)xn, k->in[1]->data, (float *)yn);
+        else
+            conv_image_double(p, (const double *)xn, k->in[1]->data, (double *)yn);
     }
     return NULL;
 }
@@ -351,12 +377,6 @@ static ss_status *conv_run(ss_kctx *k)
  * into Y (which starts as the bias). The geometry is Conv's with the roles of the images
  * swapped: g.in is Y's spatial shape, g.out is X's.
  */
-typedef struct {
-    geom g;
-    int64_t N, C, M, group, cg, mg;
-    void *col; /* (mg * kvol) x (X's spatial volume) */
-} convt_plan;
-
 static const char *const convt_attrs[] = {"auto_pad",     "dilations",      "group",
                                           "kernel_shape", "output_padding", "output_shape",
                                           "pads",         "strides",        NULL};
@@ -364,13 +384,10 @@ static const char *const convt_attrs[] = {"auto_pad",     "dilations",      "gro
 static ss_status *convt_geom(const ss_kctx *k, const ss_tensor *x, const int64_t *kernel, geom *g)
 {
     int nsp = x->ndim - 2;
-    if (nsp < 1 || nsp > 3)
-        return ss_op_err(k, SS_ERR_UNSUPPORTED, "%d spatial dims (only 1 to 3 are supported)", nsp);
-    int64_t s[3], d[3], opad[3], pads[6], oshape[3];
-    ss_status *st = read_spatial(k, "strides", nsp, 1, s);
-    if (!st) st = read_spatial(k, "dilations", nsp, 1, d);
+    window_attrs w;
+    int64_t opad[3], oshape[3];
+    ss_status *st = read_window(k, nsp, &w);
     if (!st) st = read_spatial(k, "output_padding", nsp, 0, opad);
-    if (!st) st = read_spatial(k, "pads", 2 * nsp, 0, pads);
     if (st) return st;
     const int64_t *os;
     int n_os = ss_onnx_attr_ints(k->node, "output_shape", &os);
@@ -379,71 +396,37 @@ static ss_status *convt_geom(const ss_kctx *k, const ss_tensor *x, const int64_t
                          n_os, nsp);
     for (int i = 0; n_os >= 0 && i < nsp; i++)
         oshape[i] = os[n_os - nsp + i];
-    char ap[32];
-    const char *auto_pad = ss_onnx_attr_string(k->node, "auto_pad", ap, sizeof ap);
-    if (!auto_pad || !auto_pad[0]) auto_pad = "NOTSET";
-    bool upper = strcmp(auto_pad, "SAME_UPPER") == 0, lower = strcmp(auto_pad, "SAME_LOWER") == 0;
-    bool valid = strcmp(auto_pad, "VALID") == 0;
-    if (!upper && !lower && !valid && strcmp(auto_pad, "NOTSET") != 0)
-        return ss_op_err(k, SS_ERR_INVALID, "attribute 'auto_pad' has unknown value '%s'",
-                         auto_pad);
-    memset(g, 0, sizeof *g);
-    g->nsp = nsp;
-    for (int i = 0; i < 3; i++)
-        g->in[i] = g->out[i] = g->k[i] = g->s[i] = g->d[i] = 1;
-    g->ivol = g->ovol = g->kvol = 1;
+    geom_reset(g, nsp);
     for (int i = 0; i < nsp; i++) {
-        int c = 3 - nsp + i;
-        int64_t in = x->dims[2 + i], ek = (kernel[i] - 1) * d[i] + 1, out, pb, pe;
-        if (kernel[i] < 1 || s[i] < 1 || d[i] < 1 || opad[i] < 0)
+        int64_t in = x->dims[2 + i], ek = (kernel[i] - 1) * w.d[i] + 1, out, pb, pe;
+        if (kernel[i] < 1 || w.s[i] < 1 || w.d[i] < 1 || opad[i] < 0)
             return ss_op_err(k, SS_ERR_INVALID,
                              "kernel sizes, strides and dilations must be positive");
-        int64_t full = s[i] * (in - 1) + opad[i] + ek;
-        if (n_os >= 0 || upper || lower) {
-            out = n_os >= 0 ? oshape[i] : in * s[i];
+        int64_t full = w.s[i] * (in - 1) + opad[i] + ek;
+        if (n_os >= 0 || w.same_upper || w.same_lower) {
+            out = n_os >= 0 ? oshape[i] : in * w.s[i];
             int64_t total = full - out; /* a larger output is padded at the end, as in ORT */
             if (total < 0) total = 0;
-            pb = upper ? total / 2 : total - total / 2;
+            pb = w.same_upper ? total / 2 : total - total / 2;
             pe = total - pb;
         } else {
-            pb = valid ? 0 : pads[i];
-            pe = valid ? 0 : pads[nsp + i];
+            pb = w.valid ? 0 : w.pads[i];
+            pe = w.valid ? 0 : w.pads[nsp + i];
             out = full - pb - pe;
         }
         if (out < 0)
             return ss_op_err(k, SS_ERR_INVALID, "negative output size %lld", (long long)out);
-        /* roles swapped: "in" is Y, "out" is X */
-        g->in[c] = out, g->out[c] = in, g->k[c] = kernel[i], g->s[c] = s[i], g->d[c] = d[i];
-        g->pb[c] = pb, g->pe[c] = pe;
-        g->ivol *= out, g->ovol *= in, g->kvol *= kernel[i];
+        geom_set_dim(g, i, out, in, kernel[i], &w, pb, pe); /* roles swapped: "in" is Y */
     }
     return NULL;
 }
 
 static ss_status *convt_infer(ss_kctx *k)
 {
-    static const ss_dtype types[] = {SS_DT_FLOAT32, SS_DT_FLOAT64};
-    ss_status *st = ss_op_expect_inputs(k, 2, 3);
-    if (!st) st = check_attrs(k, convt_attrs);
-    if (!st) st = ss_op_expect_dtype(k, 0, types, 2);
+    int64_t kernel[SS_MAX_DIMS];
+    ss_status *st = conv_inputs(k, convt_attrs, kernel);
     if (st) return st;
     const ss_tensor *x = k->in[0], *w = k->in[1], *b = k->n_in > 2 ? k->in[2] : NULL;
-    if (w->dtype != x->dtype || (b && b->dtype != x->dtype))
-        return ss_op_err(k, SS_ERR_INVALID, "X, W and B must have the same type");
-    if (x->ndim < 3 || w->ndim != x->ndim)
-        return ss_op_err(k, SS_ERR_INVALID,
-                         "X (rank %d) and W (rank %d) must have the same rank >= 3", x->ndim,
-                         w->ndim);
-    int nsp = x->ndim - 2;
-    int64_t kernel[SS_MAX_DIMS];
-    st = read_spatial(k, "kernel_shape", nsp, -1, kernel);
-    if (st) return st;
-    for (int i = 0; i < nsp; i++) {
-        if (kernel[i] < 0) kernel[i] = w->dims[2 + i];
-        if (kernel[i] != w->dims[2 + i])
-            return ss_op_err(k, SS_ERR_INVALID,
-                             "attribute 'kernel_shape' does not match W's shape");
-    }
     int64_t group = ss_onnx_attr_int(k->node, "group", 1), C = x->dims[1];
     if (group < 1 || C % group || w->dims[0] != C)
         return ss_op_err(k, SS_ERR_INVALID, "channels (X %lld, W %lld) do not fit group %lld",
@@ -456,24 +439,9 @@ static ss_status *convt_infer(ss_kctx *k)
     if (st) return st;
     size_t col_bytes =
         (size_t)w->dims[1] * (size_t)g.kvol * (size_t)g.ovol * ss_dtype_size(x->dtype);
-    convt_plan *p = calloc(1, sizeof *p + col_bytes);
-    if (!p) return ss_errf(SS_ERR_NOMEM, "cannot allocate a %zu-byte col2im buffer", col_bytes);
-    k->state = p;
-    p->g = g;
-    p->N = x->dims[0];
-    p->C = C;
-    p->M = M;
-    p->group = group;
-    p->cg = C / group;
-    p->mg = w->dims[1];
-    p->col = p + 1;
-    ss_tensor *y = k->out[0];
-    y->dtype = x->dtype;
-    y->ndim = x->ndim;
-    y->dims[0] = p->N;
-    y->dims[1] = M;
-    for (int i = 0; i < nsp; i++)
-        y->dims[2 + i] = g.in[3 - nsp + i];
+    conv_plan *p = NULL;
+    if ((st = conv_plan_new(k, &g, C, M, group, col_bytes, &p))) return st;
+    geom_shape(&g, g.in, p->N, M, k->out[0], x->dtype);
     return NULL;
 }
 
@@ -508,46 +476,38 @@ static ss_status *convt_infer(ss_kctx *k)
 COL2IM(float)
 COL2IM(double)
 
+/* One image: per group one gemm into the column buffer, then col2im adds it into Y. */
+#define CONVT_IMAGE(T, GEMM)                                                                       \
+    static void convt_image_##T(const conv_plan *p, const T *x, const T *w, T *y)                  \
+    {                                                                                              \
+        int64_t xvol = p->g.ovol, yvol = p->g.ivol, R = p->mg * p->g.kvol;                         \
+        for (int64_t gi = 0; gi < p->group; gi++) {                                                \
+            GEMM(CblasRowMajor, CblasTrans, CblasNoTrans, (blasint)R, (blasint)xvol,               \
+                 (blasint)p->cg, 1, w + gi * p->cg * R, (blasint)R, x + gi * p->cg * xvol,         \
+                 (blasint)xvol, 0, p->col, (blasint)xvol);                                         \
+            col2im_##T(&p->g, p->mg, p->col, y + gi * p->mg * yvol);                               \
+        }                                                                                          \
+    }
+
+CONVT_IMAGE(float, cblas_sgemm)
+CONVT_IMAGE(double, cblas_dgemm)
+
 static ss_status *convt_run(ss_kctx *k)
 {
-    const convt_plan *p = k->state;
-    const ss_tensor *x = k->in[0], *w = k->in[1], *b = k->n_in > 2 ? k->in[2] : NULL;
-    bool f32 = x->dtype == SS_DT_FLOAT32;
-    size_t es = f32 ? 4 : 8;
-    int64_t xvol = p->g.ovol, yvol = p->g.ivol, R = p->mg * p->g.kvol;
-    char *y = k->out[0]->data;
-    const char *xd = x->data, *wd = w->data;
+    const conv_plan *p = k->state;
+    const ss_tensor *x = k->in[0], *b = k->n_in > 2 ? k->in[2] : NULL;
+    size_t es = ss_dtype_size(x->dtype);
+    int64_t xvol = p->g.ovol, yvol = p->g.ivol;
     if (yvol == 0 || p->M == 0 || p->N == 0) return NULL;
     for (int64_t n = 0; n < p->N; n++) {
-        for (int64_t m = 0; m < p->M; m++) {
-            char *row = y + (size_t)((n * p->M + m) * yvol) * es;
-            if (f32) {
-                float v = b ? ((const float *)b->data)[m] : 0.0f;
-                for (int64_t i = 0; i < yvol; i++)
-                    ((float *)row)[i] = v;
-            } else {
-                double v = b ? ((const double *)b->data)[m] : 0.0;
-                for (int64_t i = 0; i < yvol; i++)
-                    ((double *)row)[i] = v;
-            }
-        }
+        const char *xn = (const char *)x->data + (size_t)(n * p->C * xvol) * es;
+        char *yn = (char *)k->out[0]->data + (size_t)(n * p->M * yvol) * es;
+        fill_bias(yn, b, p->M, yvol, es);
         if (xvol == 0 || p->cg == 0) continue;
-        for (int64_t gi = 0; gi < p->group; gi++) {
-            const void *xg = xd + (size_t)((n * p->C + gi * p->cg) * xvol) * es;
-            const void *wg = wd + (size_t)(gi * p->cg * R) * es;
-            void *yg = y + (size_t)((n * p->M + gi * p->mg) * yvol) * es;
-            if (f32) {
-                cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (blasint)R, (blasint)xvol,
-                            (blasint)p->cg, 1.0f, wg, (blasint)R, xg, (blasint)xvol, 0.0f, p->col,
-                            (blasint)xvol);
-                col2im_float(&p->g, p->mg, p->col, yg);
-            } else {
-                cblas_dgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (blasint)R, (blasint)xvol,
-                            (blasint)p->cg, 1.0, wg, (blasint)R, xg, (blasint)xvol, 0.0, p->col,
-                            (blasint)xvol);
-                col2im_double(&p->g, p->mg, p->col, yg);
-            }
-        }
+        if (x->dtype == SS_DT_FLOAT32)
+            convt_image_float(p, (const float *)xn, k->in[1]->data, (float *)yn);
+        else
+            convt_image_double(p, (const double *)xn, k->in[1]->data, (double *)yn);
     }
     return NULL;
 }
@@ -570,7 +530,7 @@ static ss_status *pool_infer(ss_kctx *k)
     bool is_max = strcmp(k->node->op_type, "MaxPool") == 0;
     static const ss_dtype max_types[] = {SS_DT_FLOAT32, SS_DT_FLOAT64, SS_DT_UINT8, SS_DT_INT8};
     ss_status *st = ss_op_expect_inputs(k, 1, 1);
-    if (!st) st = check_attrs(k, is_max ? maxpool_attrs : avgpool_attrs);
+    if (!st) st = ss_op_check_attrs(k, is_max ? maxpool_attrs : avgpool_attrs);
     if (!st) st = ss_op_expect_dtype(k, 0, max_types, is_max ? 4 : 2);
     if (st) return st;
     const ss_tensor *x = k->in[0];
@@ -583,23 +543,22 @@ static ss_status *pool_infer(ss_kctx *k)
         return ss_op_err(k, SS_ERR_INVALID, "attribute 'kernel_shape' must have %d values", nsp);
     for (int i = 0; i < nsp; i++)
         kernel[i] = kv[i];
-    pool_plan *p = calloc(1, sizeof *p);
-    if (!p) return ss_errf(SS_ERR_NOMEM, "out of memory");
-    k->state = p;
+    pool_plan *p = ss_op_state_alloc(k, sizeof *p);
+    if (!p) return ss_op_oom();
     st = geom_init(k, x, kernel, ss_onnx_attr_int(k->node, "ceil_mode", 0) != 0, &p->g);
     if (st) return st;
     p->planes = x->dims[0] * x->dims[1];
     p->is_max = is_max;
     p->include_pad = ss_onnx_attr_int(k->node, "count_include_pad", 0) != 0;
     p->col_major = ss_onnx_attr_int(k->node, "storage_order", 0) != 0;
-    geom_out_shape(&p->g, x->dims[0], x->dims[1], k->out[0], x->dtype);
+    geom_shape(&p->g, p->g.out, x->dims[0], x->dims[1], k->out[0], x->dtype);
     if (k->n_out > 2) return ss_op_err(k, SS_ERR_INVALID, "has %d outputs, at most 2", k->n_out);
     if (k->n_out > 1 && k->out[1]) {
         if (!is_max) return ss_op_err(k, SS_ERR_INVALID, "AveragePool has one output");
         if (p->col_major && nsp == 3)
             return ss_op_err(k, SS_ERR_UNSUPPORTED,
                              "attribute 'storage_order' = 1 with 3 spatial dims");
-        geom_out_shape(&p->g, x->dims[0], x->dims[1], k->out[1], SS_DT_INT64);
+        geom_shape(&p->g, p->g.out, x->dims[0], x->dims[1], k->out[1], SS_DT_INT64);
     }
     return NULL;
 }
@@ -755,17 +714,15 @@ typedef struct {
 
 static ss_status *gpool_infer(ss_kctx *k)
 {
-    static const ss_dtype types[] = {SS_DT_FLOAT32, SS_DT_FLOAT64};
     static const char *const none[] = {NULL};
     ss_status *st = ss_op_expect_inputs(k, 1, 1);
-    if (!st) st = check_attrs(k, none);
-    if (!st) st = ss_op_expect_dtype(k, 0, types, 2);
+    if (!st) st = ss_op_check_attrs(k, none);
+    if (!st) st = ss_op_expect_float(k, 0);
     if (st) return st;
     const ss_tensor *x = k->in[0];
     if (x->ndim < 2) return ss_op_err(k, SS_ERR_INVALID, "X must have rank >= 2 (N, C, ...)");
-    gpool_plan *p = calloc(1, sizeof *p);
-    if (!p) return ss_errf(SS_ERR_NOMEM, "out of memory");
-    k->state = p;
+    gpool_plan *p = ss_op_state_alloc(k, sizeof *p);
+    if (!p) return ss_op_oom();
     p->planes = x->dims[0] * x->dims[1];
     p->len = 1;
     for (int d = 2; d < x->ndim; d++)
@@ -801,10 +758,7 @@ static ss_status *gpool_infer(ss_kctx *k)
 static ss_status *gpool_run(ss_kctx *k)
 {
     const gpool_plan *p = k->state;
-    if (k->in[0]->dtype == SS_DT_FLOAT32)
-        GPOOL(float);
-    else
-        GPOOL(double);
+    SS_OP_FLOAT_DISPATCH(k->in[0]->dtype, GPOOL);
     return NULL;
 }
 
