@@ -85,7 +85,19 @@ typedef struct {
     size_t secret_len;
 } ss_agent_options;
 
+/* Returns NULL after an orderly end (the worker said the server is stopping, or SIGTERM);
+ * SS_ERR_UNAVAILABLE when the worker went away or broke up the group (the agent should be
+ * started again); other errors for everything else. */
 ss_status *ss_agent_run(const ss_agent_options *opt);
+
+/* An EXIT frame whose reason starts with this asks the agents to start again (a rank of their
+ * group is gone), as opposed to an orderly shutdown. */
+#define SS_EXIT_REJOIN "rejoin:"
+
+typedef enum {
+    SS_RESTART_NEVER = 0,  /* MindSpore's behaviour: one agent gone = the launcher stops */
+    SS_RESTART_ON_FAILURE, /* tear the group down and start it again, with backoff */
+} ss_restart_policy;
 
 /* `shardserve agents`: MindSpore's startup_agents. Finds the local ranks, checks the model
  * files, starts one agent process per local rank and supervises them. */
@@ -104,6 +116,9 @@ typedef struct {
     const char *self_exe;
     const void *secret;
     size_t secret_len;
+    ss_restart_policy restart;
+    int max_restarts;     /* tries in a row before giving up (default 5) */
+    int backoff_ms;       /* first delay, doubled each try up to 30 s (default 500) */
 } ss_launcher_options;
 
 /* Blocks until the agents exit (0) or one fails (error naming it). */

@@ -29,6 +29,7 @@ typedef struct {
     pthread_cond_t cv;
     pending *head, *tail;
     bool closed;
+    bool lost; /* closed because the worker went away or broke up the group */
     char why[512];
     int silence_ms;
 } agent_state;
@@ -43,6 +44,7 @@ static void *reader_main(void *arg)
             pthread_mutex_lock(&a->mu);
             snprintf(a->why, sizeof a->why, "%s", st->code == SS_ERR_TIMEOUT
                      ? "the worker has been silent for too long" : st->msg);
+            a->lost = !a->closed; /* our own shutdown also ends the read */
             a->closed = true;
             pthread_cond_broadcast(&a->cv);
             pthread_mutex_unlock(&a->mu);
@@ -62,6 +64,7 @@ static void *reader_main(void *arg)
         pthread_mutex_lock(&a->mu);
         if (m.type == SS_LINK_EXIT) {
             snprintf(a->why, sizeof a->why, "the worker asked to exit: %s", m.message ? m.message : "");
+            a->lost = m.message && !strncmp(m.message, SS_EXIT_REJOIN, strlen(SS_EXIT_REJOIN));
             a->closed = true;
             ss_link_msg_free(&m);
         } else if (m.type == SS_LINK_PREDICT) {
@@ -241,6 +244,8 @@ ss_status *ss_agent_run(const ss_agent_options *opt)
         ss_status_free(ss_link_send(a.conn, &bye, NULL, 0));
         ss_link_shutdown(a.conn);
         pthread_join(reader, NULL);
+        if (!st && a.lost) /* the launcher decides whether to start the group again */
+            st = ss_errf(SS_ERR_UNAVAILABLE, "rank %d: lost the worker: %s", cfg->rank, a.why);
         for (pending *p = a.head; p;) {
             pending *next = p->next;
             ss_link_msg_free(&p->msg);

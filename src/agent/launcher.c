@@ -425,6 +425,57 @@ static void stop_all(pid_t *pids, int n, int grace_ms)
         if (pids[i] > 0) kill(pids[i], SIGKILL), waitpid(pids[i], NULL, 0), pids[i] = 0;
 }
 
+/* Start one generation of the local agents and supervise it until they all exit, one fails
+ * (the rest are stopped), or a signal asks to stop. NULL = every agent ended in order. */
+static ss_status *run_group(const ss_launcher_options *opt, const meta_info *mi, const int *ranks, int n,
+                            pid_t *pids, sigset_t *set, int generation, bool *signalled)
+{
+    char session[64];
+    snprintf(session, sizeof session, "agents-%d-%d", (int)getpid(), generation);
+    ss_status *st = NULL;
+    fflush(NULL);
+    for (int i = 0; i < n; i++) {
+        pids[i] = spawn_agent(opt, mi, i, session);
+        if (pids[i] < 0) {
+            pids[i] = 0;
+            st = ss_errf(SS_ERR_IO, "fork for rank %d: %s", ranks[i], strerror(errno));
+            break;
+        }
+    }
+    if (!st)
+        SS_INFO("started %d agents (ranks %d..%d) for %s", n, ranks[0], ranks[n - 1], opt->worker_address);
+    int running = st ? 0 : n;
+    while (running > 0 && !st) {
+        int sig;
+        if (sigwait(set, &sig) != 0) continue;
+        if (sig == SIGINT || sig == SIGTERM) {
+            SS_INFO("signal %d: stopping the agents", sig);
+            *signalled = true;
+            break;
+        }
+        int status;
+        pid_t pid;
+        while ((pid = waitpid(-1, &status, WNOHANG)) > 0) {
+            for (int i = 0; i < n; i++) {
+                if (pids[i] != pid) continue;
+                pids[i] = 0;
+                running--;
+                bool ok = WIFEXITED(status) && WEXITSTATUS(status) == 0;
+                if (ok || st) continue;
+                if (WIFEXITED(status) && WEXITSTATUS(status) == 75)
+                    st = ss_errf(SS_ERR_UNAVAILABLE, "agent of rank %d (pid %d) lost the worker", ranks[i], (int)pid);
+                else
+                    st = ss_errf(SS_ERR_UNAVAILABLE, "agent of rank %d (pid %d) %s %d; stopping the other agents",
+                                 ranks[i], (int)pid, WIFSIGNALED(status) ? "was killed by signal" : "exited with status",
+                                 WIFSIGNALED(status) ? WTERMSIG(status) : WEXITSTATUS(status));
+            }
+        }
+    }
+    stop_all(pids, n, 3000);
+    ss_comm_shm_cleanup(session);
+    return st;
+}
+
 ss_status *ss_launcher_run(const ss_launcher_options *opt)
 {
     meta_info *mi = calloc(1, sizeof *mi);
@@ -476,53 +527,35 @@ ss_status *ss_launcher_run(const ss_launcher_options *opt)
         free(mi), free(ranks), free(pids);
         return st;
     }
-    char session[64];
-    snprintf(session, sizeof session, "agents-%d", (int)getpid());
     sigset_t set, old;
     sigemptyset(&set);
     sigaddset(&set, SIGINT);
     sigaddset(&set, SIGTERM);
     sigaddset(&set, SIGCHLD);
     sigprocmask(SIG_BLOCK, &set, &old);
-    fflush(NULL);
-    for (int i = 0; i < n; i++) {
-        pids[i] = spawn_agent(opt, mi, i, session);
-        if (pids[i] < 0) {
-            st = ss_errf(SS_ERR_IO, "fork for rank %d: %s", ranks[i], strerror(errno));
+    int max_tries = opt->max_restarts > 0 ? opt->max_restarts : 5;
+    int backoff = opt->backoff_ms > 0 ? opt->backoff_ms : 500;
+    for (int generation = 0, tries = 0;; generation++) {
+        uint64_t started = ss_now_ns();
+        bool signalled = false;
+        st = run_group(opt, mi, ranks, n, pids, &set, generation, &signalled);
+        if (!st || signalled || opt->restart == SS_RESTART_NEVER) break;
+        if (ss_now_ns() - started > 60ull * 1000000000ull) tries = 0; /* it ran fine for a while */
+        if (++tries > max_tries) {
+            st = ss_status_wrap(st, "giving up after %d restarts in a row", max_tries);
             break;
         }
-    }
-    if (!st)
-        SS_INFO("started %d agents (ranks %d..%d) for %s", n, ranks[0], ranks[n - 1],
-                opt->worker_address);
-    int running = st ? 0 : n;
-    while (running > 0 && !st) {
+        SS_WARN("%s; restarting the group in %d ms (try %d of %d)", st->msg, backoff, tries, max_tries);
+        ss_status_free(st);
+        st = NULL;
+        struct timespec ts = {backoff / 1000, (long)(backoff % 1000) * 1000000L};
+        siginfo_t si;
         int sig;
-        if (sigwait(&set, &sig) != 0) continue;
-        if (sig == SIGINT || sig == SIGTERM) {
-            SS_INFO("signal %d: stopping the agents", sig);
-            break;
+        while ((sig = sigtimedwait(&set, &si, &ts)) == SIGCHLD) {
         }
-        int status;
-        pid_t pid;
-        while ((pid = waitpid(-1, &status, WNOHANG)) > 0) {
-            for (int i = 0; i < n; i++) {
-                if (pids[i] != pid) continue;
-                pids[i] = 0;
-                running--;
-                bool ok = WIFEXITED(status) && WEXITSTATUS(status) == 0;
-                if (!ok)
-                    st =
-                        ss_errf(SS_ERR_UNAVAILABLE,
-                                "agent of rank %d (pid %d) %s %d; stopping the other agents",
-                                ranks[i], (int)pid,
-                                WIFSIGNALED(status) ? "was killed by signal" : "exited with status",
-                                WIFSIGNALED(status) ? WTERMSIG(status) : WEXITSTATUS(status));
-            }
-        }
+        if (sig == SIGINT || sig == SIGTERM) break; /* stopped while waiting: an orderly end */
+        backoff = backoff * 2 > 30000 ? 30000 : backoff * 2;
     }
-    stop_all(pids, n, 3000);
-    ss_comm_shm_cleanup(session);
     sigprocmask(SIG_SETMASK, &old, NULL);
     free(mi), free(ranks), free(pids);
     return st;

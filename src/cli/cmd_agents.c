@@ -21,6 +21,10 @@ static const char agents_usage[] =
     "                         [--agent-ip IP --rank-start R] [--comm shm|mpi] [--comm-timeout-ms "
     "MS]\n"
     "                         [--connect-timeout-ms MS] [--secret-file FILE]\n"
+    "                         [--restart never|on-failure] [--max-restarts N] [--restart-backoff-ms MS]\n"
+    "  --restart         on-failure (default): when an agent dies or the worker goes away, stop the\n"
+    "                    group and start it again (backoff doubling from --restart-backoff-ms 500,\n"
+    "                    at most --max-restarts 5 in a row); never: stop and exit non-zero\n"
     "  --model-files     one model per local rank, in local rank order (--comm mpi: one per rank\n"
     "                    of the whole rank table, in rank order, at paths valid on every host)\n"
     "  --group-configs   one group_config.json per model file (default: next to each model)\n"
@@ -38,11 +42,22 @@ static int split_list(char *s, const char **out, int cap)
 
 int cli_read_secret(const char *path, char **secret, size_t *len);
 
+/* An agent's exit status tells its launcher what happened: 0 an orderly end, 75 (EX_TEMPFAIL)
+ * the worker went away or broke up the group (start again), 1 anything else. */
+static int agent_exit_code(ss_status *st)
+{
+    if (!st) return 0;
+    int code = st->code == SS_ERR_UNAVAILABLE ? 75 : 1;
+    cli_fail("agent", st);
+    return code;
+}
+
 int cmd_agents(int argc, char **argv)
 {
     static const char *models[4096], *configs[4096];
     ss_launcher_options o = {.agent_start_port = 7000,
                              .rank_start = -1,
+                             .restart = SS_RESTART_ON_FAILURE,
                              .comm_timeout_ms = 5000,
                              .connect_timeout_ms = 60000,
                              .model_files = models,
@@ -88,6 +103,17 @@ int cmd_agents(int argc, char **argv)
             if (!cli_parse_int(argv[++i], 1, 3600000, &v))
                 return cli_fail("agents", ss_errf(SS_ERR_INVALID, "bad --connect-timeout-ms"));
             o.connect_timeout_ms = (int)v;
+        } else if (!strcmp(a, "--restart") && has) {
+            const char *p = argv[++i];
+            if (!strcmp(p, "never")) o.restart = SS_RESTART_NEVER;
+            else if (!strcmp(p, "on-failure")) o.restart = SS_RESTART_ON_FAILURE;
+            else return cli_fail("agents", ss_errf(SS_ERR_INVALID, "--restart wants never or on-failure, got '%s'", p));
+        } else if (!strcmp(a, "--max-restarts") && has) {
+            if (!cli_parse_int(argv[++i], 1, 1000, &v)) return cli_fail("agents", ss_errf(SS_ERR_INVALID, "--max-restarts wants 1..1000"));
+            o.max_restarts = (int)v;
+        } else if (!strcmp(a, "--restart-backoff-ms") && has) {
+            if (!cli_parse_int(argv[++i], 1, 600000, &v)) return cli_fail("agents", ss_errf(SS_ERR_INVALID, "--restart-backoff-ms wants 1..600000"));
+            o.backoff_ms = (int)v;
         } else if (!strcmp(a, "--secret-file") && has) {
             secret_file = argv[++i];
         } else {
@@ -155,7 +181,7 @@ int cmd_agent_rank(int argc, char **argv)
     snprintf(tag, sizeof tag, "agent %s", argv[2]);
     ss_log_set_tag("agent");
     ss_status *st = ss_agent_run(&o);
-    return st ? cli_fail("agent", st) : 0;
+    return agent_exit_code(st);
 }
 
 /* shardserve agent-rank-mpi WORKER COMM_TIMEOUT_MS CONNECT_TIMEOUT_MS WITH_BATCH N_NO_BATCH

@@ -504,6 +504,15 @@ static void rank_gone(ss_worker *w, int rank, const char *why)
     fail_everything(w, SS_SERVING_WORKER_UNAVAILABLE, msg);
     reap_jobs(w);
     if (a->conn) ss_link_shutdown(a->conn);
+    /* A tensor-parallel group is only useful whole, and its communicator is broken now: release
+     * the other ranks too. They see the link close, exit as "lost the worker", and their launcher
+     * starts the group again (--restart on-failure), whose ranks register afresh. */
+    for (int r = 0; r < w->cfg.rank_size; r++) {
+        agent_slot *o = &w->agents[r];
+        if (r == rank || !o->alive) continue;
+        o->alive = false;
+        if (o->conn) ss_link_shutdown(o->conn);
+    }
 }
 
 /* ------------------------------------------------------------------ registration */

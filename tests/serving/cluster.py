@@ -118,9 +118,11 @@ class Cluster:
         args = [SHARDSERVE, "serve", "--servable-dir", self.servables, "--grpc", "127.0.0.1:0"]
         if rest:
             args += ["--rest", "127.0.0.1:0"]
-        for name, version, table in groups:
+        for g in groups:  # (servable, version, rank table[, distributed address])
+            name, version, table = g[:3]
+            address = g[3] if len(g) > 3 else "127.0.0.1:0"
             args += ["--servable", name, "--version", str(version), "--rank-table", table,
-                     "--distributed-address", "127.0.0.1:0", "--wait-agents", str(wait_agents)]
+                     "--distributed-address", address, "--wait-agents", str(wait_agents)]
         args += list(extra)
         self.server = self._spawn(args, "serve.log")
         if not expect_ready:
@@ -129,6 +131,7 @@ class Cluster:
         self.grpc = m.group(1)
         if rest:
             self.rest = self.wait_log(self.server, r"(?m)^Serving: Serving RESTful server start success, listening on (\S+)").group(1)
+        self.worker_addresses = {}
         for m in re.finditer(r"servable (\S+) waiting for agents on (\S+)", self.log(self.server)):
             self.worker_addresses.setdefault(m.group(1), []).append(m.group(2))
         return self.server

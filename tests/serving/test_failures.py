@@ -1,0 +1,220 @@
+#!/usr/bin/python3
+"""Failures with real processes: an agent SIGKILLed under load, an agent that hangs (SIGSTOP),
+the server SIGKILLed and started again. In-flight requests must get an error within 2 s, new
+requests a clear "not available" while the group is down, and serving must come back without
+restarting `shardserve serve`; nothing may be left behind. Ends with "N passed, N failed"."""
+
+import os
+import signal
+import socket
+import sys
+import threading
+import time
+import traceback
+
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from cluster import Cluster, leftover_shm, matmul_neg_model  # noqa: E402
+from shardserve_client import Client  # noqa: E402
+
+ONES = np.ones((128, 96), np.float32)
+HEARTBEAT_MS = 1500
+
+
+def children(pid):
+    try:
+        with open("/proc/%d/task/%d/children" % (pid, pid)) as f:
+            return [int(x) for x in f.read().split()]
+    except OSError:
+        return []
+
+
+def free_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+def setup(c, ranks=2, extra_serve=(), agent_extra=(), address="127.0.0.1:0", backoff_ms=200):
+    model = os.path.join(c.dir, "matmul.onnx")
+    matmul_neg_model(model)
+    models = c.add_servable("matmul", model, ranks, 1)
+    table = c.write_rank_table(ranks)
+    args = [a for a in ["--heartbeat-timeout-ms", str(HEARTBEAT_MS)]] + list(extra_serve)
+    c.serve_args = ([("matmul", 1, table, address)], args, address)
+    _start_server(c, address)
+    agents = c.agents(c.worker_addresses["matmul"][-1], models,
+                      extra=["--restart-backoff-ms", str(backoff_ms)] + list(agent_extra))
+    c.wait_ready(1)
+    return models, agents
+
+
+def _start_server(c, address):
+    groups, args, _ = c.serve_args
+    # the distributed address is fixed when given, so agents can find a restarted server
+    c.serve(groups, extra=args)
+
+
+class Load:
+    """Client threads sending back to back; records (start, end, outcome) per request."""
+
+    def __init__(self, c, threads=3):
+        self.c, self.stop, self.log = c, False, []
+        self.lock = threading.Lock()
+        self.threads = [threading.Thread(target=self.run, daemon=True) for _ in range(threads)]
+        for t in self.threads:
+            t.start()
+
+    def run(self):
+        cl = Client(self.c.grpc, "matmul", "predict")
+        while not self.stop:
+            t0 = time.time()
+            r = cl.infer({"x": ONES})
+            t1 = time.time()
+            ok = isinstance(r, list) and "y" in r[0] and (r[0]["y"] == -48).all()
+            err = None if ok else (r.get("error") if isinstance(r, dict) else r[0].get("error"))
+            with self.lock:
+                self.log.append((t0, t1, ok, err))
+
+    def finish(self):
+        self.stop = True
+        for t in self.threads:
+            t.join(timeout=30)
+
+
+def wait_serving(cl, timeout=30):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        r = cl.infer({"x": ONES})
+        if isinstance(r, list) and (r[0]["y"] == -48).all():
+            return time.time()
+        time.sleep(0.1)
+    raise AssertionError("serving did not come back within %d s" % timeout)
+
+
+def check_fault_window(load, t_fault, bound_s):
+    """Requests in flight at the fault ended within bound_s; wrong answers never happen."""
+    for t0, t1, ok, err in load.log:
+        if ok:
+            continue
+        assert err, "a request failed without an error message"
+        if t0 <= t_fault:
+            assert t1 - t_fault <= bound_s, "in-flight request answered %.2f s after the fault" % (t1 - t_fault)
+    failures = [e for _, _, ok, e in load.log if not ok]
+    assert failures, "no request saw the fault"
+    assert all(("worker unavailable" in e or "not available" in e or "Servable stopped" in e) for e in failures), \
+        set(failures)
+
+
+def test_agent_killed_under_load():
+    with Cluster() as c:
+        # a 2 s restart backoff leaves a window in which the group is down
+        models, agents = setup(c, backoff_ms=2000)
+        server_pid = c.server.pid
+        load = Load(c)
+        try:
+            time.sleep(1.0)
+            victim = children(agents.pid)[0]
+            t_fault = time.time()
+            os.kill(victim, signal.SIGKILL)
+            time.sleep(0.5)
+            e = Client(c.grpc, "matmul", "predict").infer({"x": ONES})
+            assert isinstance(e, dict) and "servable is not available: not ready" in e["error"], e
+            t_back = wait_serving(Client(c.grpc, "matmul", "predict"))
+        finally:
+            load.finish()
+        check_fault_window(load, t_fault, 2.0)
+        assert c.server.pid == server_pid and c.server.poll() is None
+        assert victim not in children(agents.pid)
+        print("  killed rank pid %d: serving again after %.1f s" % (victim, t_back - t_fault))
+    assert not leftover_shm(), leftover_shm()
+
+
+def test_agent_hung():
+    with Cluster() as c:
+        models, agents = setup(c)
+        load = Load(c, threads=2)
+        try:
+            time.sleep(1.0)
+            victim = children(agents.pid)[-1]
+            t_fault = time.time()
+            os.kill(victim, signal.SIGSTOP)
+            try:
+                t_back = wait_serving(Client(c.grpc, "matmul", "predict"), timeout=40)
+            finally:
+                try:
+                    os.kill(victim, signal.SIGCONT)
+                except ProcessLookupError:
+                    pass
+        finally:
+            load.finish()
+        # a hung rank is noticed within the heartbeat bound (+1 s of heartbeat period)
+        check_fault_window(load, t_fault, HEARTBEAT_MS / 1000 + 1.5)
+        assert "no heartbeat answer" in c.log(c.server), c.log(c.server)[-2000:]
+        print("  stopped rank pid %d: serving again after %.1f s" % (victim, t_back - t_fault))
+    assert not leftover_shm(), leftover_shm()
+
+
+def test_server_killed_and_restarted():
+    with Cluster() as c:
+        address = "127.0.0.1:%d" % free_port()
+        models, agents = setup(c, address=address)
+        # serve listens on the fixed distributed address from the start
+        assert c.worker_addresses["matmul"] == [address]
+        old = children(agents.pid)
+        c.server.kill()
+        c.server.wait()
+        # agents notice at once (the link closes) and the launcher keeps trying
+        deadline = time.time() + 10
+        while time.time() < deadline and any(p in children(agents.pid) for p in old):
+            time.sleep(0.1)
+        assert not any(p in children(agents.pid) for p in old), "agents outlived their server"
+        assert agents.poll() is None, "the launcher gave up too early"
+        c.procs.remove(c.server)
+        _start_server(c, address)
+        c.wait_ready(1, timeout=60)
+        assert (Client(c.grpc, "matmul", "predict").infer({"x": ONES})[0]["y"] == -48).all()
+    assert not leftover_shm(), leftover_shm()
+
+
+def test_server_killed_restart_never():
+    with Cluster() as c:
+        models, agents = setup(c, agent_extra=["--restart", "never"])
+        kids = children(agents.pid)
+        c.server.kill()
+        c.server.wait()
+        assert agents.wait(timeout=15) != 0, "the launcher should report the lost worker"
+        for p in kids:
+            assert not os.path.exists("/proc/%d" % p) or open("/proc/%d/stat" % p).read().split()[2] == "Z", p
+        assert "lost the worker" in c.log(agents), c.log(agents)
+    assert not leftover_shm(), leftover_shm()
+
+
+CASES = [test_agent_killed_under_load, test_agent_hung, test_server_killed_and_restarted,
+         test_server_killed_restart_never]
+
+
+def main():
+    only = sys.argv[1:]
+    passed = failed = 0
+    for case in CASES:
+        if only and case.__name__ not in only:
+            continue
+        t0 = time.time()
+        try:
+            case()
+            passed += 1
+            print("ok   %s (%.1f s)" % (case.__name__, time.time() - t0), flush=True)
+        except Exception:
+            failed += 1
+            print("FAIL %s (%.1f s)" % (case.__name__, time.time() - t0), flush=True)
+            traceback.print_exc()
+    print("%d passed, %d failed" % (passed, failed))
+    return 1 if failed or not passed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
