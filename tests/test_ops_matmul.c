@@ -2,11 +2,12 @@
  * MatMul and Gemm (ops/matmul.c) with every small-M kernel variant this CPU has (OpenBLAS,
  * AVX2+FMA, AVX-512; forced in turn with ss_gemm_force) and 1, 2 and 3 threads, called through
  * the op table the way the planner calls them, against a double-precision reference: odd M
- * (1 2 3 7 31 33 64 65: tile remainders and the M limit), K and N that are not multiples of
- * 16/32/256 (column masks, K blocks), folded batch dims, true batched and broadcast MatMul, 1-D
- * operands, Gemm with transA/transB, alpha, beta and every bias broadcast, the kernel entry point
- * with strided operands and accumulation, and NaN garbage in the output buffer. Each case checks
- * that the forced variant really ran and that the second run did not call malloc.
+ * (1 2 3 7 31 33 64 65 130 257: tile remainders, passes of 64 rows, the M limit), K and N that are
+ * not multiples of 16/32/256 (column masks, K blocks), folded batch dims, true batched and
+ * broadcast MatMul, 1-D operands, Gemm with transA/transB, alpha, beta and every bias broadcast,
+ * the kernel entry point with strided operands and accumulation, and NaN garbage in the output
+ * buffer. Each case checks that the forced variant really ran and that the second run did not call
+ * malloc.
  */
 #include <cblas.h>
 #include <pthread.h>
@@ -318,7 +319,7 @@ done:
     ss_tensor_free(&c);
 }
 
-static const int64_t Ms[] = {1, 2, 3, 7, 31, 33, 64, 65};
+static const int64_t Ms[] = {1, 2, 3, 7, 31, 33, 64, 65, 130, 257};
 static const int64_t KNs[][2] = {{1, 1}, {5, 17}, {67, 33}, {300, 130}, {257, 1000}, {16, 64}};
 
 /* ------------------------------------------------------------------ cases */
@@ -351,7 +352,7 @@ static void matmul_shapes(ss_gemm_variant v, int threads)
             int64_t M = Ms[mi], K = KNs[ki][0], N = KNs[ki][1];
             if (threads > 1 && K * N < 20000) continue; /* one thread anyway */
             int64_t ad[2] = {M, K}, bd[2] = {K, N};
-            check_matmul(SS_DT_FLOAT32, 2, ad, 2, bd, v, threads, M <= SS_GEMM_SMALL_MAX_M);
+            check_matmul(SS_DT_FLOAT32, 2, ad, 2, bd, v, threads, M <= SS_GEMM_TILE_MAX_M);
         }
 }
 
@@ -366,7 +367,9 @@ static void matmul_batched(ss_gemm_variant v, int threads)
     /* folded: [2,3,M,K] x [K,N] -> M*6 rows (small up to 64 rows) */
     int64_t a1[4] = {2, 3, 5, 70}, b1[2] = {70, 45};
     check_matmul(SS_DT_FLOAT32, 4, a1, 2, b1, v, threads, true);
-    int64_t a2[3] = {3, 22, 40}, b2[2] = {40, 97}; /* 66 rows: OpenBLAS */
+    int64_t a2[3] = {3, 22, 40}, b2[2] = {40, 97}; /* 66 rows: two passes */
+    check_matmul(SS_DT_FLOAT32, 3, a2, 2, b2, v, threads, true);
+    a2[1] = 90; /* 270 rows: OpenBLAS */
     check_matmul(SS_DT_FLOAT32, 3, a2, 2, b2, v, threads, false);
     /* true batch and broadcast batch: OpenBLAS per matrix */
     int64_t a3[3] = {2, 3, 9}, b3[3] = {2, 9, 11};
@@ -412,7 +415,7 @@ static void gemm_cases(ss_gemm_variant v, int threads)
     int64_t c_big[1] = {1000};
     for (size_t mi = 0; mi < sizeof Ms / sizeof Ms[0]; mi++)
         check_gemm(Ms[mi], 257, 1000, false, false, 1.0f, 1.0f, 1, c_big, v, threads,
-                   Ms[mi] <= SS_GEMM_SMALL_MAX_M);
+                   Ms[mi] <= SS_GEMM_TILE_MAX_M);
 }
 
 static void test_gemm_bias_broadcasts_and_transposes(void)

@@ -475,13 +475,17 @@ static void blas_gemm(int64_t M, int64_t N, int64_t K, float alpha, const float 
                 alpha, A, (blasint)lda, B, (blasint)ldb, acc ? 1.0f : 0.0f, C, (blasint)ldc);
 }
 
+static void tiles(ss_gemm_variant v, int64_t M, int64_t N, int64_t K, float alpha, const float *A,
+                  int64_t lda, const float *B, int64_t ldb, bool acc, float *C, int64_t ldc,
+                  int threads);
+
 void ss_gemm_small(ss_gemm_variant v, int64_t M, int64_t N, int64_t K, float alpha, const float *A,
                    int64_t lda, const float *B, int64_t ldb, bool acc, float *C, int64_t ldc,
                    int threads)
 {
     if (M <= 0 || N <= 0) return;
     if (v == SS_GEMM_AUTO) v = ss_gemm_pick();
-    if (K == 0 || v == SS_GEMM_BLAS || M > SS_GEMM_SMALL_MAX_M || !ss_gemm_supported(v)) {
+    if (K == 0 || v == SS_GEMM_BLAS || !ss_gemm_supported(v)) {
         __atomic_add_fetch(&calls[SS_GEMM_BLAS], 1, __ATOMIC_RELAXED);
         if (K == 0) {
             if (!acc)
@@ -493,6 +497,20 @@ void ss_gemm_small(ss_gemm_variant v, int64_t M, int64_t N, int64_t K, float alp
         return;
     }
     __atomic_add_fetch(&calls[v], 1, __ATOMIC_RELAXED);
+    /* passes of at most 64 rows, of near-equal size (65 -> 33 + 32, not 64 + a GEMV) */
+    int64_t passes = (M + SS_GEMM_SMALL_MAX_M - 1) / SS_GEMM_SMALL_MAX_M;
+    for (int64_t p = 0, r0 = 0; p < passes; p++) {
+        int64_t r1 = M * (p + 1) / passes;
+        tiles(v, r1 - r0, N, K, alpha, A + r0 * lda, lda, B, ldb, acc, C + r0 * ldc, ldc, threads);
+        r0 = r1;
+    }
+}
+
+/* One pass: M <= SS_GEMM_SMALL_MAX_M rows on the tile kernels, over the pool. */
+static void tiles(ss_gemm_variant v, int64_t M, int64_t N, int64_t K, float alpha, const float *A,
+                  int64_t lda, const float *B, int64_t ldb, bool acc, float *C, int64_t ldc,
+                  int threads)
+{
     gemm_job j = {v, M, N, K, alpha, A, lda, B, ldb, acc, C, ldc, 0, 0, 0};
     int64_t panels = (N + PANEL - 1) / PANEL;
     int parts = threads < 1 ? 1 : threads;

@@ -17,9 +17,12 @@
 
 #include "shardserve/core.h"
 
-/* Largest M (rows of A after folding batch dims) the register-tile kernels take; above it
- * OpenBLAS's packed sgemm amortises its packing of B. */
+/* Rows of A one kernel pass takes (its packed A lives on the stack: 64 x 256 floats). */
 #define SS_GEMM_SMALL_MAX_M 64
+/* Largest M the plans send here; larger M runs in passes of SS_GEMM_SMALL_MAX_M rows, each
+ * streaming B again. Measured on the 4096 x 4096 MLP (1 thread): at M = 64 and 128 the passes
+ * beat OpenBLAS sgemm, which packs B on every call, by about 2x per row. */
+#define SS_GEMM_TILE_MAX_M 256
 
 typedef enum {
     SS_GEMM_AUTO = 0, /* the best variant this CPU supports */
@@ -43,8 +46,8 @@ unsigned long ss_gemm_calls(ss_gemm_variant v);
 int ss_gemm_pool_reserve(int threads);
 
 /* C = alpha * A x B, or C += alpha * A x B when acc. lda/ldb/ldc are row strides in floats.
- * Uses up to `threads` threads (capped by the pool and by the amount of work). M <=
- * SS_GEMM_SMALL_MAX_M for the tile variants. */
+ * Uses up to `threads` threads (capped by the pool and by the amount of work). Any M; plans use
+ * it for M <= SS_GEMM_TILE_MAX_M. */
 void ss_gemm_small(ss_gemm_variant v, int64_t M, int64_t N, int64_t K, float alpha, const float *A,
                    int64_t lda, const float *B, int64_t ldb, bool acc, float *C, int64_t ldc,
                    int threads);

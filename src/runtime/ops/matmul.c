@@ -2,7 +2,7 @@
  * MatMul (numpy semantics: 1-D promotion, broadcast batch dims) and Gemm.
  * When the right operand is a plain matrix (a Linear layer's weight), every batch row of the left
  * operand is folded into M so the whole op is one GEMM call. A float32 GEMM whose B is a constant
- * matrix (an initializer: known at plan time) and whose folded M is at most SS_GEMM_SMALL_MAX_M
+ * matrix (an initializer: known at plan time) and whose folded M is at most SS_GEMM_TILE_MAX_M
  * runs on gemm_kernel.c's register-tile kernels, which read B in place (OpenBLAS's sgemm would
  * repack all of B on every call); its threads follow OpenBLAS's thread count (the session's
  * blas_threads, else OPENBLAS_NUM_THREADS). Everything else goes through OpenBLAS, with sgemv /
@@ -34,7 +34,7 @@ typedef struct {
 static ss_gemm_variant small_variant(ss_kctx *k, int b_index, int64_t M, int *threads)
 {
     const ss_tensor *b = k->in[b_index];
-    if (b->dtype != SS_DT_FLOAT32 || b->ndim != 2 || M < 1 || M > SS_GEMM_SMALL_MAX_M ||
+    if (b->dtype != SS_DT_FLOAT32 || b->ndim != 2 || M < 1 || M > SS_GEMM_TILE_MAX_M ||
         !ss_kctx_value(k, b_index))
         return SS_GEMM_AUTO;
     ss_gemm_variant v = ss_gemm_pick();
