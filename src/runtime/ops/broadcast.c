@@ -91,6 +91,17 @@ void ss_ew_plan_init(ss_ew_plan *p, int n, const ss_tensor *const *ins, int out_
     p->mode = has[nd - 1];
 }
 
+ss_status *ss_ew_plan_state(ss_kctx *k, int n, const ss_tensor *const *ins,
+                            const ss_tensor *out_shape, ss_ew_fn fn, ss_dtype out_dt, bool halves,
+                            ss_ew_plan **out)
+{
+    ss_ew_plan *p = ss_op_state_alloc(k, sizeof *p);
+    if (!p) return ss_op_oom();
+    ss_ew_plan_init(p, n, ins, out_shape->ndim, out_shape->dims, fn, out_dt, halves);
+    if (out) *out = p;
+    return NULL;
+}
+
 void ss_ew_half_to_f32(ss_dtype dt, const void *src, float *dst, int64_t n)
 {
     const uint16_t *s = src;
@@ -114,40 +125,6 @@ void ss_ew_f32_to_half(ss_dtype dt, const float *src, void *dst, int64_t n)
     else
         for (int64_t i = 0; i < n; i++)
             d[i] = ss_f32_to_f16(src[i]);
-}
-
-double ss_ew_scalar_f64(const ss_tensor *t, int64_t i)
-{
-    const void *d = t->data;
-    switch (t->dtype) {
-    case SS_DT_FLOAT32:
-        return ((const float *)d)[i];
-    case SS_DT_FLOAT64:
-        return ((const double *)d)[i];
-    case SS_DT_FLOAT16:
-        return ss_f16_to_f32(((const uint16_t *)d)[i]);
-    case SS_DT_BFLOAT16:
-        return ss_bf16_to_f32(((const uint16_t *)d)[i]);
-    case SS_DT_INT8:
-        return ((const int8_t *)d)[i];
-    case SS_DT_INT16:
-        return ((const int16_t *)d)[i];
-    case SS_DT_INT32:
-        return ((const int32_t *)d)[i];
-    case SS_DT_INT64:
-        return (double)((const int64_t *)d)[i];
-    case SS_DT_UINT8:
-    case SS_DT_BOOL:
-        return ((const uint8_t *)d)[i];
-    case SS_DT_UINT16:
-        return ((const uint16_t *)d)[i];
-    case SS_DT_UINT32:
-        return ((const uint32_t *)d)[i];
-    case SS_DT_UINT64:
-        return (double)((const uint64_t *)d)[i];
-    default:
-        return 0;
-    }
 }
 
 /* One row through float32 stack buffers for float16/bfloat16 operands or output. */
@@ -232,5 +209,15 @@ ss_status *ss_ew_legacy_operand(const ss_kctx *k, const ss_tensor *a, const ss_t
                          ss_shape_str(a->ndim, a->dims, sa, sizeof sa), (long long)axis);
     for (int64_t d = axis + b->ndim; d < a->ndim; d++)
         b_out->dims[b_out->ndim++] = 1;
+    return NULL;
+}
+
+ss_status *ss_ew_run(ss_kctx *k)
+{
+    const ss_ew_plan *p = k->state;
+    const void *in[SS_BC_MAX] = {0};
+    for (int i = 0; i < p->n_in; i++)
+        in[i] = k->in[i]->data;
+    ss_ew_plan_run(p, in, k->out[0]->data);
     return NULL;
 }

@@ -17,7 +17,7 @@
 #ifndef SS_RUNTIME_OPS_BROADCAST_H
 #define SS_RUNTIME_OPS_BROADCAST_H
 
-#include "../op.h"
+#include "common.h"
 
 #define SS_BC_MAX 3     /* operands of one elementwise call (Where has three) */
 #define SS_EW_CHUNK 256 /* elements converted per step for float16/bfloat16 operands */
@@ -58,8 +58,17 @@ ss_status *ss_bcast_shape(const ss_kctx *k, int n, const ss_tensor *const *ins, 
 void ss_ew_plan_init(ss_ew_plan *p, int n, const ss_tensor *const *ins, int out_ndim,
                      const int64_t *out_dims, ss_ew_fn fn, ss_dtype out_dt, bool halves);
 
+/* ss_ew_plan_init into a new k->state (one block, see op.h), with out_shape's dims as the
+ * output's; *out (if not NULL) gets the plan for setting parameters. */
+ss_status *ss_ew_plan_state(ss_kctx *k, int n, const ss_tensor *const *ins,
+                            const ss_tensor *out_shape, ss_ew_fn fn, ss_dtype out_dt, bool halves,
+                            ss_ew_plan **out);
+
 /* Run a plan: in[i] are the operands' data, out the output's. */
 void ss_ew_plan_run(const ss_ew_plan *p, const void *const *in, void *out);
+
+/* run of an op whose state is an ss_ew_plan over its first n_in inputs. */
+ss_status *ss_ew_run(ss_kctx *k);
 
 /* float16/bfloat16 <-> float32 for n elements (dt must be one of the two). */
 void ss_ew_half_to_f32(ss_dtype dt, const void *src, float *dst, int64_t n);
@@ -74,15 +83,6 @@ static inline bool ss_ew_is_half(ss_dtype dt)
  * Writes B's effective shape into *b_out (data pointer copied). */
 ss_status *ss_ew_legacy_operand(const ss_kctx *k, const ss_tensor *a, const ss_tensor *b,
                                 ss_tensor *b_out);
-
-/* double -> int64 without undefined behaviour: NaN -> 0, out of range saturates. */
-static inline int64_t ss_ew_sat_i64(double x)
-{
-    return x != x ? 0 : x >= 0x1p63 ? INT64_MAX : x <= -0x1p63 ? INT64_MIN : (int64_t)x;
-}
-
-/* A value of any numeric/bool type as double (for reading scalar inputs at run time). */
-double ss_ew_scalar_f64(const ss_tensor *t, int64_t i);
 
 /* ---------------------------------------------------------------- kernel templates
  *

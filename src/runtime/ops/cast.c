@@ -171,9 +171,8 @@ static ss_status *cast_plan_make(ss_kctx *k, ss_dtype to)
     if (!fn)
         return ss_op_err(k, SS_ERR_UNSUPPORTED, "casting %s to %s is not supported",
                          ss_dtype_name(from), ss_dtype_name(to));
-    cast_plan *p = calloc(1, sizeof *p);
-    if (!p) return ss_errf(SS_ERR_NOMEM, "out of memory");
-    k->state = p;
+    cast_plan *p = ss_op_state_alloc(k, sizeof *p);
+    if (!p) return ss_op_oom();
     *p = (cast_plan){from, to, fn};
     ss_op_same_shape(k->out[0], x);
     k->out[0]->dtype = to;

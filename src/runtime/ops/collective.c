@@ -9,7 +9,7 @@
  *   Recv() -> y                       from world rank `peer`, of `dtype` and `shape`
  * None is ever folded at plan time (SS_OPF_NO_FOLD): they are communication, not arithmetic.
  */
-#include "../op.h"
+#include "common.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -24,13 +24,13 @@ typedef struct {
 static ss_status *coll_prepare(ss_kctx *k, coll_state **out)
 {
     if (!k->coll) return ss_op_err(k, SS_ERR_INVALID, "collective op without a communicator");
-    coll_state *cs = calloc(1, sizeof *cs);
-    if (!cs) return ss_errf(SS_ERR_NOMEM, "out of memory");
-    k->state = cs;
+    coll_state *cs = ss_op_state_alloc(k, sizeof *cs);
+    if (!cs) return ss_op_oom();
     if (!ss_onnx_attr_string(k->node, "group", cs->group, sizeof cs->group))
         strcpy(cs->group, "world");
     if (k->coll->group_size(k->coll->ctx, cs->group) < 1)
-        return ss_op_err(k, SS_ERR_INVALID, "group '%s' is not in this rank's group config", cs->group);
+        return ss_op_err(k, SS_ERR_INVALID, "group '%s' is not in this rank's group config",
+                         cs->group);
     *out = cs;
     return NULL;
 }
@@ -51,7 +51,8 @@ static ss_status *allreduce_infer(ss_kctx *k)
 static ss_status *allreduce_run(ss_kctx *k)
 {
     const coll_state *cs = k->state;
-    if (k->out[0]->data != k->in[0]->data) memcpy(k->out[0]->data, k->in[0]->data, k->in[0]->nbytes);
+    if (k->out[0]->data != k->in[0]->data)
+        memcpy(k->out[0]->data, k->in[0]->data, k->in[0]->nbytes);
     return k->coll->allreduce(k->coll->ctx, cs->group, k->out[0]->data, k->out[0]->dtype,
                               (size_t)ss_tensor_numel(k->out[0]));
 }
@@ -91,20 +92,29 @@ static ss_status *broadcast_infer(ss_kctx *k)
 static ss_status *broadcast_run(ss_kctx *k)
 {
     const coll_state *cs = k->state;
-    if (k->out[0]->data != k->in[0]->data) memcpy(k->out[0]->data, k->in[0]->data, k->in[0]->nbytes);
+    if (k->out[0]->data != k->in[0]->data)
+        memcpy(k->out[0]->data, k->in[0]->data, k->in[0]->nbytes);
     return k->coll->broadcast(k->coll->ctx, cs->group, (int)cs->axis_or_peer, k->out[0]->data,
                               k->out[0]->nbytes);
 }
 
-static ss_status *send_infer(ss_kctx *k)
+/* Send and Recv: the state holds the peer rank from attribute 'peer'. */
+static ss_status *p2p_prepare(ss_kctx *k, int min_inputs)
 {
     coll_state *cs;
-    ss_status *st = ss_op_expect_inputs(k, 1, 1);
+    ss_status *st = ss_op_expect_inputs(k, min_inputs, 1);
     if (!st) st = coll_prepare(k, &cs);
     if (st) return st;
     const ss_onnx_attr *peer = ss_onnx_attr_find(k->node, "peer");
     if (!peer) return ss_op_err(k, SS_ERR_INVALID, "attribute 'peer' is required");
     cs->axis_or_peer = peer->i;
+    return NULL;
+}
+
+static ss_status *send_infer(ss_kctx *k)
+{
+    ss_status *st = p2p_prepare(k, 1);
+    if (st) return st;
     for (int j = 0; j < k->n_out; j++) /* an optional int64 token output orders later nodes */
         if (k->out[j]) k->out[j]->dtype = SS_DT_INT64, k->out[j]->ndim = 0;
     return NULL;
@@ -120,24 +130,22 @@ static ss_status *send_run(ss_kctx *k)
 
 static ss_status *recv_infer(ss_kctx *k)
 {
-    coll_state *cs;
-    ss_status *st = ss_op_expect_inputs(k, 0, 1);
-    if (!st) st = coll_prepare(k, &cs);
+    ss_status *st = p2p_prepare(k, 0);
     if (st) return st;
-    const ss_onnx_attr *peer = ss_onnx_attr_find(k->node, "peer");
-    if (!peer) return ss_op_err(k, SS_ERR_INVALID, "attribute 'peer' is required");
-    cs->axis_or_peer = peer->i;
     int64_t dt = ss_onnx_attr_int(k->node, "dtype", 0);
     const int64_t *dims;
     int nd = ss_onnx_attr_ints(k->node, "shape", &dims);
     if (!ss_dtype_valid((int)dt) || dt == SS_DT_STRING)
-        return ss_op_err(k, SS_ERR_INVALID, "attribute 'dtype' %lld is not a numeric type", (long long)dt);
+        return ss_op_err(k, SS_ERR_INVALID, "attribute 'dtype' %lld is not a numeric type",
+                         (long long)dt);
     if (nd < 0) nd = 0; /* scalar */
     if (nd > SS_MAX_DIMS) return ss_op_err(k, SS_ERR_LIMIT, "shape has too many dims");
-    if (ss_shape_numel(nd, dims) < 0) return ss_op_err(k, SS_ERR_INVALID, "shape has a negative dim");
+    if (ss_shape_numel(nd, dims) < 0)
+        return ss_op_err(k, SS_ERR_INVALID, "shape has a negative dim");
     k->out[0]->dtype = (ss_dtype)dt;
     k->out[0]->ndim = nd;
-    for (int i = 0; i < nd; i++) k->out[0]->dims[i] = dims[i];
+    for (int i = 0; i < nd; i++)
+        k->out[0]->dims[i] = dims[i];
     return NULL;
 }
 

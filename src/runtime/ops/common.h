@@ -67,46 +67,37 @@ double ss_op_elem_f64(const ss_tensor *t, int64_t i);
  * saturates), float types saturate. Inline: Gather calls it per index. */
 static inline int64_t ss_op_elem_i64(const ss_tensor *t, int64_t i)
 {
-    const char *p = t->data;
+#define SS_OP_LOAD_(T)                                                                             \
+    do {                                                                                           \
+        T v_;                                                                                      \
+        memcpy(&v_, (const char *)t->data + i * (int64_t)sizeof v_, sizeof v_);                    \
+        return v_;                                                                                 \
+    } while (0)
     switch (t->dtype) {
-    case SS_DT_INT64: {
-        int64_t v;
-        memcpy(&v, p + i * 8, 8);
-        return v;
-    }
-    case SS_DT_INT32: {
-        int32_t v;
-        memcpy(&v, p + i * 4, 4);
-        return v;
-    }
-    case SS_DT_INT16: {
-        int16_t v;
-        memcpy(&v, p + i * 2, 2);
-        return v;
-    }
+    case SS_DT_INT64:
+        SS_OP_LOAD_(int64_t);
+    case SS_DT_INT32:
+        SS_OP_LOAD_(int32_t);
+    case SS_DT_INT16:
+        SS_OP_LOAD_(int16_t);
     case SS_DT_INT8:
-        return ((const int8_t *)p)[i];
+        SS_OP_LOAD_(int8_t);
     case SS_DT_UINT8:
     case SS_DT_BOOL:
-        return ((const uint8_t *)p)[i];
-    case SS_DT_UINT16: {
-        uint16_t v;
-        memcpy(&v, p + i * 2, 2);
-        return v;
-    }
-    case SS_DT_UINT32: {
-        uint32_t v;
-        memcpy(&v, p + i * 4, 4);
-        return v;
-    }
+        SS_OP_LOAD_(uint8_t);
+    case SS_DT_UINT16:
+        SS_OP_LOAD_(uint16_t);
+    case SS_DT_UINT32:
+        SS_OP_LOAD_(uint32_t);
     case SS_DT_UINT64: {
         uint64_t v;
-        memcpy(&v, p + i * 8, 8);
+        memcpy(&v, (const char *)t->data + i * 8, 8);
         return v > (uint64_t)INT64_MAX ? INT64_MAX : (int64_t)v;
     }
     default:
         return ss_op_sat_i64(ss_op_elem_f64(t, i));
     }
+#undef SS_OP_LOAD_
 }
 
 /* n copies of the es-byte `value` into dst (nothing for n <= 0: an empty output may have no

@@ -149,7 +149,7 @@ static inline int64_t ipow64(int64_t a, int64_t e)
     }
 #define POW_INT_BASE_F(ESFX, TE, DTE, WE, BASE)                                                    \
     SS_EW_BINARY_KERNEL(pow_##BASE##_##ESFX, BASE##_t, TE, BASE##_t,                               \
-                        (BASE##_t)ss_ew_sat_i64(pow((double)a, (double)b)))
+                        (BASE##_t)ss_op_sat_i64(pow((double)a, (double)b)))
 #define POW_INT_BASE_I(ESFX, TE, DTE, WE, BASE)                                                    \
     SS_EW_BINARY_KERNEL(pow_##BASE##_##ESFX, BASE##_t, TE, BASE##_t,                               \
                         (BASE##_t)ipow64((int64_t)a, (int64_t)b))
@@ -310,29 +310,10 @@ static ss_ew_fn pick(const ss_ew_fn *tab, ss_dtype dt)
     return (unsigned)dt < SS_EW_NDT ? tab[dt] : NULL;
 }
 
-static ss_status *new_plan(ss_kctx *k, ss_ew_plan **out)
-{
-    ss_ew_plan *p = calloc(1, sizeof *p);
-    if (!p) return ss_errf(SS_ERR_NOMEM, "out of memory");
-    k->state = p;
-    *out = p;
-    return NULL;
-}
-
 static ss_status *type_err(const ss_kctx *k, int i)
 {
     return ss_op_err(k, SS_ERR_UNSUPPORTED, "input %d has type %s, which this op does not support",
                      i, ss_dtype_name(k->in[i]->dtype));
-}
-
-static ss_status *ew_run(ss_kctx *k)
-{
-    const ss_ew_plan *p = k->state;
-    const void *in[SS_BC_MAX] = {0};
-    for (int i = 0; i < p->n_in; i++)
-        in[i] = k->in[i]->data;
-    ss_ew_plan_run(p, in, k->out[0]->data);
-    return NULL;
 }
 
 /* ------------------------------------------------------------------ binary ops */
@@ -347,10 +328,7 @@ static ss_status *binary_plan(ss_kctx *k, ss_ew_fn fn, ss_dtype out_dt)
     ss_tensor *o = k->out[0];
     if ((st = ss_bcast_shape(k, 2, ins, o))) return st;
     o->dtype = out_dt;
-    ss_ew_plan *p = NULL;
-    if ((st = new_plan(k, &p))) return st;
-    ss_ew_plan_init(p, 2, ins, o->ndim, o->dims, fn, out_dt, true);
-    return NULL;
+    return ss_ew_plan_state(k, 2, ins, o, fn, out_dt, true, NULL);
 }
 
 static ss_status *binary_infer(ss_kctx *k)
@@ -429,10 +407,7 @@ static ss_status *prelu_infer(ss_kctx *k)
                          ss_shape_str(x->ndim, x->dims, b, sizeof b));
     }
     ss_op_same_shape(k->out[0], x);
-    ss_ew_plan *p = NULL;
-    if ((st = new_plan(k, &p))) return st;
-    ss_ew_plan_init(p, 2, ins, x->ndim, x->dims, fn, x->dtype, true);
-    return NULL;
+    return ss_ew_plan_state(k, 2, ins, x, fn, x->dtype, true, NULL);
 }
 
 /* ------------------------------------------------------------------ variadic Min Max Sum Mean
@@ -472,9 +447,8 @@ static ss_status *variadic_infer(ss_kctx *k)
     head = (head + 63) / 64 * 64;
     size_t scratch =
         n_steps >= 2 ? (size_t)ss_shape_numel(o->ndim, o->dims) * ss_dtype_size(dt) : 0;
-    variadic_state *s = calloc(1, head + scratch);
-    if (!s) return ss_errf(SS_ERR_NOMEM, "out of memory");
-    k->state = s;
+    variadic_state *s = ss_op_state_alloc(k, head + scratch);
+    if (!s) return ss_op_oom();
     s->n_in = k->n_in;
     s->n_steps = n_steps;
     s->mean = mean;
@@ -597,8 +571,7 @@ static ss_status *unary_infer(ss_kctx *k)
     ss_op_same_shape(k->out[0], x);
     if (d->to_bool) k->out[0]->dtype = SS_DT_BOOL;
     ss_ew_plan *p = NULL;
-    if ((st = new_plan(k, &p))) return st;
-    ss_ew_plan_init(p, 1, &x, x->ndim, x->dims, fn, k->out[0]->dtype, true);
+    if ((st = ss_ew_plan_state(k, 1, &x, x, fn, k->out[0]->dtype, true, &p))) return st;
     unary_params(k, &p->prm);
     if (clip && k->opset < 11) {
         p->prm.f[0] = ss_onnx_attr_float(k->node, "min", -FLT_MAX);
@@ -615,8 +588,8 @@ static ss_status *clip_run(ss_kctx *k)
         const ss_tensor *lo = k->n_in > 1 ? k->in[1] : NULL, *hi = k->n_in > 2 ? k->in[2] : NULL;
         ss_dtype dt = k->in[0]->dtype;
         if (ss_dtype_is_float(dt)) {
-            p->prm.f[0] = lo ? ss_ew_scalar_f64(lo, 0) : -INFINITY;
-            p->prm.f[1] = hi ? ss_ew_scalar_f64(hi, 0) : INFINITY;
+            p->prm.f[0] = lo ? ss_op_elem_f64(lo, 0) : -INFINITY;
+            p->prm.f[1] = hi ? ss_op_elem_f64(hi, 0) : INFINITY;
         } else if (dt == SS_DT_UINT8 || dt == SS_DT_UINT16 || dt == SS_DT_UINT32 ||
                    dt == SS_DT_UINT64) {
             uint64_t v[2] = {0, UINT64_MAX};
@@ -640,12 +613,8 @@ static ss_status *clip_run(ss_kctx *k)
             }
             p->prm.u[0] = v[0], p->prm.u[1] = v[1];
         } else {
-            p->prm.i[0] = lo ? (dt == SS_DT_INT64 ? *(const int64_t *)lo->data
-                                                  : (int64_t)ss_ew_scalar_f64(lo, 0))
-                             : INT64_MIN;
-            p->prm.i[1] = hi ? (dt == SS_DT_INT64 ? *(const int64_t *)hi->data
-                                                  : (int64_t)ss_ew_scalar_f64(hi, 0))
-                             : INT64_MAX;
+            p->prm.i[0] = lo ? ss_op_elem_i64(lo, 0) : INT64_MIN;
+            p->prm.i[1] = hi ? ss_op_elem_i64(hi, 0) : INT64_MAX;
         }
     }
     const void *in[1] = {k->in[0]->data};
@@ -669,54 +638,54 @@ static ss_status *identity_run(ss_kctx *k)
 } /* never called: SS_OPF_ALIAS */
 
 const ss_op_def ss_ops_elementwise[] = {
-    {"", "Add", 1, 17, binary_infer, ew_run, 0},
-    {"", "Sub", 1, 17, binary_infer, ew_run, 0},
-    {"", "Mul", 1, 17, binary_infer, ew_run, 0},
-    {"", "Div", 1, 17, binary_infer, ew_run, 0},
-    {"", "Mod", 10, 17, binary_infer, ew_run, 0},
-    {"", "BitShift", 11, 17, binary_infer, ew_run, 0},
-    {"", "Pow", 1, 17, pow_infer, ew_run, 0},
-    {"", "PRelu", 6, 17, prelu_infer, ew_run, 0},
+    {"", "Add", 1, 17, binary_infer, ss_ew_run, 0},
+    {"", "Sub", 1, 17, binary_infer, ss_ew_run, 0},
+    {"", "Mul", 1, 17, binary_infer, ss_ew_run, 0},
+    {"", "Div", 1, 17, binary_infer, ss_ew_run, 0},
+    {"", "Mod", 10, 17, binary_infer, ss_ew_run, 0},
+    {"", "BitShift", 11, 17, binary_infer, ss_ew_run, 0},
+    {"", "Pow", 1, 17, pow_infer, ss_ew_run, 0},
+    {"", "PRelu", 6, 17, prelu_infer, ss_ew_run, 0},
     {"", "Min", 1, 17, variadic_infer, variadic_run, 0},
     {"", "Max", 1, 17, variadic_infer, variadic_run, 0},
     {"", "Sum", 1, 17, variadic_infer, variadic_run, 0},
     {"", "Mean", 1, 17, variadic_infer, variadic_run, 0},
-    {"", "Neg", 1, 17, unary_infer, ew_run, 0},
-    {"", "Abs", 1, 17, unary_infer, ew_run, 0},
-    {"", "Relu", 1, 17, unary_infer, ew_run, 0},
-    {"", "Sigmoid", 1, 17, unary_infer, ew_run, 0},
-    {"", "Tanh", 1, 17, unary_infer, ew_run, 0},
-    {"", "Erf", 9, 17, unary_infer, ew_run, 0},
-    {"", "Sqrt", 1, 17, unary_infer, ew_run, 0},
-    {"", "Exp", 1, 17, unary_infer, ew_run, 0},
-    {"", "Log", 1, 17, unary_infer, ew_run, 0},
-    {"", "Reciprocal", 1, 17, unary_infer, ew_run, 0},
-    {"", "Floor", 1, 17, unary_infer, ew_run, 0},
-    {"", "Ceil", 1, 17, unary_infer, ew_run, 0},
-    {"", "Round", 11, 17, unary_infer, ew_run, 0},
-    {"", "Sign", 9, 17, unary_infer, ew_run, 0},
-    {"", "Sin", 7, 17, unary_infer, ew_run, 0},
-    {"", "Cos", 7, 17, unary_infer, ew_run, 0},
-    {"", "Tan", 7, 17, unary_infer, ew_run, 0},
-    {"", "Asin", 7, 17, unary_infer, ew_run, 0},
-    {"", "Acos", 7, 17, unary_infer, ew_run, 0},
-    {"", "Atan", 7, 17, unary_infer, ew_run, 0},
-    {"", "Sinh", 9, 17, unary_infer, ew_run, 0},
-    {"", "Cosh", 9, 17, unary_infer, ew_run, 0},
-    {"", "Asinh", 9, 17, unary_infer, ew_run, 0},
-    {"", "Acosh", 9, 17, unary_infer, ew_run, 0},
-    {"", "Atanh", 9, 17, unary_infer, ew_run, 0},
-    {"", "Softplus", 1, 17, unary_infer, ew_run, 0},
-    {"", "Softsign", 1, 17, unary_infer, ew_run, 0},
-    {"", "LeakyRelu", 1, 17, unary_infer, ew_run, 0},
-    {"", "Elu", 1, 17, unary_infer, ew_run, 0},
-    {"", "Selu", 1, 17, unary_infer, ew_run, 0},
-    {"", "Celu", 12, 17, unary_infer, ew_run, 0},
-    {"", "HardSigmoid", 1, 17, unary_infer, ew_run, 0},
-    {"", "HardSwish", 14, 17, unary_infer, ew_run, 0},
-    {"", "ThresholdedRelu", 10, 17, unary_infer, ew_run, 0},
-    {"", "IsNaN", 9, 17, unary_infer, ew_run, 0},
-    {"", "IsInf", 10, 17, unary_infer, ew_run, 0},
+    {"", "Neg", 1, 17, unary_infer, ss_ew_run, 0},
+    {"", "Abs", 1, 17, unary_infer, ss_ew_run, 0},
+    {"", "Relu", 1, 17, unary_infer, ss_ew_run, 0},
+    {"", "Sigmoid", 1, 17, unary_infer, ss_ew_run, 0},
+    {"", "Tanh", 1, 17, unary_infer, ss_ew_run, 0},
+    {"", "Erf", 9, 17, unary_infer, ss_ew_run, 0},
+    {"", "Sqrt", 1, 17, unary_infer, ss_ew_run, 0},
+    {"", "Exp", 1, 17, unary_infer, ss_ew_run, 0},
+    {"", "Log", 1, 17, unary_infer, ss_ew_run, 0},
+    {"", "Reciprocal", 1, 17, unary_infer, ss_ew_run, 0},
+    {"", "Floor", 1, 17, unary_infer, ss_ew_run, 0},
+    {"", "Ceil", 1, 17, unary_infer, ss_ew_run, 0},
+    {"", "Round", 11, 17, unary_infer, ss_ew_run, 0},
+    {"", "Sign", 9, 17, unary_infer, ss_ew_run, 0},
+    {"", "Sin", 7, 17, unary_infer, ss_ew_run, 0},
+    {"", "Cos", 7, 17, unary_infer, ss_ew_run, 0},
+    {"", "Tan", 7, 17, unary_infer, ss_ew_run, 0},
+    {"", "Asin", 7, 17, unary_infer, ss_ew_run, 0},
+    {"", "Acos", 7, 17, unary_infer, ss_ew_run, 0},
+    {"", "Atan", 7, 17, unary_infer, ss_ew_run, 0},
+    {"", "Sinh", 9, 17, unary_infer, ss_ew_run, 0},
+    {"", "Cosh", 9, 17, unary_infer, ss_ew_run, 0},
+    {"", "Asinh", 9, 17, unary_infer, ss_ew_run, 0},
+    {"", "Acosh", 9, 17, unary_infer, ss_ew_run, 0},
+    {"", "Atanh", 9, 17, unary_infer, ss_ew_run, 0},
+    {"", "Softplus", 1, 17, unary_infer, ss_ew_run, 0},
+    {"", "Softsign", 1, 17, unary_infer, ss_ew_run, 0},
+    {"", "LeakyRelu", 1, 17, unary_infer, ss_ew_run, 0},
+    {"", "Elu", 1, 17, unary_infer, ss_ew_run, 0},
+    {"", "Selu", 1, 17, unary_infer, ss_ew_run, 0},
+    {"", "Celu", 12, 17, unary_infer, ss_ew_run, 0},
+    {"", "HardSigmoid", 1, 17, unary_infer, ss_ew_run, 0},
+    {"", "HardSwish", 14, 17, unary_infer, ss_ew_run, 0},
+    {"", "ThresholdedRelu", 10, 17, unary_infer, ss_ew_run, 0},
+    {"", "IsNaN", 9, 17, unary_infer, ss_ew_run, 0},
+    {"", "IsInf", 10, 17, unary_infer, ss_ew_run, 0},
     {"", "Clip", 1, 17, unary_infer, clip_run, 0},
     {"", "Identity", 1, 17, identity_infer, identity_run, SS_OPF_ALIAS},
     {0},

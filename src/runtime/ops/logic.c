@@ -68,11 +68,7 @@ static ss_status *cmp_infer(ss_kctx *k)
     ss_tensor *o = k->out[0];
     if ((st = ss_bcast_shape(k, 2, ins, o))) return st;
     o->dtype = SS_DT_BOOL;
-    ss_ew_plan *p = calloc(1, sizeof *p);
-    if (!p) return ss_errf(SS_ERR_NOMEM, "out of memory");
-    k->state = p;
-    ss_ew_plan_init(p, 2, ins, o->ndim, o->dims, fn, SS_DT_BOOL, true);
-    return NULL;
+    return ss_ew_plan_state(k, 2, ins, o, fn, SS_DT_BOOL, true, NULL);
 }
 
 static ss_status *not_infer(ss_kctx *k)
@@ -83,11 +79,7 @@ static ss_status *not_infer(ss_kctx *k)
     if (x->dtype != SS_DT_BOOL)
         return ss_op_err(k, SS_ERR_INVALID, "input is %s, expects bool", ss_dtype_name(x->dtype));
     ss_op_same_shape(k->out[0], x);
-    ss_ew_plan *p = calloc(1, sizeof *p);
-    if (!p) return ss_errf(SS_ERR_NOMEM, "out of memory");
-    k->state = p;
-    ss_ew_plan_init(p, 1, &x, x->ndim, x->dims, not_b, SS_DT_BOOL, false);
-    return NULL;
+    return ss_ew_plan_state(k, 1, &x, x, not_b, SS_DT_BOOL, false, NULL);
 }
 
 /* ------------------------------------------------------------------ Where */
@@ -187,33 +179,19 @@ static ss_status *where_infer(ss_kctx *k)
     ss_tensor *o = k->out[0];
     if ((st = ss_bcast_shape(k, 3, ins, o))) return st;
     o->dtype = x->dtype;
-    ss_ew_plan *p = calloc(1, sizeof *p);
-    if (!p) return ss_errf(SS_ERR_NOMEM, "out of memory");
-    k->state = p;
-    ss_ew_plan_init(p, 3, ins, o->ndim, o->dims, fn, x->dtype, false);
-    return NULL;
-}
-
-static ss_status *logic_run(ss_kctx *k)
-{
-    const ss_ew_plan *p = k->state;
-    const void *in[SS_BC_MAX] = {0};
-    for (int i = 0; i < p->n_in; i++)
-        in[i] = k->in[i]->data;
-    ss_ew_plan_run(p, in, k->out[0]->data);
-    return NULL;
+    return ss_ew_plan_state(k, 3, ins, o, fn, x->dtype, false, NULL);
 }
 
 const ss_op_def ss_ops_logic[] = {
-    {"", "Equal", 1, 17, cmp_infer, logic_run, 0},
-    {"", "Less", 1, 17, cmp_infer, logic_run, 0},
-    {"", "Greater", 1, 17, cmp_infer, logic_run, 0},
-    {"", "LessOrEqual", 12, 17, cmp_infer, logic_run, 0},
-    {"", "GreaterOrEqual", 12, 17, cmp_infer, logic_run, 0},
-    {"", "And", 1, 17, cmp_infer, logic_run, 0},
-    {"", "Or", 1, 17, cmp_infer, logic_run, 0},
-    {"", "Xor", 1, 17, cmp_infer, logic_run, 0},
-    {"", "Not", 1, 17, not_infer, logic_run, 0},
-    {"", "Where", 9, 17, where_infer, logic_run, 0},
+    {"", "Equal", 1, 17, cmp_infer, ss_ew_run, 0},
+    {"", "Less", 1, 17, cmp_infer, ss_ew_run, 0},
+    {"", "Greater", 1, 17, cmp_infer, ss_ew_run, 0},
+    {"", "LessOrEqual", 12, 17, cmp_infer, ss_ew_run, 0},
+    {"", "GreaterOrEqual", 12, 17, cmp_infer, ss_ew_run, 0},
+    {"", "And", 1, 17, cmp_infer, ss_ew_run, 0},
+    {"", "Or", 1, 17, cmp_infer, ss_ew_run, 0},
+    {"", "Xor", 1, 17, cmp_infer, ss_ew_run, 0},
+    {"", "Not", 1, 17, not_infer, ss_ew_run, 0},
+    {"", "Where", 9, 17, where_infer, ss_ew_run, 0},
     {0},
 };

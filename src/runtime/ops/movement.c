@@ -34,6 +34,16 @@ static ss_status *no_strings(const ss_kctx *k, int i)
     return NULL;
 }
 
+/* The output of a view op is the view's shape (before ss_view_simplify merges its dims). */
+static void view_finish(ss_kctx *k, ss_view *v)
+{
+    ss_tensor *o = k->out[0];
+    o->dtype = k->in[0]->dtype;
+    o->ndim = v->nd;
+    memcpy(o->dims, v->dims, sizeof(int64_t) * (size_t)v->nd);
+    ss_view_simplify(v);
+}
+
 /* The view of a permutation of a tensor with the given dims. */
 static void view_permute(ss_view *v, int nd, const int64_t *dims, const int *perm)
 {
@@ -76,12 +86,7 @@ static ss_status *transpose_infer(ss_kctx *k)
     ss_view *v = ss_op_state_alloc(k, sizeof *v);
     if (!v) return ss_op_oom();
     view_permute(v, nd, x->dims, perm);
-    ss_tensor *o = k->out[0];
-    o->dtype = x->dtype;
-    o->ndim = nd;
-    for (int i = 0; i < nd; i++)
-        o->dims[i] = v->dims[i];
-    ss_view_simplify(v);
+    view_finish(k, v);
     return NULL;
 }
 
@@ -297,12 +302,7 @@ static ss_status *slice_infer(ss_kctx *k)
         if (count > 0) v->offset += s * strides[a];
         v->stride[a] = strides[a] * step;
     }
-    ss_tensor *o = k->out[0];
-    o->dtype = x->dtype;
-    o->ndim = nd;
-    for (int i = 0; i < nd; i++)
-        o->dims[i] = v->dims[i];
-    ss_view_simplify(v);
+    view_finish(k, v);
     return NULL;
 }
 
