@@ -11,8 +11,10 @@
  * kernel does not implement, naming the attribute. Input *values* are normally unknown at plan
  * time (in[i]->data == NULL); an op whose output shape depends on an input's value (Reshape's
  * shape, Slice's starts...) asks for it with ss_kctx_value(), which succeeds for constants,
- * folded values and graph inputs (the plan then depends on that input's value). infer may
- * allocate per-plan scratch in k->state (malloc; the runtime frees it).
+ * folded values and graph inputs (the plan then depends on that input's value). infer may keep
+ * per-plan state in k->state: ONE malloc'd block (calloc is fine), which the runtime releases
+ * with a single free(), so scratch buffers go into the same block after the struct, never in
+ * separate allocations hanging off it (ops/common.h: ss_op_state_alloc).
  *
  * run(k) runs at execution time with in[i]->data and out[i]->data set; output buffers are
  * exactly the inferred size and may hold garbage. run must not allocate.
@@ -52,7 +54,9 @@ struct ss_kctx {
     int *in_ids;          /* value ids, for ss_kctx_value */
 };
 
-/* The value of input i at plan time, or NULL if it is only known at run time. */
+/* The value of input i at plan time, or NULL if it is only known at run time. A non-NULL result
+ * may still have data == NULL when infer runs outside planning (k->plan == NULL: then it is the
+ * bare input): check data too, unless the tensor is empty (ops/common.h: ss_op_plan_value). */
 const ss_tensor *ss_kctx_value(ss_kctx *k, int i);
 
 /* Error helpers that name the node and op. */
@@ -80,8 +84,8 @@ extern const ss_op_def ss_ops_shape[];       /* Reshape Flatten Squeeze Unsqueez
 extern const ss_op_def ss_ops_movement[];    /* Transpose Concat Split Slice Gather Tile Pad ... */
 extern const ss_op_def ss_ops_generate[];    /* Constant ConstantOfShape Range ... */
 extern const ss_op_def ss_ops_reduce[];      /* Reduce* ArgMax ArgMin */
-extern const ss_op_def ss_ops_normalize[];   /* Softmax LogSoftmax LayerNormalization ... */
-extern const ss_op_def ss_ops_conv[];        /* Conv pooling BatchNormalization */
+extern const ss_op_def ss_ops_normalize[];   /* Softmax LayerNormalization BatchNormalization ... */
+extern const ss_op_def ss_ops_conv[];        /* Conv ConvTranspose Max/AveragePool Global*Pool */
 extern const ss_op_def ss_ops_collective[];  /* ai.shardserve AllReduce AllGather Send Recv ... */
 
 const ss_op_def *ss_op_find(const char *domain, const char *type, int64_t opset);
