@@ -313,15 +313,23 @@ typedef struct {
     size_t inner_bytes;
 } gather_plan;
 
-static ss_status *gather_infer(ss_kctx *k)
+/* Gather and GatherElements: data of any type but string, int32 or int64 indices. */
+static ss_status *gather_inputs(const ss_kctx *k)
 {
     ss_status *st = ss_op_expect_inputs(k, 2, 2);
     if (!st) st = no_strings(k, 0);
     if (st) return st;
-    const ss_tensor *x = k->in[0], *ix = k->in[1];
-    if (!is_index_type(ix->dtype))
+    if (!is_index_type(k->in[1]->dtype))
         return ss_op_err(k, SS_ERR_INVALID, "indices must be int32 or int64, not %s",
-                         ss_dtype_name(ix->dtype));
+                         ss_dtype_name(k->in[1]->dtype));
+    return NULL;
+}
+
+static ss_status *gather_infer(ss_kctx *k)
+{
+    ss_status *st = gather_inputs(k);
+    if (st) return st;
+    const ss_tensor *x = k->in[0], *ix = k->in[1];
     int axis;
     if (x->ndim == 0) return ss_op_err(k, SS_ERR_INVALID, "data must have rank >= 1");
     if ((st = ss_op_axis(k, ss_onnx_attr_int(k->node, "axis", 0), x->ndim, &axis))) return st;
@@ -378,13 +386,9 @@ typedef struct {
 
 static ss_status *gather_el_infer(ss_kctx *k)
 {
-    ss_status *st = ss_op_expect_inputs(k, 2, 2);
-    if (!st) st = no_strings(k, 0);
+    ss_status *st = gather_inputs(k);
     if (st) return st;
     const ss_tensor *x = k->in[0], *ix = k->in[1];
-    if (!is_index_type(ix->dtype))
-        return ss_op_err(k, SS_ERR_INVALID, "indices must be int32 or int64, not %s",
-                         ss_dtype_name(ix->dtype));
     if (x->ndim != ix->ndim || x->ndim == 0)
         return ss_op_err(k, SS_ERR_INVALID, "data and indices must have the same rank >= 1");
     gather_el_plan *p = ss_op_state_alloc(k, sizeof *p);
