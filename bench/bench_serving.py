@@ -121,8 +121,8 @@ def start_cluster(name, model, ranks, stages=1, strategy="auto", extra=None, wit
     try:
         models = c.add_servable(name, model, ranks, stages, strategy, with_batch_dim=with_batch_dim, extra=extra,
                                 input_shapes=input_shapes)
-        # a generous heartbeat timeout: with 8+ agents on 2 shared cores under a load average of
-        # 15-20, a rank once stayed silent for the default 5 s and every request failed
+        # a generous heartbeat timeout: 8+ agents share 2 loaded cores here (load average 8-20);
+        # runs before 958d485 also lost ranks to the monitor's wrapped-around heartbeat age
         c.serve([(name, 1, c.write_rank_table(ranks))], wait_agents=120, extra=("--heartbeat-timeout-ms", "30000"))
         old = dict(os.environ)
         os.environ.update(agent_env or {})
