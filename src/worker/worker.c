@@ -1261,7 +1261,9 @@ static void worker_stop(ss_worker *w)
     pthread_join(w->dispatch_tid, NULL);
     pthread_join(w->monitor_tid, NULL);
     pthread_join(w->accept_tid, NULL);
-    /* tell agents to exit, then wake their reader threads */
+    /* Tell agents to exit, and let them close first: closing our end while their frames sit
+     * unread would reset the connection, and an agent could lose the EXIT and take the reset for
+     * a lost worker (and be started again). Their reader threads end when the agents close. */
     for (int r = 0; r < w->cfg.rank_size; r++) {
         pthread_mutex_lock(&w->mu);
         ss_link_conn *c = w->agents[r].alive ? w->agents[r].conn : NULL;
@@ -1269,8 +1271,16 @@ static void worker_stop(ss_worker *w)
         if (c) {
             ss_link_msg ex = {.type = SS_LINK_EXIT, .message = "the server is shutting down"};
             ss_status_free(ss_link_send(c, &ex, NULL, 0));
-            ss_link_shutdown(c);
         }
+    }
+    for (uint64_t until = now_ns() + 2000000000ull; now_ns() < until;) {
+        bool all_done = true;
+        pthread_mutex_lock(&w->mu);
+        for (conn_thread *ct = w->conns; ct; ct = ct->next) all_done = all_done && ct->done;
+        worker_unlock(w);
+        if (all_done) break;
+        struct timespec ts = {0, 10 * 1000000L};
+        nanosleep(&ts, NULL);
     }
     for (conn_thread *ct = w->conns; ct;) {
         ss_link_shutdown(ct->conn);

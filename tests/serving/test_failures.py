@@ -193,7 +193,28 @@ def test_server_killed_restart_never():
     assert not leftover_shm(), leftover_shm()
 
 
-CASES = [test_agent_killed_under_load, test_agent_hung, test_server_killed_and_restarted,
+def test_graceful_shutdown():
+    """SIGTERM to serve under load: every request gets an answer (result or error), serve exits 0,
+    the agents end in order (their launcher exits 0) and nothing is left."""
+    with Cluster() as c:
+        models, agents = setup(c)
+        load = Load(c, threads=4)
+        try:
+            time.sleep(1.0)
+            c.server.send_signal(signal.SIGTERM)
+            assert c.server.wait(timeout=20) == 0, c.log(c.server)
+        finally:
+            load.finish()
+        assert all(not t.is_alive() for t in load.threads), "a client is still waiting for an answer"
+        assert any(ok for _, _, ok, _ in load.log), "no request succeeded before the shutdown"
+        for _, _, ok, err in load.log:
+            assert ok or err, "a request ended without a result or an error"
+        assert agents.wait(timeout=20) == 0, c.log(agents)
+        assert "Serving: stopped" in c.log(c.server)
+    assert not leftover_shm(), leftover_shm()
+
+
+CASES = [test_graceful_shutdown, test_agent_killed_under_load, test_agent_hung, test_server_killed_and_restarted,
          test_server_killed_restart_never]
 
 
