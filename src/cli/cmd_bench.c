@@ -351,7 +351,7 @@ static bool run_level(bench_cfg *c, int conc, bool print)
     uint64_t *all = malloc((n ? n : 1) * sizeof *all);
     size_t k = 0;
     for (int i = 0; i < conc && all; i++) {
-        memcpy(all + k, th[i].lat, th[i].n_lat * sizeof *all);
+        if (th[i].n_lat) memcpy(all + k, th[i].lat, th[i].n_lat * sizeof *all); /* lat is NULL when none */
         k += th[i].n_lat;
     }
     if (all) qsort(all, n, sizeof *all, cmp_u64);

@@ -62,7 +62,11 @@ int cli_read_secret(const char *path, char **secret, size_t *len)
     if (st) return cli_fail("secret", st);
     *secret = buf;
     while (*len && ((*secret)[*len - 1] == '\n' || (*secret)[*len - 1] == '\r')) (*len)--;
-    if (*len == 0) return cli_fail("secret", ss_errf(SS_ERR_INVALID, "%s is empty", path));
+    if (*len == 0) {
+        free(buf);
+        *secret = NULL;
+        return cli_fail("secret", ss_errf(SS_ERR_INVALID, "%s is empty", path));
+    }
     return 0;
 }
 
