@@ -3,16 +3,30 @@
 # default with ASan): a second build folder configured with -DSS_SANITIZE=ON, then ctest there.
 # Usage: scripts/asan.sh [BUILD_DIR] (default build-asan). Extra ctest arguments in SS_CTEST_ARGS.
 #
-# Excluded here, and only here: nothing by default. A test too slow under the sanitizers would get
-# the CTest label "asan-slow" in its fragment and be listed in this comment with the reason.
+# Two passes:
+#  1. every test except those started through mpirun, with leak detection on;
+#  2. the mpirun tests with leak detection OFF (ASan and UBSan errors still fail them): Open MPI
+#     keeps memory until exit in plugins it dlclose()s, so LeakSanitizer reports "leaks" with
+#     unsymbolizable frames that no suppression can match (seen on comm_mpi_np4 and shard_*_mpi).
+# Excluded here, and only here, for time: shard_mlp_mpi, shard_bert_tiny_mpi, shard_gpt2_tiny_mpi
+# (80-115 s each under ASan with 4 mpirun ranks; their _shm twins and comm_mpi_np4 / shard_seed_mpi
+# / shard_kill_mpi cover the same code under the sanitizers).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 dir=${1:-build-asan}
 jobs=${SS_JOBS:-$(nproc)}
 cmake -S . -B "$dir" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DSS_SANITIZE=ON >/dev/null
 cmake --build "$dir" -j"$jobs"
-# halt_on_error: the first report fails the test; UBSan prints its stack; LSan stays on.
-export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:halt_on_error=1:strict_string_checks=1}
+# halt_on_error: the first report fails the test; UBSan prints its stack.
 export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
+mpi='mpi'
+slow='^shard_(mlp|bert_tiny|gpt2_tiny)_mpi$'
+rc=0
 # shellcheck disable=SC2086
-ctest --test-dir "$dir" --output-on-failure -j2 --timeout 900 -LE asan-slow ${SS_CTEST_ARGS:-}
+ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:halt_on_error=1} \
+  ctest --test-dir "$dir" --output-on-failure -j2 --timeout 900 -LE asan-slow -E "$mpi" ${SS_CTEST_ARGS:-} || rc=1
+# shellcheck disable=SC2086
+ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=0:halt_on_error=1} \
+  ctest --test-dir "$dir" --output-on-failure -j2 --timeout 900 -LE asan-slow -R "$mpi" -E "$slow" \
+  ${SS_CTEST_ARGS:-} || rc=1
+exit $rc

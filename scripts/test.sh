@@ -28,12 +28,14 @@ stage() {
   echo "=== $name: $*"
   "$@" 2>&1 | tee "$log"
   local rc=${PIPESTATUS[0]}
-  local line
-  line=$(grep -E '^[0-9]+% tests passed, [0-9]+ tests? failed out of [0-9]+' "$log" | tail -1)
-  if [[ -n $line ]]; then
-    local f t
-    f=$(sed -E 's/.* ([0-9]+) tests? failed out of ([0-9]+).*/\1/' <<<"$line")
-    t=$(sed -E 's/.* ([0-9]+) tests? failed out of ([0-9]+).*/\2/' <<<"$line")
+  # every CTest summary line of the stage (scripts/asan.sh runs ctest twice)
+  local lines f=0 t=0 line
+  lines=$(grep -E '^[0-9]+% tests passed, [0-9]+ tests? failed out of [0-9]+' "$log")
+  if [[ -n $lines ]]; then
+    while read -r line; do
+      f=$((f + $(sed -E 's/.* ([0-9]+) tests? failed out of ([0-9]+).*/\1/' <<<"$line")))
+      t=$((t + $(sed -E 's/.* ([0-9]+) tests? failed out of ([0-9]+).*/\2/' <<<"$line")))
+    done <<<"$lines"
     passed=$((passed + t - f))
     failed=$((failed + f))
     if ((rc != 0 && f == 0)); then failed=$((failed + 1)); fi # ctest itself failed (e.g. missing executable)
