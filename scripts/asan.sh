@@ -5,7 +5,7 @@
 #
 # Two passes:
 #  1. every test except those started through mpirun, with leak detection on;
-#  2. the mpirun tests with leak detection OFF (ASan and UBSan errors still fail them): Open MPI
+#  2. the mpirun tests (*mpi*, *two_hosts*) with leak detection OFF (ASan and UBSan errors still fail them): Open MPI
 #     keeps memory until exit in plugins it dlclose()s, so LeakSanitizer reports "leaks" with
 #     unsymbolizable frames that no suppression can match (seen on comm_mpi_np4 and shard_*_mpi).
 # Excluded here, and only here, for time: shard_mlp_mpi, shard_bert_tiny_mpi, shard_gpt2_tiny_mpi
@@ -19,7 +19,7 @@ cmake -S . -B "$dir" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DSS_SANITIZE=ON >/dev/nu
 cmake --build "$dir" -j"$jobs"
 # halt_on_error: the first report fails the test; UBSan prints its stack.
 export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
-mpi='mpi'
+mpi='mpi|two_hosts' # test names of everything that runs ranks under mpirun
 slow='^shard_(mlp|bert_tiny|gpt2_tiny)_mpi$'
 rc=0
 # shellcheck disable=SC2086
