@@ -73,6 +73,7 @@ typedef struct job {
     int n_inputs;
     uint64_t dispatch_ns;  /* taken off the queue */
     int tasks_cap;         /* jobs are recycled (no allocation per request): capacity of tasks */
+    bool sending;          /* the dispatcher is still sending it: not reaped until it is done */
     struct job *next;
 } job;
 
@@ -100,6 +101,8 @@ typedef struct conn_thread {
 
 struct ss_worker {
     req_state *done_head; /* answered requests whose done() runs once the lock is released */
+    bool dispatch_sending; /* the dispatcher is sending without the lock: connections stay open */
+    ss_link_conn **conn_snapshot; /* per rank, taken by the dispatcher under the lock */
     ss_worker_set *set;
     ss_servable_config cfg;
     ss_rank_table table;
@@ -479,7 +482,7 @@ static void reap_jobs(ss_worker *w)
 {
     for (job **pp = &w->inflight; *pp;) {
         job *j = *pp;
-        if (j->pending > 0) {
+        if (j->pending > 0 || j->sending) {
             pp = &j->next;
             continue;
         }
@@ -780,7 +783,7 @@ static void *accept_main(void *arg)
         /* join finished connection threads as we go */
         for (conn_thread **pp = &w->conns; *pp;) {
             conn_thread *old = *pp;
-            if (old->done) {
+            if (old->done && !w->dispatch_sending) { /* the dispatcher may hold this connection */
                 *pp = old->next;
                 pthread_join(old->tid, NULL);
                 ss_link_close(old->conn);
@@ -838,7 +841,9 @@ static ss_status *build_inputs(ss_worker *w, job *j, ss_tensor **ins, const char
     return NULL;
 }
 
-static void send_job(ss_worker *w, job *j)
+/* Called without the lock, with j->sending and w->dispatch_sending set: the job and the
+ * connections in `conns` (taken under the lock) stay valid until the dispatcher clears them. */
+static void send_job(ss_worker *w, job *j, ss_link_conn *const *conns)
 {
     ss_tensor *ins[SS_MAX_IO];
     const char *names[SS_MAX_IO];
@@ -849,7 +854,7 @@ static void send_job(ss_worker *w, job *j)
         bool stage0 = r < per_stage;
         ss_link_msg m = {.type = SS_LINK_PREDICT, .request_id = j->id, .return_result = r == n - 1,
                          .tensor_names = stage0 ? (char **)names : NULL};
-        ss_link_conn *c = w->agents[r].conn;
+        ss_link_conn *c = conns[r];
         st = c ? ss_link_send(c, &m, stage0 ? (const ss_tensor *const *)ins : NULL, stage0 ? (size_t)n_ins : 0)
                : ss_errf(SS_ERR_UNAVAILABLE, "rank %d is not connected", r);
         if (st) st = ss_status_wrap(st, "sending to rank %d", r);
@@ -862,7 +867,6 @@ static void send_job(ss_worker *w, job *j)
             snprintf(j->err, sizeof j->err, "worker unavailable: %s", st->msg);
         }
         j->pending = 0;
-        reap_jobs(w);
         worker_unlock(w);
         ss_status_free(st);
     }
@@ -911,9 +915,13 @@ static void *dispatch_main(void *arg)
         j->next = w->inflight;
         w->inflight = j;
         w->n_inflight++;
+        for (int r = 0; r < w->cfg.rank_size; r++) w->conn_snapshot[r] = w->agents[r].alive ? w->agents[r].conn : NULL;
+        j->sending = w->dispatch_sending = true;
         worker_unlock(w);
-        send_job(w, j); /* only this thread sends PREDICTs: every rank sees the same order */
+        send_job(w, j, w->conn_snapshot); /* only this thread sends PREDICTs: every rank sees the same order */
         pthread_mutex_lock(&w->mu);
+        j->sending = w->dispatch_sending = false;
+        reap_jobs(w); /* it may have finished (or failed) while we were sending */
     }
     worker_unlock(w);
     return NULL;
@@ -1174,6 +1182,8 @@ ss_status *ss_worker_set_add(ss_worker_set *set, const ss_worker_options *opt, s
     pthread_mutex_unlock(&set->mu);
     if (!st) {
         w->agents = calloc((size_t)w->cfg.rank_size, sizeof *w->agents);
+        w->conn_snapshot = calloc((size_t)w->cfg.rank_size, sizeof *w->conn_snapshot);
+        if (!w->conn_snapshot) free(w->agents), w->agents = NULL;
         if (!w->agents) st = ss_errf(SS_ERR_NOMEM, "out of memory");
     }
     w->max_inflight = w->cfg.stage_size + 1;
@@ -1308,6 +1318,7 @@ static void worker_stop(ss_worker *w)
         free(w->agents[r].outputs);
     }
     free(w->agents);
+    free(w->conn_snapshot);
     free(w->queue);
     ss_status_free(w->fatal);
     ss_rank_table_free(&w->table);
