@@ -18,6 +18,7 @@
 #include "shardserve/agent.h"
 
 #include "shardserve/link.h"
+#include "spawn.h"
 
 #include <arpa/inet.h>
 #include <cjson/cJSON.h>
@@ -177,14 +178,7 @@ static pid_t spawn_agent(const ss_launcher_options *opt, const meta_info *mi, in
         /* the agent must not outlive its launcher */
         prctl(PR_SET_PDEATHSIG, SIGTERM);
         if (getppid() != parent) _exit(1);
-        if (opt->secret) { /* through the environment, never on a command line others can read */
-            char *sec = strndup(opt->secret, opt->secret_len);
-            if (sec) setenv("SHARDSERVE_LINK_SECRET", sec, 1);
-            free(sec);
-        }
-        sigset_t none;
-        sigemptyset(&none);
-        sigprocmask(SIG_SETMASK, &none, NULL);
+        ss_child_prepare(opt->secret, opt->secret_len);
         execv(opt->self_exe, (char *const *)argv);
         fprintf(stderr, "cannot start an agent (%s): %s\n", opt->self_exe, strerror(errno));
         _exit(127);
@@ -243,14 +237,7 @@ static pid_t spawn_mpirun(const ss_launcher_options *opt, const char *const *arg
         setpgid(0, 0); /* signals reach mpirun only through the launcher (never twice) */
         int devnull = open("/dev/null", O_RDONLY | O_CLOEXEC);
         if (devnull >= 0) dup2(devnull, 0); /* no rank reads the launcher's stdin */
-        if (opt->secret) { /* through the environment (mpirun -x), never on a command line */
-            char *sec = strndup(opt->secret, opt->secret_len);
-            if (sec) setenv("SHARDSERVE_LINK_SECRET", sec, 1);
-            free(sec);
-        }
-        sigset_t none;
-        sigemptyset(&none);
-        sigprocmask(SIG_SETMASK, &none, NULL);
+        ss_child_prepare(opt->secret, opt->secret_len); /* the secret reaches ranks by mpirun -x */
         execvp("mpirun", (char *const *)argv);
         fprintf(stderr, "cannot run mpirun: %s (install openmpi-bin)\n", strerror(errno));
         _exit(127);
@@ -282,8 +269,7 @@ static ss_status *run_mpi(const ss_launcher_options *opt, const meta_info *mi)
     const char **argv = calloc(cap, sizeof *argv);
     /* absolute paths: the ranks start in whatever folder mpirun picks on their host */
     char **paths = calloc(2 * (size_t)mi->n, sizeof *paths);
-    char *extra =
-        getenv("SHARDSERVE_MPIRUN_ARGS") ? strdup(getenv("SHARDSERVE_MPIRUN_ARGS")) : NULL;
+    char *extra = NULL;
     for (int i = 0; paths && i < mi->n; i++) {
         char cfg[PATH_MAX];
         config_for(opt, i, cfg, sizeof cfg);
@@ -302,16 +288,7 @@ static ss_status *run_mpi(const ss_launcher_options *opt, const meta_info *mi)
         unlink(hostfile);
         return ss_errf(SS_ERR_NOMEM, "out of memory");
     }
-    size_t a = 0;
-    argv[a++] = "mpirun";
-    argv[a++] = "--allow-run-as-root";
-    argv[a++] = "--oversubscribe";
-    argv[a++] = "--mca";
-    argv[a++] = "mpi_yield_when_idle";
-    argv[a++] = "1";
-    /* extra mpirun arguments (btl/oob interfaces, plm_rsh_agent, ...) from the environment */
-    for (char *tok = extra ? strtok(extra, " \t") : NULL; tok && a < 200; tok = strtok(NULL, " \t"))
-        argv[a++] = tok;
+    size_t a = (size_t)ss_mpirun_args(argv, 200, &extra);
     argv[a++] = "--hostfile";
     argv[a++] = hostfile;
     if (sequential) {

@@ -7,6 +7,8 @@
  */
 #include "shardserve/agent.h"
 
+#include "spawn.h"
+
 #include <cjson/cJSON.h>
 #include <errno.h>
 #include <limits.h>
@@ -139,16 +141,8 @@ static ss_status *run_mpi(const ss_run_shards_options *opt, int rank_size)
     snprintf(np, sizeof np, "%d", rank_size);
     snprintf(timeout, sizeof timeout, "%d", opt->timeout_ms);
     const char *argv[256];
-    int a = 0;
-    argv[a++] = "mpirun";
-    argv[a++] = "--allow-run-as-root";
-    argv[a++] = "--oversubscribe";
-    argv[a++] = "--mca";
-    argv[a++] = "mpi_yield_when_idle";
-    argv[a++] = "1";
-    /* extra mpirun arguments (e.g. --mca btl_tcp_if_include lo) from the environment */
-    char *extra = getenv("SHARDSERVE_MPIRUN_ARGS") ? strdup(getenv("SHARDSERVE_MPIRUN_ARGS")) : NULL;
-    for (char *tok = extra ? strtok(extra, " ") : NULL; tok && a < 200; tok = strtok(NULL, " ")) argv[a++] = tok;
+    char *extra;
+    int a = ss_mpirun_args(argv, 200, &extra);
     argv[a++] = "-np";
     argv[a++] = np;
     argv[a++] = opt->self_exe;

@@ -1,0 +1,33 @@
+/* Process-start helpers shared by the launcher and `run --shards` (see spawn.h). */
+#define _GNU_SOURCE /* strndup */
+#include "spawn.h"
+
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+
+int ss_mpirun_args(const char **argv, int cap, char **extra)
+{
+    static const char *const base[] = {"mpirun", "--allow-run-as-root", "--oversubscribe", "--mca",
+                                       "mpi_yield_when_idle", "1"};
+    int a = 0;
+    for (size_t i = 0; i < sizeof base / sizeof base[0] && a < cap; i++) argv[a++] = base[i];
+    const char *env = getenv("SHARDSERVE_MPIRUN_ARGS");
+    *extra = env ? strdup(env) : NULL;
+    char *save = NULL;
+    for (char *tok = *extra ? strtok_r(*extra, " \t", &save) : NULL; tok && a < cap; tok = strtok_r(NULL, " \t", &save))
+        argv[a++] = tok;
+    return a;
+}
+
+void ss_child_prepare(const void *secret, size_t secret_len)
+{
+    if (secret) {
+        char *sec = strndup(secret, secret_len);
+        if (sec) setenv("SHARDSERVE_LINK_SECRET", sec, 1);
+        free(sec);
+    }
+    sigset_t none;
+    sigemptyset(&none);
+    sigprocmask(SIG_SETMASK, &none, NULL);
+}

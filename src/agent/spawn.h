@@ -1,0 +1,19 @@
+/*
+ * What every process this module starts has in common (internal to src/agent).
+ */
+#ifndef SS_AGENT_SPAWN_H
+#define SS_AGENT_SPAWN_H
+
+#include <stddef.h>
+
+/* Append the arguments every mpirun of ours starts with ("mpirun --allow-run-as-root
+ * --oversubscribe --mca mpi_yield_when_idle 1": always yield when idle, ranks share cores) and
+ * then SHARDSERVE_MPIRUN_ARGS split at blanks (btl/oob interfaces, plm_rsh_agent, ...). Returns
+ * the count written (at most cap); the extra tokens live in *extra, which the caller frees. */
+int ss_mpirun_args(const char **argv, int cap, char **extra);
+
+/* In a forked child just before exec: the link secret goes through the environment (never on a
+ * command line other users can read), and the signals the parent blocked are unblocked. */
+void ss_child_prepare(const void *secret, size_t secret_len);
+
+#endif
