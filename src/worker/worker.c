@@ -248,7 +248,9 @@ static void collect(void *ctx)
         snprintf(rs, sizeof rs, "%d", r);
         const char *v[] = {w->cfg.name, w->version_str, rs};
         ss_metric_set(ss_metrics_series(fam.rank_up, v), a->alive ? 1 : 0);
-        ss_metric_set(ss_metrics_series(fam.hb_age, v), a->last_seen_ns ? (double)(now - a->last_seen_ns) / 1e9 : -1);
+        /* last_seen_ns may be a little newer than `now` (updated without this snapshot's lock) */
+        uint64_t age = a->last_seen_ns && now > a->last_seen_ns ? now - a->last_seen_ns : 0;
+        ss_metric_set(ss_metrics_series(fam.hb_age, v), a->last_seen_ns ? (double)age / 1e9 : -1);
         count_link_bytes(w, r);
     }
     const char *v[] = {w->cfg.name, w->version_str};
