@@ -13,6 +13,7 @@ import signal
 import subprocess
 import tempfile
 import time
+import traceback
 
 import numpy as np
 import onnx
@@ -178,3 +179,23 @@ class Cluster:
 
 def leftover_shm():
     return [f for f in os.listdir("/dev/shm") if f.startswith("shardserve-agents-")]
+
+
+def run_cases(cases, only=()):
+    """Run test functions in order, print ok/FAIL per case and the closing "N passed, N failed"
+    line; returns the process exit status (non-zero if any failed or none ran)."""
+    passed = failed = 0
+    for case in cases:
+        if only and case.__name__ not in only:
+            continue
+        t0 = time.time()
+        try:
+            case()
+            passed += 1
+            print("ok   %s (%.1f s)" % (case.__name__, time.time() - t0), flush=True)
+        except Exception:
+            failed += 1
+            print("FAIL %s (%.1f s)" % (case.__name__, time.time() - t0), flush=True)
+            traceback.print_exc()
+    print("%d passed, %d failed" % (passed, failed))
+    return 1 if failed or not passed else 0

@@ -10,12 +10,11 @@ import socket
 import sys
 import threading
 import time
-import traceback
 
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from cluster import Cluster, leftover_shm, matmul_neg_model  # noqa: E402
+from cluster import Cluster, leftover_shm, matmul_neg_model, run_cases  # noqa: E402
 from shardserve_client import Client  # noqa: E402
 
 ONES = np.ones((128, 96), np.float32)
@@ -219,22 +218,7 @@ CASES = [test_graceful_shutdown, test_agent_killed_under_load, test_agent_hung, 
 
 
 def main():
-    only = sys.argv[1:]
-    passed = failed = 0
-    for case in CASES:
-        if only and case.__name__ not in only:
-            continue
-        t0 = time.time()
-        try:
-            case()
-            passed += 1
-            print("ok   %s (%.1f s)" % (case.__name__, time.time() - t0), flush=True)
-        except Exception:
-            failed += 1
-            print("FAIL %s (%.1f s)" % (case.__name__, time.time() - t0), flush=True)
-            traceback.print_exc()
-    print("%d passed, %d failed" % (passed, failed))
-    return 1 if failed or not passed else 0
+    return run_cases(CASES, sys.argv[1:])
 
 
 if __name__ == "__main__":

@@ -10,13 +10,12 @@ import subprocess
 import sys
 import tempfile
 import time
-import traceback
 import urllib.request
 
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from cluster import SHARDSERVE, Cluster, leftover_shm, matmul_neg_model, rank_table  # noqa: E402
+from cluster import SHARDSERVE, Cluster, leftover_shm, matmul_neg_model, rank_table, run_cases  # noqa: E402
 from shardserve_client import Client  # noqa: E402
 
 WORK = tempfile.mkdtemp(prefix="ss-serving-models-")
@@ -271,22 +270,7 @@ CASES = [test_seed_example_three_clients, test_errors_and_versions, test_pipelin
 
 
 def main():
-    only = sys.argv[1:]
-    passed = failed = 0
-    for case in CASES:
-        if only and case.__name__ not in only:
-            continue
-        t0 = time.time()
-        try:
-            case()
-            passed += 1
-            print("ok   %s (%.1f s)" % (case.__name__, time.time() - t0), flush=True)
-        except Exception:
-            failed += 1
-            print("FAIL %s (%.1f s)" % (case.__name__, time.time() - t0), flush=True)
-            traceback.print_exc()
-    print("%d passed, %d failed" % (passed, failed))
-    return 1 if failed or not passed else 0
+    return run_cases(CASES, sys.argv[1:])
 
 
 if __name__ == "__main__":
