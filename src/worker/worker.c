@@ -1197,6 +1197,7 @@ ss_status *ss_worker_set_add(ss_worker_set *set, const ss_worker_options *opt, s
         st = ss_status_wrap(st, "servable %s", opt->servable);
         ss_rank_table_free(&w->table);
         free(w->agents);
+        free(w->conn_snapshot);
         free(w);
         return st;
     }
