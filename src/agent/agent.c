@@ -152,12 +152,14 @@ static ss_status *serve(ss_rank *r, agent_state *a)
     for (;;) {
         pthread_mutex_lock(&a->mu);
         while (!a->head && !a->closed) pthread_cond_wait(&a->cv, &a->mu);
-        pending *p = a->head;
+        /* once the worker said EXIT (or went away) queued requests are not worth running: the
+         * worker has answered them already, and their results could not be delivered */
+        bool closed = a->closed;
+        pending *p = closed ? NULL : a->head;
         if (p) {
             a->head = p->next;
             if (!a->head) a->tail = NULL;
         }
-        bool closed = a->closed && !p;
         pthread_mutex_unlock(&a->mu);
         if (closed) return NULL;
         const ss_tensor *outs = NULL;

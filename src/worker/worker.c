@@ -334,13 +334,16 @@ static void fail_everything(ss_worker *w, int64_t code, const char *msg)
         w->q_len--;
         req_finish_instance(t.rs, t.inst, msg, code);
     }
-    for (job *j = w->inflight; j; j = j->next)
+    for (job *j = w->inflight; j; j = j->next) {
         if (!j->failed) {
             j->failed = true;
             j->err_code = code;
             snprintf(j->err, sizeof j->err, "%s", msg);
-            j->pending = 0;
         }
+        /* also a job that already failed (a rank reported an error) may still wait for ranks that
+         * will never answer now: it is finished either way */
+        j->pending = 0;
+    }
     pthread_cond_broadcast(&w->cv);
 }
 
@@ -963,11 +966,14 @@ static void *monitor_main(void *arg)
             ss_status_free(st);
         }
         for (job *j = w->inflight; j; j = j->next)
-            if (!j->failed && j->pending > 0 && now > j->deadline_ns) {
-                j->failed = true;
-                j->err_code = SS_SERVING_WORKER_UNAVAILABLE;
-                snprintf(j->err, sizeof j->err, "Failed to wait for result: %d of %d ranks did not answer within the "
-                         "request timeout of %d ms", j->pending, w->cfg.rank_size, w->opt.request_timeout_ms);
+            if (j->pending > 0 && now > j->deadline_ns) { /* failed or not: the deadline ends it */
+                if (!j->failed) {
+                    j->failed = true;
+                    j->err_code = SS_SERVING_WORKER_UNAVAILABLE;
+                    snprintf(j->err, sizeof j->err, "Failed to wait for result: %d of %d ranks did not answer "
+                             "within the request timeout of %d ms", j->pending, w->cfg.rank_size,
+                             w->opt.request_timeout_ms);
+                }
                 j->pending = 0;
             }
         reap_jobs(w);
