@@ -663,10 +663,12 @@ static void on_result(ss_worker *w, int rank, ss_link_msg *m)
     job *j = find_job(w, m->request_id);
     if (!j || j->pending <= 0) return; /* answered already (failed or timed out) */
     if (m->status_code != 0 && !j->failed) {
+        /* a rank that lost a peer (a collective failed) means the group is down: code 4 */
+        bool group_down = m->status_code == SS_ERR_UNAVAILABLE || m->status_code == SS_ERR_TIMEOUT;
         j->failed = true;
-        j->err_code = SS_SERVING_SYSTEM_ERROR;
-        snprintf(j->err, sizeof j->err, "Error happened on get result of rank %d: %s", rank,
-                 m->message ? m->message : "failed");
+        j->err_code = group_down ? SS_SERVING_WORKER_UNAVAILABLE : SS_SERVING_SYSTEM_ERROR;
+        snprintf(j->err, sizeof j->err, "%sError happened on get result of rank %d: %s",
+                 group_down ? "worker unavailable: " : "", rank, m->message ? m->message : "failed");
     }
     if (rank == w->cfg.rank_size - 1 && !j->failed) {
         j->result = *m;
