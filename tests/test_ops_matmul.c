@@ -14,35 +14,11 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "check.h"
 #include "gemm_kernel.h"
-#include "op.h"
+#define OP_HARNESS_COUNT_ALLOCS
+#include "op_harness.h"
 
-/* ------------------------------------------------------------------ counting allocations */
-
-static volatile int alloc_count;
-void *__real_malloc(size_t n);
-void *__real_calloc(size_t n, size_t m);
-void *__real_realloc(void *p, size_t n);
-void *__wrap_malloc(size_t n);
-void *__wrap_calloc(size_t n, size_t m);
-void *__wrap_realloc(void *p, size_t n);
-void *__wrap_malloc(size_t n)
-{
-    __atomic_add_fetch(&alloc_count, 1, __ATOMIC_RELAXED);
-    return __real_malloc(n);
-}
-void *__wrap_calloc(size_t n, size_t m)
-{
-    __atomic_add_fetch(&alloc_count, 1, __ATOMIC_RELAXED);
-    return __real_calloc(n, m);
-}
-void *__wrap_realloc(void *p, size_t n)
-{
-    __atomic_add_fetch(&alloc_count, 1, __ATOMIC_RELAXED);
-    return __real_realloc(p, n);
-}
-
+/* The counter must see the runtime's allocations, or the no-malloc checks prove nothing. */
 static void test_alloc_counter_sees_malloc(void)
 {
     int before = alloc_count;
@@ -55,71 +31,14 @@ static void test_alloc_counter_sees_malloc(void)
 
 /* ------------------------------------------------------------------ helpers */
 
+/* One output, poisoned with NaN before the first run; the second run must not allocate. */
+static ss_status *run_node(tnode *t, int64_t opset, int n_in, ss_tensor **in, ss_tensor *out)
+{
+    return op_run(t, opset, n_in, in, 1, out, &(op_run_opts){.poison = true, .check_allocs = true});
+}
+
 static const ss_gemm_variant variants[] = {SS_GEMM_BLAS, SS_GEMM_AVX2, SS_GEMM_AVX512};
 #define N_VARIANTS 3
-
-typedef struct {
-    Onnx__NodeProto node;
-    Onnx__AttributeProto attrs[8];
-    Onnx__AttributeProto *ptrs[8];
-} tnode;
-
-static void tnode_init(tnode *t, const char *op)
-{
-    memset(t, 0, sizeof *t);
-    onnx__node_proto__init(&t->node);
-    t->node.op_type = (char *)op;
-    t->node.name = (char *)"test";
-    t->node.attribute = t->ptrs;
-}
-
-static Onnx__AttributeProto *add_attr(tnode *t, const char *name,
-                                      Onnx__AttributeProto__AttributeType type)
-{
-    Onnx__AttributeProto *a = &t->attrs[t->node.n_attribute];
-    onnx__attribute_proto__init(a);
-    a->name = (char *)name;
-    a->type = type;
-    t->ptrs[t->node.n_attribute++] = a;
-    return a;
-}
-
-static void attr_int(tnode *t, const char *name, int64_t v)
-{
-    add_attr(t, name, ONNX__ATTRIBUTE_PROTO__ATTRIBUTE_TYPE__INT)->i = v;
-}
-
-static void attr_float(tnode *t, const char *name, float v)
-{
-    add_attr(t, name, ONNX__ATTRIBUTE_PROTO__ATTRIBUTE_TYPE__FLOAT)->f = v;
-}
-
-static uint64_t rng_state = 88172645463325252ull;
-static double urand(void) /* [-1, 1) */
-{
-    rng_state ^= rng_state << 13;
-    rng_state ^= rng_state >> 7;
-    rng_state ^= rng_state << 17;
-    return (double)(rng_state >> 11) / (double)(1ull << 52) - 1.0;
-}
-
-static ss_tensor make_rand(ss_dtype dt, int nd, const int64_t *dims)
-{
-    ss_tensor t = {0};
-    ss_status *st = ss_tensor_alloc(&t, dt, nd, dims);
-    if (st) {
-        fprintf(stderr, "alloc: %s\n", st->msg);
-        abort();
-    }
-    int64_t n = ss_tensor_numel(&t);
-    for (int64_t i = 0; i < n; i++) {
-        if (dt == SS_DT_FLOAT32)
-            ((float *)t.data)[i] = (float)urand();
-        else
-            ((double *)t.data)[i] = urand();
-    }
-    return t;
-}
 
 static double get(const ss_tensor *t, int64_t i)
 {
@@ -145,47 +64,6 @@ static void check_path(const char *what, ss_gemm_variant v, bool expect_small, u
 }
 
 /* infer, then run twice on an output full of NaN; the second run must not allocate. */
-static ss_status *run_node(tnode *t, int64_t opset, int n_in, ss_tensor **in, ss_tensor *out)
-{
-    const ss_op_def *d = ss_op_find("", t->node.op_type, opset);
-    if (!d) return ss_errf(SS_ERR_UNSUPPORTED, "no %s", t->node.op_type);
-    memset(out, 0, sizeof *out);
-    ss_tensor *outp[1] = {out};
-    t->node.n_input = (size_t)n_in;
-    t->node.n_output = 1;
-    ss_kctx k = {.node = &t->node,
-                 .node_name = "test",
-                 .opset = opset,
-                 .n_in = n_in,
-                 .n_out = 1,
-                 .in = in,
-                 .out = outp};
-    ss_status *st = d->infer(&k);
-    if (!st) {
-        ss_tensor shape = *out;
-        st = ss_tensor_alloc(out, shape.dtype, shape.ndim, shape.dims);
-    }
-    if (!st) {
-        int64_t n = ss_tensor_numel(out);
-        for (int64_t i = 0; i < n; i++) {
-            if (out->dtype == SS_DT_FLOAT32)
-                ((float *)out->data)[i] = NAN;
-            else
-                ((double *)out->data)[i] = NAN;
-        }
-        st = d->run(&k);
-    }
-    if (!st) {
-        int before = alloc_count;
-        st = d->run(&k);
-        int n = alloc_count - before;
-        if (!st && n)
-            st = ss_errf(SS_ERR_INTERNAL, "%s run called malloc %d times", t->node.op_type, n);
-    }
-    free(k.state);
-    return st;
-}
-
 /* Compares out with a reference; tolerance relative to sum |a_i b_i| of each element. */
 static int compare(const char *what, const ss_tensor *out, const double *ref, const double *mag,
                    int64_t n)

@@ -12,35 +12,11 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "check.h"
-#include "op.h"
+/* Linked with -Wl,--wrap=malloc,calloc,realloc (tests/ops_reduce.cmake). */
+#define OP_HARNESS_COUNT_ALLOCS
+#include "op_harness.h"
 
 /* ------------------------------------------------------------------ counting allocations */
-
-/* Linked with -Wl,--wrap=malloc,calloc,realloc (tests/ops_reduce.cmake): every allocation made by
- * the statically linked runtime passes through here. */
-static volatile int alloc_count;
-void *__real_malloc(size_t n);
-void *__real_calloc(size_t n, size_t m);
-void *__real_realloc(void *p, size_t n);
-void *__wrap_malloc(size_t n);
-void *__wrap_calloc(size_t n, size_t m);
-void *__wrap_realloc(void *p, size_t n);
-void *__wrap_malloc(size_t n)
-{
-    __atomic_add_fetch(&alloc_count, 1, __ATOMIC_RELAXED);
-    return __real_malloc(n);
-}
-void *__wrap_calloc(size_t n, size_t m)
-{
-    __atomic_add_fetch(&alloc_count, 1, __ATOMIC_RELAXED);
-    return __real_calloc(n, m);
-}
-void *__wrap_realloc(void *p, size_t n)
-{
-    __atomic_add_fetch(&alloc_count, 1, __ATOMIC_RELAXED);
-    return __real_realloc(p, n);
-}
 
 /* The counter above must see the runtime's allocations, or the no-malloc checks prove nothing. */
 static void test_alloc_counter_sees_malloc(void)
@@ -53,97 +29,13 @@ static void test_alloc_counter_sees_malloc(void)
     ss_tensor_free(&t);
 }
 
-/* ------------------------------------------------------------------ building nodes */
+/* ------------------------------------------------------------------ running ops */
 
-typedef struct {
-    Onnx__NodeProto node;
-    Onnx__AttributeProto attrs[8];
-    Onnx__AttributeProto *ptrs[8];
-} tnode;
-
-static void tnode_init(tnode *t, const char *op)
-{
-    memset(t, 0, sizeof *t);
-    onnx__node_proto__init(&t->node);
-    t->node.op_type = (char *)op;
-    t->node.name = (char *)"test";
-    t->node.attribute = t->ptrs;
-}
-
-static Onnx__AttributeProto *add_attr(tnode *t, const char *name,
-                                      Onnx__AttributeProto__AttributeType type)
-{
-    Onnx__AttributeProto *a = &t->attrs[t->node.n_attribute];
-    onnx__attribute_proto__init(a);
-    a->name = (char *)name;
-    a->type = type;
-    t->ptrs[t->node.n_attribute++] = a;
-    return a;
-}
-
-static void attr_int(tnode *t, const char *name, int64_t v)
-{
-    add_attr(t, name, ONNX__ATTRIBUTE_PROTO__ATTRIBUTE_TYPE__INT)->i = v;
-}
-
-static void attr_float(tnode *t, const char *name, float v)
-{
-    add_attr(t, name, ONNX__ATTRIBUTE_PROTO__ATTRIBUTE_TYPE__FLOAT)->f = v;
-}
-
-static void attr_ints(tnode *t, const char *name, int64_t *v, size_t n)
-{
-    Onnx__AttributeProto *a = add_attr(t, name, ONNX__ATTRIBUTE_PROTO__ATTRIBUTE_TYPE__INTS);
-    a->ints = v;
-    a->n_ints = n;
-}
-
-static void attr_str(tnode *t, const char *name, const char *s)
-{
-    Onnx__AttributeProto *a = add_attr(t, name, ONNX__ATTRIBUTE_PROTO__ATTRIBUTE_TYPE__STRING);
-    a->s.data = (uint8_t *)s;
-    a->s.len = strlen(s);
-}
-
-/* infer + run (twice: the second run must not allocate). Outputs are allocated here; NULL
- * entries in `want` mark omitted optional outputs. */
+/* infer + run twice (the second run must not allocate); `omit` marks omitted optional outputs. */
 static ss_status *run_op_n(tnode *t, int64_t opset, int n_in, ss_tensor **in, int n_out,
                            ss_tensor *out, const bool *omit)
 {
-    const ss_op_def *d = ss_op_find("", t->node.op_type, opset);
-    if (!d)
-        return ss_errf(SS_ERR_UNSUPPORTED, "no %s at opset %lld", t->node.op_type,
-                       (long long)opset);
-    ss_tensor *outp[8];
-    for (int i = 0; i < n_out; i++) {
-        memset(&out[i], 0, sizeof out[i]);
-        outp[i] = omit && omit[i] ? NULL : &out[i];
-    }
-    t->node.n_input = (size_t)n_in;
-    t->node.n_output = (size_t)n_out;
-    ss_kctx k = {.node = &t->node,
-                 .node_name = "test",
-                 .opset = opset,
-                 .n_in = n_in,
-                 .n_out = n_out,
-                 .in = in,
-                 .out = outp};
-    ss_status *st = d->infer(&k);
-    for (int i = 0; !st && i < n_out; i++) {
-        if (!outp[i]) continue;
-        ss_tensor shape = out[i];
-        st = ss_tensor_alloc(&out[i], shape.dtype, shape.ndim, shape.dims);
-    }
-    if (!st) st = d->run(&k);
-    if (!st) {
-        int before = alloc_count;
-        st = d->run(&k);
-        int n = alloc_count - before;
-        if (!st && n)
-            st = ss_errf(SS_ERR_INTERNAL, "%s run called malloc %d times", t->node.op_type, n);
-    }
-    free(k.state);
-    return st;
+    return op_run(t, opset, n_in, in, n_out, out, &(op_run_opts){.omit = omit, .check_allocs = true});
 }
 
 static ss_status *run_op(tnode *t, int64_t opset, int n_in, ss_tensor **in, ss_tensor *out)
@@ -151,54 +43,8 @@ static ss_status *run_op(tnode *t, int64_t opset, int n_in, ss_tensor **in, ss_t
     return run_op_n(t, opset, n_in, in, 1, out, NULL);
 }
 
-static ss_tensor make(ss_dtype dt, int nd, const int64_t *dims, const void *data)
-{
-    static const int64_t none[1] = {0};
-    ss_tensor t = {0};
-    ss_status *st = ss_tensor_alloc(&t, dt, nd, dims ? dims : none);
-    if (st) {
-        fprintf(stderr, "alloc: %s\n", st->msg);
-        abort();
-    }
-    if (data) memcpy(t.data, data, t.nbytes);
-    return t;
-}
-
-static uint64_t rng_state = 88172645463325252ull;
-static double urand(void) /* [-1, 1) */
-{
-    rng_state ^= rng_state << 13;
-    rng_state ^= rng_state >> 7;
-    rng_state ^= rng_state << 17;
-    return (double)(rng_state >> 11) / (double)(1ull << 52) - 1.0;
-}
-
-static ss_tensor make_rand(ss_dtype dt, int nd, const int64_t *dims)
-{
-    ss_tensor t = make(dt, nd, dims, NULL);
-    int64_t n = ss_tensor_numel(&t);
-    for (int64_t i = 0; i < n; i++) {
-        double v = urand();
-        switch (dt) {
-        case SS_DT_FLOAT32:
-            ((float *)t.data)[i] = (float)v;
-            break;
-        case SS_DT_FLOAT64:
-            ((double *)t.data)[i] = v;
-            break;
-        case SS_DT_INT32:
-            ((int32_t *)t.data)[i] = (int32_t)(v * 5);
-            break;
-        case SS_DT_INT64:
-            ((int64_t *)t.data)[i] = (int64_t)(v * 5);
-            break;
-        default:
-            break;
-        }
-    }
-    return t;
-}
-
+/* infer + run (twice: the second run must not allocate). Outputs are allocated here; NULL
+ * entries in `want` mark omitted optional outputs. */
 static double get(const ss_tensor *t, int64_t i)
 {
     switch (t->dtype) {

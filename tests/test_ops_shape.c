@@ -9,99 +9,14 @@
 #include <string.h>
 
 #include "check.h"
-#include "op.h"
+#include "op_harness.h"
 
-/* ------------------------------------------------------------------ building nodes */
+/* ------------------------------------------------------------------ running ops */
 
-typedef struct {
-    Onnx__NodeProto node;
-    Onnx__AttributeProto attrs[8];
-    Onnx__AttributeProto *ptrs[8];
-} tnode;
-
-static void tnode_init(tnode *t, const char *op)
+/* infer + run; allocates the outputs (caller frees them). */
+static ss_status *run_op(tnode *t, int64_t opset, int n_in, ss_tensor **in, int n_out, ss_tensor *out)
 {
-    memset(t, 0, sizeof *t);
-    onnx__node_proto__init(&t->node);
-    t->node.op_type = (char *)op;
-    t->node.name = (char *)"test";
-    t->node.attribute = t->ptrs;
-}
-
-static Onnx__AttributeProto *add_attr(tnode *t, const char *name,
-                                      Onnx__AttributeProto__AttributeType type)
-{
-    Onnx__AttributeProto *a = &t->attrs[t->node.n_attribute];
-    onnx__attribute_proto__init(a);
-    a->name = (char *)name;
-    a->type = type;
-    t->ptrs[t->node.n_attribute++] = a;
-    return a;
-}
-
-static void attr_int(tnode *t, const char *name, int64_t v)
-{
-    add_attr(t, name, ONNX__ATTRIBUTE_PROTO__ATTRIBUTE_TYPE__INT)->i = v;
-}
-
-static void attr_ints(tnode *t, const char *name, int64_t *v, size_t n)
-{
-    Onnx__AttributeProto *a = add_attr(t, name, ONNX__ATTRIBUTE_PROTO__ATTRIBUTE_TYPE__INTS);
-    a->ints = v;
-    a->n_ints = n;
-}
-
-static void attr_str(tnode *t, const char *name, const char *s)
-{
-    Onnx__AttributeProto *a = add_attr(t, name, ONNX__ATTRIBUTE_PROTO__ATTRIBUTE_TYPE__STRING);
-    a->s.data = (uint8_t *)s;
-    a->s.len = strlen(s);
-}
-
-/* Runs infer + run with the given inputs; allocates the outputs (caller frees them). */
-static ss_status *run_op(tnode *t, int64_t opset, int n_in, ss_tensor **in, int n_out,
-                         ss_tensor *out)
-{
-    const ss_op_def *d = ss_op_find("", t->node.op_type, opset);
-    if (!d)
-        return ss_errf(SS_ERR_UNSUPPORTED, "no %s at opset %lld", t->node.op_type,
-                       (long long)opset);
-    ss_tensor *outp[16];
-    for (int i = 0; i < n_out; i++) {
-        memset(&out[i], 0, sizeof out[i]);
-        outp[i] = &out[i];
-    }
-    t->node.n_input = (size_t)n_in;
-    t->node.n_output = (size_t)n_out;
-    ss_kctx k = {.node = &t->node,
-                 .node_name = "test",
-                 .opset = opset,
-                 .n_in = n_in,
-                 .n_out = n_out,
-                 .in = in,
-                 .out = outp};
-    ss_status *st = d->infer(&k);
-    for (int i = 0; !st && i < n_out; i++) {
-        ss_tensor shape = out[i];
-        st = ss_tensor_alloc(&out[i], shape.dtype, shape.ndim, shape.dims);
-        if (!st && (d->flags & SS_OPF_ALIAS)) memcpy(out[i].data, in[0]->data, out[i].nbytes);
-    }
-    if (!st && !(d->flags & SS_OPF_ALIAS)) st = d->run(&k);
-    free(k.state);
-    return st;
-}
-
-static ss_tensor make(ss_dtype dt, int nd, const int64_t *dims, const void *data)
-{
-    static const int64_t none[1] = {0};
-    ss_tensor t = {0};
-    ss_status *st = ss_tensor_alloc(&t, dt, nd, dims ? dims : none);
-    if (st) {
-        fprintf(stderr, "alloc: %s\n", st->msg);
-        abort();
-    }
-    if (data) memcpy(t.data, data, t.nbytes);
-    return t;
+    return op_run(t, opset, n_in, in, n_out, out, NULL);
 }
 
 static ss_tensor make_i64(int n, const int64_t *v)
