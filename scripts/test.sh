@@ -58,6 +58,18 @@ else
   notes+=("fuzz-smoke: SKIPPED (SS_SKIP_FUZZ=1)")
 fi
 
+# CI keeps only the head and tail of a long log: repeat why each failing test failed, right above
+# the summary (the harness's FAIL blocks with their traceback, sanitizer reports, CTest's list).
+if ((failed > 0)); then
+  echo "=== failures"
+  for log in "$log_dir"/*.log; do
+    awk -v tag="$(basename "$log" .log)" '
+      /Grpc Error/ { next }
+      /^FAIL |==[0-9]+==ERROR|runtime error: |\*\*\*(Failed|Timeout|Exception)/ { left = 25 }
+      left > 0 { print "  " tag ": " $0; left--; shown++ }
+      shown > 200 { exit }' "$log"
+  done
+fi
 echo "=== summary"
 printf '  %s\n' "${notes[@]}"
 echo "$passed passed, $failed failed"
