@@ -163,11 +163,17 @@ def section_seed(work, rest_too):
         json.dump({"matmul": [[1, 1], [1, 8]]}, f)
     log("seed: starting serve + 8 agents, the echo server and the Python server")
     c = start_cluster("matmul", seed, 8, 1, strategy)
+    # the same 8 ranks with stage 0's inputs sent over the link to every rank (item 3: "measure both")
+    cl = start_cluster("matmul", seed, 8, 1, strategy,
+                       extra={"distributed": {"rank_size": 8, "stage_size": 1, "with_batch_dim": False,
+                                              "broadcast_inputs": False}})
     c1 = start_cluster("matmul", seed, 1, 1)
     echo, echo_addr = spawn_port([os.path.join(A.build, "bench", "bench_echo_server"), "127.0.0.1:0", "2"])
     env = dict(os.environ, OPENBLAS_NUM_THREADS="1")
     py, py_addr = spawn_port(["/usr/bin/python3", os.path.join(HERE, "bench_py_server.py"), "127.0.0.1:0", "4"], env)
-    targets = [("shardserve seed (8 ranks)", c.grpc, "grpc"), ("shardserve, 1 rank", c1.grpc, "grpc"),
+    targets = [("shardserve seed (8 ranks)", c.grpc, "grpc"),
+               ("shardserve seed (8 ranks), inputs over the link", cl.grpc, "grpc"),
+               ("shardserve, 1 rank", c1.grpc, "grpc"),
                ("bare gRPC echo (C core)", echo_addr, "grpc"), ("Python grpcio + numpy", py_addr, "grpc")]
     if rest_too:
         targets += [("shardserve seed (8 ranks), REST", c.rest, "rest"), ("shardserve, 1 rank, REST", c1.rest, "rest")]
@@ -183,6 +189,7 @@ def section_seed(work, rest_too):
         stop(echo)
         stop(py)
         c.close()
+        cl.close()
         c1.close()
     rows = []
     for conc in (1, 16):

@@ -126,7 +126,8 @@ static void every_message_type_round_trips(void)
                        .n_inputs = 2,
                        .outputs = out,
                        .n_outputs = 1,
-                       .address = "127.0.0.1:7003"};
+                       .address = "127.0.0.1:7003",
+                       .shares_inputs = true};
     roundtrip(&reg, NULL, 0);
     ss_link_msg reg_empty = {.type = SS_LINK_REGISTER};
     roundtrip(&reg_empty, NULL, 0);
@@ -166,7 +167,20 @@ static void every_message_type_round_trips(void)
                              .status_code = 1,
                              .message = "Inputs size not match"},
               ts, 8);
-    roundtrip(&(ss_link_msg){.type = SS_LINK_RESULT, .request_id = 1}, NULL, 0);
+    roundtrip(&(ss_link_msg){.type = SS_LINK_RESULT, .request_id = 1, .comm_bytes = UINT64_MAX - 1}, NULL, 0);
+    /* inputs through the comm layer: the stage root shares its tensors, the others get specs */
+    roundtrip(&(ss_link_msg){.type = SS_LINK_PREDICT, .request_id = 5, .share_inputs = true, .tensor_names = names},
+              ts, 8);
+    ss_link_spec bin[2] = {{"x", SS_DT_FLOAT32, 2, {128, 96}}, {"mask", SS_DT_BOOL, 0, {0}}};
+    roundtrip(&(ss_link_msg){.type = SS_LINK_PREDICT, .request_id = 5, .has_input_root = true, .input_root = 0,
+                             .inputs = bin, .n_inputs = 2},
+              NULL, 0);
+    roundtrip(&(ss_link_msg){.type = SS_LINK_PREDICT, .request_id = 6, .has_input_root = true, .input_root = 4095},
+              NULL, 0);
+    void *buf = NULL;
+    size_t len = 0;
+    CHECK_ERR(ss_link_encode_frame(&(ss_link_msg){.type = SS_LINK_PREDICT, .has_input_root = true}, ts, 1, &buf, &len),
+              "inputs come by broadcast but 1 tensors are given");
     for (int i = 0; i < 8; i++)
         ss_tensor_free((ss_tensor *)ts[i]);
 }
@@ -369,6 +383,29 @@ static void malformed_frames_give_clear_errors(void)
                          "nonce is 5 bytes, expected 32");
     cases[n++] =
         crafted("hello without nonce", SS_LINK_HELLO, &empty, 0, 0, 0, "HELLO without a nonce");
+    { /* PREDICT taking its inputs by broadcast (input_root = field 6, input_specs = field 7) */
+        int64_t dyn[2] = {-1, 96}, big[2] = {INT64_C(1) << 40, 96}, ok[2] = {2, 2};
+        pb h = {.n = 0};
+        pb_uint(&h, 6, 1);
+        pb d = desc("x", SS_DT_FLOAT32, dyn, 2, NULL, 0);
+        pb_sub(&h, 7, &d);
+        cases[n++] = crafted("broadcast spec with a dynamic dim", SS_LINK_PREDICT, &h, 0, 0, 0, "dynamic dim");
+        h = (pb){.n = 0};
+        pb_uint(&h, 6, 1);
+        d = desc("x", SS_DT_FLOAT32, big, 2, NULL, 0);
+        pb_sub(&h, 7, &d);
+        cases[n++] = crafted("broadcast spec over 1 GiB", SS_LINK_PREDICT, &h, 0, 0, 0, "take over 1073741824 bytes");
+        h = (pb){.n = 0};
+        pb_uint(&h, 6, 1);
+        d = desc("s", SS_DT_STRING, ok, 2, NULL, 0);
+        pb_sub(&h, 7, &d);
+        cases[n++] = crafted("broadcast of a string input", SS_LINK_PREDICT, &h, 0, 0, 0, "string inputs");
+        h = (pb){.n = 0};
+        pb_uint(&h, 6, 1);
+        d = desc("x", SS_DT_FLOAT32, ok, 2, NULL, 0);
+        pb_sub(&h, 4, &d);
+        cases[n++] = crafted("broadcast inputs and tensors", SS_LINK_PREDICT, &h, 1, 16, 16, "carries 1 tensors");
+    }
 
     for (int i = 0; i < n; i++) {
         ss_link_msg m;

@@ -79,6 +79,7 @@ static inline bool tl_msg_matches(const ss_link_msg *sent, const ss_tensor *cons
         return got->rank == sent->rank && got->rank_size == sent->rank_size &&
                got->stage == sent->stage && got->stage_size == sent->stage_size &&
                got->pid == sent->pid && got->batch_size == sent->batch_size &&
+               got->shares_inputs == sent->shares_inputs &&
                tl_str_eq(got->address, sent->address) && got->n_inputs == sent->n_inputs &&
                got->n_outputs == sent->n_outputs &&
                tl_specs_equal(got->inputs, sent->inputs, sent->n_inputs) &&
@@ -98,10 +99,15 @@ static inline bool tl_msg_matches(const ss_link_msg *sent, const ss_tensor *cons
     case SS_LINK_RESULT:
         if (got->request_id != sent->request_id || got->n_tensors != n) return false;
         if (sent->type == SS_LINK_PREDICT &&
-            (got->subgraph != sent->subgraph || got->return_result != sent->return_result))
+            (got->subgraph != sent->subgraph || got->return_result != sent->return_result ||
+             got->share_inputs != sent->share_inputs || got->has_input_root != sent->has_input_root ||
+             (sent->has_input_root &&
+              (got->input_root != sent->input_root || got->n_inputs != sent->n_inputs ||
+               !tl_specs_equal(got->inputs, sent->inputs, sent->n_inputs)))))
             return false;
         if (sent->type == SS_LINK_RESULT &&
-            (got->status_code != sent->status_code || !tl_str_eq(got->message, sent->message)))
+            (got->status_code != sent->status_code || got->comm_bytes != sent->comm_bytes ||
+             !tl_str_eq(got->message, sent->message)))
             return false;
         for (size_t i = 0; i < n; i++) {
             const char *name = sent->tensor_names ? sent->tensor_names[i] : NULL;

@@ -2,7 +2,8 @@
 """GET /metrics of a real `shardserve serve` + `shardserve agents` (tests/serving/cluster.py) after
 known traffic: every scrape parses with the strict parser (test_metrics_format.py), and the values
 match what was sent: requests by outcome, latency histograms' counts, batch sizes, in-flight
-requests back to 0, ranks up with fresh heartbeats, link bytes at least the tensor bytes moved;
+requests back to 0, ranks up with fresh heartbeats, link bytes at least the tensor bytes moved,
+collective bytes at least the inputs broadcast;
 slow requests are logged with their request_id by the worker and the agents (DEBUG); when the
 agents stop, every rank reads down."""
 
@@ -104,6 +105,12 @@ def main():
             check(sent0 >= n_ok * in_bytes, "link bytes to rank 0: %r < %d" % (sent0, n_ok * in_bytes))
             check(sent0 < n_ok * in_bytes * 1.5 + 1e6, "link bytes to rank 0: %r, too many" % sent0)
             check(recv1 >= n_ok * out_bytes, "link bytes from rank 1: %r" % recv1)
+            # rank 1 takes its inputs by rank 0's broadcast (the default), not over the link
+            sent1 = value(fams, "shardserve_link_sent_bytes_total", servable="mm", rank=1)
+            check(sent1 < n_ok * in_bytes / 4, "link bytes to rank 1: %r, the inputs went over the link" % sent1)
+            for r in (0, 1):
+                coll = value(fams, "shardserve_collective_bytes_total", servable="mm", rank=r)
+                check(coll is not None and coll >= n_ok * in_bytes, "collective bytes of rank %d: %r" % (r, coll))
             print("ok   values after %d ok and 2 invalid requests (gRPC and REST)" % n_ok)
 
             log = c.log(c.server)

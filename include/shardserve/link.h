@@ -85,6 +85,7 @@ typedef struct {
     ss_link_spec *outputs;
     size_t n_outputs;
     char *address; /* REGISTER: the agent's address; GET_META: the requester */
+    bool shares_inputs; /* REGISTER: the agent can take its inputs by broadcast (see PREDICT) */
 
     /* REGISTER_ACK */
     bool accepted;
@@ -102,6 +103,14 @@ typedef struct {
     uint32_t subgraph;   /* PREDICT */
     bool return_result;  /* PREDICT */
     int32_t status_code; /* RESULT: an ss_code, 0 = ok */
+    uint64_t comm_bytes; /* RESULT: bytes the rank moved through collectives so far */
+    /* PREDICT, inputs through the comm layer: the stage's root gets the tensors and share_inputs
+     * (broadcast them to the stage group in frame order); every other rank of the stage gets no
+     * tensors, has_input_root/input_root (a world rank) and, in inputs/n_inputs, the concrete
+     * specs of what the broadcast brings, in the same order. */
+    bool share_inputs;
+    bool has_input_root;
+    uint32_t input_root;
     /* Send: names of the tensors passed to ss_link_send (NULL = all unnamed).
      * Receive: n_tensors names and tensors, owned by the message. */
     char **tensor_names;

@@ -50,6 +50,9 @@ typedef struct {
     char name[128];
     int rank_size, stage_size;
     bool with_batch_dim;
+    /* stage 0's inputs go over the link to its first rank only, which broadcasts them to the
+     * stage through the comm layer (default); false: one link send per stage-0 rank */
+    bool broadcast_inputs;
     int n_no_batch;
     char without_batch_dim_inputs[SS_MAX_IO][128];
     int n_methods;

@@ -123,29 +123,103 @@ static ss_status *batch_size(const ss_agent_options *opt, const ss_link_spec *in
     return NULL;
 }
 
-static ss_status *execute(ss_rank *r, ss_link_msg *m, const ss_tensor **outs, int *n_outs)
+/* Buffers the inputs a broadcast brings land in; they grow to the largest request seen and are
+ * reused, so a request allocates nothing once shapes are steady. */
+typedef struct {
+    void *data[64];
+    size_t cap[64];
+} input_buffers;
+
+static void input_buffers_free(input_buffers *b)
+{
+    for (int i = 0; i < 64; i++) free(b->data[i]);
+}
+
+/* The stage's group, when inputs can reach this rank through the comm layer (more than one rank
+ * per stage and the shard tool's "stage<S>" group). */
+static const ss_comm_group *stage_group(ss_rank *r)
+{
+    const ss_rank_config *cfg = ss_rank_get_config(r);
+    char name[32];
+    snprintf(name, sizeof name, "stage%d", cfg->stage);
+    const ss_comm_group *g = ss_comm_group_find(ss_rank_comm(r), name);
+    return g && cfg->ranks_per_stage > 1 && ss_comm_group_size(g) == cfg->ranks_per_stage ? g : NULL;
+}
+
+/* The frame's inputs (its tensors, or what the stage root broadcasts) as ins[] in frame order;
+ * the root passes its tensors on to the stage group. */
+static ss_status *gather_inputs(ss_rank *r, ss_link_msg *m, input_buffers *bufs, ss_tensor *ins, const char **names,
+                                size_t *n)
+{
+    ss_comm *comm = ss_rank_comm(r);
+    if (!m->has_input_root) {
+        *n = m->n_tensors;
+        if (*n > 64) return ss_errf(SS_ERR_LIMIT, "more than 64 inputs");
+        for (size_t i = 0; i < *n; i++) {
+            ins[i] = m->tensors[i];
+            names[i] = m->tensor_names ? m->tensor_names[i] : NULL;
+        }
+        if (!m->share_inputs) return NULL;
+        const ss_comm_group *g = stage_group(r);
+        if (!g) return ss_errf(SS_ERR_INVALID, "asked to share inputs without a stage group");
+        for (size_t i = 0; i < *n; i++) {
+            if (ins[i].dtype == SS_DT_STRING) return ss_errf(SS_ERR_UNSUPPORTED, "string inputs cannot be broadcast");
+            ss_status *st = ss_comm_broadcast(comm, g, ins[i].data, ins[i].nbytes, ss_comm_rank(comm));
+            if (st) return ss_status_wrap(st, "broadcasting input '%s' to the stage", names[i] ? names[i] : "");
+        }
+        return NULL;
+    }
+    const ss_comm_group *g = stage_group(r);
+    if (!g) return ss_errf(SS_ERR_INVALID, "inputs by broadcast from rank %u, but this rank has no stage group", m->input_root);
+    *n = m->n_inputs;
+    if (*n > 64) return ss_errf(SS_ERR_LIMIT, "more than 64 inputs");
+    for (size_t i = 0; i < *n; i++) {
+        const ss_link_spec *sp = &m->inputs[i];
+        size_t bytes = ss_dtype_size(sp->dtype);
+        for (int d = 0; d < sp->ndim; d++) bytes *= (size_t)sp->dims[d]; /* checked by the link */
+        if (bytes > bufs->cap[i]) {
+            void *p = NULL;
+            if (posix_memalign(&p, 64, bytes)) return ss_errf(SS_ERR_NOMEM, "input '%s': %zu bytes", sp->name, bytes);
+            free(bufs->data[i]);
+            bufs->data[i] = p;
+            bufs->cap[i] = bytes;
+        }
+        ss_status *st = ss_tensor_borrow(&ins[i], sp->dtype, sp->ndim, sp->dims, bufs->data[i], bytes);
+        if (st) return ss_status_wrap(st, "input '%s'", sp->name);
+        names[i] = sp->name;
+        st = ss_comm_broadcast(comm, g, ins[i].data, bytes, (int)m->input_root);
+        if (st) return ss_status_wrap(st, "receiving input '%s' from rank %u", sp->name, m->input_root);
+    }
+    return NULL;
+}
+
+static ss_status *execute(ss_rank *r, ss_link_msg *m, input_buffers *bufs, const ss_tensor **outs, int *n_outs)
 {
     ss_session *s = ss_rank_session(r);
     int n_in = ss_session_num_inputs(s);
-    ss_tensor ins[64];
+    ss_tensor got[64], ins[64];
+    const char *names[64];
+    size_t n_got = 0;
     *n_outs = 0;
     if (n_in > 64) return ss_errf(SS_ERR_LIMIT, "more than 64 inputs");
-    if ((size_t)n_in != m->n_tensors)
-        return ss_errf(SS_ERR_INVALID, "Inputs size not match: the request has %zu inputs, the model %d", m->n_tensors, n_in);
+    ss_status *st = gather_inputs(r, m, bufs, got, names, &n_got);
+    if (st) return st;
+    if ((size_t)n_in != n_got)
+        return ss_errf(SS_ERR_INVALID, "Inputs size not match: the request has %zu inputs, the model %d", n_got, n_in);
     for (int i = 0; i < n_in; i++) {
         const char *want = ss_session_input(s, i)->name;
         int found = -1;
-        for (size_t k = 0; k < m->n_tensors; k++)
-            if (m->tensor_names && m->tensor_names[k] && !strcmp(m->tensor_names[k], want)) found = (int)k;
+        for (size_t k = 0; k < n_got; k++)
+            if (names[k] && !strcmp(names[k], want)) found = (int)k;
         if (found < 0) found = i; /* positional when unnamed */
-        ins[i] = m->tensors[found];
+        ins[i] = got[found];
     }
-    ss_status *st = ss_session_run(s, ins, n_in, outs);
+    st = ss_session_run(s, ins, n_in, outs);
     if (!st) *n_outs = ss_session_num_outputs(s);
     return st;
 }
 
-static ss_status *serve(ss_rank *r, agent_state *a)
+static ss_status *serve(ss_rank *r, agent_state *a, input_buffers *bufs)
 {
     const ss_rank_config *cfg = ss_rank_get_config(r);
     ss_session *s = ss_rank_session(r);
@@ -165,10 +239,11 @@ static ss_status *serve(ss_rank *r, agent_state *a)
         const ss_tensor *outs = NULL;
         int n_outs = 0;
         uint64_t t_start = ss_now_ns();
-        ss_status *st = execute(r, &p->msg, &outs, &n_outs);
+        ss_status *st = execute(r, &p->msg, bufs, &outs, &n_outs);
         uint64_t t_run = ss_now_ns();
         ss_link_msg res = {.type = SS_LINK_RESULT, .request_id = p->msg.request_id,
-                           .status_code = st ? (int32_t)st->code : 0, .message = st ? st->msg : ""};
+                           .status_code = st ? (int32_t)st->code : 0, .message = st ? st->msg : "",
+                           .comm_bytes = ss_comm_bytes(ss_rank_comm(r))};
         const ss_tensor *tp[64];
         char *names[64];
         size_t nt = 0;
@@ -227,7 +302,7 @@ ss_status *ss_agent_run(const ss_agent_options *opt)
         ss_link_msg reg = {.type = SS_LINK_REGISTER, .rank = (uint32_t)cfg->rank, .rank_size = (uint32_t)cfg->rank_size,
                            .stage = (uint32_t)cfg->stage, .stage_size = (uint32_t)cfg->stage_size, .pid = getpid(),
                            .batch_size = batch, .inputs = ins, .n_inputs = n_in, .outputs = outs, .n_outputs = n_out,
-                           .address = addr};
+                           .address = addr, .shares_inputs = stage_group(r) != NULL};
         st = ss_link_send(a.conn, &reg, NULL, 0);
         ss_link_msg ack = {0};
         if (!st) st = ss_link_recv(a.conn, 10000, &ack);
@@ -240,7 +315,9 @@ ss_status *ss_agent_run(const ss_agent_options *opt)
         SS_INFO("rank %d registered with %s", cfg->rank, opt->worker_address);
         pthread_t reader;
         pthread_create(&reader, NULL, reader_main, &a);
-        st = serve(r, &a);
+        input_buffers bufs = {0};
+        st = serve(r, &a, &bufs);
+        input_buffers_free(&bufs);
         if (!st) SS_INFO("rank %d exits: %s", cfg->rank, a.why);
         ss_link_msg bye = {.type = SS_LINK_EXIT, .message = st ? st->msg : "agent exiting"};
         ss_status_free(ss_link_send(a.conn, &bye, NULL, 0));

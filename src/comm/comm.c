@@ -197,6 +197,11 @@ ss_comm_backend ss_comm_backend_of(const ss_comm *c)
     return c->backend;
 }
 
+uint64_t ss_comm_bytes(const ss_comm *c)
+{
+    return c ? c->bytes : 0;
+}
+
 void ss_comm_set_timeout(ss_comm *c, int timeout_ms)
 {
     if (timeout_ms > 0) c->timeout_ms = timeout_ms;
@@ -276,6 +281,7 @@ ss_status *ss_comm_allreduce(ss_comm *c, const ss_comm_group *g, void *buf, ss_d
                        ss_dtype_name(dt));
     if (count && !buf) return ss_errf(SS_ERR_INVALID, "allreduce of %zu elements from NULL", count);
     if (count > SIZE_MAX / 8) return ss_errf(SS_ERR_LIMIT, "allreduce of %zu elements", count);
+    c->bytes += count * ss_dtype_size(dt);
     return leave(c, c->ops->allreduce(c, g, buf, dt, count));
 }
 
@@ -315,6 +321,7 @@ ss_status *ss_comm_allgather(ss_comm *c, const ss_comm_group *g, const ss_tensor
     for (int i = ax; i < in->ndim; i++)
         row *= (size_t)in->dims[i];
     if (numel == 0) outer = 0, row = 0;
+    c->bytes += out->nbytes;
     return leave(c, c->ops->allgather(c, g, in->data, out->data, outer, row));
 }
 
@@ -327,6 +334,7 @@ ss_status *ss_comm_broadcast(ss_comm *c, const ss_comm_group *g, void *buf, size
         return ss_errf(SS_ERR_INVALID, "broadcast root rank %d is not a member of group %s", root,
                        g->name);
     if (nbytes && !buf) return ss_errf(SS_ERR_INVALID, "broadcast of %zu bytes from NULL", nbytes);
+    c->bytes += nbytes;
     return leave(c, c->ops->broadcast(c, g, buf, nbytes, ri));
 }
 
@@ -346,6 +354,7 @@ ss_status *ss_comm_send(ss_comm *c, const ss_comm_group *g, const void *buf, siz
     if (!st) st = check_peer(c, g, peer, "send");
     if (st) return st;
     if (nbytes && !buf) return ss_errf(SS_ERR_INVALID, "send of %zu bytes from NULL", nbytes);
+    c->bytes += nbytes;
     return leave(c, c->ops->send(c, g, buf, nbytes, peer));
 }
 
@@ -355,6 +364,7 @@ ss_status *ss_comm_recv(ss_comm *c, const ss_comm_group *g, void *buf, size_t nb
     if (!st) st = check_peer(c, g, peer, "recv");
     if (st) return st;
     if (nbytes && !buf) return ss_errf(SS_ERR_INVALID, "recv of %zu bytes into NULL", nbytes);
+    c->bytes += nbytes;
     return leave(c, c->ops->recv(c, g, buf, nbytes, peer));
 }
 

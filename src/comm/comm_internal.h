@@ -43,6 +43,7 @@ struct ss_comm {
     const ss_comm_ops *ops;
     void *impl;
     ss_status *broken; /* first fatal error; later calls fail fast with it */
+    uint64_t bytes;    /* payload bytes of the operations called so far (ss_comm_bytes) */
 };
 
 /* Backends fill comm->ops and comm->impl; the group table is already built. */

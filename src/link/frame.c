@@ -282,28 +282,23 @@ static void scratch_free(pack_scratch *s)
     free(s->desc_ptrs);
 }
 
-static ss_status *fill_specs(const ss_link_msg *m, pack_scratch *s, Shardserve__Link__Register *r,
-                             const ss_link_options *opts)
+/* Pack a[0..na) then b[0..nb) into s->spec_ptrs (what = "REGISTER" or "PREDICT", for errors). */
+static ss_status *fill_specs(const ss_link_spec *a, size_t na, const ss_link_spec *b, size_t nb, pack_scratch *s,
+                             const ss_link_options *opts, const char *what)
 {
-    size_t n = m->n_inputs + m->n_outputs;
+    size_t n = na + nb;
     if (n > opts->max_tensors)
-        return ss_errf(SS_ERR_LIMIT, "REGISTER declares %zu inputs and outputs, the limit is %u", n,
+        return ss_errf(SS_ERR_LIMIT, "%s declares %zu inputs and outputs, the limit is %u", what, n,
                        opts->max_tensors);
     s->specs = calloc(n ? n : 1, sizeof *s->specs);
     s->spec_ptrs = calloc(n ? n : 1, sizeof *s->spec_ptrs);
-    if (!s->specs || !s->spec_ptrs) return ss_errf(SS_ERR_NOMEM, "REGISTER specs");
+    if (!s->specs || !s->spec_ptrs) return ss_errf(SS_ERR_NOMEM, "%s specs", what);
     for (size_t i = 0; i < n; i++) {
-        bool in = i < m->n_inputs;
-        const ss_link_spec *spec = in ? &m->inputs[i] : &m->outputs[i - m->n_inputs];
-        ss_status *st =
-            pack_spec(spec, &s->specs[i], in ? "input" : "output", in ? i : i - m->n_inputs);
+        bool in = i < na;
+        ss_status *st = pack_spec(in ? &a[i] : &b[i - na], &s->specs[i], in ? "input" : "output", in ? i : i - na);
         if (st) return st;
         s->spec_ptrs[i] = &s->specs[i];
     }
-    r->n_inputs = m->n_inputs;
-    r->inputs = s->spec_ptrs;
-    r->n_outputs = m->n_outputs;
-    r->outputs = s->spec_ptrs + m->n_inputs;
     return NULL;
 }
 
@@ -376,7 +371,12 @@ ss_status *link_pack_header(const ss_link_msg *m, const link_handshake *hs,
         h.reg.pid = m->pid;
         h.reg.batch_size = m->batch_size;
         h.reg.address = str_or_empty(m->address);
-        st = fill_specs(m, &s, &h.reg, opts);
+        h.reg.shares_inputs = m->shares_inputs;
+        st = fill_specs(m->inputs, m->n_inputs, m->outputs, m->n_outputs, &s, opts, "REGISTER");
+        h.reg.n_inputs = m->n_inputs;
+        h.reg.inputs = s.spec_ptrs;
+        h.reg.n_outputs = m->n_outputs;
+        h.reg.outputs = s.spec_ptrs ? s.spec_ptrs + m->n_inputs : NULL;
         break;
     case SS_LINK_REGISTER_ACK:
         h.reg_ack.accepted = m->accepted;
@@ -397,7 +397,15 @@ ss_status *link_pack_header(const ss_link_msg *m, const link_handshake *hs,
         h.predict.request_id = m->request_id;
         h.predict.subgraph = m->subgraph;
         h.predict.return_result = m->return_result;
-        st = fill_tensors(m, tensors, n_tensors, &s, payload_len);
+        h.predict.share_inputs = m->share_inputs;
+        h.predict.input_root = m->has_input_root ? m->input_root + 1 : 0;
+        if (m->has_input_root) {
+            if (n_tensors) st = ss_errf(SS_ERR_INVALID, "inputs come by broadcast but %zu tensors are given", n_tensors);
+            if (!st) st = fill_specs(m->inputs, m->n_inputs, NULL, 0, &s, opts, "PREDICT");
+            h.predict.n_input_specs = m->n_inputs;
+            h.predict.input_specs = s.spec_ptrs;
+        }
+        if (!st) st = fill_tensors(m, tensors, n_tensors, &s, payload_len);
         h.predict.n_tensors = n_tensors;
         h.predict.tensors = s.desc_ptrs;
         break;
@@ -405,6 +413,7 @@ ss_status *link_pack_header(const ss_link_msg *m, const link_handshake *hs,
         h.result.request_id = m->request_id;
         h.result.status_code = m->status_code;
         h.result.message = str_or_empty(m->message);
+        h.result.comm_bytes = m->comm_bytes;
         st = fill_tensors(m, tensors, n_tensors, &s, payload_len);
         h.result.n_tensors = n_tensors;
         h.result.tensors = s.desc_ptrs;
@@ -603,6 +612,7 @@ static ss_status *unpack_fields(const link_prefix *p, const any_header *h,
         m->pid = h->reg.pid;
         m->batch_size = h->reg.batch_size;
         m->address = dup_str(h->reg.address);
+        m->shares_inputs = h->reg.shares_inputs;
         if (h->reg.n_inputs + h->reg.n_outputs > opts->max_tensors)
             return ss_errf(SS_ERR_LIMIT,
                            "REGISTER declares %zu inputs and outputs, the limit is %u",
@@ -631,11 +641,40 @@ static ss_status *unpack_fields(const link_prefix *p, const any_header *h,
         m->request_id = h->predict.request_id;
         m->subgraph = h->predict.subgraph;
         m->return_result = h->predict.return_result;
+        m->share_inputs = h->predict.share_inputs;
+        if (h->predict.input_root) {
+            if (h->predict.n_tensors)
+                return ss_errf(SS_ERR_INVALID, "PREDICT takes its inputs by broadcast but carries %zu tensors",
+                               h->predict.n_tensors);
+            if (h->predict.n_input_specs > opts->max_tensors)
+                return ss_errf(SS_ERR_LIMIT, "PREDICT declares %zu inputs, the limit is %u", h->predict.n_input_specs,
+                               opts->max_tensors);
+            m->has_input_root = true;
+            m->input_root = h->predict.input_root - 1;
+            st = unpack_specs(h->predict.input_specs, h->predict.n_input_specs, "input", &m->inputs, &m->n_inputs);
+            if (st) return st;
+            uint64_t total = 0; /* what the broadcast brings must be concrete and fit in a frame */
+            for (size_t i = 0; i < m->n_inputs; i++) {
+                uint64_t bytes = 0;
+                for (int d = 0; d < m->inputs[i].ndim; d++)
+                    if (m->inputs[i].dims[d] < 0)
+                        return ss_errf(SS_ERR_INVALID, "PREDICT input %zu has a dynamic dim", i);
+                if (m->inputs[i].dtype == SS_DT_STRING)
+                    return ss_errf(SS_ERR_UNSUPPORTED, "PREDICT input %zu: string inputs cannot come by broadcast", i);
+                st = numeric_bytes(m->inputs[i].dtype, m->inputs[i].ndim, m->inputs[i].dims, &bytes);
+                if (st) return st;
+                total += bytes;
+                if (total > opts->max_frame_bytes)
+                    return ss_errf(SS_ERR_LIMIT, "PREDICT inputs by broadcast take over %llu bytes",
+                                   (unsigned long long)opts->max_frame_bytes);
+            }
+        }
         return unpack_tensors(p, h->predict.tensors, h->predict.n_tensors, m, sizes);
     case SS_LINK_RESULT:
         m->request_id = h->result.request_id;
         m->status_code = h->result.status_code;
         m->message = dup_str(h->result.message);
+        m->comm_bytes = h->result.comm_bytes;
         if (!m->message) return ss_errf(SS_ERR_NOMEM, "RESULT message");
         return unpack_tensors(p, h->result.tensors, h->result.n_tensors, m, sizes);
     case SS_LINK_EXIT:

@@ -218,6 +218,9 @@ ss_status *ss_servable_config_parse(const char *text, size_t len, const char *wh
         const cJSON *wb = cJSON_GetObjectItemCaseSensitive(d, "with_batch_dim");
         if (wb && !cJSON_IsBool(wb)) st = ss_errf(SS_ERR_INVALID, "%s: 'with_batch_dim' must be true or false", what);
         c->with_batch_dim = !wb || cJSON_IsTrue(wb);
+        const cJSON *bi = cJSON_GetObjectItemCaseSensitive(d, "broadcast_inputs");
+        if (!st && bi && !cJSON_IsBool(bi)) st = ss_errf(SS_ERR_INVALID, "%s: 'broadcast_inputs' must be true or false", what);
+        c->broadcast_inputs = !bi || cJSON_IsTrue(bi);
     }
     if (!st)
         st = name_list(cJSON_GetObjectItemCaseSensitive(d, "without_batch_dim_inputs"), what,

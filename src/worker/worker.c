@@ -84,6 +84,8 @@ typedef struct {
     int64_t pid;
     uint64_t last_seen_ns;
     uint32_t batch_size;
+    bool shares_inputs; /* can take its inputs by broadcast in its stage group */
+    uint64_t comm_bytes; /* bytes it moved through collectives (from its last RESULT) */
     ss_link_spec *inputs, *outputs;
     size_t n_inputs, n_outputs;
     /* metrics: link bytes already counted for the current connection */
@@ -159,7 +161,7 @@ static void abs_deadline(struct timespec *ts, int ms)
 
 static struct {
     ss_metric_family *requests, *total, *queue, *compute, *batch, *inflight, *queued, *rank_up, *hb_age, *sent,
-        *recv;
+        *recv, *comm;
 } fam;
 static pthread_once_t fam_once = PTHREAD_ONCE_INIT;
 
@@ -196,6 +198,10 @@ static void fam_init(void)
                                  "Bytes the worker sent to the rank's agent over the link", 3, svr, NULL, 0);
     fam.recv = ss_metrics_family(m, SS_METRIC_COUNTER, "shardserve_link_received_bytes_total",
                                  "Bytes the worker received from the rank's agent over the link", 3, svr, NULL, 0);
+    fam.comm = ss_metrics_family(m, SS_METRIC_COUNTER, "shardserve_collective_bytes_total",
+                                 "Payload bytes the rank's agent moved through collectives (allreduce, allgather, "
+                                 "broadcast, send/recv), as of its last answer",
+                                 3, svr, NULL, 0);
 }
 
 static const char *outcome_name(int64_t code)
@@ -602,6 +608,8 @@ static const char *register_agent(ss_worker *w, const ss_link_msg *m, ss_link_co
     a->alive = true;
     a->pid = m->pid;
     a->batch_size = m->batch_size;
+    a->shares_inputs = m->shares_inputs;
+    a->comm_bytes = 0;
     a->last_seen_ns = now_ns();
     copy_specs(&a->inputs, &a->n_inputs, m->inputs, m->n_inputs);
     copy_specs(&a->outputs, &a->n_outputs, m->outputs, m->n_outputs);
@@ -660,6 +668,14 @@ static job *find_job(ss_worker *w, uint64_t id)
 
 static void on_result(ss_worker *w, int rank, ss_link_msg *m)
 {
+    agent_slot *a = &w->agents[rank];
+    if (m->comm_bytes > a->comm_bytes) { /* cumulative per agent process; 0 again after a restart */
+        char rs[16];
+        snprintf(rs, sizeof rs, "%d", rank);
+        const char *v[] = {w->cfg.name, w->version_str, rs};
+        ss_metric_add(ss_metrics_series(fam.comm, v), (double)(m->comm_bytes - a->comm_bytes));
+        a->comm_bytes = m->comm_bytes;
+    }
     job *j = find_job(w, m->request_id);
     if (!j || j->pending <= 0) return; /* answered already (failed or timed out) */
     if (m->status_code != 0 && !j->failed) {
@@ -850,19 +866,48 @@ static ss_status *build_inputs(ss_worker *w, job *j, ss_tensor **ins, const char
 
 /* Called without the lock, with j->sending and w->dispatch_sending set: the job and the
  * connections in `conns` (taken under the lock) stay valid until the dispatcher clears them. */
+/* Stage 0's inputs reach its ranks through the comm layer: every stage-0 rank can take them by
+ * broadcast, the servable allows it and no input is a string. Lock held or the job's snapshot. */
+static bool inputs_by_broadcast(const ss_worker *w, ss_tensor *const *ins, int n_ins)
+{
+    int per_stage = w->cfg.rank_size / w->cfg.stage_size;
+    if (!w->cfg.broadcast_inputs || per_stage < 2) return false;
+    for (int r = 0; r < per_stage; r++)
+        if (!w->agents[r].shares_inputs) return false;
+    for (int k = 0; k < n_ins; k++)
+        if (ins[k]->dtype == SS_DT_STRING) return false;
+    return true;
+}
+
+/* Called without the lock, with j->sending and w->dispatch_sending set: the job and the
+ * connections in `conns` (taken under the lock) stay valid until the dispatcher clears them.
+ * Stage 0 gets the inputs (all of it over the link, or rank 0 over the link and the rest by
+ * rank 0's broadcast), later stages an empty request; the last rank returns the outputs. */
 static void send_job(ss_worker *w, job *j, ss_link_conn *const *conns)
 {
     ss_tensor *ins[SS_MAX_IO];
     const char *names[SS_MAX_IO];
+    ss_link_spec specs[SS_MAX_IO];
     int n_ins = 0;
     ss_status *st = build_inputs(w, j, ins, names, &n_ins); /* j->inputs exists (job_get) */
     int n = w->cfg.rank_size, per_stage = n / w->cfg.stage_size;
+    bool bcast = !st && inputs_by_broadcast(w, ins, n_ins);
+    for (int k = 0; bcast && k < n_ins; k++) {
+        specs[k] = (ss_link_spec){.name = (char *)names[k], .dtype = ins[k]->dtype, .ndim = ins[k]->ndim};
+        memcpy(specs[k].dims, ins[k]->dims, sizeof specs[k].dims[0] * (size_t)ins[k]->ndim);
+    }
     for (int r = 0; r < n && !st; r++) {
-        bool stage0 = r < per_stage;
+        bool stage0 = r < per_stage, tensors = stage0 && (!bcast || r == 0);
         ss_link_msg m = {.type = SS_LINK_PREDICT, .request_id = j->id, .return_result = r == n - 1,
-                         .tensor_names = stage0 ? (char **)names : NULL};
+                         .tensor_names = tensors ? (char **)names : NULL, .share_inputs = bcast && r == 0};
+        if (stage0 && bcast && r > 0) {
+            m.has_input_root = true;
+            m.input_root = 0;
+            m.inputs = specs;
+            m.n_inputs = (size_t)n_ins;
+        }
         ss_link_conn *c = conns[r];
-        st = c ? ss_link_send(c, &m, stage0 ? (const ss_tensor *const *)ins : NULL, stage0 ? (size_t)n_ins : 0)
+        st = c ? ss_link_send(c, &m, tensors ? (const ss_tensor *const *)ins : NULL, tensors ? (size_t)n_ins : 0)
                : ss_errf(SS_ERR_UNAVAILABLE, "rank %d is not connected", r);
         if (st) st = ss_status_wrap(st, "sending to rank %d", r);
     }

@@ -181,6 +181,49 @@ def test_without_batch_dim_inputs_and_two_servables():
         assert (Client(c.grpc, "matmul", "predict").infer({"x": ONES})[0]["y"] == -48).all()
 
 
+def test_inputs_by_broadcast_and_by_link():
+    """The same 4-rank servable twice: stage 0's inputs reach ranks 1..3 through rank 0's broadcast
+    (the default) or over the link (broadcast_inputs false). Both answer concurrent, different
+    requests right; /metrics shows where the input bytes went."""
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    from test_metrics_format import parse, value
+    with Cluster() as c:
+        bc = c.add_servable("bc", SEED, 4, 1)
+        lk = c.add_servable("lk", SEED, 4, 1, extra={"distributed": {"rank_size": 4, "stage_size": 1,
+                                                                     "with_batch_dim": False,
+                                                                     "broadcast_inputs": False}})
+        start(c, [("bc", 1, bc), ("lk", 1, lk)])
+        per_thread = 25
+
+        def worker(args):
+            name, t = args
+            cl = Client(c.grpc, name, "predict")
+            bad = 0
+            for i in range(per_thread):
+                v = float((t * per_thread + i) % 5 + 1)
+                r = cl.infer({"x": np.full((128, 96), v, np.float32)})
+                bad += not (isinstance(r, list) and (r[0]["y"] == -48 * v).all())
+            return bad
+
+        with concurrent.futures.ThreadPoolExecutor(8) as ex:
+            wrong = sum(ex.map(worker, [(n, t) for n in ("bc", "lk") for t in range(4)]))
+        assert wrong == 0, "%d wrong answers" % wrong
+        with urllib.request.urlopen("http://%s/metrics" % c.rest, timeout=10) as r:
+            fams = parse(r.read().decode())
+        n, in_bytes = 4 * per_thread, 128 * 96 * 4
+        for name in ("bc", "lk"):
+            sent0 = value(fams, "shardserve_link_sent_bytes_total", servable=name, rank=0)
+            assert sent0 >= n * in_bytes, (name, sent0)
+        for r in (1, 2, 3):
+            by_link = value(fams, "shardserve_link_sent_bytes_total", servable="lk", rank=r)
+            by_bcast = value(fams, "shardserve_link_sent_bytes_total", servable="bc", rank=r)
+            assert by_link >= n * in_bytes, ("lk", r, by_link)
+            assert by_bcast < n * in_bytes / 10, ("bc", r, by_bcast)
+            coll_bc = value(fams, "shardserve_collective_bytes_total", servable="bc", rank=r)
+            coll_lk = value(fams, "shardserve_collective_bytes_total", servable="lk", rank=r)
+            assert coll_bc - coll_lk >= n * in_bytes, (r, coll_bc, coll_lk)
+
+
 def test_many_clients():
     with Cluster() as c:
         models = c.add_servable("matmul", SEED, 4, 1)
@@ -265,7 +308,8 @@ def test_agent_loss_reports_not_ready():
 
 
 CASES = [test_seed_example_three_clients, test_errors_and_versions, test_pipeline_stage_size_2,
-         test_batching_with_batch_dim, test_without_batch_dim_inputs_and_two_servables, test_many_clients, test_startup_failures,
+         test_batching_with_batch_dim, test_without_batch_dim_inputs_and_two_servables,
+         test_inputs_by_broadcast_and_by_link, test_many_clients, test_startup_failures,
          test_agent_loss_reports_not_ready]
 
 
