@@ -24,6 +24,7 @@ TEST_PKGS=(
   python3-torch
   iproute2 procps
   openssl
+  gdb # stacks of a process a test finds hung (tests/serving/cluster.py: Cluster.stacks)
 )
 
 want=("${MAIN_PKGS[@]}")

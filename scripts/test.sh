@@ -65,9 +65,9 @@ if ((failed > 0)); then
   for log in "$log_dir"/*.log; do
     awk -v tag="$(basename "$log" .log)" '
       /Grpc Error/ { next }
-      /^FAIL |==[0-9]+==ERROR|runtime error: |\*\*\*(Failed|Timeout|Exception)/ { left = 25 }
+      /^FAIL |==[0-9]+==ERROR|runtime error: |\*\*\*(Failed|Timeout|Exception)/ { left = 80 }
       left > 0 { print "  " tag ": " $0; left--; shown++ }
-      shown > 200 { exit }' "$log"
+      shown > 400 { exit }' "$log"
   done
 fi
 echo "=== summary"

@@ -53,6 +53,9 @@ typedef struct {
     /* stage 0's inputs go over the link to its first rank only, which broadcasts them to the
      * stage through the comm layer (default); false: one link send per stage-0 rank */
     bool broadcast_inputs;
+    /* MindSpore's enable_pipeline_infer: up to stage_size + 1 batches in flight, overlapping the
+     * stages (default here); false: one batch at a time, the stages back to back */
+    bool pipeline;
     int n_no_batch;
     char without_batch_dim_inputs[SS_MAX_IO][128];
     int n_methods;

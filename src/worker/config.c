@@ -221,6 +221,9 @@ ss_status *ss_servable_config_parse(const char *text, size_t len, const char *wh
         const cJSON *bi = cJSON_GetObjectItemCaseSensitive(d, "broadcast_inputs");
         if (!st && bi && !cJSON_IsBool(bi)) st = ss_errf(SS_ERR_INVALID, "%s: 'broadcast_inputs' must be true or false", what);
         c->broadcast_inputs = !bi || cJSON_IsTrue(bi);
+        const cJSON *pi = cJSON_GetObjectItemCaseSensitive(d, "enable_pipeline_infer");
+        if (!st && pi && !cJSON_IsBool(pi)) st = ss_errf(SS_ERR_INVALID, "%s: 'enable_pipeline_infer' must be true or false", what);
+        c->pipeline = !pi || cJSON_IsTrue(pi);
     }
     if (!st)
         st = name_list(cJSON_GetObjectItemCaseSensitive(d, "without_batch_dim_inputs"), what,

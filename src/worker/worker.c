@@ -1241,7 +1241,7 @@ ss_status *ss_worker_set_add(ss_worker_set *set, const ss_worker_options *opt, s
         if (!w->conn_snapshot) free(w->agents), w->agents = NULL;
         if (!w->agents) st = ss_errf(SS_ERR_NOMEM, "out of memory");
     }
-    w->max_inflight = w->cfg.stage_size + 1;
+    w->max_inflight = w->cfg.pipeline ? w->cfg.stage_size + 1 : 1;
     ss_link_options_default(&w->link_opt);
     w->link_opt.secret = opt->secret;
     w->link_opt.secret_len = opt->secret_len;

@@ -191,7 +191,8 @@ def meth(**kw):
 def c2(**kw):
     c = cfg(2)
     for k, v in kw.items():
-        if k in ("rank_size", "stage_size", "with_batch_dim", "without_batch_dim_inputs"):
+        if k in ("rank_size", "stage_size", "with_batch_dim", "without_batch_dim_inputs", "broadcast_inputs",
+                 "enable_pipeline_infer"):
             if v is None:
                 c["distributed"].pop(k)
             else:
@@ -223,6 +224,8 @@ sv_case("rank_size_over_int", c2(rank_size=2**31))
 sv_case("stage_size_not_divisor", c2(stage_size=3))
 sv_case("stage_size_huge", '{"distributed": {"rank_size": 2, "stage_size": -1e30}, "methods": [{"name": "p", "inputs": ["x"], "outputs": ["y"]}]}')
 sv_case("with_batch_dim_string", c2(with_batch_dim="yes"))
+sv_case("broadcast_inputs_number", c2(broadcast_inputs=1), pattern="broadcast_inputs")
+sv_case("enable_pipeline_infer_string", c2(enable_pipeline_infer="true"), pattern="enable_pipeline_infer")
 sv_case("no_batch_inputs_not_list", c2(without_batch_dim_inputs="x"))
 sv_case("no_batch_inputs_dup", c2(without_batch_dim_inputs=["x", "x"]))
 sv_case("batching_not_object", c2(batching=8))

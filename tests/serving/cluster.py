@@ -103,6 +103,15 @@ class Cluster:
         with open(os.path.join(self.dir, p.logname)) as f:
             return f.read()
 
+    def stacks(self, p):
+        """Every thread's stack of a live process (gdb), for a test that finds it hung."""
+        try:
+            r = subprocess.run(["gdb", "-p", str(p.pid), "-batch", "-ex", "thread apply all bt"],
+                               capture_output=True, text=True, timeout=120)
+            return "\n".join(line for line in r.stdout.splitlines() if line.startswith(("Thread", "#")))
+        except (OSError, subprocess.TimeoutExpired) as e:
+            return "(no stacks: %s)" % e
+
     def wait_log(self, p, pattern, timeout=30):
         deadline = time.time() + timeout
         while time.time() < deadline:

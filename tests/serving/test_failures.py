@@ -7,6 +7,7 @@ restarting `shardserve serve`; nothing may be left behind. Ends with "N passed, 
 import os
 import signal
 import socket
+import subprocess
 import sys
 import threading
 import time
@@ -205,14 +206,24 @@ def test_graceful_shutdown():
         try:
             time.sleep(1.0)
             c.server.send_signal(signal.SIGTERM)
-            assert c.server.wait(timeout=20) == 0, c.log(c.server)[-3000:]
+            try:
+                rc = c.server.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                raise AssertionError("serve still runs 20 s after SIGTERM; its log:\n%s\nits threads:\n%s"
+                                     % (c.log(c.server)[-3000:], c.stacks(c.server)))
+            assert rc == 0, c.log(c.server)[-3000:]
         finally:
             load.finish()
         assert all(not t.is_alive() for t in load.threads), "a client is still waiting for an answer"
         assert any(ok for _, _, ok, _ in load.log), "no request succeeded before the shutdown"
         for _, _, ok, err in load.log:
             assert ok or err, "a request ended without a result or an error"
-        assert agents.wait(timeout=20) == 0, c.log(agents)[-3000:]
+        try:
+            rc = agents.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            raise AssertionError("the agents still run 20 s after serve stopped; their log:\n%s\nthe launcher's threads:\n%s"
+                                 % (c.log(agents)[-3000:], c.stacks(agents)))
+        assert rc == 0, c.log(agents)[-3000:]
         assert "Serving: stopped" in c.log(c.server)
     assert not leftover_shm(), leftover_shm()
 
