@@ -140,7 +140,8 @@ static void every_message_type_round_trips(void)
               NULL, 0);
     roundtrip(&(ss_link_msg){.type = SS_LINK_HEARTBEAT, .seq = 77, .sent_ns = UINT64_MAX - 5}, NULL,
               0);
-    roundtrip(&(ss_link_msg){.type = SS_LINK_HEARTBEAT_ACK, .seq = 78, .sent_ns = 1}, NULL, 0);
+    roundtrip(&(ss_link_msg){.type = SS_LINK_HEARTBEAT_ACK, .seq = 78, .sent_ns = 1, .comm_bytes = 1ull << 40}, NULL,
+              0);
     roundtrip(&(ss_link_msg){.type = SS_LINK_EXIT, .message = "worker stopping"}, NULL, 0);
 
     int64_t d23[2] = {2, 3}, d4[1] = {4}, d0[1] = {0}, d222[3] = {2, 2, 2};
@@ -173,7 +174,7 @@ static void every_message_type_round_trips(void)
               ts, 8);
     ss_link_spec bin[2] = {{"x", SS_DT_FLOAT32, 2, {128, 96}}, {"mask", SS_DT_BOOL, 0, {0}}};
     roundtrip(&(ss_link_msg){.type = SS_LINK_PREDICT, .request_id = 5, .has_input_root = true, .input_root = 0,
-                             .inputs = bin, .n_inputs = 2},
+                             .inputs = bin, .n_inputs = 2, .quiet = true},
               NULL, 0);
     roundtrip(&(ss_link_msg){.type = SS_LINK_PREDICT, .request_id = 6, .has_input_root = true, .input_root = 4095},
               NULL, 0);

@@ -103,7 +103,8 @@ typedef struct {
     uint32_t subgraph;   /* PREDICT */
     bool return_result;  /* PREDICT */
     int32_t status_code; /* RESULT: an ss_code, 0 = ok */
-    uint64_t comm_bytes; /* RESULT: bytes the rank moved through collectives so far */
+    uint64_t comm_bytes; /* RESULT, HEARTBEAT_ACK: bytes the rank moved through collectives so far */
+    bool quiet;          /* PREDICT: send a RESULT only on failure */
     /* PREDICT, inputs through the comm layer: the stage's root gets the tensors and share_inputs
      * (broadcast them to the stage group in frame order); every other rank of the stage gets no
      * tensors, has_input_root/input_root (a world rank) and, in inputs/n_inputs, the concrete

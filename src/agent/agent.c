@@ -12,6 +12,7 @@
 
 #include <errno.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -32,6 +33,7 @@ typedef struct {
     bool lost; /* closed because the worker went away or broke up the group */
     char why[512];
     int silence_ms;
+    _Atomic uint64_t comm_bytes; /* the rank's collective bytes after its last request */
 } agent_state;
 
 static void *reader_main(void *arg)
@@ -52,7 +54,8 @@ static void *reader_main(void *arg)
             return NULL;
         }
         if (m.type == SS_LINK_HEARTBEAT) {
-            ss_link_msg ack = {.type = SS_LINK_HEARTBEAT_ACK, .seq = m.seq, .sent_ns = m.sent_ns};
+            ss_link_msg ack = {.type = SS_LINK_HEARTBEAT_ACK, .seq = m.seq, .sent_ns = m.sent_ns,
+                               .comm_bytes = atomic_load(&a->comm_bytes)};
             ss_status_free(ss_link_send(a->conn, &ack, NULL, 0));
             ss_link_msg_free(&m);
             continue;
@@ -253,7 +256,9 @@ static ss_status *serve(ss_rank *r, agent_state *a, input_buffers *bufs)
                 names[nt++] = (char *)ss_session_output(s, i)->name;
             }
         res.tensor_names = names;
-        ss_status *sst = ss_link_send(a->conn, &res, tp, nt);
+        atomic_store(&a->comm_bytes, res.comm_bytes);
+        /* a quiet request is answered only when it failed */
+        ss_status *sst = st || !p->msg.quiet ? ss_link_send(a->conn, &res, tp, nt) : NULL;
         SS_DEBUG("rank %d: request_id %llu: waited %.3f ms, ran %.3f ms, answered in %.3f ms (%zu outputs)%s", cfg->rank,
                  (unsigned long long)p->msg.request_id, (double)(t_start - p->recv_ns) / 1e6,
                  (double)(t_run - t_start) / 1e6, (double)(ss_now_ns() - t_run) / 1e6, nt, st ? " failed" : "");

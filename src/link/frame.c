@@ -392,12 +392,14 @@ ss_status *link_pack_header(const ss_link_msg *m, const link_handshake *hs,
     case SS_LINK_HEARTBEAT_ACK:
         h.hb.seq = m->seq;
         h.hb.sent_ns = m->sent_ns;
+        h.hb.comm_bytes = m->comm_bytes;
         break;
     case SS_LINK_PREDICT:
         h.predict.request_id = m->request_id;
         h.predict.subgraph = m->subgraph;
         h.predict.return_result = m->return_result;
         h.predict.share_inputs = m->share_inputs;
+        h.predict.quiet = m->quiet;
         h.predict.input_root = m->has_input_root ? m->input_root + 1 : 0;
         if (m->has_input_root) {
             if (n_tensors) st = ss_errf(SS_ERR_INVALID, "inputs come by broadcast but %zu tensors are given", n_tensors);
@@ -636,12 +638,14 @@ static ss_status *unpack_fields(const link_prefix *p, const any_header *h,
     case SS_LINK_HEARTBEAT_ACK:
         m->seq = h->hb.seq;
         m->sent_ns = h->hb.sent_ns;
+        m->comm_bytes = h->hb.comm_bytes;
         return NULL;
     case SS_LINK_PREDICT:
         m->request_id = h->predict.request_id;
         m->subgraph = h->predict.subgraph;
         m->return_result = h->predict.return_result;
         m->share_inputs = h->predict.share_inputs;
+        m->quiet = h->predict.quiet;
         if (h->predict.input_root) {
             if (h->predict.n_tensors)
                 return ss_errf(SS_ERR_INVALID, "PREDICT takes its inputs by broadcast but carries %zu tensors",

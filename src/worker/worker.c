@@ -8,7 +8,10 @@
  *  - dispatcher: turns queued instances into batches and sends one PREDICT per rank, always in
  *    the same rank order from this one thread, so every rank sees requests in the same order
  *    (which is what lets stages of a pipeline overlap: stage 0 takes request n+1 while stage 1
- *    still works on request n);
+ *    still works on request n). Stage 0's inputs go to its first rank, which broadcasts them to
+ *    the stage (broadcast_inputs), or to every rank of the stage. Only the last rank answers a
+ *    request that went well (the others are "quiet": they answer only a failure), so a request
+ *    costs one RESULT frame, not one per rank;
  *  - monitor: heartbeats every agent, declares a rank gone when it stops answering, and fails
  *    requests that outlive their deadline.
  * One mutex guards the worker's state; network sends happen outside it except the dispatcher's
@@ -63,7 +66,7 @@ typedef struct job {
     uint64_t id;
     int n_tasks;
     task *tasks;
-    int pending;           /* ranks that have not answered */
+    int pending;           /* 1 until the last rank answers (or any rank fails), then 0 */
     ss_link_msg result;    /* the last rank's RESULT */
     bool failed;
     int64_t err_code;
@@ -85,7 +88,7 @@ typedef struct {
     uint64_t last_seen_ns;
     uint32_t batch_size;
     bool shares_inputs; /* can take its inputs by broadcast in its stage group */
-    uint64_t comm_bytes; /* bytes it moved through collectives (from its last RESULT) */
+    uint64_t comm_bytes; /* bytes it moved through collectives (RESULT or HEARTBEAT_ACK) */
     ss_link_spec *inputs, *outputs;
     size_t n_inputs, n_outputs;
     /* metrics: link bytes already counted for the current connection */
@@ -510,6 +513,10 @@ static void rank_gone(ss_worker *w, int rank, const char *why)
     agent_slot *a = &w->agents[rank];
     if (!a->alive) return;
     a->alive = false;
+    /* Shutting down: every rank gets its own EXIT (worker_stop); an agent that leaves first
+     * must not cut the others' links before theirs arrives (they would take the cut for a lost
+     * worker and be started again). */
+    if (w->stopping) return;
     w->ready = false;
     snprintf(w->not_ready_why, sizeof w->not_ready_why, "rank %d (pid %lld) is gone: %s", rank, (long long)a->pid, why);
     SS_ERROR("servable %s: %s", w->cfg.name, w->not_ready_why);
@@ -666,16 +673,25 @@ static job *find_job(ss_worker *w, uint64_t id)
     return NULL;
 }
 
-static void on_result(ss_worker *w, int rank, ss_link_msg *m)
+/* A rank's cumulative collective bytes (RESULT or HEARTBEAT_ACK) into the counter. Lock held. */
+static void count_comm_bytes(ss_worker *w, int rank, uint64_t bytes)
 {
     agent_slot *a = &w->agents[rank];
-    if (m->comm_bytes > a->comm_bytes) { /* cumulative per agent process; 0 again after a restart */
-        char rs[16];
-        snprintf(rs, sizeof rs, "%d", rank);
-        const char *v[] = {w->cfg.name, w->version_str, rs};
-        ss_metric_add(ss_metrics_series(fam.comm, v), (double)(m->comm_bytes - a->comm_bytes));
-        a->comm_bytes = m->comm_bytes;
-    }
+    if (bytes <= a->comm_bytes) return; /* cumulative per agent process; 0 again after a restart */
+    char rs[16];
+    snprintf(rs, sizeof rs, "%d", rank);
+    const char *v[] = {w->cfg.name, w->version_str, rs};
+    ss_metric_add(ss_metrics_series(fam.comm, v), (double)(bytes - a->comm_bytes));
+    a->comm_bytes = bytes;
+}
+
+/* Only the last rank answers a request that went well (the others are quiet: PREDICT.quiet);
+ * any rank answers a failure. Lock held. */
+static void on_result(ss_worker *w, int rank, ss_link_msg *m)
+{
+    count_comm_bytes(w, rank, m->comm_bytes);
+    bool last = rank == w->cfg.rank_size - 1;
+    if (!last && m->status_code == 0) return; /* not asked for */
     job *j = find_job(w, m->request_id);
     if (!j || j->pending <= 0) return; /* answered already (failed or timed out) */
     if (m->status_code != 0 && !j->failed) {
@@ -686,7 +702,7 @@ static void on_result(ss_worker *w, int rank, ss_link_msg *m)
         snprintf(j->err, sizeof j->err, "%sError happened on get result of rank %d: %s",
                  group_down ? "worker unavailable: " : "", rank, m->message ? m->message : "failed");
     }
-    if (rank == w->cfg.rank_size - 1 && !j->failed) {
+    if (last && !j->failed) {
         j->result = *m;
         memset(m, 0, sizeof *m); /* ownership moves to the job */
     }
@@ -709,7 +725,7 @@ static void serve_agent(ss_worker *w, ss_link_conn *c, int rank)
         bool leave = false;
         switch (m.type) {
         case SS_LINK_RESULT: on_result(w, rank, &m); break;
-        case SS_LINK_HEARTBEAT_ACK: break;
+        case SS_LINK_HEARTBEAT_ACK: count_comm_bytes(w, rank, m.comm_bytes); break;
         case SS_LINK_EXIT:
             rank_gone(w, rank, m.message && m.message[0] ? m.message : "the agent exited");
             leave = true;
@@ -899,7 +915,8 @@ static void send_job(ss_worker *w, job *j, ss_link_conn *const *conns)
     for (int r = 0; r < n && !st; r++) {
         bool stage0 = r < per_stage, tensors = stage0 && (!bcast || r == 0);
         ss_link_msg m = {.type = SS_LINK_PREDICT, .request_id = j->id, .return_result = r == n - 1,
-                         .tensor_names = tensors ? (char **)names : NULL, .share_inputs = bcast && r == 0};
+                         .quiet = r != n - 1, .tensor_names = tensors ? (char **)names : NULL,
+                         .share_inputs = bcast && r == 0};
         if (stage0 && bcast && r > 0) {
             m.has_input_root = true;
             m.input_root = 0;
@@ -958,7 +975,7 @@ static void *dispatch_main(void *arg)
             w->q_len--;
         }
         j->id = ++w->next_job_id;
-        j->pending = w->cfg.rank_size;
+        j->pending = 1; /* the last rank's answer; the others answer only when they fail */
         j->dispatch_ns = now_ns();
         j->deadline_ns = j->dispatch_ns + (uint64_t)w->opt.request_timeout_ms * 1000000ull;
         ss_metric_observe(w->m_batch, j->n_tasks);
@@ -1017,9 +1034,8 @@ static void *monitor_main(void *arg)
                 if (!j->failed) {
                     j->failed = true;
                     j->err_code = SS_SERVING_WORKER_UNAVAILABLE;
-                    snprintf(j->err, sizeof j->err, "Failed to wait for result: %d of %d ranks did not answer "
-                             "within the request timeout of %d ms", j->pending, w->cfg.rank_size,
-                             w->opt.request_timeout_ms);
+                    snprintf(j->err, sizeof j->err, "Failed to wait for result of rank %d within the request "
+                             "timeout of %d ms", w->cfg.rank_size - 1, w->opt.request_timeout_ms);
                 }
                 j->pending = 0;
             }
@@ -1332,7 +1348,7 @@ static void worker_stop(ss_worker *w)
      * a lost worker (and be started again). Their reader threads end when the agents close. */
     for (int r = 0; r < w->cfg.rank_size; r++) {
         pthread_mutex_lock(&w->mu);
-        ss_link_conn *c = w->agents[r].alive ? w->agents[r].conn : NULL;
+        ss_link_conn *c = w->agents[r].conn; /* stays open until the conn threads end below */
         worker_unlock(w);
         if (c) {
             ss_link_msg ex = {.type = SS_LINK_EXIT, .message = "the server is shutting down"};
