@@ -18,17 +18,25 @@
 #include <string.h>
 #include <unistd.h>
 
+/* A queued PREDICT. Nodes are recycled with their tensor buffers, so once shapes are steady a
+ * request's tensor bytes go straight from the socket into memory that is already there. */
 typedef struct pending {
     ss_link_msg msg;
     uint64_t recv_ns; /* taken off the link (for the request_id DEBUG log) */
     struct pending *next;
+    void *buf[64];
+    size_t cap[64];
 } pending;
+
+#define POOL_MAX 4 /* idle nodes kept */
 
 typedef struct {
     ss_link_conn *conn;
     pthread_mutex_t mu;
     pthread_cond_t cv;
     pending *head, *tail;
+    pending *pool; /* idle nodes */
+    int n_pool;
     bool closed;
     bool lost; /* closed because the worker went away or broke up the group */
     char why[512];
@@ -36,12 +44,71 @@ typedef struct {
     _Atomic uint64_t comm_bytes; /* the rank's collective bytes after its last request */
 } agent_state;
 
+static void pending_free(pending *p)
+{
+    ss_link_msg_free(&p->msg);
+    for (int i = 0; i < 64; i++) free(p->buf[i]);
+    free(p);
+}
+
+/* A node for the frame whose header is in *m, its numeric tensors pointed at the node's buffers
+ * (grown when too small); NULL when out of memory (the payload then goes to fresh memory). */
+static pending *pending_for(agent_state *a, ss_link_msg *m)
+{
+    pthread_mutex_lock(&a->mu);
+    pending *p = a->pool;
+    if (p) {
+        a->pool = p->next;
+        a->n_pool--;
+    }
+    pthread_mutex_unlock(&a->mu);
+    if (!p && !(p = calloc(1, sizeof *p))) return NULL;
+    p->next = NULL;
+    for (size_t i = 0; i < m->n_tensors && i < 64; i++) {
+        ss_tensor *t = &m->tensors[i];
+        if (t->dtype == SS_DT_STRING) continue;
+        if (t->nbytes > p->cap[i]) {
+            void *mem = NULL;
+            if (posix_memalign(&mem, 64, t->nbytes)) continue; /* this one goes to fresh memory */
+            free(p->buf[i]);
+            p->buf[i] = mem;
+            p->cap[i] = t->nbytes;
+        }
+        t->data = p->buf[i];
+        t->storage = SS_STORE_BORROWED;
+    }
+    return p;
+}
+
+/* Done with a request: its node goes back to the pool (buffers kept) or is freed. */
+static void pending_release(agent_state *a, pending *p)
+{
+    ss_link_msg_free(&p->msg); /* borrowed tensor storage stays in p->buf */
+    pthread_mutex_lock(&a->mu);
+    if (a->n_pool < POOL_MAX) {
+        p->next = a->pool;
+        a->pool = p;
+        a->n_pool++;
+        p = NULL;
+    }
+    pthread_mutex_unlock(&a->mu);
+    if (p) pending_free(p);
+}
+
 static void *reader_main(void *arg)
 {
     agent_state *a = arg;
     for (;;) {
         ss_link_msg m = {0};
-        ss_status *st = ss_link_recv(a->conn, a->silence_ms, &m);
+        pending *p = NULL;
+        ss_status *st = ss_link_recv_header(a->conn, a->silence_ms, &m);
+        if (!st && m.type == SS_LINK_PREDICT) p = pending_for(a, &m);
+        if (!st) st = ss_link_recv_payload(a->conn, &m); /* frees m on failure */
+        if (st && p) {
+            memset(&p->msg, 0, sizeof p->msg);
+            pending_release(a, p);
+            p = NULL;
+        }
         if (st) {
             pthread_mutex_lock(&a->mu);
             snprintf(a->why, sizeof a->why, "%s", st->code == SS_ERR_TIMEOUT
@@ -70,17 +137,15 @@ static void *reader_main(void *arg)
             a->lost = m.message && !strncmp(m.message, SS_EXIT_REJOIN, strlen(SS_EXIT_REJOIN));
             a->closed = true;
             ss_link_msg_free(&m);
+        } else if (m.type == SS_LINK_PREDICT && p) {
+            p->msg = m;
+            p->recv_ns = ss_now_ns();
+            if (a->tail) a->tail->next = p;
+            else a->head = p;
+            a->tail = p;
         } else if (m.type == SS_LINK_PREDICT) {
-            pending *p = calloc(1, sizeof *p);
-            if (p) {
-                p->msg = m;
-                p->recv_ns = ss_now_ns();
-                if (a->tail) a->tail->next = p;
-                else a->head = p;
-                a->tail = p;
-            } else {
-                ss_link_msg_free(&m);
-            }
+            SS_ERROR("out of memory: a PREDICT frame is dropped");
+            ss_link_msg_free(&m);
         } else {
             SS_WARN("unexpected %s frame from the worker", ss_link_type_name(m.type));
             ss_link_msg_free(&m);
@@ -264,8 +329,7 @@ static ss_status *serve(ss_rank *r, agent_state *a, input_buffers *bufs)
                  (double)(t_run - t_start) / 1e6, (double)(ss_now_ns() - t_run) / 1e6, nt, st ? " failed" : "");
         bool comm_broken = st && (st->code == SS_ERR_UNAVAILABLE || st->code == SS_ERR_TIMEOUT);
         if (st) SS_ERROR("rank %d: request %llu failed: %s", cfg->rank, (unsigned long long)p->msg.request_id, st->msg);
-        ss_link_msg_free(&p->msg);
-        free(p);
+        pending_release(a, p);
         if (comm_broken) {
             ss_status *out = ss_errf(st->code, "rank %d: a collective failed, leaving the group: %s", cfg->rank, st->msg);
             ss_status_free(st);
@@ -332,8 +396,12 @@ ss_status *ss_agent_run(const ss_agent_options *opt)
             st = ss_errf(SS_ERR_UNAVAILABLE, "rank %d: lost the worker: %s", cfg->rank, a.why);
         for (pending *p = a.head; p;) {
             pending *next = p->next;
-            ss_link_msg_free(&p->msg);
-            free(p);
+            pending_free(p);
+            p = next;
+        }
+        for (pending *p = a.pool; p;) {
+            pending *next = p->next;
+            pending_free(p);
             p = next;
         }
     }

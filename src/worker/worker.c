@@ -72,8 +72,10 @@ typedef struct job {
     int64_t err_code;
     char err[512];
     uint64_t deadline_ns;
-    ss_tensor *inputs;     /* owned batch tensors (when instances were merged) */
+    ss_tensor *inputs;     /* batch tensors (when instances were merged), borrowing in_buf */
     int n_inputs;
+    void *in_buf[SS_MAX_IO]; /* their storage, kept while the job is recycled */
+    size_t in_cap[SS_MAX_IO];
     uint64_t dispatch_ns;  /* taken off the queue */
     int tasks_cap;         /* jobs are recycled (no allocation per request): capacity of tasks */
     bool sending;          /* the dispatcher is still sending it: not reaped until it is done */
@@ -360,6 +362,7 @@ static void job_free(job *j)
 {
     ss_link_msg_free(&j->result);
     for (int i = 0; i < j->n_inputs; i++) ss_tensor_free(&j->inputs[i]);
+    for (int i = 0; i < SS_MAX_IO; i++) free(j->in_buf[i]);
     free(j->inputs);
     free(j->tasks);
     free(j);
@@ -865,8 +868,18 @@ static ss_status *build_inputs(ss_worker *w, job *j, ss_tensor **ins, const char
         int64_t dims[SS_MAX_DIMS];
         dims[0] = rows;
         for (int d = 1; d < sp->ndim; d++) dims[d] = sp->dims[d];
-        ss_tensor *t = &j->inputs[j->n_inputs];
-        ss_status *st = ss_tensor_alloc(t, sp->dtype, sp->ndim, dims);
+        int slot = j->n_inputs;
+        ss_tensor *t = &j->inputs[slot];
+        size_t bytes = ss_dtype_size(sp->dtype) * (size_t)ss_shape_numel(sp->ndim, dims);
+        if (sp->dtype == SS_DT_STRING) return ss_errf(SS_ERR_UNSUPPORTED, "batching string inputs");
+        if (bytes > j->in_cap[slot]) { /* grows to the largest batch seen, then reused */
+            void *p = NULL;
+            if (posix_memalign(&p, 64, bytes ? bytes : 64)) return ss_errf(SS_ERR_NOMEM, "batch input of %zu bytes", bytes);
+            free(j->in_buf[slot]);
+            j->in_buf[slot] = p;
+            j->in_cap[slot] = bytes;
+        }
+        ss_status *st = ss_tensor_borrow(t, sp->dtype, sp->ndim, dims, j->in_buf[slot], bytes);
         if (st) return st;
         j->n_inputs++;
         size_t per = t->nbytes / (size_t)rows;
