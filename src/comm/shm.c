@@ -16,7 +16,7 @@
  * A member's slot = two small halves (used alternately by consecutive ops that fit in one half,
  * so those need a single barrier) + one large area (chunks of large ops).
  *
- * Waiting: spin on sched_yield for at most ~200 us, then FUTEX_WAIT (shared, not private) in
+ * Waiting: spin on sched_yield for at most ~200 us (SHARDSERVE_COMM_SPIN_US), then FUTEX_WAIT (shared, not private) in
  * slices of 20 ms; between slices the ranks being waited for are checked for liveness (kill(pid,0)
  * and /proc/<pid>/stat: gone, zombie or a different start time = dead). Every wait ends by the
  * communicator's timeout. The first rank that sees a dead or late peer records the reason in the
@@ -54,7 +54,22 @@
 #define DEFAULT_SLOT (1024u * 1024u)
 #define DEFAULT_CHAN (512u * 1024u)
 #define SPIN_MAX 2000
-#define SPIN_NS 200000
+#define SPIN_NS_DEFAULT 200000
+
+/* How long a wait spins before sleeping: SHARDSERVE_COMM_SPIN_US (0..100000), default 200 us. */
+static uint64_t spin_ns(void)
+{
+    static _Atomic int64_t ns = -1;
+    int64_t v = atomic_load(&ns);
+    if (v < 0) {
+        const char *e = getenv("SHARDSERVE_COMM_SPIN_US");
+        char *end = NULL;
+        long us = e ? strtol(e, &end, 10) : -1;
+        v = e && end && !*end && us >= 0 && us <= 100000 ? (int64_t)us * 1000 : SPIN_NS_DEFAULT;
+        atomic_store(&ns, v);
+    }
+    return (uint64_t)v;
+}
 #define SLICE_NS 20000000
 #define PAGE 4096
 
@@ -386,10 +401,10 @@ static ss_status *wait_ne(ss_comm *c, _Atomic uint32_t *word, _Atomic uint32_t *
                           uint32_t old, const wait_ctx *w)
 {
     seg_hdr *h = impl(c)->hdr;
-    uint64_t t0 = ss_now_ns();
-    for (int i = 0; i < (w->long_wait ? 0 : SPIN_MAX); i++) {
+    uint64_t t0 = ss_now_ns(), spin = spin_ns();
+    for (int i = 0; i < (w->long_wait || !spin ? 0 : SPIN_MAX); i++) {
         if (atomic_load_explicit(word, memory_order_acquire) != old) return NULL;
-        if ((i & 15) == 15 && ss_now_ns() - t0 > SPIN_NS) break;
+        if ((i & 15) == 15 && ss_now_ns() - t0 > spin) break;
         sched_yield();
     }
     uint64_t deadline = t0 + (uint64_t)c->timeout_ms * 1000000u;
