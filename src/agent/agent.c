@@ -1,10 +1,16 @@
 /*
  * One serving agent: open the rank (group config + communicator + session), register with the
- * Distributed Worker, then execute PREDICTs in arrival order. A reader thread takes every frame
- * off the link, answers heartbeats at once (so a long computation never looks like a dead agent)
- * and queues PREDICTs for the executing thread. The agent exits when the worker says EXIT, when
- * the link drops or goes silent, or when a collective fails (its communicator is then broken,
- * and the launcher restarts the group).
+ * Distributed Worker, then execute PREDICTs in arrival order.
+ *
+ * Reading the link: while idle, the executing thread reads the link itself and runs a PREDICT
+ * the moment it arrives (no hand-over to another thread: each thread wake-up costs tens of
+ * microseconds when 8 ranks share 2 cores). A helper thread takes over reading only when a
+ * request has run for HANDOVER_MS, so heartbeats are answered and later requests are taken off
+ * the socket during long computations; it queues PREDICTs, and gives the link back (woken through
+ * an eventfd) as soon as the executing thread is idle again. The "read role" mutex makes sure one
+ * thread reads at a time. The agent exits when the worker says EXIT, when the link drops or goes
+ * silent, or when a collective fails (its communicator is then broken, and the launcher restarts
+ * the group).
  */
 #include "shardserve/agent.h"
 
@@ -14,8 +20,10 @@
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
+#include <poll.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/eventfd.h>
 #include <unistd.h>
 
 /* A queued PREDICT. Nodes are recycled with their tensor buffers, so once shapes are steady a
@@ -28,12 +36,18 @@ typedef struct pending {
     size_t cap[64];
 } pending;
 
-#define POOL_MAX 4 /* idle nodes kept */
+#define POOL_MAX 4      /* idle nodes kept */
+#define HANDOVER_MS 100 /* a request running this long: the helper takes over reading the link */
 
 typedef struct {
     ss_link_conn *conn;
     pthread_mutex_t mu;
     pthread_cond_t cv;
+    pthread_mutex_t rd;   /* the read role: held by whichever thread reads the link */
+    int wake_fd;          /* eventfd: the executing thread wants the link back */
+    bool busy;            /* the executing thread runs a request (since busy_ns) */
+    uint64_t busy_ns;
+    bool helper_reading;  /* the helper holds the read role */
     pending *head, *tail;
     pending *pool; /* idle nodes */
     int n_pool;
@@ -95,66 +109,110 @@ static void pending_release(agent_state *a, pending *p)
     if (p) pending_free(p);
 }
 
-static void *reader_main(void *arg)
+/* The link is gone (error, silence, or our own shutdown). Lock held. */
+static void link_lost(agent_state *a, const ss_status *st)
 {
-    agent_state *a = arg;
-    for (;;) {
-        ss_link_msg m = {0};
-        pending *p = NULL;
-        ss_status *st = ss_link_recv_header(a->conn, a->silence_ms, &m);
-        if (!st && m.type == SS_LINK_PREDICT) p = pending_for(a, &m);
-        if (!st) st = ss_link_recv_payload(a->conn, &m); /* frees m on failure */
-        if (st && p) {
-            memset(&p->msg, 0, sizeof p->msg);
-            pending_release(a, p);
-            p = NULL;
-        }
-        if (st) {
-            pthread_mutex_lock(&a->mu);
-            snprintf(a->why, sizeof a->why, "%s", st->code == SS_ERR_TIMEOUT
-                     ? "the worker has been silent for too long" : st->msg);
-            a->lost = !a->closed; /* our own shutdown also ends the read */
-            a->closed = true;
-            pthread_cond_broadcast(&a->cv);
-            pthread_mutex_unlock(&a->mu);
-            ss_status_free(st);
-            return NULL;
-        }
-        if (m.type == SS_LINK_HEARTBEAT) {
-            ss_link_msg ack = {.type = SS_LINK_HEARTBEAT_ACK, .seq = m.seq, .sent_ns = m.sent_ns,
-                               .comm_bytes = atomic_load(&a->comm_bytes)};
-            ss_status_free(ss_link_send(a->conn, &ack, NULL, 0));
-            ss_link_msg_free(&m);
-            continue;
-        }
-        if (m.type == SS_LINK_HEARTBEAT_ACK) {
-            ss_link_msg_free(&m);
-            continue;
-        }
+    snprintf(a->why, sizeof a->why, "%s",
+             st->code == SS_ERR_TIMEOUT ? "the worker has been silent for too long" : st->msg);
+    a->lost = !a->closed; /* our own shutdown also ends the read */
+    a->closed = true;
+    pthread_cond_broadcast(&a->cv);
+}
+
+/* Read one frame (the caller holds the read role) and deal with it: heartbeats are answered,
+ * EXIT and errors close the agent; a PREDICT is returned in *out (NULL otherwise). */
+static void read_frame(agent_state *a, int timeout_ms, pending **out)
+{
+    *out = NULL;
+    ss_link_msg m = {0};
+    pending *p = NULL;
+    ss_status *st = ss_link_recv_header(a->conn, timeout_ms, &m);
+    if (!st && m.type == SS_LINK_PREDICT) p = pending_for(a, &m);
+    if (!st) st = ss_link_recv_payload(a->conn, &m); /* frees m on failure */
+    if (st) {
+        if (p) pending_release(a, p);
         pthread_mutex_lock(&a->mu);
-        if (m.type == SS_LINK_EXIT) {
-            snprintf(a->why, sizeof a->why, "the worker asked to exit: %s", m.message ? m.message : "");
-            a->lost = m.message && !strncmp(m.message, SS_EXIT_REJOIN, strlen(SS_EXIT_REJOIN));
-            a->closed = true;
-            ss_link_msg_free(&m);
-        } else if (m.type == SS_LINK_PREDICT && p) {
+        link_lost(a, st);
+        pthread_mutex_unlock(&a->mu);
+        ss_status_free(st);
+        return;
+    }
+    switch (m.type) {
+    case SS_LINK_HEARTBEAT: {
+        ss_link_msg ack = {.type = SS_LINK_HEARTBEAT_ACK, .seq = m.seq, .sent_ns = m.sent_ns,
+                           .comm_bytes = atomic_load(&a->comm_bytes)};
+        ss_status_free(ss_link_send(a->conn, &ack, NULL, 0));
+        break;
+    }
+    case SS_LINK_HEARTBEAT_ACK: break;
+    case SS_LINK_EXIT:
+        pthread_mutex_lock(&a->mu);
+        snprintf(a->why, sizeof a->why, "the worker asked to exit: %s", m.message ? m.message : "");
+        a->lost = m.message && !strncmp(m.message, SS_EXIT_REJOIN, strlen(SS_EXIT_REJOIN));
+        a->closed = true;
+        pthread_cond_broadcast(&a->cv);
+        pthread_mutex_unlock(&a->mu);
+        break;
+    case SS_LINK_PREDICT:
+        if (p) {
             p->msg = m;
             p->recv_ns = ss_now_ns();
-            if (a->tail) a->tail->next = p;
-            else a->head = p;
-            a->tail = p;
-        } else if (m.type == SS_LINK_PREDICT) {
-            SS_ERROR("out of memory: a PREDICT frame is dropped");
-            ss_link_msg_free(&m);
-        } else {
-            SS_WARN("unexpected %s frame from the worker", ss_link_type_name(m.type));
-            ss_link_msg_free(&m);
+            *out = p;
+            return;
         }
-        pthread_cond_broadcast(&a->cv);
-        bool stop = a->closed;
-        pthread_mutex_unlock(&a->mu);
-        if (stop) return NULL;
+        SS_ERROR("out of memory: a PREDICT frame is dropped");
+        break;
+    default: SS_WARN("unexpected %s frame from the worker", ss_link_type_name(m.type));
     }
+    ss_link_msg_free(&m);
+}
+
+/* The helper: reads the link while a request runs longer than HANDOVER_MS, queueing what comes. */
+static void *helper_main(void *arg)
+{
+    agent_state *a = arg;
+    pthread_mutex_lock(&a->mu);
+    for (;;) {
+        while (!a->closed && !(a->busy && ss_now_ns() - a->busy_ns >= HANDOVER_MS * 1000000ull)) {
+            struct timespec ts;
+            clock_gettime(CLOCK_REALTIME, &ts);
+            ts.tv_nsec += HANDOVER_MS / 2 * 1000000L;
+            if (ts.tv_nsec >= 1000000000L) ts.tv_sec++, ts.tv_nsec -= 1000000000L;
+            pthread_cond_timedwait(&a->cv, &a->mu, &ts);
+        }
+        if (a->closed) break;
+        a->helper_reading = true;
+        pthread_mutex_unlock(&a->mu);
+        pthread_mutex_lock(&a->rd);
+        for (;;) {
+            pthread_mutex_lock(&a->mu);
+            bool stop = a->closed || !a->busy;
+            pthread_mutex_unlock(&a->mu);
+            if (stop) break;
+            struct pollfd fds[2] = {{ss_link_conn_fd(a->conn), POLLIN, 0}, {a->wake_fd, POLLIN, 0}};
+            if (poll(fds, 2, 1000) <= 0) continue;
+            if (fds[1].revents) {
+                uint64_t v;
+                ssize_t r = read(a->wake_fd, &v, sizeof v); /* drain; the loop re-checks */
+                (void)r;
+                continue;
+            }
+            pending *p = NULL;
+            read_frame(a, 0, &p); /* a frame has started: bounded by the link's stall timeout */
+            if (p) {
+                pthread_mutex_lock(&a->mu);
+                if (a->tail) a->tail->next = p;
+                else a->head = p;
+                a->tail = p;
+                pthread_mutex_unlock(&a->mu);
+            }
+        }
+        pthread_mutex_lock(&a->mu);
+        a->helper_reading = false;
+        pthread_mutex_unlock(&a->rd);
+    }
+    pthread_mutex_unlock(&a->mu);
+    return NULL;
 }
 
 static void fill_specs(ss_session *s, bool inputs, ss_link_spec *specs, size_t *n)
@@ -287,23 +345,45 @@ static ss_status *execute(ss_rank *r, ss_link_msg *m, input_buffers *bufs, const
     return st;
 }
 
+/* The next request to run: a queued one (taken off the link by the helper), or the next frame
+ * read here while idle. NULL once the agent is closed: queued requests are then not worth
+ * running (the worker has answered them already, their results could not be delivered). */
+static pending *next_request(agent_state *a)
+{
+    for (;;) {
+        pthread_mutex_lock(&a->mu);
+        pending *p = a->closed ? NULL : a->head;
+        if (p) {
+            a->head = p->next;
+            if (!a->head) a->tail = NULL;
+        }
+        bool closed = a->closed;
+        if (p) a->busy = true, a->busy_ns = ss_now_ns();
+        pthread_mutex_unlock(&a->mu);
+        if (p || closed) return p;
+        pthread_mutex_lock(&a->rd); /* waits while the helper hands the link back */
+        pthread_mutex_lock(&a->mu);
+        bool skip = a->closed || a->head; /* the helper queued something before letting go */
+        pthread_mutex_unlock(&a->mu);
+        if (!skip) read_frame(a, a->silence_ms, &p);
+        if (p) { /* busy before the read role is released: the helper must not take over yet */
+            pthread_mutex_lock(&a->mu);
+            a->busy = true;
+            a->busy_ns = ss_now_ns();
+            pthread_mutex_unlock(&a->mu);
+        }
+        pthread_mutex_unlock(&a->rd);
+        if (p) return p;
+    }
+}
+
 static ss_status *serve(ss_rank *r, agent_state *a, input_buffers *bufs)
 {
     const ss_rank_config *cfg = ss_rank_get_config(r);
     ss_session *s = ss_rank_session(r);
     for (;;) {
-        pthread_mutex_lock(&a->mu);
-        while (!a->head && !a->closed) pthread_cond_wait(&a->cv, &a->mu);
-        /* once the worker said EXIT (or went away) queued requests are not worth running: the
-         * worker has answered them already, and their results could not be delivered */
-        bool closed = a->closed;
-        pending *p = closed ? NULL : a->head;
-        if (p) {
-            a->head = p->next;
-            if (!a->head) a->tail = NULL;
-        }
-        pthread_mutex_unlock(&a->mu);
-        if (closed) return NULL;
+        pending *p = next_request(a);
+        if (!p) return NULL; /* closed */
         const ss_tensor *outs = NULL;
         int n_outs = 0;
         uint64_t t_start = ss_now_ns();
@@ -330,6 +410,15 @@ static ss_status *serve(ss_rank *r, agent_state *a, input_buffers *bufs)
         bool comm_broken = st && (st->code == SS_ERR_UNAVAILABLE || st->code == SS_ERR_TIMEOUT);
         if (st) SS_ERROR("rank %d: request %llu failed: %s", cfg->rank, (unsigned long long)p->msg.request_id, st->msg);
         pending_release(a, p);
+        pthread_mutex_lock(&a->mu);
+        a->busy = false;
+        bool wake = a->helper_reading;
+        pthread_mutex_unlock(&a->mu);
+        if (wake) { /* the helper reads the link: have it give the link back */
+            uint64_t one = 1;
+            ssize_t w = write(a->wake_fd, &one, sizeof one);
+            (void)w;
+        }
         if (comm_broken) {
             ss_status *out = ss_errf(st->code, "rank %d: a collective failed, leaving the group: %s", cfg->rank, st->msg);
             ss_status_free(st);
@@ -363,6 +452,9 @@ ss_status *ss_agent_run(const ss_agent_options *opt)
     agent_state a = {.silence_ms = opt->worker_silence_ms ? opt->worker_silence_ms : 10000};
     pthread_mutex_init(&a.mu, NULL);
     pthread_cond_init(&a.cv, NULL);
+    pthread_mutex_init(&a.rd, NULL);
+    a.wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    if (!st && a.wake_fd < 0) st = ss_errf(SS_ERR_IO, "eventfd: %s", strerror(errno));
     int connect_ms = opt->connect_timeout_ms ? opt->connect_timeout_ms : 60000;
     if (!st) st = ss_link_connect_retry(opt->worker_address, &lo, connect_ms, 500, &a.conn);
     if (!st) {
@@ -382,16 +474,23 @@ ss_status *ss_agent_run(const ss_agent_options *opt)
     }
     if (!st) {
         SS_INFO("rank %d registered with %s", cfg->rank, opt->worker_address);
-        pthread_t reader;
-        pthread_create(&reader, NULL, reader_main, &a);
+        pthread_t helper;
+        bool helper_ok = pthread_create(&helper, NULL, helper_main, &a) == 0;
         input_buffers bufs = {0};
         st = serve(r, &a, &bufs);
         input_buffers_free(&bufs);
         if (!st) SS_INFO("rank %d exits: %s", cfg->rank, a.why);
         ss_link_msg bye = {.type = SS_LINK_EXIT, .message = st ? st->msg : "agent exiting"};
         ss_status_free(ss_link_send(a.conn, &bye, NULL, 0));
+        pthread_mutex_lock(&a.mu);
+        a.closed = true; /* ends the helper (its read fails on the shutdown below, not "lost") */
+        pthread_cond_broadcast(&a.cv);
+        pthread_mutex_unlock(&a.mu);
+        uint64_t one = 1;
+        ssize_t w = write(a.wake_fd, &one, sizeof one);
+        (void)w;
         ss_link_shutdown(a.conn);
-        pthread_join(reader, NULL);
+        if (helper_ok) pthread_join(helper, NULL);
         if (!st && a.lost) /* the launcher decides whether to start the group again */
             st = ss_errf(SS_ERR_UNAVAILABLE, "rank %d: lost the worker: %s", cfg->rank, a.why);
         for (pending *p = a.head; p;) {
@@ -406,6 +505,8 @@ ss_status *ss_agent_run(const ss_agent_options *opt)
         }
     }
     ss_link_close(a.conn);
+    if (a.wake_fd >= 0) close(a.wake_fd);
+    pthread_mutex_destroy(&a.rd);
     pthread_mutex_destroy(&a.mu);
     pthread_cond_destroy(&a.cv);
     ss_rank_close(r);

@@ -1248,6 +1248,9 @@ ss_status *ss_worker_set_add(ss_worker_set *set, const ss_worker_options *opt, s
     if (!w->opt.request_timeout_ms) w->opt.request_timeout_ms = 10000;
     if (!w->opt.heartbeat_ms) w->opt.heartbeat_ms = 1000;
     if (!w->opt.heartbeat_timeout_ms) w->opt.heartbeat_timeout_ms = 5000;
+    /* a few heartbeats fit in the bound, or one late answer would look like a dead agent */
+    if (w->opt.heartbeat_ms > w->opt.heartbeat_timeout_ms / 4)
+        w->opt.heartbeat_ms = w->opt.heartbeat_timeout_ms / 4 > 50 ? w->opt.heartbeat_timeout_ms / 4 : 50;
     if (!w->opt.max_enqueued) w->opt.max_enqueued = 10000;
     w->version = opt->version ? opt->version : 1;
     pthread_mutex_init(&w->mu, NULL);

@@ -228,8 +228,60 @@ def test_graceful_shutdown():
     assert not leftover_shm(), leftover_shm()
 
 
+def slow_model(path, layers=160, dim=2048, rows=256):
+    """y = x @ I @ I ... (layers MatMuls with one shared identity weight): ~2 x rows x dim^2 x
+    layers FLOPs (172 GFLOP here, seconds on one core), 16 MB of weights."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+    w = numpy_helper.from_array(np.eye(dim, dtype=np.float32), name="I")
+    nodes, prev = [], "x"
+    for i in range(layers):
+        out = "y" if i == layers - 1 else "h%d" % i
+        nodes.append(helper.make_node("MatMul", [prev, "I"], [out], name="mm%d" % i))
+        prev = out
+    g = helper.make_graph(nodes, "slow", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [rows, dim])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [rows, dim])], initializer=[w])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)])
+    m.ir_version = 8
+    onnx.save_model(m, path)
+
+
+def test_long_requests_keep_heartbeats():
+    """Requests that run longer than the heartbeat bound: the agent's helper thread answers the
+    heartbeats and takes the next request off the link meanwhile, so nothing is declared hung and
+    both concurrent requests come back right."""
+    with Cluster() as c:
+        model = os.path.join(c.dir, "slow.onnx")
+        slow_model(model)
+        models = c.add_servable("slow", model, 1, 1)
+        table = c.write_rank_table(1)
+        c.serve([("slow", 1, table)], extra=["--heartbeat-timeout-ms", "1000", "--request-timeout-ms", "120000"])
+        c.agents(c.worker_addresses["slow"][-1], models)
+        c.wait_ready(1)
+        x = np.random.default_rng(0).uniform(-1, 1, (256, 2048)).astype(np.float32)
+        out = [None, None]
+
+        def call(i):
+            t0 = time.time()
+            r = Client(c.grpc, "slow", "predict").infer({"x": x * (i + 1)})
+            out[i] = (time.time() - t0, r)
+
+        threads = [threading.Thread(target=call, args=(i,)) for i in range(2)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=300)
+        for i, (took, r) in enumerate(out):
+            assert isinstance(r, list) and np.allclose(r[0]["y"], x * (i + 1), atol=1e-4), (i, r)
+        first = min(took for took, _ in out)
+        assert first > 1.5, "a request took %.2f s: too short to test the 1 s heartbeat bound" % first
+        assert "no heartbeat answer" not in c.log(c.server), c.log(c.server)[-2000:]
+        print("  two requests of %.1f s and %.1f s under a 1 s heartbeat bound" % tuple(t for t, _ in out))
+    assert not leftover_shm(), leftover_shm()
+
+
 CASES = [test_graceful_shutdown, test_agent_killed_under_load, test_agent_hung, test_server_killed_and_restarted,
-         test_server_killed_restart_never]
+         test_server_killed_restart_never, test_long_requests_keep_heartbeats]
 
 
 def main():
