@@ -87,6 +87,10 @@ typedef void (*ss_predict_done)(void *done_ctx, ss_predict_reply *reply);
 typedef struct {
     void *ctx;
     void (*predict)(void *ctx, ss_predict_request *req, ss_predict_done done, void *done_ctx);
+    /* Optional (NULL: no metadata): a servable's methods with their inputs' and outputs' names,
+     * dtypes and shapes as one malloc'd JSON text; version 0 = the latest. *ok is false (and the
+     * text a {"error_msg": ...}) when the servable is unknown or not ready. */
+    char *(*describe)(void *ctx, const char *servable, uint64_t version, bool *ok);
 } ss_predict_handler;
 
 /* Readiness as the health endpoints report it. */

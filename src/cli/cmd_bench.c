@@ -2,7 +2,8 @@
  * shardserve bench: load a running server the way Triton's perf_analyzer does.
  *
  *   shardserve bench --address HOST:PORT [--protocol grpc|rest] --servable S --method M
- *                    [--version N] --input NAME=FILE.npy|NAME=DTYPE[D0,D1,...] ... [--concurrency 1,4,16]
+ *                    [--version N] [--input NAME=FILE.npy|NAME=DTYPE[D0,D1,...] ...]
+ *                    [--metadata-address HOST:PORT] [--concurrency 1,4,16]
  *                    [--requests N | --duration-s S] [--warmup N] [--json]
  *
  * For each concurrency level, that many client threads send requests back to back (closed
@@ -10,12 +11,16 @@
  * client library; REST is a plain keep-alive HTTP/1.1 client over one socket per thread, so the
  * numbers measure the server, not a client library. Failed requests are counted and reported.
  * An input given as DTYPE[DIMS] (e.g. x=float32[128,96]) is generated: uniform values in [0, 1)
- * for floats, 0/1 for bool, small integers otherwise, from a fixed seed.
+ * for floats, 0/1 for bool, small integers otherwise, from a fixed seed. Without any --input,
+ * every input is generated that way from the servable's declared inputs, read from the server's
+ * REST metadata (GET /model/NAME[/version/N]) at --metadata-address (default: --address when the
+ * protocol is REST).
  */
 #define _GNU_SOURCE /* strcasestr */
 #include "cli.h"
 #include "shardserve/client.h"
 
+#include <cjson/cJSON.h>
 #include <arpa/inet.h>
 #include <errno.h>
 #include <netinet/in.h>
@@ -26,6 +31,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/time.h>
 #include <unistd.h>
 
 #define MAX_LEVELS 16
@@ -43,6 +49,7 @@ typedef struct {
     double duration_s;
     long warmup;
     bool json;
+    bool owned_inputs; /* names/files were made from the metadata (freed at the end) */
     /* prepared payloads */
     ss_client *client;
     ss_client_request *req;
@@ -236,6 +243,113 @@ static bool write_all(int fd, const char *p, size_t n)
     return true;
 }
 
+/* GET http://ADDRESS/model/SERVABLE[/version/N]: the body of a 200 answer (malloc'd), or an error
+ * with the server's error_msg. Bounded: 10 s per read, 1 MiB of answer. */
+static ss_status *http_get_metadata(const char *address, const bench_cfg *c, char **body)
+{
+    *body = NULL;
+    const char *colon = strrchr(address, ':');
+    long port = 0;
+    if (!colon || !cli_parse_int(colon + 1, 1, 65535, &port))
+        return ss_errf(SS_ERR_INVALID, "--metadata-address wants IP:PORT, got '%s'", address);
+    bench_cfg t = {.rest_port = (int)port};
+    snprintf(t.rest_host, sizeof t.rest_host, "%.*s", (int)(colon - address), address);
+    int fd = rest_connect(&t);
+    if (fd < 0) return ss_errf(SS_ERR_UNAVAILABLE, "cannot connect to %s for the servable's metadata", address);
+    struct timeval tv = {10, 0};
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    char req[512];
+    int n = c->version ? snprintf(req, sizeof req, "GET /model/%s/version/%ld HTTP/1.1\r\nHost: %s\r\nConnection: close\r\n\r\n",
+                                  c->servable, c->version, address)
+                       : snprintf(req, sizeof req, "GET /model/%s HTTP/1.1\r\nHost: %s\r\nConnection: close\r\n\r\n",
+                                  c->servable, address);
+    size_t cap = 1 << 20, len = 0;
+    char *buf = malloc(cap + 1);
+    if (!buf || n <= 0 || (size_t)n >= sizeof req || !write_all(fd, req, (size_t)n)) {
+        free(buf);
+        close(fd);
+        return ss_errf(SS_ERR_UNAVAILABLE, "cannot ask %s for the servable's metadata", address);
+    }
+    for (ssize_t r; len < cap && (r = read(fd, buf + len, cap - len)) > 0;) len += (size_t)r;
+    close(fd);
+    buf[len] = 0;
+    char *sep = strstr(buf, "\r\n\r\n");
+    int status = 0;
+    if (!sep || sscanf(buf, "HTTP/1.%*d %d", &status) != 1) {
+        free(buf);
+        return ss_errf(SS_ERR_UNAVAILABLE, "%s sent no HTTP answer for the servable's metadata", address);
+    }
+    if (status != 200) {
+        cJSON *j = cJSON_Parse(sep + 4);
+        const cJSON *msg = cJSON_GetObjectItemCaseSensitive(j, "error_msg");
+        ss_status *st = ss_errf(SS_ERR_UNAVAILABLE, "metadata of servable %s from %s: HTTP %d: %s", c->servable, address,
+                                status, cJSON_IsString(msg) ? msg->valuestring : "no error message");
+        cJSON_Delete(j);
+        free(buf);
+        return st;
+    }
+    *body = strdup(sep + 4);
+    free(buf);
+    return *body ? NULL : ss_errf(SS_ERR_NOMEM, "out of memory");
+}
+
+/* No --input: one generated input per declared input of the method (see the top comment). */
+static ss_status *inputs_from_metadata(bench_cfg *c, const char *address)
+{
+    char *text;
+    ss_status *st = http_get_metadata(address, c, &text);
+    if (st) return st;
+    cJSON *root = cJSON_Parse(text);
+    free(text);
+    const cJSON *methods = cJSON_GetObjectItemCaseSensitive(root, "methods"), *m, *found = NULL;
+    cJSON_ArrayForEach(m, methods) {
+        const cJSON *name = cJSON_GetObjectItemCaseSensitive(m, "name");
+        if (cJSON_IsString(name) && !strcmp(name->valuestring, c->method)) found = m;
+    }
+    if (!found) st = ss_errf(SS_ERR_INVALID, "servable %s has no method '%s' (metadata from %s)", c->servable, c->method, address);
+    const cJSON *in;
+    if (!st) cJSON_ArrayForEach(in, cJSON_GetObjectItemCaseSensitive(found, "inputs")) {
+        const cJSON *name = cJSON_GetObjectItemCaseSensitive(in, "name");
+        const cJSON *dtype = cJSON_GetObjectItemCaseSensitive(in, "dtype");
+        const cJSON *shape = cJSON_GetObjectItemCaseSensitive(in, "shape"), *d;
+        if (!cJSON_IsString(name) || !cJSON_IsString(dtype) || !cJSON_IsArray(shape) || c->n_inputs == MAX_INPUTS) {
+            st = ss_errf(SS_ERR_INVALID, "metadata from %s: an input without name, dtype or shape", address);
+            break;
+        }
+        char spec[512];
+        size_t len = (size_t)snprintf(spec, sizeof spec, "%s[", dtype->valuestring);
+        cJSON_ArrayForEach(d, shape) {
+            if (!cJSON_IsNumber(d) || d->valuedouble < 0) {
+                st = ss_errf(SS_ERR_INVALID, "input '%s' has a dynamic dim: give it as --input %s=DTYPE[D0,...]",
+                             name->valuestring, name->valuestring);
+                break;
+            }
+            if (len < sizeof spec) len += (size_t)snprintf(spec + len, sizeof spec - len, "%s%lld", d != shape->child ? "," : "",
+                                        (long long)d->valuedouble);
+        }
+        if (st) break;
+        if (len + 2 > sizeof spec) {
+            st = ss_errf(SS_ERR_LIMIT, "input '%s': shape too long", name->valuestring);
+            break;
+        }
+        strcat(spec, "]");
+        c->names[c->n_inputs] = strdup(name->valuestring);
+        c->files[c->n_inputs] = strdup(spec);
+        if (!c->names[c->n_inputs] || !c->files[c->n_inputs]) {
+            free(c->names[c->n_inputs]);
+            free(c->files[c->n_inputs]);
+            st = ss_errf(SS_ERR_NOMEM, "out of memory");
+            break;
+        }
+        c->owned_inputs = true;
+        c->n_inputs++;
+    }
+    if (!st && !c->n_inputs) st = ss_errf(SS_ERR_INVALID, "method '%s' declares no inputs", c->method);
+    cJSON_Delete(root);
+    return st;
+}
+
+
 /* One POST on a keep-alive connection; reads the whole reply (Content-Length). */
 static bool rest_once(bench_cfg *c, int *fd, char **buf, size_t *cap, char *err, size_t errcap)
 {
@@ -377,14 +491,18 @@ static bool run_level(bench_cfg *c, int conc, bool print)
 
 static const char bench_usage[] =
     "usage: shardserve bench --address HOST:PORT [--protocol grpc|rest] --servable NAME --method NAME\n"
-    "                        [--version N] --input NAME=FILE.npy|NAME=DTYPE[D0,D1,...] ... [--concurrency 1,4,16]\n"
-    "                        [--requests N | --duration-s S] [--warmup N] [--json]\n";
+    "                        [--version N] [--input NAME=FILE.npy|NAME=DTYPE[D0,D1,...] ...]\n"
+    "                        [--metadata-address HOST:PORT] [--concurrency 1,4,16]\n"
+    "                        [--requests N | --duration-s S] [--warmup N] [--json]\n"
+    "Without --input, inputs are generated from the servable's declared inputs, read over REST from\n"
+    "--metadata-address (default: --address with --protocol rest).\n";
 
 int cmd_bench(int argc, char **argv)
 {
     bench_cfg c = {.duration_s = 5, .warmup = 20};
     int levels[MAX_LEVELS] = {1}, n_levels = 1;
     long v;
+    const char *metadata = NULL;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         bool has = i + 1 < argc;
@@ -419,17 +537,26 @@ int cmd_bench(int argc, char **argv)
             c.duration_s = (double)v;
         } else if (!strcmp(a, "--warmup") && has) {
             if (!cli_parse_int(argv[++i], 0, 1000000, &c.warmup)) return cli_fail("bench", ss_errf(SS_ERR_INVALID, "bad --warmup"));
-        } else if (!strcmp(a, "--json")) c.json = true;
+        } else if (!strcmp(a, "--metadata-address") && has) metadata = argv[++i];
+        else if (!strcmp(a, "--json")) c.json = true;
         else {
             fprintf(stderr, "shardserve bench: unexpected argument '%s'\n%s", a, bench_usage);
             return 2;
         }
     }
-    if (!c.address || !c.servable || !c.method || !n_levels || !c.n_inputs) {
+    if (!c.address || !c.servable || !c.method || !n_levels) {
         fputs(bench_usage, stderr);
         return 2;
     }
     int rc = 0;
+    if (!c.n_inputs) {
+        if (!metadata && !c.rest)
+            return cli_fail("bench", ss_errf(SS_ERR_INVALID, "no --input: give --input NAME=FILE.npy|NAME=DTYPE[D0,...], or "
+                                                             "--metadata-address HOST:PORT (the server's REST address) to "
+                                                             "generate the servable's declared inputs"));
+        ss_status *st = inputs_from_metadata(&c, metadata ? metadata : c.address);
+        if (st) rc = cli_fail("bench", st);
+    }
     for (int i = 0; i < c.n_inputs && !rc; i++) {
         bool generated;
         ss_status *st = generate_input(c.files[i], &c.inputs[i], &generated);
@@ -476,6 +603,9 @@ int cmd_bench(int argc, char **argv)
     ss_client_close(c.client);
     ss_client_request_free(c.req);
     free(c.rest_body);
-    for (int i = 0; i < c.n_inputs; i++) ss_tensor_free(&c.inputs[i]);
+    for (int i = 0; i < c.n_inputs; i++) {
+        ss_tensor_free(&c.inputs[i]);
+        if (c.owned_inputs) free(c.names[i]), free(c.files[i]);
+    }
     return rc;
 }

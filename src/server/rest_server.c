@@ -120,6 +120,40 @@ static enum MHD_Result send_metrics(struct MHD_Connection *conn)
     return r;
 }
 
+/* GET /model/NAME[/version/N]: the servable's methods with their inputs' and outputs' names,
+ * dtypes and per-instance shapes (handler.describe); 404 unknown, 503 not ready. */
+static enum MHD_Result send_metadata(ss_rest_server *srv, struct MHD_Connection *conn, const char *path)
+{
+    char name[256];
+    uint64_t version = 0;
+    const char *slash = strchr(path, '/');
+    size_t n = slash ? (size_t)(slash - path) : strlen(path);
+    bool ok_path = n > 0 && n < sizeof name;
+    if (ok_path && slash) {
+        char *end = NULL;
+        const char *v = slash + 1;
+        ok_path = strncmp(v, "version/", 8) == 0 && v[8] >= '0' && v[8] <= '9';
+        unsigned long long parsed = ok_path ? strtoull(v + 8, &end, 10) : 0;
+        ok_path = ok_path && end && !*end && parsed <= UINT32_MAX;
+        version = parsed;
+    }
+    size_t len = 0;
+    if (!ok_path) {
+        char *err = ss_rest_error_json("metadata url is /model/NAME[/version/N]", &len);
+        return send_json(conn, MHD_HTTP_NOT_FOUND, err, len);
+    }
+    memcpy(name, path, n);
+    name[n] = 0;
+    if (!srv->handler.describe) {
+        char *err = ss_rest_error_json("this server has no model metadata", &len);
+        return send_json(conn, MHD_HTTP_NOT_FOUND, err, len);
+    }
+    bool ok = false;
+    char *text = srv->handler.describe(srv->handler.ctx, name, version, &ok);
+    unsigned status = ok ? MHD_HTTP_OK : strstr(text ? text : "", "not ready") ? MHD_HTTP_SERVICE_UNAVAILABLE : MHD_HTTP_NOT_FOUND;
+    return send_json(conn, status, text, text ? strlen(text) : 0);
+}
+
 /* ------------------------------------------------------------------ predict */
 
 static void rest_done(void *done_ctx, ss_predict_reply *reply)
@@ -271,6 +305,9 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
     }
     if (strcmp(method, MHD_HTTP_METHOD_GET) == 0 && strcmp(url, "/metrics") == 0)
         return send_metrics(conn);
+    /* GET /model/NAME:METHOD stays MindSpore's "only POST" error below */
+    if (strcmp(method, MHD_HTTP_METHOD_GET) == 0 && strncmp(url, "/model/", 7) == 0 && !strchr(url, ':'))
+        return send_metadata(srv, conn, url + 7);
     if (strcmp(method, MHD_HTTP_METHOD_POST) != 0)
         return send_error(conn, "http message only support POST right now");
     return start_predict(c, url);

@@ -644,7 +644,8 @@ static const char *register_agent(ss_worker *w, const ss_link_msg *m, ss_link_co
     return NULL;
 }
 
-static char *meta_json(const ss_worker *w)
+/* The servable's identity and layout, shared by the agents' meta and GET /model/NAME. */
+static cJSON *servable_json(const ss_worker *w)
 {
     cJSON *root = cJSON_CreateObject();
     cJSON_AddStringToObject(root, "servable", w->cfg.name);
@@ -652,6 +653,12 @@ static char *meta_json(const ss_worker *w)
     cJSON_AddNumberToObject(root, "rank_size", w->cfg.rank_size);
     cJSON_AddNumberToObject(root, "stage_size", w->cfg.stage_size);
     cJSON_AddBoolToObject(root, "with_batch_dim", w->cfg.with_batch_dim);
+    return root;
+}
+
+static char *meta_json(const ss_worker *w)
+{
+    cJSON *root = servable_json(w);
     cJSON *nb = cJSON_AddArrayToObject(root, "without_batch_dim_inputs");
     for (int i = 0; i < w->cfg.n_no_batch; i++) cJSON_AddItemToArray(nb, cJSON_CreateString(w->cfg.without_batch_dim_inputs[i]));
     cJSON *ranks = cJSON_AddArrayToObject(root, "ranks");
@@ -1221,7 +1228,86 @@ ss_worker_set *ss_worker_set_new(void)
     return s;
 }
 
-ss_predict_handler ss_worker_set_handler(ss_worker_set *set) { return (ss_predict_handler){set, set_predict}; }
+/* One instance's tensors: with a batch dim the model's first dim is the batch, not the instance's. */
+static cJSON *specs_json(const ss_worker *w, const ss_method_config *mc, bool inputs, const ss_link_spec *specs,
+                         size_t n)
+{
+    cJSON *arr = cJSON_CreateArray();
+    int count = inputs ? mc->n_inputs : mc->n_outputs;
+    for (int i = 0; arr && i < count && (size_t)i < n; i++) {
+        const char *name = inputs ? mc->inputs[i] : mc->outputs[i];
+        bool batched = w->cfg.with_batch_dim && specs[i].ndim > 0;
+        for (int b = 0; inputs && b < w->cfg.n_no_batch; b++) batched &= strcmp(w->cfg.without_batch_dim_inputs[b], name) != 0;
+        cJSON *o = cJSON_CreateObject();
+        cJSON_AddStringToObject(o, "name", name);
+        cJSON_AddStringToObject(o, "dtype", ss_dtype_name(specs[i].dtype));
+        cJSON *shape = cJSON_AddArrayToObject(o, "shape");
+        for (int d = batched; shape && d < specs[i].ndim; d++)
+            cJSON_AddItemToArray(shape, cJSON_CreateNumber((double)specs[i].dims[d]));
+        cJSON_AddItemToArray(arr, o);
+    }
+    return arr;
+}
+
+static char *error_json(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static char *error_json(const char *fmt, ...)
+{
+    char msg[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddStringToObject(o, "error_msg", msg);
+    char *text = cJSON_PrintUnformatted(o);
+    cJSON_Delete(o);
+    return text;
+}
+
+/* GET /model/NAME[/version/N]: the methods with the shapes the ranks registered (rank 0's
+ * inputs, the last rank's outputs), so clients and `shardserve bench` can build requests. */
+static char *set_describe(void *ctx, const char *servable, uint64_t version, bool *ok)
+{
+    ss_worker_set *set = ctx;
+    *ok = false;
+    pthread_mutex_lock(&set->mu);
+    ss_worker *w = find_worker(set, servable, version);
+    char *text = NULL;
+    if (!w) {
+        text = error_json("servable is not available: '%.128s' version %llu is not served", servable,
+                          (unsigned long long)version);
+    } else {
+        pthread_mutex_lock(&w->mu);
+        if (!w->ready || w->stopping) {
+            text = error_json("servable is not available: not ready (%s)",
+                              w->not_ready_why[0] ? w->not_ready_why : "waiting for agents");
+        } else {
+            cJSON *o = servable_json(w);
+            cJSON_AddNumberToObject(o, "batch_size", w->batch);
+            cJSON *methods = cJSON_AddArrayToObject(o, "methods");
+            const agent_slot *r0 = &w->agents[0], *last = &w->agents[w->cfg.rank_size - 1];
+            for (int m = 0; methods && m < w->cfg.n_methods; m++) {
+                const ss_method_config *mc = &w->cfg.methods[m];
+                cJSON *mo = cJSON_CreateObject();
+                cJSON_AddStringToObject(mo, "name", mc->name);
+                cJSON_AddItemToObject(mo, "inputs", specs_json(w, mc, true, r0->inputs, r0->n_inputs));
+                cJSON_AddItemToObject(mo, "outputs", specs_json(w, mc, false, last->outputs, last->n_outputs));
+                cJSON_AddItemToArray(methods, mo);
+            }
+            text = cJSON_PrintUnformatted(o);
+            cJSON_Delete(o);
+            *ok = text != NULL;
+        }
+        worker_unlock(w);
+    }
+    pthread_mutex_unlock(&set->mu);
+    return text;
+}
+
+ss_predict_handler ss_worker_set_handler(ss_worker_set *set)
+{
+    return (ss_predict_handler){set, set_predict, set_describe};
+}
 
 bool ss_worker_set_ready(void *ctx)
 {

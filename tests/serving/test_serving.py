@@ -10,6 +10,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.error
 import urllib.request
 
 import numpy as np
@@ -30,6 +31,14 @@ def rest_predict(c, servable, method, body, version=None):
                                  headers={"Content-Type": "application/json"})
     with urllib.request.urlopen(req, timeout=30) as r:
         return json.loads(r.read())
+
+
+def http_get(c, path):
+    try:
+        with urllib.request.urlopen("http://%s%s" % (c.rest, path), timeout=10) as r:
+            return r.status, json.loads(r.read())
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read())
 
 
 def start(c, groups_models, wait=60, extra=()):
@@ -178,6 +187,11 @@ def test_without_batch_dim_inputs_and_two_servables():
                                                    for i in range(3)])
         for i, inst in enumerate(r):
             assert np.allclose(inst["y"], 4.0 * i + b), (i, inst)
+        status, meta = http_get(c, "/model/affine")  # per-instance shapes: x and y lose the batch dim, b not
+        assert status == 200 and meta["with_batch_dim"] and meta["batch_size"] == 4, meta
+        assert meta["methods"][0]["inputs"] == [{"name": "x", "dtype": "float32", "shape": [8]},
+                                                {"name": "b", "dtype": "float32", "shape": [4]}], meta
+        assert meta["methods"][0]["outputs"] == [{"name": "y", "dtype": "float32", "shape": [4]}], meta
         assert (Client(c.grpc, "matmul", "predict").infer({"x": ONES})[0]["y"] == -48).all()
 
 
@@ -230,6 +244,42 @@ def test_inputs_by_broadcast_and_by_link():
             coll_bc = value(fams, "shardserve_collective_bytes_total", servable="bc", rank=r)
             coll_lk = value(fams, "shardserve_collective_bytes_total", servable="lk", rank=r)
             assert coll_bc - coll_lk >= n * in_bytes, (r, coll_bc, coll_lk)
+
+
+def test_metadata_and_generated_bench_inputs():
+    """GET /model/NAME[/version/N] describes each method's inputs and outputs (per-instance shapes:
+    the batch dim is left out with with_batch_dim); `shardserve bench` without --input generates
+    requests from it."""
+    with Cluster() as c:
+        seed = c.add_servable("matmul", SEED, 2, 1)
+        c.serve([("matmul", 1, c.write_rank_table(2, "rt-matmul.json"))], wait_agents=60)
+        status, body = http_get(c, "/model/matmul")
+        assert status == 503 and "not ready" in body["error_msg"], (status, body)
+        c.agents(c.worker_addresses["matmul"][0], seed)
+        c.wait_ready(1)
+        status, body = http_get(c, "/model/matmul")
+        assert status == 200, (status, body)
+        assert body["servable"] == "matmul" and body["version"] == 1 and body["rank_size"] == 2, body
+        m = body["methods"][0]
+        assert m["name"] == "predict", m
+        assert m["inputs"] == [{"name": "x", "dtype": "float32", "shape": [128, 96]}], m
+        assert m["outputs"] == [{"name": "y", "dtype": "float32", "shape": [128, 16]}], m
+        assert http_get(c, "/model/matmul/version/1")[1] == body
+        for path in ("/model/nope", "/model/matmul/version/7", "/model/matmul/version/x", "/model/"):
+            status, err = http_get(c, path)
+            assert status == 404 and err.get("error_msg"), (path, status, err)
+        r = subprocess.run([SHARDSERVE, "bench", "--address", c.grpc, "--servable", "matmul", "--method", "predict",
+                            "--metadata-address", c.rest, "--requests", "20", "--warmup", "2", "--json"],
+                           capture_output=True, text=True, timeout=120)
+        assert r.returncode == 0, r.stderr
+        res = json.loads(r.stdout.strip().splitlines()[-1])
+        assert res["failures"] == 0 and res["requests"] == 20, res
+        r = subprocess.run([SHARDSERVE, "bench", "--address", c.grpc, "--servable", "matmul", "--method", "predict"],
+                           capture_output=True, text=True, timeout=60)
+        assert r.returncode != 0 and "--metadata-address" in r.stderr, r.stderr
+        r = subprocess.run([SHARDSERVE, "bench", "--address", c.grpc, "--servable", "nope", "--method", "predict",
+                            "--metadata-address", c.rest], capture_output=True, text=True, timeout=60)
+        assert r.returncode != 0 and "HTTP 404" in r.stderr and "not served" in r.stderr, r.stderr
 
 
 def test_many_clients():
@@ -317,7 +367,7 @@ def test_agent_loss_reports_not_ready():
 
 CASES = [test_seed_example_three_clients, test_errors_and_versions, test_pipeline_stage_size_2,
          test_batching_with_batch_dim, test_without_batch_dim_inputs_and_two_servables,
-         test_inputs_by_broadcast_and_by_link, test_many_clients, test_startup_failures,
+         test_inputs_by_broadcast_and_by_link, test_metadata_and_generated_bench_inputs, test_many_clients, test_startup_failures,
          test_agent_loss_reports_not_ready]
 
 
