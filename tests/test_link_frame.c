@@ -288,6 +288,15 @@ static pb predict_with(const pb *d)
     return h;
 }
 
+/* A PREDICT header with input_root = 1 and one spec or tensor descriptor in `field`. */
+static pb by_broadcast(int field, pb d)
+{
+    pb h = {.n = 0};
+    pb_uint(&h, 6, 1);
+    pb_sub(&h, field, &d);
+    return h;
+}
+
 static void malformed_frames_give_clear_errors(void)
 {
     bad_case cases[64];
@@ -386,25 +395,13 @@ static void malformed_frames_give_clear_errors(void)
         crafted("hello without nonce", SS_LINK_HELLO, &empty, 0, 0, 0, "HELLO without a nonce");
     { /* PREDICT taking its inputs by broadcast (input_root = field 6, input_specs = field 7) */
         int64_t dyn[2] = {-1, 96}, big[2] = {INT64_C(1) << 40, 96}, ok[2] = {2, 2};
-        pb h = {.n = 0};
-        pb_uint(&h, 6, 1);
-        pb d = desc("x", SS_DT_FLOAT32, dyn, 2, NULL, 0);
-        pb_sub(&h, 7, &d);
+        pb h = by_broadcast(7, desc("x", SS_DT_FLOAT32, dyn, 2, NULL, 0));
         cases[n++] = crafted("broadcast spec with a dynamic dim", SS_LINK_PREDICT, &h, 0, 0, 0, "dynamic dim");
-        h = (pb){.n = 0};
-        pb_uint(&h, 6, 1);
-        d = desc("x", SS_DT_FLOAT32, big, 2, NULL, 0);
-        pb_sub(&h, 7, &d);
+        h = by_broadcast(7, desc("x", SS_DT_FLOAT32, big, 2, NULL, 0));
         cases[n++] = crafted("broadcast spec over 1 GiB", SS_LINK_PREDICT, &h, 0, 0, 0, "take over 1073741824 bytes");
-        h = (pb){.n = 0};
-        pb_uint(&h, 6, 1);
-        d = desc("s", SS_DT_STRING, ok, 2, NULL, 0);
-        pb_sub(&h, 7, &d);
+        h = by_broadcast(7, desc("s", SS_DT_STRING, ok, 2, NULL, 0));
         cases[n++] = crafted("broadcast of a string input", SS_LINK_PREDICT, &h, 0, 0, 0, "string inputs");
-        h = (pb){.n = 0};
-        pb_uint(&h, 6, 1);
-        d = desc("x", SS_DT_FLOAT32, ok, 2, NULL, 0);
-        pb_sub(&h, 4, &d);
+        h = by_broadcast(4, desc("x", SS_DT_FLOAT32, ok, 2, NULL, 0)); /* a tensor too */
         cases[n++] = crafted("broadcast inputs and tensors", SS_LINK_PREDICT, &h, 1, 16, 16, "carries 1 tensors");
     }
 

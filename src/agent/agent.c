@@ -65,6 +65,19 @@ static void pending_free(pending *p)
     free(p);
 }
 
+/* p's buffer i, grown to at least `bytes` (its contents are not kept); NULL when out of memory. */
+static void *pending_buffer(pending *p, size_t i, size_t bytes)
+{
+    if (bytes > p->cap[i]) {
+        void *mem = NULL;
+        if (posix_memalign(&mem, 64, bytes)) return NULL;
+        free(p->buf[i]);
+        p->buf[i] = mem;
+        p->cap[i] = bytes;
+    }
+    return p->buf[i];
+}
+
 /* A node for the frame whose header is in *m, its numeric tensors pointed at the node's buffers
  * (grown when too small); NULL when out of memory (the payload then goes to fresh memory). */
 static pending *pending_for(agent_state *a, ss_link_msg *m)
@@ -80,15 +93,9 @@ static pending *pending_for(agent_state *a, ss_link_msg *m)
     p->next = NULL;
     for (size_t i = 0; i < m->n_tensors && i < 64; i++) {
         ss_tensor *t = &m->tensors[i];
-        if (t->dtype == SS_DT_STRING) continue;
-        if (t->nbytes > p->cap[i]) {
-            void *mem = NULL;
-            if (posix_memalign(&mem, 64, t->nbytes)) continue; /* this one goes to fresh memory */
-            free(p->buf[i]);
-            p->buf[i] = mem;
-            p->cap[i] = t->nbytes;
-        }
-        t->data = p->buf[i];
+        void *mem = t->dtype == SS_DT_STRING ? NULL : pending_buffer(p, i, t->nbytes);
+        if (!mem) continue; /* this one goes to fresh memory */
+        t->data = mem;
         t->storage = SS_STORE_BORROWED;
     }
     return p;
@@ -249,18 +256,6 @@ static ss_status *batch_size(const ss_agent_options *opt, const ss_link_spec *in
     return NULL;
 }
 
-/* Buffers the inputs a broadcast brings land in; they grow to the largest request seen and are
- * reused, so a request allocates nothing once shapes are steady. */
-typedef struct {
-    void *data[64];
-    size_t cap[64];
-} input_buffers;
-
-static void input_buffers_free(input_buffers *b)
-{
-    for (int i = 0; i < 64; i++) free(b->data[i]);
-}
-
 /* The stage's group, when inputs can reach this rank through the comm layer (more than one rank
  * per stage and the shard tool's "stage<S>" group). */
 static const ss_comm_group *stage_group(ss_rank *r)
@@ -274,10 +269,11 @@ static const ss_comm_group *stage_group(ss_rank *r)
 
 /* The frame's inputs (its tensors, or what the stage root broadcasts) as ins[] in frame order;
  * the root passes its tensors on to the stage group. */
-static ss_status *gather_inputs(ss_rank *r, ss_link_msg *m, input_buffers *bufs, ss_tensor *ins, const char **names,
+static ss_status *gather_inputs(ss_rank *r, const ss_comm_group *g, pending *p, ss_tensor *ins, const char **names,
                                 size_t *n)
 {
     ss_comm *comm = ss_rank_comm(r);
+    ss_link_msg *m = &p->msg;
     if (!m->has_input_root) {
         *n = m->n_tensors;
         if (*n > 64) return ss_errf(SS_ERR_LIMIT, "more than 64 inputs");
@@ -286,7 +282,6 @@ static ss_status *gather_inputs(ss_rank *r, ss_link_msg *m, input_buffers *bufs,
             names[i] = m->tensor_names ? m->tensor_names[i] : NULL;
         }
         if (!m->share_inputs) return NULL;
-        const ss_comm_group *g = stage_group(r);
         if (!g) return ss_errf(SS_ERR_INVALID, "asked to share inputs without a stage group");
         for (size_t i = 0; i < *n; i++) {
             if (ins[i].dtype == SS_DT_STRING) return ss_errf(SS_ERR_UNSUPPORTED, "string inputs cannot be broadcast");
@@ -295,7 +290,6 @@ static ss_status *gather_inputs(ss_rank *r, ss_link_msg *m, input_buffers *bufs,
         }
         return NULL;
     }
-    const ss_comm_group *g = stage_group(r);
     if (!g) return ss_errf(SS_ERR_INVALID, "inputs by broadcast from rank %u, but this rank has no stage group", m->input_root);
     *n = m->n_inputs;
     if (*n > 64) return ss_errf(SS_ERR_LIMIT, "more than 64 inputs");
@@ -303,14 +297,9 @@ static ss_status *gather_inputs(ss_rank *r, ss_link_msg *m, input_buffers *bufs,
         const ss_link_spec *sp = &m->inputs[i];
         size_t bytes = ss_dtype_size(sp->dtype);
         for (int d = 0; d < sp->ndim; d++) bytes *= (size_t)sp->dims[d]; /* checked by the link */
-        if (bytes > bufs->cap[i]) {
-            void *p = NULL;
-            if (posix_memalign(&p, 64, bytes)) return ss_errf(SS_ERR_NOMEM, "input '%s': %zu bytes", sp->name, bytes);
-            free(bufs->data[i]);
-            bufs->data[i] = p;
-            bufs->cap[i] = bytes;
-        }
-        ss_status *st = ss_tensor_borrow(&ins[i], sp->dtype, sp->ndim, sp->dims, bufs->data[i], bytes);
+        void *mem = pending_buffer(p, i, bytes); /* the frame has no tensors: its buffers are free */
+        if (!mem) return ss_errf(SS_ERR_NOMEM, "input '%s': %zu bytes", sp->name, bytes);
+        ss_status *st = ss_tensor_borrow(&ins[i], sp->dtype, sp->ndim, sp->dims, mem, bytes);
         if (st) return ss_status_wrap(st, "input '%s'", sp->name);
         names[i] = sp->name;
         st = ss_comm_broadcast(comm, g, ins[i].data, bytes, (int)m->input_root);
@@ -319,7 +308,7 @@ static ss_status *gather_inputs(ss_rank *r, ss_link_msg *m, input_buffers *bufs,
     return NULL;
 }
 
-static ss_status *execute(ss_rank *r, ss_link_msg *m, input_buffers *bufs, const ss_tensor **outs, int *n_outs)
+static ss_status *execute(ss_rank *r, const ss_comm_group *stage, pending *p, const ss_tensor **outs, int *n_outs)
 {
     ss_session *s = ss_rank_session(r);
     int n_in = ss_session_num_inputs(s);
@@ -328,7 +317,7 @@ static ss_status *execute(ss_rank *r, ss_link_msg *m, input_buffers *bufs, const
     size_t n_got = 0;
     *n_outs = 0;
     if (n_in > 64) return ss_errf(SS_ERR_LIMIT, "more than 64 inputs");
-    ss_status *st = gather_inputs(r, m, bufs, got, names, &n_got);
+    ss_status *st = gather_inputs(r, stage, p, got, names, &n_got);
     if (st) return st;
     if ((size_t)n_in != n_got)
         return ss_errf(SS_ERR_INVALID, "Inputs size not match: the request has %zu inputs, the model %d", n_got, n_in);
@@ -377,7 +366,7 @@ static pending *next_request(agent_state *a)
     }
 }
 
-static ss_status *serve(ss_rank *r, agent_state *a, input_buffers *bufs)
+static ss_status *serve(ss_rank *r, agent_state *a, const ss_comm_group *stage)
 {
     const ss_rank_config *cfg = ss_rank_get_config(r);
     ss_session *s = ss_rank_session(r);
@@ -387,7 +376,7 @@ static ss_status *serve(ss_rank *r, agent_state *a, input_buffers *bufs)
         const ss_tensor *outs = NULL;
         int n_outs = 0;
         uint64_t t_start = ss_now_ns();
-        ss_status *st = execute(r, &p->msg, bufs, &outs, &n_outs);
+        ss_status *st = execute(r, stage, p, &outs, &n_outs);
         uint64_t t_run = ss_now_ns();
         ss_link_msg res = {.type = SS_LINK_RESULT, .request_id = p->msg.request_id,
                            .status_code = st ? (int32_t)st->code : 0, .message = st ? st->msg : "",
@@ -439,6 +428,7 @@ ss_status *ss_agent_run(const ss_agent_options *opt)
     if (st) return st;
     const ss_rank_config *cfg = ss_rank_get_config(r);
     ss_session *s = ss_rank_session(r);
+    const ss_comm_group *stage = stage_group(r); /* NULL: inputs cannot come by broadcast */
     ss_link_spec ins[64], outs[64];
     size_t n_in, n_out;
     fill_specs(s, true, ins, &n_in);
@@ -463,7 +453,7 @@ ss_status *ss_agent_run(const ss_agent_options *opt)
         ss_link_msg reg = {.type = SS_LINK_REGISTER, .rank = (uint32_t)cfg->rank, .rank_size = (uint32_t)cfg->rank_size,
                            .stage = (uint32_t)cfg->stage, .stage_size = (uint32_t)cfg->stage_size, .pid = getpid(),
                            .batch_size = batch, .inputs = ins, .n_inputs = n_in, .outputs = outs, .n_outputs = n_out,
-                           .address = addr, .shares_inputs = stage_group(r) != NULL};
+                           .address = addr, .shares_inputs = stage != NULL};
         st = ss_link_send(a.conn, &reg, NULL, 0);
         ss_link_msg ack = {0};
         if (!st) st = ss_link_recv(a.conn, 10000, &ack);
@@ -476,9 +466,7 @@ ss_status *ss_agent_run(const ss_agent_options *opt)
         SS_INFO("rank %d registered with %s", cfg->rank, opt->worker_address);
         pthread_t helper;
         bool helper_ok = pthread_create(&helper, NULL, helper_main, &a) == 0;
-        input_buffers bufs = {0};
-        st = serve(r, &a, &bufs);
-        input_buffers_free(&bufs);
+        st = serve(r, &a, stage);
         if (!st) SS_INFO("rank %d exits: %s", cfg->rank, a.why);
         ss_link_msg bye = {.type = SS_LINK_EXIT, .message = st ? st->msg : "agent exiting"};
         ss_status_free(ss_link_send(a.conn, &bye, NULL, 0));

@@ -219,10 +219,10 @@ static bool grpc_once(bench_cfg *c, char *err, size_t cap)
     return ok;
 }
 
-static int rest_connect(const bench_cfg *c)
+static int rest_connect(const char *host, int port)
 {
-    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)c->rest_port)};
-    if (inet_pton(AF_INET, c->rest_host, &sa.sin_addr) != 1) return -1;
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+    if (inet_pton(AF_INET, host, &sa.sin_addr) != 1) return -1;
     int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
     int one = 1;
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
@@ -252,9 +252,9 @@ static ss_status *http_get_metadata(const char *address, const bench_cfg *c, cha
     long port = 0;
     if (!colon || !cli_parse_int(colon + 1, 1, 65535, &port))
         return ss_errf(SS_ERR_INVALID, "--metadata-address wants IP:PORT, got '%s'", address);
-    bench_cfg t = {.rest_port = (int)port};
-    snprintf(t.rest_host, sizeof t.rest_host, "%.*s", (int)(colon - address), address);
-    int fd = rest_connect(&t);
+    char host[256];
+    snprintf(host, sizeof host, "%.*s", (int)(colon - address), address);
+    int fd = rest_connect(host, (int)port);
     if (fd < 0) return ss_errf(SS_ERR_UNAVAILABLE, "cannot connect to %s for the servable's metadata", address);
     struct timeval tv = {10, 0};
     setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
@@ -353,7 +353,7 @@ static ss_status *inputs_from_metadata(bench_cfg *c, const char *address)
 /* One POST on a keep-alive connection; reads the whole reply (Content-Length). */
 static bool rest_once(bench_cfg *c, int *fd, char **buf, size_t *cap, char *err, size_t errcap)
 {
-    if (*fd < 0 && (*fd = rest_connect(c)) < 0) {
+    if (*fd < 0 && (*fd = rest_connect(c->rest_host, c->rest_port)) < 0) {
         snprintf(err, errcap, "cannot connect to %s:%d", c->rest_host, c->rest_port);
         return false;
     }

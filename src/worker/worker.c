@@ -79,6 +79,7 @@ typedef struct job {
     uint64_t dispatch_ns;  /* taken off the queue */
     int tasks_cap;         /* jobs are recycled (no allocation per request): capacity of tasks */
     bool sending;          /* the dispatcher is still sending it: not reaped until it is done */
+    bool bcast;            /* stage 0's inputs may go by broadcast (w->bcast when dispatched) */
     struct job *next;
 } job;
 
@@ -133,6 +134,7 @@ struct ss_worker {
     size_t n_requests; /* requests with instances still queued or in flight */
     job *inflight;
     int n_inflight, max_inflight;
+    bool bcast; /* broadcast_inputs and every stage-0 rank can take its inputs that way (check_agents) */
     uint64_t next_job_id;
     pthread_t accept_tid, dispatch_tid, monitor_tid;
     conn_thread *conns;
@@ -576,6 +578,8 @@ static ss_status *check_agents(ss_worker *w)
             return ss_errf(SS_ERR_INVALID, "The outputs count %d in method '%s' not equal to the count %zu defined in model",
                            mc->n_outputs, mc->name, last->n_outputs);
     }
+    w->bcast = w->cfg.broadcast_inputs && per_stage > 1;
+    for (int r = 0; r < per_stage; r++) w->bcast = w->bcast && w->agents[r].shares_inputs;
     w->batch = w->cfg.with_batch_dim ? (int)r0->batch_size : 1;
     w->batch_dynamic = w->cfg.with_batch_dim && r0->n_inputs && r0->inputs[0].ndim > 0 && r0->inputs[0].dims[0] < 0;
     if (w->batch_dynamic) w->batch = w->cfg.max_batch_size ? w->cfg.max_batch_size : DYNAMIC_BATCH_DEFAULT;
@@ -902,14 +906,11 @@ static ss_status *build_inputs(ss_worker *w, job *j, ss_tensor **ins, const char
 
 /* Called without the lock, with j->sending and w->dispatch_sending set: the job and the
  * connections in `conns` (taken under the lock) stay valid until the dispatcher clears them. */
-/* Stage 0's inputs reach its ranks through the comm layer: every stage-0 rank can take them by
- * broadcast, the servable allows it and no input is a string. Lock held or the job's snapshot. */
-static bool inputs_by_broadcast(const ss_worker *w, ss_tensor *const *ins, int n_ins)
+/* Stage 0's inputs reach its ranks through the comm layer when the job may (j->bcast, taken
+ * under the lock) and no input is a string. */
+static bool inputs_by_broadcast(const job *j, ss_tensor *const *ins, int n_ins)
 {
-    int per_stage = w->cfg.rank_size / w->cfg.stage_size;
-    if (!w->cfg.broadcast_inputs || per_stage < 2) return false;
-    for (int r = 0; r < per_stage; r++)
-        if (!w->agents[r].shares_inputs) return false;
+    if (!j->bcast) return false;
     for (int k = 0; k < n_ins; k++)
         if (ins[k]->dtype == SS_DT_STRING) return false;
     return true;
@@ -927,7 +928,7 @@ static void send_job(ss_worker *w, job *j, ss_link_conn *const *conns)
     int n_ins = 0;
     ss_status *st = build_inputs(w, j, ins, names, &n_ins); /* j->inputs exists (job_get) */
     int n = w->cfg.rank_size, per_stage = n / w->cfg.stage_size;
-    bool bcast = !st && inputs_by_broadcast(w, ins, n_ins);
+    bool bcast = !st && inputs_by_broadcast(j, ins, n_ins);
     for (int k = 0; bcast && k < n_ins; k++) {
         specs[k] = (ss_link_spec){.name = (char *)names[k], .dtype = ins[k]->dtype, .ndim = ins[k]->ndim};
         memcpy(specs[k].dims, ins[k]->dims, sizeof specs[k].dims[0] * (size_t)ins[k]->ndim);
@@ -995,6 +996,7 @@ static void *dispatch_main(void *arg)
             w->q_len--;
         }
         j->id = ++w->next_job_id;
+        j->bcast = w->bcast;
         j->pending = 1; /* the last rank's answer; the others answer only when they fail */
         j->dispatch_ns = now_ns();
         j->deadline_ns = j->dispatch_ns + (uint64_t)w->opt.request_timeout_ms * 1000000ull;
