@@ -1,17 +1,22 @@
 /*
- * serving: the module-neutral data model of one predict call, shared by the client-facing front
- * ends (gRPC, REST) and whoever answers requests (the Distributed Worker, or a test handler).
+ * serving: the protocol-neutral contract between the client-facing front ends (MindSpore gRPC and
+ * REST today; any later codec) and whoever answers requests (the Distributed Worker, or a test
+ * handler). Front ends are codecs: they decode a request into an ss_predict_request, hand it to
+ * an ss_predict_handler, and encode the ss_predict_reply they get back. Nothing here knows a
+ * wire format.
  *
- * - A request names a servable, a method and a version (0 = latest) and carries instances; an
- *   instance is a list of (name, tensor) items. String and bytes values are SS_DT_STRING tensors
- *   holding exactly one element; `is_bytes` tells MindSpore's MS_BYTES from MS_STRING.
+ * - A request names a servable, a method and a version (0 = the latest running one) and carries
+ *   instances; an instance is a list of (name, tensor) items. String and bytes values are
+ *   SS_DT_STRING tensors holding exactly one element; `is_bytes` tells MindSpore's MS_BYTES from
+ *   MS_STRING.
  * - A reply carries one instance of outputs per request instance plus error entries, with
  *   MindSpore Serving's codes and its rules for collapsing per-instance errors
  *   (ss_predict_reply_collapse).
- * - The front ends validate the tensor encoding and the instance count before a request reaches
- *   the handler, so a handler only sees well-formed tensors; checking the input names against a
- *   method's signature needs the signature, so the handler does it with
- *   ss_predict_request_check_inputs, which produces MindSpore's error text.
+ * - The registry (ss_serving) knows every servable -> version -> method with its input and output
+ *   specs and readiness. Its handler resolves a request's version, checks it against the method
+ *   with MindSpore's rules and texts (ss_serving_check_instance is the one home of those rules),
+ *   and only then gives it to the version's backend. A backend (the worker) therefore only ever
+ *   sees requests that fit its published signature.
  *
  * Ownership: everything reachable from a request or reply is heap-owned by it and freed by
  * ss_predict_request_free / ss_predict_reply_free.
@@ -76,6 +81,8 @@ typedef struct {
     size_t error_count;
 } ss_predict_reply;
 
+typedef struct ss_serving_signature ss_serving_signature;
+
 /* Called exactly once per request, from any thread, with a reply the callee takes ownership of. */
 typedef void (*ss_predict_done)(void *done_ctx, ss_predict_reply *reply);
 
@@ -87,11 +94,15 @@ typedef void (*ss_predict_done)(void *done_ctx, ss_predict_reply *reply);
 typedef struct {
     void *ctx;
     void (*predict)(void *ctx, ss_predict_request *req, ss_predict_done done, void *done_ctx);
-    /* Optional (NULL: no metadata): a servable's methods with their inputs' and outputs' names,
-     * dtypes and shapes as one malloc'd JSON text; version 0 = the latest. *ok is false (and the
-     * text a {"error_msg": ...}) when the servable is unknown or not ready. */
-    char *(*describe)(void *ctx, const char *servable, uint64_t version, bool *ok);
+    /* Optional (NULL: no metadata): a servable version's signature (version 0 = the latest
+     * running one). On SS_DESCRIBE_OK *out is a copy the caller frees with
+     * ss_serving_signature_free; otherwise `why` says what is wrong. */
+    int (*describe)(void *ctx, const char *servable, uint64_t version,
+                    ss_serving_signature **out, char *why, size_t why_cap);
 } ss_predict_handler;
+
+/* describe() results: front ends map them onto their protocol's status (REST: 200/404/503). */
+enum { SS_DESCRIBE_OK = 0, SS_DESCRIBE_NOT_FOUND = 1, SS_DESCRIBE_NOT_READY = 2 };
 
 /* Readiness as the health endpoints report it. */
 typedef bool (*ss_ready_fn)(void *ctx);
@@ -150,6 +161,96 @@ ss_predict_reply *ss_predict_request_check_inputs(const ss_predict_request *req,
 
 /* Names travel as protobuf strings and JSON keys, both UTF-8 by definition. */
 bool ss_serving_utf8_valid(const char *s, size_t len);
+
+/* MindSpore's C++ type names ("kMSI_Float32"), as its error texts spell them. */
+const char *ss_serving_ms_dtype_name(ss_dtype dt);
+
+/* ------------------------------------------------------------------ signatures */
+
+/* One input or output of a method as a client sees it: per-instance shape when batched (the
+ * model's leading batch dim removed), the model's whole shape otherwise; -1 = any size. */
+typedef struct {
+    char *name;
+    ss_dtype dtype;
+    bool batched; /* the model takes this tensor with a batch dim in front */
+    int ndim;
+    int64_t dims[SS_MAX_DIMS];
+} ss_serving_tensor_spec;
+
+typedef struct {
+    char *name;
+    ss_serving_tensor_spec *inputs, *outputs;
+    size_t n_inputs, n_outputs;
+} ss_serving_method;
+
+/* What a running servable version accepts and how it is laid out. */
+struct ss_serving_signature {
+    char *servable;
+    uint64_t version;
+    ss_serving_method *methods;
+    size_t n_methods;
+    int batch_size; /* instances per model call */
+    bool with_batch_dim;
+    int rank_size, stage_size; /* 1/1 for a model that is not distributed */
+};
+
+ss_serving_signature *ss_serving_signature_copy(const ss_serving_signature *sig);
+void ss_serving_signature_free(ss_serving_signature *sig);
+/* Free what a signature owns (for one built on the stack or embedded in a struct). */
+void ss_serving_signature_clear(ss_serving_signature *sig);
+const ss_serving_method *ss_serving_signature_method(const ss_serving_signature *sig,
+                                                     const char *name);
+
+/*
+ * MindSpore's per-instance checks of one instance against a method, in MindSpore's order: the
+ * byte size first, then the dtype ("Given model input K size N not match the size M defined in
+ * model" / "... data type X not match the data type Y defined in model"). An input the model
+ * takes whole (not batched) whose byte size is right is reshaped in place to the model's shape,
+ * as MindSpore copies the bytes into the model's tensor. Returns false with `why` filled.
+ * Input names were checked before (ss_predict_request_check_inputs).
+ */
+bool ss_serving_check_instance(const ss_serving_method *m, ss_serving_instance *inst, char *why,
+                               size_t cap);
+
+/* ------------------------------------------------------------------ the registry */
+
+typedef struct ss_serving ss_serving;
+typedef struct ss_serving_entry ss_serving_entry;
+
+/*
+ * A servable version's implementation. submit() gets a request that passed every check of the
+ * method `method` (an index into the published signature's methods) and a reply with one
+ * instance per request instance, some possibly already failed (invalid inputs): the backend
+ * fills the others and calls done(done_ctx, reply) exactly once, from any thread. It must return
+ * promptly.
+ */
+typedef struct {
+    void *ctx;
+    void (*submit)(void *ctx, ss_predict_request *req, size_t method, ss_predict_reply *reply,
+                   ss_predict_done done, void *done_ctx);
+} ss_serving_backend;
+
+ss_serving *ss_serving_new(void);
+/* Every entry must have been removed (its backend stopped) before. NULL is fine. */
+void ss_serving_free(ss_serving *s);
+/* Declare a servable version (not ready until ss_serving_publish). */
+ss_status *ss_serving_add(ss_serving *s, const char *servable, uint64_t version,
+                          ss_serving_backend backend, ss_serving_entry **out);
+/* Forget an entry: no new request reaches its backend once this returns. */
+void ss_serving_remove(ss_serving *s, ss_serving_entry *e);
+/* The version is ready with this signature (copied) / no longer ready, and why. Any thread. */
+ss_status *ss_serving_publish(ss_serving_entry *e, const ss_serving_signature *sig);
+void ss_serving_withdraw(ss_serving_entry *e, const char *why);
+/* The handler front ends use: version resolution, MindSpore's checks, then the backend. */
+ss_predict_handler ss_serving_handler(ss_serving *s);
+/* Told of every request the registry answers itself (unknown servable or method, missing inputs,
+ * not ready): the resolved servable and version ("" and 0 when unknown), the method ("" when
+ * unknown) and the code. For metrics; called on the front end's thread. */
+typedef void (*ss_serving_reject_fn)(void *ctx, const char *servable, uint64_t version,
+                                     const char *method, int64_t code);
+void ss_serving_on_reject(ss_serving *s, ss_serving_reject_fn fn, void *ctx);
+/* Readiness as /health/ready reports it: at least one version, and every version ready. */
+bool ss_serving_ready(void *serving);
 
 #ifdef __cplusplus
 }

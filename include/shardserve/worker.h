@@ -6,7 +6,10 @@
  * requests are merged up to the model's batch size. It watches the agents (heartbeats, connection
  * loss) and reports not-ready the moment any rank is gone. It never executes a model.
  *
- * A ss_worker_set serves several (servable, version) workers behind one ss_predict_handler.
+ * A ss_worker_set serves several (servable, version) workers behind one ss_predict_handler: the
+ * serving registry's (serving.h), to which each worker publishes its signature when every rank
+ * has registered and withdraws it when a rank is gone. Each worker is one event loop thread that
+ * owns all of its state (src/worker/worker.c says how).
  */
 #ifndef SHARDSERVE_WORKER_H
 #define SHARDSERVE_WORKER_H

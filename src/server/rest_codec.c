@@ -913,3 +913,42 @@ char *ss_rest_reply_json(const ss_predict_reply *reply, size_t *len)
     *len = s.len;
     return s.p;
 }
+
+static cJSON *specs_json(const ss_serving_tensor_spec *specs, size_t n)
+{
+    cJSON *arr = cJSON_CreateArray();
+    for (size_t i = 0; arr && i < n; i++) {
+        cJSON *o = cJSON_CreateObject();
+        cJSON_AddStringToObject(o, "name", specs[i].name);
+        cJSON_AddStringToObject(o, "dtype", ss_dtype_name(specs[i].dtype));
+        cJSON *shape = cJSON_AddArrayToObject(o, "shape");
+        for (int d = 0; shape && d < specs[i].ndim; d++)
+            cJSON_AddItemToArray(shape, cJSON_CreateNumber((double)specs[i].dims[d]));
+        cJSON_AddItemToArray(arr, o);
+    }
+    return arr;
+}
+
+char *ss_rest_signature_json(const ss_serving_signature *sig, size_t *len)
+{
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddStringToObject(o, "servable", sig->servable);
+    cJSON_AddNumberToObject(o, "version", (double)sig->version);
+    cJSON_AddNumberToObject(o, "rank_size", sig->rank_size);
+    cJSON_AddNumberToObject(o, "stage_size", sig->stage_size);
+    cJSON_AddBoolToObject(o, "with_batch_dim", sig->with_batch_dim);
+    cJSON_AddNumberToObject(o, "batch_size", sig->batch_size);
+    cJSON *methods = cJSON_AddArrayToObject(o, "methods");
+    for (size_t m = 0; methods && m < sig->n_methods; m++) {
+        const ss_serving_method *sm = &sig->methods[m];
+        cJSON *mo = cJSON_CreateObject();
+        cJSON_AddStringToObject(mo, "name", sm->name);
+        cJSON_AddItemToObject(mo, "inputs", specs_json(sm->inputs, sm->n_inputs));
+        cJSON_AddItemToObject(mo, "outputs", specs_json(sm->outputs, sm->n_outputs));
+        cJSON_AddItemToArray(methods, mo);
+    }
+    char *text = cJSON_PrintUnformatted(o);
+    cJSON_Delete(o);
+    *len = text ? strlen(text) : 0;
+    return text;
+}

@@ -25,6 +25,9 @@ ss_status *ss_rest_parse_request(const char *url, const char *body, size_t len,
 char *ss_rest_reply_json(const ss_predict_reply *reply, size_t *len);
 /* {"error_msg": msg} (malloc'd). */
 char *ss_rest_error_json(const char *msg, size_t *len);
+/* GET /model/NAME[/version/N]'s body: the servable version's layout and each method's inputs and
+ * outputs (name, dtype, per-instance shape). NULL when out of memory. */
+char *ss_rest_signature_json(const ss_serving_signature *sig, size_t *len);
 
 /* Standard base64 with padding. decode: returns false on bad length/characters/padding. */
 char *ss_base64_encode(const void *data, size_t len, size_t *out_len);

@@ -148,10 +148,17 @@ static enum MHD_Result send_metadata(ss_rest_server *srv, struct MHD_Connection 
         char *err = ss_rest_error_json("this server has no model metadata", &len);
         return send_json(conn, MHD_HTTP_NOT_FOUND, err, len);
     }
-    bool ok = false;
-    char *text = srv->handler.describe(srv->handler.ctx, name, version, &ok);
-    unsigned status = ok ? MHD_HTTP_OK : strstr(text ? text : "", "not ready") ? MHD_HTTP_SERVICE_UNAVAILABLE : MHD_HTTP_NOT_FOUND;
-    return send_json(conn, status, text, text ? strlen(text) : 0);
+    ss_serving_signature *sig = NULL;
+    char why[512] = "";
+    int rc = srv->handler.describe(srv->handler.ctx, name, version, &sig, why, sizeof why);
+    if (rc != SS_DESCRIBE_OK) {
+        char *err = ss_rest_error_json(why, &len);
+        return send_json(conn, rc == SS_DESCRIBE_NOT_READY ? MHD_HTTP_SERVICE_UNAVAILABLE : MHD_HTTP_NOT_FOUND, err,
+                         len);
+    }
+    char *text = ss_rest_signature_json(sig, &len);
+    ss_serving_signature_free(sig);
+    return send_json(conn, text ? MHD_HTTP_OK : MHD_HTTP_INTERNAL_SERVER_ERROR, text, len);
 }
 
 /* ------------------------------------------------------------------ predict */

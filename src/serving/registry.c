@@ -1,0 +1,426 @@
+/*
+ * registry: servables -> versions -> methods, their readiness, and the front ends' handler over
+ * them (see include/shardserve/serving.h).
+ *
+ * Invariants:
+ * - The registry's lock guards the entry list and each entry's readiness and signature; it is
+ *   held only for lookups and swaps, never while a backend or done() runs.
+ * - A published signature is immutable: a request checks against a reference-counted snapshot
+ *   taken under the lock, so a backend may publish or withdraw at any time from any thread.
+ * - Version 0 means the highest version that is ready, or the highest configured one when none
+ *   is (which then answers "not ready"), as MindSpore's dispatcher chooses.
+ */
+#include "shardserve/serving.h"
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+typedef struct {
+    atomic_int refs;
+    ss_serving_signature sig;
+} snapshot;
+
+struct ss_serving_entry {
+    ss_serving *owner;
+    char *servable;
+    uint64_t version;
+    ss_serving_backend backend;
+    snapshot *ready; /* NULL while not ready */
+    char why[512];   /* why not ready */
+    ss_serving_entry *next;
+};
+
+struct ss_serving {
+    pthread_mutex_t mu;
+    ss_serving_entry *entries;
+    ss_serving_reject_fn on_reject;
+    void *on_reject_ctx;
+};
+
+/* ------------------------------------------------------------------ signatures */
+
+static void specs_clear(ss_serving_tensor_spec *specs, size_t n)
+{
+    for (size_t i = 0; specs && i < n; i++) free(specs[i].name);
+    free(specs);
+}
+
+void ss_serving_signature_clear(ss_serving_signature *sig)
+{
+    if (!sig) return;
+    for (size_t m = 0; sig->methods && m < sig->n_methods; m++) {
+        free(sig->methods[m].name);
+        specs_clear(sig->methods[m].inputs, sig->methods[m].n_inputs);
+        specs_clear(sig->methods[m].outputs, sig->methods[m].n_outputs);
+    }
+    free(sig->methods);
+    free(sig->servable);
+    memset(sig, 0, sizeof *sig);
+}
+
+void ss_serving_signature_free(ss_serving_signature *sig)
+{
+    ss_serving_signature_clear(sig);
+    free(sig);
+}
+
+static bool specs_copy(ss_serving_tensor_spec **dst, const ss_serving_tensor_spec *src, size_t n)
+{
+    *dst = calloc(n ? n : 1, sizeof **dst);
+    if (!*dst) return false;
+    for (size_t i = 0; i < n; i++) {
+        (*dst)[i] = src[i];
+        (*dst)[i].name = strdup(src[i].name ? src[i].name : "");
+        if (!(*dst)[i].name) return false;
+    }
+    return true;
+}
+
+/* Deep copy into *dst (cleared first); false when out of memory (dst then holds what was made,
+ * for ss_serving_signature_clear). */
+static bool signature_copy_into(ss_serving_signature *dst, const ss_serving_signature *src)
+{
+    *dst = *src;
+    dst->servable = NULL;
+    dst->methods = calloc(src->n_methods ? src->n_methods : 1, sizeof *dst->methods);
+    dst->n_methods = dst->methods ? src->n_methods : 0;
+    if (!dst->methods || !(dst->servable = strdup(src->servable ? src->servable : ""))) return false;
+    for (size_t m = 0; m < src->n_methods; m++) {
+        const ss_serving_method *sm = &src->methods[m];
+        ss_serving_method *dm = &dst->methods[m];
+        dm->n_inputs = sm->n_inputs;
+        dm->n_outputs = sm->n_outputs;
+        if (!(dm->name = strdup(sm->name ? sm->name : ""))) return false;
+        if (!specs_copy(&dm->inputs, sm->inputs, sm->n_inputs)) return false;
+        if (!specs_copy(&dm->outputs, sm->outputs, sm->n_outputs)) return false;
+    }
+    return true;
+}
+
+ss_serving_signature *ss_serving_signature_copy(const ss_serving_signature *sig)
+{
+    ss_serving_signature *c = calloc(1, sizeof *c);
+    if (c && !signature_copy_into(c, sig)) {
+        ss_serving_signature_free(c);
+        return NULL;
+    }
+    return c;
+}
+
+const ss_serving_method *ss_serving_signature_method(const ss_serving_signature *sig,
+                                                     const char *name)
+{
+    for (size_t m = 0; m < sig->n_methods; m++)
+        if (strcmp(sig->methods[m].name, name) == 0) return &sig->methods[m];
+    return NULL;
+}
+
+static void snapshot_unref(snapshot *s)
+{
+    if (s && atomic_fetch_sub(&s->refs, 1) == 1) {
+        ss_serving_signature_clear(&s->sig);
+        free(s);
+    }
+}
+
+/* ------------------------------------------------------------------ MindSpore's checks */
+
+const char *ss_serving_ms_dtype_name(ss_dtype dt)
+{
+    switch (dt) {
+    case SS_DT_BOOL: return "kMSI_Bool";
+    case SS_DT_INT8: return "kMSI_Int8";
+    case SS_DT_UINT8: return "kMSI_Uint8";
+    case SS_DT_INT16: return "kMSI_Int16";
+    case SS_DT_UINT16: return "kMSI_Uint16";
+    case SS_DT_INT32: return "kMSI_Int32";
+    case SS_DT_UINT32: return "kMSI_Uint32";
+    case SS_DT_INT64: return "kMSI_Int64";
+    case SS_DT_UINT64: return "kMSI_Uint64";
+    case SS_DT_FLOAT16: return "kMSI_Float16";
+    case SS_DT_FLOAT32: return "kMSI_Float32";
+    case SS_DT_FLOAT64: return "kMSI_Float64";
+    case SS_DT_STRING: return "kMSI_String";
+    default: return "kMSI_Unknown";
+    }
+}
+
+/* Bytes one instance of `sp` takes; false when a dim is dynamic (any size fits) or it overflows. */
+static bool spec_bytes(const ss_serving_tensor_spec *sp, size_t *out)
+{
+    size_t n = ss_dtype_size(sp->dtype);
+    for (int d = 0; d < sp->ndim; d++) {
+        if (sp->dims[d] < 0) return false;
+        if (sp->dims[d] && n > SIZE_MAX / (size_t)sp->dims[d]) return false;
+        n *= (size_t)sp->dims[d];
+    }
+    *out = n;
+    return true;
+}
+
+bool ss_serving_check_instance(const ss_serving_method *m, ss_serving_instance *inst, char *why,
+                               size_t cap)
+{
+    for (size_t k = 0; k < m->n_inputs; k++) {
+        const ss_serving_tensor_spec *sp = &m->inputs[k];
+        ss_serving_item *it = (ss_serving_item *)ss_serving_instance_find(inst, sp->name);
+        if (!it) {
+            snprintf(why, cap, "Cannot find input %s in instance input", sp->name);
+            return false;
+        }
+        ss_tensor *t = &it->tensor;
+        bool strings = t->dtype == SS_DT_STRING || sp->dtype == SS_DT_STRING;
+        size_t want = 0;
+        bool sized = !strings && spec_bytes(sp, &want);
+        if (sized && t->nbytes != want) {
+            snprintf(why, cap, "Given model input %zu size %zu not match the size %zu defined in model", k,
+                     t->nbytes, want);
+            return false;
+        }
+        if (t->dtype != sp->dtype) {
+            snprintf(why, cap, "Given model input %zu data type %s not match the data type %s defined in model", k,
+                     ss_serving_ms_dtype_name(t->dtype), ss_serving_ms_dtype_name(sp->dtype));
+            return false;
+        }
+        /* the bytes are right: they take the model's shape (MindSpore copies them into its tensor) */
+        if (sized && !sp->batched) {
+            t->ndim = sp->ndim;
+            memcpy(t->dims, sp->dims, sizeof t->dims[0] * (size_t)sp->ndim);
+        }
+    }
+    return true;
+}
+
+/* ------------------------------------------------------------------ the registry */
+
+ss_serving *ss_serving_new(void)
+{
+    ss_serving *s = calloc(1, sizeof *s);
+    if (s) pthread_mutex_init(&s->mu, NULL);
+    return s;
+}
+
+void ss_serving_free(ss_serving *s)
+{
+    if (!s) return;
+    while (s->entries) ss_serving_remove(s, s->entries);
+    pthread_mutex_destroy(&s->mu);
+    free(s);
+}
+
+ss_status *ss_serving_add(ss_serving *s, const char *servable, uint64_t version,
+                          ss_serving_backend backend, ss_serving_entry **out)
+{
+    *out = NULL;
+    pthread_mutex_lock(&s->mu);
+    for (ss_serving_entry *e = s->entries; e; e = e->next)
+        if (strcmp(e->servable, servable) == 0 && e->version == version) {
+            pthread_mutex_unlock(&s->mu);
+            return ss_errf(SS_ERR_INVALID, "servable %s version %llu is started twice", servable,
+                           (unsigned long long)version);
+        }
+    ss_serving_entry *e = calloc(1, sizeof *e);
+    if (!e || !(e->servable = strdup(servable))) {
+        pthread_mutex_unlock(&s->mu);
+        free(e);
+        return ss_errf(SS_ERR_NOMEM, "out of memory adding servable %s", servable);
+    }
+    e->owner = s;
+    e->version = version;
+    e->backend = backend;
+    snprintf(e->why, sizeof e->why, "starting");
+    e->next = s->entries;
+    s->entries = e;
+    pthread_mutex_unlock(&s->mu);
+    *out = e;
+    return NULL;
+}
+
+void ss_serving_remove(ss_serving *s, ss_serving_entry *e)
+{
+    if (!e) return;
+    pthread_mutex_lock(&s->mu);
+    for (ss_serving_entry **pp = &s->entries; *pp; pp = &(*pp)->next)
+        if (*pp == e) {
+            *pp = e->next;
+            break;
+        }
+    snapshot *ready = e->ready;
+    pthread_mutex_unlock(&s->mu);
+    snapshot_unref(ready);
+    free(e->servable);
+    free(e);
+}
+
+ss_status *ss_serving_publish(ss_serving_entry *e, const ss_serving_signature *sig)
+{
+    snapshot *snap = calloc(1, sizeof *snap);
+    if (!snap || !signature_copy_into(&snap->sig, sig)) {
+        if (snap) ss_serving_signature_clear(&snap->sig);
+        free(snap);
+        return ss_errf(SS_ERR_NOMEM, "out of memory publishing servable %s", e->servable);
+    }
+    atomic_init(&snap->refs, 1);
+    pthread_mutex_lock(&e->owner->mu);
+    snapshot *old = e->ready;
+    e->ready = snap;
+    e->why[0] = 0;
+    pthread_mutex_unlock(&e->owner->mu);
+    snapshot_unref(old);
+    return NULL;
+}
+
+void ss_serving_withdraw(ss_serving_entry *e, const char *why)
+{
+    pthread_mutex_lock(&e->owner->mu);
+    snapshot *old = e->ready;
+    e->ready = NULL;
+    snprintf(e->why, sizeof e->why, "%s", why && *why ? why : "not ready");
+    pthread_mutex_unlock(&e->owner->mu);
+    snapshot_unref(old);
+}
+
+/* Version 0: the highest ready version, else the highest configured one. Lock held. */
+static ss_serving_entry *resolve(ss_serving *s, const char *servable, uint64_t version)
+{
+    ss_serving_entry *best = NULL;
+    for (ss_serving_entry *e = s->entries; e; e = e->next) {
+        if (strcmp(e->servable, servable) != 0) continue;
+        if (version) {
+            if (e->version == version) return e;
+            continue;
+        }
+        bool better = !best || (e->ready && !best->ready) ||
+                      (!e->ready == !best->ready && e->version > best->version);
+        if (better) best = e;
+    }
+    return best;
+}
+
+void ss_serving_on_reject(ss_serving *s, ss_serving_reject_fn fn, void *ctx)
+{
+    pthread_mutex_lock(&s->mu);
+    s->on_reject = fn;
+    s->on_reject_ctx = ctx;
+    pthread_mutex_unlock(&s->mu);
+}
+
+/* The entry's snapshot and backend for a request, or a reply saying why not; *version gets the
+ * resolved version (0 when none). */
+static ss_predict_reply *lookup(ss_serving *s, const ss_predict_request *req, snapshot **snap,
+                                ss_serving_backend *backend, uint64_t *version)
+{
+    pthread_mutex_lock(&s->mu);
+    ss_serving_entry *e = resolve(s, req->servable, req->version);
+    *version = e ? e->version : 0;
+    ss_predict_reply *bad = NULL;
+    if (!e) {
+        bad = ss_serving_err_unavailable(req, false);
+    } else if (!e->ready) {
+        char spec[512];
+        bad = ss_predict_reply_error(SS_SERVING_SERVABLE_UNAVAILABLE,
+                                     "Request %s, servable is not available: not ready (%s)",
+                                     ss_serving_spec_str(req, spec, sizeof spec), e->why);
+    } else {
+        *snap = e->ready;
+        atomic_fetch_add(&e->ready->refs, 1);
+        *backend = e->backend;
+    }
+    pthread_mutex_unlock(&s->mu);
+    return bad;
+}
+
+static void rejected(ss_serving *s, const char *servable, uint64_t version, const char *method,
+                     const ss_predict_reply *bad)
+{
+    pthread_mutex_lock(&s->mu);
+    ss_serving_reject_fn fn = s->on_reject;
+    void *ctx = s->on_reject_ctx;
+    pthread_mutex_unlock(&s->mu);
+    if (fn) fn(ctx, servable, version, method, bad->error_count ? bad->errors[0].code : SS_SERVING_FAILED);
+}
+
+static void serving_predict(void *ctx, ss_predict_request *req, ss_predict_done done, void *done_ctx)
+{
+    ss_serving *s = ctx;
+    snapshot *snap = NULL;
+    ss_serving_backend backend;
+    uint64_t version = 0;
+    ss_predict_reply *bad = lookup(s, req, &snap, &backend, &version);
+    if (bad) {
+        bool not_ready = bad->errors[0].code == SS_SERVING_SERVABLE_UNAVAILABLE;
+        rejected(s, version ? req->servable : "", version, not_ready ? req->method : "", bad);
+        done(done_ctx, bad);
+        return;
+    }
+    const ss_serving_method *m = ss_serving_signature_method(&snap->sig, req->method);
+    ss_predict_reply *reply = NULL;
+    if (!m) {
+        bad = ss_serving_err_unavailable(req, true);
+    } else {
+        const char *names[m->n_inputs ? m->n_inputs : 1];
+        for (size_t k = 0; k < m->n_inputs; k++) names[k] = m->inputs[k].name;
+        bad = ss_predict_request_check_inputs(req, names, m->n_inputs);
+    }
+    if (!bad && !(reply = ss_predict_reply_new(req->count)))
+        bad = ss_predict_reply_error(SS_SERVING_SYSTEM_ERROR, "out of memory");
+    for (size_t i = 0; !bad && i < req->count; i++) {
+        char why[256];
+        if (ss_serving_check_instance(m, &req->instances[i], why, sizeof why)) continue;
+        ss_status *st = ss_predict_reply_fail_instance(reply, i, SS_SERVING_INVALID_INPUTS, "%s", why);
+        if (st) {
+            ss_status_free(st);
+            bad = ss_predict_reply_error(SS_SERVING_SYSTEM_ERROR, "out of memory");
+        }
+    }
+    size_t method = m ? (size_t)(m - snap->sig.methods) : 0;
+    snapshot_unref(snap);
+    if (bad) {
+        rejected(s, req->servable, version, m ? req->method : "", bad);
+        ss_predict_reply_free(reply);
+        done(done_ctx, bad);
+        return;
+    }
+    backend.submit(backend.ctx, req, method, reply, done, done_ctx);
+}
+
+static int serving_describe(void *ctx, const char *servable, uint64_t version,
+                            ss_serving_signature **out, char *why, size_t cap)
+{
+    ss_serving *s = ctx;
+    *out = NULL;
+    pthread_mutex_lock(&s->mu);
+    ss_serving_entry *e = resolve(s, servable, version);
+    int rc = SS_DESCRIBE_OK;
+    if (!e) {
+        snprintf(why, cap, "servable is not available: '%.128s' version %llu is not served", servable,
+                 (unsigned long long)version);
+        rc = SS_DESCRIBE_NOT_FOUND;
+    } else if (!e->ready) {
+        snprintf(why, cap, "servable is not available: not ready (%s)", e->why);
+        rc = SS_DESCRIBE_NOT_READY;
+    } else if (!(*out = ss_serving_signature_copy(&e->ready->sig))) {
+        snprintf(why, cap, "out of memory");
+        rc = SS_DESCRIBE_NOT_READY;
+    }
+    pthread_mutex_unlock(&s->mu);
+    return rc;
+}
+
+ss_predict_handler ss_serving_handler(ss_serving *s)
+{
+    return (ss_predict_handler){s, serving_predict, serving_describe};
+}
+
+bool ss_serving_ready(void *ctx)
+{
+    ss_serving *s = ctx;
+    pthread_mutex_lock(&s->mu);
+    bool ready = s->entries != NULL;
+    for (ss_serving_entry *e = s->entries; e; e = e->next) ready = ready && e->ready;
+    pthread_mutex_unlock(&s->mu);
+    return ready;
+}
