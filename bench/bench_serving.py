@@ -262,7 +262,7 @@ def section_seed(work, full, rest_too):
             targets += [(SEED + ", REST", c.rest, "rest"), (ONE_RANK + ", REST", c1.rest, "rest")]
         res = {}
         # c=1 runs more requests than the other sections: its p99 should rest on more than a few samples
-        for conc, n in ((1, 3 * A.requests), (16, 4 * A.requests)):
+        for conc, n in ((1, 5 * A.requests), (16, 8 * A.requests)):
             for rnd in range(A.rounds):
                 for name, addr, proto in targets:
                     r = bench(addr, "matmul", "predict", {"x": x}, conc, n, proto)
@@ -296,7 +296,7 @@ def floor_table(res, reply_bytes, y_shape):
     print("\n### Seed example vs the floor (gRPC, timed by `shardserve bench`)\n")
     print("- " + cpu_line())
     print("- load average now: %s; medians over %d rounds, interleaved; %d requests per c=1 run, %d per c=16 run"
-          % (" ".join(open("/proc/loadavg").read().split()[:3]), A.rounds, 3 * A.requests, 4 * A.requests))
+          % (" ".join(open("/proc/loadavg").read().split()[:3]), A.rounds, 5 * A.requests, 8 * A.requests))
     print("- request x float32[128,96] (48 KiB), all ones; reply y float32[%s], all -48: %d bytes of PredictReply "
           "captured from serve and answered as-is by bench_floor_server" % (",".join(map(str, y_shape)), reply_bytes))
     table("", ["server", "c=1 p50 us (min-max)", "c=1 p90 us", "c=1 p99 us", "c=1 p50 vs floor", "c=16 req/s",
@@ -315,7 +315,7 @@ def seed_table(res, targets):
             rs = res[(name, conc)]
             rows.append([name, conc, "%.0f" % med(rs, "throughput"), "%.0f" % med(rs, "p50_us"), "%.0f" % med(rs, "p99_us"),
                          "%.2f" % (med(rs, "p50_us") / floor)])
-    table("Seed example over gRPC and REST vs the floor and a Python grpcio + numpy server",
+    table("Seed example vs the floor and a Python grpcio + numpy server (REST rows with --only rest)",
           ["server", "concurrency", "req/s", "p50 us", "p99 us", "p50 / floor p50"], rows)
 
 
