@@ -33,8 +33,9 @@
 #include <sys/prctl.h>
 
 #define PREDICT_METHOD "/mindspore.serving.proto.MSService/Predict"
-#define CALLS_PER_THREAD 2           /* as serve's REQUESTS_PER_THREAD */
-#define MAX_MSG_BYTES (100 << 20)    /* serve's default --grpc-max-msg-mb (SS_SERVER_DEFAULT_MAX_MSG_MB) */
+#define CALLS_PER_THREAD 2 /* as serve's REQUESTS_PER_THREAD */
+#define MAX_MSG_BYTES                                                                              \
+    (100 << 20) /* serve's default --grpc-max-msg-mb (SS_SERVER_DEFAULT_MAX_MSG_MB) */
 #define MAX_THREADS 16
 
 typedef enum { ST_REQUESTED, ST_RECEIVING, ST_FINISHING } call_state;
@@ -63,7 +64,8 @@ static void floor_post(void)
     grpc_call_details_init(&c->details);
     grpc_metadata_array_init(&c->md);
     c->status_details = grpc_empty_slice();
-    if (grpc_server_request_call(server, &c->call, &c->details, &c->md, cq, cq, c) != GRPC_CALL_OK) {
+    if (grpc_server_request_call(server, &c->call, &c->details, &c->md, cq, cq, c) !=
+        GRPC_CALL_OK) {
         grpc_call_details_destroy(&c->details);
         grpc_metadata_array_destroy(&c->md);
         free(c);
@@ -110,7 +112,8 @@ static void floor_on_requested(floor_call *c)
 {
     floor_post(); /* keep the number of posted calls constant, as serve does */
     if (grpc_slice_str_cmp(c->details.method, PREDICT_METHOD) != 0) {
-        floor_finish(c, GRPC_STATUS_UNIMPLEMENTED, "the floor server answers only MSService/Predict");
+        floor_finish(c, GRPC_STATUS_UNIMPLEMENTED,
+                     "the floor server answers only MSService/Predict");
         return;
     }
     grpc_op op;
@@ -140,7 +143,8 @@ static void floor_on_received(floor_call *c)
 static void *floor_loop(void *arg)
 {
     (void)arg;
-    for (int i = 0; i < CALLS_PER_THREAD; i++) floor_post();
+    for (int i = 0; i < CALLS_PER_THREAD; i++)
+        floor_post();
     for (;;) {
         grpc_event ev = grpc_completion_queue_next(cq, gpr_inf_future(GPR_CLOCK_REALTIME), NULL);
         if (ev.type == GRPC_QUEUE_SHUTDOWN) return NULL;
@@ -156,7 +160,8 @@ static void *floor_loop(void *arg)
     }
 }
 
-/* Loads the whole reply file into reply_bytes; returns 0, or -1 after saying what is wrong with it. */
+/* Loads the whole reply file into reply_bytes; returns 0, or -1 after saying what is wrong with it.
+ */
 static int floor_read_reply(const char *path)
 {
     FILE *f = fopen(path, "rb");
@@ -166,8 +171,9 @@ static int floor_read_reply(const char *path)
     }
     long len = fseek(f, 0, SEEK_END) == 0 ? ftell(f) : -1;
     if (len <= 0 || len > MAX_MSG_BYTES || fseek(f, 0, SEEK_SET) != 0) {
-        fprintf(stderr, "bench_floor_server: %s: want a captured PredictReply of 1..%d bytes, got %ld\n", path,
-                MAX_MSG_BYTES, len);
+        fprintf(stderr,
+                "bench_floor_server: %s: want a captured PredictReply of 1..%d bytes, got %ld\n",
+                path, MAX_MSG_BYTES, len);
         fclose(f);
         return -1;
     }
@@ -185,13 +191,15 @@ int main(int argc, char **argv)
 {
     prctl(PR_SET_PDEATHSIG, SIGTERM);
     if (argc < 2 || argc > 4) {
-        fprintf(stderr, "usage: bench_floor_server REPLY_FILE [ADDRESS (127.0.0.1:0)] [THREADS (2)]\n");
+        fprintf(stderr,
+                "usage: bench_floor_server REPLY_FILE [ADDRESS (127.0.0.1:0)] [THREADS (2)]\n");
         return 2;
     }
     const char *address = argc > 2 ? argv[2] : "127.0.0.1:0";
     int threads = argc > 3 ? atoi(argv[3]) : 2;
     if (threads < 1 || threads > MAX_THREADS) {
-        fprintf(stderr, "bench_floor_server: THREADS wants 1..%d, got '%s'\n", MAX_THREADS, argv[3]);
+        fprintf(stderr, "bench_floor_server: THREADS wants 1..%d, got '%s'\n", MAX_THREADS,
+                argv[3]);
         return 2;
     }
     sigset_t set;
@@ -220,7 +228,8 @@ int main(int argc, char **argv)
     grpc_server_start(server);
     pthread_t tid[MAX_THREADS];
     int started = 0;
-    while (started < threads && pthread_create(&tid[started], NULL, floor_loop, NULL) == 0) started++;
+    while (started < threads && pthread_create(&tid[started], NULL, floor_loop, NULL) == 0)
+        started++;
     if (started < threads) {
         fprintf(stderr, "bench_floor_server: started only %d of %d threads\n", started, threads);
         return 1;
@@ -232,7 +241,8 @@ int main(int argc, char **argv)
     grpc_server_shutdown_and_notify(server, cq, NULL);
     grpc_server_cancel_all_calls(server);
     grpc_completion_queue_shutdown(cq);
-    for (int i = 0; i < threads; i++) pthread_join(tid[i], NULL);
+    for (int i = 0; i < threads; i++)
+        pthread_join(tid[i], NULL);
     grpc_server_destroy(server);
     grpc_completion_queue_destroy(cq);
     grpc_slice_unref(reply_bytes);
