@@ -1,6 +1,8 @@
 /*
- * bench_echo_server: the floor for gRPC serving latency — a bare gRPC core-API server that answers
- * every unary call with the request's own bytes, no protobuf parsing, no handler hop.
+ * bench_echo_server: a bare gRPC core-API server that answers every unary call with the request's
+ * own bytes, no protobuf parsing, no handler hop. bench/bench_serving.py's `large` section uses it
+ * as gRPC's bandwidth for big tensors (the same bytes both ways). It is not the latency floor for
+ * a servable (its reply is the request, not the servable's answer): that is bench_floor_server.
  *
  *   bench_echo_server [ADDRESS (default 127.0.0.1:0)] [THREADS (default 2)]
  *

@@ -1,13 +1,17 @@
 #!/usr/bin/python3
 """Serving benchmarks, every comparison measured side by side in one run (bench/run_serving.sh).
 
-  bench_serving.py BUILD_DIR [--only seed,rest,large,pipeline,batching,mlp] [--rounds N] [--quick]
+  bench_serving.py BUILD_DIR [--only floor,seed,rest,large,pipeline,batching,mlp] [--rounds N] [--quick]
 
 Sections (each prints a markdown table; the whole output goes to bench/RESULTS.md):
-  seed      the seed example (MatMul+Neg, x[128,96], 8 ranks as examples/matmul_distributed) over
-            gRPC at concurrency 1 and 16 vs a bare gRPC core echo of the same bytes
-            (bench_echo_server) and vs a Python grpcio + numpy server computing the same
-            (bench_py_server.py). Target: seed p50 <= 2x echo p50 at concurrency 1.
+  floor     the seed model (MatMul+Neg, x[128,96]) as a 1-rank servable and as the seed (8 ranks,
+            1 stage, as examples/matmul_distributed) vs the floor: bench_floor_server, a bare gRPC
+            core server answering every Predict with the reply bytes captured from serve for the
+            same request (not an echo of the request). Concurrency 1 (p50/p90/p99) and 16
+            (req/s). Targets (issue 9): 1 rank p50 <= floor + 60 us, seed <= 3x the floor,
+            1 rank at c=16 >= 0.9x the floor's req/s. A few minutes on its own.
+  seed      the floor section plus the seed with inputs over the link and a Python grpcio +
+            numpy server computing the same (bench_py_server.py), all vs the floor.
   rest      REST vs gRPC, same servable and requests.
   large     1/16/64 MiB float32 tensors through a 1-rank Neg servable (MiB / round-trip p50) vs
             the gRPC echo and raw loopback TCP (bench_tcp_echo) of the same bytes. Target >= 50%
@@ -161,7 +165,9 @@ def start_cluster(name, model, ranks, stages=1, strategy="auto", extra=None, wit
 
 # ---------------------------------------------------------------- sections
 def table(title, header, rows, notes=()):
-    print("\n### %s\n" % title)
+    if title:
+        print("\n### %s" % title)
+    print()
     print("| " + " | ".join(header) + " |")
     print("|" + "---|" * len(header))
     for r in rows:
@@ -171,7 +177,50 @@ def table(title, header, rows, notes=()):
     sys.stdout.flush()
 
 
-def section_seed(work, rest_too):
+FLOOR = "floor: bare gRPC core, serve's reply bytes"
+ONE_RANK = "shardserve, 1 rank"
+SEED = "shardserve seed (8 ranks)"
+
+
+def capture_reply(address, x_path, out_path):
+    """One Predict of the seed through a real serve, as MindSpore's client sends it (the request
+    the C client sends too: servable matmul, method predict, version 0, one instance x). The raw
+    reply bytes go to out_path for bench_floor_server; they are checked to be y = -48 everywhere."""
+    import grpc
+    from shardserve_client import PredictReply, _PREDICT, _build_request
+    request = _build_request("matmul", "predict", 0, {"x": np.load(x_path)})
+    with grpc.insecure_channel(address, options=[("grpc.enable_http_proxy", 0)]) as channel:
+        call = channel.unary_unary(_PREDICT, request_serializer=type(request).SerializeToString)
+        raw = call(request, timeout=60)  # no deserializer: the bytes as they came off the wire
+    reply = PredictReply.FromString(raw)
+    y = reply.instances[0].items["y"] if len(reply.instances) == 1 else None
+    if reply.error_msg or y is None or not np.all(np.frombuffer(y.data, np.float32) == -48):
+        raise RuntimeError("serve at %s did not answer y = -48 for the seed: %s" % (address, reply))
+    with open(out_path, "wb") as f:
+        f.write(raw)
+    return raw, list(y.shape.dims)
+
+
+def cpu_line():
+    """The CPU model and the vector ISA it offers (from /proc/cpuinfo)."""
+    model, flags = "unknown", set()
+    with open("/proc/cpuinfo") as f:
+        for line in f:
+            key, _, value = line.partition(":")
+            if key.strip() == "model name":
+                model = value.strip()
+            elif key.strip() == "flags":
+                flags = set(value.split())
+                break
+    isa = [x for x in ("sse4_2", "avx", "avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile",
+                       "amx_bf16") if x in flags]
+    return "CPU: %s, %d cores visible; ISA: %s" % (model, os.cpu_count(), " ".join(isa) or "none of the listed")
+
+
+def section_seed(work, full, rest_too):
+    """The seed example vs the floor (bench_floor_server answering serve's captured reply bytes).
+    full adds the 8 ranks with inputs over the link and the Python server; `--only floor` runs
+    just the floor, 1 rank and the seed."""
     seed = os.path.join(work, "seed.onnx")
     from cluster import matmul_neg_model
     matmul_neg_model(seed)
@@ -180,60 +229,107 @@ def section_seed(work, rest_too):
     strategy = os.path.join(work, "strategy.json")
     with open(strategy, "w") as f:
         json.dump({"matmul": [[1, 1], [1, 8]]}, f)
-    log("seed: starting serve + 8 agents, the echo server and the Python server")
-    c = start_cluster("matmul", seed, 8, 1, strategy)
-    # the same 8 ranks with stage 0's inputs sent over the link to every rank (item 3: "measure both")
-    cl = start_cluster("matmul", seed, 8, 1, strategy,
-                       extra={"distributed": {"rank_size": 8, "stage_size": 1, "with_batch_dim": False,
-                                              "broadcast_inputs": False}})
-    c1 = start_cluster("matmul", seed, 1, 1)
-    echo, echo_addr = spawn_port([os.path.join(A.build, "bench", "bench_echo_server"), "127.0.0.1:0", "2"])
-    env = dict(os.environ, OPENBLAS_NUM_THREADS="1")
-    py, py_addr = spawn_port(["/usr/bin/python3", os.path.join(HERE, "bench_py_server.py"), "127.0.0.1:0", "4"], env)
-    targets = [("shardserve seed (8 ranks)", c.grpc, "grpc"),
-               ("shardserve seed (8 ranks), inputs over the link", cl.grpc, "grpc"),
-               ("shardserve, 1 rank", c1.grpc, "grpc"),
-               ("bare gRPC echo (C core)", echo_addr, "grpc"), ("Python grpcio + numpy", py_addr, "grpc")]
-    if rest_too:
-        targets += [("shardserve seed (8 ranks), REST", c.rest, "rest"), ("shardserve, 1 rank, REST", c1.rest, "rest")]
-    res = {}
+    log("seed: starting serve + 8 agents, serve + 1 agent%s" % (", the Python server" if full else ""))
+    clusters, procs = [], []
     try:
-        for conc, n in ((1, A.requests), (16, A.requests * 2)):
+        c = start_cluster("matmul", seed, 8, 1, strategy)
+        clusters.append(c)
+        c1 = start_cluster("matmul", seed, 1, 1)
+        clusters.append(c1)
+        reply_path = os.path.join(work, "seed_reply.bin")
+        raw, y_shape = capture_reply(c1.grpc, x, reply_path)
+        raw8, _ = capture_reply(c.grpc, x, os.path.join(work, "seed_reply_8.bin"))
+        if raw8 != raw:
+            raise RuntimeError("the 1-rank and the 8-rank servable answered different bytes (%d vs %d)" %
+                               (len(raw), len(raw8)))
+        log("seed: captured serve's reply: %d bytes, y shape %s" % (len(raw), y_shape))
+        floor, floor_addr = spawn_port([os.path.join(A.build, "bench", "bench_floor_server"), reply_path,
+                                        "127.0.0.1:0", "2"])
+        procs.append(floor)
+        targets = [(FLOOR, floor_addr, "grpc"), (ONE_RANK, c1.grpc, "grpc"), (SEED, c.grpc, "grpc")]
+        if full:
+            # the same 8 ranks with stage 0's inputs sent over the link to every rank
+            cl = start_cluster("matmul", seed, 8, 1, strategy,
+                               extra={"distributed": {"rank_size": 8, "stage_size": 1, "with_batch_dim": False,
+                                                      "broadcast_inputs": False}})
+            clusters.append(cl)
+            env = dict(os.environ, OPENBLAS_NUM_THREADS="1")
+            py, py_addr = spawn_port(["/usr/bin/python3", os.path.join(HERE, "bench_py_server.py"), "127.0.0.1:0", "4"],
+                                     env)
+            procs.append(py)
+            targets += [(SEED + ", inputs over the link", cl.grpc, "grpc"), ("Python grpcio + numpy", py_addr, "grpc")]
+        if rest_too:
+            targets += [(SEED + ", REST", c.rest, "rest"), (ONE_RANK + ", REST", c1.rest, "rest")]
+        res = {}
+        # c=1 runs more requests than the other sections: its p99 should rest on more than a few samples
+        for conc, n in ((1, 5 * A.requests), (16, 8 * A.requests)):
             for rnd in range(A.rounds):
                 for name, addr, proto in targets:
                     r = bench(addr, "matmul", "predict", {"x": x}, conc, n, proto)
                     res.setdefault((name, conc), []).append(r)
                     log("seed: %s c=%d round %d: p50 %.0f us, %.0f req/s" % (name, conc, rnd, r["p50_us"], r["throughput"]))
     finally:
-        stop(echo)
-        stop(py)
-        c.close()
-        cl.close()
-        c1.close()
+        for p in procs:
+            stop(p)
+        for cc in clusters:
+            cc.close()
+    floor_table(res, len(raw), y_shape)
+    if full:
+        seed_table(res, targets)
+    if rest_too:
+        rest_table(res)
+
+
+def floor_table(res, reply_bytes, y_shape):
+    """Issue 9's latency table: 1 rank and the seed vs the floor, same run, same C client."""
+    def p50_cell(name):
+        rs = [r["p50_us"] for r in res[(name, 1)]]
+        return "%.0f (%.0f-%.0f)" % (statistics.median(rs), min(rs), max(rs))
+    floor_p50, floor_rps = med(res[(FLOOR, 1)], "p50_us"), med(res[(FLOOR, 16)], "throughput")
+    one_over = med(res[(ONE_RANK, 1)], "p50_us") - floor_p50
+    seed_ratio = med(res[(SEED, 1)], "p50_us") / floor_p50
+    one_rps = med(res[(ONE_RANK, 16)], "throughput") / floor_rps
+    vs = {FLOOR: "-", ONE_RANK: "%+.0f us" % one_over, SEED: "%.2fx" % seed_ratio}
+    rows = [[name, p50_cell(name), "%.0f" % med(res[(name, 1)], "p90_us"), "%.0f" % med(res[(name, 1)], "p99_us"), vs[name],
+             "%.0f" % med(res[(name, 16)], "throughput"), "%.2fx" % (med(res[(name, 16)], "throughput") / floor_rps)]
+            for name in (FLOOR, ONE_RANK, SEED)]
+    print("\n### Seed example vs the floor (gRPC, timed by `shardserve bench`)\n")
+    print("- " + cpu_line())
+    print("- load average now: %s; medians over %d rounds, interleaved; %d requests per c=1 run, %d per c=16 run"
+          % (" ".join(open("/proc/loadavg").read().split()[:3]), A.rounds, 5 * A.requests, 8 * A.requests))
+    print("- request x float32[128,96] (48 KiB), all ones; reply y float32[%s], all -48: %d bytes of PredictReply "
+          "captured from serve and answered as-is by bench_floor_server" % (",".join(map(str, y_shape)), reply_bytes))
+    table("", ["server", "c=1 p50 us (min-max)", "c=1 p90 us", "c=1 p99 us", "c=1 p50 vs floor", "c=16 req/s",
+               "c=16 req/s vs floor"], rows,
+          ["Targets (issue 9): 1 rank p50 <= floor + 60 us: **%+.0f us** (%s); 8 ranks p50 <= 3x floor: **%.2fx** (%s); "
+           "1 rank at c=16 >= 0.9x the floor's req/s: **%.2fx** (%s)." %
+           (one_over, "met" if one_over <= 60 else "missed", seed_ratio, "met" if seed_ratio <= 3 else "missed",
+            one_rps, "met" if one_rps >= 0.9 else "missed")])
+
+
+def seed_table(res, targets):
     rows = []
     for conc in (1, 16):
-        floor = med(res[("bare gRPC echo (C core)", conc)], "p50_us")
+        floor = med(res[(FLOOR, conc)], "p50_us")
         for name, _, proto in targets:
             rs = res[(name, conc)]
             rows.append([name, conc, "%.0f" % med(rs, "throughput"), "%.0f" % med(rs, "p50_us"), "%.0f" % med(rs, "p99_us"),
                          "%.2f" % (med(rs, "p50_us") / floor)])
-    seed_ratio = med(res[("shardserve seed (8 ranks)", 1)], "p50_us") / med(res[("bare gRPC echo (C core)", 1)], "p50_us")
-    table("Seed example over gRPC vs a bare gRPC echo and a Python grpcio + numpy server",
-          ["server", "concurrency", "req/s", "p50 us", "p99 us", "p50 / echo p50"], rows,
-          ["Target: seed p50 at concurrency 1 <= 2x the echo's: **%.2fx** (%s)." %
-           (seed_ratio, "met" if seed_ratio <= 2 else "missed")])
-    if rest_too:
-        rows = []
-        for label, g, r in (("seed (8 ranks)", "shardserve seed (8 ranks)", "shardserve seed (8 ranks), REST"),
-                            ("1 rank", "shardserve, 1 rank", "shardserve, 1 rank, REST")):
-            for conc in (1, 16):
-                gg, rr = res[(g, conc)], res[(r, conc)]
-                rows.append([label, conc, "%.0f" % med(gg, "p50_us"), "%.0f" % med(rr, "p50_us"),
-                             "%.0f" % med(gg, "throughput"), "%.0f" % med(rr, "throughput"),
-                             "%.2f" % (med(rr, "p50_us") / med(gg, "p50_us"))])
-        table("REST vs gRPC, same servable and requests (x[128,96] float32; REST sends it as base64)",
-              ["servable", "concurrency", "gRPC p50 us", "REST p50 us", "gRPC req/s", "REST req/s", "REST/gRPC p50"],
-              rows)
+    table("Seed example vs the floor and a Python grpcio + numpy server (REST rows with --only rest)",
+          ["server", "concurrency", "req/s", "p50 us", "p99 us", "p50 / floor p50"], rows)
+
+
+def rest_table(res):
+    rows = []
+    for label, g, r in (("seed (8 ranks)", SEED, SEED + ", REST"), ("1 rank", ONE_RANK, ONE_RANK + ", REST")):
+        for conc in (1, 16):
+            gg, rr = res[(g, conc)], res[(r, conc)]
+            rows.append([label, conc, "%.0f" % med(gg, "p50_us"), "%.0f" % med(rr, "p50_us"),
+                         "%.0f" % med(gg, "throughput"), "%.0f" % med(rr, "throughput"),
+                         "%.2f" % (med(rr, "p50_us") / med(gg, "p50_us"))])
+    table("REST vs gRPC, same servable and requests (x[128,96] float32; REST sends it as base64)",
+          ["servable", "concurrency", "gRPC p50 us", "REST p50 us", "gRPC req/s", "REST req/s", "REST/gRPC p50"],
+          rows)
 
 
 def section_large(work):
@@ -450,7 +546,7 @@ def main():
     global A, SS
     ap = argparse.ArgumentParser()
     ap.add_argument("build")
-    ap.add_argument("--only", default="seed,rest,large,pipeline,batching,mlp")
+    ap.add_argument("--only", default="seed,rest,large,pipeline,batching,mlp")  # seed includes floor
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--requests", type=int, default=300)
     ap.add_argument("--quick", action="store_true")
@@ -461,8 +557,8 @@ def main():
     os.environ.update({"no_proxy": "*", "http_proxy": "", "https_proxy": ""})
     only = A.only.split(",")
     with tempfile.TemporaryDirectory(prefix="ss-bench-serving-") as work:
-        if "seed" in only or "rest" in only:
-            section_seed(work, "rest" in only)
+        if "seed" in only or "rest" in only or "floor" in only:
+            section_seed(work, "seed" in only, "rest" in only)
         if "large" in only:
             section_large(work)
         if "pipeline" in only:

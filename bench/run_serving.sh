@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
-# Serving benchmarks side by side (bench/bench_serving.py): seed vs bare gRPC echo vs Python
-# grpcio + numpy, REST vs gRPC, large tensors vs raw TCP, pipeline, dynamic batching.
-#   bench/run_serving.sh [BUILD_DIR (default build)] [bench_serving.py options, e.g. --only seed --rounds 3]
+# Serving benchmarks side by side (bench/bench_serving.py): the seed and a 1-rank servable vs the
+# floor (a bare gRPC core server answering serve's own reply bytes) and vs Python grpcio + numpy,
+# REST vs gRPC, large tensors vs a gRPC echo and raw TCP, pipeline, dynamic batching.
+#   bench/run_serving.sh [BUILD_DIR (default build)] [bench_serving.py options, e.g. --only floor --rounds 5]
 # Prints markdown tables (the machine first); bench/RESULTS.md holds the latest ones.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 build=$(cd "${1:-$here/../build}" && pwd)
 shift || true
-for t in src/cli/shardserve bench/bench_echo_server bench/bench_tcp_echo; do
+for t in src/cli/shardserve bench/bench_floor_server bench/bench_echo_server bench/bench_tcp_echo; do
     [[ -x "$build/$t" ]] || { echo "missing $build/$t: cmake --build $build -j2" >&2; exit 1; }
 done
 echo "## Machine"
