@@ -693,6 +693,20 @@ static ss_status *unpack_fields(const link_prefix *p, const any_header *h,
     return ss_errf(SS_ERR_INTERNAL, "unhandled frame type %u", p->type);
 }
 
+/* protobuf-c answers NULL both for a malformed header and for a failed allocation; this
+ * allocator tells the two apart, so a peer's good frame is never called invalid. */
+static void *pb_alloc(void *failed, size_t size)
+{
+    void *p = malloc(size);
+    if (!p) *(bool *)failed = true;
+    return p;
+}
+
+static void pb_free(void *failed, void *p)
+{
+    free(p);
+}
+
 ss_status *link_unpack_header(const link_prefix *p, const uint8_t *hdr, const ss_link_options *opts,
                               ss_link_msg *m, link_handshake *hs, uint64_t **sizes)
 {
@@ -702,12 +716,17 @@ ss_status *link_unpack_header(const link_prefix *p, const uint8_t *hdr, const ss
     if (!hs) hs = &scratch_hs;
     memset(hs, 0, sizeof *hs);
     m->type = (ss_link_type)p->type;
-    ProtobufCMessage *h = protobuf_c_message_unpack(descriptors[p->type], NULL, p->header_len, hdr);
+    bool failed = false;
+    ProtobufCAllocator alloc = {pb_alloc, pb_free, &failed};
+    ProtobufCMessage *h = protobuf_c_message_unpack(descriptors[p->type], &alloc, p->header_len, hdr);
+    if (!h && failed)
+        return ss_errf(SS_ERR_NOMEM, "%s frame: out of memory unpacking its %u-byte header",
+                       ss_link_type_name(p->type), p->header_len);
     if (!h)
         return ss_errf(SS_ERR_INVALID, "%s frame: the %u-byte header is not a valid protobuf",
                        ss_link_type_name(p->type), p->header_len);
     ss_status *st = unpack_fields(p, (const any_header *)h, opts, m, hs, sizes);
-    protobuf_c_message_free_unpacked(h, NULL);
+    protobuf_c_message_free_unpacked(h, &alloc);
     if (st) {
         ss_link_msg_free(m);
         free(*sizes);
