@@ -26,28 +26,38 @@
  *   realloc(p, 0) and free are never failed; a failed realloc leaves p untouched.
  *
  * The loop (what a test normally calls):
- *   allocfail_case c = {.name = "decode PREDICT", .ctx = &frame, .run = decode, .verify = check,
- *                       .error_needle = "rank_table.json"};
- *   CHECK(allocfail_loop(&c) == 0);
+ *   allocfail_case c = {.name = "load servable.json", .ctx = &files, .run = load,
+ *                       .verify = same_as_clean_load, .error_needle = "cannot open"};
+ *   long allocs;
+ *   CHECK(allocfail_loop(&c, &allocs) == 0);
  * For each mode (transient: only the nth call fails; persistent: the nth and all later ones) and
  * n = 1, 2, ...:
  *   1. run(ctx) is called armed. It performs the operation once and returns its status (NULL on
  *      success), keeping any result in ctx. On error the operation must have released
  *      everything itself.
- *   2. Disarmed: on success verify(ctx) checks the result is exactly what a clean run gives
- *      (a success must never be silently wrong) and frees it, returning false if it is wrong;
- *      on error the status must have code SS_ERR_NOMEM or a message containing error_needle, and
- *      a failure must actually have been injected in that run.
- *   3. allocfail_live() must be back where it was before run (skipped with .skip_live_check,
- *      for code that keeps other threads allocating).
- * For bad input set .expect_error: then the clean run must fail with that text in its message,
- * a run must never succeed (verify is not used), and an injected failure may also surface as
- * that same error. This exercises the cleanup on error paths under memory pressure.
- * The loop stops after the first run in which no allocation was failed (that run must succeed),
- * or after .max_runs runs per mode (default 100000). It prints one line per problem, naming the
- * case, n and mode, and returns the number of bad runs. A crash (SIGSEGV, SIGABRT, ...) prints
- * the case, n and mode before the process dies (outside ASan builds, where ASan reports it).
- * SS_ALLOCFAIL_VERBOSE=1 in the environment prints every run.
+ *   2. Disarmed: on success verify(ctx) checks that the result is exactly what a clean run gives
+ *      (a success must never be silently wrong) and frees it, returning false if it is wrong.
+ *      On error a failure must have been injected in that run, and the status must have code
+ *      SS_ERR_NOMEM or a message containing one of the '|'-separated texts in error_needle.
+ *   3. allocfail_live() must be back where it was before run (skipped with .skip_live_check).
+ * With .expect_error (bad input) the clean run must fail with that text, no run may succeed
+ * (verify is never called), and an injected failure may also surface as that same error: this
+ * exercises the cleanup on error paths under memory pressure.
+ * The loop stops after the first run in which no allocation was failed, or after .max_runs runs
+ * per mode (default 100000). It prints one line per problem, naming the case, n and mode, and
+ * returns the number of bad runs; *clean_allocs gets the allocation calls of the clean run (a
+ * test should require it to be > 0, or it exercised nothing). A crash (SIGSEGV, SIGABRT, or an
+ * ASan report) prints the case, n and mode before the process dies. SS_ALLOCFAIL_VERBOSE=1 in
+ * the environment prints every run.
+ *
+ * A path through several threads (e.g. a request through the worker's event loop): set up
+ * everything (worker, fake agents, connections) before the loop; run() submits one request and
+ * waits for its reply or error, so the whole path is inside the armed window; keep the default
+ * all-threads counting (ALLOCFAIL_CALLER_ONLY would only see the submitting thread). If timers or
+ * other threads may allocate at the same time, n no longer names the same call from one run to
+ * the next (the loop still ends: it stops at the first untouched run) and the block count can
+ * move for reasons of their own: set .skip_live_check and rely on LeakSanitizer, which checks
+ * the whole process at exit in the -DSS_SANITIZE=ON build, where these tests run too.
  */
 #ifndef SS_TEST_ALLOCFAIL_H
 #define SS_TEST_ALLOCFAIL_H
@@ -71,7 +81,9 @@ typedef struct {
     void *ctx;                /* passed to run and verify */
     ss_status *(*run)(void *ctx);
     bool (*verify)(void *ctx);
-    const char *error_needle; /* NULL: an injected failure must surface as SS_ERR_NOMEM */
+    /* texts ('|' between alternatives) that an injected failure may surface as, besides
+     * SS_ERR_NOMEM, e.g. "cannot open" for fopen failing; NULL: SS_ERR_NOMEM only */
+    const char *error_needle;
     const char *expect_error; /* bad input: a clean run must fail with this in its message */
     int flags;                /* extra arm flags for every run, e.g. ALLOCFAIL_CALLER_ONLY */
     bool skip_live_check;
