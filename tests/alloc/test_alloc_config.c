@@ -2,11 +2,15 @@
  * The worker's input files under allocation failure: the rank table parser (server_list and
  * group_list forms) and the servable.json parser, run with the 1st, 2nd, 3rd ... allocation
  * failing. Each run must give exactly the clean run's table or config, or an error that is
- * SS_ERR_NOMEM or names the file, with nothing leaked; bad files keep their usual error.
+ * SS_ERR_NOMEM or names the file, with nothing leaked; bad files keep their usual error. The
+ * same again through the loaders that read the files.
  */
 #include "allocfail.h"
 #include "check.h"
 #include "shardserve/worker.h"
+
+#include <sys/stat.h>
+#include <unistd.h>
 
 #define WHAT "alloc_test.json"
 /* cJSON returns NULL both for a syntax error and when an allocation fails, and its only
@@ -161,5 +165,80 @@ static void servable_config_bad_method(void)
     CHECK(allocfail_loop(&c, NULL) == 0);
 }
 
+/* ---------------------------------------------------------------- from files */
+
+/* fopen's FILE is allocated too; its failure is reported as the file not opening (ENOMEM). */
+#define LOAD_OOM "cannot open|: not a JSON object"
+
+typedef struct {
+    char dir[64], table[128];
+    ss_rank_table want_table, got_table;
+    ss_servable_config want_servable, got_servable;
+} files_case;
+
+static void write_file(const char *path, const char *text)
+{
+    FILE *f = fopen(path, "w");
+    CHECK_MSG(f != NULL, "cannot write %s", path);
+    if (!f) return;
+    fputs(text, f);
+    fclose(f);
+}
+
+static ss_status *run_load_table(void *ctx)
+{
+    files_case *f = ctx;
+    return ss_rank_table_load(f->table, &f->got_table);
+}
+
+static bool verify_load_table(void *ctx)
+{
+    files_case *f = ctx;
+    bool same = f->got_table.n == f->want_table.n && f->got_table.json &&
+                !strcmp(f->got_table.json, f->want_table.json) &&
+                !memcmp(f->got_table.ranks, f->want_table.ranks, sizeof f->got_table.ranks[0] * (size_t)f->want_table.n);
+    ss_rank_table_free(&f->got_table);
+    return same;
+}
+
+static ss_status *run_load_servable(void *ctx)
+{
+    files_case *f = ctx;
+    return ss_servable_config_load(f->dir, "matmul", &f->got_servable);
+}
+
+static bool verify_load_servable(void *ctx)
+{
+    files_case *f = ctx;
+    return !memcmp(&f->got_servable, &f->want_servable, sizeof f->want_servable);
+}
+
+static void loaded_from_files(void)
+{
+    static files_case f = {.dir = "/tmp/ss_alloc_test_XXXXXX"};
+    CHECK(mkdtemp(f.dir) != NULL);
+    char sub[128], path[192];
+    snprintf(f.table, sizeof f.table, "%s/rank_table.json", f.dir);
+    snprintf(sub, sizeof sub, "%s/matmul", f.dir);
+    snprintf(path, sizeof path, "%s/servable.json", sub);
+    write_file(f.table, group_list);
+    CHECK(mkdir(sub, 0700) == 0);
+    write_file(path, servable);
+    CHECK_OK(ss_rank_table_load(f.table, &f.want_table));
+    CHECK_OK(ss_servable_config_load(f.dir, "matmul", &f.want_servable));
+    allocfail_case table = {.name = "rank table from a file", .ctx = &f, .run = run_load_table,
+                            .verify = verify_load_table, .error_needle = LOAD_OOM};
+    allocfail_case config = {.name = "servable.json from a folder", .ctx = &f,
+                             .run = run_load_servable, .verify = verify_load_servable,
+                             .error_needle = LOAD_OOM};
+    CHECK(allocfail_loop(&table, NULL) == 0);
+    CHECK(allocfail_loop(&config, NULL) == 0);
+    ss_rank_table_free(&f.want_table);
+    unlink(path);
+    rmdir(sub);
+    unlink(f.table);
+    rmdir(f.dir);
+}
+
 TEST_MAIN(TEST(rank_table_server_list), TEST(rank_table_group_list), TEST(rank_table_bad_order),
-          TEST(servable_config), TEST(servable_config_bad_method))
+          TEST(servable_config), TEST(servable_config_bad_method), TEST(loaded_from_files))
