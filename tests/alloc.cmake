@@ -27,3 +27,8 @@ target_link_libraries(test_alloc_link_frame ss_link)
 # The rank table (server_list and group_list) and servable.json parsers.
 ss_add_allocfail_test(test_alloc_config ${SS_TEST_DIR}/alloc/test_alloc_config.c)
 target_link_libraries(test_alloc_config ss_worker)
+
+# A client's connect + PREDICT + RESULT over a real connection to an in-process echo server on
+# 127.0.0.1 (only the client thread's allocations fail).
+ss_add_allocfail_test(test_alloc_link_socket ${SS_TEST_DIR}/alloc/test_alloc_link_socket.c)
+target_link_libraries(test_alloc_link_socket ss_link)
