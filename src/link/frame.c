@@ -718,7 +718,8 @@ ss_status *link_unpack_header(const link_prefix *p, const uint8_t *hdr, const ss
     m->type = (ss_link_type)p->type;
     bool failed = false;
     ProtobufCAllocator alloc = {pb_alloc, pb_free, &failed};
-    ProtobufCMessage *h = protobuf_c_message_unpack(descriptors[p->type], &alloc, p->header_len, hdr);
+    ProtobufCMessage *h =
+        protobuf_c_message_unpack(descriptors[p->type], &alloc, p->header_len, hdr);
     if (!h && failed)
         return ss_errf(SS_ERR_NOMEM, "%s frame: out of memory unpacking its %u-byte header",
                        ss_link_type_name(p->type), p->header_len);

@@ -301,8 +301,7 @@ static int one_run(const allocfail_case *c, long n, int flags, bool *injected, l
         fprintf(stderr, "allocfail: %s: failed with no failure injected: %s\n", current_run,
                 st->msg);
         bad = 1;
-    } else if (st && !expected && st->code != SS_ERR_NOMEM &&
-               !mentions(st->msg, c->error_needle)) {
+    } else if (st && !expected && st->code != SS_ERR_NOMEM && !mentions(st->msg, c->error_needle)) {
         fprintf(stderr, "allocfail: %s: error is neither out-of-memory nor names '%s': %s (%s)\n",
                 current_run, c->error_needle ? c->error_needle : "(nothing)", st->msg,
                 ss_code_name(st->code));
@@ -311,7 +310,8 @@ static int one_run(const allocfail_case *c, long n, int flags, bool *injected, l
     ss_status_free(st);
     long leaked = allocfail_live() - live0;
     if (!c->skip_live_check && leaked) {
-        fprintf(stderr, "allocfail: %s: %ld block(s) %s\n", current_run, leaked < 0 ? -leaked : leaked,
+        fprintf(stderr, "allocfail: %s: %ld block(s) %s\n", current_run,
+                leaked < 0 ? -leaked : leaked,
                 leaked > 0 ? "leaked" : "freed that it did not allocate");
         bad = 1;
     }

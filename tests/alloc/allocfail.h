@@ -77,8 +77,8 @@ long allocfail_failed(void);
 long allocfail_live(void);
 
 typedef struct {
-    const char *name;         /* printed with every problem */
-    void *ctx;                /* passed to run and verify */
+    const char *name; /* printed with every problem */
+    void *ctx;        /* passed to run and verify */
     ss_status *(*run)(void *ctx);
     bool (*verify)(void *ctx);
     /* texts ('|' between alternatives) that an injected failure may surface as, besides
@@ -87,7 +87,7 @@ typedef struct {
     const char *expect_error; /* bad input: a clean run must fail with this in its message */
     int flags;                /* extra arm flags for every run, e.g. ALLOCFAIL_CALLER_ONLY */
     bool skip_live_check;
-    long max_runs;            /* per mode; 0 = 100000 */
+    long max_runs; /* per mode; 0 = 100000 */
 } allocfail_case;
 
 /* Returns the number of bad runs (0 = every run clean) and how many allocation calls the clean

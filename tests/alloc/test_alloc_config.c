@@ -28,7 +28,8 @@ static const char server_list[] =
     "{\"device_id\": \"0\", \"device_ip\": \"192.1.27.7\", \"rank_id\": \"2\"}]}]}";
 
 static const char group_list[] =
-    "{\"board_id\": \"0x0000\", \"status\": \"completed\", \"group_count\": \"1\", \"group_list\": ["
+    "{\"board_id\": \"0x0000\", \"status\": \"completed\", \"group_count\": \"1\", \"group_list\": "
+    "["
     "{\"group_name\": \"hccl_world_group\", \"device_num\": \"3\", \"instance_list\": ["
     "{\"devices\": [{\"device_id\": \"0\", \"device_ip\": \"192.1.27.0\"}], \"rank_id\": \"0\","
     " \"server_id\": \"127.0.0.1\"},"
@@ -86,7 +87,10 @@ static void table_loop(const char *name, const char *text, int n_ranks)
     table_case t = {.text = text};
     CHECK_OK(ss_rank_table_parse(text, strlen(text), WHAT, &t.want));
     CHECK_MSG(t.want.n == n_ranks, "%s: %d ranks", name, t.want.n);
-    allocfail_case c = {.name = name, .ctx = &t, .run = run_table, .verify = verify_table,
+    allocfail_case c = {.name = name,
+                        .ctx = &t,
+                        .run = run_table,
+                        .verify = verify_table,
                         .error_needle = CJSON_OOM};
     long allocs = 0;
     CHECK_MSG(allocfail_loop(&c, &allocs) == 0, "%s", name);
@@ -119,8 +123,11 @@ static bool never_called(void *ctx)
 
 static void rank_table_bad_order(void)
 {
-    allocfail_case c = {.name = "rank table with rank ids out of order", .ctx = (void *)bad_rank_order,
-                        .run = run_bad_table, .verify = never_called, .error_needle = CJSON_OOM,
+    allocfail_case c = {.name = "rank table with rank ids out of order",
+                        .ctx = (void *)bad_rank_order,
+                        .run = run_bad_table,
+                        .verify = never_called,
+                        .error_needle = CJSON_OOM,
                         .expect_error = "entry 1 has rank_id 2"};
     CHECK(allocfail_loop(&c, NULL) == 0);
 }
@@ -149,8 +156,11 @@ static void servable_config(void)
     static servable_case s = {.text = servable}; /* two configs are ~70 KiB: not on the stack */
     CHECK_OK(ss_servable_config_parse(servable, strlen(servable), WHAT, "matmul", &s.want));
     CHECK(s.want.n_methods == 2 && s.want.n_no_batch == 1 && s.want.max_batch_size == 8);
-    allocfail_case c = {.name = "servable.json", .ctx = &s, .run = run_servable,
-                        .verify = verify_servable, .error_needle = CJSON_OOM};
+    allocfail_case c = {.name = "servable.json",
+                        .ctx = &s,
+                        .run = run_servable,
+                        .verify = verify_servable,
+                        .error_needle = CJSON_OOM};
     long allocs = 0;
     CHECK(allocfail_loop(&c, &allocs) == 0);
     CHECK_MSG(allocs > 0, "servable.json allocated nothing");
@@ -159,8 +169,11 @@ static void servable_config(void)
 static void servable_config_bad_method(void)
 {
     static servable_case s = {.text = bad_servable};
-    allocfail_case c = {.name = "servable.json with a method lacking outputs", .ctx = &s,
-                        .run = run_servable, .verify = never_called, .error_needle = CJSON_OOM,
+    allocfail_case c = {.name = "servable.json with a method lacking outputs",
+                        .ctx = &s,
+                        .run = run_servable,
+                        .verify = never_called,
+                        .error_needle = CJSON_OOM,
                         .expect_error = "method 'b' needs 'inputs' and 'outputs'"};
     CHECK(allocfail_loop(&c, NULL) == 0);
 }
@@ -196,7 +209,8 @@ static bool verify_load_table(void *ctx)
     files_case *f = ctx;
     bool same = f->got_table.n == f->want_table.n && f->got_table.json &&
                 !strcmp(f->got_table.json, f->want_table.json) &&
-                !memcmp(f->got_table.ranks, f->want_table.ranks, sizeof f->got_table.ranks[0] * (size_t)f->want_table.n);
+                !memcmp(f->got_table.ranks, f->want_table.ranks,
+                        sizeof f->got_table.ranks[0] * (size_t)f->want_table.n);
     ss_rank_table_free(&f->got_table);
     return same;
 }
@@ -226,10 +240,15 @@ static void loaded_from_files(void)
     write_file(path, servable);
     CHECK_OK(ss_rank_table_load(f.table, &f.want_table));
     CHECK_OK(ss_servable_config_load(f.dir, "matmul", &f.want_servable));
-    allocfail_case table = {.name = "rank table from a file", .ctx = &f, .run = run_load_table,
-                            .verify = verify_load_table, .error_needle = LOAD_OOM};
-    allocfail_case config = {.name = "servable.json from a folder", .ctx = &f,
-                             .run = run_load_servable, .verify = verify_load_servable,
+    allocfail_case table = {.name = "rank table from a file",
+                            .ctx = &f,
+                            .run = run_load_table,
+                            .verify = verify_load_table,
+                            .error_needle = LOAD_OOM};
+    allocfail_case config = {.name = "servable.json from a folder",
+                             .ctx = &f,
+                             .run = run_load_servable,
+                             .verify = verify_load_servable,
                              .error_needle = LOAD_OOM};
     CHECK(allocfail_loop(&table, NULL) == 0);
     CHECK(allocfail_loop(&config, NULL) == 0);

@@ -42,7 +42,8 @@ static ss_status *run_decode(void *ctx)
     return ss_link_decode_frame(f->frame, f->len, NULL, &f->got, &f->used);
 }
 
-/* Frames tl_msg_matches does not know: the handshake (its nonce and proof are not in the message). */
+/* Frames tl_msg_matches does not know: the handshake (its nonce and proof are not in the message).
+ */
 static bool handshake_matches(const ss_link_msg *sent, const ss_link_msg *got)
 {
     if (sent->type == SS_LINK_AUTH_ACK)
@@ -119,9 +120,17 @@ static void every_frame_type(void)
     ss_link_spec bin[2] = {{"x", SS_DT_FLOAT32, 2, {128, 96}}, {"mask", SS_DT_BOOL, 0, {0}}};
 
     frame_case cases[] = {
-        {"REGISTER", {.type = SS_LINK_REGISTER, .rank = 3, .rank_size = 8, .pid = 1234,
-                      .inputs = in, .n_inputs = 2, .outputs = out, .n_outputs = 1,
-                      .address = "127.0.0.1:7003", .shares_inputs = true}},
+        {"REGISTER",
+         {.type = SS_LINK_REGISTER,
+          .rank = 3,
+          .rank_size = 8,
+          .pid = 1234,
+          .inputs = in,
+          .n_inputs = 2,
+          .outputs = out,
+          .n_outputs = 1,
+          .address = "127.0.0.1:7003",
+          .shares_inputs = true}},
         {"REGISTER without specs", {.type = SS_LINK_REGISTER}},
         {"REGISTER_ACK", {.type = SS_LINK_REGISTER_ACK, .message = "rank 3 is already registered"}},
         {"GET_META", {.type = SS_LINK_GET_META, .address = "host-a"}},
@@ -130,12 +139,24 @@ static void every_frame_type(void)
         {"HEARTBEAT_ACK", {.type = SS_LINK_HEARTBEAT_ACK, .seq = 78, .comm_bytes = 1ull << 40}},
         {"EXIT", {.type = SS_LINK_EXIT, .message = "worker stopping"}},
         {"AUTH_ACK", {.type = SS_LINK_AUTH_ACK, .accepted = true, .message = "welcome"}},
-        {"PREDICT with tensors", {.type = SS_LINK_PREDICT, .request_id = 99, .return_result = true,
-                                  .tensor_names = names}, ts, 5},
-        {"PREDICT by broadcast", {.type = SS_LINK_PREDICT, .request_id = 5, .has_input_root = true,
-                                  .inputs = bin, .n_inputs = 2}},
-        {"RESULT with tensors", {.type = SS_LINK_RESULT, .request_id = 99, .status_code = 1,
-                                 .message = "Inputs size not match", .tensor_names = names}, ts, 5},
+        {"PREDICT with tensors",
+         {.type = SS_LINK_PREDICT, .request_id = 99, .return_result = true, .tensor_names = names},
+         ts,
+         5},
+        {"PREDICT by broadcast",
+         {.type = SS_LINK_PREDICT,
+          .request_id = 5,
+          .has_input_root = true,
+          .inputs = bin,
+          .n_inputs = 2}},
+        {"RESULT with tensors",
+         {.type = SS_LINK_RESULT,
+          .request_id = 99,
+          .status_code = 1,
+          .message = "Inputs size not match",
+          .tensor_names = names},
+         ts,
+         5},
         {"RESULT empty", {.type = SS_LINK_RESULT, .request_id = 1}},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
@@ -157,8 +178,8 @@ static void handshake_frames(void)
         frame_case f = {.msg = {.type = types[i]}};
         snprintf(f.name, sizeof f.name, "%s", ss_link_type_name(types[i]));
         uint64_t payload = 0;
-        CHECK_OK(link_pack_header(&f.msg, &hs, NULL, 0, &opts, (uint8_t **)&f.frame, &f.len,
-                                  &payload));
+        CHECK_OK(
+            link_pack_header(&f.msg, &hs, NULL, 0, &opts, (uint8_t **)&f.frame, &f.len, &payload));
         check_frame(&f, false);
     }
 }
@@ -183,7 +204,10 @@ static void expect_bad(uint8_t *frame, size_t len, const char *name, const char 
     frame_case f = {.frame = frame, .len = len};
     char full[96];
     snprintf(full, sizeof full, "decode %s", name);
-    allocfail_case c = {.name = full, .ctx = &f, .run = run_decode_bad, .verify = never_called,
+    allocfail_case c = {.name = full,
+                        .ctx = &f,
+                        .run = run_decode_bad,
+                        .verify = never_called,
                         .expect_error = expect};
     CHECK_MSG(allocfail_loop(&c, NULL) == 0, "%s", full);
     free(frame);
@@ -212,8 +236,8 @@ static void malformed_frames(void)
     expect_bad(buf, len, "REGISTER with a bad second spec", "input 1 (y): unknown dtype 99");
 
     int64_t d2[1] = {2};
-    ss_tensor a = tl_numeric(SS_DT_INT32, 1, d2, 1), s = tl_strings(2, (const char *[]){"ab", "c"},
-                                                                     (size_t[]){2, 1});
+    ss_tensor a = tl_numeric(SS_DT_INT32, 1, d2, 1),
+              s = tl_strings(2, (const char *[]){"ab", "c"}, (size_t[]){2, 1});
     const ss_tensor *ts[3] = {&a, &s, &a};
     char *names[3] = {"a", "s", "a2"};
     ss_link_msg pred = {.type = SS_LINK_PREDICT, .request_id = 1, .tensor_names = names};

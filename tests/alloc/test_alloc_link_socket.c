@@ -31,8 +31,10 @@ static ss_status *run_exchange(void *ctx)
 static bool verify_exchange(void *ctx)
 {
     exchange_case *e = ctx;
-    ss_link_msg want = {.type = SS_LINK_RESULT, .request_id = e->msg->request_id,
-                        .message = "echo", .tensor_names = e->msg->tensor_names};
+    ss_link_msg want = {.type = SS_LINK_RESULT,
+                        .request_id = e->msg->request_id,
+                        .message = "echo",
+                        .tensor_names = e->msg->tensor_names};
     bool same = tl_msg_matches(&want, e->ts, e->n, &e->got) && e->got.message;
     ss_link_msg_free(&e->got);
     return same;
@@ -48,15 +50,18 @@ static void predict_round_trip(void)
     ss_tensor str = tl_strings(2, (const char *[]){"ab", ""}, (size_t[]){2, 0});
     const ss_tensor *ts[2] = {&f32, &str};
     char *names[2] = {"x", "text"};
-    ss_link_msg msg = {.type = SS_LINK_PREDICT, .request_id = 42, .return_result = true,
-                       .tensor_names = names};
-    exchange_case e = {.address = ss_link_listener_address(s->listener), .msg = &msg, .ts = ts,
-                       .n = 2};
+    ss_link_msg msg = {
+        .type = SS_LINK_PREDICT, .request_id = 42, .return_result = true, .tensor_names = names};
+    exchange_case e = {
+        .address = ss_link_listener_address(s->listener), .msg = &msg, .ts = ts, .n = 2};
     /* Clear errors that are not SS_ERR_NOMEM: getaddrinfo's EAI_MEMORY ("Memory allocation
      * failure", with code invalid), and RAND_bytes failing while OpenSSL sets itself up (its
      * error queue needs memory too, so nothing says why) */
-    allocfail_case c = {.name = "link exchange (client side)", .ctx = &e, .run = run_exchange,
-                        .verify = verify_exchange, .flags = ALLOCFAIL_CALLER_ONLY,
+    allocfail_case c = {.name = "link exchange (client side)",
+                        .ctx = &e,
+                        .run = run_exchange,
+                        .verify = verify_exchange,
+                        .flags = ALLOCFAIL_CALLER_ONLY,
                         .skip_live_check = true,
                         .error_needle = "Memory allocation failure|random bytes from OpenSSL"};
     long allocs = 0;
