@@ -24,9 +24,12 @@ get_target_property(ss_alloc_link_src ss_link SOURCE_DIR)
 target_include_directories(test_alloc_link_frame PRIVATE ${ss_alloc_link_src})
 target_link_libraries(test_alloc_link_frame ss_link)
 
-# The rank table (server_list and group_list) and servable.json parsers.
-ss_add_allocfail_test(test_alloc_config ${SS_TEST_DIR}/alloc/test_alloc_config.c)
-target_link_libraries(test_alloc_config ss_worker)
+# The rank table (server_list and group_list) and servable.json parsers (only when the worker is
+# built at all).
+if(TARGET ss_worker)
+  ss_add_allocfail_test(test_alloc_config ${SS_TEST_DIR}/alloc/test_alloc_config.c)
+  target_link_libraries(test_alloc_config ss_worker)
+endif()
 
 # A client's connect + PREDICT + RESULT over a real connection to an in-process echo server on
 # 127.0.0.1 (only the client thread's allocations fail).
