@@ -465,6 +465,13 @@ static char *dup_str(const char *s)
     return strdup(s ? s : "");
 }
 
+/* A header string into the message: absent is "", never NULL, so receivers need not check. */
+static ss_status *dup_field(char **out, const char *s, const char *field)
+{
+    *out = dup_str(s);
+    return *out ? NULL : ss_errf(SS_ERR_NOMEM, "cannot copy the %s", field);
+}
+
 static ss_status *unpack_spec(const Shardserve__Link__TensorSpec *in, ss_link_spec *out,
                               const char *role, size_t i)
 {
@@ -604,7 +611,8 @@ static ss_status *unpack_fields(const link_prefix *p, const any_header *h,
         return st;
     case SS_LINK_AUTH_ACK:
         m->accepted = h->auth_ack.accepted;
-        m->message = dup_str(h->auth_ack.reason);
+        st = dup_field(&m->message, h->auth_ack.reason, "reason");
+        if (st) return st;
         return copy_bytes(&h->auth_ack.proof, hs->proof, LINK_PROOF_BYTES, &hs->has_proof, "proof");
     case SS_LINK_REGISTER:
         m->rank = h->reg.rank;
@@ -613,8 +621,9 @@ static ss_status *unpack_fields(const link_prefix *p, const any_header *h,
         m->stage_size = h->reg.stage_size;
         m->pid = h->reg.pid;
         m->batch_size = h->reg.batch_size;
-        m->address = dup_str(h->reg.address);
         m->shares_inputs = h->reg.shares_inputs;
+        st = dup_field(&m->address, h->reg.address, "address");
+        if (st) return st;
         if (h->reg.n_inputs + h->reg.n_outputs > opts->max_tensors)
             return ss_errf(SS_ERR_LIMIT,
                            "REGISTER declares %zu inputs and outputs, the limit is %u",
@@ -626,14 +635,11 @@ static ss_status *unpack_fields(const link_prefix *p, const any_header *h,
         return st;
     case SS_LINK_REGISTER_ACK:
         m->accepted = h->reg_ack.accepted;
-        m->message = dup_str(h->reg_ack.reason);
-        return NULL;
+        return dup_field(&m->message, h->reg_ack.reason, "reason");
     case SS_LINK_GET_META:
-        m->address = dup_str(h->get_meta.requester);
-        return NULL;
+        return dup_field(&m->address, h->get_meta.requester, "requester");
     case SS_LINK_META:
-        m->json = dup_str(h->meta.json);
-        return NULL;
+        return dup_field(&m->json, h->meta.json, "metadata");
     case SS_LINK_HEARTBEAT:
     case SS_LINK_HEARTBEAT_ACK:
         m->seq = h->hb.seq;
@@ -677,15 +683,28 @@ static ss_status *unpack_fields(const link_prefix *p, const any_header *h,
     case SS_LINK_RESULT:
         m->request_id = h->result.request_id;
         m->status_code = h->result.status_code;
-        m->message = dup_str(h->result.message);
         m->comm_bytes = h->result.comm_bytes;
-        if (!m->message) return ss_errf(SS_ERR_NOMEM, "RESULT message");
+        st = dup_field(&m->message, h->result.message, "message");
+        if (st) return st;
         return unpack_tensors(p, h->result.tensors, h->result.n_tensors, m, sizes);
     case SS_LINK_EXIT:
-        m->message = dup_str(h->exit.reason);
-        return NULL;
+        return dup_field(&m->message, h->exit.reason, "reason");
     }
     return ss_errf(SS_ERR_INTERNAL, "unhandled frame type %u", p->type);
+}
+
+/* protobuf-c answers NULL both for a malformed header and for a failed allocation; this
+ * allocator tells the two apart, so a peer's good frame is never called invalid. */
+static void *pb_alloc(void *failed, size_t size)
+{
+    void *p = malloc(size);
+    if (!p) *(bool *)failed = true;
+    return p;
+}
+
+static void pb_free(void *failed, void *p)
+{
+    free(p);
 }
 
 ss_status *link_unpack_header(const link_prefix *p, const uint8_t *hdr, const ss_link_options *opts,
@@ -697,12 +716,18 @@ ss_status *link_unpack_header(const link_prefix *p, const uint8_t *hdr, const ss
     if (!hs) hs = &scratch_hs;
     memset(hs, 0, sizeof *hs);
     m->type = (ss_link_type)p->type;
-    ProtobufCMessage *h = protobuf_c_message_unpack(descriptors[p->type], NULL, p->header_len, hdr);
+    bool failed = false;
+    ProtobufCAllocator alloc = {pb_alloc, pb_free, &failed};
+    ProtobufCMessage *h =
+        protobuf_c_message_unpack(descriptors[p->type], &alloc, p->header_len, hdr);
+    if (!h && failed)
+        return ss_errf(SS_ERR_NOMEM, "%s frame: out of memory unpacking its %u-byte header",
+                       ss_link_type_name(p->type), p->header_len);
     if (!h)
         return ss_errf(SS_ERR_INVALID, "%s frame: the %u-byte header is not a valid protobuf",
                        ss_link_type_name(p->type), p->header_len);
     ss_status *st = unpack_fields(p, (const any_header *)h, opts, m, hs, sizes);
-    protobuf_c_message_free_unpacked(h, NULL);
+    protobuf_c_message_free_unpacked(h, &alloc);
     if (st) {
         ss_link_msg_free(m);
         free(*sizes);

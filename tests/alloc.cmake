@@ -1,0 +1,37 @@
+# alloc: allocation-failure tests in SQLite's manner (fail the 1st, 2nd, 3rd ... allocation until a
+# run completes untouched; every run must succeed or fail cleanly, without a leak or a crash).
+# tests/alloc/allocfail.h documents the harness.
+#
+# ss_add_allocfail_test(name source... [ARGS arg...]): a C test with allocfail.c compiled in. Link
+# what it tests with target_link_libraries(name ...). allocfail.c defines malloc & co. and forwards
+# to the next definition with dlsym(RTLD_NEXT), so it also works in the -DSS_SANITIZE=ON build
+# (there the next definition is ASan's, and LeakSanitizer checks for leaks as well). -fno-builtin:
+# else gcc may rewrite the forwarding code into calls of the very functions it defines.
+# -fno-sanitize=all: ASan's own start-up may call malloc before its shadow memory exists, and an
+# instrumented malloc would then fault on its first memory access.
+function(ss_add_allocfail_test name)
+  ss_add_c_test(${name} ${ARGN} ${SS_TEST_DIR}/alloc/allocfail.c)
+  set_source_files_properties(${SS_TEST_DIR}/alloc/allocfail.c PROPERTIES
+                              COMPILE_OPTIONS "-fno-builtin;-fno-sanitize=all")
+  target_include_directories(${name} PRIVATE ${SS_TEST_DIR}/alloc)
+  target_link_libraries(${name} ${CMAKE_DL_LIBS})
+  set_tests_properties(${name} PROPERTIES TIMEOUT 300 LABELS alloc)
+endfunction()
+
+# The link frame encoder and decoder, on every frame type and on malformed frames.
+ss_add_allocfail_test(test_alloc_link_frame ${SS_TEST_DIR}/alloc/test_alloc_link_frame.c)
+get_target_property(ss_alloc_link_src ss_link SOURCE_DIR)
+target_include_directories(test_alloc_link_frame PRIVATE ${ss_alloc_link_src})
+target_link_libraries(test_alloc_link_frame ss_link)
+
+# The rank table (server_list and group_list) and servable.json parsers (only when the worker is
+# built at all).
+if(TARGET ss_worker)
+  ss_add_allocfail_test(test_alloc_config ${SS_TEST_DIR}/alloc/test_alloc_config.c)
+  target_link_libraries(test_alloc_config ss_worker)
+endif()
+
+# A client's connect + PREDICT + RESULT over a real connection to an in-process echo server on
+# 127.0.0.1 (only the client thread's allocations fail).
+ss_add_allocfail_test(test_alloc_link_socket ${SS_TEST_DIR}/alloc/test_alloc_link_socket.c)
+target_link_libraries(test_alloc_link_socket ss_link)
