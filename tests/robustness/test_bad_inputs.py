@@ -398,6 +398,7 @@ NUMS = [
     ("agents", "--agent-start-port", ["0", "70000"]),
     ("agents", "--comm-timeout-ms", ["0"]),
     ("agents", "--connect-timeout-ms", ["-5"]),
+    ("agents", "--heartbeat-timeout-ms", ["5", "forever"]),
     ("infer", "--version", ["-1", "v1"]),
     ("infer", "--timeout-ms", ["0"]),
     ("bench", "--concurrency", ["0", "1,0", "2000", ","]),
