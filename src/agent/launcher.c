@@ -9,7 +9,8 @@
  * it is alone in its group no other rank exits either: so each agent stamps a shared liveness
  * slot whenever it reads a frame from the worker (liveness.h), and a registered rank whose stamp
  * is older than the heartbeat timeout is SIGKILLed (a stopped process ignores anything else) and
- * its group handled as if it had died.
+ * its group handled as if it had died. Under mpirun the ranks are not our children and there is
+ * no such check: a hung rank alone in an mpi job is still left to the worker.
  *
  * With the mpi backend one launcher starts EVERY rank of the rank table, on every host, through
  * one mpirun (separately started MPI jobs cannot reliably join one communicator): a hostfile names
