@@ -14,6 +14,7 @@
  */
 #include "shardserve/agent.h"
 
+#include "liveness.h"
 #include "shardserve/link.h"
 
 #include <errno.h>
@@ -56,6 +57,7 @@ typedef struct {
     char why[512];
     int silence_ms;
     _Atomic uint64_t comm_bytes; /* the rank's collective bytes after its last request */
+    ss_liveness_slot *live;      /* stamped per frame read, for the launcher's hang check */
 } agent_state;
 
 static void pending_free(pending *p)
@@ -134,6 +136,7 @@ static void read_frame(agent_state *a, int timeout_ms, pending **out)
     ss_link_msg m = {0};
     pending *p = NULL;
     ss_status *st = ss_link_recv_header(a->conn, timeout_ms, &m);
+    if (!st) ss_liveness_beat(a->live);
     if (!st && m.type == SS_LINK_PREDICT) p = pending_for(a, &m);
     if (!st) st = ss_link_recv_payload(a->conn, &m); /* frees m on failure */
     if (st) {
@@ -440,6 +443,7 @@ ss_status *ss_agent_run(const ss_agent_options *opt)
     lo.secret = opt->secret;
     lo.secret_len = opt->secret_len;
     agent_state a = {.silence_ms = opt->worker_silence_ms ? opt->worker_silence_ms : 10000};
+    a.live = ss_liveness_attach();
     pthread_mutex_init(&a.mu, NULL);
     pthread_cond_init(&a.cv, NULL);
     pthread_mutex_init(&a.rd, NULL);
@@ -464,6 +468,7 @@ ss_status *ss_agent_run(const ss_agent_options *opt)
     }
     if (!st) {
         SS_INFO("rank %d registered with %s", cfg->rank, opt->worker_address);
+        ss_liveness_beat(a.live); /* registered: the launcher's hang check starts */
         pthread_t helper;
         bool helper_ok = pthread_create(&helper, NULL, helper_main, &a) == 0;
         st = serve(r, &a, stage);
@@ -497,6 +502,7 @@ ss_status *ss_agent_run(const ss_agent_options *opt)
     pthread_mutex_destroy(&a.rd);
     pthread_mutex_destroy(&a.mu);
     pthread_cond_destroy(&a.cv);
+    ss_liveness_detach(a.live);
     ss_rank_close(r);
     return st;
 }

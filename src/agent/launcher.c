@@ -4,7 +4,13 @@
  * rank-table IP this host can bind at agent_start_port, or agent_ip/rank_start), check the model
  * files, start one agent process per local rank and supervise them. If one agent dies the others
  * are stopped too (a tensor-parallel group is only useful whole) and the launcher exits with an
- * error naming the rank; SIGINT/SIGTERM stop every agent and exit cleanly.
+ * error naming the rank (or, by --restart policy, starts the group again); SIGINT/SIGTERM stop
+ * every agent and exit cleanly. An agent that hangs (stopped, deadlocked) does not die, and when
+ * it is alone in its group no other rank exits either: so each agent stamps a shared liveness
+ * slot whenever it reads a frame from the worker (liveness.h), and a registered rank whose stamp
+ * is older than the heartbeat timeout is SIGKILLed (a stopped process ignores anything else) and
+ * its group handled as if it had died. Under mpirun the ranks are not our children and there is
+ * no such check: a hung rank alone in an mpi job is still left to the worker.
  *
  * With the mpi backend one launcher starts EVERY rank of the rank table, on every host, through
  * one mpirun (separately started MPI jobs cannot reliably join one communicator): a hostfile names
@@ -17,6 +23,7 @@
  */
 #include "shardserve/agent.h"
 
+#include "liveness.h"
 #include "shardserve/link.h"
 #include "spawn.h"
 
@@ -153,7 +160,7 @@ static void config_for(const ss_launcher_options *opt, int i, char *out, size_t 
 }
 
 static pid_t spawn_agent(const ss_launcher_options *opt, const meta_info *mi, int i,
-                         const char *session)
+                         const char *session, const ss_liveness *live)
 {
     char config[PATH_MAX], timeout[32];
     config_for(opt, i, config, sizeof config);
@@ -179,6 +186,7 @@ static pid_t spawn_agent(const ss_launcher_options *opt, const meta_info *mi, in
         prctl(PR_SET_PDEATHSIG, SIGTERM);
         if (getppid() != parent) _exit(1);
         ss_child_prepare(opt->secret, opt->secret_len);
+        ss_liveness_pass(live, i);
         execv(opt->self_exe, (char *const *)argv);
         fprintf(stderr, "cannot start an agent (%s): %s\n", opt->self_exe, strerror(errno));
         _exit(127);
@@ -402,17 +410,58 @@ static void stop_all(pid_t *pids, int n, int grace_ms)
         if (pids[i] > 0) kill(pids[i], SIGKILL), waitpid(pids[i], NULL, 0), pids[i] = 0;
 }
 
-/* Start one generation of the local agents and supervise it until they all exit, one fails
- * (the rest are stopped), or a signal asks to stop. NULL = every agent ended in order. */
+static int hang_timeout_ms(const ss_launcher_options *opt)
+{
+    return opt->heartbeat_timeout_ms > 0 ? opt->heartbeat_timeout_ms : 5000;
+}
+
+/* Why a rank does not read its link, from /proc/PID/stat, for the log: stopped is not slow. */
+static const char *hang_reason(pid_t pid)
+{
+    char path[64], buf[512];
+    snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
+    FILE *f = fopen(path, "r");
+    size_t len = f ? fread(buf, 1, sizeof buf - 1, f) : 0;
+    if (f) fclose(f);
+    buf[len] = 0;
+    const char *paren = strrchr(buf, ')'); /* the command name before it may hold anything */
+    char state = paren && paren[1] == ' ' ? paren[2] : '?';
+    if (state == 'T' || state == 't') return "the process is stopped";
+    if (state == 'D') return "the process is blocked in the kernel";
+    return "the process runs but does not read its link";
+}
+
+/* The first registered local rank that has read nothing from the worker for the heartbeat
+ * timeout is SIGKILLed (it may be stopped) and named in the error; NULL while all show life. */
+static ss_status *kill_hung(const ss_launcher_options *opt, const ss_liveness *live, const int *ranks,
+                            const pid_t *pids, int n)
+{
+    uint64_t now = ss_now_ns();
+    int timeout = hang_timeout_ms(opt);
+    for (int i = 0; i < n; i++) {
+        int64_t silent = ss_liveness_silent_ms(live, i, now);
+        if (pids[i] <= 0 || silent < timeout) continue;
+        const char *why = hang_reason(pids[i]);
+        kill(pids[i], SIGKILL);
+        return ss_errf(SS_ERR_UNAVAILABLE, "agent of rank %d (pid %d) has read nothing from the worker for %lld ms "
+                       "(--heartbeat-timeout-ms %d; %s): killed it, stopping the other agents", ranks[i],
+                       (int)pids[i], (long long)silent, timeout, why);
+    }
+    return NULL;
+}
+
+/* Start one generation of the local agents and supervise it until they all exit, one fails or
+ * hangs (the rest are stopped), or a signal asks to stop. NULL = every agent ended in order. */
 static ss_status *run_group(const ss_launcher_options *opt, const meta_info *mi, const int *ranks, int n,
-                            pid_t *pids, sigset_t *set, int generation, bool *signalled)
+                            pid_t *pids, ss_liveness *live, sigset_t *set, int generation, bool *signalled)
 {
     char session[64];
     snprintf(session, sizeof session, "agents-%d-%d", (int)getpid(), generation);
     ss_status *st = NULL;
+    ss_liveness_reset(live);
     fflush(NULL);
     for (int i = 0; i < n; i++) {
-        pids[i] = spawn_agent(opt, mi, i, session);
+        pids[i] = spawn_agent(opt, mi, i, session, live);
         if (pids[i] < 0) {
             pids[i] = 0;
             st = ss_errf(SS_ERR_IO, "fork for rank %d: %s", ranks[i], strerror(errno));
@@ -422,9 +471,15 @@ static ss_status *run_group(const ss_launcher_options *opt, const meta_info *mi,
     if (!st)
         SS_INFO("started %d agents (ranks %d..%d) for %s", n, ranks[0], ranks[n - 1], opt->worker_address);
     int running = st ? 0 : n;
+    /* look at the liveness stamps a few times per timeout */
+    int tick_ms = hang_timeout_ms(opt) / 4 < 250 ? hang_timeout_ms(opt) / 4 : 250;
+    struct timespec tick = {0, (long)(tick_ms > 20 ? tick_ms : 20) * 1000000L};
     while (running > 0 && !st) {
-        int sig;
-        if (sigwait(set, &sig) != 0) continue;
+        int sig = sigtimedwait(set, NULL, &tick);
+        if (sig < 0) {
+            if (errno == EAGAIN) st = kill_hung(opt, live, ranks, pids, n);
+            continue;
+        }
         if (sig == SIGINT || sig == SIGTERM) {
             SS_INFO("signal %d: stopping the agents", sig);
             *signalled = true;
@@ -510,12 +565,14 @@ ss_status *ss_launcher_run(const ss_launcher_options *opt)
     sigaddset(&set, SIGTERM);
     sigaddset(&set, SIGCHLD);
     sigprocmask(SIG_BLOCK, &set, &old);
+    ss_liveness *live = ss_liveness_create(n);
+    if (!live) SS_WARN("no liveness page (memfd: %s): a hung agent is left to the worker to notice", strerror(errno));
     int max_tries = opt->max_restarts > 0 ? opt->max_restarts : 5;
     int backoff = opt->backoff_ms > 0 ? opt->backoff_ms : 500;
     for (int generation = 0, tries = 0;; generation++) {
         uint64_t started = ss_now_ns();
         bool signalled = false;
-        st = run_group(opt, mi, ranks, n, pids, &set, generation, &signalled);
+        st = run_group(opt, mi, ranks, n, pids, live, &set, generation, &signalled);
         if (!st || signalled || opt->restart == SS_RESTART_NEVER) break;
         if (ss_now_ns() - started > 60ull * 1000000000ull) tries = 0; /* it ran fine for a while */
         if (++tries > max_tries) {
@@ -534,6 +591,7 @@ ss_status *ss_launcher_run(const ss_launcher_options *opt)
         backoff = backoff * 2 > 30000 ? 30000 : backoff * 2;
     }
     sigprocmask(SIG_SETMASK, &old, NULL);
+    ss_liveness_free(live);
     free(mi), free(ranks), free(pids);
     return st;
 }

@@ -22,9 +22,13 @@ static const char agents_usage[] =
     "MS]\n"
     "                         [--connect-timeout-ms MS] [--secret-file FILE]\n"
     "                         [--restart never|on-failure] [--max-restarts N] [--restart-backoff-ms MS]\n"
+    "                         [--heartbeat-timeout-ms MS]\n"
     "  --restart         on-failure (default): when an agent dies or the worker goes away, stop the\n"
     "                    group and start it again (backoff doubling from --restart-backoff-ms 500,\n"
     "                    at most --max-restarts 5 in a row); never: stop and exit non-zero\n"
+    "  --heartbeat-timeout-ms  a local rank that has read nothing from the worker this long\n"
+    "                    (stopped, deadlocked) is killed and its group handled as if it had died\n"
+    "                    (default 5000; give serve's --heartbeat-timeout-ms)\n"
     "  --model-files     one model per local rank, in local rank order (--comm mpi: one per rank\n"
     "                    of the whole rank table, in rank order, at paths valid on every host)\n"
     "  --group-configs   one group_config.json per model file (default: next to each model)\n"
@@ -114,6 +118,10 @@ int cmd_agents(int argc, char **argv)
         } else if (!strcmp(a, "--restart-backoff-ms") && has) {
             if (!cli_parse_int(argv[++i], 1, 600000, &v)) return cli_fail("agents", ss_errf(SS_ERR_INVALID, "--restart-backoff-ms wants 1..600000"));
             o.backoff_ms = (int)v;
+        } else if (!strcmp(a, "--heartbeat-timeout-ms") && has) {
+            if (!cli_parse_int(argv[++i], 100, 3600000, &v))
+                return cli_fail("agents", ss_errf(SS_ERR_INVALID, "--heartbeat-timeout-ms wants 100..3600000, got '%s'", argv[i]));
+            o.heartbeat_timeout_ms = (int)v;
         } else if (!strcmp(a, "--secret-file") && has) {
             secret_file = argv[++i];
         } else {

@@ -197,6 +197,43 @@ static ss_status *int_field(const cJSON *o, const char *key, const char *what, i
     return NULL;
 }
 
+/* Every method's inputs as "method 'm' has inputs x, b; ..." (cut short with "..." when long). */
+static void method_inputs(const ss_servable_config *c, char *out, size_t cap)
+{
+    size_t off = 0;
+    out[0] = 0;
+    for (int m = 0; m < c->n_methods; m++)
+        for (int i = 0; i < c->methods[m].n_inputs; i++) {
+            const char *sep = i ? ", " : m ? "; method '" : "method '";
+            int w = snprintf(out + off, cap - off, "%s%s%s%s", sep, i ? "" : c->methods[m].name,
+                             i ? "" : "' has inputs ", c->methods[m].inputs[i]);
+            if (w < 0 || (size_t)w >= cap - off) {
+                snprintf(out + cap - 4, 4, "...");
+                return;
+            }
+            off += (size_t)w;
+        }
+}
+
+/* MindSpore's without_batch_dim_inputs index the model's inputs, which are every method's inputs
+ * here: a name no method declares is a typo that would silently leave that input batched. */
+static ss_status *check_no_batch_names(const ss_servable_config *c, const char *what)
+{
+    for (int b = 0; b < c->n_no_batch; b++) {
+        const char *name = c->without_batch_dim_inputs[b];
+        bool found = false;
+        for (int m = 0; m < c->n_methods && !found; m++)
+            for (int i = 0; i < c->methods[m].n_inputs && !found; i++)
+                found = !strcmp(c->methods[m].inputs[i], name);
+        if (found) continue;
+        char inputs[1024];
+        method_inputs(c, inputs, sizeof inputs);
+        return ss_errf(SS_ERR_INVALID, "%s: 'without_batch_dim_inputs' names '%s', which is not an input of any "
+                       "method (%s)", what, name, inputs);
+    }
+    return NULL;
+}
+
 ss_status *ss_servable_config_parse(const char *text, size_t len, const char *what, const char *name,
                                     ss_servable_config *c)
 {
@@ -258,6 +295,7 @@ ss_status *ss_servable_config_parse(const char *text, size_t len, const char *wh
         if (st) break;
         c->n_methods++;
     }
+    if (!st) st = check_no_batch_names(c, what);
     cJSON_Delete(root);
     return st;
 }

@@ -228,6 +228,15 @@ sv_case("broadcast_inputs_number", c2(broadcast_inputs=1), pattern="broadcast_in
 sv_case("enable_pipeline_infer_string", c2(enable_pipeline_infer="true"), pattern="enable_pipeline_infer")
 sv_case("no_batch_inputs_not_list", c2(without_batch_dim_inputs="x"))
 sv_case("no_batch_inputs_dup", c2(without_batch_dim_inputs=["x", "x"]))
+# a name no method declares would silently leave that input batched: refused, naming the name
+# and the inputs it could have meant
+sv_case("no_batch_inputs_unknown", c2(without_batch_dim_inputs=["x", "bias"]),
+        pattern=r"without_batch_dim_inputs' names 'bias', which is not an input of any method "
+                r"\(method 'predict' has inputs x\)")
+sv_case("no_batch_inputs_unknown_two_methods",
+        c2(without_batch_dim_inputs=["w"], methods=[meth(inputs=["x", "b"]), meth(name="other")]),
+        pattern=r"names 'w', which is not an input of any method \(method 'predict' has inputs x, b; "
+                r"method 'other' has inputs x\)")
 sv_case("batching_not_object", c2(batching=8))
 sv_case("max_batch_size_negative", c2(batching={"max_batch_size": -1}))
 sv_case("max_queue_delay_huge", c2(batching={"max_queue_delay_us": 1e12}))
@@ -389,6 +398,7 @@ NUMS = [
     ("agents", "--agent-start-port", ["0", "70000"]),
     ("agents", "--comm-timeout-ms", ["0"]),
     ("agents", "--connect-timeout-ms", ["-5"]),
+    ("agents", "--heartbeat-timeout-ms", ["5", "forever"]),
     ("infer", "--version", ["-1", "v1"]),
     ("infer", "--timeout-ms", ["0"]),
     ("bench", "--concurrency", ["0", "1,0", "2000", ","]),

@@ -1,5 +1,6 @@
 #!/usr/bin/python3
-"""Failures with real processes: an agent SIGKILLed under load, an agent that hangs (SIGSTOP),
+"""Failures with real processes: an agent SIGKILLed under load, an agent that hangs (SIGSTOP; in a
+group of two, and as the only rank, where the launcher must notice it itself),
 the server SIGKILLed and started again. In-flight requests must get an error within 2 s, new
 requests a clear "not available" while the group is down, and serving must come back without
 restarting `shardserve serve`; nothing may be left behind. Ends with "N passed, N failed"."""
@@ -162,6 +163,42 @@ def test_agent_hung():
     assert not leftover_shm(), leftover_shm()
 
 
+def test_single_rank_agent_hung():
+    """The only rank of its group stops (SIGSTOP). The worker notices within its heartbeat bound,
+    but no other rank of the group exits to bring it down: the launcher itself must see that the
+    rank has read nothing from the worker for --heartbeat-timeout-ms, kill it and start the group
+    again, so serving comes back without anyone touching the stopped process."""
+    with Cluster() as c:
+        models, agents = setup(c, ranks=1, heartbeat_ms=HEARTBEAT_MS,
+                               agent_extra=["--heartbeat-timeout-ms", str(HEARTBEAT_MS)])
+        cl = Client(c.grpc, "matmul", "predict")
+        assert (cl.infer({"x": ONES})[0]["y"] == -48).all()
+        server_pid = c.server.pid
+        victim = children(agents.pid)[0]
+        t_fault = time.time()
+        os.kill(victim, signal.SIGSTOP)
+        try:
+            # the fault is seen first: a request fails once the worker's heartbeat bound passes
+            deadline = time.time() + HEARTBEAT_MS / 1000 + 5
+            while time.time() < deadline and not isinstance(cl.infer({"x": ONES}), dict):
+                time.sleep(0.1)
+            assert time.time() < deadline, "requests still answered with the only rank stopped"
+            t_back = wait_serving(cl, timeout=20)
+        finally:
+            try:
+                os.kill(victim, signal.SIGCONT)
+            except ProcessLookupError:
+                pass
+        r = cl.infer({"x": ONES * 2})
+        assert isinstance(r, list) and (r[0]["y"] == -96).all(), r
+        assert victim not in children(agents.pid), "the stopped rank was not replaced"
+        assert c.server.pid == server_pid and c.server.poll() is None
+        log = c.log(agents)
+        assert "rank 0" in log and "read nothing from the worker" in log and "stopped" in log, log[-2000:]
+        print("  stopped the only rank (pid %d): serving again after %.1f s" % (victim, t_back - t_fault))
+    assert not leftover_shm(), leftover_shm()
+
+
 def test_server_killed_and_restarted():
     with Cluster() as c:
         address = "127.0.0.1:%d" % free_port()
@@ -280,7 +317,8 @@ def test_long_requests_keep_heartbeats():
     assert not leftover_shm(), leftover_shm()
 
 
-CASES = [test_graceful_shutdown, test_agent_killed_under_load, test_agent_hung, test_server_killed_and_restarted,
+CASES = [test_graceful_shutdown, test_agent_killed_under_load, test_agent_hung, test_single_rank_agent_hung,
+         test_server_killed_and_restarted,
          test_server_killed_restart_never, test_long_requests_keep_heartbeats]
 
 
