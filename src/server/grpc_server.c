@@ -35,17 +35,22 @@
 
 typedef enum { TAG_CALL, TAG_SHUTDOWN } tag_kind;
 typedef enum { ST_REQUESTED, ST_RECEIVING, ST_WAITING, ST_FINISHING } call_state;
-typedef enum { M_UNKNOWN, M_PREDICT, M_HEALTH } call_method;
+typedef struct grpc_ctx grpc_ctx;
+/* A unary method: the whole request message in, exactly one finish_call out (now or later). */
+typedef struct {
+    const char *path;
+    void (*handle)(grpc_ctx *c, const uint8_t *buf, size_t len);
+} grpc_method;
 
 typedef struct {
     tag_kind kind;
 } tag_head;
 
-typedef struct grpc_ctx {
+struct grpc_ctx {
     tag_head head;
     ss_grpc_server *srv;
     call_state state;
-    call_method method;
+    const grpc_method *method; /* NULL until the call's path is found in the method table */
     grpc_call *call;
     grpc_call_details details;
     grpc_metadata_array request_md;
@@ -54,7 +59,7 @@ typedef struct grpc_ctx {
     grpc_slice status_details;
     int cancelled;
     ss_predict_request *req;
-} grpc_ctx;
+};
 
 struct ss_grpc_server {
     grpc_server *server;
@@ -261,6 +266,12 @@ static void handle_health(grpc_ctx *c, const uint8_t *buf, size_t len)
     finish_call(c, GRPC_STATUS_OK, NULL, out, 2);
 }
 
+/* The services this server answers; any other path gets UNIMPLEMENTED. */
+static const grpc_method methods[] = {
+    {PREDICT_METHOD, handle_predict},
+    {HEALTH_METHOD, handle_health},
+};
+
 static void on_requested(grpc_ctx *c, bool ok)
 {
     if (!ok) { /* server shutting down: this slot never got a call */
@@ -268,11 +279,9 @@ static void on_requested(grpc_ctx *c, bool ok)
         return;
     }
     post_request(c->srv);
-    if (grpc_slice_str_cmp(c->details.method, PREDICT_METHOD) == 0)
-        c->method = M_PREDICT;
-    else if (grpc_slice_str_cmp(c->details.method, HEALTH_METHOD) == 0)
-        c->method = M_HEALTH;
-    if (c->method == M_UNKNOWN) {
+    for (size_t i = 0; !c->method && i < sizeof methods / sizeof *methods; i++)
+        if (grpc_slice_str_cmp(c->details.method, methods[i].path) == 0) c->method = &methods[i];
+    if (!c->method) {
         char *m = grpc_slice_to_c_string(c->details.method);
         char detail[512];
         snprintf(detail, sizeof detail, "unknown method %s", m);
@@ -301,10 +310,7 @@ static void on_received(grpc_ctx *c, bool ok)
     grpc_slice msg = read_message(c->recv);
     grpc_byte_buffer_destroy(c->recv);
     c->recv = NULL;
-    if (c->method == M_PREDICT)
-        handle_predict(c, GRPC_SLICE_START_PTR(msg), GRPC_SLICE_LENGTH(msg));
-    else
-        handle_health(c, GRPC_SLICE_START_PTR(msg), GRPC_SLICE_LENGTH(msg));
+    c->method->handle(c, GRPC_SLICE_START_PTR(msg), GRPC_SLICE_LENGTH(msg));
     grpc_slice_unref(msg);
 }
 

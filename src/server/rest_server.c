@@ -261,6 +261,66 @@ static enum MHD_Result on_first_call(ss_rest_server *srv, struct MHD_Connection 
     return MHD_YES;
 }
 
+/* ------------------------------------------------------------------ routes */
+
+static enum MHD_Result route_live(conn_ctx *c, const char *url)
+{
+    return send_text(c->conn, MHD_HTTP_OK, "{\"status\":\"live\"}");
+}
+
+static enum MHD_Result route_ready(conn_ctx *c, const char *url)
+{
+    ss_rest_server *srv = c->srv;
+    bool ready = !srv->ready || srv->ready(srv->ready_ctx);
+    return ready ? send_text(c->conn, MHD_HTTP_OK, "{\"status\":\"ready\"}")
+                 : send_text(c->conn, MHD_HTTP_SERVICE_UNAVAILABLE, "{\"status\":\"not ready\"}");
+}
+
+static enum MHD_Result route_metrics(conn_ctx *c, const char *url) { return send_metrics(c->conn); }
+
+static enum MHD_Result route_metadata(conn_ctx *c, const char *url)
+{
+    return send_metadata(c->srv, c->conn, url + strlen("/model/"));
+}
+
+static enum MHD_Result route_post_only(conn_ctx *c, const char *url)
+{
+    return send_error(c->conn, "http message only support POST right now");
+}
+
+/*
+ * The REST routes, first match wins. `prefix` matches the start of the path; `no_colon` requires
+ * a path without ':' (GET /model/NAME:METHOD is not metadata: it gets MindSpore's POST-only
+ * error). Every POST is a MindSpore predict whose URL the codec parses (and refuses with
+ * MindSpore's texts); any other method on any other path gets the POST-only error.
+ */
+typedef struct {
+    const char *method; /* NULL = any */
+    const char *path;   /* NULL = any */
+    bool prefix, no_colon;
+    enum MHD_Result (*handle)(conn_ctx *c, const char *url);
+} rest_route;
+
+static const rest_route routes[] = {
+    {MHD_HTTP_METHOD_GET, "/health/live", false, false, route_live},
+    {MHD_HTTP_METHOD_GET, "/health/ready", false, false, route_ready},
+    {MHD_HTTP_METHOD_GET, "/metrics", false, false, route_metrics},
+    {MHD_HTTP_METHOD_GET, "/model/", true, true, route_metadata},
+    {MHD_HTTP_METHOD_POST, NULL, false, false, start_predict},
+    {NULL, NULL, false, false, route_post_only},
+};
+
+static enum MHD_Result route(conn_ctx *c, const char *method, const char *url)
+{
+    for (size_t i = 0;; i++) {
+        const rest_route *r = &routes[i];
+        if (r->method && strcmp(r->method, method) != 0) continue;
+        if (r->path && (r->prefix ? strncmp(url, r->path, strlen(r->path)) : strcmp(url, r->path)) != 0) continue;
+        if (r->no_colon && strchr(url, ':')) continue;
+        return r->handle(c, url);
+    }
+}
+
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const char *url,
                                   const char *method, const char *version, const char *upload_data,
                                   size_t *upload_data_size, void **con_cls)
@@ -303,21 +363,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         return MHD_YES;
     }
 
-    if (strcmp(method, MHD_HTTP_METHOD_GET) == 0 && strcmp(url, "/health/live") == 0)
-        return send_text(conn, MHD_HTTP_OK, "{\"status\":\"live\"}");
-    if (strcmp(method, MHD_HTTP_METHOD_GET) == 0 && strcmp(url, "/health/ready") == 0) {
-        bool ready = !srv->ready || srv->ready(srv->ready_ctx);
-        return ready ? send_text(conn, MHD_HTTP_OK, "{\"status\":\"ready\"}")
-                     : send_text(conn, MHD_HTTP_SERVICE_UNAVAILABLE, "{\"status\":\"not ready\"}");
-    }
-    if (strcmp(method, MHD_HTTP_METHOD_GET) == 0 && strcmp(url, "/metrics") == 0)
-        return send_metrics(conn);
-    /* GET /model/NAME:METHOD stays MindSpore's "only POST" error below */
-    if (strcmp(method, MHD_HTTP_METHOD_GET) == 0 && strncmp(url, "/model/", 7) == 0 && !strchr(url, ':'))
-        return send_metadata(srv, conn, url + 7);
-    if (strcmp(method, MHD_HTTP_METHOD_POST) != 0)
-        return send_error(conn, "http message only support POST right now");
-    return start_predict(c, url);
+    return route(c, method, url);
 }
 
 static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
