@@ -451,20 +451,26 @@ static bool run_level(bench_cfg *c, int conc, bool print)
         return false;
     }
     uint64_t start = ss_now_ns();
+    int started = 0;
     for (int i = 0; i < conc; i++) {
         th[i].cfg = c;
         th[i].budget = c->requests ? &budget : NULL;
         th[i].deadline_ns = start + (uint64_t)(c->duration_s * 1e9);
-        pthread_create(&tid[i], NULL, bench_main, &th[i]);
+        int rc = pthread_create(&tid[i], NULL, bench_main, &th[i]);
+        if (rc != 0) { /* the ones started finish their share; the run reports fewer clients */
+            fprintf(stderr, "shardserve bench: cannot start client thread %d of %d: %s\n", i + 1, conc, strerror(rc));
+            break;
+        }
+        started++;
     }
-    for (int i = 0; i < conc; i++) pthread_join(tid[i], NULL);
+    for (int i = 0; i < started; i++) pthread_join(tid[i], NULL);
     double secs = (double)(ss_now_ns() - start) / 1e9;
     size_t n = 0;
     long fails = 0;
-    for (int i = 0; i < conc; i++) n += th[i].n_lat, fails += th[i].failures;
+    for (int i = 0; i < started; i++) n += th[i].n_lat, fails += th[i].failures;
     uint64_t *all = malloc((n ? n : 1) * sizeof *all);
     size_t k = 0;
-    for (int i = 0; i < conc && all; i++) {
+    for (int i = 0; i < started && all; i++) {
         if (th[i].n_lat) memcpy(all + k, th[i].lat, th[i].n_lat * sizeof *all); /* lat is NULL when none */
         k += th[i].n_lat;
     }

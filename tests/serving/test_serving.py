@@ -124,6 +124,25 @@ def test_errors_and_versions():
         assert np.array(d["instances"][0]["y"]).min() == -48
         d = rest_predict(c, "matmul", "predict", {"instances": [{"z": 1}]})
         assert "Cannot find input x" in d["error_msg"], d
+        # MindSpore's order: the size is checked before the dtype (both wrong: the size is named)
+        r = cl(1).infer({"x": np.ones((3, 96), np.int32)})
+        assert "size 1152 not match the size 49152 defined in model" in r["error"], r
+        # without a batch dim the right bytes in another shape take the model's shape (MindSpore)
+        y = cl(1).infer({"x": np.ones((96, 128), np.float32)})[0]["y"]
+        assert y.shape == (128, 16) and (y == -48).all(), y.shape
+        # version 0 is the highest *running* version: with version 2's agents gone it is 1
+        v2_agents = c.procs[-1]
+        v2_agents.terminate()
+        v2_agents.wait(timeout=30)
+        deadline = time.time() + 30
+        while True:
+            r = cl().infer({"x": ONES})
+            if isinstance(r, list) and (r[0]["y"] == -48).all():
+                break
+            assert time.time() < deadline, r
+            time.sleep(0.1)
+        e = cl(2).infer({"x": ONES})
+        assert "version(2), servable is not available: not ready" in e["error"], e
 
 
 def test_pipeline_stage_size_2():
