@@ -35,3 +35,10 @@ endif()
 # 127.0.0.1 (only the client thread's allocations fail).
 ss_add_allocfail_test(test_alloc_link_socket ${SS_TEST_DIR}/alloc/test_alloc_link_socket.c)
 target_link_libraries(test_alloc_link_socket ss_link)
+
+# A predict request's path through the serving registry, the worker's event loop and a real link
+# to a fake agent (this test binary again, in its own process).
+if(TARGET ss_worker)
+  ss_add_allocfail_test(test_alloc_worker ${SS_TEST_DIR}/alloc/test_alloc_worker.c)
+  target_link_libraries(test_alloc_worker ss_worker)
+endif()

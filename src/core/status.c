@@ -43,6 +43,10 @@ ss_status *ss_errf(ss_code code, const char *fmt, ...)
     va_start(ap, fmt);
     ss_status *st = status_vnew(code, fmt, ap, NULL);
     va_end(ap);
+    /* whoever reads an out-of-memory error (a log, a client) learns that first, whatever detail
+     * the call site gave ("tensor table", "cannot copy item name") */
+    if (code == SS_ERR_NOMEM && st != (ss_status *)&oom_status && !strstr(st->msg, "out of memory"))
+        st = ss_status_wrap(st, "out of memory");
     return st;
 }
 

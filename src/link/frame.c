@@ -732,6 +732,7 @@ ss_status *link_unpack_header(const link_prefix *p, const uint8_t *hdr, const ss
         ss_link_msg_free(m);
         free(*sizes);
         *sizes = NULL;
+        if (st->code == SS_ERR_NOMEM) return ss_status_wrap(st, "%s frame", ss_link_type_name(p->type));
         return ss_status_wrap(st, "bad %s frame", ss_link_type_name(p->type));
     }
     return NULL;

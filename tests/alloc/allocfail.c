@@ -323,7 +323,7 @@ int allocfail_loop(const allocfail_case *c, long *clean_allocs)
     install_crash_report();
     long max = c->max_runs > 0 ? c->max_runs : 100000;
     int bad = 0;
-    for (int persistent = 0; persistent < 2; persistent++) {
+    for (int persistent = 0; persistent < (c->transient_only ? 1 : 2); persistent++) {
         int flags = persistent ? ALLOCFAIL_PERSISTENT : 0;
         bool injected = true;
         long n = 1, calls = 0;

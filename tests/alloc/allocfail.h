@@ -87,6 +87,9 @@ typedef struct {
     const char *expect_error; /* bad input: a clean run must fail with this in its message */
     int flags;                /* extra arm flags for every run, e.g. ALLOCFAIL_CALLER_ONLY */
     bool skip_live_check;
+    /* only the transient mode: for paths where a persistent failure leaves a server unable to
+     * recover within a run (every later allocation fails), so each run would only time out */
+    bool transient_only;
     long max_runs; /* per mode; 0 = 100000 */
 } allocfail_case;
 
