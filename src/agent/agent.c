@@ -393,9 +393,12 @@ static ss_status *serve(ss_rank *r, agent_state *a, const ss_comm_group *stage)
         atomic_store(&a->comm_bytes, res.comm_bytes);
         /* a quiet request is answered only when it failed */
         ss_status *sst = st || !p->msg.quiet ? ss_link_send(a->conn, &res, tp, nt) : NULL;
-        SS_DEBUG("rank %d: request_id %llu: waited %.3f ms, ran %.3f ms, answered in %.3f ms (%zu outputs)%s", cfg->rank,
-                 (unsigned long long)p->msg.request_id, (double)(t_start - p->recv_ns) / 1e6,
-                 (double)(t_run - t_start) / 1e6, (double)(ss_now_ns() - t_run) / 1e6, nt, st ? " failed" : "");
+        /* the monotonic start and end let a test see whether stages overlap across requests */
+        SS_DEBUG("rank %d: request_id %llu: waited %.3f ms, ran %.3f ms (monotonic %llu..%llu ns), answered in "
+                 "%.3f ms (%zu outputs)%s",
+                 cfg->rank, (unsigned long long)p->msg.request_id, (double)(t_start - p->recv_ns) / 1e6,
+                 (double)(t_run - t_start) / 1e6, (unsigned long long)t_start, (unsigned long long)t_run,
+                 (double)(ss_now_ns() - t_run) / 1e6, nt, st ? " failed" : "");
         bool comm_broken = st && (st->code == SS_ERR_UNAVAILABLE || st->code == SS_ERR_TIMEOUT);
         if (st) SS_ERROR("rank %d: request %llu failed: %s", cfg->rank, (unsigned long long)p->msg.request_id, st->msg);
         pending_release(a, p);
