@@ -90,10 +90,6 @@ typedef struct {
  * started again); other errors for everything else. */
 ss_status *ss_agent_run(const ss_agent_options *opt);
 
-/* An EXIT frame whose reason starts with this asks the agents to start again (a rank of their
- * group is gone), as opposed to an orderly shutdown. */
-#define SS_EXIT_REJOIN "rejoin:"
-
 typedef enum {
     SS_RESTART_NEVER = 0,  /* MindSpore's behaviour: one agent gone = the launcher stops */
     SS_RESTART_ON_FAILURE, /* tear the group down and start it again, with backoff */

@@ -124,7 +124,7 @@ void ss_link_msg_free(ss_link_msg *msg);
 
 typedef struct {
     uint64_t max_frame_bytes;  /* prefix + header + payload; default 1 GiB */
-    uint32_t max_header_bytes; /* protobuf header; default 16 MiB */
+    uint32_t max_header_bytes; /* protobuf header; default 4 MiB */
     uint32_t max_tensors;      /* tensors per frame (and specs per REGISTER); default 4096 */
     int stall_timeout_ms;      /* no progress inside a frame for this long -> error; 10000 */
     int handshake_timeout_ms;  /* whole handshake; default 5000 */
@@ -145,7 +145,6 @@ typedef struct ss_link_listener ss_link_listener;
 ss_status *ss_link_listen(const char *address, const ss_link_options *opts, ss_link_listener **out);
 /* The bound address, e.g. "127.0.0.1:41234" or "unix:/tmp/x.sock". */
 const char *ss_link_listener_address(const ss_link_listener *l);
-int ss_link_listener_fd(const ss_link_listener *l);
 /* Wait up to timeout_ms (-1 forever) for a connection. The handshake is NOT done yet: call
  * ss_link_handshake (typically in the connection's own thread) before anything else. */
 ss_status *ss_link_accept(ss_link_listener *l, int timeout_ms, ss_link_conn **out);

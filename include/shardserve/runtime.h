@@ -75,7 +75,4 @@ ss_status *ss_session_plan_shapes(ss_session *s, const ss_tensor *input_descs, i
  * value (owned by the session) when it is a constant (initializer or folded), else NULL. */
 bool ss_session_value_desc(const ss_session *s, const char *name, ss_tensor *desc);
 
-/* Is (domain, op_type) at `opset` supported? */
-bool ss_runtime_supports(const char *domain, const char *op_type, int64_t opset);
-
 #endif

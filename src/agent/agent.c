@@ -155,7 +155,6 @@ static void read_frame(agent_state *a, int timeout_ms, pending **out)
     case SS_LINK_EXIT:
         pthread_mutex_lock(&a->mu);
         snprintf(a->why, sizeof a->why, "the worker asked to exit: %s", m.message ? m.message : "");
-        a->lost = m.message && !strncmp(m.message, SS_EXIT_REJOIN, strlen(SS_EXIT_REJOIN));
         a->closed = true;
         pthread_cond_broadcast(&a->cv);
         pthread_mutex_unlock(&a->mu);

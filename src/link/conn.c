@@ -774,11 +774,6 @@ const char *ss_link_listener_address(const ss_link_listener *l)
 {
     return l->address;
 }
-int ss_link_listener_fd(const ss_link_listener *l)
-{
-    return l->fd;
-}
-
 ss_status *ss_link_accept(ss_link_listener *l, int timeout_ms, ss_link_conn **out)
 {
     *out = NULL;
