@@ -85,6 +85,11 @@ typedef struct {
     size_t secret_len;
 } ss_agent_options;
 
+/* An agent serves a model of at most this many inputs and outputs (the link carries them per
+ * request); a bigger model is refused at load, naming the model, the rank and the limit. */
+#define SS_AGENT_MAX_INPUTS 64
+#define SS_AGENT_MAX_OUTPUTS 64
+
 /* Returns NULL after an orderly end (the worker said the server is stopping, or SIGTERM);
  * SS_ERR_UNAVAILABLE when the worker went away or broke up the group (the agent should be
  * started again); other errors for everything else. */

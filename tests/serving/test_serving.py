@@ -381,6 +381,47 @@ def test_startup_failures():
         assert "missing ranks: 0, 1" in log, log
 
 
+def wide_model(path, n_inputs, n_outputs):
+    """x0..x{n_inputs-1} summed by a chain of Adds, then n_outputs Negs of the sum."""
+    import onnx
+    from onnx import TensorProto, helper
+    ins = ["x%d" % i for i in range(n_inputs)]
+    nodes, acc = [], ins[0]
+    for i, x in enumerate(ins[1:]):
+        nodes.append(helper.make_node("Add", [acc, x], ["s%d" % i], name="add%d" % i))
+        acc = "s%d" % i
+    outs = ["y%d" % i for i in range(n_outputs)]
+    nodes += [helper.make_node("Neg", [acc], [y], name="neg_" + y) for y in outs]
+    g = helper.make_graph(nodes, "wide", [helper.make_tensor_value_info(x, TensorProto.FLOAT, [1]) for x in ins],
+                          [helper.make_tensor_value_info(y, TensorProto.FLOAT, [1]) for y in outs])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)])
+    m.ir_version = 8
+    onnx.save_model(m, path)
+    return ins, outs
+
+
+def test_models_over_agent_limits():
+    """A model with more inputs (outputs) than an agent carries (SS_AGENT_MAX_INPUTS/OUTPUTS = 64)
+    is refused at load with the model, the rank and the limit named, not served with some left out."""
+    for tag, n_in, n_out, what in (("wide_in", 65, 1, "65 inputs"), ("wide_out", 1, 65, "65 outputs")):
+        path = os.path.join(WORK, tag + ".onnx")
+        wide_model(path, 2, 1)
+        with Cluster() as c:
+            # the shard tool refuses such a model itself: its one-rank output is swapped for the
+            # wide model, as anyone may hand an agent a file of their own
+            models = c.add_servable(tag, path, 1, 1)
+            ins, outs = wide_model(models[0], n_in, n_out)
+            with open(os.path.join(c.servables, tag, "servable.json"), "w") as f:
+                json.dump({"distributed": {"rank_size": 1, "stage_size": 1, "with_batch_dim": False},
+                           "methods": [{"name": "predict", "inputs": ins[:1], "outputs": outs[:1]}]}, f)
+            c.serve([(tag, 1, c.write_rank_table(1))], wait_agents=5)
+            a = c.agents(c.worker_addresses[tag][0], models)
+            limit = "SS_AGENT_MAX_%s = 64" % ("INPUTS" if n_in > 1 else "OUTPUTS")
+            want = "rank 0: model %s.onnx has %s, more than an agent serves (%s)" % (tag, what, limit)
+            c.wait_log(a, re.escape(want))  # the launcher then retries, and gives up, on its own
+            assert " is ready" not in c.log(c.server), c.log(c.server)
+
+
 def test_agent_loss_reports_not_ready():
     with Cluster() as c:
         models = c.add_servable("matmul", SEED, 2, 1)
@@ -416,7 +457,7 @@ def test_agent_loss_reports_not_ready():
 CASES = [test_seed_example_three_clients, test_errors_and_versions, test_pipeline_stage_size_2,
          test_batching_with_batch_dim, test_without_batch_dim_inputs_and_two_servables,
          test_inputs_by_broadcast_and_by_link, test_metadata_and_generated_bench_inputs, test_many_clients, test_startup_failures,
-         test_agent_loss_reports_not_ready]
+         test_models_over_agent_limits, test_agent_loss_reports_not_ready]
 
 
 def main():
