@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The test command (CI runs exactly this through .ci/run): install what the tests need, then
-#   1. normal build (./build) + every CTest test;
+#   1. normal build (./build, Release: -O3 finds warnings -O2 does not) + every CTest test;
 #   2. sanitizer build (./build-asan, -DSS_SANITIZE=ON: ASan + UBSan + LSan) + every CTest test
 #      (scripts/asan.sh; it names any test it excludes and why);
 #   3. fuzz smoke: every libFuzzer target briefly in a clang build (./build-fuzz,
@@ -46,7 +46,7 @@ stage() {
   fi
 }
 
-stage normal bash -c 'scripts/build.sh && ctest --test-dir build --output-on-failure -j2 --timeout 600'
+stage normal bash -c 'scripts/build.sh -DCMAKE_BUILD_TYPE=Release && ctest --test-dir build --output-on-failure -j2 --timeout 600'
 if [[ ${SS_SKIP_ASAN:-0} != 1 ]]; then
   stage asan scripts/asan.sh build-asan
 else

@@ -34,6 +34,9 @@ if(TARGET shardserve)
   ss_shard_test(shard_mlp_strategy_file_shm 200 family.sh mlp_op17 shm --strategy
                 ${SS_SHARD_DIR}/mlp_strategy4.json 4x1 4x2)
 
+  # an op the runtime's table marks elementwise stays on split tensors (no op list of the tool's own)
+  ss_shard_test(shard_runtime_ops_shm 120 runtime_ops.sh shm)
+
   # 3. one rank SIGKILLed mid-run: the others fail naming it, within the bound, nothing left
   ss_shard_test(shard_kill_shm 120 kill.sh shm)
   # `shardserve run` itself SIGKILLed: its ranks die with it

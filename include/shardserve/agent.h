@@ -85,14 +85,15 @@ typedef struct {
     size_t secret_len;
 } ss_agent_options;
 
+/* An agent serves a model of at most this many inputs and outputs (the link carries them per
+ * request); a bigger model is refused at load, naming the model, the rank and the limit. */
+#define SS_AGENT_MAX_INPUTS 64
+#define SS_AGENT_MAX_OUTPUTS 64
+
 /* Returns NULL after an orderly end (the worker said the server is stopping, or SIGTERM);
  * SS_ERR_UNAVAILABLE when the worker went away or broke up the group (the agent should be
  * started again); other errors for everything else. */
 ss_status *ss_agent_run(const ss_agent_options *opt);
-
-/* An EXIT frame whose reason starts with this asks the agents to start again (a rank of their
- * group is gone), as opposed to an orderly shutdown. */
-#define SS_EXIT_REJOIN "rejoin:"
 
 typedef enum {
     SS_RESTART_NEVER = 0,  /* MindSpore's behaviour: one agent gone = the launcher stops */

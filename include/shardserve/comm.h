@@ -97,8 +97,6 @@ ss_comm_backend ss_comm_backend_of(const ss_comm *comm);
 /* Payload bytes of every operation this rank has called (allreduce: the buffer; allgather: the
  * gathered output; broadcast, send, recv: nbytes), for metrics. */
 uint64_t ss_comm_bytes(const ss_comm *comm);
-/* Change the bound of later waits (ms > 0). */
-void ss_comm_set_timeout(ss_comm *comm, int timeout_ms);
 
 /* The group of that name, or NULL. ss_comm_group_find(comm, "world") always succeeds. Wherever a
  * group is taken, NULL means world. */

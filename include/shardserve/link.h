@@ -23,10 +23,12 @@
  * - ss_link_send may be called from several threads on one connection (it holds a mutex for the
  *   whole frame). Receiving is single-reader: one thread per connection calls the recv functions.
  *
- * Serving many agents: the worker runs one thread per accepted connection (accept, then
- * ss_link_handshake and a loop of ss_link_recv in that thread). ss_link_conn_fd exposes the
- * socket for callers that prefer poll(): when it is readable, a frame has started and
- * ss_link_recv(conn, 0, ...) reads it (bounded by stall_timeout_ms).
+ * Serving many agents from one event loop (the worker): the listener's and each connection's
+ * socket go into epoll (ss_link_listener_fd, ss_link_conn_fd). A readable listener means
+ * ss_link_accept(l, 0, ...) has a connection, whose handshake and first frame another thread
+ * does (they may take seconds); a readable connection means a frame has started and
+ * ss_link_recv(conn, 0, ...) reads it whole (bounded by stall_timeout_ms). The link reads
+ * exactly one frame per call and never reads ahead, so level-triggered readiness is exact.
  */
 #ifndef SHARDSERVE_LINK_H
 #define SHARDSERVE_LINK_H
@@ -124,7 +126,7 @@ void ss_link_msg_free(ss_link_msg *msg);
 
 typedef struct {
     uint64_t max_frame_bytes;  /* prefix + header + payload; default 1 GiB */
-    uint32_t max_header_bytes; /* protobuf header; default 16 MiB */
+    uint32_t max_header_bytes; /* protobuf header; default 4 MiB */
     uint32_t max_tensors;      /* tensors per frame (and specs per REGISTER); default 4096 */
     int stall_timeout_ms;      /* no progress inside a frame for this long -> error; 10000 */
     int handshake_timeout_ms;  /* whole handshake; default 5000 */
@@ -145,6 +147,7 @@ typedef struct ss_link_listener ss_link_listener;
 ss_status *ss_link_listen(const char *address, const ss_link_options *opts, ss_link_listener **out);
 /* The bound address, e.g. "127.0.0.1:41234" or "unix:/tmp/x.sock". */
 const char *ss_link_listener_address(const ss_link_listener *l);
+/* The listening socket, for an event loop: readable = a connection to accept (timeout 0). */
 int ss_link_listener_fd(const ss_link_listener *l);
 /* Wait up to timeout_ms (-1 forever) for a connection. The handshake is NOT done yet: call
  * ss_link_handshake (typically in the connection's own thread) before anything else. */

@@ -76,7 +76,6 @@ int64_t ss_onnx_attr_int(const ss_onnx_node *n, const char *name, int64_t dflt);
 float ss_onnx_attr_float(const ss_onnx_node *n, const char *name, float dflt);
 /* Returns the count (or -1 if absent) and points *vals at the proto's array. */
 int ss_onnx_attr_ints(const ss_onnx_node *n, const char *name, const int64_t **vals);
-int ss_onnx_attr_floats(const ss_onnx_node *n, const char *name, const float **vals);
 /* Returns a NUL-terminated copy in buf, or NULL if absent. */
 const char *ss_onnx_attr_string(const ss_onnx_node *n, const char *name, char *buf, size_t cap);
 

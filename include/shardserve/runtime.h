@@ -75,7 +75,9 @@ ss_status *ss_session_plan_shapes(ss_session *s, const ss_tensor *input_descs, i
  * value (owned by the session) when it is a constant (initializer or folded), else NULL. */
 bool ss_session_value_desc(const ss_session *s, const char *name, ss_tensor *desc);
 
-/* Is (domain, op_type) at `opset` supported? */
-bool ss_runtime_supports(const char *domain, const char *op_type, int64_t opset);
+/* Does the runtime's op table hold (domain, op_type) at `opset` as an elementwise op (each output
+ * element reads only the input elements at its own index, numpy broadcasting aside)? The shard
+ * tool keeps exactly these ops on split tensors, so adding one to the runtime is enough. */
+bool ss_runtime_op_elementwise(const char *domain, const char *op_type, int64_t opset);
 
 #endif

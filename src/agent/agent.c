@@ -33,11 +33,12 @@ typedef struct pending {
     ss_link_msg msg;
     uint64_t recv_ns; /* taken off the link (for the request_id DEBUG log) */
     struct pending *next;
-    void *buf[64];
-    size_t cap[64];
+    void *buf[SS_AGENT_MAX_INPUTS];
+    size_t cap[SS_AGENT_MAX_INPUTS];
 } pending;
 
 #define POOL_MAX 4      /* idle nodes kept */
+#define BUFFER_ALIGN 64 /* a cache line, so kernels read inputs with aligned vector loads */
 #define HANDOVER_MS 100 /* a request running this long: the helper takes over reading the link */
 
 typedef struct {
@@ -63,7 +64,7 @@ typedef struct {
 static void pending_free(pending *p)
 {
     ss_link_msg_free(&p->msg);
-    for (int i = 0; i < 64; i++) free(p->buf[i]);
+    for (int i = 0; i < SS_AGENT_MAX_INPUTS; i++) free(p->buf[i]);
     free(p);
 }
 
@@ -72,7 +73,7 @@ static void *pending_buffer(pending *p, size_t i, size_t bytes)
 {
     if (bytes > p->cap[i]) {
         void *mem = NULL;
-        if (posix_memalign(&mem, 64, bytes)) return NULL;
+        if (posix_memalign(&mem, BUFFER_ALIGN, bytes)) return NULL;
         free(p->buf[i]);
         p->buf[i] = mem;
         p->cap[i] = bytes;
@@ -93,7 +94,8 @@ static pending *pending_for(agent_state *a, ss_link_msg *m)
     pthread_mutex_unlock(&a->mu);
     if (!p && !(p = calloc(1, sizeof *p))) return NULL;
     p->next = NULL;
-    for (size_t i = 0; i < m->n_tensors && i < 64; i++) {
+    /* more tensors than the model has inputs: execute refuses the request, no buffers for them */
+    for (size_t i = 0; i < m->n_tensors && i < SS_AGENT_MAX_INPUTS; i++) {
         ss_tensor *t = &m->tensors[i];
         void *mem = t->dtype == SS_DT_STRING ? NULL : pending_buffer(p, i, t->nbytes);
         if (!mem) continue; /* this one goes to fresh memory */
@@ -158,7 +160,6 @@ static void read_frame(agent_state *a, int timeout_ms, pending **out)
     case SS_LINK_EXIT:
         pthread_mutex_lock(&a->mu);
         snprintf(a->why, sizeof a->why, "the worker asked to exit: %s", m.message ? m.message : "");
-        a->lost = m.message && !strncmp(m.message, SS_EXIT_REJOIN, strlen(SS_EXIT_REJOIN));
         a->closed = true;
         pthread_cond_broadcast(&a->cv);
         pthread_mutex_unlock(&a->mu);
@@ -225,11 +226,28 @@ static void *helper_main(void *arg)
     return NULL;
 }
 
+/* A model with more inputs or outputs than the agent carries is refused here, before it
+ * registers, rather than served with some of them silently left out. */
+static ss_status *check_model_limits(ss_rank *r)
+{
+    const ss_rank_config *cfg = ss_rank_get_config(r);
+    ss_session *s = ss_rank_session(r);
+    int n_in = ss_session_num_inputs(s), n_out = ss_session_num_outputs(s);
+    if (n_in > SS_AGENT_MAX_INPUTS)
+        return ss_errf(SS_ERR_LIMIT, "rank %d: model %s has %d inputs, more than an agent serves "
+                       "(SS_AGENT_MAX_INPUTS = %d)", cfg->rank, cfg->model, n_in, SS_AGENT_MAX_INPUTS);
+    if (n_out > SS_AGENT_MAX_OUTPUTS)
+        return ss_errf(SS_ERR_LIMIT, "rank %d: model %s has %d outputs, more than an agent serves "
+                       "(SS_AGENT_MAX_OUTPUTS = %d)", cfg->rank, cfg->model, n_out, SS_AGENT_MAX_OUTPUTS);
+    return NULL;
+}
+
+/* The model's input or output specs; check_model_limits has made sure they fit. */
 static void fill_specs(ss_session *s, bool inputs, ss_link_spec *specs, size_t *n)
 {
     int count = inputs ? ss_session_num_inputs(s) : ss_session_num_outputs(s);
     *n = 0;
-    for (int i = 0; i < count && i < 64; i++) {
+    for (int i = 0; i < count; i++) {
         const ss_onnx_value_info *vi = inputs ? ss_session_input(s, i) : ss_session_output(s, i);
         ss_link_spec *sp = &specs[(*n)++];
         sp->name = (char *)vi->name;
@@ -270,6 +288,12 @@ static const ss_comm_group *stage_group(ss_rank *r)
     return g && cfg->ranks_per_stage > 1 && ss_comm_group_size(g) == cfg->ranks_per_stage ? g : NULL;
 }
 
+static ss_status *too_many_inputs(ss_rank *r, size_t n)
+{
+    return ss_errf(SS_ERR_LIMIT, "rank %d: the request has %zu inputs, more than an agent serves (SS_AGENT_MAX_INPUTS = %d)",
+                   ss_rank_get_config(r)->rank, n, SS_AGENT_MAX_INPUTS);
+}
+
 /* The frame's inputs (its tensors, or what the stage root broadcasts) as ins[] in frame order;
  * the root passes its tensors on to the stage group. */
 static ss_status *gather_inputs(ss_rank *r, const ss_comm_group *g, pending *p, ss_tensor *ins, const char **names,
@@ -279,7 +303,7 @@ static ss_status *gather_inputs(ss_rank *r, const ss_comm_group *g, pending *p, 
     ss_link_msg *m = &p->msg;
     if (!m->has_input_root) {
         *n = m->n_tensors;
-        if (*n > 64) return ss_errf(SS_ERR_LIMIT, "more than 64 inputs");
+        if (*n > SS_AGENT_MAX_INPUTS) return too_many_inputs(r, *n);
         for (size_t i = 0; i < *n; i++) {
             ins[i] = m->tensors[i];
             names[i] = m->tensor_names ? m->tensor_names[i] : NULL;
@@ -295,7 +319,7 @@ static ss_status *gather_inputs(ss_rank *r, const ss_comm_group *g, pending *p, 
     }
     if (!g) return ss_errf(SS_ERR_INVALID, "inputs by broadcast from rank %u, but this rank has no stage group", m->input_root);
     *n = m->n_inputs;
-    if (*n > 64) return ss_errf(SS_ERR_LIMIT, "more than 64 inputs");
+    if (*n > SS_AGENT_MAX_INPUTS) return too_many_inputs(r, *n);
     for (size_t i = 0; i < *n; i++) {
         const ss_link_spec *sp = &m->inputs[i];
         size_t bytes = ss_dtype_size(sp->dtype);
@@ -315,11 +339,11 @@ static ss_status *execute(ss_rank *r, const ss_comm_group *stage, pending *p, co
 {
     ss_session *s = ss_rank_session(r);
     int n_in = ss_session_num_inputs(s);
-    ss_tensor got[64], ins[64];
-    const char *names[64];
+    ss_tensor got[SS_AGENT_MAX_INPUTS], ins[SS_AGENT_MAX_INPUTS];
+    const char *names[SS_AGENT_MAX_INPUTS];
     size_t n_got = 0;
     *n_outs = 0;
-    if (n_in > 64) return ss_errf(SS_ERR_LIMIT, "more than 64 inputs");
+    if (n_in > SS_AGENT_MAX_INPUTS) return too_many_inputs(r, (size_t)n_in); /* checked at load */
     ss_status *st = gather_inputs(r, stage, p, got, names, &n_got);
     if (st) return st;
     if ((size_t)n_in != n_got)
@@ -384,11 +408,11 @@ static ss_status *serve(ss_rank *r, agent_state *a, const ss_comm_group *stage)
         ss_link_msg res = {.type = SS_LINK_RESULT, .request_id = p->msg.request_id,
                            .status_code = st ? (int32_t)st->code : 0, .message = st ? st->msg : "",
                            .comm_bytes = ss_comm_bytes(ss_rank_comm(r))};
-        const ss_tensor *tp[64];
-        char *names[64];
+        const ss_tensor *tp[SS_AGENT_MAX_OUTPUTS];
+        char *names[SS_AGENT_MAX_OUTPUTS];
         size_t nt = 0;
-        if (!st && p->msg.return_result)
-            for (int i = 0; i < n_outs && i < 64; i++) {
+        if (!st && p->msg.return_result) /* n_outs fits: checked at load */
+            for (int i = 0; i < n_outs && i < SS_AGENT_MAX_OUTPUTS; i++) {
                 tp[nt] = &outs[i];
                 names[nt++] = (char *)ss_session_output(s, i)->name;
             }
@@ -396,9 +420,12 @@ static ss_status *serve(ss_rank *r, agent_state *a, const ss_comm_group *stage)
         atomic_store(&a->comm_bytes, res.comm_bytes);
         /* a quiet request is answered only when it failed */
         ss_status *sst = st || !p->msg.quiet ? ss_link_send(a->conn, &res, tp, nt) : NULL;
-        SS_DEBUG("rank %d: request_id %llu: waited %.3f ms, ran %.3f ms, answered in %.3f ms (%zu outputs)%s", cfg->rank,
-                 (unsigned long long)p->msg.request_id, (double)(t_start - p->recv_ns) / 1e6,
-                 (double)(t_run - t_start) / 1e6, (double)(ss_now_ns() - t_run) / 1e6, nt, st ? " failed" : "");
+        /* the monotonic start and end let a test see whether stages overlap across requests */
+        SS_DEBUG("rank %d: request_id %llu: waited %.3f ms, ran %.3f ms (monotonic %llu..%llu ns), answered in "
+                 "%.3f ms (%zu outputs)%s",
+                 cfg->rank, (unsigned long long)p->msg.request_id, (double)(t_start - p->recv_ns) / 1e6,
+                 (double)(t_run - t_start) / 1e6, (unsigned long long)t_start, (unsigned long long)t_run,
+                 (double)(ss_now_ns() - t_run) / 1e6, nt, st ? " failed" : "");
         bool comm_broken = st && (st->code == SS_ERR_UNAVAILABLE || st->code == SS_ERR_TIMEOUT);
         if (st) SS_ERROR("rank %d: request %llu failed: %s", cfg->rank, (unsigned long long)p->msg.request_id, st->msg);
         pending_release(a, p);
@@ -432,12 +459,15 @@ ss_status *ss_agent_run(const ss_agent_options *opt)
     const ss_rank_config *cfg = ss_rank_get_config(r);
     ss_session *s = ss_rank_session(r);
     const ss_comm_group *stage = stage_group(r); /* NULL: inputs cannot come by broadcast */
-    ss_link_spec ins[64], outs[64];
-    size_t n_in, n_out;
-    fill_specs(s, true, ins, &n_in);
-    fill_specs(s, false, outs, &n_out);
+    ss_link_spec ins[SS_AGENT_MAX_INPUTS], outs[SS_AGENT_MAX_OUTPUTS];
+    size_t n_in = 0, n_out = 0;
     uint32_t batch = 0;
-    st = batch_size(opt, ins, n_in, &batch);
+    st = check_model_limits(r);
+    if (!st) {
+        fill_specs(s, true, ins, &n_in);
+        fill_specs(s, false, outs, &n_out);
+        st = batch_size(opt, ins, n_in, &batch);
+    }
     ss_link_options lo;
     ss_link_options_default(&lo);
     lo.secret = opt->secret;
@@ -452,7 +482,7 @@ ss_status *ss_agent_run(const ss_agent_options *opt)
     int connect_ms = opt->connect_timeout_ms ? opt->connect_timeout_ms : 60000;
     if (!st) st = ss_link_connect_retry(opt->worker_address, &lo, connect_ms, 500, &a.conn);
     if (!st) {
-        char addr[64];
+        char addr[sizeof "pid -2147483648"];
         snprintf(addr, sizeof addr, "pid %d", (int)getpid());
         ss_link_msg reg = {.type = SS_LINK_REGISTER, .rank = (uint32_t)cfg->rank, .rank_size = (uint32_t)cfg->rank_size,
                            .stage = (uint32_t)cfg->stage, .stage_size = (uint32_t)cfg->stage_size, .pid = getpid(),

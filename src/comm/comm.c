@@ -202,11 +202,6 @@ uint64_t ss_comm_bytes(const ss_comm *c)
     return c ? c->bytes : 0;
 }
 
-void ss_comm_set_timeout(ss_comm *c, int timeout_ms)
-{
-    if (timeout_ms > 0) c->timeout_ms = timeout_ms;
-}
-
 const ss_comm_group *ss_comm_group_find(const ss_comm *c, const char *name)
 {
     for (int i = 0; name && i < c->ngroups; i++)

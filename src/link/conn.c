@@ -438,6 +438,7 @@ ss_status *ss_link_recv(ss_link_conn *c, int timeout_ms, ss_link_msg *msg)
 static ss_status *conn_new(int fd, bool server, const ss_link_options *opts, const char *peer,
                            ss_link_conn **out)
 {
+    *out = NULL;
     ss_link_conn *c = calloc(1, sizeof *c);
     if (!c) return ss_errf(SS_ERR_NOMEM, "link connection");
     ss_status *st = copy_opts(opts, &c->opts, &c->secret);
@@ -669,7 +670,7 @@ ss_status *ss_link_connect(const char *address, const ss_link_options *opts, ss_
     int fd = -1;
     st = connect_once(address, &r, o.connect_timeout_ms, &fd);
     if (st) return st;
-    ss_link_conn *c;
+    ss_link_conn *c = NULL;
     st = conn_new(fd, false, opts, address, &c);
     if (st) {
         close(fd);

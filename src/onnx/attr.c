@@ -35,15 +35,6 @@ int ss_onnx_attr_ints(const ss_onnx_node *n, const char *name, const int64_t **v
     return (int)a->n_ints;
 }
 
-int ss_onnx_attr_floats(const ss_onnx_node *n, const char *name, const float **vals)
-{
-    const ss_onnx_attr *a = ss_onnx_attr_find(n, name);
-    *vals = NULL;
-    if (!a || a->type != ONNX__ATTRIBUTE_PROTO__ATTRIBUTE_TYPE__FLOATS) return -1;
-    *vals = a->floats;
-    return (int)a->n_floats;
-}
-
 const char *ss_onnx_attr_string(const ss_onnx_node *n, const char *name, char *buf, size_t cap)
 {
     const ss_onnx_attr *a = ss_onnx_attr_find(n, name);

@@ -28,6 +28,10 @@ enum {
     SS_OPF_ALIAS = 1,      /* out[0] is in[0]'s bytes reinterpreted (Reshape family): no kernel call */
     SS_OPF_SHAPE_ONLY = 2, /* run reads only input shapes (Shape, Size): always folded */
     SS_OPF_NO_FOLD = 4,    /* never folded even with constant inputs (collectives) */
+    /* each output element reads only the input elements at its own index (numpy broadcasting
+     * aside), so the op can run on any slice of its inputs: the shard tool keeps it on split
+     * tensors (ss_runtime_op_elementwise) */
+    SS_OPF_ELEMENTWISE = 8,
 };
 
 typedef struct ss_kctx ss_kctx;

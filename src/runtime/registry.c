@@ -37,9 +37,10 @@ bool ss_op_domain_known(const char *domain)
     return is_default_domain(domain) || strcmp(domain, SS_DOMAIN_COLLECTIVE) == 0;
 }
 
-bool ss_runtime_supports(const char *domain, const char *op_type, int64_t opset)
+bool ss_runtime_op_elementwise(const char *domain, const char *op_type, int64_t opset)
 {
-    return ss_op_find(domain, op_type, opset) != NULL;
+    const ss_op_def *d = ss_op_find(domain, op_type, opset);
+    return d && (d->flags & SS_OPF_ELEMENTWISE);
 }
 
 ss_status *ss_op_err(const ss_kctx *k, ss_code code, const char *fmt, ...)

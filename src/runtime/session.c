@@ -168,13 +168,15 @@ static ss_status *build_nodes(ss_session *s)
                 id = value_add(s, g->node[i]->output[j], V_NODE);
                 s->values[id].producer = (int)i; /* graph order for now */
             }
-    /* Kahn's algorithm over graph order. */
+    /* Topological order by sweeps over graph order: each sweep places every node whose inputs are
+     * ready, so nodes keep their graph order wherever the dependencies allow it (exporters emit
+     * graphs that are nearly sorted, so this takes few sweeps); a sweep that places nothing
+     * means a cycle. */
     int n = (int)g->n_node;
-    int *pending = calloc((size_t)n + 1, sizeof(int));
     int *order = calloc((size_t)n + 1, sizeof(int));
     unsigned char *ready = calloc((size_t)s->n_values + 1, 1);
     ss_status *st = NULL;
-    if (!pending || !order || !ready) st = ss_errf(SS_ERR_NOMEM, "out of memory");
+    if (!order || !ready) st = ss_errf(SS_ERR_NOMEM, "out of memory");
     for (int v = 0; !st && v < s->n_values; v++) ready[v] = s->values[v].kind != V_NODE;
     int done = 0;
     unsigned char *placed = calloc((size_t)n + 1, 1);
@@ -241,7 +243,6 @@ static ss_status *build_nodes(ss_session *s)
                          "communicator; run sharded models with 'shardserve run --shards' or agents",
                          d->name, nd->op_type);
     }
-    free(pending);
     free(order);
     free(ready);
     free(placed);

@@ -219,6 +219,7 @@ static bool wire_next(wire *w, uint32_t *field, int *type, wire *sub)
     if (w->p >= w->end || !wire_varint(w, &key)) return false;
     *field = (uint32_t)(key >> 3);
     *type = (int)(key & 7);
+    *sub = (wire){w->p, w->p}; /* a varint field has no payload: leave an empty one */
     switch (*type) {
     case 0:
         return wire_varint(w, &n);

@@ -430,21 +430,17 @@ static void emit_matmul(rank_ctx *r, const node_info *ni, split_kind s)
     }
 }
 
-static bool is_split_preserving(const char *op)
+/* The runtime's op table says which ops are elementwise: those can run on split inputs. */
+static bool is_split_preserving(const shard_ctx *c, const Onnx__NodeProto *n)
 {
-    static const char *const ops[] = {"Relu", "Neg", "Sigmoid", "Tanh", "Erf", "Sqrt", "Exp", "Abs",
-                                      "Add", "Sub", "Mul", "Div", "Pow", "Cast", "Identity", "LeakyRelu",
-                                      "Elu", "Gelu", "Softplus", "HardSigmoid", "HardSwish", NULL};
-    for (int i = 0; ops[i]; i++)
-        if (!strcmp(op, ops[i])) return true;
-    return false;
+    return ss_runtime_op_elementwise(n->domain, n->op_type, ss_onnx_opset(c->model, n->domain));
 }
 
 /* Try to keep an elementwise op on split inputs; false if it must see replicated inputs. */
 static bool emit_split_elementwise(rank_ctx *r, const Onnx__NodeProto *n)
 {
     shard_ctx *c = r->c;
-    if (!is_split_preserving(n->op_type) || n->n_output != 1) return false;
+    if (!is_split_preserving(c, n) || n->n_output != 1) return false;
     int axis = 0;
     bool any_split = false;
     for (size_t j = 0; j < n->n_input; j++) {

@@ -89,10 +89,10 @@ class Cluster:
         return path
 
     # ---------------------------------------------------------------- processes
-    def _spawn(self, args, log):
+    def _spawn(self, args, log, env=None):
         logf = open(os.path.join(self.dir, log), "w+")
         p = subprocess.Popen(args, stdout=logf, stderr=subprocess.STDOUT, preexec_fn=_die_with_parent,
-                             cwd=self.dir)
+                             cwd=self.dir, env=dict(os.environ, **env) if env else None)
         p.logf = logf
         p.logname = log
         self.procs.append(p)
@@ -146,10 +146,10 @@ class Cluster:
             self.worker_addresses.setdefault(m.group(1), []).append(m.group(2))
         return self.server
 
-    def agents(self, address, models, extra=(), log=None):
+    def agents(self, address, models, extra=(), log=None, env=None):
         args = [SHARDSERVE, "agents", "--distributed-address", address, "--model-files", ",".join(models)]
         args += list(extra)
-        return self._spawn(args, log or "agents-%d.log" % len(self.procs))
+        return self._spawn(args, log or "agents-%d.log" % len(self.procs), env)
 
     def wait_ready(self, count=1, timeout=60):
         deadline = time.time() + timeout

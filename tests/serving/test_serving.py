@@ -6,6 +6,7 @@
 import concurrent.futures
 import json
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -145,16 +146,63 @@ def test_errors_and_versions():
         assert "version(2), servable is not available: not ready" in e["error"], e
 
 
+def two_matmul_model(path, rows=64, width=256):
+    """y = Neg(Relu(x @ W1) @ W2): a MatMul for each of two pipeline stages, so both do real work.
+    W1 = 1/width and W2 = 0.5 keep the result exact: x = k everywhere gives y = -width/2 * k."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+    w1 = numpy_helper.from_array(np.full((width, width), 1.0 / width, np.float32), name="W1")
+    w2 = numpy_helper.from_array(np.full((width, width), 0.5, np.float32), name="W2")
+    g = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "W1"], ["h"], name="mm1"), helper.make_node("Relu", ["h"], ["r"], name="relu"),
+         helper.make_node("MatMul", ["r", "W2"], ["z"], name="mm2"), helper.make_node("Neg", ["z"], ["y"], name="neg")],
+        "two_matmul", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [rows, width])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [rows, width])], initializer=[w1, w2])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)])
+    m.ir_version = 8
+    onnx.save_model(m, path)
+
+
+def pipelined_requests(agent_log, ranks_per_stage):
+    """Requests whose stage 0 started while the last stage was still running another request: the
+    overlap a pipeline exists for. Back to back (one request in flight) there are none: a request
+    reaches stage 0 only after the rank that answers (the last one, the only one with outputs) has
+    finished the request before it. The other ranks of the last stage answer nothing and may still
+    be finishing when the next request arrives, so only the answering rank's runs count. Read from
+    the agents' DEBUG lines, which carry each run as CLOCK_MONOTONIC times (one clock on one host)."""
+    first, answering = [], []
+    for m in re.finditer(r"rank (\d+): request_id (\d+): .*?\(monotonic (\d+)\.\.(\d+) ns\), "
+                         r"answered in \S+ ms \((\d+) outputs\)", agent_log):
+        rank, rid, t0, t1, outputs = (int(v) for v in m.groups())
+        if rank < ranks_per_stage:
+            first.append((rid, t0))
+        elif outputs:
+            answering.append((rid, t0, t1))
+    assert first and answering, "no per-request DEBUG lines from the agents:\n" + agent_log[-2000:]
+    return {rid for rid, t0 in first if any(r1 != rid and s1 <= t0 <= e1 for r1, s1, e1 in answering)}
+
+
 def test_pipeline_stage_size_2():
+    """2 stages x 4 ranks under concurrent requests: every answer right, and stage 0 takes the next
+    request while stage 1 still runs the last one (enable_pipeline_infer, on by default)."""
+    model = os.path.join(WORK, "two_matmul.onnx")
+    two_matmul_model(model)
     with Cluster() as c:
-        models = c.add_servable("matmul", SEED, 8, 2)
-        start(c, [("matmul", 1, models)])
-        cl = Client(c.grpc, "matmul", "predict")
+        models = c.add_servable("mlp", model, 8, 2)
+        tables = [("mlp", 1, c.write_rank_table(8))]
+        c.serve(tables)
+        agents = c.agents(c.worker_addresses["mlp"][0], models, env={"SHARDSERVE_LOG": "debug"})
+        c.wait_ready()
+        cl = Client(c.grpc, "mlp", "predict")
+        n = 32
         with concurrent.futures.ThreadPoolExecutor(8) as ex:
-            futs = [ex.submit(cl.infer, {"x": ONES * (i % 5)}) for i in range(64)]
+            futs = [ex.submit(cl.infer, {"x": np.full((64, 256), float(i % 5), np.float32)}) for i in range(n)]
             for i, f in enumerate(futs):
                 y = f.result()[0]["y"]
-                assert (y == -48 * (i % 5)).all(), (i, y[0, :4])
+                assert (y == -128 * (i % 5)).all(), (i, y[0, :4])
+        overlapped = pipelined_requests(c.log(agents), 4)
+        print("pipeline: %d of %d requests entered stage 0 while stage 1 ran another" % (len(overlapped), n))
+        assert len(overlapped) >= n // 4, "stages did not overlap: %d of %d requests" % (len(overlapped), n)
 
 
 def test_batching_with_batch_dim():
@@ -352,6 +400,47 @@ def test_startup_failures():
         assert "missing ranks: 0, 1" in log, log
 
 
+def wide_model(path, n_inputs, n_outputs):
+    """x0..x{n_inputs-1} summed by a chain of Adds, then n_outputs Negs of the sum."""
+    import onnx
+    from onnx import TensorProto, helper
+    ins = ["x%d" % i for i in range(n_inputs)]
+    nodes, acc = [], ins[0]
+    for i, x in enumerate(ins[1:]):
+        nodes.append(helper.make_node("Add", [acc, x], ["s%d" % i], name="add%d" % i))
+        acc = "s%d" % i
+    outs = ["y%d" % i for i in range(n_outputs)]
+    nodes += [helper.make_node("Neg", [acc], [y], name="neg_" + y) for y in outs]
+    g = helper.make_graph(nodes, "wide", [helper.make_tensor_value_info(x, TensorProto.FLOAT, [1]) for x in ins],
+                          [helper.make_tensor_value_info(y, TensorProto.FLOAT, [1]) for y in outs])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)])
+    m.ir_version = 8
+    onnx.save_model(m, path)
+    return ins, outs
+
+
+def test_models_over_agent_limits():
+    """A model with more inputs (outputs) than an agent carries (SS_AGENT_MAX_INPUTS/OUTPUTS = 64)
+    is refused at load with the model, the rank and the limit named, not served with some left out."""
+    for tag, n_in, n_out, what in (("wide_in", 65, 1, "65 inputs"), ("wide_out", 1, 65, "65 outputs")):
+        path = os.path.join(WORK, tag + ".onnx")
+        wide_model(path, 2, 1)
+        with Cluster() as c:
+            # the shard tool refuses such a model itself: its one-rank output is swapped for the
+            # wide model, as anyone may hand an agent a file of their own
+            models = c.add_servable(tag, path, 1, 1)
+            ins, outs = wide_model(models[0], n_in, n_out)
+            with open(os.path.join(c.servables, tag, "servable.json"), "w") as f:
+                json.dump({"distributed": {"rank_size": 1, "stage_size": 1, "with_batch_dim": False},
+                           "methods": [{"name": "predict", "inputs": ins[:1], "outputs": outs[:1]}]}, f)
+            c.serve([(tag, 1, c.write_rank_table(1))], wait_agents=5)
+            a = c.agents(c.worker_addresses[tag][0], models)
+            limit = "SS_AGENT_MAX_%s = 64" % ("INPUTS" if n_in > 1 else "OUTPUTS")
+            want = "rank 0: model %s.onnx has %s, more than an agent serves (%s)" % (tag, what, limit)
+            c.wait_log(a, re.escape(want))  # the launcher then retries, and gives up, on its own
+            assert " is ready" not in c.log(c.server), c.log(c.server)
+
+
 def test_agent_loss_reports_not_ready():
     with Cluster() as c:
         models = c.add_servable("matmul", SEED, 2, 1)
@@ -387,7 +476,7 @@ def test_agent_loss_reports_not_ready():
 CASES = [test_seed_example_three_clients, test_errors_and_versions, test_pipeline_stage_size_2,
          test_batching_with_batch_dim, test_without_batch_dim_inputs_and_two_servables,
          test_inputs_by_broadcast_and_by_link, test_metadata_and_generated_bench_inputs, test_many_clients, test_startup_failures,
-         test_agent_loss_reports_not_ready]
+         test_models_over_agent_limits, test_agent_loss_reports_not_ready]
 
 
 def main():

@@ -183,15 +183,15 @@ static ss_status *where_infer(ss_kctx *k)
 }
 
 const ss_op_def ss_ops_logic[] = {
-    {"", "Equal", 1, 17, cmp_infer, ss_ew_run, 0},
-    {"", "Less", 1, 17, cmp_infer, ss_ew_run, 0},
-    {"", "Greater", 1, 17, cmp_infer, ss_ew_run, 0},
-    {"", "LessOrEqual", 12, 17, cmp_infer, ss_ew_run, 0},
-    {"", "GreaterOrEqual", 12, 17, cmp_infer, ss_ew_run, 0},
-    {"", "And", 1, 17, cmp_infer, ss_ew_run, 0},
-    {"", "Or", 1, 17, cmp_infer, ss_ew_run, 0},
-    {"", "Xor", 1, 17, cmp_infer, ss_ew_run, 0},
-    {"", "Not", 1, 17, not_infer, ss_ew_run, 0},
-    {"", "Where", 9, 17, where_infer, ss_ew_run, 0},
+    {"", "Equal", 1, 17, cmp_infer, ss_ew_run, SS_OPF_ELEMENTWISE},
+    {"", "Less", 1, 17, cmp_infer, ss_ew_run, SS_OPF_ELEMENTWISE},
+    {"", "Greater", 1, 17, cmp_infer, ss_ew_run, SS_OPF_ELEMENTWISE},
+    {"", "LessOrEqual", 12, 17, cmp_infer, ss_ew_run, SS_OPF_ELEMENTWISE},
+    {"", "GreaterOrEqual", 12, 17, cmp_infer, ss_ew_run, SS_OPF_ELEMENTWISE},
+    {"", "And", 1, 17, cmp_infer, ss_ew_run, SS_OPF_ELEMENTWISE},
+    {"", "Or", 1, 17, cmp_infer, ss_ew_run, SS_OPF_ELEMENTWISE},
+    {"", "Xor", 1, 17, cmp_infer, ss_ew_run, SS_OPF_ELEMENTWISE},
+    {"", "Not", 1, 17, not_infer, ss_ew_run, SS_OPF_ELEMENTWISE},
+    {"", "Where", 9, 17, where_infer, ss_ew_run, SS_OPF_ELEMENTWISE},
     {0},
 };
