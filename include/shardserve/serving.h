@@ -162,8 +162,18 @@ ss_predict_reply *ss_predict_request_check_inputs(const ss_predict_request *req,
 /* Names travel as protobuf strings and JSON keys, both UTF-8 by definition. */
 bool ss_serving_utf8_valid(const char *s, size_t len);
 
-/* MindSpore's C++ type names ("kMSI_Float32"), as its error texts spell them. */
+/* MindSpore's names for tensor types, one table (src/serving/dtypes.c):
+ * - its C++ names ("kMSI_Float32"), as its error texts spell them;
+ * - its gRPC proto DataType values (MS_BYTES is a string tensor with is_bytes) and the
+ *   "proto::MS_FLOAT32" texts its errors print for them (unknown values: MS_UNKNOWN / 0);
+ * - its REST object type names ("fp32", "float32", "bytes", ...): the name MindSpore prints for
+ *   a dtype is the first of its names. */
 const char *ss_serving_ms_dtype_name(ss_dtype dt);
+ss_dtype ss_serving_ms_dtype_from_proto(int value, bool *is_bytes);
+int ss_serving_ms_dtype_to_proto(ss_dtype dt, bool is_bytes);
+const char *ss_serving_ms_proto_dtype_name(int value);
+bool ss_serving_ms_rest_type(const char *name, ss_dtype *dt, bool *is_bytes);
+const char *ss_serving_ms_rest_type_name(ss_dtype dt, bool is_bytes);
 
 /* ------------------------------------------------------------------ signatures */
 

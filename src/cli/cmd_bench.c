@@ -159,21 +159,15 @@ static ss_status *build_rest_body(bench_cfg *c)
  * of that form (then it is a file name). */
 static ss_status *generate_input(const char *spec, ss_tensor *t, bool *generated)
 {
-    static const struct {
-        const char *name;
-        ss_dtype dt;
-    } types[] = {{"float32", SS_DT_FLOAT32}, {"float64", SS_DT_FLOAT64}, {"float16", SS_DT_FLOAT16},
-                 {"int8", SS_DT_INT8},       {"uint8", SS_DT_UINT8},     {"int16", SS_DT_INT16},
-                 {"uint16", SS_DT_UINT16},   {"int32", SS_DT_INT32},     {"uint32", SS_DT_UINT32},
-                 {"int64", SS_DT_INT64},     {"uint64", SS_DT_UINT64},   {"bool", SS_DT_BOOL}};
     const char *br = strchr(spec, '[');
     size_t len = strlen(spec);
     *generated = false;
     if (!br || len < 2 || spec[len - 1] != ']') return NULL;
     ss_dtype dt = SS_DT_UNDEFINED;
-    for (size_t i = 0; i < sizeof types / sizeof *types; i++)
-        if (strlen(types[i].name) == (size_t)(br - spec) && !strncmp(spec, types[i].name, (size_t)(br - spec)))
-            dt = types[i].dt;
+    for (int v = 0; v < 64 && dt == SS_DT_UNDEFINED; v++) { /* numeric types, by core's names */
+        const char *name = ss_dtype_valid(v) && v != SS_DT_STRING && v != SS_DT_BFLOAT16 ? ss_dtype_name((ss_dtype)v) : "";
+        if (*name && strlen(name) == (size_t)(br - spec) && !strncmp(spec, name, (size_t)(br - spec))) dt = (ss_dtype)v;
+    }
     if (dt == SS_DT_UNDEFINED) return ss_errf(SS_ERR_INVALID, "--input %s: unknown dtype", spec);
     int64_t dims[SS_MAX_DIMS];
     int nd = 0;

@@ -24,27 +24,16 @@ typedef Mindspore__Serving__Proto__TensorShape pb_shape;
 typedef Mindspore__Serving__Proto__ErrorMsg pb_error;
 typedef Mindspore__Serving__Proto__ServableSpec pb_spec;
 
-/* Indexed by MindSpore's DataType value. */
-static const ss_dtype ms_to_ss[] = {
-    SS_DT_UNDEFINED, SS_DT_BOOL,    SS_DT_INT8,    SS_DT_UINT8,  SS_DT_INT16,
-    SS_DT_UINT16,    SS_DT_INT32,   SS_DT_UINT32,  SS_DT_INT64,  SS_DT_UINT64,
-    SS_DT_FLOAT16,   SS_DT_FLOAT32, SS_DT_FLOAT64, SS_DT_STRING, SS_DT_STRING,
-};
-enum { MS_STRING = 13, MS_BYTES = 14, MS_DTYPE_COUNT = 15 };
+enum { MS_STRING = 13, MS_BYTES = 14 }; /* MindSpore's proto DataType values for text and bytes */
 
 ss_dtype ss_grpc_dtype_from_ms(int ms_dtype, bool *is_bytes)
 {
-    if (is_bytes) *is_bytes = ms_dtype == MS_BYTES;
-    if (ms_dtype < 0 || ms_dtype >= MS_DTYPE_COUNT) return SS_DT_UNDEFINED;
-    return ms_to_ss[ms_dtype];
+    return ss_serving_ms_dtype_from_proto(ms_dtype, is_bytes);
 }
 
 int ss_grpc_dtype_to_ms(ss_dtype dt, bool is_bytes)
 {
-    if (dt == SS_DT_STRING) return is_bytes ? MS_BYTES : MS_STRING;
-    for (int i = 1; i < MS_STRING; i++)
-        if (ms_to_ss[i] == dt) return i;
-    return 0;
+    return ss_serving_ms_dtype_to_proto(dt, is_bytes);
 }
 
 /* MindSpore prints shapes as "[2, 3]". */
@@ -57,17 +46,6 @@ static const char *ms_shape_str(const pb_shape *shape, char *buf, size_t cap)
                                 (long long)shape->dims[i]);
     if (off < cap) snprintf(buf + off, cap - off, "]");
     return buf;
-}
-
-static const char *ms_dtype_name(int v)
-{
-    static const char *names[] = {
-        "proto::MS_UNKNOWN", "proto::kMSI_Bool", "proto::MS_INT8",    "proto::MS_UINT8",
-        "proto::MS_INT16",   "proto::MS_UINT16", "proto::MS_INT32",   "proto::MS_UINT32",
-        "proto::MS_INT64",   "proto::MS_UINT64", "proto::MS_FLOAT16", "proto::MS_FLOAT32",
-        "proto::MS_FLOAT64", "proto::MS_STRING", "proto::MS_BYTES",
-    };
-    return v >= 0 && v < MS_DTYPE_COUNT ? names[v] : names[0];
 }
 
 /* MindSpore's tensor check; writes the detail text into msg and returns false on failure. */
@@ -104,7 +82,7 @@ static bool check_tensor(const pb_tensor *t, char *msg, size_t cap)
     ss_dtype dt = ss_grpc_dtype_from_ms((int)t->dtype, NULL);
     if (dt == SS_DT_UNDEFINED) {
         snprintf(msg, cap, "Tensor check failed: input data type %s invalid",
-                 ms_dtype_name((int)t->dtype));
+                 ss_serving_ms_proto_dtype_name((int)t->dtype));
         return false;
     }
     int64_t numel = ss_shape_numel((int)ndim, dims);

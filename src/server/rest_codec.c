@@ -307,56 +307,19 @@ static ss_status *fail(const char *fmt, ...)
 }
 
 typedef struct {
-    const char *name;
     ss_dtype dtype;
     bool is_bytes;
 } obj_type;
 
-static const obj_type obj_types[] = {
-    {"int8", SS_DT_INT8, false},       {"int16", SS_DT_INT16, false},
-    {"int32", SS_DT_INT32, false},     {"int64", SS_DT_INT64, false},
-    {"uint8", SS_DT_UINT8, false},     {"uint16", SS_DT_UINT16, false},
-    {"uint32", SS_DT_UINT32, false},   {"uint64", SS_DT_UINT64, false},
-    {"fp16", SS_DT_FLOAT16, false},    {"fp32", SS_DT_FLOAT32, false},
-    {"fp64", SS_DT_FLOAT64, false},    {"float16", SS_DT_FLOAT16, false},
-    {"float32", SS_DT_FLOAT32, false}, {"float64", SS_DT_FLOAT64, false},
-    {"bool", SS_DT_BOOL, false},       {"str", SS_DT_STRING, false},
-    {"bytes", SS_DT_STRING, true},
-};
-
-static const obj_type *find_obj_type(const char *name)
-{
-    for (size_t i = 0; i < sizeof obj_types / sizeof obj_types[0]; i++)
-        if (strcmp(obj_types[i].name, name) == 0) return &obj_types[i];
-    return NULL;
-}
-
-/* MindSpore names a dtype by the first matching key of its (sorted) type map. */
-static const char *obj_type_name(ss_dtype dt, bool is_bytes)
-{
-    switch (dt) {
-    case SS_DT_FLOAT16:
-        return "float16";
-    case SS_DT_FLOAT32:
-        return "float32";
-    case SS_DT_FLOAT64:
-        return "float64";
-    case SS_DT_STRING:
-        return is_bytes ? "bytes" : "str";
-    default:
-        for (size_t i = 0; i < sizeof obj_types / sizeof obj_types[0]; i++)
-            if (obj_types[i].dtype == dt) return obj_types[i].name;
-        return "";
-    }
-}
-
 /* The type an object leaf declares (default bytes); NULL when its type is not a known string. */
-static const obj_type *object_type(const cJSON *obj)
+static bool object_type(const cJSON *obj, obj_type *out)
 {
-    static const obj_type bytes = {"bytes", SS_DT_STRING, true};
     const cJSON *type = cJSON_GetObjectItemCaseSensitive(obj, "type");
-    if (!type) return &bytes;
-    return cJSON_IsString(type) ? find_obj_type(type->valuestring) : NULL;
+    if (!type) {
+        *out = (obj_type){SS_DT_STRING, true};
+        return true;
+    }
+    return cJSON_IsString(type) && ss_serving_ms_rest_type(type->valuestring, &out->dtype, &out->is_bytes);
 }
 
 static ss_status *decode_b64(const cJSON *value, uint8_t **out, size_t *len)
@@ -383,7 +346,9 @@ static ss_status *check_object_keys(const cJSON *obj)
         } else if (strcmp(it->string, "type") == 0) {
             if (!cJSON_IsString(it))
                 return fail("json object, key is 'type', value should be string type");
-            if (!find_obj_type(it->valuestring))
+            ss_dtype dt;
+            bool is_bytes;
+            if (!ss_serving_ms_rest_type(it->valuestring, &dt, &is_bytes))
                 return fail("json object, specified type:'%.*s' is illegal", ERR_TEXT_MAX,
                             it->valuestring);
             type++;
@@ -421,7 +386,8 @@ static ss_status *parse_object(const cJSON *obj, ss_tensor *t, bool *is_bytes)
 {
     ss_status *st = check_object_keys(obj);
     if (st) return st;
-    const obj_type *type = object_type(obj);
+    obj_type type_;
+    const obj_type *type = object_type(obj, &type_) ? &type_ : NULL;
     const cJSON *shape = cJSON_GetObjectItemCaseSensitive(obj, "shape");
     int64_t dims[SS_MAX_DIMS];
     int ndim = shape ? cJSON_GetArraySize(shape) : 0;
@@ -449,7 +415,7 @@ static ss_status *parse_object(const cJSON *obj, ss_tensor *t, bool *is_bytes)
         free(data);
         return fail("size is not matched, decode base64 size:%zu; Given info: type:%s; type "
                     "size:%zu; element nums:%lld",
-                    len, obj_type_name(type->dtype, false), itemsize, (long long)numel);
+                    len, ss_serving_ms_rest_type_name(type->dtype, false), itemsize, (long long)numel);
     }
     st = ss_tensor_alloc(t, type->dtype, ndim, dims);
     if (!st && len) memcpy(t->data, data, len);
@@ -490,7 +456,8 @@ static ss_status *fill_leaves(array_fill *f, const cJSON *arr, size_t index)
 {
     for (const cJSON *el = arr->child; el; el = el->next, index++) {
         if (f->kind == K_OBJ) {
-            const obj_type *type = object_type(el);
+            obj_type type_;
+            const obj_type *type = object_type(el, &type_) ? &type_ : NULL;
             if (!type || type->dtype != SS_DT_STRING)
                 return fail("json array, object type only support string or bytes type");
             if (type->is_bytes != f->is_bytes)
@@ -561,7 +528,8 @@ static ss_status *parse_array(const cJSON *arr, ss_tensor *t, bool *is_bytes)
         dt = SS_DT_STRING;
         break;
     case K_OBJ: {
-        const obj_type *type = object_type(leaf);
+        obj_type type_;
+        const obj_type *type = object_type(leaf, &type_) ? &type_ : NULL;
         if (type) {
             dt = type->dtype;
             f.is_bytes = type->is_bytes;

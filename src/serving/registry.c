@@ -128,26 +128,6 @@ static void snapshot_unref(snapshot *s)
 
 /* ------------------------------------------------------------------ MindSpore's checks */
 
-const char *ss_serving_ms_dtype_name(ss_dtype dt)
-{
-    switch (dt) {
-    case SS_DT_BOOL: return "kMSI_Bool";
-    case SS_DT_INT8: return "kMSI_Int8";
-    case SS_DT_UINT8: return "kMSI_Uint8";
-    case SS_DT_INT16: return "kMSI_Int16";
-    case SS_DT_UINT16: return "kMSI_Uint16";
-    case SS_DT_INT32: return "kMSI_Int32";
-    case SS_DT_UINT32: return "kMSI_Uint32";
-    case SS_DT_INT64: return "kMSI_Int64";
-    case SS_DT_UINT64: return "kMSI_Uint64";
-    case SS_DT_FLOAT16: return "kMSI_Float16";
-    case SS_DT_FLOAT32: return "kMSI_Float32";
-    case SS_DT_FLOAT64: return "kMSI_Float64";
-    case SS_DT_STRING: return "kMSI_String";
-    default: return "kMSI_Unknown";
-    }
-}
-
 /* Bytes one instance of `sp` takes; false when a dim is dynamic (any size fits) or it overflows. */
 static bool spec_bytes(const ss_serving_tensor_spec *sp, size_t *out)
 {
