@@ -11,6 +11,7 @@
  * contexts; stop() waits for it to reach zero, which is what guarantees that every request given
  * to the handler was answered (or its call cancelled) before the server and queue are destroyed.
  */
+#define _GNU_SOURCE /* pthread_setname_np */
 #include "shardserve/server.h"
 
 #include <grpc/byte_buffer.h>
@@ -344,6 +345,7 @@ static void on_event(ss_grpc_server *srv, void *tag, bool ok)
 static void *worker_main(void *arg)
 {
     ss_grpc_server *srv = arg;
+    pthread_setname_np(pthread_self(), "ss-grpc-cq");
     for (int i = 0; i < REQUESTS_PER_THREAD; i++)
         post_request(srv);
     for (;;) {

@@ -29,6 +29,7 @@
  * and queued request is answered with WORKER_UNAVAILABLE, the version is withdrawn from the
  * registry (not ready) and the group is released, until every rank has registered again.
  */
+#define _GNU_SOURCE /* pthread_setname_np */
 #include "shardserve/worker.h"
 
 #include "shardserve/link.h"
@@ -825,6 +826,7 @@ static void *handshake_main(void *arg)
 {
     handshake *h = arg;
     ss_worker *w = h->w;
+    pthread_setname_np(pthread_self(), "ss-handshake");
     ss_link_conn *c = h->conn;
     ss_link_msg m = {0};
     ss_status *st = ss_link_handshake(c);
@@ -1079,6 +1081,7 @@ static size_t job_bytes(const ss_worker *w, const job *j)
 static void *bulk_main(void *arg)
 {
     ss_worker *w = arg;
+    pthread_setname_np(pthread_self(), "ss-worker-bulk");
     pthread_mutex_lock(&w->mu);
     for (;;) {
         while (!w->bulk_head && !w->stop) pthread_cond_wait(&w->cv, &w->mu);
@@ -1411,6 +1414,7 @@ static void *loop_main(void *arg)
 {
     ss_worker *w = arg;
     tl_loop_owner = w;
+    pthread_setname_np(pthread_self(), "ss-worker-loop"); /* names show in top -H, perf, gdb */
     w->next_hb_ns = ss_now_ns() + (uint64_t)w->opt.heartbeat_ms * 1000000ull;
     uint64_t goodbye_until = 0;
     for (;;) {
