@@ -12,6 +12,7 @@
  */
 #include "shardserve/serving.h"
 
+#include <assert.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -35,10 +36,38 @@ struct ss_serving_entry {
 
 struct ss_serving {
     pthread_mutex_t mu;
+#ifndef NDEBUG
+    pthread_t holder; /* who holds mu (debug builds: ASSERT_LOCKED) */
+    bool held;
+#endif
     ss_serving_entry *entries;
     ss_serving_reject_fn on_reject;
     void *on_reject_ctx;
 };
+
+/* The registry's lock; debug builds record the holder so "lock held" is an assertion. */
+static void registry_lock(ss_serving *s)
+{
+    pthread_mutex_lock(&s->mu);
+#ifndef NDEBUG
+    s->holder = pthread_self();
+    s->held = true;
+#endif
+}
+
+static void registry_unlock(ss_serving *s)
+{
+#ifndef NDEBUG
+    s->held = false;
+#endif
+    pthread_mutex_unlock(&s->mu);
+}
+
+#ifndef NDEBUG
+#define ASSERT_LOCKED(s) assert((s)->held && pthread_equal((s)->holder, pthread_self()))
+#else
+#define ASSERT_LOCKED(s) ((void)0)
+#endif
 
 /* ------------------------------------------------------------------ signatures */
 
@@ -195,16 +224,16 @@ ss_status *ss_serving_add(ss_serving *s, const char *servable, uint64_t version,
                           ss_serving_backend backend, ss_serving_entry **out)
 {
     *out = NULL;
-    pthread_mutex_lock(&s->mu);
+    registry_lock(s);
     for (ss_serving_entry *e = s->entries; e; e = e->next)
         if (strcmp(e->servable, servable) == 0 && e->version == version) {
-            pthread_mutex_unlock(&s->mu);
+            registry_unlock(s);
             return ss_errf(SS_ERR_INVALID, "servable %s version %llu is started twice", servable,
                            (unsigned long long)version);
         }
     ss_serving_entry *e = calloc(1, sizeof *e);
     if (!e || !(e->servable = strdup(servable))) {
-        pthread_mutex_unlock(&s->mu);
+        registry_unlock(s);
         free(e);
         return ss_errf(SS_ERR_NOMEM, "out of memory adding servable %s", servable);
     }
@@ -214,7 +243,7 @@ ss_status *ss_serving_add(ss_serving *s, const char *servable, uint64_t version,
     snprintf(e->why, sizeof e->why, "starting");
     e->next = s->entries;
     s->entries = e;
-    pthread_mutex_unlock(&s->mu);
+    registry_unlock(s);
     *out = e;
     return NULL;
 }
@@ -222,14 +251,14 @@ ss_status *ss_serving_add(ss_serving *s, const char *servable, uint64_t version,
 void ss_serving_remove(ss_serving *s, ss_serving_entry *e)
 {
     if (!e) return;
-    pthread_mutex_lock(&s->mu);
+    registry_lock(s);
     for (ss_serving_entry **pp = &s->entries; *pp; pp = &(*pp)->next)
         if (*pp == e) {
             *pp = e->next;
             break;
         }
     snapshot *ready = e->ready;
-    pthread_mutex_unlock(&s->mu);
+    registry_unlock(s);
     snapshot_unref(ready);
     free(e->servable);
     free(e);
@@ -244,28 +273,29 @@ ss_status *ss_serving_publish(ss_serving_entry *e, const ss_serving_signature *s
         return ss_errf(SS_ERR_NOMEM, "out of memory publishing servable %s", e->servable);
     }
     atomic_init(&snap->refs, 1);
-    pthread_mutex_lock(&e->owner->mu);
+    registry_lock(e->owner);
     snapshot *old = e->ready;
     e->ready = snap;
     e->why[0] = 0;
-    pthread_mutex_unlock(&e->owner->mu);
+    registry_unlock(e->owner);
     snapshot_unref(old);
     return NULL;
 }
 
 void ss_serving_withdraw(ss_serving_entry *e, const char *why)
 {
-    pthread_mutex_lock(&e->owner->mu);
+    registry_lock(e->owner);
     snapshot *old = e->ready;
     e->ready = NULL;
     snprintf(e->why, sizeof e->why, "%s", why && *why ? why : "not ready");
-    pthread_mutex_unlock(&e->owner->mu);
+    registry_unlock(e->owner);
     snapshot_unref(old);
 }
 
 /* Version 0: the highest ready version, else the highest configured one. Lock held. */
 static ss_serving_entry *resolve(ss_serving *s, const char *servable, uint64_t version)
 {
+    ASSERT_LOCKED(s);
     ss_serving_entry *best = NULL;
     for (ss_serving_entry *e = s->entries; e; e = e->next) {
         if (strcmp(e->servable, servable) != 0) continue;
@@ -282,10 +312,10 @@ static ss_serving_entry *resolve(ss_serving *s, const char *servable, uint64_t v
 
 void ss_serving_on_reject(ss_serving *s, ss_serving_reject_fn fn, void *ctx)
 {
-    pthread_mutex_lock(&s->mu);
+    registry_lock(s);
     s->on_reject = fn;
     s->on_reject_ctx = ctx;
-    pthread_mutex_unlock(&s->mu);
+    registry_unlock(s);
 }
 
 /* The entry's snapshot and backend for a request, or a reply saying why not; *version gets the
@@ -293,7 +323,7 @@ void ss_serving_on_reject(ss_serving *s, ss_serving_reject_fn fn, void *ctx)
 static ss_predict_reply *lookup(ss_serving *s, const ss_predict_request *req, snapshot **snap,
                                 ss_serving_backend *backend, uint64_t *version)
 {
-    pthread_mutex_lock(&s->mu);
+    registry_lock(s);
     ss_serving_entry *e = resolve(s, req->servable, req->version);
     *version = e ? e->version : 0;
     ss_predict_reply *bad = NULL;
@@ -309,17 +339,17 @@ static ss_predict_reply *lookup(ss_serving *s, const ss_predict_request *req, sn
         atomic_fetch_add(&e->ready->refs, 1);
         *backend = e->backend;
     }
-    pthread_mutex_unlock(&s->mu);
+    registry_unlock(s);
     return bad;
 }
 
 static void rejected(ss_serving *s, const char *servable, uint64_t version, const char *method,
                      const ss_predict_reply *bad)
 {
-    pthread_mutex_lock(&s->mu);
+    registry_lock(s);
     ss_serving_reject_fn fn = s->on_reject;
     void *ctx = s->on_reject_ctx;
-    pthread_mutex_unlock(&s->mu);
+    registry_unlock(s);
     if (fn) fn(ctx, servable, version, method, bad->error_count ? bad->errors[0].code : SS_SERVING_FAILED);
 }
 
@@ -372,7 +402,7 @@ static int serving_describe(void *ctx, const char *servable, uint64_t version,
 {
     ss_serving *s = ctx;
     *out = NULL;
-    pthread_mutex_lock(&s->mu);
+    registry_lock(s);
     ss_serving_entry *e = resolve(s, servable, version);
     int rc = SS_DESCRIBE_OK;
     if (!e) {
@@ -386,7 +416,7 @@ static int serving_describe(void *ctx, const char *servable, uint64_t version,
         snprintf(why, cap, "out of memory");
         rc = SS_DESCRIBE_NOT_READY;
     }
-    pthread_mutex_unlock(&s->mu);
+    registry_unlock(s);
     return rc;
 }
 
@@ -398,9 +428,9 @@ ss_predict_handler ss_serving_handler(ss_serving *s)
 bool ss_serving_ready(void *ctx)
 {
     ss_serving *s = ctx;
-    pthread_mutex_lock(&s->mu);
+    registry_lock(s);
     bool ready = s->entries != NULL;
     for (ss_serving_entry *e = s->entries; e; e = e->next) ready = ready && e->ready;
-    pthread_mutex_unlock(&s->mu);
+    registry_unlock(s);
     return ready;
 }
