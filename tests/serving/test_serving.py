@@ -473,10 +473,35 @@ def test_agent_loss_reports_not_ready():
     assert not leftover_shm(), leftover_shm()
 
 
+def test_large_inputs_in_order_with_small_ones():
+    """PREDICTs over 256 KiB go out from the worker's bulk sender, small ones from its loop; every
+    rank must still see one order and every answer must be its own request's. A 2-rank servable
+    with 2 MiB inputs (by broadcast) and a 1-rank one with 48 KiB inputs, hit at the same time."""
+    with Cluster() as c:
+        big = os.path.join(WORK, "big.onnx")
+        matmul_neg_model(big, rows=1024, k=512, n=16)
+        m_big = c.add_servable("big", big, 2, 1)
+        m_small = c.add_servable("matmul", SEED, 1, 1)
+        start(c, [("big", 1, m_big), ("matmul", 1, m_small)])
+        cb, cs = Client(c.grpc, "big", "predict"), Client(c.grpc, "matmul", "predict")
+        xb = np.ones((1024, 512), np.float32)
+
+        def one(i):
+            if i % 3 == 0:
+                return i, cs.infer({"x": ONES * (i % 7)})[0]["y"], -48.0 * (i % 7)
+            return i, cb.infer({"x": xb * (i % 5)})[0]["y"], -256.0 * (i % 5)
+        with concurrent.futures.ThreadPoolExecutor(6) as ex:
+            for i, y, want in ex.map(one, range(48)):
+                assert (y == want).all(), (i, want, y.ravel()[:4])
+        # a metrics scrape is answered by the loop while it works
+        assert b"shardserve_requests_total" in urllib.request.urlopen("http://%s/metrics" % c.rest, timeout=10).read()
+
+
 CASES = [test_seed_example_three_clients, test_errors_and_versions, test_pipeline_stage_size_2,
          test_batching_with_batch_dim, test_without_batch_dim_inputs_and_two_servables,
          test_inputs_by_broadcast_and_by_link, test_metadata_and_generated_bench_inputs, test_many_clients, test_startup_failures,
-         test_models_over_agent_limits, test_agent_loss_reports_not_ready]
+         test_models_over_agent_limits, test_agent_loss_reports_not_ready,
+         test_large_inputs_in_order_with_small_ones]
 
 
 def main():
