@@ -180,6 +180,7 @@ def table(title, header, rows, notes=()):
 FLOOR = "floor: bare gRPC core, serve's reply bytes"
 ONE_RANK = "shardserve, 1 rank"
 SEED = "shardserve seed (8 ranks)"
+BASE = " [baseline build]"  # suffix of the rows served by --baseline-build's shardserve
 
 
 def capture_reply(address, x_path, out_path):
@@ -247,6 +248,18 @@ def section_seed(work, full, rest_too):
                                         "127.0.0.1:0", "2"])
         procs.append(floor)
         targets = [(FLOOR, floor_addr, "grpc"), (ONE_RANK, c1.grpc, "grpc"), (SEED, c.grpc, "grpc")]
+        if A.baseline_build:  # the same servables from another build, timed in the same rounds
+            import cluster
+            ours = cluster.SHARDSERVE
+            cluster.SHARDSERVE = os.path.join(A.baseline_build, "src", "cli", "shardserve")
+            try:
+                b8 = start_cluster("matmul", seed, 8, 1, strategy)
+                clusters.append(b8)
+                b1 = start_cluster("matmul", seed, 1, 1)
+                clusters.append(b1)
+            finally:
+                cluster.SHARDSERVE = ours
+            targets += [(ONE_RANK + BASE, b1.grpc, "grpc"), (SEED + BASE, b8.grpc, "grpc")]
         if full:
             # the same 8 ranks with stage 0's inputs sent over the link to every rank
             cl = start_cluster("matmul", seed, 8, 1, strategy,
@@ -290,9 +303,14 @@ def floor_table(res, reply_bytes, y_shape):
     seed_ratio = med(res[(SEED, 1)], "p50_us") / floor_p50
     one_rps = med(res[(ONE_RANK, 16)], "throughput") / floor_rps
     vs = {FLOOR: "-", ONE_RANK: "%+.0f us" % one_over, SEED: "%.2fx" % seed_ratio}
+    names = [FLOOR, ONE_RANK, SEED]
+    if (ONE_RANK + BASE, 1) in res:
+        names += [ONE_RANK + BASE, SEED + BASE]
+        vs[ONE_RANK + BASE] = "%+.0f us" % (med(res[(ONE_RANK + BASE, 1)], "p50_us") - floor_p50)
+        vs[SEED + BASE] = "%.2fx" % (med(res[(SEED + BASE, 1)], "p50_us") / floor_p50)
     rows = [[name, p50_cell(name), "%.0f" % med(res[(name, 1)], "p90_us"), "%.0f" % med(res[(name, 1)], "p99_us"), vs[name],
              "%.0f" % med(res[(name, 16)], "throughput"), "%.2fx" % (med(res[(name, 16)], "throughput") / floor_rps)]
-            for name in (FLOOR, ONE_RANK, SEED)]
+            for name in names]
     print("\n### Seed example vs the floor (gRPC, timed by `shardserve bench`)\n")
     print("- " + cpu_line())
     print("- load average now: %s; medians over %d rounds, interleaved; %d requests per c=1 run, %d per c=16 run"
@@ -550,6 +568,9 @@ def main():
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--requests", type=int, default=300)
     ap.add_argument("--quick", action="store_true")
+    # another build's shardserve (e.g. main before a change) serves the seed section's 1-rank and
+    # 8-rank rows too, in the same interleaved rounds: before and after from one run
+    ap.add_argument("--baseline-build", default=None)
     A = ap.parse_args()
     A.build = os.path.abspath(A.build)
     SS = os.path.join(A.build, "src", "cli", "shardserve")
