@@ -78,6 +78,24 @@ static void predict(ss_serving *s, ss_predict_request *req)
 
 static const int64_t shape23[2] = {2, 3};
 
+/* A registry with version 1 of "mm" published (batched or not), answered by rec. */
+static ss_serving *one_version(recorder *rec, bool batched)
+{
+    ss_serving *s = ss_serving_new();
+    ss_serving_entry *e;
+    CHECK_OK(ss_serving_add(s, "mm", 1, (ss_serving_backend){rec, record_submit}, &e));
+    ss_serving_signature sig = signature(1, batched);
+    CHECK_OK(ss_serving_publish(e, &sig));
+    return s;
+}
+
+static void done_with(ss_serving *s)
+{
+    ss_predict_reply_free(last_reply);
+    last_reply = NULL;
+    ss_serving_free(s);
+}
+
 typedef struct {
     int n;
     char servable[64], method[64];
@@ -160,19 +178,13 @@ static void unknown_names_and_missing_inputs(void)
     CHECK_MSG(strstr(reply_error(), "Cannot find input x in instance input"), "%s", reply_error());
     CHECK(rj.n == 3 && !strcmp(rj.method, "predict"));
     CHECK(rec.calls == 0);
-    ss_predict_reply_free(last_reply);
-    last_reply = NULL;
-    ss_serving_free(s);
+    done_with(s);
 }
 
 static void size_is_checked_before_dtype(void)
 {
-    ss_serving *s = ss_serving_new();
     recorder rec = {0};
-    ss_serving_entry *e;
-    CHECK_OK(ss_serving_add(s, "mm", 1, (ss_serving_backend){&rec, record_submit}, &e));
-    ss_serving_signature sig = signature(1, true);
-    CHECK_OK(ss_serving_publish(e, &sig));
+    ss_serving *s = one_version(&rec, true);
     int64_t wrong[1] = {5};
     predict(s, request(0, "predict", 1, SS_DT_INT64, 1, wrong)); /* both wrong: the size is named */
     CHECK(rec.calls == 1 && rec.failed_instances == 1);
@@ -189,26 +201,18 @@ static void size_is_checked_before_dtype(void)
     CHECK_OK(ss_serving_instance_put(bad, "x", &t, false));
     predict(s, req);
     CHECK(rec.calls == 3 && rec.failed_instances == 1);
-    ss_predict_reply_free(last_reply);
-    last_reply = NULL;
-    ss_serving_free(s);
+    done_with(s);
 }
 
 static void whole_inputs_take_the_model_shape(void)
 {
-    ss_serving *s = ss_serving_new();
     recorder rec = {0};
-    ss_serving_entry *e;
-    CHECK_OK(ss_serving_add(s, "mm", 1, (ss_serving_backend){&rec, record_submit}, &e));
-    ss_serving_signature sig = signature(1, false);
-    CHECK_OK(ss_serving_publish(e, &sig));
+    ss_serving *s = one_version(&rec, false);
     int64_t flat[1] = {6};
     predict(s, request(0, "predict", 1, SS_DT_FLOAT32, 1, flat));
     CHECK(rec.calls == 1 && rec.failed_instances == 0);
     CHECK_MSG(rec.first_ndim == 2 && rec.first_dims[0] == 2 && rec.first_dims[1] == 3, "ndim %d", rec.first_ndim);
-    ss_predict_reply_free(last_reply);
-    last_reply = NULL;
-    ss_serving_free(s);
+    done_with(s);
 }
 
 static void describe_copies_the_signature(void)
