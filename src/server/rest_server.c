@@ -68,8 +68,7 @@ typedef struct {
     bool too_big;
     ss_predict_request *req;
     pthread_mutex_t mu; /* guards reply/state between done() and the MHD thread */
-    char *reply;
-    size_t reply_len;
+    ss_predict_reply *answer; /* the handler's reply, encoded on the MHD thread once resumed */
 } conn_ctx;
 
 /* ------------------------------------------------------------------ responses */
@@ -163,18 +162,15 @@ static enum MHD_Result send_metadata(ss_rest_server *srv, struct MHD_Connection 
 
 /* ------------------------------------------------------------------ predict */
 
+/* Called once per request from the handler's thread (the worker's event loop): only hand the
+ * reply over and resume the connection; the JSON is written on the MHD thread, so a big answer
+ * never holds up the loop. */
 static void rest_done(void *done_ctx, ss_predict_reply *reply)
 {
     conn_ctx *c = done_ctx;
     ss_rest_server *srv = c->srv;
-    size_t len = 0;
-    char *body = NULL;
-    reply = ss_predict_reply_finish(reply, c->req);
-    if (reply) body = ss_rest_reply_json(reply, &len);
-    ss_predict_reply_free(reply);
     pthread_mutex_lock(&c->mu);
-    c->reply = body;
-    c->reply_len = len;
+    c->answer = reply;
     c->state = C_ANSWERED;
     pthread_mutex_unlock(&c->mu);
     MHD_resume_connection(c->conn);
@@ -331,10 +327,13 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
 
     if (c->state == C_ANSWERED) { /* resumed by rest_done */
         pthread_mutex_lock(&c->mu);
-        char *body = c->reply;
-        c->reply = NULL;
+        ss_predict_reply *reply = ss_predict_reply_finish(c->answer, c->req);
+        c->answer = NULL;
         pthread_mutex_unlock(&c->mu);
-        return send_json(conn, MHD_HTTP_OK, body, c->reply_len);
+        size_t len = 0;
+        char *body = reply ? ss_rest_reply_json(reply, &len) : NULL;
+        ss_predict_reply_free(reply);
+        return send_json(conn, MHD_HTTP_OK, body, len);
     }
     if (c->state == C_WAITING) return MHD_YES;
 
@@ -378,7 +377,7 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
         pthread_mutex_unlock(&srv->mu);
     }
     free(c->body);
-    free(c->reply);
+    ss_predict_reply_free(c->answer);
     ss_predict_request_free(c->req);
     pthread_mutex_destroy(&c->mu);
     free(c);

@@ -872,7 +872,8 @@ static void reap_handshakes(ss_worker *w, bool all)
         handshake *h = NULL;
         pthread_mutex_lock(&w->mu);
         for (handshake **pp = &w->handshakes; *pp; pp = &(*pp)->next) {
-            if (all) ss_link_shutdown((*pp)->conn); /* wakes a thread still in the handshake */
+            /* wakes a thread still in the handshake (a handed-over connection is the loop's) */
+            if (all && !(*pp)->handed_over) ss_link_shutdown((*pp)->conn);
             if ((*pp)->done || all) {
                 h = *pp;
                 *pp = h->next;
