@@ -50,6 +50,7 @@ typedef struct {
     bool with_batch_dim;
     int n_no_batch;
     char no_batch[64][128];
+    int heartbeat_timeout_ms; /* the worker's (0 = it did not say) */
 } meta_info;
 
 static ss_status *get_meta(const ss_launcher_options *opt, meta_info *mi)
@@ -92,6 +93,9 @@ static ss_status *get_meta(const ss_launcher_options *opt, meta_info *mi)
                               root, "without_batch_dim_inputs")) if (cJSON_IsString(v) &&
                                                                      mi->n_no_batch < 64)
         snprintf(mi->no_batch[mi->n_no_batch++], 128, "%s", v->valuestring);
+    const cJSON *hb = cJSON_GetObjectItemCaseSensitive(root, "heartbeat_timeout_ms");
+    mi->heartbeat_timeout_ms = cJSON_IsNumber(hb) && hb->valuedouble >= 1 && hb->valuedouble <= 3600000
+                                   ? (int)hb->valuedouble : 0;
     cJSON_Delete(root);
     return mi->n ? NULL : ss_errf(SS_ERR_INVALID, "the worker's rank table is empty");
 }
@@ -410,9 +414,15 @@ static void stop_all(pid_t *pids, int n, int grace_ms)
         if (pids[i] > 0) kill(pids[i], SIGKILL), waitpid(pids[i], NULL, 0), pids[i] = 0;
 }
 
-static int hang_timeout_ms(const ss_launcher_options *opt)
+/* --heartbeat-timeout-ms, else the worker's own bound (from its meta) plus half of it (at least
+ * 1 s): the worker, which sees every rank, notices a silent rank first and releases its group;
+ * this catches what it cannot release (a single-rank group whose only agent is stopped). */
+static int hang_timeout_ms(const ss_launcher_options *opt, const meta_info *mi)
 {
-    return opt->heartbeat_timeout_ms > 0 ? opt->heartbeat_timeout_ms : 5000;
+    if (opt->heartbeat_timeout_ms > 0) return opt->heartbeat_timeout_ms;
+    if (mi->heartbeat_timeout_ms <= 0) return 5000;
+    int extra = mi->heartbeat_timeout_ms / 2 > 1000 ? mi->heartbeat_timeout_ms / 2 : 1000;
+    return mi->heartbeat_timeout_ms + extra;
 }
 
 /* Why a rank does not read its link, from /proc/PID/stat, for the log: stopped is not slow. */
@@ -433,18 +443,18 @@ static const char *hang_reason(pid_t pid)
 
 /* The first registered local rank that has read nothing from the worker for the heartbeat
  * timeout is SIGKILLed (it may be stopped) and named in the error; NULL while all show life. */
-static ss_status *kill_hung(const ss_launcher_options *opt, const ss_liveness *live, const int *ranks,
-                            const pid_t *pids, int n)
+static ss_status *kill_hung(const ss_launcher_options *opt, const meta_info *mi, const ss_liveness *live,
+                            const int *ranks, const pid_t *pids, int n)
 {
     uint64_t now = ss_now_ns();
-    int timeout = hang_timeout_ms(opt);
+    int timeout = hang_timeout_ms(opt, mi);
     for (int i = 0; i < n; i++) {
         int64_t silent = ss_liveness_silent_ms(live, i, now);
         if (pids[i] <= 0 || silent < timeout) continue;
         const char *why = hang_reason(pids[i]);
         kill(pids[i], SIGKILL);
         return ss_errf(SS_ERR_UNAVAILABLE, "agent of rank %d (pid %d) has read nothing from the worker for %lld ms "
-                       "(--heartbeat-timeout-ms %d; %s): killed it, stopping the other agents", ranks[i],
+                       "(heartbeat timeout %d ms; %s): killed it, stopping the other agents", ranks[i],
                        (int)pids[i], (long long)silent, timeout, why);
     }
     return NULL;
@@ -472,12 +482,12 @@ static ss_status *run_group(const ss_launcher_options *opt, const meta_info *mi,
         SS_INFO("started %d agents (ranks %d..%d) for %s", n, ranks[0], ranks[n - 1], opt->worker_address);
     int running = st ? 0 : n;
     /* look at the liveness stamps a few times per timeout */
-    int tick_ms = hang_timeout_ms(opt) / 4 < 250 ? hang_timeout_ms(opt) / 4 : 250;
+    int tick_ms = hang_timeout_ms(opt, mi) / 4 < 250 ? hang_timeout_ms(opt, mi) / 4 : 250;
     struct timespec tick = {0, (long)(tick_ms > 20 ? tick_ms : 20) * 1000000L};
     while (running > 0 && !st) {
         int sig = sigtimedwait(set, NULL, &tick);
         if (sig < 0) {
-            if (errno == EAGAIN) st = kill_hung(opt, live, ranks, pids, n);
+            if (errno == EAGAIN) st = kill_hung(opt, mi, live, ranks, pids, n);
             continue;
         }
         if (sig == SIGINT || sig == SIGTERM) {

@@ -28,7 +28,7 @@ static const char agents_usage[] =
     "                    at most --max-restarts 5 in a row); never: stop and exit non-zero\n"
     "  --heartbeat-timeout-ms  a local rank that has read nothing from the worker this long\n"
     "                    (stopped, deadlocked) is killed and its group handled as if it had died\n"
-    "                    (default 5000; give serve's --heartbeat-timeout-ms)\n"
+    "                    (default: serve's --heartbeat-timeout-ms from the worker, plus half, at least 1 s)\n"
     "  --model-files     one model per local rank, in local rank order (--comm mpi: one per rank\n"
     "                    of the whole rank table, in rank order, at paths valid on every host)\n"
     "  --group-configs   one group_config.json per model file (default: next to each model)\n"

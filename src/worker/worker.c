@@ -804,6 +804,8 @@ static char *meta_json(const ss_worker *w)
     cJSON_AddNumberToObject(root, "rank_size", w->cfg.rank_size);
     cJSON_AddNumberToObject(root, "stage_size", w->cfg.stage_size);
     cJSON_AddBoolToObject(root, "with_batch_dim", w->cfg.with_batch_dim);
+    /* the launchers bound a silent local agent by the same time the worker does */
+    cJSON_AddNumberToObject(root, "heartbeat_timeout_ms", w->opt.heartbeat_timeout_ms);
     cJSON *nb = cJSON_AddArrayToObject(root, "without_batch_dim_inputs");
     for (int i = 0; i < w->cfg.n_no_batch; i++)
         cJSON_AddItemToArray(nb, cJSON_CreateString(w->cfg.without_batch_dim_inputs[i]));
