@@ -28,6 +28,11 @@ foreach(t grpc rest bad_input)
   add_test(NAME test_server_${t} COMMAND ${SS_PY} ${SS_TEST_DIR}/test_server_${t}.py)
   set_tests_properties(test_server_${t} PROPERTIES ENVIRONMENT "${SS_SERVER_TEST_ENV}" TIMEOUT 180)
 endforeach()
+# The Open Inference Protocol (KServe v2) front ends, with clients written from the specification.
+foreach(t rest)
+  add_test(NAME test_kserve_${t} COMMAND ${SS_PY} ${SS_TEST_DIR}/test_kserve_${t}.py)
+  set_tests_properties(test_kserve_${t} PROPERTIES ENVIRONMENT "${SS_SERVER_TEST_ENV}" TIMEOUT 180)
+endforeach()
 
 # The C client library against the test server.
 ss_add_c_test(test_server_client ${SS_TEST_DIR}/test_server_client.c)
