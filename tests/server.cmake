@@ -18,7 +18,15 @@ add_custom_command(
           ${CMAKE_SOURCE_DIR}/proto/ms_service.proto
   DEPENDS ${CMAKE_SOURCE_DIR}/proto/ms_service.proto
   COMMENT "protoc --python_out ms_service.proto")
-add_custom_target(ss_py_proto ALL DEPENDS ${SS_PY_PROTO_OUT}/ms_service_pb2.py)
+add_custom_command(
+  OUTPUT ${SS_PY_PROTO_OUT}/grpc_service_pb2.py
+  COMMAND ${CMAKE_COMMAND} -E make_directory ${SS_PY_PROTO_OUT}
+  COMMAND ${SS_PROTOC} --proto_path=${CMAKE_SOURCE_DIR}/proto --python_out=${SS_PY_PROTO_OUT}
+          ${CMAKE_SOURCE_DIR}/proto/grpc_service.proto
+  DEPENDS ${CMAKE_SOURCE_DIR}/proto/grpc_service.proto
+  COMMENT "protoc --python_out grpc_service.proto")
+add_custom_target(ss_py_proto ALL DEPENDS ${SS_PY_PROTO_OUT}/ms_service_pb2.py
+                                          ${SS_PY_PROTO_OUT}/grpc_service_pb2.py)
 
 set(SS_SERVER_TEST_ENV
     "SS_TEST_SERVER=$<TARGET_FILE:ss_test_server>"
@@ -29,7 +37,7 @@ foreach(t grpc rest bad_input)
   set_tests_properties(test_server_${t} PROPERTIES ENVIRONMENT "${SS_SERVER_TEST_ENV}" TIMEOUT 180)
 endforeach()
 # The Open Inference Protocol (KServe v2) front ends, with clients written from the specification.
-foreach(t rest)
+foreach(t rest grpc)
   add_test(NAME test_kserve_${t} COMMAND ${SS_PY} ${SS_TEST_DIR}/test_kserve_${t}.py)
   set_tests_properties(test_kserve_${t} PROPERTIES ENVIRONMENT "${SS_SERVER_TEST_ENV}" TIMEOUT 180)
 endforeach()

@@ -273,18 +273,24 @@ static bool data_fits(const ss_kserve_input *in)
     return (uint64_t)numel <= SIZE_MAX / elem && in->nbytes == (size_t)numel * elem;
 }
 
+bool ss_kserve_check_dtype(const ss_kserve_call *call, const char *name, ss_dtype dtype,
+                           ss_kserve_error *err)
+{
+    const ss_serving_method *m = call->method;
+    const ss_serving_tensor_spec *sp = find_spec(m->inputs, m->n_inputs, name);
+    if (!sp || sp->dtype == dtype) return true;
+    const char *want = ss_kserve_dtype_name(sp->dtype);
+    ss_kserve_fail(err, 400, "input '%s' of model '%s': datatype %s does not match the model's %s",
+                   name, call->model, ss_kserve_dtype_name(dtype), want ? want : "?");
+    return false;
+}
+
 /* Datatype and shape of one input against its spec; sets the batch size from batched inputs. */
 static bool check_input(ss_kserve_call *call, const ss_kserve_input *in,
                         const ss_serving_tensor_spec *sp, int64_t *batch, ss_kserve_error *err)
 {
     const char *model = call->model;
-    if (in->dtype != sp->dtype) {
-        const char *want = ss_kserve_dtype_name(sp->dtype);
-        ss_kserve_fail(err, 400,
-                       "input '%s' of model '%s': datatype %s does not match the model's %s",
-                       in->name, model, ss_kserve_dtype_name(in->dtype), want ? want : "?");
-        return false;
-    }
+    if (!ss_kserve_check_dtype(call, in->name, in->dtype, err)) return false;
     char got[160], want[160];
     ss_shape_str(in->ndim, in->dims, got, sizeof got);
     bool fits = sp->batched ? in->ndim == sp->ndim + 1 && dims_fit(sp->dims, in->dims + 1, sp->ndim)

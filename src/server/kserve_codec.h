@@ -86,6 +86,9 @@ int64_t ss_kserve_numel(int ndim, const int64_t *dims);
 /* Check BYTES data (length-prefixed elements) holds exactly `count` elements. */
 bool ss_kserve_bytes_check(const uint8_t *data, size_t len, int64_t count);
 
+/* A known input's datatype against the method's (unknown names pass: checked later). */
+bool ss_kserve_check_dtype(const ss_kserve_call *call, const char *name, ss_dtype dtype,
+                           ss_kserve_error *err);
 /* Check the inputs against the call's method (names, datatypes, shapes, batch sizes) and build
  * the request. 400 errors name the input. */
 bool ss_kserve_build_request(ss_kserve_call *call, const ss_kserve_input *in, size_t n,

@@ -452,6 +452,7 @@ static bool parse_input(ss_kserve_call *call, const cJSON *j, binary_cursor *bin
         ss_kserve_fail(err, 400, "input '%s': unknown datatype '%.40s'", in->name, dt->valuestring);
         return false;
     }
+    if (!ss_kserve_check_dtype(call, in->name, in->dtype, err)) return false;
     if (!parse_shape(cJSON_GetObjectItemCaseSensitive(j, "shape"), in, err)) return false;
     int64_t size;
     if (!binary_size(cJSON_GetObjectItemCaseSensitive(j, "parameters"), in->name, &size, err))
