@@ -124,7 +124,11 @@ typedef struct {
 
 static bool parse_model_url(const char *url, model_url *u, ss_kserve_error *err)
 {
-    const char *p = url + strlen("/v2/models/");
+    if (strncmp(url, "/v2/models/", 11) != 0) {
+        ss_kserve_fail(err, 404, "unknown route %.200s", url);
+        return false;
+    }
+    const char *p = url + 11;
     size_t n = strcspn(p, "/");
     if (n == 0 || n >= sizeof u->name) {
         ss_kserve_fail(err, n ? 400 : 404, n ? "model name is too long" : "no model name in %s", url);
