@@ -18,7 +18,15 @@ add_custom_command(
           ${CMAKE_SOURCE_DIR}/proto/ms_service.proto
   DEPENDS ${CMAKE_SOURCE_DIR}/proto/ms_service.proto
   COMMENT "protoc --python_out ms_service.proto")
-add_custom_target(ss_py_proto ALL DEPENDS ${SS_PY_PROTO_OUT}/ms_service_pb2.py)
+add_custom_command(
+  OUTPUT ${SS_PY_PROTO_OUT}/grpc_service_pb2.py
+  COMMAND ${CMAKE_COMMAND} -E make_directory ${SS_PY_PROTO_OUT}
+  COMMAND ${SS_PROTOC} --proto_path=${CMAKE_SOURCE_DIR}/proto --python_out=${SS_PY_PROTO_OUT}
+          ${CMAKE_SOURCE_DIR}/proto/grpc_service.proto
+  DEPENDS ${CMAKE_SOURCE_DIR}/proto/grpc_service.proto
+  COMMENT "protoc --python_out grpc_service.proto")
+add_custom_target(ss_py_proto ALL DEPENDS ${SS_PY_PROTO_OUT}/ms_service_pb2.py
+                                          ${SS_PY_PROTO_OUT}/grpc_service_pb2.py)
 
 set(SS_SERVER_TEST_ENV
     "SS_TEST_SERVER=$<TARGET_FILE:ss_test_server>"
@@ -27,6 +35,11 @@ set(SS_SERVER_TEST_ENV
 foreach(t grpc rest bad_input)
   add_test(NAME test_server_${t} COMMAND ${SS_PY} ${SS_TEST_DIR}/test_server_${t}.py)
   set_tests_properties(test_server_${t} PROPERTIES ENVIRONMENT "${SS_SERVER_TEST_ENV}" TIMEOUT 180)
+endforeach()
+# The Open Inference Protocol (KServe v2) front ends, with clients written from the specification.
+foreach(t rest grpc)
+  add_test(NAME test_kserve_${t} COMMAND ${SS_PY} ${SS_TEST_DIR}/test_kserve_${t}.py)
+  set_tests_properties(test_kserve_${t} PROPERTIES ENVIRONMENT "${SS_SERVER_TEST_ENV}" TIMEOUT 180)
 endforeach()
 
 # The C client library against the test server.
@@ -51,7 +64,7 @@ if(SS_FUZZ)
   get_target_property(ss_server_src ss_server SOURCE_DIR)
   foreach(target rest grpc)
     add_executable(fuzz_server_${target} ${SS_TEST_DIR}/test_server_fuzz_${target}.c
-                   ${ss_server_src}/serving.c ${ss_server_src}/grpc_codec.c
+                   ${ss_server_src}/grpc_codec.c
                    ${ss_server_src}/rest_codec.c ${CMAKE_BINARY_DIR}/proto/ms_service.pb-c.c)
     add_dependencies(fuzz_server_${target} ss_msproto)
     target_include_directories(fuzz_server_${target} PRIVATE ${ss_server_src}
@@ -59,10 +72,31 @@ if(SS_FUZZ)
     target_compile_options(fuzz_server_${target} PRIVATE -fsanitize=fuzzer,address,undefined
                            -Wno-missing-braces)
     target_link_options(fuzz_server_${target} PRIVATE -fsanitize=fuzzer,address,undefined)
-    target_link_libraries(fuzz_server_${target} ss_core PkgConfig::SS_FUZZ_CJSON
+    target_link_libraries(fuzz_server_${target} ss_serving ss_core PkgConfig::SS_FUZZ_CJSON
                           PkgConfig::PROTOBUFC)
     add_test(NAME fuzz_server_${target}_smoke
              COMMAND fuzz_server_${target} -max_total_time=10 -max_len=65536)
     set_tests_properties(fuzz_server_${target}_smoke PROPERTIES TIMEOUT 60 LABELS "server;fuzz")
+  endforeach()
+endif()
+
+# libFuzzer targets for the KServe decoders and encoders (-DSS_FUZZ=ON with clang): the REST infer
+# decoder over "URL\nHEADER-LENGTH\nBODY" and the gRPC ModelInfer / model RPC decoders over raw
+# messages, each echoing what decodes through the reply encoder. 10-second smoke runs for CI.
+if(SS_FUZZ)  # PkgConfig::SS_FUZZ_CJSON comes from the block above
+  get_target_property(ss_kserve_src ss_server SOURCE_DIR)
+  foreach(target rest grpc)
+    add_executable(fuzz_kserve_${target} ${SS_TEST_DIR}/test_kserve_fuzz_${target}.c
+                   ${ss_kserve_src}/kserve_codec.c ${ss_kserve_src}/kserve_rest.c
+                   ${ss_kserve_src}/kserve_grpc.c)
+    target_include_directories(fuzz_kserve_${target} PRIVATE ${ss_kserve_src})
+    target_compile_options(fuzz_kserve_${target} PRIVATE -fsanitize=fuzzer,address,undefined
+                           -Wno-missing-braces)
+    target_link_options(fuzz_kserve_${target} PRIVATE -fsanitize=fuzzer,address,undefined)
+    target_link_libraries(fuzz_kserve_${target} ss_kserveproto ss_serving ss_core
+                          PkgConfig::SS_FUZZ_CJSON PkgConfig::PROTOBUFC)
+    add_test(NAME fuzz_kserve_${target}_smoke
+             COMMAND fuzz_kserve_${target} -max_total_time=10 -max_len=65536)
+    set_tests_properties(fuzz_kserve_${target}_smoke PROPERTIES TIMEOUT 60 LABELS "server;fuzz")
   endforeach()
 endif()

@@ -16,3 +16,10 @@ add_test(NAME serving_failures COMMAND ${SS_PY} ${SS_TEST_DIR}/serving/test_fail
 set_tests_properties(serving_failures PROPERTIES
   ENVIRONMENT "SHARDSERVE=$<TARGET_FILE:shardserve>;PYTHONPATH=${CMAKE_SOURCE_DIR}/python;no_proxy=*;http_proxy=;https_proxy="
   TIMEOUT 300 RUN_SERIAL TRUE)
+
+# The Open Inference Protocol (KServe v2) end to end: the seed example through KServe REST (JSON,
+# binary) and gRPC with clients written from the specification; the batch-dim rule on a real worker.
+add_test(NAME serving_kserve COMMAND ${SS_PY} ${SS_TEST_DIR}/serving/test_kserve_serving.py)
+set_tests_properties(serving_kserve PROPERTIES
+  ENVIRONMENT "SHARDSERVE=$<TARGET_FILE:shardserve>;PYTHONPATH=${CMAKE_SOURCE_DIR}/python:${CMAKE_BINARY_DIR}/python_proto;no_proxy=*;http_proxy=;https_proxy="
+  TIMEOUT 300 RUN_SERIAL TRUE)

@@ -17,6 +17,14 @@
  *                strings), to observe the front ends' dtype and shape inference. It answers
  *                synchronously, inside predict(), to cover that path of the front ends.
  *   control      set_ready(value: bool) -> sets the readiness the health endpoints report
+ *   mixed        scale(x: float32 batched [2], w: float32 whole [2]) -> y = x * w (batched [2]);
+ *                echo_bytes(s: bytes batched) -> s
+ *   typed        one echo method per KServe datatype (bool, uint8, ..., fp16, bf16, bytes):
+ *                x (batched [-1]) -> x
+ *   notready     described as not ready (for the metadata and readiness endpoints)
+ *
+ * describe() publishes a signature for add, mixed, typed, error, slow and control (the KServe
+ * front ends need one); echo, partial and describe have none (their inputs are free-form).
  */
 #include <pthread.h>
 #include <signal.h>
@@ -153,6 +161,29 @@ static ss_predict_reply *describe(const ss_predict_request *req)
     return r;
 }
 
+/* y = x * w, elementwise over 2 floats (the KServe tests check shapes before this runs). */
+static ss_predict_reply *scale(const ss_predict_request *req)
+{
+    ss_predict_reply *r = ss_predict_reply_new(req->count);
+    for (size_t i = 0; r && i < req->count; i++) {
+        const ss_tensor *x = &ss_serving_instance_find(&req->instances[i], "x")->tensor;
+        const ss_tensor *w = &ss_serving_instance_find(&req->instances[i], "w")->tensor;
+        if (x->dtype != SS_DT_FLOAT32 || w->dtype != SS_DT_FLOAT32 || x->nbytes != 8 ||
+            w->nbytes != 8) {
+            ss_predict_reply_fail_instance(r, i, SS_SERVING_INVALID_INPUTS, "scale: bad x or w");
+            continue;
+        }
+        ss_tensor y;
+        int64_t two = 2;
+        ss_tensor_alloc(&y, SS_DT_FLOAT32, 1, &two);
+        for (int e = 0; e < 2; e++)
+            ((float *)y.data)[e] = ((const float *)x->data)[e] * ((const float *)w->data)[e];
+        ss_status_free(ss_serving_instance_put(&r->instances[i], "y", &y, false));
+        ss_tensor_free(&y);
+    }
+    return r;
+}
+
 typedef struct {
     const char *servable;
     uint64_t versions[2]; /* 0-terminated; ascending */
@@ -171,7 +202,142 @@ static const method_def methods[] = {
     {"slow", {1, 0}, "sleep", {NULL, NULL}, 0},
     {"control", {1, 0}, "set_ready", {"value", NULL}, 1},
     {"describe", {1, 0}, "describe", {NULL, NULL}, 0},
+    {"mixed", {1, 0}, "scale", {"x", "w"}, 2},
+    {"mixed", {1, 0}, "echo_bytes", {"s", NULL}, 1},
+    {"typed", {1, 0}, "bool", {"x", NULL}, 1},
+    {"typed", {1, 0}, "uint8", {"x", NULL}, 1},
+    {"typed", {1, 0}, "uint16", {"x", NULL}, 1},
+    {"typed", {1, 0}, "uint32", {"x", NULL}, 1},
+    {"typed", {1, 0}, "uint64", {"x", NULL}, 1},
+    {"typed", {1, 0}, "int8", {"x", NULL}, 1},
+    {"typed", {1, 0}, "int16", {"x", NULL}, 1},
+    {"typed", {1, 0}, "int32", {"x", NULL}, 1},
+    {"typed", {1, 0}, "int64", {"x", NULL}, 1},
+    {"typed", {1, 0}, "fp16", {"x", NULL}, 1},
+    {"typed", {1, 0}, "fp32", {"x", NULL}, 1},
+    {"typed", {1, 0}, "fp64", {"x", NULL}, 1},
+    {"typed", {1, 0}, "bf16", {"x", NULL}, 1},
+    {"typed", {1, 0}, "bytes", {"x", NULL}, 1},
 };
+
+/* ------------------------------------------------------------------ signatures */
+
+typedef struct {
+    const char *name;
+    ss_dtype dtype;
+    bool batched;
+    int ndim;
+    int64_t dims[1];
+} io_def;
+
+static const struct {
+    const char *method;
+    io_def in[2], out[2];
+    size_t nin, nout;
+} io_defs[] = {
+    {"add_common",
+     {{"x1", SS_DT_FLOAT32, true, 1, {-1}}, {"x2", SS_DT_FLOAT32, true, 1, {-1}}},
+     {{"y", SS_DT_FLOAT32, true, 1, {-1}}, {"version", SS_DT_INT64, true, 0, {0}}},
+     2,
+     2},
+    {"scale",
+     {{"x", SS_DT_FLOAT32, true, 1, {2}}, {"w", SS_DT_FLOAT32, false, 1, {2}}},
+     {{"y", SS_DT_FLOAT32, true, 1, {2}}},
+     2,
+     1},
+    {"echo_bytes", {{"s", SS_DT_STRING, true, 0, {0}}}, {{"s", SS_DT_STRING, true, 0, {0}}}, 1, 1},
+    {"sleep", {{"x", SS_DT_FLOAT32, true, 1, {-1}}}, {{"x", SS_DT_FLOAT32, true, 1, {-1}}}, 1, 1},
+    {"set_ready", {{"value", SS_DT_BOOL, false, 0, {0}}}, {{"value", SS_DT_BOOL, false, 0, {0}}}, 1, 1},
+    {"fail", {{0}}, {{0}}, 0, 0},
+    {"empty", {{0}}, {{0}}, 0, 0},
+    {"wrong_count", {{0}}, {{0}}, 0, 0},
+};
+
+static ss_dtype typed_dtype(const char *method)
+{
+    static const struct {
+        const char *name;
+        ss_dtype dt;
+    } names[] = {{"bool", SS_DT_BOOL},     {"uint8", SS_DT_UINT8},   {"uint16", SS_DT_UINT16},
+                 {"uint32", SS_DT_UINT32}, {"uint64", SS_DT_UINT64}, {"int8", SS_DT_INT8},
+                 {"int16", SS_DT_INT16},   {"int32", SS_DT_INT32},   {"int64", SS_DT_INT64},
+                 {"fp16", SS_DT_FLOAT16},  {"fp32", SS_DT_FLOAT32},  {"fp64", SS_DT_FLOAT64},
+                 {"bf16", SS_DT_BFLOAT16}, {"bytes", SS_DT_STRING}};
+    for (size_t i = 0; i < sizeof names / sizeof *names; i++)
+        if (!strcmp(names[i].name, method)) return names[i].dt;
+    return SS_DT_UNDEFINED;
+}
+
+static void spec_of(const io_def *d, ss_serving_tensor_spec *sp)
+{
+    *sp = (ss_serving_tensor_spec){(char *)d->name, d->dtype, d->batched, d->ndim, {0}};
+    if (d->ndim) sp->dims[0] = d->dims[0];
+}
+
+/* The method's inputs and outputs; false for a servable that publishes no signature. */
+static bool method_specs(const char *method, ss_serving_tensor_spec *in, size_t *nin,
+                         ss_serving_tensor_spec *out, size_t *nout)
+{
+    ss_dtype dt = typed_dtype(method);
+    if (dt != SS_DT_UNDEFINED) {
+        io_def x = {"x", dt, true, dt == SS_DT_STRING ? 0 : 1, {-1}};
+        spec_of(&x, in);
+        spec_of(&x, out);
+        *nin = *nout = 1;
+        return true;
+    }
+    for (size_t i = 0; i < sizeof io_defs / sizeof *io_defs; i++) {
+        if (strcmp(io_defs[i].method, method) != 0) continue;
+        *nin = io_defs[i].nin;
+        *nout = io_defs[i].nout;
+        for (size_t k = 0; k < *nin; k++)
+            spec_of(&io_defs[i].in[k], &in[k]);
+        for (size_t k = 0; k < *nout; k++)
+            spec_of(&io_defs[i].out[k], &out[k]);
+        return true;
+    }
+    return false;
+}
+
+static int test_describe(void *ctx, const char *servable, uint64_t version,
+                         ss_serving_signature **out, char *why, size_t cap)
+{
+    if (!strcmp(servable, "notready")) {
+        snprintf(why, cap, "servable notready is not ready: its agents are missing");
+        return SS_DESCRIBE_NOT_READY;
+    }
+    ss_serving_method ms[32];
+    ss_serving_tensor_spec ins[32][2], outs[32][2];
+    size_t n = 0;
+    uint64_t found = 0;
+    for (size_t m = 0; m < sizeof methods / sizeof methods[0] && n < 32; m++) {
+        const method_def *d = &methods[m];
+        if (strcmp(d->servable, servable) != 0) continue;
+        uint64_t v = 0;
+        for (int k = 0; k < 2; k++)
+            if (d->versions[k] && (version == 0 || version == d->versions[k])) v = d->versions[k];
+        if (!v) continue;
+        ss_serving_method *sm = &ms[n];
+        *sm = (ss_serving_method){(char *)d->method, ins[n], outs[n], 0, 0};
+        if (!method_specs(d->method, ins[n], &sm->n_inputs, outs[n], &sm->n_outputs)) continue;
+        found = v;
+        n++;
+    }
+    if (!n) {
+        snprintf(why, cap, "servable %s version %llu is not available", servable,
+                 (unsigned long long)version);
+        return SS_DESCRIBE_NOT_FOUND;
+    }
+    ss_serving_signature sig = {.servable = (char *)servable, .version = found, .methods = ms,
+                                .n_methods = n, .batch_size = 4, .with_batch_dim = true,
+                                .rank_size = 1, .stage_size = 1};
+    *out = ss_serving_signature_copy(&sig);
+    if (!*out) {
+        snprintf(why, cap, "out of memory");
+        return SS_DESCRIBE_NOT_FOUND;
+    }
+    return SS_DESCRIBE_OK;
+}
 
 /* Resolve servable, version (0 = latest) and method the way MindSpore's dispatcher does. */
 static ss_predict_reply *resolve(const ss_predict_request *req, const method_def **out,
@@ -205,6 +371,7 @@ static ss_predict_reply *run(const ss_predict_request *req)
     if (r) return r;
     if (strcmp(d->method, "add_common") == 0) return add_common(req, version);
     if (strcmp(d->method, "describe") == 0) return describe(req);
+    if (strcmp(d->method, "scale") == 0) return scale(req);
     if (strcmp(d->method, "wrong_count") == 0) return ss_predict_reply_new(req->count + 1);
     if (strcmp(d->method, "fail") == 0)
         return ss_predict_reply_error(SS_SERVING_SYSTEM_ERROR, "fixed failure");
@@ -343,7 +510,7 @@ int main(int argc, char **argv)
     for (int i = 0; i < nworkers; i++)
         pthread_create(&workers[i], NULL, worker, NULL);
 
-    ss_predict_handler handler = {.ctx = NULL, .predict = test_predict};
+    ss_predict_handler handler = {.ctx = NULL, .predict = test_predict, .describe = test_describe};
     ss_grpc_server *grpc = NULL;
     ss_rest_server *rest = NULL;
     ss_status *st = NULL;

@@ -1,6 +1,8 @@
 /*
- * grpc_server: MindSpore's MSService/Predict and grpc.health.v1.Health/Check on the gRPC core C
- * API, with a few worker threads on one completion queue.
+ * grpc_server: MindSpore's MSService/Predict, grpc.health.v1.Health/Check and the Open Inference
+ * Protocol's inference.GRPCInferenceService (KServe v2: ServerLive, ServerReady, ServerMetadata,
+ * ModelReady, ModelMetadata, ModelInfer) on the gRPC core C API, with a few worker threads on one
+ * completion queue.
  *
  * Every accepted call is a small state machine driven by completion-queue events:
  *   REQUESTED --(method known)--> RECEIVING --> WAITING (handler owns the request)
@@ -28,6 +30,7 @@
 #include <string.h>
 
 #include "grpc_codec.h"
+#include "kserve_grpc.h"
 #include "tls.h"
 
 #define PREDICT_METHOD "/mindspore.serving.proto.MSService/Predict"
@@ -41,6 +44,7 @@ typedef struct grpc_ctx grpc_ctx;
 typedef struct {
     const char *path;
     void (*handle)(grpc_ctx *c, const uint8_t *buf, size_t len);
+    ss_kserve_grpc_unary kserve; /* handle_kserve: the KServe RPC answered by the codec alone */
 } grpc_method;
 
 typedef struct {
@@ -60,6 +64,7 @@ struct grpc_ctx {
     grpc_slice status_details;
     int cancelled;
     ss_predict_request *req;
+    ss_kserve_call *kcall; /* ModelInfer: the call the request borrows from */
 };
 
 struct ss_grpc_server {
@@ -125,6 +130,7 @@ static void free_ctx(grpc_ctx *c)
     if (c->send) grpc_byte_buffer_destroy(c->send);
     grpc_slice_unref(c->status_details);
     ss_predict_request_free(c->req);
+    ss_kserve_call_free(c->kcall);
     free(c);
     live_add(srv, -1);
 }
@@ -267,10 +273,68 @@ static void handle_health(grpc_ctx *c, const uint8_t *buf, size_t len)
     finish_call(c, GRPC_STATUS_OK, NULL, out, 2);
 }
 
+/* ------------------------------------------------------------------ KServe v2 */
+
+static void finish_kserve_error(grpc_ctx *c, const ss_kserve_error *err)
+{
+    finish_call(c, (grpc_status_code)ss_kserve_grpc_status(err->status), err->msg, NULL, 0);
+}
+
+static void handle_kserve(grpc_ctx *c, const uint8_t *buf, size_t len)
+{
+    ss_grpc_server *srv = c->srv;
+    ss_kserve_grpc_env env = {&srv->handler, srv->ready, srv->ready_ctx};
+    ss_kserve_error err = {0};
+    uint8_t *out = NULL;
+    size_t out_len = 0;
+    if (!c->method->kserve(&env, buf, len, &out, &out_len, &err)) {
+        finish_kserve_error(c, &err);
+        return;
+    }
+    finish_call(c, GRPC_STATUS_OK, NULL, out, out_len);
+}
+
+static void kserve_infer_done(void *done_ctx, ss_predict_reply *reply)
+{
+    grpc_ctx *c = done_ctx;
+    ss_kserve_error err = {0};
+    uint8_t *out = NULL;
+    size_t len = 0;
+    reply = ss_predict_reply_finish(reply, c->req);
+    bool ok = reply && ss_kserve_grpc_encode_reply(c->kcall, reply, &out, &len, &err);
+    if (!reply) ss_kserve_fail(&err, 500, "out of memory");
+    ss_predict_reply_free(reply);
+    if (!ok) {
+        finish_kserve_error(c, &err);
+        return;
+    }
+    finish_call(c, GRPC_STATUS_OK, NULL, out, len);
+}
+
+static void handle_kserve_infer(grpc_ctx *c, const uint8_t *buf, size_t len)
+{
+    ss_kserve_error err = {0};
+    ss_predict_handler *h = &c->srv->handler;
+    if (!ss_kserve_grpc_decode_infer(h, buf, len, &c->kcall, &c->req, &err)) {
+        finish_kserve_error(c, &err);
+        return;
+    }
+    c->state = ST_WAITING;
+    h->predict(h->ctx, c->req, kserve_infer_done, c);
+}
+
+#define KSERVE(rpc) "/inference.GRPCInferenceService/" rpc
+
 /* The services this server answers; any other path gets UNIMPLEMENTED. */
 static const grpc_method methods[] = {
-    {PREDICT_METHOD, handle_predict},
-    {HEALTH_METHOD, handle_health},
+    {PREDICT_METHOD, handle_predict, NULL},
+    {HEALTH_METHOD, handle_health, NULL},
+    {KSERVE("ServerLive"), handle_kserve, ss_kserve_grpc_server_live},
+    {KSERVE("ServerReady"), handle_kserve, ss_kserve_grpc_server_ready},
+    {KSERVE("ServerMetadata"), handle_kserve, ss_kserve_grpc_server_metadata},
+    {KSERVE("ModelReady"), handle_kserve, ss_kserve_grpc_model_ready},
+    {KSERVE("ModelMetadata"), handle_kserve, ss_kserve_grpc_model_metadata},
+    {KSERVE("ModelInfer"), handle_kserve_infer, NULL},
 };
 
 static void on_requested(grpc_ctx *c, bool ok)

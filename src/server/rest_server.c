@@ -34,6 +34,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "kserve_rest.h"
 #include "rest_codec.h"
 #include "tls.h"
 
@@ -59,7 +60,13 @@ struct ss_rest_server {
 
 typedef enum { C_RECEIVING, C_WAITING, C_ANSWERED } conn_state;
 
-typedef struct {
+typedef struct conn_ctx conn_ctx;
+/* Writes a handler's reply as the protocol's body (status, body, its length, and how much of it is
+ * JSON: KServe binary outputs follow it). Runs on the MHD thread; consumes the reply. */
+typedef void (*reply_encoder)(conn_ctx *c, ss_predict_reply *reply, unsigned *status, char **body, size_t *len,
+                              size_t *json_len);
+
+struct conn_ctx {
     ss_rest_server *srv;
     struct MHD_Connection *conn;
     conn_state state;
@@ -67,9 +74,11 @@ typedef struct {
     size_t len, cap;
     bool too_big;
     ss_predict_request *req;
-    pthread_mutex_t mu; /* guards reply/state between done() and the MHD thread */
+    ss_kserve_call *kcall; /* KServe infer: the call the request borrows from */
+    pthread_mutex_t mu;       /* guards answer/state between done() and the MHD thread */
     ss_predict_reply *answer; /* the handler's reply, encoded on the MHD thread once resumed */
-} conn_ctx;
+    reply_encoder encode;     /* the request's protocol */
+};
 
 /* ------------------------------------------------------------------ responses */
 
@@ -88,6 +97,32 @@ static enum MHD_Result send_json(struct MHD_Connection *conn, unsigned status, c
     enum MHD_Result r = MHD_queue_response(conn, status, resp);
     MHD_destroy_response(resp);
     return r;
+}
+
+/* A KServe reply: JSON, or a JSON header of json_len bytes followed by binary tensors. */
+static enum MHD_Result send_kserve(struct MHD_Connection *conn, unsigned status, char *body,
+                                   size_t len, size_t json_len)
+{
+    if (!body || json_len >= len) return send_json(conn, status, body, len);
+    struct MHD_Response *resp = MHD_create_response_from_buffer(len, body, MHD_RESPMEM_MUST_FREE);
+    if (!resp) {
+        free(body);
+        return MHD_NO;
+    }
+    char header[32];
+    snprintf(header, sizeof header, "%zu", json_len);
+    MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, "application/octet-stream");
+    MHD_add_response_header(resp, "Inference-Header-Content-Length", header);
+    enum MHD_Result r = MHD_queue_response(conn, status, resp);
+    MHD_destroy_response(resp);
+    return r;
+}
+
+static enum MHD_Result send_kserve_error(struct MHD_Connection *conn, const ss_kserve_error *err)
+{
+    size_t len = 0;
+    char *body = ss_kserve_rest_error_json(err->msg, &len);
+    return send_json(conn, (unsigned)err->status, body, len);
 }
 
 static enum MHD_Result send_error(struct MHD_Connection *conn, const char *msg)
@@ -162,9 +197,9 @@ static enum MHD_Result send_metadata(ss_rest_server *srv, struct MHD_Connection 
 
 /* ------------------------------------------------------------------ predict */
 
-/* Called once per request from the handler's thread (the worker's event loop): only hand the
- * reply over and resume the connection; the JSON is written on the MHD thread, so a big answer
- * never holds up the loop. */
+/* The handler's done(), called once per request from its thread (the worker's event loop): only
+ * hand the reply over and resume the connection. The body is written on the MHD thread
+ * (c->encode), so a big answer never holds up the loop. */
 static void rest_done(void *done_ctx, ss_predict_reply *reply)
 {
     conn_ctx *c = done_ctx;
@@ -177,6 +212,40 @@ static void rest_done(void *done_ctx, ss_predict_reply *reply)
     pthread_mutex_lock(&srv->mu);
     if (--srv->pending == 0) pthread_cond_broadcast(&srv->cv);
     pthread_mutex_unlock(&srv->mu);
+}
+
+static void encode_mindspore(conn_ctx *c, ss_predict_reply *reply, unsigned *status, char **body, size_t *len,
+                             size_t *json_len)
+{
+    reply = ss_predict_reply_finish(reply, c->req);
+    *body = reply ? ss_rest_reply_json(reply, len) : NULL;
+    ss_predict_reply_free(reply);
+    *status = MHD_HTTP_OK;
+    *json_len = *len;
+}
+
+static void encode_kserve(conn_ctx *c, ss_predict_reply *reply, unsigned *status, char **body, size_t *len,
+                          size_t *json_len)
+{
+    *status = MHD_HTTP_INTERNAL_SERVER_ERROR;
+    reply = ss_predict_reply_finish(reply, c->req);
+    if (reply) *status = (unsigned)ss_kserve_rest_encode_reply(c->kcall, reply, body, len, json_len);
+    ss_predict_reply_free(reply);
+}
+
+/* Hand a decoded request to the handler; the connection sleeps until `done` answers. */
+static enum MHD_Result dispatch(conn_ctx *c, reply_encoder encode)
+{
+    ss_rest_server *srv = c->srv;
+    pthread_mutex_lock(&srv->mu);
+    srv->pending++;
+    srv->open++;
+    pthread_mutex_unlock(&srv->mu);
+    c->state = C_WAITING;
+    MHD_suspend_connection(c->conn);
+    c->encode = encode;
+    srv->handler.predict(srv->handler.ctx, c->req, rest_done, c);
+    return MHD_YES;
 }
 
 static enum MHD_Result start_predict(conn_ctx *c, const char *url)
@@ -196,14 +265,27 @@ static enum MHD_Result start_predict(conn_ctx *c, const char *url)
         ss_status_free(st);
         return r;
     }
-    pthread_mutex_lock(&srv->mu);
-    srv->pending++;
-    srv->open++;
-    pthread_mutex_unlock(&srv->mu);
-    c->state = C_WAITING;
-    MHD_suspend_connection(c->conn);
-    srv->handler.predict(srv->handler.ctx, c->req, rest_done, c);
-    return MHD_YES;
+    return dispatch(c, encode_mindspore);
+}
+
+/* POST /v2/models/NAME[/versions/V]/infer: the body goes to the codec, which keeps it (binary
+ * inputs are borrowed from it). */
+static enum MHD_Result start_kserve_infer(conn_ctx *c, const char *url)
+{
+    ss_rest_server *srv = c->srv;
+    ss_kserve_error err = {0};
+    if (c->too_big) {
+        ss_kserve_fail(&err, MHD_HTTP_CONTENT_TOO_LARGE, "the request body is bigger than %zu bytes",
+                       srv->max_body);
+        return send_kserve_error(c->conn, &err);
+    }
+    const char *hl = MHD_lookup_connection_value(c->conn, MHD_HEADER_KIND,
+                                                 "Inference-Header-Content-Length");
+    char *body = c->body;
+    c->body = NULL;
+    if (!ss_kserve_rest_decode_infer(&srv->handler, url, body, c->len, hl, &c->kcall, &c->req, &err))
+        return send_kserve_error(c->conn, &err);
+    return dispatch(c, encode_kserve);
 }
 
 /* ------------------------------------------------------------------ access handler */
@@ -279,6 +361,24 @@ static enum MHD_Result route_metadata(conn_ctx *c, const char *url)
     return send_metadata(c->srv, c->conn, url + strlen("/model/"));
 }
 
+/* GET /v2/...: health, server and model metadata, model readiness (no handler call). */
+static enum MHD_Result route_kserve_get(conn_ctx *c, const char *url)
+{
+    ss_rest_server *srv = c->srv;
+    int status = 0;
+    size_t len = 0;
+    char *body = NULL;
+    ss_kserve_rest_get(&srv->handler, srv->ready, srv->ready_ctx, url, &status, &body, &len);
+    return send_json(c->conn, body ? (unsigned)status : MHD_HTTP_INTERNAL_SERVER_ERROR, body, len);
+}
+
+static enum MHD_Result route_kserve_unknown(conn_ctx *c, const char *url)
+{
+    ss_kserve_error err;
+    ss_kserve_fail(&err, MHD_HTTP_NOT_FOUND, "unknown route %s", url);
+    return send_kserve_error(c->conn, &err);
+}
+
 static enum MHD_Result route_post_only(conn_ctx *c, const char *url)
 {
     return send_error(c->conn, "http message only support POST right now");
@@ -287,8 +387,9 @@ static enum MHD_Result route_post_only(conn_ctx *c, const char *url)
 /*
  * The REST routes, first match wins. `prefix` matches the start of the path; `no_colon` requires
  * a path without ':' (GET /model/NAME:METHOD is not metadata: it gets MindSpore's POST-only
- * error). Every POST is a MindSpore predict whose URL the codec parses (and refuses with
- * MindSpore's texts); any other method on any other path gets the POST-only error.
+ * error). /v2 is the Open Inference Protocol (KServe v2); anything else there is a 404 with
+ * {"error"}. Every other POST is a MindSpore predict whose URL the codec parses (and refuses
+ * with MindSpore's texts); any other method on any other path gets the POST-only error.
  */
 typedef struct {
     const char *method; /* NULL = any */
@@ -302,6 +403,13 @@ static const rest_route routes[] = {
     {MHD_HTTP_METHOD_GET, "/health/ready", false, false, route_ready},
     {MHD_HTTP_METHOD_GET, "/metrics", false, false, route_metrics},
     {MHD_HTTP_METHOD_GET, "/model/", true, true, route_metadata},
+    {MHD_HTTP_METHOD_GET, "/v2", false, false, route_kserve_get},
+    {MHD_HTTP_METHOD_GET, "/v2/health/live", false, false, route_kserve_get},
+    {MHD_HTTP_METHOD_GET, "/v2/health/ready", false, false, route_kserve_get},
+    {MHD_HTTP_METHOD_GET, "/v2/models/", true, false, route_kserve_get},
+    {MHD_HTTP_METHOD_POST, "/v2/models/", true, false, start_kserve_infer},
+    {NULL, "/v2", false, false, route_kserve_unknown},
+    {NULL, "/v2/", true, false, route_kserve_unknown},
     {MHD_HTTP_METHOD_POST, NULL, false, false, start_predict},
     {NULL, NULL, false, false, route_post_only},
 };
@@ -325,15 +433,16 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
     conn_ctx *c = *con_cls;
     if (!c) return on_first_call(srv, conn, method, con_cls);
 
-    if (c->state == C_ANSWERED) { /* resumed by rest_done */
+    if (c->state == C_ANSWERED) { /* resumed by rest_done: write the body here, not on the loop */
         pthread_mutex_lock(&c->mu);
-        ss_predict_reply *reply = ss_predict_reply_finish(c->answer, c->req);
+        ss_predict_reply *reply = c->answer;
         c->answer = NULL;
         pthread_mutex_unlock(&c->mu);
-        size_t len = 0;
-        char *body = reply ? ss_rest_reply_json(reply, &len) : NULL;
-        ss_predict_reply_free(reply);
-        return send_json(conn, MHD_HTTP_OK, body, len);
+        unsigned status = MHD_HTTP_OK;
+        char *body = NULL;
+        size_t len = 0, json_len = 0;
+        c->encode(c, reply, &status, &body, &len, &json_len);
+        return send_kserve(conn, status, body, len, json_len);
     }
     if (c->state == C_WAITING) return MHD_YES;
 
@@ -379,6 +488,7 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
     free(c->body);
     ss_predict_reply_free(c->answer);
     ss_predict_request_free(c->req);
+    ss_kserve_call_free(c->kcall);
     pthread_mutex_destroy(&c->mu);
     free(c);
     *con_cls = NULL;

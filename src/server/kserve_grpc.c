@@ -1,0 +1,542 @@
+/*
+ * kserve_grpc: the Open Inference Protocol's gRPC codec (see kserve_grpc.h).
+ *
+ * A decoded ModelInferRequest stays alive with its call: raw_input_contents and the typed
+ * contents whose wire type is the tensor's own (INT64, UINT64, FP32, FP64) are borrowed by the
+ * request's instances; only narrower integer and BOOL contents are converted into a buffer.
+ * Responses point at the reply's (or the call's) bytes and are packed once.
+ */
+#include "kserve_grpc.h"
+
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "grpc_service.pb-c.h"
+
+#define SERVER_NAME "shardserve"
+#define SERVER_VERSION "0.1.0"
+#define PLATFORM "onnx_onnxv1"
+
+/* Serialize any message into a malloc'd buffer. */
+static bool pack(const ProtobufCMessage *msg, uint8_t **out, size_t *out_len, ss_kserve_error *err)
+{
+    size_t n = protobuf_c_message_get_packed_size(msg);
+    *out = malloc(n ? n : 1);
+    if (!*out) {
+        ss_kserve_fail(err, 500, "out of memory packing a %zu-byte reply", n);
+        return false;
+    }
+    *out_len = protobuf_c_message_pack(msg, *out);
+    return true;
+}
+
+static bool bad_message(const char *what, ss_kserve_error *err)
+{
+    ss_kserve_fail(err, 400, "cannot parse %s", what);
+    return false;
+}
+
+/* ------------------------------------------------------------------ health and metadata */
+
+bool ss_kserve_grpc_server_live(const ss_kserve_grpc_env *env, const uint8_t *buf, size_t len,
+                                uint8_t **out, size_t *out_len, ss_kserve_error *err)
+{
+    (void)env;
+    Inference__ServerLiveRequest *req = inference__server_live_request__unpack(NULL, len, buf);
+    if (!req) return bad_message("ServerLiveRequest", err);
+    inference__server_live_request__free_unpacked(req, NULL);
+    Inference__ServerLiveResponse resp = INFERENCE__SERVER_LIVE_RESPONSE__INIT;
+    resp.live = 1;
+    return pack(&resp.base, out, out_len, err);
+}
+
+bool ss_kserve_grpc_server_ready(const ss_kserve_grpc_env *env, const uint8_t *buf, size_t len,
+                                 uint8_t **out, size_t *out_len, ss_kserve_error *err)
+{
+    Inference__ServerReadyRequest *req = inference__server_ready_request__unpack(NULL, len, buf);
+    if (!req) return bad_message("ServerReadyRequest", err);
+    inference__server_ready_request__free_unpacked(req, NULL);
+    Inference__ServerReadyResponse resp = INFERENCE__SERVER_READY_RESPONSE__INIT;
+    resp.ready = !env->ready || env->ready(env->ready_ctx);
+    return pack(&resp.base, out, out_len, err);
+}
+
+bool ss_kserve_grpc_server_metadata(const ss_kserve_grpc_env *env, const uint8_t *buf,
+                                    size_t len, uint8_t **out, size_t *out_len,
+                                    ss_kserve_error *err)
+{
+    (void)env;
+    Inference__ServerMetadataRequest *req =
+        inference__server_metadata_request__unpack(NULL, len, buf);
+    if (!req) return bad_message("ServerMetadataRequest", err);
+    inference__server_metadata_request__free_unpacked(req, NULL);
+    static char *extensions[] = {"binary_tensor_data"};
+    Inference__ServerMetadataResponse resp = INFERENCE__SERVER_METADATA_RESPONSE__INIT;
+    resp.name = SERVER_NAME;
+    resp.version = SERVER_VERSION;
+    resp.n_extensions = 1;
+    resp.extensions = extensions;
+    return pack(&resp.base, out, out_len, err);
+}
+
+/* Resolve (name, version text) as both model RPCs and ModelInfer do. */
+static bool resolve(const ss_predict_handler *h, const char *name, const char *version,
+                    ss_kserve_call *call, ss_kserve_error *err)
+{
+    uint64_t v = 0;
+    if (!ss_kserve_parse_version(version, strlen(version), &v)) {
+        ss_kserve_fail(err, 404, "unknown version '%.40s' of model '%.200s'", version, name);
+        return false;
+    }
+    return ss_kserve_resolve(h, name, v, call, err);
+}
+
+bool ss_kserve_grpc_model_ready(const ss_kserve_grpc_env *env, const uint8_t *buf, size_t len,
+                                uint8_t **out, size_t *out_len, ss_kserve_error *err)
+{
+    Inference__ModelReadyRequest *req = inference__model_ready_request__unpack(NULL, len, buf);
+    if (!req) return bad_message("ModelReadyRequest", err);
+    ss_kserve_call *call = ss_kserve_call_new();
+    bool ok = call != NULL;
+    bool ready = ok && resolve(env->handler, req->name, req->version, call, err);
+    if (!call) ss_kserve_fail(err, 500, "out of memory");
+    /* not ready is an answer (ready = false); unknown models and versions are errors */
+    if (ok && !ready && err->status != 503) ok = false;
+    ss_kserve_call_free(call);
+    inference__model_ready_request__free_unpacked(req, NULL);
+    if (!ok) return false;
+    Inference__ModelReadyResponse resp = INFERENCE__MODEL_READY_RESPONSE__INIT;
+    resp.ready = ready;
+    return pack(&resp.base, out, out_len, err);
+}
+
+typedef Inference__ModelMetadataResponse__TensorMetadata tensor_meta;
+
+/* TensorMetadata for specs, all in one allocation (pointers, messages, shapes). */
+static tensor_meta **metas(const ss_serving_tensor_spec *specs, size_t n)
+{
+    size_t size = n * (sizeof(tensor_meta *) + sizeof(tensor_meta) +
+                       (SS_MAX_DIMS + 1) * sizeof(int64_t));
+    uint8_t *mem = calloc(1, size ? size : 1);
+    if (!mem) return NULL;
+    tensor_meta **ptrs = (tensor_meta **)mem;
+    tensor_meta *msgs = (tensor_meta *)(mem + n * sizeof(tensor_meta *));
+    int64_t *dims = (int64_t *)(msgs + n);
+    for (size_t k = 0; k < n; k++) {
+        const ss_serving_tensor_spec *sp = &specs[k];
+        tensor_meta init = INFERENCE__MODEL_METADATA_RESPONSE__TENSOR_METADATA__INIT;
+        msgs[k] = init;
+        msgs[k].name = sp->name;
+        const char *dt = ss_kserve_dtype_name(sp->dtype);
+        msgs[k].datatype = (char *)(dt ? dt : "UNKNOWN");
+        int64_t *shape = dims + k * (SS_MAX_DIMS + 1);
+        size_t nd = 0;
+        if (sp->batched) shape[nd++] = -1;
+        for (int d = 0; d < sp->ndim; d++)
+            shape[nd++] = sp->dims[d];
+        msgs[k].shape = shape;
+        msgs[k].n_shape = nd;
+        ptrs[k] = &msgs[k];
+    }
+    return ptrs;
+}
+
+bool ss_kserve_grpc_model_metadata(const ss_kserve_grpc_env *env, const uint8_t *buf, size_t len,
+                                   uint8_t **out, size_t *out_len, ss_kserve_error *err)
+{
+    Inference__ModelMetadataRequest *req = inference__model_metadata_request__unpack(NULL, len, buf);
+    if (!req) return bad_message("ModelMetadataRequest", err);
+    ss_kserve_call *call = ss_kserve_call_new();
+    bool ok = call && resolve(env->handler, req->name, req->version, call, err);
+    if (!call) ss_kserve_fail(err, 500, "out of memory");
+    inference__model_metadata_request__free_unpacked(req, NULL);
+    if (ok) {
+        const ss_serving_method *m = call->method;
+        char version[24];
+        snprintf(version, sizeof version, "%llu", (unsigned long long)call->sig->version);
+        char *versions[] = {version};
+        Inference__ModelMetadataResponse resp = INFERENCE__MODEL_METADATA_RESPONSE__INIT;
+        resp.name = call->model;
+        resp.n_versions = 1;
+        resp.versions = versions;
+        resp.platform = PLATFORM;
+        resp.inputs = metas(m->inputs, m->n_inputs);
+        resp.outputs = metas(m->outputs, m->n_outputs);
+        resp.n_inputs = m->n_inputs;
+        resp.n_outputs = m->n_outputs;
+        ok = resp.inputs && resp.outputs ? pack(&resp.base, out, out_len, err) : false;
+        if (!resp.inputs || !resp.outputs) ss_kserve_fail(err, 500, "out of memory");
+        free(resp.inputs);
+        free(resp.outputs);
+    }
+    ss_kserve_call_free(call);
+    return ok;
+}
+
+/* ------------------------------------------------------------------ ModelInfer: inputs */
+
+typedef Inference__ModelInferRequest__InferInputTensor input_msg;
+
+static void free_request_msg(void *msg)
+{
+    inference__model_infer_request__free_unpacked(msg, NULL);
+}
+
+/* The typed contents field for a dtype, as (count, pointer, wire element size). */
+static size_t contents_of(const Inference__InferTensorContents *c, ss_dtype dt, const void **p)
+{
+    switch (dt) {
+    case SS_DT_BOOL: *p = c->bool_contents; return c->n_bool_contents;
+    case SS_DT_INT8: case SS_DT_INT16: case SS_DT_INT32: *p = c->int_contents; return c->n_int_contents;
+    case SS_DT_INT64: *p = c->int64_contents; return c->n_int64_contents;
+    case SS_DT_UINT8: case SS_DT_UINT16: case SS_DT_UINT32: *p = c->uint_contents; return c->n_uint_contents;
+    case SS_DT_UINT64: *p = c->uint64_contents; return c->n_uint64_contents;
+    case SS_DT_FLOAT32: *p = c->fp32_contents; return c->n_fp32_contents;
+    case SS_DT_FLOAT64: *p = c->fp64_contents; return c->n_fp64_contents;
+    case SS_DT_STRING: *p = c->bytes_contents; return c->n_bytes_contents;
+    default: *p = NULL; return 0;
+    }
+}
+
+/* Narrow int32/uint32/bool contents into the tensor's element type; false when out of range. */
+static bool narrow(ss_dtype dt, const void *src, size_t n, uint8_t *dst)
+{
+    const int32_t *si = src;
+    const uint32_t *su = src;
+    const protobuf_c_boolean *sb = src;
+    for (size_t i = 0; i < n; i++) {
+        switch (dt) {
+        case SS_DT_BOOL: dst[i] = sb[i] != 0; break;
+        case SS_DT_INT8:
+            if (si[i] < INT8_MIN || si[i] > INT8_MAX) return false;
+            ((int8_t *)dst)[i] = (int8_t)si[i];
+            break;
+        case SS_DT_INT16:
+            if (si[i] < INT16_MIN || si[i] > INT16_MAX) return false;
+            ((int16_t *)dst)[i] = (int16_t)si[i];
+            break;
+        case SS_DT_UINT8:
+            if (su[i] > UINT8_MAX) return false;
+            dst[i] = (uint8_t)su[i];
+            break;
+        case SS_DT_UINT16:
+            if (su[i] > UINT16_MAX) return false;
+            ((uint16_t *)dst)[i] = (uint16_t)su[i];
+            break;
+        default: return false;
+        }
+    }
+    return true;
+}
+
+static bool typed_input(ss_kserve_call *call, const input_msg *m, ss_kserve_input *in,
+                        ss_kserve_error *err)
+{
+    if (in->dtype == SS_DT_FLOAT16 || in->dtype == SS_DT_BFLOAT16) {
+        ss_kserve_fail(err, 400, "input '%s': %s travels only in raw_input_contents", in->name,
+                       ss_kserve_dtype_name(in->dtype));
+        return false;
+    }
+    const void *p = NULL;
+    size_t n = contents_of(m->contents, in->dtype, &p);
+    int64_t numel = ss_kserve_numel(in->ndim, in->dims);
+    if ((int64_t)n != numel) {
+        ss_kserve_fail(err, 400, "input '%s': contents has %zu %s elements, shape needs %lld",
+                       in->name, n, ss_kserve_dtype_name(in->dtype), (long long)numel);
+        return false;
+    }
+    size_t elem = ss_dtype_size(in->dtype);
+    bool same = in->dtype == SS_DT_INT32 || in->dtype == SS_DT_UINT32 ||
+                in->dtype == SS_DT_INT64 || in->dtype == SS_DT_UINT64 ||
+                in->dtype == SS_DT_FLOAT32 || in->dtype == SS_DT_FLOAT64;
+    if (same) { /* the wire's element type is the tensor's: borrow */
+        in->data = p;
+        in->nbytes = n * elem;
+        return true;
+    }
+    size_t total = 0;
+    if (in->dtype == SS_DT_STRING)
+        for (size_t i = 0; i < n; i++)
+            total += 4 + ((const ProtobufCBinaryData *)p)[i].len;
+    else
+        total = n * elem;
+    uint8_t *buf = malloc(total ? total : 1);
+    if (!buf || !ss_kserve_call_own(call, buf)) {
+        ss_kserve_fail(err, 500, "out of memory");
+        return false;
+    }
+    if (in->dtype == SS_DT_STRING) {
+        size_t off = 0;
+        for (size_t i = 0; i < n; i++) {
+            const ProtobufCBinaryData *b = &((const ProtobufCBinaryData *)p)[i];
+            uint32_t l = (uint32_t)b->len;
+            memcpy(buf + off, &l, 4);
+            if (l) memcpy(buf + off + 4, b->data, l);
+            off += 4 + l;
+        }
+    } else if (!narrow(in->dtype, p, n, buf)) {
+        ss_kserve_fail(err, 400, "input '%s': a value is out of range for %s", in->name,
+                       ss_kserve_dtype_name(in->dtype));
+        return false;
+    }
+    in->data = buf;
+    in->nbytes = total;
+    return true;
+}
+
+static bool decode_input(ss_kserve_call *call, const Inference__ModelInferRequest *r, size_t i,
+                         ss_kserve_input *in, ss_kserve_error *err)
+{
+    const input_msg *m = r->inputs[i];
+    in->name = m->name;
+    in->dtype = ss_kserve_dtype_parse(m->datatype, strlen(m->datatype));
+    if (in->dtype == SS_DT_UNDEFINED) {
+        ss_kserve_fail(err, 400, "input '%s': unknown datatype '%.40s'", in->name, m->datatype);
+        return false;
+    }
+    if (!ss_kserve_check_dtype(call, in->name, in->dtype, err)) return false;
+    if (m->n_shape > SS_MAX_DIMS) {
+        ss_kserve_fail(err, 400, "input '%s': shape has %zu dims, at most %d", in->name,
+                       m->n_shape, SS_MAX_DIMS);
+        return false;
+    }
+    in->ndim = (int)m->n_shape;
+    for (size_t d = 0; d < m->n_shape; d++) {
+        if (m->shape[d] < 0 || m->shape[d] > (1LL << 48)) {
+            ss_kserve_fail(err, 400, "input '%s': shape holds a size that is not a count",
+                           in->name);
+            return false;
+        }
+        in->dims[d] = m->shape[d];
+    }
+    if (ss_kserve_numel(in->ndim, in->dims) < 0) {
+        ss_kserve_fail(err, 400, "input '%s': shape is too large", in->name);
+        return false;
+    }
+    if (r->n_raw_input_contents) {
+        if (m->contents) {
+            ss_kserve_fail(err, 400, "input '%s' sets contents, but the request uses "
+                                     "raw_input_contents",
+                           in->name);
+            return false;
+        }
+        in->data = r->raw_input_contents[i].data;
+        in->nbytes = r->raw_input_contents[i].len;
+        return true;
+    }
+    if (!m->contents) {
+        ss_kserve_fail(err, 400, "input '%s' has neither contents nor raw_input_contents",
+                       in->name);
+        return false;
+    }
+    return typed_input(call, m, in, err);
+}
+
+static bool requested_outputs(ss_kserve_call *call, const Inference__ModelInferRequest *r,
+                              ss_kserve_error *err)
+{
+    if (!r->n_outputs) return true;
+    if (r->n_outputs > 64) {
+        ss_kserve_fail(err, 400, "at most 64 outputs can be requested");
+        return false;
+    }
+    call->outputs = calloc(r->n_outputs, sizeof *call->outputs);
+    if (!call->outputs) {
+        ss_kserve_fail(err, 500, "out of memory");
+        return false;
+    }
+    for (size_t i = 0; i < r->n_outputs; i++) {
+        if (!(call->outputs[i].name = strdup(r->outputs[i]->name))) {
+            ss_kserve_fail(err, 500, "out of memory");
+            return false;
+        }
+        call->n_outputs++;
+    }
+    return ss_kserve_check_outputs(call, err);
+}
+
+static bool decode_request(ss_kserve_call *call, const Inference__ModelInferRequest *r,
+                           ss_predict_request **req, ss_kserve_error *err)
+{
+    if (r->n_raw_input_contents && r->n_raw_input_contents != r->n_inputs) {
+        ss_kserve_fail(err, 400, "raw_input_contents has %zu entries for %zu inputs",
+                       r->n_raw_input_contents, r->n_inputs);
+        return false;
+    }
+    if (r->n_inputs > 64) {
+        ss_kserve_fail(err, 400, "%zu inputs, at most 64", r->n_inputs);
+        return false;
+    }
+    if (r->id[0] && !(call->id = strdup(r->id))) {
+        ss_kserve_fail(err, 500, "out of memory");
+        return false;
+    }
+    call->binary_output = r->n_raw_input_contents > 0;
+    ss_kserve_input inputs[64];
+    for (size_t i = 0; i < r->n_inputs; i++)
+        if (!decode_input(call, r, i, &inputs[i], err)) return false;
+    return requested_outputs(call, r, err) &&
+           ss_kserve_build_request(call, inputs, r->n_inputs, req, err);
+}
+
+bool ss_kserve_grpc_decode_infer(const ss_predict_handler *h, const uint8_t *buf, size_t len,
+                                 ss_kserve_call **out, ss_predict_request **req,
+                                 ss_kserve_error *err)
+{
+    *out = NULL;
+    *req = NULL;
+    err->status = 0;
+    Inference__ModelInferRequest *r = inference__model_infer_request__unpack(NULL, len, buf);
+    if (!r) return bad_message("ModelInferRequest", err);
+    ss_kserve_call *call = ss_kserve_call_new();
+    if (!call) {
+        inference__model_infer_request__free_unpacked(r, NULL);
+        ss_kserve_fail(err, 500, "out of memory");
+        return false;
+    }
+    call->wire = r;
+    call->wire_free = free_request_msg;
+    if (!resolve(h, r->model_name, r->model_version, call, err) ||
+        !decode_request(call, r, req, err)) {
+        ss_kserve_call_free(call);
+        return false;
+    }
+    *out = call;
+    return true;
+}
+
+/* ------------------------------------------------------------------ ModelInfer: reply */
+
+typedef Inference__ModelInferResponse__InferOutputTensor output_msg;
+
+/* Typed contents for one output; widened copies are kept by the call. */
+static bool typed_output(ss_kserve_call *call, const ss_kserve_output *o,
+                         Inference__InferTensorContents *c, ss_kserve_error *err)
+{
+    size_t n = (size_t)ss_kserve_numel(o->ndim, o->dims);
+    const uint8_t *p = o->data;
+    void *buf = NULL;
+    switch (o->dtype) {
+    case SS_DT_INT64: c->int64_contents = (int64_t *)p; c->n_int64_contents = n; return true;
+    case SS_DT_UINT64: c->uint64_contents = (uint64_t *)p; c->n_uint64_contents = n; return true;
+    case SS_DT_FLOAT32: c->fp32_contents = (float *)p; c->n_fp32_contents = n; return true;
+    case SS_DT_FLOAT64: c->fp64_contents = (double *)p; c->n_fp64_contents = n; return true;
+    case SS_DT_INT32: c->int_contents = (int32_t *)p; c->n_int_contents = n; return true;
+    case SS_DT_UINT32: c->uint_contents = (uint32_t *)p; c->n_uint_contents = n; return true;
+    case SS_DT_STRING: {
+        ProtobufCBinaryData *b = calloc(n ? n : 1, sizeof *b);
+        size_t off = 0;
+        for (size_t i = 0; b && i < n; i++) {
+            uint32_t l;
+            memcpy(&l, p + off, 4);
+            b[i].len = l;
+            b[i].data = (uint8_t *)p + off + 4;
+            off += 4 + l;
+        }
+        c->bytes_contents = b;
+        c->n_bytes_contents = n;
+        buf = b;
+        break;
+    }
+    default: {
+        int32_t *w = malloc((n ? n : 1) * sizeof *w);
+        for (size_t i = 0; w && i < n; i++) {
+            switch (o->dtype) {
+            case SS_DT_BOOL: w[i] = p[i] != 0; break;
+            case SS_DT_INT8: w[i] = ((const int8_t *)p)[i]; break;
+            case SS_DT_INT16: w[i] = ((const int16_t *)p)[i]; break;
+            case SS_DT_UINT8: w[i] = p[i]; break;
+            default: w[i] = ((const uint16_t *)p)[i]; break;
+            }
+        }
+        bool is_int = o->dtype == SS_DT_INT8 || o->dtype == SS_DT_INT16;
+        bool is_bool = o->dtype == SS_DT_BOOL;
+        /* protobuf_c_boolean is an int: the widened values serve BOOL, int and uint fields */
+        if (is_bool) c->bool_contents = (protobuf_c_boolean *)w, c->n_bool_contents = n;
+        else if (is_int) c->int_contents = w, c->n_int_contents = n;
+        else c->uint_contents = (uint32_t *)w, c->n_uint_contents = n;
+        buf = w;
+    }
+    }
+    if (!buf || !ss_kserve_call_own(call, buf)) {
+        ss_kserve_fail(err, 500, "out of memory encoding output '%s'", o->name);
+        return false;
+    }
+    return true;
+}
+
+typedef struct {
+    Inference__ModelInferResponse resp;
+    output_msg *msgs;
+    output_msg **ptrs;
+    Inference__InferTensorContents *contents;
+    ProtobufCBinaryData *raw;
+} reply_msg;
+
+static bool build_outputs(ss_kserve_call *call, const ss_kserve_output *outs, size_t n,
+                          reply_msg *m, ss_kserve_error *err)
+{
+    bool raw = call->binary_output;
+    for (size_t i = 0; i < n; i++)
+        raw = raw || outs[i].dtype == SS_DT_FLOAT16 || outs[i].dtype == SS_DT_BFLOAT16;
+    m->msgs = calloc(n + 1, sizeof *m->msgs);
+    m->ptrs = calloc(n + 1, sizeof *m->ptrs);
+    m->contents = calloc(n + 1, sizeof *m->contents);
+    m->raw = calloc(n + 1, sizeof *m->raw);
+    if (!m->msgs || !m->ptrs || !m->contents || !m->raw) {
+        ss_kserve_fail(err, 500, "out of memory");
+        return false;
+    }
+    for (size_t i = 0; i < n; i++) {
+        const char *dt = ss_kserve_dtype_name(outs[i].dtype);
+        if (!dt) {
+            ss_kserve_fail(err, 500, "output '%s' has a datatype the protocol cannot name",
+                           outs[i].name);
+            return false;
+        }
+        output_msg init = INFERENCE__MODEL_INFER_RESPONSE__INFER_OUTPUT_TENSOR__INIT;
+        Inference__InferTensorContents cinit = INFERENCE__INFER_TENSOR_CONTENTS__INIT;
+        m->msgs[i] = init;
+        m->contents[i] = cinit;
+        m->msgs[i].name = (char *)outs[i].name;
+        m->msgs[i].datatype = (char *)dt;
+        m->msgs[i].shape = (int64_t *)outs[i].dims;
+        m->msgs[i].n_shape = (size_t)outs[i].ndim;
+        m->ptrs[i] = &m->msgs[i];
+        if (raw) {
+            m->raw[i].data = (uint8_t *)outs[i].data;
+            m->raw[i].len = outs[i].nbytes;
+        } else {
+            if (!typed_output(call, &outs[i], &m->contents[i], err)) return false;
+            m->msgs[i].contents = &m->contents[i];
+        }
+    }
+    m->resp.outputs = m->ptrs;
+    m->resp.n_outputs = n;
+    m->resp.raw_output_contents = raw ? m->raw : NULL;
+    m->resp.n_raw_output_contents = raw ? n : 0;
+    return true;
+}
+
+bool ss_kserve_grpc_encode_reply(ss_kserve_call *call, const ss_predict_reply *reply,
+                                 uint8_t **out, size_t *out_len, ss_kserve_error *err)
+{
+    ss_kserve_output *outs = NULL;
+    size_t n = 0;
+    if (!ss_kserve_collect_outputs(call, reply, &outs, &n, err)) return false;
+    char version[24];
+    snprintf(version, sizeof version, "%llu", (unsigned long long)call->sig->version);
+    reply_msg m = {.resp = INFERENCE__MODEL_INFER_RESPONSE__INIT};
+    m.resp.model_name = call->model;
+    m.resp.model_version = version;
+    m.resp.id = call->id ? call->id : "";
+    bool ok = build_outputs(call, outs, n, &m, err) && pack(&m.resp.base, out, out_len, err);
+    free(m.msgs);
+    free(m.ptrs);
+    free(m.contents);
+    free(m.raw);
+    free(outs);
+    return ok;
+}

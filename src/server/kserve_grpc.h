@@ -1,0 +1,49 @@
+/*
+ * kserve_grpc (internal to the server module): the Open Inference Protocol's gRPC messages
+ * (package inference, proto/grpc_service.proto) to and from the serving data model. Pure
+ * functions over serialized messages (no gRPC calls), so they are unit-testable and fuzzable.
+ * Errors are ss_kserve_error values; the server sends them as gRPC status
+ * (ss_kserve_grpc_status), never inside a message, as the protocol requires.
+ */
+#ifndef SS_SERVER_KSERVE_GRPC_H
+#define SS_SERVER_KSERVE_GRPC_H
+
+#include "kserve_codec.h"
+
+/* What the simple RPCs need to answer. */
+typedef struct {
+    const ss_predict_handler *handler;
+    ss_ready_fn ready;
+    void *ready_ctx;
+} ss_kserve_grpc_env;
+
+/* A unary RPC answered without the handler's predict: request bytes in, serialized response
+ * (malloc'd) out, or false with err. */
+typedef bool (*ss_kserve_grpc_unary)(const ss_kserve_grpc_env *env, const uint8_t *buf,
+                                     size_t len, uint8_t **out, size_t *out_len,
+                                     ss_kserve_error *err);
+
+bool ss_kserve_grpc_server_live(const ss_kserve_grpc_env *env, const uint8_t *buf, size_t len,
+                                uint8_t **out, size_t *out_len, ss_kserve_error *err);
+bool ss_kserve_grpc_server_ready(const ss_kserve_grpc_env *env, const uint8_t *buf, size_t len,
+                                 uint8_t **out, size_t *out_len, ss_kserve_error *err);
+bool ss_kserve_grpc_server_metadata(const ss_kserve_grpc_env *env, const uint8_t *buf,
+                                    size_t len, uint8_t **out, size_t *out_len,
+                                    ss_kserve_error *err);
+bool ss_kserve_grpc_model_ready(const ss_kserve_grpc_env *env, const uint8_t *buf, size_t len,
+                                uint8_t **out, size_t *out_len, ss_kserve_error *err);
+bool ss_kserve_grpc_model_metadata(const ss_kserve_grpc_env *env, const uint8_t *buf, size_t len,
+                                   uint8_t **out, size_t *out_len, ss_kserve_error *err);
+
+/* ModelInfer: decode and check a ModelInferRequest. On success *call (which keeps the decoded
+ * message the request's tensors borrow from) and *req are set; free the call after the request. */
+bool ss_kserve_grpc_decode_infer(const ss_predict_handler *h, const uint8_t *buf, size_t len,
+                                 ss_kserve_call **call, ss_predict_request **req,
+                                 ss_kserve_error *err);
+/* The ModelInferResponse for a finished reply (malloc'd), or false with err. Outputs travel in
+ * raw_output_contents when the request used raw_input_contents (or an output is FP16/BF16),
+ * else in typed contents. */
+bool ss_kserve_grpc_encode_reply(ss_kserve_call *call, const ss_predict_reply *reply,
+                                 uint8_t **out, size_t *out_len, ss_kserve_error *err);
+
+#endif

@@ -1,0 +1,302 @@
+"""The Open Inference Protocol's (KServe v2) gRPC service against ss_test_server, with a client
+written from the specification alone: messages from grpc_service_pb2 (protoc --python_out of
+proto/grpc_service.proto) and grpcio's generic unary calls. Covers ServerLive, ServerReady,
+ServerMetadata, ModelReady, ModelMetadata and ModelInfer with typed contents and with
+raw_input_contents / raw_output_contents, the batch-dim and model-name rules, and errors as gRPC
+status codes."""
+
+import struct
+import sys
+
+import grpc
+
+import grpc_service_pb2 as pb
+from server_harness import Checker, TestServer
+
+SERVICE = "/inference.GRPCInferenceService/"
+OPTIONS = [("grpc.enable_http_proxy", 0)]
+srv = None
+chan = None
+
+
+def rpc(name, req, resp_type):
+    call = chan.unary_unary(SERVICE + name, request_serializer=lambda m: m.SerializeToString(),
+                            response_deserializer=resp_type.FromString)
+    return call(req, timeout=20)
+
+
+def rpc_error(name, req, resp_type):
+    """(grpc status code, details) of a call that must fail."""
+    try:
+        rpc(name, req, resp_type)
+    except grpc.RpcError as e:
+        return e.code(), e.details()
+    return None, "call succeeded"
+
+
+def infer(req):
+    return rpc("ModelInfer", req, pb.ModelInferResponse)
+
+
+def infer_error(req):
+    return rpc_error("ModelInfer", req, pb.ModelInferResponse)
+
+
+def fp32_input(req, name, shape, values, raw=False):
+    t = req.inputs.add(name=name, datatype="FP32", shape=shape)
+    if raw:
+        req.raw_input_contents.append(struct.pack("<%df" % len(values), *values))
+    else:
+        t.contents.fp32_contents.extend(values)
+    return t
+
+
+def add_request(raw=False, n=2, model="add", version=""):
+    req = pb.ModelInferRequest(model_name=model, model_version=version, id="g1")
+    fp32_input(req, "x1", [n, 3], [float(i) for i in range(n * 3)], raw)
+    fp32_input(req, "x2", [n, 3], [0.5] * (n * 3), raw)
+    return req
+
+
+def outputs(resp):
+    return {o.name: o for o in resp.outputs}
+
+
+def err_is(c, got, code, fragment, what):
+    c.eq(got[0], code, what + " code")
+    c.check(fragment in (got[1] or ""), "%s: %r lacks %r" % (what, got[1], fragment))
+
+
+# ------------------------------------------------------------------ health and metadata
+
+def health(c):
+    c.eq(rpc("ServerLive", pb.ServerLiveRequest(), pb.ServerLiveResponse).live, True, "live")
+    c.eq(rpc("ServerReady", pb.ServerReadyRequest(), pb.ServerReadyResponse).ready, True, "ready")
+    req = pb.ModelInferRequest(model_name="control")
+    req.inputs.add(name="value", datatype="BOOL", shape=[]).contents.bool_contents.append(False)
+    infer(req)
+    c.eq(rpc("ServerReady", pb.ServerReadyRequest(), pb.ServerReadyResponse).ready, False,
+         "not ready after set_ready(false)")
+    req.inputs[0].contents.bool_contents[0] = True
+    infer(req)
+    c.eq(rpc("ServerReady", pb.ServerReadyRequest(), pb.ServerReadyResponse).ready, True,
+         "ready again")
+
+
+def server_metadata(c):
+    meta = rpc("ServerMetadata", pb.ServerMetadataRequest(), pb.ServerMetadataResponse)
+    c.eq(meta.name, "shardserve", "name")
+    c.check(meta.version != "", "version set")
+    c.check("binary_tensor_data" in meta.extensions, "extensions: %r" % list(meta.extensions))
+
+
+def model_metadata(c):
+    meta = rpc("ModelMetadata", pb.ModelMetadataRequest(name="add"), pb.ModelMetadataResponse)
+    c.eq((meta.name, list(meta.versions), meta.platform), ("add", ["2"], "onnx_onnxv1"), "add")
+    c.eq([(t.name, t.datatype, list(t.shape)) for t in meta.inputs],
+         [("x1", "FP32", [-1, -1]), ("x2", "FP32", [-1, -1])], "inputs")
+    c.eq([(t.name, t.datatype, list(t.shape)) for t in meta.outputs],
+         [("y", "FP32", [-1, -1]), ("version", "INT64", [-1])], "outputs")
+    meta = rpc("ModelMetadata", pb.ModelMetadataRequest(name="add", version="1"),
+               pb.ModelMetadataResponse)
+    c.eq(list(meta.versions), ["1"], "version 1")
+    meta = rpc("ModelMetadata", pb.ModelMetadataRequest(name="mixed.scale"),
+               pb.ModelMetadataResponse)
+    c.eq([(t.name, list(t.shape)) for t in meta.inputs], [("x", [-1, 2]), ("w", [2])],
+         "batched and whole inputs")
+    nf = grpc.StatusCode.NOT_FOUND
+    err_is(c, rpc_error("ModelMetadata", pb.ModelMetadataRequest(name="nope"),
+                        pb.ModelMetadataResponse), nf, "nope", "unknown model")
+    err_is(c, rpc_error("ModelMetadata", pb.ModelMetadataRequest(name="add", version="3"),
+                        pb.ModelMetadataResponse), nf, "add", "unknown version")
+    err_is(c, rpc_error("ModelMetadata", pb.ModelMetadataRequest(name="add", version="v1"),
+                        pb.ModelMetadataResponse), nf, "unknown version", "version text")
+    err_is(c, rpc_error("ModelMetadata", pb.ModelMetadataRequest(name="mixed"),
+                        pb.ModelMetadataResponse), nf, "mixed.METHOD", "several methods")
+    err_is(c, rpc_error("ModelMetadata", pb.ModelMetadataRequest(name="notready"),
+                        pb.ModelMetadataResponse), grpc.StatusCode.UNAVAILABLE, "not ready",
+           "not ready")
+
+
+def model_ready(c):
+    def ready(name, version=""):
+        return rpc("ModelReady", pb.ModelReadyRequest(name=name, version=version),
+                   pb.ModelReadyResponse).ready
+    c.eq(ready("add"), True, "add")
+    c.eq(ready("add", "1"), True, "add v1")
+    c.eq(ready("typed.fp16"), True, "typed.fp16")
+    c.eq(ready("notready"), False, "not ready is an answer")
+    err_is(c, rpc_error("ModelReady", pb.ModelReadyRequest(name="nope"), pb.ModelReadyResponse),
+           grpc.StatusCode.NOT_FOUND, "nope", "unknown model")
+    err_is(c, rpc_error("ModelReady", pb.ModelReadyRequest(name="add", version="5"),
+                        pb.ModelReadyResponse), grpc.StatusCode.NOT_FOUND, "add",
+           "unknown version")
+
+
+# ------------------------------------------------------------------ inference
+
+def infer_typed_contents(c):
+    resp = infer(add_request())
+    c.eq((resp.model_name, resp.model_version, resp.id), ("add", "2", "g1"), "header")
+    c.eq(len(resp.raw_output_contents), 0, "typed in, typed out")
+    outs = outputs(resp)
+    c.eq((list(outs["y"].shape), list(outs["y"].contents.fp32_contents)),
+         ([2, 3], [0.5, 1.5, 2.5, 3.5, 4.5, 5.5]), "y")
+    c.eq((list(outs["version"].shape), list(outs["version"].contents.int64_contents)),
+         ([2], [2, 2]), "version")
+    resp = infer(add_request(version="1"))
+    c.eq(list(outputs(resp)["version"].contents.int64_contents), [1, 1], "version 1 answers")
+    req = add_request()
+    req.outputs.add(name="version")
+    resp = infer(req)
+    c.eq([o.name for o in resp.outputs], ["version"], "requested outputs only")
+
+
+def infer_raw(c):
+    resp = infer(add_request(raw=True, n=3))
+    c.eq(len(resp.raw_output_contents), 2, "raw in, raw out")
+    names = [o.name for o in resp.outputs]
+    raw = dict(zip(names, resp.raw_output_contents))
+    c.eq(struct.unpack("<9f", raw["y"]), tuple(i + 0.5 for i in range(9)), "y")
+    c.eq(struct.unpack("<3q", raw["version"]), (2, 2, 2), "version")
+    c.check(not resp.outputs[0].HasField("contents"), "no contents beside raw outputs")
+    # the non-batched input goes with every instance
+    req = pb.ModelInferRequest(model_name="mixed.scale")
+    fp32_input(req, "x", [2, 2], [1, 2, 3, 4], raw=True)
+    fp32_input(req, "w", [2], [10, -1], raw=True)
+    resp = infer(req)
+    c.eq((list(resp.outputs[0].shape), struct.unpack("<4f", resp.raw_output_contents[0])),
+         ([2, 2], (10, -2, 30, -4)), "mixed.scale")
+
+
+TYPED = [  # datatype, values, struct code, contents field
+    ("BOOL", [True, False, True], "?", "bool_contents"),
+    ("UINT8", [0, 7, 255], "B", "uint_contents"),
+    ("UINT16", [0, 7, 65535], "H", "uint_contents"),
+    ("UINT32", [0, 7, 4294967295], "I", "uint_contents"),
+    ("UINT64", [0, 7, 2 ** 63], "Q", "uint64_contents"),
+    ("INT8", [-128, 0, 127], "b", "int_contents"),
+    ("INT16", [-32768, 0, 32767], "h", "int_contents"),
+    ("INT32", [-2147483648, 0, 2147483647], "i", "int_contents"),
+    ("INT64", [-(2 ** 63), 0, 2 ** 63 - 1], "q", "int64_contents"),
+    ("FP32", [1.5, -2.0, 0.25], "f", "fp32_contents"),
+    ("FP64", [1.5, -2.0, 0.1], "d", "fp64_contents"),
+]
+
+
+def typed_all(c):
+    for dt, values, code, field in TYPED:
+        req = pb.ModelInferRequest(model_name="typed." + dt.lower())
+        t = req.inputs.add(name="x", datatype=dt, shape=[3, 1])
+        getattr(t.contents, field).extend(values)
+        resp = infer(req)
+        out = resp.outputs[0]
+        c.eq((out.datatype, list(out.shape), list(getattr(out.contents, field))),
+             (dt, [3, 1], values), dt + " typed")
+        req = pb.ModelInferRequest(model_name="typed." + dt.lower())
+        req.inputs.add(name="x", datatype=dt, shape=[3, 1])
+        blob = struct.pack("<3" + code, *values)
+        req.raw_input_contents.append(blob)
+        resp = infer(req)
+        c.eq(list(resp.raw_output_contents), [blob], dt + " raw")
+    for dt, blob in [("FP16", struct.pack("<3e", 1.5, -2.0, 0.25)),
+                     ("BF16", b"\xc0\x3f\x00\xc0\x80\x3e")]:
+        req = pb.ModelInferRequest(model_name="typed." + dt.lower())
+        req.inputs.add(name="x", datatype=dt, shape=[3, 1])
+        req.raw_input_contents.append(blob)
+        c.eq(list(infer(req).raw_output_contents), [blob], dt + " raw")
+        req = pb.ModelInferRequest(model_name="typed." + dt.lower())
+        req.inputs.add(name="x", datatype=dt, shape=[3, 1]).contents.fp32_contents.extend([1] * 3)
+        err_is(c, infer_error(req), grpc.StatusCode.INVALID_ARGUMENT, "raw_input_contents",
+               dt + " needs raw contents")
+    strings = [b"", b"\x00\xff", b"hello"]
+    req = pb.ModelInferRequest(model_name="typed.bytes")
+    req.inputs.add(name="x", datatype="BYTES", shape=[3]).contents.bytes_contents.extend(strings)
+    out = infer(req).outputs[0]
+    c.eq((list(out.shape), list(out.contents.bytes_contents)), ([3], strings), "BYTES typed")
+    req = pb.ModelInferRequest(model_name="typed.bytes")
+    req.inputs.add(name="x", datatype="BYTES", shape=[3])
+    blob = b"".join(struct.pack("<I", len(s)) + s for s in strings)
+    req.raw_input_contents.append(blob)
+    c.eq(list(infer(req).raw_output_contents), [blob], "BYTES raw")
+
+
+def infer_errors(c):
+    inv, nf = grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.NOT_FOUND
+    err_is(c, infer_error(add_request(model="nope")), nf, "nope", "unknown model")
+    err_is(c, infer_error(add_request(version="9")), nf, "add", "unknown version")
+    err_is(c, infer_error(add_request(model="mixed")), nf, "mixed.METHOD", "several methods")
+    err_is(c, infer_error(add_request(model="notready")), grpc.StatusCode.UNAVAILABLE,
+           "not ready", "not ready")
+    req = add_request()
+    req.inputs[0].datatype = "FP64"
+    err_is(c, infer_error(req), inv, "datatype FP64 does not match the model's FP32",
+           "wrong datatype")
+    req = add_request()
+    req.inputs[0].datatype = "FLOAT32"
+    err_is(c, infer_error(req), inv, "unknown datatype", "unknown datatype")
+    req = add_request()
+    del req.inputs[0].shape[:]
+    req.inputs[0].shape.extend([6])
+    err_is(c, infer_error(req), inv, "shape [6] does not match the model's [-1,-1]",
+           "wrong shape")
+    req = add_request()
+    req.inputs[0].shape[1] = 4
+    err_is(c, infer_error(req), inv, "contents has 6 FP32 elements, shape needs 8",
+           "contents count")
+    req = add_request()
+    req.inputs[0].shape[0] = -2
+    err_is(c, infer_error(req), inv, "not a count", "negative dim")
+    req = add_request()
+    del req.inputs[1]
+    err_is(c, infer_error(req), inv, "expects input 'x2'", "missing input")
+    req = add_request()
+    fp32_input(req, "x9", [1], [1.0])
+    err_is(c, infer_error(req), inv, "unexpected inference input 'x9'", "unknown input")
+    req = add_request()
+    req.outputs.add(name="z")
+    err_is(c, infer_error(req), inv, "unexpected inference output 'z'", "unknown output")
+    req = add_request(raw=True)
+    del req.raw_input_contents[1]
+    err_is(c, infer_error(req), inv, "raw_input_contents has 1 entries for 2 inputs",
+           "raw count")
+    req = add_request(raw=True)
+    req.raw_input_contents[1] = req.raw_input_contents[1][:-4]
+    err_is(c, infer_error(req), inv, "20 bytes of data do not hold shape [2,3]", "raw size")
+    req = add_request(raw=True)
+    req.inputs[0].contents.fp32_contents.append(1.0)
+    err_is(c, infer_error(req), inv, "sets contents", "contents beside raw")
+    req = pb.ModelInferRequest(model_name="add")
+    req.inputs.add(name="x1", datatype="FP32", shape=[1, 1])
+    err_is(c, infer_error(req), inv, "neither", "no data")
+    req = pb.ModelInferRequest(model_name="typed.int8")
+    req.inputs.add(name="x", datatype="INT8", shape=[1, 1]).contents.int_contents.append(300)
+    err_is(c, infer_error(req), inv, "out of range", "INT8 out of range")
+    # the handler's verdicts
+    req = pb.ModelInferRequest(model_name="add")
+    fp32_input(req, "x1", [1, 2], [1, 2])
+    fp32_input(req, "x2", [1, 3], [1, 2, 3])
+    err_is(c, infer_error(req), inv, "not match the size", "handler: invalid inputs")
+    err_is(c, infer_error(pb.ModelInferRequest(model_name="error.fail")),
+           grpc.StatusCode.INTERNAL, "fixed failure", "handler failure")
+    call = chan.unary_unary(SERVICE + "ModelInfer")
+    try:
+        call(b"\xff\xff\xff", timeout=20)
+        got = (None, "")
+    except grpc.RpcError as e:
+        got = (e.code(), e.details())
+    err_is(c, got, inv, "cannot parse ModelInferRequest", "undecodable message")
+    err_is(c, rpc_error("ModelStatistics", pb.ServerLiveRequest(), pb.ServerLiveResponse),
+           grpc.StatusCode.UNIMPLEMENTED, "unknown method", "unknown RPC")
+
+
+def main():
+    global srv, chan
+    srv = TestServer(grpc="127.0.0.1:0")
+    chan = grpc.insecure_channel(srv.grpc_address, options=OPTIONS)
+    Checker().run([health, server_metadata, model_metadata, model_ready, infer_typed_contents,
+                   infer_raw, typed_all, infer_errors], server=srv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
