@@ -14,7 +14,7 @@
 #include "allocfail.h"
 #include "check.h"
 
-#include "shardserve/link.h"
+#include "fake_agent.h"
 #include "shardserve/worker.h"
 
 #include <pthread.h>
@@ -28,59 +28,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#define N 4
-
-extern char **environ;
-
-/* ------------------------------------------------------------------ the fake agent */
-
-static ss_status *agent_session(const char *address)
-{
-    ss_link_conn *c = NULL;
-    ss_status *st = ss_link_connect_retry(address, NULL, 30000, 20, &c);
-    if (st) return st;
-    ss_link_spec in = {.name = "x", .dtype = SS_DT_FLOAT32, .ndim = 1, .dims = {N}};
-    ss_link_spec out = {.name = "y", .dtype = SS_DT_FLOAT32, .ndim = 1, .dims = {N}};
-    ss_link_msg reg = {.type = SS_LINK_REGISTER, .rank_size = 1, .stage_size = 1, .pid = getpid(), .batch_size = 1,
-                       .inputs = &in, .n_inputs = 1, .outputs = &out, .n_outputs = 1, .address = "fake agent"};
-    st = ss_link_send(c, &reg, NULL, 0);
-    while (!st) {
-        ss_link_msg m = {0};
-        st = ss_link_recv(c, -1, &m);
-        if (st) break;
-        if (m.type == SS_LINK_REGISTER_ACK && !m.accepted) {
-            st = ss_errf(SS_ERR_UNAVAILABLE, "rejected: %s", m.message ? m.message : "");
-        } else if (m.type == SS_LINK_HEARTBEAT) {
-            ss_link_msg ack = {.type = SS_LINK_HEARTBEAT_ACK, .seq = m.seq, .sent_ns = m.sent_ns};
-            st = ss_link_send(c, &ack, NULL, 0);
-        } else if (m.type == SS_LINK_PREDICT && m.n_tensors == 1) {
-            ss_tensor *x = &m.tensors[0];
-            for (int64_t i = 0; i < ss_tensor_numel(x); i++) ((float *)x->data)[i] = -((float *)x->data)[i];
-            const ss_tensor *outs[1] = {x};
-            char *names[1] = {"y"};
-            ss_link_msg res = {.type = SS_LINK_RESULT, .request_id = m.request_id, .tensor_names = names};
-            st = ss_link_send(c, &res, outs, m.return_result ? 1 : 0);
-        } else if (m.type == SS_LINK_EXIT) {
-            ss_link_msg_free(&m);
-            ss_link_close(c);
-            exit(0);
-        }
-        ss_link_msg_free(&m);
-    }
-    ss_link_close(c);
-    return st;
-}
-
-static int fake_agent_main(const char *address)
-{
-    for (;;) { /* the worker drops us when a frame it reads fails: come back, as a launcher would */
-        ss_status *st = agent_session(address);
-        ss_status_free(st);
-        struct timespec ts = {0, 20 * 1000000L};
-        nanosleep(&ts, NULL);
-        if (getppid() == 1) return 0; /* the test is gone */
-    }
-}
+#define N FAKE_AGENT_N
 
 /* ------------------------------------------------------------------ the test */
 
@@ -174,30 +122,12 @@ static bool verify_path(void *ctx)
     return ok;
 }
 
-static void write_file(const char *path, const char *text)
-{
-    FILE *f = fopen(path, "w");
-    CHECK(f != NULL);
-    if (!f) return;
-    fputs(text, f);
-    fclose(f);
-}
-
 static void predict_path(void)
 {
     char dir[] = "/tmp/ss-alloc-worker-XXXXXX";
     CHECK(mkdtemp(dir) != NULL);
-    char path[512];
-    snprintf(path, sizeof path, "%s/neg", dir);
-    mkdir(path, 0700);
-    snprintf(path, sizeof path, "%s/neg/servable.json", dir);
-    write_file(path, "{\"distributed\": {\"rank_size\": 1, \"stage_size\": 1, \"with_batch_dim\": false},"
-                     " \"methods\": [{\"name\": \"predict\", \"inputs\": [\"x\"], \"outputs\": [\"y\"]}]}");
     char table[512];
-    snprintf(table, sizeof table, "%s/rank_table.json", dir);
-    write_file(table, "{\"version\": \"1.0\", \"server_count\": \"1\", \"status\": \"completed\", \"server_list\": "
-                      "[{\"server_id\": \"127.0.0.1\", \"device\": [{\"device_id\": \"0\", \"device_ip\": "
-                      "\"192.1.27.6\", \"rank_id\": \"0\"}], \"host_nic_ip\": \"reserve\"}]}");
+    fake_agent_servable(dir, "neg", table, sizeof table);
     path_case p = {.set = ss_worker_set_new()};
     pthread_mutex_init(&p.mu, NULL);
     pthread_cond_init(&p.cv, NULL);
@@ -208,9 +138,8 @@ static void predict_path(void)
     CHECK_OK(ss_worker_set_add(p.set, &opt, &w));
     if (!w) return;
     p.h = ss_worker_set_handler(p.set);
-    char *argv[] = {"/proc/self/exe", "--fake-agent", (char *)ss_worker_address(w), NULL};
-    pid_t agent = 0;
-    CHECK(posix_spawn(&agent, "/proc/self/exe", NULL, NULL, argv, environ) == 0);
+    pid_t agent = fake_agent_spawn("echo", ss_worker_address(w));
+    CHECK(agent > 0);
     CHECK_OK(ss_worker_wait_ready(w));
     CHECK_OK(run_path(&p));
     CHECK(verify_path(&p));
@@ -242,7 +171,7 @@ int main(int argc, char **argv)
 {
     test_argc = argc;
     test_argv = argv;
-    if (argc == 3 && !strcmp(test_argv[1], "--fake-agent")) return fake_agent_main(test_argv[2]);
+    if (argc == 4 && !strcmp(test_argv[1], "--fake-agent")) return fake_agent_main(test_argv[2], test_argv[3]);
     signal(SIGPIPE, SIG_IGN);
     return run_tests(cases_, 1) ? 1 : 0;
 }
