@@ -10,3 +10,10 @@ if(TARGET ss_runtime)
     target_link_libraries(bench_gemm PRIVATE PkgConfig::OPENBLAS Threads::Threads m)
   endif()
 endif()
+
+# MatMul / Gemm per shape class under each SHARDSERVE_KERNELS mode (the basis of auto's choice).
+if(TARGET ss_runtime)
+  add_executable(bench_kernels ${CMAKE_CURRENT_LIST_DIR}/bench_kernels.c)
+  target_include_directories(bench_kernels PRIVATE ${CMAKE_SOURCE_DIR}/src/runtime)
+  target_link_libraries(bench_kernels PRIVATE ss_runtime ss_core m)
+endif()

@@ -19,6 +19,8 @@
 
 #include <cblas.h>
 #include <stdio.h>
+#include <sys/mman.h>
+#include <unistd.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -273,7 +275,11 @@ static void plan_free(struct ss_plan *p)
     if (p->owned)
         for (int v = 0; v < s->n_values; v++) ss_tensor_free(&p->owned[v]);
     if (p->state)
-        for (int i = 0; i < s->n_nodes; i++) free(p->state[i]);
+        for (int i = 0; i < s->n_nodes; i++) {
+            if (p->state[i] && s->nodes[i].op && s->nodes[i].op->release)
+                s->nodes[i].op->release(p->state[i]);
+            free(p->state[i]);
+        }
     if (p->dep_values)
         for (int i = 0; i < s->n_inputs; i++) ss_tensor_free(&p->dep_values[i]);
     free(p->dep_values);
@@ -307,6 +313,33 @@ const ss_tensor *ss_kctx_value(ss_kctx *k, int i)
     return NULL;
 }
 
+void ss_kctx_drop_const_pages(ss_kctx *k, int i)
+{
+    struct ss_plan *p = k->plan;
+    if (!p || i >= k->n_in || k->in_ids[i] < 0) return;
+    const value_def *vd = &p->s->values[k->in_ids[i]];
+    if (vd->kind != V_CONST || vd->init->storage != SS_STORE_MAPPED) return;
+    uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE);
+    uintptr_t lo = ((uintptr_t)vd->init->data + page - 1) & ~(page - 1);
+    uintptr_t hi = ((uintptr_t)vd->init->data + vd->init->nbytes) & ~(page - 1);
+    if (hi > lo) madvise((void *)lo, hi - lo, MADV_DONTNEED);
+}
+
+/* A kernel run at plan time (constant folding) gets its scratch from the heap. */
+static ss_status *fold_run(const node_def *d, ss_kctx *k)
+{
+    void *scratch = NULL;
+    if (k->scratch_bytes) {
+        scratch = aligned_alloc(ARENA_ALIGN, (k->scratch_bytes + ARENA_ALIGN - 1) / ARENA_ALIGN * ARENA_ALIGN);
+        if (!scratch) return ss_op_err(k, SS_ERR_NOMEM, "cannot allocate %zu bytes of scratch", k->scratch_bytes);
+    }
+    k->scratch = scratch;
+    ss_status *st = d->op->run(k);
+    k->scratch = NULL;
+    free(scratch);
+    return st;
+}
+
 static ss_status *fold_node(struct ss_plan *p, int ni, ss_kctx *k)
 {
     const node_def *d = &p->s->nodes[ni];
@@ -329,7 +362,7 @@ static ss_status *fold_node(struct ss_plan *p, int ni, ss_kctx *k)
         }
     }
     if (!(d->op->flags & SS_OPF_ALIAS)) {
-        ss_status *st = d->op->run(k);
+        ss_status *st = fold_run(d, k);
         if (st) return st;
     }
     for (int j = 0; j < d->n_out; j++)
@@ -352,6 +385,8 @@ static ss_status *infer_node(struct ss_plan *p, int ni, ss_tensor **ptrs)
     k->coll = s->opt.coll;
     k->plan = p;
     k->in_ids = d->in_ids;
+    k->threads = s->opt.blas_threads > 0 ? s->opt.blas_threads : openblas_get_num_threads();
+    k->bf16_weights = s->opt.weights == SS_WEIGHTS_BF16;
     int all_known = 1;
     for (int j = 0; j < d->n_in; j++) {
         int v = d->in_ids[j];
@@ -455,6 +490,11 @@ static ss_status *layout_arena(struct ss_plan *p)
         items[i].offset = off;
         if (off + items[i].size > total) total = off + items[i].size;
     }
+    /* Kernel scratch: exec nodes run one at a time, so one region of the largest need. */
+    size_t scratch = 0, scratch_off = total;
+    for (int e = 0; e < p->n_exec; e++)
+        if (p->kctx[p->exec[e]].scratch_bytes > scratch) scratch = p->kctx[p->exec[e]].scratch_bytes;
+    total += (scratch + ARENA_ALIGN - 1) / ARENA_ALIGN * ARENA_ALIGN;
     p->arena_bytes = total;
     p->arena = total ? aligned_alloc(ARENA_ALIGN, total) : NULL;
     ss_status *st = (total && !p->arena)
@@ -464,6 +504,8 @@ static ss_status *layout_arena(struct ss_plan *p)
         t->data = p->arena ? p->arena + items[i].offset : NULL; /* all-empty arena: no pointer */
         t->storage = SS_STORE_BORROWED;
     }
+    for (int e = 0; !st && scratch && e < p->n_exec; e++)
+        if (p->kctx[p->exec[e]].scratch_bytes) p->kctx[p->exec[e]].scratch = p->arena + scratch_off;
     /* Aliases of arena values: same bytes. Values are numbered in production order. */
     for (int v = 0; !st && v < nv; v++)
         if (!p->known[v] && p->root[v] != v && s->values[p->root[v]].kind != V_INPUT)
