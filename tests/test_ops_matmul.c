@@ -8,6 +8,11 @@
  * the kernel entry point with strided operands and accumulation, and NaN garbage in the output
  * buffer. Each case checks that the forced variant really ran and that the second run did not call
  * malloc.
+ *
+ * ctest runs it once per SHARDSERVE_KERNELS value (ops_matmul.cmake): under onednn every float32
+ * case the oneDNN path takes must run there (alpha != 1 stays on the other kernels), under blas
+ * neither oneDNN nor the tile kernels may run, under own the tile kernels run as before oneDNN,
+ * and under auto the path must be the one ss_kernels_use_dnnl picks for the shape.
  */
 #include <cblas.h>
 #include <pthread.h>
@@ -15,6 +20,7 @@
 #include <string.h>
 
 #include "gemm_kernel.h"
+#include "onednn.h"
 #define OP_HARNESS_COUNT_ALLOCS
 #include "op_harness.h"
 
@@ -52,12 +58,25 @@ static unsigned long tile_calls(void)
     return ss_gemm_calls(SS_GEMM_AVX2) + ss_gemm_calls(SS_GEMM_AVX512);
 }
 
-/* After a node ran twice: the forced tile variant ran iff expected; OpenBLAS never reaches the
- * tile kernels. */
-static void check_path(const char *what, ss_gemm_variant v, bool expect_small, unsigned long before,
-                       unsigned long tiles_before)
+/* Whether the oneDNN path should take a float32 case of M x K x N (dnnl_ok: the op's attributes
+ * allow it) under the SHARDSERVE_KERNELS mode this process runs with. */
+static bool dnnl_expected(ss_dtype dt, int64_t M, int64_t K, int64_t N, bool dnnl_ok)
 {
-    if (v == SS_GEMM_BLAS || !expect_small)
+    return dnnl_ok && ss_kernels_use_dnnl(ss_kernels_mode(), dt, M, K, N);
+}
+
+/* After a node ran twice: oneDNN ran iff expected; else the forced tile variant ran iff expected
+ * (and never under blas); OpenBLAS never reaches the tile kernels. */
+static void check_path(const char *what, ss_gemm_variant v, bool expect_small, bool expect_dnnl,
+                       unsigned long before, unsigned long tiles_before, unsigned long dnnl_before)
+{
+    if (expect_dnnl) {
+        CHECK_MSG(ss_dnnl_calls() == dnnl_before + 2, "%s: oneDNN not used", what);
+        CHECK_MSG(tile_calls() == tiles_before, "%s: tile kernel used besides oneDNN", what);
+        return;
+    }
+    CHECK_MSG(ss_dnnl_calls() == dnnl_before, "%s: oneDNN used", what);
+    if (v == SS_GEMM_BLAS || !expect_small || ss_kernels_mode() == SS_KERNELS_BLAS)
         CHECK_MSG(tile_calls() == tiles_before, "%s: tile kernel used", what);
     else
         CHECK_MSG(ss_gemm_calls(v) == before + 2, "%s: kernel not used", what);
@@ -96,14 +115,6 @@ static void check_matmul(ss_dtype dt, int a_nd, const int64_t *ad, int b_nd, con
     snprintf(what, sizeof what, "MatMul %s a_nd %d b_nd %d M %lld K %lld N %lld threads %d",
              ss_gemm_variant_name(v), a_nd, b_nd, (long long)(a_nd > 1 ? ad[a_nd - 2] : 1),
              (long long)ad[a_nd - 1], (long long)(b_nd > 1 ? bd[b_nd - 1] : 1), threads);
-    unsigned long before = ss_gemm_calls(v), tiles_before = tile_calls();
-    ss_status *st = run_node(&t, 13, 2, in, &out);
-    CHECK_MSG(!st, "%s: %s", what, st ? st->msg : "");
-    if (st) {
-        ss_status_free(st);
-        goto done;
-    }
-    check_path(what, v, expect_small, before, tiles_before);
     /* reference: promote, broadcast batch dims (at most 2 here) */
     int64_t M = a_nd > 1 ? ad[a_nd - 2] : 1, K = ad[a_nd - 1], N = b_nd > 1 ? bd[b_nd - 1] : 1;
     int abn = a_nd > 2 ? a_nd - 2 : 0, bbn = b_nd > 2 ? b_nd - 2 : 0;
@@ -116,6 +127,16 @@ static void check_matmul(ss_dtype dt, int a_nd, const int64_t *ad, int b_nd, con
         bdim[i] = adim[i] > bbdim[i] ? adim[i] : bbdim[i];
     }
     int64_t nb = bdim[0] * bdim[1], n = nb * M * N;
+    /* the kernel choice sees every batch's rows as M */
+    bool expect_dnnl = dnnl_expected(dt, M * nb, K, N, true);
+    unsigned long before = ss_gemm_calls(v), tiles_before = tile_calls(), dnnl_before = ss_dnnl_calls();
+    ss_status *st = run_node(&t, 13, 2, in, &out);
+    CHECK_MSG(!st, "%s: %s", what, st ? st->msg : "");
+    if (st) {
+        ss_status_free(st);
+        goto done;
+    }
+    check_path(what, v, expect_small, expect_dnnl, before, tiles_before, dnnl_before);
     double *ref = malloc(sizeof(double) * (size_t)n), *mag = malloc(sizeof(double) * (size_t)n);
     for (int64_t i0 = 0; i0 < bdim[0]; i0++)
         for (int64_t i1 = 0; i1 < bdim[1]; i1++) {
@@ -161,14 +182,15 @@ static void check_gemm(int64_t M, int64_t K, int64_t N, bool ta, bool tb, float 
     snprintf(what, sizeof what, "Gemm %s M %lld K %lld N %lld ta %d tb %d C rank %d threads %d",
              ss_gemm_variant_name(v), (long long)M, (long long)K, (long long)N, ta, tb, cnd,
              threads);
-    unsigned long before = ss_gemm_calls(v), tiles_before = tile_calls();
+    bool expect_dnnl = dnnl_expected(SS_DT_FLOAT32, M, K, N, alpha == 1.0f);
+    unsigned long before = ss_gemm_calls(v), tiles_before = tile_calls(), dnnl_before = ss_dnnl_calls();
     ss_status *st = run_node(&t, 13, cnd >= 0 ? 3 : 2, in, &out);
     CHECK_MSG(!st, "%s: %s", what, st ? st->msg : "");
     if (st) {
         ss_status_free(st);
         goto done;
     }
-    check_path(what, v, expect_small, before, tiles_before);
+    check_path(what, v, expect_small, expect_dnnl, before, tiles_before, dnnl_before);
     double *ref = malloc(sizeof(double) * (size_t)(M * N)),
            *mag = malloc(sizeof(double) * (size_t)(M * N));
     int64_t cm = cnd == 2 ? cd[0] : 1, cn = cnd >= 1 ? cd[cnd - 1] : 1;
