@@ -418,6 +418,66 @@ static void test_concurrent_callers(void)
     }
 }
 
-TEST_MAIN(TEST(test_alloc_counter_sees_malloc), TEST(test_matmul_odd_shapes_every_variant),
+/* One MatMul layer with the session's bf16-weights flag set as the planner sets it. */
+static ss_status *mlp_layer(ss_tensor *x, ss_tensor *w, bool bf16, ss_tensor *y)
+{
+    tnode t;
+    tnode_init(&t, "MatMul");
+    t.node.n_input = 2, t.node.n_output = 1;
+    ss_tensor *in[2] = {x, w}, *outp[1] = {y};
+    memset(y, 0, sizeof *y);
+    ss_kctx k = {.node = &t.node, .node_name = "mlp", .opset = 13, .n_in = 2, .n_out = 1,
+                 .in = in, .out = outp, .threads = 2, .bf16_weights = bf16};
+    const ss_op_def *d = ss_op_find("", "MatMul", 13);
+    ss_status *st = d->infer(&k);
+    if (!st) st = ss_tensor_alloc(y, y->dtype, y->ndim, y->dims);
+    if (!st && k.scratch_bytes && !(k.scratch = aligned_alloc(64, (k.scratch_bytes + 63) / 64 * 64)))
+        st = ss_errf(SS_ERR_NOMEM, "scratch");
+    if (!st) st = d->run(&k);
+    for (int64_t i = 0; !st && i < ss_tensor_numel(y); i++) /* Relu */
+        if (((float *)y->data)[i] < 0) ((float *)y->data)[i] = 0;
+    if (k.state) d->release(k.state);
+    free(k.state);
+    free(k.scratch);
+    return st;
+}
+
+/* 4 x (MatMul 512x512 + Relu), batch 32: bf16 weights against f32, relative error (L2) <= 1e-2.
+ * On a CPU without native bf16 math the flag must change nothing (f32 weights). */
+static void test_bf16_weights_mlp_close_to_f32(void)
+{
+    int64_t xd[2] = {32, 512}, wd[2] = {512, 512};
+    ss_tensor x = make_rand(SS_DT_FLOAT32, 2, xd), w[4];
+    for (int l = 0; l < 4; l++) {
+        w[l] = make_rand(SS_DT_FLOAT32, 2, wd);
+        for (int64_t i = 0; i < 512 * 512; i++) ((float *)w[l].data)[i] *= 0.08f; /* ~unit gain */
+    }
+    ss_tensor y[2][4];
+    unsigned long bf16_before = ss_dnnl_bf16_calls();
+    for (int mode = 0; mode < 2; mode++)
+        for (int l = 0; l < 4; l++)
+            CHECK_OK(mlp_layer(l ? &y[mode][l - 1] : &x, &w[l], mode == 1, &y[mode][l]));
+    bool native = ss_dnnl_bf16_native() && ss_kernels_use_dnnl(ss_kernels_mode(), SS_DT_FLOAT32, 32, 512, 512);
+    if (!native)
+        fprintf(stderr, "note: no bf16 path here (ISA %s, kernels %s): bf16 weights must equal f32\n",
+                ss_dnnl_isa_name(), ss_kernels_name(ss_kernels_mode()));
+    CHECK_MSG(ss_dnnl_bf16_calls() == bf16_before + (native ? 4 : 0), "bf16 path taken %lu times",
+              ss_dnnl_bf16_calls() - bf16_before);
+    double num = 0, den = 0;
+    for (int64_t i = 0; i < ss_tensor_numel(&y[0][3]); i++) {
+        double a = ((float *)y[0][3].data)[i], b = ((float *)y[1][3].data)[i];
+        num += (a - b) * (a - b), den += a * a;
+    }
+    double rel = sqrt(num / den);
+    fprintf(stderr, "bf16 weights: relative L2 error %.2e over 4 layers\n", rel);
+    CHECK(den > 0);
+    CHECK_MSG(native ? rel <= 1e-2 && rel > 0 : rel == 0, "relative error %.3g", rel);
+    for (int mode = 0; mode < 2; mode++)
+        for (int l = 0; l < 4; l++) ss_tensor_free(&y[mode][l]);
+    for (int l = 0; l < 4; l++) ss_tensor_free(&w[l]);
+    ss_tensor_free(&x);
+}
+
+TEST_MAIN(TEST(test_alloc_counter_sees_malloc), TEST(test_bf16_weights_mlp_close_to_f32), TEST(test_matmul_odd_shapes_every_variant),
           TEST(test_matmul_batched_and_vectors), TEST(test_gemm_bias_broadcasts_and_transposes),
           TEST(test_kernel_strided_accumulate), TEST(test_concurrent_callers))

@@ -34,7 +34,7 @@ struct ss_dnnl_matmul {
 static dnnl_engine_t engine;
 static pthread_once_t engine_once = PTHREAD_ONCE_INIT;
 static ss_kernels forced;
-static unsigned long n_calls;
+static unsigned long n_calls, n_bf16_calls;
 
 /* ------------------------------------------------------------------ kernel selection */
 
@@ -91,6 +91,11 @@ int ss_dnnl_threads(int64_t macs, int threads)
 unsigned long ss_dnnl_calls(void)
 {
     return __atomic_load_n(&n_calls, __ATOMIC_RELAXED);
+}
+
+unsigned long ss_dnnl_bf16_calls(void)
+{
+    return __atomic_load_n(&n_bf16_calls, __ATOMIC_RELAXED);
 }
 
 /* ------------------------------------------------------------------ engine and ISA */
@@ -377,6 +382,6 @@ ss_status *ss_dnnl_matmul_run(ss_dnnl_matmul *m, const float *src, const float *
     }
     if (r == dnnl_success) r = dnnl_primitive_execute(m->prim, m->stream, n, args);
     if (r == dnnl_success) r = dnnl_stream_wait(m->stream);
-    __atomic_add_fetch(&n_calls, 1, __ATOMIC_RELAXED);
+    __atomic_add_fetch(m->src_reorder ? &n_bf16_calls : &n_calls, 1, __ATOMIC_RELAXED);
     return r == dnnl_success ? NULL : dnnl_err(r, "matmul execution");
 }

@@ -43,8 +43,9 @@ int ss_dnnl_threads(int64_t macs, int threads);
 /* oneDNN's dispatch ISA on this CPU ("avx512_core_bf16", ...) and whether bf16 math is native. */
 const char *ss_dnnl_isa_name(void);
 bool ss_dnnl_bf16_native(void);
-/* How many oneDNN matmul executions ran (tests check the path they chose was taken). */
+/* How many oneDNN matmul executions ran in f32 / on bf16 weights (tests check the path taken). */
 unsigned long ss_dnnl_calls(void);
+unsigned long ss_dnnl_bf16_calls(void);
 
 #define SS_DNNL_MAX_DIMS 12
 
