@@ -21,6 +21,7 @@
  * reports the create time, then runs once with zero inputs when every input shape is static.
  */
 #include "shardserve/core.h"
+#include "ops/onednn.h"
 #include "shardserve/runtime.h"
 
 #include <math.h>
@@ -240,6 +241,13 @@ static int serve(ss_session *s, const ss_tensor *ins, int n)
 int main(int argc, char **argv)
 {
     bench_args a;
+    if (argc == 2 && !strcmp(argv[1], "--print-kernels")) {
+        /* what compare.py prints above its table */
+        printf("oneDNN ISA %s, SHARDSERVE_KERNELS=%s (auto: oneDNN for float32 GEMMs with M > 1 and "
+               ">= 32768 multiply-adds, own GEMV for M == 1 and own/OpenBLAS below)\n",
+               ss_dnnl_isa_name(), ss_kernels_name(ss_kernels_mode()));
+        return 0;
+    }
     parse_args(argc, argv, &a);
     ss_log_init_from_env();
     if (a.load_only) return load_only(&a);
