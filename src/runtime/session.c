@@ -318,10 +318,19 @@ void ss_kctx_drop_const_pages(ss_kctx *k, int i)
     struct ss_plan *p = k->plan;
     if (!p || i >= k->n_in || k->in_ids[i] < 0) return;
     const value_def *vd = &p->s->values[k->in_ids[i]];
-    if (vd->kind != V_CONST || vd->init->storage != SS_STORE_MAPPED) return;
+    if (vd->kind != V_CONST) return;
+    /* external data: a view into one of the model's read-only file mappings */
+    uintptr_t lo = (uintptr_t)vd->init->data, hi = lo + vd->init->nbytes;
+    const ss_onnx_model *m = p->s->model;
+    bool mapped = false;
+    for (int j = 0; j < m->n_maps && !mapped; j++) {
+        uintptr_t b = (uintptr_t)m->maps[j].base;
+        mapped = lo >= b && hi <= b + m->maps[j].len;
+    }
+    if (!mapped) return;
     uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE);
-    uintptr_t lo = ((uintptr_t)vd->init->data + page - 1) & ~(page - 1);
-    uintptr_t hi = ((uintptr_t)vd->init->data + vd->init->nbytes) & ~(page - 1);
+    lo = (lo + page - 1) & ~(page - 1);
+    hi &= ~(page - 1);
     if (hi > lo) madvise((void *)lo, hi - lo, MADV_DONTNEED);
 }
 
