@@ -34,7 +34,7 @@ struct ss_dnnl_matmul {
 static dnnl_engine_t engine;
 static pthread_once_t engine_once = PTHREAD_ONCE_INIT;
 static ss_kernels forced;
-static unsigned long n_calls, n_bf16_calls;
+static unsigned long n_calls, n_bf16_calls, n_conv_calls;
 
 /* ------------------------------------------------------------------ kernel selection */
 
@@ -384,4 +384,211 @@ ss_status *ss_dnnl_matmul_run(ss_dnnl_matmul *m, const float *src, const float *
     if (r == dnnl_success) r = dnnl_stream_wait(m->stream);
     __atomic_add_fetch(m->src_reorder ? &n_bf16_calls : &n_calls, 1, __ATOMIC_RELAXED);
     return r == dnnl_success ? NULL : dnnl_err(r, "matmul execution");
+}
+
+/* ------------------------------------------------------------------ convolution */
+
+struct ss_dnnl_conv {
+    dnnl_primitive_t prim, x_reorder, y_reorder; /* reorders NULL when the layout is plain */
+    dnnl_stream_t stream;
+    dnnl_memory_t x_user, y_user, src, wei, bias, dst, scratch;
+    size_t prim_scratch, src_bytes, dst_bytes;
+    void *wei_packed, *bias_copy;
+    int threads;
+    char impl[64];
+};
+
+void ss_dnnl_conv_free(ss_dnnl_conv *c)
+{
+    if (!c) return;
+    dnnl_memory_t mems[] = {c->x_user, c->y_user, c->src, c->wei, c->bias, c->dst, c->scratch};
+    for (size_t i = 0; i < sizeof mems / sizeof mems[0]; i++)
+        if (mems[i]) dnnl_memory_destroy(mems[i]);
+    dnnl_primitive_t prims[] = {c->prim, c->x_reorder, c->y_reorder};
+    for (size_t i = 0; i < sizeof prims / sizeof prims[0]; i++)
+        if (prims[i]) dnnl_primitive_destroy(prims[i]);
+    if (c->stream) dnnl_stream_destroy(c->stream);
+    free(c->wei_packed);
+    free(c->bias_copy);
+    free(c);
+}
+
+const char *ss_dnnl_conv_impl(const ss_dnnl_conv *c)
+{
+    return c->impl;
+}
+
+/* A reorder primitive run per call; it must need no scratchpad (the library's is thread-local). */
+static dnnl_status_t make_reorder(const dnnl_memory_desc_t *from, const dnnl_memory_desc_t *to,
+                                  dnnl_primitive_t *out)
+{
+    dnnl_primitive_attr_t attr = NULL;
+    dnnl_primitive_desc_t pd = NULL;
+    dnnl_status_t r = dnnl_primitive_attr_create(&attr);
+    if (r == dnnl_success) r = dnnl_primitive_attr_set_scratchpad_mode(attr, dnnl_scratchpad_mode_user);
+    if (r == dnnl_success) r = dnnl_reorder_primitive_desc_create(&pd, from, engine, to, engine, attr);
+    if (r == dnnl_success) {
+        const dnnl_memory_desc_t *sp = dnnl_primitive_desc_query_md(pd, dnnl_query_scratchpad_md, 0);
+        if (sp && dnnl_memory_desc_get_size(sp) > 0) r = dnnl_unimplemented;
+    }
+    if (r == dnnl_success) r = dnnl_primitive_create(out, pd);
+    if (pd) dnnl_primitive_desc_destroy(pd);
+    if (attr) dnnl_primitive_attr_destroy(attr);
+    return r;
+}
+
+/* The activation side: a plain user memory, and when the primitive wants another layout a
+ * reorder plus a buffer of *bytes in the scratch area. */
+static dnnl_status_t conv_side(const dnnl_memory_desc_t *user, const dnnl_memory_desc_t *want,
+                               bool into_prim, dnnl_memory_t *user_mem, dnnl_memory_t *prim_mem,
+                               dnnl_primitive_t *reorder, size_t *bytes)
+{
+    dnnl_status_t r = dnnl_memory_create(prim_mem, want, engine, DNNL_MEMORY_NONE);
+    if (r != dnnl_success || dnnl_memory_desc_equal(user, want)) return r;
+    *bytes = round_up(dnnl_memory_desc_get_size(want));
+    r = dnnl_memory_create(user_mem, user, engine, DNNL_MEMORY_NONE);
+    if (r == dnnl_success) r = into_prim ? make_reorder(user, want, reorder) : make_reorder(want, user, reorder);
+    return r;
+}
+
+static dnnl_status_t conv_pd(const ss_dnnl_conv_desc *d, dnnl_memory_desc_t *x_md,
+                             dnnl_memory_desc_t *y_md, dnnl_memory_desc_t *w_md,
+                             dnnl_primitive_desc_t *pd)
+{
+    int nd = d->nsp + 2, off = 3 - d->nsp;
+    dnnl_dims_t xd = {d->N, d->C}, yd = {d->N, d->M}, wd, st, dl, pl, pr;
+    for (int i = 0; i < d->nsp; i++) {
+        xd[2 + i] = d->in[off + i], yd[2 + i] = d->out[off + i];
+        st[i] = d->stride[off + i], dl[i] = d->dilation[off + i] - 1;
+        pl[i] = d->pad_begin[off + i], pr[i] = d->pad_end[off + i];
+    }
+    int wn = d->group > 1 ? nd + 1 : nd, g = d->group > 1;
+    if (g) wd[0] = d->group;
+    wd[g] = d->M / d->group, wd[g + 1] = d->C / d->group;
+    for (int i = 0; i < d->nsp; i++) wd[g + 2 + i] = d->kernel[off + i];
+    dnnl_memory_desc_t src_any, dst_any, wei_any, bias_md;
+    dnnl_status_t r = plain_md(x_md, nd, xd, NULL, dnnl_f32);
+    if (r == dnnl_success) r = plain_md(y_md, nd, yd, NULL, dnnl_f32);
+    if (r == dnnl_success) r = plain_md(w_md, wn, wd, NULL, dnnl_f32);
+    if (r == dnnl_success) r = dnnl_memory_desc_init_by_tag(&src_any, nd, xd, dnnl_f32, dnnl_format_tag_any);
+    if (r == dnnl_success) r = dnnl_memory_desc_init_by_tag(&dst_any, nd, yd, dnnl_f32, dnnl_format_tag_any);
+    if (r == dnnl_success) r = dnnl_memory_desc_init_by_tag(&wei_any, wn, wd, dnnl_f32, dnnl_format_tag_any);
+    dnnl_dims_t bd = {d->M};
+    if (r == dnnl_success) r = dnnl_memory_desc_init_by_tag(&bias_md, 1, bd, dnnl_f32, dnnl_a);
+    dnnl_convolution_desc_t cd;
+    if (r == dnnl_success)
+        r = dnnl_dilated_convolution_forward_desc_init(&cd, dnnl_forward_inference, dnnl_convolution_direct,
+                                                       &src_any, &wei_any, d->bias_const ? &bias_md : NULL,
+                                                       &dst_any, st, dl, pl, pr);
+    dnnl_primitive_attr_t attr = NULL;
+    if (r == dnnl_success) r = dnnl_primitive_attr_create(&attr);
+    if (r == dnnl_success) r = dnnl_primitive_attr_set_scratchpad_mode(attr, dnnl_scratchpad_mode_user);
+    set_threads(d->threads);
+    if (r == dnnl_success) r = dnnl_primitive_desc_create(pd, &cd, attr, engine, NULL);
+    if (attr) dnnl_primitive_attr_destroy(attr);
+    return r;
+}
+
+static ss_status *conv_constants(ss_dnnl_conv *c, const ss_dnnl_conv_desc *d,
+                                 const dnnl_memory_desc_t *w_user, dnnl_primitive_desc_t pd)
+{
+    const dnnl_memory_desc_t *want = dnnl_primitive_desc_query_md(pd, dnnl_query_weights_md, 0);
+    size_t sz = dnnl_memory_desc_get_size(want);
+    c->wei_packed = aligned_alloc(ALIGN, round_up(sz ? sz : 1));
+    if (!c->wei_packed) return ss_errf(SS_ERR_NOMEM, "cannot allocate %zu bytes of packed weights", sz);
+    ss_status *st = reorder_once(w_user, d->wei_const, want, c->wei_packed, d->threads);
+    if (!st && dnnl_memory_create(&c->wei, want, engine, c->wei_packed) != dnnl_success)
+        st = ss_errf(SS_ERR_NOMEM, "oneDNN memory");
+    if (st || !d->bias_const) return st;
+    const dnnl_memory_desc_t *bmd = dnnl_primitive_desc_query_md(pd, dnnl_query_weights_md, 1);
+    c->bias_copy = aligned_alloc(ALIGN, round_up((size_t)d->M * sizeof(float)));
+    if (!c->bias_copy) return ss_errf(SS_ERR_NOMEM, "out of memory");
+    memcpy(c->bias_copy, d->bias_const, (size_t)d->M * sizeof(float));
+    return dnnl_memory_create(&c->bias, bmd, engine, c->bias_copy) == dnnl_success
+               ? NULL : ss_errf(SS_ERR_NOMEM, "oneDNN memory");
+}
+
+ss_status *ss_dnnl_conv_create(const ss_dnnl_conv_desc *d, ss_dnnl_conv **out, size_t *scratch_bytes)
+{
+    *out = NULL;
+    *scratch_bytes = 0;
+    if (!get_engine()) return ss_errf(SS_ERR_UNSUPPORTED, "oneDNN has no CPU engine");
+    if (d->nsp < 1 || d->nsp > 3 || !d->wei_const)
+        return ss_errf(SS_ERR_UNSUPPORTED, "oneDNN conv: case not handled");
+    ss_dnnl_conv *c = calloc(1, sizeof *c);
+    if (!c) return ss_errf(SS_ERR_NOMEM, "out of memory");
+    c->threads = d->threads;
+    dnnl_memory_desc_t x_md, y_md, w_md;
+    dnnl_primitive_desc_t pd = NULL;
+    dnnl_status_t r = conv_pd(d, &x_md, &y_md, &w_md, &pd);
+    ss_status *st = r == dnnl_success ? NULL : dnnl_err(r, "convolution primitive");
+    if (!st) {
+        r = conv_side(&x_md, dnnl_primitive_desc_query_md(pd, dnnl_query_src_md, 0), true,
+                      &c->x_user, &c->src, &c->x_reorder, &c->src_bytes);
+        if (r == dnnl_success)
+            r = conv_side(&y_md, dnnl_primitive_desc_query_md(pd, dnnl_query_dst_md, 0), false,
+                          &c->y_user, &c->dst, &c->y_reorder, &c->dst_bytes);
+        if (r != dnnl_success) st = dnnl_err(r, "activation reorder");
+    }
+    if (!st) st = conv_constants(c, d, &w_md, pd);
+    if (!st) {
+        const dnnl_memory_desc_t *sp = dnnl_primitive_desc_query_md(pd, dnnl_query_scratchpad_md, 0);
+        c->prim_scratch = sp ? round_up(dnnl_memory_desc_get_size(sp)) : 0;
+        if (c->prim_scratch && dnnl_memory_create(&c->scratch, sp, engine, DNNL_MEMORY_NONE) != dnnl_success)
+            st = ss_errf(SS_ERR_NOMEM, "oneDNN memory");
+        const char *impl = NULL;
+        dnnl_primitive_desc_query(pd, dnnl_query_impl_info_str, 0, &impl);
+        snprintf(c->impl, sizeof c->impl, "%s", impl ? impl : "?");
+    }
+    if (!st && dnnl_primitive_create(&c->prim, pd) != dnnl_success)
+        st = ss_errf(SS_ERR_INTERNAL, "oneDNN: cannot create the convolution primitive");
+    if (!st && dnnl_stream_create(&c->stream, engine, dnnl_stream_default_flags) != dnnl_success)
+        st = ss_errf(SS_ERR_INTERNAL, "oneDNN: cannot create a stream");
+    if (pd) dnnl_primitive_desc_destroy(pd);
+    if (st) {
+        ss_dnnl_conv_free(c);
+        return st;
+    }
+    *scratch_bytes = c->prim_scratch + c->src_bytes + c->dst_bytes;
+    *out = c;
+    return NULL;
+}
+
+ss_status *ss_dnnl_conv_run(ss_dnnl_conv *c, const float *x, float *y, void *scratch)
+{
+    set_threads(c->threads);
+    char *src = c->x_reorder ? (char *)scratch + c->prim_scratch : (char *)x;
+    char *dst = c->y_reorder ? (char *)scratch + c->prim_scratch + c->src_bytes : (char *)y;
+    dnnl_status_t r = dnnl_success;
+    dnnl_memory_set_data_handle(c->src, src);
+    dnnl_memory_set_data_handle(c->dst, dst);
+    if (c->x_reorder) {
+        dnnl_memory_set_data_handle(c->x_user, (void *)x);
+        dnnl_exec_arg_t ra[2] = {{DNNL_ARG_FROM, c->x_user}, {DNNL_ARG_TO, c->src}};
+        r = dnnl_primitive_execute(c->x_reorder, c->stream, 2, ra);
+    }
+    dnnl_exec_arg_t args[5];
+    int n = 0;
+    args[n++] = (dnnl_exec_arg_t){DNNL_ARG_SRC, c->src};
+    args[n++] = (dnnl_exec_arg_t){DNNL_ARG_WEIGHTS, c->wei};
+    if (c->bias) args[n++] = (dnnl_exec_arg_t){DNNL_ARG_BIAS, c->bias};
+    args[n++] = (dnnl_exec_arg_t){DNNL_ARG_DST, c->dst};
+    if (c->scratch) {
+        dnnl_memory_set_data_handle(c->scratch, scratch);
+        args[n++] = (dnnl_exec_arg_t){DNNL_ARG_SCRATCHPAD, c->scratch};
+    }
+    if (r == dnnl_success) r = dnnl_primitive_execute(c->prim, c->stream, n, args);
+    if (r == dnnl_success && c->y_reorder) {
+        dnnl_memory_set_data_handle(c->y_user, y);
+        dnnl_exec_arg_t ra[2] = {{DNNL_ARG_FROM, c->dst}, {DNNL_ARG_TO, c->y_user}};
+        r = dnnl_primitive_execute(c->y_reorder, c->stream, 2, ra);
+    }
+    if (r == dnnl_success) r = dnnl_stream_wait(c->stream);
+    __atomic_add_fetch(&n_conv_calls, 1, __ATOMIC_RELAXED);
+    return r == dnnl_success ? NULL : dnnl_err(r, "convolution execution");
+}
+
+unsigned long ss_dnnl_conv_calls(void)
+{
+    return __atomic_load_n(&n_conv_calls, __ATOMIC_RELAXED);
 }

@@ -82,4 +82,25 @@ const char *ss_dnnl_matmul_impl(const ss_dnnl_matmul *m);
 bool ss_dnnl_matmul_owns_weights(const ss_dnnl_matmul *m);
 void ss_dnnl_matmul_free(ss_dnnl_matmul *m);
 
+/* Conv (forward inference) over nsp = 1..3 spatial dims, X and Y plain NC[D]HW as ONNX has them.
+ * The primitive picks its own activation layout (format any: nhwc or blocked on AVX-512); X is
+ * reordered into it and Y out of it on each run, in the scratch area (no layout pass yet).
+ * Weights (ONNX [M, C/group, k...]) and bias are constants, packed once. */
+typedef struct {
+    int nsp;
+    int64_t N, C, M, group;
+    int64_t in[3], out[3], kernel[3], stride[3], dilation[3], pad_begin[3], pad_end[3];
+    const float *wei_const;  /* required */
+    const float *bias_const; /* NULL: no bias */
+    int threads;
+} ss_dnnl_conv_desc;
+
+typedef struct ss_dnnl_conv ss_dnnl_conv;
+
+ss_status *ss_dnnl_conv_create(const ss_dnnl_conv_desc *d, ss_dnnl_conv **out, size_t *scratch_bytes);
+ss_status *ss_dnnl_conv_run(ss_dnnl_conv *c, const float *x, float *y, void *scratch);
+const char *ss_dnnl_conv_impl(const ss_dnnl_conv *c);
+void ss_dnnl_conv_free(ss_dnnl_conv *c);
+unsigned long ss_dnnl_conv_calls(void);
+
 #endif
