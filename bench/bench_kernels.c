@@ -6,7 +6,9 @@
  *
  *   bench_kernels [--threads T] [--rounds R]
  *
- * Prints per shape: the median microseconds per call of each mode and which library auto took.
+ * Prints per shape: the median microseconds per call of each mode and which library auto took;
+ * then Conv shapes (NCHW in and out as ONNX has them, constant W and B): own im2col + OpenBLAS
+ * against oneDNN including its per-call layout reorders.
  */
 #include <cblas.h>
 #include <stdio.h>
@@ -110,6 +112,89 @@ static void node_free(node_run *r)
     ss_tensor_free(&r->out);
 }
 
+typedef struct {
+    const char *name;
+    int64_t C, M, group, H, K, stride, pad;
+} conv_shape;
+
+static const conv_shape conv_shapes[] = {
+    {"ResNet 3x3 64->64 56x56", 64, 64, 1, 56, 3, 1, 1},
+    {"ResNet 1x1 256->64 56x56", 256, 64, 1, 56, 1, 1, 0},
+    {"stem 7x7/2 3->64 224x224", 3, 64, 1, 224, 7, 2, 3},
+    {"MobileNet dw 3x3 128ch 64x64", 128, 128, 128, 64, 3, 1, 1},
+    {"MobileNet dw 3x3/2 32ch 112x112", 32, 32, 32, 112, 3, 2, 1},
+    {"small 3x3 8->8 16x16", 8, 8, 1, 16, 3, 1, 1},
+};
+
+static double time_conv(const conv_shape *c, ss_tensor *in, ss_kernels mode, int threads, int reps,
+                        int rounds, const char **impl_used)
+{
+    Onnx__NodeProto node;
+    Onnx__AttributeProto at[3], *ap[3] = {&at[0], &at[1], &at[2]};
+    int64_t pads[4] = {c->pad, c->pad, c->pad, c->pad}, strides[2] = {c->stride, c->stride};
+    onnx__node_proto__init(&node);
+    node.op_type = (char *)"Conv";
+    node.name = (char *)"bench";
+    for (int i = 0; i < 3; i++) onnx__attribute_proto__init(&at[i]);
+    at[0].name = (char *)"pads", at[0].type = ONNX__ATTRIBUTE_PROTO__ATTRIBUTE_TYPE__INTS;
+    at[0].ints = pads, at[0].n_ints = 4;
+    at[1].name = (char *)"strides", at[1].type = ONNX__ATTRIBUTE_PROTO__ATTRIBUTE_TYPE__INTS;
+    at[1].ints = strides, at[1].n_ints = 2;
+    at[2].name = (char *)"group", at[2].type = ONNX__ATTRIBUTE_PROTO__ATTRIBUTE_TYPE__INT;
+    at[2].i = c->group;
+    node.attribute = ap;
+    node.n_attribute = 3;
+    node.n_input = 3, node.n_output = 1;
+    ss_tensor out = {0}, *ins[3] = {&in[0], &in[1], &in[2]}, *outs[1] = {&out};
+    const ss_op_def *d = ss_op_find("", "Conv", 13);
+    ss_kctx k = {.node = &node, .node_name = "bench", .opset = 13, .n_in = 3, .n_out = 1,
+                 .in = ins, .out = outs, .threads = threads};
+    ss_kernels_force(mode);
+    unsigned long before = ss_dnnl_conv_calls();
+    ss_status *st = d->infer(&k);
+    ss_kernels_force(SS_KERNELS_AUTO);
+    if (!st) st = ss_tensor_alloc(&out, out.dtype, out.ndim, out.dims);
+    if (!st && k.scratch_bytes) k.scratch = aligned_alloc(64, (k.scratch_bytes + 63) / 64 * 64);
+    if (st) {
+        fprintf(stderr, "%s: %s\n", c->name, st->msg);
+        exit(1);
+    }
+    double *t = calloc((size_t)rounds, sizeof(double));
+    d->run(&k);
+    for (int r = 0; r < rounds; r++) {
+        double t0 = now_us();
+        for (int i = 0; i < reps; i++) d->run(&k);
+        t[r] = (now_us() - t0) / reps;
+    }
+    *impl_used = ss_dnnl_conv_calls() != before ? "onednn" : "own";
+    qsort(t, (size_t)rounds, sizeof(double), cmp_double);
+    double med = t[rounds / 2];
+    free(t);
+    if (d->release) d->release(k.state);
+    free(k.state);
+    free(k.scratch);
+    ss_tensor_free(&out);
+    return med;
+}
+
+static void conv_table(int threads, int rounds)
+{
+    printf("\n| Conv (N=1, NCHW) | own | onednn | auto | auto took |\n|---|---|---|---|---|\n");
+    for (size_t i = 0; i < sizeof conv_shapes / sizeof conv_shapes[0]; i++) {
+        const conv_shape *c = &conv_shapes[i];
+        int64_t xd[4] = {1, c->C, c->H, c->H}, wd[4] = {c->M, c->C / c->group, c->K, c->K},
+                bd[1] = {c->M};
+        ss_tensor in[3] = {rand_tensor(4, xd), rand_tensor(4, wd), rand_tensor(1, bd)};
+        const char *impl = NULL, *auto_impl = NULL;
+        double own = time_conv(c, in, SS_KERNELS_OWN, threads, 20, rounds, &impl);
+        double dnnl = time_conv(c, in, SS_KERNELS_ONEDNN, threads, 20, rounds, &impl);
+        double au = time_conv(c, in, SS_KERNELS_AUTO, threads, 20, rounds, &auto_impl);
+        printf("| %s | %.1f | %.1f | %.1f | %s |\n", c->name, own, dnnl, au, auto_impl);
+        fflush(stdout);
+        for (int j = 0; j < 3; j++) ss_tensor_free(&in[j]);
+    }
+}
+
 int main(int argc, char **argv)
 {
     int threads = 1, rounds = 5;
@@ -157,5 +242,6 @@ int main(int argc, char **argv)
         for (int m = 0; m < N_MODES; m++) node_free(&runs[m]);
         for (int i = 0; i < 3; i++) ss_tensor_free(&in[i]);
     }
+    conv_table(threads, rounds);
     return 0;
 }

@@ -167,13 +167,18 @@ static void conv_release(void *state)
 }
 
 /* Conv through oneDNN when the kernel mode says so (as a GEMM of N*out x C/group*kernel x M) and
- * W (and B) are constants; on UNSUPPORTED the own im2col path stays. */
+ * W (and B) are constants; on UNSUPPORTED the own im2col path stays. Under auto a 1x1 unit-stride
+ * unpadded Conv stays own: one sgemm straight on NCHW beat oneDNN plus its two layout reorders
+ * (256->64 at 56x56: 1.45 vs 1.73 ms, bench_kernels); every other measured shape went to oneDNN
+ * (3x3 64->64 56x56 3.3 -> 2.4 ms, 7x7/2 stem 4.6 -> 2.5, depthwise 3x3/2 0.35 -> 0.23). */
 static ss_status *conv_try_dnnl(ss_kctx *k, conv_plan *p)
 {
     const ss_tensor *x = k->in[0];
     const ss_tensor *wv = ss_kctx_value(k, 1), *bv = k->n_in > 2 && k->in[2] ? ss_kctx_value(k, 2) : NULL;
     if (!wv || !wv->data || (k->n_in > 2 && k->in[2] && (!bv || !bv->data))) return NULL;
-    if (!ss_kernels_use_dnnl(ss_kernels_mode(), x->dtype, p->N * p->g.ovol, p->cg * p->g.kvol, p->M))
+    ss_kernels mode = ss_kernels_mode();
+    if (!ss_kernels_use_dnnl(mode, x->dtype, p->N * p->g.ovol, p->cg * p->g.kvol, p->M) ||
+        (mode == SS_KERNELS_AUTO && p->direct))
         return NULL;
     ss_dnnl_conv_desc d = {.nsp = p->g.nsp, .N = p->N, .C = p->C, .M = p->M, .group = p->group,
                            .wei_const = wv->data, .bias_const = bv ? bv->data : NULL};
