@@ -4,7 +4,8 @@
  *
  * Every op is planned in a canonical 3-D geometry (lower ranks get leading spatial dims of size
  * 1), so one im2col and one pooling loop serve all ranks. infer resolves auto_pad, pads, strides,
- * dilations and ceil_mode into per-dim begin/end pads and output sizes. Conv is im2col + one
+ * dilations and ceil_mode into per-dim begin/end pads and output sizes. A float32 Conv with
+ * constant W and B runs on oneDNN when SHARDSERVE_KERNELS allows (conv_try_dnnl). Otherwise it is im2col + one
  * BLAS gemm per (image, group), with the column buffer sized at plan time in k->state; a 1x1
  * convolution with unit strides and no padding skips im2col and multiplies X directly. run never
  * allocates.
