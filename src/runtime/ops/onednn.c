@@ -252,14 +252,14 @@ static ss_status *copy_bias(ss_dnnl_matmul *m, const ss_dnnl_matmul_desc *d, con
                ? NULL : ss_errf(SS_ERR_NOMEM, "oneDNN memory");
 }
 
+static dnnl_status_t make_reorder(const dnnl_memory_desc_t *from, const dnnl_memory_desc_t *to,
+                                  dnnl_primitive_t *out);
+
 /* The per-run f32 -> bf16 reorder of the activations (bf16 mode). */
 static ss_status *make_src_reorder(ss_dnnl_matmul *m, const dnnl_memory_desc_t *f32_md,
                                    const dnnl_memory_desc_t *bf16_md)
 {
-    dnnl_primitive_desc_t pd = NULL;
-    dnnl_status_t r = dnnl_reorder_primitive_desc_create(&pd, f32_md, engine, bf16_md, engine, NULL);
-    if (r == dnnl_success) r = dnnl_primitive_create(&m->src_reorder, pd);
-    if (pd) dnnl_primitive_desc_destroy(pd);
+    dnnl_status_t r = make_reorder(f32_md, bf16_md, &m->src_reorder);
     if (r == dnnl_success) r = dnnl_memory_create(&m->src_f32, f32_md, engine, DNNL_MEMORY_NONE);
     m->src_bf16_bytes = round_up(dnnl_memory_desc_get_size(bf16_md));
     return r == dnnl_success ? NULL : dnnl_err(r, "activation reorder");
