@@ -76,6 +76,22 @@ const ss_tensor *ss_kctx_value(ss_kctx *k, int i);
  * pages back in from the file, so this never changes a value. No-op for other inputs. */
 void ss_kctx_drop_const_pages(ss_kctx *k, int i);
 
+/* Packed copies of constant weights (oneDNN's layouts), owned by the session and kept across
+ * plans, so a re-plan for a new dynamic dim (another batch size) does not pack them again. A copy
+ * is keyed by its source bytes and a layout blob that `same` compares; users hold a reference.
+ * When a copy is added, unreferenced copies of the same source in other layouts are freed, so a
+ * weight is held at most once per layout in use plus once more. */
+typedef struct ss_packed ss_packed;
+/* The session's copy of src in `layout`, with a reference taken; NULL if none or no session. */
+ss_packed *ss_kctx_packed_find(ss_kctx *k, const void *src, const void *layout,
+                               bool (*same)(const void *a, const void *b));
+/* Hands `data` (from aligned_alloc) to the session as src's copy in layout (layout_len bytes are
+ * copied), with a reference taken. NULL if there is no session or memory: the caller keeps data. */
+ss_packed *ss_kctx_packed_add(ss_kctx *k, const void *src, const void *layout, size_t layout_len,
+                              void *data);
+void *ss_packed_data(const ss_packed *p);
+void ss_packed_release(ss_packed *p);
+
 /* Error helpers that name the node and op. */
 ss_status *ss_op_err(const ss_kctx *k, ss_code code, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));

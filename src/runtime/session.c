@@ -79,6 +79,7 @@ struct ss_session {
     int *input_ids, *output_ids;
     struct ss_plan *plan;
     int n_plans;
+    ss_packed *packed; /* packed weights kept across plans (op.h) */
     /* name -> value id hash table (open addressing) */
     int hash_cap;
     int *hash;
@@ -332,6 +333,70 @@ void ss_kctx_drop_const_pages(ss_kctx *k, int i)
     lo = (lo + page - 1) & ~(page - 1);
     hi &= ~(page - 1);
     if (hi > lo) madvise((void *)lo, hi - lo, MADV_DONTNEED);
+}
+
+struct ss_packed {
+    ss_packed *next;
+    const void *src;
+    void *layout;
+    void *data;
+    int refs;
+};
+
+ss_packed *ss_kctx_packed_find(ss_kctx *k, const void *src, const void *layout,
+                               bool (*same)(const void *a, const void *b))
+{
+    if (!k->plan) return NULL;
+    for (ss_packed *e = k->plan->s->packed; e; e = e->next)
+        if (e->src == src && same(e->layout, layout)) {
+            e->refs++;
+            return e;
+        }
+    return NULL;
+}
+
+static void packed_free(ss_packed *e)
+{
+    free(e->layout);
+    free(e->data);
+    free(e);
+}
+
+ss_packed *ss_kctx_packed_add(ss_kctx *k, const void *src, const void *layout, size_t layout_len,
+                              void *data)
+{
+    if (!k->plan) return NULL;
+    ss_session *s = k->plan->s;
+    for (ss_packed **pe = &s->packed; *pe;) { /* unused copies of src in other layouts go */
+        ss_packed *e = *pe;
+        if (e->src == src && e->refs == 0) {
+            *pe = e->next;
+            packed_free(e);
+        } else {
+            pe = &e->next;
+        }
+    }
+    ss_packed *e = calloc(1, sizeof *e);
+    void *copy = malloc(layout_len);
+    if (!e || !copy) {
+        free(e);
+        free(copy);
+        return NULL;
+    }
+    memcpy(copy, layout, layout_len);
+    *e = (ss_packed){.next = s->packed, .src = src, .layout = copy, .data = data, .refs = 1};
+    s->packed = e;
+    return e;
+}
+
+void *ss_packed_data(const ss_packed *p)
+{
+    return p->data;
+}
+
+void ss_packed_release(ss_packed *p)
+{
+    if (p) p->refs--;
 }
 
 /* A kernel run at plan time (constant folding) gets its scratch from the heap. */
@@ -694,6 +759,11 @@ void ss_session_free(ss_session *s)
 {
     if (!s) return;
     plan_free(s->plan);
+    while (s->packed) {
+        ss_packed *e = s->packed;
+        s->packed = e->next;
+        packed_free(e);
+    }
     for (int i = 0; i < s->n_nodes; i++) {
         free(s->nodes[i].name);
         free(s->nodes[i].in_ids);

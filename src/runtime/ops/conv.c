@@ -182,7 +182,7 @@ static ss_status *conv_try_dnnl(ss_kctx *k, conv_plan *p)
         (mode == SS_KERNELS_AUTO && p->direct))
         return NULL;
     ss_dnnl_conv_desc d = {.nsp = p->g.nsp, .N = p->N, .C = p->C, .M = p->M, .group = p->group,
-                           .wei_const = wv->data, .bias_const = bv ? bv->data : NULL};
+                           .wei_const = wv->data, .bias_const = bv ? bv->data : NULL, .k = k};
     for (int i = 0; i < 3; i++) {
         d.in[i] = p->g.in[i], d.out[i] = p->g.out[i], d.kernel[i] = p->g.k[i];
         d.stride[i] = p->g.s[i], d.dilation[i] = p->g.d[i];

@@ -61,6 +61,7 @@ static ss_status *try_dnnl(ss_kctx *k, ss_dnnl_matmul_desc *d, int b_index, kern
     for (int i = 0; i < d->nd - 2; i++) macs *= d->dst_dims[i];
     d->threads = ss_dnnl_threads(macs, session_threads(k));
     d->bf16 = k->bf16_weights && d->wei_const && ss_dnnl_bf16_native();
+    d->k = k;
     size_t scratch = 0;
     ss_status *st = ss_dnnl_matmul_create(d, &c->dnnl, &scratch);
     if (st && st->code == SS_ERR_UNSUPPORTED && d->bf16) { /* bf16 not taken: f32 then */

@@ -26,6 +26,7 @@ struct ss_dnnl_matmul {
     dnnl_memory_t src_f32;
     size_t prim_scratch, src_bf16_bytes;
     void *wei_packed, *bias_packed; /* owned copies (NULL: the caller's bytes are used) */
+    ss_packed *wei_ref;             /* or the session's packed copy */
     bool wei_const, bias_const, owns_weights;
     int threads;
     char impl[64];
@@ -34,7 +35,7 @@ struct ss_dnnl_matmul {
 static dnnl_engine_t engine;
 static pthread_once_t engine_once = PTHREAD_ONCE_INIT;
 static ss_kernels forced;
-static unsigned long n_calls, n_bf16_calls, n_conv_calls;
+static unsigned long n_calls, n_bf16_calls, n_conv_calls, n_packs;
 
 /* ------------------------------------------------------------------ kernel selection */
 
@@ -91,6 +92,11 @@ int ss_dnnl_threads(int64_t macs, int threads)
 unsigned long ss_dnnl_calls(void)
 {
     return __atomic_load_n(&n_calls, __ATOMIC_RELAXED);
+}
+
+unsigned long ss_dnnl_packs(void)
+{
+    return __atomic_load_n(&n_packs, __ATOMIC_RELAXED);
 }
 
 unsigned long ss_dnnl_bf16_calls(void)
@@ -206,6 +212,7 @@ void ss_dnnl_matmul_free(ss_dnnl_matmul *m)
     if (m->prim) dnnl_primitive_destroy(m->prim);
     if (m->src_reorder) dnnl_primitive_destroy(m->src_reorder);
     if (m->stream) dnnl_stream_destroy(m->stream);
+    ss_packed_release(m->wei_ref);
     free(m->wei_packed);
     free(m->bias_packed);
     free(m);
@@ -221,18 +228,44 @@ bool ss_dnnl_matmul_owns_weights(const ss_dnnl_matmul *m)
     return m->owns_weights;
 }
 
+static bool same_md(const void *a, const void *b)
+{
+    return dnnl_memory_desc_equal(a, b);
+}
+
+/* src (user_md) in the layout `want`: the session's copy if it has one, else reordered now into
+ * a new buffer that goes to the session (*ref) or, without one, to the caller (*owned). */
+static ss_status *packed_copy(ss_kctx *k, const void *src, const dnnl_memory_desc_t *user_md,
+                              const dnnl_memory_desc_t *want, int threads, ss_packed **ref,
+                              void **owned, void **handle)
+{
+    if (k && (*ref = ss_kctx_packed_find(k, src, want, same_md))) {
+        *handle = ss_packed_data(*ref);
+        return NULL;
+    }
+    size_t sz = dnnl_memory_desc_get_size(want);
+    void *buf = aligned_alloc(ALIGN, round_up(sz ? sz : 1));
+    if (!buf) return ss_errf(SS_ERR_NOMEM, "cannot allocate %zu bytes of packed weights", sz);
+    ss_status *st = reorder_once(user_md, src, want, buf, threads);
+    if (st) {
+        free(buf);
+        return st;
+    }
+    __atomic_add_fetch(&n_packs, 1, __ATOMIC_RELAXED);
+    *handle = buf;
+    if (!k || !(*ref = ss_kctx_packed_add(k, src, want, sizeof *want, buf))) *owned = buf;
+    return NULL;
+}
+
 /* Constant weights into the primitive's layout: a copy unless the layout is the given one. */
 static ss_status *pack_weights(ss_dnnl_matmul *m, const ss_dnnl_matmul_desc *d,
                                const dnnl_memory_desc_t *user_md, const dnnl_memory_desc_t *want)
 {
     void *handle = (void *)d->wei_const;
     if (!dnnl_memory_desc_equal(user_md, want)) {
-        size_t sz = dnnl_memory_desc_get_size(want);
-        m->wei_packed = aligned_alloc(ALIGN, round_up(sz ? sz : 1));
-        if (!m->wei_packed) return ss_errf(SS_ERR_NOMEM, "cannot allocate %zu bytes of packed weights", sz);
-        ss_status *st = reorder_once(user_md, d->wei_const, want, m->wei_packed, d->threads);
+        ss_status *st = packed_copy(d->k, d->wei_const, user_md, want, d->threads, &m->wei_ref,
+                                    &m->wei_packed, &handle);
         if (st) return st;
-        handle = m->wei_packed;
         m->owns_weights = true;
     }
     return dnnl_memory_create(&m->wei, want, engine, handle) == dnnl_success
@@ -394,6 +427,7 @@ struct ss_dnnl_conv {
     dnnl_memory_t x_user, y_user, src, wei, bias, dst, scratch;
     size_t prim_scratch, src_bytes, dst_bytes;
     void *wei_packed, *bias_copy;
+    ss_packed *wei_ref;
     int threads;
     char impl[64];
 };
@@ -408,6 +442,7 @@ void ss_dnnl_conv_free(ss_dnnl_conv *c)
     for (size_t i = 0; i < sizeof prims / sizeof prims[0]; i++)
         if (prims[i]) dnnl_primitive_destroy(prims[i]);
     if (c->stream) dnnl_stream_destroy(c->stream);
+    ss_packed_release(c->wei_ref);
     free(c->wei_packed);
     free(c->bias_copy);
     free(c);
@@ -493,11 +528,10 @@ static ss_status *conv_constants(ss_dnnl_conv *c, const ss_dnnl_conv_desc *d,
                                  const dnnl_memory_desc_t *w_user, dnnl_primitive_desc_t pd)
 {
     const dnnl_memory_desc_t *want = dnnl_primitive_desc_query_md(pd, dnnl_query_weights_md, 0);
-    size_t sz = dnnl_memory_desc_get_size(want);
-    c->wei_packed = aligned_alloc(ALIGN, round_up(sz ? sz : 1));
-    if (!c->wei_packed) return ss_errf(SS_ERR_NOMEM, "cannot allocate %zu bytes of packed weights", sz);
-    ss_status *st = reorder_once(w_user, d->wei_const, want, c->wei_packed, d->threads);
-    if (!st && dnnl_memory_create(&c->wei, want, engine, c->wei_packed) != dnnl_success)
+    void *handle = NULL;
+    ss_status *st = packed_copy(d->k, d->wei_const, w_user, want, d->threads, &c->wei_ref,
+                                &c->wei_packed, &handle);
+    if (!st && dnnl_memory_create(&c->wei, want, engine, handle) != dnnl_success)
         st = ss_errf(SS_ERR_NOMEM, "oneDNN memory");
     if (st || !d->bias_const) return st;
     const dnnl_memory_desc_t *bmd = dnnl_primitive_desc_query_md(pd, dnnl_query_weights_md, 1);

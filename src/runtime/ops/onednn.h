@@ -19,6 +19,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "../op.h"
 #include "shardserve/core.h"
 
 typedef enum {
@@ -46,6 +47,8 @@ bool ss_dnnl_bf16_native(void);
 /* How many oneDNN matmul executions ran in f32 / on bf16 weights (tests check the path taken). */
 unsigned long ss_dnnl_calls(void);
 unsigned long ss_dnnl_bf16_calls(void);
+/* How many times constant weights were reordered into a packed layout. */
+unsigned long ss_dnnl_packs(void);
 
 #define SS_DNNL_MAX_DIMS 12
 
@@ -64,6 +67,7 @@ typedef struct {
     float bias_scale;        /* for bias_const */
     bool bf16;               /* bf16 weights and activations, f32 accumulation and output */
     int threads;
+    ss_kctx *k;              /* packed weights are shared through its session (NULL: owned) */
 } ss_dnnl_matmul_desc;
 
 typedef struct ss_dnnl_matmul ss_dnnl_matmul;
@@ -93,6 +97,7 @@ typedef struct {
     const float *wei_const;  /* required */
     const float *bias_const; /* NULL: no bias */
     int threads;
+    ss_kctx *k;              /* as in ss_dnnl_matmul_desc */
 } ss_dnnl_conv_desc;
 
 typedef struct ss_dnnl_conv ss_dnnl_conv;
