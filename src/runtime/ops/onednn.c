@@ -10,13 +10,17 @@
 #include "onednn.h"
 
 #include <oneapi/dnnl/dnnl.h>
-#include <omp.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #define ALIGN 64
+
+/* libgomp's (oneDNN's OpenMP runtime), declared here rather than through a compiler's omp.h,
+ * which under clang belongs to another runtime. */
+extern int omp_get_max_threads(void);
+extern void omp_set_num_threads(int n);
 
 struct ss_dnnl_matmul {
     dnnl_primitive_t prim;
