@@ -21,6 +21,7 @@
  * reports the create time, then runs once with zero inputs when every input shape is static.
  */
 #include "shardserve/core.h"
+#include "ops/onednn.h"
 #include "shardserve/runtime.h"
 
 #include <math.h>
@@ -37,12 +38,13 @@ typedef struct {
     const char *files[MAX_INPUTS];
     int n_given;
     int threads, iters, warmup;
+    bool bf16; /* --weights bf16 */
     bool serve, load_only;
 } bench_args;
 
 static void usage(void)
 {
-    fprintf(stderr, "usage: bench_runtime MODEL.onnx [--input NAME=FILE.npy]... [--threads T] "
+    fprintf(stderr, "usage: bench_runtime MODEL.onnx [--input NAME=FILE.npy]... [--threads T] [--weights f32|bf16] "
                     "[--iters N] [--warmup W] [--serve | --load-only]\n");
     exit(2);
 }
@@ -71,6 +73,8 @@ static void parse_args(int argc, char **argv, bench_args *a)
             a->files[a->n_given++] = eq + 1;
         } else if (!strcmp(s, "--threads") && has_val) {
             a->threads = atoi(argv[++i]);
+        } else if (!strcmp(s, "--weights") && has_val) {
+            a->bf16 = !strcmp(argv[++i], "bf16");
         } else if (!strcmp(s, "--iters") && has_val) {
             a->iters = atoi(argv[++i]);
         } else if (!strcmp(s, "--warmup") && has_val) {
@@ -165,7 +169,8 @@ static void print_checksum(ss_session *s, const ss_tensor *ins, int n)
 static int load_only(const bench_args *a)
 {
     long anon0 = proc_status_kb("RssAnon"), file0 = proc_status_kb("RssFile");
-    ss_session_options opt = {.blas_threads = a->threads};
+    ss_session_options opt = {.blas_threads = a->threads,
+                              .weights = a->bf16 ? SS_WEIGHTS_BF16 : SS_WEIGHTS_F32};
     ss_session *s;
     uint64_t t0 = ss_now_ns();
     ss_status *st = ss_session_create(a->model, &opt, &s);
@@ -236,11 +241,19 @@ static int serve(ss_session *s, const ss_tensor *ins, int n)
 int main(int argc, char **argv)
 {
     bench_args a;
+    if (argc == 2 && !strcmp(argv[1], "--print-kernels")) {
+        /* what compare.py prints above its table */
+        printf("oneDNN ISA %s, SHARDSERVE_KERNELS=%s (auto: oneDNN for float32 GEMMs with M > 1 and "
+               ">= 32768 multiply-adds, own GEMV for M == 1 and own/OpenBLAS below)\n",
+               ss_dnnl_isa_name(), ss_kernels_name(ss_kernels_mode()));
+        return 0;
+    }
     parse_args(argc, argv, &a);
     ss_log_init_from_env();
     if (a.load_only) return load_only(&a);
 
-    ss_session_options opt = {.blas_threads = a.threads};
+    ss_session_options opt = {.blas_threads = a.threads,
+                              .weights = a.bf16 ? SS_WEIGHTS_BF16 : SS_WEIGHTS_F32};
     ss_session *s;
     uint64_t t0 = ss_now_ns();
     ss_status *st = ss_session_create(a.model, &opt, &s);

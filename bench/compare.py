@@ -29,7 +29,11 @@ CASES = [  # label, model folder, batch label, {graph input: npy file}
     ("BERT-tiny s8", "bert", "2", {"input_ids": "input_ids.npy", "attention_mask": "attention_mask.npy",
                                    "token_type_ids": "token_type_ids.npy"}),
     ("GPT-2-tiny s8", "gpt2", "2", {"input_ids": "input_ids.npy", "attention_mask": "attention_mask.npy"}),
+    # shardserve with MatMul weights held as bf16 (f32 accumulation), against onnxruntime's f32
+    ("MLP 4x4096 Relu, ours bf16 weights", "mlp", "1", {"x": "x_b1.npy"}),
+    ("MLP 4x4096 Relu, ours bf16 weights", "mlp", "32", {"x": "x_b32.npy"}),
 ]
+BF16_TOL = 2e-2  # checksum agreement for bf16 rows (the op test bounds the L2 error at 1e-2)
 
 
 class Side:
@@ -104,10 +108,10 @@ def fmt_ms(ms):
     return f"{ms:.2f} ms"
 
 
-def checksums_agree(a, b):
+def checksums_agree(a, b, rel=1e-3):
     for key in ("asum", "sum"):
         x, y = float(a.ready.get(key, "nan")), float(b.ready.get(key, "nan"))
-        tol = 1e-3 * max(1.0, float(a.ready.get("asum", "1")))
+        tol = rel * max(1.0, float(a.ready.get("asum", "1")))
         if not abs(x - y) <= tol:
             return False
     return True
@@ -120,7 +124,8 @@ def run_case(args, label, folder, batch, inputs, threads):
     for name, f in inputs.items():
         ins += ["--input", f"{name}={os.path.join(d, f)}"]
     common = [model] + ins + ["--threads", str(threads), "--warmup", str(args.warmup), "--serve"]
-    a = Side("shardserve", [args.bench] + common, args.timeout)
+    bf16 = "bf16" in label
+    a = Side("shardserve", [args.bench] + common + (["--weights", "bf16"] if bf16 else []), args.timeout)
     b = Side("ort", ["node", args.ort] + common, args.timeout)
     row = {"label": label, "batch": batch, "threads": threads, "a": a, "b": b}
     live = [s for s in (a, b) if s.ok()]
@@ -138,7 +143,8 @@ def run_case(args, label, folder, batch, inputs, threads):
         row["iters"] = n
     for s in (a, b):
         s.close()
-    row["check"] = ("ok" if checksums_agree(a, b) else "MISMATCH") if a.ok() and b.ok() else "-"
+    agree = checksums_agree(a, b, BF16_TOL if bf16 else 1e-3)
+    row["check"] = ("ok" if agree else "MISMATCH") if a.ok() and b.ok() else "-"
     return row
 
 
@@ -206,9 +212,19 @@ def header(args):
             cpu = next(l.split(":", 1)[1].strip() for l in f if l.startswith("model name"))
     except (OSError, StopIteration):
         pass
+    flags = set()
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = set(next(l.split(":", 1)[1].split() for l in f if l.startswith("flags")))
+    except (OSError, StopIteration):
+        pass
+    isa = [x for x in ("avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16", "amx_int8") if x in flags]
+    info = subprocess.run([args.bench, "--print-kernels"], capture_output=True, text=True).stdout.strip()
     print(f"commit {rev}; {os.cpu_count()} CPUs ({cpu}); loadavg {os.getloadavg()[0]:.2f}; "
           f"OPENBLAS_CORETYPE={os.environ.get('OPENBLAS_CORETYPE', '(unset)')}; "
           f"{args.rounds} interleaved rounds of ~{args.round_seconds}s per side")
+    print(f"CPU ISA: {' '.join(isa) or '(none of the listed)'}; shardserve: {info or '(unknown)'}; "
+          f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', '(unset)')}")
 
 
 def main():

@@ -23,5 +23,8 @@ if [ ! -d "$REPO/bench/ort/node_modules/onnxruntime-node" ]; then
 fi
 
 /usr/bin/python3 "$REPO/bench/models.py" "$MODELS"
+# oneDNN's OpenMP workers sleep when idle instead of spinning on a core the other side (or the
+# OpenBLAS / own-kernel threads) needs; libgomp reads this only at process start.
+export OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-PASSIVE}
 exec /usr/bin/python3 "$REPO/bench/compare.py" --bench "$BUILD/bench/bench_runtime" \
   --ort "$REPO/bench/ort/bench_ort.js" --models "$MODELS" "$@"

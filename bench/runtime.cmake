@@ -2,6 +2,7 @@
 # side with onnxruntime-node; bench_gemm compares GEMM kernels on the MLP's shape.
 if(TARGET ss_runtime)
   add_executable(bench_runtime ${CMAKE_CURRENT_LIST_DIR}/bench_runtime.c)
+  target_include_directories(bench_runtime PRIVATE ${CMAKE_SOURCE_DIR}/src/runtime) # ops/onednn.h
   target_link_libraries(bench_runtime PRIVATE ss_runtime ss_core m)
 
   if(CMAKE_SYSTEM_PROCESSOR MATCHES "x86_64|AMD64") # x86 intrinsics
@@ -9,4 +10,11 @@ if(TARGET ss_runtime)
     target_compile_options(bench_gemm PRIVATE -O3)
     target_link_libraries(bench_gemm PRIVATE PkgConfig::OPENBLAS Threads::Threads m)
   endif()
+endif()
+
+# MatMul / Gemm per shape class under each SHARDSERVE_KERNELS mode (the basis of auto's choice).
+if(TARGET ss_runtime)
+  add_executable(bench_kernels ${CMAKE_CURRENT_LIST_DIR}/bench_kernels.c)
+  target_include_directories(bench_kernels PRIVATE ${CMAKE_SOURCE_DIR}/src/runtime)
+  target_link_libraries(bench_kernels PRIVATE ss_runtime ss_core m)
 endif()

@@ -8,7 +8,7 @@ set -euo pipefail
 # Build and run.
 MAIN_PKGS=(
   gcc make cmake pkg-config
-  libopenblas-dev
+  libopenblas-dev libdnnl-dev
   libprotobuf-c-dev protobuf-c-compiler protobuf-compiler
   libonnx-dev
   libgrpc-dev libssl-dev

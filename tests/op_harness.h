@@ -174,6 +174,10 @@ static inline ss_status *op_run(tnode *t, int64_t opset, int n_in, ss_tensor **i
             else if (out[i].dtype == SS_DT_FLOAT64) ((double *)out[i].data)[e] = NAN;
         }
     }
+    if (!st && k.scratch_bytes) { /* the planner's arena slice */
+        k.scratch = aligned_alloc(64, (k.scratch_bytes + 63) / 64 * 64);
+        if (!k.scratch) st = ss_errf(SS_ERR_NOMEM, "scratch");
+    }
     if (!st && !alias) st = d->run(&k);
     if (!st && !alias && o && o->check_allocs) {
 #ifdef OP_HARNESS_COUNT_ALLOCS
@@ -185,7 +189,9 @@ static inline ss_status *op_run(tnode *t, int64_t opset, int n_in, ss_tensor **i
         st = ss_errf(SS_ERR_INTERNAL, "check_allocs needs OP_HARNESS_COUNT_ALLOCS");
 #endif
     }
+    if (k.state && d->release) d->release(k.state);
     free(k.state);
+    free(k.scratch);
     return st;
 }
 

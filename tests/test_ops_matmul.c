@@ -8,6 +8,11 @@
  * the kernel entry point with strided operands and accumulation, and NaN garbage in the output
  * buffer. Each case checks that the forced variant really ran and that the second run did not call
  * malloc.
+ *
+ * ctest runs it once per SHARDSERVE_KERNELS value (ops_matmul.cmake): under onednn every float32
+ * case the oneDNN path takes must run there (alpha != 1 stays on the other kernels), under blas
+ * neither oneDNN nor the tile kernels may run, under own the tile kernels run as before oneDNN,
+ * and under auto the path must be the one ss_kernels_use_dnnl picks for the shape.
  */
 #include <cblas.h>
 #include <pthread.h>
@@ -15,6 +20,7 @@
 #include <string.h>
 
 #include "gemm_kernel.h"
+#include "onednn.h"
 #define OP_HARNESS_COUNT_ALLOCS
 #include "op_harness.h"
 
@@ -52,12 +58,25 @@ static unsigned long tile_calls(void)
     return ss_gemm_calls(SS_GEMM_AVX2) + ss_gemm_calls(SS_GEMM_AVX512);
 }
 
-/* After a node ran twice: the forced tile variant ran iff expected; OpenBLAS never reaches the
- * tile kernels. */
-static void check_path(const char *what, ss_gemm_variant v, bool expect_small, unsigned long before,
-                       unsigned long tiles_before)
+/* Whether the oneDNN path should take a float32 case of M x K x N (dnnl_ok: the op's attributes
+ * allow it) under the SHARDSERVE_KERNELS mode this process runs with. */
+static bool dnnl_expected(ss_dtype dt, int64_t M, int64_t K, int64_t N, bool dnnl_ok)
 {
-    if (v == SS_GEMM_BLAS || !expect_small)
+    return dnnl_ok && ss_kernels_use_dnnl(ss_kernels_mode(), dt, M, K, N);
+}
+
+/* After a node ran twice: oneDNN ran iff expected; else the forced tile variant ran iff expected
+ * (and never under blas); OpenBLAS never reaches the tile kernels. */
+static void check_path(const char *what, ss_gemm_variant v, bool expect_small, bool expect_dnnl,
+                       unsigned long before, unsigned long tiles_before, unsigned long dnnl_before)
+{
+    if (expect_dnnl) {
+        CHECK_MSG(ss_dnnl_calls() == dnnl_before + 2, "%s: oneDNN not used", what);
+        CHECK_MSG(tile_calls() == tiles_before, "%s: tile kernel used besides oneDNN", what);
+        return;
+    }
+    CHECK_MSG(ss_dnnl_calls() == dnnl_before, "%s: oneDNN used", what);
+    if (v == SS_GEMM_BLAS || !expect_small || ss_kernels_mode() == SS_KERNELS_BLAS)
         CHECK_MSG(tile_calls() == tiles_before, "%s: tile kernel used", what);
     else
         CHECK_MSG(ss_gemm_calls(v) == before + 2, "%s: kernel not used", what);
@@ -96,14 +115,6 @@ static void check_matmul(ss_dtype dt, int a_nd, const int64_t *ad, int b_nd, con
     snprintf(what, sizeof what, "MatMul %s a_nd %d b_nd %d M %lld K %lld N %lld threads %d",
              ss_gemm_variant_name(v), a_nd, b_nd, (long long)(a_nd > 1 ? ad[a_nd - 2] : 1),
              (long long)ad[a_nd - 1], (long long)(b_nd > 1 ? bd[b_nd - 1] : 1), threads);
-    unsigned long before = ss_gemm_calls(v), tiles_before = tile_calls();
-    ss_status *st = run_node(&t, 13, 2, in, &out);
-    CHECK_MSG(!st, "%s: %s", what, st ? st->msg : "");
-    if (st) {
-        ss_status_free(st);
-        goto done;
-    }
-    check_path(what, v, expect_small, before, tiles_before);
     /* reference: promote, broadcast batch dims (at most 2 here) */
     int64_t M = a_nd > 1 ? ad[a_nd - 2] : 1, K = ad[a_nd - 1], N = b_nd > 1 ? bd[b_nd - 1] : 1;
     int abn = a_nd > 2 ? a_nd - 2 : 0, bbn = b_nd > 2 ? b_nd - 2 : 0;
@@ -116,6 +127,16 @@ static void check_matmul(ss_dtype dt, int a_nd, const int64_t *ad, int b_nd, con
         bdim[i] = adim[i] > bbdim[i] ? adim[i] : bbdim[i];
     }
     int64_t nb = bdim[0] * bdim[1], n = nb * M * N;
+    /* the kernel choice sees every batch's rows as M */
+    bool expect_dnnl = dnnl_expected(dt, M * nb, K, N, true);
+    unsigned long before = ss_gemm_calls(v), tiles_before = tile_calls(), dnnl_before = ss_dnnl_calls();
+    ss_status *st = run_node(&t, 13, 2, in, &out);
+    CHECK_MSG(!st, "%s: %s", what, st ? st->msg : "");
+    if (st) {
+        ss_status_free(st);
+        goto done;
+    }
+    check_path(what, v, expect_small, expect_dnnl, before, tiles_before, dnnl_before);
     double *ref = malloc(sizeof(double) * (size_t)n), *mag = malloc(sizeof(double) * (size_t)n);
     for (int64_t i0 = 0; i0 < bdim[0]; i0++)
         for (int64_t i1 = 0; i1 < bdim[1]; i1++) {
@@ -161,14 +182,15 @@ static void check_gemm(int64_t M, int64_t K, int64_t N, bool ta, bool tb, float 
     snprintf(what, sizeof what, "Gemm %s M %lld K %lld N %lld ta %d tb %d C rank %d threads %d",
              ss_gemm_variant_name(v), (long long)M, (long long)K, (long long)N, ta, tb, cnd,
              threads);
-    unsigned long before = ss_gemm_calls(v), tiles_before = tile_calls();
+    bool expect_dnnl = dnnl_expected(SS_DT_FLOAT32, M, K, N, alpha == 1.0f);
+    unsigned long before = ss_gemm_calls(v), tiles_before = tile_calls(), dnnl_before = ss_dnnl_calls();
     ss_status *st = run_node(&t, 13, cnd >= 0 ? 3 : 2, in, &out);
     CHECK_MSG(!st, "%s: %s", what, st ? st->msg : "");
     if (st) {
         ss_status_free(st);
         goto done;
     }
-    check_path(what, v, expect_small, before, tiles_before);
+    check_path(what, v, expect_small, expect_dnnl, before, tiles_before, dnnl_before);
     double *ref = malloc(sizeof(double) * (size_t)(M * N)),
            *mag = malloc(sizeof(double) * (size_t)(M * N));
     int64_t cm = cnd == 2 ? cd[0] : 1, cn = cnd >= 1 ? cd[cnd - 1] : 1;
@@ -396,6 +418,66 @@ static void test_concurrent_callers(void)
     }
 }
 
-TEST_MAIN(TEST(test_alloc_counter_sees_malloc), TEST(test_matmul_odd_shapes_every_variant),
+/* One MatMul layer with the session's bf16-weights flag set as the planner sets it. */
+static ss_status *mlp_layer(ss_tensor *x, ss_tensor *w, bool bf16, ss_tensor *y)
+{
+    tnode t;
+    tnode_init(&t, "MatMul");
+    t.node.n_input = 2, t.node.n_output = 1;
+    ss_tensor *in[2] = {x, w}, *outp[1] = {y};
+    memset(y, 0, sizeof *y);
+    ss_kctx k = {.node = &t.node, .node_name = "mlp", .opset = 13, .n_in = 2, .n_out = 1,
+                 .in = in, .out = outp, .threads = 2, .bf16_weights = bf16};
+    const ss_op_def *d = ss_op_find("", "MatMul", 13);
+    ss_status *st = d->infer(&k);
+    if (!st) st = ss_tensor_alloc(y, y->dtype, y->ndim, y->dims);
+    if (!st && k.scratch_bytes && !(k.scratch = aligned_alloc(64, (k.scratch_bytes + 63) / 64 * 64)))
+        st = ss_errf(SS_ERR_NOMEM, "scratch");
+    if (!st) st = d->run(&k);
+    for (int64_t i = 0; !st && i < ss_tensor_numel(y); i++) /* Relu */
+        if (((float *)y->data)[i] < 0) ((float *)y->data)[i] = 0;
+    if (k.state) d->release(k.state);
+    free(k.state);
+    free(k.scratch);
+    return st;
+}
+
+/* 4 x (MatMul 512x512 + Relu), batch 32: bf16 weights against f32, relative error (L2) <= 1e-2.
+ * On a CPU without native bf16 math the flag must change nothing (f32 weights). */
+static void test_bf16_weights_mlp_close_to_f32(void)
+{
+    int64_t xd[2] = {32, 512}, wd[2] = {512, 512};
+    ss_tensor x = make_rand(SS_DT_FLOAT32, 2, xd), w[4];
+    for (int l = 0; l < 4; l++) {
+        w[l] = make_rand(SS_DT_FLOAT32, 2, wd);
+        for (int64_t i = 0; i < 512 * 512; i++) ((float *)w[l].data)[i] *= 0.08f; /* ~unit gain */
+    }
+    ss_tensor y[2][4];
+    unsigned long bf16_before = ss_dnnl_bf16_calls();
+    for (int mode = 0; mode < 2; mode++)
+        for (int l = 0; l < 4; l++)
+            CHECK_OK(mlp_layer(l ? &y[mode][l - 1] : &x, &w[l], mode == 1, &y[mode][l]));
+    bool native = ss_dnnl_bf16_native() && ss_kernels_use_dnnl(ss_kernels_mode(), SS_DT_FLOAT32, 32, 512, 512);
+    if (!native)
+        fprintf(stderr, "note: no bf16 path here (ISA %s, kernels %s): bf16 weights must equal f32\n",
+                ss_dnnl_isa_name(), ss_kernels_name(ss_kernels_mode()));
+    CHECK_MSG(ss_dnnl_bf16_calls() == bf16_before + (native ? 4 : 0), "bf16 path taken %lu times",
+              ss_dnnl_bf16_calls() - bf16_before);
+    double num = 0, den = 0;
+    for (int64_t i = 0; i < ss_tensor_numel(&y[0][3]); i++) {
+        double a = ((float *)y[0][3].data)[i], b = ((float *)y[1][3].data)[i];
+        num += (a - b) * (a - b), den += a * a;
+    }
+    double rel = sqrt(num / den);
+    fprintf(stderr, "bf16 weights: relative L2 error %.2e over 4 layers\n", rel);
+    CHECK(den > 0);
+    CHECK_MSG(native ? rel <= 1e-2 && rel > 0 : rel == 0, "relative error %.3g", rel);
+    for (int mode = 0; mode < 2; mode++)
+        for (int l = 0; l < 4; l++) ss_tensor_free(&y[mode][l]);
+    for (int l = 0; l < 4; l++) ss_tensor_free(&w[l]);
+    ss_tensor_free(&x);
+}
+
+TEST_MAIN(TEST(test_alloc_counter_sees_malloc), TEST(test_bf16_weights_mlp_close_to_f32), TEST(test_matmul_odd_shapes_every_variant),
           TEST(test_matmul_batched_and_vectors), TEST(test_gemm_bias_broadcasts_and_transposes),
           TEST(test_kernel_strided_accumulate), TEST(test_concurrent_callers))

@@ -7,6 +7,7 @@
 #include "shardserve/runtime.h"
 
 #include <stdio.h>
+#include <stdlib.h>
 
 /* Count allocations made by our code (linked with -Wl,--wrap=malloc,calloc,realloc). */
 static long n_allocs;
@@ -118,6 +119,39 @@ static void dynamic_dim_replans_only_on_change(void)
     ss_session_free(s);
 }
 
+/* runtime internals (ops/onednn.h), linked in statically */
+unsigned long ss_dnnl_packs(void);
+unsigned long ss_dnnl_calls(void);
+
+/* Under oneDNN, a re-plan for another batch size reuses the session's packed weights instead of
+ * reordering them again, and a planned run allocates nothing in our code. */
+static void replan_reuses_packed_weights(void)
+{
+    setenv("SHARDSERVE_KERNELS", "onednn", 1);
+    ss_session *s = NULL;
+    CHECK_OK(ss_session_create(fixture("dynamic.onnx"), NULL, &s));
+    ss_tensor a, b;
+    ones(&a, 4, 96);
+    ones(&b, 9, 96);
+    const ss_tensor *out = NULL;
+    unsigned long calls = ss_dnnl_calls();
+    CHECK_OK(s ? ss_session_run(s, &a, 1, &out) : NULL);
+    unsigned long packs = ss_dnnl_packs();
+    CHECK_MSG(ss_dnnl_calls() > calls, "the MatMul did not run on oneDNN");
+    CHECK_OK(s ? ss_session_run(s, &b, 1, &out) : NULL);
+    if (out) CHECK(out[0].dims[0] == 9 && all_equal(&out[0], -48.0f));
+    CHECK_OK(s ? ss_session_run(s, &a, 1, &out) : NULL);
+    if (out) CHECK(out[0].dims[0] == 4 && all_equal(&out[0], -48.0f));
+    CHECK_MSG(ss_dnnl_packs() == packs, "%lu repacks over 2 re-plans", ss_dnnl_packs() - packs);
+    long before = n_allocs;
+    for (int i = 0; i < 10; i++) CHECK_OK(s ? ss_session_run(s, &a, 1, &out) : NULL);
+    CHECK_MSG(n_allocs == before, "%ld allocations in 10 planned oneDNN runs", n_allocs - before);
+    ss_tensor_free(&a);
+    ss_tensor_free(&b);
+    ss_session_free(s);
+    unsetenv("SHARDSERVE_KERNELS");
+}
+
 static void bad_inputs_are_named(void)
 {
     ss_session *s = NULL;
@@ -147,5 +181,6 @@ static void load_errors_name_the_node(void)
 }
 
 TEST_MAIN(TEST(seed_model_gives_minus_48), TEST(run_allocates_nothing), TEST(arena_reuses_buffers),
-          TEST(dynamic_dim_replans_only_on_change), TEST(bad_inputs_are_named),
+          TEST(dynamic_dim_replans_only_on_change), TEST(replan_reuses_packed_weights),
+          TEST(bad_inputs_are_named),
           TEST(load_errors_name_the_node))

@@ -33,8 +33,13 @@ typedef struct ss_collectives {
     ss_status *(*recv)(void *ctx, int peer, void *buf, size_t nbytes);
 } ss_collectives;
 
+/* How a session stores constant MatMul/Gemm weights. bf16 halves their memory and bandwidth and
+ * runs on AVX512-BF16/AMX with f32 accumulation; on CPUs without native bf16 math they stay f32. */
+typedef enum { SS_WEIGHTS_F32 = 0, SS_WEIGHTS_BF16 } ss_weights;
+
 typedef struct {
     int blas_threads;               /* 0: leave OpenBLAS's setting alone */
+    ss_weights weights;
     const ss_collectives *coll;     /* NULL: models with collective ops fail at load */
 } ss_session_options;
 

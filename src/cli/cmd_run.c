@@ -18,11 +18,14 @@
 
 static const char run_usage[] =
     "usage: shardserve run MODEL.onnx --input NAME=FILE.npy ... [--output-dir DIR] [--repeat N]\n"
+    "                      [--weights f32|bf16]\n"
     "       shardserve run --shards DIR [--comm shm|mpi] [--timeout-ms MS] --input NAME=FILE.npy ...\n"
     "                      [--output-dir DIR]\n"
     "  --shards DIR    run a split made by 'shardserve shard': one local process per rank\n"
     "  --comm          collectives backend: shm (one host, default) or mpi (ranks under mpirun)\n"
-    "  --timeout-ms    bound of every collective wait (default 5000)\n";
+    "  --timeout-ms    bound of every collective wait (default 5000)\n"
+    "  --weights       bf16: MatMul/Gemm weights held as bf16 (f32 accumulation) where the CPU\n"
+    "                  has native bf16 math (AVX512-BF16/AMX); f32 (default) elsewhere\n";
 
 static double element_as_double(const ss_tensor *t, int64_t i)
 {
@@ -122,6 +125,7 @@ int cmd_run(int argc, char **argv)
     char *names[MAX_INPUTS], *files[MAX_INPUTS];
     int n_args = 0;
     long repeat = 1;
+    ss_session_options so = {0};
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
@@ -140,6 +144,11 @@ int cmd_run(int argc, char **argv)
         } else if (!strcmp(a, "--timeout-ms") && i + 1 < argc) {
             if (!cli_parse_int(argv[++i], 1, 3600000, &timeout_ms))
                 return cli_fail("run", ss_errf(SS_ERR_INVALID, "--timeout-ms wants 1..3600000, got '%s'", argv[i]));
+        } else if (!strcmp(a, "--weights") && i + 1 < argc) {
+            const char *w = argv[++i];
+            if (strcmp(w, "f32") && strcmp(w, "bf16"))
+                return cli_fail("run", ss_errf(SS_ERR_INVALID, "--weights wants f32 or bf16, got '%s'", w));
+            so.weights = strcmp(w, "bf16") ? SS_WEIGHTS_F32 : SS_WEIGHTS_BF16;
         } else if (!strcmp(a, "--output-dir") && i + 1 < argc) {
             outdir = argv[++i];
         } else if (!strcmp(a, "--repeat") && i + 1 < argc) {
@@ -158,7 +167,7 @@ int cmd_run(int argc, char **argv)
         return 2;
     }
     ss_session *s;
-    ss_status *st = ss_session_create(model, NULL, &s);
+    ss_status *st = ss_session_create(model, &so, &s);
     if (st) return cli_fail("run", st);
     int n_in = ss_session_num_inputs(s);
     ss_tensor *inputs = calloc((size_t)n_in + 1, sizeof *inputs);

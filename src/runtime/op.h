@@ -17,7 +17,13 @@
  * separate allocations hanging off it (ops/common.h: ss_op_state_alloc).
  *
  * run(k) runs at execution time with in[i]->data and out[i]->data set; output buffers are
- * exactly the inferred size and may hold garbage. run must not allocate.
+ * exactly the inferred size and may hold garbage. run must not allocate: scratch memory a kernel
+ * needs (oneDNN's scratchpad) is asked for by infer in k->scratch_bytes, and run finds it in
+ * k->scratch (64-byte aligned, a slice of the session arena shared by all nodes, since they run
+ * one at a time).
+ *
+ * State that holds more than memory (oneDNN primitives, packed weights) is released by the op's
+ * release(state) hook, which the runtime calls before the free().
  */
 #ifndef SS_RUNTIME_OP_H
 #define SS_RUNTIME_OP_H
@@ -43,6 +49,7 @@ typedef struct ss_op_def {
     ss_status *(*infer)(ss_kctx *k);
     ss_status *(*run)(ss_kctx *k);
     unsigned flags;
+    void (*release)(void *state); /* optional: frees what state holds besides itself */
 } ss_op_def;
 
 struct ss_kctx {
@@ -56,12 +63,38 @@ struct ss_kctx {
     const ss_collectives *coll;
     struct ss_plan *plan; /* for ss_kctx_value; NULL during run */
     int *in_ids;          /* value ids, for ss_kctx_value */
+    int threads;          /* the session's intra-op thread count (0: OpenBLAS's setting) */
+    bool bf16_weights;    /* the session stores MatMul/Gemm weights as bf16 where it pays */
+    size_t scratch_bytes; /* set by infer: scratch run needs */
+    void *scratch;        /* set by the planner before run */
 };
 
 /* The value of input i at plan time, or NULL if it is only known at run time. A non-NULL result
  * may still have data == NULL when infer runs outside planning (k->plan == NULL: then it is the
  * bare input): check data too, unless the tensor is empty (ops/common.h: ss_op_plan_value). */
 const ss_tensor *ss_kctx_value(ss_kctx *k, int i);
+
+/* Input i is a constant whose bytes are a read-only file mapping (external data) and the op now
+ * keeps its own copy (packed weights): return the mapping's pages to the kernel, so the copy
+ * replaces them in memory rather than sitting beside them. Reading the input again faults the
+ * pages back in from the file, so this never changes a value. No-op for other inputs. */
+void ss_kctx_drop_const_pages(ss_kctx *k, int i);
+
+/* Packed copies of constant weights (oneDNN's layouts), owned by the session and kept across
+ * plans, so a re-plan for a new dynamic dim (another batch size) does not pack them again. A copy
+ * is keyed by its source bytes and a layout blob that `same` compares; users hold a reference.
+ * When a copy is added, unreferenced copies of the same source in other layouts are freed, so a
+ * weight is held at most once per layout in use plus once more. */
+typedef struct ss_packed ss_packed;
+/* The session's copy of src in `layout`, with a reference taken; NULL if none or no session. */
+ss_packed *ss_kctx_packed_find(ss_kctx *k, const void *src, const void *layout,
+                               bool (*same)(const void *a, const void *b));
+/* Hands `data` (from aligned_alloc) to the session as src's copy in layout (layout_len bytes are
+ * copied), with a reference taken. NULL if there is no session or memory: the caller keeps data. */
+ss_packed *ss_kctx_packed_add(ss_kctx *k, const void *src, const void *layout, size_t layout_len,
+                              void *data);
+void *ss_packed_data(const ss_packed *p);
+void ss_packed_release(ss_packed *p);
 
 /* Error helpers that name the node and op. */
 ss_status *ss_op_err(const ss_kctx *k, ss_code code, const char *fmt, ...)

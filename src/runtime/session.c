@@ -19,6 +19,8 @@
 
 #include <cblas.h>
 #include <stdio.h>
+#include <sys/mman.h>
+#include <unistd.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -77,6 +79,7 @@ struct ss_session {
     int *input_ids, *output_ids;
     struct ss_plan *plan;
     int n_plans;
+    ss_packed *packed; /* packed weights kept across plans (op.h) */
     /* name -> value id hash table (open addressing) */
     int hash_cap;
     int *hash;
@@ -274,7 +277,11 @@ static void plan_free(struct ss_plan *p)
     if (p->owned)
         for (int v = 0; v < s->n_values; v++) ss_tensor_free(&p->owned[v]);
     if (p->state)
-        for (int i = 0; i < s->n_nodes; i++) free(p->state[i]);
+        for (int i = 0; i < s->n_nodes; i++) {
+            if (p->state[i] && s->nodes[i].op && s->nodes[i].op->release)
+                s->nodes[i].op->release(p->state[i]);
+            free(p->state[i]);
+        }
     if (p->dep_values)
         for (int i = 0; i < s->n_inputs; i++) ss_tensor_free(&p->dep_values[i]);
     free(p->dep_values);
@@ -308,6 +315,106 @@ const ss_tensor *ss_kctx_value(ss_kctx *k, int i)
     return NULL;
 }
 
+void ss_kctx_drop_const_pages(ss_kctx *k, int i)
+{
+    struct ss_plan *p = k->plan;
+    if (!p || i >= k->n_in || k->in_ids[i] < 0) return;
+    const value_def *vd = &p->s->values[k->in_ids[i]];
+    if (vd->kind != V_CONST) return;
+    /* external data: a view into one of the model's read-only file mappings */
+    uintptr_t lo = (uintptr_t)vd->init->data, hi = lo + vd->init->nbytes;
+    const ss_onnx_model *m = p->s->model;
+    bool mapped = false;
+    for (int j = 0; j < m->n_maps && !mapped; j++) {
+        uintptr_t b = (uintptr_t)m->maps[j].base;
+        mapped = lo >= b && hi <= b + m->maps[j].len;
+    }
+    if (!mapped) return;
+    uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE);
+    lo = (lo + page - 1) & ~(page - 1);
+    hi &= ~(page - 1);
+    if (hi > lo) madvise((void *)lo, hi - lo, MADV_DONTNEED);
+}
+
+struct ss_packed {
+    ss_packed *next;
+    const void *src;
+    void *layout;
+    void *data;
+    int refs;
+};
+
+ss_packed *ss_kctx_packed_find(ss_kctx *k, const void *src, const void *layout,
+                               bool (*same)(const void *a, const void *b))
+{
+    if (!k->plan) return NULL;
+    for (ss_packed *e = k->plan->s->packed; e; e = e->next)
+        if (e->src == src && same(e->layout, layout)) {
+            e->refs++;
+            return e;
+        }
+    return NULL;
+}
+
+static void packed_free(ss_packed *e)
+{
+    free(e->layout);
+    free(e->data);
+    free(e);
+}
+
+ss_packed *ss_kctx_packed_add(ss_kctx *k, const void *src, const void *layout, size_t layout_len,
+                              void *data)
+{
+    if (!k->plan) return NULL;
+    ss_session *s = k->plan->s;
+    for (ss_packed **pe = &s->packed; *pe;) { /* unused copies of src in other layouts go */
+        ss_packed *e = *pe;
+        if (e->src == src && e->refs == 0) {
+            *pe = e->next;
+            packed_free(e);
+        } else {
+            pe = &e->next;
+        }
+    }
+    ss_packed *e = calloc(1, sizeof *e);
+    void *copy = malloc(layout_len);
+    if (!e || !copy) {
+        free(e);
+        free(copy);
+        return NULL;
+    }
+    memcpy(copy, layout, layout_len);
+    *e = (ss_packed){.next = s->packed, .src = src, .layout = copy, .data = data, .refs = 1};
+    s->packed = e;
+    return e;
+}
+
+void *ss_packed_data(const ss_packed *p)
+{
+    return p->data;
+}
+
+void ss_packed_release(ss_packed *p)
+{
+    if (p) p->refs--;
+}
+
+/* A kernel run at plan time (constant folding) gets its scratch from the heap. */
+static ss_status *fold_run(const node_def *d, ss_kctx *k)
+{
+    void *scratch = NULL;
+    if (k->scratch_bytes) {
+        scratch = aligned_alloc(ARENA_ALIGN, (k->scratch_bytes + ARENA_ALIGN - 1) / ARENA_ALIGN * ARENA_ALIGN);
+        if (!scratch) return ss_op_err(k, SS_ERR_NOMEM, "cannot allocate %zu bytes of scratch", k->scratch_bytes);
+    }
+    k->scratch = scratch;
+    ss_status *st = d->op->run(k);
+    k->scratch = NULL;
+    free(scratch);
+    return st;
+}
+
 static ss_status *fold_node(struct ss_plan *p, int ni, ss_kctx *k)
 {
     const node_def *d = &p->s->nodes[ni];
@@ -330,7 +437,7 @@ static ss_status *fold_node(struct ss_plan *p, int ni, ss_kctx *k)
         }
     }
     if (!(d->op->flags & SS_OPF_ALIAS)) {
-        ss_status *st = d->op->run(k);
+        ss_status *st = fold_run(d, k);
         if (st) return st;
     }
     for (int j = 0; j < d->n_out; j++)
@@ -353,6 +460,8 @@ static ss_status *infer_node(struct ss_plan *p, int ni, ss_tensor **ptrs)
     k->coll = s->opt.coll;
     k->plan = p;
     k->in_ids = d->in_ids;
+    k->threads = s->opt.blas_threads > 0 ? s->opt.blas_threads : openblas_get_num_threads();
+    k->bf16_weights = s->opt.weights == SS_WEIGHTS_BF16;
     int all_known = 1;
     for (int j = 0; j < d->n_in; j++) {
         int v = d->in_ids[j];
@@ -456,6 +565,11 @@ static ss_status *layout_arena(struct ss_plan *p)
         items[i].offset = off;
         if (off + items[i].size > total) total = off + items[i].size;
     }
+    /* Kernel scratch: exec nodes run one at a time, so one region of the largest need. */
+    size_t scratch = 0, scratch_off = total;
+    for (int e = 0; e < p->n_exec; e++)
+        if (p->kctx[p->exec[e]].scratch_bytes > scratch) scratch = p->kctx[p->exec[e]].scratch_bytes;
+    total += (scratch + ARENA_ALIGN - 1) / ARENA_ALIGN * ARENA_ALIGN;
     p->arena_bytes = total;
     p->arena = total ? aligned_alloc(ARENA_ALIGN, total) : NULL;
     ss_status *st = (total && !p->arena)
@@ -465,6 +579,8 @@ static ss_status *layout_arena(struct ss_plan *p)
         t->data = p->arena ? p->arena + items[i].offset : NULL; /* all-empty arena: no pointer */
         t->storage = SS_STORE_BORROWED;
     }
+    for (int e = 0; !st && scratch && e < p->n_exec; e++)
+        if (p->kctx[p->exec[e]].scratch_bytes) p->kctx[p->exec[e]].scratch = p->arena + scratch_off;
     /* Aliases of arena values: same bytes. Values are numbered in production order. */
     for (int v = 0; !st && v < nv; v++)
         if (!p->known[v] && p->root[v] != v && s->values[p->root[v]].kind != V_INPUT)
@@ -644,6 +760,11 @@ void ss_session_free(ss_session *s)
 {
     if (!s) return;
     plan_free(s->plan);
+    while (s->packed) {
+        ss_packed *e = s->packed;
+        s->packed = e->next;
+        packed_free(e);
+    }
     for (int i = 0; i < s->n_nodes; i++) {
         free(s->nodes[i].name);
         free(s->nodes[i].in_ids);

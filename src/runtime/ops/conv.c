@@ -4,12 +4,14 @@
  *
  * Every op is planned in a canonical 3-D geometry (lower ranks get leading spatial dims of size
  * 1), so one im2col and one pooling loop serve all ranks. infer resolves auto_pad, pads, strides,
- * dilations and ceil_mode into per-dim begin/end pads and output sizes. Conv is im2col + one
+ * dilations and ceil_mode into per-dim begin/end pads and output sizes. A float32 Conv with
+ * constant W and B runs on oneDNN when SHARDSERVE_KERNELS allows (conv_try_dnnl). Otherwise it is im2col + one
  * BLAS gemm per (image, group), with the column buffer sized at plan time in k->state; a 1x1
  * convolution with unit strides and no padding skips im2col and multiplies X directly. run never
  * allocates.
  */
 #include "common.h"
+#include "onednn.h"
 
 #include <cblas.h>
 #include <math.h>
@@ -157,7 +159,50 @@ typedef struct {
     bool direct;    /* Conv: 1x1, unit strides, no padding: X is already the column matrix */
     bool depthwise; /* Conv: one input and one output channel per group: taps folded row by row */
     void *col;      /* the gemm's column buffer, unless direct or depthwise */
+    ss_dnnl_conv *dnnl; /* Conv on oneDNN (float32, constant W and B) */
 } conv_plan;
+
+static void conv_release(void *state)
+{
+    ss_dnnl_conv_free(((conv_plan *)state)->dnnl);
+}
+
+/* Conv through oneDNN when the kernel mode says so (as a GEMM of N*out x C/group*kernel x M) and
+ * W (and B) are constants; on UNSUPPORTED the own im2col path stays. Under auto a 1x1 unit-stride
+ * unpadded Conv stays own: one sgemm straight on NCHW beat oneDNN plus its two layout reorders
+ * (256->64 at 56x56: 1.45 vs 1.73 ms, bench_kernels); every other measured shape went to oneDNN
+ * (3x3 64->64 56x56 3.3 -> 2.4 ms, 7x7/2 stem 4.6 -> 2.5, depthwise 3x3/2 0.35 -> 0.23). */
+static ss_status *conv_try_dnnl(ss_kctx *k, conv_plan *p)
+{
+    const ss_tensor *x = k->in[0];
+    const ss_tensor *wv = ss_kctx_value(k, 1), *bv = k->n_in > 2 && k->in[2] ? ss_kctx_value(k, 2) : NULL;
+    if (!wv || !wv->data || (k->n_in > 2 && k->in[2] && (!bv || !bv->data))) return NULL;
+    ss_kernels mode = ss_kernels_mode();
+    if (!ss_kernels_use_dnnl(mode, x->dtype, p->N * p->g.ovol, p->cg * p->g.kvol, p->M) ||
+        (mode == SS_KERNELS_AUTO && p->direct))
+        return NULL;
+    ss_dnnl_conv_desc d = {.nsp = p->g.nsp, .N = p->N, .C = p->C, .M = p->M, .group = p->group,
+                           .wei_const = wv->data, .bias_const = bv ? bv->data : NULL, .k = k};
+    for (int i = 0; i < 3; i++) {
+        d.in[i] = p->g.in[i], d.out[i] = p->g.out[i], d.kernel[i] = p->g.k[i];
+        d.stride[i] = p->g.s[i], d.dilation[i] = p->g.d[i];
+        d.pad_begin[i] = p->g.pb[i], d.pad_end[i] = p->g.pe[i];
+    }
+    int t = k->threads > 0 ? k->threads : openblas_get_num_threads();
+    d.threads = ss_dnnl_threads(p->N * p->g.ovol * p->cg * p->g.kvol * p->M, t);
+    size_t scratch = 0;
+    ss_status *st = ss_dnnl_conv_create(&d, &p->dnnl, &scratch);
+    if (st && st->code == SS_ERR_UNSUPPORTED) {
+        SS_DEBUG("%s: oneDNN: %s; the own kernel runs it", k->node_name, st->msg);
+        ss_status_free(st);
+        return NULL;
+    }
+    if (st) return ss_op_err(k, st->code, "%s", st->msg);
+    if (scratch > k->scratch_bytes) k->scratch_bytes = scratch;
+    ss_kctx_drop_const_pages(k, 1);
+    SS_DEBUG("%s: oneDNN %s", k->node_name, ss_dnnl_conv_impl(p->dnnl));
+    return NULL;
+}
 
 /* Checks X, W and B of Conv/ConvTranspose and reads kernel_shape (default: W's spatial dims). */
 static ss_status *conv_inputs(const ss_kctx *k, const char *const *attrs, int64_t *kernel)
@@ -234,6 +279,7 @@ static ss_status *conv_infer(ss_kctx *k)
     p->direct = direct;
     p->depthwise = depthwise;
     geom_shape(&g, g.out, p->N, M, k->out[0], x->dtype);
+    if (g.ovol > 0 && M > 0 && p->N > 0 && p->cg * g.kvol > 0) return conv_try_dnnl(k, p);
     return NULL;
 }
 
@@ -357,6 +403,7 @@ static ss_status *conv_run(ss_kctx *k)
     const ss_tensor *x = k->in[0], *b = k->n_in > 2 ? k->in[2] : NULL;
     size_t es = ss_dtype_size(x->dtype);
     if (p->g.ovol == 0 || p->M == 0 || p->N == 0) return NULL;
+    if (p->dnnl) return ss_dnnl_conv_run(p->dnnl, x->data, k->out[0]->data, k->scratch);
     for (int64_t n = 0; n < p->N; n++) {
         const char *xn = (const char *)x->data + (size_t)(n * p->C * p->g.ivol) * es;
         char *yn = (char *)k->out[0]->data + (size_t)(n * p->M * p->g.ovol) * es;
@@ -763,7 +810,7 @@ static ss_status *gpool_run(ss_kctx *k)
 }
 
 const ss_op_def ss_ops_conv[] = {
-    {"", "Conv", 1, 17, conv_infer, conv_run, 0},
+    {"", "Conv", 1, 17, conv_infer, conv_run, 0, conv_release},
     {"", "ConvTranspose", 1, 17, convt_infer, convt_run, 0},
     {"", "MaxPool", 1, 17, pool_infer, pool_run, 0},
     {"", "AveragePool", 1, 17, pool_infer, pool_run, 0},

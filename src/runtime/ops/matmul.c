@@ -1,21 +1,92 @@
 /*
  * MatMul (numpy semantics: 1-D promotion, broadcast batch dims) and Gemm.
  * When the right operand is a plain matrix (a Linear layer's weight), every batch row of the left
- * operand is folded into M so the whole op is one GEMM call. A float32 GEMM whose B is a constant
- * matrix (an initializer: known at plan time) and whose folded M is at most SS_GEMM_TILE_MAX_M
- * runs on gemm_kernel.c's register-tile kernels, which read B in place (OpenBLAS's sgemm would
- * repack all of B on every call); its threads follow OpenBLAS's thread count (the session's
- * blas_threads, else OPENBLAS_NUM_THREADS). Everything else goes through OpenBLAS, with sgemv /
- * dgemv when M == 1.
+ * operand is folded into M so the whole op is one GEMM call.
+ *
+ * Three kernel libraries, chosen per node at plan time (SHARDSERVE_KERNELS, see onednn.h):
+ *  - oneDNN (float32): a matmul primitive made for the node's fixed shapes; constant weights are
+ *    reordered once into its preferred layout (bf16 with --weights bf16 on CPUs with native bf16
+ *    math) and the file-mapped original's pages are dropped; Gemm's C is its bias.
+ *  - own (gemm_kernel.c): float32 with B a constant matrix and folded M <= SS_GEMM_TILE_MAX_M:
+ *    register-tile kernels that read B in place.
+ *  - OpenBLAS: everything else (float64, odd cases), sgemv / dgemv when M == 1.
+ * auto takes the measured best per shape class (onednn.c: ss_kernels_use_dnnl; the numbers are
+ * in bench/RUNTIME.md): tiny products and GEMVs (M == 1) stay on the own kernel or OpenBLAS,
+ * everything else goes to oneDNN.
  */
 #include "../op.h"
 #include "gemm_kernel.h"
+#include "onednn.h"
 
 #include <cblas.h>
 #include <stdlib.h>
 #include <string.h>
 
 static const ss_dtype float_types[] = {SS_DT_FLOAT32, SS_DT_FLOAT64};
+
+typedef enum { PATH_BLAS = 0, PATH_OWN, PATH_DNNL } gemm_path;
+
+/* The kernel a node runs on, decided at plan time. */
+typedef struct {
+    gemm_path path;
+    ss_gemm_variant small; /* PATH_OWN */
+    int threads;           /* PATH_OWN: parts of the own pool */
+    ss_dnnl_matmul *dnnl;  /* PATH_DNNL */
+} kernel_choice;
+
+static int session_threads(const ss_kctx *k)
+{
+    return k->threads > 0 ? k->threads : openblas_get_num_threads();
+}
+
+/* The own small-M kernel for a float32 GEMM of M rows whose B (input b_index) is a constant
+ * matrix, or SS_GEMM_AUTO when it does not apply. Reserves the worker pool at plan time. */
+static ss_gemm_variant small_variant(ss_kctx *k, int b_index, int64_t M, int *threads)
+{
+    const ss_tensor *b = k->in[b_index];
+    if (b->dtype != SS_DT_FLOAT32 || b->ndim != 2 || M < 1 || M > SS_GEMM_TILE_MAX_M ||
+        !ss_kctx_value(k, b_index))
+        return SS_GEMM_AUTO;
+    ss_gemm_variant v = ss_gemm_pick();
+    if (v == SS_GEMM_BLAS) return SS_GEMM_AUTO;
+    int t = session_threads(k);
+    *threads = t > 1 ? ss_gemm_pool_reserve(t) : 1;
+    return v;
+}
+
+/* Makes the oneDNN primitive; on UNSUPPORTED the node falls back (returns NULL, c unchanged). */
+static ss_status *try_dnnl(ss_kctx *k, ss_dnnl_matmul_desc *d, int b_index, kernel_choice *c)
+{
+    int64_t macs = d->src_dims[d->nd - 2] * d->src_dims[d->nd - 1] * d->wei_dims[d->nd - 1];
+    for (int i = 0; i < d->nd - 2; i++) macs *= d->dst_dims[i];
+    d->threads = ss_dnnl_threads(macs, session_threads(k));
+    d->bf16 = k->bf16_weights && d->wei_const && ss_dnnl_bf16_native();
+    d->k = k;
+    size_t scratch = 0;
+    ss_status *st = ss_dnnl_matmul_create(d, &c->dnnl, &scratch);
+    if (st && st->code == SS_ERR_UNSUPPORTED && d->bf16) { /* bf16 not taken: f32 then */
+        ss_status_free(st);
+        d->bf16 = false;
+        st = ss_dnnl_matmul_create(d, &c->dnnl, &scratch);
+    }
+    if (st && st->code == SS_ERR_UNSUPPORTED) {
+        SS_DEBUG("%s: oneDNN: %s; another kernel runs it", k->node_name, st->msg);
+        ss_status_free(st);
+        return NULL;
+    }
+    if (st) return ss_op_err(k, st->code, "%s", st->msg);
+    c->path = PATH_DNNL;
+    if (scratch > k->scratch_bytes) k->scratch_bytes = scratch;
+    if (d->wei_const && ss_dnnl_matmul_owns_weights(c->dnnl)) ss_kctx_drop_const_pages(k, b_index);
+    SS_DEBUG("%s: oneDNN %s", k->node_name, ss_dnnl_matmul_impl(c->dnnl));
+    return NULL;
+}
+
+static void release_choice(kernel_choice *c)
+{
+    ss_dnnl_matmul_free(c->dnnl);
+    c->dnnl = NULL;
+}
 
 typedef struct {
     int64_t M, K, N;
@@ -25,23 +96,45 @@ typedef struct {
         b_stride[SS_MAX_DIMS]; /* per batch dim, in matrices (0 = broadcast) */
     int64_t n_batch;
     bool fold_a; /* b is one matrix and a's batch is contiguous: one gemm with M * n_batch rows */
-    ss_gemm_variant small; /* != AUTO: the small-M kernel on constant B (fold_a only) */
-    int threads;
+    kernel_choice kc;
 } matmul_plan;
 
-/* The small-M kernel for a float32 GEMM of M rows whose B (input b_index) is a constant matrix,
- * or SS_GEMM_AUTO when OpenBLAS should do it. Reserves the worker pool at plan time. */
-static ss_gemm_variant small_variant(ss_kctx *k, int b_index, int64_t M, int *threads)
+static void matmul_release(void *state)
 {
-    const ss_tensor *b = k->in[b_index];
-    if (b->dtype != SS_DT_FLOAT32 || b->ndim != 2 || M < 1 || M > SS_GEMM_TILE_MAX_M ||
-        !ss_kctx_value(k, b_index))
-        return SS_GEMM_AUTO;
-    ss_gemm_variant v = ss_gemm_pick();
-    if (v == SS_GEMM_BLAS) return SS_GEMM_AUTO;
-    int t = openblas_get_num_threads();
-    *threads = t > 1 ? ss_gemm_pool_reserve(t) : 1;
-    return v;
+    release_choice(&((matmul_plan *)state)->kc);
+}
+
+/* Dense row-major strides for dims. */
+static void dense_strides(int nd, const int64_t *dims, int64_t *strides)
+{
+    int64_t s = 1;
+    for (int i = nd - 1; i >= 0; i--) strides[i] = s, s *= dims[i];
+}
+
+/* MatMul through oneDNN: 2-D when a folds (one weight matrix), else batched with a's and b's
+ * batch dims padded to the output's rank (size-1 dims broadcast). */
+static ss_status *matmul_dnnl(ss_kctx *k, matmul_plan *p, const int64_t *ad, int an,
+                              const int64_t *bd, int bn)
+{
+    ss_dnnl_matmul_desc d = {0};
+    int nd = p->fold_a ? 2 : p->batch_nd + 2;
+    d.nd = nd;
+    for (int i = 0; i < nd - 2; i++) {
+        int ia = i - (nd - an), ib = i - (nd - bn);
+        d.src_dims[i] = ia >= 0 ? ad[ia] : 1;
+        d.wei_dims[i] = ib >= 0 ? bd[ib] : 1;
+        d.dst_dims[i] = p->batch[i];
+    }
+    d.src_dims[nd - 2] = p->fold_a ? p->M * p->n_batch : p->M;
+    d.src_dims[nd - 1] = d.wei_dims[nd - 2] = p->K;
+    d.wei_dims[nd - 1] = p->N;
+    d.dst_dims[nd - 2] = d.src_dims[nd - 2];
+    d.dst_dims[nd - 1] = p->N;
+    dense_strides(nd, d.src_dims, d.src_strides);
+    dense_strides(nd, d.wei_dims, d.wei_strides);
+    const ss_tensor *bv = ss_kctx_value(k, 1);
+    d.wei_const = bv && bv->data ? bv->data : NULL;
+    return try_dnnl(k, &d, 1, &p->kc);
 }
 
 static ss_status *matmul_infer(ss_kctx *k)
@@ -94,7 +187,15 @@ static ss_status *matmul_infer(ss_kctx *k)
         p->n_batch *= p->batch[i];
     }
     p->fold_a = bs == 1 && as == p->n_batch;
-    if (p->fold_a && bn == b->ndim) p->small = small_variant(k, 1, p->M * p->n_batch, &p->threads);
+    ss_kernels mode = ss_kernels_mode();
+    if (ss_kernels_use_dnnl(mode, a->dtype, p->M * p->n_batch, p->K, p->N)) {
+        st = matmul_dnnl(k, p, ad, an, bd, bn);
+        if (st) return st;
+    }
+    if (p->kc.path != PATH_DNNL && mode != SS_KERNELS_BLAS && p->fold_a && bn == b->ndim) {
+        p->kc.small = small_variant(k, 1, p->M * p->n_batch, &p->kc.threads);
+        if (p->kc.small != SS_GEMM_AUTO) p->kc.path = PATH_OWN;
+    }
     ss_tensor *o = k->out[0];
     o->dtype = a->dtype;
     o->ndim = 0;
@@ -143,9 +244,12 @@ static ss_status *matmul_run(ss_kctx *k)
         memset(C, 0, k->out[0]->nbytes);
         return NULL;
     }
-    if (p->small != SS_GEMM_AUTO) {
-        ss_gemm_small(p->small, M * p->n_batch, N, K, 1.0f, (const float *)A, K, (const float *)B,
-                      N, false, (float *)C, N, p->threads);
+    if (p->kc.path == PATH_DNNL)
+        return ss_dnnl_matmul_run(p->kc.dnnl, (const float *)A, (const float *)B, NULL, (float *)C,
+                                  k->scratch);
+    if (p->kc.path == PATH_OWN) {
+        ss_gemm_small(p->kc.small, M * p->n_batch, N, K, 1.0f, (const float *)A, K,
+                      (const float *)B, N, false, (float *)C, N, p->kc.threads);
         return NULL;
     }
     if (p->fold_a) {
@@ -171,9 +275,43 @@ typedef struct {
     bool ta, tb;
     int64_t M, N, K;
     float alpha, beta;
-    ss_gemm_variant small; /* != AUTO: the small-M kernel on constant B */
-    int threads;
+    kernel_choice kc;
+    bool dnnl_bias; /* oneDNN adds C itself */
 } gemm_plan;
+
+static void gemm_release(void *state)
+{
+    release_choice(&((gemm_plan *)state)->kc);
+}
+
+/* Gemm through oneDNN: transposes are stride swaps, C (beta * C when constant) is the bias.
+ * alpha != 1, and beta != 1 on a C known only at run time, stay with the other kernels. */
+static ss_status *gemm_dnnl(ss_kctx *k, gemm_plan *p)
+{
+    const ss_tensor *c = k->n_in > 2 ? k->in[2] : NULL;
+    const ss_tensor *cv = c ? ss_kctx_value(k, 2) : NULL;
+    bool c_const = cv && cv->data;
+    bool use_c = c && p->beta != 0.0f;
+    if (p->alpha != 1.0f || (use_c && p->beta != 1.0f && !c_const)) return NULL;
+    ss_dnnl_matmul_desc d = {.nd = 2};
+    d.src_dims[0] = d.dst_dims[0] = p->M;
+    d.src_dims[1] = d.wei_dims[0] = p->K;
+    d.wei_dims[1] = d.dst_dims[1] = p->N;
+    d.src_strides[0] = p->ta ? 1 : p->K, d.src_strides[1] = p->ta ? p->M : 1;
+    d.wei_strides[0] = p->tb ? 1 : p->N, d.wei_strides[1] = p->tb ? p->K : 1;
+    const ss_tensor *bv = ss_kctx_value(k, 1);
+    d.wei_const = bv && bv->data ? bv->data : NULL;
+    if (use_c) {
+        d.has_bias = true;
+        d.bias_dims[0] = c->ndim == 2 ? c->dims[0] : 1;
+        d.bias_dims[1] = c->ndim >= 1 ? c->dims[c->ndim - 1] : 1;
+        d.bias_const = c_const ? cv->data : NULL;
+        d.bias_scale = p->beta;
+    }
+    ss_status *st = try_dnnl(k, &d, 1, &p->kc);
+    p->dnnl_bias = use_c && p->kc.path == PATH_DNNL;
+    return st;
+}
 
 static ss_status *gemm_infer(ss_kctx *k)
 {
@@ -209,7 +347,15 @@ static ss_status *gemm_infer(ss_kctx *k)
             return ss_op_err(k, SS_ERR_INVALID, "C does not broadcast to [%lld,%lld]",
                              (long long)p->M, (long long)p->N);
     }
-    if (!p->ta && !p->tb) p->small = small_variant(k, 1, p->M, &p->threads);
+    ss_kernels mode = ss_kernels_mode();
+    if (ss_kernels_use_dnnl(mode, a->dtype, p->M, p->K, p->N)) {
+        st = gemm_dnnl(k, p);
+        if (st) return st;
+    }
+    if (p->kc.path != PATH_DNNL && mode != SS_KERNELS_BLAS && !p->ta && !p->tb) {
+        p->kc.small = small_variant(k, 1, p->M, &p->kc.threads);
+        if (p->kc.small != SS_GEMM_AUTO) p->kc.path = PATH_OWN;
+    }
     ss_tensor *o = k->out[0];
     o->dtype = a->dtype;
     o->ndim = 2;
@@ -251,6 +397,9 @@ static ss_status *gemm_run(ss_kctx *k)
     const gemm_plan *p = k->state;
     const ss_tensor *a = k->in[0], *b = k->in[1], *c = k->n_in > 2 ? k->in[2] : NULL;
     void *out = k->out[0]->data;
+    if (p->kc.path == PATH_DNNL)
+        return ss_dnnl_matmul_run(p->kc.dnnl, a->data, b->data, p->dnnl_bias ? c->data : NULL, out,
+                                  k->scratch);
     float beta = 0.0f;
     if (c && p->beta != 0.0f) {
         fill_bias(c, a->dtype, p->M, p->N, p->beta, out);
@@ -260,9 +409,9 @@ static ss_status *gemm_run(ss_kctx *k)
         if (beta == 0.0f) memset(out, 0, k->out[0]->nbytes);
         return NULL;
     }
-    if (p->small != SS_GEMM_AUTO) {
-        ss_gemm_small(p->small, p->M, p->N, p->K, p->alpha, a->data, a->dims[1], b->data,
-                      b->dims[1], beta != 0.0f, out, p->N, p->threads);
+    if (p->kc.path == PATH_OWN) {
+        ss_gemm_small(p->kc.small, p->M, p->N, p->K, p->alpha, a->data, a->dims[1], b->data,
+                      b->dims[1], beta != 0.0f, out, p->N, p->kc.threads);
         return NULL;
     }
     gemm(a->dtype, p->ta, p->tb, p->M, p->N, p->K, p->alpha, a->data, a->dims[1], b->data,
@@ -271,7 +420,7 @@ static ss_status *gemm_run(ss_kctx *k)
 }
 
 const ss_op_def ss_ops_matmul[] = {
-    {"", "MatMul", 1, 17, matmul_infer, matmul_run, 0},
-    {"", "Gemm", 7, 17, gemm_infer, gemm_run, 0},
+    {"", "MatMul", 1, 17, matmul_infer, matmul_run, 0, matmul_release},
+    {"", "Gemm", 7, 17, gemm_infer, gemm_run, 0, gemm_release},
     {0},
 };

@@ -1,0 +1,632 @@
+/*
+ * oneDNN matmul primitives for the runtime (see onednn.h) and the SHARDSERVE_KERNELS switch.
+ *
+ * One CPU engine per process, made on first use (plan time). Each ss_dnnl_matmul owns its
+ * primitive, a stream and memory objects created with DNNL_MEMORY_NONE whose data handles are
+ * re-pointed on every run (a pointer swap in 2.6). Constant weights are reordered once into the
+ * primitive's preferred layout; in bf16 mode into bf16, and the f32 activations are reordered to
+ * bf16 per run into the scratch area, after the primitive's own scratchpad.
+ */
+#include "onednn.h"
+
+#include <oneapi/dnnl/dnnl.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define ALIGN 64
+
+/* libgomp's (oneDNN's OpenMP runtime), declared here rather than through a compiler's omp.h,
+ * which under clang belongs to another runtime. */
+extern int omp_get_max_threads(void);
+extern void omp_set_num_threads(int n);
+
+struct ss_dnnl_matmul {
+    dnnl_primitive_t prim;
+    dnnl_stream_t stream;
+    dnnl_memory_t src, wei, bias, dst, scratch;
+    dnnl_primitive_t src_reorder; /* bf16: f32 activations -> bf16 */
+    dnnl_memory_t src_f32;
+    size_t prim_scratch, src_bf16_bytes;
+    void *wei_packed, *bias_packed; /* owned copies (NULL: the caller's bytes are used) */
+    ss_packed *wei_ref;             /* or the session's packed copy */
+    bool wei_const, bias_const, owns_weights;
+    int threads;
+    char impl[64];
+};
+
+static dnnl_engine_t engine;
+static pthread_once_t engine_once = PTHREAD_ONCE_INIT;
+static ss_kernels forced;
+static unsigned long n_calls, n_bf16_calls, n_conv_calls, n_packs;
+
+/* ------------------------------------------------------------------ kernel selection */
+
+static const char *kernel_names[] = {"auto", "onednn", "own", "blas"};
+
+const char *ss_kernels_name(ss_kernels k)
+{
+    return (unsigned)k < 4 ? kernel_names[k] : "?";
+}
+
+void ss_kernels_force(ss_kernels k)
+{
+    forced = k;
+}
+
+ss_kernels ss_kernels_mode(void)
+{
+    if (forced != SS_KERNELS_AUTO) return forced;
+    const char *e = getenv("SHARDSERVE_KERNELS");
+    if (!e || !*e) return SS_KERNELS_AUTO;
+    for (int i = 0; i < 4; i++)
+        if (strcmp(e, kernel_names[i]) == 0) return (ss_kernels)i;
+    static bool warned;
+    if (!warned) {
+        warned = true;
+        SS_WARN("SHARDSERVE_KERNELS='%s' is not one of auto, onednn, own, blas: using auto", e);
+    }
+    return SS_KERNELS_AUTO;
+}
+
+/* Shape classes, from bench_kernels on AMD EPYC (Zen 4, avx512_core_bf16), 1 thread, us per
+ * call own / OpenBLAS / oneDNN (bench/RUNTIME.md):
+ *  - tiny (1x64x32 Gemm): 0.3 / 0.3 / 0.7: a primitive's fixed cost per call dominates;
+ *  - GEMV (M == 1, 1x4096x4096): 3600 / 3270 / 4830: memory-bound, the own GEMV streams W;
+ *  - everything else: oneDNN ahead or level (128x96x16 22 / 4.7 / 5.0, 8x256x256 Gemm
+ *    38 / 39 / 14, 32x4096x4096 19500 / 22200 / 13000).
+ * Below AUTO_DNNL_MIN_PAR_MACS a primitive runs on one thread: at 2 threads the fork/join cost
+ * tripled 128x96x16 (5 -> 15 us). */
+#define AUTO_DNNL_MIN_MACS (1 << 15)
+#define AUTO_DNNL_MIN_PAR_MACS (1 << 22)
+
+bool ss_kernels_use_dnnl(ss_kernels mode, ss_dtype dt, int64_t M, int64_t K, int64_t N)
+{
+    if (dt != SS_DT_FLOAT32 || M <= 0 || K <= 0 || N <= 0) return false;
+    if (mode == SS_KERNELS_ONEDNN) return true;
+    return mode == SS_KERNELS_AUTO && M > 1 && (double)M * (double)K * (double)N >= AUTO_DNNL_MIN_MACS;
+}
+
+int ss_dnnl_threads(int64_t macs, int threads)
+{
+    return macs < AUTO_DNNL_MIN_PAR_MACS ? 1 : threads;
+}
+
+unsigned long ss_dnnl_calls(void)
+{
+    return __atomic_load_n(&n_calls, __ATOMIC_RELAXED);
+}
+
+unsigned long ss_dnnl_packs(void)
+{
+    return __atomic_load_n(&n_packs, __ATOMIC_RELAXED);
+}
+
+unsigned long ss_dnnl_bf16_calls(void)
+{
+    return __atomic_load_n(&n_bf16_calls, __ATOMIC_RELAXED);
+}
+
+/* ------------------------------------------------------------------ engine and ISA */
+
+static void engine_init(void)
+{
+    if (dnnl_engine_create(&engine, dnnl_cpu, 0) != dnnl_success) engine = NULL;
+}
+
+static dnnl_engine_t get_engine(void)
+{
+    pthread_once(&engine_once, engine_init);
+    return engine;
+}
+
+const char *ss_dnnl_isa_name(void)
+{
+    switch (dnnl_get_effective_cpu_isa()) {
+    case dnnl_cpu_isa_sse41: return "sse41";
+    case dnnl_cpu_isa_avx: return "avx";
+    case dnnl_cpu_isa_avx2: return "avx2";
+    case dnnl_cpu_isa_avx2_vnni: return "avx2_vnni";
+    case dnnl_cpu_isa_avx512_core: return "avx512_core";
+    case dnnl_cpu_isa_avx512_core_vnni: return "avx512_core_vnni";
+    case dnnl_cpu_isa_avx512_core_bf16: return "avx512_core_bf16";
+    case dnnl_cpu_isa_avx512_core_amx: return "avx512_core_amx";
+    default: return "other";
+    }
+}
+
+bool ss_dnnl_bf16_native(void)
+{
+    unsigned isa = (unsigned)dnnl_get_effective_cpu_isa();
+    return (isa & (unsigned)dnnl_cpu_isa_avx512_core_bf16) == (unsigned)dnnl_cpu_isa_avx512_core_bf16;
+}
+
+/* ------------------------------------------------------------------ helpers */
+
+static ss_status *dnnl_err(dnnl_status_t s, const char *what)
+{
+    ss_code code = s == dnnl_unimplemented ? SS_ERR_UNSUPPORTED
+                   : s == dnnl_out_of_memory ? SS_ERR_NOMEM : SS_ERR_INTERNAL;
+    return ss_errf(code, "oneDNN %s failed (status %d)", what, (int)s);
+}
+
+static void set_threads(int threads)
+{
+    if (threads > 0 && omp_get_max_threads() != threads) omp_set_num_threads(threads);
+}
+
+static size_t round_up(size_t n)
+{
+    return (n + ALIGN - 1) / ALIGN * ALIGN;
+}
+
+static dnnl_status_t plain_md(dnnl_memory_desc_t *md, int nd, const int64_t *dims,
+                              const int64_t *strides, dnnl_data_type_t dt)
+{
+    dnnl_dims_t d, s;
+    for (int i = 0; i < nd; i++) d[i] = dims[i];
+    if (strides) {
+        for (int i = 0; i < nd; i++) s[i] = strides[i];
+        return dnnl_memory_desc_init_by_strides(md, nd, d, dt, s);
+    }
+    static const dnnl_format_tag_t tags[] = {dnnl_format_tag_undef, dnnl_a, dnnl_ab, dnnl_abc,
+                                             dnnl_abcd, dnnl_abcde, dnnl_abcdef};
+    if (nd <= 6) return dnnl_memory_desc_init_by_tag(md, nd, d, dt, tags[nd]);
+    int64_t st = 1; /* dense row-major beyond 6 dims */
+    for (int i = nd - 1; i >= 0; i--) s[i] = st, st *= dims[i];
+    return dnnl_memory_desc_init_by_strides(md, nd, d, dt, s);
+}
+
+/* Runs a one-shot reorder from `from` (md, data) to `to` (md, data) at plan time. */
+static ss_status *reorder_once(const dnnl_memory_desc_t *from_md, const void *from,
+                               const dnnl_memory_desc_t *to_md, void *to, int threads)
+{
+    dnnl_primitive_desc_t pd = NULL;
+    dnnl_primitive_t p = NULL;
+    dnnl_memory_t a = NULL, b = NULL;
+    dnnl_stream_t s = NULL;
+    dnnl_status_t r = dnnl_reorder_primitive_desc_create(&pd, from_md, engine, to_md, engine, NULL);
+    if (r == dnnl_success) r = dnnl_primitive_create(&p, pd);
+    if (r == dnnl_success) r = dnnl_memory_create(&a, from_md, engine, (void *)from);
+    if (r == dnnl_success) r = dnnl_memory_create(&b, to_md, engine, to);
+    if (r == dnnl_success) r = dnnl_stream_create(&s, engine, dnnl_stream_default_flags);
+    if (r == dnnl_success) {
+        set_threads(threads);
+        dnnl_exec_arg_t args[2] = {{DNNL_ARG_FROM, a}, {DNNL_ARG_TO, b}};
+        r = dnnl_primitive_execute(p, s, 2, args);
+        if (r == dnnl_success) r = dnnl_stream_wait(s);
+    }
+    if (s) dnnl_stream_destroy(s);
+    if (a) dnnl_memory_destroy(a);
+    if (b) dnnl_memory_destroy(b);
+    if (p) dnnl_primitive_destroy(p);
+    if (pd) dnnl_primitive_desc_destroy(pd);
+    return r == dnnl_success ? NULL : dnnl_err(r, "weight reorder");
+}
+
+/* ------------------------------------------------------------------ matmul */
+
+void ss_dnnl_matmul_free(ss_dnnl_matmul *m)
+{
+    if (!m) return;
+    dnnl_memory_t mems[] = {m->src, m->wei, m->bias, m->dst, m->scratch, m->src_f32};
+    for (size_t i = 0; i < sizeof mems / sizeof mems[0]; i++)
+        if (mems[i]) dnnl_memory_destroy(mems[i]);
+    if (m->prim) dnnl_primitive_destroy(m->prim);
+    if (m->src_reorder) dnnl_primitive_destroy(m->src_reorder);
+    if (m->stream) dnnl_stream_destroy(m->stream);
+    ss_packed_release(m->wei_ref);
+    free(m->wei_packed);
+    free(m->bias_packed);
+    free(m);
+}
+
+const char *ss_dnnl_matmul_impl(const ss_dnnl_matmul *m)
+{
+    return m->impl;
+}
+
+bool ss_dnnl_matmul_owns_weights(const ss_dnnl_matmul *m)
+{
+    return m->owns_weights;
+}
+
+static bool same_md(const void *a, const void *b)
+{
+    return dnnl_memory_desc_equal(a, b);
+}
+
+/* src (user_md) in the layout `want`: the session's copy if it has one, else reordered now into
+ * a new buffer that goes to the session (*ref) or, without one, to the caller (*owned). */
+static ss_status *packed_copy(ss_kctx *k, const void *src, const dnnl_memory_desc_t *user_md,
+                              const dnnl_memory_desc_t *want, int threads, ss_packed **ref,
+                              void **owned, void **handle)
+{
+    if (k && (*ref = ss_kctx_packed_find(k, src, want, same_md))) {
+        *handle = ss_packed_data(*ref);
+        return NULL;
+    }
+    size_t sz = dnnl_memory_desc_get_size(want);
+    void *buf = aligned_alloc(ALIGN, round_up(sz ? sz : 1));
+    if (!buf) return ss_errf(SS_ERR_NOMEM, "cannot allocate %zu bytes of packed weights", sz);
+    ss_status *st = reorder_once(user_md, src, want, buf, threads);
+    if (st) {
+        free(buf);
+        return st;
+    }
+    __atomic_add_fetch(&n_packs, 1, __ATOMIC_RELAXED);
+    *handle = buf;
+    if (!k || !(*ref = ss_kctx_packed_add(k, src, want, sizeof *want, buf))) *owned = buf;
+    return NULL;
+}
+
+/* Constant weights into the primitive's layout: a copy unless the layout is the given one. */
+static ss_status *pack_weights(ss_dnnl_matmul *m, const ss_dnnl_matmul_desc *d,
+                               const dnnl_memory_desc_t *user_md, const dnnl_memory_desc_t *want)
+{
+    void *handle = (void *)d->wei_const;
+    if (!dnnl_memory_desc_equal(user_md, want)) {
+        ss_status *st = packed_copy(d->k, d->wei_const, user_md, want, d->threads, &m->wei_ref,
+                                    &m->wei_packed, &handle);
+        if (st) return st;
+        m->owns_weights = true;
+    }
+    return dnnl_memory_create(&m->wei, want, engine, handle) == dnnl_success
+               ? NULL : ss_errf(SS_ERR_NOMEM, "oneDNN memory");
+}
+
+/* A constant bias: one scaled dense copy (its bytes are the model's, beta applies). */
+static ss_status *copy_bias(ss_dnnl_matmul *m, const ss_dnnl_matmul_desc *d, const dnnl_memory_desc_t *md)
+{
+    size_t n = dnnl_memory_desc_get_size(md) / sizeof(float);
+    m->bias_packed = aligned_alloc(ALIGN, round_up(n * sizeof(float) + 1));
+    if (!m->bias_packed) return ss_errf(SS_ERR_NOMEM, "out of memory");
+    for (size_t i = 0; i < n; i++)
+        ((float *)m->bias_packed)[i] = d->bias_scale * d->bias_const[i];
+    m->bias_const = true;
+    return dnnl_memory_create(&m->bias, md, engine, m->bias_packed) == dnnl_success
+               ? NULL : ss_errf(SS_ERR_NOMEM, "oneDNN memory");
+}
+
+static dnnl_status_t make_reorder(const dnnl_memory_desc_t *from, const dnnl_memory_desc_t *to,
+                                  dnnl_primitive_t *out);
+
+/* The per-run f32 -> bf16 reorder of the activations (bf16 mode). */
+static ss_status *make_src_reorder(ss_dnnl_matmul *m, const dnnl_memory_desc_t *f32_md,
+                                   const dnnl_memory_desc_t *bf16_md)
+{
+    dnnl_status_t r = make_reorder(f32_md, bf16_md, &m->src_reorder);
+    if (r == dnnl_success) r = dnnl_memory_create(&m->src_f32, f32_md, engine, DNNL_MEMORY_NONE);
+    m->src_bf16_bytes = round_up(dnnl_memory_desc_get_size(bf16_md));
+    return r == dnnl_success ? NULL : dnnl_err(r, "activation reorder");
+}
+
+static ss_status *make_primitive(ss_dnnl_matmul *m, const ss_dnnl_matmul_desc *d,
+                                 dnnl_primitive_desc_t *pd_out)
+{
+    dnnl_data_type_t in_dt = d->bf16 ? dnnl_bf16 : dnnl_f32;
+    dnnl_memory_desc_t src_md, wei_md, dst_md, bias_md, src_user;
+    dnnl_status_t r = plain_md(&src_user, d->nd, d->src_dims, d->src_strides, dnnl_f32);
+    if (r == dnnl_success)
+        r = d->bf16 ? plain_md(&src_md, d->nd, d->src_dims, NULL, dnnl_bf16)
+                    : plain_md(&src_md, d->nd, d->src_dims, d->src_strides, dnnl_f32);
+    if (r == dnnl_success) {
+        if (d->wei_const) {
+            dnnl_dims_t wd;
+            for (int i = 0; i < d->nd; i++) wd[i] = d->wei_dims[i];
+            r = dnnl_memory_desc_init_by_tag(&wei_md, d->nd, wd, in_dt, dnnl_format_tag_any);
+        } else {
+            r = plain_md(&wei_md, d->nd, d->wei_dims, d->wei_strides, dnnl_f32);
+        }
+    }
+    if (r == dnnl_success) r = plain_md(&dst_md, d->nd, d->dst_dims, NULL, dnnl_f32);
+    if (r == dnnl_success && d->has_bias) r = plain_md(&bias_md, d->nd, d->bias_dims, NULL, dnnl_f32);
+    dnnl_matmul_desc_t md;
+    if (r == dnnl_success)
+        r = dnnl_matmul_desc_init(&md, &src_md, &wei_md, d->has_bias ? &bias_md : NULL, &dst_md);
+    dnnl_primitive_attr_t attr = NULL;
+    if (r == dnnl_success) r = dnnl_primitive_attr_create(&attr);
+    if (r == dnnl_success) r = dnnl_primitive_attr_set_scratchpad_mode(attr, dnnl_scratchpad_mode_user);
+    set_threads(d->threads);
+    if (r == dnnl_success) r = dnnl_primitive_desc_create(pd_out, &md, attr, engine, NULL);
+    if (attr) dnnl_primitive_attr_destroy(attr);
+    if (r != dnnl_success) return dnnl_err(r, "matmul primitive");
+    r = dnnl_memory_create(&m->src, &src_md, engine, DNNL_MEMORY_NONE);
+    if (r == dnnl_success) r = dnnl_memory_create(&m->dst, &dst_md, engine, DNNL_MEMORY_NONE);
+    if (r == dnnl_success && !d->wei_const)
+        r = dnnl_memory_create(&m->wei, &wei_md, engine, DNNL_MEMORY_NONE);
+    if (r != dnnl_success) return dnnl_err(r, "memory");
+    ss_status *st = d->bf16 ? make_src_reorder(m, &src_user, &src_md) : NULL;
+    if (!st && d->has_bias)
+        st = d->bias_const ? copy_bias(m, d, &bias_md)
+             : dnnl_memory_create(&m->bias, &bias_md, engine, DNNL_MEMORY_NONE) == dnnl_success
+                 ? NULL : ss_errf(SS_ERR_NOMEM, "oneDNN memory");
+    return st;
+}
+
+ss_status *ss_dnnl_matmul_create(const ss_dnnl_matmul_desc *d, ss_dnnl_matmul **out,
+                                 size_t *scratch_bytes)
+{
+    *out = NULL;
+    *scratch_bytes = 0;
+    if (!get_engine()) return ss_errf(SS_ERR_UNSUPPORTED, "oneDNN has no CPU engine");
+    if (d->nd < 2 || d->nd > SS_DNNL_MAX_DIMS || (d->bf16 && !d->wei_const))
+        return ss_errf(SS_ERR_UNSUPPORTED, "oneDNN matmul: case not handled");
+    ss_dnnl_matmul *m = calloc(1, sizeof *m);
+    if (!m) return ss_errf(SS_ERR_NOMEM, "out of memory");
+    m->threads = d->threads;
+    m->wei_const = d->wei_const != NULL;
+    dnnl_primitive_desc_t pd = NULL;
+    ss_status *st = make_primitive(m, d, &pd);
+    if (!st && d->wei_const) {
+        dnnl_memory_desc_t user_md;
+        plain_md(&user_md, d->nd, d->wei_dims, d->wei_strides, dnnl_f32);
+        st = pack_weights(m, d, &user_md, dnnl_primitive_desc_query_md(pd, dnnl_query_weights_md, 0));
+    }
+    if (!st) {
+        const dnnl_memory_desc_t *sp = dnnl_primitive_desc_query_md(pd, dnnl_query_scratchpad_md, 0);
+        m->prim_scratch = sp ? round_up(dnnl_memory_desc_get_size(sp)) : 0;
+        if (m->prim_scratch &&
+            dnnl_memory_create(&m->scratch, sp, engine, DNNL_MEMORY_NONE) != dnnl_success)
+            st = ss_errf(SS_ERR_NOMEM, "oneDNN memory");
+        const char *impl = NULL;
+        dnnl_primitive_desc_query(pd, dnnl_query_impl_info_str, 0, &impl);
+        snprintf(m->impl, sizeof m->impl, "%s", impl ? impl : "?");
+    }
+    if (!st && dnnl_primitive_create(&m->prim, pd) != dnnl_success)
+        st = ss_errf(SS_ERR_INTERNAL, "oneDNN: cannot create the matmul primitive");
+    if (!st && dnnl_stream_create(&m->stream, engine, dnnl_stream_default_flags) != dnnl_success)
+        st = ss_errf(SS_ERR_INTERNAL, "oneDNN: cannot create a stream");
+    if (pd) dnnl_primitive_desc_destroy(pd);
+    if (st) {
+        ss_dnnl_matmul_free(m);
+        return st;
+    }
+    *scratch_bytes = m->prim_scratch + m->src_bf16_bytes;
+    *out = m;
+    return NULL;
+}
+
+ss_status *ss_dnnl_matmul_run(ss_dnnl_matmul *m, const float *src, const float *wei,
+                              const float *bias, float *dst, void *scratch)
+{
+    set_threads(m->threads);
+    dnnl_status_t r = dnnl_success;
+    if (m->src_reorder) { /* bf16: the activations go to the scratch area after the pad's end */
+        void *bf = (char *)scratch + m->prim_scratch;
+        dnnl_memory_set_data_handle(m->src_f32, (void *)src);
+        dnnl_memory_set_data_handle(m->src, bf);
+        dnnl_exec_arg_t ra[2] = {{DNNL_ARG_FROM, m->src_f32}, {DNNL_ARG_TO, m->src}};
+        r = dnnl_primitive_execute(m->src_reorder, m->stream, 2, ra);
+    } else {
+        dnnl_memory_set_data_handle(m->src, (void *)src);
+    }
+    dnnl_exec_arg_t args[5];
+    int n = 0;
+    args[n++] = (dnnl_exec_arg_t){DNNL_ARG_SRC, m->src};
+    if (!m->wei_const) dnnl_memory_set_data_handle(m->wei, (void *)wei);
+    args[n++] = (dnnl_exec_arg_t){DNNL_ARG_WEIGHTS, m->wei};
+    if (m->bias) {
+        if (!m->bias_const) dnnl_memory_set_data_handle(m->bias, (void *)bias);
+        args[n++] = (dnnl_exec_arg_t){DNNL_ARG_BIAS, m->bias};
+    }
+    dnnl_memory_set_data_handle(m->dst, dst);
+    args[n++] = (dnnl_exec_arg_t){DNNL_ARG_DST, m->dst};
+    if (m->scratch) {
+        dnnl_memory_set_data_handle(m->scratch, scratch);
+        args[n++] = (dnnl_exec_arg_t){DNNL_ARG_SCRATCHPAD, m->scratch};
+    }
+    if (r == dnnl_success) r = dnnl_primitive_execute(m->prim, m->stream, n, args);
+    if (r == dnnl_success) r = dnnl_stream_wait(m->stream);
+    __atomic_add_fetch(m->src_reorder ? &n_bf16_calls : &n_calls, 1, __ATOMIC_RELAXED);
+    return r == dnnl_success ? NULL : dnnl_err(r, "matmul execution");
+}
+
+/* ------------------------------------------------------------------ convolution */
+
+struct ss_dnnl_conv {
+    dnnl_primitive_t prim, x_reorder, y_reorder; /* reorders NULL when the layout is plain */
+    dnnl_stream_t stream;
+    dnnl_memory_t x_user, y_user, src, wei, bias, dst, scratch;
+    size_t prim_scratch, src_bytes, dst_bytes;
+    void *wei_packed, *bias_copy;
+    ss_packed *wei_ref;
+    int threads;
+    char impl[64];
+};
+
+void ss_dnnl_conv_free(ss_dnnl_conv *c)
+{
+    if (!c) return;
+    dnnl_memory_t mems[] = {c->x_user, c->y_user, c->src, c->wei, c->bias, c->dst, c->scratch};
+    for (size_t i = 0; i < sizeof mems / sizeof mems[0]; i++)
+        if (mems[i]) dnnl_memory_destroy(mems[i]);
+    dnnl_primitive_t prims[] = {c->prim, c->x_reorder, c->y_reorder};
+    for (size_t i = 0; i < sizeof prims / sizeof prims[0]; i++)
+        if (prims[i]) dnnl_primitive_destroy(prims[i]);
+    if (c->stream) dnnl_stream_destroy(c->stream);
+    ss_packed_release(c->wei_ref);
+    free(c->wei_packed);
+    free(c->bias_copy);
+    free(c);
+}
+
+const char *ss_dnnl_conv_impl(const ss_dnnl_conv *c)
+{
+    return c->impl;
+}
+
+/* A reorder primitive run per call; it must need no scratchpad (the library's is thread-local). */
+static dnnl_status_t make_reorder(const dnnl_memory_desc_t *from, const dnnl_memory_desc_t *to,
+                                  dnnl_primitive_t *out)
+{
+    dnnl_primitive_attr_t attr = NULL;
+    dnnl_primitive_desc_t pd = NULL;
+    dnnl_status_t r = dnnl_primitive_attr_create(&attr);
+    if (r == dnnl_success) r = dnnl_primitive_attr_set_scratchpad_mode(attr, dnnl_scratchpad_mode_user);
+    if (r == dnnl_success) r = dnnl_reorder_primitive_desc_create(&pd, from, engine, to, engine, attr);
+    if (r == dnnl_success) {
+        const dnnl_memory_desc_t *sp = dnnl_primitive_desc_query_md(pd, dnnl_query_scratchpad_md, 0);
+        if (sp && dnnl_memory_desc_get_size(sp) > 0) r = dnnl_unimplemented;
+    }
+    if (r == dnnl_success) r = dnnl_primitive_create(out, pd);
+    if (pd) dnnl_primitive_desc_destroy(pd);
+    if (attr) dnnl_primitive_attr_destroy(attr);
+    return r;
+}
+
+/* The activation side: a plain user memory, and when the primitive wants another layout a
+ * reorder plus a buffer of *bytes in the scratch area. */
+static dnnl_status_t conv_side(const dnnl_memory_desc_t *user, const dnnl_memory_desc_t *want,
+                               bool into_prim, dnnl_memory_t *user_mem, dnnl_memory_t *prim_mem,
+                               dnnl_primitive_t *reorder, size_t *bytes)
+{
+    dnnl_status_t r = dnnl_memory_create(prim_mem, want, engine, DNNL_MEMORY_NONE);
+    if (r != dnnl_success || dnnl_memory_desc_equal(user, want)) return r;
+    *bytes = round_up(dnnl_memory_desc_get_size(want));
+    r = dnnl_memory_create(user_mem, user, engine, DNNL_MEMORY_NONE);
+    if (r == dnnl_success) r = into_prim ? make_reorder(user, want, reorder) : make_reorder(want, user, reorder);
+    return r;
+}
+
+static dnnl_status_t conv_pd(const ss_dnnl_conv_desc *d, dnnl_memory_desc_t *x_md,
+                             dnnl_memory_desc_t *y_md, dnnl_memory_desc_t *w_md,
+                             dnnl_primitive_desc_t *pd)
+{
+    int nd = d->nsp + 2, off = 3 - d->nsp;
+    dnnl_dims_t xd = {d->N, d->C}, yd = {d->N, d->M}, wd, st, dl, pl, pr;
+    for (int i = 0; i < d->nsp; i++) {
+        xd[2 + i] = d->in[off + i], yd[2 + i] = d->out[off + i];
+        st[i] = d->stride[off + i], dl[i] = d->dilation[off + i] - 1;
+        pl[i] = d->pad_begin[off + i], pr[i] = d->pad_end[off + i];
+    }
+    int wn = d->group > 1 ? nd + 1 : nd, g = d->group > 1;
+    if (g) wd[0] = d->group;
+    wd[g] = d->M / d->group, wd[g + 1] = d->C / d->group;
+    for (int i = 0; i < d->nsp; i++) wd[g + 2 + i] = d->kernel[off + i];
+    dnnl_memory_desc_t src_any, dst_any, wei_any, bias_md;
+    dnnl_status_t r = plain_md(x_md, nd, xd, NULL, dnnl_f32);
+    if (r == dnnl_success) r = plain_md(y_md, nd, yd, NULL, dnnl_f32);
+    if (r == dnnl_success) r = plain_md(w_md, wn, wd, NULL, dnnl_f32);
+    if (r == dnnl_success) r = dnnl_memory_desc_init_by_tag(&src_any, nd, xd, dnnl_f32, dnnl_format_tag_any);
+    if (r == dnnl_success) r = dnnl_memory_desc_init_by_tag(&dst_any, nd, yd, dnnl_f32, dnnl_format_tag_any);
+    if (r == dnnl_success) r = dnnl_memory_desc_init_by_tag(&wei_any, wn, wd, dnnl_f32, dnnl_format_tag_any);
+    dnnl_dims_t bd = {d->M};
+    if (r == dnnl_success) r = dnnl_memory_desc_init_by_tag(&bias_md, 1, bd, dnnl_f32, dnnl_a);
+    dnnl_convolution_desc_t cd;
+    if (r == dnnl_success)
+        r = dnnl_dilated_convolution_forward_desc_init(&cd, dnnl_forward_inference, dnnl_convolution_direct,
+                                                       &src_any, &wei_any, d->bias_const ? &bias_md : NULL,
+                                                       &dst_any, st, dl, pl, pr);
+    dnnl_primitive_attr_t attr = NULL;
+    if (r == dnnl_success) r = dnnl_primitive_attr_create(&attr);
+    if (r == dnnl_success) r = dnnl_primitive_attr_set_scratchpad_mode(attr, dnnl_scratchpad_mode_user);
+    set_threads(d->threads);
+    if (r == dnnl_success) r = dnnl_primitive_desc_create(pd, &cd, attr, engine, NULL);
+    if (attr) dnnl_primitive_attr_destroy(attr);
+    return r;
+}
+
+static ss_status *conv_constants(ss_dnnl_conv *c, const ss_dnnl_conv_desc *d,
+                                 const dnnl_memory_desc_t *w_user, dnnl_primitive_desc_t pd)
+{
+    const dnnl_memory_desc_t *want = dnnl_primitive_desc_query_md(pd, dnnl_query_weights_md, 0);
+    void *handle = NULL;
+    ss_status *st = packed_copy(d->k, d->wei_const, w_user, want, d->threads, &c->wei_ref,
+                                &c->wei_packed, &handle);
+    if (!st && dnnl_memory_create(&c->wei, want, engine, handle) != dnnl_success)
+        st = ss_errf(SS_ERR_NOMEM, "oneDNN memory");
+    if (st || !d->bias_const) return st;
+    const dnnl_memory_desc_t *bmd = dnnl_primitive_desc_query_md(pd, dnnl_query_weights_md, 1);
+    c->bias_copy = aligned_alloc(ALIGN, round_up((size_t)d->M * sizeof(float)));
+    if (!c->bias_copy) return ss_errf(SS_ERR_NOMEM, "out of memory");
+    memcpy(c->bias_copy, d->bias_const, (size_t)d->M * sizeof(float));
+    return dnnl_memory_create(&c->bias, bmd, engine, c->bias_copy) == dnnl_success
+               ? NULL : ss_errf(SS_ERR_NOMEM, "oneDNN memory");
+}
+
+ss_status *ss_dnnl_conv_create(const ss_dnnl_conv_desc *d, ss_dnnl_conv **out, size_t *scratch_bytes)
+{
+    *out = NULL;
+    *scratch_bytes = 0;
+    if (!get_engine()) return ss_errf(SS_ERR_UNSUPPORTED, "oneDNN has no CPU engine");
+    if (d->nsp < 1 || d->nsp > 3 || !d->wei_const)
+        return ss_errf(SS_ERR_UNSUPPORTED, "oneDNN conv: case not handled");
+    ss_dnnl_conv *c = calloc(1, sizeof *c);
+    if (!c) return ss_errf(SS_ERR_NOMEM, "out of memory");
+    c->threads = d->threads;
+    dnnl_memory_desc_t x_md, y_md, w_md;
+    dnnl_primitive_desc_t pd = NULL;
+    dnnl_status_t r = conv_pd(d, &x_md, &y_md, &w_md, &pd);
+    ss_status *st = r == dnnl_success ? NULL : dnnl_err(r, "convolution primitive");
+    if (!st) {
+        r = conv_side(&x_md, dnnl_primitive_desc_query_md(pd, dnnl_query_src_md, 0), true,
+                      &c->x_user, &c->src, &c->x_reorder, &c->src_bytes);
+        if (r == dnnl_success)
+            r = conv_side(&y_md, dnnl_primitive_desc_query_md(pd, dnnl_query_dst_md, 0), false,
+                          &c->y_user, &c->dst, &c->y_reorder, &c->dst_bytes);
+        if (r != dnnl_success) st = dnnl_err(r, "activation reorder");
+    }
+    if (!st) st = conv_constants(c, d, &w_md, pd);
+    if (!st) {
+        const dnnl_memory_desc_t *sp = dnnl_primitive_desc_query_md(pd, dnnl_query_scratchpad_md, 0);
+        c->prim_scratch = sp ? round_up(dnnl_memory_desc_get_size(sp)) : 0;
+        if (c->prim_scratch && dnnl_memory_create(&c->scratch, sp, engine, DNNL_MEMORY_NONE) != dnnl_success)
+            st = ss_errf(SS_ERR_NOMEM, "oneDNN memory");
+        const char *impl = NULL;
+        dnnl_primitive_desc_query(pd, dnnl_query_impl_info_str, 0, &impl);
+        snprintf(c->impl, sizeof c->impl, "%s", impl ? impl : "?");
+    }
+    if (!st && dnnl_primitive_create(&c->prim, pd) != dnnl_success)
+        st = ss_errf(SS_ERR_INTERNAL, "oneDNN: cannot create the convolution primitive");
+    if (!st && dnnl_stream_create(&c->stream, engine, dnnl_stream_default_flags) != dnnl_success)
+        st = ss_errf(SS_ERR_INTERNAL, "oneDNN: cannot create a stream");
+    if (pd) dnnl_primitive_desc_destroy(pd);
+    if (st) {
+        ss_dnnl_conv_free(c);
+        return st;
+    }
+    *scratch_bytes = c->prim_scratch + c->src_bytes + c->dst_bytes;
+    *out = c;
+    return NULL;
+}
+
+ss_status *ss_dnnl_conv_run(ss_dnnl_conv *c, const float *x, float *y, void *scratch)
+{
+    set_threads(c->threads);
+    char *src = c->x_reorder ? (char *)scratch + c->prim_scratch : (char *)x;
+    char *dst = c->y_reorder ? (char *)scratch + c->prim_scratch + c->src_bytes : (char *)y;
+    dnnl_status_t r = dnnl_success;
+    dnnl_memory_set_data_handle(c->src, src);
+    dnnl_memory_set_data_handle(c->dst, dst);
+    if (c->x_reorder) {
+        dnnl_memory_set_data_handle(c->x_user, (void *)x);
+        dnnl_exec_arg_t ra[2] = {{DNNL_ARG_FROM, c->x_user}, {DNNL_ARG_TO, c->src}};
+        r = dnnl_primitive_execute(c->x_reorder, c->stream, 2, ra);
+    }
+    dnnl_exec_arg_t args[5];
+    int n = 0;
+    args[n++] = (dnnl_exec_arg_t){DNNL_ARG_SRC, c->src};
+    args[n++] = (dnnl_exec_arg_t){DNNL_ARG_WEIGHTS, c->wei};
+    if (c->bias) args[n++] = (dnnl_exec_arg_t){DNNL_ARG_BIAS, c->bias};
+    args[n++] = (dnnl_exec_arg_t){DNNL_ARG_DST, c->dst};
+    if (c->scratch) {
+        dnnl_memory_set_data_handle(c->scratch, scratch);
+        args[n++] = (dnnl_exec_arg_t){DNNL_ARG_SCRATCHPAD, c->scratch};
+    }
+    if (r == dnnl_success) r = dnnl_primitive_execute(c->prim, c->stream, n, args);
+    if (r == dnnl_success && c->y_reorder) {
+        dnnl_memory_set_data_handle(c->y_user, y);
+        dnnl_exec_arg_t ra[2] = {{DNNL_ARG_FROM, c->dst}, {DNNL_ARG_TO, c->y_user}};
+        r = dnnl_primitive_execute(c->y_reorder, c->stream, 2, ra);
+    }
+    if (r == dnnl_success) r = dnnl_stream_wait(c->stream);
+    __atomic_add_fetch(&n_conv_calls, 1, __ATOMIC_RELAXED);
+    return r == dnnl_success ? NULL : dnnl_err(r, "convolution execution");
+}
+
+unsigned long ss_dnnl_conv_calls(void)
+{
+    return __atomic_load_n(&n_conv_calls, __ATOMIC_RELAXED);
+}

@@ -1,0 +1,111 @@
+/*
+ * oneDNN (Debian libdnnl-dev 2.6, C API) as a kernel library for the runtime's ops, and the
+ * kernel-selection switch SHARDSERVE_KERNELS=auto|onednn|own|blas shared by them.
+ *
+ * A primitive is made when the plan is made (shapes known, fixed: runtime dims fall back to slow
+ * gemm:jit code in 2.6). Constant weights are reordered once, at plan time, into the layout the
+ * primitive prefers (format_tag any); the caller then drops the original's pages when they are
+ * a file mapping. The scratchpad is the caller's (user scratchpad mode): the planner hands every
+ * node a slice of the session arena, so a run allocates nothing in our code, and a primitive
+ * may run on any thread (the library-mode scratchpad of this build is thread-local).
+ *
+ * Threads: oneDNN runs on libgomp and reads the calling thread's OpenMP thread count; each
+ * primitive records the count it was made for and sets it on the calling thread before it runs.
+ */
+#ifndef SS_RUNTIME_ONEDNN_H
+#define SS_RUNTIME_ONEDNN_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "../op.h"
+#include "shardserve/core.h"
+
+typedef enum {
+    SS_KERNELS_AUTO = 0, /* per shape class, what measured fastest (see matmul.c) */
+    SS_KERNELS_ONEDNN,   /* oneDNN wherever it takes the case */
+    SS_KERNELS_OWN,      /* own kernels where they exist, OpenBLAS otherwise (before oneDNN) */
+    SS_KERNELS_BLAS,     /* OpenBLAS for every GEMM */
+} ss_kernels;
+
+/* The mode for plans made now: the forced one if set, else SHARDSERVE_KERNELS (an unknown value
+ * is reported once and means auto). */
+ss_kernels ss_kernels_mode(void);
+/* Test hook: plans made after this use k (SS_KERNELS_AUTO restores the environment's choice). */
+void ss_kernels_force(ss_kernels k);
+const char *ss_kernels_name(ss_kernels k);
+/* Whether a GEMM of M x K x N (M folded over batches) should try oneDNN under mode: always for
+ * float32 under onednn, for float32 products above the measured per-call break-even under auto. */
+bool ss_kernels_use_dnnl(ss_kernels mode, ss_dtype dt, int64_t M, int64_t K, int64_t N);
+/* Threads a primitive of `macs` multiply-adds gets out of the session's `threads`. */
+int ss_dnnl_threads(int64_t macs, int threads);
+
+/* oneDNN's dispatch ISA on this CPU ("avx512_core_bf16", ...) and whether bf16 math is native. */
+const char *ss_dnnl_isa_name(void);
+bool ss_dnnl_bf16_native(void);
+/* How many oneDNN matmul executions ran in f32 / on bf16 weights (tests check the path taken). */
+unsigned long ss_dnnl_calls(void);
+unsigned long ss_dnnl_bf16_calls(void);
+/* How many times constant weights were reordered into a packed layout. */
+unsigned long ss_dnnl_packs(void);
+
+#define SS_DNNL_MAX_DIMS 12
+
+/* dst[batch.., M, N] = src[batch.., M, K] x wei[batch.., K, N] (+ bias), batch dims broadcast
+ * (size 1 on one side). All tensors have nd dims; strides are in elements (a transposed operand
+ * is a stride swap). */
+typedef struct {
+    int nd;
+    int64_t src_dims[SS_DNNL_MAX_DIMS], src_strides[SS_DNNL_MAX_DIMS];
+    int64_t wei_dims[SS_DNNL_MAX_DIMS], wei_strides[SS_DNNL_MAX_DIMS];
+    int64_t dst_dims[SS_DNNL_MAX_DIMS];
+    const float *wei_const;  /* constant weights: reordered once now, run's wei is ignored */
+    bool has_bias;
+    int64_t bias_dims[SS_DNNL_MAX_DIMS]; /* dense, each dim dst's or 1 */
+    const float *bias_const; /* constant bias (already scaled): copied now */
+    float bias_scale;        /* for bias_const */
+    bool bf16;               /* bf16 weights and activations, f32 accumulation and output */
+    int threads;
+    ss_kctx *k;              /* packed weights are shared through its session (NULL: owned) */
+} ss_dnnl_matmul_desc;
+
+typedef struct ss_dnnl_matmul ss_dnnl_matmul;
+
+/* Makes the primitive (and the packed weights). Fails with SS_ERR_UNSUPPORTED when oneDNN has no
+ * implementation for the case, so the caller can take another kernel. *scratch_bytes is what
+ * run needs in `scratch` (64-byte aligned). */
+ss_status *ss_dnnl_matmul_create(const ss_dnnl_matmul_desc *d, ss_dnnl_matmul **out,
+                                 size_t *scratch_bytes);
+/* Runs it; allocates nothing in our code. wei / bias are ignored when they were constant. */
+ss_status *ss_dnnl_matmul_run(ss_dnnl_matmul *m, const float *src, const float *wei,
+                              const float *bias, float *dst, void *scratch);
+/* oneDNN's implementation name ("brg:avx512_core", ...). */
+const char *ss_dnnl_matmul_impl(const ss_dnnl_matmul *m);
+/* Whether the packed weights are a copy (the original's pages can go). */
+bool ss_dnnl_matmul_owns_weights(const ss_dnnl_matmul *m);
+void ss_dnnl_matmul_free(ss_dnnl_matmul *m);
+
+/* Conv (forward inference) over nsp = 1..3 spatial dims, X and Y plain NC[D]HW as ONNX has them.
+ * The primitive picks its own activation layout (format any: nhwc or blocked on AVX-512); X is
+ * reordered into it and Y out of it on each run, in the scratch area (no layout pass yet).
+ * Weights (ONNX [M, C/group, k...]) and bias are constants, packed once. */
+typedef struct {
+    int nsp;
+    int64_t N, C, M, group;
+    int64_t in[3], out[3], kernel[3], stride[3], dilation[3], pad_begin[3], pad_end[3];
+    const float *wei_const;  /* required */
+    const float *bias_const; /* NULL: no bias */
+    int threads;
+    ss_kctx *k;              /* as in ss_dnnl_matmul_desc */
+} ss_dnnl_conv_desc;
+
+typedef struct ss_dnnl_conv ss_dnnl_conv;
+
+ss_status *ss_dnnl_conv_create(const ss_dnnl_conv_desc *d, ss_dnnl_conv **out, size_t *scratch_bytes);
+ss_status *ss_dnnl_conv_run(ss_dnnl_conv *c, const float *x, float *y, void *scratch);
+const char *ss_dnnl_conv_impl(const ss_dnnl_conv *c);
+void ss_dnnl_conv_free(ss_dnnl_conv *c);
+unsigned long ss_dnnl_conv_calls(void);
+
+#endif

@@ -1,0 +1,11 @@
+# runtime ops: Conv on oneDNN (ops/conv.c, ops/onednn.c) against the own im2col kernel; run must
+# not allocate in our code.
+if(TARGET ss_runtime)
+  ss_add_c_test(test_ops_conv_onednn ${CMAKE_CURRENT_LIST_DIR}/test_ops_conv_onednn.c)
+  target_include_directories(test_ops_conv_onednn PRIVATE ${CMAKE_SOURCE_DIR}/src/runtime
+                             ${CMAKE_SOURCE_DIR}/src/runtime/ops)
+  target_link_libraries(test_ops_conv_onednn ss_runtime)
+  target_link_options(test_ops_conv_onednn PRIVATE -Wl,--wrap=malloc -Wl,--wrap=calloc
+                      -Wl,--wrap=realloc)
+  set_tests_properties(test_ops_conv_onednn PROPERTIES TIMEOUT 120 LABELS runtime)
+endif()
