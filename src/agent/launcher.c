@@ -321,6 +321,8 @@ static ss_status *run_mpi(const ss_launcher_options *opt, const meta_info *mi)
         argv[a++] = "-x";
         argv[a++] = "SHARDSERVE_LOG";
     }
+    argv[a++] = "-x"; /* set by ss_child_prepare: ranks on other hosts need it too */
+    argv[a++] = "OMP_WAIT_POLICY";
     argv[a++] = opt->self_exe;
     argv[a++] = "agent-rank-mpi";
     argv[a++] = opt->worker_address;

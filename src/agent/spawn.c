@@ -27,6 +27,9 @@ void ss_child_prepare(const void *secret, size_t secret_len)
         if (sec) setenv("SHARDSERVE_LINK_SECRET", sec, 1);
         free(sec);
     }
+    /* oneDNN's OpenMP threads must not spin on a core another rank needs: libgomp reads its wait
+     * policy once, at process start, so it is set here for the agent (a user's choice stays) */
+    setenv("OMP_WAIT_POLICY", "PASSIVE", 0);
     sigset_t none;
     sigemptyset(&none);
     sigprocmask(SIG_SETMASK, &none, NULL);
