@@ -8,6 +8,9 @@
 
 #include <netinet/in.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 static ss_link_options with_secret(const char *secret)
 {
@@ -274,5 +277,34 @@ static void replayed_proof_is_refused(void)
     tl_server_stop(s);
 }
 
+/* A Unix-socket link takes connections from its own user only (SO_PEERCRED), whatever the
+ * socket file's mode: a child that became another user is refused at accept. */
+static void unix_link_refuses_other_users(void)
+{
+    /* only root can become another user to try; this suite runs as root (CI does) */
+    CHECK_MSG(geteuid() == 0, "needs root to connect as another user");
+    if (geteuid() != 0) return;
+    char path[64];
+    snprintf(path, sizeof path, "unix:/tmp/ss-auth-%d.sock", (int)getpid());
+    ss_link_listener *l = NULL;
+    CHECK_OK(ss_link_listen(path, NULL, &l));
+    if (!l) return;
+    chmod(path + 5, 0777); /* the file lets anyone in: the uid check must still refuse */
+    pid_t child = fork();
+    if (child == 0) {
+        if (setgid(65534) != 0 || setuid(65534) != 0) _exit(3);
+        ss_link_conn *c = NULL;
+        ss_status *st = ss_link_connect(path, NULL, &c);
+        _exit(st ? 0 : 1); /* refused: the handshake never completes */
+    }
+    ss_link_conn *c = NULL;
+    CHECK_ERR(ss_link_accept(l, 5000, &c), "refused a connection from uid 65534");
+    int status = 0;
+    waitpid(child, &status, 0);
+    CHECK_MSG(WIFEXITED(status) && WEXITSTATUS(status) == 0, "child exit status %d", status);
+    ss_link_listener_close(l); /* our own user getting in over unix: test_link_socket */
+}
+
 TEST_MAIN(TEST(matching_secret_connects), TEST(refused_combinations),
-          TEST(peers_without_the_secret_get_nothing_through), TEST(replayed_proof_is_refused))
+          TEST(peers_without_the_secret_get_nothing_through), TEST(replayed_proof_is_refused),
+          TEST(unix_link_refuses_other_users))

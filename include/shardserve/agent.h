@@ -115,8 +115,10 @@ typedef struct {
     int comm_timeout_ms;
     int connect_timeout_ms;
     const char *self_exe;
-    const void *secret;
+    const void *secret; /* the launcher's own (GET_META) */
     size_t secret_len;
+    const char *secret_file; /* what the agents read theirs from (NULL: no secret); a path, so a
+                                restarted group reads the secret a restarted serve made */
     ss_restart_policy restart;
     int max_restarts;     /* tries in a row before giving up (default 5) */
     int backoff_ms;       /* first delay, doubled each try up to 30 s (default 500) */

@@ -199,6 +199,23 @@ void ss_link_shutdown(ss_link_conn *c);
 /* Close and free. No other thread may be using the connection. NULL is fine. */
 void ss_link_close(ss_link_conn *c);
 
+/* ---------------------------------------------------------------- secrets */
+
+/* The link is closed by default: `shardserve serve` makes a random secret for its distributed
+ * addresses and keeps it in a file only its user can read; `shardserve agents` on the same host
+ * finds it by the address (other hosts get the file copied, or --secret-file). */
+
+/* The default secret file of a distributed address: /tmp/shardserve-<euid>/link-port-<port>.secret
+ * (by port, so "localhost:6200" and "127.0.0.1:6200" agree), or link-<path>.secret for unix:. */
+ss_status *ss_link_secret_path(const char *address, char *buf, size_t cap);
+/* 64 hex characters from the system's random source. */
+ss_status *ss_link_secret_generate(char out[65]);
+/* Write a secret file (mode 0600) in a folder made 0700 if missing; a folder that is not ours,
+ * is open to others or is a link is refused, and so is a file that is a link. */
+ss_status *ss_link_secret_write(const char *path, const void *secret, size_t len);
+/* Read a secret file: any bytes, trailing CR/LF dropped; an empty one is an error. */
+ss_status *ss_link_secret_read(const char *path, char **secret, size_t *len);
+
 /* ---------------------------------------------------------------- frames in memory */
 
 /* Encode a frame into one malloc'd buffer (tests and tools; the socket path never does this). */

@@ -189,7 +189,7 @@ static pid_t spawn_agent(const ss_launcher_options *opt, const meta_info *mi, in
         /* the agent must not outlive its launcher */
         prctl(PR_SET_PDEATHSIG, SIGTERM);
         if (getppid() != parent) _exit(1);
-        ss_child_prepare(opt->secret, opt->secret_len);
+        ss_child_prepare(opt->secret_file);
         ss_liveness_pass(live, i);
         execv(opt->self_exe, (char *const *)argv);
         fprintf(stderr, "cannot start an agent (%s): %s\n", opt->self_exe, strerror(errno));
@@ -249,7 +249,7 @@ static pid_t spawn_mpirun(const ss_launcher_options *opt, const char *const *arg
         setpgid(0, 0); /* signals reach mpirun only through the launcher (never twice) */
         int devnull = open("/dev/null", O_RDONLY | O_CLOEXEC);
         if (devnull >= 0) dup2(devnull, 0); /* no rank reads the launcher's stdin */
-        ss_child_prepare(opt->secret, opt->secret_len); /* the secret reaches ranks by mpirun -x */
+        ss_child_prepare(opt->secret_file); /* its path reaches the ranks by mpirun -x */
         execvp("mpirun", (char *const *)argv);
         fprintf(stderr, "cannot run mpirun: %s (install openmpi-bin)\n", strerror(errno));
         _exit(127);
@@ -313,9 +313,9 @@ static ss_status *run_mpi(const ss_launcher_options *opt, const meta_info *mi)
     }
     argv[a++] = "-np";
     argv[a++] = np;
-    if (opt->secret) {
+    if (opt->secret_file) {
         argv[a++] = "-x";
-        argv[a++] = "SHARDSERVE_LINK_SECRET";
+        argv[a++] = "SHARDSERVE_LINK_SECRET_FILE";
     }
     if (getenv("SHARDSERVE_LOG")) {
         argv[a++] = "-x";

@@ -20,13 +20,11 @@ int ss_mpirun_args(const char **argv, int cap, char **extra)
     return a;
 }
 
-void ss_child_prepare(const void *secret, size_t secret_len)
+void ss_child_prepare(const char *secret_file)
 {
-    if (secret) {
-        char *sec = strndup(secret, secret_len);
-        if (sec) setenv("SHARDSERVE_LINK_SECRET", sec, 1);
-        free(sec);
-    }
+    /* the path of the secret, never the secret: the environment is readable by too many */
+    if (secret_file) setenv("SHARDSERVE_LINK_SECRET_FILE", secret_file, 1);
+    else unsetenv("SHARDSERVE_LINK_SECRET_FILE");
     /* oneDNN's OpenMP threads must not spin on a core another rank needs: libgomp reads its wait
      * policy once, at process start, so it is set here for the agent (a user's choice stays) */
     setenv("OMP_WAIT_POLICY", "PASSIVE", 0);

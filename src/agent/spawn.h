@@ -12,8 +12,9 @@
  * the count written (at most cap); the extra tokens live in *extra, which the caller frees. */
 int ss_mpirun_args(const char **argv, int cap, char **extra);
 
-/* In a forked child just before exec: the link secret goes through the environment (never on a
- * command line other users can read), and the signals the parent blocked are unblocked. */
-void ss_child_prepare(const void *secret, size_t secret_len);
+/* In a forked child just before exec: the path of the link secret's file (0600) goes in
+ * SHARDSERVE_LINK_SECRET_FILE (never the secret itself, in the environment or on a command line
+ * other users can read), and the signals the parent blocked are unblocked. */
+void ss_child_prepare(const char *secret_file);
 
 #endif

@@ -6,6 +6,9 @@
  */
 #include "cli.h"
 #include "shardserve/agent.h"
+#include "shardserve/link.h"
+#include <limits.h>
+#include <time.h>
 
 #include <errno.h>
 #include <fcntl.h>
@@ -20,7 +23,7 @@ static const char agents_usage[] =
     "                         [--group-configs G0,G1,...] [--agent-start-port 7000]\n"
     "                         [--agent-ip IP --rank-start R] [--comm shm|mpi] [--comm-timeout-ms "
     "MS]\n"
-    "                         [--connect-timeout-ms MS] [--secret-file FILE]\n"
+    "                         [--connect-timeout-ms MS] [--secret-file FILE | --insecure-link]\n"
     "                         [--restart never|on-failure] [--max-restarts N] [--restart-backoff-ms MS]\n"
     "                         [--heartbeat-timeout-ms MS]\n"
     "  --restart         on-failure (default): when an agent dies or the worker goes away, stop the\n"
@@ -56,6 +59,33 @@ static int agent_exit_code(ss_status *st)
     return code;
 }
 
+/* The launcher's secret and the file its agents read theirs from: --secret-file, or the file a
+ * local `serve` wrote for the distributed address (waited for while serve starts). */
+static int agents_secret(ss_launcher_options *o, const char *secret_file, char *path, size_t cap, char **secret)
+{
+    if (secret_file) {
+        if (!realpath(secret_file, path)) /* the agents may run elsewhere in the tree */
+            return cli_fail("agents", ss_errf(SS_ERR_IO, "--secret-file %s: %s", secret_file, strerror(errno)));
+    } else {
+        ss_status *st = ss_link_secret_path(o->worker_address, path, cap);
+        if (st) return cli_fail("agents", st);
+        int waited = 0;
+        for (; access(path, F_OK) != 0 && waited < o->connect_timeout_ms; waited += 100) {
+            struct timespec ts = {0, 100 * 1000000L};
+            nanosleep(&ts, NULL);
+        }
+        if (access(path, F_OK) != 0)
+            return cli_fail("agents", ss_errf(SS_ERR_UNAVAILABLE,
+                                              "no link secret for %s: a 'shardserve serve' on this host writes it to "
+                                              "%s (waited %d ms); on another host copy that file and give "
+                                              "--secret-file, or run both with --insecure-link",
+                                              o->worker_address, path, waited));
+    }
+    if (cli_read_secret(path, secret, &o->secret_len)) return 1;
+    o->secret_file = path;
+    return 0;
+}
+
 int cmd_agents(int argc, char **argv)
 {
     static const char *models[4096], *configs[4096];
@@ -67,6 +97,7 @@ int cmd_agents(int argc, char **argv)
                              .model_files = models,
                              .group_configs = configs};
     const char *secret_file = NULL;
+    bool insecure = false;
     long v;
     bool have_rank_start = false;
     for (int i = 1; i < argc; i++) {
@@ -124,6 +155,8 @@ int cmd_agents(int argc, char **argv)
             o.heartbeat_timeout_ms = (int)v;
         } else if (!strcmp(a, "--secret-file") && has) {
             secret_file = argv[++i];
+        } else if (!strcmp(a, "--insecure-link")) {
+            insecure = true;
         } else {
             fprintf(stderr, "shardserve agents: unexpected argument '%s'\n%s", a, agents_usage);
             return 2;
@@ -156,8 +189,10 @@ int cmd_agents(int argc, char **argv)
                             ss_errf(SS_ERR_IO, "Cannot access %s '%s': %s", what, path,
                                     err == EISDIR ? "not a regular file" : strerror(err)));
     }
-    char *secret = NULL;
-    if (secret_file && cli_read_secret(secret_file, &secret, &o.secret_len)) return 1;
+    char *secret = NULL, secret_path[PATH_MAX];
+    if (!insecure && agents_secret(&o, secret_file, secret_path, sizeof secret_path, &secret)) return 1;
+    if (insecure && secret_file)
+        return cli_fail("agents", ss_errf(SS_ERR_INVALID, "--secret-file and --insecure-link exclude each other"));
     o.secret = secret;
     char self[4096];
     ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);
@@ -167,6 +202,15 @@ int cmd_agents(int argc, char **argv)
     ss_status *st = ss_launcher_run(&o);
     free(secret);
     return st ? cli_fail("agents", st) : 0;
+}
+
+/* A started agent's secret: the file its launcher named (SHARDSERVE_LINK_SECRET_FILE), or none. */
+static int child_secret(size_t *len, char **secret)
+{
+    const char *path = getenv("SHARDSERVE_LINK_SECRET_FILE");
+    *secret = NULL;
+    *len = 0;
+    return path && *path ? cli_read_secret(path, secret, len) : 0;
 }
 
 /* shardserve agent-rank WORKER CONFIG MODEL SESSION COMM TIMEOUT_MS WITH_BATCH [NO_BATCH_INPUT...]
@@ -183,12 +227,14 @@ int cmd_agent_rank(int argc, char **argv)
                           .n_no_batch = argc - 8,
                           .no_batch_inputs = (const char *const *)argv + 8};
     if (!ss_comm_backend_parse(argv[5], &o.backend)) return 2;
-    const char *secret = getenv("SHARDSERVE_LINK_SECRET");
-    if (secret) o.secret = secret, o.secret_len = strlen(secret);
+    char *secret = NULL;
+    if (child_secret(&o.secret_len, &secret)) return 1;
+    o.secret = secret;
     char tag[64];
     snprintf(tag, sizeof tag, "agent %s", argv[2]);
     ss_log_set_tag("agent");
     ss_status *st = ss_agent_run(&o);
+    free(secret);
     return agent_exit_code(st);
 }
 
@@ -227,12 +273,14 @@ int cmd_agent_rank_mpi(int argc, char **argv)
                           .with_batch_dim = !strcmp(argv[4], "1"),
                           .n_no_batch = (int)nnb,
                           .no_batch_inputs = (const char *const *)argv + 6};
-    const char *secret = getenv("SHARDSERVE_LINK_SECRET");
-    if (secret) o.secret = secret, o.secret_len = strlen(secret);
+    char *secret = NULL;
+    if (child_secret(&o.secret_len, &secret)) return 1;
+    o.secret = secret;
     char tag[32];
     snprintf(tag, sizeof tag, "agent rank %ld", rank);
     ss_log_set_tag(tag);
     ss_status *st = ss_agent_run(&o);
+    free(secret);
     if (st) st = ss_status_wrap(st, "rank %ld (%s)", rank, files[0]);
     return st ? cli_fail("agent-rank-mpi", st) : 0;
 }

@@ -4,6 +4,7 @@
  * --wait-agents that follow it apply to it.
  */
 #include "cli.h"
+#include "shardserve/link.h"
 #include "shardserve/server.h"
 #include "shardserve/worker.h"
 
@@ -11,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #define MAX_SERVABLES 16
 
@@ -20,11 +22,15 @@ static const char serve_usage[] =
     "                        [--wait-agents SECONDS] [--servable ... (more servables or versions)]\n"
     "                        [--grpc HOST:PORT|unix:PATH] [--rest HOST:PORT] [--grpc-max-msg-mb N]\n"
     "                        [--rest-max-msg-mb N] [--request-timeout-ms MS] [--heartbeat-timeout-ms MS]\n"
-    "                        [--max-enqueued N] [--secret-file FILE]\n"
+    "                        [--max-enqueued N] [--secret-file FILE | --insecure-link]\n"
     "                        [--grpc-tls-cert FILE --grpc-tls-key FILE [--grpc-tls-ca FILE --grpc-verify-client]]\n"
     "                        [--rest-tls-cert FILE --rest-tls-key FILE [--rest-tls-ca FILE --rest-verify-client]]\n"
     "  --wait-agents   how long to wait for every rank to register (0 = forever; default 0)\n"
-    "  --secret-file   shared secret agents must prove to register (also given to 'shardserve agents')\n"
+    "  --secret-file   shared secret agents must prove to register (also given to 'shardserve agents').\n"
+    "                  Without it serve makes a random one and writes it, readable only by this user, to\n"
+    "                  /tmp/shardserve-UID/link-port-PORT.secret, where 'shardserve agents' on this host\n"
+    "                  finds it by the address (copy it to other hosts, or give --secret-file there)\n"
+    "  --insecure-link  agents register without proving anything (only on a network you trust)\n"
     "  --grpc-tls-*    serve gRPC over TLS (MindSpore's SSLConfig): certificate chain and unencrypted key\n"
     "                  (PEM); --grpc-verify-client requires client certificates signed by --grpc-tls-ca\n"
     "  --rest-tls-*    the same for REST (HTTPS, TLS 1.2+)\n";
@@ -57,17 +63,40 @@ static int tls_config(ss_ssl_config *t, const char *front, const char *address, 
 
 int cli_read_secret(const char *path, char **secret, size_t *len)
 {
-    void *buf;
-    ss_status *st = ss_read_file(path, &buf, len);
-    if (st) return cli_fail("secret", st);
-    *secret = buf;
-    while (*len && ((*secret)[*len - 1] == '\n' || (*secret)[*len - 1] == '\r')) (*len)--;
-    if (*len == 0) {
-        free(buf);
-        *secret = NULL;
-        return cli_fail("secret", ss_errf(SS_ERR_INVALID, "%s is empty", path));
+    ss_status *st = ss_link_secret_read(path, secret, len);
+    return st ? cli_fail("secret", st) : 0;
+}
+
+/* The link's secret for every worker: the --secret-file's, or a fresh random one that
+ * publish_secrets writes where local agents look for it. */
+static int link_secret(const char *secret_file, bool insecure, char **secret, size_t *len)
+{
+    *secret = NULL;
+    *len = 0;
+    if (insecure) {
+        if (secret_file) return cli_fail("serve", ss_errf(SS_ERR_INVALID, "--secret-file and --insecure-link exclude each other"));
+        SS_WARN("--insecure-link: agents register without a secret; anyone who reaches the distributed address can");
+        return 0;
     }
+    if (secret_file) return cli_read_secret(secret_file, secret, len);
+    char *fresh = malloc(65);
+    ss_status *st = fresh ? ss_link_secret_generate(fresh) : ss_errf(SS_ERR_NOMEM, "out of memory");
+    if (st) {
+        free(fresh);
+        return cli_fail("serve", st);
+    }
+    *secret = fresh;
+    *len = 64;
     return 0;
+}
+
+/* A generated secret goes to each worker's default secret file; the paths are kept for removal. */
+static ss_status *publish_secret(const char *secret, size_t len, const char *address, char *path, size_t cap)
+{
+    ss_status *st = ss_link_secret_path(address, path, cap);
+    if (!st) st = ss_link_secret_write(path, secret, len);
+    if (!st) printf("Serving: link secret for %s in %s\n", address, path);
+    return st;
 }
 
 int cmd_serve(int argc, char **argv)
@@ -75,6 +104,7 @@ int cmd_serve(int argc, char **argv)
     ss_worker_options w[MAX_SERVABLES];
     int n = 0;
     const char *servable_dir = NULL, *grpc = NULL, *rest = NULL, *secret_file = NULL;
+    bool insecure = false;
     long grpc_mb = 100, rest_mb = 100, timeout_ms = 10000, hb_ms = 5000, max_enq = 10000, v;
     ss_ssl_config tls[2] = {{0}, {0}}; /* gRPC, REST */
     const char **tls_flag;
@@ -122,6 +152,8 @@ int cmd_serve(int argc, char **argv)
                 return cli_fail("serve", ss_errf(SS_ERR_INVALID, "--max-enqueued wants a positive count"));
         } else if (!strcmp(a, "--secret-file") && has) {
             secret_file = argv[++i];
+        } else if (!strcmp(a, "--insecure-link")) {
+            insecure = true;
         } else if (!strcmp(a, "--grpc-verify-client") || !strcmp(a, "--rest-verify-client")) {
             tls[a[2] == 'r'].verify_client = true;
         } else if ((tls_flag = tls_field(tls, a)) && has) {
@@ -139,7 +171,10 @@ int cmd_serve(int argc, char **argv)
     if (tls_config(&tls[0], "grpc", grpc, &grpc_tls) || tls_config(&tls[1], "rest", rest, &rest_tls)) return 1;
     char *secret = NULL;
     size_t secret_len = 0;
-    if (secret_file && cli_read_secret(secret_file, &secret, &secret_len)) return 1;
+    if (link_secret(secret_file, insecure, &secret, &secret_len)) return 1;
+    bool generated = secret && !secret_file;
+    char secret_paths[MAX_SERVABLES][512];
+    memset(secret_paths, 0, sizeof secret_paths);
     for (int i = 0; i < n; i++) {
         if (!w[i].rank_table || !w[i].distributed_address)
             return cli_fail("serve", ss_errf(SS_ERR_INVALID, "servable %s needs --rank-table and --distributed-address",
@@ -158,6 +193,8 @@ int cmd_serve(int argc, char **argv)
     ss_status *st = set ? NULL : ss_errf(SS_ERR_NOMEM, "out of memory");
     for (int i = 0; i < n && !st; i++) {
         st = ss_worker_set_add(set, &w[i], &workers[i]);
+        if (!st && generated)
+            st = publish_secret(secret, secret_len, ss_worker_address(workers[i]), secret_paths[i], sizeof secret_paths[i]);
         if (!st) printf("Serving: servable %s waiting for agents on %s\n", w[i].servable, ss_worker_address(workers[i]));
     }
     ss_grpc_server *gs = NULL;
@@ -205,6 +242,8 @@ int cmd_serve(int argc, char **argv)
     ss_grpc_server_stop(gs);
     ss_rest_server_stop(rs);
     ss_worker_set_free(set);
+    for (int i = 0; i < n; i++) /* a secret we made dies with us */
+        if (secret_paths[i][0]) unlink(secret_paths[i]);
     free(secret);
     if (!rc) printf("Serving: stopped\n");
     return rc;

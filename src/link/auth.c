@@ -9,7 +9,13 @@
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
 #include <openssl/rand.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 ss_status *link_proof(const void *secret, size_t secret_len, const char *label,
                       const uint8_t server_nonce[LINK_NONCE_BYTES],
@@ -39,5 +45,87 @@ ss_status *link_random(uint8_t *out, size_t n)
 {
     if (n > INT32_MAX || RAND_bytes(out, (int)n) != 1)
         return ss_errf(SS_ERR_INTERNAL, "cannot get %zu random bytes from OpenSSL", n);
+    return NULL;
+}
+
+/* ---------------------------------------------------------------- secret files */
+
+ss_status *ss_link_secret_path(const char *address, char *buf, size_t cap)
+{
+    char key[200];
+    if (strncmp(address, "unix:", 5) == 0) {
+        size_t n = 0;
+        for (const char *p = address + 5; *p && n < sizeof key - 1; p++)
+            key[n++] = (*p == '/' || *p == '.') ? '_' : *p;
+        key[n] = 0;
+    } else {
+        const char *colon = strrchr(address, ':');
+        char *end = NULL;
+        long port = colon ? strtol(colon + 1, &end, 10) : 0;
+        if (!colon || !end || *end || port <= 0 || port > 65535)
+            return ss_errf(SS_ERR_INVALID, "distributed address '%s' has no port to name its secret file by", address);
+        snprintf(key, sizeof key, "port-%ld", port);
+    }
+    int n = snprintf(buf, cap, "/tmp/shardserve-%u/link-%s.secret", (unsigned)geteuid(), key);
+    return n > 0 && (size_t)n < cap ? NULL : ss_errf(SS_ERR_LIMIT, "secret file path too long");
+}
+
+ss_status *ss_link_secret_generate(char out[65])
+{
+    uint8_t raw[32];
+    ss_status *st = link_random(raw, sizeof raw);
+    if (st) return st;
+    for (size_t i = 0; i < sizeof raw; i++) snprintf(out + 2 * i, 3, "%02x", raw[i]);
+    return NULL;
+}
+
+/* The folder of a secret file: ours, not a link, and closed to everyone else. */
+static ss_status *secret_dir(const char *path, bool create)
+{
+    char dir[512];
+    const char *slash = strrchr(path, '/');
+    if (!slash || (size_t)(slash - path) >= sizeof dir) return NULL; /* a file in the current folder */
+    memcpy(dir, path, (size_t)(slash - path));
+    dir[slash - path] = 0;
+    if (create && mkdir(dir, 0700) != 0 && errno != EEXIST)
+        return ss_errf(SS_ERR_IO, "cannot create %s for the link secret: %s", dir, strerror(errno));
+    struct stat sb;
+    if (lstat(dir, &sb) != 0) return ss_errf(SS_ERR_IO, "%s: %s", dir, strerror(errno));
+    if (!S_ISDIR(sb.st_mode) || sb.st_uid != geteuid() || (sb.st_mode & 077))
+        return ss_errf(SS_ERR_INVALID, "%s must be a folder of uid %u that no one else can open (mode 0700), "
+                       "not a link: refusing to keep a link secret there", dir, (unsigned)geteuid());
+    return NULL;
+}
+
+ss_status *ss_link_secret_write(const char *path, const void *secret, size_t len)
+{
+    ss_status *st = secret_dir(path, true);
+    if (st) return st;
+    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0600);
+    if (fd < 0) return ss_errf(SS_ERR_IO, "cannot write the link secret %s: %s", path, strerror(errno));
+    bool ok = fchmod(fd, 0600) == 0 && write(fd, secret, len) == (ssize_t)len;
+    int err = errno;
+    if (close(fd) != 0) ok = false;
+    if (!ok) {
+        unlink(path);
+        return ss_errf(SS_ERR_IO, "cannot write the link secret %s: %s", path, strerror(err));
+    }
+    return NULL;
+}
+
+ss_status *ss_link_secret_read(const char *path, char **secret, size_t *len)
+{
+    *secret = NULL;
+    *len = 0;
+    void *buf = NULL;
+    ss_status *st = ss_read_file(path, &buf, len);
+    if (st) return st;
+    char *s = buf;
+    while (*len && (s[*len - 1] == '\n' || s[*len - 1] == '\r')) (*len)--;
+    if (*len == 0) {
+        free(buf);
+        return ss_errf(SS_ERR_INVALID, "secret file %s is empty", path);
+    }
+    *secret = s;
     return NULL;
 }

@@ -789,10 +789,20 @@ ss_status *ss_link_accept(ss_link_listener *l, int timeout_ms, ss_link_conn **ou
         int fd = accept4(l->fd, (struct sockaddr *)&sa, &len, SOCK_NONBLOCK | SOCK_CLOEXEC);
         if (fd >= 0) {
             char peer[160];
-            if (sa.ss_family == AF_UNIX)
+            if (sa.ss_family == AF_UNIX) {
+                /* a Unix socket carries the peer's identity: only our own user may connect */
+                struct ucred cred = {.pid = 0, .uid = (uid_t)-1, .gid = (gid_t)-1};
+                socklen_t clen = sizeof cred;
+                if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &clen) != 0 || cred.uid != geteuid()) {
+                    unsigned uid = (unsigned)cred.uid;
+                    close(fd);
+                    return ss_errf(SS_ERR_INVALID, "%s: refused a connection from uid %u (only uid %u may connect)",
+                                   l->address, clen == sizeof cred ? uid : 0u, (unsigned)geteuid());
+                }
                 snprintf(peer, sizeof peer, "%.120s peer", l->address);
-            else
+            } else {
                 format_addr(&sa, peer, sizeof peer);
+            }
             tune_socket(fd, sa.ss_family == AF_UNIX);
             ss_status *st = conn_new(fd, true, &l->opts, peer, out);
             if (st) close(fd);

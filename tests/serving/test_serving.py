@@ -497,11 +497,50 @@ def test_large_inputs_in_order_with_small_ones():
         assert b"shardserve_requests_total" in urllib.request.urlopen("http://%s/metrics" % c.rest, timeout=10).read()
 
 
+def test_link_closed_by_default():
+    """Without flags serve makes a secret only its user can read (0600 file in a 0700 folder) and
+    local agents find it by the address; an agent without it, or with another, is refused; both
+    sides with --insecure-link work; the secret file goes when serve stops."""
+    import stat
+    with Cluster() as c:
+        models = c.add_servable("matmul", SEED, 1, 1)
+        table = c.write_rank_table(1)
+        c.serve([("matmul", 1, table)], wait_agents=60)
+        addr = c.worker_addresses["matmul"][0]
+        path = c.wait_log(c.server, r"link secret for \S+ in (\S+)").group(1)
+        st, dst = os.stat(path), os.stat(os.path.dirname(path))
+        assert stat.S_IMODE(st.st_mode) == 0o600 and stat.S_IMODE(dst.st_mode) == 0o700, (oct(st.st_mode), oct(dst.st_mode))
+        assert len(open(path).read().strip()) == 64
+        bad = c.agents(addr, models, extra=("--insecure-link", "--restart", "never", "--connect-timeout-ms", "3000"),
+                       log="insecure-agents.log")
+        assert bad.wait(timeout=60) != 0, c.log(bad)
+        assert "requires a shared secret and none is configured" in c.log(bad), c.log(bad)[-2000:]
+        wrong = os.path.join(c.dir, "wrong.secret")
+        with open(wrong, "w") as f:
+            f.write("not the secret\n")
+        bad = c.agents(addr, models, extra=("--secret-file", wrong, "--restart", "never", "--connect-timeout-ms", "3000"),
+                       log="wrong-agents.log")
+        assert bad.wait(timeout=60) != 0, c.log(bad)
+        assert "wrong shared secret" in c.log(bad) + c.log(c.server), c.log(bad)[-2000:]
+        c.agents(addr, models)  # no flag: the file serve wrote
+        c.wait_ready()
+        assert (Client(c.grpc, "matmul", "predict").infer({"x": ONES})[0]["y"] == -48).all()
+        c.stop()
+        assert not os.path.exists(path), path
+    with Cluster() as c:
+        models = c.add_servable("matmul", SEED, 1, 1)
+        c.serve([("matmul", 1, c.write_rank_table(1))], wait_agents=60, extra=("--insecure-link",))
+        assert "link secret" not in c.log(c.server)
+        c.agents(c.worker_addresses["matmul"][0], models, extra=("--insecure-link",))
+        c.wait_ready()
+        assert (Client(c.grpc, "matmul", "predict").infer({"x": ONES})[0]["y"] == -48).all()
+
+
 CASES = [test_seed_example_three_clients, test_errors_and_versions, test_pipeline_stage_size_2,
          test_batching_with_batch_dim, test_without_batch_dim_inputs_and_two_servables,
          test_inputs_by_broadcast_and_by_link, test_metadata_and_generated_bench_inputs, test_many_clients, test_startup_failures,
          test_models_over_agent_limits, test_agent_loss_reports_not_ready,
-         test_large_inputs_in_order_with_small_ones]
+         test_large_inputs_in_order_with_small_ones, test_link_closed_by_default]
 
 
 def main():
