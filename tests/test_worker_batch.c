@@ -78,5 +78,25 @@ static void slice_takes_one_row(void)
     ss_tensor_free(&out);
 }
 
-TEST_MAIN(TEST(batch_size_rules), TEST(merge_pads_with_first_instance), TEST(merge_refuses_a_row_of_the_wrong_size),
+static void slice_copies_strings(void)
+{
+    /* a batched string output: each instance's share must own its own bytes (a shallow copy of
+     * the ss_string pointers freed them twice) */
+    ss_tensor out, a, b;
+    int64_t dims[2] = {2, 2};
+    CHECK_OK(ss_tensor_alloc(&out, SS_DT_STRING, 2, dims));
+    const char *words[4] = {"ab", "", "c\0d", "efg"};
+    size_t lens[4] = {2, 0, 3, 3};
+    for (int k = 0; k < 4; k++) CHECK_OK(ss_tensor_set_string(&out, k, words[k], lens[k]));
+    CHECK_OK(ss_batch_slice(&out, 2, 0, false, &a));
+    CHECK_OK(ss_batch_slice(&out, 2, 1, false, &b));
+    ss_tensor_free(&out); /* the slices must not point into it */
+    const ss_string *sa = a.data, *sb = b.data;
+    CHECK(a.ndim == 1 && a.dims[0] == 2 && sa[0].len == 2 && !memcmp(sa[0].data, "ab", 2) && sa[1].len == 0);
+    CHECK(sb[0].len == 3 && !memcmp(sb[0].data, "c\0d", 3) && sb[1].len == 3 && !memcmp(sb[1].data, "efg", 3));
+    ss_tensor_free(&a);
+    ss_tensor_free(&b);
+}
+
+TEST_MAIN(TEST(batch_size_rules), TEST(slice_copies_strings), TEST(merge_pads_with_first_instance), TEST(merge_refuses_a_row_of_the_wrong_size),
           TEST(slice_takes_one_row))

@@ -42,6 +42,13 @@ ss_status *ss_batch_slice(const ss_tensor *out, int batch, int i, bool whole, ss
     ss_status *st = ss_tensor_alloc(dst, out->dtype, nd, dims);
     if (st) return st;
     size_t per = out->nbytes / (size_t)out->dims[0];
+    if (out->dtype == SS_DT_STRING) { /* each string is owned: copy the bytes, not the pointers */
+        int64_t n = ss_shape_numel(nd, dims);
+        const ss_string *src = (const ss_string *)out->data + n * i;
+        for (int64_t k = 0; k < n && !st; k++) st = ss_tensor_set_string(dst, k, src[k].data ? src[k].data : "", src[k].len);
+        if (st) ss_tensor_free(dst);
+        return st;
+    }
     memcpy(dst->data, (const char *)out->data + per * (size_t)i, per);
     return NULL;
 }

@@ -618,6 +618,26 @@ static bool input_batched(const ss_servable_config *cfg, const ss_method_config 
     return true;
 }
 
+/* A batch of every input must fit one link frame: the agents' shapes are numbers from another
+ * process, multiplied here, so the product is checked before any buffer is sized by it. */
+static ss_status *check_batch_bytes(const ss_worker *w, const agent_slot *r0)
+{
+    const uint64_t limit = w->link_opt.max_frame_bytes;
+    for (size_t k = 0; k < r0->n_inputs; k++) {
+        const ss_link_spec *sp = &r0->inputs[k];
+        uint64_t bytes = ss_dtype_size(sp->dtype);
+        for (int d = 0; d < sp->ndim; d++) {
+            uint64_t dim = d == 0 && sp->dims[0] < 0 ? (uint64_t)w->batch : (uint64_t)(sp->dims[d] > 0 ? sp->dims[d] : 0);
+            if (dim && bytes > limit / dim) bytes = limit + 1;
+            else bytes *= dim;
+        }
+        if (bytes > limit)
+            return ss_errf(SS_ERR_LIMIT, "model input %zu '%s' takes more than %llu bytes per batch of %d (the link's "
+                           "frame limit)", k, sp->name ? sp->name : "", (unsigned long long)limit, w->batch);
+    }
+    return NULL;
+}
+
 /* MindSpore's CheckAgentsInfosAndInitTensorInfos, once every rank is there. */
 static ss_status *check_agents(ss_worker *w)
 {
@@ -664,7 +684,7 @@ static ss_status *check_agents(ss_worker *w)
     for (int r = 0; r < per_stage; r++) w->bcast = w->bcast && w->agents[r].shares_inputs;
     w->batch_dynamic = w->cfg.with_batch_dim && r0->inputs[0].ndim > 0 && r0->inputs[0].dims[0] < 0;
     w->batch = ss_batch_size(w->cfg.with_batch_dim, w->batch_dynamic, (int)r0->batch_size, w->cfg.max_batch_size);
-    return NULL;
+    return check_batch_bytes(w, r0);
 }
 
 static void spec_to_serving(const ss_link_spec *sp, const char *name, bool batched, ss_serving_tensor_spec *out)
