@@ -29,3 +29,8 @@ add_test(NAME onnx_export_fixtures
          COMMAND ${SS_TEST_DIR}/onnx/conformance.sh $<TARGET_FILE:shardserve>
                  ${CMAKE_BINARY_DIR}/export-fixtures 8 --no-skips)
 set_tests_properties(onnx_export_fixtures PROPERTIES FIXTURES_REQUIRED export_fixtures)
+
+# run --output-dir escapes output names into file names ('/' and ':' of exporter names).
+add_test(NAME onnx_run_output_names
+         COMMAND ${SS_TEST_DIR}/onnx/run_output_names.sh $<TARGET_FILE:shardserve> ${SS_PY}
+                 ${CMAKE_BINARY_DIR}/run-output-names)

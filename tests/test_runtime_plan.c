@@ -141,6 +141,13 @@ static void load_errors_name_the_node(void)
     ss_session *s = NULL;
     CHECK_ERR(ss_session_create(fixture("unsupported_op.onnx"), NULL, &s),
               "unsupported op 'Foo' (node 'mystery', domain ai.onnx, opset 13)");
+    /* every missing op in one message, subgraphs included, each once with its first node */
+    const char *all[] = {"4 unsupported ops: ", "'Foo' (node 'mystery' and 1 more, domain ai.onnx, opset 13)",
+                         "'Bar' (node 'odd', domain com.example, opset 1)",
+                         "'Qux' (node 'holder', domain ai.onnx, opset 13)",
+                         "'Zap' (node 'deep' in body of 'holder', domain ai.onnx, opset 13)"};
+    for (size_t i = 0; i < sizeof all / sizeof all[0]; i++)
+        CHECK_ERR(ss_session_create(fixture("unsupported_ops.onnx"), NULL, &s), all[i]);
     CHECK_ERR(ss_session_create(fixture("dangling_input.onnx"), NULL, &s),
               "input 'nowhere' is not produced");
     CHECK(s == NULL);

@@ -95,5 +95,7 @@ extern const ss_op_def ss_ops_collective[];  /* ai.shardserve AllReduce AllGathe
 const ss_op_def *ss_op_find(const char *domain, const char *type, int64_t opset);
 /* The opset range this runtime serves at all for a domain ("" or ai.shardserve). */
 bool ss_op_domain_known(const char *domain);
+/* Every op of the model (subgraphs included) missing from the table, named in one error. */
+ss_status *ss_op_check_model(const ss_onnx_model *m);
 
 #endif

@@ -618,7 +618,8 @@ ss_status *ss_session_create_from_model(ss_onnx_model *model, const ss_session_o
     s->model = model;
     if (opt) s->opt = *opt;
     if (s->opt.blas_threads > 0) openblas_set_num_threads(s->opt.blas_threads);
-    ss_status *st = build_values(s);
+    ss_status *st = ss_op_check_model(model);
+    if (!st) st = build_values(s);
     if (!st) st = build_nodes(s);
     if (!st) st = build_outputs(s);
     if (!st) st = trial_plan(s);

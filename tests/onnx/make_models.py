@@ -69,6 +69,18 @@ def main(out):
                           [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2])])
     m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)])
     onnx.save_model(m, f"{out}/unsupported_op.onnx")
+    # several missing ops, one inside a subgraph attribute: all named in one error
+    body = helper.make_graph([helper.make_node("Zap", [], ["z"], name="deep")], "body", [],
+                             [helper.make_tensor_value_info("z", TensorProto.FLOAT, [2])])
+    g = helper.make_graph([helper.make_node("Foo", ["x"], ["a"], name="mystery"),
+                           helper.make_node("Foo", ["a"], ["b"]),
+                           helper.make_node("Relu", ["b"], ["c"]),
+                           helper.make_node("Bar", ["c"], ["d"], name="odd", domain="com.example"),
+                           helper.make_node("Qux", ["d"], ["y"], name="holder", body=body)], "g",
+                          [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2])])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 13), helper.make_opsetid("com.example", 1)])
+    onnx.save_model(m, f"{out}/unsupported_ops.onnx")
     g = helper.make_graph([helper.make_node("Neg", ["nowhere"], ["y"], name="orphan")], "g",
                           [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2])],
                           [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2])])
