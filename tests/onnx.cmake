@@ -34,3 +34,13 @@ set_tests_properties(onnx_export_fixtures PROPERTIES FIXTURES_REQUIRED export_fi
 add_test(NAME onnx_run_output_names
          COMMAND ${SS_TEST_DIR}/onnx/run_output_names.sh $<TARGET_FILE:shardserve> ${SS_PY}
                  ${CMAKE_BINARY_DIR}/run-output-names)
+
+# Opsets 18-21 (newer than Debian's onnx 1.12): hand-built from the operator specification,
+# numpy as the oracle; every case must load and pass.
+add_test(NAME onnx_opset_cases_make
+         COMMAND ${SS_PY} ${SS_TEST_DIR}/onnx/opset_cases.py ${CMAKE_BINARY_DIR}/opset-cases)
+set_tests_properties(onnx_opset_cases_make PROPERTIES FIXTURES_SETUP opset_cases)
+add_test(NAME onnx_opset_cases
+         COMMAND ${SS_TEST_DIR}/onnx/conformance.sh $<TARGET_FILE:shardserve>
+                 ${CMAKE_BINARY_DIR}/opset-cases 51 --no-skips)
+set_tests_properties(onnx_opset_cases PROPERTIES FIXTURES_REQUIRED opset_cases)
