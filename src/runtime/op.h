@@ -32,7 +32,12 @@ enum {
      * aside), so the op can run on any slice of its inputs: the shard tool keeps it on split
      * tensors (ss_runtime_op_elementwise) */
     SS_OPF_ELEMENTWISE = 8,
+    /* k->state starts with a ss_op_release_fn that the runtime calls before free(): for state
+     * that owns more than memory (the sessions of If's branches) */
+    SS_OPF_STATE_RELEASE = 16,
 };
+
+typedef void (*ss_op_release_fn)(void *state);
 
 typedef struct ss_kctx ss_kctx;
 
@@ -63,6 +68,27 @@ struct ss_kctx {
  * bare input): check data too, unless the tensor is empty (ops/common.h: ss_op_plan_value). */
 const ss_tensor *ss_kctx_value(ss_kctx *k, int i);
 
+/* The model being planned (its path, folder and opsets), or NULL outside planning. */
+const ss_onnx_model *ss_kctx_model(const ss_kctx *k);
+
+/* ------------------------------------------------------------------ subgraphs (subgraph.c)
+ * A node with graph attributes (If) reads outer-scope values by name; the session gives it those
+ * values as extra inputs after its declared ones (k->in[node->n_input...]), in the order of
+ * ss_subgraph_outer_names. */
+typedef struct {
+    int n, cap;
+    const char **names; /* borrowed from the model proto */
+} ss_name_list;
+void ss_name_list_free(ss_name_list *l);
+/* The outer-scope names read by the node's subgraphs (nested ones included), first use first. */
+ss_status *ss_subgraph_outer_names(const ss_onnx_node *nd, ss_name_list *out);
+/* A session for subgraph g (attribute `attr` of k's node) whose graph inputs are the outer names
+ * with descs' dtypes, planned for descs (shapes; data where known at plan time). */
+ss_status *ss_subgraph_session(ss_kctx *k, const Onnx__GraphProto *g, const char *attr,
+                               const ss_name_list *outer, const ss_tensor *descs, ss_session **out);
+/* Plans s for these inputs (shapes, and values where data != NULL), replacing its plan. */
+ss_status *ss_session_plan_values(ss_session *s, const ss_tensor *inputs);
+
 /* Error helpers that name the node and op. */
 ss_status *ss_op_err(const ss_kctx *k, ss_code code, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
@@ -91,6 +117,7 @@ extern const ss_op_def ss_ops_reduce[];      /* Reduce* ArgMax ArgMin */
 extern const ss_op_def ss_ops_normalize[];   /* Softmax LayerNormalization BatchNormalization ... */
 extern const ss_op_def ss_ops_conv[];        /* Conv ConvTranspose Max/AveragePool Global*Pool */
 extern const ss_op_def ss_ops_collective[];  /* ai.shardserve AllReduce AllGather Send Recv ... */
+extern const ss_op_def ss_ops_control[];     /* If */
 
 const ss_op_def *ss_op_find(const char *domain, const char *type, int64_t opset);
 /* The opset range this runtime serves at all for a domain ("" or ai.shardserve). */

@@ -175,8 +175,10 @@ static ss_status *build_nodes(ss_session *s)
     int n = (int)g->n_node;
     int *order = calloc((size_t)n + 1, sizeof(int));
     unsigned char *ready = calloc((size_t)s->n_values + 1, 1);
+    ss_name_list *implicit = calloc((size_t)n + 1, sizeof *implicit); /* outer names of subgraphs */
     ss_status *st = NULL;
-    if (!order || !ready) st = ss_errf(SS_ERR_NOMEM, "out of memory");
+    if (!order || !ready || !implicit) st = ss_errf(SS_ERR_NOMEM, "out of memory");
+    for (int i = 0; !st && i < n; i++) st = ss_subgraph_outer_names(g->node[i], &implicit[i]);
     for (int v = 0; !st && v < s->n_values; v++) ready[v] = s->values[v].kind != V_NODE;
     int done = 0;
     unsigned char *placed = calloc((size_t)n + 1, 1);
@@ -187,13 +189,14 @@ static ss_status *build_nodes(ss_session *s)
             if (placed[i]) continue;
             const ss_onnx_node *nd = g->node[i];
             int ok = 1;
-            for (size_t j = 0; j < nd->n_input && ok; j++) {
-                if (!nd->input[j][0]) continue;
-                int id = value_lookup(s, nd->input[j]);
+            for (size_t j = 0; j < nd->n_input + (size_t)implicit[i].n && ok; j++) {
+                const char *in = j < nd->n_input ? nd->input[j] : implicit[i].names[j - nd->n_input];
+                if (!in[0]) continue;
+                int id = value_lookup(s, in);
                 if (id < 0) {
                     st = ss_errf(SS_ERR_INVALID, "node '%s' (%s): input '%s' is not produced by any "
                                  "node, initializer or graph input", nd->name ? nd->name : "",
-                                 nd->op_type, nd->input[j]);
+                                 nd->op_type, in);
                     ok = 0;
                 } else if (!ready[id]) {
                     ok = 0;
@@ -218,15 +221,18 @@ static ss_status *build_nodes(ss_session *s)
         else snprintf(nm, sizeof nm, "#%d (%s)", order[k], nd->op_type);
         d->name = strdup(nm);
         d->opset = ss_onnx_opset(s->model, nd->domain);
-        d->n_in = (int)nd->n_input;
+        const ss_name_list *outer = &implicit[order[k]];
+        d->n_in = (int)nd->n_input + outer->n;
         d->n_out = (int)nd->n_output;
-        d->in_ids = malloc(sizeof(int) * (nd->n_input + 1));
+        d->in_ids = malloc(sizeof(int) * ((size_t)d->n_in + 1));
         d->out_ids = malloc(sizeof(int) * (nd->n_output + 1));
         if (!d->name || !d->in_ids || !d->out_ids) {
             st = ss_errf(SS_ERR_NOMEM, "out of memory");
             break;
         }
-        for (int j = 0; j < d->n_in; j++) d->in_ids[j] = nd->input[j][0] ? value_lookup(s, nd->input[j]) : -1;
+        for (int j = 0; j < (int)nd->n_input; j++)
+            d->in_ids[j] = nd->input[j][0] ? value_lookup(s, nd->input[j]) : -1;
+        for (int j = 0; j < outer->n; j++) d->in_ids[nd->n_input + j] = value_lookup(s, outer->names[j]);
         for (int j = 0; j < d->n_out; j++) {
             d->out_ids[j] = nd->output[j][0] ? value_lookup(s, nd->output[j]) : -1;
             if (d->out_ids[j] >= 0) s->values[d->out_ids[j]].producer = k;
@@ -243,6 +249,8 @@ static ss_status *build_nodes(ss_session *s)
                          "communicator; run sharded models with 'shardserve run --shards' or agents",
                          d->name, nd->op_type);
     }
+    for (int i = 0; implicit && i < n; i++) ss_name_list_free(&implicit[i]);
+    free(implicit);
     free(order);
     free(ready);
     free(placed);
@@ -274,7 +282,11 @@ static void plan_free(struct ss_plan *p)
     if (p->owned)
         for (int v = 0; v < s->n_values; v++) ss_tensor_free(&p->owned[v]);
     if (p->state)
-        for (int i = 0; i < s->n_nodes; i++) free(p->state[i]);
+        for (int i = 0; i < s->n_nodes; i++) {
+            if (p->state[i] && (s->nodes[i].op->flags & SS_OPF_STATE_RELEASE))
+                (*(ss_op_release_fn *)p->state[i])(p->state[i]);
+            free(p->state[i]);
+        }
     if (p->dep_values)
         for (int i = 0; i < s->n_inputs; i++) ss_tensor_free(&p->dep_values[i]);
     free(p->dep_values);
@@ -306,6 +318,11 @@ const ss_tensor *ss_kctx_value(ss_kctx *k, int i)
         return &p->inputs[vd->input_index];
     }
     return NULL;
+}
+
+const ss_onnx_model *ss_kctx_model(const ss_kctx *k)
+{
+    return k->plan ? k->plan->s->model : NULL;
 }
 
 static ss_status *fold_node(struct ss_plan *p, int ni, ss_kctx *k)
@@ -550,6 +567,13 @@ static ss_status *plan_build(ss_session *s, const ss_tensor *inputs, struct ss_p
     s->n_plans++;
     *out = p;
     return NULL;
+}
+
+ss_status *ss_session_plan_values(ss_session *s, const ss_tensor *inputs)
+{
+    plan_free(s->plan);
+    s->plan = NULL;
+    return plan_build(s, inputs, &s->plan);
 }
 
 static bool plan_matches(const struct ss_plan *p, const ss_tensor *inputs)

@@ -87,6 +87,43 @@ def main(out):
     onnx.save_model(helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)]),
                     f"{out}/dangling_input.onnx")
 
+    # If on a shape: D == 4 picks then (Neg x), else adds B[3], which cannot broadcast with D = 4:
+    # the untaken branch is never planned
+    F = TensorProto.FLOAT
+    then_g = helper.make_graph([helper.make_node("Neg", ["x"], ["t"])], "then", [],
+                               [helper.make_tensor_value_info("t", F, None)])
+    else_g = helper.make_graph([helper.make_node("Add", ["x", "B"], ["e"])], "else", [],
+                               [helper.make_tensor_value_info("e", F, None)])
+    g = helper.make_graph(
+        [helper.make_node("Shape", ["x"], ["s"]), helper.make_node("Gather", ["s", "one"], ["d"]),
+         helper.make_node("Equal", ["d", "four"], ["c"]),
+         helper.make_node("If", ["c"], ["y"], name="by_width", then_branch=then_g, else_branch=else_g)],
+        "if_shape", [helper.make_tensor_value_info("x", F, ["N", "D"])],
+        [helper.make_tensor_value_info("y", F, None)],
+        [numpy_helper.from_array(np.array(1, np.int64), "one"), numpy_helper.from_array(np.array(4, np.int64), "four"),
+         numpy_helper.from_array(np.array([1, 2, 3], np.float32), "B")])
+    onnx.save_model(helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)]), f"{out}/if_shape.onnx")
+
+    # If on a bool input: then = If(c){ (x+W)*two } else { -(x+W) } nested, reading names from one and
+    # two scopes out; else = x - W
+    inner_then = helper.make_graph([helper.make_node("Mul", ["a", "two"], ["it"])], "it", [],
+                                   [helper.make_tensor_value_info("it", F, None)])
+    inner_else = helper.make_graph([helper.make_node("Neg", ["a"], ["ie"])], "ie", [],
+                                   [helper.make_tensor_value_info("ie", F, None)])
+    then_g = helper.make_graph([helper.make_node("Add", ["x", "W"], ["a"]),
+                                helper.make_node("If", ["c"], ["t"], then_branch=inner_then, else_branch=inner_else)],
+                               "then", [], [helper.make_tensor_value_info("t", F, None)])
+    else_g = helper.make_graph([helper.make_node("Sub", ["x", "W"], ["e"])], "else", [],
+                               [helper.make_tensor_value_info("e", F, None)])
+    g = helper.make_graph(
+        [helper.make_node("If", ["c"], ["y"], name="by_flag", then_branch=then_g, else_branch=else_g)],
+        "if_data", [helper.make_tensor_value_info("c", TensorProto.BOOL, []),
+                    helper.make_tensor_value_info("x", F, [2, 3])],
+        [helper.make_tensor_value_info("y", F, [2, 3])],
+        [numpy_helper.from_array(np.arange(6, dtype=np.float32).reshape(2, 3), "W"),
+         numpy_helper.from_array(np.array(2, np.float32), "two")])
+    onnx.save_model(helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)]), f"{out}/if_data.onnx")
+
     # a dynamic batch dim, for re-planning: y = Neg(MatMul(x[N,96], W))
     m = matmul_neg(w, x_shape=("N", 96))
     onnx.save_model(m, f"{out}/dynamic.onnx")
