@@ -118,6 +118,7 @@ extern const ss_op_def ss_ops_normalize[];   /* Softmax LayerNormalization Batch
 extern const ss_op_def ss_ops_conv[];        /* Conv ConvTranspose Max/AveragePool Global*Pool */
 extern const ss_op_def ss_ops_collective[];  /* ai.shardserve AllReduce AllGather Send Recv ... */
 extern const ss_op_def ss_ops_control[];     /* If */
+extern const ss_op_def ss_ops_resize[];      /* Resize Upsample */
 
 const ss_op_def *ss_op_find(const char *domain, const char *type, int64_t opset);
 /* The opset range this runtime serves at all for a domain ("" or ai.shardserve). */

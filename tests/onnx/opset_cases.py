@@ -1,5 +1,6 @@
 #!/usr/bin/python3
-"""Backend-test cases for opsets 18-21, hand-built from the operator specification.
+"""Backend-test cases for opsets 18-21 (and Resize/Upsample of every opset), hand-built from the
+operator specification.
 
 Debian's python3-onnx 1.12 stops at opset 17, so these models are ModelProtos with
 opset_import 18..21 written with onnx.helper and never passed to the checker; numpy is the
@@ -124,7 +125,76 @@ def unchanged_cases(out):
                            dilations=[1, 1])], [("x", x)], [("y", y)])
 
 
+def interp_axis(x, axis, coords):
+    """Linear interpolation of x along axis at source coordinates, edges clamped (np.interp)."""
+    x = np.moveaxis(x, axis, -1)
+    src = np.arange(x.shape[-1])
+    flat = x.reshape(-1, x.shape[-1])
+    y = np.stack([np.interp(coords, src, row) for row in flat]).reshape(x.shape[:-1] + (len(coords),))
+    return np.moveaxis(y, -1, axis)
+
+
+def half_pixel(n_out, n_in, scale=None):
+    s = n_out / n_in if scale is None else scale
+    return (np.arange(n_out) + 0.5) / s - 0.5
+
+
+def resize_cases(out):
+    f32, i64 = np.float32, np.int64
+    # Resize-10: scales input, asymmetric, nearest floors (np.repeat) and linear
+    x = rng.standard_normal((1, 2, 3, 4)).astype(f32)
+    case(out, "resize10_nearest_repeat", 10,
+         [helper.make_node("Resize", ["x", "s"], ["y"], mode="nearest")], [("x", x)],
+         [("y", x.repeat(2, axis=2).repeat(3, axis=3))], [("s", np.array([1, 1, 2, 3], f32))])
+    y = interp_axis(interp_axis(x.astype(np.float64), 2, np.arange(6) / 2), 3, np.arange(8) / 2)
+    case(out, "resize10_linear_asymmetric", 10,
+         [helper.make_node("Resize", ["x", "s"], ["y"], mode="linear")], [("x", x)],
+         [("y", y.astype(f32))], [("s", np.array([1, 1, 2, 2], f32))])
+    # Upsample-7 (scales attribute) and Resize-11 with an empty scales input and sizes
+    case(out, "upsample7_nearest_attr", 7,
+         [helper.make_node("Upsample", ["x"], ["y"], mode="nearest", scales=[1.0, 1.0, 2.0, 2.0])],
+         [("x", x)], [("y", x.repeat(2, axis=2).repeat(2, axis=3))])
+    # trilinear on a 5-D tensor, half_pixel, sizes on axes (opset 18)
+    v = rng.standard_normal((1, 1, 3, 4, 5)).astype(f32)
+    y = v.astype(np.float64)
+    for ax, n in ((2, 5), (3, 7), (4, 3)):
+        y = interp_axis(y, ax, half_pixel(n, v.shape[ax]))
+    case(out, "resize18_trilinear_axes_sizes", 18,
+         [helper.make_node("Resize", ["x", "", "", "sz"], ["y"], mode="linear", axes=[2, 3, 4])],
+         [("x", v)], [("y", y.astype(f32))], [("sz", np.array([5, 7, 3], i64))])
+    # keep_aspect_ratio_policy not_larger: scale min(9/3, 10/4) = 2.5 on both axes (out 8 and 10)
+    y = x.astype(np.float64)
+    for ax in (2, 3):
+        y = interp_axis(y, ax, half_pixel(round(x.shape[ax] * 2.5), x.shape[ax], 2.5))
+    case(out, "resize18_linear_not_larger", 18,
+         [helper.make_node("Resize", ["x", "", "", "sz"], ["y"], mode="linear", axes=[2, 3],
+                           keep_aspect_ratio_policy="not_larger")],
+         [("x", x)], [("y", y.astype(f32))], [("sz", np.array([9, 10], i64))])
+    # half_pixel_symmetric (19), downsampling by 0.6 along the last axis of 10
+    w = rng.standard_normal((2, 10)).astype(f32)
+    scale, n_out = 0.6, 6
+    adj = n_out / (scale * 10)
+    coords = 5 * (1 - adj) + (np.arange(n_out) + 0.5) / scale - 0.5
+    case(out, "resize19_linear_half_pixel_symmetric", 19,
+         [helper.make_node("Resize", ["x", "", "s"], ["y"], mode="linear",
+                           coordinate_transformation_mode="half_pixel_symmetric", axes=[1])],
+         [("x", w)], [("y", interp_axis(w.astype(np.float64), 1, coords).astype(f32))],
+         [("s", np.array([scale], f32))])
+    # nearest on uint8, every nearest_mode, asymmetric: source x / (10 / 7)
+    u = rng.integers(0, 255, (1, 7)).astype(np.uint8)
+    T[np.dtype(np.uint8)] = onnx.TensorProto.UINT8
+    src = np.arange(10) / (10 / 7)  # sizes: scale = out / in
+    for mode, pick in (("round_prefer_floor", lambda c: np.where(c - np.floor(c) > 0.5, np.ceil(c), np.floor(c))),
+                       ("round_prefer_ceil", lambda c: np.where(c - np.floor(c) >= 0.5, np.ceil(c), np.floor(c))),
+                       ("floor", np.floor), ("ceil", np.ceil)):
+        idx = np.clip(pick(src), 0, 6).astype(int)
+        case(out, f"resize19_nearest_uint8_{mode}", 19,
+             [helper.make_node("Resize", ["x", "", "", "sz"], ["y"], mode="nearest",
+                               coordinate_transformation_mode="asymmetric", nearest_mode=mode)],
+             [("x", u)], [("y", u[:, idx])], [("sz", np.array([1, 10], i64))])
+
+
 if __name__ == "__main__":
     out = sys.argv[1]
-    for f in (reduce_cases, split_cases, pad_cases, unchanged_cases):
+    for f in (reduce_cases, split_cases, pad_cases, unchanged_cases, resize_cases):
         f(out)
