@@ -151,11 +151,12 @@ static ss_status *plan_axis(ss_kctx *k, const resize_attrs *a, resize_plan *p, i
         int64_t first = o;
         double w[MAX_TAPS] = {1, 0, 0, 0};
         double xo = (double)o;
-        if (!identity) {
-            xo = source_coord(a, (double)o, scale, in, roi[0], roi[1]);
+        if (!identity) xo = source_coord(a, (double)o, scale, in, roi[0], roi[1]);
+        p->outside[d][o] = a->coord == C_TF_CROP && !(xo >= 0 && xo <= (double)(in - 1));
+        if (!identity) { /* far outside, every tap is an edge tap: keep the index arithmetic small */
+            xo = xo != xo ? 0 : xo < -8 ? -8 : xo > (double)in + 8 ? (double)in + 8 : xo;
             taps_for(a, xo, &first, w);
         }
-        p->outside[d][o] = a->coord == C_TF_CROP && (xo < 0 || xo > (double)(in - 1));
         double sum = 0;
         for (int t = 0; t < n; t++) {
             int64_t i = first + t;
@@ -228,6 +229,9 @@ static ss_status *output_sizes(ss_kctx *k, bool legacy, const ss_tensor *x, doub
     if (ns >= 0) {
         for (int i = 0; i < na; i++) {
             if (!(given[i] > 0)) return ss_op_err(k, SS_ERR_INVALID, "scales must be positive");
+            if (!((double)x->dims[axes[i]] * given[i] < 0x1p40))
+                return ss_op_err(k, SS_ERR_LIMIT, "scale %g makes axis %d too large", given[i],
+                                 (int)axes[i]);
             scale[axes[i]] = given[i];
             out[axes[i]] = (int64_t)floor((double)x->dims[axes[i]] * given[i]);
         }
@@ -240,7 +244,8 @@ static ss_status *output_sizes(ss_kctx *k, bool legacy, const ss_tensor *x, doub
         return ss_op_err(k, SS_ERR_INVALID, "keep_aspect_ratio_policy '%s'", policy);
     double keep = smaller ? 0 : INFINITY;
     for (int i = 0; i < na; i++) {
-        if (sizes[i] < 0) return ss_op_err(k, SS_ERR_INVALID, "sizes must not be negative");
+        if (sizes[i] < 0 || sizes[i] > (1ll << 40))
+            return ss_op_err(k, SS_ERR_INVALID, "size %lld is out of range", (long long)sizes[i]);
         double s = x->dims[axes[i]] ? (double)sizes[i] / (double)x->dims[axes[i]] : 1;
         keep = smaller ? fmax(keep, s) : fmin(keep, s);
         scale[axes[i]] = s;
@@ -288,6 +293,10 @@ static ss_status *resize_infer(ss_kctx *k)
     memcpy(p->out_dims, out, sizeof(int64_t) * (size_t)nd);
     ss_op_contiguous_strides(nd, x->dims, p->in_stride);
     unsigned char *mem = (unsigned char *)(p + 1);
+    for (int d = 0; d < nd; d++)
+        if (x->dims[d] == 0 && out[d] > 0)
+            return ss_op_err(k, SS_ERR_INVALID, "cannot resize the empty axis %d to %lld", d,
+                             (long long)out[d]);
     for (int d = 0; d < nd && !st; d++) {
         double r[2] = {roi[d], roi[nd + d]};
         st = plan_axis(k, &a, p, d, x->dims[d], scale[d], r, &mem);
