@@ -7,9 +7,9 @@
  * one, 2 for linear, 4 for cubic, plus a flag for tf_crop_and_resize's extrapolated points. The
  * coordinate transformation, the nearest rounding, cubic's coefficients, edge clamping and
  * exclude_outside follow the ONNX reference implementation (scale = out/in for sizes, and the
- * "resized length" in align_corners is in * scale). run sums taps over all resized axes and
- * allocates nothing. Nearest moves elements by size (any dtype); linear and cubic are float32
- * and float64. Resize-10 and Upsample are asymmetric with floor rounding (ONNX's 10->11 adapter).
+ * "resized length" in align_corners is in * scale). run is separable (outer axes fold input rows,
+ * then the last axis reads the folded row) and allocates nothing. Nearest moves elements by size
+ * (any dtype); linear and cubic are float32 and float64. Resize-10 and Upsample are asymmetric with floor rounding (ONNX's 10->11 adapter).
  */
 #include "common.h"
 
@@ -38,6 +38,8 @@ typedef struct {
     unsigned char *outside[SS_MAX_DIMS]; /* [out]: tf_crop_and_resize extrapolates */
     double extrapolation;
     bool interpolate;
+    int64_t in_last; /* the input's last dim */
+    double *row;     /* in_last scratch values for the separable kernel */
 } resize_plan;
 
 static int pick(const char *v, const char *const *names, int n)
@@ -281,7 +283,7 @@ static ss_status *resize_infer(ss_kctx *k)
     y->ndim = nd;
     memcpy(y->dims, out, sizeof(int64_t) * (size_t)nd);
     if (ss_tensor_numel(y) < 0) return ss_op_err(k, SS_ERR_LIMIT, "output too large");
-    size_t bytes = sizeof(resize_plan);
+    size_t bytes = sizeof(resize_plan) + sizeof(double) * (size_t)(nd ? x->dims[nd - 1] : 0);
     for (int d = 0; d < nd; d++)
         bytes += (size_t)out[d] * MAX_TAPS * (sizeof(int64_t) + sizeof(double)) + (size_t)(out[d] + 7) / 8 * 8;
     resize_plan *p = ss_op_state_alloc(k, bytes);
@@ -292,7 +294,9 @@ static ss_status *resize_infer(ss_kctx *k)
     p->interpolate = a.mode != M_NEAREST;
     memcpy(p->out_dims, out, sizeof(int64_t) * (size_t)nd);
     ss_op_contiguous_strides(nd, x->dims, p->in_stride);
-    unsigned char *mem = (unsigned char *)(p + 1);
+    p->in_last = nd ? x->dims[nd - 1] : 0;
+    p->row = (double *)(p + 1);
+    unsigned char *mem = (unsigned char *)(p->row + p->in_last);
     for (int d = 0; d < nd; d++)
         if (x->dims[d] == 0 && out[d] > 0)
             return ss_op_err(k, SS_ERR_INVALID, "cannot resize the empty axis %d to %lld", d,
@@ -304,55 +308,81 @@ static ss_status *resize_infer(ss_kctx *k)
     return st;
 }
 
+/* Separable per output row: the outer axes' taps fold whole input rows into one row of the last
+ * axis (p->row, contiguous and vectorisable), then the last axis' taps read that row. */
 #define RESIZE_KERNEL(T)                                                                           \
     static void resize_##T(const resize_plan *p, const T *x, T *y, int64_t numel)                  \
     {                                                                                              \
-        int nd = p->nd, total = 1;                                                                 \
+        int last = p->nd - 1, outer = 1, n = p->ntaps[last];                                       \
+        for (int d = 0; d < last; d++) outer *= p->ntaps[d];                                       \
+        int64_t in_w = p->in_last, out_w = p->out_dims[last], rows = numel / out_w;               \
         int64_t idx[SS_MAX_DIMS] = {0};                                                            \
-        for (int d = 0; d < nd; d++) total *= p->ntaps[d];                                         \
-        for (int64_t o = 0; o < numel; o++) {                                                      \
+        double *restrict row = p->row;                                                             \
+        for (int64_t r = 0; r < rows; r++, y += out_w) {                                           \
             bool outside = false;                                                                  \
-            for (int d = 0; d < nd; d++) outside |= p->outside[d][idx[d]];                         \
-            double acc = 0;                                                                        \
-            for (int t = 0; !outside && t < total; t++) {                                          \
+            for (int d = 0; d < last; d++) outside |= p->outside[d][idx[d]];                       \
+            for (int64_t i = 0; i < in_w; i++) row[i] = 0;                                         \
+            for (int t = 0; !outside && t < outer; t++) {                                          \
                 int64_t off = 0;                                                                   \
                 double w = 1;                                                                      \
-                for (int d = nd - 1, rest = t; d >= 0; d--) {                                      \
-                    int n = p->ntaps[d], tap = rest % n;                                           \
-                    rest /= n;                                                                     \
-                    off += p->src[d][idx[d] * n + tap];                                            \
-                    w *= p->w[d][idx[d] * n + tap];                                                \
+                for (int d = last - 1, rest = t; d >= 0; d--) {                                    \
+                    int nt = p->ntaps[d], tap = rest % nt;                                         \
+                    rest /= nt;                                                                    \
+                    off += p->src[d][idx[d] * nt + tap];                                           \
+                    w *= p->w[d][idx[d] * nt + tap];                                               \
                 }                                                                                  \
-                acc += w * (double)x[off];                                                         \
+                if (w == 0) continue;                                                              \
+                const T *restrict xr = x + off;                                                    \
+                for (int64_t i = 0; i < in_w; i++) row[i] += w * (double)xr[i];                    \
             }                                                                                      \
-            y[o] = (T)(outside ? p->extrapolation : acc);                                          \
-            for (int d = nd - 1; d >= 0 && ++idx[d] == p->out_dims[d]; d--) idx[d] = 0;            \
+            const int64_t *src = p->src[last];                                                     \
+            const double *wl = p->w[last];                                                         \
+            for (int64_t o = 0; o < out_w; o++) {                                                  \
+                double acc = 0;                                                                    \
+                for (int t = 0; t < n; t++) acc += wl[o * n + t] * row[src[o * n + t]];            \
+                y[o] = (T)(outside || p->outside[last][o] ? p->extrapolation : acc);               \
+            }                                                                                      \
+            for (int d = last - 1; d >= 0 && ++idx[d] == p->out_dims[d]; d--) idx[d] = 0;         \
         }                                                                                          \
     }
 
 RESIZE_KERNEL(float)
 RESIZE_KERNEL(double)
 
-/* Nearest: one tap per axis, elements moved by size; extrapolated points get the value cast to
- * the element type only for floats (the attribute is a float). */
+#define NEAREST_ROW(T)                                                                             \
+    for (int64_t o = 0; o < out_w; o++) ((T *)y)[o] = ((const T *)xr)[src[o]];
+
+/* Nearest: one tap per axis, so each output row reads one input row; elements move by size.
+ * Extrapolated points get the (float) attribute only in float outputs, 0 elsewhere. */
 static void resize_nearest(const resize_plan *p, const char *x, char *y, int64_t numel, ss_dtype dt)
 {
-    int nd = p->nd;
-    int64_t idx[SS_MAX_DIMS] = {0};
+    int last = p->nd - 1;
+    size_t es = p->es;
+    int64_t idx[SS_MAX_DIMS] = {0}, out_w = last >= 0 ? p->out_dims[last] : 1;
+    const int64_t *src = last >= 0 ? p->src[last] : (const int64_t[]){0};
     float ef = (float)p->extrapolation;
     double ed = p->extrapolation;
-    for (int64_t o = 0; o < numel; o++, y += p->es) {
+    for (int64_t r = 0, rows = numel / out_w; r < rows; r++, y += out_w * (int64_t)es) {
         int64_t off = 0;
-        bool outside = false;
-        for (int d = 0; d < nd; d++) {
+        bool row_out = false;
+        for (int d = 0; d < last; d++) {
             off += p->src[d][idx[d]];
-            outside |= p->outside[d][idx[d]];
+            row_out |= p->outside[d][idx[d]];
         }
-        if (!outside) memcpy(y, x + off * (int64_t)p->es, p->es);
-        else if (dt == SS_DT_FLOAT32) memcpy(y, &ef, 4);
-        else if (dt == SS_DT_FLOAT64) memcpy(y, &ed, 8);
-        else memset(y, 0, p->es);
-        for (int d = nd - 1; d >= 0 && ++idx[d] == p->out_dims[d]; d--) idx[d] = 0;
+        const char *xr = x + off * (int64_t)es;
+        if (es == 4) NEAREST_ROW(uint32_t)
+        else if (es == 8) NEAREST_ROW(uint64_t)
+        else if (es == 2) NEAREST_ROW(uint16_t)
+        else if (es == 1) NEAREST_ROW(uint8_t)
+        else for (int64_t o = 0; o < out_w; o++) memcpy(y + o * (int64_t)es, xr + src[o] * (int64_t)es, es);
+        for (int64_t o = 0; o < out_w; o++) {
+            if (!row_out && (last < 0 || !p->outside[last][o])) continue;
+            char *e = y + o * (int64_t)es;
+            if (dt == SS_DT_FLOAT32) memcpy(e, &ef, 4);
+            else if (dt == SS_DT_FLOAT64) memcpy(e, &ed, 8);
+            else memset(e, 0, es);
+        }
+        for (int d = last - 1; d >= 0 && ++idx[d] == p->out_dims[d]; d--) idx[d] = 0;
     }
 }
 
@@ -361,7 +391,7 @@ static ss_status *resize_run(ss_kctx *k)
     const resize_plan *p = k->state;
     int64_t numel = ss_tensor_numel(k->out[0]);
     if (numel <= 0) return NULL;
-    if (!p->interpolate)
+    if (!p->interpolate || p->nd == 0)
         resize_nearest(p, k->in[0]->data, k->out[0]->data, numel, k->in[0]->dtype);
     else if (k->in[0]->dtype == SS_DT_FLOAT32)
         resize_float(p, k->in[0]->data, k->out[0]->data, numel);
