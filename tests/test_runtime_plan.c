@@ -221,6 +221,9 @@ static void load_errors_name_the_node(void)
                          "'Zap' (node 'deep' in body of 'holder', domain ai.onnx, opset 13)"};
     for (size_t i = 0; i < sizeof all / sizeof all[0]; i++)
         CHECK_ERR(ss_session_create(fixture("unsupported_ops.onnx"), NULL, &s), all[i]);
+    CHECK_ERR(ss_session_create(fixture("if_ragged.onnx"), NULL, &s),
+              "If node 'ragged': output 0 is float32 [2,3] from then_branch but float32 [3,2] from "
+              "else_branch");
     CHECK_ERR(ss_session_create(fixture("dangling_input.onnx"), NULL, &s),
               "input 'nowhere' is not produced");
     CHECK(s == NULL);

@@ -124,6 +124,17 @@ def main(out):
          numpy_helper.from_array(np.array(2, np.float32), "two")])
     onnx.save_model(helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)]), f"{out}/if_data.onnx")
 
+    # a run-time condition whose branches give different shapes ([2,3] and [3,2]): refused at load
+    then_g = helper.make_graph([helper.make_node("Identity", ["x"], ["t"])], "then", [],
+                               [helper.make_tensor_value_info("t", F, None)])
+    else_g = helper.make_graph([helper.make_node("Transpose", ["x"], ["e"])], "else", [],
+                               [helper.make_tensor_value_info("e", F, None)])
+    g = helper.make_graph([helper.make_node("If", ["c"], ["y"], name="ragged", then_branch=then_g, else_branch=else_g)],
+                          "if_ragged", [helper.make_tensor_value_info("c", TensorProto.BOOL, []),
+                                        helper.make_tensor_value_info("x", F, [2, 3])],
+                          [helper.make_tensor_value_info("y", F, None)])
+    onnx.save_model(helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)]), f"{out}/if_ragged.onnx")
+
     # a dynamic batch dim, for re-planning: y = Neg(MatMul(x[N,96], W))
     m = matmul_neg(w, x_shape=("N", 96))
     onnx.save_model(m, f"{out}/dynamic.onnx")
