@@ -44,3 +44,14 @@ add_test(NAME onnx_opset_cases
          COMMAND ${SS_TEST_DIR}/onnx/conformance.sh $<TARGET_FILE:shardserve>
                  ${CMAKE_BINARY_DIR}/opset-cases 61 --no-skips)
 set_tests_properties(onnx_opset_cases PROPERTIES FIXTURES_REQUIRED opset_cases)
+
+# PyTorch exports with Resize (F.interpolate in every exported mode, opsets 11/13/17, a small
+# segmentation net) and If (a branch on a dim, decided at plan time; a branch on data), PyTorch
+# as the oracle; every case must load and pass.
+add_test(NAME onnx_torch_control_resize_make
+         COMMAND ${SS_PY} ${SS_TEST_DIR}/onnx/torch_control_resize.py ${CMAKE_BINARY_DIR}/torch-control-resize)
+set_tests_properties(onnx_torch_control_resize_make PROPERTIES FIXTURES_SETUP torch_control_resize)
+add_test(NAME onnx_torch_control_resize
+         COMMAND ${SS_TEST_DIR}/onnx/conformance.sh $<TARGET_FILE:shardserve>
+                 ${CMAKE_BINARY_DIR}/torch-control-resize 29 --no-skips)
+set_tests_properties(onnx_torch_control_resize PROPERTIES FIXTURES_REQUIRED torch_control_resize)

@@ -86,7 +86,8 @@ ss_status *ss_subgraph_outer_names(const ss_onnx_node *nd, ss_name_list *out);
  * with descs' dtypes, planned for descs (shapes; data where known at plan time). */
 ss_status *ss_subgraph_session(ss_kctx *k, const Onnx__GraphProto *g, const char *attr,
                                const ss_name_list *outer, const ss_tensor *descs, ss_session **out);
-/* Plans s for these inputs (shapes, and values where data != NULL), replacing its plan. */
+/* Plans s for these inputs, replacing its plan: an input with data is a constant of the plan
+ * (folded like an initializer; its bytes must outlive the plan), one without is known by shape. */
 ss_status *ss_session_plan_values(ss_session *s, const ss_tensor *inputs);
 
 /* Error helpers that name the node and op. */

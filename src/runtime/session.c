@@ -77,6 +77,7 @@ struct ss_session {
     int *input_ids, *output_ids;
     struct ss_plan *plan;
     int n_plans;
+    bool data_is_constant; /* planning a subgraph: inputs given with data are outer constants */
     /* name -> value id hash table (open addressing) */
     int hash_cap;
     int *hash;
@@ -543,6 +544,10 @@ static ss_status *plan_build(ss_session *s, const ss_tensor *inputs, struct ss_p
             p->vals[v].storage = SS_STORE_BORROWED;
             p->known[v] = 1;
             p->const_bytes += vd->init->nbytes;
+        } else if (vd->kind == V_INPUT && s->data_is_constant && inputs[vd->input_index].data) {
+            p->vals[v] = inputs[vd->input_index]; /* outlives this plan (the outer plan owns it) */
+            p->vals[v].storage = SS_STORE_BORROWED;
+            p->known[v] = 1;
         } else if (vd->kind == V_INPUT) {
             const ss_tensor *t = &inputs[vd->input_index];
             p->vals[v] = (ss_tensor){.dtype = t->dtype, .ndim = t->ndim, .nbytes = t->nbytes,
@@ -573,7 +578,10 @@ ss_status *ss_session_plan_values(ss_session *s, const ss_tensor *inputs)
 {
     plan_free(s->plan);
     s->plan = NULL;
-    return plan_build(s, inputs, &s->plan);
+    s->data_is_constant = true;
+    ss_status *st = plan_build(s, inputs, &s->plan);
+    s->data_is_constant = false;
+    return st;
 }
 
 static bool plan_matches(const struct ss_plan *p, const ss_tensor *inputs)
