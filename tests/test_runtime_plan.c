@@ -170,11 +170,94 @@ static void bad_inputs_are_named(void)
     ss_session_free(s);
 }
 
+static void fill2(ss_tensor *t, int64_t rows, int64_t cols, float v)
+{
+    int64_t dims[2] = {rows, cols};
+    ss_status *st = ss_tensor_alloc(t, SS_DT_FLOAT32, 2, dims);
+    if (st) { ss_status_free(st); return; }
+    for (int64_t i = 0; i < rows * cols; i++) ((float *)t->data)[i] = v;
+}
+
+/* If whose condition is a dim: decided at plan time, only the taken branch planned (the other
+ * would not even plan for these shapes) and run, nothing allocated per run. */
+static void if_on_shape_runs_taken_branch(void)
+{
+    ss_session *s = NULL;
+    CHECK_OK(ss_session_create(fixture("if_shape.onnx"), NULL, &s));
+    if (!s) return;
+    ss_tensor x4, x3;
+    fill2(&x4, 2, 4, 1.0f);
+    fill2(&x3, 2, 3, 1.0f);
+    const ss_tensor *out = NULL;
+    CHECK_OK(ss_session_run(s, &x4, 1, &out));
+    if (out) CHECK(out[0].dims[1] == 4 && all_equal(&out[0], -1.0f));
+    long before = n_allocs;
+    for (int i = 0; i < 10; i++) CHECK_OK(ss_session_run(s, &x4, 1, &out));
+    CHECK_MSG(n_allocs == before, "%ld allocations in 10 planned If runs", n_allocs - before);
+    CHECK_OK(ss_session_run(s, &x3, 1, &out)); /* D = 3: the else branch, x + [1,2,3] */
+    if (out) {
+        const float *y = out[0].data;
+        CHECK(out[0].dims[1] == 3 && y[0] == 2.0f && y[1] == 3.0f && y[5] == 4.0f);
+    }
+    ss_tensor_free(&x4);
+    ss_tensor_free(&x3);
+    ss_session_free(s);
+}
+
+/* If on a run-time bool: both branches planned once, the chosen one run, nested If reading
+ * names from two scopes out; switching branches neither re-plans nor allocates. */
+static void if_on_data_switches_without_replanning(void)
+{
+    ss_session *s = NULL;
+    CHECK_OK(ss_session_create(fixture("if_data.onnx"), NULL, &s));
+    if (!s) return;
+    ss_tensor in[2];
+    int64_t none[1] = {0};
+    CHECK_OK(ss_tensor_alloc(&in[0], SS_DT_BOOL, 0, none));
+    fill2(&in[1], 2, 3, 1.0f);
+    const ss_tensor *out = NULL;
+    ss_session_stats st;
+    bool flags[4] = {true, false, true, false};
+    long before = 0;
+    int plans = 0;
+    for (int r = 0; r < 4; r++) {
+        *(unsigned char *)in[0].data = flags[r];
+        CHECK_OK(ss_session_run(s, in, 2, &out));
+        if (r == 0) {
+            ss_session_get_stats(s, &st);
+            plans = st.n_plans;
+            before = n_allocs;
+        }
+        if (!out) continue;
+        const float *y = out[0].data;
+        for (int i = 0; i < 6; i++) { /* W = 0..5, x = 1 */
+            float want = flags[r] ? (1.0f + (float)i) * 2.0f : 1.0f - (float)i;
+            CHECK_MSG(y[i] == want, "run %d element %d: %g, expected %g", r, i, y[i], want);
+        }
+    }
+    CHECK_MSG(n_allocs == before, "%ld allocations switching branches", n_allocs - before);
+    ss_session_get_stats(s, &st);
+    CHECK(st.n_plans == plans);
+    ss_tensor_free(&in[0]);
+    ss_tensor_free(&in[1]);
+    ss_session_free(s);
+}
+
 static void load_errors_name_the_node(void)
 {
     ss_session *s = NULL;
     CHECK_ERR(ss_session_create(fixture("unsupported_op.onnx"), NULL, &s),
               "unsupported op 'Foo' (node 'mystery', domain ai.onnx, opset 13)");
+    /* every missing op in one message, subgraphs included, each once with its first node */
+    const char *all[] = {"4 unsupported ops: ", "'Foo' (node 'mystery' and 1 more, domain ai.onnx, opset 13)",
+                         "'Bar' (node 'odd', domain com.example, opset 1)",
+                         "'Qux' (node 'holder', domain ai.onnx, opset 13)",
+                         "'Zap' (node 'deep' in body of 'holder', domain ai.onnx, opset 13)"};
+    for (size_t i = 0; i < sizeof all / sizeof all[0]; i++)
+        CHECK_ERR(ss_session_create(fixture("unsupported_ops.onnx"), NULL, &s), all[i]);
+    CHECK_ERR(ss_session_create(fixture("if_ragged.onnx"), NULL, &s),
+              "If node 'ragged': output 0 is float32 [2,3] from then_branch but float32 [3,2] from "
+              "else_branch");
     CHECK_ERR(ss_session_create(fixture("dangling_input.onnx"), NULL, &s),
               "input 'nowhere' is not produced");
     CHECK(s == NULL);
@@ -182,5 +265,5 @@ static void load_errors_name_the_node(void)
 
 TEST_MAIN(TEST(seed_model_gives_minus_48), TEST(run_allocates_nothing), TEST(arena_reuses_buffers),
           TEST(dynamic_dim_replans_only_on_change), TEST(replan_reuses_packed_weights),
-          TEST(bad_inputs_are_named),
-          TEST(load_errors_name_the_node))
+          TEST(bad_inputs_are_named), TEST(load_errors_name_the_node), TEST(if_on_shape_runs_taken_branch),
+          TEST(if_on_data_switches_without_replanning))

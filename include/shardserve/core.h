@@ -158,6 +158,12 @@ ss_status *ss_npy_write(const char *path, const ss_tensor *t);
 ss_status *ss_read_file(const char *path, void **data, size_t *len);
 /* Monotonic clock in nanoseconds. */
 uint64_t ss_now_ns(void);
+/* A tensor name as one file name: bytes outside [A-Za-z0-9._-] (and a leading '.', so "." and
+ * ".." stay files) become %XX, so "a/b:0" is "a%2Fb%3A0" and distinct names never collide.
+ * Returns false when the escaped name (plus NUL) does not fit in cap. */
+bool ss_name_to_file(const char *name, char *out, size_t cap);
+/* The inverse (in place is fine); false for a malformed %XX. */
+bool ss_name_from_file(const char *file, char *out, size_t cap);
 
 #ifdef __cplusplus
 }

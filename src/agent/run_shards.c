@@ -59,9 +59,12 @@ static ss_status *feed_and_run(ss_rank *r, const ss_run_shards_options *opt)
     if (!st) st = ss_session_run(s, ins, n_in, &outs);
     if (!st && cfg->rank == cfg->rank_size - 1) {
         for (int i = 0; i < ss_session_num_outputs(s) && !st; i++) {
-            char path[PATH_MAX];
-            snprintf(path, sizeof path, "%s/%s.npy", opt->out_dir, ss_session_output(s, i)->name);
-            st = ss_npy_write(path, &outs[i]);
+            char path[PATH_MAX], file[NAME_MAX - 3];
+            const char *name = ss_session_output(s, i)->name;
+            if (!ss_name_to_file(name, file, sizeof file))
+                st = ss_errf(SS_ERR_LIMIT, "output name '%.64s...' is too long for a file name", name);
+            snprintf(path, sizeof path, "%s/%s.npy", opt->out_dir, file);
+            if (!st) st = ss_npy_write(path, &outs[i]);
         }
     }
     for (int i = 0; i < n_in; i++) ss_tensor_free(&ins[i]);

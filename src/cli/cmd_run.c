@@ -1,13 +1,15 @@
 /*
  * shardserve run MODEL.onnx --input NAME=FILE.npy ... [--output-dir DIR] [--repeat N]
  * Loads the model, runs it (N times, reporting the median), prints each output's name, dtype,
- * shape and a short summary, and writes NAME.npy files with --output-dir.
+ * shape and a short summary, and writes NAME.npy files with --output-dir (NAME escaped by
+ * ss_name_to_file: '/' and other bytes unsafe in a file name become %XX).
  */
 #include "cli.h"
 #include "shardserve/agent.h"
 #include "shardserve/runtime.h"
 
 #include <dirent.h>
+#include <limits.h>
 #include <unistd.h>
 
 #include <stdio.h>
@@ -93,9 +95,10 @@ static int run_shards(const char *shards, ss_comm_backend backend, long timeout_
     for (struct dirent *e; d && (e = readdir(d));) {
         size_t len = strlen(e->d_name);
         if (len < 5 || strcmp(e->d_name + len - 4, ".npy")) continue;
-        char path[4096], name[256];
+        char path[4096], file[256], name[256];
         snprintf(path, sizeof path, "%s/%s", tmp, e->d_name);
-        snprintf(name, sizeof name, "%.*s", (int)(len - 4), e->d_name);
+        snprintf(file, sizeof file, "%.*s", (int)(len - 4), e->d_name);
+        if (!ss_name_from_file(file, name, sizeof name)) snprintf(name, sizeof name, "%s", file);
         ss_tensor t;
         ss_status *rs = rc ? NULL : ss_npy_read(path, &t);
         if (!rc && !rs) {
@@ -115,6 +118,19 @@ static int run_shards(const char *shards, ss_comm_backend backend, long timeout_
     if (d) closedir(d);
     rmdir(tmp);
     return rc;
+}
+
+/* Output names become file names escaped (tf2onnx's "model/dense/BiasAdd:0" is
+ * model%2Fdense%2FBiasAdd%3A0.npy): a name is never a path. */
+static int write_output(const char *outdir, const char *name, const ss_tensor *t)
+{
+    char path[4096], file[NAME_MAX - 3];
+    if (!ss_name_to_file(name, file, sizeof file))
+        return cli_fail("run", ss_errf(SS_ERR_LIMIT, "output name '%.64s...' is too long for a "
+                                       "file name", name));
+    snprintf(path, sizeof path, "%s/%s.npy", outdir, file);
+    ss_status *w = ss_npy_write(path, t);
+    return w ? cli_fail("run", w) : 0;
 }
 
 int cmd_run(int argc, char **argv)
@@ -199,12 +215,7 @@ int cmd_run(int argc, char **argv)
         for (int i = 0; i < ss_session_num_outputs(s); i++) {
             const char *name = ss_session_output(s, i)->name;
             cli_print_tensor(name, &outs[i]);
-            if (outdir) {
-                char path[4096];
-                snprintf(path, sizeof path, "%s/%s.npy", outdir, name);
-                ss_status *w = ss_npy_write(path, &outs[i]);
-                if (w) rc = cli_fail("run", w);
-            }
+            if (outdir) rc |= write_output(outdir, name, &outs[i]);
         }
         if (repeat > 1) {
             qsort(times, (size_t)repeat, sizeof *times, cmp_u64);

@@ -42,3 +42,55 @@ uint64_t ss_now_ns(void)
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
 }
+
+static bool file_safe(unsigned char c, bool first)
+{
+    if (c == '.') return !first;
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_' ||
+           c == '-';
+}
+
+bool ss_name_to_file(const char *name, char *out, size_t cap)
+{
+    static const char hex[] = "0123456789ABCDEF";
+    size_t n = 0;
+    for (const unsigned char *c = (const unsigned char *)name; *c; c++) {
+        bool safe = file_safe(*c, c == (const unsigned char *)name);
+        if (n + (safe ? 1 : 3) >= cap) return false;
+        if (safe) {
+            out[n++] = (char)*c;
+        } else {
+            out[n++] = '%';
+            out[n++] = hex[*c >> 4];
+            out[n++] = hex[*c & 15];
+        }
+    }
+    if (n >= cap) return false;
+    out[n] = 0;
+    return true;
+}
+
+static int hex_value(char c)
+{
+    return c >= '0' && c <= '9' ? c - '0' : c >= 'A' && c <= 'F' ? c - 'A' + 10
+                                          : c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
+}
+
+bool ss_name_from_file(const char *file, char *out, size_t cap)
+{
+    size_t n = 0;
+    for (const char *c = file; *c; c++) {
+        if (n + 1 >= cap) return false;
+        if (*c != '%') {
+            out[n++] = *c;
+            continue;
+        }
+        int hi = hex_value(c[1]), lo = hi < 0 ? -1 : hex_value(c[2]);
+        if (lo < 0) return false;
+        out[n++] = (char)(hi * 16 + lo);
+        c += 2;
+    }
+    if (n >= cap) return false;
+    out[n] = 0;
+    return true;
+}

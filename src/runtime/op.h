@@ -96,6 +96,28 @@ ss_packed *ss_kctx_packed_add(ss_kctx *k, const void *src, const void *layout, s
 void *ss_packed_data(const ss_packed *p);
 void ss_packed_release(ss_packed *p);
 
+/* The model being planned (its path, folder and opsets), or NULL outside planning. */
+const ss_onnx_model *ss_kctx_model(const ss_kctx *k);
+
+/* ------------------------------------------------------------------ subgraphs (subgraph.c)
+ * A node with graph attributes (If) reads outer-scope values by name; the session gives it those
+ * values as extra inputs after its declared ones (k->in[node->n_input...]), in the order of
+ * ss_subgraph_outer_names. */
+typedef struct {
+    int n, cap;
+    const char **names; /* borrowed from the model proto */
+} ss_name_list;
+void ss_name_list_free(ss_name_list *l);
+/* The outer-scope names read by the node's subgraphs (nested ones included), first use first. */
+ss_status *ss_subgraph_outer_names(const ss_onnx_node *nd, ss_name_list *out);
+/* A session for subgraph g (attribute `attr` of k's node) whose graph inputs are the outer names
+ * with descs' dtypes, planned for descs (shapes; data where known at plan time). */
+ss_status *ss_subgraph_session(ss_kctx *k, const Onnx__GraphProto *g, const char *attr,
+                               const ss_name_list *outer, const ss_tensor *descs, ss_session **out);
+/* Plans s for these inputs, replacing its plan: an input with data is a constant of the plan
+ * (folded like an initializer; its bytes must outlive the plan), one without is known by shape. */
+ss_status *ss_session_plan_values(ss_session *s, const ss_tensor *inputs);
+
 /* Error helpers that name the node and op. */
 ss_status *ss_op_err(const ss_kctx *k, ss_code code, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
@@ -124,9 +146,13 @@ extern const ss_op_def ss_ops_reduce[];      /* Reduce* ArgMax ArgMin */
 extern const ss_op_def ss_ops_normalize[];   /* Softmax LayerNormalization BatchNormalization ... */
 extern const ss_op_def ss_ops_conv[];        /* Conv ConvTranspose Max/AveragePool Global*Pool */
 extern const ss_op_def ss_ops_collective[];  /* ai.shardserve AllReduce AllGather Send Recv ... */
+extern const ss_op_def ss_ops_control[];     /* If */
+extern const ss_op_def ss_ops_resize[];      /* Resize Upsample */
 
 const ss_op_def *ss_op_find(const char *domain, const char *type, int64_t opset);
 /* The opset range this runtime serves at all for a domain ("" or ai.shardserve). */
 bool ss_op_domain_known(const char *domain);
+/* Every op of the model (subgraphs included) missing from the table, named in one error. */
+ss_status *ss_op_check_model(const ss_onnx_model *m);
 
 #endif

@@ -80,6 +80,7 @@ struct ss_session {
     struct ss_plan *plan;
     int n_plans;
     ss_packed *packed; /* packed weights kept across plans (op.h) */
+    bool data_is_constant; /* planning a subgraph: inputs given with data are outer constants */
     /* name -> value id hash table (open addressing) */
     int hash_cap;
     int *hash;
@@ -178,8 +179,10 @@ static ss_status *build_nodes(ss_session *s)
     int n = (int)g->n_node;
     int *order = calloc((size_t)n + 1, sizeof(int));
     unsigned char *ready = calloc((size_t)s->n_values + 1, 1);
+    ss_name_list *implicit = calloc((size_t)n + 1, sizeof *implicit); /* outer names of subgraphs */
     ss_status *st = NULL;
-    if (!order || !ready) st = ss_errf(SS_ERR_NOMEM, "out of memory");
+    if (!order || !ready || !implicit) st = ss_errf(SS_ERR_NOMEM, "out of memory");
+    for (int i = 0; !st && i < n; i++) st = ss_subgraph_outer_names(g->node[i], &implicit[i]);
     for (int v = 0; !st && v < s->n_values; v++) ready[v] = s->values[v].kind != V_NODE;
     int done = 0;
     unsigned char *placed = calloc((size_t)n + 1, 1);
@@ -190,13 +193,14 @@ static ss_status *build_nodes(ss_session *s)
             if (placed[i]) continue;
             const ss_onnx_node *nd = g->node[i];
             int ok = 1;
-            for (size_t j = 0; j < nd->n_input && ok; j++) {
-                if (!nd->input[j][0]) continue;
-                int id = value_lookup(s, nd->input[j]);
+            for (size_t j = 0; j < nd->n_input + (size_t)implicit[i].n && ok; j++) {
+                const char *in = j < nd->n_input ? nd->input[j] : implicit[i].names[j - nd->n_input];
+                if (!in[0]) continue;
+                int id = value_lookup(s, in);
                 if (id < 0) {
                     st = ss_errf(SS_ERR_INVALID, "node '%s' (%s): input '%s' is not produced by any "
                                  "node, initializer or graph input", nd->name ? nd->name : "",
-                                 nd->op_type, nd->input[j]);
+                                 nd->op_type, in);
                     ok = 0;
                 } else if (!ready[id]) {
                     ok = 0;
@@ -221,15 +225,18 @@ static ss_status *build_nodes(ss_session *s)
         else snprintf(nm, sizeof nm, "#%d (%s)", order[k], nd->op_type);
         d->name = strdup(nm);
         d->opset = ss_onnx_opset(s->model, nd->domain);
-        d->n_in = (int)nd->n_input;
+        const ss_name_list *outer = &implicit[order[k]];
+        d->n_in = (int)nd->n_input + outer->n;
         d->n_out = (int)nd->n_output;
-        d->in_ids = malloc(sizeof(int) * (nd->n_input + 1));
+        d->in_ids = malloc(sizeof(int) * ((size_t)d->n_in + 1));
         d->out_ids = malloc(sizeof(int) * (nd->n_output + 1));
         if (!d->name || !d->in_ids || !d->out_ids) {
             st = ss_errf(SS_ERR_NOMEM, "out of memory");
             break;
         }
-        for (int j = 0; j < d->n_in; j++) d->in_ids[j] = nd->input[j][0] ? value_lookup(s, nd->input[j]) : -1;
+        for (int j = 0; j < (int)nd->n_input; j++)
+            d->in_ids[j] = nd->input[j][0] ? value_lookup(s, nd->input[j]) : -1;
+        for (int j = 0; j < outer->n; j++) d->in_ids[nd->n_input + j] = value_lookup(s, outer->names[j]);
         for (int j = 0; j < d->n_out; j++) {
             d->out_ids[j] = nd->output[j][0] ? value_lookup(s, nd->output[j]) : -1;
             if (d->out_ids[j] >= 0) s->values[d->out_ids[j]].producer = k;
@@ -246,6 +253,8 @@ static ss_status *build_nodes(ss_session *s)
                          "communicator; run sharded models with 'shardserve run --shards' or agents",
                          d->name, nd->op_type);
     }
+    for (int i = 0; implicit && i < n; i++) ss_name_list_free(&implicit[i]);
+    free(implicit);
     free(order);
     free(ready);
     free(placed);
@@ -313,6 +322,11 @@ const ss_tensor *ss_kctx_value(ss_kctx *k, int i)
         return &p->inputs[vd->input_index];
     }
     return NULL;
+}
+
+const ss_onnx_model *ss_kctx_model(const ss_kctx *k)
+{
+    return k->plan ? k->plan->s->model : NULL;
 }
 
 void ss_kctx_drop_const_pages(ss_kctx *k, int i)
@@ -642,6 +656,10 @@ static ss_status *plan_build(ss_session *s, const ss_tensor *inputs, struct ss_p
             p->vals[v].storage = SS_STORE_BORROWED;
             p->known[v] = 1;
             p->const_bytes += vd->init->nbytes;
+        } else if (vd->kind == V_INPUT && s->data_is_constant && inputs[vd->input_index].data) {
+            p->vals[v] = inputs[vd->input_index]; /* outlives this plan (the outer plan owns it) */
+            p->vals[v].storage = SS_STORE_BORROWED;
+            p->known[v] = 1;
         } else if (vd->kind == V_INPUT) {
             const ss_tensor *t = &inputs[vd->input_index];
             p->vals[v] = (ss_tensor){.dtype = t->dtype, .ndim = t->ndim, .nbytes = t->nbytes,
@@ -666,6 +684,16 @@ static ss_status *plan_build(ss_session *s, const ss_tensor *inputs, struct ss_p
     s->n_plans++;
     *out = p;
     return NULL;
+}
+
+ss_status *ss_session_plan_values(ss_session *s, const ss_tensor *inputs)
+{
+    plan_free(s->plan);
+    s->plan = NULL;
+    s->data_is_constant = true;
+    ss_status *st = plan_build(s, inputs, &s->plan);
+    s->data_is_constant = false;
+    return st;
 }
 
 static bool plan_matches(const struct ss_plan *p, const ss_tensor *inputs)
@@ -734,7 +762,8 @@ ss_status *ss_session_create_from_model(ss_onnx_model *model, const ss_session_o
     s->model = model;
     if (opt) s->opt = *opt;
     if (s->opt.blas_threads > 0) openblas_set_num_threads(s->opt.blas_threads);
-    ss_status *st = build_values(s);
+    ss_status *st = ss_op_check_model(model);
+    if (!st) st = build_values(s);
     if (!st) st = build_nodes(s);
     if (!st) st = build_outputs(s);
     if (!st) st = trial_plan(s);

@@ -69,11 +69,71 @@ def main(out):
                           [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2])])
     m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)])
     onnx.save_model(m, f"{out}/unsupported_op.onnx")
+    # several missing ops, one inside a subgraph attribute: all named in one error
+    body = helper.make_graph([helper.make_node("Zap", [], ["z"], name="deep")], "body", [],
+                             [helper.make_tensor_value_info("z", TensorProto.FLOAT, [2])])
+    g = helper.make_graph([helper.make_node("Foo", ["x"], ["a"], name="mystery"),
+                           helper.make_node("Foo", ["a"], ["b"]),
+                           helper.make_node("Relu", ["b"], ["c"]),
+                           helper.make_node("Bar", ["c"], ["d"], name="odd", domain="com.example"),
+                           helper.make_node("Qux", ["d"], ["y"], name="holder", body=body)], "g",
+                          [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2])])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 13), helper.make_opsetid("com.example", 1)])
+    onnx.save_model(m, f"{out}/unsupported_ops.onnx")
     g = helper.make_graph([helper.make_node("Neg", ["nowhere"], ["y"], name="orphan")], "g",
                           [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2])],
                           [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2])])
     onnx.save_model(helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)]),
                     f"{out}/dangling_input.onnx")
+
+    # If on a shape: D == 4 picks then (Neg x), else adds B[3], which cannot broadcast with D = 4:
+    # the untaken branch is never planned
+    F = TensorProto.FLOAT
+    then_g = helper.make_graph([helper.make_node("Neg", ["x"], ["t"])], "then", [],
+                               [helper.make_tensor_value_info("t", F, None)])
+    else_g = helper.make_graph([helper.make_node("Add", ["x", "B"], ["e"])], "else", [],
+                               [helper.make_tensor_value_info("e", F, None)])
+    g = helper.make_graph(
+        [helper.make_node("Shape", ["x"], ["s"]), helper.make_node("Gather", ["s", "one"], ["d"]),
+         helper.make_node("Equal", ["d", "four"], ["c"]),
+         helper.make_node("If", ["c"], ["y"], name="by_width", then_branch=then_g, else_branch=else_g)],
+        "if_shape", [helper.make_tensor_value_info("x", F, ["N", "D"])],
+        [helper.make_tensor_value_info("y", F, None)],
+        [numpy_helper.from_array(np.array(1, np.int64), "one"), numpy_helper.from_array(np.array(4, np.int64), "four"),
+         numpy_helper.from_array(np.array([1, 2, 3], np.float32), "B")])
+    onnx.save_model(helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)]), f"{out}/if_shape.onnx")
+
+    # If on a bool input: then = If(c){ (x+W)*two } else { -(x+W) } nested, reading names from one and
+    # two scopes out; else = x - W
+    inner_then = helper.make_graph([helper.make_node("Mul", ["a", "two"], ["it"])], "it", [],
+                                   [helper.make_tensor_value_info("it", F, None)])
+    inner_else = helper.make_graph([helper.make_node("Neg", ["a"], ["ie"])], "ie", [],
+                                   [helper.make_tensor_value_info("ie", F, None)])
+    then_g = helper.make_graph([helper.make_node("Add", ["x", "W"], ["a"]),
+                                helper.make_node("If", ["c"], ["t"], then_branch=inner_then, else_branch=inner_else)],
+                               "then", [], [helper.make_tensor_value_info("t", F, None)])
+    else_g = helper.make_graph([helper.make_node("Sub", ["x", "W"], ["e"])], "else", [],
+                               [helper.make_tensor_value_info("e", F, None)])
+    g = helper.make_graph(
+        [helper.make_node("If", ["c"], ["y"], name="by_flag", then_branch=then_g, else_branch=else_g)],
+        "if_data", [helper.make_tensor_value_info("c", TensorProto.BOOL, []),
+                    helper.make_tensor_value_info("x", F, [2, 3])],
+        [helper.make_tensor_value_info("y", F, [2, 3])],
+        [numpy_helper.from_array(np.arange(6, dtype=np.float32).reshape(2, 3), "W"),
+         numpy_helper.from_array(np.array(2, np.float32), "two")])
+    onnx.save_model(helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)]), f"{out}/if_data.onnx")
+
+    # a run-time condition whose branches give different shapes ([2,3] and [3,2]): refused at load
+    then_g = helper.make_graph([helper.make_node("Identity", ["x"], ["t"])], "then", [],
+                               [helper.make_tensor_value_info("t", F, None)])
+    else_g = helper.make_graph([helper.make_node("Transpose", ["x"], ["e"])], "else", [],
+                               [helper.make_tensor_value_info("e", F, None)])
+    g = helper.make_graph([helper.make_node("If", ["c"], ["y"], name="ragged", then_branch=then_g, else_branch=else_g)],
+                          "if_ragged", [helper.make_tensor_value_info("c", TensorProto.BOOL, []),
+                                        helper.make_tensor_value_info("x", F, [2, 3])],
+                          [helper.make_tensor_value_info("y", F, None)])
+    onnx.save_model(helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)]), f"{out}/if_ragged.onnx")
 
     # a dynamic batch dim, for re-planning: y = Neg(MatMul(x[N,96], W))
     m = matmul_neg(w, x_shape=("N", 96))

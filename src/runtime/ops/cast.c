@@ -265,7 +265,7 @@ static ss_status *cast_run(ss_kctx *k)
 }
 
 const ss_op_def ss_ops_cast[] = {
-    {"", "Cast", 1, 17, cast_infer, cast_run, SS_OPF_ELEMENTWISE},
-    {"", "CastLike", 15, 17, castlike_infer, cast_run, SS_OPF_ELEMENTWISE},
+    {"", "Cast", 1, 21, cast_infer, cast_run, SS_OPF_ELEMENTWISE},
+    {"", "CastLike", 15, 21, castlike_infer, cast_run, SS_OPF_ELEMENTWISE},
     {0},
 };

@@ -569,8 +569,8 @@ typedef struct {
 
 static const char *const maxpool_attrs[] = {
     "auto_pad", "ceil_mode", "dilations", "kernel_shape", "pads", "storage_order", "strides", NULL};
-static const char *const avgpool_attrs[] = {
-    "auto_pad", "ceil_mode", "count_include_pad", "kernel_shape", "pads", "strides", NULL};
+static const char *const avgpool_attrs[] = {"auto_pad", "ceil_mode", "count_include_pad",
+                                            "dilations", "kernel_shape", "pads", "strides", NULL};
 
 static ss_status *pool_infer(ss_kctx *k)
 {
@@ -594,6 +594,12 @@ static ss_status *pool_infer(ss_kctx *k)
     if (!p) return ss_op_oom();
     st = geom_init(k, x, kernel, ss_onnx_attr_int(k->node, "ceil_mode", 0) != 0, &p->g);
     if (st) return st;
+    /* AveragePool's divisor counts undilated taps: opset 19's dilations only as all ones */
+    for (int i = 0; !is_max && i < 3; i++)
+        if (p->g.d[i] != 1)
+            return ss_op_err(k, SS_ERR_UNSUPPORTED, "attribute 'dilations' other than 1");
+    if (!is_max && k->opset < 19 && ss_onnx_attr_find(k->node, "dilations"))
+        return ss_op_err(k, SS_ERR_INVALID, "attribute 'dilations' needs opset 19");
     p->planes = x->dims[0] * x->dims[1];
     p->is_max = is_max;
     p->include_pad = ss_onnx_attr_int(k->node, "count_include_pad", 0) != 0;
@@ -810,11 +816,11 @@ static ss_status *gpool_run(ss_kctx *k)
 }
 
 const ss_op_def ss_ops_conv[] = {
-    {"", "Conv", 1, 17, conv_infer, conv_run, 0, conv_release},
-    {"", "ConvTranspose", 1, 17, convt_infer, convt_run, 0},
-    {"", "MaxPool", 1, 17, pool_infer, pool_run, 0},
-    {"", "AveragePool", 1, 17, pool_infer, pool_run, 0},
-    {"", "GlobalAveragePool", 1, 17, gpool_infer, gpool_run, 0},
-    {"", "GlobalMaxPool", 1, 17, gpool_infer, gpool_run, 0},
+    {"", "Conv", 1, 21, conv_infer, conv_run, 0, conv_release},
+    {"", "ConvTranspose", 1, 21, convt_infer, convt_run, 0},
+    {"", "MaxPool", 1, 21, pool_infer, pool_run, 0},
+    {"", "AveragePool", 1, 21, pool_infer, pool_run, 0},
+    {"", "GlobalAveragePool", 1, 21, gpool_infer, gpool_run, 0},
+    {"", "GlobalMaxPool", 1, 21, gpool_infer, gpool_run, 0},
     {0},
 };

@@ -403,10 +403,10 @@ static ss_status *onehot_run(ss_kctx *k)
 }
 
 const ss_op_def ss_ops_generate[] = {
-    {"", "Constant", 1, 17, constant_infer, constant_run, 0},
-    {"", "ConstantOfShape", 9, 17, const_of_shape_infer, const_of_shape_run, 0},
-    {"", "Range", 11, 17, range_infer, range_run, 0},
-    {"", "EyeLike", 9, 17, eye_like_infer, eye_like_run, 0},
-    {"", "OneHot", 9, 17, onehot_infer, onehot_run, 0},
+    {"", "Constant", 1, 21, constant_infer, constant_run, 0},
+    {"", "ConstantOfShape", 9, 21, const_of_shape_infer, const_of_shape_run, 0},
+    {"", "Range", 11, 21, range_infer, range_run, 0},
+    {"", "EyeLike", 9, 21, eye_like_infer, eye_like_run, 0},
+    {"", "OneHot", 9, 21, onehot_infer, onehot_run, 0},
     {0},
 };

@@ -183,15 +183,15 @@ static ss_status *where_infer(ss_kctx *k)
 }
 
 const ss_op_def ss_ops_logic[] = {
-    {"", "Equal", 1, 17, cmp_infer, ss_ew_run, SS_OPF_ELEMENTWISE},
-    {"", "Less", 1, 17, cmp_infer, ss_ew_run, SS_OPF_ELEMENTWISE},
-    {"", "Greater", 1, 17, cmp_infer, ss_ew_run, SS_OPF_ELEMENTWISE},
-    {"", "LessOrEqual", 12, 17, cmp_infer, ss_ew_run, SS_OPF_ELEMENTWISE},
-    {"", "GreaterOrEqual", 12, 17, cmp_infer, ss_ew_run, SS_OPF_ELEMENTWISE},
-    {"", "And", 1, 17, cmp_infer, ss_ew_run, SS_OPF_ELEMENTWISE},
-    {"", "Or", 1, 17, cmp_infer, ss_ew_run, SS_OPF_ELEMENTWISE},
-    {"", "Xor", 1, 17, cmp_infer, ss_ew_run, SS_OPF_ELEMENTWISE},
-    {"", "Not", 1, 17, not_infer, ss_ew_run, SS_OPF_ELEMENTWISE},
-    {"", "Where", 9, 17, where_infer, ss_ew_run, SS_OPF_ELEMENTWISE},
+    {"", "Equal", 1, 21, cmp_infer, ss_ew_run, SS_OPF_ELEMENTWISE},
+    {"", "Less", 1, 21, cmp_infer, ss_ew_run, SS_OPF_ELEMENTWISE},
+    {"", "Greater", 1, 21, cmp_infer, ss_ew_run, SS_OPF_ELEMENTWISE},
+    {"", "LessOrEqual", 12, 21, cmp_infer, ss_ew_run, SS_OPF_ELEMENTWISE},
+    {"", "GreaterOrEqual", 12, 21, cmp_infer, ss_ew_run, SS_OPF_ELEMENTWISE},
+    {"", "And", 1, 21, cmp_infer, ss_ew_run, SS_OPF_ELEMENTWISE},
+    {"", "Or", 1, 21, cmp_infer, ss_ew_run, SS_OPF_ELEMENTWISE},
+    {"", "Xor", 1, 21, cmp_infer, ss_ew_run, SS_OPF_ELEMENTWISE},
+    {"", "Not", 1, 21, not_infer, ss_ew_run, SS_OPF_ELEMENTWISE},
+    {"", "Where", 9, 21, where_infer, ss_ew_run, SS_OPF_ELEMENTWISE},
     {0},
 };

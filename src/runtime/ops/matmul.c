@@ -420,7 +420,7 @@ static ss_status *gemm_run(ss_kctx *k)
 }
 
 const ss_op_def ss_ops_matmul[] = {
-    {"", "MatMul", 1, 17, matmul_infer, matmul_run, 0, matmul_release},
-    {"", "Gemm", 7, 17, gemm_infer, gemm_run, 0, gemm_release},
+    {"", "MatMul", 1, 21, matmul_infer, matmul_run, 0, matmul_release},
+    {"", "Gemm", 7, 21, gemm_infer, gemm_run, 0, gemm_release},
     {0},
 };

@@ -1,5 +1,6 @@
 /*
- * Data movement ops: Transpose, Concat, Split, Slice, Gather, GatherElements, Tile, Pad,
+ * Data movement ops: Transpose, Concat, Split (num_outputs from 18), Slice, Gather, GatherElements,
+ * Tile, Pad (axes input from 18, wrap mode from 19),
  * DepthToSpace, SpaceToDepth, Trilu.
  *
  * Every kernel moves elements by size (1/2/4/8 bytes, any other size byte-wise), never by type,
@@ -164,6 +165,30 @@ typedef struct {
     size_t bytes[]; /* per output, per outer step */
 } split_plan;
 
+/* Sizes without a 'split' input: equal parts, or from opset 18 (num_outputs) ceil(dim / n)
+ * each with a smaller last part. */
+static ss_status *split_even(ss_kctx *k, int64_t dim, int n_out, int64_t *sizes)
+{
+    const ss_onnx_attr *num = ss_onnx_attr_find(k->node, "num_outputs");
+    if (num && k->opset < 18)
+        return ss_op_err(k, SS_ERR_INVALID, "attribute 'num_outputs' needs opset 18");
+    if (k->opset >= 18 && !num)
+        return ss_op_err(k, SS_ERR_INVALID, "needs the 'split' input or the 'num_outputs' attribute "
+                         "from opset 18 on");
+    if (num && num->i != n_out)
+        return ss_op_err(k, SS_ERR_INVALID, "num_outputs is %lld but the node has %d outputs",
+                         (long long)num->i, n_out);
+    int64_t part = num ? (dim + n_out - 1) / n_out : dim / n_out;
+    if (!num && dim % n_out)
+        return ss_op_err(k, SS_ERR_INVALID, "axis of size %lld does not split evenly into %d",
+                         (long long)dim, n_out);
+    for (int i = 0; i < n_out; i++) {
+        int64_t left = dim - part * i;
+        sizes[i] = left < 0 ? 0 : left < part ? left : part;
+    }
+    return NULL;
+}
+
 static ss_status *split_infer(ss_kctx *k)
 {
     ss_status *st = ss_op_expect_inputs(k, 1, k->opset >= 13 ? 2 : 1);
@@ -187,6 +212,8 @@ static ss_status *split_infer(ss_kctx *k)
             sizes[i] = sa[i];
     }
     int64_t dim = x->dims[axis];
+    if (ns >= 0 && ss_onnx_attr_find(k->node, "num_outputs"))
+        return ss_op_err(k, SS_ERR_INVALID, "has both the 'split' input and 'num_outputs'");
     if (ns >= 0) {
         if (ns != n_out)
             return ss_op_err(k, SS_ERR_INVALID, "split has %d sizes for %d outputs", ns, n_out);
@@ -198,12 +225,8 @@ static ss_status *split_infer(ss_kctx *k)
         if (sum != dim)
             return ss_op_err(k, SS_ERR_INVALID, "split sizes sum to %lld, the axis has %lld",
                              (long long)sum, (long long)dim);
-    } else {
-        if (dim % n_out)
-            return ss_op_err(k, SS_ERR_INVALID, "axis of size %lld does not split evenly into %d",
-                             (long long)dim, n_out);
-        for (int i = 0; i < n_out; i++)
-            sizes[i] = dim / n_out;
+    } else if ((st = split_even(k, dim, n_out, sizes))) {
+        return st;
     }
     split_plan *p = ss_op_state_alloc(k, sizeof *p + sizeof(size_t) * (size_t)n_out);
     if (!p) return ss_op_oom();
@@ -470,17 +493,42 @@ static ss_status *tile_infer(ss_kctx *k)
 
 typedef struct {
     int nd;
-    int mode; /* 0 constant, 1 reflect, 2 edge */
+    int mode; /* 0 constant, 1 reflect, 2 edge, 3 wrap (opset 19) */
     int64_t in_dims[SS_MAX_DIMS], out_dims[SS_MAX_DIMS], in_stride[SS_MAX_DIMS];
     int64_t *map[SS_MAX_DIMS]; /* per dim, per output coordinate: source coordinate or -1 */
     unsigned char value[16];   /* constant value bytes (opset < 11, or no constant_value input) */
     int64_t maps[];
 } pad_plan;
 
+/* Opset 18's 'axes' input: pads holds begins then ends for those axes only; spread them over
+ * every axis (the others get 0). */
+static ss_status *pad_axes(ss_kctx *k, int nd, int64_t *pads, int *np)
+{
+    int64_t axes[SS_MAX_DIMS], given[2 * SS_MAX_DIMS];
+    int na;
+    ss_status *st = ss_op_plan_ints(k, 3, "axes", axes, SS_MAX_DIMS, &na);
+    if (st) return st;
+    if (*np != 2 * na)
+        return ss_op_err(k, SS_ERR_INVALID, "pads has %d values for %d axes", *np, na);
+    memcpy(given, pads, sizeof(int64_t) * (size_t)*np);
+    memset(pads, 0, sizeof(int64_t) * 2 * (size_t)nd);
+    bool seen[SS_MAX_DIMS] = {false};
+    for (int i = 0; i < na; i++) {
+        int a;
+        if ((st = ss_op_axis(k, axes[i], nd, &a))) return st;
+        if (seen[a]) return ss_op_err(k, SS_ERR_INVALID, "axis %d is listed twice", a);
+        seen[a] = true;
+        pads[a] = given[i];
+        pads[a + nd] = given[i + na];
+    }
+    *np = 2 * nd;
+    return NULL;
+}
+
 static ss_status *pad_infer(ss_kctx *k)
 {
     bool inputs = k->opset >= 11;
-    ss_status *st = ss_op_expect_inputs(k, inputs ? 2 : 1, inputs ? 3 : 1);
+    ss_status *st = ss_op_expect_inputs(k, inputs ? 2 : 1, !inputs ? 1 : k->opset >= 18 ? 4 : 3);
     if (!st) st = no_strings(k, 0);
     if (st) return st;
     const ss_tensor *x = k->in[0];
@@ -488,6 +536,7 @@ static ss_status *pad_infer(ss_kctx *k)
     int64_t pads[2 * SS_MAX_DIMS];
     if (inputs) {
         if ((st = ss_op_plan_ints(k, 1, "pads", pads, 2 * SS_MAX_DIMS, &np))) return st;
+        if (k->n_in > 3 && k->in[3] && (st = pad_axes(k, nd, pads, &np))) return st;
     } else {
         const int64_t *pa;
         np = ss_onnx_attr_ints(k->node, "pads", &pa);
@@ -501,6 +550,7 @@ static ss_status *pad_infer(ss_kctx *k)
     int m = strcmp(mode, "constant") == 0  ? 0
             : strcmp(mode, "reflect") == 0 ? 1
             : strcmp(mode, "edge") == 0    ? 2
+            : strcmp(mode, "wrap") == 0 && k->opset >= 19 ? 3
                                            : -1;
     if (m < 0) return ss_op_err(k, SS_ERR_UNSUPPORTED, "mode '%s' is not supported", mode);
     int64_t out_dims[SS_MAX_DIMS] = {0}, total = 0;
@@ -530,6 +580,8 @@ static ss_status *pad_infer(ss_kctx *k)
             if (s < 0 || s >= d) {
                 if (m == 0)
                     s = -1;
+                else if (m == 3)
+                    s = (s % d + d) % d;
                 else if (m == 2)
                     s = s < 0 ? 0 : d - 1;
                 else if (d == 1)
@@ -727,16 +779,16 @@ static ss_status *trilu_run(ss_kctx *k)
 }
 
 const ss_op_def ss_ops_movement[] = {
-    {"", "Transpose", 1, 17, transpose_infer, ss_view_run, 0},
-    {"", "Concat", 1, 17, concat_infer, concat_run, 0},
-    {"", "Split", 2, 17, split_infer, split_run, 0},
-    {"", "Slice", 1, 17, slice_infer, ss_view_run, 0},
-    {"", "Gather", 1, 17, gather_infer, gather_run, 0},
-    {"", "GatherElements", 11, 17, gather_el_infer, gather_el_run, 0},
-    {"", "Tile", 6, 17, tile_infer, ss_view_run, 0},
-    {"", "Pad", 2, 17, pad_infer, pad_run, 0},
-    {"", "DepthToSpace", 1, 17, depth_to_space_infer, ss_view_run, 0},
-    {"", "SpaceToDepth", 1, 17, space_to_depth_infer, ss_view_run, 0},
-    {"", "Trilu", 14, 17, trilu_infer, trilu_run, 0},
+    {"", "Transpose", 1, 21, transpose_infer, ss_view_run, 0},
+    {"", "Concat", 1, 21, concat_infer, concat_run, 0},
+    {"", "Split", 2, 21, split_infer, split_run, 0},
+    {"", "Slice", 1, 21, slice_infer, ss_view_run, 0},
+    {"", "Gather", 1, 21, gather_infer, gather_run, 0},
+    {"", "GatherElements", 11, 21, gather_el_infer, gather_el_run, 0},
+    {"", "Tile", 6, 21, tile_infer, ss_view_run, 0},
+    {"", "Pad", 2, 21, pad_infer, pad_run, 0},
+    {"", "DepthToSpace", 1, 21, depth_to_space_infer, ss_view_run, 0},
+    {"", "SpaceToDepth", 1, 21, space_to_depth_infer, ss_view_run, 0},
+    {"", "Trilu", 14, 21, trilu_infer, trilu_run, 0},
     {0},
 };

@@ -823,16 +823,16 @@ static ss_status *loss_run(ss_kctx *k)
 }
 
 const ss_op_def ss_ops_normalize[] = {
-    {"", "Softmax", 1, 17, softmax_infer, softmax_run, 0},
-    {"", "LogSoftmax", 1, 17, softmax_infer, softmax_run, 0},
-    {"", "Hardmax", 1, 17, softmax_infer, softmax_run, 0},
-    {"", "LpNormalization", 1, 17, lpnorm_infer, lpnorm_run, 0},
-    {"", "LayerNormalization", 17, 17, layernorm_infer, layernorm_run, 0},
-    {"", "BatchNormalization", 7, 17, chnorm_infer, chnorm_run, 0},
-    {"", "InstanceNormalization", 6, 17, chnorm_infer, chnorm_run, 0},
-    {"", "LRN", 1, 17, lrn_infer, lrn_run, 0},
-    {"", "MeanVarianceNormalization", 9, 17, mvn_infer, mvn_run, 0},
-    {"", "NegativeLogLikelihoodLoss", 12, 17, loss_infer, loss_run, 0},
-    {"", "SoftmaxCrossEntropyLoss", 12, 17, loss_infer, loss_run, 0},
+    {"", "Softmax", 1, 21, softmax_infer, softmax_run, 0},
+    {"", "LogSoftmax", 1, 21, softmax_infer, softmax_run, 0},
+    {"", "Hardmax", 1, 21, softmax_infer, softmax_run, 0},
+    {"", "LpNormalization", 1, 21, lpnorm_infer, lpnorm_run, 0},
+    {"", "LayerNormalization", 17, 21, layernorm_infer, layernorm_run, 0},
+    {"", "BatchNormalization", 7, 21, chnorm_infer, chnorm_run, 0},
+    {"", "InstanceNormalization", 6, 21, chnorm_infer, chnorm_run, 0},
+    {"", "LRN", 1, 21, lrn_infer, lrn_run, 0},
+    {"", "MeanVarianceNormalization", 9, 21, mvn_infer, mvn_run, 0},
+    {"", "NegativeLogLikelihoodLoss", 12, 21, loss_infer, loss_run, 0},
+    {"", "SoftmaxCrossEntropyLoss", 12, 21, loss_infer, loss_run, 0},
     {0},
 };

@@ -8,8 +8,9 @@
  * a row of accumulators). Accumulators live in k->state: double for float inputs (so float32
  * sums do not lose precision), int64 for integer inputs. run never allocates.
  *
- * Axes: an attribute up to opset 17 (ReduceSum up to 12), the optional second input for
- * ReduceSum from 13 (with noop_with_empty_axes); that input's value must be known at plan time.
+ * Axes: an attribute up to opset 17 (ReduceSum up to 12), the optional second input from 18
+ * (ReduceSum from 13), with noop_with_empty_axes; that input's value must be known at plan time.
+ * Opsets 19-21 changed no Reduce op (20 only widened ReduceMax/Min to bool, refused here).
  */
 #include "common.h"
 
@@ -136,11 +137,12 @@ static ss_status *reduce_infer_common(ss_kctx *k, bool axes_input)
         return ss_op_err(k, SS_ERR_UNSUPPORTED, "input type %s is not supported",
                          ss_dtype_name(x->dtype));
     if (axes_input && ss_onnx_attr_find(k->node, "axes"))
-        return ss_op_err(k, SS_ERR_INVALID, "attribute 'axes' is an input from opset 13 on");
+        return ss_op_err(k, SS_ERR_INVALID, "attribute 'axes' is an input from opset 13 (ReduceSum) or 18 (the other Reduce ops) on");
     if (!axes_input && ss_onnx_attr_find(k->node, "noop_with_empty_axes"))
         return ss_op_err(
             k, SS_ERR_UNSUPPORTED,
-            "attribute 'noop_with_empty_axes' needs the axes input (opset 13+ ReduceSum)");
+            "attribute 'noop_with_empty_axes' needs the axes input (opset 13+ ReduceSum, "
+            "18+ for the other Reduce ops)");
     bool keep = ss_onnx_attr_int(k->node, "keepdims", 1) != 0;
     bool noop = ss_onnx_attr_int(k->node, "noop_with_empty_axes", 0) != 0;
     bool mask[SS_MAX_DIMS], empty;
@@ -538,17 +540,26 @@ static ss_status *arg_run(ss_kctx *k)
 
 const ss_op_def ss_ops_reduce[] = {
     {"", "ReduceSum", 1, 12, reduce_infer_attr, reduce_run, 0},
-    {"", "ReduceSum", 13, 17, reduce_infer_input, reduce_run, 0},
+    {"", "ReduceSum", 13, 21, reduce_infer_input, reduce_run, 0},
     {"", "ReduceMean", 1, 17, reduce_infer_attr, reduce_run, 0},
+    {"", "ReduceMean", 18, 21, reduce_infer_input, reduce_run, 0},
     {"", "ReduceMax", 1, 17, reduce_infer_attr, reduce_run, 0},
+    {"", "ReduceMax", 18, 21, reduce_infer_input, reduce_run, 0},
     {"", "ReduceMin", 1, 17, reduce_infer_attr, reduce_run, 0},
+    {"", "ReduceMin", 18, 21, reduce_infer_input, reduce_run, 0},
     {"", "ReduceProd", 1, 17, reduce_infer_attr, reduce_run, 0},
+    {"", "ReduceProd", 18, 21, reduce_infer_input, reduce_run, 0},
     {"", "ReduceL1", 1, 17, reduce_infer_attr, reduce_run, 0},
+    {"", "ReduceL1", 18, 21, reduce_infer_input, reduce_run, 0},
     {"", "ReduceL2", 1, 17, reduce_infer_attr, reduce_run, 0},
+    {"", "ReduceL2", 18, 21, reduce_infer_input, reduce_run, 0},
     {"", "ReduceLogSum", 1, 17, reduce_infer_attr, reduce_run, 0},
+    {"", "ReduceLogSum", 18, 21, reduce_infer_input, reduce_run, 0},
     {"", "ReduceLogSumExp", 1, 17, reduce_infer_attr, reduce_run, 0},
+    {"", "ReduceLogSumExp", 18, 21, reduce_infer_input, reduce_run, 0},
     {"", "ReduceSumSquare", 1, 17, reduce_infer_attr, reduce_run, 0},
-    {"", "ArgMax", 1, 17, arg_infer, arg_run, 0},
-    {"", "ArgMin", 1, 17, arg_infer, arg_run, 0},
+    {"", "ReduceSumSquare", 18, 21, reduce_infer_input, reduce_run, 0},
+    {"", "ArgMax", 1, 21, arg_infer, arg_run, 0},
+    {"", "ArgMin", 1, 21, arg_infer, arg_run, 0},
     {0},
 };

@@ -248,12 +248,12 @@ static ss_status *expand_infer(ss_kctx *k)
 }
 
 const ss_op_def ss_ops_shape[] = {
-    {"", "Reshape", 5, 17, reshape_infer, alias_run, SS_OPF_ALIAS},
-    {"", "Flatten", 1, 17, flatten_infer, alias_run, SS_OPF_ALIAS},
-    {"", "Squeeze", 1, 17, squeeze_infer, alias_run, SS_OPF_ALIAS},
-    {"", "Unsqueeze", 1, 17, unsqueeze_infer, alias_run, SS_OPF_ALIAS},
-    {"", "Shape", 1, 17, shape_infer, shape_run, SS_OPF_SHAPE_ONLY},
-    {"", "Size", 1, 17, size_infer, size_run, SS_OPF_SHAPE_ONLY},
-    {"", "Expand", 8, 17, expand_infer, ss_view_run, 0},
+    {"", "Reshape", 5, 21, reshape_infer, alias_run, SS_OPF_ALIAS},
+    {"", "Flatten", 1, 21, flatten_infer, alias_run, SS_OPF_ALIAS},
+    {"", "Squeeze", 1, 21, squeeze_infer, alias_run, SS_OPF_ALIAS},
+    {"", "Unsqueeze", 1, 21, unsqueeze_infer, alias_run, SS_OPF_ALIAS},
+    {"", "Shape", 1, 21, shape_infer, shape_run, SS_OPF_SHAPE_ONLY},
+    {"", "Size", 1, 21, size_infer, size_run, SS_OPF_SHAPE_ONLY},
+    {"", "Expand", 8, 21, expand_infer, ss_view_run, 0},
     {0},
 };
