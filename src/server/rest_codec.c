@@ -21,7 +21,7 @@
 
 #define FLOAT_FLAG (1 << 12) /* our tag on cJSON number nodes written with '.', 'e' or 'E' */
 #define ERR_TEXT_MAX 100     /* longest piece of client input echoed in an error */
-#define SS_REST_MAX_JSON_VALUES (1 << 22) /* numbers + strings in one request body */
+#define SS_REST_MAX_JSON_VALUES (1 << 22) /* JSON values of every kind in one request body */
 
 /* ------------------------------------------------------------------ string builder */
 
@@ -229,17 +229,19 @@ bool ss_rest_parse_url(const char *url, char **servable, char **method, uint64_t
  * through but JSON forbids: raw control characters inside strings. */
 typedef enum { LEX_OK, LEX_NOMEM, LEX_CONTROL_CHAR } lex_result;
 
+/* Numbers are recorded (integer or float, in document order); every other value (strings,
+ * arrays, objects, true, false, null) is only counted in *others, for the decode budget. */
 static lex_result lex_number_kinds(const char *text, size_t len, bool **kinds, size_t *count,
-                                   size_t *strings)
+                                   size_t *others)
 {
     size_t cap = 64, n = 0;
-    *strings = 0;
+    *others = 0;
     bool *k = malloc(cap * sizeof *k);
     if (!k) return LEX_NOMEM;
     for (size_t i = 0; i < len; i++) {
         char c = text[i];
         if (c == '"') {
-            (*strings)++;
+            (*others)++;
             for (i++; i < len && text[i] != '"'; i++) {
                 if ((unsigned char)text[i] < 0x20) {
                     free(k);
@@ -249,6 +251,7 @@ static lex_result lex_number_kinds(const char *text, size_t len, bool **kinds, s
             }
             continue;
         }
+        if (c == '[' || c == '{' || c == 't' || c == 'f' || c == 'n') (*others)++;
         if (c != '-' && (c < '0' || c > '9')) continue;
         bool is_float = false;
         for (; i < len && text[i] && strchr("0123456789+-.eE", text[i]); i++)
@@ -631,14 +634,14 @@ static ss_status *parse_json(const char *body, size_t len, cJSON **out)
         return fail("Illegal JSON format.[json.exception.parse_error.101] parse error: invalid "
                     "UTF-8 byte");
     bool *kinds = NULL;
-    size_t count = 0, strings = 0, next = 0;
-    lex_result lex = lex_number_kinds(body, len, &kinds, &count, &strings);
+    size_t count = 0, others = 0, next = 0;
+    lex_result lex = lex_number_kinds(body, len, &kinds, &count, &others);
     if (lex == LEX_NOMEM) return ss_errf(SS_ERR_NOMEM, "out of memory");
     if (lex == LEX_CONTROL_CHAR)
         return fail("Illegal JSON format.[json.exception.parse_error.101] parse error: control "
                     "character in a string must be escaped");
     /* cJSON spends ~64 bytes per value: bound it before parsing, not after. */
-    if (count + strings > SS_REST_MAX_JSON_VALUES) {
+    if (count + others > SS_REST_MAX_JSON_VALUES) {
         free(kinds);
         return fail("http message has more than %d JSON values; send large tensors as "
                     "{\"b64\": ...} objects",

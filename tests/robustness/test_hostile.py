@@ -1,0 +1,200 @@
+#!/usr/bin/python3
+"""Hostile clients against a real `shardserve serve` + `shardserve agents` (1 rank, loopback only):
+cheap, well-formed requests and connections that cost the server far more than they cost the
+client. Every attack is bounded in count and time.
+
+- cost linear in the request: 80,000 distinct input names (gRPC and MindSpore REST) are refused
+  within 100 ms with an error naming the limit;
+- decode budgets count every value kind: millions of empty JSON arrays (MindSpore REST and
+  KServe REST) and millions of unknown protobuf fields are refused before they are parsed;
+- the server stays healthy: /health/live answers within 1 s while 1,000 idle REST connections
+  are open, and a valid request still gets its answer afterwards.
+
+Usage: test_hostile.py [case ...]; prints ok/FAIL per case and "N passed, N failed"."""
+
+import json
+import os
+import socket
+import sys
+import time
+import urllib.error
+import urllib.request
+
+import numpy as np
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(os.path.dirname(HERE), "serving"))
+from cluster import Cluster, matmul_neg_model, run_cases  # noqa: E402
+import shardserve_client as ssc  # noqa: E402
+
+SANITIZED = os.environ.get("SS_SANITIZED", "0") in ("1", "ON", "TRUE", "true")
+SLOW = 5 if SANITIZED else 1  # sanitizers slow everything down; the bounds scale with them
+ROWS, K, N = 4, 16, 8
+NAMES = 80000
+C = None  # the cluster, started once in main()
+
+
+def raw_grpc(payload, timeout=30):
+    """Send pre-serialized PredictRequest bytes; returns (seconds, parsed reply or error)."""
+    call = C.raw_channel.unary_unary(ssc._PREDICT, request_serializer=lambda b: b,
+                                     response_deserializer=ssc.PredictReply.FromString)
+    t0 = time.perf_counter()
+    try:
+        r = ssc._parse_reply(call(payload, timeout=timeout))
+    except ssc.grpc.RpcError as e:
+        r = ssc._grpc_error(e)
+    return time.perf_counter() - t0, r
+
+
+def rest_post(path, body, timeout=30):
+    req = urllib.request.Request("http://%s%s" % (C.rest, path), data=body, method="POST",
+                                 headers={"Content-Type": "application/json"})
+    t0 = time.perf_counter()
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as r:
+            st, text = r.status, r.read()
+    except urllib.error.HTTPError as e:
+        st, text = e.code, e.read()
+    return time.perf_counter() - t0, st, text.decode("utf-8", "replace")
+
+
+def best_of(n, fn):
+    """The fastest of n tries (a shared machine adds noise, never speed) and its result."""
+    runs = [fn() for _ in range(n)]
+    return min(runs, key=lambda r: r[0])
+
+
+def valid_answer():
+    x = np.arange(ROWS * K, dtype=np.float32).reshape(ROWS, K) % 7
+    r = ssc.Client(C.grpc, "matmul", "predict").infer({"x": x})
+    want = np.repeat(-0.5 * x.sum(axis=1, keepdims=True), N, axis=1)
+    return isinstance(r, list) and (r[0]["y"] == want).all(), str(r)[:200]
+
+
+# ------------------------------------------------------------------ cost linear in the request
+
+def test_grpc_80000_names_refused_fast():
+    inst = {"n%06d" % i: np.zeros((1,), np.float32) for i in range(NAMES)}
+    inst["x"] = np.ones((ROWS, K), np.float32)
+    payload = ssc.Client(C.grpc, "matmul", "predict")._request([inst]).SerializeToString()
+    secs, r = best_of(3, lambda: raw_grpc(payload))
+    assert isinstance(r, dict) and "limit" in r.get("error", ""), str(r)[:300]
+    assert "1024" in r["error"], r["error"]
+    assert secs < 0.1 * SLOW, "an 80,000-name request took %.3f s (bound %.1f s)" % (secs, 0.1 * SLOW)
+    print("    gRPC, %d names, %.1f MB: refused in %.1f ms: %s" % (
+        NAMES, len(payload) / 1e6, secs * 1e3, r["error"][:120]))
+
+
+def test_rest_80000_names_refused_fast():
+    inst = {"n%06d" % i: 0 for i in range(NAMES)}
+    inst["x"] = np.ones((ROWS, K)).tolist()
+    body = json.dumps({"instances": [inst]}).encode()
+    secs, st, text = best_of(3, lambda: rest_post("/model/matmul:predict", body))
+    assert "limit" in text and "1024" in text, (st, text[:300])
+    assert secs < 0.1 * SLOW, "an 80,000-name request took %.3f s (bound %.1f s)" % (secs, 0.1 * SLOW)
+    print("    REST, %d names, %.1f MB: refused in %.1f ms" % (NAMES, len(body) / 1e6, secs * 1e3))
+
+
+def test_names_under_the_limit_still_served():
+    """Extra names are MindSpore's to ignore: 1,000 of them next to x still get the answer."""
+    x = np.ones((ROWS, K), np.float32)
+    inst = {"extra%d" % i: np.zeros((1,), np.float32) for i in range(1000)}
+    inst["x"] = x
+    r = ssc.Client(C.grpc, "matmul", "predict").infer(inst)
+    assert isinstance(r, list) and (r[0]["y"] == -0.5 * K).all(), str(r)[:300]
+
+
+# ------------------------------------------------------------------ decode budgets
+
+def test_rest_empty_arrays_refused_before_parsing():
+    # 5 M empty arrays (10 MB): no number or string, each a cJSON node all the same
+    body = b'{"instances": [{"x": [' + b",".join([b"[]"] * 5000000) + b']}]}'
+    secs, st, text = rest_post("/model/matmul:predict", body, timeout=60)
+    assert "JSON values" in text, (st, text[:300], secs)
+    print("    MindSpore REST, 5 M empty arrays: refused in %.1f ms" % (secs * 1e3))
+
+
+def test_kserve_rest_literals_refused_before_parsing():
+    body = b'{"inputs": [{"name": "x", "datatype": "FP32", "shape": [1], "data": [' + \
+        b",".join([b"null"] * 5000000) + b"]}]}"
+    secs, st, text = rest_post("/v2/models/matmul/infer", body, timeout=60)
+    assert st == 400 and "JSON values" in text, (st, text[:300], secs)
+    print("    KServe REST, 5 M nulls: refused in %.1f ms" % (secs * 1e3))
+
+
+def test_grpc_unknown_fields_refused_before_unpacking():
+    x = {"x": np.ones((ROWS, K), np.float32)}
+    good = ssc.Client(C.grpc, "matmul", "predict")._request([x]).SerializeToString()
+    unknown = b"\x78\x00" * 5000000  # field 15, varint 0: 2 bytes each
+    secs, r = raw_grpc(good + unknown, timeout=60)
+    assert isinstance(r, dict) and "protobuf fields" in r.get("error", ""), (str(r)[:300], secs)
+    print("    gRPC, 5 M unknown fields: refused in %.1f ms" % (secs * 1e3))
+
+
+# ------------------------------------------------------------------ health under attack
+
+def health_live_seconds():
+    t0 = time.perf_counter()
+    try:
+        with urllib.request.urlopen("http://%s/health/live" % C.rest, timeout=5) as r:
+            ok = r.status == 200
+    except (urllib.error.URLError, OSError):
+        ok = False
+    return time.perf_counter() - t0, ok
+
+
+def test_health_live_with_1000_idle_rest_connections():
+    host, port = C.rest.rsplit(":", 1)
+    idle = []
+    try:
+        for _ in range(1000):
+            s = socket.create_connection((host, int(port)), timeout=5)
+            idle.append(s)
+        time.sleep(0.5)  # let the server accept (or refuse) them all
+        worst = 0.0
+        for _ in range(5):
+            secs, ok = health_live_seconds()
+            assert ok, "/health/live did not answer 200 with %d idle connections open" % len(idle)
+            worst = max(worst, secs)
+        assert worst < 1.0, "/health/live took %.2f s with %d idle connections" % (worst, len(idle))
+        print("    /health/live with %d idle connections: slowest %.1f ms" % (len(idle), worst * 1e3))
+    finally:
+        for s in idle:
+            s.close()
+
+
+def test_valid_request_after_the_attacks():
+    ok, detail = valid_answer()
+    assert ok, detail
+    assert C.server.poll() is None, "serve died:\n" + C.log(C.server)[-4000:]
+
+
+CASES = [test_grpc_80000_names_refused_fast, test_rest_80000_names_refused_fast,
+         test_names_under_the_limit_still_served, test_rest_empty_arrays_refused_before_parsing,
+         test_kserve_rest_literals_refused_before_parsing,
+         test_grpc_unknown_fields_refused_before_unpacking,
+         test_health_live_with_1000_idle_rest_connections, test_valid_request_after_the_attacks]
+
+
+def main():
+    global C
+    with Cluster() as c:
+        C = c
+        model = os.path.join(c.dir, "matmul.onnx")
+        matmul_neg_model(model, rows=ROWS, k=K, n=N)
+        models = c.add_servable("matmul", model, 1, 1)
+        table = c.write_rank_table(1)
+        c.serve([("matmul", 1, table)], wait_agents=60)
+        c.agents(c.worker_addresses["matmul"][0], models)
+        c.wait_ready(1)
+        c.raw_channel = ssc.grpc.insecure_channel(
+            c.grpc, options=[("grpc.max_send_message_length", 256 << 20),
+                             ("grpc.max_receive_message_length", 256 << 20),
+                             ("grpc.enable_http_proxy", 0)])
+        rc = run_cases(CASES, sys.argv[1:])
+        c.raw_channel.close()
+        return rc
+
+
+if __name__ == "__main__":
+    sys.exit(main())
