@@ -158,6 +158,10 @@ ss_status *ss_npy_write(const char *path, const ss_tensor *t);
 ss_status *ss_read_file(const char *path, void **data, size_t *len);
 /* Monotonic clock in nanoseconds. */
 uint64_t ss_now_ns(void);
+/* Raise the soft RLIMIT_NOFILE to the hard limit (servers holding many connections and agents
+ * holding many segments would otherwise run out at 1024). Returns the soft limit now in force;
+ * a failure is logged once, never fatal. */
+unsigned long long ss_raise_nofile_limit(void);
 
 #ifdef __cplusplus
 }

@@ -7,15 +7,23 @@ client. Every attack is bounded in count and time.
   within 100 ms with an error naming the limit;
 - decode budgets count every value kind: millions of empty JSON arrays (MindSpore REST and
   KServe REST) and millions of unknown protobuf fields are refused before they are parsed;
+- limits (serve runs with --rest-read-timeout-s 3 --grpc-recv-timeout-s 3 --grpc-max-streams 4
+  and the default 256 REST connections per client address): connections over the per-client
+  limit are refused and counted in /metrics; a client trickling its headers is cut off at the
+  read deadline although every byte arrives well within the idle timeout; `Expect: 100-continue`
+  over the size limit gets the refusal, not "100 Continue"; a gRPC call whose message never
+  arrives is cancelled at the receive deadline; one connection gets at most 4 streams at once;
 - the server stays healthy: /health/live answers within 1 s while 1,000 idle REST connections
-  are open, and a valid request still gets its answer afterwards.
+  (from 127.0.0.2-5) are open, and a valid request still gets its answer afterwards.
 
 Usage: test_hostile.py [case ...]; prints ok/FAIL per case and "N passed, N failed"."""
 
 import json
 import os
+import re
 import socket
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -143,14 +151,38 @@ def health_live_seconds():
     return time.perf_counter() - t0, ok
 
 
-def test_health_live_with_1000_idle_rest_connections():
+def idle_connections(count, source):
     host, port = C.rest.rsplit(":", 1)
+    socks = []
+    for _ in range(count):
+        socks.append(socket.create_connection((host, int(port)), timeout=5, source_address=(source, 0)))
+    return socks
+
+
+def metric(name, label):
+    with urllib.request.urlopen("http://%s/metrics" % C.rest, timeout=5) as r:
+        text = r.read().decode()
+    m = re.search(r'(?m)^%s\{limit="%s"\} (\S+)$' % (name, label), text)
+    return float(m.group(1)) if m else 0.0
+
+
+def closed_by_server(sock, wait_s):
+    """True when the server closes the connection within wait_s (EOF or reset)."""
+    sock.settimeout(wait_s)
+    try:
+        return sock.recv(1) == b""
+    except ConnectionResetError:
+        return True
+    except socket.timeout:
+        return False
+
+
+def test_health_live_with_1000_idle_rest_connections():
     idle = []
     try:
-        for _ in range(1000):
-            s = socket.create_connection((host, int(port)), timeout=5)
-            idle.append(s)
-        time.sleep(0.5)  # let the server accept (or refuse) them all
+        for k in range(4):  # 250 from each of 4 loopback addresses: under the per-client limit
+            idle += idle_connections(250, "127.0.0.%d" % (2 + k))
+        time.sleep(0.3)  # let the server accept them all (the read deadline is 3 s)
         worst = 0.0
         for _ in range(5):
             secs, ok = health_live_seconds()
@@ -163,6 +195,108 @@ def test_health_live_with_1000_idle_rest_connections():
             s.close()
 
 
+def test_per_client_limit_refuses_and_counts():
+    before = metric("shardserve_rest_refused_total", "connections_per_client")
+    socks = idle_connections(300, "127.0.0.9")
+    try:
+        time.sleep(0.3)
+        refused = sum(closed_by_server(s, 0.01) for s in socks)
+        after = metric("shardserve_rest_refused_total", "connections_per_client")
+        assert refused == 300 - 256, "%d of 300 connections from one address refused (limit 256)" % refused
+        assert after - before == refused, "metrics counted %d refusals, %d seen" % (after - before, refused)
+        secs, ok = health_live_seconds()
+        assert ok and secs < 1.0, "/health/live from another address: ok=%s in %.2f s" % (ok, secs)
+    finally:
+        for s in socks:
+            s.close()
+
+
+def test_trickled_headers_cut_at_the_read_deadline():
+    before = metric("shardserve_rest_refused_total", "read_timeout")
+    host, port = C.rest.rsplit(":", 1)
+    s = socket.create_connection((host, int(port)), timeout=5)
+    request = b"GET /health/live HTTP/1.1\r\nHost: x\r\nX-Slow: " + b"a" * 40
+    t0 = time.time()
+    closed = False
+    try:
+        for b in request:  # one byte every 0.25 s: the idle timeout (100 s) never fires
+            s.sendall(bytes([b]))
+            if closed_by_server(s, 0.25):
+                closed = True
+                break
+            if time.time() - t0 > 8:
+                break
+    except (BrokenPipeError, ConnectionResetError):
+        closed = True
+    finally:
+        s.close()
+    elapsed = time.time() - t0
+    assert closed and elapsed < 3 + 1.5 * SLOW, "trickling client still connected after %.1f s" % elapsed
+    assert metric("shardserve_rest_refused_total", "read_timeout") > before
+    print("    trickling client cut after %.1f s (read timeout 3 s)" % elapsed)
+
+
+def test_expect_continue_over_the_limit_refused_first():
+    host, port = C.rest.rsplit(":", 1)
+    s = socket.create_connection((host, int(port)), timeout=5)
+    try:
+        s.sendall(b"POST /model/matmul:predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                  b"Content-Length: %d\r\nExpect: 100-continue\r\n\r\n" % (200 << 20))
+        reply = b""
+        while b"\r\n\r\n" not in reply or len(reply) < 60:
+            chunk = s.recv(4096)
+            if not chunk:
+                break
+            reply += chunk
+    finally:
+        s.close()
+    text = reply.decode("latin-1")
+    assert not text.startswith("HTTP/1.1 100"), text[:200]
+    assert "bigger than" in text, text[:300]
+
+
+def test_grpc_message_that_never_arrives_is_cancelled():
+    stall = threading.Event()
+    call = C.raw_channel.stream_unary(ssc._PREDICT, request_serializer=lambda b: b,
+                                      response_deserializer=ssc.PredictReply.FromString)
+    t0 = time.time()
+    try:
+        call(never_yield(stall), timeout=20)
+        outcome = "answered"
+    except ssc.grpc.RpcError as e:
+        outcome = "%s: %s" % (e.code(), e.details())
+    stall.set()
+    elapsed = time.time() - t0
+    assert "RESOURCE_EXHAUSTED" in outcome and "receive timeout" in outcome, outcome
+    assert elapsed < 3 + 1.5 * SLOW, "cancelled after %.1f s (receive timeout 3 s)" % elapsed
+    print("    a message that never arrives: cancelled after %.1f s" % elapsed)
+
+
+def never_yield(stall):
+    stall.wait(20)
+    return
+    yield  # a generator that yields nothing until released
+
+
+def test_grpc_streams_per_connection_limited():
+    """8 stalled calls on one connection with a limit of 4 streams: the server sees 4 at a time, so
+    after one receive timeout (3 s) only the first 4 have been cancelled."""
+    stall = threading.Event()
+    channel = ssc.grpc.insecure_channel(C.grpc, options=[("grpc.enable_http_proxy", 0)])
+    call = channel.stream_unary(ssc._PREDICT, request_serializer=lambda b: b,
+                                response_deserializer=ssc.PredictReply.FromString)
+    futures = [call.future(never_yield(stall), timeout=30) for _ in range(8)]
+    try:
+        time.sleep(3 + 0.3 + 0.5 * SLOW)
+        done = sum(f.done() for f in futures)
+        assert done == 4, "%d of 8 stalled calls cancelled after one receive timeout (want 4)" % done
+    finally:
+        stall.set()
+        for f in futures:
+            f.cancel()
+        channel.close()
+
+
 def test_valid_request_after_the_attacks():
     ok, detail = valid_answer()
     assert ok, detail
@@ -173,7 +307,10 @@ CASES = [test_grpc_80000_names_refused_fast, test_rest_80000_names_refused_fast,
          test_names_under_the_limit_still_served, test_rest_empty_arrays_refused_before_parsing,
          test_kserve_rest_literals_refused_before_parsing,
          test_grpc_unknown_fields_refused_before_unpacking,
-         test_health_live_with_1000_idle_rest_connections, test_valid_request_after_the_attacks]
+         test_health_live_with_1000_idle_rest_connections, test_per_client_limit_refuses_and_counts,
+         test_trickled_headers_cut_at_the_read_deadline, test_expect_continue_over_the_limit_refused_first,
+         test_grpc_message_that_never_arrives_is_cancelled, test_grpc_streams_per_connection_limited,
+         test_valid_request_after_the_attacks]
 
 
 def main():
@@ -184,7 +321,8 @@ def main():
         matmul_neg_model(model, rows=ROWS, k=K, n=N)
         models = c.add_servable("matmul", model, 1, 1)
         table = c.write_rank_table(1)
-        c.serve([("matmul", 1, table)], wait_agents=60)
+        c.serve([("matmul", 1, table)], wait_agents=60,
+                extra=("--rest-read-timeout-s", "3", "--grpc-recv-timeout-s", "3", "--grpc-max-streams", "4"))
         c.agents(c.worker_addresses["matmul"][0], models)
         c.wait_ready(1)
         c.raw_channel = ssc.grpc.insecure_channel(
