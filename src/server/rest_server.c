@@ -565,7 +565,8 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
 
 /* ------------------------------------------------------------------ start / stop */
 
-/* Connections beyond what the descriptor limit allows would only fail later, at accept. */
+/* Connections beyond what the descriptor limit allows would only fail later, at accept: keep
+ * FD_RESERVE descriptors (half of a smaller limit) for everything else. */
 #define FD_RESERVE 128
 
 static ss_status *rest_limits(const ss_rest_options *o, ss_rest_limits *lim)
@@ -576,11 +577,12 @@ static ss_status *rest_limits(const ss_rest_options *o, ss_rest_limits *lim)
     lim->max_per_client = o->max_per_client ? (unsigned)o->max_per_client : SS_SERVER_DEFAULT_REST_PER_CLIENT;
     lim->read_timeout_s = o->read_timeout_s ? (unsigned)o->read_timeout_s : SS_SERVER_DEFAULT_REST_READ_TIMEOUT_S;
     struct rlimit rl;
-    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY && rl.rlim_cur > 2 * FD_RESERVE &&
-        lim->max_connections > rl.rlim_cur - FD_RESERVE) {
+    if (getrlimit(RLIMIT_NOFILE, &rl) != 0 || rl.rlim_cur == RLIM_INFINITY) return NULL;
+    rlim_t reserve = rl.rlim_cur / 2 < FD_RESERVE ? rl.rlim_cur / 2 : FD_RESERVE;
+    if (lim->max_connections > rl.rlim_cur - reserve) {
         SS_WARN("RESTful server: %u connections allowed, but the descriptor limit is %llu: allowing %llu",
-                lim->max_connections, (unsigned long long)rl.rlim_cur, (unsigned long long)(rl.rlim_cur - FD_RESERVE));
-        lim->max_connections = (unsigned)(rl.rlim_cur - FD_RESERVE);
+                lim->max_connections, (unsigned long long)rl.rlim_cur, (unsigned long long)(rl.rlim_cur - reserve));
+        lim->max_connections = (unsigned)(rl.rlim_cur - reserve);
     }
     return NULL;
 }

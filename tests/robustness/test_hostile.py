@@ -13,6 +13,10 @@ client. Every attack is bounded in count and time.
   read deadline although every byte arrives well within the idle timeout; `Expect: 100-continue`
   over the size limit gets the refusal, not "100 Continue"; a gRPC call whose message never
   arrives is cancelled at the receive deadline; one connection gets at most 4 streams at once;
+- descriptors: serve and agents, started with a soft descriptor limit of 512, raise it to the
+  hard limit; a serve whose hard limit is 200 meets 400 REST and 300 gRPC connections: REST
+  refuses what its descriptors cannot hold (counted), the log grows by at most one line a second
+  per listener, and /health/live answers again once the connections are gone;
 - the server stays healthy: /health/live answers within 1 s while 1,000 idle REST connections
   (from 127.0.0.2-5) are open, and a valid request still gets its answer afterwards.
 
@@ -297,6 +301,84 @@ def test_grpc_streams_per_connection_limited():
         channel.close()
 
 
+def nofile_limits(pid):
+    with open("/proc/%d/limits" % pid) as f:
+        for line in f:
+            if line.startswith("Max open files"):
+                soft, hard = line.split()[3:5]
+                return soft, hard
+    return None
+
+
+def test_serve_and_agents_raise_the_descriptor_limit():
+    for p in C.procs:  # serve, then the agents launcher (its agents inherit from it)
+        soft, hard = nofile_limits(p.pid)
+        assert soft == hard, "%s runs with %s of %s descriptors" % (p.args[1], soft, hard)
+
+
+def test_descriptor_exhaustion_is_refused_quietly():
+    import resource
+    import subprocess
+
+    def low_limit():
+        resource.setrlimit(resource.RLIMIT_NOFILE, (200, 200))
+
+    log = os.path.join(C.dir, "serve-fd.log")
+    servable = os.path.join(C.dir, "servables")
+    args = [os.environ.get("SHARDSERVE", "shardserve"), "serve", "--servable-dir", servable,
+            "--servable", "matmul", "--rank-table", os.path.join(C.dir, "rank_table.json"),
+            "--distributed-address", "127.0.0.1:0", "--grpc", "127.0.0.1:0", "--rest", "127.0.0.1:0"]
+    with open(log, "w+") as logf:
+        p = subprocess.Popen(args, stdout=logf, stderr=subprocess.STDOUT, preexec_fn=low_limit)
+        socks = []
+        try:
+            text = ""
+            for _ in range(200):
+                text = open(log).read()
+                if "RESTful server start success" in text:
+                    break
+                time.sleep(0.05)
+            rest = re.search(r"RESTful server start success, listening on (\S+):(\d+)", text)
+            grpc = re.search(r"gRPC server start success, listening on (\S+):(\d+)", text)
+            assert rest and grpc, text[-2000:]
+            lines_before = len(open(log).read().splitlines())
+            t0 = time.time()
+            for port, count in ((int(rest.group(2)), 400), (int(grpc.group(2)), 300)):
+                for _ in range(count):
+                    try:
+                        socks.append(socket.create_connection(("127.0.0.1", port), timeout=2))
+                    except OSError:
+                        pass
+            time.sleep(2)
+            elapsed = time.time() - t0
+            lines = open(log).read().splitlines()[lines_before:]
+            assert p.poll() is None, "serve died:\n" + "\n".join(lines[-50:])
+            assert len(lines) <= 2 * (elapsed + 1), "%d log lines in %.1f s:\n%s" % (
+                len(lines), elapsed, "\n".join(lines[:20]))
+            for s in socks:
+                s.close()
+            socks = []
+            time.sleep(0.5)
+            t1 = time.perf_counter()
+            with urllib.request.urlopen("http://127.0.0.1:%s/health/live" % rest.group(2), timeout=5) as r:
+                assert r.status == 200
+            with urllib.request.urlopen("http://127.0.0.1:%s/metrics" % rest.group(2), timeout=5) as r:
+                metrics = r.read().decode()
+            refused = re.search(r'shardserve_rest_refused_total\{limit="connections"\} (\S+)', metrics)
+            assert refused and float(refused.group(1)) > 0, "no refusal counted:\n" + metrics[-1500:]
+            print("    hard limit 200: %d log lines in %.1f s, %s REST connections refused, health in %.1f ms" % (
+                len(lines), elapsed, refused.group(1), (time.perf_counter() - t1) * 1e3))
+        finally:
+            for s in socks:
+                s.close()
+            p.terminate()
+            try:
+                p.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+
+
 def test_valid_request_after_the_attacks():
     ok, detail = valid_answer()
     assert ok, detail
@@ -310,11 +392,16 @@ CASES = [test_grpc_80000_names_refused_fast, test_rest_80000_names_refused_fast,
          test_health_live_with_1000_idle_rest_connections, test_per_client_limit_refuses_and_counts,
          test_trickled_headers_cut_at_the_read_deadline, test_expect_continue_over_the_limit_refused_first,
          test_grpc_message_that_never_arrives_is_cancelled, test_grpc_streams_per_connection_limited,
+         test_serve_and_agents_raise_the_descriptor_limit, test_descriptor_exhaustion_is_refused_quietly,
          test_valid_request_after_the_attacks]
 
 
 def main():
     global C
+    import resource
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    # serve and agents inherit a low soft limit (they must raise it); this process needs more
+    resource.setrlimit(resource.RLIMIT_NOFILE, (min(512, hard), hard))
     with Cluster() as c:
         C = c
         model = os.path.join(c.dir, "matmul.onnx")
@@ -325,6 +412,7 @@ def main():
                 extra=("--rest-read-timeout-s", "3", "--grpc-recv-timeout-s", "3", "--grpc-max-streams", "4"))
         c.agents(c.worker_addresses["matmul"][0], models)
         c.wait_ready(1)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, min(4096, hard)), hard))
         c.raw_channel = ssc.grpc.insecure_channel(
             c.grpc, options=[("grpc.max_send_message_length", 256 << 20),
                              ("grpc.max_receive_message_length", 256 << 20),
