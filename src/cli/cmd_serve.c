@@ -35,7 +35,8 @@ static const char serve_usage[] =
     "                           descriptor limit less 128); more are refused and counted in /metrics\n"
     "  --rest-max-per-client    REST connections from one client address (default 256)\n"
     "  --rest-read-timeout-s    a REST request's headers and body must arrive within this, however\n"
-    "                           slowly they trickle (default 30)\n"
+    "                           slowly they trickle; a kept-alive connection waiting for its next\n"
+    "                           request is closed after it too (default 30)\n"
     "  --grpc-max-streams       concurrent streams on one gRPC connection (default 100)\n"
     "  --grpc-recv-timeout-s    a gRPC request message must arrive whole within this (default 30)\n";
 
