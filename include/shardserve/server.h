@@ -44,10 +44,10 @@ extern "C" {
 #define SS_SERVER_DEFAULT_MAX_MSG_MB 100
 #define SS_SERVER_MAX_MSG_MB_LIMIT 512
 /* Limits against hostile clients (each a `shardserve serve` flag; README lists them). */
-#define SS_SERVER_DEFAULT_REST_CONNECTIONS 4096 /* REST connections, all clients */
-#define SS_SERVER_DEFAULT_REST_PER_CLIENT 256   /* REST connections from one client address */
+#define SS_SERVER_DEFAULT_REST_CONNECTIONS 4096  /* REST connections, all clients */
+#define SS_SERVER_DEFAULT_REST_PER_CLIENT 256    /* REST connections from one client address */
 #define SS_SERVER_DEFAULT_REST_READ_TIMEOUT_S 30 /* a whole request's headers + body */
-#define SS_SERVER_DEFAULT_GRPC_STREAMS 100     /* concurrent streams on one gRPC connection */
+#define SS_SERVER_DEFAULT_GRPC_STREAMS 100       /* concurrent streams on one gRPC connection */
 #define SS_SERVER_DEFAULT_GRPC_RECV_TIMEOUT_S 30 /* a whole request message */
 
 /* MindSpore's SSLConfig. Files are read (and the key checked against the certificate) at start. */

@@ -1,4 +1,5 @@
-/* Small helpers shared by every module: whole-file reads, a monotonic clock, the descriptor limit. */
+/* Small helpers shared by every module: whole-file reads, a monotonic clock, the descriptor limit.
+ */
 #include "shardserve/core.h"
 
 #include <errno.h>
@@ -52,7 +53,8 @@ unsigned long long ss_raise_nofile_limit(void)
         rlim_t want = rl.rlim_max;
         rl.rlim_cur = want;
         if (setrlimit(RLIMIT_NOFILE, &rl) != 0) {
-            SS_WARN("cannot raise the descriptor limit to %llu: %s", (unsigned long long)want, strerror(errno));
+            SS_WARN("cannot raise the descriptor limit to %llu: %s", (unsigned long long)want,
+                    strerror(errno));
             getrlimit(RLIMIT_NOFILE, &rl);
         }
     }

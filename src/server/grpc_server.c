@@ -157,8 +157,10 @@ static void receiving_end(grpc_ctx *c)
     ss_grpc_server *srv = c->srv;
     pthread_mutex_lock(&srv->mu);
     if (c->receiving) {
-        if (c->rprev) c->rprev->rnext = c->rnext;
-        else srv->receiving = c->rnext;
+        if (c->rprev)
+            c->rprev->rnext = c->rnext;
+        else
+            srv->receiving = c->rnext;
         if (c->rnext) c->rnext->rprev = c->rprev;
         c->receiving = false;
     }
@@ -170,7 +172,8 @@ static void receiving_end(grpc_ctx *c)
 static void cancel_overdue(ss_grpc_server *srv)
 {
     uint64_t now = ss_now_ns(), next = atomic_load(&srv->next_scan_ns);
-    if (now < next || !atomic_compare_exchange_strong(&srv->next_scan_ns, &next, now + SCAN_MS * 1000000ull))
+    if (now < next ||
+        !atomic_compare_exchange_strong(&srv->next_scan_ns, &next, now + SCAN_MS * 1000000ull))
         return;
     grpc_call *overdue[CANCEL_BATCH];
     size_t n = 0;
@@ -188,8 +191,9 @@ static void cancel_overdue(ss_grpc_server *srv)
                 (unsigned long long)(srv->recv_timeout_ns / 1000000000ull));
     }
     for (size_t i = 0; i < n; i++) {
-        grpc_call_cancel_with_status(overdue[i], GRPC_STATUS_RESOURCE_EXHAUSTED,
-                                     "the request message did not arrive within the receive timeout", NULL);
+        grpc_call_cancel_with_status(
+            overdue[i], GRPC_STATUS_RESOURCE_EXHAUSTED,
+            "the request message did not arrive within the receive timeout", NULL);
         grpc_call_unref(overdue[i]);
     }
 }
@@ -282,7 +286,8 @@ static size_t name_limit(void *ctx, const char *servable, const char *method, ui
     ss_serving_signature *sig = NULL;
     char why[256];
     size_t inputs = 0;
-    if (h->describe && h->describe(h->ctx, servable, version, &sig, why, sizeof why) == SS_DESCRIBE_OK) {
+    if (h->describe &&
+        h->describe(h->ctx, servable, version, &sig, why, sizeof why) == SS_DESCRIBE_OK) {
         const ss_serving_method *m = ss_serving_signature_method(sig, method);
         inputs = m ? m->n_inputs : 0;
     }
@@ -293,8 +298,8 @@ static size_t name_limit(void *ctx, const char *servable, const char *method, ui
 static void handle_predict(grpc_ctx *c, const uint8_t *buf, size_t len)
 {
     ss_predict_reply *invalid = NULL;
-    ss_status *st = ss_grpc_decode_request_limited(buf, len, name_limit, &c->srv->handler, &c->req,
-                                                   &invalid);
+    ss_status *st =
+        ss_grpc_decode_request_limited(buf, len, name_limit, &c->srv->handler, &c->req, &invalid);
     if (st) {
         SS_DEBUG("grpc: %s", st->msg);
         finish_call(
@@ -507,7 +512,8 @@ static void *worker_main(void *arg)
     for (int i = 0; i < REQUESTS_PER_THREAD; i++)
         post_request(srv);
     for (;;) {
-        gpr_timespec wake = gpr_time_add(gpr_now(GPR_CLOCK_MONOTONIC), gpr_time_from_millis(SCAN_MS, GPR_TIMESPAN));
+        gpr_timespec wake =
+            gpr_time_add(gpr_now(GPR_CLOCK_MONOTONIC), gpr_time_from_millis(SCAN_MS, GPR_TIMESPAN));
         grpc_event ev = grpc_completion_queue_next(srv->cq, wake, NULL);
         if (ev.type == GRPC_QUEUE_SHUTDOWN) break;
         if (ev.type == GRPC_OP_COMPLETE) on_event(srv, ev.tag, ev.success != 0);
@@ -538,7 +544,8 @@ static void grpc_log(gpr_log_func_args *a)
                                                                 : SS_LOG_DEBUG;
     unsigned long n = accept_failure ? atomic_exchange(&dropped, 0) : 0;
     if (n)
-        ss_log(level, "grpc: %s (%s:%d; %lu more like it in the last second)", a->message, a->file, a->line, n);
+        ss_log(level, "grpc: %s (%s:%d; %lu more like it in the last second)", a->message, a->file,
+               a->line, n);
     else if (level != SS_LOG_DEBUG || ss_log_enabled(SS_LOG_DEBUG))
         ss_log(level, "grpc: %s (%s:%d)", a->message, a->file, a->line);
 }
@@ -632,7 +639,8 @@ ss_status *ss_grpc_server_start(const ss_grpc_options *opts, ss_grpc_server **ou
     gpr_set_log_function(grpc_log);
     grpc_init();
     int streams = opts->max_streams > 0 ? opts->max_streams : SS_SERVER_DEFAULT_GRPC_STREAMS;
-    int recv_s = opts->recv_timeout_s > 0 ? opts->recv_timeout_s : SS_SERVER_DEFAULT_GRPC_RECV_TIMEOUT_S;
+    int recv_s =
+        opts->recv_timeout_s > 0 ? opts->recv_timeout_s : SS_SERVER_DEFAULT_GRPC_RECV_TIMEOUT_S;
     srv->recv_timeout_ns = (uint64_t)recv_s * 1000000000ull;
     static const char *const labels[] = {"limit"};
     srv->cut_recv = ss_metrics_series(

@@ -599,7 +599,8 @@ static bool json_values_over(const char *text, size_t len, size_t limit)
                 if (text[i] == '\\') i++;
         } else if (c == '-' || (c >= '0' && c <= '9')) {
             values++;
-            while (i + 1 < len && strchr("0123456789+-.eE", text[i + 1]) && text[i + 1]) i++;
+            while (i + 1 < len && strchr("0123456789+-.eE", text[i + 1]) && text[i + 1])
+                i++;
         } else if (c == '[' || c == '{' || c == 't' || c == 'f' || c == 'n') {
             values++;
         }
@@ -613,7 +614,8 @@ static bool decode_body(ss_kserve_call *call, const char *body, size_t len, cons
     size_t hlen;
     if (!header_length(header, len, &hlen, err)) return false;
     if (json_values_over(body, hlen, KSERVE_MAX_JSON_VALUES)) {
-        ss_kserve_fail(err, 400, "the request %s has more than %d JSON values: send large tensors "
+        ss_kserve_fail(err, 400,
+                       "the request %s has more than %d JSON values: send large tensors "
                        "as binary data",
                        header ? "header" : "body", KSERVE_MAX_JSON_VALUES);
         return false;

@@ -50,8 +50,10 @@ struct ss_rest_guard {
 static void log_limited(ss_rest_guard *g, const char *what, unsigned limit)
 {
     uint64_t now = ss_now_ns(), last = atomic_load(&g->last_log_ns);
-    if (now - last < 1000000000ull || !atomic_compare_exchange_strong(&g->last_log_ns, &last, now)) return;
-    SS_WARN("RESTful server: %s (limit %u); refusals are counted in shardserve_rest_refused_total", what, limit);
+    if (now - last < 1000000000ull || !atomic_compare_exchange_strong(&g->last_log_ns, &last, now))
+        return;
+    SS_WARN("RESTful server: %s (limit %u); refusals are counted in shardserve_rest_refused_total",
+            what, limit);
 }
 
 static size_t address_key(const struct sockaddr *addr, unsigned char key[16])
@@ -70,9 +72,11 @@ static size_t address_key(const struct sockaddr *addr, unsigned char key[16])
 static client **client_slot(ss_rest_guard *g, const unsigned char *key, size_t len)
 {
     uint64_t h = 0xcbf29ce484222325ull;
-    for (size_t i = 0; i < len; i++) h = (h ^ key[i]) * 0x100000001b3ull;
+    for (size_t i = 0; i < len; i++)
+        h = (h ^ key[i]) * 0x100000001b3ull;
     client **p = &g->clients[(h ^ (h >> 29)) % CLIENT_BUCKETS];
-    while (*p && ((*p)->key_len != len || memcmp((*p)->key, key, len) != 0)) p = &(*p)->next;
+    while (*p && ((*p)->key_len != len || memcmp((*p)->key, key, len) != 0))
+        p = &(*p)->next;
     return p;
 }
 
@@ -83,7 +87,8 @@ static void cut_overdue(ss_rest_guard *g, uint64_t now)
         c->cut = true;
         shutdown(c->fd, SHUT_RDWR); /* MHD sees the end of the stream and closes it */
         ss_metric_add(g->cut_deadline, 1);
-        log_limited(g, "closed a connection whose request did not arrive within the read timeout (s)",
+        log_limited(g,
+                    "closed a connection whose request did not arrive within the read timeout (s)",
                     g->lim.read_timeout_s);
     }
 }
@@ -108,9 +113,9 @@ static void *watch(void *arg)
 static ss_metric_series *refusal_series(const char *limit)
 {
     static const char *const labels[] = {"limit"};
-    ss_metric_family *f = ss_metrics_family(ss_metrics_global(), SS_METRIC_COUNTER, "shardserve_rest_refused_total",
-                                            "REST connections and requests refused or closed by a limit", 1,
-                                            labels, NULL, 0);
+    ss_metric_family *f = ss_metrics_family(
+        ss_metrics_global(), SS_METRIC_COUNTER, "shardserve_rest_refused_total",
+        "REST connections and requests refused or closed by a limit", 1, labels, NULL, 0);
     return ss_metrics_series(f, (const char *const[]){limit});
 }
 
@@ -169,7 +174,8 @@ bool ss_rest_guard_admit(ss_rest_guard *g, const struct sockaddr *addr, socklen_
         log_limited(g, "refused a connection: too many connections", g->lim.max_connections);
     } else if (client_full) {
         ss_metric_add(g->refused_per_client, 1);
-        log_limited(g, "refused a connection: too many connections from one client address", g->lim.max_per_client);
+        log_limited(g, "refused a connection: too many connections from one client address",
+                    g->lim.max_per_client);
     }
     return !total_full && !client_full;
 }
@@ -181,7 +187,8 @@ ss_rest_guard_conn *ss_rest_guard_opened(ss_rest_guard *g, const struct sockaddr
     unsigned char key[16];
     size_t key_len = address_key(addr, key);
     c->fd = fd;
-    c->deadline_ns = g->lim.read_timeout_s ? ss_now_ns() + (uint64_t)g->lim.read_timeout_s * 1000000000ull : 0;
+    c->deadline_ns =
+        g->lim.read_timeout_s ? ss_now_ns() + (uint64_t)g->lim.read_timeout_s * 1000000000ull : 0;
     pthread_mutex_lock(&g->mu);
     if (key_len) {
         client **slot = client_slot(g, key, key_len);
@@ -204,8 +211,10 @@ void ss_rest_guard_closed(ss_rest_guard *g, ss_rest_guard_conn *c)
 {
     if (!c) return;
     pthread_mutex_lock(&g->mu);
-    if (c->prev) c->prev->next = c->next;
-    else g->list = c->next;
+    if (c->prev)
+        c->prev->next = c->next;
+    else
+        g->list = c->next;
     if (c->next) c->next->prev = c->prev;
     g->conns--;
     if (c->who && --c->who->conns == 0) {

@@ -19,9 +19,9 @@
 #include "shardserve/core.h"
 
 typedef struct {
-    unsigned max_connections;  /* all clients together */
-    unsigned max_per_client;   /* one client address */
-    unsigned read_timeout_s;   /* a whole request (headers + body), from when it is awaited */
+    unsigned max_connections; /* all clients together */
+    unsigned max_per_client;  /* one client address */
+    unsigned read_timeout_s;  /* a whole request (headers + body), from when it is awaited */
 } ss_rest_limits;
 
 typedef struct ss_rest_guard ss_rest_guard;

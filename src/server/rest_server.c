@@ -8,8 +8,8 @@
  * before they are read (an `Expect: 100-continue` request gets the refusal instead of "100
  * Continue"), or as soon as a chunked upload crosses the limit. Idle clients are cut off by MHD's
  * connection timeout; trickling ones by the read deadline, and connection floods by the limits in
- * total and per client address (rest_guard.c: each refusal counted in /metrics). Every reply is HTTP 200 with a JSON body, as in MindSpore,
- * except /health/ready (503 while not ready).
+ * total and per client address (rest_guard.c: each refusal counted in /metrics). Every reply is
+ * HTTP 200 with a JSON body, as in MindSpore, except /health/ready (503 while not ready).
  *
  * TLS (ss_ssl_config): MHD over GnuTLS, TLS 1.2/1.3 with ECDHE and AEAD ciphers only (as
  * MindSpore's OpenSSL setup). With verify_client every connection's session is switched to
@@ -331,9 +331,13 @@ static void on_connection(void *cls, struct MHD_Connection *conn, void **socket_
         *socket_context = NULL;
         return;
     }
-    const union MHD_ConnectionInfo *addr = MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
-    const union MHD_ConnectionInfo *fd = MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CONNECTION_FD);
-    if (fd) *socket_context = ss_rest_guard_opened(srv->guard, addr ? addr->client_addr : NULL, fd->connect_fd);
+    const union MHD_ConnectionInfo *addr =
+        MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
+    const union MHD_ConnectionInfo *fd =
+        MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CONNECTION_FD);
+    if (fd)
+        *socket_context =
+            ss_rest_guard_opened(srv->guard, addr ? addr->client_addr : NULL, fd->connect_fd);
     require_client_certificate(srv, conn);
 }
 
@@ -345,7 +349,8 @@ static enum MHD_Result accept_policy(void *cls, const struct sockaddr *addr, soc
 
 static ss_rest_guard_conn *guarded(struct MHD_Connection *conn)
 {
-    const union MHD_ConnectionInfo *ci = MHD_get_connection_info(conn, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
+    const union MHD_ConnectionInfo *ci =
+        MHD_get_connection_info(conn, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
     return ci ? ci->socket_context : NULL;
 }
 
@@ -357,12 +362,14 @@ static bool expects_continue(struct MHD_Connection *conn)
 
 /* A body announced over the limit with `Expect: 100-continue`: refused before "100 Continue", so
  * the client never sends it. */
-static enum MHD_Result refuse_before_continue(ss_rest_server *srv, struct MHD_Connection *conn, const char *url)
+static enum MHD_Result refuse_before_continue(ss_rest_server *srv, struct MHD_Connection *conn,
+                                              const char *url)
 {
     ss_metric_add(srv->refused_body, 1);
     if (strncmp(url, "/v2/", 4) == 0) {
         ss_kserve_error err = {0};
-        ss_kserve_fail(&err, MHD_HTTP_CONTENT_TOO_LARGE, "the request body is bigger than %zu bytes", srv->max_body);
+        ss_kserve_fail(&err, MHD_HTTP_CONTENT_TOO_LARGE,
+                       "the request body is bigger than %zu bytes", srv->max_body);
         return send_kserve_error(conn, &err);
     }
     char msg[96];
@@ -378,8 +385,8 @@ static bool client_verified(struct MHD_Connection *conn)
            gnutls_certificate_get_peers(s, &n) && n > 0;
 }
 
-static enum MHD_Result on_first_call(ss_rest_server *srv, struct MHD_Connection *conn, const char *url,
-                                     const char *method, void **con_cls)
+static enum MHD_Result on_first_call(ss_rest_server *srv, struct MHD_Connection *conn,
+                                     const char *url, const char *method, void **con_cls)
 {
     if (srv->tls.verify_client && !client_verified(conn)) {
         SS_WARN("RESTful server: a request without a verified client certificate, closing");
@@ -573,15 +580,20 @@ static ss_status *rest_limits(const ss_rest_options *o, ss_rest_limits *lim)
 {
     if (o->max_connections < 0 || o->max_per_client < 0 || o->read_timeout_s < 0)
         return ss_errf(SS_ERR_INVALID, "RESTful server limits must be >= 0 (0 = the default)");
-    lim->max_connections = o->max_connections ? (unsigned)o->max_connections : SS_SERVER_DEFAULT_REST_CONNECTIONS;
-    lim->max_per_client = o->max_per_client ? (unsigned)o->max_per_client : SS_SERVER_DEFAULT_REST_PER_CLIENT;
-    lim->read_timeout_s = o->read_timeout_s ? (unsigned)o->read_timeout_s : SS_SERVER_DEFAULT_REST_READ_TIMEOUT_S;
+    lim->max_connections =
+        o->max_connections ? (unsigned)o->max_connections : SS_SERVER_DEFAULT_REST_CONNECTIONS;
+    lim->max_per_client =
+        o->max_per_client ? (unsigned)o->max_per_client : SS_SERVER_DEFAULT_REST_PER_CLIENT;
+    lim->read_timeout_s =
+        o->read_timeout_s ? (unsigned)o->read_timeout_s : SS_SERVER_DEFAULT_REST_READ_TIMEOUT_S;
     struct rlimit rl;
     if (getrlimit(RLIMIT_NOFILE, &rl) != 0 || rl.rlim_cur == RLIM_INFINITY) return NULL;
     rlim_t reserve = rl.rlim_cur / 2 < FD_RESERVE ? rl.rlim_cur / 2 : FD_RESERVE;
     if (lim->max_connections > rl.rlim_cur - reserve) {
-        SS_WARN("RESTful server: %u connections allowed, but the descriptor limit is %llu: allowing %llu",
-                lim->max_connections, (unsigned long long)rl.rlim_cur, (unsigned long long)(rl.rlim_cur - reserve));
+        SS_WARN("RESTful server: %u connections allowed, but the descriptor limit is %llu: "
+                "allowing %llu",
+                lim->max_connections, (unsigned long long)rl.rlim_cur,
+                (unsigned long long)(rl.rlim_cur - reserve));
         lim->max_connections = (unsigned)(rl.rlim_cur - reserve);
     }
     return NULL;
@@ -634,7 +646,8 @@ ss_status *ss_rest_server_start(const ss_rest_options *opts, ss_rest_server **ou
     static const char *const labels[] = {"limit"};
     srv->refused_body = ss_metrics_series(
         ss_metrics_family(ss_metrics_global(), SS_METRIC_COUNTER, "shardserve_rest_refused_total",
-                          "REST connections and requests refused or closed by a limit", 1, labels, NULL, 0),
+                          "REST connections and requests refused or closed by a limit", 1, labels,
+                          NULL, 0),
         (const char *const[]){"body_size"});
     int mb = opts->max_msg_mb ? opts->max_msg_mb : SS_SERVER_DEFAULT_MAX_MSG_MB;
     srv->max_body = (size_t)mb << 20;
@@ -677,11 +690,11 @@ ss_status *ss_rest_server_start(const ss_rest_options *opts, ss_rest_server **ou
     for (size_t i = 0; i + 1 < NEXTRA; i++)
         if (extra[i].option != MHD_OPTION_END) options[n++] = extra[i];
     options[n] = extra[NEXTRA - 1];
-    srv->daemon = MHD_start_daemon(flags, 0, accept_policy, srv, on_request, srv, MHD_OPTION_SOCK_ADDR,
-                                   (struct sockaddr *)&sa, MHD_OPTION_CONNECTION_TIMEOUT, timeout,
-                                   MHD_OPTION_NOTIFY_COMPLETED, on_completed, srv,
-                                   MHD_OPTION_NOTIFY_CONNECTION, on_connection, srv,
-                                   MHD_OPTION_ARRAY, options, MHD_OPTION_END);
+    srv->daemon = MHD_start_daemon(
+        flags, 0, accept_policy, srv, on_request, srv, MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&sa,
+        MHD_OPTION_CONNECTION_TIMEOUT, timeout, MHD_OPTION_NOTIFY_COMPLETED, on_completed, srv,
+        MHD_OPTION_NOTIFY_CONNECTION, on_connection, srv, MHD_OPTION_ARRAY, options,
+        MHD_OPTION_END);
     if (!srv->daemon) {
         pthread_mutex_destroy(&srv->mu);
         pthread_cond_destroy(&srv->cv);

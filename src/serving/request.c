@@ -90,12 +90,14 @@ static void index_prepare(ss_serving_instance *inst)
         return;
     pthread_once(&hash_seed_once, hash_seed_init);
     size_t cap = 16;
-    while (cap < 4 * (inst->count + 1)) cap *= 2;
+    while (cap < 4 * (inst->count + 1))
+        cap *= 2;
     index_drop(inst);
     inst->index = calloc(cap, sizeof *inst->index);
     if (!inst->index) return;
     inst->index_cap = cap;
-    for (size_t i = 0; i < inst->count; i++) index_insert(inst, i);
+    for (size_t i = 0; i < inst->count; i++)
+        index_insert(inst, i);
     inst->indexed = inst->count;
 }
 
