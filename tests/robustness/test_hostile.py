@@ -25,7 +25,9 @@ Usage: test_hostile.py [case ...]; prints ok/FAIL per case and "N passed, N fail
 import json
 import os
 import re
+import signal
 import socket
+import subprocess
 import sys
 import threading
 import time
@@ -40,7 +42,8 @@ from cluster import Cluster, matmul_neg_model, run_cases  # noqa: E402
 import shardserve_client as ssc  # noqa: E402
 
 SANITIZED = os.environ.get("SS_SANITIZED", "0") in ("1", "ON", "TRUE", "true")
-SLOW = 5 if SANITIZED else 1  # sanitizers slow everything down; the bounds scale with them
+SLOW = 5 if SANITIZED else 1
+SAN_RE = re.compile(r"(ERROR: AddressSanitizer|ERROR: LeakSanitizer|runtime error:|SUMMARY: \w+Sanitizer)")  # sanitizers slow everything down; the bounds scale with them
 ROWS, K, N = 4, 16, 8
 NAMES = 80000
 C = None  # the cluster, started once in main()
@@ -318,7 +321,6 @@ def test_serve_and_agents_raise_the_descriptor_limit():
 
 def test_descriptor_exhaustion_is_refused_quietly():
     import resource
-    import subprocess
 
     def low_limit():
         resource.setrlimit(resource.RLIMIT_NOFILE, (200, 200))
@@ -385,6 +387,21 @@ def test_valid_request_after_the_attacks():
     assert C.server.poll() is None, "serve died:\n" + C.log(C.server)[-4000:]
 
 
+def test_serve_exits_cleanly():
+    """SIGTERM after all that: exit 0, and (in the sanitizer build) no report in any serve log."""
+    C.server.send_signal(signal.SIGTERM)
+    try:
+        code = C.server.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        code = "no exit within 60 s"
+    logs = C.log(C.server)
+    fd_log = os.path.join(C.dir, "serve-fd.log")
+    if os.path.exists(fd_log):
+        logs += open(fd_log).read()
+    bad = SAN_RE.search(logs)
+    assert code == 0 and not bad, "exit %s, %s:\n%s" % (code, bad and bad.group(0), logs[-6000:])
+
+
 CASES = [test_grpc_80000_names_refused_fast, test_rest_80000_names_refused_fast,
          test_names_under_the_limit_still_served, test_rest_empty_arrays_refused_before_parsing,
          test_kserve_rest_literals_refused_before_parsing,
@@ -393,7 +410,7 @@ CASES = [test_grpc_80000_names_refused_fast, test_rest_80000_names_refused_fast,
          test_trickled_headers_cut_at_the_read_deadline, test_expect_continue_over_the_limit_refused_first,
          test_grpc_message_that_never_arrives_is_cancelled, test_grpc_streams_per_connection_limited,
          test_serve_and_agents_raise_the_descriptor_limit, test_descriptor_exhaustion_is_refused_quietly,
-         test_valid_request_after_the_attacks]
+         test_valid_request_after_the_attacks, test_serve_exits_cleanly]
 
 
 def main():
