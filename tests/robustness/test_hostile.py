@@ -146,6 +146,22 @@ def test_grpc_unknown_fields_refused_before_unpacking():
     print("    gRPC, 5 M unknown fields: refused in %.1f ms" % (secs * 1e3))
 
 
+def test_kserve_grpc_unknown_fields_refused_before_unpacking():
+    unknown = b"\x78\x00" * 5000000
+    for method, good in (("ModelInfer", b"\x0a\x06matmul"), ("ServerLive", b"")):
+        call = C.raw_channel.unary_unary("/inference.GRPCInferenceService/" + method,
+                                         request_serializer=lambda b: b, response_deserializer=lambda b: b)
+        t0 = time.perf_counter()
+        try:
+            call(good + unknown, timeout=60)
+            outcome = "answered"
+        except ssc.grpc.RpcError as e:
+            outcome = "%s: %s" % (e.code(), e.details())
+        secs = time.perf_counter() - t0
+        assert "protobuf fields" in outcome, (method, outcome, secs)
+        print("    KServe gRPC %s, 5 M unknown fields: refused in %.1f ms" % (method, secs * 1e3))
+
+
 # ------------------------------------------------------------------ health under attack
 
 def health_live_seconds():
@@ -406,6 +422,7 @@ CASES = [test_grpc_80000_names_refused_fast, test_rest_80000_names_refused_fast,
          test_names_under_the_limit_still_served, test_rest_empty_arrays_refused_before_parsing,
          test_kserve_rest_literals_refused_before_parsing,
          test_grpc_unknown_fields_refused_before_unpacking,
+         test_kserve_grpc_unknown_fields_refused_before_unpacking,
          test_health_live_with_1000_idle_rest_connections, test_per_client_limit_refuses_and_counts,
          test_trickled_headers_cut_at_the_read_deadline, test_expect_continue_over_the_limit_refused_first,
          test_grpc_message_that_never_arrives_is_cancelled, test_grpc_streams_per_connection_limited,
