@@ -174,6 +174,22 @@ def health_live_seconds():
     return time.perf_counter() - t0, ok
 
 
+def grpc_health_seconds():
+    """gRPC health on a connection of its own: (seconds, answered SERVING)."""
+    # a subchannel of its own: Python shares connections between channels with equal arguments
+    channel = ssc.grpc.insecure_channel(C.grpc, options=[("grpc.enable_http_proxy", 0),
+                                                         ("grpc.use_local_subchannel_pool", 1)])
+    check = channel.unary_unary("/grpc.health.v1.Health/Check", request_serializer=lambda b: b,
+                                response_deserializer=lambda b: b)
+    t0 = time.perf_counter()
+    try:
+        ok = check(b"", timeout=5) == b"\x08\x01"  # HealthCheckResponse{status: SERVING}
+    except ssc.grpc.RpcError:
+        ok = False
+    channel.close()
+    return time.perf_counter() - t0, ok
+
+
 def idle_connections(count, source):
     host, port = C.rest.rsplit(":", 1)
     socks = []
@@ -212,6 +228,8 @@ def test_health_live_with_1000_idle_rest_connections():
             assert ok, "/health/live did not answer 200 with %d idle connections open" % len(idle)
             worst = max(worst, secs)
         assert worst < 1.0, "/health/live took %.2f s with %d idle connections" % (worst, len(idle))
+        secs, ok = grpc_health_seconds()
+        assert ok and secs < 1.0, "gRPC health: SERVING=%s in %.2f s" % (ok, secs)
         print("    /health/live with %d idle connections: slowest %.1f ms" % (len(idle), worst * 1e3))
     finally:
         for s in idle:
@@ -310,7 +328,10 @@ def test_grpc_streams_per_connection_limited():
                                 response_deserializer=ssc.PredictReply.FromString)
     futures = [call.future(never_yield(stall), timeout=30) for _ in range(8)]
     try:
-        time.sleep(3 + 0.3 + 0.5 * SLOW)
+        time.sleep(1)
+        secs, ok = grpc_health_seconds()
+        assert ok and secs < 1.0, "gRPC health during stalled streams: SERVING=%s in %.2f s" % (ok, secs)
+        time.sleep(2 + 0.3 + 0.5 * SLOW - secs)
         done = sum(f.done() for f in futures)
         assert done == 4, "%d of 8 stalled calls cancelled after one receive timeout (want 4)" % done
     finally:
