@@ -164,6 +164,10 @@ ss_predict_reply *ss_serving_err_unavailable(const ss_predict_request *req, bool
  * max(SS_SERVING_MIN_NAME_LIMIT, 4 x the method's inputs) names. */
 #define SS_SERVING_MIN_NAME_LIMIT 1024
 size_t ss_serving_max_names(size_t method_inputs);
+/* The name limit of (servable, method, version) for decoders that check it before decoding;
+ * ctx is the decoder's ctx. */
+typedef size_t (*ss_serving_name_limit_fn)(void *ctx, const char *servable, const char *method,
+                                           uint64_t version);
 
 /* Every instance must carry every input name and at most ss_serving_max_names(n) names: NULL if
  * so, else the whole-request error reply ("Cannot find input X in instance input , servable S,
@@ -265,6 +269,10 @@ ss_status *ss_serving_publish(ss_serving_entry *e, const ss_serving_signature *s
 void ss_serving_withdraw(ss_serving_entry *e, const char *why);
 /* The handler front ends use: version resolution, MindSpore's checks, then the backend. */
 ss_predict_handler ss_serving_handler(ss_serving *s);
+/* An ss_serving_name_limit_fn over any handler (ctx: its ss_predict_handler *): the method's limit
+ * from describe(), the minimum for an unknown servable or method (refused either way). */
+size_t ss_predict_handler_name_limit(void *handler, const char *servable, const char *method,
+                                     uint64_t version);
 /* Told of every request the registry answers itself (unknown servable or method, missing inputs,
  * not ready): the resolved servable and version ("" and 0 when unknown), the method ("" when
  * unknown) and the code. For metrics; called on the front end's thread. */

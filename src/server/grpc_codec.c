@@ -359,7 +359,7 @@ ss_status *ss_grpc_decode_request(const uint8_t *buf, size_t len, ss_predict_req
 }
 
 ss_status *ss_grpc_decode_request_limited(const uint8_t *buf, size_t len,
-                                          ss_grpc_name_limit_fn name_limit, void *limit_ctx,
+                                          ss_serving_name_limit_fn name_limit, void *limit_ctx,
                                           ss_predict_request **out, ss_predict_reply **invalid)
 {
     *out = NULL;

@@ -20,15 +20,10 @@
 ss_status *ss_grpc_decode_request(const uint8_t *buf, size_t len, ss_predict_request **out,
                                   ss_predict_reply **invalid);
 
-/* The most input names one instance of a request for (servable, method, version) may carry
- * (ss_serving_max_names of the method's inputs). */
-typedef size_t (*ss_grpc_name_limit_fn)(void *ctx, const char *servable, const char *method,
-                                        uint64_t version);
-
 /* ss_grpc_decode_request, but an instance with more names than name_limit allows is refused from
  * the wire counts (an *invalid reply naming the limit), before anything is unpacked. */
 ss_status *ss_grpc_decode_request_limited(const uint8_t *buf, size_t len,
-                                          ss_grpc_name_limit_fn name_limit, void *limit_ctx,
+                                          ss_serving_name_limit_fn name_limit, void *limit_ctx,
                                           ss_predict_request **out, ss_predict_reply **invalid);
 
 /* Serialize a (collapsed) reply; servable_spec is copied from `req` as sent. *buf is malloc'd. */

@@ -278,28 +278,11 @@ static grpc_slice read_message(grpc_byte_buffer *bb)
     return s;
 }
 
-/* Asked only for a request with more than SS_SERVING_MIN_NAME_LIMIT names in one instance. An
- * unknown servable or method gets the minimum: the request is refused either way. */
-static size_t name_limit(void *ctx, const char *servable, const char *method, uint64_t version)
-{
-    ss_predict_handler *h = ctx;
-    ss_serving_signature *sig = NULL;
-    char why[256];
-    size_t inputs = 0;
-    if (h->describe &&
-        h->describe(h->ctx, servable, version, &sig, why, sizeof why) == SS_DESCRIBE_OK) {
-        const ss_serving_method *m = ss_serving_signature_method(sig, method);
-        inputs = m ? m->n_inputs : 0;
-    }
-    if (sig) ss_serving_signature_free(sig);
-    return ss_serving_max_names(inputs);
-}
-
 static void handle_predict(grpc_ctx *c, const uint8_t *buf, size_t len)
 {
     ss_predict_reply *invalid = NULL;
-    ss_status *st =
-        ss_grpc_decode_request_limited(buf, len, name_limit, &c->srv->handler, &c->req, &invalid);
+    ss_status *st = ss_grpc_decode_request_limited(buf, len, ss_predict_handler_name_limit,
+                                                   &c->srv->handler, &c->req, &invalid);
     if (st) {
         SS_DEBUG("grpc: %s", st->msg);
         finish_call(

@@ -688,8 +688,43 @@ static ss_status *check_strings(const ss_predict_request *req)
     return NULL;
 }
 
+/* The most keys any instance object of the body has (0 when "instances" is malformed: the
+ * parser reports that). */
+static size_t max_instance_keys(const cJSON *root)
+{
+    const cJSON *instances =
+        cJSON_IsObject(root) ? cJSON_GetObjectItemCaseSensitive(root, "instances") : NULL;
+    if (cJSON_IsObject(instances)) return (size_t)cJSON_GetArraySize(instances);
+    size_t most = 0;
+    for (const cJSON *it = cJSON_IsArray(instances) ? instances->child : NULL; it; it = it->next) {
+        size_t n = cJSON_IsObject(it) ? (size_t)cJSON_GetArraySize(it) : 0;
+        if (n > most) most = n;
+    }
+    return most;
+}
+
+static ss_status *check_name_limit(const cJSON *root, const ss_predict_request *req,
+                                   ss_serving_name_limit_fn name_limit, void *limit_ctx)
+{
+    size_t names = max_instance_keys(root), limit = SS_SERVING_MIN_NAME_LIMIT;
+    if (names > limit && name_limit)
+        limit = name_limit(limit_ctx, req->servable, req->method, req->version);
+    if (names <= limit) return NULL;
+    return ss_errf(SS_ERR_INVALID,
+                   "An instance has %zu inputs, more than the limit %zu (max(%d, 4 x the inputs of "
+                   "servable %.128s, method %.128s))",
+                   names, limit, SS_SERVING_MIN_NAME_LIMIT, req->servable, req->method);
+}
+
 ss_status *ss_rest_parse_request(const char *url, const char *body, size_t len,
                                  ss_predict_request **out)
+{
+    return ss_rest_parse_request_limited(url, body, len, NULL, NULL, out);
+}
+
+ss_status *ss_rest_parse_request_limited(const char *url, const char *body, size_t len,
+                                         ss_serving_name_limit_fn name_limit, void *limit_ctx,
+                                         ss_predict_request **out)
 {
     *out = NULL;
     cJSON *root = NULL;
@@ -704,10 +739,15 @@ ss_status *ss_rest_parse_request(const char *url, const char *body, size_t len,
     ss_predict_request *req = ss_predict_request_new(servable, method, version);
     free(servable);
     free(method);
-    if (!req)
+    if (!req) {
         st = ss_errf(SS_ERR_NOMEM, "out of memory");
-    else
+    } else if ((st = check_name_limit(root, req, name_limit, limit_ctx))) {
+        cJSON_Delete(root);
+        ss_predict_request_free(req);
+        return st;
+    } else {
         st = parse_instances(root, req);
+    }
     cJSON_Delete(root);
     if (st) {
         ss_predict_request_free(req);

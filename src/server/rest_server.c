@@ -267,7 +267,8 @@ static enum MHD_Result start_predict(conn_ctx *c, const char *url)
         return send_error(c->conn, msg);
     }
     if (c->len == 0) return send_error(c->conn, "http message invalid");
-    ss_status *st = ss_rest_parse_request(url, c->body, c->len, &c->req);
+    ss_status *st = ss_rest_parse_request_limited(
+        url, c->body, c->len, ss_predict_handler_name_limit, &srv->handler, &c->req);
     free(c->body);
     c->body = NULL;
     if (st) {
