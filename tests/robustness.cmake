@@ -19,6 +19,12 @@ add_test(NAME robustness_soak COMMAND ${SS_PY} ${SS_TEST_DIR}/robustness/test_so
 set_tests_properties(robustness_soak PROPERTIES ENVIRONMENT "${SS_ROB_ENV}" TIMEOUT 600
                      RUN_SERIAL TRUE LABELS "robustness;soak")
 
+# Hostile clients against serve + 1 agent: 80,000-name requests refused in < 100 ms, decode
+# budgets for every JSON value kind and protobuf field, /health/live under 1,000 idle connections.
+add_test(NAME robustness_hostile COMMAND ${SS_PY} ${SS_TEST_DIR}/robustness/test_hostile.py)
+set_tests_properties(robustness_hostile PROPERTIES ENVIRONMENT "${SS_ROB_ENV}" TIMEOUT 300
+                     RUN_SERIAL TRUE LABELS robustness)
+
 # libFuzzer targets (-DSS_FUZZ=ON with clang). The sources under test are compiled into each target
 # again with coverage instrumentation; seed corpora are generated at test time (CTest fixtures) and
 # new inputs go to scratch corpora in the build folder, never into the seeds.

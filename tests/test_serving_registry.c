@@ -235,6 +235,53 @@ static void describe_copies_the_signature(void)
     ss_serving_free(s);
 }
 
-TEST_MAIN(TEST(version_zero_is_the_highest_running), TEST(unknown_names_and_missing_inputs),
+/* The name index: every name found, a repeated name replaces its value, and names appended by
+ * hand (not through put) are still found. */
+static void instance_names_are_indexed(void)
+{
+    ss_serving_instance inst = {0};
+    char name[32];
+    for (int i = 0; i < 5000; i++) {
+        snprintf(name, sizeof name, "n%d", i);
+        CHECK_OK(ss_serving_instance_put_string(&inst, name, "a", 1, false));
+    }
+    CHECK_OK(ss_serving_instance_put_string(&inst, "n17", "bb", 2, true));
+    CHECK(inst.count == 5000);
+    for (int i = 0; i < 5000; i += 7) {
+        snprintf(name, sizeof name, "n%d", i);
+        const ss_serving_item *it = ss_serving_instance_find(&inst, name);
+        CHECK(it && !strcmp(it->name, name));
+    }
+    const ss_serving_item *rep = ss_serving_instance_find(&inst, "n17");
+    CHECK(rep && rep->is_bytes);
+    CHECK(!ss_serving_instance_find(&inst, "n5000") && !ss_serving_instance_find(&inst, ""));
+    CHECK(inst.count < inst.cap); /* 5000 items in a capacity that doubles from 4 */
+    if (inst.count < inst.cap) {
+        inst.items[inst.count++] = (ss_serving_item){strdup("by-hand"), {0}, false};
+        CHECK(ss_serving_instance_find(&inst, "by-hand") != NULL);
+    }
+    ss_serving_instance_clear(&inst);
+}
+
+/* More than max(1024, 4 x inputs) names in an instance is refused, naming the limit. */
+static void too_many_names_are_refused(void)
+{
+    CHECK(ss_serving_max_names(1) == 1024 && ss_serving_max_names(1000) == 4000);
+    ss_predict_request *req = ss_predict_request_new("mm", "predict", 0);
+    ss_serving_instance *inst = ss_predict_request_add_instance(req);
+    char name[32];
+    for (int i = 0; i < 1025; i++) {
+        snprintf(name, sizeof name, "x%d", i);
+        CHECK_OK(ss_serving_instance_put_string(inst, i ? name : "x", "a", 1, false));
+    }
+    const char *names[] = {"x"};
+    ss_predict_reply *bad = ss_predict_request_check_inputs(req, names, 1);
+    CHECK(bad && bad->error_count == 1 && strstr(bad->errors[0].message, "limit 1024"));
+    ss_predict_reply_free(bad);
+    ss_predict_request_free(req);
+}
+
+TEST_MAIN(TEST(instance_names_are_indexed), TEST(too_many_names_are_refused),
+          TEST(version_zero_is_the_highest_running), TEST(unknown_names_and_missing_inputs),
           TEST(size_is_checked_before_dtype), TEST(whole_inputs_take_the_model_shape),
           TEST(describe_copies_the_signature))

@@ -164,6 +164,10 @@ uint64_t ss_now_ns(void);
 bool ss_name_to_file(const char *name, char *out, size_t cap);
 /* The inverse (in place is fine); false for a malformed %XX. */
 bool ss_name_from_file(const char *file, char *out, size_t cap);
+/* Raise the soft RLIMIT_NOFILE to the hard limit (servers holding many connections and agents
+ * holding many segments would otherwise run out at 1024). Returns the soft limit now in force;
+ * a failure is logged once, never fatal. */
+unsigned long long ss_raise_nofile_limit(void);
 
 #ifdef __cplusplus
 }

@@ -43,6 +43,12 @@ extern "C" {
 
 #define SS_SERVER_DEFAULT_MAX_MSG_MB 100
 #define SS_SERVER_MAX_MSG_MB_LIMIT 512
+/* Limits against hostile clients (each a `shardserve serve` flag; README lists them). */
+#define SS_SERVER_DEFAULT_REST_CONNECTIONS 4096  /* REST connections, all clients */
+#define SS_SERVER_DEFAULT_REST_PER_CLIENT 256    /* REST connections from one client address */
+#define SS_SERVER_DEFAULT_REST_READ_TIMEOUT_S 30 /* a whole request's headers + body */
+#define SS_SERVER_DEFAULT_GRPC_STREAMS 100       /* concurrent streams on one gRPC connection */
+#define SS_SERVER_DEFAULT_GRPC_RECV_TIMEOUT_S 30 /* a whole request message */
 
 /* MindSpore's SSLConfig. Files are read (and the key checked against the certificate) at start. */
 typedef struct {
@@ -58,6 +64,9 @@ typedef struct {
     int max_msg_mb;      /* 1..512, 0 = 100: limits received and sent messages */
     int threads;         /* completion-queue worker threads, 0 = 2 */
     int drain_ms;        /* stop(): grace period for in-flight calls, 0 = 5000 */
+    int max_streams;     /* concurrent streams per connection, 0 = SS_SERVER_DEFAULT_GRPC_STREAMS */
+    int recv_timeout_s;  /* a request message must arrive whole within this, from the call's
+                            start, 0 = SS_SERVER_DEFAULT_GRPC_RECV_TIMEOUT_S */
     ss_predict_handler handler;
     ss_ready_fn ready; /* NULL: always ready */
     void *ready_ctx;
@@ -77,7 +86,11 @@ typedef struct {
     int max_msg_mb;      /* 1..512, 0 = 100: request body limit */
     int threads;         /* 1 = one epoll thread (default), >1 = a pool of that size */
     int timeout_s;       /* idle connection timeout, 0 = 100 (MindSpore's evhttp timeout) */
-    int max_connections; /* 0 = libmicrohttpd's default */
+    int max_connections; /* all clients, 0 = SS_SERVER_DEFAULT_REST_CONNECTIONS (at most the
+                            descriptor limit less a reserve) */
+    int max_per_client;  /* one client address, 0 = SS_SERVER_DEFAULT_REST_PER_CLIENT */
+    int read_timeout_s;  /* a request's headers and body must arrive within this however slowly
+                            they trickle, 0 = SS_SERVER_DEFAULT_REST_READ_TIMEOUT_S */
     ss_predict_handler handler;
     ss_ready_fn ready; /* NULL: always ready */
     void *ready_ctx;

@@ -50,6 +50,12 @@ typedef struct {
     ss_serving_item *items;
     size_t count;
     size_t cap;
+    /* Open-addressing index of items by name (item position + 1, 0 = empty), kept by
+     * ss_serving_instance_put so decoding N names costs O(N), not O(N^2). It covers
+     * items[0, indexed); items appended by hand after that are searched linearly. */
+    uint32_t *index;
+    size_t index_cap;
+    size_t indexed;
 } ss_serving_instance;
 
 typedef struct {
@@ -154,8 +160,18 @@ ss_predict_reply *ss_predict_reply_finish(ss_predict_reply *reply, const ss_pred
 const char *ss_serving_spec_str(const ss_predict_request *req, char *buf, size_t cap);
 /* Unknown servable/version or method, with MindSpore's text (code INVALID_INPUTS). */
 ss_predict_reply *ss_serving_err_unavailable(const ss_predict_request *req, bool method_missing);
-/* Every instance must carry every input name: NULL if so, else the whole-request error reply
- * "Cannot find input X in instance input , servable S, method M". Extra items are ignored. */
+/* Extra names are allowed (MindSpore ignores them) but bounded: an instance may carry at most
+ * max(SS_SERVING_MIN_NAME_LIMIT, 4 x the method's inputs) names. */
+#define SS_SERVING_MIN_NAME_LIMIT 1024
+size_t ss_serving_max_names(size_t method_inputs);
+/* The name limit of (servable, method, version) for decoders that check it before decoding;
+ * ctx is the decoder's ctx. */
+typedef size_t (*ss_serving_name_limit_fn)(void *ctx, const char *servable, const char *method,
+                                           uint64_t version);
+
+/* Every instance must carry every input name and at most ss_serving_max_names(n) names: NULL if
+ * so, else the whole-request error reply ("Cannot find input X in instance input , servable S,
+ * method M", or one naming the limit). Extra items are ignored. */
 ss_predict_reply *ss_predict_request_check_inputs(const ss_predict_request *req,
                                                   const char *const *input_names, size_t n);
 
@@ -253,6 +269,10 @@ ss_status *ss_serving_publish(ss_serving_entry *e, const ss_serving_signature *s
 void ss_serving_withdraw(ss_serving_entry *e, const char *why);
 /* The handler front ends use: version resolution, MindSpore's checks, then the backend. */
 ss_predict_handler ss_serving_handler(ss_serving *s);
+/* An ss_serving_name_limit_fn over any handler (ctx: its ss_predict_handler *): the method's limit
+ * from describe(), the minimum for an unknown servable or method (refused either way). */
+size_t ss_predict_handler_name_limit(void *handler, const char *servable, const char *method,
+                                     uint64_t version);
 /* Told of every request the registry answers itself (unknown servable or method, missing inputs,
  * not ready): the resolved servable and version ("" and 0 when unknown), the method ("" when
  * unknown) and the code. For metrics; called on the front end's thread. */

@@ -199,6 +199,7 @@ int cmd_agents(int argc, char **argv)
     self[n > 0 ? n : 0] = 0;
     o.self_exe = self;
     ss_log_set_tag("agents");
+    ss_raise_nofile_limit(); /* inherited by every agent: model files, segments, links */
     ss_status *st = ss_launcher_run(&o);
     free(secret);
     return st ? cli_fail("agents", st) : 0;

@@ -9,6 +9,7 @@
 #include "shardserve/worker.h"
 
 #include <signal.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -23,6 +24,8 @@ static const char serve_usage[] =
     "                        [--grpc HOST:PORT|unix:PATH] [--rest HOST:PORT] [--grpc-max-msg-mb N]\n"
     "                        [--rest-max-msg-mb N] [--request-timeout-ms MS] [--heartbeat-timeout-ms MS]\n"
     "                        [--max-enqueued N] [--secret-file FILE | --insecure-link]\n"
+    "                        [--rest-max-connections N] [--rest-max-per-client N] [--rest-read-timeout-s S]\n"
+    "                        [--grpc-max-streams N] [--grpc-recv-timeout-s S]\n"
     "                        [--grpc-tls-cert FILE --grpc-tls-key FILE [--grpc-tls-ca FILE --grpc-verify-client]]\n"
     "                        [--rest-tls-cert FILE --rest-tls-key FILE [--rest-tls-ca FILE --rest-verify-client]]\n"
     "  --wait-agents   how long to wait for every rank to register (0 = forever; default 0)\n"
@@ -33,7 +36,47 @@ static const char serve_usage[] =
     "  --insecure-link  agents register without proving anything (only on a network you trust)\n"
     "  --grpc-tls-*    serve gRPC over TLS (MindSpore's SSLConfig): certificate chain and unencrypted key\n"
     "                  (PEM); --grpc-verify-client requires client certificates signed by --grpc-tls-ca\n"
-    "  --rest-tls-*    the same for REST (HTTPS, TLS 1.2+)\n";
+    "  --rest-tls-*    the same for REST (HTTPS, TLS 1.2+)\n"
+    "  --rest-max-connections   REST connections of all clients together (default 4096, at most the\n"
+    "                           descriptor limit less 128); more are refused and counted in /metrics\n"
+    "  --rest-max-per-client    REST connections from one client address (default 256)\n"
+    "  --rest-read-timeout-s    a REST request's headers and body must arrive within this, however\n"
+    "                           slowly they trickle; a kept-alive connection waiting for its next\n"
+    "                           request is closed after it too (default 30)\n"
+    "  --grpc-max-streams       concurrent streams on one gRPC connection (default 100)\n"
+    "  --grpc-recv-timeout-s    a gRPC request message must arrive whole within this (default 30)\n";
+
+/* Limits against hostile clients, declared once: flag, accepted range, where the value goes.
+ * 0 (not given) leaves the server's default. */
+typedef struct {
+    long rest_connections, rest_per_client, rest_read_s, grpc_streams, grpc_recv_s;
+} serve_limits;
+
+static const struct {
+    const char *flag;
+    long min, max;
+    size_t offset;
+} limit_flags[] = {
+    {"--rest-max-connections", 1, 1000000, offsetof(serve_limits, rest_connections)},
+    {"--rest-max-per-client", 1, 1000000, offsetof(serve_limits, rest_per_client)},
+    {"--rest-read-timeout-s", 1, 86400, offsetof(serve_limits, rest_read_s)},
+    {"--grpc-max-streams", 1, 100000, offsetof(serve_limits, grpc_streams)},
+    {"--grpc-recv-timeout-s", 1, 86400, offsetof(serve_limits, grpc_recv_s)},
+};
+
+/* 1: argv[*i] was a limit flag and its value is stored; 0: not a limit flag; -1: a bad value. */
+static int parse_limit(int argc, char **argv, int *i, serve_limits *lim)
+{
+    for (size_t k = 0; k < sizeof limit_flags / sizeof limit_flags[0]; k++) {
+        if (strcmp(argv[*i], limit_flags[k].flag) != 0 || *i + 1 >= argc) continue;
+        long *slot = (long *)((char *)lim + limit_flags[k].offset);
+        if (cli_parse_int(argv[++*i], limit_flags[k].min, limit_flags[k].max, slot)) return 1;
+        cli_fail("serve", ss_errf(SS_ERR_INVALID, "%s wants %ld..%ld, got '%s'", limit_flags[k].flag,
+                                  limit_flags[k].min, limit_flags[k].max, argv[*i]));
+        return -1;
+    }
+    return 0;
+}
 
 /* The ss_ssl_config field a --grpc-tls-X / --rest-tls-X flag sets, or NULL. */
 static const char **tls_field(ss_ssl_config tls[2], const char *a)
@@ -108,10 +151,14 @@ int cmd_serve(int argc, char **argv)
     long grpc_mb = 100, rest_mb = 100, timeout_ms = 10000, hb_ms = 5000, max_enq = 10000, v;
     ss_ssl_config tls[2] = {{0}, {0}}; /* gRPC, REST */
     const char **tls_flag;
+    serve_limits lim = {0};
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         bool has = i + 1 < argc;
         ss_worker_options *cur = n ? &w[n - 1] : NULL;
+        int limit_flag = parse_limit(argc, argv, &i, &lim);
+        if (limit_flag < 0) return 1;
+        if (limit_flag) continue;
         if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
             fputs(serve_usage, stdout);
             return 0;
@@ -197,12 +244,14 @@ int cmd_serve(int argc, char **argv)
             st = publish_secret(secret, secret_len, ss_worker_address(workers[i]), secret_paths[i], sizeof secret_paths[i]);
         if (!st) printf("Serving: servable %s waiting for agents on %s\n", w[i].servable, ss_worker_address(workers[i]));
     }
+    ss_raise_nofile_limit(); /* thousands of client connections need more than 1024 */
     ss_grpc_server *gs = NULL;
     ss_rest_server *rs = NULL;
     ss_predict_handler h = set ? ss_worker_set_handler(set) : (ss_predict_handler){0};
     if (!st && grpc) {
         ss_grpc_options go = {.address = grpc, .max_msg_mb = (int)grpc_mb, .handler = h, .ready = ss_worker_set_ready,
-                              .ready_ctx = set, .ssl = grpc_tls};
+                              .ready_ctx = set, .ssl = grpc_tls, .max_streams = (int)lim.grpc_streams,
+                              .recv_timeout_s = (int)lim.grpc_recv_s};
         st = ss_grpc_server_start(&go, &gs);
         if (!st && ss_grpc_server_port(gs) > 0) { /* show the bound port (also when asked for port 0) */
             char host[256];
@@ -215,7 +264,8 @@ int cmd_serve(int argc, char **argv)
     }
     if (!st && rest) {
         ss_rest_options ro = {.address = rest, .max_msg_mb = (int)rest_mb, .handler = h, .ready = ss_worker_set_ready,
-                              .ready_ctx = set, .ssl = rest_tls};
+                              .ready_ctx = set, .ssl = rest_tls, .max_connections = (int)lim.rest_connections,
+                              .max_per_client = (int)lim.rest_per_client, .read_timeout_s = (int)lim.rest_read_s};
         st = ss_rest_server_start(&ro, &rs);
         if (!st) {
             char host[256];

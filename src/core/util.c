@@ -1,10 +1,12 @@
-/* Small helpers shared by every module: whole-file reads and a monotonic clock. */
+/* Small helpers shared by every module: whole-file reads, a monotonic clock, the descriptor limit.
+ */
 #include "shardserve/core.h"
 
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <time.h>
 
@@ -93,4 +95,20 @@ bool ss_name_from_file(const char *file, char *out, size_t cap)
     if (n >= cap) return false;
     out[n] = 0;
     return true;
+}
+
+unsigned long long ss_raise_nofile_limit(void)
+{
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) != 0) return 0;
+    if (rl.rlim_cur < rl.rlim_max) {
+        rlim_t want = rl.rlim_max;
+        rl.rlim_cur = want;
+        if (setrlimit(RLIMIT_NOFILE, &rl) != 0) {
+            SS_WARN("cannot raise the descriptor limit to %llu: %s", (unsigned long long)want,
+                    strerror(errno));
+            getrlimit(RLIMIT_NOFILE, &rl);
+        }
+    }
+    return rl.rlim_cur == RLIM_INFINITY ? ~0ull : (unsigned long long)rl.rlim_cur;
 }

@@ -173,6 +173,9 @@ static ss_predict_reply *convert_instances(pb_request *pb, ss_predict_request *r
 #define MAX_INSTANCES (1 << 20)
 #define MAX_ITEMS (1 << 20)
 #define MAX_ELEMS_PER_TENSOR 1024 /* dims, bytes_val entries */
+/* protobuf-c allocates for every field it keeps, unknown ones included (~40 bytes or more each):
+ * every field on the wire, at every level, counts against this budget. */
+#define MAX_FIELDS (1 << 22)
 
 typedef struct {
     const uint8_t *p, *end;
@@ -197,10 +200,12 @@ static bool wire_next(wire *w, uint32_t *field, int *type, wire *sub)
     if (w->p >= w->end || !wire_varint(w, &key)) return false;
     *field = (uint32_t)(key >> 3);
     *type = (int)(key & 7);
-    *sub = (wire){w->p, w->p}; /* a varint field has no payload: leave an empty one */
+    *sub = (wire){w->p, w->p}; /* a varint field's "payload" is its own bytes */
     switch (*type) {
     case 0:
-        return wire_varint(w, &n);
+        if (!wire_varint(w, &n)) return false;
+        sub->end = w->p;
+        return true;
     case 1:
         n = 8;
         break;
@@ -228,48 +233,107 @@ static size_t count_packed_varints(wire w)
     return n;
 }
 
-static bool tensor_small(wire t)
+static bool tensor_small(wire t, size_t *fields)
 {
     uint32_t f;
     int type;
     wire sub;
     size_t strings = 0;
     while (wire_next(&t, &f, &type, &sub)) {
+        ++*fields;
         if (f == 4 && ++strings > MAX_ELEMS_PER_TENSOR) return false;
         if (f != 1 || type != 2) continue;
         size_t dims = 0; /* shape: repeated int64 dims = 1, packed or not */
         uint32_t sf;
         int st;
         wire d;
-        while (wire_next(&sub, &sf, &st, &d))
+        while (wire_next(&sub, &sf, &st, &d)) {
+            ++*fields;
             if (sf == 1) dims += st == 2 ? count_packed_varints(d) : 1;
+        }
         if (dims > MAX_ELEMS_PER_TENSOR) return false;
     }
     return true;
 }
 
-static ss_status *prescan(const uint8_t *buf, size_t len)
+static ss_status *over_budget(size_t fields)
 {
-    wire top = {buf, buf + len}, inst, entry, value;
+    if (fields <= MAX_FIELDS) return NULL;
+    return ss_errf(SS_ERR_LIMIT, "request has more than %d protobuf fields", MAX_FIELDS);
+}
+
+/* What the pre-scan learns besides the counts: the spec as sent and the most names one instance
+ * carries, so the name limit is applied before anything is unpacked. */
+typedef struct {
+    char servable[256], method[256];
+    uint64_t version;
+    size_t max_names;
+} wire_summary;
+
+static void wire_string(wire v, char *out, size_t cap)
+{
+    size_t n = (size_t)(v.end - v.p) < cap - 1 ? (size_t)(v.end - v.p) : cap - 1;
+    memcpy(out, v.p, n);
+    out[n] = 0;
+}
+
+static ss_status *scan_spec(wire spec, wire_summary *sum, size_t *fields)
+{
     uint32_t f;
     int type;
-    size_t instances = 0, items = 0;
-    while (wire_next(&top, &f, &type, &inst)) {
-        if (f != 2 || type != 2) continue;
-        if (++instances > MAX_INSTANCES)
-            return ss_errf(SS_ERR_LIMIT, "request has more than %d instances", MAX_INSTANCES);
-        while (wire_next(&inst, &f, &type, &entry)) {
-            if (f != 1 || type != 2) continue;
-            if (++items > MAX_ITEMS)
-                return ss_errf(SS_ERR_LIMIT, "request has more than %d inputs in all", MAX_ITEMS);
-            while (wire_next(&entry, &f, &type, &value))
-                if (f == 2 && type == 2 && !tensor_small(value))
-                    return ss_errf(SS_ERR_LIMIT,
-                                   "a tensor of the request has more than %d dims or strings",
-                                   MAX_ELEMS_PER_TENSOR);
+    wire v;
+    while (wire_next(&spec, &f, &type, &v)) {
+        ss_status *st = over_budget(++*fields);
+        if (st) return st;
+        if (f == 1 && type == 2) wire_string(v, sum->servable, sizeof sum->servable);
+        if (f == 2 && type == 2) wire_string(v, sum->method, sizeof sum->method);
+        if (f == 3 && type == 0) wire_varint(&v, &sum->version);
+    }
+    return NULL;
+}
+
+static ss_status *scan_instance(wire inst, size_t *items, size_t *fields, size_t *names)
+{
+    uint32_t f;
+    int type;
+    wire entry, value;
+    *names = 0;
+    while (wire_next(&inst, &f, &type, &entry)) {
+        ss_status *st = over_budget(++*fields);
+        if (st) return st;
+        if (f != 1 || type != 2) continue;
+        ++*names;
+        if (++*items > MAX_ITEMS)
+            return ss_errf(SS_ERR_LIMIT, "request has more than %d inputs in all", MAX_ITEMS);
+        while (wire_next(&entry, &f, &type, &value)) {
+            if (f == 2 && type == 2 && !tensor_small(value, fields))
+                return ss_errf(SS_ERR_LIMIT,
+                               "a tensor of the request has more than %d dims or strings",
+                               MAX_ELEMS_PER_TENSOR);
+            if ((st = over_budget(++*fields))) return st;
         }
     }
     return NULL;
+}
+
+static ss_status *prescan(const uint8_t *buf, size_t len, wire_summary *sum)
+{
+    wire top = {buf, buf + len}, sub;
+    uint32_t f;
+    int type;
+    size_t instances = 0, items = 0, fields = 0, names;
+    ss_status *st = NULL;
+    memset(sum, 0, sizeof *sum);
+    while (!st && wire_next(&top, &f, &type, &sub)) {
+        st = over_budget(++fields);
+        if (!st && f == 1 && type == 2) st = scan_spec(sub, sum, &fields);
+        if (st || f != 2 || type != 2) continue;
+        if (++instances > MAX_INSTANCES)
+            return ss_errf(SS_ERR_LIMIT, "request has more than %d instances", MAX_INSTANCES);
+        st = scan_instance(sub, &items, &fields, &names);
+        if (names > sum->max_names) sum->max_names = names;
+    }
+    return st;
 }
 
 static bool str_ok(const char *s)
@@ -291,10 +355,37 @@ static bool strings_valid(const pb_request *pb)
 ss_status *ss_grpc_decode_request(const uint8_t *buf, size_t len, ss_predict_request **out,
                                   ss_predict_reply **invalid)
 {
+    return ss_grpc_decode_request_limited(buf, len, NULL, NULL, out, invalid);
+}
+
+ss_status *ss_grpc_decode_request_limited(const uint8_t *buf, size_t len,
+                                          ss_serving_name_limit_fn name_limit, void *limit_ctx,
+                                          ss_predict_request **out, ss_predict_reply **invalid)
+{
     *out = NULL;
     *invalid = NULL;
-    ss_status *st = prescan(buf, len);
+    wire_summary sum;
+    ss_status *st = prescan(buf, len, &sum);
     if (st) return st;
+    /* every method allows SS_SERVING_MIN_NAME_LIMIT names: only more needs the method's count */
+    size_t limit = SS_SERVING_MIN_NAME_LIMIT;
+    if (sum.max_names > limit && name_limit)
+        limit = name_limit(limit_ctx, sum.servable, sum.method, sum.version);
+    if (sum.max_names > limit) {
+        *invalid = ss_predict_reply_error(
+            SS_SERVING_INVALID_INPUTS,
+            "An instance has %zu inputs, more than the limit %zu (max(%d, 4 x the inputs of "
+            "servable %.128s, method %.128s))",
+            sum.max_names, limit, SS_SERVING_MIN_NAME_LIMIT, sum.servable, sum.method);
+        *out = ss_predict_request_new(str_ok(sum.servable) ? sum.servable : "",
+                                      str_ok(sum.method) ? sum.method : "", sum.version);
+        if (*invalid && *out) return NULL;
+        ss_predict_reply_free(*invalid);
+        ss_predict_request_free(*out);
+        *invalid = NULL;
+        *out = NULL;
+        return ss_errf(SS_ERR_NOMEM, "out of memory");
+    }
     pb_request *pb = mindspore__serving__proto__predict_request__unpack(NULL, len, buf);
     if (!pb) return ss_errf(SS_ERR_INVALID, "cannot parse PredictRequest (%zu bytes)", len);
     if (!strings_valid(pb)) {

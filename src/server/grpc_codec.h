@@ -20,6 +20,12 @@
 ss_status *ss_grpc_decode_request(const uint8_t *buf, size_t len, ss_predict_request **out,
                                   ss_predict_reply **invalid);
 
+/* ss_grpc_decode_request, but an instance with more names than name_limit allows is refused from
+ * the wire counts (an *invalid reply naming the limit), before anything is unpacked. */
+ss_status *ss_grpc_decode_request_limited(const uint8_t *buf, size_t len,
+                                          ss_serving_name_limit_fn name_limit, void *limit_ctx,
+                                          ss_predict_request **out, ss_predict_reply **invalid);
+
 /* Serialize a (collapsed) reply; servable_spec is copied from `req` as sent. *buf is malloc'd. */
 ss_status *ss_grpc_encode_reply(const ss_predict_request *req, const ss_predict_reply *reply,
                                 uint8_t **buf, size_t *len);

@@ -12,9 +12,17 @@
  * At most one batch is outstanding per call, so batches need no lock. `live` counts call
  * contexts; stop() waits for it to reach zero, which is what guarantees that every request given
  * to the handler was answered (or its call cancelled) before the server and queue are destroyed.
+ *
+ * Limits against slow or greedy clients: at most max_streams concurrent streams per connection
+ * (HTTP/2 SETTINGS, enforced by gRPC core), and a call in RECEIVING whose message has not arrived
+ * whole within recv_timeout_s of its start is cancelled (RESOURCE_EXHAUSTED, counted in
+ * /metrics), so half-sent messages cannot park buffers forever. The worker threads wake at least
+ * every SCAN_MS to look for such calls.
  */
 #define _GNU_SOURCE /* pthread_setname_np */
 #include "shardserve/server.h"
+
+#include "shardserve/metrics.h"
 
 #include <grpc/byte_buffer.h>
 #include <grpc/byte_buffer_reader.h>
@@ -22,6 +30,7 @@
 #include <grpc/grpc_security.h>
 #include <grpc/slice.h>
 #include <grpc/support/alloc.h>
+#include <grpc/support/log.h>
 #include <grpc/support/time.h>
 #include <pthread.h>
 #include <stdatomic.h>
@@ -36,6 +45,8 @@
 #define PREDICT_METHOD "/mindspore.serving.proto.MSService/Predict"
 #define HEALTH_METHOD "/grpc.health.v1.Health/Check"
 #define REQUESTS_PER_THREAD 2
+#define SCAN_MS 250
+#define CANCEL_BATCH 64
 
 typedef enum { TAG_CALL, TAG_SHUTDOWN } tag_kind;
 typedef enum { ST_REQUESTED, ST_RECEIVING, ST_WAITING, ST_FINISHING } call_state;
@@ -65,6 +76,10 @@ struct grpc_ctx {
     int cancelled;
     ss_predict_request *req;
     ss_kserve_call *kcall; /* ModelInfer: the call the request borrows from */
+    /* while RECEIVING: linked in the server's receiving list, cancelled past recv_deadline_ns */
+    grpc_ctx *rprev, *rnext;
+    bool receiving;
+    uint64_t recv_deadline_ns;
 };
 
 struct ss_grpc_server {
@@ -83,6 +98,10 @@ struct ss_grpc_server {
     pthread_cond_t cv;
     bool shutdown_seen;
     long live; /* call contexts not yet freed */
+    uint64_t recv_timeout_ns;
+    grpc_ctx *receiving; /* calls waiting for their message (under mu) */
+    _Atomic uint64_t next_scan_ns;
+    ss_metric_series *cut_recv;
 };
 
 /* ------------------------------------------------------------------ call lifecycle */
@@ -120,9 +139,69 @@ static void post_request(ss_grpc_server *srv)
     }
 }
 
+static void receiving_start(grpc_ctx *c)
+{
+    ss_grpc_server *srv = c->srv;
+    pthread_mutex_lock(&srv->mu);
+    c->recv_deadline_ns = ss_now_ns() + srv->recv_timeout_ns;
+    c->receiving = true;
+    c->rprev = NULL;
+    c->rnext = srv->receiving;
+    if (srv->receiving) srv->receiving->rprev = c;
+    srv->receiving = c;
+    pthread_mutex_unlock(&srv->mu);
+}
+
+static void receiving_end(grpc_ctx *c)
+{
+    ss_grpc_server *srv = c->srv;
+    pthread_mutex_lock(&srv->mu);
+    if (c->receiving) {
+        if (c->rprev)
+            c->rprev->rnext = c->rnext;
+        else
+            srv->receiving = c->rnext;
+        if (c->rnext) c->rnext->rprev = c->rprev;
+        c->receiving = false;
+    }
+    pthread_mutex_unlock(&srv->mu);
+}
+
+/* Cancel the calls whose message is overdue. The calls are referenced under the lock and
+ * cancelled outside it; their RECV batch then completes (not ok) and frees them as usual. */
+static void cancel_overdue(ss_grpc_server *srv)
+{
+    uint64_t now = ss_now_ns(), next = atomic_load(&srv->next_scan_ns);
+    if (now < next ||
+        !atomic_compare_exchange_strong(&srv->next_scan_ns, &next, now + SCAN_MS * 1000000ull))
+        return;
+    grpc_call *overdue[CANCEL_BATCH];
+    size_t n = 0;
+    pthread_mutex_lock(&srv->mu);
+    for (grpc_ctx *c = srv->receiving; c && n < CANCEL_BATCH; c = c->rnext) {
+        if (now < c->recv_deadline_ns) continue;
+        c->recv_deadline_ns = UINT64_MAX; /* cancelled once */
+        grpc_call_ref(c->call);
+        overdue[n++] = c->call;
+    }
+    pthread_mutex_unlock(&srv->mu);
+    if (n) {
+        ss_metric_add(srv->cut_recv, (double)n);
+        SS_WARN("grpc: cancelled %zu call(s) whose request message did not arrive within %llu s", n,
+                (unsigned long long)(srv->recv_timeout_ns / 1000000000ull));
+    }
+    for (size_t i = 0; i < n; i++) {
+        grpc_call_cancel_with_status(
+            overdue[i], GRPC_STATUS_RESOURCE_EXHAUSTED,
+            "the request message did not arrive within the receive timeout", NULL);
+        grpc_call_unref(overdue[i]);
+    }
+}
+
 static void free_ctx(grpc_ctx *c)
 {
     ss_grpc_server *srv = c->srv;
+    receiving_end(c);
     if (c->call) grpc_call_unref(c->call);
     grpc_call_details_destroy(&c->details);
     grpc_metadata_array_destroy(&c->request_md);
@@ -202,7 +281,8 @@ static grpc_slice read_message(grpc_byte_buffer *bb)
 static void handle_predict(grpc_ctx *c, const uint8_t *buf, size_t len)
 {
     ss_predict_reply *invalid = NULL;
-    ss_status *st = ss_grpc_decode_request(buf, len, &c->req, &invalid);
+    ss_status *st = ss_grpc_decode_request_limited(buf, len, ss_predict_handler_name_limit,
+                                                   &c->srv->handler, &c->req, &invalid);
     if (st) {
         SS_DEBUG("grpc: %s", st->msg);
         finish_call(
@@ -359,11 +439,13 @@ static void on_requested(grpc_ctx *c, bool ok)
     op.op = GRPC_OP_RECV_MESSAGE;
     op.data.recv_message.recv_message = &c->recv;
     c->state = ST_RECEIVING;
+    receiving_start(c);
     if (grpc_call_start_batch(c->call, &op, 1, c, NULL) != GRPC_CALL_OK) free_ctx(c);
 }
 
 static void on_received(grpc_ctx *c, bool ok)
 {
+    receiving_end(c);
     if (!ok) { /* the call broke before its message arrived */
         free_ctx(c);
         return;
@@ -413,15 +495,43 @@ static void *worker_main(void *arg)
     for (int i = 0; i < REQUESTS_PER_THREAD; i++)
         post_request(srv);
     for (;;) {
-        grpc_event ev =
-            grpc_completion_queue_next(srv->cq, gpr_inf_future(GPR_CLOCK_REALTIME), NULL);
+        gpr_timespec wake =
+            gpr_time_add(gpr_now(GPR_CLOCK_MONOTONIC), gpr_time_from_millis(SCAN_MS, GPR_TIMESPAN));
+        grpc_event ev = grpc_completion_queue_next(srv->cq, wake, NULL);
         if (ev.type == GRPC_QUEUE_SHUTDOWN) break;
         if (ev.type == GRPC_OP_COMPLETE) on_event(srv, ev.tag, ev.success != 0);
+        cancel_overdue(srv);
     }
     return NULL;
 }
 
 /* ------------------------------------------------------------------ start / stop */
+
+/* gRPC core's log lines go through ours. Accept failures (EMFILE/ENFILE: out of descriptors)
+ * repeat as fast as connections arrive: at most one such line a second, with a count of the
+ * ones dropped. */
+static void grpc_log(gpr_log_func_args *a)
+{
+    static _Atomic uint64_t last_ns;
+    static atomic_ulong dropped;
+    bool accept_failure = strstr(a->message, "accept") || strstr(a->message, "Too many open files");
+    if (accept_failure) {
+        uint64_t now = ss_now_ns(), last = atomic_load(&last_ns);
+        if (now - last < 1000000000ull || !atomic_compare_exchange_strong(&last_ns, &last, now)) {
+            atomic_fetch_add(&dropped, 1);
+            return;
+        }
+    }
+    ss_log_level level = a->severity == GPR_LOG_SEVERITY_ERROR  ? SS_LOG_ERROR
+                         : a->severity == GPR_LOG_SEVERITY_INFO ? SS_LOG_INFO
+                                                                : SS_LOG_DEBUG;
+    unsigned long n = accept_failure ? atomic_exchange(&dropped, 0) : 0;
+    if (n)
+        ss_log(level, "grpc: %s (%s:%d; %lu more like it in the last second)", a->message, a->file,
+               a->line, n);
+    else if (level != SS_LOG_DEBUG || ss_log_enabled(SS_LOG_DEBUG))
+        ss_log(level, "grpc: %s (%s:%d)", a->message, a->file, a->line);
+}
 
 static ss_status *check_options(const ss_grpc_options *o)
 {
@@ -445,6 +555,8 @@ static ss_status *check_options(const ss_grpc_options *o)
         return ss_errf(SS_ERR_INVALID, "max_msg_mb_size %d is outside [1, %d]", o->max_msg_mb,
                        SS_SERVER_MAX_MSG_MB_LIMIT);
     if (!o->handler.predict) return ss_errf(SS_ERR_INVALID, "gRPC server needs a predict handler");
+    if (o->max_streams < 0 || o->recv_timeout_s < 0)
+        return ss_errf(SS_ERR_INVALID, "gRPC server limits must be >= 0 (0 = the default)");
     return NULL;
 }
 
@@ -507,8 +619,19 @@ ss_status *ss_grpc_server_start(const ss_grpc_options *opts, ss_grpc_server **ou
     int threads = opts->threads > 0 ? opts->threads : 2;
     int mb = opts->max_msg_mb ? opts->max_msg_mb : SS_SERVER_DEFAULT_MAX_MSG_MB;
 
+    gpr_set_log_function(grpc_log);
     grpc_init();
+    int streams = opts->max_streams > 0 ? opts->max_streams : SS_SERVER_DEFAULT_GRPC_STREAMS;
+    int recv_s =
+        opts->recv_timeout_s > 0 ? opts->recv_timeout_s : SS_SERVER_DEFAULT_GRPC_RECV_TIMEOUT_S;
+    srv->recv_timeout_ns = (uint64_t)recv_s * 1000000000ull;
+    static const char *const labels[] = {"limit"};
+    srv->cut_recv = ss_metrics_series(
+        ss_metrics_family(ss_metrics_global(), SS_METRIC_COUNTER, "shardserve_grpc_refused_total",
+                          "gRPC calls refused or cancelled by a limit", 1, labels, NULL, 0),
+        (const char *const[]){"recv_timeout"});
     grpc_arg args[] = {
+        {GRPC_ARG_INTEGER, GRPC_ARG_MAX_CONCURRENT_STREAMS, {.integer = streams}},
         {GRPC_ARG_INTEGER, GRPC_ARG_MAX_RECEIVE_MESSAGE_LENGTH, {.integer = mb << 20}},
         {GRPC_ARG_INTEGER, GRPC_ARG_MAX_SEND_MESSAGE_LENGTH, {.integer = mb << 20}},
         {GRPC_ARG_INTEGER, GRPC_ARG_ALLOW_REUSEPORT, {.integer = 0}},

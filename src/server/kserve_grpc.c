@@ -8,6 +8,8 @@
  */
 #include "kserve_grpc.h"
 
+#include "pb_budget.h"
+
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -38,12 +40,37 @@ static bool bad_message(const char *what, ss_kserve_error *err)
     return false;
 }
 
+/* Every protobuf field, unknown ones included, costs an allocation once unpacked: at most this
+ * many per request, counted on the wire first. */
+#define MAX_FIELDS (1 << 22)
+
+/* ModelInferRequest's nested messages: parameters (map entries holding an InferParameter),
+ * inputs (with their own parameters and contents) and requested outputs. */
+static const uint32_t entry_fields[] = {2}, tensor_fields[] = {4, 5}, output_fields[] = {2},
+                      request_fields[] = {4, 5, 6};
+static const ss_pb_shape param_entry = {1, entry_fields, NULL};
+static const ss_pb_shape *const tensor_inner[] = {&param_entry, NULL};
+static const ss_pb_shape tensor_shape = {2, tensor_fields, tensor_inner};
+static const ss_pb_shape *const output_inner[] = {&param_entry};
+static const ss_pb_shape output_shape = {1, output_fields, output_inner};
+static const ss_pb_shape *const request_inner[] = {&param_entry, &tensor_shape, &output_shape};
+static const ss_pb_shape infer_shape = {3, request_fields, request_inner};
+
+static bool over_budget(const uint8_t *buf, size_t len, const ss_pb_shape *shape,
+                        ss_kserve_error *err)
+{
+    if (!ss_pb_over_budget(buf, len, shape, MAX_FIELDS)) return false;
+    ss_kserve_fail(err, 413, "the request has more than %d protobuf fields", MAX_FIELDS);
+    return true;
+}
+
 /* ------------------------------------------------------------------ health and metadata */
 
 bool ss_kserve_grpc_server_live(const ss_kserve_grpc_env *env, const uint8_t *buf, size_t len,
                                 uint8_t **out, size_t *out_len, ss_kserve_error *err)
 {
     (void)env;
+    if (over_budget(buf, len, NULL, err)) return false;
     Inference__ServerLiveRequest *req = inference__server_live_request__unpack(NULL, len, buf);
     if (!req) return bad_message("ServerLiveRequest", err);
     inference__server_live_request__free_unpacked(req, NULL);
@@ -55,6 +82,7 @@ bool ss_kserve_grpc_server_live(const ss_kserve_grpc_env *env, const uint8_t *bu
 bool ss_kserve_grpc_server_ready(const ss_kserve_grpc_env *env, const uint8_t *buf, size_t len,
                                  uint8_t **out, size_t *out_len, ss_kserve_error *err)
 {
+    if (over_budget(buf, len, NULL, err)) return false;
     Inference__ServerReadyRequest *req = inference__server_ready_request__unpack(NULL, len, buf);
     if (!req) return bad_message("ServerReadyRequest", err);
     inference__server_ready_request__free_unpacked(req, NULL);
@@ -68,6 +96,7 @@ bool ss_kserve_grpc_server_metadata(const ss_kserve_grpc_env *env, const uint8_t
                                     ss_kserve_error *err)
 {
     (void)env;
+    if (over_budget(buf, len, NULL, err)) return false;
     Inference__ServerMetadataRequest *req =
         inference__server_metadata_request__unpack(NULL, len, buf);
     if (!req) return bad_message("ServerMetadataRequest", err);
@@ -96,6 +125,7 @@ static bool resolve(const ss_predict_handler *h, const char *name, const char *v
 bool ss_kserve_grpc_model_ready(const ss_kserve_grpc_env *env, const uint8_t *buf, size_t len,
                                 uint8_t **out, size_t *out_len, ss_kserve_error *err)
 {
+    if (over_budget(buf, len, NULL, err)) return false;
     Inference__ModelReadyRequest *req = inference__model_ready_request__unpack(NULL, len, buf);
     if (!req) return bad_message("ModelReadyRequest", err);
     ss_kserve_call *call = ss_kserve_call_new();
@@ -146,6 +176,7 @@ static tensor_meta **metas(const ss_serving_tensor_spec *specs, size_t n)
 bool ss_kserve_grpc_model_metadata(const ss_kserve_grpc_env *env, const uint8_t *buf, size_t len,
                                    uint8_t **out, size_t *out_len, ss_kserve_error *err)
 {
+    if (over_budget(buf, len, NULL, err)) return false;
     Inference__ModelMetadataRequest *req = inference__model_metadata_request__unpack(NULL, len, buf);
     if (!req) return bad_message("ModelMetadataRequest", err);
     ss_kserve_call *call = ss_kserve_call_new();
@@ -388,6 +419,7 @@ bool ss_kserve_grpc_decode_infer(const ss_predict_handler *h, const uint8_t *buf
     *out = NULL;
     *req = NULL;
     err->status = 0;
+    if (over_budget(buf, len, &infer_shape, err)) return false;
     Inference__ModelInferRequest *r = inference__model_infer_request__unpack(NULL, len, buf);
     if (!r) return bad_message("ModelInferRequest", err);
     ss_kserve_call *call = ss_kserve_call_new();

@@ -585,11 +585,41 @@ static bool header_length(const char *text, size_t len, size_t *out, ss_kserve_e
     return true;
 }
 
+/* cJSON spends ~64 bytes per value, whatever its kind: bound the values before parsing. */
+#define KSERVE_MAX_JSON_VALUES (1 << 22)
+
+static bool json_values_over(const char *text, size_t len, size_t limit)
+{
+    size_t values = 0;
+    for (size_t i = 0; i < len && values <= limit; i++) {
+        char c = text[i];
+        if (c == '"') {
+            values++;
+            for (i++; i < len && text[i] != '"'; i++)
+                if (text[i] == '\\') i++;
+        } else if (c == '-' || (c >= '0' && c <= '9')) {
+            values++;
+            while (i + 1 < len && strchr("0123456789+-.eE", text[i + 1]) && text[i + 1])
+                i++;
+        } else if (c == '[' || c == '{' || c == 't' || c == 'f' || c == 'n') {
+            values++;
+        }
+    }
+    return values > limit;
+}
+
 static bool decode_body(ss_kserve_call *call, const char *body, size_t len, const char *header,
                         ss_predict_request **req, ss_kserve_error *err)
 {
     size_t hlen;
     if (!header_length(header, len, &hlen, err)) return false;
+    if (json_values_over(body, hlen, KSERVE_MAX_JSON_VALUES)) {
+        ss_kserve_fail(err, 400,
+                       "the request %s has more than %d JSON values: send large tensors "
+                       "as binary data",
+                       header ? "header" : "body", KSERVE_MAX_JSON_VALUES);
+        return false;
+    }
     const char *end = NULL;
     cJSON *root = cJSON_ParseWithLengthOpts(body, hlen, &end, false);
     while (root && end < body + hlen && (*end == ' ' || *end == '\n' || *end == '\r' || *end == '\t'))

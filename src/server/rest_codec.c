@@ -21,7 +21,7 @@
 
 #define FLOAT_FLAG (1 << 12) /* our tag on cJSON number nodes written with '.', 'e' or 'E' */
 #define ERR_TEXT_MAX 100     /* longest piece of client input echoed in an error */
-#define SS_REST_MAX_JSON_VALUES (1 << 22) /* numbers + strings in one request body */
+#define SS_REST_MAX_JSON_VALUES (1 << 22) /* JSON values of every kind in one request body */
 
 /* ------------------------------------------------------------------ string builder */
 
@@ -229,17 +229,19 @@ bool ss_rest_parse_url(const char *url, char **servable, char **method, uint64_t
  * through but JSON forbids: raw control characters inside strings. */
 typedef enum { LEX_OK, LEX_NOMEM, LEX_CONTROL_CHAR } lex_result;
 
+/* Numbers are recorded (integer or float, in document order); every other value (strings,
+ * arrays, objects, true, false, null) is only counted in *others, for the decode budget. */
 static lex_result lex_number_kinds(const char *text, size_t len, bool **kinds, size_t *count,
-                                   size_t *strings)
+                                   size_t *others)
 {
     size_t cap = 64, n = 0;
-    *strings = 0;
+    *others = 0;
     bool *k = malloc(cap * sizeof *k);
     if (!k) return LEX_NOMEM;
     for (size_t i = 0; i < len; i++) {
         char c = text[i];
         if (c == '"') {
-            (*strings)++;
+            (*others)++;
             for (i++; i < len && text[i] != '"'; i++) {
                 if ((unsigned char)text[i] < 0x20) {
                     free(k);
@@ -249,6 +251,7 @@ static lex_result lex_number_kinds(const char *text, size_t len, bool **kinds, s
             }
             continue;
         }
+        if (c == '[' || c == '{' || c == 't' || c == 'f' || c == 'n') (*others)++;
         if (c != '-' && (c < '0' || c > '9')) continue;
         bool is_float = false;
         for (; i < len && text[i] && strchr("0123456789+-.eE", text[i]); i++)
@@ -631,14 +634,14 @@ static ss_status *parse_json(const char *body, size_t len, cJSON **out)
         return fail("Illegal JSON format.[json.exception.parse_error.101] parse error: invalid "
                     "UTF-8 byte");
     bool *kinds = NULL;
-    size_t count = 0, strings = 0, next = 0;
-    lex_result lex = lex_number_kinds(body, len, &kinds, &count, &strings);
+    size_t count = 0, others = 0, next = 0;
+    lex_result lex = lex_number_kinds(body, len, &kinds, &count, &others);
     if (lex == LEX_NOMEM) return ss_errf(SS_ERR_NOMEM, "out of memory");
     if (lex == LEX_CONTROL_CHAR)
         return fail("Illegal JSON format.[json.exception.parse_error.101] parse error: control "
                     "character in a string must be escaped");
     /* cJSON spends ~64 bytes per value: bound it before parsing, not after. */
-    if (count + strings > SS_REST_MAX_JSON_VALUES) {
+    if (count + others > SS_REST_MAX_JSON_VALUES) {
         free(kinds);
         return fail("http message has more than %d JSON values; send large tensors as "
                     "{\"b64\": ...} objects",
@@ -685,8 +688,43 @@ static ss_status *check_strings(const ss_predict_request *req)
     return NULL;
 }
 
+/* The most keys any instance object of the body has (0 when "instances" is malformed: the
+ * parser reports that). */
+static size_t max_instance_keys(const cJSON *root)
+{
+    const cJSON *instances =
+        cJSON_IsObject(root) ? cJSON_GetObjectItemCaseSensitive(root, "instances") : NULL;
+    if (cJSON_IsObject(instances)) return (size_t)cJSON_GetArraySize(instances);
+    size_t most = 0;
+    for (const cJSON *it = cJSON_IsArray(instances) ? instances->child : NULL; it; it = it->next) {
+        size_t n = cJSON_IsObject(it) ? (size_t)cJSON_GetArraySize(it) : 0;
+        if (n > most) most = n;
+    }
+    return most;
+}
+
+static ss_status *check_name_limit(const cJSON *root, const ss_predict_request *req,
+                                   ss_serving_name_limit_fn name_limit, void *limit_ctx)
+{
+    size_t names = max_instance_keys(root), limit = SS_SERVING_MIN_NAME_LIMIT;
+    if (names > limit && name_limit)
+        limit = name_limit(limit_ctx, req->servable, req->method, req->version);
+    if (names <= limit) return NULL;
+    return ss_errf(SS_ERR_INVALID,
+                   "An instance has %zu inputs, more than the limit %zu (max(%d, 4 x the inputs of "
+                   "servable %.128s, method %.128s))",
+                   names, limit, SS_SERVING_MIN_NAME_LIMIT, req->servable, req->method);
+}
+
 ss_status *ss_rest_parse_request(const char *url, const char *body, size_t len,
                                  ss_predict_request **out)
+{
+    return ss_rest_parse_request_limited(url, body, len, NULL, NULL, out);
+}
+
+ss_status *ss_rest_parse_request_limited(const char *url, const char *body, size_t len,
+                                         ss_serving_name_limit_fn name_limit, void *limit_ctx,
+                                         ss_predict_request **out)
 {
     *out = NULL;
     cJSON *root = NULL;
@@ -701,10 +739,15 @@ ss_status *ss_rest_parse_request(const char *url, const char *body, size_t len,
     ss_predict_request *req = ss_predict_request_new(servable, method, version);
     free(servable);
     free(method);
-    if (!req)
+    if (!req) {
         st = ss_errf(SS_ERR_NOMEM, "out of memory");
-    else
+    } else if ((st = check_name_limit(root, req, name_limit, limit_ctx))) {
+        cJSON_Delete(root);
+        ss_predict_request_free(req);
+        return st;
+    } else {
         st = parse_instances(root, req);
+    }
     cJSON_Delete(root);
     if (st) {
         ss_predict_request_free(req);

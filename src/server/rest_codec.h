@@ -20,6 +20,11 @@ bool ss_rest_parse_url(const char *url, char **servable, char **method, uint64_t
  * "Parser request failed, "). On success *out is a request for the handler. */
 ss_status *ss_rest_parse_request(const char *url, const char *body, size_t len,
                                  ss_predict_request **out);
+/* ss_rest_parse_request, but an instance with more names than name_limit allows is refused
+ * (naming the limit) from the parsed JSON, before any of its values is converted. */
+ss_status *ss_rest_parse_request_limited(const char *url, const char *body, size_t len,
+                                         ss_serving_name_limit_fn name_limit, void *limit_ctx,
+                                         ss_predict_request **out);
 
 /* The reply body for a collapsed reply (malloc'd, NUL-terminated). */
 char *ss_rest_reply_json(const ss_predict_reply *reply, size_t *len);

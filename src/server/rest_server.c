@@ -5,9 +5,11 @@
  * connection (MHD_suspend_connection) and hands the request to the handler; the handler's done()
  * stores the reply body and resumes the connection from whatever thread it runs on, so no MHD
  * thread ever waits for a model. Bodies over the size limit are refused from Content-Length
- * before they are read, or as soon as a chunked upload crosses the limit. Slow clients are cut
- * off by MHD's connection timeout. Every reply is HTTP 200 with a JSON body, as in MindSpore,
- * except /health/ready (503 while not ready).
+ * before they are read (an `Expect: 100-continue` request gets the refusal instead of "100
+ * Continue"), or as soon as a chunked upload crosses the limit. Idle clients are cut off by MHD's
+ * connection timeout; trickling ones by the read deadline, and connection floods by the limits in
+ * total and per client address (rest_guard.c: each refusal counted in /metrics). Every reply is
+ * HTTP 200 with a JSON body, as in MindSpore, except /health/ready (503 while not ready).
  *
  * TLS (ss_ssl_config): MHD over GnuTLS, TLS 1.2/1.3 with ECDHE and AEAD ciphers only (as
  * MindSpore's OpenSSL setup). With verify_client every connection's session is switched to
@@ -31,11 +33,14 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
+#include <sys/resource.h>
 #include <time.h>
 #include <unistd.h>
 
 #include "kserve_rest.h"
 #include "rest_codec.h"
+#include "rest_guard.h"
 #include "tls.h"
 
 /* TLS 1.2+ (MindSpore disables SSLv2/3 and TLS 1.0/1.1), forward-secret key exchange, AEAD. */
@@ -56,9 +61,12 @@ struct ss_rest_server {
     long open;    /* predict requests started and not yet completed (reply sent or conn gone) */
     /* PEM texts kept for the daemon's lifetime; tls.cert == NULL: plaintext */
     ss_tls_pems tls;
+    ss_rest_guard *guard;
+    ss_metric_series *refused_body; /* bodies over max_body */
 };
 
-typedef enum { C_RECEIVING, C_WAITING, C_ANSWERED } conn_state;
+/* C_REFUSED: answered from the headers alone (the body is never wanted). */
+typedef enum { C_RECEIVING, C_WAITING, C_ANSWERED, C_REFUSED } conn_state;
 
 typedef struct conn_ctx conn_ctx;
 /* Writes a handler's reply as the protocol's body (status, body, its length, and how much of it is
@@ -78,6 +86,7 @@ struct conn_ctx {
     pthread_mutex_t mu;       /* guards answer/state between done() and the MHD thread */
     ss_predict_reply *answer; /* the handler's reply, encoded on the MHD thread once resumed */
     reply_encoder encode;     /* the request's protocol */
+    ss_rest_guard_conn *guarded; /* the connection's read clock */
 };
 
 /* ------------------------------------------------------------------ responses */
@@ -252,12 +261,14 @@ static enum MHD_Result start_predict(conn_ctx *c, const char *url)
 {
     ss_rest_server *srv = c->srv;
     if (c->too_big) {
+        ss_metric_add(srv->refused_body, 1);
         char msg[96];
         snprintf(msg, sizeof msg, "http message is bigger than %zu", srv->max_body);
         return send_error(c->conn, msg);
     }
     if (c->len == 0) return send_error(c->conn, "http message invalid");
-    ss_status *st = ss_rest_parse_request(url, c->body, c->len, &c->req);
+    ss_status *st = ss_rest_parse_request_limited(
+        url, c->body, c->len, ss_predict_handler_name_limit, &srv->handler, &c->req);
     free(c->body);
     c->body = NULL;
     if (st) {
@@ -275,6 +286,7 @@ static enum MHD_Result start_kserve_infer(conn_ctx *c, const char *url)
     ss_rest_server *srv = c->srv;
     ss_kserve_error err = {0};
     if (c->too_big) {
+        ss_metric_add(srv->refused_body, 1);
         ss_kserve_fail(&err, MHD_HTTP_CONTENT_TOO_LARGE, "the request body is bigger than %zu bytes",
                        srv->max_body);
         return send_kserve_error(c->conn, &err);
@@ -300,16 +312,70 @@ static gnutls_session_t tls_session(struct MHD_Connection *conn)
 }
 
 /* Before the handshake: require a client certificate and verify it in the handshake. */
-static void on_connection(void *cls, struct MHD_Connection *conn, void **socket_context,
-                          enum MHD_ConnectionNotificationCode code)
+static void require_client_certificate(ss_rest_server *srv, struct MHD_Connection *conn)
 {
-    ss_rest_server *srv = cls;
-    (void)socket_context;
-    if (code != MHD_CONNECTION_NOTIFY_STARTED || !srv->tls.verify_client) return;
+    if (!srv->tls.verify_client) return;
     gnutls_session_t s = tls_session(conn);
     if (!s) return; /* client_verified() still refuses every request */
     gnutls_certificate_server_set_request(s, GNUTLS_CERT_REQUIRE);
     gnutls_session_set_verify_cert(s, NULL, 0);
+}
+
+/* A connection starts its read clock when accepted and drops its record when closed (MHD
+ * closes the descriptor only afterwards). */
+static void on_connection(void *cls, struct MHD_Connection *conn, void **socket_context,
+                          enum MHD_ConnectionNotificationCode code)
+{
+    ss_rest_server *srv = cls;
+    if (code == MHD_CONNECTION_NOTIFY_CLOSED) {
+        ss_rest_guard_closed(srv->guard, *socket_context);
+        *socket_context = NULL;
+        return;
+    }
+    const union MHD_ConnectionInfo *addr =
+        MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
+    const union MHD_ConnectionInfo *fd =
+        MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CONNECTION_FD);
+    if (fd)
+        *socket_context =
+            ss_rest_guard_opened(srv->guard, addr ? addr->client_addr : NULL, fd->connect_fd);
+    require_client_certificate(srv, conn);
+}
+
+static enum MHD_Result accept_policy(void *cls, const struct sockaddr *addr, socklen_t len)
+{
+    ss_rest_server *srv = cls;
+    return ss_rest_guard_admit(srv->guard, addr, len) ? MHD_YES : MHD_NO;
+}
+
+static ss_rest_guard_conn *guarded(struct MHD_Connection *conn)
+{
+    const union MHD_ConnectionInfo *ci =
+        MHD_get_connection_info(conn, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
+    return ci ? ci->socket_context : NULL;
+}
+
+static bool expects_continue(struct MHD_Connection *conn)
+{
+    const char *expect = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_EXPECT);
+    return expect && strcasecmp(expect, "100-continue") == 0;
+}
+
+/* A body announced over the limit with `Expect: 100-continue`: refused before "100 Continue", so
+ * the client never sends it. */
+static enum MHD_Result refuse_before_continue(ss_rest_server *srv, struct MHD_Connection *conn,
+                                              const char *url)
+{
+    ss_metric_add(srv->refused_body, 1);
+    if (strncmp(url, "/v2/", 4) == 0) {
+        ss_kserve_error err = {0};
+        ss_kserve_fail(&err, MHD_HTTP_CONTENT_TOO_LARGE,
+                       "the request body is bigger than %zu bytes", srv->max_body);
+        return send_kserve_error(conn, &err);
+    }
+    char msg[96];
+    snprintf(msg, sizeof msg, "http message is bigger than %zu", srv->max_body);
+    return send_error(conn, msg);
 }
 
 static bool client_verified(struct MHD_Connection *conn)
@@ -321,7 +387,7 @@ static bool client_verified(struct MHD_Connection *conn)
 }
 
 static enum MHD_Result on_first_call(ss_rest_server *srv, struct MHD_Connection *conn,
-                                     const char *method, void **con_cls)
+                                     const char *url, const char *method, void **con_cls)
 {
     if (srv->tls.verify_client && !client_verified(conn)) {
         SS_WARN("RESTful server: a request without a verified client certificate, closing");
@@ -331,11 +397,16 @@ static enum MHD_Result on_first_call(ss_rest_server *srv, struct MHD_Connection 
     if (!c) return MHD_NO;
     c->srv = srv;
     c->conn = conn;
+    c->guarded = guarded(conn);
     pthread_mutex_init(&c->mu, NULL);
     *con_cls = c;
     if (strcmp(method, MHD_HTTP_METHOD_POST) != 0) return MHD_YES;
     const char *cl = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Content-Length");
     if (cl && strtoull(cl, NULL, 10) > srv->max_body) c->too_big = true;
+    if (c->too_big && expects_continue(conn)) {
+        c->state = C_REFUSED;
+        return refuse_before_continue(srv, conn, url);
+    }
     return MHD_YES;
 }
 
@@ -431,7 +502,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
 {
     ss_rest_server *srv = cls;
     conn_ctx *c = *con_cls;
-    if (!c) return on_first_call(srv, conn, method, con_cls);
+    if (!c) return on_first_call(srv, conn, url, method, con_cls);
 
     if (c->state == C_ANSWERED) { /* resumed by rest_done: write the body here, not on the loop */
         pthread_mutex_lock(&c->mu);
@@ -445,6 +516,10 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         return send_kserve(conn, status, body, len, json_len);
     }
     if (c->state == C_WAITING) return MHD_YES;
+    if (c->state == C_REFUSED) {
+        *upload_data_size = 0;
+        return MHD_YES;
+    }
 
     if (*upload_data_size) {
         size_t n = *upload_data_size;
@@ -471,6 +546,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         return MHD_YES;
     }
 
+    ss_rest_guard_received(srv->guard, c->guarded);
     return route(c, method, url);
 }
 
@@ -479,7 +555,8 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
 {
     conn_ctx *c = *con_cls;
     if (!c) return;
-    if (c->state != C_RECEIVING) {
+    ss_rest_guard_rearm(c->srv->guard, c->guarded); /* kept alive: the next request's clock */
+    if (c->state == C_WAITING || c->state == C_ANSWERED) {
         ss_rest_server *srv = c->srv;
         pthread_mutex_lock(&srv->mu);
         if (--srv->open == 0) pthread_cond_broadcast(&srv->cv);
@@ -495,6 +572,33 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
 }
 
 /* ------------------------------------------------------------------ start / stop */
+
+/* Connections beyond what the descriptor limit allows would only fail later, at accept: keep
+ * FD_RESERVE descriptors (half of a smaller limit) for everything else. */
+#define FD_RESERVE 128
+
+static ss_status *rest_limits(const ss_rest_options *o, ss_rest_limits *lim)
+{
+    if (o->max_connections < 0 || o->max_per_client < 0 || o->read_timeout_s < 0)
+        return ss_errf(SS_ERR_INVALID, "RESTful server limits must be >= 0 (0 = the default)");
+    lim->max_connections =
+        o->max_connections ? (unsigned)o->max_connections : SS_SERVER_DEFAULT_REST_CONNECTIONS;
+    lim->max_per_client =
+        o->max_per_client ? (unsigned)o->max_per_client : SS_SERVER_DEFAULT_REST_PER_CLIENT;
+    lim->read_timeout_s =
+        o->read_timeout_s ? (unsigned)o->read_timeout_s : SS_SERVER_DEFAULT_REST_READ_TIMEOUT_S;
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) != 0 || rl.rlim_cur == RLIM_INFINITY) return NULL;
+    rlim_t reserve = rl.rlim_cur / 2 < FD_RESERVE ? rl.rlim_cur / 2 : FD_RESERVE;
+    if (lim->max_connections > rl.rlim_cur - reserve) {
+        SS_WARN("RESTful server: %u connections allowed, but the descriptor limit is %llu: "
+                "allowing %llu",
+                lim->max_connections, (unsigned long long)rl.rlim_cur,
+                (unsigned long long)(rl.rlim_cur - reserve));
+        lim->max_connections = (unsigned)(rl.rlim_cur - reserve);
+    }
+    return NULL;
+}
 
 static ss_status *parse_address(const char *address, struct sockaddr_in *sa)
 {
@@ -532,8 +636,20 @@ ss_status *ss_rest_server_start(const ss_rest_options *opts, ss_rest_server **ou
                        SS_SERVER_MAX_MSG_MB_LIMIT);
     if (!opts->handler.predict)
         return ss_errf(SS_ERR_INVALID, "RESTful server needs a predict handler");
+    ss_rest_limits lim;
+    if ((st = rest_limits(opts, &lim))) return st;
     ss_rest_server *srv = calloc(1, sizeof *srv);
     if (!srv) return ss_errf(SS_ERR_NOMEM, "cannot allocate the RESTful server");
+    if ((st = ss_rest_guard_new(&lim, &srv->guard))) {
+        free(srv);
+        return st;
+    }
+    static const char *const labels[] = {"limit"};
+    srv->refused_body = ss_metrics_series(
+        ss_metrics_family(ss_metrics_global(), SS_METRIC_COUNTER, "shardserve_rest_refused_total",
+                          "REST connections and requests refused or closed by a limit", 1, labels,
+                          NULL, 0),
+        (const char *const[]){"body_size"});
     int mb = opts->max_msg_mb ? opts->max_msg_mb : SS_SERVER_DEFAULT_MAX_MSG_MB;
     srv->max_body = (size_t)mb << 20;
     srv->handler = opts->handler;
@@ -545,6 +661,7 @@ ss_status *ss_rest_server_start(const ss_rest_options *opts, ss_rest_server **ou
                          "Serving Error: RESTful server: this libmicrohttpd has no TLS support");
         if (!st) st = ss_tls_load(opts->ssl, "RESTful", &srv->tls);
         if (st) {
+            ss_rest_guard_free(srv->guard);
             free(srv);
             return st;
         }
@@ -556,11 +673,11 @@ ss_status *ss_rest_server_start(const ss_rest_options *opts, ss_rest_server **ou
     if (srv->tls.cert) flags |= MHD_USE_TLS;
     unsigned timeout = opts->timeout_s > 0 ? (unsigned)opts->timeout_s : 100;
     unsigned pool = opts->threads > 1 ? (unsigned)opts->threads : 0;
-    unsigned limit = opts->max_connections > 0 ? (unsigned)opts->max_connections : 0;
+    unsigned limit = lim.max_connections + 4; /* the guard refuses first, counting it */
     enum MHD_OPTION tls = srv->tls.cert ? MHD_OPTION_HTTPS_MEM_CERT : MHD_OPTION_END;
     struct MHD_OptionItem extra[] = {
         {pool ? MHD_OPTION_THREAD_POOL_SIZE : MHD_OPTION_END, pool, NULL},
-        {limit ? MHD_OPTION_CONNECTION_LIMIT : MHD_OPTION_END, limit, NULL},
+        {MHD_OPTION_CONNECTION_LIMIT, limit, NULL},
         {tls, 0, srv->tls.cert},
         {tls ? MHD_OPTION_HTTPS_MEM_KEY : MHD_OPTION_END, 0, srv->tls.key},
         {tls ? MHD_OPTION_HTTPS_PRIORITIES : MHD_OPTION_END, 0, TLS_PRIORITIES},
@@ -574,15 +691,16 @@ ss_status *ss_rest_server_start(const ss_rest_options *opts, ss_rest_server **ou
     for (size_t i = 0; i + 1 < NEXTRA; i++)
         if (extra[i].option != MHD_OPTION_END) options[n++] = extra[i];
     options[n] = extra[NEXTRA - 1];
-    srv->daemon = MHD_start_daemon(flags, 0, NULL, NULL, on_request, srv, MHD_OPTION_SOCK_ADDR,
-                                   (struct sockaddr *)&sa, MHD_OPTION_CONNECTION_TIMEOUT, timeout,
-                                   MHD_OPTION_NOTIFY_COMPLETED, on_completed, srv,
-                                   MHD_OPTION_NOTIFY_CONNECTION, on_connection, srv,
-                                   MHD_OPTION_ARRAY, options, MHD_OPTION_END);
+    srv->daemon = MHD_start_daemon(
+        flags, 0, accept_policy, srv, on_request, srv, MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&sa,
+        MHD_OPTION_CONNECTION_TIMEOUT, timeout, MHD_OPTION_NOTIFY_COMPLETED, on_completed, srv,
+        MHD_OPTION_NOTIFY_CONNECTION, on_connection, srv, MHD_OPTION_ARRAY, options,
+        MHD_OPTION_END);
     if (!srv->daemon) {
         pthread_mutex_destroy(&srv->mu);
         pthread_cond_destroy(&srv->cv);
         ss_tls_pems_free(&srv->tls);
+        ss_rest_guard_free(srv->guard);
         free(srv);
         return ss_errf(SS_ERR_IO,
                        "RESTful server start failed, bind to the socket address %s "
@@ -622,6 +740,7 @@ void ss_rest_server_stop(ss_rest_server *srv)
     pthread_mutex_unlock(&srv->mu);
     MHD_stop_daemon(srv->daemon);
     if (listen_fd != MHD_INVALID_SOCKET) close(listen_fd);
+    ss_rest_guard_free(srv->guard);
     pthread_mutex_destroy(&srv->mu);
     pthread_cond_destroy(&srv->cv);
     ss_tls_pems_free(&srv->tls);

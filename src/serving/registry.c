@@ -425,6 +425,22 @@ ss_predict_handler ss_serving_handler(ss_serving *s)
     return (ss_predict_handler){s, serving_predict, serving_describe};
 }
 
+size_t ss_predict_handler_name_limit(void *handler, const char *servable, const char *method,
+                                     uint64_t version)
+{
+    ss_predict_handler *h = handler;
+    ss_serving_signature *sig = NULL;
+    char why[256];
+    size_t inputs = 0;
+    if (h->describe &&
+        h->describe(h->ctx, servable, version, &sig, why, sizeof why) == SS_DESCRIBE_OK) {
+        const ss_serving_method *m = ss_serving_signature_method(sig, method);
+        inputs = m ? m->n_inputs : 0;
+    }
+    if (sig) ss_serving_signature_free(sig);
+    return ss_serving_max_names(inputs);
+}
+
 bool ss_serving_ready(void *ctx)
 {
     ss_serving *s = ctx;

@@ -5,10 +5,15 @@
  */
 #include "shardserve/serving.h"
 
+#include <pthread.h>
 #include <stdarg.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
+#include <time.h>
+#include <unistd.h>
 
 static char *dup_str(const char *s)
 {
@@ -32,6 +37,86 @@ static char *vformat(const char *fmt, va_list ap)
 
 /* ------------------------------------------------------------------ instances */
 
+/* Instances this small are searched linearly: an index would cost more than it saves. */
+#define INDEX_FROM 8
+
+static uint64_t hash_seed;
+static pthread_once_t hash_seed_once = PTHREAD_ONCE_INIT;
+
+/* A per-process random seed, so a client cannot precompute names that all collide. */
+static void hash_seed_init(void)
+{
+    uint64_t seed = 0;
+    if (getrandom(&seed, sizeof seed, GRND_NONBLOCK) != (ssize_t)sizeof seed)
+        seed = (uint64_t)time(NULL) ^ ((uint64_t)getpid() << 32) ^ (uint64_t)(uintptr_t)&seed;
+    hash_seed = seed | 1;
+}
+
+static uint64_t name_hash(const char *s)
+{
+    uint64_t h = 0xcbf29ce484222325ull ^ hash_seed;
+    for (; *s; s++)
+        h = (h ^ (unsigned char)*s) * 0x100000001b3ull;
+    h ^= h >> 33; /* final mix: the low bits pick the slot */
+    h *= 0xff51afd7ed558ccdull;
+    return h ^ (h >> 33);
+}
+
+static void index_drop(ss_serving_instance *inst)
+{
+    free(inst->index);
+    inst->index = NULL;
+    inst->index_cap = 0;
+    inst->indexed = 0;
+}
+
+static void index_insert(ss_serving_instance *inst, size_t pos)
+{
+    size_t mask = inst->index_cap - 1;
+    for (size_t slot = name_hash(inst->items[pos].name) & mask;; slot = (slot + 1) & mask) {
+        if (inst->index[slot] == 0) {
+            inst->index[slot] = (uint32_t)(pos + 1);
+            return;
+        }
+    }
+}
+
+/* Make the index cover items[0, count) with room for one more (load factor <= 1/2). Without
+ * memory the instance stays correct, only linear to search. */
+static void index_prepare(ss_serving_instance *inst)
+{
+    if (inst->count + 1 < INDEX_FROM || inst->count + 1 >= UINT32_MAX / 4) return;
+    if (inst->index && inst->indexed == inst->count && 2 * (inst->count + 1) <= inst->index_cap)
+        return;
+    pthread_once(&hash_seed_once, hash_seed_init);
+    size_t cap = 16;
+    while (cap < 4 * (inst->count + 1))
+        cap *= 2;
+    index_drop(inst);
+    inst->index = calloc(cap, sizeof *inst->index);
+    if (!inst->index) return;
+    inst->index_cap = cap;
+    for (size_t i = 0; i < inst->count; i++)
+        index_insert(inst, i);
+    inst->indexed = inst->count;
+}
+
+static size_t instance_lookup(const ss_serving_instance *inst, const char *name)
+{
+    size_t from = 0;
+    if (inst->index && inst->indexed <= inst->count) {
+        size_t mask = inst->index_cap - 1;
+        for (size_t slot = name_hash(name) & mask; inst->index[slot]; slot = (slot + 1) & mask) {
+            size_t pos = inst->index[slot] - 1;
+            if (pos < inst->indexed && strcmp(inst->items[pos].name, name) == 0) return pos;
+        }
+        from = inst->indexed;
+    }
+    for (size_t i = from; i < inst->count; i++)
+        if (strcmp(inst->items[i].name, name) == 0) return i;
+    return SIZE_MAX;
+}
+
 void ss_serving_instance_clear(ss_serving_instance *inst)
 {
     for (size_t i = 0; i < inst->count; i++) {
@@ -39,27 +124,27 @@ void ss_serving_instance_clear(ss_serving_instance *inst)
         ss_tensor_free(&inst->items[i].tensor);
     }
     free(inst->items);
+    free(inst->index);
     memset(inst, 0, sizeof *inst);
 }
 
 const ss_serving_item *ss_serving_instance_find(const ss_serving_instance *inst, const char *name)
 {
-    for (size_t i = 0; i < inst->count; i++)
-        if (strcmp(inst->items[i].name, name) == 0) return &inst->items[i];
-    return NULL;
+    size_t i = instance_lookup(inst, name);
+    return i == SIZE_MAX ? NULL : &inst->items[i];
 }
 
 ss_status *ss_serving_instance_put(ss_serving_instance *inst, const char *name, ss_tensor *tensor,
                                    bool is_bytes)
 {
-    for (size_t i = 0; i < inst->count; i++) {
-        if (strcmp(inst->items[i].name, name) == 0) {
-            ss_tensor_free(&inst->items[i].tensor);
-            inst->items[i].tensor = *tensor;
-            inst->items[i].is_bytes = is_bytes;
-            memset(tensor, 0, sizeof *tensor);
-            return NULL;
-        }
+    size_t found = instance_lookup(inst, name);
+    if (found != SIZE_MAX) {
+        ss_serving_item *it = &inst->items[found];
+        ss_tensor_free(&it->tensor);
+        it->tensor = *tensor;
+        it->is_bytes = is_bytes;
+        memset(tensor, 0, sizeof *tensor);
+        return NULL;
     }
     if (inst->count == inst->cap) {
         size_t cap = inst->cap ? inst->cap * 2 : 4;
@@ -70,11 +155,16 @@ ss_status *ss_serving_instance_put(ss_serving_instance *inst, const char *name, 
     }
     char *copy = dup_str(name);
     if (!copy) return ss_errf(SS_ERR_NOMEM, "cannot copy item name");
+    index_prepare(inst);
     ss_serving_item *it = &inst->items[inst->count++];
     it->name = copy;
     it->tensor = *tensor;
     it->is_bytes = is_bytes;
     memset(tensor, 0, sizeof *tensor);
+    if (inst->index && inst->indexed == inst->count - 1 && 2 * inst->count <= inst->index_cap) {
+        index_insert(inst, inst->count - 1);
+        inst->indexed = inst->count;
+    }
     return NULL;
 }
 
@@ -298,9 +388,24 @@ ss_predict_reply *ss_serving_err_unavailable(const ss_predict_request *req, bool
                                   method_missing ? "method" : "servable");
 }
 
+size_t ss_serving_max_names(size_t method_inputs)
+{
+    size_t generous = method_inputs > SIZE_MAX / 4 ? SIZE_MAX : 4 * method_inputs;
+    return generous > SS_SERVING_MIN_NAME_LIMIT ? generous : SS_SERVING_MIN_NAME_LIMIT;
+}
+
 ss_predict_reply *ss_predict_request_check_inputs(const ss_predict_request *req,
                                                   const char *const *input_names, size_t n)
 {
+    size_t limit = ss_serving_max_names(n);
+    for (size_t i = 0; i < req->count; i++)
+        if (req->instances[i].count > limit)
+            return ss_predict_reply_error(
+                SS_SERVING_INVALID_INPUTS,
+                "Instance %zu has %zu inputs, more than the limit %zu (max(%d, 4 x the %zu "
+                "inputs of servable %s, method %s))",
+                i, req->instances[i].count, limit, SS_SERVING_MIN_NAME_LIMIT, n, req->servable,
+                req->method);
     for (size_t i = 0; i < req->count; i++)
         for (size_t k = 0; k < n; k++)
             if (!ss_serving_instance_find(&req->instances[i], input_names[k]))

@@ -1,0 +1,481 @@
+#!/usr/bin/python3
+"""Hostile clients against a real `shardserve serve` + `shardserve agents` (1 rank, loopback only):
+cheap, well-formed requests and connections that cost the server far more than they cost the
+client. Every attack is bounded in count and time.
+
+- cost linear in the request: 80,000 distinct input names (gRPC and MindSpore REST) are refused
+  within 100 ms with an error naming the limit;
+- decode budgets count every value kind: millions of empty JSON arrays (MindSpore REST and
+  KServe REST) and millions of unknown protobuf fields are refused before they are parsed;
+- limits (serve runs with --rest-read-timeout-s 3 --grpc-recv-timeout-s 3 --grpc-max-streams 4
+  and the default 256 REST connections per client address): connections over the per-client
+  limit are refused and counted in /metrics; a client trickling its headers is cut off at the
+  read deadline although every byte arrives well within the idle timeout; `Expect: 100-continue`
+  over the size limit gets the refusal, not "100 Continue"; a gRPC call whose message never
+  arrives is cancelled at the receive deadline; one connection gets at most 4 streams at once;
+- descriptors: serve and agents, started with a soft descriptor limit of 512, raise it to the
+  hard limit; a serve whose hard limit is 200 meets 400 REST and 300 gRPC connections: REST
+  refuses what its descriptors cannot hold (counted), the log grows by at most one line a second
+  per listener, and /health/live answers again once the connections are gone;
+- the server stays healthy: /health/live answers within 1 s while 1,000 idle REST connections
+  (from 127.0.0.2-5) are open, and a valid request still gets its answer afterwards.
+
+Usage: test_hostile.py [case ...]; prints ok/FAIL per case and "N passed, N failed"."""
+
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+
+import numpy as np
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(os.path.dirname(HERE), "serving"))
+from cluster import Cluster, matmul_neg_model, run_cases  # noqa: E402
+import shardserve_client as ssc  # noqa: E402
+
+SANITIZED = os.environ.get("SS_SANITIZED", "0") in ("1", "ON", "TRUE", "true")
+SLOW = 5 if SANITIZED else 1
+SAN_RE = re.compile(r"(ERROR: AddressSanitizer|ERROR: LeakSanitizer|runtime error:|SUMMARY: \w+Sanitizer)")  # sanitizers slow everything down; the bounds scale with them
+ROWS, K, N = 4, 16, 8
+NAMES = 80000
+C = None  # the cluster, started once in main()
+
+
+def raw_grpc(payload, timeout=30):
+    """Send pre-serialized PredictRequest bytes; returns (seconds, parsed reply or error)."""
+    call = C.raw_channel.unary_unary(ssc._PREDICT, request_serializer=lambda b: b,
+                                     response_deserializer=ssc.PredictReply.FromString)
+    t0 = time.perf_counter()
+    try:
+        r = ssc._parse_reply(call(payload, timeout=timeout))
+    except ssc.grpc.RpcError as e:
+        r = ssc._grpc_error(e)
+    return time.perf_counter() - t0, r
+
+
+def rest_post(path, body, timeout=30):
+    req = urllib.request.Request("http://%s%s" % (C.rest, path), data=body, method="POST",
+                                 headers={"Content-Type": "application/json"})
+    t0 = time.perf_counter()
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as r:
+            st, text = r.status, r.read()
+    except urllib.error.HTTPError as e:
+        st, text = e.code, e.read()
+    return time.perf_counter() - t0, st, text.decode("utf-8", "replace")
+
+
+def best_of(n, fn):
+    """The fastest of n tries (a shared machine adds noise, never speed) and its result."""
+    runs = [fn() for _ in range(n)]
+    return min(runs, key=lambda r: r[0])
+
+
+def valid_answer():
+    x = np.arange(ROWS * K, dtype=np.float32).reshape(ROWS, K) % 7
+    r = ssc.Client(C.grpc, "matmul", "predict").infer({"x": x})
+    want = np.repeat(-0.5 * x.sum(axis=1, keepdims=True), N, axis=1)
+    return isinstance(r, list) and (r[0]["y"] == want).all(), str(r)[:200]
+
+
+# ------------------------------------------------------------------ cost linear in the request
+
+def test_grpc_80000_names_refused_fast():
+    inst = {"n%06d" % i: np.zeros((1,), np.float32) for i in range(NAMES)}
+    inst["x"] = np.ones((ROWS, K), np.float32)
+    payload = ssc.Client(C.grpc, "matmul", "predict")._request([inst]).SerializeToString()
+    secs, r = best_of(3, lambda: raw_grpc(payload))
+    assert isinstance(r, dict) and "limit" in r.get("error", ""), str(r)[:300]
+    assert "1024" in r["error"], r["error"]
+    assert secs < 0.1 * SLOW, "an 80,000-name request took %.3f s (bound %.1f s)" % (secs, 0.1 * SLOW)
+    print("    gRPC, %d names, %.1f MB: refused in %.1f ms: %s" % (
+        NAMES, len(payload) / 1e6, secs * 1e3, r["error"][:120]))
+
+
+def test_rest_80000_names_refused_fast():
+    inst = {"n%06d" % i: 0 for i in range(NAMES)}
+    inst["x"] = np.ones((ROWS, K)).tolist()
+    body = json.dumps({"instances": [inst]}).encode()
+    secs, st, text = best_of(3, lambda: rest_post("/model/matmul:predict", body))
+    assert "limit" in text and "1024" in text, (st, text[:300])
+    assert secs < 0.1 * SLOW, "an 80,000-name request took %.3f s (bound %.1f s)" % (secs, 0.1 * SLOW)
+    print("    REST, %d names, %.1f MB: refused in %.1f ms" % (NAMES, len(body) / 1e6, secs * 1e3))
+
+
+def test_names_under_the_limit_still_served():
+    """Extra names are MindSpore's to ignore: 1,000 of them next to x still get the answer."""
+    x = np.ones((ROWS, K), np.float32)
+    inst = {"extra%d" % i: np.zeros((1,), np.float32) for i in range(1000)}
+    inst["x"] = x
+    r = ssc.Client(C.grpc, "matmul", "predict").infer(inst)
+    assert isinstance(r, list) and (r[0]["y"] == -0.5 * K).all(), str(r)[:300]
+
+
+# ------------------------------------------------------------------ decode budgets
+
+def test_rest_empty_arrays_refused_before_parsing():
+    # 5 M empty arrays (10 MB): no number or string, each a cJSON node all the same
+    body = b'{"instances": [{"x": [' + b",".join([b"[]"] * 5000000) + b']}]}'
+    secs, st, text = rest_post("/model/matmul:predict", body, timeout=60)
+    assert "JSON values" in text, (st, text[:300], secs)
+    print("    MindSpore REST, 5 M empty arrays: refused in %.1f ms" % (secs * 1e3))
+
+
+def test_kserve_rest_literals_refused_before_parsing():
+    body = b'{"inputs": [{"name": "x", "datatype": "FP32", "shape": [1], "data": [' + \
+        b",".join([b"null"] * 5000000) + b"]}]}"
+    secs, st, text = rest_post("/v2/models/matmul/infer", body, timeout=60)
+    assert st == 400 and "JSON values" in text, (st, text[:300], secs)
+    print("    KServe REST, 5 M nulls: refused in %.1f ms" % (secs * 1e3))
+
+
+def test_grpc_unknown_fields_refused_before_unpacking():
+    x = {"x": np.ones((ROWS, K), np.float32)}
+    good = ssc.Client(C.grpc, "matmul", "predict")._request([x]).SerializeToString()
+    unknown = b"\x78\x00" * 5000000  # field 15, varint 0: 2 bytes each
+    secs, r = raw_grpc(good + unknown, timeout=60)
+    assert isinstance(r, dict) and "protobuf fields" in r.get("error", ""), (str(r)[:300], secs)
+    print("    gRPC, 5 M unknown fields: refused in %.1f ms" % (secs * 1e3))
+
+
+def test_kserve_grpc_unknown_fields_refused_before_unpacking():
+    unknown = b"\x78\x00" * 5000000
+    for method, good in (("ModelInfer", b"\x0a\x06matmul"), ("ServerLive", b"")):
+        call = C.raw_channel.unary_unary("/inference.GRPCInferenceService/" + method,
+                                         request_serializer=lambda b: b, response_deserializer=lambda b: b)
+        t0 = time.perf_counter()
+        try:
+            call(good + unknown, timeout=60)
+            outcome = "answered"
+        except ssc.grpc.RpcError as e:
+            outcome = "%s: %s" % (e.code(), e.details())
+        secs = time.perf_counter() - t0
+        assert "protobuf fields" in outcome, (method, outcome, secs)
+        print("    KServe gRPC %s, 5 M unknown fields: refused in %.1f ms" % (method, secs * 1e3))
+
+
+# ------------------------------------------------------------------ health under attack
+
+def health_live_seconds():
+    t0 = time.perf_counter()
+    try:
+        with urllib.request.urlopen("http://%s/health/live" % C.rest, timeout=5) as r:
+            ok = r.status == 200
+    except (urllib.error.URLError, OSError):
+        ok = False
+    return time.perf_counter() - t0, ok
+
+
+def grpc_health_seconds():
+    """gRPC health on a connection of its own: (seconds, answered SERVING)."""
+    # a subchannel of its own: Python shares connections between channels with equal arguments
+    channel = ssc.grpc.insecure_channel(C.grpc, options=[("grpc.enable_http_proxy", 0),
+                                                         ("grpc.use_local_subchannel_pool", 1)])
+    check = channel.unary_unary("/grpc.health.v1.Health/Check", request_serializer=lambda b: b,
+                                response_deserializer=lambda b: b)
+    t0 = time.perf_counter()
+    try:
+        ok = check(b"", timeout=5) == b"\x08\x01"  # HealthCheckResponse{status: SERVING}
+    except ssc.grpc.RpcError:
+        ok = False
+    channel.close()
+    return time.perf_counter() - t0, ok
+
+
+def idle_connections(count, source):
+    host, port = C.rest.rsplit(":", 1)
+    socks = []
+    for _ in range(count):
+        socks.append(socket.create_connection((host, int(port)), timeout=5, source_address=(source, 0)))
+    return socks
+
+
+def metric(name, label):
+    with urllib.request.urlopen("http://%s/metrics" % C.rest, timeout=5) as r:
+        text = r.read().decode()
+    m = re.search(r'(?m)^%s\{limit="%s"\} (\S+)$' % (name, label), text)
+    return float(m.group(1)) if m else 0.0
+
+
+def closed_by_server(sock, wait_s):
+    """True when the server closes the connection within wait_s (EOF or reset)."""
+    sock.settimeout(wait_s)
+    try:
+        return sock.recv(1) == b""
+    except ConnectionResetError:
+        return True
+    except socket.timeout:
+        return False
+
+
+def test_health_live_with_1000_idle_rest_connections():
+    idle = []
+    try:
+        for k in range(4):  # 250 from each of 4 loopback addresses: under the per-client limit
+            idle += idle_connections(250, "127.0.0.%d" % (2 + k))
+        time.sleep(0.3)  # let the server accept them all (the read deadline is 3 s)
+        worst = 0.0
+        for _ in range(5):
+            secs, ok = health_live_seconds()
+            assert ok, "/health/live did not answer 200 with %d idle connections open" % len(idle)
+            worst = max(worst, secs)
+        assert worst < 1.0, "/health/live took %.2f s with %d idle connections" % (worst, len(idle))
+        secs, ok = grpc_health_seconds()
+        assert ok and secs < 1.0, "gRPC health: SERVING=%s in %.2f s" % (ok, secs)
+        print("    /health/live with %d idle connections: slowest %.1f ms" % (len(idle), worst * 1e3))
+    finally:
+        for s in idle:
+            s.close()
+
+
+def test_per_client_limit_refuses_and_counts():
+    before = metric("shardserve_rest_refused_total", "connections_per_client")
+    socks = idle_connections(300, "127.0.0.9")
+    try:
+        time.sleep(0.3)
+        refused = sum(closed_by_server(s, 0.01) for s in socks)
+        after = metric("shardserve_rest_refused_total", "connections_per_client")
+        assert refused == 300 - 256, "%d of 300 connections from one address refused (limit 256)" % refused
+        assert after - before == refused, "metrics counted %d refusals, %d seen" % (after - before, refused)
+        secs, ok = health_live_seconds()
+        assert ok and secs < 1.0, "/health/live from another address: ok=%s in %.2f s" % (ok, secs)
+    finally:
+        for s in socks:
+            s.close()
+
+
+def test_trickled_headers_cut_at_the_read_deadline():
+    before = metric("shardserve_rest_refused_total", "read_timeout")
+    host, port = C.rest.rsplit(":", 1)
+    s = socket.create_connection((host, int(port)), timeout=5)
+    request = b"GET /health/live HTTP/1.1\r\nHost: x\r\nX-Slow: " + b"a" * 40
+    t0 = time.time()
+    closed = False
+    try:
+        for b in request:  # one byte every 0.25 s: the idle timeout (100 s) never fires
+            s.sendall(bytes([b]))
+            if closed_by_server(s, 0.25):
+                closed = True
+                break
+            if time.time() - t0 > 8:
+                break
+    except (BrokenPipeError, ConnectionResetError):
+        closed = True
+    finally:
+        s.close()
+    elapsed = time.time() - t0
+    assert closed and elapsed < 3 + 1.5 * SLOW, "trickling client still connected after %.1f s" % elapsed
+    assert metric("shardserve_rest_refused_total", "read_timeout") > before
+    print("    trickling client cut after %.1f s (read timeout 3 s)" % elapsed)
+
+
+def test_expect_continue_over_the_limit_refused_first():
+    host, port = C.rest.rsplit(":", 1)
+    s = socket.create_connection((host, int(port)), timeout=5)
+    try:
+        s.sendall(b"POST /model/matmul:predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                  b"Content-Length: %d\r\nExpect: 100-continue\r\n\r\n" % (200 << 20))
+        reply = b""
+        while b"\r\n\r\n" not in reply or len(reply) < 60:
+            chunk = s.recv(4096)
+            if not chunk:
+                break
+            reply += chunk
+    finally:
+        s.close()
+    text = reply.decode("latin-1")
+    assert not text.startswith("HTTP/1.1 100"), text[:200]
+    assert "bigger than" in text, text[:300]
+
+
+def test_grpc_message_that_never_arrives_is_cancelled():
+    stall = threading.Event()
+    call = C.raw_channel.stream_unary(ssc._PREDICT, request_serializer=lambda b: b,
+                                      response_deserializer=ssc.PredictReply.FromString)
+    t0 = time.time()
+    try:
+        call(never_yield(stall), timeout=20)
+        outcome = "answered"
+    except ssc.grpc.RpcError as e:
+        outcome = "%s: %s" % (e.code(), e.details())
+    stall.set()
+    elapsed = time.time() - t0
+    assert "RESOURCE_EXHAUSTED" in outcome and "receive timeout" in outcome, outcome
+    assert elapsed < 3 + 1.5 * SLOW, "cancelled after %.1f s (receive timeout 3 s)" % elapsed
+    print("    a message that never arrives: cancelled after %.1f s" % elapsed)
+
+
+def never_yield(stall):
+    stall.wait(20)
+    return
+    yield  # a generator that yields nothing until released
+
+
+def test_grpc_streams_per_connection_limited():
+    """8 stalled calls on one connection with a limit of 4 streams: the server sees 4 at a time, so
+    after one receive timeout (3 s) only the first 4 have been cancelled."""
+    stall = threading.Event()
+    channel = ssc.grpc.insecure_channel(C.grpc, options=[("grpc.enable_http_proxy", 0)])
+    call = channel.stream_unary(ssc._PREDICT, request_serializer=lambda b: b,
+                                response_deserializer=ssc.PredictReply.FromString)
+    futures = [call.future(never_yield(stall), timeout=30) for _ in range(8)]
+    try:
+        time.sleep(1)
+        secs, ok = grpc_health_seconds()
+        assert ok and secs < 1.0, "gRPC health during stalled streams: SERVING=%s in %.2f s" % (ok, secs)
+        time.sleep(2 + 0.3 + 0.5 * SLOW - secs)
+        done = sum(f.done() for f in futures)
+        assert done == 4, "%d of 8 stalled calls cancelled after one receive timeout (want 4)" % done
+    finally:
+        stall.set()
+        for f in futures:
+            f.cancel()
+        channel.close()
+
+
+def nofile_limits(pid):
+    with open("/proc/%d/limits" % pid) as f:
+        for line in f:
+            if line.startswith("Max open files"):
+                soft, hard = line.split()[3:5]
+                return soft, hard
+    return None
+
+
+def test_serve_and_agents_raise_the_descriptor_limit():
+    for p in C.procs:  # serve, then the agents launcher (its agents inherit from it)
+        soft, hard = nofile_limits(p.pid)
+        assert soft == hard, "%s runs with %s of %s descriptors" % (p.args[1], soft, hard)
+
+
+def test_descriptor_exhaustion_is_refused_quietly():
+    import resource
+
+    def low_limit():
+        resource.setrlimit(resource.RLIMIT_NOFILE, (200, 200))
+
+    log = os.path.join(C.dir, "serve-fd.log")
+    servable = os.path.join(C.dir, "servables")
+    args = [os.environ.get("SHARDSERVE", "shardserve"), "serve", "--servable-dir", servable,
+            "--servable", "matmul", "--rank-table", os.path.join(C.dir, "rank_table.json"),
+            "--distributed-address", "127.0.0.1:0", "--grpc", "127.0.0.1:0", "--rest", "127.0.0.1:0"]
+    with open(log, "w+") as logf:
+        p = subprocess.Popen(args, stdout=logf, stderr=subprocess.STDOUT, preexec_fn=low_limit)
+        socks = []
+        try:
+            text = ""
+            for _ in range(200):
+                text = open(log).read()
+                if "RESTful server start success" in text:
+                    break
+                time.sleep(0.05)
+            rest = re.search(r"RESTful server start success, listening on (\S+):(\d+)", text)
+            grpc = re.search(r"gRPC server start success, listening on (\S+):(\d+)", text)
+            assert rest and grpc, text[-2000:]
+            lines_before = len(open(log).read().splitlines())
+            t0 = time.time()
+            for port, count in ((int(rest.group(2)), 400), (int(grpc.group(2)), 300)):
+                for _ in range(count):
+                    try:
+                        socks.append(socket.create_connection(("127.0.0.1", port), timeout=2))
+                    except OSError:
+                        pass
+            time.sleep(2)
+            elapsed = time.time() - t0
+            lines = open(log).read().splitlines()[lines_before:]
+            assert p.poll() is None, "serve died:\n" + "\n".join(lines[-50:])
+            assert len(lines) <= 2 * (elapsed + 1), "%d log lines in %.1f s:\n%s" % (
+                len(lines), elapsed, "\n".join(lines[:20]))
+            for s in socks:
+                s.close()
+            socks = []
+            time.sleep(0.5)
+            t1 = time.perf_counter()
+            with urllib.request.urlopen("http://127.0.0.1:%s/health/live" % rest.group(2), timeout=5) as r:
+                assert r.status == 200
+            with urllib.request.urlopen("http://127.0.0.1:%s/metrics" % rest.group(2), timeout=5) as r:
+                metrics = r.read().decode()
+            refused = re.search(r'shardserve_rest_refused_total\{limit="connections"\} (\S+)', metrics)
+            assert refused and float(refused.group(1)) > 0, "no refusal counted:\n" + metrics[-1500:]
+            print("    hard limit 200: %d log lines in %.1f s, %s REST connections refused, health in %.1f ms" % (
+                len(lines), elapsed, refused.group(1), (time.perf_counter() - t1) * 1e3))
+        finally:
+            for s in socks:
+                s.close()
+            p.terminate()
+            try:
+                p.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+
+
+def test_valid_request_after_the_attacks():
+    ok, detail = valid_answer()
+    assert ok, detail
+    assert C.server.poll() is None, "serve died:\n" + C.log(C.server)[-4000:]
+
+
+def test_serve_exits_cleanly():
+    """SIGTERM after all that: exit 0, and (in the sanitizer build) no report in any serve log."""
+    C.server.send_signal(signal.SIGTERM)
+    try:
+        code = C.server.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        code = "no exit within 60 s"
+    logs = C.log(C.server)
+    fd_log = os.path.join(C.dir, "serve-fd.log")
+    if os.path.exists(fd_log):
+        logs += open(fd_log).read()
+    bad = SAN_RE.search(logs)
+    assert code == 0 and not bad, "exit %s, %s:\n%s" % (code, bad and bad.group(0), logs[-6000:])
+
+
+CASES = [test_grpc_80000_names_refused_fast, test_rest_80000_names_refused_fast,
+         test_names_under_the_limit_still_served, test_rest_empty_arrays_refused_before_parsing,
+         test_kserve_rest_literals_refused_before_parsing,
+         test_grpc_unknown_fields_refused_before_unpacking,
+         test_kserve_grpc_unknown_fields_refused_before_unpacking,
+         test_health_live_with_1000_idle_rest_connections, test_per_client_limit_refuses_and_counts,
+         test_trickled_headers_cut_at_the_read_deadline, test_expect_continue_over_the_limit_refused_first,
+         test_grpc_message_that_never_arrives_is_cancelled, test_grpc_streams_per_connection_limited,
+         test_serve_and_agents_raise_the_descriptor_limit, test_descriptor_exhaustion_is_refused_quietly,
+         test_valid_request_after_the_attacks, test_serve_exits_cleanly]
+
+
+def main():
+    global C
+    import resource
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    # serve and agents inherit a low soft limit (they must raise it); this process needs more
+    resource.setrlimit(resource.RLIMIT_NOFILE, (min(512, hard), hard))
+    with Cluster() as c:
+        C = c
+        model = os.path.join(c.dir, "matmul.onnx")
+        matmul_neg_model(model, rows=ROWS, k=K, n=N)
+        models = c.add_servable("matmul", model, 1, 1)
+        table = c.write_rank_table(1)
+        c.serve([("matmul", 1, table)], wait_agents=60,
+                extra=("--rest-read-timeout-s", "3", "--grpc-recv-timeout-s", "3", "--grpc-max-streams", "4"))
+        c.agents(c.worker_addresses["matmul"][0], models)
+        c.wait_ready(1)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, min(4096, hard)), hard))
+        c.raw_channel = ssc.grpc.insecure_channel(
+            c.grpc, options=[("grpc.max_send_message_length", 256 << 20),
+                             ("grpc.max_receive_message_length", 256 << 20),
+                             ("grpc.enable_http_proxy", 0)])
+        rc = run_cases(CASES, sys.argv[1:])
+        c.raw_channel.close()
+        return rc
+
+
+if __name__ == "__main__":
+    sys.exit(main())
