@@ -19,7 +19,7 @@ MAIN_PKGS=(
 )
 # Tests only.
 TEST_PKGS=(
-  clang libclang-rt-14-dev
+  clang libclang-rt-14-dev clang-format
   libonnx-testdata
   python3-torch
   iproute2 procps
