@@ -47,7 +47,8 @@ static void post(void)
     call_ctx *c = calloc(1, sizeof *c);
     grpc_call_details_init(&c->details);
     grpc_metadata_array_init(&c->md);
-    if (grpc_server_request_call(server, &c->call, &c->details, &c->md, cq, cq, c) != GRPC_CALL_OK) free(c);
+    if (grpc_server_request_call(server, &c->call, &c->details, &c->md, cq, cq, c) != GRPC_CALL_OK)
+        free(c);
 }
 
 static void free_call(call_ctx *c)
@@ -77,7 +78,8 @@ static void reply(call_ctx *c)
     grpc_byte_buffer_reader r;
     grpc_slice all = grpc_empty_slice();
     if (c->recv && grpc_byte_buffer_reader_init(&r, c->recv)) {
-        all = grpc_byte_buffer_reader_readall(&r); /* the one copy (none when the buffer is one slice) */
+        all = grpc_byte_buffer_reader_readall(
+            &r); /* the one copy (none when the buffer is one slice) */
         grpc_byte_buffer_reader_destroy(&r);
     }
     uint8_t *p = GRPC_SLICE_START_PTR(all), *end = GRPC_SLICE_END_PTR(all);
@@ -139,8 +141,12 @@ static void *loop(void *arg)
             if (grpc_call_start_batch(c->call, &op, 1, c, NULL) != GRPC_CALL_OK) free_call(c);
             break;
         }
-        case ST_RECEIVED: reply(c); break;
-        case ST_DONE: free_call(c); break;
+        case ST_RECEIVED:
+            reply(c);
+            break;
+        case ST_DONE:
+            free_call(c);
+            break;
         }
     }
 }
@@ -159,12 +165,24 @@ int main(int argc, char **argv)
     grpc_init();
     /* BENCH_ECHO_TUNED=1: bigger HTTP/2 frames and TCP reads (fewer slices per large message) */
     const char *tuned = getenv("BENCH_ECHO_TUNED");
-    grpc_arg args[6] = {{.type = GRPC_ARG_INTEGER, .key = GRPC_ARG_MAX_RECEIVE_MESSAGE_LENGTH, .value.integer = 512 << 20},
-                        {.type = GRPC_ARG_INTEGER, .key = GRPC_ARG_MAX_SEND_MESSAGE_LENGTH, .value.integer = 512 << 20},
-                        {.type = GRPC_ARG_INTEGER, .key = GRPC_ARG_HTTP2_MAX_FRAME_SIZE, .value.integer = (1 << 24) - 1},
-                        {.type = GRPC_ARG_INTEGER, .key = GRPC_ARG_TCP_MIN_READ_CHUNK_SIZE, .value.integer = 1 << 20},
-                        {.type = GRPC_ARG_INTEGER, .key = GRPC_ARG_TCP_MAX_READ_CHUNK_SIZE, .value.integer = 16 << 20},
-                        {.type = GRPC_ARG_INTEGER, .key = GRPC_ARG_HTTP2_STREAM_LOOKAHEAD_BYTES, .value.integer = 64 << 20}};
+    grpc_arg args[6] = {{.type = GRPC_ARG_INTEGER,
+                         .key = GRPC_ARG_MAX_RECEIVE_MESSAGE_LENGTH,
+                         .value.integer = 512 << 20},
+                        {.type = GRPC_ARG_INTEGER,
+                         .key = GRPC_ARG_MAX_SEND_MESSAGE_LENGTH,
+                         .value.integer = 512 << 20},
+                        {.type = GRPC_ARG_INTEGER,
+                         .key = GRPC_ARG_HTTP2_MAX_FRAME_SIZE,
+                         .value.integer = (1 << 24) - 1},
+                        {.type = GRPC_ARG_INTEGER,
+                         .key = GRPC_ARG_TCP_MIN_READ_CHUNK_SIZE,
+                         .value.integer = 1 << 20},
+                        {.type = GRPC_ARG_INTEGER,
+                         .key = GRPC_ARG_TCP_MAX_READ_CHUNK_SIZE,
+                         .value.integer = 16 << 20},
+                        {.type = GRPC_ARG_INTEGER,
+                         .key = GRPC_ARG_HTTP2_STREAM_LOOKAHEAD_BYTES,
+                         .value.integer = 64 << 20}};
     grpc_channel_args ca = {tuned && *tuned == '1' ? 6 : 2, args};
     server = grpc_server_create(&ca, NULL);
     cq = grpc_completion_queue_create_for_next(NULL);
@@ -177,17 +195,20 @@ int main(int argc, char **argv)
         return 1;
     }
     grpc_server_start(server);
-    for (int i = 0; i < 64; i++) post();
+    for (int i = 0; i < 64; i++)
+        post();
     printf("GRPC_PORT=%d\n", port);
     fflush(stdout);
     pthread_t tid[16];
-    for (int i = 0; i < threads; i++) pthread_create(&tid[i], NULL, loop, NULL);
+    for (int i = 0; i < threads; i++)
+        pthread_create(&tid[i], NULL, loop, NULL);
     int sig;
     sigwait(&set, &sig);
     grpc_server_shutdown_and_notify(server, cq, NULL);
     grpc_server_cancel_all_calls(server);
     grpc_completion_queue_shutdown(cq);
-    for (int i = 0; i < threads; i++) pthread_join(tid[i], NULL);
+    for (int i = 0; i < threads; i++)
+        pthread_join(tid[i], NULL);
     grpc_server_destroy(server);
     grpc_completion_queue_destroy(cq);
     grpc_shutdown();

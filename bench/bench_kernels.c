@@ -60,7 +60,8 @@ static ss_tensor rand_tensor(int nd, const int64_t *dims)
     ss_tensor t = {0};
     ss_status *st = ss_tensor_alloc(&t, SS_DT_FLOAT32, nd, dims);
     if (st) abort();
-    for (int64_t i = 0; i < ss_tensor_numel(&t); i++) ((float *)t.data)[i] = (float)(rand() % 200 - 100) / 100.0f;
+    for (int64_t i = 0; i < ss_tensor_numel(&t); i++)
+        ((float *)t.data)[i] = (float)(rand() % 200 - 100) / 100.0f;
     return t;
 }
 
@@ -90,14 +91,22 @@ static void node_make(node_run *r, const shape *s, ss_tensor *in, int threads)
         r->node.n_attribute = 1;
     }
     int n_in = s->bias ? 3 : 2;
-    for (int i = 0; i < n_in; i++) r->in[i] = &in[i];
+    for (int i = 0; i < n_in; i++)
+        r->in[i] = &in[i];
     r->outp[0] = &r->out;
     r->def = ss_op_find("", s->op, 13);
-    r->k = (ss_kctx){.node = &r->node, .node_name = "bench", .opset = 13, .n_in = n_in, .n_out = 1,
-                     .in = r->in, .out = r->outp, .threads = threads};
+    r->k = (ss_kctx){.node = &r->node,
+                     .node_name = "bench",
+                     .opset = 13,
+                     .n_in = n_in,
+                     .n_out = 1,
+                     .in = r->in,
+                     .out = r->outp,
+                     .threads = threads};
     ss_status *st = r->def->infer(&r->k);
     if (!st) st = ss_tensor_alloc(&r->out, r->out.dtype, r->out.ndim, r->out.dims);
-    if (!st && r->k.scratch_bytes) r->k.scratch = aligned_alloc(64, (r->k.scratch_bytes + 63) / 64 * 64);
+    if (!st && r->k.scratch_bytes)
+        r->k.scratch = aligned_alloc(64, (r->k.scratch_bytes + 63) / 64 * 64);
     if (st) {
         fprintf(stderr, "%s: %s\n", s->name, st->msg);
         exit(1);
@@ -135,7 +144,8 @@ static double time_conv(const conv_shape *c, ss_tensor *in, ss_kernels mode, int
     onnx__node_proto__init(&node);
     node.op_type = (char *)"Conv";
     node.name = (char *)"bench";
-    for (int i = 0; i < 3; i++) onnx__attribute_proto__init(&at[i]);
+    for (int i = 0; i < 3; i++)
+        onnx__attribute_proto__init(&at[i]);
     at[0].name = (char *)"pads", at[0].type = ONNX__ATTRIBUTE_PROTO__ATTRIBUTE_TYPE__INTS;
     at[0].ints = pads, at[0].n_ints = 4;
     at[1].name = (char *)"strides", at[1].type = ONNX__ATTRIBUTE_PROTO__ATTRIBUTE_TYPE__INTS;
@@ -147,8 +157,14 @@ static double time_conv(const conv_shape *c, ss_tensor *in, ss_kernels mode, int
     node.n_input = 3, node.n_output = 1;
     ss_tensor out = {0}, *ins[3] = {&in[0], &in[1], &in[2]}, *outs[1] = {&out};
     const ss_op_def *d = ss_op_find("", "Conv", 13);
-    ss_kctx k = {.node = &node, .node_name = "bench", .opset = 13, .n_in = 3, .n_out = 1,
-                 .in = ins, .out = outs, .threads = threads};
+    ss_kctx k = {.node = &node,
+                 .node_name = "bench",
+                 .opset = 13,
+                 .n_in = 3,
+                 .n_out = 1,
+                 .in = ins,
+                 .out = outs,
+                 .threads = threads};
     ss_kernels_force(mode);
     unsigned long before = ss_dnnl_conv_calls();
     ss_status *st = d->infer(&k);
@@ -163,7 +179,8 @@ static double time_conv(const conv_shape *c, ss_tensor *in, ss_kernels mode, int
     d->run(&k);
     for (int r = 0; r < rounds; r++) {
         double t0 = now_us();
-        for (int i = 0; i < reps; i++) d->run(&k);
+        for (int i = 0; i < reps; i++)
+            d->run(&k);
         t[r] = (now_us() - t0) / reps;
     }
     *impl_used = ss_dnnl_conv_calls() != before ? "onednn" : "own";
@@ -191,7 +208,8 @@ static void conv_table(int threads, int rounds)
         double au = time_conv(c, in, SS_KERNELS_AUTO, threads, 20, rounds, &auto_impl);
         printf("| %s | %.1f | %.1f | %.1f | %s |\n", c->name, own, dnnl, au, auto_impl);
         fflush(stdout);
-        for (int j = 0; j < 3; j++) ss_tensor_free(&in[j]);
+        for (int j = 0; j < 3; j++)
+            ss_tensor_free(&in[j]);
     }
 }
 
@@ -199,8 +217,10 @@ int main(int argc, char **argv)
 {
     int threads = 1, rounds = 5;
     for (int i = 1; i + 1 < argc; i += 2) {
-        if (!strcmp(argv[i], "--threads")) threads = atoi(argv[i + 1]);
-        else if (!strcmp(argv[i], "--rounds")) rounds = atoi(argv[i + 1]);
+        if (!strcmp(argv[i], "--threads"))
+            threads = atoi(argv[i + 1]);
+        else if (!strcmp(argv[i], "--rounds"))
+            rounds = atoi(argv[i + 1]);
     }
     openblas_set_num_threads(threads);
     printf("oneDNN ISA %s, %d thread(s); median us per call\n", ss_dnnl_isa_name(), threads);
@@ -220,14 +240,16 @@ int main(int argc, char **argv)
         double macs = (double)s->M * (double)s->K * (double)s->N;
         int reps = macs < 1e6 ? 2000 : macs < 1e8 ? 100 : 10;
         double *t[N_MODES];
-        for (int m = 0; m < N_MODES; m++) t[m] = calloc((size_t)rounds, sizeof(double));
+        for (int m = 0; m < N_MODES; m++)
+            t[m] = calloc((size_t)rounds, sizeof(double));
         for (int r = 0; r < rounds; r++)
             for (int mi = 0; mi < N_MODES; mi++) {
                 int m = r % 2 ? N_MODES - 1 - mi : mi;
                 runs[m].def->run(&runs[m].k); /* warm */
                 if (m == N_MODES - 1) dnnl_before = ss_dnnl_calls();
                 double t0 = now_us();
-                for (int i = 0; i < reps; i++) runs[m].def->run(&runs[m].k);
+                for (int i = 0; i < reps; i++)
+                    runs[m].def->run(&runs[m].k);
                 t[m][r] = (now_us() - t0) / reps;
                 if (m == N_MODES - 1) dnnl_before = ss_dnnl_calls() - dnnl_before;
             }
@@ -239,8 +261,10 @@ int main(int argc, char **argv)
         }
         printf(" %s |\n", dnnl_before ? "onednn" : "own/blas");
         fflush(stdout);
-        for (int m = 0; m < N_MODES; m++) node_free(&runs[m]);
-        for (int i = 0; i < 3; i++) ss_tensor_free(&in[i]);
+        for (int m = 0; m < N_MODES; m++)
+            node_free(&runs[m]);
+        for (int i = 0; i < 3; i++)
+            ss_tensor_free(&in[i]);
     }
     conv_table(threads, rounds);
     return 0;

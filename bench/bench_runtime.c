@@ -44,7 +44,8 @@ typedef struct {
 
 static void usage(void)
 {
-    fprintf(stderr, "usage: bench_runtime MODEL.onnx [--input NAME=FILE.npy]... [--threads T] [--weights f32|bf16] "
+    fprintf(stderr, "usage: bench_runtime MODEL.onnx [--input NAME=FILE.npy]... [--threads T] "
+                    "[--weights f32|bf16] "
                     "[--iters N] [--warmup W] [--serve | --load-only]\n");
     exit(2);
 }
@@ -243,9 +244,10 @@ int main(int argc, char **argv)
     bench_args a;
     if (argc == 2 && !strcmp(argv[1], "--print-kernels")) {
         /* what compare.py prints above its table */
-        printf("oneDNN ISA %s, SHARDSERVE_KERNELS=%s (auto: oneDNN for float32 GEMMs with M > 1 and "
-               ">= 32768 multiply-adds, own GEMV for M == 1 and own/OpenBLAS below)\n",
-               ss_dnnl_isa_name(), ss_kernels_name(ss_kernels_mode()));
+        printf(
+            "oneDNN ISA %s, SHARDSERVE_KERNELS=%s (auto: oneDNN for float32 GEMMs with M > 1 and "
+            ">= 32768 multiply-adds, own GEMV for M == 1 and own/OpenBLAS below)\n",
+            ss_dnnl_isa_name(), ss_kernels_name(ss_kernels_mode()));
         return 0;
     }
     parse_args(argc, argv, &a);

@@ -41,9 +41,9 @@
 
 typedef struct {
     char label[32];
-    int ranks;            /* 0: unsharded */
-    int threads;          /* BLAS threads per process */
-    const char *dir;      /* split folder */
+    int ranks;       /* 0: unsharded */
+    int threads;     /* BLAS threads per process */
+    const char *dir; /* split folder */
     double shard_mb[MAX_RANKS];
     double ms[MAX_ROUNDS]; /* time per call, per round */
     double rss_mb[MAX_RANKS];
@@ -91,12 +91,15 @@ static ss_status *timed_calls(ss_session *s, ss_comm *comm, double *ns_per_call)
     int n = 0;
     ss_status *st = read_inputs(s, ins, &n);
     const ss_tensor *outs;
-    for (int i = 0; i < g_warmup && !st; i++) st = ss_session_run(s, ins, n, &outs);
+    for (int i = 0; i < g_warmup && !st; i++)
+        st = ss_session_run(s, ins, n, &outs);
     if (!st && comm) st = ss_comm_barrier(comm, NULL);
     uint64_t t0 = ss_now_ns();
-    for (int i = 0; i < g_iters && !st; i++) st = ss_session_run(s, ins, n, &outs);
+    for (int i = 0; i < g_iters && !st; i++)
+        st = ss_session_run(s, ins, n, &outs);
     *ns_per_call = (double)(ss_now_ns() - t0) / g_iters;
-    for (int i = 0; i < n; i++) ss_tensor_free(&ins[i]);
+    for (int i = 0; i < n; i++)
+        ss_tensor_free(&ins[i]);
     return st;
 }
 
@@ -124,8 +127,11 @@ static void run_rank(int fd, const variant *v, int rank, const char *session)
 {
     char path[PATH_MAX];
     snprintf(path, sizeof path, "%s/device%d/group_config.json", v->dir, rank);
-    ss_rank_options ro = {.backend = SS_COMM_SHM, .session = session, .timeout_ms = 120000,
-                          .join_timeout_ms = 120000, .blas_threads = v->threads};
+    ss_rank_options ro = {.backend = SS_COMM_SHM,
+                          .session = session,
+                          .timeout_ms = 120000,
+                          .join_timeout_ms = 120000,
+                          .blas_threads = v->threads};
     ss_rank *r;
     ss_status *st = ss_rank_open(path, &ro, &r);
     double ns = 0;
@@ -148,8 +154,10 @@ static int run_variant(variant *v, int round)
         if (pids[i] < 0) die("fork", ss_errf(SS_ERR_IO, "%s", strerror(errno)));
         if (pids[i] == 0) {
             close(fds[i][0]);
-            if (v->ranks) run_rank(fds[i][1], v, i, session);
-            else run_single(fds[i][1], v->threads);
+            if (v->ranks)
+                run_rank(fds[i][1], v, i, session);
+            else
+                run_single(fds[i][1], v->threads);
         }
         close(fds[i][1]);
     }
@@ -188,7 +196,8 @@ static void load_manifest(variant *v)
         die(path, ss_errf(SS_ERR_INVALID, "not a split over %d ranks", v->ranks));
     const cJSON *r;
     int i = 0;
-    cJSON_ArrayForEach(r, ranks) {
+    cJSON_ArrayForEach(r, ranks)
+    {
         const cJSON *b = cJSON_GetObjectItemCaseSensitive(r, "param_bytes");
         if (i < MAX_RANKS && cJSON_IsNumber(b)) v->shard_mb[i] = b->valuedouble / (1024.0 * 1024.0);
         i++;
@@ -220,8 +229,10 @@ static double best(const double *v, int n)
 
 static void usage(void)
 {
-    fprintf(stderr, "usage: bench_shard --model M.onnx --input NAME=FILE.npy [--split N=DIR]... [--rounds R] "
-                    "[--iters K] [--warmup W] [--cores C]\n");
+    fprintf(
+        stderr,
+        "usage: bench_shard --model M.onnx --input NAME=FILE.npy [--split N=DIR]... [--rounds R] "
+        "[--iters K] [--warmup W] [--cores C]\n");
     exit(2);
 }
 
@@ -262,7 +273,8 @@ int main(int argc, char **argv)
             usage();
         }
     }
-    if (!g_model || rounds < 1 || rounds > MAX_ROUNDS || g_iters < 1 || g_warmup < 0 || cores < 1) usage();
+    if (!g_model || rounds < 1 || rounds > MAX_ROUNDS || g_iters < 1 || g_warmup < 0 || cores < 1)
+        usage();
     /* the baselines first in the table */
     memmove(vs + 2, vs, sizeof(variant) * (size_t)nv);
     memset(vs, 0, sizeof(variant) * 2);
@@ -273,8 +285,8 @@ int main(int argc, char **argv)
     nv += 2;
     for (int i = 2; i < nv; i++) {
         vs[i].threads = (int)(cores / vs[i].ranks > 1 ? cores / vs[i].ranks : 1);
-        snprintf(vs[i].label, sizeof vs[i].label, "%d rank%s (%dt each)", vs[i].ranks, vs[i].ranks > 1 ? "s" : "",
-                 vs[i].threads);
+        snprintf(vs[i].label, sizeof vs[i].label, "%d rank%s (%dt each)", vs[i].ranks,
+                 vs[i].ranks > 1 ? "s" : "", vs[i].threads);
         load_manifest(&vs[i]);
     }
     /* batch = dim 0 of the first input */
@@ -286,21 +298,27 @@ int main(int argc, char **argv)
         batch = x.ndim > 0 ? x.dims[0] : 1;
         ss_tensor_free(&x);
     }
-    fprintf(stderr, "bench_shard: %d variants x %d rounds x %d calls (+%d warm-up), batch %lld, %ld cores\n", nv,
-            rounds, g_iters, g_warmup, (long long)batch, cores);
+    fprintf(
+        stderr,
+        "bench_shard: %d variants x %d rounds x %d calls (+%d warm-up), batch %lld, %ld cores\n",
+        nv, rounds, g_iters, g_warmup, (long long)batch, cores);
     for (int r = 0; r < rounds; r++) {
         for (int k = 0; k < nv; k++) {
             variant *v = &vs[(k + r) % nv];
-            if (!run_variant(v, r)) fprintf(stderr, "bench_shard: round %d: %s failed\n", r + 1, v->label);
-            else fprintf(stderr, "  round %d  %-22s %9.1f ms/call\n", r + 1, v->label, v->ms[v->n_ok - 1]);
+            if (!run_variant(v, r))
+                fprintf(stderr, "bench_shard: round %d: %s failed\n", r + 1, v->label);
+            else
+                fprintf(stderr, "  round %d  %-22s %9.1f ms/call\n", r + 1, v->label,
+                        v->ms[v->n_ok - 1]);
         }
     }
     if (vs[0].n_ok == 0) die("the unsharded baseline", ss_errf(SS_ERR_UNAVAILABLE, "never ran"));
     double base = median(vs[0].ms, vs[0].n_ok);
-    printf("\n%-22s %6s %9s %9s %10s %10s %8s %10s %10s %12s %6s\n", "variant", "rounds", "median", "best",
-           "samples/s", "samples/s", "ratio", "shard MiB", "peak RSS", "RSS - shard", "<=+50");
-    printf("%-22s %6s %9s %9s %10s %10s %8s %10s %10s %12s %6s\n", "", "", "ms/call", "ms/call", "(median)",
-           "(best)", "vs single", "per rank", "MiB (max)", "MiB (max)", "MiB");
+    printf("\n%-22s %6s %9s %9s %10s %10s %8s %10s %10s %12s %6s\n", "variant", "rounds", "median",
+           "best", "samples/s", "samples/s", "ratio", "shard MiB", "peak RSS", "RSS - shard",
+           "<=+50");
+    printf("%-22s %6s %9s %9s %10s %10s %8s %10s %10s %12s %6s\n", "", "", "ms/call", "ms/call",
+           "(median)", "(best)", "vs single", "per rank", "MiB (max)", "MiB (max)", "MiB");
     for (int i = 0; i < nv; i++) {
         variant *v = &vs[i];
         if (!v->n_ok) {
@@ -315,10 +333,12 @@ int main(int argc, char **argv)
             if (v->shard_mb[k] > shard) shard = v->shard_mb[k];
             if (v->rss_mb[k] - v->shard_mb[k] > over) over = v->rss_mb[k] - v->shard_mb[k];
         }
-        printf("%-22s %6d %9.1f %9.1f %10.1f %10.1f %8.2f", v->label, v->n_ok, med, b, batch / (med / 1e3),
-               batch / (b / 1e3), base / med);
-        if (v->ranks) printf(" %10.1f %10.1f %12.1f %6s\n", shard, rss, over, over <= 50 ? "yes" : "NO");
-        else printf(" %10s %10.1f %12s %6s\n", "-", rss, "-", "-");
+        printf("%-22s %6d %9.1f %9.1f %10.1f %10.1f %8.2f", v->label, v->n_ok, med, b,
+               batch / (med / 1e3), batch / (b / 1e3), base / med);
+        if (v->ranks)
+            printf(" %10.1f %10.1f %12.1f %6s\n", shard, rss, over, over <= 50 ? "yes" : "NO");
+        else
+            printf(" %10s %10.1f %12s %6s\n", "-", rss, "-", "-");
     }
     printf("\nratio = median time of 'single (%ldt)' / median time of the variant (> 1: faster). "
            "RSS - shard = the rank's peak RSS minus its shard's weight bytes (target <= 50 MiB).\n",

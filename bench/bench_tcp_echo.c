@@ -73,7 +73,8 @@ int main(int argc, char **argv)
     int ls = socket(AF_INET, SOCK_STREAM, 0);
     struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
     socklen_t sl = sizeof sa;
-    if (bind(ls, (struct sockaddr *)&sa, sizeof sa) || listen(ls, 1) || getsockname(ls, (struct sockaddr *)&sa, &sl)) {
+    if (bind(ls, (struct sockaddr *)&sa, sizeof sa) || listen(ls, 1) ||
+        getsockname(ls, (struct sockaddr *)&sa, &sl)) {
         perror("bench_tcp_echo: listen");
         return 1;
     }
@@ -110,8 +111,8 @@ int main(int argc, char **argv)
         }
         qsort(t + 1, (size_t)rounds, sizeof *t, cmp_d);
         double med = t[1 + rounds / 2];
-        printf("{\"bytes\":%zu,\"rounds\":%d,\"median_s\":%.6f,\"mib_per_s\":%.1f}\n", len, rounds, med,
-               (double)len / 1048576.0 / med);
+        printf("{\"bytes\":%zu,\"rounds\":%d,\"median_s\":%.6f,\"mib_per_s\":%.1f}\n", len, rounds,
+               med, (double)len / 1048576.0 / med);
         fflush(stdout);
         free(t);
         free(out);

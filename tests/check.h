@@ -18,55 +18,55 @@ static int check_failures;
 static int test_argc;
 static char **test_argv;
 
-#define CHECK(cond)                                                                            \
-    do {                                                                                       \
-        if (!(cond)) {                                                                         \
-            fprintf(stderr, "%s:%d: CHECK failed: %s\n", __FILE__, __LINE__, #cond);           \
-            check_failures++;                                                                  \
-        }                                                                                      \
+#define CHECK(cond)                                                                                \
+    do {                                                                                           \
+        if (!(cond)) {                                                                             \
+            fprintf(stderr, "%s:%d: CHECK failed: %s\n", __FILE__, __LINE__, #cond);               \
+            check_failures++;                                                                      \
+        }                                                                                          \
     } while (0)
 
-#define CHECK_MSG(cond, ...)                                                                   \
-    do {                                                                                       \
-        if (!(cond)) {                                                                         \
-            fprintf(stderr, "%s:%d: CHECK failed: %s: ", __FILE__, __LINE__, #cond);           \
-            fprintf(stderr, __VA_ARGS__);                                                      \
-            fputc('\n', stderr);                                                               \
-            check_failures++;                                                                  \
-        }                                                                                      \
+#define CHECK_MSG(cond, ...)                                                                       \
+    do {                                                                                           \
+        if (!(cond)) {                                                                             \
+            fprintf(stderr, "%s:%d: CHECK failed: %s: ", __FILE__, __LINE__, #cond);               \
+            fprintf(stderr, __VA_ARGS__);                                                          \
+            fputc('\n', stderr);                                                                   \
+            check_failures++;                                                                      \
+        }                                                                                          \
     } while (0)
 
 /* The call must succeed; on failure print its status. */
-#define CHECK_OK(expr)                                                                         \
-    do {                                                                                       \
-        ss_status *st_ = (expr);                                                               \
-        if (st_) {                                                                             \
-            fprintf(stderr, "%s:%d: %s failed: %s\n", __FILE__, __LINE__, #expr, st_->msg);    \
-            ss_status_free(st_);                                                               \
-            check_failures++;                                                                  \
-        }                                                                                      \
+#define CHECK_OK(expr)                                                                             \
+    do {                                                                                           \
+        ss_status *st_ = (expr);                                                                   \
+        if (st_) {                                                                                 \
+            fprintf(stderr, "%s:%d: %s failed: %s\n", __FILE__, __LINE__, #expr, st_->msg);        \
+            ss_status_free(st_);                                                                   \
+            check_failures++;                                                                      \
+        }                                                                                          \
     } while (0)
 
 /* The call must fail, and its message must contain `needle`. */
-#define CHECK_ERR(expr, needle)                                                                \
-    do {                                                                                       \
-        ss_status *st_ = (expr);                                                               \
-        if (!st_) {                                                                            \
-            fprintf(stderr, "%s:%d: %s succeeded, expected an error with \"%s\"\n", __FILE__,  \
-                    __LINE__, #expr, needle);                                                  \
-            check_failures++;                                                                  \
-        } else {                                                                               \
-            if (!strstr(st_->msg, needle)) {                                                   \
-                fprintf(stderr, "%s:%d: %s: error \"%s\" lacks \"%s\"\n", __FILE__, __LINE__,  \
-                        #expr, st_->msg, needle);                                              \
-                check_failures++;                                                              \
-            }                                                                                  \
-            ss_status_free(st_);                                                               \
-        }                                                                                      \
+#define CHECK_ERR(expr, needle)                                                                    \
+    do {                                                                                           \
+        ss_status *st_ = (expr);                                                                   \
+        if (!st_) {                                                                                \
+            fprintf(stderr, "%s:%d: %s succeeded, expected an error with \"%s\"\n", __FILE__,      \
+                    __LINE__, #expr, needle);                                                      \
+            check_failures++;                                                                      \
+        } else {                                                                                   \
+            if (!strstr(st_->msg, needle)) {                                                       \
+                fprintf(stderr, "%s:%d: %s: error \"%s\" lacks \"%s\"\n", __FILE__, __LINE__,      \
+                        #expr, st_->msg, needle);                                                  \
+                check_failures++;                                                                  \
+            }                                                                                      \
+            ss_status_free(st_);                                                                   \
+        }                                                                                          \
     } while (0)
 
-#define CHECK_NEAR(a, b, tol) CHECK_MSG(fabs((double)(a) - (double)(b)) <= (tol), "%g vs %g", \
-                                        (double)(a), (double)(b))
+#define CHECK_NEAR(a, b, tol)                                                                      \
+    CHECK_MSG(fabs((double)(a) - (double)(b)) <= (tol), "%g vs %g", (double)(a), (double)(b))
 
 typedef struct {
     const char *name;
@@ -87,14 +87,17 @@ static inline int run_tests(const test_case *cases, int n)
     return failed_cases ? 1 : 0;
 }
 
-#define TEST(name) {#name, name}
-#define TEST_MAIN(...)                                                                         \
-    int main(int argc, char **argv)                                                            \
-    {                                                                                          \
-        test_argc = argc;                                                                      \
-        test_argv = argv;                                                                      \
-        static const test_case cases_[] = {__VA_ARGS__};                                       \
-        return run_tests(cases_, (int)(sizeof cases_ / sizeof cases_[0]));                    \
+#define TEST(name)                                                                                 \
+    {                                                                                              \
+#name, name                                                                                \
+    }
+#define TEST_MAIN(...)                                                                             \
+    int main(int argc, char **argv)                                                                \
+    {                                                                                              \
+        test_argc = argc;                                                                          \
+        test_argv = argv;                                                                          \
+        static const test_case cases_[] = {__VA_ARGS__};                                           \
+        return run_tests(cases_, (int)(sizeof cases_ / sizeof cases_[0]));                         \
     }
 
 #endif

@@ -28,9 +28,14 @@ static int fuzz_describe(void *ctx, const char *servable, uint64_t version,
     ss_serving_tensor_spec outs[] = {{(char *)"x", SS_DT_FLOAT32, true, 1, {-1}},
                                      {(char *)"s", SS_DT_STRING, true, 0, {0}}};
     ss_serving_method ms[] = {{(char *)"a", ins, outs, 4, 2}, {(char *)"b", ins, outs, 1, 1}};
-    ss_serving_signature sig = {.servable = (char *)servable, .version = 1, .methods = ms,
-                                .n_methods = strcmp(servable, "m") == 0 ? 1 : 2, .batch_size = 4,
-                                .with_batch_dim = true, .rank_size = 1, .stage_size = 1};
+    ss_serving_signature sig = {.servable = (char *)servable,
+                                .version = 1,
+                                .methods = ms,
+                                .n_methods = strcmp(servable, "m") == 0 ? 1 : 2,
+                                .batch_size = 4,
+                                .with_batch_dim = true,
+                                .rank_size = 1,
+                                .stage_size = 1};
     *out = ss_serving_signature_copy(&sig);
     return *out ? SS_DESCRIBE_OK : SS_DESCRIBE_NOT_FOUND;
 }

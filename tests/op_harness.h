@@ -126,11 +126,20 @@ static inline ss_tensor make_rand(ss_dtype dt, int nd, const int64_t *dims)
     for (int64_t i = 0; i < n; i++) {
         double v = urand();
         switch (dt) {
-        case SS_DT_FLOAT32: ((float *)t.data)[i] = (float)v; break;
-        case SS_DT_FLOAT64: ((double *)t.data)[i] = v; break;
-        case SS_DT_INT32: ((int32_t *)t.data)[i] = (int32_t)(v * 5); break;
-        case SS_DT_INT64: ((int64_t *)t.data)[i] = (int64_t)(v * 5); break;
-        default: break;
+        case SS_DT_FLOAT32:
+            ((float *)t.data)[i] = (float)v;
+            break;
+        case SS_DT_FLOAT64:
+            ((double *)t.data)[i] = v;
+            break;
+        case SS_DT_INT32:
+            ((int32_t *)t.data)[i] = (int32_t)(v * 5);
+            break;
+        case SS_DT_INT64:
+            ((int64_t *)t.data)[i] = (int64_t)(v * 5);
+            break;
+        default:
+            break;
         }
     }
     return t;
@@ -151,7 +160,8 @@ static inline ss_status *op_run(tnode *t, int64_t opset, int n_in, ss_tensor **i
 {
     const ss_op_def *d = ss_op_find("", t->node.op_type, opset);
     if (!d)
-        return ss_errf(SS_ERR_UNSUPPORTED, "no %s at opset %lld", t->node.op_type, (long long)opset);
+        return ss_errf(SS_ERR_UNSUPPORTED, "no %s at opset %lld", t->node.op_type,
+                       (long long)opset);
     if (n_out > 16) return ss_errf(SS_ERR_LIMIT, "too many outputs");
     ss_tensor *outp[16];
     for (int i = 0; i < n_out; i++) {
@@ -160,8 +170,13 @@ static inline ss_status *op_run(tnode *t, int64_t opset, int n_in, ss_tensor **i
     }
     t->node.n_input = (size_t)n_in;
     t->node.n_output = (size_t)n_out;
-    ss_kctx k = {.node = &t->node, .node_name = "test", .opset = opset, .n_in = n_in, .n_out = n_out,
-                 .in = in, .out = outp};
+    ss_kctx k = {.node = &t->node,
+                 .node_name = "test",
+                 .opset = opset,
+                 .n_in = n_in,
+                 .n_out = n_out,
+                 .in = in,
+                 .out = outp};
     bool alias = d->flags & SS_OPF_ALIAS;
     ss_status *st = d->infer(&k);
     for (int i = 0; !st && i < n_out; i++) {
@@ -170,8 +185,10 @@ static inline ss_status *op_run(tnode *t, int64_t opset, int n_in, ss_tensor **i
         st = ss_tensor_alloc(&out[i], shape.dtype, shape.ndim, shape.dims);
         if (!st && alias) memcpy(out[i].data, in[0]->data, out[i].nbytes);
         for (int64_t e = 0; !st && o && o->poison && e < ss_tensor_numel(&out[i]); e++) {
-            if (out[i].dtype == SS_DT_FLOAT32) ((float *)out[i].data)[e] = NAN;
-            else if (out[i].dtype == SS_DT_FLOAT64) ((double *)out[i].data)[e] = NAN;
+            if (out[i].dtype == SS_DT_FLOAT32)
+                ((float *)out[i].data)[e] = NAN;
+            else if (out[i].dtype == SS_DT_FLOAT64)
+                ((double *)out[i].data)[e] = NAN;
         }
     }
     if (!st && k.scratch_bytes) { /* the planner's arena slice */
@@ -184,7 +201,8 @@ static inline ss_status *op_run(tnode *t, int64_t opset, int n_in, ss_tensor **i
         int before = alloc_count;
         st = d->run(&k);
         int n = alloc_count - before;
-        if (!st && n) st = ss_errf(SS_ERR_INTERNAL, "%s run called malloc %d times", t->node.op_type, n);
+        if (!st && n)
+            st = ss_errf(SS_ERR_INTERNAL, "%s run called malloc %d times", t->node.op_type, n);
 #else
         st = ss_errf(SS_ERR_INTERNAL, "check_allocs needs OP_HARNESS_COUNT_ALLOCS");
 #endif

@@ -140,8 +140,10 @@ static void every_message_type_round_trips(void)
               NULL, 0);
     roundtrip(&(ss_link_msg){.type = SS_LINK_HEARTBEAT, .seq = 77, .sent_ns = UINT64_MAX - 5}, NULL,
               0);
-    roundtrip(&(ss_link_msg){.type = SS_LINK_HEARTBEAT_ACK, .seq = 78, .sent_ns = 1, .comm_bytes = 1ull << 40}, NULL,
-              0);
+    roundtrip(
+        &(ss_link_msg){
+            .type = SS_LINK_HEARTBEAT_ACK, .seq = 78, .sent_ns = 1, .comm_bytes = 1ull << 40},
+        NULL, 0);
     roundtrip(&(ss_link_msg){.type = SS_LINK_EXIT, .message = "worker stopping"}, NULL, 0);
 
     int64_t d23[2] = {2, 3}, d4[1] = {4}, d0[1] = {0}, d222[3] = {2, 2, 2};
@@ -168,19 +170,30 @@ static void every_message_type_round_trips(void)
                              .status_code = 1,
                              .message = "Inputs size not match"},
               ts, 8);
-    roundtrip(&(ss_link_msg){.type = SS_LINK_RESULT, .request_id = 1, .comm_bytes = UINT64_MAX - 1}, NULL, 0);
+    roundtrip(&(ss_link_msg){.type = SS_LINK_RESULT, .request_id = 1, .comm_bytes = UINT64_MAX - 1},
+              NULL, 0);
     /* inputs through the comm layer: the stage root shares its tensors, the others get specs */
-    roundtrip(&(ss_link_msg){.type = SS_LINK_PREDICT, .request_id = 5, .share_inputs = true, .tensor_names = names},
-              ts, 8);
+    roundtrip(
+        &(ss_link_msg){
+            .type = SS_LINK_PREDICT, .request_id = 5, .share_inputs = true, .tensor_names = names},
+        ts, 8);
     ss_link_spec bin[2] = {{"x", SS_DT_FLOAT32, 2, {128, 96}}, {"mask", SS_DT_BOOL, 0, {0}}};
-    roundtrip(&(ss_link_msg){.type = SS_LINK_PREDICT, .request_id = 5, .has_input_root = true, .input_root = 0,
-                             .inputs = bin, .n_inputs = 2, .quiet = true},
+    roundtrip(&(ss_link_msg){.type = SS_LINK_PREDICT,
+                             .request_id = 5,
+                             .has_input_root = true,
+                             .input_root = 0,
+                             .inputs = bin,
+                             .n_inputs = 2,
+                             .quiet = true},
               NULL, 0);
-    roundtrip(&(ss_link_msg){.type = SS_LINK_PREDICT, .request_id = 6, .has_input_root = true, .input_root = 4095},
-              NULL, 0);
+    roundtrip(
+        &(ss_link_msg){
+            .type = SS_LINK_PREDICT, .request_id = 6, .has_input_root = true, .input_root = 4095},
+        NULL, 0);
     void *buf = NULL;
     size_t len = 0;
-    CHECK_ERR(ss_link_encode_frame(&(ss_link_msg){.type = SS_LINK_PREDICT, .has_input_root = true}, ts, 1, &buf, &len),
+    CHECK_ERR(ss_link_encode_frame(&(ss_link_msg){.type = SS_LINK_PREDICT, .has_input_root = true},
+                                   ts, 1, &buf, &len),
               "inputs come by broadcast but 1 tensors are given");
     for (int i = 0; i < 8; i++)
         ss_tensor_free((ss_tensor *)ts[i]);
@@ -396,13 +409,17 @@ static void malformed_frames_give_clear_errors(void)
     { /* PREDICT taking its inputs by broadcast (input_root = field 6, input_specs = field 7) */
         int64_t dyn[2] = {-1, 96}, big[2] = {INT64_C(1) << 40, 96}, ok[2] = {2, 2};
         pb h = by_broadcast(7, desc("x", SS_DT_FLOAT32, dyn, 2, NULL, 0));
-        cases[n++] = crafted("broadcast spec with a dynamic dim", SS_LINK_PREDICT, &h, 0, 0, 0, "dynamic dim");
+        cases[n++] = crafted("broadcast spec with a dynamic dim", SS_LINK_PREDICT, &h, 0, 0, 0,
+                             "dynamic dim");
         h = by_broadcast(7, desc("x", SS_DT_FLOAT32, big, 2, NULL, 0));
-        cases[n++] = crafted("broadcast spec over 1 GiB", SS_LINK_PREDICT, &h, 0, 0, 0, "take over 1073741824 bytes");
+        cases[n++] = crafted("broadcast spec over 1 GiB", SS_LINK_PREDICT, &h, 0, 0, 0,
+                             "take over 1073741824 bytes");
         h = by_broadcast(7, desc("s", SS_DT_STRING, ok, 2, NULL, 0));
-        cases[n++] = crafted("broadcast of a string input", SS_LINK_PREDICT, &h, 0, 0, 0, "string inputs");
+        cases[n++] =
+            crafted("broadcast of a string input", SS_LINK_PREDICT, &h, 0, 0, 0, "string inputs");
         h = by_broadcast(4, desc("x", SS_DT_FLOAT32, ok, 2, NULL, 0)); /* a tensor too */
-        cases[n++] = crafted("broadcast inputs and tensors", SS_LINK_PREDICT, &h, 1, 16, 16, "carries 1 tensors");
+        cases[n++] = crafted("broadcast inputs and tensors", SS_LINK_PREDICT, &h, 1, 16, 16,
+                             "carries 1 tensors");
     }
 
     for (int i = 0; i < n; i++) {

@@ -92,7 +92,8 @@ static inline bool tl_msg_matches(const ss_link_msg *sent, const ss_tensor *cons
         return tl_str_eq(got->json, sent->json);
     case SS_LINK_HEARTBEAT:
     case SS_LINK_HEARTBEAT_ACK:
-        return got->seq == sent->seq && got->sent_ns == sent->sent_ns && got->comm_bytes == sent->comm_bytes;
+        return got->seq == sent->seq && got->sent_ns == sent->sent_ns &&
+               got->comm_bytes == sent->comm_bytes;
     case SS_LINK_EXIT:
         return tl_str_eq(got->message, sent->message);
     case SS_LINK_PREDICT:
@@ -100,8 +101,8 @@ static inline bool tl_msg_matches(const ss_link_msg *sent, const ss_tensor *cons
         if (got->request_id != sent->request_id || got->n_tensors != n) return false;
         if (sent->type == SS_LINK_PREDICT &&
             (got->subgraph != sent->subgraph || got->return_result != sent->return_result ||
-             got->share_inputs != sent->share_inputs || got->has_input_root != sent->has_input_root ||
-             got->quiet != sent->quiet ||
+             got->share_inputs != sent->share_inputs ||
+             got->has_input_root != sent->has_input_root || got->quiet != sent->quiet ||
              (sent->has_input_root &&
               (got->input_root != sent->input_root || got->n_inputs != sent->n_inputs ||
                !tl_specs_equal(got->inputs, sent->inputs, sent->n_inputs)))))

@@ -13,18 +13,19 @@
 #include <stdlib.h>
 #include <string.h>
 
-
 static void test_exact_text(void)
 {
     ss_metrics *m = ss_metrics_new();
     CHECK(m);
     const char *l2[] = {"servable", "outcome"};
-    ss_metric_family *req = ss_metrics_family(m, SS_METRIC_COUNTER, "t_requests_total", "Requests\nanswered \\ all", 2,
-                                              l2, NULL, 0);
-    ss_metric_family *g = ss_metrics_family(m, SS_METRIC_GAUGE, "t_inflight", "In flight", 0, NULL, NULL, 0);
+    ss_metric_family *req = ss_metrics_family(m, SS_METRIC_COUNTER, "t_requests_total",
+                                              "Requests\nanswered \\ all", 2, l2, NULL, 0);
+    ss_metric_family *g =
+        ss_metrics_family(m, SS_METRIC_GAUGE, "t_inflight", "In flight", 0, NULL, NULL, 0);
     const double b[] = {0.5, 1, 2.5};
     const char *l1[] = {"servable"};
-    ss_metric_family *h = ss_metrics_family(m, SS_METRIC_HISTOGRAM, "t_latency_seconds", "Latency", 1, l1, b, 3);
+    ss_metric_family *h =
+        ss_metrics_family(m, SS_METRIC_HISTOGRAM, "t_latency_seconds", "Latency", 1, l1, b, 3);
     CHECK(req && g && h);
     const char *v1[] = {"mat\"mul\\\n", "ok"};
     ss_metric_add(ss_metrics_series(req, v1), 3);
@@ -75,7 +76,8 @@ static void test_refusals(void)
     CHECK(!ss_metrics_family(m, SS_METRIC_HISTOGRAM, "h", "", 0, NULL, unsorted, 2));
     ss_metric_family *f = ss_metrics_family(m, SS_METRIC_COUNTER, "c_total", "", 1, ok, NULL, 0);
     CHECK(f);
-    CHECK(ss_metrics_family(m, SS_METRIC_COUNTER, "c_total", "again", 1, ok, NULL, 0) == f); /* same: shared */
+    CHECK(ss_metrics_family(m, SS_METRIC_COUNTER, "c_total", "again", 1, ok, NULL, 0) ==
+          f); /* same: shared */
     CHECK(!ss_metrics_family(m, SS_METRIC_GAUGE, "c_total", "", 1, ok, NULL, 0));
     CHECK(!ss_metrics_family(m, SS_METRIC_COUNTER, "c_total", "", 1, other, NULL, 0));
     /* NULL family/series: updates are no-ops */
@@ -103,15 +105,19 @@ static void test_threads(void)
 {
     ss_metrics *m = ss_metrics_new();
     ss_metric_family *c = ss_metrics_family(m, SS_METRIC_COUNTER, "n_total", "", 0, NULL, NULL, 0);
-    ss_metric_family *h = ss_metrics_family(m, SS_METRIC_HISTOGRAM, "d_seconds", "", 0, NULL, NULL, 0);
+    ss_metric_family *h =
+        ss_metrics_family(m, SS_METRIC_HISTOGRAM, "d_seconds", "", 0, NULL, NULL, 0);
     thr_arg a = {ss_metrics_series(c, NULL), ss_metrics_series(h, NULL)};
     pthread_t t[4];
-    for (int i = 0; i < 4; i++) pthread_create(&t[i], NULL, hammer, &a);
-    for (int i = 0; i < 4; i++) pthread_join(t[i], NULL);
+    for (int i = 0; i < 4; i++)
+        pthread_create(&t[i], NULL, hammer, &a);
+    for (int i = 0; i < 4; i++)
+        pthread_join(t[i], NULL);
     CHECK(ss_metric_value(a.c) == 400000);
     CHECK(ss_metric_count(a.h) == 400000);
     char *text = ss_metrics_render(m, NULL);
-    CHECK(text && strstr(text, "n_total 400000\n") && strstr(text, "d_seconds_bucket{le=\"0.001\"} 400000\n") &&
+    CHECK(text && strstr(text, "n_total 400000\n") &&
+          strstr(text, "d_seconds_bucket{le=\"0.001\"} 400000\n") &&
           strstr(text, "d_seconds_count 400000\n"));
     free(text);
     ss_metrics_free(m);
@@ -128,7 +134,8 @@ static void test_collectors(void)
 {
     ss_metrics *m = ss_metrics_new();
     const char *l[] = {"rank"}, *v[] = {"0"};
-    ss_metric_series *s = ss_metrics_series(ss_metrics_family(m, SS_METRIC_GAUGE, "up", "", 1, l, NULL, 0), v);
+    ss_metric_series *s =
+        ss_metrics_series(ss_metrics_family(m, SS_METRIC_GAUGE, "up", "", 1, l, NULL, 0), v);
     ss_metrics_add_collector(m, collect, s);
     char *text = ss_metrics_render(m, NULL);
     CHECK(collected == 1 && text && strstr(text, "up{rank=\"0\"} 42\n"));
@@ -148,14 +155,17 @@ static void test_write_sample(void)
     const char *out_path = test_argv[1];
     ss_metrics *m = ss_metrics_new();
     const char *l[] = {"servable", "method"}, *v[] = {"a\"b", "p\\q\nr"}, *v2[] = {"x", ""};
-    ss_metric_family *c = ss_metrics_family(m, SS_METRIC_COUNTER, "s_total", "with \\ and\nnewline", 2, l, NULL, 0);
+    ss_metric_family *c =
+        ss_metrics_family(m, SS_METRIC_COUNTER, "s_total", "with \\ and\nnewline", 2, l, NULL, 0);
     ss_metric_family *g = ss_metrics_family(m, SS_METRIC_GAUGE, "s:gauge", "", 0, NULL, NULL, 0);
-    ss_metric_family *h = ss_metrics_family(m, SS_METRIC_HISTOGRAM, "s_seconds", "h", 2, l, NULL, 0);
+    ss_metric_family *h =
+        ss_metrics_family(m, SS_METRIC_HISTOGRAM, "s_seconds", "h", 2, l, NULL, 0);
     ss_metrics_family(m, SS_METRIC_COUNTER, "s_empty_total", "no series", 0, NULL, NULL, 0);
     ss_metric_add(ss_metrics_series(c, v), 1e20);
     ss_metric_add(ss_metrics_series(c, v2), 0.1);
     ss_metric_set(ss_metrics_series(g, NULL), -1.5e-9);
-    for (int i = 0; i < 50; i++) ss_metric_observe(ss_metrics_series(h, v), i * 0.013);
+    for (int i = 0; i < 50; i++)
+        ss_metric_observe(ss_metrics_series(h, v), i * 0.013);
     ss_metrics_series(h, v2);
     char *text = ss_metrics_render(m, NULL);
     FILE *f = fopen(out_path, "w");

@@ -40,7 +40,8 @@ static void maps_external_weights(void)
     /* the bytes live inside the mapping, not in a copy */
     if (w && m->n_maps == 1) {
         const char *base = m->maps[0].base;
-        CHECK((const char *)w->data >= base && (const char *)w->data + w->nbytes <= base + m->maps[0].len);
+        CHECK((const char *)w->data >= base &&
+              (const char *)w->data + w->nbytes <= base + m->maps[0].len);
         CHECK(((const float *)w->data)[0] == 0.5f);
     }
     ss_onnx_free(m);

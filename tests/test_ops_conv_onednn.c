@@ -28,11 +28,14 @@ static ss_status *run_conv(const conv_case *c, ss_tensor **in, int n_in, ss_kern
     if (c->group > 1) attr_int(&t, "group", c->group);
     attr_ints(&t, "strides", (int64_t *)c->strides, (size_t)n);
     attr_ints(&t, "dilations", (int64_t *)c->dil, (size_t)n);
-    if (c->auto_pad) attr_str(&t, "auto_pad", c->auto_pad);
-    else attr_ints(&t, "pads", (int64_t *)c->pads, (size_t)(2 * n));
+    if (c->auto_pad)
+        attr_str(&t, "auto_pad", c->auto_pad);
+    else
+        attr_ints(&t, "pads", (int64_t *)c->pads, (size_t)(2 * n));
     ss_kernels_force(mode);
-    ss_status *st = op_run(&t, 13, n_in, in, 1, out,
-                           &(op_run_opts){.poison = true, .check_allocs = mode == SS_KERNELS_ONEDNN});
+    ss_status *st =
+        op_run(&t, 13, n_in, in, 1, out,
+               &(op_run_opts){.poison = true, .check_allocs = mode == SS_KERNELS_ONEDNN});
     ss_kernels_force(SS_KERNELS_AUTO);
     return st;
 }
@@ -41,7 +44,8 @@ static void check_case(const conv_case *c)
 {
     int nd = c->nsp + 2;
     int64_t xd[5] = {c->N, c->C}, wd[5] = {c->M, c->C / c->group}, bd[1] = {c->M};
-    for (int i = 0; i < c->nsp; i++) xd[2 + i] = c->in[i], wd[2 + i] = c->k[i];
+    for (int i = 0; i < c->nsp; i++)
+        xd[2 + i] = c->in[i], wd[2 + i] = c->k[i];
     ss_tensor x = make_rand(SS_DT_FLOAT32, nd, xd), w = make_rand(SS_DT_FLOAT32, nd, wd),
               b = make_rand(SS_DT_FLOAT32, 1, bd), own, dnnl;
     ss_tensor *in[3] = {&x, &w, &b};
@@ -59,7 +63,8 @@ static void check_case(const conv_case *c)
     for (int64_t i = 0; !st && i < n && !bad; i++) {
         float a = ((float *)own.data)[i], g = ((float *)dnnl.data)[i];
         if (!(fabsf(a - g) <= 1e-4f * (1.0f + fabsf(a)))) {
-            fprintf(stderr, "%s: element %lld is %.7g, own kernel %.7g\n", c->what, (long long)i, g, a);
+            fprintf(stderr, "%s: element %lld is %.7g, own kernel %.7g\n", c->what, (long long)i, g,
+                    a);
             bad = 1;
         }
     }
@@ -74,17 +79,102 @@ static void check_case(const conv_case *c)
 static void test_conv_cases_match_own_kernel(void)
 {
     static const conv_case cases[] = {
-        {"2-D 3x3 pad 1 bias", 2, 2, 16, 32, 1, {14, 13}, {3, 3}, {1, 1}, {1, 1}, {1, 1, 1, 1}, NULL, true},
-        {"2-D stride 2 asymmetric pads", 2, 1, 8, 24, 1, {17, 15}, {3, 2}, {2, 2}, {1, 1}, {0, 1, 2, 0}, NULL, true},
-        {"2-D dilation 2 no bias", 2, 2, 12, 20, 1, {16, 16}, {3, 3}, {1, 1}, {2, 2}, {2, 2, 2, 2}, NULL, false},
-        {"2-D SAME_UPPER stride 2", 2, 1, 16, 16, 1, {15, 15}, {3, 3}, {2, 2}, {1, 1}, {0}, "SAME_UPPER", true},
-        {"2-D groups 4", 2, 2, 32, 64, 4, {12, 12}, {3, 3}, {1, 1}, {1, 1}, {1, 1, 1, 1}, NULL, true},
-        {"2-D depthwise", 2, 1, 32, 32, 32, {20, 20}, {3, 3}, {1, 1}, {1, 1}, {1, 1, 1, 1}, NULL, true},
+        {"2-D 3x3 pad 1 bias",
+         2,
+         2,
+         16,
+         32,
+         1,
+         {14, 13},
+         {3, 3},
+         {1, 1},
+         {1, 1},
+         {1, 1, 1, 1},
+         NULL,
+         true},
+        {"2-D stride 2 asymmetric pads",
+         2,
+         1,
+         8,
+         24,
+         1,
+         {17, 15},
+         {3, 2},
+         {2, 2},
+         {1, 1},
+         {0, 1, 2, 0},
+         NULL,
+         true},
+        {"2-D dilation 2 no bias",
+         2,
+         2,
+         12,
+         20,
+         1,
+         {16, 16},
+         {3, 3},
+         {1, 1},
+         {2, 2},
+         {2, 2, 2, 2},
+         NULL,
+         false},
+        {"2-D SAME_UPPER stride 2",
+         2,
+         1,
+         16,
+         16,
+         1,
+         {15, 15},
+         {3, 3},
+         {2, 2},
+         {1, 1},
+         {0},
+         "SAME_UPPER",
+         true},
+        {"2-D groups 4",
+         2,
+         2,
+         32,
+         64,
+         4,
+         {12, 12},
+         {3, 3},
+         {1, 1},
+         {1, 1},
+         {1, 1, 1, 1},
+         NULL,
+         true},
+        {"2-D depthwise",
+         2,
+         1,
+         32,
+         32,
+         32,
+         {20, 20},
+         {3, 3},
+         {1, 1},
+         {1, 1},
+         {1, 1, 1, 1},
+         NULL,
+         true},
         {"2-D 1x1", 2, 2, 64, 48, 1, {14, 14}, {1, 1}, {1, 1}, {1, 1}, {0, 0, 0, 0}, NULL, true},
         {"1-D k5 stride 2", 1, 2, 16, 24, 1, {50}, {5}, {2}, {1}, {2, 1}, NULL, true},
-        {"3-D 3x3x3", 3, 1, 8, 16, 1, {6, 8, 8}, {3, 3, 3}, {1, 1, 1}, {1, 1, 1}, {1, 1, 1, 1, 1, 1}, NULL, true},
+        {"3-D 3x3x3",
+         3,
+         1,
+         8,
+         16,
+         1,
+         {6, 8, 8},
+         {3, 3, 3},
+         {1, 1, 1},
+         {1, 1, 1},
+         {1, 1, 1, 1, 1, 1},
+         NULL,
+         true},
     };
-    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) check_case(&cases[i]);
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
+        check_case(&cases[i]);
 }
 
 TEST_MAIN(TEST(test_conv_cases_match_own_kernel))

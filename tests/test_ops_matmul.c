@@ -129,7 +129,8 @@ static void check_matmul(ss_dtype dt, int a_nd, const int64_t *ad, int b_nd, con
     int64_t nb = bdim[0] * bdim[1], n = nb * M * N;
     /* the kernel choice sees every batch's rows as M */
     bool expect_dnnl = dnnl_expected(dt, M * nb, K, N, true);
-    unsigned long before = ss_gemm_calls(v), tiles_before = tile_calls(), dnnl_before = ss_dnnl_calls();
+    unsigned long before = ss_gemm_calls(v), tiles_before = tile_calls(),
+                  dnnl_before = ss_dnnl_calls();
     ss_status *st = run_node(&t, 13, 2, in, &out);
     CHECK_MSG(!st, "%s: %s", what, st ? st->msg : "");
     if (st) {
@@ -183,7 +184,8 @@ static void check_gemm(int64_t M, int64_t K, int64_t N, bool ta, bool tb, float 
              ss_gemm_variant_name(v), (long long)M, (long long)K, (long long)N, ta, tb, cnd,
              threads);
     bool expect_dnnl = dnnl_expected(SS_DT_FLOAT32, M, K, N, alpha == 1.0f);
-    unsigned long before = ss_gemm_calls(v), tiles_before = tile_calls(), dnnl_before = ss_dnnl_calls();
+    unsigned long before = ss_gemm_calls(v), tiles_before = tile_calls(),
+                  dnnl_before = ss_dnnl_calls();
     ss_status *st = run_node(&t, 13, cnd >= 0 ? 3 : 2, in, &out);
     CHECK_MSG(!st, "%s: %s", what, st ? st->msg : "");
     if (st) {
@@ -426,12 +428,20 @@ static ss_status *mlp_layer(ss_tensor *x, ss_tensor *w, bool bf16, ss_tensor *y)
     t.node.n_input = 2, t.node.n_output = 1;
     ss_tensor *in[2] = {x, w}, *outp[1] = {y};
     memset(y, 0, sizeof *y);
-    ss_kctx k = {.node = &t.node, .node_name = "mlp", .opset = 13, .n_in = 2, .n_out = 1,
-                 .in = in, .out = outp, .threads = 2, .bf16_weights = bf16};
+    ss_kctx k = {.node = &t.node,
+                 .node_name = "mlp",
+                 .opset = 13,
+                 .n_in = 2,
+                 .n_out = 1,
+                 .in = in,
+                 .out = outp,
+                 .threads = 2,
+                 .bf16_weights = bf16};
     const ss_op_def *d = ss_op_find("", "MatMul", 13);
     ss_status *st = d->infer(&k);
     if (!st) st = ss_tensor_alloc(y, y->dtype, y->ndim, y->dims);
-    if (!st && k.scratch_bytes && !(k.scratch = aligned_alloc(64, (k.scratch_bytes + 63) / 64 * 64)))
+    if (!st && k.scratch_bytes &&
+        !(k.scratch = aligned_alloc(64, (k.scratch_bytes + 63) / 64 * 64)))
         st = ss_errf(SS_ERR_NOMEM, "scratch");
     if (!st) st = d->run(&k);
     for (int64_t i = 0; !st && i < ss_tensor_numel(y); i++) /* Relu */
@@ -450,16 +460,19 @@ static void test_bf16_weights_mlp_close_to_f32(void)
     ss_tensor x = make_rand(SS_DT_FLOAT32, 2, xd), w[4];
     for (int l = 0; l < 4; l++) {
         w[l] = make_rand(SS_DT_FLOAT32, 2, wd);
-        for (int64_t i = 0; i < 512 * 512; i++) ((float *)w[l].data)[i] *= 0.08f; /* ~unit gain */
+        for (int64_t i = 0; i < 512 * 512; i++)
+            ((float *)w[l].data)[i] *= 0.08f; /* ~unit gain */
     }
     ss_tensor y[2][4];
     unsigned long bf16_before = ss_dnnl_bf16_calls();
     for (int mode = 0; mode < 2; mode++)
         for (int l = 0; l < 4; l++)
             CHECK_OK(mlp_layer(l ? &y[mode][l - 1] : &x, &w[l], mode == 1, &y[mode][l]));
-    bool native = ss_dnnl_bf16_native() && ss_kernels_use_dnnl(ss_kernels_mode(), SS_DT_FLOAT32, 32, 512, 512);
+    bool native = ss_dnnl_bf16_native() &&
+                  ss_kernels_use_dnnl(ss_kernels_mode(), SS_DT_FLOAT32, 32, 512, 512);
     if (!native)
-        fprintf(stderr, "note: no bf16 path here (ISA %s, kernels %s): bf16 weights must equal f32\n",
+        fprintf(stderr,
+                "note: no bf16 path here (ISA %s, kernels %s): bf16 weights must equal f32\n",
                 ss_dnnl_isa_name(), ss_kernels_name(ss_kernels_mode()));
     CHECK_MSG(ss_dnnl_bf16_calls() == bf16_before + (native ? 4 : 0), "bf16 path taken %lu times",
               ss_dnnl_bf16_calls() - bf16_before);
@@ -473,11 +486,14 @@ static void test_bf16_weights_mlp_close_to_f32(void)
     CHECK(den > 0);
     CHECK_MSG(native ? rel <= 1e-2 && rel > 0 : rel == 0, "relative error %.3g", rel);
     for (int mode = 0; mode < 2; mode++)
-        for (int l = 0; l < 4; l++) ss_tensor_free(&y[mode][l]);
-    for (int l = 0; l < 4; l++) ss_tensor_free(&w[l]);
+        for (int l = 0; l < 4; l++)
+            ss_tensor_free(&y[mode][l]);
+    for (int l = 0; l < 4; l++)
+        ss_tensor_free(&w[l]);
     ss_tensor_free(&x);
 }
 
-TEST_MAIN(TEST(test_alloc_counter_sees_malloc), TEST(test_bf16_weights_mlp_close_to_f32), TEST(test_matmul_odd_shapes_every_variant),
-          TEST(test_matmul_batched_and_vectors), TEST(test_gemm_bias_broadcasts_and_transposes),
-          TEST(test_kernel_strided_accumulate), TEST(test_concurrent_callers))
+TEST_MAIN(TEST(test_alloc_counter_sees_malloc), TEST(test_bf16_weights_mlp_close_to_f32),
+          TEST(test_matmul_odd_shapes_every_variant), TEST(test_matmul_batched_and_vectors),
+          TEST(test_gemm_bias_broadcasts_and_transposes), TEST(test_kernel_strided_accumulate),
+          TEST(test_concurrent_callers))

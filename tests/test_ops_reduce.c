@@ -35,7 +35,8 @@ static void test_alloc_counter_sees_malloc(void)
 static ss_status *run_op_n(tnode *t, int64_t opset, int n_in, ss_tensor **in, int n_out,
                            ss_tensor *out, const bool *omit)
 {
-    return op_run(t, opset, n_in, in, n_out, out, &(op_run_opts){.omit = omit, .check_allocs = true});
+    return op_run(t, opset, n_in, in, n_out, out,
+                  &(op_run_opts){.omit = omit, .check_allocs = true});
 }
 
 static ss_status *run_op(tnode *t, int64_t opset, int n_in, ss_tensor **in, ss_tensor *out)

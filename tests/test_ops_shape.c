@@ -14,7 +14,8 @@
 /* ------------------------------------------------------------------ running ops */
 
 /* infer + run; allocates the outputs (caller frees them). */
-static ss_status *run_op(tnode *t, int64_t opset, int n_in, ss_tensor **in, int n_out, ss_tensor *out)
+static ss_status *run_op(tnode *t, int64_t opset, int n_in, ss_tensor **in, int n_out,
+                         ss_tensor *out)
 {
     return op_run(t, opset, n_in, in, n_out, out, NULL);
 }

@@ -14,9 +14,21 @@ static long n_allocs;
 void *__real_malloc(size_t n);
 void *__real_calloc(size_t n, size_t m);
 void *__real_realloc(void *p, size_t n);
-void *__wrap_malloc(size_t n) { n_allocs++; return __real_malloc(n); }
-void *__wrap_calloc(size_t n, size_t m) { n_allocs++; return __real_calloc(n, m); }
-void *__wrap_realloc(void *p, size_t n) { n_allocs++; return __real_realloc(p, n); }
+void *__wrap_malloc(size_t n)
+{
+    n_allocs++;
+    return __real_malloc(n);
+}
+void *__wrap_calloc(size_t n, size_t m)
+{
+    n_allocs++;
+    return __real_calloc(n, m);
+}
+void *__wrap_realloc(void *p, size_t n)
+{
+    n_allocs++;
+    return __real_realloc(p, n);
+}
 
 static char path_buf[4096];
 static const char *fixture(const char *rel)
@@ -29,8 +41,12 @@ static void ones(ss_tensor *t, int64_t rows, int64_t cols)
 {
     int64_t dims[2] = {rows, cols};
     ss_status *st = ss_tensor_alloc(t, SS_DT_FLOAT32, 2, dims);
-    if (st) { ss_status_free(st); return; }
-    for (int64_t i = 0; i < rows * cols; i++) ((float *)t->data)[i] = 1.0f;
+    if (st) {
+        ss_status_free(st);
+        return;
+    }
+    for (int64_t i = 0; i < rows * cols; i++)
+        ((float *)t->data)[i] = 1.0f;
 }
 
 static bool all_equal(const ss_tensor *t, float v)
@@ -50,7 +66,8 @@ static void seed_model_gives_minus_48(void)
     const ss_tensor *out = NULL;
     CHECK_OK(ss_session_run(s, &x, 1, &out));
     if (out) {
-        CHECK(out[0].dtype == SS_DT_FLOAT32 && out[0].ndim == 2 && out[0].dims[0] == 128 && out[0].dims[1] == 16);
+        CHECK(out[0].dtype == SS_DT_FLOAT32 && out[0].ndim == 2 && out[0].dims[0] == 128 &&
+              out[0].dims[1] == 16);
         CHECK(all_equal(&out[0], -48.0f));
     }
     ss_tensor_free(&x);
@@ -67,7 +84,8 @@ static void run_allocates_nothing(void)
     const ss_tensor *out = NULL;
     CHECK_OK(ss_session_run(s, &x, 1, &out));
     long before = n_allocs;
-    for (int i = 0; i < 10; i++) CHECK_OK(ss_session_run(s, &x, 1, &out));
+    for (int i = 0; i < 10; i++)
+        CHECK_OK(ss_session_run(s, &x, 1, &out));
     CHECK_MSG(n_allocs == before, "%ld allocations in 10 planned runs", n_allocs - before);
     if (out) CHECK(all_equal(&out[0], -48.0f));
     ss_tensor_free(&x);
@@ -88,7 +106,8 @@ static void arena_reuses_buffers(void)
     ss_session_get_stats(s, &st);
     size_t one = 256 * 256 * 4;
     CHECK_MSG(st.naive_bytes == 16 * one, "naive %zu", st.naive_bytes);
-    CHECK_MSG(st.arena_bytes <= 2 * one, "arena %zu bytes for a chain of 16 [256,256] tensors", st.arena_bytes);
+    CHECK_MSG(st.arena_bytes <= 2 * one, "arena %zu bytes for a chain of 16 [256,256] tensors",
+              st.arena_bytes);
     CHECK(st.n_exec_nodes == 16);
     ss_tensor_free(&x);
     ss_session_free(s);
@@ -144,7 +163,8 @@ static void replan_reuses_packed_weights(void)
     if (out) CHECK(out[0].dims[0] == 4 && all_equal(&out[0], -48.0f));
     CHECK_MSG(ss_dnnl_packs() == packs, "%lu repacks over 2 re-plans", ss_dnnl_packs() - packs);
     long before = n_allocs;
-    for (int i = 0; i < 10; i++) CHECK_OK(s ? ss_session_run(s, &a, 1, &out) : NULL);
+    for (int i = 0; i < 10; i++)
+        CHECK_OK(s ? ss_session_run(s, &a, 1, &out) : NULL);
     CHECK_MSG(n_allocs == before, "%ld allocations in 10 planned oneDNN runs", n_allocs - before);
     ss_tensor_free(&a);
     ss_tensor_free(&b);
@@ -160,12 +180,14 @@ static void bad_inputs_are_named(void)
     ss_tensor x;
     ones(&x, 3, 96);
     const ss_tensor *out;
-    CHECK_ERR(ss_session_run(s, &x, 1, &out), "input 'x' has shape [3,96], the model expects [128,96]");
+    CHECK_ERR(ss_session_run(s, &x, 1, &out),
+              "input 'x' has shape [3,96], the model expects [128,96]");
     CHECK_ERR(ss_session_run(s, &x, 2, &out), "takes 1 inputs, 2 given");
     ss_tensor_free(&x);
     int64_t dims[2] = {128, 96};
     CHECK_OK(ss_tensor_alloc(&x, SS_DT_INT32, 2, dims));
-    CHECK_ERR(ss_session_run(s, &x, 1, &out), "input 'x' has type int32, the model expects float32");
+    CHECK_ERR(ss_session_run(s, &x, 1, &out),
+              "input 'x' has type int32, the model expects float32");
     ss_tensor_free(&x);
     ss_session_free(s);
 }
@@ -174,8 +196,12 @@ static void fill2(ss_tensor *t, int64_t rows, int64_t cols, float v)
 {
     int64_t dims[2] = {rows, cols};
     ss_status *st = ss_tensor_alloc(t, SS_DT_FLOAT32, 2, dims);
-    if (st) { ss_status_free(st); return; }
-    for (int64_t i = 0; i < rows * cols; i++) ((float *)t->data)[i] = v;
+    if (st) {
+        ss_status_free(st);
+        return;
+    }
+    for (int64_t i = 0; i < rows * cols; i++)
+        ((float *)t->data)[i] = v;
 }
 
 /* If whose condition is a dim: decided at plan time, only the taken branch planned (the other
@@ -192,7 +218,8 @@ static void if_on_shape_runs_taken_branch(void)
     CHECK_OK(ss_session_run(s, &x4, 1, &out));
     if (out) CHECK(out[0].dims[1] == 4 && all_equal(&out[0], -1.0f));
     long before = n_allocs;
-    for (int i = 0; i < 10; i++) CHECK_OK(ss_session_run(s, &x4, 1, &out));
+    for (int i = 0; i < 10; i++)
+        CHECK_OK(ss_session_run(s, &x4, 1, &out));
     CHECK_MSG(n_allocs == before, "%ld allocations in 10 planned If runs", n_allocs - before);
     CHECK_OK(ss_session_run(s, &x3, 1, &out)); /* D = 3: the else branch, x + [1,2,3] */
     if (out) {
@@ -249,10 +276,11 @@ static void load_errors_name_the_node(void)
     CHECK_ERR(ss_session_create(fixture("unsupported_op.onnx"), NULL, &s),
               "unsupported op 'Foo' (node 'mystery', domain ai.onnx, opset 13)");
     /* every missing op in one message, subgraphs included, each once with its first node */
-    const char *all[] = {"4 unsupported ops: ", "'Foo' (node 'mystery' and 1 more, domain ai.onnx, opset 13)",
-                         "'Bar' (node 'odd', domain com.example, opset 1)",
-                         "'Qux' (node 'holder', domain ai.onnx, opset 13)",
-                         "'Zap' (node 'deep' in body of 'holder', domain ai.onnx, opset 13)"};
+    const char *all[] = {
+        "4 unsupported ops: ", "'Foo' (node 'mystery' and 1 more, domain ai.onnx, opset 13)",
+        "'Bar' (node 'odd', domain com.example, opset 1)",
+        "'Qux' (node 'holder', domain ai.onnx, opset 13)",
+        "'Zap' (node 'deep' in body of 'holder', domain ai.onnx, opset 13)"};
     for (size_t i = 0; i < sizeof all / sizeof all[0]; i++)
         CHECK_ERR(ss_session_create(fixture("unsupported_ops.onnx"), NULL, &s), all[i]);
     CHECK_ERR(ss_session_create(fixture("if_ragged.onnx"), NULL, &s),
@@ -265,5 +293,5 @@ static void load_errors_name_the_node(void)
 
 TEST_MAIN(TEST(seed_model_gives_minus_48), TEST(run_allocates_nothing), TEST(arena_reuses_buffers),
           TEST(dynamic_dim_replans_only_on_change), TEST(replan_reuses_packed_weights),
-          TEST(bad_inputs_are_named), TEST(load_errors_name_the_node), TEST(if_on_shape_runs_taken_branch),
-          TEST(if_on_data_switches_without_replanning))
+          TEST(bad_inputs_are_named), TEST(load_errors_name_the_node),
+          TEST(if_on_shape_runs_taken_branch), TEST(if_on_data_switches_without_replanning))

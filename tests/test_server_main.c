@@ -247,7 +247,11 @@ static const struct {
      1},
     {"echo_bytes", {{"s", SS_DT_STRING, true, 0, {0}}}, {{"s", SS_DT_STRING, true, 0, {0}}}, 1, 1},
     {"sleep", {{"x", SS_DT_FLOAT32, true, 1, {-1}}}, {{"x", SS_DT_FLOAT32, true, 1, {-1}}}, 1, 1},
-    {"set_ready", {{"value", SS_DT_BOOL, false, 0, {0}}}, {{"value", SS_DT_BOOL, false, 0, {0}}}, 1, 1},
+    {"set_ready",
+     {{"value", SS_DT_BOOL, false, 0, {0}}},
+     {{"value", SS_DT_BOOL, false, 0, {0}}},
+     1,
+     1},
     {"fail", {{0}}, {{0}}, 0, 0},
     {"empty", {{0}}, {{0}}, 0, 0},
     {"wrong_count", {{0}}, {{0}}, 0, 0},
@@ -328,9 +332,14 @@ static int test_describe(void *ctx, const char *servable, uint64_t version,
                  (unsigned long long)version);
         return SS_DESCRIBE_NOT_FOUND;
     }
-    ss_serving_signature sig = {.servable = (char *)servable, .version = found, .methods = ms,
-                                .n_methods = n, .batch_size = 4, .with_batch_dim = true,
-                                .rank_size = 1, .stage_size = 1};
+    ss_serving_signature sig = {.servable = (char *)servable,
+                                .version = found,
+                                .methods = ms,
+                                .n_methods = n,
+                                .batch_size = 4,
+                                .with_batch_dim = true,
+                                .rank_size = 1,
+                                .stage_size = 1};
     *out = ss_serving_signature_copy(&sig);
     if (!*out) {
         snprintf(why, cap, "out of memory");

@@ -17,17 +17,20 @@ typedef struct {
     int first_ndim;
 } recorder;
 
-static void record_submit(void *ctx, ss_predict_request *req, size_t method, ss_predict_reply *reply,
-                          ss_predict_done done, void *done_ctx)
+static void record_submit(void *ctx, ss_predict_request *req, size_t method,
+                          ss_predict_reply *reply, ss_predict_done done, void *done_ctx)
 {
     recorder *r = ctx;
     r->calls++;
     r->method = method;
     r->failed_instances = 0;
-    for (size_t i = 0; i < reply->error_count; i++) r->failed_instances += reply->errors[i].code != 0;
-    const ss_serving_item *it = req->count ? ss_serving_instance_find(&req->instances[0], "x") : NULL;
+    for (size_t i = 0; i < reply->error_count; i++)
+        r->failed_instances += reply->errors[i].code != 0;
+    const ss_serving_item *it =
+        req->count ? ss_serving_instance_find(&req->instances[0], "x") : NULL;
     r->first_ndim = it ? it->tensor.ndim : -1;
-    for (int d = 0; it && d < it->tensor.ndim; d++) r->first_dims[d] = it->tensor.dims[d];
+    for (int d = 0; it && d < it->tensor.ndim; d++)
+        r->first_dims[d] = it->tensor.dims[d];
     done(done_ctx, reply);
 }
 
@@ -48,17 +51,24 @@ static ss_serving_signature signature(uint64_t version, bool batched)
 {
     static ss_serving_tensor_spec in, out;
     static ss_serving_method m;
-    in = (ss_serving_tensor_spec){.name = "x", .dtype = SS_DT_FLOAT32, .batched = batched, .ndim = 2,
-                                  .dims = {2, 3}};
-    out = (ss_serving_tensor_spec){.name = "y", .dtype = SS_DT_FLOAT32, .batched = batched, .ndim = 1, .dims = {2}};
+    in = (ss_serving_tensor_spec){
+        .name = "x", .dtype = SS_DT_FLOAT32, .batched = batched, .ndim = 2, .dims = {2, 3}};
+    out = (ss_serving_tensor_spec){
+        .name = "y", .dtype = SS_DT_FLOAT32, .batched = batched, .ndim = 1, .dims = {2}};
     m = (ss_serving_method){"predict", &in, &out, 1, 1};
-    return (ss_serving_signature){.servable = "mm", .version = version, .methods = &m, .n_methods = 1,
-                                  .batch_size = 4, .with_batch_dim = batched, .rank_size = 1, .stage_size = 1};
+    return (ss_serving_signature){.servable = "mm",
+                                  .version = version,
+                                  .methods = &m,
+                                  .n_methods = 1,
+                                  .batch_size = 4,
+                                  .with_batch_dim = batched,
+                                  .rank_size = 1,
+                                  .stage_size = 1};
 }
 
 /* A request of `n` instances, each x of the given dtype and shape. */
-static ss_predict_request *request(uint64_t version, const char *method, int n, ss_dtype dt, int ndim,
-                                   const int64_t *dims)
+static ss_predict_request *request(uint64_t version, const char *method, int n, ss_dtype dt,
+                                   int ndim, const int64_t *dims)
 {
     ss_predict_request *req = ss_predict_request_new("mm", method, version);
     for (int i = 0; i < n; i++) {
@@ -103,7 +113,8 @@ typedef struct {
     int64_t code;
 } rejects;
 
-static void on_reject(void *ctx, const char *servable, uint64_t version, const char *method, int64_t code)
+static void on_reject(void *ctx, const char *servable, uint64_t version, const char *method,
+                      int64_t code)
 {
     rejects *r = ctx;
     r->n++;
@@ -119,9 +130,11 @@ static void version_zero_is_the_highest_running(void)
     recorder rec[3] = {{.tag = 1}, {.tag = 2}, {.tag = 3}};
     ss_serving_entry *e[3];
     for (int v = 0; v < 3; v++)
-        CHECK_OK(ss_serving_add(s, "mm", (uint64_t)v + 1, (ss_serving_backend){&rec[v], record_submit}, &e[v]));
+        CHECK_OK(ss_serving_add(s, "mm", (uint64_t)v + 1,
+                                (ss_serving_backend){&rec[v], record_submit}, &e[v]));
     ss_serving_entry *dup;
-    CHECK_ERR(ss_serving_add(s, "mm", 2, (ss_serving_backend){&rec[1], record_submit}, &dup), "started twice");
+    CHECK_ERR(ss_serving_add(s, "mm", 2, (ss_serving_backend){&rec[1], record_submit}, &dup),
+              "started twice");
     CHECK(!ss_serving_ready(s));
     ss_serving_signature sig1 = signature(1, true), sig2 = signature(2, true);
     CHECK_OK(ss_serving_publish(e[0], &sig1));
@@ -130,16 +143,18 @@ static void version_zero_is_the_highest_running(void)
     CHECK(!ss_serving_ready(s)); /* version 3 is down */
 
     predict(s, request(0, "predict", 1, SS_DT_FLOAT32, 2, shape23));
-    CHECK_MSG(rec[1].calls == 1 && rec[2].calls == 0, "version 0 went to v2 (%d) not v3 (%d)", rec[1].calls,
-              rec[2].calls);
+    CHECK_MSG(rec[1].calls == 1 && rec[2].calls == 0, "version 0 went to v2 (%d) not v3 (%d)",
+              rec[1].calls, rec[2].calls);
     ss_serving_withdraw(e[1], "stopped");
     predict(s, request(0, "predict", 1, SS_DT_FLOAT32, 2, shape23));
     CHECK(rec[0].calls == 1);
     predict(s, request(3, "predict", 1, SS_DT_FLOAT32, 2, shape23));
-    CHECK(last_reply->error_count == 1 && last_reply->errors[0].code == SS_SERVING_SERVABLE_UNAVAILABLE);
+    CHECK(last_reply->error_count == 1 &&
+          last_reply->errors[0].code == SS_SERVING_SERVABLE_UNAVAILABLE);
     CHECK_MSG(strstr(reply_error(), "not ready (rank 0 is gone)"), "%s", reply_error());
     ss_serving_withdraw(e[0], "stopped");
-    predict(s, request(0, "predict", 1, SS_DT_FLOAT32, 2, shape23)); /* none runs: the highest says why */
+    predict(s, request(0, "predict", 1, SS_DT_FLOAT32, 2,
+                       shape23)); /* none runs: the highest says why */
     CHECK_MSG(strstr(reply_error(), "not ready (rank 0 is gone)"), "%s", reply_error());
     CHECK(rec[0].calls == 1 && rec[1].calls == 1 && rec[2].calls == 0);
     CHECK_OK(ss_serving_publish(e[2], &sig2));
@@ -164,9 +179,11 @@ static void unknown_names_and_missing_inputs(void)
     free(req->servable);
     req->servable = strdup("other");
     predict(s, req);
-    CHECK_MSG(strstr(reply_error(), "Request servable(other) method(predict), servable is not available"), "%s",
-              reply_error());
-    CHECK(rj.n == 1 && !strcmp(rj.servable, "") && rj.version == 0 && rj.code == SS_SERVING_INVALID_INPUTS);
+    CHECK_MSG(
+        strstr(reply_error(), "Request servable(other) method(predict), servable is not available"),
+        "%s", reply_error());
+    CHECK(rj.n == 1 && !strcmp(rj.servable, "") && rj.version == 0 &&
+          rj.code == SS_SERVING_INVALID_INPUTS);
 
     predict(s, request(0, "nope", 1, SS_DT_FLOAT32, 2, shape23));
     CHECK_MSG(strstr(reply_error(), "method is not available"), "%s", reply_error());
@@ -188,13 +205,16 @@ static void size_is_checked_before_dtype(void)
     int64_t wrong[1] = {5};
     predict(s, request(0, "predict", 1, SS_DT_INT64, 1, wrong)); /* both wrong: the size is named */
     CHECK(rec.calls == 1 && rec.failed_instances == 1);
-    CHECK_MSG(strstr(reply_error(), "Given model input 0 size 40 not match the size 24 defined in model"), "%s",
-              reply_error());
-    predict(s, request(0, "predict", 1, SS_DT_INT32, 2, shape23)); /* the size fits, the dtype does not */
-    CHECK_MSG(strstr(reply_error(),
-                     "Given model input 0 data type kMSI_Int32 not match the data type kMSI_Float32 defined in model"),
+    CHECK_MSG(
+        strstr(reply_error(), "Given model input 0 size 40 not match the size 24 defined in model"),
+        "%s", reply_error());
+    predict(s, request(0, "predict", 1, SS_DT_INT32, 2,
+                       shape23)); /* the size fits, the dtype does not */
+    CHECK_MSG(strstr(reply_error(), "Given model input 0 data type kMSI_Int32 not match the data "
+                                    "type kMSI_Float32 defined in model"),
               "%s", reply_error());
-    ss_predict_request *req = request(0, "predict", 2, SS_DT_FLOAT32, 2, shape23); /* one bad, one good */
+    ss_predict_request *req =
+        request(0, "predict", 2, SS_DT_FLOAT32, 2, shape23); /* one bad, one good */
     ss_serving_instance *bad = &req->instances[1];
     ss_tensor t;
     CHECK_OK(ss_tensor_alloc(&t, SS_DT_FLOAT32, 1, wrong));
@@ -211,7 +231,8 @@ static void whole_inputs_take_the_model_shape(void)
     int64_t flat[1] = {6};
     predict(s, request(0, "predict", 1, SS_DT_FLOAT32, 1, flat));
     CHECK(rec.calls == 1 && rec.failed_instances == 0);
-    CHECK_MSG(rec.first_ndim == 2 && rec.first_dims[0] == 2 && rec.first_dims[1] == 3, "ndim %d", rec.first_ndim);
+    CHECK_MSG(rec.first_ndim == 2 && rec.first_dims[0] == 2 && rec.first_dims[1] == 3, "ndim %d",
+              rec.first_ndim);
     done_with(s);
 }
 
@@ -229,8 +250,8 @@ static void describe_copies_the_signature(void)
     ss_serving_signature sig = signature(4, true);
     CHECK_OK(ss_serving_publish(e, &sig));
     CHECK(h.describe(h.ctx, "mm", 4, &got, why, sizeof why) == SS_DESCRIBE_OK && got);
-    CHECK(got && got->version == 4 && got->n_methods == 1 && !strcmp(got->methods[0].inputs[0].name, "x") &&
-          got->methods[0].inputs[0].dims[1] == 3);
+    CHECK(got && got->version == 4 && got->n_methods == 1 &&
+          !strcmp(got->methods[0].inputs[0].name, "x") && got->methods[0].inputs[0].dims[1] == 3);
     ss_serving_signature_free(got);
     ss_serving_free(s);
 }

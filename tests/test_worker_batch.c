@@ -9,10 +9,11 @@
 
 static void batch_size_rules(void)
 {
-    CHECK(ss_batch_size(false, false, 8, 0) == 1);    /* no batch dim: one instance per call */
-    CHECK(ss_batch_size(true, false, 8, 0) == 8);     /* the model's fixed batch */
-    CHECK(ss_batch_size(true, false, 8, 4) == 4);     /* capped by max_batch_size */
-    CHECK(ss_batch_size(true, false, 8, 16) == 8);    /* a cap above the model's batch changes nothing */
+    CHECK(ss_batch_size(false, false, 8, 0) == 1); /* no batch dim: one instance per call */
+    CHECK(ss_batch_size(true, false, 8, 0) == 8);  /* the model's fixed batch */
+    CHECK(ss_batch_size(true, false, 8, 4) == 4);  /* capped by max_batch_size */
+    CHECK(ss_batch_size(true, false, 8, 16) ==
+          8); /* a cap above the model's batch changes nothing */
     CHECK(ss_batch_size(true, true, -1, 0) == SS_BATCH_DYNAMIC_DEFAULT);
     CHECK(ss_batch_size(true, true, -1, 5) == 5);
     CHECK(ss_batch_size(true, true, -1, 100000) == SS_BATCH_MAX);
@@ -23,7 +24,8 @@ static void row(ss_tensor *t, float v)
 {
     int64_t dims[1] = {3};
     CHECK_OK(ss_tensor_alloc(t, SS_DT_FLOAT32, 1, dims));
-    for (int i = 0; i < 3; i++) ((float *)t->data)[i] = v + (float)i;
+    for (int i = 0; i < 3; i++)
+        ((float *)t->data)[i] = v + (float)i;
 }
 
 static void merge_pads_with_first_instance(void)
@@ -37,7 +39,8 @@ static void merge_pads_with_first_instance(void)
     CHECK_OK(ss_batch_merge(&dst, rows, 2));
     const float *d = dst.data;
     float want[12] = {10, 11, 12, 20, 21, 22, 10, 11, 12, 10, 11, 12};
-    for (int i = 0; i < 12; i++) CHECK_MSG(d[i] == want[i], "element %d: %g, want %g", i, d[i], want[i]);
+    for (int i = 0; i < 12; i++)
+        CHECK_MSG(d[i] == want[i], "element %d: %g, want %g", i, d[i], want[i]);
     ss_tensor_free(&a);
     ss_tensor_free(&b);
     ss_tensor_free(&dst);
@@ -65,10 +68,12 @@ static void slice_takes_one_row(void)
     ss_tensor out, piece;
     int64_t dims[3] = {3, 2, 2};
     CHECK_OK(ss_tensor_alloc(&out, SS_DT_INT32, 3, dims));
-    for (int i = 0; i < 12; i++) ((int32_t *)out.data)[i] = i;
+    for (int i = 0; i < 12; i++)
+        ((int32_t *)out.data)[i] = i;
     CHECK_OK(ss_batch_slice(&out, 3, 2, false, &piece));
     CHECK(piece.ndim == 2 && piece.dims[0] == 2 && piece.dims[1] == 2);
-    for (int i = 0; i < 4; i++) CHECK(((int32_t *)piece.data)[i] == 8 + i);
+    for (int i = 0; i < 4; i++)
+        CHECK(((int32_t *)piece.data)[i] == 8 + i);
     ss_tensor_free(&piece);
     CHECK_OK(ss_batch_slice(&out, 3, 1, true, &piece)); /* whole: a copy of everything */
     CHECK(piece.ndim == 3 && piece.nbytes == out.nbytes && ((int32_t *)piece.data)[11] == 11);
@@ -87,16 +92,19 @@ static void slice_copies_strings(void)
     CHECK_OK(ss_tensor_alloc(&out, SS_DT_STRING, 2, dims));
     const char *words[4] = {"ab", "", "c\0d", "efg"};
     size_t lens[4] = {2, 0, 3, 3};
-    for (int k = 0; k < 4; k++) CHECK_OK(ss_tensor_set_string(&out, k, words[k], lens[k]));
+    for (int k = 0; k < 4; k++)
+        CHECK_OK(ss_tensor_set_string(&out, k, words[k], lens[k]));
     CHECK_OK(ss_batch_slice(&out, 2, 0, false, &a));
     CHECK_OK(ss_batch_slice(&out, 2, 1, false, &b));
     ss_tensor_free(&out); /* the slices must not point into it */
     const ss_string *sa = a.data, *sb = b.data;
-    CHECK(a.ndim == 1 && a.dims[0] == 2 && sa[0].len == 2 && !memcmp(sa[0].data, "ab", 2) && sa[1].len == 0);
-    CHECK(sb[0].len == 3 && !memcmp(sb[0].data, "c\0d", 3) && sb[1].len == 3 && !memcmp(sb[1].data, "efg", 3));
+    CHECK(a.ndim == 1 && a.dims[0] == 2 && sa[0].len == 2 && !memcmp(sa[0].data, "ab", 2) &&
+          sa[1].len == 0);
+    CHECK(sb[0].len == 3 && !memcmp(sb[0].data, "c\0d", 3) && sb[1].len == 3 &&
+          !memcmp(sb[1].data, "efg", 3));
     ss_tensor_free(&a);
     ss_tensor_free(&b);
 }
 
-TEST_MAIN(TEST(batch_size_rules), TEST(slice_copies_strings), TEST(merge_pads_with_first_instance), TEST(merge_refuses_a_row_of_the_wrong_size),
-          TEST(slice_takes_one_row))
+TEST_MAIN(TEST(batch_size_rules), TEST(slice_copies_strings), TEST(merge_pads_with_first_instance),
+          TEST(merge_refuses_a_row_of_the_wrong_size), TEST(slice_takes_one_row))

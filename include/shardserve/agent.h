@@ -19,8 +19,8 @@ typedef struct {
     int rank, rank_size;
     int stage, stage_size;
     int position, ranks_per_stage;
-    char model[256];     /* file name of the rank's model, relative to the config's folder */
-    char dir[4096];      /* folder of the config */
+    char model[256]; /* file name of the rank's model, relative to the config's folder */
+    char dir[4096];  /* folder of the config */
     int n_groups;
     char group_names[SS_MAX_GROUPS][64];
     int group_sizes[SS_MAX_GROUPS];
@@ -32,10 +32,10 @@ void ss_rank_config_free(ss_rank_config *cfg);
 
 typedef struct {
     ss_comm_backend backend;
-    const char *session; /* shm segment name shared by the group */
-    int timeout_ms;      /* every collective wait; 0 = comm default */
-    int join_timeout_ms; /* waiting for the other ranks to join; 0 = timeout_ms */
-    int blas_threads;    /* 0: 1 when several ranks share the host */
+    const char *session;    /* shm segment name shared by the group */
+    int timeout_ms;         /* every collective wait; 0 = comm default */
+    int join_timeout_ms;    /* waiting for the other ranks to join; 0 = timeout_ms */
+    int blas_threads;       /* 0: 1 when several ranks share the host */
     const char *model_path; /* override the config's model file */
 } ss_rank_options;
 
@@ -74,10 +74,10 @@ typedef struct {
     const char *config_path; /* device{r}/group_config.json */
     const char *model_path;  /* NULL: the config's model */
     ss_comm_backend backend;
-    const char *session;     /* shm: shared by the local ranks */
+    const char *session; /* shm: shared by the local ranks */
     int comm_timeout_ms;
-    int connect_timeout_ms;  /* keep trying to reach the worker this long (default 60000) */
-    int worker_silence_ms;   /* no frame from the worker this long = it is gone (default 10000) */
+    int connect_timeout_ms; /* keep trying to reach the worker this long (default 60000) */
+    int worker_silence_ms;  /* no frame from the worker this long = it is gone (default 10000) */
     bool with_batch_dim;
     int n_no_batch;
     const char *const *no_batch_inputs;
@@ -120,8 +120,8 @@ typedef struct {
     const char *secret_file; /* what the agents read theirs from (NULL: no secret); a path, so a
                                 restarted group reads the secret a restarted serve made */
     ss_restart_policy restart;
-    int max_restarts;     /* tries in a row before giving up (default 5) */
-    int backoff_ms;       /* first delay, doubled each try up to 30 s (default 500) */
+    int max_restarts;         /* tries in a row before giving up (default 5) */
+    int backoff_ms;           /* first delay, doubled each try up to 30 s (default 500) */
     int heartbeat_timeout_ms; /* a registered local rank that reads nothing from the worker this
                                  long is hung: its group is killed (default 5000, as serve's) */
 } ss_launcher_options;

@@ -46,7 +46,8 @@ typedef struct ss_status {
 /* printf-style constructor. Never returns NULL (falls back to a static out-of-memory status). */
 ss_status *ss_errf(ss_code code, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 /* Prefix an existing status's message ("context: old message"); consumes `st`. */
-ss_status *ss_status_wrap(ss_status *st, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+ss_status *ss_status_wrap(ss_status *st, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
 void ss_status_free(ss_status *st);
 const char *ss_code_name(ss_code code);
 

@@ -11,9 +11,9 @@
  * Guarantees:
  * - Every frame is checked before any memory is allocated for its tensors: magic, version,
  *   frame type, header and frame size limits, tensor count, dtype, shape, and that the payload
- *   length equals the sum of the declared tensors' sizes. A bad frame gives an ss_status (SS_ERR_INVALID or
- *   SS_ERR_LIMIT) naming the problem; the connection is then unusable (close it and log one
- *   line), the process is unaffected.
+ *   length equals the sum of the declared tensors' sizes. A bad frame gives an ss_status
+ * (SS_ERR_INVALID or SS_ERR_LIMIT) naming the problem; the connection is then unusable (close it
+ * and log one line), the process is unaffected.
  * - Every wait is bounded: connect, the handshake, a receive's wait for a frame to start (the
  *   caller's timeout) and any stall inside a frame in either direction (stall_timeout_ms).
  * - Every connection starts with a handshake the library performs itself. With a shared secret
@@ -86,7 +86,7 @@ typedef struct {
     size_t n_inputs;
     ss_link_spec *outputs;
     size_t n_outputs;
-    char *address; /* REGISTER: the agent's address; GET_META: the requester */
+    char *address;      /* REGISTER: the agent's address; GET_META: the requester */
     bool shares_inputs; /* REGISTER: the agent can take its inputs by broadcast (see PREDICT) */
 
     /* REGISTER_ACK */
@@ -105,8 +105,9 @@ typedef struct {
     uint32_t subgraph;   /* PREDICT */
     bool return_result;  /* PREDICT */
     int32_t status_code; /* RESULT: an ss_code, 0 = ok */
-    uint64_t comm_bytes; /* RESULT, HEARTBEAT_ACK: bytes the rank moved through collectives so far */
-    bool quiet;          /* PREDICT: send a RESULT only on failure */
+    uint64_t
+        comm_bytes; /* RESULT, HEARTBEAT_ACK: bytes the rank moved through collectives so far */
+    bool quiet;     /* PREDICT: send a RESULT only on failure */
     /* PREDICT, inputs through the comm layer: the stage's root gets the tensors and share_inputs
      * (broadcast them to the stage group in frame order); every other rank of the stage gets no
      * tensors, has_input_root/input_root (a world rank) and, in inputs/n_inputs, the concrete

@@ -42,18 +42,18 @@ void ss_metrics_free(ss_metrics *m);
  * buckets: strictly increasing upper bounds for a histogram (NULL = latency defaults in seconds,
  * 100 us .. 10 s). Returns NULL on a bad name, or when the name exists with another type or
  * other labels (a programming error; it is logged). */
-ss_metric_family *ss_metrics_family(ss_metrics *m, ss_metric_type type, const char *name, const char *help,
-                                    int n_labels, const char *const *label_names, const double *buckets,
-                                    int n_buckets);
+ss_metric_family *ss_metrics_family(ss_metrics *m, ss_metric_type type, const char *name,
+                                    const char *help, int n_labels, const char *const *label_names,
+                                    const double *buckets, int n_buckets);
 /* Get or create the series for these label values (as many as the family's labels). NULL-safe:
  * a NULL family gives NULL, and every update below accepts a NULL series and does nothing. */
 ss_metric_series *ss_metrics_series(ss_metric_family *f, const char *const *label_values);
 
-void ss_metric_add(ss_metric_series *s, double v); /* counter (v >= 0) or gauge */
-void ss_metric_set(ss_metric_series *s, double v); /* gauge */
+void ss_metric_add(ss_metric_series *s, double v);     /* counter (v >= 0) or gauge */
+void ss_metric_set(ss_metric_series *s, double v);     /* gauge */
 void ss_metric_observe(ss_metric_series *s, double v); /* histogram */
-double ss_metric_value(const ss_metric_series *s); /* counter/gauge value; histogram: its sum */
-uint64_t ss_metric_count(const ss_metric_series *s); /* histogram: observations */
+double ss_metric_value(const ss_metric_series *s);     /* counter/gauge value; histogram: its sum */
+uint64_t ss_metric_count(const ss_metric_series *s);   /* histogram: observations */
 
 /* Collectors run (in registration order) at the start of every render. */
 typedef void (*ss_metrics_collect_fn)(void *ctx);

@@ -45,14 +45,15 @@ typedef struct ss_onnx_model {
 typedef struct {
     const char *name;
     ss_dtype dtype;
-    int ndim;      /* -1 when the model declares no shape */
+    int ndim; /* -1 when the model declares no shape */
     int64_t dims[SS_MAX_DIMS];
     const char *dim_names[SS_MAX_DIMS];
     bool is_tensor; /* false for sequence/map/optional types */
 } ss_onnx_value_info;
 
 ss_status *ss_onnx_load(const char *path, ss_onnx_model **out);
-/* Parse a model from memory; external data is resolved against `dir` (may be NULL: none allowed). */
+/* Parse a model from memory; external data is resolved against `dir` (may be NULL: none allowed).
+ */
 ss_status *ss_onnx_load_buffer(const void *buf, size_t len, const char *what, const char *dir,
                                ss_onnx_model **out);
 void ss_onnx_free(ss_onnx_model *m);

@@ -38,9 +38,9 @@ typedef struct ss_collectives {
 typedef enum { SS_WEIGHTS_F32 = 0, SS_WEIGHTS_BF16 } ss_weights;
 
 typedef struct {
-    int blas_threads;               /* 0: leave OpenBLAS's setting alone */
+    int blas_threads; /* 0: leave OpenBLAS's setting alone */
     ss_weights weights;
-    const ss_collectives *coll;     /* NULL: models with collective ops fail at load */
+    const ss_collectives *coll; /* NULL: models with collective ops fail at load */
 } ss_session_options;
 
 typedef struct ss_session ss_session;
@@ -64,12 +64,12 @@ ss_status *ss_session_run(ss_session *s, const ss_tensor *inputs, int n_inputs,
                           const ss_tensor **outputs);
 
 typedef struct {
-    int n_nodes;           /* nodes in the graph */
-    int n_exec_nodes;      /* nodes left to run after folding */
-    size_t arena_bytes;    /* one arena for every intermediate */
-    size_t naive_bytes;    /* what one buffer per intermediate would need */
-    size_t const_bytes;    /* initializers (mapped or not) + folded constants */
-    int n_plans;           /* how many times the session planned */
+    int n_nodes;        /* nodes in the graph */
+    int n_exec_nodes;   /* nodes left to run after folding */
+    size_t arena_bytes; /* one arena for every intermediate */
+    size_t naive_bytes; /* what one buffer per intermediate would need */
+    size_t const_bytes; /* initializers (mapped or not) + folded constants */
+    int n_plans;        /* how many times the session planned */
 } ss_session_stats;
 void ss_session_get_stats(const ss_session *s, ss_session_stats *out);
 

@@ -103,8 +103,8 @@ typedef struct {
     /* Optional (NULL: no metadata): a servable version's signature (version 0 = the latest
      * running one). On SS_DESCRIBE_OK *out is a copy the caller frees with
      * ss_serving_signature_free; otherwise `why` says what is wrong. */
-    int (*describe)(void *ctx, const char *servable, uint64_t version,
-                    ss_serving_signature **out, char *why, size_t why_cap);
+    int (*describe)(void *ctx, const char *servable, uint64_t version, ss_serving_signature **out,
+                    char *why, size_t why_cap);
 } ss_predict_handler;
 
 /* describe() results: front ends map them onto their protocol's status (REST: 200/404/503). */

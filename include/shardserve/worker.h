@@ -35,7 +35,8 @@ typedef struct {
 ss_status *ss_rank_table_load(const char *path, ss_rank_table *out);
 ss_status *ss_rank_table_parse(const char *text, size_t len, const char *what, ss_rank_table *out);
 /* The stage/rank_size consistency checks against a servable (MindSpore's CheckRankConfig). */
-ss_status *ss_rank_table_check(const ss_rank_table *t, int rank_size, int stage_size, const char *what);
+ss_status *ss_rank_table_check(const ss_rank_table *t, int rank_size, int stage_size,
+                               const char *what);
 void ss_rank_table_free(ss_rank_table *t);
 
 /* ------------------------------------------------------------------ servable config */
@@ -64,29 +65,30 @@ typedef struct {
     int n_methods;
     ss_method_config methods[16];
     /* dynamic batching */
-    int max_batch_size;        /* 0: the model's batch size */
-    int max_queue_delay_us;    /* wait this long for more instances before dispatching a batch */
+    int max_batch_size;     /* 0: the model's batch size */
+    int max_queue_delay_us; /* wait this long for more instances before dispatching a batch */
 } ss_servable_config;
 
 /* SERVABLE_DIR/NAME/servable.json */
-ss_status *ss_servable_config_load(const char *servable_dir, const char *name, ss_servable_config *out);
-ss_status *ss_servable_config_parse(const char *text, size_t len, const char *what, const char *name,
-                                    ss_servable_config *out);
+ss_status *ss_servable_config_load(const char *servable_dir, const char *name,
+                                   ss_servable_config *out);
+ss_status *ss_servable_config_parse(const char *text, size_t len, const char *what,
+                                    const char *name, ss_servable_config *out);
 
 /* ------------------------------------------------------------------ workers */
 
 typedef struct {
     const char *servable_dir;
     const char *servable;
-    uint64_t version;          /* 0 -> 1, as MindSpore's start_servable */
-    const char *rank_table;    /* path */
+    uint64_t version;       /* 0 -> 1, as MindSpore's start_servable */
+    const char *rank_table; /* path */
     const char *distributed_address;
-    int wait_agents_s;         /* 0 = forever */
-    int request_timeout_ms;    /* per request; default 10000 */
-    int heartbeat_ms;          /* default 1000 */
-    int heartbeat_timeout_ms;  /* no heartbeat answer for this long = rank gone; default 5000 */
-    int max_enqueued;          /* default 10000 requests */
-    const void *secret;        /* link authentication (NULL = none) */
+    int wait_agents_s;        /* 0 = forever */
+    int request_timeout_ms;   /* per request; default 10000 */
+    int heartbeat_ms;         /* default 1000 */
+    int heartbeat_timeout_ms; /* no heartbeat answer for this long = rank gone; default 5000 */
+    int max_enqueued;         /* default 10000 requests */
+    const void *secret;       /* link authentication (NULL = none) */
     size_t secret_len;
 } ss_worker_options;
 

@@ -45,11 +45,11 @@ typedef struct {
     ss_link_conn *conn;
     pthread_mutex_t mu;
     pthread_cond_t cv;
-    pthread_mutex_t rd;   /* the read role: held by whichever thread reads the link */
-    int wake_fd;          /* eventfd: the executing thread wants the link back */
-    bool busy;            /* the executing thread runs a request (since busy_ns) */
+    pthread_mutex_t rd; /* the read role: held by whichever thread reads the link */
+    int wake_fd;        /* eventfd: the executing thread wants the link back */
+    bool busy;          /* the executing thread runs a request (since busy_ns) */
     uint64_t busy_ns;
-    bool helper_reading;  /* the helper holds the read role */
+    bool helper_reading; /* the helper holds the read role */
     pending *head, *tail;
     pending *pool; /* idle nodes */
     int n_pool;
@@ -64,7 +64,8 @@ typedef struct {
 static void pending_free(pending *p)
 {
     ss_link_msg_free(&p->msg);
-    for (int i = 0; i < SS_AGENT_MAX_INPUTS; i++) free(p->buf[i]);
+    for (int i = 0; i < SS_AGENT_MAX_INPUTS; i++)
+        free(p->buf[i]);
     free(p);
 }
 
@@ -151,12 +152,15 @@ static void read_frame(agent_state *a, int timeout_ms, pending **out)
     }
     switch (m.type) {
     case SS_LINK_HEARTBEAT: {
-        ss_link_msg ack = {.type = SS_LINK_HEARTBEAT_ACK, .seq = m.seq, .sent_ns = m.sent_ns,
+        ss_link_msg ack = {.type = SS_LINK_HEARTBEAT_ACK,
+                           .seq = m.seq,
+                           .sent_ns = m.sent_ns,
                            .comm_bytes = atomic_load(&a->comm_bytes)};
         ss_status_free(ss_link_send(a->conn, &ack, NULL, 0));
         break;
     }
-    case SS_LINK_HEARTBEAT_ACK: break;
+    case SS_LINK_HEARTBEAT_ACK:
+        break;
     case SS_LINK_EXIT:
         pthread_mutex_lock(&a->mu);
         snprintf(a->why, sizeof a->why, "the worker asked to exit: %s", m.message ? m.message : "");
@@ -173,7 +177,8 @@ static void read_frame(agent_state *a, int timeout_ms, pending **out)
         }
         SS_ERROR("out of memory: a PREDICT frame is dropped");
         break;
-    default: SS_WARN("unexpected %s frame from the worker", ss_link_type_name(m.type));
+    default:
+        SS_WARN("unexpected %s frame from the worker", ss_link_type_name(m.type));
     }
     ss_link_msg_free(&m);
 }
@@ -212,8 +217,10 @@ static void *helper_main(void *arg)
             read_frame(a, 0, &p); /* a frame has started: bounded by the link's stall timeout */
             if (p) {
                 pthread_mutex_lock(&a->mu);
-                if (a->tail) a->tail->next = p;
-                else a->head = p;
+                if (a->tail)
+                    a->tail->next = p;
+                else
+                    a->head = p;
                 a->tail = p;
                 pthread_mutex_unlock(&a->mu);
             }
@@ -234,11 +241,15 @@ static ss_status *check_model_limits(ss_rank *r)
     ss_session *s = ss_rank_session(r);
     int n_in = ss_session_num_inputs(s), n_out = ss_session_num_outputs(s);
     if (n_in > SS_AGENT_MAX_INPUTS)
-        return ss_errf(SS_ERR_LIMIT, "rank %d: model %s has %d inputs, more than an agent serves "
-                       "(SS_AGENT_MAX_INPUTS = %d)", cfg->rank, cfg->model, n_in, SS_AGENT_MAX_INPUTS);
+        return ss_errf(SS_ERR_LIMIT,
+                       "rank %d: model %s has %d inputs, more than an agent serves "
+                       "(SS_AGENT_MAX_INPUTS = %d)",
+                       cfg->rank, cfg->model, n_in, SS_AGENT_MAX_INPUTS);
     if (n_out > SS_AGENT_MAX_OUTPUTS)
-        return ss_errf(SS_ERR_LIMIT, "rank %d: model %s has %d outputs, more than an agent serves "
-                       "(SS_AGENT_MAX_OUTPUTS = %d)", cfg->rank, cfg->model, n_out, SS_AGENT_MAX_OUTPUTS);
+        return ss_errf(SS_ERR_LIMIT,
+                       "rank %d: model %s has %d outputs, more than an agent serves "
+                       "(SS_AGENT_MAX_OUTPUTS = %d)",
+                       cfg->rank, cfg->model, n_out, SS_AGENT_MAX_OUTPUTS);
     return NULL;
 }
 
@@ -253,25 +264,31 @@ static void fill_specs(ss_session *s, bool inputs, ss_link_spec *specs, size_t *
         sp->name = (char *)vi->name;
         sp->dtype = vi->dtype;
         sp->ndim = vi->ndim < 0 ? 0 : vi->ndim;
-        for (int d = 0; d < sp->ndim; d++) sp->dims[d] = vi->dims[d];
+        for (int d = 0; d < sp->ndim; d++)
+            sp->dims[d] = vi->dims[d];
     }
 }
 
 /* MindSpore's batch size rule: with a batch dim, the first dim of every batched input agrees. */
-static ss_status *batch_size(const ss_agent_options *opt, const ss_link_spec *in, size_t n, uint32_t *out)
+static ss_status *batch_size(const ss_agent_options *opt, const ss_link_spec *in, size_t n,
+                             uint32_t *out)
 {
     *out = 0;
     if (!opt->with_batch_dim) return NULL;
     for (size_t i = 0; i < n; i++) {
         bool no_batch = false;
-        for (int k = 0; k < opt->n_no_batch; k++) no_batch |= !strcmp(opt->no_batch_inputs[k], in[i].name);
+        for (int k = 0; k < opt->n_no_batch; k++)
+            no_batch |= !strcmp(opt->no_batch_inputs[k], in[i].name);
         if (no_batch) continue;
         if (in[i].ndim == 0 || in[i].dims[0] == 0)
-            return ss_errf(SS_ERR_INVALID, "with_batch_dim: input '%s' has no batch dim (empty shape or first dim 0)",
-                           in[i].name);
+            return ss_errf(
+                SS_ERR_INVALID,
+                "with_batch_dim: input '%s' has no batch dim (empty shape or first dim 0)",
+                in[i].name);
         uint32_t b = in[i].dims[0] < 0 ? 0 : (uint32_t)in[i].dims[0];
         if (*out && b != *out)
-            return ss_errf(SS_ERR_INVALID, "with_batch_dim: inputs disagree on the batch size (%u vs %u)", *out, b);
+            return ss_errf(SS_ERR_INVALID,
+                           "with_batch_dim: inputs disagree on the batch size (%u vs %u)", *out, b);
         *out = b;
     }
     return NULL;
@@ -285,19 +302,22 @@ static const ss_comm_group *stage_group(ss_rank *r)
     char name[32];
     snprintf(name, sizeof name, "stage%d", cfg->stage);
     const ss_comm_group *g = ss_comm_group_find(ss_rank_comm(r), name);
-    return g && cfg->ranks_per_stage > 1 && ss_comm_group_size(g) == cfg->ranks_per_stage ? g : NULL;
+    return g && cfg->ranks_per_stage > 1 && ss_comm_group_size(g) == cfg->ranks_per_stage ? g
+                                                                                          : NULL;
 }
 
 static ss_status *too_many_inputs(ss_rank *r, size_t n)
 {
-    return ss_errf(SS_ERR_LIMIT, "rank %d: the request has %zu inputs, more than an agent serves (SS_AGENT_MAX_INPUTS = %d)",
-                   ss_rank_get_config(r)->rank, n, SS_AGENT_MAX_INPUTS);
+    return ss_errf(
+        SS_ERR_LIMIT,
+        "rank %d: the request has %zu inputs, more than an agent serves (SS_AGENT_MAX_INPUTS = %d)",
+        ss_rank_get_config(r)->rank, n, SS_AGENT_MAX_INPUTS);
 }
 
 /* The frame's inputs (its tensors, or what the stage root broadcasts) as ins[] in frame order;
  * the root passes its tensors on to the stage group. */
-static ss_status *gather_inputs(ss_rank *r, const ss_comm_group *g, pending *p, ss_tensor *ins, const char **names,
-                                size_t *n)
+static ss_status *gather_inputs(ss_rank *r, const ss_comm_group *g, pending *p, ss_tensor *ins,
+                                const char **names, size_t *n)
 {
     ss_comm *comm = ss_rank_comm(r);
     ss_link_msg *m = &p->msg;
@@ -311,31 +331,42 @@ static ss_status *gather_inputs(ss_rank *r, const ss_comm_group *g, pending *p, 
         if (!m->share_inputs) return NULL;
         if (!g) return ss_errf(SS_ERR_INVALID, "asked to share inputs without a stage group");
         for (size_t i = 0; i < *n; i++) {
-            if (ins[i].dtype == SS_DT_STRING) return ss_errf(SS_ERR_UNSUPPORTED, "string inputs cannot be broadcast");
-            ss_status *st = ss_comm_broadcast(comm, g, ins[i].data, ins[i].nbytes, ss_comm_rank(comm));
-            if (st) return ss_status_wrap(st, "broadcasting input '%s' to the stage", names[i] ? names[i] : "");
+            if (ins[i].dtype == SS_DT_STRING)
+                return ss_errf(SS_ERR_UNSUPPORTED, "string inputs cannot be broadcast");
+            ss_status *st =
+                ss_comm_broadcast(comm, g, ins[i].data, ins[i].nbytes, ss_comm_rank(comm));
+            if (st)
+                return ss_status_wrap(st, "broadcasting input '%s' to the stage",
+                                      names[i] ? names[i] : "");
         }
         return NULL;
     }
-    if (!g) return ss_errf(SS_ERR_INVALID, "inputs by broadcast from rank %u, but this rank has no stage group", m->input_root);
+    if (!g)
+        return ss_errf(SS_ERR_INVALID,
+                       "inputs by broadcast from rank %u, but this rank has no stage group",
+                       m->input_root);
     *n = m->n_inputs;
     if (*n > SS_AGENT_MAX_INPUTS) return too_many_inputs(r, *n);
     for (size_t i = 0; i < *n; i++) {
         const ss_link_spec *sp = &m->inputs[i];
         size_t bytes = ss_dtype_size(sp->dtype);
-        for (int d = 0; d < sp->ndim; d++) bytes *= (size_t)sp->dims[d]; /* checked by the link */
-        void *mem = pending_buffer(p, i, bytes); /* the frame has no tensors: its buffers are free */
+        for (int d = 0; d < sp->ndim; d++)
+            bytes *= (size_t)sp->dims[d]; /* checked by the link */
+        void *mem =
+            pending_buffer(p, i, bytes); /* the frame has no tensors: its buffers are free */
         if (!mem) return ss_errf(SS_ERR_NOMEM, "input '%s': %zu bytes", sp->name, bytes);
         ss_status *st = ss_tensor_borrow(&ins[i], sp->dtype, sp->ndim, sp->dims, mem, bytes);
         if (st) return ss_status_wrap(st, "input '%s'", sp->name);
         names[i] = sp->name;
         st = ss_comm_broadcast(comm, g, ins[i].data, bytes, (int)m->input_root);
-        if (st) return ss_status_wrap(st, "receiving input '%s' from rank %u", sp->name, m->input_root);
+        if (st)
+            return ss_status_wrap(st, "receiving input '%s' from rank %u", sp->name, m->input_root);
     }
     return NULL;
 }
 
-static ss_status *execute(ss_rank *r, const ss_comm_group *stage, pending *p, const ss_tensor **outs, int *n_outs)
+static ss_status *execute(ss_rank *r, const ss_comm_group *stage, pending *p,
+                          const ss_tensor **outs, int *n_outs)
 {
     ss_session *s = ss_rank_session(r);
     int n_in = ss_session_num_inputs(s);
@@ -347,7 +378,9 @@ static ss_status *execute(ss_rank *r, const ss_comm_group *stage, pending *p, co
     ss_status *st = gather_inputs(r, stage, p, got, names, &n_got);
     if (st) return st;
     if ((size_t)n_in != n_got)
-        return ss_errf(SS_ERR_INVALID, "Inputs size not match: the request has %zu inputs, the model %d", n_got, n_in);
+        return ss_errf(SS_ERR_INVALID,
+                       "Inputs size not match: the request has %zu inputs, the model %d", n_got,
+                       n_in);
     for (int i = 0; i < n_in; i++) {
         const char *want = ss_session_input(s, i)->name;
         int found = -1;
@@ -405,8 +438,10 @@ static ss_status *serve(ss_rank *r, agent_state *a, const ss_comm_group *stage)
         uint64_t t_start = ss_now_ns();
         ss_status *st = execute(r, stage, p, &outs, &n_outs);
         uint64_t t_run = ss_now_ns();
-        ss_link_msg res = {.type = SS_LINK_RESULT, .request_id = p->msg.request_id,
-                           .status_code = st ? (int32_t)st->code : 0, .message = st ? st->msg : "",
+        ss_link_msg res = {.type = SS_LINK_RESULT,
+                           .request_id = p->msg.request_id,
+                           .status_code = st ? (int32_t)st->code : 0,
+                           .message = st ? st->msg : "",
                            .comm_bytes = ss_comm_bytes(ss_rank_comm(r))};
         const ss_tensor *tp[SS_AGENT_MAX_OUTPUTS];
         char *names[SS_AGENT_MAX_OUTPUTS];
@@ -421,13 +456,17 @@ static ss_status *serve(ss_rank *r, agent_state *a, const ss_comm_group *stage)
         /* a quiet request is answered only when it failed */
         ss_status *sst = st || !p->msg.quiet ? ss_link_send(a->conn, &res, tp, nt) : NULL;
         /* the monotonic start and end let a test see whether stages overlap across requests */
-        SS_DEBUG("rank %d: request_id %llu: waited %.3f ms, ran %.3f ms (monotonic %llu..%llu ns), answered in "
+        SS_DEBUG("rank %d: request_id %llu: waited %.3f ms, ran %.3f ms (monotonic %llu..%llu ns), "
+                 "answered in "
                  "%.3f ms (%zu outputs)%s",
-                 cfg->rank, (unsigned long long)p->msg.request_id, (double)(t_start - p->recv_ns) / 1e6,
-                 (double)(t_run - t_start) / 1e6, (unsigned long long)t_start, (unsigned long long)t_run,
+                 cfg->rank, (unsigned long long)p->msg.request_id,
+                 (double)(t_start - p->recv_ns) / 1e6, (double)(t_run - t_start) / 1e6,
+                 (unsigned long long)t_start, (unsigned long long)t_run,
                  (double)(ss_now_ns() - t_run) / 1e6, nt, st ? " failed" : "");
         bool comm_broken = st && (st->code == SS_ERR_UNAVAILABLE || st->code == SS_ERR_TIMEOUT);
-        if (st) SS_ERROR("rank %d: request %llu failed: %s", cfg->rank, (unsigned long long)p->msg.request_id, st->msg);
+        if (st)
+            SS_ERROR("rank %d: request %llu failed: %s", cfg->rank,
+                     (unsigned long long)p->msg.request_id, st->msg);
         pending_release(a, p);
         pthread_mutex_lock(&a->mu);
         a->busy = false;
@@ -439,7 +478,9 @@ static ss_status *serve(ss_rank *r, agent_state *a, const ss_comm_group *stage)
             (void)w;
         }
         if (comm_broken) {
-            ss_status *out = ss_errf(st->code, "rank %d: a collective failed, leaving the group: %s", cfg->rank, st->msg);
+            ss_status *out =
+                ss_errf(st->code, "rank %d: a collective failed, leaving the group: %s", cfg->rank,
+                        st->msg);
             ss_status_free(st);
             ss_status_free(sst);
             return out;
@@ -451,7 +492,9 @@ static ss_status *serve(ss_rank *r, agent_state *a, const ss_comm_group *stage)
 
 ss_status *ss_agent_run(const ss_agent_options *opt)
 {
-    ss_rank_options ro = {.backend = opt->backend, .session = opt->session, .timeout_ms = opt->comm_timeout_ms,
+    ss_rank_options ro = {.backend = opt->backend,
+                          .session = opt->session,
+                          .timeout_ms = opt->comm_timeout_ms,
                           .model_path = opt->model_path};
     ss_rank *r;
     ss_status *st = ss_rank_open(opt->config_path, &ro, &r);
@@ -484,10 +527,19 @@ ss_status *ss_agent_run(const ss_agent_options *opt)
     if (!st) {
         char addr[sizeof "pid -2147483648"];
         snprintf(addr, sizeof addr, "pid %d", (int)getpid());
-        ss_link_msg reg = {.type = SS_LINK_REGISTER, .rank = (uint32_t)cfg->rank, .rank_size = (uint32_t)cfg->rank_size,
-                           .stage = (uint32_t)cfg->stage, .stage_size = (uint32_t)cfg->stage_size, .pid = getpid(),
-                           .batch_size = batch, .inputs = ins, .n_inputs = n_in, .outputs = outs, .n_outputs = n_out,
-                           .address = addr, .shares_inputs = stage != NULL};
+        ss_link_msg reg = {.type = SS_LINK_REGISTER,
+                           .rank = (uint32_t)cfg->rank,
+                           .rank_size = (uint32_t)cfg->rank_size,
+                           .stage = (uint32_t)cfg->stage,
+                           .stage_size = (uint32_t)cfg->stage_size,
+                           .pid = getpid(),
+                           .batch_size = batch,
+                           .inputs = ins,
+                           .n_inputs = n_in,
+                           .outputs = outs,
+                           .n_outputs = n_out,
+                           .address = addr,
+                           .shares_inputs = stage != NULL};
         st = ss_link_send(a.conn, &reg, NULL, 0);
         ss_link_msg ack = {0};
         if (!st) st = ss_link_recv(a.conn, 10000, &ack);

@@ -94,8 +94,10 @@ static ss_status *get_meta(const ss_launcher_options *opt, meta_info *mi)
                                                                      mi->n_no_batch < 64)
         snprintf(mi->no_batch[mi->n_no_batch++], 128, "%s", v->valuestring);
     const cJSON *hb = cJSON_GetObjectItemCaseSensitive(root, "heartbeat_timeout_ms");
-    mi->heartbeat_timeout_ms = cJSON_IsNumber(hb) && hb->valuedouble >= 1 && hb->valuedouble <= 3600000
-                                   ? (int)hb->valuedouble : 0;
+    mi->heartbeat_timeout_ms =
+        cJSON_IsNumber(hb) && hb->valuedouble >= 1 && hb->valuedouble <= 3600000
+            ? (int)hb->valuedouble
+            : 0;
     cJSON_Delete(root);
     return mi->n ? NULL : ss_errf(SS_ERR_INVALID, "the worker's rank table is empty");
 }
@@ -445,8 +447,8 @@ static const char *hang_reason(pid_t pid)
 
 /* The first registered local rank that has read nothing from the worker for the heartbeat
  * timeout is SIGKILLed (it may be stopped) and named in the error; NULL while all show life. */
-static ss_status *kill_hung(const ss_launcher_options *opt, const meta_info *mi, const ss_liveness *live,
-                            const int *ranks, const pid_t *pids, int n)
+static ss_status *kill_hung(const ss_launcher_options *opt, const meta_info *mi,
+                            const ss_liveness *live, const int *ranks, const pid_t *pids, int n)
 {
     uint64_t now = ss_now_ns();
     int timeout = hang_timeout_ms(opt, mi);
@@ -455,17 +457,19 @@ static ss_status *kill_hung(const ss_launcher_options *opt, const meta_info *mi,
         if (pids[i] <= 0 || silent < timeout) continue;
         const char *why = hang_reason(pids[i]);
         kill(pids[i], SIGKILL);
-        return ss_errf(SS_ERR_UNAVAILABLE, "agent of rank %d (pid %d) has read nothing from the worker for %lld ms "
-                       "(heartbeat timeout %d ms; %s): killed it, stopping the other agents", ranks[i],
-                       (int)pids[i], (long long)silent, timeout, why);
+        return ss_errf(SS_ERR_UNAVAILABLE,
+                       "agent of rank %d (pid %d) has read nothing from the worker for %lld ms "
+                       "(heartbeat timeout %d ms; %s): killed it, stopping the other agents",
+                       ranks[i], (int)pids[i], (long long)silent, timeout, why);
     }
     return NULL;
 }
 
 /* Start one generation of the local agents and supervise it until they all exit, one fails or
  * hangs (the rest are stopped), or a signal asks to stop. NULL = every agent ended in order. */
-static ss_status *run_group(const ss_launcher_options *opt, const meta_info *mi, const int *ranks, int n,
-                            pid_t *pids, ss_liveness *live, sigset_t *set, int generation, bool *signalled)
+static ss_status *run_group(const ss_launcher_options *opt, const meta_info *mi, const int *ranks,
+                            int n, pid_t *pids, ss_liveness *live, sigset_t *set, int generation,
+                            bool *signalled)
 {
     char session[64];
     snprintf(session, sizeof session, "agents-%d-%d", (int)getpid(), generation);
@@ -481,7 +485,8 @@ static ss_status *run_group(const ss_launcher_options *opt, const meta_info *mi,
         }
     }
     if (!st)
-        SS_INFO("started %d agents (ranks %d..%d) for %s", n, ranks[0], ranks[n - 1], opt->worker_address);
+        SS_INFO("started %d agents (ranks %d..%d) for %s", n, ranks[0], ranks[n - 1],
+                opt->worker_address);
     int running = st ? 0 : n;
     /* look at the liveness stamps a few times per timeout */
     int tick_ms = hang_timeout_ms(opt, mi) / 4 < 250 ? hang_timeout_ms(opt, mi) / 4 : 250;
@@ -507,11 +512,15 @@ static ss_status *run_group(const ss_launcher_options *opt, const meta_info *mi,
                 bool ok = WIFEXITED(status) && WEXITSTATUS(status) == 0;
                 if (ok || st) continue;
                 if (WIFEXITED(status) && WEXITSTATUS(status) == 75)
-                    st = ss_errf(SS_ERR_UNAVAILABLE, "agent of rank %d (pid %d) lost the worker", ranks[i], (int)pid);
+                    st = ss_errf(SS_ERR_UNAVAILABLE, "agent of rank %d (pid %d) lost the worker",
+                                 ranks[i], (int)pid);
                 else
-                    st = ss_errf(SS_ERR_UNAVAILABLE, "agent of rank %d (pid %d) %s %d; stopping the other agents",
-                                 ranks[i], (int)pid, WIFSIGNALED(status) ? "was killed by signal" : "exited with status",
-                                 WIFSIGNALED(status) ? WTERMSIG(status) : WEXITSTATUS(status));
+                    st =
+                        ss_errf(SS_ERR_UNAVAILABLE,
+                                "agent of rank %d (pid %d) %s %d; stopping the other agents",
+                                ranks[i], (int)pid,
+                                WIFSIGNALED(status) ? "was killed by signal" : "exited with status",
+                                WIFSIGNALED(status) ? WTERMSIG(status) : WEXITSTATUS(status));
             }
         }
     }
@@ -578,7 +587,9 @@ ss_status *ss_launcher_run(const ss_launcher_options *opt)
     sigaddset(&set, SIGCHLD);
     sigprocmask(SIG_BLOCK, &set, &old);
     ss_liveness *live = ss_liveness_create(n);
-    if (!live) SS_WARN("no liveness page (memfd: %s): a hung agent is left to the worker to notice", strerror(errno));
+    if (!live)
+        SS_WARN("no liveness page (memfd: %s): a hung agent is left to the worker to notice",
+                strerror(errno));
     int max_tries = opt->max_restarts > 0 ? opt->max_restarts : 5;
     int backoff = opt->backoff_ms > 0 ? opt->backoff_ms : 500;
     for (int generation = 0, tries = 0;; generation++) {
@@ -591,7 +602,8 @@ ss_status *ss_launcher_run(const ss_launcher_options *opt)
             st = ss_status_wrap(st, "giving up after %d restarts in a row", max_tries);
             break;
         }
-        SS_WARN("%s; restarting the group in %d ms (try %d of %d)", st->msg, backoff, tries, max_tries);
+        SS_WARN("%s; restarting the group in %d ms (try %d of %d)", st->msg, backoff, tries,
+                max_tries);
         ss_status_free(st);
         st = NULL;
         struct timespec ts = {backoff / 1000, (long)(backoff % 1000) * 1000000L};

@@ -56,7 +56,8 @@ void ss_liveness_free(ss_liveness *l)
 
 void ss_liveness_reset(ss_liveness *l)
 {
-    for (int i = 0; l && i < l->n; i++) atomic_store(&l->slots[i].seen_ns, 0);
+    for (int i = 0; l && i < l->n; i++)
+        atomic_store(&l->slots[i].seen_ns, 0);
 }
 
 void ss_liveness_pass(const ss_liveness *l, int i)
@@ -83,7 +84,8 @@ ss_liveness_slot *ss_liveness_attach(void)
     unsetenv(LIVENESS_ENV); /* not for whatever this process may start */
     size_t page = (size_t)sysconf(_SC_PAGESIZE);
     size_t off = (size_t)slot * sizeof(ss_liveness_slot);
-    void *map = mmap(NULL, page, PROT_READ | PROT_WRITE, MAP_SHARED, fd, (off_t)(off / page * page));
+    void *map =
+        mmap(NULL, page, PROT_READ | PROT_WRITE, MAP_SHARED, fd, (off_t)(off / page * page));
     close(fd);
     if (map == MAP_FAILED) {
         SS_WARN("the launcher's liveness page cannot be mapped; it will not see this rank hang");

@@ -19,7 +19,8 @@ struct ss_rank {
 static ss_status *cfg_int(const cJSON *root, const char *key, const char *path, int *out)
 {
     const cJSON *v = cJSON_GetObjectItemCaseSensitive(root, key);
-    if (!cJSON_IsNumber(v) || v->valuedouble < 0 || v->valuedouble > 1e6 || v->valuedouble != (int)v->valuedouble)
+    if (!cJSON_IsNumber(v) || v->valuedouble < 0 || v->valuedouble > 1e6 ||
+        v->valuedouble != (int)v->valuedouble)
         return ss_errf(SS_ERR_INVALID, "%s: '%s' must be a non-negative integer", path, key);
     *out = (int)v->valuedouble;
     return NULL;
@@ -27,13 +28,18 @@ static ss_status *cfg_int(const cJSON *root, const char *key, const char *path, 
 
 static ss_status *parse_groups(const cJSON *groups, const char *path, ss_rank_config *c)
 {
-    if (!cJSON_IsObject(groups)) return ss_errf(SS_ERR_INVALID, "%s: 'groups' must be an object", path);
+    if (!cJSON_IsObject(groups))
+        return ss_errf(SS_ERR_INVALID, "%s: 'groups' must be an object", path);
     const cJSON *g;
-    cJSON_ArrayForEach(g, groups) {
-        if (c->n_groups == SS_MAX_GROUPS) return ss_errf(SS_ERR_LIMIT, "%s: more than %d groups", path, SS_MAX_GROUPS);
+    cJSON_ArrayForEach(g, groups)
+    {
+        if (c->n_groups == SS_MAX_GROUPS)
+            return ss_errf(SS_ERR_LIMIT, "%s: more than %d groups", path, SS_MAX_GROUPS);
         int n = cJSON_GetArraySize(g);
-        if (!cJSON_IsArray(g) || n < 1 || n > c->rank_size || strlen(g->string) >= sizeof c->group_names[0])
-            return ss_errf(SS_ERR_INVALID, "%s: group '%s' must list 1..%d ranks", path, g->string, c->rank_size);
+        if (!cJSON_IsArray(g) || n < 1 || n > c->rank_size ||
+            strlen(g->string) >= sizeof c->group_names[0])
+            return ss_errf(SS_ERR_INVALID, "%s: group '%s' must list 1..%d ranks", path, g->string,
+                           c->rank_size);
         int i = c->n_groups;
         snprintf(c->group_names[i], sizeof c->group_names[i], "%s", g->string);
         c->group_ranks[i] = calloc((size_t)n, sizeof(int));
@@ -42,9 +48,11 @@ static ss_status *parse_groups(const cJSON *groups, const char *path, ss_rank_co
         c->n_groups++;
         int k = 0;
         const cJSON *v;
-        cJSON_ArrayForEach(v, g) {
+        cJSON_ArrayForEach(v, g)
+        {
             if (!cJSON_IsNumber(v) || v->valuedouble < 0 || v->valuedouble >= c->rank_size)
-                return ss_errf(SS_ERR_INVALID, "%s: group '%s' has a rank outside 0..%d", path, g->string, c->rank_size - 1);
+                return ss_errf(SS_ERR_INVALID, "%s: group '%s' has a rank outside 0..%d", path,
+                               g->string, c->rank_size - 1);
             c->group_ranks[i][k++] = (int)v->valuedouble;
         }
     }
@@ -62,7 +70,9 @@ ss_status *ss_rank_config_load(const char *path, ss_rank_config *c)
     free(buf);
     if (!cJSON_IsObject(root)) {
         cJSON_Delete(root);
-        return ss_errf(SS_ERR_INVALID, "%s: not a JSON object (a group config written by 'shardserve shard')", path);
+        return ss_errf(SS_ERR_INVALID,
+                       "%s: not a JSON object (a group config written by 'shardserve shard')",
+                       path);
     }
     st = cfg_int(root, "rank", path, &c->rank);
     if (!st) st = cfg_int(root, "rank_size", path, &c->rank_size);
@@ -70,20 +80,26 @@ ss_status *ss_rank_config_load(const char *path, ss_rank_config *c)
     if (!st) st = cfg_int(root, "stage_size", path, &c->stage_size);
     if (!st) st = cfg_int(root, "position", path, &c->position);
     if (!st) st = cfg_int(root, "ranks_per_stage", path, &c->ranks_per_stage);
-    if (!st && (c->rank >= c->rank_size || c->stage >= c->stage_size || c->stage_size * c->ranks_per_stage != c->rank_size))
-        st = ss_errf(SS_ERR_INVALID, "%s: rank %d, rank_size %d, stage %d of %d, %d per stage do not fit together", path,
-                     c->rank, c->rank_size, c->stage, c->stage_size, c->ranks_per_stage);
+    if (!st && (c->rank >= c->rank_size || c->stage >= c->stage_size ||
+                c->stage_size * c->ranks_per_stage != c->rank_size))
+        st = ss_errf(SS_ERR_INVALID,
+                     "%s: rank %d, rank_size %d, stage %d of %d, %d per stage do not fit together",
+                     path, c->rank, c->rank_size, c->stage, c->stage_size, c->ranks_per_stage);
     const cJSON *model = cJSON_GetObjectItemCaseSensitive(root, "model");
-    if (!st && (!cJSON_IsString(model) || strlen(model->valuestring) >= sizeof c->model || strchr(model->valuestring, '/')))
-        st = ss_errf(SS_ERR_INVALID, "%s: 'model' must be a file name in the config's folder", path);
+    if (!st && (!cJSON_IsString(model) || strlen(model->valuestring) >= sizeof c->model ||
+                strchr(model->valuestring, '/')))
+        st =
+            ss_errf(SS_ERR_INVALID, "%s: 'model' must be a file name in the config's folder", path);
     if (!st) snprintf(c->model, sizeof c->model, "%s", model->valuestring);
     if (!st) st = parse_groups(cJSON_GetObjectItemCaseSensitive(root, "groups"), path, c);
     cJSON_Delete(root);
     if (!st) {
         snprintf(c->dir, sizeof c->dir, "%s", path);
         char *slash = strrchr(c->dir, '/');
-        if (slash) *slash = 0;
-        else snprintf(c->dir, sizeof c->dir, ".");
+        if (slash)
+            *slash = 0;
+        else
+            snprintf(c->dir, sizeof c->dir, ".");
     }
     if (st) ss_rank_config_free(c);
     return st;
@@ -91,7 +107,8 @@ ss_status *ss_rank_config_load(const char *path, ss_rank_config *c)
 
 void ss_rank_config_free(ss_rank_config *c)
 {
-    for (int i = 0; i < c->n_groups; i++) free(c->group_ranks[i]);
+    for (int i = 0; i < c->n_groups; i++)
+        free(c->group_ranks[i]);
     c->n_groups = 0;
 }
 
@@ -119,7 +136,8 @@ static ss_status *coll_allreduce(void *ctx, const char *group, void *buf, ss_dty
     return ss_comm_allreduce(((ss_rank *)ctx)->comm, group_of(ctx, group), buf, dt, count);
 }
 
-static ss_status *coll_allgather(void *ctx, const char *group, const ss_tensor *in, int axis, ss_tensor *out)
+static ss_status *coll_allgather(void *ctx, const char *group, const ss_tensor *in, int axis,
+                                 ss_tensor *out)
 {
     return ss_comm_allgather(((ss_rank *)ctx)->comm, group_of(ctx, group), in, axis, out);
 }
@@ -153,7 +171,8 @@ ss_status *ss_rank_open(const char *config_path, const ss_rank_options *opt, ss_
     int nd = 0;
     for (int i = 0; i < r->cfg.n_groups; i++) {
         if (!strcmp(r->cfg.group_names[i], SS_COMM_WORLD)) continue;
-        defs[nd++] = (ss_comm_group_def){r->cfg.group_names[i], r->cfg.group_ranks[i], r->cfg.group_sizes[i]};
+        defs[nd++] = (ss_comm_group_def){r->cfg.group_names[i], r->cfg.group_ranks[i],
+                                         r->cfg.group_sizes[i]};
     }
     ss_comm_config cc = {
         .backend = opt->backend,
@@ -167,14 +186,20 @@ ss_status *ss_rank_open(const char *config_path, const ss_rank_options *opt, ss_
     };
     st = ss_comm_create(&cc, &r->comm);
     if (!st && (ss_comm_rank(r->comm) != r->cfg.rank || ss_comm_size(r->comm) != r->cfg.rank_size))
-        st = ss_errf(SS_ERR_INVALID, "%s is for rank %d of %d, but the communicator made this rank %d of %d",
-                     config_path, r->cfg.rank, r->cfg.rank_size, ss_comm_rank(r->comm), ss_comm_size(r->comm));
-    r->coll = (ss_collectives){r, coll_group_size, coll_group_rank, coll_allreduce, coll_allgather,
-                               coll_broadcast, coll_send, coll_recv};
+        st = ss_errf(SS_ERR_INVALID,
+                     "%s is for rank %d of %d, but the communicator made this rank %d of %d",
+                     config_path, r->cfg.rank, r->cfg.rank_size, ss_comm_rank(r->comm),
+                     ss_comm_size(r->comm));
+    r->coll = (ss_collectives){
+        r,         coll_group_size, coll_group_rank, coll_allreduce, coll_allgather, coll_broadcast,
+        coll_send, coll_recv};
     char model[8192];
-    if (opt->model_path) snprintf(model, sizeof model, "%s", opt->model_path);
-    else snprintf(model, sizeof model, "%s/%s", r->cfg.dir, r->cfg.model);
-    ss_session_options so = {.blas_threads = opt->blas_threads ? opt->blas_threads : 1, .coll = &r->coll};
+    if (opt->model_path)
+        snprintf(model, sizeof model, "%s", opt->model_path);
+    else
+        snprintf(model, sizeof model, "%s/%s", r->cfg.dir, r->cfg.model);
+    ss_session_options so = {.blas_threads = opt->blas_threads ? opt->blas_threads : 1,
+                             .coll = &r->coll};
     if (!st) st = ss_session_create(model, &so, &r->session);
     if (st) {
         st = ss_status_wrap(st, "rank %d", r->cfg.rank);
@@ -194,6 +219,15 @@ void ss_rank_close(ss_rank *r)
     free(r);
 }
 
-const ss_rank_config *ss_rank_get_config(const ss_rank *r) { return &r->cfg; }
-ss_session *ss_rank_session(ss_rank *r) { return r->session; }
-ss_comm *ss_rank_comm(ss_rank *r) { return r->comm; }
+const ss_rank_config *ss_rank_get_config(const ss_rank *r)
+{
+    return &r->cfg;
+}
+ss_session *ss_rank_session(ss_rank *r)
+{
+    return r->session;
+}
+ss_comm *ss_rank_comm(ss_rank *r)
+{
+    return r->comm;
+}

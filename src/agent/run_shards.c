@@ -62,12 +62,14 @@ static ss_status *feed_and_run(ss_rank *r, const ss_run_shards_options *opt)
             char path[PATH_MAX], file[NAME_MAX - 3];
             const char *name = ss_session_output(s, i)->name;
             if (!ss_name_to_file(name, file, sizeof file))
-                st = ss_errf(SS_ERR_LIMIT, "output name '%.64s...' is too long for a file name", name);
+                st = ss_errf(SS_ERR_LIMIT, "output name '%.64s...' is too long for a file name",
+                             name);
             snprintf(path, sizeof path, "%s/%s.npy", opt->out_dir, file);
             if (!st) st = ss_npy_write(path, &outs[i]);
         }
     }
-    for (int i = 0; i < n_in; i++) ss_tensor_free(&ins[i]);
+    for (int i = 0; i < n_in; i++)
+        ss_tensor_free(&ins[i]);
     return st;
 }
 
@@ -80,7 +82,9 @@ ss_status *ss_run_shards_rank(const ss_run_shards_options *opt, int rank, const 
     }
     char path[PATH_MAX];
     snprintf(path, sizeof path, "%s/device%d/group_config.json", opt->shards_dir, rank);
-    ss_rank_options ro = {.backend = opt->backend, .session = session, .timeout_ms = opt->timeout_ms,
+    ss_rank_options ro = {.backend = opt->backend,
+                          .session = session,
+                          .timeout_ms = opt->timeout_ms,
                           .join_timeout_ms = opt->timeout_ms > 0 ? opt->timeout_ms * 4 : 20000};
     ss_rank *r;
     ss_status *st = ss_rank_open(path, &ro, &r);
@@ -127,14 +131,16 @@ static ss_status *run_forked(const ss_run_shards_options *opt, int rank_size)
         for (int r = 0; r < started; r++)
             if (pids[r] == pid) {
                 pids[r] = 0;
-                if (!(WIFEXITED(status) && WEXITSTATUS(status) == 0) && first_bad < 0) first_bad = r;
+                if (!(WIFEXITED(status) && WEXITSTATUS(status) == 0) && first_bad < 0)
+                    first_bad = r;
             }
     }
     for (int r = 0; r < rank_size; r++) /* only if wait() failed: never leave a rank behind */
         if (pids[r] > 0) kill(pids[r], SIGKILL), waitpid(pids[r], NULL, 0);
     free(pids);
     ss_comm_shm_cleanup(session);
-    if (!st && first_bad >= 0) st = ss_errf(SS_ERR_UNAVAILABLE, "rank %d failed (its error is logged above)", first_bad);
+    if (!st && first_bad >= 0)
+        st = ss_errf(SS_ERR_UNAVAILABLE, "rank %d failed (its error is logged above)", first_bad);
     return st;
 }
 
@@ -171,10 +177,12 @@ static ss_status *run_mpi(const ss_run_shards_options *opt, int rank_size)
     int status = 0;
     if (pid > 0) waitpid(pid, &status, 0);
     free(extra);
-    for (int i = 0; i < opt->n_inputs && i < 64; i++) free(pairs[i]);
+    for (int i = 0; i < opt->n_inputs && i < 64; i++)
+        free(pairs[i]);
     if (pid < 0) return ss_errf(SS_ERR_IO, "fork: %s", strerror(errno));
     if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
-        return ss_errf(SS_ERR_UNAVAILABLE, "mpirun failed (exit %d); the failing rank's error is logged above",
+        return ss_errf(SS_ERR_UNAVAILABLE,
+                       "mpirun failed (exit %d); the failing rank's error is logged above",
                        WIFEXITED(status) ? WEXITSTATUS(status) : -1);
     return NULL;
 }
@@ -186,7 +194,8 @@ ss_status *ss_run_shards(const ss_run_shards_options *opt)
     if (st) return st;
     if (opt->backend == SS_COMM_MPI) {
         if (!ss_comm_backend_available(SS_COMM_MPI))
-            return ss_errf(SS_ERR_UNSUPPORTED, "this build has no mpi backend (Open MPI was not found)");
+            return ss_errf(SS_ERR_UNSUPPORTED,
+                           "this build has no mpi backend (Open MPI was not found)");
         return run_mpi(opt, rank_size);
     }
     return run_forked(opt, rank_size);

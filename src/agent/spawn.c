@@ -8,14 +8,16 @@
 
 int ss_mpirun_args(const char **argv, int cap, char **extra)
 {
-    static const char *const base[] = {"mpirun", "--allow-run-as-root", "--oversubscribe", "--mca",
-                                       "mpi_yield_when_idle", "1"};
+    static const char *const base[] = {"mpirun", "--allow-run-as-root", "--oversubscribe",
+                                       "--mca",  "mpi_yield_when_idle", "1"};
     int a = 0;
-    for (size_t i = 0; i < sizeof base / sizeof base[0] && a < cap; i++) argv[a++] = base[i];
+    for (size_t i = 0; i < sizeof base / sizeof base[0] && a < cap; i++)
+        argv[a++] = base[i];
     const char *env = getenv("SHARDSERVE_MPIRUN_ARGS");
     *extra = env ? strdup(env) : NULL;
     char *save = NULL;
-    for (char *tok = *extra ? strtok_r(*extra, " \t", &save) : NULL; tok && a < cap; tok = strtok_r(NULL, " \t", &save))
+    for (char *tok = *extra ? strtok_r(*extra, " \t", &save) : NULL; tok && a < cap;
+         tok = strtok_r(NULL, " \t", &save))
         argv[a++] = tok;
     return a;
 }
@@ -23,8 +25,10 @@ int ss_mpirun_args(const char **argv, int cap, char **extra)
 void ss_child_prepare(const char *secret_file)
 {
     /* the path of the secret, never the secret: the environment is readable by too many */
-    if (secret_file) setenv("SHARDSERVE_LINK_SECRET_FILE", secret_file, 1);
-    else unsetenv("SHARDSERVE_LINK_SECRET_FILE");
+    if (secret_file)
+        setenv("SHARDSERVE_LINK_SECRET_FILE", secret_file, 1);
+    else
+        unsetenv("SHARDSERVE_LINK_SECRET_FILE");
     /* oneDNN's OpenMP threads must not spin on a core another rank needs: libgomp reads its wait
      * policy once, at process start, so it is set here for the agent (a user's choice stays) */
     setenv("OMP_WAIT_POLICY", "PASSIVE", 0);

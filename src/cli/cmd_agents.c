@@ -24,14 +24,18 @@ static const char agents_usage[] =
     "                         [--agent-ip IP --rank-start R] [--comm shm|mpi] [--comm-timeout-ms "
     "MS]\n"
     "                         [--connect-timeout-ms MS] [--secret-file FILE | --insecure-link]\n"
-    "                         [--restart never|on-failure] [--max-restarts N] [--restart-backoff-ms MS]\n"
+    "                         [--restart never|on-failure] [--max-restarts N] "
+    "[--restart-backoff-ms MS]\n"
     "                         [--heartbeat-timeout-ms MS]\n"
-    "  --restart         on-failure (default): when an agent dies or the worker goes away, stop the\n"
-    "                    group and start it again (backoff doubling from --restart-backoff-ms 500,\n"
+    "  --restart         on-failure (default): when an agent dies or the worker goes away, stop "
+    "the\n"
+    "                    group and start it again (backoff doubling from --restart-backoff-ms "
+    "500,\n"
     "                    at most --max-restarts 5 in a row); never: stop and exit non-zero\n"
     "  --heartbeat-timeout-ms  a local rank that has read nothing from the worker this long\n"
     "                    (stopped, deadlocked) is killed and its group handled as if it had died\n"
-    "                    (default: serve's --heartbeat-timeout-ms from the worker, plus half, at least 1 s)\n"
+    "                    (default: serve's --heartbeat-timeout-ms from the worker, plus half, at "
+    "least 1 s)\n"
     "  --model-files     one model per local rank, in local rank order (--comm mpi: one per rank\n"
     "                    of the whole rank table, in rank order, at paths valid on every host)\n"
     "  --group-configs   one group_config.json per model file (default: next to each model)\n"
@@ -61,11 +65,13 @@ static int agent_exit_code(ss_status *st)
 
 /* The launcher's secret and the file its agents read theirs from: --secret-file, or the file a
  * local `serve` wrote for the distributed address (waited for while serve starts). */
-static int agents_secret(ss_launcher_options *o, const char *secret_file, char *path, size_t cap, char **secret)
+static int agents_secret(ss_launcher_options *o, const char *secret_file, char *path, size_t cap,
+                         char **secret)
 {
     if (secret_file) {
         if (!realpath(secret_file, path)) /* the agents may run elsewhere in the tree */
-            return cli_fail("agents", ss_errf(SS_ERR_IO, "--secret-file %s: %s", secret_file, strerror(errno)));
+            return cli_fail(
+                "agents", ss_errf(SS_ERR_IO, "--secret-file %s: %s", secret_file, strerror(errno)));
     } else {
         ss_status *st = ss_link_secret_path(o->worker_address, path, cap);
         if (st) return cli_fail("agents", st);
@@ -75,11 +81,13 @@ static int agents_secret(ss_launcher_options *o, const char *secret_file, char *
             nanosleep(&ts, NULL);
         }
         if (access(path, F_OK) != 0)
-            return cli_fail("agents", ss_errf(SS_ERR_UNAVAILABLE,
-                                              "no link secret for %s: a 'shardserve serve' on this host writes it to "
-                                              "%s (waited %d ms); on another host copy that file and give "
-                                              "--secret-file, or run both with --insecure-link",
-                                              o->worker_address, path, waited));
+            return cli_fail(
+                "agents",
+                ss_errf(SS_ERR_UNAVAILABLE,
+                        "no link secret for %s: a 'shardserve serve' on this host writes it to "
+                        "%s (waited %d ms); on another host copy that file and give "
+                        "--secret-file, or run both with --insecure-link",
+                        o->worker_address, path, waited));
     }
     if (cli_read_secret(path, secret, &o->secret_len)) return 1;
     o->secret_file = path;
@@ -140,18 +148,29 @@ int cmd_agents(int argc, char **argv)
             o.connect_timeout_ms = (int)v;
         } else if (!strcmp(a, "--restart") && has) {
             const char *p = argv[++i];
-            if (!strcmp(p, "never")) o.restart = SS_RESTART_NEVER;
-            else if (!strcmp(p, "on-failure")) o.restart = SS_RESTART_ON_FAILURE;
-            else return cli_fail("agents", ss_errf(SS_ERR_INVALID, "--restart wants never or on-failure, got '%s'", p));
+            if (!strcmp(p, "never"))
+                o.restart = SS_RESTART_NEVER;
+            else if (!strcmp(p, "on-failure"))
+                o.restart = SS_RESTART_ON_FAILURE;
+            else
+                return cli_fail(
+                    "agents",
+                    ss_errf(SS_ERR_INVALID, "--restart wants never or on-failure, got '%s'", p));
         } else if (!strcmp(a, "--max-restarts") && has) {
-            if (!cli_parse_int(argv[++i], 1, 1000, &v)) return cli_fail("agents", ss_errf(SS_ERR_INVALID, "--max-restarts wants 1..1000"));
+            if (!cli_parse_int(argv[++i], 1, 1000, &v))
+                return cli_fail("agents", ss_errf(SS_ERR_INVALID, "--max-restarts wants 1..1000"));
             o.max_restarts = (int)v;
         } else if (!strcmp(a, "--restart-backoff-ms") && has) {
-            if (!cli_parse_int(argv[++i], 1, 600000, &v)) return cli_fail("agents", ss_errf(SS_ERR_INVALID, "--restart-backoff-ms wants 1..600000"));
+            if (!cli_parse_int(argv[++i], 1, 600000, &v))
+                return cli_fail("agents",
+                                ss_errf(SS_ERR_INVALID, "--restart-backoff-ms wants 1..600000"));
             o.backoff_ms = (int)v;
         } else if (!strcmp(a, "--heartbeat-timeout-ms") && has) {
             if (!cli_parse_int(argv[++i], 100, 3600000, &v))
-                return cli_fail("agents", ss_errf(SS_ERR_INVALID, "--heartbeat-timeout-ms wants 100..3600000, got '%s'", argv[i]));
+                return cli_fail("agents",
+                                ss_errf(SS_ERR_INVALID,
+                                        "--heartbeat-timeout-ms wants 100..3600000, got '%s'",
+                                        argv[i]));
             o.heartbeat_timeout_ms = (int)v;
         } else if (!strcmp(a, "--secret-file") && has) {
             secret_file = argv[++i];
@@ -190,9 +209,11 @@ int cmd_agents(int argc, char **argv)
                                     err == EISDIR ? "not a regular file" : strerror(err)));
     }
     char *secret = NULL, secret_path[PATH_MAX];
-    if (!insecure && agents_secret(&o, secret_file, secret_path, sizeof secret_path, &secret)) return 1;
+    if (!insecure && agents_secret(&o, secret_file, secret_path, sizeof secret_path, &secret))
+        return 1;
     if (insecure && secret_file)
-        return cli_fail("agents", ss_errf(SS_ERR_INVALID, "--secret-file and --insecure-link exclude each other"));
+        return cli_fail("agents", ss_errf(SS_ERR_INVALID,
+                                          "--secret-file and --insecure-link exclude each other"));
     o.secret = secret;
     char self[4096];
     ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);

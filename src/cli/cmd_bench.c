@@ -63,7 +63,7 @@ typedef struct {
     bench_cfg *cfg;
     atomic_long *budget; /* requests left (when counting) */
     uint64_t deadline_ns;
-    uint64_t *lat;       /* per-thread latencies (ns) */
+    uint64_t *lat; /* per-thread latencies (ns) */
     size_t n_lat, cap_lat;
     long failures;
     char first_error[256];
@@ -72,38 +72,64 @@ typedef struct {
 static ss_client_dtype client_dtype(ss_dtype dt)
 {
     switch (dt) {
-    case SS_DT_BOOL: return SS_CLIENT_BOOL;
-    case SS_DT_INT8: return SS_CLIENT_INT8;
-    case SS_DT_UINT8: return SS_CLIENT_UINT8;
-    case SS_DT_INT16: return SS_CLIENT_INT16;
-    case SS_DT_UINT16: return SS_CLIENT_UINT16;
-    case SS_DT_INT32: return SS_CLIENT_INT32;
-    case SS_DT_UINT32: return SS_CLIENT_UINT32;
-    case SS_DT_INT64: return SS_CLIENT_INT64;
-    case SS_DT_UINT64: return SS_CLIENT_UINT64;
-    case SS_DT_FLOAT16: return SS_CLIENT_FLOAT16;
-    case SS_DT_FLOAT32: return SS_CLIENT_FLOAT32;
-    case SS_DT_FLOAT64: return SS_CLIENT_FLOAT64;
-    default: return SS_CLIENT_UNKNOWN;
+    case SS_DT_BOOL:
+        return SS_CLIENT_BOOL;
+    case SS_DT_INT8:
+        return SS_CLIENT_INT8;
+    case SS_DT_UINT8:
+        return SS_CLIENT_UINT8;
+    case SS_DT_INT16:
+        return SS_CLIENT_INT16;
+    case SS_DT_UINT16:
+        return SS_CLIENT_UINT16;
+    case SS_DT_INT32:
+        return SS_CLIENT_INT32;
+    case SS_DT_UINT32:
+        return SS_CLIENT_UINT32;
+    case SS_DT_INT64:
+        return SS_CLIENT_INT64;
+    case SS_DT_UINT64:
+        return SS_CLIENT_UINT64;
+    case SS_DT_FLOAT16:
+        return SS_CLIENT_FLOAT16;
+    case SS_DT_FLOAT32:
+        return SS_CLIENT_FLOAT32;
+    case SS_DT_FLOAT64:
+        return SS_CLIENT_FLOAT64;
+    default:
+        return SS_CLIENT_UNKNOWN;
     }
 }
 
 static const char *rest_type(ss_dtype dt)
 {
     switch (dt) {
-    case SS_DT_BOOL: return "bool";
-    case SS_DT_INT8: return "int8";
-    case SS_DT_UINT8: return "uint8";
-    case SS_DT_INT16: return "int16";
-    case SS_DT_UINT16: return "uint16";
-    case SS_DT_INT32: return "int32";
-    case SS_DT_UINT32: return "uint32";
-    case SS_DT_INT64: return "int64";
-    case SS_DT_UINT64: return "uint64";
-    case SS_DT_FLOAT16: return "fp16";
-    case SS_DT_FLOAT32: return "fp32";
-    case SS_DT_FLOAT64: return "fp64";
-    default: return "unknown";
+    case SS_DT_BOOL:
+        return "bool";
+    case SS_DT_INT8:
+        return "int8";
+    case SS_DT_UINT8:
+        return "uint8";
+    case SS_DT_INT16:
+        return "int16";
+    case SS_DT_UINT16:
+        return "uint16";
+    case SS_DT_INT32:
+        return "int32";
+    case SS_DT_UINT32:
+        return "uint32";
+    case SS_DT_INT64:
+        return "int64";
+    case SS_DT_UINT64:
+        return "uint64";
+    case SS_DT_FLOAT16:
+        return "fp16";
+    case SS_DT_FLOAT32:
+        return "fp32";
+    case SS_DT_FLOAT64:
+        return "fp64";
+    default:
+        return "unknown";
     }
 }
 
@@ -116,7 +142,8 @@ static char *base64(const void *data, size_t len, size_t *out_len)
     if (!s) return NULL;
     size_t o = 0;
     for (size_t i = 0; i < len; i += 3) {
-        uint32_t v = (uint32_t)p[i] << 16 | (i + 1 < len ? (uint32_t)p[i + 1] << 8 : 0) | (i + 2 < len ? p[i + 2] : 0);
+        uint32_t v = (uint32_t)p[i] << 16 | (i + 1 < len ? (uint32_t)p[i + 1] << 8 : 0) |
+                     (i + 2 < len ? p[i + 2] : 0);
         s[o++] = tab[v >> 18 & 63];
         s[o++] = tab[v >> 12 & 63];
         s[o++] = i + 1 < len ? tab[v >> 6 & 63] : '=';
@@ -131,7 +158,8 @@ static char *base64(const void *data, size_t len, size_t *out_len)
 static ss_status *build_rest_body(bench_cfg *c)
 {
     size_t cap = 256, len = 0;
-    for (int i = 0; i < c->n_inputs; i++) cap += c->inputs[i].nbytes * 4 / 3 + 256;
+    for (int i = 0; i < c->n_inputs; i++)
+        cap += c->inputs[i].nbytes * 4 / 3 + 256;
     char *body = malloc(cap);
     if (!body) return ss_errf(SS_ERR_NOMEM, "out of memory");
     len += (size_t)snprintf(body + len, cap - len, "{\"instances\":[{");
@@ -142,11 +170,13 @@ static ss_status *build_rest_body(bench_cfg *c)
             free(body);
             return ss_errf(SS_ERR_NOMEM, "out of memory");
         }
-        len += (size_t)snprintf(body + len, cap - len, "%s\"%s\":{\"b64\":\"%s\",\"type\":\"%s\",\"shape\":[", i ? "," : "",
-                                c->names[i], b, rest_type(c->inputs[i].dtype));
+        len += (size_t)snprintf(body + len, cap - len,
+                                "%s\"%s\":{\"b64\":\"%s\",\"type\":\"%s\",\"shape\":[",
+                                i ? "," : "", c->names[i], b, rest_type(c->inputs[i].dtype));
         free(b);
         for (int d = 0; d < c->inputs[i].ndim; d++)
-            len += (size_t)snprintf(body + len, cap - len, "%s%lld", d ? "," : "", (long long)c->inputs[i].dims[d]);
+            len += (size_t)snprintf(body + len, cap - len, "%s%lld", d ? "," : "",
+                                    (long long)c->inputs[i].dims[d]);
         len += (size_t)snprintf(body + len, cap - len, "]}");
     }
     len += (size_t)snprintf(body + len, cap - len, "}]}");
@@ -165,8 +195,12 @@ static ss_status *generate_input(const char *spec, ss_tensor *t, bool *generated
     if (!br || len < 2 || spec[len - 1] != ']') return NULL;
     ss_dtype dt = SS_DT_UNDEFINED;
     for (int v = 0; v < 64 && dt == SS_DT_UNDEFINED; v++) { /* numeric types, by core's names */
-        const char *name = ss_dtype_valid(v) && v != SS_DT_STRING && v != SS_DT_BFLOAT16 ? ss_dtype_name((ss_dtype)v) : "";
-        if (*name && strlen(name) == (size_t)(br - spec) && !strncmp(spec, name, (size_t)(br - spec))) dt = (ss_dtype)v;
+        const char *name = ss_dtype_valid(v) && v != SS_DT_STRING && v != SS_DT_BFLOAT16
+                               ? ss_dtype_name((ss_dtype)v)
+                               : "";
+        if (*name && strlen(name) == (size_t)(br - spec) &&
+            !strncmp(spec, name, (size_t)(br - spec)))
+            dt = (ss_dtype)v;
     }
     if (dt == SS_DT_UNDEFINED) return ss_errf(SS_ERR_INVALID, "--input %s: unknown dtype", spec);
     int64_t dims[SS_MAX_DIMS];
@@ -174,8 +208,11 @@ static ss_status *generate_input(const char *spec, ss_tensor *t, bool *generated
     for (const char *p = br + 1; *p != ']';) {
         char *end;
         long long d = strtoll(p, &end, 10);
-        if (end == p || d < 0 || d > (1LL << 32) || nd == SS_MAX_DIMS || (*end != ',' && *end != ']'))
-            return ss_errf(SS_ERR_INVALID, "--input %s: dims want DTYPE[D0,D1,...] with at most %d dims", spec, SS_MAX_DIMS);
+        if (end == p || d < 0 || d > (1LL << 32) || nd == SS_MAX_DIMS ||
+            (*end != ',' && *end != ']'))
+            return ss_errf(SS_ERR_INVALID,
+                           "--input %s: dims want DTYPE[D0,D1,...] with at most %d dims", spec,
+                           SS_MAX_DIMS);
         dims[nd++] = d;
         p = *end == ',' ? end + 1 : end;
     }
@@ -188,12 +225,22 @@ static ss_status *generate_input(const char *spec, ss_tensor *t, bool *generated
         x ^= x << 13, x ^= x >> 7, x ^= x << 17;
         double u = (double)(x >> 11) / 9007199254740992.0;
         switch (dt) {
-        case SS_DT_FLOAT32: ((float *)t->data)[i] = (float)u; break;
-        case SS_DT_FLOAT64: ((double *)t->data)[i] = u; break;
-        case SS_DT_FLOAT16: ((uint16_t *)t->data)[i] = (uint16_t)(0x3800 + (x & 0x3ff)); break; /* [0.5, 1) */
-        case SS_DT_BOOL: ((uint8_t *)t->data)[i] = (uint8_t)(x & 1); break;
-        default: memset((char *)t->data + i * ss_dtype_size(dt), 0, ss_dtype_size(dt));
-                 ((uint8_t *)t->data)[i * ss_dtype_size(dt)] = (uint8_t)(x % 100); break; /* little-endian hosts */
+        case SS_DT_FLOAT32:
+            ((float *)t->data)[i] = (float)u;
+            break;
+        case SS_DT_FLOAT64:
+            ((double *)t->data)[i] = u;
+            break;
+        case SS_DT_FLOAT16:
+            ((uint16_t *)t->data)[i] = (uint16_t)(0x3800 + (x & 0x3ff));
+            break; /* [0.5, 1) */
+        case SS_DT_BOOL:
+            ((uint8_t *)t->data)[i] = (uint8_t)(x & 1);
+            break;
+        default:
+            memset((char *)t->data + i * ss_dtype_size(dt), 0, ss_dtype_size(dt));
+            ((uint8_t *)t->data)[i * ss_dtype_size(dt)] = (uint8_t)(x % 100);
+            break; /* little-endian hosts */
         }
     }
     return NULL;
@@ -206,8 +253,10 @@ static bool grpc_once(bench_cfg *c, char *err, size_t cap)
     ss_client_reply *reply = NULL;
     ss_client_error *e = ss_client_infer(c->client, c->req, &reply);
     bool ok = !e;
-    if (e) snprintf(err, cap, "%s", e->msg);
-    else if (ss_client_reply_error(reply, 0, NULL)) ok = false, snprintf(err, cap, "%s", ss_client_reply_error(reply, 0, NULL));
+    if (e)
+        snprintf(err, cap, "%s", e->msg);
+    else if (ss_client_reply_error(reply, 0, NULL))
+        ok = false, snprintf(err, cap, "%s", ss_client_reply_error(reply, 0, NULL));
     ss_client_error_free(e);
     ss_client_reply_free(reply);
     return ok;
@@ -249,14 +298,20 @@ static ss_status *http_get_metadata(const char *address, const bench_cfg *c, cha
     char host[256];
     snprintf(host, sizeof host, "%.*s", (int)(colon - address), address);
     int fd = rest_connect(host, (int)port);
-    if (fd < 0) return ss_errf(SS_ERR_UNAVAILABLE, "cannot connect to %s for the servable's metadata", address);
+    if (fd < 0)
+        return ss_errf(SS_ERR_UNAVAILABLE, "cannot connect to %s for the servable's metadata",
+                       address);
     struct timeval tv = {10, 0};
     setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
     char req[512];
-    int n = c->version ? snprintf(req, sizeof req, "GET /model/%s/version/%ld HTTP/1.1\r\nHost: %s\r\nConnection: close\r\n\r\n",
-                                  c->servable, c->version, address)
-                       : snprintf(req, sizeof req, "GET /model/%s HTTP/1.1\r\nHost: %s\r\nConnection: close\r\n\r\n",
-                                  c->servable, address);
+    int n = c->version
+                ? snprintf(
+                      req, sizeof req,
+                      "GET /model/%s/version/%ld HTTP/1.1\r\nHost: %s\r\nConnection: close\r\n\r\n",
+                      c->servable, c->version, address)
+                : snprintf(req, sizeof req,
+                           "GET /model/%s HTTP/1.1\r\nHost: %s\r\nConnection: close\r\n\r\n",
+                           c->servable, address);
     size_t cap = 1 << 20, len = 0;
     char *buf = malloc(cap + 1);
     if (!buf || n <= 0 || (size_t)n >= sizeof req || !write_all(fd, req, (size_t)n)) {
@@ -264,20 +319,23 @@ static ss_status *http_get_metadata(const char *address, const bench_cfg *c, cha
         close(fd);
         return ss_errf(SS_ERR_UNAVAILABLE, "cannot ask %s for the servable's metadata", address);
     }
-    for (ssize_t r; len < cap && (r = read(fd, buf + len, cap - len)) > 0;) len += (size_t)r;
+    for (ssize_t r; len < cap && (r = read(fd, buf + len, cap - len)) > 0;)
+        len += (size_t)r;
     close(fd);
     buf[len] = 0;
     char *sep = strstr(buf, "\r\n\r\n");
     int status = 0;
     if (!sep || sscanf(buf, "HTTP/1.%*d %d", &status) != 1) {
         free(buf);
-        return ss_errf(SS_ERR_UNAVAILABLE, "%s sent no HTTP answer for the servable's metadata", address);
+        return ss_errf(SS_ERR_UNAVAILABLE, "%s sent no HTTP answer for the servable's metadata",
+                       address);
     }
     if (status != 200) {
         cJSON *j = cJSON_Parse(sep + 4);
         const cJSON *msg = cJSON_GetObjectItemCaseSensitive(j, "error_msg");
-        ss_status *st = ss_errf(SS_ERR_UNAVAILABLE, "metadata of servable %s from %s: HTTP %d: %s", c->servable, address,
-                                status, cJSON_IsString(msg) ? msg->valuestring : "no error message");
+        ss_status *st =
+            ss_errf(SS_ERR_UNAVAILABLE, "metadata of servable %s from %s: HTTP %d: %s", c->servable,
+                    address, status, cJSON_IsString(msg) ? msg->valuestring : "no error message");
         cJSON_Delete(j);
         free(buf);
         return st;
@@ -296,53 +354,64 @@ static ss_status *inputs_from_metadata(bench_cfg *c, const char *address)
     cJSON *root = cJSON_Parse(text);
     free(text);
     const cJSON *methods = cJSON_GetObjectItemCaseSensitive(root, "methods"), *m, *found = NULL;
-    cJSON_ArrayForEach(m, methods) {
+    cJSON_ArrayForEach(m, methods)
+    {
         const cJSON *name = cJSON_GetObjectItemCaseSensitive(m, "name");
         if (cJSON_IsString(name) && !strcmp(name->valuestring, c->method)) found = m;
     }
-    if (!found) st = ss_errf(SS_ERR_INVALID, "servable %s has no method '%s' (metadata from %s)", c->servable, c->method, address);
+    if (!found)
+        st = ss_errf(SS_ERR_INVALID, "servable %s has no method '%s' (metadata from %s)",
+                     c->servable, c->method, address);
     const cJSON *in;
-    if (!st) cJSON_ArrayForEach(in, cJSON_GetObjectItemCaseSensitive(found, "inputs")) {
-        const cJSON *name = cJSON_GetObjectItemCaseSensitive(in, "name");
-        const cJSON *dtype = cJSON_GetObjectItemCaseSensitive(in, "dtype");
-        const cJSON *shape = cJSON_GetObjectItemCaseSensitive(in, "shape"), *d;
-        if (!cJSON_IsString(name) || !cJSON_IsString(dtype) || !cJSON_IsArray(shape) || c->n_inputs == MAX_INPUTS) {
-            st = ss_errf(SS_ERR_INVALID, "metadata from %s: an input without name, dtype or shape", address);
-            break;
-        }
-        char spec[512];
-        size_t len = (size_t)snprintf(spec, sizeof spec, "%s[", dtype->valuestring);
-        cJSON_ArrayForEach(d, shape) {
-            if (!cJSON_IsNumber(d) || d->valuedouble < 0) {
-                st = ss_errf(SS_ERR_INVALID, "input '%s' has a dynamic dim: give it as --input %s=DTYPE[D0,...]",
-                             name->valuestring, name->valuestring);
+    if (!st) cJSON_ArrayForEach(in, cJSON_GetObjectItemCaseSensitive(found, "inputs"))
+        {
+            const cJSON *name = cJSON_GetObjectItemCaseSensitive(in, "name");
+            const cJSON *dtype = cJSON_GetObjectItemCaseSensitive(in, "dtype");
+            const cJSON *shape = cJSON_GetObjectItemCaseSensitive(in, "shape"), *d;
+            if (!cJSON_IsString(name) || !cJSON_IsString(dtype) || !cJSON_IsArray(shape) ||
+                c->n_inputs == MAX_INPUTS) {
+                st = ss_errf(SS_ERR_INVALID,
+                             "metadata from %s: an input without name, dtype or shape", address);
                 break;
             }
-            if (len < sizeof spec) len += (size_t)snprintf(spec + len, sizeof spec - len, "%s%lld", d != shape->child ? "," : "",
-                                        (long long)d->valuedouble);
+            char spec[512];
+            size_t len = (size_t)snprintf(spec, sizeof spec, "%s[", dtype->valuestring);
+            cJSON_ArrayForEach(d, shape)
+            {
+                if (!cJSON_IsNumber(d) || d->valuedouble < 0) {
+                    st =
+                        ss_errf(SS_ERR_INVALID,
+                                "input '%s' has a dynamic dim: give it as --input %s=DTYPE[D0,...]",
+                                name->valuestring, name->valuestring);
+                    break;
+                }
+                if (len < sizeof spec)
+                    len +=
+                        (size_t)snprintf(spec + len, sizeof spec - len, "%s%lld",
+                                         d != shape->child ? "," : "", (long long)d->valuedouble);
+            }
+            if (st) break;
+            if (len + 2 > sizeof spec) {
+                st = ss_errf(SS_ERR_LIMIT, "input '%s': shape too long", name->valuestring);
+                break;
+            }
+            strcat(spec, "]");
+            c->names[c->n_inputs] = strdup(name->valuestring);
+            c->files[c->n_inputs] = strdup(spec);
+            if (!c->names[c->n_inputs] || !c->files[c->n_inputs]) {
+                free(c->names[c->n_inputs]);
+                free(c->files[c->n_inputs]);
+                st = ss_errf(SS_ERR_NOMEM, "out of memory");
+                break;
+            }
+            c->owned_inputs = true;
+            c->n_inputs++;
         }
-        if (st) break;
-        if (len + 2 > sizeof spec) {
-            st = ss_errf(SS_ERR_LIMIT, "input '%s': shape too long", name->valuestring);
-            break;
-        }
-        strcat(spec, "]");
-        c->names[c->n_inputs] = strdup(name->valuestring);
-        c->files[c->n_inputs] = strdup(spec);
-        if (!c->names[c->n_inputs] || !c->files[c->n_inputs]) {
-            free(c->names[c->n_inputs]);
-            free(c->files[c->n_inputs]);
-            st = ss_errf(SS_ERR_NOMEM, "out of memory");
-            break;
-        }
-        c->owned_inputs = true;
-        c->n_inputs++;
-    }
-    if (!st && !c->n_inputs) st = ss_errf(SS_ERR_INVALID, "method '%s' declares no inputs", c->method);
+    if (!st && !c->n_inputs)
+        st = ss_errf(SS_ERR_INVALID, "method '%s' declares no inputs", c->method);
     cJSON_Delete(root);
     return st;
 }
-
 
 /* One POST on a keep-alive connection; reads the whole reply (Content-Length). */
 static bool rest_once(bench_cfg *c, int *fd, char **buf, size_t *cap, char *err, size_t errcap)
@@ -352,12 +421,19 @@ static bool rest_once(bench_cfg *c, int *fd, char **buf, size_t *cap, char *err,
         return false;
     }
     char head[512];
-    int hl = snprintf(head, sizeof head, "POST /model/%s%s%ld:%s HTTP/1.1\r\nHost: %s\r\nContent-Type: application/json\r\n"
-                      "Content-Length: %zu\r\n\r\n", c->servable, c->version ? "/version/" : "", c->version, c->method,
-                      c->rest_host, c->rest_len);
-    if (!c->version) hl = snprintf(head, sizeof head, "POST /model/%s:%s HTTP/1.1\r\nHost: %s\r\nContent-Type: application/json\r\n"
-                                   "Content-Length: %zu\r\n\r\n", c->servable, c->method, c->rest_host, c->rest_len);
-    if (!write_all(*fd, head, (size_t)hl) || !write_all(*fd, c->rest_body, c->rest_len)) goto broken;
+    int hl =
+        snprintf(head, sizeof head,
+                 "POST /model/%s%s%ld:%s HTTP/1.1\r\nHost: %s\r\nContent-Type: application/json\r\n"
+                 "Content-Length: %zu\r\n\r\n",
+                 c->servable, c->version ? "/version/" : "", c->version, c->method, c->rest_host,
+                 c->rest_len);
+    if (!c->version)
+        hl = snprintf(head, sizeof head,
+                      "POST /model/%s:%s HTTP/1.1\r\nHost: %s\r\nContent-Type: application/json\r\n"
+                      "Content-Length: %zu\r\n\r\n",
+                      c->servable, c->method, c->rest_host, c->rest_len);
+    if (!write_all(*fd, head, (size_t)hl) || !write_all(*fd, c->rest_body, c->rest_len))
+        goto broken;
     size_t have = 0, body_at = 0, want = 0;
     for (;;) {
         if (have + 4096 > *cap) {
@@ -390,7 +466,8 @@ static bool rest_once(bench_cfg *c, int *fd, char **buf, size_t *cap, char *err,
     }
     return true;
 broken:
-    snprintf(err, errcap, "connection to %s:%d failed: %s", c->rest_host, c->rest_port, strerror(errno));
+    snprintf(err, errcap, "connection to %s:%d failed: %s", c->rest_host, c->rest_port,
+             strerror(errno));
     if (*fd >= 0) close(*fd);
     *fd = -1;
     return false;
@@ -408,7 +485,8 @@ static void *bench_main(void *arg)
     for (;;) {
         if (t->budget ? atomic_fetch_sub(t->budget, 1) <= 0 : ss_now_ns() >= t->deadline_ns) break;
         uint64_t t0 = ss_now_ns();
-        bool ok = c->rest ? rest_once(c, &fd, &buf, &cap, err, sizeof err) : grpc_once(c, err, sizeof err);
+        bool ok = c->rest ? rest_once(c, &fd, &buf, &cap, err, sizeof err)
+                          : grpc_once(c, err, sizeof err);
         uint64_t dt = ss_now_ns() - t0;
         if (!ok) {
             if (!t->failures++) snprintf(t->first_error, sizeof t->first_error, "%s", err);
@@ -452,37 +530,44 @@ static bool run_level(bench_cfg *c, int conc, bool print)
         th[i].deadline_ns = start + (uint64_t)(c->duration_s * 1e9);
         int rc = pthread_create(&tid[i], NULL, bench_main, &th[i]);
         if (rc != 0) { /* the ones started finish their share; the run reports fewer clients */
-            fprintf(stderr, "shardserve bench: cannot start client thread %d of %d: %s\n", i + 1, conc, strerror(rc));
+            fprintf(stderr, "shardserve bench: cannot start client thread %d of %d: %s\n", i + 1,
+                    conc, strerror(rc));
             break;
         }
         started++;
     }
-    for (int i = 0; i < started; i++) pthread_join(tid[i], NULL);
+    for (int i = 0; i < started; i++)
+        pthread_join(tid[i], NULL);
     double secs = (double)(ss_now_ns() - start) / 1e9;
     size_t n = 0;
     long fails = 0;
-    for (int i = 0; i < started; i++) n += th[i].n_lat, fails += th[i].failures;
+    for (int i = 0; i < started; i++)
+        n += th[i].n_lat, fails += th[i].failures;
     uint64_t *all = malloc((n ? n : 1) * sizeof *all);
     size_t k = 0;
     for (int i = 0; i < started && all; i++) {
-        if (th[i].n_lat) memcpy(all + k, th[i].lat, th[i].n_lat * sizeof *all); /* lat is NULL when none */
+        if (th[i].n_lat)
+            memcpy(all + k, th[i].lat, th[i].n_lat * sizeof *all); /* lat is NULL when none */
         k += th[i].n_lat;
     }
     if (all) qsort(all, n, sizeof *all, cmp_u64);
 #define PCT(p) (n ? all[(size_t)((double)(n - 1) * (p))] / 1e3 : 0.0)
     if (print && c->json)
-        printf("{\"protocol\":\"%s\",\"concurrency\":%d,\"requests\":%zu,\"failures\":%ld,\"seconds\":%.3f,"
-               "\"throughput\":%.1f,\"p50_us\":%.1f,\"p90_us\":%.1f,\"p99_us\":%.1f}\n", c->rest ? "rest" : "grpc", conc, n,
-               fails, secs, n / secs, PCT(0.5), PCT(0.9), PCT(0.99));
+        printf("{\"protocol\":\"%s\",\"concurrency\":%d,\"requests\":%zu,\"failures\":%ld,"
+               "\"seconds\":%.3f,"
+               "\"throughput\":%.1f,\"p50_us\":%.1f,\"p90_us\":%.1f,\"p99_us\":%.1f}\n",
+               c->rest ? "rest" : "grpc", conc, n, fails, secs, n / secs, PCT(0.5), PCT(0.9),
+               PCT(0.99));
     else if (print)
-        printf("%-5s %11d %9zu %8ld %12.1f %10.1f %10.1f %10.1f\n", c->rest ? "rest" : "grpc", conc, n, fails, n / secs,
-               PCT(0.5), PCT(0.9), PCT(0.99));
+        printf("%-5s %11d %9zu %8ld %12.1f %10.1f %10.1f %10.1f\n", c->rest ? "rest" : "grpc", conc,
+               n, fails, n / secs, PCT(0.5), PCT(0.9), PCT(0.99));
 #undef PCT
     for (int i = 0; i < conc; i++) {
         if (print && th[i].failures) fprintf(stderr, "  first failure: %s\n", th[i].first_error);
         if (th[i].failures) break;
     }
-    for (int i = 0; i < conc; i++) free(th[i].lat);
+    for (int i = 0; i < conc; i++)
+        free(th[i].lat);
     free(all);
     free(th);
     free(tid);
@@ -490,11 +575,13 @@ static bool run_level(bench_cfg *c, int conc, bool print)
 }
 
 static const char bench_usage[] =
-    "usage: shardserve bench --address HOST:PORT [--protocol grpc|rest] --servable NAME --method NAME\n"
+    "usage: shardserve bench --address HOST:PORT [--protocol grpc|rest] --servable NAME --method "
+    "NAME\n"
     "                        [--version N] [--input NAME=FILE.npy|NAME=DTYPE[D0,D1,...] ...]\n"
     "                        [--metadata-address HOST:PORT] [--concurrency 1,4,16]\n"
     "                        [--requests N | --duration-s S] [--warmup N] [--json]\n"
-    "Without --input, inputs are generated from the servable's declared inputs, read over REST from\n"
+    "Without --input, inputs are generated from the servable's declared inputs, read over REST "
+    "from\n"
     "--metadata-address (default: --address with --protocol rest).\n";
 
 int cmd_bench(int argc, char **argv)
@@ -509,36 +596,50 @@ int cmd_bench(int argc, char **argv)
         if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
             fputs(bench_usage, stdout);
             return 0;
-        } else if (!strcmp(a, "--address") && has) c.address = argv[++i];
+        } else if (!strcmp(a, "--address") && has)
+            c.address = argv[++i];
         else if (!strcmp(a, "--protocol") && has) {
             const char *p = argv[++i];
             if (strcmp(p, "grpc") && strcmp(p, "rest"))
-                return cli_fail("bench", ss_errf(SS_ERR_INVALID, "--protocol wants grpc or rest, got '%s'", p));
+                return cli_fail(
+                    "bench", ss_errf(SS_ERR_INVALID, "--protocol wants grpc or rest, got '%s'", p));
             c.rest = !strcmp(p, "rest");
-        } else if (!strcmp(a, "--servable") && has) c.servable = argv[++i];
-        else if (!strcmp(a, "--method") && has) c.method = argv[++i];
+        } else if (!strcmp(a, "--servable") && has)
+            c.servable = argv[++i];
+        else if (!strcmp(a, "--method") && has)
+            c.method = argv[++i];
         else if (!strcmp(a, "--version") && has) {
-            if (!cli_parse_int(argv[++i], 0, 1000000000, &c.version)) return cli_fail("bench", ss_errf(SS_ERR_INVALID, "bad --version"));
+            if (!cli_parse_int(argv[++i], 0, 1000000000, &c.version))
+                return cli_fail("bench", ss_errf(SS_ERR_INVALID, "bad --version"));
         } else if (!strcmp(a, "--input") && has && c.n_inputs < MAX_INPUTS) {
             if (!cli_split_kv(argv[++i], &c.names[c.n_inputs], &c.files[c.n_inputs]))
-                return cli_fail("bench", ss_errf(SS_ERR_INVALID, "--input wants NAME=FILE.npy, got '%s'", argv[i]));
+                return cli_fail("bench", ss_errf(SS_ERR_INVALID,
+                                                 "--input wants NAME=FILE.npy, got '%s'", argv[i]));
             c.n_inputs++;
         } else if (!strcmp(a, "--concurrency") && has) {
             n_levels = 0;
-            for (char *tok = strtok(argv[++i], ","); tok && n_levels < MAX_LEVELS; tok = strtok(NULL, ",")) {
+            for (char *tok = strtok(argv[++i], ","); tok && n_levels < MAX_LEVELS;
+                 tok = strtok(NULL, ",")) {
                 if (!cli_parse_int(tok, 1, 1024, &v))
-                    return cli_fail("bench", ss_errf(SS_ERR_INVALID, "--concurrency wants numbers 1..1024, got '%s'", tok));
+                    return cli_fail("bench",
+                                    ss_errf(SS_ERR_INVALID,
+                                            "--concurrency wants numbers 1..1024, got '%s'", tok));
                 levels[n_levels++] = (int)v;
             }
         } else if (!strcmp(a, "--requests") && has) {
-            if (!cli_parse_int(argv[++i], 1, 100000000, &c.requests)) return cli_fail("bench", ss_errf(SS_ERR_INVALID, "bad --requests"));
+            if (!cli_parse_int(argv[++i], 1, 100000000, &c.requests))
+                return cli_fail("bench", ss_errf(SS_ERR_INVALID, "bad --requests"));
         } else if (!strcmp(a, "--duration-s") && has) {
-            if (!cli_parse_int(argv[++i], 1, 86400, &v)) return cli_fail("bench", ss_errf(SS_ERR_INVALID, "bad --duration-s"));
+            if (!cli_parse_int(argv[++i], 1, 86400, &v))
+                return cli_fail("bench", ss_errf(SS_ERR_INVALID, "bad --duration-s"));
             c.duration_s = (double)v;
         } else if (!strcmp(a, "--warmup") && has) {
-            if (!cli_parse_int(argv[++i], 0, 1000000, &c.warmup)) return cli_fail("bench", ss_errf(SS_ERR_INVALID, "bad --warmup"));
-        } else if (!strcmp(a, "--metadata-address") && has) metadata = argv[++i];
-        else if (!strcmp(a, "--json")) c.json = true;
+            if (!cli_parse_int(argv[++i], 0, 1000000, &c.warmup))
+                return cli_fail("bench", ss_errf(SS_ERR_INVALID, "bad --warmup"));
+        } else if (!strcmp(a, "--metadata-address") && has)
+            metadata = argv[++i];
+        else if (!strcmp(a, "--json"))
+            c.json = true;
         else {
             fprintf(stderr, "shardserve bench: unexpected argument '%s'\n%s", a, bench_usage);
             return 2;
@@ -551,9 +652,11 @@ int cmd_bench(int argc, char **argv)
     int rc = 0;
     if (!c.n_inputs) {
         if (!metadata && !c.rest)
-            return cli_fail("bench", ss_errf(SS_ERR_INVALID, "no --input: give --input NAME=FILE.npy|NAME=DTYPE[D0,...], or "
-                                                             "--metadata-address HOST:PORT (the server's REST address) to "
-                                                             "generate the servable's declared inputs"));
+            return cli_fail("bench",
+                            ss_errf(SS_ERR_INVALID,
+                                    "no --input: give --input NAME=FILE.npy|NAME=DTYPE[D0,...], or "
+                                    "--metadata-address HOST:PORT (the server's REST address) to "
+                                    "generate the servable's declared inputs"));
         ss_status *st = inputs_from_metadata(&c, metadata ? metadata : c.address);
         if (st) rc = cli_fail("bench", st);
     }
@@ -566,7 +669,9 @@ int cmd_bench(int argc, char **argv)
     if (!rc && c.rest) {
         const char *colon = strrchr(c.address, ':');
         if (!colon || !cli_parse_int(colon + 1, 1, 65535, &v))
-            rc = cli_fail("bench", ss_errf(SS_ERR_INVALID, "--address for REST wants IP:PORT, got '%s'", c.address));
+            rc =
+                cli_fail("bench", ss_errf(SS_ERR_INVALID,
+                                          "--address for REST wants IP:PORT, got '%s'", c.address));
         else {
             snprintf(c.rest_host, sizeof c.rest_host, "%.*s", (int)(colon - c.address), c.address);
             c.rest_port = (int)v;
@@ -579,8 +684,9 @@ int cmd_bench(int argc, char **argv)
         ss_client_options o = {.address = c.address};
         ss_client_error *e = inst == (size_t)-1 ? NULL : ss_client_connect(&o, &c.client);
         for (int i = 0; !e && i < c.n_inputs; i++)
-            e = ss_client_request_set_tensor(c.req, inst, c.names[i], client_dtype(c.inputs[i].dtype), c.inputs[i].dims,
-                                             c.inputs[i].ndim, c.inputs[i].data, c.inputs[i].nbytes);
+            e = ss_client_request_set_tensor(
+                c.req, inst, c.names[i], client_dtype(c.inputs[i].dtype), c.inputs[i].dims,
+                c.inputs[i].ndim, c.inputs[i].data, c.inputs[i].nbytes);
         if (e) {
             fprintf(stderr, "shardserve bench: %s\n", e->msg);
             ss_client_error_free(e);
@@ -593,12 +699,14 @@ int cmd_bench(int argc, char **argv)
         if (c.warmup) run_level(&c, levels[0], false);
         c.requests = req;
         if (!c.json)
-            printf("%-5s %11s %9s %8s %12s %10s %10s %10s\n", "proto", "concurrency", "requests", "failed", "req/s",
-                   "p50 us", "p90 us", "p99 us");
+            printf("%-5s %11s %9s %8s %12s %10s %10s %10s\n", "proto", "concurrency", "requests",
+                   "failed", "req/s", "p50 us", "p90 us", "p99 us");
         for (int l = 0; l < n_levels && !rc; l++)
             if (!run_level(&c, levels[l], true))
-                rc = cli_fail("bench", ss_errf(SS_ERR_UNAVAILABLE, "no request to %s succeeded at concurrency %d "
-                                                                   "(first failure above)", c.address, levels[l]));
+                rc = cli_fail("bench", ss_errf(SS_ERR_UNAVAILABLE,
+                                               "no request to %s succeeded at concurrency %d "
+                                               "(first failure above)",
+                                               c.address, levels[l]));
     }
     ss_client_close(c.client);
     ss_client_request_free(c.req);

@@ -1,8 +1,8 @@
 /*
  * shardserve infer --address A --servable S --method M [--version N] --input NAME=FILE.npy ...
- *                  [--output-dir DIR] [--timeout-ms MS] [--tls] [--tls-ca F] [--tls-cert F --tls-key F]
- * One instance through the C client library (libshardserve-client), outputs printed and
- * optionally written as NAME.npy.
+ *                  [--output-dir DIR] [--timeout-ms MS] [--tls] [--tls-ca F] [--tls-cert F
+ * --tls-key F] One instance through the C client library (libshardserve-client), outputs printed
+ * and optionally written as NAME.npy.
  */
 #include "cli.h"
 #include "shardserve/client.h"
@@ -16,16 +16,19 @@ static const char infer_usage[] =
     "                        --input NAME=FILE.npy ... [--output-dir DIR] [--timeout-ms MS]\n"
     "                        [--tls] [--tls-ca FILE] [--tls-cert FILE --tls-key FILE]\n"
     "  --tls       TLS with gRPC's default roots; --tls-ca FILE: TLS trusting that CA instead\n"
-    "  --tls-cert  client certificate and key (PEM), for servers started with --grpc-verify-client\n";
+    "  --tls-cert  client certificate and key (PEM), for servers started with "
+    "--grpc-verify-client\n";
 
 static const struct {
     ss_dtype ss;
     ss_client_dtype ms;
 } dtype_map[] = {
-    {SS_DT_BOOL, SS_CLIENT_BOOL},       {SS_DT_INT8, SS_CLIENT_INT8},       {SS_DT_UINT8, SS_CLIENT_UINT8},
-    {SS_DT_INT16, SS_CLIENT_INT16},     {SS_DT_UINT16, SS_CLIENT_UINT16},   {SS_DT_INT32, SS_CLIENT_INT32},
-    {SS_DT_UINT32, SS_CLIENT_UINT32},   {SS_DT_INT64, SS_CLIENT_INT64},     {SS_DT_UINT64, SS_CLIENT_UINT64},
-    {SS_DT_FLOAT16, SS_CLIENT_FLOAT16}, {SS_DT_FLOAT32, SS_CLIENT_FLOAT32}, {SS_DT_FLOAT64, SS_CLIENT_FLOAT64},
+    {SS_DT_BOOL, SS_CLIENT_BOOL},       {SS_DT_INT8, SS_CLIENT_INT8},
+    {SS_DT_UINT8, SS_CLIENT_UINT8},     {SS_DT_INT16, SS_CLIENT_INT16},
+    {SS_DT_UINT16, SS_CLIENT_UINT16},   {SS_DT_INT32, SS_CLIENT_INT32},
+    {SS_DT_UINT32, SS_CLIENT_UINT32},   {SS_DT_INT64, SS_CLIENT_INT64},
+    {SS_DT_UINT64, SS_CLIENT_UINT64},   {SS_DT_FLOAT16, SS_CLIENT_FLOAT16},
+    {SS_DT_FLOAT32, SS_CLIENT_FLOAT32}, {SS_DT_FLOAT64, SS_CLIENT_FLOAT64},
 };
 
 static ss_client_dtype to_ms(ss_dtype dt)
@@ -44,7 +47,8 @@ static ss_dtype from_ms(ss_client_dtype dt)
 
 static int client_fail(ss_client_error *e)
 {
-    fprintf(stderr, "shardserve infer: %s error %lld: %s\n", ss_client_errkind_name(e->kind), (long long)e->code, e->msg);
+    fprintf(stderr, "shardserve infer: %s error %lld: %s\n", ss_client_errkind_name(e->kind),
+            (long long)e->code, e->msg);
     ss_client_error_free(e);
     return 1;
 }
@@ -58,11 +62,13 @@ static int print_outputs(const ss_client_reply *reply, const char *outdir)
         if (t.dtype == SS_CLIENT_STRING || t.dtype == SS_CLIENT_BYTES) {
             size_t len;
             const char *s = ss_client_tensor_string(&t, 0, &len);
-            printf("%s: %s \"%.*s\"\n", t.name, ss_client_dtype_name(t.dtype), (int)(len > 200 ? 200 : len), s ? s : "");
+            printf("%s: %s \"%.*s\"\n", t.name, ss_client_dtype_name(t.dtype),
+                   (int)(len > 200 ? 200 : len), s ? s : "");
             continue;
         }
         ss_tensor view;
-        ss_status *st = ss_tensor_borrow(&view, from_ms(t.dtype), t.ndim, t.dims, (void *)t.data, t.nbytes);
+        ss_status *st =
+            ss_tensor_borrow(&view, from_ms(t.dtype), t.ndim, t.dims, (void *)t.data, t.nbytes);
         if (st) {
             rc = cli_fail("infer", st);
             continue;
@@ -92,23 +98,36 @@ int cmd_infer(int argc, char **argv)
         if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
             fputs(infer_usage, stdout);
             return 0;
-        } else if (!strcmp(a, "--address") && has) address = argv[++i];
-        else if (!strcmp(a, "--servable") && has) servable = argv[++i];
-        else if (!strcmp(a, "--method") && has) method = argv[++i];
-        else if (!strcmp(a, "--output-dir") && has) outdir = argv[++i];
-        else if (!strcmp(a, "--tls")) tls = true;
-        else if (!strcmp(a, "--tls-ca") && has) ssl.custom_ca = argv[++i];
-        else if (!strcmp(a, "--tls-cert") && has) ssl.certificate = argv[++i];
-        else if (!strcmp(a, "--tls-key") && has) ssl.private_key = argv[++i];
+        } else if (!strcmp(a, "--address") && has)
+            address = argv[++i];
+        else if (!strcmp(a, "--servable") && has)
+            servable = argv[++i];
+        else if (!strcmp(a, "--method") && has)
+            method = argv[++i];
+        else if (!strcmp(a, "--output-dir") && has)
+            outdir = argv[++i];
+        else if (!strcmp(a, "--tls"))
+            tls = true;
+        else if (!strcmp(a, "--tls-ca") && has)
+            ssl.custom_ca = argv[++i];
+        else if (!strcmp(a, "--tls-cert") && has)
+            ssl.certificate = argv[++i];
+        else if (!strcmp(a, "--tls-key") && has)
+            ssl.private_key = argv[++i];
         else if (!strcmp(a, "--version") && has) {
             if (!cli_parse_int(argv[++i], 0, 1000000000, &version))
-                return cli_fail("infer", ss_errf(SS_ERR_INVALID, "--version wants a number >= 0, got '%s'", argv[i]));
+                return cli_fail(
+                    "infer",
+                    ss_errf(SS_ERR_INVALID, "--version wants a number >= 0, got '%s'", argv[i]));
         } else if (!strcmp(a, "--timeout-ms") && has) {
             if (!cli_parse_int(argv[++i], 1, 3600000, &timeout_ms))
-                return cli_fail("infer", ss_errf(SS_ERR_INVALID, "--timeout-ms wants 1..3600000, got '%s'", argv[i]));
+                return cli_fail(
+                    "infer",
+                    ss_errf(SS_ERR_INVALID, "--timeout-ms wants 1..3600000, got '%s'", argv[i]));
         } else if (!strcmp(a, "--input") && has && n < 64) {
             if (!cli_split_kv(argv[++i], &names[n], &files[n]))
-                return cli_fail("infer", ss_errf(SS_ERR_INVALID, "--input wants NAME=FILE.npy, got '%s'", argv[i]));
+                return cli_fail("infer", ss_errf(SS_ERR_INVALID,
+                                                 "--input wants NAME=FILE.npy, got '%s'", argv[i]));
             n++;
         } else {
             fprintf(stderr, "shardserve infer: unexpected argument '%s'\n%s", a, infer_usage);
@@ -130,15 +149,16 @@ int cmd_infer(int argc, char **argv)
             rc = cli_fail("infer", st);
             break;
         }
-        ss_client_error *e = ss_client_request_set_tensor(req, inst, names[i], to_ms(t.dtype), t.dims, t.ndim,
-                                                          t.data, t.nbytes);
+        ss_client_error *e = ss_client_request_set_tensor(req, inst, names[i], to_ms(t.dtype),
+                                                          t.dims, t.ndim, t.data, t.nbytes);
         ss_tensor_free(&t);
         if (e) rc = client_fail(e);
     }
     ss_client *c = NULL;
     ss_client_reply *reply = NULL;
     tls = tls || ssl.custom_ca || ssl.certificate || ssl.private_key;
-    ss_client_options o = {.address = address, .timeout_ms = (int)timeout_ms, .ssl = tls ? &ssl : NULL};
+    ss_client_options o = {
+        .address = address, .timeout_ms = (int)timeout_ms, .ssl = tls ? &ssl : NULL};
     if (!rc) {
         ss_client_error *e = ss_client_connect(&o, &c);
         if (!e) e = ss_client_infer(c, req, &reply);
@@ -148,7 +168,8 @@ int cmd_infer(int argc, char **argv)
         int64_t code = 0;
         const char *err = ss_client_reply_error(reply, 0, &code);
         if (err) {
-            fprintf(stderr, "shardserve infer: the instance failed (code %lld): %s\n", (long long)code, err);
+            fprintf(stderr, "shardserve infer: the instance failed (code %lld): %s\n",
+                    (long long)code, err);
             rc = 1;
         } else {
             rc = print_outputs(reply, outdir);

@@ -41,25 +41,33 @@ static bool file_exists(const char *p)
 static double elem(const ss_tensor *t, int64_t i)
 {
     switch (t->dtype) {
-    case SS_DT_FLOAT32: return ((const float *)t->data)[i];
-    case SS_DT_FLOAT64: return ((const double *)t->data)[i];
-    case SS_DT_FLOAT16: return ss_f16_to_f32(((const uint16_t *)t->data)[i]);
-    case SS_DT_BFLOAT16: return ss_bf16_to_f32(((const uint16_t *)t->data)[i]);
-    default: return 0;
+    case SS_DT_FLOAT32:
+        return ((const float *)t->data)[i];
+    case SS_DT_FLOAT64:
+        return ((const double *)t->data)[i];
+    case SS_DT_FLOAT16:
+        return ss_f16_to_f32(((const uint16_t *)t->data)[i]);
+    case SS_DT_BFLOAT16:
+        return ss_bf16_to_f32(((const uint16_t *)t->data)[i]);
+    default:
+        return 0;
     }
 }
 
 /* Compare one output; on mismatch write the worst error into why. */
-static bool compare(const char *name, const ss_tensor *got, const ss_tensor *want, char *why, size_t cap)
+static bool compare(const char *name, const ss_tensor *got, const ss_tensor *want, char *why,
+                    size_t cap)
 {
     char a[160], b[160];
     if (got->dtype != want->dtype) {
-        snprintf(why, cap, "output '%s' is %s, expected %s", name, ss_dtype_name(got->dtype), ss_dtype_name(want->dtype));
+        snprintf(why, cap, "output '%s' is %s, expected %s", name, ss_dtype_name(got->dtype),
+                 ss_dtype_name(want->dtype));
         return false;
     }
     if (!ss_shape_equal(got->ndim, got->dims, want->ndim, want->dims)) {
         snprintf(why, cap, "output '%s' has shape %s, expected %s", name,
-                 ss_shape_str(got->ndim, got->dims, a, sizeof a), ss_shape_str(want->ndim, want->dims, b, sizeof b));
+                 ss_shape_str(got->ndim, got->dims, a, sizeof a),
+                 ss_shape_str(want->ndim, want->dims, b, sizeof b));
         return false;
     }
     int64_t n = ss_tensor_numel(want);
@@ -76,7 +84,8 @@ static bool compare(const char *name, const ss_tensor *got, const ss_tensor *wan
         size_t es = ss_dtype_size(want->dtype);
         for (int64_t i = 0; i < n; i++)
             if (memcmp((const char *)got->data + i * es, (const char *)want->data + i * es, es)) {
-                snprintf(why, cap, "output '%s' differs at element %lld (exact comparison)", name, (long long)i);
+                snprintf(why, cap, "output '%s' differs at element %lld (exact comparison)", name,
+                         (long long)i);
                 return false;
             }
         return true;
@@ -94,8 +103,8 @@ static bool compare(const char *name, const ss_tensor *got, const ss_tensor *wan
         }
     }
     if (worst_i >= 0) {
-        snprintf(why, cap, "output '%s' max abs error %g at element %lld (got %g, expected %g)", name, worst,
-                 (long long)worst_i, elem(got, worst_i), elem(want, worst_i));
+        snprintf(why, cap, "output '%s' max abs error %g at element %lld (got %g, expected %g)",
+                 name, worst, (long long)worst_i, elem(got, worst_i), elem(want, worst_i));
         return false;
     }
     return true;
@@ -129,13 +138,17 @@ static ss_status *run_data_set(ss_session *s, const char *set_dir, bool *ok, cha
     for (int i = 0; i < n_in && !st; i++) {
         const ss_onnx_value_info *vi = ss_session_input(s, i);
         bool ok = vi->ndim < 0 || ins[i].ndim == vi->ndim;
-        for (int d = 0; ok && d < vi->ndim; d++) ok = vi->dims[d] < 0 || vi->dims[d] == ins[i].dims[d];
+        for (int d = 0; ok && d < vi->ndim; d++)
+            ok = vi->dims[d] < 0 || vi->dims[d] == ins[i].dims[d];
         if (!ok) {
             char a[160], b[160];
             int64_t declared[SS_MAX_DIMS];
-            for (int d = 0; d < vi->ndim; d++) declared[d] = vi->dims[d];
-            snprintf(why, cap, "the case's data for input '%s' has shape %s but its model declares %s", vi->name,
-                     ss_shape_str(ins[i].ndim, ins[i].dims, a, sizeof a), ss_shape_str(vi->ndim, declared, b, sizeof b));
+            for (int d = 0; d < vi->ndim; d++)
+                declared[d] = vi->dims[d];
+            snprintf(why, cap,
+                     "the case's data for input '%s' has shape %s but its model declares %s",
+                     vi->name, ss_shape_str(ins[i].ndim, ins[i].dims, a, sizeof a),
+                     ss_shape_str(vi->ndim, declared, b, sizeof b));
             st = ss_errf(SS_ERR_INVALID, "%s", INCONSISTENT_CASE);
         }
     }
@@ -144,7 +157,8 @@ static ss_status *run_data_set(ss_session *s, const char *set_dir, bool *ok, cha
     *ok = !st;
     for (int i = 0; !st && i < n_out && *ok; i++)
         *ok = compare(ss_session_output(s, i)->name, &outs[i], &wants[i], why, cap);
-    for (int i = 0; i < MAX_IO; i++) ss_tensor_free(&ins[i]), ss_tensor_free(&wants[i]);
+    for (int i = 0; i < MAX_IO; i++)
+        ss_tensor_free(&ins[i]), ss_tensor_free(&wants[i]);
     return st;
 }
 
@@ -200,7 +214,10 @@ static void run_case(const char *dir, tally *t)
     ss_session_free(s);
 }
 
-static int cmp_str(const void *a, const void *b) { return strcmp(*(char *const *)a, *(char *const *)b); }
+static int cmp_str(const void *a, const void *b)
+{
+    return strcmp(*(char *const *)a, *(char *const *)b);
+}
 
 static void run_tree(const char *dir, tally *t)
 {
@@ -243,7 +260,8 @@ int cmd_onnx_test(int argc, char **argv)
     }
     ss_log_set_level(SS_LOG_ERROR);
     tally t = {0};
-    for (int i = 1; i < argc; i++) run_tree(argv[i], &t);
+    for (int i = 1; i < argc; i++)
+        run_tree(argv[i], &t);
     printf("%d passed, %d failed, %d skipped\n", t.passed, t.failed, t.skipped);
     return t.failed ? 1 : 0;
 }

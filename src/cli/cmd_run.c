@@ -21,7 +21,8 @@
 static const char run_usage[] =
     "usage: shardserve run MODEL.onnx --input NAME=FILE.npy ... [--output-dir DIR] [--repeat N]\n"
     "                      [--weights f32|bf16]\n"
-    "       shardserve run --shards DIR [--comm shm|mpi] [--timeout-ms MS] --input NAME=FILE.npy ...\n"
+    "       shardserve run --shards DIR [--comm shm|mpi] [--timeout-ms MS] --input NAME=FILE.npy "
+    "...\n"
     "                      [--output-dir DIR]\n"
     "  --shards DIR    run a split made by 'shardserve shard': one local process per rank\n"
     "  --comm          collectives backend: shm (one host, default) or mpi (ranks under mpirun)\n"
@@ -32,20 +33,33 @@ static const char run_usage[] =
 static double element_as_double(const ss_tensor *t, int64_t i)
 {
     switch (t->dtype) {
-    case SS_DT_FLOAT32: return ((const float *)t->data)[i];
-    case SS_DT_FLOAT64: return ((const double *)t->data)[i];
-    case SS_DT_FLOAT16: return ss_f16_to_f32(((const uint16_t *)t->data)[i]);
-    case SS_DT_BFLOAT16: return ss_bf16_to_f32(((const uint16_t *)t->data)[i]);
-    case SS_DT_INT8: return ((const int8_t *)t->data)[i];
+    case SS_DT_FLOAT32:
+        return ((const float *)t->data)[i];
+    case SS_DT_FLOAT64:
+        return ((const double *)t->data)[i];
+    case SS_DT_FLOAT16:
+        return ss_f16_to_f32(((const uint16_t *)t->data)[i]);
+    case SS_DT_BFLOAT16:
+        return ss_bf16_to_f32(((const uint16_t *)t->data)[i]);
+    case SS_DT_INT8:
+        return ((const int8_t *)t->data)[i];
     case SS_DT_UINT8:
-    case SS_DT_BOOL: return ((const uint8_t *)t->data)[i];
-    case SS_DT_INT16: return ((const int16_t *)t->data)[i];
-    case SS_DT_UINT16: return ((const uint16_t *)t->data)[i];
-    case SS_DT_INT32: return ((const int32_t *)t->data)[i];
-    case SS_DT_UINT32: return ((const uint32_t *)t->data)[i];
-    case SS_DT_INT64: return (double)((const int64_t *)t->data)[i];
-    case SS_DT_UINT64: return (double)((const uint64_t *)t->data)[i];
-    default: return 0;
+    case SS_DT_BOOL:
+        return ((const uint8_t *)t->data)[i];
+    case SS_DT_INT16:
+        return ((const int16_t *)t->data)[i];
+    case SS_DT_UINT16:
+        return ((const uint16_t *)t->data)[i];
+    case SS_DT_INT32:
+        return ((const int32_t *)t->data)[i];
+    case SS_DT_UINT32:
+        return ((const uint32_t *)t->data)[i];
+    case SS_DT_INT64:
+        return (double)((const int64_t *)t->data)[i];
+    case SS_DT_UINT64:
+        return (double)((const uint64_t *)t->data)[i];
+    default:
+        return 0;
     }
 }
 
@@ -53,7 +67,8 @@ void cli_print_tensor(const char *name, const ss_tensor *t)
 {
     char sb[160];
     int64_t n = ss_tensor_numel(t);
-    printf("%s: %s %s", name, ss_dtype_name(t->dtype), ss_shape_str(t->ndim, t->dims, sb, sizeof sb));
+    printf("%s: %s %s", name, ss_dtype_name(t->dtype),
+           ss_shape_str(t->ndim, t->dims, sb, sizeof sb));
     if (t->dtype == SS_DT_STRING || n <= 0) {
         printf("\n");
         return;
@@ -66,7 +81,8 @@ void cli_print_tensor(const char *name, const ss_tensor *t)
         sum += v;
     }
     printf(" min %g max %g mean %g  [", mn, mx, sum / (double)n);
-    for (int64_t i = 0; i < n && i < 6; i++) printf("%s%g", i ? ", " : "", element_as_double(t, i));
+    for (int64_t i = 0; i < n && i < 6; i++)
+        printf("%s%g", i ? ", " : "", element_as_double(t, i));
     printf("%s]\n", n > 6 ? ", ..." : "");
 }
 
@@ -80,14 +96,20 @@ static int run_shards(const char *shards, ss_comm_backend backend, long timeout_
                       char **names, char **files, const char *outdir)
 {
     char tmp[] = "/tmp/shardserve-run-XXXXXX";
-    if (!mkdtemp(tmp)) return cli_fail("run", ss_errf(SS_ERR_IO, "cannot create a temporary folder"));
+    if (!mkdtemp(tmp))
+        return cli_fail("run", ss_errf(SS_ERR_IO, "cannot create a temporary folder"));
     char self[4096];
     ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);
     self[n > 0 ? n : 0] = 0;
     ss_run_shards_options opt = {
-        .shards_dir = shards, .backend = backend, .n_inputs = n_args,
-        .input_names = (const char *const *)names, .input_files = (const char *const *)files,
-        .out_dir = tmp, .timeout_ms = (int)timeout_ms, .self_exe = self,
+        .shards_dir = shards,
+        .backend = backend,
+        .n_inputs = n_args,
+        .input_names = (const char *const *)names,
+        .input_files = (const char *const *)files,
+        .out_dir = tmp,
+        .timeout_ms = (int)timeout_ms,
+        .self_exe = self,
     };
     ss_status *st = ss_run_shards(&opt);
     int rc = st ? cli_fail("run", st) : 0;
@@ -126,8 +148,10 @@ static int write_output(const char *outdir, const char *name, const ss_tensor *t
 {
     char path[4096], file[NAME_MAX - 3];
     if (!ss_name_to_file(name, file, sizeof file))
-        return cli_fail("run", ss_errf(SS_ERR_LIMIT, "output name '%.64s...' is too long for a "
-                                       "file name", name));
+        return cli_fail("run", ss_errf(SS_ERR_LIMIT,
+                                       "output name '%.64s...' is too long for a "
+                                       "file name",
+                                       name));
     snprintf(path, sizeof path, "%s/%s.npy", outdir, file);
     ss_status *w = ss_npy_write(path, t);
     return w ? cli_fail("run", w) : 0;
@@ -148,28 +172,35 @@ int cmd_run(int argc, char **argv)
             fputs(run_usage, stdout);
             return 0;
         } else if (!strcmp(a, "--input") && i + 1 < argc) {
-            if (n_args == MAX_INPUTS) return cli_fail("run", ss_errf(SS_ERR_LIMIT, "more than %d inputs", MAX_INPUTS));
+            if (n_args == MAX_INPUTS)
+                return cli_fail("run", ss_errf(SS_ERR_LIMIT, "more than %d inputs", MAX_INPUTS));
             if (!cli_split_kv(argv[++i], &names[n_args], &files[n_args]))
-                return cli_fail("run", ss_errf(SS_ERR_INVALID, "--input wants NAME=FILE.npy, got '%s'", argv[i]));
+                return cli_fail("run", ss_errf(SS_ERR_INVALID,
+                                               "--input wants NAME=FILE.npy, got '%s'", argv[i]));
             n_args++;
         } else if (!strcmp(a, "--shards") && i + 1 < argc) {
             shards = argv[++i];
         } else if (!strcmp(a, "--comm") && i + 1 < argc) {
             if (!ss_comm_backend_parse(argv[++i], &backend))
-                return cli_fail("run", ss_errf(SS_ERR_INVALID, "--comm wants shm or mpi, got '%s'", argv[i]));
+                return cli_fail(
+                    "run", ss_errf(SS_ERR_INVALID, "--comm wants shm or mpi, got '%s'", argv[i]));
         } else if (!strcmp(a, "--timeout-ms") && i + 1 < argc) {
             if (!cli_parse_int(argv[++i], 1, 3600000, &timeout_ms))
-                return cli_fail("run", ss_errf(SS_ERR_INVALID, "--timeout-ms wants 1..3600000, got '%s'", argv[i]));
+                return cli_fail("run", ss_errf(SS_ERR_INVALID,
+                                               "--timeout-ms wants 1..3600000, got '%s'", argv[i]));
         } else if (!strcmp(a, "--weights") && i + 1 < argc) {
             const char *w = argv[++i];
             if (strcmp(w, "f32") && strcmp(w, "bf16"))
-                return cli_fail("run", ss_errf(SS_ERR_INVALID, "--weights wants f32 or bf16, got '%s'", w));
+                return cli_fail(
+                    "run", ss_errf(SS_ERR_INVALID, "--weights wants f32 or bf16, got '%s'", w));
             so.weights = strcmp(w, "bf16") ? SS_WEIGHTS_F32 : SS_WEIGHTS_BF16;
         } else if (!strcmp(a, "--output-dir") && i + 1 < argc) {
             outdir = argv[++i];
         } else if (!strcmp(a, "--repeat") && i + 1 < argc) {
             if (!cli_parse_int(argv[++i], 1, 1000000, &repeat))
-                return cli_fail("run", ss_errf(SS_ERR_INVALID, "--repeat wants a count 1..1000000, got '%s'", argv[i]));
+                return cli_fail("run",
+                                ss_errf(SS_ERR_INVALID,
+                                        "--repeat wants a count 1..1000000, got '%s'", argv[i]));
         } else if (a[0] == '-' || model) {
             fprintf(stderr, "shardserve run: unexpected argument '%s'\n%s", a, run_usage);
             return 2;
@@ -177,7 +208,8 @@ int cmd_run(int argc, char **argv)
             model = a;
         }
     }
-    if (shards && !model) return run_shards(shards, backend, timeout_ms, n_args, names, files, outdir);
+    if (shards && !model)
+        return run_shards(shards, backend, timeout_ms, n_args, names, files, outdir);
     if (!model || shards) {
         fputs(run_usage, stderr);
         return 2;
@@ -191,7 +223,8 @@ int cmd_run(int argc, char **argv)
     /* a misspelt --input name first: the message then names the user's word, not the model's */
     for (int j = 0; j < n_args && !st; j++) {
         int known = 0;
-        for (int i = 0; i < n_in; i++) known |= !strcmp(names[j], ss_session_input(s, i)->name);
+        for (int i = 0; i < n_in; i++)
+            known |= !strcmp(names[j], ss_session_input(s, i)->name);
         if (!known) st = ss_errf(SS_ERR_INVALID, "the model has no input named '%s'", names[j]);
     }
     for (int i = 0; i < n_in && !st; i++) {
@@ -199,8 +232,11 @@ int cmd_run(int argc, char **argv)
         int found = -1;
         for (int j = 0; j < n_args; j++)
             if (!strcmp(names[j], want)) found = j;
-        if (found < 0) st = ss_errf(SS_ERR_INVALID, "missing --input %s=FILE.npy (the model's input %d)", want, i);
-        else st = ss_npy_read(files[found], &inputs[i]);
+        if (found < 0)
+            st = ss_errf(SS_ERR_INVALID, "missing --input %s=FILE.npy (the model's input %d)", want,
+                         i);
+        else
+            st = ss_npy_read(files[found], &inputs[i]);
     }
     uint64_t *times = calloc((size_t)repeat, sizeof(uint64_t));
     const ss_tensor *outs = NULL;
@@ -219,11 +255,13 @@ int cmd_run(int argc, char **argv)
         }
         if (repeat > 1) {
             qsort(times, (size_t)repeat, sizeof *times, cmp_u64);
-            printf("runs: %ld  median %.1f us  min %.1f us\n", repeat, times[repeat / 2] / 1e3, times[0] / 1e3);
+            printf("runs: %ld  median %.1f us  min %.1f us\n", repeat, times[repeat / 2] / 1e3,
+                   times[0] / 1e3);
         }
     }
     free(times);
-    for (int i = 0; i < n_in; i++) ss_tensor_free(&inputs[i]);
+    for (int i = 0; i < n_in; i++)
+        ss_tensor_free(&inputs[i]);
     free(inputs);
     ss_session_free(s);
     return rc;
@@ -239,9 +277,13 @@ int cmd_run_rank(int argc, char **argv)
     for (int i = 4; i < argc && n < MAX_INPUTS; i++)
         if (cli_split_kv(argv[i], &names[n], &files[n])) n++;
     ss_run_shards_options opt = {
-        .shards_dir = argv[1], .backend = SS_COMM_MPI, .n_inputs = n,
-        .input_names = (const char *const *)names, .input_files = (const char *const *)files,
-        .out_dir = argv[2], .timeout_ms = atoi(argv[3]),
+        .shards_dir = argv[1],
+        .backend = SS_COMM_MPI,
+        .n_inputs = n,
+        .input_names = (const char *const *)names,
+        .input_files = (const char *const *)files,
+        .out_dir = argv[2],
+        .timeout_ms = atoi(argv[3]),
     };
     ss_status *st = ss_run_shards_rank(&opt, -1, "mpi");
     return st ? cli_fail("run-rank", st) : 0;

@@ -19,32 +19,49 @@
 
 static const char serve_usage[] =
     "usage: shardserve serve --servable-dir DIR\n"
-    "                        --servable NAME [--version N] --rank-table FILE --distributed-address HOST:PORT\n"
-    "                        [--wait-agents SECONDS] [--servable ... (more servables or versions)]\n"
-    "                        [--grpc HOST:PORT|unix:PATH] [--rest HOST:PORT] [--grpc-max-msg-mb N]\n"
-    "                        [--rest-max-msg-mb N] [--request-timeout-ms MS] [--heartbeat-timeout-ms MS]\n"
+    "                        --servable NAME [--version N] --rank-table FILE --distributed-address "
+    "HOST:PORT\n"
+    "                        [--wait-agents SECONDS] [--servable ... (more servables or "
+    "versions)]\n"
+    "                        [--grpc HOST:PORT|unix:PATH] [--rest HOST:PORT] [--grpc-max-msg-mb "
+    "N]\n"
+    "                        [--rest-max-msg-mb N] [--request-timeout-ms MS] "
+    "[--heartbeat-timeout-ms MS]\n"
     "                        [--max-enqueued N] [--secret-file FILE | --insecure-link]\n"
-    "                        [--rest-max-connections N] [--rest-max-per-client N] [--rest-read-timeout-s S]\n"
+    "                        [--rest-max-connections N] [--rest-max-per-client N] "
+    "[--rest-read-timeout-s S]\n"
     "                        [--grpc-max-streams N] [--grpc-recv-timeout-s S]\n"
-    "                        [--grpc-tls-cert FILE --grpc-tls-key FILE [--grpc-tls-ca FILE --grpc-verify-client]]\n"
-    "                        [--rest-tls-cert FILE --rest-tls-key FILE [--rest-tls-ca FILE --rest-verify-client]]\n"
+    "                        [--grpc-tls-cert FILE --grpc-tls-key FILE [--grpc-tls-ca FILE "
+    "--grpc-verify-client]]\n"
+    "                        [--rest-tls-cert FILE --rest-tls-key FILE [--rest-tls-ca FILE "
+    "--rest-verify-client]]\n"
     "  --wait-agents   how long to wait for every rank to register (0 = forever; default 0)\n"
-    "  --secret-file   shared secret agents must prove to register (also given to 'shardserve agents').\n"
-    "                  Without it serve makes a random one and writes it, readable only by this user, to\n"
-    "                  /tmp/shardserve-UID/link-port-PORT.secret, where 'shardserve agents' on this host\n"
-    "                  finds it by the address (copy it to other hosts, or give --secret-file there)\n"
+    "  --secret-file   shared secret agents must prove to register (also given to 'shardserve "
+    "agents').\n"
+    "                  Without it serve makes a random one and writes it, readable only by this "
+    "user, to\n"
+    "                  /tmp/shardserve-UID/link-port-PORT.secret, where 'shardserve agents' on "
+    "this host\n"
+    "                  finds it by the address (copy it to other hosts, or give --secret-file "
+    "there)\n"
     "  --insecure-link  agents register without proving anything (only on a network you trust)\n"
-    "  --grpc-tls-*    serve gRPC over TLS (MindSpore's SSLConfig): certificate chain and unencrypted key\n"
-    "                  (PEM); --grpc-verify-client requires client certificates signed by --grpc-tls-ca\n"
+    "  --grpc-tls-*    serve gRPC over TLS (MindSpore's SSLConfig): certificate chain and "
+    "unencrypted key\n"
+    "                  (PEM); --grpc-verify-client requires client certificates signed by "
+    "--grpc-tls-ca\n"
     "  --rest-tls-*    the same for REST (HTTPS, TLS 1.2+)\n"
-    "  --rest-max-connections   REST connections of all clients together (default 4096, at most the\n"
-    "                           descriptor limit less 128); more are refused and counted in /metrics\n"
+    "  --rest-max-connections   REST connections of all clients together (default 4096, at most "
+    "the\n"
+    "                           descriptor limit less 128); more are refused and counted in "
+    "/metrics\n"
     "  --rest-max-per-client    REST connections from one client address (default 256)\n"
-    "  --rest-read-timeout-s    a REST request's headers and body must arrive within this, however\n"
+    "  --rest-read-timeout-s    a REST request's headers and body must arrive within this, "
+    "however\n"
     "                           slowly they trickle; a kept-alive connection waiting for its next\n"
     "                           request is closed after it too (default 30)\n"
     "  --grpc-max-streams       concurrent streams on one gRPC connection (default 100)\n"
-    "  --grpc-recv-timeout-s    a gRPC request message must arrive whole within this (default 30)\n";
+    "  --grpc-recv-timeout-s    a gRPC request message must arrive whole within this (default "
+    "30)\n";
 
 /* Limits against hostile clients, declared once: flag, accepted range, where the value goes.
  * 0 (not given) leaves the server's default. */
@@ -71,8 +88,9 @@ static int parse_limit(int argc, char **argv, int *i, serve_limits *lim)
         if (strcmp(argv[*i], limit_flags[k].flag) != 0 || *i + 1 >= argc) continue;
         long *slot = (long *)((char *)lim + limit_flags[k].offset);
         if (cli_parse_int(argv[++*i], limit_flags[k].min, limit_flags[k].max, slot)) return 1;
-        cli_fail("serve", ss_errf(SS_ERR_INVALID, "%s wants %ld..%ld, got '%s'", limit_flags[k].flag,
-                                  limit_flags[k].min, limit_flags[k].max, argv[*i]));
+        cli_fail("serve",
+                 ss_errf(SS_ERR_INVALID, "%s wants %ld..%ld, got '%s'", limit_flags[k].flag,
+                         limit_flags[k].min, limit_flags[k].max, argv[*i]));
         return -1;
     }
     return 0;
@@ -91,15 +109,22 @@ static const char **tls_field(ss_ssl_config tls[2], const char *a)
 
 /* NULL (plaintext) when no TLS flag of this front end was given; otherwise the config, checked
  * for complete flag sets (the files are checked when the server starts). */
-static int tls_config(ss_ssl_config *t, const char *front, const char *address, const ss_ssl_config **out)
+static int tls_config(ss_ssl_config *t, const char *front, const char *address,
+                      const ss_ssl_config **out)
 {
     *out = NULL;
     if (!t->certificate && !t->private_key && !t->custom_ca && !t->verify_client) return 0;
-    if (!address) return cli_fail("serve", ss_errf(SS_ERR_INVALID, "--%s-tls-* given without --%s", front, front));
+    if (!address)
+        return cli_fail("serve",
+                        ss_errf(SS_ERR_INVALID, "--%s-tls-* given without --%s", front, front));
     if (!t->certificate || !t->private_key)
-        return cli_fail("serve", ss_errf(SS_ERR_INVALID, "--%s-tls-cert and --%s-tls-key go together", front, front));
+        return cli_fail(
+            "serve",
+            ss_errf(SS_ERR_INVALID, "--%s-tls-cert and --%s-tls-key go together", front, front));
     if (t->verify_client != (t->custom_ca != NULL))
-        return cli_fail("serve", ss_errf(SS_ERR_INVALID, "--%s-verify-client and --%s-tls-ca go together", front, front));
+        return cli_fail("serve",
+                        ss_errf(SS_ERR_INVALID, "--%s-verify-client and --%s-tls-ca go together",
+                                front, front));
     *out = t;
     return 0;
 }
@@ -117,8 +142,12 @@ static int link_secret(const char *secret_file, bool insecure, char **secret, si
     *secret = NULL;
     *len = 0;
     if (insecure) {
-        if (secret_file) return cli_fail("serve", ss_errf(SS_ERR_INVALID, "--secret-file and --insecure-link exclude each other"));
-        SS_WARN("--insecure-link: agents register without a secret; anyone who reaches the distributed address can");
+        if (secret_file)
+            return cli_fail(
+                "serve",
+                ss_errf(SS_ERR_INVALID, "--secret-file and --insecure-link exclude each other"));
+        SS_WARN("--insecure-link: agents register without a secret; anyone who reaches the "
+                "distributed address can");
         return 0;
     }
     if (secret_file) return cli_read_secret(secret_file, secret, len);
@@ -134,7 +163,8 @@ static int link_secret(const char *secret_file, bool insecure, char **secret, si
 }
 
 /* A generated secret goes to each worker's default secret file; the paths are kept for removal. */
-static ss_status *publish_secret(const char *secret, size_t len, const char *address, char *path, size_t cap)
+static ss_status *publish_secret(const char *secret, size_t len, const char *address, char *path,
+                                 size_t cap)
 {
     ss_status *st = ss_link_secret_path(address, path, cap);
     if (!st) st = ss_link_secret_write(path, secret, len);
@@ -165,12 +195,15 @@ int cmd_serve(int argc, char **argv)
         } else if (!strcmp(a, "--servable-dir") && has) {
             servable_dir = argv[++i];
         } else if (!strcmp(a, "--servable") && has) {
-            if (n == MAX_SERVABLES) return cli_fail("serve", ss_errf(SS_ERR_LIMIT, "more than %d servables", MAX_SERVABLES));
+            if (n == MAX_SERVABLES)
+                return cli_fail("serve",
+                                ss_errf(SS_ERR_LIMIT, "more than %d servables", MAX_SERVABLES));
             memset(&w[n], 0, sizeof w[n]);
             w[n++].servable = argv[++i];
         } else if (cur && !strcmp(a, "--version") && has) {
             if (!cli_parse_int(argv[++i], 0, 1000000, &v))
-                return cli_fail("serve", ss_errf(SS_ERR_INVALID, "--version wants 0..1000000, got '%s'", argv[i]));
+                return cli_fail("serve", ss_errf(SS_ERR_INVALID,
+                                                 "--version wants 0..1000000, got '%s'", argv[i]));
             cur->version = (uint64_t)v;
         } else if (cur && !strcmp(a, "--rank-table") && has) {
             cur->rank_table = argv[++i];
@@ -178,7 +211,9 @@ int cmd_serve(int argc, char **argv)
             cur->distributed_address = argv[++i];
         } else if (cur && !strcmp(a, "--wait-agents") && has) {
             if (!cli_parse_int(argv[++i], 0, 86400 * 365, &v))
-                return cli_fail("serve", ss_errf(SS_ERR_INVALID, "--wait-agents wants seconds >= 0, got '%s'", argv[i]));
+                return cli_fail(
+                    "serve",
+                    ss_errf(SS_ERR_INVALID, "--wait-agents wants seconds >= 0, got '%s'", argv[i]));
             cur->wait_agents_s = (int)v;
         } else if (!strcmp(a, "--grpc") && has) {
             grpc = argv[++i];
@@ -186,17 +221,21 @@ int cmd_serve(int argc, char **argv)
             rest = argv[++i];
         } else if ((!strcmp(a, "--grpc-max-msg-mb") || !strcmp(a, "--rest-max-msg-mb")) && has) {
             if (!cli_parse_int(argv[++i], 1, 512, &v))
-                return cli_fail("serve", ss_errf(SS_ERR_INVALID, "%s wants 1..512, got '%s'", a, argv[i]));
+                return cli_fail("serve",
+                                ss_errf(SS_ERR_INVALID, "%s wants 1..512, got '%s'", a, argv[i]));
             *(a[2] == 'g' ? &grpc_mb : &rest_mb) = v;
         } else if (!strcmp(a, "--request-timeout-ms") && has) {
             if (!cli_parse_int(argv[++i], 1, 3600000, &timeout_ms))
-                return cli_fail("serve", ss_errf(SS_ERR_INVALID, "--request-timeout-ms wants 1..3600000"));
+                return cli_fail("serve",
+                                ss_errf(SS_ERR_INVALID, "--request-timeout-ms wants 1..3600000"));
         } else if (!strcmp(a, "--heartbeat-timeout-ms") && has) {
             if (!cli_parse_int(argv[++i], 100, 3600000, &hb_ms))
-                return cli_fail("serve", ss_errf(SS_ERR_INVALID, "--heartbeat-timeout-ms wants 100..3600000"));
+                return cli_fail(
+                    "serve", ss_errf(SS_ERR_INVALID, "--heartbeat-timeout-ms wants 100..3600000"));
         } else if (!strcmp(a, "--max-enqueued") && has) {
             if (!cli_parse_int(argv[++i], 1, 100000000, &max_enq))
-                return cli_fail("serve", ss_errf(SS_ERR_INVALID, "--max-enqueued wants a positive count"));
+                return cli_fail("serve",
+                                ss_errf(SS_ERR_INVALID, "--max-enqueued wants a positive count"));
         } else if (!strcmp(a, "--secret-file") && has) {
             secret_file = argv[++i];
         } else if (!strcmp(a, "--insecure-link")) {
@@ -215,7 +254,9 @@ int cmd_serve(int argc, char **argv)
         return 2;
     }
     const ss_ssl_config *grpc_tls, *rest_tls;
-    if (tls_config(&tls[0], "grpc", grpc, &grpc_tls) || tls_config(&tls[1], "rest", rest, &rest_tls)) return 1;
+    if (tls_config(&tls[0], "grpc", grpc, &grpc_tls) ||
+        tls_config(&tls[1], "rest", rest, &rest_tls))
+        return 1;
     char *secret = NULL;
     size_t secret_len = 0;
     if (link_secret(secret_file, insecure, &secret, &secret_len)) return 1;
@@ -224,8 +265,10 @@ int cmd_serve(int argc, char **argv)
     memset(secret_paths, 0, sizeof secret_paths);
     for (int i = 0; i < n; i++) {
         if (!w[i].rank_table || !w[i].distributed_address)
-            return cli_fail("serve", ss_errf(SS_ERR_INVALID, "servable %s needs --rank-table and --distributed-address",
-                                             w[i].servable));
+            return cli_fail("serve",
+                            ss_errf(SS_ERR_INVALID,
+                                    "servable %s needs --rank-table and --distributed-address",
+                                    w[i].servable));
         w[i].servable_dir = servable_dir;
         w[i].request_timeout_ms = (int)timeout_ms;
         w[i].heartbeat_timeout_ms = (int)hb_ms;
@@ -241,37 +284,54 @@ int cmd_serve(int argc, char **argv)
     for (int i = 0; i < n && !st; i++) {
         st = ss_worker_set_add(set, &w[i], &workers[i]);
         if (!st && generated)
-            st = publish_secret(secret, secret_len, ss_worker_address(workers[i]), secret_paths[i], sizeof secret_paths[i]);
-        if (!st) printf("Serving: servable %s waiting for agents on %s\n", w[i].servable, ss_worker_address(workers[i]));
+            st = publish_secret(secret, secret_len, ss_worker_address(workers[i]), secret_paths[i],
+                                sizeof secret_paths[i]);
+        if (!st)
+            printf("Serving: servable %s waiting for agents on %s\n", w[i].servable,
+                   ss_worker_address(workers[i]));
     }
     ss_raise_nofile_limit(); /* thousands of client connections need more than 1024 */
     ss_grpc_server *gs = NULL;
     ss_rest_server *rs = NULL;
     ss_predict_handler h = set ? ss_worker_set_handler(set) : (ss_predict_handler){0};
     if (!st && grpc) {
-        ss_grpc_options go = {.address = grpc, .max_msg_mb = (int)grpc_mb, .handler = h, .ready = ss_worker_set_ready,
-                              .ready_ctx = set, .ssl = grpc_tls, .max_streams = (int)lim.grpc_streams,
+        ss_grpc_options go = {.address = grpc,
+                              .max_msg_mb = (int)grpc_mb,
+                              .handler = h,
+                              .ready = ss_worker_set_ready,
+                              .ready_ctx = set,
+                              .ssl = grpc_tls,
+                              .max_streams = (int)lim.grpc_streams,
                               .recv_timeout_s = (int)lim.grpc_recv_s};
         st = ss_grpc_server_start(&go, &gs);
-        if (!st && ss_grpc_server_port(gs) > 0) { /* show the bound port (also when asked for port 0) */
+        if (!st &&
+            ss_grpc_server_port(gs) > 0) { /* show the bound port (also when asked for port 0) */
             char host[256];
             const char *colon = strrchr(grpc, ':');
             snprintf(host, sizeof host, "%.*s", colon ? (int)(colon - grpc) : 0, grpc);
-            printf("Serving: Serving gRPC server start success, listening on %s:%d\n", host, ss_grpc_server_port(gs));
+            printf("Serving: Serving gRPC server start success, listening on %s:%d\n", host,
+                   ss_grpc_server_port(gs));
         } else if (!st) {
             printf("Serving: Serving gRPC server start success, listening on %s\n", grpc);
         }
     }
     if (!st && rest) {
-        ss_rest_options ro = {.address = rest, .max_msg_mb = (int)rest_mb, .handler = h, .ready = ss_worker_set_ready,
-                              .ready_ctx = set, .ssl = rest_tls, .max_connections = (int)lim.rest_connections,
-                              .max_per_client = (int)lim.rest_per_client, .read_timeout_s = (int)lim.rest_read_s};
+        ss_rest_options ro = {.address = rest,
+                              .max_msg_mb = (int)rest_mb,
+                              .handler = h,
+                              .ready = ss_worker_set_ready,
+                              .ready_ctx = set,
+                              .ssl = rest_tls,
+                              .max_connections = (int)lim.rest_connections,
+                              .max_per_client = (int)lim.rest_per_client,
+                              .read_timeout_s = (int)lim.rest_read_s};
         st = ss_rest_server_start(&ro, &rs);
         if (!st) {
             char host[256];
             const char *colon = strrchr(rest, ':');
             snprintf(host, sizeof host, "%.*s", colon ? (int)(colon - rest) : 0, rest);
-            printf("Serving: Serving RESTful server start success, listening on %s:%d\n", host, ss_rest_server_port(rs));
+            printf("Serving: Serving RESTful server start success, listening on %s:%d\n", host,
+                   ss_rest_server_port(rs));
         }
     }
     fflush(stdout);

@@ -31,19 +31,25 @@ int cmd_shard(int argc, char **argv)
             return 0;
         } else if (!strcmp(a, "--ranks") && has) {
             if (!cli_parse_int(argv[++i], 1, 4096, &v))
-                return cli_fail("shard", ss_errf(SS_ERR_INVALID, "--ranks wants 1..4096, got '%s'", argv[i]));
+                return cli_fail(
+                    "shard", ss_errf(SS_ERR_INVALID, "--ranks wants 1..4096, got '%s'", argv[i]));
             opt.rank_size = (int)v;
         } else if (!strcmp(a, "--stages") && has) {
             if (!cli_parse_int(argv[++i], 1, 4096, &v))
-                return cli_fail("shard", ss_errf(SS_ERR_INVALID, "--stages wants 1..4096, got '%s'", argv[i]));
+                return cli_fail(
+                    "shard", ss_errf(SS_ERR_INVALID, "--stages wants 1..4096, got '%s'", argv[i]));
             opt.stage_size = (int)v;
         } else if (!strcmp(a, "--strategy") && has) {
             const char *s = argv[++i];
-            if (!strcmp(s, "auto")) opt.mode = SS_SHARD_AUTO;
-            else if (!strcmp(s, "none")) opt.mode = SS_SHARD_NONE;
-            else opt.mode = SS_SHARD_FILE, opt.strategy_path = s;
+            if (!strcmp(s, "auto"))
+                opt.mode = SS_SHARD_AUTO;
+            else if (!strcmp(s, "none"))
+                opt.mode = SS_SHARD_NONE;
+            else
+                opt.mode = SS_SHARD_FILE, opt.strategy_path = s;
         } else if (!strcmp(a, "--input-shape") && has) {
-            if (opt.n_input_shapes == 64) return cli_fail("shard", ss_errf(SS_ERR_LIMIT, "too many --input-shape"));
+            if (opt.n_input_shapes == 64)
+                return cli_fail("shard", ss_errf(SS_ERR_LIMIT, "too many --input-shape"));
             shapes[opt.n_input_shapes++] = argv[++i];
         } else if (!strcmp(a, "--out") && has) {
             opt.out_dir = argv[++i];

@@ -28,7 +28,8 @@ static int get_status(const char *host, int port, const char *path)
     int status = 0;
     if (connect(fd, (struct sockaddr *)&sa, sizeof sa) == 0) {
         char req[512], buf[256] = "";
-        int n = snprintf(req, sizeof req, "GET %s HTTP/1.1\r\nHost: %s\r\nConnection: close\r\n\r\n", path, host);
+        int n = snprintf(req, sizeof req,
+                         "GET %s HTTP/1.1\r\nHost: %s\r\nConnection: close\r\n\r\n", path, host);
         if (write(fd, req, (size_t)n) == n) {
             ssize_t r = read(fd, buf, sizeof buf - 1);
             if (r > 12 && !strncmp(buf, "HTTP/1.", 7)) sscanf(buf + 9, "%d", &status);
@@ -50,7 +51,9 @@ int cmd_wait_ready(int argc, char **argv)
             rest = argv[++i];
         } else if (!strcmp(argv[i], "--timeout-s") && i + 1 < argc) {
             if (!cli_parse_int(argv[++i], 0, 86400, &timeout_s))
-                return cli_fail("wait-ready", ss_errf(SS_ERR_INVALID, "--timeout-s wants 0..86400, got '%s'", argv[i]));
+                return cli_fail(
+                    "wait-ready",
+                    ss_errf(SS_ERR_INVALID, "--timeout-s wants 0..86400, got '%s'", argv[i]));
         } else {
             fprintf(stderr, "shardserve wait-ready: unexpected argument '%s'\n", argv[i]);
             return 2;
@@ -59,7 +62,8 @@ int cmd_wait_ready(int argc, char **argv)
     const char *colon = rest ? strrchr(rest, ':') : NULL;
     long port;
     if (!colon || !cli_parse_int(colon + 1, 1, 65535, &port))
-        return cli_fail("wait-ready", ss_errf(SS_ERR_INVALID, "--rest wants IP:PORT, got '%s'", rest ? rest : "(none)"));
+        return cli_fail("wait-ready", ss_errf(SS_ERR_INVALID, "--rest wants IP:PORT, got '%s'",
+                                              rest ? rest : "(none)"));
     char host[256];
     snprintf(host, sizeof host, "%.*s", (int)(colon - rest), rest);
     uint64_t deadline = ss_now_ns() + (uint64_t)timeout_s * 1000000000ull;
@@ -74,6 +78,7 @@ int cmd_wait_ready(int argc, char **argv)
         struct timespec ts = {0, 100 * 1000000L};
         nanosleep(&ts, NULL);
     }
-    return cli_fail("wait-ready", ss_errf(SS_ERR_TIMEOUT, "%s not ready after %ld s (%s)", rest, timeout_s,
-                                          status ? "GET /health/ready answered not ready" : "no answer"));
+    return cli_fail("wait-ready",
+                    ss_errf(SS_ERR_TIMEOUT, "%s not ready after %ld s (%s)", rest, timeout_s,
+                            status ? "GET /health/ready answered not ready" : "no answer"));
 }

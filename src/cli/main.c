@@ -25,7 +25,8 @@ static const command commands[] = {
     {"wait-ready", cmd_wait_ready, "wait until a server's /health/ready says ready (for scripts)"},
     {"run-rank", cmd_run_rank, NULL},     /* internal: one rank under mpirun */
     {"agent-rank", cmd_agent_rank, NULL}, /* internal: one agent, started by `agents` */
-    {"agent-rank-mpi", cmd_agent_rank_mpi, NULL}, /* internal: one agent under mpirun (`agents --comm mpi`) */
+    {"agent-rank-mpi", cmd_agent_rank_mpi,
+     NULL}, /* internal: one agent under mpirun (`agents --comm mpi`) */
 };
 
 static void usage(FILE *f)

@@ -16,11 +16,12 @@
  * A member's slot = two small halves (used alternately by consecutive ops that fit in one half,
  * so those need a single barrier) + one large area (chunks of large ops).
  *
- * Waiting: spin on sched_yield for at most ~200 us (SHARDSERVE_COMM_SPIN_US), then FUTEX_WAIT (shared, not private) in
- * slices of 20 ms; between slices the ranks being waited for are checked for liveness (kill(pid,0)
- * and /proc/<pid>/stat: gone, zombie or a different start time = dead). Every wait ends by the
- * communicator's timeout. The first rank that sees a dead or late peer records the reason in the
- * segment's abort record and wakes everyone, so all ranks fail fast with the same cause.
+ * Waiting: spin on sched_yield for at most ~200 us (SHARDSERVE_COMM_SPIN_US), then FUTEX_WAIT
+ * (shared, not private) in slices of 20 ms; between slices the ranks being waited for are checked
+ * for liveness (kill(pid,0) and /proc/<pid>/stat: gone, zombie or a different start time = dead).
+ * Every wait ends by the communicator's timeout. The first rank that sees a dead or late peer
+ * records the reason in the segment's abort record and wakes everyone, so all ranks fail fast with
+ * the same cause.
  *
  * Ordering between ops: each op writes its descriptor in desc[seq & 1] and small data in small
  * half seq & 1 before its first barrier, and reads others' only after it; a rank cannot write the

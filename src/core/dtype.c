@@ -12,19 +12,25 @@ size_t ss_dtype_size(ss_dtype dt)
     switch (dt) {
     case SS_DT_BOOL:
     case SS_DT_UINT8:
-    case SS_DT_INT8: return 1;
+    case SS_DT_INT8:
+        return 1;
     case SS_DT_UINT16:
     case SS_DT_INT16:
     case SS_DT_FLOAT16:
-    case SS_DT_BFLOAT16: return 2;
+    case SS_DT_BFLOAT16:
+        return 2;
     case SS_DT_INT32:
     case SS_DT_UINT32:
-    case SS_DT_FLOAT32: return 4;
+    case SS_DT_FLOAT32:
+        return 4;
     case SS_DT_INT64:
     case SS_DT_UINT64:
-    case SS_DT_FLOAT64: return 8;
-    case SS_DT_STRING: return sizeof(ss_string);
-    case SS_DT_UNDEFINED: return 0;
+    case SS_DT_FLOAT64:
+        return 8;
+    case SS_DT_STRING:
+        return sizeof(ss_string);
+    case SS_DT_UNDEFINED:
+        return 0;
     }
     return 0;
 }
@@ -32,21 +38,36 @@ size_t ss_dtype_size(ss_dtype dt)
 const char *ss_dtype_name(ss_dtype dt)
 {
     switch (dt) {
-    case SS_DT_FLOAT32: return "float32";
-    case SS_DT_UINT8: return "uint8";
-    case SS_DT_INT8: return "int8";
-    case SS_DT_UINT16: return "uint16";
-    case SS_DT_INT16: return "int16";
-    case SS_DT_INT32: return "int32";
-    case SS_DT_INT64: return "int64";
-    case SS_DT_STRING: return "string";
-    case SS_DT_BOOL: return "bool";
-    case SS_DT_FLOAT16: return "float16";
-    case SS_DT_FLOAT64: return "float64";
-    case SS_DT_UINT32: return "uint32";
-    case SS_DT_UINT64: return "uint64";
-    case SS_DT_BFLOAT16: return "bfloat16";
-    case SS_DT_UNDEFINED: return "undefined";
+    case SS_DT_FLOAT32:
+        return "float32";
+    case SS_DT_UINT8:
+        return "uint8";
+    case SS_DT_INT8:
+        return "int8";
+    case SS_DT_UINT16:
+        return "uint16";
+    case SS_DT_INT16:
+        return "int16";
+    case SS_DT_INT32:
+        return "int32";
+    case SS_DT_INT64:
+        return "int64";
+    case SS_DT_STRING:
+        return "string";
+    case SS_DT_BOOL:
+        return "bool";
+    case SS_DT_FLOAT16:
+        return "float16";
+    case SS_DT_FLOAT64:
+        return "float64";
+    case SS_DT_UINT32:
+        return "uint32";
+    case SS_DT_UINT64:
+        return "uint64";
+    case SS_DT_BFLOAT16:
+        return "bfloat16";
+    case SS_DT_UNDEFINED:
+        return "undefined";
     }
     /* Values from files and requests may be anything; name the number so errors stay useful. */
     static _Thread_local char unknown[24];
@@ -75,8 +96,10 @@ bool ss_dtype_is_int(ss_dtype dt)
     case SS_DT_INT32:
     case SS_DT_INT64:
     case SS_DT_UINT32:
-    case SS_DT_UINT64: return true;
-    default: return false;
+    case SS_DT_UINT64:
+        return true;
+    default:
+        return false;
     }
 }
 
@@ -118,7 +141,7 @@ uint16_t ss_f32_to_f16(float f)
         return (uint16_t)(sign | 0x7c00 | (abs > 0x7f800000u ? 0x200 | ((abs >> 13) & 0x3ff) : 0));
     if (abs >= 0x477ff000u) return (uint16_t)(sign | 0x7c00); /* rounds past the largest half */
     if (abs < 0x38800000u) {                                  /* result is subnormal or zero */
-        if (abs < 0x33000000u) return (uint16_t)sign;         /* below half the smallest subnormal */
+        if (abs < 0x33000000u) return (uint16_t)sign; /* below half the smallest subnormal */
         uint32_t exp = abs >> 23;
         uint32_t mant = (abs & 0x7fffff) | 0x800000;
         uint32_t shift = 126 - exp; /* 14..24 */
@@ -135,7 +158,10 @@ uint16_t ss_f32_to_f16(float f)
     return (uint16_t)(sign | half);
 }
 
-float ss_bf16_to_f32(uint16_t h) { return bits_f32((uint32_t)h << 16); }
+float ss_bf16_to_f32(uint16_t h)
+{
+    return bits_f32((uint32_t)h << 16);
+}
 
 uint16_t ss_f32_to_bf16(float f)
 {

@@ -17,7 +17,10 @@
 static ss_log_level current_level = SS_LOG_INFO;
 static char process_tag[48] = "shardserve";
 
-void ss_log_set_level(ss_log_level level) { current_level = level; }
+void ss_log_set_level(ss_log_level level)
+{
+    current_level = level;
+}
 
 void ss_log_init_from_env(void)
 {
@@ -29,11 +32,13 @@ void ss_log_init_from_env(void)
             current_level = (ss_log_level)i;
             return;
         }
-    ss_log(SS_LOG_WARN, "ignoring SHARDSERVE_LOG=%s (expected debug, info, warn, error or off)",
-           v);
+    ss_log(SS_LOG_WARN, "ignoring SHARDSERVE_LOG=%s (expected debug, info, warn, error or off)", v);
 }
 
-void ss_log_set_tag(const char *tag) { snprintf(process_tag, sizeof process_tag, "%s", tag); }
+void ss_log_set_tag(const char *tag)
+{
+    snprintf(process_tag, sizeof process_tag, "%s", tag);
+}
 
 /* SS_LOG_OFF is a threshold, not a message level: nothing logged "at OFF" is ever shown. */
 bool ss_log_enabled(ss_log_level level)

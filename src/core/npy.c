@@ -30,10 +30,12 @@ static const char *dict_value(const char *hdr, const char *key)
     const char *p = strstr(hdr, pat);
     if (!p) return NULL;
     p += strlen(pat);
-    while (*p == ' ') p++;
+    while (*p == ' ')
+        p++;
     if (*p != ':') return NULL;
     p++;
-    while (*p == ' ') p++;
+    while (*p == ' ')
+        p++;
     return p;
 }
 
@@ -41,7 +43,8 @@ static ss_status *parse_descr(const char *hdr, const char *what, ss_dtype *dt)
 {
     const char *v = dict_value(hdr, "descr");
     if (!v) return ss_errf(SS_ERR_INVALID, "%s: npy header has no 'descr'", what);
-    if (*v != '\'') return ss_errf(SS_ERR_INVALID, "%s: npy structured dtypes are not supported", what);
+    if (*v != '\'')
+        return ss_errf(SS_ERR_INVALID, "%s: npy structured dtypes are not supported", what);
     v++;
     const char *end = strchr(v, '\'');
     if (!end || end - v > 15) return ss_errf(SS_ERR_INVALID, "%s: malformed npy 'descr'", what);
@@ -51,8 +54,10 @@ static ss_status *parse_descr(const char *hdr, const char *what, ss_dtype *dt)
     char order = descr[0];
     const char *code = descr + 1;
     if (order == '>' && strcmp(code, "i1") && strcmp(code, "u1") && strcmp(code, "b1"))
-        return ss_errf(SS_ERR_UNSUPPORTED, "%s: big-endian npy data ('%s') is not supported; "
-                       "convert with arr.astype(arr.dtype.newbyteorder('<'))", what, descr);
+        return ss_errf(SS_ERR_UNSUPPORTED,
+                       "%s: big-endian npy data ('%s') is not supported; "
+                       "convert with arr.astype(arr.dtype.newbyteorder('<'))",
+                       what, descr);
     if (order != '<' && order != '|' && order != '>')
         return ss_errf(SS_ERR_INVALID, "%s: npy 'descr' '%s' has no byte-order mark", what, descr);
     if (code[0] == 'O')
@@ -72,16 +77,20 @@ static ss_status *parse_shape(const char *hdr, const char *what, int *ndim, int6
     const char *v = dict_value(hdr, "fortran_order");
     if (!v) return ss_errf(SS_ERR_INVALID, "%s: npy header has no 'fortran_order'", what);
     if (strncmp(v, "True", 4) == 0)
-        return ss_errf(SS_ERR_UNSUPPORTED, "%s: Fortran-order npy arrays are not supported; "
-                       "save with np.ascontiguousarray", what);
+        return ss_errf(SS_ERR_UNSUPPORTED,
+                       "%s: Fortran-order npy arrays are not supported; "
+                       "save with np.ascontiguousarray",
+                       what);
     if (strncmp(v, "False", 5) != 0)
         return ss_errf(SS_ERR_INVALID, "%s: malformed npy 'fortran_order'", what);
     v = dict_value(hdr, "shape");
-    if (!v || *v != '(') return ss_errf(SS_ERR_INVALID, "%s: npy header has no 'shape' tuple", what);
+    if (!v || *v != '(')
+        return ss_errf(SS_ERR_INVALID, "%s: npy header has no 'shape' tuple", what);
     v++;
     *ndim = 0;
     for (;;) {
-        while (*v == ' ' || *v == ',') v++;
+        while (*v == ' ' || *v == ',')
+            v++;
         if (*v == ')') break;
         if (!isdigit((unsigned char)*v))
             return ss_errf(SS_ERR_INVALID, "%s: malformed npy 'shape'", what);
@@ -198,9 +207,9 @@ static size_t npy_header(const ss_tensor *t, const char *code, char head[static 
     for (int i = 0; i < t->ndim; i++)
         so += (size_t)snprintf(shape + so, sizeof shape - so, "%s%lld%s", i ? " " : "",
                                (long long)t->dims[i], (i + 1 < t->ndim || t->ndim == 1) ? "," : "");
-    int dl = snprintf(head + 10, 512 - 10,
-                      "{'descr': '%c%s', 'fortran_order': False, 'shape': (%s), }",
-                      ss_dtype_size(t->dtype) == 1 ? '|' : '<', code, shape);
+    int dl =
+        snprintf(head + 10, 512 - 10, "{'descr': '%c%s', 'fortran_order': False, 'shape': (%s), }",
+                 ss_dtype_size(t->dtype) == 1 ? '|' : '<', code, shape);
     size_t total = (10 + (size_t)dl + 1 + 63) / 64 * 64, hlen = total - 10;
     memcpy(head, "\x93NUMPY\x01\x00", 8);
     head[8] = (char)(hlen & 0xff);

@@ -69,15 +69,24 @@ void ss_status_free(ss_status *st)
 const char *ss_code_name(ss_code code)
 {
     switch (code) {
-    case SS_OK: return "ok";
-    case SS_ERR_INVALID: return "invalid";
-    case SS_ERR_UNSUPPORTED: return "unsupported";
-    case SS_ERR_IO: return "io";
-    case SS_ERR_NOMEM: return "out of memory";
-    case SS_ERR_TIMEOUT: return "timeout";
-    case SS_ERR_UNAVAILABLE: return "unavailable";
-    case SS_ERR_LIMIT: return "limit";
-    case SS_ERR_INTERNAL: return "internal";
+    case SS_OK:
+        return "ok";
+    case SS_ERR_INVALID:
+        return "invalid";
+    case SS_ERR_UNSUPPORTED:
+        return "unsupported";
+    case SS_ERR_IO:
+        return "io";
+    case SS_ERR_NOMEM:
+        return "out of memory";
+    case SS_ERR_TIMEOUT:
+        return "timeout";
+    case SS_ERR_UNAVAILABLE:
+        return "unavailable";
+    case SS_ERR_LIMIT:
+        return "limit";
+    case SS_ERR_INTERNAL:
+        return "internal";
     }
     return "unknown";
 }

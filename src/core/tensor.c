@@ -19,14 +19,20 @@ int64_t ss_shape_numel(int ndim, const int64_t *dims)
     bool zero = false;
     for (int i = 0; i < ndim; i++) {
         if (dims[i] < 0) return -1;
-        if (dims[i] == 0) zero = true;
-        else if (n > NUMEL_LIMIT / dims[i]) return -1;
-        else n *= dims[i];
+        if (dims[i] == 0)
+            zero = true;
+        else if (n > NUMEL_LIMIT / dims[i])
+            return -1;
+        else
+            n *= dims[i];
     }
     return zero ? 0 : n;
 }
 
-int64_t ss_tensor_numel(const ss_tensor *t) { return ss_shape_numel(t->ndim, t->dims); }
+int64_t ss_tensor_numel(const ss_tensor *t)
+{
+    return ss_shape_numel(t->ndim, t->dims);
+}
 
 const char *ss_shape_str(int ndim, const int64_t *dims, char *buf, size_t cap)
 {
@@ -155,7 +161,8 @@ void ss_tensor_free(ss_tensor *t)
         if (t->dtype == SS_DT_STRING && t->data) {
             ss_string *s = t->data;
             int64_t n = ss_tensor_numel(t);
-            for (int64_t i = 0; i < n; i++) free(s[i].data);
+            for (int64_t i = 0; i < n; i++)
+                free(s[i].data);
         }
         free(t->data);
     } else if (t->storage == SS_STORE_MAPPED && t->map_base) {

@@ -63,7 +63,9 @@ ss_status *ss_link_secret_path(const char *address, char *buf, size_t cap)
         char *end = NULL;
         long port = colon ? strtol(colon + 1, &end, 10) : 0;
         if (!colon || !end || *end || port <= 0 || port > 65535)
-            return ss_errf(SS_ERR_INVALID, "distributed address '%s' has no port to name its secret file by", address);
+            return ss_errf(SS_ERR_INVALID,
+                           "distributed address '%s' has no port to name its secret file by",
+                           address);
         snprintf(key, sizeof key, "port-%ld", port);
     }
     int n = snprintf(buf, cap, "/tmp/shardserve-%u/link-%s.secret", (unsigned)geteuid(), key);
@@ -75,7 +77,8 @@ ss_status *ss_link_secret_generate(char out[65])
     uint8_t raw[32];
     ss_status *st = link_random(raw, sizeof raw);
     if (st) return st;
-    for (size_t i = 0; i < sizeof raw; i++) snprintf(out + 2 * i, 3, "%02x", raw[i]);
+    for (size_t i = 0; i < sizeof raw; i++)
+        snprintf(out + 2 * i, 3, "%02x", raw[i]);
     return NULL;
 }
 
@@ -84,7 +87,8 @@ static ss_status *secret_dir(const char *path, bool create)
 {
     char dir[512];
     const char *slash = strrchr(path, '/');
-    if (!slash || (size_t)(slash - path) >= sizeof dir) return NULL; /* a file in the current folder */
+    if (!slash || (size_t)(slash - path) >= sizeof dir)
+        return NULL; /* a file in the current folder */
     memcpy(dir, path, (size_t)(slash - path));
     dir[slash - path] = 0;
     if (create && mkdir(dir, 0700) != 0 && errno != EEXIST)
@@ -92,8 +96,10 @@ static ss_status *secret_dir(const char *path, bool create)
     struct stat sb;
     if (lstat(dir, &sb) != 0) return ss_errf(SS_ERR_IO, "%s: %s", dir, strerror(errno));
     if (!S_ISDIR(sb.st_mode) || sb.st_uid != geteuid() || (sb.st_mode & 077))
-        return ss_errf(SS_ERR_INVALID, "%s must be a folder of uid %u that no one else can open (mode 0700), "
-                       "not a link: refusing to keep a link secret there", dir, (unsigned)geteuid());
+        return ss_errf(SS_ERR_INVALID,
+                       "%s must be a folder of uid %u that no one else can open (mode 0700), "
+                       "not a link: refusing to keep a link secret there",
+                       dir, (unsigned)geteuid());
     return NULL;
 }
 
@@ -102,7 +108,8 @@ ss_status *ss_link_secret_write(const char *path, const void *secret, size_t len
     ss_status *st = secret_dir(path, true);
     if (st) return st;
     int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0600);
-    if (fd < 0) return ss_errf(SS_ERR_IO, "cannot write the link secret %s: %s", path, strerror(errno));
+    if (fd < 0)
+        return ss_errf(SS_ERR_IO, "cannot write the link secret %s: %s", path, strerror(errno));
     bool ok = fchmod(fd, 0600) == 0 && write(fd, secret, len) == (ssize_t)len;
     int err = errno;
     if (close(fd) != 0) ok = false;
@@ -121,7 +128,8 @@ ss_status *ss_link_secret_read(const char *path, char **secret, size_t *len)
     ss_status *st = ss_read_file(path, &buf, len);
     if (st) return st;
     char *s = buf;
-    while (*len && (s[*len - 1] == '\n' || s[*len - 1] == '\r')) (*len)--;
+    while (*len && (s[*len - 1] == '\n' || s[*len - 1] == '\r'))
+        (*len)--;
     if (*len == 0) {
         free(buf);
         return ss_errf(SS_ERR_INVALID, "secret file %s is empty", path);

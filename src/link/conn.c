@@ -793,10 +793,12 @@ ss_status *ss_link_accept(ss_link_listener *l, int timeout_ms, ss_link_conn **ou
                 /* a Unix socket carries the peer's identity: only our own user may connect */
                 struct ucred cred = {.pid = 0, .uid = (uid_t)-1, .gid = (gid_t)-1};
                 socklen_t clen = sizeof cred;
-                if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &clen) != 0 || cred.uid != geteuid()) {
+                if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &clen) != 0 ||
+                    cred.uid != geteuid()) {
                     unsigned uid = (unsigned)cred.uid;
                     close(fd);
-                    return ss_errf(SS_ERR_INVALID, "%s: refused a connection from uid %u (only uid %u may connect)",
+                    return ss_errf(SS_ERR_INVALID,
+                                   "%s: refused a connection from uid %u (only uid %u may connect)",
                                    l->address, clen == sizeof cred ? uid : 0u, (unsigned)geteuid());
                 }
                 snprintf(peer, sizeof peer, "%.120s peer", l->address);

@@ -283,8 +283,8 @@ static void scratch_free(pack_scratch *s)
 }
 
 /* Pack a[0..na) then b[0..nb) into s->spec_ptrs (what = "REGISTER" or "PREDICT", for errors). */
-static ss_status *fill_specs(const ss_link_spec *a, size_t na, const ss_link_spec *b, size_t nb, pack_scratch *s,
-                             const ss_link_options *opts, const char *what)
+static ss_status *fill_specs(const ss_link_spec *a, size_t na, const ss_link_spec *b, size_t nb,
+                             pack_scratch *s, const ss_link_options *opts, const char *what)
 {
     size_t n = na + nb;
     if (n > opts->max_tensors)
@@ -295,7 +295,8 @@ static ss_status *fill_specs(const ss_link_spec *a, size_t na, const ss_link_spe
     if (!s->specs || !s->spec_ptrs) return ss_errf(SS_ERR_NOMEM, "%s specs", what);
     for (size_t i = 0; i < n; i++) {
         bool in = i < na;
-        ss_status *st = pack_spec(in ? &a[i] : &b[i - na], &s->specs[i], in ? "input" : "output", in ? i : i - na);
+        ss_status *st = pack_spec(in ? &a[i] : &b[i - na], &s->specs[i], in ? "input" : "output",
+                                  in ? i : i - na);
         if (st) return st;
         s->spec_ptrs[i] = &s->specs[i];
     }
@@ -402,7 +403,9 @@ ss_status *link_pack_header(const ss_link_msg *m, const link_handshake *hs,
         h.predict.quiet = m->quiet;
         h.predict.input_root = m->has_input_root ? m->input_root + 1 : 0;
         if (m->has_input_root) {
-            if (n_tensors) st = ss_errf(SS_ERR_INVALID, "inputs come by broadcast but %zu tensors are given", n_tensors);
+            if (n_tensors)
+                st = ss_errf(SS_ERR_INVALID, "inputs come by broadcast but %zu tensors are given",
+                             n_tensors);
             if (!st) st = fill_specs(m->inputs, m->n_inputs, NULL, 0, &s, opts, "PREDICT");
             h.predict.n_input_specs = m->n_inputs;
             h.predict.input_specs = s.spec_ptrs;
@@ -654,14 +657,16 @@ static ss_status *unpack_fields(const link_prefix *p, const any_header *h,
         m->quiet = h->predict.quiet;
         if (h->predict.input_root) {
             if (h->predict.n_tensors)
-                return ss_errf(SS_ERR_INVALID, "PREDICT takes its inputs by broadcast but carries %zu tensors",
+                return ss_errf(SS_ERR_INVALID,
+                               "PREDICT takes its inputs by broadcast but carries %zu tensors",
                                h->predict.n_tensors);
             if (h->predict.n_input_specs > opts->max_tensors)
-                return ss_errf(SS_ERR_LIMIT, "PREDICT declares %zu inputs, the limit is %u", h->predict.n_input_specs,
-                               opts->max_tensors);
+                return ss_errf(SS_ERR_LIMIT, "PREDICT declares %zu inputs, the limit is %u",
+                               h->predict.n_input_specs, opts->max_tensors);
             m->has_input_root = true;
             m->input_root = h->predict.input_root - 1;
-            st = unpack_specs(h->predict.input_specs, h->predict.n_input_specs, "input", &m->inputs, &m->n_inputs);
+            st = unpack_specs(h->predict.input_specs, h->predict.n_input_specs, "input", &m->inputs,
+                              &m->n_inputs);
             if (st) return st;
             uint64_t total = 0; /* what the broadcast brings must be concrete and fit in a frame */
             for (size_t i = 0; i < m->n_inputs; i++) {
@@ -670,8 +675,10 @@ static ss_status *unpack_fields(const link_prefix *p, const any_header *h,
                     if (m->inputs[i].dims[d] < 0)
                         return ss_errf(SS_ERR_INVALID, "PREDICT input %zu has a dynamic dim", i);
                 if (m->inputs[i].dtype == SS_DT_STRING)
-                    return ss_errf(SS_ERR_UNSUPPORTED, "PREDICT input %zu: string inputs cannot come by broadcast", i);
-                st = numeric_bytes(m->inputs[i].dtype, m->inputs[i].ndim, m->inputs[i].dims, &bytes);
+                    return ss_errf(SS_ERR_UNSUPPORTED,
+                                   "PREDICT input %zu: string inputs cannot come by broadcast", i);
+                st =
+                    numeric_bytes(m->inputs[i].dtype, m->inputs[i].ndim, m->inputs[i].dims, &bytes);
                 if (st) return st;
                 total += bytes;
                 if (total > opts->max_frame_bytes)
@@ -732,7 +739,8 @@ ss_status *link_unpack_header(const link_prefix *p, const uint8_t *hdr, const ss
         ss_link_msg_free(m);
         free(*sizes);
         *sizes = NULL;
-        if (st->code == SS_ERR_NOMEM) return ss_status_wrap(st, "%s frame", ss_link_type_name(p->type));
+        if (st->code == SS_ERR_NOMEM)
+            return ss_status_wrap(st, "%s frame", ss_link_type_name(p->type));
         return ss_status_wrap(st, "bad %s frame", ss_link_type_name(p->type));
     }
     return NULL;

@@ -50,8 +50,8 @@ struct ss_metrics {
     collector *collectors;
 };
 
-static const double default_buckets[] = {0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01,
-                                         0.025,  0.05,    0.1,    0.25,  0.5,    1,     2.5, 5, 10};
+static const double default_buckets[] = {0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025,
+                                         0.05,   0.1,     0.25,   0.5,   1,      2.5,   5,    10};
 
 /* ------------------------------------------------------------------ atomics on doubles */
 
@@ -72,8 +72,8 @@ static uint64_t d_to_bits(double d)
 static void atomic_add_d(_Atomic uint64_t *a, double v)
 {
     uint64_t old = atomic_load_explicit(a, memory_order_relaxed);
-    while (!atomic_compare_exchange_weak_explicit(a, &old, d_to_bits(bits_to_d(old) + v), memory_order_relaxed,
-                                                  memory_order_relaxed)) {
+    while (!atomic_compare_exchange_weak_explicit(a, &old, d_to_bits(bits_to_d(old) + v),
+                                                  memory_order_relaxed, memory_order_relaxed)) {
     }
 }
 
@@ -91,7 +91,10 @@ ss_metrics *ss_metrics_new(void)
 
 static ss_metrics *global_registry;
 static pthread_once_t global_once = PTHREAD_ONCE_INIT;
-static void global_init(void) { global_registry = ss_metrics_new(); }
+static void global_init(void)
+{
+    global_registry = ss_metrics_new();
+}
 
 ss_metrics *ss_metrics_global(void)
 {
@@ -105,11 +108,13 @@ void ss_metrics_free(ss_metrics *m)
     for (ss_metric_family *f = m->families; f;) {
         for (ss_metric_series *s = f->series; s;) {
             ss_metric_series *n = s->next;
-            for (int i = 0; i < f->n_labels; i++) free(s->values[i]);
+            for (int i = 0; i < f->n_labels; i++)
+                free(s->values[i]);
             free(s);
             s = n;
         }
-        for (int i = 0; i < f->n_labels; i++) free(f->labels[i]);
+        for (int i = 0; i < f->n_labels; i++)
+            free(f->labels[i]);
         free(f->name);
         free(f->help);
         ss_metric_family *n = f->next;
@@ -131,20 +136,22 @@ static bool valid_name(const char *s, bool colon)
     if (!s || !*s) return false;
     for (const char *p = s; *p; p++) {
         char c = *p;
-        bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || c == '_' || (colon && c == ':') ||
-                  (p != s && c >= '0' && c <= '9');
+        bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || c == '_' ||
+                  (colon && c == ':') || (p != s && c >= '0' && c <= '9');
         if (!ok) return false;
     }
     return true;
 }
 
-ss_metric_family *ss_metrics_family(ss_metrics *m, ss_metric_type type, const char *name, const char *help,
-                                    int n_labels, const char *const *label_names, const double *buckets,
-                                    int n_buckets)
+ss_metric_family *ss_metrics_family(ss_metrics *m, ss_metric_type type, const char *name,
+                                    const char *help, int n_labels, const char *const *label_names,
+                                    const double *buckets, int n_buckets)
 {
-    if (!m || !valid_name(name, true) || n_labels < 0 || n_labels > SS_METRICS_MAX_LABELS) return NULL;
+    if (!m || !valid_name(name, true) || n_labels < 0 || n_labels > SS_METRICS_MAX_LABELS)
+        return NULL;
     for (int i = 0; i < n_labels; i++)
-        if (!valid_name(label_names[i], false) || !strncmp(label_names[i], "__", 2) || !strcmp(label_names[i], "le"))
+        if (!valid_name(label_names[i], false) || !strncmp(label_names[i], "__", 2) ||
+            !strcmp(label_names[i], "le"))
             return NULL;
     if (type == SS_METRIC_HISTOGRAM && !buckets) {
         buckets = default_buckets;
@@ -160,17 +167,20 @@ ss_metric_family *ss_metrics_family(ss_metrics *m, ss_metric_type type, const ch
         if (!strcmp(f->name, name)) break;
     if (f) {
         bool same = f->type == type && f->n_labels == n_labels;
-        for (int i = 0; same && i < n_labels; i++) same = !strcmp(f->labels[i], label_names[i]);
+        for (int i = 0; same && i < n_labels; i++)
+            same = !strcmp(f->labels[i], label_names[i]);
         pthread_mutex_unlock(&m->mu);
         if (!same) SS_ERROR("metrics: %s is registered twice with different types or labels", name);
         return same ? f : NULL;
     }
     f = calloc(1, sizeof *f);
     bool ok = f && (f->name = strdup(name)) && (f->help = strdup(help ? help : ""));
-    for (int i = 0; ok && i < n_labels; i++) ok = (f->labels[i] = strdup(label_names[i])) != NULL;
+    for (int i = 0; ok && i < n_labels; i++)
+        ok = (f->labels[i] = strdup(label_names[i])) != NULL;
     if (!ok) {
         if (f) {
-            for (int i = 0; i < n_labels; i++) free(f->labels[i]);
+            for (int i = 0; i < n_labels; i++)
+                free(f->labels[i]);
             free(f->name);
             free(f->help);
             free(f);
@@ -181,7 +191,8 @@ ss_metric_family *ss_metrics_family(ss_metrics *m, ss_metric_type type, const ch
     f->type = type;
     f->n_labels = n_labels;
     f->n_buckets = n_buckets;
-    for (int i = 0; i < n_buckets; i++) f->bounds[i] = buckets[i];
+    for (int i = 0; i < n_buckets; i++)
+        f->bounds[i] = buckets[i];
     f->tail = &f->series;
     *m->tail = f;
     m->tail = &f->next;
@@ -200,7 +211,8 @@ ss_metric_series *ss_metrics_series(ss_metric_family *f, const char *const *labe
     ss_metric_series *s;
     for (s = f->series; s; s = s->next) {
         bool same = true;
-        for (int i = 0; same && i < f->n_labels; i++) same = !strcmp(s->values[i], label_values[i] ? label_values[i] : "");
+        for (int i = 0; same && i < f->n_labels; i++)
+            same = !strcmp(s->values[i], label_values[i] ? label_values[i] : "");
         if (same) break;
     }
     if (!s && (s = calloc(1, sizeof *s))) {
@@ -208,7 +220,8 @@ ss_metric_series *ss_metrics_series(ss_metric_family *f, const char *const *labe
         for (int i = 0; ok && i < f->n_labels; i++)
             ok = (s->values[i] = strdup(label_values[i] ? label_values[i] : "")) != NULL;
         if (!ok) {
-            for (int i = 0; i < f->n_labels; i++) free(s->values[i]);
+            for (int i = 0; i < f->n_labels; i++)
+                free(s->values[i]);
             free(s);
             s = NULL;
         } else {
@@ -224,7 +237,8 @@ ss_metric_series *ss_metrics_series(ss_metric_family *f, const char *const *labe
 void ss_metric_add(ss_metric_series *s, double v)
 {
     if (!s || s->family->type == SS_METRIC_HISTOGRAM) return;
-    if (s->family->type == SS_METRIC_COUNTER && !(v >= 0)) return; /* counters only go up (NaN too) */
+    if (s->family->type == SS_METRIC_COUNTER && !(v >= 0))
+        return; /* counters only go up (NaN too) */
     atomic_add_d(&s->bits, v);
 }
 
@@ -239,7 +253,8 @@ void ss_metric_observe(ss_metric_series *s, double v)
     if (!s || s->family->type != SS_METRIC_HISTOGRAM || isnan(v)) return;
     const ss_metric_family *f = s->family;
     int b = 0;
-    while (b < f->n_buckets && v > f->bounds[b]) b++;
+    while (b < f->n_buckets && v > f->bounds[b])
+        b++;
     atomic_fetch_add_explicit(&s->buckets[b], 1, memory_order_relaxed);
     atomic_add_d(&s->bits, v);
     atomic_fetch_add_explicit(&s->count, 1, memory_order_relaxed);
@@ -247,7 +262,8 @@ void ss_metric_observe(ss_metric_series *s, double v)
 
 double ss_metric_value(const ss_metric_series *s)
 {
-    return s ? bits_to_d(atomic_load_explicit(&((ss_metric_series *)s)->bits, memory_order_relaxed)) : 0;
+    return s ? bits_to_d(atomic_load_explicit(&((ss_metric_series *)s)->bits, memory_order_relaxed))
+             : 0;
 }
 
 uint64_t ss_metric_count(const ss_metric_series *s)
@@ -263,7 +279,8 @@ void ss_metrics_add_collector(ss_metrics *m, ss_metrics_collect_fn fn, void *ctx
     c->ctx = ctx;
     pthread_mutex_lock(&m->collect_mu);
     collector **pp = &m->collectors;
-    while (*pp) pp = &(*pp)->next;
+    while (*pp)
+        pp = &(*pp)->next;
     *pp = c;
     pthread_mutex_unlock(&m->collect_mu);
 }
@@ -295,7 +312,8 @@ static void put(sbuf *b, const char *s, size_t n)
     if (b->oom) return;
     if (b->len + n + 1 > b->cap) {
         size_t cap = b->cap ? b->cap : 4096;
-        while (cap < b->len + n + 1) cap *= 2;
+        while (cap < b->len + n + 1)
+            cap *= 2;
         char *nb = realloc(b->buf, cap);
         if (!nb) {
             b->oom = true;
@@ -309,7 +327,10 @@ static void put(sbuf *b, const char *s, size_t n)
     b->buf[b->len] = 0;
 }
 
-static void puts_(sbuf *b, const char *s) { put(b, s, strlen(s)); }
+static void puts_(sbuf *b, const char *s)
+{
+    put(b, s, strlen(s));
+}
 
 static void putf(sbuf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 static void putf(sbuf *b, const char *fmt, ...)
@@ -325,9 +346,12 @@ static void putf(sbuf *b, const char *fmt, ...)
 /* Go's strconv formatting as Prometheus prints it: integers plainly, others shortest exact. */
 static void put_number(sbuf *b, double v)
 {
-    if (isnan(v)) puts_(b, "NaN");
-    else if (isinf(v)) puts_(b, v > 0 ? "+Inf" : "-Inf");
-    else if (v == floor(v) && fabs(v) < 9007199254740992.0) putf(b, "%.0f", v);
+    if (isnan(v))
+        puts_(b, "NaN");
+    else if (isinf(v))
+        puts_(b, v > 0 ? "+Inf" : "-Inf");
+    else if (v == floor(v) && fabs(v) < 9007199254740992.0)
+        putf(b, "%.0f", v);
     else {
         char tmp[40];
         for (int prec = 6; prec <= 17; prec++) { /* the shortest text that reads back as v */
@@ -342,15 +366,20 @@ static void put_number(sbuf *b, double v)
 static void put_escaped(sbuf *b, const char *s, bool quote)
 {
     for (const char *p = s; *p; p++) {
-        if (*p == '\\') puts_(b, "\\\\");
-        else if (*p == '\n') puts_(b, "\\n");
-        else if (quote && *p == '"') puts_(b, "\\\"");
-        else put(b, p, 1);
+        if (*p == '\\')
+            puts_(b, "\\\\");
+        else if (*p == '\n')
+            puts_(b, "\\n");
+        else if (quote && *p == '"')
+            puts_(b, "\\\"");
+        else
+            put(b, p, 1);
     }
 }
 
 /* {a="x",b="y"[,le="..."]} */
-static void put_labels(sbuf *b, const ss_metric_family *f, const ss_metric_series *s, const char *le)
+static void put_labels(sbuf *b, const ss_metric_family *f, const ss_metric_series *s,
+                       const char *le)
 {
     if (!f->n_labels && !le) return;
     puts_(b, "{");
@@ -375,7 +404,8 @@ char *ss_metrics_render(ss_metrics *m, size_t *len)
     if (len) *len = 0;
     if (!m) return NULL;
     pthread_mutex_lock(&m->collect_mu);
-    for (collector *c = m->collectors; c; c = c->next) c->fn(c->ctx);
+    for (collector *c = m->collectors; c; c = c->next)
+        c->fn(c->ctx);
     pthread_mutex_unlock(&m->collect_mu);
 
     sbuf b = {0};
@@ -399,9 +429,11 @@ char *ss_metrics_render(ss_metrics *m, size_t *len)
             }
             uint64_t cum = 0;
             for (int i = 0; i <= f->n_buckets; i++) {
-                cum += atomic_load_explicit(&((ss_metric_series *)s)->buckets[i], memory_order_relaxed);
+                cum += atomic_load_explicit(&((ss_metric_series *)s)->buckets[i],
+                                            memory_order_relaxed);
                 char le[40];
-                if (i == f->n_buckets) snprintf(le, sizeof le, "+Inf");
+                if (i == f->n_buckets)
+                    snprintf(le, sizeof le, "+Inf");
                 else {
                     sbuf t = {0};
                     put_number(&t, f->bounds[i]);

@@ -26,7 +26,8 @@ static ss_status *map_file(ss_onnx_model *m, const char *path, ss_onnx_mapping *
             return NULL;
         }
     int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) return ss_errf(SS_ERR_IO, "cannot open external data %s: %s", path, strerror(errno));
+    if (fd < 0)
+        return ss_errf(SS_ERR_IO, "cannot open external data %s: %s", path, strerror(errno));
     struct stat sb;
     if (fstat(fd, &sb) != 0 || !S_ISREG(sb.st_mode)) {
         close(fd);
@@ -65,21 +66,27 @@ static ss_status *map_file(ss_onnx_model *m, const char *path, ss_onnx_mapping *
 static ss_status *resolve_location(const ss_onnx_model *m, const char *name, const char *location,
                                    char *resolved)
 {
-    if (!m->dir) return ss_errf(SS_ERR_INVALID, "tensor '%s': external data needs a model folder", name);
+    if (!m->dir)
+        return ss_errf(SS_ERR_INVALID, "tensor '%s': external data needs a model folder", name);
     if (location[0] == '/')
-        return ss_errf(SS_ERR_INVALID, "tensor '%s': external data location '%s' is absolute; it must be "
-                       "relative to the model's folder", name, location);
+        return ss_errf(SS_ERR_INVALID,
+                       "tensor '%s': external data location '%s' is absolute; it must be "
+                       "relative to the model's folder",
+                       name, location);
     char joined[PATH_MAX], dir_real[PATH_MAX];
     if ((size_t)snprintf(joined, sizeof joined, "%s/%s", m->dir, location) >= sizeof joined)
         return ss_errf(SS_ERR_INVALID, "tensor '%s': external data path too long", name);
     if (!realpath(m->dir, dir_real))
         return ss_errf(SS_ERR_IO, "model folder %s: %s", m->dir, strerror(errno));
     if (!realpath(joined, resolved))
-        return ss_errf(SS_ERR_IO, "tensor '%s': external data file %s: %s", name, joined, strerror(errno));
+        return ss_errf(SS_ERR_IO, "tensor '%s': external data file %s: %s", name, joined,
+                       strerror(errno));
     size_t dl = strlen(dir_real);
     if (strncmp(resolved, dir_real, dl) != 0 || (resolved[dl] != '/' && dl > 1))
-        return ss_errf(SS_ERR_INVALID, "tensor '%s': external data location '%s' escapes the model's "
-                       "folder %s", name, location, dir_real);
+        return ss_errf(SS_ERR_INVALID,
+                       "tensor '%s': external data location '%s' escapes the model's "
+                       "folder %s",
+                       name, location, dir_real);
     return NULL;
 }
 
@@ -89,7 +96,8 @@ static ss_status *parse_u64(const char *name, const char *key, const char *v, ui
     errno = 0;
     unsigned long long x = strtoull(v, &end, 10);
     if (errno || *v == '-' || end == v || *end)
-        return ss_errf(SS_ERR_INVALID, "tensor '%s': external data %s '%s' is not a number", name, key, v);
+        return ss_errf(SS_ERR_INVALID, "tensor '%s': external data %s '%s' is not a number", name,
+                       key, v);
     *out = x;
     return NULL;
 }
@@ -103,25 +111,33 @@ ss_status *ss_onnx_external_tensor(ss_onnx_model *m, const Onnx__TensorProto *tp
     for (size_t i = 0; i < tp->n_external_data && !st; i++) {
         const char *k = tp->external_data[i]->key, *v = tp->external_data[i]->value;
         if (!k || !v) continue;
-        if (strcmp(k, "location") == 0) location = v;
-        else if (strcmp(k, "offset") == 0) st = parse_u64(name, k, v, &offset);
-        else if (strcmp(k, "length") == 0) st = parse_u64(name, k, v, &length);
+        if (strcmp(k, "location") == 0)
+            location = v;
+        else if (strcmp(k, "offset") == 0)
+            st = parse_u64(name, k, v, &offset);
+        else if (strcmp(k, "length") == 0)
+            st = parse_u64(name, k, v, &length);
     }
     if (st) return st;
-    if (!location) return ss_errf(SS_ERR_INVALID, "tensor '%s': external data has no location", name);
+    if (!location)
+        return ss_errf(SS_ERR_INVALID, "tensor '%s': external data has no location", name);
     ss_dtype dt = (ss_dtype)tp->data_type;
     if (!ss_dtype_valid(tp->data_type) || dt == SS_DT_STRING)
-        return ss_errf(SS_ERR_UNSUPPORTED, "tensor '%s': external data of type %d", name, tp->data_type);
-    if (tp->n_dims > SS_MAX_DIMS) return ss_errf(SS_ERR_LIMIT, "tensor '%s' has too many dims", name);
+        return ss_errf(SS_ERR_UNSUPPORTED, "tensor '%s': external data of type %d", name,
+                       tp->data_type);
+    if (tp->n_dims > SS_MAX_DIMS)
+        return ss_errf(SS_ERR_LIMIT, "tensor '%s' has too many dims", name);
     int64_t dims[SS_MAX_DIMS];
-    for (size_t i = 0; i < tp->n_dims; i++) dims[i] = tp->dims[i];
+    for (size_t i = 0; i < tp->n_dims; i++)
+        dims[i] = tp->dims[i];
     int64_t numel = ss_shape_numel((int)tp->n_dims, dims);
     if (numel < 0) return ss_errf(SS_ERR_INVALID, "tensor '%s' has an invalid shape", name);
     uint64_t need = (uint64_t)numel * ss_dtype_size(dt);
     if (length == UINT64_MAX) length = need;
     if (length != need)
-        return ss_errf(SS_ERR_INVALID, "tensor '%s': external data length %llu, shape and dtype need %llu",
-                       name, (unsigned long long)length, (unsigned long long)need);
+        return ss_errf(SS_ERR_INVALID,
+                       "tensor '%s': external data length %llu, shape and dtype need %llu", name,
+                       (unsigned long long)length, (unsigned long long)need);
     char resolved[PATH_MAX];
     st = resolve_location(m, name, location, resolved);
     if (st) return st;
@@ -129,8 +145,10 @@ ss_status *ss_onnx_external_tensor(ss_onnx_model *m, const Onnx__TensorProto *tp
     st = map_file(m, resolved, &mp);
     if (st) return ss_status_wrap(st, "tensor '%s'", name);
     if (offset > mp->len || length > mp->len - offset)
-        return ss_errf(SS_ERR_INVALID, "tensor '%s': external data %s is %zu bytes, too short for offset "
-                       "%llu + length %llu", name, resolved, mp->len, (unsigned long long)offset,
+        return ss_errf(SS_ERR_INVALID,
+                       "tensor '%s': external data %s is %zu bytes, too short for offset "
+                       "%llu + length %llu",
+                       name, resolved, mp->len, (unsigned long long)offset,
                        (unsigned long long)length);
     void *data = (char *)mp->base + offset;
     if (offset % ss_dtype_size(dt) != 0) { /* misaligned for its type: the one case we copy */
@@ -170,8 +188,10 @@ ss_status *ss_onnx_load_buffer(const void *buf, size_t len, const char *what, co
     m->proto = onnx__model_proto__unpack(NULL, len, buf);
     ss_status *st = NULL;
     if (!m->proto)
-        st = ss_errf(SS_ERR_INVALID, "%s: not an ONNX model (protobuf decoding failed: truncated or "
-                     "another format)", what);
+        st = ss_errf(SS_ERR_INVALID,
+                     "%s: not an ONNX model (protobuf decoding failed: truncated or "
+                     "another format)",
+                     what);
     else if (!m->proto->graph)
         st = ss_errf(SS_ERR_INVALID, "%s: ONNX model has no graph", what);
     else if (m->proto->n_opset_import == 0 && m->proto->ir_version >= 3)
@@ -214,7 +234,8 @@ ss_status *ss_onnx_load(const char *path, ss_onnx_model **out)
 void ss_onnx_free(ss_onnx_model *m)
 {
     if (!m) return;
-    for (int i = 0; i < m->n_init; i++) ss_tensor_free(&m->inits[i].tensor);
+    for (int i = 0; i < m->n_init; i++)
+        ss_tensor_free(&m->inits[i].tensor);
     free(m->inits);
     for (int i = 0; i < m->n_maps; i++) {
         if (m->maps[i].base) munmap(m->maps[i].base, m->maps[i].len);
@@ -259,16 +280,19 @@ ss_status *ss_onnx_read_value_info(const Onnx__ValueInfoProto *vi, ss_onnx_value
     const Onnx__TensorShapeProto *sh = tp->tensor_type->shape;
     if (!sh) return NULL;
     if (sh->n_dim > SS_MAX_DIMS)
-        return ss_errf(SS_ERR_LIMIT, "value '%s' has %zu dims (limit %d)", out->name, sh->n_dim, SS_MAX_DIMS);
+        return ss_errf(SS_ERR_LIMIT, "value '%s' has %zu dims (limit %d)", out->name, sh->n_dim,
+                       SS_MAX_DIMS);
     out->ndim = (int)sh->n_dim;
     for (size_t i = 0; i < sh->n_dim; i++) {
         const Onnx__TensorShapeProto__Dimension *d = sh->dim[i];
-        if (d->value_case == ONNX__TENSOR_SHAPE_PROTO__DIMENSION__VALUE_DIM_VALUE && d->dim_value >= 0) {
+        if (d->value_case == ONNX__TENSOR_SHAPE_PROTO__DIMENSION__VALUE_DIM_VALUE &&
+            d->dim_value >= 0) {
             out->dims[i] = d->dim_value;
         } else {
             out->dims[i] = -1;
-            out->dim_names[i] = d->value_case == ONNX__TENSOR_SHAPE_PROTO__DIMENSION__VALUE_DIM_PARAM
-                                    ? d->dim_param : "?";
+            out->dim_names[i] =
+                d->value_case == ONNX__TENSOR_SHAPE_PROTO__DIMENSION__VALUE_DIM_PARAM ? d->dim_param
+                                                                                      : "?";
         }
     }
     return NULL;

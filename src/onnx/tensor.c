@@ -31,39 +31,59 @@ static void convert_typed(const Onnx__TensorProto *tp, ss_tensor *t, size_t n)
 {
     if (n == 0) return; /* an empty tensor's typed field is NULL: memcpy from NULL is undefined */
     switch (t->dtype) {
-    case SS_DT_FLOAT32: memcpy(t->data, tp->float_data, n * 4); break;
-    case SS_DT_FLOAT64: memcpy(t->data, tp->double_data, n * 8); break;
-    case SS_DT_INT64: memcpy(t->data, tp->int64_data, n * 8); break;
-    case SS_DT_INT32: memcpy(t->data, tp->int32_data, n * 4); break;
-    case SS_DT_UINT64: memcpy(t->data, tp->uint64_data, n * 8); break;
+    case SS_DT_FLOAT32:
+        memcpy(t->data, tp->float_data, n * 4);
+        break;
+    case SS_DT_FLOAT64:
+        memcpy(t->data, tp->double_data, n * 8);
+        break;
+    case SS_DT_INT64:
+        memcpy(t->data, tp->int64_data, n * 8);
+        break;
+    case SS_DT_INT32:
+        memcpy(t->data, tp->int32_data, n * 4);
+        break;
+    case SS_DT_UINT64:
+        memcpy(t->data, tp->uint64_data, n * 8);
+        break;
     case SS_DT_UINT32:
-        for (size_t i = 0; i < n; i++) ((uint32_t *)t->data)[i] = (uint32_t)tp->uint64_data[i];
+        for (size_t i = 0; i < n; i++)
+            ((uint32_t *)t->data)[i] = (uint32_t)tp->uint64_data[i];
         break;
     case SS_DT_INT8:
     case SS_DT_UINT8:
     case SS_DT_BOOL:
-        for (size_t i = 0; i < n; i++) ((uint8_t *)t->data)[i] = (uint8_t)tp->int32_data[i];
+        for (size_t i = 0; i < n; i++)
+            ((uint8_t *)t->data)[i] = (uint8_t)tp->int32_data[i];
         break;
     case SS_DT_INT16:
     case SS_DT_UINT16:
     case SS_DT_FLOAT16:
     case SS_DT_BFLOAT16:
-        for (size_t i = 0; i < n; i++) ((uint16_t *)t->data)[i] = (uint16_t)tp->int32_data[i];
+        for (size_t i = 0; i < n; i++)
+            ((uint16_t *)t->data)[i] = (uint16_t)tp->int32_data[i];
         break;
-    default: break;
+    default:
+        break;
     }
 }
 
 static size_t typed_count(const Onnx__TensorProto *tp, ss_dtype dt)
 {
     switch (dt) {
-    case SS_DT_FLOAT32: return tp->n_float_data;
-    case SS_DT_FLOAT64: return tp->n_double_data;
-    case SS_DT_INT64: return tp->n_int64_data;
+    case SS_DT_FLOAT32:
+        return tp->n_float_data;
+    case SS_DT_FLOAT64:
+        return tp->n_double_data;
+    case SS_DT_INT64:
+        return tp->n_int64_data;
     case SS_DT_UINT32:
-    case SS_DT_UINT64: return tp->n_uint64_data;
-    case SS_DT_STRING: return tp->n_string_data;
-    default: return tp->n_int32_data;
+    case SS_DT_UINT64:
+        return tp->n_uint64_data;
+    case SS_DT_STRING:
+        return tp->n_string_data;
+    default:
+        return tp->n_int32_data;
     }
 }
 
@@ -75,7 +95,8 @@ ss_status *ss_onnx_tensor(ss_onnx_model *m, const Onnx__TensorProto *tp, ss_tens
     ss_status *st = check_header(tp, name, &dt);
     if (st) return st;
     int64_t dims[SS_MAX_DIMS];
-    for (size_t i = 0; i < tp->n_dims; i++) dims[i] = tp->dims[i];
+    for (size_t i = 0; i < tp->n_dims; i++)
+        dims[i] = tp->dims[i];
     int ndim = (int)tp->n_dims;
     int64_t numel = ss_shape_numel(ndim, dims);
     char sb[128];
@@ -102,15 +123,15 @@ ss_status *ss_onnx_tensor(ss_onnx_model *m, const Onnx__TensorProto *tp, ss_tens
     size_t need = (size_t)numel * ss_dtype_size(dt);
     if (tp->has_raw_data) {
         if (tp->raw_data.len != need)
-            return ss_errf(SS_ERR_INVALID, "tensor '%s' raw_data is %zu bytes, shape %s of %s needs %zu",
-                           name, tp->raw_data.len, ss_shape_str(ndim, dims, sb, sizeof sb),
-                           ss_dtype_name(dt), need);
+            return ss_errf(
+                SS_ERR_INVALID, "tensor '%s' raw_data is %zu bytes, shape %s of %s needs %zu", name,
+                tp->raw_data.len, ss_shape_str(ndim, dims, sb, sizeof sb), ss_dtype_name(dt), need);
         return ss_tensor_borrow(out, dt, ndim, dims, need ? tp->raw_data.data : NULL, need);
     }
     size_t have = typed_count(tp, dt);
     if (have != (size_t)numel)
-        return ss_errf(SS_ERR_INVALID, "tensor '%s' has %zu values, shape %s needs %lld", name, have,
-                       ss_shape_str(ndim, dims, sb, sizeof sb), (long long)numel);
+        return ss_errf(SS_ERR_INVALID, "tensor '%s' has %zu values, shape %s needs %lld", name,
+                       have, ss_shape_str(ndim, dims, sb, sizeof sb), (long long)numel);
     st = ss_tensor_alloc(out, dt, ndim, dims);
     if (st) return ss_status_wrap(st, "tensor '%s'", name);
     convert_typed(tp, out, (size_t)numel);

@@ -26,9 +26,13 @@ typedef struct {
     missing_op ops[MAX_MISSING];
 } missing_list;
 
-static const char *domain_name(const char *d) { return d && d[0] ? d : "ai.onnx"; }
+static const char *domain_name(const char *d)
+{
+    return d && d[0] ? d : "ai.onnx";
+}
 
-static void note(missing_list *l, const ss_onnx_node *nd, int64_t opset, const char *where, int index)
+static void note(missing_list *l, const ss_onnx_node *nd, int64_t opset, const char *where,
+                 int index)
 {
     const char *dom = domain_name(nd->domain);
     for (int i = 0; i < l->n; i++)
@@ -43,8 +47,10 @@ static void note(missing_list *l, const ss_onnx_node *nd, int64_t opset, const c
     missing_op *m = &l->ops[l->n++];
     *m = (missing_op){.domain = dom, .type = nd->op_type, .opset = opset};
     snprintf(m->where, sizeof m->where, "%s", where);
-    if (nd->name && nd->name[0]) snprintf(m->node, sizeof m->node, "%s", nd->name);
-    else snprintf(m->node, sizeof m->node, "#%d (%s)", index, nd->op_type);
+    if (nd->name && nd->name[0])
+        snprintf(m->node, sizeof m->node, "%s", nd->name);
+    else
+        snprintf(m->node, sizeof m->node, "#%d (%s)", index, nd->op_type);
 }
 
 static void walk(const ss_onnx_model *m, const Onnx__GraphProto *g, const char *where, int depth,
@@ -62,7 +68,8 @@ static void walk(const ss_onnx_model *m, const Onnx__GraphProto *g, const char *
             snprintf(inner, sizeof inner, " in %s of '%.60s'", at->name,
                      nd->name && nd->name[0] ? nd->name : nd->op_type);
             if (at->g) walk(m, at->g, inner, depth + 1, l);
-            for (size_t k = 0; k < at->n_graphs; k++) walk(m, at->graphs[k], inner, depth + 1, l);
+            for (size_t k = 0; k < at->n_graphs; k++)
+                walk(m, at->graphs[k], inner, depth + 1, l);
         }
     }
 }
@@ -79,9 +86,10 @@ ss_status *ss_op_check_model(const ss_onnx_model *m)
         const missing_op *o = &l.ops[i];
         char more[32] = "";
         if (o->more) snprintf(more, sizeof more, " and %d more", o->more);
-        n += (size_t)snprintf(msg + n, sizeof msg - n, "%s%s'%s' (node '%s'%s%s, domain %s, opset %lld)",
-                              i ? "; " : "", l.n > 1 ? "" : "unsupported op ", o->type, o->node, o->where, more, o->domain,
-                              (long long)o->opset);
+        n += (size_t)snprintf(msg + n, sizeof msg - n,
+                              "%s%s'%s' (node '%s'%s%s, domain %s, opset %lld)", i ? "; " : "",
+                              l.n > 1 ? "" : "unsupported op ", o->type, o->node, o->where, more,
+                              o->domain, (long long)o->opset);
     }
     if (l.dropped && n < sizeof msg)
         snprintf(msg + n, sizeof msg - n, "; and %d more ops", l.dropped);

@@ -31,7 +31,7 @@
 #include "shardserve/runtime.h"
 
 enum {
-    SS_OPF_ALIAS = 1,      /* out[0] is in[0]'s bytes reinterpreted (Reshape family): no kernel call */
+    SS_OPF_ALIAS = 1, /* out[0] is in[0]'s bytes reinterpreted (Reshape family): no kernel call */
     SS_OPF_SHAPE_ONLY = 2, /* run reads only input shapes (Shape, Size): always folded */
     SS_OPF_NO_FOLD = 4,    /* never folded even with constant inputs (collectives) */
     /* each output element reads only the input elements at its own index (numpy broadcasting
@@ -130,7 +130,8 @@ ss_status *ss_op_axis(const ss_kctx *k, int64_t axis, int rank, int *out);
 /* Copies shape and dtype of `src` into `dst`. */
 void ss_op_same_shape(ss_tensor *dst, const ss_tensor *src);
 /* Multidirectional (numpy) broadcasting of two shapes; error names the node and shapes. */
-ss_status *ss_op_broadcast(const ss_kctx *k, const ss_tensor *a, const ss_tensor *b, ss_tensor *out);
+ss_status *ss_op_broadcast(const ss_kctx *k, const ss_tensor *a, const ss_tensor *b,
+                           ss_tensor *out);
 /* Reads an int64 (or int32) 1-D/0-D tensor value into dst (up to cap); returns count or -1. */
 int ss_op_read_ints(const ss_tensor *t, int64_t *dst, int cap);
 
@@ -139,15 +140,15 @@ extern const ss_op_def ss_ops_matmul[];      /* MatMul Gemm */
 extern const ss_op_def ss_ops_elementwise[]; /* unary and binary math with broadcasting */
 extern const ss_op_def ss_ops_logic[];       /* comparisons, Not/And/Or, Where */
 extern const ss_op_def ss_ops_cast[];        /* Cast, CastLike */
-extern const ss_op_def ss_ops_shape[];       /* Reshape Flatten Squeeze Unsqueeze Shape Size Expand */
-extern const ss_op_def ss_ops_movement[];    /* Transpose Concat Split Slice Gather Tile Pad ... */
-extern const ss_op_def ss_ops_generate[];    /* Constant ConstantOfShape Range ... */
-extern const ss_op_def ss_ops_reduce[];      /* Reduce* ArgMax ArgMin */
-extern const ss_op_def ss_ops_normalize[];   /* Softmax LayerNormalization BatchNormalization ... */
-extern const ss_op_def ss_ops_conv[];        /* Conv ConvTranspose Max/AveragePool Global*Pool */
-extern const ss_op_def ss_ops_collective[];  /* ai.shardserve AllReduce AllGather Send Recv ... */
-extern const ss_op_def ss_ops_control[];     /* If */
-extern const ss_op_def ss_ops_resize[];      /* Resize Upsample */
+extern const ss_op_def ss_ops_shape[];     /* Reshape Flatten Squeeze Unsqueeze Shape Size Expand */
+extern const ss_op_def ss_ops_movement[];  /* Transpose Concat Split Slice Gather Tile Pad ... */
+extern const ss_op_def ss_ops_generate[];  /* Constant ConstantOfShape Range ... */
+extern const ss_op_def ss_ops_reduce[];    /* Reduce* ArgMax ArgMin */
+extern const ss_op_def ss_ops_normalize[]; /* Softmax LayerNormalization BatchNormalization ... */
+extern const ss_op_def ss_ops_conv[];      /* Conv ConvTranspose Max/AveragePool Global*Pool */
+extern const ss_op_def ss_ops_collective[]; /* ai.shardserve AllReduce AllGather Send Recv ... */
+extern const ss_op_def ss_ops_control[];    /* If */
+extern const ss_op_def ss_ops_resize[];     /* Resize Upsample */
 
 const ss_op_def *ss_op_find(const char *domain, const char *type, int64_t opset);
 /* The opset range this runtime serves at all for a domain ("" or ai.shardserve). */

@@ -9,12 +9,15 @@
 #include <string.h>
 
 static const ss_op_def *const families[] = {
-    ss_ops_matmul,   ss_ops_elementwise, ss_ops_logic,  ss_ops_cast,
-    ss_ops_shape,    ss_ops_movement,    ss_ops_generate, ss_ops_reduce,
-    ss_ops_normalize, ss_ops_conv,       ss_ops_collective, ss_ops_control, ss_ops_resize,
+    ss_ops_matmul,     ss_ops_elementwise, ss_ops_logic,  ss_ops_cast,      ss_ops_shape,
+    ss_ops_movement,   ss_ops_generate,    ss_ops_reduce, ss_ops_normalize, ss_ops_conv,
+    ss_ops_collective, ss_ops_control,     ss_ops_resize,
 };
 
-static bool is_default_domain(const char *d) { return !d || !*d || strcmp(d, "ai.onnx") == 0; }
+static bool is_default_domain(const char *d)
+{
+    return !d || !*d || strcmp(d, "ai.onnx") == 0;
+}
 
 static bool same_domain(const char *a, const char *b)
 {
@@ -56,7 +59,8 @@ ss_status *ss_op_err(const ss_kctx *k, ss_code code, const char *fmt, ...)
 ss_status *ss_op_expect_inputs(const ss_kctx *k, int min, int max)
 {
     int present = 0;
-    for (int i = 0; i < k->n_in; i++) present = k->in[i] ? i + 1 : present;
+    for (int i = 0; i < k->n_in; i++)
+        present = k->in[i] ? i + 1 : present;
     if (k->n_in < min || present < min || k->n_in > max)
         return ss_op_err(k, SS_ERR_INVALID, "has %d inputs, expects %d to %d", k->n_in, min, max);
     for (int i = 0; i < min; i++)
@@ -114,9 +118,12 @@ int ss_op_read_ints(const ss_tensor *t, int64_t *dst, int cap)
     int64_t n = ss_tensor_numel(t);
     if (n < 0 || n > cap || t->ndim > 1) return -1;
     for (int64_t i = 0; i < n; i++) {
-        if (t->dtype == SS_DT_INT64) dst[i] = ((const int64_t *)t->data)[i];
-        else if (t->dtype == SS_DT_INT32) dst[i] = ((const int32_t *)t->data)[i];
-        else return -1;
+        if (t->dtype == SS_DT_INT64)
+            dst[i] = ((const int64_t *)t->data)[i];
+        else if (t->dtype == SS_DT_INT32)
+            dst[i] = ((const int32_t *)t->data)[i];
+        else
+            return -1;
     }
     return (int)n;
 }

@@ -48,22 +48,22 @@ typedef struct {
 
 struct ss_plan {
     ss_session *s;
-    ss_tensor *vals;         /* per value: dtype, shape, data (NULL while unknown at plan time) */
-    unsigned char *known;    /* value known at plan time */
-    ss_tensor *owned;        /* folded values' storage */
-    int *root;               /* alias root (self if not an alias) */
-    void **state;            /* per node */
-    ss_kctx *kctx;           /* per node */
-    ss_tensor **ptrs;        /* backing store for every kctx's in/out arrays */
+    ss_tensor *vals;      /* per value: dtype, shape, data (NULL while unknown at plan time) */
+    unsigned char *known; /* value known at plan time */
+    ss_tensor *owned;     /* folded values' storage */
+    int *root;            /* alias root (self if not an alias) */
+    void **state;         /* per node */
+    ss_kctx *kctx;        /* per node */
+    ss_tensor **ptrs;     /* backing store for every kctx's in/out arrays */
     int n_exec;
-    int *exec;               /* node indices to run */
+    int *exec; /* node indices to run */
     unsigned char *arena;
     size_t arena_bytes, naive_bytes, const_bytes;
-    const ss_tensor *inputs; /* the caller's inputs while planning */
+    const ss_tensor *inputs;  /* the caller's inputs while planning */
     unsigned char *value_dep; /* per graph input: shape inference read its value */
     ss_tensor *dep_values;    /* copies of those values */
     int n_input_aliases;
-    int *input_aliases;       /* values whose bytes come from a graph input */
+    int *input_aliases;   /* values whose bytes come from a graph input */
     ss_tensor *out_views; /* what the caller sees: refreshed after every run */
 };
 
@@ -79,7 +79,7 @@ struct ss_session {
     int *input_ids, *output_ids;
     struct ss_plan *plan;
     int n_plans;
-    ss_packed *packed; /* packed weights kept across plans (op.h) */
+    ss_packed *packed;     /* packed weights kept across plans (op.h) */
     bool data_is_constant; /* planning a subgraph: inputs given with data are outer constants */
     /* name -> value id hash table (open addressing) */
     int hash_cap;
@@ -91,13 +91,15 @@ struct ss_session {
 static uint64_t hash_str(const char *s)
 {
     uint64_t h = 1469598103934665603ull;
-    for (; *s; s++) h = (h ^ (unsigned char)*s) * 1099511628211ull;
+    for (; *s; s++)
+        h = (h ^ (unsigned char)*s) * 1099511628211ull;
     return h;
 }
 
 static int value_lookup(const ss_session *s, const char *name)
 {
-    for (uint64_t i = hash_str(name) & (uint64_t)(s->hash_cap - 1);; i = (i + 1) & (uint64_t)(s->hash_cap - 1)) {
+    for (uint64_t i = hash_str(name) & (uint64_t)(s->hash_cap - 1);;
+         i = (i + 1) & (uint64_t)(s->hash_cap - 1)) {
         int id = s->hash[i];
         if (id < 0) return -1;
         if (strcmp(s->values[id].name, name) == 0) return id;
@@ -111,7 +113,8 @@ static int value_add(ss_session *s, const char *name, value_kind kind)
     id = s->n_values++;
     s->values[id] = (value_def){.name = name, .kind = kind, .input_index = -1, .producer = -1};
     uint64_t i = hash_str(name) & (uint64_t)(s->hash_cap - 1);
-    while (s->hash[i] >= 0) i = (i + 1) & (uint64_t)(s->hash_cap - 1);
+    while (s->hash[i] >= 0)
+        i = (i + 1) & (uint64_t)(s->hash_cap - 1);
     s->hash[i] = id;
     return id;
 }
@@ -122,9 +125,11 @@ static ss_status *build_values(ss_session *s)
 {
     const Onnx__GraphProto *g = s->model->proto->graph;
     size_t max_values = g->n_initializer + g->n_input + 1;
-    for (size_t i = 0; i < g->n_node; i++) max_values += g->node[i]->n_output;
+    for (size_t i = 0; i < g->n_node; i++)
+        max_values += g->node[i]->n_output;
     s->hash_cap = 16;
-    while ((size_t)s->hash_cap < 2 * max_values) s->hash_cap *= 2;
+    while ((size_t)s->hash_cap < 2 * max_values)
+        s->hash_cap *= 2;
     s->hash = malloc(sizeof(int) * (size_t)s->hash_cap);
     s->values = calloc(max_values, sizeof *s->values);
     if (!s->hash || !s->values) return ss_errf(SS_ERR_NOMEM, "out of memory");
@@ -148,8 +153,10 @@ static ss_status *build_values(ss_session *s)
         ss_status *st = ss_onnx_read_value_info(g->input[i], vi);
         if (st) return st;
         if (!vi->is_tensor)
-            return ss_errf(SS_ERR_UNSUPPORTED, "graph input '%s' is not a tensor (sequence, map or "
-                           "optional types are not supported)", name);
+            return ss_errf(SS_ERR_UNSUPPORTED,
+                           "graph input '%s' is not a tensor (sequence, map or "
+                           "optional types are not supported)",
+                           name);
         int id = value_add(s, name, V_INPUT);
         s->values[id].input_index = s->n_inputs;
         s->input_ids[s->n_inputs++] = id;
@@ -168,7 +175,8 @@ static ss_status *build_nodes(ss_session *s)
             if (g->node[i]->output[j][0]) {
                 int id = value_lookup(s, g->node[i]->output[j]);
                 if (id >= 0 && (s->values[id].kind != V_NODE || s->values[id].producer >= 0))
-                    return ss_errf(SS_ERR_INVALID, "value '%s' is produced twice", g->node[i]->output[j]);
+                    return ss_errf(SS_ERR_INVALID, "value '%s' is produced twice",
+                                   g->node[i]->output[j]);
                 id = value_add(s, g->node[i]->output[j], V_NODE);
                 s->values[id].producer = (int)i; /* graph order for now */
             }
@@ -182,8 +190,10 @@ static ss_status *build_nodes(ss_session *s)
     ss_name_list *implicit = calloc((size_t)n + 1, sizeof *implicit); /* outer names of subgraphs */
     ss_status *st = NULL;
     if (!order || !ready || !implicit) st = ss_errf(SS_ERR_NOMEM, "out of memory");
-    for (int i = 0; !st && i < n; i++) st = ss_subgraph_outer_names(g->node[i], &implicit[i]);
-    for (int v = 0; !st && v < s->n_values; v++) ready[v] = s->values[v].kind != V_NODE;
+    for (int i = 0; !st && i < n; i++)
+        st = ss_subgraph_outer_names(g->node[i], &implicit[i]);
+    for (int v = 0; !st && v < s->n_values; v++)
+        ready[v] = s->values[v].kind != V_NODE;
     int done = 0;
     unsigned char *placed = calloc((size_t)n + 1, 1);
     if (!placed && !st) st = ss_errf(SS_ERR_NOMEM, "out of memory");
@@ -194,13 +204,15 @@ static ss_status *build_nodes(ss_session *s)
             const ss_onnx_node *nd = g->node[i];
             int ok = 1;
             for (size_t j = 0; j < nd->n_input + (size_t)implicit[i].n && ok; j++) {
-                const char *in = j < nd->n_input ? nd->input[j] : implicit[i].names[j - nd->n_input];
+                const char *in =
+                    j < nd->n_input ? nd->input[j] : implicit[i].names[j - nd->n_input];
                 if (!in[0]) continue;
                 int id = value_lookup(s, in);
                 if (id < 0) {
-                    st = ss_errf(SS_ERR_INVALID, "node '%s' (%s): input '%s' is not produced by any "
-                                 "node, initializer or graph input", nd->name ? nd->name : "",
-                                 nd->op_type, in);
+                    st = ss_errf(SS_ERR_INVALID,
+                                 "node '%s' (%s): input '%s' is not produced by any "
+                                 "node, initializer or graph input",
+                                 nd->name ? nd->name : "", nd->op_type, in);
                     ok = 0;
                 } else if (!ready[id]) {
                     ok = 0;
@@ -221,8 +233,10 @@ static ss_status *build_nodes(ss_session *s)
         node_def *d = &s->nodes[s->n_nodes++];
         d->node = nd;
         char nm[96];
-        if (nd->name && nd->name[0]) snprintf(nm, sizeof nm, "%s", nd->name);
-        else snprintf(nm, sizeof nm, "#%d (%s)", order[k], nd->op_type);
+        if (nd->name && nd->name[0])
+            snprintf(nm, sizeof nm, "%s", nd->name);
+        else
+            snprintf(nm, sizeof nm, "#%d (%s)", order[k], nd->op_type);
         d->name = strdup(nm);
         d->opset = ss_onnx_opset(s->model, nd->domain);
         const ss_name_list *outer = &implicit[order[k]];
@@ -236,7 +250,8 @@ static ss_status *build_nodes(ss_session *s)
         }
         for (int j = 0; j < (int)nd->n_input; j++)
             d->in_ids[j] = nd->input[j][0] ? value_lookup(s, nd->input[j]) : -1;
-        for (int j = 0; j < outer->n; j++) d->in_ids[nd->n_input + j] = value_lookup(s, outer->names[j]);
+        for (int j = 0; j < outer->n; j++)
+            d->in_ids[nd->n_input + j] = value_lookup(s, outer->names[j]);
         for (int j = 0; j < d->n_out; j++) {
             d->out_ids[j] = nd->output[j][0] ? value_lookup(s, nd->output[j]) : -1;
             if (d->out_ids[j] >= 0) s->values[d->out_ids[j]].producer = k;
@@ -246,14 +261,18 @@ static ss_status *build_nodes(ss_session *s)
             st = ss_errf(SS_ERR_UNSUPPORTED, "unsupported op '%s' of domain '%s' (node '%s')",
                          nd->op_type, dom, d->name);
         else if (!(d->op = ss_op_find(nd->domain, nd->op_type, d->opset)))
-            st = ss_errf(SS_ERR_UNSUPPORTED, "unsupported op '%s' (node '%s', domain %s, opset %lld)",
-                         nd->op_type, d->name, dom, (long long)d->opset);
+            st = ss_errf(SS_ERR_UNSUPPORTED,
+                         "unsupported op '%s' (node '%s', domain %s, opset %lld)", nd->op_type,
+                         d->name, dom, (long long)d->opset);
         else if (strcmp(dom, SS_DOMAIN_COLLECTIVE) == 0 && !s->opt.coll)
-            st = ss_errf(SS_ERR_INVALID, "node '%s' is a collective op (%s) but this process has no "
-                         "communicator; run sharded models with 'shardserve run --shards' or agents",
-                         d->name, nd->op_type);
+            st =
+                ss_errf(SS_ERR_INVALID,
+                        "node '%s' is a collective op (%s) but this process has no "
+                        "communicator; run sharded models with 'shardserve run --shards' or agents",
+                        d->name, nd->op_type);
     }
-    for (int i = 0; implicit && i < n; i++) ss_name_list_free(&implicit[i]);
+    for (int i = 0; implicit && i < n; i++)
+        ss_name_list_free(&implicit[i]);
     free(implicit);
     free(order);
     free(ready);
@@ -284,7 +303,8 @@ static void plan_free(struct ss_plan *p)
     if (!p) return;
     ss_session *s = p->s;
     if (p->owned)
-        for (int v = 0; v < s->n_values; v++) ss_tensor_free(&p->owned[v]);
+        for (int v = 0; v < s->n_values; v++)
+            ss_tensor_free(&p->owned[v]);
     if (p->state)
         for (int i = 0; i < s->n_nodes; i++) {
             if (p->state[i] && s->nodes[i].op && s->nodes[i].op->release)
@@ -292,7 +312,8 @@ static void plan_free(struct ss_plan *p)
             free(p->state[i]);
         }
     if (p->dep_values)
-        for (int i = 0; i < s->n_inputs; i++) ss_tensor_free(&p->dep_values[i]);
+        for (int i = 0; i < s->n_inputs; i++)
+            ss_tensor_free(&p->dep_values[i]);
     free(p->dep_values);
     free(p->value_dep);
     free(p->vals);
@@ -419,8 +440,11 @@ static ss_status *fold_run(const node_def *d, ss_kctx *k)
 {
     void *scratch = NULL;
     if (k->scratch_bytes) {
-        scratch = aligned_alloc(ARENA_ALIGN, (k->scratch_bytes + ARENA_ALIGN - 1) / ARENA_ALIGN * ARENA_ALIGN);
-        if (!scratch) return ss_op_err(k, SS_ERR_NOMEM, "cannot allocate %zu bytes of scratch", k->scratch_bytes);
+        scratch = aligned_alloc(ARENA_ALIGN,
+                                (k->scratch_bytes + ARENA_ALIGN - 1) / ARENA_ALIGN * ARENA_ALIGN);
+        if (!scratch)
+            return ss_op_err(k, SS_ERR_NOMEM, "cannot allocate %zu bytes of scratch",
+                             k->scratch_bytes);
     }
     k->scratch = scratch;
     ss_status *st = d->op->run(k);
@@ -499,11 +523,13 @@ static ss_status *infer_node(struct ss_plan *p, int ni, ss_tensor **ptrs)
             return ss_op_err(k, SS_ERR_INTERNAL, "inferred an invalid output %d", j);
         o->nbytes = (size_t)numel * es;
     }
-    bool foldable = !(d->op->flags & SS_OPF_NO_FOLD) && (all_known || (d->op->flags & SS_OPF_SHAPE_ONLY));
+    bool foldable =
+        !(d->op->flags & SS_OPF_NO_FOLD) && (all_known || (d->op->flags & SS_OPF_SHAPE_ONLY));
     if (foldable) return fold_node(p, ni, k);
     for (int j = 0; j < d->n_out; j++)
         if (k->out[j] && k->out[j]->dtype == SS_DT_STRING)
-            return ss_op_err(k, SS_ERR_UNSUPPORTED, "string tensors computed at run time are not "
+            return ss_op_err(k, SS_ERR_UNSUPPORTED,
+                             "string tensors computed at run time are not "
                              "supported");
     p->exec[p->n_exec++] = ni;
     return NULL;
@@ -533,7 +559,8 @@ static ss_status *layout_arena(struct ss_plan *p)
         free(first), free(last), free(items);
         return ss_errf(SS_ERR_NOMEM, "out of memory");
     }
-    for (int v = 0; v < nv; v++) first[v] = last[v] = -1, p->root[v] = v;
+    for (int v = 0; v < nv; v++)
+        first[v] = last[v] = -1, p->root[v] = v;
     for (int e = 0; e < p->n_exec; e++) {
         const node_def *d = &s->nodes[p->exec[e]];
         for (int j = 0; j < d->n_in; j++)
@@ -543,7 +570,8 @@ static ss_status *layout_arena(struct ss_plan *p)
         if ((d->op->flags & SS_OPF_ALIAS) && d->out_ids[0] >= 0 && d->in_ids[0] >= 0)
             p->root[d->out_ids[0]] = p->root[d->in_ids[0]];
     }
-    for (int i = 0; i < s->n_outputs; i++) last[s->output_ids[i]] = p->n_exec;
+    for (int i = 0; i < s->n_outputs; i++)
+        last[s->output_ids[i]] = p->n_exec;
     /* An alias keeps its root alive. Aliases come after their roots, so one backward pass. */
     for (int v = nv - 1; v >= 0; v--)
         if (p->root[v] != v && last[v] > last[p->root[v]]) last[p->root[v]] = last[v];
@@ -570,7 +598,8 @@ static ss_status *layout_arena(struct ss_plan *p)
             again = 0;
             for (int j = 0; j < i; j++) {
                 if (items[j].last < items[i].first || items[i].last < items[j].first) continue;
-                if (off < items[j].offset + items[j].size && items[j].offset < off + items[i].size) {
+                if (off < items[j].offset + items[j].size &&
+                    items[j].offset < off + items[i].size) {
                     off = items[j].offset + items[j].size;
                     again = 1;
                 }
@@ -582,12 +611,14 @@ static ss_status *layout_arena(struct ss_plan *p)
     /* Kernel scratch: exec nodes run one at a time, so one region of the largest need. */
     size_t scratch = 0, scratch_off = total;
     for (int e = 0; e < p->n_exec; e++)
-        if (p->kctx[p->exec[e]].scratch_bytes > scratch) scratch = p->kctx[p->exec[e]].scratch_bytes;
+        if (p->kctx[p->exec[e]].scratch_bytes > scratch)
+            scratch = p->kctx[p->exec[e]].scratch_bytes;
     total += (scratch + ARENA_ALIGN - 1) / ARENA_ALIGN * ARENA_ALIGN;
     p->arena_bytes = total;
     p->arena = total ? aligned_alloc(ARENA_ALIGN, total) : NULL;
     ss_status *st = (total && !p->arena)
-                        ? ss_errf(SS_ERR_NOMEM, "cannot allocate a %zu-byte arena", total) : NULL;
+                        ? ss_errf(SS_ERR_NOMEM, "cannot allocate a %zu-byte arena", total)
+                        : NULL;
     for (int i = 0; !st && i < n; i++) {
         ss_tensor *t = &p->vals[items[i].id];
         t->data = p->arena ? p->arena + items[i].offset : NULL; /* all-empty arena: no pointer */
@@ -614,10 +645,12 @@ static ss_status *check_input(const ss_session *s, int i, const ss_tensor *t)
                        ss_dtype_name(t->dtype), ss_dtype_name(vi->dtype));
     if (vi->ndim < 0) return NULL;
     bool ok = t->ndim == vi->ndim;
-    for (int d = 0; ok && d < vi->ndim; d++) ok = vi->dims[d] < 0 || vi->dims[d] == t->dims[d];
+    for (int d = 0; ok && d < vi->ndim; d++)
+        ok = vi->dims[d] < 0 || vi->dims[d] == t->dims[d];
     if (!ok) {
         int64_t shown[SS_MAX_DIMS];
-        for (int d = 0; d < vi->ndim; d++) shown[d] = vi->dims[d];
+        for (int d = 0; d < vi->ndim; d++)
+            shown[d] = vi->dims[d];
         return ss_errf(SS_ERR_INVALID, "input '%s' has shape %s, the model expects %s (-1 = any)",
                        vi->name, ss_shape_str(t->ndim, t->dims, a, sizeof a),
                        ss_shape_str(vi->ndim, shown, b, sizeof b));
@@ -632,7 +665,8 @@ static ss_status *plan_build(ss_session *s, const ss_tensor *inputs, struct ss_p
     p->s = s;
     int nv = s->n_values, nn = s->n_nodes;
     size_t nptr = 0;
-    for (int i = 0; i < nn; i++) nptr += (size_t)(s->nodes[i].n_in + s->nodes[i].n_out);
+    for (int i = 0; i < nn; i++)
+        nptr += (size_t)(s->nodes[i].n_in + s->nodes[i].n_out);
     p->vals = calloc((size_t)nv + 1, sizeof *p->vals);
     p->known = calloc((size_t)nv + 1, 1);
     p->owned = calloc((size_t)nv + 1, sizeof *p->owned);
@@ -662,7 +696,9 @@ static ss_status *plan_build(ss_session *s, const ss_tensor *inputs, struct ss_p
             p->known[v] = 1;
         } else if (vd->kind == V_INPUT) {
             const ss_tensor *t = &inputs[vd->input_index];
-            p->vals[v] = (ss_tensor){.dtype = t->dtype, .ndim = t->ndim, .nbytes = t->nbytes,
+            p->vals[v] = (ss_tensor){.dtype = t->dtype,
+                                     .ndim = t->ndim,
+                                     .nbytes = t->nbytes,
                                      .storage = SS_STORE_BORROWED};
             memcpy(p->vals[v].dims, t->dims, sizeof t->dims);
         }
@@ -675,7 +711,8 @@ static ss_status *plan_build(ss_session *s, const ss_tensor *inputs, struct ss_p
     if (!st) st = layout_arena(p);
     for (int i = 0; !st && i < s->n_inputs; i++)
         if (p->value_dep[i]) st = ss_tensor_copy(&p->dep_values[i], &inputs[i]);
-    for (int i = 0; i < nn; i++) p->kctx[i].plan = NULL;
+    for (int i = 0; i < nn; i++)
+        p->kctx[i].plan = NULL;
     p->inputs = NULL;
     if (st) {
         plan_free(p);
@@ -734,8 +771,10 @@ static ss_status *trial_plan(ss_session *s)
     if (!st) {
         struct ss_plan *p = NULL;
         st = plan_build(s, ins, &p);
-        if (!st && all_static) s->plan = p;
-        else plan_free(p);
+        if (!st && all_static)
+            s->plan = p;
+        else
+            plan_free(p);
         if (st && st->code != SS_ERR_UNSUPPORTED) {
             SS_DEBUG("trial plan at load: %s (ignored)", st->msg);
             ss_status_free(st);
@@ -743,7 +782,8 @@ static ss_status *trial_plan(ss_session *s)
         }
     }
 done:
-    for (int i = 0; i < s->n_inputs; i++) ss_tensor_free(&ins[i]);
+    for (int i = 0; i < s->n_inputs; i++)
+        ss_tensor_free(&ins[i]);
     free(ins);
     return st;
 }
@@ -776,7 +816,8 @@ ss_status *ss_session_create_from_model(ss_onnx_model *model, const ss_session_o
     return NULL;
 }
 
-ss_status *ss_session_create(const char *model_path, const ss_session_options *opt, ss_session **out)
+ss_status *ss_session_create(const char *model_path, const ss_session_options *opt,
+                             ss_session **out)
 {
     ss_onnx_model *m;
     *out = NULL;
@@ -810,11 +851,26 @@ void ss_session_free(ss_session *s)
     free(s);
 }
 
-int ss_session_num_inputs(const ss_session *s) { return s->n_inputs; }
-int ss_session_num_outputs(const ss_session *s) { return s->n_outputs; }
-const ss_onnx_value_info *ss_session_input(const ss_session *s, int i) { return &s->inputs[i]; }
-const ss_onnx_value_info *ss_session_output(const ss_session *s, int i) { return &s->outputs[i]; }
-const ss_onnx_model *ss_session_model(const ss_session *s) { return s->model; }
+int ss_session_num_inputs(const ss_session *s)
+{
+    return s->n_inputs;
+}
+int ss_session_num_outputs(const ss_session *s)
+{
+    return s->n_outputs;
+}
+const ss_onnx_value_info *ss_session_input(const ss_session *s, int i)
+{
+    return &s->inputs[i];
+}
+const ss_onnx_value_info *ss_session_output(const ss_session *s, int i)
+{
+    return &s->outputs[i];
+}
+const ss_onnx_model *ss_session_model(const ss_session *s)
+{
+    return s->model;
+}
 
 void ss_session_get_stats(const ss_session *s, ss_session_stats *out)
 {
@@ -834,7 +890,8 @@ ss_status *ss_session_run(ss_session *s, const ss_tensor *inputs, int n_inputs,
 {
     *outputs = NULL;
     if (n_inputs != s->n_inputs)
-        return ss_errf(SS_ERR_INVALID, "the model takes %d inputs, %d given", s->n_inputs, n_inputs);
+        return ss_errf(SS_ERR_INVALID, "the model takes %d inputs, %d given", s->n_inputs,
+                       n_inputs);
     for (int i = 0; i < n_inputs; i++) {
         ss_status *st = check_input(s, i, &inputs[i]);
         if (st) return st;
@@ -862,7 +919,8 @@ ss_status *ss_session_run(ss_session *s, const ss_tensor *inputs, int n_inputs,
         ss_status *st = d->op->run(&p->kctx[ni]);
         if (st) return st;
     }
-    for (int i = 0; i < s->n_outputs; i++) p->out_views[i] = p->vals[s->output_ids[i]];
+    for (int i = 0; i < s->n_outputs; i++)
+        p->out_views[i] = p->vals[s->output_ids[i]];
     *outputs = p->out_views;
     return NULL;
 }
@@ -870,7 +928,8 @@ ss_status *ss_session_run(ss_session *s, const ss_tensor *inputs, int n_inputs,
 ss_status *ss_session_plan_shapes(ss_session *s, const ss_tensor *descs, int n_inputs)
 {
     if (n_inputs != s->n_inputs)
-        return ss_errf(SS_ERR_INVALID, "the model takes %d inputs, %d given", s->n_inputs, n_inputs);
+        return ss_errf(SS_ERR_INVALID, "the model takes %d inputs, %d given", s->n_inputs,
+                       n_inputs);
     ss_tensor *ins = calloc((size_t)n_inputs + 1, sizeof *ins);
     if (!ins) return ss_errf(SS_ERR_NOMEM, "out of memory");
     ss_status *st = NULL;
@@ -883,7 +942,8 @@ ss_status *ss_session_plan_shapes(ss_session *s, const ss_tensor *descs, int n_i
         s->plan = NULL;
         st = plan_build(s, ins, &s->plan);
     }
-    for (int i = 0; i < n_inputs; i++) ss_tensor_free(&ins[i]);
+    for (int i = 0; i < n_inputs; i++)
+        ss_tensor_free(&ins[i]);
     free(ins);
     return st;
 }

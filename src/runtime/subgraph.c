@@ -79,7 +79,8 @@ static bool node_outer_names(const ss_onnx_node *nd, ss_name_list *out, int dept
     for (size_t a = 0; ok && a < nd->n_attribute; a++) {
         const ss_onnx_attr *at = nd->attribute[a];
         if (at->g) ok = graph_outer_names(at->g, out, depth);
-        for (size_t k = 0; ok && k < at->n_graphs; k++) ok = graph_outer_names(at->graphs[k], out, depth);
+        for (size_t k = 0; ok && k < at->n_graphs; k++)
+            ok = graph_outer_names(at->graphs[k], out, depth);
     }
     return ok;
 }
@@ -97,8 +98,8 @@ ss_status *ss_subgraph_outer_names(const ss_onnx_node *nd, ss_name_list *out)
  * graph input per outer name (dtype of the outer value, any shape). Packed and parsed again so
  * the new model owns all its memory. */
 static ss_status *subgraph_model(const ss_onnx_model *parent, const Onnx__GraphProto *g,
-                                 const ss_name_list *outer, const ss_tensor *descs, const char *what,
-                                 ss_onnx_model **out)
+                                 const ss_name_list *outer, const ss_tensor *descs,
+                                 const char *what, ss_onnx_model **out)
 {
     int n = outer->n;
     Onnx__ValueInfoProto *vis = calloc((size_t)n + 1, sizeof *vis);

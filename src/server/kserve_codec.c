@@ -46,10 +46,10 @@ static const struct {
     const char *name;
     ss_dtype dtype;
 } dtype_names[] = {
-    {"BOOL", SS_DT_BOOL},     {"UINT8", SS_DT_UINT8},     {"UINT16", SS_DT_UINT16},
-    {"UINT32", SS_DT_UINT32}, {"UINT64", SS_DT_UINT64},   {"INT8", SS_DT_INT8},
-    {"INT16", SS_DT_INT16},   {"INT32", SS_DT_INT32},     {"INT64", SS_DT_INT64},
-    {"FP16", SS_DT_FLOAT16},  {"FP32", SS_DT_FLOAT32},    {"FP64", SS_DT_FLOAT64},
+    {"BOOL", SS_DT_BOOL},     {"UINT8", SS_DT_UINT8},   {"UINT16", SS_DT_UINT16},
+    {"UINT32", SS_DT_UINT32}, {"UINT64", SS_DT_UINT64}, {"INT8", SS_DT_INT8},
+    {"INT16", SS_DT_INT16},   {"INT32", SS_DT_INT32},   {"INT64", SS_DT_INT64},
+    {"FP16", SS_DT_FLOAT16},  {"FP32", SS_DT_FLOAT32},  {"FP64", SS_DT_FLOAT64},
     {"BYTES", SS_DT_STRING},  {"BF16", SS_DT_BFLOAT16},
 };
 
@@ -353,8 +353,9 @@ static bool check_names(const ss_kserve_call *call, const ss_kserve_input *in, s
 }
 
 /* Instance `row`'s part of a fixed-size input: borrowed when aligned for its dtype. */
-static ss_status *put_row(ss_kserve_call *call, ss_serving_instance *inst, const ss_kserve_input *in,
-                          const ss_serving_tensor_spec *sp, size_t row, size_t rows)
+static ss_status *put_row(ss_kserve_call *call, ss_serving_instance *inst,
+                          const ss_kserve_input *in, const ss_serving_tensor_spec *sp, size_t row,
+                          size_t rows)
 {
     size_t row_bytes = in->nbytes / rows;
     const uint8_t *src = in->data + row * row_bytes;
@@ -438,7 +439,8 @@ bool ss_kserve_build_request(ss_kserve_call *call, const ss_kserve_input *in, si
             return false;
     call->batched = batch >= 0;
     call->instances = batch >= 0 ? (size_t)batch : 1;
-    ss_predict_request *req = ss_predict_request_new(call->sig->servable, m->name, call->sig->version);
+    ss_predict_request *req =
+        ss_predict_request_new(call->sig->servable, m->name, call->sig->version);
     for (size_t r = 0; req && r < call->instances; r++)
         if (!ss_predict_request_add_instance(req)) {
             ss_predict_request_free(req);
@@ -480,7 +482,8 @@ bool ss_kserve_check_outputs(const ss_kserve_call *call, ss_kserve_error *err)
 static int code_status(int64_t code)
 {
     if (code == SS_SERVING_INVALID_INPUTS) return 400;
-    if (code == SS_SERVING_WORKER_UNAVAILABLE || code == SS_SERVING_SERVABLE_UNAVAILABLE) return 503;
+    if (code == SS_SERVING_WORKER_UNAVAILABLE || code == SS_SERVING_SERVABLE_UNAVAILABLE)
+        return 503;
     return 500;
 }
 
@@ -532,13 +535,15 @@ static bool stack_output(ss_kserve_call *call, const ss_serving_item **items, si
         const ss_tensor *t = &items[r]->tensor;
         if (t->dtype != t0->dtype || !ss_shape_equal(t->ndim, t->dims, t0->ndim, t0->dims)) {
             ss_kserve_fail(err, 500, "output '%s': instance %zu is %s %s, instance 0 %s %s",
-                           o->name, r, ss_dtype_name(t->dtype), ss_shape_str(t->ndim, t->dims, a, sizeof a),
-                           ss_dtype_name(t0->dtype), ss_shape_str(t0->ndim, t0->dims, b, sizeof b));
+                           o->name, r, ss_dtype_name(t->dtype),
+                           ss_shape_str(t->ndim, t->dims, a, sizeof a), ss_dtype_name(t0->dtype),
+                           ss_shape_str(t0->ndim, t0->dims, b, sizeof b));
             return false;
         }
     }
     if (stacked && t0->ndim + 1 > SS_MAX_DIMS) {
-        ss_kserve_fail(err, 500, "output '%s' has %d dims, too many to add a batch dim", o->name, t0->ndim);
+        ss_kserve_fail(err, 500, "output '%s' has %d dims, too many to add a batch dim", o->name,
+                       t0->ndim);
         return false;
     }
     o->dtype = t0->dtype;
@@ -583,7 +588,8 @@ static size_t output_names(const ss_kserve_call *call, const ss_predict_reply *r
 static bool output_binary(const ss_kserve_call *call, const char *name)
 {
     for (size_t i = 0; i < call->n_outputs; i++)
-        if (strcmp(call->outputs[i].name, name) == 0) return call->outputs[i].binary || call->binary_output;
+        if (strcmp(call->outputs[i].name, name) == 0)
+            return call->outputs[i].binary || call->binary_output;
     return call->binary_output;
 }
 
@@ -607,7 +613,8 @@ static bool collect_one(ss_kserve_call *call, const ss_predict_reply *reply, con
     }
     o->name = name;
     o->binary = output_binary(call, name);
-    const ss_serving_tensor_spec *sp = find_spec(call->method->outputs, call->method->n_outputs, name);
+    const ss_serving_tensor_spec *sp =
+        find_spec(call->method->outputs, call->method->n_outputs, name);
     bool stacked = reply->count > 1 || (call->batched && (!sp || sp->batched));
     if (ok && !stack_output(call, items, reply->count, stacked, o, err)) {
         if (!err->status) ss_kserve_fail(err, 500, "out of memory stacking output '%s'", name);

@@ -48,7 +48,7 @@ typedef struct {
     const ss_serving_method *method;
     char *id; /* request id to echo, NULL = none */
     ss_kserve_requested *outputs;
-    size_t n_outputs; /* 0 = every output */
+    size_t n_outputs;   /* 0 = every output */
     bool binary_output; /* REST: binary_data_output */
     bool batched;       /* the inputs carried a batch dim */
     size_t instances;

@@ -91,9 +91,8 @@ bool ss_kserve_grpc_server_ready(const ss_kserve_grpc_env *env, const uint8_t *b
     return pack(&resp.base, out, out_len, err);
 }
 
-bool ss_kserve_grpc_server_metadata(const ss_kserve_grpc_env *env, const uint8_t *buf,
-                                    size_t len, uint8_t **out, size_t *out_len,
-                                    ss_kserve_error *err)
+bool ss_kserve_grpc_server_metadata(const ss_kserve_grpc_env *env, const uint8_t *buf, size_t len,
+                                    uint8_t **out, size_t *out_len, ss_kserve_error *err)
 {
     (void)env;
     if (over_budget(buf, len, NULL, err)) return false;
@@ -147,8 +146,8 @@ typedef Inference__ModelMetadataResponse__TensorMetadata tensor_meta;
 /* TensorMetadata for specs, all in one allocation (pointers, messages, shapes). */
 static tensor_meta **metas(const ss_serving_tensor_spec *specs, size_t n)
 {
-    size_t size = n * (sizeof(tensor_meta *) + sizeof(tensor_meta) +
-                       (SS_MAX_DIMS + 1) * sizeof(int64_t));
+    size_t size =
+        n * (sizeof(tensor_meta *) + sizeof(tensor_meta) + (SS_MAX_DIMS + 1) * sizeof(int64_t));
     uint8_t *mem = calloc(1, size ? size : 1);
     if (!mem) return NULL;
     tensor_meta **ptrs = (tensor_meta **)mem;
@@ -177,7 +176,8 @@ bool ss_kserve_grpc_model_metadata(const ss_kserve_grpc_env *env, const uint8_t 
                                    uint8_t **out, size_t *out_len, ss_kserve_error *err)
 {
     if (over_budget(buf, len, NULL, err)) return false;
-    Inference__ModelMetadataRequest *req = inference__model_metadata_request__unpack(NULL, len, buf);
+    Inference__ModelMetadataRequest *req =
+        inference__model_metadata_request__unpack(NULL, len, buf);
     if (!req) return bad_message("ModelMetadataRequest", err);
     ss_kserve_call *call = ss_kserve_call_new();
     bool ok = call && resolve(env->handler, req->name, req->version, call, err);
@@ -219,15 +219,37 @@ static void free_request_msg(void *msg)
 static size_t contents_of(const Inference__InferTensorContents *c, ss_dtype dt, const void **p)
 {
     switch (dt) {
-    case SS_DT_BOOL: *p = c->bool_contents; return c->n_bool_contents;
-    case SS_DT_INT8: case SS_DT_INT16: case SS_DT_INT32: *p = c->int_contents; return c->n_int_contents;
-    case SS_DT_INT64: *p = c->int64_contents; return c->n_int64_contents;
-    case SS_DT_UINT8: case SS_DT_UINT16: case SS_DT_UINT32: *p = c->uint_contents; return c->n_uint_contents;
-    case SS_DT_UINT64: *p = c->uint64_contents; return c->n_uint64_contents;
-    case SS_DT_FLOAT32: *p = c->fp32_contents; return c->n_fp32_contents;
-    case SS_DT_FLOAT64: *p = c->fp64_contents; return c->n_fp64_contents;
-    case SS_DT_STRING: *p = c->bytes_contents; return c->n_bytes_contents;
-    default: *p = NULL; return 0;
+    case SS_DT_BOOL:
+        *p = c->bool_contents;
+        return c->n_bool_contents;
+    case SS_DT_INT8:
+    case SS_DT_INT16:
+    case SS_DT_INT32:
+        *p = c->int_contents;
+        return c->n_int_contents;
+    case SS_DT_INT64:
+        *p = c->int64_contents;
+        return c->n_int64_contents;
+    case SS_DT_UINT8:
+    case SS_DT_UINT16:
+    case SS_DT_UINT32:
+        *p = c->uint_contents;
+        return c->n_uint_contents;
+    case SS_DT_UINT64:
+        *p = c->uint64_contents;
+        return c->n_uint64_contents;
+    case SS_DT_FLOAT32:
+        *p = c->fp32_contents;
+        return c->n_fp32_contents;
+    case SS_DT_FLOAT64:
+        *p = c->fp64_contents;
+        return c->n_fp64_contents;
+    case SS_DT_STRING:
+        *p = c->bytes_contents;
+        return c->n_bytes_contents;
+    default:
+        *p = NULL;
+        return 0;
     }
 }
 
@@ -239,7 +261,9 @@ static bool narrow(ss_dtype dt, const void *src, size_t n, uint8_t *dst)
     const protobuf_c_boolean *sb = src;
     for (size_t i = 0; i < n; i++) {
         switch (dt) {
-        case SS_DT_BOOL: dst[i] = sb[i] != 0; break;
+        case SS_DT_BOOL:
+            dst[i] = sb[i] != 0;
+            break;
         case SS_DT_INT8:
             if (si[i] < INT8_MIN || si[i] > INT8_MAX) return false;
             ((int8_t *)dst)[i] = (int8_t)si[i];
@@ -256,7 +280,8 @@ static bool narrow(ss_dtype dt, const void *src, size_t n, uint8_t *dst)
             if (su[i] > UINT16_MAX) return false;
             ((uint16_t *)dst)[i] = (uint16_t)su[i];
             break;
-        default: return false;
+        default:
+            return false;
         }
     }
     return true;
@@ -279,9 +304,9 @@ static bool typed_input(ss_kserve_call *call, const input_msg *m, ss_kserve_inpu
         return false;
     }
     size_t elem = ss_dtype_size(in->dtype);
-    bool same = in->dtype == SS_DT_INT32 || in->dtype == SS_DT_UINT32 ||
-                in->dtype == SS_DT_INT64 || in->dtype == SS_DT_UINT64 ||
-                in->dtype == SS_DT_FLOAT32 || in->dtype == SS_DT_FLOAT64;
+    bool same = in->dtype == SS_DT_INT32 || in->dtype == SS_DT_UINT32 || in->dtype == SS_DT_INT64 ||
+                in->dtype == SS_DT_UINT64 || in->dtype == SS_DT_FLOAT32 ||
+                in->dtype == SS_DT_FLOAT64;
     if (same) { /* the wire's element type is the tensor's: borrow */
         in->data = p;
         in->nbytes = n * elem;
@@ -329,8 +354,8 @@ static bool decode_input(ss_kserve_call *call, const Inference__ModelInferReques
     }
     if (!ss_kserve_check_dtype(call, in->name, in->dtype, err)) return false;
     if (m->n_shape > SS_MAX_DIMS) {
-        ss_kserve_fail(err, 400, "input '%s': shape has %zu dims, at most %d", in->name,
-                       m->n_shape, SS_MAX_DIMS);
+        ss_kserve_fail(err, 400, "input '%s': shape has %zu dims, at most %d", in->name, m->n_shape,
+                       SS_MAX_DIMS);
         return false;
     }
     in->ndim = (int)m->n_shape;
@@ -348,8 +373,9 @@ static bool decode_input(ss_kserve_call *call, const Inference__ModelInferReques
     }
     if (r->n_raw_input_contents) {
         if (m->contents) {
-            ss_kserve_fail(err, 400, "input '%s' sets contents, but the request uses "
-                                     "raw_input_contents",
+            ss_kserve_fail(err, 400,
+                           "input '%s' sets contents, but the request uses "
+                           "raw_input_contents",
                            in->name);
             return false;
         }
@@ -451,12 +477,30 @@ static bool typed_output(ss_kserve_call *call, const ss_kserve_output *o,
     const uint8_t *p = o->data;
     void *buf = NULL;
     switch (o->dtype) {
-    case SS_DT_INT64: c->int64_contents = (int64_t *)p; c->n_int64_contents = n; return true;
-    case SS_DT_UINT64: c->uint64_contents = (uint64_t *)p; c->n_uint64_contents = n; return true;
-    case SS_DT_FLOAT32: c->fp32_contents = (float *)p; c->n_fp32_contents = n; return true;
-    case SS_DT_FLOAT64: c->fp64_contents = (double *)p; c->n_fp64_contents = n; return true;
-    case SS_DT_INT32: c->int_contents = (int32_t *)p; c->n_int_contents = n; return true;
-    case SS_DT_UINT32: c->uint_contents = (uint32_t *)p; c->n_uint_contents = n; return true;
+    case SS_DT_INT64:
+        c->int64_contents = (int64_t *)p;
+        c->n_int64_contents = n;
+        return true;
+    case SS_DT_UINT64:
+        c->uint64_contents = (uint64_t *)p;
+        c->n_uint64_contents = n;
+        return true;
+    case SS_DT_FLOAT32:
+        c->fp32_contents = (float *)p;
+        c->n_fp32_contents = n;
+        return true;
+    case SS_DT_FLOAT64:
+        c->fp64_contents = (double *)p;
+        c->n_fp64_contents = n;
+        return true;
+    case SS_DT_INT32:
+        c->int_contents = (int32_t *)p;
+        c->n_int_contents = n;
+        return true;
+    case SS_DT_UINT32:
+        c->uint_contents = (uint32_t *)p;
+        c->n_uint_contents = n;
+        return true;
     case SS_DT_STRING: {
         ProtobufCBinaryData *b = calloc(n ? n : 1, sizeof *b);
         size_t off = 0;
@@ -476,19 +520,32 @@ static bool typed_output(ss_kserve_call *call, const ss_kserve_output *o,
         int32_t *w = malloc((n ? n : 1) * sizeof *w);
         for (size_t i = 0; w && i < n; i++) {
             switch (o->dtype) {
-            case SS_DT_BOOL: w[i] = p[i] != 0; break;
-            case SS_DT_INT8: w[i] = ((const int8_t *)p)[i]; break;
-            case SS_DT_INT16: w[i] = ((const int16_t *)p)[i]; break;
-            case SS_DT_UINT8: w[i] = p[i]; break;
-            default: w[i] = ((const uint16_t *)p)[i]; break;
+            case SS_DT_BOOL:
+                w[i] = p[i] != 0;
+                break;
+            case SS_DT_INT8:
+                w[i] = ((const int8_t *)p)[i];
+                break;
+            case SS_DT_INT16:
+                w[i] = ((const int16_t *)p)[i];
+                break;
+            case SS_DT_UINT8:
+                w[i] = p[i];
+                break;
+            default:
+                w[i] = ((const uint16_t *)p)[i];
+                break;
             }
         }
         bool is_int = o->dtype == SS_DT_INT8 || o->dtype == SS_DT_INT16;
         bool is_bool = o->dtype == SS_DT_BOOL;
         /* protobuf_c_boolean is an int: the widened values serve BOOL, int and uint fields */
-        if (is_bool) c->bool_contents = (protobuf_c_boolean *)w, c->n_bool_contents = n;
-        else if (is_int) c->int_contents = w, c->n_int_contents = n;
-        else c->uint_contents = (uint32_t *)w, c->n_uint_contents = n;
+        if (is_bool)
+            c->bool_contents = (protobuf_c_boolean *)w, c->n_bool_contents = n;
+        else if (is_int)
+            c->int_contents = w, c->n_int_contents = n;
+        else
+            c->uint_contents = (uint32_t *)w, c->n_uint_contents = n;
         buf = w;
     }
     }
@@ -552,8 +609,8 @@ static bool build_outputs(ss_kserve_call *call, const ss_kserve_output *outs, si
     return true;
 }
 
-bool ss_kserve_grpc_encode_reply(ss_kserve_call *call, const ss_predict_reply *reply,
-                                 uint8_t **out, size_t *out_len, ss_kserve_error *err)
+bool ss_kserve_grpc_encode_reply(ss_kserve_call *call, const ss_predict_reply *reply, uint8_t **out,
+                                 size_t *out_len, ss_kserve_error *err)
 {
     ss_kserve_output *outs = NULL;
     size_t n = 0;

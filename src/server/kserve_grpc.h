@@ -19,17 +19,15 @@ typedef struct {
 
 /* A unary RPC answered without the handler's predict: request bytes in, serialized response
  * (malloc'd) out, or false with err. */
-typedef bool (*ss_kserve_grpc_unary)(const ss_kserve_grpc_env *env, const uint8_t *buf,
-                                     size_t len, uint8_t **out, size_t *out_len,
-                                     ss_kserve_error *err);
+typedef bool (*ss_kserve_grpc_unary)(const ss_kserve_grpc_env *env, const uint8_t *buf, size_t len,
+                                     uint8_t **out, size_t *out_len, ss_kserve_error *err);
 
 bool ss_kserve_grpc_server_live(const ss_kserve_grpc_env *env, const uint8_t *buf, size_t len,
                                 uint8_t **out, size_t *out_len, ss_kserve_error *err);
 bool ss_kserve_grpc_server_ready(const ss_kserve_grpc_env *env, const uint8_t *buf, size_t len,
                                  uint8_t **out, size_t *out_len, ss_kserve_error *err);
-bool ss_kserve_grpc_server_metadata(const ss_kserve_grpc_env *env, const uint8_t *buf,
-                                    size_t len, uint8_t **out, size_t *out_len,
-                                    ss_kserve_error *err);
+bool ss_kserve_grpc_server_metadata(const ss_kserve_grpc_env *env, const uint8_t *buf, size_t len,
+                                    uint8_t **out, size_t *out_len, ss_kserve_error *err);
 bool ss_kserve_grpc_model_ready(const ss_kserve_grpc_env *env, const uint8_t *buf, size_t len,
                                 uint8_t **out, size_t *out_len, ss_kserve_error *err);
 bool ss_kserve_grpc_model_metadata(const ss_kserve_grpc_env *env, const uint8_t *buf, size_t len,
@@ -43,7 +41,7 @@ bool ss_kserve_grpc_decode_infer(const ss_predict_handler *h, const uint8_t *buf
 /* The ModelInferResponse for a finished reply (malloc'd), or false with err. Outputs travel in
  * raw_output_contents when the request used raw_input_contents (or an output is FP16/BF16),
  * else in typed contents. */
-bool ss_kserve_grpc_encode_reply(ss_kserve_call *call, const ss_predict_reply *reply,
-                                 uint8_t **out, size_t *out_len, ss_kserve_error *err);
+bool ss_kserve_grpc_encode_reply(ss_kserve_call *call, const ss_predict_reply *reply, uint8_t **out,
+                                 size_t *out_len, ss_kserve_error *err);
 
 #endif

@@ -131,7 +131,8 @@ static bool parse_model_url(const char *url, model_url *u, ss_kserve_error *err)
     const char *p = url + 11;
     size_t n = strcspn(p, "/");
     if (n == 0 || n >= sizeof u->name) {
-        ss_kserve_fail(err, n ? 400 : 404, n ? "model name is too long" : "no model name in %s", url);
+        ss_kserve_fail(err, n ? 400 : 404, n ? "model name is too long" : "no model name in %s",
+                       url);
         return false;
     }
     memcpy(u->name, p, n);
@@ -304,10 +305,14 @@ static bool put_number(ss_dtype dt, const cJSON *v, uint8_t *buf, size_t i)
     if (!cJSON_IsNumber(v)) return false;
     double d = v->valuedouble;
     if (ss_dtype_is_float(dt)) {
-        if (dt == SS_DT_FLOAT32) ((float *)buf)[i] = (float)d;
-        else if (dt == SS_DT_FLOAT64) ((double *)buf)[i] = d;
-        else if (dt == SS_DT_FLOAT16) ((uint16_t *)buf)[i] = ss_f32_to_f16((float)d);
-        else ((uint16_t *)buf)[i] = ss_f32_to_bf16((float)d);
+        if (dt == SS_DT_FLOAT32)
+            ((float *)buf)[i] = (float)d;
+        else if (dt == SS_DT_FLOAT64)
+            ((double *)buf)[i] = d;
+        else if (dt == SS_DT_FLOAT16)
+            ((uint16_t *)buf)[i] = ss_f32_to_f16((float)d);
+        else
+            ((uint16_t *)buf)[i] = ss_f32_to_bf16((float)d);
         return true;
     }
     if (d != floor(d)) return false;
@@ -405,8 +410,8 @@ static bool parse_shape(const cJSON *shape, ss_kserve_input *in, ss_kserve_error
 {
     int n = cJSON_IsArray(shape) ? cJSON_GetArraySize(shape) : -1;
     if (n < 0 || n > SS_MAX_DIMS) {
-        ss_kserve_fail(err, 400, "input '%s': shape must be an array of at most %d sizes",
-                       in->name, SS_MAX_DIMS);
+        ss_kserve_fail(err, 400, "input '%s': shape must be an array of at most %d sizes", in->name,
+                       SS_MAX_DIMS);
         return false;
     }
     in->ndim = 0;
@@ -622,11 +627,11 @@ static bool decode_body(ss_kserve_call *call, const char *body, size_t len, cons
     }
     const char *end = NULL;
     cJSON *root = cJSON_ParseWithLengthOpts(body, hlen, &end, false);
-    while (root && end < body + hlen && (*end == ' ' || *end == '\n' || *end == '\r' || *end == '\t'))
+    while (root && end < body + hlen &&
+           (*end == ' ' || *end == '\n' || *end == '\r' || *end == '\t'))
         end++;
     if (!root || !cJSON_IsObject(root) || end != body + hlen) {
-        ss_kserve_fail(err, 400, "the request %s is not a JSON object",
-                       header ? "header" : "body");
+        ss_kserve_fail(err, 400, "the request %s is not a JSON object", header ? "header" : "body");
         cJSON_Delete(root);
         return false;
     }
@@ -686,23 +691,52 @@ static bool json_values(sbuf *s, const ss_kserve_output *o)
         if (i) sb_put(s, ",", 1);
         double f = 0;
         switch (o->dtype) {
-        case SS_DT_BOOL: sb_str(s, p[i] ? "true" : "false"); continue;
-        case SS_DT_INT8: sb_printf(s, "%d", ((const int8_t *)p)[i]); continue;
-        case SS_DT_INT16: sb_printf(s, "%d", ((const int16_t *)p)[i]); continue;
-        case SS_DT_INT32: sb_printf(s, "%d", ((const int32_t *)p)[i]); continue;
-        case SS_DT_INT64: sb_printf(s, "%lld", (long long)((const int64_t *)p)[i]); continue;
-        case SS_DT_UINT8: sb_printf(s, "%u", p[i]); continue;
-        case SS_DT_UINT16: sb_printf(s, "%u", ((const uint16_t *)p)[i]); continue;
-        case SS_DT_UINT32: sb_printf(s, "%u", ((const uint32_t *)p)[i]); continue;
-        case SS_DT_UINT64: sb_printf(s, "%llu", (unsigned long long)((const uint64_t *)p)[i]); continue;
-        case SS_DT_FLOAT32: f = ((const float *)p)[i]; break;
-        case SS_DT_FLOAT64: f = ((const double *)p)[i]; break;
-        case SS_DT_FLOAT16: f = ss_f16_to_f32(((const uint16_t *)p)[i]); break;
-        case SS_DT_BFLOAT16: f = ss_bf16_to_f32(((const uint16_t *)p)[i]); break;
-        default: return false;
+        case SS_DT_BOOL:
+            sb_str(s, p[i] ? "true" : "false");
+            continue;
+        case SS_DT_INT8:
+            sb_printf(s, "%d", ((const int8_t *)p)[i]);
+            continue;
+        case SS_DT_INT16:
+            sb_printf(s, "%d", ((const int16_t *)p)[i]);
+            continue;
+        case SS_DT_INT32:
+            sb_printf(s, "%d", ((const int32_t *)p)[i]);
+            continue;
+        case SS_DT_INT64:
+            sb_printf(s, "%lld", (long long)((const int64_t *)p)[i]);
+            continue;
+        case SS_DT_UINT8:
+            sb_printf(s, "%u", p[i]);
+            continue;
+        case SS_DT_UINT16:
+            sb_printf(s, "%u", ((const uint16_t *)p)[i]);
+            continue;
+        case SS_DT_UINT32:
+            sb_printf(s, "%u", ((const uint32_t *)p)[i]);
+            continue;
+        case SS_DT_UINT64:
+            sb_printf(s, "%llu", (unsigned long long)((const uint64_t *)p)[i]);
+            continue;
+        case SS_DT_FLOAT32:
+            f = ((const float *)p)[i];
+            break;
+        case SS_DT_FLOAT64:
+            f = ((const double *)p)[i];
+            break;
+        case SS_DT_FLOAT16:
+            f = ss_f16_to_f32(((const uint16_t *)p)[i]);
+            break;
+        case SS_DT_BFLOAT16:
+            f = ss_bf16_to_f32(((const uint16_t *)p)[i]);
+            break;
+        default:
+            return false;
         }
-        if (!isfinite(f)) sb_str(s, "null");
-        else sb_printf(s, o->dtype == SS_DT_FLOAT64 ? "%.17g" : "%.9g", f);
+        if (!isfinite(f))
+            sb_str(s, "null");
+        else
+            sb_printf(s, o->dtype == SS_DT_FLOAT64 ? "%.17g" : "%.9g", f);
     }
     sb_str(s, "]");
     return true;
@@ -741,8 +775,10 @@ static bool output_json(sbuf *s, const ss_kserve_output *o, ss_kserve_error *err
     sb_str(s, ",\"data\":");
     bool ok = o->dtype == SS_DT_STRING ? json_strings(s, o) : json_values(s, o);
     if (!ok) {
-        ss_kserve_fail(err, 500, "output '%s' holds bytes that are not UTF-8: request it with "
-                                 "binary_data", o->name);
+        ss_kserve_fail(err, 500,
+                       "output '%s' holds bytes that are not UTF-8: request it with "
+                       "binary_data",
+                       o->name);
         return false;
     }
     sb_str(s, "}");

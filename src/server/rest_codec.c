@@ -322,7 +322,8 @@ static bool object_type(const cJSON *obj, obj_type *out)
         *out = (obj_type){SS_DT_STRING, true};
         return true;
     }
-    return cJSON_IsString(type) && ss_serving_ms_rest_type(type->valuestring, &out->dtype, &out->is_bytes);
+    return cJSON_IsString(type) &&
+           ss_serving_ms_rest_type(type->valuestring, &out->dtype, &out->is_bytes);
 }
 
 static ss_status *decode_b64(const cJSON *value, uint8_t **out, size_t *len)
@@ -418,7 +419,8 @@ static ss_status *parse_object(const cJSON *obj, ss_tensor *t, bool *is_bytes)
         free(data);
         return fail("size is not matched, decode base64 size:%zu; Given info: type:%s; type "
                     "size:%zu; element nums:%lld",
-                    len, ss_serving_ms_rest_type_name(type->dtype, false), itemsize, (long long)numel);
+                    len, ss_serving_ms_rest_type_name(type->dtype, false), itemsize,
+                    (long long)numel);
     }
     st = ss_tensor_alloc(t, type->dtype, ndim, dims);
     if (!st && len) memcpy(t->data, data, len);

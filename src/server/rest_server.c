@@ -71,8 +71,8 @@ typedef enum { C_RECEIVING, C_WAITING, C_ANSWERED, C_REFUSED } conn_state;
 typedef struct conn_ctx conn_ctx;
 /* Writes a handler's reply as the protocol's body (status, body, its length, and how much of it is
  * JSON: KServe binary outputs follow it). Runs on the MHD thread; consumes the reply. */
-typedef void (*reply_encoder)(conn_ctx *c, ss_predict_reply *reply, unsigned *status, char **body, size_t *len,
-                              size_t *json_len);
+typedef void (*reply_encoder)(conn_ctx *c, ss_predict_reply *reply, unsigned *status, char **body,
+                              size_t *len, size_t *json_len);
 
 struct conn_ctx {
     ss_rest_server *srv;
@@ -82,10 +82,10 @@ struct conn_ctx {
     size_t len, cap;
     bool too_big;
     ss_predict_request *req;
-    ss_kserve_call *kcall; /* KServe infer: the call the request borrows from */
-    pthread_mutex_t mu;       /* guards answer/state between done() and the MHD thread */
-    ss_predict_reply *answer; /* the handler's reply, encoded on the MHD thread once resumed */
-    reply_encoder encode;     /* the request's protocol */
+    ss_kserve_call *kcall;       /* KServe infer: the call the request borrows from */
+    pthread_mutex_t mu;          /* guards answer/state between done() and the MHD thread */
+    ss_predict_reply *answer;    /* the handler's reply, encoded on the MHD thread once resumed */
+    reply_encoder encode;        /* the request's protocol */
     ss_rest_guard_conn *guarded; /* the connection's read clock */
 };
 
@@ -157,7 +157,8 @@ static enum MHD_Result send_metrics(struct MHD_Connection *conn)
         free(text);
         return MHD_NO;
     }
-    MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8");
+    MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE,
+                            "text/plain; version=0.0.4; charset=utf-8");
     enum MHD_Result r = MHD_queue_response(conn, MHD_HTTP_OK, resp);
     MHD_destroy_response(resp);
     return r;
@@ -165,7 +166,8 @@ static enum MHD_Result send_metrics(struct MHD_Connection *conn)
 
 /* GET /model/NAME[/version/N]: the servable's methods with their inputs' and outputs' names,
  * dtypes and per-instance shapes (handler.describe); 404 unknown, 503 not ready. */
-static enum MHD_Result send_metadata(ss_rest_server *srv, struct MHD_Connection *conn, const char *path)
+static enum MHD_Result send_metadata(ss_rest_server *srv, struct MHD_Connection *conn,
+                                     const char *path)
 {
     char name[256];
     uint64_t version = 0;
@@ -196,8 +198,9 @@ static enum MHD_Result send_metadata(ss_rest_server *srv, struct MHD_Connection 
     int rc = srv->handler.describe(srv->handler.ctx, name, version, &sig, why, sizeof why);
     if (rc != SS_DESCRIBE_OK) {
         char *err = ss_rest_error_json(why, &len);
-        return send_json(conn, rc == SS_DESCRIBE_NOT_READY ? MHD_HTTP_SERVICE_UNAVAILABLE : MHD_HTTP_NOT_FOUND, err,
-                         len);
+        return send_json(
+            conn, rc == SS_DESCRIBE_NOT_READY ? MHD_HTTP_SERVICE_UNAVAILABLE : MHD_HTTP_NOT_FOUND,
+            err, len);
     }
     char *text = ss_rest_signature_json(sig, &len);
     ss_serving_signature_free(sig);
@@ -223,8 +226,8 @@ static void rest_done(void *done_ctx, ss_predict_reply *reply)
     pthread_mutex_unlock(&srv->mu);
 }
 
-static void encode_mindspore(conn_ctx *c, ss_predict_reply *reply, unsigned *status, char **body, size_t *len,
-                             size_t *json_len)
+static void encode_mindspore(conn_ctx *c, ss_predict_reply *reply, unsigned *status, char **body,
+                             size_t *len, size_t *json_len)
 {
     reply = ss_predict_reply_finish(reply, c->req);
     *body = reply ? ss_rest_reply_json(reply, len) : NULL;
@@ -233,12 +236,13 @@ static void encode_mindspore(conn_ctx *c, ss_predict_reply *reply, unsigned *sta
     *json_len = *len;
 }
 
-static void encode_kserve(conn_ctx *c, ss_predict_reply *reply, unsigned *status, char **body, size_t *len,
-                          size_t *json_len)
+static void encode_kserve(conn_ctx *c, ss_predict_reply *reply, unsigned *status, char **body,
+                          size_t *len, size_t *json_len)
 {
     *status = MHD_HTTP_INTERNAL_SERVER_ERROR;
     reply = ss_predict_reply_finish(reply, c->req);
-    if (reply) *status = (unsigned)ss_kserve_rest_encode_reply(c->kcall, reply, body, len, json_len);
+    if (reply)
+        *status = (unsigned)ss_kserve_rest_encode_reply(c->kcall, reply, body, len, json_len);
     ss_predict_reply_free(reply);
 }
 
@@ -287,15 +291,16 @@ static enum MHD_Result start_kserve_infer(conn_ctx *c, const char *url)
     ss_kserve_error err = {0};
     if (c->too_big) {
         ss_metric_add(srv->refused_body, 1);
-        ss_kserve_fail(&err, MHD_HTTP_CONTENT_TOO_LARGE, "the request body is bigger than %zu bytes",
-                       srv->max_body);
+        ss_kserve_fail(&err, MHD_HTTP_CONTENT_TOO_LARGE,
+                       "the request body is bigger than %zu bytes", srv->max_body);
         return send_kserve_error(c->conn, &err);
     }
-    const char *hl = MHD_lookup_connection_value(c->conn, MHD_HEADER_KIND,
-                                                 "Inference-Header-Content-Length");
+    const char *hl =
+        MHD_lookup_connection_value(c->conn, MHD_HEADER_KIND, "Inference-Header-Content-Length");
     char *body = c->body;
     c->body = NULL;
-    if (!ss_kserve_rest_decode_infer(&srv->handler, url, body, c->len, hl, &c->kcall, &c->req, &err))
+    if (!ss_kserve_rest_decode_infer(&srv->handler, url, body, c->len, hl, &c->kcall, &c->req,
+                                     &err))
         return send_kserve_error(c->conn, &err);
     return dispatch(c, encode_kserve);
 }
@@ -425,7 +430,10 @@ static enum MHD_Result route_ready(conn_ctx *c, const char *url)
                  : send_text(c->conn, MHD_HTTP_SERVICE_UNAVAILABLE, "{\"status\":\"not ready\"}");
 }
 
-static enum MHD_Result route_metrics(conn_ctx *c, const char *url) { return send_metrics(c->conn); }
+static enum MHD_Result route_metrics(conn_ctx *c, const char *url)
+{
+    return send_metrics(c->conn);
+}
 
 static enum MHD_Result route_metadata(conn_ctx *c, const char *url)
 {
@@ -490,7 +498,9 @@ static enum MHD_Result route(conn_ctx *c, const char *method, const char *url)
     for (size_t i = 0;; i++) {
         const rest_route *r = &routes[i];
         if (r->method && strcmp(r->method, method) != 0) continue;
-        if (r->path && (r->prefix ? strncmp(url, r->path, strlen(r->path)) : strcmp(url, r->path)) != 0) continue;
+        if (r->path &&
+            (r->prefix ? strncmp(url, r->path, strlen(r->path)) : strcmp(url, r->path)) != 0)
+            continue;
         if (r->no_colon && strchr(url, ':')) continue;
         return r->handle(c, url);
     }

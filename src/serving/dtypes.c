@@ -40,12 +40,15 @@ static const struct {
     ss_dtype dtype;
     bool is_bytes;
 } rest_types[] = {
-    {"float16", SS_DT_FLOAT16, false}, {"float32", SS_DT_FLOAT32, false}, {"float64", SS_DT_FLOAT64, false},
-    {"str", SS_DT_STRING, false},      {"bytes", SS_DT_STRING, true},     {"int8", SS_DT_INT8, false},
-    {"int16", SS_DT_INT16, false},     {"int32", SS_DT_INT32, false},     {"int64", SS_DT_INT64, false},
-    {"uint8", SS_DT_UINT8, false},     {"uint16", SS_DT_UINT16, false},   {"uint32", SS_DT_UINT32, false},
-    {"uint64", SS_DT_UINT64, false},   {"fp16", SS_DT_FLOAT16, false},    {"fp32", SS_DT_FLOAT32, false},
-    {"fp64", SS_DT_FLOAT64, false},    {"bool", SS_DT_BOOL, false},
+    {"float16", SS_DT_FLOAT16, false}, {"float32", SS_DT_FLOAT32, false},
+    {"float64", SS_DT_FLOAT64, false}, {"str", SS_DT_STRING, false},
+    {"bytes", SS_DT_STRING, true},     {"int8", SS_DT_INT8, false},
+    {"int16", SS_DT_INT16, false},     {"int32", SS_DT_INT32, false},
+    {"int64", SS_DT_INT64, false},     {"uint8", SS_DT_UINT8, false},
+    {"uint16", SS_DT_UINT16, false},   {"uint32", SS_DT_UINT32, false},
+    {"uint64", SS_DT_UINT64, false},   {"fp16", SS_DT_FLOAT16, false},
+    {"fp32", SS_DT_FLOAT32, false},    {"fp64", SS_DT_FLOAT64, false},
+    {"bool", SS_DT_BOOL, false},
 };
 
 ss_dtype ss_serving_ms_dtype_from_proto(int value, bool *is_bytes)
@@ -58,7 +61,8 @@ ss_dtype ss_serving_ms_dtype_from_proto(int value, bool *is_bytes)
 int ss_serving_ms_dtype_to_proto(ss_dtype dt, bool is_bytes)
 {
     for (int i = 1; i < MS_TYPES; i++)
-        if (ms_types[i].dtype == dt && ms_types[i].is_bytes == (dt == SS_DT_STRING && is_bytes)) return i;
+        if (ms_types[i].dtype == dt && ms_types[i].is_bytes == (dt == SS_DT_STRING && is_bytes))
+            return i;
     return 0;
 }
 

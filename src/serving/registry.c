@@ -64,7 +64,7 @@ static void registry_unlock(ss_serving *s)
 }
 
 #ifndef NDEBUG
-#define ASSERT_LOCKED(s) assert((s)->held && pthread_equal((s)->holder, pthread_self()))
+#define ASSERT_LOCKED(s) assert((s)->held &&pthread_equal((s)->holder, pthread_self()))
 #else
 #define ASSERT_LOCKED(s) ((void)0)
 #endif
@@ -73,7 +73,8 @@ static void registry_unlock(ss_serving *s)
 
 static void specs_clear(ss_serving_tensor_spec *specs, size_t n)
 {
-    for (size_t i = 0; specs && i < n; i++) free(specs[i].name);
+    for (size_t i = 0; specs && i < n; i++)
+        free(specs[i].name);
     free(specs);
 }
 
@@ -116,7 +117,8 @@ static bool signature_copy_into(ss_serving_signature *dst, const ss_serving_sign
     dst->servable = NULL;
     dst->methods = calloc(src->n_methods ? src->n_methods : 1, sizeof *dst->methods);
     dst->n_methods = dst->methods ? src->n_methods : 0;
-    if (!dst->methods || !(dst->servable = strdup(src->servable ? src->servable : ""))) return false;
+    if (!dst->methods || !(dst->servable = strdup(src->servable ? src->servable : "")))
+        return false;
     for (size_t m = 0; m < src->n_methods; m++) {
         const ss_serving_method *sm = &src->methods[m];
         ss_serving_method *dm = &dst->methods[m];
@@ -185,16 +187,20 @@ bool ss_serving_check_instance(const ss_serving_method *m, ss_serving_instance *
         size_t want = 0;
         bool sized = !strings && spec_bytes(sp, &want);
         if (sized && t->nbytes != want) {
-            snprintf(why, cap, "Given model input %zu size %zu not match the size %zu defined in model", k,
+            snprintf(why, cap,
+                     "Given model input %zu size %zu not match the size %zu defined in model", k,
                      t->nbytes, want);
             return false;
         }
         if (t->dtype != sp->dtype) {
-            snprintf(why, cap, "Given model input %zu data type %s not match the data type %s defined in model", k,
-                     ss_serving_ms_dtype_name(t->dtype), ss_serving_ms_dtype_name(sp->dtype));
+            snprintf(
+                why, cap,
+                "Given model input %zu data type %s not match the data type %s defined in model", k,
+                ss_serving_ms_dtype_name(t->dtype), ss_serving_ms_dtype_name(sp->dtype));
             return false;
         }
-        /* the bytes are right: they take the model's shape (MindSpore copies them into its tensor) */
+        /* the bytes are right: they take the model's shape (MindSpore copies them into its tensor)
+         */
         if (sized && !sp->batched) {
             t->ndim = sp->ndim;
             memcpy(t->dims, sp->dims, sizeof t->dims[0] * (size_t)sp->ndim);
@@ -215,7 +221,8 @@ ss_serving *ss_serving_new(void)
 void ss_serving_free(ss_serving *s)
 {
     if (!s) return;
-    while (s->entries) ss_serving_remove(s, s->entries);
+    while (s->entries)
+        ss_serving_remove(s, s->entries);
     pthread_mutex_destroy(&s->mu);
     free(s);
 }
@@ -350,10 +357,13 @@ static void rejected(ss_serving *s, const char *servable, uint64_t version, cons
     ss_serving_reject_fn fn = s->on_reject;
     void *ctx = s->on_reject_ctx;
     registry_unlock(s);
-    if (fn) fn(ctx, servable, version, method, bad->error_count ? bad->errors[0].code : SS_SERVING_FAILED);
+    if (fn)
+        fn(ctx, servable, version, method,
+           bad->error_count ? bad->errors[0].code : SS_SERVING_FAILED);
 }
 
-static void serving_predict(void *ctx, ss_predict_request *req, ss_predict_done done, void *done_ctx)
+static void serving_predict(void *ctx, ss_predict_request *req, ss_predict_done done,
+                            void *done_ctx)
 {
     ss_serving *s = ctx;
     snapshot *snap = NULL;
@@ -372,7 +382,8 @@ static void serving_predict(void *ctx, ss_predict_request *req, ss_predict_done 
         bad = ss_serving_err_unavailable(req, true);
     } else {
         const char *names[m->n_inputs ? m->n_inputs : 1];
-        for (size_t k = 0; k < m->n_inputs; k++) names[k] = m->inputs[k].name;
+        for (size_t k = 0; k < m->n_inputs; k++)
+            names[k] = m->inputs[k].name;
         bad = ss_predict_request_check_inputs(req, names, m->n_inputs);
     }
     if (!bad && !(reply = ss_predict_reply_new(req->count)))
@@ -380,7 +391,8 @@ static void serving_predict(void *ctx, ss_predict_request *req, ss_predict_done 
     for (size_t i = 0; !bad && i < req->count; i++) {
         char why[256];
         if (ss_serving_check_instance(m, &req->instances[i], why, sizeof why)) continue;
-        ss_status *st = ss_predict_reply_fail_instance(reply, i, SS_SERVING_INVALID_INPUTS, "%s", why);
+        ss_status *st =
+            ss_predict_reply_fail_instance(reply, i, SS_SERVING_INVALID_INPUTS, "%s", why);
         if (st) {
             ss_status_free(st);
             bad = ss_predict_reply_error(SS_SERVING_SYSTEM_ERROR, "out of memory");
@@ -406,8 +418,8 @@ static int serving_describe(void *ctx, const char *servable, uint64_t version,
     ss_serving_entry *e = resolve(s, servable, version);
     int rc = SS_DESCRIBE_OK;
     if (!e) {
-        snprintf(why, cap, "servable is not available: '%.128s' version %llu is not served", servable,
-                 (unsigned long long)version);
+        snprintf(why, cap, "servable is not available: '%.128s' version %llu is not served",
+                 servable, (unsigned long long)version);
         rc = SS_DESCRIBE_NOT_FOUND;
     } else if (!e->ready) {
         snprintf(why, cap, "servable is not available: not ready (%s)", e->why);
@@ -446,7 +458,8 @@ bool ss_serving_ready(void *ctx)
     ss_serving *s = ctx;
     registry_lock(s);
     bool ready = s->entries != NULL;
-    for (ss_serving_entry *e = s->entries; e; e = e->next) ready = ready && e->ready;
+    for (ss_serving_entry *e = s->entries; e; e = e->next)
+        ready = ready && e->ready;
     registry_unlock(s);
     return ready;
 }

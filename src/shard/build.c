@@ -75,11 +75,14 @@ Onnx__NodeProto *rg_node(rank_graph *g, const char *op_type, const char *domain,
     Onnx__NodeProto *n = rg_alloc(g, sizeof *n);
     char **ins = rg_alloc(g, sizeof(char *) * (size_t)(n_in + 1));
     char **outs = rg_alloc(g, sizeof(char *) * (size_t)(n_out + 1));
-    if (!n || !ins || !outs || !grow(g, (void **)&g->nodes, g->n_nodes, &g->cap_nodes, sizeof *g->nodes))
+    if (!n || !ins || !outs ||
+        !grow(g, (void **)&g->nodes, g->n_nodes, &g->cap_nodes, sizeof *g->nodes))
         return NULL;
     onnx__node_proto__init(n);
-    for (int i = 0; i < n_in; i++) ins[i] = rg_strdup(g, inputs[i] ? inputs[i] : "");
-    for (int i = 0; i < n_out; i++) outs[i] = rg_strdup(g, outputs[i]);
+    for (int i = 0; i < n_in; i++)
+        ins[i] = rg_strdup(g, inputs[i] ? inputs[i] : "");
+    for (int i = 0; i < n_out; i++)
+        outs[i] = rg_strdup(g, outputs[i]);
     n->n_input = (size_t)n_in;
     n->input = ins;
     n->n_output = (size_t)n_out;
@@ -144,7 +147,8 @@ void rg_attr_copy_except(rank_graph *g, Onnx__NodeProto *n, const Onnx__NodeProt
     size_t k = 0;
     for (size_t i = 0; i < from->n_attribute; i++) {
         bool skipped = false;
-        for (const char *const *s = skip; s && *s; s++) skipped |= !strcmp(from->attribute[i]->name, *s);
+        for (const char *const *s = skip; s && *s; s++)
+            skipped |= !strcmp(from->attribute[i]->name, *s);
         if (!skipped) arr[k++] = from->attribute[i];
     }
     n->attribute = arr;
@@ -168,13 +172,16 @@ static size_t slice_copy(const ss_tensor *t, int axis, int parts, int index, cha
 {
     size_t es = ss_dtype_size(t->dtype);
     int64_t outer = 1, inner = 1;
-    for (int d = 0; d < axis; d++) outer *= t->dims[d];
-    for (int d = axis + 1; d < t->ndim; d++) inner *= t->dims[d];
+    for (int d = 0; d < axis; d++)
+        outer *= t->dims[d];
+    for (int d = axis + 1; d < t->ndim; d++)
+        inner *= t->dims[d];
     int64_t chunk = t->dims[axis] / parts;
     size_t row = (size_t)(chunk * inner) * es, stride = (size_t)(t->dims[axis] * inner) * es;
     if (dst)
         for (int64_t o = 0; o < outer; o++)
-            memcpy(dst + (size_t)o * row, (const char *)t->data + (size_t)o * stride + (size_t)index * row, row);
+            memcpy(dst + (size_t)o * row,
+                   (const char *)t->data + (size_t)o * stride + (size_t)index * row, row);
     return (size_t)outer * row;
 }
 
@@ -191,15 +198,18 @@ void rg_init(rank_graph *g, const char *name, const ss_tensor *t, int axis, int 
     tp->name = rg_strdup(g, name);
     tp->has_data_type = 1;
     tp->data_type = t->dtype;
-    for (int d = 0; d < t->ndim; d++) dims[d] = t->dims[d];
+    for (int d = 0; d < t->ndim; d++)
+        dims[d] = t->dims[d];
     if (parts > 1) dims[axis] /= parts;
     tp->n_dims = (size_t)t->ndim;
     tp->dims = dims;
     size_t bytes = parts > 1 ? slice_copy(t, axis, parts, index, NULL) : t->nbytes;
     char *buf = rg_alloc(g, bytes ? bytes : 1);
     if (!buf) return;
-    if (parts > 1) slice_copy(t, axis, parts, index, buf);
-    else if (bytes) memcpy(buf, t->data, bytes);
+    if (parts > 1)
+        slice_copy(t, axis, parts, index, buf);
+    else if (bytes)
+        memcpy(buf, t->data, bytes);
     g->param_bytes += bytes;
     if (bytes <= INLINE_LIMIT || !g->data) {
         tp->has_raw_data = 1;
@@ -208,7 +218,8 @@ void rg_init(rank_graph *g, const char *name, const ss_tensor *t, int axis, int 
     } else {
         size_t pad = (DATA_ALIGN - g->data_off % DATA_ALIGN) % DATA_ALIGN;
         static const char zeros[DATA_ALIGN];
-        if ((pad && fwrite(zeros, 1, pad, g->data) != pad) || fwrite(buf, 1, bytes, g->data) != bytes) {
+        if ((pad && fwrite(zeros, 1, pad, g->data) != pad) ||
+            fwrite(buf, 1, bytes, g->data) != bytes) {
             g->error = ss_errf(SS_ERR_IO, "writing %s: %s", g->data_location, strerror(errno));
             return;
         }
@@ -238,10 +249,13 @@ void rg_init_i64(rank_graph *g, const char *name, const int64_t *v, int count)
 {
     ss_tensor t = {0};
     int64_t dims[1] = {count};
-    ss_status *st = ss_tensor_borrow(&t, SS_DT_INT64, 1, dims, (void *)v, sizeof(int64_t) * (size_t)count);
+    ss_status *st =
+        ss_tensor_borrow(&t, SS_DT_INT64, 1, dims, (void *)v, sizeof(int64_t) * (size_t)count);
     if (st) {
-        if (!g->error) g->error = st;
-        else ss_status_free(st);
+        if (!g->error)
+            g->error = st;
+        else
+            ss_status_free(st);
         return;
     }
     rg_init(g, name, &t, 0, 1, 0);

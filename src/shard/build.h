@@ -27,7 +27,7 @@ typedef struct {
     const char *data_location; /* file name relative to the model */
     size_t data_off;
     size_t param_bytes;
-    int counter; /* for unique node names */
+    int counter;      /* for unique node names */
     ss_status *error; /* first failure while building (allocation, write) */
 } rank_graph;
 

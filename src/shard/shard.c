@@ -61,7 +61,7 @@ typedef struct {
     int n_names, cap_names;
     int *hash;
     int hash_cap;
-    int *producer;  /* value -> node index, -1 for inputs/initializers */
+    int *producer;   /* value -> node index, -1 for inputs/initializers */
     int *last_stage; /* value -> last stage that consumes it (-1: none) */
     bool *is_output;
 } shard_ctx;
@@ -71,13 +71,15 @@ typedef struct {
 static uint64_t fnv(const char *s)
 {
     uint64_t h = 1469598103934665603ull;
-    for (; *s; s++) h = (h ^ (unsigned char)*s) * 1099511628211ull;
+    for (; *s; s++)
+        h = (h ^ (unsigned char)*s) * 1099511628211ull;
     return h;
 }
 
 static int name_find(const shard_ctx *c, const char *name)
 {
-    for (uint64_t i = fnv(name) & (uint64_t)(c->hash_cap - 1);; i = (i + 1) & (uint64_t)(c->hash_cap - 1)) {
+    for (uint64_t i = fnv(name) & (uint64_t)(c->hash_cap - 1);;
+         i = (i + 1) & (uint64_t)(c->hash_cap - 1)) {
         if (c->hash[i] < 0) return -1;
         if (!strcmp(c->names[c->hash[i]], name)) return c->hash[i];
     }
@@ -90,7 +92,8 @@ static int name_add(shard_ctx *c, const char *name)
     id = c->n_names++;
     c->names[id] = (char *)name;
     uint64_t i = fnv(name) & (uint64_t)(c->hash_cap - 1);
-    while (c->hash[i] >= 0) i = (i + 1) & (uint64_t)(c->hash_cap - 1);
+    while (c->hash[i] >= 0)
+        i = (i + 1) & (uint64_t)(c->hash_cap - 1);
     c->hash[i] = id;
     return id;
 }
@@ -146,46 +149,60 @@ static ss_status *parse_strategy(shard_ctx *c)
     free(buf);
     if (!cJSON_IsObject(root)) {
         cJSON_Delete(root);
-        return ss_errf(SS_ERR_INVALID, "%s: a strategy file is a JSON object {\"node name\": [[a0,a1],[b0,b1]]}",
+        return ss_errf(SS_ERR_INVALID,
+                       "%s: a strategy file is a JSON object {\"node name\": [[a0,a1],[b0,b1]]}",
                        c->opt->strategy_path);
     }
     cJSON *item;
-    cJSON_ArrayForEach(item, root) {
+    cJSON_ArrayForEach(item, root)
+    {
         int found = -1;
         for (int i = 0; i < c->n_nodes; i++) {
             const Onnx__NodeProto *n = c->nodes[i].node;
-            if ((n->name && !strcmp(n->name, item->string)) || (n->n_output && !strcmp(n->output[0], item->string)))
+            if ((n->name && !strcmp(n->name, item->string)) ||
+                (n->n_output && !strcmp(n->output[0], item->string)))
                 found = i;
         }
         if (found < 0) {
-            st = ss_errf(SS_ERR_INVALID, "%s: no node named '%s' in the model", c->opt->strategy_path, item->string);
+            st = ss_errf(SS_ERR_INVALID, "%s: no node named '%s' in the model",
+                         c->opt->strategy_path, item->string);
             break;
         }
         const Onnx__NodeProto *n = c->nodes[found].node;
         if (strcmp(n->op_type, "MatMul") && strcmp(n->op_type, "Gemm")) {
-            st = ss_errf(SS_ERR_UNSUPPORTED, "%s: node '%s' is a %s; strategies apply to MatMul and Gemm",
+            st = ss_errf(SS_ERR_UNSUPPORTED,
+                         "%s: node '%s' is a %s; strategies apply to MatMul and Gemm",
                          c->opt->strategy_path, item->string, n->op_type);
             break;
         }
         int64_t f[4] = {0};
         int k = 0;
         cJSON *row, *v;
-        cJSON_ArrayForEach(row, item) cJSON_ArrayForEach(v, row) if (k < 4 && cJSON_IsNumber(v)) f[k++] = (int64_t)v->valuedouble;
+        cJSON_ArrayForEach(row, item) cJSON_ArrayForEach(v, row) if (k < 4 && cJSON_IsNumber(v))
+            f[k++] = (int64_t)v->valuedouble;
         if (k != 4 || cJSON_GetArraySize(item) != 2) {
-            st = ss_errf(SS_ERR_INVALID, "%s: strategy of '%s' must be [[a0,a1],[b0,b1]]", c->opt->strategy_path, item->string);
+            st = ss_errf(SS_ERR_INVALID, "%s: strategy of '%s' must be [[a0,a1],[b0,b1]]",
+                         c->opt->strategy_path, item->string);
             break;
         }
         int tp = c->tp;
         split_kind s;
-        if (f[0] == 1 && f[1] == 1 && f[2] == 1 && f[3] == 1) s = S_NONE;
-        else if (f[0] == tp && f[1] == 1 && f[2] == 1 && f[3] == 1) s = S_ROWS;
-        else if (f[0] == 1 && f[1] == tp && f[2] == tp && f[3] == 1) s = S_REDUCE;
-        else if (f[0] == 1 && f[1] == 1 && f[2] == 1 && f[3] == tp) s = S_COLS;
+        if (f[0] == 1 && f[1] == 1 && f[2] == 1 && f[3] == 1)
+            s = S_NONE;
+        else if (f[0] == tp && f[1] == 1 && f[2] == 1 && f[3] == 1)
+            s = S_ROWS;
+        else if (f[0] == 1 && f[1] == tp && f[2] == tp && f[3] == 1)
+            s = S_REDUCE;
+        else if (f[0] == 1 && f[1] == 1 && f[2] == 1 && f[3] == tp)
+            s = S_COLS;
         else {
-            st = ss_errf(SS_ERR_UNSUPPORTED, "%s: strategy [[%lld,%lld],[%lld,%lld]] of '%s': shardserve splits one of "
-                         "rows [[%d,1],[1,1]], the reduction dim [[1,%d],[%d,1]] or columns [[1,1],[1,%d]] by the "
-                         "stage's %d ranks", c->opt->strategy_path, (long long)f[0], (long long)f[1],
-                         (long long)f[2], (long long)f[3], item->string, tp, tp, tp, tp, tp);
+            st = ss_errf(SS_ERR_UNSUPPORTED,
+                         "%s: strategy [[%lld,%lld],[%lld,%lld]] of '%s': shardserve splits one of "
+                         "rows [[%d,1],[1,1]], the reduction dim [[1,%d],[%d,1]] or columns "
+                         "[[1,1],[1,%d]] by the "
+                         "stage's %d ranks",
+                         c->opt->strategy_path, (long long)f[0], (long long)f[1], (long long)f[2],
+                         (long long)f[3], item->string, tp, tp, tp, tp, tp);
             break;
         }
         c->nodes[found].explicit_split = s;
@@ -212,7 +229,8 @@ static void assign_stages(shard_ctx *c)
         double cost = (tot_p > 0 ? ni->params / tot_p : 0) + (tot_f > 0 ? ni->flops / tot_f : 0);
         /* move to the next stage once this one has its share, leaving a node for each later one */
         if (stage < c->stages - 1 && seen > 0 &&
-            (acc + cost / 2 > total * (stage + 1) / c->stages || live - seen <= c->stages - 1 - stage))
+            (acc + cost / 2 > total * (stage + 1) / c->stages ||
+             live - seen <= c->stages - 1 - stage))
             stage++;
         ni->stage = stage;
         acc += cost;
@@ -230,7 +248,10 @@ typedef struct {
     char group[32];
 } rank_ctx;
 
-static int pos_axis(int neg_axis, int rank) { return neg_axis + rank; }
+static int pos_axis(int neg_axis, int rank)
+{
+    return neg_axis + rank;
+}
 
 /* Make `name` replicated on this rank (AllGather / AllReduce as needed); returns its local name. */
 static const char *materialize(rank_ctx *r, const char *name)
@@ -243,11 +264,13 @@ static const char *materialize(rank_ctx *r, const char *name)
     if (t->kind == L_SPLIT) {
         ss_tensor d;
         value_desc(r->c, name, &d);
-        Onnx__NodeProto *n = rg_node(&r->g, "AllGather", SS_DOMAIN_COLLECTIVE, 1, &t->local, 1, &out);
+        Onnx__NodeProto *n =
+            rg_node(&r->g, "AllGather", SS_DOMAIN_COLLECTIVE, 1, &t->local, 1, &out);
         rg_attr_int(&r->g, n, "axis", pos_axis(t->axis, d.ndim));
         rg_attr_string(&r->g, n, "group", r->group);
     } else {
-        Onnx__NodeProto *n = rg_node(&r->g, "AllReduce", SS_DOMAIN_COLLECTIVE, 1, &t->local, 1, &out);
+        Onnx__NodeProto *n =
+            rg_node(&r->g, "AllReduce", SS_DOMAIN_COLLECTIVE, 1, &t->local, 1, &out);
         rg_attr_string(&r->g, n, "group", r->group);
     }
     t->local = out;
@@ -287,7 +310,10 @@ static const char *slice_activation(rank_ctx *r, const char *name, int neg_axis)
     return out;
 }
 
-static bool divisible(const ss_tensor *d, int axis, int tp) { return d->dims[axis] % tp == 0 && d->dims[axis] >= tp; }
+static bool divisible(const ss_tensor *d, int axis, int tp)
+{
+    return d->dims[axis] % tp == 0 && d->dims[axis] >= tp;
+}
 
 /* Decide how a MatMul/Gemm splits on this stage; S_NONE keeps it whole. Errors for explicit
  * strategies that cannot work. */
@@ -311,14 +337,19 @@ static ss_status *matmul_split(rank_ctx *r, const node_info *ni, split_kind *out
         split_kind s = ni->explicit_split;
         const char *why = NULL;
         if (s != S_NONE && !weight_ok)
-            why = "its weight (input 1) must be a 2-D initializer and input 0 a computed tensor of rank >= 2 (no transA)";
-        else if (s == S_COLS && !divisible(&w, n_axis_w, c->tp)) why = "the weight's columns do not divide";
-        else if (s == S_REDUCE && !divisible(&w, k_axis_w, c->tp)) why = "the reduction dim does not divide";
-        else if (s == S_ROWS && !divisible(&x, x.ndim - 2, c->tp)) why = "the rows of input 0 do not divide";
+            why = "its weight (input 1) must be a 2-D initializer and input 0 a computed tensor of "
+                  "rank >= 2 (no transA)";
+        else if (s == S_COLS && !divisible(&w, n_axis_w, c->tp))
+            why = "the weight's columns do not divide";
+        else if (s == S_REDUCE && !divisible(&w, k_axis_w, c->tp))
+            why = "the reduction dim does not divide";
+        else if (s == S_ROWS && !divisible(&x, x.ndim - 2, c->tp))
+            why = "the rows of input 0 do not divide";
         if (why) {
             char sb[128];
-            return ss_errf(SS_ERR_INVALID, "cannot split node '%s' (%s) %d ways: %s (input 0 %s)", n->name,
-                           n->op_type, c->tp, why, ss_shape_str(x.ndim, x.dims, sb, sizeof sb));
+            return ss_errf(SS_ERR_INVALID, "cannot split node '%s' (%s) %d ways: %s (input 0 %s)",
+                           n->name, n->op_type, c->tp, why,
+                           ss_shape_str(x.ndim, x.dims, sb, sizeof sb));
         }
         *out = s;
         return NULL;
@@ -326,8 +357,10 @@ static ss_status *matmul_split(rank_ctx *r, const node_info *ni, split_kind *out
     /* auto: row-parallel after a column-parallel producer, otherwise column-parallel */
     if (!weight_ok) return NULL;
     const tstate *t = &r->ts[id];
-    if (t->kind == L_SPLIT && t->axis == -1 && divisible(&w, k_axis_w, c->tp)) *out = S_REDUCE;
-    else if (divisible(&w, n_axis_w, c->tp)) *out = S_COLS;
+    if (t->kind == L_SPLIT && t->axis == -1 && divisible(&w, k_axis_w, c->tp))
+        *out = S_REDUCE;
+    else if (divisible(&w, n_axis_w, c->tp))
+        *out = S_COLS;
     return NULL;
 }
 
@@ -344,7 +377,8 @@ static void emit_matmul(rank_ctx *r, const node_info *ni, split_kind s)
     value_desc(c, out_name, &outd);
     bool has_c = gemm && n->n_input > 2 && n->input[2][0];
     const char *ins[3] = {NULL, NULL, NULL};
-    const char *wname = rg_printf(&r->g, "%s__%s%d", n->input[1], s == S_COLS ? "cols" : "rows", r->pos);
+    const char *wname =
+        rg_printf(&r->g, "%s__%s%d", n->input[1], s == S_COLS ? "cols" : "rows", r->pos);
     if (s == S_COLS) {
         ins[0] = materialize(r, n->input[0]);
         rg_init(&r->g, wname, &w, tb ? 0 : 1, c->tp, r->pos);
@@ -369,8 +403,9 @@ static void emit_matmul(rank_ctx *r, const node_info *ni, split_kind s)
         if (gather) materialize(r, out_name);
     } else if (s == S_REDUCE) {
         int id = name_find(c, n->input[0]);
-        ins[0] = (r->ts[id].kind == L_SPLIT && r->ts[id].axis == -1) ? r->ts[id].local
-                                                                      : slice_activation(r, n->input[0], -1);
+        ins[0] = (r->ts[id].kind == L_SPLIT && r->ts[id].axis == -1)
+                     ? r->ts[id].local
+                     : slice_activation(r, n->input[0], -1);
         rg_init(&r->g, wname, &w, tb ? 1 : 0, c->tp, r->pos);
         ins[1] = wname;
         const char *partial = rg_printf(&r->g, "%s__partial", out_name);
@@ -381,7 +416,8 @@ static void emit_matmul(rank_ctx *r, const node_info *ni, split_kind s)
         const char *reduced;
         if (has_c) { /* the sum gets its own name: the Add below produces out_name */
             reduced = rg_printf(&r->g, "%s__sum", out_name);
-            Onnx__NodeProto *ar = rg_node(&r->g, "AllReduce", SS_DOMAIN_COLLECTIVE, 1, &partial, 1, &reduced);
+            Onnx__NodeProto *ar =
+                rg_node(&r->g, "AllReduce", SS_DOMAIN_COLLECTIVE, 1, &partial, 1, &reduced);
             rg_attr_string(&r->g, ar, "group", r->group);
         } else {
             reduced = materialize(r, out_name);
@@ -393,7 +429,8 @@ static void emit_matmul(rank_ctx *r, const node_info *ni, split_kind s)
             if (beta != 1.0f && bias.dtype == SS_DT_FLOAT32) {
                 ss_tensor scaled;
                 if (!ss_tensor_copy(&scaled, &bias)) {
-                    for (int64_t i = 0; i < ss_tensor_numel(&scaled); i++) ((float *)scaled.data)[i] *= beta;
+                    for (int64_t i = 0; i < ss_tensor_numel(&scaled); i++)
+                        ((float *)scaled.data)[i] *= beta;
                     cname = rg_printf(&r->g, "%s__beta", n->input[2]);
                     rg_init(&r->g, cname, &scaled, 0, 1, 0);
                     ss_tensor_free(&scaled);
@@ -497,22 +534,28 @@ static void emit_plain(rank_ctx *r, const Onnx__NodeProto *n)
 {
     const char *ins[64];
     const char *outs[64];
-    int n_in = (int)n->n_input < 64 ? (int)n->n_input : 64, n_out = (int)n->n_output < 64 ? (int)n->n_output : 64;
-    for (int j = 0; j < n_in; j++) ins[j] = input_repl(r, n->input[j]);
-    for (int j = 0; j < n_out; j++) outs[j] = n->output[j];
+    int n_in = (int)n->n_input < 64 ? (int)n->n_input : 64,
+        n_out = (int)n->n_output < 64 ? (int)n->n_output : 64;
+    for (int j = 0; j < n_in; j++)
+        ins[j] = input_repl(r, n->input[j]);
+    for (int j = 0; j < n_out; j++)
+        outs[j] = n->output[j];
     Onnx__NodeProto *m = rg_node(&r->g, n->op_type, n->domain, n_in, ins, n_out, outs);
     rg_attr_copy(&r->g, m, n);
     if (m && n->name && n->name[0]) m->name = rg_strdup(&r->g, n->name);
     for (int j = 0; j < n_out; j++)
-        if (n->output[j][0]) r->ts[name_find(r->c, n->output[j])] = (tstate){n->output[j], L_REPL, 0};
+        if (n->output[j][0])
+            r->ts[name_find(r->c, n->output[j])] = (tstate){n->output[j], L_REPL, 0};
 }
 
-/* Values alive across the cut after `stage`: produced at or before it (or graph inputs), used after. */
+/* Values alive across the cut after `stage`: produced at or before it (or graph inputs), used
+ * after. */
 static bool crosses_cut(const shard_ctx *c, int id, int stage)
 {
     int p = c->producer[id];
     ss_tensor d;
-    if (value_desc(c, c->names[id], &d) && d.data) return false; /* constants are local everywhere */
+    if (value_desc(c, c->names[id], &d) && d.data)
+        return false; /* constants are local everywhere */
     int made = p < 0 ? 0 : c->nodes[p].stage;
     int used = c->last_stage[id];
     if (c->is_output[id]) used = c->stages - 1;
@@ -612,21 +655,26 @@ static ss_status *shard_rank(shard_ctx *c, int rank, size_t *param_bytes)
         rg_free(&r.g);
         return ss_errf(SS_ERR_NOMEM, "out of memory");
     }
-    for (int id = 0; id < c->n_names; id++) r.ts[id] = (tstate){c->names[id], L_REPL, 0};
+    for (int id = 0; id < c->n_names; id++)
+        r.ts[id] = (tstate){c->names[id], L_REPL, 0};
     ss_status *st = NULL;
     if (r.stage == 0)
         for (size_t i = 0; i < c->graph->n_input; i++)
-            if (!ss_onnx_find_init(c->model, c->graph->input[i]->name)) rg_add_input(&r.g, c->graph->input[i]);
+            if (!ss_onnx_find_init(c->model, c->graph->input[i]->name))
+                rg_add_input(&r.g, c->graph->input[i]);
     if (r.stage > 0) emit_recvs(&r);
     for (int i = 0; i < c->n_nodes && !st && !r.g.error; i++) {
         node_info *ni = &c->nodes[i];
         if (ni->constant || ni->stage != r.stage) continue;
         const Onnx__NodeProto *n = ni->node;
         split_kind s = S_NONE;
-        if (!strcmp(n->op_type, "MatMul") || !strcmp(n->op_type, "Gemm")) st = matmul_split(&r, ni, &s);
+        if (!strcmp(n->op_type, "MatMul") || !strcmp(n->op_type, "Gemm"))
+            st = matmul_split(&r, ni, &s);
         if (st) break;
-        if (s != S_NONE) emit_matmul(&r, ni, s);
-        else if (!(c->opt->mode == SS_SHARD_AUTO && emit_split_elementwise(&r, n))) emit_plain(&r, n);
+        if (s != S_NONE)
+            emit_matmul(&r, ni, s);
+        else if (!(c->opt->mode == SS_SHARD_AUTO && emit_split_elementwise(&r, n)))
+            emit_plain(&r, n);
     }
     if (!st && r.stage < c->stages - 1) emit_sends(&r);
     if (!st && r.stage == c->stages - 1) {
@@ -638,7 +686,8 @@ static ss_status *shard_rank(shard_ctx *c, int rank, size_t *param_bytes)
         }
     }
     if (!st && r.g.error) st = r.g.error, r.g.error = NULL;
-    if (!st && fflush(r.g.data) != 0) st = ss_errf(SS_ERR_IO, "writing %s.data: %s", c->model_base, strerror(errno));
+    if (!st && fflush(r.g.data) != 0)
+        st = ss_errf(SS_ERR_IO, "writing %s.data: %s", c->model_base, strerror(errno));
     snprintf(path, sizeof path, "%s/%s.onnx", dir, c->model_base);
     if (!st) st = write_rank_model(&r, path);
     snprintf(path, sizeof path, "%s/group_config.json", dir);
@@ -654,7 +703,8 @@ static ss_status *shard_rank(shard_ctx *c, int rank, size_t *param_bytes)
 static cJSON *int_array(const int *v, int n)
 {
     cJSON *a = cJSON_CreateArray();
-    for (int i = 0; i < n; i++) cJSON_AddItemToArray(a, cJSON_CreateNumber(v[i]));
+    for (int i = 0; i < n; i++)
+        cJSON_AddItemToArray(a, cJSON_CreateNumber(v[i]));
     return a;
 }
 
@@ -663,7 +713,8 @@ static cJSON *groups_json(const shard_ctx *c)
     cJSON *groups = cJSON_CreateObject();
     int *ranks = malloc(sizeof(int) * (size_t)c->rank_size);
     if (!ranks) return groups;
-    for (int i = 0; i < c->rank_size; i++) ranks[i] = i;
+    for (int i = 0; i < c->rank_size; i++)
+        ranks[i] = i;
     cJSON_AddItemToObject(groups, "world", int_array(ranks, c->rank_size));
     for (int s = 0; s < c->stages; s++) {
         char name[32];
@@ -716,7 +767,8 @@ static cJSON *io_json(const shard_ctx *c, Onnx__ValueInfoProto **vis, size_t n, 
         if (value_desc(c, vis[i]->name, &d)) {
             cJSON_AddStringToObject(o, "dtype", ss_dtype_name(d.dtype));
             cJSON *sh = cJSON_CreateArray();
-            for (int k = 0; k < d.ndim; k++) cJSON_AddItemToArray(sh, cJSON_CreateNumber((double)d.dims[k]));
+            for (int k = 0; k < d.ndim; k++)
+                cJSON_AddItemToArray(sh, cJSON_CreateNumber((double)d.dims[k]));
             cJSON_AddItemToObject(o, "shape", sh);
         }
         cJSON_AddItemToArray(arr, o);
@@ -784,7 +836,8 @@ static ss_status *input_descs(shard_ctx *c, ss_tensor *descs)
         d->dtype = vi->dtype;
         d->ndim = vi->ndim < 0 ? 0 : vi->ndim;
         bool dynamic = vi->ndim < 0;
-        for (int k = 0; k < d->ndim; k++) dynamic |= (d->dims[k] = vi->dims[k]) < 0;
+        for (int k = 0; k < d->ndim; k++)
+            dynamic |= (d->dims[k] = vi->dims[k]) < 0;
         for (int j = 0; j < c->opt->n_input_shapes; j++) {
             const char *spec = c->opt->input_shapes[j];
             size_t nl = strlen(vi->name);
@@ -794,16 +847,20 @@ static ss_status *input_descs(shard_ctx *c, ss_tensor *descs)
                 char *end;
                 long long v = strtoll(p, &end, 10);
                 if (end == p || v < 0)
-                    return ss_errf(SS_ERR_INVALID, "--input-shape %s: dims are comma-separated numbers", spec);
+                    return ss_errf(SS_ERR_INVALID,
+                                   "--input-shape %s: dims are comma-separated numbers", spec);
                 d->dims[d->ndim++] = v;
                 p = *end == ',' ? end + 1 : end;
-                if (*end && *end != ',') return ss_errf(SS_ERR_INVALID, "--input-shape %s: bad dim list", spec);
+                if (*end && *end != ',')
+                    return ss_errf(SS_ERR_INVALID, "--input-shape %s: bad dim list", spec);
             }
             dynamic = false;
         }
         if (dynamic)
-            return ss_errf(SS_ERR_INVALID, "input '%s' has dynamic dims; give its shape with --input-shape %s=D0,D1,...",
-                           vi->name, vi->name);
+            return ss_errf(
+                SS_ERR_INVALID,
+                "input '%s' has dynamic dims; give its shape with --input-shape %s=D0,D1,...",
+                vi->name, vi->name);
     }
     return NULL;
 }
@@ -812,9 +869,11 @@ static ss_status *analyse(shard_ctx *c)
 {
     const Onnx__GraphProto *g = c->graph;
     size_t cap = g->n_initializer + g->n_input + 1;
-    for (size_t i = 0; i < g->n_node; i++) cap += g->node[i]->n_output;
+    for (size_t i = 0; i < g->n_node; i++)
+        cap += g->node[i]->n_output;
     c->hash_cap = 16;
-    while ((size_t)c->hash_cap < cap * 2) c->hash_cap *= 2;
+    while ((size_t)c->hash_cap < cap * 2)
+        c->hash_cap *= 2;
     c->hash = malloc(sizeof(int) * (size_t)c->hash_cap);
     c->names = calloc(cap, sizeof(char *));
     c->producer = malloc(sizeof(int) * cap);
@@ -822,14 +881,18 @@ static ss_status *analyse(shard_ctx *c)
     c->is_output = calloc(cap, sizeof(bool));
     c->nodes = calloc(g->n_node + 1, sizeof *c->nodes);
     unsigned char *seen = calloc(cap, 1);
-    if (!c->hash || !c->names || !c->producer || !c->last_stage || !c->is_output || !c->nodes || !seen) {
+    if (!c->hash || !c->names || !c->producer || !c->last_stage || !c->is_output || !c->nodes ||
+        !seen) {
         free(seen);
         return ss_errf(SS_ERR_NOMEM, "out of memory");
     }
     memset(c->hash, 0xff, sizeof(int) * (size_t)c->hash_cap);
-    for (size_t i = 0; i < cap; i++) c->producer[i] = -1, c->last_stage[i] = -1;
-    for (size_t i = 0; i < g->n_input; i++) name_add(c, g->input[i]->name);
-    for (size_t i = 0; i < g->n_initializer; i++) name_add(c, g->initializer[i]->name);
+    for (size_t i = 0; i < cap; i++)
+        c->producer[i] = -1, c->last_stage[i] = -1;
+    for (size_t i = 0; i < g->n_input; i++)
+        name_add(c, g->input[i]->name);
+    for (size_t i = 0; i < g->n_initializer; i++)
+        name_add(c, g->initializer[i]->name);
     c->n_nodes = (int)g->n_node;
     for (int i = 0; i < c->n_nodes; i++) {
         const Onnx__NodeProto *n = g->node[i];
@@ -837,8 +900,10 @@ static ss_status *analyse(shard_ctx *c)
         for (size_t j = 0; j < n->n_input; j++)
             if (n->input[j][0] && name_find(c, n->input[j]) < 0) {
                 free(seen);
-                return ss_errf(SS_ERR_INVALID, "node '%s' uses '%s' before it is produced: the shard tool needs "
-                               "nodes in topological order, as the ONNX spec requires", n->name, n->input[j]);
+                return ss_errf(SS_ERR_INVALID,
+                               "node '%s' uses '%s' before it is produced: the shard tool needs "
+                               "nodes in topological order, as the ONNX spec requires",
+                               n->name, n->input[j]);
             }
         for (size_t j = 0; j < n->n_output; j++)
             if (n->output[j][0]) c->producer[name_add(c, n->output[j])] = i;
@@ -860,7 +925,8 @@ static void note_uses(shard_ctx *c)
         const Onnx__NodeProto *n = c->nodes[i].node;
         for (size_t j = 0; j < n->n_input; j++) {
             int id = n->input[j][0] ? name_find(c, n->input[j]) : -1;
-            if (id >= 0 && c->last_stage[id] < c->nodes[i].stage) c->last_stage[id] = c->nodes[i].stage;
+            if (id >= 0 && c->last_stage[id] < c->nodes[i].stage)
+                c->last_stage[id] = c->nodes[i].stage;
         }
     }
 }
@@ -881,7 +947,8 @@ ss_status *ss_shard_model(const ss_shard_options *opt)
 {
     shard_ctx c = {.opt = opt, .rank_size = opt->rank_size, .stages = opt->stage_size};
     if (c.stages < 1 || c.rank_size < 1 || c.rank_size % c.stages)
-        return ss_errf(SS_ERR_INVALID, "--ranks %d must be a positive multiple of --stages %d", c.rank_size, c.stages);
+        return ss_errf(SS_ERR_INVALID, "--ranks %d must be a positive multiple of --stages %d",
+                       c.rank_size, c.stages);
     c.tp = c.rank_size / c.stages;
     if (mkdir(opt->out_dir, 0755) != 0 && errno != EEXIST)
         return ss_errf(SS_ERR_IO, "cannot create %s: %s", opt->out_dir, strerror(errno));
@@ -905,9 +972,11 @@ ss_status *ss_shard_model(const ss_shard_options *opt)
     if (!st && opt->mode == SS_SHARD_FILE) st = parse_strategy(&c);
     if (!st) {
         int live = 0;
-        for (int i = 0; i < c.n_nodes; i++) live += !c.nodes[i].constant;
+        for (int i = 0; i < c.n_nodes; i++)
+            live += !c.nodes[i].constant;
         if (live < c.stages)
-            st = ss_errf(SS_ERR_INVALID, "the model has %d computing nodes, fewer than --stages %d", live, c.stages);
+            st = ss_errf(SS_ERR_INVALID, "the model has %d computing nodes, fewer than --stages %d",
+                         live, c.stages);
     }
     size_t *param_bytes = calloc((size_t)c.rank_size, sizeof(size_t));
     if (!st && !param_bytes) st = ss_errf(SS_ERR_NOMEM, "out of memory");
@@ -918,8 +987,8 @@ ss_status *ss_shard_model(const ss_shard_options *opt)
     for (int r = 0; r < c.rank_size && !st; r++) {
         st = shard_rank(&c, r, &param_bytes[r]);
         if (!st && opt->progress)
-            fprintf(stderr, "shard: rank %d/%d (stage %d) written, %.1f MB of weights\n", r + 1, c.rank_size,
-                    r / c.tp, (double)param_bytes[r] / 1e6);
+            fprintf(stderr, "shard: rank %d/%d (stage %d) written, %.1f MB of weights\n", r + 1,
+                    c.rank_size, r / c.tp, (double)param_bytes[r] / 1e6);
     }
     if (!st) st = write_manifest(&c, param_bytes);
     free(param_bytes);

@@ -11,7 +11,7 @@
 
 #include "shardserve/core.h"
 
-#define SS_BATCH_MAX 1024          /* instances per model call, whatever the model says */
+#define SS_BATCH_MAX 1024           /* instances per model call, whatever the model says */
 #define SS_BATCH_DYNAMIC_DEFAULT 32 /* a dynamic batch dim without max_batch_size */
 
 /* Instances per model call: the model's batch (fixed_batch, or a dynamic first dim), capped by

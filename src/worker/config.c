@@ -27,21 +27,28 @@ static const char *str_field(const cJSON *o, const char *key)
     return cJSON_IsString(v) ? v->valuestring : NULL;
 }
 
-static ss_status *add_rank(ss_rank_table *t, int cap, const char *what, const char *ip, const char *device,
-                           const char *rank)
+static ss_status *add_rank(ss_rank_table *t, int cap, const char *what, const char *ip,
+                           const char *device, const char *rank)
 {
     int dev, rk;
     if (!ip || !*ip || strlen(ip) >= sizeof t->ranks[0].ip)
-        return ss_errf(SS_ERR_INVALID, "%s: rank entry %d has no valid server_id (a string IP)", what, t->n);
+        return ss_errf(SS_ERR_INVALID, "%s: rank entry %d has no valid server_id (a string IP)",
+                       what, t->n);
     if (!plain_decimal(device, &dev))
-        return ss_errf(SS_ERR_INVALID, "%s: rank entry %d: device_id must be a decimal string without leading "
-                       "zeros, got %s", what, t->n, device ? device : "(missing or not a string)");
+        return ss_errf(SS_ERR_INVALID,
+                       "%s: rank entry %d: device_id must be a decimal string without leading "
+                       "zeros, got %s",
+                       what, t->n, device ? device : "(missing or not a string)");
     if (!plain_decimal(rank, &rk))
-        return ss_errf(SS_ERR_INVALID, "%s: rank entry %d: rank_id must be a decimal string without leading "
-                       "zeros, got %s", what, t->n, rank ? rank : "(missing or not a string)");
+        return ss_errf(SS_ERR_INVALID,
+                       "%s: rank entry %d: rank_id must be a decimal string without leading "
+                       "zeros, got %s",
+                       what, t->n, rank ? rank : "(missing or not a string)");
     if (rk != t->n)
-        return ss_errf(SS_ERR_INVALID, "%s: device size not match rank_id: entry %d has rank_id %d (rank ids must "
-                       "be 0, 1, 2, ... in file order)", what, t->n, rk);
+        return ss_errf(SS_ERR_INVALID,
+                       "%s: device size not match rank_id: entry %d has rank_id %d (rank ids must "
+                       "be 0, 1, 2, ... in file order)",
+                       what, t->n, rk);
     if (t->n >= cap) return ss_errf(SS_ERR_LIMIT, "%s: more than %d ranks", what, cap);
     ss_rank_entry *e = &t->ranks[t->n++];
     snprintf(e->ip, sizeof e->ip, "%s", ip);
@@ -72,34 +79,41 @@ ss_status *ss_rank_table_parse(const char *text, size_t len, const char *what, s
     const cJSON *item, *dev;
     if (st) {
     } else if (groups) {
-        if (!cJSON_IsArray(groups)) st = ss_errf(SS_ERR_INVALID, "%s: 'group_list' must be a list", what);
+        if (!cJSON_IsArray(groups))
+            st = ss_errf(SS_ERR_INVALID, "%s: 'group_list' must be a list", what);
         /* an object's members must not be walked as if it were the list (that dropped the error) */
-        if (!st) cJSON_ArrayForEach(item, groups) {
-            const cJSON *insts = cJSON_GetObjectItemCaseSensitive(item, "instance_list");
-            if (!cJSON_IsArray(insts)) {
-                st = ss_errf(SS_ERR_INVALID, "%s: a group_list entry has no 'instance_list' list", what);
-                break;
-            }
-            const cJSON *inst;
-            cJSON_ArrayForEach(inst, insts) {
-                const cJSON *devs = cJSON_GetObjectItemCaseSensitive(inst, "devices");
-                const cJSON *first = cJSON_IsArray(devs) ? cJSON_GetArrayItem(devs, 0) : NULL;
-                st = add_rank(t, MAX_RANKS, what, str_field(inst, "server_id"), first ? str_field(first, "device_id") : NULL,
-                              str_field(inst, "rank_id"));
+        if (!st) cJSON_ArrayForEach(item, groups)
+            {
+                const cJSON *insts = cJSON_GetObjectItemCaseSensitive(item, "instance_list");
+                if (!cJSON_IsArray(insts)) {
+                    st = ss_errf(SS_ERR_INVALID,
+                                 "%s: a group_list entry has no 'instance_list' list", what);
+                    break;
+                }
+                const cJSON *inst;
+                cJSON_ArrayForEach(inst, insts)
+                {
+                    const cJSON *devs = cJSON_GetObjectItemCaseSensitive(inst, "devices");
+                    const cJSON *first = cJSON_IsArray(devs) ? cJSON_GetArrayItem(devs, 0) : NULL;
+                    st = add_rank(t, MAX_RANKS, what, str_field(inst, "server_id"),
+                                  first ? str_field(first, "device_id") : NULL,
+                                  str_field(inst, "rank_id"));
+                    if (st) break;
+                }
                 if (st) break;
             }
-            if (st) break;
-        }
     } else if (cJSON_IsArray(servers)) {
-        cJSON_ArrayForEach(item, servers) {
+        cJSON_ArrayForEach(item, servers)
+        {
             const cJSON *devs = cJSON_GetObjectItemCaseSensitive(item, "device");
             if (!cJSON_IsArray(devs)) {
                 st = ss_errf(SS_ERR_INVALID, "%s: a server_list entry has no 'device' list", what);
                 break;
             }
-            cJSON_ArrayForEach(dev, devs) {
-                st = add_rank(t, MAX_RANKS, what, str_field(item, "server_id"), str_field(dev, "device_id"),
-                              str_field(dev, "rank_id"));
+            cJSON_ArrayForEach(dev, devs)
+            {
+                st = add_rank(t, MAX_RANKS, what, str_field(item, "server_id"),
+                              str_field(dev, "device_id"), str_field(dev, "rank_id"));
                 if (st) break;
             }
             if (st) break;
@@ -125,32 +139,40 @@ ss_status *ss_rank_table_load(const char *path, ss_rank_table *out)
     return st;
 }
 
-ss_status *ss_rank_table_check(const ss_rank_table *t, int rank_size, int stage_size, const char *what)
+ss_status *ss_rank_table_check(const ss_rank_table *t, int rank_size, int stage_size,
+                               const char *what)
 {
     if (stage_size < 1 || rank_size < 1 || rank_size % stage_size)
-        return ss_errf(SS_ERR_INVALID, "rank_size %d must be a multiple of stage_size %d", rank_size, stage_size);
+        return ss_errf(SS_ERR_INVALID, "rank_size %d must be a multiple of stage_size %d",
+                       rank_size, stage_size);
     if (t->n != rank_size)
-        return ss_errf(SS_ERR_INVALID, "Rank size %d declared in rank table file %s not equal to %d declared in "
-                       "servable config", t->n, what, rank_size);
+        return ss_errf(SS_ERR_INVALID,
+                       "Rank size %d declared in rank table file %s not equal to %d declared in "
+                       "servable config",
+                       t->n, what, rank_size);
     if (stage_size == 1) {
         for (int i = 0; i < t->n; i++) {
             if (t->ranks[i].device_id >= 8)
-                return ss_errf(SS_ERR_INVALID, "%s: rank %d: device_id %d must be below 8", what, i, t->ranks[i].device_id);
+                return ss_errf(SS_ERR_INVALID, "%s: rank %d: device_id %d must be below 8", what, i,
+                               t->ranks[i].device_id);
             for (int j = 0; j < i; j++)
-                if (!strcmp(t->ranks[i].ip, t->ranks[j].ip) && t->ranks[i].device_id == t->ranks[j].device_id)
-                    return ss_errf(SS_ERR_INVALID, "%s: ranks %d and %d use device %d of %s twice", what, j, i,
-                                   t->ranks[i].device_id, t->ranks[i].ip);
+                if (!strcmp(t->ranks[i].ip, t->ranks[j].ip) &&
+                    t->ranks[i].device_id == t->ranks[j].device_id)
+                    return ss_errf(SS_ERR_INVALID, "%s: ranks %d and %d use device %d of %s twice",
+                                   what, j, i, t->ranks[i].device_id, t->ranks[i].ip);
         }
         return NULL;
     }
     if (rank_size < 8)
-        return ss_errf(SS_ERR_INVALID, "%s: with stage_size %d, rank_size must be at least 8, got %d", what,
+        return ss_errf(SS_ERR_INVALID,
+                       "%s: with stage_size %d, rank_size must be at least 8, got %d", what,
                        stage_size, rank_size);
     for (int i = 0; i < t->n; i++)
         if (strcmp(t->ranks[i].ip, t->ranks[i / 8 * 8].ip) || t->ranks[i].device_id != i % 8)
-            return ss_errf(SS_ERR_INVALID, "%s: with stage_size > 1 every block of 8 ranks must sit on one server "
-                           "with device ids 0..7 in order; rank %d is device %d of %s", what, i,
-                           t->ranks[i].device_id, t->ranks[i].ip);
+            return ss_errf(SS_ERR_INVALID,
+                           "%s: with stage_size > 1 every block of 8 ranks must sit on one server "
+                           "with device ids 0..7 in order; rank %d is device %d of %s",
+                           what, i, t->ranks[i].device_id, t->ranks[i].ip);
     return NULL;
 }
 
@@ -163,25 +185,32 @@ void ss_rank_table_free(ss_rank_table *t)
 
 /* ------------------------------------------------------------------ servable.json */
 
-static ss_status *name_list(const cJSON *arr, const char *what, const char *key, char (*dst)[128], int *n)
+static ss_status *name_list(const cJSON *arr, const char *what, const char *key, char (*dst)[128],
+                            int *n)
 {
     *n = 0;
     if (!arr) return NULL;
-    if (!cJSON_IsArray(arr)) return ss_errf(SS_ERR_INVALID, "%s: '%s' must be a list of names", what, key);
+    if (!cJSON_IsArray(arr))
+        return ss_errf(SS_ERR_INVALID, "%s: '%s' must be a list of names", what, key);
     const cJSON *v;
-    cJSON_ArrayForEach(v, arr) {
+    cJSON_ArrayForEach(v, arr)
+    {
         if (!cJSON_IsString(v) || !v->valuestring[0] || strlen(v->valuestring) >= 128)
-            return ss_errf(SS_ERR_INVALID, "%s: '%s' must hold non-empty names (< 128 chars)", what, key);
-        if (*n == SS_MAX_IO) return ss_errf(SS_ERR_LIMIT, "%s: '%s' has more than %d names", what, key, SS_MAX_IO);
+            return ss_errf(SS_ERR_INVALID, "%s: '%s' must hold non-empty names (< 128 chars)", what,
+                           key);
+        if (*n == SS_MAX_IO)
+            return ss_errf(SS_ERR_LIMIT, "%s: '%s' has more than %d names", what, key, SS_MAX_IO);
         for (int i = 0; i < *n; i++)
             if (!strcmp(dst[i], v->valuestring))
-                return ss_errf(SS_ERR_INVALID, "%s: '%s' lists '%s' twice", what, key, v->valuestring);
+                return ss_errf(SS_ERR_INVALID, "%s: '%s' lists '%s' twice", what, key,
+                               v->valuestring);
         snprintf(dst[(*n)++], 128, "%s", v->valuestring);
     }
     return NULL;
 }
 
-static ss_status *int_field(const cJSON *o, const char *key, const char *what, int lo, int hi, int dflt, int *out)
+static ss_status *int_field(const cJSON *o, const char *key, const char *what, int lo, int hi,
+                            int dflt, int *out)
 {
     const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, key);
     if (!v) {
@@ -228,14 +257,16 @@ static ss_status *check_no_batch_names(const ss_servable_config *c, const char *
         if (found) continue;
         char inputs[1024];
         method_inputs(c, inputs, sizeof inputs);
-        return ss_errf(SS_ERR_INVALID, "%s: 'without_batch_dim_inputs' names '%s', which is not an input of any "
-                       "method (%s)", what, name, inputs);
+        return ss_errf(SS_ERR_INVALID,
+                       "%s: 'without_batch_dim_inputs' names '%s', which is not an input of any "
+                       "method (%s)",
+                       what, name, inputs);
     }
     return NULL;
 }
 
-ss_status *ss_servable_config_parse(const char *text, size_t len, const char *what, const char *name,
-                                    ss_servable_config *c)
+ss_status *ss_servable_config_parse(const char *text, size_t len, const char *what,
+                                    const char *name, ss_servable_config *c)
 {
     memset(c, 0, sizeof *c);
     snprintf(c->name, sizeof c->name, "%s", name);
@@ -246,61 +277,76 @@ ss_status *ss_servable_config_parse(const char *text, size_t len, const char *wh
     }
     const cJSON *d = cJSON_GetObjectItemCaseSensitive(root, "distributed");
     ss_status *st = NULL;
-    if (!cJSON_IsObject(d)) st = ss_errf(SS_ERR_INVALID, "%s: 'distributed' {rank_size, stage_size, ...} is required", what);
+    if (!cJSON_IsObject(d))
+        st = ss_errf(SS_ERR_INVALID, "%s: 'distributed' {rank_size, stage_size, ...} is required",
+                     what);
     if (!st) st = int_field(d, "rank_size", what, 1, 4096, -1, &c->rank_size);
     if (!st) st = int_field(d, "stage_size", what, 1, 4096, 1, &c->stage_size);
     if (!st && c->rank_size % c->stage_size)
-        st = ss_errf(SS_ERR_INVALID, "%s: rank_size %d must be a multiple of stage_size %d", what, c->rank_size, c->stage_size);
+        st = ss_errf(SS_ERR_INVALID, "%s: rank_size %d must be a multiple of stage_size %d", what,
+                     c->rank_size, c->stage_size);
     if (!st) {
         const cJSON *wb = cJSON_GetObjectItemCaseSensitive(d, "with_batch_dim");
-        if (wb && !cJSON_IsBool(wb)) st = ss_errf(SS_ERR_INVALID, "%s: 'with_batch_dim' must be true or false", what);
+        if (wb && !cJSON_IsBool(wb))
+            st = ss_errf(SS_ERR_INVALID, "%s: 'with_batch_dim' must be true or false", what);
         c->with_batch_dim = !wb || cJSON_IsTrue(wb);
         const cJSON *bi = cJSON_GetObjectItemCaseSensitive(d, "broadcast_inputs");
-        if (!st && bi && !cJSON_IsBool(bi)) st = ss_errf(SS_ERR_INVALID, "%s: 'broadcast_inputs' must be true or false", what);
+        if (!st && bi && !cJSON_IsBool(bi))
+            st = ss_errf(SS_ERR_INVALID, "%s: 'broadcast_inputs' must be true or false", what);
         c->broadcast_inputs = !bi || cJSON_IsTrue(bi);
         const cJSON *pi = cJSON_GetObjectItemCaseSensitive(d, "enable_pipeline_infer");
-        if (!st && pi && !cJSON_IsBool(pi)) st = ss_errf(SS_ERR_INVALID, "%s: 'enable_pipeline_infer' must be true or false", what);
+        if (!st && pi && !cJSON_IsBool(pi))
+            st = ss_errf(SS_ERR_INVALID, "%s: 'enable_pipeline_infer' must be true or false", what);
         c->pipeline = !pi || cJSON_IsTrue(pi);
     }
     if (!st)
         st = name_list(cJSON_GetObjectItemCaseSensitive(d, "without_batch_dim_inputs"), what,
                        "without_batch_dim_inputs", c->without_batch_dim_inputs, &c->n_no_batch);
     const cJSON *b = cJSON_GetObjectItemCaseSensitive(root, "batching");
-    if (!st && b && !cJSON_IsObject(b)) st = ss_errf(SS_ERR_INVALID, "%s: 'batching' must be an object", what);
+    if (!st && b && !cJSON_IsObject(b))
+        st = ss_errf(SS_ERR_INVALID, "%s: 'batching' must be an object", what);
     if (!st && b) st = int_field(b, "max_batch_size", what, 0, 1 << 20, 0, &c->max_batch_size);
-    if (!st && b) st = int_field(b, "max_queue_delay_us", what, 0, 10000000, 0, &c->max_queue_delay_us);
+    if (!st && b)
+        st = int_field(b, "max_queue_delay_us", what, 0, 10000000, 0, &c->max_queue_delay_us);
     const cJSON *methods = cJSON_GetObjectItemCaseSensitive(root, "methods");
     if (!st && (!cJSON_IsArray(methods) || cJSON_GetArraySize(methods) < 1))
         st = ss_errf(SS_ERR_INVALID, "%s: 'methods' must list at least one method", what);
     const cJSON *m;
-    if (!st) cJSON_ArrayForEach(m, methods) {
-        if (c->n_methods == 16) {
-            st = ss_errf(SS_ERR_LIMIT, "%s: more than 16 methods", what);
-            break;
+    if (!st) cJSON_ArrayForEach(m, methods)
+        {
+            if (c->n_methods == 16) {
+                st = ss_errf(SS_ERR_LIMIT, "%s: more than 16 methods", what);
+                break;
+            }
+            ss_method_config *mc = &c->methods[c->n_methods];
+            const char *mn = str_field(m, "name");
+            if (!mn || !mn[0] || strlen(mn) >= sizeof mc->name) {
+                st = ss_errf(SS_ERR_INVALID, "%s: method %d needs a 'name'", what, c->n_methods);
+                break;
+            }
+            for (int i = 0; i < c->n_methods; i++)
+                if (!strcmp(c->methods[i].name, mn))
+                    st = ss_errf(SS_ERR_INVALID, "%s: method '%s' is declared twice", what, mn);
+            if (st) break;
+            snprintf(mc->name, sizeof mc->name, "%s", mn);
+            st = name_list(cJSON_GetObjectItemCaseSensitive(m, "inputs"), what, "inputs",
+                           mc->inputs, &mc->n_inputs);
+            if (!st)
+                st = name_list(cJSON_GetObjectItemCaseSensitive(m, "outputs"), what, "outputs",
+                               mc->outputs, &mc->n_outputs);
+            if (!st && (mc->n_inputs == 0 || mc->n_outputs == 0))
+                st = ss_errf(SS_ERR_INVALID, "%s: method '%s' needs 'inputs' and 'outputs'", what,
+                             mn);
+            if (st) break;
+            c->n_methods++;
         }
-        ss_method_config *mc = &c->methods[c->n_methods];
-        const char *mn = str_field(m, "name");
-        if (!mn || !mn[0] || strlen(mn) >= sizeof mc->name) {
-            st = ss_errf(SS_ERR_INVALID, "%s: method %d needs a 'name'", what, c->n_methods);
-            break;
-        }
-        for (int i = 0; i < c->n_methods; i++)
-            if (!strcmp(c->methods[i].name, mn)) st = ss_errf(SS_ERR_INVALID, "%s: method '%s' is declared twice", what, mn);
-        if (st) break;
-        snprintf(mc->name, sizeof mc->name, "%s", mn);
-        st = name_list(cJSON_GetObjectItemCaseSensitive(m, "inputs"), what, "inputs", mc->inputs, &mc->n_inputs);
-        if (!st) st = name_list(cJSON_GetObjectItemCaseSensitive(m, "outputs"), what, "outputs", mc->outputs, &mc->n_outputs);
-        if (!st && (mc->n_inputs == 0 || mc->n_outputs == 0))
-            st = ss_errf(SS_ERR_INVALID, "%s: method '%s' needs 'inputs' and 'outputs'", what, mn);
-        if (st) break;
-        c->n_methods++;
-    }
     if (!st) st = check_no_batch_names(c, what);
     cJSON_Delete(root);
     return st;
 }
 
-ss_status *ss_servable_config_load(const char *servable_dir, const char *name, ss_servable_config *out)
+ss_status *ss_servable_config_load(const char *servable_dir, const char *name,
+                                   ss_servable_config *out)
 {
     if (!name[0] || strchr(name, '/') || !strcmp(name, "..") || !strcmp(name, "."))
         return ss_errf(SS_ERR_INVALID, "servable name '%s' must be a plain folder name", name);

@@ -51,7 +51,8 @@
 #include <time.h>
 #include <unistd.h>
 
-#define SEND_INLINE_MAX (256u * 1024u) /* tensor bytes a PREDICT may carry to be sent by the loop */
+/* tensor bytes a PREDICT may carry to be sent by the loop itself */
+#define SEND_INLINE_MAX (256u * 1024u)
 #define HANDSHAKE_FIRST_FRAME_MS 10000
 #define STOP_GRACE_MS 2000 /* at stop, how long agents get to close their links after EXIT */
 
@@ -85,12 +86,12 @@ typedef struct job {
     uint64_t id;
     int n_tasks, tasks_cap;
     task *tasks;
-    bool answered;       /* the last rank answered, a rank failed, or the deadline passed */
-    bool in_bulk;        /* the bulk sender holds it: not completed until it lets go */
+    bool answered; /* the last rank answered, a rank failed, or the deadline passed */
+    bool in_bulk;  /* the bulk sender holds it: not completed until it lets go */
     bool failed;
     int64_t err_code;
     char err[512];
-    ss_link_msg result;  /* the last rank's RESULT */
+    ss_link_msg result; /* the last rank's RESULT */
     uint64_t dispatch_ns, deadline_ns;
     /* merged batch inputs, their storage recycled with the job */
     ss_tensor inputs[SS_MAX_IO];
@@ -161,9 +162,9 @@ struct ss_worker {
     req_state *in_head, *in_tail; /* submitted requests */
     inbox_item *items_head, *items_tail;
     handshake *handshakes;
-    bool stop;             /* asked to stop */
-    bool loop_done;        /* the loop has exited */
-    uint64_t refreshed;    /* metric refreshes done (collect waits for its own) */
+    bool stop;          /* asked to stop */
+    bool loop_done;     /* the loop has exited */
+    uint64_t refreshed; /* metric refreshes done (collect waits for its own) */
     /* the loop's status for wait_ready */
     bool ready;
     int alive_count;
@@ -211,8 +212,8 @@ static void ring(ss_worker *w)
 /* ------------------------------------------------------------------ metrics */
 
 static struct {
-    ss_metric_family *requests, *total, *queue, *compute, *batch, *inflight, *queued, *rank_up, *hb_age, *sent,
-        *recv, *comm;
+    ss_metric_family *requests, *total, *queue, *compute, *batch, *inflight, *queued, *rank_up,
+        *hb_age, *sent, *recv, *comm;
 } fam;
 static pthread_once_t fam_once = PTHREAD_ONCE_INIT;
 
@@ -223,46 +224,59 @@ static void fam_init(void)
     static const char *const sv[] = {"servable", "version"};
     static const char *const svr[] = {"servable", "version", "rank"};
     static const double batch_buckets[] = {1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024};
-    fam.requests = ss_metrics_family(m, SS_METRIC_COUNTER, "shardserve_requests_total",
-                                     "Predict requests answered, by outcome (ok, invalid_inputs, unavailable, error)", 4,
-                                     rmo, NULL, 0);
-    fam.total = ss_metrics_family(m, SS_METRIC_HISTOGRAM, "shardserve_request_duration_seconds",
-                                  "Time from the worker taking a request to its answer", 3, rmo, NULL, 0);
-    fam.queue = ss_metrics_family(m, SS_METRIC_HISTOGRAM, "shardserve_request_queue_seconds",
-                                  "Time a request's instances waited in the worker's queue before dispatch", 3, rmo,
-                                  NULL, 0);
-    fam.compute = ss_metrics_family(m, SS_METRIC_HISTOGRAM, "shardserve_request_compute_seconds",
-                                    "Time from dispatching a request's batch to the agents until every rank answered",
-                                    3, rmo, NULL, 0);
-    fam.batch = ss_metrics_family(m, SS_METRIC_HISTOGRAM, "shardserve_batch_size",
-                                  "Instances per batch dispatched to the agents", 2, sv, batch_buckets,
-                                  (int)(sizeof batch_buckets / sizeof *batch_buckets));
+    fam.requests = ss_metrics_family(
+        m, SS_METRIC_COUNTER, "shardserve_requests_total",
+        "Predict requests answered, by outcome (ok, invalid_inputs, unavailable, error)", 4, rmo,
+        NULL, 0);
+    fam.total =
+        ss_metrics_family(m, SS_METRIC_HISTOGRAM, "shardserve_request_duration_seconds",
+                          "Time from the worker taking a request to its answer", 3, rmo, NULL, 0);
+    fam.queue = ss_metrics_family(
+        m, SS_METRIC_HISTOGRAM, "shardserve_request_queue_seconds",
+        "Time a request's instances waited in the worker's queue before dispatch", 3, rmo, NULL, 0);
+    fam.compute = ss_metrics_family(
+        m, SS_METRIC_HISTOGRAM, "shardserve_request_compute_seconds",
+        "Time from dispatching a request's batch to the agents until every rank answered", 3, rmo,
+        NULL, 0);
+    fam.batch =
+        ss_metrics_family(m, SS_METRIC_HISTOGRAM, "shardserve_batch_size",
+                          "Instances per batch dispatched to the agents", 2, sv, batch_buckets,
+                          (int)(sizeof batch_buckets / sizeof *batch_buckets));
     fam.inflight = ss_metrics_family(m, SS_METRIC_GAUGE, "shardserve_inflight_requests",
                                      "Requests accepted and not answered yet", 2, sv, NULL, 0);
     fam.queued = ss_metrics_family(m, SS_METRIC_GAUGE, "shardserve_queued_instances",
                                    "Instances waiting in the worker's queue", 2, sv, NULL, 0);
     fam.rank_up = ss_metrics_family(m, SS_METRIC_GAUGE, "shardserve_rank_up",
-                                    "1 while the rank's agent is registered and alive, else 0", 3, svr, NULL, 0);
-    fam.hb_age = ss_metrics_family(m, SS_METRIC_GAUGE, "shardserve_rank_heartbeat_age_seconds",
-                                   "Seconds since the rank's agent was last heard from", 3, svr, NULL, 0);
+                                    "1 while the rank's agent is registered and alive, else 0", 3,
+                                    svr, NULL, 0);
+    fam.hb_age =
+        ss_metrics_family(m, SS_METRIC_GAUGE, "shardserve_rank_heartbeat_age_seconds",
+                          "Seconds since the rank's agent was last heard from", 3, svr, NULL, 0);
     fam.sent = ss_metrics_family(m, SS_METRIC_COUNTER, "shardserve_link_sent_bytes_total",
-                                 "Bytes the worker sent to the rank's agent over the link", 3, svr, NULL, 0);
+                                 "Bytes the worker sent to the rank's agent over the link", 3, svr,
+                                 NULL, 0);
     fam.recv = ss_metrics_family(m, SS_METRIC_COUNTER, "shardserve_link_received_bytes_total",
-                                 "Bytes the worker received from the rank's agent over the link", 3, svr, NULL, 0);
-    fam.comm = ss_metrics_family(m, SS_METRIC_COUNTER, "shardserve_collective_bytes_total",
-                                 "Payload bytes the rank's agent moved through collectives (allreduce, allgather, "
-                                 "broadcast, send/recv), as of its last answer",
-                                 3, svr, NULL, 0);
+                                 "Bytes the worker received from the rank's agent over the link", 3,
+                                 svr, NULL, 0);
+    fam.comm = ss_metrics_family(
+        m, SS_METRIC_COUNTER, "shardserve_collective_bytes_total",
+        "Payload bytes the rank's agent moved through collectives (allreduce, allgather, "
+        "broadcast, send/recv), as of its last answer",
+        3, svr, NULL, 0);
 }
 
 static const char *outcome_name(int64_t code)
 {
     switch (code) {
-    case SS_SERVING_SUCCESS: return "ok";
-    case SS_SERVING_INVALID_INPUTS: return "invalid_inputs";
+    case SS_SERVING_SUCCESS:
+        return "ok";
+    case SS_SERVING_INVALID_INPUTS:
+        return "invalid_inputs";
     case SS_SERVING_WORKER_UNAVAILABLE:
-    case SS_SERVING_SERVABLE_UNAVAILABLE: return "unavailable";
-    default: return "error";
+    case SS_SERVING_SERVABLE_UNAVAILABLE:
+        return "unavailable";
+    default:
+        return "error";
     }
 }
 
@@ -282,9 +296,12 @@ static void count_link_bytes(ss_worker *w, int rank)
     if (!a->conn) return;
     uint64_t sent = 0, recv = 0;
     ss_link_conn_stats(a->conn, &sent, &recv);
-    if (a->counted_conn != a->conn) a->counted_conn = a->conn, a->counted_sent = a->counted_recv = 0;
-    if (sent > a->counted_sent) ss_metric_add(rank_series(w, fam.sent, rank), (double)(sent - a->counted_sent));
-    if (recv > a->counted_recv) ss_metric_add(rank_series(w, fam.recv, rank), (double)(recv - a->counted_recv));
+    if (a->counted_conn != a->conn)
+        a->counted_conn = a->conn, a->counted_sent = a->counted_recv = 0;
+    if (sent > a->counted_sent)
+        ss_metric_add(rank_series(w, fam.sent, rank), (double)(sent - a->counted_sent));
+    if (recv > a->counted_recv)
+        ss_metric_add(rank_series(w, fam.recv, rank), (double)(recv - a->counted_recv));
     a->counted_sent = sent;
     a->counted_recv = recv;
 }
@@ -327,15 +344,18 @@ static void collect(void *ctx)
         return;
     }
     uint64_t want = w->refreshed + 1;
-    if (w->items_tail) w->items_tail->next = it;
-    else w->items_head = it;
+    if (w->items_tail)
+        w->items_tail->next = it;
+    else
+        w->items_head = it;
     w->items_tail = it;
     ring(w);
     struct timespec dl;
     clock_gettime(CLOCK_MONOTONIC, &dl);
     dl.tv_nsec += 500 * 1000000L;
     if (dl.tv_nsec >= 1000000000L) dl.tv_sec++, dl.tv_nsec -= 1000000000L;
-    while (w->refreshed < want && !w->loop_done && pthread_cond_timedwait(&w->cv, &w->mu, &dl) != ETIMEDOUT) {
+    while (w->refreshed < want && !w->loop_done &&
+           pthread_cond_timedwait(&w->cv, &w->mu, &dl) != ETIMEDOUT) {
     }
     pthread_mutex_unlock(&w->mu);
 }
@@ -354,19 +374,23 @@ static void req_answer(ss_worker *w, req_state *rs)
     }
     ss_metric_add(w->m_inflight, -1);
     if (total >= w->slow_ns)
-        SS_INFO("servable %s: slow request: method %s, %zu instances, %.3f ms total (queue %.3f ms, compute %.3f "
+        SS_INFO("servable %s: slow request: method %s, %zu instances, %.3f ms total (queue %.3f "
+                "ms, compute %.3f "
                 "ms, batch %d, request_id %llu), outcome %s",
-                w->cfg.name, rs->method->name, rs->req->count, (double)total / 1e6, (double)rs->queue_ns / 1e6,
-                (double)rs->compute_ns / 1e6, rs->batch, (unsigned long long)rs->job_id, outcome_name(rs->worst));
+                w->cfg.name, rs->method->name, rs->req->count, (double)total / 1e6,
+                (double)rs->queue_ns / 1e6, (double)rs->compute_ns / 1e6, rs->batch,
+                (unsigned long long)rs->job_id, outcome_name(rs->worst));
     ss_predict_reply_collapse(rs->reply);
     atomic_fetch_sub(&w->n_requests, 1);
     rs->done(rs->done_ctx, rs->reply);
     free(rs);
 }
 
-static void req_finish_instance(ss_worker *w, req_state *rs, size_t inst, const char *fail_msg, int64_t code)
+static void req_finish_instance(ss_worker *w, req_state *rs, size_t inst, const char *fail_msg,
+                                int64_t code)
 {
-    if (fail_msg) ss_status_free(ss_predict_reply_fail_instance(rs->reply, inst, code, "%s", fail_msg));
+    if (fail_msg)
+        ss_status_free(ss_predict_reply_fail_instance(rs->reply, inst, code, "%s", fail_msg));
     if (fail_msg && !rs->worst) rs->worst = code ? code : SS_SERVING_FAILED;
     if (--rs->remaining == 0) req_answer(w, rs);
 }
@@ -376,7 +400,8 @@ static void req_finish_instance(ss_worker *w, req_state *rs, size_t inst, const 
 static void job_free(job *j)
 {
     ss_link_msg_free(&j->result);
-    for (int i = 0; i < SS_MAX_IO; i++) free(j->in_buf[i]);
+    for (int i = 0; i < SS_MAX_IO; i++)
+        free(j->in_buf[i]);
     free(j->bulk_conns);
     free(j->tasks);
     free(j);
@@ -424,7 +449,8 @@ static job *job_get(ss_worker *w, int take)
     return j;
 }
 
-static void job_fail(job *j, int64_t code, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static void job_fail(job *j, int64_t code, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
 static void job_fail(job *j, int64_t code, const char *fmt, ...)
 {
     if (!j->failed) {
@@ -443,10 +469,11 @@ static void job_complete(ss_worker *w, job *j)
 {
     uint64_t now = ss_now_ns();
     if (now - j->dispatch_ns >= w->slow_ns)
-        SS_INFO("servable %s: slow batch: request_id %llu, %d instances, %.3f ms from dispatch to the last rank's "
+        SS_INFO("servable %s: slow batch: request_id %llu, %d instances, %.3f ms from dispatch to "
+                "the last rank's "
                 "answer%s",
-                w->cfg.name, (unsigned long long)j->id, j->n_tasks, (double)(now - j->dispatch_ns) / 1e6,
-                j->failed ? " (failed)" : "");
+                w->cfg.name, (unsigned long long)j->id, j->n_tasks,
+                (double)(now - j->dispatch_ns) / 1e6, j->failed ? " (failed)" : "");
     bool whole = !w->cfg.with_batch_dim;
     for (int t = 0; t < j->n_tasks; t++) {
         req_state *rs = j->tasks[t].rs;
@@ -462,17 +489,20 @@ static void job_complete(ss_worker *w, job *j)
         ss_serving_instance *out = &rs->reply->instances[inst];
         ss_status *st = NULL;
         if (j->result.n_tensors < (size_t)rs->method->n_outputs)
-            st = ss_errf(SS_ERR_INTERNAL, "the last rank returned %zu outputs, method '%s' declares %d",
+            st = ss_errf(SS_ERR_INTERNAL,
+                         "the last rank returned %zu outputs, method '%s' declares %d",
                          j->result.n_tensors, rs->method->name, rs->method->n_outputs);
         for (int k = 0; !st && k < rs->method->n_outputs; k++) {
             ss_tensor piece, *res = &j->result.tensors[k];
             /* the batch's only instance owns every row: move the tensor, no copy */
-            if (j->n_tasks == 1 && (res->storage == SS_STORE_OWNED || res->storage == SS_STORE_NONE) &&
+            if (j->n_tasks == 1 &&
+                (res->storage == SS_STORE_OWNED || res->storage == SS_STORE_NONE) &&
                 (whole || res->ndim == 0 || res->dims[0] == 1)) {
                 piece = *res;
                 memset(res, 0, sizeof *res);
                 if (!whole && piece.ndim > 0) {
-                    for (int d = 1; d < piece.ndim; d++) piece.dims[d - 1] = piece.dims[d];
+                    for (int d = 1; d < piece.ndim; d++)
+                        piece.dims[d - 1] = piece.dims[d];
                     piece.ndim--;
                 }
             } else {
@@ -519,7 +549,8 @@ static void fail_everything(ss_worker *w, int64_t code, const char *msg)
         w->q_len--;
         req_finish_instance(w, t.rs, t.inst, msg, code);
     }
-    for (job *j = w->inflight; j; j = j->next) job_fail(j, code, "%s", msg);
+    for (job *j = w->inflight; j; j = j->next)
+        job_fail(j, code, "%s", msg);
     reap_jobs(w);
 }
 
@@ -531,9 +562,11 @@ static void set_status(ss_worker *w)
     char missing[1024] = "";
     size_t off = 0;
     for (int r = 0; r < w->cfg.rank_size; r++) {
-        if (w->agents[r].alive) alive++;
+        if (w->agents[r].alive)
+            alive++;
         else if (off < sizeof missing - 16)
-            off += (size_t)snprintf(missing + off, sizeof missing - off, "%s%d", off ? ", " : "", r);
+            off +=
+                (size_t)snprintf(missing + off, sizeof missing - off, "%s%d", off ? ", " : "", r);
     }
     pthread_mutex_lock(&w->mu);
     w->ready = w->is_ready;
@@ -580,8 +613,8 @@ static void rank_gone(ss_worker *w, int rank, const char *why)
         return;
     }
     w->is_ready = false;
-    snprintf(w->not_ready_why, sizeof w->not_ready_why, "rank %d (pid %lld) is gone: %s", rank, (long long)a->pid,
-             why);
+    snprintf(w->not_ready_why, sizeof w->not_ready_why, "rank %d (pid %lld) is gone: %s", rank,
+             (long long)a->pid, why);
     SS_ERROR("servable %s: %s", w->cfg.name, w->not_ready_why);
     ss_serving_withdraw(w->entry, w->not_ready_why);
     char msg[700];
@@ -605,12 +638,14 @@ static bool spec_equal(const ss_link_spec *a, size_t na, const ss_link_spec *b, 
 {
     if (na != nb) return false;
     for (size_t i = 0; i < na; i++)
-        if (a[i].dtype != b[i].dtype || !ss_shape_equal(a[i].ndim, a[i].dims, b[i].ndim, b[i].dims)) return false;
+        if (a[i].dtype != b[i].dtype || !ss_shape_equal(a[i].ndim, a[i].dims, b[i].ndim, b[i].dims))
+            return false;
     return true;
 }
 
 /* Whether method input k is fed with a batch dim: one home for the rule. */
-static bool input_batched(const ss_servable_config *cfg, const ss_method_config *mc, int k, const ss_link_spec *sp)
+static bool input_batched(const ss_servable_config *cfg, const ss_method_config *mc, int k,
+                          const ss_link_spec *sp)
 {
     if (!cfg->with_batch_dim || sp->ndim == 0) return false;
     for (int b = 0; b < cfg->n_no_batch; b++)
@@ -627,13 +662,20 @@ static ss_status *check_batch_bytes(const ss_worker *w, const agent_slot *r0)
         const ss_link_spec *sp = &r0->inputs[k];
         uint64_t bytes = ss_dtype_size(sp->dtype);
         for (int d = 0; d < sp->ndim; d++) {
-            uint64_t dim = d == 0 && sp->dims[0] < 0 ? (uint64_t)w->batch : (uint64_t)(sp->dims[d] > 0 ? sp->dims[d] : 0);
-            if (dim && bytes > limit / dim) bytes = limit + 1;
-            else bytes *= dim;
+            uint64_t dim = d == 0 && sp->dims[0] < 0
+                               ? (uint64_t)w->batch
+                               : (uint64_t)(sp->dims[d] > 0 ? sp->dims[d] : 0);
+            if (dim && bytes > limit / dim)
+                bytes = limit + 1;
+            else
+                bytes *= dim;
         }
         if (bytes > limit)
-            return ss_errf(SS_ERR_LIMIT, "model input %zu '%s' takes more than %llu bytes per batch of %d (the link's "
-                           "frame limit)", k, sp->name ? sp->name : "", (unsigned long long)limit, w->batch);
+            return ss_errf(
+                SS_ERR_LIMIT,
+                "model input %zu '%s' takes more than %llu bytes per batch of %d (the link's "
+                "frame limit)",
+                k, sp->name ? sp->name : "", (unsigned long long)limit, w->batch);
     }
     return NULL;
 }
@@ -644,56 +686,69 @@ static ss_status *check_agents(ss_worker *w)
     int n = w->cfg.rank_size, per_stage = n / w->cfg.stage_size;
     agent_slot *r0 = &w->agents[0], *last = &w->agents[n - 1];
     if (!r0->n_inputs) return ss_errf(SS_ERR_INVALID, "rank 0 declares no inputs");
-    if (!last->n_outputs) return ss_errf(SS_ERR_INVALID, "rank %d (the last) declares no outputs", n - 1);
+    if (!last->n_outputs)
+        return ss_errf(SS_ERR_INVALID, "rank %d (the last) declares no outputs", n - 1);
     if (r0->n_inputs > SS_MAX_IO || last->n_outputs > SS_MAX_IO)
-        return ss_errf(SS_ERR_LIMIT, "the model has %zu inputs and %zu outputs; at most %d each are served",
+        return ss_errf(SS_ERR_LIMIT,
+                       "the model has %zu inputs and %zu outputs; at most %d each are served",
                        r0->n_inputs, last->n_outputs, SS_MAX_IO);
     for (int r = 1; r < n; r++) {
         agent_slot *a = &w->agents[r];
         bool stage0 = r < per_stage;
-        if ((stage0 || a->n_inputs) && !spec_equal(a->inputs, a->n_inputs, r0->inputs, r0->n_inputs))
+        if ((stage0 || a->n_inputs) &&
+            !spec_equal(a->inputs, a->n_inputs, r0->inputs, r0->n_inputs))
             return ss_errf(SS_ERR_INVALID, "rank %d declares inputs that differ from rank 0's", r);
         int first = r / per_stage * per_stage;
-        if (!spec_equal(a->outputs, a->n_outputs, w->agents[first].outputs, w->agents[first].n_outputs))
-            return ss_errf(SS_ERR_INVALID, "rank %d declares outputs that differ from rank %d's", r, first);
+        if (!spec_equal(a->outputs, a->n_outputs, w->agents[first].outputs,
+                        w->agents[first].n_outputs))
+            return ss_errf(SS_ERR_INVALID, "rank %d declares outputs that differ from rank %d's", r,
+                           first);
         if (a->batch_size && a->batch_size != r0->batch_size)
-            return ss_errf(SS_ERR_INVALID, "rank %d has batch size %u, rank 0 has %u", r, a->batch_size,
-                           r0->batch_size);
+            return ss_errf(SS_ERR_INVALID, "rank %d has batch size %u, rank 0 has %u", r,
+                           a->batch_size, r0->batch_size);
     }
     for (int m = 0; m < w->cfg.n_methods; m++) {
         const ss_method_config *mc = &w->cfg.methods[m];
         if ((size_t)mc->n_inputs != r0->n_inputs)
-            return ss_errf(SS_ERR_INVALID,
-                           "The inputs count %d in method '%s' not equal to the count %zu defined in model",
-                           mc->n_inputs, mc->name, r0->n_inputs);
+            return ss_errf(
+                SS_ERR_INVALID,
+                "The inputs count %d in method '%s' not equal to the count %zu defined in model",
+                mc->n_inputs, mc->name, r0->n_inputs);
         if ((size_t)mc->n_outputs != last->n_outputs)
-            return ss_errf(SS_ERR_INVALID,
-                           "The outputs count %d in method '%s' not equal to the count %zu defined in model",
-                           mc->n_outputs, mc->name, last->n_outputs);
+            return ss_errf(
+                SS_ERR_INVALID,
+                "The outputs count %d in method '%s' not equal to the count %zu defined in model",
+                mc->n_outputs, mc->name, last->n_outputs);
         for (int k = 0; k < mc->n_inputs; k++) {
             const ss_link_spec *sp = &r0->inputs[k];
             for (int d = input_batched(&w->cfg, mc, k, sp) ? 1 : 0; d < sp->ndim; d++)
                 if (sp->dims[d] < 0)
-                    return ss_errf(SS_ERR_UNSUPPORTED,
-                                   "model input %d '%s' (method '%s' input '%s') has a dynamic dimension %d; only "
-                                   "the batch dimension may be dynamic (shard with --input-shape to fix it)",
-                                   k, sp->name ? sp->name : "", mc->name, mc->inputs[k], d);
+                    return ss_errf(
+                        SS_ERR_UNSUPPORTED,
+                        "model input %d '%s' (method '%s' input '%s') has a dynamic dimension %d; "
+                        "only "
+                        "the batch dimension may be dynamic (shard with --input-shape to fix it)",
+                        k, sp->name ? sp->name : "", mc->name, mc->inputs[k], d);
         }
     }
     w->bcast = w->cfg.broadcast_inputs && per_stage > 1;
-    for (int r = 0; r < per_stage; r++) w->bcast = w->bcast && w->agents[r].shares_inputs;
+    for (int r = 0; r < per_stage; r++)
+        w->bcast = w->bcast && w->agents[r].shares_inputs;
     w->batch_dynamic = w->cfg.with_batch_dim && r0->inputs[0].ndim > 0 && r0->inputs[0].dims[0] < 0;
-    w->batch = ss_batch_size(w->cfg.with_batch_dim, w->batch_dynamic, (int)r0->batch_size, w->cfg.max_batch_size);
+    w->batch = ss_batch_size(w->cfg.with_batch_dim, w->batch_dynamic, (int)r0->batch_size,
+                             w->cfg.max_batch_size);
     return check_batch_bytes(w, r0);
 }
 
-static void spec_to_serving(const ss_link_spec *sp, const char *name, bool batched, ss_serving_tensor_spec *out)
+static void spec_to_serving(const ss_link_spec *sp, const char *name, bool batched,
+                            ss_serving_tensor_spec *out)
 {
     out->name = (char *)name;
     out->dtype = sp->dtype;
     out->batched = batched;
     out->ndim = batched ? sp->ndim - 1 : sp->ndim;
-    for (int d = 0; d < out->ndim; d++) out->dims[d] = sp->dims[d + (batched ? 1 : 0)];
+    for (int d = 0; d < out->ndim; d++)
+        out->dims[d] = sp->dims[d + (batched ? 1 : 0)];
 }
 
 /* The signature clients see: rank 0's inputs and the last rank's outputs under the method's
@@ -706,24 +761,29 @@ static ss_status *publish(ss_worker *w)
     for (int m = 0; m < w->cfg.n_methods; m++) {
         const ss_method_config *mc = &w->cfg.methods[m];
         for (int k = 0; k < mc->n_inputs; k++)
-            spec_to_serving(&r0->inputs[k], mc->inputs[k], input_batched(&w->cfg, mc, k, &r0->inputs[k]),
-                            &ins[m][k]);
+            spec_to_serving(&r0->inputs[k], mc->inputs[k],
+                            input_batched(&w->cfg, mc, k, &r0->inputs[k]), &ins[m][k]);
         for (int k = 0; k < mc->n_outputs; k++)
             spec_to_serving(&last->outputs[k], mc->outputs[k],
                             w->cfg.with_batch_dim && last->outputs[k].ndim > 0, &outs[m][k]);
         methods[m] = (ss_serving_method){(char *)mc->name, ins[m], outs[m], (size_t)mc->n_inputs,
                                          (size_t)mc->n_outputs};
     }
-    ss_serving_signature sig = {.servable = w->cfg.name, .version = w->version, .methods = methods,
-                                .n_methods = (size_t)w->cfg.n_methods, .batch_size = w->batch,
-                                .with_batch_dim = w->cfg.with_batch_dim, .rank_size = w->cfg.rank_size,
+    ss_serving_signature sig = {.servable = w->cfg.name,
+                                .version = w->version,
+                                .methods = methods,
+                                .n_methods = (size_t)w->cfg.n_methods,
+                                .batch_size = w->batch,
+                                .with_batch_dim = w->cfg.with_batch_dim,
+                                .rank_size = w->cfg.rank_size,
                                 .stage_size = w->cfg.stage_size};
     return ss_serving_publish(w->entry, &sig);
 }
 
 static void copy_specs(ss_link_spec **dst, size_t *n, const ss_link_spec *src, size_t count)
 {
-    for (size_t i = 0; i < *n; i++) free((*dst)[i].name);
+    for (size_t i = 0; i < *n; i++)
+        free((*dst)[i].name);
     free(*dst);
     *dst = count ? calloc(count, sizeof **dst) : NULL;
     *n = *dst ? count : 0;
@@ -734,12 +794,15 @@ static void copy_specs(ss_link_spec **dst, size_t *n, const ss_link_spec *src, s
 }
 
 /* NULL when accepted, else the reason (in why). */
-static const char *register_agent(ss_worker *w, const ss_link_msg *m, ss_link_conn *c, char *why, size_t cap)
+static const char *register_agent(ss_worker *w, const ss_link_msg *m, ss_link_conn *c, char *why,
+                                  size_t cap)
 {
     if (w->stopping) return "the worker is stopping";
-    if (m->rank_size != (uint32_t)w->cfg.rank_size || m->stage_size != (uint32_t)w->cfg.stage_size) {
-        snprintf(why, cap, "agent is for rank_size %u / stage_size %u, servable %s declares %d / %d", m->rank_size,
-                 m->stage_size, w->cfg.name, w->cfg.rank_size, w->cfg.stage_size);
+    if (m->rank_size != (uint32_t)w->cfg.rank_size ||
+        m->stage_size != (uint32_t)w->cfg.stage_size) {
+        snprintf(why, cap,
+                 "agent is for rank_size %u / stage_size %u, servable %s declares %d / %d",
+                 m->rank_size, m->stage_size, w->cfg.name, w->cfg.rank_size, w->cfg.stage_size);
         return why;
     }
     if (m->rank >= (uint32_t)w->cfg.rank_size) {
@@ -788,14 +851,17 @@ static void maybe_ready(ss_worker *w)
     w->is_ready = true;
     w->not_ready_why[0] = 0;
     SS_INFO("servable %s version %llu: all %d ranks registered, ready (batch %d%s)", w->cfg.name,
-            (unsigned long long)w->version, w->cfg.rank_size, w->batch, w->batch_dynamic ? ", dynamic" : "");
+            (unsigned long long)w->version, w->cfg.rank_size, w->batch,
+            w->batch_dynamic ? ", dynamic" : "");
 }
 
 static void on_register(ss_worker *w, ss_link_conn *c, ss_link_msg *m)
 {
     char why[512];
     const char *reject = register_agent(w, m, c, why, sizeof why);
-    ss_link_msg ack = {.type = SS_LINK_REGISTER_ACK, .accepted = !reject, .message = (char *)(reject ? reject : "")};
+    ss_link_msg ack = {.type = SS_LINK_REGISTER_ACK,
+                       .accepted = !reject,
+                       .message = (char *)(reject ? reject : "")};
     ss_status *st = ss_link_send(c, &ack, NULL, 0);
     if (reject) {
         SS_WARN("servable %s: rejected registration of rank %u: %s", w->cfg.name, m->rank, reject);
@@ -803,8 +869,8 @@ static void on_register(ss_worker *w, ss_link_conn *c, ss_link_msg *m)
     } else if (st) {
         rank_gone(w, (int)m->rank, st->msg);
     } else {
-        SS_INFO("servable %s: rank %u registered (pid %lld, from %s)", w->cfg.name, m->rank, (long long)m->pid,
-                m->address ? m->address : ss_link_conn_peer(c));
+        SS_INFO("servable %s: rank %u registered (pid %lld, from %s)", w->cfg.name, m->rank,
+                (long long)m->pid, m->address ? m->address : ss_link_conn_peer(c));
         struct epoll_event ev = {.events = EPOLLIN, .data.u32 = TAG_RANK0 + m->rank};
         if (epoll_ctl(w->epfd, EPOLL_CTL_ADD, ss_link_conn_fd(c), &ev) != 0)
             rank_gone(w, (int)m->rank, "cannot watch its connection (epoll_ctl failed)");
@@ -855,7 +921,8 @@ static void *handshake_main(void *arg)
     if (!st) st = ss_link_recv(c, HANDSHAKE_FIRST_FRAME_MS, &m);
     bool hand_over = false;
     if (st) {
-        SS_WARN("distributed address %s: dropped connection from %s: %s", w->address, ss_link_conn_peer(c), st->msg);
+        SS_WARN("distributed address %s: dropped connection from %s: %s", w->address,
+                ss_link_conn_peer(c), st->msg);
         ss_status_free(st);
     } else if (m.type == SS_LINK_GET_META) {
         ss_link_msg reply = {.type = SS_LINK_META, .json = w->meta};
@@ -863,8 +930,8 @@ static void *handshake_main(void *arg)
     } else if (m.type == SS_LINK_REGISTER) {
         hand_over = true;
     } else {
-        SS_WARN("distributed address %s: %s sent %s before registering; dropped", w->address, ss_link_conn_peer(c),
-                ss_link_type_name(m.type));
+        SS_WARN("distributed address %s: %s sent %s before registering; dropped", w->address,
+                ss_link_conn_peer(c), ss_link_type_name(m.type));
     }
     inbox_item *it = hand_over ? calloc(1, sizeof *it) : NULL;
     pthread_mutex_lock(&w->mu);
@@ -873,8 +940,10 @@ static void *handshake_main(void *arg)
         it->conn = c;
         it->msg = m;
         memset(&m, 0, sizeof m);
-        if (w->items_tail) w->items_tail->next = it;
-        else w->items_head = it;
+        if (w->items_tail)
+            w->items_tail->next = it;
+        else
+            w->items_head = it;
         w->items_tail = it;
         h->handed_over = true;
         ring(w);
@@ -915,7 +984,8 @@ static void on_accept(ss_worker *w)
     ss_link_conn *c = NULL;
     ss_status *st = ss_link_accept(w->listener, 0, &c);
     if (st) {
-        if (st->code != SS_ERR_TIMEOUT) SS_WARN("distributed address %s: accept: %s", w->address, st->msg);
+        if (st->code != SS_ERR_TIMEOUT)
+            SS_WARN("distributed address %s: accept: %s", w->address, st->msg);
         ss_status_free(st);
         return;
     }
@@ -935,7 +1005,8 @@ static void on_accept(ss_worker *w)
     }
     pthread_mutex_unlock(&w->mu);
     if (rc != 0) {
-        SS_WARN("distributed address %s: cannot start a thread for a new connection: %s", w->address, strerror(rc));
+        SS_WARN("distributed address %s: cannot start a thread for a new connection: %s",
+                w->address, strerror(rc));
         ss_link_close(c);
         free(h);
     }
@@ -963,7 +1034,8 @@ static void on_result(ss_worker *w, int rank, ss_link_msg *m)
         /* a rank that lost a peer (a collective failed) means the group is down: code 4 */
         bool group_down = m->status_code == SS_ERR_UNAVAILABLE || m->status_code == SS_ERR_TIMEOUT;
         job_fail(j, group_down ? SS_SERVING_WORKER_UNAVAILABLE : SS_SERVING_SYSTEM_ERROR,
-                 "%sError happened on get result of rank %d: %s", group_down ? "worker unavailable: " : "", rank,
+                 "%sError happened on get result of rank %d: %s",
+                 group_down ? "worker unavailable: " : "", rank,
                  m->message ? m->message : "failed");
     } else {
         j->result = *m;
@@ -986,9 +1058,15 @@ static void on_agent_readable(ss_worker *w, int rank)
     }
     a->last_seen_ns = ss_now_ns();
     switch (m.type) {
-    case SS_LINK_RESULT: on_result(w, rank, &m); break;
-    case SS_LINK_HEARTBEAT_ACK: count_comm_bytes(w, rank, m.comm_bytes); break;
-    case SS_LINK_EXIT: rank_gone(w, rank, m.message && m.message[0] ? m.message : "the agent exited"); break;
+    case SS_LINK_RESULT:
+        on_result(w, rank, &m);
+        break;
+    case SS_LINK_HEARTBEAT_ACK:
+        count_comm_bytes(w, rank, m.comm_bytes);
+        break;
+    case SS_LINK_EXIT:
+        rank_gone(w, rank, m.message && m.message[0] ? m.message : "the agent exited");
+        break;
     case SS_LINK_HEARTBEAT:
         if (!w->n_bulk) { /* while the bulk sender writes, the connection is its */
             ss_link_msg ack = {.type = SS_LINK_HEARTBEAT_ACK, .seq = m.seq, .sent_ns = m.sent_ns};
@@ -998,7 +1076,8 @@ static void on_agent_readable(ss_worker *w, int rank)
         }
         break;
     default:
-        SS_WARN("servable %s: rank %d sent an unexpected %s frame", w->cfg.name, rank, ss_link_type_name(m.type));
+        SS_WARN("servable %s: rank %d sent an unexpected %s frame", w->cfg.name, rank,
+                ss_link_type_name(m.type));
     }
     ss_link_msg_free(&m);
 }
@@ -1007,7 +1086,8 @@ static void on_agent_readable(ss_worker *w, int rank)
 
 /* The batch's input tensors: merged rows for batched inputs (into the job's recycled buffers),
  * the first instance's tensor as it is for inputs the model takes whole. */
-static ss_status *build_inputs(ss_worker *w, job *j, ss_tensor **ins, const char **names, int *n_ins)
+static ss_status *build_inputs(ss_worker *w, job *j, ss_tensor **ins, const char **names,
+                               int *n_ins)
 {
     const agent_slot *r0 = &w->agents[0];
     const ss_method_config *mc = j->tasks[0].rs->method;
@@ -1019,7 +1099,8 @@ static ss_status *build_inputs(ss_worker *w, job *j, ss_tensor **ins, const char
         const ss_tensor *rows[SS_BATCH_MAX];
         for (int t = 0; t < j->n_tasks; t++) {
             const task *tk = &j->tasks[t];
-            rows[t] = &ss_serving_instance_find(&tk->rs->req->instances[tk->inst], mc->inputs[k])->tensor;
+            rows[t] =
+                &ss_serving_instance_find(&tk->rs->req->instances[tk->inst], mc->inputs[k])->tensor;
         }
         if (!input_batched(&w->cfg, mc, k, sp)) {
             ins[k] = (ss_tensor *)rows[0]; /* as is: no copy */
@@ -1028,7 +1109,8 @@ static ss_status *build_inputs(ss_worker *w, job *j, ss_tensor **ins, const char
         if (sp->dtype == SS_DT_STRING) return ss_errf(SS_ERR_UNSUPPORTED, "batching string inputs");
         int64_t dims[SS_MAX_DIMS];
         dims[0] = w->batch_dynamic ? j->n_tasks : w->batch;
-        for (int d = 1; d < sp->ndim; d++) dims[d] = sp->dims[d];
+        for (int d = 1; d < sp->ndim; d++)
+            dims[d] = sp->dims[d];
         size_t bytes = ss_dtype_size(sp->dtype) * (size_t)ss_shape_numel(sp->ndim, dims);
         int slot = j->n_inputs;
         if (bytes > j->in_cap[slot]) { /* grows to the largest batch seen, then reused */
@@ -1061,16 +1143,21 @@ static ss_status *send_job(ss_worker *w, job *j, ss_link_conn *const *conns, boo
     int n_ins = 0;
     ss_status *st = build_inputs(w, j, ins, names, &n_ins);
     if (st) return st;
-    for (int k = 0; bcast && k < n_ins; k++) bcast = ins[k]->dtype != SS_DT_STRING;
+    for (int k = 0; bcast && k < n_ins; k++)
+        bcast = ins[k]->dtype != SS_DT_STRING;
     for (int k = 0; bcast && k < n_ins; k++) {
-        specs[k] = (ss_link_spec){.name = (char *)names[k], .dtype = ins[k]->dtype, .ndim = ins[k]->ndim};
+        specs[k] =
+            (ss_link_spec){.name = (char *)names[k], .dtype = ins[k]->dtype, .ndim = ins[k]->ndim};
         memcpy(specs[k].dims, ins[k]->dims, sizeof specs[k].dims[0] * (size_t)ins[k]->ndim);
     }
     int n = w->cfg.rank_size, per_stage = n / w->cfg.stage_size;
     for (int r = 0; r < n && !st; r++) {
         bool stage0 = r < per_stage, tensors = stage0 && (!bcast || r == 0);
-        ss_link_msg m = {.type = SS_LINK_PREDICT, .request_id = j->id, .return_result = r == n - 1,
-                         .quiet = r != n - 1, .tensor_names = tensors ? (char **)names : NULL,
+        ss_link_msg m = {.type = SS_LINK_PREDICT,
+                         .request_id = j->id,
+                         .return_result = r == n - 1,
+                         .quiet = r != n - 1,
+                         .tensor_names = tensors ? (char **)names : NULL,
                          .share_inputs = bcast && r == 0};
         if (stage0 && bcast && r > 0) {
             m.has_input_root = true;
@@ -1093,7 +1180,8 @@ static size_t job_bytes(const ss_worker *w, const job *j)
     const ss_method_config *mc = j->tasks[0].rs->method;
     for (int t = 0; t < j->n_tasks; t++)
         for (int k = 0; k < mc->n_inputs; k++)
-            b += ss_serving_instance_find(&j->tasks[t].rs->req->instances[j->tasks[t].inst], mc->inputs[k])
+            b += ss_serving_instance_find(&j->tasks[t].rs->req->instances[j->tasks[t].inst],
+                                          mc->inputs[k])
                      ->tensor.nbytes;
     return w->bcast ? b : b * (size_t)(w->cfg.rank_size / w->cfg.stage_size);
 }
@@ -1107,7 +1195,8 @@ static void *bulk_main(void *arg)
     pthread_setname_np(pthread_self(), "ss-worker-bulk");
     pthread_mutex_lock(&w->mu);
     for (;;) {
-        while (!w->bulk_head && !w->stop) pthread_cond_wait(&w->cv, &w->mu);
+        while (!w->bulk_head && !w->stop)
+            pthread_cond_wait(&w->cv, &w->mu);
         if (!w->bulk_head) break;
         job *j = w->bulk_head;
         w->bulk_head = j->bulk_next;
@@ -1125,19 +1214,23 @@ static void *bulk_main(void *arg)
 
 static void to_bulk(ss_worker *w, job *j)
 {
-    if (!j->bulk_conns && !(j->bulk_conns = calloc((size_t)w->cfg.rank_size, sizeof *j->bulk_conns))) {
+    if (!j->bulk_conns &&
+        !(j->bulk_conns = calloc((size_t)w->cfg.rank_size, sizeof *j->bulk_conns))) {
         job_fail(j, SS_SERVING_SYSTEM_ERROR, "out of memory sending the batch");
         return;
     }
-    for (int r = 0; r < w->cfg.rank_size; r++) j->bulk_conns[r] = w->agents[r].alive ? w->agents[r].conn : NULL;
+    for (int r = 0; r < w->cfg.rank_size; r++)
+        j->bulk_conns[r] = w->agents[r].alive ? w->agents[r].conn : NULL;
     j->bulk_bcast = w->bcast;
     j->bulk_st = NULL;
     j->in_bulk = true;
     w->n_bulk++;
     pthread_mutex_lock(&w->mu);
     j->bulk_next = NULL;
-    if (w->bulk_tail) w->bulk_tail->bulk_next = j;
-    else w->bulk_head = j;
+    if (w->bulk_tail)
+        w->bulk_tail->bulk_next = j;
+    else
+        w->bulk_head = j;
     w->bulk_tail = j;
     pthread_cond_broadcast(&w->cv);
     pthread_mutex_unlock(&w->mu);
@@ -1159,7 +1252,8 @@ static void take_back_bulk(ss_worker *w)
             j->bulk_st = NULL;
         } else {
             for (int r = 0; r < w->cfg.rank_size; r++) /* a completed send is a sign of life */
-                if (w->agents[r].alive && w->agents[r].conn == j->bulk_conns[r]) w->agents[r].last_seen_ns = now;
+                if (w->agents[r].alive && w->agents[r].conn == j->bulk_conns[r])
+                    w->agents[r].last_seen_ns = now;
         }
         j->in_bulk = false;
         w->n_bulk--;
@@ -1174,7 +1268,8 @@ static void dispatch(ss_worker *w)
     while (w->is_ready && !w->stopping && w->q_len && w->n_inflight < w->max_inflight) {
         /* with a queue delay, wait (bounded) for a fuller batch */
         if (w->cfg.max_queue_delay_us > 0 && w->q_len < (size_t)w->batch) {
-            if (!w->batch_wait_until_ns) w->batch_wait_until_ns = now + (uint64_t)w->cfg.max_queue_delay_us * 1000u;
+            if (!w->batch_wait_until_ns)
+                w->batch_wait_until_ns = now + (uint64_t)w->cfg.max_queue_delay_us * 1000u;
             if (now < w->batch_wait_until_ns) return;
         }
         w->batch_wait_until_ns = 0;
@@ -1184,7 +1279,8 @@ static void dispatch(ss_worker *w)
             fail_everything(w, SS_SERVING_SYSTEM_ERROR, "out of memory");
             return;
         }
-        const ss_method_config *method = w->queue[w->q_head].rs->method; /* a batch never mixes methods */
+        const ss_method_config *method =
+            w->queue[w->q_head].rs->method; /* a batch never mixes methods */
         while (j->n_tasks < take && w->queue[w->q_head].rs->method == method) {
             j->tasks[j->n_tasks++] = w->queue[w->q_head];
             w->q_head = (w->q_head + 1) % w->q_cap;
@@ -1194,8 +1290,8 @@ static void dispatch(ss_worker *w)
         j->dispatch_ns = now;
         j->deadline_ns = now + (uint64_t)w->opt.request_timeout_ms * 1000000ull;
         ss_metric_observe(w->m_batch, j->n_tasks);
-        SS_DEBUG("servable %s: request_id %llu: dispatching %d instances (%zu still queued)", w->cfg.name,
-                 (unsigned long long)j->id, j->n_tasks, w->q_len);
+        SS_DEBUG("servable %s: request_id %llu: dispatching %d instances (%zu still queued)",
+                 w->cfg.name, (unsigned long long)j->id, j->n_tasks, w->q_len);
         w->n_inflight++;
         j->next = w->inflight;
         w->inflight = j;
@@ -1204,7 +1300,8 @@ static void dispatch(ss_worker *w)
             continue;
         }
         ss_link_conn *conns[w->cfg.rank_size];
-        for (int r = 0; r < w->cfg.rank_size; r++) conns[r] = w->agents[r].alive ? w->agents[r].conn : NULL;
+        for (int r = 0; r < w->cfg.rank_size; r++)
+            conns[r] = w->agents[r].alive ? w->agents[r].conn : NULL;
         ss_status *st = send_job(w, j, conns, w->bcast);
         if (st) {
             job_fail(j, SS_SERVING_WORKER_UNAVAILABLE, "worker unavailable: %s", st->msg);
@@ -1223,7 +1320,8 @@ static void heartbeat_tick(ss_worker *w, uint64_t now)
     for (int r = 0; r < w->cfg.rank_size; r++) {
         agent_slot *a = &w->agents[r];
         if (!a->alive || !a->conn) continue;
-        if (a->last_seen_ns < now && now - a->last_seen_ns > (uint64_t)w->opt.heartbeat_timeout_ms * 1000000ull) {
+        if (a->last_seen_ns < now &&
+            now - a->last_seen_ns > (uint64_t)w->opt.heartbeat_timeout_ms * 1000000ull) {
             char why[128];
             snprintf(why, sizeof why, "no heartbeat answer for %d ms", w->opt.heartbeat_timeout_ms);
             rank_gone(w, r, why);
@@ -1276,18 +1374,23 @@ static void enqueue_request(ss_worker *w, req_state *rs)
     size_t n = rs->req->count, left = rs->remaining;
     if (w->stopping || !w->is_ready) {
         char why[700];
-        if (w->stopping) snprintf(why, sizeof why, "Servable stopped: the server is shutting down");
-        else snprintf(why, sizeof why, "Servable stopped: worker unavailable, %s", w->not_ready_why);
+        if (w->stopping)
+            snprintf(why, sizeof why, "Servable stopped: the server is shutting down");
+        else
+            snprintf(why, sizeof why, "Servable stopped: worker unavailable, %s", w->not_ready_why);
         for (size_t i = 0; i < n && left; i++)
-            if (!instance_failed(rs, i)) left--, req_finish_instance(w, rs, i, why, SS_SERVING_WORKER_UNAVAILABLE);
+            if (!instance_failed(rs, i))
+                left--, req_finish_instance(w, rs, i, why, SS_SERVING_WORKER_UNAVAILABLE);
         return;
     }
     if (w->q_len + left > w->q_cap) {
         size_t nc = w->q_cap ? w->q_cap : 256;
-        while (nc < w->q_len + left) nc *= 2;
+        while (nc < w->q_len + left)
+            nc *= 2;
         task *q = malloc(nc * sizeof *q);
         if (q) {
-            for (size_t i = 0; i < w->q_len; i++) q[i] = w->queue[(w->q_head + i) % w->q_cap];
+            for (size_t i = 0; i < w->q_len; i++)
+                q[i] = w->queue[(w->q_head + i) % w->q_cap];
             free(w->queue);
             w->queue = q;
             w->q_cap = nc;
@@ -1298,7 +1401,8 @@ static void enqueue_request(ss_worker *w, req_state *rs)
         if (instance_failed(rs, i)) continue;
         left--;
         if (w->q_len >= w->q_cap) {
-            req_finish_instance(w, rs, i, "out of memory queueing the instance", SS_SERVING_SYSTEM_ERROR);
+            req_finish_instance(w, rs, i, "out of memory queueing the instance",
+                                SS_SERVING_SYSTEM_ERROR);
             continue;
         }
         w->queue[(w->q_head + w->q_len) % w->q_cap] = (task){rs, i};
@@ -1322,7 +1426,8 @@ static void drain_inbox(ss_worker *w)
         w->stopping = true;
         w->is_ready = false;
         ss_serving_withdraw(w->entry, "the server is stopping");
-        fail_everything(w, SS_SERVING_WORKER_UNAVAILABLE, "Servable stopped: the server is shutting down");
+        fail_everything(w, SS_SERVING_WORKER_UNAVAILABLE,
+                        "Servable stopped: the server is shutting down");
         set_status(w);
     }
     for (inbox_item *it = items; it;) {
@@ -1348,17 +1453,18 @@ static void drain_inbox(ss_worker *w)
 }
 
 /* The front ends' way in (through the registry): queue the request and ring the loop. */
-static void worker_submit(void *ctx, ss_predict_request *req, size_t method, ss_predict_reply *reply,
-                          ss_predict_done done, void *done_ctx)
+static void worker_submit(void *ctx, ss_predict_request *req, size_t method,
+                          ss_predict_reply *reply, ss_predict_done done, void *done_ctx)
 {
     ss_worker *w = ctx;
     const ss_method_config *mc = &w->cfg.methods[method < (size_t)w->cfg.n_methods ? method : 0];
     if (atomic_fetch_add(&w->n_requests, 1) >= (size_t)w->opt.max_enqueued) {
         atomic_fetch_sub(&w->n_requests, 1);
         ss_predict_reply_free(reply);
-        done(done_ctx, ss_predict_reply_error(SS_SERVING_FAILED,
-                                              "Serving Error: enqueued requests count exceeds the limit %d",
-                                              w->opt.max_enqueued));
+        done(done_ctx,
+             ss_predict_reply_error(SS_SERVING_FAILED,
+                                    "Serving Error: enqueued requests count exceeds the limit %d",
+                                    w->opt.max_enqueued));
         return;
     }
     req_state *rs = calloc(1, sizeof *rs);
@@ -1369,9 +1475,15 @@ static void worker_submit(void *ctx, ss_predict_request *req, size_t method, ss_
         return;
     }
     size_t failed = 0;
-    for (size_t i = 0; i < reply->error_count && i < req->count; i++) failed += reply->errors[i].code != 0;
-    *rs = (req_state){.req = req, .done = done, .done_ctx = done_ctx, .reply = reply,
-                      .remaining = req->count - failed, .method = mc, .t0_ns = ss_now_ns(),
+    for (size_t i = 0; i < reply->error_count && i < req->count; i++)
+        failed += reply->errors[i].code != 0;
+    *rs = (req_state){.req = req,
+                      .done = done,
+                      .done_ctx = done_ctx,
+                      .reply = reply,
+                      .remaining = req->count - failed,
+                      .method = mc,
+                      .t0_ns = ss_now_ns(),
                       .worst = failed ? SS_SERVING_INVALID_INPUTS : 0};
     ss_metric_add(w->m_inflight, 1);
     if (!rs->remaining) { /* every instance failed the checks: nothing for the agents */
@@ -1381,8 +1493,10 @@ static void worker_submit(void *ctx, ss_predict_request *req, size_t method, ss_
     pthread_mutex_lock(&w->mu);
     bool stopped = w->stop; /* the loop takes no more requests: answer here */
     if (!stopped) {
-        if (w->in_tail) w->in_tail->next = rs;
-        else w->in_head = rs;
+        if (w->in_tail)
+            w->in_tail->next = rs;
+        else
+            w->in_head = rs;
         w->in_tail = rs;
         ring(w);
     }
@@ -1402,7 +1516,8 @@ static void worker_submit(void *ctx, ss_predict_request *req, size_t method, ss_
 static void close_dead(ss_worker *w)
 {
     if (w->n_bulk) return; /* the bulk sender may still hold one of them */
-    for (size_t i = 0; i < w->n_dead; i++) ss_link_close(w->dead_conns[i]);
+    for (size_t i = 0; i < w->n_dead; i++)
+        ss_link_close(w->dead_conns[i]);
     w->n_dead = 0;
 }
 
@@ -1428,9 +1543,12 @@ static void say_goodbye(ss_worker *w)
 
 static void handle_event(ss_worker *w, uint32_t tag)
 {
-    if (tag == TAG_EVENT) drain_inbox(w);
-    else if (tag == TAG_LISTENER) on_accept(w);
-    else if (tag - TAG_RANK0 < (uint32_t)w->cfg.rank_size) on_agent_readable(w, (int)(tag - TAG_RANK0));
+    if (tag == TAG_EVENT)
+        drain_inbox(w);
+    else if (tag == TAG_LISTENER)
+        on_accept(w);
+    else if (tag - TAG_RANK0 < (uint32_t)w->cfg.rank_size)
+        on_agent_readable(w, (int)(tag - TAG_RANK0));
 }
 
 static void *loop_main(void *arg)
@@ -1457,7 +1575,8 @@ static void *loop_main(void *arg)
             SS_ERROR("servable %s: epoll_wait: %s", w->cfg.name, strerror(errno));
             break;
         }
-        for (int i = 0; i < n; i++) handle_event(w, evs[i].data.u32);
+        for (int i = 0; i < n; i++)
+            handle_event(w, evs[i].data.u32);
         take_back_bulk(w);
         now = ss_now_ns();
         if (!w->stopping && now >= w->next_hb_ns) heartbeat_tick(w, now);
@@ -1466,7 +1585,8 @@ static void *loop_main(void *arg)
         close_dead(w);
         reap_handshakes(w, false);
     }
-    for (int r = 0; r < w->cfg.rank_size; r++) drop_conn(w, r);
+    for (int r = 0; r < w->cfg.rank_size; r++)
+        drop_conn(w, r);
     pthread_mutex_lock(&w->mu);
     w->loop_done = true;
     pthread_cond_broadcast(&w->cv);
@@ -1478,7 +1598,8 @@ static void *loop_main(void *arg)
 
 /* Requests the registry answered itself (unknown names are not used as label values: unbounded
  * cardinality). */
-static void count_rejected(void *ctx, const char *servable, uint64_t version, const char *method, int64_t code)
+static void count_rejected(void *ctx, const char *servable, uint64_t version, const char *method,
+                           int64_t code)
 {
     pthread_once(&fam_once, fam_init);
     char vs[24] = "";
@@ -1500,7 +1621,10 @@ ss_worker_set *ss_worker_set_new(void)
     return s;
 }
 
-ss_predict_handler ss_worker_set_handler(ss_worker_set *set) { return ss_serving_handler(set->serving); }
+ss_predict_handler ss_worker_set_handler(ss_worker_set *set)
+{
+    return ss_serving_handler(set->serving);
+}
 
 bool ss_worker_set_ready(void *ctx)
 {
@@ -1508,7 +1632,10 @@ bool ss_worker_set_ready(void *ctx)
     return ss_serving_ready(set->serving);
 }
 
-const char *ss_worker_address(const ss_worker *w) { return w->address; }
+const char *ss_worker_address(const ss_worker *w)
+{
+    return w->address;
+}
 
 static void worker_free(ss_worker *w)
 {
@@ -1523,7 +1650,8 @@ static void worker_free(ss_worker *w)
             copy_specs(&w->agents[r].inputs, &w->agents[r].n_inputs, NULL, 0);
             copy_specs(&w->agents[r].outputs, &w->agents[r].n_outputs, NULL, 0);
         }
-    for (size_t i = 0; i < w->n_dead; i++) ss_link_close(w->dead_conns[i]);
+    for (size_t i = 0; i < w->n_dead; i++)
+        ss_link_close(w->dead_conns[i]);
     free(w->dead_conns);
     free(w->agents);
     free(w->queue);
@@ -1542,12 +1670,14 @@ static ss_status *worker_open(ss_worker *w, const ss_worker_options *opt)
 {
     ss_status *st = ss_servable_config_load(opt->servable_dir, opt->servable, &w->cfg);
     if (!st) st = ss_rank_table_load(opt->rank_table, &w->table);
-    if (!st) st = ss_rank_table_check(&w->table, w->cfg.rank_size, w->cfg.stage_size, opt->rank_table);
+    if (!st)
+        st = ss_rank_table_check(&w->table, w->cfg.rank_size, w->cfg.stage_size, opt->rank_table);
     if (st) return st;
     w->agents = calloc((size_t)w->cfg.rank_size, sizeof *w->agents);
     w->meta = meta_json(w);
     if (!w->agents || !w->meta) return ss_errf(SS_ERR_NOMEM, "out of memory");
-    if ((w->epfd = epoll_create1(EPOLL_CLOEXEC)) < 0 || (w->evfd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC)) < 0)
+    if ((w->epfd = epoll_create1(EPOLL_CLOEXEC)) < 0 ||
+        (w->evfd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC)) < 0)
         return ss_errf(SS_ERR_IO, "epoll/eventfd: %s", strerror(errno));
     ss_link_options_default(&w->link_opt);
     w->link_opt.secret = opt->secret;
@@ -1560,8 +1690,8 @@ static ss_status *worker_open(ss_worker *w, const ss_worker_options *opt)
     if (epoll_ctl(w->epfd, EPOLL_CTL_ADD, w->evfd, &ev) != 0 ||
         epoll_ctl(w->epfd, EPOLL_CTL_ADD, ss_link_listener_fd(w->listener), &lev) != 0)
         return ss_errf(SS_ERR_IO, "epoll_ctl: %s", strerror(errno));
-    return ss_serving_add(w->set->serving, w->cfg.name, w->version, (ss_serving_backend){w, worker_submit},
-                          &w->entry);
+    return ss_serving_add(w->set->serving, w->cfg.name, w->version,
+                          (ss_serving_backend){w, worker_submit}, &w->entry);
 }
 
 static void worker_options_defaults(ss_worker_options *o)
@@ -1610,7 +1740,8 @@ ss_status *ss_worker_set_add(ss_worker_set *set, const ss_worker_options *opt, s
         if (rc != 0) {
             st = ss_errf(SS_ERR_INTERNAL, "cannot start the bulk sender thread: %s", strerror(rc));
         } else if ((rc = pthread_create(&w->loop_tid, NULL, loop_main, w)) != 0) {
-            st = ss_errf(SS_ERR_INTERNAL, "cannot start the worker's loop thread: %s", strerror(rc));
+            st =
+                ss_errf(SS_ERR_INTERNAL, "cannot start the worker's loop thread: %s", strerror(rc));
             pthread_mutex_lock(&w->mu);
             w->stop = true;
             pthread_cond_broadcast(&w->cv);
@@ -1647,20 +1778,24 @@ ss_status *ss_worker_wait_ready(ss_worker *w)
     }
     ss_status *st = NULL;
     if (w->fatal)
-        st = ss_errf(SS_ERR_INVALID, "servable %s: the agents do not fit together: %s", w->cfg.name, w->fatal->msg);
+        st = ss_errf(SS_ERR_INVALID, "servable %s: the agents do not fit together: %s", w->cfg.name,
+                     w->fatal->msg);
     else if (!w->ready)
-        st = ss_errf(SS_ERR_TIMEOUT,
-                     "Failed to wait for ready of all agents, current agents count: %d, rank size: %d "
-                     "(servable %s; missing ranks: %s; waited %d s)",
-                     w->alive_count, w->cfg.rank_size, w->cfg.name, w->missing, w->opt.wait_agents_s);
+        st = ss_errf(
+            SS_ERR_TIMEOUT,
+            "Failed to wait for ready of all agents, current agents count: %d, rank size: %d "
+            "(servable %s; missing ranks: %s; waited %d s)",
+            w->alive_count, w->cfg.rank_size, w->cfg.name, w->missing, w->opt.wait_agents_s);
     pthread_mutex_unlock(&w->mu);
     return st;
 }
 
 static void worker_stop(ss_worker *w)
 {
-    ss_metrics_remove_collector(ss_metrics_global(), collect, w); /* returns once collect() is not running */
-    for (int r = 0; r < w->cfg.rank_size; r++) ss_metric_set(rank_series(w, fam.rank_up, r), 0);
+    ss_metrics_remove_collector(ss_metrics_global(), collect,
+                                w); /* returns once collect() is not running */
+    for (int r = 0; r < w->cfg.rank_size; r++)
+        ss_metric_set(rank_series(w, fam.rank_up, r), 0);
     pthread_mutex_lock(&w->mu);
     w->stop = true;
     ring(w);

@@ -69,14 +69,17 @@ static bool wait_ready(path_case *p, int ms)
 static ss_status *run_path(void *ctx)
 {
     path_case *p = ctx;
-    if (!wait_ready(p, 5000)) return ss_errf(SS_ERR_UNAVAILABLE, "not ready: the agent did not come back");
+    if (!wait_ready(p, 5000))
+        return ss_errf(SS_ERR_UNAVAILABLE, "not ready: the agent did not come back");
     ss_predict_request *req = ss_predict_request_new("neg", "predict", 0);
     ss_serving_instance *inst = req ? ss_predict_request_add_instance(req) : NULL;
     ss_tensor x = {0};
     int64_t dims[1] = {N};
-    ss_status *st = inst ? ss_tensor_alloc(&x, SS_DT_FLOAT32, 1, dims) : ss_errf(SS_ERR_NOMEM, "request");
+    ss_status *st =
+        inst ? ss_tensor_alloc(&x, SS_DT_FLOAT32, 1, dims) : ss_errf(SS_ERR_NOMEM, "request");
     if (!st) {
-        for (int i = 0; i < N; i++) ((float *)x.data)[i] = (float)i + 1;
+        for (int i = 0; i < N; i++)
+            ((float *)x.data)[i] = (float)i + 1;
         st = ss_serving_instance_put(inst, "x", &x, false);
     }
     if (st) {
@@ -102,9 +105,11 @@ static ss_status *run_path(void *ctx)
     ss_predict_request_free(req);
     ss_predict_reply *r = p->reply;
     if (r && r->error_count == 0) return NULL; /* verify() checks the values */
-    const char *msg = !r ? "Predict failed (no reply: out of memory)"
-                      : r->errors[0].message ? r->errors[0].message : "Predict failed";
-    st = strstr(msg, "out of memory") ? ss_errf(SS_ERR_NOMEM, "%s", msg) : ss_errf(SS_ERR_UNAVAILABLE, "%s", msg);
+    const char *msg = !r                     ? "Predict failed (no reply: out of memory)"
+                      : r->errors[0].message ? r->errors[0].message
+                                             : "Predict failed";
+    st = strstr(msg, "out of memory") ? ss_errf(SS_ERR_NOMEM, "%s", msg)
+                                      : ss_errf(SS_ERR_UNAVAILABLE, "%s", msg);
     ss_predict_reply_free(r);
     p->reply = NULL;
     return st;
@@ -115,9 +120,11 @@ static bool verify_path(void *ctx)
     path_case *p = ctx;
     ss_predict_reply *r = p->reply;
     p->reply = NULL;
-    const ss_serving_item *y = r && r->count == 1 ? ss_serving_instance_find(&r->instances[0], "y") : NULL;
+    const ss_serving_item *y =
+        r && r->count == 1 ? ss_serving_instance_find(&r->instances[0], "y") : NULL;
     bool ok = y && y->tensor.dtype == SS_DT_FLOAT32 && ss_tensor_numel(&y->tensor) == N;
-    for (int i = 0; ok && i < N; i++) ok = ((const float *)y->tensor.data)[i] == -((float)i + 1);
+    for (int i = 0; ok && i < N; i++)
+        ok = ((const float *)y->tensor.data)[i] == -((float)i + 1);
     ss_predict_reply_free(r);
     return ok;
 }
@@ -132,8 +139,11 @@ static void predict_path(void)
     pthread_mutex_init(&p.mu, NULL);
     pthread_cond_init(&p.cv, NULL);
     ss_worker *w = NULL;
-    ss_worker_options opt = {.servable_dir = dir, .servable = "neg", .rank_table = table,
-                             .distributed_address = "127.0.0.1:0", .request_timeout_ms = 10000,
+    ss_worker_options opt = {.servable_dir = dir,
+                             .servable = "neg",
+                             .rank_table = table,
+                             .distributed_address = "127.0.0.1:0",
+                             .request_timeout_ms = 10000,
                              .heartbeat_timeout_ms = 60000};
     CHECK_OK(ss_worker_set_add(p.set, &opt, &w));
     if (!w) return;
@@ -143,14 +153,16 @@ static void predict_path(void)
     CHECK_OK(ss_worker_wait_ready(w));
     CHECK_OK(run_path(&p));
     CHECK(verify_path(&p));
-    allocfail_case c = {.name = "predict through the registry, the worker's loop and the link",
-                        .ctx = &p,
-                        .run = run_path,
-                        .verify = verify_path,
-                        .error_needle = "not ready|worker unavailable|Servable stopped|Predict failed|agent did not",
-                        .skip_live_check = true,
-                        .transient_only = true,
-                        .max_runs = 2000};
+    allocfail_case c = {
+        .name = "predict through the registry, the worker's loop and the link",
+        .ctx = &p,
+        .run = run_path,
+        .verify = verify_path,
+        .error_needle =
+            "not ready|worker unavailable|Servable stopped|Predict failed|agent did not",
+        .skip_live_check = true,
+        .transient_only = true,
+        .max_runs = 2000};
     long allocs = 0;
     CHECK(allocfail_loop(&c, &allocs) == 0);
     CHECK_MSG(allocs > 10, "the clean run made %ld allocations", allocs);
@@ -171,7 +183,8 @@ int main(int argc, char **argv)
 {
     test_argc = argc;
     test_argv = argv;
-    if (argc == 4 && !strcmp(test_argv[1], "--fake-agent")) return fake_agent_main(test_argv[2], test_argv[3]);
+    if (argc == 4 && !strcmp(test_argv[1], "--fake-agent"))
+        return fake_agent_main(test_argv[2], test_argv[3]);
     signal(SIGPIPE, SIG_IGN);
     return run_tests(cases_, 1) ? 1 : 0;
 }

@@ -32,8 +32,16 @@ static ss_status *fake_agent_session(const char *mode, const char *address)
     if (st) return st;
     ss_link_spec in = {.name = "x", .dtype = SS_DT_FLOAT32, .ndim = 1, .dims = {FAKE_AGENT_N}};
     ss_link_spec out = {.name = "y", .dtype = SS_DT_FLOAT32, .ndim = 1, .dims = {FAKE_AGENT_N}};
-    ss_link_msg reg = {.type = SS_LINK_REGISTER, .rank_size = 1, .stage_size = 1, .pid = getpid(), .batch_size = 1,
-                       .inputs = &in, .n_inputs = 1, .outputs = &out, .n_outputs = 1, .address = "fake agent"};
+    ss_link_msg reg = {.type = SS_LINK_REGISTER,
+                       .rank_size = 1,
+                       .stage_size = 1,
+                       .pid = getpid(),
+                       .batch_size = 1,
+                       .inputs = &in,
+                       .n_inputs = 1,
+                       .outputs = &out,
+                       .n_outputs = 1,
+                       .address = "fake agent"};
     st = ss_link_send(c, &reg, NULL, 0);
     bool mute = !strcmp(mode, "mute"), silent = !strcmp(mode, "silent");
     while (!st) {
@@ -51,10 +59,12 @@ static ss_status *fake_agent_session(const char *mode, const char *address)
             st = ss_link_send(c, &ack, NULL, 0);
         } else if (m.type == SS_LINK_PREDICT && m.n_tensors == 1 && !mute && !silent) {
             ss_tensor *x = &m.tensors[0];
-            for (int64_t i = 0; i < ss_tensor_numel(x); i++) ((float *)x->data)[i] = -((float *)x->data)[i];
+            for (int64_t i = 0; i < ss_tensor_numel(x); i++)
+                ((float *)x->data)[i] = -((float *)x->data)[i];
             const ss_tensor *outs[1] = {x};
             char *names[1] = {"y"};
-            ss_link_msg res = {.type = SS_LINK_RESULT, .request_id = m.request_id, .tensor_names = names};
+            ss_link_msg res = {
+                .type = SS_LINK_RESULT, .request_id = m.request_id, .tensor_names = names};
             st = ss_link_send(c, &res, outs, m.return_result ? 1 : 0);
         }
         ss_link_msg_free(&m);
@@ -102,7 +112,8 @@ static void fake_agent_servable(const char *dir, const char *name, char *table, 
     snprintf(table, cap, "%s/rank_table.json", dir);
     f = fopen(table, "w");
     if (f) {
-        fputs("{\"version\": \"1.0\", \"server_count\": \"1\", \"status\": \"completed\", \"server_list\": "
+        fputs("{\"version\": \"1.0\", \"server_count\": \"1\", \"status\": \"completed\", "
+              "\"server_list\": "
               "[{\"server_id\": \"127.0.0.1\", \"device\": [{\"device_id\": \"0\", \"device_ip\": "
               "\"192.1.27.6\", \"rank_id\": \"0\"}], \"host_nic_ip\": \"reserve\"}]}",
               f);

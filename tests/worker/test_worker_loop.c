@@ -58,7 +58,8 @@ static pending *submit(ss_worker_set *set, answers *a, int slot)
     ss_tensor x;
     int64_t dims[1] = {FAKE_AGENT_N};
     CHECK_OK(ss_tensor_alloc(&x, SS_DT_FLOAT32, 1, dims));
-    for (int i = 0; i < FAKE_AGENT_N; i++) ((float *)x.data)[i] = (float)(slot + i);
+    for (int i = 0; i < FAKE_AGENT_N; i++)
+        ((float *)x.data)[i] = (float)(slot + i);
     CHECK_OK(ss_serving_instance_put(ss_predict_request_add_instance(p->req), "x", &x, false));
     ss_predict_handler h = ss_worker_set_handler(set);
     h.predict(h.ctx, p->req, on_done, p);
@@ -196,9 +197,12 @@ static void a_dead_agent_is_replaced(void)
 static void the_queue_limit_refuses_more(void)
 {
     rig r;
-    rig_start(&r, "silent", (ss_worker_options){.max_enqueued = 2, .request_timeout_ms = 60000, .wait_agents_s = 30});
+    rig_start(
+        &r, "silent",
+        (ss_worker_options){.max_enqueued = 2, .request_timeout_ms = 60000, .wait_agents_s = 30});
     pending *ps[3];
-    for (int i = 0; i < 3; i++) ps[i] = submit(r.set, &r.a, i);
+    for (int i = 0; i < 3; i++)
+        ps[i] = submit(r.set, &r.a, i);
     CHECK(wait_answers(&r.a, 1, 1000)); /* only the third, at once */
     CHECK(r.a.code[2] == SS_SERVING_FAILED);
     CHECK_MSG(strstr(r.a.msg[2], "enqueued requests count exceeds the limit 2"), "%s", r.a.msg[2]);
@@ -208,8 +212,9 @@ static void the_queue_limit_refuses_more(void)
     CHECK_MSG((ss_now_ns() - t0) / 1000000 < 10000, "stop took %llu ms",
               (unsigned long long)((ss_now_ns() - t0) / 1000000));
     for (int i = 0; i < 2; i++)
-        CHECK_MSG(strstr(r.a.msg[i], "shutting down") && r.a.code[i] == SS_SERVING_WORKER_UNAVAILABLE, "%s",
-                  r.a.msg[i]);
+        CHECK_MSG(strstr(r.a.msg[i], "shutting down") &&
+                      r.a.code[i] == SS_SERVING_WORKER_UNAVAILABLE,
+                  "%s", r.a.msg[i]);
     free_pending(ps, 3);
 }
 
@@ -224,7 +229,8 @@ int main(int argc, char **argv)
 {
     test_argc = argc;
     test_argv = argv;
-    if (argc == 4 && !strcmp(test_argv[1], "--fake-agent")) return fake_agent_main(test_argv[2], test_argv[3]);
+    if (argc == 4 && !strcmp(test_argv[1], "--fake-agent"))
+        return fake_agent_main(test_argv[2], test_argv[3]);
     signal(SIGPIPE, SIG_IGN);
     return run_tests(cases_, (int)(sizeof cases_ / sizeof *cases_)) ? 1 : 0;
 }

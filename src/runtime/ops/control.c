@@ -15,8 +15,8 @@
 #include <string.h>
 
 typedef struct {
-    ss_session *branch[2];    /* [0] else_branch, [1] then_branch */
-    int taken;                /* branch decided at plan time, or -1 */
+    ss_session *branch[2]; /* [0] else_branch, [1] then_branch */
+    int taken;             /* branch decided at plan time, or -1 */
     int n_outer;
     ss_tensor *outer; /* the branches' inputs: refreshed from k->in on every run */
 } if_plan;
@@ -51,7 +51,8 @@ static ss_status *set_outputs(ss_kctx *k, const if_plan *p)
         ss_status *st = branch_output(k, p, first, j, &a);
         if (!st && p->taken < 0) st = branch_output(k, p, 0, j, &b);
         if (st) return st;
-        if (p->taken < 0 && (a.dtype != b.dtype || !ss_shape_equal(a.ndim, a.dims, b.ndim, b.dims))) {
+        if (p->taken < 0 &&
+            (a.dtype != b.dtype || !ss_shape_equal(a.ndim, a.dims, b.ndim, b.dims))) {
             char sa[128], sb[128];
             return ss_op_err(k, SS_ERR_UNSUPPORTED,
                              "output %d is %s %s from then_branch but %s %s from else_branch: a "
@@ -80,7 +81,8 @@ static ss_status *if_infer(ss_kctx *k)
     int n_outer = k->n_in - 1;
     if (outer.n != n_outer) {
         ss_name_list_free(&outer);
-        return ss_op_err(k, SS_ERR_INTERNAL, "%d outer names but %d implicit inputs", outer.n, n_outer);
+        return ss_op_err(k, SS_ERR_INTERNAL, "%d outer names but %d implicit inputs", outer.n,
+                         n_outer);
     }
     if_plan *p = ss_op_state_alloc(k, sizeof *p + sizeof(ss_tensor) * (size_t)(n_outer + 1));
     if (!p) {
@@ -97,9 +99,11 @@ static ss_status *if_infer(ss_kctx *k)
     for (int b = 1; !st && b >= 0; b--) {
         if (p->taken >= 0 && p->taken != b) continue;
         const ss_onnx_attr *a = ss_onnx_attr_find(k->node, branch_attr[b]);
-        if (!a || !a->g) st = ss_op_err(k, SS_ERR_INVALID, "attribute '%s' (a graph) is required",
-                                        branch_attr[b]);
-        else st = ss_subgraph_session(k, a->g, branch_attr[b], &outer, p->outer, &p->branch[b]);
+        if (!a || !a->g)
+            st = ss_op_err(k, SS_ERR_INVALID, "attribute '%s' (a graph) is required",
+                           branch_attr[b]);
+        else
+            st = ss_subgraph_session(k, a->g, branch_attr[b], &outer, p->outer, &p->branch[b]);
     }
     ss_name_list_free(&outer);
     return st ? st : set_outputs(k, p);

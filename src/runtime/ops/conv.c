@@ -5,10 +5,10 @@
  * Every op is planned in a canonical 3-D geometry (lower ranks get leading spatial dims of size
  * 1), so one im2col and one pooling loop serve all ranks. infer resolves auto_pad, pads, strides,
  * dilations and ceil_mode into per-dim begin/end pads and output sizes. A float32 Conv with
- * constant W and B runs on oneDNN when SHARDSERVE_KERNELS allows (conv_try_dnnl). Otherwise it is im2col + one
- * BLAS gemm per (image, group), with the column buffer sized at plan time in k->state; a 1x1
- * convolution with unit strides and no padding skips im2col and multiplies X directly. run never
- * allocates.
+ * constant W and B runs on oneDNN when SHARDSERVE_KERNELS allows (conv_try_dnnl). Otherwise it is
+ * im2col + one BLAS gemm per (image, group), with the column buffer sized at plan time in k->state;
+ * a 1x1 convolution with unit strides and no padding skips im2col and multiplies X directly. run
+ * never allocates.
  */
 #include "common.h"
 #include "onednn.h"
@@ -175,14 +175,21 @@ static void conv_release(void *state)
 static ss_status *conv_try_dnnl(ss_kctx *k, conv_plan *p)
 {
     const ss_tensor *x = k->in[0];
-    const ss_tensor *wv = ss_kctx_value(k, 1), *bv = k->n_in > 2 && k->in[2] ? ss_kctx_value(k, 2) : NULL;
+    const ss_tensor *wv = ss_kctx_value(k, 1),
+                    *bv = k->n_in > 2 && k->in[2] ? ss_kctx_value(k, 2) : NULL;
     if (!wv || !wv->data || (k->n_in > 2 && k->in[2] && (!bv || !bv->data))) return NULL;
     ss_kernels mode = ss_kernels_mode();
     if (!ss_kernels_use_dnnl(mode, x->dtype, p->N * p->g.ovol, p->cg * p->g.kvol, p->M) ||
         (mode == SS_KERNELS_AUTO && p->direct))
         return NULL;
-    ss_dnnl_conv_desc d = {.nsp = p->g.nsp, .N = p->N, .C = p->C, .M = p->M, .group = p->group,
-                           .wei_const = wv->data, .bias_const = bv ? bv->data : NULL, .k = k};
+    ss_dnnl_conv_desc d = {.nsp = p->g.nsp,
+                           .N = p->N,
+                           .C = p->C,
+                           .M = p->M,
+                           .group = p->group,
+                           .wei_const = wv->data,
+                           .bias_const = bv ? bv->data : NULL,
+                           .k = k};
     for (int i = 0; i < 3; i++) {
         d.in[i] = p->g.in[i], d.out[i] = p->g.out[i], d.kernel[i] = p->g.k[i];
         d.stride[i] = p->g.s[i], d.dilation[i] = p->g.d[i];
@@ -569,8 +576,9 @@ typedef struct {
 
 static const char *const maxpool_attrs[] = {
     "auto_pad", "ceil_mode", "dilations", "kernel_shape", "pads", "storage_order", "strides", NULL};
-static const char *const avgpool_attrs[] = {"auto_pad", "ceil_mode", "count_include_pad",
-                                            "dilations", "kernel_shape", "pads", "strides", NULL};
+static const char *const avgpool_attrs[] = {
+    "auto_pad",     "ceil_mode", "count_include_pad", "dilations",
+    "kernel_shape", "pads",      "strides",           NULL};
 
 static ss_status *pool_infer(ss_kctx *k)
 {

@@ -58,7 +58,8 @@ static ss_gemm_variant small_variant(ss_kctx *k, int b_index, int64_t M, int *th
 static ss_status *try_dnnl(ss_kctx *k, ss_dnnl_matmul_desc *d, int b_index, kernel_choice *c)
 {
     int64_t macs = d->src_dims[d->nd - 2] * d->src_dims[d->nd - 1] * d->wei_dims[d->nd - 1];
-    for (int i = 0; i < d->nd - 2; i++) macs *= d->dst_dims[i];
+    for (int i = 0; i < d->nd - 2; i++)
+        macs *= d->dst_dims[i];
     d->threads = ss_dnnl_threads(macs, session_threads(k));
     d->bf16 = k->bf16_weights && d->wei_const && ss_dnnl_bf16_native();
     d->k = k;
@@ -108,7 +109,8 @@ static void matmul_release(void *state)
 static void dense_strides(int nd, const int64_t *dims, int64_t *strides)
 {
     int64_t s = 1;
-    for (int i = nd - 1; i >= 0; i--) strides[i] = s, s *= dims[i];
+    for (int i = nd - 1; i >= 0; i--)
+        strides[i] = s, s *= dims[i];
 }
 
 /* MatMul through oneDNN: 2-D when a folds (one weight matrix), else batched with a's and b's

@@ -173,7 +173,8 @@ static ss_status *split_even(ss_kctx *k, int64_t dim, int n_out, int64_t *sizes)
     if (num && k->opset < 18)
         return ss_op_err(k, SS_ERR_INVALID, "attribute 'num_outputs' needs opset 18");
     if (k->opset >= 18 && !num)
-        return ss_op_err(k, SS_ERR_INVALID, "needs the 'split' input or the 'num_outputs' attribute "
+        return ss_op_err(k, SS_ERR_INVALID,
+                         "needs the 'split' input or the 'num_outputs' attribute "
                          "from opset 18 on");
     if (num && num->i != n_out)
         return ss_op_err(k, SS_ERR_INVALID, "num_outputs is %lld but the node has %d outputs",
@@ -547,11 +548,11 @@ static ss_status *pad_infer(ss_kctx *k)
     if (np != 2 * nd) return ss_op_err(k, SS_ERR_INVALID, "pads has %d values for rank %d", np, nd);
     char mode[32] = "constant";
     ss_onnx_attr_string(k->node, "mode", mode, sizeof mode);
-    int m = strcmp(mode, "constant") == 0  ? 0
-            : strcmp(mode, "reflect") == 0 ? 1
-            : strcmp(mode, "edge") == 0    ? 2
+    int m = strcmp(mode, "constant") == 0                 ? 0
+            : strcmp(mode, "reflect") == 0                ? 1
+            : strcmp(mode, "edge") == 0                   ? 2
             : strcmp(mode, "wrap") == 0 && k->opset >= 19 ? 3
-                                           : -1;
+                                                          : -1;
     if (m < 0) return ss_op_err(k, SS_ERR_UNSUPPORTED, "mode '%s' is not supported", mode);
     int64_t out_dims[SS_MAX_DIMS] = {0}, total = 0;
     for (int i = 0; i < nd; i++) {

@@ -85,7 +85,8 @@ bool ss_kernels_use_dnnl(ss_kernels mode, ss_dtype dt, int64_t M, int64_t K, int
 {
     if (dt != SS_DT_FLOAT32 || M <= 0 || K <= 0 || N <= 0) return false;
     if (mode == SS_KERNELS_ONEDNN) return true;
-    return mode == SS_KERNELS_AUTO && M > 1 && (double)M * (double)K * (double)N >= AUTO_DNNL_MIN_MACS;
+    return mode == SS_KERNELS_AUTO && M > 1 &&
+           (double)M * (double)K * (double)N >= AUTO_DNNL_MIN_MACS;
 }
 
 int ss_dnnl_threads(int64_t macs, int threads)
@@ -124,30 +125,41 @@ static dnnl_engine_t get_engine(void)
 const char *ss_dnnl_isa_name(void)
 {
     switch (dnnl_get_effective_cpu_isa()) {
-    case dnnl_cpu_isa_sse41: return "sse41";
-    case dnnl_cpu_isa_avx: return "avx";
-    case dnnl_cpu_isa_avx2: return "avx2";
-    case dnnl_cpu_isa_avx2_vnni: return "avx2_vnni";
-    case dnnl_cpu_isa_avx512_core: return "avx512_core";
-    case dnnl_cpu_isa_avx512_core_vnni: return "avx512_core_vnni";
-    case dnnl_cpu_isa_avx512_core_bf16: return "avx512_core_bf16";
-    case dnnl_cpu_isa_avx512_core_amx: return "avx512_core_amx";
-    default: return "other";
+    case dnnl_cpu_isa_sse41:
+        return "sse41";
+    case dnnl_cpu_isa_avx:
+        return "avx";
+    case dnnl_cpu_isa_avx2:
+        return "avx2";
+    case dnnl_cpu_isa_avx2_vnni:
+        return "avx2_vnni";
+    case dnnl_cpu_isa_avx512_core:
+        return "avx512_core";
+    case dnnl_cpu_isa_avx512_core_vnni:
+        return "avx512_core_vnni";
+    case dnnl_cpu_isa_avx512_core_bf16:
+        return "avx512_core_bf16";
+    case dnnl_cpu_isa_avx512_core_amx:
+        return "avx512_core_amx";
+    default:
+        return "other";
     }
 }
 
 bool ss_dnnl_bf16_native(void)
 {
     unsigned isa = (unsigned)dnnl_get_effective_cpu_isa();
-    return (isa & (unsigned)dnnl_cpu_isa_avx512_core_bf16) == (unsigned)dnnl_cpu_isa_avx512_core_bf16;
+    return (isa & (unsigned)dnnl_cpu_isa_avx512_core_bf16) ==
+           (unsigned)dnnl_cpu_isa_avx512_core_bf16;
 }
 
 /* ------------------------------------------------------------------ helpers */
 
 static ss_status *dnnl_err(dnnl_status_t s, const char *what)
 {
-    ss_code code = s == dnnl_unimplemented ? SS_ERR_UNSUPPORTED
-                   : s == dnnl_out_of_memory ? SS_ERR_NOMEM : SS_ERR_INTERNAL;
+    ss_code code = s == dnnl_unimplemented   ? SS_ERR_UNSUPPORTED
+                   : s == dnnl_out_of_memory ? SS_ERR_NOMEM
+                                             : SS_ERR_INTERNAL;
     return ss_errf(code, "oneDNN %s failed (status %d)", what, (int)s);
 }
 
@@ -165,16 +177,19 @@ static dnnl_status_t plain_md(dnnl_memory_desc_t *md, int nd, const int64_t *dim
                               const int64_t *strides, dnnl_data_type_t dt)
 {
     dnnl_dims_t d, s;
-    for (int i = 0; i < nd; i++) d[i] = dims[i];
+    for (int i = 0; i < nd; i++)
+        d[i] = dims[i];
     if (strides) {
-        for (int i = 0; i < nd; i++) s[i] = strides[i];
+        for (int i = 0; i < nd; i++)
+            s[i] = strides[i];
         return dnnl_memory_desc_init_by_strides(md, nd, d, dt, s);
     }
-    static const dnnl_format_tag_t tags[] = {dnnl_format_tag_undef, dnnl_a, dnnl_ab, dnnl_abc,
-                                             dnnl_abcd, dnnl_abcde, dnnl_abcdef};
+    static const dnnl_format_tag_t tags[] = {
+        dnnl_format_tag_undef, dnnl_a, dnnl_ab, dnnl_abc, dnnl_abcd, dnnl_abcde, dnnl_abcdef};
     if (nd <= 6) return dnnl_memory_desc_init_by_tag(md, nd, d, dt, tags[nd]);
     int64_t st = 1; /* dense row-major beyond 6 dims */
-    for (int i = nd - 1; i >= 0; i--) s[i] = st, st *= dims[i];
+    for (int i = nd - 1; i >= 0; i--)
+        s[i] = st, st *= dims[i];
     return dnnl_memory_desc_init_by_strides(md, nd, d, dt, s);
 }
 
@@ -273,11 +288,13 @@ static ss_status *pack_weights(ss_dnnl_matmul *m, const ss_dnnl_matmul_desc *d,
         m->owns_weights = true;
     }
     return dnnl_memory_create(&m->wei, want, engine, handle) == dnnl_success
-               ? NULL : ss_errf(SS_ERR_NOMEM, "oneDNN memory");
+               ? NULL
+               : ss_errf(SS_ERR_NOMEM, "oneDNN memory");
 }
 
 /* A constant bias: one scaled dense copy (its bytes are the model's, beta applies). */
-static ss_status *copy_bias(ss_dnnl_matmul *m, const ss_dnnl_matmul_desc *d, const dnnl_memory_desc_t *md)
+static ss_status *copy_bias(ss_dnnl_matmul *m, const ss_dnnl_matmul_desc *d,
+                            const dnnl_memory_desc_t *md)
 {
     size_t n = dnnl_memory_desc_get_size(md) / sizeof(float);
     m->bias_packed = aligned_alloc(ALIGN, round_up(n * sizeof(float) + 1));
@@ -286,7 +303,8 @@ static ss_status *copy_bias(ss_dnnl_matmul *m, const ss_dnnl_matmul_desc *d, con
         ((float *)m->bias_packed)[i] = d->bias_scale * d->bias_const[i];
     m->bias_const = true;
     return dnnl_memory_create(&m->bias, md, engine, m->bias_packed) == dnnl_success
-               ? NULL : ss_errf(SS_ERR_NOMEM, "oneDNN memory");
+               ? NULL
+               : ss_errf(SS_ERR_NOMEM, "oneDNN memory");
 }
 
 static dnnl_status_t make_reorder(const dnnl_memory_desc_t *from, const dnnl_memory_desc_t *to,
@@ -314,20 +332,23 @@ static ss_status *make_primitive(ss_dnnl_matmul *m, const ss_dnnl_matmul_desc *d
     if (r == dnnl_success) {
         if (d->wei_const) {
             dnnl_dims_t wd;
-            for (int i = 0; i < d->nd; i++) wd[i] = d->wei_dims[i];
+            for (int i = 0; i < d->nd; i++)
+                wd[i] = d->wei_dims[i];
             r = dnnl_memory_desc_init_by_tag(&wei_md, d->nd, wd, in_dt, dnnl_format_tag_any);
         } else {
             r = plain_md(&wei_md, d->nd, d->wei_dims, d->wei_strides, dnnl_f32);
         }
     }
     if (r == dnnl_success) r = plain_md(&dst_md, d->nd, d->dst_dims, NULL, dnnl_f32);
-    if (r == dnnl_success && d->has_bias) r = plain_md(&bias_md, d->nd, d->bias_dims, NULL, dnnl_f32);
+    if (r == dnnl_success && d->has_bias)
+        r = plain_md(&bias_md, d->nd, d->bias_dims, NULL, dnnl_f32);
     dnnl_matmul_desc_t md;
     if (r == dnnl_success)
         r = dnnl_matmul_desc_init(&md, &src_md, &wei_md, d->has_bias ? &bias_md : NULL, &dst_md);
     dnnl_primitive_attr_t attr = NULL;
     if (r == dnnl_success) r = dnnl_primitive_attr_create(&attr);
-    if (r == dnnl_success) r = dnnl_primitive_attr_set_scratchpad_mode(attr, dnnl_scratchpad_mode_user);
+    if (r == dnnl_success)
+        r = dnnl_primitive_attr_set_scratchpad_mode(attr, dnnl_scratchpad_mode_user);
     set_threads(d->threads);
     if (r == dnnl_success) r = dnnl_primitive_desc_create(pd_out, &md, attr, engine, NULL);
     if (attr) dnnl_primitive_attr_destroy(attr);
@@ -341,7 +362,8 @@ static ss_status *make_primitive(ss_dnnl_matmul *m, const ss_dnnl_matmul_desc *d
     if (!st && d->has_bias)
         st = d->bias_const ? copy_bias(m, d, &bias_md)
              : dnnl_memory_create(&m->bias, &bias_md, engine, DNNL_MEMORY_NONE) == dnnl_success
-                 ? NULL : ss_errf(SS_ERR_NOMEM, "oneDNN memory");
+                 ? NULL
+                 : ss_errf(SS_ERR_NOMEM, "oneDNN memory");
     return st;
 }
 
@@ -362,10 +384,12 @@ ss_status *ss_dnnl_matmul_create(const ss_dnnl_matmul_desc *d, ss_dnnl_matmul **
     if (!st && d->wei_const) {
         dnnl_memory_desc_t user_md;
         plain_md(&user_md, d->nd, d->wei_dims, d->wei_strides, dnnl_f32);
-        st = pack_weights(m, d, &user_md, dnnl_primitive_desc_query_md(pd, dnnl_query_weights_md, 0));
+        st = pack_weights(m, d, &user_md,
+                          dnnl_primitive_desc_query_md(pd, dnnl_query_weights_md, 0));
     }
     if (!st) {
-        const dnnl_memory_desc_t *sp = dnnl_primitive_desc_query_md(pd, dnnl_query_scratchpad_md, 0);
+        const dnnl_memory_desc_t *sp =
+            dnnl_primitive_desc_query_md(pd, dnnl_query_scratchpad_md, 0);
         m->prim_scratch = sp ? round_up(dnnl_memory_desc_get_size(sp)) : 0;
         if (m->prim_scratch &&
             dnnl_memory_create(&m->scratch, sp, engine, DNNL_MEMORY_NONE) != dnnl_success)
@@ -464,10 +488,13 @@ static dnnl_status_t make_reorder(const dnnl_memory_desc_t *from, const dnnl_mem
     dnnl_primitive_attr_t attr = NULL;
     dnnl_primitive_desc_t pd = NULL;
     dnnl_status_t r = dnnl_primitive_attr_create(&attr);
-    if (r == dnnl_success) r = dnnl_primitive_attr_set_scratchpad_mode(attr, dnnl_scratchpad_mode_user);
-    if (r == dnnl_success) r = dnnl_reorder_primitive_desc_create(&pd, from, engine, to, engine, attr);
+    if (r == dnnl_success)
+        r = dnnl_primitive_attr_set_scratchpad_mode(attr, dnnl_scratchpad_mode_user);
+    if (r == dnnl_success)
+        r = dnnl_reorder_primitive_desc_create(&pd, from, engine, to, engine, attr);
     if (r == dnnl_success) {
-        const dnnl_memory_desc_t *sp = dnnl_primitive_desc_query_md(pd, dnnl_query_scratchpad_md, 0);
+        const dnnl_memory_desc_t *sp =
+            dnnl_primitive_desc_query_md(pd, dnnl_query_scratchpad_md, 0);
         if (sp && dnnl_memory_desc_get_size(sp) > 0) r = dnnl_unimplemented;
     }
     if (r == dnnl_success) r = dnnl_primitive_create(out, pd);
@@ -486,7 +513,8 @@ static dnnl_status_t conv_side(const dnnl_memory_desc_t *user, const dnnl_memory
     if (r != dnnl_success || dnnl_memory_desc_equal(user, want)) return r;
     *bytes = round_up(dnnl_memory_desc_get_size(want));
     r = dnnl_memory_create(user_mem, user, engine, DNNL_MEMORY_NONE);
-    if (r == dnnl_success) r = into_prim ? make_reorder(user, want, reorder) : make_reorder(want, user, reorder);
+    if (r == dnnl_success)
+        r = into_prim ? make_reorder(user, want, reorder) : make_reorder(want, user, reorder);
     return r;
 }
 
@@ -504,24 +532,29 @@ static dnnl_status_t conv_pd(const ss_dnnl_conv_desc *d, dnnl_memory_desc_t *x_m
     int wn = d->group > 1 ? nd + 1 : nd, g = d->group > 1;
     if (g) wd[0] = d->group;
     wd[g] = d->M / d->group, wd[g + 1] = d->C / d->group;
-    for (int i = 0; i < d->nsp; i++) wd[g + 2 + i] = d->kernel[off + i];
+    for (int i = 0; i < d->nsp; i++)
+        wd[g + 2 + i] = d->kernel[off + i];
     dnnl_memory_desc_t src_any, dst_any, wei_any, bias_md;
     dnnl_status_t r = plain_md(x_md, nd, xd, NULL, dnnl_f32);
     if (r == dnnl_success) r = plain_md(y_md, nd, yd, NULL, dnnl_f32);
     if (r == dnnl_success) r = plain_md(w_md, wn, wd, NULL, dnnl_f32);
-    if (r == dnnl_success) r = dnnl_memory_desc_init_by_tag(&src_any, nd, xd, dnnl_f32, dnnl_format_tag_any);
-    if (r == dnnl_success) r = dnnl_memory_desc_init_by_tag(&dst_any, nd, yd, dnnl_f32, dnnl_format_tag_any);
-    if (r == dnnl_success) r = dnnl_memory_desc_init_by_tag(&wei_any, wn, wd, dnnl_f32, dnnl_format_tag_any);
+    if (r == dnnl_success)
+        r = dnnl_memory_desc_init_by_tag(&src_any, nd, xd, dnnl_f32, dnnl_format_tag_any);
+    if (r == dnnl_success)
+        r = dnnl_memory_desc_init_by_tag(&dst_any, nd, yd, dnnl_f32, dnnl_format_tag_any);
+    if (r == dnnl_success)
+        r = dnnl_memory_desc_init_by_tag(&wei_any, wn, wd, dnnl_f32, dnnl_format_tag_any);
     dnnl_dims_t bd = {d->M};
     if (r == dnnl_success) r = dnnl_memory_desc_init_by_tag(&bias_md, 1, bd, dnnl_f32, dnnl_a);
     dnnl_convolution_desc_t cd;
     if (r == dnnl_success)
-        r = dnnl_dilated_convolution_forward_desc_init(&cd, dnnl_forward_inference, dnnl_convolution_direct,
-                                                       &src_any, &wei_any, d->bias_const ? &bias_md : NULL,
-                                                       &dst_any, st, dl, pl, pr);
+        r = dnnl_dilated_convolution_forward_desc_init(
+            &cd, dnnl_forward_inference, dnnl_convolution_direct, &src_any, &wei_any,
+            d->bias_const ? &bias_md : NULL, &dst_any, st, dl, pl, pr);
     dnnl_primitive_attr_t attr = NULL;
     if (r == dnnl_success) r = dnnl_primitive_attr_create(&attr);
-    if (r == dnnl_success) r = dnnl_primitive_attr_set_scratchpad_mode(attr, dnnl_scratchpad_mode_user);
+    if (r == dnnl_success)
+        r = dnnl_primitive_attr_set_scratchpad_mode(attr, dnnl_scratchpad_mode_user);
     set_threads(d->threads);
     if (r == dnnl_success) r = dnnl_primitive_desc_create(pd, &cd, attr, engine, NULL);
     if (attr) dnnl_primitive_attr_destroy(attr);
@@ -543,10 +576,12 @@ static ss_status *conv_constants(ss_dnnl_conv *c, const ss_dnnl_conv_desc *d,
     if (!c->bias_copy) return ss_errf(SS_ERR_NOMEM, "out of memory");
     memcpy(c->bias_copy, d->bias_const, (size_t)d->M * sizeof(float));
     return dnnl_memory_create(&c->bias, bmd, engine, c->bias_copy) == dnnl_success
-               ? NULL : ss_errf(SS_ERR_NOMEM, "oneDNN memory");
+               ? NULL
+               : ss_errf(SS_ERR_NOMEM, "oneDNN memory");
 }
 
-ss_status *ss_dnnl_conv_create(const ss_dnnl_conv_desc *d, ss_dnnl_conv **out, size_t *scratch_bytes)
+ss_status *ss_dnnl_conv_create(const ss_dnnl_conv_desc *d, ss_dnnl_conv **out,
+                               size_t *scratch_bytes)
 {
     *out = NULL;
     *scratch_bytes = 0;
@@ -570,9 +605,11 @@ ss_status *ss_dnnl_conv_create(const ss_dnnl_conv_desc *d, ss_dnnl_conv **out, s
     }
     if (!st) st = conv_constants(c, d, &w_md, pd);
     if (!st) {
-        const dnnl_memory_desc_t *sp = dnnl_primitive_desc_query_md(pd, dnnl_query_scratchpad_md, 0);
+        const dnnl_memory_desc_t *sp =
+            dnnl_primitive_desc_query_md(pd, dnnl_query_scratchpad_md, 0);
         c->prim_scratch = sp ? round_up(dnnl_memory_desc_get_size(sp)) : 0;
-        if (c->prim_scratch && dnnl_memory_create(&c->scratch, sp, engine, DNNL_MEMORY_NONE) != dnnl_success)
+        if (c->prim_scratch &&
+            dnnl_memory_create(&c->scratch, sp, engine, DNNL_MEMORY_NONE) != dnnl_success)
             st = ss_errf(SS_ERR_NOMEM, "oneDNN memory");
         const char *impl = NULL;
         dnnl_primitive_desc_query(pd, dnnl_query_impl_info_str, 0, &impl);

@@ -60,14 +60,14 @@ typedef struct {
     int64_t src_dims[SS_DNNL_MAX_DIMS], src_strides[SS_DNNL_MAX_DIMS];
     int64_t wei_dims[SS_DNNL_MAX_DIMS], wei_strides[SS_DNNL_MAX_DIMS];
     int64_t dst_dims[SS_DNNL_MAX_DIMS];
-    const float *wei_const;  /* constant weights: reordered once now, run's wei is ignored */
+    const float *wei_const; /* constant weights: reordered once now, run's wei is ignored */
     bool has_bias;
     int64_t bias_dims[SS_DNNL_MAX_DIMS]; /* dense, each dim dst's or 1 */
-    const float *bias_const; /* constant bias (already scaled): copied now */
-    float bias_scale;        /* for bias_const */
-    bool bf16;               /* bf16 weights and activations, f32 accumulation and output */
+    const float *bias_const;             /* constant bias (already scaled): copied now */
+    float bias_scale;                    /* for bias_const */
+    bool bf16; /* bf16 weights and activations, f32 accumulation and output */
     int threads;
-    ss_kctx *k;              /* packed weights are shared through its session (NULL: owned) */
+    ss_kctx *k; /* packed weights are shared through its session (NULL: owned) */
 } ss_dnnl_matmul_desc;
 
 typedef struct ss_dnnl_matmul ss_dnnl_matmul;
@@ -97,12 +97,13 @@ typedef struct {
     const float *wei_const;  /* required */
     const float *bias_const; /* NULL: no bias */
     int threads;
-    ss_kctx *k;              /* as in ss_dnnl_matmul_desc */
+    ss_kctx *k; /* as in ss_dnnl_matmul_desc */
 } ss_dnnl_conv_desc;
 
 typedef struct ss_dnnl_conv ss_dnnl_conv;
 
-ss_status *ss_dnnl_conv_create(const ss_dnnl_conv_desc *d, ss_dnnl_conv **out, size_t *scratch_bytes);
+ss_status *ss_dnnl_conv_create(const ss_dnnl_conv_desc *d, ss_dnnl_conv **out,
+                               size_t *scratch_bytes);
 ss_status *ss_dnnl_conv_run(ss_dnnl_conv *c, const float *x, float *y, void *scratch);
 const char *ss_dnnl_conv_impl(const ss_dnnl_conv *c);
 void ss_dnnl_conv_free(ss_dnnl_conv *c);

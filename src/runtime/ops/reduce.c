@@ -137,7 +137,9 @@ static ss_status *reduce_infer_common(ss_kctx *k, bool axes_input)
         return ss_op_err(k, SS_ERR_UNSUPPORTED, "input type %s is not supported",
                          ss_dtype_name(x->dtype));
     if (axes_input && ss_onnx_attr_find(k->node, "axes"))
-        return ss_op_err(k, SS_ERR_INVALID, "attribute 'axes' is an input from opset 13 (ReduceSum) or 18 (the other Reduce ops) on");
+        return ss_op_err(k, SS_ERR_INVALID,
+                         "attribute 'axes' is an input from opset 13 (ReduceSum) or 18 (the other "
+                         "Reduce ops) on");
     if (!axes_input && ss_onnx_attr_find(k->node, "noop_with_empty_axes"))
         return ss_op_err(
             k, SS_ERR_UNSUPPORTED,

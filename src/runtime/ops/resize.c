@@ -9,7 +9,8 @@
  * exclude_outside follow the ONNX reference implementation (scale = out/in for sizes, and the
  * "resized length" in align_corners is in * scale). run is separable (outer axes fold input rows,
  * then the last axis reads the folded row) and allocates nothing. Nearest moves elements by size
- * (any dtype); linear and cubic are float32 and float64. Resize-10 and Upsample are asymmetric with floor rounding (ONNX's 10->11 adapter).
+ * (any dtype); linear and cubic are float32 and float64. Resize-10 and Upsample are asymmetric with
+ * floor rounding (ONNX's 10->11 adapter).
  */
 #include "common.h"
 
@@ -33,8 +34,8 @@ typedef struct {
     size_t es;
     int64_t out_dims[SS_MAX_DIMS], in_stride[SS_MAX_DIMS];
     int ntaps[SS_MAX_DIMS];
-    int64_t *src[SS_MAX_DIMS];    /* [out][ntaps] source element offsets (already * stride) */
-    double *w[SS_MAX_DIMS];       /* [out][ntaps] weights */
+    int64_t *src[SS_MAX_DIMS]; /* [out][ntaps] source element offsets (already * stride) */
+    double *w[SS_MAX_DIMS];    /* [out][ntaps] weights */
     unsigned char *outside[SS_MAX_DIMS]; /* [out]: tf_crop_and_resize extrapolates */
     double extrapolation;
     bool interpolate;
@@ -52,10 +53,11 @@ static int pick(const char *v, const char *const *names, int n)
 static ss_status *read_attrs(ss_kctx *k, bool legacy, resize_attrs *a)
 {
     static const char *const modes[] = {"nearest", "linear", "cubic"};
-    static const char *const coords[] = {"half_pixel", "half_pixel_symmetric", "pytorch_half_pixel",
-                                         "align_corners", "asymmetric", "tf_half_pixel_for_nn",
-                                         "tf_crop_and_resize"};
-    static const char *const nearests[] = {"round_prefer_floor", "round_prefer_ceil", "floor", "ceil"};
+    static const char *const coords[] = {
+        "half_pixel", "half_pixel_symmetric", "pytorch_half_pixel", "align_corners",
+        "asymmetric", "tf_half_pixel_for_nn", "tf_crop_and_resize"};
+    static const char *const nearests[] = {"round_prefer_floor", "round_prefer_ceil", "floor",
+                                           "ceil"};
     char buf[64] = "nearest";
     ss_onnx_attr_string(k->node, "mode", buf, sizeof buf);
     if ((a->mode = pick(buf, modes, legacy ? 2 : 3)) < 0)
@@ -83,10 +85,14 @@ static double source_coord(const resize_attrs *a, double x, double scale, int64_
 {
     double out_len = scale * (double)in;
     switch (a->coord) {
-    case C_ALIGN: return out_len == 1 ? 0 : x * (double)(in - 1) / (out_len - 1);
-    case C_ASYM: return x / scale;
-    case C_TF_NN: return (x + 0.5) / scale;
-    case C_PYTORCH: return out_len == 1 ? -0.5 : (x + 0.5) / scale - 0.5;
+    case C_ALIGN:
+        return out_len == 1 ? 0 : x * (double)(in - 1) / (out_len - 1);
+    case C_ASYM:
+        return x / scale;
+    case C_TF_NN:
+        return (x + 0.5) / scale;
+    case C_PYTORCH:
+        return out_len == 1 ? -0.5 : (x + 0.5) / scale - 0.5;
     case C_TF_CROP:
         return (out_len == 1 ? (roi_end - roi_start) * (double)(in - 1) / 2
                              : x * (roi_end - roi_start) * (double)(in - 1) / (out_len - 1)) +
@@ -95,7 +101,8 @@ static double source_coord(const resize_attrs *a, double x, double scale, int64_
         double adjust = floor(out_len) / out_len, center = (double)in / 2;
         return center * (1 - adjust) + (x + 0.5) / scale - 0.5;
     }
-    default: return (x + 0.5) / scale - 0.5;
+    default:
+        return (x + 0.5) / scale - 0.5;
     }
 }
 
@@ -116,10 +123,14 @@ static int taps_for(const resize_attrs *a, double xo, int64_t *first, double *w)
     int64_t x0 = (int64_t)fl;
     if (a->mode == M_NEAREST) {
         bool up;
-        if (whole) up = false, x0 = (int64_t)xo;
-        else if (a->nearest == N_ROUND_FLOOR) up = r > 0.5;
-        else if (a->nearest == N_ROUND_CEIL) up = r >= 0.5;
-        else up = a->nearest == N_CEIL;
+        if (whole)
+            up = false, x0 = (int64_t)xo;
+        else if (a->nearest == N_ROUND_FLOOR)
+            up = r > 0.5;
+        else if (a->nearest == N_ROUND_CEIL)
+            up = r >= 0.5;
+        else
+            up = a->nearest == N_CEIL;
         *first = x0 + up;
         w[0] = 1;
         return 1;
@@ -155,7 +166,8 @@ static ss_status *plan_axis(ss_kctx *k, const resize_attrs *a, resize_plan *p, i
         double xo = (double)o;
         if (!identity) xo = source_coord(a, (double)o, scale, in, roi[0], roi[1]);
         p->outside[d][o] = a->coord == C_TF_CROP && !(xo >= 0 && xo <= (double)(in - 1));
-        if (!identity) { /* far outside, every tap is an edge tap: keep the index arithmetic small */
+        if (!identity) { /* far outside, every tap is an edge tap: keep the index arithmetic small
+                          */
             xo = xo != xo ? 0 : xo < -8 ? -8 : xo > (double)in + 8 ? (double)in + 8 : xo;
             taps_for(a, xo, &first, w);
         }
@@ -185,10 +197,13 @@ static ss_status *plan_floats(ss_kctx *k, int i, const char *what, double *dst, 
     ss_status *st = ss_op_plan_value(k, i, what, &v);
     if (st) return st;
     if (!ss_dtype_is_float(v->dtype) || v->ndim != 1 || ss_tensor_numel(v) > cap)
-        return ss_op_err(k, SS_ERR_INVALID, "input '%s' must be a 1-D float tensor of at most %d "
-                         "values", what, cap);
+        return ss_op_err(k, SS_ERR_INVALID,
+                         "input '%s' must be a 1-D float tensor of at most %d "
+                         "values",
+                         what, cap);
     *n = (int)ss_tensor_numel(v);
-    for (int j = 0; j < *n; j++) dst[j] = ss_op_elem_f64(v, j);
+    for (int j = 0; j < *n; j++)
+        dst[j] = ss_op_elem_f64(v, j);
     return NULL;
 }
 
@@ -200,7 +215,8 @@ static ss_status *output_sizes(ss_kctx *k, bool legacy, const ss_tensor *x, doub
     int64_t axes[SS_MAX_DIMS], sizes[SS_MAX_DIMS];
     double given[SS_MAX_DIMS], roi_in[2 * SS_MAX_DIMS];
     ss_status *st = NULL;
-    for (int d = 0; d < nd; d++) axes[d] = d, scale[d] = 1, out[d] = x->dims[d], roi[d] = 0, roi[nd + d] = 1;
+    for (int d = 0; d < nd; d++)
+        axes[d] = d, scale[d] = 1, out[d] = x->dims[d], roi[d] = 0, roi[nd + d] = 1;
     const int64_t *av;
     int n_axes = ss_onnx_attr_ints(k->node, "axes", &av);
     if (n_axes >= 0) {
@@ -215,7 +231,8 @@ static ss_status *output_sizes(ss_kctx *k, bool legacy, const ss_tensor *x, doub
     if (!strcmp(k->node->op_type, "Upsample") && k->opset < 9) {
         const ss_onnx_attr *sa = ss_onnx_attr_find(k->node, "scales");
         ns = sa ? (int)sa->n_floats : -1;
-        for (int i = 0; i < ns && i < SS_MAX_DIMS; i++) given[i] = sa->floats[i];
+        for (int i = 0; i < ns && i < SS_MAX_DIMS; i++)
+            given[i] = sa->floats[i];
     } else if ((st = plan_floats(k, legacy ? 1 : 2, "scales", given, SS_MAX_DIMS, &ns))) {
         return st;
     }
@@ -224,10 +241,11 @@ static ss_status *output_sizes(ss_kctx *k, bool legacy, const ss_tensor *x, doub
     if ((ns >= 0) == (nz >= 0))
         return ss_op_err(k, SS_ERR_INVALID, "needs exactly one of 'scales' and 'sizes'");
     if ((ns >= 0 ? ns : nz) != na)
-        return ss_op_err(k, SS_ERR_INVALID, "%s has %d values for %d axes", ns >= 0 ? "scales" : "sizes",
-                         ns >= 0 ? ns : nz, na);
+        return ss_op_err(k, SS_ERR_INVALID, "%s has %d values for %d axes",
+                         ns >= 0 ? "scales" : "sizes", ns >= 0 ? ns : nz, na);
     if (nr >= 0 && nr == 2 * na)
-        for (int i = 0; i < na; i++) roi[axes[i]] = roi_in[i], roi[nd + axes[i]] = roi_in[na + i];
+        for (int i = 0; i < na; i++)
+            roi[axes[i]] = roi_in[i], roi[nd + axes[i]] = roi_in[na + i];
     if (ns >= 0) {
         for (int i = 0; i < na; i++) {
             if (!(given[i] > 0)) return ss_op_err(k, SS_ERR_INVALID, "scales must be positive");
@@ -264,7 +282,10 @@ static ss_status *resize_infer(ss_kctx *k)
 {
     bool upsample = !strcmp(k->node->op_type, "Upsample");
     bool legacy = upsample || k->opset < 11;
-    ss_status *st = ss_op_expect_inputs(k, upsample && k->opset < 9 ? 1 : legacy ? 2 : 1,
+    ss_status *st = ss_op_expect_inputs(k,
+                                        upsample && k->opset < 9 ? 1
+                                        : legacy                 ? 2
+                                                                 : 1,
                                         legacy ? 2 : 4);
     resize_attrs a = {0};
     if (!st) st = read_attrs(k, legacy, &a);
@@ -272,8 +293,10 @@ static ss_status *resize_infer(ss_kctx *k)
     const ss_tensor *x = k->in[0];
     if (x->dtype == SS_DT_STRING) return ss_op_err(k, SS_ERR_UNSUPPORTED, "string input");
     if (a.mode != M_NEAREST && x->dtype != SS_DT_FLOAT32 && x->dtype != SS_DT_FLOAT64)
-        return ss_op_err(k, SS_ERR_UNSUPPORTED, "linear and cubic modes need float32 or float64, "
-                         "not %s", ss_dtype_name(x->dtype));
+        return ss_op_err(k, SS_ERR_UNSUPPORTED,
+                         "linear and cubic modes need float32 or float64, "
+                         "not %s",
+                         ss_dtype_name(x->dtype));
     int nd = x->ndim;
     double scale[SS_MAX_DIMS], roi[2 * SS_MAX_DIMS];
     int64_t out[SS_MAX_DIMS];
@@ -285,7 +308,8 @@ static ss_status *resize_infer(ss_kctx *k)
     if (ss_tensor_numel(y) < 0) return ss_op_err(k, SS_ERR_LIMIT, "output too large");
     size_t bytes = sizeof(resize_plan) + sizeof(double) * (size_t)(nd ? x->dims[nd - 1] : 0);
     for (int d = 0; d < nd; d++)
-        bytes += (size_t)out[d] * MAX_TAPS * (sizeof(int64_t) + sizeof(double)) + (size_t)(out[d] + 7) / 8 * 8;
+        bytes += (size_t)out[d] * MAX_TAPS * (sizeof(int64_t) + sizeof(double)) +
+                 (size_t)(out[d] + 7) / 8 * 8;
     resize_plan *p = ss_op_state_alloc(k, bytes);
     if (!p) return ss_op_oom();
     p->nd = nd;
@@ -314,14 +338,17 @@ static ss_status *resize_infer(ss_kctx *k)
     static void resize_##T(const resize_plan *p, const T *x, T *y, int64_t numel)                  \
     {                                                                                              \
         int last = p->nd - 1, outer = 1, n = p->ntaps[last];                                       \
-        for (int d = 0; d < last; d++) outer *= p->ntaps[d];                                       \
-        int64_t in_w = p->in_last, out_w = p->out_dims[last], rows = numel / out_w;               \
+        for (int d = 0; d < last; d++)                                                             \
+            outer *= p->ntaps[d];                                                                  \
+        int64_t in_w = p->in_last, out_w = p->out_dims[last], rows = numel / out_w;                \
         int64_t idx[SS_MAX_DIMS] = {0};                                                            \
         double *restrict row = p->row;                                                             \
         for (int64_t r = 0; r < rows; r++, y += out_w) {                                           \
             bool outside = false;                                                                  \
-            for (int d = 0; d < last; d++) outside |= p->outside[d][idx[d]];                       \
-            for (int64_t i = 0; i < in_w; i++) row[i] = 0;                                         \
+            for (int d = 0; d < last; d++)                                                         \
+                outside |= p->outside[d][idx[d]];                                                  \
+            for (int64_t i = 0; i < in_w; i++)                                                     \
+                row[i] = 0;                                                                        \
             for (int t = 0; !outside && t < outer; t++) {                                          \
                 int64_t off = 0;                                                                   \
                 double w = 1;                                                                      \
@@ -333,16 +360,19 @@ static ss_status *resize_infer(ss_kctx *k)
                 }                                                                                  \
                 if (w == 0) continue;                                                              \
                 const T *restrict xr = x + off;                                                    \
-                for (int64_t i = 0; i < in_w; i++) row[i] += w * (double)xr[i];                    \
+                for (int64_t i = 0; i < in_w; i++)                                                 \
+                    row[i] += w * (double)xr[i];                                                   \
             }                                                                                      \
             const int64_t *src = p->src[last];                                                     \
             const double *wl = p->w[last];                                                         \
             for (int64_t o = 0; o < out_w; o++) {                                                  \
                 double acc = 0;                                                                    \
-                for (int t = 0; t < n; t++) acc += wl[o * n + t] * row[src[o * n + t]];            \
+                for (int t = 0; t < n; t++)                                                        \
+                    acc += wl[o * n + t] * row[src[o * n + t]];                                    \
                 y[o] = (T)(outside || p->outside[last][o] ? p->extrapolation : acc);               \
             }                                                                                      \
-            for (int d = last - 1; d >= 0 && ++idx[d] == p->out_dims[d]; d--) idx[d] = 0;         \
+            for (int d = last - 1; d >= 0 && ++idx[d] == p->out_dims[d]; d--)                      \
+                idx[d] = 0;                                                                        \
         }                                                                                          \
     }
 
@@ -350,7 +380,8 @@ RESIZE_KERNEL(float)
 RESIZE_KERNEL(double)
 
 #define NEAREST_ROW(T)                                                                             \
-    for (int64_t o = 0; o < out_w; o++) ((T *)y)[o] = ((const T *)xr)[src[o]];
+    for (int64_t o = 0; o < out_w; o++)                                                            \
+        ((T *)y)[o] = ((const T *)xr)[src[o]];
 
 /* Nearest: one tap per axis, so each output row reads one input row; elements move by size.
  * Extrapolated points get the (float) attribute only in float outputs, 0 elsewhere. */
@@ -370,19 +401,29 @@ static void resize_nearest(const resize_plan *p, const char *x, char *y, int64_t
             row_out |= p->outside[d][idx[d]];
         }
         const char *xr = x + off * (int64_t)es;
-        if (es == 4) NEAREST_ROW(uint32_t)
-        else if (es == 8) NEAREST_ROW(uint64_t)
-        else if (es == 2) NEAREST_ROW(uint16_t)
-        else if (es == 1) NEAREST_ROW(uint8_t)
-        else for (int64_t o = 0; o < out_w; o++) memcpy(y + o * (int64_t)es, xr + src[o] * (int64_t)es, es);
+        if (es == 4)
+            NEAREST_ROW(uint32_t)
+        else if (es == 8)
+            NEAREST_ROW(uint64_t)
+        else if (es == 2)
+            NEAREST_ROW(uint16_t)
+        else if (es == 1)
+            NEAREST_ROW(uint8_t)
+        else
+            for (int64_t o = 0; o < out_w; o++)
+                memcpy(y + o * (int64_t)es, xr + src[o] * (int64_t)es, es);
         for (int64_t o = 0; o < out_w; o++) {
             if (!row_out && (last < 0 || !p->outside[last][o])) continue;
             char *e = y + o * (int64_t)es;
-            if (dt == SS_DT_FLOAT32) memcpy(e, &ef, 4);
-            else if (dt == SS_DT_FLOAT64) memcpy(e, &ed, 8);
-            else memset(e, 0, es);
+            if (dt == SS_DT_FLOAT32)
+                memcpy(e, &ef, 4);
+            else if (dt == SS_DT_FLOAT64)
+                memcpy(e, &ed, 8);
+            else
+                memset(e, 0, es);
         }
-        for (int d = last - 1; d >= 0 && ++idx[d] == p->out_dims[d]; d--) idx[d] = 0;
+        for (int d = last - 1; d >= 0 && ++idx[d] == p->out_dims[d]; d--)
+            idx[d] = 0;
     }
 }
 
