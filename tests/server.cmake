@@ -65,7 +65,7 @@ if(SS_FUZZ)
   foreach(target rest grpc)
     add_executable(fuzz_server_${target} ${SS_TEST_DIR}/test_server_fuzz_${target}.c
                    ${ss_server_src}/grpc_codec.c
-                   ${ss_server_src}/rest_codec.c ${CMAKE_BINARY_DIR}/proto/ms_service.pb-c.c)
+                   ${ss_server_src}/rest_codec.c ${ss_server_src}/sbuf.c ${CMAKE_BINARY_DIR}/proto/ms_service.pb-c.c)
     add_dependencies(fuzz_server_${target} ss_msproto)
     target_include_directories(fuzz_server_${target} PRIVATE ${ss_server_src}
                                ${CMAKE_BINARY_DIR}/proto)
@@ -87,7 +87,7 @@ if(SS_FUZZ)  # PkgConfig::SS_FUZZ_CJSON comes from the block above
   get_target_property(ss_kserve_src ss_server SOURCE_DIR)
   foreach(target rest grpc)
     add_executable(fuzz_kserve_${target} ${SS_TEST_DIR}/test_kserve_fuzz_${target}.c
-                   ${ss_kserve_src}/kserve_codec.c ${ss_kserve_src}/kserve_rest.c
+                   ${ss_kserve_src}/kserve_codec.c ${ss_kserve_src}/kserve_rest.c ${ss_kserve_src}/sbuf.c
                    ${ss_kserve_src}/kserve_grpc.c ${ss_kserve_src}/pb_budget.c)
     target_include_directories(fuzz_kserve_${target} PRIVATE ${ss_kserve_src})
     target_compile_options(fuzz_kserve_${target} PRIVATE -fsanitize=fuzzer,address,undefined

@@ -9,6 +9,7 @@
  * Replies are written directly (no cJSON tree), binary outputs appended after the JSON.
  */
 #include "kserve_rest.h"
+#include "sbuf.h"
 
 #include <cjson/cJSON.h>
 #include <math.h>
@@ -22,70 +23,7 @@
 #define SERVER_VERSION "0.1.0"
 #define PLATFORM "onnx_onnxv1"
 
-/* ------------------------------------------------------------------ string builder */
-
-typedef struct {
-    char *p;
-    size_t len, cap;
-    bool oom;
-} sbuf;
-
-static void sb_put(sbuf *s, const void *data, size_t n)
-{
-    if (s->oom) return;
-    if (s->len + n + 1 > s->cap) {
-        size_t cap = s->cap ? s->cap : 256;
-        while (cap < s->len + n + 1)
-            cap *= 2;
-        char *p = realloc(s->p, cap);
-        if (!p) {
-            s->oom = true;
-            return;
-        }
-        s->p = p;
-        s->cap = cap;
-    }
-    memcpy(s->p + s->len, data, n);
-    s->len += n;
-    s->p[s->len] = 0;
-}
-
-static void sb_str(sbuf *s, const char *str)
-{
-    sb_put(s, str, strlen(str));
-}
-
-static void sb_printf(sbuf *s, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void sb_printf(sbuf *s, const char *fmt, ...)
-{
-    char buf[64];
-    va_list ap;
-    va_start(ap, fmt);
-    int n = vsnprintf(buf, sizeof buf, fmt, ap);
-    va_end(ap);
-    if (n > 0) sb_put(s, buf, (size_t)n < sizeof buf ? (size_t)n : sizeof buf - 1);
-}
-
-/* A JSON string literal; false for bytes that are not UTF-8 (JSON cannot carry them). */
-static bool sb_json_string(sbuf *s, const char *str, size_t n)
-{
-    if (!ss_serving_utf8_valid(str, n)) return false;
-    sb_put(s, "\"", 1);
-    size_t start = 0;
-    for (size_t i = 0; i < n; i++) {
-        unsigned char c = (unsigned char)str[i];
-        if (c >= 0x20 && c != '"' && c != '\\') continue;
-        sb_put(s, str + start, i - start);
-        if (c == '"' || c == '\\')
-            sb_printf(s, "\\%c", c);
-        else
-            sb_printf(s, "\\u%04x", c);
-        start = i + 1;
-    }
-    sb_put(s, str + start, n - start);
-    sb_put(s, "\"", 1);
-    return true;
-}
+/* ------------------------------------------------------------------ JSON pieces */
 
 static void sb_name(sbuf *s, const char *str)
 {

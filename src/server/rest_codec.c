@@ -9,6 +9,7 @@
  * text that reads back to the same float, bytes as {"b64": ...}.
  */
 #include "rest_codec.h"
+#include "sbuf.h"
 
 #include <cjson/cJSON.h>
 #include <errno.h>
@@ -22,79 +23,6 @@
 #define FLOAT_FLAG (1 << 12) /* our tag on cJSON number nodes written with '.', 'e' or 'E' */
 #define ERR_TEXT_MAX 100     /* longest piece of client input echoed in an error */
 #define SS_REST_MAX_JSON_VALUES (1 << 22) /* JSON values of every kind in one request body */
-
-/* ------------------------------------------------------------------ string builder */
-
-typedef struct {
-    char *p;
-    size_t len, cap;
-    bool oom;
-} sbuf;
-
-static void sb_put(sbuf *s, const char *data, size_t n)
-{
-    if (s->oom) return;
-    if (s->len + n + 1 > s->cap) {
-        size_t cap = s->cap ? s->cap : 256;
-        while (cap < s->len + n + 1)
-            cap *= 2;
-        char *p = realloc(s->p, cap);
-        if (!p) {
-            s->oom = true;
-            return;
-        }
-        s->p = p;
-        s->cap = cap;
-    }
-    memcpy(s->p + s->len, data, n);
-    s->len += n;
-    s->p[s->len] = 0;
-}
-
-static void sb_str(sbuf *s, const char *str)
-{
-    sb_put(s, str, strlen(str));
-}
-
-static void sb_printf(sbuf *s, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void sb_printf(sbuf *s, const char *fmt, ...)
-{
-    char buf[64];
-    va_list ap;
-    va_start(ap, fmt);
-    int n = vsnprintf(buf, sizeof buf, fmt, ap);
-    va_end(ap);
-    if (n > 0) sb_put(s, buf, (size_t)n < sizeof buf ? (size_t)n : sizeof buf - 1);
-}
-
-/* JSON string literal; rejects invalid UTF-8 (returns false). */
-static bool sb_json_string(sbuf *s, const char *str, size_t n)
-{
-    if (!ss_serving_utf8_valid(str, n)) return false;
-    sb_put(s, "\"", 1);
-    size_t start = 0;
-    for (size_t i = 0; i < n; i++) {
-        unsigned char c = (unsigned char)str[i];
-        if (c >= 0x20 && c != '"' && c != '\\') continue;
-        sb_put(s, str + start, i - start);
-        if (c == '"')
-            sb_str(s, "\\\"");
-        else if (c == '\\')
-            sb_str(s, "\\\\");
-        else if (c == '\n')
-            sb_str(s, "\\n");
-        else if (c == '\t')
-            sb_str(s, "\\t");
-        else if (c == '\r')
-            sb_str(s, "\\r");
-        else
-            sb_printf(s, "\\u%04x", c);
-        start = i + 1;
-    }
-    sb_put(s, str + start, n - start);
-    sb_put(s, "\"", 1);
-    return true;
-}
 
 /* ------------------------------------------------------------------ base64 */
 
