@@ -18,7 +18,8 @@ void sb_put(sbuf *s, const void *data, size_t n);
 void sb_str(sbuf *s, const char *str);
 /* At most 63 characters (numbers, short tokens). */
 void sb_printf(sbuf *s, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-/* A JSON string literal (quotes and escapes); false, writing nothing, for bytes that are not UTF-8. */
+/* A JSON string literal (quotes and escapes); false, writing nothing, for bytes that are not UTF-8.
+ */
 bool sb_json_string(sbuf *s, const char *str, size_t n);
 
 #endif
