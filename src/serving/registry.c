@@ -367,7 +367,7 @@ static void serving_predict(void *ctx, ss_predict_request *req, ss_predict_done 
 {
     ss_serving *s = ctx;
     snapshot *snap = NULL;
-    ss_serving_backend backend;
+    ss_serving_backend backend = {0};
     uint64_t version = 0;
     ss_predict_reply *bad = lookup(s, req, &snap, &backend, &version);
     if (bad) {
