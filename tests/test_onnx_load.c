@@ -3,6 +3,8 @@
 #include "shardserve/onnx.h"
 
 #include <stdio.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 static char path_buf[4096];
 static const char *fixture(const char *rel)
@@ -74,6 +76,31 @@ static void bad_files_give_clear_errors(void)
     CHECK(m == NULL);
 }
 
+/* External data that is a FIFO (or a device) is refused without a blocking open: a FIFO would
+ * wait for a writer forever. Made here, not among the shared fixtures, which other tools read. */
+static void external_data_must_be_a_regular_file(void)
+{
+    char dir[] = "/tmp/ss-onnx-fifo-XXXXXX", model[256], data[256];
+    CHECK(mkdtemp(dir) != NULL);
+    snprintf(model, sizeof model, "%s/model.onnx", dir);
+    snprintf(data, sizeof data, "%s/weights.data", dir);
+    void *bytes = NULL;
+    size_t len = 0;
+    CHECK_OK(
+        ss_read_file(fixture("missing/model.onnx"), &bytes, &len)); /* refers to weights.data */
+    FILE *f = fopen(model, "wb");
+    CHECK(f && fwrite(bytes, 1, len, f) == len);
+    if (f) fclose(f);
+    free(bytes);
+    CHECK(mkfifo(data, 0600) == 0);
+    ss_onnx_model *m = NULL;
+    CHECK_ERR(ss_onnx_load(model, &m), "is not a regular file");
+    unlink(data);
+    unlink(model);
+    rmdir(dir);
+    CHECK(m == NULL);
+}
+
 static void tensor_file_errors(void)
 {
     ss_tensor t;
@@ -82,4 +109,5 @@ static void tensor_file_errors(void)
 }
 
 TEST_MAIN(TEST(loads_inline_weights), TEST(maps_external_weights), TEST(symbolic_dims),
-          TEST(bad_files_give_clear_errors), TEST(tensor_file_errors))
+          TEST(external_data_must_be_a_regular_file), TEST(bad_files_give_clear_errors),
+          TEST(tensor_file_errors))

@@ -25,7 +25,9 @@ static ss_status *map_file(ss_onnx_model *m, const char *path, ss_onnx_mapping *
             *out = &m->maps[i];
             return NULL;
         }
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    /* O_NONBLOCK: a FIFO would otherwise block the open until a writer comes (regular files
+     * ignore the flag); anything but a regular file is refused right after */
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
     if (fd < 0)
         return ss_errf(SS_ERR_IO, "cannot open external data %s: %s", path, strerror(errno));
     struct stat sb;
@@ -208,7 +210,7 @@ ss_status *ss_onnx_load_buffer(const void *buf, size_t len, const char *what, co
 ss_status *ss_onnx_load(const char *path, ss_onnx_model **out)
 {
     *out = NULL;
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK); /* a FIFO must not block the open */
     if (fd < 0) return ss_errf(SS_ERR_IO, "cannot open model %s: %s", path, strerror(errno));
     struct stat sb;
     if (fstat(fd, &sb) != 0 || !S_ISREG(sb.st_mode)) {
