@@ -18,22 +18,6 @@
 
 #define MAX_IO 8
 
-static double elem(const ss_tensor *t, int64_t i)
-{
-    switch (t->dtype) {
-    case SS_DT_FLOAT32:
-        return ((const float *)t->data)[i];
-    case SS_DT_FLOAT64:
-        return ((const double *)t->data)[i];
-    case SS_DT_FLOAT16:
-        return ss_f16_to_f32(((const uint16_t *)t->data)[i]);
-    case SS_DT_BFLOAT16:
-        return ss_bf16_to_f32(((const uint16_t *)t->data)[i]);
-    default:
-        return 0;
-    }
-}
-
 /* Returns NULL when equal, else a description in buf. */
 static const char *compare(const ss_tensor *got, const ss_tensor *want, char *buf, size_t cap)
 {
@@ -63,7 +47,7 @@ static const char *compare(const ss_tensor *got, const ss_tensor *want, char *bu
     if (want->dtype == SS_DT_FLOAT16) rtol = 2e-3, atol = 1e-4;
     if (want->dtype == SS_DT_BFLOAT16) rtol = 1e-2, atol = 1e-3;
     for (int64_t i = 0; i < n; i++) {
-        double g = elem(got, i), w = elem(want, i);
+        double g = ss_tensor_elem_f64(got, i), w = ss_tensor_elem_f64(want, i);
         if (isnan(w) && isnan(g)) continue;
         if (isinf(w) && g == w) continue;
         if (!(fabs(g - w) <= atol + rtol * fabs(w))) {

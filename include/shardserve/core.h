@@ -144,6 +144,9 @@ ss_status *ss_tensor_copy(ss_tensor *dst, const ss_tensor *src);
 void ss_tensor_free(ss_tensor *t);
 /* Set a string element (copies bytes). */
 ss_status *ss_tensor_set_string(ss_tensor *t, int64_t index, const char *bytes, size_t len);
+/* Element i of a numeric tensor as a double (float16/bfloat16 widened, integers converted; 0 for
+ * strings and unknown dtypes): for printing and comparing outputs, not for kernels. */
+double ss_tensor_elem_f64(const ss_tensor *t, int64_t i);
 
 /* ---------------------------------------------------------------- .npy */
 

@@ -38,22 +38,6 @@ static bool file_exists(const char *p)
     return stat(p, &sb) == 0 && S_ISREG(sb.st_mode);
 }
 
-static double elem(const ss_tensor *t, int64_t i)
-{
-    switch (t->dtype) {
-    case SS_DT_FLOAT32:
-        return ((const float *)t->data)[i];
-    case SS_DT_FLOAT64:
-        return ((const double *)t->data)[i];
-    case SS_DT_FLOAT16:
-        return ss_f16_to_f32(((const uint16_t *)t->data)[i]);
-    case SS_DT_BFLOAT16:
-        return ss_bf16_to_f32(((const uint16_t *)t->data)[i]);
-    default:
-        return 0;
-    }
-}
-
 /* Compare one output; on mismatch write the worst error into why. */
 static bool compare(const char *name, const ss_tensor *got, const ss_tensor *want, char *why,
                     size_t cap)
@@ -93,7 +77,7 @@ static bool compare(const char *name, const ss_tensor *got, const ss_tensor *wan
     double worst = 0;
     int64_t worst_i = -1;
     for (int64_t i = 0; i < n; i++) {
-        double g = elem(got, i), w = elem(want, i);
+        double g = ss_tensor_elem_f64(got, i), w = ss_tensor_elem_f64(want, i);
         if (isnan(w) && isnan(g)) continue;
         if (isinf(w) && g == w) continue;
         double err = fabs(g - w);
@@ -104,7 +88,8 @@ static bool compare(const char *name, const ss_tensor *got, const ss_tensor *wan
     }
     if (worst_i >= 0) {
         snprintf(why, cap, "output '%s' max abs error %g at element %lld (got %g, expected %g)",
-                 name, worst, (long long)worst_i, elem(got, worst_i), elem(want, worst_i));
+                 name, worst, (long long)worst_i, ss_tensor_elem_f64(got, worst_i),
+                 ss_tensor_elem_f64(want, worst_i));
         return false;
     }
     return true;

@@ -30,39 +30,6 @@ static const char run_usage[] =
     "  --weights       bf16: MatMul/Gemm weights held as bf16 (f32 accumulation) where the CPU\n"
     "                  has native bf16 math (AVX512-BF16/AMX); f32 (default) elsewhere\n";
 
-static double element_as_double(const ss_tensor *t, int64_t i)
-{
-    switch (t->dtype) {
-    case SS_DT_FLOAT32:
-        return ((const float *)t->data)[i];
-    case SS_DT_FLOAT64:
-        return ((const double *)t->data)[i];
-    case SS_DT_FLOAT16:
-        return ss_f16_to_f32(((const uint16_t *)t->data)[i]);
-    case SS_DT_BFLOAT16:
-        return ss_bf16_to_f32(((const uint16_t *)t->data)[i]);
-    case SS_DT_INT8:
-        return ((const int8_t *)t->data)[i];
-    case SS_DT_UINT8:
-    case SS_DT_BOOL:
-        return ((const uint8_t *)t->data)[i];
-    case SS_DT_INT16:
-        return ((const int16_t *)t->data)[i];
-    case SS_DT_UINT16:
-        return ((const uint16_t *)t->data)[i];
-    case SS_DT_INT32:
-        return ((const int32_t *)t->data)[i];
-    case SS_DT_UINT32:
-        return ((const uint32_t *)t->data)[i];
-    case SS_DT_INT64:
-        return (double)((const int64_t *)t->data)[i];
-    case SS_DT_UINT64:
-        return (double)((const uint64_t *)t->data)[i];
-    default:
-        return 0;
-    }
-}
-
 void cli_print_tensor(const char *name, const ss_tensor *t)
 {
     char sb[160];
@@ -73,16 +40,16 @@ void cli_print_tensor(const char *name, const ss_tensor *t)
         printf("\n");
         return;
     }
-    double mn = element_as_double(t, 0), mx = mn, sum = 0;
+    double mn = ss_tensor_elem_f64(t, 0), mx = mn, sum = 0;
     for (int64_t i = 0; i < n; i++) {
-        double v = element_as_double(t, i);
+        double v = ss_tensor_elem_f64(t, i);
         mn = v < mn ? v : mn;
         mx = v > mx ? v : mx;
         sum += v;
     }
     printf(" min %g max %g mean %g  [", mn, mx, sum / (double)n);
     for (int64_t i = 0; i < n && i < 6; i++)
-        printf("%s%g", i ? ", " : "", element_as_double(t, i));
+        printf("%s%g", i ? ", " : "", ss_tensor_elem_f64(t, i));
     printf("%s]\n", n > 6 ? ", ..." : "");
 }
 

@@ -170,3 +170,36 @@ void ss_tensor_free(ss_tensor *t)
     }
     memset(t, 0, sizeof *t);
 }
+
+double ss_tensor_elem_f64(const ss_tensor *t, int64_t i)
+{
+    switch (t->dtype) {
+    case SS_DT_FLOAT32:
+        return ((const float *)t->data)[i];
+    case SS_DT_FLOAT64:
+        return ((const double *)t->data)[i];
+    case SS_DT_FLOAT16:
+        return ss_f16_to_f32(((const uint16_t *)t->data)[i]);
+    case SS_DT_BFLOAT16:
+        return ss_bf16_to_f32(((const uint16_t *)t->data)[i]);
+    case SS_DT_INT8:
+        return ((const int8_t *)t->data)[i];
+    case SS_DT_UINT8:
+    case SS_DT_BOOL:
+        return ((const uint8_t *)t->data)[i];
+    case SS_DT_INT16:
+        return ((const int16_t *)t->data)[i];
+    case SS_DT_UINT16:
+        return ((const uint16_t *)t->data)[i];
+    case SS_DT_INT32:
+        return ((const int32_t *)t->data)[i];
+    case SS_DT_UINT32:
+        return ((const uint32_t *)t->data)[i];
+    case SS_DT_INT64:
+        return (double)((const int64_t *)t->data)[i];
+    case SS_DT_UINT64:
+        return (double)((const uint64_t *)t->data)[i];
+    default:
+        return 0;
+    }
+}
