@@ -30,7 +30,8 @@ static const char serve_usage[] =
     "                        [--max-enqueued N] [--secret-file FILE | --insecure-link]\n"
     "                        [--rest-max-connections N] [--rest-max-per-client N] "
     "[--rest-read-timeout-s S]\n"
-    "                        [--grpc-max-streams N] [--grpc-recv-timeout-s S]\n"
+    "                        [--grpc-max-streams N] [--grpc-recv-timeout-s S] [--grpc-threads N]\n"
+    "                        [--reply-spin-us US]\n"
     "                        [--grpc-tls-cert FILE --grpc-tls-key FILE [--grpc-tls-ca FILE "
     "--grpc-verify-client]]\n"
     "                        [--rest-tls-cert FILE --rest-tls-key FILE [--rest-tls-ca FILE "
@@ -61,12 +62,18 @@ static const char serve_usage[] =
     "                           request is closed after it too (default 30)\n"
     "  --grpc-max-streams       concurrent streams on one gRPC connection (default 100)\n"
     "  --grpc-recv-timeout-s    a gRPC request message must arrive whole within this (default "
-    "30)\n";
+    "30)\n"
+    "  --grpc-threads           threads taking gRPC calls off the completion queue (default 2)\n"
+    "  --reply-spin-us          while an agent's reply is due, the worker polls for it this long "
+    "before\n"
+    "                           sleeping (default 50; 0 = never): a sleeping thread is slow to "
+    "wake\n";
 
-/* Limits against hostile clients, declared once: flag, accepted range, where the value goes.
- * 0 (not given) leaves the server's default. */
+/* Limits against hostile clients and tuning knobs, declared once: flag, accepted range, where the
+ * value goes. 0 (not given) leaves the server's default; --reply-spin-us starts at -1 for that. */
 typedef struct {
-    long rest_connections, rest_per_client, rest_read_s, grpc_streams, grpc_recv_s;
+    long rest_connections, rest_per_client, rest_read_s, grpc_streams, grpc_recv_s, grpc_threads,
+        reply_spin_us;
 } serve_limits;
 
 static const struct {
@@ -79,6 +86,8 @@ static const struct {
     {"--rest-read-timeout-s", 1, 86400, offsetof(serve_limits, rest_read_s)},
     {"--grpc-max-streams", 1, 100000, offsetof(serve_limits, grpc_streams)},
     {"--grpc-recv-timeout-s", 1, 86400, offsetof(serve_limits, grpc_recv_s)},
+    {"--grpc-threads", 1, 64, offsetof(serve_limits, grpc_threads)},
+    {"--reply-spin-us", 0, 100000, offsetof(serve_limits, reply_spin_us)},
 };
 
 /* 1: argv[*i] was a limit flag and its value is stored; 0: not a limit flag; -1: a bad value. */
@@ -181,7 +190,7 @@ int cmd_serve(int argc, char **argv)
     long grpc_mb = 100, rest_mb = 100, timeout_ms = 10000, hb_ms = 5000, max_enq = 10000, v;
     ss_ssl_config tls[2] = {{0}, {0}}; /* gRPC, REST */
     const char **tls_flag;
-    serve_limits lim = {0};
+    serve_limits lim = {.reply_spin_us = -1};
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         bool has = i + 1 < argc;
@@ -273,6 +282,9 @@ int cmd_serve(int argc, char **argv)
         w[i].request_timeout_ms = (int)timeout_ms;
         w[i].heartbeat_timeout_ms = (int)hb_ms;
         w[i].max_enqueued = (int)max_enq;
+        w[i].reply_spin_us = lim.reply_spin_us < 0 ? 0
+                             : lim.reply_spin_us   ? (int)lim.reply_spin_us
+                                                   : -1;
         w[i].secret = secret;
         w[i].secret_len = secret_len;
     }
@@ -302,6 +314,7 @@ int cmd_serve(int argc, char **argv)
                               .ready_ctx = set,
                               .ssl = grpc_tls,
                               .max_streams = (int)lim.grpc_streams,
+                              .threads = (int)lim.grpc_threads,
                               .recv_timeout_s = (int)lim.grpc_recv_s};
         st = ss_grpc_server_start(&go, &gs);
         if (!st &&

@@ -1,9 +1,13 @@
 /*
  * The Distributed Worker (see include/shardserve/worker.h) as one event loop.
  *
- * One loop thread per servable version owns all of its state: the agent table, the queue of
- * instances, the jobs in flight, batching, heartbeats and deadlines. Nothing else reads or
- * writes that state, so it has no lock (debug builds assert "on the loop thread"). The loop
+ * One loop per servable version owns all of its state: the agent table, the queue of instances,
+ * the jobs in flight, batching, heartbeats and deadlines. The loop is a role, held by one thread at
+ * a time through `role` (debug builds assert "holding the loop" wherever that state is touched):
+ * usually the loop thread, but a front end's thread that submits a request while the loop thread
+ * sleeps takes the role itself and sends the request to the agents at once, instead of waking the
+ * loop thread to do it (a cross-core wake-up costs tens of microseconds on a VM, more than the rest
+ * of the hand-over). The loop thread
  * waits in epoll on:
  *   - an eventfd that other threads ring after putting something in the inbox (a request from a
  *     front end, a registration read by a handshake thread, a metrics refresh, stop);
@@ -21,9 +25,9 @@
  * sends no other frame (heartbeats are skipped; a send that completes counts as a sign of life).
  *
  * Requests: a front end's thread calls submit() (through the serving registry, which has already
- * checked the request against the published signature); done() is called on the loop thread,
- * exactly once per request, also when the worker stops. Requests may be long-lived: a request is
- * a req_state that jobs point at, not a job, so one request could span several model calls.
+ * checked the request against the published signature); done() is called by whoever holds the
+ * loop, exactly once per request, also when the worker stops. Requests may be long-lived: a request
+ * is a req_state that jobs point at, not a job, so one request could span several model calls.
  *
  * Failure: the moment a rank is gone (connection lost, EXIT, heartbeat silence), every in-flight
  * and queued request is answered with WORKER_UNAVAILABLE, the version is withdrawn from the
@@ -41,6 +45,7 @@
 #include <cjson/cJSON.h>
 #include <errno.h>
 #include <pthread.h>
+#include <sched.h>
 #include <stdarg.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -54,6 +59,7 @@
 /* tensor bytes a PREDICT may carry to be sent by the loop itself */
 #define SEND_INLINE_MAX (256u * 1024u)
 #define HANDSHAKE_FIRST_FRAME_MS 10000
+#define DEFAULT_REPLY_SPIN_US 50
 #define STOP_GRACE_MS 2000 /* at stop, how long agents get to close their links after EXIT */
 
 #define TAG_EVENT 0u
@@ -156,6 +162,11 @@ struct ss_worker {
     int max_inflight;
     ss_metric_series *m_batch, *m_inflight;
 
+    /* ---- the loop's state below is touched only by the thread holding role */
+    pthread_mutex_t role;
+    uint64_t spin_ns; /* how long the loop thread polls for an awaited reply before sleeping */
+    uint64_t sleeps_until_ns; /* the loop thread's epoll timeout, for kick_loop */
+
     /* ---- shared with other threads, under mu */
     pthread_mutex_t mu;
     pthread_cond_t cv;
@@ -177,7 +188,7 @@ struct ss_worker {
 
     atomic_size_t n_requests; /* accepted and not answered (max_enqueued) */
 
-    /* ---- the loop thread's own */
+    /* ---- the loop's own (under role) */
     agent_slot *agents;
     bool is_ready, stopping;
     char not_ready_why[512];
@@ -199,8 +210,27 @@ struct ss_worker_set {
     ss_worker *workers;
 };
 
-static _Thread_local const ss_worker *tl_loop_owner; /* the worker whose loop runs on this thread */
+static _Thread_local const ss_worker *tl_loop_owner; /* the worker whose loop this thread holds */
 #define ASSERT_ON_LOOP(w) assert(tl_loop_owner == (w))
+
+static void hold_loop(ss_worker *w)
+{
+    pthread_mutex_lock(&w->role);
+    tl_loop_owner = w;
+}
+
+static bool try_hold_loop(ss_worker *w)
+{
+    if (pthread_mutex_trylock(&w->role) != 0) return false;
+    tl_loop_owner = w;
+    return true;
+}
+
+static void release_loop(ss_worker *w)
+{
+    tl_loop_owner = NULL;
+    pthread_mutex_unlock(&w->role);
+}
 
 static void ring(ss_worker *w)
 {
@@ -1349,12 +1379,21 @@ static void check_deadlines(ss_worker *w, uint64_t now)
 }
 
 /* Milliseconds until the nearest timer (heartbeat, a deadline, a batch's queue delay). */
-static int next_timeout_ms(const ss_worker *w, uint64_t now)
+/* When the loop must next wake up without an event: the next heartbeat, a job's deadline or the
+ * end of a batch's queue delay, whichever comes first. */
+static uint64_t next_wake_ns(const ss_worker *w)
 {
+    ASSERT_ON_LOOP(w);
     uint64_t next = w->next_hb_ns;
     for (const job *j = w->inflight; j; j = j->next)
         if (!j->answered && j->deadline_ns < next) next = j->deadline_ns;
     if (w->batch_wait_until_ns && w->batch_wait_until_ns < next) next = w->batch_wait_until_ns;
+    return next;
+}
+
+static int next_timeout_ms(const ss_worker *w, uint64_t now)
+{
+    uint64_t next = next_wake_ns(w);
     if (next <= now) return 0;
     uint64_t ms = (next - now + 999999) / 1000000;
     return ms > 60000 ? 60000 : (int)ms;
@@ -1410,11 +1449,9 @@ static void enqueue_request(ss_worker *w, req_state *rs)
     }
 }
 
-static void drain_inbox(ss_worker *w)
+static void take_inbox(ss_worker *w)
 {
-    uint64_t counter;
-    ssize_t rd = read(w->evfd, &counter, sizeof counter);
-    (void)rd;
+    ASSERT_ON_LOOP(w);
     pthread_mutex_lock(&w->mu);
     req_state *reqs = w->in_head;
     inbox_item *items = w->items_head;
@@ -1452,7 +1489,85 @@ static void drain_inbox(ss_worker *w)
     }
 }
 
-/* The front ends' way in (through the registry): queue the request and ring the loop. */
+static void drain_inbox(ss_worker *w)
+{
+    uint64_t counter;
+    ssize_t rd = read(w->evfd, &counter, sizeof counter);
+    (void)rd;
+    take_inbox(w);
+}
+
+static void handle_event(ss_worker *w, uint32_t tag)
+{
+    if (tag == TAG_EVENT)
+        drain_inbox(w);
+    else if (tag == TAG_LISTENER)
+        on_accept(w);
+    else if (tag - TAG_RANK0 < (uint32_t)w->cfg.rank_size)
+        on_agent_readable(w, (int)(tag - TAG_RANK0));
+}
+
+/* One turn of the loop over the events epoll gave: what they announce, then the timers and the
+ * queue. */
+static void run_events(ss_worker *w, const struct epoll_event *evs, int n)
+{
+    for (int i = 0; i < n; i++)
+        handle_event(w, evs[i].data.u32);
+    take_back_bulk(w);
+    uint64_t now = ss_now_ns();
+    if (!w->stopping && now >= w->next_hb_ns) heartbeat_tick(w, now);
+    check_deadlines(w, now);
+    dispatch(w);
+}
+
+/* A reply is due and nothing else waits (with requests queued the cores have better things to
+ * do): worth polling for it a little, yielding the core to anyone runnable, rather than sleeping.
+ * An agent's answer often comes within microseconds, and a sleeping thread on another core takes
+ * tens of them to wake on a VM. */
+static bool worth_spinning(const ss_worker *w)
+{
+    return w->spin_ns && w->n_inflight > 0 && !w->q_len;
+}
+
+/* After a submit: when no thread holds the loop (the loop thread sleeps in epoll), take it and
+ * send what the inbox holds now, on this thread, and if that is all there is to do, wait a
+ * moment for the reply here too; the loop thread is woken only if its sleep is now too long (a
+ * new deadline or queue delay comes sooner). Otherwise the holder is awake, and the ring makes
+ * sure it looks at the inbox before it sleeps again. */
+static void kick_loop(ss_worker *w)
+{
+    if (!try_hold_loop(w)) {
+        ring(w);
+        return;
+    }
+    take_inbox(w);
+    dispatch(w);
+    for (uint64_t t0 = ss_now_ns(); worth_spinning(w) && ss_now_ns() - t0 < w->spin_ns;) {
+        struct epoll_event evs[8];
+        int n = epoll_wait(w->epfd, evs, 8, 0);
+        if (n > 0)
+            run_events(w, evs, n);
+        else
+            sched_yield();
+    }
+    bool wake = next_wake_ns(w) < w->sleeps_until_ns;
+    release_loop(w);
+    if (wake) ring(w);
+}
+
+/* The loop thread's wait for events, without holding the loop: as kick_loop, it polls a little
+ * first when a reply is due. */
+static int wait_events(ss_worker *w, struct epoll_event *evs, int cap, int timeout, bool spin)
+{
+    for (uint64_t t0 = ss_now_ns(); spin && timeout != 0 && ss_now_ns() - t0 < w->spin_ns;) {
+        int n = epoll_wait(w->epfd, evs, cap, 0);
+        if (n != 0) return n;
+        sched_yield();
+    }
+    return epoll_wait(w->epfd, evs, cap, timeout);
+}
+
+/* The front ends' way in (through the registry): queue the request and get it to the loop. */
 static void worker_submit(void *ctx, ss_predict_request *req, size_t method,
                           ss_predict_reply *reply, ss_predict_done done, void *done_ctx)
 {
@@ -1498,10 +1613,11 @@ static void worker_submit(void *ctx, ss_predict_request *req, size_t method,
         else
             w->in_head = rs;
         w->in_tail = rs;
-        ring(w);
     }
     pthread_mutex_unlock(&w->mu);
-    if (stopped) {
+    if (!stopped) {
+        kick_loop(w);
+    } else {
         ss_metric_add(w->m_inflight, -1);
         atomic_fetch_sub(&w->n_requests, 1);
         ss_predict_reply_free(reply);
@@ -1541,21 +1657,11 @@ static void say_goodbye(ss_worker *w)
     }
 }
 
-static void handle_event(ss_worker *w, uint32_t tag)
-{
-    if (tag == TAG_EVENT)
-        drain_inbox(w);
-    else if (tag == TAG_LISTENER)
-        on_accept(w);
-    else if (tag - TAG_RANK0 < (uint32_t)w->cfg.rank_size)
-        on_agent_readable(w, (int)(tag - TAG_RANK0));
-}
-
 static void *loop_main(void *arg)
 {
     ss_worker *w = arg;
-    tl_loop_owner = w;
     pthread_setname_np(pthread_self(), "ss-worker-loop"); /* names show in top -H, perf, gdb */
+    hold_loop(w);
     w->next_hb_ns = ss_now_ns() + (uint64_t)w->opt.heartbeat_ms * 1000000ull;
     uint64_t goodbye_until = 0;
     for (;;) {
@@ -1570,23 +1676,22 @@ static void *loop_main(void *arg)
         struct epoll_event evs[32];
         int timeout = next_timeout_ms(w, now);
         if (goodbye_until && timeout > 10) timeout = 10;
-        int n = epoll_wait(w->epfd, evs, 32, timeout);
+        w->sleeps_until_ns = now + (uint64_t)timeout * 1000000ull;
+        bool spin = worth_spinning(w);
+        release_loop(w);
+        int n = wait_events(w, evs, 32, timeout, spin);
+        hold_loop(w);
         if (n < 0 && errno != EINTR) {
             SS_ERROR("servable %s: epoll_wait: %s", w->cfg.name, strerror(errno));
             break;
         }
-        for (int i = 0; i < n; i++)
-            handle_event(w, evs[i].data.u32);
-        take_back_bulk(w);
-        now = ss_now_ns();
-        if (!w->stopping && now >= w->next_hb_ns) heartbeat_tick(w, now);
-        check_deadlines(w, now);
-        dispatch(w);
+        run_events(w, evs, n);
         close_dead(w);
         reap_handshakes(w, false);
     }
     for (int r = 0; r < w->cfg.rank_size; r++)
         drop_conn(w, r);
+    release_loop(w);
     pthread_mutex_lock(&w->mu);
     w->loop_done = true;
     pthread_cond_broadcast(&w->cv);
@@ -1662,6 +1767,7 @@ static void worker_free(ss_worker *w)
     if (w->epfd >= 0) close(w->epfd);
     if (w->evfd >= 0) close(w->evfd);
     pthread_mutex_destroy(&w->mu);
+    pthread_mutex_destroy(&w->role);
     pthread_cond_destroy(&w->cv);
     free(w);
 }
@@ -1703,6 +1809,7 @@ static void worker_options_defaults(ss_worker_options *o)
     if (o->heartbeat_ms > o->heartbeat_timeout_ms / 4)
         o->heartbeat_ms = o->heartbeat_timeout_ms / 4 > 50 ? o->heartbeat_timeout_ms / 4 : 50;
     if (!o->max_enqueued) o->max_enqueued = 10000;
+    if (!o->reply_spin_us) o->reply_spin_us = DEFAULT_REPLY_SPIN_US;
 }
 
 ss_status *ss_worker_set_add(ss_worker_set *set, const ss_worker_options *opt, ss_worker **out)
@@ -1714,9 +1821,11 @@ ss_status *ss_worker_set_add(ss_worker_set *set, const ss_worker_options *opt, s
     w->epfd = w->evfd = -1;
     w->opt = *opt;
     worker_options_defaults(&w->opt);
+    w->spin_ns = w->opt.reply_spin_us > 0 ? (uint64_t)w->opt.reply_spin_us * 1000u : 0;
     w->version = opt->version ? opt->version : 1;
     snprintf(w->version_str, sizeof w->version_str, "%llu", (unsigned long long)w->version);
     pthread_mutex_init(&w->mu, NULL);
+    pthread_mutex_init(&w->role, NULL);
     pthread_condattr_t ca;
     pthread_condattr_init(&ca);
     pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
