@@ -641,9 +641,87 @@ static void unix_socket_files(void)
     CHECK_ERR(ss_link_connect("unix:/nonexistent/dir/x.sock", NULL, &c), "No such file");
 }
 
+/* The domain of a connection's socket. */
+static int conn_domain(ss_link_conn *c)
+{
+    int domain = -1;
+    socklen_t len = sizeof domain;
+    getsockopt(ss_link_conn_fd(c), SOL_SOCKET, SO_DOMAIN, &domain, &len);
+    return domain;
+}
+
+/* One HEARTBEAT round trip over a connection to the test server. */
+static void heartbeat_round_trip(ss_link_conn *c)
+{
+    ss_link_msg hb = {.type = SS_LINK_HEARTBEAT, .seq = 7, .sent_ns = 11};
+    exchange(c, &hb, NULL, 0,
+             &(ss_link_msg){.type = SS_LINK_HEARTBEAT_ACK, .seq = 7, .sent_ns = 11});
+}
+
+/* A TCP listener also answers on a Unix socket, and a connect to a local TCP address takes it;
+ * SHARDSERVE_LINK_LOCAL=0 keeps both on TCP; a twin file nobody answers on falls back to TCP. */
+static void local_agents_use_the_unix_twin(void)
+{
+    tl_server *s = tl_server_start("127.0.0.1:0", NULL);
+    CHECK(s != NULL);
+    if (!s) return;
+    CHECK(ss_link_listener_local_fd(s->listener) >= 0);
+    const char *address = ss_link_listener_address(s->listener);
+    ss_link_conn *c = dial(address);
+    if (c) {
+        CHECK_MSG(conn_domain(c) == AF_UNIX, "a local connect went over domain %d", conn_domain(c));
+        heartbeat_round_trip(c);
+        ss_link_close(c);
+    }
+    setenv("SHARDSERVE_LINK_LOCAL", "0", 1);
+    c = dial(address);
+    unsetenv("SHARDSERVE_LINK_LOCAL");
+    if (c) {
+        CHECK(conn_domain(c) == AF_INET);
+        heartbeat_round_trip(c);
+        ss_link_close(c);
+    }
+    tl_server_stop(s);
+
+    /* a listener started with the twin off leaves none; its clients still get through */
+    setenv("SHARDSERVE_LINK_LOCAL", "0", 1);
+    s = tl_server_start("127.0.0.1:0", NULL);
+    unsetenv("SHARDSERVE_LINK_LOCAL");
+    CHECK(s != NULL);
+    if (!s) return;
+    CHECK(ss_link_listener_local_fd(s->listener) < 0);
+    c = dial(ss_link_listener_address(s->listener));
+    if (c) {
+        CHECK(conn_domain(c) == AF_INET);
+        heartbeat_round_trip(c);
+        ss_link_close(c);
+    }
+    /* a twin file left by a dead server on that port: nobody answers, the client uses TCP */
+    struct stat ns;
+    const char *port = strrchr(ss_link_listener_address(s->listener), ':') + 1;
+    char path[200];
+    CHECK(stat("/proc/self/ns/net", &ns) == 0);
+    snprintf(path, sizeof path, "/tmp/shardserve-%u/link-net-%llu-port-%s.sock",
+             (unsigned)geteuid(), (unsigned long long)ns.st_ino, port);
+    int fd = socket(AF_UNIX, SOCK_STREAM, 0);
+    struct sockaddr_un un = {.sun_family = AF_UNIX};
+    snprintf(un.sun_path, sizeof un.sun_path, "%s", path);
+    CHECK(bind(fd, (struct sockaddr *)&un, sizeof un) == 0);
+    close(fd);
+    c = dial(ss_link_listener_address(s->listener));
+    if (c) {
+        CHECK(conn_domain(c) == AF_INET);
+        heartbeat_round_trip(c);
+        ss_link_close(c);
+    }
+    unlink(path);
+    tl_server_stop(s);
+}
+
 TEST_MAIN(TEST(every_type_round_trips_over_tcp), TEST(every_type_round_trips_over_unix),
           TEST(payload_goes_into_caller_storage), TEST(concurrent_senders_do_not_interleave),
           TEST(malformed_frames_drop_only_that_connection),
           TEST(oversize_send_is_refused_and_connection_survives), TEST(waits_are_bounded),
           TEST(send_to_a_peer_that_does_not_read_is_bounded), TEST(shutdown_wakes_a_blocked_reader),
-          TEST(connect_retry_waits_for_a_late_server), TEST(unix_socket_files))
+          TEST(connect_retry_waits_for_a_late_server), TEST(unix_socket_files),
+          TEST(local_agents_use_the_unix_twin))

@@ -150,6 +150,10 @@ ss_status *ss_link_listen(const char *address, const ss_link_options *opts, ss_l
 const char *ss_link_listener_address(const ss_link_listener *l);
 /* The listening socket, for an event loop: readable = a connection to accept (timeout 0). */
 int ss_link_listener_fd(const ss_link_listener *l);
+/* A TCP listener also answers agents of this host on a Unix socket (same frames, no TCP stack);
+ * its descriptor, to watch beside ss_link_listener_fd, or -1. ss_link_connect to a local TCP
+ * address uses it when it exists. SHARDSERVE_LINK_LOCAL=0 turns both off. */
+int ss_link_listener_local_fd(const ss_link_listener *l);
 /* Wait up to timeout_ms (-1 forever) for a connection. The handshake is NOT done yet: call
  * ss_link_handshake (typically in the connection's own thread) before anything else. */
 ss_status *ss_link_accept(ss_link_listener *l, int timeout_ms, ss_link_conn **out);

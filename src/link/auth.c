@@ -50,7 +50,10 @@ ss_status *link_random(uint8_t *out, size_t n)
 
 /* ---------------------------------------------------------------- secret files */
 
-ss_status *ss_link_secret_path(const char *address, char *buf, size_t cap)
+/* /tmp/shardserve-<euid>/link-<prefix><key>.<suffix>, the key naming the address: its port, or
+ * its path for unix:. */
+static ss_status *runtime_path(const char *address, const char *prefix, const char *suffix,
+                               char *buf, size_t cap)
 {
     char key[200];
     if (strncmp(address, "unix:", 5) == 0) {
@@ -64,12 +67,30 @@ ss_status *ss_link_secret_path(const char *address, char *buf, size_t cap)
         long port = colon ? strtol(colon + 1, &end, 10) : 0;
         if (!colon || !end || *end || port <= 0 || port > 65535)
             return ss_errf(SS_ERR_INVALID,
-                           "distributed address '%s' has no port to name its secret file by",
-                           address);
+                           "distributed address '%s' has no port to name its %s file by", address,
+                           suffix);
         snprintf(key, sizeof key, "port-%ld", port);
     }
-    int n = snprintf(buf, cap, "/tmp/shardserve-%u/link-%s.secret", (unsigned)geteuid(), key);
-    return n > 0 && (size_t)n < cap ? NULL : ss_errf(SS_ERR_LIMIT, "secret file path too long");
+    int n = snprintf(buf, cap, "/tmp/shardserve-%u/link-%s%s.%s", (unsigned)geteuid(), prefix, key,
+                     suffix);
+    return n > 0 && (size_t)n < cap ? NULL : ss_errf(SS_ERR_LIMIT, "%s file path too long", suffix);
+}
+
+ss_status *ss_link_secret_path(const char *address, char *buf, size_t cap)
+{
+    return runtime_path(address, "", "secret", buf, cap);
+}
+
+/* By network namespace too: serves in two namespaces may listen on the same port number, and
+ * an agent that reaches a port through one of its own addresses shares the server's namespace. */
+ss_status *link_local_path(const char *address, char *buf, size_t cap)
+{
+    struct stat sb;
+    if (stat("/proc/self/ns/net", &sb) != 0)
+        return ss_errf(SS_ERR_UNSUPPORTED, "no /proc/self/ns/net: %s", strerror(errno));
+    char prefix[40];
+    snprintf(prefix, sizeof prefix, "net-%llu-", (unsigned long long)sb.st_ino);
+    return runtime_path(address, prefix, "sock", buf, cap);
 }
 
 ss_status *ss_link_secret_generate(char out[65])
@@ -83,7 +104,7 @@ ss_status *ss_link_secret_generate(char out[65])
 }
 
 /* The folder of a secret file: ours, not a link, and closed to everyone else. */
-static ss_status *secret_dir(const char *path, bool create)
+ss_status *link_private_dir(const char *path, bool create)
 {
     char dir[512];
     const char *slash = strrchr(path, '/');
@@ -105,7 +126,7 @@ static ss_status *secret_dir(const char *path, bool create)
 
 ss_status *ss_link_secret_write(const char *path, const void *secret, size_t len)
 {
-    ss_status *st = secret_dir(path, true);
+    ss_status *st = link_private_dir(path, true);
     if (st) return st;
     int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0600);
     if (fd < 0)

@@ -19,6 +19,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <ifaddrs.h>
 #include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -55,6 +56,7 @@ struct ss_link_listener {
     char address[160];
     char *unix_path; /* set when we bound a Unix socket file (removed on close) */
     ino_t unix_ino;
+    ss_link_listener *local; /* a TCP listener's Unix twin for agents on this host, or NULL */
 };
 
 /* ---------------------------------------------------------------- options and addresses */
@@ -656,6 +658,70 @@ static ss_status *connect_once(const char *address, const resolved *r, int timeo
     return NULL;
 }
 
+/* Agents on this host talk to a TCP listener through a Unix socket beside it (link_local_path):
+ * the same frames without the TCP stack, whose per-segment work and loopback wake-ups cost more
+ * than the copy itself. Optional: without it everything goes over TCP, as it must from other
+ * hosts. SHARDSERVE_LINK_LOCAL=0 turns it off on either side. */
+static bool local_twin_wanted(void)
+{
+    const char *e = getenv("SHARDSERVE_LINK_LOCAL");
+    return !e || strcmp(e, "0") != 0;
+}
+
+/* Whether a resolved TCP address is one of this host's (in this network namespace). */
+static bool is_local_host(const resolved *r)
+{
+    if (r->sa.ss_family == AF_INET) {
+        const struct sockaddr_in *in = (const struct sockaddr_in *)&r->sa;
+        uint32_t a = ntohl(in->sin_addr.s_addr);
+        if ((a >> 24) == 127 || a == INADDR_ANY) return true;
+    } else if (r->sa.ss_family == AF_INET6) {
+        const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)&r->sa;
+        if (IN6_IS_ADDR_LOOPBACK(&in6->sin6_addr) || IN6_IS_ADDR_UNSPECIFIED(&in6->sin6_addr))
+            return true;
+    } else {
+        return false;
+    }
+    struct ifaddrs *ifs = NULL;
+    if (getifaddrs(&ifs) != 0) return false;
+    bool local = false;
+    for (struct ifaddrs *i = ifs; i && !local; i = i->ifa_next) {
+        if (!i->ifa_addr || i->ifa_addr->sa_family != r->sa.ss_family) continue;
+        if (r->sa.ss_family == AF_INET)
+            local = ((const struct sockaddr_in *)i->ifa_addr)->sin_addr.s_addr ==
+                    ((const struct sockaddr_in *)&r->sa)->sin_addr.s_addr;
+        else
+            local =
+                !memcmp(&((const struct sockaddr_in6 *)i->ifa_addr)->sin6_addr,
+                        &((const struct sockaddr_in6 *)&r->sa)->sin6_addr, sizeof(struct in6_addr));
+    }
+    freeifaddrs(ifs);
+    return local;
+}
+
+/* A connected socket to the local twin of a TCP address on this host (see open_local_twin), or
+ * -1 to use TCP: not local, no twin, or the twin does not answer. */
+static int connect_local(const char *address, const resolved *r)
+{
+    char path[512], unix_address[520];
+    if (r->is_unix || !local_twin_wanted() || !is_local_host(r)) return -1;
+    ss_status *st = link_local_path(address, path, sizeof path);
+    if (!st) st = link_private_dir(path, false); /* only a folder no one else can write to */
+    resolved u;
+    if (!st) {
+        snprintf(unix_address, sizeof unix_address, "unix:%s", path);
+        st = resolve(unix_address, &u);
+    }
+    int fd = -1;
+    if (!st) st = connect_once(unix_address, &u, 1000, &fd);
+    if (st) {
+        ss_status_free(st);
+        return -1;
+    }
+    SS_DEBUG("link: %s reached through %s", address, path);
+    return fd;
+}
+
 ss_status *ss_link_connect(const char *address, const ss_link_options *opts, ss_link_conn **out)
 {
     *out = NULL;
@@ -667,8 +733,8 @@ ss_status *ss_link_connect(const char *address, const ss_link_options *opts, ss_
     resolved r;
     st = resolve(address, &r);
     if (st) return st;
-    int fd = -1;
-    st = connect_once(address, &r, o.connect_timeout_ms, &fd);
+    int fd = connect_local(address, &r);
+    if (fd < 0) st = connect_once(address, &r, o.connect_timeout_ms, &fd);
     if (st) return st;
     ss_link_conn *c = NULL;
     st = conn_new(fd, false, opts, address, &c);
@@ -726,6 +792,20 @@ static bool remove_stale_unix(const resolved *r)
     return unlink(r->path) == 0;
 }
 
+static void open_local_twin(ss_link_listener *l, const ss_link_options *opts)
+{
+    char path[512], address[520];
+    if (!local_twin_wanted()) return;
+    ss_status *st = link_local_path(l->address, path, sizeof path);
+    if (!st) st = link_private_dir(path, true);
+    if (!st) {
+        snprintf(address, sizeof address, "unix:%s", path);
+        st = ss_link_listen(address, opts, &l->local);
+    }
+    if (st) SS_WARN("link %s: agents on this host will use TCP: %s", l->address, st->msg);
+    ss_status_free(st);
+}
+
 ss_status *ss_link_listen(const char *address, const ss_link_options *opts, ss_link_listener **out)
 {
     *out = NULL;
@@ -761,6 +841,7 @@ ss_status *ss_link_listen(const char *address, const ss_link_options *opts, ss_l
         socklen_t len = sizeof sa;
         getsockname(l->fd, (struct sockaddr *)&sa, &len);
         format_addr(&sa, l->address, sizeof l->address);
+        open_local_twin(l, opts);
     }
     if (st) {
         ss_link_listener_close(l);
@@ -778,47 +859,63 @@ int ss_link_listener_fd(const ss_link_listener *l)
 {
     return l->fd;
 }
+int ss_link_listener_local_fd(const ss_link_listener *l)
+{
+    return l->local ? l->local->fd : -1;
+}
+
+/* One pending connection of l's own socket: 1 taken (*out, or an error), 0 none waiting. */
+static int accept_one(ss_link_listener *l, ss_link_conn **out, ss_status **st)
+{
+    *st = NULL;
+    for (;;) {
+        struct sockaddr_storage sa;
+        socklen_t len = sizeof sa;
+        int fd = accept4(l->fd, (struct sockaddr *)&sa, &len, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if (fd < 0) {
+            if (errno == EINTR || errno == ECONNABORTED) continue;
+            if (errno == EAGAIN || errno == EWOULDBLOCK) return 0;
+            *st = ss_errf(errno == EMFILE || errno == ENFILE ? SS_ERR_LIMIT : SS_ERR_IO,
+                          "accept on %s: %s", l->address, strerror(errno));
+            return 1;
+        }
+        char peer[160];
+        if (sa.ss_family == AF_UNIX) {
+            /* a Unix socket carries the peer's identity: only our own user may connect */
+            struct ucred cred = {.pid = 0, .uid = (uid_t)-1, .gid = (gid_t)-1};
+            socklen_t clen = sizeof cred;
+            if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &clen) != 0 ||
+                cred.uid != geteuid()) {
+                unsigned uid = (unsigned)cred.uid;
+                close(fd);
+                *st = ss_errf(SS_ERR_INVALID,
+                              "%s: refused a connection from uid %u (only uid %u may connect)",
+                              l->address, clen == sizeof cred ? uid : 0u, (unsigned)geteuid());
+                return 1;
+            }
+            snprintf(peer, sizeof peer, "%.120s peer", l->address);
+        } else {
+            format_addr(&sa, peer, sizeof peer);
+        }
+        tune_socket(fd, sa.ss_family == AF_UNIX);
+        *st = conn_new(fd, true, &l->opts, peer, out);
+        if (*st) close(fd);
+        return 1;
+    }
+}
 
 ss_status *ss_link_accept(ss_link_listener *l, int timeout_ms, ss_link_conn **out)
 {
     *out = NULL;
     uint64_t deadline = timeout_ms < 0 ? 0 : ss_now_ns() + (uint64_t)timeout_ms * 1000000;
     for (;;) {
-        struct sockaddr_storage sa;
-        socklen_t len = sizeof sa;
-        int fd = accept4(l->fd, (struct sockaddr *)&sa, &len, SOCK_NONBLOCK | SOCK_CLOEXEC);
-        if (fd >= 0) {
-            char peer[160];
-            if (sa.ss_family == AF_UNIX) {
-                /* a Unix socket carries the peer's identity: only our own user may connect */
-                struct ucred cred = {.pid = 0, .uid = (uid_t)-1, .gid = (gid_t)-1};
-                socklen_t clen = sizeof cred;
-                if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &clen) != 0 ||
-                    cred.uid != geteuid()) {
-                    unsigned uid = (unsigned)cred.uid;
-                    close(fd);
-                    return ss_errf(SS_ERR_INVALID,
-                                   "%s: refused a connection from uid %u (only uid %u may connect)",
-                                   l->address, clen == sizeof cred ? uid : 0u, (unsigned)geteuid());
-                }
-                snprintf(peer, sizeof peer, "%.120s peer", l->address);
-            } else {
-                format_addr(&sa, peer, sizeof peer);
-            }
-            tune_socket(fd, sa.ss_family == AF_UNIX);
-            ss_status *st = conn_new(fd, true, &l->opts, peer, out);
-            if (st) close(fd);
-            return st;
-        }
-        if (errno == EINTR || errno == ECONNABORTED) continue;
-        if (errno != EAGAIN && errno != EWOULDBLOCK)
-            return ss_errf(errno == EMFILE || errno == ENFILE ? SS_ERR_LIMIT : SS_ERR_IO,
-                           "accept on %s: %s", l->address, strerror(errno));
-        bool ready;
+        ss_status *st;
+        if (accept_one(l, out, &st) || (l->local && accept_one(l->local, out, &st))) return st;
+        struct pollfd fds[2] = {{l->fd, POLLIN, 0}, {l->local ? l->local->fd : -1, POLLIN, 0}};
         int wait = timeout_ms < 0 ? -1 : remaining_ms(deadline);
-        ss_status *st = wait_fd(l->fd, POLLIN, wait, &ready);
-        if (st) return st;
-        if (!ready)
+        int n = poll(fds, 2, wait);
+        if (n < 0 && errno != EINTR) return ss_errf(SS_ERR_IO, "poll: %s", strerror(errno));
+        if (n == 0)
             return ss_errf(SS_ERR_TIMEOUT, "no connection on %s within %d ms", l->address,
                            timeout_ms);
     }
@@ -827,6 +924,7 @@ ss_status *ss_link_accept(ss_link_listener *l, int timeout_ms, ss_link_conn **ou
 void ss_link_listener_close(ss_link_listener *l)
 {
     if (!l) return;
+    ss_link_listener_close(l->local);
     if (l->fd >= 0) close(l->fd);
     if (l->unix_path) {
         struct stat sb;

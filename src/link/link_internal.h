@@ -7,6 +7,11 @@
 
 #include "shardserve/link.h"
 
+/* The Unix socket a TCP listener also answers on, for agents on the same host (see conn.c). */
+ss_status *link_local_path(const char *address, char *buf, size_t cap);
+/* The folder of path is ours, not a link and closed to everyone else (made 0700 if create). */
+ss_status *link_private_dir(const char *path, bool create);
+
 #define LINK_NONCE_BYTES 32
 #define LINK_PROOF_BYTES 32
 /* Before a peer is authenticated it may only send tiny frames. */

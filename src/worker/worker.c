@@ -1793,8 +1793,10 @@ static ss_status *worker_open(ss_worker *w, const ss_worker_options *opt)
     snprintf(w->address, sizeof w->address, "%s", ss_link_listener_address(w->listener));
     struct epoll_event ev = {.events = EPOLLIN, .data.u32 = TAG_EVENT};
     struct epoll_event lev = {.events = EPOLLIN, .data.u32 = TAG_LISTENER};
+    int local_fd = ss_link_listener_local_fd(w->listener); /* agents on this host come here */
     if (epoll_ctl(w->epfd, EPOLL_CTL_ADD, w->evfd, &ev) != 0 ||
-        epoll_ctl(w->epfd, EPOLL_CTL_ADD, ss_link_listener_fd(w->listener), &lev) != 0)
+        epoll_ctl(w->epfd, EPOLL_CTL_ADD, ss_link_listener_fd(w->listener), &lev) != 0 ||
+        (local_fd >= 0 && epoll_ctl(w->epfd, EPOLL_CTL_ADD, local_fd, &lev) != 0))
         return ss_errf(SS_ERR_IO, "epoll_ctl: %s", strerror(errno));
     return ss_serving_add(w->set->serving, w->cfg.name, w->version,
                           (ss_serving_backend){w, worker_submit}, &w->entry);
