@@ -106,5 +106,22 @@ static void slice_copies_strings(void)
     ss_tensor_free(&b);
 }
 
-TEST_MAIN(TEST(batch_size_rules), TEST(slice_copies_strings), TEST(merge_pads_with_first_instance),
+static void the_window_runs_unbatched_jobs_ahead(void)
+{
+    /* the pipeline's depth always */
+    CHECK(ss_batch_may_dispatch(0, 1, false, 8, 0, 1u << 30));
+    CHECK(ss_batch_may_dispatch(1, 2, true, 8, 1u << 20, 1u << 20));
+    /* beyond it: only unbatched jobs of a pipelined servable, within the bytes and the count */
+    CHECK(ss_batch_may_dispatch(2, 2, true, 1, 96 * 1024, 48 * 1024));
+    CHECK(ss_batch_may_dispatch(3, 2, true, 1, 144 * 1024, 48 * 1024));
+    CHECK(!ss_batch_may_dispatch(4, 2, true, 1, 192 * 1024, 48 * 1024));
+    CHECK(!ss_batch_may_dispatch(2, 2, true, 1, 96 * 1024, 128 * 1024));
+    CHECK(!ss_batch_may_dispatch(2, 2, true, 8, 0, 16));
+    CHECK(!ss_batch_may_dispatch(1, 1, false, 1, 0, 16));
+    CHECK(!ss_batch_may_dispatch(2 + SS_AHEAD_JOBS_MAX, 2, true, 1, 0, 0));
+    CHECK(ss_batch_may_dispatch(1 + SS_AHEAD_JOBS_MAX, 2, true, 1, 0, 0));
+}
+
+TEST_MAIN(TEST(batch_size_rules), TEST(the_window_runs_unbatched_jobs_ahead),
+          TEST(slice_copies_strings), TEST(merge_pads_with_first_instance),
           TEST(merge_refuses_a_row_of_the_wrong_size), TEST(slice_takes_one_row))

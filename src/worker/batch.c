@@ -56,3 +56,11 @@ ss_status *ss_batch_slice(const ss_tensor *out, int batch, int i, bool whole, ss
     memcpy(dst->data, (const char *)out->data + per * (size_t)i, per);
     return NULL;
 }
+
+bool ss_batch_may_dispatch(int n_inflight, int depth, bool pipeline, int batch, size_t ahead_bytes,
+                           size_t next_bytes)
+{
+    if (n_inflight < depth) return true;
+    return pipeline && batch == 1 && n_inflight < depth + SS_AHEAD_JOBS_MAX &&
+           ahead_bytes + next_bytes <= SS_AHEAD_BYTES_MAX;
+}

@@ -99,6 +99,7 @@ typedef struct job {
     char err[512];
     ss_link_msg result; /* the last rank's RESULT */
     uint64_t dispatch_ns, deadline_ns;
+    size_t link_bytes; /* input bytes on each rank's link (for the window, see may_dispatch) */
     /* merged batch inputs, their storage recycled with the job */
     ss_tensor inputs[SS_MAX_IO];
     int n_inputs;
@@ -198,6 +199,7 @@ struct ss_worker {
     size_t q_head, q_len, q_cap;
     job *inflight, *free_jobs;
     int n_inflight, n_free_jobs, n_bulk; /* n_bulk: jobs handed to the bulk sender, not back yet */
+    size_t ahead_bytes;                  /* link_bytes of the jobs in flight */
     uint64_t next_job_id, hb_seq, next_hb_ns, batch_wait_until_ns;
     ss_link_conn **dead_conns; /* shut down, closed once the bulk sender cannot hold them */
     size_t n_dead, cap_dead;
@@ -564,6 +566,7 @@ static void reap_jobs(ss_worker *w)
         }
         *pp = j->next;
         w->n_inflight--;
+        w->ahead_bytes -= j->link_bytes;
         job_complete(w, j);
         job_recycle(w, j);
     }
@@ -1204,15 +1207,23 @@ static ss_status *send_job(ss_worker *w, job *j, ss_link_conn *const *conns, boo
 }
 
 /* Tensor bytes the job's stage-0 requests carry (decides inline or bulk). */
+/* The input bytes of one queued instance (what one rank's link carries for it). */
+static size_t task_bytes(const task *t)
+{
+    size_t b = 0;
+    const ss_method_config *mc = t->rs->method;
+    for (int k = 0; k < mc->n_inputs; k++)
+        b +=
+            ss_serving_instance_find(&t->rs->req->instances[t->inst], mc->inputs[k])->tensor.nbytes;
+    return b;
+}
+
+/* The bytes a job puts on the links: per rank, times the ranks that get them. */
 static size_t job_bytes(const ss_worker *w, const job *j)
 {
     size_t b = 0;
-    const ss_method_config *mc = j->tasks[0].rs->method;
     for (int t = 0; t < j->n_tasks; t++)
-        for (int k = 0; k < mc->n_inputs; k++)
-            b += ss_serving_instance_find(&j->tasks[t].rs->req->instances[j->tasks[t].inst],
-                                          mc->inputs[k])
-                     ->tensor.nbytes;
+        b += task_bytes(&j->tasks[t]);
     return w->bcast ? b : b * (size_t)(w->cfg.rank_size / w->cfg.stage_size);
 }
 
@@ -1291,11 +1302,18 @@ static void take_back_bulk(ss_worker *w)
     reap_jobs(w);
 }
 
+/* Whether the queue's next job may go now (the window: ss_batch_may_dispatch). */
+static bool may_dispatch(const ss_worker *w)
+{
+    return ss_batch_may_dispatch(w->n_inflight, w->max_inflight, w->cfg.pipeline, w->batch,
+                                 w->ahead_bytes, task_bytes(&w->queue[w->q_head]));
+}
+
 static void dispatch(ss_worker *w)
 {
     ASSERT_ON_LOOP(w);
     uint64_t now = ss_now_ns();
-    while (w->is_ready && !w->stopping && w->q_len && w->n_inflight < w->max_inflight) {
+    while (w->is_ready && !w->stopping && w->q_len && may_dispatch(w)) {
         /* with a queue delay, wait (bounded) for a fuller batch */
         if (w->cfg.max_queue_delay_us > 0 && w->q_len < (size_t)w->batch) {
             if (!w->batch_wait_until_ns)
@@ -1318,6 +1336,10 @@ static void dispatch(ss_worker *w)
         }
         j->id = ++w->next_job_id;
         j->dispatch_ns = now;
+        j->link_bytes = 0;
+        for (int t = 0; t < j->n_tasks; t++)
+            j->link_bytes += task_bytes(&j->tasks[t]);
+        w->ahead_bytes += j->link_bytes;
         j->deadline_ns = now + (uint64_t)w->opt.request_timeout_ms * 1000000ull;
         ss_metric_observe(w->m_batch, j->n_tasks);
         SS_DEBUG("servable %s: request_id %llu: dispatching %d instances (%zu still queued)",
