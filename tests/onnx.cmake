@@ -21,13 +21,14 @@ add_test(NAME onnx_node_conformance
          COMMAND ${SS_TEST_DIR}/onnx/conformance.sh $<TARGET_FILE:shardserve>
                  /usr/share/libonnx-testdata/data/node ${SS_NODE_CONFORMANCE_PASSED})
 
-# Exporter-shaped fixtures (MLP, MNIST CNN, BERT-tiny, GPT-2-tiny at opsets 14 and 17).
+# Exporter-shaped fixtures (MLP, MNIST CNN, BERT-tiny, GPT-2-tiny, a scripted MLP with an If on
+# data, taken both ways, at opsets 14 and 17).
 add_test(NAME onnx_export_fixtures_make
          COMMAND ${SS_PY} ${SS_TEST_DIR}/fixtures/onnx_export_families.py --fixtures ${CMAKE_BINARY_DIR}/export-fixtures)
 set_tests_properties(onnx_export_fixtures_make PROPERTIES FIXTURES_SETUP export_fixtures)
 add_test(NAME onnx_export_fixtures
          COMMAND ${SS_TEST_DIR}/onnx/conformance.sh $<TARGET_FILE:shardserve>
-                 ${CMAKE_BINARY_DIR}/export-fixtures 8 --no-skips)
+                 ${CMAKE_BINARY_DIR}/export-fixtures 12 --no-skips)
 set_tests_properties(onnx_export_fixtures PROPERTIES FIXTURES_REQUIRED export_fixtures)
 
 # run --output-dir escapes output names into file names ('/' and ':' of exporter names).

@@ -100,6 +100,37 @@ static int name_add(shard_ctx *c, const char *name)
 
 /* ------------------------------------------------------------------ analysis */
 
+/* The top-level values a node's subgraphs (If branches, Loop and Scan bodies, nested ones
+ * too) read from the outer scope: ONNX names are unique across scopes, so every name used in
+ * there that the top-level graph knows is one. They are the node's implicit inputs: each must
+ * be on the node's rank (initializers copied, activations received across a stage cut). */
+static void graph_outer_refs(const shard_ctx *c, const Onnx__GraphProto *g,
+                             void (*fn)(void *, int id), void *arg);
+
+static void node_outer_refs(const shard_ctx *c, const Onnx__NodeProto *n,
+                            void (*fn)(void *, int id), void *arg)
+{
+    for (size_t a = 0; a < n->n_attribute; a++) {
+        const Onnx__AttributeProto *at = n->attribute[a];
+        if (at->g) graph_outer_refs(c, at->g, fn, arg);
+        for (size_t k = 0; k < at->n_graphs; k++)
+            graph_outer_refs(c, at->graphs[k], fn, arg);
+    }
+}
+
+static void graph_outer_refs(const shard_ctx *c, const Onnx__GraphProto *g,
+                             void (*fn)(void *, int id), void *arg)
+{
+    for (size_t i = 0; i < g->n_node; i++) {
+        const Onnx__NodeProto *n = g->node[i];
+        for (size_t j = 0; j < n->n_input; j++) {
+            int id = n->input[j][0] ? name_find(c, n->input[j]) : -1;
+            if (id >= 0) fn(arg, id);
+        }
+        node_outer_refs(c, n, fn, arg);
+    }
+}
+
 static bool value_desc(const shard_ctx *c, const char *name, ss_tensor *d)
 {
     return ss_session_value_desc(c->session, name, d);
@@ -246,6 +277,7 @@ typedef struct {
     int rank, stage, pos;
     tstate *ts; /* per value */
     char group[32];
+    ss_status *st; /* the first problem met while emitting, reported after */
 } rank_ctx;
 
 static int pos_axis(int neg_axis, int rank)
@@ -530,8 +562,22 @@ static bool emit_split_elementwise(rank_ctx *r, const Onnx__NodeProto *n)
     return true;
 }
 
+/* An outer-scope value a subgraph reads must be on this rank, whole and under its own name. */
+static void bring_outer_ref(void *arg, int id)
+{
+    rank_ctx *r = arg;
+    const char *name = r->c->names[id];
+    const char *local = input_repl(r, name);
+    if (strcmp(local, name) != 0 && !r->st)
+        r->st = ss_errf(SS_ERR_UNSUPPORTED,
+                        "a subgraph reads '%s', which is split on rank %d and gathered under "
+                        "another name; keep the node that makes it whole (--strategy)",
+                        name, r->rank);
+}
+
 static void emit_plain(rank_ctx *r, const Onnx__NodeProto *n)
 {
+    node_outer_refs(r->c, n, bring_outer_ref, r);
     const char *ins[64];
     const char *outs[64];
     int n_in = (int)n->n_input < 64 ? (int)n->n_input : 64,
@@ -663,7 +709,7 @@ static ss_status *shard_rank(shard_ctx *c, int rank, size_t *param_bytes)
             if (!ss_onnx_find_init(c->model, c->graph->input[i]->name))
                 rg_add_input(&r.g, c->graph->input[i]);
     if (r.stage > 0) emit_recvs(&r);
-    for (int i = 0; i < c->n_nodes && !st && !r.g.error; i++) {
+    for (int i = 0; i < c->n_nodes && !st && !r.st && !r.g.error; i++) {
         node_info *ni = &c->nodes[i];
         if (ni->constant || ni->stage != r.stage) continue;
         const Onnx__NodeProto *n = ni->node;
@@ -685,6 +731,8 @@ static ss_status *shard_rank(shard_ctx *c, int rank, size_t *param_bytes)
             rg_add_output(&r.g, value_info_for(&r, name));
         }
     }
+    if (!st && r.st) st = r.st, r.st = NULL;
+    ss_status_free(r.st);
     if (!st && r.g.error) st = r.g.error, r.g.error = NULL;
     if (!st && fflush(r.g.data) != 0)
         st = ss_errf(SS_ERR_IO, "writing %s.data: %s", c->model_base, strerror(errno));
@@ -918,16 +966,28 @@ static ss_status *analyse(shard_ctx *c)
     return NULL;
 }
 
+typedef struct {
+    shard_ctx *c;
+    int stage;
+} use_at;
+
+static void note_use(void *arg, int id)
+{
+    use_at *u = arg;
+    if (u->c->last_stage[id] < u->stage) u->c->last_stage[id] = u->stage;
+}
+
 static void note_uses(shard_ctx *c)
 {
     for (int i = 0; i < c->n_nodes; i++) {
         if (c->nodes[i].constant) continue;
         const Onnx__NodeProto *n = c->nodes[i].node;
+        use_at u = {c, c->nodes[i].stage};
         for (size_t j = 0; j < n->n_input; j++) {
             int id = n->input[j][0] ? name_find(c, n->input[j]) : -1;
-            if (id >= 0 && c->last_stage[id] < c->nodes[i].stage)
-                c->last_stage[id] = c->nodes[i].stage;
+            if (id >= 0) note_use(&u, id);
         }
+        node_outer_refs(c, n, note_use, &u);
     }
 }
 
