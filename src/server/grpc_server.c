@@ -37,6 +37,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "grpc_codec.h"
 #include "kserve_grpc.h"
@@ -602,6 +603,16 @@ static void destroy(ss_grpc_server *srv)
     grpc_shutdown();
 }
 
+/* A quarter of the cores, 1 to 4: the completion-queue threads only decode and hand over (large
+ * messages go to the decoder thread), and each extra thread costs a hand-over of gRPC's poller
+ * per event (on 2 cores, 1 thread instead of 2 took a 1-rank servable from 4,900 to 7,000 req/s
+ * at concurrency 16 in one same-run A/B). */
+static int default_threads(void)
+{
+    long n = sysconf(_SC_NPROCESSORS_ONLN) / 4;
+    return n < 1 ? 1 : n > 4 ? 4 : (int)n;
+}
+
 ss_status *ss_grpc_server_start(const ss_grpc_options *opts, ss_grpc_server **out)
 {
     *out = NULL;
@@ -616,7 +627,7 @@ ss_status *ss_grpc_server_start(const ss_grpc_options *opts, ss_grpc_server **ou
     srv->ready_ctx = opts->ready_ctx;
     srv->drain_ms = opts->drain_ms > 0 ? opts->drain_ms : 5000;
     srv->shutdown_tag.kind = TAG_SHUTDOWN;
-    int threads = opts->threads > 0 ? opts->threads : 2;
+    int threads = opts->threads > 0 ? opts->threads : default_threads();
     int mb = opts->max_msg_mb ? opts->max_msg_mb : SS_SERVER_DEFAULT_MAX_MSG_MB;
 
     gpr_set_log_function(grpc_log);

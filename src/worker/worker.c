@@ -59,7 +59,6 @@
 /* tensor bytes a PREDICT may carry to be sent by the loop itself */
 #define SEND_INLINE_MAX (256u * 1024u)
 #define HANDSHAKE_FIRST_FRAME_MS 10000
-#define DEFAULT_REPLY_SPIN_US 50
 #define STOP_GRACE_MS 2000 /* at stop, how long agents get to close their links after EXIT */
 
 #define TAG_EVENT 0u
@@ -1542,13 +1541,13 @@ static void run_events(ss_worker *w, const struct epoll_event *evs, int n)
     dispatch(w);
 }
 
-/* A reply is due and nothing else waits (with requests queued the cores have better things to
- * do): worth polling for it a little, yielding the core to anyone runnable, rather than sleeping.
- * An agent's answer often comes within microseconds, and a sleeping thread on another core takes
- * tens of them to wake on a VM. */
-static bool worth_spinning(const ss_worker *w)
+/* The worker's only request waits for its one reply (with more requests about, the cores have
+ * better things to do and a reply is never far): worth polling for it a little, yielding the
+ * core to anyone runnable, rather than sleeping. An agent's answer often comes within
+ * microseconds, and a sleeping thread on another core takes tens of them to wake on a VM. */
+static bool worth_spinning(ss_worker *w)
 {
-    return w->spin_ns && w->n_inflight > 0 && !w->q_len;
+    return w->spin_ns && w->n_inflight == 1 && !w->q_len && atomic_load(&w->n_requests) == 1;
 }
 
 /* After a submit: when no thread holds the loop (the loop thread sleeps in epoll), take it and
@@ -1833,7 +1832,6 @@ static void worker_options_defaults(ss_worker_options *o)
     if (o->heartbeat_ms > o->heartbeat_timeout_ms / 4)
         o->heartbeat_ms = o->heartbeat_timeout_ms / 4 > 50 ? o->heartbeat_timeout_ms / 4 : 50;
     if (!o->max_enqueued) o->max_enqueued = 10000;
-    if (!o->reply_spin_us) o->reply_spin_us = DEFAULT_REPLY_SPIN_US;
 }
 
 ss_status *ss_worker_set_add(ss_worker_set *set, const ss_worker_options *opt, ss_worker **out)
