@@ -41,6 +41,9 @@ if(TARGET shardserve)
   ss_shard_test(shard_mlp_strategy_file_shm 200 family.sh mlp_op17 shm --strategy
                 ${SS_SHARD_DIR}/mlp_strategy4.json 4x1 4x2)
 
+  # --weights bf16: recorded in every group config, outputs within 1e-2 of f32
+  ss_shard_test(shard_bf16_weights_shm 300 bf16.sh mlp_op17 bert_tiny_op17 gpt2_tiny_op17)
+
   # an op the runtime's table marks elementwise stays on split tensors (no op list of the tool's own)
   ss_shard_test(shard_runtime_ops_shm 120 runtime_ops.sh shm)
 
