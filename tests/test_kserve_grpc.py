@@ -286,8 +286,74 @@ def infer_errors(c):
     except grpc.RpcError as e:
         got = (e.code(), e.details())
     err_is(c, got, inv, "cannot parse ModelInferRequest", "undecodable message")
-    err_is(c, rpc_error("ModelStatistics", pb.ServerLiveRequest(), pb.ServerLiveResponse),
+    err_is(c, rpc_error("ModelConfig", pb.ServerLiveRequest(), pb.ServerLiveResponse),
            grpc.StatusCode.UNIMPLEMENTED, "unknown method", "unknown RPC")
+
+
+# ------------------------------------------------------------------ ModelStreamInfer
+
+def stream(requests, timeout=20):
+    call = chan.stream_stream(SERVICE + "ModelStreamInfer",
+                              request_serializer=lambda m: m.SerializeToString(),
+                              response_deserializer=pb.ModelStreamInferResponse.FromString)
+    return list(call(iter(requests), timeout=timeout))
+
+
+def slow_request(rid):
+    req = pb.ModelInferRequest(model_name="slow", id=rid)
+    fp32_input(req, "x", [1, 2], [3.0, 4.0])
+    return req
+
+
+def stream_infer(c):
+    """Answers as they are ready, errors in error_message, the stream stays up for the rest."""
+    bad = add_request(model="nope")
+    bad.id = "bad"
+    reqs = [slow_request("slow")] + [add_request(n=k) for k in (1, 2, 3)] + [bad]
+    for k, r in enumerate(reqs[1:4]):
+        r.id = "add%d" % (k + 1)
+    got = stream(reqs)
+    c.eq(len(got), 5, "one answer per request")
+    by_id = {r.infer_response.id: r for r in got if not r.error_message}
+    c.eq(sorted(by_id), ["add1", "add2", "add3", "slow"], "answered ids")
+    for k in (1, 2, 3):
+        y = outputs(by_id["add%d" % k].infer_response)["y"]
+        c.eq(list(y.shape), [k, 3], "add%d shape" % k)
+        c.eq(list(y.contents.fp32_contents), [i + 0.5 for i in range(k * 3)], "add%d y" % k)
+    c.eq(list(outputs(by_id["slow"].infer_response)["x"].contents.fp32_contents), [3.0, 4.0],
+         "slow echo")
+    errors = [r.error_message for r in got if r.error_message]
+    c.eq(len(errors), 1, "one error answer")
+    c.check(errors and "nope" in errors[0], "error names the model: %r" % errors)
+    c.check(got[-1].infer_response.id == "slow",
+            "the slow request is answered last, not in order: %r"
+            % [r.infer_response.id or r.error_message for r in got])
+
+
+def stream_errors(c):
+    """Bad messages and failed inferences on a stream; a cancelled stream leaves the server up."""
+    raw = chan.stream_stream(SERVICE + "ModelStreamInfer",
+                             response_deserializer=pb.ModelStreamInferResponse.FromString)
+    req = add_request()
+    req.inputs[0].datatype = "FP64"
+    got = list(raw(iter([b"\xff\xff\xff", pb.ModelInferRequest(model_name="error.fail")
+                         .SerializeToString(), req.SerializeToString(),
+                         add_request().SerializeToString()]), timeout=20))
+    c.eq(len(got), 4, "four answers")
+    msgs = sorted(r.error_message for r in got)
+    c.check(any("cannot parse ModelInferRequest" in m for m in msgs), "undecodable: %r" % msgs)
+    c.check(any("fixed failure" in m for m in msgs), "handler failure: %r" % msgs)
+    c.check(any("datatype FP64" in m for m in msgs), "wrong datatype: %r" % msgs)
+    c.eq(sum(1 for r in got if not r.error_message), 1, "the good request still answered")
+    c.eq(stream([]), [], "an empty stream ends with OK")
+    call = chan.stream_stream(SERVICE + "ModelStreamInfer",
+                              request_serializer=lambda m: m.SerializeToString(),
+                              response_deserializer=pb.ModelStreamInferResponse.FromString)
+    it = call(iter([slow_request("s%d" % i) for i in range(3)]), timeout=20)
+    it.cancel()
+    c.eq(rpc("ServerLive", pb.ServerLiveRequest(), pb.ServerLiveResponse).live, True,
+         "live after a cancelled stream")
+    c.eq(len(stream([add_request()])), 1, "a new stream works after a cancelled one")
 
 
 def main():
@@ -295,7 +361,7 @@ def main():
     srv = TestServer(grpc="127.0.0.1:0")
     chan = grpc.insecure_channel(srv.grpc_address, options=OPTIONS)
     Checker().run([health, server_metadata, model_metadata, model_ready, infer_typed_contents,
-                   infer_raw, typed_all, infer_errors], server=srv)
+                   infer_raw, typed_all, infer_errors, stream_infer, stream_errors], server=srv)
 
 
 if __name__ == "__main__":

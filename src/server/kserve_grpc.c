@@ -629,3 +629,26 @@ bool ss_kserve_grpc_encode_reply(ss_kserve_call *call, const ss_predict_reply *r
     free(outs);
     return ok;
 }
+
+/* ------------------------------------------------------------------ ModelStreamInfer */
+
+/* The response is already packed: written around it as protobuf wire (field 1 or 2,
+ * length-delimited), which costs one copy instead of an unpack and a repack. */
+bool ss_kserve_grpc_stream_reply(const uint8_t *resp, size_t len, const char *error, uint8_t **out,
+                                 size_t *out_len, ss_kserve_error *err)
+{
+    const uint8_t *body = error ? (const uint8_t *)error : resp;
+    size_t n = error ? strlen(error) : len;
+    *out = malloc(n + 11);
+    if (!*out) {
+        ss_kserve_fail(err, 500, "out of memory packing a %zu-byte stream reply", n);
+        return false;
+    }
+    size_t k = 0;
+    (*out)[k++] = error ? 0x0a : 0x12;
+    for (size_t v = n; k == 1 || v; v >>= 7)
+        (*out)[k++] = (uint8_t)((v & 0x7f) | (v >> 7 ? 0x80 : 0));
+    if (n) memcpy(*out + k, body, n);
+    *out_len = k + n;
+    return true;
+}

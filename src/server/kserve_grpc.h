@@ -44,4 +44,9 @@ bool ss_kserve_grpc_decode_infer(const ss_predict_handler *h, const uint8_t *buf
 bool ss_kserve_grpc_encode_reply(ss_kserve_call *call, const ss_predict_reply *reply, uint8_t **out,
                                  size_t *out_len, ss_kserve_error *err);
 
+/* A ModelStreamInferResponse (malloc'd): the packed ModelInferResponse `resp` (borrowed) as
+ * infer_response, or, when `error` is not NULL, error_message = error. */
+bool ss_kserve_grpc_stream_reply(const uint8_t *resp, size_t len, const char *error, uint8_t **out,
+                                 size_t *out_len, ss_kserve_error *err);
+
 #endif
