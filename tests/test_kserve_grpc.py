@@ -290,6 +290,25 @@ def infer_errors(c):
            grpc.StatusCode.UNIMPLEMENTED, "unknown method", "unknown RPC")
 
 
+def statistics_and_repository(c):
+    """ModelStatistics (zeros: this handler keeps no /metrics counters); no repository here."""
+    st = rpc("ModelStatistics", pb.ModelStatisticsRequest(name="add", version="1"),
+             pb.ModelStatisticsResponse).model_stats
+    c.eq([(m.name, m.version) for m in st], [("add", "1")], "stats entries")
+    c.eq((st[0].inference_stats.success.count, st[0].inference_stats.queue.ns), (0, 0), "zeros")
+    err_is(c, rpc_error("ModelStatistics", pb.ModelStatisticsRequest(name="nope"),
+                        pb.ModelStatisticsResponse), grpc.StatusCode.NOT_FOUND, "nope",
+           "stats of an unknown model")
+    meta = rpc("ServerMetadata", pb.ServerMetadataRequest(), pb.ServerMetadataResponse)
+    c.eq(list(meta.extensions), ["binary_tensor_data", "statistics"], "extensions")
+    err_is(c, rpc_error("RepositoryIndex", pb.RepositoryIndexRequest(),
+                        pb.RepositoryIndexResponse), grpc.StatusCode.UNIMPLEMENTED,
+           "no model repository", "index without a repository")
+    err_is(c, rpc_error("RepositoryModelUnload", pb.RepositoryModelUnloadRequest(model_name="add"),
+                        pb.RepositoryModelUnloadResponse), grpc.StatusCode.UNIMPLEMENTED,
+           "no model repository", "unload without a repository")
+
+
 # ------------------------------------------------------------------ ModelStreamInfer
 
 def stream(requests, timeout=20):
@@ -361,7 +380,7 @@ def main():
     srv = TestServer(grpc="127.0.0.1:0")
     chan = grpc.insecure_channel(srv.grpc_address, options=OPTIONS)
     Checker().run([health, server_metadata, model_metadata, model_ready, infer_typed_contents,
-                   infer_raw, typed_all, infer_errors, stream_infer, stream_errors], server=srv)
+                   infer_raw, typed_all, infer_errors, statistics_and_repository, stream_infer, stream_errors], server=srv)
 
 
 if __name__ == "__main__":

@@ -418,6 +418,10 @@ static const grpc_method methods[] = {
     {KSERVE("ModelMetadata"), handle_kserve, ss_kserve_grpc_model_metadata},
     {KSERVE("ModelInfer"), handle_kserve_infer, NULL},
     {KSERVE("ModelStreamInfer"), NULL, NULL}, /* a stream: kserve_stream.c runs it */
+    {KSERVE("ModelStatistics"), handle_kserve, ss_kserve_grpc_model_statistics},
+    {KSERVE("RepositoryIndex"), handle_kserve, ss_kserve_grpc_repository_index},
+    {KSERVE("RepositoryModelLoad"), handle_kserve, ss_kserve_grpc_repository_load},
+    {KSERVE("RepositoryModelUnload"), handle_kserve, ss_kserve_grpc_repository_unload},
 };
 
 static void stream_live(void *srv, long delta)

@@ -8,6 +8,8 @@
  */
 #include "kserve_grpc.h"
 
+#include "kserve_repo.h"
+#include "kserve_stats.h"
 #include "pb_budget.h"
 
 #include <stdint.h>
@@ -94,17 +96,16 @@ bool ss_kserve_grpc_server_ready(const ss_kserve_grpc_env *env, const uint8_t *b
 bool ss_kserve_grpc_server_metadata(const ss_kserve_grpc_env *env, const uint8_t *buf, size_t len,
                                     uint8_t **out, size_t *out_len, ss_kserve_error *err)
 {
-    (void)env;
     if (over_budget(buf, len, NULL, err)) return false;
     Inference__ServerMetadataRequest *req =
         inference__server_metadata_request__unpack(NULL, len, buf);
     if (!req) return bad_message("ServerMetadataRequest", err);
     inference__server_metadata_request__free_unpacked(req, NULL);
-    static char *extensions[] = {"binary_tensor_data"};
+    static char *extensions[] = {"binary_tensor_data", "statistics", "model_repository"};
     Inference__ServerMetadataResponse resp = INFERENCE__SERVER_METADATA_RESPONSE__INIT;
     resp.name = SERVER_NAME;
     resp.version = SERVER_VERSION;
-    resp.n_extensions = 1;
+    resp.n_extensions = env->handler->index ? 3 : 2; /* the last one only with a repository */
     resp.extensions = extensions;
     return pack(&resp.base, out, out_len, err);
 }
@@ -628,6 +629,166 @@ bool ss_kserve_grpc_encode_reply(ss_kserve_call *call, const ss_predict_reply *r
     free(m.raw);
     free(outs);
     return ok;
+}
+
+/* ------------------------------------------------------------------ statistics */
+
+/* One model's statistics message, pointing into `st` and `d` (8 durations). */
+static void model_stats_msg(const ss_kserve_stats *st, Inference__ModelStatistics *m,
+                            Inference__InferStatistics *is, Inference__StatisticDuration *d)
+{
+    Inference__StatisticDuration **slots[] = {
+        &is->success,       &is->fail,           &is->queue,     &is->compute_input,
+        &is->compute_infer, &is->compute_output, &is->cache_hit, &is->cache_miss};
+    const ss_kserve_duration *src[] = {&st->success,       &st->fail, &st->queue, NULL,
+                                       &st->compute_infer, NULL,      NULL,       NULL};
+    inference__infer_statistics__init(is);
+    for (int k = 0; k < 8; k++) {
+        inference__statistic_duration__init(&d[k]);
+        d[k].count = src[k] ? src[k]->count : 0;
+        d[k].ns = src[k] ? src[k]->ns : 0;
+        *slots[k] = &d[k];
+    }
+    inference__model_statistics__init(m);
+    m->name = (char *)st->model;
+    m->version = (char *)st->version;
+    m->inference_count = st->inference_count;
+    m->execution_count = st->execution_count;
+    m->inference_stats = is;
+}
+
+bool ss_kserve_grpc_model_statistics(const ss_kserve_grpc_env *env, const uint8_t *buf, size_t len,
+                                     uint8_t **out, size_t *out_len, ss_kserve_error *err)
+{
+    if (over_budget(buf, len, NULL, err)) return false;
+    Inference__ModelStatisticsRequest *req =
+        inference__model_statistics_request__unpack(NULL, len, buf);
+    if (!req) return bad_message("ModelStatisticsRequest", err);
+    ss_kserve_stats *st = NULL;
+    size_t n = 0;
+    bool ok = ss_kserve_stats_collect(env->handler, req->name, req->version, &st, &n, err);
+    inference__model_statistics_request__free_unpacked(req, NULL);
+    if (!ok) return false;
+    size_t slots = n ? n : 1;
+    Inference__ModelStatistics *ms = calloc(slots, sizeof *ms);
+    Inference__ModelStatistics **ptrs = calloc(slots, sizeof *ptrs);
+    Inference__InferStatistics *is = calloc(slots, sizeof *is);
+    Inference__StatisticDuration *d = calloc(slots * 8, sizeof *d);
+    ok = ms && ptrs && is && d;
+    for (size_t i = 0; ok && i < n; i++) {
+        model_stats_msg(&st[i], &ms[i], &is[i], &d[8 * i]);
+        ptrs[i] = &ms[i];
+    }
+    Inference__ModelStatisticsResponse resp = INFERENCE__MODEL_STATISTICS_RESPONSE__INIT;
+    resp.model_stats = ptrs;
+    resp.n_model_stats = n;
+    if (!ok) ss_kserve_fail(err, 500, "out of memory");
+    ok = ok && pack(&resp.base, out, out_len, err);
+    free(ms);
+    free(ptrs);
+    free(is);
+    free(d);
+    free(st);
+    return ok;
+}
+
+/* ------------------------------------------------------------------ model repository */
+
+bool ss_kserve_grpc_repository_index(const ss_kserve_grpc_env *env, const uint8_t *buf, size_t len,
+                                     uint8_t **out, size_t *out_len, ss_kserve_error *err)
+{
+    if (over_budget(buf, len, NULL, err)) return false;
+    Inference__RepositoryIndexRequest *req =
+        inference__repository_index_request__unpack(NULL, len, buf);
+    if (!req) return bad_message("RepositoryIndexRequest", err);
+    ss_serving_index_entry *e = NULL;
+    size_t n = 0;
+    bool ok = ss_kserve_repo_index(env->handler, req->ready, &e, &n, err);
+    inference__repository_index_request__free_unpacked(req, NULL);
+    if (!ok) return false;
+    Inference__RepositoryIndexResponse__ModelIndex *models = calloc(n ? n : 1, sizeof *models);
+    Inference__RepositoryIndexResponse__ModelIndex **ptrs = calloc(n ? n : 1, sizeof *ptrs);
+    char(*versions)[24] = calloc(n ? n : 1, sizeof *versions);
+    ok = models && ptrs && versions;
+    for (size_t i = 0; ok && i < n; i++) {
+        inference__repository_index_response__model_index__init(&models[i]);
+        snprintf(versions[i], sizeof versions[i], "%llu", (unsigned long long)e[i].version);
+        models[i].name = e[i].servable;
+        models[i].version = versions[i];
+        models[i].state = (char *)e[i].state;
+        models[i].reason = e[i].reason;
+        ptrs[i] = &models[i];
+    }
+    Inference__RepositoryIndexResponse resp = INFERENCE__REPOSITORY_INDEX_RESPONSE__INIT;
+    resp.models = ptrs;
+    resp.n_models = n;
+    if (!ok) ss_kserve_fail(err, 500, "out of memory");
+    ok = ok && pack(&resp.base, out, out_len, err);
+    free(models);
+    free(ptrs);
+    free(versions);
+    free(e);
+    return ok;
+}
+
+/* parameters["version"]: an int64 or its text; absent = every version. */
+static bool repo_version(const Inference__RepositoryModelLoadRequest *r, uint64_t *version,
+                         ss_kserve_error *err)
+{
+    *version = 0;
+    for (size_t i = 0; i < r->n_parameters; i++) {
+        const Inference__ModelRepositoryParameter *p = r->parameters[i]->value;
+        if (strcmp(r->parameters[i]->key, "version") != 0 || !p) continue;
+        bool ok = false;
+        if (p->parameter_choice_case ==
+            INFERENCE__MODEL_REPOSITORY_PARAMETER__PARAMETER_CHOICE_INT64_PARAM) {
+            ok = p->int64_param > 0;
+            *version = (uint64_t)p->int64_param;
+        } else if (p->parameter_choice_case ==
+                   INFERENCE__MODEL_REPOSITORY_PARAMETER__PARAMETER_CHOICE_STRING_PARAM) {
+            ok = ss_kserve_parse_version(p->string_param, strlen(p->string_param), version) &&
+                 *version;
+        }
+        if (!ok) {
+            ss_kserve_fail(err, 400, "parameter 'version' must be a version number (1, 2, ...)");
+            return false;
+        }
+    }
+    return true;
+}
+
+/* RepositoryModelLoad and RepositoryModelUnload: their requests are the same fields with the
+ * same numbers, so both decode as RepositoryModelLoadRequest; both answers are empty messages. */
+static bool repo_set_loaded(const ss_kserve_grpc_env *env, const uint8_t *buf, size_t len,
+                            bool load, uint8_t **out, size_t *out_len, ss_kserve_error *err)
+{
+    static const uint32_t fields[] = {3};
+    static const ss_pb_shape *const inner[] = {&param_entry};
+    static const ss_pb_shape shape = {1, fields, inner};
+    if (over_budget(buf, len, &shape, err)) return false;
+    Inference__RepositoryModelLoadRequest *req =
+        inference__repository_model_load_request__unpack(NULL, len, buf);
+    if (!req)
+        return bad_message(load ? "RepositoryModelLoadRequest" : "RepositoryModelUnloadRequest",
+                           err);
+    uint64_t version = 0;
+    bool ok = repo_version(req, &version, err) &&
+              ss_kserve_repo_set_loaded(env->handler, req->model_name, version, load, err);
+    inference__repository_model_load_request__free_unpacked(req, NULL);
+    Inference__RepositoryModelLoadResponse resp = INFERENCE__REPOSITORY_MODEL_LOAD_RESPONSE__INIT;
+    return ok && pack(&resp.base, out, out_len, err);
+}
+
+bool ss_kserve_grpc_repository_load(const ss_kserve_grpc_env *env, const uint8_t *buf, size_t len,
+                                    uint8_t **out, size_t *out_len, ss_kserve_error *err)
+{
+    return repo_set_loaded(env, buf, len, true, out, out_len, err);
+}
+
+bool ss_kserve_grpc_repository_unload(const ss_kserve_grpc_env *env, const uint8_t *buf, size_t len,
+                                      uint8_t **out, size_t *out_len, ss_kserve_error *err)
+{
+    return repo_set_loaded(env, buf, len, false, out, out_len, err);
 }
 
 /* ------------------------------------------------------------------ ModelStreamInfer */

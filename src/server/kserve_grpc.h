@@ -30,6 +30,15 @@ bool ss_kserve_grpc_server_metadata(const ss_kserve_grpc_env *env, const uint8_t
                                     uint8_t **out, size_t *out_len, ss_kserve_error *err);
 bool ss_kserve_grpc_model_ready(const ss_kserve_grpc_env *env, const uint8_t *buf, size_t len,
                                 uint8_t **out, size_t *out_len, ss_kserve_error *err);
+bool ss_kserve_grpc_model_statistics(const ss_kserve_grpc_env *env, const uint8_t *buf, size_t len,
+                                     uint8_t **out, size_t *out_len, ss_kserve_error *err);
+/* The model repository extension (kserve_repo.h). */
+bool ss_kserve_grpc_repository_index(const ss_kserve_grpc_env *env, const uint8_t *buf, size_t len,
+                                     uint8_t **out, size_t *out_len, ss_kserve_error *err);
+bool ss_kserve_grpc_repository_load(const ss_kserve_grpc_env *env, const uint8_t *buf, size_t len,
+                                    uint8_t **out, size_t *out_len, ss_kserve_error *err);
+bool ss_kserve_grpc_repository_unload(const ss_kserve_grpc_env *env, const uint8_t *buf, size_t len,
+                                      uint8_t **out, size_t *out_len, ss_kserve_error *err);
 bool ss_kserve_grpc_model_metadata(const ss_kserve_grpc_env *env, const uint8_t *buf, size_t len,
                                    uint8_t **out, size_t *out_len, ss_kserve_error *err);
 

@@ -9,6 +9,7 @@
  * Replies are written directly (no cJSON tree), binary outputs appended after the JSON.
  */
 #include "kserve_rest.h"
+#include "kserve_stats.h"
 #include "sbuf.h"
 
 #include <cjson/cJSON.h>
@@ -135,11 +136,57 @@ static void model_metadata(const ss_kserve_call *call, sbuf *s)
     sb_str(s, "}");
 }
 
-/* GET /v2/models/NAME[/versions/V][/ready] */
+static void sb_duration(sbuf *s, const char *name, const ss_kserve_duration *d, bool last)
+{
+    sb_printf(s, "\"%s\":{\"count\":%llu,", name, (unsigned long long)d->count);
+    sb_printf(s, "\"ns\":%llu}%s", (unsigned long long)d->ns, last ? "" : ",");
+}
+
+/* Triton's statistics JSON (the fields it reports; see kserve_stats.h for their sources). */
+static void stats_json(sbuf *s, const ss_kserve_stats *st, size_t n)
+{
+    static const ss_kserve_duration none = {0, 0};
+    sb_str(s, "{\"model_stats\":[");
+    for (size_t i = 0; i < n; i++) {
+        sb_str(s, i ? ",{\"name\":" : "{\"name\":");
+        sb_name(s, st[i].model);
+        sb_str(s, ",\"version\":");
+        sb_name(s, st[i].version);
+        sb_printf(s, ",\"last_inference\":0,\"inference_count\":%llu,",
+                  (unsigned long long)st[i].inference_count);
+        sb_printf(s, "\"execution_count\":%llu,\"inference_stats\":{",
+                  (unsigned long long)st[i].execution_count);
+        sb_duration(s, "success", &st[i].success, false);
+        sb_duration(s, "fail", &st[i].fail, false);
+        sb_duration(s, "queue", &st[i].queue, false);
+        sb_duration(s, "compute_input", &none, false);
+        sb_duration(s, "compute_infer", &st[i].compute_infer, false);
+        sb_duration(s, "compute_output", &none, false);
+        sb_duration(s, "cache_hit", &none, false);
+        sb_duration(s, "cache_miss", &none, true);
+        sb_str(s, "},\"batch_stats\":[]}");
+    }
+    sb_str(s, "]}");
+}
+
+/* GET /v2/models/stats (every model) and /v2/models/NAME[/versions/V]/stats */
+static int stats_get(const ss_predict_handler *h, const char *model, const char *version, sbuf *s,
+                     ss_kserve_error *err)
+{
+    ss_kserve_stats *st = NULL;
+    size_t n = 0;
+    if (!ss_kserve_stats_collect(h, model, version, &st, &n, err)) return err->status;
+    stats_json(s, st, n);
+    free(st);
+    return 200;
+}
+
+/* GET /v2/models/NAME[/versions/V][/ready|/stats] */
 static int model_get(const ss_predict_handler *h, const char *url, sbuf *s, ss_kserve_error *err)
 {
     model_url u;
     if (!parse_model_url(url, &u, err)) return err->status;
+    if (strcmp(u.tail, "/stats") == 0) return stats_get(h, u.name, u.version, s, err);
     bool ready = strcmp(u.tail, "/ready") == 0;
     if (!ready && u.tail[0]) {
         ss_kserve_fail(err, 404, "unknown route GET %s", url);
@@ -184,7 +231,10 @@ void ss_kserve_rest_get(const ss_predict_handler *h, ss_ready_fn ready, void *re
     } else if (strcmp(url, "/v2") == 0) {
         *status = 200;
         sb_str(&s, "{\"name\":\"" SERVER_NAME "\",\"version\":\"" SERVER_VERSION
-                   "\",\"extensions\":[\"binary_tensor_data\"]}");
+                   "\",\"extensions\":[\"binary_tensor_data\",\"statistics\"");
+        sb_str(&s, h->index ? ",\"model_repository\"]}" : "]}");
+    } else if (strcmp(url, "/v2/models/stats") == 0) {
+        *status = stats_get(h, "", "", &s, &err);
     } else if (strncmp(url, "/v2/models/", 11) == 0) {
         *status = model_get(h, url, &s, &err);
     } else {

@@ -139,8 +139,9 @@ static void post_answer(ss_kserve_stream *s, uint8_t *bytes, size_t len)
     pthread_mutex_lock(&s->mu);
     if (!a || s->broken) {
         /* out of memory: the client would wait forever for this answer, so end the call */
-        if (!a && !s->broken) grpc_call_cancel_with_status(s->call, GRPC_STATUS_RESOURCE_EXHAUSTED,
-                                                           "out of memory", NULL);
+        if (!a && !s->broken)
+            grpc_call_cancel_with_status(s->call, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory",
+                                         NULL);
         s->broken = true;
         free(a);
         free(bytes);

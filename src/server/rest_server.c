@@ -38,6 +38,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "kserve_repo.h"
 #include "kserve_rest.h"
 #include "rest_codec.h"
 #include "rest_guard.h"
@@ -451,6 +452,23 @@ static enum MHD_Result route_kserve_get(conn_ctx *c, const char *url)
     return send_json(c->conn, body ? (unsigned)status : MHD_HTTP_INTERNAL_SERVER_ERROR, body, len);
 }
 
+/* POST /v2/repository/...: the model repository extension (answered at once, no handler call). */
+static enum MHD_Result route_kserve_repository(conn_ctx *c, const char *url)
+{
+    if (c->too_big) {
+        ss_kserve_error err;
+        ss_kserve_fail(&err, MHD_HTTP_CONTENT_TOO_LARGE,
+                       "the request body is bigger than %zu bytes", c->srv->max_body);
+        return send_kserve_error(c->conn, &err);
+    }
+    int status = 0;
+    size_t len = 0;
+    char *body = NULL;
+    ss_kserve_rest_repository(&c->srv->handler, url, c->body ? c->body : "", c->len, &status, &body,
+                              &len);
+    return send_json(c->conn, body ? (unsigned)status : MHD_HTTP_INTERNAL_SERVER_ERROR, body, len);
+}
+
 static enum MHD_Result route_kserve_unknown(conn_ctx *c, const char *url)
 {
     ss_kserve_error err;
@@ -487,6 +505,7 @@ static const rest_route routes[] = {
     {MHD_HTTP_METHOD_GET, "/v2/health/ready", false, false, route_kserve_get},
     {MHD_HTTP_METHOD_GET, "/v2/models/", true, false, route_kserve_get},
     {MHD_HTTP_METHOD_POST, "/v2/models/", true, false, start_kserve_infer},
+    {MHD_HTTP_METHOD_POST, "/v2/repository/", true, false, route_kserve_repository},
     {NULL, "/v2", false, false, route_kserve_unknown},
     {NULL, "/v2/", true, false, route_kserve_unknown},
     {MHD_HTTP_METHOD_POST, NULL, false, false, start_predict},
