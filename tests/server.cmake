@@ -37,7 +37,7 @@ foreach(t grpc rest bad_input)
   set_tests_properties(test_server_${t} PROPERTIES ENVIRONMENT "${SS_SERVER_TEST_ENV}" TIMEOUT 180)
 endforeach()
 # The Open Inference Protocol (KServe v2) front ends, with clients written from the specification.
-foreach(t rest grpc)
+foreach(t rest grpc bad_input)
   add_test(NAME test_kserve_${t} COMMAND ${SS_PY} ${SS_TEST_DIR}/test_kserve_${t}.py)
   set_tests_properties(test_kserve_${t} PROPERTIES ENVIRONMENT "${SS_SERVER_TEST_ENV}" TIMEOUT 180)
 endforeach()

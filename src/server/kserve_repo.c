@@ -109,8 +109,7 @@ static bool version_param(const cJSON *root, uint64_t *version, ss_kserve_error 
     return true;
 }
 
-static int post_index(const ss_predict_handler *h, const cJSON *root, sbuf *s,
-                      ss_kserve_error *err)
+static int post_index(const ss_predict_handler *h, const cJSON *root, sbuf *s, ss_kserve_error *err)
 {
     const cJSON *ready = cJSON_GetObjectItemCaseSensitive(root, "ready");
     if (ready && !cJSON_IsBool(ready)) {

@@ -13,6 +13,7 @@
 #include "sbuf.h"
 
 #include <cjson/cJSON.h>
+#include <float.h>
 #include <math.h>
 #include <stdarg.h>
 #include <stdint.h>
@@ -293,6 +294,9 @@ static bool put_number(ss_dtype dt, const cJSON *v, uint8_t *buf, size_t i)
     if (!cJSON_IsNumber(v)) return false;
     double d = v->valuedouble;
     if (ss_dtype_is_float(dt)) {
+        /* JSON has no infinities: a value past the type's largest is a mistake, not inf */
+        double max = dt == SS_DT_FLOAT16 ? 65504.0 : dt == SS_DT_FLOAT64 ? DBL_MAX : FLT_MAX;
+        if (fabs(d) > max) return false;
         if (dt == SS_DT_FLOAT32)
             ((float *)buf)[i] = (float)d;
         else if (dt == SS_DT_FLOAT64)
@@ -439,6 +443,10 @@ static bool parse_input(ss_kserve_call *call, const cJSON *j, binary_cursor *bin
 {
     const cJSON *name = cJSON_GetObjectItemCaseSensitive(j, "name");
     const cJSON *dt = cJSON_GetObjectItemCaseSensitive(j, "datatype");
+    if (cJSON_IsString(name) && !cJSON_IsString(dt)) {
+        ss_kserve_fail(err, 400, "input '%.200s' needs a string \"datatype\"", name->valuestring);
+        return false;
+    }
     if (!cJSON_IsString(name) || !cJSON_IsString(dt)) {
         ss_kserve_fail(err, 400, "every input needs a string \"name\" and \"datatype\"");
         return false;

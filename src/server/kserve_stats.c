@@ -93,8 +93,9 @@ static void model_name(const ss_predict_handler *h, ss_kserve_stats *st)
     ss_serving_signature *sig = NULL;
     char why[256];
     uint64_t v = strtoull(st->version, NULL, 10);
-    bool only = h->describe && h->describe(h->ctx, st->servable, v, &sig, why, sizeof why) ==
-                                   SS_DESCRIBE_OK && sig->n_methods == 1;
+    bool only = h->describe &&
+                h->describe(h->ctx, st->servable, v, &sig, why, sizeof why) == SS_DESCRIBE_OK &&
+                sig->n_methods == 1;
     if (sig) ss_serving_signature_free(sig);
     snprintf(st->model, sizeof st->model, only ? "%s" : "%s.%s", st->servable, st->method);
 }
@@ -146,8 +147,8 @@ bool ss_kserve_stats_collect(const ss_predict_handler *h, const char *model, con
     }
     if (ok && *n == 0 && (*out = calloc(1, sizeof **out))) { /* not used yet: all zero */
         *n = 1;
-        snprintf((*out)->model, sizeof (*out)->model, "%s", model);
-        snprintf((*out)->version, sizeof (*out)->version, "%llu",
+        snprintf((*out)->model, sizeof(*out)->model, "%s", model);
+        snprintf((*out)->version, sizeof(*out)->version, "%llu",
                  (unsigned long long)call->sig->version);
     }
     ss_kserve_call_free(call);
