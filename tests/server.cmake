@@ -41,6 +41,10 @@ foreach(t rest grpc bad_input)
   add_test(NAME test_kserve_${t} COMMAND ${SS_PY} ${SS_TEST_DIR}/test_kserve_${t}.py)
   set_tests_properties(test_kserve_${t} PROPERTIES ENVIRONMENT "${SS_SERVER_TEST_ENV}" TIMEOUT 180)
 endforeach()
+# The project's own KServe clients: the Python KServe class and `shardserve infer --protocol`.
+add_test(NAME test_kserve_clients COMMAND ${SS_PY} ${SS_TEST_DIR}/test_kserve_clients.py)
+set_tests_properties(test_kserve_clients PROPERTIES
+  ENVIRONMENT "${SS_SERVER_TEST_ENV};SHARDSERVE=$<TARGET_FILE:shardserve>" TIMEOUT 180)
 
 # The C client library against the test server.
 ss_add_c_test(test_server_client ${SS_TEST_DIR}/test_server_client.c)

@@ -8,6 +8,9 @@ version_number=0).infer(instances)`` returns a list with one dict of outputs per
 custom_ca)`` (PEM file paths, as MindSpore's) makes the channel TLS: custom_ca verifies the server
 (None = gRPC's default roots), certificate + private_key answer a server that verifies clients.
 
+``KServe`` (shardserve_client.kserve) speaks the Open Inference Protocol (KServe v2) instead:
+REST JSON, REST binary tensors or gRPC, and ModelStreamInfer.
+
 Needs only Debian's python3-grpcio, python3-protobuf and python3-numpy. The message classes of
 MindSpore's ms_service.proto are built at import time from a descriptor written out below, so no
 generated code and no protoc are needed; the field numbers are the wire contract (note that
@@ -18,7 +21,7 @@ import grpc
 import numpy as np
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 
-__all__ = ["Client", "SSLConfig"]
+__all__ = ["Client", "SSLConfig", "KServe", "KServeError"]
 
 _PACKAGE = "mindspore.serving.proto"
 _PREDICT = "/mindspore.serving.proto.MSService/Predict"
@@ -273,3 +276,6 @@ class Client:
 
     def close(self):
         self.channel.close()
+
+
+from .kserve import KServe, KServeError  # noqa: E402  (after Client: the module's main API)

@@ -793,23 +793,79 @@ bool ss_kserve_grpc_repository_unload(const ss_kserve_grpc_env *env, const uint8
 
 /* ------------------------------------------------------------------ ModelStreamInfer */
 
-/* The response is already packed: written around it as protobuf wire (field 1 or 2,
+/* The response is already packed: written around it as protobuf wire (field 2,
  * length-delimited), which costs one copy instead of an unpack and a repack. */
-bool ss_kserve_grpc_stream_reply(const uint8_t *resp, size_t len, const char *error, uint8_t **out,
-                                 size_t *out_len, ss_kserve_error *err)
+bool ss_kserve_grpc_stream_reply(const uint8_t *resp, size_t len, uint8_t **out, size_t *out_len,
+                                 ss_kserve_error *err)
 {
-    const uint8_t *body = error ? (const uint8_t *)error : resp;
-    size_t n = error ? strlen(error) : len;
-    *out = malloc(n + 11);
+    *out = malloc(len + 11);
     if (!*out) {
-        ss_kserve_fail(err, 500, "out of memory packing a %zu-byte stream reply", n);
+        ss_kserve_fail(err, 500, "out of memory packing a %zu-byte stream reply", len);
         return false;
     }
     size_t k = 0;
-    (*out)[k++] = error ? 0x0a : 0x12;
-    for (size_t v = n; k == 1 || v; v >>= 7)
+    (*out)[k++] = 0x12;
+    for (size_t v = len; k == 1 || v; v >>= 7)
         (*out)[k++] = (uint8_t)((v & 0x7f) | (v >> 7 ? 0x80 : 0));
-    if (n) memcpy(*out + k, body, n);
-    *out_len = k + n;
+    if (len) memcpy(*out + k, resp, len);
+    *out_len = k + len;
     return true;
+}
+
+/* A top-level string field of a message, found without decoding the rest (copied, truncated
+ * to cap; "" when absent or when the message is not protobuf). */
+static void scan_string(const uint8_t *p, size_t len, uint32_t field, char *out, size_t cap)
+{
+    out[0] = 0;
+    size_t i = 0;
+    while (i < len) {
+        uint64_t key = 0, n = 0;
+        for (int shift = 0; i < len && shift < 64; shift += 7) {
+            key |= (uint64_t)(p[i] & 0x7f) << shift;
+            if (!(p[i++] & 0x80)) break;
+        }
+        unsigned wire = key & 7;
+        if (wire == 0) {
+            while (i < len && (p[i++] & 0x80)) {
+            }
+            continue;
+        }
+        if (wire == 1 || wire == 5) {
+            i += wire == 1 ? 8 : 4;
+            continue;
+        }
+        if (wire != 2) return;
+        for (int shift = 0; i < len && shift < 64; shift += 7) {
+            n |= (uint64_t)(p[i] & 0x7f) << shift;
+            if (!(p[i++] & 0x80)) break;
+        }
+        if (n > len - i) return;
+        if (key >> 3 == field) {
+            size_t m = n < cap - 1 ? (size_t)n : cap - 1;
+            memcpy(out, p + i, m);
+            out[m] = 0;
+        }
+        i += (size_t)n;
+    }
+}
+
+void ss_kserve_grpc_request_names(const uint8_t *req, size_t len, char *model, char *id, size_t cap)
+{
+    scan_string(req, len, 1, model, cap);
+    scan_string(req, len, 3, id, cap);
+    /* proto3 strings must be UTF-8 to be packed again */
+    if (!ss_serving_utf8_valid(model, strlen(model))) model[0] = 0;
+    if (!ss_serving_utf8_valid(id, strlen(id))) id[0] = 0;
+}
+
+bool ss_kserve_grpc_stream_error(const char *model, const char *id, const char *error,
+                                 uint8_t **out, size_t *out_len, ss_kserve_error *err)
+{
+    Inference__ModelInferResponse resp = INFERENCE__MODEL_INFER_RESPONSE__INIT;
+    resp.model_name = (char *)model;
+    resp.id = (char *)id;
+    Inference__ModelStreamInferResponse msg = INFERENCE__MODEL_STREAM_INFER_RESPONSE__INIT;
+    msg.error_message = (char *)error;
+    msg.infer_response = &resp;
+    return pack(&msg.base, out, out_len, err);
 }

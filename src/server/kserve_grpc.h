@@ -53,9 +53,16 @@ bool ss_kserve_grpc_decode_infer(const ss_predict_handler *h, const uint8_t *buf
 bool ss_kserve_grpc_encode_reply(ss_kserve_call *call, const ss_predict_reply *reply, uint8_t **out,
                                  size_t *out_len, ss_kserve_error *err);
 
-/* A ModelStreamInferResponse (malloc'd): the packed ModelInferResponse `resp` (borrowed) as
- * infer_response, or, when `error` is not NULL, error_message = error. */
-bool ss_kserve_grpc_stream_reply(const uint8_t *resp, size_t len, const char *error, uint8_t **out,
-                                 size_t *out_len, ss_kserve_error *err);
+/* ModelStreamInferResponse (malloc'd) around the packed ModelInferResponse `resp` (borrowed). */
+bool ss_kserve_grpc_stream_reply(const uint8_t *resp, size_t len, uint8_t **out, size_t *out_len,
+                                 ss_kserve_error *err);
+/* ModelStreamInferResponse for a failed request: error_message, and infer_response with the
+ * request's model_name and id (so a client can tell which request failed). */
+bool ss_kserve_grpc_stream_error(const char *model, const char *id, const char *error,
+                                 uint8_t **out, size_t *out_len, ss_kserve_error *err);
+/* The model_name and id of a serialized ModelInferRequest read without decoding it (for the
+ * error answer of one that does not decode; "" when absent or not UTF-8; cap bytes each). */
+void ss_kserve_grpc_request_names(const uint8_t *req, size_t len, char *model, char *id,
+                                  size_t cap);
 
 #endif

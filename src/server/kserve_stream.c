@@ -159,13 +159,23 @@ static void post_answer(ss_kserve_stream *s, uint8_t *bytes, size_t len)
     pthread_mutex_unlock(&s->mu);
 }
 
-static void post_error(ss_kserve_stream *s, const ss_kserve_error *err)
+static void post_error(ss_kserve_stream *s, const char *model, const char *id,
+                       const ss_kserve_error *err)
 {
     uint8_t *out = NULL;
     size_t len = 0;
     ss_kserve_error oom = {0};
-    ss_kserve_grpc_stream_reply(NULL, 0, err->msg, &out, &len, &oom);
+    ss_kserve_grpc_stream_error(model, id, err->msg, &out, &len, &oom);
     post_answer(s, out, len);
+}
+
+/* A request that did not decode: its model and id are read from its bytes. */
+static void post_decode_error(ss_kserve_stream *s, const uint8_t *req, size_t len,
+                              const ss_kserve_error *err)
+{
+    char model[256], id[256];
+    ss_kserve_grpc_request_names(req, len, model, id, sizeof model);
+    post_error(s, model, id, err);
 }
 
 static void answered(void *done_ctx, ss_predict_reply *reply)
@@ -179,13 +189,15 @@ static void answered(void *done_ctx, ss_predict_reply *reply)
     bool ok = reply && ss_kserve_grpc_encode_reply(p->call, reply, &resp, &resp_len, &err);
     if (!reply) ss_kserve_fail(&err, 500, "out of memory");
     ss_predict_reply_free(reply);
+    ok = ok && ss_kserve_grpc_stream_reply(resp, resp_len, &out, &len, &err);
+    free(resp);
+    if (ok)
+        post_answer(s, out, len);
+    else
+        post_error(s, p->call->model, p->call->id ? p->call->id : "", &err);
     ss_predict_request_free(p->req);
     ss_kserve_call_free(p->call);
     free(p);
-    if (ok && ss_kserve_grpc_stream_reply(resp, resp_len, NULL, &out, &len, &err))
-        post_answer(s, out, len);
-    else
-        post_error(s, &err);
     pthread_mutex_lock(&s->mu);
     s->owed--;
     maybe_finish(s);
@@ -199,13 +211,13 @@ static void handle_request(ss_kserve_stream *s, const uint8_t *buf, size_t len)
     pending *p = calloc(1, sizeof *p);
     if (!p) {
         ss_kserve_fail(&err, 500, "out of memory");
-        post_error(s, &err);
+        post_decode_error(s, buf, len, &err);
         return;
     }
     const ss_predict_handler *h = s->env.handler;
     if (!ss_kserve_grpc_decode_infer(h, buf, len, &p->call, &p->req, &err)) {
         free(p);
-        post_error(s, &err);
+        post_decode_error(s, buf, len, &err);
         return;
     }
     p->stream = s;
