@@ -37,7 +37,7 @@ foreach(t grpc rest bad_input)
   set_tests_properties(test_server_${t} PROPERTIES ENVIRONMENT "${SS_SERVER_TEST_ENV}" TIMEOUT 180)
 endforeach()
 # The Open Inference Protocol (KServe v2) front ends, with clients written from the specification.
-foreach(t rest grpc bad_input)
+foreach(t rest grpc bad_input shm)
   add_test(NAME test_kserve_${t} COMMAND ${SS_PY} ${SS_TEST_DIR}/test_kserve_${t}.py)
   set_tests_properties(test_kserve_${t} PROPERTIES ENVIRONMENT "${SS_SERVER_TEST_ENV}" TIMEOUT 180)
 endforeach()
@@ -93,7 +93,7 @@ if(SS_FUZZ)  # PkgConfig::SS_FUZZ_CJSON comes from the block above
     add_executable(fuzz_kserve_${target} ${SS_TEST_DIR}/test_kserve_fuzz_${target}.c
                    ${ss_kserve_src}/kserve_codec.c ${ss_kserve_src}/kserve_rest.c ${ss_kserve_src}/sbuf.c
                    ${ss_kserve_src}/kserve_grpc.c ${ss_kserve_src}/pb_budget.c
-                   ${ss_kserve_src}/kserve_stats.c)
+                   ${ss_kserve_src}/kserve_stats.c ${ss_kserve_src}/kserve_shm.c)
     target_include_directories(fuzz_kserve_${target} PRIVATE ${ss_kserve_src})
     target_compile_options(fuzz_kserve_${target} PRIVATE -fsanitize=fuzzer,address,undefined
                            -Wno-missing-braces)

@@ -300,7 +300,8 @@ def statistics_and_repository(c):
                         pb.ModelStatisticsResponse), grpc.StatusCode.NOT_FOUND, "nope",
            "stats of an unknown model")
     meta = rpc("ServerMetadata", pb.ServerMetadataRequest(), pb.ServerMetadataResponse)
-    c.eq(list(meta.extensions), ["binary_tensor_data", "statistics"], "extensions")
+    c.eq(list(meta.extensions), ["binary_tensor_data", "statistics", "system_shared_memory"],
+         "extensions (no model_repository: this handler has none)")
     err_is(c, rpc_error("RepositoryIndex", pb.RepositoryIndexRequest(),
                         pb.RepositoryIndexResponse), grpc.StatusCode.UNIMPLEMENTED,
            "no model repository", "index without a repository")

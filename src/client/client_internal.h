@@ -52,7 +52,6 @@ cl_pool **cl_pool_of(ss_client *c);
 void cl_pool_free(cl_pool *pool);
 
 /* ss_client_infer for the KServe protocols. */
-ss_client_error *cl_kserve_infer(ss_client *c, const ss_client_request *req,
-                                 ss_client_reply **out);
+ss_client_error *cl_kserve_infer(ss_client *c, const ss_client_request *req, ss_client_reply **out);
 
 #endif

@@ -41,10 +41,10 @@ static const struct {
     const char *name;
     ss_client_dtype dtype;
 } ks_names[] = {
-    {"BOOL", SS_CLIENT_BOOL},     {"INT8", SS_CLIENT_INT8},       {"UINT8", SS_CLIENT_UINT8},
-    {"INT16", SS_CLIENT_INT16},   {"UINT16", SS_CLIENT_UINT16},   {"INT32", SS_CLIENT_INT32},
-    {"UINT32", SS_CLIENT_UINT32}, {"INT64", SS_CLIENT_INT64},     {"UINT64", SS_CLIENT_UINT64},
-    {"FP16", SS_CLIENT_FLOAT16},  {"FP32", SS_CLIENT_FLOAT32},    {"FP64", SS_CLIENT_FLOAT64},
+    {"BOOL", SS_CLIENT_BOOL},     {"INT8", SS_CLIENT_INT8},     {"UINT8", SS_CLIENT_UINT8},
+    {"INT16", SS_CLIENT_INT16},   {"UINT16", SS_CLIENT_UINT16}, {"INT32", SS_CLIENT_INT32},
+    {"UINT32", SS_CLIENT_UINT32}, {"INT64", SS_CLIENT_INT64},   {"UINT64", SS_CLIENT_UINT64},
+    {"FP16", SS_CLIENT_FLOAT16},  {"FP32", SS_CLIENT_FLOAT32},  {"FP64", SS_CLIENT_FLOAT64},
     {"BYTES", SS_CLIENT_BYTES},   {"BYTES", SS_CLIENT_STRING},
 };
 
@@ -556,18 +556,42 @@ static void collect_leaves(const jv *v, const jv **leaves, size_t cap, size_t *n
 static void put_element(ss_client_dtype dt, double d, uint8_t *buf, size_t i)
 {
     switch (dt) {
-    case SS_CLIENT_BOOL: buf[i] = d != 0; break;
-    case SS_CLIENT_INT8: ((int8_t *)buf)[i] = (int8_t)d; break;
-    case SS_CLIENT_UINT8: buf[i] = (uint8_t)d; break;
-    case SS_CLIENT_INT16: ((int16_t *)buf)[i] = (int16_t)d; break;
-    case SS_CLIENT_UINT16: ((uint16_t *)buf)[i] = (uint16_t)d; break;
-    case SS_CLIENT_INT32: ((int32_t *)buf)[i] = (int32_t)d; break;
-    case SS_CLIENT_UINT32: ((uint32_t *)buf)[i] = (uint32_t)d; break;
-    case SS_CLIENT_INT64: ((int64_t *)buf)[i] = (int64_t)d; break;
-    case SS_CLIENT_UINT64: ((uint64_t *)buf)[i] = (uint64_t)d; break;
-    case SS_CLIENT_FLOAT16: ((uint16_t *)buf)[i] = f32_to_f16((float)d); break;
-    case SS_CLIENT_FLOAT32: ((float *)buf)[i] = (float)d; break;
-    default: ((double *)buf)[i] = d; break;
+    case SS_CLIENT_BOOL:
+        buf[i] = d != 0;
+        break;
+    case SS_CLIENT_INT8:
+        ((int8_t *)buf)[i] = (int8_t)d;
+        break;
+    case SS_CLIENT_UINT8:
+        buf[i] = (uint8_t)d;
+        break;
+    case SS_CLIENT_INT16:
+        ((int16_t *)buf)[i] = (int16_t)d;
+        break;
+    case SS_CLIENT_UINT16:
+        ((uint16_t *)buf)[i] = (uint16_t)d;
+        break;
+    case SS_CLIENT_INT32:
+        ((int32_t *)buf)[i] = (int32_t)d;
+        break;
+    case SS_CLIENT_UINT32:
+        ((uint32_t *)buf)[i] = (uint32_t)d;
+        break;
+    case SS_CLIENT_INT64:
+        ((int64_t *)buf)[i] = (int64_t)d;
+        break;
+    case SS_CLIENT_UINT64:
+        ((uint64_t *)buf)[i] = (uint64_t)d;
+        break;
+    case SS_CLIENT_FLOAT16:
+        ((uint16_t *)buf)[i] = f32_to_f16((float)d);
+        break;
+    case SS_CLIENT_FLOAT32:
+        ((float *)buf)[i] = (float)d;
+        break;
+    default:
+        ((double *)buf)[i] = d;
+        break;
     }
 }
 
@@ -590,8 +614,8 @@ static ss_client_error *json_data(const jv *data, ks_output *x, size_t numel)
         const jv *v = leaves[i];
         bool want_str = is_bytes(x->dtype);
         if (want_str ? v->type != J_STR : (v->type != J_NUM && v->type != J_BOOL)) {
-            err = cl_err(SS_CLIENT_ERR_PROTOCOL, 0, "output '%s': element %zu is not a %s",
-                         x->name, i, want_str ? "string" : "number");
+            err = cl_err(SS_CLIENT_ERR_PROTOCOL, 0, "output '%s': element %zu is not a %s", x->name,
+                         i, want_str ? "string" : "number");
         } else if (want_str) {
             uint32_t len = (uint32_t)v->slen;
             memcpy(x->owned + off, &len, 4); /* little-endian hosts */
@@ -750,18 +774,42 @@ static float f16_to_f32(uint16_t h)
 static void w_element(wbuf *b, ss_client_dtype dt, const uint8_t *p)
 {
     switch (dt) {
-    case SS_CLIENT_BOOL: w_str(b, *p ? "true" : "false"); break;
-    case SS_CLIENT_INT8: w_fmt(b, "%d", *(const int8_t *)p); break;
-    case SS_CLIENT_UINT8: w_fmt(b, "%u", *p); break;
-    case SS_CLIENT_INT16: w_fmt(b, "%d", *(const int16_t *)p); break;
-    case SS_CLIENT_UINT16: w_fmt(b, "%u", *(const uint16_t *)p); break;
-    case SS_CLIENT_INT32: w_fmt(b, "%d", *(const int32_t *)p); break;
-    case SS_CLIENT_UINT32: w_fmt(b, "%u", *(const uint32_t *)p); break;
-    case SS_CLIENT_INT64: w_fmt(b, "%lld", (long long)*(const int64_t *)p); break;
-    case SS_CLIENT_UINT64: w_fmt(b, "%llu", (unsigned long long)*(const uint64_t *)p); break;
-    case SS_CLIENT_FLOAT16: w_fmt(b, "%.9g", (double)f16_to_f32(*(const uint16_t *)p)); break;
-    case SS_CLIENT_FLOAT32: w_fmt(b, "%.9g", (double)*(const float *)p); break;
-    default: w_fmt(b, "%.17g", *(const double *)p); break;
+    case SS_CLIENT_BOOL:
+        w_str(b, *p ? "true" : "false");
+        break;
+    case SS_CLIENT_INT8:
+        w_fmt(b, "%d", *(const int8_t *)p);
+        break;
+    case SS_CLIENT_UINT8:
+        w_fmt(b, "%u", *p);
+        break;
+    case SS_CLIENT_INT16:
+        w_fmt(b, "%d", *(const int16_t *)p);
+        break;
+    case SS_CLIENT_UINT16:
+        w_fmt(b, "%u", *(const uint16_t *)p);
+        break;
+    case SS_CLIENT_INT32:
+        w_fmt(b, "%d", *(const int32_t *)p);
+        break;
+    case SS_CLIENT_UINT32:
+        w_fmt(b, "%u", *(const uint32_t *)p);
+        break;
+    case SS_CLIENT_INT64:
+        w_fmt(b, "%lld", (long long)*(const int64_t *)p);
+        break;
+    case SS_CLIENT_UINT64:
+        w_fmt(b, "%llu", (unsigned long long)*(const uint64_t *)p);
+        break;
+    case SS_CLIENT_FLOAT16:
+        w_fmt(b, "%.9g", (double)f16_to_f32(*(const uint16_t *)p));
+        break;
+    case SS_CLIENT_FLOAT32:
+        w_fmt(b, "%.9g", (double)*(const float *)p);
+        break;
+    default:
+        w_fmt(b, "%.17g", *(const double *)p);
+        break;
     }
 }
 
@@ -814,8 +862,10 @@ static ss_client_error *rest_body(const req_instance *in, bool binary, wbuf *b, 
     for (size_t k = 0; binary && !err && k < in->count; k++) {
         size_t len = 0;
         uint8_t *bytes = input_bytes(&in->items[k], &len);
-        if (!bytes) b->oom = true;
-        else w_put(b, bytes, len);
+        if (!bytes)
+            b->oom = true;
+        else
+            w_put(b, bytes, len);
         free(bytes);
     }
     if (!err && b->oom) err = cl_err(SS_CLIENT_ERR_NOMEM, 0, "out of memory");
@@ -946,14 +996,13 @@ static bool http_read(int fd, http_answer *a)
 
 static bool http_try(int fd, const wbuf *head, const wbuf *body, http_answer *a)
 {
-    return send_all(fd, head->p, head->len) && send_all(fd, body->p, body->len) &&
-           http_read(fd, a);
+    return send_all(fd, head->p, head->len) && send_all(fd, body->p, body->len) && http_read(fd, a);
 }
 
 /* POST, on a pooled connection when one is idle (retried once on a fresh one if the server
  * closed it meanwhile). */
-static ss_client_error *http_post(ss_client *c, const char *path, const wbuf *body,
-                                  size_t json_len, bool binary, http_answer *a)
+static ss_client_error *http_post(ss_client *c, const char *path, const wbuf *body, size_t json_len,
+                                  bool binary, http_answer *a)
 {
     cl_pool *pool = pool_get(c);
     if (!pool) return cl_err(SS_CLIENT_ERR_NOMEM, 0, "out of memory");
@@ -989,8 +1038,8 @@ static ss_client_error *http_post(ss_client *c, const char *path, const wbuf *bo
         }
         close(fd);
         if (!pooled || attempt == 1)
-            err = cl_err(SS_CLIENT_ERR_TRANSPORT, 14, "HTTP exchange with %s failed",
-                         cl_address(c));
+            err =
+                cl_err(SS_CLIENT_ERR_TRANSPORT, 14, "HTTP exchange with %s failed", cl_address(c));
     }
     free(head.p);
     return err;
@@ -1015,8 +1064,7 @@ static ss_client_error *rest_instance(ss_client *c, const ss_client_request *req
 
 /* ------------------------------------------------------------------ the call */
 
-ss_client_error *cl_kserve_infer(ss_client *c, const ss_client_request *req,
-                                 ss_client_reply **out)
+ss_client_error *cl_kserve_infer(ss_client *c, const ss_client_request *req, ss_client_reply **out)
 {
     *out = NULL;
     ks_outputs *per = calloc(req->count + 1, sizeof *per);

@@ -422,6 +422,9 @@ static const grpc_method methods[] = {
     {KSERVE("RepositoryIndex"), handle_kserve, ss_kserve_grpc_repository_index},
     {KSERVE("RepositoryModelLoad"), handle_kserve, ss_kserve_grpc_repository_load},
     {KSERVE("RepositoryModelUnload"), handle_kserve, ss_kserve_grpc_repository_unload},
+    {KSERVE("SystemSharedMemoryStatus"), handle_kserve, ss_kserve_grpc_shm_status},
+    {KSERVE("SystemSharedMemoryRegister"), handle_kserve, ss_kserve_grpc_shm_register},
+    {KSERVE("SystemSharedMemoryUnregister"), handle_kserve, ss_kserve_grpc_shm_unregister},
 };
 
 static void stream_live(void *srv, long delta)

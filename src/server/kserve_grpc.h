@@ -39,6 +39,13 @@ bool ss_kserve_grpc_repository_load(const ss_kserve_grpc_env *env, const uint8_t
                                     uint8_t **out, size_t *out_len, ss_kserve_error *err);
 bool ss_kserve_grpc_repository_unload(const ss_kserve_grpc_env *env, const uint8_t *buf, size_t len,
                                       uint8_t **out, size_t *out_len, ss_kserve_error *err);
+/* The system shared-memory extension (kserve_shm.h). */
+bool ss_kserve_grpc_shm_status(const ss_kserve_grpc_env *env, const uint8_t *buf, size_t len,
+                               uint8_t **out, size_t *out_len, ss_kserve_error *err);
+bool ss_kserve_grpc_shm_register(const ss_kserve_grpc_env *env, const uint8_t *buf, size_t len,
+                                 uint8_t **out, size_t *out_len, ss_kserve_error *err);
+bool ss_kserve_grpc_shm_unregister(const ss_kserve_grpc_env *env, const uint8_t *buf, size_t len,
+                                   uint8_t **out, size_t *out_len, ss_kserve_error *err);
 bool ss_kserve_grpc_model_metadata(const ss_kserve_grpc_env *env, const uint8_t *buf, size_t len,
                                    uint8_t **out, size_t *out_len, ss_kserve_error *err);
 

@@ -9,6 +9,7 @@
  * Replies are written directly (no cJSON tree), binary outputs appended after the JSON.
  */
 #include "kserve_rest.h"
+#include "kserve_shm.h"
 #include "kserve_stats.h"
 #include "sbuf.h"
 
@@ -232,7 +233,8 @@ void ss_kserve_rest_get(const ss_predict_handler *h, ss_ready_fn ready, void *re
     } else if (strcmp(url, "/v2") == 0) {
         *status = 200;
         sb_str(&s, "{\"name\":\"" SERVER_NAME "\",\"version\":\"" SERVER_VERSION
-                   "\",\"extensions\":[\"binary_tensor_data\",\"statistics\"");
+                   "\",\"extensions\":[\"binary_tensor_data\",\"statistics\","
+                   "\"system_shared_memory\"");
         sb_str(&s, h->index ? ",\"model_repository\"]}" : "]}");
     } else if (strcmp(url, "/v2/models/stats") == 0) {
         *status = stats_get(h, "", "", &s, &err);
@@ -438,6 +440,52 @@ static bool binary_size(const cJSON *params, const char *name, int64_t *size, ss
     return true;
 }
 
+/* A JSON byte count or offset. */
+static bool count_of(const cJSON *v, uint64_t *out)
+{
+    if (!cJSON_IsNumber(v) || v->valuedouble < 0 || v->valuedouble > 9e15 ||
+        v->valuedouble != floor(v->valuedouble))
+        return false;
+    *out = (uint64_t)v->valuedouble;
+    return true;
+}
+
+/* parameters shared_memory_region / _byte_size / _offset (kserve_shm.h); false with err when
+ * they are malformed. */
+static bool shm_params(const cJSON *params, const char *kind, const char *tensor,
+                       const char **region, uint64_t *offset, uint64_t *size, ss_kserve_error *err)
+{
+    const cJSON *r = cJSON_GetObjectItemCaseSensitive(params, "shared_memory_region");
+    const cJSON *o = cJSON_GetObjectItemCaseSensitive(params, "shared_memory_offset");
+    *offset = 0;
+    if (!cJSON_IsString(r) ||
+        !count_of(cJSON_GetObjectItemCaseSensitive(params, "shared_memory_byte_size"), size) ||
+        (o && !count_of(o, offset))) {
+        ss_kserve_fail(err, 400,
+                       "%s '%s': shared_memory_region wants a string, shared_memory_byte_size "
+                       "and shared_memory_offset byte counts",
+                       kind, tensor);
+        return false;
+    }
+    *region = r->valuestring;
+    return true;
+}
+
+static bool shm_input(ss_kserve_call *call, const cJSON *j, ss_kserve_input *in,
+                      ss_kserve_error *err)
+{
+    const cJSON *params = cJSON_GetObjectItemCaseSensitive(j, "parameters");
+    const char *region;
+    uint64_t offset, size;
+    if (cJSON_GetObjectItemCaseSensitive(j, "data") ||
+        cJSON_GetObjectItemCaseSensitive(params, "binary_data_size")) {
+        ss_kserve_fail(err, 400, "input '%s' has shared_memory_region and data besides", in->name);
+        return false;
+    }
+    return shm_params(params, "input", in->name, &region, &offset, &size, err) &&
+           ss_kserve_shm_input(call, in, region, offset, size, err);
+}
+
 static bool parse_input(ss_kserve_call *call, const cJSON *j, binary_cursor *bin,
                         ss_kserve_input *in, ss_kserve_error *err)
 {
@@ -459,6 +507,9 @@ static bool parse_input(ss_kserve_call *call, const cJSON *j, binary_cursor *bin
     }
     if (!ss_kserve_check_dtype(call, in->name, in->dtype, err)) return false;
     if (!parse_shape(cJSON_GetObjectItemCaseSensitive(j, "shape"), in, err)) return false;
+    if (cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(j, "parameters"),
+                                         "shared_memory_region"))
+        return shm_input(call, j, in, err);
     int64_t size;
     if (!binary_size(cJSON_GetObjectItemCaseSensitive(j, "parameters"), in->name, &size, err))
         return false;
@@ -521,6 +572,12 @@ static bool parse_outputs(ss_kserve_call *call, const cJSON *outputs, ss_kserve_
             ss_kserve_fail(err, 500, "out of memory");
             return false;
         }
+        const char *region;
+        uint64_t offset, size;
+        if (cJSON_GetObjectItemCaseSensitive(params, "shared_memory_region") &&
+            (!shm_params(params, "output", r->name, &region, &offset, &size, err) ||
+             !ss_kserve_shm_output(r, region, offset, size, err)))
+            return false;
     }
     return ss_kserve_check_outputs(call, err);
 }
@@ -764,6 +821,15 @@ static bool output_json(sbuf *s, const ss_kserve_output *o, ss_kserve_error *err
     sb_name(s, o->name);
     sb_printf(s, ",\"datatype\":\"%s\",\"shape\":", dt);
     sb_shape(s, o->ndim, o->dims);
+    if (o->shm) {
+        sb_str(s, ",\"parameters\":{\"shared_memory_region\":");
+        sb_name(s, o->shm->shm_region);
+        sb_printf(s, ",\"shared_memory_byte_size\":%zu", o->nbytes);
+        if (o->shm->shm_offset)
+            sb_printf(s, ",\"shared_memory_offset\":%llu", (unsigned long long)o->shm->shm_offset);
+        sb_str(s, "}}");
+        return true;
+    }
     if (o->binary) {
         sb_printf(s, ",\"parameters\":{\"binary_data_size\":%zu}}", o->nbytes);
         return true;

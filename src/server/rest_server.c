@@ -40,6 +40,7 @@
 
 #include "kserve_repo.h"
 #include "kserve_rest.h"
+#include "kserve_shm.h"
 #include "rest_codec.h"
 #include "rest_guard.h"
 #include "tls.h"
@@ -469,6 +470,27 @@ static enum MHD_Result route_kserve_repository(conn_ctx *c, const char *url)
     return send_json(c->conn, body ? (unsigned)status : MHD_HTTP_INTERNAL_SERVER_ERROR, body, len);
 }
 
+/* /v2/systemsharedmemory/...: the shared-memory extension's regions (no handler call). */
+static enum MHD_Result route_kserve_shm(conn_ctx *c, const char *method, const char *url)
+{
+    int status = 0;
+    size_t len = 0;
+    char *body = NULL;
+    ss_kserve_rest_shm(method, url, c->body ? c->body : "", c->too_big ? 0 : c->len, &status, &body,
+                       &len);
+    return send_json(c->conn, body ? (unsigned)status : MHD_HTTP_INTERNAL_SERVER_ERROR, body, len);
+}
+
+static enum MHD_Result route_kserve_shm_get(conn_ctx *c, const char *url)
+{
+    return route_kserve_shm(c, MHD_HTTP_METHOD_GET, url);
+}
+
+static enum MHD_Result route_kserve_shm_post(conn_ctx *c, const char *url)
+{
+    return route_kserve_shm(c, MHD_HTTP_METHOD_POST, url);
+}
+
 static enum MHD_Result route_kserve_unknown(conn_ctx *c, const char *url)
 {
     ss_kserve_error err;
@@ -506,6 +528,8 @@ static const rest_route routes[] = {
     {MHD_HTTP_METHOD_GET, "/v2/models/", true, false, route_kserve_get},
     {MHD_HTTP_METHOD_POST, "/v2/models/", true, false, start_kserve_infer},
     {MHD_HTTP_METHOD_POST, "/v2/repository/", true, false, route_kserve_repository},
+    {MHD_HTTP_METHOD_GET, "/v2/systemsharedmemory/", true, false, route_kserve_shm_get},
+    {MHD_HTTP_METHOD_POST, "/v2/systemsharedmemory/", true, false, route_kserve_shm_post},
     {NULL, "/v2", false, false, route_kserve_unknown},
     {NULL, "/v2/", true, false, route_kserve_unknown},
     {MHD_HTTP_METHOD_POST, NULL, false, false, start_predict},
