@@ -34,6 +34,21 @@ _DTYPES = ["MS_UNKNOWN", "MS_BOOL", "MS_INT8", "MS_UINT8", "MS_INT16", "MS_UINT1
 MS_STRING, MS_BYTES = 13, 14
 
 
+def _message_classes(fd, *names):
+    """Message classes of a FileDescriptorProto built in code, in a pool of their own."""
+    pool = descriptor_pool.DescriptorPool()
+    pool.Add(fd)
+    factory = message_factory.MessageFactory(pool)
+
+    def cls(name):
+        d = pool.FindMessageTypeByName(fd.package + "." + name)
+        if hasattr(message_factory, "GetMessageClass"):
+            return message_factory.GetMessageClass(d)
+        return factory.GetPrototype(d)
+
+    return tuple(cls(n) for n in names)
+
+
 def _build_messages():
     fd = descriptor_pb2.FileDescriptorProto(
         name="shardserve_client/ms_service.proto", package=_PACKAGE, syntax="proto3")
@@ -90,17 +105,7 @@ def _build_messages():
                              ("instances", 3, msg, rep, p + "Instance", None),
                              ("error_msg", 4, msg, rep, p + "ErrorMsg", None)])
 
-    pool = descriptor_pool.DescriptorPool()
-    pool.Add(fd)
-    factory = message_factory.MessageFactory(pool)
-
-    def cls(name):
-        d = pool.FindMessageTypeByName(_PACKAGE + "." + name)
-        if hasattr(message_factory, "GetMessageClass"):
-            return message_factory.GetMessageClass(d)
-        return factory.GetPrototype(d)
-
-    return cls("PredictRequest"), cls("PredictReply")
+    return _message_classes(fd, "PredictRequest", "PredictReply")
 
 
 PredictRequest, PredictReply = _build_messages()

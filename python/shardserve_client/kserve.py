@@ -21,7 +21,9 @@ import urllib.request
 
 import grpc
 import numpy as np
-from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
+from google.protobuf import descriptor_pb2
+
+from . import _message_classes  # the package defines it before importing this module
 
 __all__ = ["KServe", "KServeError"]
 
@@ -86,17 +88,8 @@ def _build_messages():
     message("ModelStreamInferResponse",
             [("error_message", 1, s, opt, None),
              ("infer_response", 2, msg, opt, p + "ModelInferResponse")])
-    pool = descriptor_pool.DescriptorPool()
-    pool.Add(fd)
-    factory = message_factory.MessageFactory(pool)
-
-    def cls(name):
-        d = pool.FindMessageTypeByName(_PACKAGE + "." + name)
-        if hasattr(message_factory, "GetMessageClass"):
-            return message_factory.GetMessageClass(d)
-        return factory.GetPrototype(d)
-
-    return cls("ModelInferRequest"), cls("ModelInferResponse"), cls("ModelStreamInferResponse")
+    return _message_classes(fd, "ModelInferRequest", "ModelInferResponse",
+                            "ModelStreamInferResponse")
 
 
 ModelInferRequest, ModelInferResponse, ModelStreamInferResponse = _build_messages()
