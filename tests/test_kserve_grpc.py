@@ -7,6 +7,7 @@ status codes."""
 
 import struct
 import sys
+import time
 
 import grpc
 
@@ -376,12 +377,24 @@ def stream_errors(c):
     c.eq(len(stream([add_request()])), 1, "a new stream works after a cancelled one")
 
 
+def stream_flow_control(c):
+    """A stream holds at most 64 requests in the handler: 200 slow ones (300 ms each, each on a
+    thread of its own) take at least four rounds (1.2 s), and every one is answered. Without the
+    bound they all run at once (about 0.6 s here)."""
+    t0 = time.time()
+    got = stream([slow_request("f%d" % k) for k in range(200)], timeout=60)
+    elapsed = time.time() - t0
+    c.eq(sorted(r.infer_response.id for r in got), sorted("f%d" % k for k in range(200)),
+         "all answered")
+    c.check(elapsed >= 1.1, "200 slow requests took %.2f s: more than 64 ran at once" % elapsed)
+
+
 def main():
     global srv, chan
     srv = TestServer(grpc="127.0.0.1:0")
     chan = grpc.insecure_channel(srv.grpc_address, options=OPTIONS)
     Checker().run([health, server_metadata, model_metadata, model_ready, infer_typed_contents,
-                   infer_raw, typed_all, infer_errors, statistics_and_repository, stream_infer, stream_errors], server=srv)
+                   infer_raw, typed_all, infer_errors, statistics_and_repository, stream_infer, stream_errors, stream_flow_control], server=srv)
 
 
 if __name__ == "__main__":

@@ -63,8 +63,7 @@ static bool map_key(const char *key, uint64_t end, uint8_t **map, ss_kserve_erro
     *map = mmap(NULL, (size_t)end, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
     close(fd);
     if (*map == MAP_FAILED) {
-        ss_kserve_fail(err, 400, "cannot map shared memory key '%.200s': %s", key,
-                       strerror(errno));
+        ss_kserve_fail(err, 400, "cannot map shared memory key '%.200s': %s", key, strerror(errno));
         return false;
     }
     return true;

@@ -18,6 +18,8 @@
 
 #include "kserve_grpc.h"
 
+#define MAX_PENDING 64
+
 typedef enum { OP_RECV, OP_SEND, OP_CLOSE } op_kind;
 
 typedef struct ss_kserve_stream ss_kserve_stream;
@@ -50,11 +52,14 @@ struct ss_kserve_stream {
     grpc_byte_buffer *recv;
     grpc_byte_buffer *sending;
     answer *head, *tail;
-    int owed; /* requests the handler has not answered yet */
-    bool send_busy, half_closed, broken, status_sent, metadata_sent;
+    int owed;   /* requests the handler has not answered yet */
+    int queued; /* answers not sent yet */
+    bool send_busy, half_closed, broken, status_sent, metadata_sent, reading;
     int cancelled;
     grpc_slice details;
 };
+
+static void read_more(ss_kserve_stream *s);
 
 static void stream_free(ss_kserve_stream *s)
 {
@@ -98,6 +103,7 @@ static void send_next(ss_kserve_stream *s)
     answer *a = s->head;
     s->head = a->next;
     if (!s->head) s->tail = NULL;
+    s->queued--;
     grpc_slice slice = grpc_slice_new(a->bytes, a->len, free);
     free(a);
     s->sending = grpc_raw_byte_buffer_create(&slice, 1);
@@ -150,6 +156,7 @@ static void post_answer(ss_kserve_stream *s, uint8_t *bytes, size_t len)
     }
     a->bytes = bytes;
     a->len = len;
+    s->queued++;
     if (s->tail)
         s->tail->next = a;
     else
@@ -200,6 +207,7 @@ static void answered(void *done_ctx, ss_predict_reply *reply)
     free(p);
     pthread_mutex_lock(&s->mu);
     s->owed--;
+    read_more(s);
     maybe_finish(s);
     unref_unlock(s);
 }
@@ -234,7 +242,15 @@ static void start_recv(ss_kserve_stream *s)
     memset(&op, 0, sizeof op);
     op.op = GRPC_OP_RECV_MESSAGE;
     op.data.recv_message.recv_message = &s->recv;
-    start_batch(s, &op, 1, &s->recv_tag);
+    s->reading = start_batch(s, &op, 1, &s->recv_tag);
+}
+
+/* Read the next request unless one is being read, the client is done, or the stream holds
+ * MAX_PENDING requests and answers (lock held). */
+static void read_more(ss_kserve_stream *s)
+{
+    if (!s->reading && !s->broken && !s->half_closed && s->owed + s->queued < MAX_PENDING)
+        start_recv(s);
 }
 
 static grpc_slice take_message(ss_kserve_stream *s)
@@ -259,11 +275,12 @@ static void on_recv(ss_kserve_stream *s, bool ok)
         grpc_slice_unref(msg);
     }
     pthread_mutex_lock(&s->mu);
+    s->reading = false;
     if (!ok)
         s->broken = true;
     else if (!got)
         s->half_closed = true;
-    if (!s->broken && !s->half_closed) start_recv(s);
+    read_more(s);
     maybe_finish(s);
     unref_unlock(s);
 }
@@ -276,6 +293,7 @@ static void on_send(ss_kserve_stream *s, bool ok)
     s->send_busy = false;
     if (!ok) s->broken = true;
     if (!s->broken && s->head) send_next(s);
+    read_more(s);
     maybe_finish(s);
     unref_unlock(s);
 }
@@ -316,7 +334,7 @@ bool ss_kserve_stream_start(grpc_call *call, const ss_kserve_stream_env *env)
     env->live(env->live_ctx, 1);
     pthread_mutex_lock(&s->mu);
     s->refs = 1; /* held until the first receive is posted */
-    start_recv(s);
+    read_more(s);
     unref_unlock(s);
     return true;
 }
