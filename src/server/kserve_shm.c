@@ -302,8 +302,9 @@ static int register_json(const char *name, const char *body, size_t len, ss_kser
 /* /v2/systemsharedmemory[/region/NAME]/ACTION: the name ("" for none) and the action. */
 static bool split_url(const char *url, char *name, size_t cap, const char **action)
 {
-    const char *p = url + strlen(SHM_PREFIX);
     name[0] = 0;
+    if (strncmp(url, SHM_PREFIX, strlen(SHM_PREFIX)) != 0) return false;
+    const char *p = url + strlen(SHM_PREFIX);
     if (!strncmp(p, "/region/", 8)) {
         p += 8;
         size_t n = strcspn(p, "/");
