@@ -2,6 +2,7 @@
 (shardserve_client.kserve) over gRPC, REST JSON and REST binary, its stream, its errors, and
 `shardserve infer --protocol kserve*` (the C client library) when SHARDSERVE is set."""
 
+import json
 import os
 import subprocess
 import sys
@@ -107,10 +108,30 @@ def c_client_cli(c):
         c.check(r.returncode != 0 and "nope" in r.stderr, "%s: unknown model: %r" % (p, r.stderr))
 
 
+def c_bench_cli(c):
+    """shardserve bench --protocol kserve* loads the server with no failed request."""
+    exe = os.environ.get("SHARDSERVE")
+    if not exe:
+        c.check(False, "SHARDSERVE is set")
+        return
+    for p, port in (("kserve", srv.grpc_port), ("kserve-rest", srv.rest_port),
+                    ("kserve-binary", srv.rest_port)):
+        r = subprocess.run([exe, "bench", "--address", "127.0.0.1:%d" % port, "--protocol", p,
+                            "--servable", "add", "--method", "add_common", "--input",
+                            "x1=float32[1,3]", "--input", "x2=float32[1,3]", "--requests", "100",
+                            "--concurrency", "1,2", "--warmup", "5", "--json"],
+                           capture_output=True, text=True, timeout=120)
+        rows = [json.loads(line) for line in r.stdout.splitlines() if line.startswith("{")]
+        c.check(r.returncode == 0 and len(rows) == 2 and
+                all(x["protocol"] == p and x["failures"] == 0 and x["requests"] == 100
+                    for x in rows), "bench %s: %s %r %s" % (p, r.returncode, rows, r.stderr[-300:]))
+
+
 def main():
     global srv
     srv = TestServer(rest="127.0.0.1:0")
-    Checker().run([python_infer, python_errors, python_stream_and_rest_calls, c_client_cli],
+    Checker().run([python_infer, python_errors, python_stream_and_rest_calls, c_client_cli,
+                   c_bench_cli],
                   server=srv)
 
 
