@@ -102,6 +102,9 @@ REST_CASES = [
      "has both"),
     ("neither data nor binary", "POST", ADD,
      add_json(x1={"name": "x1", "datatype": "FP32", "shape": [1, 2]}), None, 400, "has neither"),
+    ("BYTES string with a NUL escape", "POST", "/v2/models/typed.bytes/infer",
+     b'{"inputs": [{"name": "x", "datatype": "BYTES", "shape": [1], "data": ["a\\u0000b"]}]}',
+     None, 400, "cannot carry NUL bytes"),
     ("input given twice", "POST", ADD,
      json.dumps({"inputs": [fp32("x1", [1, 2], [1, 2])] * 2 + [fp32("x2", [1, 2], [1, 2])]})
      .encode(), None, 400, "given twice"),
@@ -295,6 +298,12 @@ def still_serving(c):
     got, reply = rest_call("POST", ADD, add_json(), None)
     c.eq(got, 200, "REST still answers")
     c.eq(json.loads(reply)["outputs"][0]["data"], [4.0, 6.0], "REST y")
+    # an escaped backslash before "u0000" is text, not a NUL escape
+    body = json.dumps({"inputs": [{"name": "x", "datatype": "BYTES", "shape": [1],
+                                   "data": ["a\\u0000b"]}]}).encode()
+    got, reply = rest_call("POST", "/v2/models/typed.bytes/infer", body, None)
+    c.eq((got, json.loads(reply).get("outputs", [{}])[0].get("data")), (200, ["a\\u0000b"]),
+         "a backslash-u text is not refused")
 
 
 def main():
