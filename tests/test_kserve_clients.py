@@ -38,7 +38,7 @@ def python_infer(c):
             v = np.array([[-3, 7, 300]], np.int16)
             c.check(np.array_equal(k.infer({"x": v})["x"], v), "%s: INT16 round trip" % p)
         with client(p, model="typed.bytes") as k:
-            word = b"ab\x00c" if p != "rest" else b"abc"  # JSON strings stop at NUL here
+            word = b"ab\x00c" if p != "rest" else b"abc"  # JSON strings cannot carry NUL (refused)
             got = k.infer({"x": np.array([word], dtype=object)})["x"]
             c.eq(got.ravel().tolist(), [word], "%s: BYTES round trip" % p)
 
