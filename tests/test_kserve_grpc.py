@@ -5,6 +5,7 @@ ServerMetadata, ModelReady, ModelMetadata and ModelInfer with typed contents and
 raw_input_contents / raw_output_contents, the batch-dim and model-name rules, and errors as gRPC
 status codes."""
 
+import queue
 import struct
 import sys
 import time
@@ -389,12 +390,46 @@ def stream_flow_control(c):
     c.check(elapsed >= 1.1, "200 slow requests took %.2f s: more than 64 ran at once" % elapsed)
 
 
+def stream_open_at_stop(c):
+    """A server stopped while a client holds an idle stream open exits cleanly (status 0, within
+    its 5 s drain period plus slack); the client sees the stream end."""
+    own = TestServer(grpc="127.0.0.1:0")
+    ch = grpc.insecure_channel(own.grpc_address, options=OPTIONS)
+    pending = queue.Queue()
+
+    def requests():
+        while True:
+            item = pending.get()
+            if item is None:
+                return
+            yield item
+
+    call = ch.stream_stream(SERVICE + "ModelStreamInfer",
+                            request_serializer=lambda m: m.SerializeToString(),
+                            response_deserializer=pb.ModelStreamInferResponse.FromString)
+    answers = call(requests(), timeout=60)
+    pending.put(add_request(n=1))
+    c.eq(next(answers).infer_response.id, "g1", "first answer on the stream")
+    t0 = time.time()
+    code = own.stop()
+    c.check(code == 0 and time.time() - t0 < 15, "stop: exit %r after %.1f s" %
+            (code, time.time() - t0))
+    try:
+        next(answers)
+        c.check(False, "the stream outlived the server")
+    except grpc.RpcError as e:
+        c.check(e.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED),
+                "stream end: %s" % e.code())
+    pending.put(None)
+    ch.close()
+
+
 def main():
     global srv, chan
     srv = TestServer(grpc="127.0.0.1:0")
     chan = grpc.insecure_channel(srv.grpc_address, options=OPTIONS)
     Checker().run([health, server_metadata, model_metadata, model_ready, infer_typed_contents,
-                   infer_raw, typed_all, infer_errors, statistics_and_repository, stream_infer, stream_errors, stream_flow_control], server=srv)
+                   infer_raw, typed_all, infer_errors, statistics_and_repository, stream_infer, stream_errors, stream_flow_control, stream_open_at_stop], server=srv)
 
 
 if __name__ == "__main__":

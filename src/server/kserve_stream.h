@@ -9,6 +9,7 @@
  * half-closed and every answer is sent; a broken or cancelled call ends it at once (answers still
  * owed are dropped when their reply arrives). An idle stream is legitimate, so the unary calls'
  * receive timeout does not apply; max_streams per connection bounds how many a client holds.
+ * An open stream holds the server's stop() for its drain period (drain_ms), then is cancelled.
  */
 #ifndef SS_SERVER_KSERVE_STREAM_H
 #define SS_SERVER_KSERVE_STREAM_H
