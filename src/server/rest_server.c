@@ -453,15 +453,20 @@ static enum MHD_Result route_kserve_get(conn_ctx *c, const char *url)
     return send_json(c->conn, body ? (unsigned)status : MHD_HTTP_INTERNAL_SERVER_ERROR, body, len);
 }
 
+/* A KServe body over --max-msg-mb: 413, counted as the infer route counts it. */
+static enum MHD_Result send_kserve_too_big(conn_ctx *c)
+{
+    ss_kserve_error err;
+    ss_metric_add(c->srv->refused_body, 1);
+    ss_kserve_fail(&err, MHD_HTTP_CONTENT_TOO_LARGE, "the request body is bigger than %zu bytes",
+                   c->srv->max_body);
+    return send_kserve_error(c->conn, &err);
+}
+
 /* POST /v2/repository/...: the model repository extension (answered at once, no handler call). */
 static enum MHD_Result route_kserve_repository(conn_ctx *c, const char *url)
 {
-    if (c->too_big) {
-        ss_kserve_error err;
-        ss_kserve_fail(&err, MHD_HTTP_CONTENT_TOO_LARGE,
-                       "the request body is bigger than %zu bytes", c->srv->max_body);
-        return send_kserve_error(c->conn, &err);
-    }
+    if (c->too_big) return send_kserve_too_big(c);
     int status = 0;
     size_t len = 0;
     char *body = NULL;
@@ -473,11 +478,11 @@ static enum MHD_Result route_kserve_repository(conn_ctx *c, const char *url)
 /* /v2/systemsharedmemory/...: the shared-memory extension's regions (no handler call). */
 static enum MHD_Result route_kserve_shm(conn_ctx *c, const char *method, const char *url)
 {
+    if (c->too_big) return send_kserve_too_big(c);
     int status = 0;
     size_t len = 0;
     char *body = NULL;
-    ss_kserve_rest_shm(method, url, c->body ? c->body : "", c->too_big ? 0 : c->len, &status, &body,
-                       &len);
+    ss_kserve_rest_shm(method, url, c->body ? c->body : "", c->len, &status, &body, &len);
     return send_json(c->conn, body ? (unsigned)status : MHD_HTTP_INTERNAL_SERVER_ERROR, body, len);
 }
 
