@@ -13,7 +13,7 @@ import time
 import grpc
 
 import grpc_service_pb2 as pb
-from server_harness import Checker, TestServer
+from server_harness import Checker, KServeRpc, TestServer
 
 SERVICE = "/inference.GRPCInferenceService/"
 OPTIONS = [("grpc.enable_http_proxy", 0)]
@@ -22,18 +22,11 @@ chan = None
 
 
 def rpc(name, req, resp_type):
-    call = chan.unary_unary(SERVICE + name, request_serializer=lambda m: m.SerializeToString(),
-                            response_deserializer=resp_type.FromString)
-    return call(req, timeout=20)
+    return KServeRpc(chan)(name, req, resp_type)
 
 
 def rpc_error(name, req, resp_type):
-    """(grpc status code, details) of a call that must fail."""
-    try:
-        rpc(name, req, resp_type)
-    except grpc.RpcError as e:
-        return e.code(), e.details()
-    return None, "call succeeded"
+    return KServeRpc(chan).error(name, req, resp_type)
 
 
 def infer(req):

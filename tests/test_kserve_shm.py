@@ -14,7 +14,7 @@ import grpc
 import numpy as np
 
 import grpc_service_pb2 as pb
-from server_harness import Checker, TestServer
+from server_harness import Checker, KServeRpc, TestServer
 
 SERVICE = "/inference.GRPCInferenceService/"
 srv = None
@@ -58,16 +58,11 @@ def register(name, key, size, offset=0):
 
 
 def rpc(name, req, resp_type):
-    return chan.unary_unary(SERVICE + name, request_serializer=lambda m: m.SerializeToString(),
-                            response_deserializer=resp_type.FromString)(req, timeout=20)
+    return KServeRpc(chan)(name, req, resp_type)
 
 
 def rpc_error(name, req, resp_type):
-    try:
-        rpc(name, req, resp_type)
-    except grpc.RpcError as e:
-        return e.code(), e.details()
-    return None, "call succeeded"
+    return KServeRpc(chan).error(name, req, resp_type)
 
 
 X1 = np.arange(6, dtype=np.float32)
