@@ -2,7 +2,8 @@
  * grpc_server: MindSpore's MSService/Predict, grpc.health.v1.Health/Check and the Open Inference
  * Protocol's inference.GRPCInferenceService (KServe v2: ServerLive, ServerReady, ServerMetadata,
  * ModelReady, ModelMetadata, ModelInfer) on the gRPC core C API, with a few worker threads on one
- * completion queue.
+ * completion queue. ModelStreamInfer is handed over to its own state machine (kserve_stream.c)
+ * once accepted; its events come through the same queue.
  *
  * Every accepted call is a small state machine driven by completion-queue events:
  *   REQUESTED --(method known)--> RECEIVING --> WAITING (handler owns the request)
@@ -41,6 +42,7 @@
 
 #include "grpc_codec.h"
 #include "kserve_grpc.h"
+#include "kserve_stream.h"
 #include "tls.h"
 
 #define PREDICT_METHOD "/mindspore.serving.proto.MSService/Predict"
@@ -49,7 +51,7 @@
 #define SCAN_MS 250
 #define CANCEL_BATCH 64
 
-typedef enum { TAG_CALL, TAG_SHUTDOWN } tag_kind;
+typedef enum { TAG_CALL, TAG_SHUTDOWN, TAG_STREAM = SS_KSERVE_STREAM_TAG } tag_kind;
 typedef enum { ST_REQUESTED, ST_RECEIVING, ST_WAITING, ST_FINISHING } call_state;
 typedef struct grpc_ctx grpc_ctx;
 /* A unary method: the whole request message in, exactly one finish_call out (now or later). */
@@ -416,7 +418,30 @@ static const grpc_method methods[] = {
     {KSERVE("ModelReady"), handle_kserve, ss_kserve_grpc_model_ready},
     {KSERVE("ModelMetadata"), handle_kserve, ss_kserve_grpc_model_metadata},
     {KSERVE("ModelInfer"), handle_kserve_infer, NULL},
+    {KSERVE("ModelStreamInfer"), NULL, NULL}, /* a stream: kserve_stream.c runs it */
+    {KSERVE("ModelStatistics"), handle_kserve, ss_kserve_grpc_model_statistics},
+    {KSERVE("RepositoryIndex"), handle_kserve, ss_kserve_grpc_repository_index},
+    {KSERVE("RepositoryModelLoad"), handle_kserve, ss_kserve_grpc_repository_load},
+    {KSERVE("RepositoryModelUnload"), handle_kserve, ss_kserve_grpc_repository_unload},
+    {KSERVE("SystemSharedMemoryStatus"), handle_kserve, ss_kserve_grpc_shm_status},
+    {KSERVE("SystemSharedMemoryRegister"), handle_kserve, ss_kserve_grpc_shm_register},
+    {KSERVE("SystemSharedMemoryUnregister"), handle_kserve, ss_kserve_grpc_shm_unregister},
 };
+
+static void stream_live(void *srv, long delta)
+{
+    live_add(srv, delta);
+}
+
+/* A streaming call leaves this file's unary state machine for its own (kserve_stream.c). */
+static void start_stream(grpc_ctx *c)
+{
+    ss_kserve_stream_env env = {&c->srv->handler, stream_live, c->srv};
+    grpc_call *call = c->call;
+    c->call = NULL;
+    ss_kserve_stream_start(call, &env);
+    free_ctx(c);
+}
 
 static void on_requested(grpc_ctx *c, bool ok)
 {
@@ -433,6 +458,10 @@ static void on_requested(grpc_ctx *c, bool ok)
         snprintf(detail, sizeof detail, "unknown method %s", m);
         gpr_free(m);
         finish_call(c, GRPC_STATUS_UNIMPLEMENTED, detail, NULL, 0);
+        return;
+    }
+    if (!c->method->handle) {
+        start_stream(c);
         return;
     }
     grpc_op op;
@@ -465,6 +494,10 @@ static void on_received(grpc_ctx *c, bool ok)
 static void on_event(ss_grpc_server *srv, void *tag, bool ok)
 {
     tag_head *head = tag;
+    if (head->kind == TAG_STREAM) {
+        ss_kserve_stream_event(tag, ok);
+        return;
+    }
     if (head->kind == TAG_SHUTDOWN) {
         pthread_mutex_lock(&srv->mu);
         srv->shutdown_seen = true;
