@@ -16,7 +16,7 @@ set_tests_properties(test_runtime_plan PROPERTIES FIXTURES_REQUIRED test_models)
 # Every node case of Debian's libonnx-testdata whose ops we support must pass. The floor is the
 # exact count passing today (Debian 12's libonnx-testdata), so a case that stops passing, or stops
 # being recognised as supported, fails the gate; raise it when an op is added.
-set(SS_NODE_CONFORMANCE_PASSED 780)
+set(SS_NODE_CONFORMANCE_PASSED 792)
 add_test(NAME onnx_node_conformance
          COMMAND ${SS_TEST_DIR}/onnx/conformance.sh $<TARGET_FILE:shardserve>
                  /usr/share/libonnx-testdata/data/node ${SS_NODE_CONFORMANCE_PASSED})
@@ -55,3 +55,13 @@ add_test(NAME onnx_torch_control_resize
          COMMAND ${SS_TEST_DIR}/onnx/conformance.sh $<TARGET_FILE:shardserve>
                  ${CMAKE_BINARY_DIR}/torch-control-resize 29 --no-skips)
 set_tests_properties(onnx_torch_control_resize PROPERTIES FIXTURES_REQUIRED torch_control_resize)
+
+# LSTM/GRU/RNN exported by PyTorch (bidirectional, stacked, linear_before_reset, batch_first with
+# dynamic dims), PyTorch as the oracle.
+add_test(NAME onnx_torch_rnn_make
+         COMMAND ${SS_PY} ${SS_TEST_DIR}/onnx/torch_rnn.py ${CMAKE_BINARY_DIR}/torch-rnn)
+set_tests_properties(onnx_torch_rnn_make PROPERTIES FIXTURES_SETUP torch_rnn)
+add_test(NAME onnx_torch_rnn
+         COMMAND ${SS_TEST_DIR}/onnx/conformance.sh $<TARGET_FILE:shardserve>
+                 ${CMAKE_BINARY_DIR}/torch-rnn 5 --no-skips)
+set_tests_properties(onnx_torch_rnn PROPERTIES FIXTURES_REQUIRED torch_rnn)

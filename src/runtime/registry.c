@@ -14,6 +14,7 @@ static const ss_op_def *const families[] = {
     ss_ops_collective, ss_ops_control,     ss_ops_resize,
     ss_ops_misc,   // Dropout CumSum Shrink ReverseSequence Det
     ss_ops_signal, // windows DFT STFT MelWeightMatrix
+    ss_ops_rnn,    // RNN GRU LSTM
 };
 
 static bool is_default_domain(const char *d)

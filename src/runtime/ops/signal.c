@@ -101,7 +101,8 @@ static void dft_one(const dft_src *s, int64_t n, int64_t bins, bool inverse, ss_
         double re = 0, im = 0;
         for (int64_t t = 0; t < n && t < s->avail; t++) {
             int64_t at = (s->x0 + t * s->xstride) * s->ncomp;
-            double xr = ss_op_elem_f64(s->x, at), xi = s->ncomp == 2 ? ss_op_elem_f64(s->x, at + 1) : 0;
+            double xr = ss_op_elem_f64(s->x, at),
+                   xi = s->ncomp == 2 ? ss_op_elem_f64(s->x, at + 1) : 0;
             if (s->window) {
                 double w = ss_op_elem_f64(s->window, t);
                 xr *= w;
@@ -303,8 +304,7 @@ static ss_status *mel_run(ss_kctx *k)
     for (int64_t i = 0; i < p->mel_bins; i++) {
         int64_t lo = mel_point_bin(p, i), mid = mel_point_bin(p, i + 1),
                 hi = mel_point_bin(p, i + 2);
-        if (mid == lo)
-            mel_set(y, mid, i, 1);
+        if (mid == lo) mel_set(y, mid, i, 1);
         for (int64_t j = lo; mid > lo && j <= mid; j++)
             mel_set(y, j, i, (double)(j - lo) / (double)(mid - lo));
         for (int64_t j = mid; hi > mid && j < hi; j++)
