@@ -16,7 +16,7 @@ set_tests_properties(test_runtime_plan PROPERTIES FIXTURES_REQUIRED test_models)
 # Every node case of Debian's libonnx-testdata whose ops we support must pass. The floor is the
 # exact count passing today (Debian 12's libonnx-testdata), so a case that stops passing, or stops
 # being recognised as supported, fails the gate; raise it when an op is added.
-set(SS_NODE_CONFORMANCE_PASSED 792)
+set(SS_NODE_CONFORMANCE_PASSED 797)
 add_test(NAME onnx_node_conformance
          COMMAND ${SS_TEST_DIR}/onnx/conformance.sh $<TARGET_FILE:shardserve>
                  /usr/share/libonnx-testdata/data/node ${SS_NODE_CONFORMANCE_PASSED})
@@ -65,3 +65,13 @@ add_test(NAME onnx_torch_rnn
          COMMAND ${SS_TEST_DIR}/onnx/conformance.sh $<TARGET_FILE:shardserve>
                  ${CMAKE_BINARY_DIR}/torch-rnn 5 --no-skips)
 set_tests_properties(onnx_torch_rnn PROPERTIES FIXTURES_REQUIRED torch_rnn)
+
+# Einsum equations beyond the node cases (attention shapes, three operands, implicit outputs,
+# "..." broadcast, trace, integers), numpy.einsum as the oracle.
+add_test(NAME onnx_einsum_cases_make
+         COMMAND ${SS_PY} ${SS_TEST_DIR}/onnx/einsum_cases.py ${CMAKE_BINARY_DIR}/einsum-cases)
+set_tests_properties(onnx_einsum_cases_make PROPERTIES FIXTURES_SETUP einsum_cases)
+add_test(NAME onnx_einsum_cases
+         COMMAND ${SS_TEST_DIR}/onnx/conformance.sh $<TARGET_FILE:shardserve>
+                 ${CMAKE_BINARY_DIR}/einsum-cases 8 --no-skips)
+set_tests_properties(onnx_einsum_cases PROPERTIES FIXTURES_REQUIRED einsum_cases)

@@ -151,6 +151,7 @@ extern const ss_op_def ss_ops_control[];    /* If */
 extern const ss_op_def ss_ops_resize[];     /* Resize Upsample */
 extern const ss_op_def ss_ops_misc[];       /* Dropout CumSum Shrink ReverseSequence Det */
 extern const ss_op_def ss_ops_rnn[];        /* RNN GRU LSTM */
+extern const ss_op_def ss_ops_einsum[];     /* Einsum */
 extern const ss_op_def ss_ops_signal[];     /* windows, DFT, STFT, MelWeightMatrix */
 
 const ss_op_def *ss_op_find(const char *domain, const char *type, int64_t opset);

@@ -15,6 +15,7 @@ static const ss_op_def *const families[] = {
     ss_ops_misc,   // Dropout CumSum Shrink ReverseSequence Det
     ss_ops_signal, // windows DFT STFT MelWeightMatrix
     ss_ops_rnn,    // RNN GRU LSTM
+    ss_ops_einsum, // Einsum
 };
 
 static bool is_default_domain(const char *d)

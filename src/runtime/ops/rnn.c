@@ -99,9 +99,9 @@ static float act_apply(const act_fn *a, float x)
 
 /* ------------------------------------------------------------------ infer */
 
-static const char *const rnn_attrs[] = {"activation_alpha", "activation_beta", "activations",
-                                        "clip", "direction", "hidden_size", "layout",
-                                        "linear_before_reset", "input_forget", NULL};
+static const char *const rnn_attrs[] = {
+    "activation_alpha", "activation_beta", "activations",         "clip",         "direction",
+    "hidden_size",      "layout",          "linear_before_reset", "input_forget", NULL};
 
 /* Activations for each direction from `activations` (default per op), alpha/beta taken in order
  * by the functions that have them (as onnxruntime reads the lists). */
@@ -151,8 +151,8 @@ static bool dims_are(const ss_tensor *t, int nd, int64_t d0, int64_t d1, int64_t
 
 static ss_status *rnn_check_inputs(ss_kctx *k, const rnn_plan *p)
 {
-    static const char *const names[8] = {"X", "W", "R", "B", "sequence_lens", "initial_h",
-                                         "initial_c", "P"};
+    static const char *const names[8] = {"X",         "W",         "R", "B", "sequence_lens",
+                                         "initial_h", "initial_c", "P"};
     int64_t gh = p->gates * p->hid, b0 = p->layout ? p->batch : p->dirs,
             b1 = p->layout ? p->dirs : p->batch;
     for (int i = 0; i < k->n_in; i++) {
@@ -351,7 +351,8 @@ static void lstm_cell(const rnn_dir *s, const float *xw, const float *hr, int64_
     const rnn_plan *p = s->p;
     int64_t H = p->hid;
     float *h = s->h + b * H, *c = s->c + b * H;
-    const float *pi = s->peep, *po = s->peep ? s->peep + H : NULL, *pf = s->peep ? s->peep + 2 * H : NULL;
+    const float *pi = s->peep, *po = s->peep ? s->peep + H : NULL,
+                *pf = s->peep ? s->peep + 2 * H : NULL;
     for (int64_t j = 0; j < H; j++) {
         float g_i = xw[j] + hr[j], g_o = xw[H + j] + hr[H + j], g_f = xw[2 * H + j] + hr[2 * H + j],
               g_c = xw[3 * H + j] + hr[3 * H + j];
