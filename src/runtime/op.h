@@ -110,13 +110,16 @@ typedef struct {
 void ss_name_list_free(ss_name_list *l);
 /* The outer-scope names read by the node's subgraphs (nested ones included), first use first. */
 ss_status *ss_subgraph_outer_names(const ss_onnx_node *nd, ss_name_list *out);
-/* A session for subgraph g (attribute `attr` of k's node) whose graph inputs are the outer names
- * with descs' dtypes, planned for descs (shapes; data where known at plan time). */
+/* A session for subgraph g (attribute `attr` of k's node) whose graph inputs are g's declared
+ * inputs (a loop body's) followed by the outer names, with descs' dtypes, planned for descs
+ * (shapes; data where known at plan time). descs holds g->n_input + outer->n entries. */
 ss_status *ss_subgraph_session(ss_kctx *k, const Onnx__GraphProto *g, const char *attr,
                                const ss_name_list *outer, const ss_tensor *descs, ss_session **out);
 /* Plans s for these inputs, replacing its plan: an input with data is a constant of the plan
- * (folded like an initializer; its bytes must outlive the plan), one without is known by shape. */
-ss_status *ss_session_plan_values(ss_session *s, const ss_tensor *inputs);
+ * (folded like an initializer; its bytes must outlive the plan), one without is known by shape.
+ * The first n_varying inputs are never constants: their data (if any) only serves shape
+ * inference, which then records that the plan depends on it (a loop body's iteration number). */
+ss_status *ss_session_plan_values(ss_session *s, const ss_tensor *inputs, int n_varying);
 
 /* Error helpers that name the node and op. */
 ss_status *ss_op_err(const ss_kctx *k, ss_code code, const char *fmt, ...)
@@ -152,6 +155,7 @@ extern const ss_op_def ss_ops_resize[];     /* Resize Upsample */
 extern const ss_op_def ss_ops_misc[];       /* Dropout CumSum Shrink ReverseSequence Det */
 extern const ss_op_def ss_ops_rnn[];        /* RNN GRU LSTM */
 extern const ss_op_def ss_ops_einsum[];     /* Einsum */
+extern const ss_op_def ss_ops_loop[];       /* Loop Scan */
 extern const ss_op_def ss_ops_signal[];     /* windows, DFT, STFT, MelWeightMatrix */
 
 const ss_op_def *ss_op_find(const char *domain, const char *type, int64_t opset);

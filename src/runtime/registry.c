@@ -16,6 +16,7 @@ static const ss_op_def *const families[] = {
     ss_ops_signal, // windows DFT STFT MelWeightMatrix
     ss_ops_rnn,    // RNN GRU LSTM
     ss_ops_einsum, // Einsum
+    ss_ops_loop,   // Loop Scan
 };
 
 static bool is_default_domain(const char *d)

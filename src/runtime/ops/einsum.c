@@ -121,8 +121,7 @@ static ss_status *ein_layout(ss_kctx *k, const ein_term *terms, const ein_term *
     for (int i = 0; i < EIN_MAX_LABELS; i++)
         slot[i] = -1, p->size[i] = 1;
     for (int j = 0; j < out->n; j++) {
-        if (slot[out->ids[j]] >= 0)
-            return ss_op_err(k, SS_ERR_INVALID, "output repeats a label");
+        if (slot[out->ids[j]] >= 0) return ss_op_err(k, SS_ERR_INVALID, "output repeats a label");
         slot[out->ids[j]] = p->n_labels++;
     }
     p->n_out_labels = p->n_labels;
