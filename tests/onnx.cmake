@@ -75,3 +75,13 @@ add_test(NAME onnx_einsum_cases
          COMMAND ${SS_TEST_DIR}/onnx/conformance.sh $<TARGET_FILE:shardserve>
                  ${CMAKE_BINARY_DIR}/einsum-cases 8 --no-skips)
 set_tests_properties(onnx_einsum_cases PROPERTIES FIXTURES_REQUIRED einsum_cases)
+
+# Loop and Scan beyond the node cases (swapping carried values, a while loop reading outer
+# values, Scan with reversed directions and non-zero axes), numpy as the oracle.
+add_test(NAME onnx_loop_cases_make
+         COMMAND ${SS_PY} ${SS_TEST_DIR}/onnx/loop_cases.py ${CMAKE_BINARY_DIR}/loop-cases)
+set_tests_properties(onnx_loop_cases_make PROPERTIES FIXTURES_SETUP loop_cases)
+add_test(NAME onnx_loop_cases
+         COMMAND ${SS_TEST_DIR}/onnx/conformance.sh $<TARGET_FILE:shardserve>
+                 ${CMAKE_BINARY_DIR}/loop-cases 3 --no-skips)
+set_tests_properties(onnx_loop_cases PROPERTIES FIXTURES_REQUIRED loop_cases)
