@@ -636,6 +636,34 @@ static ss_status *write_rank_model(rank_ctx *r, const char *path)
 
 static ss_status *write_group_config(shard_ctx *c, const rank_ctx *r, const char *path);
 
+/* Op types that cannot run on split tensors (not elementwise), which a stage therefore runs whole
+ * on every one of its ranks after gathering their inputs: counted so the tool says which ops it
+ * did not split (an LSTM, a Loop...). */
+typedef struct {
+    int n;
+    const char *type[32];
+    int count[32];
+} whole_ops;
+
+static void whole_ops_add(whole_ops *w, const char *type)
+{
+    int i = 0;
+    while (i < w->n && strcmp(w->type[i], type))
+        i++;
+    if (i == w->n && w->n < 32) w->type[w->n++] = type;
+    if (i < w->n) w->count[i]++;
+}
+
+static void whole_ops_report(const shard_ctx *c, const rank_ctx *r, const whole_ops *w)
+{
+    if (!c->opt->progress || r->pos != 0 || c->tp < 2 || !w->n) return;
+    fprintf(stderr, "shard: stage %d replicates on each of its %d ranks (not split):", r->stage,
+            c->tp);
+    for (int i = 0; i < w->n; i++)
+        fprintf(stderr, "%s %s x%d", i ? "," : "", w->type[i], w->count[i]);
+    fprintf(stderr, "\n");
+}
+
 static ss_status *shard_rank(shard_ctx *c, int rank, size_t *param_bytes)
 {
     rank_ctx r = {.c = c, .rank = rank, .stage = rank / c->tp, .pos = rank % c->tp};
@@ -663,6 +691,7 @@ static ss_status *shard_rank(shard_ctx *c, int rank, size_t *param_bytes)
             if (!ss_onnx_find_init(c->model, c->graph->input[i]->name))
                 rg_add_input(&r.g, c->graph->input[i]);
     if (r.stage > 0) emit_recvs(&r);
+    whole_ops whole = {0};
     for (int i = 0; i < c->n_nodes && !st && !r.g.error; i++) {
         node_info *ni = &c->nodes[i];
         if (ni->constant || ni->stage != r.stage) continue;
@@ -673,9 +702,12 @@ static ss_status *shard_rank(shard_ctx *c, int rank, size_t *param_bytes)
         if (st) break;
         if (s != S_NONE)
             emit_matmul(&r, ni, s);
-        else if (!(c->opt->mode == SS_SHARD_AUTO && emit_split_elementwise(&r, n)))
+        else if (!(c->opt->mode == SS_SHARD_AUTO && emit_split_elementwise(&r, n))) {
             emit_plain(&r, n);
+            if (!is_split_preserving(c, n)) whole_ops_add(&whole, n->op_type);
+        }
     }
+    whole_ops_report(c, &r, &whole);
     if (!st && r.stage < c->stages - 1) emit_sends(&r);
     if (!st && r.stage == c->stages - 1) {
         for (size_t i = 0; i < c->graph->n_output; i++) {

@@ -83,8 +83,9 @@ static ss_status *same_desc(ss_kctx *k, const char *what, int j, const ss_tensor
     return ss_op_err(k, SS_ERR_UNSUPPORTED,
                      "%s %d goes into the body as %s %s and comes out as %s %s: values that change "
                      "shape across iterations are not supported",
-                     what, j, ss_dtype_name(in->dtype), ss_shape_str(in->ndim, in->dims, a, sizeof a),
-                     ss_dtype_name(out->dtype), ss_shape_str(out->ndim, out->dims, b, sizeof b));
+                     what, j, ss_dtype_name(in->dtype),
+                     ss_shape_str(in->ndim, in->dims, a, sizeof a), ss_dtype_name(out->dtype),
+                     ss_shape_str(out->ndim, out->dims, b, sizeof b));
 }
 
 /* Slice i of the middle dim of an [outer, n, inner] tensor <-> a contiguous [outer, inner]. */
@@ -227,8 +228,10 @@ static ss_status *loop_step_outputs(ss_kctx *k, loop_plan *p, const ss_tensor *o
         ss_tensor *o = k->out[p->n_carried + j];
         const ss_tensor *s = &outs[1 + p->n_carried + j];
         if (!o) continue;
-        if (i >= p->planned_iters || (size_t)ss_tensor_numel(o) / (size_t)(o->dims[0] ? o->dims[0] : 1) *
-                                             ss_dtype_size(o->dtype) != s->nbytes)
+        if (i >= p->planned_iters || (size_t)ss_tensor_numel(o) /
+                                             (size_t)(o->dims[0] ? o->dims[0] : 1) *
+                                             ss_dtype_size(o->dtype) !=
+                                         s->nbytes)
             return ss_op_err(k, SS_ERR_UNSUPPORTED,
                              "scan output %d: iteration %lld does not fit the planned %lld "
                              "iterations of this shape",
@@ -318,7 +321,8 @@ static int scan_out_rank(ss_kctx *k, int j)
 
 static ss_status *scan_inputs(ss_kctx *k, scan_plan *p)
 {
-    ss_status *st = scan_attr_list(k, "scan_input_axes", p->n_scan_in, scan_in_rank, p->in_axis, NULL);
+    ss_status *st =
+        scan_attr_list(k, "scan_input_axes", p->n_scan_in, scan_in_rank, p->in_axis, NULL);
     if (!st) st = scan_attr_list(k, "scan_input_directions", p->n_scan_in, NULL, NULL, p->in_rev);
     if (st) return st;
     size_t slice_bytes = 0;
@@ -352,8 +356,10 @@ static ss_status *scan_outputs(ss_kctx *k, scan_plan *p)
     if (ss_session_num_outputs(p->b.body) != p->n_state + p->n_scan_out)
         return ss_op_err(k, SS_ERR_INVALID, "body has %d outputs, the node %d",
                          ss_session_num_outputs(p->b.body), p->n_state + p->n_scan_out);
-    ss_status *st = scan_attr_list(k, "scan_output_axes", p->n_scan_out, scan_out_rank, p->out_axis, NULL);
-    if (!st) st = scan_attr_list(k, "scan_output_directions", p->n_scan_out, NULL, NULL, p->out_rev);
+    ss_status *st =
+        scan_attr_list(k, "scan_output_axes", p->n_scan_out, scan_out_rank, p->out_axis, NULL);
+    if (!st)
+        st = scan_attr_list(k, "scan_output_directions", p->n_scan_out, NULL, NULL, p->out_rev);
     for (int j = 0; !st && j < p->n_state + p->n_scan_out; j++) {
         ss_tensor d;
         if ((st = body_output(k, &p->b, j, &d))) break;
@@ -377,9 +383,13 @@ static ss_status *scan_outputs(ss_kctx *k, scan_plan *p)
 
 static ss_status *scan_infer(ss_kctx *k)
 {
-    static const char *const attrs[] = {"body", "num_scan_inputs", "scan_input_axes",
-                                        "scan_input_directions", "scan_output_axes",
-                                        "scan_output_directions", NULL};
+    static const char *const attrs[] = {"body",
+                                        "num_scan_inputs",
+                                        "scan_input_axes",
+                                        "scan_input_directions",
+                                        "scan_output_axes",
+                                        "scan_output_directions",
+                                        NULL};
     ss_status *st = ss_op_check_attrs(k, attrs);
     if (st) return st;
     int n_decl_in = (int)k->node->n_input;
@@ -438,9 +448,9 @@ static ss_status *scan_run(ss_kctx *k)
         if (st) return st;
         for (int j = 0; j < p->n_scan_out; j++) {
             ss_tensor *o = k->out[p->n_state + j];
-            size_t slice = o ? (size_t)(ss_tensor_numel(o) / (p->seq ? p->seq : 1)) *
-                                   ss_dtype_size(o->dtype)
-                             : 0;
+            size_t slice =
+                o ? (size_t)(ss_tensor_numel(o) / (p->seq ? p->seq : 1)) * ss_dtype_size(o->dtype)
+                  : 0;
             if (o && outs[p->n_state + j].nbytes != slice)
                 return ss_op_err(k, SS_ERR_UNSUPPORTED,
                                  "scan output %d changed shape at iteration %lld", j, (long long)i);
