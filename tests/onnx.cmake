@@ -73,7 +73,7 @@ add_test(NAME onnx_einsum_cases_make
 set_tests_properties(onnx_einsum_cases_make PROPERTIES FIXTURES_SETUP einsum_cases)
 add_test(NAME onnx_einsum_cases
          COMMAND ${SS_TEST_DIR}/onnx/conformance.sh $<TARGET_FILE:shardserve>
-                 ${CMAKE_BINARY_DIR}/einsum-cases 8 --no-skips)
+                 ${CMAKE_BINARY_DIR}/einsum-cases 11 --no-skips)
 set_tests_properties(onnx_einsum_cases PROPERTIES FIXTURES_REQUIRED einsum_cases)
 
 # Loop and Scan beyond the node cases (swapping carried values, a while loop reading outer

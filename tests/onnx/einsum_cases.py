@@ -1,7 +1,7 @@
 #!/usr/bin/python3
 """Einsum cases beyond ONNX's five node cases, numpy.einsum as the oracle: attention-shaped
-contractions, three operands, implicit outputs, "..." broadcast between operands, a trace and
-integer inputs. Usage: einsum_cases.py OUTDIR
+contractions, three operands, implicit outputs, "..." broadcast between operands, a trace,
+integer inputs, and products in permuted output order (the batched-GEMM path). Usage: einsum_cases.py OUTDIR
 """
 import os
 import sys
@@ -21,6 +21,9 @@ CASES = [
     ("trace", "ii", [(4, 4)], np.float32),
     ("outer", "i,j->ij", [(3,), (4,)], np.int64),
     ("sum_all", "ijk->", [(2, 3, 4)], np.int32),
+    ("permuted_output", "bij,bjk->kbi", [(3, 4, 5), (3, 5, 2)], np.float32),
+    ("outer_float", "i,j->ji", [(3,), (4,)], np.float32),
+    ("summed_in_one", "ij,jk->k", [(3, 4), (4, 2)], np.float32),
 ]
 
 

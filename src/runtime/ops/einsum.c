@@ -4,11 +4,16 @@
  *
  * infer parses the equation once into labels: each has a size, a stride in every operand
  * (summed over a label repeated within an operand, 0 where the operand broadcasts it) and a
- * stride in the output (0 for summed labels). run walks the output labels and, inside, the
- * summed labels, multiplying the operands' elements in double. This is a direct loop, not a
- * GEMM: right for the small contractions exporters emit, slow for large matrix products.
+ * stride in the output (0 for summed labels). Two float operands whose labels are each batch
+ * (both operands and the output), M (first and output), N (second and output) or K (both, not
+ * the output) are a batched matrix product: each operand is copied into [batch, M, K] and
+ * [batch, K, N] order in scratch (a strided view copy, broadcasting "..." dims), one GEMM per
+ * batch, and the [batch, M, N] result is copied into the output's label order. Anything else
+ * (diagonals, labels summed in one operand only, three operands, integers) runs a direct loop
+ * over the output labels and, inside, the summed labels, multiplying elements in double.
  */
 #include "common.h"
+#include "gemm_kernel.h"
 #include "store.h"
 
 #include <string.h>
@@ -20,6 +25,10 @@ typedef struct {
     int64_t size[EIN_MAX_LABELS];
     int64_t in_stride[EIN_MAX_IN][EIN_MAX_LABELS];
     int64_t out_stride[EIN_MAX_LABELS];
+    unsigned char uses[EIN_MAX_IN][EIN_MAX_LABELS]; /* occurrences of a label in an operand */
+    bool gemm;                                      /* the batched-GEMM path (see above) */
+    int64_t nb, m, n, kk;
+    ss_view va, vb, vc; /* operands into [nb, m, kk] / [nb, kk, n]; result into the output */
 } ein_plan;
 
 /* One operand's term: label ids (letters 0..51, ellipsis dims EIN_LETTERS + i, right-aligned
@@ -141,10 +150,83 @@ static ss_status *ein_layout(ss_kctx *k, const ein_term *terms, const ein_term *
                                  (long long)p->size[l], (long long)d);
             known[l] = true;
             p->size[l] = d;
+            p->uses[i][l]++;
             p->in_stride[i][l] += st[j];
         }
     }
     return NULL;
+}
+
+/* Label roles for the GEMM path. */
+enum { R_BATCH, R_M, R_N, R_K, R_NONE };
+
+static int ein_role(const ein_plan *p, int l)
+{
+    bool in_a = p->uses[0][l] == 1, in_b = p->uses[1][l] == 1, out = l < p->n_out_labels;
+    if (p->uses[0][l] > 1 || p->uses[1][l] > 1) return R_NONE;
+    if (in_a && in_b) return out ? R_BATCH : R_K;
+    if (out) return in_a ? R_M : in_b ? R_N : R_NONE;
+    return R_NONE;
+}
+
+/* A view reading the labels of `order` (roles r0, r1, r2 in turn) with strides `stride`. */
+static void ein_view(const ein_plan *p, const int64_t *stride, const int *roles, ss_view *v)
+{
+    v->nd = 0;
+    v->offset = 0;
+    for (int r = 0; r < 3; r++)
+        for (int l = 0; l < p->n_labels; l++)
+            if (ein_role(p, l) == roles[r]) {
+                v->dims[v->nd] = p->size[l];
+                v->stride[v->nd++] = stride[l];
+            }
+    ss_view_simplify(v);
+}
+
+/* Chooses the GEMM path when every label has a role; sizes its scratch. */
+static void ein_plan_gemm(ss_kctx *k, ein_plan *p)
+{
+    if (k->n_in != 2 || (k->in[0]->dtype != SS_DT_FLOAT32 && k->in[0]->dtype != SS_DT_FLOAT64))
+        return;
+    int64_t dim[4] = {1, 1, 1, 1};
+    for (int l = 0; l < p->n_labels; l++) {
+        int r = ein_role(p, l);
+        if (r == R_NONE) return;
+        dim[r] *= p->size[l];
+    }
+    p->gemm = true;
+    p->nb = dim[R_BATCH], p->m = dim[R_M], p->n = dim[R_N], p->kk = dim[R_K];
+    static const int a_roles[3] = {R_BATCH, R_M, R_K}, b_roles[3] = {R_BATCH, R_K, R_N};
+    ein_view(p, p->in_stride[0], a_roles, &p->va);
+    ein_view(p, p->in_stride[1], b_roles, &p->vb);
+    /* the result is [nb, m, n]: each output label's stride in it */
+    int64_t rs[EIN_MAX_LABELS] = {0}, step = 1;
+    static const int c_roles[3] = {R_N, R_M, R_BATCH};
+    for (int r = 0; r < 3; r++)
+        for (int l = p->n_labels - 1; l >= 0; l--)
+            if (ein_role(p, l) == c_roles[r]) rs[l] = step, step *= p->size[l];
+    p->vc.nd = p->n_out_labels;
+    p->vc.offset = 0;
+    for (int l = 0; l < p->n_out_labels; l++)
+        p->vc.dims[l] = p->size[l], p->vc.stride[l] = rs[l];
+    ss_view_simplify(&p->vc);
+    size_t es = ss_dtype_size(k->in[0]->dtype);
+    k->scratch_bytes = es * (size_t)(p->nb * (p->m * p->kk + p->kk * p->n + p->m * p->n)) + 128;
+}
+
+static void einsum_run_gemm(ss_kctx *k, const ein_plan *p)
+{
+    ss_dtype dt = k->in[0]->dtype;
+    size_t es = ss_dtype_size(dt);
+    char *a = k->scratch, *b = a + (size_t)(p->nb * p->m * p->kk) * es,
+         *c = b + (size_t)(p->nb * p->kk * p->n) * es;
+    ss_view_copy(&p->va, es, k->in[0]->data, a);
+    ss_view_copy(&p->vb, es, k->in[1]->data, b);
+    for (int64_t i = 0; i < p->nb; i++)
+        ss_op_blas_gemm(
+            dt, false, false, p->m, p->n, p->kk, 1.0f, a + (size_t)(i * p->m * p->kk) * es, p->kk,
+            b + (size_t)(i * p->kk * p->n) * es, p->n, 0.0f, c + (size_t)(i * p->m * p->n) * es);
+    ss_view_copy(&p->vc, es, c, k->out[0]->data);
 }
 
 static ss_status *einsum_infer(ss_kctx *k)
@@ -173,6 +255,7 @@ static ss_status *einsum_infer(ss_kctx *k)
     for (int j = 0; j < out.n; j++)
         y->dims[j] = p->size[j];
     ss_op_contiguous_strides(y->ndim, y->dims, p->out_stride);
+    ein_plan_gemm(k, p);
     return NULL;
 }
 
@@ -193,6 +276,10 @@ static bool ein_next(const ein_plan *p, int n_in, int from, int to, int64_t *idx
 static ss_status *einsum_run(ss_kctx *k)
 {
     const ein_plan *p = k->state;
+    if (p->gemm) {
+        einsum_run_gemm(k, p);
+        return NULL;
+    }
     int64_t idx[EIN_MAX_LABELS] = {0}, off[EIN_MAX_IN] = {0};
     int64_t n_out = ss_tensor_numel(k->out[0]);
     bool empty_sum = false;
