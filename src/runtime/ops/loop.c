@@ -1,5 +1,6 @@
 /*
- * Control flow with a body: Loop (opsets 11 to 21) and Scan (opsets 9 to 21).
+ * Control flow with a body: Loop (opsets 11 to 21) and Scan (opsets 8 to 21; opset 8's batch dim
+ * is scanned row by row, full-length sequences only).
  *
  * The body is a session of its own (subgraph.c), built and planned once when the node is planned:
  * its declared inputs first (Loop: iteration number, condition, loop-carried values; Scan: state
@@ -275,6 +276,9 @@ static ss_status *loop_run(ss_kctx *k)
 
 typedef struct {
     body_plan b;
+    int first;    /* node inputs before the states: opset 8's sequence_lens */
+    bool batched; /* opset 8: every input and output has a leading batch dim, scanned per row */
+    int64_t batch;
     int n_state, n_scan_in, n_scan_out;
     int64_t seq;
     int in_axis[SS_MAX_DIMS * 4], out_axis[SS_MAX_DIMS * 4];
@@ -282,6 +286,18 @@ typedef struct {
 } scan_plan;
 
 enum { SCAN_MAX_VALUES = SS_MAX_DIMS * 4 };
+
+/* Row b of t when the scan is batched (a view: no copy), else t itself. */
+static ss_tensor batch_part(const ss_tensor *t, const scan_plan *p, int64_t b)
+{
+    ss_tensor v = *t;
+    if (!p->batched) return v;
+    v.ndim = t->ndim - 1;
+    memmove(v.dims, v.dims + 1, sizeof(int64_t) * (size_t)v.ndim);
+    v.nbytes = (size_t)ss_tensor_numel(&v) * ss_dtype_size(v.dtype);
+    v.data = t->data ? (char *)t->data + (size_t)b * v.nbytes : NULL;
+    return v;
+}
 
 static ss_status *scan_attr_list(ss_kctx *k, const char *name, int n, int rank_of(ss_kctx *, int),
                                  int *axes, bool *flags)
@@ -296,7 +312,7 @@ static ss_status *scan_attr_list(ss_kctx *k, const char *name, int n, int rank_o
             flags[j] = x != 0;
             continue;
         }
-        int r = rank_of(k, j);
+        int r = rank_of ? rank_of(k, j) : 1;
         if (x < 0) x += r;
         if (x < 0 || x >= r)
             return ss_op_err(k, SS_ERR_INVALID, "'%s'[%d] is out of range for rank %d", name, j, r);
@@ -308,7 +324,7 @@ static ss_status *scan_attr_list(ss_kctx *k, const char *name, int n, int rank_o
 static int scan_in_rank(ss_kctx *k, int j)
 {
     const scan_plan *p = k->state;
-    return k->in[p->n_state + j]->ndim;
+    return k->in[p->first + p->n_state + j]->ndim - p->batched;
 }
 
 static int scan_out_rank(ss_kctx *k, int j)
@@ -319,36 +335,75 @@ static int scan_out_rank(ss_kctx *k, int j)
     return d.ndim + 1;
 }
 
-static ss_status *scan_inputs(ss_kctx *k, scan_plan *p)
+/* Axes and directions: opset 8 scans axis 0 of each row, inputs in `directions`. */
+static ss_status *scan_axes(ss_kctx *k, scan_plan *p, bool outputs)
 {
+    if (p->batched)
+        return outputs ? NULL
+                       : scan_attr_list(k, "directions", p->n_scan_in, NULL, NULL, p->in_rev);
+    if (outputs) {
+        ss_status *st =
+            scan_attr_list(k, "scan_output_axes", p->n_scan_out, scan_out_rank, p->out_axis, NULL);
+        return st ? st
+                  : scan_attr_list(k, "scan_output_directions", p->n_scan_out, NULL, NULL,
+                                   p->out_rev);
+    }
     ss_status *st =
         scan_attr_list(k, "scan_input_axes", p->n_scan_in, scan_in_rank, p->in_axis, NULL);
-    if (!st) st = scan_attr_list(k, "scan_input_directions", p->n_scan_in, NULL, NULL, p->in_rev);
+    return st ? st
+              : scan_attr_list(k, "scan_input_directions", p->n_scan_in, NULL, NULL, p->in_rev);
+}
+
+static ss_status *scan_inputs(ss_kctx *k, scan_plan *p)
+{
+    ss_status *st = scan_axes(k, p, false);
     if (st) return st;
-    size_t slice_bytes = 0;
+    size_t bytes = 0;
     p->seq = -1;
+    p->batch = p->batched ? -1 : 1;
     for (int j = 0; j < p->n_state + p->n_scan_in; j++) {
-        const ss_tensor *x = k->in[j];
-        if (!x) return ss_op_err(k, SS_ERR_INVALID, "input %d is missing", j);
+        const ss_tensor *x = k->in[p->first + j];
+        if (!x) return ss_op_err(k, SS_ERR_INVALID, "input %d is missing", p->first + j);
+        if (p->batched && (x->ndim < 1 || (p->batch >= 0 && x->dims[0] != p->batch)))
+            return ss_op_err(k, SS_ERR_INVALID, "inputs disagree on the batch dim");
+        if (p->batched) p->batch = x->dims[0];
         ss_tensor *d = &p->b.in[j];
-        *d = *x;
+        *d = batch_part(x, p, 0);
         d->data = NULL;
         d->storage = SS_STORE_BORROWED;
-        if (j < p->n_state) continue;
-        int ax = p->in_axis[j - p->n_state];
-        if (p->seq >= 0 && x->dims[ax] != p->seq)
-            return ss_op_err(k, SS_ERR_INVALID, "scan inputs disagree on the sequence length");
-        p->seq = x->dims[ax];
-        d->ndim = x->ndim - 1;
-        memmove(d->dims + ax, d->dims + ax + 1, sizeof(int64_t) * (size_t)(d->ndim - ax));
-        d->nbytes = (size_t)ss_tensor_numel(d) * ss_dtype_size(d->dtype);
-        slice_bytes += (d->nbytes + 63) / 64 * 64;
+        if (j >= p->n_state) {
+            int ax = p->in_axis[j - p->n_state];
+            if (d->ndim < 1 || (p->seq >= 0 && d->dims[ax] != p->seq))
+                return ss_op_err(k, SS_ERR_INVALID, "scan inputs disagree on the sequence length");
+            p->seq = d->dims[ax];
+            d->ndim--;
+            memmove(d->dims + ax, d->dims + ax + 1, sizeof(int64_t) * (size_t)(d->ndim - ax));
+            d->nbytes = (size_t)ss_tensor_numel(d) * ss_dtype_size(d->dtype);
+        }
+        /* states twice (two sets, as Loop's carried values), slices once */
+        bytes += (j < p->n_state ? 2 : 1) * ((d->nbytes + 63) / 64 * 64);
     }
     if (p->seq < 0) return ss_op_err(k, SS_ERR_INVALID, "num_scan_inputs must be at least 1");
-    k->scratch_bytes = slice_bytes;
-    for (int j = 0; j < p->n_state; j++) /* two sets, as Loop's carried values */
-        k->scratch_bytes += 2 * ((k->in[j]->nbytes + 63) / 64 * 64);
+    k->scratch_bytes = bytes;
     return NULL;
+}
+
+/* Output j's dims from the body's (per row) output d: the sequence inserted at its axis for a
+ * scan output, then the batch dim in front when batched. */
+static void scan_output_dims(const scan_plan *p, int j, const ss_tensor *d, ss_tensor *o)
+{
+    ss_op_same_shape(o, d);
+    if (j >= p->n_state) {
+        int ax = p->out_axis[j - p->n_state];
+        memmove(o->dims + ax + 1, o->dims + ax, sizeof(int64_t) * (size_t)(d->ndim - ax));
+        o->dims[ax] = p->seq;
+        o->ndim++;
+    }
+    if (p->batched) {
+        memmove(o->dims + 1, o->dims, sizeof(int64_t) * (size_t)o->ndim);
+        o->dims[0] = p->batch;
+        o->ndim++;
+    }
 }
 
 static ss_status *scan_outputs(ss_kctx *k, scan_plan *p)
@@ -356,29 +411,40 @@ static ss_status *scan_outputs(ss_kctx *k, scan_plan *p)
     if (ss_session_num_outputs(p->b.body) != p->n_state + p->n_scan_out)
         return ss_op_err(k, SS_ERR_INVALID, "body has %d outputs, the node %d",
                          ss_session_num_outputs(p->b.body), p->n_state + p->n_scan_out);
-    ss_status *st =
-        scan_attr_list(k, "scan_output_axes", p->n_scan_out, scan_out_rank, p->out_axis, NULL);
-    if (!st)
-        st = scan_attr_list(k, "scan_output_directions", p->n_scan_out, NULL, NULL, p->out_rev);
+    ss_status *st = scan_axes(k, p, true);
     for (int j = 0; !st && j < p->n_state + p->n_scan_out; j++) {
         ss_tensor d;
         if ((st = body_output(k, &p->b, j, &d))) break;
-        ss_tensor *o = k->out[j];
-        if (j < p->n_state) {
-            st = same_desc(k, "state value", j, &p->b.in[j], &d);
-            if (!st && o) ss_op_same_shape(o, &d);
-            continue;
-        }
-        if (d.ndim >= SS_MAX_DIMS) return ss_op_err(k, SS_ERR_LIMIT, "scan output rank too large");
-        if (!o) continue;
-        int ax = p->out_axis[j - p->n_state];
-        o->dtype = d.dtype;
-        o->ndim = d.ndim + 1;
-        memcpy(o->dims, d.dims, sizeof(int64_t) * (size_t)ax);
-        o->dims[ax] = p->seq;
-        memcpy(o->dims + ax + 1, d.dims + ax, sizeof(int64_t) * (size_t)(d.ndim - ax));
+        if (j < p->n_state && (st = same_desc(k, "state value", j, &p->b.in[j], &d))) break;
+        if (d.ndim + 2 > SS_MAX_DIMS) return ss_op_err(k, SS_ERR_LIMIT, "output rank too large");
+        if (k->out[j]) scan_output_dims(p, j, &d, k->out[j]);
     }
     return st;
+}
+
+static ss_status *scan_setup(ss_kctx *k, int first, bool batched)
+{
+    int n_decl_in = (int)k->node->n_input;
+    int64_t m = ss_onnx_attr_int(k->node, "num_scan_inputs", -1);
+    if (m < 1 || m > n_decl_in - first || n_decl_in > SCAN_MAX_VALUES || k->n_out > SCAN_MAX_VALUES)
+        return ss_op_err(k, SS_ERR_INVALID,
+                         "num_scan_inputs must be in [1, inputs] (and at most %d values)",
+                         SCAN_MAX_VALUES);
+    int n_outer = k->n_in - n_decl_in;
+    scan_plan *p = ss_op_state_alloc(k, sizeof *p + sizeof(ss_tensor) * (size_t)(k->n_in + 1));
+    if (!p) return ss_op_oom();
+    p->b = (body_plan){.n_decl = n_decl_in - first, .n_outer = n_outer, .in = (ss_tensor *)(p + 1)};
+    p->first = first;
+    p->batched = batched;
+    p->n_scan_in = (int)m;
+    p->n_state = n_decl_in - first - (int)m;
+    p->n_scan_out = k->n_out - p->n_state;
+    if (p->n_scan_out < 0) return ss_op_err(k, SS_ERR_INVALID, "fewer outputs than state values");
+    if (first && k->in[0] && (k->in[0]->dtype != SS_DT_INT32 || k->in[0]->ndim != 1))
+        return ss_op_err(k, SS_ERR_INVALID, "sequence_lens must be a 1-D int32 tensor");
+    ss_status *st = scan_inputs(k, p);
+    if (!st) st = body_plan_make(k, &p->b, n_decl_in);
+    return st ? st : scan_outputs(k, p);
 }
 
 static ss_status *scan_infer(ss_kctx *k)
@@ -391,23 +457,14 @@ static ss_status *scan_infer(ss_kctx *k)
                                         "scan_output_directions",
                                         NULL};
     ss_status *st = ss_op_check_attrs(k, attrs);
-    if (st) return st;
-    int n_decl_in = (int)k->node->n_input;
-    int64_t m = ss_onnx_attr_int(k->node, "num_scan_inputs", -1);
-    if (m < 1 || m > n_decl_in || n_decl_in > SCAN_MAX_VALUES || k->n_out > SCAN_MAX_VALUES)
-        return ss_op_err(k, SS_ERR_INVALID,
-                         "num_scan_inputs must be in [1, inputs] (and at most %d values)",
-                         SCAN_MAX_VALUES);
-    int n_outer = k->n_in - n_decl_in;
-    scan_plan *p = ss_op_state_alloc(k, sizeof *p + sizeof(ss_tensor) * (size_t)(k->n_in + 1));
-    if (!p) return ss_op_oom();
-    p->b = (body_plan){.n_decl = n_decl_in, .n_outer = n_outer, .in = (ss_tensor *)(p + 1)};
-    p->n_scan_in = (int)m;
-    p->n_state = n_decl_in - (int)m;
-    p->n_scan_out = k->n_out - p->n_state;
-    if (p->n_scan_out < 0) return ss_op_err(k, SS_ERR_INVALID, "fewer outputs than state values");
-    if ((st = scan_inputs(k, p)) || (st = body_plan_make(k, &p->b, n_decl_in))) return st;
-    return scan_outputs(k, p);
+    return st ? st : scan_setup(k, 0, false);
+}
+
+static ss_status *scan8_infer(ss_kctx *k)
+{
+    static const char *const attrs[] = {"body", "directions", "num_scan_inputs", NULL};
+    ss_status *st = ss_op_check_attrs(k, attrs);
+    return st ? st : scan_setup(k, 1, true);
 }
 
 /* Scratch: two sets of the state values, then one slice per scan input (each 64-byte
@@ -431,48 +488,70 @@ static void scan_copy(const ss_tensor *t, int axis, int64_t i, char *slice, bool
     slice_copy(t->data, slice, outer, n, i, (size_t)inner * es, to_slice);
 }
 
+/* One iteration on row `row`: slices in, body, scan outputs stacked, states to the other set. */
+static ss_status *scan_step(ss_kctx *k, scan_plan *p, int64_t row, int64_t i)
+{
+    for (int j = 0; j < p->n_scan_in; j++) {
+        ss_tensor x = batch_part(k->in[p->first + p->n_state + j], p, row);
+        scan_copy(&x, p->in_axis[j], p->in_rev[j] ? p->seq - 1 - i : i,
+                  p->b.in[p->n_state + j].data, true);
+    }
+    const ss_tensor *outs = NULL;
+    ss_status *st = body_run(k, &p->b, (int)k->node->n_input, &outs);
+    if (st) return st;
+    for (int j = 0; j < p->n_scan_out; j++) {
+        if (!k->out[p->n_state + j]) continue;
+        ss_tensor o = batch_part(k->out[p->n_state + j], p, row);
+        size_t slice =
+            (size_t)(ss_tensor_numel(&o) / (p->seq ? p->seq : 1)) * ss_dtype_size(o.dtype);
+        if (outs[p->n_state + j].nbytes != slice)
+            return ss_op_err(k, SS_ERR_UNSUPPORTED,
+                             "scan output %d changed shape at iteration %lld", j, (long long)i);
+        scan_copy(&o, p->out_axis[j], p->out_rev[j] ? p->seq - 1 - i : i,
+                  (char *)outs[p->n_state + j].data, false);
+    }
+    for (int j = 0; j < p->n_state; j++) { /* into the other set: an output may be an input */
+        if ((st = same_desc(k, "state value", j, &p->b.in[j], &outs[j]))) return st;
+        char *next = scan_buf(k, p, (int)((i + 1) & 1), j);
+        if (outs[j].nbytes) memcpy(next, outs[j].data, outs[j].nbytes);
+        p->b.in[j].data = next;
+    }
+    return NULL;
+}
+
 static ss_status *scan_run(ss_kctx *k)
 {
     scan_plan *p = k->state;
-    int n_decl = p->b.n_decl;
-    for (int j = 0; j < n_decl; j++)
-        p->b.in[j].data = scan_buf(k, p, 0, j);
-    for (int j = 0; j < p->n_state; j++)
-        if (k->in[j]->nbytes) memcpy(p->b.in[j].data, k->in[j]->data, k->in[j]->nbytes);
-    for (int64_t i = 0; i < p->seq; i++) {
-        for (int j = 0; j < p->n_scan_in; j++)
-            scan_copy(k->in[p->n_state + j], p->in_axis[j], p->in_rev[j] ? p->seq - 1 - i : i,
-                      p->b.in[p->n_state + j].data, true);
-        const ss_tensor *outs = NULL;
-        ss_status *st = body_run(k, &p->b, n_decl, &outs);
-        if (st) return st;
-        for (int j = 0; j < p->n_scan_out; j++) {
-            ss_tensor *o = k->out[p->n_state + j];
-            size_t slice =
-                o ? (size_t)(ss_tensor_numel(o) / (p->seq ? p->seq : 1)) * ss_dtype_size(o->dtype)
-                  : 0;
-            if (o && outs[p->n_state + j].nbytes != slice)
-                return ss_op_err(k, SS_ERR_UNSUPPORTED,
-                                 "scan output %d changed shape at iteration %lld", j, (long long)i);
-            if (o)
-                scan_copy(o, p->out_axis[j], p->out_rev[j] ? p->seq - 1 - i : i,
-                          (char *)outs[p->n_state + j].data, false);
+    const ss_tensor *lens = p->first ? k->in[0] : NULL;
+    for (int64_t b = 0; lens && b < ss_tensor_numel(lens); b++)
+        if (ss_op_elem_i64(lens, b) != p->seq)
+            return ss_op_err(k, SS_ERR_UNSUPPORTED,
+                             "sequence_lens[%lld] = %lld: only full-length sequences (%lld) are "
+                             "supported",
+                             (long long)b, (long long)ss_op_elem_i64(lens, b), (long long)p->seq);
+    for (int64_t row = 0; row < p->batch; row++) {
+        for (int j = 0; j < p->b.n_decl; j++)
+            p->b.in[j].data = scan_buf(k, p, 0, j);
+        for (int j = 0; j < p->n_state; j++) {
+            ss_tensor s = batch_part(k->in[p->first + j], p, row);
+            if (s.nbytes) memcpy(p->b.in[j].data, s.data, s.nbytes);
         }
-        for (int j = 0; j < p->n_state; j++) { /* into the other set: an output may be an input */
-            if ((st = same_desc(k, "state value", j, &p->b.in[j], &outs[j]))) return st;
-            char *next = scan_buf(k, p, (int)((i + 1) & 1), j);
-            if (outs[j].nbytes) memcpy(next, outs[j].data, outs[j].nbytes);
-            p->b.in[j].data = next;
+        for (int64_t i = 0; i < p->seq; i++) {
+            ss_status *st = scan_step(k, p, row, i);
+            if (st) return st;
+        }
+        for (int j = 0; j < p->n_state; j++) {
+            if (!k->out[j]) continue;
+            ss_tensor o = batch_part(k->out[j], p, row);
+            if (o.nbytes) memcpy(o.data, p->b.in[j].data, o.nbytes);
         }
     }
-    for (int j = 0; j < p->n_state; j++)
-        if (k->out[j] && k->out[j]->nbytes)
-            memcpy(k->out[j]->data, p->b.in[j].data, k->out[j]->nbytes);
     return NULL;
 }
 
 const ss_op_def ss_ops_loop[] = {
     {"", "Loop", 11, 21, loop_infer, loop_run, 0, body_release},
+    {"", "Scan", 8, 8, scan8_infer, scan_run, 0, body_release},
     {"", "Scan", 9, 21, scan_infer, scan_run, 0, body_release},
     {0},
 };
