@@ -85,3 +85,10 @@ add_test(NAME onnx_loop_cases
          COMMAND ${SS_TEST_DIR}/onnx/conformance.sh $<TARGET_FILE:shardserve>
                  ${CMAKE_BINARY_DIR}/loop-cases 3 --no-skips)
 set_tests_properties(onnx_loop_cases PROPERTIES FIXTURES_REQUIRED loop_cases)
+
+# LSTM/GRU/RNN, Scan and Loop allocate nothing once planned (and give the same outputs).
+ss_add_c_test(test_runtime_loops test_runtime_loops.c
+              ARGS /usr/share/libonnx-testdata/data/node ${CMAKE_BINARY_DIR}/loop-cases)
+target_link_libraries(test_runtime_loops PRIVATE ss_runtime)
+target_link_options(test_runtime_loops PRIVATE -Wl,--wrap=malloc -Wl,--wrap=calloc -Wl,--wrap=realloc)
+set_tests_properties(test_runtime_loops PROPERTIES FIXTURES_REQUIRED loop_cases)
