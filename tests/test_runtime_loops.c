@@ -3,6 +3,7 @@
  * LSTM/GRU/RNN (ONNX's node-case models) step through time in the plan's scratch; Scan and Loop
  * run a body planned once, carrying values in the node's scratch. Each model runs once to plan,
  * then ten more times with the allocation counter watching, and must give the same outputs.
+ * Also: the planner folds values computed from inputs only where shape inference needs them.
  * argv[1]: ONNX's node-case folder; argv[2]: the loop cases made by tests/onnx/loop_cases.py.
  */
 #include "check.h"
@@ -143,5 +144,55 @@ static void loop_runs_without_allocating(void)
     runs_without_allocating(path_of(2, "test_scan_reverse_axes"), 0, NULL);
 }
 
+static int plans_of(const ss_session *s)
+{
+    ss_session_stats st;
+    ss_session_get_stats(s, &st);
+    return st.n_plans;
+}
+
+/* One run of s with a single input x (all elements `v`); returns the first output's length. */
+static int64_t run_with(ss_session *s, ss_dtype dt, int nd, const int64_t *dims, double v)
+{
+    ss_tensor x = {0};
+    CHECK_OK(ss_tensor_alloc(&x, dt, nd, dims));
+    for (int64_t i = 0; x.data && i < ss_tensor_numel(&x); i++)
+        if (dt == SS_DT_INT32)
+            ((int32_t *)x.data)[i] = (int32_t)v;
+        else
+            ((float *)x.data)[i] = (float)v + (float)i;
+    const ss_tensor *out = NULL;
+    CHECK_OK(ss_session_run(s, &x, 1, &out));
+    ss_tensor_free(&x);
+    return out ? ss_tensor_numel(&out[0]) : -1;
+}
+
+/* A value computed from inputs is folded only where shape inference cannot do without it:
+ * HannWindow's expansion needs Range's limit (size - 0 from the input), so the plan follows the
+ * input's value; MatMul merely prefers a constant second operand, so x @ x^T must not fold x^T
+ * into the plan (every new x would re-plan). */
+static void inputs_fold_only_when_needed(void)
+{
+    ss_session *s = NULL;
+    CHECK_OK(ss_session_create(path_of(1, "test_hannwindow_expanded"), NULL, &s));
+    if (s) {
+        int base = plans_of(s);
+        CHECK(run_with(s, SS_DT_INT32, 0, NULL, 10) == 10);
+        CHECK(run_with(s, SS_DT_INT32, 0, NULL, 10) == 10);
+        CHECK_MSG(plans_of(s) == base + 1, "%d plans for one size", plans_of(s) - base);
+        CHECK(run_with(s, SS_DT_INT32, 0, NULL, 12) == 12);
+        CHECK_MSG(plans_of(s) == base + 2, "%d plans for two sizes", plans_of(s) - base);
+        ss_session_free(s);
+    }
+    CHECK_OK(ss_session_create(path_of(2, "test_matmul_input_transposed"), NULL, &s));
+    if (!s) return;
+    int64_t dims[2] = {3, 4};
+    int base = plans_of(s);
+    for (int r = 0; r < 3; r++)
+        CHECK(run_with(s, SS_DT_FLOAT32, 2, dims, r) == 9);
+    CHECK_MSG(plans_of(s) <= base + 1, "%d plans for three values of x", plans_of(s) - base);
+    ss_session_free(s);
+}
+
 TEST_MAIN(TEST(recurrent_ops_run_without_allocating), TEST(scan_runs_without_allocating),
-          TEST(loop_runs_without_allocating))
+          TEST(loop_runs_without_allocating), TEST(inputs_fold_only_when_needed))

@@ -73,6 +73,11 @@ struct ss_kctx {
  * may still have data == NULL when infer runs outside planning (k->plan == NULL: then it is the
  * bare input): check data too, unless the tensor is empty (ops/common.h: ss_op_plan_value). */
 const ss_tensor *ss_kctx_value(ss_kctx *k, int i);
+/* As ss_kctx_value, for a value the output shape cannot be inferred without (Range's limit, a
+ * Slice start): a value computed from graph inputs is also folded at plan time, and the plan then
+ * depends on those inputs' values (re-planned when they change). Never use it for a value that
+ * is merely nice to know (a weight to pre-pack): that would fold the model into its inputs. */
+const ss_tensor *ss_kctx_value_needed(ss_kctx *k, int i);
 
 /* Input i is a constant whose bytes are a read-only file mapping (external data) and the op now
  * keeps its own copy (packed weights): return the mapping's pages to the kernel, so the copy

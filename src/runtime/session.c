@@ -382,8 +382,15 @@ const ss_tensor *ss_kctx_value(ss_kctx *k, int i)
         p->value_dep[vd->input_index] = 1;
         return &p->inputs[vd->input_index];
     }
-    if (p->inputs && plan_resolve(p, id, 0)) return &p->vals[id];
     return NULL;
+}
+
+const ss_tensor *ss_kctx_value_needed(ss_kctx *k, int i)
+{
+    const ss_tensor *v = ss_kctx_value(k, i);
+    struct ss_plan *p = k->plan;
+    if (v || !p || !p->inputs) return v;
+    return plan_resolve(p, k->in_ids[i], 0) ? &p->vals[k->in_ids[i]] : NULL;
 }
 
 const ss_onnx_model *ss_kctx_model(const ss_kctx *k)

@@ -1,7 +1,8 @@
 #!/usr/bin/python3
 """Loop and Scan cases beyond ONNX's node cases, numpy as the oracle: carried values that swap
 (a body output that is another body input), a while loop ended by a condition computed in the
-body, a body reading outer-scope values, and Scan with reversed directions and non-zero axes.
+body, a body reading outer-scope values, Scan with reversed directions and non-zero axes, and a
+MatMul of an input by its own transpose (for the planner's folding check).
 Usage: loop_cases.py OUTDIR
 """
 import os
@@ -101,6 +102,15 @@ def scan_axes(out):
          opset=11)
 
 
+def self_product(out):
+    """y = x @ x^T: MatMul's second operand is computed from the input; the planner must not fold
+    it (test_runtime_loops checks that new x values do not re-plan)."""
+    x = rng.standard_normal((3, 4)).astype(np.float32)
+    save(out, "matmul_input_transposed",
+         [helper.make_node("Transpose", ["x"], ["xt"]), helper.make_node("MatMul", ["x", "xt"], ["y"])],
+         [vi("x", F, [3, 4])], [vi("y", F, [3, 3])], [("x", x)], [("y", x @ x.T)])
+
+
 if __name__ == "__main__":
-    for make in (fibonacci, while_loop, scan_axes):
+    for make in (fibonacci, while_loop, scan_axes, self_product):
         make(sys.argv[1])
