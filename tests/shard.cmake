@@ -38,6 +38,8 @@ if(TARGET shardserve)
   ss_shard_test(shard_runtime_ops_shm 120 runtime_ops.sh shm)
   # an LSTM between split MatMul pairs runs whole on every rank, and the tool says so
   ss_shard_test(shard_lstm_shm 120 lstm.sh shm)
+  # a Loop body reading a split outer value: materialized on every rank and sent across cuts
+  ss_shard_test(shard_loop_shm 200 loop.sh shm)
 
   # 3. one rank SIGKILLed mid-run: the others fail naming it, within the bound, nothing left
   ss_shard_test(shard_kill_shm 120 kill.sh shm)

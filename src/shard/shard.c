@@ -530,8 +530,39 @@ static bool emit_split_elementwise(rank_ctx *r, const Onnx__NodeProto *n)
     return true;
 }
 
+/* Calls fn for every name the subgraphs of n read (If branches, Loop/Scan bodies, nested ones
+ * too): node inputs and graph outputs, whether defined inside or outside (callers look names up
+ * in the outer table, and ONNX names are unique across scopes). */
+static void subgraph_reads(const Onnx__NodeProto *n, void (*fn)(void *, const char *), void *arg,
+                           int depth)
+{
+    for (size_t a = 0; a < n->n_attribute && depth < 32; a++) {
+        const Onnx__AttributeProto *at = n->attribute[a];
+        for (size_t k = 0; k < at->n_graphs + (at->g != NULL); k++) {
+            const Onnx__GraphProto *g = k < at->n_graphs ? at->graphs[k] : at->g;
+            for (size_t i = 0; i < g->n_node; i++) {
+                for (size_t j = 0; j < g->node[i]->n_input; j++)
+                    if (g->node[i]->input[j][0]) fn(arg, g->node[i]->input[j]);
+                subgraph_reads(g->node[i], fn, arg, depth + 1);
+            }
+            for (size_t i = 0; i < g->n_output; i++)
+                if (g->output[i]->name && g->output[i]->name[0]) fn(arg, g->output[i]->name);
+        }
+    }
+}
+
+/* An outer value a subgraph reads must exist on this rank under its own name, whole: constants
+ * become initializers, split or partial tensors are materialized (which gives the original name
+ * to the full tensor). */
+static void subgraph_read_repl(void *arg, const char *name)
+{
+    rank_ctx *r = arg;
+    if (name_find(r->c, name) >= 0) input_repl(r, name);
+}
+
 static void emit_plain(rank_ctx *r, const Onnx__NodeProto *n)
 {
+    subgraph_reads(n, subgraph_read_repl, r, 0);
     const char *ins[64];
     const char *outs[64];
     int n_in = (int)n->n_input < 64 ? (int)n->n_input : 64,
@@ -950,16 +981,28 @@ static ss_status *analyse(shard_ctx *c)
     return NULL;
 }
 
+typedef struct {
+    shard_ctx *c;
+    int stage;
+} use_ctx;
+
+static void note_use(void *arg, const char *name)
+{
+    use_ctx *u = arg;
+    int id = name[0] ? name_find(u->c, name) : -1;
+    if (id >= 0 && u->c->last_stage[id] < u->stage) u->c->last_stage[id] = u->stage;
+}
+
+/* The last stage reading each value, subgraph reads included (they cross stage cuts too). */
 static void note_uses(shard_ctx *c)
 {
     for (int i = 0; i < c->n_nodes; i++) {
         if (c->nodes[i].constant) continue;
         const Onnx__NodeProto *n = c->nodes[i].node;
-        for (size_t j = 0; j < n->n_input; j++) {
-            int id = n->input[j][0] ? name_find(c, n->input[j]) : -1;
-            if (id >= 0 && c->last_stage[id] < c->nodes[i].stage)
-                c->last_stage[id] = c->nodes[i].stage;
-        }
+        use_ctx u = {c, c->nodes[i].stage};
+        for (size_t j = 0; j < n->n_input; j++)
+            note_use(&u, n->input[j]);
+        subgraph_reads(n, note_use, &u, 0);
     }
 }
 
