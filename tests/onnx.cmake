@@ -92,3 +92,9 @@ ss_add_c_test(test_runtime_loops test_runtime_loops.c
 target_link_libraries(test_runtime_loops PRIVATE ss_runtime)
 target_link_options(test_runtime_loops PRIVATE -Wl,--wrap=malloc -Wl,--wrap=calloc -Wl,--wrap=realloc)
 set_tests_properties(test_runtime_loops PROPERTIES FIXTURES_REQUIRED loop_cases)
+
+# Bad attributes and inputs of the recurrent, loop, Einsum and signal ops: an error naming the
+# node and the problem, never a crash.
+add_test(NAME onnx_bad_op_inputs
+         COMMAND ${SS_PY} ${SS_TEST_DIR}/onnx/bad_op_inputs.py $<TARGET_FILE:shardserve>
+                 ${CMAKE_BINARY_DIR}/bad-op-inputs)

@@ -104,8 +104,12 @@ static ss_status *ein_parse(ss_kctx *k, const char *eq, ein_term *terms, ein_ter
         }
         s = comma + 1;
     }
-    if (n != k->n_in)
-        return ss_op_err(k, SS_ERR_INVALID, "equation has %d terms for %d inputs", n, k->n_in);
+    int commas = 0;
+    for (const char *c = eq; c < end; c++)
+        commas += *c == ',';
+    if (n != k->n_in || commas != k->n_in - 1)
+        return ss_op_err(k, SS_ERR_INVALID, "equation has %d terms for %d inputs", commas + 1,
+                         k->n_in);
     for (int i = 0; i < n; i++) { /* right-align every operand's ellipsis to the widest */
         int e2 = 0;
         const char *s = eq;

@@ -200,7 +200,8 @@ static ss_status *rnn_parse_attrs(ss_kctx *k, rnn_plan *p)
     else if (!strcmp(dir, "bidirectional"))
         p->dirs = 2;
     else
-        return ss_op_err(k, SS_ERR_INVALID, "direction '%s'", dir);
+        return ss_op_err(k, SS_ERR_INVALID,
+                         "direction '%s' is not forward, reverse or bidirectional", dir);
     p->layout = ss_onnx_attr_int(k->node, "layout", 0) != 0;
     p->lbr = ss_onnx_attr_int(k->node, "linear_before_reset", 0) != 0;
     p->input_forget = ss_onnx_attr_int(k->node, "input_forget", 0) != 0;

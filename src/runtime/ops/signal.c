@@ -287,12 +287,18 @@ static int64_t mel_point_bin(const mel_plan *p, int64_t i)
     float step = (hi - lo) / (float)(p->mel_bins + 2);
     double mel = (double)i * step + lo;
     double hz = 700.0 * (pow(10.0, mel / 2595.0) - 1.0);
-    return (int64_t)floor((double)(p->dft_length + 1) * hz / (double)p->sample_rate);
+    return ss_op_sat_i64(floor((double)(p->dft_length + 1) * hz / (double)p->sample_rate));
 }
 
 static void mel_set(ss_tensor *y, int64_t row, int64_t col, double v)
 {
     if (row >= 0 && row < y->dims[0]) ss_op_store_f64(y, row * y->dims[1] + col, v);
+}
+
+/* [from, to) cut to the output's rows: edges far outside the spectrum cost no time. */
+static int64_t mel_clamp(const ss_tensor *y, int64_t j)
+{
+    return j < 0 ? 0 : j > y->dims[0] ? y->dims[0] : j;
 }
 
 static ss_status *mel_run(ss_kctx *k)
@@ -305,9 +311,9 @@ static ss_status *mel_run(ss_kctx *k)
         int64_t lo = mel_point_bin(p, i), mid = mel_point_bin(p, i + 1),
                 hi = mel_point_bin(p, i + 2);
         if (mid == lo) mel_set(y, mid, i, 1);
-        for (int64_t j = lo; mid > lo && j <= mid; j++)
+        for (int64_t j = mel_clamp(y, lo); mid > lo && j <= mel_clamp(y, mid); j++)
             mel_set(y, j, i, (double)(j - lo) / (double)(mid - lo));
-        for (int64_t j = mid; hi > mid && j < hi; j++)
+        for (int64_t j = mel_clamp(y, mid); hi > mid && j < mel_clamp(y, hi); j++)
             mel_set(y, j, i, (double)(hi - j) / (double)(hi - mid));
     }
     return NULL;
