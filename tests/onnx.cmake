@@ -63,7 +63,7 @@ add_test(NAME onnx_torch_rnn_make
 set_tests_properties(onnx_torch_rnn_make PROPERTIES FIXTURES_SETUP torch_rnn)
 add_test(NAME onnx_torch_rnn
          COMMAND ${SS_TEST_DIR}/onnx/conformance.sh $<TARGET_FILE:shardserve>
-                 ${CMAKE_BINARY_DIR}/torch-rnn 5 --no-skips)
+                 ${CMAKE_BINARY_DIR}/torch-rnn 7 --no-skips)
 set_tests_properties(onnx_torch_rnn PROPERTIES FIXTURES_REQUIRED torch_rnn)
 
 # Einsum equations beyond the node cases (attention shapes, three operands, implicit outputs,

@@ -3,7 +3,7 @@
 
 What ONNX's own node cases leave out: bidirectional layers (the reverse direction), stacked
 layers, GRU with linear_before_reset (PyTorch's form), ReLU RNNs, initial states given as
-inputs, batch_first models and a batch dim the plan only learns from the data.
+inputs, batch_first models, a batch dim the plan only learns from the data, and float64.
 Usage: torch_rnn.py OUTDIR
 """
 import os
@@ -60,6 +60,11 @@ def main(out):
     write(out, "lstm_batch_first_dynamic", Recurrent(nn.LSTM(5, 8, batch_first=True)),
           (torch.randn(2, 9, 5),), ["x"], 17, {"x": {0: "batch", 1: "time"}})
     write(out, "gru_single", Recurrent(nn.GRU(5, 4)), (x,), ["x"], 17)
+    # float64 runs the float32 kernel on converted copies
+    write(out, "lstm_float64_bidirectional", Recurrent(nn.LSTM(5, 6, bidirectional=True).double()),
+          (x.double(),), ["x"])
+    write(out, "gru_float64", Recurrent(nn.GRU(5, 4).double()), (x.double(), torch.randn(1, 3, 4).double()),
+          ["x", "h0"])
 
 
 if __name__ == "__main__":

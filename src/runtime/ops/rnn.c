@@ -1,7 +1,8 @@
 /*
  * Recurrent ops: RNN, GRU and LSTM (opsets 7 to 21), every direction, activation (with
  * activation_alpha/beta), clip, sequence_lens, initial_h/initial_c, peepholes, input_forget,
- * layout and GRU's linear_before_reset. float32 only (other types fail in infer, named).
+ * layout and GRU's linear_before_reset; float32, with float16, bfloat16 and float64 computed in
+ * float32 (their inputs converted into scratch, the outputs converted back).
  *
  * One kernel serves the three: the input projection X W^T + biases of every time step is one
  * GEMM up front, then each step is one GEMM of the hidden state with R^T (two for GRU without
@@ -12,6 +13,7 @@
  */
 #include "common.h"
 #include "gemm_kernel.h"
+#include "store.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -158,7 +160,7 @@ static ss_status *rnn_check_inputs(ss_kctx *k, const rnn_plan *p)
     for (int i = 0; i < k->n_in; i++) {
         const ss_tensor *t = k->in[i];
         if (!t || i == 0) continue;
-        bool ok = i == 4 ? t->dtype == SS_DT_INT32 : t->dtype == SS_DT_FLOAT32;
+        bool ok = i == 4 ? t->dtype == SS_DT_INT32 : t->dtype == k->in[0]->dtype;
         switch (i) {
         case 1:
             ok = ok && dims_are(t, 3, p->dirs, gh, p->in);
@@ -230,7 +232,7 @@ static void rnn_set_outputs(ss_kctx *k, const rnn_plan *p)
 {
     ss_tensor *y = k->n_out > 0 ? k->out[0] : NULL;
     if (y) {
-        y->dtype = SS_DT_FLOAT32;
+        y->dtype = k->in[0]->dtype;
         y->ndim = 4;
         int64_t d[4] = {p->seq, p->dirs, p->batch, p->hid};
         if (p->layout) d[0] = p->batch, d[1] = p->seq, d[2] = p->dirs;
@@ -239,12 +241,25 @@ static void rnn_set_outputs(ss_kctx *k, const rnn_plan *p)
     for (int i = 1; i < k->n_out && i < 3; i++) {
         ss_tensor *o = k->out[i];
         if (!o) continue;
-        o->dtype = SS_DT_FLOAT32;
+        o->dtype = k->in[0]->dtype;
         o->ndim = 3;
         o->dims[0] = p->layout ? p->batch : p->dirs;
         o->dims[1] = p->layout ? p->dirs : p->batch;
         o->dims[2] = p->hid;
     }
+}
+
+/* float32 copies of every float input and output when the type is another one (0 for float32):
+ * they follow the kernel's own scratch. */
+static size_t rnn_convert_floats(const ss_kctx *k)
+{
+    size_t n = 0;
+    if (k->in[0]->dtype == SS_DT_FLOAT32) return 0;
+    for (int i = 0; i < k->n_in; i++)
+        if (i != 4 && k->in[i]) n += (size_t)ss_tensor_numel(k->in[i]);
+    for (int i = 0; i < k->n_out; i++)
+        if (k->out[i]) n += (size_t)ss_tensor_numel(k->out[i]);
+    return n;
 }
 
 static ss_status *rnn_infer(ss_kctx *k, int kind)
@@ -256,9 +271,8 @@ static ss_status *rnn_infer(ss_kctx *k, int kind)
     if (st) return st;
     if (k->n_out > max_out)
         return ss_op_err(k, SS_ERR_INVALID, "has %d outputs, at most %d", k->n_out, max_out);
-    if (k->in[0]->dtype != SS_DT_FLOAT32)
-        return ss_op_err(k, SS_ERR_UNSUPPORTED, "input X is %s; only float32 is supported",
-                         ss_dtype_name(k->in[0]->dtype));
+    static const ss_dtype types[] = {SS_DT_FLOAT32, SS_DT_FLOAT16, SS_DT_BFLOAT16, SS_DT_FLOAT64};
+    if ((st = ss_op_expect_dtype(k, 0, types, 4))) return st;
     if (k->in[0]->ndim != 3 || k->in[2]->ndim != 3)
         return ss_op_err(k, SS_ERR_INVALID, "X and R must be 3-D");
     if (kind != RNN_GRU && ss_onnx_attr_find(k->node, "linear_before_reset"))
@@ -271,8 +285,8 @@ static ss_status *rnn_infer(ss_kctx *k, int kind)
     p->gates = gates[kind];
     p->n_act = kind == RNN_PLAIN ? 1 : kind == RNN_GRU ? 2 : 3;
     if ((st = rnn_parse_attrs(k, p)) || (st = rnn_check_inputs(k, p))) return st;
-    k->scratch_bytes = sizeof(float) * rnn_scratch_floats(p);
     rnn_set_outputs(k, p);
+    k->scratch_bytes = sizeof(float) * (rnn_scratch_floats(p) + rnn_convert_floats(k));
     return NULL;
 }
 
@@ -493,7 +507,7 @@ static rnn_dir rnn_dir_make(ss_kctx *k, int d)
     return s;
 }
 
-static ss_status *rnn_run(ss_kctx *k)
+static ss_status *rnn_run_f32(ss_kctx *k)
 {
     const rnn_plan *p = k->state;
     for (int d = 0; d < p->dirs; d++) {
@@ -508,6 +522,40 @@ static ss_status *rnn_run(ss_kctx *k)
         if (p->kind == RNN_LSTM) rnn_store_state(&s, s.c, opt_out(k, 2));
     }
     return NULL;
+}
+
+/* Another float type: run the float32 kernel on converted copies (a kctx whose float tensors are
+ * float32 shadows in scratch). */
+static ss_status *rnn_run(ss_kctx *k)
+{
+    if (k->in[0]->dtype == SS_DT_FLOAT32) return rnn_run_f32(k);
+    enum { MAX_IN = 8, MAX_OUT = 3 };
+    ss_tensor shadow[MAX_IN + MAX_OUT];
+    ss_tensor *ptrs[MAX_IN + MAX_OUT] = {0};
+    ss_kctx f = *k;
+    f.in = ptrs;
+    f.out = ptrs + k->n_in;
+    float *at = (float *)k->scratch + rnn_scratch_floats(k->state);
+    for (int i = 0; i < k->n_in + k->n_out; i++) {
+        ss_tensor *t = i < k->n_in ? k->in[i] : k->out[i - k->n_in];
+        if (!t || (i == 4 && i < k->n_in)) { /* sequence_lens stays int32 */
+            ptrs[i] = t;
+            continue;
+        }
+        shadow[i] = *t;
+        shadow[i].dtype = SS_DT_FLOAT32;
+        shadow[i].data = at;
+        shadow[i].nbytes = sizeof(float) * (size_t)ss_tensor_numel(t);
+        for (int64_t j = 0; i < k->n_in && j < ss_tensor_numel(t); j++)
+            at[j] = (float)ss_op_elem_f64(t, j);
+        at += ss_tensor_numel(t);
+        ptrs[i] = &shadow[i];
+    }
+    ss_status *st = rnn_run_f32(&f);
+    for (int i = 0; !st && i < k->n_out; i++)
+        for (int64_t j = 0; k->out[i] && j < ss_tensor_numel(k->out[i]); j++)
+            ss_op_store_f64(k->out[i], j, ((const float *)f.out[i]->data)[j]);
+    return st;
 }
 
 const ss_op_def ss_ops_rnn[] = {
