@@ -83,7 +83,7 @@ add_test(NAME onnx_loop_cases_make
 set_tests_properties(onnx_loop_cases_make PROPERTIES FIXTURES_SETUP loop_cases)
 add_test(NAME onnx_loop_cases
          COMMAND ${SS_TEST_DIR}/onnx/conformance.sh $<TARGET_FILE:shardserve>
-                 ${CMAKE_BINARY_DIR}/loop-cases 4 --no-skips)
+                 ${CMAKE_BINARY_DIR}/loop-cases 5 --no-skips)
 set_tests_properties(onnx_loop_cases PROPERTIES FIXTURES_REQUIRED loop_cases)
 
 # LSTM/GRU/RNN, Scan and Loop allocate nothing once planned (and give the same outputs).

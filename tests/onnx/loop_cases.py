@@ -102,6 +102,28 @@ def scan_axes(out):
          opset=11)
 
 
+def constant_condition(out):
+    """PyTorch's for-loop form: the body's condition is an outer constant true (not its input),
+    with a scan output whose length is the trip count."""
+    body = helper.make_graph(
+        [helper.make_node("Identity", ["always"], ["cond_out"]),
+         helper.make_node("Tanh", ["h"], ["h_out"]),
+         helper.make_node("Identity", ["h_out"], ["seen"])],
+        "for_body",
+        [vi("i", T.INT64, []), vi("cond", T.BOOL, []), vi("h", F, [2, 3])],
+        [vi("cond_out", T.BOOL, []), vi("h_out", F, [2, 3]), vi("seen", F, [2, 3])])
+    nodes = [helper.make_node("Constant", [], ["always"], value=numpy_helper.from_array(np.array(True))),
+             helper.make_node("Constant", [], ["M"], value=numpy_helper.from_array(np.int64(4))),
+             helper.make_node("Loop", ["M", "always", "x"], ["h", "seen"], body=body)]
+    x = rng.standard_normal((2, 3)).astype(np.float32)
+    h, seen = x.copy(), []
+    for _ in range(4):
+        h = np.tanh(h)
+        seen.append(h)
+    save(out, "loop_constant_condition", nodes, [vi("x", F, [2, 3])],
+         [vi("h", F, [2, 3]), vi("seen", F, [4, 2, 3])], [("x", x)], [("h", h), ("seen", np.stack(seen))])
+
+
 def self_product(out):
     """y = x @ x^T: MatMul's second operand is computed from the input; the planner must not fold
     it (test_runtime_loops checks that new x values do not re-plan)."""
@@ -112,5 +134,5 @@ def self_product(out):
 
 
 if __name__ == "__main__":
-    for make in (fibonacci, while_loop, scan_axes, self_product):
+    for make in (fibonacci, while_loop, scan_axes, constant_condition, self_product):
         make(sys.argv[1])

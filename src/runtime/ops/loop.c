@@ -126,20 +126,35 @@ static bool cond_passes_through(const Onnx__GraphProto *g)
     return false;
 }
 
-/* The scan outputs' length: the trip count, or 0 when the condition starts false. */
+/* The body's condition output as a plan-time constant (an outer `true`, as PyTorch writes it):
+ * 1 or 0, or -1 when it is computed at run time. */
+static int cond_constant(const loop_plan *p)
+{
+    ss_tensor d;
+    const ss_session *s = p->b.body;
+    if (!ss_session_value_desc(s, ss_session_output(s, 0)->name, &d) || !d.data ||
+        ss_tensor_numel(&d) != 1)
+        return -1;
+    return ss_op_elem_f64(&d, 0) != 0;
+}
+
+/* The scan outputs' length: the trip count when the body's condition passes its input through
+ * or is constantly true (one iteration when constantly false), 0 when it starts false. */
 static ss_status *loop_count_iters(ss_kctx *k, loop_plan *p)
 {
     const ss_tensor *m = NULL, *c = NULL;
     const ss_onnx_attr *a = ss_onnx_attr_find(k->node, "body");
-    ss_status *st = NULL;
-    if (!k->in[0] || !cond_passes_through(a->g))
+    int body_cond = cond_passes_through(a->g) ? 1 : cond_constant(p);
+    if (!k->in[0] || body_cond < 0)
         return ss_op_err(k, SS_ERR_UNSUPPORTED,
                          "scan outputs need a trip count M and a body condition that passes its "
-                         "input through (the stacked length is only known at run time otherwise)");
-    if ((st = ss_op_plan_value(k, 0, "M", &m))) return st;
-    if (k->in[1] && (st = ss_op_plan_value(k, 1, "cond", &c))) return st;
+                         "input through or is constant (the stacked length is only known at run "
+                         "time otherwise)");
+    ss_status *st = ss_op_plan_value(k, 0, "M", &m);
+    if (!st && k->in[1]) st = ss_op_plan_value(k, 1, "cond", &c);
+    if (st) return st;
     int64_t n = ss_op_elem_i64(m, 0);
-    p->planned_iters = (c && !ss_op_elem_f64(c, 0)) || n < 0 ? 0 : n;
+    p->planned_iters = (c && !ss_op_elem_f64(c, 0)) || n < 0 ? 0 : body_cond ? n : n > 0;
     return NULL;
 }
 
@@ -199,9 +214,9 @@ static ss_status *loop_infer(ss_kctx *k)
     p->b.in[1] = (ss_tensor){.dtype = SS_DT_BOOL, .nbytes = 1, .data = &p->cond};
     p->cond = 1;
     if (p->n_scan < 0) return ss_op_err(k, SS_ERR_INVALID, "fewer outputs than carried values");
-    if (p->n_scan > 0 && (st = loop_count_iters(k, p))) return st;
     k->scratch_bytes = 2 * carried_bytes; /* two sets: a body output may be a body input */
     if ((st = body_plan_make(k, &p->b, n_decl_in))) return st;
+    if (p->n_scan > 0 && (st = loop_count_iters(k, p))) return st;
     return loop_set_outputs(k, p);
 }
 
