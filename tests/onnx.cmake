@@ -57,13 +57,13 @@ add_test(NAME onnx_torch_control_resize
 set_tests_properties(onnx_torch_control_resize PROPERTIES FIXTURES_REQUIRED torch_control_resize)
 
 # LSTM/GRU/RNN exported by PyTorch (bidirectional, stacked, linear_before_reset, batch_first with
-# dynamic dims), PyTorch as the oracle.
+# dynamic dims, float64) and a scripted loop appending to a list, PyTorch as the oracle.
 add_test(NAME onnx_torch_rnn_make
          COMMAND ${SS_PY} ${SS_TEST_DIR}/onnx/torch_rnn.py ${CMAKE_BINARY_DIR}/torch-rnn)
 set_tests_properties(onnx_torch_rnn_make PROPERTIES FIXTURES_SETUP torch_rnn)
 add_test(NAME onnx_torch_rnn
          COMMAND ${SS_TEST_DIR}/onnx/conformance.sh $<TARGET_FILE:shardserve>
-                 ${CMAKE_BINARY_DIR}/torch-rnn 7 --no-skips)
+                 ${CMAKE_BINARY_DIR}/torch-rnn 8 --no-skips)
 set_tests_properties(onnx_torch_rnn PROPERTIES FIXTURES_REQUIRED torch_rnn)
 
 # Einsum equations beyond the node cases (attention shapes, three operands, implicit outputs,

@@ -126,6 +126,11 @@ ss_status *ss_subgraph_session(ss_kctx *k, const Onnx__GraphProto *g, const char
  * inference, which then records that the plan depends on it (a loop body's iteration number). */
 ss_status *ss_session_plan_values(ss_session *s, const ss_tensor *inputs, int n_varying);
 
+/* Rewrites PyTorch's list-append-in-a-Loop pattern (SequenceEmpty, SequenceInsert, then
+ * ConcatFromSequence stacking) into a Loop scan output, in place, before a session is built
+ * (seqloop.c). Other sequence uses are left alone. */
+void ss_seqloop_rewrite(ss_onnx_model *m);
+
 /* Error helpers that name the node and op. */
 ss_status *ss_op_err(const ss_kctx *k, ss_code code, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));

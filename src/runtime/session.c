@@ -853,6 +853,7 @@ ss_status *ss_session_create_from_model(ss_onnx_model *model, const ss_session_o
     s->model = model;
     if (opt) s->opt = *opt;
     if (s->opt.blas_threads > 0) openblas_set_num_threads(s->opt.blas_threads);
+    ss_seqloop_rewrite(model);
     ss_status *st = ss_op_check_model(model);
     if (!st) st = build_values(s);
     if (!st) st = build_nodes(s);

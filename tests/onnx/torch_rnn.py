@@ -1,5 +1,6 @@
 #!/usr/bin/python3
-"""PyTorch exports of LSTM, GRU and RNN, PyTorch as the oracle (backend-test-style cases).
+"""PyTorch exports of LSTM, GRU and RNN, and of a scripted loop building a list, PyTorch as the
+oracle (backend-test-style cases).
 
 What ONNX's own node cases leave out: bidirectional layers (the reverse direction), stacked
 layers, GRU with linear_before_reset (PyTorch's form), ReLU RNNs, initial states given as
@@ -33,6 +34,28 @@ class Recurrent(nn.Module):
         return y, h
 
 
+class ListLoop(nn.Module):
+    """A scripted for loop appending to a list, then torch.stack: the exporter writes
+    SequenceEmpty, a Loop-carried SequenceInsert and ConcatFromSequence (a scan output here)."""
+
+    def forward(self, x, n: int):
+        ys = []
+        h = x
+        for _ in range(n):
+            h = torch.tanh(h * 1.5 + 0.1)
+            ys.append(h)
+        return h, torch.stack(ys)
+
+
+class ListLoopByRows(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.loop = torch.jit.script(ListLoop())
+
+    def forward(self, x):
+        return self.loop(x, x.shape[0])
+
+
 def write(out, name, model, args, ins, opset=14, dynamic=None):
     d = os.path.join(out, f"test_{name}")
     os.makedirs(os.path.join(d, "test_data_set_0"), exist_ok=True)
@@ -60,6 +83,7 @@ def main(out):
     write(out, "lstm_batch_first_dynamic", Recurrent(nn.LSTM(5, 8, batch_first=True)),
           (torch.randn(2, 9, 5),), ["x"], 17, {"x": {0: "batch", 1: "time"}})
     write(out, "gru_single", Recurrent(nn.GRU(5, 4)), (x,), ["x"], 17)
+    write(out, "for_loop_list_stack", torch.jit.script(ListLoopByRows()), (torch.randn(4, 3),), ["x"], 14)
     # float64 runs the float32 kernel on converted copies
     write(out, "lstm_float64_bidirectional", Recurrent(nn.LSTM(5, 6, bidirectional=True).double()),
           (x.double(),), ["x"])
