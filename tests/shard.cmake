@@ -46,6 +46,10 @@ if(TARGET shardserve)
 
   # an op the runtime's table marks elementwise stays on split tensors (no op list of the tool's own)
   ss_shard_test(shard_runtime_ops_shm 120 runtime_ops.sh shm)
+  # an LSTM between split MatMul pairs runs whole on every rank, and the tool says so
+  ss_shard_test(shard_lstm_shm 120 lstm.sh shm)
+  # a Loop body reading a split outer value: materialized on every rank and sent across cuts
+  ss_shard_test(shard_loop_shm 200 loop.sh shm)
 
   # 3. one rank SIGKILLed mid-run: the others fail naming it, within the bound, nothing left
   ss_shard_test(shard_kill_shm 120 kill.sh shm)

@@ -73,6 +73,11 @@ struct ss_kctx {
  * may still have data == NULL when infer runs outside planning (k->plan == NULL: then it is the
  * bare input): check data too, unless the tensor is empty (ops/common.h: ss_op_plan_value). */
 const ss_tensor *ss_kctx_value(ss_kctx *k, int i);
+/* As ss_kctx_value, for a value the output shape cannot be inferred without (Range's limit, a
+ * Slice start): a value computed from graph inputs is also folded at plan time, and the plan then
+ * depends on those inputs' values (re-planned when they change). Never use it for a value that
+ * is merely nice to know (a weight to pre-pack): that would fold the model into its inputs. */
+const ss_tensor *ss_kctx_value_needed(ss_kctx *k, int i);
 
 /* Input i is a constant whose bytes are a read-only file mapping (external data) and the op now
  * keeps its own copy (packed weights): return the mapping's pages to the kernel, so the copy
@@ -110,13 +115,21 @@ typedef struct {
 void ss_name_list_free(ss_name_list *l);
 /* The outer-scope names read by the node's subgraphs (nested ones included), first use first. */
 ss_status *ss_subgraph_outer_names(const ss_onnx_node *nd, ss_name_list *out);
-/* A session for subgraph g (attribute `attr` of k's node) whose graph inputs are the outer names
- * with descs' dtypes, planned for descs (shapes; data where known at plan time). */
+/* A session for subgraph g (attribute `attr` of k's node) whose graph inputs are g's declared
+ * inputs (a loop body's) followed by the outer names, with descs' dtypes, planned for descs
+ * (shapes; data where known at plan time). descs holds g->n_input + outer->n entries. */
 ss_status *ss_subgraph_session(ss_kctx *k, const Onnx__GraphProto *g, const char *attr,
                                const ss_name_list *outer, const ss_tensor *descs, ss_session **out);
 /* Plans s for these inputs, replacing its plan: an input with data is a constant of the plan
- * (folded like an initializer; its bytes must outlive the plan), one without is known by shape. */
-ss_status *ss_session_plan_values(ss_session *s, const ss_tensor *inputs);
+ * (folded like an initializer; its bytes must outlive the plan), one without is known by shape.
+ * The first n_varying inputs are never constants: their data (if any) only serves shape
+ * inference, which then records that the plan depends on it (a loop body's iteration number). */
+ss_status *ss_session_plan_values(ss_session *s, const ss_tensor *inputs, int n_varying);
+
+/* Rewrites PyTorch's list-append-in-a-Loop pattern (SequenceEmpty, SequenceInsert, then
+ * ConcatFromSequence stacking) into a Loop scan output, in place, before a session is built
+ * (seqloop.c). Other sequence uses are left alone. */
+void ss_seqloop_rewrite(ss_onnx_model *m);
 
 /* Error helpers that name the node and op. */
 ss_status *ss_op_err(const ss_kctx *k, ss_code code, const char *fmt, ...)
@@ -149,6 +162,11 @@ extern const ss_op_def ss_ops_conv[];      /* Conv ConvTranspose Max/AveragePool
 extern const ss_op_def ss_ops_collective[]; /* ai.shardserve AllReduce AllGather Send Recv ... */
 extern const ss_op_def ss_ops_control[];    /* If */
 extern const ss_op_def ss_ops_resize[];     /* Resize Upsample */
+extern const ss_op_def ss_ops_misc[];       /* Dropout CumSum Shrink ReverseSequence Det */
+extern const ss_op_def ss_ops_rnn[];        /* RNN GRU LSTM */
+extern const ss_op_def ss_ops_einsum[];     /* Einsum */
+extern const ss_op_def ss_ops_loop[];       /* Loop Scan */
+extern const ss_op_def ss_ops_signal[];     /* windows, DFT, STFT, MelWeightMatrix */
 
 const ss_op_def *ss_op_find(const char *domain, const char *type, int64_t opset);
 /* The opset range this runtime serves at all for a domain ("" or ai.shardserve). */

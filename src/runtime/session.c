@@ -81,6 +81,7 @@ struct ss_session {
     int n_plans;
     ss_packed *packed;     /* packed weights kept across plans (op.h) */
     bool data_is_constant; /* planning a subgraph: inputs given with data are outer constants */
+    int n_varying; /* ... except the first n_varying (a loop body's own inputs), which change */
     /* name -> value id hash table (open addressing) */
     int hash_cap;
     int *hash;
@@ -330,6 +331,45 @@ static void plan_free(struct ss_plan *p)
     free(p);
 }
 
+static ss_status *fold_node(struct ss_plan *p, int ni, ss_kctx *k);
+
+/* Makes value id known at plan time if it is computed from constants and graph inputs whose
+ * values the plan is being made for (a Range limit or Slice start derived from an input): the
+ * inputs it reaches are copied into the plan and the plan depends on their values (re-planned
+ * when they change), and the nodes on the way are folded and leave the exec list. */
+static bool plan_resolve(struct ss_plan *p, int id, int depth)
+{
+    if (p->known[id]) return true;
+    const value_def *vd = &p->s->values[id];
+    if (vd->kind == V_INPUT) {
+        const ss_tensor *t = &p->inputs[vd->input_index];
+        if (!t->data && ss_tensor_numel(t) > 0) return false;
+        if (ss_tensor_copy(&p->owned[id], t)) return false;
+        p->vals[id].data = p->owned[id].data;
+        p->value_dep[vd->input_index] = 1;
+        p->known[id] = 1;
+        return true;
+    }
+    int ni = vd->producer;
+    if (vd->kind != V_NODE || ni < 0 || depth > 64) return false;
+    const node_def *d = &p->s->nodes[ni];
+    if (d->op->flags & SS_OPF_NO_FOLD) return false;
+    for (int j = 0; j < d->n_in; j++)
+        if (d->in_ids[j] >= 0 && !plan_resolve(p, d->in_ids[j], depth + 1)) return false;
+    int at = 0; /* found after the inputs: resolving them removes nodes from the list */
+    while (at < p->n_exec && p->exec[at] != ni)
+        at++;
+    if (at == p->n_exec) return false;
+    ss_status *st = fold_node(p, ni, &p->kctx[ni]);
+    if (st) {
+        ss_status_free(st);
+        return false;
+    }
+    memmove(p->exec + at, p->exec + at + 1, sizeof(int) * (size_t)(p->n_exec - at - 1));
+    p->n_exec--;
+    return true;
+}
+
 const ss_tensor *ss_kctx_value(ss_kctx *k, int i)
 {
     if (i >= k->n_in || !k->in[i]) return NULL;
@@ -343,6 +383,14 @@ const ss_tensor *ss_kctx_value(ss_kctx *k, int i)
         return &p->inputs[vd->input_index];
     }
     return NULL;
+}
+
+const ss_tensor *ss_kctx_value_needed(ss_kctx *k, int i)
+{
+    const ss_tensor *v = ss_kctx_value(k, i);
+    struct ss_plan *p = k->plan;
+    if (v || !p || !p->inputs) return v;
+    return plan_resolve(p, k->in_ids[i], 0) ? &p->vals[k->in_ids[i]] : NULL;
 }
 
 const ss_onnx_model *ss_kctx_model(const ss_kctx *k)
@@ -690,7 +738,8 @@ static ss_status *plan_build(ss_session *s, const ss_tensor *inputs, struct ss_p
             p->vals[v].storage = SS_STORE_BORROWED;
             p->known[v] = 1;
             p->const_bytes += vd->init->nbytes;
-        } else if (vd->kind == V_INPUT && s->data_is_constant && inputs[vd->input_index].data) {
+        } else if (vd->kind == V_INPUT && s->data_is_constant && vd->input_index >= s->n_varying &&
+                   inputs[vd->input_index].data) {
             p->vals[v] = inputs[vd->input_index]; /* outlives this plan (the outer plan owns it) */
             p->vals[v].storage = SS_STORE_BORROWED;
             p->known[v] = 1;
@@ -723,13 +772,15 @@ static ss_status *plan_build(ss_session *s, const ss_tensor *inputs, struct ss_p
     return NULL;
 }
 
-ss_status *ss_session_plan_values(ss_session *s, const ss_tensor *inputs)
+ss_status *ss_session_plan_values(ss_session *s, const ss_tensor *inputs, int n_varying)
 {
     plan_free(s->plan);
     s->plan = NULL;
     s->data_is_constant = true;
+    s->n_varying = n_varying;
     ss_status *st = plan_build(s, inputs, &s->plan);
     s->data_is_constant = false;
+    s->n_varying = 0;
     return st;
 }
 
@@ -802,6 +853,7 @@ ss_status *ss_session_create_from_model(ss_onnx_model *model, const ss_session_o
     s->model = model;
     if (opt) s->opt = *opt;
     if (s->opt.blas_threads > 0) openblas_set_num_threads(s->opt.blas_threads);
+    ss_seqloop_rewrite(model);
     ss_status *st = ss_op_check_model(model);
     if (!st) st = build_values(s);
     if (!st) st = build_nodes(s);

@@ -100,37 +100,6 @@ static int name_add(shard_ctx *c, const char *name)
 
 /* ------------------------------------------------------------------ analysis */
 
-/* The top-level values a node's subgraphs (If branches, Loop and Scan bodies, nested ones
- * too) read from the outer scope: ONNX names are unique across scopes, so every name used in
- * there that the top-level graph knows is one. They are the node's implicit inputs: each must
- * be on the node's rank (initializers copied, activations received across a stage cut). */
-static void graph_outer_refs(const shard_ctx *c, const Onnx__GraphProto *g,
-                             void (*fn)(void *, int id), void *arg);
-
-static void node_outer_refs(const shard_ctx *c, const Onnx__NodeProto *n,
-                            void (*fn)(void *, int id), void *arg)
-{
-    for (size_t a = 0; a < n->n_attribute; a++) {
-        const Onnx__AttributeProto *at = n->attribute[a];
-        if (at->g) graph_outer_refs(c, at->g, fn, arg);
-        for (size_t k = 0; k < at->n_graphs; k++)
-            graph_outer_refs(c, at->graphs[k], fn, arg);
-    }
-}
-
-static void graph_outer_refs(const shard_ctx *c, const Onnx__GraphProto *g,
-                             void (*fn)(void *, int id), void *arg)
-{
-    for (size_t i = 0; i < g->n_node; i++) {
-        const Onnx__NodeProto *n = g->node[i];
-        for (size_t j = 0; j < n->n_input; j++) {
-            int id = n->input[j][0] ? name_find(c, n->input[j]) : -1;
-            if (id >= 0) fn(arg, id);
-        }
-        node_outer_refs(c, n, fn, arg);
-    }
-}
-
 static bool value_desc(const shard_ctx *c, const char *name, ss_tensor *d)
 {
     return ss_session_value_desc(c->session, name, d);
@@ -277,7 +246,6 @@ typedef struct {
     int rank, stage, pos;
     tstate *ts; /* per value */
     char group[32];
-    ss_status *st; /* the first problem met while emitting, reported after */
 } rank_ctx;
 
 static int pos_axis(int neg_axis, int rank)
@@ -562,22 +530,39 @@ static bool emit_split_elementwise(rank_ctx *r, const Onnx__NodeProto *n)
     return true;
 }
 
-/* An outer-scope value a subgraph reads must be on this rank, whole and under its own name. */
-static void bring_outer_ref(void *arg, int id)
+/* Calls fn for every name the subgraphs of n read (If branches, Loop/Scan bodies, nested ones
+ * too): node inputs and graph outputs, whether defined inside or outside (callers look names up
+ * in the outer table, and ONNX names are unique across scopes). */
+static void subgraph_reads(const Onnx__NodeProto *n, void (*fn)(void *, const char *), void *arg,
+                           int depth)
+{
+    for (size_t a = 0; a < n->n_attribute && depth < 32; a++) {
+        const Onnx__AttributeProto *at = n->attribute[a];
+        for (size_t k = 0; k < at->n_graphs + (at->g != NULL); k++) {
+            const Onnx__GraphProto *g = k < at->n_graphs ? at->graphs[k] : at->g;
+            for (size_t i = 0; i < g->n_node; i++) {
+                for (size_t j = 0; j < g->node[i]->n_input; j++)
+                    if (g->node[i]->input[j][0]) fn(arg, g->node[i]->input[j]);
+                subgraph_reads(g->node[i], fn, arg, depth + 1);
+            }
+            for (size_t i = 0; i < g->n_output; i++)
+                if (g->output[i]->name && g->output[i]->name[0]) fn(arg, g->output[i]->name);
+        }
+    }
+}
+
+/* An outer value a subgraph reads must exist on this rank under its own name, whole: constants
+ * become initializers, split or partial tensors are materialized (which gives the original name
+ * to the full tensor). */
+static void subgraph_read_repl(void *arg, const char *name)
 {
     rank_ctx *r = arg;
-    const char *name = r->c->names[id];
-    const char *local = input_repl(r, name);
-    if (strcmp(local, name) != 0 && !r->st)
-        r->st = ss_errf(SS_ERR_UNSUPPORTED,
-                        "a subgraph reads '%s', which is split on rank %d and gathered under "
-                        "another name; keep the node that makes it whole (--strategy)",
-                        name, r->rank);
+    if (name_find(r->c, name) >= 0) input_repl(r, name);
 }
 
 static void emit_plain(rank_ctx *r, const Onnx__NodeProto *n)
 {
-    node_outer_refs(r->c, n, bring_outer_ref, r);
+    subgraph_reads(n, subgraph_read_repl, r, 0);
     const char *ins[64];
     const char *outs[64];
     int n_in = (int)n->n_input < 64 ? (int)n->n_input : 64,
@@ -682,6 +667,34 @@ static ss_status *write_rank_model(rank_ctx *r, const char *path)
 
 static ss_status *write_group_config(shard_ctx *c, const rank_ctx *r, const char *path);
 
+/* Op types that cannot run on split tensors (not elementwise), which a stage therefore runs whole
+ * on every one of its ranks after gathering their inputs: counted so the tool says which ops it
+ * did not split (an LSTM, a Loop...). */
+typedef struct {
+    int n;
+    const char *type[32];
+    int count[32];
+} whole_ops;
+
+static void whole_ops_add(whole_ops *w, const char *type)
+{
+    int i = 0;
+    while (i < w->n && strcmp(w->type[i], type))
+        i++;
+    if (i == w->n && w->n < 32) w->type[w->n++] = type;
+    if (i < w->n) w->count[i]++;
+}
+
+static void whole_ops_report(const shard_ctx *c, const rank_ctx *r, const whole_ops *w)
+{
+    if (!c->opt->progress || r->pos != 0 || c->tp < 2 || !w->n) return;
+    fprintf(stderr, "shard: stage %d replicates on each of its %d ranks (not split):", r->stage,
+            c->tp);
+    for (int i = 0; i < w->n; i++)
+        fprintf(stderr, "%s %s x%d", i ? "," : "", w->type[i], w->count[i]);
+    fprintf(stderr, "\n");
+}
+
 static ss_status *shard_rank(shard_ctx *c, int rank, size_t *param_bytes)
 {
     rank_ctx r = {.c = c, .rank = rank, .stage = rank / c->tp, .pos = rank % c->tp};
@@ -709,7 +722,8 @@ static ss_status *shard_rank(shard_ctx *c, int rank, size_t *param_bytes)
             if (!ss_onnx_find_init(c->model, c->graph->input[i]->name))
                 rg_add_input(&r.g, c->graph->input[i]);
     if (r.stage > 0) emit_recvs(&r);
-    for (int i = 0; i < c->n_nodes && !st && !r.st && !r.g.error; i++) {
+    whole_ops whole = {0};
+    for (int i = 0; i < c->n_nodes && !st && !r.g.error; i++) {
         node_info *ni = &c->nodes[i];
         if (ni->constant || ni->stage != r.stage) continue;
         const Onnx__NodeProto *n = ni->node;
@@ -719,9 +733,12 @@ static ss_status *shard_rank(shard_ctx *c, int rank, size_t *param_bytes)
         if (st) break;
         if (s != S_NONE)
             emit_matmul(&r, ni, s);
-        else if (!(c->opt->mode == SS_SHARD_AUTO && emit_split_elementwise(&r, n)))
+        else if (!(c->opt->mode == SS_SHARD_AUTO && emit_split_elementwise(&r, n))) {
             emit_plain(&r, n);
+            if (!is_split_preserving(c, n)) whole_ops_add(&whole, n->op_type);
+        }
     }
+    whole_ops_report(c, &r, &whole);
     if (!st && r.stage < c->stages - 1) emit_sends(&r);
     if (!st && r.stage == c->stages - 1) {
         for (size_t i = 0; i < c->graph->n_output; i++) {
@@ -731,8 +748,6 @@ static ss_status *shard_rank(shard_ctx *c, int rank, size_t *param_bytes)
             rg_add_output(&r.g, value_info_for(&r, name));
         }
     }
-    if (!st && r.st) st = r.st, r.st = NULL;
-    ss_status_free(r.st);
     if (!st && r.g.error) st = r.g.error, r.g.error = NULL;
     if (!st && fflush(r.g.data) != 0)
         st = ss_errf(SS_ERR_IO, "writing %s.data: %s", c->model_base, strerror(errno));
@@ -970,25 +985,25 @@ static ss_status *analyse(shard_ctx *c)
 typedef struct {
     shard_ctx *c;
     int stage;
-} use_at;
+} use_ctx;
 
-static void note_use(void *arg, int id)
+static void note_use(void *arg, const char *name)
 {
-    use_at *u = arg;
-    if (u->c->last_stage[id] < u->stage) u->c->last_stage[id] = u->stage;
+    use_ctx *u = arg;
+    int id = name[0] ? name_find(u->c, name) : -1;
+    if (id >= 0 && u->c->last_stage[id] < u->stage) u->c->last_stage[id] = u->stage;
 }
 
+/* The last stage reading each value, subgraph reads included (they cross stage cuts too). */
 static void note_uses(shard_ctx *c)
 {
     for (int i = 0; i < c->n_nodes; i++) {
         if (c->nodes[i].constant) continue;
         const Onnx__NodeProto *n = c->nodes[i].node;
-        use_at u = {c, c->nodes[i].stage};
-        for (size_t j = 0; j < n->n_input; j++) {
-            int id = n->input[j][0] ? name_find(c, n->input[j]) : -1;
-            if (id >= 0) note_use(&u, id);
-        }
-        node_outer_refs(c, n, note_use, &u);
+        use_ctx u = {c, c->nodes[i].stage};
+        for (size_t j = 0; j < n->n_input; j++)
+            note_use(&u, n->input[j]);
+        subgraph_reads(n, note_use, &u, 0);
     }
 }
 

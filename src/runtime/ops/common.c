@@ -73,7 +73,7 @@ ss_status *ss_op_oom(void)
 
 ss_status *ss_op_plan_value(ss_kctx *k, int i, const char *what, const ss_tensor **out)
 {
-    const ss_tensor *v = ss_kctx_value(k, i);
+    const ss_tensor *v = ss_kctx_value_needed(k, i);
     /* outside planning the value may be the bare input, whose data is NULL */
     if (!v || (!v->data && ss_tensor_numel(k->in[i]) > 0))
         return ss_op_err(k, SS_ERR_UNSUPPORTED,
