@@ -149,6 +149,7 @@ extern const ss_op_def ss_ops_conv[];      /* Conv ConvTranspose Max/AveragePool
 extern const ss_op_def ss_ops_collective[]; /* ai.shardserve AllReduce AllGather Send Recv ... */
 extern const ss_op_def ss_ops_control[];    /* If */
 extern const ss_op_def ss_ops_resize[];     /* Resize Upsample */
+extern const ss_op_def ss_ops_quant[]; /* Quantize/DequantizeLinear MatMulInteger QLinearMatMul */
 
 const ss_op_def *ss_op_find(const char *domain, const char *type, int64_t opset);
 /* The opset range this runtime serves at all for a domain ("" or ai.shardserve). */

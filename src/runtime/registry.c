@@ -11,7 +11,8 @@
 static const ss_op_def *const families[] = {
     ss_ops_matmul,     ss_ops_elementwise, ss_ops_logic,  ss_ops_cast,      ss_ops_shape,
     ss_ops_movement,   ss_ops_generate,    ss_ops_reduce, ss_ops_normalize, ss_ops_conv,
-    ss_ops_collective, ss_ops_control,     ss_ops_resize,
+    ss_ops_collective, ss_ops_control,     ss_ops_resize, ss_ops_quant, /* QuantizeLinear ...
+                                                                           QLinearMatMul */
 };
 
 static bool is_default_domain(const char *d)
