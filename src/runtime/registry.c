@@ -8,12 +8,15 @@
 #include <stdio.h>
 #include <string.h>
 
+/* One family a line below the first block, so branches that add families merge cleanly. */
+// clang-format off
 static const ss_op_def *const families[] = {
     ss_ops_matmul,     ss_ops_elementwise, ss_ops_logic,  ss_ops_cast,      ss_ops_shape,
     ss_ops_movement,   ss_ops_generate,    ss_ops_reduce, ss_ops_normalize, ss_ops_conv,
-    ss_ops_collective, ss_ops_control,     ss_ops_resize, ss_ops_quant, /* QuantizeLinear ...
-                                                                           QLinearMatMul */
+    ss_ops_collective, ss_ops_control,     ss_ops_resize,
+    ss_ops_quant,
 };
+// clang-format on
 
 static bool is_default_domain(const char *d)
 {

@@ -199,8 +199,7 @@ static ss_status *dynq_infer(ss_kctx *k)
     if (!st) st = ss_op_check_attrs(k, none);
     if (st) return st;
     if (k->in[0]->dtype != SS_DT_FLOAT32)
-        return ss_op_err(k, SS_ERR_UNSUPPORTED, "input of type %s",
-                         ss_dtype_name(k->in[0]->dtype));
+        return ss_op_err(k, SS_ERR_UNSUPPORTED, "input of type %s", ss_dtype_name(k->in[0]->dtype));
     ss_op_same_shape(k->out[0], k->in[0]);
     k->out[0]->dtype = SS_DT_UINT8;
     for (int j = 1; j < 3 && j < k->n_out; j++)
@@ -232,16 +231,17 @@ static ss_status *dynq_run(ss_kctx *k)
     return NULL;
 }
 
-/* ------------------------------------------------------------------ MatMulInteger, QLinearMatMul */
+/* ------------------------------------------------------------------ MatMulInteger, QLinearMatMul
+ */
 
 /* numpy matmul over quantized operands: A [.., M, K] x B [.., K, N] with broadcast batch dims;
  * zero points per tensor, per row of A or per column of B (scales likewise for QLinearMatMul). */
 typedef struct {
-    int nd;                            /* output rank before 1-D squeezes */
+    int nd; /* output rank before 1-D squeezes */
     int64_t M, K, N, batch;
-    int64_t bdims[SS_MAX_DIMS];        /* broadcast batch dims */
+    int64_t bdims[SS_MAX_DIMS];                   /* broadcast batch dims */
     int64_t astr[SS_MAX_DIMS], bstr[SS_MAX_DIMS]; /* per batch dim: matrix stride (0 = broadcast) */
-    int ia, ib, ia_zp, ib_zp;          /* input indices */
+    int ia, ib, ia_zp, ib_zp;                     /* input indices */
     bool qlinear;
 } qmm_plan;
 
@@ -328,8 +328,8 @@ static ss_status *matmulinteger_infer(ss_kctx *k)
     return st;
 }
 
-static const char *const qlmm_names[] = {"a_scale", "a_zero_point", "b_scale", "b_zero_point",
-                                         "y_scale", "y_zero_point"};
+static const char *const qlmm_names[] = {"a_scale",      "a_zero_point", "b_scale",
+                                         "b_zero_point", "y_scale",      "y_zero_point"};
 
 static ss_status *qlinearmatmul_infer(ss_kctx *k)
 {
@@ -380,8 +380,7 @@ static ss_status *qmm_run(ss_kctx *k)
                 }
                 float mult = (float)qmm_at(k, 1, m, 1) * (float)qmm_at(k, 4, n, 1) /
                              (float)qmm_at(k, 6, 0, 1);
-                ss_quant_store(y->data, o, y->dtype,
-                               rint((double)acc * mult) + qmm_at(k, 7, 0, 0));
+                ss_quant_store(y->data, o, y->dtype, rint((double)acc * mult) + qmm_at(k, 7, 0, 0));
             }
     }
     return NULL;
