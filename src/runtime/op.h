@@ -38,6 +38,11 @@ enum {
      * aside), so the op can run on any slice of its inputs: the shard tool keeps it on split
      * tensors (ss_runtime_op_elementwise) */
     SS_OPF_ELEMENTWISE = 8,
+    /* an output's shape depends on input values (NonZero, Unique, NonMaxSuppression...): infer
+     * sets an upper bound of each output's shape, which sizes its buffer; run writes the actual
+     * shape (ss_op_set_shape, never above the bound). When it differs from what the plan assumed,
+     * the session re-plans the nodes after this one for it and carries on (session.c: dyn_*) */
+    SS_OPF_DYNAMIC_SHAPE = 16,
 };
 
 typedef struct ss_kctx ss_kctx;
@@ -122,6 +127,9 @@ ss_status *ss_session_plan_values(ss_session *s, const ss_tensor *inputs);
 ss_status *ss_op_err(const ss_kctx *k, ss_code code, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
+/* run of an SS_OPF_DYNAMIC_SHAPE op: output j's actual shape (numel within infer's bound). */
+void ss_op_set_shape(ss_kctx *k, int j, int ndim, const int64_t *dims);
+
 /* Common infer helpers. */
 ss_status *ss_op_expect_inputs(const ss_kctx *k, int min, int max);
 ss_status *ss_op_expect_dtype(const ss_kctx *k, int i, const ss_dtype *allowed, int n_allowed);
@@ -149,6 +157,7 @@ extern const ss_op_def ss_ops_conv[];      /* Conv ConvTranspose Max/AveragePool
 extern const ss_op_def ss_ops_collective[]; /* ai.shardserve AllReduce AllGather Send Recv ... */
 extern const ss_op_def ss_ops_control[];    /* If */
 extern const ss_op_def ss_ops_resize[];     /* Resize Upsample */
+extern const ss_op_def ss_ops_select[];     /* NonZero Unique Compress TopK NonMaxSuppression */
 extern const ss_op_def ss_ops_quant[]; /* Quantize/DequantizeLinear MatMulInteger QLinearMatMul */
 
 const ss_op_def *ss_op_find(const char *domain, const char *type, int64_t opset);

@@ -15,6 +15,7 @@ static const ss_op_def *const families[] = {
     ss_ops_movement,   ss_ops_generate,    ss_ops_reduce, ss_ops_normalize, ss_ops_conv,
     ss_ops_collective, ss_ops_control,     ss_ops_resize,
     ss_ops_quant,
+    ss_ops_select,
 };
 // clang-format on
 

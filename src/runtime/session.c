@@ -14,6 +14,12 @@
  *
  * Run: bind the caller's input buffers (no copy), call the exec nodes' kernels. A change of any
  * input shape, or of the value of an input that shape inference read, re-plans first.
+ *
+ * Data-dependent shapes (SS_OPF_DYNAMIC_SHAPE: NonZero, Unique...): the plan sizes such an
+ * output's buffer for infer's upper bound but gives consumers the shape the session last saw
+ * (s->dyn; the bound the first time). When the kernel reports another shape, the session records
+ * it, builds a new plan, copies the values computed so far into it and resumes after that node
+ * (dyn_replan). Plans without such ops never take this path.
  */
 #include "op.h"
 
@@ -64,6 +70,7 @@ struct ss_plan {
     ss_tensor *dep_values;    /* copies of those values */
     int n_input_aliases;
     int *input_aliases;   /* values whose bytes come from a graph input */
+    size_t *dyn_slot;     /* per value: bytes of a data-dependent output's buffer (its bound) */
     ss_tensor *out_views; /* what the caller sees: refreshed after every run */
 };
 
@@ -81,6 +88,12 @@ struct ss_session {
     int n_plans;
     ss_packed *packed;     /* packed weights kept across plans (op.h) */
     bool data_is_constant; /* planning a subgraph: inputs given with data are outer constants */
+    /* per value: the shape plans assume for a data-dependent output (SS_OPF_DYNAMIC_SHAPE) */
+    struct dyn_shape {
+        bool set;
+        int ndim;
+        int64_t dims[SS_MAX_DIMS];
+    } * dyn;
     /* name -> value id hash table (open addressing) */
     int hash_cap;
     int *hash;
@@ -327,6 +340,7 @@ static void plan_free(struct ss_plan *p)
     free(p->arena);
     free(p->input_aliases);
     free(p->out_views);
+    free(p->dyn_slot);
     free(p);
 }
 
@@ -483,6 +497,30 @@ static ss_status *fold_node(struct ss_plan *p, int ni, ss_kctx *k)
     return NULL;
 }
 
+/* A data-dependent output keeps its bound's bytes (p->dyn_slot, which sizes its arena slot) but
+ * consumers are planned for the shape last seen, when it fits in the bound. */
+static ss_status *dyn_assume(struct ss_plan *p, const node_def *d)
+{
+    ss_session *s = p->s;
+    if (!s->dyn && !(s->dyn = calloc((size_t)s->n_values + 1, sizeof *s->dyn)))
+        return ss_errf(SS_ERR_NOMEM, "out of memory");
+    for (int j = 0; j < d->n_out; j++) {
+        int v = d->out_ids[j];
+        if (v < 0) continue;
+        ss_tensor *o = &p->vals[v];
+        struct dyn_shape *a = &s->dyn[v];
+        p->dyn_slot[v] = o->nbytes;
+        if (a->set && a->ndim == o->ndim &&
+            ss_shape_numel(a->ndim, a->dims) <= ss_shape_numel(o->ndim, o->dims)) {
+            memcpy(o->dims, a->dims, sizeof(int64_t) * (size_t)a->ndim);
+            o->nbytes = (size_t)ss_tensor_numel(o) * ss_dtype_size(o->dtype);
+        }
+        *a = (struct dyn_shape){.set = true, .ndim = o->ndim};
+        memcpy(a->dims, o->dims, sizeof a->dims);
+    }
+    return NULL;
+}
+
 static ss_status *infer_node(struct ss_plan *p, int ni, ss_tensor **ptrs)
 {
     ss_session *s = p->s;
@@ -526,6 +564,7 @@ static ss_status *infer_node(struct ss_plan *p, int ni, ss_tensor **ptrs)
     bool foldable =
         !(d->op->flags & SS_OPF_NO_FOLD) && (all_known || (d->op->flags & SS_OPF_SHAPE_ONLY));
     if (foldable) return fold_node(p, ni, k);
+    if ((d->op->flags & SS_OPF_DYNAMIC_SHAPE) && (st = dyn_assume(p, d))) return st;
     for (int j = 0; j < d->n_out; j++)
         if (k->out[j] && k->out[j]->dtype == SS_DT_STRING)
             return ss_op_err(k, SS_ERR_UNSUPPORTED,
@@ -585,7 +624,8 @@ static ss_status *layout_arena(struct ss_plan *p)
             continue;
         }
         if (r != v || first[v] < 0) continue;
-        size_t sz = (p->vals[v].nbytes + ARENA_ALIGN - 1) / ARENA_ALIGN * ARENA_ALIGN;
+        size_t bytes = p->vals[v].nbytes > p->dyn_slot[v] ? p->vals[v].nbytes : p->dyn_slot[v];
+        size_t sz = (bytes + ARENA_ALIGN - 1) / ARENA_ALIGN * ARENA_ALIGN;
         items[n++] = (arena_item){v, first[v], last[v], sz, 0};
         p->naive_bytes += sz;
     }
@@ -678,9 +718,10 @@ static ss_status *plan_build(ss_session *s, const ss_tensor *inputs, struct ss_p
     p->value_dep = calloc((size_t)s->n_inputs + 1, 1);
     p->dep_values = calloc((size_t)s->n_inputs + 1, sizeof(ss_tensor));
     p->out_views = calloc((size_t)s->n_outputs + 1, sizeof(ss_tensor));
+    p->dyn_slot = calloc((size_t)nv + 1, sizeof(size_t));
     ss_status *st = NULL;
     if (!p->vals || !p->known || !p->owned || !p->root || !p->state || !p->kctx || !p->ptrs ||
-        !p->exec || !p->value_dep || !p->dep_values || !p->out_views)
+        !p->exec || !p->value_dep || !p->dep_values || !p->out_views || !p->dyn_slot)
         st = ss_errf(SS_ERR_NOMEM, "out of memory");
     p->inputs = inputs;
     for (int v = 0; !st && v < nv; v++) {
@@ -848,6 +889,7 @@ void ss_session_free(ss_session *s)
     free(s->input_ids);
     free(s->output_ids);
     ss_onnx_free(s->model);
+    free(s->dyn);
     free(s);
 }
 
@@ -885,6 +927,62 @@ void ss_session_get_stats(const ss_session *s, ss_session_stats *out)
     }
 }
 
+/* The caller's input buffers, and values that alias them, into plan p (no copy). */
+static void bind_inputs(struct ss_plan *p, const ss_tensor *inputs)
+{
+    const ss_session *s = p->s;
+    for (int i = 0; i < s->n_inputs; i++) {
+        ss_tensor *v = &p->vals[s->input_ids[i]];
+        v->data = inputs[i].data;
+        v->nbytes = inputs[i].nbytes;
+    }
+    for (int i = 0; i < p->n_input_aliases; i++) {
+        int v = p->input_aliases[i];
+        p->vals[v].data = p->vals[p->root[v]].data;
+    }
+}
+
+/* Did data-dependent node d produce the shapes its plan assumed? Records those it did not. */
+static bool dyn_as_assumed(ss_session *s, const node_def *d, const struct ss_plan *p)
+{
+    bool same = true;
+    for (int j = 0; j < d->n_out; j++) {
+        int v = d->out_ids[j];
+        if (v < 0) continue;
+        const ss_tensor *o = &p->vals[v];
+        struct dyn_shape *a = &s->dyn[v];
+        if (ss_shape_equal(o->ndim, o->dims, a->ndim, a->dims)) continue;
+        same = false;
+        a->ndim = o->ndim;
+        memcpy(a->dims, o->dims, sizeof a->dims);
+    }
+    return same;
+}
+
+/* Node ni (exec position *e) produced shapes its plan did not assume: a new plan for them, the
+ * values computed so far (by every node up to ni; their shapes are the same in both plans)
+ * copied into it, and *e moved to ni's position there, so the run resumes after ni. */
+static ss_status *dyn_replan(ss_session *s, const ss_tensor *inputs, int ni, int *e)
+{
+    struct ss_plan *old = s->plan, *q = NULL;
+    ss_status *st = plan_build(s, inputs, &q);
+    if (st) return st;
+    bind_inputs(q, inputs);
+    for (int v = 0; v < s->n_values; v++) {
+        const value_def *vd = &s->values[v];
+        if (q->known[v] || q->root[v] != v || vd->kind != V_NODE || vd->producer > ni) continue;
+        size_t n =
+            q->vals[v].nbytes < old->vals[v].nbytes ? q->vals[v].nbytes : old->vals[v].nbytes;
+        if (n && q->vals[v].data && old->vals[v].data)
+            memcpy(q->vals[v].data, old->vals[v].data, n);
+    }
+    plan_free(old);
+    s->plan = q;
+    for (*e = 0; *e < q->n_exec && q->exec[*e] != ni; (*e)++) {
+    }
+    return NULL;
+}
+
 ss_status *ss_session_run(ss_session *s, const ss_tensor *inputs, int n_inputs,
                           const ss_tensor **outputs)
 {
@@ -902,23 +1000,17 @@ ss_status *ss_session_run(ss_session *s, const ss_tensor *inputs, int n_inputs,
         ss_status *st = plan_build(s, inputs, &s->plan);
         if (st) return st;
     }
-    struct ss_plan *p = s->plan;
-    for (int i = 0; i < n_inputs; i++) {
-        ss_tensor *v = &p->vals[s->input_ids[i]];
-        v->data = inputs[i].data;
-        v->nbytes = inputs[i].nbytes;
-    }
-    for (int i = 0; i < p->n_input_aliases; i++) {
-        int v = p->input_aliases[i];
-        p->vals[v].data = p->vals[p->root[v]].data;
-    }
-    for (int e = 0; e < p->n_exec; e++) {
-        int ni = p->exec[e];
+    bind_inputs(s->plan, inputs);
+    for (int e = 0; e < s->plan->n_exec; e++) {
+        int ni = s->plan->exec[e];
         const node_def *d = &s->nodes[ni];
         if (d->op->flags & SS_OPF_ALIAS) continue;
-        ss_status *st = d->op->run(&p->kctx[ni]);
+        ss_status *st = d->op->run(&s->plan->kctx[ni]);
+        if (!st && (d->op->flags & SS_OPF_DYNAMIC_SHAPE) && !dyn_as_assumed(s, d, s->plan))
+            st = dyn_replan(s, inputs, ni, &e);
         if (st) return st;
     }
+    struct ss_plan *p = s->plan;
     for (int i = 0; i < s->n_outputs; i++)
         p->out_views[i] = p->vals[s->output_ids[i]];
     *outputs = p->out_views;

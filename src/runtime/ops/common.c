@@ -100,6 +100,15 @@ ss_status *ss_op_plan_ints(ss_kctx *k, int i, const char *what, int64_t *dst, in
     return NULL;
 }
 
+void ss_op_set_shape(ss_kctx *k, int j, int ndim, const int64_t *dims)
+{
+    ss_tensor *o = k->out[j];
+    if (!o) return;
+    o->ndim = ndim;
+    memcpy(o->dims, dims, sizeof(int64_t) * (size_t)ndim);
+    o->nbytes = (size_t)ss_tensor_numel(o) * ss_dtype_size(o->dtype);
+}
+
 /* ------------------------------------------------------------------ elements */
 
 double ss_op_elem_f64(const ss_tensor *t, int64_t i)
