@@ -16,6 +16,7 @@ static const ss_op_def *const families[] = {
     ss_ops_collective, ss_ops_control,     ss_ops_resize,
     ss_ops_quant,
     ss_ops_select,
+    ss_ops_scatter,
 };
 // clang-format on
 

@@ -101,7 +101,8 @@ static ss_status *compress_infer(ss_kctx *k)
     compress_plan *p = ss_op_state_alloc(k, sizeof *p);
     if (!p) return ss_op_oom();
     p->axis = -1;
-    if (ss_onnx_attr_find(k->node, "axis") && (st = ss_op_attr_axis(k, "axis", 0, x->ndim, &p->axis)))
+    if (ss_onnx_attr_find(k->node, "axis") &&
+        (st = ss_op_attr_axis(k, "axis", 0, x->ndim, &p->axis)))
         return st;
     ss_tensor *y = k->out[0];
     if (p->axis < 0) {
@@ -418,9 +419,8 @@ static ss_status *nms_run(ss_kctx *k)
 {
     const nms_plan *p = k->state;
     const float *boxes = k->in[0]->data;
-    int64_t max_out = k->n_in > 2 && k->in[2] && ss_tensor_numel(k->in[2]) > 0
-                          ? ss_op_elem_i64(k->in[2], 0)
-                          : 0;
+    int64_t max_out =
+        k->n_in > 2 && k->in[2] && ss_tensor_numel(k->in[2]) > 0 ? ss_op_elem_i64(k->in[2], 0) : 0;
     float iou = (float)nms_scalar(k, 3, 0), score_min = (float)nms_scalar(k, 4, -INFINITY);
     bool has_min = k->n_in > 4 && k->in[4];
     int64_t *idx = k->scratch, *tmp = idx + p->N, *sel = tmp + p->N, *y = k->out[0]->data, n = 0;
@@ -429,8 +429,7 @@ static ss_status *nms_run(ss_kctx *k)
             nms_ctx cx = {k->in[1], (b * p->C + c) * p->N};
             int64_t cand = 0, nsel = 0;
             for (int64_t i = 0; i < p->N; i++)
-                if (!has_min || ss_op_elem_f64(cx.scores, cx.base + i) > score_min)
-                    idx[cand++] = i;
+                if (!has_min || ss_op_elem_f64(cx.scores, cx.base + i) > score_min) idx[cand++] = i;
             idx_sort(idx, tmp, cand, nms_cmp, &cx);
             for (int64_t r = 0; r < cand && nsel < max_out; r++) {
                 bool keep = true;
