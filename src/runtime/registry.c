@@ -17,6 +17,7 @@ static const ss_op_def *const families[] = {
     ss_ops_quant,
     ss_ops_select,
     ss_ops_scatter,
+    ss_ops_sample,
 };
 // clang-format on
 

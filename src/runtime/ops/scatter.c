@@ -86,8 +86,10 @@ static void combine(ss_tensor *out, int64_t o, const ss_tensor *upd, int64_t u, 
     }
     for (int64_t i = 0; i < n; i++) {
         double a = ss_op_elem_f64(out, o + i), b = ss_op_elem_f64(upd, u + i);
-        double v = r == RED_ADD ? a + b : r == RED_MUL ? a * b : r == RED_MAX ? (a > b ? a : b)
-                                                                             : (a < b ? a : b);
+        double v = r == RED_ADD   ? a + b
+                   : r == RED_MUL ? a * b
+                   : r == RED_MAX ? (a > b ? a : b)
+                                  : (a < b ? a : b);
         store_f64(out->data, o + i, out->dtype, v);
     }
 }
@@ -240,9 +242,10 @@ static ss_status *gathernd_infer(ss_kctx *k)
     if (!p) return ss_op_oom();
     p->kdim = ind->ndim ? ind->dims[ind->ndim - 1] : -1;
     if (b < 0 || ind->ndim < 1 || b >= ind->ndim || p->kdim < 1 || b + p->kdim > x->ndim)
-        return ss_op_err(k, SS_ERR_INVALID, "batch_dims %lld and indices' last dim %lld do not "
-                                            "fit data of rank %d", (long long)b,
-                         (long long)p->kdim, x->ndim);
+        return ss_op_err(k, SS_ERR_INVALID,
+                         "batch_dims %lld and indices' last dim %lld do not "
+                         "fit data of rank %d",
+                         (long long)b, (long long)p->kdim, x->ndim);
     for (int d = 0; d < b; d++)
         if (x->dims[d] != ind->dims[d])
             return ss_op_err(k, SS_ERR_INVALID, "batch dim %d differs in data and indices", d);
