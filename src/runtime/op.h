@@ -160,6 +160,7 @@ extern const ss_op_def ss_ops_resize[];     /* Resize Upsample */
 extern const ss_op_def ss_ops_select[];     /* NonZero Unique Compress TopK NonMaxSuppression */
 extern const ss_op_def ss_ops_scatter[];    /* ScatterElements Scatter ScatterND GatherND */
 extern const ss_op_def ss_ops_sample[];     /* GridSample RoiAlign MaxUnpool */
+extern const ss_op_def ss_ops_extra[];      /* Shrink ReverseSequence Det TfIdfVectorizer */
 extern const ss_op_def ss_ops_quant[]; /* Quantize/DequantizeLinear MatMulInteger QLinearMatMul */
 
 const ss_op_def *ss_op_find(const char *domain, const char *type, int64_t opset);

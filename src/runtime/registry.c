@@ -18,6 +18,7 @@ static const ss_op_def *const families[] = {
     ss_ops_select,
     ss_ops_scatter,
     ss_ops_sample,
+    ss_ops_extra,
 };
 // clang-format on
 

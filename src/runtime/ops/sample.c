@@ -42,8 +42,8 @@ static ss_status *gs_read_enum(const ss_kctx *k, const char *name, const char *d
 static ss_status *gridsample_infer(ss_kctx *k)
 {
     static const char *const attrs[] = {"align_corners", "mode", "padding_mode", NULL};
-    static const char *const modes[] = {"bilinear", "nearest", "bicubic", "linear", "nearest",
-                                        "cubic"};
+    static const char *const modes[] = {"bilinear", "nearest", "bicubic",
+                                        "linear",   "nearest", "cubic"};
     static const char *const pads[] = {"zeros", "border", "reflection"};
     ss_status *st = ss_op_expect_inputs(k, 2, 2);
     if (!st) st = ss_op_check_attrs(k, attrs);
@@ -60,9 +60,10 @@ static ss_status *gridsample_infer(ss_kctx *k)
     st = gs_read_enum(k, "mode", k->opset >= 20 ? "linear" : "bilinear", modes, 6, &mode);
     if (!st) st = gs_read_enum(k, "padding_mode", "zeros", pads, 3, &pad);
     if (st) return st;
-    *p = (gs_plan){(gs_mode)mode, (gs_padding)pad,
-                   ss_onnx_attr_int(k->node, "align_corners", 0) != 0,
-                   x->dims[0], x->dims[1], x->dims[2], x->dims[3], g->dims[1], g->dims[2]};
+    *p = (gs_plan){
+        (gs_mode)mode, (gs_padding)pad, ss_onnx_attr_int(k->node, "align_corners", 0) != 0,
+        x->dims[0],    x->dims[1],      x->dims[2],
+        x->dims[3],    g->dims[1],      g->dims[2]};
     ss_op_same_shape(k->out[0], x);
     k->out[0]->dims[2] = p->Ho;
     k->out[0]->dims[3] = p->Wo;
@@ -232,10 +233,14 @@ static double roi_bilinear(const roi_plan *p, const ss_tensor *img, int64_t base
     y = y <= 0 ? 0 : y;
     x = x <= 0 ? 0 : x;
     int64_t yl = (int64_t)y, xl = (int64_t)x, yh, xh;
-    if (yl >= p->H - 1) yh = yl = p->H - 1, y = (double)yl;
-    else yh = yl + 1;
-    if (xl >= p->W - 1) xh = xl = p->W - 1, x = (double)xl;
-    else xh = xl + 1;
+    if (yl >= p->H - 1)
+        yh = yl = p->H - 1, y = (double)yl;
+    else
+        yh = yl + 1;
+    if (xl >= p->W - 1)
+        xh = xl = p->W - 1, x = (double)xl;
+    else
+        xh = xl + 1;
     double ly = y - (double)yl, lx = x - (double)xl, hy = 1 - ly, hx = 1 - lx;
     double t[4] = {hy * hx * ss_op_elem_f64(img, base + yl * p->W + xl),
                    hy * lx * ss_op_elem_f64(img, base + yl * p->W + xh),
@@ -336,7 +341,8 @@ static ss_status *maxunpool_infer(ss_kctx *k)
     int n = -1;
     if ((st = ss_op_plan_ints(k, 2, "output_shape", dims, SS_MAX_DIMS, &n))) return st;
     if (n < 0) return NULL;
-    if (n != x->ndim) return ss_op_err(k, SS_ERR_INVALID, "output_shape must have %d values", x->ndim);
+    if (n != x->ndim)
+        return ss_op_err(k, SS_ERR_INVALID, "output_shape must have %d values", x->ndim);
     for (int i = 0; i < n; i++) {
         if (dims[i] < (i < 2 ? x->dims[i] : k->out[0]->dims[i]) || (i < 2 && dims[i] != x->dims[i]))
             return ss_op_err(k, SS_ERR_INVALID, "output_shape is smaller than the unpooled shape");

@@ -32,48 +32,6 @@ static ss_status *read_reduction(const ss_kctx *k, reduction *out)
     return NULL;
 }
 
-static void store_f64(void *dst, int64_t i, ss_dtype dt, double v)
-{
-    switch (dt) {
-    case SS_DT_FLOAT32:
-        ((float *)dst)[i] = (float)v;
-        break;
-    case SS_DT_FLOAT64:
-        ((double *)dst)[i] = v;
-        break;
-    case SS_DT_FLOAT16:
-        ((uint16_t *)dst)[i] = ss_f32_to_f16((float)v);
-        break;
-    case SS_DT_BFLOAT16:
-        ((uint16_t *)dst)[i] = ss_f32_to_bf16((float)v);
-        break;
-    case SS_DT_INT8:
-        ((int8_t *)dst)[i] = (int8_t)v;
-        break;
-    case SS_DT_UINT8:
-    case SS_DT_BOOL:
-        ((uint8_t *)dst)[i] = (uint8_t)v;
-        break;
-    case SS_DT_INT16:
-        ((int16_t *)dst)[i] = (int16_t)v;
-        break;
-    case SS_DT_UINT16:
-        ((uint16_t *)dst)[i] = (uint16_t)v;
-        break;
-    case SS_DT_INT32:
-        ((int32_t *)dst)[i] = (int32_t)v;
-        break;
-    case SS_DT_UINT32:
-        ((uint32_t *)dst)[i] = (uint32_t)v;
-        break;
-    case SS_DT_INT64:
-        ((int64_t *)dst)[i] = (int64_t)v;
-        break;
-    default:
-        ((uint64_t *)dst)[i] = (uint64_t)v;
-    }
-}
-
 /* out[o .. o+n) op= upd[u .. u+n), element by element. */
 static void combine(ss_tensor *out, int64_t o, const ss_tensor *upd, int64_t u, int64_t n,
                     reduction r)
@@ -90,7 +48,7 @@ static void combine(ss_tensor *out, int64_t o, const ss_tensor *upd, int64_t u, 
                    : r == RED_MUL ? a * b
                    : r == RED_MAX ? (a > b ? a : b)
                                   : (a < b ? a : b);
-        store_f64(out->data, o + i, out->dtype, v);
+        ss_op_store_f64(out->data, o + i, out->dtype, v);
     }
 }
 
