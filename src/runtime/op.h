@@ -43,6 +43,10 @@ enum {
      * shape (ss_op_set_shape, never above the bound). When it differs from what the plan assumed,
      * the session re-plans the nodes after this one for it and carries on (session.c: dyn_*) */
     SS_OPF_DYNAMIC_SHAPE = 16,
+    /* may compute string outputs at run time: their bytes live in the op's state (so such an
+     * output is never folded into an owned tensor, whose free would release them); the one kind
+     * of run that may allocate, when strings outgrow what infer could size */
+    SS_OPF_STRING_OUT = 32,
 };
 
 typedef struct ss_kctx ss_kctx;
@@ -161,6 +165,7 @@ extern const ss_op_def ss_ops_select[];     /* NonZero Unique Compress TopK NonM
 extern const ss_op_def ss_ops_scatter[];    /* ScatterElements Scatter ScatterND GatherND */
 extern const ss_op_def ss_ops_sample[];     /* GridSample RoiAlign MaxUnpool */
 extern const ss_op_def ss_ops_extra[];      /* Shrink ReverseSequence Det TfIdfVectorizer */
+extern const ss_op_def ss_ops_strings[];    /* StringNormalizer */
 extern const ss_op_def ss_ops_quant[]; /* Quantize/DequantizeLinear MatMulInteger QLinearMatMul */
 
 const ss_op_def *ss_op_find(const char *domain, const char *type, int64_t opset);

@@ -19,6 +19,7 @@ static const ss_op_def *const families[] = {
     ss_ops_scatter,
     ss_ops_sample,
     ss_ops_extra,
+    ss_ops_strings,
 };
 // clang-format on
 

@@ -561,15 +561,18 @@ static ss_status *infer_node(struct ss_plan *p, int ni, ss_tensor **ptrs)
             return ss_op_err(k, SS_ERR_INTERNAL, "inferred an invalid output %d", j);
         o->nbytes = (size_t)numel * es;
     }
-    bool foldable =
-        !(d->op->flags & SS_OPF_NO_FOLD) && (all_known || (d->op->flags & SS_OPF_SHAPE_ONLY));
+    bool strings_out = false;
+    for (int j = 0; j < d->n_out; j++)
+        strings_out = strings_out || (k->out[j] && k->out[j]->dtype == SS_DT_STRING);
+    bool string_op = strings_out && (d->op->flags & SS_OPF_STRING_OUT);
+    bool foldable = !(d->op->flags & SS_OPF_NO_FOLD) && !string_op &&
+                    (all_known || (d->op->flags & SS_OPF_SHAPE_ONLY));
     if (foldable) return fold_node(p, ni, k);
     if ((d->op->flags & SS_OPF_DYNAMIC_SHAPE) && (st = dyn_assume(p, d))) return st;
-    for (int j = 0; j < d->n_out; j++)
-        if (k->out[j] && k->out[j]->dtype == SS_DT_STRING)
-            return ss_op_err(k, SS_ERR_UNSUPPORTED,
-                             "string tensors computed at run time are not "
-                             "supported");
+    if (strings_out && !string_op)
+        return ss_op_err(k, SS_ERR_UNSUPPORTED,
+                         "string tensors computed at run time are not "
+                         "supported");
     p->exec[p->n_exec++] = ni;
     return NULL;
 }
@@ -980,7 +983,12 @@ static ss_status *dyn_replan(ss_session *s, const ss_tensor *inputs, int ni, int
     s->plan = q;
     for (*e = 0; *e < q->n_exec && q->exec[*e] != ni; (*e)++) {
     }
-    return NULL;
+    /* copied strings pointed into the old plan's op states: compute them again in this one */
+    for (int f = 0; f <= *e && f < q->n_exec && !st; f++) {
+        const node_def *d = &s->nodes[q->exec[f]];
+        if (d->op->flags & SS_OPF_STRING_OUT) st = d->op->run(&q->kctx[q->exec[f]]);
+    }
+    return st;
 }
 
 ss_status *ss_session_run(ss_session *s, const ss_tensor *inputs, int n_inputs,
