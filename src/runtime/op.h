@@ -166,6 +166,8 @@ extern const ss_op_def ss_ops_scatter[];    /* ScatterElements Scatter ScatterND
 extern const ss_op_def ss_ops_sample[];     /* GridSample RoiAlign MaxUnpool */
 extern const ss_op_def ss_ops_extra[];      /* Shrink ReverseSequence Det TfIdfVectorizer */
 extern const ss_op_def ss_ops_strings[];    /* StringNormalizer */
+extern const ss_op_def ss_ops_train[];      /* ai.onnx.preview.training Adagrad Momentum */
+#define SS_DOMAIN_TRAINING "ai.onnx.preview.training"
 extern const ss_op_def ss_ops_quant[]; /* Quantize/DequantizeLinear MatMulInteger QLinearMatMul */
 
 const ss_op_def *ss_op_find(const char *domain, const char *type, int64_t opset);

@@ -38,8 +38,7 @@ static ss_status *strnorm_infer(ss_kctx *k)
     if (!st) st = ss_op_check_attrs(k, attrs);
     if (st) return st;
     const ss_tensor *x = k->in[0];
-    if (x->dtype != SS_DT_STRING || x->ndim < 1 || x->ndim > 2 ||
-        (x->ndim == 2 && x->dims[0] != 1))
+    if (x->dtype != SS_DT_STRING || x->ndim < 1 || x->ndim > 2 || (x->ndim == 2 && x->dims[0] != 1))
         return ss_op_err(k, SS_ERR_INVALID, "input must be a string tensor [C] or [1, C]");
     strnorm_plan *p = ss_op_state_alloc(k, sizeof *p);
     if (!p) return ss_op_oom();
