@@ -335,8 +335,46 @@ static void data_dependent_shape_replans_only_on_change(void)
     ss_session_free(s);
 }
 
+/* Runs computed_limit.onnx for n and checks y = -[0, 1, ..., n]. */
+static void run_computed_limit(ss_session *s, int64_t n)
+{
+    ss_tensor x;
+    CHECK_OK(ss_tensor_alloc(&x, SS_DT_INT64, 0, NULL));
+    if (!x.data) return;
+    *(int64_t *)x.data = n;
+    const ss_tensor *out = NULL;
+    CHECK_OK(ss_session_run(s, &x, 1, &out));
+    if (out) {
+        CHECK_MSG(out[0].ndim == 1 && out[0].dims[0] == n + 1, "y has %lld values for n = %lld",
+                  (long long)out[0].dims[0], (long long)n);
+        for (int64_t i = 0; i <= n && out[0].dims[0] == n + 1; i++)
+            CHECK(((const float *)out[0].data)[i] == -(float)i);
+    }
+    ss_tensor_free(&x);
+}
+
+static void computed_shape_replans_only_on_change(void)
+{
+    ss_session *s = NULL;
+    CHECK_OK(ss_session_create(fixture("computed_limit.onnx"), NULL, &s));
+    if (!s) return;
+    ss_session_stats st;
+    run_computed_limit(s, 3);
+    ss_session_get_stats(s, &st);
+    int plans = st.n_plans;
+    run_computed_limit(s, 3);
+    ss_session_get_stats(s, &st);
+    CHECK_MSG(st.n_plans == plans, "%d plans, expected %d", st.n_plans, plans);
+    run_computed_limit(s, 6);
+    run_computed_limit(s, 0);
+    ss_session_get_stats(s, &st);
+    CHECK_MSG(st.n_plans == plans + 2, "%d plans, expected %d", st.n_plans, plans + 2);
+    ss_session_free(s);
+}
+
 TEST_MAIN(TEST(seed_model_gives_minus_48), TEST(data_dependent_shape_replans_only_on_change),
-          TEST(run_allocates_nothing), TEST(arena_reuses_buffers),
-          TEST(dynamic_dim_replans_only_on_change), TEST(replan_reuses_packed_weights),
-          TEST(bad_inputs_are_named), TEST(load_errors_name_the_node),
-          TEST(if_on_shape_runs_taken_branch), TEST(if_on_data_switches_without_replanning))
+          TEST(computed_shape_replans_only_on_change), TEST(run_allocates_nothing),
+          TEST(arena_reuses_buffers), TEST(dynamic_dim_replans_only_on_change),
+          TEST(replan_reuses_packed_weights), TEST(bad_inputs_are_named),
+          TEST(load_errors_name_the_node), TEST(if_on_shape_runs_taken_branch),
+          TEST(if_on_data_switches_without_replanning))

@@ -20,6 +20,14 @@
  * (s->dyn; the bound the first time). When the kernel reports another shape, the session records
  * it, builds a new plan, copies the values computed so far into it and resumes after that node
  * (dyn_replan). Plans without such ops never take this path.
+ *
+ * Values computed at run time that shape inference needs (Range's limit, Reshape's shape from a
+ * Shape -> Gather -> Concat chain over data...): when infer fails because such a value is not
+ * known yet (ss_kctx_value returned NULL for it), the plan ends at that node (p->partial). The
+ * run executes that prefix, records the value once its producer has run (s->seen) and re-plans
+ * with the recorded value answering ss_kctx_value, resuming as above. A plan that read a recorded
+ * value checks it after its producer runs on every later request (p->watch) and re-plans only
+ * when it changed, so a model whose computed shapes stay the same plans once.
  */
 #include "op.h"
 
@@ -69,9 +77,14 @@ struct ss_plan {
     unsigned char *value_dep; /* per graph input: shape inference read its value */
     ss_tensor *dep_values;    /* copies of those values */
     int n_input_aliases;
-    int *input_aliases;   /* values whose bytes come from a graph input */
-    size_t *dyn_slot;     /* per value: bytes of a data-dependent output's buffer (its bound) */
-    ss_tensor *out_views; /* what the caller sees: refreshed after every run */
+    int *input_aliases;    /* values whose bytes come from a graph input */
+    size_t *dyn_slot;      /* per value: bytes of a data-dependent output's buffer (its bound) */
+    unsigned char *watch;  /* per value: infer read its recorded run-time value (s->seen) */
+    unsigned char *check;  /* per node: after it runs, check dyn shapes or watched values */
+    int *wanted, n_wanted; /* computed values asked for by the node being inferred */
+    bool partial;          /* planned up to a node that needs a value not computed yet */
+    int stop_node;         /* partial: that node */
+    ss_tensor *out_views;  /* what the caller sees: refreshed after every run */
 };
 
 struct ss_session {
@@ -94,6 +107,7 @@ struct ss_session {
         int ndim;
         int64_t dims[SS_MAX_DIMS];
     } * dyn;
+    ss_tensor *seen; /* per value: a computed value shape inference read (dtype 0: none) */
     /* name -> value id hash table (open addressing) */
     int hash_cap;
     int *hash;
@@ -341,7 +355,20 @@ static void plan_free(struct ss_plan *p)
     free(p->input_aliases);
     free(p->out_views);
     free(p->dyn_slot);
+    free(p->watch);
+    free(p->check);
+    free(p->wanted);
     free(p);
+}
+
+/* The recorded run-time value of computed value id, if it still fits the plan's dtype and shape. */
+static const ss_tensor *seen_value(const struct ss_plan *p, int id)
+{
+    const ss_tensor *r = p->s->seen ? &p->s->seen[id] : NULL, *v = &p->vals[id];
+    if (r && r->dtype != SS_DT_UNDEFINED && r->dtype == v->dtype &&
+        ss_shape_equal(r->ndim, r->dims, v->ndim, v->dims))
+        return r;
+    return NULL;
 }
 
 const ss_tensor *ss_kctx_value(ss_kctx *k, int i)
@@ -356,7 +383,9 @@ const ss_tensor *ss_kctx_value(ss_kctx *k, int i)
         p->value_dep[vd->input_index] = 1;
         return &p->inputs[vd->input_index];
     }
-    return NULL;
+    if (vd->kind != V_NODE) return NULL;
+    if (p->n_wanted < p->s->n_values) p->wanted[p->n_wanted++] = id;
+    return seen_value(p, id);
 }
 
 const ss_onnx_model *ss_kctx_model(const ss_kctx *k)
@@ -521,6 +550,28 @@ static ss_status *dyn_assume(struct ss_plan *p, const node_def *d)
     return NULL;
 }
 
+/* The computed values node d asked for while inferring (st is infer's result). After a success
+ * those it read from s->seen are watched. After an UNSUPPORTED failure with one of them not
+ * recorded, the plan ends here (p->partial; planning stops without error) and all of them are
+ * watched, so the run records them and plans again. */
+static ss_status *watch_wanted(struct ss_plan *p, const node_def *d, ss_status *st)
+{
+    bool missing = false;
+    for (int i = 0; i < p->n_wanted; i++) {
+        bool have = seen_value(p, p->wanted[i]) != NULL;
+        missing = missing || !have;
+        if (have) p->watch[p->wanted[i]] = 1;
+    }
+    if (!st || st->code != SS_ERR_UNSUPPORTED || !missing) return st;
+    for (int i = 0; i < p->n_wanted; i++)
+        p->watch[p->wanted[i]] = 1;
+    SS_DEBUG("the plan stops before node '%s' until a computed value is known (%s)", d->name,
+             st->msg);
+    ss_status_free(st);
+    p->partial = true;
+    return NULL;
+}
+
 static ss_status *infer_node(struct ss_plan *p, int ni, ss_tensor **ptrs)
 {
     ss_session *s = p->s;
@@ -549,9 +600,11 @@ static ss_status *infer_node(struct ss_plan *p, int ni, ss_tensor **ptrs)
         k->out[j] = v >= 0 ? &p->vals[v] : NULL;
         if (v >= 0) memset(&p->vals[v], 0, sizeof p->vals[v]);
     }
-    ss_status *st = d->op->infer(k);
+    p->n_wanted = 0;
+    ss_status *st = watch_wanted(p, d, d->op->infer(k));
     p->state[ni] = k->state;
-    if (st) return st;
+    if (p->partial) p->stop_node = ni;
+    if (st || p->partial) return st;
     for (int j = 0; j < d->n_out; j++) {
         ss_tensor *o = k->out[j];
         if (!o) continue;
@@ -722,9 +775,13 @@ static ss_status *plan_build(ss_session *s, const ss_tensor *inputs, struct ss_p
     p->dep_values = calloc((size_t)s->n_inputs + 1, sizeof(ss_tensor));
     p->out_views = calloc((size_t)s->n_outputs + 1, sizeof(ss_tensor));
     p->dyn_slot = calloc((size_t)nv + 1, sizeof(size_t));
+    p->watch = calloc((size_t)nv + 1, 1);
+    p->check = calloc((size_t)nn + 1, 1);
+    p->wanted = calloc((size_t)nv + 1, sizeof(int));
     ss_status *st = NULL;
     if (!p->vals || !p->known || !p->owned || !p->root || !p->state || !p->kctx || !p->ptrs ||
-        !p->exec || !p->value_dep || !p->dep_values || !p->out_views || !p->dyn_slot)
+        !p->exec || !p->value_dep || !p->dep_values || !p->out_views || !p->dyn_slot || !p->watch ||
+        !p->check || !p->wanted)
         st = ss_errf(SS_ERR_NOMEM, "out of memory");
     p->inputs = inputs;
     for (int v = 0; !st && v < nv; v++) {
@@ -748,10 +805,14 @@ static ss_status *plan_build(ss_session *s, const ss_tensor *inputs, struct ss_p
         }
     }
     size_t off = 0;
-    for (int i = 0; !st && i < nn; i++) {
+    for (int i = 0; !st && !p->partial && i < nn; i++) {
         st = infer_node(p, i, p->ptrs + off);
         off += (size_t)(s->nodes[i].n_in + s->nodes[i].n_out);
     }
+    for (int i = 0; !st && i < nn; i++) /* what a run checks after each node */
+        p->check[i] = (s->nodes[i].op->flags & SS_OPF_DYNAMIC_SHAPE) != 0;
+    for (int v = 0; !st && v < nv; v++)
+        if (p->watch[v] && s->values[v].producer >= 0) p->check[s->values[v].producer] = 1;
     if (!st) st = layout_arena(p);
     for (int i = 0; !st && i < s->n_inputs; i++)
         if (p->value_dep[i]) st = ss_tensor_copy(&p->dep_values[i], &inputs[i]);
@@ -893,6 +954,9 @@ void ss_session_free(ss_session *s)
     free(s->output_ids);
     ss_onnx_free(s->model);
     free(s->dyn);
+    for (int v = 0; s->seen && v < s->n_values; v++)
+        ss_tensor_free(&s->seen[v]);
+    free(s->seen);
     free(s);
 }
 
@@ -983,12 +1047,47 @@ static ss_status *dyn_replan(ss_session *s, const ss_tensor *inputs, int ni, int
     s->plan = q;
     for (*e = 0; *e < q->n_exec && q->exec[*e] != ni; (*e)++) {
     }
+    if (*e == q->n_exec)
+        return ss_errf(SS_ERR_INTERNAL, "node '%s' is missing from its re-plan", s->nodes[ni].name);
     /* copied strings pointed into the old plan's op states: compute them again in this one */
     for (int f = 0; f <= *e && f < q->n_exec && !st; f++) {
         const node_def *d = &s->nodes[q->exec[f]];
         if (d->op->flags & SS_OPF_STRING_OUT) st = d->op->run(&q->kctx[q->exec[f]]);
     }
     return st;
+}
+
+/* Did node d leave every watched value it produces as recorded? Records those it did not. */
+static ss_status *watched_as_seen(ss_session *s, const node_def *d, const struct ss_plan *p,
+                                  bool *same)
+{
+    *same = true;
+    if (!s->seen && !(s->seen = calloc((size_t)s->n_values + 1, sizeof *s->seen)))
+        return ss_errf(SS_ERR_NOMEM, "out of memory");
+    for (int j = 0; j < d->n_out; j++) {
+        int v = d->out_ids[j];
+        if (v < 0 || !p->watch[v]) continue;
+        const ss_tensor *o = &p->vals[v], *r = seen_value(p, v);
+        if (r && r->nbytes == o->nbytes && (!o->nbytes || !memcmp(r->data, o->data, o->nbytes)))
+            continue;
+        *same = false;
+        ss_tensor_free(&s->seen[v]);
+        ss_status *st = ss_tensor_copy(&s->seen[v], o);
+        if (st) return st;
+    }
+    return NULL;
+}
+
+/* After node ni (exec position *e) ran: a data-dependent shape or a watched value other than
+ * the plan assumed (or a partial plan's value now known) re-plans and resumes (dyn_replan). */
+static ss_status *check_after_run(ss_session *s, const ss_tensor *inputs, int ni, int *e)
+{
+    const node_def *d = &s->nodes[ni];
+    bool same = !(d->op->flags & SS_OPF_DYNAMIC_SHAPE) || dyn_as_assumed(s, d, s->plan);
+    bool seen_same = true;
+    ss_status *st = watched_as_seen(s, d, s->plan, &seen_same);
+    if (st || (same && seen_same)) return st;
+    return dyn_replan(s, inputs, ni, e);
 }
 
 ss_status *ss_session_run(ss_session *s, const ss_tensor *inputs, int n_inputs,
@@ -1012,12 +1111,14 @@ ss_status *ss_session_run(ss_session *s, const ss_tensor *inputs, int n_inputs,
     for (int e = 0; e < s->plan->n_exec; e++) {
         int ni = s->plan->exec[e];
         const node_def *d = &s->nodes[ni];
-        if (d->op->flags & SS_OPF_ALIAS) continue;
-        ss_status *st = d->op->run(&s->plan->kctx[ni]);
-        if (!st && (d->op->flags & SS_OPF_DYNAMIC_SHAPE) && !dyn_as_assumed(s, d, s->plan))
-            st = dyn_replan(s, inputs, ni, &e);
+        ss_status *st = (d->op->flags & SS_OPF_ALIAS) ? NULL : d->op->run(&s->plan->kctx[ni]);
+        if (!st && s->plan->check[ni]) st = check_after_run(s, inputs, ni, &e);
         if (st) return st;
     }
+    if (s->plan->partial)
+        return ss_errf(SS_ERR_UNSUPPORTED,
+                       "node '%s' needs a value computed at run time that no earlier node computes",
+                       s->nodes[s->plan->stop_node].name);
     struct ss_plan *p = s->plan;
     for (int i = 0; i < s->n_outputs; i++)
         p->out_views[i] = p->vals[s->output_ids[i]];

@@ -149,6 +149,18 @@ def main(out):
                            helper.make_tensor_value_info("sq", F, [6])])
     onnx.save_model(helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)]), f"{out}/nonzero.onnx")
 
+    # a shape computed at run time: Range's limit is n + 1 for an input n (the plan stops at Range
+    # until a run computes the limit)
+    nodes = [helper.make_node("Add", ["n", "one"], ["limit"]),
+             helper.make_node("Range", ["zero", "limit", "one"], ["r"]),
+             helper.make_node("Cast", ["r"], ["rf"], to=TensorProto.FLOAT),
+             helper.make_node("Neg", ["rf"], ["y"])]
+    g = helper.make_graph(nodes, "computed_limit", [helper.make_tensor_value_info("n", TensorProto.INT64, [])],
+                          [helper.make_tensor_value_info("y", F, [None])],
+                          [numpy_helper.from_array(np.array(0, np.int64), "zero"),
+                           numpy_helper.from_array(np.array(1, np.int64), "one")])
+    onnx.save_model(helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)]), f"{out}/computed_limit.onnx")
+
     # a chain of 16 Neg nodes over [256,256]: the arena must reuse buffers
     nodes = [helper.make_node("Neg", [f"t{i}"], [f"t{i + 1}"], name=f"neg{i}") for i in range(16)]
     g = helper.make_graph(nodes, "chain", [helper.make_tensor_value_info("t0", TensorProto.FLOAT, [256, 256])],

@@ -24,8 +24,8 @@ typedef struct {
     double norm, alpha, beta, epsilon, decay;
 } opt_plan;
 
-static const char *const opt_attrs[] = {"alpha", "beta",          "decay_factor", "epsilon",
-                                        "mode",  "norm_coefficient", NULL};
+static const char *const opt_attrs[] = {
+    "alpha", "beta", "decay_factor", "epsilon", "mode", "norm_coefficient", NULL};
 
 static ss_status *opt_read_attrs(const ss_kctx *k, opt_plan *p)
 {
