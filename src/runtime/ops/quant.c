@@ -5,9 +5,9 @@
  *
  * Quantized values are 8-bit (16-bit from opset 21) integers; a zero point's dtype is the
  * quantized dtype. Rounding is half to even (rintf under the default rounding mode) and results
- * saturate to the quantized range, as the spec says. The integer products accumulate in int32
- * (int64 here, then checked into int32's range by the spec's own argument: 8-bit by 8-bit
- * products summed over K cannot overflow for any K a model has). run never allocates.
+ * saturate to the quantized range, as the spec says. The integer products accumulate in int64
+ * and are stored as the spec's int32 (8-bit by 8-bit products overflow int32 only past K = 2^17).
+ * The kernels are direct loops: exact references, not fast paths. run never allocates.
  */
 #include "common.h"
 #include "quant.h"

@@ -100,6 +100,10 @@ static ss_status *scatter_elements_infer(ss_kctx *k)
     if (!p) return ss_op_oom();
     if ((st = ss_op_attr_axis(k, "axis", 0, x->ndim, &p->axis))) return st;
     if ((st = read_reduction(k, &p->red))) return st;
+    for (int d = 0; d < x->ndim; d++)
+        if (d != p->axis && ind->dims[d] > x->dims[d])
+            return ss_op_err(k, SS_ERR_INVALID, "indices dim %d (%lld) exceeds data's (%lld)", d,
+                             (long long)ind->dims[d], (long long)x->dims[d]);
     ss_op_same_shape(k->out[0], x);
     return NULL;
 }
