@@ -12,8 +12,7 @@ static const op_run_opts no_alloc = {.check_allocs = true};
 /* QuantizeLinear with block_size 2 along axis 1: each pair of columns has its own scale. */
 static void quantize_per_block(void)
 {
-    ss_tensor x = make(SS_DT_FLOAT32, 2, (int64_t[]){2, 4},
-                       (float[]){1, 2, 3, 4, -1, -2, -3, -4}),
+    ss_tensor x = make(SS_DT_FLOAT32, 2, (int64_t[]){2, 4}, (float[]){1, 2, 3, 4, -1, -2, -3, -4}),
               s = make(SS_DT_FLOAT32, 2, (int64_t[]){2, 2}, (float[]){1, 2, 0.5f, 4}),
               z = make(SS_DT_INT8, 2, (int64_t[]){2, 2}, (int8_t[]){0, 1, 0, -1}), out[1];
     ss_tensor *in[3] = {&x, &s, &z};

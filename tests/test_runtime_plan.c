@@ -335,7 +335,7 @@ static void data_dependent_shape_replans_only_on_change(void)
     ss_session_free(s);
 }
 
-/* Runs computed_limit.onnx for n and checks y = -[0, 1, ..., n]. */
+/* Runs computed_limit.onnx for n and checks y = -[0, 1, ..., n] and y2 = [0, ..., 2n-1]. */
 static void run_computed_limit(ss_session *s, int64_t n)
 {
     ss_tensor x;
@@ -349,6 +349,10 @@ static void run_computed_limit(ss_session *s, int64_t n)
                   (long long)out[0].dims[0], (long long)n);
         for (int64_t i = 0; i <= n && out[0].dims[0] == n + 1; i++)
             CHECK(((const float *)out[0].data)[i] == -(float)i);
+        CHECK_MSG(out[1].ndim == 1 && out[1].dims[0] == 2 * n, "y2 has %lld values for n = %lld",
+                  (long long)out[1].dims[0], (long long)n);
+        for (int64_t i = 0; i < 2 * n && out[1].dims[0] == 2 * n; i++)
+            CHECK(((const int64_t *)out[1].data)[i] == i);
     }
     ss_tensor_free(&x);
 }
@@ -365,10 +369,14 @@ static void computed_shape_replans_only_on_change(void)
     run_computed_limit(s, 3);
     ss_session_get_stats(s, &st);
     CHECK_MSG(st.n_plans == plans, "%d plans, expected %d", st.n_plans, plans);
+    /* a new n changes both computed limits: one re-plan after each of their producers */
     run_computed_limit(s, 6);
     run_computed_limit(s, 0);
     ss_session_get_stats(s, &st);
-    CHECK_MSG(st.n_plans == plans + 2, "%d plans, expected %d", st.n_plans, plans + 2);
+    CHECK_MSG(st.n_plans == plans + 4, "%d plans, expected %d", st.n_plans, plans + 4);
+    run_computed_limit(s, 0);
+    ss_session_get_stats(s, &st);
+    CHECK_MSG(st.n_plans == plans + 4, "%d plans, expected %d", st.n_plans, plans + 4);
     ss_session_free(s);
 }
 

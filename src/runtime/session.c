@@ -667,6 +667,9 @@ static ss_status *layout_arena(struct ss_plan *p)
     }
     for (int i = 0; i < s->n_outputs; i++)
         last[s->output_ids[i]] = p->n_exec;
+    /* a partial plan does not know the later readers: what it computes lives to its end */
+    for (int v = 0; p->partial && v < nv; v++)
+        if (first[v] >= 0) last[v] = p->n_exec;
     /* An alias keeps its root alive. Aliases come after their roots, so one backward pass. */
     for (int v = nv - 1; v >= 0; v--)
         if (p->root[v] != v && last[v] > last[p->root[v]]) last[p->root[v]] = last[v];
@@ -1026,25 +1029,56 @@ static bool dyn_as_assumed(ss_session *s, const node_def *d, const struct ss_pla
     return same;
 }
 
+/* Records computed value v of plan p unless s->seen holds it already; *changed if it did not. */
+static ss_status *record_seen(ss_session *s, const struct ss_plan *p, int v, bool *changed)
+{
+    if (!s->seen && !(s->seen = calloc((size_t)s->n_values + 1, sizeof *s->seen)))
+        return ss_errf(SS_ERR_NOMEM, "out of memory");
+    const ss_tensor *o = &p->vals[v], *r = seen_value(p, v);
+    if (r && r->nbytes == o->nbytes && (!o->nbytes || !memcmp(r->data, o->data, o->nbytes)))
+        return NULL;
+    *changed = true;
+    ss_tensor_free(&s->seen[v]);
+    return ss_tensor_copy(&s->seen[v], o);
+}
+
+/* A new plan for the shapes and values recorded so far, with the values computed by every node
+ * up to ni copied into it from the current one (their shapes are the same in both). When the new
+ * plan reads a value computed before ni that is not recorded yet, it is recorded and the plan
+ * made again. */
+static ss_status *replan_copy(ss_session *s, const ss_tensor *inputs, int ni)
+{
+    bool again = true;
+    ss_status *st = NULL;
+    for (int round = 0; again && !st && round <= s->n_values; round++) {
+        struct ss_plan *old = s->plan, *q = NULL;
+        if ((st = plan_build(s, inputs, &q))) return st;
+        bind_inputs(q, inputs);
+        for (int v = 0; v < s->n_values; v++) {
+            const value_def *vd = &s->values[v];
+            if (q->known[v] || q->root[v] != v || vd->kind != V_NODE || vd->producer > ni) continue;
+            size_t n =
+                q->vals[v].nbytes < old->vals[v].nbytes ? q->vals[v].nbytes : old->vals[v].nbytes;
+            if (n && q->vals[v].data && old->vals[v].data)
+                memcpy(q->vals[v].data, old->vals[v].data, n);
+        }
+        plan_free(old);
+        s->plan = q;
+        again = false;
+        for (int v = 0; v < s->n_values && !st; v++)
+            if (q->watch[v] && s->values[v].producer <= ni) st = record_seen(s, q, v, &again);
+    }
+    return st;
+}
+
 /* Node ni (exec position *e) produced shapes its plan did not assume: a new plan for them, the
  * values computed so far (by every node up to ni; their shapes are the same in both plans)
  * copied into it, and *e moved to ni's position there, so the run resumes after ni. */
 static ss_status *dyn_replan(ss_session *s, const ss_tensor *inputs, int ni, int *e)
 {
-    struct ss_plan *old = s->plan, *q = NULL;
-    ss_status *st = plan_build(s, inputs, &q);
+    ss_status *st = replan_copy(s, inputs, ni);
     if (st) return st;
-    bind_inputs(q, inputs);
-    for (int v = 0; v < s->n_values; v++) {
-        const value_def *vd = &s->values[v];
-        if (q->known[v] || q->root[v] != v || vd->kind != V_NODE || vd->producer > ni) continue;
-        size_t n =
-            q->vals[v].nbytes < old->vals[v].nbytes ? q->vals[v].nbytes : old->vals[v].nbytes;
-        if (n && q->vals[v].data && old->vals[v].data)
-            memcpy(q->vals[v].data, old->vals[v].data, n);
-    }
-    plan_free(old);
-    s->plan = q;
+    struct ss_plan *q = s->plan;
     for (*e = 0; *e < q->n_exec && q->exec[*e] != ni; (*e)++) {
     }
     if (*e == q->n_exec)
@@ -1057,36 +1091,18 @@ static ss_status *dyn_replan(ss_session *s, const ss_tensor *inputs, int ni, int
     return st;
 }
 
-/* Did node d leave every watched value it produces as recorded? Records those it did not. */
-static ss_status *watched_as_seen(ss_session *s, const node_def *d, const struct ss_plan *p,
-                                  bool *same)
-{
-    *same = true;
-    if (!s->seen && !(s->seen = calloc((size_t)s->n_values + 1, sizeof *s->seen)))
-        return ss_errf(SS_ERR_NOMEM, "out of memory");
-    for (int j = 0; j < d->n_out; j++) {
-        int v = d->out_ids[j];
-        if (v < 0 || !p->watch[v]) continue;
-        const ss_tensor *o = &p->vals[v], *r = seen_value(p, v);
-        if (r && r->nbytes == o->nbytes && (!o->nbytes || !memcmp(r->data, o->data, o->nbytes)))
-            continue;
-        *same = false;
-        ss_tensor_free(&s->seen[v]);
-        ss_status *st = ss_tensor_copy(&s->seen[v], o);
-        if (st) return st;
-    }
-    return NULL;
-}
-
 /* After node ni (exec position *e) ran: a data-dependent shape or a watched value other than
  * the plan assumed (or a partial plan's value now known) re-plans and resumes (dyn_replan). */
 static ss_status *check_after_run(ss_session *s, const ss_tensor *inputs, int ni, int *e)
 {
     const node_def *d = &s->nodes[ni];
     bool same = !(d->op->flags & SS_OPF_DYNAMIC_SHAPE) || dyn_as_assumed(s, d, s->plan);
-    bool seen_same = true;
-    ss_status *st = watched_as_seen(s, d, s->plan, &seen_same);
-    if (st || (same && seen_same)) return st;
+    bool changed = false;
+    ss_status *st = NULL;
+    for (int j = 0; j < d->n_out && !st; j++)
+        if (d->out_ids[j] >= 0 && s->plan->watch[d->out_ids[j]])
+            st = record_seen(s, s->plan, d->out_ids[j], &changed);
+    if (st || (same && !changed)) return st;
     return dyn_replan(s, inputs, ni, e);
 }
 

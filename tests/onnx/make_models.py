@@ -149,16 +149,21 @@ def main(out):
                            helper.make_tensor_value_info("sq", F, [6])])
     onnx.save_model(helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)]), f"{out}/nonzero.onnx")
 
-    # a shape computed at run time: Range's limit is n + 1 for an input n (the plan stops at Range
-    # until a run computes the limit)
-    nodes = [helper.make_node("Add", ["n", "one"], ["limit"]),
+    # shapes computed at run time: Range's limits are n + 1 and 2n for an input n (the plan stops
+    # at the first Range until a run computes its limit; 2n is computed before that point, so the
+    # re-plan must record it too)
+    nodes = [helper.make_node("Mul", ["n", "two"], ["limit2"]),
+             helper.make_node("Add", ["n", "one"], ["limit"]),
              helper.make_node("Range", ["zero", "limit", "one"], ["r"]),
              helper.make_node("Cast", ["r"], ["rf"], to=TensorProto.FLOAT),
-             helper.make_node("Neg", ["rf"], ["y"])]
+             helper.make_node("Neg", ["rf"], ["y"]),
+             helper.make_node("Range", ["zero", "limit2", "one"], ["y2"])]
     g = helper.make_graph(nodes, "computed_limit", [helper.make_tensor_value_info("n", TensorProto.INT64, [])],
-                          [helper.make_tensor_value_info("y", F, [None])],
+                          [helper.make_tensor_value_info("y", F, [None]),
+                           helper.make_tensor_value_info("y2", TensorProto.INT64, [None])],
                           [numpy_helper.from_array(np.array(0, np.int64), "zero"),
-                           numpy_helper.from_array(np.array(1, np.int64), "one")])
+                           numpy_helper.from_array(np.array(1, np.int64), "one"),
+                           numpy_helper.from_array(np.array(2, np.int64), "two")])
     onnx.save_model(helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)]), f"{out}/computed_limit.onnx")
 
     # a chain of 16 Neg nodes over [256,256]: the arena must reuse buffers
