@@ -831,7 +831,8 @@ static ss_status *gpool_run(ss_kctx *k)
  * window geometry as Conv, so padding contributes nothing (the spec pads the zero-point-shifted
  * input with zeros). ConvInteger returns the int32 sums; QLinearConv adds its int32 bias, scales
  * by x_scale * w_scale / y_scale (w's per output channel where given), rounds half to even and
- * saturates into y_zero_point's type. A direct loop: the exact reference, not a fast path.
+ * saturates into y_zero_point's type. Direct loops over int32 copies of W and of one image of X
+ * (zero points subtracted, in the node's scratch): exact, not tuned.
  */
 typedef struct {
     geom g;
@@ -899,6 +900,7 @@ static ss_status *qconv_infer_common(ss_kctx *k, int iw, bool qlinear)
     if (qlinear && !ss_quant_dtype(ydt))
         return ss_op_err(k, SS_ERR_UNSUPPORTED, "y_zero_point of type %s", ss_dtype_name(ydt));
     geom_shape(&g, g.out, p->N, M, k->out[0], ydt);
+    k->scratch_bytes = sizeof(int32_t) * (size_t)(M * p->cg * g.kvol + C * g.ivol + 1);
     return NULL;
 }
 
@@ -914,60 +916,76 @@ static ss_status *qlinearconv_infer(ss_kctx *k)
     return st ? st : qconv_infer_common(k, 3, true);
 }
 
-/* The int32 sum of one output position (n, m, od, oh, ow). */
-static int64_t qconv_dot(const ss_kctx *k, const qconv_plan *p, int64_t n, int64_t m,
-                         const int64_t *o, int64_t xz, int64_t wz)
+/* The int32 sum of output position o for output channel m: xs is the image's channels of m's
+ * group and wm m's weights, both with their zero points subtracted. */
+static int32_t qconv_dot(const qconv_plan *p, const int32_t *xs, const int32_t *wm,
+                         const int64_t *o)
 {
     const geom *g = &p->g;
-    const ss_tensor *x = k->in[0], *w = k->in[p->iw];
-    int64_t c0 = m / p->mg * p->cg, acc = 0;
-    for (int64_t c = 0; c < p->cg; c++)
+    int32_t acc = 0;
+    for (int64_t c = 0; c < p->cg; c++, xs += g->ivol)
         for (int64_t kd = 0; kd < g->k[0]; kd++) {
             int64_t id = o[0] * g->s[0] - g->pb[0] + kd * g->d[0];
             if (id < 0 || id >= g->in[0]) continue;
             for (int64_t kh = 0; kh < g->k[1]; kh++) {
                 int64_t ih = o[1] * g->s[1] - g->pb[1] + kh * g->d[1];
                 if (ih < 0 || ih >= g->in[1]) continue;
+                const int32_t *row = xs + (id * g->in[1] + ih) * g->in[2];
+                const int32_t *wk = wm + ((c * g->k[0] + kd) * g->k[1] + kh) * g->k[2];
                 for (int64_t kw = 0; kw < g->k[2]; kw++) {
                     int64_t iw = o[2] * g->s[2] - g->pb[2] + kw * g->d[2];
-                    if (iw < 0 || iw >= g->in[2]) continue;
-                    int64_t xi =
-                        (((n * p->C + c0 + c) * g->in[0] + id) * g->in[1] + ih) * g->in[2] + iw;
-                    int64_t wi = (((m * p->cg + c) * g->k[0] + kd) * g->k[1] + kh) * g->k[2] + kw;
-                    acc += (ss_op_elem_i64(x, xi) - xz) * (ss_op_elem_i64(w, wi) - wz);
+                    if (iw >= 0 && iw < g->in[2]) acc += row[iw] * wk[kw];
                 }
             }
         }
     return acc;
 }
 
+/* The int32 sums of image n for channel m into y (ConvInteger) or scaled and rounded. */
+static void qconv_channel(const ss_kctx *k, const qconv_plan *p, const int32_t *xs,
+                          const int32_t *wm, int64_t m, int64_t e)
+{
+    ss_tensor *y = k->out[0];
+    double mult = 0, bias = 0, yz = 0;
+    if (p->qlinear) {
+        mult = (float)qconv_param(k, 1, 0, 1) * (float)qconv_param(k, 4, m, 1) /
+               (float)qconv_param(k, 6, 0, 1);
+        bias = qconv_param(k, 8, m, 0);
+        yz = qconv_param(k, 7, 0, 0);
+    }
+    int64_t o[3];
+    for (o[0] = 0; o[0] < p->g.out[0]; o[0]++)
+        for (o[1] = 0; o[1] < p->g.out[1]; o[1]++)
+            for (o[2] = 0; o[2] < p->g.out[2]; o[2]++, e++) {
+                int32_t acc = qconv_dot(p, xs, wm, o);
+                if (p->qlinear)
+                    ss_quant_store(y->data, e, y->dtype, rint(((double)acc + bias) * mult) + yz);
+                else
+                    ((int32_t *)y->data)[e] = acc;
+            }
+}
+
+/* Scratch: W and one image of X as int32 minus their zero points, then the direct loops. */
 static ss_status *qconv_run(ss_kctx *k)
 {
     const qconv_plan *p = k->state;
-    ss_tensor *y = k->out[0];
-    int ixz = 2, iwz = p->qlinear ? 5 : 3;
-    int64_t xz = (int64_t)qconv_param(k, ixz, 0, 0), e = 0, o[3];
-    for (int64_t n = 0; n < p->N; n++)
-        for (int64_t m = 0; m < p->M; m++) {
-            int64_t wz = (int64_t)qconv_param(k, iwz, m, 0);
-            double mult = 0, bias = 0, yz = 0;
-            if (p->qlinear) {
-                mult = (float)qconv_param(k, 1, 0, 1) * (float)qconv_param(k, 4, m, 1) /
-                       (float)qconv_param(k, 6, 0, 1);
-                bias = qconv_param(k, 8, m, 0);
-                yz = qconv_param(k, 7, 0, 0);
-            }
-            for (o[0] = 0; o[0] < p->g.out[0]; o[0]++)
-                for (o[1] = 0; o[1] < p->g.out[1]; o[1]++)
-                    for (o[2] = 0; o[2] < p->g.out[2]; o[2]++, e++) {
-                        int64_t acc = qconv_dot(k, p, n, m, o, xz, wz);
-                        if (p->qlinear)
-                            ss_quant_store(y->data, e, y->dtype,
-                                           rint(((double)acc + bias) * mult) + yz);
-                        else
-                            ((int32_t *)y->data)[e] = (int32_t)acc;
-                    }
-        }
+    const ss_tensor *x = k->in[0], *w = k->in[p->iw];
+    int iwz = p->qlinear ? 5 : 3;
+    int32_t *ws = k->scratch, *xs = ws + p->M * p->cg * p->g.kvol;
+    int64_t per_m = p->cg * p->g.kvol, xz = (int64_t)qconv_param(k, 2, 0, 0);
+    for (int64_t m = 0; m < p->M; m++) {
+        int64_t wz = (int64_t)qconv_param(k, iwz, m, 0);
+        for (int64_t i = 0; i < per_m; i++)
+            ws[m * per_m + i] = (int32_t)(ss_op_elem_i64(w, m * per_m + i) - wz);
+    }
+    int64_t img = p->C * p->g.ivol;
+    for (int64_t n = 0; n < p->N; n++) {
+        for (int64_t i = 0; i < img; i++)
+            xs[i] = (int32_t)(ss_op_elem_i64(x, n * img + i) - xz);
+        for (int64_t m = 0; m < p->M; m++)
+            qconv_channel(k, p, xs + m / p->mg * p->cg * p->g.ivol, ws + m * per_m, m,
+                          (n * p->M + m) * p->g.ovol);
+    }
     return NULL;
 }
 
