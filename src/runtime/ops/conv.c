@@ -863,7 +863,7 @@ static ss_status *qconv_infer_common(ss_kctx *k, int iw, bool qlinear)
     ss_status *st = ss_op_check_attrs(k, conv_attrs);
     if (st) return st;
     const ss_tensor *x = k->in[0], *w = k->in[iw];
-    if (!ss_quant_dtype(x->dtype) || !ss_quant_dtype(w->dtype))
+    if (!ss_quant_dtype8(x->dtype) || !ss_quant_dtype8(w->dtype))
         return ss_op_err(k, SS_ERR_UNSUPPORTED, "x of type %s and w of type %s",
                          ss_dtype_name(x->dtype), ss_dtype_name(w->dtype));
     if (x->ndim < 3 || w->ndim != x->ndim)
@@ -934,7 +934,8 @@ static int32_t qconv_dot(const qconv_plan *p, const int32_t *xs, const int32_t *
                 const int32_t *wk = wm + ((c * g->k[0] + kd) * g->k[1] + kh) * g->k[2];
                 for (int64_t kw = 0; kw < g->k[2]; kw++) {
                     int64_t iw = o[2] * g->s[2] - g->pb[2] + kw * g->d[2];
-                    if (iw >= 0 && iw < g->in[2]) acc += row[iw] * wk[kw];
+                    if (iw >= 0 && iw < g->in[2]) /* int32 wraps as the spec's does */
+                        acc = (int32_t)((uint32_t)acc + (uint32_t)(row[iw] * wk[kw]));
                 }
             }
         }

@@ -5,9 +5,10 @@
  *
  * Quantized values are 8-bit (16-bit from opset 21) integers; a zero point's dtype is the
  * quantized dtype. Rounding is half to even (rintf under the default rounding mode) and results
- * saturate to the quantized range, as the spec says. The integer products accumulate in int64
- * and are stored as the spec's int32 (8-bit by 8-bit products overflow int32 only past K = 2^17).
- * The kernels are direct loops: exact references, not fast paths. run never allocates.
+ * saturate to the quantized range, as the spec says. MatMulInteger, QLinearMatMul and the Conv
+ * pair take 8-bit operands and accumulate in int32 as the spec does (wrapping, never undefined,
+ * past K ~ 33000 terms). The kernels loop over int32 copies of the operands in the node's scratch,
+ * zero points subtracted: exact, not tuned. run never allocates.
  */
 #include "common.h"
 #include "quant.h"
@@ -19,7 +20,12 @@
 
 bool ss_quant_dtype(ss_dtype dt)
 {
-    return dt == SS_DT_UINT8 || dt == SS_DT_INT8 || dt == SS_DT_UINT16 || dt == SS_DT_INT16;
+    return ss_quant_dtype8(dt) || dt == SS_DT_UINT16 || dt == SS_DT_INT16;
+}
+
+bool ss_quant_dtype8(ss_dtype dt)
+{
+    return dt == SS_DT_UINT8 || dt == SS_DT_INT8;
 }
 
 static void quant_range(ss_dtype dt, double *lo, double *hi)
@@ -248,7 +254,7 @@ typedef struct {
 static ss_status *qmm_shapes(ss_kctx *k, qmm_plan *p)
 {
     const ss_tensor *a = k->in[p->ia], *b = k->in[p->ib];
-    if (!ss_quant_dtype(a->dtype) || !ss_quant_dtype(b->dtype) || a->ndim < 1 || b->ndim < 1)
+    if (!ss_quant_dtype8(a->dtype) || !ss_quant_dtype8(b->dtype) || a->ndim < 1 || b->ndim < 1)
         return ss_op_err(k, SS_ERR_UNSUPPORTED, "A (%s, rank %d) and B (%s, rank %d)",
                          ss_dtype_name(a->dtype), a->ndim, ss_dtype_name(b->dtype), b->ndim);
     int64_t ad[SS_MAX_DIMS + 1], bd[SS_MAX_DIMS + 1];
@@ -276,6 +282,7 @@ static ss_status *qmm_shapes(ss_kctx *k, qmm_plan *p)
         p->batch *= p->bdims[i];
     }
     p->nd = nb;
+    k->scratch_bytes = sizeof(int32_t) * (size_t)(p->M * p->K + p->K * p->N + p->N + 1);
     ss_tensor *y = k->out[0];
     y->ndim = 0;
     for (int i = 0; i < nb; i++)
@@ -351,37 +358,55 @@ static ss_status *qlinearmatmul_infer(ss_kctx *k)
     return st;
 }
 
-/* One output element's int32 accumulation. */
-static int64_t qmm_dot(const ss_kctx *k, const qmm_plan *p, int64_t ao, int64_t bo, int64_t m,
-                       int64_t n)
+/* One batch's A and B into int32 scratch with their zero points (per row / per column)
+ * subtracted. */
+static void qmm_load(const ss_kctx *k, const qmm_plan *p, int64_t ao, int64_t bo, int32_t *as,
+                     int32_t *bs)
 {
     const ss_tensor *a = k->in[p->ia], *b = k->in[p->ib];
-    int64_t za = (int64_t)qmm_at(k, p->ia_zp, m, 0), zb = (int64_t)qmm_at(k, p->ib_zp, n, 0);
-    int64_t acc = 0;
-    for (int64_t kk = 0; kk < p->K; kk++)
-        acc += (ss_op_elem_i64(a, ao + m * p->K + kk) - za) *
-               (ss_op_elem_i64(b, bo + kk * p->N + n) - zb);
-    return acc;
+    for (int64_t m = 0; m < p->M; m++) {
+        int64_t za = (int64_t)qmm_at(k, p->ia_zp, m, 0);
+        for (int64_t kk = 0; kk < p->K; kk++)
+            as[m * p->K + kk] = (int32_t)(ss_op_elem_i64(a, ao + m * p->K + kk) - za);
+    }
+    for (int64_t n = 0; n < p->N; n++) {
+        int64_t zb = (int64_t)qmm_at(k, p->ib_zp, n, 0);
+        for (int64_t kk = 0; kk < p->K; kk++)
+            bs[kk * p->N + n] = (int32_t)(ss_op_elem_i64(b, bo + kk * p->N + n) - zb);
+    }
+}
+
+/* Row m of one batch: int32 sums of as x bs, stored as int32 or requantized. */
+static void qmm_row(const ss_kctx *k, const qmm_plan *p, const int32_t *as, const int32_t *bs,
+                    int32_t *acc, int64_t m, int64_t o)
+{
+    memset(acc, 0, sizeof(int32_t) * (size_t)p->N);
+    for (int64_t kk = 0; kk < p->K; kk++) {
+        int32_t av = as[m * p->K + kk];
+        const int32_t *brow = bs + kk * p->N;
+        for (int64_t n = 0; n < p->N; n++)
+            acc[n] = (int32_t)((uint32_t)acc[n] + (uint32_t)(av * brow[n]));
+    }
+    ss_tensor *y = k->out[0];
+    if (!p->qlinear) {
+        memcpy((int32_t *)y->data + o, acc, sizeof(int32_t) * (size_t)p->N);
+        return;
+    }
+    for (int64_t n = 0; n < p->N; n++) {
+        float mult =
+            (float)qmm_at(k, 1, m, 1) * (float)qmm_at(k, 4, n, 1) / (float)qmm_at(k, 6, 0, 1);
+        ss_quant_store(y->data, o + n, y->dtype, rint((double)acc[n] * mult) + qmm_at(k, 7, 0, 0));
+    }
 }
 
 static ss_status *qmm_run(ss_kctx *k)
 {
     const qmm_plan *p = k->state;
-    ss_tensor *y = k->out[0];
-    int64_t o = 0;
+    int32_t *as = k->scratch, *bs = as + p->M * p->K, *acc = bs + p->K * p->N;
     for (int64_t bi = 0; bi < p->batch; bi++) {
-        int64_t ao = qmm_batch_offset(p, bi, p->astr), bo = qmm_batch_offset(p, bi, p->bstr);
+        qmm_load(k, p, qmm_batch_offset(p, bi, p->astr), qmm_batch_offset(p, bi, p->bstr), as, bs);
         for (int64_t m = 0; m < p->M; m++)
-            for (int64_t n = 0; n < p->N; n++, o++) {
-                int64_t acc = qmm_dot(k, p, ao, bo, m, n);
-                if (!p->qlinear) {
-                    ((int32_t *)y->data)[o] = (int32_t)acc;
-                    continue;
-                }
-                float mult = (float)qmm_at(k, 1, m, 1) * (float)qmm_at(k, 4, n, 1) /
-                             (float)qmm_at(k, 6, 0, 1);
-                ss_quant_store(y->data, o, y->dtype, rint((double)acc * mult) + qmm_at(k, 7, 0, 0));
-            }
+            qmm_row(k, p, as, bs, acc, m, (bi * p->M + m) * p->N);
     }
     return NULL;
 }
