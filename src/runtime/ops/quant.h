@@ -10,7 +10,7 @@
 bool ss_quant_dtype(ss_dtype dt);
 /* uint8 or int8: the operands of the integer matrix products and convolutions. */
 bool ss_quant_dtype8(ss_dtype dt);
-/* dst[i] = v saturated to dt's range (v already rounded). */
+/* dst[i] = v saturated to dt's range (v already rounded; NaN gives 0). */
 void ss_quant_store(void *dst, int64_t i, ss_dtype dt, double v);
 
 #endif
