@@ -1159,6 +1159,11 @@ ss_status *ss_session_plan_shapes(ss_session *s, const ss_tensor *descs, int n_i
         s->plan = NULL;
         st = plan_build(s, ins, &s->plan);
     }
+    /* callers read every value's shape (the shard tool): a plan that stops early has none past */
+    if (!st && s->plan->partial)
+        st = ss_errf(SS_ERR_UNSUPPORTED,
+                     "node '%s': its output shape depends on a value computed at run time",
+                     s->nodes[s->plan->stop_node].name);
     for (int i = 0; i < n_inputs; i++)
         ss_tensor_free(&ins[i]);
     free(ins);
