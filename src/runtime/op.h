@@ -11,7 +11,11 @@
  * kernel does not implement, naming the attribute. Input *values* are normally unknown at plan
  * time (in[i]->data == NULL); an op whose output shape depends on an input's value (Reshape's
  * shape, Slice's starts...) asks for it with ss_kctx_value(), which succeeds for constants,
- * folded values and graph inputs (the plan then depends on that input's value). infer may keep
+ * folded values and graph inputs (the plan then depends on that input's value), and for values
+ * computed at run time once a run has computed them: until then infer fails UNSUPPORTED (as
+ * ss_op_plan_value does) and the planner stops there and plans the rest when the value is known
+ * (session.c). An op whose output shape depends on values it computes itself (NonZero) is
+ * SS_OPF_DYNAMIC_SHAPE instead. infer may keep
  * per-plan state in k->state: ONE malloc'd block (calloc is fine), which the runtime releases
  * with a single free(), so scratch buffers go into the same block after the struct, never in
  * separate allocations hanging off it (ops/common.h: ss_op_state_alloc).
