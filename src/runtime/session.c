@@ -831,6 +831,16 @@ static ss_status *plan_build(ss_session *s, const ss_tensor *inputs, struct ss_p
     return NULL;
 }
 
+/* Callers that read every value's shape (the shard tool, If's branches) need a plan that does
+ * not stop early at a shape computed at run time. */
+static ss_status *plan_complete(const ss_session *s)
+{
+    if (!s->plan->partial) return NULL;
+    return ss_errf(SS_ERR_UNSUPPORTED,
+                   "node '%s': its output shape depends on a value computed at run time",
+                   s->nodes[s->plan->stop_node].name);
+}
+
 ss_status *ss_session_plan_values(ss_session *s, const ss_tensor *inputs)
 {
     plan_free(s->plan);
@@ -838,7 +848,7 @@ ss_status *ss_session_plan_values(ss_session *s, const ss_tensor *inputs)
     s->data_is_constant = true;
     ss_status *st = plan_build(s, inputs, &s->plan);
     s->data_is_constant = false;
-    return st;
+    return st ? st : plan_complete(s);
 }
 
 static bool plan_matches(const struct ss_plan *p, const ss_tensor *inputs)
@@ -1159,11 +1169,7 @@ ss_status *ss_session_plan_shapes(ss_session *s, const ss_tensor *descs, int n_i
         s->plan = NULL;
         st = plan_build(s, ins, &s->plan);
     }
-    /* callers read every value's shape (the shard tool): a plan that stops early has none past */
-    if (!st && s->plan->partial)
-        st = ss_errf(SS_ERR_UNSUPPORTED,
-                     "node '%s': its output shape depends on a value computed at run time",
-                     s->nodes[s->plan->stop_node].name);
+    if (!st) st = plan_complete(s);
     for (int i = 0; i < n_inputs; i++)
         ss_tensor_free(&ins[i]);
     free(ins);
