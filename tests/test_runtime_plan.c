@@ -8,6 +8,7 @@
 
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 /* Count allocations made by our code (linked with -Wl,--wrap=malloc,calloc,realloc). */
 static long n_allocs;
@@ -291,7 +292,106 @@ static void load_errors_name_the_node(void)
     CHECK(s == NULL);
 }
 
-TEST_MAIN(TEST(seed_model_gives_minus_48), TEST(run_allocates_nothing), TEST(arena_reuses_buffers),
-          TEST(dynamic_dim_replans_only_on_change), TEST(replan_reuses_packed_weights),
-          TEST(bad_inputs_are_named), TEST(load_errors_name_the_node),
-          TEST(if_on_shape_runs_taken_branch), TEST(if_on_data_switches_without_replanning))
+/* Runs nonzero.onnx on x and checks idx = -(indices of x's nonzeros) and sq = x*x. */
+static void run_nonzero(ss_session *s, const float *xv, int64_t nnz)
+{
+    ss_tensor x;
+    int64_t dims[1] = {6};
+    CHECK_OK(ss_tensor_alloc(&x, SS_DT_FLOAT32, 1, dims));
+    if (!x.data) return;
+    memcpy(x.data, xv, sizeof(float) * 6);
+    const ss_tensor *out = NULL;
+    CHECK_OK(ss_session_run(s, &x, 1, &out));
+    if (out) {
+        CHECK_MSG(out[0].ndim == 2 && out[0].dims[0] == 1 && out[0].dims[1] == nnz,
+                  "idx has %lld columns, expected %lld", (long long)out[0].dims[1], (long long)nnz);
+        for (int64_t i = 0, c = 0; i < 6 && out[0].dims[1] == nnz; i++)
+            if (xv[i] != 0) CHECK(((const float *)out[0].data)[c++] == -(float)i);
+        for (int i = 0; i < 6; i++)
+            CHECK(((const float *)out[1].data)[i] == xv[i] * xv[i]);
+    }
+    ss_tensor_free(&x);
+}
+
+static void data_dependent_shape_replans_only_on_change(void)
+{
+    ss_session *s = NULL;
+    CHECK_OK(ss_session_create(fixture("nonzero.onnx"), NULL, &s));
+    if (!s) return;
+    static const float a[6] = {0, 1, 0, -2, 0, 3}, b[6] = {4, 5, 6, 0, 0, 0},
+                       c[6] = {0, 0, 0, 0, 0, -7};
+    ss_session_stats st;
+    run_nonzero(s, a, 3);
+    ss_session_get_stats(s, &st);
+    int plans = st.n_plans;
+    run_nonzero(s, a, 3);
+    run_nonzero(s, b, 3); /* another value, the same shape: the plan stays */
+    ss_session_get_stats(s, &st);
+    CHECK_MSG(st.n_plans == plans, "%d plans, expected %d", st.n_plans, plans);
+    run_nonzero(s, c, 1);
+    ss_session_get_stats(s, &st);
+    CHECK_MSG(st.n_plans == plans + 1, "%d plans, expected %d", st.n_plans, plans + 1);
+    run_nonzero(s, a, 3);
+    ss_session_free(s);
+}
+
+/* Runs computed_limit.onnx for n and checks y = -[0, 1, ..., n] and y2 = [0, ..., 2n-1]. */
+static void run_computed_limit(ss_session *s, int64_t n)
+{
+    ss_tensor x;
+    CHECK_OK(ss_tensor_alloc(&x, SS_DT_INT64, 0, NULL));
+    if (!x.data) return;
+    *(int64_t *)x.data = n;
+    const ss_tensor *out = NULL;
+    CHECK_OK(ss_session_run(s, &x, 1, &out));
+    if (out) {
+        CHECK_MSG(out[0].ndim == 1 && out[0].dims[0] == n + 1, "y has %lld values for n = %lld",
+                  (long long)out[0].dims[0], (long long)n);
+        for (int64_t i = 0; i <= n && out[0].dims[0] == n + 1; i++)
+            CHECK(((const float *)out[0].data)[i] == -(float)i);
+        CHECK_MSG(out[1].ndim == 1 && out[1].dims[0] == 2 * n, "y2 has %lld values for n = %lld",
+                  (long long)out[1].dims[0], (long long)n);
+        for (int64_t i = 0; i < 2 * n && out[1].dims[0] == 2 * n; i++)
+            CHECK(((const int64_t *)out[1].data)[i] == i);
+    }
+    ss_tensor_free(&x);
+}
+
+static void computed_shape_replans_only_on_change(void)
+{
+    ss_session *s = NULL;
+    CHECK_OK(ss_session_create(fixture("computed_limit.onnx"), NULL, &s));
+    if (!s) return;
+    ss_session_stats st;
+    run_computed_limit(s, 3);
+    ss_session_get_stats(s, &st);
+    int plans = st.n_plans;
+    run_computed_limit(s, 3);
+    ss_session_get_stats(s, &st);
+    CHECK_MSG(st.n_plans == plans, "%d plans, expected %d", st.n_plans, plans);
+    /* both computed limits come from the input n alone, so the planner computes them when it
+     * plans (the plan depends on n's value): one plan per new n, none for a repeated one */
+    run_computed_limit(s, 6);
+    run_computed_limit(s, 0);
+    ss_session_get_stats(s, &st);
+    CHECK_MSG(st.n_plans == plans + 2, "%d plans, expected %d", st.n_plans, plans + 2);
+    run_computed_limit(s, 0);
+    ss_session_get_stats(s, &st);
+    CHECK_MSG(st.n_plans == plans + 2, "%d plans, expected %d", st.n_plans, plans + 2);
+    ss_session_free(s);
+    /* after planning shapes alone (the shard tool, a session that never ran) the session still
+     * runs right */
+    CHECK_OK(ss_session_create(fixture("computed_limit.onnx"), NULL, &s));
+    if (!s) return;
+    ss_tensor desc = {.dtype = SS_DT_INT64, .ndim = 0};
+    ss_status_free(ss_session_plan_shapes(s, &desc, 1));
+    run_computed_limit(s, 2);
+    ss_session_free(s);
+}
+
+TEST_MAIN(TEST(seed_model_gives_minus_48), TEST(data_dependent_shape_replans_only_on_change),
+          TEST(computed_shape_replans_only_on_change), TEST(run_allocates_nothing),
+          TEST(arena_reuses_buffers), TEST(dynamic_dim_replans_only_on_change),
+          TEST(replan_reuses_packed_weights), TEST(bad_inputs_are_named),
+          TEST(load_errors_name_the_node), TEST(if_on_shape_runs_taken_branch),
+          TEST(if_on_data_switches_without_replanning))

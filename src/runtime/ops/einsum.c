@@ -14,7 +14,6 @@
  */
 #include "common.h"
 #include "gemm_kernel.h"
-#include "store.h"
 
 #include <string.h>
 
@@ -297,7 +296,7 @@ static ss_status *einsum_run(ss_kctx *k)
                 prod *= ss_op_elem_f64(k->in[i], off[i]);
             acc += empty_sum ? 0 : prod;
         } while (!empty_sum && ein_next(p, k->n_in, p->n_out_labels, p->n_labels, idx, off));
-        ss_op_store_f64(k->out[0], o, acc);
+        ss_op_store_f64(k->out[0]->data, o, k->out[0]->dtype, acc);
         ein_next(p, k->n_in, 0, p->n_out_labels, idx, off);
     }
     return NULL;

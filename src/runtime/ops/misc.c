@@ -9,7 +9,6 @@
  * kernels allocates.
  */
 #include "common.h"
-#include "store.h"
 
 #include <math.h>
 #include <string.h>
@@ -61,7 +60,7 @@ static ss_status *dropout_run(ss_kctx *k)
     if (k->n_out > 1 && k->out[1]) {
         ss_tensor *m = k->out[1];
         for (int64_t i = 0, n = ss_tensor_numel(m); i < n; i++)
-            ss_op_store_f64(m, i, 1);
+            ss_op_store_f64(m->data, i, m->dtype, 1);
     }
     return NULL;
 }
@@ -159,7 +158,10 @@ static ss_status *shrink_run(ss_kctx *k)
     double lambd = ss_onnx_attr_float(k->node, "lambd", 0.5f);
     for (int64_t i = 0, n = ss_tensor_numel(k->in[0]); i < n; i++) {
         double x = ss_op_elem_f64(k->in[0], i);
-        ss_op_store_f64(k->out[0], i, x < -lambd ? x + bias : x > lambd ? x - bias : 0);
+        ss_op_store_f64(k->out[0]->data, i, k->out[0]->dtype,
+                        x < -lambd  ? x + bias
+                        : x > lambd ? x - bias
+                                    : 0);
     }
     return NULL;
 }
@@ -271,7 +273,7 @@ static ss_status *det_run(ss_kctx *k)
     for (int64_t b = 0, nb = ss_tensor_numel(k->out[0]); b < nb; b++) {
         for (int64_t i = 0; i < mm; i++)
             a[i] = ss_op_elem_f64(x, b * mm + i);
-        ss_op_store_f64(k->out[0], b, det_lu(a, m));
+        ss_op_store_f64(k->out[0]->data, b, k->out[0]->dtype, det_lu(a, m));
     }
     return NULL;
 }

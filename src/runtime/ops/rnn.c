@@ -13,7 +13,6 @@
  */
 #include "common.h"
 #include "gemm_kernel.h"
-#include "store.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -554,7 +553,8 @@ static ss_status *rnn_run(ss_kctx *k)
     ss_status *st = rnn_run_f32(&f);
     for (int i = 0; !st && i < k->n_out; i++)
         for (int64_t j = 0; k->out[i] && j < ss_tensor_numel(k->out[i]); j++)
-            ss_op_store_f64(k->out[i], j, ((const float *)f.out[i]->data)[j]);
+            ss_op_store_f64(k->out[i]->data, j, k->out[i]->dtype,
+                            ((const float *)f.out[i]->data)[j]);
     return st;
 }
 

@@ -8,7 +8,6 @@
  * every dtype the spec allows and with no scratch beyond the output. Nothing allocates in run.
  */
 #include "common.h"
-#include "store.h"
 
 #include <math.h>
 
@@ -61,7 +60,7 @@ static ss_status *window_run(ss_kctx *k, double a0, double a1, double a2)
     double n_div = ss_onnx_attr_int(k->node, "periodic", 1) ? (double)size : (double)(size - 1);
     for (int64_t n = 0; n < size; n++) {
         double x = n_div > 0 ? two_pi * (double)n / n_div : 0;
-        ss_op_store_f64(k->out[0], n, a0 - a1 * cos(x) + a2 * cos(2 * x));
+        ss_op_store_f64(k->out[0]->data, n, k->out[0]->dtype, a0 - a1 * cos(x) + a2 * cos(2 * x));
     }
     return NULL;
 }
@@ -117,8 +116,8 @@ static void dft_one(const dft_src *s, int64_t n, int64_t bins, bool inverse, ss_
             re /= (double)n;
             im /= (double)n;
         }
-        ss_op_store_f64(y, (y0 + f * ystride) * 2, re);
-        ss_op_store_f64(y, (y0 + f * ystride) * 2 + 1, im);
+        ss_op_store_f64(y->data, (y0 + f * ystride) * 2, y->dtype, re);
+        ss_op_store_f64(y->data, (y0 + f * ystride) * 2 + 1, y->dtype, im);
     }
 }
 
@@ -292,7 +291,7 @@ static int64_t mel_point_bin(const mel_plan *p, int64_t i)
 
 static void mel_set(ss_tensor *y, int64_t row, int64_t col, double v)
 {
-    if (row >= 0 && row < y->dims[0]) ss_op_store_f64(y, row * y->dims[1] + col, v);
+    if (row >= 0 && row < y->dims[0]) ss_op_store_f64(y->data, row * y->dims[1] + col, y->dtype, v);
 }
 
 /* [from, to) cut to the output's rows: edges far outside the spectrum cost no time. */
@@ -306,7 +305,7 @@ static ss_status *mel_run(ss_kctx *k)
     const mel_plan *p = k->state;
     ss_tensor *y = k->out[0];
     for (int64_t i = 0, n = ss_tensor_numel(y); i < n; i++)
-        ss_op_store_f64(y, i, 0);
+        ss_op_store_f64(y->data, i, y->dtype, 0);
     for (int64_t i = 0; i < p->mel_bins; i++) {
         int64_t lo = mel_point_bin(p, i), mid = mel_point_bin(p, i + 1),
                 hi = mel_point_bin(p, i + 2);
