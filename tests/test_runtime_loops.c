@@ -14,26 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* Count allocations made by our code (linked with -Wl,--wrap=malloc,calloc,realloc). */
-static long n_allocs;
-void *__real_malloc(size_t n);
-void *__real_calloc(size_t n, size_t m);
-void *__real_realloc(void *p, size_t n);
-void *__wrap_malloc(size_t n)
-{
-    n_allocs++;
-    return __real_malloc(n);
-}
-void *__wrap_calloc(size_t n, size_t m)
-{
-    n_allocs++;
-    return __real_calloc(n, m);
-}
-void *__wrap_realloc(void *p, size_t n)
-{
-    n_allocs++;
-    return __real_realloc(p, n);
-}
+#include "alloc_count.h"
 
 enum { MAX_IO = 8 };
 
@@ -74,11 +55,11 @@ static void runs_without_allocating(const char *path, int64_t int_value, ss_tens
     CHECK_OK(ss_session_run(s, in, n_in, &out));
     for (int j = 0; out && j < n_out && j < MAX_IO; j++)
         CHECK_OK(ss_tensor_copy(&first[j], &out[j]));
-    long before = n_allocs;
+    long before = alloc_count;
     for (int r = 0; r < 10; r++)
         CHECK_OK(ss_session_run(s, in, n_in, &out));
-    CHECK_MSG(n_allocs == before, "%s: %ld allocations in 10 planned runs", path,
-              n_allocs - before);
+    CHECK_MSG(alloc_count == before, "%s: %ld allocations in 10 planned runs", path,
+              alloc_count - before);
     for (int j = 0; out && j < n_out && j < MAX_IO; j++) {
         CHECK_MSG(out[j].nbytes == first[j].nbytes &&
                       !memcmp(out[j].data, first[j].data, first[j].nbytes),

@@ -10,26 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* Count allocations made by our code (linked with -Wl,--wrap=malloc,calloc,realloc). */
-static long n_allocs;
-void *__real_malloc(size_t n);
-void *__real_calloc(size_t n, size_t m);
-void *__real_realloc(void *p, size_t n);
-void *__wrap_malloc(size_t n)
-{
-    n_allocs++;
-    return __real_malloc(n);
-}
-void *__wrap_calloc(size_t n, size_t m)
-{
-    n_allocs++;
-    return __real_calloc(n, m);
-}
-void *__wrap_realloc(void *p, size_t n)
-{
-    n_allocs++;
-    return __real_realloc(p, n);
-}
+#include "alloc_count.h"
 
 static char path_buf[4096];
 static const char *fixture(const char *rel)
@@ -84,10 +65,10 @@ static void run_allocates_nothing(void)
     ones(&x, 128, 96);
     const ss_tensor *out = NULL;
     CHECK_OK(ss_session_run(s, &x, 1, &out));
-    long before = n_allocs;
+    long before = alloc_count;
     for (int i = 0; i < 10; i++)
         CHECK_OK(ss_session_run(s, &x, 1, &out));
-    CHECK_MSG(n_allocs == before, "%ld allocations in 10 planned runs", n_allocs - before);
+    CHECK_MSG(alloc_count == before, "%ld allocations in 10 planned runs", alloc_count - before);
     if (out) CHECK(all_equal(&out[0], -48.0f));
     ss_tensor_free(&x);
     ss_session_free(s);
@@ -163,10 +144,11 @@ static void replan_reuses_packed_weights(void)
     CHECK_OK(s ? ss_session_run(s, &a, 1, &out) : NULL);
     if (out) CHECK(out[0].dims[0] == 4 && all_equal(&out[0], -48.0f));
     CHECK_MSG(ss_dnnl_packs() == packs, "%lu repacks over 2 re-plans", ss_dnnl_packs() - packs);
-    long before = n_allocs;
+    long before = alloc_count;
     for (int i = 0; i < 10; i++)
         CHECK_OK(s ? ss_session_run(s, &a, 1, &out) : NULL);
-    CHECK_MSG(n_allocs == before, "%ld allocations in 10 planned oneDNN runs", n_allocs - before);
+    CHECK_MSG(alloc_count == before, "%ld allocations in 10 planned oneDNN runs",
+              alloc_count - before);
     ss_tensor_free(&a);
     ss_tensor_free(&b);
     ss_session_free(s);
@@ -218,10 +200,10 @@ static void if_on_shape_runs_taken_branch(void)
     const ss_tensor *out = NULL;
     CHECK_OK(ss_session_run(s, &x4, 1, &out));
     if (out) CHECK(out[0].dims[1] == 4 && all_equal(&out[0], -1.0f));
-    long before = n_allocs;
+    long before = alloc_count;
     for (int i = 0; i < 10; i++)
         CHECK_OK(ss_session_run(s, &x4, 1, &out));
-    CHECK_MSG(n_allocs == before, "%ld allocations in 10 planned If runs", n_allocs - before);
+    CHECK_MSG(alloc_count == before, "%ld allocations in 10 planned If runs", alloc_count - before);
     CHECK_OK(ss_session_run(s, &x3, 1, &out)); /* D = 3: the else branch, x + [1,2,3] */
     if (out) {
         const float *y = out[0].data;
@@ -254,7 +236,7 @@ static void if_on_data_switches_without_replanning(void)
         if (r == 0) {
             ss_session_get_stats(s, &st);
             plans = st.n_plans;
-            before = n_allocs;
+            before = alloc_count;
         }
         if (!out) continue;
         const float *y = out[0].data;
@@ -263,7 +245,7 @@ static void if_on_data_switches_without_replanning(void)
             CHECK_MSG(y[i] == want, "run %d element %d: %g, expected %g", r, i, y[i], want);
         }
     }
-    CHECK_MSG(n_allocs == before, "%ld allocations switching branches", n_allocs - before);
+    CHECK_MSG(alloc_count == before, "%ld allocations switching branches", alloc_count - before);
     ss_session_get_stats(s, &st);
     CHECK(st.n_plans == plans);
     ss_tensor_free(&in[0]);

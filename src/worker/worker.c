@@ -1217,13 +1217,12 @@ static size_t task_bytes(const task *t)
     return b;
 }
 
-/* The bytes a job puts on the links: per rank, times the ranks that get them. */
+/* The bytes a job puts on the links: its link_bytes (set at dispatch), times the ranks that get
+ * them. */
 static size_t job_bytes(const ss_worker *w, const job *j)
 {
-    size_t b = 0;
-    for (int t = 0; t < j->n_tasks; t++)
-        b += task_bytes(&j->tasks[t]);
-    return w->bcast ? b : b * (size_t)(w->cfg.rank_size / w->cfg.stage_size);
+    return w->bcast ? j->link_bytes
+                    : j->link_bytes * (size_t)(w->cfg.rank_size / w->cfg.stage_size);
 }
 
 /* The bulk sender: sends the jobs handed to it, in order, and hands them back. It touches only
@@ -1550,6 +1549,17 @@ static bool worth_spinning(ss_worker *w)
     return w->spin_ns && w->n_inflight == 1 && !w->q_len && atomic_load(&w->n_requests) == 1;
 }
 
+/* Events that are there now or come before spin_ns have passed since t0 (the core is yielded
+ * between looks); 0 when none came, -1 on an epoll error. */
+static int poll_briefly(ss_worker *w, struct epoll_event *evs, int cap, uint64_t t0)
+{
+    for (;;) {
+        int n = epoll_wait(w->epfd, evs, cap, 0);
+        if (n != 0 || ss_now_ns() - t0 >= w->spin_ns) return n;
+        sched_yield();
+    }
+}
+
 /* After a submit: when no thread holds the loop (the loop thread sleeps in epoll), take it and
  * send what the inbox holds now, on this thread, and if that is all there is to do, wait a
  * moment for the reply here too; the loop thread is woken only if its sleep is now too long (a
@@ -1563,13 +1573,11 @@ static void kick_loop(ss_worker *w)
     }
     take_inbox(w);
     dispatch(w);
-    for (uint64_t t0 = ss_now_ns(); worth_spinning(w) && ss_now_ns() - t0 < w->spin_ns;) {
-        struct epoll_event evs[8];
-        int n = epoll_wait(w->epfd, evs, 8, 0);
-        if (n > 0)
-            run_events(w, evs, n);
-        else
-            sched_yield();
+    struct epoll_event evs[8];
+    for (uint64_t t0 = ss_now_ns(); worth_spinning(w);) {
+        int n = poll_briefly(w, evs, 8, t0);
+        if (n <= 0) break;
+        run_events(w, evs, n);
     }
     bool wake = next_wake_ns(w) < w->sleeps_until_ns;
     release_loop(w);
@@ -1580,12 +1588,8 @@ static void kick_loop(ss_worker *w)
  * first when a reply is due. */
 static int wait_events(ss_worker *w, struct epoll_event *evs, int cap, int timeout, bool spin)
 {
-    for (uint64_t t0 = ss_now_ns(); spin && timeout != 0 && ss_now_ns() - t0 < w->spin_ns;) {
-        int n = epoll_wait(w->epfd, evs, cap, 0);
-        if (n != 0) return n;
-        sched_yield();
-    }
-    return epoll_wait(w->epfd, evs, cap, timeout);
+    int n = spin && timeout != 0 ? poll_briefly(w, evs, cap, ss_now_ns()) : 0;
+    return n ? n : epoll_wait(w->epfd, evs, cap, timeout);
 }
 
 /* The front ends' way in (through the registry): queue the request and get it to the loop. */

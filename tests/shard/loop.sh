@@ -36,30 +36,13 @@ onnx.save_model(m, out + "/model.onnx")
 np.save(out + "/x.npy", x)
 np.save(out + "/y_ref.npy", (3 * np.maximum(x @ w1, 0)) @ w2)
 PY
+mkdir -p "$WORK/ref" && mv "$WORK/y_ref.npy" "$WORK/ref/y.npy"
+dirs=""
 for cfg in 2x1 4x1 1x2 2x2; do
   tp=${cfg%x*} st=${cfg#*x}
-  if ! "$SS" shard "$WORK/model.onnx" --ranks $((tp * st)) --stages "$st" --out "$WORK/shards-$cfg" \
-    >"$WORK/shard-$cfg.log" 2>&1; then
-    cat "$WORK/shard-$cfg.log"
-    fail "shard $cfg"
-    continue
-  fi
-  mkdir -p "$WORK/out-$cfg"
-  run_group 60 "$WORK/run-$cfg.log" $MPI_WRAP "$SS" run --shards "$WORK/shards-$cfg" --comm "$backend" \
-    --input "x=$WORK/x.npy" --output-dir "$WORK/out-$cfg"
-  if [ "$GROUP_RC" -ne 0 ]; then
-    cat "$WORK/run-$cfg.log"
-    fail "$cfg: run --shards --comm $backend exit $GROUP_RC"
-    continue
-  fi
-  check_clean "$GROUP_PID"
-  $PY - "$WORK/out-$cfg/y.npy" "$WORK/y_ref.npy" "$cfg" <<'PY' || fail "$cfg: y differs from numpy"
-import sys
-import numpy as np
-y, ref = np.load(sys.argv[1]), np.load(sys.argv[2])
-good = y.shape == ref.shape and np.allclose(y, ref, atol=1e-5)
-print(f"{'ok  ' if good else 'FAIL'} {sys.argv[3]}: max |y - numpy| {np.abs(y - ref).max() if y.shape == ref.shape else 'shape'}")
-sys.exit(0 if good else 1)
-PY
+  shard_and_run "$cfg" "$backend" "--ranks $((tp * st)) --stages $st" --input "x=$WORK/x.npy" &&
+    dirs="$dirs $WORK/out-$cfg"
 done
+# shellcheck disable=SC2086
+[ -n "$dirs" ] && { $PY "$TOOL" compare "$WORK/ref" 1e-5 y $dirs || fail "y differs from numpy"; }
 finish "$backend"

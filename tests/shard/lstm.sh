@@ -30,32 +30,20 @@ with torch.no_grad():
     np.save(out + "/y_ref.npy", net(x).numpy())
 np.save(out + "/x.npy", x.numpy())
 PY
-if ! "$SS" shard "$WORK/model.onnx" --ranks 2 --out "$WORK/shards" >"$WORK/shard.log" 2>&1; then
-  cat "$WORK/shard.log"
-  fail "shard --ranks 2"
-  finish "$backend"
-fi
-grep -q "replicates on each of its 2 ranks (not split):.*LSTM x1" "$WORK/shard.log" ||
-  { cat "$WORK/shard.log"; fail "the shard tool does not say that it replicates the LSTM"; }
-mkdir -p "$WORK/out"
-run_group 60 "$WORK/run.log" $MPI_WRAP "$SS" run --shards "$WORK/shards" --comm "$backend" \
-  --input "x=$WORK/x.npy" --output-dir "$WORK/out"
-if [ "$GROUP_RC" -ne 0 ]; then
-  cat "$WORK/run.log"
-  fail "run --shards --comm $backend exit $GROUP_RC"
-fi
-check_clean "$GROUP_PID"
+shard_and_run 2 "$backend" "--ranks 2" --input "x=$WORK/x.npy" || finish "$backend"
+grep -q "replicates on each of its 2 ranks (not split):.*LSTM x1" "$WORK/shard-2.log" ||
+  { cat "$WORK/shard-2.log"; fail "the shard tool does not say that it replicates the LSTM"; }
 $PY - "$WORK" <<'PY' || fail "layout or outputs wrong"
 import sys
 import numpy as np
 import onnx
 work, ok = sys.argv[1], True
 for r in range(2):
-    ops = [n.op_type for n in onnx.load(f"{work}/shards/device{r}/model.onnx", load_external_data=False).graph.node]
+    ops = [n.op_type for n in onnx.load(f"{work}/shards-2/device{r}/model.onnx", load_external_data=False).graph.node]
     good = ops.count("LSTM") == 1 and ops.count("AllReduce") == 2
     print(f"{'ok  ' if good else 'FAIL'} rank {r}: {ops}, want the LSTM whole and two AllReduce")
     ok &= good
-y, ref = np.load(f"{work}/out/y.npy"), np.load(f"{work}/y_ref.npy")
+y, ref = np.load(f"{work}/out-2/y.npy"), np.load(f"{work}/y_ref.npy")
 good = y.shape == ref.shape and np.allclose(y, ref, atol=1e-5)
 print(f"{'ok  ' if good else 'FAIL'} y {y.shape}: max |y - torch| {np.abs(y - ref).max() if y.shape == ref.shape else 'shape'}")
 sys.exit(0 if ok and good else 1)
