@@ -8,11 +8,15 @@
 #include "shardserve/server.h"
 #include "shardserve/worker.h"
 
+#include <errno.h>
+#include <pthread.h>
 #include <signal.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #define MAX_SERVABLES 16
@@ -30,7 +34,8 @@ static const char serve_usage[] =
     "                        [--max-enqueued N] [--secret-file FILE | --insecure-link]\n"
     "                        [--rest-max-connections N] [--rest-max-per-client N] "
     "[--rest-read-timeout-s S]\n"
-    "                        [--grpc-max-streams N] [--grpc-recv-timeout-s S]\n"
+    "                        [--grpc-max-streams N] [--grpc-recv-timeout-s S] "
+    "[--shutdown-grace-ms MS]\n"
     "                        [--grpc-tls-cert FILE --grpc-tls-key FILE [--grpc-tls-ca FILE "
     "--grpc-verify-client]]\n"
     "                        [--rest-tls-cert FILE --rest-tls-key FILE [--rest-tls-ca FILE "
@@ -61,12 +66,15 @@ static const char serve_usage[] =
     "                           request is closed after it too (default 30)\n"
     "  --grpc-max-streams       concurrent streams on one gRPC connection (default 100)\n"
     "  --grpc-recv-timeout-s    a gRPC request message must arrive whole within this (default "
-    "30)\n";
+    "30)\n"
+    "  --shutdown-grace-ms      on SIGTERM/SIGINT, requests still pending after this get an error "
+    "(default\n"
+    "                           5000)\n";
 
 /* Limits against hostile clients, declared once: flag, accepted range, where the value goes.
  * 0 (not given) leaves the server's default. */
 typedef struct {
-    long rest_connections, rest_per_client, rest_read_s, grpc_streams, grpc_recv_s;
+    long rest_connections, rest_per_client, rest_read_s, grpc_streams, grpc_recv_s, grace_ms;
 } serve_limits;
 
 static const struct {
@@ -79,7 +87,64 @@ static const struct {
     {"--rest-read-timeout-s", 1, 86400, offsetof(serve_limits, rest_read_s)},
     {"--grpc-max-streams", 1, 100000, offsetof(serve_limits, grpc_streams)},
     {"--grpc-recv-timeout-s", 1, 86400, offsetof(serve_limits, grpc_recv_s)},
+    {"--shutdown-grace-ms", 1, 3600000, offsetof(serve_limits, grace_ms)},
 };
+
+#define DEFAULT_GRACE_MS 5000
+
+/* After SIGTERM the front ends wait for the answers still pending; one waiting on a stopped agent
+ * would hold the exit until its request timeout. The grace timer bounds that wait: once it
+ * expires the workers answer everything pending with an error. */
+typedef struct {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    bool drained;
+    long grace_ms;
+    ss_worker_set *set;
+} grace_timer;
+
+static void *grace_main(void *arg)
+{
+    grace_timer *g = arg;
+    struct timespec until;
+    clock_gettime(CLOCK_REALTIME, &until);
+    until.tv_sec += g->grace_ms / 1000;
+    until.tv_nsec += (g->grace_ms % 1000) * 1000000L;
+    if (until.tv_nsec >= 1000000000L) until.tv_sec++, until.tv_nsec -= 1000000000L;
+    pthread_mutex_lock(&g->mu);
+    int rc = 0;
+    while (!g->drained && rc != ETIMEDOUT)
+        rc = pthread_cond_timedwait(&g->cv, &g->mu, &until);
+    bool expired = !g->drained;
+    pthread_mutex_unlock(&g->mu);
+    if (expired) {
+        SS_WARN("shutdown: requests still pending after the %ld ms grace period "
+                "(--shutdown-grace-ms): answering them with an error",
+                g->grace_ms);
+        ss_worker_set_stop(g->set);
+    }
+    return NULL;
+}
+
+/* Stop both front ends (each drains what it has in flight) within the grace period. */
+static void serve_shutdown(ss_grpc_server *gs, ss_rest_server *rs, ss_worker_set *set,
+                           long grace_ms)
+{
+    grace_timer g = {.grace_ms = grace_ms, .set = set};
+    pthread_mutex_init(&g.mu, NULL);
+    pthread_cond_init(&g.cv, NULL);
+    pthread_t tid;
+    bool timed = set && pthread_create(&tid, NULL, grace_main, &g) == 0;
+    ss_grpc_server_stop(gs);
+    ss_rest_server_stop(rs);
+    pthread_mutex_lock(&g.mu);
+    g.drained = true;
+    pthread_cond_signal(&g.cv);
+    pthread_mutex_unlock(&g.mu);
+    if (timed) pthread_join(tid, NULL);
+    pthread_mutex_destroy(&g.mu);
+    pthread_cond_destroy(&g.cv);
+}
 
 /* 1: argv[*i] was a limit flag and its value is stored; 0: not a limit flag; -1: a bad value. */
 static int parse_limit(int argc, char **argv, int *i, serve_limits *lim)
@@ -276,6 +341,7 @@ int cmd_serve(int argc, char **argv)
         w[i].secret = secret;
         w[i].secret_len = secret_len;
     }
+    long grace_ms = lim.grace_ms ? lim.grace_ms : DEFAULT_GRACE_MS;
     sigset_t sigs;
     ss_server_block_signals(&sigs); /* before any thread exists: every thread inherits the mask */
     ss_worker_set *set = ss_worker_set_new();
@@ -302,6 +368,7 @@ int cmd_serve(int argc, char **argv)
                               .ready_ctx = set,
                               .ssl = grpc_tls,
                               .max_streams = (int)lim.grpc_streams,
+                              .drain_ms = (int)grace_ms + 1000, /* answers first, then cancel */
                               .recv_timeout_s = (int)lim.grpc_recv_s};
         st = ss_grpc_server_start(&go, &gs);
         if (!st &&
@@ -349,8 +416,7 @@ int cmd_serve(int argc, char **argv)
         SS_INFO("signal %d: shutting down", sig);
     }
     /* stop accepting and drain the front ends, then answer what is left and release the agents */
-    ss_grpc_server_stop(gs);
-    ss_rest_server_stop(rs);
+    serve_shutdown(gs, rs, set, grace_ms);
     ss_worker_set_free(set);
     for (int i = 0; i < n; i++) /* a secret we made dies with us */
         if (secret_paths[i][0]) unlink(secret_paths[i]);

@@ -1816,6 +1816,18 @@ static void worker_stop(ss_worker *w)
     worker_free(w);
 }
 
+void ss_worker_set_stop(ss_worker_set *set)
+{
+    pthread_mutex_lock(&set->mu);
+    for (ss_worker *w = set->workers; w; w = w->next) {
+        pthread_mutex_lock(&w->mu);
+        w->stop = true; /* the loop answers everything pending, then ends */
+        ring(w);
+        pthread_mutex_unlock(&w->mu);
+    }
+    pthread_mutex_unlock(&set->mu);
+}
+
 void ss_worker_set_free(ss_worker_set *set)
 {
     if (!set) return;
