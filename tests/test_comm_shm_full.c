@@ -47,8 +47,9 @@ int main(int argc, char **argv)
     setvbuf(stdout, NULL, _IONBF, 0);
     if (unshare(CLONE_NEWNS) != 0 || mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) != 0 ||
         mount("tmpfs", "/dev/shm", "tmpfs", 0, "size=64k") != 0) {
-        fprintf(stderr, "FAIL cannot mount a small tmpfs on /dev/shm in a mount namespace (needs "
-                        "root): %s\n",
+        fprintf(stderr,
+                "FAIL cannot mount a small tmpfs on /dev/shm in a mount namespace (needs "
+                "root): %s\n",
                 strerror(errno));
         return 1;
     }

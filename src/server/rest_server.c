@@ -42,6 +42,8 @@
 #include "rest_codec.h"
 #include "rest_guard.h"
 #include "tls.h"
+#include "trim.h"
+#include "workq.h"
 
 /* TLS 1.2+ (MindSpore disables SSLv2/3 and TLS 1.0/1.1), forward-secret key exchange, AEAD. */
 #define TLS_PRIORITIES                                                                             \
@@ -63,12 +65,16 @@ struct ss_rest_server {
     ss_tls_pems tls;
     ss_rest_guard *guard;
     ss_metric_series *refused_body; /* bodies over max_body */
+    ss_workq *decoder;              /* parses predict bodies off the MHD thread */
 };
 
 /* C_REFUSED: answered from the headers alone (the body is never wanted). */
 typedef enum { C_RECEIVING, C_WAITING, C_ANSWERED, C_REFUSED } conn_state;
 
 typedef struct conn_ctx conn_ctx;
+/* A request body's expensive part, run on the decoder thread: parse it into c->req and choose
+ * c->encode (true), or leave the refusal in c->early (false). */
+typedef bool (*body_decoder)(conn_ctx *c);
 /* Writes a handler's reply as the protocol's body (status, body, its length, and how much of it is
  * JSON: KServe binary outputs follow it). Runs on the MHD thread; consumes the reply. */
 typedef void (*reply_encoder)(conn_ctx *c, ss_predict_reply *reply, unsigned *status, char **body,
@@ -87,6 +93,15 @@ struct conn_ctx {
     ss_predict_reply *answer;    /* the handler's reply, encoded on the MHD thread once resumed */
     reply_encoder encode;        /* the request's protocol */
     ss_rest_guard_conn *guarded; /* the connection's read clock */
+    body_decoder decode;
+    char *url;         /* the request's URL and KServe's header-length header, kept for decode */
+    char *header_len;  /* (the connection is suspended meanwhile: MHD's copies are not read) */
+    size_t body_bytes; /* the body's size: a large one returns its memory when done */
+    struct {
+        unsigned status;
+        char *body;
+        size_t len;
+    } early; /* a refusal made by the decoder, sent once the connection is resumed */
 };
 
 /* ------------------------------------------------------------------ responses */
@@ -246,19 +261,63 @@ static void encode_kserve(conn_ctx *c, ss_predict_reply *reply, unsigned *status
     ss_predict_reply_free(reply);
 }
 
-/* Hand a decoded request to the handler; the connection sleeps until `done` answers. */
-static enum MHD_Result dispatch(conn_ctx *c, reply_encoder encode)
+static void encode_early(conn_ctx *c, ss_predict_reply *reply, unsigned *status, char **body,
+                         size_t *len, size_t *json_len)
+{
+    ss_predict_reply_free(reply);
+    *status = c->early.status;
+    *body = c->early.body;
+    *len = *json_len = c->early.len;
+    c->early.body = NULL;
+}
+
+/* On the decoder thread: parse the body, then hand the request to the handler or answer the
+ * refusal (either way the connection is resumed by rest_done). */
+static void decode_job(void *arg)
+{
+    conn_ctx *c = arg;
+    if (c->decode(c)) {
+        c->srv->handler.predict(c->srv->handler.ctx, c->req, rest_done, c);
+        return;
+    }
+    c->encode = encode_early;
+    rest_done(c, NULL);
+}
+
+/* The body has arrived: the connection sleeps while the decoder thread parses it and the handler
+ * answers, so the MHD thread keeps serving health, metrics and other clients meanwhile. */
+static enum MHD_Result defer_decode(conn_ctx *c, const char *url, body_decoder decode)
 {
     ss_rest_server *srv = c->srv;
+    c->url = strdup(url);
+    if (!c->url) return send_error(c->conn, "out of memory");
+    c->decode = decode;
+    c->body_bytes = c->len;
     pthread_mutex_lock(&srv->mu);
     srv->pending++;
     srv->open++;
     pthread_mutex_unlock(&srv->mu);
     c->state = C_WAITING;
     MHD_suspend_connection(c->conn);
-    c->encode = encode;
-    srv->handler.predict(srv->handler.ctx, c->req, rest_done, c);
+    if (!ss_workq_push(srv->decoder, decode_job, c)) decode_job(c); /* out of memory: here */
     return MHD_YES;
+}
+
+static bool decode_mindspore(conn_ctx *c)
+{
+    ss_rest_server *srv = c->srv;
+    ss_status *st = ss_rest_parse_request_limited(
+        c->url, c->body, c->len, ss_predict_handler_name_limit, &srv->handler, &c->req);
+    free(c->body);
+    c->body = NULL;
+    if (!st) {
+        c->encode = encode_mindspore;
+        return true;
+    }
+    c->early.status = MHD_HTTP_OK;
+    c->early.body = ss_rest_error_json(st->msg, &c->early.len);
+    ss_status_free(st);
+    return false;
 }
 
 static enum MHD_Result start_predict(conn_ctx *c, const char *url)
@@ -271,20 +330,27 @@ static enum MHD_Result start_predict(conn_ctx *c, const char *url)
         return send_error(c->conn, msg);
     }
     if (c->len == 0) return send_error(c->conn, "http message invalid");
-    ss_status *st = ss_rest_parse_request_limited(
-        url, c->body, c->len, ss_predict_handler_name_limit, &srv->handler, &c->req);
-    free(c->body);
-    c->body = NULL;
-    if (st) {
-        enum MHD_Result r = send_error(c->conn, st->msg);
-        ss_status_free(st);
-        return r;
-    }
-    return dispatch(c, encode_mindspore);
+    return defer_decode(c, url, decode_mindspore);
 }
 
-/* POST /v2/models/NAME[/versions/V]/infer: the body goes to the codec, which keeps it (binary
- * inputs are borrowed from it). */
+/* The body goes to the codec, which keeps it (binary inputs are borrowed from it). */
+static bool decode_kserve(conn_ctx *c)
+{
+    ss_rest_server *srv = c->srv;
+    ss_kserve_error err = {0};
+    char *body = c->body;
+    c->body = NULL;
+    if (ss_kserve_rest_decode_infer(&srv->handler, c->url, body, c->len, c->header_len, &c->kcall,
+                                    &c->req, &err)) {
+        c->encode = encode_kserve;
+        return true;
+    }
+    c->early.status = (unsigned)err.status;
+    c->early.body = ss_kserve_rest_error_json(err.msg, &c->early.len);
+    return false;
+}
+
+/* POST /v2/models/NAME[/versions/V]/infer */
 static enum MHD_Result start_kserve_infer(conn_ctx *c, const char *url)
 {
     ss_rest_server *srv = c->srv;
@@ -297,12 +363,8 @@ static enum MHD_Result start_kserve_infer(conn_ctx *c, const char *url)
     }
     const char *hl =
         MHD_lookup_connection_value(c->conn, MHD_HEADER_KIND, "Inference-Header-Content-Length");
-    char *body = c->body;
-    c->body = NULL;
-    if (!ss_kserve_rest_decode_infer(&srv->handler, url, body, c->len, hl, &c->kcall, &c->req,
-                                     &err))
-        return send_kserve_error(c->conn, &err);
-    return dispatch(c, encode_kserve);
+    if (hl && !(c->header_len = strdup(hl))) return send_error(c->conn, "out of memory");
+    return defer_decode(c, url, decode_kserve);
 }
 
 /* ------------------------------------------------------------------ access handler */
@@ -573,12 +635,17 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
         pthread_mutex_unlock(&srv->mu);
     }
     free(c->body);
+    free(c->url);
+    free(c->header_len);
+    free(c->early.body);
     ss_predict_reply_free(c->answer);
     ss_predict_request_free(c->req);
     ss_kserve_call_free(c->kcall);
     pthread_mutex_destroy(&c->mu);
+    size_t body_bytes = c->body_bytes;
     free(c);
     *con_cls = NULL;
+    ss_server_trim_after(body_bytes);
 }
 
 /* ------------------------------------------------------------------ start / stop */
@@ -586,6 +653,10 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
 /* Connections beyond what the descriptor limit allows would only fail later, at accept: keep
  * FD_RESERVE descriptors (half of a smaller limit) for everything else. */
 #define FD_RESERVE 128
+
+/* Threads that parse request bodies: a few large bodies queue behind each other there, never in
+ * front of a health probe. */
+#define REST_DECODE_THREADS 1
 
 static ss_status *rest_limits(const ss_rest_options *o, ss_rest_limits *lim)
 {
@@ -654,6 +725,11 @@ ss_status *ss_rest_server_start(const ss_rest_options *opts, ss_rest_server **ou
         free(srv);
         return st;
     }
+    if ((st = ss_workq_new(REST_DECODE_THREADS, "ss-rest-decode", &srv->decoder))) {
+        ss_rest_guard_free(srv->guard);
+        free(srv);
+        return st;
+    }
     static const char *const labels[] = {"limit"};
     srv->refused_body = ss_metrics_series(
         ss_metrics_family(ss_metrics_global(), SS_METRIC_COUNTER, "shardserve_rest_refused_total",
@@ -671,6 +747,7 @@ ss_status *ss_rest_server_start(const ss_rest_options *opts, ss_rest_server **ou
                          "Serving Error: RESTful server: this libmicrohttpd has no TLS support");
         if (!st) st = ss_tls_load(opts->ssl, "RESTful", &srv->tls);
         if (st) {
+            ss_workq_free(srv->decoder);
             ss_rest_guard_free(srv->guard);
             free(srv);
             return st;
@@ -710,6 +787,7 @@ ss_status *ss_rest_server_start(const ss_rest_options *opts, ss_rest_server **ou
         pthread_mutex_destroy(&srv->mu);
         pthread_cond_destroy(&srv->cv);
         ss_tls_pems_free(&srv->tls);
+        ss_workq_free(srv->decoder);
         ss_rest_guard_free(srv->guard);
         free(srv);
         return ss_errf(SS_ERR_IO,
@@ -750,6 +828,7 @@ void ss_rest_server_stop(ss_rest_server *srv)
     pthread_mutex_unlock(&srv->mu);
     MHD_stop_daemon(srv->daemon);
     if (listen_fd != MHD_INVALID_SOCKET) close(listen_fd);
+    ss_workq_free(srv->decoder); /* idle: every decoded request was answered (pending == 0) */
     ss_rest_guard_free(srv->guard);
     pthread_mutex_destroy(&srv->mu);
     pthread_cond_destroy(&srv->cv);
