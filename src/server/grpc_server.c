@@ -41,12 +41,15 @@
 #include "grpc_codec.h"
 #include "kserve_grpc.h"
 #include "tls.h"
+#include "trim.h"
+#include "workq.h"
 
 #define PREDICT_METHOD "/mindspore.serving.proto.MSService/Predict"
 #define HEALTH_METHOD "/grpc.health.v1.Health/Check"
 #define REQUESTS_PER_THREAD 2
 #define SCAN_MS 250
 #define CANCEL_BATCH 64
+#define DECODE_ASIDE_BYTES ((size_t)1 << 20)
 
 typedef enum { TAG_CALL, TAG_SHUTDOWN } tag_kind;
 typedef enum { ST_REQUESTED, ST_RECEIVING, ST_WAITING, ST_FINISHING } call_state;
@@ -80,6 +83,7 @@ struct grpc_ctx {
     grpc_ctx *rprev, *rnext;
     bool receiving;
     uint64_t recv_deadline_ns;
+    size_t bytes; /* request + reply message bytes: a large call returns its memory (trim.h) */
 };
 
 struct ss_grpc_server {
@@ -102,6 +106,7 @@ struct ss_grpc_server {
     grpc_ctx *receiving; /* calls waiting for their message (under mu) */
     _Atomic uint64_t next_scan_ns;
     ss_metric_series *cut_recv;
+    ss_workq *decoder; /* decodes large messages, so the cq threads stay free for health */
 };
 
 /* ------------------------------------------------------------------ call lifecycle */
@@ -210,8 +215,10 @@ static void free_ctx(grpc_ctx *c)
     grpc_slice_unref(c->status_details);
     ss_predict_request_free(c->req);
     ss_kserve_call_free(c->kcall);
+    size_t bytes = c->bytes;
     free(c);
     live_add(srv, -1);
+    ss_server_trim_after(bytes);
 }
 
 /* Send the final batch: optional message + status. Takes ownership of `payload` (malloc'd). */
@@ -223,6 +230,7 @@ static void finish_call(grpc_ctx *c, grpc_status_code code, const char *details,
     size_t n = 0;
     ops[n++].op = GRPC_OP_SEND_INITIAL_METADATA;
     if (payload) {
+        c->bytes += len;
         grpc_slice s = grpc_slice_new(payload, len, free);
         c->send = grpc_raw_byte_buffer_create(&s, 1);
         grpc_slice_unref(s);
@@ -443,6 +451,31 @@ static void on_requested(grpc_ctx *c, bool ok)
     if (grpc_call_start_batch(c->call, &op, 1, c, NULL) != GRPC_CALL_OK) free_ctx(c);
 }
 
+typedef struct {
+    grpc_ctx *c;
+    grpc_slice msg;
+} aside_job;
+
+static void aside_main(void *arg)
+{
+    aside_job *j = arg;
+    j->c->method->handle(j->c, GRPC_SLICE_START_PTR(j->msg), GRPC_SLICE_LENGTH(j->msg));
+    grpc_slice_unref(j->msg);
+    free(j);
+}
+
+/* A large message is decoded on the decoder thread: two cq threads busy decoding would leave
+ * health checks and small calls waiting. false: decode it here. */
+static bool decode_aside(grpc_ctx *c, grpc_slice msg)
+{
+    aside_job *j = c->srv->decoder ? malloc(sizeof *j) : NULL;
+    if (!j) return false;
+    *j = (aside_job){c, msg};
+    if (ss_workq_push(c->srv->decoder, aside_main, j)) return true;
+    free(j);
+    return false;
+}
+
 static void on_received(grpc_ctx *c, bool ok)
 {
     receiving_end(c);
@@ -457,6 +490,8 @@ static void on_received(grpc_ctx *c, bool ok)
     grpc_slice msg = read_message(c->recv);
     grpc_byte_buffer_destroy(c->recv);
     c->recv = NULL;
+    c->bytes = GRPC_SLICE_LENGTH(msg);
+    if (c->bytes >= DECODE_ASIDE_BYTES && decode_aside(c, msg)) return;
     c->method->handle(c, GRPC_SLICE_START_PTR(msg), GRPC_SLICE_LENGTH(msg));
     grpc_slice_unref(msg);
 }
@@ -583,6 +618,7 @@ static grpc_server_credentials *server_credentials(const ss_grpc_options *o, ss_
 
 static void destroy(ss_grpc_server *srv)
 {
+    ss_workq_free(srv->decoder); /* its jobs may still finish calls: before the cq goes */
     if (srv->server) grpc_server_destroy(srv->server);
     if (srv->cq) {
         grpc_completion_queue_shutdown(srv->cq);
@@ -625,6 +661,11 @@ ss_status *ss_grpc_server_start(const ss_grpc_options *opts, ss_grpc_server **ou
     int recv_s =
         opts->recv_timeout_s > 0 ? opts->recv_timeout_s : SS_SERVER_DEFAULT_GRPC_RECV_TIMEOUT_S;
     srv->recv_timeout_ns = (uint64_t)recv_s * 1000000000ull;
+    ss_status *dq = ss_workq_new(1, "ss-grpc-decode", &srv->decoder);
+    if (dq) { /* not fatal: large messages are then decoded on the cq threads */
+        SS_WARN("gRPC server: %s", dq->msg);
+        ss_status_free(dq);
+    }
     static const char *const labels[] = {"limit"};
     srv->cut_recv = ss_metrics_series(
         ss_metrics_family(ss_metrics_global(), SS_METRIC_COUNTER, "shardserve_grpc_refused_total",

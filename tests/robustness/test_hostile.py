@@ -18,8 +18,9 @@ client. Every attack is bounded in count and time.
   refuses what its descriptors cannot hold (counted), the log grows by at most one line a second
   per listener, and /health/live answers again once the connections are gone;
 - the server stays healthy: /health/live answers within 1 s while 1,000 idle REST connections
-  (from 127.0.0.2-5) are open and while three 60 MB bodies are parsed (their memory is returned
-  afterwards), and a valid request still gets its answer afterwards.
+  (from 127.0.0.2-5) are open and while three 60 MB bodies are parsed, gRPC health within 1 s
+  while four 88 MB gRPC requests are decoded (the memory of both is returned afterwards), and a
+  valid request still gets its answer afterwards.
 
 Usage: test_hostile.py [case ...]; prints ok/FAIL per case and "N passed, N failed"."""
 
@@ -297,6 +298,38 @@ def test_health_and_memory_with_large_bodies_in_flight():
         assert rss_after < rss_before + 64, "RSS %.0f MB after the bodies, %.0f before" % (rss_after, rss_before)
 
 
+def test_grpc_health_and_memory_with_large_requests_in_flight():
+    """Four 88 MB gRPC requests of 300,000 instances each (every one of the wrong shape): they are
+    decoded off the completion-queue threads, so gRPC health answers within 1 s meanwhile (1.2 s
+    before), and their memory is returned afterwards (RSS stayed 600 MB higher before)."""
+    inst = [{"x": np.ones((ROWS, K + 1), np.float32)} for _ in range(300000)]
+    payload = ssc.Client(C.grpc, "matmul", "predict")._request(inst).SerializeToString()
+    del inst
+    rss_before = rss_mb(C.server.pid)
+    replies = []
+    calls = [threading.Thread(target=lambda: replies.append(raw_grpc(payload, 120))) for _ in range(4)]
+    for t in calls:
+        t.start()
+    worst, peak, probes = 0.0, rss_before, 0
+    while any(t.is_alive() for t in calls):
+        secs, ok = grpc_health_seconds()
+        assert ok, "gRPC health failed while large requests were decoded"
+        worst, probes = max(worst, secs), probes + 1
+        peak = max(peak, rss_mb(C.server.pid))
+        time.sleep(0.05)
+    for t in calls:
+        t.join()
+    assert len(replies) == 4 and all("not match the size" in str(r) for _, r in replies), str(replies)[:500]
+    assert worst < 1.0, "gRPC health took %.2f s while large requests were decoded" % worst
+    time.sleep(0.5)
+    rss_after = rss_mb(C.server.pid)
+    print("    4 x %.0f MB requests (%.1f s each at most): gRPC health slowest %.0f ms of %d; RSS %.0f ->"
+          " peak %.0f -> %.0f MB" % (len(payload) / 1e6, max(s for s, _ in replies), worst * 1e3, probes,
+                                     rss_before, peak, rss_after))
+    if not SANITIZED:  # the sanitizer's allocator keeps its own pools
+        assert rss_after < rss_before + 64, "RSS %.0f MB after the requests, %.0f before" % (rss_after, rss_before)
+
+
 def test_per_client_limit_refuses_and_counts():
     before = metric("shardserve_rest_refused_total", "connections_per_client")
     socks = idle_connections(300, "127.0.0.9")
@@ -506,7 +539,9 @@ CASES = [test_grpc_80000_names_refused_fast, test_rest_80000_names_refused_fast,
          test_grpc_unknown_fields_refused_before_unpacking,
          test_kserve_grpc_unknown_fields_refused_before_unpacking,
          test_health_live_with_1000_idle_rest_connections,
-         test_health_and_memory_with_large_bodies_in_flight, test_per_client_limit_refuses_and_counts,
+         test_health_and_memory_with_large_bodies_in_flight,
+         test_grpc_health_and_memory_with_large_requests_in_flight,
+         test_per_client_limit_refuses_and_counts,
          test_trickled_headers_cut_at_the_read_deadline, test_expect_continue_over_the_limit_refused_first,
          test_grpc_message_that_never_arrives_is_cancelled, test_grpc_streams_per_connection_limited,
          test_serve_and_agents_raise_the_descriptor_limit, test_descriptor_exhaustion_is_refused_quietly,
