@@ -37,6 +37,9 @@ if(TARGET shardserve)
   # an op the runtime's table marks elementwise stays on split tensors (no op list of the tool's own)
   ss_shard_test(shard_runtime_ops_shm 120 runtime_ops.sh shm)
 
+  # string initializers and string Constants reach every shard as strings
+  ss_shard_test(shard_strings 60 strings.sh)
+
   # 3. one rank SIGKILLed mid-run: the others fail naming it, within the bound, nothing left
   ss_shard_test(shard_kill_shm 120 kill.sh shm)
   # `shardserve run` itself SIGKILLed: its ranks die with it
