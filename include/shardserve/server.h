@@ -78,6 +78,8 @@ typedef struct ss_grpc_server ss_grpc_server;
 ss_status *ss_grpc_server_start(const ss_grpc_options *opts, ss_grpc_server **out);
 /* The bound TCP port (useful with port 0); 0 for unix sockets. */
 int ss_grpc_server_port(const ss_grpc_server *srv);
+/* false once the listener has stopped accepting (out of descriptors: libgrpc does not resume). */
+bool ss_grpc_server_listening(const ss_grpc_server *srv);
 /* Stop (see above) and free. NULL is fine. */
 void ss_grpc_server_stop(ss_grpc_server *srv);
 

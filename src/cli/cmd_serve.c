@@ -92,6 +92,18 @@ static const struct {
 
 #define DEFAULT_GRACE_MS 5000
 
+/* /health/ready: every servable ready and no listener stopped. */
+typedef struct {
+    ss_worker_set *set;
+    ss_grpc_server *grpc;
+} serve_state;
+
+static bool serve_ready(void *ctx)
+{
+    const serve_state *s = ctx;
+    return ss_worker_set_ready(s->set) && (!s->grpc || ss_grpc_server_listening(s->grpc));
+}
+
 /* After SIGTERM the front ends wait for the answers still pending; one waiting on a stopped agent
  * would hold the exit until its request timeout. The grace timer bounds that wait: once it
  * expires the workers answer everything pending with an error. */
@@ -382,12 +394,13 @@ int cmd_serve(int argc, char **argv)
             printf("Serving: Serving gRPC server start success, listening on %s\n", grpc);
         }
     }
+    serve_state state = {set, gs};
     if (!st && rest) {
         ss_rest_options ro = {.address = rest,
                               .max_msg_mb = (int)rest_mb,
                               .handler = h,
-                              .ready = ss_worker_set_ready,
-                              .ready_ctx = set,
+                              .ready = serve_ready,
+                              .ready_ctx = &state,
                               .ssl = rest_tls,
                               .max_connections = (int)lim.rest_connections,
                               .max_per_client = (int)lim.rest_per_client,

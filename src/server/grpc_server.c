@@ -542,6 +542,22 @@ static void *worker_main(void *arg)
 
 /* ------------------------------------------------------------------ start / stop */
 
+/* libgrpc 1.51 stops a listening port for good after an accept failure other than EAGAIN (EMFILE:
+ * out of descriptors), saying only "Failed accept4". Readiness reports it from then on. */
+static atomic_bool accept_stopped;
+
+static void note_accept_stopped(void)
+{
+    if (atomic_exchange(&accept_stopped, true)) return;
+    SS_ERROR("grpc: the gRPC listener has stopped accepting connections (libgrpc does not resume "
+             "after an accept failure): /health/ready says not ready from now on; restart serve");
+}
+
+bool ss_grpc_server_listening(const ss_grpc_server *srv)
+{
+    return srv && !atomic_load(&accept_stopped);
+}
+
 /* gRPC core's log lines go through ours. Accept failures (EMFILE/ENFILE: out of descriptors)
  * repeat as fast as connections arrive: at most one such line a second, with a count of the
  * ones dropped. */
@@ -550,6 +566,7 @@ static void grpc_log(gpr_log_func_args *a)
     static _Atomic uint64_t last_ns;
     static atomic_ulong dropped;
     bool accept_failure = strstr(a->message, "accept") || strstr(a->message, "Too many open files");
+    if (strstr(a->message, "Failed accept4")) note_accept_stopped();
     if (accept_failure) {
         uint64_t now = ss_now_ns(), last = atomic_load(&last_ns);
         if (now - last < 1000000000ull || !atomic_compare_exchange_strong(&last_ns, &last, now)) {

@@ -16,7 +16,8 @@ client. Every attack is bounded in count and time.
 - descriptors: serve and agents, started with a soft descriptor limit of 512, raise it to the
   hard limit; a serve whose hard limit is 200 meets 400 REST and 300 gRPC connections: REST
   refuses what its descriptors cannot hold (counted), the log grows by at most one line a second
-  per listener, and /health/live answers again once the connections are gone;
+  per listener, /health/live answers again once the connections are gone, and /health/ready
+  says not ready once libgrpc's listener has stopped for good (it does at EMFILE);
 - the server stays healthy: /health/live answers within 1 s while 1,000 idle REST connections
   (from 127.0.0.2-5) are open and while three 60 MB bodies are parsed, gRPC health within 1 s
   while four 88 MB gRPC requests are decoded (the memory of both is returned afterwards), and a
@@ -49,6 +50,7 @@ SAN_RE = re.compile(r"(ERROR: AddressSanitizer|ERROR: LeakSanitizer|runtime erro
 ROWS, K, N = 4, 16, 8
 NAMES = 80000
 C = None  # the cluster, started once in main()
+MODELS = []  # its model files (a second serve borrows them)
 
 
 def raw_grpc(payload, timeout=30):
@@ -468,12 +470,16 @@ def test_descriptor_exhaustion_is_refused_quietly():
             text = ""
             for _ in range(200):
                 text = open(log).read()
-                if "RESTful server start success" in text:
+                if "Serving: Serving RESTful server start success" in text:
                     break
                 time.sleep(0.05)
             rest = re.search(r"RESTful server start success, listening on (\S+):(\d+)", text)
-            grpc = re.search(r"gRPC server start success, listening on (\S+):(\d+)", text)
-            assert rest and grpc, text[-2000:]
+            grpc = re.search(r"(?m)^Serving: Serving gRPC server start success, listening on (\S+):(\d+)", text)
+            worker = re.search(r"waiting for agents on (\S+)", text)
+            assert rest and grpc and worker, text[-2000:]
+            ready_url = "http://127.0.0.1:%s/health/ready" % rest.group(2)
+            C.agents(worker.group(1), MODELS, log="agents-fd.log")
+            assert http_status(ready_url, 30) == 200, "the serve at 200 descriptors never got ready"
             lines_before = len(open(log).read().splitlines())
             t0 = time.time()
             for port, count in ((int(rest.group(2)), 400), (int(grpc.group(2)), 300)):
@@ -499,6 +505,9 @@ def test_descriptor_exhaustion_is_refused_quietly():
                 metrics = r.read().decode()
             refused = re.search(r'shardserve_rest_refused_total\{limit="connections"\} (\S+)', metrics)
             assert refused and float(refused.group(1)) > 0, "no refusal counted:\n" + metrics[-1500:]
+            # libgrpc stops its listener for good at EMFILE: readiness must say so
+            assert http_status(ready_url, 0) == 503, "/health/ready still 200 with the gRPC listener stopped:\n" + open(log).read()[-3000:]
+            assert "gRPC listener has stopped" in open(log).read(), open(log).read()[-2000:]
             print("    hard limit 200: %d log lines in %.1f s, %s REST connections refused, health in %.1f ms" % (
                 len(lines), elapsed, refused.group(1), (time.perf_counter() - t1) * 1e3))
         finally:
@@ -510,6 +519,20 @@ def test_descriptor_exhaustion_is_refused_quietly():
             except subprocess.TimeoutExpired:
                 p.kill()
                 p.wait()
+
+
+def http_status(url, wait_s):
+    """The status of GET url, retried for up to wait_s seconds until it is 200."""
+    deadline = time.time() + wait_s
+    while True:
+        try:
+            with urllib.request.urlopen(url, timeout=5) as r:
+                status = r.status
+        except urllib.error.HTTPError as e:
+            status = e.code
+        if status == 200 or time.time() >= deadline:
+            return status
+        time.sleep(0.1)
 
 
 def test_valid_request_after_the_attacks():
@@ -559,6 +582,7 @@ def main():
         model = os.path.join(c.dir, "matmul.onnx")
         matmul_neg_model(model, rows=ROWS, k=K, n=N)
         models = c.add_servable("matmul", model, 1, 1)
+        MODELS.extend(models)
         table = c.write_rank_table(1)
         c.serve([("matmul", 1, table)], wait_agents=60,
                 extra=("--rest-read-timeout-s", "3", "--grpc-recv-timeout-s", "3", "--grpc-max-streams", "4"))
