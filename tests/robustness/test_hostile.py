@@ -16,7 +16,7 @@ client. Every attack is bounded in count and time.
 - descriptors: serve and agents, started with a soft descriptor limit of 512, raise it to the
   hard limit; a serve whose hard limit is 200 meets 400 REST and 300 gRPC connections: REST
   refuses what its descriptors cannot hold (counted), the log grows by at most one line a second
-  per listener, /health/live answers again once the connections are gone, and /health/ready
+  per listener (the worker's link listener included), /health/live answers again once the connections are gone, and /health/ready
   says not ready once libgrpc's listener has stopped for good (it does at EMFILE);
 - the server stays healthy: /health/live answers within 1 s while 1,000 idle REST connections
   (from 127.0.0.2-5) are open and while three 60 MB bodies are parsed, gRPC health within 1 s
@@ -482,7 +482,9 @@ def test_descriptor_exhaustion_is_refused_quietly():
             assert http_status(ready_url, 30) == 200, "the serve at 200 descriptors never got ready"
             lines_before = len(open(log).read().splitlines())
             t0 = time.time()
-            for port, count in ((int(rest.group(2)), 400), (int(grpc.group(2)), 300)):
+            worker_port = int(worker.group(1).rsplit(":", 1)[1])
+            # then 3 connections to the worker's address: its accept loop must back off, not spin
+            for port, count in ((int(rest.group(2)), 400), (int(grpc.group(2)), 300), (worker_port, 3)):
                 for _ in range(count):
                     try:
                         socks.append(socket.create_connection(("127.0.0.1", port), timeout=2))
