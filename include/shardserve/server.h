@@ -49,6 +49,8 @@ extern "C" {
 #define SS_SERVER_DEFAULT_REST_READ_TIMEOUT_S 30 /* a whole request's headers + body */
 #define SS_SERVER_DEFAULT_GRPC_STREAMS 100       /* concurrent streams on one gRPC connection */
 #define SS_SERVER_DEFAULT_GRPC_RECV_TIMEOUT_S 30 /* a whole request message */
+#define SS_SERVER_DEFAULT_GRPC_BUFFERED_MSGS 2   /* held request bytes: this many largest messages \
+                                                  */
 
 /* MindSpore's SSLConfig. Files are read (and the key checked against the certificate) at start. */
 typedef struct {
@@ -67,6 +69,9 @@ typedef struct {
     int max_streams;     /* concurrent streams per connection, 0 = SS_SERVER_DEFAULT_GRPC_STREAMS */
     int recv_timeout_s;  /* a request message must arrive whole within this, from the call's
                             start, 0 = SS_SERVER_DEFAULT_GRPC_RECV_TIMEOUT_S */
+    int max_buffered_mb; /* request messages received and not yet answered, all calls together;
+                            0 = SS_SERVER_DEFAULT_GRPC_BUFFERED_MSGS x max_msg_mb; at least
+                            max_msg_mb */
     ss_predict_handler handler;
     ss_ready_fn ready; /* NULL: always ready */
     void *ready_ctx;

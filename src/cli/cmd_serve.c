@@ -35,7 +35,8 @@ static const char serve_usage[] =
     "                        [--rest-max-connections N] [--rest-max-per-client N] "
     "[--rest-read-timeout-s S]\n"
     "                        [--grpc-max-streams N] [--grpc-recv-timeout-s S] "
-    "[--shutdown-grace-ms MS]\n"
+    "[--grpc-max-buffered-mb N]\n"
+    "                        [--shutdown-grace-ms MS]\n"
     "                        [--grpc-tls-cert FILE --grpc-tls-key FILE [--grpc-tls-ca FILE "
     "--grpc-verify-client]]\n"
     "                        [--rest-tls-cert FILE --rest-tls-key FILE [--rest-tls-ca FILE "
@@ -67,6 +68,10 @@ static const char serve_usage[] =
     "  --grpc-max-streams       concurrent streams on one gRPC connection (default 100)\n"
     "  --grpc-recv-timeout-s    a gRPC request message must arrive whole within this (default "
     "30)\n"
+    "  --grpc-max-buffered-mb   request messages received and not yet answered, all calls "
+    "together\n"
+    "                           (default 2 x --grpc-max-msg-mb); more are refused "
+    "(RESOURCE_EXHAUSTED)\n"
     "  --shutdown-grace-ms      on SIGTERM/SIGINT, requests still pending after this get an error "
     "(default\n"
     "                           5000)\n";
@@ -74,7 +79,8 @@ static const char serve_usage[] =
 /* Limits against hostile clients, declared once: flag, accepted range, where the value goes.
  * 0 (not given) leaves the server's default. */
 typedef struct {
-    long rest_connections, rest_per_client, rest_read_s, grpc_streams, grpc_recv_s, grace_ms;
+    long rest_connections, rest_per_client, rest_read_s, grpc_streams, grpc_recv_s, grpc_held_mb,
+        grace_ms;
 } serve_limits;
 
 static const struct {
@@ -87,6 +93,7 @@ static const struct {
     {"--rest-read-timeout-s", 1, 86400, offsetof(serve_limits, rest_read_s)},
     {"--grpc-max-streams", 1, 100000, offsetof(serve_limits, grpc_streams)},
     {"--grpc-recv-timeout-s", 1, 86400, offsetof(serve_limits, grpc_recv_s)},
+    {"--grpc-max-buffered-mb", 1, 1 << 20, offsetof(serve_limits, grpc_held_mb)},
     {"--shutdown-grace-ms", 1, 3600000, offsetof(serve_limits, grace_ms)},
 };
 
@@ -381,7 +388,8 @@ int cmd_serve(int argc, char **argv)
                               .ssl = grpc_tls,
                               .max_streams = (int)lim.grpc_streams,
                               .drain_ms = (int)grace_ms + 1000, /* answers first, then cancel */
-                              .recv_timeout_s = (int)lim.grpc_recv_s};
+                              .recv_timeout_s = (int)lim.grpc_recv_s,
+                              .max_buffered_mb = (int)lim.grpc_held_mb};
         st = ss_grpc_server_start(&go, &gs);
         if (!st &&
             ss_grpc_server_port(gs) > 0) { /* show the bound port (also when asked for port 0) */

@@ -41,6 +41,7 @@
 #include "grpc_codec.h"
 #include "kserve_grpc.h"
 #include "tls.h"
+#include "budget.h"
 #include "trim.h"
 #include "workq.h"
 
@@ -84,6 +85,7 @@ struct grpc_ctx {
     bool receiving;
     uint64_t recv_deadline_ns;
     size_t bytes; /* request + reply message bytes: a large call returns its memory (trim.h) */
+    size_t held;  /* request bytes taken from the server's budget */
 };
 
 struct ss_grpc_server {
@@ -106,7 +108,8 @@ struct ss_grpc_server {
     grpc_ctx *receiving; /* calls waiting for their message (under mu) */
     _Atomic uint64_t next_scan_ns;
     ss_metric_series *cut_recv;
-    ss_workq *decoder; /* decodes large messages, so the cq threads stay free for health */
+    ss_workq *decoder;   /* decodes large messages, so the cq threads stay free for health */
+    ss_byte_budget held; /* request messages received and not yet answered */
 };
 
 /* ------------------------------------------------------------------ call lifecycle */
@@ -215,6 +218,7 @@ static void free_ctx(grpc_ctx *c)
     grpc_slice_unref(c->status_details);
     ss_predict_request_free(c->req);
     ss_kserve_call_free(c->kcall);
+    ss_byte_budget_give(&srv->held, c->held);
     size_t bytes = c->bytes;
     free(c);
     live_add(srv, -1);
@@ -476,6 +480,24 @@ static bool decode_aside(grpc_ctx *c, grpc_slice msg)
     return false;
 }
 
+/* The message counts against the server's budget until the call ends; over it, the call is
+ * refused (RESOURCE_EXHAUSTED, counted) and its bytes freed at once. */
+static bool hold_message(grpc_ctx *c)
+{
+    ss_byte_budget *b = &c->srv->held;
+    if (ss_byte_budget_take(b, c->bytes)) {
+        c->held = c->bytes;
+        return true;
+    }
+    char why[200];
+    snprintf(why, sizeof why,
+             "the server holds %zu MB of received requests, over its limit of %zu MB "
+             "(--grpc-max-buffered-mb) with this one: try again later",
+             (atomic_load(&b->used) + c->bytes) >> 20, b->limit >> 20);
+    finish_call(c, GRPC_STATUS_RESOURCE_EXHAUSTED, why, NULL, 0);
+    return false;
+}
+
 static void on_received(grpc_ctx *c, bool ok)
 {
     receiving_end(c);
@@ -487,10 +509,11 @@ static void on_received(grpc_ctx *c, bool ok)
         finish_call(c, GRPC_STATUS_INTERNAL, "no request message", NULL, 0);
         return;
     }
+    c->bytes = grpc_byte_buffer_length(c->recv);
+    if (!hold_message(c)) return; /* refused before it is copied */
     grpc_slice msg = read_message(c->recv);
     grpc_byte_buffer_destroy(c->recv);
     c->recv = NULL;
-    c->bytes = GRPC_SLICE_LENGTH(msg);
     if (c->bytes >= DECODE_ASIDE_BYTES && decode_aside(c, msg)) return;
     c->method->handle(c, GRPC_SLICE_START_PTR(msg), GRPC_SLICE_LENGTH(msg));
     grpc_slice_unref(msg);
@@ -607,7 +630,7 @@ static ss_status *check_options(const ss_grpc_options *o)
         return ss_errf(SS_ERR_INVALID, "max_msg_mb_size %d is outside [1, %d]", o->max_msg_mb,
                        SS_SERVER_MAX_MSG_MB_LIMIT);
     if (!o->handler.predict) return ss_errf(SS_ERR_INVALID, "gRPC server needs a predict handler");
-    if (o->max_streams < 0 || o->recv_timeout_s < 0)
+    if (o->max_streams < 0 || o->recv_timeout_s < 0 || o->max_buffered_mb < 0)
         return ss_errf(SS_ERR_INVALID, "gRPC server limits must be >= 0 (0 = the default)");
     return NULL;
 }
@@ -684,10 +707,14 @@ ss_status *ss_grpc_server_start(const ss_grpc_options *opts, ss_grpc_server **ou
         ss_status_free(dq);
     }
     static const char *const labels[] = {"limit"};
-    srv->cut_recv = ss_metrics_series(
+    ss_metric_family *refused =
         ss_metrics_family(ss_metrics_global(), SS_METRIC_COUNTER, "shardserve_grpc_refused_total",
-                          "gRPC calls refused or cancelled by a limit", 1, labels, NULL, 0),
-        (const char *const[]){"recv_timeout"});
+                          "gRPC calls refused or cancelled by a limit", 1, labels, NULL, 0);
+    srv->cut_recv = ss_metrics_series(refused, (const char *const[]){"recv_timeout"});
+    srv->held.refused = ss_metrics_series(refused, (const char *const[]){"buffered_bytes"});
+    int held_mb = opts->max_buffered_mb > 0 ? opts->max_buffered_mb
+                                            : SS_SERVER_DEFAULT_GRPC_BUFFERED_MSGS * mb;
+    srv->held.limit = (size_t)(held_mb > mb ? held_mb : mb) << 20;
     grpc_arg args[] = {
         {GRPC_ARG_INTEGER, GRPC_ARG_MAX_CONCURRENT_STREAMS, {.integer = streams}},
         {GRPC_ARG_INTEGER, GRPC_ARG_MAX_RECEIVE_MESSAGE_LENGTH, {.integer = mb << 20}},
