@@ -400,6 +400,8 @@ NUMS = [
     ("serve", "--rest-read-timeout-s", ["0", "86401"]),
     ("serve", "--grpc-max-streams", ["0", "1e3"]),
     ("serve", "--grpc-recv-timeout-s", ["-3", ""]),
+    ("serve", "--grpc-max-buffered-mb", ["0", "1048577", "lots"]),
+    ("serve", "--shutdown-grace-ms", ["0", "-1", "3600001"]),
     ("agents", "--agent-start-port", ["0", "70000"]),
     ("agents", "--comm-timeout-ms", ["0"]),
     ("agents", "--connect-timeout-ms", ["-5"]),
