@@ -49,8 +49,9 @@ extern "C" {
 #define SS_SERVER_DEFAULT_REST_READ_TIMEOUT_S 30 /* a whole request's headers + body */
 #define SS_SERVER_DEFAULT_GRPC_STREAMS 100       /* concurrent streams on one gRPC connection */
 #define SS_SERVER_DEFAULT_GRPC_RECV_TIMEOUT_S 30 /* a whole request message */
-#define SS_SERVER_DEFAULT_GRPC_BUFFERED_MSGS 2   /* held request bytes: this many largest messages \
-                                                  */
+#define SS_SERVER_DEFAULT_GRPC_BUFFERED_MSGS                                                       \
+    2 /* held request bytes: this many largest messages                                            \
+       */
 
 /* MindSpore's SSLConfig. Files are read (and the key checked against the certificate) at start. */
 typedef struct {
@@ -98,6 +99,8 @@ typedef struct {
     int max_per_client;  /* one client address, 0 = SS_SERVER_DEFAULT_REST_PER_CLIENT */
     int read_timeout_s;  /* a request's headers and body must arrive within this however slowly
                             they trickle, 0 = SS_SERVER_DEFAULT_REST_READ_TIMEOUT_S */
+    int max_buffered_mb; /* request bodies received and not yet answered, all connections together;
+                            0 = 2 x max_msg_mb; at least max_msg_mb */
     ss_predict_handler handler;
     ss_ready_fn ready; /* NULL: always ready */
     void *ready_ctx;

@@ -36,7 +36,7 @@ static const char serve_usage[] =
     "[--rest-read-timeout-s S]\n"
     "                        [--grpc-max-streams N] [--grpc-recv-timeout-s S] "
     "[--grpc-max-buffered-mb N]\n"
-    "                        [--shutdown-grace-ms MS]\n"
+    "                        [--rest-max-buffered-mb N] [--shutdown-grace-ms MS]\n"
     "                        [--grpc-tls-cert FILE --grpc-tls-key FILE [--grpc-tls-ca FILE "
     "--grpc-verify-client]]\n"
     "                        [--rest-tls-cert FILE --rest-tls-key FILE [--rest-tls-ca FILE "
@@ -72,6 +72,8 @@ static const char serve_usage[] =
     "together\n"
     "                           (default 2 x --grpc-max-msg-mb); more are refused "
     "(RESOURCE_EXHAUSTED)\n"
+    "  --rest-max-buffered-mb   the same for REST request bodies (default 2 x "
+    "--rest-max-msg-mb)\n"
     "  --shutdown-grace-ms      on SIGTERM/SIGINT, requests still pending after this get an error "
     "(default\n"
     "                           5000)\n";
@@ -79,8 +81,8 @@ static const char serve_usage[] =
 /* Limits against hostile clients, declared once: flag, accepted range, where the value goes.
  * 0 (not given) leaves the server's default. */
 typedef struct {
-    long rest_connections, rest_per_client, rest_read_s, grpc_streams, grpc_recv_s, grpc_held_mb,
-        grace_ms;
+    long rest_connections, rest_per_client, rest_read_s, rest_held_mb, grpc_streams, grpc_recv_s,
+        grpc_held_mb, grace_ms;
 } serve_limits;
 
 static const struct {
@@ -94,6 +96,7 @@ static const struct {
     {"--grpc-max-streams", 1, 100000, offsetof(serve_limits, grpc_streams)},
     {"--grpc-recv-timeout-s", 1, 86400, offsetof(serve_limits, grpc_recv_s)},
     {"--grpc-max-buffered-mb", 1, 1 << 20, offsetof(serve_limits, grpc_held_mb)},
+    {"--rest-max-buffered-mb", 1, 1 << 20, offsetof(serve_limits, rest_held_mb)},
     {"--shutdown-grace-ms", 1, 3600000, offsetof(serve_limits, grace_ms)},
 };
 
@@ -412,7 +415,8 @@ int cmd_serve(int argc, char **argv)
                               .ssl = rest_tls,
                               .max_connections = (int)lim.rest_connections,
                               .max_per_client = (int)lim.rest_per_client,
-                              .read_timeout_s = (int)lim.rest_read_s};
+                              .read_timeout_s = (int)lim.rest_read_s,
+                              .max_buffered_mb = (int)lim.rest_held_mb};
         st = ss_rest_server_start(&ro, &rs);
         if (!st) {
             char host[256];

@@ -41,6 +41,7 @@
 #include "kserve_rest.h"
 #include "rest_codec.h"
 #include "rest_guard.h"
+#include "budget.h"
 #include "tls.h"
 #include "trim.h"
 #include "workq.h"
@@ -66,6 +67,7 @@ struct ss_rest_server {
     ss_rest_guard *guard;
     ss_metric_series *refused_body; /* bodies over max_body */
     ss_workq *decoder;              /* parses predict bodies off the MHD thread */
+    ss_byte_budget held;            /* request bodies received and not yet answered */
 };
 
 /* C_REFUSED: answered from the headers alone (the body is never wanted). */
@@ -97,6 +99,8 @@ struct conn_ctx {
     char *url;         /* the request's URL and KServe's header-length header, kept for decode */
     char *header_len;  /* (the connection is suspended meanwhile: MHD's copies are not read) */
     size_t body_bytes; /* the body's size: a large one returns its memory when done */
+    size_t held;       /* body bytes taken from the server's budget */
+    bool busy;         /* the budget refused the body: answered at its end, its bytes dropped */
     struct {
         unsigned status;
         char *body;
@@ -303,6 +307,21 @@ static enum MHD_Result defer_decode(conn_ctx *c, const char *url, body_decoder d
     return MHD_YES;
 }
 
+/* A body the budget had no room for (counted when it was refused). */
+static enum MHD_Result refuse_busy(conn_ctx *c, bool kserve)
+{
+    ss_rest_server *srv = c->srv;
+    char msg[200];
+    snprintf(msg, sizeof msg,
+             "the server holds %zu MB of request bodies, at its limit of %zu MB "
+             "(--rest-max-buffered-mb): try again later",
+             atomic_load(&srv->held.used) >> 20, srv->held.limit >> 20);
+    if (!kserve) return send_error(c->conn, msg);
+    ss_kserve_error err;
+    ss_kserve_fail(&err, MHD_HTTP_SERVICE_UNAVAILABLE, "%s", msg);
+    return send_kserve_error(c->conn, &err);
+}
+
 static bool decode_mindspore(conn_ctx *c)
 {
     ss_rest_server *srv = c->srv;
@@ -329,6 +348,7 @@ static enum MHD_Result start_predict(conn_ctx *c, const char *url)
         snprintf(msg, sizeof msg, "http message is bigger than %zu", srv->max_body);
         return send_error(c->conn, msg);
     }
+    if (c->busy) return refuse_busy(c, false);
     if (c->len == 0) return send_error(c->conn, "http message invalid");
     return defer_decode(c, url, decode_mindspore);
 }
@@ -361,6 +381,7 @@ static enum MHD_Result start_kserve_infer(conn_ctx *c, const char *url)
                        "the request body is bigger than %zu bytes", srv->max_body);
         return send_kserve_error(c->conn, &err);
     }
+    if (c->busy) return refuse_busy(c, true);
     const char *hl =
         MHD_lookup_connection_value(c->conn, MHD_HEADER_KIND, "Inference-Header-Content-Length");
     if (hl && !(c->header_len = strdup(hl))) return send_error(c->conn, "out of memory");
@@ -568,6 +589,25 @@ static enum MHD_Result route(conn_ctx *c, const char *method, const char *url)
     }
 }
 
+/* The body's buffer grows to `cap` only within the server's budget; over it the body is dropped
+ * as it arrives and the request refused at its end (refuse_busy). */
+static bool hold_body(conn_ctx *c, size_t cap)
+{
+    ss_byte_budget *b = &c->srv->held;
+    if (ss_byte_budget_take(b, cap - c->cap)) {
+        c->held += cap - c->cap;
+        return true;
+    }
+    c->busy = true;
+    ss_byte_budget_give(b, c->held);
+    c->body_bytes = c->held; /* what it grew to: trimmed at the end */
+    c->held = 0;
+    free(c->body);
+    c->body = NULL;
+    c->len = c->cap = 0;
+    return false;
+}
+
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const char *url,
                                   const char *method, const char *version, const char *upload_data,
                                   size_t *upload_data_size, void **con_cls)
@@ -596,6 +636,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
     if (*upload_data_size) {
         size_t n = *upload_data_size;
         *upload_data_size = 0;
+        if (c->busy) return MHD_YES; /* dropped: refused at the end */
         if (c->too_big || c->len + n > srv->max_body) {
             c->too_big = true; /* keep reading, drop the bytes; answer at the end */
             free(c->body);
@@ -608,6 +649,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
             while (cap < c->len + n)
                 cap *= 2;
             if (cap > srv->max_body) cap = srv->max_body;
+            if (!hold_body(c, cap)) return MHD_YES;
             char *grown = realloc(c->body, cap);
             if (!grown) return MHD_NO;
             c->body = grown;
@@ -638,6 +680,7 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
     free(c->url);
     free(c->header_len);
     free(c->early.body);
+    ss_byte_budget_give(&c->srv->held, c->held);
     ss_predict_reply_free(c->answer);
     ss_predict_request_free(c->req);
     ss_kserve_call_free(c->kcall);
@@ -660,7 +703,8 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
 
 static ss_status *rest_limits(const ss_rest_options *o, ss_rest_limits *lim)
 {
-    if (o->max_connections < 0 || o->max_per_client < 0 || o->read_timeout_s < 0)
+    if (o->max_connections < 0 || o->max_per_client < 0 || o->read_timeout_s < 0 ||
+        o->max_buffered_mb < 0)
         return ss_errf(SS_ERR_INVALID, "RESTful server limits must be >= 0 (0 = the default)");
     lim->max_connections =
         o->max_connections ? (unsigned)o->max_connections : SS_SERVER_DEFAULT_REST_CONNECTIONS;
@@ -731,13 +775,15 @@ ss_status *ss_rest_server_start(const ss_rest_options *opts, ss_rest_server **ou
         return st;
     }
     static const char *const labels[] = {"limit"};
-    srv->refused_body = ss_metrics_series(
-        ss_metrics_family(ss_metrics_global(), SS_METRIC_COUNTER, "shardserve_rest_refused_total",
-                          "REST connections and requests refused or closed by a limit", 1, labels,
-                          NULL, 0),
-        (const char *const[]){"body_size"});
+    ss_metric_family *refused = ss_metrics_family(
+        ss_metrics_global(), SS_METRIC_COUNTER, "shardserve_rest_refused_total",
+        "REST connections and requests refused or closed by a limit", 1, labels, NULL, 0);
+    srv->refused_body = ss_metrics_series(refused, (const char *const[]){"body_size"});
+    srv->held.refused = ss_metrics_series(refused, (const char *const[]){"buffered_bytes"});
     int mb = opts->max_msg_mb ? opts->max_msg_mb : SS_SERVER_DEFAULT_MAX_MSG_MB;
     srv->max_body = (size_t)mb << 20;
+    int held_mb = opts->max_buffered_mb > 0 ? opts->max_buffered_mb : 2 * mb;
+    srv->held.limit = (size_t)(held_mb > mb ? held_mb : mb) << 20;
     srv->handler = opts->handler;
     srv->ready = opts->ready;
     srv->ready_ctx = opts->ready_ctx;

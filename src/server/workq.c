@@ -1,7 +1,9 @@
 /*
  * workq (workq.h): a mutex-guarded FIFO of jobs and the threads that run them. A job runs on
  * exactly one thread; free() lets the threads empty the queue before they exit, so a job's owner
- * may count on every pushed job having run.
+ * may count on every pushed job having run. The threads run at a lower priority (nice +WORKQ_NICE
+ * for the thread alone): on a busy machine the network threads that answer health checks get the
+ * CPU first, the bulk decoding what is left.
  */
 #define _GNU_SOURCE /* pthread_setname_np */
 #include "workq.h"
@@ -9,6 +11,11 @@
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <sys/resource.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#define WORKQ_NICE 5
 
 typedef struct job {
     struct job *next;
@@ -30,6 +37,8 @@ static void *workq_main(void *arg)
 {
     ss_workq *q = arg;
     pthread_setname_np(pthread_self(), q->name);
+    id_t tid = (id_t)syscall(SYS_gettid);
+    setpriority(PRIO_PROCESS, tid, getpriority(PRIO_PROCESS, tid) + WORKQ_NICE);
     pthread_mutex_lock(&q->mu);
     for (;;) {
         while (!q->head && !q->closing)

@@ -19,7 +19,8 @@ client. Every attack is bounded in count and time.
   per listener (the worker's link listener included), /health/live answers again once the connections are gone, and /health/ready
   says not ready once libgrpc's listener has stopped for good (it does at EMFILE);
 - the server stays healthy: /health/live answers within 1 s while 1,000 idle REST connections
-  (from 127.0.0.2-5) are open and while three 60 MB bodies are parsed, gRPC health within 1 s
+  (from 127.0.0.2-5) are open and while four 60 MB bodies arrive at once (at most 200 MB of them
+  held, the rest refused and counted), gRPC health within 1 s
   while four 88 MB gRPC requests arrive at once (the server holds at most 200 MB of them and
   refuses the rest, counted; the memory of both is returned afterwards), and a valid request
   still gets its answer afterwards.
@@ -262,14 +263,17 @@ def rss_mb(pid):
 
 
 def test_health_and_memory_with_large_bodies_in_flight():
-    """Three 60 MB MindSpore bodies of 2.3 M numbers each (within every budget, refused only at
-    the end for a dtype mismatch): they are parsed off the REST network thread, so /health/live
-    keeps answering within 1 s (it waited seconds behind each parse before), and their memory is
+    """Four 60 MB MindSpore bodies of 2.3 M numbers each at once (within every decode budget,
+    refused only at the end for a dtype mismatch): the server holds at most 200 MB of bodies
+    (--rest-max-buffered-mb, default 2 x the body limit), so at least one is refused naming the
+    limit and counted; the rest are parsed off the REST network thread, so /health/live keeps
+    answering within 1 s (it waited seconds behind each parse before), and their memory is
     returned afterwards (glibc kept hundreds of MB)."""
     number = "0.12345678901234567890123,"
     count = (60 << 20) // len(number)
     body = ('{"instances":[{"x":[' + number * (count - 1) + '0]}]}').encode()
     rss_before = rss_mb(C.server.pid)
+    refused_before = metric("shardserve_rest_refused_total", "buffered_bytes")
     replies = []
 
     def post():
@@ -278,7 +282,7 @@ def test_health_and_memory_with_large_bodies_in_flight():
         except OSError as e:  # cut off: the network thread could not read it in time
             replies.append((0.0, 0, "%s: %s" % (type(e).__name__, e)))
 
-    posts = [threading.Thread(target=post) for _ in range(3)]
+    posts = [threading.Thread(target=post) for _ in range(4)]
     for t in posts:
         t.start()
     worst, peak, probes = 0.0, rss_before, 0
@@ -291,13 +295,22 @@ def test_health_and_memory_with_large_bodies_in_flight():
     for t in posts:
         t.join()
     assert all("error_msg" in text for _, _, text in replies), replies
+    refused = sum("--rest-max-buffered-mb" in text for _, _, text in replies)
+    counted = metric("shardserve_rest_refused_total", "buffered_bytes") - refused_before
+    parsed = sum("elements type is not equal" in text for _, _, text in replies)
+    assert refused >= 1 and parsed >= 1 and refused + parsed == 4, replies
+    assert counted == refused, "%d refused, %d counted" % (refused, counted)
     assert worst < 1.0, "/health/live took %.2f s while large bodies were parsed" % worst
     time.sleep(0.5)
     rss_after = rss_mb(C.server.pid)
-    print("    3 x %.0f MB bodies (%.1f s each): /health/live slowest %.0f ms of %d; RSS %.0f -> peak %.0f"
-          " -> %.0f MB" % (len(body) / 1e6, max(s for s, _, _ in replies), worst * 1e3, probes,
-                           rss_before, peak, rss_after))
+    print("    4 x %.0f MB bodies: %d parsed (%.1f s at most), %d refused over the buffered-bytes limit;"
+          " /health/live slowest %.0f ms of %d; RSS %.0f -> peak %.0f -> %.0f MB" % (
+              len(body) / 1e6, parsed, max(s for s, _, _ in replies), refused, worst * 1e3, probes,
+              rss_before, peak, rss_after))
     if not SANITIZED:  # the sanitizer's allocator keeps its own pools
+        # 2 x 64 MB bodies held and one parse tree (~220 MB for 2.3 M numbers); before the
+        # budget all four bodies and two parse trees at once
+        assert peak < rss_before + 500, "peak RSS %.0f MB (from %.0f)" % (peak, rss_before)
         assert rss_after < rss_before + 64, "RSS %.0f MB after the bodies, %.0f before" % (rss_after, rss_before)
 
 
