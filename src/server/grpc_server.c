@@ -17,7 +17,9 @@
  * (HTTP/2 SETTINGS, enforced by gRPC core), and a call in RECEIVING whose message has not arrived
  * whole within recv_timeout_s of its start is cancelled (RESOURCE_EXHAUSTED, counted in
  * /metrics), so half-sent messages cannot park buffers forever. The worker threads wake at least
- * every SCAN_MS to look for such calls.
+ * every SCAN_MS to look for such calls. A received message counts against max_buffered_mb
+ * (budget.h) until its call ends, and is refused unread over it; one of DECODE_ASIDE_BYTES or
+ * more is decoded on the decoder thread (workq.h), so health checks never wait behind it.
  */
 #define _GNU_SOURCE /* pthread_setname_np */
 #include "shardserve/server.h"

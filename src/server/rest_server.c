@@ -1,10 +1,13 @@
 /*
  * rest_server: MindSpore's RESTful API (and health endpoints) on libmicrohttpd.
  *
- * One epoll thread (or a small pool) serves every connection. A predict call suspends its
- * connection (MHD_suspend_connection) and hands the request to the handler; the handler's done()
- * stores the reply body and resumes the connection from whatever thread it runs on, so no MHD
- * thread ever waits for a model. Bodies over the size limit are refused from Content-Length
+ * One epoll thread (or a small pool) serves every connection and only moves bytes: once a predict
+ * body has arrived the connection is suspended (MHD_suspend_connection), the decoder thread
+ * (workq.c) parses the body and hands the request to the handler, and the handler's done() stores
+ * the reply and resumes the connection from whatever thread it runs on. So no MHD thread ever
+ * parses a large body or waits for a model, and /health/ and /metrics are answered at once under
+ * any load. The bodies held at once are capped (budget.h, max_buffered_mb); memory is returned
+ * after a large request (trim.h). Bodies over the size limit are refused from Content-Length
  * before they are read (an `Expect: 100-continue` request gets the refusal instead of "100
  * Continue"), or as soon as a chunked upload crosses the limit. Idle clients are cut off by MHD's
  * connection timeout; trickling ones by the read deadline, and connection floods by the limits in
