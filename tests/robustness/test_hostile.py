@@ -248,7 +248,9 @@ def test_health_live_with_1000_idle_rest_connections():
         assert worst < 1.0, "/health/live took %.2f s with %d idle connections" % (worst, len(idle))
         secs, ok = grpc_health_seconds()
         assert ok and secs < 1.0, "gRPC health: SERVING=%s in %.2f s" % (ok, secs)
-        print("    /health/live with %d idle connections: slowest %.1f ms" % (len(idle), worst * 1e3))
+        served = legit_rest_seconds()
+        print("    /health/live with %d idle connections: slowest %.1f ms; a valid REST predict in %.1f ms"
+              % (len(idle), worst * 1e3, served * 1e3))
     finally:
         for s in idle:
             s.close()
@@ -355,6 +357,15 @@ def test_grpc_large_requests_bounded():
         assert rss_after < rss_before + 64, "RSS %.0f MB after the requests, %.0f before" % (rss_after, rss_before)
 
 
+def legit_rest_seconds():
+    """A valid MindSpore REST predict from a fresh connection: its time (the issue's bound: 2 s)."""
+    body = json.dumps({"instances": [{"x": np.ones((ROWS, K)).tolist()}]}).encode()
+    secs, st, text = rest_post("/model/matmul:predict", body, 10)
+    assert '"y"' in text, (st, text[:300])
+    assert secs < 2.0, "a valid request took %.2f s" % secs
+    return secs
+
+
 def test_per_client_limit_refuses_and_counts():
     before = metric("shardserve_rest_refused_total", "connections_per_client")
     socks = idle_connections(300, "127.0.0.9")
@@ -450,6 +461,11 @@ def test_grpc_streams_per_connection_limited():
         time.sleep(1)
         secs, ok = grpc_health_seconds()
         assert ok and secs < 1.0, "gRPC health during stalled streams: SERVING=%s in %.2f s" % (ok, secs)
+        t0 = time.perf_counter()
+        ok, detail = valid_answer()  # a legitimate client on a connection of its own
+        served = time.perf_counter() - t0
+        assert ok and served < 2.0, "valid gRPC request during stalled streams: %.2f s, %s" % (served, detail)
+        secs += served
         time.sleep(2 + 0.3 + 0.5 * SLOW - secs)
         done = sum(f.done() for f in futures)
         assert done == 4, "%d of 8 stalled calls cancelled after one receive timeout (want 4)" % done
