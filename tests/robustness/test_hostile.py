@@ -533,7 +533,9 @@ def test_descriptor_exhaustion_is_refused_quietly():
             elapsed = time.time() - t0
             lines = open(log).read().splitlines()[lines_before:]
             assert p.poll() is None, "serve died:\n" + "\n".join(lines[-50:])
-            assert len(lines) <= 2 * (elapsed + 1), "%d log lines in %.1f s:\n%s" % (
+            # one line a second per listener (REST, gRPC, the worker's link) and gRPC's one
+            # "listener has stopped" line
+            assert len(lines) <= 3 * (elapsed + 1) + 1, "%d log lines in %.1f s:\n%s" % (
                 len(lines), elapsed, "\n".join(lines[:20]))
             for s in socks:
                 s.close()
