@@ -41,9 +41,9 @@ typedef struct {
 } gen_dtype;
 
 static const gen_dtype dtypes[] = {
-    {1, 1, "bool"},     {2, 1, "int8"},    {3, 1, "uint8"},  {4, 2, "int16"},  {5, 2, "uint16"},
-    {6, 4, "int32"},    {7, 4, "uint32"},  {8, 8, "int64"},  {9, 8, "uint64"}, {10, 2, "fp16"},
-    {11, 4, "float32"}, {12, 8, "fp64"},   {13, 0, "str"},   {14, 0, "bytes"},
+    {1, 1, "bool"},     {2, 1, "int8"},   {3, 1, "uint8"}, {4, 2, "int16"},  {5, 2, "uint16"},
+    {6, 4, "int32"},    {7, 4, "uint32"}, {8, 8, "int64"}, {9, 8, "uint64"}, {10, 2, "fp16"},
+    {11, 4, "float32"}, {12, 8, "fp64"},  {13, 0, "str"},  {14, 0, "bytes"},
 };
 
 /* One generated tensor: its name, dtype, shape and payload size (elements x size, maybe off). */
@@ -80,7 +80,8 @@ static void gen_tensor_from(recipe *r, gen_tensor *t, size_t *budget)
 static uint8_t *pack_grpc(gen_tensor *ts, size_t n_inst, size_t n_items, size_t *len)
 {
     typedef Mindspore__Serving__Proto__Instance__ItemsEntry entry;
-    Mindspore__Serving__Proto__PredictRequest req = MINDSPORE__SERVING__PROTO__PREDICT_REQUEST__INIT;
+    Mindspore__Serving__Proto__PredictRequest req =
+        MINDSPORE__SERVING__PROTO__PREDICT_REQUEST__INIT;
     Mindspore__Serving__Proto__ServableSpec spec = MINDSPORE__SERVING__PROTO__SERVABLE_SPEC__INIT;
     spec.name = "m";
     spec.method_name = "predict";
@@ -124,7 +125,8 @@ static uint8_t *pack_grpc(gen_tensor *ts, size_t n_inst, size_t n_items, size_t 
     req.n_instances = n_inst;
     req.instances = iptr;
     *len = mindspore__serving__proto__predict_request__get_packed_size(&req);
-    if ((out = malloc(*len ? *len : 1))) mindspore__serving__proto__predict_request__pack(&req, out);
+    if ((out = malloc(*len ? *len : 1)))
+        mindspore__serving__proto__predict_request__pack(&req, out);
 done:
     free(insts), free(iptr), free(ents), free(eptr), free(tens), free(shapes), free(strs);
     free(zeros);
