@@ -25,6 +25,12 @@ add_test(NAME robustness_hostile COMMAND ${SS_PY} ${SS_TEST_DIR}/robustness/test
 set_tests_properties(robustness_hostile PROPERTIES ENVIRONMENT "${SS_ROB_ENV}" TIMEOUT 300
                      RUN_SERIAL TRUE LABELS robustness)
 
+# SIGTERM while requests wait on a stopped agent: both get an error and serve exits within
+# --shutdown-grace-ms (1 s here) plus a few seconds, not after the 60 s request timeout.
+add_test(NAME robustness_shutdown COMMAND ${SS_PY} ${SS_TEST_DIR}/robustness/test_shutdown.py)
+set_tests_properties(robustness_shutdown PROPERTIES ENVIRONMENT "${SS_ROB_ENV}" TIMEOUT 120
+                     LABELS robustness)
+
 # libFuzzer targets (-DSS_FUZZ=ON with clang). The sources under test are compiled into each target
 # again with coverage instrumentation; seed corpora are generated at test time (CTest fixtures) and
 # new inputs go to scratch corpora in the build folder, never into the seeds.

@@ -66,7 +66,8 @@ set_tests_properties(test_server_client_install PROPERTIES
 if(SS_FUZZ)
   pkg_check_modules(SS_FUZZ_CJSON REQUIRED IMPORTED_TARGET libcjson)
   get_target_property(ss_server_src ss_server SOURCE_DIR)
-  foreach(target rest grpc)
+  # gen: structure-aware, a recipe generates large well-formed gRPC and REST requests
+  foreach(target rest grpc gen)
     add_executable(fuzz_server_${target} ${SS_TEST_DIR}/test_server_fuzz_${target}.c
                    ${ss_server_src}/grpc_codec.c
                    ${ss_server_src}/rest_codec.c ${ss_server_src}/sbuf.c ${CMAKE_BINARY_DIR}/proto/ms_service.pb-c.c)
@@ -79,7 +80,8 @@ if(SS_FUZZ)
     target_link_libraries(fuzz_server_${target} ss_serving ss_core PkgConfig::SS_FUZZ_CJSON
                           PkgConfig::PROTOBUFC)
     add_test(NAME fuzz_server_${target}_smoke
-             COMMAND fuzz_server_${target} -max_total_time=10 -max_len=65536)
+             COMMAND fuzz_server_${target} -max_total_time=10 -max_len=65536 -timeout=20
+                     -rss_limit_mb=2048)
     set_tests_properties(fuzz_server_${target}_smoke PROPERTIES TIMEOUT 60 LABELS "server;fuzz")
   endforeach()
 endif()

@@ -51,6 +51,9 @@ if(TARGET shardserve)
   # a Loop body reading a split outer value: materialized on every rank and sent across cuts
   ss_shard_test(shard_loop_shm 200 loop.sh shm)
 
+  # string initializers and string Constants reach every shard as strings
+  ss_shard_test(shard_strings 60 strings.sh)
+
   # 3. one rank SIGKILLed mid-run: the others fail naming it, within the bound, nothing left
   ss_shard_test(shard_kill_shm 120 kill.sh shm)
   # `shardserve run` itself SIGKILLed: its ranks die with it

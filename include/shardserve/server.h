@@ -50,6 +50,9 @@ extern "C" {
 #define SS_SERVER_DEFAULT_REST_READ_TIMEOUT_S 30 /* a whole request's headers + body */
 #define SS_SERVER_DEFAULT_GRPC_STREAMS 100       /* concurrent streams on one gRPC connection */
 #define SS_SERVER_DEFAULT_GRPC_RECV_TIMEOUT_S 30 /* a whole request message */
+#define SS_SERVER_DEFAULT_GRPC_BUFFERED_MSGS                                                       \
+    2 /* held request bytes: this many largest messages                                            \
+       */
 
 /* MindSpore's SSLConfig. Files are read (and the key checked against the certificate) at start. */
 typedef struct {
@@ -68,6 +71,9 @@ typedef struct {
     int max_streams;     /* concurrent streams per connection, 0 = SS_SERVER_DEFAULT_GRPC_STREAMS */
     int recv_timeout_s;  /* a request message must arrive whole within this, from the call's
                             start, 0 = SS_SERVER_DEFAULT_GRPC_RECV_TIMEOUT_S */
+    int max_buffered_mb; /* request messages received and not yet answered, all calls together;
+                            0 = SS_SERVER_DEFAULT_GRPC_BUFFERED_MSGS x max_msg_mb; at least
+                            max_msg_mb */
     ss_predict_handler handler;
     ss_ready_fn ready; /* NULL: always ready */
     void *ready_ctx;
@@ -79,6 +85,8 @@ typedef struct ss_grpc_server ss_grpc_server;
 ss_status *ss_grpc_server_start(const ss_grpc_options *opts, ss_grpc_server **out);
 /* The bound TCP port (useful with port 0); 0 for unix sockets. */
 int ss_grpc_server_port(const ss_grpc_server *srv);
+/* false once the listener has stopped accepting (out of descriptors: libgrpc does not resume). */
+bool ss_grpc_server_listening(const ss_grpc_server *srv);
 /* Stop (see above) and free. NULL is fine. */
 void ss_grpc_server_stop(ss_grpc_server *srv);
 
@@ -92,6 +100,8 @@ typedef struct {
     int max_per_client;  /* one client address, 0 = SS_SERVER_DEFAULT_REST_PER_CLIENT */
     int read_timeout_s;  /* a request's headers and body must arrive within this however slowly
                             they trickle, 0 = SS_SERVER_DEFAULT_REST_READ_TIMEOUT_S */
+    int max_buffered_mb; /* request bodies received and not yet answered, all connections together;
+                            0 = 2 x max_msg_mb; at least max_msg_mb */
     ss_predict_handler handler;
     ss_ready_fn ready; /* NULL: always ready */
     void *ready_ctx;

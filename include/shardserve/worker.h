@@ -104,6 +104,9 @@ ss_status *ss_worker_wait_ready(ss_worker *w);
 const char *ss_worker_address(const ss_worker *w);
 bool ss_worker_set_ready(void *set);
 ss_predict_handler ss_worker_set_handler(ss_worker_set *set);
+/* Answer every queued and in-flight request with an error now and take no more (a shutdown's
+ * grace period is over); any thread, any number of times. ss_worker_set_free still follows. */
+void ss_worker_set_stop(ss_worker_set *set);
 /* Answer every queued and in-flight request with an error, tell agents to exit, free. */
 void ss_worker_set_free(ss_worker_set *set);
 

@@ -8,11 +8,15 @@
 #include "shardserve/server.h"
 #include "shardserve/worker.h"
 
+#include <errno.h>
+#include <pthread.h>
 #include <signal.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #define MAX_SERVABLES 16
@@ -31,7 +35,8 @@ static const char serve_usage[] =
     "                        [--rest-max-connections N] [--rest-max-per-client N] "
     "[--rest-read-timeout-s S]\n"
     "                        [--grpc-max-streams N] [--grpc-recv-timeout-s S] [--grpc-threads N]\n"
-    "                        [--reply-spin-us US]\n"
+    "                        [--reply-spin-us US] [--grpc-max-buffered-mb N]\n"
+    "                        [--rest-max-buffered-mb N] [--shutdown-grace-ms MS]\n"
     "                        [--grpc-tls-cert FILE --grpc-tls-key FILE [--grpc-tls-ca FILE "
     "--grpc-verify-client]]\n"
     "                        [--rest-tls-cert FILE --rest-tls-key FILE [--rest-tls-ca FILE "
@@ -70,13 +75,22 @@ static const char serve_usage[] =
     "before\n"
     "                           sleeping (default 0 = never). On dedicated cores it saves a "
     "wake-up;\n"
-    "                           on shared ones the polling takes CPU from other requests\n";
+    "                           on shared ones the polling takes CPU from other requests\n"
+    "  --grpc-max-buffered-mb   request messages received and not yet answered, all calls "
+    "together\n"
+    "                           (default 2 x --grpc-max-msg-mb); more are refused "
+    "(RESOURCE_EXHAUSTED)\n"
+    "  --rest-max-buffered-mb   the same for REST request bodies (default 2 x "
+    "--rest-max-msg-mb)\n"
+    "  --shutdown-grace-ms      on SIGTERM/SIGINT, requests still pending after this get an error "
+    "(default\n"
+    "                           5000)\n";
 
 /* Limits against hostile clients and tuning knobs, declared once: flag, accepted range, where the
  * value goes. 0 (not given) leaves the server's default. */
 typedef struct {
-    long rest_connections, rest_per_client, rest_read_s, grpc_streams, grpc_recv_s, grpc_threads,
-        reply_spin_us;
+    long rest_connections, rest_per_client, rest_read_s, rest_held_mb, grpc_streams, grpc_recv_s,
+        grpc_held_mb, grace_ms, grpc_threads, reply_spin_us;
 } serve_limits;
 
 static const struct {
@@ -91,7 +105,78 @@ static const struct {
     {"--grpc-recv-timeout-s", 1, 86400, offsetof(serve_limits, grpc_recv_s)},
     {"--grpc-threads", 1, 64, offsetof(serve_limits, grpc_threads)},
     {"--reply-spin-us", 0, 100000, offsetof(serve_limits, reply_spin_us)},
+    {"--grpc-max-buffered-mb", 1, 1 << 20, offsetof(serve_limits, grpc_held_mb)},
+    {"--rest-max-buffered-mb", 1, 1 << 20, offsetof(serve_limits, rest_held_mb)},
+    {"--shutdown-grace-ms", 1, 3600000, offsetof(serve_limits, grace_ms)},
 };
+
+#define DEFAULT_GRACE_MS 5000
+
+/* /health/ready: every servable ready and no listener stopped. */
+typedef struct {
+    ss_worker_set *set;
+    ss_grpc_server *grpc;
+} serve_state;
+
+static bool serve_ready(void *ctx)
+{
+    const serve_state *s = ctx;
+    return ss_worker_set_ready(s->set) && (!s->grpc || ss_grpc_server_listening(s->grpc));
+}
+
+/* After SIGTERM the front ends wait for the answers still pending; one waiting on a stopped agent
+ * would hold the exit until its request timeout. The grace timer bounds that wait: once it
+ * expires the workers answer everything pending with an error. */
+typedef struct {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    bool drained;
+    long grace_ms;
+    ss_worker_set *set;
+} grace_timer;
+
+static void *grace_main(void *arg)
+{
+    grace_timer *g = arg;
+    struct timespec until;
+    clock_gettime(CLOCK_REALTIME, &until);
+    until.tv_sec += g->grace_ms / 1000;
+    until.tv_nsec += (g->grace_ms % 1000) * 1000000L;
+    if (until.tv_nsec >= 1000000000L) until.tv_sec++, until.tv_nsec -= 1000000000L;
+    pthread_mutex_lock(&g->mu);
+    int rc = 0;
+    while (!g->drained && rc != ETIMEDOUT)
+        rc = pthread_cond_timedwait(&g->cv, &g->mu, &until);
+    bool expired = !g->drained;
+    pthread_mutex_unlock(&g->mu);
+    if (expired) {
+        SS_WARN("shutdown: requests still pending after the %ld ms grace period "
+                "(--shutdown-grace-ms): answering them with an error",
+                g->grace_ms);
+        ss_worker_set_stop(g->set);
+    }
+    return NULL;
+}
+
+/* Stop both front ends (each drains what it has in flight) within the grace period. */
+static void serve_shutdown(ss_grpc_server *gs, ss_rest_server *rs, ss_worker_set *set,
+                           long grace_ms)
+{
+    grace_timer g = {.grace_ms = grace_ms, .set = set};
+    pthread_mutex_init(&g.mu, NULL);
+    pthread_cond_init(&g.cv, NULL);
+    pthread_t tid;
+    bool timed = set && pthread_create(&tid, NULL, grace_main, &g) == 0;
+    ss_grpc_server_stop(gs);
+    ss_rest_server_stop(rs);
+    pthread_mutex_lock(&g.mu);
+    g.drained = true;
+    pthread_cond_signal(&g.cv);
+    pthread_mutex_unlock(&g.mu);
+    if (timed) pthread_join(tid, NULL);
+    pthread_mutex_destroy(&g.mu);
+    pthread_cond_destroy(&g.cv);
+}
 
 /* 1: argv[*i] was a limit flag and its value is stored; 0: not a limit flag; -1: a bad value. */
 static int parse_limit(int argc, char **argv, int *i, serve_limits *lim)
@@ -289,6 +374,7 @@ int cmd_serve(int argc, char **argv)
         w[i].secret = secret;
         w[i].secret_len = secret_len;
     }
+    long grace_ms = lim.grace_ms ? lim.grace_ms : DEFAULT_GRACE_MS;
     sigset_t sigs;
     ss_server_block_signals(&sigs); /* before any thread exists: every thread inherits the mask */
     ss_worker_set *set = ss_worker_set_new();
@@ -316,7 +402,9 @@ int cmd_serve(int argc, char **argv)
                               .ssl = grpc_tls,
                               .max_streams = (int)lim.grpc_streams,
                               .threads = (int)lim.grpc_threads,
-                              .recv_timeout_s = (int)lim.grpc_recv_s};
+                              .drain_ms = (int)grace_ms + 1000, /* answers first, then cancel */
+                              .recv_timeout_s = (int)lim.grpc_recv_s,
+                              .max_buffered_mb = (int)lim.grpc_held_mb};
         st = ss_grpc_server_start(&go, &gs);
         if (!st &&
             ss_grpc_server_port(gs) > 0) { /* show the bound port (also when asked for port 0) */
@@ -329,16 +417,18 @@ int cmd_serve(int argc, char **argv)
             printf("Serving: Serving gRPC server start success, listening on %s\n", grpc);
         }
     }
+    serve_state state = {set, gs};
     if (!st && rest) {
         ss_rest_options ro = {.address = rest,
                               .max_msg_mb = (int)rest_mb,
                               .handler = h,
-                              .ready = ss_worker_set_ready,
-                              .ready_ctx = set,
+                              .ready = serve_ready,
+                              .ready_ctx = &state,
                               .ssl = rest_tls,
                               .max_connections = (int)lim.rest_connections,
                               .max_per_client = (int)lim.rest_per_client,
-                              .read_timeout_s = (int)lim.rest_read_s};
+                              .read_timeout_s = (int)lim.rest_read_s,
+                              .max_buffered_mb = (int)lim.rest_held_mb};
         st = ss_rest_server_start(&ro, &rs);
         if (!st) {
             char host[256];
@@ -363,8 +453,7 @@ int cmd_serve(int argc, char **argv)
         SS_INFO("signal %d: shutting down", sig);
     }
     /* stop accepting and drain the front ends, then answer what is left and release the agents */
-    ss_grpc_server_stop(gs);
-    ss_rest_server_stop(rs);
+    serve_shutdown(gs, rs, set, grace_ms);
     ss_worker_set_free(set);
     for (int i = 0; i < n; i++) /* a secret we made dies with us */
         if (secret_paths[i][0]) unlink(secret_paths[i]);

@@ -44,6 +44,7 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
@@ -829,6 +830,24 @@ static void sweep_tmp(const char *name)
     closedir(d);
 }
 
+/* Every page of the segment is allocated now (tmpfs pages are otherwise taken on first touch, and
+ * a full /dev/shm then kills a rank with SIGBUS in the middle of a collective): a full /dev/shm
+ * becomes an error at join, naming it and the size needed. */
+static ss_status *reserve_segment(int fd, const char *path, size_t total)
+{
+    int e = posix_fallocate(fd, 0, (off_t)total);
+    if (e == 0) return NULL;
+    if (e != ENOSPC)
+        return ss_errf(SS_ERR_IO, "cannot size %s to %zu bytes: %s", path, total, strerror(e));
+    struct statvfs vfs;
+    unsigned long long avail =
+        statvfs("/dev/shm", &vfs) == 0 ? (unsigned long long)vfs.f_bavail * vfs.f_frsize : 0;
+    return ss_errf(SS_ERR_LIMIT,
+                   "/dev/shm is full: the shared-memory segment needs %zu bytes, %llu are free "
+                   "(free space there or enlarge it, e.g. docker --shm-size)",
+                   total, avail);
+}
+
 /* Build a complete segment under a temporary name and publish it. 1 = published, 0 = someone
  * else published first (retry), or an error. */
 static ss_status *create_segment(ss_comm *c, shm_impl *s, uint64_t fp, int *published)
@@ -839,11 +858,11 @@ static ss_status *create_segment(ss_comm *c, shm_impl *s, uint64_t fp, int *publ
     sweep_tmp(s->name);
     int fd = open(tmp, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600);
     if (fd < 0) return ss_errf(SS_ERR_IO, "cannot create %s: %s", tmp, strerror(errno));
-    if (ftruncate(fd, (off_t)s->total) != 0) {
-        int e = errno;
+    ss_status *st = reserve_segment(fd, tmp, s->total);
+    if (st) {
         close(fd);
         unlink(tmp);
-        return ss_errf(SS_ERR_IO, "cannot size %s to %zu bytes: %s", tmp, s->total, strerror(e));
+        return st;
     }
     void *base = mmap(NULL, s->total, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
     if (base == MAP_FAILED) {

@@ -18,7 +18,9 @@
  * (HTTP/2 SETTINGS, enforced by gRPC core), and a call in RECEIVING whose message has not arrived
  * whole within recv_timeout_s of its start is cancelled (RESOURCE_EXHAUSTED, counted in
  * /metrics), so half-sent messages cannot park buffers forever. The worker threads wake at least
- * every SCAN_MS to look for such calls.
+ * every SCAN_MS to look for such calls. A received message counts against max_buffered_mb
+ * (budget.h) until its call ends, and is refused unread over it; one of DECODE_ASIDE_BYTES or
+ * more is decoded on the decoder thread (workq.h), so health checks never wait behind it.
  */
 #define _GNU_SOURCE /* pthread_setname_np */
 #include "shardserve/server.h"
@@ -44,12 +46,16 @@
 #include "kserve_grpc.h"
 #include "kserve_stream.h"
 #include "tls.h"
+#include "budget.h"
+#include "trim.h"
+#include "workq.h"
 
 #define PREDICT_METHOD "/mindspore.serving.proto.MSService/Predict"
 #define HEALTH_METHOD "/grpc.health.v1.Health/Check"
 #define REQUESTS_PER_THREAD 2
 #define SCAN_MS 250
 #define CANCEL_BATCH 64
+#define DECODE_ASIDE_BYTES ((size_t)1 << 20)
 
 typedef enum { TAG_CALL, TAG_SHUTDOWN, TAG_STREAM = SS_KSERVE_STREAM_TAG } tag_kind;
 typedef enum { ST_REQUESTED, ST_RECEIVING, ST_WAITING, ST_FINISHING } call_state;
@@ -83,6 +89,8 @@ struct grpc_ctx {
     grpc_ctx *rprev, *rnext;
     bool receiving;
     uint64_t recv_deadline_ns;
+    size_t bytes; /* request + reply message bytes: a large call returns its memory (trim.h) */
+    size_t held;  /* request bytes taken from the server's budget */
 };
 
 struct ss_grpc_server {
@@ -105,6 +113,8 @@ struct ss_grpc_server {
     grpc_ctx *receiving; /* calls waiting for their message (under mu) */
     _Atomic uint64_t next_scan_ns;
     ss_metric_series *cut_recv;
+    ss_workq *decoder;   /* decodes large messages, so the cq threads stay free for health */
+    ss_byte_budget held; /* request messages received and not yet answered */
 };
 
 /* ------------------------------------------------------------------ call lifecycle */
@@ -213,8 +223,11 @@ static void free_ctx(grpc_ctx *c)
     grpc_slice_unref(c->status_details);
     ss_predict_request_free(c->req);
     ss_kserve_call_free(c->kcall);
+    ss_byte_budget_give(&srv->held, c->held);
+    size_t bytes = c->bytes;
     free(c);
     live_add(srv, -1);
+    ss_server_trim_after(bytes);
 }
 
 /* Send the final batch: optional message + status. Takes ownership of `payload` (malloc'd). */
@@ -226,6 +239,7 @@ static void finish_call(grpc_ctx *c, grpc_status_code code, const char *details,
     size_t n = 0;
     ops[n++].op = GRPC_OP_SEND_INITIAL_METADATA;
     if (payload) {
+        c->bytes += len;
         grpc_slice s = grpc_slice_new(payload, len, free);
         c->send = grpc_raw_byte_buffer_create(&s, 1);
         grpc_slice_unref(s);
@@ -473,6 +487,49 @@ static void on_requested(grpc_ctx *c, bool ok)
     if (grpc_call_start_batch(c->call, &op, 1, c, NULL) != GRPC_CALL_OK) free_ctx(c);
 }
 
+typedef struct {
+    grpc_ctx *c;
+    grpc_slice msg;
+} aside_job;
+
+static void aside_main(void *arg)
+{
+    aside_job *j = arg;
+    j->c->method->handle(j->c, GRPC_SLICE_START_PTR(j->msg), GRPC_SLICE_LENGTH(j->msg));
+    grpc_slice_unref(j->msg);
+    free(j);
+}
+
+/* A large message is decoded on the decoder thread: two cq threads busy decoding would leave
+ * health checks and small calls waiting. false: decode it here. */
+static bool decode_aside(grpc_ctx *c, grpc_slice msg)
+{
+    aside_job *j = c->srv->decoder ? malloc(sizeof *j) : NULL;
+    if (!j) return false;
+    *j = (aside_job){c, msg};
+    if (ss_workq_push(c->srv->decoder, aside_main, j)) return true;
+    free(j);
+    return false;
+}
+
+/* The message counts against the server's budget until the call ends; over it, the call is
+ * refused (RESOURCE_EXHAUSTED, counted) and its bytes freed at once. */
+static bool hold_message(grpc_ctx *c)
+{
+    ss_byte_budget *b = &c->srv->held;
+    if (ss_byte_budget_take(b, c->bytes)) {
+        c->held = c->bytes;
+        return true;
+    }
+    char why[200];
+    snprintf(why, sizeof why,
+             "the server holds %zu MB of received requests, over its limit of %zu MB "
+             "(--grpc-max-buffered-mb) with this one: try again later",
+             (atomic_load(&b->used) + c->bytes) >> 20, b->limit >> 20);
+    finish_call(c, GRPC_STATUS_RESOURCE_EXHAUSTED, why, NULL, 0);
+    return false;
+}
+
 static void on_received(grpc_ctx *c, bool ok)
 {
     receiving_end(c);
@@ -484,9 +541,12 @@ static void on_received(grpc_ctx *c, bool ok)
         finish_call(c, GRPC_STATUS_INTERNAL, "no request message", NULL, 0);
         return;
     }
+    c->bytes = grpc_byte_buffer_length(c->recv);
+    if (!hold_message(c)) return; /* refused before it is copied */
     grpc_slice msg = read_message(c->recv);
     grpc_byte_buffer_destroy(c->recv);
     c->recv = NULL;
+    if (c->bytes >= DECODE_ASIDE_BYTES && decode_aside(c, msg)) return;
     c->method->handle(c, GRPC_SLICE_START_PTR(msg), GRPC_SLICE_LENGTH(msg));
     grpc_slice_unref(msg);
 }
@@ -541,6 +601,22 @@ static void *worker_main(void *arg)
 
 /* ------------------------------------------------------------------ start / stop */
 
+/* libgrpc 1.51 stops a listening port for good after an accept failure other than EAGAIN (EMFILE:
+ * out of descriptors), saying only "Failed accept4". Readiness reports it from then on. */
+static atomic_bool accept_stopped;
+
+static void note_accept_stopped(void)
+{
+    if (atomic_exchange(&accept_stopped, true)) return;
+    SS_ERROR("grpc: the gRPC listener has stopped accepting connections (libgrpc does not resume "
+             "after an accept failure): /health/ready says not ready from now on; restart serve");
+}
+
+bool ss_grpc_server_listening(const ss_grpc_server *srv)
+{
+    return srv && !atomic_load(&accept_stopped);
+}
+
 /* gRPC core's log lines go through ours. Accept failures (EMFILE/ENFILE: out of descriptors)
  * repeat as fast as connections arrive: at most one such line a second, with a count of the
  * ones dropped. */
@@ -549,6 +625,7 @@ static void grpc_log(gpr_log_func_args *a)
     static _Atomic uint64_t last_ns;
     static atomic_ulong dropped;
     bool accept_failure = strstr(a->message, "accept") || strstr(a->message, "Too many open files");
+    if (strstr(a->message, "Failed accept4")) note_accept_stopped();
     if (accept_failure) {
         uint64_t now = ss_now_ns(), last = atomic_load(&last_ns);
         if (now - last < 1000000000ull || !atomic_compare_exchange_strong(&last_ns, &last, now)) {
@@ -589,7 +666,7 @@ static ss_status *check_options(const ss_grpc_options *o)
         return ss_errf(SS_ERR_INVALID, "max_msg_mb_size %d is outside [1, %d]", o->max_msg_mb,
                        SS_SERVER_MAX_MSG_MB_LIMIT);
     if (!o->handler.predict) return ss_errf(SS_ERR_INVALID, "gRPC server needs a predict handler");
-    if (o->max_streams < 0 || o->recv_timeout_s < 0)
+    if (o->max_streams < 0 || o->recv_timeout_s < 0 || o->max_buffered_mb < 0)
         return ss_errf(SS_ERR_INVALID, "gRPC server limits must be >= 0 (0 = the default)");
     return NULL;
 }
@@ -617,6 +694,7 @@ static grpc_server_credentials *server_credentials(const ss_grpc_options *o, ss_
 
 static void destroy(ss_grpc_server *srv)
 {
+    ss_workq_free(srv->decoder); /* its jobs may still finish calls: before the cq goes */
     if (srv->server) grpc_server_destroy(srv->server);
     if (srv->cq) {
         grpc_completion_queue_shutdown(srv->cq);
@@ -669,11 +747,20 @@ ss_status *ss_grpc_server_start(const ss_grpc_options *opts, ss_grpc_server **ou
     int recv_s =
         opts->recv_timeout_s > 0 ? opts->recv_timeout_s : SS_SERVER_DEFAULT_GRPC_RECV_TIMEOUT_S;
     srv->recv_timeout_ns = (uint64_t)recv_s * 1000000000ull;
+    ss_status *dq = ss_workq_new(1, "ss-grpc-decode", &srv->decoder);
+    if (dq) { /* not fatal: large messages are then decoded on the cq threads */
+        SS_WARN("gRPC server: %s", dq->msg);
+        ss_status_free(dq);
+    }
     static const char *const labels[] = {"limit"};
-    srv->cut_recv = ss_metrics_series(
+    ss_metric_family *refused =
         ss_metrics_family(ss_metrics_global(), SS_METRIC_COUNTER, "shardserve_grpc_refused_total",
-                          "gRPC calls refused or cancelled by a limit", 1, labels, NULL, 0),
-        (const char *const[]){"recv_timeout"});
+                          "gRPC calls refused or cancelled by a limit", 1, labels, NULL, 0);
+    srv->cut_recv = ss_metrics_series(refused, (const char *const[]){"recv_timeout"});
+    srv->held.refused = ss_metrics_series(refused, (const char *const[]){"buffered_bytes"});
+    int held_mb = opts->max_buffered_mb > 0 ? opts->max_buffered_mb
+                                            : SS_SERVER_DEFAULT_GRPC_BUFFERED_MSGS * mb;
+    srv->held.limit = (size_t)(held_mb > mb ? held_mb : mb) << 20;
     grpc_arg args[] = {
         {GRPC_ARG_INTEGER, GRPC_ARG_MAX_CONCURRENT_STREAMS, {.integer = streams}},
         {GRPC_ARG_INTEGER, GRPC_ARG_MAX_RECEIVE_MESSAGE_LENGTH, {.integer = mb << 20}},

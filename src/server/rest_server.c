@@ -1,10 +1,13 @@
 /*
  * rest_server: MindSpore's RESTful API (and health endpoints) on libmicrohttpd.
  *
- * One epoll thread (or a small pool) serves every connection. A predict call suspends its
- * connection (MHD_suspend_connection) and hands the request to the handler; the handler's done()
- * stores the reply body and resumes the connection from whatever thread it runs on, so no MHD
- * thread ever waits for a model. Bodies over the size limit are refused from Content-Length
+ * One epoll thread (or a small pool) serves every connection and only moves bytes: once a predict
+ * body has arrived the connection is suspended (MHD_suspend_connection), the decoder thread
+ * (workq.c) parses the body and hands the request to the handler, and the handler's done() stores
+ * the reply and resumes the connection from whatever thread it runs on. So no MHD thread ever
+ * parses a large body or waits for a model, and /health/ and /metrics are answered at once under
+ * any load. The bodies held at once are capped (budget.h, max_buffered_mb); memory is returned
+ * after a large request (trim.h). Bodies over the size limit are refused from Content-Length
  * before they are read (an `Expect: 100-continue` request gets the refusal instead of "100
  * Continue"), or as soon as a chunked upload crosses the limit. Idle clients are cut off by MHD's
  * connection timeout; trickling ones by the read deadline, and connection floods by the limits in
@@ -43,7 +46,10 @@
 #include "kserve_shm.h"
 #include "rest_codec.h"
 #include "rest_guard.h"
+#include "budget.h"
 #include "tls.h"
+#include "trim.h"
+#include "workq.h"
 
 /* TLS 1.2+ (MindSpore disables SSLv2/3 and TLS 1.0/1.1), forward-secret key exchange, AEAD. */
 #define TLS_PRIORITIES                                                                             \
@@ -65,12 +71,17 @@ struct ss_rest_server {
     ss_tls_pems tls;
     ss_rest_guard *guard;
     ss_metric_series *refused_body; /* bodies over max_body */
+    ss_workq *decoder;              /* parses predict bodies off the MHD thread */
+    ss_byte_budget held;            /* request bodies received and not yet answered */
 };
 
 /* C_REFUSED: answered from the headers alone (the body is never wanted). */
 typedef enum { C_RECEIVING, C_WAITING, C_ANSWERED, C_REFUSED } conn_state;
 
 typedef struct conn_ctx conn_ctx;
+/* A request body's expensive part, run on the decoder thread: parse it into c->req and choose
+ * c->encode (true), or leave the refusal in c->early (false). */
+typedef bool (*body_decoder)(conn_ctx *c);
 /* Writes a handler's reply as the protocol's body (status, body, its length, and how much of it is
  * JSON: KServe binary outputs follow it). Runs on the MHD thread; consumes the reply. */
 typedef void (*reply_encoder)(conn_ctx *c, ss_predict_reply *reply, unsigned *status, char **body,
@@ -89,6 +100,17 @@ struct conn_ctx {
     ss_predict_reply *answer;    /* the handler's reply, encoded on the MHD thread once resumed */
     reply_encoder encode;        /* the request's protocol */
     ss_rest_guard_conn *guarded; /* the connection's read clock */
+    body_decoder decode;
+    char *url;         /* the request's URL and KServe's header-length header, kept for decode */
+    char *header_len;  /* (the connection is suspended meanwhile: MHD's copies are not read) */
+    size_t body_bytes; /* the body's size: a large one returns its memory when done */
+    size_t held;       /* body bytes taken from the server's budget */
+    bool busy;         /* the budget refused the body: answered at its end, its bytes dropped */
+    struct {
+        unsigned status;
+        char *body;
+        size_t len;
+    } early; /* a refusal made by the decoder, sent once the connection is resumed */
 };
 
 /* ------------------------------------------------------------------ responses */
@@ -248,19 +270,78 @@ static void encode_kserve(conn_ctx *c, ss_predict_reply *reply, unsigned *status
     ss_predict_reply_free(reply);
 }
 
-/* Hand a decoded request to the handler; the connection sleeps until `done` answers. */
-static enum MHD_Result dispatch(conn_ctx *c, reply_encoder encode)
+static void encode_early(conn_ctx *c, ss_predict_reply *reply, unsigned *status, char **body,
+                         size_t *len, size_t *json_len)
+{
+    ss_predict_reply_free(reply);
+    *status = c->early.status;
+    *body = c->early.body;
+    *len = *json_len = c->early.len;
+    c->early.body = NULL;
+}
+
+/* On the decoder thread: parse the body, then hand the request to the handler or answer the
+ * refusal (either way the connection is resumed by rest_done). */
+static void decode_job(void *arg)
+{
+    conn_ctx *c = arg;
+    if (c->decode(c)) {
+        c->srv->handler.predict(c->srv->handler.ctx, c->req, rest_done, c);
+        return;
+    }
+    c->encode = encode_early;
+    rest_done(c, NULL);
+}
+
+/* The body has arrived: the connection sleeps while the decoder thread parses it and the handler
+ * answers, so the MHD thread keeps serving health, metrics and other clients meanwhile. */
+static enum MHD_Result defer_decode(conn_ctx *c, const char *url, body_decoder decode)
 {
     ss_rest_server *srv = c->srv;
+    c->url = strdup(url);
+    if (!c->url) return send_error(c->conn, "out of memory");
+    c->decode = decode;
+    c->body_bytes = c->len;
     pthread_mutex_lock(&srv->mu);
     srv->pending++;
     srv->open++;
     pthread_mutex_unlock(&srv->mu);
     c->state = C_WAITING;
     MHD_suspend_connection(c->conn);
-    c->encode = encode;
-    srv->handler.predict(srv->handler.ctx, c->req, rest_done, c);
+    if (!ss_workq_push(srv->decoder, decode_job, c)) decode_job(c); /* out of memory: here */
     return MHD_YES;
+}
+
+/* A body the budget had no room for (counted when it was refused). */
+static enum MHD_Result refuse_busy(conn_ctx *c, bool kserve)
+{
+    ss_rest_server *srv = c->srv;
+    char msg[200];
+    snprintf(msg, sizeof msg,
+             "the server holds %zu MB of request bodies, at its limit of %zu MB "
+             "(--rest-max-buffered-mb): try again later",
+             atomic_load(&srv->held.used) >> 20, srv->held.limit >> 20);
+    if (!kserve) return send_error(c->conn, msg);
+    ss_kserve_error err;
+    ss_kserve_fail(&err, MHD_HTTP_SERVICE_UNAVAILABLE, "%s", msg);
+    return send_kserve_error(c->conn, &err);
+}
+
+static bool decode_mindspore(conn_ctx *c)
+{
+    ss_rest_server *srv = c->srv;
+    ss_status *st = ss_rest_parse_request_limited(
+        c->url, c->body, c->len, ss_predict_handler_name_limit, &srv->handler, &c->req);
+    free(c->body);
+    c->body = NULL;
+    if (!st) {
+        c->encode = encode_mindspore;
+        return true;
+    }
+    c->early.status = MHD_HTTP_OK;
+    c->early.body = ss_rest_error_json(st->msg, &c->early.len);
+    ss_status_free(st);
+    return false;
 }
 
 static enum MHD_Result start_predict(conn_ctx *c, const char *url)
@@ -272,21 +353,29 @@ static enum MHD_Result start_predict(conn_ctx *c, const char *url)
         snprintf(msg, sizeof msg, "http message is bigger than %zu", srv->max_body);
         return send_error(c->conn, msg);
     }
+    if (c->busy) return refuse_busy(c, false);
     if (c->len == 0) return send_error(c->conn, "http message invalid");
-    ss_status *st = ss_rest_parse_request_limited(
-        url, c->body, c->len, ss_predict_handler_name_limit, &srv->handler, &c->req);
-    free(c->body);
-    c->body = NULL;
-    if (st) {
-        enum MHD_Result r = send_error(c->conn, st->msg);
-        ss_status_free(st);
-        return r;
-    }
-    return dispatch(c, encode_mindspore);
+    return defer_decode(c, url, decode_mindspore);
 }
 
-/* POST /v2/models/NAME[/versions/V]/infer: the body goes to the codec, which keeps it (binary
- * inputs are borrowed from it). */
+/* The body goes to the codec, which keeps it (binary inputs are borrowed from it). */
+static bool decode_kserve(conn_ctx *c)
+{
+    ss_rest_server *srv = c->srv;
+    ss_kserve_error err = {0};
+    char *body = c->body;
+    c->body = NULL;
+    if (ss_kserve_rest_decode_infer(&srv->handler, c->url, body, c->len, c->header_len, &c->kcall,
+                                    &c->req, &err)) {
+        c->encode = encode_kserve;
+        return true;
+    }
+    c->early.status = (unsigned)err.status;
+    c->early.body = ss_kserve_rest_error_json(err.msg, &c->early.len);
+    return false;
+}
+
+/* POST /v2/models/NAME[/versions/V]/infer */
 static enum MHD_Result start_kserve_infer(conn_ctx *c, const char *url)
 {
     ss_rest_server *srv = c->srv;
@@ -297,14 +386,11 @@ static enum MHD_Result start_kserve_infer(conn_ctx *c, const char *url)
                        "the request body is bigger than %zu bytes", srv->max_body);
         return send_kserve_error(c->conn, &err);
     }
+    if (c->busy) return refuse_busy(c, true);
     const char *hl =
         MHD_lookup_connection_value(c->conn, MHD_HEADER_KIND, "Inference-Header-Content-Length");
-    char *body = c->body;
-    c->body = NULL;
-    if (!ss_kserve_rest_decode_infer(&srv->handler, url, body, c->len, hl, &c->kcall, &c->req,
-                                     &err))
-        return send_kserve_error(c->conn, &err);
-    return dispatch(c, encode_kserve);
+    if (hl && !(c->header_len = strdup(hl))) return send_error(c->conn, "out of memory");
+    return defer_decode(c, url, decode_kserve);
 }
 
 /* ------------------------------------------------------------------ access handler */
@@ -554,6 +640,25 @@ static enum MHD_Result route(conn_ctx *c, const char *method, const char *url)
     }
 }
 
+/* The body's buffer grows to `cap` only within the server's budget; over it the body is dropped
+ * as it arrives and the request refused at its end (refuse_busy). */
+static bool hold_body(conn_ctx *c, size_t cap)
+{
+    ss_byte_budget *b = &c->srv->held;
+    if (ss_byte_budget_take(b, cap - c->cap)) {
+        c->held += cap - c->cap;
+        return true;
+    }
+    c->busy = true;
+    ss_byte_budget_give(b, c->held);
+    c->body_bytes = c->held; /* what it grew to: trimmed at the end */
+    c->held = 0;
+    free(c->body);
+    c->body = NULL;
+    c->len = c->cap = 0;
+    return false;
+}
+
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const char *url,
                                   const char *method, const char *version, const char *upload_data,
                                   size_t *upload_data_size, void **con_cls)
@@ -582,6 +687,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
     if (*upload_data_size) {
         size_t n = *upload_data_size;
         *upload_data_size = 0;
+        if (c->busy) return MHD_YES; /* dropped: refused at the end */
         if (c->too_big || c->len + n > srv->max_body) {
             c->too_big = true; /* keep reading, drop the bytes; answer at the end */
             free(c->body);
@@ -594,6 +700,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
             while (cap < c->len + n)
                 cap *= 2;
             if (cap > srv->max_body) cap = srv->max_body;
+            if (!hold_body(c, cap)) return MHD_YES;
             char *grown = realloc(c->body, cap);
             if (!grown) return MHD_NO;
             c->body = grown;
@@ -621,12 +728,18 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
         pthread_mutex_unlock(&srv->mu);
     }
     free(c->body);
+    free(c->url);
+    free(c->header_len);
+    free(c->early.body);
+    ss_byte_budget_give(&c->srv->held, c->held);
     ss_predict_reply_free(c->answer);
     ss_predict_request_free(c->req);
     ss_kserve_call_free(c->kcall);
     pthread_mutex_destroy(&c->mu);
+    size_t body_bytes = c->body_bytes;
     free(c);
     *con_cls = NULL;
+    ss_server_trim_after(body_bytes);
 }
 
 /* ------------------------------------------------------------------ start / stop */
@@ -635,9 +748,14 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
  * FD_RESERVE descriptors (half of a smaller limit) for everything else. */
 #define FD_RESERVE 128
 
+/* Threads that parse request bodies: a few large bodies queue behind each other there, never in
+ * front of a health probe. */
+#define REST_DECODE_THREADS 1
+
 static ss_status *rest_limits(const ss_rest_options *o, ss_rest_limits *lim)
 {
-    if (o->max_connections < 0 || o->max_per_client < 0 || o->read_timeout_s < 0)
+    if (o->max_connections < 0 || o->max_per_client < 0 || o->read_timeout_s < 0 ||
+        o->max_buffered_mb < 0)
         return ss_errf(SS_ERR_INVALID, "RESTful server limits must be >= 0 (0 = the default)");
     lim->max_connections =
         o->max_connections ? (unsigned)o->max_connections : SS_SERVER_DEFAULT_REST_CONNECTIONS;
@@ -702,14 +820,21 @@ ss_status *ss_rest_server_start(const ss_rest_options *opts, ss_rest_server **ou
         free(srv);
         return st;
     }
+    if ((st = ss_workq_new(REST_DECODE_THREADS, "ss-rest-decode", &srv->decoder))) {
+        ss_rest_guard_free(srv->guard);
+        free(srv);
+        return st;
+    }
     static const char *const labels[] = {"limit"};
-    srv->refused_body = ss_metrics_series(
-        ss_metrics_family(ss_metrics_global(), SS_METRIC_COUNTER, "shardserve_rest_refused_total",
-                          "REST connections and requests refused or closed by a limit", 1, labels,
-                          NULL, 0),
-        (const char *const[]){"body_size"});
+    ss_metric_family *refused = ss_metrics_family(
+        ss_metrics_global(), SS_METRIC_COUNTER, "shardserve_rest_refused_total",
+        "REST connections and requests refused or closed by a limit", 1, labels, NULL, 0);
+    srv->refused_body = ss_metrics_series(refused, (const char *const[]){"body_size"});
+    srv->held.refused = ss_metrics_series(refused, (const char *const[]){"buffered_bytes"});
     int mb = opts->max_msg_mb ? opts->max_msg_mb : SS_SERVER_DEFAULT_MAX_MSG_MB;
     srv->max_body = (size_t)mb << 20;
+    int held_mb = opts->max_buffered_mb > 0 ? opts->max_buffered_mb : 2 * mb;
+    srv->held.limit = (size_t)(held_mb > mb ? held_mb : mb) << 20;
     srv->handler = opts->handler;
     srv->ready = opts->ready;
     srv->ready_ctx = opts->ready_ctx;
@@ -719,6 +844,7 @@ ss_status *ss_rest_server_start(const ss_rest_options *opts, ss_rest_server **ou
                          "Serving Error: RESTful server: this libmicrohttpd has no TLS support");
         if (!st) st = ss_tls_load(opts->ssl, "RESTful", &srv->tls);
         if (st) {
+            ss_workq_free(srv->decoder);
             ss_rest_guard_free(srv->guard);
             free(srv);
             return st;
@@ -758,6 +884,7 @@ ss_status *ss_rest_server_start(const ss_rest_options *opts, ss_rest_server **ou
         pthread_mutex_destroy(&srv->mu);
         pthread_cond_destroy(&srv->cv);
         ss_tls_pems_free(&srv->tls);
+        ss_workq_free(srv->decoder);
         ss_rest_guard_free(srv->guard);
         free(srv);
         return ss_errf(SS_ERR_IO,
@@ -798,6 +925,7 @@ void ss_rest_server_stop(ss_rest_server *srv)
     pthread_mutex_unlock(&srv->mu);
     MHD_stop_daemon(srv->daemon);
     if (listen_fd != MHD_INVALID_SOCKET) close(listen_fd);
+    ss_workq_free(srv->decoder); /* idle: every decoded request was answered (pending == 0) */
     ss_rest_guard_free(srv->guard);
     pthread_mutex_destroy(&srv->mu);
     pthread_cond_destroy(&srv->cv);

@@ -185,6 +185,22 @@ static size_t slice_copy(const ss_tensor *t, int axis, int parts, int index, cha
     return (size_t)outer * row;
 }
 
+/* String tensors keep their values in string_data (raw_data cannot hold them): the slice's
+ * ss_string records in `recs`, each string copied into the graph's memory. */
+static void init_strings(rank_graph *g, Onnx__TensorProto *tp, const ss_string *recs, size_t n)
+{
+    ProtobufCBinaryData *v = rg_alloc(g, sizeof *v * (n ? n : 1));
+    if (!v) return;
+    for (size_t i = 0; i < n; i++) {
+        v[i].len = recs[i].len;
+        v[i].data = rg_alloc(g, recs[i].len ? recs[i].len : 1);
+        if (!v[i].data) return;
+        if (recs[i].len) memcpy(v[i].data, recs[i].data, recs[i].len);
+    }
+    tp->string_data = v;
+    tp->n_string_data = n;
+}
+
 void rg_init(rank_graph *g, const char *name, const ss_tensor *t, int axis, int parts, int index)
 {
     if (rg_has_init(g, name) || g->error) return;
@@ -211,7 +227,9 @@ void rg_init(rank_graph *g, const char *name, const ss_tensor *t, int axis, int 
     else if (bytes)
         memcpy(buf, t->data, bytes);
     g->param_bytes += bytes;
-    if (bytes <= INLINE_LIMIT || !g->data) {
+    if (t->dtype == SS_DT_STRING) {
+        init_strings(g, tp, (const ss_string *)buf, bytes / sizeof(ss_string));
+    } else if (bytes <= INLINE_LIMIT || !g->data) {
         tp->has_raw_data = 1;
         tp->raw_data.data = (uint8_t *)buf;
         tp->raw_data.len = bytes;

@@ -200,6 +200,8 @@ struct ss_worker {
     int n_inflight, n_free_jobs, n_bulk; /* n_bulk: jobs handed to the bulk sender, not back yet */
     size_t ahead_bytes;                  /* link_bytes of the jobs in flight */
     uint64_t next_job_id, hb_seq, next_hb_ns, batch_wait_until_ns;
+    uint64_t accept_resume_ns, accept_logged_ns; /* listener paused out of descriptors */
+    unsigned long accept_failures;               /* since the last line logged */
     ss_link_conn **dead_conns; /* shut down, closed once the bulk sender cannot hold them */
     size_t n_dead, cap_dead;
     ss_worker *next;
@@ -1011,12 +1013,46 @@ static void reap_handshakes(ss_worker *w, bool all)
     }
 }
 
+/* Out of descriptors (EMFILE/ENFILE) the pending connection stays queued, and the level-triggered
+ * listener would wake the loop again at once (a full core, a log line each time): it sleeps
+ * ACCEPT_BACKOFF_MS instead, with one log line a second at most. */
+#define ACCEPT_BACKOFF_MS 100
+
+static void listener_events(ss_worker *w, uint32_t events)
+{
+    struct epoll_event lev = {.events = events, .data.u32 = TAG_LISTENER};
+    epoll_ctl(w->epfd, EPOLL_CTL_MOD, ss_link_listener_fd(w->listener), &lev);
+}
+
+static void accept_backoff(ss_worker *w, const char *why)
+{
+    uint64_t now = ss_now_ns();
+    listener_events(w, 0);
+    w->accept_resume_ns = now + ACCEPT_BACKOFF_MS * 1000000ull;
+    w->accept_failures++;
+    if (now - w->accept_logged_ns < 1000000000ull) return;
+    SS_WARN("distributed address %s: %s (%lu time(s) in the last second; accepting again every "
+            "%d ms)",
+            w->address, why, w->accept_failures, ACCEPT_BACKOFF_MS);
+    w->accept_logged_ns = now;
+    w->accept_failures = 0;
+}
+
+static void accept_resume_due(ss_worker *w, uint64_t now)
+{
+    if (!w->accept_resume_ns || now < w->accept_resume_ns) return;
+    w->accept_resume_ns = 0;
+    listener_events(w, EPOLLIN);
+}
+
 static void on_accept(ss_worker *w)
 {
     ss_link_conn *c = NULL;
     ss_status *st = ss_link_accept(w->listener, 0, &c);
     if (st) {
-        if (st->code != SS_ERR_TIMEOUT)
+        if (st->code == SS_ERR_LIMIT)
+            accept_backoff(w, st->msg);
+        else if (st->code != SS_ERR_TIMEOUT)
             SS_WARN("distributed address %s: accept: %s", w->address, st->msg);
         ss_status_free(st);
         return;
@@ -1398,7 +1434,6 @@ static void check_deadlines(ss_worker *w, uint64_t now)
     if (any) reap_jobs(w);
 }
 
-/* Milliseconds until the nearest timer (heartbeat, a deadline, a batch's queue delay). */
 /* When the loop must next wake up without an event: the next heartbeat, a job's deadline or the
  * end of a batch's queue delay, whichever comes first. */
 static uint64_t next_wake_ns(const ss_worker *w)
@@ -1408,9 +1443,11 @@ static uint64_t next_wake_ns(const ss_worker *w)
     for (const job *j = w->inflight; j; j = j->next)
         if (!j->answered && j->deadline_ns < next) next = j->deadline_ns;
     if (w->batch_wait_until_ns && w->batch_wait_until_ns < next) next = w->batch_wait_until_ns;
+    if (w->accept_resume_ns && w->accept_resume_ns < next) next = w->accept_resume_ns;
     return next;
 }
 
+/* Milliseconds until the nearest timer (heartbeat, a deadline, a batch's queue delay). */
 static int next_timeout_ms(const ss_worker *w, uint64_t now)
 {
     uint64_t next = next_wake_ns(w);
@@ -1536,6 +1573,7 @@ static void run_events(ss_worker *w, const struct epoll_event *evs, int n)
     take_back_bulk(w);
     uint64_t now = ss_now_ns();
     if (!w->stopping && now >= w->next_hb_ns) heartbeat_tick(w, now);
+    accept_resume_due(w, now);
     check_deadlines(w, now);
     dispatch(w);
 }
@@ -1949,6 +1987,18 @@ static void worker_stop(ss_worker *w)
         it = next;
     }
     worker_free(w);
+}
+
+void ss_worker_set_stop(ss_worker_set *set)
+{
+    pthread_mutex_lock(&set->mu);
+    for (ss_worker *w = set->workers; w; w = w->next) {
+        pthread_mutex_lock(&w->mu);
+        w->stop = true; /* the loop answers everything pending, then ends */
+        ring(w);
+        pthread_mutex_unlock(&w->mu);
+    }
+    pthread_mutex_unlock(&set->mu);
 }
 
 void ss_worker_set_free(ss_worker_set *set)

@@ -16,9 +16,14 @@ client. Every attack is bounded in count and time.
 - descriptors: serve and agents, started with a soft descriptor limit of 512, raise it to the
   hard limit; a serve whose hard limit is 200 meets 400 REST and 300 gRPC connections: REST
   refuses what its descriptors cannot hold (counted), the log grows by at most one line a second
-  per listener, and /health/live answers again once the connections are gone;
+  per listener (the worker's link listener included), /health/live answers again once the connections are gone, and /health/ready
+  says not ready once libgrpc's listener has stopped for good (it does at EMFILE);
 - the server stays healthy: /health/live answers within 1 s while 1,000 idle REST connections
-  (from 127.0.0.2-5) are open, and a valid request still gets its answer afterwards.
+  (from 127.0.0.2-5) are open and while four 60 MB bodies arrive at once (at most 200 MB of them
+  held, the rest refused and counted), gRPC health within 1 s
+  while four 88 MB gRPC requests arrive at once (the server holds at most 200 MB of them and
+  refuses the rest, counted; the memory of both is returned afterwards), and a valid request
+  still gets its answer afterwards.
 
 Usage: test_hostile.py [case ...]; prints ok/FAIL per case and "N passed, N failed"."""
 
@@ -47,6 +52,7 @@ SAN_RE = re.compile(r"(ERROR: AddressSanitizer|ERROR: LeakSanitizer|runtime erro
 ROWS, K, N = 4, 16, 8
 NAMES = 80000
 C = None  # the cluster, started once in main()
+MODELS = []  # its model files (a second serve borrows them)
 
 
 def raw_grpc(payload, timeout=30):
@@ -216,6 +222,18 @@ def closed_by_server(sock, wait_s):
         return False
 
 
+def closed_now(sock):
+    """True when the server has already closed the connection (no waiting: polling 300 sockets
+    with a timeout each could outlast the read deadline, which closes them too)."""
+    sock.setblocking(False)
+    try:
+        return sock.recv(1) == b""
+    except BlockingIOError:
+        return False
+    except ConnectionResetError:
+        return True
+
+
 def test_health_live_with_1000_idle_rest_connections():
     idle = []
     try:
@@ -230,10 +248,125 @@ def test_health_live_with_1000_idle_rest_connections():
         assert worst < 1.0, "/health/live took %.2f s with %d idle connections" % (worst, len(idle))
         secs, ok = grpc_health_seconds()
         assert ok and secs < 1.0, "gRPC health: SERVING=%s in %.2f s" % (ok, secs)
-        print("    /health/live with %d idle connections: slowest %.1f ms" % (len(idle), worst * 1e3))
+        served = legit_rest_seconds()
+        print("    /health/live with %d idle connections: slowest %.1f ms; a valid REST predict in %.1f ms"
+              % (len(idle), worst * 1e3, served * 1e3))
     finally:
         for s in idle:
             s.close()
+
+
+def rss_mb(pid):
+    with open("/proc/%d/status" % pid) as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def test_health_and_memory_with_large_bodies_in_flight():
+    """Four 60 MB MindSpore bodies of 2.3 M numbers each at once (within every decode budget,
+    refused only at the end for a dtype mismatch): the server holds at most 200 MB of bodies
+    (--rest-max-buffered-mb, default 2 x the body limit), so at least one is refused naming the
+    limit and counted; the rest are parsed off the REST network thread, so /health/live keeps
+    answering within 1 s (it waited seconds behind each parse before), and their memory is
+    returned afterwards (glibc kept hundreds of MB)."""
+    number = "0.12345678901234567890123,"
+    count = (60 << 20) // len(number)
+    body = ('{"instances":[{"x":[' + number * (count - 1) + '0]}]}').encode()
+    rss_before = rss_mb(C.server.pid)
+    refused_before = metric("shardserve_rest_refused_total", "buffered_bytes")
+    replies = []
+
+    def post():
+        try:
+            replies.append(rest_post("/model/matmul:predict", body, 120))
+        except OSError as e:  # cut off: the network thread could not read it in time
+            replies.append((0.0, 0, "%s: %s" % (type(e).__name__, e)))
+
+    posts = [threading.Thread(target=post) for _ in range(4)]
+    for t in posts:
+        t.start()
+    worst, peak, probes = 0.0, rss_before, 0
+    while any(t.is_alive() for t in posts):
+        secs, ok = health_live_seconds()
+        assert ok, "/health/live failed while large bodies were parsed"
+        worst, probes = max(worst, secs), probes + 1
+        peak = max(peak, rss_mb(C.server.pid))
+        time.sleep(0.05)
+    for t in posts:
+        t.join()
+    assert all("error_msg" in text for _, _, text in replies), replies
+    refused = sum("--rest-max-buffered-mb" in text for _, _, text in replies)
+    counted = metric("shardserve_rest_refused_total", "buffered_bytes") - refused_before
+    parsed = sum("elements type is not equal" in text for _, _, text in replies)
+    assert refused >= 1 and parsed >= 1 and refused + parsed == 4, replies
+    assert counted == refused, "%d refused, %d counted" % (refused, counted)
+    assert worst < 1.0, "/health/live took %.2f s while large bodies were parsed" % worst
+    time.sleep(0.5)
+    rss_after = rss_mb(C.server.pid)
+    print("    4 x %.0f MB bodies: %d parsed (%.1f s at most), %d refused over the buffered-bytes limit;"
+          " /health/live slowest %.0f ms of %d; RSS %.0f -> peak %.0f -> %.0f MB" % (
+              len(body) / 1e6, parsed, max(s for s, _, _ in replies), refused, worst * 1e3, probes,
+              rss_before, peak, rss_after))
+    if not SANITIZED:  # the sanitizer's allocator keeps its own pools
+        # 2 x 64 MB bodies held and one parse tree (~220 MB for 2.3 M numbers); before the
+        # budget all four bodies and two parse trees at once
+        assert peak < rss_before + 500, "peak RSS %.0f MB (from %.0f)" % (peak, rss_before)
+        assert rss_after < rss_before + 64, "RSS %.0f MB after the bodies, %.0f before" % (rss_after, rss_before)
+
+
+def test_grpc_large_requests_bounded():
+    """Four 88 MB gRPC requests of 300,000 instances each (every one of the wrong shape; 30,000
+    ten times larger in the sanitizer build) at once:
+    - the server holds at most 200 MB of them (--grpc-max-buffered-mb, default 2 x the message
+      limit): the others are refused with RESOURCE_EXHAUSTED naming the limit, counted in /metrics
+      (peak RSS ~570 MB, 862 MB before: gRPC's transport still buffers all four while they arrive);
+    - they are decoded off the completion-queue threads, so gRPC health answers within 1 s
+      meanwhile (3 s before);
+    - their memory is returned afterwards (RSS stayed 600 MB higher before)."""
+    # the sanitizers decode instances ~50x slower: 10x fewer, each 10x larger (the same bytes)
+    scale = 10 if SANITIZED else 1
+    inst = [{"x": np.ones((ROWS * scale, K + 1), np.float32)} for _ in range(300000 // scale)]
+    payload = ssc.Client(C.grpc, "matmul", "predict")._request(inst).SerializeToString()
+    del inst
+    refused_before = metric("shardserve_grpc_refused_total", "buffered_bytes")
+    rss_before = rss_mb(C.server.pid)
+    replies = []
+    calls = [threading.Thread(target=lambda: replies.append(raw_grpc(payload, 120))) for _ in range(4)]
+    for t in calls:
+        t.start()
+    worst, peak, probes = 0.0, rss_before, 0
+    while any(t.is_alive() for t in calls):
+        secs, ok = grpc_health_seconds()
+        assert ok, "gRPC health failed while large requests were decoded"
+        worst, probes = max(worst, secs), probes + 1
+        peak = max(peak, rss_mb(C.server.pid))
+        time.sleep(0.05)
+    for t in calls:
+        t.join()
+    decoded = sum("not match the size" in str(r) for _, r in replies)
+    refused = sum("resource exhausted" in str(r) and "--grpc-max-buffered-mb" in str(r) for _, r in replies)
+    counted = metric("shardserve_grpc_refused_total", "buffered_bytes") - refused_before
+    time.sleep(0.5)
+    rss_after = rss_mb(C.server.pid)
+    print("    4 x %.0f MB requests: %d decoded, %d refused over the buffered-bytes limit (%d counted); gRPC"
+          " health slowest %.0f ms of %d; RSS %.0f -> peak %.0f -> %.0f MB" % (
+              len(payload) / 1e6, decoded, refused, counted, worst * 1e3, probes, rss_before, peak, rss_after))
+    assert decoded >= 1 and decoded + refused == 4, str(replies)[:600]
+    assert refused >= 1 and counted == refused, "refused %d, counted %d: %s" % (refused, counted, str(replies)[:600])
+    assert worst < 1.0, "gRPC health took %.2f s while large requests were decoded" % worst
+    if not SANITIZED:  # the sanitizer's allocator keeps its own pools
+        assert rss_after < rss_before + 64, "RSS %.0f MB after the requests, %.0f before" % (rss_after, rss_before)
+
+
+def legit_rest_seconds():
+    """A valid MindSpore REST predict from a fresh connection: its time (the issue's bound: 2 s)."""
+    body = json.dumps({"instances": [{"x": np.ones((ROWS, K)).tolist()}]}).encode()
+    secs, st, text = rest_post("/model/matmul:predict", body, 10)
+    assert '"y"' in text, (st, text[:300])
+    assert secs < 2.0, "a valid request took %.2f s" % secs
+    return secs
 
 
 def test_per_client_limit_refuses_and_counts():
@@ -241,7 +374,7 @@ def test_per_client_limit_refuses_and_counts():
     socks = idle_connections(300, "127.0.0.9")
     try:
         time.sleep(0.3)
-        refused = sum(closed_by_server(s, 0.01) for s in socks)
+        refused = sum(closed_now(s) for s in socks)
         after = metric("shardserve_rest_refused_total", "connections_per_client")
         assert refused == 300 - 256, "%d of 300 connections from one address refused (limit 256)" % refused
         assert after - before == refused, "metrics counted %d refusals, %d seen" % (after - before, refused)
@@ -331,6 +464,11 @@ def test_grpc_streams_per_connection_limited():
         time.sleep(1)
         secs, ok = grpc_health_seconds()
         assert ok and secs < 1.0, "gRPC health during stalled streams: SERVING=%s in %.2f s" % (ok, secs)
+        t0 = time.perf_counter()
+        ok, detail = valid_answer()  # a legitimate client on a connection of its own
+        served = time.perf_counter() - t0
+        assert ok and served < 2.0, "valid gRPC request during stalled streams: %.2f s, %s" % (served, detail)
+        secs += served
         time.sleep(2 + 0.3 + 0.5 * SLOW - secs)
         done = sum(f.done() for f in futures)
         assert done == 4, "%d of 8 stalled calls cancelled after one receive timeout (want 4)" % done
@@ -374,15 +512,21 @@ def test_descriptor_exhaustion_is_refused_quietly():
             text = ""
             for _ in range(200):
                 text = open(log).read()
-                if "RESTful server start success" in text:
+                if "Serving: Serving RESTful server start success" in text:
                     break
                 time.sleep(0.05)
             rest = re.search(r"RESTful server start success, listening on (\S+):(\d+)", text)
-            grpc = re.search(r"gRPC server start success, listening on (\S+):(\d+)", text)
-            assert rest and grpc, text[-2000:]
+            grpc = re.search(r"(?m)^Serving: Serving gRPC server start success, listening on (\S+):(\d+)", text)
+            worker = re.search(r"waiting for agents on (\S+)", text)
+            assert rest and grpc and worker, text[-2000:]
+            ready_url = "http://127.0.0.1:%s/health/ready" % rest.group(2)
+            C.agents(worker.group(1), MODELS, log="agents-fd.log")
+            assert http_status(ready_url, 30) == 200, "the serve at 200 descriptors never got ready"
             lines_before = len(open(log).read().splitlines())
             t0 = time.time()
-            for port, count in ((int(rest.group(2)), 400), (int(grpc.group(2)), 300)):
+            worker_port = int(worker.group(1).rsplit(":", 1)[1])
+            # then 3 connections to the worker's address: its accept loop must back off, not spin
+            for port, count in ((int(rest.group(2)), 400), (int(grpc.group(2)), 300), (worker_port, 3)):
                 for _ in range(count):
                     try:
                         socks.append(socket.create_connection(("127.0.0.1", port), timeout=2))
@@ -392,7 +536,9 @@ def test_descriptor_exhaustion_is_refused_quietly():
             elapsed = time.time() - t0
             lines = open(log).read().splitlines()[lines_before:]
             assert p.poll() is None, "serve died:\n" + "\n".join(lines[-50:])
-            assert len(lines) <= 2 * (elapsed + 1), "%d log lines in %.1f s:\n%s" % (
+            # one line a second per listener (REST, gRPC, the worker's link) and gRPC's one
+            # "listener has stopped" line
+            assert len(lines) <= 3 * (elapsed + 1) + 1, "%d log lines in %.1f s:\n%s" % (
                 len(lines), elapsed, "\n".join(lines[:20]))
             for s in socks:
                 s.close()
@@ -405,6 +551,9 @@ def test_descriptor_exhaustion_is_refused_quietly():
                 metrics = r.read().decode()
             refused = re.search(r'shardserve_rest_refused_total\{limit="connections"\} (\S+)', metrics)
             assert refused and float(refused.group(1)) > 0, "no refusal counted:\n" + metrics[-1500:]
+            # libgrpc stops its listener for good at EMFILE: readiness must say so
+            assert http_status(ready_url, 0) == 503, "/health/ready still 200 with the gRPC listener stopped:\n" + open(log).read()[-3000:]
+            assert "gRPC listener has stopped" in open(log).read(), open(log).read()[-2000:]
             print("    hard limit 200: %d log lines in %.1f s, %s REST connections refused, health in %.1f ms" % (
                 len(lines), elapsed, refused.group(1), (time.perf_counter() - t1) * 1e3))
         finally:
@@ -416,6 +565,20 @@ def test_descriptor_exhaustion_is_refused_quietly():
             except subprocess.TimeoutExpired:
                 p.kill()
                 p.wait()
+
+
+def http_status(url, wait_s):
+    """The status of GET url, retried for up to wait_s seconds until it is 200."""
+    deadline = time.time() + wait_s
+    while True:
+        try:
+            with urllib.request.urlopen(url, timeout=5) as r:
+                status = r.status
+        except urllib.error.HTTPError as e:
+            status = e.code
+        if status == 200 or time.time() >= deadline:
+            return status
+        time.sleep(0.1)
 
 
 def test_valid_request_after_the_attacks():
@@ -444,7 +607,10 @@ CASES = [test_grpc_80000_names_refused_fast, test_rest_80000_names_refused_fast,
          test_kserve_rest_literals_refused_before_parsing,
          test_grpc_unknown_fields_refused_before_unpacking,
          test_kserve_grpc_unknown_fields_refused_before_unpacking,
-         test_health_live_with_1000_idle_rest_connections, test_per_client_limit_refuses_and_counts,
+         test_health_live_with_1000_idle_rest_connections,
+         test_health_and_memory_with_large_bodies_in_flight,
+         test_grpc_large_requests_bounded,
+         test_per_client_limit_refuses_and_counts,
          test_trickled_headers_cut_at_the_read_deadline, test_expect_continue_over_the_limit_refused_first,
          test_grpc_message_that_never_arrives_is_cancelled, test_grpc_streams_per_connection_limited,
          test_serve_and_agents_raise_the_descriptor_limit, test_descriptor_exhaustion_is_refused_quietly,
@@ -462,6 +628,7 @@ def main():
         model = os.path.join(c.dir, "matmul.onnx")
         matmul_neg_model(model, rows=ROWS, k=K, n=N)
         models = c.add_servable("matmul", model, 1, 1)
+        MODELS.extend(models)
         table = c.write_rank_table(1)
         c.serve([("matmul", 1, table)], wait_agents=60,
                 extra=("--rest-read-timeout-s", "3", "--grpc-recv-timeout-s", "3", "--grpc-max-streams", "4"))
