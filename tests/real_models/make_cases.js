@@ -115,8 +115,10 @@ function tensorProto(onnx, name, tensor) {
 async function makeCase(lib, cache, model) {
   const dir = path.join(cache, 'cases', model.name);
   const stampFile = path.join(dir, 'case.json');
-  const stamp = { generator: GENERATOR, sha256: model.sha256, package: model.package,
-                  version: model.version, path: model.path, oracle: lib.oracle };
+  /* Everything the written bytes depend on: a change to any of it rewrites the case. */
+  const stamp = { generator: GENERATOR, oracle: lib.oracle, sha256: model.sha256,
+                  package: model.package, version: model.version, path: model.path,
+                  shapes: model.shapes, values: model.values, ranges: model.ranges };
   if (fs.existsSync(stampFile) && fs.readFileSync(stampFile, 'utf8') === JSON.stringify(stamp))
     return 'cached';
   const bytes = modelBytes(cache, model);
