@@ -94,7 +94,9 @@ while IFS=$'\t' read -r name package bytes known; do
   detail=${detail#: }
   detail=${detail#"$CACHE/cases/$name/model.onnx: "}
   if [ "$rc" -eq 124 ]; then status=FAIL detail="timed out after ${TIMEOUT}s"
-  elif [ -z "$line" ]; then status=FAIL detail="onnx-test exited $rc: $(tail -n 1 <<<"$out")"
+  elif [ -z "$line" ] || { [ "$rc" -ne 0 ] && [ "$status" != FAIL ]; }; then
+    # a crash or a sanitizer report after the verdict line is a failure all the same
+    status=FAIL detail="onnx-test exited $rc: $(grep -v '^ *$' <<<"$out" | tail -n 1)"
   fi
   case "$status:$known" in
     PASS:true) passed=$((passed + 1)) detail="passes now: drop known_unsupported in the manifest" ;;
