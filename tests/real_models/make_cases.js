@@ -72,22 +72,22 @@ const TYPED = {
   int64: BigInt64Array, uint64: BigUint64Array, bool: Uint8Array,
 };
 
-function inputShape(model, meta) {
-  const fixed = (model.shapes || {})[meta.name];
+function inputShape(inputs, meta) {
+  const fixed = (inputs.shapes || {})[meta.name];
   if (fixed) return fixed;
   if (meta.shape.some((d) => typeof d !== 'number' || d < 0))
     throw new Error(`input '${meta.name}' has dynamic dims ${JSON.stringify(meta.shape)}: give its shape in the manifest`);
   return meta.shape;
 }
 
-function makeInput(ort, model, meta, rand) {
-  const shape = inputShape(model, meta);
+function makeInput(ort, inputs, meta, rand) {
+  const shape = inputShape(inputs, meta);
   const n = shape.reduce((a, b) => a * b, 1);
   const Typed = TYPED[meta.type];
   if (!Typed) throw new Error(`input '${meta.name}' has type ${meta.type}, which this generator does not fill`);
   const data = new Typed(n);
-  const values = (model.values || {})[meta.name];
-  const ranges = model.ranges || {};
+  const values = (inputs.values || {})[meta.name];
+  const ranges = inputs.ranges || {};
   const [lo, hi] = ranges[meta.name] || ranges['*'] || [-1, 1];
   for (let i = 0; i < n; i++) {
     let v = values ? values[i % values.length] : lo + (hi - lo) * rand();
@@ -112,36 +112,50 @@ function tensorProto(onnx, name, tensor) {
   return onnx.TensorProto.encode(onnx.TensorProto.create(fields)).finish();
 }
 
+/* The inputs of data set k: the model's shapes, values and ranges, overridden by its sets[k-1]
+ * (a second set reaches another branch of a model's If, e.g. silero's 8 kHz path). */
+function dataSets(model) {
+  const base = { shapes: model.shapes, values: model.values, ranges: model.ranges };
+  return [base, ...(model.sets || []).map((o) => ({
+    shapes: { ...base.shapes, ...o.shapes }, values: { ...base.values, ...o.values },
+    ranges: { ...base.ranges, ...o.ranges } }))];
+}
+
+async function writeDataSet(lib, session, dir, seed, inputs) {
+  fs.mkdirSync(dir, { recursive: true });
+  const rand = prng(seed);
+  const feeds = {};
+  session.inputMetadata.forEach((meta, i) => {
+    feeds[meta.name] = makeInput(lib.ort, inputs, meta, rand);
+    fs.writeFileSync(path.join(dir, `input_${i}.pb`), tensorProto(lib.onnx, meta.name, feeds[meta.name]));
+  });
+  const outs = await session.run(feeds);
+  session.outputNames.forEach((name, i) => {
+    fs.writeFileSync(path.join(dir, `output_${i}.pb`), tensorProto(lib.onnx, name, outs[name]));
+  });
+}
+
 async function makeCase(lib, cache, model) {
   const dir = path.join(cache, 'cases', model.name);
   const stampFile = path.join(dir, 'case.json');
+  const sets = dataSets(model);
   /* Everything the written bytes depend on: a change to any of it rewrites the case. */
   const stamp = { generator: GENERATOR, oracle: lib.oracle, sha256: model.sha256,
-                  package: model.package, version: model.version, path: model.path,
-                  shapes: model.shapes, values: model.values, ranges: model.ranges };
+                  package: model.package, version: model.version, path: model.path, sets };
   if (fs.existsSync(stampFile) && fs.readFileSync(stampFile, 'utf8') === JSON.stringify(stamp))
     return 'cached';
   const bytes = modelBytes(cache, model);
   fs.rmSync(dir, { recursive: true, force: true });
-  fs.mkdirSync(path.join(dir, 'test_data_set_0'), { recursive: true });
+  fs.mkdirSync(dir, { recursive: true });
   fs.writeFileSync(path.join(dir, 'model.onnx'), bytes);
-  const session = await lib.ort.InferenceSession.create(path.join(dir, 'model.onnx'),
-                                                        { intraOpNumThreads: 1, interOpNumThreads: 1, logSeverityLevel: 3 });
-  const rand = prng(model.name);
-  const feeds = {};
-  session.inputMetadata.forEach((meta, i) => {
-    feeds[meta.name] = makeInput(lib.ort, model, meta, rand);
-    fs.writeFileSync(path.join(dir, 'test_data_set_0', `input_${i}.pb`),
-                     tensorProto(lib.onnx, meta.name, feeds[meta.name]));
-  });
-  const outs = await session.run(feeds);
-  session.outputNames.forEach((name, i) => {
-    fs.writeFileSync(path.join(dir, 'test_data_set_0', `output_${i}.pb`),
-                     tensorProto(lib.onnx, name, outs[name]));
-  });
+  const session = await lib.ort.InferenceSession.create(
+    path.join(dir, 'model.onnx'), { intraOpNumThreads: 1, interOpNumThreads: 1, logSeverityLevel: 3 });
+  for (let k = 0; k < sets.length; k++)
+    await writeDataSet(lib, session, path.join(dir, `test_data_set_${k}`),
+                       k ? `${model.name}#${k}` : model.name, sets[k]);
   await session.release();
   fs.writeFileSync(stampFile, JSON.stringify(stamp)); /* last: a half-written case is redone */
-  return 'written';
+  return `written ${sets.length} data set${sets.length > 1 ? 's' : ''} for`;
 }
 
 async function main() {
