@@ -92,7 +92,7 @@ while IFS=$'\t' read -r name package bytes known; do
   status=${line%% *}
   detail=${line#* "$name"}
   detail=${detail#: }
-  detail=${detail#"$CACHE/cases/$name/model.onnx: "}
+  detail=${detail//"$CACHE/cases/$name/model.onnx: "/} # the path says nothing the row does not
   if [ "$rc" -eq 124 ]; then status=FAIL detail="timed out after ${TIMEOUT}s"
   elif [ -z "$line" ] || { [ "$rc" -ne 0 ] && [ "$status" != FAIL ]; }; then
     # a crash or a sanitizer report after the verdict line is a failure all the same
