@@ -87,7 +87,7 @@ node "$SUITE/make_cases.js" --cache "$CACHE" $QUICK ${ONLY:+--only "$ONLY"} ||
 passed=0 failed=0 unsupported=0
 printf '%-24s %-38s %6s  %s\n' model package MB status
 while IFS=$'\t' read -r name package bytes known; do
-  out=$(timeout "$TIMEOUT" "$SHARDSERVE" onnx-test "$CACHE/cases/$name" 2>&1) && rc=0 || rc=$?
+  out=$(timeout "$TIMEOUT" "$SHARDSERVE" onnx-test "$CACHE/cases/$name" </dev/null 2>&1) && rc=0 || rc=$?
   line=$(grep -E "^(PASS|FAIL|UNSUPPORTED|SKIP) " <<<"$out" | head -n 1 || true)
   status=${line%% *}
   detail=${line#* "$name"}
