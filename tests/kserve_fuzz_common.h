@@ -48,7 +48,8 @@ static void fuzz_predict(void *ctx, ss_predict_request *req, ss_predict_done don
     (void)dctx;
 }
 
-static const ss_predict_handler fuzz_handler = {NULL, fuzz_predict, fuzz_describe};
+static const ss_predict_handler fuzz_handler = {
+    .ctx = NULL, .predict = fuzz_predict, .describe = fuzz_describe};
 
 /* Every input item copied into the reply's instance (so "x" and "s" come back). */
 static ss_predict_reply *fuzz_echo(const ss_predict_request *req)

@@ -16,18 +16,19 @@ set_tests_properties(test_runtime_plan PROPERTIES FIXTURES_REQUIRED test_models)
 # Every node case of Debian's libonnx-testdata whose ops we support must pass. The floor is the
 # exact count passing today (Debian 12's libonnx-testdata), so a case that stops passing, or stops
 # being recognised as supported, fails the gate; raise it when an op is added.
-set(SS_NODE_CONFORMANCE_PASSED 747)
+set(SS_NODE_CONFORMANCE_PASSED 892)
 add_test(NAME onnx_node_conformance
          COMMAND ${SS_TEST_DIR}/onnx/conformance.sh $<TARGET_FILE:shardserve>
                  /usr/share/libonnx-testdata/data/node ${SS_NODE_CONFORMANCE_PASSED})
 
-# Exporter-shaped fixtures (MLP, MNIST CNN, BERT-tiny, GPT-2-tiny at opsets 14 and 17).
+# Exporter-shaped fixtures (MLP, MNIST CNN, BERT-tiny, GPT-2-tiny, a scripted MLP with an If on
+# data, taken both ways, at opsets 14 and 17).
 add_test(NAME onnx_export_fixtures_make
          COMMAND ${SS_PY} ${SS_TEST_DIR}/fixtures/onnx_export_families.py --fixtures ${CMAKE_BINARY_DIR}/export-fixtures)
 set_tests_properties(onnx_export_fixtures_make PROPERTIES FIXTURES_SETUP export_fixtures)
 add_test(NAME onnx_export_fixtures
          COMMAND ${SS_TEST_DIR}/onnx/conformance.sh $<TARGET_FILE:shardserve>
-                 ${CMAKE_BINARY_DIR}/export-fixtures 8 --no-skips)
+                 ${CMAKE_BINARY_DIR}/export-fixtures 12 --no-skips)
 set_tests_properties(onnx_export_fixtures PROPERTIES FIXTURES_REQUIRED export_fixtures)
 
 # run --output-dir escapes output names into file names ('/' and ':' of exporter names).
@@ -35,23 +36,50 @@ add_test(NAME onnx_run_output_names
          COMMAND ${SS_TEST_DIR}/onnx/run_output_names.sh $<TARGET_FILE:shardserve> ${SS_PY}
                  ${CMAKE_BINARY_DIR}/run-output-names)
 
+# ss_onnx_case_suite(NAME COUNT): tests/onnx/NAME.py writes backend-test folders into the build
+# folder's NAME (with - for _) as fixture NAME (test onnx_NAME_make); onnx_NAME then needs
+# every one of them to load and pass, and at least COUNT of them.
+function(ss_onnx_case_suite name count)
+  string(REPLACE "_" "-" folder ${name})
+  add_test(NAME onnx_${name}_make
+           COMMAND ${SS_PY} ${SS_TEST_DIR}/onnx/${name}.py ${CMAKE_BINARY_DIR}/${folder})
+  set_tests_properties(onnx_${name}_make PROPERTIES FIXTURES_SETUP ${name})
+  add_test(NAME onnx_${name}
+           COMMAND ${SS_TEST_DIR}/onnx/conformance.sh $<TARGET_FILE:shardserve>
+                   ${CMAKE_BINARY_DIR}/${folder} ${count} --no-skips)
+  set_tests_properties(onnx_${name} PROPERTIES FIXTURES_REQUIRED ${name})
+endfunction()
+
 # Opsets 18-21 (newer than Debian's onnx 1.12) and Resize/Upsample at every opset: hand-built
 # from the operator specification, numpy as the oracle; every case must load and pass.
-add_test(NAME onnx_opset_cases_make
-         COMMAND ${SS_PY} ${SS_TEST_DIR}/onnx/opset_cases.py ${CMAKE_BINARY_DIR}/opset-cases)
-set_tests_properties(onnx_opset_cases_make PROPERTIES FIXTURES_SETUP opset_cases)
-add_test(NAME onnx_opset_cases
-         COMMAND ${SS_TEST_DIR}/onnx/conformance.sh $<TARGET_FILE:shardserve>
-                 ${CMAKE_BINARY_DIR}/opset-cases 61 --no-skips)
-set_tests_properties(onnx_opset_cases PROPERTIES FIXTURES_REQUIRED opset_cases)
+ss_onnx_case_suite(opset_cases 61)
 
 # PyTorch exports with Resize (F.interpolate in every exported mode, opsets 11/13/17, a small
 # segmentation net) and If (a branch on a dim, decided at plan time; a branch on data), PyTorch
 # as the oracle; every case must load and pass.
-add_test(NAME onnx_torch_control_resize_make
-         COMMAND ${SS_PY} ${SS_TEST_DIR}/onnx/torch_control_resize.py ${CMAKE_BINARY_DIR}/torch-control-resize)
-set_tests_properties(onnx_torch_control_resize_make PROPERTIES FIXTURES_SETUP torch_control_resize)
-add_test(NAME onnx_torch_control_resize
-         COMMAND ${SS_TEST_DIR}/onnx/conformance.sh $<TARGET_FILE:shardserve>
-                 ${CMAKE_BINARY_DIR}/torch-control-resize 29 --no-skips)
-set_tests_properties(onnx_torch_control_resize PROPERTIES FIXTURES_REQUIRED torch_control_resize)
+ss_onnx_case_suite(torch_control_resize 29)
+
+# LSTM/GRU/RNN exported by PyTorch (bidirectional, stacked, linear_before_reset, batch_first with
+# dynamic dims, float64) and a scripted loop appending to a list, PyTorch as the oracle.
+ss_onnx_case_suite(torch_rnn 8)
+
+# Einsum equations beyond the node cases (attention shapes, three operands, implicit outputs,
+# "..." broadcast, trace, integers), numpy.einsum as the oracle.
+ss_onnx_case_suite(einsum_cases 11)
+
+# Loop and Scan beyond the node cases (swapping carried values, a while loop reading outer
+# values, Scan with reversed directions and non-zero axes), numpy as the oracle.
+ss_onnx_case_suite(loop_cases 5)
+
+# LSTM/GRU/RNN, Scan and Loop allocate nothing once planned (and give the same outputs).
+ss_add_c_test(test_runtime_loops test_runtime_loops.c
+              ARGS /usr/share/libonnx-testdata/data/node ${CMAKE_BINARY_DIR}/loop-cases)
+target_link_libraries(test_runtime_loops PRIVATE ss_runtime)
+target_link_options(test_runtime_loops PRIVATE -Wl,--wrap=malloc -Wl,--wrap=calloc -Wl,--wrap=realloc)
+set_tests_properties(test_runtime_loops PROPERTIES FIXTURES_REQUIRED loop_cases)
+
+# Bad attributes and inputs of the recurrent, loop, Einsum and signal ops: an error naming the
+# node and the problem, never a crash.
+add_test(NAME onnx_bad_op_inputs
+         COMMAND ${SS_PY} ${SS_TEST_DIR}/onnx/bad_op_inputs.py $<TARGET_FILE:shardserve>
+                 ${CMAKE_BINARY_DIR}/bad-op-inputs)

@@ -18,28 +18,7 @@
 #include "op.h"
 
 #ifdef OP_HARNESS_COUNT_ALLOCS
-static volatile int alloc_count;
-void *__real_malloc(size_t n);
-void *__real_calloc(size_t n, size_t m);
-void *__real_realloc(void *p, size_t n);
-void *__wrap_malloc(size_t n);
-void *__wrap_calloc(size_t n, size_t m);
-void *__wrap_realloc(void *p, size_t n);
-void *__wrap_malloc(size_t n)
-{
-    __atomic_add_fetch(&alloc_count, 1, __ATOMIC_RELAXED);
-    return __real_malloc(n);
-}
-void *__wrap_calloc(size_t n, size_t m)
-{
-    __atomic_add_fetch(&alloc_count, 1, __ATOMIC_RELAXED);
-    return __real_calloc(n, m);
-}
-void *__wrap_realloc(void *p, size_t n)
-{
-    __atomic_add_fetch(&alloc_count, 1, __ATOMIC_RELAXED);
-    return __real_realloc(p, n);
-}
+#include "alloc_count.h"
 #endif
 
 /* ------------------------------------------------------------------ nodes */

@@ -37,10 +37,14 @@ foreach(t grpc rest bad_input)
   set_tests_properties(test_server_${t} PROPERTIES ENVIRONMENT "${SS_SERVER_TEST_ENV}" TIMEOUT 180)
 endforeach()
 # The Open Inference Protocol (KServe v2) front ends, with clients written from the specification.
-foreach(t rest grpc)
+foreach(t rest grpc bad_input shm)
   add_test(NAME test_kserve_${t} COMMAND ${SS_PY} ${SS_TEST_DIR}/test_kserve_${t}.py)
   set_tests_properties(test_kserve_${t} PROPERTIES ENVIRONMENT "${SS_SERVER_TEST_ENV}" TIMEOUT 180)
 endforeach()
+# The project's own KServe clients: the Python KServe class and `shardserve infer --protocol`.
+add_test(NAME test_kserve_clients COMMAND ${SS_PY} ${SS_TEST_DIR}/test_kserve_clients.py)
+set_tests_properties(test_kserve_clients PROPERTIES
+  ENVIRONMENT "${SS_SERVER_TEST_ENV};SHARDSERVE=$<TARGET_FILE:shardserve>" TIMEOUT 180)
 
 # The C client library against the test server.
 ss_add_c_test(test_server_client ${SS_TEST_DIR}/test_server_client.c)
@@ -88,12 +92,14 @@ if(SS_FUZZ)  # PkgConfig::SS_FUZZ_CJSON comes from the block above
   foreach(target rest grpc)
     add_executable(fuzz_kserve_${target} ${SS_TEST_DIR}/test_kserve_fuzz_${target}.c
                    ${ss_kserve_src}/kserve_codec.c ${ss_kserve_src}/kserve_rest.c ${ss_kserve_src}/sbuf.c
-                   ${ss_kserve_src}/kserve_grpc.c ${ss_kserve_src}/pb_budget.c)
+                   ${ss_kserve_src}/kserve_grpc.c ${ss_kserve_src}/pb_budget.c
+                   ${ss_kserve_src}/kserve_stats.c ${ss_kserve_src}/kserve_shm.c
+                   ${ss_kserve_src}/kserve_repo.c)
     target_include_directories(fuzz_kserve_${target} PRIVATE ${ss_kserve_src})
     target_compile_options(fuzz_kserve_${target} PRIVATE -fsanitize=fuzzer,address,undefined
                            -Wno-missing-braces)
     target_link_options(fuzz_kserve_${target} PRIVATE -fsanitize=fuzzer,address,undefined)
-    target_link_libraries(fuzz_kserve_${target} ss_kserveproto ss_serving ss_core
+    target_link_libraries(fuzz_kserve_${target} ss_kserveproto ss_serving ss_metrics ss_core
                           PkgConfig::SS_FUZZ_CJSON PkgConfig::PROTOBUFC)
     add_test(NAME fuzz_kserve_${target}_smoke
              COMMAND fuzz_kserve_${target} -max_total_time=10 -max_len=65536)

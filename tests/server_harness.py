@@ -116,3 +116,25 @@ class Checker:
                 print("test server exited with %r:\n%s" % (code, server.log()), file=sys.stderr)
                 failed += 1
         sys.exit(1 if failed else 0)
+
+
+class KServeRpc:
+    """Unary calls of inference.GRPCInferenceService on a channel, for the KServe tests."""
+
+    def __init__(self, channel):
+        self.channel = channel
+
+    def __call__(self, name, req, resp_type):
+        call = self.channel.unary_unary("/inference.GRPCInferenceService/" + name,
+                                        request_serializer=lambda m: m.SerializeToString(),
+                                        response_deserializer=resp_type.FromString)
+        return call(req, timeout=20)
+
+    def error(self, name, req, resp_type):
+        """(grpc status code, details) of a call that must fail."""
+        import grpc
+        try:
+            self(name, req, resp_type)
+        except grpc.RpcError as e:
+            return e.code(), e.details()
+        return None, "call succeeded"

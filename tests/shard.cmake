@@ -29,13 +29,27 @@ if(TARGET shardserve)
     ss_shard_test(shard_${model}_shm 300 family.sh ${model}_op17 shm 1x1 2x1 4x1 8x1 1x2 2x2 4x2 8x2)
   endforeach()
   ss_shard_test(shard_bert_tiny_op14_shm 200 family.sh bert_tiny_op14 shm 4x1 2x2)
+  # PyTorch's MNIST CNN (Conv, MaxPool, Dropout, Gemm, LogSoftmax): what splits splits, the rest
+  # runs whole on every rank of its stage
+  ss_shard_test(shard_mnist_cnn_shm 200 family.sh mnist_cnn_op17 shm 2x1 4x1 1x2 2x2)
+  # data-dependent control flow with weights inside the branches (a scripted If reading outer
+  # initializers and activations): both branches, split and pipelined
+  ss_shard_test(shard_gated_mlp_on_shm 200 family.sh gated_mlp_on_op17 shm 2x1 4x1 1x2 2x2)
+  ss_shard_test(shard_gated_mlp_off_shm 200 family.sh gated_mlp_off_op14 shm 2x1 1x2 2x2)
   # the three strategies from a file on the exported MLP's Gemms (transB, bias): columns, then
   # reduction dim, then rows, over 4 ranks per stage
   ss_shard_test(shard_mlp_strategy_file_shm 200 family.sh mlp_op17 shm --strategy
                 ${SS_SHARD_DIR}/mlp_strategy4.json 4x1 4x2)
 
+  # --weights bf16: recorded in every group config, outputs within 1e-2 of f32
+  ss_shard_test(shard_bf16_weights_shm 300 bf16.sh mlp_op17 bert_tiny_op17 gpt2_tiny_op17)
+
   # an op the runtime's table marks elementwise stays on split tensors (no op list of the tool's own)
   ss_shard_test(shard_runtime_ops_shm 120 runtime_ops.sh shm)
+  # an LSTM between split MatMul pairs runs whole on every rank, and the tool says so
+  ss_shard_test(shard_lstm_shm 120 lstm.sh shm)
+  # a Loop body reading a split outer value: materialized on every rank and sent across cuts
+  ss_shard_test(shard_loop_shm 200 loop.sh shm)
 
   # 3. one rank SIGKILLed mid-run: the others fail naming it, within the bound, nothing left
   ss_shard_test(shard_kill_shm 120 kill.sh shm)

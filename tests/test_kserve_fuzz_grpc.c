@@ -1,13 +1,14 @@
 /*
- * libFuzzer target for the KServe gRPC ModelInfer decoder, reply encoder and the model RPCs
- * (-DSS_FUZZ=ON with clang). Input: a serialized message. Any input must decode or give an
- * error, never crash, leak or read out of bounds; whatever decodes is echoed back through the
- * encoder.
+ * libFuzzer target for the KServe gRPC ModelInfer decoder, reply encoder, the model,
+ * statistics, repository and shared-memory RPCs and the stream's error answer (-DSS_FUZZ=ON with
+ * clang). Input: a serialized message. Any input must decode or give an error, never crash, leak
+ * or read out of bounds; whatever decodes is echoed back through the encoder.
  */
 #include <stdlib.h>
 
 #include "kserve_fuzz_common.h"
 #include "kserve_grpc.h"
+#include "kserve_shm.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
@@ -24,11 +25,23 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         ss_kserve_call_free(call);
     }
     ss_kserve_grpc_env env = {&fuzz_handler, NULL, NULL};
-    ss_kserve_grpc_unary rpcs[] = {ss_kserve_grpc_model_ready, ss_kserve_grpc_model_metadata};
-    for (size_t i = 0; i < 2; i++) {
+    ss_kserve_grpc_unary rpcs[] = {
+        ss_kserve_grpc_model_ready,      ss_kserve_grpc_model_metadata,
+        ss_kserve_grpc_model_statistics, ss_kserve_grpc_repository_index,
+        ss_kserve_grpc_repository_load,  ss_kserve_grpc_repository_unload,
+        ss_kserve_grpc_shm_status,       ss_kserve_grpc_shm_register,
+        ss_kserve_grpc_shm_unregister,
+    };
+    for (size_t i = 0; i < sizeof rpcs / sizeof *rpcs; i++) {
         uint8_t *out = NULL;
         size_t out_len = 0;
         if (rpcs[i](&env, data, size, &out, &out_len, &err)) free(out);
     }
+    char model[256], id[256];
+    ss_kserve_grpc_request_names(data, size, model, id, sizeof model);
+    uint8_t *out = NULL;
+    size_t out_len = 0;
+    if (ss_kserve_grpc_stream_error(model, id, "fuzz", &out, &out_len, &err)) free(out);
+    ss_kserve_shm_unregister(NULL, &err); /* a region a fuzzed register opened */
     return 0;
 }

@@ -5,13 +5,15 @@ ServerMetadata, ModelReady, ModelMetadata and ModelInfer with typed contents and
 raw_input_contents / raw_output_contents, the batch-dim and model-name rules, and errors as gRPC
 status codes."""
 
+import queue
 import struct
 import sys
+import time
 
 import grpc
 
 import grpc_service_pb2 as pb
-from server_harness import Checker, TestServer
+from server_harness import Checker, KServeRpc, TestServer
 
 SERVICE = "/inference.GRPCInferenceService/"
 OPTIONS = [("grpc.enable_http_proxy", 0)]
@@ -20,18 +22,11 @@ chan = None
 
 
 def rpc(name, req, resp_type):
-    call = chan.unary_unary(SERVICE + name, request_serializer=lambda m: m.SerializeToString(),
-                            response_deserializer=resp_type.FromString)
-    return call(req, timeout=20)
+    return KServeRpc(chan)(name, req, resp_type)
 
 
 def rpc_error(name, req, resp_type):
-    """(grpc status code, details) of a call that must fail."""
-    try:
-        rpc(name, req, resp_type)
-    except grpc.RpcError as e:
-        return e.code(), e.details()
-    return None, "call succeeded"
+    return KServeRpc(chan).error(name, req, resp_type)
 
 
 def infer(req):
@@ -286,8 +281,140 @@ def infer_errors(c):
     except grpc.RpcError as e:
         got = (e.code(), e.details())
     err_is(c, got, inv, "cannot parse ModelInferRequest", "undecodable message")
-    err_is(c, rpc_error("ModelStatistics", pb.ServerLiveRequest(), pb.ServerLiveResponse),
+    err_is(c, rpc_error("ModelConfig", pb.ServerLiveRequest(), pb.ServerLiveResponse),
            grpc.StatusCode.UNIMPLEMENTED, "unknown method", "unknown RPC")
+
+
+def statistics_and_repository(c):
+    """ModelStatistics (zeros: this handler keeps no /metrics counters); no repository here."""
+    st = rpc("ModelStatistics", pb.ModelStatisticsRequest(name="add", version="1"),
+             pb.ModelStatisticsResponse).model_stats
+    c.eq([(m.name, m.version) for m in st], [("add", "1")], "stats entries")
+    c.eq((st[0].inference_stats.success.count, st[0].inference_stats.queue.ns), (0, 0), "zeros")
+    err_is(c, rpc_error("ModelStatistics", pb.ModelStatisticsRequest(name="nope"),
+                        pb.ModelStatisticsResponse), grpc.StatusCode.NOT_FOUND, "nope",
+           "stats of an unknown model")
+    meta = rpc("ServerMetadata", pb.ServerMetadataRequest(), pb.ServerMetadataResponse)
+    c.eq(list(meta.extensions), ["binary_tensor_data", "statistics", "system_shared_memory"],
+         "extensions (no model_repository: this handler has none)")
+    err_is(c, rpc_error("RepositoryIndex", pb.RepositoryIndexRequest(),
+                        pb.RepositoryIndexResponse), grpc.StatusCode.UNIMPLEMENTED,
+           "no model repository", "index without a repository")
+    err_is(c, rpc_error("RepositoryModelUnload", pb.RepositoryModelUnloadRequest(model_name="add"),
+                        pb.RepositoryModelUnloadResponse), grpc.StatusCode.UNIMPLEMENTED,
+           "no model repository", "unload without a repository")
+
+
+# ------------------------------------------------------------------ ModelStreamInfer
+
+def stream(requests, timeout=20):
+    call = chan.stream_stream(SERVICE + "ModelStreamInfer",
+                              request_serializer=lambda m: m.SerializeToString(),
+                              response_deserializer=pb.ModelStreamInferResponse.FromString)
+    return list(call(iter(requests), timeout=timeout))
+
+
+def slow_request(rid):
+    req = pb.ModelInferRequest(model_name="slow", id=rid)
+    fp32_input(req, "x", [1, 2], [3.0, 4.0])
+    return req
+
+
+def stream_infer(c):
+    """Answers as they are ready, errors in error_message, the stream stays up for the rest."""
+    bad = add_request(model="nope")
+    bad.id = "bad"
+    reqs = [slow_request("slow")] + [add_request(n=k) for k in (1, 2, 3)] + [bad]
+    for k, r in enumerate(reqs[1:4]):
+        r.id = "add%d" % (k + 1)
+    got = stream(reqs)
+    c.eq(len(got), 5, "one answer per request")
+    by_id = {r.infer_response.id: r for r in got if not r.error_message}
+    c.eq(sorted(by_id), ["add1", "add2", "add3", "slow"], "answered ids")
+    for k in (1, 2, 3):
+        y = outputs(by_id["add%d" % k].infer_response)["y"]
+        c.eq(list(y.shape), [k, 3], "add%d shape" % k)
+        c.eq(list(y.contents.fp32_contents), [i + 0.5 for i in range(k * 3)], "add%d y" % k)
+    c.eq(list(outputs(by_id["slow"].infer_response)["x"].contents.fp32_contents), [3.0, 4.0],
+         "slow echo")
+    errors = [r.error_message for r in got if r.error_message]
+    c.eq(len(errors), 1, "one error answer")
+    c.check(errors and "nope" in errors[0], "error names the model: %r" % errors)
+    c.check(got[-1].infer_response.id == "slow",
+            "the slow request is answered last, not in order: %r"
+            % [r.infer_response.id or r.error_message for r in got])
+
+
+def stream_errors(c):
+    """Bad messages and failed inferences on a stream; a cancelled stream leaves the server up."""
+    raw = chan.stream_stream(SERVICE + "ModelStreamInfer",
+                             response_deserializer=pb.ModelStreamInferResponse.FromString)
+    req = add_request()
+    req.inputs[0].datatype = "FP64"
+    got = list(raw(iter([b"\xff\xff\xff", pb.ModelInferRequest(model_name="error.fail")
+                         .SerializeToString(), req.SerializeToString(),
+                         add_request().SerializeToString()]), timeout=20))
+    c.eq(len(got), 4, "four answers")
+    msgs = sorted(r.error_message for r in got)
+    c.check(any("cannot parse ModelInferRequest" in m for m in msgs), "undecodable: %r" % msgs)
+    c.check(any("fixed failure" in m for m in msgs), "handler failure: %r" % msgs)
+    c.check(any("datatype FP64" in m for m in msgs), "wrong datatype: %r" % msgs)
+    c.eq(sum(1 for r in got if not r.error_message), 1, "the good request still answered")
+    c.eq(stream([]), [], "an empty stream ends with OK")
+    call = chan.stream_stream(SERVICE + "ModelStreamInfer",
+                              request_serializer=lambda m: m.SerializeToString(),
+                              response_deserializer=pb.ModelStreamInferResponse.FromString)
+    it = call(iter([slow_request("s%d" % i) for i in range(3)]), timeout=20)
+    it.cancel()
+    c.eq(rpc("ServerLive", pb.ServerLiveRequest(), pb.ServerLiveResponse).live, True,
+         "live after a cancelled stream")
+    c.eq(len(stream([add_request()])), 1, "a new stream works after a cancelled one")
+
+
+def stream_flow_control(c):
+    """A stream holds at most 64 requests in the handler: 200 slow ones (300 ms each, each on a
+    thread of its own) take at least four rounds (1.2 s), and every one is answered. Without the
+    bound they all run at once (about 0.6 s here)."""
+    t0 = time.time()
+    got = stream([slow_request("f%d" % k) for k in range(200)], timeout=60)
+    elapsed = time.time() - t0
+    c.eq(sorted(r.infer_response.id for r in got), sorted("f%d" % k for k in range(200)),
+         "all answered")
+    c.check(elapsed >= 1.1, "200 slow requests took %.2f s: more than 64 ran at once" % elapsed)
+
+
+def stream_open_at_stop(c):
+    """A server stopped while a client holds an idle stream open exits cleanly (status 0, within
+    its 5 s drain period plus slack); the client sees the stream end."""
+    own = TestServer(grpc="127.0.0.1:0")
+    ch = grpc.insecure_channel(own.grpc_address, options=OPTIONS)
+    pending = queue.Queue()
+
+    def requests():
+        while True:
+            item = pending.get()
+            if item is None:
+                return
+            yield item
+
+    call = ch.stream_stream(SERVICE + "ModelStreamInfer",
+                            request_serializer=lambda m: m.SerializeToString(),
+                            response_deserializer=pb.ModelStreamInferResponse.FromString)
+    answers = call(requests(), timeout=60)
+    pending.put(add_request(n=1))
+    c.eq(next(answers).infer_response.id, "g1", "first answer on the stream")
+    t0 = time.time()
+    code = own.stop()
+    c.check(code == 0 and time.time() - t0 < 15, "stop: exit %r after %.1f s" %
+            (code, time.time() - t0))
+    try:
+        next(answers)
+        c.check(False, "the stream outlived the server")
+    except grpc.RpcError as e:
+        c.check(e.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED),
+                "stream end: %s" % e.code())
+    pending.put(None)
+    ch.close()
 
 
 def main():
@@ -295,7 +422,7 @@ def main():
     srv = TestServer(grpc="127.0.0.1:0")
     chan = grpc.insecure_channel(srv.grpc_address, options=OPTIONS)
     Checker().run([health, server_metadata, model_metadata, model_ready, infer_typed_contents,
-                   infer_raw, typed_all, infer_errors], server=srv)
+                   infer_raw, typed_all, infer_errors, statistics_and_repository, stream_infer, stream_errors, stream_flow_control, stream_open_at_stop], server=srv)
 
 
 if __name__ == "__main__":

@@ -25,6 +25,11 @@ def call(method, path, body=None, headers=None):
         return e.code, e.headers, e.read()
 
 
+def jcall(method, path, body=None):
+    status, _, reply = call(method, path, body)
+    return status, json.loads(reply)
+
+
 def get(path):
     status, _, body = call("GET", path)
     return status, json.loads(body)
@@ -266,10 +271,33 @@ def model_and_route_errors(c):
     err_of(c, infer("notready", good), 503, "not ready", "not ready")
     for method, path in [("GET", "/v2/nope"), ("POST", "/v2/models/add/predict"),
                          ("GET", "/v2/models/add/infer"), ("DELETE", "/v2/models/add"),
-                         ("POST", "/v2"), ("GET", "/v2/models/add/versions/1/stats")]:
+                         ("POST", "/v2"), ("GET", "/v2/models/add/versions/1/config"),
+                         ("POST", "/v2/repository/nope")]:
         status, _, body = call(method, path, b"{}" if method == "POST" else None)
         c.eq(status, 404, "%s %s status" % (method, path))
         c.check("error" in json.loads(body), "%s %s: %r" % (method, path, body))
+
+
+def stats_and_repository(c):
+    """This handler keeps no /metrics counters and has no repository: zeros, and 501."""
+    status, _, body = call("GET", "/v2/models/add/versions/2/stats")
+    c.eq(status, 200, "stats status")
+    st = json.loads(body)["model_stats"]
+    c.eq([(m["name"], m["version"]) for m in st], [("add", "2")], "stats entries")
+    c.eq(st[0]["inference_stats"]["success"], {"count": 0, "ns": 0}, "zero success")
+    c.eq(sorted(st[0]["inference_stats"]), sorted(["success", "fail", "queue", "compute_input",
+                                                   "compute_infer", "compute_output",
+                                                   "cache_hit", "cache_miss"]), "Triton's fields")
+    err_of(c, jcall("GET", "/v2/models/nope/stats"), 404, "nope", "stats of an unknown model")
+    err_of(c, jcall("GET", "/v2/models/add/versions/7/stats"), 404, "add", "stats, unknown version")
+    err_of(c, jcall("GET", "/v2/models/notready/stats"), 503, "not ready", "stats, not ready")
+    meta = get("/v2")[1]
+    c.check("statistics" in meta["extensions"] and "model_repository" not in meta["extensions"],
+            "extensions: %r" % meta)
+    err_of(c, jcall("POST", "/v2/repository/index", b""), 501, "no model repository",
+           "index without a repository")
+    err_of(c, jcall("POST", "/v2/repository/models/add/unload", b"{}"), 501, "no model repository",
+           "unload without a repository")
 
 
 # ------------------------------------------------------------------ inference, binary
@@ -404,7 +432,7 @@ def main():
     global srv
     srv = TestServer(grpc=None, rest="127.0.0.1:0")
     Checker().run([health, server_metadata, model_metadata, model_ready, infer_json, batch_rule,
-                   typed_json, json_errors, model_and_route_errors, infer_binary_add,
+                   typed_json, json_errors, model_and_route_errors, stats_and_repository, infer_binary_add,
                    typed_binary, binary_errors, mindspore_alongside, body_limit], server=srv)
 
 

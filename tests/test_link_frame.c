@@ -161,7 +161,6 @@ static void every_message_type_round_trips(void)
     char *names[8] = {"x", "ids", "none", "h", "flag", "s", "bf", "text"};
     roundtrip(&(ss_link_msg){.type = SS_LINK_PREDICT,
                              .request_id = 99,
-                             .subgraph = 1,
                              .return_result = true,
                              .tensor_names = names},
               ts, 8);

@@ -100,8 +100,7 @@ static inline bool tl_msg_matches(const ss_link_msg *sent, const ss_tensor *cons
     case SS_LINK_RESULT:
         if (got->request_id != sent->request_id || got->n_tensors != n) return false;
         if (sent->type == SS_LINK_PREDICT &&
-            (got->subgraph != sent->subgraph || got->return_result != sent->return_result ||
-             got->share_inputs != sent->share_inputs ||
+            (got->return_result != sent->return_result || got->share_inputs != sent->share_inputs ||
              got->has_input_root != sent->has_input_root || got->quiet != sent->quiet ||
              (sent->has_input_root &&
               (got->input_root != sent->input_root || got->n_inputs != sent->n_inputs ||

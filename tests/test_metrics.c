@@ -2,8 +2,9 @@
  * metrics unit test: exact Prometheus text for a small registry (counter, gauge, histogram,
  * label escaping, number formatting), lock-free updates from several threads lose nothing,
  * collectors run before rendering and stop after removal, bad names and conflicting
- * re-registrations are refused. The rendered text is also written to the file given as argv[1]
- * (if any) so the Python strict parser (test_metrics_format.py) can check it.
+ * re-registrations are refused, and visiting reads matching series without creating any. The
+ * rendered text is also written to the file given as argv[1] (if any) so the Python strict parser
+ * (test_metrics_format.py) can check it.
  */
 #include "check.h"
 #include "shardserve/metrics.h"
@@ -181,5 +182,36 @@ static void test_global(void)
     CHECK(ss_metrics_global() && ss_metrics_global() == ss_metrics_global());
 }
 
-TEST_MAIN(TEST(test_exact_text), TEST(test_refusals), TEST(test_threads), TEST(test_collectors),
-          TEST(test_write_sample), TEST(test_global))
+static void sum_visited(void *ctx, const char *const *labels, const ss_metric_series *s)
+{
+    double *sum = ctx;
+    *sum += ss_metric_value(s) + (labels[1][0] == 'b' ? 1000 : 0);
+}
+
+static void test_visit(void)
+{
+    ss_metrics *m = ss_metrics_new();
+    static const char *const names[] = {"model", "outcome"};
+    ss_metric_family *f =
+        ss_metrics_family(m, SS_METRIC_COUNTER, "req_total", "requests", 2, names, NULL, 0);
+    ss_metric_add(ss_metrics_series(f, (const char *const[]){"a", "ok"}), 3);
+    ss_metric_add(ss_metrics_series(f, (const char *const[]){"a", "bad"}), 4);
+    ss_metric_add(ss_metrics_series(f, (const char *const[]){"b", "ok"}), 5);
+    double sum = 0;
+    CHECK(ss_metrics_visit(m, "req_total", (const char *const[]){"a", NULL}, sum_visited, &sum) ==
+          2);
+    CHECK(sum == 1007); /* 3 + 4, and the "bad" outcome's label was seen */
+    sum = 0;
+    CHECK(ss_metrics_visit(m, "req_total", NULL, sum_visited, &sum) == 3 && sum == 1012);
+    CHECK(ss_metrics_visit(m, "req_total", (const char *const[]){"z", NULL}, sum_visited, &sum) ==
+          0);
+    CHECK(ss_metrics_visit(m, "nope_total", NULL, sum_visited, &sum) == 0);
+    size_t len = 0;
+    char *text = ss_metrics_render(m, &len);
+    CHECK(text && !strstr(text, "\"z\"")); /* nothing was created */
+    free(text);
+    ss_metrics_free(m);
+}
+
+TEST_MAIN(TEST(test_visit), TEST(test_exact_text), TEST(test_refusals), TEST(test_threads),
+          TEST(test_collectors), TEST(test_write_sample), TEST(test_global))

@@ -8,27 +8,9 @@
 
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
-/* Count allocations made by our code (linked with -Wl,--wrap=malloc,calloc,realloc). */
-static long n_allocs;
-void *__real_malloc(size_t n);
-void *__real_calloc(size_t n, size_t m);
-void *__real_realloc(void *p, size_t n);
-void *__wrap_malloc(size_t n)
-{
-    n_allocs++;
-    return __real_malloc(n);
-}
-void *__wrap_calloc(size_t n, size_t m)
-{
-    n_allocs++;
-    return __real_calloc(n, m);
-}
-void *__wrap_realloc(void *p, size_t n)
-{
-    n_allocs++;
-    return __real_realloc(p, n);
-}
+#include "alloc_count.h"
 
 static char path_buf[4096];
 static const char *fixture(const char *rel)
@@ -83,10 +65,10 @@ static void run_allocates_nothing(void)
     ones(&x, 128, 96);
     const ss_tensor *out = NULL;
     CHECK_OK(ss_session_run(s, &x, 1, &out));
-    long before = n_allocs;
+    long before = alloc_count;
     for (int i = 0; i < 10; i++)
         CHECK_OK(ss_session_run(s, &x, 1, &out));
-    CHECK_MSG(n_allocs == before, "%ld allocations in 10 planned runs", n_allocs - before);
+    CHECK_MSG(alloc_count == before, "%ld allocations in 10 planned runs", alloc_count - before);
     if (out) CHECK(all_equal(&out[0], -48.0f));
     ss_tensor_free(&x);
     ss_session_free(s);
@@ -162,10 +144,11 @@ static void replan_reuses_packed_weights(void)
     CHECK_OK(s ? ss_session_run(s, &a, 1, &out) : NULL);
     if (out) CHECK(out[0].dims[0] == 4 && all_equal(&out[0], -48.0f));
     CHECK_MSG(ss_dnnl_packs() == packs, "%lu repacks over 2 re-plans", ss_dnnl_packs() - packs);
-    long before = n_allocs;
+    long before = alloc_count;
     for (int i = 0; i < 10; i++)
         CHECK_OK(s ? ss_session_run(s, &a, 1, &out) : NULL);
-    CHECK_MSG(n_allocs == before, "%ld allocations in 10 planned oneDNN runs", n_allocs - before);
+    CHECK_MSG(alloc_count == before, "%ld allocations in 10 planned oneDNN runs",
+              alloc_count - before);
     ss_tensor_free(&a);
     ss_tensor_free(&b);
     ss_session_free(s);
@@ -217,10 +200,10 @@ static void if_on_shape_runs_taken_branch(void)
     const ss_tensor *out = NULL;
     CHECK_OK(ss_session_run(s, &x4, 1, &out));
     if (out) CHECK(out[0].dims[1] == 4 && all_equal(&out[0], -1.0f));
-    long before = n_allocs;
+    long before = alloc_count;
     for (int i = 0; i < 10; i++)
         CHECK_OK(ss_session_run(s, &x4, 1, &out));
-    CHECK_MSG(n_allocs == before, "%ld allocations in 10 planned If runs", n_allocs - before);
+    CHECK_MSG(alloc_count == before, "%ld allocations in 10 planned If runs", alloc_count - before);
     CHECK_OK(ss_session_run(s, &x3, 1, &out)); /* D = 3: the else branch, x + [1,2,3] */
     if (out) {
         const float *y = out[0].data;
@@ -253,7 +236,7 @@ static void if_on_data_switches_without_replanning(void)
         if (r == 0) {
             ss_session_get_stats(s, &st);
             plans = st.n_plans;
-            before = n_allocs;
+            before = alloc_count;
         }
         if (!out) continue;
         const float *y = out[0].data;
@@ -262,7 +245,7 @@ static void if_on_data_switches_without_replanning(void)
             CHECK_MSG(y[i] == want, "run %d element %d: %g, expected %g", r, i, y[i], want);
         }
     }
-    CHECK_MSG(n_allocs == before, "%ld allocations switching branches", n_allocs - before);
+    CHECK_MSG(alloc_count == before, "%ld allocations switching branches", alloc_count - before);
     ss_session_get_stats(s, &st);
     CHECK(st.n_plans == plans);
     ss_tensor_free(&in[0]);
@@ -291,7 +274,106 @@ static void load_errors_name_the_node(void)
     CHECK(s == NULL);
 }
 
-TEST_MAIN(TEST(seed_model_gives_minus_48), TEST(run_allocates_nothing), TEST(arena_reuses_buffers),
-          TEST(dynamic_dim_replans_only_on_change), TEST(replan_reuses_packed_weights),
-          TEST(bad_inputs_are_named), TEST(load_errors_name_the_node),
-          TEST(if_on_shape_runs_taken_branch), TEST(if_on_data_switches_without_replanning))
+/* Runs nonzero.onnx on x and checks idx = -(indices of x's nonzeros) and sq = x*x. */
+static void run_nonzero(ss_session *s, const float *xv, int64_t nnz)
+{
+    ss_tensor x;
+    int64_t dims[1] = {6};
+    CHECK_OK(ss_tensor_alloc(&x, SS_DT_FLOAT32, 1, dims));
+    if (!x.data) return;
+    memcpy(x.data, xv, sizeof(float) * 6);
+    const ss_tensor *out = NULL;
+    CHECK_OK(ss_session_run(s, &x, 1, &out));
+    if (out) {
+        CHECK_MSG(out[0].ndim == 2 && out[0].dims[0] == 1 && out[0].dims[1] == nnz,
+                  "idx has %lld columns, expected %lld", (long long)out[0].dims[1], (long long)nnz);
+        for (int64_t i = 0, c = 0; i < 6 && out[0].dims[1] == nnz; i++)
+            if (xv[i] != 0) CHECK(((const float *)out[0].data)[c++] == -(float)i);
+        for (int i = 0; i < 6; i++)
+            CHECK(((const float *)out[1].data)[i] == xv[i] * xv[i]);
+    }
+    ss_tensor_free(&x);
+}
+
+static void data_dependent_shape_replans_only_on_change(void)
+{
+    ss_session *s = NULL;
+    CHECK_OK(ss_session_create(fixture("nonzero.onnx"), NULL, &s));
+    if (!s) return;
+    static const float a[6] = {0, 1, 0, -2, 0, 3}, b[6] = {4, 5, 6, 0, 0, 0},
+                       c[6] = {0, 0, 0, 0, 0, -7};
+    ss_session_stats st;
+    run_nonzero(s, a, 3);
+    ss_session_get_stats(s, &st);
+    int plans = st.n_plans;
+    run_nonzero(s, a, 3);
+    run_nonzero(s, b, 3); /* another value, the same shape: the plan stays */
+    ss_session_get_stats(s, &st);
+    CHECK_MSG(st.n_plans == plans, "%d plans, expected %d", st.n_plans, plans);
+    run_nonzero(s, c, 1);
+    ss_session_get_stats(s, &st);
+    CHECK_MSG(st.n_plans == plans + 1, "%d plans, expected %d", st.n_plans, plans + 1);
+    run_nonzero(s, a, 3);
+    ss_session_free(s);
+}
+
+/* Runs computed_limit.onnx for n and checks y = -[0, 1, ..., n] and y2 = [0, ..., 2n-1]. */
+static void run_computed_limit(ss_session *s, int64_t n)
+{
+    ss_tensor x;
+    CHECK_OK(ss_tensor_alloc(&x, SS_DT_INT64, 0, NULL));
+    if (!x.data) return;
+    *(int64_t *)x.data = n;
+    const ss_tensor *out = NULL;
+    CHECK_OK(ss_session_run(s, &x, 1, &out));
+    if (out) {
+        CHECK_MSG(out[0].ndim == 1 && out[0].dims[0] == n + 1, "y has %lld values for n = %lld",
+                  (long long)out[0].dims[0], (long long)n);
+        for (int64_t i = 0; i <= n && out[0].dims[0] == n + 1; i++)
+            CHECK(((const float *)out[0].data)[i] == -(float)i);
+        CHECK_MSG(out[1].ndim == 1 && out[1].dims[0] == 2 * n, "y2 has %lld values for n = %lld",
+                  (long long)out[1].dims[0], (long long)n);
+        for (int64_t i = 0; i < 2 * n && out[1].dims[0] == 2 * n; i++)
+            CHECK(((const int64_t *)out[1].data)[i] == i);
+    }
+    ss_tensor_free(&x);
+}
+
+static void computed_shape_replans_only_on_change(void)
+{
+    ss_session *s = NULL;
+    CHECK_OK(ss_session_create(fixture("computed_limit.onnx"), NULL, &s));
+    if (!s) return;
+    ss_session_stats st;
+    run_computed_limit(s, 3);
+    ss_session_get_stats(s, &st);
+    int plans = st.n_plans;
+    run_computed_limit(s, 3);
+    ss_session_get_stats(s, &st);
+    CHECK_MSG(st.n_plans == plans, "%d plans, expected %d", st.n_plans, plans);
+    /* both computed limits come from the input n alone, so the planner computes them when it
+     * plans (the plan depends on n's value): one plan per new n, none for a repeated one */
+    run_computed_limit(s, 6);
+    run_computed_limit(s, 0);
+    ss_session_get_stats(s, &st);
+    CHECK_MSG(st.n_plans == plans + 2, "%d plans, expected %d", st.n_plans, plans + 2);
+    run_computed_limit(s, 0);
+    ss_session_get_stats(s, &st);
+    CHECK_MSG(st.n_plans == plans + 2, "%d plans, expected %d", st.n_plans, plans + 2);
+    ss_session_free(s);
+    /* after planning shapes alone (the shard tool, a session that never ran) the session still
+     * runs right */
+    CHECK_OK(ss_session_create(fixture("computed_limit.onnx"), NULL, &s));
+    if (!s) return;
+    ss_tensor desc = {.dtype = SS_DT_INT64, .ndim = 0};
+    ss_status_free(ss_session_plan_shapes(s, &desc, 1));
+    run_computed_limit(s, 2);
+    ss_session_free(s);
+}
+
+TEST_MAIN(TEST(seed_model_gives_minus_48), TEST(data_dependent_shape_replans_only_on_change),
+          TEST(computed_shape_replans_only_on_change), TEST(run_allocates_nothing),
+          TEST(arena_reuses_buffers), TEST(dynamic_dim_replans_only_on_change),
+          TEST(replan_reuses_packed_weights), TEST(bad_inputs_are_named),
+          TEST(load_errors_name_the_node), TEST(if_on_shape_runs_taken_branch),
+          TEST(if_on_data_switches_without_replanning))

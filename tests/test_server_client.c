@@ -2,7 +2,8 @@
  * libshardserve-client against a real test server (ss_test_server, started here on 127.0.0.1 and
  * stopped at exit, also when a check fails; it dies with us if we crash): every dtype as scalar,
  * 1-D and 2-D, strings and bytes, per-instance and whole-request errors with MindSpore's texts,
- * async calls, deadlines, size limits, an unreachable server and argument errors.
+ * async calls, deadlines, size limits, an unreachable server and argument errors; and the same
+ * library over the Open Inference Protocol (KServe gRPC, REST JSON, REST binary).
  */
 #include <pthread.h>
 #include <signal.h>
@@ -18,7 +19,7 @@
 #include "shardserve/client.h"
 
 static pid_t server_pid;
-static char address[64];
+static char address[64], rest_address[64];
 
 static void stop_server(void)
 {
@@ -43,21 +44,23 @@ static int start_server(void)
     if (server_pid == 0) {
         dup2(fds[1], 1);
         close(fds[0]);
-        execl(bin, bin, "--grpc", "127.0.0.1:0", (char *)NULL);
+        execl(bin, bin, "--grpc", "127.0.0.1:0", "--rest", "127.0.0.1:0", (char *)NULL);
         _exit(127);
     }
     close(fds[1]);
     atexit(stop_server);
     FILE *out = fdopen(fds[0], "r");
     char line[128];
-    int port = 0;
+    int port = 0, rest_port = 0;
     while (fgets(line, sizeof line, out)) {
         if (sscanf(line, "GRPC_PORT=%d", &port) == 1) continue;
+        if (sscanf(line, "REST_PORT=%d", &rest_port) == 1) continue;
         if (strncmp(line, "READY", 5) == 0) break;
     }
     fclose(out);
     if (port <= 0) return -1;
     snprintf(address, sizeof address, "127.0.0.1:%d", port);
+    snprintf(rest_address, sizeof rest_address, "127.0.0.1:%d", rest_port);
     return 0;
 }
 
@@ -368,6 +371,84 @@ static void argument_errors(void)
     ss_client_error_free(e);
 }
 
+/* The same requests over each KServe protocol: two instances of add (one KServe request each),
+ * a BYTES echo, an unknown model, and async refused. */
+static void kserve_add(ss_client *c)
+{
+    ss_client_request *r = ss_client_request_new("add", "add_common", 1);
+    float x1[2][3] = {{1, 2, 3}, {4, 5, 6}}, x2[3] = {0.5f, 0.25f, -1};
+    int64_t dims[2] = {1, 3};
+    for (int k = 0; k < 2; k++) {
+        size_t i = ss_client_request_add_instance(r);
+        CHECK_NOERR(ss_client_request_set_tensor(r, i, "x1", SS_CLIENT_FLOAT32, dims, 2, x1[k],
+                                                 sizeof x1[k]));
+        CHECK_NOERR(
+            ss_client_request_set_tensor(r, i, "x2", SS_CLIENT_FLOAT32, dims, 2, x2, sizeof x2));
+    }
+    ss_client_reply *reply = NULL;
+    CHECK_NOERR(ss_client_infer(c, r, &reply));
+    CHECK(ss_client_reply_count(reply) == 2);
+    for (size_t k = 0; k < ss_client_reply_count(reply); k++) {
+        ss_client_tensor y, v;
+        CHECK(ss_client_reply_find(reply, k, "y", &y) && y.nbytes == 12 && y.ndim == 2);
+        for (int j = 0; y.nbytes == 12 && j < 3; j++)
+            CHECK_NEAR(((const float *)y.data)[j], x1[k][j] + x2[j], 0);
+        CHECK(ss_client_reply_find(reply, k, "version", &v) && v.dtype == SS_CLIENT_INT64 &&
+              v.nbytes == 8 && *(const int64_t *)v.data == 1);
+    }
+    ss_client_reply_free(reply);
+    ss_client_request_free(r);
+}
+
+static void kserve_bytes_and_errors(ss_client *c, ss_client_protocol p)
+{
+    ss_client_request *r = ss_client_request_new("typed", "bytes", 0);
+    size_t i = ss_client_request_add_instance(r);
+    CHECK_NOERR(ss_client_request_set_bytes(r, i, "x", "a\"b\\c", 5));
+    ss_client_reply *reply = NULL;
+    CHECK_NOERR(ss_client_infer(c, r, &reply));
+    ss_client_tensor x;
+    size_t len = 0;
+    const void *got = reply && ss_client_reply_find(reply, 0, "x", &x)
+                          ? ss_client_tensor_string(&x, 0, &len)
+                          : NULL;
+    CHECK_MSG(got && len == 5 && !memcmp(got, "a\"b\\c", 5), "protocol %d: BYTES echo", (int)p);
+    ss_client_reply_free(reply);
+    ss_client_request_free(r);
+    r = ss_client_request_new("nope", "m", 0);
+    int64_t one = 1;
+    float f = 1;
+    CHECK_NOERR(ss_client_request_set_tensor(r, ss_client_request_add_instance(r), "x1",
+                                             SS_CLIENT_FLOAT32, &one, 1, &f, sizeof f));
+    ss_client_error *e = ss_client_infer(c, r, &reply);
+    bool rest = p != SS_CLIENT_KSERVE_GRPC;
+    CHECK_MSG(e && e->kind == (rest ? SS_CLIENT_ERR_SERVER : SS_CLIENT_ERR_TRANSPORT) &&
+                  e->code == (rest ? 404 : 5) && strstr(e->msg, "nope.m"),
+              "protocol %d: unknown model: %s", (int)p, e ? e->msg : "no error");
+    ss_client_error_free(e);
+    e = ss_client_infer_async(c, r, on_reply, NULL);
+    CHECK(e && e->kind == SS_CLIENT_ERR_ARGUMENT && strstr(e->msg, "MindSpore"));
+    ss_client_error_free(e);
+    ss_client_request_free(r);
+}
+
+static void kserve_protocols(void)
+{
+    ss_client_protocol ps[] = {SS_CLIENT_KSERVE_GRPC, SS_CLIENT_KSERVE_REST,
+                               SS_CLIENT_KSERVE_BINARY};
+    for (size_t k = 0; k < 3; k++) {
+        ss_client *c = NULL;
+        ss_client_options o = {.address = ps[k] == SS_CLIENT_KSERVE_GRPC ? address : rest_address,
+                               .timeout_ms = 10000,
+                               .protocol = ps[k]};
+        CHECK_NOERR(ss_client_connect(&o, &c));
+        if (!c) continue;
+        kserve_add(c);
+        kserve_bytes_and_errors(c, ps[k]);
+        ss_client_close(c);
+    }
+}
+
 static void start(void)
 {
     signal(SIGPIPE, SIG_IGN);
@@ -375,4 +456,4 @@ static void start(void)
 }
 
 TEST_MAIN(TEST(start), TEST(add_float32), TEST(every_dtype), TEST(strings_and_bytes), TEST(errors),
-          TEST(async_calls), TEST(transport_errors), TEST(argument_errors))
+          TEST(async_calls), TEST(transport_errors), TEST(argument_errors), TEST(kserve_protocols))

@@ -2,7 +2,8 @@
  * The serving registry (src/serving/registry.c): version resolution (0 = the highest running
  * version), MindSpore's request checks in MindSpore's order (names, then per instance the byte
  * size before the dtype), inputs taken whole reshaped to the model's shape, readiness, and the
- * reject hook that metrics use. A recording backend stands in for the worker.
+ * reject hook that metrics use, and the model repository's unload (drain) and load. A recording
+ * backend stands in for the worker.
  */
 #include "check.h"
 
@@ -302,7 +303,84 @@ static void too_many_names_are_refused(void)
     ss_predict_request_free(req);
 }
 
-TEST_MAIN(TEST(instance_names_are_indexed), TEST(too_many_names_are_refused),
-          TEST(version_zero_is_the_highest_running), TEST(unknown_names_and_missing_inputs),
-          TEST(size_is_checked_before_dtype), TEST(whole_inputs_take_the_model_shape),
-          TEST(describe_copies_the_signature))
+/* A backend that keeps requests until told to answer (requests in flight). */
+typedef struct {
+    ss_predict_reply *reply[4];
+    ss_predict_done done[4];
+    void *done_ctx[4];
+    int held;
+} holder;
+
+static void hold_submit(void *ctx, ss_predict_request *req, size_t method, ss_predict_reply *reply,
+                        ss_predict_done done, void *done_ctx)
+{
+    (void)req;
+    (void)method;
+    holder *h = ctx;
+    CHECK(h->held < 4);
+    h->reply[h->held] = reply;
+    h->done[h->held] = done;
+    h->done_ctx[h->held++] = done_ctx;
+}
+
+static ss_serving_index_entry index_of(ss_serving *s, uint64_t version)
+{
+    ss_serving_index_entry *e = NULL, found = {0};
+    size_t n = 0;
+    CHECK(ss_serving_index(s, &e, &n));
+    for (size_t i = 0; i < n; i++)
+        if (e[i].version == version) found = e[i];
+    free(e);
+    return found;
+}
+
+/* Unload refuses new requests at once, lets the held one finish (UNLOADING until it has), and
+ * leaves the other version serving; load brings it back. */
+static void unload_drains_and_load_restores(void)
+{
+    ss_serving *s = ss_serving_new();
+    holder hold = {0};
+    recorder rec = {0};
+    ss_serving_entry *e1, *e2;
+    CHECK_OK(ss_serving_add(s, "mm", 1, (ss_serving_backend){&hold, hold_submit}, &e1));
+    CHECK_OK(ss_serving_add(s, "mm", 2, (ss_serving_backend){&rec, record_submit}, &e2));
+    ss_serving_signature sig1 = signature(1, true);
+    CHECK_OK(ss_serving_publish(e1, &sig1));
+    ss_serving_signature sig2 = signature(2, true);
+    CHECK_OK(ss_serving_publish(e2, &sig2));
+    predict(s, request(1, "predict", 1, SS_DT_FLOAT32, 2, shape23));
+    CHECK(hold.held == 1 && !strcmp(index_of(s, 1).state, "READY"));
+    char why[256];
+    CHECK(ss_serving_set_loaded(s, "mm", 1, false, why, sizeof why) == SS_DESCRIBE_OK);
+    ss_serving_index_entry x = index_of(s, 1);
+    CHECK_MSG(!strcmp(x.state, "UNLOADING") && x.inflight == 1, "%s %ld", x.state, x.inflight);
+    predict(s, request(1, "predict", 1, SS_DT_FLOAT32, 2, shape23));
+    CHECK_MSG(strstr(reply_error(), "unloaded") && hold.held == 1, "%s", reply_error());
+    CHECK(ss_serving_ready(s)); /* version 2 still serves; 1 does not count */
+    predict(s, request(0, "predict", 1, SS_DT_FLOAT32, 2, shape23)); /* latest = 2 */
+    CHECK(rec.calls == 1);
+    hold.done[0](hold.done_ctx[0], hold.reply[0]); /* the held request finishes */
+    CHECK(last_reply && last_reply->error_count == 0);
+    x = index_of(s, 1);
+    CHECK_MSG(!strcmp(x.state, "UNAVAILABLE") && x.inflight == 0 && strstr(x.reason, "unloaded"),
+              "%s %s", x.state, x.reason);
+    ss_predict_handler h = ss_serving_handler(s);
+    ss_serving_signature *got = NULL;
+    CHECK(h.describe(h.ctx, "mm", 1, &got, why, sizeof why) == SS_DESCRIBE_NOT_READY);
+    CHECK(ss_serving_set_loaded(s, "mm", 1, true, why, sizeof why) == SS_DESCRIBE_OK);
+    CHECK(!strcmp(index_of(s, 1).state, "READY"));
+    predict(s, request(1, "predict", 1, SS_DT_FLOAT32, 2, shape23));
+    CHECK(hold.held == 2);
+    hold.done[1](hold.done_ctx[1], hold.reply[1]);
+    CHECK(ss_serving_set_loaded(s, "mm", 9, false, why, sizeof why) == SS_DESCRIBE_NOT_FOUND &&
+          strstr(why, "version 9"));
+    CHECK(ss_serving_set_loaded(s, "zz", 0, false, why, sizeof why) == SS_DESCRIBE_NOT_FOUND);
+    CHECK(ss_serving_set_loaded(s, "mm", 0, false, why, sizeof why) == SS_DESCRIBE_OK);
+    CHECK(!ss_serving_ready(s)); /* every version unloaded */
+    done_with(s);
+}
+
+TEST_MAIN(TEST(unload_drains_and_load_restores), TEST(instance_names_are_indexed),
+          TEST(too_many_names_are_refused), TEST(version_zero_is_the_highest_running),
+          TEST(unknown_names_and_missing_inputs), TEST(size_is_checked_before_dtype),
+          TEST(whole_inputs_take_the_model_shape), TEST(describe_copies_the_signature))

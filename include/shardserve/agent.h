@@ -25,6 +25,7 @@ typedef struct {
     char group_names[SS_MAX_GROUPS][64];
     int group_sizes[SS_MAX_GROUPS];
     int *group_ranks[SS_MAX_GROUPS];
+    ss_weights weights; /* "weights": "bf16" in the config (shardserve shard --weights bf16) */
 } ss_rank_config;
 
 ss_status *ss_rank_config_load(const char *path, ss_rank_config *out);

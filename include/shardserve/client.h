@@ -1,6 +1,7 @@
 /*
  * shardserve client library (libshardserve-client): call a shardserve or MindSpore Serving server
- * over gRPC (mindspore.serving.proto.MSService/Predict) from C.
+ * over gRPC (mindspore.serving.proto.MSService/Predict) from C, or any Open Inference Protocol
+ * (KServe v2) server — shardserve, Triton, KServe — over its gRPC or REST API (options.protocol).
  *
  * Self-contained: this header needs nothing else from shardserve, and the library links only
  * gRPC core and protobuf-c (pkg-config: shardserve-client).
@@ -85,12 +86,28 @@ typedef struct {
                                 default roots (GRPC_DEFAULT_SSL_ROOTS_FILE_PATH or the system's) */
 } ss_client_ssl_config;
 
+/*
+ * The protocol ss_client_infer speaks. With the KServe ones a request's servable and method
+ * become model "SERVABLE.METHOD" (shardserve's name rule; version 0 = the latest), and every
+ * instance is one KServe inference request (sent in turn; tensors as given, so a batched input
+ * may carry its batch dim). A request the server refuses is SS_CLIENT_ERR_SERVER with code = the
+ * HTTP status (REST) or SS_CLIENT_ERR_TRANSPORT with the gRPC status (gRPC), and the server's
+ * text. Async calls and TLS are MindSpore-only for now; REST addresses are host:port.
+ */
+typedef enum {
+    SS_CLIENT_MINDSPORE = 0,     /* MSService/Predict over gRPC (the default) */
+    SS_CLIENT_KSERVE_GRPC = 1,   /* GRPCInferenceService/ModelInfer, raw tensor contents */
+    SS_CLIENT_KSERVE_REST = 2,   /* POST /v2/models/MODEL[/versions/V]/infer with JSON tensors */
+    SS_CLIENT_KSERVE_BINARY = 3, /* the same with the binary tensor extension */
+} ss_client_protocol;
+
 typedef struct {
     const char *address; /* "host:port" or "unix:/path"; with TLS the server certificate must
                             name the host (a DNS name or an IP address) */
     int max_msg_mb;      /* send and receive limit, 1..512; 0 = 512 (MindSpore's client) */
     int timeout_ms;      /* per call; 0 = no deadline */
     const ss_client_ssl_config *ssl; /* NULL = plaintext */
+    ss_client_protocol protocol;     /* 0 = MindSpore's */
 } ss_client_options;
 
 typedef struct ss_client ss_client;

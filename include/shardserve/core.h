@@ -172,6 +172,9 @@ bool ss_name_from_file(const char *file, char *out, size_t cap);
  * holding many segments would otherwise run out at 1024). Returns the soft limit now in force;
  * a failure is logged once, never fatal. */
 unsigned long long ss_raise_nofile_limit(void);
+/* Keep freed memory in the process for reuse (up to 64 MiB above the heap's top, blocks up to 32
+ * MiB from the heap) instead of returning and re-faulting it page by page every request. */
+void ss_tune_malloc(void);
 
 #ifdef __cplusplus
 }

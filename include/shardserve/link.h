@@ -102,7 +102,6 @@ typedef struct {
 
     /* PREDICT, RESULT */
     uint64_t request_id;
-    uint32_t subgraph;   /* PREDICT */
     bool return_result;  /* PREDICT */
     int32_t status_code; /* RESULT: an ss_code, 0 = ok */
     uint64_t

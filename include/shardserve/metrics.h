@@ -55,6 +55,15 @@ void ss_metric_observe(ss_metric_series *s, double v); /* histogram */
 double ss_metric_value(const ss_metric_series *s);     /* counter/gauge value; histogram: its sum */
 uint64_t ss_metric_count(const ss_metric_series *s);   /* histogram: observations */
 
+/* Read without creating anything (for reports built from the same counters, as KServe's
+ * statistics): call fn for every series of the family `name` whose label values equal `match`
+ * (as many entries as the family's labels; a NULL entry, or a NULL match, accepts any value).
+ * fn runs under the series lock: it must only read. Returns how many series were visited. */
+typedef void (*ss_metrics_visit_fn)(void *ctx, const char *const *label_values,
+                                    const ss_metric_series *s);
+int ss_metrics_visit(ss_metrics *m, const char *name, const char *const *match,
+                     ss_metrics_visit_fn fn, void *ctx);
+
 /* Collectors run (in registration order) at the start of every render. */
 typedef void (*ss_metrics_collect_fn)(void *ctx);
 void ss_metrics_add_collector(ss_metrics *m, ss_metrics_collect_fn fn, void *ctx);

@@ -74,7 +74,8 @@ typedef struct {
 void ss_session_get_stats(const ss_session *s, ss_session_stats *out);
 
 /* Plan for inputs of the given dtypes and shapes (their data is ignored; zeros are used) without
- * running, so that ss_session_value_desc can answer for every value. Used by the shard tool. */
+ * running, so that ss_session_value_desc can answer for every value. Used by the shard tool.
+ * UNSUPPORTED when a shape depends on a value only a run computes (such a model still runs). */
 ss_status *ss_session_plan_shapes(ss_session *s, const ss_tensor *input_descs, int n_inputs);
 /* dtype and shape of any value of the current plan; false if unknown. desc->data points at the
  * value (owned by the session) when it is a constant (initializer or folded), else NULL. */

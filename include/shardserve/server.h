@@ -11,7 +11,8 @@
  * - Both also speak the Open Inference Protocol (KServe v2) for the same servables: REST /v2/...
  *   (health, server and model metadata, model ready, infer with JSON and binary tensors) and
  *   gRPC inference.GRPCInferenceService (ServerLive/Ready/Metadata, ModelReady/Metadata,
- *   ModelInfer). They need handler.describe() to map a servable's methods onto models.
+ *   ModelInfer, ModelStreamInfer). They need handler.describe() to map a servable's methods onto
+ * models.
  *
  * Both hand valid requests to an ss_predict_handler (serving.h) and never block a network thread
  * while the handler works. Both bind only the address they are given (use 127.0.0.1).

@@ -88,6 +88,7 @@ typedef struct {
 } ss_predict_reply;
 
 typedef struct ss_serving_signature ss_serving_signature;
+typedef struct ss_serving_index_entry ss_serving_index_entry;
 
 /* Called exactly once per request, from any thread, with a reply the callee takes ownership of. */
 typedef void (*ss_predict_done)(void *done_ctx, ss_predict_reply *reply);
@@ -105,6 +106,10 @@ typedef struct {
      * ss_serving_signature_free; otherwise `why` says what is wrong. */
     int (*describe)(void *ctx, const char *servable, uint64_t version, ss_serving_signature **out,
                     char *why, size_t why_cap);
+    /* Optional (NULL: no model repository): ss_serving_set_loaded and ss_serving_index below. */
+    int (*set_loaded)(void *ctx, const char *servable, uint64_t version, bool loaded, char *why,
+                      size_t why_cap);
+    bool (*index)(void *ctx, ss_serving_index_entry **out, size_t *n);
 } ss_predict_handler;
 
 /* describe() results: front ends map them onto their protocol's status (REST: 200/404/503). */
@@ -279,7 +284,26 @@ size_t ss_predict_handler_name_limit(void *handler, const char *servable, const 
 typedef void (*ss_serving_reject_fn)(void *ctx, const char *servable, uint64_t version,
                                      const char *method, int64_t code);
 void ss_serving_on_reject(ss_serving *s, ss_serving_reject_fn fn, void *ctx);
-/* Readiness as /health/ready reports it: at least one version, and every version ready. */
+/*
+ * The model repository (KServe's extension) over the versions serve was started with; starting
+ * new agents is not the registry's job. Unload (loaded = false) refuses new requests to the
+ * version at once (SERVABLE_UNAVAILABLE, "unloaded") while the ones its backend holds finish
+ * (state UNLOADING until they have); load serves it again (READY once its backend is). version 0
+ * = every version of the servable. SS_DESCRIBE_NOT_FOUND (why filled) when none matches.
+ */
+int ss_serving_set_loaded(ss_serving *s, const char *servable, uint64_t version, bool loaded,
+                          char *why, size_t cap);
+struct ss_serving_index_entry {
+    char servable[256];
+    uint64_t version;
+    const char *state; /* READY, UNAVAILABLE or UNLOADING, as Triton names them */
+    char reason[512];  /* why it does not serve ("" when READY) */
+    long inflight;     /* requests its backend still holds */
+};
+/* Every servable version (*out malloc'd); false when out of memory. */
+bool ss_serving_index(ss_serving *s, ss_serving_index_entry **out, size_t *n);
+/* Readiness as /health/ready reports it: at least one loaded version, and every loaded version
+ * ready (unloaded ones do not count). */
 bool ss_serving_ready(void *serving);
 
 #ifdef __cplusplus

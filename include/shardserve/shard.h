@@ -18,6 +18,7 @@
 #define SHARDSERVE_SHARD_H
 
 #include "shardserve/core.h"
+#include "shardserve/runtime.h"
 
 typedef enum {
     SS_SHARD_NONE = 0, /* only pipeline stages; every rank of a stage holds the whole stage */
@@ -36,6 +37,9 @@ typedef struct {
     int n_input_shapes;
     const char *const *input_shapes;
     bool progress; /* print progress lines to stderr */
+    /* How the ranks hold MatMul/Gemm weights (recorded in each group config; the files keep f32):
+     * SS_WEIGHTS_BF16 halves their memory and bandwidth where the CPU has bf16 math. */
+    ss_weights weights;
 } ss_shard_options;
 
 ss_status *ss_shard_model(const ss_shard_options *opt);

@@ -88,8 +88,7 @@ typedef struct {
     int heartbeat_ms;         /* default 1000 */
     int heartbeat_timeout_ms; /* no heartbeat answer for this long = rank gone; default 5000 */
     int max_enqueued;         /* default 10000 requests */
-    int reply_spin_us;  /* while a reply is due, poll this long before sleeping (0 = 50, -1 = never)
-                         */
+    int reply_spin_us;  /* while a reply is due, poll this long before sleeping (<= 0: never) */
     const void *secret; /* link authentication (NULL = none) */
     size_t secret_len;
 } ss_worker_options;

@@ -8,6 +8,9 @@ version_number=0).infer(instances)`` returns a list with one dict of outputs per
 custom_ca)`` (PEM file paths, as MindSpore's) makes the channel TLS: custom_ca verifies the server
 (None = gRPC's default roots), certificate + private_key answer a server that verifies clients.
 
+``KServe`` (shardserve_client.kserve) speaks the Open Inference Protocol (KServe v2) instead:
+REST JSON, REST binary tensors or gRPC, and ModelStreamInfer.
+
 Needs only Debian's python3-grpcio, python3-protobuf and python3-numpy. The message classes of
 MindSpore's ms_service.proto are built at import time from a descriptor written out below, so no
 generated code and no protoc are needed; the field numbers are the wire contract (note that
@@ -18,7 +21,7 @@ import grpc
 import numpy as np
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 
-__all__ = ["Client", "SSLConfig"]
+__all__ = ["Client", "SSLConfig", "KServe", "KServeError"]
 
 _PACKAGE = "mindspore.serving.proto"
 _PREDICT = "/mindspore.serving.proto.MSService/Predict"
@@ -29,6 +32,21 @@ _DTYPES = ["MS_UNKNOWN", "MS_BOOL", "MS_INT8", "MS_UINT8", "MS_INT16", "MS_UINT1
            "MS_UINT32", "MS_INT64", "MS_UINT64", "MS_FLOAT16", "MS_FLOAT32", "MS_FLOAT64",
            "MS_STRING", "MS_BYTES"]
 MS_STRING, MS_BYTES = 13, 14
+
+
+def _message_classes(fd, *names):
+    """Message classes of a FileDescriptorProto built in code, in a pool of their own."""
+    pool = descriptor_pool.DescriptorPool()
+    pool.Add(fd)
+    factory = message_factory.MessageFactory(pool)
+
+    def cls(name):
+        d = pool.FindMessageTypeByName(fd.package + "." + name)
+        if hasattr(message_factory, "GetMessageClass"):
+            return message_factory.GetMessageClass(d)
+        return factory.GetPrototype(d)
+
+    return tuple(cls(n) for n in names)
 
 
 def _build_messages():
@@ -87,17 +105,7 @@ def _build_messages():
                              ("instances", 3, msg, rep, p + "Instance", None),
                              ("error_msg", 4, msg, rep, p + "ErrorMsg", None)])
 
-    pool = descriptor_pool.DescriptorPool()
-    pool.Add(fd)
-    factory = message_factory.MessageFactory(pool)
-
-    def cls(name):
-        d = pool.FindMessageTypeByName(_PACKAGE + "." + name)
-        if hasattr(message_factory, "GetMessageClass"):
-            return message_factory.GetMessageClass(d)
-        return factory.GetPrototype(d)
-
-    return cls("PredictRequest"), cls("PredictReply")
+    return _message_classes(fd, "PredictRequest", "PredictReply")
 
 
 PredictRequest, PredictReply = _build_messages()
@@ -273,3 +281,6 @@ class Client:
 
     def close(self):
         self.channel.close()
+
+
+from .kserve import KServe, KServeError  # noqa: E402  (after Client: the module's main API)

@@ -92,6 +92,12 @@ ss_status *ss_rank_config_load(const char *path, ss_rank_config *c)
             ss_errf(SS_ERR_INVALID, "%s: 'model' must be a file name in the config's folder", path);
     if (!st) snprintf(c->model, sizeof c->model, "%s", model->valuestring);
     if (!st) st = parse_groups(cJSON_GetObjectItemCaseSensitive(root, "groups"), path, c);
+    const cJSON *weights = cJSON_GetObjectItemCaseSensitive(root, "weights");
+    if (!st && weights &&
+        !(cJSON_IsString(weights) &&
+          (!strcmp(weights->valuestring, "f32") || !strcmp(weights->valuestring, "bf16"))))
+        st = ss_errf(SS_ERR_INVALID, "%s: 'weights' must be \"f32\" or \"bf16\"", path);
+    if (!st && weights && !strcmp(weights->valuestring, "bf16")) c->weights = SS_WEIGHTS_BF16;
     cJSON_Delete(root);
     if (!st) {
         snprintf(c->dir, sizeof c->dir, "%s", path);
@@ -199,7 +205,8 @@ ss_status *ss_rank_open(const char *config_path, const ss_rank_options *opt, ss_
     else
         snprintf(model, sizeof model, "%s/%s", r->cfg.dir, r->cfg.model);
     ss_session_options so = {.blas_threads = opt->blas_threads ? opt->blas_threads : 1,
-                             .coll = &r->coll};
+                             .coll = &r->coll,
+                             .weights = r->cfg.weights};
     if (!st) st = ss_session_create(model, &so, &r->session);
     if (st) {
         st = ss_status_wrap(st, "rank %d", r->cfg.rank);

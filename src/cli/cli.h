@@ -21,6 +21,9 @@ void cli_print_tensor(const char *name, const ss_tensor *t);
 int cli_fail(const char *cmd, ss_status *st);
 /* Parse a "NAME=VALUE" argument; returns false if there is no '='. */
 bool cli_split_kv(char *arg, char **name, char **value);
+/* A --protocol name of the C client (mindspore, kserve, kserve-grpc, kserve-rest, kserve-binary)
+ * as its ss_client_protocol value, or -1. */
+int cli_client_protocol(const char *name);
 /* Strict integer parsing for option values. */
 bool cli_parse_int(const char *s, long lo, long hi, long *out);
 

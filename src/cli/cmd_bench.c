@@ -1,7 +1,8 @@
 /*
  * shardserve bench: load a running server the way Triton's perf_analyzer does.
  *
- *   shardserve bench --address HOST:PORT [--protocol grpc|rest] --servable S --method M
+ *   shardserve bench --address HOST:PORT [--protocol grpc|rest|kserve|kserve-grpc|kserve-rest|
+ *                    kserve-binary] --servable S --method M
  *                    [--version N] [--input NAME=FILE.npy|NAME=DTYPE[D0,D1,...] ...]
  *                    [--metadata-address HOST:PORT] [--concurrency 1,4,16]
  *                    [--requests N | --duration-s S] [--warmup N] [--json]
@@ -10,6 +11,8 @@
  * loop); the table gives throughput and p50/p90/p99 latency per level. gRPC goes through the C
  * client library; REST is a plain keep-alive HTTP/1.1 client over one socket per thread, so the
  * numbers measure the server, not a client library. Failed requests are counted and reported.
+ * The kserve protocols (the Open Inference Protocol: gRPC, REST JSON, REST binary tensors, model
+ * SERVABLE.METHOD) go through the C client library too.
  * An input given as DTYPE[DIMS] (e.g. x=float32[128,96]) is generated: uniform values in [0, 1)
  * for floats, 0/1 for bool, small integers otherwise, from a fixed seed. Without any --input,
  * every input is generated that way from the servable's declared inputs, read from the server's
@@ -40,6 +43,8 @@
 typedef struct {
     const char *address;
     bool rest;
+    const char *proto_name; /* as the table prints it */
+    int client_protocol;    /* ss_client_protocol of the C client path */
     const char *servable, *method;
     long version;
     int n_inputs;
@@ -556,11 +561,10 @@ static bool run_level(bench_cfg *c, int conc, bool print)
         printf("{\"protocol\":\"%s\",\"concurrency\":%d,\"requests\":%zu,\"failures\":%ld,"
                "\"seconds\":%.3f,"
                "\"throughput\":%.1f,\"p50_us\":%.1f,\"p90_us\":%.1f,\"p99_us\":%.1f}\n",
-               c->rest ? "rest" : "grpc", conc, n, fails, secs, n / secs, PCT(0.5), PCT(0.9),
-               PCT(0.99));
+               c->proto_name, conc, n, fails, secs, n / secs, PCT(0.5), PCT(0.9), PCT(0.99));
     else if (print)
-        printf("%-5s %11d %9zu %8ld %12.1f %10.1f %10.1f %10.1f\n", c->rest ? "rest" : "grpc", conc,
-               n, fails, n / secs, PCT(0.5), PCT(0.9), PCT(0.99));
+        printf("%-5s %11d %9zu %8ld %12.1f %10.1f %10.1f %10.1f\n", c->proto_name, conc, n, fails,
+               n / secs, PCT(0.5), PCT(0.9), PCT(0.99));
 #undef PCT
     for (int i = 0; i < conc; i++) {
         if (print && th[i].failures) fprintf(stderr, "  first failure: %s\n", th[i].first_error);
@@ -575,18 +579,20 @@ static bool run_level(bench_cfg *c, int conc, bool print)
 }
 
 static const char bench_usage[] =
-    "usage: shardserve bench --address HOST:PORT [--protocol grpc|rest] --servable NAME --method "
+    "usage: shardserve bench --address HOST:PORT [--protocol PROTOCOL] --servable NAME --method "
     "NAME\n"
     "                        [--version N] [--input NAME=FILE.npy|NAME=DTYPE[D0,D1,...] ...]\n"
     "                        [--metadata-address HOST:PORT] [--concurrency 1,4,16]\n"
     "                        [--requests N | --duration-s S] [--warmup N] [--json]\n"
     "Without --input, inputs are generated from the servable's declared inputs, read over REST "
     "from\n"
-    "--metadata-address (default: --address with --protocol rest).\n";
+    "--metadata-address (default: --address with --protocol rest).\n"
+    "PROTOCOL: grpc (MindSpore's, the default), rest (MindSpore's), kserve = kserve-grpc,\n"
+    "kserve-rest, kserve-binary (the Open Inference Protocol; model SERVABLE.METHOD).\n";
 
 int cmd_bench(int argc, char **argv)
 {
-    bench_cfg c = {.duration_s = 5, .warmup = 20};
+    bench_cfg c = {.duration_s = 5, .warmup = 20, .proto_name = "grpc"};
     int levels[MAX_LEVELS] = {1}, n_levels = 1;
     long v;
     const char *metadata = NULL;
@@ -600,10 +606,15 @@ int cmd_bench(int argc, char **argv)
             c.address = argv[++i];
         else if (!strcmp(a, "--protocol") && has) {
             const char *p = argv[++i];
-            if (strcmp(p, "grpc") && strcmp(p, "rest"))
-                return cli_fail(
-                    "bench", ss_errf(SS_ERR_INVALID, "--protocol wants grpc or rest, got '%s'", p));
+            c.client_protocol = strcmp(p, "grpc") ? cli_client_protocol(p) : 0;
+            if (strcmp(p, "rest") && (c.client_protocol < 0 || !strcmp(p, "mindspore")))
+                return cli_fail("bench", ss_errf(SS_ERR_INVALID,
+                                                 "--protocol wants grpc, rest, kserve, "
+                                                 "kserve-grpc, kserve-rest or kserve-binary, "
+                                                 "got '%s'",
+                                                 p));
             c.rest = !strcmp(p, "rest");
+            c.proto_name = p;
         } else if (!strcmp(a, "--servable") && has)
             c.servable = argv[++i];
         else if (!strcmp(a, "--method") && has)
@@ -681,7 +692,8 @@ int cmd_bench(int argc, char **argv)
     } else if (!rc) {
         c.req = ss_client_request_new(c.servable, c.method, (uint64_t)c.version);
         size_t inst = c.req ? ss_client_request_add_instance(c.req) : (size_t)-1;
-        ss_client_options o = {.address = c.address};
+        ss_client_options o = {.address = c.address,
+                               .protocol = (ss_client_protocol)c.client_protocol};
         ss_client_error *e = inst == (size_t)-1 ? NULL : ss_client_connect(&o, &c.client);
         for (int i = 0; !e && i < c.n_inputs; i++)
             e = ss_client_request_set_tensor(

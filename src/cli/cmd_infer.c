@@ -1,8 +1,10 @@
 /*
  * shardserve infer --address A --servable S --method M [--version N] --input NAME=FILE.npy ...
- *                  [--output-dir DIR] [--timeout-ms MS] [--tls] [--tls-ca F] [--tls-cert F
- * --tls-key F] One instance through the C client library (libshardserve-client), outputs printed
- * and optionally written as NAME.npy.
+ *                  [--protocol P] [--output-dir DIR] [--timeout-ms MS] [--tls] [--tls-ca F]
+ *                  [--tls-cert F --tls-key F]
+ * One instance through the C client library (libshardserve-client), outputs printed and
+ * optionally written as NAME.npy. --protocol: mindspore (default) or KServe v2's gRPC, REST JSON
+ * or REST binary (model SERVABLE.METHOD).
  */
 #include "cli.h"
 #include "shardserve/client.h"
@@ -15,6 +17,10 @@ static const char infer_usage[] =
     "usage: shardserve infer --address HOST:PORT --servable NAME --method NAME [--version N]\n"
     "                        --input NAME=FILE.npy ... [--output-dir DIR] [--timeout-ms MS]\n"
     "                        [--tls] [--tls-ca FILE] [--tls-cert FILE --tls-key FILE]\n"
+    "                        [--protocol mindspore|kserve|kserve-grpc|kserve-rest|kserve-binary]\n"
+    "  --protocol  kserve = kserve-grpc: the Open Inference Protocol (model SERVABLE.METHOD);\n"
+    "              kserve-rest / kserve-binary: its REST API (JSON / binary tensors), --address\n"
+    "              being the REST address\n"
     "  --tls       TLS with gRPC's default roots; --tls-ca FILE: TLS trusting that CA instead\n"
     "  --tls-cert  client certificate and key (PEM), for servers started with "
     "--grpc-verify-client\n";
@@ -84,6 +90,21 @@ static int print_outputs(const ss_client_reply *reply, const char *outdir)
     return rc;
 }
 
+int cli_client_protocol(const char *name)
+{
+    static const struct {
+        const char *name;
+        ss_client_protocol protocol;
+    } names[] = {{"mindspore", SS_CLIENT_MINDSPORE},
+                 {"kserve", SS_CLIENT_KSERVE_GRPC},
+                 {"kserve-grpc", SS_CLIENT_KSERVE_GRPC},
+                 {"kserve-rest", SS_CLIENT_KSERVE_REST},
+                 {"kserve-binary", SS_CLIENT_KSERVE_BINARY}};
+    for (size_t i = 0; i < sizeof names / sizeof *names; i++)
+        if (!strcmp(names[i].name, name)) return (int)names[i].protocol;
+    return -1;
+}
+
 int cmd_infer(int argc, char **argv)
 {
     const char *address = NULL, *servable = NULL, *method = NULL, *outdir = NULL;
@@ -92,6 +113,7 @@ int cmd_infer(int argc, char **argv)
     long version = 0, timeout_ms = 0;
     ss_client_ssl_config ssl = {0};
     bool tls = false;
+    int protocol = SS_CLIENT_MINDSPORE;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         bool has = i + 1 < argc;
@@ -106,7 +128,13 @@ int cmd_infer(int argc, char **argv)
             method = argv[++i];
         else if (!strcmp(a, "--output-dir") && has)
             outdir = argv[++i];
-        else if (!strcmp(a, "--tls"))
+        else if (!strcmp(a, "--protocol") && has) {
+            if ((protocol = cli_client_protocol(argv[++i])) < 0)
+                return cli_fail("infer", ss_errf(SS_ERR_INVALID,
+                                                 "--protocol wants mindspore, kserve, kserve-grpc, "
+                                                 "kserve-rest or kserve-binary, got '%s'",
+                                                 argv[i]));
+        } else if (!strcmp(a, "--tls"))
             tls = true;
         else if (!strcmp(a, "--tls-ca") && has)
             ssl.custom_ca = argv[++i];
@@ -157,8 +185,10 @@ int cmd_infer(int argc, char **argv)
     ss_client *c = NULL;
     ss_client_reply *reply = NULL;
     tls = tls || ssl.custom_ca || ssl.certificate || ssl.private_key;
-    ss_client_options o = {
-        .address = address, .timeout_ms = (int)timeout_ms, .ssl = tls ? &ssl : NULL};
+    ss_client_options o = {.address = address,
+                           .timeout_ms = (int)timeout_ms,
+                           .ssl = tls ? &ssl : NULL,
+                           .protocol = (ss_client_protocol)protocol};
     if (!rc) {
         ss_client_error *e = ss_client_connect(&o, &c);
         if (!e) e = ss_client_infer(c, req, &reply);

@@ -63,14 +63,17 @@ static const char serve_usage[] =
     "  --grpc-max-streams       concurrent streams on one gRPC connection (default 100)\n"
     "  --grpc-recv-timeout-s    a gRPC request message must arrive whole within this (default "
     "30)\n"
-    "  --grpc-threads           threads taking gRPC calls off the completion queue (default 2)\n"
+    "  --grpc-threads           threads taking gRPC calls off the completion queue (default: a "
+    "quarter\n"
+    "                           of the cores, 1 to 4)\n"
     "  --reply-spin-us          while an agent's reply is due, the worker polls for it this long "
     "before\n"
-    "                           sleeping (default 50; 0 = never): a sleeping thread is slow to "
-    "wake\n";
+    "                           sleeping (default 0 = never). On dedicated cores it saves a "
+    "wake-up;\n"
+    "                           on shared ones the polling takes CPU from other requests\n";
 
 /* Limits against hostile clients and tuning knobs, declared once: flag, accepted range, where the
- * value goes. 0 (not given) leaves the server's default; --reply-spin-us starts at -1 for that. */
+ * value goes. 0 (not given) leaves the server's default. */
 typedef struct {
     long rest_connections, rest_per_client, rest_read_s, grpc_streams, grpc_recv_s, grpc_threads,
         reply_spin_us;
@@ -190,7 +193,7 @@ int cmd_serve(int argc, char **argv)
     long grpc_mb = 100, rest_mb = 100, timeout_ms = 10000, hb_ms = 5000, max_enq = 10000, v;
     ss_ssl_config tls[2] = {{0}, {0}}; /* gRPC, REST */
     const char **tls_flag;
-    serve_limits lim = {.reply_spin_us = -1};
+    serve_limits lim = {0};
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         bool has = i + 1 < argc;
@@ -282,9 +285,7 @@ int cmd_serve(int argc, char **argv)
         w[i].request_timeout_ms = (int)timeout_ms;
         w[i].heartbeat_timeout_ms = (int)hb_ms;
         w[i].max_enqueued = (int)max_enq;
-        w[i].reply_spin_us = lim.reply_spin_us < 0 ? 0
-                             : lim.reply_spin_us   ? (int)lim.reply_spin_us
-                                                   : -1;
+        w[i].reply_spin_us = (int)lim.reply_spin_us; /* -1 (not given) or 0: never */
         w[i].secret = secret;
         w[i].secret_len = secret_len;
     }

@@ -10,13 +10,16 @@
 
 static const char shard_usage[] =
     "usage: shardserve shard MODEL.onnx --ranks N [--stages S] [--strategy FILE|auto|none]\n"
-    "                        [--input-shape NAME=D0,D1,...] --out DIR\n"
+    "                        [--input-shape NAME=D0,D1,...] [--weights f32|bf16] --out DIR\n"
     "  --ranks N       total ranks (rank_size); ranks per stage = N / S\n"
     "  --stages S      pipeline stages (stage_size), default 1\n"
     "  --strategy      auto (default): Megatron column/row-parallel MatMul/Gemm pairs;\n"
     "                  FILE: JSON {\"node\": [[a0,a1],[b0,b1]]} in MindSpore's notation;\n"
     "                  none: pipeline stages only\n"
-    "  --input-shape   concrete shape for an input with dynamic dims (repeatable)\n";
+    "  --input-shape   concrete shape for an input with dynamic dims (repeatable)\n"
+    "  --weights       bf16: every rank holds its MatMul/Gemm weights as bf16 (f32 accumulation)\n"
+    "                  where the CPU has bf16 math (AVX512-BF16/AMX), as 'run --weights bf16';\n"
+    "                  recorded in each group config (the files keep f32)\n";
 
 int cmd_shard(int argc, char **argv)
 {
@@ -53,6 +56,12 @@ int cmd_shard(int argc, char **argv)
             shapes[opt.n_input_shapes++] = argv[++i];
         } else if (!strcmp(a, "--out") && has) {
             opt.out_dir = argv[++i];
+        } else if (!strcmp(a, "--weights") && has) {
+            const char *w = argv[++i];
+            if (strcmp(w, "f32") && strcmp(w, "bf16"))
+                return cli_fail(
+                    "shard", ss_errf(SS_ERR_INVALID, "--weights wants f32 or bf16, got '%s'", w));
+            opt.weights = strcmp(w, "bf16") ? SS_WEIGHTS_F32 : SS_WEIGHTS_BF16;
         } else if (!strcmp(a, "--quiet")) {
             opt.progress = false;
         } else if (a[0] == '-' || opt.model_path) {

@@ -67,6 +67,7 @@ bool cli_parse_int(const char *s, long lo, long hi, long *out)
 int main(int argc, char **argv)
 {
     ss_log_init_from_env();
+    ss_tune_malloc();
     if (argc < 2 || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h")) {
         usage(argc < 2 ? stderr : stdout);
         return argc < 2 ? 2 : 0;

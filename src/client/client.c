@@ -7,8 +7,9 @@
  * the client's queue, served by one client thread that runs the callbacks. The reply keeps the
  * unpacked PredictReply and hands out views into it, so output bytes are not copied again.
  * This file links only gRPC core and protobuf-c: no server code, no other shardserve module.
+ * The Open Inference Protocol's paths live in client_kserve.c.
  */
-#include "shardserve/client.h"
+#include "client_internal.h"
 
 #include <grpc/byte_buffer.h>
 #include <grpc/byte_buffer_reader.h>
@@ -36,8 +37,6 @@ typedef Mindspore__Serving__Proto__TensorShape pb_shape;
 
 /* ------------------------------------------------------------------ errors and dtypes */
 
-static ss_client_error *client_err(ss_client_errkind kind, int64_t code, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
 /* Returned when even the error cannot be allocated; never freed. Laid out as ss_client_error. */
 static struct {
     ss_client_errkind kind;
@@ -46,7 +45,7 @@ static struct {
 } oom_error = {SS_CLIENT_ERR_NOMEM, 0, "out of memory"};
 #define OOM_ERROR ((ss_client_error *)&oom_error)
 
-static ss_client_error *client_err(ss_client_errkind kind, int64_t code, const char *fmt, ...)
+ss_client_error *cl_err(ss_client_errkind kind, int64_t code, const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
@@ -100,28 +99,6 @@ const char *ss_client_dtype_name(ss_client_dtype dt)
 
 /* ------------------------------------------------------------------ requests */
 
-typedef struct {
-    char *name;
-    ss_client_dtype dtype;
-    int ndim;
-    int64_t *dims;
-    uint8_t *data;
-    size_t nbytes;
-} req_item;
-
-typedef struct {
-    req_item *items;
-    size_t count;
-} req_instance;
-
-struct ss_client_request {
-    char *servable;
-    char *method;
-    uint64_t version;
-    req_instance *instances;
-    size_t count;
-};
-
 ss_client_request *ss_client_request_new(const char *servable, const char *method, uint64_t version)
 {
     ss_client_request *r = calloc(1, sizeof *r);
@@ -171,7 +148,7 @@ static ss_client_error *put_item(ss_client_request *req, size_t instance, const 
                                  const void *data, size_t nbytes)
 {
     if (!req || instance >= req->count || !name)
-        return client_err(SS_CLIENT_ERR_ARGUMENT, 0, "no instance %zu in this request", instance);
+        return cl_err(SS_CLIENT_ERR_ARGUMENT, 0, "no instance %zu in this request", instance);
     req_item it = {0};
     it.name = strdup(name);
     it.dtype = dtype;
@@ -184,7 +161,7 @@ static ss_client_error *put_item(ss_client_request *req, size_t instance, const 
     if (grown) inst->items = grown;
     if (!it.name || (ndim && !it.dims) || !it.data || !grown) {
         free_item(&it);
-        return client_err(SS_CLIENT_ERR_NOMEM, 0, "out of memory");
+        return cl_err(SS_CLIENT_ERR_NOMEM, 0, "out of memory");
     }
     if (ndim) memcpy(it.dims, dims, (size_t)ndim * sizeof *dims);
     if (nbytes) memcpy(it.data, data, nbytes);
@@ -206,25 +183,24 @@ ss_client_error *ss_client_request_set_tensor(ss_client_request *req, size_t ins
 {
     size_t itemsize = ss_client_dtype_size(dtype);
     if (itemsize == 0)
-        return client_err(SS_CLIENT_ERR_ARGUMENT, 0,
-                          "input %s: dtype %d is not numeric (use set_string/set_bytes)",
-                          name ? name : "?", (int)dtype);
+        return cl_err(SS_CLIENT_ERR_ARGUMENT, 0,
+                      "input %s: dtype %d is not numeric (use set_string/set_bytes)",
+                      name ? name : "?", (int)dtype);
     if (ndim < 0 || ndim > 32 || (ndim && !dims))
-        return client_err(SS_CLIENT_ERR_ARGUMENT, 0, "input %s: bad rank %d", name ? name : "?",
-                          ndim);
+        return cl_err(SS_CLIENT_ERR_ARGUMENT, 0, "input %s: bad rank %d", name ? name : "?", ndim);
     uint64_t numel = 1;
     for (int i = 0; i < ndim; i++) {
         if (dims[i] < 0 || (dims[i] && numel > UINT64_MAX / 16 / (uint64_t)dims[i]))
-            return client_err(SS_CLIENT_ERR_ARGUMENT, 0, "input %s: bad dim %lld",
-                              name ? name : "?", (long long)dims[i]);
+            return cl_err(SS_CLIENT_ERR_ARGUMENT, 0, "input %s: bad dim %lld", name ? name : "?",
+                          (long long)dims[i]);
         numel *= (uint64_t)dims[i];
     }
     if (numel * itemsize != nbytes)
-        return client_err(SS_CLIENT_ERR_ARGUMENT, 0,
-                          "input %s: %zu bytes of data, its shape and dtype need %llu",
-                          name ? name : "?", nbytes, (unsigned long long)(numel * itemsize));
+        return cl_err(SS_CLIENT_ERR_ARGUMENT, 0,
+                      "input %s: %zu bytes of data, its shape and dtype need %llu",
+                      name ? name : "?", nbytes, (unsigned long long)(numel * itemsize));
     if (nbytes && !data)
-        return client_err(SS_CLIENT_ERR_ARGUMENT, 0, "input %s: no data", name ? name : "?");
+        return cl_err(SS_CLIENT_ERR_ARGUMENT, 0, "input %s: no data", name ? name : "?");
     return put_item(req, instance, name, dtype, dims, ndim, data, nbytes);
 }
 
@@ -257,7 +233,7 @@ static ss_client_error *pack_request(const ss_client_request *req, uint8_t **buf
     ProtobufCBinaryData *strings = calloc(total + 1, sizeof *strings);
     ss_client_error *err = NULL;
     if (!insts || !inst_ptrs || !items || !item_ptrs || !tensors || !shapes || !strings) {
-        err = client_err(SS_CLIENT_ERR_NOMEM, 0, "out of memory");
+        err = cl_err(SS_CLIENT_ERR_NOMEM, 0, "out of memory");
         goto done;
     }
     size_t n = 0;
@@ -301,7 +277,7 @@ static ss_client_error *pack_request(const ss_client_request *req, uint8_t **buf
     *len = mindspore__serving__proto__predict_request__get_packed_size(&pb);
     *buf = malloc(*len ? *len : 1);
     if (!*buf)
-        err = client_err(SS_CLIENT_ERR_NOMEM, 0, "out of memory");
+        err = cl_err(SS_CLIENT_ERR_NOMEM, 0, "out of memory");
     else
         mindspore__serving__proto__predict_request__pack(&pb, *buf);
 done:
@@ -425,7 +401,30 @@ struct ss_client {
     pthread_mutex_t mu;
     pthread_cond_t cv;
     client_call *calls; /* outstanding async calls */
+    ss_client_protocol protocol;
+    char *address;
+    cl_pool *pool; /* KServe REST connections */
 };
+
+const char *cl_address(const ss_client *c)
+{
+    return c->address;
+}
+
+int cl_timeout_ms(const ss_client *c)
+{
+    return c->timeout_ms;
+}
+
+ss_client_protocol cl_protocol(const ss_client *c)
+{
+    return c->protocol;
+}
+
+cl_pool **cl_pool_of(ss_client *c)
+{
+    return &c->pool;
+}
 
 static gpr_timespec deadline_of(const ss_client *c)
 {
@@ -434,19 +433,16 @@ static gpr_timespec deadline_of(const ss_client *c)
                         gpr_time_from_millis(c->timeout_ms, GPR_TIMESPAN));
 }
 
-static ss_client_error *start_call(ss_client *c, grpc_completion_queue *cq,
-                                   const ss_client_request *req, client_call *cc)
+/* Start one unary call of `method` with the message `buf` (malloc'd; consumed). */
+static ss_client_error *start_call(ss_client *c, grpc_completion_queue *cq, const char *method_path,
+                                   uint8_t *buf, size_t len, client_call *cc)
 {
-    uint8_t *buf = NULL;
-    size_t len = 0;
-    ss_client_error *err = pack_request(req, &buf, &len);
-    if (err) return err;
     grpc_slice payload = grpc_slice_new(buf, len, free);
     cc->send = grpc_raw_byte_buffer_create(&payload, 1);
     grpc_slice_unref(payload);
     grpc_metadata_array_init(&cc->initial_md);
     grpc_metadata_array_init(&cc->trailing_md);
-    grpc_slice method = grpc_slice_from_static_string(PREDICT_METHOD);
+    grpc_slice method = grpc_slice_from_static_string(method_path);
     cc->call = grpc_channel_create_call(c->channel, NULL, GRPC_PROPAGATE_DEFAULTS, cq, method, NULL,
                                         deadline_of(c), NULL);
     grpc_op ops[6];
@@ -465,7 +461,7 @@ static ss_client_error *start_call(ss_client *c, grpc_completion_queue *cq,
     ops[5].data.recv_status_on_client.status_details = &cc->details;
     grpc_call_error ce = grpc_call_start_batch(cc->call, ops, 6, cc, NULL);
     if (ce != GRPC_CALL_OK)
-        return client_err(SS_CLIENT_ERR_TRANSPORT, 13, "cannot start the call (%d)", (int)ce);
+        return cl_err(SS_CLIENT_ERR_TRANSPORT, 13, "cannot start the call (%d)", (int)ce);
     return NULL;
 }
 
@@ -479,37 +475,52 @@ static void release_call(client_call *cc)
     grpc_slice_unref(cc->details);
 }
 
-/* Turn a completed call into (error, reply). */
-static ss_client_error *finish_call(client_call *cc, ss_client_reply **out)
+/* A completed call's status and message bytes. */
+static ss_client_error *call_message(client_call *cc, grpc_slice *msg)
 {
-    *out = NULL;
     if (cc->status != GRPC_STATUS_OK) {
         char *details = grpc_slice_to_c_string(cc->details);
-        ss_client_error *e = client_err(SS_CLIENT_ERR_TRANSPORT, cc->status, "%s", details);
+        ss_client_error *e = cl_err(SS_CLIENT_ERR_TRANSPORT, cc->status, "%s", details);
         gpr_free(details);
         return e;
     }
     grpc_byte_buffer_reader reader;
     if (!cc->recv || !grpc_byte_buffer_reader_init(&reader, cc->recv))
-        return client_err(SS_CLIENT_ERR_PROTOCOL, 0, "the server sent no reply message");
-    grpc_slice s = grpc_byte_buffer_reader_readall(&reader);
+        return cl_err(SS_CLIENT_ERR_PROTOCOL, 0, "the server sent no reply message");
+    *msg = grpc_byte_buffer_reader_readall(&reader);
     grpc_byte_buffer_reader_destroy(&reader);
-    pb_reply *pb = mindspore__serving__proto__predict_reply__unpack(NULL, GRPC_SLICE_LENGTH(s),
-                                                                    GRPC_SLICE_START_PTR(s));
+    return NULL;
+}
+
+/* Turn a completed call into (error, reply). */
+static ss_client_error *finish_call(client_call *cc, ss_client_reply **out)
+{
+    *out = NULL;
+    grpc_slice s;
+    ss_client_error *err = call_message(cc, &s);
+    if (err) return err;
+    err = cl_reply_unpack(GRPC_SLICE_START_PTR(s), GRPC_SLICE_LENGTH(s), out);
     grpc_slice_unref(s);
-    if (!pb) return client_err(SS_CLIENT_ERR_PROTOCOL, 0, "cannot parse the PredictReply");
+    return err;
+}
+
+ss_client_error *cl_reply_unpack(const uint8_t *buf, size_t len, ss_client_reply **out)
+{
+    *out = NULL;
+    pb_reply *pb = mindspore__serving__proto__predict_reply__unpack(NULL, len, buf);
+    if (!pb) return cl_err(SS_CLIENT_ERR_PROTOCOL, 0, "cannot parse the PredictReply");
     if (!terminate_errors(pb)) {
         mindspore__serving__proto__predict_reply__free_unpacked(pb, NULL);
-        return client_err(SS_CLIENT_ERR_NOMEM, 0, "out of memory");
+        return cl_err(SS_CLIENT_ERR_NOMEM, 0, "out of memory");
     }
     ss_client_error *err = NULL;
     if (pb->n_error_msg == 1 && pb->error_msg[0]->error_code != 0) {
         const ProtobufCBinaryData *m = &pb->error_msg[0]->error_msg;
-        err = client_err(SS_CLIENT_ERR_SERVER, pb->error_msg[0]->error_code, "%s",
-                         m->len ? (const char *)m->data : "Predict failed");
+        err = cl_err(SS_CLIENT_ERR_SERVER, pb->error_msg[0]->error_code, "%s",
+                     m->len ? (const char *)m->data : "Predict failed");
     } else if (pb->n_error_msg != 0 && pb->n_error_msg != pb->n_instances) {
-        err = client_err(SS_CLIENT_ERR_PROTOCOL, 0, "reply has %zu error entries for %zu instances",
-                         pb->n_error_msg, pb->n_instances);
+        err = cl_err(SS_CLIENT_ERR_PROTOCOL, 0, "reply has %zu error entries for %zu instances",
+                     pb->n_error_msg, pb->n_instances);
     }
     if (err) {
         mindspore__serving__proto__predict_reply__free_unpacked(pb, NULL);
@@ -518,28 +529,27 @@ static ss_client_error *finish_call(client_call *cc, ss_client_reply **out)
     ss_client_reply *r = malloc(sizeof *r);
     if (!r) {
         mindspore__serving__proto__predict_reply__free_unpacked(pb, NULL);
-        return client_err(SS_CLIENT_ERR_NOMEM, 0, "out of memory");
+        return cl_err(SS_CLIENT_ERR_NOMEM, 0, "out of memory");
     }
     r->pb = pb;
     *out = r;
     return NULL;
 }
 
-ss_client_error *ss_client_infer(ss_client *client, const ss_client_request *req,
-                                 ss_client_reply **out)
+/* One synchronous call on a completion queue of its own: the answer's bytes. */
+ss_client_error *cl_unary(ss_client *c, const char *method, uint8_t *buf, size_t len,
+                          grpc_slice *reply)
 {
-    *out = NULL;
-    if (!client || !req) return client_err(SS_CLIENT_ERR_ARGUMENT, 0, "no client or request");
     grpc_completion_queue *cq = grpc_completion_queue_create_for_next(NULL);
     client_call cc;
     memset(&cc, 0, sizeof cc);
-    ss_client_error *err = start_call(client, cq, req, &cc);
+    ss_client_error *err = start_call(c, cq, method, buf, len, &cc);
     if (!err) {
         grpc_event ev;
         do {
             ev = grpc_completion_queue_next(cq, gpr_inf_future(GPR_CLOCK_REALTIME), NULL);
         } while (ev.type != GRPC_OP_COMPLETE || ev.tag != &cc);
-        err = finish_call(&cc, out);
+        err = call_message(&cc, reply);
     }
     release_call(&cc);
     grpc_completion_queue_shutdown(cq);
@@ -547,6 +557,23 @@ ss_client_error *ss_client_infer(ss_client *client, const ss_client_request *req
            GRPC_QUEUE_SHUTDOWN) {
     }
     grpc_completion_queue_destroy(cq);
+    return err;
+}
+
+ss_client_error *ss_client_infer(ss_client *client, const ss_client_request *req,
+                                 ss_client_reply **out)
+{
+    *out = NULL;
+    if (!client || !req) return cl_err(SS_CLIENT_ERR_ARGUMENT, 0, "no client or request");
+    if (client->protocol != SS_CLIENT_MINDSPORE) return cl_kserve_infer(client, req, out);
+    uint8_t *buf = NULL;
+    size_t len = 0;
+    ss_client_error *err = pack_request(req, &buf, &len);
+    grpc_slice msg;
+    if (!err) err = cl_unary(client, PREDICT_METHOD, buf, len, &msg);
+    if (err) return err;
+    err = cl_reply_unpack(GRPC_SLICE_START_PTR(msg), GRPC_SLICE_LENGTH(msg), out);
+    grpc_slice_unref(msg);
     return err;
 }
 
@@ -578,17 +605,27 @@ ss_client_error *ss_client_infer_async(ss_client *client, const ss_client_reques
                                        ss_client_callback cb, void *ctx)
 {
     if (!client || !req || !cb)
-        return client_err(SS_CLIENT_ERR_ARGUMENT, 0, "no client, request or callback");
+        return cl_err(SS_CLIENT_ERR_ARGUMENT, 0, "no client, request or callback");
+    if (client->protocol != SS_CLIENT_MINDSPORE)
+        return cl_err(SS_CLIENT_ERR_ARGUMENT, 0,
+                      "async calls speak MindSpore's protocol only; use ss_client_infer");
     client_call *cc = calloc(1, sizeof *cc);
-    if (!cc) return client_err(SS_CLIENT_ERR_NOMEM, 0, "out of memory");
+    if (!cc) return cl_err(SS_CLIENT_ERR_NOMEM, 0, "out of memory");
     cc->client = client;
     cc->cb = cb;
     cc->cb_ctx = ctx;
+    uint8_t *buf = NULL;
+    size_t len = 0;
+    ss_client_error *err = pack_request(req, &buf, &len);
+    if (err) {
+        free(cc);
+        return err;
+    }
     pthread_mutex_lock(&client->mu); /* linked before the batch starts: it may finish at once */
     cc->next = client->calls;
     if (client->calls) client->calls->prev = cc;
     client->calls = cc;
-    ss_client_error *err = start_call(client, client->cq, req, cc);
+    err = start_call(client, client->cq, PREDICT_METHOD, buf, len, cc);
     if (err) {
         client->calls = cc->next;
         if (cc->next) cc->next->prev = NULL;
@@ -612,15 +649,15 @@ static ss_client_error *read_pem(const char *what, const char *path, char **out)
     *out = NULL;
     if (!path) return NULL;
     FILE *f = fopen(path, "rb");
-    if (!f) return client_err(SS_CLIENT_ERR_ARGUMENT, 0, "cannot open %s %s", what, path);
+    if (!f) return cl_err(SS_CLIENT_ERR_ARGUMENT, 0, "cannot open %s %s", what, path);
     char *buf = malloc(MAX_PEM_BYTES + 1);
     size_t n = buf ? fread(buf, 1, MAX_PEM_BYTES + 1, f) : 0;
     fclose(f);
-    if (!buf) return client_err(SS_CLIENT_ERR_NOMEM, 0, "out of memory");
+    if (!buf) return cl_err(SS_CLIENT_ERR_NOMEM, 0, "out of memory");
     if (n == 0 || n > MAX_PEM_BYTES) {
         free(buf);
-        return client_err(SS_CLIENT_ERR_ARGUMENT, 0, "%s %s is %s", what, path,
-                          n ? "larger than 1 MiB" : "empty or unreadable");
+        return cl_err(SS_CLIENT_ERR_ARGUMENT, 0, "%s %s is %s", what, path,
+                      n ? "larger than 1 MiB" : "empty or unreadable");
     }
     buf[n] = 0;
     *out = buf;
@@ -645,8 +682,8 @@ static ss_client_error *channel_credentials(const ss_client_ssl_config *ssl,
         return NULL;
     }
     if (!ssl->certificate != !ssl->private_key)
-        return client_err(SS_CLIENT_ERR_ARGUMENT, 0,
-                          "certificate and private_key should be given together");
+        return cl_err(SS_CLIENT_ERR_ARGUMENT, 0,
+                      "certificate and private_key should be given together");
     char *ca = NULL, *cert = NULL, *key = NULL;
     ss_client_error *err = read_pem("custom_ca", ssl->custom_ca, &ca);
     if (!err) err = read_pem("certificate", ssl->certificate, &cert);
@@ -654,7 +691,7 @@ static ss_client_error *channel_credentials(const ss_client_ssl_config *ssl,
     if (!err) {
         grpc_ssl_pem_key_cert_pair pair = {key, cert};
         *out = grpc_ssl_credentials_create_ex(ca, cert ? &pair : NULL, NULL, NULL);
-        if (!*out) err = client_err(SS_CLIENT_ERR_ARGUMENT, 0, "invalid SSL config");
+        if (!*out) err = cl_err(SS_CLIENT_ERR_ARGUMENT, 0, "invalid SSL config");
     }
     free_pem(ca);
     free_pem(cert);
@@ -666,10 +703,14 @@ ss_client_error *ss_client_connect(const ss_client_options *opts, ss_client **ou
 {
     *out = NULL;
     if (!opts || !opts->address || !opts->address[0])
-        return client_err(SS_CLIENT_ERR_ARGUMENT, 0, "address is empty");
+        return cl_err(SS_CLIENT_ERR_ARGUMENT, 0, "address is empty");
+    if (opts->protocol < SS_CLIENT_MINDSPORE || opts->protocol > SS_CLIENT_KSERVE_BINARY)
+        return cl_err(SS_CLIENT_ERR_ARGUMENT, 0, "unknown protocol %d", (int)opts->protocol);
+    if (opts->protocol != SS_CLIENT_MINDSPORE && opts->ssl)
+        return cl_err(SS_CLIENT_ERR_ARGUMENT, 0, "TLS is supported with MindSpore's protocol only");
     if (opts->max_msg_mb < 0 || opts->max_msg_mb > 512)
-        return client_err(SS_CLIENT_ERR_ARGUMENT, 0, "max_msg_mb %d is outside [1, 512]",
-                          opts->max_msg_mb);
+        return cl_err(SS_CLIENT_ERR_ARGUMENT, 0, "max_msg_mb %d is outside [1, 512]",
+                      opts->max_msg_mb);
     grpc_init();
     grpc_channel_credentials *creds;
     ss_client_error *err = channel_credentials(opts->ssl, &creds);
@@ -677,10 +718,11 @@ ss_client_error *ss_client_connect(const ss_client_options *opts, ss_client **ou
     if (!c) {
         if (creds) grpc_channel_credentials_release(creds);
         grpc_shutdown();
-        return err ? err : client_err(SS_CLIENT_ERR_NOMEM, 0, "out of memory");
+        return err ? err : cl_err(SS_CLIENT_ERR_NOMEM, 0, "out of memory");
     }
     int mb = opts->max_msg_mb ? opts->max_msg_mb : 512;
     c->timeout_ms = opts->timeout_ms;
+    c->protocol = opts->protocol;
     pthread_mutex_init(&c->mu, NULL);
     pthread_cond_init(&c->cv, NULL);
     grpc_arg args[] = {
@@ -692,14 +734,15 @@ ss_client_error *ss_client_connect(const ss_client_options *opts, ss_client **ou
     c->channel = grpc_channel_create(opts->address, creds, &channel_args);
     grpc_channel_credentials_release(creds);
     c->cq = grpc_completion_queue_create_for_next(NULL);
-    if (!c->channel || pthread_create(&c->thread, NULL, async_main, c) != 0) {
+    c->address = strdup(opts->address);
+    if (!c->channel || !c->address || pthread_create(&c->thread, NULL, async_main, c) != 0) {
+        free(c->address);
         if (c->channel) grpc_channel_destroy(c->channel);
         grpc_completion_queue_shutdown(c->cq);
         grpc_completion_queue_destroy(c->cq);
         grpc_shutdown();
         free(c);
-        return client_err(SS_CLIENT_ERR_TRANSPORT, 14, "cannot create a channel to %s",
-                          opts->address);
+        return cl_err(SS_CLIENT_ERR_TRANSPORT, 14, "cannot create a channel to %s", opts->address);
     }
     *out = c;
     return NULL;
@@ -720,6 +763,8 @@ void ss_client_close(ss_client *client)
     grpc_channel_destroy(client->channel);
     pthread_mutex_destroy(&client->mu);
     pthread_cond_destroy(&client->cv);
+    cl_pool_free(client->pool);
+    free(client->address);
     free(client);
     grpc_shutdown();
 }

@@ -397,7 +397,6 @@ ss_status *link_pack_header(const ss_link_msg *m, const link_handshake *hs,
         break;
     case SS_LINK_PREDICT:
         h.predict.request_id = m->request_id;
-        h.predict.subgraph = m->subgraph;
         h.predict.return_result = m->return_result;
         h.predict.share_inputs = m->share_inputs;
         h.predict.quiet = m->quiet;
@@ -651,7 +650,6 @@ static ss_status *unpack_fields(const link_prefix *p, const any_header *h,
         return NULL;
     case SS_LINK_PREDICT:
         m->request_id = h->predict.request_id;
-        m->subgraph = h->predict.subgraph;
         m->return_result = h->predict.return_result;
         m->share_inputs = h->predict.share_inputs;
         m->quiet = h->predict.quiet;

@@ -271,6 +271,30 @@ uint64_t ss_metric_count(const ss_metric_series *s)
     return s ? atomic_load_explicit(&((ss_metric_series *)s)->count, memory_order_relaxed) : 0;
 }
 
+int ss_metrics_visit(ss_metrics *m, const char *name, const char *const *match,
+                     ss_metrics_visit_fn fn, void *ctx)
+{
+    if (!m) return 0;
+    pthread_mutex_lock(&m->mu);
+    ss_metric_family *f = m->families;
+    while (f && strcmp(f->name, name) != 0)
+        f = f->next;
+    pthread_mutex_unlock(&m->mu);
+    if (!f) return 0;
+    int visited = 0;
+    pthread_mutex_lock(&series_mu);
+    for (ss_metric_series *s = f->series; s; s = s->next) {
+        bool same = true;
+        for (int i = 0; same && match && i < f->n_labels; i++)
+            same = !match[i] || !strcmp(s->values[i], match[i]);
+        if (!same) continue;
+        fn(ctx, (const char *const *)s->values, s);
+        visited++;
+    }
+    pthread_mutex_unlock(&series_mu);
+    return visited;
+}
+
 void ss_metrics_add_collector(ss_metrics *m, ss_metrics_collect_fn fn, void *ctx)
 {
     collector *c = m ? calloc(1, sizeof *c) : NULL;

@@ -11,7 +11,11 @@
  * kernel does not implement, naming the attribute. Input *values* are normally unknown at plan
  * time (in[i]->data == NULL); an op whose output shape depends on an input's value (Reshape's
  * shape, Slice's starts...) asks for it with ss_kctx_value(), which succeeds for constants,
- * folded values and graph inputs (the plan then depends on that input's value). infer may keep
+ * folded values and graph inputs (the plan then depends on that input's value), and for values
+ * computed at run time once a run has computed them: until then infer fails UNSUPPORTED (as
+ * ss_op_plan_value does) and the planner stops there and plans the rest when the value is known
+ * (session.c). An op whose output shape depends on values it computes itself (NonZero) is
+ * SS_OPF_DYNAMIC_SHAPE instead. infer may keep
  * per-plan state in k->state: ONE malloc'd block (calloc is fine), which the runtime releases
  * with a single free(), so scratch buffers go into the same block after the struct, never in
  * separate allocations hanging off it (ops/common.h: ss_op_state_alloc).
@@ -38,6 +42,15 @@ enum {
      * aside), so the op can run on any slice of its inputs: the shard tool keeps it on split
      * tensors (ss_runtime_op_elementwise) */
     SS_OPF_ELEMENTWISE = 8,
+    /* an output's shape depends on input values (NonZero, Unique, NonMaxSuppression...): infer
+     * sets an upper bound of each output's shape, which sizes its buffer; run writes the actual
+     * shape (ss_op_set_shape, never above the bound). When it differs from what the plan assumed,
+     * the session re-plans the nodes after this one for it and carries on (session.c: dyn_*) */
+    SS_OPF_DYNAMIC_SHAPE = 16,
+    /* may compute string outputs at run time: their bytes live in the op's state (so such an
+     * output is never folded into an owned tensor, whose free would release them); the one kind
+     * of run that may allocate, when strings outgrow what infer could size */
+    SS_OPF_STRING_OUT = 32,
 };
 
 typedef struct ss_kctx ss_kctx;
@@ -73,6 +86,11 @@ struct ss_kctx {
  * may still have data == NULL when infer runs outside planning (k->plan == NULL: then it is the
  * bare input): check data too, unless the tensor is empty (ops/common.h: ss_op_plan_value). */
 const ss_tensor *ss_kctx_value(ss_kctx *k, int i);
+/* As ss_kctx_value, for a value the output shape cannot be inferred without (Range's limit, a
+ * Slice start): a value computed from graph inputs is also folded at plan time, and the plan then
+ * depends on those inputs' values (re-planned when they change). Never use it for a value that
+ * is merely nice to know (a weight to pre-pack): that would fold the model into its inputs. */
+const ss_tensor *ss_kctx_value_needed(ss_kctx *k, int i);
 
 /* Input i is a constant whose bytes are a read-only file mapping (external data) and the op now
  * keeps its own copy (packed weights): return the mapping's pages to the kernel, so the copy
@@ -110,17 +128,28 @@ typedef struct {
 void ss_name_list_free(ss_name_list *l);
 /* The outer-scope names read by the node's subgraphs (nested ones included), first use first. */
 ss_status *ss_subgraph_outer_names(const ss_onnx_node *nd, ss_name_list *out);
-/* A session for subgraph g (attribute `attr` of k's node) whose graph inputs are the outer names
- * with descs' dtypes, planned for descs (shapes; data where known at plan time). */
+/* A session for subgraph g (attribute `attr` of k's node) whose graph inputs are g's declared
+ * inputs (a loop body's) followed by the outer names, with descs' dtypes, planned for descs
+ * (shapes; data where known at plan time). descs holds g->n_input + outer->n entries. */
 ss_status *ss_subgraph_session(ss_kctx *k, const Onnx__GraphProto *g, const char *attr,
                                const ss_name_list *outer, const ss_tensor *descs, ss_session **out);
 /* Plans s for these inputs, replacing its plan: an input with data is a constant of the plan
- * (folded like an initializer; its bytes must outlive the plan), one without is known by shape. */
-ss_status *ss_session_plan_values(ss_session *s, const ss_tensor *inputs);
+ * (folded like an initializer; its bytes must outlive the plan), one without is known by shape.
+ * The first n_varying inputs are never constants: their data (if any) only serves shape
+ * inference, which then records that the plan depends on it (a loop body's iteration number). */
+ss_status *ss_session_plan_values(ss_session *s, const ss_tensor *inputs, int n_varying);
+
+/* Rewrites PyTorch's list-append-in-a-Loop pattern (SequenceEmpty, SequenceInsert, then
+ * ConcatFromSequence stacking) into a Loop scan output, in place, before a session is built
+ * (seqloop.c). Other sequence uses are left alone. */
+void ss_seqloop_rewrite(ss_onnx_model *m);
 
 /* Error helpers that name the node and op. */
 ss_status *ss_op_err(const ss_kctx *k, ss_code code, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
+
+/* run of an SS_OPF_DYNAMIC_SHAPE op: output j's actual shape (numel within infer's bound). */
+void ss_op_set_shape(ss_kctx *k, int j, int ndim, const int64_t *dims);
 
 /* Common infer helpers. */
 ss_status *ss_op_expect_inputs(const ss_kctx *k, int min, int max);
@@ -149,6 +178,19 @@ extern const ss_op_def ss_ops_conv[];      /* Conv ConvTranspose Max/AveragePool
 extern const ss_op_def ss_ops_collective[]; /* ai.shardserve AllReduce AllGather Send Recv ... */
 extern const ss_op_def ss_ops_control[];    /* If */
 extern const ss_op_def ss_ops_resize[];     /* Resize Upsample */
+extern const ss_op_def ss_ops_misc[];       /* Dropout CumSum Shrink ReverseSequence Det */
+extern const ss_op_def ss_ops_rnn[];        /* RNN GRU LSTM */
+extern const ss_op_def ss_ops_einsum[];     /* Einsum */
+extern const ss_op_def ss_ops_loop[];       /* Loop Scan */
+extern const ss_op_def ss_ops_signal[];     /* windows, DFT, STFT, MelWeightMatrix */
+extern const ss_op_def ss_ops_select[];     /* NonZero Unique Compress TopK NonMaxSuppression */
+extern const ss_op_def ss_ops_scatter[];    /* ScatterElements Scatter ScatterND GatherND */
+extern const ss_op_def ss_ops_sample[];     /* GridSample RoiAlign MaxUnpool */
+extern const ss_op_def ss_ops_extra[];      /* TfIdfVectorizer */
+extern const ss_op_def ss_ops_strings[];    /* StringNormalizer */
+extern const ss_op_def ss_ops_train[];      /* ai.onnx.preview.training Adagrad Momentum */
+#define SS_DOMAIN_TRAINING "ai.onnx.preview.training"
+extern const ss_op_def ss_ops_quant[]; /* Quantize/DequantizeLinear MatMulInteger QLinearMatMul */
 
 const ss_op_def *ss_op_find(const char *domain, const char *type, int64_t opset);
 /* The opset range this runtime serves at all for a domain ("" or ai.shardserve). */

@@ -8,11 +8,26 @@
 #include <stdio.h>
 #include <string.h>
 
+/* One family a line below the first block, so branches that add families merge cleanly. */
+// clang-format off
 static const ss_op_def *const families[] = {
     ss_ops_matmul,     ss_ops_elementwise, ss_ops_logic,  ss_ops_cast,      ss_ops_shape,
     ss_ops_movement,   ss_ops_generate,    ss_ops_reduce, ss_ops_normalize, ss_ops_conv,
     ss_ops_collective, ss_ops_control,     ss_ops_resize,
+    ss_ops_misc,   // Dropout CumSum Shrink ReverseSequence Det
+    ss_ops_signal, // windows DFT STFT MelWeightMatrix
+    ss_ops_rnn,    // RNN GRU LSTM
+    ss_ops_einsum, // Einsum
+    ss_ops_loop,   // Loop Scan
+    ss_ops_quant,
+    ss_ops_select,
+    ss_ops_scatter,
+    ss_ops_sample,
+    ss_ops_extra,
+    ss_ops_strings,
+    ss_ops_train,
 };
+// clang-format on
 
 static bool is_default_domain(const char *d)
 {
@@ -37,7 +52,8 @@ const ss_op_def *ss_op_find(const char *domain, const char *type, int64_t opset)
 
 bool ss_op_domain_known(const char *domain)
 {
-    return is_default_domain(domain) || strcmp(domain, SS_DOMAIN_COLLECTIVE) == 0;
+    return is_default_domain(domain) || strcmp(domain, SS_DOMAIN_COLLECTIVE) == 0 ||
+           strcmp(domain, SS_DOMAIN_TRAINING) == 0;
 }
 
 bool ss_runtime_op_elementwise(const char *domain, const char *op_type, int64_t opset)

@@ -14,6 +14,20 @@
  *
  * Run: bind the caller's input buffers (no copy), call the exec nodes' kernels. A change of any
  * input shape, or of the value of an input that shape inference read, re-plans first.
+ *
+ * Data-dependent shapes (SS_OPF_DYNAMIC_SHAPE: NonZero, Unique...): the plan sizes such an
+ * output's buffer for infer's upper bound but gives consumers the shape the session last saw
+ * (s->dyn; the bound the first time). When the kernel reports another shape, the session records
+ * it, builds a new plan, copies the values computed so far into it and resumes after that node
+ * (dyn_replan). Plans without such ops never take this path.
+ *
+ * Values computed at run time that shape inference needs (Range's limit, Reshape's shape from a
+ * Shape -> Gather -> Concat chain over data...): when infer fails because such a value is not
+ * known yet (ss_kctx_value returned NULL for it), the plan ends at that node (p->partial). The
+ * run executes that prefix, records the value once its producer has run (s->seen) and re-plans
+ * with the recorded value answering ss_kctx_value, resuming as above. A plan that read a recorded
+ * value checks it after its producer runs on every later request (p->watch) and re-plans only
+ * when it changed, so a model whose computed shapes stay the same plans once.
  */
 #include "op.h"
 
@@ -63,8 +77,14 @@ struct ss_plan {
     unsigned char *value_dep; /* per graph input: shape inference read its value */
     ss_tensor *dep_values;    /* copies of those values */
     int n_input_aliases;
-    int *input_aliases;   /* values whose bytes come from a graph input */
-    ss_tensor *out_views; /* what the caller sees: refreshed after every run */
+    int *input_aliases;    /* values whose bytes come from a graph input */
+    size_t *dyn_slot;      /* per value: bytes of a data-dependent output's buffer (its bound) */
+    unsigned char *watch;  /* per value: infer read its recorded run-time value (s->seen) */
+    unsigned char *check;  /* per node: after it runs, check dyn shapes or watched values */
+    int *wanted, n_wanted; /* computed values asked for by the node being inferred */
+    bool partial;          /* planned up to a node that needs a value not computed yet */
+    int stop_node;         /* partial: that node */
+    ss_tensor *out_views;  /* what the caller sees: refreshed after every run */
 };
 
 struct ss_session {
@@ -81,6 +101,14 @@ struct ss_session {
     int n_plans;
     ss_packed *packed;     /* packed weights kept across plans (op.h) */
     bool data_is_constant; /* planning a subgraph: inputs given with data are outer constants */
+    int n_varying; /* ... except the first n_varying (a loop body's own inputs), which change */
+    /* per value: the shape plans assume for a data-dependent output (SS_OPF_DYNAMIC_SHAPE) */
+    struct dyn_shape {
+        bool set;
+        int ndim;
+        int64_t dims[SS_MAX_DIMS];
+    } * dyn;
+    ss_tensor *seen; /* per value: a computed value shape inference read (dtype 0: none) */
     /* name -> value id hash table (open addressing) */
     int hash_cap;
     int *hash;
@@ -327,7 +355,60 @@ static void plan_free(struct ss_plan *p)
     free(p->arena);
     free(p->input_aliases);
     free(p->out_views);
+    free(p->dyn_slot);
+    free(p->watch);
+    free(p->check);
+    free(p->wanted);
     free(p);
+}
+
+static ss_status *fold_node(struct ss_plan *p, int ni, ss_kctx *k);
+
+/* Makes value id known at plan time if it is computed from constants and graph inputs whose
+ * values the plan is being made for (a Range limit or Slice start derived from an input): the
+ * inputs it reaches are copied into the plan and the plan depends on their values (re-planned
+ * when they change), and the nodes on the way are folded and leave the exec list. */
+static bool plan_resolve(struct ss_plan *p, int id, int depth)
+{
+    if (p->known[id]) return true;
+    const value_def *vd = &p->s->values[id];
+    if (vd->kind == V_INPUT) {
+        const ss_tensor *t = &p->inputs[vd->input_index];
+        if (!t->data && ss_tensor_numel(t) > 0) return false;
+        if (ss_tensor_copy(&p->owned[id], t)) return false;
+        p->vals[id].data = p->owned[id].data;
+        p->value_dep[vd->input_index] = 1;
+        p->known[id] = 1;
+        return true;
+    }
+    int ni = vd->producer;
+    if (vd->kind != V_NODE || ni < 0 || depth > 64) return false;
+    const node_def *d = &p->s->nodes[ni];
+    if (d->op->flags & SS_OPF_NO_FOLD) return false;
+    for (int j = 0; j < d->n_in; j++)
+        if (d->in_ids[j] >= 0 && !plan_resolve(p, d->in_ids[j], depth + 1)) return false;
+    int at = 0; /* found after the inputs: resolving them removes nodes from the list */
+    while (at < p->n_exec && p->exec[at] != ni)
+        at++;
+    if (at == p->n_exec) return false;
+    ss_status *st = fold_node(p, ni, &p->kctx[ni]);
+    if (st) {
+        ss_status_free(st);
+        return false;
+    }
+    memmove(p->exec + at, p->exec + at + 1, sizeof(int) * (size_t)(p->n_exec - at - 1));
+    p->n_exec--;
+    return true;
+}
+
+/* The recorded run-time value of computed value id, if it still fits the plan's dtype and shape. */
+static const ss_tensor *seen_value(const struct ss_plan *p, int id)
+{
+    const ss_tensor *r = p->s->seen ? &p->s->seen[id] : NULL, *v = &p->vals[id];
+    if (r && r->dtype != SS_DT_UNDEFINED && r->dtype == v->dtype &&
+        ss_shape_equal(r->ndim, r->dims, v->ndim, v->dims))
+        return r;
+    return NULL;
 }
 
 const ss_tensor *ss_kctx_value(ss_kctx *k, int i)
@@ -342,7 +423,17 @@ const ss_tensor *ss_kctx_value(ss_kctx *k, int i)
         p->value_dep[vd->input_index] = 1;
         return &p->inputs[vd->input_index];
     }
-    return NULL;
+    if (vd->kind != V_NODE) return NULL;
+    if (p->n_wanted < p->s->n_values) p->wanted[p->n_wanted++] = id;
+    return seen_value(p, id);
+}
+
+const ss_tensor *ss_kctx_value_needed(ss_kctx *k, int i)
+{
+    const ss_tensor *v = ss_kctx_value(k, i);
+    struct ss_plan *p = k->plan;
+    if (v || !p || !p->inputs) return v;
+    return plan_resolve(p, k->in_ids[i], 0) ? &p->vals[k->in_ids[i]] : NULL;
 }
 
 const ss_onnx_model *ss_kctx_model(const ss_kctx *k)
@@ -483,6 +574,52 @@ static ss_status *fold_node(struct ss_plan *p, int ni, ss_kctx *k)
     return NULL;
 }
 
+/* A data-dependent output keeps its bound's bytes (p->dyn_slot, which sizes its arena slot) but
+ * consumers are planned for the shape last seen, when it fits in the bound. */
+static ss_status *dyn_assume(struct ss_plan *p, const node_def *d)
+{
+    ss_session *s = p->s;
+    if (!s->dyn && !(s->dyn = calloc((size_t)s->n_values + 1, sizeof *s->dyn)))
+        return ss_errf(SS_ERR_NOMEM, "out of memory");
+    for (int j = 0; j < d->n_out; j++) {
+        int v = d->out_ids[j];
+        if (v < 0) continue;
+        ss_tensor *o = &p->vals[v];
+        struct dyn_shape *a = &s->dyn[v];
+        p->dyn_slot[v] = o->nbytes;
+        if (a->set && a->ndim == o->ndim &&
+            ss_shape_numel(a->ndim, a->dims) <= ss_shape_numel(o->ndim, o->dims)) {
+            memcpy(o->dims, a->dims, sizeof(int64_t) * (size_t)a->ndim);
+            o->nbytes = (size_t)ss_tensor_numel(o) * ss_dtype_size(o->dtype);
+        }
+        *a = (struct dyn_shape){.set = true, .ndim = o->ndim};
+        memcpy(a->dims, o->dims, sizeof a->dims);
+    }
+    return NULL;
+}
+
+/* The computed values node d asked for while inferring (st is infer's result). After a success
+ * those it read from s->seen are watched. After an UNSUPPORTED failure with one of them not
+ * recorded, the plan ends here (p->partial; planning stops without error) and all of them are
+ * watched, so the run records them and plans again. */
+static ss_status *watch_wanted(struct ss_plan *p, const node_def *d, ss_status *st)
+{
+    bool missing = false;
+    for (int i = 0; i < p->n_wanted; i++) {
+        bool have = seen_value(p, p->wanted[i]) != NULL;
+        missing = missing || !have;
+        if (have) p->watch[p->wanted[i]] = 1;
+    }
+    if (!st || st->code != SS_ERR_UNSUPPORTED || !missing) return st;
+    for (int i = 0; i < p->n_wanted; i++)
+        p->watch[p->wanted[i]] = 1;
+    SS_DEBUG("the plan stops before node '%s' until a computed value is known (%s)", d->name,
+             st->msg);
+    ss_status_free(st);
+    p->partial = true;
+    return NULL;
+}
+
 static ss_status *infer_node(struct ss_plan *p, int ni, ss_tensor **ptrs)
 {
     ss_session *s = p->s;
@@ -511,9 +648,11 @@ static ss_status *infer_node(struct ss_plan *p, int ni, ss_tensor **ptrs)
         k->out[j] = v >= 0 ? &p->vals[v] : NULL;
         if (v >= 0) memset(&p->vals[v], 0, sizeof p->vals[v]);
     }
-    ss_status *st = d->op->infer(k);
+    p->n_wanted = 0;
+    ss_status *st = watch_wanted(p, d, d->op->infer(k));
     p->state[ni] = k->state;
-    if (st) return st;
+    if (p->partial) p->stop_node = ni;
+    if (st || p->partial) return st;
     for (int j = 0; j < d->n_out; j++) {
         ss_tensor *o = k->out[j];
         if (!o) continue;
@@ -523,14 +662,18 @@ static ss_status *infer_node(struct ss_plan *p, int ni, ss_tensor **ptrs)
             return ss_op_err(k, SS_ERR_INTERNAL, "inferred an invalid output %d", j);
         o->nbytes = (size_t)numel * es;
     }
-    bool foldable =
-        !(d->op->flags & SS_OPF_NO_FOLD) && (all_known || (d->op->flags & SS_OPF_SHAPE_ONLY));
-    if (foldable) return fold_node(p, ni, k);
+    bool strings_out = false;
     for (int j = 0; j < d->n_out; j++)
-        if (k->out[j] && k->out[j]->dtype == SS_DT_STRING)
-            return ss_op_err(k, SS_ERR_UNSUPPORTED,
-                             "string tensors computed at run time are not "
-                             "supported");
+        strings_out = strings_out || (k->out[j] && k->out[j]->dtype == SS_DT_STRING);
+    bool string_op = strings_out && (d->op->flags & SS_OPF_STRING_OUT);
+    bool foldable = !(d->op->flags & SS_OPF_NO_FOLD) && !string_op &&
+                    (all_known || (d->op->flags & SS_OPF_SHAPE_ONLY));
+    if (foldable) return fold_node(p, ni, k);
+    if ((d->op->flags & SS_OPF_DYNAMIC_SHAPE) && (st = dyn_assume(p, d))) return st;
+    if (strings_out && !string_op)
+        return ss_op_err(k, SS_ERR_UNSUPPORTED,
+                         "string tensors computed at run time are not "
+                         "supported");
     p->exec[p->n_exec++] = ni;
     return NULL;
 }
@@ -572,6 +715,9 @@ static ss_status *layout_arena(struct ss_plan *p)
     }
     for (int i = 0; i < s->n_outputs; i++)
         last[s->output_ids[i]] = p->n_exec;
+    /* a partial plan does not know the later readers: what it computes lives to its end */
+    for (int v = 0; p->partial && v < nv; v++)
+        if (first[v] >= 0) last[v] = p->n_exec;
     /* An alias keeps its root alive. Aliases come after their roots, so one backward pass. */
     for (int v = nv - 1; v >= 0; v--)
         if (p->root[v] != v && last[v] > last[p->root[v]]) last[p->root[v]] = last[v];
@@ -585,7 +731,8 @@ static ss_status *layout_arena(struct ss_plan *p)
             continue;
         }
         if (r != v || first[v] < 0) continue;
-        size_t sz = (p->vals[v].nbytes + ARENA_ALIGN - 1) / ARENA_ALIGN * ARENA_ALIGN;
+        size_t bytes = p->vals[v].nbytes > p->dyn_slot[v] ? p->vals[v].nbytes : p->dyn_slot[v];
+        size_t sz = (bytes + ARENA_ALIGN - 1) / ARENA_ALIGN * ARENA_ALIGN;
         items[n++] = (arena_item){v, first[v], last[v], sz, 0};
         p->naive_bytes += sz;
     }
@@ -678,9 +825,14 @@ static ss_status *plan_build(ss_session *s, const ss_tensor *inputs, struct ss_p
     p->value_dep = calloc((size_t)s->n_inputs + 1, 1);
     p->dep_values = calloc((size_t)s->n_inputs + 1, sizeof(ss_tensor));
     p->out_views = calloc((size_t)s->n_outputs + 1, sizeof(ss_tensor));
+    p->dyn_slot = calloc((size_t)nv + 1, sizeof(size_t));
+    p->watch = calloc((size_t)nv + 1, 1);
+    p->check = calloc((size_t)nn + 1, 1);
+    p->wanted = calloc((size_t)nv + 1, sizeof(int));
     ss_status *st = NULL;
     if (!p->vals || !p->known || !p->owned || !p->root || !p->state || !p->kctx || !p->ptrs ||
-        !p->exec || !p->value_dep || !p->dep_values || !p->out_views)
+        !p->exec || !p->value_dep || !p->dep_values || !p->out_views || !p->dyn_slot || !p->watch ||
+        !p->check || !p->wanted)
         st = ss_errf(SS_ERR_NOMEM, "out of memory");
     p->inputs = inputs;
     for (int v = 0; !st && v < nv; v++) {
@@ -690,7 +842,8 @@ static ss_status *plan_build(ss_session *s, const ss_tensor *inputs, struct ss_p
             p->vals[v].storage = SS_STORE_BORROWED;
             p->known[v] = 1;
             p->const_bytes += vd->init->nbytes;
-        } else if (vd->kind == V_INPUT && s->data_is_constant && inputs[vd->input_index].data) {
+        } else if (vd->kind == V_INPUT && s->data_is_constant && vd->input_index >= s->n_varying &&
+                   inputs[vd->input_index].data) {
             p->vals[v] = inputs[vd->input_index]; /* outlives this plan (the outer plan owns it) */
             p->vals[v].storage = SS_STORE_BORROWED;
             p->known[v] = 1;
@@ -704,10 +857,14 @@ static ss_status *plan_build(ss_session *s, const ss_tensor *inputs, struct ss_p
         }
     }
     size_t off = 0;
-    for (int i = 0; !st && i < nn; i++) {
+    for (int i = 0; !st && !p->partial && i < nn; i++) {
         st = infer_node(p, i, p->ptrs + off);
         off += (size_t)(s->nodes[i].n_in + s->nodes[i].n_out);
     }
+    for (int i = 0; !st && i < nn; i++) /* what a run checks after each node */
+        p->check[i] = (s->nodes[i].op->flags & SS_OPF_DYNAMIC_SHAPE) != 0;
+    for (int v = 0; !st && v < nv; v++)
+        if (p->watch[v] && s->values[v].producer >= 0) p->check[s->values[v].producer] = 1;
     if (!st) st = layout_arena(p);
     for (int i = 0; !st && i < s->n_inputs; i++)
         if (p->value_dep[i]) st = ss_tensor_copy(&p->dep_values[i], &inputs[i]);
@@ -723,14 +880,26 @@ static ss_status *plan_build(ss_session *s, const ss_tensor *inputs, struct ss_p
     return NULL;
 }
 
-ss_status *ss_session_plan_values(ss_session *s, const ss_tensor *inputs)
+/* Callers that read every value's shape (the shard tool, If's branches) need a plan that does
+ * not stop early at a shape computed at run time. */
+static ss_status *plan_complete(const ss_session *s)
+{
+    if (!s->plan->partial) return NULL;
+    return ss_errf(SS_ERR_UNSUPPORTED,
+                   "node '%s': its output shape depends on a value computed at run time",
+                   s->nodes[s->plan->stop_node].name);
+}
+
+ss_status *ss_session_plan_values(ss_session *s, const ss_tensor *inputs, int n_varying)
 {
     plan_free(s->plan);
     s->plan = NULL;
     s->data_is_constant = true;
+    s->n_varying = n_varying;
     ss_status *st = plan_build(s, inputs, &s->plan);
     s->data_is_constant = false;
-    return st;
+    s->n_varying = 0;
+    return st ? st : plan_complete(s);
 }
 
 static bool plan_matches(const struct ss_plan *p, const ss_tensor *inputs)
@@ -802,6 +971,7 @@ ss_status *ss_session_create_from_model(ss_onnx_model *model, const ss_session_o
     s->model = model;
     if (opt) s->opt = *opt;
     if (s->opt.blas_threads > 0) openblas_set_num_threads(s->opt.blas_threads);
+    ss_seqloop_rewrite(model);
     ss_status *st = ss_op_check_model(model);
     if (!st) st = build_values(s);
     if (!st) st = build_nodes(s);
@@ -848,6 +1018,10 @@ void ss_session_free(ss_session *s)
     free(s->input_ids);
     free(s->output_ids);
     ss_onnx_free(s->model);
+    free(s->dyn);
+    for (int v = 0; s->seen && v < s->n_values; v++)
+        ss_tensor_free(&s->seen[v]);
+    free(s->seen);
     free(s);
 }
 
@@ -885,6 +1059,115 @@ void ss_session_get_stats(const ss_session *s, ss_session_stats *out)
     }
 }
 
+/* The caller's input buffers, and values that alias them, into plan p (no copy). */
+static void bind_inputs(struct ss_plan *p, const ss_tensor *inputs)
+{
+    const ss_session *s = p->s;
+    for (int i = 0; i < s->n_inputs; i++) {
+        ss_tensor *v = &p->vals[s->input_ids[i]];
+        v->data = inputs[i].data;
+        v->nbytes = inputs[i].nbytes;
+    }
+    for (int i = 0; i < p->n_input_aliases; i++) {
+        int v = p->input_aliases[i];
+        p->vals[v].data = p->vals[p->root[v]].data;
+    }
+}
+
+/* Did data-dependent node d produce the shapes its plan assumed? Records those it did not. */
+static bool dyn_as_assumed(ss_session *s, const node_def *d, const struct ss_plan *p)
+{
+    bool same = true;
+    for (int j = 0; j < d->n_out; j++) {
+        int v = d->out_ids[j];
+        if (v < 0) continue;
+        const ss_tensor *o = &p->vals[v];
+        struct dyn_shape *a = &s->dyn[v];
+        if (ss_shape_equal(o->ndim, o->dims, a->ndim, a->dims)) continue;
+        same = false;
+        a->ndim = o->ndim;
+        memcpy(a->dims, o->dims, sizeof a->dims);
+    }
+    return same;
+}
+
+/* Records computed value v of plan p unless s->seen holds it already; *changed if it did not. */
+static ss_status *record_seen(ss_session *s, const struct ss_plan *p, int v, bool *changed)
+{
+    if (!s->seen && !(s->seen = calloc((size_t)s->n_values + 1, sizeof *s->seen)))
+        return ss_errf(SS_ERR_NOMEM, "out of memory");
+    const ss_tensor *o = &p->vals[v], *r = seen_value(p, v);
+    if (r && r->nbytes == o->nbytes && (!o->nbytes || !memcmp(r->data, o->data, o->nbytes)))
+        return NULL;
+    *changed = true;
+    ss_tensor_free(&s->seen[v]);
+    return ss_tensor_copy(&s->seen[v], o);
+}
+
+/* A new plan for the shapes and values recorded so far, with the values computed by every node
+ * up to ni copied into it from the current one (their shapes are the same in both). When the new
+ * plan reads a value computed before ni that is not recorded yet, it is recorded and the plan
+ * made again. */
+static ss_status *replan_copy(ss_session *s, const ss_tensor *inputs, int ni)
+{
+    bool again = true;
+    ss_status *st = NULL;
+    for (int round = 0; again && !st && round <= s->n_values; round++) {
+        struct ss_plan *old = s->plan, *q = NULL;
+        if ((st = plan_build(s, inputs, &q))) return st;
+        bind_inputs(q, inputs);
+        for (int v = 0; v < s->n_values; v++) {
+            const value_def *vd = &s->values[v];
+            if (q->known[v] || q->root[v] != v || vd->kind != V_NODE || vd->producer > ni) continue;
+            size_t n =
+                q->vals[v].nbytes < old->vals[v].nbytes ? q->vals[v].nbytes : old->vals[v].nbytes;
+            if (n && q->vals[v].data && old->vals[v].data)
+                memcpy(q->vals[v].data, old->vals[v].data, n);
+        }
+        plan_free(old);
+        s->plan = q;
+        again = false;
+        for (int v = 0; v < s->n_values && !st; v++)
+            if (q->watch[v] && s->values[v].producer <= ni) st = record_seen(s, q, v, &again);
+    }
+    return st;
+}
+
+/* Node ni (exec position *e) produced shapes its plan did not assume: a new plan for them, the
+ * values computed so far (by every node up to ni; their shapes are the same in both plans)
+ * copied into it, and *e moved to ni's position there, so the run resumes after ni. */
+static ss_status *dyn_replan(ss_session *s, const ss_tensor *inputs, int ni, int *e)
+{
+    ss_status *st = replan_copy(s, inputs, ni);
+    if (st) return st;
+    struct ss_plan *q = s->plan;
+    for (*e = 0; *e < q->n_exec && q->exec[*e] != ni; (*e)++) {
+    }
+    if (*e == q->n_exec)
+        return ss_errf(SS_ERR_INTERNAL, "node '%s' is missing from its re-plan", s->nodes[ni].name);
+    /* copied strings pointed into the old plan's op states: compute them again in this one */
+    for (int f = 0; f <= *e && f < q->n_exec && !st; f++) {
+        const node_def *d = &s->nodes[q->exec[f]];
+        if (d->op->flags & SS_OPF_STRING_OUT) st = d->op->run(&q->kctx[q->exec[f]]);
+    }
+    return st;
+}
+
+/* After node ni (exec position *e) ran: a data-dependent shape or a watched value other than
+ * the plan assumed (or a partial plan's value now known) re-plans and resumes (dyn_replan). */
+static ss_status *check_after_run(ss_session *s, const ss_tensor *inputs, int ni, int *e)
+{
+    const node_def *d = &s->nodes[ni];
+    bool same = !(d->op->flags & SS_OPF_DYNAMIC_SHAPE) || dyn_as_assumed(s, d, s->plan);
+    bool changed = false;
+    ss_status *st = NULL;
+    for (int j = 0; j < d->n_out && !st; j++)
+        if (d->out_ids[j] >= 0 && s->plan->watch[d->out_ids[j]])
+            st = record_seen(s, s->plan, d->out_ids[j], &changed);
+    if (st || (same && !changed)) return st;
+    return dyn_replan(s, inputs, ni, e);
+}
+
 ss_status *ss_session_run(ss_session *s, const ss_tensor *inputs, int n_inputs,
                           const ss_tensor **outputs)
 {
@@ -902,23 +1185,19 @@ ss_status *ss_session_run(ss_session *s, const ss_tensor *inputs, int n_inputs,
         ss_status *st = plan_build(s, inputs, &s->plan);
         if (st) return st;
     }
-    struct ss_plan *p = s->plan;
-    for (int i = 0; i < n_inputs; i++) {
-        ss_tensor *v = &p->vals[s->input_ids[i]];
-        v->data = inputs[i].data;
-        v->nbytes = inputs[i].nbytes;
-    }
-    for (int i = 0; i < p->n_input_aliases; i++) {
-        int v = p->input_aliases[i];
-        p->vals[v].data = p->vals[p->root[v]].data;
-    }
-    for (int e = 0; e < p->n_exec; e++) {
-        int ni = p->exec[e];
+    bind_inputs(s->plan, inputs);
+    for (int e = 0; e < s->plan->n_exec; e++) {
+        int ni = s->plan->exec[e];
         const node_def *d = &s->nodes[ni];
-        if (d->op->flags & SS_OPF_ALIAS) continue;
-        ss_status *st = d->op->run(&p->kctx[ni]);
+        ss_status *st = (d->op->flags & SS_OPF_ALIAS) ? NULL : d->op->run(&s->plan->kctx[ni]);
+        if (!st && s->plan->check[ni]) st = check_after_run(s, inputs, ni, &e);
         if (st) return st;
     }
+    if (s->plan->partial)
+        return ss_errf(SS_ERR_UNSUPPORTED,
+                       "node '%s' needs a value computed at run time that no earlier node computes",
+                       s->nodes[s->plan->stop_node].name);
+    struct ss_plan *p = s->plan;
     for (int i = 0; i < s->n_outputs; i++)
         p->out_views[i] = p->vals[s->output_ids[i]];
     *outputs = p->out_views;
@@ -942,6 +1221,7 @@ ss_status *ss_session_plan_shapes(ss_session *s, const ss_tensor *descs, int n_i
         s->plan = NULL;
         st = plan_build(s, ins, &s->plan);
     }
+    if (!st) st = plan_complete(s);
     for (int i = 0; i < n_inputs; i++)
         ss_tensor_free(&ins[i]);
     free(ins);

@@ -1,5 +1,5 @@
 /*
- * Subgraphs (If branches, later Loop/Scan bodies): the outer-scope names a node's subgraphs
+ * Subgraphs (If branches, Loop and Scan bodies): the outer-scope names a node's subgraphs
  * read, and sessions built from a subgraph.
  *
  * A subgraph may read any value of the graphs around it by name. The session treats those
@@ -95,34 +95,52 @@ ss_status *ss_subgraph_outer_names(const ss_onnx_node *nd, ss_name_list *out)
 }
 
 /* The subgraph as a model of its own: its nodes and initializers, the parent's opsets, and one
- * graph input per outer name (dtype of the outer value, any shape). Packed and parsed again so
- * the new model owns all its memory. */
+ * graph input per declared input and outer name (dtype from descs, any shape: a body's declared
+ * types may be left out). Packed and parsed again so the new model owns all its memory. */
+/* A tensor value info named `name` of dtype dt (0: left to shape inference), any shape. */
+static void tensor_info(Onnx__ValueInfoProto *vi, Onnx__TypeProto *type,
+                        Onnx__TypeProto__Tensor *tt, char *name, ss_dtype dt)
+{
+    onnx__type_proto__tensor__init(tt);
+    tt->has_elem_type = 1;
+    tt->elem_type = (int32_t)dt;
+    onnx__type_proto__init(type);
+    type->value_case = ONNX__TYPE_PROTO__VALUE_TENSOR_TYPE;
+    type->tensor_type = tt;
+    onnx__value_info_proto__init(vi);
+    vi->name = name;
+    vi->type = type;
+}
+
 static ss_status *subgraph_model(const ss_onnx_model *parent, const Onnx__GraphProto *g,
                                  const ss_name_list *outer, const ss_tensor *descs,
                                  const char *what, ss_onnx_model **out)
 {
-    int n = outer->n;
-    Onnx__ValueInfoProto *vis = calloc((size_t)n + 1, sizeof *vis);
-    Onnx__ValueInfoProto **vptrs = calloc((size_t)n + 1, sizeof *vptrs);
-    Onnx__TypeProto *types = calloc((size_t)n + 1, sizeof *types);
-    Onnx__TypeProto__Tensor *tts = calloc((size_t)n + 1, sizeof *tts);
+    int n_decl = (int)g->n_input, n = n_decl + outer->n, n_all = n + (int)g->n_output;
+    Onnx__ValueInfoProto *vis = calloc((size_t)n_all + 1, sizeof *vis);
+    Onnx__ValueInfoProto **vptrs = calloc((size_t)n_all + 1, sizeof *vptrs);
+    Onnx__TypeProto *types = calloc((size_t)n_all + 1, sizeof *types);
+    Onnx__TypeProto__Tensor *tts = calloc((size_t)n_all + 1, sizeof *tts);
     ss_status *st = NULL;
     if (!vis || !vptrs || !types || !tts) st = ss_errf(SS_ERR_NOMEM, "out of memory");
     for (int i = 0; !st && i < n; i++) {
-        onnx__type_proto__tensor__init(&tts[i]);
-        tts[i].has_elem_type = 1;
-        tts[i].elem_type = (int32_t)descs[i].dtype;
-        onnx__type_proto__init(&types[i]);
-        types[i].value_case = ONNX__TYPE_PROTO__VALUE_TENSOR_TYPE;
-        types[i].tensor_type = &tts[i];
-        onnx__value_info_proto__init(&vis[i]);
-        vis[i].name = (char *)outer->names[i];
-        vis[i].type = &types[i];
+        char *name = i < n_decl ? g->input[i]->name : (char *)outer->names[i - n_decl];
+        tensor_info(&vis[i], &types[i], &tts[i], name, descs[i].dtype);
         vptrs[i] = &vis[i];
+    }
+    /* a body may leave its outputs untyped (ONNX allows it in subgraphs): tensors, inferred */
+    for (int i = n; !st && i < n_all; i++) {
+        Onnx__ValueInfoProto *o = g->output[i - n];
+        vptrs[i] = o;
+        if (!o->type || o->type->value_case == ONNX__TYPE_PROTO__VALUE__NOT_SET) {
+            tensor_info(&vis[i], &types[i], &tts[i], o->name, SS_DT_UNDEFINED);
+            vptrs[i] = &vis[i];
+        }
     }
     Onnx__GraphProto graph = *g;
     graph.n_input = (size_t)n;
     graph.input = vptrs;
+    if (!st) graph.output = vptrs + n;
     Onnx__OperatorSetIdProto def;
     Onnx__OperatorSetIdProto *def_ptr = &def;
     Onnx__ModelProto m;
@@ -159,9 +177,6 @@ ss_status *ss_subgraph_session(ss_kctx *k, const Onnx__GraphProto *g, const char
                                const ss_name_list *outer, const ss_tensor *descs, ss_session **out)
 {
     *out = NULL;
-    if (g->n_input)
-        return ss_op_err(k, SS_ERR_INVALID, "subgraph '%s' declares %zu inputs, expects none", attr,
-                         g->n_input);
     const ss_onnx_model *parent = ss_kctx_model(k);
     char what[512];
     snprintf(what, sizeof what, "%s: %s of %s node '%s'", parent ? parent->path : "subgraph", attr,
@@ -172,7 +187,7 @@ ss_status *ss_subgraph_session(ss_kctx *k, const Onnx__GraphProto *g, const char
     ss_session_options opt = {.coll = k->coll};
     ss_session *s = NULL;
     if ((st = ss_session_create_from_model(m, &opt, &s))) return st; /* m is freed */
-    if ((st = ss_session_plan_values(s, descs))) {
+    if ((st = ss_session_plan_values(s, descs, (int)g->n_input))) {
         ss_session_free(s);
         return ss_status_wrap(st, "%s", what);
     }

@@ -5,6 +5,7 @@
  * between the socket buffer and the handler.
  */
 #include "kserve_codec.h"
+#include "kserve_shm.h"
 
 #include <stdarg.h>
 #include <stdint.h>
@@ -81,8 +82,10 @@ void ss_kserve_call_free(ss_kserve_call *call)
     free(call->model);
     ss_serving_signature_free(call->sig);
     free(call->id);
-    for (size_t i = 0; i < call->n_outputs; i++)
+    for (size_t i = 0; i < call->n_outputs; i++) {
         free(call->outputs[i].name);
+        free(call->outputs[i].shm_region);
+    }
     free(call->outputs);
     for (size_t i = 0; i < call->n_owned; i++)
         free(call->owned[i]);
@@ -647,6 +650,10 @@ bool ss_kserve_collect_outputs(ss_kserve_call *call, const ss_predict_reply *rep
             free(outs);
             return false;
         }
+    if (!ss_kserve_shm_write_outputs(call, outs, count, err)) {
+        free(outs);
+        return false;
+    }
     *out = outs;
     *n = count;
     return true;

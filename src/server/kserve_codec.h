@@ -38,7 +38,9 @@ ss_dtype ss_kserve_dtype_parse(const char *name, size_t len);
 
 typedef struct {
     char *name;
-    bool binary; /* REST: return the tensor in the binary extension */
+    bool binary;      /* REST: return the tensor in the binary extension */
+    char *shm_region; /* the shared-memory extension: written there instead (kserve_shm.h) */
+    uint64_t shm_offset, shm_byte_size;
 } ss_kserve_requested;
 
 /* One call's state, from the resolved model to the encoded reply. */
@@ -105,6 +107,7 @@ typedef struct {
     const uint8_t *data;
     size_t nbytes;
     bool binary;
+    const ss_kserve_requested *shm; /* written into this request's region: no data sent */
 } ss_kserve_output;
 
 /* The reply (after ss_predict_reply_finish) as KServe tensors, or an error (failed instances

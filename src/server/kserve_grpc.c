@@ -8,6 +8,9 @@
  */
 #include "kserve_grpc.h"
 
+#include "kserve_repo.h"
+#include "kserve_shm.h"
+#include "kserve_stats.h"
 #include "pb_budget.h"
 
 #include <stdint.h>
@@ -94,17 +97,17 @@ bool ss_kserve_grpc_server_ready(const ss_kserve_grpc_env *env, const uint8_t *b
 bool ss_kserve_grpc_server_metadata(const ss_kserve_grpc_env *env, const uint8_t *buf, size_t len,
                                     uint8_t **out, size_t *out_len, ss_kserve_error *err)
 {
-    (void)env;
     if (over_budget(buf, len, NULL, err)) return false;
     Inference__ServerMetadataRequest *req =
         inference__server_metadata_request__unpack(NULL, len, buf);
     if (!req) return bad_message("ServerMetadataRequest", err);
     inference__server_metadata_request__free_unpacked(req, NULL);
-    static char *extensions[] = {"binary_tensor_data"};
+    static char *extensions[] = {"binary_tensor_data", "statistics", "system_shared_memory",
+                                 "model_repository"};
     Inference__ServerMetadataResponse resp = INFERENCE__SERVER_METADATA_RESPONSE__INIT;
     resp.name = SERVER_NAME;
     resp.version = SERVER_VERSION;
-    resp.n_extensions = 1;
+    resp.n_extensions = env->handler->index ? 4 : 3; /* the last one only with a repository */
     resp.extensions = extensions;
     return pack(&resp.base, out, out_len, err);
 }
@@ -342,6 +345,69 @@ static bool typed_input(ss_kserve_call *call, const input_msg *m, ss_kserve_inpu
     return true;
 }
 
+/* The shared-memory parameters of an input's or requested output's parameters map (the two
+ * map entry types have the same layout). *region NULL when there is none; false with err when
+ * they are malformed. */
+typedef Inference__ModelInferRequest__InferInputTensor__ParametersEntry param_entry_msg;
+static bool shm_params(param_entry_msg *const *params, size_t n, const char *kind,
+                       const char *tensor, const char **region, uint64_t *offset, uint64_t *size,
+                       ss_kserve_error *err)
+{
+    *region = NULL;
+    *offset = *size = 0;
+    bool has_size = false, ok = true;
+    for (size_t k = 0; k < n; k++) {
+        const Inference__InferParameter *v = params[k]->value;
+        const char *key = params[k]->key;
+        int c = v ? (int)v->parameter_choice_case : 0;
+        bool is_int = c == INFERENCE__INFER_PARAMETER__PARAMETER_CHOICE_INT64_PARAM ||
+                      c == INFERENCE__INFER_PARAMETER__PARAMETER_CHOICE_UINT64_PARAM;
+        uint64_t u = !is_int ? 0
+                     : c == INFERENCE__INFER_PARAMETER__PARAMETER_CHOICE_UINT64_PARAM
+                         ? v->uint64_param
+                         : (uint64_t)v->int64_param;
+        bool negative =
+            c == INFERENCE__INFER_PARAMETER__PARAMETER_CHOICE_INT64_PARAM && v->int64_param < 0;
+        if (!strcmp(key, "shared_memory_region")) {
+            ok = ok && c == INFERENCE__INFER_PARAMETER__PARAMETER_CHOICE_STRING_PARAM;
+            if (ok) *region = v->string_param;
+        } else if (!strcmp(key, "shared_memory_byte_size")) {
+            ok = ok && is_int && !negative;
+            *size = u, has_size = true;
+        } else if (!strcmp(key, "shared_memory_offset")) {
+            ok = ok && is_int && !negative;
+            *offset = u;
+        }
+    }
+    if (ok && (!*region || has_size)) return true;
+    ss_kserve_fail(err, 400,
+                   "%s '%s': shared_memory_region wants a string, shared_memory_byte_size and "
+                   "shared_memory_offset byte counts",
+                   kind, tensor);
+    return false;
+}
+
+/* An input given by shared-memory region, if it is one (*done). */
+static bool shm_input(ss_kserve_call *call, const Inference__ModelInferRequest *r, size_t i,
+                      ss_kserve_input *in, bool *done, ss_kserve_error *err)
+{
+    const input_msg *m = r->inputs[i];
+    const char *region;
+    uint64_t offset, size;
+    *done = false;
+    if (!shm_params(m->parameters, m->n_parameters, "input", in->name, &region, &offset, &size,
+                    err))
+        return false;
+    if (!region) return true;
+    *done = true;
+    if (m->contents || (i < r->n_raw_input_contents && r->raw_input_contents[i].len)) {
+        ss_kserve_fail(err, 400, "input '%s' has shared_memory_region and contents besides",
+                       in->name);
+        return false;
+    }
+    return ss_kserve_shm_input(call, in, region, offset, size, err);
+}
+
 static bool decode_input(ss_kserve_call *call, const Inference__ModelInferRequest *r, size_t i,
                          ss_kserve_input *in, ss_kserve_error *err)
 {
@@ -371,6 +437,9 @@ static bool decode_input(ss_kserve_call *call, const Inference__ModelInferReques
         ss_kserve_fail(err, 400, "input '%s': shape is too large", in->name);
         return false;
     }
+    bool by_shm = false;
+    if (!shm_input(call, r, i, in, &by_shm, err)) return false;
+    if (by_shm) return true;
     if (r->n_raw_input_contents) {
         if (m->contents) {
             ss_kserve_fail(err, 400,
@@ -405,11 +474,19 @@ static bool requested_outputs(ss_kserve_call *call, const Inference__ModelInferR
         return false;
     }
     for (size_t i = 0; i < r->n_outputs; i++) {
-        if (!(call->outputs[i].name = strdup(r->outputs[i]->name))) {
+        const Inference__ModelInferRequest__InferRequestedOutputTensor *o = r->outputs[i];
+        if (!(call->outputs[i].name = strdup(o->name))) {
             ss_kserve_fail(err, 500, "out of memory");
             return false;
         }
         call->n_outputs++;
+        const char *region;
+        uint64_t offset, size;
+        /* the requested output's map entries have the input's layout */
+        if (!shm_params((param_entry_msg *const *)o->parameters, o->n_parameters, "output", o->name,
+                        &region, &offset, &size, err) ||
+            (region && !ss_kserve_shm_output(&call->outputs[i], region, offset, size, err)))
+            return false;
     }
     return ss_kserve_check_outputs(call, err);
 }
@@ -556,13 +633,42 @@ static bool typed_output(ss_kserve_call *call, const ss_kserve_output *o,
     return true;
 }
 
+typedef Inference__ModelInferResponse__InferOutputTensor__ParametersEntry out_param_entry;
+
+/* An output written to shared memory: its parameters say where, it carries no data. */
+typedef struct {
+    out_param_entry entries[2];
+    out_param_entry *ptrs[2];
+    Inference__InferParameter values[2];
+} shm_out_params;
+
 typedef struct {
     Inference__ModelInferResponse resp;
     output_msg *msgs;
     output_msg **ptrs;
     Inference__InferTensorContents *contents;
     ProtobufCBinaryData *raw;
+    shm_out_params *shm;
 } reply_msg;
+
+static void shm_output_msg(const ss_kserve_output *o, output_msg *msg, shm_out_params *p)
+{
+    static const char *const keys[] = {"shared_memory_region", "shared_memory_byte_size"};
+    for (int k = 0; k < 2; k++) {
+        inference__model_infer_response__infer_output_tensor__parameters_entry__init(
+            &p->entries[k]);
+        inference__infer_parameter__init(&p->values[k]);
+        p->entries[k].key = (char *)keys[k];
+        p->entries[k].value = &p->values[k];
+        p->ptrs[k] = &p->entries[k];
+    }
+    p->values[0].parameter_choice_case = INFERENCE__INFER_PARAMETER__PARAMETER_CHOICE_STRING_PARAM;
+    p->values[0].string_param = o->shm->shm_region;
+    p->values[1].parameter_choice_case = INFERENCE__INFER_PARAMETER__PARAMETER_CHOICE_INT64_PARAM;
+    p->values[1].int64_param = (int64_t)o->nbytes;
+    msg->parameters = p->ptrs;
+    msg->n_parameters = 2;
+}
 
 static bool build_outputs(ss_kserve_call *call, const ss_kserve_output *outs, size_t n,
                           reply_msg *m, ss_kserve_error *err)
@@ -574,7 +680,8 @@ static bool build_outputs(ss_kserve_call *call, const ss_kserve_output *outs, si
     m->ptrs = calloc(n + 1, sizeof *m->ptrs);
     m->contents = calloc(n + 1, sizeof *m->contents);
     m->raw = calloc(n + 1, sizeof *m->raw);
-    if (!m->msgs || !m->ptrs || !m->contents || !m->raw) {
+    m->shm = calloc(n + 1, sizeof *m->shm);
+    if (!m->msgs || !m->ptrs || !m->contents || !m->raw || !m->shm) {
         ss_kserve_fail(err, 500, "out of memory");
         return false;
     }
@@ -594,7 +701,9 @@ static bool build_outputs(ss_kserve_call *call, const ss_kserve_output *outs, si
         m->msgs[i].shape = (int64_t *)outs[i].dims;
         m->msgs[i].n_shape = (size_t)outs[i].ndim;
         m->ptrs[i] = &m->msgs[i];
-        if (raw) {
+        if (outs[i].shm) {
+            shm_output_msg(&outs[i], &m->msgs[i], &m->shm[i]); /* raw entry stays empty */
+        } else if (raw) {
             m->raw[i].data = (uint8_t *)outs[i].data;
             m->raw[i].len = outs[i].nbytes;
         } else {
@@ -626,6 +735,321 @@ bool ss_kserve_grpc_encode_reply(ss_kserve_call *call, const ss_predict_reply *r
     free(m.ptrs);
     free(m.contents);
     free(m.raw);
+    free(m.shm);
     free(outs);
     return ok;
+}
+
+/* ------------------------------------------------------------------ statistics */
+
+/* One model's statistics message, pointing into `st` and `d` (8 durations). */
+static void model_stats_msg(const ss_kserve_stats *st, Inference__ModelStatistics *m,
+                            Inference__InferStatistics *is, Inference__StatisticDuration *d)
+{
+    Inference__StatisticDuration **slots[] = {
+        &is->success,       &is->fail,           &is->queue,     &is->compute_input,
+        &is->compute_infer, &is->compute_output, &is->cache_hit, &is->cache_miss};
+    const ss_kserve_duration *src[] = {&st->success,       &st->fail, &st->queue, NULL,
+                                       &st->compute_infer, NULL,      NULL,       NULL};
+    inference__infer_statistics__init(is);
+    for (int k = 0; k < 8; k++) {
+        inference__statistic_duration__init(&d[k]);
+        d[k].count = src[k] ? src[k]->count : 0;
+        d[k].ns = src[k] ? src[k]->ns : 0;
+        *slots[k] = &d[k];
+    }
+    inference__model_statistics__init(m);
+    m->name = (char *)st->model;
+    m->version = (char *)st->version;
+    m->inference_count = st->inference_count;
+    m->execution_count = st->execution_count;
+    m->inference_stats = is;
+}
+
+bool ss_kserve_grpc_model_statistics(const ss_kserve_grpc_env *env, const uint8_t *buf, size_t len,
+                                     uint8_t **out, size_t *out_len, ss_kserve_error *err)
+{
+    if (over_budget(buf, len, NULL, err)) return false;
+    Inference__ModelStatisticsRequest *req =
+        inference__model_statistics_request__unpack(NULL, len, buf);
+    if (!req) return bad_message("ModelStatisticsRequest", err);
+    ss_kserve_stats *st = NULL;
+    size_t n = 0;
+    bool ok = ss_kserve_stats_collect(env->handler, req->name, req->version, &st, &n, err);
+    inference__model_statistics_request__free_unpacked(req, NULL);
+    if (!ok) return false;
+    size_t slots = n ? n : 1;
+    Inference__ModelStatistics *ms = calloc(slots, sizeof *ms);
+    Inference__ModelStatistics **ptrs = calloc(slots, sizeof *ptrs);
+    Inference__InferStatistics *is = calloc(slots, sizeof *is);
+    Inference__StatisticDuration *d = calloc(slots * 8, sizeof *d);
+    ok = ms && ptrs && is && d;
+    for (size_t i = 0; ok && i < n; i++) {
+        model_stats_msg(&st[i], &ms[i], &is[i], &d[8 * i]);
+        ptrs[i] = &ms[i];
+    }
+    Inference__ModelStatisticsResponse resp = INFERENCE__MODEL_STATISTICS_RESPONSE__INIT;
+    resp.model_stats = ptrs;
+    resp.n_model_stats = n;
+    if (!ok) ss_kserve_fail(err, 500, "out of memory");
+    ok = ok && pack(&resp.base, out, out_len, err);
+    free(ms);
+    free(ptrs);
+    free(is);
+    free(d);
+    free(st);
+    return ok;
+}
+
+/* ------------------------------------------------------------------ model repository */
+
+bool ss_kserve_grpc_repository_index(const ss_kserve_grpc_env *env, const uint8_t *buf, size_t len,
+                                     uint8_t **out, size_t *out_len, ss_kserve_error *err)
+{
+    if (over_budget(buf, len, NULL, err)) return false;
+    Inference__RepositoryIndexRequest *req =
+        inference__repository_index_request__unpack(NULL, len, buf);
+    if (!req) return bad_message("RepositoryIndexRequest", err);
+    ss_serving_index_entry *e = NULL;
+    size_t n = 0;
+    bool ok = ss_kserve_repo_index(env->handler, req->ready, &e, &n, err);
+    inference__repository_index_request__free_unpacked(req, NULL);
+    if (!ok) return false;
+    Inference__RepositoryIndexResponse__ModelIndex *models = calloc(n ? n : 1, sizeof *models);
+    Inference__RepositoryIndexResponse__ModelIndex **ptrs = calloc(n ? n : 1, sizeof *ptrs);
+    char(*versions)[24] = calloc(n ? n : 1, sizeof *versions);
+    ok = models && ptrs && versions;
+    for (size_t i = 0; ok && i < n; i++) {
+        inference__repository_index_response__model_index__init(&models[i]);
+        snprintf(versions[i], sizeof versions[i], "%llu", (unsigned long long)e[i].version);
+        models[i].name = e[i].servable;
+        models[i].version = versions[i];
+        models[i].state = (char *)e[i].state;
+        models[i].reason = e[i].reason;
+        ptrs[i] = &models[i];
+    }
+    Inference__RepositoryIndexResponse resp = INFERENCE__REPOSITORY_INDEX_RESPONSE__INIT;
+    resp.models = ptrs;
+    resp.n_models = n;
+    if (!ok) ss_kserve_fail(err, 500, "out of memory");
+    ok = ok && pack(&resp.base, out, out_len, err);
+    free(models);
+    free(ptrs);
+    free(versions);
+    free(e);
+    return ok;
+}
+
+/* parameters["version"]: an int64 or its text; absent = every version. */
+static bool repo_version(const Inference__RepositoryModelLoadRequest *r, uint64_t *version,
+                         ss_kserve_error *err)
+{
+    *version = 0;
+    for (size_t i = 0; i < r->n_parameters; i++) {
+        const Inference__ModelRepositoryParameter *p = r->parameters[i]->value;
+        if (strcmp(r->parameters[i]->key, "version") != 0 || !p) continue;
+        bool ok = false;
+        if (p->parameter_choice_case ==
+            INFERENCE__MODEL_REPOSITORY_PARAMETER__PARAMETER_CHOICE_INT64_PARAM) {
+            ok = p->int64_param > 0;
+            *version = (uint64_t)p->int64_param;
+        } else if (p->parameter_choice_case ==
+                   INFERENCE__MODEL_REPOSITORY_PARAMETER__PARAMETER_CHOICE_STRING_PARAM) {
+            ok = ss_kserve_parse_version(p->string_param, strlen(p->string_param), version) &&
+                 *version;
+        }
+        if (!ok) {
+            ss_kserve_fail(err, 400, "parameter 'version' must be a version number (1, 2, ...)");
+            return false;
+        }
+    }
+    return true;
+}
+
+/* RepositoryModelLoad and RepositoryModelUnload: their requests are the same fields with the
+ * same numbers, so both decode as RepositoryModelLoadRequest; both answers are empty messages. */
+static bool repo_set_loaded(const ss_kserve_grpc_env *env, const uint8_t *buf, size_t len,
+                            bool load, uint8_t **out, size_t *out_len, ss_kserve_error *err)
+{
+    static const uint32_t fields[] = {3};
+    static const ss_pb_shape *const inner[] = {&param_entry};
+    static const ss_pb_shape shape = {1, fields, inner};
+    if (over_budget(buf, len, &shape, err)) return false;
+    Inference__RepositoryModelLoadRequest *req =
+        inference__repository_model_load_request__unpack(NULL, len, buf);
+    if (!req)
+        return bad_message(load ? "RepositoryModelLoadRequest" : "RepositoryModelUnloadRequest",
+                           err);
+    uint64_t version = 0;
+    bool ok = repo_version(req, &version, err) &&
+              ss_kserve_repo_set_loaded(env->handler, req->model_name, version, load, err);
+    inference__repository_model_load_request__free_unpacked(req, NULL);
+    Inference__RepositoryModelLoadResponse resp = INFERENCE__REPOSITORY_MODEL_LOAD_RESPONSE__INIT;
+    return ok && pack(&resp.base, out, out_len, err);
+}
+
+bool ss_kserve_grpc_repository_load(const ss_kserve_grpc_env *env, const uint8_t *buf, size_t len,
+                                    uint8_t **out, size_t *out_len, ss_kserve_error *err)
+{
+    return repo_set_loaded(env, buf, len, true, out, out_len, err);
+}
+
+bool ss_kserve_grpc_repository_unload(const ss_kserve_grpc_env *env, const uint8_t *buf, size_t len,
+                                      uint8_t **out, size_t *out_len, ss_kserve_error *err)
+{
+    return repo_set_loaded(env, buf, len, false, out, out_len, err);
+}
+
+/* ------------------------------------------------------------------ system shared memory */
+
+bool ss_kserve_grpc_shm_status(const ss_kserve_grpc_env *env, const uint8_t *buf, size_t len,
+                               uint8_t **out, size_t *out_len, ss_kserve_error *err)
+{
+    (void)env;
+    if (over_budget(buf, len, NULL, err)) return false;
+    Inference__SystemSharedMemoryStatusRequest *req =
+        inference__system_shared_memory_status_request__unpack(NULL, len, buf);
+    if (!req) return bad_message("SystemSharedMemoryStatusRequest", err);
+    ss_kserve_shm_region *list = NULL;
+    size_t n = 0;
+    bool ok = ss_kserve_shm_status(req->name, &list, &n, err);
+    inference__system_shared_memory_status_request__free_unpacked(req, NULL);
+    if (!ok) return false;
+    typedef Inference__SystemSharedMemoryStatusResponse__RegionsEntry entry_t;
+    typedef Inference__SystemSharedMemoryStatusResponse__RegionStatus status_t;
+    entry_t *entries = calloc(n + 1, sizeof *entries);
+    entry_t **ptrs = calloc(n + 1, sizeof *ptrs);
+    status_t *st = calloc(n + 1, sizeof *st);
+    ok = entries && ptrs && st;
+    for (size_t i = 0; ok && i < n; i++) {
+        inference__system_shared_memory_status_response__regions_entry__init(&entries[i]);
+        inference__system_shared_memory_status_response__region_status__init(&st[i]);
+        st[i].name = list[i].name;
+        st[i].key = list[i].key;
+        st[i].offset = list[i].offset;
+        st[i].byte_size = list[i].byte_size;
+        entries[i].key = list[i].name;
+        entries[i].value = &st[i];
+        ptrs[i] = &entries[i];
+    }
+    Inference__SystemSharedMemoryStatusResponse resp =
+        INFERENCE__SYSTEM_SHARED_MEMORY_STATUS_RESPONSE__INIT;
+    resp.regions = ptrs;
+    resp.n_regions = n;
+    if (!ok) ss_kserve_fail(err, 500, "out of memory");
+    ok = ok && pack(&resp.base, out, out_len, err);
+    free(entries);
+    free(ptrs);
+    free(st);
+    free(list);
+    return ok;
+}
+
+bool ss_kserve_grpc_shm_register(const ss_kserve_grpc_env *env, const uint8_t *buf, size_t len,
+                                 uint8_t **out, size_t *out_len, ss_kserve_error *err)
+{
+    (void)env;
+    if (over_budget(buf, len, NULL, err)) return false;
+    Inference__SystemSharedMemoryRegisterRequest *req =
+        inference__system_shared_memory_register_request__unpack(NULL, len, buf);
+    if (!req) return bad_message("SystemSharedMemoryRegisterRequest", err);
+    bool ok = ss_kserve_shm_register(req->name, req->key, req->offset, req->byte_size, err);
+    inference__system_shared_memory_register_request__free_unpacked(req, NULL);
+    Inference__SystemSharedMemoryRegisterResponse resp =
+        INFERENCE__SYSTEM_SHARED_MEMORY_REGISTER_RESPONSE__INIT;
+    return ok && pack(&resp.base, out, out_len, err);
+}
+
+bool ss_kserve_grpc_shm_unregister(const ss_kserve_grpc_env *env, const uint8_t *buf, size_t len,
+                                   uint8_t **out, size_t *out_len, ss_kserve_error *err)
+{
+    (void)env;
+    if (over_budget(buf, len, NULL, err)) return false;
+    Inference__SystemSharedMemoryUnregisterRequest *req =
+        inference__system_shared_memory_unregister_request__unpack(NULL, len, buf);
+    if (!req) return bad_message("SystemSharedMemoryUnregisterRequest", err);
+    bool ok = ss_kserve_shm_unregister(req->name, err);
+    inference__system_shared_memory_unregister_request__free_unpacked(req, NULL);
+    Inference__SystemSharedMemoryUnregisterResponse resp =
+        INFERENCE__SYSTEM_SHARED_MEMORY_UNREGISTER_RESPONSE__INIT;
+    return ok && pack(&resp.base, out, out_len, err);
+}
+
+/* ------------------------------------------------------------------ ModelStreamInfer */
+
+/* The response is already packed: written around it as protobuf wire (field 2,
+ * length-delimited), which costs one copy instead of an unpack and a repack. */
+bool ss_kserve_grpc_stream_reply(const uint8_t *resp, size_t len, uint8_t **out, size_t *out_len,
+                                 ss_kserve_error *err)
+{
+    *out = malloc(len + 11);
+    if (!*out) {
+        ss_kserve_fail(err, 500, "out of memory packing a %zu-byte stream reply", len);
+        return false;
+    }
+    size_t k = 0;
+    (*out)[k++] = 0x12;
+    for (size_t v = len; k == 1 || v; v >>= 7)
+        (*out)[k++] = (uint8_t)((v & 0x7f) | (v >> 7 ? 0x80 : 0));
+    if (len) memcpy(*out + k, resp, len);
+    *out_len = k + len;
+    return true;
+}
+
+/* A top-level string field of a message, found without decoding the rest (copied, truncated
+ * to cap; "" when absent or when the message is not protobuf). */
+static void scan_string(const uint8_t *p, size_t len, uint32_t field, char *out, size_t cap)
+{
+    out[0] = 0;
+    size_t i = 0;
+    while (i < len) {
+        uint64_t key = 0, n = 0;
+        for (int shift = 0; i < len && shift < 64; shift += 7) {
+            key |= (uint64_t)(p[i] & 0x7f) << shift;
+            if (!(p[i++] & 0x80)) break;
+        }
+        unsigned wire = key & 7;
+        if (wire == 0) {
+            while (i < len && (p[i++] & 0x80)) {
+            }
+            continue;
+        }
+        if (wire == 1 || wire == 5) {
+            i += wire == 1 ? 8 : 4;
+            continue;
+        }
+        if (wire != 2) return;
+        for (int shift = 0; i < len && shift < 64; shift += 7) {
+            n |= (uint64_t)(p[i] & 0x7f) << shift;
+            if (!(p[i++] & 0x80)) break;
+        }
+        if (n > len - i) return;
+        if (key >> 3 == field) {
+            size_t m = n < cap - 1 ? (size_t)n : cap - 1;
+            memcpy(out, p + i, m);
+            out[m] = 0;
+        }
+        i += (size_t)n;
+    }
+}
+
+void ss_kserve_grpc_request_names(const uint8_t *req, size_t len, char *model, char *id, size_t cap)
+{
+    scan_string(req, len, 1, model, cap);
+    scan_string(req, len, 3, id, cap);
+    /* proto3 strings must be UTF-8 to be packed again */
+    if (!ss_serving_utf8_valid(model, strlen(model))) model[0] = 0;
+    if (!ss_serving_utf8_valid(id, strlen(id))) id[0] = 0;
+}
+
+bool ss_kserve_grpc_stream_error(const char *model, const char *id, const char *error,
+                                 uint8_t **out, size_t *out_len, ss_kserve_error *err)
+{
+    Inference__ModelInferResponse resp = INFERENCE__MODEL_INFER_RESPONSE__INIT;
+    resp.model_name = (char *)model;
+    resp.id = (char *)id;
+    Inference__ModelStreamInferResponse msg = INFERENCE__MODEL_STREAM_INFER_RESPONSE__INIT;
+    msg.error_message = (char *)error;
+    msg.infer_response = &resp;
+    return pack(&msg.base, out, out_len, err);
 }

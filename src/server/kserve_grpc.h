@@ -30,6 +30,22 @@ bool ss_kserve_grpc_server_metadata(const ss_kserve_grpc_env *env, const uint8_t
                                     uint8_t **out, size_t *out_len, ss_kserve_error *err);
 bool ss_kserve_grpc_model_ready(const ss_kserve_grpc_env *env, const uint8_t *buf, size_t len,
                                 uint8_t **out, size_t *out_len, ss_kserve_error *err);
+bool ss_kserve_grpc_model_statistics(const ss_kserve_grpc_env *env, const uint8_t *buf, size_t len,
+                                     uint8_t **out, size_t *out_len, ss_kserve_error *err);
+/* The model repository extension (kserve_repo.h). */
+bool ss_kserve_grpc_repository_index(const ss_kserve_grpc_env *env, const uint8_t *buf, size_t len,
+                                     uint8_t **out, size_t *out_len, ss_kserve_error *err);
+bool ss_kserve_grpc_repository_load(const ss_kserve_grpc_env *env, const uint8_t *buf, size_t len,
+                                    uint8_t **out, size_t *out_len, ss_kserve_error *err);
+bool ss_kserve_grpc_repository_unload(const ss_kserve_grpc_env *env, const uint8_t *buf, size_t len,
+                                      uint8_t **out, size_t *out_len, ss_kserve_error *err);
+/* The system shared-memory extension (kserve_shm.h). */
+bool ss_kserve_grpc_shm_status(const ss_kserve_grpc_env *env, const uint8_t *buf, size_t len,
+                               uint8_t **out, size_t *out_len, ss_kserve_error *err);
+bool ss_kserve_grpc_shm_register(const ss_kserve_grpc_env *env, const uint8_t *buf, size_t len,
+                                 uint8_t **out, size_t *out_len, ss_kserve_error *err);
+bool ss_kserve_grpc_shm_unregister(const ss_kserve_grpc_env *env, const uint8_t *buf, size_t len,
+                                   uint8_t **out, size_t *out_len, ss_kserve_error *err);
 bool ss_kserve_grpc_model_metadata(const ss_kserve_grpc_env *env, const uint8_t *buf, size_t len,
                                    uint8_t **out, size_t *out_len, ss_kserve_error *err);
 
@@ -43,5 +59,17 @@ bool ss_kserve_grpc_decode_infer(const ss_predict_handler *h, const uint8_t *buf
  * else in typed contents. */
 bool ss_kserve_grpc_encode_reply(ss_kserve_call *call, const ss_predict_reply *reply, uint8_t **out,
                                  size_t *out_len, ss_kserve_error *err);
+
+/* ModelStreamInferResponse (malloc'd) around the packed ModelInferResponse `resp` (borrowed). */
+bool ss_kserve_grpc_stream_reply(const uint8_t *resp, size_t len, uint8_t **out, size_t *out_len,
+                                 ss_kserve_error *err);
+/* ModelStreamInferResponse for a failed request: error_message, and infer_response with the
+ * request's model_name and id (so a client can tell which request failed). */
+bool ss_kserve_grpc_stream_error(const char *model, const char *id, const char *error,
+                                 uint8_t **out, size_t *out_len, ss_kserve_error *err);
+/* The model_name and id of a serialized ModelInferRequest read without decoding it (for the
+ * error answer of one that does not decode; "" when absent or not UTF-8; cap bytes each). */
+void ss_kserve_grpc_request_names(const uint8_t *req, size_t len, char *model, char *id,
+                                  size_t cap);
 
 #endif

@@ -9,9 +9,12 @@
  * Replies are written directly (no cJSON tree), binary outputs appended after the JSON.
  */
 #include "kserve_rest.h"
+#include "kserve_shm.h"
+#include "kserve_stats.h"
 #include "sbuf.h"
 
 #include <cjson/cJSON.h>
+#include <float.h>
 #include <math.h>
 #include <stdarg.h>
 #include <stdint.h>
@@ -135,11 +138,57 @@ static void model_metadata(const ss_kserve_call *call, sbuf *s)
     sb_str(s, "}");
 }
 
-/* GET /v2/models/NAME[/versions/V][/ready] */
+static void sb_duration(sbuf *s, const char *name, const ss_kserve_duration *d, bool last)
+{
+    sb_printf(s, "\"%s\":{\"count\":%llu,", name, (unsigned long long)d->count);
+    sb_printf(s, "\"ns\":%llu}%s", (unsigned long long)d->ns, last ? "" : ",");
+}
+
+/* Triton's statistics JSON (the fields it reports; see kserve_stats.h for their sources). */
+static void stats_json(sbuf *s, const ss_kserve_stats *st, size_t n)
+{
+    static const ss_kserve_duration none = {0, 0};
+    sb_str(s, "{\"model_stats\":[");
+    for (size_t i = 0; i < n; i++) {
+        sb_str(s, i ? ",{\"name\":" : "{\"name\":");
+        sb_name(s, st[i].model);
+        sb_str(s, ",\"version\":");
+        sb_name(s, st[i].version);
+        sb_printf(s, ",\"last_inference\":0,\"inference_count\":%llu,",
+                  (unsigned long long)st[i].inference_count);
+        sb_printf(s, "\"execution_count\":%llu,\"inference_stats\":{",
+                  (unsigned long long)st[i].execution_count);
+        sb_duration(s, "success", &st[i].success, false);
+        sb_duration(s, "fail", &st[i].fail, false);
+        sb_duration(s, "queue", &st[i].queue, false);
+        sb_duration(s, "compute_input", &none, false);
+        sb_duration(s, "compute_infer", &st[i].compute_infer, false);
+        sb_duration(s, "compute_output", &none, false);
+        sb_duration(s, "cache_hit", &none, false);
+        sb_duration(s, "cache_miss", &none, true);
+        sb_str(s, "},\"batch_stats\":[]}");
+    }
+    sb_str(s, "]}");
+}
+
+/* GET /v2/models/stats (every model) and /v2/models/NAME[/versions/V]/stats */
+static int stats_get(const ss_predict_handler *h, const char *model, const char *version, sbuf *s,
+                     ss_kserve_error *err)
+{
+    ss_kserve_stats *st = NULL;
+    size_t n = 0;
+    if (!ss_kserve_stats_collect(h, model, version, &st, &n, err)) return err->status;
+    stats_json(s, st, n);
+    free(st);
+    return 200;
+}
+
+/* GET /v2/models/NAME[/versions/V][/ready|/stats] */
 static int model_get(const ss_predict_handler *h, const char *url, sbuf *s, ss_kserve_error *err)
 {
     model_url u;
     if (!parse_model_url(url, &u, err)) return err->status;
+    if (strcmp(u.tail, "/stats") == 0) return stats_get(h, u.name, u.version, s, err);
     bool ready = strcmp(u.tail, "/ready") == 0;
     if (!ready && u.tail[0]) {
         ss_kserve_fail(err, 404, "unknown route GET %s", url);
@@ -184,7 +233,11 @@ void ss_kserve_rest_get(const ss_predict_handler *h, ss_ready_fn ready, void *re
     } else if (strcmp(url, "/v2") == 0) {
         *status = 200;
         sb_str(&s, "{\"name\":\"" SERVER_NAME "\",\"version\":\"" SERVER_VERSION
-                   "\",\"extensions\":[\"binary_tensor_data\"]}");
+                   "\",\"extensions\":[\"binary_tensor_data\",\"statistics\","
+                   "\"system_shared_memory\"");
+        sb_str(&s, h->index ? ",\"model_repository\"]}" : "]}");
+    } else if (strcmp(url, "/v2/models/stats") == 0) {
+        *status = stats_get(h, "", "", &s, &err);
     } else if (strncmp(url, "/v2/models/", 11) == 0) {
         *status = model_get(h, url, &s, &err);
     } else {
@@ -243,6 +296,9 @@ static bool put_number(ss_dtype dt, const cJSON *v, uint8_t *buf, size_t i)
     if (!cJSON_IsNumber(v)) return false;
     double d = v->valuedouble;
     if (ss_dtype_is_float(dt)) {
+        /* JSON has no infinities: a value past the type's largest is a mistake, not inf */
+        double max = dt == SS_DT_FLOAT16 ? 65504.0 : dt == SS_DT_FLOAT64 ? DBL_MAX : FLT_MAX;
+        if (fabs(d) > max) return false;
         if (dt == SS_DT_FLOAT32)
             ((float *)buf)[i] = (float)d;
         else if (dt == SS_DT_FLOAT64)
@@ -384,11 +440,61 @@ static bool binary_size(const cJSON *params, const char *name, int64_t *size, ss
     return true;
 }
 
+/* A JSON byte count or offset. */
+static bool count_of(const cJSON *v, uint64_t *out)
+{
+    if (!cJSON_IsNumber(v) || v->valuedouble < 0 || v->valuedouble > 9e15 ||
+        v->valuedouble != floor(v->valuedouble))
+        return false;
+    *out = (uint64_t)v->valuedouble;
+    return true;
+}
+
+/* parameters shared_memory_region / _byte_size / _offset (kserve_shm.h); false with err when
+ * they are malformed. */
+static bool shm_params(const cJSON *params, const char *kind, const char *tensor,
+                       const char **region, uint64_t *offset, uint64_t *size, ss_kserve_error *err)
+{
+    const cJSON *r = cJSON_GetObjectItemCaseSensitive(params, "shared_memory_region");
+    const cJSON *o = cJSON_GetObjectItemCaseSensitive(params, "shared_memory_offset");
+    *offset = 0;
+    if (!cJSON_IsString(r) ||
+        !count_of(cJSON_GetObjectItemCaseSensitive(params, "shared_memory_byte_size"), size) ||
+        (o && !count_of(o, offset))) {
+        ss_kserve_fail(err, 400,
+                       "%s '%s': shared_memory_region wants a string, shared_memory_byte_size "
+                       "and shared_memory_offset byte counts",
+                       kind, tensor);
+        return false;
+    }
+    *region = r->valuestring;
+    return true;
+}
+
+static bool shm_input(ss_kserve_call *call, const cJSON *j, ss_kserve_input *in,
+                      ss_kserve_error *err)
+{
+    const cJSON *params = cJSON_GetObjectItemCaseSensitive(j, "parameters");
+    const char *region;
+    uint64_t offset, size;
+    if (cJSON_GetObjectItemCaseSensitive(j, "data") ||
+        cJSON_GetObjectItemCaseSensitive(params, "binary_data_size")) {
+        ss_kserve_fail(err, 400, "input '%s' has shared_memory_region and data besides", in->name);
+        return false;
+    }
+    return shm_params(params, "input", in->name, &region, &offset, &size, err) &&
+           ss_kserve_shm_input(call, in, region, offset, size, err);
+}
+
 static bool parse_input(ss_kserve_call *call, const cJSON *j, binary_cursor *bin,
                         ss_kserve_input *in, ss_kserve_error *err)
 {
     const cJSON *name = cJSON_GetObjectItemCaseSensitive(j, "name");
     const cJSON *dt = cJSON_GetObjectItemCaseSensitive(j, "datatype");
+    if (cJSON_IsString(name) && !cJSON_IsString(dt)) {
+        ss_kserve_fail(err, 400, "input '%.200s' needs a string \"datatype\"", name->valuestring);
+        return false;
+    }
     if (!cJSON_IsString(name) || !cJSON_IsString(dt)) {
         ss_kserve_fail(err, 400, "every input needs a string \"name\" and \"datatype\"");
         return false;
@@ -401,6 +507,9 @@ static bool parse_input(ss_kserve_call *call, const cJSON *j, binary_cursor *bin
     }
     if (!ss_kserve_check_dtype(call, in->name, in->dtype, err)) return false;
     if (!parse_shape(cJSON_GetObjectItemCaseSensitive(j, "shape"), in, err)) return false;
+    if (cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(j, "parameters"),
+                                         "shared_memory_region"))
+        return shm_input(call, j, in, err);
     int64_t size;
     if (!binary_size(cJSON_GetObjectItemCaseSensitive(j, "parameters"), in->name, &size, err))
         return false;
@@ -463,6 +572,12 @@ static bool parse_outputs(ss_kserve_call *call, const cJSON *outputs, ss_kserve_
             ss_kserve_fail(err, 500, "out of memory");
             return false;
         }
+        const char *region;
+        uint64_t offset, size;
+        if (cJSON_GetObjectItemCaseSensitive(params, "shared_memory_region") &&
+            (!shm_params(params, "output", r->name, &region, &offset, &size, err) ||
+             !ss_kserve_shm_output(r, region, offset, size, err)))
+            return false;
     }
     return ss_kserve_check_outputs(call, err);
 }
@@ -551,6 +666,20 @@ static bool json_values_over(const char *text, size_t len, size_t limit)
     return values > limit;
 }
 
+/* A "\u0000" escape: cJSON's strings end at NUL, so such a string would arrive cut short. */
+static bool json_has_nul(const char *text, size_t len)
+{
+    for (size_t i = 0; i + 6 <= len; i++)
+        if (text[i] == '\\' && (text[i + 1] == 'u' || text[i + 1] == 'U') &&
+            !memcmp(text + i + 2, "0000", 4)) {
+            size_t slashes = 1; /* an escaped backslash before the 'u' is not an escape */
+            while (slashes <= i && text[i - slashes] == '\\')
+                slashes++;
+            if (slashes % 2) return true;
+        }
+    return false;
+}
+
 static bool decode_body(ss_kserve_call *call, const char *body, size_t len, const char *header,
                         ss_predict_request **req, ss_kserve_error *err)
 {
@@ -561,6 +690,13 @@ static bool decode_body(ss_kserve_call *call, const char *body, size_t len, cons
                        "the request %s has more than %d JSON values: send large tensors "
                        "as binary data",
                        header ? "header" : "body", KSERVE_MAX_JSON_VALUES);
+        return false;
+    }
+    if (json_has_nul(body, hlen)) {
+        ss_kserve_fail(err, 400,
+                       "the request %s holds a \\u0000 escape: JSON strings here cannot carry "
+                       "NUL bytes, send BYTES holding them as binary data",
+                       header ? "header" : "body");
         return false;
     }
     const char *end = NULL;
@@ -706,6 +842,15 @@ static bool output_json(sbuf *s, const ss_kserve_output *o, ss_kserve_error *err
     sb_name(s, o->name);
     sb_printf(s, ",\"datatype\":\"%s\",\"shape\":", dt);
     sb_shape(s, o->ndim, o->dims);
+    if (o->shm) {
+        sb_str(s, ",\"parameters\":{\"shared_memory_region\":");
+        sb_name(s, o->shm->shm_region);
+        sb_printf(s, ",\"shared_memory_byte_size\":%zu", o->nbytes);
+        if (o->shm->shm_offset)
+            sb_printf(s, ",\"shared_memory_offset\":%llu", (unsigned long long)o->shm->shm_offset);
+        sb_str(s, "}}");
+        return true;
+    }
     if (o->binary) {
         sb_printf(s, ",\"parameters\":{\"binary_data_size\":%zu}}", o->nbytes);
         return true;

@@ -38,7 +38,9 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "kserve_repo.h"
 #include "kserve_rest.h"
+#include "kserve_shm.h"
 #include "rest_codec.h"
 #include "rest_guard.h"
 #include "tls.h"
@@ -451,6 +453,49 @@ static enum MHD_Result route_kserve_get(conn_ctx *c, const char *url)
     return send_json(c->conn, body ? (unsigned)status : MHD_HTTP_INTERNAL_SERVER_ERROR, body, len);
 }
 
+/* A KServe body over --max-msg-mb: 413, counted as the infer route counts it. */
+static enum MHD_Result send_kserve_too_big(conn_ctx *c)
+{
+    ss_kserve_error err;
+    ss_metric_add(c->srv->refused_body, 1);
+    ss_kserve_fail(&err, MHD_HTTP_CONTENT_TOO_LARGE, "the request body is bigger than %zu bytes",
+                   c->srv->max_body);
+    return send_kserve_error(c->conn, &err);
+}
+
+/* POST /v2/repository/...: the model repository extension (answered at once, no handler call). */
+static enum MHD_Result route_kserve_repository(conn_ctx *c, const char *url)
+{
+    if (c->too_big) return send_kserve_too_big(c);
+    int status = 0;
+    size_t len = 0;
+    char *body = NULL;
+    ss_kserve_rest_repository(&c->srv->handler, url, c->body ? c->body : "", c->len, &status, &body,
+                              &len);
+    return send_json(c->conn, body ? (unsigned)status : MHD_HTTP_INTERNAL_SERVER_ERROR, body, len);
+}
+
+/* /v2/systemsharedmemory/...: the shared-memory extension's regions (no handler call). */
+static enum MHD_Result route_kserve_shm(conn_ctx *c, const char *method, const char *url)
+{
+    if (c->too_big) return send_kserve_too_big(c);
+    int status = 0;
+    size_t len = 0;
+    char *body = NULL;
+    ss_kserve_rest_shm(method, url, c->body ? c->body : "", c->len, &status, &body, &len);
+    return send_json(c->conn, body ? (unsigned)status : MHD_HTTP_INTERNAL_SERVER_ERROR, body, len);
+}
+
+static enum MHD_Result route_kserve_shm_get(conn_ctx *c, const char *url)
+{
+    return route_kserve_shm(c, MHD_HTTP_METHOD_GET, url);
+}
+
+static enum MHD_Result route_kserve_shm_post(conn_ctx *c, const char *url)
+{
+    return route_kserve_shm(c, MHD_HTTP_METHOD_POST, url);
+}
+
 static enum MHD_Result route_kserve_unknown(conn_ctx *c, const char *url)
 {
     ss_kserve_error err;
@@ -487,6 +532,9 @@ static const rest_route routes[] = {
     {MHD_HTTP_METHOD_GET, "/v2/health/ready", false, false, route_kserve_get},
     {MHD_HTTP_METHOD_GET, "/v2/models/", true, false, route_kserve_get},
     {MHD_HTTP_METHOD_POST, "/v2/models/", true, false, start_kserve_infer},
+    {MHD_HTTP_METHOD_POST, "/v2/repository/", true, false, route_kserve_repository},
+    {MHD_HTTP_METHOD_GET, "/v2/systemsharedmemory/", true, false, route_kserve_shm_get},
+    {MHD_HTTP_METHOD_POST, "/v2/systemsharedmemory/", true, false, route_kserve_shm_post},
     {NULL, "/v2", false, false, route_kserve_unknown},
     {NULL, "/v2/", true, false, route_kserve_unknown},
     {MHD_HTTP_METHOD_POST, NULL, false, false, start_predict},

@@ -9,6 +9,9 @@
  *   taken under the lock, so a backend may publish or withdraw at any time from any thread.
  * - Version 0 means the highest version that is ready, or the highest configured one when none
  *   is (which then answers "not ready"), as MindSpore's dispatcher chooses.
+ * - Unloading (KServe's model repository extension) is the registry's own switch beside the
+ *   backend's readiness: an unloaded version takes no new request whatever its backend publishes,
+ *   and `inflight` (requests handed to its backend, not yet answered) says when it has drained.
  */
 #include "shardserve/serving.h"
 
@@ -31,6 +34,8 @@ struct ss_serving_entry {
     ss_serving_backend backend;
     snapshot *ready; /* NULL while not ready */
     char why[512];   /* why not ready */
+    bool unloaded;   /* by the model repository extension */
+    long inflight;   /* requests its backend has not answered yet */
     ss_serving_entry *next;
 };
 
@@ -299,6 +304,11 @@ void ss_serving_withdraw(ss_serving_entry *e, const char *why)
     snapshot_unref(old);
 }
 
+static bool serves(const ss_serving_entry *e)
+{
+    return e->ready && !e->unloaded;
+}
+
 /* Version 0: the highest ready version, else the highest configured one. Lock held. */
 static ss_serving_entry *resolve(ss_serving *s, const char *servable, uint64_t version)
 {
@@ -310,8 +320,8 @@ static ss_serving_entry *resolve(ss_serving *s, const char *servable, uint64_t v
             if (e->version == version) return e;
             continue;
         }
-        bool better = !best || (e->ready && !best->ready) ||
-                      (!e->ready == !best->ready && e->version > best->version);
+        bool better = !best || (serves(e) && !serves(best)) ||
+                      (serves(e) == serves(best) && e->version > best->version);
         if (better) best = e;
     }
     return best;
@@ -327,8 +337,16 @@ void ss_serving_on_reject(ss_serving *s, ss_serving_reject_fn fn, void *ctx)
 
 /* The entry's snapshot and backend for a request, or a reply saying why not; *version gets the
  * resolved version (0 when none). */
+static const char *not_serving_why(const ss_serving_entry *e)
+{
+    if (!e->unloaded) return e->why;
+    return e->inflight ? "unloading: requests in flight are finishing"
+                       : "unloaded through the model repository";
+}
+
 static ss_predict_reply *lookup(ss_serving *s, const ss_predict_request *req, snapshot **snap,
-                                ss_serving_backend *backend, uint64_t *version)
+                                ss_serving_backend *backend, uint64_t *version,
+                                ss_serving_entry **entry)
 {
     registry_lock(s);
     ss_serving_entry *e = resolve(s, req->servable, req->version);
@@ -336,15 +354,17 @@ static ss_predict_reply *lookup(ss_serving *s, const ss_predict_request *req, sn
     ss_predict_reply *bad = NULL;
     if (!e) {
         bad = ss_serving_err_unavailable(req, false);
-    } else if (!e->ready) {
+    } else if (!serves(e)) {
         char spec[512];
         bad = ss_predict_reply_error(SS_SERVING_SERVABLE_UNAVAILABLE,
-                                     "Request %s, servable is not available: not ready (%s)",
-                                     ss_serving_spec_str(req, spec, sizeof spec), e->why);
+                                     "Request %s, servable is not available: %s (%s)",
+                                     ss_serving_spec_str(req, spec, sizeof spec),
+                                     e->unloaded ? "unloaded" : "not ready", not_serving_why(e));
     } else {
         *snap = e->ready;
         atomic_fetch_add(&e->ready->refs, 1);
         *backend = e->backend;
+        *entry = e;
     }
     registry_unlock(s);
     return bad;
@@ -362,6 +382,42 @@ static void rejected(ss_serving *s, const char *servable, uint64_t version, cons
            bad->error_count ? bad->errors[0].code : SS_SERVING_FAILED);
 }
 
+/* A request handed to a backend, counted in its entry's inflight until answered. */
+typedef struct {
+    ss_serving *s;
+    ss_serving_entry *entry;
+    ss_predict_done done;
+    void *done_ctx;
+} counted;
+
+static void counted_done(void *ctx, ss_predict_reply *reply)
+{
+    counted c = *(counted *)ctx;
+    free(ctx);
+    registry_lock(c.s);
+    for (ss_serving_entry *e = c.s->entries; e; e = e->next) /* it may have been removed */
+        if (e == c.entry) e->inflight--;
+    registry_unlock(c.s);
+    c.done(c.done_ctx, reply);
+}
+
+static void submit_counted(ss_serving *s, ss_serving_entry *e, ss_serving_backend backend,
+                           ss_predict_request *req, size_t method, ss_predict_reply *reply,
+                           ss_predict_done done, void *done_ctx)
+{
+    counted *c = malloc(sizeof *c);
+    if (!c) {
+        ss_predict_reply_free(reply);
+        done(done_ctx, ss_predict_reply_error(SS_SERVING_SYSTEM_ERROR, "out of memory"));
+        return;
+    }
+    *c = (counted){s, e, done, done_ctx};
+    registry_lock(s);
+    e->inflight++;
+    registry_unlock(s);
+    backend.submit(backend.ctx, req, method, reply, counted_done, c);
+}
+
 static void serving_predict(void *ctx, ss_predict_request *req, ss_predict_done done,
                             void *done_ctx)
 {
@@ -369,7 +425,8 @@ static void serving_predict(void *ctx, ss_predict_request *req, ss_predict_done 
     snapshot *snap = NULL;
     ss_serving_backend backend = {0};
     uint64_t version = 0;
-    ss_predict_reply *bad = lookup(s, req, &snap, &backend, &version);
+    ss_serving_entry *entry = NULL;
+    ss_predict_reply *bad = lookup(s, req, &snap, &backend, &version, &entry);
     if (bad) {
         bool not_ready = bad->errors[0].code == SS_SERVING_SERVABLE_UNAVAILABLE;
         rejected(s, version ? req->servable : "", version, not_ready ? req->method : "", bad);
@@ -406,7 +463,7 @@ static void serving_predict(void *ctx, ss_predict_request *req, ss_predict_done 
         done(done_ctx, bad);
         return;
     }
-    backend.submit(backend.ctx, req, method, reply, done, done_ctx);
+    submit_counted(s, entry, backend, req, method, reply, done, done_ctx);
 }
 
 static int serving_describe(void *ctx, const char *servable, uint64_t version,
@@ -421,8 +478,9 @@ static int serving_describe(void *ctx, const char *servable, uint64_t version,
         snprintf(why, cap, "servable is not available: '%.128s' version %llu is not served",
                  servable, (unsigned long long)version);
         rc = SS_DESCRIBE_NOT_FOUND;
-    } else if (!e->ready) {
-        snprintf(why, cap, "servable is not available: not ready (%s)", e->why);
+    } else if (!serves(e)) {
+        snprintf(why, cap, "servable is not available: %s (%s)",
+                 e->unloaded ? "unloaded" : "not ready", not_serving_why(e));
         rc = SS_DESCRIBE_NOT_READY;
     } else if (!(*out = ss_serving_signature_copy(&e->ready->sig))) {
         snprintf(why, cap, "out of memory");
@@ -432,9 +490,82 @@ static int serving_describe(void *ctx, const char *servable, uint64_t version,
     return rc;
 }
 
+/* ------------------------------------------------------------------ model repository */
+
+int ss_serving_set_loaded(ss_serving *s, const char *servable, uint64_t version, bool loaded,
+                          char *why, size_t cap)
+{
+    int found = 0;
+    registry_lock(s);
+    for (ss_serving_entry *e = s->entries; e; e = e->next) {
+        if (strcmp(e->servable, servable) != 0 || (version && e->version != version)) continue;
+        e->unloaded = !loaded;
+        found++;
+    }
+    registry_unlock(s);
+    if (found) return SS_DESCRIBE_OK;
+    if (version)
+        snprintf(why, cap,
+                 "servable '%.128s' version %llu is not served (only versions serve was "
+                 "started with can be loaded)",
+                 servable, (unsigned long long)version);
+    else
+        snprintf(why, cap,
+                 "servable '%.128s' is not served (only servables serve was started "
+                 "with can be loaded)",
+                 servable);
+    return SS_DESCRIBE_NOT_FOUND;
+}
+
+static const char *entry_state(const ss_serving_entry *e)
+{
+    if (e->unloaded) return e->inflight ? "UNLOADING" : "UNAVAILABLE";
+    return e->ready ? "READY" : "UNAVAILABLE";
+}
+
+bool ss_serving_index(ss_serving *s, ss_serving_index_entry **out, size_t *n)
+{
+    *out = NULL;
+    *n = 0;
+    registry_lock(s);
+    size_t count = 0;
+    for (ss_serving_entry *e = s->entries; e; e = e->next)
+        count++;
+    ss_serving_index_entry *list = calloc(count ? count : 1, sizeof *list);
+    size_t i = 0;
+    for (ss_serving_entry *e = s->entries; list && e; e = e->next, i++) {
+        ss_serving_index_entry *x = &list[i];
+        snprintf(x->servable, sizeof x->servable, "%s", e->servable);
+        x->version = e->version;
+        x->state = entry_state(e);
+        x->inflight = e->inflight;
+        snprintf(x->reason, sizeof x->reason, "%s", serves(e) ? "" : not_serving_why(e));
+    }
+    registry_unlock(s);
+    if (!list) return false;
+    *out = list;
+    *n = count;
+    return true;
+}
+
+static int serving_set_loaded(void *ctx, const char *servable, uint64_t version, bool loaded,
+                              char *why, size_t cap)
+{
+    return ss_serving_set_loaded(ctx, servable, version, loaded, why, cap);
+}
+
+static bool serving_index(void *ctx, ss_serving_index_entry **out, size_t *n)
+{
+    return ss_serving_index(ctx, out, n);
+}
+
 ss_predict_handler ss_serving_handler(ss_serving *s)
 {
-    return (ss_predict_handler){s, serving_predict, serving_describe};
+    return (ss_predict_handler){.ctx = s,
+                                .predict = serving_predict,
+                                .describe = serving_describe,
+                                .set_loaded = serving_set_loaded,
+                                .index = serving_index};
 }
 
 size_t ss_predict_handler_name_limit(void *handler, const char *servable, const char *method,
@@ -457,9 +588,13 @@ bool ss_serving_ready(void *ctx)
 {
     ss_serving *s = ctx;
     registry_lock(s);
-    bool ready = s->entries != NULL;
-    for (ss_serving_entry *e = s->entries; e; e = e->next)
-        ready = ready && e->ready;
+    bool ready = false, all = true; /* unloaded versions do not count */
+    for (ss_serving_entry *e = s->entries; e; e = e->next) {
+        if (e->unloaded) continue;
+        ready = true;
+        all = all && e->ready;
+    }
+    ready = ready && all;
     registry_unlock(s);
     return ready;
 }

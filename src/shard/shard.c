@@ -530,8 +530,39 @@ static bool emit_split_elementwise(rank_ctx *r, const Onnx__NodeProto *n)
     return true;
 }
 
+/* Calls fn for every name the subgraphs of n read (If branches, Loop/Scan bodies, nested ones
+ * too): node inputs and graph outputs, whether defined inside or outside (callers look names up
+ * in the outer table, and ONNX names are unique across scopes). */
+static void subgraph_reads(const Onnx__NodeProto *n, void (*fn)(void *, const char *), void *arg,
+                           int depth)
+{
+    for (size_t a = 0; a < n->n_attribute && depth < 32; a++) {
+        const Onnx__AttributeProto *at = n->attribute[a];
+        for (size_t k = 0; k < at->n_graphs + (at->g != NULL); k++) {
+            const Onnx__GraphProto *g = k < at->n_graphs ? at->graphs[k] : at->g;
+            for (size_t i = 0; i < g->n_node; i++) {
+                for (size_t j = 0; j < g->node[i]->n_input; j++)
+                    if (g->node[i]->input[j][0]) fn(arg, g->node[i]->input[j]);
+                subgraph_reads(g->node[i], fn, arg, depth + 1);
+            }
+            for (size_t i = 0; i < g->n_output; i++)
+                if (g->output[i]->name && g->output[i]->name[0]) fn(arg, g->output[i]->name);
+        }
+    }
+}
+
+/* An outer value a subgraph reads must exist on this rank under its own name, whole: constants
+ * become initializers, split or partial tensors are materialized (which gives the original name
+ * to the full tensor). */
+static void subgraph_read_repl(void *arg, const char *name)
+{
+    rank_ctx *r = arg;
+    if (name_find(r->c, name) >= 0) input_repl(r, name);
+}
+
 static void emit_plain(rank_ctx *r, const Onnx__NodeProto *n)
 {
+    subgraph_reads(n, subgraph_read_repl, r, 0);
     const char *ins[64];
     const char *outs[64];
     int n_in = (int)n->n_input < 64 ? (int)n->n_input : 64,
@@ -636,6 +667,34 @@ static ss_status *write_rank_model(rank_ctx *r, const char *path)
 
 static ss_status *write_group_config(shard_ctx *c, const rank_ctx *r, const char *path);
 
+/* Op types that cannot run on split tensors (not elementwise), which a stage therefore runs whole
+ * on every one of its ranks after gathering their inputs: counted so the tool says which ops it
+ * did not split (an LSTM, a Loop...). */
+typedef struct {
+    int n;
+    const char *type[32];
+    int count[32];
+} whole_ops;
+
+static void whole_ops_add(whole_ops *w, const char *type)
+{
+    int i = 0;
+    while (i < w->n && strcmp(w->type[i], type))
+        i++;
+    if (i == w->n && w->n < 32) w->type[w->n++] = type;
+    if (i < w->n) w->count[i]++;
+}
+
+static void whole_ops_report(const shard_ctx *c, const rank_ctx *r, const whole_ops *w)
+{
+    if (!c->opt->progress || r->pos != 0 || c->tp < 2 || !w->n) return;
+    fprintf(stderr, "shard: stage %d replicates on each of its %d ranks (not split):", r->stage,
+            c->tp);
+    for (int i = 0; i < w->n; i++)
+        fprintf(stderr, "%s %s x%d", i ? "," : "", w->type[i], w->count[i]);
+    fprintf(stderr, "\n");
+}
+
 static ss_status *shard_rank(shard_ctx *c, int rank, size_t *param_bytes)
 {
     rank_ctx r = {.c = c, .rank = rank, .stage = rank / c->tp, .pos = rank % c->tp};
@@ -663,6 +722,7 @@ static ss_status *shard_rank(shard_ctx *c, int rank, size_t *param_bytes)
             if (!ss_onnx_find_init(c->model, c->graph->input[i]->name))
                 rg_add_input(&r.g, c->graph->input[i]);
     if (r.stage > 0) emit_recvs(&r);
+    whole_ops whole = {0};
     for (int i = 0; i < c->n_nodes && !st && !r.g.error; i++) {
         node_info *ni = &c->nodes[i];
         if (ni->constant || ni->stage != r.stage) continue;
@@ -673,9 +733,12 @@ static ss_status *shard_rank(shard_ctx *c, int rank, size_t *param_bytes)
         if (st) break;
         if (s != S_NONE)
             emit_matmul(&r, ni, s);
-        else if (!(c->opt->mode == SS_SHARD_AUTO && emit_split_elementwise(&r, n)))
+        else if (!(c->opt->mode == SS_SHARD_AUTO && emit_split_elementwise(&r, n))) {
             emit_plain(&r, n);
+            if (!is_split_preserving(c, n)) whole_ops_add(&whole, n->op_type);
+        }
     }
+    whole_ops_report(c, &r, &whole);
     if (!st && r.stage < c->stages - 1) emit_sends(&r);
     if (!st && r.stage == c->stages - 1) {
         for (size_t i = 0; i < c->graph->n_output; i++) {
@@ -749,6 +812,7 @@ static ss_status *write_group_config(shard_ctx *c, const rank_ctx *r, const char
     char model[PATH_MAX];
     snprintf(model, sizeof model, "%s.onnx", c->model_base);
     cJSON_AddStringToObject(root, "model", model);
+    if (c->opt->weights == SS_WEIGHTS_BF16) cJSON_AddStringToObject(root, "weights", "bf16");
     cJSON_AddItemToObject(root, "groups", groups_json(c));
     int prev = r->rank - c->tp, next = r->rank + c->tp;
     cJSON_AddItemToObject(root, "recv_peers", int_array(&prev, r->stage > 0 ? 1 : 0));
@@ -918,16 +982,28 @@ static ss_status *analyse(shard_ctx *c)
     return NULL;
 }
 
+typedef struct {
+    shard_ctx *c;
+    int stage;
+} use_ctx;
+
+static void note_use(void *arg, const char *name)
+{
+    use_ctx *u = arg;
+    int id = name[0] ? name_find(u->c, name) : -1;
+    if (id >= 0 && u->c->last_stage[id] < u->stage) u->c->last_stage[id] = u->stage;
+}
+
+/* The last stage reading each value, subgraph reads included (they cross stage cuts too). */
 static void note_uses(shard_ctx *c)
 {
     for (int i = 0; i < c->n_nodes; i++) {
         if (c->nodes[i].constant) continue;
         const Onnx__NodeProto *n = c->nodes[i].node;
-        for (size_t j = 0; j < n->n_input; j++) {
-            int id = n->input[j][0] ? name_find(c, n->input[j]) : -1;
-            if (id >= 0 && c->last_stage[id] < c->nodes[i].stage)
-                c->last_stage[id] = c->nodes[i].stage;
-        }
+        use_ctx u = {c, c->nodes[i].stage};
+        for (size_t j = 0; j < n->n_input; j++)
+            note_use(&u, n->input[j]);
+        subgraph_reads(n, note_use, &u, 0);
     }
 }
 

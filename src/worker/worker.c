@@ -59,7 +59,6 @@
 /* tensor bytes a PREDICT may carry to be sent by the loop itself */
 #define SEND_INLINE_MAX (256u * 1024u)
 #define HANDSHAKE_FIRST_FRAME_MS 10000
-#define DEFAULT_REPLY_SPIN_US 50
 #define STOP_GRACE_MS 2000 /* at stop, how long agents get to close their links after EXIT */
 
 #define TAG_EVENT 0u
@@ -1218,13 +1217,12 @@ static size_t task_bytes(const task *t)
     return b;
 }
 
-/* The bytes a job puts on the links: per rank, times the ranks that get them. */
+/* The bytes a job puts on the links: its link_bytes (set at dispatch), times the ranks that get
+ * them. */
 static size_t job_bytes(const ss_worker *w, const job *j)
 {
-    size_t b = 0;
-    for (int t = 0; t < j->n_tasks; t++)
-        b += task_bytes(&j->tasks[t]);
-    return w->bcast ? b : b * (size_t)(w->cfg.rank_size / w->cfg.stage_size);
+    return w->bcast ? j->link_bytes
+                    : j->link_bytes * (size_t)(w->cfg.rank_size / w->cfg.stage_size);
 }
 
 /* The bulk sender: sends the jobs handed to it, in order, and hands them back. It touches only
@@ -1542,13 +1540,24 @@ static void run_events(ss_worker *w, const struct epoll_event *evs, int n)
     dispatch(w);
 }
 
-/* A reply is due and nothing else waits (with requests queued the cores have better things to
- * do): worth polling for it a little, yielding the core to anyone runnable, rather than sleeping.
- * An agent's answer often comes within microseconds, and a sleeping thread on another core takes
- * tens of them to wake on a VM. */
-static bool worth_spinning(const ss_worker *w)
+/* The worker's only request waits for its one reply (with more requests about, the cores have
+ * better things to do and a reply is never far): worth polling for it a little, yielding the
+ * core to anyone runnable, rather than sleeping. An agent's answer often comes within
+ * microseconds, and a sleeping thread on another core takes tens of them to wake on a VM. */
+static bool worth_spinning(ss_worker *w)
 {
-    return w->spin_ns && w->n_inflight > 0 && !w->q_len;
+    return w->spin_ns && w->n_inflight == 1 && !w->q_len && atomic_load(&w->n_requests) == 1;
+}
+
+/* Events that are there now or come before spin_ns have passed since t0 (the core is yielded
+ * between looks); 0 when none came, -1 on an epoll error. */
+static int poll_briefly(ss_worker *w, struct epoll_event *evs, int cap, uint64_t t0)
+{
+    for (;;) {
+        int n = epoll_wait(w->epfd, evs, cap, 0);
+        if (n != 0 || ss_now_ns() - t0 >= w->spin_ns) return n;
+        sched_yield();
+    }
 }
 
 /* After a submit: when no thread holds the loop (the loop thread sleeps in epoll), take it and
@@ -1564,13 +1573,11 @@ static void kick_loop(ss_worker *w)
     }
     take_inbox(w);
     dispatch(w);
-    for (uint64_t t0 = ss_now_ns(); worth_spinning(w) && ss_now_ns() - t0 < w->spin_ns;) {
-        struct epoll_event evs[8];
-        int n = epoll_wait(w->epfd, evs, 8, 0);
-        if (n > 0)
-            run_events(w, evs, n);
-        else
-            sched_yield();
+    struct epoll_event evs[8];
+    for (uint64_t t0 = ss_now_ns(); worth_spinning(w);) {
+        int n = poll_briefly(w, evs, 8, t0);
+        if (n <= 0) break;
+        run_events(w, evs, n);
     }
     bool wake = next_wake_ns(w) < w->sleeps_until_ns;
     release_loop(w);
@@ -1581,12 +1588,8 @@ static void kick_loop(ss_worker *w)
  * first when a reply is due. */
 static int wait_events(ss_worker *w, struct epoll_event *evs, int cap, int timeout, bool spin)
 {
-    for (uint64_t t0 = ss_now_ns(); spin && timeout != 0 && ss_now_ns() - t0 < w->spin_ns;) {
-        int n = epoll_wait(w->epfd, evs, cap, 0);
-        if (n != 0) return n;
-        sched_yield();
-    }
-    return epoll_wait(w->epfd, evs, cap, timeout);
+    int n = spin && timeout != 0 ? poll_briefly(w, evs, cap, ss_now_ns()) : 0;
+    return n ? n : epoll_wait(w->epfd, evs, cap, timeout);
 }
 
 /* The front ends' way in (through the registry): queue the request and get it to the loop. */
@@ -1833,7 +1836,6 @@ static void worker_options_defaults(ss_worker_options *o)
     if (o->heartbeat_ms > o->heartbeat_timeout_ms / 4)
         o->heartbeat_ms = o->heartbeat_timeout_ms / 4 > 50 ? o->heartbeat_timeout_ms / 4 : 50;
     if (!o->max_enqueued) o->max_enqueued = 10000;
-    if (!o->reply_spin_us) o->reply_spin_us = DEFAULT_REPLY_SPIN_US;
 }
 
 ss_status *ss_worker_set_add(ss_worker_set *set, const ss_worker_options *opt, ss_worker **out)

@@ -139,6 +139,33 @@ def main(out):
     m = matmul_neg(w, x_shape=("N", 96))
     onnx.save_model(m, f"{out}/dynamic.onnx")
 
+    # a data-dependent shape mid-graph: NonZero's [1, nnz] feeds Cast and Neg, and Mul reads a
+    # value computed before NonZero (it must survive the re-plan for a new nnz)
+    nodes = [helper.make_node("Abs", ["x"], ["a"]), helper.make_node("NonZero", ["a"], ["nz"]),
+             helper.make_node("Cast", ["nz"], ["f"], to=TensorProto.FLOAT),
+             helper.make_node("Neg", ["f"], ["idx"]), helper.make_node("Mul", ["a", "a"], ["sq"])]
+    g = helper.make_graph(nodes, "nonzero", [helper.make_tensor_value_info("x", F, [6])],
+                          [helper.make_tensor_value_info("idx", F, [1, None]),
+                           helper.make_tensor_value_info("sq", F, [6])])
+    onnx.save_model(helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)]), f"{out}/nonzero.onnx")
+
+    # shapes computed at run time: Range's limits are n + 1 and 2n for an input n (the plan stops
+    # at the first Range until a run computes its limit; 2n is computed before that point, so the
+    # re-plan must record it too)
+    nodes = [helper.make_node("Mul", ["n", "two"], ["limit2"]),
+             helper.make_node("Add", ["n", "one"], ["limit"]),
+             helper.make_node("Range", ["zero", "limit", "one"], ["r"]),
+             helper.make_node("Cast", ["r"], ["rf"], to=TensorProto.FLOAT),
+             helper.make_node("Neg", ["rf"], ["y"]),
+             helper.make_node("Range", ["zero", "limit2", "one"], ["y2"])]
+    g = helper.make_graph(nodes, "computed_limit", [helper.make_tensor_value_info("n", TensorProto.INT64, [])],
+                          [helper.make_tensor_value_info("y", F, [None]),
+                           helper.make_tensor_value_info("y2", TensorProto.INT64, [None])],
+                          [numpy_helper.from_array(np.array(0, np.int64), "zero"),
+                           numpy_helper.from_array(np.array(1, np.int64), "one"),
+                           numpy_helper.from_array(np.array(2, np.int64), "two")])
+    onnx.save_model(helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)]), f"{out}/computed_limit.onnx")
+
     # a chain of 16 Neg nodes over [256,256]: the arena must reuse buffers
     nodes = [helper.make_node("Neg", [f"t{i}"], [f"t{i + 1}"], name=f"neg{i}") for i in range(16)]
     g = helper.make_graph(nodes, "chain", [helper.make_tensor_value_info("t0", TensorProto.FLOAT, [256, 256])],

@@ -3,14 +3,19 @@
 users start them, queried with clients written from the specification alone — curl for REST JSON,
 urllib for the binary tensor extension, grpcio generic calls with grpc_service_pb2 (protoc
 --python_out of proto/grpc_service.proto) for gRPC. The seed example answers y all -48 through
-each; a with_batch_dim servable shows the batch-dim rule against the real worker."""
+each; a with_batch_dim servable shows the batch-dim rule against the real worker. The extensions
+against the real worker: ModelStreamInfer, statistics equal to /metrics, and the model repository
+unloading a version while a request is in flight (the agent SIGSTOPped holds it)."""
 
 import json
 import os
 import struct
 import subprocess
 import sys
+import signal
 import tempfile
+import threading
+import time
 import urllib.error
 import urllib.request
 
@@ -179,8 +184,137 @@ def test_batch_dim_rule():
             assert e.code() == grpc.StatusCode.INVALID_ARGUMENT and "input 'b'" in e.details(), e
 
 
+def children(pid):
+    with open("/proc/%d/task/%d/children" % (pid, pid)) as f:
+        return [int(x) for x in f.read().split()]
+
+
+def json_infer(c, scale=1.0):
+    req = {"inputs": [{"name": "x", "datatype": "FP32", "shape": [128, 96],
+                       "data": (ONES * scale).ravel().tolist()}]}
+    status, _, body = http(c, "POST", "/v2/models/matmul/infer", json.dumps(req).encode())
+    return status, json.loads(body)
+
+
+def metric(c, name, **labels):
+    """Sum of the /metrics samples of `name` whose labels include `labels`."""
+    total = 0.0
+    for line in http(c, "GET", "/metrics")[2].decode().splitlines():
+        if not line.startswith(name + "{"):
+            continue
+        head, value = line.rsplit(" ", 1)
+        if all('%s="%s"' % kv in head for kv in labels.items()):
+            total += float(value)
+    return total
+
+
+def check_stream(c):
+    ch = grpc.insecure_channel(c.grpc, options=[("grpc.enable_http_proxy", 0)])
+    call = ch.stream_stream("/inference.GRPCInferenceService/ModelStreamInfer",
+                            request_serializer=lambda m: m.SerializeToString(),
+                            response_deserializer=pb.ModelStreamInferResponse.FromString)
+    reqs = []
+    for k in range(3):
+        req = pb.ModelInferRequest(model_name="matmul", id="s%d" % k)
+        req.inputs.add(name="x", datatype="FP32", shape=[128, 96])
+        req.raw_input_contents.append((ONES * (k + 1)).tobytes())
+        reqs.append(req)
+    reqs.append(pb.ModelInferRequest(model_name="matmul", id="bad"))
+    got = list(call(iter(reqs), timeout=60))
+    ch.close()
+    assert len(got) == 4, got
+    for r in got:
+        if r.error_message:
+            assert "no inputs" in r.error_message or "expects input" in r.error_message, r
+            continue
+        k = int(r.infer_response.id[1:])
+        y = np.frombuffer(r.infer_response.raw_output_contents[0], np.float32)
+        assert y.size == 2048 and (y == -48 * (k + 1)).all(), (k, y[:4])
+    assert sum(1 for r in got if r.error_message) == 1, got
+
+
+def check_stats(c, n_ok):
+    status, _, body = http(c, "GET", "/v2/models/matmul/stats")
+    assert status == 200, body
+    st = json.loads(body)["model_stats"]
+    assert [(m["name"], m["version"]) for m in st] == [("matmul", "1")], st
+    inf = st[0]["inference_stats"]
+    lv = {"servable": "matmul", "version": "1", "method": "predict"}
+    assert inf["success"]["count"] == n_ok == metric(c, "shardserve_requests_total", outcome="ok",
+                                                     **lv), (inf, n_ok)
+    assert inf["queue"]["count"] == metric(c, "shardserve_request_queue_seconds_count", **lv)
+    assert abs(inf["compute_infer"]["ns"] / 1e9 -
+               metric(c, "shardserve_request_compute_seconds_sum", **lv)) < 1e-6, inf
+    assert 0 < inf["compute_infer"]["ns"] <= inf["success"]["ns"], inf
+    assert st[0]["execution_count"] == metric(c, "shardserve_batch_size_count", servable="matmul")
+    assert st[0]["inference_count"] == n_ok, st[0]
+    g = grpc_call(c, "ModelStatistics", pb.ModelStatisticsRequest(name="matmul"),
+                  pb.ModelStatisticsResponse).model_stats
+    assert len(g) == 1 and g[0].inference_stats.success.count == n_ok, g
+    assert g[0].inference_stats.compute_infer.ns == inf["compute_infer"]["ns"], g
+    every = json.loads(http(c, "GET", "/v2/models/stats")[2])["model_stats"]
+    assert [m["name"] for m in every] == ["matmul"], every
+
+
+def index(c, ready=None):
+    body = json.dumps({} if ready is None else {"ready": ready}).encode()
+    status, _, reply = http(c, "POST", "/v2/repository/index", body)
+    assert status == 200, reply
+    return [(m["name"], m["version"], m["state"]) for m in json.loads(reply)]
+
+
+def check_unload_in_flight(c, agents):
+    assert index(c) == [("matmul", "1", "READY")], index(c)
+    agent = children(agents.pid)[-1]
+    os.kill(agent, signal.SIGSTOP)
+    held = {}
+    t = threading.Thread(target=lambda: held.update(r=json_infer(c, 2.0)))
+    try:
+        t.start()
+        time.sleep(0.5)  # the request reaches the stopped agent
+        status, _, body = http(c, "POST", "/v2/repository/models/matmul/unload", b"")
+        assert status == 200, body
+        assert index(c) == [("matmul", "1", "UNLOADING")], index(c)
+        status, reply = json_infer(c)
+        assert status == 503 and "unloaded" in reply["error"], (status, reply)
+        assert http(c, "GET", "/v2/models/matmul/ready")[0] == 503
+    finally:
+        os.kill(agent, signal.SIGCONT)
+    t.join(60)
+    status, reply = held["r"]
+    assert status == 200 and (np.array(reply["outputs"][0]["data"]) == -96).all(), status
+    assert index(c) == [("matmul", "1", "UNAVAILABLE")], index(c)
+    assert index(c, ready=True) == []
+    assert http(c, "GET", "/v2/health/ready")[0] == 503  # nothing loaded
+    grpc_call(c, "RepositoryModelLoad", pb.RepositoryModelLoadRequest(model_name="matmul"),
+              pb.RepositoryModelLoadResponse)
+    assert index(c) == [("matmul", "1", "READY")], index(c)
+    status, reply = json_infer(c)
+    assert status == 200 and (np.array(reply["outputs"][0]["data"]) == -48).all(), status
+    status, _, body = http(c, "POST", "/v2/repository/models/nope/unload", b"")
+    assert status == 404 and "nope" in json.loads(body)["error"], body
+    status, _, body = http(c, "POST", "/v2/repository/models/matmul/load",
+                           b'{"parameters": {"version": 7}}')
+    assert status == 404 and "version 7" in json.loads(body)["error"], body
+
+
+def test_extensions_on_a_real_worker():
+    with Cluster() as c:
+        models = c.add_servable("matmul", SEED, 1, 1)
+        table = c.write_rank_table(1, "rt-matmul.json")
+        c.serve([("matmul", 1, table)], wait_agents=60)
+        agents = c.agents(c.worker_addresses["matmul"][0], models)
+        c.wait_ready(1)
+        check_stream(c)
+        for k in range(4):
+            assert json_infer(c)[0] == 200
+        check_stats(c, 4 + 3)
+        check_unload_in_flight(c, agents)
+
+
 def main():
-    return run_cases([test_seed_example_over_kserve, test_batch_dim_rule], sys.argv[1:])
+    return run_cases([test_seed_example_over_kserve, test_batch_dim_rule,
+                      test_extensions_on_a_real_worker], sys.argv[1:])
 
 
 if __name__ == "__main__":

@@ -121,6 +121,29 @@ need_data() {
 }
 
 # "--input NAME=FILE ..." and "--input-shape NAME=D0,.." arguments of a prepared case (fixtures.sh)
+# shard_and_run NAME BACKEND "SHARD ARGS" RUN ARGS...: `shardserve shard $WORK/model.onnx SHARD ARGS`
+# into $WORK/shards-NAME, then `run --shards` with the backend and RUN ARGS into $WORK/out-NAME
+# (bounded, checked clean). Returns 0 when both worked; a failure is recorded with its log.
+shard_and_run() {
+  local name=$1 backend=$2 shard_args=$3
+  shift 3
+  # shellcheck disable=SC2086
+  if ! "$SS" shard "$WORK/model.onnx" $shard_args --out "$WORK/shards-$name" >"$WORK/shard-$name.log" 2>&1; then
+    cat "$WORK/shard-$name.log"
+    fail "$name: shard $shard_args"
+    return 1
+  fi
+  mkdir -p "$WORK/out-$name"
+  run_group 60 "$WORK/run-$name.log" $MPI_WRAP "$SS" run --shards "$WORK/shards-$name" \
+    --comm "$backend" "$@" --output-dir "$WORK/out-$name"
+  if [ "$GROUP_RC" -ne 0 ]; then
+    cat "$WORK/run-$name.log"
+    fail "$name: run --shards --comm $backend exit $GROUP_RC"
+    return 1
+  fi
+  check_clean "$GROUP_PID"
+}
+
 case_inputs() { cat "$DATA/in/$1/inputs.txt"; }
 case_shapes() { cat "$DATA/in/$1/shapes.txt"; }
 case_outputs() { cat "$DATA/in/$1/outputs.txt"; }

@@ -1,6 +1,6 @@
 #!/bin/bash
 # CTest fixture setup (test shard_data) for the sharding tests: writes into $SS_SHARD_DATA
-#   fx/<case>/          the exporter-shaped MLP / BERT-tiny / GPT-2-tiny cases
+#   fx/<case>/          the exporter-shaped MLP / MNIST CNN / BERT-tiny / GPT-2-tiny / gated MLP (If) cases
 #                       (tests/fixtures/onnx_export_families.py --fixtures)
 #   seed/model.onnx     the seed model (examples/matmul_distributed/make_model.py) and x.npy = 1
 #   chain/chain.onnx    16 x MatMul 1024x1024 -> Relu (64 MB, external data) and chain_x.npy [512,1024]
@@ -28,7 +28,7 @@ $py "$repo/tests/fixtures/onnx_export_families.py" --fixtures "$data/fx" >"$data
 $py "$repo/examples/matmul_distributed/make_model.py" "$data/seed/model.onnx" || { echo "FAIL seed model"; exit 1; }
 $py -c "import numpy as np; np.save('$data/seed/x.npy', np.ones((128, 96), np.float32))" || exit 1
 $py "$here/make_chain.py" "$data/chain/chain.onnx" --dim 1024 --layers 16 --batch 512 || { echo "FAIL chain model"; exit 1; }
-for c in mlp bert_tiny gpt2_tiny; do
+for c in mlp bert_tiny gpt2_tiny mnist_cnn gated_mlp_on gated_mlp_off; do
   for op in 14 17; do
     case=${c}_op$op
     src=$data/fx/test_$case

@@ -111,6 +111,24 @@ def main():
                     continue
                 ok &= check_close(f"{os.path.basename(d)} {n} vs unsharded", np.load(pa), np.load(pb), atol)
         sys.exit(0 if ok else 1)
+    elif cmd == "compare_rel":
+        # compare_rel REF REL MUST_DIFFER NAMES DIR: |got - want| <= REL * max|want| for every
+        # output; MUST_DIFFER=1 also wants some difference (reduced precision took effect), 0 none
+        ref, rel, must_differ, names, d = args[0], float(args[1]), args[2] == "1", args[3].split(","), args[4]
+        ok = True
+        for n in names:
+            got, want = np.load(os.path.join(d, n + ".npy")), np.load(os.path.join(ref, n + ".npy"))
+            if got.shape != want.shape or got.dtype != want.dtype:
+                print(f"FAIL {n}: got {describe(got)}, want {describe(want)}")
+                ok = False
+                continue
+            scale = float(np.abs(want.astype(np.float64)).max()) or 1.0
+            worst = float(np.abs(got.astype(np.float64) - want).max())
+            good = worst <= rel * scale and (worst > 0) == must_differ
+            print(f"{'ok  ' if good else 'FAIL'} {n}: max |diff| {worst:.3g} vs {rel} x max |want| "
+                  f"{scale:.3g}{', must differ' if must_differ else ', must be equal'}")
+            ok &= good
+        sys.exit(0 if ok else 1)
     elif cmd == "expected":
         case_dir, out_dir, atol = args[0], args[1], float(args[2])
         ok = True

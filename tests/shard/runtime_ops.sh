@@ -32,30 +32,18 @@ np.save(out + "/x.npy", x)
 h = x @ w1
 np.save(out + "/y_ref.npy", np.sin(h / (1 + np.abs(h))) @ w2)
 PY
-if ! "$SS" shard "$WORK/model.onnx" --ranks 2 --out "$WORK/shards" >"$WORK/shard.log" 2>&1; then
-  cat "$WORK/shard.log"
-  fail "shard --ranks 2"
-  finish "$backend"
-fi
-mkdir -p "$WORK/out"
-run_group 60 "$WORK/run.log" $MPI_WRAP "$SS" run --shards "$WORK/shards" --comm "$backend" \
-  --input "x=$WORK/x.npy" --output-dir "$WORK/out"
-if [ "$GROUP_RC" -ne 0 ]; then
-  cat "$WORK/run.log"
-  fail "run --shards --comm $backend exit $GROUP_RC"
-fi
-check_clean "$GROUP_PID"
+shard_and_run 2 "$backend" "--ranks 2" --input "x=$WORK/x.npy" || finish "$backend"
 $PY - "$WORK" <<'PY' || fail "collectives or outputs wrong"
 import sys
 import numpy as np
 import onnx
 work, ok = sys.argv[1], True
 for r in range(2):
-    ops = [n.op_type for n in onnx.load(f"{work}/shards/device{r}/model.onnx", load_external_data=False).graph.node]
+    ops = [n.op_type for n in onnx.load(f"{work}/shards-2/device{r}/model.onnx", load_external_data=False).graph.node]
     good = ops.count("AllReduce") == 1 and "AllGather" not in ops
     print(f"{'ok  ' if good else 'FAIL'} rank {r}: {ops}, want one AllReduce and no AllGather")
     ok &= good
-y, ref = np.load(f"{work}/out/y.npy"), np.load(f"{work}/y_ref.npy")
+y, ref = np.load(f"{work}/out-2/y.npy"), np.load(f"{work}/y_ref.npy")
 good = y.shape == ref.shape and np.allclose(y, ref, atol=1e-5)
 print(f"{'ok  ' if good else 'FAIL'} y {y.shape}: max |y - numpy| {np.abs(y - ref).max() if y.shape == ref.shape else 'shape'}")
 sys.exit(0 if ok and good else 1)

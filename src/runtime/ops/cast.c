@@ -10,12 +10,19 @@
  *   (NaN stays NaN), which is what the ONNX 1.12 reference and its test data do.
  * - float16/bfloat16 go through float32, converted in chunks on the stack.
  * - string -> number parses with strtod/strtof ("NaN", "INF", "-INF" included); a string that
- *   is not a number is an error at run time. number -> string is unsupported (it would need
- *   numpy's shortest-repr formatting).
+ *   is not a number is an error at run time.
+ * - float32/float64/integer -> string writes numpy's str(): the shortest text that reads back as
+ *   the same value, "1.0" for integral floats, "NaN"/"INF"/"-INF" as the spec spells them. The
+ *   text lives in the node's state (CAST_STR_MAX bytes per element, sized by infer), so these
+ *   outputs are SS_OPF_STRING_OUT and never folded.
  */
 #include "broadcast.h"
 
+#include "common.h"
+
 #include <errno.h>
+#include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -119,7 +126,10 @@ static void from_f32(ss_dtype dt, const float *src, void *dst, int64_t n)
 typedef struct {
     ss_dtype from, to;
     cast_fn fn; /* native pair; for half types the float32 side of it */
+    char *text; /* to string: CAST_STR_MAX bytes per element, after the struct */
 } cast_plan;
+
+#define CAST_STR_MAX 32 /* "-1.2345678901234567e-308" and INT64_MIN fit */
 
 static ss_dtype native(ss_dtype dt)
 {
@@ -156,13 +166,60 @@ static ss_status *cast_target(const ss_kctx *k, ss_dtype *to)
     return NULL;
 }
 
+static ss_status *cast_to_string_plan(ss_kctx *k)
+{
+    const ss_tensor *x = k->in[0];
+    if (x->dtype != SS_DT_FLOAT32 && x->dtype != SS_DT_FLOAT64 && !ss_dtype_is_int(x->dtype))
+        return ss_op_err(k, SS_ERR_UNSUPPORTED, "casting %s to string is not supported",
+                         ss_dtype_name(x->dtype));
+    int64_t n = ss_tensor_numel(x);
+    if (n < 0 || (uint64_t)n > SIZE_MAX / CAST_STR_MAX / 2)
+        return ss_op_err(k, SS_ERR_LIMIT, "too many elements to cast to string");
+    cast_plan *p = ss_op_state_alloc(k, sizeof *p + (size_t)n * CAST_STR_MAX);
+    if (!p) return ss_op_oom();
+    *p = (cast_plan){.from = x->dtype, .to = SS_DT_STRING, .text = (char *)(p + 1)};
+    ss_op_same_shape(k->out[0], x);
+    k->out[0]->dtype = SS_DT_STRING;
+    return NULL;
+}
+
+/* numpy's str() of a float: the fewest significant digits that read back as v. */
+static int format_shortest(char *buf, double v, bool single)
+{
+    if (isnan(v)) return snprintf(buf, CAST_STR_MAX, "NaN");
+    if (isinf(v)) return snprintf(buf, CAST_STR_MAX, v < 0 ? "-INF" : "INF");
+    int len = 0;
+    for (int digits = 1; digits <= 17; digits++) {
+        len = snprintf(buf, CAST_STR_MAX, "%.*g", digits, v);
+        if (single ? strtof(buf, NULL) == (float)v : strtod(buf, NULL) == v) break;
+    }
+    if (strspn(buf, "-0123456789") == (size_t)len) len += snprintf(buf + len, 3, ".0");
+    return len;
+}
+
+static ss_status *cast_to_string(ss_kctx *k, const cast_plan *p, int64_t n)
+{
+    const ss_tensor *x = k->in[0];
+    ss_string *out = k->out[0]->data;
+    for (int64_t i = 0; i < n; i++) {
+        char *buf = p->text + (size_t)i * CAST_STR_MAX;
+        uint64_t u = 0;
+        if (p->from == SS_DT_UINT64) memcpy(&u, (const char *)x->data + i * 8, 8);
+        int len = p->from == SS_DT_UINT64
+                      ? snprintf(buf, CAST_STR_MAX, "%llu", (unsigned long long)u)
+                  : ss_dtype_is_int(p->from)
+                      ? snprintf(buf, CAST_STR_MAX, "%lld", (long long)ss_op_elem_i64(x, i))
+                      : format_shortest(buf, ss_op_elem_f64(x, i), p->from == SS_DT_FLOAT32);
+        out[i] = (ss_string){.len = (size_t)len, .data = buf};
+    }
+    return NULL;
+}
+
 static ss_status *cast_plan_make(ss_kctx *k, ss_dtype to)
 {
     const ss_tensor *x = k->in[0];
     ss_dtype from = x->dtype;
-    if (to == SS_DT_STRING)
-        return ss_op_err(k, SS_ERR_UNSUPPORTED, "casting %s to string is not supported",
-                         ss_dtype_name(from));
+    if (to == SS_DT_STRING) return cast_to_string_plan(k);
     cast_fn fn = NULL;
     if (from == SS_DT_STRING)
         fn = cast_tab[SS_DT_FLOAT64][native(to)];
@@ -235,6 +292,7 @@ static ss_status *cast_run(ss_kctx *k)
     char *dst = k->out[0]->data;
     int64_t n = ss_tensor_numel(k->out[0]);
     if (p->from == SS_DT_STRING) return cast_from_string(k, p, n);
+    if (p->to == SS_DT_STRING) return cast_to_string(k, p, n);
     if (p->from == p->to) {
         if (n > 0) memcpy(dst, src, k->out[0]->nbytes);
         return NULL;
@@ -265,7 +323,7 @@ static ss_status *cast_run(ss_kctx *k)
 }
 
 const ss_op_def ss_ops_cast[] = {
-    {"", "Cast", 1, 21, cast_infer, cast_run, SS_OPF_ELEMENTWISE},
-    {"", "CastLike", 15, 21, castlike_infer, cast_run, SS_OPF_ELEMENTWISE},
+    {"", "Cast", 1, 21, cast_infer, cast_run, SS_OPF_ELEMENTWISE | SS_OPF_STRING_OUT},
+    {"", "CastLike", 15, 21, castlike_infer, cast_run, SS_OPF_ELEMENTWISE | SS_OPF_STRING_OUT},
     {0},
 };

@@ -73,7 +73,7 @@ ss_status *ss_op_oom(void)
 
 ss_status *ss_op_plan_value(ss_kctx *k, int i, const char *what, const ss_tensor **out)
 {
-    const ss_tensor *v = ss_kctx_value(k, i);
+    const ss_tensor *v = ss_kctx_value_needed(k, i);
     /* outside planning the value may be the bare input, whose data is NULL */
     if (!v || (!v->data && ss_tensor_numel(k->in[i]) > 0))
         return ss_op_err(k, SS_ERR_UNSUPPORTED,
@@ -98,6 +98,15 @@ ss_status *ss_op_plan_ints(ss_kctx *k, int i, const char *what, int64_t *dst, in
                          what, cap);
     *n = ss_op_read_ints(v, dst, cap);
     return NULL;
+}
+
+void ss_op_set_shape(ss_kctx *k, int j, int ndim, const int64_t *dims)
+{
+    ss_tensor *o = k->out[j];
+    if (!o) return;
+    o->ndim = ndim;
+    memcpy(o->dims, dims, sizeof(int64_t) * (size_t)ndim);
+    o->nbytes = (size_t)ss_tensor_numel(o) * ss_dtype_size(o->dtype);
 }
 
 /* ------------------------------------------------------------------ elements */
@@ -147,6 +156,58 @@ double ss_op_elem_f64(const ss_tensor *t, int64_t i)
         return (double)v.u64;
     default:
         return 0;
+    }
+}
+
+static double clampd(double v, double lo, double hi)
+{
+    return v != v ? 0 : v < lo ? lo : v > hi ? hi : v;
+}
+
+void ss_op_store_f64(void *dst, int64_t i, ss_dtype dt, double v)
+{
+    switch (dt) {
+    case SS_DT_FLOAT32:
+        ((float *)dst)[i] = (float)v;
+        break;
+    case SS_DT_FLOAT64:
+        ((double *)dst)[i] = v;
+        break;
+    case SS_DT_FLOAT16:
+        ((uint16_t *)dst)[i] = ss_f32_to_f16((float)v);
+        break;
+    case SS_DT_BFLOAT16:
+        ((uint16_t *)dst)[i] = ss_f32_to_bf16((float)v);
+        break;
+    case SS_DT_INT8:
+        ((int8_t *)dst)[i] = (int8_t)clampd(v, INT8_MIN, INT8_MAX);
+        break;
+    case SS_DT_UINT8:
+        ((uint8_t *)dst)[i] = (uint8_t)clampd(v, 0, UINT8_MAX);
+        break;
+    case SS_DT_BOOL:
+        ((uint8_t *)dst)[i] = v != 0;
+        break;
+    case SS_DT_INT16:
+        ((int16_t *)dst)[i] = (int16_t)clampd(v, INT16_MIN, INT16_MAX);
+        break;
+    case SS_DT_UINT16:
+        ((uint16_t *)dst)[i] = (uint16_t)clampd(v, 0, UINT16_MAX);
+        break;
+    case SS_DT_INT32:
+        ((int32_t *)dst)[i] = (int32_t)clampd(v, INT32_MIN, INT32_MAX);
+        break;
+    case SS_DT_UINT32:
+        ((uint32_t *)dst)[i] = (uint32_t)clampd(v, 0, UINT32_MAX);
+        break;
+    case SS_DT_INT64:
+        ((int64_t *)dst)[i] = ss_op_sat_i64(v);
+        break;
+    case SS_DT_UINT64:
+        ((uint64_t *)dst)[i] = v != v || v <= 0 ? 0 : v >= 0x1p64 ? UINT64_MAX : (uint64_t)v;
+        break;
+    default:
+        break;
     }
 }
 

@@ -100,6 +100,10 @@ static inline int64_t ss_op_elem_i64(const ss_tensor *t, int64_t i)
 #undef SS_OP_LOAD_
 }
 
+/* dst[i] = v converted to dt: integers truncate toward zero and saturate (NaN -> 0), bool is
+ * v != 0; no undefined behaviour on out-of-range values. */
+void ss_op_store_f64(void *dst, int64_t i, ss_dtype dt, double v);
+
 /* n copies of the es-byte `value` into dst (nothing for n <= 0: an empty output may have no
  * buffer at all). */
 void ss_op_fill(void *dst, const void *value, int64_t n, size_t es);

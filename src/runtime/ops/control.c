@@ -72,6 +72,12 @@ static ss_status *if_infer(ss_kctx *k)
 {
     ss_status *st = ss_op_check_attrs(k, if_attrs);
     if (st) return st;
+    for (int b = 0; b < 2; b++) {
+        const ss_onnx_attr *a = ss_onnx_attr_find(k->node, branch_attr[b]);
+        if (a && a->g && a->g->n_input)
+            return ss_op_err(k, SS_ERR_INVALID, "%s declares %zu inputs, expects none",
+                             branch_attr[b], a->g->n_input);
+    }
     const ss_tensor *cond = k->node->n_input == 1 ? k->in[0] : NULL;
     if (!cond) return ss_op_err(k, SS_ERR_INVALID, "expects one input, the condition");
     if (cond->dtype != SS_DT_BOOL || ss_tensor_numel(cond) != 1)

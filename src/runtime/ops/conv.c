@@ -12,6 +12,7 @@
  */
 #include "common.h"
 #include "onednn.h"
+#include "quant.h"
 
 #include <cblas.h>
 #include <math.h>
@@ -823,6 +824,172 @@ static ss_status *gpool_run(ss_kctx *k)
     return NULL;
 }
 
+/* ------------------------------------------------------------------ ConvInteger, QLinearConv */
+
+/*
+ * Quantized Conv: int32 accumulation of (x - x_zero_point) * (w - w_zero_point) over the same
+ * window geometry as Conv, so padding contributes nothing (the spec pads the zero-point-shifted
+ * input with zeros). ConvInteger returns the int32 sums; QLinearConv adds its int32 bias, scales
+ * by x_scale * w_scale / y_scale (w's per output channel where given), rounds half to even and
+ * saturates into y_zero_point's type. Direct loops over int32 copies of W and of one image of X
+ * (zero points subtracted, in the node's scratch): exact, not tuned.
+ */
+typedef struct {
+    geom g;
+    int64_t N, C, M, group, cg, mg;
+    int iw; /* W's input index: 1 (ConvInteger) or 3 (QLinearConv) */
+    bool qlinear;
+} qconv_plan;
+
+/* A scalar or per-output-channel parameter (input i), or dflt when absent. */
+static double qconv_param(const ss_kctx *k, int i, int64_t m, double dflt)
+{
+    if (i >= k->n_in || !k->in[i]) return dflt;
+    return ss_op_elem_f64(k->in[i], ss_tensor_numel(k->in[i]) == 1 ? 0 : m);
+}
+
+static ss_status *qconv_check_param(const ss_kctx *k, int i, int64_t per, const char *what)
+{
+    if (i >= k->n_in || !k->in[i]) return NULL;
+    int64_t n = ss_tensor_numel(k->in[i]);
+    if (n != 1 && n != per)
+        return ss_op_err(k, SS_ERR_INVALID, "%s has %lld values, expected 1 or %lld", what,
+                         (long long)n, (long long)per);
+    return NULL;
+}
+
+static ss_status *qconv_infer_common(ss_kctx *k, int iw, bool qlinear)
+{
+    ss_status *st = ss_op_check_attrs(k, conv_attrs);
+    if (st) return st;
+    const ss_tensor *x = k->in[0], *w = k->in[iw];
+    if (!ss_quant_dtype8(x->dtype) || !ss_quant_dtype8(w->dtype))
+        return ss_op_err(k, SS_ERR_UNSUPPORTED, "x of type %s and w of type %s",
+                         ss_dtype_name(x->dtype), ss_dtype_name(w->dtype));
+    if (x->ndim < 3 || w->ndim != x->ndim)
+        return ss_op_err(k, SS_ERR_INVALID, "x (rank %d) and w (rank %d) must have rank >= 3",
+                         x->ndim, w->ndim);
+    int64_t kernel[SS_MAX_DIMS];
+    if ((st = read_spatial(k, "kernel_shape", x->ndim - 2, -1, kernel))) return st;
+    for (int i = 0; i < x->ndim - 2; i++)
+        if (kernel[i] >= 0 && kernel[i] != w->dims[2 + i])
+            return ss_op_err(k, SS_ERR_INVALID, "attribute 'kernel_shape' does not match w");
+    geom g;
+    if ((st = geom_init(k, x, w->dims + 2, false, &g))) return st;
+    int64_t group = ss_onnx_attr_int(k->node, "group", 1), C = x->dims[1], M = w->dims[0];
+    if (group < 1 || C % group || M % group || w->dims[1] != C / group)
+        return ss_op_err(k, SS_ERR_INVALID, "channels (x %lld, w %lldx%lld) do not fit group %lld",
+                         (long long)C, (long long)M, (long long)w->dims[1], (long long)group);
+    qconv_plan *p = ss_op_state_alloc(k, sizeof *p);
+    if (!p) return ss_op_oom();
+    *p = (qconv_plan){.g = g,
+                      .N = x->dims[0],
+                      .C = C,
+                      .M = M,
+                      .group = group,
+                      .cg = C / group,
+                      .mg = M / group,
+                      .iw = iw,
+                      .qlinear = qlinear};
+    st = qconv_check_param(k, 2, 1, "x_zero_point");
+    if (!st) st = qconv_check_param(k, qlinear ? 5 : 3, M, "w_zero_point");
+    if (!st && qlinear) st = qconv_check_param(k, 4, M, "w_scale");
+    if (!st && qlinear) st = qconv_check_param(k, 8, M, "B");
+    if (st) return st;
+    ss_dtype ydt = qlinear ? k->in[7]->dtype : SS_DT_INT32;
+    if (qlinear && !ss_quant_dtype(ydt))
+        return ss_op_err(k, SS_ERR_UNSUPPORTED, "y_zero_point of type %s", ss_dtype_name(ydt));
+    geom_shape(&g, g.out, p->N, M, k->out[0], ydt);
+    k->scratch_bytes = sizeof(int32_t) * (size_t)(M * p->cg * g.kvol + C * g.ivol + 1);
+    return NULL;
+}
+
+static ss_status *convinteger_infer(ss_kctx *k)
+{
+    ss_status *st = ss_op_expect_inputs(k, 2, 4);
+    return st ? st : qconv_infer_common(k, 1, false);
+}
+
+static ss_status *qlinearconv_infer(ss_kctx *k)
+{
+    ss_status *st = ss_op_expect_inputs(k, 8, 9);
+    return st ? st : qconv_infer_common(k, 3, true);
+}
+
+/* The int32 sum of output position o for output channel m: xs is the image's channels of m's
+ * group and wm m's weights, both with their zero points subtracted. */
+static int32_t qconv_dot(const qconv_plan *p, const int32_t *xs, const int32_t *wm,
+                         const int64_t *o)
+{
+    const geom *g = &p->g;
+    int32_t acc = 0;
+    for (int64_t c = 0; c < p->cg; c++, xs += g->ivol)
+        for (int64_t kd = 0; kd < g->k[0]; kd++) {
+            int64_t id = o[0] * g->s[0] - g->pb[0] + kd * g->d[0];
+            if (id < 0 || id >= g->in[0]) continue;
+            for (int64_t kh = 0; kh < g->k[1]; kh++) {
+                int64_t ih = o[1] * g->s[1] - g->pb[1] + kh * g->d[1];
+                if (ih < 0 || ih >= g->in[1]) continue;
+                const int32_t *row = xs + (id * g->in[1] + ih) * g->in[2];
+                const int32_t *wk = wm + ((c * g->k[0] + kd) * g->k[1] + kh) * g->k[2];
+                for (int64_t kw = 0; kw < g->k[2]; kw++) {
+                    int64_t iw = o[2] * g->s[2] - g->pb[2] + kw * g->d[2];
+                    if (iw >= 0 && iw < g->in[2]) /* int32 wraps as the spec's does */
+                        acc = (int32_t)((uint32_t)acc + (uint32_t)(row[iw] * wk[kw]));
+                }
+            }
+        }
+    return acc;
+}
+
+/* The int32 sums of image n for channel m into y (ConvInteger) or scaled and rounded. */
+static void qconv_channel(const ss_kctx *k, const qconv_plan *p, const int32_t *xs,
+                          const int32_t *wm, int64_t m, int64_t e)
+{
+    ss_tensor *y = k->out[0];
+    double mult = 0, bias = 0, yz = 0;
+    if (p->qlinear) {
+        mult = (float)qconv_param(k, 1, 0, 1) * (float)qconv_param(k, 4, m, 1) /
+               (float)qconv_param(k, 6, 0, 1);
+        bias = qconv_param(k, 8, m, 0);
+        yz = qconv_param(k, 7, 0, 0);
+    }
+    int64_t o[3];
+    for (o[0] = 0; o[0] < p->g.out[0]; o[0]++)
+        for (o[1] = 0; o[1] < p->g.out[1]; o[1]++)
+            for (o[2] = 0; o[2] < p->g.out[2]; o[2]++, e++) {
+                int32_t acc = qconv_dot(p, xs, wm, o);
+                if (p->qlinear)
+                    ss_quant_store(y->data, e, y->dtype, rint(((double)acc + bias) * mult) + yz);
+                else
+                    ((int32_t *)y->data)[e] = acc;
+            }
+}
+
+/* Scratch: W and one image of X as int32 minus their zero points, then the direct loops. */
+static ss_status *qconv_run(ss_kctx *k)
+{
+    const qconv_plan *p = k->state;
+    const ss_tensor *x = k->in[0], *w = k->in[p->iw];
+    int iwz = p->qlinear ? 5 : 3;
+    int32_t *ws = k->scratch, *xs = ws + p->M * p->cg * p->g.kvol;
+    int64_t per_m = p->cg * p->g.kvol, xz = (int64_t)qconv_param(k, 2, 0, 0);
+    for (int64_t m = 0; m < p->M; m++) {
+        int64_t wz = (int64_t)qconv_param(k, iwz, m, 0);
+        for (int64_t i = 0; i < per_m; i++)
+            ws[m * per_m + i] = (int32_t)(ss_op_elem_i64(w, m * per_m + i) - wz);
+    }
+    int64_t img = p->C * p->g.ivol;
+    for (int64_t n = 0; n < p->N; n++) {
+        for (int64_t i = 0; i < img; i++)
+            xs[i] = (int32_t)(ss_op_elem_i64(x, n * img + i) - xz);
+        for (int64_t m = 0; m < p->M; m++)
+            qconv_channel(k, p, xs + m / p->mg * p->cg * p->g.ivol, ws + m * per_m, m,
+                          (n * p->M + m) * p->g.ovol);
+    }
+    return NULL;
+}
+
 const ss_op_def ss_ops_conv[] = {
     {"", "Conv", 1, 21, conv_infer, conv_run, 0, conv_release},
     {"", "ConvTranspose", 1, 21, convt_infer, convt_run, 0},
@@ -830,5 +997,7 @@ const ss_op_def ss_ops_conv[] = {
     {"", "AveragePool", 1, 21, pool_infer, pool_run, 0},
     {"", "GlobalAveragePool", 1, 21, gpool_infer, gpool_run, 0},
     {"", "GlobalMaxPool", 1, 21, gpool_infer, gpool_run, 0},
+    {"", "ConvInteger", 10, 21, convinteger_infer, qconv_run, 0},
+    {"", "QLinearConv", 10, 21, qlinearconv_infer, qconv_run, 0},
     {0},
 };

@@ -52,4 +52,9 @@ void ss_gemm_small(ss_gemm_variant v, int64_t M, int64_t N, int64_t K, float alp
                    int64_t lda, const float *B, int64_t ldb, bool acc, float *C, int64_t ldc,
                    int threads);
 
+/* OpenBLAS for float32/float64 (matmul.c): C[M,N] = alpha * op(A) x op(B) + beta * C, C dense
+ * (ldc = N); op transposes when ta/tb. M == 1 streams B through gemv. */
+void ss_op_blas_gemm(ss_dtype dt, bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha,
+                     const void *A, int64_t lda, const void *B, int64_t ldb, float beta, void *C);
+
 #endif

@@ -209,8 +209,8 @@ static ss_status *matmul_infer(ss_kctx *k)
     return NULL;
 }
 
-static void gemm(ss_dtype dt, bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha,
-                 const void *A, int64_t lda, const void *B, int64_t ldb, float beta, void *C)
+void ss_op_blas_gemm(ss_dtype dt, bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha,
+                     const void *A, int64_t lda, const void *B, int64_t ldb, float beta, void *C)
 {
     if (M == 0 || N == 0) return;
     if (M == 1 && !ta) { /* a vector times a matrix: stream B once instead of packing it */
@@ -255,7 +255,8 @@ static ss_status *matmul_run(ss_kctx *k)
         return NULL;
     }
     if (p->fold_a) {
-        gemm(k->in[0]->dtype, false, false, M * p->n_batch, N, K, 1.0f, A, K, B, N, 0.0f, C);
+        ss_op_blas_gemm(k->in[0]->dtype, false, false, M * p->n_batch, N, K, 1.0f, A, K, B, N, 0.0f,
+                        C);
         return NULL;
     }
     int64_t idx[SS_MAX_DIMS] = {0};
@@ -263,8 +264,8 @@ static ss_status *matmul_run(ss_kctx *k)
         int64_t ao = 0, bo = 0;
         for (int d = 0; d < p->batch_nd; d++)
             ao += idx[d] * p->a_stride[d], bo += idx[d] * p->b_stride[d];
-        gemm(k->in[0]->dtype, false, false, M, N, K, 1.0f, A + (size_t)(ao * M * K) * es, K,
-             B + (size_t)(bo * K * N) * es, N, 0.0f, C + (size_t)(bi * M * N) * es);
+        ss_op_blas_gemm(k->in[0]->dtype, false, false, M, N, K, 1.0f, A + (size_t)(ao * M * K) * es,
+                        K, B + (size_t)(bo * K * N) * es, N, 0.0f, C + (size_t)(bi * M * N) * es);
         for (int d = p->batch_nd - 1; d >= 0 && ++idx[d] == p->batch[d]; d--)
             idx[d] = 0;
     }
@@ -416,8 +417,8 @@ static ss_status *gemm_run(ss_kctx *k)
                       b->dims[1], beta != 0.0f, out, p->N, p->kc.threads);
         return NULL;
     }
-    gemm(a->dtype, p->ta, p->tb, p->M, p->N, p->K, p->alpha, a->data, a->dims[1], b->data,
-         b->dims[1], beta, out);
+    ss_op_blas_gemm(a->dtype, p->ta, p->tb, p->M, p->N, p->K, p->alpha, a->data, a->dims[1],
+                    b->data, b->dims[1], beta, out);
     return NULL;
 }
 

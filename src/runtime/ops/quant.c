@@ -1,0 +1,444 @@
+/*
+ * Linear quantization: QuantizeLinear, DequantizeLinear (per tensor, per axis and, from opset
+ * 21, per block), DynamicQuantizeLinear, MatMulInteger and QLinearMatMul. (ConvInteger and
+ * QLinearConv share conv.c's window geometry and live there.)
+ *
+ * Quantized values are 8-bit (16-bit from opset 21) integers; a zero point's dtype is the
+ * quantized dtype. Rounding is half to even (rintf under the default rounding mode) and results
+ * saturate to the quantized range, as the spec says. MatMulInteger, QLinearMatMul and the Conv
+ * pair take 8-bit operands and accumulate in int32 as the spec does (wrapping, never undefined,
+ * past K ~ 33000 terms). The kernels loop over int32 copies of the operands in the node's scratch,
+ * zero points subtracted: exact, not tuned. run never allocates.
+ */
+#include "common.h"
+#include "quant.h"
+
+#include <math.h>
+#include <string.h>
+
+/* ------------------------------------------------------------------ shared element helpers */
+
+bool ss_quant_dtype(ss_dtype dt)
+{
+    return ss_quant_dtype8(dt) || dt == SS_DT_UINT16 || dt == SS_DT_INT16;
+}
+
+bool ss_quant_dtype8(ss_dtype dt)
+{
+    return dt == SS_DT_UINT8 || dt == SS_DT_INT8;
+}
+
+static void quant_range(ss_dtype dt, double *lo, double *hi)
+{
+    switch (dt) {
+    case SS_DT_INT8:
+        *lo = -128, *hi = 127;
+        break;
+    case SS_DT_UINT16:
+        *lo = 0, *hi = 65535;
+        break;
+    case SS_DT_INT16:
+        *lo = -32768, *hi = 32767;
+        break;
+    default:
+        *lo = 0, *hi = 255;
+    }
+}
+
+void ss_quant_store(void *dst, int64_t i, ss_dtype dt, double v)
+{
+    double lo, hi;
+    quant_range(dt, &lo, &hi);
+    v = v != v ? 0 : v < lo ? lo : v > hi ? hi : v; /* NaN has no integer: 0 */
+    switch (dt) {
+    case SS_DT_INT8:
+        ((int8_t *)dst)[i] = (int8_t)v;
+        break;
+    case SS_DT_UINT16:
+        ((uint16_t *)dst)[i] = (uint16_t)v;
+        break;
+    case SS_DT_INT16:
+        ((int16_t *)dst)[i] = (int16_t)v;
+        break;
+    default:
+        ((uint8_t *)dst)[i] = (uint8_t)v;
+    }
+}
+
+static void store_float(void *dst, int64_t i, ss_dtype dt, float v)
+{
+    if (dt == SS_DT_FLOAT16)
+        ((uint16_t *)dst)[i] = ss_f32_to_f16(v);
+    else if (dt == SS_DT_BFLOAT16)
+        ((uint16_t *)dst)[i] = ss_f32_to_bf16(v);
+    else
+        ((float *)dst)[i] = v;
+}
+
+/* ------------------------------------------------------------------ Quantize/DequantizeLinear */
+
+/* How an element of x finds its scale and zero point: per tensor (one value), per axis (a 1-D
+ * tensor along `axis`) or per block (x's shape with `axis` divided into blocks of `block`). */
+typedef struct {
+    int64_t outer, n, inner, block, nblocks;
+    int mode; /* 0 tensor, 1 axis, 2 block */
+} qmap;
+
+static int64_t qmap_index(const qmap *m, int64_t e)
+{
+    if (m->mode == 0) return 0;
+    int64_t a = e / m->inner % m->n;
+    if (m->mode == 1) return a;
+    return (e / (m->n * m->inner) * m->nblocks + a / m->block) * m->inner + e % m->inner;
+}
+
+/* Checks the scale (input 1) and zero point (input 2) against x and fills the map. */
+static ss_status *qmap_init(const ss_kctx *k, qmap *m)
+{
+    const ss_tensor *x = k->in[0], *s = k->in[1], *z = k->n_in > 2 ? k->in[2] : NULL;
+    int64_t block = k->opset >= 21 ? ss_onnx_attr_int(k->node, "block_size", 0) : 0;
+    memset(m, 0, sizeof *m);
+    m->outer = m->n = m->inner = 1;
+    if (z && !ss_shape_equal(z->ndim, z->dims, s->ndim, s->dims))
+        return ss_op_err(k, SS_ERR_INVALID, "the zero point's shape differs from the scale's");
+    if (block < 0) return ss_op_err(k, SS_ERR_INVALID, "block_size must be >= 0");
+    if (block == 0 && ss_tensor_numel(s) == 1 && s->ndim <= 1) return NULL;
+    int axis = 0;
+    ss_status *st = ss_op_attr_axis(k, "axis", 1, x->ndim, &axis);
+    if (st) return st;
+    ss_op_split_axis(x, axis, &m->outer, &m->n, &m->inner);
+    if (block == 0) {
+        if (s->ndim != 1 || s->dims[0] != m->n)
+            return ss_op_err(k, SS_ERR_INVALID,
+                             "the scale must be a scalar or a 1-D tensor of %lld values (axis %d)",
+                             (long long)m->n, axis);
+        m->mode = 1;
+        return NULL;
+    }
+    m->mode = 2;
+    m->block = block;
+    m->nblocks = (m->n + block - 1) / block;
+    bool ok = s->ndim == x->ndim;
+    for (int d = 0; ok && d < x->ndim; d++)
+        ok = s->dims[d] == (d == axis ? m->nblocks : x->dims[d]);
+    if (!ok)
+        return ss_op_err(k, SS_ERR_INVALID, "the scale's shape does not fit block_size %lld",
+                         (long long)block);
+    return NULL;
+}
+
+static const char *const qattrs[] = {"axis", "block_size", "saturate", "output_dtype", NULL};
+
+static ss_status *q_common(ss_kctx *k, bool quantize)
+{
+    ss_status *st = ss_op_expect_inputs(k, 2, 3);
+    if (!st) st = ss_op_check_attrs(k, qattrs);
+    if (st) return st;
+    if (ss_onnx_attr_int(k->node, "output_dtype", 0) != 0)
+        return ss_op_err(k, SS_ERR_UNSUPPORTED, "attribute 'output_dtype' is not supported");
+    const ss_tensor *x = k->in[0], *s = k->in[1], *z = k->n_in > 2 ? k->in[2] : NULL;
+    ss_dtype sdt = s->dtype;
+    if (sdt != SS_DT_FLOAT32 && sdt != SS_DT_FLOAT16 && sdt != SS_DT_BFLOAT16)
+        return ss_op_err(k, SS_ERR_UNSUPPORTED, "scale of type %s", ss_dtype_name(sdt));
+    ss_dtype qdt = quantize ? (z ? z->dtype : SS_DT_UINT8) : x->dtype;
+    if (!ss_quant_dtype(qdt) && !(!quantize && qdt == SS_DT_INT32))
+        return ss_op_err(k, SS_ERR_UNSUPPORTED, "quantized type %s", ss_dtype_name(qdt));
+    if (z && z->dtype != qdt)
+        return ss_op_err(k, SS_ERR_INVALID, "the zero point's type %s differs from %s",
+                         ss_dtype_name(z->dtype), ss_dtype_name(qdt));
+    if (quantize && x->dtype != SS_DT_FLOAT32 && x->dtype != SS_DT_INT32 &&
+        x->dtype != SS_DT_FLOAT16 && x->dtype != SS_DT_BFLOAT16)
+        return ss_op_err(k, SS_ERR_UNSUPPORTED, "input of type %s", ss_dtype_name(x->dtype));
+    qmap *m = ss_op_state_alloc(k, sizeof *m);
+    if (!m) return ss_op_oom();
+    if ((st = qmap_init(k, m))) return st;
+    ss_op_same_shape(k->out[0], x);
+    k->out[0]->dtype = quantize ? qdt : k->opset >= 19 ? sdt : SS_DT_FLOAT32;
+    return NULL;
+}
+
+static ss_status *quantize_infer(ss_kctx *k)
+{
+    return q_common(k, true);
+}
+
+static ss_status *dequantize_infer(ss_kctx *k)
+{
+    return q_common(k, false);
+}
+
+/* The common case of QDQ models, float32 to 8 bits with one scale: a loop the compiler can
+ * vectorise, the same arithmetic as the general one. */
+static bool quantize_f32_per_tensor(const ss_kctx *k, const qmap *m)
+{
+    const ss_tensor *x = k->in[0], *z = k->n_in > 2 ? k->in[2] : NULL;
+    ss_dtype dt = k->out[0]->dtype;
+    if (m->mode != 0 || x->dtype != SS_DT_FLOAT32 || !ss_quant_dtype8(dt)) return false;
+    const float *xv = x->data;
+    float scale = (float)ss_op_elem_f64(k->in[1], 0), zp = z ? (float)ss_op_elem_f64(z, 0) : 0;
+    float lo = dt == SS_DT_INT8 ? -128.0f : 0.0f, hi = dt == SS_DT_INT8 ? 127.0f : 255.0f;
+    int64_t n = ss_tensor_numel(x);
+    for (int64_t e = 0; e < n; e++) {
+        float v = rintf(xv[e] / scale) + zp;
+        v = v != v ? 0 : v < lo ? lo : v > hi ? hi : v; /* NaN: 0, as ss_quant_store */
+        if (dt == SS_DT_INT8)
+            ((int8_t *)k->out[0]->data)[e] = (int8_t)v;
+        else
+            ((uint8_t *)k->out[0]->data)[e] = (uint8_t)v;
+    }
+    return true;
+}
+
+static ss_status *quantize_run(ss_kctx *k)
+{
+    const qmap *m = k->state;
+    const ss_tensor *x = k->in[0], *s = k->in[1], *z = k->n_in > 2 ? k->in[2] : NULL;
+    ss_tensor *y = k->out[0];
+    if (quantize_f32_per_tensor(k, m)) return NULL;
+    int64_t n = ss_tensor_numel(x);
+    for (int64_t e = 0; e < n; e++) {
+        int64_t q = qmap_index(m, e);
+        float v = (float)ss_op_elem_f64(x, e) / (float)ss_op_elem_f64(s, q);
+        double zp = z ? ss_op_elem_f64(z, q) : 0;
+        ss_quant_store(y->data, e, y->dtype, (double)rintf(v) + zp);
+    }
+    return NULL;
+}
+
+static ss_status *dequantize_run(ss_kctx *k)
+{
+    const qmap *m = k->state;
+    const ss_tensor *x = k->in[0], *s = k->in[1], *z = k->n_in > 2 ? k->in[2] : NULL;
+    ss_tensor *y = k->out[0];
+    int64_t n = ss_tensor_numel(x);
+    for (int64_t e = 0; e < n; e++) {
+        int64_t q = qmap_index(m, e);
+        int64_t d = ss_op_elem_i64(x, e) - (z ? ss_op_elem_i64(z, q) : 0);
+        store_float(y->data, e, y->dtype, (float)d * (float)ss_op_elem_f64(s, q));
+    }
+    return NULL;
+}
+
+/* ------------------------------------------------------------------ DynamicQuantizeLinear */
+
+static ss_status *dynq_infer(ss_kctx *k)
+{
+    static const char *const none[] = {NULL};
+    ss_status *st = ss_op_expect_inputs(k, 1, 1);
+    if (!st) st = ss_op_check_attrs(k, none);
+    if (st) return st;
+    if (k->in[0]->dtype != SS_DT_FLOAT32)
+        return ss_op_err(k, SS_ERR_UNSUPPORTED, "input of type %s", ss_dtype_name(k->in[0]->dtype));
+    ss_op_same_shape(k->out[0], k->in[0]);
+    k->out[0]->dtype = SS_DT_UINT8;
+    for (int j = 1; j < 3 && j < k->n_out; j++)
+        if (k->out[j]) *k->out[j] = (ss_tensor){.dtype = j == 1 ? SS_DT_FLOAT32 : SS_DT_UINT8};
+    return NULL;
+}
+
+/* The spec's arithmetic in float32, as its reference computes it. */
+static ss_status *dynq_run(ss_kctx *k)
+{
+    const float *x = k->in[0]->data;
+    int64_t n = ss_tensor_numel(k->in[0]);
+    float lo = 0, hi = 0;
+    for (int64_t i = 0; i < n; i++) {
+        lo = x[i] < lo ? x[i] : lo;
+        hi = x[i] > hi ? x[i] : hi;
+    }
+    float scale = (hi - lo) / 255.0f;
+    uint8_t zp = 0;
+    if (scale > 0) {
+        float izp = rintf(0.0f - lo / scale);
+        zp = (uint8_t)(izp < 0 ? 0 : izp > 255 ? 255 : izp);
+    }
+    uint8_t *y = k->out[0]->data;
+    for (int64_t i = 0; i < n; i++)
+        ss_quant_store(y, i, SS_DT_UINT8, scale > 0 ? (double)rintf(x[i] / scale) + zp : 0);
+    if (k->n_out > 1 && k->out[1]) *(float *)k->out[1]->data = scale;
+    if (k->n_out > 2 && k->out[2]) *(uint8_t *)k->out[2]->data = zp;
+    return NULL;
+}
+
+/* ------------------------------------------------------------------ MatMulInteger, QLinearMatMul
+ */
+
+/* numpy matmul over quantized operands: A [.., M, K] x B [.., K, N] with broadcast batch dims;
+ * zero points per tensor, per row of A or per column of B (scales likewise for QLinearMatMul). */
+typedef struct {
+    int nd; /* output rank before 1-D squeezes */
+    int64_t M, K, N, batch;
+    int64_t bdims[SS_MAX_DIMS];                   /* broadcast batch dims */
+    int64_t astr[SS_MAX_DIMS], bstr[SS_MAX_DIMS]; /* per batch dim: matrix stride (0 = broadcast) */
+    int ia, ib, ia_zp, ib_zp;                     /* input indices */
+    bool qlinear;
+} qmm_plan;
+
+static ss_status *qmm_shapes(ss_kctx *k, qmm_plan *p)
+{
+    const ss_tensor *a = k->in[p->ia], *b = k->in[p->ib];
+    if (!ss_quant_dtype8(a->dtype) || !ss_quant_dtype8(b->dtype) || a->ndim < 1 || b->ndim < 1)
+        return ss_op_err(k, SS_ERR_UNSUPPORTED, "A (%s, rank %d) and B (%s, rank %d)",
+                         ss_dtype_name(a->dtype), a->ndim, ss_dtype_name(b->dtype), b->ndim);
+    int64_t ad[SS_MAX_DIMS + 1], bd[SS_MAX_DIMS + 1];
+    int an = a->ndim, bn = b->ndim;
+    memcpy(ad, a->dims, sizeof(int64_t) * (size_t)an);
+    memcpy(bd, b->dims, sizeof(int64_t) * (size_t)bn);
+    if (an == 1) ad[1] = ad[0], ad[0] = 1, an = 2;
+    if (bn == 1) bd[1] = 1, bn = 2;
+    p->M = ad[an - 2], p->K = ad[an - 1], p->N = bd[bn - 1];
+    if (bd[bn - 2] != p->K)
+        return ss_op_err(k, SS_ERR_INVALID, "inner dims differ (%lld vs %lld)", (long long)p->K,
+                         (long long)bd[bn - 2]);
+    int nb = (an > bn ? an : bn) - 2;
+    int64_t as = p->M * p->K, bs = p->K * p->N;
+    p->batch = 1;
+    for (int i = nb - 1; i >= 0; i--) {
+        int ai = i - (nb - (an - 2)), bi = i - (nb - (bn - 2));
+        int64_t da = ai >= 0 ? ad[ai] : 1, db = bi >= 0 ? bd[bi] : 1;
+        if (da != db && da != 1 && db != 1)
+            return ss_op_err(k, SS_ERR_INVALID, "batch dims do not broadcast");
+        p->bdims[i] = da > db ? da : db;
+        p->astr[i] = da == 1 ? 0 : as;
+        p->bstr[i] = db == 1 ? 0 : bs;
+        as *= da, bs *= db;
+        p->batch *= p->bdims[i];
+    }
+    p->nd = nb;
+    k->scratch_bytes = sizeof(int32_t) * (size_t)(p->M * p->K + p->K * p->N + p->N + 1);
+    ss_tensor *y = k->out[0];
+    y->ndim = 0;
+    for (int i = 0; i < nb; i++)
+        y->dims[y->ndim++] = p->bdims[i];
+    if (a->ndim > 1) y->dims[y->ndim++] = p->M;
+    if (b->ndim > 1) y->dims[y->ndim++] = p->N;
+    return NULL;
+}
+
+/* A zero point or scale: a scalar, or one value per row (A side, M) or column (B side, N). */
+static ss_status *qmm_param(const ss_kctx *k, int i, int64_t per, const char *what)
+{
+    if (i >= k->n_in || !k->in[i]) return NULL;
+    int64_t n = ss_tensor_numel(k->in[i]);
+    if (n != 1 && n != per)
+        return ss_op_err(k, SS_ERR_INVALID, "%s has %lld values, expected 1 or %lld", what,
+                         (long long)n, (long long)per);
+    return NULL;
+}
+
+static double qmm_at(const ss_kctx *k, int i, int64_t idx, double dflt)
+{
+    if (i >= k->n_in || !k->in[i]) return dflt;
+    return ss_op_elem_f64(k->in[i], ss_tensor_numel(k->in[i]) == 1 ? 0 : idx);
+}
+
+static int64_t qmm_batch_offset(const qmm_plan *p, int64_t bi, const int64_t *str)
+{
+    int64_t off = 0;
+    for (int d = p->nd - 1; d >= 0; d--) {
+        off += bi % p->bdims[d] * str[d];
+        bi /= p->bdims[d];
+    }
+    return off;
+}
+
+static ss_status *matmulinteger_infer(ss_kctx *k)
+{
+    static const char *const none[] = {NULL};
+    ss_status *st = ss_op_expect_inputs(k, 2, 4);
+    if (!st) st = ss_op_check_attrs(k, none);
+    if (st) return st;
+    qmm_plan *p = ss_op_state_alloc(k, sizeof *p);
+    if (!p) return ss_op_oom();
+    *p = (qmm_plan){.ia = 0, .ib = 1, .ia_zp = 2, .ib_zp = 3};
+    if ((st = qmm_shapes(k, p))) return st;
+    if (!st) st = qmm_param(k, 2, p->M, "a_zero_point");
+    if (!st) st = qmm_param(k, 3, p->N, "b_zero_point");
+    k->out[0]->dtype = SS_DT_INT32;
+    return st;
+}
+
+static const char *const qlmm_names[] = {"a_scale",      "a_zero_point", "b_scale",
+                                         "b_zero_point", "y_scale",      "y_zero_point"};
+
+static ss_status *qlinearmatmul_infer(ss_kctx *k)
+{
+    static const char *const none[] = {NULL};
+    ss_status *st = ss_op_expect_inputs(k, 8, 8);
+    if (!st) st = ss_op_check_attrs(k, none);
+    if (st) return st;
+    qmm_plan *p = ss_op_state_alloc(k, sizeof *p);
+    if (!p) return ss_op_oom();
+    *p = (qmm_plan){.ia = 0, .ib = 3, .ia_zp = 2, .ib_zp = 5, .qlinear = true};
+    if ((st = qmm_shapes(k, p))) return st;
+    static const int idx[] = {1, 2, 4, 5, 6, 7};
+    for (int i = 0; i < 6 && !st; i++)
+        st = qmm_param(k, idx[i], i < 2 ? p->M : i < 4 ? p->N : 1, qlmm_names[i]);
+    if (!st && !ss_quant_dtype(k->in[7]->dtype))
+        return ss_op_err(k, SS_ERR_UNSUPPORTED, "y_zero_point of type %s",
+                         ss_dtype_name(k->in[7]->dtype));
+    k->out[0]->dtype = k->in[7]->dtype;
+    return st;
+}
+
+/* One batch's A and B into int32 scratch with their zero points (per row / per column)
+ * subtracted. */
+static void qmm_load(const ss_kctx *k, const qmm_plan *p, int64_t ao, int64_t bo, int32_t *as,
+                     int32_t *bs)
+{
+    const ss_tensor *a = k->in[p->ia], *b = k->in[p->ib];
+    for (int64_t m = 0; m < p->M; m++) {
+        int64_t za = (int64_t)qmm_at(k, p->ia_zp, m, 0);
+        for (int64_t kk = 0; kk < p->K; kk++)
+            as[m * p->K + kk] = (int32_t)(ss_op_elem_i64(a, ao + m * p->K + kk) - za);
+    }
+    for (int64_t n = 0; n < p->N; n++) {
+        int64_t zb = (int64_t)qmm_at(k, p->ib_zp, n, 0);
+        for (int64_t kk = 0; kk < p->K; kk++)
+            bs[kk * p->N + n] = (int32_t)(ss_op_elem_i64(b, bo + kk * p->N + n) - zb);
+    }
+}
+
+/* Row m of one batch: int32 sums of as x bs, stored as int32 or requantized. */
+static void qmm_row(const ss_kctx *k, const qmm_plan *p, const int32_t *as, const int32_t *bs,
+                    int32_t *acc, int64_t m, int64_t o)
+{
+    memset(acc, 0, sizeof(int32_t) * (size_t)p->N);
+    for (int64_t kk = 0; kk < p->K; kk++) {
+        int32_t av = as[m * p->K + kk];
+        const int32_t *brow = bs + kk * p->N;
+        for (int64_t n = 0; n < p->N; n++)
+            acc[n] = (int32_t)((uint32_t)acc[n] + (uint32_t)(av * brow[n]));
+    }
+    ss_tensor *y = k->out[0];
+    if (!p->qlinear) {
+        memcpy((int32_t *)y->data + o, acc, sizeof(int32_t) * (size_t)p->N);
+        return;
+    }
+    for (int64_t n = 0; n < p->N; n++) {
+        float mult =
+            (float)qmm_at(k, 1, m, 1) * (float)qmm_at(k, 4, n, 1) / (float)qmm_at(k, 6, 0, 1);
+        ss_quant_store(y->data, o + n, y->dtype, rint((double)acc[n] * mult) + qmm_at(k, 7, 0, 0));
+    }
+}
+
+static ss_status *qmm_run(ss_kctx *k)
+{
+    const qmm_plan *p = k->state;
+    int32_t *as = k->scratch, *bs = as + p->M * p->K, *acc = bs + p->K * p->N;
+    for (int64_t bi = 0; bi < p->batch; bi++) {
+        qmm_load(k, p, qmm_batch_offset(p, bi, p->astr), qmm_batch_offset(p, bi, p->bstr), as, bs);
+        for (int64_t m = 0; m < p->M; m++)
+            qmm_row(k, p, as, bs, acc, m, (bi * p->M + m) * p->N);
+    }
+    return NULL;
+}
+
+const ss_op_def ss_ops_quant[] = {
+    {"", "QuantizeLinear", 10, 21, quantize_infer, quantize_run, 0, NULL},
+    {"", "DequantizeLinear", 10, 21, dequantize_infer, dequantize_run, 0, NULL},
+    {"", "DynamicQuantizeLinear", 11, 21, dynq_infer, dynq_run, 0, NULL},
+    {"", "MatMulInteger", 10, 21, matmulinteger_infer, qmm_run, 0, NULL},
+    {"", "QLinearMatMul", 10, 21, qlinearmatmul_infer, qmm_run, 0, NULL},
+    {NULL, NULL, 0, 0, NULL, NULL, 0, NULL},
+};

@@ -1,0 +1,352 @@
+/*
+ * kserve_shm: the system shared-memory extension's region table and copies (see kserve_shm.h).
+ * A region maps [0, offset + byte_size) of its shm object once, at register; every copy in or
+ * out happens under the table's lock, so unregister (munmap) never races a copy.
+ */
+#include "kserve_shm.h"
+
+#include <cjson/cJSON.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "kserve_rest.h"
+#include "sbuf.h"
+
+typedef struct region {
+    ss_kserve_shm_region r;
+    uint8_t *map; /* the object from 0; the region starts at map + r.offset */
+    size_t map_len;
+    struct region *next;
+} region;
+
+static pthread_mutex_t table_mu = PTHREAD_MUTEX_INITIALIZER;
+static region *table;
+
+static region *find(const char *name)
+{
+    for (region *g = table; g; g = g->next)
+        if (!strcmp(g->r.name, name)) return g;
+    return NULL;
+}
+
+/* Open and map the object, checking its size covers the region. */
+static bool map_key(const char *key, uint64_t end, uint8_t **map, ss_kserve_error *err)
+{
+    if (key[0] != '/' || strchr(key + 1, '/') || strlen(key) >= sizeof(((region *)0)->r.key)) {
+        ss_kserve_fail(err, 400, "shared memory key '%.200s' must be '/name' (a POSIX shm name)",
+                       key);
+        return false;
+    }
+    int fd = shm_open(key, O_RDWR, 0);
+    struct stat st;
+    if (fd < 0 || fstat(fd, &st) != 0) {
+        ss_kserve_fail(err, 400, "cannot open shared memory key '%.200s': %s", key,
+                       strerror(errno));
+        if (fd >= 0) close(fd);
+        return false;
+    }
+    if ((uint64_t)st.st_size < end || end == 0) {
+        ss_kserve_fail(err, 400,
+                       "shared memory key '%.200s' holds %lld bytes: too small for offset + "
+                       "byte_size = %llu",
+                       key, (long long)st.st_size, (unsigned long long)end);
+        close(fd);
+        return false;
+    }
+    *map = mmap(NULL, (size_t)end, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    close(fd);
+    if (*map == MAP_FAILED) {
+        ss_kserve_fail(err, 400, "cannot map shared memory key '%.200s': %s", key, strerror(errno));
+        return false;
+    }
+    return true;
+}
+
+bool ss_kserve_shm_register(const char *name, const char *key, uint64_t offset, uint64_t byte_size,
+                            ss_kserve_error *err)
+{
+    if (!name[0] || strlen(name) >= sizeof(((region *)0)->r.name)) {
+        ss_kserve_fail(err, 400, "a shared memory region name has 1 to 127 characters");
+        return false;
+    }
+    if (byte_size == 0 || offset > UINT64_MAX - byte_size || offset + byte_size > SIZE_MAX / 2) {
+        ss_kserve_fail(err, 400, "region '%s': byte_size must be > 0 and offset + byte_size fit",
+                       name);
+        return false;
+    }
+    region *g = calloc(1, sizeof *g);
+    if (!g) {
+        ss_kserve_fail(err, 500, "out of memory");
+        return false;
+    }
+    if (!map_key(key, offset + byte_size, &g->map, err)) {
+        free(g);
+        return false;
+    }
+    snprintf(g->r.name, sizeof g->r.name, "%s", name);
+    snprintf(g->r.key, sizeof g->r.key, "%s", key);
+    g->r.offset = offset;
+    g->r.byte_size = byte_size;
+    g->map_len = (size_t)(offset + byte_size);
+    pthread_mutex_lock(&table_mu);
+    bool taken = find(name) != NULL;
+    if (!taken) g->next = table, table = g;
+    pthread_mutex_unlock(&table_mu);
+    if (taken) {
+        munmap(g->map, g->map_len);
+        free(g);
+        ss_kserve_fail(err, 400, "shared memory region '%s' is already registered", name);
+    }
+    return !taken;
+}
+
+bool ss_kserve_shm_unregister(const char *name, ss_kserve_error *err)
+{
+    bool all = !name || !name[0], found = all;
+    region *gone = NULL;
+    pthread_mutex_lock(&table_mu);
+    for (region **pp = &table; *pp;) {
+        region *g = *pp;
+        if (all || !strcmp(g->r.name, name)) {
+            *pp = g->next;
+            g->next = gone, gone = g;
+            found = true;
+        } else {
+            pp = &g->next;
+        }
+    }
+    while (gone) {
+        region *g = gone;
+        gone = g->next;
+        munmap(g->map, g->map_len);
+        free(g);
+    }
+    pthread_mutex_unlock(&table_mu);
+    if (!found) ss_kserve_fail(err, 404, "no shared memory region named '%.200s'", name);
+    return found;
+}
+
+bool ss_kserve_shm_status(const char *name, ss_kserve_shm_region **out, size_t *n,
+                          ss_kserve_error *err)
+{
+    bool all = !name || !name[0];
+    *out = NULL;
+    *n = 0;
+    pthread_mutex_lock(&table_mu);
+    size_t count = 0;
+    for (region *g = table; g; g = g->next)
+        count += all || !strcmp(g->r.name, name);
+    ss_kserve_shm_region *list = calloc(count ? count : 1, sizeof *list);
+    for (region *g = table; list && g; g = g->next)
+        if (all || !strcmp(g->r.name, name)) list[(*n)++] = g->r;
+    pthread_mutex_unlock(&table_mu);
+    if (!list) {
+        ss_kserve_fail(err, 500, "out of memory");
+        return false;
+    }
+    if (!all && !*n) {
+        free(list);
+        ss_kserve_fail(err, 404, "no shared memory region named '%.200s'", name);
+        return false;
+    }
+    *out = list;
+    return true;
+}
+
+/* The region's range [offset, offset + size) under the lock, or a 400 naming the tensor. */
+static uint8_t *range(const char *kind, const char *tensor, const char *name, uint64_t offset,
+                      uint64_t size, ss_kserve_error *err)
+{
+    region *g = find(name);
+    if (!g) {
+        ss_kserve_fail(err, 400, "%s '%s': shared memory region '%.128s' is not registered", kind,
+                       tensor, name);
+        return NULL;
+    }
+    if (offset > g->r.byte_size || size > g->r.byte_size - offset) {
+        ss_kserve_fail(err, 400,
+                       "%s '%s': offset %llu + byte_size %llu run past shared memory region "
+                       "'%.128s' (byte_size %llu)",
+                       kind, tensor, (unsigned long long)offset, (unsigned long long)size, name,
+                       (unsigned long long)g->r.byte_size);
+        return NULL;
+    }
+    return g->map + g->r.offset + offset;
+}
+
+bool ss_kserve_shm_input(ss_kserve_call *call, ss_kserve_input *in, const char *region_name,
+                         uint64_t offset, uint64_t byte_size, ss_kserve_error *err)
+{
+    uint8_t *copy = byte_size < SIZE_MAX ? malloc(byte_size ? (size_t)byte_size : 1) : NULL;
+    if (!copy || !ss_kserve_call_own(call, copy)) {
+        ss_kserve_fail(err, 500, "out of memory copying input '%s'", in->name);
+        return false;
+    }
+    pthread_mutex_lock(&table_mu);
+    uint8_t *src = range("input", in->name, region_name, offset, byte_size, err);
+    if (src && byte_size) memcpy(copy, src, (size_t)byte_size);
+    pthread_mutex_unlock(&table_mu);
+    in->data = copy;
+    in->nbytes = (size_t)byte_size;
+    return src != NULL;
+}
+
+bool ss_kserve_shm_output(ss_kserve_requested *r, const char *region_name, uint64_t offset,
+                          uint64_t byte_size, ss_kserve_error *err)
+{
+    pthread_mutex_lock(&table_mu);
+    bool ok = range("output", r->name, region_name, offset, byte_size, err) != NULL;
+    pthread_mutex_unlock(&table_mu);
+    if (ok && !(r->shm_region = strdup(region_name))) {
+        ss_kserve_fail(err, 500, "out of memory");
+        ok = false;
+    }
+    r->shm_offset = offset;
+    r->shm_byte_size = byte_size;
+    return ok;
+}
+
+static const ss_kserve_requested *shm_request(const ss_kserve_call *call, const char *name)
+{
+    for (size_t i = 0; i < call->n_outputs; i++)
+        if (call->outputs[i].shm_region && !strcmp(call->outputs[i].name, name))
+            return &call->outputs[i];
+    return NULL;
+}
+
+bool ss_kserve_shm_write_outputs(const ss_kserve_call *call, ss_kserve_output *outs, size_t n,
+                                 ss_kserve_error *err)
+{
+    bool ok = true;
+    for (size_t i = 0; ok && i < n; i++) {
+        const ss_kserve_requested *r = shm_request(call, outs[i].name);
+        if (!r) continue;
+        if (outs[i].nbytes > r->shm_byte_size) {
+            ss_kserve_fail(err, 400,
+                           "output '%s': %zu bytes do not fit its shared memory byte_size %llu "
+                           "(region '%.128s')",
+                           outs[i].name, outs[i].nbytes, (unsigned long long)r->shm_byte_size,
+                           r->shm_region);
+            return false;
+        }
+        pthread_mutex_lock(&table_mu);
+        uint8_t *dst =
+            range("output", outs[i].name, r->shm_region, r->shm_offset, outs[i].nbytes, err);
+        if (dst && outs[i].nbytes) memcpy(dst, outs[i].data, outs[i].nbytes);
+        pthread_mutex_unlock(&table_mu);
+        ok = dst != NULL;
+        outs[i].shm = r;
+        outs[i].binary = false;
+    }
+    return ok;
+}
+
+/* ------------------------------------------------------------------ REST */
+
+#define SHM_PREFIX "/v2/systemsharedmemory"
+
+static int status_json(const char *name, sbuf *s, ss_kserve_error *err)
+{
+    ss_kserve_shm_region *list = NULL;
+    size_t n = 0;
+    if (!ss_kserve_shm_status(name, &list, &n, err)) return err->status;
+    sb_str(s, "[");
+    for (size_t i = 0; i < n; i++) {
+        sb_str(s, i ? ",{\"name\":" : "{\"name\":");
+        sb_json_string(s, list[i].name, strlen(list[i].name));
+        sb_str(s, ",\"key\":");
+        sb_json_string(s, list[i].key, strlen(list[i].key));
+        sb_printf(s, ",\"offset\":%llu,", (unsigned long long)list[i].offset);
+        sb_printf(s, "\"byte_size\":%llu}", (unsigned long long)list[i].byte_size);
+    }
+    sb_str(s, "]");
+    free(list);
+    return 200;
+}
+
+/* A JSON count (>= 0, integral) or false. */
+static bool json_count(const cJSON *v, uint64_t *out)
+{
+    if (!cJSON_IsNumber(v) || v->valuedouble < 0 || v->valuedouble > 9.0e15 ||
+        v->valuedouble != (double)(uint64_t)v->valuedouble)
+        return false;
+    *out = (uint64_t)v->valuedouble;
+    return true;
+}
+
+static int register_json(const char *name, const char *body, size_t len, ss_kserve_error *err)
+{
+    cJSON *root = cJSON_ParseWithLength(body, len);
+    const cJSON *key = cJSON_GetObjectItemCaseSensitive(root, "key");
+    const cJSON *off = cJSON_GetObjectItemCaseSensitive(root, "offset");
+    uint64_t offset = 0, size = 0;
+    bool ok = cJSON_IsObject(root) && cJSON_IsString(key) && (!off || json_count(off, &offset)) &&
+              json_count(cJSON_GetObjectItemCaseSensitive(root, "byte_size"), &size);
+    if (!ok)
+        ss_kserve_fail(err, 400,
+                       "register region '%.128s' wants {\"key\": string, \"offset\": count, "
+                       "\"byte_size\": count}",
+                       name);
+    ok = ok && ss_kserve_shm_register(name, key->valuestring, offset, size, err);
+    cJSON_Delete(root);
+    return ok ? 200 : err->status;
+}
+
+/* /v2/systemsharedmemory[/region/NAME]/ACTION: the name ("" for none) and the action. */
+static bool split_url(const char *url, char *name, size_t cap, const char **action)
+{
+    name[0] = 0;
+    if (strncmp(url, SHM_PREFIX, strlen(SHM_PREFIX)) != 0) return false;
+    const char *p = url + strlen(SHM_PREFIX);
+    if (!strncmp(p, "/region/", 8)) {
+        p += 8;
+        size_t n = strcspn(p, "/");
+        if (n == 0 || n >= cap) return false;
+        memcpy(name, p, n);
+        name[n] = 0;
+        p += n;
+    }
+    *action = p;
+    return true;
+}
+
+static int shm_route(const char *method, const char *url, const char *body, size_t len, sbuf *s,
+                     ss_kserve_error *err)
+{
+    char name[128];
+    const char *action = "";
+    bool post = !strcmp(method, "POST");
+    if (split_url(url, name, sizeof name, &action)) {
+        if (!post && !strcmp(action, "/status")) return status_json(name, s, err);
+        if (post && !strcmp(action, "/unregister"))
+            return ss_kserve_shm_unregister(name, err) ? 200 : err->status;
+        if (post && name[0] && !strcmp(action, "/register"))
+            return register_json(name, body, len, err);
+    }
+    ss_kserve_fail(err, 404, "unknown route %s %.200s", method, url);
+    return 404;
+}
+
+void ss_kserve_rest_shm(const char *method, const char *url, const char *body, size_t len,
+                        int *status, char **out, size_t *out_len)
+{
+    sbuf s = {0};
+    ss_kserve_error err = {0};
+    *status = shm_route(method, url, body, len, &s, &err);
+    if (*status != 200) {
+        free(s.p);
+        *out = ss_kserve_rest_error_json(err.msg, out_len);
+        return;
+    }
+    if (!s.p) sb_str(&s, "");
+    *out = s.oom ? NULL : s.p;
+    *out_len = s.oom ? 0 : s.len;
+    if (s.oom) free(s.p);
+}

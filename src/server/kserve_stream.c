@@ -1,0 +1,340 @@
+/*
+ * kserve_stream: ModelStreamInfer (see kserve_stream.h).
+ *
+ * At most one receive and one send batch are outstanding at a time (gRPC's rule); answers that
+ * are ready while a send is in flight wait in a queue. `refs` counts what can still touch the
+ * stream — outstanding batches and requests the handler has not answered — and the last one
+ * frees it. Everything mutable is under `mu`; the handler and gRPC batches are started outside
+ * it only where they may call back at once (predict may answer inside the call).
+ */
+#include "kserve_stream.h"
+
+#include <grpc/byte_buffer.h>
+#include <grpc/byte_buffer_reader.h>
+#include <grpc/slice.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "kserve_grpc.h"
+
+#define MAX_PENDING 64
+
+typedef enum { OP_RECV, OP_SEND, OP_CLOSE } op_kind;
+
+typedef struct ss_kserve_stream ss_kserve_stream;
+
+typedef struct {
+    ss_kserve_stream_tag head;
+    op_kind op;
+    ss_kserve_stream *stream;
+} op_tag;
+
+typedef struct answer {
+    uint8_t *bytes; /* a packed ModelStreamInferResponse */
+    size_t len;
+    struct answer *next;
+} answer;
+
+/* One request of the stream while the handler works on it. */
+typedef struct {
+    ss_kserve_stream *stream;
+    ss_kserve_call *call;
+    ss_predict_request *req;
+} pending;
+
+struct ss_kserve_stream {
+    op_tag recv_tag, send_tag, close_tag;
+    grpc_call *call;
+    ss_kserve_stream_env env;
+    pthread_mutex_t mu;
+    int refs;
+    grpc_byte_buffer *recv;
+    grpc_byte_buffer *sending;
+    answer *head, *tail;
+    int owed;   /* requests the handler has not answered yet */
+    int queued; /* answers not sent yet */
+    bool send_busy, half_closed, broken, status_sent, metadata_sent, reading;
+    int cancelled;
+    grpc_slice details;
+};
+
+static void read_more(ss_kserve_stream *s);
+
+static void stream_free(ss_kserve_stream *s)
+{
+    while (s->head) {
+        answer *a = s->head;
+        s->head = a->next;
+        free(a->bytes);
+        free(a);
+    }
+    if (s->recv) grpc_byte_buffer_destroy(s->recv);
+    if (s->sending) grpc_byte_buffer_destroy(s->sending);
+    grpc_slice_unref(s->details);
+    grpc_call_unref(s->call);
+    pthread_mutex_destroy(&s->mu);
+    void (*live)(void *, long) = s->env.live;
+    void *live_ctx = s->env.live_ctx;
+    free(s);
+    live(live_ctx, -1);
+}
+
+/* Drop one reference (lock held; released here). */
+static void unref_unlock(ss_kserve_stream *s)
+{
+    bool last = --s->refs == 0;
+    pthread_mutex_unlock(&s->mu);
+    if (last) stream_free(s);
+}
+
+static bool start_batch(ss_kserve_stream *s, const grpc_op *ops, size_t n, op_tag *tag)
+{
+    s->refs++;
+    if (grpc_call_start_batch(s->call, ops, n, tag, NULL) == GRPC_CALL_OK) return true;
+    s->refs--;
+    s->broken = true;
+    return false;
+}
+
+/* Send the next queued answer (lock held, no send in flight). */
+static void send_next(ss_kserve_stream *s)
+{
+    answer *a = s->head;
+    s->head = a->next;
+    if (!s->head) s->tail = NULL;
+    s->queued--;
+    grpc_slice slice = grpc_slice_new(a->bytes, a->len, free);
+    free(a);
+    s->sending = grpc_raw_byte_buffer_create(&slice, 1);
+    grpc_slice_unref(slice);
+    grpc_op ops[2];
+    memset(ops, 0, sizeof ops);
+    size_t n = 0;
+    if (!s->metadata_sent) ops[n++].op = GRPC_OP_SEND_INITIAL_METADATA;
+    ops[n].op = GRPC_OP_SEND_MESSAGE;
+    ops[n++].data.send_message.send_message = s->sending;
+    s->metadata_sent = true;
+    s->send_busy = start_batch(s, ops, n, &s->send_tag);
+}
+
+/* End the call with OK once the client has half-closed, the handler owes nothing and every
+ * answer went out (lock held). */
+static void maybe_finish(ss_kserve_stream *s)
+{
+    if (s->broken || s->status_sent || !s->half_closed || s->owed || s->send_busy || s->head)
+        return;
+    grpc_op ops[3];
+    memset(ops, 0, sizeof ops);
+    size_t n = 0;
+    if (!s->metadata_sent) ops[n++].op = GRPC_OP_SEND_INITIAL_METADATA;
+    s->metadata_sent = true;
+    ops[n].op = GRPC_OP_SEND_STATUS_FROM_SERVER;
+    ops[n].data.send_status_from_server.status = GRPC_STATUS_OK;
+    ops[n++].data.send_status_from_server.status_details = &s->details;
+    ops[n].op = GRPC_OP_RECV_CLOSE_ON_SERVER;
+    ops[n++].data.recv_close_on_server.cancelled = &s->cancelled;
+    s->status_sent = true;
+    start_batch(s, ops, n, &s->close_tag);
+}
+
+/* Queue an answer (consumed) and send it when the line is free. */
+static void post_answer(ss_kserve_stream *s, uint8_t *bytes, size_t len)
+{
+    answer *a = bytes ? calloc(1, sizeof *a) : NULL;
+    pthread_mutex_lock(&s->mu);
+    if (!a || s->broken) {
+        /* out of memory: the client would wait forever for this answer, so end the call */
+        if (!a && !s->broken)
+            grpc_call_cancel_with_status(s->call, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory",
+                                         NULL);
+        s->broken = true;
+        free(a);
+        free(bytes);
+        pthread_mutex_unlock(&s->mu);
+        return;
+    }
+    a->bytes = bytes;
+    a->len = len;
+    s->queued++;
+    if (s->tail)
+        s->tail->next = a;
+    else
+        s->head = a;
+    s->tail = a;
+    if (!s->send_busy) send_next(s);
+    pthread_mutex_unlock(&s->mu);
+}
+
+static void post_error(ss_kserve_stream *s, const char *model, const char *id,
+                       const ss_kserve_error *err)
+{
+    uint8_t *out = NULL;
+    size_t len = 0;
+    ss_kserve_error oom = {0};
+    ss_kserve_grpc_stream_error(model, id, err->msg, &out, &len, &oom);
+    post_answer(s, out, len);
+}
+
+/* A request that did not decode: its model and id are read from its bytes. */
+static void post_decode_error(ss_kserve_stream *s, const uint8_t *req, size_t len,
+                              const ss_kserve_error *err)
+{
+    char model[256], id[256];
+    ss_kserve_grpc_request_names(req, len, model, id, sizeof model);
+    post_error(s, model, id, err);
+}
+
+static void answered(void *done_ctx, ss_predict_reply *reply)
+{
+    pending *p = done_ctx;
+    ss_kserve_stream *s = p->stream;
+    ss_kserve_error err = {0};
+    uint8_t *resp = NULL, *out = NULL;
+    size_t resp_len = 0, len = 0;
+    reply = ss_predict_reply_finish(reply, p->req);
+    bool ok = reply && ss_kserve_grpc_encode_reply(p->call, reply, &resp, &resp_len, &err);
+    if (!reply) ss_kserve_fail(&err, 500, "out of memory");
+    ss_predict_reply_free(reply);
+    ok = ok && ss_kserve_grpc_stream_reply(resp, resp_len, &out, &len, &err);
+    free(resp);
+    if (ok)
+        post_answer(s, out, len);
+    else
+        post_error(s, p->call->model, p->call->id ? p->call->id : "", &err);
+    ss_predict_request_free(p->req);
+    ss_kserve_call_free(p->call);
+    free(p);
+    pthread_mutex_lock(&s->mu);
+    s->owed--;
+    read_more(s);
+    maybe_finish(s);
+    unref_unlock(s);
+}
+
+/* One request message: to the handler, or straight back as an error answer. */
+static void handle_request(ss_kserve_stream *s, const uint8_t *buf, size_t len)
+{
+    ss_kserve_error err = {0};
+    pending *p = calloc(1, sizeof *p);
+    if (!p) {
+        ss_kserve_fail(&err, 500, "out of memory");
+        post_decode_error(s, buf, len, &err);
+        return;
+    }
+    const ss_predict_handler *h = s->env.handler;
+    if (!ss_kserve_grpc_decode_infer(h, buf, len, &p->call, &p->req, &err)) {
+        free(p);
+        post_decode_error(s, buf, len, &err);
+        return;
+    }
+    p->stream = s;
+    pthread_mutex_lock(&s->mu);
+    s->owed++;
+    s->refs++;
+    pthread_mutex_unlock(&s->mu);
+    h->predict(h->ctx, p->req, answered, p);
+}
+
+static void start_recv(ss_kserve_stream *s)
+{
+    grpc_op op;
+    memset(&op, 0, sizeof op);
+    op.op = GRPC_OP_RECV_MESSAGE;
+    op.data.recv_message.recv_message = &s->recv;
+    s->reading = start_batch(s, &op, 1, &s->recv_tag);
+}
+
+/* Read the next request unless one is being read, the client is done, or the stream holds
+ * MAX_PENDING requests and answers (lock held). */
+static void read_more(ss_kserve_stream *s)
+{
+    if (!s->reading && !s->broken && !s->half_closed && s->owed + s->queued < MAX_PENDING)
+        start_recv(s);
+}
+
+static grpc_slice take_message(ss_kserve_stream *s)
+{
+    grpc_byte_buffer_reader reader;
+    grpc_slice msg = grpc_empty_slice();
+    if (grpc_byte_buffer_reader_init(&reader, s->recv)) {
+        msg = grpc_byte_buffer_reader_readall(&reader);
+        grpc_byte_buffer_reader_destroy(&reader);
+    }
+    grpc_byte_buffer_destroy(s->recv);
+    s->recv = NULL;
+    return msg;
+}
+
+static void on_recv(ss_kserve_stream *s, bool ok)
+{
+    bool got = ok && s->recv; /* ok without a message: the client half-closed */
+    if (got) {
+        grpc_slice msg = take_message(s);
+        handle_request(s, GRPC_SLICE_START_PTR(msg), GRPC_SLICE_LENGTH(msg));
+        grpc_slice_unref(msg);
+    }
+    pthread_mutex_lock(&s->mu);
+    s->reading = false;
+    if (!ok)
+        s->broken = true;
+    else if (!got)
+        s->half_closed = true;
+    read_more(s);
+    maybe_finish(s);
+    unref_unlock(s);
+}
+
+static void on_send(ss_kserve_stream *s, bool ok)
+{
+    pthread_mutex_lock(&s->mu);
+    grpc_byte_buffer_destroy(s->sending);
+    s->sending = NULL;
+    s->send_busy = false;
+    if (!ok) s->broken = true;
+    if (!s->broken && s->head) send_next(s);
+    read_more(s);
+    maybe_finish(s);
+    unref_unlock(s);
+}
+
+void ss_kserve_stream_event(void *tag, bool ok)
+{
+    op_tag *t = tag;
+    ss_kserve_stream *s = t->stream;
+    switch (t->op) {
+    case OP_RECV:
+        on_recv(s, ok);
+        break;
+    case OP_SEND:
+        on_send(s, ok);
+        break;
+    case OP_CLOSE:
+        pthread_mutex_lock(&s->mu);
+        unref_unlock(s);
+        break;
+    }
+}
+
+bool ss_kserve_stream_start(grpc_call *call, const ss_kserve_stream_env *env)
+{
+    ss_kserve_stream *s = calloc(1, sizeof *s);
+    if (!s) {
+        grpc_call_cancel_with_status(call, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory", NULL);
+        grpc_call_unref(call);
+        return false;
+    }
+    op_tag *tags[] = {&s->recv_tag, &s->send_tag, &s->close_tag};
+    for (int i = 0; i < 3; i++)
+        *tags[i] = (op_tag){{SS_KSERVE_STREAM_TAG}, (op_kind)i, s};
+    s->call = call;
+    s->env = *env;
+    s->details = grpc_empty_slice();
+    pthread_mutex_init(&s->mu, NULL);
+    env->live(env->live_ctx, 1);
+    pthread_mutex_lock(&s->mu);
+    s->refs = 1; /* held until the first receive is posted */
+    read_more(s);
+    unref_unlock(s);
+    return true;
+}

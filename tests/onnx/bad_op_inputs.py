@@ -1,0 +1,82 @@
+#!/usr/bin/python3
+"""Bad attributes and inputs of the recurrent, loop, Einsum and signal ops get an error naming the
+node and the problem, never a crash: each case is a one-node model run by `shardserve onnx-test`,
+whose line must carry the expected words and whose exit code must be an ordinary failure.
+Usage: bad_op_inputs.py SHARDSERVE OUTDIR
+"""
+import os
+import subprocess
+import sys
+
+import numpy as np
+import onnx
+from onnx import TensorProto as T
+from onnx import helper, numpy_helper
+
+vi = helper.make_tensor_value_info
+
+
+def f32(*shape):
+    return np.ones(shape, np.float32)
+
+
+def write(out, name, node, feeds, opset=17):
+    ins = [vi(n, helper.np_dtype_to_tensor_dtype(v.dtype) if hasattr(helper, "np_dtype_to_tensor_dtype")
+              else onnx.mapping.NP_TYPE_TO_TENSOR_TYPE[v.dtype], v.shape) for n, v in feeds]
+    graph = helper.make_graph([node], name, ins, [vi("y", T.FLOAT, None)])
+    d = os.path.join(out, f"test_{name}")
+    os.makedirs(os.path.join(d, "test_data_set_0"), exist_ok=True)
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)]),
+              os.path.join(d, "model.onnx"))
+    for i, (n, v) in enumerate(feeds):
+        onnx.save_tensor(numpy_helper.from_array(v, n), os.path.join(d, "test_data_set_0", f"input_{i}.pb"))
+    onnx.save_tensor(numpy_helper.from_array(f32(1), "y"), os.path.join(d, "test_data_set_0", "output_0.pb"))
+    return d
+
+
+def cases():
+    two = [("x", f32(2, 3)), ("z", f32(3, 2))]
+    yield "einsum_extra_term", helper.make_node("Einsum", ["x", "z"], ["y"], equation="ij,jk,kl"), two, \
+        "equation has 3 terms for 2 inputs"
+    yield "einsum_rank", helper.make_node("Einsum", ["x", "z"], ["y"], equation="i,jk"), two, \
+        "equation term 0 does not match input rank 2"
+    yield "einsum_sizes", helper.make_node("Einsum", ["x", "z"], ["y"], equation="ij,ij->i"), two, \
+        "label sizes"
+    lstm_in = [("X", f32(1, 2, 4)), ("W", f32(1, 11, 4)), ("R", f32(1, 12, 3))]
+    yield "lstm_bad_w", helper.make_node("LSTM", ["X", "W", "R"], ["y"], hidden_size=3), lstm_in, \
+        "input 'W' has the wrong type or shape"
+    gru_in = [("X", f32(1, 2, 4)), ("W", f32(1, 9, 4)), ("R", f32(1, 9, 3))]
+    yield "gru_bad_activation", helper.make_node("GRU", ["X", "W", "R"], ["y"], hidden_size=3,
+                                                 activations=["Foo", "Tanh"]), gru_in, "activation 'Foo'"
+    yield "rnn_bad_direction", helper.make_node("RNN", ["X", "W", "R"], ["y"], hidden_size=3,
+                                                direction="sideways"), \
+        [("X", f32(1, 2, 4)), ("W", f32(1, 3, 4)), ("R", f32(1, 3, 3))], "direction 'sideways'"
+    yield "cumsum_axis", helper.make_node("CumSum", ["x", "a"], ["y"]), [("x", f32(3)), ("a", np.int64(5))], \
+        "axis 5 is out of range"
+    yield "hann_negative", helper.make_node("HannWindow", ["x"], ["y"]), [("x", np.int32(-3))], \
+        "window size -3 is outside"
+    yield "stft_frame", helper.make_node("STFT", ["x", "s", "", "l"], ["y"]), \
+        [("x", f32(1, 8, 1)), ("s", np.int64(1)), ("l", np.int64(100))], "frame_length (or window) must be"
+    yield "reversesequence_lens", helper.make_node("ReverseSequence", ["x", "s"], ["y"]), \
+        [("x", f32(4, 2)), ("s", np.array([9, 1], np.int64))], "sequence_lens[0] = 9 is outside [0, 4]"
+    body = helper.make_graph([helper.make_node("Identity", ["a"], ["ao"])], "b", [vi("a", T.FLOAT, [2])],
+                             [vi("ao", T.FLOAT, [2])])
+    yield "scan_axis", helper.make_node("Scan", ["x"], ["y"], body=body, num_scan_inputs=1,
+                                        scan_input_axes=[7]), [("x", f32(3, 2))], \
+        "'scan_input_axes'[0] is out of range"
+
+
+def main(ss, out):
+    bad = 0
+    for name, node, feeds, want in cases():
+        d = write(out, name, node, feeds)
+        r = subprocess.run([ss, "onnx-test", d], capture_output=True, text=True, timeout=60)
+        line = (r.stdout + r.stderr).splitlines()[0] if (r.stdout + r.stderr) else ""
+        good = r.returncode in (0, 1) and want in line
+        print(f"{'ok  ' if good else 'FAIL'} {name} (exit {r.returncode}): {line[:160]}")
+        bad += not good
+    sys.exit(1 if bad else 0)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1], sys.argv[2])
