@@ -179,6 +179,7 @@ static ss_status *conv_try_dnnl(ss_kctx *k, conv_plan *p)
     const ss_tensor *wv = ss_kctx_value(k, 1),
                     *bv = k->n_in > 2 && k->in[2] ? ss_kctx_value(k, 2) : NULL;
     if (!wv || !wv->data || (k->n_in > 2 && k->in[2] && (!bv || !bv->data))) return NULL;
+    if (wv->dtype != x->dtype) return NULL; /* float16 W: the float32 kernel reads its copy */
     ss_kernels mode = ss_kernels_mode();
     if (!ss_kernels_use_dnnl(mode, x->dtype, p->N * p->g.ovol, p->cg * p->g.kvol, p->M) ||
         (mode == SS_KERNELS_AUTO && p->direct))
@@ -259,7 +260,7 @@ static ss_status *conv_plan_new(ss_kctx *k, const geom *g, int64_t C, int64_t M,
 static const char *const conv_attrs[] = {"auto_pad", "dilations", "group", "kernel_shape",
                                          "pads",     "strides",   NULL};
 
-static ss_status *conv_infer(ss_kctx *k)
+static ss_status *conv_infer_native(ss_kctx *k)
 {
     int64_t kernel[SS_MAX_DIMS];
     ss_status *st = conv_inputs(k, conv_attrs, kernel);
@@ -405,7 +406,7 @@ static void fill_bias(void *y, const ss_tensor *b, int64_t channels, int64_t vol
 CONV_IMAGE(float, cblas_sgemm)
 CONV_IMAGE(double, cblas_dgemm)
 
-static ss_status *conv_run(ss_kctx *k)
+static ss_status *conv_run_native(ss_kctx *k)
 {
     const conv_plan *p = k->state;
     const ss_tensor *x = k->in[0], *b = k->n_in > 2 ? k->in[2] : NULL;
@@ -476,7 +477,7 @@ static ss_status *convt_geom(const ss_kctx *k, const ss_tensor *x, const int64_t
     return NULL;
 }
 
-static ss_status *convt_infer(ss_kctx *k)
+static ss_status *convt_infer_native(ss_kctx *k)
 {
     int64_t kernel[SS_MAX_DIMS];
     ss_status *st = conv_inputs(k, convt_attrs, kernel);
@@ -547,7 +548,7 @@ COL2IM(double)
 CONVT_IMAGE(float, cblas_sgemm)
 CONVT_IMAGE(double, cblas_dgemm)
 
-static ss_status *convt_run(ss_kctx *k)
+static ss_status *convt_run_native(ss_kctx *k)
 {
     const conv_plan *p = k->state;
     const ss_tensor *x = k->in[0], *b = k->n_in > 2 ? k->in[2] : NULL;
@@ -581,7 +582,7 @@ static const char *const avgpool_attrs[] = {
     "auto_pad",     "ceil_mode", "count_include_pad", "dilations",
     "kernel_shape", "pads",      "strides",           NULL};
 
-static ss_status *pool_infer(ss_kctx *k)
+static ss_status *pool_infer_native(ss_kctx *k)
 {
     bool is_max = strcmp(k->node->op_type, "MaxPool") == 0;
     static const ss_dtype max_types[] = {SS_DT_FLOAT32, SS_DT_FLOAT64, SS_DT_UINT8, SS_DT_INT8};
@@ -731,7 +732,7 @@ POOL_ROWS(double, maxrows_double, 1, -INFINITY)
 POOL_ROWS(uint8_t, maxrows_uint8_t, 1, 0)
 POOL_ROWS(int8_t, maxrows_int8_t, 1, INT8_MIN)
 
-static ss_status *pool_run(ss_kctx *k)
+static ss_status *pool_run_native(ss_kctx *k)
 {
     const pool_plan *p = k->state;
     const void *x = k->in[0]->data;
@@ -774,7 +775,7 @@ typedef struct {
     bool is_max;
 } gpool_plan;
 
-static ss_status *gpool_infer(ss_kctx *k)
+static ss_status *gpool_infer_native(ss_kctx *k)
 {
     static const char *const none[] = {NULL};
     ss_status *st = ss_op_expect_inputs(k, 1, 1);
@@ -817,7 +818,7 @@ static ss_status *gpool_infer(ss_kctx *k)
         }                                                                                          \
     } while (0)
 
-static ss_status *gpool_run(ss_kctx *k)
+static ss_status *gpool_run_native(ss_kctx *k)
 {
     const gpool_plan *p = k->state;
     SS_OP_FLOAT_DISPATCH(k->in[0]->dtype, GPOOL);
@@ -989,6 +990,42 @@ static ss_status *qconv_run(ss_kctx *k)
     }
     return NULL;
 }
+
+/* ------------------------------------------------------------------ float16, bfloat16 */
+
+/* No native half kernels: float16 and bfloat16 run the float32 ones on converted copies
+ * (common.h), rounding each output once, as onnxruntime's CPU provider does through the Cast
+ * nodes it inserts. X, W and B must still share one type. */
+static bool half_inputs(const ss_kctx *k)
+{
+    ss_dtype dt = k->n_in > 0 && k->in[0] ? k->in[0]->dtype : SS_DT_UNDEFINED;
+    return dt == SS_DT_FLOAT16 || dt == SS_DT_BFLOAT16;
+}
+
+static ss_status *half_infer(ss_kctx *k, ss_status *(*infer)(ss_kctx *))
+{
+    if (!half_inputs(k)) return infer(k);
+    for (int i = 1; i < k->n_in; i++)
+        if (k->in[i] && k->in[i]->dtype != k->in[0]->dtype)
+            return ss_op_err(k, SS_ERR_INVALID, "input %d is %s, input 0 %s", i,
+                             ss_dtype_name(k->in[i]->dtype), ss_dtype_name(k->in[0]->dtype));
+    return ss_op_infer_as_f32(k, infer);
+}
+
+#define VIA_F32(NAME)                                                                              \
+    static ss_status *NAME##_infer(ss_kctx *k)                                                     \
+    {                                                                                              \
+        return half_infer(k, NAME##_infer_native);                                                 \
+    }                                                                                              \
+    static ss_status *NAME##_run(ss_kctx *k)                                                       \
+    {                                                                                              \
+        return half_inputs(k) ? ss_op_run_as_f32(k, NAME##_run_native) : NAME##_run_native(k);     \
+    }
+
+VIA_F32(conv)
+VIA_F32(convt)
+VIA_F32(pool)
+VIA_F32(gpool)
 
 const ss_op_def ss_ops_conv[] = {
     {"", "Conv", 1, 21, conv_infer, conv_run, 0, conv_release},
