@@ -1,8 +1,9 @@
 /*
- * ConvInteger (ops/conv.c, im2col + float64 gemm in blocks of output rows) against Conv in
- * float64 on the same zero-point-shifted values, which is exact here: 1-D, 2-D, 3-D, strides,
- * dilations, pads, groups, uint8 and int8, per-channel weight zero points, and an output wider
- * than one gemm block. The int32 sums must be equal, and run must not allocate.
+ * ConvInteger (ops/conv.c, im2col + float64 gemm in blocks of output rows) and MatMulInteger
+ * (ops/quant.c, one float64 gemm per batch) against Conv and MatMul in float64 on the same
+ * zero-point-shifted values, which is exact here: 1-D, 2-D, 3-D, strides, dilations, pads, groups,
+ * uint8 and int8, per-channel weight zero points, an output wider than one gemm block, broadcast
+ * matmul batches. The int32 sums must be equal, and run must not allocate.
  */
 #include "quant.h"
 #define OP_HARNESS_COUNT_ALLOCS
@@ -60,6 +61,8 @@ static ss_tensor make_zp(ss_dtype dt, int64_t n)
     return t;
 }
 
+static void check_sums(const char *what, const ss_tensor *want, const ss_tensor *got);
+
 static ss_status *run(const char *op, const qcase *c, int n_in, ss_tensor **in, ss_tensor *out)
 {
     tnode t;
@@ -84,13 +87,9 @@ static void check_case(int ci, const qcase *c)
     ss_tensor *fin[2] = {&xf, &wf}, *qin[4] = {&x, &w, &xz, &wz};
     CHECK_OK(run("Conv", c, 2, fin, &want));
     CHECK_OK(run("ConvInteger", c, 4, qin, &got));
-    CHECK_MSG(got.dtype == SS_DT_INT32 && ss_tensor_numel(&got) == ss_tensor_numel(&want),
-              "case %d: wrong output", ci);
-    for (int64_t i = 0, bad = 0; !bad && got.data && i < ss_tensor_numel(&want); i++) {
-        double a = ((double *)want.data)[i], g = ((int32_t *)got.data)[i];
-        bad = a != g;
-        CHECK_MSG(!bad, "case %d element %lld: %g, expected %g", ci, (long long)i, g, a);
-    }
+    char what[32];
+    snprintf(what, sizeof what, "ConvInteger case %d", ci);
+    check_sums(what, &want, &got);
     ss_tensor *all[] = {&x, &xf, &w, &wf, &xz, &wz, &want, &got};
     for (size_t i = 0; i < sizeof all / sizeof all[0]; i++)
         ss_tensor_free(all[i]);
@@ -102,4 +101,38 @@ static void convinteger_equals_exact_float64_conv(void)
         check_case(i, &cases[i]);
 }
 
-TEST_MAIN(TEST(convinteger_equals_exact_float64_conv))
+/* Equal int32 sums in got and float64 ones in want. */
+static void check_sums(const char *what, const ss_tensor *want, const ss_tensor *got)
+{
+    CHECK_MSG(got->dtype == SS_DT_INT32 && ss_tensor_numel(got) == ss_tensor_numel(want),
+              "%s: wrong output", what);
+    for (int64_t i = 0, bad = 0; !bad && got->data && i < ss_tensor_numel(want); i++) {
+        double a = ((double *)want->data)[i], g = ((int32_t *)got->data)[i];
+        bad = a != g;
+        CHECK_MSG(!bad, "%s element %lld: %g, expected %g", what, (long long)i, g, a);
+    }
+}
+
+static void matmulinteger_equals_exact_float64_matmul(void)
+{
+    /* A [3, 1, 5, 40] x B [2, 40, 7]: batch dims broadcast to [3, 2]; B's zero point per column */
+    int64_t ad[4] = {3, 1, 5, 40}, bd[3] = {2, 40, 7};
+    ss_tensor az = make_zp(SS_DT_UINT8, 1), bz = make_zp(SS_DT_INT8, 7), a, af, b, bf, want, got;
+    make_q(SS_DT_UINT8, 4, ad, &az, 1, &a, &af);
+    make_q(SS_DT_INT8, 3, bd, &bz, ss_shape_numel(3, bd), &b, &bf); /* redone below */
+    for (int64_t i = 0; i < ss_tensor_numel(&b); i++) /* zero point per column: index % 7 */
+        ((double *)bf.data)[i] = ss_tensor_elem_f64(&b, i) - ss_tensor_elem_f64(&bz, i % 7);
+    ss_tensor *fin[2] = {&af, &bf}, *qin[4] = {&a, &b, &az, &bz};
+    tnode t;
+    tnode_init(&t, "MatMul");
+    CHECK_OK(op_run(&t, 13, 2, fin, 1, &want, NULL));
+    tnode_init(&t, "MatMulInteger");
+    CHECK_OK(op_run(&t, 13, 4, qin, 1, &got, &(op_run_opts){.check_allocs = true}));
+    check_sums("MatMulInteger", &want, &got);
+    ss_tensor *all[] = {&a, &af, &b, &bf, &az, &bz, &want, &got};
+    for (size_t i = 0; i < sizeof all / sizeof all[0]; i++)
+        ss_tensor_free(all[i]);
+}
+
+TEST_MAIN(TEST(convinteger_equals_exact_float64_conv),
+          TEST(matmulinteger_equals_exact_float64_matmul))

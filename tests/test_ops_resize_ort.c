@@ -13,7 +13,8 @@ enum { IH = 7, IW = 5, OH = 16, OW = 11 };
 static float coord(const char *mode, int64_t o, int64_t out, int64_t in)
 {
     float x = (float)o, scale = (float)out / (float)in;
-    if (!strcmp(mode, "align_corners")) return out == 1 ? 0 : x * (float)(in - 1) / (float)(out - 1);
+    if (!strcmp(mode, "align_corners"))
+        return out == 1 ? 0 : x * (float)(in - 1) / (float)(out - 1);
     if (!strcmp(mode, "asymmetric")) return x / scale;
     return (x + 0.5f) / scale - 0.5f; /* half_pixel, pytorch_half_pixel with out > 1 */
 }
@@ -57,10 +58,9 @@ static void bilinear_matches_onnxruntime_rounding(void)
                     const float *P = X + p * IH * IW;
                     float want = dx2 * dy2 * P[y1 * IW + x1] + dx1 * dy2 * P[y1 * IW + x2] +
                                  dx2 * dy1 * P[y2 * IW + x1] + dx1 * dy1 * P[y2 * IW + x2];
-                    double exact = (double)dx2 * dy2 * P[y1 * IW + x1] +
-                                   (double)dx1 * dy2 * P[y1 * IW + x2] +
-                                   (double)dx2 * dy1 * P[y2 * IW + x1] +
-                                   (double)dx1 * dy1 * P[y2 * IW + x2];
+                    double exact =
+                        (double)dx2 * dy2 * P[y1 * IW + x1] + (double)dx1 * dy2 * P[y1 * IW + x2] +
+                        (double)dx2 * dy1 * P[y2 * IW + x1] + (double)dx1 * dy1 * P[y2 * IW + x2];
                     rounding_differs += (float)exact != want;
                     float got = Y[(p * OH + oy) * OW + ox];
                     bad = got != want;
