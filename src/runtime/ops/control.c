@@ -5,9 +5,12 @@
  * planned, with the outer-scope values it reads as its graph inputs. A condition known at plan
  * time (a constant, or computed from shapes only: exporters branch on a dim) picks the branch
  * there: only that branch is planned and run, and the other may even be invalid for these
- * shapes. Otherwise both branches are planned and must agree on their outputs' types and shapes;
- * run reads the condition and runs one. Running a planned branch allocates nothing; its outputs
- * are copied into the If's outputs.
+ * shapes. Otherwise both branches are planned and, when they agree on their outputs' types and
+ * shapes, run reads the condition and runs one. When they do not (or one cannot be planned for
+ * these shapes: silero VAD's 8 kHz branch on a 16 kHz chunk), the condition's value is taken at
+ * plan time, from the graph inputs it is computed from or from the last run, and only that branch
+ * is planned; the plan is made again when the value changes. Running a planned branch allocates
+ * nothing; its outputs are copied into the If's outputs.
  */
 #include "common.h"
 
