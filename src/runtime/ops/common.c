@@ -492,7 +492,7 @@ ss_status *ss_op_infer_as_f32(ss_kctx *k, ss_status *(*infer)(ss_kctx *))
     return st;
 }
 
-static void load_f32(const ss_tensor *t, float *dst)
+void ss_op_load_f32(const ss_tensor *t, float *dst)
 {
     int64_t n = ss_tensor_numel(t);
     const uint16_t *h = t->data;
@@ -532,7 +532,7 @@ ss_status *ss_op_run_as_f32(ss_kctx *k, ss_status *(*run)(ss_kctx *))
     ss_status *st = f32_view(k, &f, shadow, ptrs, at);
     if (st) return st;
     for (int i = 0; i < k->n_in; i++)
-        if (f.in[i] && f.in[i] != k->in[i]) load_f32(k->in[i], f.in[i]->data);
+        if (f.in[i] && f.in[i] != k->in[i]) ss_op_load_f32(k->in[i], f.in[i]->data);
     if (!(st = run(&f)))
         for (int j = 0; j < k->n_out; j++)
             if (f.out[j] && f.out[j] != k->out[j]) store_f32(f.out[j]->data, k->out[j]);

@@ -158,3 +158,5 @@ bool ss_op_needs_f32(ss_dtype dt);
 size_t ss_op_f32_floats(const ss_kctx *k);
 ss_status *ss_op_infer_as_f32(ss_kctx *k, ss_status *(*infer)(ss_kctx *));
 ss_status *ss_op_run_as_f32(ss_kctx *k, ss_status *(*run)(ss_kctx *));
+/* A float16, bfloat16 or float64 tensor's elements as float32 into dst. */
+void ss_op_load_f32(const ss_tensor *t, float *dst);

@@ -16,6 +16,7 @@
 
 #include <cblas.h>
 #include <math.h>
+#include <stdlib.h>
 #include <string.h>
 
 /* Canonical 3-D window geometry; index 0..2 = D, H, W. */
@@ -173,25 +174,41 @@ static void conv_release(void *state)
  * unpadded Conv stays own: one sgemm straight on NCHW beat oneDNN plus its two layout reorders
  * (256->64 at 56x56: 1.45 vs 1.73 ms, bench_kernels); every other measured shape went to oneDNN
  * (3x3 64->64 56x56 3.3 -> 2.4 ms, 7x7/2 stem 4.6 -> 2.5, depthwise 3x3/2 0.35 -> 0.23). */
+/* A constant float16/bfloat16 tensor as a malloc'd float32 copy (NULL when out of memory). */
+static float *f32_copy(const ss_tensor *t)
+{
+    float *c = malloc(sizeof(float) * (size_t)(ss_tensor_numel(t) + 1));
+    if (c) ss_op_load_f32(t, c);
+    return c;
+}
+
 static ss_status *conv_try_dnnl(ss_kctx *k, conv_plan *p)
 {
     const ss_tensor *x = k->in[0];
     const ss_tensor *wv = ss_kctx_value(k, 1),
                     *bv = k->n_in > 2 && k->in[2] ? ss_kctx_value(k, 2) : NULL;
     if (!wv || !wv->data || (k->n_in > 2 && k->in[2] && (!bv || !bv->data))) return NULL;
-    if (wv->dtype != x->dtype) return NULL; /* float16 W: the float32 kernel reads its copy */
     ss_kernels mode = ss_kernels_mode();
     if (!ss_kernels_use_dnnl(mode, x->dtype, p->N * p->g.ovol, p->cg * p->g.kvol, p->M) ||
         (mode == SS_KERNELS_AUTO && p->direct))
         return NULL;
+    /* a float16 model's W and B reach the float32 primitive as float32 copies, packed at create
+     * and freed after; the packed-weights cache is keyed by source address, so not for them */
+    float *w32 = NULL, *b32 = NULL;
+    if (wv->dtype != x->dtype && ((w32 = f32_copy(wv)) == NULL || (bv && !(b32 = f32_copy(bv))))) {
+        free(w32);
+        return ss_op_oom();
+    }
     ss_dnnl_conv_desc d = {.nsp = p->g.nsp,
                            .N = p->N,
                            .C = p->C,
                            .M = p->M,
                            .group = p->group,
-                           .wei_const = wv->data,
-                           .bias_const = bv ? bv->data : NULL,
-                           .k = k};
+                           .wei_const = w32 ? w32 : wv->data,
+                           .bias_const = b32  ? b32
+                                         : bv ? bv->data
+                                              : NULL,
+                           .k = w32 ? NULL : k};
     for (int i = 0; i < 3; i++) {
         d.in[i] = p->g.in[i], d.out[i] = p->g.out[i], d.kernel[i] = p->g.k[i];
         d.stride[i] = p->g.s[i], d.dilation[i] = p->g.d[i];
@@ -201,6 +218,8 @@ static ss_status *conv_try_dnnl(ss_kctx *k, conv_plan *p)
     d.threads = ss_dnnl_threads(p->N * p->g.ovol * p->cg * p->g.kvol * p->M, t);
     size_t scratch = 0;
     ss_status *st = ss_dnnl_conv_create(&d, &p->dnnl, &scratch);
+    free(w32);
+    free(b32);
     if (st && st->code == SS_ERR_UNSUPPORTED) {
         SS_DEBUG("%s: oneDNN: %s; the own kernel runs it", k->node_name, st->msg);
         ss_status_free(st);
