@@ -25,6 +25,7 @@ TEST_PKGS=(
   iproute2 procps
   openssl
   gdb # stacks of a process a test finds hung (tests/serving/cluster.py: Cluster.stacks)
+  nodejs # onnxruntime-node, the oracle of scripts/test-real-models.sh
 )
 
 want=("${MAIN_PKGS[@]}")
@@ -36,6 +37,8 @@ for p in "${want[@]}"; do
     missing+=("$p")
   fi
 done
+# npm comes with some nodejs builds (NodeSource's) and is a separate Debian package otherwise.
+if [[ "${1:-}" == "--test" ]] && ! command -v npm >/dev/null; then missing+=(npm); fi
 if ((${#missing[@]} == 0)); then
   echo "install-deps: all ${#want[@]} packages present"
   exit 0

@@ -36,6 +36,11 @@ add_test(NAME onnx_run_output_names
          COMMAND ${SS_TEST_DIR}/onnx/run_output_names.sh $<TARGET_FILE:shardserve> ${SS_PY}
                  ${CMAKE_BINARY_DIR}/run-output-names)
 
+# onnx-test's --atol, --rtol and --atol-of-max (real models compare with them).
+add_test(NAME onnx_test_tolerance
+         COMMAND ${SS_PY} ${SS_TEST_DIR}/onnx/onnx_test_tolerance.py $<TARGET_FILE:shardserve>
+                 ${CMAKE_BINARY_DIR}/onnx-test-tolerance)
+
 # ss_onnx_case_suite(NAME COUNT): tests/onnx/NAME.py writes backend-test folders into the build
 # folder's NAME (with - for _) as fixture NAME (test onnx_NAME_make); onnx_NAME then needs
 # every one of them to load and pass, and at least COUNT of them.

@@ -9,3 +9,26 @@ if(TARGET ss_runtime)
                       -Wl,--wrap=realloc)
   set_tests_properties(test_ops_conv_onednn PROPERTIES TIMEOUT 120 LABELS runtime)
 endif()
+
+# float16 and bfloat16 Conv/ConvTranspose/pools through float32 copies (ops/common.c): equal to
+# the float32 op rounded once (float16 real models, issue 11).
+if(TARGET ss_runtime)
+  ss_add_c_test(test_ops_conv_half ${CMAKE_CURRENT_LIST_DIR}/test_ops_conv_half.c)
+  target_include_directories(test_ops_conv_half PRIVATE ${CMAKE_SOURCE_DIR}/src/runtime
+                             ${CMAKE_SOURCE_DIR}/src/runtime/ops)
+  target_link_libraries(test_ops_conv_half ss_runtime)
+  target_link_options(test_ops_conv_half PRIVATE -Wl,--wrap=malloc -Wl,--wrap=calloc
+                      -Wl,--wrap=realloc)
+  set_tests_properties(test_ops_conv_half PROPERTIES LABELS runtime)
+endif()
+
+# ConvInteger's im2col + float64 gemm kernel against an exact float64 Conv (quantized real models).
+if(TARGET ss_runtime)
+  ss_add_c_test(test_ops_conv_quant ${CMAKE_CURRENT_LIST_DIR}/test_ops_conv_quant.c)
+  target_include_directories(test_ops_conv_quant PRIVATE ${CMAKE_SOURCE_DIR}/src/runtime
+                             ${CMAKE_SOURCE_DIR}/src/runtime/ops)
+  target_link_libraries(test_ops_conv_quant ss_runtime)
+  target_link_options(test_ops_conv_quant PRIVATE -Wl,--wrap=malloc -Wl,--wrap=calloc
+                      -Wl,--wrap=realloc)
+  set_tests_properties(test_ops_conv_quant PROPERTIES LABELS runtime)
+endif()

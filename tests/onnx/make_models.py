@@ -124,7 +124,7 @@ def main(out):
          numpy_helper.from_array(np.array(2, np.float32), "two")])
     onnx.save_model(helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)]), f"{out}/if_data.onnx")
 
-    # a run-time condition whose branches give different shapes ([2,3] and [3,2]): refused at load
+    # a run-time condition whose branches give different shapes ([2,3] and [3,2]): the plan follows c
     then_g = helper.make_graph([helper.make_node("Identity", ["x"], ["t"])], "then", [],
                                [helper.make_tensor_value_info("t", F, None)])
     else_g = helper.make_graph([helper.make_node("Transpose", ["x"], ["e"])], "else", [],
@@ -134,6 +134,20 @@ def main(out):
                                         helper.make_tensor_value_info("x", F, [2, 3])],
                           [helper.make_tensor_value_info("y", F, None)])
     onnx.save_model(helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)]), f"{out}/if_ragged.onnx")
+
+    # a bool input picks the branch its shapes fit (silero VAD picks its STFT by sample rate): then
+    # reshapes x to [-1, 4], else to [-1, 3]; an x of 8 elements plans only then_branch
+    then_g = helper.make_graph([helper.make_node("Reshape", ["x", "by4"], ["t"])], "then", [],
+                               [helper.make_tensor_value_info("t", F, None)])
+    else_g = helper.make_graph([helper.make_node("Reshape", ["x", "by3"], ["e"])], "else", [],
+                               [helper.make_tensor_value_info("e", F, None)])
+    g = helper.make_graph([helper.make_node("If", ["c"], ["y"], name="fit", then_branch=then_g, else_branch=else_g)],
+                          "if_fit", [helper.make_tensor_value_info("c", TensorProto.BOOL, []),
+                                     helper.make_tensor_value_info("x", F, ["N"])],
+                          [helper.make_tensor_value_info("y", F, None)],
+                          [numpy_helper.from_array(np.array([-1, 4], np.int64), "by4"),
+                           numpy_helper.from_array(np.array([-1, 3], np.int64), "by3")])
+    onnx.save_model(helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)]), f"{out}/if_fit.onnx")
 
     # a dynamic batch dim, for re-planning: y = Neg(MatMul(x[N,96], W))
     m = matmul_neg(w, x_shape=("N", 96))

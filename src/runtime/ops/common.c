@@ -424,3 +424,117 @@ ss_status *ss_view_run(ss_kctx *k)
     ss_view_copy(k->state, ss_dtype_size(k->in[0]->dtype), k->in[0]->data, k->out[0]->data);
     return NULL;
 }
+
+bool ss_op_needs_f32(ss_dtype dt)
+{
+    return dt == SS_DT_FLOAT16 || dt == SS_DT_BFLOAT16 || dt == SS_DT_FLOAT64;
+}
+
+/* Tensor i of k's inputs then outputs (NULL when omitted). */
+static ss_tensor *kctx_tensor(const ss_kctx *k, int i)
+{
+    return i < k->n_in ? k->in[i] : k->out[i - k->n_in];
+}
+
+size_t ss_op_f32_floats(const ss_kctx *k)
+{
+    size_t n = 0;
+    for (int i = 0; i < k->n_in + k->n_out; i++) {
+        const ss_tensor *t = kctx_tensor(k, i);
+        if (t && ss_op_needs_f32(t->dtype)) n += (size_t)ss_tensor_numel(t);
+    }
+    return n;
+}
+
+enum { F32_MAX_TENSORS = 16 };
+
+/* f: a copy of k whose converted tensors are float32 shadows (data at `at`, when given). */
+static ss_status *f32_view(const ss_kctx *k, ss_kctx *f, ss_tensor *shadow, ss_tensor **ptrs,
+                           float *at)
+{
+    if (k->n_in + k->n_out > F32_MAX_TENSORS)
+        return ss_op_err(k, SS_ERR_UNSUPPORTED, "more than %d inputs and outputs in float32",
+                         F32_MAX_TENSORS);
+    *f = *k;
+    f->in = ptrs;
+    f->out = ptrs + k->n_in;
+    for (int i = 0; i < k->n_in + k->n_out; i++) {
+        ss_tensor *t = kctx_tensor(k, i);
+        ptrs[i] = t;
+        if (!t || !ss_op_needs_f32(t->dtype)) continue;
+        shadow[i] = *t;
+        shadow[i].dtype = SS_DT_FLOAT32;
+        shadow[i].data = at;
+        shadow[i].nbytes = sizeof(float) * (size_t)ss_tensor_numel(t);
+        if (at) at += ss_tensor_numel(t);
+        ptrs[i] = &shadow[i];
+    }
+    return NULL;
+}
+
+ss_status *ss_op_infer_as_f32(ss_kctx *k, ss_status *(*infer)(ss_kctx *))
+{
+    ss_tensor shadow[F32_MAX_TENSORS];
+    ss_tensor *ptrs[F32_MAX_TENSORS];
+    ss_kctx f;
+    ss_dtype dt = k->in[0]->dtype;
+    ss_status *st = f32_view(k, &f, shadow, ptrs, NULL);
+    if (st) return st;
+    st = infer(&f);
+    k->state = f.state;
+    for (int j = 0; !st && j < k->n_out; j++) {
+        if (!k->out[j]) continue;
+        *k->out[j] = *f.out[j];
+        if (k->out[j]->dtype == SS_DT_FLOAT32) k->out[j]->dtype = dt;
+    }
+    size_t inner = (f.scratch_bytes + 63) & ~(size_t)63;
+    k->scratch_bytes = inner + sizeof(float) * ss_op_f32_floats(k);
+    return st;
+}
+
+void ss_op_load_f32(const ss_tensor *t, float *dst)
+{
+    int64_t n = ss_tensor_numel(t);
+    const uint16_t *h = t->data;
+    if (t->dtype == SS_DT_FLOAT16)
+        for (int64_t i = 0; i < n; i++)
+            dst[i] = ss_f16_to_f32(h[i]);
+    else if (t->dtype == SS_DT_BFLOAT16)
+        for (int64_t i = 0; i < n; i++)
+            dst[i] = ss_bf16_to_f32(h[i]);
+    else
+        for (int64_t i = 0; i < n; i++)
+            dst[i] = (float)((const double *)t->data)[i];
+}
+
+static void store_f32(const float *src, ss_tensor *t)
+{
+    int64_t n = ss_tensor_numel(t);
+    uint16_t *h = t->data;
+    if (t->dtype == SS_DT_FLOAT16)
+        for (int64_t i = 0; i < n; i++)
+            h[i] = ss_f32_to_f16(src[i]);
+    else if (t->dtype == SS_DT_BFLOAT16)
+        for (int64_t i = 0; i < n; i++)
+            h[i] = ss_f32_to_bf16(src[i]);
+    else
+        for (int64_t i = 0; i < n; i++)
+            ((double *)t->data)[i] = src[i];
+}
+
+ss_status *ss_op_run_as_f32(ss_kctx *k, ss_status *(*run)(ss_kctx *))
+{
+    ss_tensor shadow[F32_MAX_TENSORS];
+    ss_tensor *ptrs[F32_MAX_TENSORS];
+    ss_kctx f;
+    size_t copies = sizeof(float) * ss_op_f32_floats(k);
+    float *at = (float *)((char *)k->scratch + (k->scratch_bytes - copies));
+    ss_status *st = f32_view(k, &f, shadow, ptrs, at);
+    if (st) return st;
+    for (int i = 0; i < k->n_in; i++)
+        if (f.in[i] && f.in[i] != k->in[i]) ss_op_load_f32(k->in[i], f.in[i]->data);
+    if (!(st = run(&f)))
+        for (int j = 0; j < k->n_out; j++)
+            if (f.out[j] && f.out[j] != k->out[j]) store_f32(f.out[j]->data, k->out[j]);
+    return st;
+}

@@ -148,3 +148,15 @@ void ss_view_copy(const ss_view *v, size_t es, const void *src, void *dst);
 ss_status *ss_view_run(ss_kctx *k);
 
 #endif
+
+/* float16, bfloat16 and float64 tensors through a float32 kernel (ops with no native kernel for
+ * them): infer plans the float32 kernel on float32 descriptions of those tensors and adds their
+ * float32 copies to the scratch, after the kernel's own; run converts the inputs into the copies,
+ * runs the kernel on them and rounds its outputs back. The kernel's infer sees no input values
+ * through the descriptions: ss_kctx_value() still returns the stored (unconverted) tensor. */
+bool ss_op_needs_f32(ss_dtype dt);
+size_t ss_op_f32_floats(const ss_kctx *k);
+ss_status *ss_op_infer_as_f32(ss_kctx *k, ss_status *(*infer)(ss_kctx *));
+ss_status *ss_op_run_as_f32(ss_kctx *k, ss_status *(*run)(ss_kctx *));
+/* A float16, bfloat16 or float64 tensor's elements as float32 into dst. */
+void ss_op_load_f32(const ss_tensor *t, float *dst);

@@ -5,9 +5,12 @@
  * planned, with the outer-scope values it reads as its graph inputs. A condition known at plan
  * time (a constant, or computed from shapes only: exporters branch on a dim) picks the branch
  * there: only that branch is planned and run, and the other may even be invalid for these
- * shapes. Otherwise both branches are planned and must agree on their outputs' types and shapes;
- * run reads the condition and runs one. Running a planned branch allocates nothing; its outputs
- * are copied into the If's outputs.
+ * shapes. Otherwise both branches are planned and, when they agree on their outputs' types and
+ * shapes, run reads the condition and runs one. When they do not (or one cannot be planned for
+ * these shapes: silero VAD's 8 kHz branch on a 16 kHz chunk), the condition's value is taken at
+ * plan time, from the graph inputs it is computed from or from the last run, and only that branch
+ * is planned; the plan is made again when the value changes. Running a planned branch allocates
+ * nothing; its outputs are copied into the If's outputs.
  */
 #include "common.h"
 
@@ -17,6 +20,7 @@
 typedef struct {
     ss_session *branch[2]; /* [0] else_branch, [1] then_branch */
     int taken;             /* branch decided at plan time, or -1 */
+    bool by_value;         /* taken was decided from a value that may change between runs */
     int n_outer;
     ss_tensor *outer; /* the branches' inputs: refreshed from k->in on every run */
 } if_plan;
@@ -68,6 +72,50 @@ static ss_status *set_outputs(ss_kctx *k, const if_plan *p)
     return NULL;
 }
 
+/* Plans the branch decided at plan time, or both, and sets the If's outputs from them. */
+static ss_status *plan_branches(ss_kctx *k, if_plan *p, const ss_name_list *outer)
+{
+    ss_status *st = NULL;
+    for (int b = 1; !st && b >= 0; b--) {
+        if (p->taken >= 0 && p->taken != b) continue;
+        const ss_onnx_attr *a = ss_onnx_attr_find(k->node, branch_attr[b]);
+        if (!a || !a->g)
+            st = ss_op_err(k, SS_ERR_INVALID, "attribute '%s' (a graph) is required",
+                           branch_attr[b]);
+        else
+            st = ss_subgraph_session(k, a->g, branch_attr[b], outer, p->outer, &p->branch[b]);
+    }
+    return st ? st : set_outputs(k, p);
+}
+
+/* Both branches could not be planned for these shapes (failed is why): a model may branch on
+ * an input's value to pick the branch its shapes fit (silero VAD on the sample rate), and
+ * onnxruntime runs only the branch taken. The condition is then computed at plan time from the
+ * graph inputs it depends on (the plan is made again when their values change), or from the
+ * value the last run computed (the planner stops here until a run has one): only that branch
+ * is planned. */
+static ss_status *if_decide_by_value(ss_kctx *k, if_plan *p, const ss_name_list *outer,
+                                     ss_status *failed)
+{
+    const ss_tensor *cv = ss_kctx_value_needed(k, 0);
+    if (!cv || !cv->data) {
+        ss_status *st = ss_op_err(k, SS_ERR_UNSUPPORTED,
+                                  "the condition is known only at run time and the branches do "
+                                  "not both plan: %s",
+                                  failed->msg);
+        ss_status_free(failed);
+        return st;
+    }
+    ss_status_free(failed);
+    for (int b = 0; b < 2; b++) {
+        ss_session_free(p->branch[b]);
+        p->branch[b] = NULL;
+    }
+    p->taken = *(const unsigned char *)cv->data != 0;
+    p->by_value = true;
+    return plan_branches(k, p, outer);
+}
+
 static ss_status *if_infer(ss_kctx *k)
 {
     ss_status *st = ss_op_check_attrs(k, if_attrs);
@@ -102,23 +150,19 @@ static ss_status *if_infer(ss_kctx *k)
         p->outer[i].storage = SS_STORE_BORROWED;
     }
     p->taken = cond->data ? *(const unsigned char *)cond->data != 0 : -1;
-    for (int b = 1; !st && b >= 0; b--) {
-        if (p->taken >= 0 && p->taken != b) continue;
-        const ss_onnx_attr *a = ss_onnx_attr_find(k->node, branch_attr[b]);
-        if (!a || !a->g)
-            st = ss_op_err(k, SS_ERR_INVALID, "attribute '%s' (a graph) is required",
-                           branch_attr[b]);
-        else
-            st = ss_subgraph_session(k, a->g, branch_attr[b], &outer, p->outer, &p->branch[b]);
-    }
+    st = plan_branches(k, p, &outer);
+    if (st && p->taken < 0) st = if_decide_by_value(k, p, &outer, st);
     ss_name_list_free(&outer);
-    return st ? st : set_outputs(k, p);
+    return st;
 }
 
 static ss_status *if_run(ss_kctx *k)
 {
     if_plan *p = k->state;
-    int b = p->taken >= 0 ? p->taken : *(const unsigned char *)k->in[0]->data != 0;
+    int cond = *(const unsigned char *)k->in[0]->data != 0;
+    int b = p->taken >= 0 ? p->taken : cond;
+    if (p->by_value && b != cond) /* the planner re-plans when the value changes */
+        return ss_op_err(k, SS_ERR_INTERNAL, "the condition changed after the branch was planned");
     for (int i = 0; i < p->n_outer; i++) {
         p->outer[i].data = k->in[1 + i]->data;
         p->outer[i].nbytes = k->in[1 + i]->nbytes;

@@ -16,6 +16,7 @@
 
 #include <cblas.h>
 #include <math.h>
+#include <stdlib.h>
 #include <string.h>
 
 /* Canonical 3-D window geometry; index 0..2 = D, H, W. */
@@ -173,6 +174,14 @@ static void conv_release(void *state)
  * unpadded Conv stays own: one sgemm straight on NCHW beat oneDNN plus its two layout reorders
  * (256->64 at 56x56: 1.45 vs 1.73 ms, bench_kernels); every other measured shape went to oneDNN
  * (3x3 64->64 56x56 3.3 -> 2.4 ms, 7x7/2 stem 4.6 -> 2.5, depthwise 3x3/2 0.35 -> 0.23). */
+/* A constant float16/bfloat16 tensor as a malloc'd float32 copy (NULL when out of memory). */
+static float *f32_copy(const ss_tensor *t)
+{
+    float *c = malloc(sizeof(float) * (size_t)(ss_tensor_numel(t) + 1));
+    if (c) ss_op_load_f32(t, c);
+    return c;
+}
+
 static ss_status *conv_try_dnnl(ss_kctx *k, conv_plan *p)
 {
     const ss_tensor *x = k->in[0];
@@ -183,14 +192,23 @@ static ss_status *conv_try_dnnl(ss_kctx *k, conv_plan *p)
     if (!ss_kernels_use_dnnl(mode, x->dtype, p->N * p->g.ovol, p->cg * p->g.kvol, p->M) ||
         (mode == SS_KERNELS_AUTO && p->direct))
         return NULL;
+    /* a float16 model's W and B reach the float32 primitive as float32 copies, packed at create
+     * and freed after; the packed-weights cache is keyed by source address, so not for them */
+    float *w32 = NULL, *b32 = NULL;
+    if (wv->dtype != x->dtype && ((w32 = f32_copy(wv)) == NULL || (bv && !(b32 = f32_copy(bv))))) {
+        free(w32);
+        return ss_op_oom();
+    }
     ss_dnnl_conv_desc d = {.nsp = p->g.nsp,
                            .N = p->N,
                            .C = p->C,
                            .M = p->M,
                            .group = p->group,
-                           .wei_const = wv->data,
-                           .bias_const = bv ? bv->data : NULL,
-                           .k = k};
+                           .wei_const = w32 ? w32 : wv->data,
+                           .bias_const = b32  ? b32
+                                         : bv ? bv->data
+                                              : NULL,
+                           .k = w32 ? NULL : k};
     for (int i = 0; i < 3; i++) {
         d.in[i] = p->g.in[i], d.out[i] = p->g.out[i], d.kernel[i] = p->g.k[i];
         d.stride[i] = p->g.s[i], d.dilation[i] = p->g.d[i];
@@ -200,6 +218,8 @@ static ss_status *conv_try_dnnl(ss_kctx *k, conv_plan *p)
     d.threads = ss_dnnl_threads(p->N * p->g.ovol * p->cg * p->g.kvol * p->M, t);
     size_t scratch = 0;
     ss_status *st = ss_dnnl_conv_create(&d, &p->dnnl, &scratch);
+    free(w32);
+    free(b32);
     if (st && st->code == SS_ERR_UNSUPPORTED) {
         SS_DEBUG("%s: oneDNN: %s; the own kernel runs it", k->node_name, st->msg);
         ss_status_free(st);
@@ -259,7 +279,7 @@ static ss_status *conv_plan_new(ss_kctx *k, const geom *g, int64_t C, int64_t M,
 static const char *const conv_attrs[] = {"auto_pad", "dilations", "group", "kernel_shape",
                                          "pads",     "strides",   NULL};
 
-static ss_status *conv_infer(ss_kctx *k)
+static ss_status *conv_infer_native(ss_kctx *k)
 {
     int64_t kernel[SS_MAX_DIMS];
     ss_status *st = conv_inputs(k, conv_attrs, kernel);
@@ -405,7 +425,7 @@ static void fill_bias(void *y, const ss_tensor *b, int64_t channels, int64_t vol
 CONV_IMAGE(float, cblas_sgemm)
 CONV_IMAGE(double, cblas_dgemm)
 
-static ss_status *conv_run(ss_kctx *k)
+static ss_status *conv_run_native(ss_kctx *k)
 {
     const conv_plan *p = k->state;
     const ss_tensor *x = k->in[0], *b = k->n_in > 2 ? k->in[2] : NULL;
@@ -476,7 +496,7 @@ static ss_status *convt_geom(const ss_kctx *k, const ss_tensor *x, const int64_t
     return NULL;
 }
 
-static ss_status *convt_infer(ss_kctx *k)
+static ss_status *convt_infer_native(ss_kctx *k)
 {
     int64_t kernel[SS_MAX_DIMS];
     ss_status *st = conv_inputs(k, convt_attrs, kernel);
@@ -547,7 +567,7 @@ COL2IM(double)
 CONVT_IMAGE(float, cblas_sgemm)
 CONVT_IMAGE(double, cblas_dgemm)
 
-static ss_status *convt_run(ss_kctx *k)
+static ss_status *convt_run_native(ss_kctx *k)
 {
     const conv_plan *p = k->state;
     const ss_tensor *x = k->in[0], *b = k->n_in > 2 ? k->in[2] : NULL;
@@ -581,7 +601,7 @@ static const char *const avgpool_attrs[] = {
     "auto_pad",     "ceil_mode", "count_include_pad", "dilations",
     "kernel_shape", "pads",      "strides",           NULL};
 
-static ss_status *pool_infer(ss_kctx *k)
+static ss_status *pool_infer_native(ss_kctx *k)
 {
     bool is_max = strcmp(k->node->op_type, "MaxPool") == 0;
     static const ss_dtype max_types[] = {SS_DT_FLOAT32, SS_DT_FLOAT64, SS_DT_UINT8, SS_DT_INT8};
@@ -731,7 +751,7 @@ POOL_ROWS(double, maxrows_double, 1, -INFINITY)
 POOL_ROWS(uint8_t, maxrows_uint8_t, 1, 0)
 POOL_ROWS(int8_t, maxrows_int8_t, 1, INT8_MIN)
 
-static ss_status *pool_run(ss_kctx *k)
+static ss_status *pool_run_native(ss_kctx *k)
 {
     const pool_plan *p = k->state;
     const void *x = k->in[0]->data;
@@ -774,7 +794,7 @@ typedef struct {
     bool is_max;
 } gpool_plan;
 
-static ss_status *gpool_infer(ss_kctx *k)
+static ss_status *gpool_infer_native(ss_kctx *k)
 {
     static const char *const none[] = {NULL};
     ss_status *st = ss_op_expect_inputs(k, 1, 1);
@@ -817,7 +837,7 @@ static ss_status *gpool_infer(ss_kctx *k)
         }                                                                                          \
     } while (0)
 
-static ss_status *gpool_run(ss_kctx *k)
+static ss_status *gpool_run_native(ss_kctx *k)
 {
     const gpool_plan *p = k->state;
     SS_OP_FLOAT_DISPATCH(k->in[0]->dtype, GPOOL);
@@ -831,13 +851,22 @@ static ss_status *gpool_run(ss_kctx *k)
  * window geometry as Conv, so padding contributes nothing (the spec pads the zero-point-shifted
  * input with zeros). ConvInteger returns the int32 sums; QLinearConv adds its int32 bias, scales
  * by x_scale * w_scale / y_scale (w's per output channel where given), rounds half to even and
- * saturates into y_zero_point's type. Direct loops over int32 copies of W and of one image of X
- * (zero points subtracted, in the node's scratch): exact, not tuned.
+ * saturates into y_zero_point's type.
+ *
+ * The kernel is Conv's: im2col and a BLAS gemm, in float64, which holds every sum exactly (each
+ * product of 9-bit differences is below 2^17, so 2^36 of them fit in 2^53): the result is the
+ * spec's int32 sum. One image of X minus its zero point is kept as int16 and the column matrix is
+ * built a block of output rows at a time, so the scratch stays small for a 1024x1024 image
+ * (imgly's quantized isnet: its 119 ConvIntegers went from over 10 minutes of direct loops to
+ * seconds).
  */
+#define QCONV_BLOCK_COLS 8192 /* output positions per gemm (at least one output row) */
+
 typedef struct {
     geom g;
     int64_t N, C, M, group, cg, mg;
-    int iw; /* W's input index: 1 (ConvInteger) or 3 (QLinearConv) */
+    int64_t K, rows, block_rows; /* K = cg * kvol; rows = out[0] * out[1]; rows per block */
+    int iw;                      /* W's input index: 1 (ConvInteger) or 3 (QLinearConv) */
     bool qlinear;
 } qconv_plan;
 
@@ -900,7 +929,13 @@ static ss_status *qconv_infer_common(ss_kctx *k, int iw, bool qlinear)
     if (qlinear && !ss_quant_dtype(ydt))
         return ss_op_err(k, SS_ERR_UNSUPPORTED, "y_zero_point of type %s", ss_dtype_name(ydt));
     geom_shape(&g, g.out, p->N, M, k->out[0], ydt);
-    k->scratch_bytes = sizeof(int32_t) * (size_t)(M * p->cg * g.kvol + C * g.ivol + 1);
+    p->K = p->cg * g.kvol;
+    p->rows = g.out[0] * g.out[1];
+    p->block_rows = g.out[2] < 1 || g.out[2] >= QCONV_BLOCK_COLS ? 1 : QCONV_BLOCK_COLS / g.out[2];
+    size_t cols = (size_t)(p->block_rows * g.out[2]);
+    k->scratch_bytes =
+        sizeof(double) * ((size_t)(M * p->K) + (size_t)p->K * cols + (size_t)p->mg * cols) +
+        sizeof(int16_t) * (size_t)(C * g.ivol) + 64;
     return NULL;
 }
 
@@ -916,79 +951,141 @@ static ss_status *qlinearconv_infer(ss_kctx *k)
     return st ? st : qconv_infer_common(k, 3, true);
 }
 
-/* The int32 sum of output position o for output channel m: xs is the image's channels of m's
- * group and wm m's weights, both with their zero points subtracted. */
-static int32_t qconv_dot(const qconv_plan *p, const int32_t *xs, const int32_t *wm,
-                         const int64_t *o)
+/* Column matrix rows [r0, r1) of the flattened (od, oh) output rows for one group: row
+ * (c, kd, kh, kw) of col, one column per output position, zero where the window is padding. */
+static void qconv_im2col(const qconv_plan *p, const int16_t *xs, int64_t r0, int64_t r1,
+                         double *restrict col)
 {
     const geom *g = &p->g;
-    int32_t acc = 0;
-    for (int64_t c = 0; c < p->cg; c++, xs += g->ivol)
-        for (int64_t kd = 0; kd < g->k[0]; kd++) {
-            int64_t id = o[0] * g->s[0] - g->pb[0] + kd * g->d[0];
-            if (id < 0 || id >= g->in[0]) continue;
-            for (int64_t kh = 0; kh < g->k[1]; kh++) {
-                int64_t ih = o[1] * g->s[1] - g->pb[1] + kh * g->d[1];
-                if (ih < 0 || ih >= g->in[1]) continue;
-                const int32_t *row = xs + (id * g->in[1] + ih) * g->in[2];
-                const int32_t *wk = wm + ((c * g->k[0] + kd) * g->k[1] + kh) * g->k[2];
-                for (int64_t kw = 0; kw < g->k[2]; kw++) {
-                    int64_t iw = o[2] * g->s[2] - g->pb[2] + kw * g->d[2];
-                    if (iw >= 0 && iw < g->in[2]) /* int32 wraps as the spec's does */
-                        acc = (int32_t)((uint32_t)acc + (uint32_t)(row[iw] * wk[kw]));
+    int64_t ncol = (r1 - r0) * g->out[2];
+    for (int64_t c = 0; c < p->cg; c++)
+        for (int64_t kd = 0; kd < g->k[0]; kd++)
+            for (int64_t kh = 0; kh < g->k[1]; kh++)
+                for (int64_t kw = 0; kw < g->k[2]; kw++, col += ncol) {
+                    int64_t offw = kw * g->d[2] - g->pb[2], lo, hi;
+                    valid_range(offw, g->s[2], g->in[2], g->out[2], &lo, &hi);
+                    for (int64_t r = r0; r < r1; r++) {
+                        int64_t od = r / g->out[1], oh = r % g->out[1];
+                        int64_t id = od * g->s[0] - g->pb[0] + kd * g->d[0];
+                        int64_t ih = oh * g->s[1] - g->pb[1] + kh * g->d[1];
+                        double *restrict dst = col + (r - r0) * g->out[2];
+                        bool inside = id >= 0 && id < g->in[0] && ih >= 0 && ih < g->in[1];
+                        int64_t l = inside ? lo : g->out[2], h = inside ? hi : g->out[2];
+                        for (int64_t ow = 0; ow < l; ow++)
+                            dst[ow] = 0;
+                        const int16_t *src = xs + ((c * g->in[0] + id) * g->in[1] + ih) * g->in[2];
+                        for (int64_t ow = l; ow < h; ow++)
+                            dst[ow] = src[ow * g->s[2] + offw];
+                        for (int64_t ow = h; ow < g->out[2]; ow++)
+                            dst[ow] = 0;
+                    }
                 }
-            }
-        }
-    return acc;
 }
 
-/* The int32 sums of image n for channel m into y (ConvInteger) or scaled and rounded. */
-static void qconv_channel(const ss_kctx *k, const qconv_plan *p, const int32_t *xs,
-                          const int32_t *wm, int64_t m, int64_t e)
+/* acc (an exact integer) as the spec's wrapping int32 sum. */
+static int32_t qconv_wrap(double acc)
+{
+    return (int32_t)(uint32_t)(uint64_t)(int64_t)acc;
+}
+
+/* The sums of one block (channels m0.., columns ncol, starting at output position e0 of
+ * image n) into Y: int32 (ConvInteger), or with the bias, scaled, rounded and saturated. */
+static void qconv_store(const ss_kctx *k, const qconv_plan *p, const double *acc, int64_t n,
+                        int64_t m0, int64_t e0, int64_t ncol)
 {
     ss_tensor *y = k->out[0];
-    double mult = 0, bias = 0, yz = 0;
-    if (p->qlinear) {
-        mult = (float)qconv_param(k, 1, 0, 1) * (float)qconv_param(k, 4, m, 1) /
-               (float)qconv_param(k, 6, 0, 1);
-        bias = qconv_param(k, 8, m, 0);
-        yz = qconv_param(k, 7, 0, 0);
+    for (int64_t mi = 0; mi < p->mg; mi++) {
+        int64_t m = m0 + mi, e = (n * p->M + m) * p->g.ovol + e0;
+        const double *a = acc + mi * ncol;
+        if (!p->qlinear) {
+            int32_t *yo = (int32_t *)y->data + e;
+            for (int64_t j = 0; j < ncol; j++)
+                yo[j] = qconv_wrap(a[j]);
+            continue;
+        }
+        double mult = (float)qconv_param(k, 1, 0, 1) * (float)qconv_param(k, 4, m, 1) /
+                      (float)qconv_param(k, 6, 0, 1);
+        double bias = qconv_param(k, 8, m, 0), yz = qconv_param(k, 7, 0, 0);
+        for (int64_t j = 0; j < ncol; j++)
+            ss_quant_store(y->data, e + j, y->dtype,
+                           rint(((double)qconv_wrap(a[j]) + bias) * mult) + yz);
     }
-    int64_t o[3];
-    for (o[0] = 0; o[0] < p->g.out[0]; o[0]++)
-        for (o[1] = 0; o[1] < p->g.out[1]; o[1]++)
-            for (o[2] = 0; o[2] < p->g.out[2]; o[2]++, e++) {
-                int32_t acc = qconv_dot(p, xs, wm, o);
-                if (p->qlinear)
-                    ss_quant_store(y->data, e, y->dtype, rint(((double)acc + bias) * mult) + yz);
-                else
-                    ((int32_t *)y->data)[e] = acc;
-            }
 }
 
-/* Scratch: W and one image of X as int32 minus their zero points, then the direct loops. */
+/* Scratch: W minus its zero points (float64), the column block, the gemm's block of Y, then one
+ * image of X minus its zero point (int16). */
 static ss_status *qconv_run(ss_kctx *k)
 {
     const qconv_plan *p = k->state;
     const ss_tensor *x = k->in[0], *w = k->in[p->iw];
-    int iwz = p->qlinear ? 5 : 3;
-    int32_t *ws = k->scratch, *xs = ws + p->M * p->cg * p->g.kvol;
-    int64_t per_m = p->cg * p->g.kvol, xz = (int64_t)qconv_param(k, 2, 0, 0);
+    int64_t K = p->K, ow = p->g.out[2], cols = p->block_rows * ow;
+    double *ws = k->scratch, *col = ws + p->M * K, *acc = col + K * cols;
+    int16_t *xs = (int16_t *)(acc + p->mg * cols);
+    int64_t xz = (int64_t)qconv_param(k, 2, 0, 0), img = p->C * p->g.ivol;
     for (int64_t m = 0; m < p->M; m++) {
-        int64_t wz = (int64_t)qconv_param(k, iwz, m, 0);
-        for (int64_t i = 0; i < per_m; i++)
-            ws[m * per_m + i] = (int32_t)(ss_op_elem_i64(w, m * per_m + i) - wz);
+        int64_t wz = (int64_t)qconv_param(k, p->qlinear ? 5 : 3, m, 0);
+        for (int64_t i = 0; i < K; i++)
+            ws[m * K + i] = (double)(ss_op_elem_i64(w, m * K + i) - wz);
     }
-    int64_t img = p->C * p->g.ivol;
-    for (int64_t n = 0; n < p->N; n++) {
-        for (int64_t i = 0; i < img; i++)
-            xs[i] = (int32_t)(ss_op_elem_i64(x, n * img + i) - xz);
-        for (int64_t m = 0; m < p->M; m++)
-            qconv_channel(k, p, xs + m / p->mg * p->cg * p->g.ivol, ws + m * per_m, m,
-                          (n * p->M + m) * p->g.ovol);
+    for (int64_t n = 0; n < p->N && p->g.ovol > 0; n++) {
+        if (x->dtype == SS_DT_UINT8)
+            for (int64_t i = 0; i < img; i++)
+                xs[i] = (int16_t)(((const uint8_t *)x->data)[n * img + i] - xz);
+        else
+            for (int64_t i = 0; i < img; i++)
+                xs[i] = (int16_t)(((const int8_t *)x->data)[n * img + i] - xz);
+        for (int64_t gi = 0; gi < p->group; gi++)
+            for (int64_t r0 = 0; r0 < p->rows; r0 += p->block_rows) {
+                int64_t r1 = r0 + p->block_rows < p->rows ? r0 + p->block_rows : p->rows;
+                int64_t ncol = (r1 - r0) * ow;
+                qconv_im2col(p, xs + gi * p->cg * p->g.ivol, r0, r1, col);
+                if (K == 0) /* no channels: sums of nothing */
+                    memset(acc, 0, sizeof(double) * (size_t)(p->mg * ncol));
+                else
+                    cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (blasint)p->mg,
+                                (blasint)ncol, (blasint)K, 1, ws + gi * p->mg * K, (blasint)K, col,
+                                (blasint)ncol, 0, acc, (blasint)ncol);
+                qconv_store(k, p, acc, n, gi * p->mg, r0 * ow, ncol);
+            }
     }
     return NULL;
 }
+
+/* ------------------------------------------------------------------ float16, bfloat16 */
+
+/* No native half kernels: float16 and bfloat16 run the float32 ones on converted copies
+ * (common.h), rounding each output once, as onnxruntime's CPU provider does through the Cast
+ * nodes it inserts. X, W and B must still share one type. */
+static bool half_inputs(const ss_kctx *k)
+{
+    ss_dtype dt = k->n_in > 0 && k->in[0] ? k->in[0]->dtype : SS_DT_UNDEFINED;
+    return dt == SS_DT_FLOAT16 || dt == SS_DT_BFLOAT16;
+}
+
+static ss_status *half_infer(ss_kctx *k, ss_status *(*infer)(ss_kctx *))
+{
+    if (!half_inputs(k)) return infer(k);
+    for (int i = 1; i < k->n_in; i++)
+        if (k->in[i] && k->in[i]->dtype != k->in[0]->dtype)
+            return ss_op_err(k, SS_ERR_INVALID, "input %d is %s, input 0 %s", i,
+                             ss_dtype_name(k->in[i]->dtype), ss_dtype_name(k->in[0]->dtype));
+    return ss_op_infer_as_f32(k, infer);
+}
+
+#define VIA_F32(NAME)                                                                              \
+    static ss_status *NAME##_infer(ss_kctx *k)                                                     \
+    {                                                                                              \
+        return half_infer(k, NAME##_infer_native);                                                 \
+    }                                                                                              \
+    static ss_status *NAME##_run(ss_kctx *k)                                                       \
+    {                                                                                              \
+        return half_inputs(k) ? ss_op_run_as_f32(k, NAME##_run_native) : NAME##_run_native(k);     \
+    }
+
+VIA_F32(conv)
+VIA_F32(convt)
+VIA_F32(pool)
+VIA_F32(gpool)
 
 const ss_op_def ss_ops_conv[] = {
     {"", "Conv", 1, 21, conv_infer, conv_run, 0, conv_release},

@@ -7,12 +7,14 @@
  * quantized dtype. Rounding is half to even (rintf under the default rounding mode) and results
  * saturate to the quantized range, as the spec says. MatMulInteger, QLinearMatMul and the Conv
  * pair take 8-bit operands and accumulate in int32 as the spec does (wrapping, never undefined,
- * past K ~ 33000 terms). The kernels loop over int32 copies of the operands in the node's scratch,
- * zero points subtracted: exact, not tuned. run never allocates.
+ * past K ~ 33000 terms). The matmuls are one BLAS dgemm per batch over float64 copies of the
+ * operands in the node's scratch, zero points subtracted, which is exact for these sums (as the
+ * Conv pair's im2col + dgemm). run never allocates.
  */
 #include "common.h"
 #include "quant.h"
 
+#include <cblas.h>
 #include <math.h>
 #include <string.h>
 
@@ -305,7 +307,7 @@ static ss_status *qmm_shapes(ss_kctx *k, qmm_plan *p)
         p->batch *= p->bdims[i];
     }
     p->nd = nb;
-    k->scratch_bytes = sizeof(int32_t) * (size_t)(p->M * p->K + p->K * p->N + p->N + 1);
+    k->scratch_bytes = sizeof(double) * (size_t)(p->M * p->K + p->K * p->N + p->M * p->N + 1);
     ss_tensor *y = k->out[0];
     y->ndim = 0;
     for (int i = 0; i < nb; i++)
@@ -381,55 +383,56 @@ static ss_status *qlinearmatmul_infer(ss_kctx *k)
     return st;
 }
 
-/* One batch's A and B into int32 scratch with their zero points (per row / per column)
- * subtracted. */
-static void qmm_load(const ss_kctx *k, const qmm_plan *p, int64_t ao, int64_t bo, int32_t *as,
-                     int32_t *bs)
+/* One batch's A and B into float64 scratch with their zero points (per row / per column)
+ * subtracted. float64 holds every sum of the gemm exactly (products of 9-bit differences are
+ * below 2^17), so one BLAS dgemm gives the spec's int32 sums. */
+static void qmm_load(const ss_kctx *k, const qmm_plan *p, int64_t ao, int64_t bo, double *as,
+                     double *bs)
 {
     const ss_tensor *a = k->in[p->ia], *b = k->in[p->ib];
     for (int64_t m = 0; m < p->M; m++) {
         int64_t za = (int64_t)qmm_at(k, p->ia_zp, m, 0);
         for (int64_t kk = 0; kk < p->K; kk++)
-            as[m * p->K + kk] = (int32_t)(ss_op_elem_i64(a, ao + m * p->K + kk) - za);
+            as[m * p->K + kk] = (double)(ss_op_elem_i64(a, ao + m * p->K + kk) - za);
     }
     for (int64_t n = 0; n < p->N; n++) {
         int64_t zb = (int64_t)qmm_at(k, p->ib_zp, n, 0);
         for (int64_t kk = 0; kk < p->K; kk++)
-            bs[kk * p->N + n] = (int32_t)(ss_op_elem_i64(b, bo + kk * p->N + n) - zb);
+            bs[kk * p->N + n] = (double)(ss_op_elem_i64(b, bo + kk * p->N + n) - zb);
     }
 }
 
-/* Row m of one batch: int32 sums of as x bs, stored as int32 or requantized. */
-static void qmm_row(const ss_kctx *k, const qmm_plan *p, const int32_t *as, const int32_t *bs,
-                    int32_t *acc, int64_t m, int64_t o)
+/* Row m of one batch's sums, stored as the spec's wrapping int32 or requantized. */
+static void qmm_store_row(const ss_kctx *k, const qmm_plan *p, const double *acc, int64_t m,
+                          int64_t o)
 {
-    memset(acc, 0, sizeof(int32_t) * (size_t)p->N);
-    for (int64_t kk = 0; kk < p->K; kk++) {
-        int32_t av = as[m * p->K + kk];
-        const int32_t *brow = bs + kk * p->N;
-        for (int64_t n = 0; n < p->N; n++)
-            acc[n] = (int32_t)((uint32_t)acc[n] + (uint32_t)(av * brow[n]));
-    }
     ss_tensor *y = k->out[0];
-    if (!p->qlinear) {
-        memcpy((int32_t *)y->data + o, acc, sizeof(int32_t) * (size_t)p->N);
-        return;
-    }
     for (int64_t n = 0; n < p->N; n++) {
+        int32_t v = (int32_t)(uint32_t)(uint64_t)(int64_t)acc[n];
+        if (!p->qlinear) {
+            ((int32_t *)y->data)[o + n] = v;
+            continue;
+        }
         float mult =
             (float)qmm_at(k, 1, m, 1) * (float)qmm_at(k, 4, n, 1) / (float)qmm_at(k, 6, 0, 1);
-        ss_quant_store(y->data, o + n, y->dtype, rint((double)acc[n] * mult) + qmm_at(k, 7, 0, 0));
+        ss_quant_store(y->data, o + n, y->dtype, rint((double)v * mult) + qmm_at(k, 7, 0, 0));
     }
 }
 
 static ss_status *qmm_run(ss_kctx *k)
 {
     const qmm_plan *p = k->state;
-    int32_t *as = k->scratch, *bs = as + p->M * p->K, *acc = bs + p->K * p->N;
+    double *as = k->scratch, *bs = as + p->M * p->K, *acc = bs + p->K * p->N;
     for (int64_t bi = 0; bi < p->batch; bi++) {
         qmm_load(k, p, qmm_batch_offset(p, bi, p->astr), qmm_batch_offset(p, bi, p->bstr), as, bs);
+        if (p->K == 0 || p->N == 0 || p->M == 0)
+            memset(acc, 0, sizeof(double) * (size_t)(p->M * p->N));
+        else
+            cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (blasint)p->M, (blasint)p->N,
+                        (blasint)p->K, 1, as, (blasint)p->K, bs, (blasint)p->N, 0, acc,
+                        (blasint)p->N);
         for (int64_t m = 0; m < p->M; m++)
-            qmm_row(k, p, as, bs, acc, m, (bi * p->M + m) * p->N);
+            qmm_store_row(k, p, acc + m * p->N, m, (bi * p->M + m) * p->N);
     }
     return NULL;
 }

@@ -11,6 +11,13 @@
  * then the last axis reads the folded row) and allocates nothing. Nearest moves elements by size
  * (any dtype); linear and cubic are float32 and float64. Resize-10 and Upsample are asymmetric with
  * floor rounding (ONNX's 10->11 adapter).
+ *
+ * A float32 bilinear Resize of the last two axes of an image (rank 2, or rank 4 with N and C
+ * kept) is computed as onnxruntime's CPU kernel rounds it, in float: coordinates, clamped
+ * weights |x - x2| and |x - x1|, and dx2*dy2*X11 + dx1*dy2*X21 + dx2*dy1*X12 + dx1*dy1*X22 in
+ * that order. The value is the same to a float ulp either way, but a quantized model requantizes
+ * Resize's output: a 1-ulp difference in its maximum moves a DynamicQuantizeLinear scale, and the
+ * model's outputs drift from onnxruntime's by percents (imgly's quantized isnet).
  */
 #include "common.h"
 
@@ -39,8 +46,10 @@ typedef struct {
     unsigned char *outside[SS_MAX_DIMS]; /* [out]: tf_crop_and_resize extrapolates */
     double extrapolation;
     bool interpolate;
-    int64_t in_last; /* the input's last dim */
-    double *row;     /* in_last scratch values for the separable kernel */
+    bool bilinear_f32; /* the last two axes' taps and weights are onnxruntime's float ones */
+    int64_t in_plane;  /* input elements per image of the last two axes */
+    int64_t in_last;   /* the input's last dim */
+    double *row;       /* in_last scratch values for the separable kernel */
 } resize_plan;
 
 static int pick(const char *v, const char *const *names, int n)
@@ -188,6 +197,68 @@ static ss_status *plan_axis(ss_kctx *k, const resize_attrs *a, resize_plan *p, i
     return NULL;
 }
 
+/* The source coordinate in float arithmetic, as onnxruntime computes it (scale is float too);
+ * the resized length is in * scale, as in source_coord. */
+static float source_coord_f(int coord, float x, float scale, float out_len, float in)
+{
+    switch (coord) {
+    case C_ALIGN:
+        return out_len == 1 ? 0 : x * (in - 1) / (out_len - 1);
+    case C_ASYM:
+        return x / scale;
+    case C_PYTORCH:
+        return out_len > 1 ? (x + 0.5f) / scale - 0.5f : 0.0f;
+    default:
+        return (x + 0.5f) / scale - 0.5f;
+    }
+}
+
+/* Axis d's two taps per output index as onnxruntime's bilinear kernel sets them: the clamped
+ * coordinate's floor and next index, weighted |x - x2| and |x - x1| (one half each at the edge). */
+static void plan_axis_bilinear(const resize_attrs *a, resize_plan *p, int d, int64_t in,
+                               double scale, unsigned char **mem)
+{
+    int64_t out = p->out_dims[d];
+    p->ntaps[d] = 2; /* identity axes too: in_y = y, weights 1 and 0 */
+    p->src[d] = (int64_t *)*mem;
+    *mem += sizeof(int64_t) * (size_t)(out * 2);
+    p->w[d] = (double *)*mem;
+    *mem += sizeof(double) * (size_t)(out * 2);
+    p->outside[d] = *mem; /* never set: no extrapolation here */
+    *mem += (size_t)(out + 7) / 8 * 8;
+    memset(p->outside[d], 0, (size_t)out);
+    for (int64_t o = 0; o < out; o++) {
+        float xf = scale == 1 ? (float)o
+                              : source_coord_f(a->coord, (float)o, (float)scale,
+                                               (float)(scale * (double)in), (float)in);
+        xf = fmaxf(0.0f, fminf(xf, (float)(in - 1)));
+        int64_t x1 = (int64_t)xf < in - 1 ? (int64_t)xf : in - 1;
+        int64_t x2 = x1 + 1 < in - 1 ? x1 + 1 : in - 1;
+        float d1 = fabsf(xf - (float)x1), d2 = fabsf(xf - (float)x2);
+        if (x1 == x2) d1 = d2 = 0.5f;
+        p->src[d][2 * o] = x1 * p->in_stride[d];
+        p->src[d][2 * o + 1] = x2 * p->in_stride[d];
+        p->w[d][2 * o] = d2;
+        p->w[d][2 * o + 1] = d1;
+    }
+}
+
+/* Whether onnxruntime's float bilinear kernel applies: float32 linear over the last two axes
+ * only, with a coordinate mode it computes without extrapolation. */
+static bool ort_bilinear(const resize_attrs *a, const ss_tensor *x, const double *scale)
+{
+    int nd = x->ndim;
+    bool ok = x->dtype == SS_DT_FLOAT32 && a->mode == M_LINEAR && (nd == 2 || nd == 4) &&
+              (a->coord == C_HALF_PIXEL || a->coord == C_PYTORCH || a->coord == C_ALIGN ||
+               a->coord == C_ASYM) &&
+              !a->exclude_outside;
+    for (int d = 0; ok && d < nd - 2; d++)
+        ok = scale[d] == 1;
+    for (int d = nd - 2; ok && d < nd; d++)
+        ok = x->dims[d] > 0;
+    return ok;
+}
+
 /* Reads a float tensor's plan-time value into dst (count returned, -1 when absent/empty). */
 static ss_status *plan_floats(ss_kctx *k, int i, const char *what, double *dst, int cap, int *n)
 {
@@ -325,8 +396,14 @@ static ss_status *resize_infer(ss_kctx *k)
         if (x->dims[d] == 0 && out[d] > 0)
             return ss_op_err(k, SS_ERR_INVALID, "cannot resize the empty axis %d to %lld", d,
                              (long long)out[d]);
+    p->bilinear_f32 = ort_bilinear(&a, x, scale);
+    p->in_plane = nd >= 2 ? x->dims[nd - 2] * x->dims[nd - 1] : 0;
     for (int d = 0; d < nd && !st; d++) {
         double r[2] = {roi[d], roi[nd + d]};
+        if (p->bilinear_f32 && d >= nd - 2) {
+            plan_axis_bilinear(&a, p, d, x->dims[d], scale[d], &mem);
+            continue;
+        }
         st = plan_axis(k, &a, p, d, x->dims[d], scale[d], r, &mem);
     }
     return st;
@@ -427,6 +504,24 @@ static void resize_nearest(const resize_plan *p, const char *x, char *y, int64_t
     }
 }
 
+/* onnxruntime's float bilinear (see the top): one image of the last two axes at a time. */
+static void resize_bilinear_f32(const resize_plan *p, const float *x, float *y, int64_t numel)
+{
+    int h = p->nd - 2, w = p->nd - 1;
+    int64_t oh = p->out_dims[h], ow = p->out_dims[w], planes = numel / (oh * ow);
+    for (int64_t pl = 0; pl < planes; pl++, x += p->in_plane)
+        for (int64_t yy = 0; yy < oh; yy++) {
+            const float *r1 = x + p->src[h][2 * yy], *r2 = x + p->src[h][2 * yy + 1];
+            float dy2 = (float)p->w[h][2 * yy], dy1 = (float)p->w[h][2 * yy + 1];
+            for (int64_t xx = 0; xx < ow; xx++, y++) {
+                int64_t x1 = p->src[w][2 * xx], x2 = p->src[w][2 * xx + 1];
+                float dx2 = (float)p->w[w][2 * xx], dx1 = (float)p->w[w][2 * xx + 1];
+                *y = dx2 * dy2 * r1[x1] + dx1 * dy2 * r1[x2] + dx2 * dy1 * r2[x1] +
+                     dx1 * dy1 * r2[x2];
+            }
+        }
+}
+
 static ss_status *resize_run(ss_kctx *k)
 {
     const resize_plan *p = k->state;
@@ -434,6 +529,8 @@ static ss_status *resize_run(ss_kctx *k)
     if (numel <= 0) return NULL;
     if (!p->interpolate || p->nd == 0)
         resize_nearest(p, k->in[0]->data, k->out[0]->data, numel, k->in[0]->dtype);
+    else if (p->bilinear_f32)
+        resize_bilinear_f32(p, k->in[0]->data, k->out[0]->data, numel);
     else if (k->in[0]->dtype == SS_DT_FLOAT32)
         resize_float(p, k->in[0]->data, k->out[0]->data, numel);
     else

@@ -248,19 +248,6 @@ static void rnn_set_outputs(ss_kctx *k, const rnn_plan *p)
     }
 }
 
-/* float32 copies of every float input and output when the type is another one (0 for float32):
- * they follow the kernel's own scratch. */
-static size_t rnn_convert_floats(const ss_kctx *k)
-{
-    size_t n = 0;
-    if (k->in[0]->dtype == SS_DT_FLOAT32) return 0;
-    for (int i = 0; i < k->n_in; i++)
-        if (i != 4 && k->in[i]) n += (size_t)ss_tensor_numel(k->in[i]);
-    for (int i = 0; i < k->n_out; i++)
-        if (k->out[i]) n += (size_t)ss_tensor_numel(k->out[i]);
-    return n;
-}
-
 static ss_status *rnn_infer(ss_kctx *k, int kind)
 {
     static const int gates[3] = {1, 3, 4};
@@ -285,7 +272,7 @@ static ss_status *rnn_infer(ss_kctx *k, int kind)
     p->n_act = kind == RNN_PLAIN ? 1 : kind == RNN_GRU ? 2 : 3;
     if ((st = rnn_parse_attrs(k, p)) || (st = rnn_check_inputs(k, p))) return st;
     rnn_set_outputs(k, p);
-    k->scratch_bytes = sizeof(float) * (rnn_scratch_floats(p) + rnn_convert_floats(k));
+    k->scratch_bytes = sizeof(float) * (rnn_scratch_floats(p) + ss_op_f32_floats(k));
     return NULL;
 }
 
@@ -523,39 +510,10 @@ static ss_status *rnn_run_f32(ss_kctx *k)
     return NULL;
 }
 
-/* Another float type: run the float32 kernel on converted copies (a kctx whose float tensors are
- * float32 shadows in scratch). */
+/* Another float type: the float32 kernel on converted copies (common.h). */
 static ss_status *rnn_run(ss_kctx *k)
 {
-    if (k->in[0]->dtype == SS_DT_FLOAT32) return rnn_run_f32(k);
-    enum { MAX_IN = 8, MAX_OUT = 3 };
-    ss_tensor shadow[MAX_IN + MAX_OUT];
-    ss_tensor *ptrs[MAX_IN + MAX_OUT] = {0};
-    ss_kctx f = *k;
-    f.in = ptrs;
-    f.out = ptrs + k->n_in;
-    float *at = (float *)k->scratch + rnn_scratch_floats(k->state);
-    for (int i = 0; i < k->n_in + k->n_out; i++) {
-        ss_tensor *t = i < k->n_in ? k->in[i] : k->out[i - k->n_in];
-        if (!t || (i == 4 && i < k->n_in)) { /* sequence_lens stays int32 */
-            ptrs[i] = t;
-            continue;
-        }
-        shadow[i] = *t;
-        shadow[i].dtype = SS_DT_FLOAT32;
-        shadow[i].data = at;
-        shadow[i].nbytes = sizeof(float) * (size_t)ss_tensor_numel(t);
-        for (int64_t j = 0; i < k->n_in && j < ss_tensor_numel(t); j++)
-            at[j] = (float)ss_op_elem_f64(t, j);
-        at += ss_tensor_numel(t);
-        ptrs[i] = &shadow[i];
-    }
-    ss_status *st = rnn_run_f32(&f);
-    for (int i = 0; !st && i < k->n_out; i++)
-        for (int64_t j = 0; k->out[i] && j < ss_tensor_numel(k->out[i]); j++)
-            ss_op_store_f64(k->out[i]->data, j, k->out[i]->dtype,
-                            ((const float *)f.out[i]->data)[j]);
-    return st;
+    return k->in[0]->dtype == SS_DT_FLOAT32 ? rnn_run_f32(k) : ss_op_run_as_f32(k, rnn_run_f32);
 }
 
 const ss_op_def ss_ops_rnn[] = {
