@@ -1,0 +1,21 @@
+# Generative models (tests/generative/): tiny GPT-2 and Llama decoders with a KV cache, exported by
+# PyTorch into the build folder, run by shardserve's runtime in a greedy token loop (prefill, then
+# one decode step per token feeding present back as past); 64 tokens must equal PyTorch's.
+set(SS_GEN_DIR ${CMAKE_BINARY_DIR}/generative)
+add_executable(gen_greedy ${SS_TEST_DIR}/generative/gen_greedy.c ${SS_TEST_DIR}/generative/kvloop.c)
+target_link_libraries(gen_greedy PRIVATE ss_runtime)
+
+foreach(family gpt2 llama)
+  foreach(opset 14 17)
+    set(case ${family}_op${opset})
+    add_test(NAME gen_export_${case}
+             COMMAND ${SS_PY} ${SS_TEST_DIR}/generative/models.py --family ${family} --opset ${opset}
+                     --out ${SS_GEN_DIR}/${case})
+    set_tests_properties(gen_export_${case} PROPERTIES FIXTURES_SETUP gen_${case} LABELS generative)
+    add_test(NAME gen_greedy_${case}
+             COMMAND gen_greedy ${SS_GEN_DIR}/${case}/model.onnx ${SS_GEN_DIR}/${case}/prompt.npy
+                     ${SS_GEN_DIR}/${case}/ref_tokens.npy)
+    set_tests_properties(gen_greedy_${case} PROPERTIES FIXTURES_REQUIRED gen_${case} TIMEOUT 60
+                         LABELS generative)
+  endforeach()
+endforeach()
