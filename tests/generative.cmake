@@ -3,7 +3,7 @@
 # one decode step per token feeding present back as past); 64 tokens must equal PyTorch's.
 set(SS_GEN_DIR ${CMAKE_BINARY_DIR}/generative)
 add_executable(gen_greedy ${SS_TEST_DIR}/generative/gen_greedy.c ${SS_TEST_DIR}/generative/kvloop.c)
-target_link_libraries(gen_greedy PRIVATE ss_runtime)
+target_link_libraries(gen_greedy PRIVATE ss_agent ss_runtime)
 
 foreach(family gpt2 llama)
   foreach(opset 14 17)

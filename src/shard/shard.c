@@ -33,7 +33,8 @@ typedef enum { L_REPL = 0, L_SPLIT, L_PARTIAL } layout;
 typedef struct {
     const char *local; /* name on this rank */
     layout kind;
-    int axis; /* L_SPLIT: negative, counted from the end */
+    int axis;   /* L_SPLIT: negative, counted from the end */
+    int blocks; /* L_SPLIT: the axis is this many equal blocks, each split (fused QKV); 0 = 1 */
 } tstate;
 
 typedef enum { S_NONE = 0, S_ROWS, S_REDUCE, S_COLS } split_kind;
@@ -64,6 +65,12 @@ typedef struct {
     int *producer;   /* value -> node index, -1 for inputs/initializers */
     int *last_stage; /* value -> last stage that consumes it (-1: none) */
     bool *is_output;
+    bool *is_state; /* graph input concatenated into a graph output (a KV cache: past -> present) */
+    /* Planned twice when inputs have dynamic dims: a value whose plan-time data differs between
+     * the two plans depends on those dims and is computed by the shards, not baked in. */
+    bool dynamic;
+    uint64_t *plan_hash; /* per node output, in graph order: the first plan's data hash (0: none) */
+    bool *varies;        /* per value */
 } shard_ctx;
 
 /* ------------------------------------------------------------------ names */
@@ -102,7 +109,10 @@ static int name_add(shard_ctx *c, const char *name)
 
 static bool value_desc(const shard_ctx *c, const char *name, ss_tensor *d)
 {
-    return ss_session_value_desc(c->session, name, d);
+    if (!ss_session_value_desc(c->session, name, d)) return false;
+    int id = c->varies ? name_find(c, name) : -1;
+    if (id >= 0 && c->varies[id]) d->data = NULL; /* depends on a dynamic dim: computed */
+    return true;
 }
 
 static bool node_is_constant(const shard_ctx *c, const Onnx__NodeProto *n)
@@ -891,7 +901,32 @@ static ss_status *write_manifest(shard_ctx *c, const size_t *param_bytes)
 
 /* ------------------------------------------------------------------ driver */
 
-static ss_status *input_descs(shard_ctx *c, ss_tensor *descs)
+/* A value for a dynamic dim in planning pass 0 or 1: distinct per dim name and per pass (so a
+ * value computed from dims differs between the passes), >= 2 (no broadcasting by accident). A dim
+ * named "A + B" (HF optimum's attention mask, "past_sequence_length + sequence_length") is the sum
+ * of A and B. */
+static int64_t plan_dim(const shard_ctx *c, const char *name, int pass)
+{
+    const char *plus = name ? strstr(name, " + ") : NULL;
+    if (plus) {
+        char left[128];
+        snprintf(left, sizeof left, "%.*s", (int)(plus - name), name);
+        return plan_dim(c, left, pass) + plan_dim(c, plus + 3, pass);
+    }
+    int k = 0; /* index of the name among the inputs' dim names, in order of appearance */
+    for (int i = 0; i < ss_session_num_inputs(c->session) && name; i++) {
+        const ss_onnx_value_info *vi = ss_session_input(c->session, i);
+        for (int d = 0; d < vi->ndim; d++) {
+            if (!vi->dim_names[d] || vi->dims[d] >= 0) continue;
+            if (!strcmp(vi->dim_names[d], name)) return pass ? 5 + 2 * k : 3 + k;
+            k++;
+        }
+    }
+    return pass ? 5 + 2 * k : 3 + k;
+}
+
+/* Planning shapes: --input-shape where given, else each dynamic dim from plan_dim. */
+static ss_status *input_descs(shard_ctx *c, ss_tensor *descs, int pass)
 {
     for (int i = 0; i < ss_session_num_inputs(c->session); i++) {
         const ss_onnx_value_info *vi = ss_session_input(c->session, i);
@@ -899,9 +934,12 @@ static ss_status *input_descs(shard_ctx *c, ss_tensor *descs)
         memset(d, 0, sizeof *d);
         d->dtype = vi->dtype;
         d->ndim = vi->ndim < 0 ? 0 : vi->ndim;
-        bool dynamic = vi->ndim < 0;
+        bool dynamic = vi->ndim < 0, named = false, given = false;
         for (int k = 0; k < d->ndim; k++)
-            dynamic |= (d->dims[k] = vi->dims[k]) < 0;
+            if ((d->dims[k] = vi->dims[k]) < 0 && vi->dim_names[k])
+                d->dims[k] = plan_dim(c, vi->dim_names[k], pass), named = true;
+            else
+                dynamic |= d->dims[k] < 0;
         for (int j = 0; j < c->opt->n_input_shapes; j++) {
             const char *spec = c->opt->input_shapes[j];
             size_t nl = strlen(vi->name);
@@ -918,8 +956,9 @@ static ss_status *input_descs(shard_ctx *c, ss_tensor *descs)
                 if (*end && *end != ',')
                     return ss_errf(SS_ERR_INVALID, "--input-shape %s: bad dim list", spec);
             }
-            dynamic = false;
+            dynamic = false, given = true;
         }
+        if (named && !given) c->dynamic = true;
         if (dynamic)
             return ss_errf(
                 SS_ERR_INVALID,
@@ -927,6 +966,56 @@ static ss_status *input_descs(shard_ctx *c, ss_tensor *descs)
                 vi->name, vi->name);
     }
     return NULL;
+}
+
+/* A graph input that a Concat joins into a graph output is state carried between calls (the KV
+ * cache, past -> present): it may stay split on the ranks, each keeping its own heads. */
+static void mark_state_inputs(shard_ctx *c)
+{
+    for (int i = 0; i < c->n_nodes; i++) {
+        const Onnx__NodeProto *n = c->nodes[i].node;
+        if (strcmp(n->op_type, "Concat") || n->n_output != 1) continue;
+        int out = name_find(c, n->output[0]);
+        if (out < 0 || !c->is_output[out]) continue;
+        for (size_t j = 0; j < n->n_input; j++) {
+            int id = n->input[j][0] ? name_find(c, n->input[j]) : -1;
+            if (id >= 0 && c->producer[id] < 0 && !ss_onnx_find_init(c->model, n->input[j]))
+                c->is_state[id] = true;
+        }
+    }
+}
+
+static uint64_t plan_value_hash(const shard_ctx *c, const char *name)
+{
+    ss_tensor d;
+    if (!name[0] || !ss_session_value_desc(c->session, name, &d) || !d.data) return 0;
+    uint64_t h = 1469598103934665603ull ^ (uint64_t)d.ndim;
+    for (int k = 0; k < d.ndim; k++)
+        h = (h ^ (uint64_t)d.dims[k]) * 1099511628211ull;
+    for (size_t i = 0; i < d.nbytes; i++)
+        h = (h ^ ((const unsigned char *)d.data)[i]) * 1099511628211ull;
+    return h | 1; /* never 0, which means "not known" */
+}
+
+/* Plans with concrete shapes; with dynamic dims twice (pass 0, then pass 1 stays current), keeping
+ * pass 0's value hashes so that analyse() can tell constants from values of the dims. */
+static ss_status *plan_twice(shard_ctx *c, ss_tensor *descs)
+{
+    int n_in = ss_session_num_inputs(c->session);
+    ss_status *st = input_descs(c, descs, 0);
+    if (!st) st = ss_session_plan_shapes(c->session, descs, n_in);
+    if (st || !c->dynamic) return st;
+    size_t n_out = 0, k = 0;
+    for (size_t i = 0; i < c->graph->n_node; i++)
+        n_out += c->graph->node[i]->n_output;
+    c->plan_hash = calloc(n_out + 1, sizeof *c->plan_hash);
+    if (!c->plan_hash) return ss_errf(SS_ERR_NOMEM, "out of memory");
+    for (size_t i = 0; i < c->graph->n_node; i++)
+        for (size_t j = 0; j < c->graph->node[i]->n_output; j++)
+            c->plan_hash[k++] = plan_value_hash(c, c->graph->node[i]->output[j]);
+    st = input_descs(c, descs, 1);
+    if (!st) st = ss_session_plan_shapes(c->session, descs, n_in);
+    return st ? ss_status_wrap(st, "planning with other values for the dynamic dims") : NULL;
 }
 
 static ss_status *analyse(shard_ctx *c)
@@ -943,10 +1032,12 @@ static ss_status *analyse(shard_ctx *c)
     c->producer = malloc(sizeof(int) * cap);
     c->last_stage = malloc(sizeof(int) * cap);
     c->is_output = calloc(cap, sizeof(bool));
+    c->is_state = calloc(cap, sizeof(bool));
+    c->varies = calloc(cap, sizeof(bool));
     c->nodes = calloc(g->n_node + 1, sizeof *c->nodes);
     unsigned char *seen = calloc(cap, 1);
     if (!c->hash || !c->names || !c->producer || !c->last_stage || !c->is_output || !c->nodes ||
-        !seen) {
+        !seen || !c->is_state || !c->varies) {
         free(seen);
         return ss_errf(SS_ERR_NOMEM, "out of memory");
     }
@@ -958,6 +1049,7 @@ static ss_status *analyse(shard_ctx *c)
     for (size_t i = 0; i < g->n_initializer; i++)
         name_add(c, g->initializer[i]->name);
     c->n_nodes = (int)g->n_node;
+    size_t flat = 0; /* index of the node output in plan_hash */
     for (int i = 0; i < c->n_nodes; i++) {
         const Onnx__NodeProto *n = g->node[i];
         c->nodes[i].node = n;
@@ -969,8 +1061,13 @@ static ss_status *analyse(shard_ctx *c)
                                "nodes in topological order, as the ONNX spec requires",
                                n->name, n->input[j]);
             }
-        for (size_t j = 0; j < n->n_output; j++)
-            if (n->output[j][0]) c->producer[name_add(c, n->output[j])] = i;
+        for (size_t j = 0; j < n->n_output; j++, flat++) {
+            if (!n->output[j][0]) continue;
+            int id = name_add(c, n->output[j]);
+            c->producer[id] = i;
+            if (c->plan_hash)
+                c->varies[id] = c->plan_hash[flat] != plan_value_hash(c, n->output[j]);
+        }
         c->nodes[i].constant = node_is_constant(c, n);
         node_cost(c, &c->nodes[i], seen);
     }
@@ -979,6 +1076,7 @@ static ss_status *analyse(shard_ctx *c)
         int id = name_find(c, g->output[i]->name);
         if (id >= 0) c->is_output[id] = true;
     }
+    mark_state_inputs(c);
     return NULL;
 }
 
@@ -1014,6 +1112,9 @@ static void shard_ctx_free(shard_ctx *c)
     free(c->producer);
     free(c->last_stage);
     free(c->is_output);
+    free(c->is_state);
+    free(c->varies);
+    free(c->plan_hash);
     free(c->nodes);
     free(c->model_base);
     ss_session_free(c->session);
@@ -1042,8 +1143,7 @@ ss_status *ss_shard_model(const ss_shard_options *opt)
     c.graph = c.model->proto->graph;
     ss_tensor descs[64];
     if (ss_session_num_inputs(c.session) > 64) st = ss_errf(SS_ERR_LIMIT, "more than 64 inputs");
-    if (!st) st = input_descs(&c, descs);
-    if (!st) st = ss_session_plan_shapes(c.session, descs, ss_session_num_inputs(c.session));
+    if (!st) st = plan_twice(&c, descs);
     if (!st) st = analyse(&c);
     if (!st && opt->mode == SS_SHARD_FILE) st = parse_strategy(&c);
     if (!st) {

@@ -3,15 +3,24 @@
  * (kvloop.c) and compares its tokens with PyTorch's (tests/generative/models.py).
  *
  *   gen_greedy MODEL.onnx PROMPT.npy REF_TOKENS.npy
+ *   gen_greedy --shards DIR PROMPT.npy REF_TOKENS.npy     (DIR from `shardserve shard`)
  *
+ * With --shards, one process per rank (shm communicator) runs the same loop on its shard: the
+ * ranks keep their own part of the KV cache, and every rank sees the same logits, so each takes
+ * the same greedy token; only the collectives inside the graph travel between them.
  * Prints the first mismatch (step, ours, PyTorch's) and exits 1 on any difference; prints the
  * prefill and mean decode-step times on success.
  */
 #include "kvloop.h"
+#include "shardserve/agent.h"
 
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
 #include <time.h>
+#include <unistd.h>
 
 static double now_ms(void)
 {
@@ -39,7 +48,7 @@ static int compare(const int64_t *ours, const int64_t *ref, int steps)
     return 0;
 }
 
-static int run(ss_session *s, const ss_tensor *prompt, const ss_tensor *ref)
+static int run(ss_session *s, const ss_tensor *prompt, const ss_tensor *ref, const char *who)
 {
     ss_kvloop *l = NULL;
     ss_status *st = ss_kvloop_create(s, &l);
@@ -49,36 +58,97 @@ static int run(ss_session *s, const ss_tensor *prompt, const ss_tensor *ref)
     double t0 = now_ms(), t1 = 0;
     st = ss_kvloop_step(l, prompt->data, (int)prompt->dims[0], &ours[0]);
     t1 = now_ms();
-    for (int i = 1; i < steps && !st; i++) st = ss_kvloop_step(l, &ours[i - 1], 1, &ours[i]);
+    for (int i = 1; i < steps && !st; i++)
+        st = ss_kvloop_step(l, &ours[i - 1], 1, &ours[i]);
     double t2 = now_ms();
     int rc = st ? fail(st, "generating") : compare(ours, ref->data, steps);
     ss_session_stats stats;
     ss_session_get_stats(s, &stats);
     if (rc == 0)
-        printf("gen_greedy: %d tokens equal PyTorch's; prefill %lld tokens %.2f ms, decode "
+        printf("gen_greedy%s: %d tokens equal PyTorch's; prefill %lld tokens %.2f ms, decode "
                "%.3f ms/token, %d plans\n",
-               steps, (long long)prompt->dims[0], t1 - t0, (t2 - t1) / (steps > 1 ? steps - 1 : 1),
-               stats.n_plans);
+               who, steps, (long long)prompt->dims[0], t1 - t0,
+               (t2 - t1) / (steps > 1 ? steps - 1 : 1), stats.n_plans);
     free(ours);
     ss_kvloop_free(l);
     return rc;
 }
 
+/* One rank of a sharded model, in a child process. */
+static int run_rank(const char *dir, int rank, const char *session, const ss_tensor *prompt,
+                    const ss_tensor *ref)
+{
+    char config[4096], who[32];
+    snprintf(config, sizeof config, "%s/device%d/group_config.json", dir, rank);
+    snprintf(who, sizeof who, " rank %d", rank);
+    ss_rank *r = NULL;
+    ss_rank_options opt = {.backend = SS_COMM_SHM, .session = session, .timeout_ms = 20000};
+    ss_status *st = ss_rank_open(config, &opt, &r);
+    int rc = st ? fail(st, config) : run(ss_rank_session(r), prompt, ref, who);
+    ss_rank_close(r);
+    return rc;
+}
+
+/* Forks one process per rank (the manifest's count: device0..N-1); all must agree. */
+static int run_shards(const char *dir, const ss_tensor *prompt, const ss_tensor *ref)
+{
+    int n = 0;
+    char path[4096];
+    for (;; n++) {
+        snprintf(path, sizeof path, "%s/device%d/group_config.json", dir, n);
+        if (access(path, R_OK) != 0) break;
+    }
+    if (n == 0) return fprintf(stderr, "gen_greedy: no %s/device0/group_config.json\n", dir), 1;
+    char session[64];
+    snprintf(session, sizeof session, "gen-%d", (int)getpid());
+    pid_t pids[64];
+    int started = 0, rc = 0;
+    for (; started < n && started < 64; started++) {
+        pids[started] = fork();
+        if (pids[started] == 0) {
+            int child_rc = run_rank(dir, started, session, prompt, ref);
+            fflush(NULL); /* _exit does not flush stdio */
+            _exit(child_rc);
+        }
+        if (pids[started] < 0) break;
+    }
+    for (int i = 0; i < started; i++) {
+        int status = 0;
+        if (pids[i] < 0 || waitpid(pids[i], &status, 0) < 0 || !WIFEXITED(status) ||
+            WEXITSTATUS(status) != 0) {
+            if (!rc) /* one rank failed: the others would wait for it in a collective */
+                for (int j = 0; j < started; j++)
+                    if (pids[j] > 0 && j != i) kill(pids[j], SIGKILL);
+            rc = 1;
+        }
+    }
+    return started == n ? rc : 1;
+}
+
 int main(int argc, char **argv)
 {
-    if (argc != 4) {
-        fprintf(stderr, "usage: gen_greedy MODEL.onnx PROMPT.npy REF_TOKENS.npy\n");
+    bool shards = argc == 5 && !strcmp(argv[1], "--shards");
+    if (argc != 4 && !shards) {
+        fprintf(stderr, "usage: gen_greedy MODEL.onnx|--shards DIR PROMPT.npy REF_TOKENS.npy\n");
         return 2;
     }
+    const char *model = argv[argc - 3];
     ss_tensor prompt = {0}, ref = {0};
     ss_session *s = NULL;
-    ss_status *st = ss_npy_read(argv[2], &prompt);
-    if (!st) st = ss_npy_read(argv[3], &ref);
+    ss_status *st = ss_npy_read(argv[argc - 2], &prompt);
+    if (!st) st = ss_npy_read(argv[argc - 1], &ref);
     if (!st && (prompt.dtype != SS_DT_INT64 || prompt.ndim != 1 || ref.dtype != SS_DT_INT64 ||
                 ref.ndim != 1 || prompt.dims[0] < 1))
         st = ss_errf(SS_ERR_INVALID, "prompt and reference must be non-empty int64 vectors");
-    if (!st) st = ss_session_create(argv[1], &(ss_session_options){0}, &s);
-    int rc = st ? fail(st, argv[1]) : run(s, &prompt, &ref);
+    int rc;
+    if (st)
+        rc = fail(st, "reading the prompt and reference");
+    else if (shards)
+        rc = run_shards(model, &prompt, &ref);
+    else if ((st = ss_session_create(model, &(ss_session_options){0}, &s)))
+        rc = fail(st, model);
+    else
+        rc = run(s, &prompt, &ref, "");
     ss_session_free(s);
     ss_tensor_free(&prompt);
     ss_tensor_free(&ref);

@@ -58,9 +58,12 @@ static ss_status *kvloop_bind(ss_kvloop *l)
 {
     for (int i = 0; i < l->n_inputs; i++) {
         const ss_onnx_value_info *vi = ss_session_input(l->s, i);
-        if (strcmp(vi->name, "input_ids") == 0) l->ids = i;
-        else if (strcmp(vi->name, "position_ids") == 0) l->pos = i;
-        else if (strcmp(vi->name, "attention_mask") == 0) l->mask = i;
+        if (strcmp(vi->name, "input_ids") == 0)
+            l->ids = i;
+        else if (strcmp(vi->name, "position_ids") == 0)
+            l->pos = i;
+        else if (strcmp(vi->name, "attention_mask") == 0)
+            l->mask = i;
         else if (strncmp(vi->name, "past_key_values.", 16) == 0) {
             ss_status *st = kvloop_bind_past(l, i, vi);
             if (st) return st;
@@ -100,7 +103,8 @@ ss_status *ss_kvloop_create(ss_session *s, ss_kvloop **out)
 void ss_kvloop_free(ss_kvloop *l)
 {
     if (!l) return;
-    for (int i = 0; i < l->n_kv; i++) ss_tensor_free(&l->kv[i].cache);
+    for (int i = 0; i < l->n_kv; i++)
+        ss_tensor_free(&l->kv[i].cache);
     free(l->kv);
     free(l->scratch);
     free(l);
@@ -126,7 +130,8 @@ static ss_status *kvloop_fill(ss_kvloop *l, const int64_t *tokens, int n, ss_ten
         ids[i] = tokens[i];
         pos[i] = l->len + i;
     }
-    for (int64_t i = 0; i < total; i++) mask[i] = 1;
+    for (int64_t i = 0; i < total; i++)
+        mask[i] = 1;
     int64_t d_new[2] = {1, n}, d_mask[2] = {1, total};
     size_t nb = (size_t)n * sizeof(int64_t);
     ss_status *st = ss_tensor_borrow(&in[l->ids], SS_DT_INT64, 2, d_new, ids, nb);
@@ -156,7 +161,8 @@ ss_status *ss_kvloop_step(ss_kvloop *l, const int64_t *tokens, int n, int64_t *n
     ss_tensor *in = calloc((size_t)l->n_inputs, sizeof *in);
     if (!in) return ss_errf(SS_ERR_NOMEM, "kvloop inputs");
     ss_status *st = kvloop_fill(l, tokens, n, in);
-    for (int i = 0; i < l->n_kv; i++) in[l->kv[i].input] = l->kv[i].cache;
+    for (int i = 0; i < l->n_kv; i++)
+        in[l->kv[i].input] = l->kv[i].cache;
     const ss_tensor *outs = NULL;
     if (!st) st = ss_session_run(l->s, in, l->n_inputs, &outs);
     free(in);
@@ -175,6 +181,7 @@ ss_status *ss_kvloop_generate(ss_kvloop *l, const int64_t *prompt, int n_prompt,
 {
     if (steps <= 0) return NULL;
     ss_status *st = ss_kvloop_step(l, prompt, n_prompt, &out[0]);
-    for (int i = 1; i < steps && !st; i++) st = ss_kvloop_step(l, &out[i - 1], 1, &out[i]);
+    for (int i = 1; i < steps && !st; i++)
+        st = ss_kvloop_step(l, &out[i - 1], 1, &out[i]);
     return st;
 }

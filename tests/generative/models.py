@@ -211,10 +211,13 @@ def export(model, path, opset):
     ids = torch.tensor([[3, 5, 7, 9]])  # traced with a non-empty past (3) and 4 new tokens
     args = (ids, torch.arange(3, 7).unsqueeze(0), torch.ones(1, 7, dtype=torch.int64),
             *empty_past(model, 1, 3))
-    axes = {"input_ids": {0: "batch", 1: "seq"}, "position_ids": {0: "batch", 1: "seq"},
-            "attention_mask": {0: "batch", 1: "total_seq"}, "logits": {0: "batch", 1: "seq"}}
-    axes.update({p: {0: "batch", 2: "past_seq"} for p in past_names})
-    axes.update({p: {0: "batch", 2: "total_seq"} for p in present_names})
+    # optimum's dim names: the mask's length is named as the sum it is
+    b, s, p, t = "batch_size", "sequence_length", "past_sequence_length", \
+        "past_sequence_length + sequence_length"
+    axes = {"input_ids": {0: b, 1: s}, "position_ids": {0: b, 1: s},
+            "attention_mask": {0: b, 1: t}, "logits": {0: b, 1: s}}
+    axes.update({n: {0: b, 2: p} for n in past_names})
+    axes.update({n: {0: b, 2: t} for n in present_names})
     torch.onnx.export(model, args, path, opset_version=opset, do_constant_folding=True,
                       input_names=["input_ids", "position_ids", "attention_mask"] + past_names,
                       output_names=["logits"] + present_names, dynamic_axes=axes)
