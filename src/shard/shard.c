@@ -44,6 +44,7 @@ typedef struct {
     int stage;
     bool constant; /* every output known at plan time: not emitted */
     double params, flops;
+    int blocks; /* S_COLS: the weight's columns are this many blocks split each (fused QKV) */
     split_kind explicit_split; /* from the strategy file */
     bool has_explicit;
 } node_info;
@@ -258,9 +259,46 @@ typedef struct {
     char group[32];
 } rank_ctx;
 
+/* The runtime's op table says which ops are elementwise: those can run on split inputs. */
+static bool is_split_preserving(const shard_ctx *c, const Onnx__NodeProto *n)
+{
+    return ss_runtime_op_elementwise(n->domain, n->op_type, ss_onnx_opset(c->model, n->domain));
+}
+
+static int blocks_of(const tstate *t)
+{
+    return t->blocks > 1 ? t->blocks : 1;
+}
+
 static int pos_axis(int neg_axis, int rank)
 {
     return neg_axis + rank;
+}
+
+/* A gathered blocked axis (only ever the last) is rank-major [r0: b0 b1 b2 | r1: b0 b1 b2]; the
+ * tensor wants block-major [b0: r0 r1 | b1: ...]: view as [.., ranks, blocks, w], swap, merge. */
+static void unblock_last_axis(rank_ctx *r, const char *in, const ss_tensor *full, int blocks,
+                              const char *out)
+{
+    int nd = full->ndim, tp = r->c->tp;
+    int64_t split_shape[SS_MAX_DIMS + 2] = {0}, merged[SS_MAX_DIMS] = {0}, perm[SS_MAX_DIMS + 2];
+    split_shape[nd - 1] = tp; /* leading zeros copy the input's dims */
+    split_shape[nd] = blocks;
+    split_shape[nd + 1] = full->dims[nd - 1] / (blocks * tp);
+    merged[nd - 1] = -1;
+    for (int k = 0; k < nd + 2; k++)
+        perm[k] = k;
+    perm[nd - 1] = nd, perm[nd] = nd - 1;
+    const char *sn = rg_printf(&r->g, "%s__unblock_shape", out);
+    const char *mn = rg_printf(&r->g, "%s__unblock_merge", out);
+    rg_init_i64(&r->g, sn, split_shape, nd + 2);
+    rg_init_i64(&r->g, mn, merged, nd);
+    const char *viewed = rg_printf(&r->g, "%s__unblock_view", out);
+    const char *swapped = rg_printf(&r->g, "%s__unblock_swap", out);
+    rg_node(&r->g, "Reshape", NULL, 2, (const char *[]){in, sn}, 1, &viewed);
+    Onnx__NodeProto *t = rg_node(&r->g, "Transpose", NULL, 1, &viewed, 1, &swapped);
+    rg_attr_ints(&r->g, t, "perm", perm, nd + 2);
+    rg_node(&r->g, "Reshape", NULL, 2, (const char *[]){swapped, mn}, 1, &out);
 }
 
 /* Make `name` replicated on this rank (AllGather / AllReduce as needed); returns its local name. */
@@ -274,10 +312,12 @@ static const char *materialize(rank_ctx *r, const char *name)
     if (t->kind == L_SPLIT) {
         ss_tensor d;
         value_desc(r->c, name, &d);
+        const char *gathered = t->blocks > 1 ? rg_printf(&r->g, "%s__rankmajor", name) : out;
         Onnx__NodeProto *n =
-            rg_node(&r->g, "AllGather", SS_DOMAIN_COLLECTIVE, 1, &t->local, 1, &out);
+            rg_node(&r->g, "AllGather", SS_DOMAIN_COLLECTIVE, 1, &t->local, 1, &gathered);
         rg_attr_int(&r->g, n, "axis", pos_axis(t->axis, d.ndim));
         rg_attr_string(&r->g, n, "group", r->group);
+        if (t->blocks > 1) unblock_last_axis(r, gathered, &d, t->blocks, out);
     } else {
         Onnx__NodeProto *n =
             rg_node(&r->g, "AllReduce", SS_DOMAIN_COLLECTIVE, 1, &t->local, 1, &out);
@@ -325,9 +365,83 @@ static bool divisible(const ss_tensor *d, int axis, int tp)
     return d->dims[axis] % tp == 0 && d->dims[axis] >= tp;
 }
 
+/* The one node reading value `id` besides Shape nodes (which read no data), or -1. */
+static int sole_consumer(const shard_ctx *c, int id)
+{
+    int found = -1;
+    for (int i = c->producer[id] + 1; i < c->n_nodes; i++) {
+        const Onnx__NodeProto *n = c->nodes[i].node;
+        if (c->nodes[i].constant || !strcmp(n->op_type, "Shape")) continue;
+        for (size_t j = 0; j < n->n_input; j++)
+            if (!strcmp(n->input[j], c->names[id])) {
+                if (found >= 0 && found != i) return -1;
+                found = i;
+            }
+    }
+    return found;
+}
+
+/* The output axis (negative) a Reshape carries an input split along `axis` to, or 0 when it
+ * cannot: the dims before the split must multiply to the same on both sides, and the split dim
+ * and the output dim it maps to must both divide by the ranks (whole heads on each rank). */
+static int reshape_axis(const shard_ctx *c, const Onnx__NodeProto *n, int axis)
+{
+    ss_tensor in, out;
+    if (!value_desc(c, n->input[0], &in) || !value_desc(c, n->output[0], &out)) return 0;
+    int a = in.ndim + axis;
+    if (a < 0 || in.dims[a] % c->tp) return 0;
+    int64_t before = 1, po = 1;
+    for (int k = 0; k < a; k++)
+        before *= in.dims[k];
+    for (int b = 0; b < out.ndim && po <= before; po *= out.dims[b], b++)
+        if (po == before && out.dims[b] % c->tp == 0) return b - out.ndim;
+    return 0;
+}
+
+/* A Split along the last axis into equal parts that divide by the ranks: its part count, else 0. */
+static int equal_last_axis_split(const shard_ctx *c, const Onnx__NodeProto *n)
+{
+    ss_tensor in, part;
+    if (!value_desc(c, n->input[0], &in) || in.ndim < 1) return 0;
+    int64_t axis = ss_onnx_attr_int(n, "axis", 0);
+    if (axis != -1 && axis != in.ndim - 1) return 0;
+    for (size_t j = 0; j < n->n_output; j++)
+        if (!value_desc(c, n->output[j], &part) ||
+            part.dims[part.ndim - 1] * (int64_t)n->n_output != in.dims[in.ndim - 1] ||
+            part.dims[part.ndim - 1] % c->tp)
+            return 0;
+    return (int)n->n_output;
+}
+
+/* Would a column split of value `id` survive until it is used? Follows it through elementwise ops
+ * to the first other consumer: a Reshape must keep whole heads on each rank (attention's
+ * MatMul -> Reshape(.., heads, head_dim) chain; with fewer KV heads than ranks it cannot, and the
+ * projection stays whole: replicated KV), and a Split into equal parts along the last axis (a
+ * fused QKV) makes the split blockwise, each part then judged the same way. */
+static bool cols_fit(const shard_ctx *c, int id, int *blocks)
+{
+    *blocks = 1;
+    for (int hops = 0; hops < 16 && id >= 0; hops++) {
+        int ni = sole_consumer(c, id);
+        if (ni < 0) return true;
+        const Onnx__NodeProto *n = c->nodes[ni].node;
+        if (!strcmp(n->op_type, "Reshape")) return reshape_axis(c, n, -1) != 0;
+        if (!strcmp(n->op_type, "Split")) {
+            int parts = equal_last_axis_split(c, n), inner;
+            for (int j = 0; j < parts; j++)
+                if (!cols_fit(c, name_find(c, n->output[j]), &inner) || inner != 1) return false;
+            *blocks = parts;
+            return parts > 0;
+        }
+        if (!is_split_preserving(c, n) || n->n_output != 1) return true;
+        id = name_find(c, n->output[0]);
+    }
+    return true;
+}
+
 /* Decide how a MatMul/Gemm splits on this stage; S_NONE keeps it whole. Errors for explicit
  * strategies that cannot work. */
-static ss_status *matmul_split(rank_ctx *r, const node_info *ni, split_kind *out)
+static ss_status *matmul_split(rank_ctx *r, node_info *ni, split_kind *out)
 {
     shard_ctx *c = r->c;
     const Onnx__NodeProto *n = ni->node;
@@ -367,10 +481,12 @@ static ss_status *matmul_split(rank_ctx *r, const node_info *ni, split_kind *out
     /* auto: row-parallel after a column-parallel producer, otherwise column-parallel */
     if (!weight_ok) return NULL;
     const tstate *t = &r->ts[id];
-    if (t->kind == L_SPLIT && t->axis == -1 && divisible(&w, k_axis_w, c->tp))
+    int blocks = 1;
+    if (t->kind == L_SPLIT && t->axis == -1 && blocks_of(t) == 1 && divisible(&w, k_axis_w, c->tp))
         *out = S_REDUCE;
-    else if (divisible(&w, n_axis_w, c->tp))
-        *out = S_COLS;
+    else if (divisible(&w, n_axis_w, c->tp) && cols_fit(c, name_find(c, n->output[0]), &blocks) &&
+             w.dims[n_axis_w] % ((int64_t)blocks * c->tp) == 0)
+        *out = S_COLS, ni->blocks = blocks;
     return NULL;
 }
 
@@ -389,16 +505,17 @@ static void emit_matmul(rank_ctx *r, const node_info *ni, split_kind s)
     const char *ins[3] = {NULL, NULL, NULL};
     const char *wname =
         rg_printf(&r->g, "%s__%s%d", n->input[1], s == S_COLS ? "cols" : "rows", r->pos);
+    int blocks = s == S_COLS && ni->blocks > 1 ? ni->blocks : 1;
     if (s == S_COLS) {
         ins[0] = materialize(r, n->input[0]);
-        rg_init(&r->g, wname, &w, tb ? 0 : 1, c->tp, r->pos);
+        rg_init_blocked(&r->g, wname, &w, tb ? 0 : 1, blocks, c->tp, r->pos);
         ins[1] = wname;
         int n_in = 2;
         if (has_c) {
             value_desc(c, n->input[2], &bias);
             if (bias.ndim >= 1 && bias.dims[bias.ndim - 1] > 1) {
                 const char *bn = rg_printf(&r->g, "%s__cols%d", n->input[2], r->pos);
-                rg_init(&r->g, bn, &bias, bias.ndim - 1, c->tp, r->pos);
+                rg_init_blocked(&r->g, bn, &bias, bias.ndim - 1, blocks, c->tp, r->pos);
                 ins[2] = bn;
             } else {
                 ins[2] = input_repl(r, n->input[2]);
@@ -409,7 +526,7 @@ static void emit_matmul(rank_ctx *r, const node_info *ni, split_kind s)
         const char *local = rg_printf(&r->g, "%s__colpart", out_name);
         Onnx__NodeProto *m = rg_node(&r->g, n->op_type, n->domain, n_in, ins, 1, &local);
         rg_attr_copy(&r->g, m, n);
-        r->ts[out_id] = (tstate){local, L_SPLIT, -1};
+        r->ts[out_id] = (tstate){local, L_SPLIT, -1, blocks};
         if (gather) materialize(r, out_name);
     } else if (s == S_REDUCE) {
         int id = name_find(c, n->input[0]);
@@ -477,67 +594,378 @@ static void emit_matmul(rank_ctx *r, const node_info *ni, split_kind s)
     }
 }
 
-/* The runtime's op table says which ops are elementwise: those can run on split inputs. */
-static bool is_split_preserving(const shard_ctx *c, const Onnx__NodeProto *n)
+/* The layout of a computed input: its tstate, or NULL for a constant or an empty name. */
+static tstate *computed_state(rank_ctx *r, const char *name)
 {
-    return ss_runtime_op_elementwise(n->domain, n->op_type, ss_onnx_opset(c->model, n->domain));
+    ss_tensor d;
+    if (!name[0] || (value_desc(r->c, name, &d) && d.data)) return NULL;
+    int id = name_find(r->c, name);
+    return id < 0 ? NULL : &r->ts[id];
+}
+
+/* The axis all split inputs of n share (0: none split, or they disagree), and their blocks. */
+static int common_split_axis(rank_ctx *r, const Onnx__NodeProto *n, int *blocks)
+{
+    int axis = 0;
+    for (size_t j = 0; j < n->n_input; j++) {
+        const tstate *t = computed_state(r, n->input[j]);
+        if (!t || t->kind != L_SPLIT) continue;
+        if (axis && (t->axis != axis || blocks_of(t) != *blocks)) return 0;
+        axis = t->axis;
+        *blocks = blocks_of(t);
+    }
+    return axis;
+}
+
+/* Can every input of an elementwise op split along `axis` stay as it is on this rank? Split ones
+ * must have the output's full shape; replicated computed ones and constants must broadcast along
+ * the axis (a dim of 1 or none) unless a constant can be sliced like the split. */
+static bool elementwise_inputs_fit(rank_ctx *r, const Onnx__NodeProto *n, int axis)
+{
+    ss_tensor outd, d;
+    value_desc(r->c, n->output[0], &outd);
+    int64_t full = outd.dims[outd.ndim + axis];
+    for (size_t j = 0; j < n->n_input; j++) {
+        if (!n->input[j][0] || !value_desc(r->c, n->input[j], &d)) continue;
+        const tstate *t = computed_state(r, n->input[j]);
+        int a = d.ndim + axis;
+        int64_t dim = a >= 0 ? d.dims[a] : 1;
+        if (t && t->kind == L_SPLIT) {
+            if (!ss_shape_equal(d.ndim, d.dims, outd.ndim, outd.dims)) return false;
+        } else if (t) {
+            if (t->kind != L_REPL || dim != 1) return false;
+        } else if (dim != 1 && dim != full) {
+            return false;
+        }
+    }
+    return true;
+}
+
+/* This rank's name for input j of an elementwise op split along `axis` (`blocks` per axis). */
+static const char *elementwise_input(rank_ctx *r, const char *name, int axis, int blocks)
+{
+    ss_tensor d;
+    if (!name[0]) return "";
+    const tstate *t = computed_state(r, name);
+    if (t) return t->local;
+    value_desc(r->c, name, &d);
+    int a = d.ndim + axis;
+    if (a < 0 || d.dims[a] <= 1) {
+        rg_init(&r->g, name, &d, 0, 1, 0);
+        return name;
+    }
+    const char *sn = rg_printf(&r->g, "%s__split%d_%d_b%d", name, axis, r->pos, blocks);
+    rg_init_blocked(&r->g, sn, &d, a, blocks, r->c->tp, r->pos);
+    return sn;
 }
 
 /* Try to keep an elementwise op on split inputs; false if it must see replicated inputs. */
 static bool emit_split_elementwise(rank_ctx *r, const Onnx__NodeProto *n)
 {
     shard_ctx *c = r->c;
-    if (!is_split_preserving(c, n) || n->n_output != 1) return false;
-    int axis = 0;
-    bool any_split = false;
-    for (size_t j = 0; j < n->n_input; j++) {
-        ss_tensor d;
-        if (!n->input[j][0] || (value_desc(c, n->input[j], &d) && d.data)) continue;
-        const tstate *t = &r->ts[name_find(c, n->input[j])];
-        if (t->kind != L_SPLIT) return false;
-        if (any_split && t->axis != axis) return false;
-        axis = t->axis;
-        any_split = true;
+    if (!is_split_preserving(c, n) || n->n_output != 1 || n->n_input > 8) return false;
+    int blocks = 1, axis = common_split_axis(r, n, &blocks);
+    for (size_t j = 0; j < n->n_input && axis; j++) { /* partial sums are summed first */
+        const tstate *t = computed_state(r, n->input[j]);
+        if (t && t->kind == L_PARTIAL) return false;
     }
-    if (!any_split) return false;
-    ss_tensor outd;
-    value_desc(c, n->output[0], &outd);
-    /* every computed input must have the output's full shape (no broadcasting of split tensors) */
-    for (size_t j = 0; j < n->n_input; j++) {
-        ss_tensor d;
-        if (!n->input[j][0] || !value_desc(c, n->input[j], &d)) continue;
-        if (!d.data && !ss_shape_equal(d.ndim, d.dims, outd.ndim, outd.dims)) return false;
-        if (d.data) {
-            int a = d.ndim + axis;
-            if (a >= 0 && d.dims[a] != 1 && d.dims[a] != outd.dims[outd.ndim + axis]) return false;
-        }
-    }
+    if (!axis || !elementwise_inputs_fit(r, n, axis)) return false;
     const char *ins[8];
-    if (n->n_input > 8) return false;
-    for (size_t j = 0; j < n->n_input; j++) {
-        ss_tensor d;
-        if (!n->input[j][0]) {
-            ins[j] = "";
-        } else if (value_desc(c, n->input[j], &d) && d.data) {
-            int a = d.ndim + axis;
-            if (a >= 0 && d.dims[a] > 1) {
-                const char *sn = rg_printf(&r->g, "%s__split%d_%d", n->input[j], axis, r->pos);
-                rg_init(&r->g, sn, &d, a, c->tp, r->pos);
-                ins[j] = sn;
-            } else {
-                rg_init(&r->g, n->input[j], &d, 0, 1, 0);
-                ins[j] = n->input[j];
-            }
-        } else {
-            ins[j] = r->ts[name_find(c, n->input[j])].local;
-        }
-    }
+    for (size_t j = 0; j < n->n_input; j++)
+        ins[j] = elementwise_input(r, n->input[j], axis, blocks);
     /* split tensors never carry the original name: materializing them produces it */
     const char *out = rg_printf(&r->g, "%s__split", n->output[0]);
     Onnx__NodeProto *m = rg_node(&r->g, n->op_type, n->domain, (int)n->n_input, ins, 1, &out);
     rg_attr_copy(&r->g, m, n);
-    r->ts[name_find(c, n->output[0])] = (tstate){out, L_SPLIT, axis};
+    r->ts[name_find(c, n->output[0])] = (tstate){out, L_SPLIT, axis, blocks};
     return true;
+}
+
+/* ------------------------------------------------------------------ head-parallel attention
+ * Attention splits by heads with no collective inside: once Q/K/V are column-split by whole heads,
+ * the ops between them and the row-parallel output projection keep the split. Each rule below says
+ * where the split axis goes through one op; an op no rule fits materializes its inputs (always
+ * exact, only slower). Nothing depends on node names: the chain is recognised by these rules
+ * holding one after the other. */
+
+/* A computed input of n that is split: its layout, else NULL. */
+static tstate *split_input(rank_ctx *r, const char *name)
+{
+    tstate *t = computed_state(r, name);
+    return t && t->kind == L_SPLIT ? t : NULL;
+}
+
+/* Emits n on this rank's parts: split inputs by their local names, the others replicated, input
+ * alt_index replaced by alt (when alt is set); its first output split along out_axis. */
+static void emit_split_node(rank_ctx *r, const Onnx__NodeProto *n, int out_axis, int alt_index,
+                            const char *alt)
+{
+    const char *ins[16];
+    int n_in = n->n_input < 16 ? (int)n->n_input : 16;
+    for (int j = 0; j < n_in; j++) {
+        const tstate *t = split_input(r, n->input[j]);
+        ins[j] = alt && j == alt_index ? alt : t ? t->local : input_repl(r, n->input[j]);
+    }
+    const char *out = rg_printf(&r->g, "%s__split", n->output[0]);
+    Onnx__NodeProto *m = rg_node(&r->g, n->op_type, n->domain, n_in, ins, 1, &out);
+    rg_attr_copy(&r->g, m, n);
+    r->ts[name_find(r->c, n->output[0])] = (tstate){out, L_SPLIT, out_axis, 1};
+}
+
+static int normalize_axis(int64_t axis, int ndim)
+{
+    return (int)(axis < 0 ? axis + ndim : axis);
+}
+
+/* Element `pos` of an int64 shape value when it is known: a constant, or a constant part of the
+ * Concat that builds it (exported Reshape targets: Concat(B, T, C[heads], C[head_dim])). */
+static bool shape_elem(const shard_ctx *c, const char *name, int64_t pos, int64_t *v)
+{
+    ss_tensor d;
+    if (!value_desc(c, name, &d) || d.dtype != SS_DT_INT64) return false;
+    if (d.data) return pos < ss_tensor_numel(&d) ? (*v = ((const int64_t *)d.data)[pos], true) : 0;
+    int id = name_find(c, name), p = id >= 0 ? c->producer[id] : -1;
+    if (p < 0 || strcmp(c->nodes[p].node->op_type, "Concat")) return false;
+    const Onnx__NodeProto *n = c->nodes[p].node;
+    for (size_t j = 0; j < n->n_input; j++) {
+        if (!value_desc(c, n->input[j], &d) || d.ndim != 1) return false;
+        if (pos < d.dims[0]) return shape_elem(c, n->input[j], pos, v);
+        pos -= d.dims[0];
+    }
+    return false;
+}
+
+/* This rank's shape for a Reshape/Expand whose output is split at `pos`: the full shape with
+ * element pos divided by the ranks; with `at_least_one`, 1 stays 1 (Expand's broadcast dims). */
+static const char *rank_shape(rank_ctx *r, const char *shape, int len, int pos, bool at_least_one)
+{
+    int64_t div[SS_MAX_DIMS];
+    for (int k = 0; k < len; k++)
+        div[k] = k == pos ? r->c->tp : 1;
+    const char *dn = rg_printf(&r->g, "%s__ranks_div%d_%d", shape, len, pos);
+    rg_init_i64(&r->g, dn, div, len);
+    const char *out = rg_printf(&r->g, "%s__rank%d_%d", shape, pos, at_least_one);
+    rg_node(&r->g, "Div", NULL, 2, (const char *[]){input_repl(r, shape), dn}, 1, &out);
+    if (!at_least_one) return out;
+    int64_t one = 1;
+    const char *on = "__one_i64", *maxed = rg_printf(&r->g, "%s__atleast1", out);
+    rg_init_i64(&r->g, on, &one, 1);
+    rg_node(&r->g, "Max", NULL, 2, (const char *[]){out, on}, 1, &maxed);
+    return maxed;
+}
+
+static bool split_transpose(rank_ctx *r, const Onnx__NodeProto *n)
+{
+    tstate *t = split_input(r, n->input[0]);
+    ss_tensor d;
+    const int64_t *perm;
+    if (!t || blocks_of(t) > 1 || !value_desc(r->c, n->input[0], &d)) return false;
+    int np = ss_onnx_attr_ints(n, "perm", &perm), a = d.ndim + t->axis;
+    for (int j = 0; j < np && np == d.ndim; j++)
+        if (perm[j] == a) return emit_split_node(r, n, j - d.ndim, -1, NULL), true;
+    return false;
+}
+
+static bool split_reshape(rank_ctx *r, const Onnx__NodeProto *n)
+{
+    tstate *t = split_input(r, n->input[0]);
+    ss_tensor out;
+    int b = t && blocks_of(t) == 1 ? reshape_axis(r->c, n, t->axis) : 0;
+    if (!b || !value_desc(r->c, n->output[0], &out)) return false;
+    int64_t v = 0;
+    if (shape_elem(r->c, n->input[1], out.ndim + b, &v) && v == -1) /* infers the local dim */
+        return emit_split_node(r, n, b, -1, NULL), true;
+    emit_split_node(r, n, b, 1, rank_shape(r, n->input[1], out.ndim, out.ndim + b, false));
+    return true;
+}
+
+static bool split_expand(rank_ctx *r, const Onnx__NodeProto *n)
+{
+    tstate *t = split_input(r, n->input[0]);
+    ss_tensor in, out, shape;
+    if (!t || blocks_of(t) > 1 || !value_desc(r->c, n->input[0], &in) ||
+        !value_desc(r->c, n->output[0], &out) || !value_desc(r->c, n->input[1], &shape) ||
+        shape.ndim != 1 || shape.dims[0] != out.ndim ||
+        in.dims[in.ndim + t->axis] != out.dims[out.ndim + t->axis])
+        return false;
+    emit_split_node(r, n, t->axis, 1,
+                    rank_shape(r, n->input[1], out.ndim, out.ndim + t->axis, true));
+    return true;
+}
+
+static bool split_unsqueeze(rank_ctx *r, const Onnx__NodeProto *n)
+{
+    tstate *t = split_input(r, n->input[0]);
+    ss_tensor in, out, axes_t;
+    const int64_t *axes = NULL;
+    int n_axes = ss_onnx_attr_ints(n, "axes", &axes);
+    if (n_axes <= 0 && n->n_input > 1 && value_desc(r->c, n->input[1], &axes_t) && axes_t.data)
+        axes = axes_t.data, n_axes = (int)ss_tensor_numel(&axes_t);
+    if (!t || blocks_of(t) > 1 || n_axes <= 0 || !value_desc(r->c, n->input[0], &in) ||
+        !value_desc(r->c, n->output[0], &out))
+        return false;
+    for (int q = 0, i = 0; q < out.ndim; q++) {
+        bool inserted = false;
+        for (int k = 0; k < n_axes; k++)
+            inserted |= normalize_axis(axes[k], out.ndim) == q;
+        if (!inserted && i++ == in.ndim + t->axis)
+            return emit_split_node(r, n, q - out.ndim, -1, NULL), true;
+    }
+    return false;
+}
+
+static bool split_slice(rank_ctx *r, const Onnx__NodeProto *n)
+{
+    tstate *t = split_input(r, n->input[0]);
+    ss_tensor in, axes;
+    if (!t || blocks_of(t) > 1 || n->n_input < 4 || !value_desc(r->c, n->input[0], &in) ||
+        !value_desc(r->c, n->input[3], &axes) || !axes.data || axes.dtype != SS_DT_INT64)
+        return false;
+    for (int64_t k = 0; k < ss_tensor_numel(&axes); k++)
+        if (normalize_axis(((const int64_t *)axes.data)[k], in.ndim) == in.ndim + t->axis)
+            return false;
+    emit_split_node(r, n, t->axis, -1, NULL);
+    return true;
+}
+
+/* Concat along another axis than the split: the KV cache's Concat(past, new) is the one place a
+ * graph input joins, so a state input (past_key_values.*) takes the split of its partner: each
+ * rank is given, and returns, only its own heads. */
+static bool split_concat(rank_ctx *r, const Onnx__NodeProto *n)
+{
+    ss_tensor out;
+    int blocks = 1, axis = common_split_axis(r, n, &blocks);
+    if (!axis || blocks > 1 || !value_desc(r->c, n->output[0], &out) ||
+        normalize_axis(ss_onnx_attr_int(n, "axis", 0), out.ndim) == out.ndim + axis)
+        return false;
+    for (size_t j = 0; j < n->n_input; j++) {
+        tstate *t = computed_state(r, n->input[j]);
+        int id = n->input[j][0] ? name_find(r->c, n->input[j]) : -1;
+        if (!t) return false;
+        if (t->kind == L_SPLIT) continue;
+        if (!r->c->is_state[id] || t->kind != L_REPL) return false;
+    }
+    for (size_t j = 0; j < n->n_input; j++) {
+        tstate *t = computed_state(r, n->input[j]);
+        if (t->kind == L_REPL) *t = (tstate){t->local, L_SPLIT, axis, 1};
+    }
+    emit_split_node(r, n, axis, -1, NULL);
+    return true;
+}
+
+static bool split_softmax(rank_ctx *r, const Onnx__NodeProto *n)
+{
+    tstate *t = split_input(r, n->input[0]);
+    ss_tensor in;
+    if (!t || blocks_of(t) > 1 || !value_desc(r->c, n->input[0], &in)) return false;
+    bool coerced = ss_onnx_opset(r->c->model, n->domain) < 13; /* flattens from axis on */
+    int axis = normalize_axis(ss_onnx_attr_int(n, "axis", coerced ? 1 : -1), in.ndim);
+    int a = in.ndim + t->axis;
+    if (coerced ? a >= axis : a == axis) return false;
+    emit_split_node(r, n, t->axis, -1, NULL);
+    return true;
+}
+
+/* Shape of a split tensor: the local tensor's shape, when every reader only Gathers dims other
+ * than the split one (the batch and sequence sizes exporters read back). */
+static bool split_shape(rank_ctx *r, const Onnx__NodeProto *n)
+{
+    shard_ctx *c = r->c;
+    tstate *t = split_input(r, n->input[0]);
+    ss_tensor in, idx;
+    if (!t || blocks_of(t) > 1 || ss_onnx_attr_find(n, "start") || ss_onnx_attr_find(n, "end") ||
+        !value_desc(c, n->input[0], &in))
+        return false;
+    int a = in.ndim + t->axis;
+    for (int i = 0; i < c->n_nodes; i++) {
+        const Onnx__NodeProto *u = c->nodes[i].node;
+        for (size_t j = 0; j < u->n_input; j++) {
+            if (c->nodes[i].constant || strcmp(u->input[j], n->output[0])) continue;
+            if (strcmp(u->op_type, "Gather") || j != 0 || u->n_input < 2 ||
+                !value_desc(c, u->input[1], &idx) || !idx.data || idx.dtype != SS_DT_INT64)
+                return false;
+            for (int64_t k = 0; k < ss_tensor_numel(&idx); k++)
+                if (normalize_axis(((const int64_t *)idx.data)[k], in.ndim) == a) return false;
+        }
+    }
+    const char *out = n->output[0];
+    Onnx__NodeProto *m = rg_node(&r->g, "Shape", NULL, 1, (const char *[]){t->local}, 1, &out);
+    rg_attr_copy(&r->g, m, n);
+    r->ts[name_find(c, out)] = (tstate){out, L_REPL, 0, 1};
+    return true;
+}
+
+/* A batched MatMul of two computed tensors (QK^T, probabilities x V) split along the same batch
+ * axis (heads); a replicated operand (K/V kept whole when the KV heads are fewer than the ranks)
+ * is cut to this rank's heads. */
+static bool split_batched_matmul(rank_ctx *r, const Onnx__NodeProto *n)
+{
+    tstate *ta = computed_state(r, n->input[0]), *tb = computed_state(r, n->input[1]);
+    ss_tensor a, b;
+    if (!ta || !tb || !value_desc(r->c, n->input[0], &a) || !value_desc(r->c, n->input[1], &b) ||
+        a.ndim != b.ndim || a.ndim < 3)
+        return false;
+    tstate *split = ta->kind == L_SPLIT ? ta : tb, *other = split == ta ? tb : ta;
+    int axis = split->axis;
+    if (split->kind != L_SPLIT || axis > -3 || blocks_of(split) > 1) return false;
+    if (other->kind == L_SPLIT)
+        return other->axis == axis && blocks_of(other) == 1
+                   ? (emit_split_node(r, n, axis, -1, NULL), true)
+                   : false;
+    const ss_tensor *od = other == ta ? &a : &b;
+    const char *oname = n->input[other == ta ? 0 : 1];
+    if (other->kind != L_REPL || od->dims[od->ndim + axis] % r->c->tp) return false;
+    emit_split_node(r, n, axis, other == ta ? 0 : 1, slice_activation(r, oname, axis));
+    return true;
+}
+
+/* Split of a split tensor: along another axis as it is; along the split axis only a blockwise
+ * (fused QKV) tensor whose blocks are the parts, each part leaving split by heads. */
+static bool split_split(rank_ctx *r, const Onnx__NodeProto *n)
+{
+    shard_ctx *c = r->c;
+    tstate *t = split_input(r, n->input[0]);
+    ss_tensor in, part;
+    if (!t || !value_desc(c, n->input[0], &in) || n->n_output > 16 || n->n_input > 2) return false;
+    int n_out = (int)n->n_output, axis = normalize_axis(ss_onnx_attr_int(n, "axis", 0), in.ndim);
+    bool along = axis - in.ndim == t->axis;
+    if (along ? blocks_of(t) != n_out || !equal_last_axis_split(c, n) : blocks_of(t) > 1)
+        return false;
+    const char *ins[2] = {t->local, n->n_input > 1 ? input_repl(r, n->input[1]) : ""};
+    const char *outs[16];
+    int64_t sizes[16];
+    for (int j = 0; j < n_out; j++) {
+        outs[j] = rg_printf(&r->g, "%s__split", n->output[j]);
+        sizes[j] = value_desc(c, n->output[j], &part) ? part.dims[part.ndim - 1] / c->tp : 0;
+    }
+    if (along && n->n_input > 1 && n->input[1][0]) {
+        ins[1] = rg_printf(&r->g, "%s__rank_sizes", n->output[0]);
+        rg_init_i64(&r->g, ins[1], sizes, n_out);
+    }
+    Onnx__NodeProto *m = rg_node(&r->g, "Split", n->domain, (int)n->n_input, ins, n_out, outs);
+    static const char *const skip[] = {"split", NULL};
+    rg_attr_copy_except(&r->g, m, n, along ? skip : NULL);
+    if (along && ss_onnx_attr_find(n, "split")) rg_attr_ints(&r->g, m, "split", sizes, n_out);
+    for (int j = 0; j < n_out; j++)
+        r->ts[name_find(c, n->output[j])] = (tstate){outs[j], L_SPLIT, t->axis, 1};
+    return true;
+}
+
+/* Keeps a split through one of the ops above; false: the caller materializes. */
+static bool emit_split_structural(rank_ctx *r, const Onnx__NodeProto *n)
+{
+    static const struct {
+        const char *op;
+        bool (*emit)(rank_ctx *, const Onnx__NodeProto *);
+    } rules[] = {{"Transpose", split_transpose},  {"Reshape", split_reshape},
+                 {"Expand", split_expand},        {"Unsqueeze", split_unsqueeze},
+                 {"Slice", split_slice},          {"Concat", split_concat},
+                 {"Softmax", split_softmax},      {"Shape", split_shape},
+                 {"MatMul", split_batched_matmul}};
+    if (n->domain && n->domain[0] && strcmp(n->domain, "ai.onnx")) return false;
+    for (size_t i = 0; i < sizeof rules / sizeof rules[0]; i++)
+        if (!strcmp(n->op_type, rules[i].op)) return n->n_output >= 1 && rules[i].emit(r, n);
+    return n->n_output > 1 && !strcmp(n->op_type, "Split") && split_split(r, n);
 }
 
 /* Calls fn for every name the subgraphs of n read (If branches, Loop/Scan bodies, nested ones
@@ -642,6 +1070,54 @@ static Onnx__ValueInfoProto *value_info_for(rank_ctx *r, const char *name)
     return NULL;
 }
 
+/* A copy of vi whose dim at `axis` (negative) is this rank's share: a split state input or output
+ * (each rank holds its own KV heads). Dynamic dims stay named. */
+static Onnx__ValueInfoProto *vi_split(rank_ctx *r, Onnx__ValueInfoProto *vi, int axis)
+{
+    if (!vi || !vi->type || vi->type->value_case != ONNX__TYPE_PROTO__VALUE_TENSOR_TYPE ||
+        !vi->type->tensor_type->shape)
+        return vi;
+    const Onnx__TensorShapeProto *shape = vi->type->tensor_type->shape;
+    int p = (int)shape->n_dim + axis;
+    Onnx__ValueInfoProto *nv = rg_alloc(&r->g, sizeof *nv);
+    Onnx__TypeProto *nt = rg_alloc(&r->g, sizeof *nt);
+    Onnx__TypeProto__Tensor *ntt = rg_alloc(&r->g, sizeof *ntt);
+    Onnx__TensorShapeProto *ns = rg_alloc(&r->g, sizeof *ns);
+    Onnx__TensorShapeProto__Dimension **dims = rg_alloc(&r->g, sizeof *dims * (shape->n_dim + 1));
+    Onnx__TensorShapeProto__Dimension *nd = rg_alloc(&r->g, sizeof *nd);
+    if (!nv || !nt || !ntt || !ns || !dims || !nd || p < 0) return vi;
+    *nv = *vi, *nt = *vi->type, *ntt = *vi->type->tensor_type, *ns = *shape;
+    memcpy(dims, shape->dim, sizeof *dims * shape->n_dim);
+    *nd = *shape->dim[p];
+    if (nd->value_case == ONNX__TENSOR_SHAPE_PROTO__DIMENSION__VALUE_DIM_VALUE)
+        nd->dim_value /= r->c->tp;
+    dims[p] = nd, ns->dim = dims, ntt->shape = ns, nt->tensor_type = ntt, nv->type = nt;
+    return nv;
+}
+
+/* Graph inputs and outputs that stay split on this rank (the KV cache) are declared with its
+ * share of the heads; the other outputs are materialized whole. */
+static void emit_graph_io(rank_ctx *r)
+{
+    shard_ctx *c = r->c;
+    for (size_t i = 0; i < r->g.n_inputs; i++) {
+        int id = name_find(c, r->g.inputs[i]->name);
+        if (id >= 0 && r->ts[id].kind == L_SPLIT)
+            r->g.inputs[i] = vi_split(r, r->g.inputs[i], r->ts[id].axis);
+    }
+    if (r->stage != c->stages - 1) return;
+    for (size_t i = 0; i < c->graph->n_output; i++) {
+        const char *name = c->graph->output[i]->name, *local;
+        const tstate *t = &r->ts[name_find(c, name)];
+        int p = c->producer[name_find(c, name)];
+        bool state = t->kind == L_SPLIT && p >= 0 && !strcmp(c->nodes[p].node->op_type, "Concat");
+        local = state ? t->local : input_repl(r, name);
+        if (strcmp(local, name)) rg_node(&r->g, "Identity", NULL, 1, &local, 1, &name);
+        Onnx__ValueInfoProto *vi = value_info_for(r, name);
+        rg_add_output(&r->g, state ? vi_split(r, vi, t->axis) : vi);
+    }
+}
+
 static ss_status *write_rank_model(rank_ctx *r, const char *path)
 {
     shard_ctx *c = r->c;
@@ -743,21 +1219,15 @@ static ss_status *shard_rank(shard_ctx *c, int rank, size_t *param_bytes)
         if (st) break;
         if (s != S_NONE)
             emit_matmul(&r, ni, s);
-        else if (!(c->opt->mode == SS_SHARD_AUTO && emit_split_elementwise(&r, n))) {
+        else if (!(c->opt->mode == SS_SHARD_AUTO &&
+                   (emit_split_elementwise(&r, n) || emit_split_structural(&r, n)))) {
             emit_plain(&r, n);
             if (!is_split_preserving(c, n)) whole_ops_add(&whole, n->op_type);
         }
     }
     whole_ops_report(c, &r, &whole);
     if (!st && r.stage < c->stages - 1) emit_sends(&r);
-    if (!st && r.stage == c->stages - 1) {
-        for (size_t i = 0; i < c->graph->n_output; i++) {
-            const char *name = c->graph->output[i]->name;
-            const char *local = input_repl(&r, name);
-            if (strcmp(local, name)) rg_node(&r.g, "Identity", NULL, 1, &local, 1, &name);
-            rg_add_output(&r.g, value_info_for(&r, name));
-        }
-    }
+    if (!st) emit_graph_io(&r);
     if (!st && r.g.error) st = r.g.error, r.g.error = NULL;
     if (!st && fflush(r.g.data) != 0)
         st = ss_errf(SS_ERR_IO, "writing %s.data: %s", c->model_base, strerror(errno));
