@@ -1,6 +1,7 @@
 # Generative models (tests/generative/): tiny GPT-2 and Llama decoders with a KV cache, exported by
 # PyTorch into the build folder, run by shardserve's runtime in a greedy token loop (prefill, then
-# one decode step per token feeding present back as past); 64 tokens must equal PyTorch's.
+# one decode step per token feeding present back as past); 64 tokens must equal PyTorch's, whole
+# and sharded Megatron-style (heads, MLP pairs) over 2 and 4 ranks on shm with dynamic dims.
 set(SS_GEN_DIR ${CMAKE_BINARY_DIR}/generative)
 add_executable(gen_greedy ${SS_TEST_DIR}/generative/gen_greedy.c ${SS_TEST_DIR}/generative/kvloop.c)
 target_link_libraries(gen_greedy PRIVATE ss_agent ss_runtime)
@@ -8,14 +9,23 @@ target_link_libraries(gen_greedy PRIVATE ss_agent ss_runtime)
 foreach(family gpt2 llama)
   foreach(opset 14 17)
     set(case ${family}_op${opset})
+    set(dir ${SS_GEN_DIR}/${case})
+    set(io ${dir}/prompt.npy ${dir}/ref_tokens.npy)
     add_test(NAME gen_export_${case}
              COMMAND ${SS_PY} ${SS_TEST_DIR}/generative/models.py --family ${family} --opset ${opset}
-                     --out ${SS_GEN_DIR}/${case})
+                     --out ${dir})
     set_tests_properties(gen_export_${case} PROPERTIES FIXTURES_SETUP gen_${case} LABELS generative)
-    add_test(NAME gen_greedy_${case}
-             COMMAND gen_greedy ${SS_GEN_DIR}/${case}/model.onnx ${SS_GEN_DIR}/${case}/prompt.npy
-                     ${SS_GEN_DIR}/${case}/ref_tokens.npy)
+    add_test(NAME gen_greedy_${case} COMMAND gen_greedy ${dir}/model.onnx ${io})
     set_tests_properties(gen_greedy_${case} PROPERTIES FIXTURES_REQUIRED gen_${case} TIMEOUT 60
                          LABELS generative)
+    if(TARGET shardserve)
+      foreach(ranks 2 4)
+        add_test(NAME gen_greedy_${case}_tp${ranks}
+                 COMMAND ${SS_TEST_DIR}/generative/shard_greedy.sh $<TARGET_FILE:shardserve>
+                         $<TARGET_FILE:gen_greedy> ${dir} ${ranks} 1)
+        set_tests_properties(gen_greedy_${case}_tp${ranks} PROPERTIES FIXTURES_REQUIRED gen_${case}
+                             TIMEOUT 120 LABELS generative)
+      endforeach()
+    endif()
   endforeach()
 endforeach()

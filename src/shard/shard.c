@@ -70,6 +70,7 @@ typedef struct {
     /* Planned twice when inputs have dynamic dims: a value whose plan-time data differs between
      * the two plans depends on those dims and is computed by the shards, not baked in. */
     bool dynamic;
+    const char *dynamic_input; /* the first input planned with a dynamic dim */
     uint64_t *plan_hash; /* per node output, in graph order: the first plan's data hash (0: none) */
     bool *varies;        /* per value */
 } shard_ctx;
@@ -1428,7 +1429,7 @@ static ss_status *input_descs(shard_ctx *c, ss_tensor *descs, int pass)
             }
             dynamic = false, given = true;
         }
-        if (named && !given) c->dynamic = true;
+        if (named && !given && !c->dynamic) c->dynamic = true, c->dynamic_input = vi->name;
         if (dynamic)
             return ss_errf(
                 SS_ERR_INVALID,
@@ -1475,6 +1476,12 @@ static ss_status *plan_twice(shard_ctx *c, ss_tensor *descs)
     ss_status *st = input_descs(c, descs, 0);
     if (!st) st = ss_session_plan_shapes(c->session, descs, n_in);
     if (st || !c->dynamic) return st;
+    if (c->stages > 1) /* Recv declares a static shape */
+        return ss_errf(SS_ERR_UNSUPPORTED,
+                       "input '%s' has dynamic dims: pipeline stages (--stages %d) need concrete "
+                       "shapes for the tensors crossing a cut; give them with --input-shape "
+                       "%s=D0,D1,...",
+                       c->dynamic_input, c->stages, c->dynamic_input);
     size_t n_out = 0, k = 0;
     for (size_t i = 0; i < c->graph->n_node; i++)
         n_out += c->graph->node[i]->n_output;
