@@ -1,7 +1,8 @@
 # Generative models (tests/generative/): tiny GPT-2 and Llama decoders with a KV cache, exported by
 # PyTorch into the build folder, run by shardserve's runtime in a greedy token loop (prefill, then
 # one decode step per token feeding present back as past); 64 tokens must equal PyTorch's, whole
-# and sharded Megatron-style (heads, MLP pairs) over 2 and 4 ranks on shm with dynamic dims.
+# and sharded Megatron-style (heads, MLP pairs) over 2, 4 and 8 ranks and in 2 pipeline stages,
+# on shm, with batch, sequence and past lengths left dynamic.
 set(SS_GEN_DIR ${CMAKE_BINARY_DIR}/generative)
 add_executable(gen_greedy ${SS_TEST_DIR}/generative/gen_greedy.c ${SS_TEST_DIR}/generative/kvloop.c)
 target_link_libraries(gen_greedy PRIVATE ss_agent ss_runtime)
@@ -30,6 +31,15 @@ foreach(family gpt2 llama)
                          $<TARGET_FILE:gen_greedy> ${dir} ${ranks} 1)
         set_tests_properties(gen_greedy_${case}_tp${ranks} PROPERTIES FIXTURES_REQUIRED gen_${case}
                              TIMEOUT 120 LABELS generative)
+      endforeach()
+      # 2 pipeline stages, alone and with 2 ranks each: every stage keeps its own layers' KV cache,
+      # is given the (small) inputs itself and rebuilds the dynamic shapes of what it receives
+      foreach(ranks 2 4)
+        add_test(NAME gen_greedy_${case}_pp2_ranks${ranks}
+                 COMMAND ${SS_TEST_DIR}/generative/shard_greedy.sh $<TARGET_FILE:shardserve>
+                         $<TARGET_FILE:gen_greedy> ${dir} ${ranks} 2)
+        set_tests_properties(gen_greedy_${case}_pp2_ranks${ranks} PROPERTIES
+                             FIXTURES_REQUIRED gen_${case} TIMEOUT 120 LABELS generative)
       endforeach()
     endif()
   endforeach()

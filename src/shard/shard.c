@@ -40,6 +40,13 @@ typedef struct {
 typedef enum { S_NONE = 0, S_ROWS, S_REDUCE, S_COLS } split_kind;
 
 typedef struct {
+    int ndim;
+    int64_t dims[SS_MAX_DIMS];
+    int n_vals; /* a small int64 value known at plan time (shape plumbing): its elements */
+    int64_t vals[SS_MAX_DIMS];
+} plan_shape;
+
+typedef struct {
     const Onnx__NodeProto *node;
     int stage;
     bool constant; /* every output known at plan time: not emitted */
@@ -67,12 +74,15 @@ typedef struct {
     int *last_stage; /* value -> last stage that consumes it (-1: none) */
     bool *is_output;
     bool *is_state; /* graph input concatenated into a graph output (a KV cache: past -> present) */
+    int *state_concat; /* state input or output -> the Concat joining them (its stage keeps them) */
     /* Planned twice when inputs have dynamic dims: a value whose plan-time data differs between
      * the two plans depends on those dims and is computed by the shards, not baked in. */
     bool dynamic;
     const char *dynamic_input; /* the first input planned with a dynamic dim */
     uint64_t *plan_hash; /* per node output, in graph order: the first plan's data hash (0: none) */
-    bool *varies;        /* per value */
+    plan_shape *plan_shape0; /* per node output, in graph order: its shape in the first plan */
+    plan_shape *shape0;      /* per value: the same (a stage receiving it rebuilds its shape) */
+    bool *varies;            /* per value */
 } shard_ctx;
 
 /* ------------------------------------------------------------------ names */
@@ -1025,11 +1035,128 @@ static bool crosses_cut(const shard_ctx *c, int id, int stage)
     int p = c->producer[id];
     ss_tensor d;
     if (value_desc(c, c->names[id], &d) && d.data)
-        return false; /* constants are local everywhere */
+        return false;                      /* constants are local everywhere */
+    if (c->dynamic && p < 0) return false; /* every stage is given the inputs */
     int made = p < 0 ? 0 : c->nodes[p].stage;
     int used = c->last_stage[id];
-    if (c->is_output[id]) used = c->stages - 1;
+    if (c->is_output[id] && !(c->dynamic && c->state_concat[id] >= 0)) used = c->stages - 1;
     return made <= stage && used > stage;
+}
+
+static int64_t plan_dim(const shard_ctx *c, const char *name, int pass);
+
+/* With dynamic dims every stage is given the graph inputs itself (token ids, positions and mask
+ * are small, and a generative step reaches every rank anyway) and keeps the KV cache of its own
+ * layers; a Recv's shape is then computed from them. With static shapes stage 0 gets the inputs and
+ * forwards what later stages need. */
+static bool stage_has_input(const shard_ctx *c, int id, int stage)
+{
+    if (!c->dynamic) return stage == 0;
+    return c->is_state[id] ? c->nodes[c->state_concat[id]].stage == stage : true;
+}
+
+static bool stage_has_output(const shard_ctx *c, int id, int stage)
+{
+    if (c->dynamic && c->state_concat[id] >= 0 && c->producer[id] >= 0)
+        return c->nodes[c->producer[id]].stage == stage;
+    return stage == c->stages - 1;
+}
+
+/* A size that was d0 in the first plan and d1 in the current one, rebuilt on this stage as a
+ * 1-element int64 named after value `id` and k: a constant when both plans agree, else the dim of
+ * one of this stage's inputs that took the same two values (the same named dim); NULL when there
+ * is none. */
+static bool input_dim_for(const shard_ctx *c, int stage, int64_t d0, int64_t d1, const char **input,
+                          int64_t *axis)
+{
+    for (int i = 0; i < ss_session_num_inputs(c->session); i++) {
+        const ss_onnx_value_info *vi = ss_session_input(c->session, i);
+        if (!stage_has_input(c, name_find(c, vi->name), stage)) continue;
+        for (int j = 0; j < vi->ndim; j++) {
+            const char *dn = vi->dims[j] < 0 ? vi->dim_names[j] : NULL;
+            if (dn && plan_dim(c, dn, 0) == d0 && plan_dim(c, dn, 1) == d1)
+                return *input = vi->name, *axis = j, true;
+        }
+    }
+    return false;
+}
+
+static const char *stage_size_value(rank_ctx *r, int id, int k, int64_t d0, int64_t d1)
+{
+    shard_ctx *c = r->c;
+    const char *out = rg_printf(&r->g, "%s__recv_dim%d", c->names[id], k), *input;
+    int64_t j;
+    if (d0 == d1) return rg_init_i64(&r->g, out, &d1, 1), out;
+    if (!input_dim_for(c, r->stage, d0, d1, &input, &j)) return NULL;
+    const char *shape = rg_printf(&r->g, "%s__recv_src%d", c->names[id], k);
+    const char *index = rg_printf(&r->g, "__index%lld", (long long)j);
+    rg_init_i64(&r->g, index, &j, 1);
+    rg_node(&r->g, "Shape", NULL, 1, &input, 1, &shape);
+    rg_node(&r->g, "Gather", NULL, 2, (const char *[]){shape, index}, 1, &out);
+    return out;
+}
+
+/* Is value `id` shape plumbing (a small int64 known at plan time that depends on the dynamic dims)
+ * whose every element `stage` can rebuild from its own inputs? Sender and receiver both ask, so
+ * they agree on what travels. */
+static bool rebuildable(const shard_ctx *c, int id, int stage, ss_tensor *d)
+{
+    const plan_shape *ps = &c->shape0[id];
+    if (!c->dynamic || !ss_session_value_desc(c->session, c->names[id], d) || !d->data ||
+        d->dtype != SS_DT_INT64 || d->ndim > 1 || ss_tensor_numel(d) != ps->n_vals || !ps->n_vals)
+        return false;
+    const char *input;
+    int64_t axis;
+    for (int k = 0; k < ps->n_vals; k++) {
+        int64_t d1 = ((const int64_t *)d->data)[k];
+        if (ps->vals[k] != d1 && !input_dim_for(c, stage, ps->vals[k], d1, &input, &axis))
+            return false;
+    }
+    return true;
+}
+
+/* The shape input of a Recv of value `id` when dims are dynamic (NULL: static, use the attribute).
+ */
+static const char *recv_shape(rank_ctx *r, int id, const ss_tensor *d)
+{
+    if (!r->c->dynamic || d->ndim == 0) return NULL;
+    const char *dims[SS_MAX_DIMS];
+    for (int k = 0; k < d->ndim; k++)
+        if (!(dims[k] = stage_size_value(r, id, k, r->c->shape0[id].dims[k], d->dims[k]))) {
+            if (!r->g.error)
+                r->g.error = ss_errf(SS_ERR_UNSUPPORTED,
+                                     "'%s' crosses into stage %d, but its dim %d follows no dim of "
+                                     "the stage's inputs: cut elsewhere or give --input-shape",
+                                     r->c->names[id], r->stage, k);
+            return NULL;
+        }
+    const char *shape = rg_printf(&r->g, "%s__recv_shape", r->c->names[id]);
+    Onnx__NodeProto *n = rg_node(&r->g, "Concat", NULL, d->ndim, dims, 1, &shape);
+    rg_attr_int(&r->g, n, "axis", 0);
+    return shape;
+}
+
+/* Shape plumbing crossing a cut (a batch or sequence size an earlier stage read from a Shape) is
+ * rebuilt from this stage's own inputs instead of received: a received value is only known when
+ * the step runs, too late for the Reshapes this stage plans with it. */
+static bool rebuild_sizes(rank_ctx *r, int id)
+{
+    shard_ctx *c = r->c;
+    ss_tensor d;
+    const plan_shape *ps = &c->shape0[id];
+    if (!rebuildable(c, id, r->stage, &d)) return false;
+    const char *pieces[SS_MAX_DIMS];
+    for (int k = 0; k < ps->n_vals; k++)
+        if (!(pieces[k] = stage_size_value(r, id, k, ps->vals[k], ((const int64_t *)d.data)[k])))
+            return false;
+    const char *joined = rg_printf(&r->g, "%s__rebuilt", c->names[id]), *out = c->names[id];
+    const char *shape = rg_printf(&r->g, "%s__rebuilt_shape", c->names[id]);
+    Onnx__NodeProto *n = rg_node(&r->g, "Concat", NULL, ps->n_vals, pieces, 1, &joined);
+    rg_attr_int(&r->g, n, "axis", 0);
+    rg_init_i64(&r->g, shape, d.dims, d.ndim); /* [] for a scalar */
+    rg_node(&r->g, "Reshape", NULL, 2, (const char *[]){joined, shape}, 1, &out);
+    r->ts[id] = (tstate){out, L_REPL, 0, 1};
+    return true;
 }
 
 static void emit_recvs(rank_ctx *r)
@@ -1037,11 +1164,12 @@ static void emit_recvs(rank_ctx *r)
     shard_ctx *c = r->c;
     int peer = (r->stage - 1) * c->tp + r->pos;
     for (int id = 0; id < c->n_names; id++) {
-        if (!crosses_cut(c, id, r->stage - 1)) continue;
+        if (!crosses_cut(c, id, r->stage - 1) || rebuild_sizes(r, id)) continue;
         ss_tensor d;
         value_desc(c, c->names[id], &d);
-        const char *out = c->names[id];
-        Onnx__NodeProto *n = rg_node(&r->g, "Recv", SS_DOMAIN_COLLECTIVE, 0, NULL, 1, &out);
+        const char *out = c->names[id], *shape = recv_shape(r, id, &d);
+        Onnx__NodeProto *n =
+            rg_node(&r->g, "Recv", SS_DOMAIN_COLLECTIVE, shape ? 1 : 0, &shape, 1, &out);
         rg_attr_int(&r->g, n, "peer", peer);
         rg_attr_int(&r->g, n, "dtype", d.dtype);
         rg_attr_ints(&r->g, n, "shape", d.dims, d.ndim);
@@ -1055,7 +1183,8 @@ static void emit_sends(rank_ctx *r)
     shard_ctx *c = r->c;
     int peer = (r->stage + 1) * c->tp + r->pos;
     for (int id = 0; id < c->n_names; id++) {
-        if (!crosses_cut(c, id, r->stage)) continue;
+        ss_tensor d;
+        if (!crosses_cut(c, id, r->stage) || rebuildable(c, id, r->stage + 1, &d)) continue;
         const char *local = materialize(r, c->names[id]);
         Onnx__NodeProto *n = rg_node(&r->g, "Send", SS_DOMAIN_COLLECTIVE, 1, &local, 0, NULL);
         rg_attr_int(&r->g, n, "peer", peer);
@@ -1106,9 +1235,9 @@ static void emit_graph_io(rank_ctx *r)
         if (id >= 0 && r->ts[id].kind == L_SPLIT)
             r->g.inputs[i] = vi_split(r, r->g.inputs[i], r->ts[id].axis);
     }
-    if (r->stage != c->stages - 1) return;
     for (size_t i = 0; i < c->graph->n_output; i++) {
         const char *name = c->graph->output[i]->name, *local;
+        if (!stage_has_output(c, name_find(c, name), r->stage)) continue;
         const tstate *t = &r->ts[name_find(c, name)];
         int p = c->producer[name_find(c, name)];
         bool state = t->kind == L_SPLIT && p >= 0 && !strcmp(c->nodes[p].node->op_type, "Concat");
@@ -1204,10 +1333,10 @@ static ss_status *shard_rank(shard_ctx *c, int rank, size_t *param_bytes)
     for (int id = 0; id < c->n_names; id++)
         r.ts[id] = (tstate){c->names[id], L_REPL, 0};
     ss_status *st = NULL;
-    if (r.stage == 0)
-        for (size_t i = 0; i < c->graph->n_input; i++)
-            if (!ss_onnx_find_init(c->model, c->graph->input[i]->name))
-                rg_add_input(&r.g, c->graph->input[i]);
+    for (size_t i = 0; i < c->graph->n_input; i++)
+        if (!ss_onnx_find_init(c->model, c->graph->input[i]->name) &&
+            stage_has_input(c, name_find(c, c->graph->input[i]->name), r.stage))
+            rg_add_input(&r.g, c->graph->input[i]);
     if (r.stage > 0) emit_recvs(&r);
     whole_ops whole = {0};
     for (int i = 0; i < c->n_nodes && !st && !r.g.error; i++) {
@@ -1451,7 +1580,7 @@ static void mark_state_inputs(shard_ctx *c)
         for (size_t j = 0; j < n->n_input; j++) {
             int id = n->input[j][0] ? name_find(c, n->input[j]) : -1;
             if (id >= 0 && c->producer[id] < 0 && !ss_onnx_find_init(c->model, n->input[j]))
-                c->is_state[id] = true;
+                c->is_state[id] = true, c->state_concat[id] = c->state_concat[out] = i;
         }
     }
 }
@@ -1476,20 +1605,27 @@ static ss_status *plan_twice(shard_ctx *c, ss_tensor *descs)
     ss_status *st = input_descs(c, descs, 0);
     if (!st) st = ss_session_plan_shapes(c->session, descs, n_in);
     if (st || !c->dynamic) return st;
-    if (c->stages > 1) /* Recv declares a static shape */
-        return ss_errf(SS_ERR_UNSUPPORTED,
-                       "input '%s' has dynamic dims: pipeline stages (--stages %d) need concrete "
-                       "shapes for the tensors crossing a cut; give them with --input-shape "
-                       "%s=D0,D1,...",
-                       c->dynamic_input, c->stages, c->dynamic_input);
     size_t n_out = 0, k = 0;
     for (size_t i = 0; i < c->graph->n_node; i++)
         n_out += c->graph->node[i]->n_output;
     c->plan_hash = calloc(n_out + 1, sizeof *c->plan_hash);
-    if (!c->plan_hash) return ss_errf(SS_ERR_NOMEM, "out of memory");
+    c->plan_shape0 = calloc(n_out + 1, sizeof *c->plan_shape0);
+    if (!c->plan_hash || !c->plan_shape0) return ss_errf(SS_ERR_NOMEM, "out of memory");
     for (size_t i = 0; i < c->graph->n_node; i++)
-        for (size_t j = 0; j < c->graph->node[i]->n_output; j++)
-            c->plan_hash[k++] = plan_value_hash(c, c->graph->node[i]->output[j]);
+        for (size_t j = 0; j < c->graph->node[i]->n_output; j++, k++) {
+            ss_tensor d;
+            const char *name = c->graph->node[i]->output[j];
+            c->plan_hash[k] = plan_value_hash(c, name);
+            if (name[0] && ss_session_value_desc(c->session, name, &d)) {
+                plan_shape *ps = &c->plan_shape0[k];
+                ps->ndim = d.ndim;
+                memcpy(ps->dims, d.dims, sizeof d.dims);
+                if (d.data && d.dtype == SS_DT_INT64 && ss_tensor_numel(&d) <= SS_MAX_DIMS) {
+                    ps->n_vals = (int)ss_tensor_numel(&d);
+                    memcpy(ps->vals, d.data, sizeof(int64_t) * (size_t)ps->n_vals);
+                }
+            }
+        }
     st = input_descs(c, descs, 1);
     if (!st) st = ss_session_plan_shapes(c->session, descs, n_in);
     return st ? ss_status_wrap(st, "planning with other values for the dynamic dims") : NULL;
@@ -1510,17 +1646,19 @@ static ss_status *analyse(shard_ctx *c)
     c->last_stage = malloc(sizeof(int) * cap);
     c->is_output = calloc(cap, sizeof(bool));
     c->is_state = calloc(cap, sizeof(bool));
+    c->state_concat = malloc(sizeof(int) * cap);
+    c->shape0 = calloc(cap, sizeof *c->shape0);
     c->varies = calloc(cap, sizeof(bool));
     c->nodes = calloc(g->n_node + 1, sizeof *c->nodes);
     unsigned char *seen = calloc(cap, 1);
     if (!c->hash || !c->names || !c->producer || !c->last_stage || !c->is_output || !c->nodes ||
-        !seen || !c->is_state || !c->varies) {
+        !seen || !c->is_state || !c->varies || !c->state_concat || !c->shape0) {
         free(seen);
         return ss_errf(SS_ERR_NOMEM, "out of memory");
     }
     memset(c->hash, 0xff, sizeof(int) * (size_t)c->hash_cap);
     for (size_t i = 0; i < cap; i++)
-        c->producer[i] = -1, c->last_stage[i] = -1;
+        c->producer[i] = -1, c->last_stage[i] = -1, c->state_concat[i] = -1;
     for (size_t i = 0; i < g->n_input; i++)
         name_add(c, g->input[i]->name);
     for (size_t i = 0; i < g->n_initializer; i++)
@@ -1542,8 +1680,10 @@ static ss_status *analyse(shard_ctx *c)
             if (!n->output[j][0]) continue;
             int id = name_add(c, n->output[j]);
             c->producer[id] = i;
-            if (c->plan_hash)
+            if (c->plan_hash) {
                 c->varies[id] = c->plan_hash[flat] != plan_value_hash(c, n->output[j]);
+                c->shape0[id] = c->plan_shape0[flat];
+            }
         }
         c->nodes[i].constant = node_is_constant(c, n);
         node_cost(c, &c->nodes[i], seen);
@@ -1590,6 +1730,9 @@ static void shard_ctx_free(shard_ctx *c)
     free(c->last_stage);
     free(c->is_output);
     free(c->is_state);
+    free(c->state_concat);
+    free(c->shape0);
+    free(c->plan_shape0);
     free(c->varies);
     free(c->plan_hash);
     free(c->nodes);

@@ -48,7 +48,25 @@ static int compare(const int64_t *ours, const int64_t *ref, int steps)
     return 0;
 }
 
-static int run(ss_session *s, const ss_tensor *prompt, const ss_tensor *ref, const char *who)
+/* Where a rank without logits (a pipeline stage before the last) gets each token: broadcast by
+ * the first rank of the last stage. NULL comm: the graph has the logits. */
+typedef struct {
+    ss_comm *comm;
+    int root;
+} token_source;
+
+static ss_status *step(ss_kvloop *l, const int64_t *tokens, int n, int64_t *next,
+                       const token_source *src)
+{
+    ss_status *st = ss_kvloop_step(l, tokens, n, next);
+    if (st || !src->comm) return st;
+    st = ss_comm_broadcast(src->comm, ss_comm_group_find(src->comm, "world"), next, sizeof *next,
+                           src->root);
+    return st ? st : *next < 0 ? ss_errf(SS_ERR_INTERNAL, "no rank produced the token") : NULL;
+}
+
+static int run(ss_session *s, const ss_tensor *prompt, const ss_tensor *ref, const char *who,
+               const token_source *src)
 {
     ss_kvloop *l = NULL;
     ss_status *st = ss_kvloop_create(s, &l);
@@ -56,10 +74,10 @@ static int run(ss_session *s, const ss_tensor *prompt, const ss_tensor *ref, con
     int steps = (int)ref->dims[0];
     int64_t *ours = calloc((size_t)steps, sizeof *ours);
     double t0 = now_ms(), t1 = 0;
-    st = ss_kvloop_step(l, prompt->data, (int)prompt->dims[0], &ours[0]);
+    st = step(l, prompt->data, (int)prompt->dims[0], &ours[0], src);
     t1 = now_ms();
     for (int i = 1; i < steps && !st; i++)
-        st = ss_kvloop_step(l, &ours[i - 1], 1, &ours[i]);
+        st = step(l, &ours[i - 1], 1, &ours[i], src);
     double t2 = now_ms();
     int rc = st ? fail(st, "generating") : compare(ours, ref->data, steps);
     ss_session_stats stats;
@@ -84,7 +102,15 @@ static int run_rank(const char *dir, int rank, const char *session, const ss_ten
     ss_rank *r = NULL;
     ss_rank_options opt = {.backend = SS_COMM_SHM, .session = session, .timeout_ms = 20000};
     ss_status *st = ss_rank_open(config, &opt, &r);
-    int rc = st ? fail(st, config) : run(ss_rank_session(r), prompt, ref, who);
+    int rc = 1;
+    if (st) {
+        rc = fail(st, config);
+    } else {
+        const ss_rank_config *cfg = ss_rank_get_config(r);
+        token_source src = {cfg->stage_size > 1 ? ss_rank_comm(r) : NULL,
+                            cfg->rank_size - cfg->ranks_per_stage};
+        rc = run(ss_rank_session(r), prompt, ref, who, &src);
+    }
     ss_rank_close(r);
     return rc;
 }
@@ -148,7 +174,7 @@ int main(int argc, char **argv)
     else if ((st = ss_session_create(model, &(ss_session_options){0}, &s)))
         rc = fail(st, model);
     else
-        rc = run(s, &prompt, &ref, "");
+        rc = run(s, &prompt, &ref, "", &(token_source){0});
     ss_session_free(s);
     ss_tensor_free(&prompt);
     ss_tensor_free(&ref);

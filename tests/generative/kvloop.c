@@ -71,10 +71,10 @@ static ss_status *kvloop_bind(ss_kvloop *l)
             return ss_errf(SS_ERR_INVALID, "input '%s' is not part of the KV-cache convention",
                            vi->name);
     }
-    l->logits = find_output(l->s, "logits");
-    if (l->ids < 0 || l->pos < 0 || l->logits < 0 || l->n_kv == 0)
-        return ss_errf(SS_ERR_INVALID, "the graph needs input_ids, position_ids, "
-                                       "past_key_values.* inputs and a logits output");
+    l->logits = find_output(l->s, "logits"); /* a pipeline stage before the last has none */
+    if (l->ids < 0 || l->pos < 0 || l->n_kv == 0)
+        return ss_errf(SS_ERR_INVALID,
+                       "the graph needs input_ids, position_ids and past_key_values.* inputs");
     return NULL;
 }
 
@@ -171,7 +171,8 @@ ss_status *ss_kvloop_step(ss_kvloop *l, const int64_t *tokens, int n, int64_t *n
         ss_tensor_free(&l->kv[i].cache);
         st = ss_tensor_copy(&l->kv[i].cache, &outs[l->kv[i].output]);
     }
-    if (!st) st = kvloop_argmax_last(&outs[l->logits], next);
+    *next = -1;
+    if (!st && l->logits >= 0) st = kvloop_argmax_last(&outs[l->logits], next);
     if (!st) l->len += n;
     return st;
 }

@@ -22,10 +22,12 @@ ss_status *ss_kvloop_create(ss_session *s, ss_kvloop **out);
 void ss_kvloop_free(ss_kvloop *l);
 
 /* Runs `n` tokens at the next positions (a prefill when n > 1) and keeps their cache; *next is
- * the argmax of the last position's logits. */
+ * the argmax of the last position's logits, or -1 when the graph has no logits (a pipeline stage
+ * before the last: the caller gets the token from the last stage). */
 ss_status *ss_kvloop_step(ss_kvloop *l, const int64_t *tokens, int n, int64_t *next);
 
-/* Prefill `prompt`, then `steps` - 1 decode steps: out[0..steps) are the greedy tokens. */
+/* Prefill `prompt`, then `steps` - 1 decode steps: out[0..steps) are the greedy tokens (a graph
+ * with logits only). */
 ss_status *ss_kvloop_generate(ss_kvloop *l, const int64_t *prompt, int n_prompt, int64_t *out,
                               int steps);
 

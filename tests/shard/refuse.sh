@@ -44,8 +44,5 @@ refuse gemm_cols_not_divisible "the weight's columns do not divide" "$mlp" --ran
 refuse ranks_not_multiple_of_stages "must be a positive multiple of --stages" "$seed" --ranks 3 --stages 2
 refuse more_stages_than_nodes "fewer than --stages 3" "$seed" --ranks 3 --stages 3
 refuse zero_ranks "--ranks wants 1.." "$seed" --ranks 0
-# named dynamic dims stay dynamic within a stage, but a tensor crossing a stage cut needs a
-# concrete shape
-refuse dynamic_pipeline "has dynamic dims: pipeline stages (--stages 2)" "$mlp" --ranks 2 --stages 2
 refuse bad_input_shape "dims are comma-separated numbers" "$mlp" --ranks 2 --strategy auto --input-shape x=four,784
 finish
