@@ -1,24 +1,26 @@
 /*
  * The shard tool: see include/shardserve/shard.h for the contract.
  *
- * 1. Plan the whole model once with concrete input shapes (the runtime's shape inference): every
+ * 1. Plan the whole model with concrete input shapes (the runtime's shape inference): every
  *    value gets a dtype and shape, and every value computable from constants alone (initializers,
  *    the shape arithmetic of exported models) gets its value. Constant nodes are never copied into
- *    shards: their outputs become initializers where used, so shards hold no shape plumbing.
+ *    shards: their outputs become initializers where used. Named dynamic dims (batch, sequence,
+ *    past length) need no --input-shape: the model is planned twice with different values for
+ *    them, and what differs between the plans is shape plumbing the shards compute themselves.
  * 2. Cut the remaining nodes, in order, into stages of about equal cost (parameter bytes + FLOPs,
  *    each normalised to its total).
  * 3. For each rank, walk its stage's nodes tracking every tensor's layout on this rank:
  *    replicated, split along an axis, or a partial sum. MatMul/Gemm with a strategy split their
- *    weight and produce split or partial outputs; elementwise ops keep a split when their other
- *    operands allow; everything else first materialises its inputs (AllGather / AllReduce over the
- *    stage's group). All ranks of a stage see the same layouts, so they insert the same
- *    collectives in the same order, which is what makes the collectives match.
- * 4. Tensors crossing a stage cut are materialised and sent to the same position of the next stage.
+ *    weight and produce split or partial outputs; elementwise ops and attention's ops keep a split
+ *    by whole heads (layout.c); everything else first materialises its inputs (AllGather /
+ *    AllReduce over the stage's group). All ranks of a stage see the same layouts, so they insert
+ * the same collectives in the same order, which is what makes the collectives match.
+ * 4. Tensors crossing a stage cut are materialised and sent to the same position of the next stage
+ *    (stages.c).
  */
 #include "shardserve/shard.h"
 
-#include "build.h"
-#include "shardserve/runtime.h"
+#include "shard_internal.h"
 
 #include <cjson/cJSON.h>
 #include <errno.h>
@@ -27,63 +29,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-
-typedef enum { L_REPL = 0, L_SPLIT, L_PARTIAL } layout;
-
-typedef struct {
-    const char *local; /* name on this rank */
-    layout kind;
-    int axis;   /* L_SPLIT: negative, counted from the end */
-    int blocks; /* L_SPLIT: the axis is this many equal blocks, each split (fused QKV); 0 = 1 */
-} tstate;
-
-typedef enum { S_NONE = 0, S_ROWS, S_REDUCE, S_COLS } split_kind;
-
-typedef struct {
-    int ndim;
-    int64_t dims[SS_MAX_DIMS];
-    int n_vals; /* a small int64 value known at plan time (shape plumbing): its elements */
-    int64_t vals[SS_MAX_DIMS];
-} plan_shape;
-
-typedef struct {
-    const Onnx__NodeProto *node;
-    int stage;
-    bool constant; /* every output known at plan time: not emitted */
-    double params, flops;
-    int blocks; /* S_COLS: the weight's columns are this many blocks split each (fused QKV) */
-    split_kind explicit_split; /* from the strategy file */
-    bool has_explicit;
-} node_info;
-
-typedef struct {
-    const ss_shard_options *opt;
-    ss_session *session;
-    const ss_onnx_model *model;
-    const Onnx__GraphProto *graph;
-    char *model_base; /* "model" of model.onnx */
-    int rank_size, stages, tp;
-    node_info *nodes;
-    int n_nodes;
-    /* value names -> index */
-    char **names;
-    int n_names, cap_names;
-    int *hash;
-    int hash_cap;
-    int *producer;   /* value -> node index, -1 for inputs/initializers */
-    int *last_stage; /* value -> last stage that consumes it (-1: none) */
-    bool *is_output;
-    bool *is_state; /* graph input concatenated into a graph output (a KV cache: past -> present) */
-    int *state_concat; /* state input or output -> the Concat joining them (its stage keeps them) */
-    /* Planned twice when inputs have dynamic dims: a value whose plan-time data differs between
-     * the two plans depends on those dims and is computed by the shards, not baked in. */
-    bool dynamic;
-    const char *dynamic_input; /* the first input planned with a dynamic dim */
-    uint64_t *plan_hash; /* per node output, in graph order: the first plan's data hash (0: none) */
-    plan_shape *plan_shape0; /* per node output, in graph order: its shape in the first plan */
-    plan_shape *shape0;      /* per value: the same (a stage receiving it rebuilds its shape) */
-    bool *varies;            /* per value */
-} shard_ctx;
 
 /* ------------------------------------------------------------------ names */
 
@@ -95,7 +40,7 @@ static uint64_t fnv(const char *s)
     return h;
 }
 
-static int name_find(const shard_ctx *c, const char *name)
+int shard_name_find(const shard_ctx *c, const char *name)
 {
     for (uint64_t i = fnv(name) & (uint64_t)(c->hash_cap - 1);;
          i = (i + 1) & (uint64_t)(c->hash_cap - 1)) {
@@ -106,7 +51,7 @@ static int name_find(const shard_ctx *c, const char *name)
 
 static int name_add(shard_ctx *c, const char *name)
 {
-    int id = name_find(c, name);
+    int id = shard_name_find(c, name);
     if (id >= 0) return id;
     id = c->n_names++;
     c->names[id] = (char *)name;
@@ -119,10 +64,10 @@ static int name_add(shard_ctx *c, const char *name)
 
 /* ------------------------------------------------------------------ analysis */
 
-static bool value_desc(const shard_ctx *c, const char *name, ss_tensor *d)
+bool shard_value_desc(const shard_ctx *c, const char *name, ss_tensor *d)
 {
     if (!ss_session_value_desc(c->session, name, d)) return false;
-    int id = c->varies ? name_find(c, name) : -1;
+    int id = c->varies ? shard_name_find(c, name) : -1;
     if (id >= 0 && c->varies[id]) d->data = NULL; /* depends on a dynamic dim: computed */
     return true;
 }
@@ -133,7 +78,7 @@ static bool node_is_constant(const shard_ctx *c, const Onnx__NodeProto *n)
     for (size_t j = 0; j < n->n_output; j++) {
         ss_tensor d;
         if (!n->output[j][0]) continue;
-        if (!value_desc(c, n->output[j], &d) || !d.data) return false;
+        if (!shard_value_desc(c, n->output[j], &d) || !d.data) return false;
     }
     return n->n_output > 0;
 }
@@ -142,17 +87,17 @@ static void node_cost(const shard_ctx *c, node_info *ni, unsigned char *param_se
 {
     const Onnx__NodeProto *n = ni->node;
     for (size_t j = 0; j < n->n_input; j++) {
-        int id = n->input[j][0] ? name_find(c, n->input[j]) : -1;
+        int id = n->input[j][0] ? shard_name_find(c, n->input[j]) : -1;
         if (id < 0 || param_seen[id] || c->producer[id] >= 0) continue;
         const ss_tensor *w = ss_onnx_find_init(c->model, n->input[j]);
         if (w) ni->params += (double)w->nbytes, param_seen[id] = 1;
     }
     ss_tensor out;
-    if (!n->n_output || !value_desc(c, n->output[0], &out)) return;
+    if (!n->n_output || !shard_value_desc(c, n->output[0], &out)) return;
     double numel = (double)ss_tensor_numel(&out);
     ss_tensor a;
     if ((!strcmp(n->op_type, "MatMul") || !strcmp(n->op_type, "Gemm")) && n->n_input > 0 &&
-        value_desc(c, n->input[0], &a) && a.ndim > 0) {
+        shard_value_desc(c, n->input[0], &a) && a.ndim > 0) {
         bool ta = !strcmp(n->op_type, "Gemm") && ss_onnx_attr_int(n, "transA", 0);
         double k = (double)(ta && a.ndim == 2 ? a.dims[0] : a.dims[a.ndim - 1]);
         ni->flops = 2.0 * numel * k;
@@ -262,25 +207,6 @@ static void assign_stages(shard_ctx *c)
 
 /* ------------------------------------------------------------------ per-rank rewriting */
 
-typedef struct {
-    shard_ctx *c;
-    rank_graph g;
-    int rank, stage, pos;
-    tstate *ts; /* per value */
-    char group[32];
-} rank_ctx;
-
-/* The runtime's op table says which ops are elementwise: those can run on split inputs. */
-static bool is_split_preserving(const shard_ctx *c, const Onnx__NodeProto *n)
-{
-    return ss_runtime_op_elementwise(n->domain, n->op_type, ss_onnx_opset(c->model, n->domain));
-}
-
-static int blocks_of(const tstate *t)
-{
-    return t->blocks > 1 ? t->blocks : 1;
-}
-
 static int pos_axis(int neg_axis, int rank)
 {
     return neg_axis + rank;
@@ -313,16 +239,16 @@ static void unblock_last_axis(rank_ctx *r, const char *in, const ss_tensor *full
 }
 
 /* Make `name` replicated on this rank (AllGather / AllReduce as needed); returns its local name. */
-static const char *materialize(rank_ctx *r, const char *name)
+const char *shard_materialize(rank_ctx *r, const char *name)
 {
-    int id = name_find(r->c, name);
+    int id = shard_name_find(r->c, name);
     tstate *t = &r->ts[id];
     if (t->kind == L_REPL) return t->local;
     /* the original name is free unless the split tensor itself carries it */
     const char *out = strcmp(t->local, name) ? name : rg_printf(&r->g, "%s__full", name);
     if (t->kind == L_SPLIT) {
         ss_tensor d;
-        value_desc(r->c, name, &d);
+        shard_value_desc(r->c, name, &d);
         const char *gathered = t->blocks > 1 ? rg_printf(&r->g, "%s__rankmajor", name) : out;
         Onnx__NodeProto *n =
             rg_node(&r->g, "AllGather", SS_DOMAIN_COLLECTIVE, 1, &t->local, 1, &gathered);
@@ -340,23 +266,23 @@ static const char *materialize(rank_ctx *r, const char *name)
 }
 
 /* Local name of an input used replicated: constants become initializers of this rank. */
-static const char *input_repl(rank_ctx *r, const char *name)
+const char *shard_input_repl(rank_ctx *r, const char *name)
 {
     if (!name[0]) return "";
     ss_tensor d;
-    if (value_desc(r->c, name, &d) && d.data) {
+    if (shard_value_desc(r->c, name, &d) && d.data) {
         rg_init(&r->g, name, &d, 0, 1, 0);
         return name;
     }
-    return materialize(r, name);
+    return shard_materialize(r, name);
 }
 
 /* This rank's slice of a replicated activation along `neg_axis`. */
-static const char *slice_activation(rank_ctx *r, const char *name, int neg_axis)
+const char *shard_slice_activation(rank_ctx *r, const char *name, int neg_axis)
 {
-    const char *full = materialize(r, name);
+    const char *full = shard_materialize(r, name);
     ss_tensor d;
-    value_desc(r->c, name, &d);
+    shard_value_desc(r->c, name, &d);
     int64_t chunk = d.dims[pos_axis(neg_axis, d.ndim)] / r->c->tp;
     int64_t starts = chunk * r->pos, ends = chunk * (r->pos + 1), axes = neg_axis;
     const char *sn = rg_printf(&r->g, "%s__slice_start%d", name, neg_axis);
@@ -376,80 +302,6 @@ static bool divisible(const ss_tensor *d, int axis, int tp)
     return d->dims[axis] % tp == 0 && d->dims[axis] >= tp;
 }
 
-/* The one node reading value `id` besides Shape nodes (which read no data), or -1. */
-static int sole_consumer(const shard_ctx *c, int id)
-{
-    int found = -1;
-    for (int i = c->producer[id] + 1; i < c->n_nodes; i++) {
-        const Onnx__NodeProto *n = c->nodes[i].node;
-        if (c->nodes[i].constant || !strcmp(n->op_type, "Shape")) continue;
-        for (size_t j = 0; j < n->n_input; j++)
-            if (!strcmp(n->input[j], c->names[id])) {
-                if (found >= 0 && found != i) return -1;
-                found = i;
-            }
-    }
-    return found;
-}
-
-/* The output axis (negative) a Reshape carries an input split along `axis` to, or 0 when it
- * cannot: the dims before the split must multiply to the same on both sides, and the split dim
- * and the output dim it maps to must both divide by the ranks (whole heads on each rank). */
-static int reshape_axis(const shard_ctx *c, const Onnx__NodeProto *n, int axis)
-{
-    ss_tensor in, out;
-    if (!value_desc(c, n->input[0], &in) || !value_desc(c, n->output[0], &out)) return 0;
-    int a = in.ndim + axis;
-    if (a < 0 || in.dims[a] % c->tp) return 0;
-    int64_t before = 1, po = 1;
-    for (int k = 0; k < a; k++)
-        before *= in.dims[k];
-    for (int b = 0; b < out.ndim && po <= before; po *= out.dims[b], b++)
-        if (po == before && out.dims[b] % c->tp == 0) return b - out.ndim;
-    return 0;
-}
-
-/* A Split along the last axis into equal parts that divide by the ranks: its part count, else 0. */
-static int equal_last_axis_split(const shard_ctx *c, const Onnx__NodeProto *n)
-{
-    ss_tensor in, part;
-    if (!value_desc(c, n->input[0], &in) || in.ndim < 1) return 0;
-    int64_t axis = ss_onnx_attr_int(n, "axis", 0);
-    if (axis != -1 && axis != in.ndim - 1) return 0;
-    for (size_t j = 0; j < n->n_output; j++)
-        if (!value_desc(c, n->output[j], &part) ||
-            part.dims[part.ndim - 1] * (int64_t)n->n_output != in.dims[in.ndim - 1] ||
-            part.dims[part.ndim - 1] % c->tp)
-            return 0;
-    return (int)n->n_output;
-}
-
-/* Would a column split of value `id` survive until it is used? Follows it through elementwise ops
- * to the first other consumer: a Reshape must keep whole heads on each rank (attention's
- * MatMul -> Reshape(.., heads, head_dim) chain; with fewer KV heads than ranks it cannot, and the
- * projection stays whole: replicated KV), and a Split into equal parts along the last axis (a
- * fused QKV) makes the split blockwise, each part then judged the same way. */
-static bool cols_fit(const shard_ctx *c, int id, int *blocks)
-{
-    *blocks = 1;
-    for (int hops = 0; hops < 16 && id >= 0; hops++) {
-        int ni = sole_consumer(c, id);
-        if (ni < 0) return true;
-        const Onnx__NodeProto *n = c->nodes[ni].node;
-        if (!strcmp(n->op_type, "Reshape")) return reshape_axis(c, n, -1) != 0;
-        if (!strcmp(n->op_type, "Split")) {
-            int parts = equal_last_axis_split(c, n), inner;
-            for (int j = 0; j < parts; j++)
-                if (!cols_fit(c, name_find(c, n->output[j]), &inner) || inner != 1) return false;
-            *blocks = parts;
-            return parts > 0;
-        }
-        if (!is_split_preserving(c, n) || n->n_output != 1) return true;
-        id = name_find(c, n->output[0]);
-    }
-    return true;
-}
-
 /* Decide how a MatMul/Gemm splits on this stage; S_NONE keeps it whole. Errors for explicit
  * strategies that cannot work. */
 static ss_status *matmul_split(rank_ctx *r, node_info *ni, split_kind *out)
@@ -461,13 +313,14 @@ static ss_status *matmul_split(rank_ctx *r, node_info *ni, split_kind *out)
     if (c->tp == 1 || c->opt->mode == SS_SHARD_NONE) return NULL;
     if (c->opt->mode == SS_SHARD_FILE && !ni->has_explicit) return NULL;
     ss_tensor x, w;
-    if (n->n_input < 2 || !value_desc(c, n->input[0], &x) || !value_desc(c, n->input[1], &w))
+    if (n->n_input < 2 || !shard_value_desc(c, n->input[0], &x) ||
+        !shard_value_desc(c, n->input[1], &w))
         return ss_errf(SS_ERR_INTERNAL, "node '%s': shapes unknown", n->name);
     bool tb = gemm && ss_onnx_attr_int(n, "transB", 0);
     bool ta = gemm && ss_onnx_attr_int(n, "transA", 0);
     bool weight_ok = w.data && w.ndim == 2 && x.ndim >= 2 && !ta && !x.data;
     int k_axis_w = tb ? 1 : 0, n_axis_w = tb ? 0 : 1;
-    int id = name_find(c, n->input[0]);
+    int id = shard_name_find(c, n->input[0]);
     if (c->opt->mode == SS_SHARD_FILE) {
         split_kind s = ni->explicit_split;
         const char *why = NULL;
@@ -493,9 +346,11 @@ static ss_status *matmul_split(rank_ctx *r, node_info *ni, split_kind *out)
     if (!weight_ok) return NULL;
     const tstate *t = &r->ts[id];
     int blocks = 1;
-    if (t->kind == L_SPLIT && t->axis == -1 && blocks_of(t) == 1 && divisible(&w, k_axis_w, c->tp))
+    if (t->kind == L_SPLIT && t->axis == -1 && shard_blocks_of(t) == 1 &&
+        divisible(&w, k_axis_w, c->tp))
         *out = S_REDUCE;
-    else if (divisible(&w, n_axis_w, c->tp) && cols_fit(c, name_find(c, n->output[0]), &blocks) &&
+    else if (divisible(&w, n_axis_w, c->tp) &&
+             shard_cols_fit(c, shard_name_find(c, n->output[0]), &blocks) &&
              w.dims[n_axis_w] % ((int64_t)blocks * c->tp) == 0)
         *out = S_COLS, ni->blocks = blocks;
     return NULL;
@@ -508,28 +363,28 @@ static void emit_matmul(rank_ctx *r, const node_info *ni, split_kind s)
     bool gemm = !strcmp(n->op_type, "Gemm");
     bool tb = gemm && ss_onnx_attr_int(n, "transB", 0);
     const char *out_name = n->output[0];
-    int out_id = name_find(c, out_name);
+    int out_id = shard_name_find(c, out_name);
     ss_tensor w, bias, outd;
-    value_desc(c, n->input[1], &w);
-    value_desc(c, out_name, &outd);
+    shard_value_desc(c, n->input[1], &w);
+    shard_value_desc(c, out_name, &outd);
     bool has_c = gemm && n->n_input > 2 && n->input[2][0];
     const char *ins[3] = {NULL, NULL, NULL};
     const char *wname =
         rg_printf(&r->g, "%s__%s%d", n->input[1], s == S_COLS ? "cols" : "rows", r->pos);
     int blocks = s == S_COLS && ni->blocks > 1 ? ni->blocks : 1;
     if (s == S_COLS) {
-        ins[0] = materialize(r, n->input[0]);
+        ins[0] = shard_materialize(r, n->input[0]);
         rg_init_blocked(&r->g, wname, &w, tb ? 0 : 1, blocks, c->tp, r->pos);
         ins[1] = wname;
         int n_in = 2;
         if (has_c) {
-            value_desc(c, n->input[2], &bias);
+            shard_value_desc(c, n->input[2], &bias);
             if (bias.ndim >= 1 && bias.dims[bias.ndim - 1] > 1) {
                 const char *bn = rg_printf(&r->g, "%s__cols%d", n->input[2], r->pos);
                 rg_init_blocked(&r->g, bn, &bias, bias.ndim - 1, blocks, c->tp, r->pos);
                 ins[2] = bn;
             } else {
-                ins[2] = input_repl(r, n->input[2]);
+                ins[2] = shard_input_repl(r, n->input[2]);
             }
             n_in = 3;
         }
@@ -538,12 +393,12 @@ static void emit_matmul(rank_ctx *r, const node_info *ni, split_kind s)
         Onnx__NodeProto *m = rg_node(&r->g, n->op_type, n->domain, n_in, ins, 1, &local);
         rg_attr_copy(&r->g, m, n);
         r->ts[out_id] = (tstate){local, L_SPLIT, -1, blocks};
-        if (gather) materialize(r, out_name);
+        if (gather) shard_materialize(r, out_name);
     } else if (s == S_REDUCE) {
-        int id = name_find(c, n->input[0]);
+        int id = shard_name_find(c, n->input[0]);
         ins[0] = (r->ts[id].kind == L_SPLIT && r->ts[id].axis == -1)
                      ? r->ts[id].local
-                     : slice_activation(r, n->input[0], -1);
+                     : shard_slice_activation(r, n->input[0], -1);
         rg_init(&r->g, wname, &w, tb ? 1 : 0, c->tp, r->pos);
         ins[1] = wname;
         const char *partial = rg_printf(&r->g, "%s__partial", out_name);
@@ -558,11 +413,11 @@ static void emit_matmul(rank_ctx *r, const node_info *ni, split_kind s)
                 rg_node(&r->g, "AllReduce", SS_DOMAIN_COLLECTIVE, 1, &partial, 1, &reduced);
             rg_attr_string(&r->g, ar, "group", r->group);
         } else {
-            reduced = materialize(r, out_name);
+            reduced = shard_materialize(r, out_name);
         }
         if (has_c) { /* the bias is added once, after the sum */
             float beta = ss_onnx_attr_float(n, "beta", 1.0f);
-            value_desc(c, n->input[2], &bias);
+            shard_value_desc(c, n->input[2], &bias);
             const char *cname = n->input[2];
             if (beta != 1.0f && bias.dtype == SS_DT_FLOAT32) {
                 ss_tensor scaled;
@@ -582,18 +437,18 @@ static void emit_matmul(rank_ctx *r, const node_info *ni, split_kind s)
         }
     } else { /* S_ROWS */
         ss_tensor x;
-        value_desc(c, n->input[0], &x);
-        ins[0] = slice_activation(r, n->input[0], -2);
-        ins[1] = input_repl(r, n->input[1]);
+        shard_value_desc(c, n->input[0], &x);
+        ins[0] = shard_slice_activation(r, n->input[0], -2);
+        ins[1] = shard_input_repl(r, n->input[1]);
         int n_in = 2;
         if (has_c) {
-            value_desc(c, n->input[2], &bias);
+            shard_value_desc(c, n->input[2], &bias);
             if (bias.ndim == 2 && bias.dims[0] > 1) {
                 const char *bn = rg_printf(&r->g, "%s__rows%d", n->input[2], r->pos);
                 rg_init(&r->g, bn, &bias, 0, c->tp, r->pos);
                 ins[2] = bn;
             } else {
-                ins[2] = input_repl(r, n->input[2]);
+                ins[2] = shard_input_repl(r, n->input[2]);
             }
             n_in = 3;
         }
@@ -601,382 +456,8 @@ static void emit_matmul(rank_ctx *r, const node_info *ni, split_kind s)
         Onnx__NodeProto *m = rg_node(&r->g, n->op_type, n->domain, n_in, ins, 1, &local);
         rg_attr_copy(&r->g, m, n);
         r->ts[out_id] = (tstate){local, L_SPLIT, -2};
-        materialize(r, out_name);
+        shard_materialize(r, out_name);
     }
-}
-
-/* The layout of a computed input: its tstate, or NULL for a constant or an empty name. */
-static tstate *computed_state(rank_ctx *r, const char *name)
-{
-    ss_tensor d;
-    if (!name[0] || (value_desc(r->c, name, &d) && d.data)) return NULL;
-    int id = name_find(r->c, name);
-    return id < 0 ? NULL : &r->ts[id];
-}
-
-/* The axis all split inputs of n share (0: none split, or they disagree), and their blocks. */
-static int common_split_axis(rank_ctx *r, const Onnx__NodeProto *n, int *blocks)
-{
-    int axis = 0;
-    for (size_t j = 0; j < n->n_input; j++) {
-        const tstate *t = computed_state(r, n->input[j]);
-        if (!t || t->kind != L_SPLIT) continue;
-        if (axis && (t->axis != axis || blocks_of(t) != *blocks)) return 0;
-        axis = t->axis;
-        *blocks = blocks_of(t);
-    }
-    return axis;
-}
-
-/* Can every input of an elementwise op split along `axis` stay as it is on this rank? Split ones
- * must have the output's full shape; replicated computed ones and constants must broadcast along
- * the axis (a dim of 1 or none) unless a constant can be sliced like the split. */
-static bool elementwise_inputs_fit(rank_ctx *r, const Onnx__NodeProto *n, int axis)
-{
-    ss_tensor outd, d;
-    value_desc(r->c, n->output[0], &outd);
-    int64_t full = outd.dims[outd.ndim + axis];
-    for (size_t j = 0; j < n->n_input; j++) {
-        if (!n->input[j][0] || !value_desc(r->c, n->input[j], &d)) continue;
-        const tstate *t = computed_state(r, n->input[j]);
-        int a = d.ndim + axis;
-        int64_t dim = a >= 0 ? d.dims[a] : 1;
-        if (t && t->kind == L_SPLIT) {
-            if (!ss_shape_equal(d.ndim, d.dims, outd.ndim, outd.dims)) return false;
-        } else if (t) {
-            if (t->kind != L_REPL || dim != 1) return false;
-        } else if (dim != 1 && dim != full) {
-            return false;
-        }
-    }
-    return true;
-}
-
-/* This rank's name for input j of an elementwise op split along `axis` (`blocks` per axis). */
-static const char *elementwise_input(rank_ctx *r, const char *name, int axis, int blocks)
-{
-    ss_tensor d;
-    if (!name[0]) return "";
-    const tstate *t = computed_state(r, name);
-    if (t) return t->local;
-    value_desc(r->c, name, &d);
-    int a = d.ndim + axis;
-    if (a < 0 || d.dims[a] <= 1) {
-        rg_init(&r->g, name, &d, 0, 1, 0);
-        return name;
-    }
-    const char *sn = rg_printf(&r->g, "%s__split%d_%d_b%d", name, axis, r->pos, blocks);
-    rg_init_blocked(&r->g, sn, &d, a, blocks, r->c->tp, r->pos);
-    return sn;
-}
-
-/* Try to keep an elementwise op on split inputs; false if it must see replicated inputs. */
-static bool emit_split_elementwise(rank_ctx *r, const Onnx__NodeProto *n)
-{
-    shard_ctx *c = r->c;
-    if (!is_split_preserving(c, n) || n->n_output != 1 || n->n_input > 8) return false;
-    int blocks = 1, axis = common_split_axis(r, n, &blocks);
-    for (size_t j = 0; j < n->n_input && axis; j++) { /* partial sums are summed first */
-        const tstate *t = computed_state(r, n->input[j]);
-        if (t && t->kind == L_PARTIAL) return false;
-    }
-    if (!axis || !elementwise_inputs_fit(r, n, axis)) return false;
-    const char *ins[8];
-    for (size_t j = 0; j < n->n_input; j++)
-        ins[j] = elementwise_input(r, n->input[j], axis, blocks);
-    /* split tensors never carry the original name: materializing them produces it */
-    const char *out = rg_printf(&r->g, "%s__split", n->output[0]);
-    Onnx__NodeProto *m = rg_node(&r->g, n->op_type, n->domain, (int)n->n_input, ins, 1, &out);
-    rg_attr_copy(&r->g, m, n);
-    r->ts[name_find(c, n->output[0])] = (tstate){out, L_SPLIT, axis, blocks};
-    return true;
-}
-
-/* ------------------------------------------------------------------ head-parallel attention
- * Attention splits by heads with no collective inside: once Q/K/V are column-split by whole heads,
- * the ops between them and the row-parallel output projection keep the split. Each rule below says
- * where the split axis goes through one op; an op no rule fits materializes its inputs (always
- * exact, only slower). Nothing depends on node names: the chain is recognised by these rules
- * holding one after the other. */
-
-/* A computed input of n that is split: its layout, else NULL. */
-static tstate *split_input(rank_ctx *r, const char *name)
-{
-    tstate *t = computed_state(r, name);
-    return t && t->kind == L_SPLIT ? t : NULL;
-}
-
-/* Emits n on this rank's parts: split inputs by their local names, the others replicated, input
- * alt_index replaced by alt (when alt is set); its first output split along out_axis. */
-static void emit_split_node(rank_ctx *r, const Onnx__NodeProto *n, int out_axis, int alt_index,
-                            const char *alt)
-{
-    const char *ins[16];
-    int n_in = n->n_input < 16 ? (int)n->n_input : 16;
-    for (int j = 0; j < n_in; j++) {
-        const tstate *t = split_input(r, n->input[j]);
-        ins[j] = alt && j == alt_index ? alt : t ? t->local : input_repl(r, n->input[j]);
-    }
-    const char *out = rg_printf(&r->g, "%s__split", n->output[0]);
-    Onnx__NodeProto *m = rg_node(&r->g, n->op_type, n->domain, n_in, ins, 1, &out);
-    rg_attr_copy(&r->g, m, n);
-    r->ts[name_find(r->c, n->output[0])] = (tstate){out, L_SPLIT, out_axis, 1};
-}
-
-static int normalize_axis(int64_t axis, int ndim)
-{
-    return (int)(axis < 0 ? axis + ndim : axis);
-}
-
-/* Element `pos` of an int64 shape value when it is known: a constant, or a constant part of the
- * Concat that builds it (exported Reshape targets: Concat(B, T, C[heads], C[head_dim])). */
-static bool shape_elem(const shard_ctx *c, const char *name, int64_t pos, int64_t *v)
-{
-    ss_tensor d;
-    if (!value_desc(c, name, &d) || d.dtype != SS_DT_INT64) return false;
-    if (d.data) return pos < ss_tensor_numel(&d) ? (*v = ((const int64_t *)d.data)[pos], true) : 0;
-    int id = name_find(c, name), p = id >= 0 ? c->producer[id] : -1;
-    if (p < 0 || strcmp(c->nodes[p].node->op_type, "Concat")) return false;
-    const Onnx__NodeProto *n = c->nodes[p].node;
-    for (size_t j = 0; j < n->n_input; j++) {
-        if (!value_desc(c, n->input[j], &d) || d.ndim != 1) return false;
-        if (pos < d.dims[0]) return shape_elem(c, n->input[j], pos, v);
-        pos -= d.dims[0];
-    }
-    return false;
-}
-
-/* This rank's shape for a Reshape/Expand whose output is split at `pos`: the full shape with
- * element pos divided by the ranks; with `at_least_one`, 1 stays 1 (Expand's broadcast dims). */
-static const char *rank_shape(rank_ctx *r, const char *shape, int len, int pos, bool at_least_one)
-{
-    int64_t div[SS_MAX_DIMS];
-    for (int k = 0; k < len; k++)
-        div[k] = k == pos ? r->c->tp : 1;
-    const char *dn = rg_printf(&r->g, "%s__ranks_div%d_%d", shape, len, pos);
-    rg_init_i64(&r->g, dn, div, len);
-    const char *out = rg_printf(&r->g, "%s__rank%d_%d", shape, pos, at_least_one);
-    rg_node(&r->g, "Div", NULL, 2, (const char *[]){input_repl(r, shape), dn}, 1, &out);
-    if (!at_least_one) return out;
-    int64_t one = 1;
-    const char *on = "__one_i64", *maxed = rg_printf(&r->g, "%s__atleast1", out);
-    rg_init_i64(&r->g, on, &one, 1);
-    rg_node(&r->g, "Max", NULL, 2, (const char *[]){out, on}, 1, &maxed);
-    return maxed;
-}
-
-static bool split_transpose(rank_ctx *r, const Onnx__NodeProto *n)
-{
-    tstate *t = split_input(r, n->input[0]);
-    ss_tensor d;
-    const int64_t *perm;
-    if (!t || blocks_of(t) > 1 || !value_desc(r->c, n->input[0], &d)) return false;
-    int np = ss_onnx_attr_ints(n, "perm", &perm), a = d.ndim + t->axis;
-    for (int j = 0; j < np && np == d.ndim; j++)
-        if (perm[j] == a) return emit_split_node(r, n, j - d.ndim, -1, NULL), true;
-    return false;
-}
-
-static bool split_reshape(rank_ctx *r, const Onnx__NodeProto *n)
-{
-    tstate *t = split_input(r, n->input[0]);
-    ss_tensor out;
-    int b = t && blocks_of(t) == 1 ? reshape_axis(r->c, n, t->axis) : 0;
-    if (!b || !value_desc(r->c, n->output[0], &out)) return false;
-    int64_t v = 0;
-    if (shape_elem(r->c, n->input[1], out.ndim + b, &v) && v == -1) /* infers the local dim */
-        return emit_split_node(r, n, b, -1, NULL), true;
-    emit_split_node(r, n, b, 1, rank_shape(r, n->input[1], out.ndim, out.ndim + b, false));
-    return true;
-}
-
-static bool split_expand(rank_ctx *r, const Onnx__NodeProto *n)
-{
-    tstate *t = split_input(r, n->input[0]);
-    ss_tensor in, out, shape;
-    if (!t || blocks_of(t) > 1 || !value_desc(r->c, n->input[0], &in) ||
-        !value_desc(r->c, n->output[0], &out) || !value_desc(r->c, n->input[1], &shape) ||
-        shape.ndim != 1 || shape.dims[0] != out.ndim ||
-        in.dims[in.ndim + t->axis] != out.dims[out.ndim + t->axis])
-        return false;
-    emit_split_node(r, n, t->axis, 1,
-                    rank_shape(r, n->input[1], out.ndim, out.ndim + t->axis, true));
-    return true;
-}
-
-static bool split_unsqueeze(rank_ctx *r, const Onnx__NodeProto *n)
-{
-    tstate *t = split_input(r, n->input[0]);
-    ss_tensor in, out, axes_t;
-    const int64_t *axes = NULL;
-    int n_axes = ss_onnx_attr_ints(n, "axes", &axes);
-    if (n_axes <= 0 && n->n_input > 1 && value_desc(r->c, n->input[1], &axes_t) && axes_t.data)
-        axes = axes_t.data, n_axes = (int)ss_tensor_numel(&axes_t);
-    if (!t || blocks_of(t) > 1 || n_axes <= 0 || !value_desc(r->c, n->input[0], &in) ||
-        !value_desc(r->c, n->output[0], &out))
-        return false;
-    for (int q = 0, i = 0; q < out.ndim; q++) {
-        bool inserted = false;
-        for (int k = 0; k < n_axes; k++)
-            inserted |= normalize_axis(axes[k], out.ndim) == q;
-        if (!inserted && i++ == in.ndim + t->axis)
-            return emit_split_node(r, n, q - out.ndim, -1, NULL), true;
-    }
-    return false;
-}
-
-static bool split_slice(rank_ctx *r, const Onnx__NodeProto *n)
-{
-    tstate *t = split_input(r, n->input[0]);
-    ss_tensor in, axes;
-    if (!t || blocks_of(t) > 1 || n->n_input < 4 || !value_desc(r->c, n->input[0], &in) ||
-        !value_desc(r->c, n->input[3], &axes) || !axes.data || axes.dtype != SS_DT_INT64)
-        return false;
-    for (int64_t k = 0; k < ss_tensor_numel(&axes); k++)
-        if (normalize_axis(((const int64_t *)axes.data)[k], in.ndim) == in.ndim + t->axis)
-            return false;
-    emit_split_node(r, n, t->axis, -1, NULL);
-    return true;
-}
-
-/* Concat along another axis than the split: the KV cache's Concat(past, new) is the one place a
- * graph input joins, so a state input (past_key_values.*) takes the split of its partner: each
- * rank is given, and returns, only its own heads. */
-static bool split_concat(rank_ctx *r, const Onnx__NodeProto *n)
-{
-    ss_tensor out;
-    int blocks = 1, axis = common_split_axis(r, n, &blocks);
-    if (!axis || blocks > 1 || !value_desc(r->c, n->output[0], &out) ||
-        normalize_axis(ss_onnx_attr_int(n, "axis", 0), out.ndim) == out.ndim + axis)
-        return false;
-    for (size_t j = 0; j < n->n_input; j++) {
-        tstate *t = computed_state(r, n->input[j]);
-        int id = n->input[j][0] ? name_find(r->c, n->input[j]) : -1;
-        if (!t) return false;
-        if (t->kind == L_SPLIT) continue;
-        if (!r->c->is_state[id] || t->kind != L_REPL) return false;
-    }
-    for (size_t j = 0; j < n->n_input; j++) {
-        tstate *t = computed_state(r, n->input[j]);
-        if (t->kind == L_REPL) *t = (tstate){t->local, L_SPLIT, axis, 1};
-    }
-    emit_split_node(r, n, axis, -1, NULL);
-    return true;
-}
-
-static bool split_softmax(rank_ctx *r, const Onnx__NodeProto *n)
-{
-    tstate *t = split_input(r, n->input[0]);
-    ss_tensor in;
-    if (!t || blocks_of(t) > 1 || !value_desc(r->c, n->input[0], &in)) return false;
-    bool coerced = ss_onnx_opset(r->c->model, n->domain) < 13; /* flattens from axis on */
-    int axis = normalize_axis(ss_onnx_attr_int(n, "axis", coerced ? 1 : -1), in.ndim);
-    int a = in.ndim + t->axis;
-    if (coerced ? a >= axis : a == axis) return false;
-    emit_split_node(r, n, t->axis, -1, NULL);
-    return true;
-}
-
-/* Shape of a split tensor: the local tensor's shape, when every reader only Gathers dims other
- * than the split one (the batch and sequence sizes exporters read back). */
-static bool split_shape(rank_ctx *r, const Onnx__NodeProto *n)
-{
-    shard_ctx *c = r->c;
-    tstate *t = split_input(r, n->input[0]);
-    ss_tensor in, idx;
-    if (!t || blocks_of(t) > 1 || ss_onnx_attr_find(n, "start") || ss_onnx_attr_find(n, "end") ||
-        !value_desc(c, n->input[0], &in))
-        return false;
-    int a = in.ndim + t->axis;
-    for (int i = 0; i < c->n_nodes; i++) {
-        const Onnx__NodeProto *u = c->nodes[i].node;
-        for (size_t j = 0; j < u->n_input; j++) {
-            if (c->nodes[i].constant || strcmp(u->input[j], n->output[0])) continue;
-            if (strcmp(u->op_type, "Gather") || j != 0 || u->n_input < 2 ||
-                !value_desc(c, u->input[1], &idx) || !idx.data || idx.dtype != SS_DT_INT64)
-                return false;
-            for (int64_t k = 0; k < ss_tensor_numel(&idx); k++)
-                if (normalize_axis(((const int64_t *)idx.data)[k], in.ndim) == a) return false;
-        }
-    }
-    const char *out = n->output[0];
-    Onnx__NodeProto *m = rg_node(&r->g, "Shape", NULL, 1, (const char *[]){t->local}, 1, &out);
-    rg_attr_copy(&r->g, m, n);
-    r->ts[name_find(c, out)] = (tstate){out, L_REPL, 0, 1};
-    return true;
-}
-
-/* A batched MatMul of two computed tensors (QK^T, probabilities x V) split along the same batch
- * axis (heads); a replicated operand (K/V kept whole when the KV heads are fewer than the ranks)
- * is cut to this rank's heads. */
-static bool split_batched_matmul(rank_ctx *r, const Onnx__NodeProto *n)
-{
-    tstate *ta = computed_state(r, n->input[0]), *tb = computed_state(r, n->input[1]);
-    ss_tensor a, b;
-    if (!ta || !tb || !value_desc(r->c, n->input[0], &a) || !value_desc(r->c, n->input[1], &b) ||
-        a.ndim != b.ndim || a.ndim < 3)
-        return false;
-    tstate *split = ta->kind == L_SPLIT ? ta : tb, *other = split == ta ? tb : ta;
-    int axis = split->axis;
-    if (split->kind != L_SPLIT || axis > -3 || blocks_of(split) > 1) return false;
-    if (other->kind == L_SPLIT)
-        return other->axis == axis && blocks_of(other) == 1
-                   ? (emit_split_node(r, n, axis, -1, NULL), true)
-                   : false;
-    const ss_tensor *od = other == ta ? &a : &b;
-    const char *oname = n->input[other == ta ? 0 : 1];
-    if (other->kind != L_REPL || od->dims[od->ndim + axis] % r->c->tp) return false;
-    emit_split_node(r, n, axis, other == ta ? 0 : 1, slice_activation(r, oname, axis));
-    return true;
-}
-
-/* Split of a split tensor: along another axis as it is; along the split axis only a blockwise
- * (fused QKV) tensor whose blocks are the parts, each part leaving split by heads. */
-static bool split_split(rank_ctx *r, const Onnx__NodeProto *n)
-{
-    shard_ctx *c = r->c;
-    tstate *t = split_input(r, n->input[0]);
-    ss_tensor in, part;
-    if (!t || !value_desc(c, n->input[0], &in) || n->n_output > 16 || n->n_input > 2) return false;
-    int n_out = (int)n->n_output, axis = normalize_axis(ss_onnx_attr_int(n, "axis", 0), in.ndim);
-    bool along = axis - in.ndim == t->axis;
-    if (along ? blocks_of(t) != n_out || !equal_last_axis_split(c, n) : blocks_of(t) > 1)
-        return false;
-    const char *ins[2] = {t->local, n->n_input > 1 ? input_repl(r, n->input[1]) : ""};
-    const char *outs[16];
-    int64_t sizes[16];
-    for (int j = 0; j < n_out; j++) {
-        outs[j] = rg_printf(&r->g, "%s__split", n->output[j]);
-        sizes[j] = value_desc(c, n->output[j], &part) ? part.dims[part.ndim - 1] / c->tp : 0;
-    }
-    if (along && n->n_input > 1 && n->input[1][0]) {
-        ins[1] = rg_printf(&r->g, "%s__rank_sizes", n->output[0]);
-        rg_init_i64(&r->g, ins[1], sizes, n_out);
-    }
-    Onnx__NodeProto *m = rg_node(&r->g, "Split", n->domain, (int)n->n_input, ins, n_out, outs);
-    static const char *const skip[] = {"split", NULL};
-    rg_attr_copy_except(&r->g, m, n, along ? skip : NULL);
-    if (along && ss_onnx_attr_find(n, "split")) rg_attr_ints(&r->g, m, "split", sizes, n_out);
-    for (int j = 0; j < n_out; j++)
-        r->ts[name_find(c, n->output[j])] = (tstate){outs[j], L_SPLIT, t->axis, 1};
-    return true;
-}
-
-/* Keeps a split through one of the ops above; false: the caller materializes. */
-static bool emit_split_structural(rank_ctx *r, const Onnx__NodeProto *n)
-{
-    static const struct {
-        const char *op;
-        bool (*emit)(rank_ctx *, const Onnx__NodeProto *);
-    } rules[] = {{"Transpose", split_transpose},  {"Reshape", split_reshape},
-                 {"Expand", split_expand},        {"Unsqueeze", split_unsqueeze},
-                 {"Slice", split_slice},          {"Concat", split_concat},
-                 {"Softmax", split_softmax},      {"Shape", split_shape},
-                 {"MatMul", split_batched_matmul}};
-    if (n->domain && n->domain[0] && strcmp(n->domain, "ai.onnx")) return false;
-    for (size_t i = 0; i < sizeof rules / sizeof rules[0]; i++)
-        if (!strcmp(n->op_type, rules[i].op)) return n->n_output >= 1 && rules[i].emit(r, n);
-    return n->n_output > 1 && !strcmp(n->op_type, "Split") && split_split(r, n);
 }
 
 /* Calls fn for every name the subgraphs of n read (If branches, Loop/Scan bodies, nested ones
@@ -1006,7 +487,7 @@ static void subgraph_reads(const Onnx__NodeProto *n, void (*fn)(void *, const ch
 static void subgraph_read_repl(void *arg, const char *name)
 {
     rank_ctx *r = arg;
-    if (name_find(r->c, name) >= 0) input_repl(r, name);
+    if (shard_name_find(r->c, name) >= 0) shard_input_repl(r, name);
 }
 
 static void emit_plain(rank_ctx *r, const Onnx__NodeProto *n)
@@ -1017,7 +498,7 @@ static void emit_plain(rank_ctx *r, const Onnx__NodeProto *n)
     int n_in = (int)n->n_input < 64 ? (int)n->n_input : 64,
         n_out = (int)n->n_output < 64 ? (int)n->n_output : 64;
     for (int j = 0; j < n_in; j++)
-        ins[j] = input_repl(r, n->input[j]);
+        ins[j] = shard_input_repl(r, n->input[j]);
     for (int j = 0; j < n_out; j++)
         outs[j] = n->output[j];
     Onnx__NodeProto *m = rg_node(&r->g, n->op_type, n->domain, n_in, ins, n_out, outs);
@@ -1025,171 +506,7 @@ static void emit_plain(rank_ctx *r, const Onnx__NodeProto *n)
     if (m && n->name && n->name[0]) m->name = rg_strdup(&r->g, n->name);
     for (int j = 0; j < n_out; j++)
         if (n->output[j][0])
-            r->ts[name_find(r->c, n->output[j])] = (tstate){n->output[j], L_REPL, 0};
-}
-
-/* Values alive across the cut after `stage`: produced at or before it (or graph inputs), used
- * after. */
-static bool crosses_cut(const shard_ctx *c, int id, int stage)
-{
-    int p = c->producer[id];
-    ss_tensor d;
-    if (value_desc(c, c->names[id], &d) && d.data)
-        return false;                      /* constants are local everywhere */
-    if (c->dynamic && p < 0) return false; /* every stage is given the inputs */
-    int made = p < 0 ? 0 : c->nodes[p].stage;
-    int used = c->last_stage[id];
-    if (c->is_output[id] && !(c->dynamic && c->state_concat[id] >= 0)) used = c->stages - 1;
-    return made <= stage && used > stage;
-}
-
-static int64_t plan_dim(const shard_ctx *c, const char *name, int pass);
-
-/* With dynamic dims every stage is given the graph inputs itself (token ids, positions and mask
- * are small, and a generative step reaches every rank anyway) and keeps the KV cache of its own
- * layers; a Recv's shape is then computed from them. With static shapes stage 0 gets the inputs and
- * forwards what later stages need. */
-static bool stage_has_input(const shard_ctx *c, int id, int stage)
-{
-    if (!c->dynamic) return stage == 0;
-    return c->is_state[id] ? c->nodes[c->state_concat[id]].stage == stage : true;
-}
-
-static bool stage_has_output(const shard_ctx *c, int id, int stage)
-{
-    if (c->dynamic && c->state_concat[id] >= 0 && c->producer[id] >= 0)
-        return c->nodes[c->producer[id]].stage == stage;
-    return stage == c->stages - 1;
-}
-
-/* A size that was d0 in the first plan and d1 in the current one, rebuilt on this stage as a
- * 1-element int64 named after value `id` and k: a constant when both plans agree, else the dim of
- * one of this stage's inputs that took the same two values (the same named dim); NULL when there
- * is none. */
-static bool input_dim_for(const shard_ctx *c, int stage, int64_t d0, int64_t d1, const char **input,
-                          int64_t *axis)
-{
-    for (int i = 0; i < ss_session_num_inputs(c->session); i++) {
-        const ss_onnx_value_info *vi = ss_session_input(c->session, i);
-        if (!stage_has_input(c, name_find(c, vi->name), stage)) continue;
-        for (int j = 0; j < vi->ndim; j++) {
-            const char *dn = vi->dims[j] < 0 ? vi->dim_names[j] : NULL;
-            if (dn && plan_dim(c, dn, 0) == d0 && plan_dim(c, dn, 1) == d1)
-                return *input = vi->name, *axis = j, true;
-        }
-    }
-    return false;
-}
-
-static const char *stage_size_value(rank_ctx *r, int id, int k, int64_t d0, int64_t d1)
-{
-    shard_ctx *c = r->c;
-    const char *out = rg_printf(&r->g, "%s__recv_dim%d", c->names[id], k), *input;
-    int64_t j;
-    if (d0 == d1) return rg_init_i64(&r->g, out, &d1, 1), out;
-    if (!input_dim_for(c, r->stage, d0, d1, &input, &j)) return NULL;
-    const char *shape = rg_printf(&r->g, "%s__recv_src%d", c->names[id], k);
-    const char *index = rg_printf(&r->g, "__index%lld", (long long)j);
-    rg_init_i64(&r->g, index, &j, 1);
-    rg_node(&r->g, "Shape", NULL, 1, &input, 1, &shape);
-    rg_node(&r->g, "Gather", NULL, 2, (const char *[]){shape, index}, 1, &out);
-    return out;
-}
-
-/* Is value `id` shape plumbing (a small int64 known at plan time that depends on the dynamic dims)
- * whose every element `stage` can rebuild from its own inputs? Sender and receiver both ask, so
- * they agree on what travels. */
-static bool rebuildable(const shard_ctx *c, int id, int stage, ss_tensor *d)
-{
-    const plan_shape *ps = &c->shape0[id];
-    if (!c->dynamic || !ss_session_value_desc(c->session, c->names[id], d) || !d->data ||
-        d->dtype != SS_DT_INT64 || d->ndim > 1 || ss_tensor_numel(d) != ps->n_vals || !ps->n_vals)
-        return false;
-    const char *input;
-    int64_t axis;
-    for (int k = 0; k < ps->n_vals; k++) {
-        int64_t d1 = ((const int64_t *)d->data)[k];
-        if (ps->vals[k] != d1 && !input_dim_for(c, stage, ps->vals[k], d1, &input, &axis))
-            return false;
-    }
-    return true;
-}
-
-/* The shape input of a Recv of value `id` when dims are dynamic (NULL: static, use the attribute).
- */
-static const char *recv_shape(rank_ctx *r, int id, const ss_tensor *d)
-{
-    if (!r->c->dynamic || d->ndim == 0) return NULL;
-    const char *dims[SS_MAX_DIMS];
-    for (int k = 0; k < d->ndim; k++)
-        if (!(dims[k] = stage_size_value(r, id, k, r->c->shape0[id].dims[k], d->dims[k]))) {
-            if (!r->g.error)
-                r->g.error = ss_errf(SS_ERR_UNSUPPORTED,
-                                     "'%s' crosses into stage %d, but its dim %d follows no dim of "
-                                     "the stage's inputs: cut elsewhere or give --input-shape",
-                                     r->c->names[id], r->stage, k);
-            return NULL;
-        }
-    const char *shape = rg_printf(&r->g, "%s__recv_shape", r->c->names[id]);
-    Onnx__NodeProto *n = rg_node(&r->g, "Concat", NULL, d->ndim, dims, 1, &shape);
-    rg_attr_int(&r->g, n, "axis", 0);
-    return shape;
-}
-
-/* Shape plumbing crossing a cut (a batch or sequence size an earlier stage read from a Shape) is
- * rebuilt from this stage's own inputs instead of received: a received value is only known when
- * the step runs, too late for the Reshapes this stage plans with it. */
-static bool rebuild_sizes(rank_ctx *r, int id)
-{
-    shard_ctx *c = r->c;
-    ss_tensor d;
-    const plan_shape *ps = &c->shape0[id];
-    if (!rebuildable(c, id, r->stage, &d)) return false;
-    const char *pieces[SS_MAX_DIMS];
-    for (int k = 0; k < ps->n_vals; k++)
-        if (!(pieces[k] = stage_size_value(r, id, k, ps->vals[k], ((const int64_t *)d.data)[k])))
-            return false;
-    const char *joined = rg_printf(&r->g, "%s__rebuilt", c->names[id]), *out = c->names[id];
-    const char *shape = rg_printf(&r->g, "%s__rebuilt_shape", c->names[id]);
-    Onnx__NodeProto *n = rg_node(&r->g, "Concat", NULL, ps->n_vals, pieces, 1, &joined);
-    rg_attr_int(&r->g, n, "axis", 0);
-    rg_init_i64(&r->g, shape, d.dims, d.ndim); /* [] for a scalar */
-    rg_node(&r->g, "Reshape", NULL, 2, (const char *[]){joined, shape}, 1, &out);
-    r->ts[id] = (tstate){out, L_REPL, 0, 1};
-    return true;
-}
-
-static void emit_recvs(rank_ctx *r)
-{
-    shard_ctx *c = r->c;
-    int peer = (r->stage - 1) * c->tp + r->pos;
-    for (int id = 0; id < c->n_names; id++) {
-        if (!crosses_cut(c, id, r->stage - 1) || rebuild_sizes(r, id)) continue;
-        ss_tensor d;
-        value_desc(c, c->names[id], &d);
-        const char *out = c->names[id], *shape = recv_shape(r, id, &d);
-        Onnx__NodeProto *n =
-            rg_node(&r->g, "Recv", SS_DOMAIN_COLLECTIVE, shape ? 1 : 0, &shape, 1, &out);
-        rg_attr_int(&r->g, n, "peer", peer);
-        rg_attr_int(&r->g, n, "dtype", d.dtype);
-        rg_attr_ints(&r->g, n, "shape", d.dims, d.ndim);
-        rg_attr_string(&r->g, n, "group", "world");
-        r->ts[id] = (tstate){out, L_REPL, 0};
-    }
-}
-
-static void emit_sends(rank_ctx *r)
-{
-    shard_ctx *c = r->c;
-    int peer = (r->stage + 1) * c->tp + r->pos;
-    for (int id = 0; id < c->n_names; id++) {
-        ss_tensor d;
-        if (!crosses_cut(c, id, r->stage) || rebuildable(c, id, r->stage + 1, &d)) continue;
-        const char *local = materialize(r, c->names[id]);
-        Onnx__NodeProto *n = rg_node(&r->g, "Send", SS_DOMAIN_COLLECTIVE, 1, &local, 0, NULL);
-        rg_attr_int(&r->g, n, "peer", peer);
-        rg_attr_string(&r->g, n, "group", "world");
-    }
+            r->ts[shard_name_find(r->c, n->output[j])] = (tstate){n->output[j], L_REPL, 0};
 }
 
 static Onnx__ValueInfoProto *value_info_for(rank_ctx *r, const char *name)
@@ -1231,17 +548,17 @@ static void emit_graph_io(rank_ctx *r)
 {
     shard_ctx *c = r->c;
     for (size_t i = 0; i < r->g.n_inputs; i++) {
-        int id = name_find(c, r->g.inputs[i]->name);
+        int id = shard_name_find(c, r->g.inputs[i]->name);
         if (id >= 0 && r->ts[id].kind == L_SPLIT)
             r->g.inputs[i] = vi_split(r, r->g.inputs[i], r->ts[id].axis);
     }
     for (size_t i = 0; i < c->graph->n_output; i++) {
         const char *name = c->graph->output[i]->name, *local;
-        if (!stage_has_output(c, name_find(c, name), r->stage)) continue;
-        const tstate *t = &r->ts[name_find(c, name)];
-        int p = c->producer[name_find(c, name)];
+        if (!shard_stage_has_output(c, shard_name_find(c, name), r->stage)) continue;
+        const tstate *t = &r->ts[shard_name_find(c, name)];
+        int p = c->producer[shard_name_find(c, name)];
         bool state = t->kind == L_SPLIT && p >= 0 && !strcmp(c->nodes[p].node->op_type, "Concat");
-        local = state ? t->local : input_repl(r, name);
+        local = state ? t->local : shard_input_repl(r, name);
         if (strcmp(local, name)) rg_node(&r->g, "Identity", NULL, 1, &local, 1, &name);
         Onnx__ValueInfoProto *vi = value_info_for(r, name);
         rg_add_output(&r->g, state ? vi_split(r, vi, t->axis) : vi);
@@ -1335,9 +652,9 @@ static ss_status *shard_rank(shard_ctx *c, int rank, size_t *param_bytes)
     ss_status *st = NULL;
     for (size_t i = 0; i < c->graph->n_input; i++)
         if (!ss_onnx_find_init(c->model, c->graph->input[i]->name) &&
-            stage_has_input(c, name_find(c, c->graph->input[i]->name), r.stage))
+            shard_stage_has_input(c, shard_name_find(c, c->graph->input[i]->name), r.stage))
             rg_add_input(&r.g, c->graph->input[i]);
-    if (r.stage > 0) emit_recvs(&r);
+    if (r.stage > 0) shard_emit_recvs(&r);
     whole_ops whole = {0};
     for (int i = 0; i < c->n_nodes && !st && !r.g.error; i++) {
         node_info *ni = &c->nodes[i];
@@ -1350,13 +667,13 @@ static ss_status *shard_rank(shard_ctx *c, int rank, size_t *param_bytes)
         if (s != S_NONE)
             emit_matmul(&r, ni, s);
         else if (!(c->opt->mode == SS_SHARD_AUTO &&
-                   (emit_split_elementwise(&r, n) || emit_split_structural(&r, n)))) {
+                   (shard_emit_split_elementwise(&r, n) || shard_emit_split_structural(&r, n)))) {
             emit_plain(&r, n);
-            if (!is_split_preserving(c, n)) whole_ops_add(&whole, n->op_type);
+            if (!shard_is_elementwise(c, n)) whole_ops_add(&whole, n->op_type);
         }
     }
     whole_ops_report(c, &r, &whole);
-    if (!st && r.stage < c->stages - 1) emit_sends(&r);
+    if (!st && r.stage < c->stages - 1) shard_emit_sends(&r);
     if (!st) emit_graph_io(&r);
     if (!st && r.g.error) st = r.g.error, r.g.error = NULL;
     if (!st && fflush(r.g.data) != 0)
@@ -1438,7 +755,7 @@ static cJSON *io_json(const shard_ctx *c, Onnx__ValueInfoProto **vis, size_t n, 
         ss_tensor d;
         cJSON *o = cJSON_CreateObject();
         cJSON_AddStringToObject(o, "name", vis[i]->name);
-        if (value_desc(c, vis[i]->name, &d)) {
+        if (shard_value_desc(c, vis[i]->name, &d)) {
             cJSON_AddStringToObject(o, "dtype", ss_dtype_name(d.dtype));
             cJSON *sh = cJSON_CreateArray();
             for (int k = 0; k < d.ndim; k++)
@@ -1505,13 +822,13 @@ static ss_status *write_manifest(shard_ctx *c, const size_t *param_bytes)
  * value computed from dims differs between the passes), >= 2 (no broadcasting by accident). A dim
  * named "A + B" (HF optimum's attention mask, "past_sequence_length + sequence_length") is the sum
  * of A and B. */
-static int64_t plan_dim(const shard_ctx *c, const char *name, int pass)
+int64_t shard_plan_dim(const shard_ctx *c, const char *name, int pass)
 {
     const char *plus = name ? strstr(name, " + ") : NULL;
     if (plus) {
         char left[128];
         snprintf(left, sizeof left, "%.*s", (int)(plus - name), name);
-        return plan_dim(c, left, pass) + plan_dim(c, plus + 3, pass);
+        return shard_plan_dim(c, left, pass) + shard_plan_dim(c, plus + 3, pass);
     }
     int k = 0; /* index of the name among the inputs' dim names, in order of appearance */
     for (int i = 0; i < ss_session_num_inputs(c->session) && name; i++) {
@@ -1537,7 +854,7 @@ static ss_status *input_descs(shard_ctx *c, ss_tensor *descs, int pass)
         bool dynamic = vi->ndim < 0, named = false, given = false;
         for (int k = 0; k < d->ndim; k++)
             if ((d->dims[k] = vi->dims[k]) < 0 && vi->dim_names[k])
-                d->dims[k] = plan_dim(c, vi->dim_names[k], pass), named = true;
+                d->dims[k] = shard_plan_dim(c, vi->dim_names[k], pass), named = true;
             else
                 dynamic |= d->dims[k] < 0;
         for (int j = 0; j < c->opt->n_input_shapes; j++) {
@@ -1575,10 +892,10 @@ static void mark_state_inputs(shard_ctx *c)
     for (int i = 0; i < c->n_nodes; i++) {
         const Onnx__NodeProto *n = c->nodes[i].node;
         if (strcmp(n->op_type, "Concat") || n->n_output != 1) continue;
-        int out = name_find(c, n->output[0]);
+        int out = shard_name_find(c, n->output[0]);
         if (out < 0 || !c->is_output[out]) continue;
         for (size_t j = 0; j < n->n_input; j++) {
-            int id = n->input[j][0] ? name_find(c, n->input[j]) : -1;
+            int id = n->input[j][0] ? shard_name_find(c, n->input[j]) : -1;
             if (id >= 0 && c->producer[id] < 0 && !ss_onnx_find_init(c->model, n->input[j]))
                 c->is_state[id] = true, c->state_concat[id] = c->state_concat[out] = i;
         }
@@ -1669,7 +986,7 @@ static ss_status *analyse(shard_ctx *c)
         const Onnx__NodeProto *n = g->node[i];
         c->nodes[i].node = n;
         for (size_t j = 0; j < n->n_input; j++)
-            if (n->input[j][0] && name_find(c, n->input[j]) < 0) {
+            if (n->input[j][0] && shard_name_find(c, n->input[j]) < 0) {
                 free(seen);
                 return ss_errf(SS_ERR_INVALID,
                                "node '%s' uses '%s' before it is produced: the shard tool needs "
@@ -1690,7 +1007,7 @@ static ss_status *analyse(shard_ctx *c)
     }
     free(seen);
     for (size_t i = 0; i < g->n_output; i++) {
-        int id = name_find(c, g->output[i]->name);
+        int id = shard_name_find(c, g->output[i]->name);
         if (id >= 0) c->is_output[id] = true;
     }
     mark_state_inputs(c);
@@ -1705,7 +1022,7 @@ typedef struct {
 static void note_use(void *arg, const char *name)
 {
     use_ctx *u = arg;
-    int id = name[0] ? name_find(u->c, name) : -1;
+    int id = name[0] ? shard_name_find(u->c, name) : -1;
     if (id >= 0 && u->c->last_stage[id] < u->stage) u->c->last_stage[id] = u->stage;
 }
 
