@@ -25,21 +25,34 @@ static int sole_consumer(const shard_ctx *c, int id)
     return found;
 }
 
-/* The output axis (negative) a Reshape carries an input split along `axis` to, or 0 when it
- * cannot: the dims before the split must multiply to the same on both sides, and the split dim
- * and the output dim it maps to must both divide by the ranks (whole heads on each rank). */
-static int reshape_axis(const shard_ctx *c, const Onnx__NodeProto *n, int axis)
+/* The output axis (negative) a Reshape carries an input split into `parts` along `axis` to, or 0
+ * when it cannot: the dims before the split must multiply to the same on both sides, and the
+ * split dim and the output dim it maps to must both divide by the parts (whole heads on each
+ * rank). With parts = 0, the largest such output dim that divides the ranks instead (a grouped
+ * split: fewer KV heads than ranks), returned in *parts. */
+static int reshape_axis_parts(const shard_ctx *c, const Onnx__NodeProto *n, int axis, int *parts)
 {
     ss_tensor in, out;
-    if (!shard_value_desc(c, n->input[0], &in) || !shard_value_desc(c, n->output[0], &out)) return 0;
+    if (!shard_value_desc(c, n->input[0], &in) || !shard_value_desc(c, n->output[0], &out))
+        return 0;
     int a = in.ndim + axis;
-    if (a < 0 || in.dims[a] % c->tp) return 0;
+    if (a < 0) return 0;
     int64_t before = 1, po = 1;
     for (int k = 0; k < a; k++)
         before *= in.dims[k];
-    for (int b = 0; b < out.ndim && po <= before; po *= out.dims[b], b++)
-        if (po == before && out.dims[b] % c->tp == 0) return b - out.ndim;
+    for (int b = 0; b < out.ndim && po <= before; po *= out.dims[b], b++) {
+        if (po != before) continue;
+        int64_t p = *parts ? *parts : out.dims[b];
+        bool fits = *parts ? true : p > 1 && c->tp % p == 0;
+        if (fits && in.dims[a] % p == 0 && out.dims[b] % p == 0)
+            return *parts = (int)p, b - out.ndim;
+    }
     return 0;
+}
+
+static int reshape_axis(const shard_ctx *c, const Onnx__NodeProto *n, int axis, int parts)
+{
+    return reshape_axis_parts(c, n, axis, &parts);
 }
 
 /* A Split along the last axis into equal parts that divide by the ranks: its part count, else 0. */
@@ -62,20 +75,28 @@ static int equal_last_axis_split(const shard_ctx *c, const Onnx__NodeProto *n)
  * MatMul -> Reshape(.., heads, head_dim) chain; with fewer KV heads than ranks it cannot, and the
  * projection stays whole: replicated KV), and a Split into equal parts along the last axis (a
  * fused QKV) makes the split blockwise, each part then judged the same way. */
-bool shard_cols_fit(const shard_ctx *c, int id, int *blocks)
+bool shard_cols_fit(const shard_ctx *c, int id, int *blocks, int *parts)
 {
-    *blocks = 1;
+    *blocks = 1, *parts = c->tp;
     for (int hops = 0; hops < 16 && id >= 0; hops++) {
         int ni = sole_consumer(c, id);
         if (ni < 0) return true;
         const Onnx__NodeProto *n = c->nodes[ni].node;
-        if (!strcmp(n->op_type, "Reshape")) return reshape_axis(c, n, -1) != 0;
-        if (!strcmp(n->op_type, "Split")) {
-            int parts = equal_last_axis_split(c, n), inner;
-            for (int j = 0; j < parts; j++)
-                if (!shard_cols_fit(c, shard_name_find(c, n->output[j]), &inner) || inner != 1) return false;
-            *blocks = parts;
-            return parts > 0;
+        if (!strcmp(n->op_type, "Reshape")) {
+            if (reshape_axis(c, n, -1, c->tp)) return true;
+            *parts = 0; /* fewer heads than ranks: each group of ranks takes one */
+            return reshape_axis_parts(c, n, -1, parts) != 0;
+        }
+        if (!strcmp(n->op_type, "Split")) { /* every part split alike (grouped or not) */
+            int n_parts = equal_last_axis_split(c, n), inner, inner_parts;
+            for (int j = 0; j < n_parts; j++)
+                if (!shard_cols_fit(c, shard_name_find(c, n->output[j]), &inner, &inner_parts) ||
+                    inner != 1 || (j > 0 && inner_parts != *parts))
+                    return false;
+                else
+                    *parts = inner_parts;
+            *blocks = n_parts;
+            return n_parts > 0;
         }
         if (!shard_is_elementwise(c, n) || n->n_output != 1) return true;
         id = shard_name_find(c, n->output[0]);
@@ -92,18 +113,21 @@ static tstate *computed_state(rank_ctx *r, const char *name)
     return id < 0 ? NULL : &r->ts[id];
 }
 
-/* The axis all split inputs of n share (0: none split, or they disagree), and their blocks. */
-static int common_split_axis(rank_ctx *r, const Onnx__NodeProto *n, int *blocks)
+/* The axis all split inputs of n share (0: none split, or they disagree in axis, blocks or
+ * parts, or one spans two axes), and the first of them in *like. */
+static int common_split_axis(rank_ctx *r, const Onnx__NodeProto *n, const tstate **like)
 {
-    int axis = 0;
+    *like = NULL;
     for (size_t j = 0; j < n->n_input; j++) {
         const tstate *t = computed_state(r, n->input[j]);
         if (!t || t->kind != L_SPLIT) continue;
-        if (axis && (t->axis != axis || shard_blocks_of(t) != *blocks)) return 0;
-        axis = t->axis;
-        *blocks = shard_blocks_of(t);
+        if (t->span > 1) return 0;
+        if (*like && (t->axis != (*like)->axis || shard_blocks_of(t) != shard_blocks_of(*like) ||
+                      shard_parts(r->c, t) != shard_parts(r->c, *like)))
+            return 0;
+        if (!*like) *like = t;
     }
-    return axis;
+    return *like ? (*like)->axis : 0;
 }
 
 /* Can every input of an elementwise op split along `axis` stay as it is on this rank? Split ones
@@ -130,9 +154,10 @@ static bool elementwise_inputs_fit(rank_ctx *r, const Onnx__NodeProto *n, int ax
     return true;
 }
 
-/* This rank's name for input j of an elementwise op split along `axis` (`blocks` per axis). */
-static const char *elementwise_input(rank_ctx *r, const char *name, int axis, int blocks)
+/* This rank's name for input j of an elementwise op split like `like`. */
+static const char *elementwise_input(rank_ctx *r, const char *name, const tstate *like)
 {
+    int axis = like->axis, blocks = shard_blocks_of(like), parts = shard_parts(r->c, like);
     ss_tensor d;
     if (!name[0]) return "";
     const tstate *t = computed_state(r, name);
@@ -143,8 +168,9 @@ static const char *elementwise_input(rank_ctx *r, const char *name, int axis, in
         rg_init(&r->g, name, &d, 0, 1, 0);
         return name;
     }
-    const char *sn = rg_printf(&r->g, "%s__split%d_%d_b%d", name, axis, r->pos, blocks);
-    rg_init_blocked(&r->g, sn, &d, a, blocks, r->c->tp, r->pos);
+    int index = shard_part_index(r, like);
+    const char *sn = rg_printf(&r->g, "%s__split%d_%d_b%d_p%d", name, axis, index, blocks, parts);
+    rg_init_blocked(&r->g, sn, &d, a, blocks, parts, index);
     return sn;
 }
 
@@ -153,7 +179,8 @@ bool shard_emit_split_elementwise(rank_ctx *r, const Onnx__NodeProto *n)
 {
     shard_ctx *c = r->c;
     if (!shard_is_elementwise(c, n) || n->n_output != 1 || n->n_input > 8) return false;
-    int blocks = 1, axis = common_split_axis(r, n, &blocks);
+    const tstate *like;
+    int axis = common_split_axis(r, n, &like);
     for (size_t j = 0; j < n->n_input && axis; j++) { /* partial sums are summed first */
         const tstate *t = computed_state(r, n->input[j]);
         if (t && t->kind == L_PARTIAL) return false;
@@ -161,12 +188,13 @@ bool shard_emit_split_elementwise(rank_ctx *r, const Onnx__NodeProto *n)
     if (!axis || !elementwise_inputs_fit(r, n, axis)) return false;
     const char *ins[8];
     for (size_t j = 0; j < n->n_input; j++)
-        ins[j] = elementwise_input(r, n->input[j], axis, blocks);
+        ins[j] = elementwise_input(r, n->input[j], like);
     /* split tensors never carry the original name: materializing them produces it */
     const char *out = rg_printf(&r->g, "%s__split", n->output[0]);
     Onnx__NodeProto *m = rg_node(&r->g, n->op_type, n->domain, (int)n->n_input, ins, 1, &out);
     rg_attr_copy(&r->g, m, n);
-    r->ts[shard_name_find(c, n->output[0])] = (tstate){out, L_SPLIT, axis, blocks};
+    r->ts[shard_name_find(c, n->output[0])] =
+        (tstate){out, L_SPLIT, axis, like->blocks, like->parts, 1};
     return true;
 }
 
@@ -177,11 +205,11 @@ bool shard_emit_split_elementwise(rank_ctx *r, const Onnx__NodeProto *n)
  * exact, only slower). Nothing depends on node names: the chain is recognised by these rules
  * holding one after the other. */
 
-/* A computed input of n that is split: its layout, else NULL. */
+/* A computed input of n that is split along one axis: its layout, else NULL. */
 static tstate *split_input(rank_ctx *r, const char *name)
 {
     tstate *t = computed_state(r, name);
-    return t && t->kind == L_SPLIT ? t : NULL;
+    return t && t->kind == L_SPLIT && t->span <= 1 ? t : NULL;
 }
 
 /* Emits n on this rank's parts: split inputs by their local names, the others replicated, input
@@ -190,15 +218,17 @@ static void emit_split_node(rank_ctx *r, const Onnx__NodeProto *n, int out_axis,
                             const char *alt)
 {
     const char *ins[16];
-    int n_in = n->n_input < 16 ? (int)n->n_input : 16;
+    int n_in = n->n_input < 16 ? (int)n->n_input : 16, parts = 0;
     for (int j = 0; j < n_in; j++) {
-        const tstate *t = split_input(r, n->input[j]);
-        ins[j] = alt && j == alt_index ? alt : t ? t->local : shard_input_repl(r, n->input[j]);
+        const tstate *t = computed_state(r, n->input[j]);
+        bool split = t && t->kind == L_SPLIT;
+        if (split && !parts) parts = shard_parts(r->c, t); /* the output's parts: its input's */
+        ins[j] = alt && j == alt_index ? alt : split ? t->local : shard_input_repl(r, n->input[j]);
     }
     const char *out = rg_printf(&r->g, "%s__split", n->output[0]);
     Onnx__NodeProto *m = rg_node(&r->g, n->op_type, n->domain, n_in, ins, 1, &out);
     rg_attr_copy(&r->g, m, n);
-    r->ts[shard_name_find(r->c, n->output[0])] = (tstate){out, L_SPLIT, out_axis, 1};
+    r->ts[shard_name_find(r->c, n->output[0])] = (tstate){out, L_SPLIT, out_axis, 1, parts, 1};
 }
 
 static int normalize_axis(int64_t axis, int ndim)
@@ -226,14 +256,12 @@ static bool shape_elem(const shard_ctx *c, const char *name, int64_t pos, int64_
 
 /* This rank's shape for a Reshape/Expand whose output is split at `pos`: the full shape with
  * element pos divided by the ranks; with `at_least_one`, 1 stays 1 (Expand's broadcast dims). */
-static const char *rank_shape(rank_ctx *r, const char *shape, int len, int pos, bool at_least_one)
+static const char *rank_shape(rank_ctx *r, const char *shape, int len, const int64_t *div,
+                              bool at_least_one)
 {
-    int64_t div[SS_MAX_DIMS];
-    for (int k = 0; k < len; k++)
-        div[k] = k == pos ? r->c->tp : 1;
-    const char *dn = rg_printf(&r->g, "%s__ranks_div%d_%d", shape, len, pos);
+    const char *dn = rg_printf(&r->g, "%s__ranks_div%d", shape, r->g.counter++);
     rg_init_i64(&r->g, dn, div, len);
-    const char *out = rg_printf(&r->g, "%s__rank%d_%d", shape, pos, at_least_one);
+    const char *out = rg_printf(&r->g, "%s__rank%d", shape, r->g.counter++);
     rg_node(&r->g, "Div", NULL, 2, (const char *[]){shard_input_repl(r, shape), dn}, 1, &out);
     if (!at_least_one) return out;
     int64_t one = 1;
@@ -255,16 +283,40 @@ static bool split_transpose(rank_ctx *r, const Onnx__NodeProto *n)
     return false;
 }
 
+/* The output axis (negative) of a Reshape that merges the two axes a split spans, or 0. */
+static int merged_axis(const ss_tensor *in, const ss_tensor *out, int axis)
+{
+    int a = in->ndim + axis;
+    int64_t before = 1, po = 1;
+    for (int k = 0; k < a; k++)
+        before *= in->dims[k];
+    for (int b = 0; b < out->ndim && po <= before && a + 1 < in->ndim; po *= out->dims[b], b++)
+        if (po == before && out->dims[b] == in->dims[a] * in->dims[a + 1]) return b - out->ndim;
+    return 0;
+}
+
+/* A divisor per element of a shape of `len` dims: `parts` at pos, 1 elsewhere. */
+static void shape_divisor(int64_t *div, int len, int pos, int64_t parts)
+{
+    for (int k = 0; k < len; k++)
+        div[k] = k == pos ? parts : 1;
+}
+
 static bool split_reshape(rank_ctx *r, const Onnx__NodeProto *n)
 {
-    tstate *t = split_input(r, n->input[0]);
-    ss_tensor out;
-    int b = t && shard_blocks_of(t) == 1 ? reshape_axis(r->c, n, t->axis) : 0;
-    if (!b || !shard_value_desc(r->c, n->output[0], &out)) return false;
-    int64_t v = 0;
+    tstate *t = computed_state(r, n->input[0]);
+    ss_tensor in, out;
+    if (!t || t->kind != L_SPLIT || shard_blocks_of(t) > 1 ||
+        !shard_value_desc(r->c, n->input[0], &in) || !shard_value_desc(r->c, n->output[0], &out))
+        return false;
+    int parts = shard_parts(r->c, t);
+    int b = t->span > 1 ? merged_axis(&in, &out, t->axis) : reshape_axis(r->c, n, t->axis, parts);
+    if (!b) return false;
+    int64_t v = 0, div[SS_MAX_DIMS];
     if (shape_elem(r->c, n->input[1], out.ndim + b, &v) && v == -1) /* infers the local dim */
         return emit_split_node(r, n, b, -1, NULL), true;
-    emit_split_node(r, n, b, 1, rank_shape(r, n->input[1], out.ndim, out.ndim + b, false));
+    shape_divisor(div, out.ndim, out.ndim + b, parts);
+    emit_split_node(r, n, b, 1, rank_shape(r, n->input[1], out.ndim, div, false));
     return true;
 }
 
@@ -273,12 +325,26 @@ static bool split_expand(rank_ctx *r, const Onnx__NodeProto *n)
     tstate *t = split_input(r, n->input[0]);
     ss_tensor in, out, shape;
     if (!t || shard_blocks_of(t) > 1 || !shard_value_desc(r->c, n->input[0], &in) ||
-        !shard_value_desc(r->c, n->output[0], &out) || !shard_value_desc(r->c, n->input[1], &shape) ||
-        shape.ndim != 1 || shape.dims[0] != out.ndim ||
-        in.dims[in.ndim + t->axis] != out.dims[out.ndim + t->axis])
+        !shard_value_desc(r->c, n->output[0], &out) ||
+        !shard_value_desc(r->c, n->input[1], &shape) || shape.ndim != 1 ||
+        shape.dims[0] != out.ndim || in.dims[in.ndim + t->axis] != out.dims[out.ndim + t->axis])
         return false;
-    emit_split_node(r, n, t->axis, 1,
-                    rank_shape(r, n->input[1], out.ndim, out.ndim + t->axis, true));
+    int parts = shard_parts(r->c, t), a = out.ndim + t->axis, ranks_per_part = r->c->tp / parts;
+    int64_t div[SS_MAX_DIMS];
+    shape_divisor(div, out.ndim, a, parts);
+    /* GQA's repeat of a grouped KV head [.., 1 head, 1, ..] -> [.., 1, repeats, ..]: a rank needs
+     * only the repeats its own query heads use, 1/ranks_per_part of them; the result is split
+     * across the two axes (heads x repeats) in rank order, as the query heads are */
+    bool widen = ranks_per_part > 1;
+    if (widen &&
+        (t->axis >= -1 || in.dims[in.ndim + t->axis + 1] != 1 || out.dims[a + 1] % ranks_per_part))
+        return false;
+    if (widen) div[a + 1] = ranks_per_part;
+    emit_split_node(r, n, t->axis, 1, rank_shape(r, n->input[1], out.ndim, div, true));
+    if (widen) {
+        tstate *o = &r->ts[shard_name_find(r->c, n->output[0])];
+        o->parts = r->c->tp, o->span = 2;
+    }
     return true;
 }
 
@@ -288,7 +354,8 @@ static bool split_unsqueeze(rank_ctx *r, const Onnx__NodeProto *n)
     ss_tensor in, out, axes_t;
     const int64_t *axes = NULL;
     int n_axes = ss_onnx_attr_ints(n, "axes", &axes);
-    if (n_axes <= 0 && n->n_input > 1 && shard_value_desc(r->c, n->input[1], &axes_t) && axes_t.data)
+    if (n_axes <= 0 && n->n_input > 1 && shard_value_desc(r->c, n->input[1], &axes_t) &&
+        axes_t.data)
         axes = axes_t.data, n_axes = (int)ss_tensor_numel(&axes_t);
     if (!t || shard_blocks_of(t) > 1 || n_axes <= 0 || !shard_value_desc(r->c, n->input[0], &in) ||
         !shard_value_desc(r->c, n->output[0], &out))
@@ -307,8 +374,9 @@ static bool split_slice(rank_ctx *r, const Onnx__NodeProto *n)
 {
     tstate *t = split_input(r, n->input[0]);
     ss_tensor in, axes;
-    if (!t || shard_blocks_of(t) > 1 || n->n_input < 4 || !shard_value_desc(r->c, n->input[0], &in) ||
-        !shard_value_desc(r->c, n->input[3], &axes) || !axes.data || axes.dtype != SS_DT_INT64)
+    if (!t || shard_blocks_of(t) > 1 || n->n_input < 4 ||
+        !shard_value_desc(r->c, n->input[0], &in) || !shard_value_desc(r->c, n->input[3], &axes) ||
+        !axes.data || axes.dtype != SS_DT_INT64)
         return false;
     for (int64_t k = 0; k < ss_tensor_numel(&axes); k++)
         if (normalize_axis(((const int64_t *)axes.data)[k], in.ndim) == in.ndim + t->axis)
@@ -323,8 +391,9 @@ static bool split_slice(rank_ctx *r, const Onnx__NodeProto *n)
 static bool split_concat(rank_ctx *r, const Onnx__NodeProto *n)
 {
     ss_tensor out;
-    int blocks = 1, axis = common_split_axis(r, n, &blocks);
-    if (!axis || blocks > 1 || !shard_value_desc(r->c, n->output[0], &out) ||
+    const tstate *like;
+    int axis = common_split_axis(r, n, &like);
+    if (!axis || shard_blocks_of(like) > 1 || !shard_value_desc(r->c, n->output[0], &out) ||
         normalize_axis(ss_onnx_attr_int(n, "axis", 0), out.ndim) == out.ndim + axis)
         return false;
     for (size_t j = 0; j < n->n_input; j++) {
@@ -336,7 +405,7 @@ static bool split_concat(rank_ctx *r, const Onnx__NodeProto *n)
     }
     for (size_t j = 0; j < n->n_input; j++) {
         tstate *t = computed_state(r, n->input[j]);
-        if (t->kind == L_REPL) *t = (tstate){t->local, L_SPLIT, axis, 1};
+        if (t->kind == L_REPL) *t = (tstate){t->local, L_SPLIT, axis, 1, like->parts, 1};
     }
     emit_split_node(r, n, axis, -1, NULL);
     return true;
@@ -362,8 +431,8 @@ static bool split_shape(rank_ctx *r, const Onnx__NodeProto *n)
     shard_ctx *c = r->c;
     tstate *t = split_input(r, n->input[0]);
     ss_tensor in, idx;
-    if (!t || shard_blocks_of(t) > 1 || ss_onnx_attr_find(n, "start") || ss_onnx_attr_find(n, "end") ||
-        !shard_value_desc(c, n->input[0], &in))
+    if (!t || shard_blocks_of(t) > 1 || ss_onnx_attr_find(n, "start") ||
+        ss_onnx_attr_find(n, "end") || !shard_value_desc(c, n->input[0], &in))
         return false;
     int a = in.ndim + t->axis;
     for (int i = 0; i < c->n_nodes; i++) {
@@ -391,20 +460,23 @@ static bool split_batched_matmul(rank_ctx *r, const Onnx__NodeProto *n)
 {
     tstate *ta = computed_state(r, n->input[0]), *tb = computed_state(r, n->input[1]);
     ss_tensor a, b;
-    if (!ta || !tb || !shard_value_desc(r->c, n->input[0], &a) || !shard_value_desc(r->c, n->input[1], &b) ||
-        a.ndim != b.ndim || a.ndim < 3)
+    if (!ta || !tb || !shard_value_desc(r->c, n->input[0], &a) ||
+        !shard_value_desc(r->c, n->input[1], &b) || a.ndim != b.ndim || a.ndim < 3)
         return false;
     tstate *split = ta->kind == L_SPLIT ? ta : tb, *other = split == ta ? tb : ta;
-    int axis = split->axis;
-    if (split->kind != L_SPLIT || axis > -3 || shard_blocks_of(split) > 1) return false;
+    int axis = split->axis, parts = shard_parts(r->c, split);
+    if (split->kind != L_SPLIT || axis > -3 || shard_blocks_of(split) > 1 || split->span > 1)
+        return false;
     if (other->kind == L_SPLIT)
-        return other->axis == axis && shard_blocks_of(other) == 1
+        return other->axis == axis && shard_blocks_of(other) == 1 && other->span <= 1 &&
+                       shard_parts(r->c, other) == parts
                    ? (emit_split_node(r, n, axis, -1, NULL), true)
                    : false;
     const ss_tensor *od = other == ta ? &a : &b;
     const char *oname = n->input[other == ta ? 0 : 1];
-    if (other->kind != L_REPL || od->dims[od->ndim + axis] % r->c->tp) return false;
-    emit_split_node(r, n, axis, other == ta ? 0 : 1, shard_slice_activation(r, oname, axis));
+    if (other->kind != L_REPL || od->dims[od->ndim + axis] % parts) return false;
+    emit_split_node(r, n, axis, other == ta ? 0 : 1,
+                    shard_slice_activation(r, oname, axis, parts, shard_part_index(r, split)));
     return true;
 }
 
@@ -415,17 +487,21 @@ static bool split_split(rank_ctx *r, const Onnx__NodeProto *n)
     shard_ctx *c = r->c;
     tstate *t = split_input(r, n->input[0]);
     ss_tensor in, part;
-    if (!t || !shard_value_desc(c, n->input[0], &in) || n->n_output > 16 || n->n_input > 2) return false;
+    if (!t || !shard_value_desc(c, n->input[0], &in) || n->n_output > 16 || n->n_input > 2)
+        return false;
     int n_out = (int)n->n_output, axis = normalize_axis(ss_onnx_attr_int(n, "axis", 0), in.ndim);
     bool along = axis - in.ndim == t->axis;
-    if (along ? shard_blocks_of(t) != n_out || !equal_last_axis_split(c, n) : shard_blocks_of(t) > 1)
+    if (along ? shard_blocks_of(t) != n_out || !equal_last_axis_split(c, n)
+              : shard_blocks_of(t) > 1)
         return false;
     const char *ins[2] = {t->local, n->n_input > 1 ? shard_input_repl(r, n->input[1]) : ""};
     const char *outs[16];
     int64_t sizes[16];
     for (int j = 0; j < n_out; j++) {
         outs[j] = rg_printf(&r->g, "%s__split", n->output[j]);
-        sizes[j] = shard_value_desc(c, n->output[j], &part) ? part.dims[part.ndim - 1] / c->tp : 0;
+        sizes[j] = shard_value_desc(c, n->output[j], &part)
+                       ? part.dims[part.ndim - 1] / shard_parts(c, t)
+                       : 0;
     }
     if (along && n->n_input > 1 && n->input[1][0]) {
         ins[1] = rg_printf(&r->g, "%s__rank_sizes", n->output[0]);
@@ -436,7 +512,8 @@ static bool split_split(rank_ctx *r, const Onnx__NodeProto *n)
     rg_attr_copy_except(&r->g, m, n, along ? skip : NULL);
     if (along && ss_onnx_attr_find(n, "split")) rg_attr_ints(&r->g, m, "split", sizes, n_out);
     for (int j = 0; j < n_out; j++)
-        r->ts[shard_name_find(c, n->output[j])] = (tstate){outs[j], L_SPLIT, t->axis, 1};
+        r->ts[shard_name_find(c, n->output[j])] =
+            (tstate){outs[j], L_SPLIT, t->axis, 1, t->parts, 1};
     return true;
 }
 
@@ -456,4 +533,3 @@ bool shard_emit_split_structural(rank_ctx *r, const Onnx__NodeProto *n)
         if (!strcmp(n->op_type, rules[i].op)) return n->n_output >= 1 && rules[i].emit(r, n);
     return n->n_output > 1 && !strcmp(n->op_type, "Split") && split_split(r, n);
 }
-

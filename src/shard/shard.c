@@ -215,9 +215,9 @@ static int pos_axis(int neg_axis, int rank)
 /* A gathered blocked axis (only ever the last) is rank-major [r0: b0 b1 b2 | r1: b0 b1 b2]; the
  * tensor wants block-major [b0: r0 r1 | b1: ...]: view as [.., ranks, blocks, w], swap, merge. */
 static void unblock_last_axis(rank_ctx *r, const char *in, const ss_tensor *full, int blocks,
-                              const char *out)
+                              int tp, const char *out)
 {
-    int nd = full->ndim, tp = r->c->tp;
+    int nd = full->ndim;
     int64_t split_shape[SS_MAX_DIMS + 2] = {0}, merged[SS_MAX_DIMS] = {0}, perm[SS_MAX_DIMS + 2];
     split_shape[nd - 1] = tp; /* leading zeros copy the input's dims */
     split_shape[nd] = blocks;
@@ -238,6 +238,34 @@ static void unblock_last_axis(rank_ctx *r, const char *in, const ss_tensor *full
     rg_node(&r->g, "Reshape", NULL, 2, (const char *[]){swapped, mn}, 1, &out);
 }
 
+/* A gathered grouped split holds each part once per rank of its group; keep the first copy of
+ * each (Gather of the element indices along the axis). */
+static void ungroup(rank_ctx *r, const char *in, const ss_tensor *full, int axis, int parts,
+                    const char *out)
+{
+    int64_t w = full->dims[axis] / parts, reps = r->c->tp / parts;
+    int64_t *idx = rg_alloc(&r->g, sizeof(int64_t) * (size_t)(parts * w + 1));
+    if (!idx) return;
+    for (int64_t g = 0; g < parts; g++)
+        for (int64_t i = 0; i < w; i++)
+            idx[g * w + i] = g * reps * w + i;
+    const char *in_name = rg_printf(&r->g, "%s__group_index", out);
+    rg_init_i64(&r->g, in_name, idx, (int)(parts * w));
+    Onnx__NodeProto *n = rg_node(&r->g, "Gather", NULL, 2, (const char *[]){in, in_name}, 1, &out);
+    rg_attr_int(&r->g, n, "axis", axis);
+}
+
+/* A split spanning axes axis and axis + 1 gathers as [.., ranks, local, ..]: the same elements in
+ * the same order as the full [.., d_axis, d_axis+1, ..]; reshape to it (zeros copy the others). */
+static void unspan(rank_ctx *r, const char *in, const ss_tensor *full, int axis, const char *out)
+{
+    int64_t shape[SS_MAX_DIMS] = {0};
+    shape[axis] = full->dims[axis], shape[axis + 1] = full->dims[axis + 1];
+    const char *sn = rg_printf(&r->g, "%s__unspan_shape", out);
+    rg_init_i64(&r->g, sn, shape, full->ndim);
+    rg_node(&r->g, "Reshape", NULL, 2, (const char *[]){in, sn}, 1, &out);
+}
+
 /* Make `name` replicated on this rank (AllGather / AllReduce as needed); returns its local name. */
 const char *shard_materialize(rank_ctx *r, const char *name)
 {
@@ -249,12 +277,21 @@ const char *shard_materialize(rank_ctx *r, const char *name)
     if (t->kind == L_SPLIT) {
         ss_tensor d;
         shard_value_desc(r->c, name, &d);
-        const char *gathered = t->blocks > 1 ? rg_printf(&r->g, "%s__rankmajor", name) : out;
+        bool grouped = shard_parts(r->c, t) < r->c->tp;
+        const char *gathered =
+            t->blocks > 1 || grouped || t->span > 1 ? rg_printf(&r->g, "%s__rankmajor", name) : out;
         Onnx__NodeProto *n =
             rg_node(&r->g, "AllGather", SS_DOMAIN_COLLECTIVE, 1, &t->local, 1, &gathered);
         rg_attr_int(&r->g, n, "axis", pos_axis(t->axis, d.ndim));
         rg_attr_string(&r->g, n, "group", r->group);
-        if (t->blocks > 1) unblock_last_axis(r, gathered, &d, t->blocks, out);
+        int axis = pos_axis(t->axis, d.ndim), parts = shard_parts(r->c, t);
+        const char *ungrouped =
+            grouped && t->blocks > 1 ? rg_printf(&r->g, "%s__ungrouped", name) : out;
+        if (grouped) ungroup(r, gathered, &d, axis, parts, ungrouped);
+        if (t->blocks > 1)
+            unblock_last_axis(r, grouped ? ungrouped : gathered, &d, t->blocks, parts, out);
+        else if (t->span > 1)
+            unspan(r, gathered, &d, axis, out);
     } else {
         Onnx__NodeProto *n =
             rg_node(&r->g, "AllReduce", SS_DOMAIN_COLLECTIVE, 1, &t->local, 1, &out);
@@ -278,21 +315,22 @@ const char *shard_input_repl(rank_ctx *r, const char *name)
 }
 
 /* This rank's slice of a replicated activation along `neg_axis`. */
-const char *shard_slice_activation(rank_ctx *r, const char *name, int neg_axis)
+const char *shard_slice_activation(rank_ctx *r, const char *name, int neg_axis, int parts,
+                                   int index)
 {
     const char *full = shard_materialize(r, name);
     ss_tensor d;
     shard_value_desc(r->c, name, &d);
-    int64_t chunk = d.dims[pos_axis(neg_axis, d.ndim)] / r->c->tp;
-    int64_t starts = chunk * r->pos, ends = chunk * (r->pos + 1), axes = neg_axis;
-    const char *sn = rg_printf(&r->g, "%s__slice_start%d", name, neg_axis);
-    const char *en = rg_printf(&r->g, "%s__slice_end%d", name, neg_axis);
+    int64_t chunk = d.dims[pos_axis(neg_axis, d.ndim)] / parts;
+    int64_t starts = chunk * index, ends = chunk * (index + 1), axes = neg_axis;
+    const char *sn = rg_printf(&r->g, "%s__slice_start%d_%d", name, neg_axis, parts);
+    const char *en = rg_printf(&r->g, "%s__slice_end%d_%d", name, neg_axis, parts);
     const char *an = rg_printf(&r->g, "__axis%d", neg_axis);
     rg_init_i64(&r->g, sn, &starts, 1);
     rg_init_i64(&r->g, en, &ends, 1);
     rg_init_i64(&r->g, an, &axes, 1);
     const char *ins[4] = {full, sn, en, an};
-    const char *out = rg_printf(&r->g, "%s__part%d", name, neg_axis);
+    const char *out = rg_printf(&r->g, "%s__part%d_%d", name, neg_axis, parts);
     rg_node(&r->g, "Slice", NULL, 4, ins, 1, &out);
     return out;
 }
@@ -345,14 +383,14 @@ static ss_status *matmul_split(rank_ctx *r, node_info *ni, split_kind *out)
     /* auto: row-parallel after a column-parallel producer, otherwise column-parallel */
     if (!weight_ok) return NULL;
     const tstate *t = &r->ts[id];
-    int blocks = 1;
+    int blocks = 1, parts = c->tp;
     if (t->kind == L_SPLIT && t->axis == -1 && shard_blocks_of(t) == 1 &&
-        divisible(&w, k_axis_w, c->tp))
+        shard_parts(c, t) == c->tp && t->span <= 1 && divisible(&w, k_axis_w, c->tp))
         *out = S_REDUCE;
     else if (divisible(&w, n_axis_w, c->tp) &&
-             shard_cols_fit(c, shard_name_find(c, n->output[0]), &blocks) &&
-             w.dims[n_axis_w] % ((int64_t)blocks * c->tp) == 0)
-        *out = S_COLS, ni->blocks = blocks;
+             shard_cols_fit(c, shard_name_find(c, n->output[0]), &blocks, &parts) &&
+             w.dims[n_axis_w] % ((int64_t)blocks * parts) == 0)
+        *out = S_COLS, ni->blocks = blocks, ni->parts = parts;
     return NULL;
 }
 
@@ -372,16 +410,17 @@ static void emit_matmul(rank_ctx *r, const node_info *ni, split_kind s)
     const char *wname =
         rg_printf(&r->g, "%s__%s%d", n->input[1], s == S_COLS ? "cols" : "rows", r->pos);
     int blocks = s == S_COLS && ni->blocks > 1 ? ni->blocks : 1;
+    int parts = s == S_COLS && ni->parts > 0 ? ni->parts : c->tp, index = r->pos * parts / c->tp;
     if (s == S_COLS) {
         ins[0] = shard_materialize(r, n->input[0]);
-        rg_init_blocked(&r->g, wname, &w, tb ? 0 : 1, blocks, c->tp, r->pos);
+        rg_init_blocked(&r->g, wname, &w, tb ? 0 : 1, blocks, parts, index);
         ins[1] = wname;
         int n_in = 2;
         if (has_c) {
             shard_value_desc(c, n->input[2], &bias);
             if (bias.ndim >= 1 && bias.dims[bias.ndim - 1] > 1) {
                 const char *bn = rg_printf(&r->g, "%s__cols%d", n->input[2], r->pos);
-                rg_init_blocked(&r->g, bn, &bias, bias.ndim - 1, blocks, c->tp, r->pos);
+                rg_init_blocked(&r->g, bn, &bias, bias.ndim - 1, blocks, parts, index);
                 ins[2] = bn;
             } else {
                 ins[2] = shard_input_repl(r, n->input[2]);
@@ -392,13 +431,13 @@ static void emit_matmul(rank_ctx *r, const node_info *ni, split_kind s)
         const char *local = rg_printf(&r->g, "%s__colpart", out_name);
         Onnx__NodeProto *m = rg_node(&r->g, n->op_type, n->domain, n_in, ins, 1, &local);
         rg_attr_copy(&r->g, m, n);
-        r->ts[out_id] = (tstate){local, L_SPLIT, -1, blocks};
+        r->ts[out_id] = (tstate){local, L_SPLIT, -1, blocks, parts, 1};
         if (gather) shard_materialize(r, out_name);
     } else if (s == S_REDUCE) {
         int id = shard_name_find(c, n->input[0]);
         ins[0] = (r->ts[id].kind == L_SPLIT && r->ts[id].axis == -1)
                      ? r->ts[id].local
-                     : shard_slice_activation(r, n->input[0], -1);
+                     : shard_slice_activation(r, n->input[0], -1, c->tp, r->pos);
         rg_init(&r->g, wname, &w, tb ? 1 : 0, c->tp, r->pos);
         ins[1] = wname;
         const char *partial = rg_printf(&r->g, "%s__partial", out_name);
@@ -438,7 +477,7 @@ static void emit_matmul(rank_ctx *r, const node_info *ni, split_kind s)
     } else { /* S_ROWS */
         ss_tensor x;
         shard_value_desc(c, n->input[0], &x);
-        ins[0] = shard_slice_activation(r, n->input[0], -2);
+        ins[0] = shard_slice_activation(r, n->input[0], -2, c->tp, r->pos);
         ins[1] = shard_input_repl(r, n->input[1]);
         int n_in = 2;
         if (has_c) {
@@ -519,7 +558,7 @@ static Onnx__ValueInfoProto *value_info_for(rank_ctx *r, const char *name)
 
 /* A copy of vi whose dim at `axis` (negative) is this rank's share: a split state input or output
  * (each rank holds its own KV heads). Dynamic dims stay named. */
-static Onnx__ValueInfoProto *vi_split(rank_ctx *r, Onnx__ValueInfoProto *vi, int axis)
+static Onnx__ValueInfoProto *vi_split(rank_ctx *r, Onnx__ValueInfoProto *vi, int axis, int parts)
 {
     if (!vi || !vi->type || vi->type->value_case != ONNX__TYPE_PROTO__VALUE_TENSOR_TYPE ||
         !vi->type->tensor_type->shape)
@@ -537,7 +576,7 @@ static Onnx__ValueInfoProto *vi_split(rank_ctx *r, Onnx__ValueInfoProto *vi, int
     memcpy(dims, shape->dim, sizeof *dims * shape->n_dim);
     *nd = *shape->dim[p];
     if (nd->value_case == ONNX__TENSOR_SHAPE_PROTO__DIMENSION__VALUE_DIM_VALUE)
-        nd->dim_value /= r->c->tp;
+        nd->dim_value /= parts;
     dims[p] = nd, ns->dim = dims, ntt->shape = ns, nt->tensor_type = ntt, nv->type = nt;
     return nv;
 }
@@ -550,7 +589,8 @@ static void emit_graph_io(rank_ctx *r)
     for (size_t i = 0; i < r->g.n_inputs; i++) {
         int id = shard_name_find(c, r->g.inputs[i]->name);
         if (id >= 0 && r->ts[id].kind == L_SPLIT)
-            r->g.inputs[i] = vi_split(r, r->g.inputs[i], r->ts[id].axis);
+            r->g.inputs[i] =
+                vi_split(r, r->g.inputs[i], r->ts[id].axis, shard_parts(c, &r->ts[id]));
     }
     for (size_t i = 0; i < c->graph->n_output; i++) {
         const char *name = c->graph->output[i]->name, *local;
@@ -561,7 +601,7 @@ static void emit_graph_io(rank_ctx *r)
         local = state ? t->local : shard_input_repl(r, name);
         if (strcmp(local, name)) rg_node(&r->g, "Identity", NULL, 1, &local, 1, &name);
         Onnx__ValueInfoProto *vi = value_info_for(r, name);
-        rg_add_output(&r->g, state ? vi_split(r, vi, t->axis) : vi);
+        rg_add_output(&r->g, state ? vi_split(r, vi, t->axis, shard_parts(c, t)) : vi);
     }
 }
 

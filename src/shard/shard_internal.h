@@ -19,6 +19,8 @@ typedef struct {
     layout kind;
     int axis;   /* L_SPLIT: negative, counted from the end */
     int blocks; /* L_SPLIT: the axis is this many equal blocks, each split (fused QKV); 0 = 1 */
+    int parts;  /* L_SPLIT: distinct parts; 0 = one per rank; fewer = grouped (below) */
+    int span;   /* L_SPLIT: the split covers axes axis.. axis + span - 1 as one (0 = 1) */
 } tstate;
 
 typedef enum { S_NONE = 0, S_ROWS, S_REDUCE, S_COLS } split_kind;
@@ -36,6 +38,7 @@ typedef struct {
     bool constant; /* every output known at plan time: not emitted */
     double params, flops;
     int blocks; /* S_COLS: the weight's columns are this many blocks split each (fused QKV) */
+    int parts;  /* S_COLS: distinct column parts (0: one per rank) */
     split_kind explicit_split; /* from the strategy file */
     bool has_explicit;
 } node_info;
@@ -88,16 +91,31 @@ static inline int shard_blocks_of(const tstate *t)
     return t->blocks > 1 ? t->blocks : 1;
 }
 
+/* How many distinct parts a split value has: one per rank, or fewer for a grouped split (KV heads
+ * fewer than the ranks: consecutive ranks hold the same KV head, the one their query heads
+ * use); and the part this rank holds. */
+static inline int shard_parts(const shard_ctx *c, const tstate *t)
+{
+    return t->parts > 0 ? t->parts : c->tp;
+}
+
+static inline int shard_part_index(const rank_ctx *r, const tstate *t)
+{
+    return r->pos * shard_parts(r->c, t) / r->c->tp;
+}
+
 /* shard.c */
 int shard_name_find(const shard_ctx *c, const char *name);
 bool shard_value_desc(const shard_ctx *c, const char *name, ss_tensor *d);
 int64_t shard_plan_dim(const shard_ctx *c, const char *name, int pass);
 const char *shard_materialize(rank_ctx *r, const char *name);
 const char *shard_input_repl(rank_ctx *r, const char *name);
-const char *shard_slice_activation(rank_ctx *r, const char *name, int neg_axis);
+/* This rank's part (index of parts) of a replicated activation along neg_axis. */
+const char *shard_slice_activation(rank_ctx *r, const char *name, int neg_axis, int parts,
+                                   int index);
 
 /* layout.c */
-bool shard_cols_fit(const shard_ctx *c, int id, int *blocks);
+bool shard_cols_fit(const shard_ctx *c, int id, int *blocks, int *parts);
 bool shard_emit_split_elementwise(rank_ctx *r, const Onnx__NodeProto *n);
 bool shard_emit_split_structural(rank_ctx *r, const Onnx__NodeProto *n);
 

@@ -169,4 +169,3 @@ void shard_emit_sends(rank_ctx *r)
         rg_attr_string(&r->g, n, "group", "world");
     }
 }
-

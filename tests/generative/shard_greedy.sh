@@ -11,8 +11,9 @@ rm -rf "$out"
   { cat "$out.log"; echo "FAIL shardserve shard"; exit 1; }
 grep -v 'written' "$out.log"
 /usr/bin/python3 - "$dir/model.onnx" "$out" "$ranks" "$stages" <<'PY' || exit 1
-# Every rank's past/present is the whole cache's heads / ranks-per-stage, or the whole cache when
-# the KV heads do not divide by the ranks (replicated).
+# Every rank's past/present is the whole cache's heads / ranks-per-stage, one head when the ranks
+# are a multiple of the KV heads (GQA: each group of ranks shares the head its queries use), or
+# the whole cache otherwise (replicated).
 import collections, glob, onnx, sys
 src, out, ranks, stages = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
 tp = ranks // stages
@@ -23,7 +24,8 @@ ops = collections.Counter(n.op_type for n in m.graph.node)
 for i in list(m.graph.input) + list(m.graph.output):
     name = i.name.replace("present.", "past_key_values.")
     if name not in heads: continue
-    want = heads[name] // tp if heads[name] % tp == 0 else heads[name]
+    h = heads[name]  # fewer heads than ranks: a group of ranks shares one
+    want = max(1, h // tp) if h % tp == 0 or tp % h == 0 else h
     got = i.type.tensor_type.shape.dim[1].dim_value
     dyn = [d.dim_param for d in i.type.tensor_type.shape.dim if d.dim_param]
     if got != want or len(dyn) != 2:
