@@ -956,12 +956,8 @@ static uint64_t plan_value_hash(const shard_ctx *c, const char *name)
 
 /* Plans with concrete shapes; with dynamic dims twice (pass 0, then pass 1 stays current), keeping
  * pass 0's value hashes so that analyse() can tell constants from values of the dims. */
-static ss_status *plan_twice(shard_ctx *c, ss_tensor *descs)
+static ss_status *record_first_plan(shard_ctx *c)
 {
-    int n_in = ss_session_num_inputs(c->session);
-    ss_status *st = input_descs(c, descs, 0);
-    if (!st) st = ss_session_plan_shapes(c->session, descs, n_in);
-    if (st || !c->dynamic) return st;
     size_t n_out = 0, k = 0;
     for (size_t i = 0; i < c->graph->n_node; i++)
         n_out += c->graph->node[i]->n_output;
@@ -983,9 +979,23 @@ static ss_status *plan_twice(shard_ctx *c, ss_tensor *descs)
                 }
             }
         }
-    st = input_descs(c, descs, 1);
+    return NULL;
+}
+
+static ss_status *plan_twice(shard_ctx *c, ss_tensor *descs)
+{
+    int n_in = ss_session_num_inputs(c->session);
+    ss_status *st = input_descs(c, descs, 0);
     if (!st) st = ss_session_plan_shapes(c->session, descs, n_in);
-    return st ? ss_status_wrap(st, "planning with other values for the dynamic dims") : NULL;
+    if (!st && c->dynamic) st = record_first_plan(c);
+    if (!st && c->dynamic) st = input_descs(c, descs, 1);
+    if (!st && c->dynamic) st = ss_session_plan_shapes(c->session, descs, n_in);
+    if (st && c->dynamic) /* the values tried for the dims may not suit the model */
+        st = ss_status_wrap(st,
+                            "planning with sample values for the dynamic dims of '%s' (give "
+                            "concrete shapes with --input-shape)",
+                            c->dynamic_input);
+    return st;
 }
 
 static ss_status *analyse(shard_ctx *c)
