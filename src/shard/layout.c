@@ -28,8 +28,8 @@ static int sole_consumer(const shard_ctx *c, int id)
 /* The output axis (negative) a Reshape carries an input split into `parts` along `axis` to, or 0
  * when it cannot: the dims before the split must multiply to the same on both sides, and the
  * split dim and the output dim it maps to must both divide by the parts (whole heads on each
- * rank). With parts = 0, the largest such output dim that divides the ranks instead (a grouped
- * split: fewer KV heads than ranks), returned in *parts. */
+ * rank). With *parts = 0, the parts are the output dim itself when the ranks are a multiple of it
+ * (a grouped split: fewer heads than ranks), returned in *parts. */
 static int reshape_axis_parts(const shard_ctx *c, const Onnx__NodeProto *n, int axis, int *parts)
 {
     ss_tensor in, out;
@@ -70,11 +70,12 @@ static int equal_last_axis_split(const shard_ctx *c, const Onnx__NodeProto *n)
     return (int)n->n_output;
 }
 
-/* Would a column split of value `id` survive until it is used? Follows it through elementwise ops
- * to the first other consumer: a Reshape must keep whole heads on each rank (attention's
- * MatMul -> Reshape(.., heads, head_dim) chain; with fewer KV heads than ranks it cannot, and the
- * projection stays whole: replicated KV), and a Split into equal parts along the last axis (a
- * fused QKV) makes the split blockwise, each part then judged the same way. */
+/* Would a column split of value `id` survive until it is used, and into how many parts? Follows
+ * it through elementwise ops to the first other consumer: a Reshape must keep whole heads on each
+ * rank (attention's MatMul -> Reshape(.., heads, head_dim) chain); with fewer heads than ranks,
+ * and ranks a multiple of the heads, each group of ranks shares one head (grouped: KV heads of
+ * GQA); otherwise the projection stays whole. A Split into equal parts along the last axis (a fused
+ * QKV) makes the split blockwise, each part then judged the same way. */
 bool shard_cols_fit(const shard_ctx *c, int id, int *blocks, int *parts)
 {
     *blocks = 1, *parts = c->tp;
