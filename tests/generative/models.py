@@ -16,6 +16,7 @@ logits [batch, seq, vocab], present.L.key/.value [batch, kv_heads, past+seq, hea
 sequence and past length are dynamic.
 
 Usage: models.py --family gpt2|llama --out DIR [--opset 14|17] [--prompt-len 7] [--steps 64]
+                 [--size tiny|small]
 writes DIR/model.onnx, DIR/prompt.npy (int64 [prompt-len]), DIR/ref_tokens.npy (int64 [steps],
 greedy, prefill then one decode step per token with the cache fed back) and DIR/meta.txt.
 """
@@ -168,9 +169,16 @@ class Llama(nn.Module):
 
 
 # ---------------------------------------------------------------- export and reference
-def make(family):
+# --size small: GPT-2-124M's shape, and a Llama of the same width with GQA (for benchmarks; the
+# tests use tiny)
+SIZES = {("gpt2", "small"): dict(vocab=50257, d=768, nh=12, layers=12, n_pos=1024),
+         ("llama", "small"): dict(vocab=32000, d=768, nh=12, kvh=4, layers=12, ffn=2048)}
+
+
+def make(family, size="tiny"):
     torch.manual_seed(0 if family == "gpt2" else 1)
-    return (GPT2() if family == "gpt2" else Llama()).eval()
+    kw = SIZES.get((family, size), {})
+    return (GPT2(**kw) if family == "gpt2" else Llama(**kw)).eval()
 
 
 def empty_past(model, batch, past_len=0):
@@ -230,9 +238,10 @@ def main():
     ap.add_argument("--opset", type=int, default=17)
     ap.add_argument("--prompt-len", type=int, default=7)
     ap.add_argument("--steps", type=int, default=64)
+    ap.add_argument("--size", choices=["tiny", "small"], default="tiny")
     a = ap.parse_args()
     os.makedirs(a.out, exist_ok=True)
-    model = make(a.family)
+    model = make(a.family, a.size)
     prompt = [int(t) for t in torch.randint(0, 128, (a.prompt_len,), generator=torch.Generator().manual_seed(7))]
     tokens, gap = greedy(model, prompt, a.steps)
     if gap < 1e-3:
