@@ -2,7 +2,7 @@
 # PyTorch into the build folder, run by shardserve's runtime in a greedy token loop (prefill, then
 # one decode step per token feeding present back as past); 64 tokens must equal PyTorch's, whole
 # and sharded Megatron-style (heads, MLP pairs) over 2, 4 and 8 ranks and in 2 pipeline stages,
-# on shm, with batch, sequence and past lengths left dynamic.
+# on shm and on mpi, with batch, sequence and past lengths left dynamic.
 set(SS_GEN_DIR ${CMAKE_BINARY_DIR}/generative)
 add_executable(gen_greedy ${SS_TEST_DIR}/generative/gen_greedy.c ${SS_TEST_DIR}/generative/kvloop.c)
 target_link_libraries(gen_greedy PRIVATE ss_agent ss_runtime)
@@ -41,6 +41,19 @@ foreach(family gpt2 llama)
         set_tests_properties(gen_greedy_${case}_pp2_ranks${ranks} PROPERTIES
                              FIXTURES_REQUIRED gen_${case} TIMEOUT 120 LABELS generative)
       endforeach()
+      # over the mpi backend (mpirun inside a loopback-only network namespace): 4 ranks, then
+      # 2 ranks x 2 stages
+      if(SS_COMM_HAVE_MPI AND opset EQUAL 17)
+        foreach(split "4;1" "4;2")
+          list(GET split 0 ranks)
+          list(GET split 1 stages)
+          add_test(NAME gen_greedy_${case}_mpi_${ranks}x${stages}
+                   COMMAND ${SS_TEST_DIR}/generative/shard_greedy_mpi.sh $<TARGET_FILE:shardserve>
+                           $<TARGET_FILE:gen_greedy> ${dir} ${ranks} ${stages})
+          set_tests_properties(gen_greedy_${case}_mpi_${ranks}x${stages} PROPERTIES
+                               FIXTURES_REQUIRED gen_${case} TIMEOUT 150 LABELS generative)
+        endforeach()
+      endif()
     endif()
   endforeach()
 endforeach()

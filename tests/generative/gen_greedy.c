@@ -4,8 +4,10 @@
  *
  *   gen_greedy MODEL.onnx PROMPT.npy REF_TOKENS.npy
  *   gen_greedy --shards DIR PROMPT.npy REF_TOKENS.npy     (DIR from `shardserve shard`)
+ *   mpirun -np N gen_greedy --mpi-shards DIR PROMPT.npy REF_TOKENS.npy
  *
- * With --shards, one process per rank (shm communicator) runs the same loop on its shard: the
+ * With --shards, one process per rank (shm communicator; with --mpi-shards, the process mpirun
+ * started as rank OMPI_COMM_WORLD_RANK, mpi communicator) runs the same loop on its shard: the
  * ranks keep their own part of the KV cache, and every rank sees the same logits, so each takes
  * the same greedy token; only the collectives inside the graph travel between them.
  * Prints the first mismatch (step, ours, PyTorch's) and exits 1 on any difference; prints the
@@ -93,14 +95,14 @@ static int run(ss_session *s, const ss_tensor *prompt, const ss_tensor *ref, con
 }
 
 /* One rank of a sharded model, in a child process. */
-static int run_rank(const char *dir, int rank, const char *session, const ss_tensor *prompt,
-                    const ss_tensor *ref)
+static int run_rank(const char *dir, int rank, ss_comm_backend backend, const char *session,
+                    const ss_tensor *prompt, const ss_tensor *ref)
 {
     char config[4096], who[32];
     snprintf(config, sizeof config, "%s/device%d/group_config.json", dir, rank);
     snprintf(who, sizeof who, " rank %d", rank);
     ss_rank *r = NULL;
-    ss_rank_options opt = {.backend = SS_COMM_SHM, .session = session, .timeout_ms = 20000};
+    ss_rank_options opt = {.backend = backend, .session = session, .timeout_ms = 20000};
     ss_status *st = ss_rank_open(config, &opt, &r);
     int rc = 1;
     if (st) {
@@ -132,7 +134,7 @@ static int run_shards(const char *dir, const ss_tensor *prompt, const ss_tensor 
     for (; started < n && started < 64; started++) {
         pids[started] = fork();
         if (pids[started] == 0) {
-            int child_rc = run_rank(dir, started, session, prompt, ref);
+            int child_rc = run_rank(dir, started, SS_COMM_SHM, session, prompt, ref);
             fflush(NULL); /* _exit does not flush stdio */
             _exit(child_rc);
         }
@@ -154,8 +156,15 @@ static int run_shards(const char *dir, const ss_tensor *prompt, const ss_tensor 
 int main(int argc, char **argv)
 {
     bool shards = argc == 5 && !strcmp(argv[1], "--shards");
-    if (argc != 4 && !shards) {
-        fprintf(stderr, "usage: gen_greedy MODEL.onnx|--shards DIR PROMPT.npy REF_TOKENS.npy\n");
+    bool mpi = argc == 5 && !strcmp(argv[1], "--mpi-shards");
+    const char *mpi_rank = getenv("OMPI_COMM_WORLD_RANK");
+    if (argc != 4 && !shards && !mpi) {
+        fprintf(stderr, "usage: gen_greedy MODEL.onnx|--shards DIR|--mpi-shards DIR PROMPT.npy "
+                        "REF_TOKENS.npy\n");
+        return 2;
+    }
+    if (mpi && !mpi_rank) {
+        fprintf(stderr, "gen_greedy: --mpi-shards: start the ranks with mpirun\n");
         return 2;
     }
     const char *model = argv[argc - 3];
@@ -171,6 +180,8 @@ int main(int argc, char **argv)
         rc = fail(st, "reading the prompt and reference");
     else if (shards)
         rc = run_shards(model, &prompt, &ref);
+    else if (mpi)
+        rc = run_rank(model, atoi(mpi_rank), SS_COMM_MPI, NULL, &prompt, &ref);
     else if ((st = ss_session_create(model, &(ss_session_options){0}, &s)))
         rc = fail(st, model);
     else
