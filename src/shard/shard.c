@@ -384,14 +384,42 @@ static ss_status *matmul_split(rank_ctx *r, node_info *ni, split_kind *out)
     if (!weight_ok) return NULL;
     const tstate *t = &r->ts[id];
     int blocks = 1, parts = c->tp;
-    if (t->kind == L_SPLIT && t->axis == -1 && shard_blocks_of(t) == 1 &&
-        shard_parts(c, t) == c->tp && t->span <= 1 && divisible(&w, k_axis_w, c->tp))
+    int in_parts = t->kind == L_SPLIT ? shard_parts(c, t) : c->tp;
+    if (t->kind == L_SPLIT && t->axis == -1 && shard_blocks_of(t) == 1 && t->span <= 1 &&
+        divisible(&w, k_axis_w, in_parts) &&
+        (in_parts == c->tp || w.dtype == SS_DT_FLOAT32)) /* grouped: rows scaled, see below */
         *out = S_REDUCE;
     else if (divisible(&w, n_axis_w, c->tp) &&
              shard_cols_fit(c, shard_name_find(c, n->output[0]), &blocks, &parts) &&
              w.dims[n_axis_w] % ((int64_t)blocks * parts) == 0)
         *out = S_COLS, ni->blocks = blocks, ni->parts = parts;
     return NULL;
+}
+
+/* This rank's rows of a row-parallel weight. A grouped input (a head shared by a group of ranks)
+ * gives every rank of the group the same rows, so the AllReduce adds each product once per rank
+ * of the group: the rows are scaled by 1/group (exact for the usual power-of-two groups). */
+static void emit_rows(rank_ctx *r, const char *name, const ss_tensor *w, int axis, int parts,
+                      int index)
+{
+    int group = r->c->tp / parts;
+    ss_tensor scaled;
+    if (group == 1) {
+        rg_init(&r->g, name, w, axis, parts, index);
+        return;
+    }
+    ss_status *st = ss_tensor_copy(&scaled, w);
+    if (st) {
+        if (!r->g.error)
+            r->g.error = st;
+        else
+            ss_status_free(st);
+        return;
+    }
+    for (int64_t i = 0; i < ss_tensor_numel(&scaled); i++)
+        ((float *)scaled.data)[i] /= (float)group;
+    rg_init(&r->g, name, &scaled, axis, parts, index);
+    ss_tensor_free(&scaled);
 }
 
 static void emit_matmul(rank_ctx *r, const node_info *ni, split_kind s)
@@ -434,11 +462,11 @@ static void emit_matmul(rank_ctx *r, const node_info *ni, split_kind s)
         r->ts[out_id] = (tstate){local, L_SPLIT, -1, blocks, parts, 1};
         if (gather) shard_materialize(r, out_name);
     } else if (s == S_REDUCE) {
-        int id = shard_name_find(c, n->input[0]);
-        ins[0] = (r->ts[id].kind == L_SPLIT && r->ts[id].axis == -1)
-                     ? r->ts[id].local
-                     : shard_slice_activation(r, n->input[0], -1, c->tp, r->pos);
-        rg_init(&r->g, wname, &w, tb ? 1 : 0, c->tp, r->pos);
+        const tstate *t = &r->ts[shard_name_find(c, n->input[0])];
+        bool local = t->kind == L_SPLIT && t->axis == -1;
+        ins[0] = local ? t->local : shard_slice_activation(r, n->input[0], -1, c->tp, r->pos);
+        emit_rows(r, wname, &w, tb ? 1 : 0, local ? shard_parts(c, t) : c->tp,
+                  local ? shard_part_index(r, t) : r->pos);
         ins[1] = wname;
         const char *partial = rg_printf(&r->g, "%s__partial", out_name);
         static const char *const skip[] = {"beta", NULL};
