@@ -117,6 +117,27 @@ static int run_rank(const char *dir, int rank, ss_comm_backend backend, const ch
     return rc;
 }
 
+static void kill_ranks(const pid_t *pids, int n, pid_t except)
+{
+    for (int j = 0; j < n; j++)
+        if (pids[j] > 0 && pids[j] != except) kill(pids[j], SIGKILL);
+}
+
+/* Waits for every rank in the order they end; the first failure kills the others, which would
+ * wait for it in a collective. */
+static int wait_ranks(const pid_t *pids, int n, int rc)
+{
+    for (int left = n; left > 0; left--) {
+        int status = 0;
+        pid_t done = wait(&status);
+        if (done < 0) break;
+        if (WIFEXITED(status) && WEXITSTATUS(status) == 0) continue;
+        if (!rc) kill_ranks(pids, n, done);
+        rc = 1;
+    }
+    return rc;
+}
+
 /* Forks one process per rank (the manifest's count: device0..N-1); all must agree. */
 static int run_shards(const char *dir, const ss_tensor *prompt, const ss_tensor *ref)
 {
@@ -140,17 +161,12 @@ static int run_shards(const char *dir, const ss_tensor *prompt, const ss_tensor 
         }
         if (pids[started] < 0) break;
     }
-    for (int i = 0; i < started; i++) {
-        int status = 0;
-        if (pids[i] < 0 || waitpid(pids[i], &status, 0) < 0 || !WIFEXITED(status) ||
-            WEXITSTATUS(status) != 0) {
-            if (!rc) /* one rank failed: the others would wait for it in a collective */
-                for (int j = 0; j < started; j++)
-                    if (pids[j] > 0 && j != i) kill(pids[j], SIGKILL);
-            rc = 1;
-        }
+    if (started < n) { /* a fork failed: the others would wait for the missing rank */
+        fprintf(stderr, "gen_greedy: could only start %d of %d ranks\n", started, n);
+        kill_ranks(pids, started, 0);
+        rc = 1;
     }
-    return started == n ? rc : 1;
+    return wait_ranks(pids, started, rc);
 }
 
 int main(int argc, char **argv)
