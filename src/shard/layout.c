@@ -55,6 +55,15 @@ static int reshape_axis(const shard_ctx *c, const Onnx__NodeProto *n, int axis, 
     return reshape_axis_parts(c, n, axis, &parts);
 }
 
+/* Does a Reshape leave the last axis as it is (only the leading dims regroup)? A split of the
+ * last axis, blockwise or not, then passes through unchanged. */
+static bool keeps_last_axis(const shard_ctx *c, const Onnx__NodeProto *n)
+{
+    ss_tensor in, out;
+    return shard_value_desc(c, n->input[0], &in) && shard_value_desc(c, n->output[0], &out) &&
+           in.ndim >= 1 && out.ndim >= 1 && in.dims[in.ndim - 1] == out.dims[out.ndim - 1];
+}
+
 /* A Split along the last axis into equal parts that divide by the ranks: its part count, else 0. */
 static int equal_last_axis_split(const shard_ctx *c, const Onnx__NodeProto *n)
 {
@@ -84,6 +93,10 @@ bool shard_cols_fit(const shard_ctx *c, int id, int *blocks, int *parts)
         if (ni < 0) return true;
         const Onnx__NodeProto *n = c->nodes[ni].node;
         if (!strcmp(n->op_type, "Reshape")) {
+            if (keeps_last_axis(c, n)) { /* HF Conv1D's view(-1, d) ... view(B, T, 3d) */
+                id = shard_name_find(c, n->output[0]);
+                continue;
+            }
             if (reshape_axis(c, n, -1, c->tp)) return true;
             *parts = 0; /* fewer heads than ranks: each group of ranks takes one */
             return reshape_axis_parts(c, n, -1, parts) != 0;
@@ -307,17 +320,25 @@ static bool split_reshape(rank_ctx *r, const Onnx__NodeProto *n)
 {
     tstate *t = computed_state(r, n->input[0]);
     ss_tensor in, out;
-    if (!t || t->kind != L_SPLIT || shard_blocks_of(t) > 1 ||
-        !shard_value_desc(r->c, n->input[0], &in) || !shard_value_desc(r->c, n->output[0], &out))
+    if (!t || t->kind != L_SPLIT || !shard_value_desc(r->c, n->input[0], &in) ||
+        !shard_value_desc(r->c, n->output[0], &out))
         return false;
-    int parts = shard_parts(r->c, t);
-    int b = t->span > 1 ? merged_axis(&in, &out, t->axis) : reshape_axis(r->c, n, t->axis, parts);
+    int parts = shard_parts(r->c, t), b = 0;
+    bool kept = t->axis == -1 && t->span <= 1 && keeps_last_axis(r->c, n); /* blocks and all */
+    if (kept)
+        b = -1;
+    else if (shard_blocks_of(t) == 1)
+        b = t->span > 1 ? merged_axis(&in, &out, t->axis) : reshape_axis(r->c, n, t->axis, parts);
     if (!b) return false;
+    int blocks = t->blocks;
     int64_t v = 0, div[SS_MAX_DIMS];
-    if (shape_elem(r->c, n->input[1], out.ndim + b, &v) && v == -1) /* infers the local dim */
-        return emit_split_node(r, n, b, -1, NULL), true;
-    shape_divisor(div, out.ndim, out.ndim + b, parts);
-    emit_split_node(r, n, b, 1, rank_shape(r, n->input[1], out.ndim, div, false));
+    if (shape_elem(r->c, n->input[1], out.ndim + b, &v) && v == -1) { /* infers the local dim */
+        emit_split_node(r, n, b, -1, NULL);
+    } else {
+        shape_divisor(div, out.ndim, out.ndim + b, parts);
+        emit_split_node(r, n, b, 1, rank_shape(r, n->input[1], out.ndim, div, false));
+    }
+    if (kept) r->ts[shard_name_find(r->c, n->output[0])].blocks = blocks;
     return true;
 }
 
