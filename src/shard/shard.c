@@ -25,6 +25,7 @@
 #include <cjson/cJSON.h>
 #include <errno.h>
 #include <limits.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -179,21 +180,34 @@ static ss_status *parse_strategy(shard_ctx *c)
     return st;
 }
 
+/* A node's share of the cost: its parameter bytes and FLOPs, each normalised to its total. */
+static double node_share(const shard_ctx *c, const node_info *ni)
+{
+    return (c->total_params > 0 ? ni->params / c->total_params : 0) +
+           (c->total_flops > 0 ? ni->flops / c->total_flops : 0);
+}
+
 static void assign_stages(shard_ctx *c)
 {
     double tot_p = 0, tot_f = 0;
     int live = 0;
     for (int i = 0; i < c->n_nodes; i++)
         if (!c->nodes[i].constant) tot_p += c->nodes[i].params, tot_f += c->nodes[i].flops, live++;
+    c->total_params = tot_p, c->total_flops = tot_f;
     double total = (tot_p > 0 ? 1 : 0) + (tot_f > 0 ? 1 : 0), acc = 0;
     int stage = 0, seen = 0;
     for (int i = 0; i < c->n_nodes; i++) {
         node_info *ni = &c->nodes[i];
+        if (c->have_cuts) { /* slide_cuts chose them */
+            ni->stage = stage;
+            stage += !ni->constant && ni->cut_after;
+            continue;
+        }
         if (ni->constant) {
             ni->stage = stage;
             continue;
         }
-        double cost = (tot_p > 0 ? ni->params / tot_p : 0) + (tot_f > 0 ? ni->flops / tot_f : 0);
+        double cost = node_share(c, ni);
         /* move to the next stage once this one has its share, leaving a node for each later one */
         if (stage < c->stages - 1 && seen > 0 &&
             (acc + cost / 2 > total * (stage + 1) / c->stages ||
@@ -1117,6 +1131,73 @@ static void note_uses(shard_ctx *c)
     }
 }
 
+/* Bytes crossing a cut after node i, for every i: the values made at or before i (graph inputs
+ * too, unless every stage is given them) and read after it, or that must reach the last stage. */
+static ss_status *cut_bytes(shard_ctx *c, double *bytes)
+{
+    int *last_use = malloc(sizeof(int) * (size_t)(c->n_names + 1));
+    if (!last_use) return ss_errf(SS_ERR_NOMEM, "out of memory");
+    for (int i = 0; i < c->n_nodes; i++) /* note_uses records node indices as "stages" */
+        c->nodes[i].stage = i;
+    note_uses(c);
+    memcpy(last_use, c->last_stage, sizeof(int) * (size_t)c->n_names);
+    for (int id = 0; id < c->n_names; id++)
+        c->last_stage[id] = -1;
+    double *diff = calloc((size_t)c->n_nodes + 1, sizeof *diff);
+    if (!diff) return free(last_use), ss_errf(SS_ERR_NOMEM, "out of memory");
+    for (int id = 0; id < c->n_names; id++) {
+        ss_tensor d;
+        int made = c->producer[id] < 0 ? 0 : c->producer[id], used = last_use[id];
+        if (c->is_output[id] && !(c->dynamic && c->state_concat[id] >= 0)) used = c->n_nodes;
+        if ((c->producer[id] < 0 && c->dynamic) || used <= made ||
+            !shard_value_desc(c, c->names[id], &d) || d.data)
+            continue;
+        diff[made] += (double)ss_tensor_numel(&d) * (double)ss_dtype_size(d.dtype);
+        diff[used] -= (double)ss_tensor_numel(&d) * (double)ss_dtype_size(d.dtype);
+    }
+    for (int i = 0; i < c->n_nodes; i++)
+        bytes[i] = (i ? bytes[i - 1] : 0) + diff[i];
+    free(diff);
+    free(last_use);
+    return NULL;
+}
+
+/* Stages balanced by cost alone may cut through the middle of a layer, where several tensors are
+ * alive; each cut slides, within a tenth of a stage's share of the cost, to where the fewest bytes
+ * cross (a layer boundary: one hidden state), keeping every stage non-empty. */
+static ss_status *slide_cuts(shard_ctx *c)
+{
+    double *bytes = calloc((size_t)c->n_nodes + 1, sizeof *bytes);
+    double *pre = calloc((size_t)c->n_nodes + 1, sizeof *pre);
+    int *live = malloc(sizeof(int) * (size_t)(c->n_nodes + 1));
+    int *cut = malloc(sizeof(int) * (size_t)(c->stages + 1));
+    ss_status *st =
+        bytes && pre && live && cut ? cut_bytes(c, bytes) : ss_errf(SS_ERR_NOMEM, "out of memory");
+    int n_live = 0;
+    double acc = 0;
+    if (!st) assign_stages(c); /* by cost: the starting cuts */
+    for (int i = 0; i < c->n_nodes && !st; i++)
+        if (!c->nodes[i].constant) {
+            pre[n_live] = acc += node_share(c, &c->nodes[i]);
+            if (n_live > 0 && c->nodes[i].stage != c->nodes[live[n_live - 1]].stage)
+                cut[c->nodes[live[n_live - 1]].stage] = n_live - 1;
+            live[n_live++] = i;
+        }
+    for (int s = 0; s < c->stages - 1 && !st; s++) {
+        int lo = s ? cut[s - 1] + 1 : 0, hi = (s + 1 < c->stages - 1 ? cut[s + 1] : n_live - 1) - 1;
+        int best = cut[s];
+        for (int k = lo; k <= hi; k++)
+            if (fabs(pre[k] - pre[cut[s]]) <= acc / c->stages / 10 &&
+                bytes[live[k]] < bytes[live[best]])
+                best = k;
+        cut[s] = best;
+        c->nodes[live[best]].cut_after = true;
+    }
+    c->have_cuts = !st;
+    free(bytes), free(pre), free(live), free(cut);
+    return st;
+}
+
 static void shard_ctx_free(shard_ctx *c)
 {
     free(c->hash);
@@ -1171,6 +1252,7 @@ ss_status *ss_shard_model(const ss_shard_options *opt)
     }
     size_t *param_bytes = calloc((size_t)c.rank_size, sizeof(size_t));
     if (!st && !param_bytes) st = ss_errf(SS_ERR_NOMEM, "out of memory");
+    if (!st && c.stages > 1) st = slide_cuts(&c);
     if (!st) {
         assign_stages(&c);
         note_uses(&c);

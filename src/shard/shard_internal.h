@@ -37,8 +37,9 @@ typedef struct {
     int stage;
     bool constant; /* every output known at plan time: not emitted */
     double params, flops;
-    int blocks; /* S_COLS: the weight's columns are this many blocks split each (fused QKV) */
-    int parts;  /* S_COLS: distinct column parts (0: one per rank) */
+    int blocks;     /* S_COLS: the weight's columns are this many blocks split each (fused QKV) */
+    int parts;      /* S_COLS: distinct column parts (0: one per rank) */
+    bool cut_after; /* the last computing node of its stage (slide_cuts) */
     split_kind explicit_split; /* from the strategy file */
     bool has_explicit;
 } node_info;
@@ -65,6 +66,8 @@ typedef struct {
     /* Planned twice when inputs have dynamic dims: a value whose plan-time data differs between
      * the two plans depends on those dims and is computed by the shards, not baked in. */
     bool dynamic;
+    bool have_cuts; /* stage cuts chosen (slide_cuts), not only balanced by cost */
+    double total_params, total_flops;
     const char *dynamic_input; /* the first input planned with a dynamic dim */
     uint64_t *plan_hash; /* per node output, in graph order: the first plan's data hash (0: none) */
     plan_shape *plan_shape0; /* per node output, in graph order: its shape in the first plan */
