@@ -8,6 +8,12 @@
  * into contiguous parts balanced by parameter bytes and FLOPs, and every tensor crossing a cut
  * travels by Send/Recv from (stage, position) to (stage + 1, position).
  *
+ * Decoder-only transformers exported with a KV cache (HF optimum's past_key_values.L.* ->
+ * present.L.*) split Megatron-style: attention by heads with no collective inside (recognised
+ * from the graph's MatMul -> Reshape(heads) -> Transpose chains, not from names), the output
+ * projection and the MLP's second MatMul row-parallel + AllReduce, and each rank's past/present
+ * hold its own heads (one head shared by a group of ranks when the ranks outnumber the heads).
+ *
  * Output, for DIR:
  *   DIR/device{r}/<model>.onnx        the rank's graph (collectives in domain ai.shardserve)
  *   DIR/device{r}/<model>.data        its weights as ONNX external data (only its shard)
@@ -33,7 +39,9 @@ typedef struct {
     int stage_size; /* pipeline stages (>= 1) */
     ss_shard_mode mode;
     const char *strategy_path; /* SS_SHARD_FILE: {"node name": [[a0,a1],[b0,b1]], ...} */
-    /* Concrete shapes for inputs with dynamic dims ("x=128,96"); n entries. */
+    /* Concrete shapes for inputs with dynamic dims ("x=128,96"); n entries. Optional for named
+     * dims (dim_param): those stay dynamic in the shards (batch, sequence, past length), each
+     * stage of a pipeline being given the inputs itself. */
     int n_input_shapes;
     const char *const *input_shapes;
     bool progress; /* print progress lines to stderr */

@@ -203,6 +203,23 @@ static void init_strings(rank_graph *g, Onnx__TensorProto *tp, const ss_string *
 
 void rg_init(rank_graph *g, const char *name, const ss_tensor *t, int axis, int parts, int index)
 {
+    rg_init_blocked(g, name, t, axis, 1, parts, index);
+}
+
+void rg_init_blocked(rank_graph *g, const char *name, const ss_tensor *t, int axis, int blocks,
+                     int parts, int index)
+{
+    /* the slice of every block is the slice of axis + 1 of the view [.., blocks, D / blocks, ..] */
+    ss_tensor view = *t;
+    int vaxis = axis;
+    if (parts > 1 && blocks > 1 && t->ndim < SS_MAX_DIMS) {
+        for (int d = t->ndim; d > axis; d--)
+            view.dims[d] = t->dims[d - 1];
+        view.dims[axis] = blocks;
+        view.dims[axis + 1] = t->dims[axis] / blocks;
+        view.ndim = t->ndim + 1;
+        vaxis = axis + 1;
+    }
     if (rg_has_init(g, name) || g->error) return;
     if (!grow(g, (void **)&g->inits, g->n_inits, &g->cap_inits, sizeof *g->inits) ||
         !grow(g, (void **)&g->init_names, g->n_inits, &g->cap_init_names, sizeof *g->init_names))
@@ -219,11 +236,11 @@ void rg_init(rank_graph *g, const char *name, const ss_tensor *t, int axis, int 
     if (parts > 1) dims[axis] /= parts;
     tp->n_dims = (size_t)t->ndim;
     tp->dims = dims;
-    size_t bytes = parts > 1 ? slice_copy(t, axis, parts, index, NULL) : t->nbytes;
+    size_t bytes = parts > 1 ? slice_copy(&view, vaxis, parts, index, NULL) : t->nbytes;
     char *buf = rg_alloc(g, bytes ? bytes : 1);
     if (!buf) return;
     if (parts > 1)
-        slice_copy(t, axis, parts, index, buf);
+        slice_copy(&view, vaxis, parts, index, buf);
     else if (bytes)
         memcpy(buf, t->data, bytes);
     g->param_bytes += bytes;

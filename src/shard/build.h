@@ -51,6 +51,10 @@ bool rg_has_init(const rank_graph *g, const char *name);
 /* Emit `t` (or, with parts > 1, its index-th of `parts` equal slices along `axis`) as an
  * initializer named `name`, once per name. */
 void rg_init(rank_graph *g, const char *name, const ss_tensor *t, int axis, int parts, int index);
+/* The same for an axis made of `blocks` equal blocks (a fused [q | k | v] projection): the
+ * index-th of `parts` slices of every block, concatenated. */
+void rg_init_blocked(rank_graph *g, const char *name, const ss_tensor *t, int axis, int blocks,
+                     int parts, int index);
 /* A small int64 vector initializer. */
 void rg_init_i64(rank_graph *g, const char *name, const int64_t *v, int count);
 

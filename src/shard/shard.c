@@ -1,70 +1,35 @@
 /*
  * The shard tool: see include/shardserve/shard.h for the contract.
  *
- * 1. Plan the whole model once with concrete input shapes (the runtime's shape inference): every
+ * 1. Plan the whole model with concrete input shapes (the runtime's shape inference): every
  *    value gets a dtype and shape, and every value computable from constants alone (initializers,
  *    the shape arithmetic of exported models) gets its value. Constant nodes are never copied into
- *    shards: their outputs become initializers where used, so shards hold no shape plumbing.
+ *    shards: their outputs become initializers where used. Named dynamic dims (batch, sequence,
+ *    past length) need no --input-shape: the model is planned twice with different values for
+ *    them, and what differs between the plans is shape plumbing the shards compute themselves.
  * 2. Cut the remaining nodes, in order, into stages of about equal cost (parameter bytes + FLOPs,
  *    each normalised to its total).
  * 3. For each rank, walk its stage's nodes tracking every tensor's layout on this rank:
  *    replicated, split along an axis, or a partial sum. MatMul/Gemm with a strategy split their
- *    weight and produce split or partial outputs; elementwise ops keep a split when their other
- *    operands allow; everything else first materialises its inputs (AllGather / AllReduce over the
- *    stage's group). All ranks of a stage see the same layouts, so they insert the same
- *    collectives in the same order, which is what makes the collectives match.
- * 4. Tensors crossing a stage cut are materialised and sent to the same position of the next stage.
+ *    weight and produce split or partial outputs; elementwise ops and attention's ops keep a split
+ *    by whole heads (layout.c); everything else first materialises its inputs (AllGather /
+ *    AllReduce over the stage's group). All ranks of a stage see the same layouts, so they insert
+ * the same collectives in the same order, which is what makes the collectives match.
+ * 4. Tensors crossing a stage cut are materialised and sent to the same position of the next stage
+ *    (stages.c).
  */
 #include "shardserve/shard.h"
 
-#include "build.h"
-#include "shardserve/runtime.h"
+#include "shard_internal.h"
 
 #include <cjson/cJSON.h>
 #include <errno.h>
 #include <limits.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-
-typedef enum { L_REPL = 0, L_SPLIT, L_PARTIAL } layout;
-
-typedef struct {
-    const char *local; /* name on this rank */
-    layout kind;
-    int axis; /* L_SPLIT: negative, counted from the end */
-} tstate;
-
-typedef enum { S_NONE = 0, S_ROWS, S_REDUCE, S_COLS } split_kind;
-
-typedef struct {
-    const Onnx__NodeProto *node;
-    int stage;
-    bool constant; /* every output known at plan time: not emitted */
-    double params, flops;
-    split_kind explicit_split; /* from the strategy file */
-    bool has_explicit;
-} node_info;
-
-typedef struct {
-    const ss_shard_options *opt;
-    ss_session *session;
-    const ss_onnx_model *model;
-    const Onnx__GraphProto *graph;
-    char *model_base; /* "model" of model.onnx */
-    int rank_size, stages, tp;
-    node_info *nodes;
-    int n_nodes;
-    /* value names -> index */
-    char **names;
-    int n_names, cap_names;
-    int *hash;
-    int hash_cap;
-    int *producer;   /* value -> node index, -1 for inputs/initializers */
-    int *last_stage; /* value -> last stage that consumes it (-1: none) */
-    bool *is_output;
-} shard_ctx;
 
 /* ------------------------------------------------------------------ names */
 
@@ -76,7 +41,7 @@ static uint64_t fnv(const char *s)
     return h;
 }
 
-static int name_find(const shard_ctx *c, const char *name)
+int shard_name_find(const shard_ctx *c, const char *name)
 {
     for (uint64_t i = fnv(name) & (uint64_t)(c->hash_cap - 1);;
          i = (i + 1) & (uint64_t)(c->hash_cap - 1)) {
@@ -87,7 +52,7 @@ static int name_find(const shard_ctx *c, const char *name)
 
 static int name_add(shard_ctx *c, const char *name)
 {
-    int id = name_find(c, name);
+    int id = shard_name_find(c, name);
     if (id >= 0) return id;
     id = c->n_names++;
     c->names[id] = (char *)name;
@@ -100,9 +65,12 @@ static int name_add(shard_ctx *c, const char *name)
 
 /* ------------------------------------------------------------------ analysis */
 
-static bool value_desc(const shard_ctx *c, const char *name, ss_tensor *d)
+bool shard_value_desc(const shard_ctx *c, const char *name, ss_tensor *d)
 {
-    return ss_session_value_desc(c->session, name, d);
+    if (!ss_session_value_desc(c->session, name, d)) return false;
+    int id = c->varies ? shard_name_find(c, name) : -1;
+    if (id >= 0 && c->varies[id]) d->data = NULL; /* depends on a dynamic dim: computed */
+    return true;
 }
 
 static bool node_is_constant(const shard_ctx *c, const Onnx__NodeProto *n)
@@ -111,7 +79,7 @@ static bool node_is_constant(const shard_ctx *c, const Onnx__NodeProto *n)
     for (size_t j = 0; j < n->n_output; j++) {
         ss_tensor d;
         if (!n->output[j][0]) continue;
-        if (!value_desc(c, n->output[j], &d) || !d.data) return false;
+        if (!shard_value_desc(c, n->output[j], &d) || !d.data) return false;
     }
     return n->n_output > 0;
 }
@@ -120,17 +88,17 @@ static void node_cost(const shard_ctx *c, node_info *ni, unsigned char *param_se
 {
     const Onnx__NodeProto *n = ni->node;
     for (size_t j = 0; j < n->n_input; j++) {
-        int id = n->input[j][0] ? name_find(c, n->input[j]) : -1;
+        int id = n->input[j][0] ? shard_name_find(c, n->input[j]) : -1;
         if (id < 0 || param_seen[id] || c->producer[id] >= 0) continue;
         const ss_tensor *w = ss_onnx_find_init(c->model, n->input[j]);
         if (w) ni->params += (double)w->nbytes, param_seen[id] = 1;
     }
     ss_tensor out;
-    if (!n->n_output || !value_desc(c, n->output[0], &out)) return;
+    if (!n->n_output || !shard_value_desc(c, n->output[0], &out)) return;
     double numel = (double)ss_tensor_numel(&out);
     ss_tensor a;
     if ((!strcmp(n->op_type, "MatMul") || !strcmp(n->op_type, "Gemm")) && n->n_input > 0 &&
-        value_desc(c, n->input[0], &a) && a.ndim > 0) {
+        shard_value_desc(c, n->input[0], &a) && a.ndim > 0) {
         bool ta = !strcmp(n->op_type, "Gemm") && ss_onnx_attr_int(n, "transA", 0);
         double k = (double)(ta && a.ndim == 2 ? a.dims[0] : a.dims[a.ndim - 1]);
         ni->flops = 2.0 * numel * k;
@@ -212,21 +180,34 @@ static ss_status *parse_strategy(shard_ctx *c)
     return st;
 }
 
+/* A node's share of the cost: its parameter bytes and FLOPs, each normalised to its total. */
+static double node_share(const shard_ctx *c, const node_info *ni)
+{
+    return (c->total_params > 0 ? ni->params / c->total_params : 0) +
+           (c->total_flops > 0 ? ni->flops / c->total_flops : 0);
+}
+
 static void assign_stages(shard_ctx *c)
 {
     double tot_p = 0, tot_f = 0;
     int live = 0;
     for (int i = 0; i < c->n_nodes; i++)
         if (!c->nodes[i].constant) tot_p += c->nodes[i].params, tot_f += c->nodes[i].flops, live++;
+    c->total_params = tot_p, c->total_flops = tot_f;
     double total = (tot_p > 0 ? 1 : 0) + (tot_f > 0 ? 1 : 0), acc = 0;
     int stage = 0, seen = 0;
     for (int i = 0; i < c->n_nodes; i++) {
         node_info *ni = &c->nodes[i];
+        if (c->have_cuts) { /* slide_cuts chose them */
+            ni->stage = stage;
+            stage += !ni->constant && ni->cut_after;
+            continue;
+        }
         if (ni->constant) {
             ni->stage = stage;
             continue;
         }
-        double cost = (tot_p > 0 ? ni->params / tot_p : 0) + (tot_f > 0 ? ni->flops / tot_f : 0);
+        double cost = node_share(c, ni);
         /* move to the next stage once this one has its share, leaving a node for each later one */
         if (stage < c->stages - 1 && seen > 0 &&
             (acc + cost / 2 > total * (stage + 1) / c->stages ||
@@ -240,34 +221,91 @@ static void assign_stages(shard_ctx *c)
 
 /* ------------------------------------------------------------------ per-rank rewriting */
 
-typedef struct {
-    shard_ctx *c;
-    rank_graph g;
-    int rank, stage, pos;
-    tstate *ts; /* per value */
-    char group[32];
-} rank_ctx;
-
 static int pos_axis(int neg_axis, int rank)
 {
     return neg_axis + rank;
 }
 
-/* Make `name` replicated on this rank (AllGather / AllReduce as needed); returns its local name. */
-static const char *materialize(rank_ctx *r, const char *name)
+/* A gathered blocked axis (only ever the last) is rank-major [r0: b0 b1 b2 | r1: b0 b1 b2]; the
+ * tensor wants block-major [b0: r0 r1 | b1: ...]: view as [.., ranks, blocks, w], swap, merge. */
+static void unblock_last_axis(rank_ctx *r, const char *in, const ss_tensor *full, int blocks,
+                              int tp, const char *out)
 {
-    int id = name_find(r->c, name);
+    int nd = full->ndim;
+    int64_t split_shape[SS_MAX_DIMS + 2] = {0}, merged[SS_MAX_DIMS] = {0}, perm[SS_MAX_DIMS + 2];
+    split_shape[nd - 1] = tp; /* leading zeros copy the input's dims */
+    split_shape[nd] = blocks;
+    split_shape[nd + 1] = full->dims[nd - 1] / (blocks * tp);
+    merged[nd - 1] = -1;
+    for (int k = 0; k < nd + 2; k++)
+        perm[k] = k;
+    perm[nd - 1] = nd, perm[nd] = nd - 1;
+    const char *sn = rg_printf(&r->g, "%s__unblock_shape", out);
+    const char *mn = rg_printf(&r->g, "%s__unblock_merge", out);
+    rg_init_i64(&r->g, sn, split_shape, nd + 2);
+    rg_init_i64(&r->g, mn, merged, nd);
+    const char *viewed = rg_printf(&r->g, "%s__unblock_view", out);
+    const char *swapped = rg_printf(&r->g, "%s__unblock_swap", out);
+    rg_node(&r->g, "Reshape", NULL, 2, (const char *[]){in, sn}, 1, &viewed);
+    Onnx__NodeProto *t = rg_node(&r->g, "Transpose", NULL, 1, &viewed, 1, &swapped);
+    rg_attr_ints(&r->g, t, "perm", perm, nd + 2);
+    rg_node(&r->g, "Reshape", NULL, 2, (const char *[]){swapped, mn}, 1, &out);
+}
+
+/* A gathered grouped split holds each part once per rank of its group; keep the first copy of
+ * each (Gather of the element indices along the axis). */
+static void ungroup(rank_ctx *r, const char *in, const ss_tensor *full, int axis, int parts,
+                    const char *out)
+{
+    int64_t w = full->dims[axis] / parts, reps = r->c->tp / parts;
+    int64_t *idx = rg_alloc(&r->g, sizeof(int64_t) * (size_t)(parts * w + 1));
+    if (!idx) return;
+    for (int64_t g = 0; g < parts; g++)
+        for (int64_t i = 0; i < w; i++)
+            idx[g * w + i] = g * reps * w + i;
+    const char *in_name = rg_printf(&r->g, "%s__group_index", out);
+    rg_init_i64(&r->g, in_name, idx, (int)(parts * w));
+    Onnx__NodeProto *n = rg_node(&r->g, "Gather", NULL, 2, (const char *[]){in, in_name}, 1, &out);
+    rg_attr_int(&r->g, n, "axis", axis);
+}
+
+/* A split spanning axes axis and axis + 1 gathers as [.., ranks, local, ..]: the same elements in
+ * the same order as the full [.., d_axis, d_axis+1, ..]; reshape to it (zeros copy the others). */
+static void unspan(rank_ctx *r, const char *in, const ss_tensor *full, int axis, const char *out)
+{
+    int64_t shape[SS_MAX_DIMS] = {0};
+    shape[axis] = full->dims[axis], shape[axis + 1] = full->dims[axis + 1];
+    const char *sn = rg_printf(&r->g, "%s__unspan_shape", out);
+    rg_init_i64(&r->g, sn, shape, full->ndim);
+    rg_node(&r->g, "Reshape", NULL, 2, (const char *[]){in, sn}, 1, &out);
+}
+
+/* Make `name` replicated on this rank (AllGather / AllReduce as needed); returns its local name. */
+const char *shard_materialize(rank_ctx *r, const char *name)
+{
+    int id = shard_name_find(r->c, name);
     tstate *t = &r->ts[id];
     if (t->kind == L_REPL) return t->local;
     /* the original name is free unless the split tensor itself carries it */
     const char *out = strcmp(t->local, name) ? name : rg_printf(&r->g, "%s__full", name);
     if (t->kind == L_SPLIT) {
         ss_tensor d;
-        value_desc(r->c, name, &d);
+        shard_value_desc(r->c, name, &d);
+        bool grouped = shard_parts(r->c, t) < r->c->tp;
+        const char *gathered =
+            t->blocks > 1 || grouped || t->span > 1 ? rg_printf(&r->g, "%s__rankmajor", name) : out;
         Onnx__NodeProto *n =
-            rg_node(&r->g, "AllGather", SS_DOMAIN_COLLECTIVE, 1, &t->local, 1, &out);
+            rg_node(&r->g, "AllGather", SS_DOMAIN_COLLECTIVE, 1, &t->local, 1, &gathered);
         rg_attr_int(&r->g, n, "axis", pos_axis(t->axis, d.ndim));
         rg_attr_string(&r->g, n, "group", r->group);
+        int axis = pos_axis(t->axis, d.ndim), parts = shard_parts(r->c, t);
+        const char *ungrouped =
+            grouped && t->blocks > 1 ? rg_printf(&r->g, "%s__ungrouped", name) : out;
+        if (grouped) ungroup(r, gathered, &d, axis, parts, ungrouped);
+        if (t->blocks > 1)
+            unblock_last_axis(r, grouped ? ungrouped : gathered, &d, t->blocks, parts, out);
+        else if (t->span > 1)
+            unspan(r, gathered, &d, axis, out);
     } else {
         Onnx__NodeProto *n =
             rg_node(&r->g, "AllReduce", SS_DOMAIN_COLLECTIVE, 1, &t->local, 1, &out);
@@ -279,33 +317,34 @@ static const char *materialize(rank_ctx *r, const char *name)
 }
 
 /* Local name of an input used replicated: constants become initializers of this rank. */
-static const char *input_repl(rank_ctx *r, const char *name)
+const char *shard_input_repl(rank_ctx *r, const char *name)
 {
     if (!name[0]) return "";
     ss_tensor d;
-    if (value_desc(r->c, name, &d) && d.data) {
+    if (shard_value_desc(r->c, name, &d) && d.data) {
         rg_init(&r->g, name, &d, 0, 1, 0);
         return name;
     }
-    return materialize(r, name);
+    return shard_materialize(r, name);
 }
 
 /* This rank's slice of a replicated activation along `neg_axis`. */
-static const char *slice_activation(rank_ctx *r, const char *name, int neg_axis)
+const char *shard_slice_activation(rank_ctx *r, const char *name, int neg_axis, int parts,
+                                   int index)
 {
-    const char *full = materialize(r, name);
+    const char *full = shard_materialize(r, name);
     ss_tensor d;
-    value_desc(r->c, name, &d);
-    int64_t chunk = d.dims[pos_axis(neg_axis, d.ndim)] / r->c->tp;
-    int64_t starts = chunk * r->pos, ends = chunk * (r->pos + 1), axes = neg_axis;
-    const char *sn = rg_printf(&r->g, "%s__slice_start%d", name, neg_axis);
-    const char *en = rg_printf(&r->g, "%s__slice_end%d", name, neg_axis);
+    shard_value_desc(r->c, name, &d);
+    int64_t chunk = d.dims[pos_axis(neg_axis, d.ndim)] / parts;
+    int64_t starts = chunk * index, ends = chunk * (index + 1), axes = neg_axis;
+    const char *sn = rg_printf(&r->g, "%s__slice_start%d_%d", name, neg_axis, parts);
+    const char *en = rg_printf(&r->g, "%s__slice_end%d_%d", name, neg_axis, parts);
     const char *an = rg_printf(&r->g, "__axis%d", neg_axis);
     rg_init_i64(&r->g, sn, &starts, 1);
     rg_init_i64(&r->g, en, &ends, 1);
     rg_init_i64(&r->g, an, &axes, 1);
     const char *ins[4] = {full, sn, en, an};
-    const char *out = rg_printf(&r->g, "%s__part%d", name, neg_axis);
+    const char *out = rg_printf(&r->g, "%s__part%d_%d", name, neg_axis, parts);
     rg_node(&r->g, "Slice", NULL, 4, ins, 1, &out);
     return out;
 }
@@ -317,7 +356,7 @@ static bool divisible(const ss_tensor *d, int axis, int tp)
 
 /* Decide how a MatMul/Gemm splits on this stage; S_NONE keeps it whole. Errors for explicit
  * strategies that cannot work. */
-static ss_status *matmul_split(rank_ctx *r, const node_info *ni, split_kind *out)
+static ss_status *matmul_split(rank_ctx *r, node_info *ni, split_kind *out)
 {
     shard_ctx *c = r->c;
     const Onnx__NodeProto *n = ni->node;
@@ -326,13 +365,14 @@ static ss_status *matmul_split(rank_ctx *r, const node_info *ni, split_kind *out
     if (c->tp == 1 || c->opt->mode == SS_SHARD_NONE) return NULL;
     if (c->opt->mode == SS_SHARD_FILE && !ni->has_explicit) return NULL;
     ss_tensor x, w;
-    if (n->n_input < 2 || !value_desc(c, n->input[0], &x) || !value_desc(c, n->input[1], &w))
+    if (n->n_input < 2 || !shard_value_desc(c, n->input[0], &x) ||
+        !shard_value_desc(c, n->input[1], &w))
         return ss_errf(SS_ERR_INTERNAL, "node '%s': shapes unknown", n->name);
     bool tb = gemm && ss_onnx_attr_int(n, "transB", 0);
     bool ta = gemm && ss_onnx_attr_int(n, "transA", 0);
     bool weight_ok = w.data && w.ndim == 2 && x.ndim >= 2 && !ta && !x.data;
     int k_axis_w = tb ? 1 : 0, n_axis_w = tb ? 0 : 1;
-    int id = name_find(c, n->input[0]);
+    int id = shard_name_find(c, n->input[0]);
     if (c->opt->mode == SS_SHARD_FILE) {
         split_kind s = ni->explicit_split;
         const char *why = NULL;
@@ -357,11 +397,43 @@ static ss_status *matmul_split(rank_ctx *r, const node_info *ni, split_kind *out
     /* auto: row-parallel after a column-parallel producer, otherwise column-parallel */
     if (!weight_ok) return NULL;
     const tstate *t = &r->ts[id];
-    if (t->kind == L_SPLIT && t->axis == -1 && divisible(&w, k_axis_w, c->tp))
+    int blocks = 1, parts = c->tp;
+    int in_parts = t->kind == L_SPLIT ? shard_parts(c, t) : c->tp;
+    if (t->kind == L_SPLIT && t->axis == -1 && shard_blocks_of(t) == 1 && t->span <= 1 &&
+        divisible(&w, k_axis_w, in_parts) &&
+        (in_parts == c->tp || w.dtype == SS_DT_FLOAT32)) /* grouped: rows scaled, see below */
         *out = S_REDUCE;
-    else if (divisible(&w, n_axis_w, c->tp))
-        *out = S_COLS;
+    else if (divisible(&w, n_axis_w, c->tp) &&
+             shard_cols_fit(c, shard_name_find(c, n->output[0]), &blocks, &parts) &&
+             w.dims[n_axis_w] % ((int64_t)blocks * parts) == 0)
+        *out = S_COLS, ni->blocks = blocks, ni->parts = parts;
     return NULL;
+}
+
+/* This rank's rows of a row-parallel weight. A grouped input (a head shared by a group of ranks)
+ * gives every rank of the group the same rows, so the AllReduce adds each product once per rank
+ * of the group: the rows are scaled by 1/group (exact for the usual power-of-two groups). */
+static void emit_rows(rank_ctx *r, const char *name, const ss_tensor *w, int axis, int parts,
+                      int index)
+{
+    int group = r->c->tp / parts;
+    ss_tensor scaled;
+    if (group == 1) {
+        rg_init(&r->g, name, w, axis, parts, index);
+        return;
+    }
+    ss_status *st = ss_tensor_copy(&scaled, w);
+    if (st) {
+        if (!r->g.error)
+            r->g.error = st;
+        else
+            ss_status_free(st);
+        return;
+    }
+    for (int64_t i = 0; i < ss_tensor_numel(&scaled); i++)
+        ((float *)scaled.data)[i] /= (float)group;
+    rg_init(&r->g, name, &scaled, axis, parts, index);
+    ss_tensor_free(&scaled);
 }
 
 static void emit_matmul(rank_ctx *r, const node_info *ni, split_kind s)
@@ -371,27 +443,29 @@ static void emit_matmul(rank_ctx *r, const node_info *ni, split_kind s)
     bool gemm = !strcmp(n->op_type, "Gemm");
     bool tb = gemm && ss_onnx_attr_int(n, "transB", 0);
     const char *out_name = n->output[0];
-    int out_id = name_find(c, out_name);
+    int out_id = shard_name_find(c, out_name);
     ss_tensor w, bias, outd;
-    value_desc(c, n->input[1], &w);
-    value_desc(c, out_name, &outd);
+    shard_value_desc(c, n->input[1], &w);
+    shard_value_desc(c, out_name, &outd);
     bool has_c = gemm && n->n_input > 2 && n->input[2][0];
     const char *ins[3] = {NULL, NULL, NULL};
     const char *wname =
         rg_printf(&r->g, "%s__%s%d", n->input[1], s == S_COLS ? "cols" : "rows", r->pos);
+    int blocks = s == S_COLS && ni->blocks > 1 ? ni->blocks : 1;
+    int parts = s == S_COLS && ni->parts > 0 ? ni->parts : c->tp, index = r->pos * parts / c->tp;
     if (s == S_COLS) {
-        ins[0] = materialize(r, n->input[0]);
-        rg_init(&r->g, wname, &w, tb ? 0 : 1, c->tp, r->pos);
+        ins[0] = shard_materialize(r, n->input[0]);
+        rg_init_blocked(&r->g, wname, &w, tb ? 0 : 1, blocks, parts, index);
         ins[1] = wname;
         int n_in = 2;
         if (has_c) {
-            value_desc(c, n->input[2], &bias);
+            shard_value_desc(c, n->input[2], &bias);
             if (bias.ndim >= 1 && bias.dims[bias.ndim - 1] > 1) {
                 const char *bn = rg_printf(&r->g, "%s__cols%d", n->input[2], r->pos);
-                rg_init(&r->g, bn, &bias, bias.ndim - 1, c->tp, r->pos);
+                rg_init_blocked(&r->g, bn, &bias, bias.ndim - 1, blocks, parts, index);
                 ins[2] = bn;
             } else {
-                ins[2] = input_repl(r, n->input[2]);
+                ins[2] = shard_input_repl(r, n->input[2]);
             }
             n_in = 3;
         }
@@ -399,14 +473,14 @@ static void emit_matmul(rank_ctx *r, const node_info *ni, split_kind s)
         const char *local = rg_printf(&r->g, "%s__colpart", out_name);
         Onnx__NodeProto *m = rg_node(&r->g, n->op_type, n->domain, n_in, ins, 1, &local);
         rg_attr_copy(&r->g, m, n);
-        r->ts[out_id] = (tstate){local, L_SPLIT, -1};
-        if (gather) materialize(r, out_name);
+        r->ts[out_id] = (tstate){local, L_SPLIT, -1, blocks, parts, 1};
+        if (gather) shard_materialize(r, out_name);
     } else if (s == S_REDUCE) {
-        int id = name_find(c, n->input[0]);
-        ins[0] = (r->ts[id].kind == L_SPLIT && r->ts[id].axis == -1)
-                     ? r->ts[id].local
-                     : slice_activation(r, n->input[0], -1);
-        rg_init(&r->g, wname, &w, tb ? 1 : 0, c->tp, r->pos);
+        const tstate *t = &r->ts[shard_name_find(c, n->input[0])];
+        bool local = t->kind == L_SPLIT && t->axis == -1;
+        ins[0] = local ? t->local : shard_slice_activation(r, n->input[0], -1, c->tp, r->pos);
+        emit_rows(r, wname, &w, tb ? 1 : 0, local ? shard_parts(c, t) : c->tp,
+                  local ? shard_part_index(r, t) : r->pos);
         ins[1] = wname;
         const char *partial = rg_printf(&r->g, "%s__partial", out_name);
         static const char *const skip[] = {"beta", NULL};
@@ -420,11 +494,11 @@ static void emit_matmul(rank_ctx *r, const node_info *ni, split_kind s)
                 rg_node(&r->g, "AllReduce", SS_DOMAIN_COLLECTIVE, 1, &partial, 1, &reduced);
             rg_attr_string(&r->g, ar, "group", r->group);
         } else {
-            reduced = materialize(r, out_name);
+            reduced = shard_materialize(r, out_name);
         }
         if (has_c) { /* the bias is added once, after the sum */
             float beta = ss_onnx_attr_float(n, "beta", 1.0f);
-            value_desc(c, n->input[2], &bias);
+            shard_value_desc(c, n->input[2], &bias);
             const char *cname = n->input[2];
             if (beta != 1.0f && bias.dtype == SS_DT_FLOAT32) {
                 ss_tensor scaled;
@@ -444,18 +518,18 @@ static void emit_matmul(rank_ctx *r, const node_info *ni, split_kind s)
         }
     } else { /* S_ROWS */
         ss_tensor x;
-        value_desc(c, n->input[0], &x);
-        ins[0] = slice_activation(r, n->input[0], -2);
-        ins[1] = input_repl(r, n->input[1]);
+        shard_value_desc(c, n->input[0], &x);
+        ins[0] = shard_slice_activation(r, n->input[0], -2, c->tp, r->pos);
+        ins[1] = shard_input_repl(r, n->input[1]);
         int n_in = 2;
         if (has_c) {
-            value_desc(c, n->input[2], &bias);
+            shard_value_desc(c, n->input[2], &bias);
             if (bias.ndim == 2 && bias.dims[0] > 1) {
                 const char *bn = rg_printf(&r->g, "%s__rows%d", n->input[2], r->pos);
                 rg_init(&r->g, bn, &bias, 0, c->tp, r->pos);
                 ins[2] = bn;
             } else {
-                ins[2] = input_repl(r, n->input[2]);
+                ins[2] = shard_input_repl(r, n->input[2]);
             }
             n_in = 3;
         }
@@ -463,71 +537,8 @@ static void emit_matmul(rank_ctx *r, const node_info *ni, split_kind s)
         Onnx__NodeProto *m = rg_node(&r->g, n->op_type, n->domain, n_in, ins, 1, &local);
         rg_attr_copy(&r->g, m, n);
         r->ts[out_id] = (tstate){local, L_SPLIT, -2};
-        materialize(r, out_name);
+        shard_materialize(r, out_name);
     }
-}
-
-/* The runtime's op table says which ops are elementwise: those can run on split inputs. */
-static bool is_split_preserving(const shard_ctx *c, const Onnx__NodeProto *n)
-{
-    return ss_runtime_op_elementwise(n->domain, n->op_type, ss_onnx_opset(c->model, n->domain));
-}
-
-/* Try to keep an elementwise op on split inputs; false if it must see replicated inputs. */
-static bool emit_split_elementwise(rank_ctx *r, const Onnx__NodeProto *n)
-{
-    shard_ctx *c = r->c;
-    if (!is_split_preserving(c, n) || n->n_output != 1) return false;
-    int axis = 0;
-    bool any_split = false;
-    for (size_t j = 0; j < n->n_input; j++) {
-        ss_tensor d;
-        if (!n->input[j][0] || (value_desc(c, n->input[j], &d) && d.data)) continue;
-        const tstate *t = &r->ts[name_find(c, n->input[j])];
-        if (t->kind != L_SPLIT) return false;
-        if (any_split && t->axis != axis) return false;
-        axis = t->axis;
-        any_split = true;
-    }
-    if (!any_split) return false;
-    ss_tensor outd;
-    value_desc(c, n->output[0], &outd);
-    /* every computed input must have the output's full shape (no broadcasting of split tensors) */
-    for (size_t j = 0; j < n->n_input; j++) {
-        ss_tensor d;
-        if (!n->input[j][0] || !value_desc(c, n->input[j], &d)) continue;
-        if (!d.data && !ss_shape_equal(d.ndim, d.dims, outd.ndim, outd.dims)) return false;
-        if (d.data) {
-            int a = d.ndim + axis;
-            if (a >= 0 && d.dims[a] != 1 && d.dims[a] != outd.dims[outd.ndim + axis]) return false;
-        }
-    }
-    const char *ins[8];
-    if (n->n_input > 8) return false;
-    for (size_t j = 0; j < n->n_input; j++) {
-        ss_tensor d;
-        if (!n->input[j][0]) {
-            ins[j] = "";
-        } else if (value_desc(c, n->input[j], &d) && d.data) {
-            int a = d.ndim + axis;
-            if (a >= 0 && d.dims[a] > 1) {
-                const char *sn = rg_printf(&r->g, "%s__split%d_%d", n->input[j], axis, r->pos);
-                rg_init(&r->g, sn, &d, a, c->tp, r->pos);
-                ins[j] = sn;
-            } else {
-                rg_init(&r->g, n->input[j], &d, 0, 1, 0);
-                ins[j] = n->input[j];
-            }
-        } else {
-            ins[j] = r->ts[name_find(c, n->input[j])].local;
-        }
-    }
-    /* split tensors never carry the original name: materializing them produces it */
-    const char *out = rg_printf(&r->g, "%s__split", n->output[0]);
-    Onnx__NodeProto *m = rg_node(&r->g, n->op_type, n->domain, (int)n->n_input, ins, 1, &out);
-    rg_attr_copy(&r->g, m, n);
-    r->ts[name_find(c, n->output[0])] = (tstate){out, L_SPLIT, axis};
-    return true;
 }
 
 /* Calls fn for every name the subgraphs of n read (If branches, Loop/Scan bodies, nested ones
@@ -557,7 +568,7 @@ static void subgraph_reads(const Onnx__NodeProto *n, void (*fn)(void *, const ch
 static void subgraph_read_repl(void *arg, const char *name)
 {
     rank_ctx *r = arg;
-    if (name_find(r->c, name) >= 0) input_repl(r, name);
+    if (shard_name_find(r->c, name) >= 0) shard_input_repl(r, name);
 }
 
 static void emit_plain(rank_ctx *r, const Onnx__NodeProto *n)
@@ -568,7 +579,7 @@ static void emit_plain(rank_ctx *r, const Onnx__NodeProto *n)
     int n_in = (int)n->n_input < 64 ? (int)n->n_input : 64,
         n_out = (int)n->n_output < 64 ? (int)n->n_output : 64;
     for (int j = 0; j < n_in; j++)
-        ins[j] = input_repl(r, n->input[j]);
+        ins[j] = shard_input_repl(r, n->input[j]);
     for (int j = 0; j < n_out; j++)
         outs[j] = n->output[j];
     Onnx__NodeProto *m = rg_node(&r->g, n->op_type, n->domain, n_in, ins, n_out, outs);
@@ -576,52 +587,7 @@ static void emit_plain(rank_ctx *r, const Onnx__NodeProto *n)
     if (m && n->name && n->name[0]) m->name = rg_strdup(&r->g, n->name);
     for (int j = 0; j < n_out; j++)
         if (n->output[j][0])
-            r->ts[name_find(r->c, n->output[j])] = (tstate){n->output[j], L_REPL, 0};
-}
-
-/* Values alive across the cut after `stage`: produced at or before it (or graph inputs), used
- * after. */
-static bool crosses_cut(const shard_ctx *c, int id, int stage)
-{
-    int p = c->producer[id];
-    ss_tensor d;
-    if (value_desc(c, c->names[id], &d) && d.data)
-        return false; /* constants are local everywhere */
-    int made = p < 0 ? 0 : c->nodes[p].stage;
-    int used = c->last_stage[id];
-    if (c->is_output[id]) used = c->stages - 1;
-    return made <= stage && used > stage;
-}
-
-static void emit_recvs(rank_ctx *r)
-{
-    shard_ctx *c = r->c;
-    int peer = (r->stage - 1) * c->tp + r->pos;
-    for (int id = 0; id < c->n_names; id++) {
-        if (!crosses_cut(c, id, r->stage - 1)) continue;
-        ss_tensor d;
-        value_desc(c, c->names[id], &d);
-        const char *out = c->names[id];
-        Onnx__NodeProto *n = rg_node(&r->g, "Recv", SS_DOMAIN_COLLECTIVE, 0, NULL, 1, &out);
-        rg_attr_int(&r->g, n, "peer", peer);
-        rg_attr_int(&r->g, n, "dtype", d.dtype);
-        rg_attr_ints(&r->g, n, "shape", d.dims, d.ndim);
-        rg_attr_string(&r->g, n, "group", "world");
-        r->ts[id] = (tstate){out, L_REPL, 0};
-    }
-}
-
-static void emit_sends(rank_ctx *r)
-{
-    shard_ctx *c = r->c;
-    int peer = (r->stage + 1) * c->tp + r->pos;
-    for (int id = 0; id < c->n_names; id++) {
-        if (!crosses_cut(c, id, r->stage)) continue;
-        const char *local = materialize(r, c->names[id]);
-        Onnx__NodeProto *n = rg_node(&r->g, "Send", SS_DOMAIN_COLLECTIVE, 1, &local, 0, NULL);
-        rg_attr_int(&r->g, n, "peer", peer);
-        rg_attr_string(&r->g, n, "group", "world");
-    }
+            r->ts[shard_name_find(r->c, n->output[j])] = (tstate){n->output[j], L_REPL, 0};
 }
 
 static Onnx__ValueInfoProto *value_info_for(rank_ctx *r, const char *name)
@@ -630,6 +596,55 @@ static Onnx__ValueInfoProto *value_info_for(rank_ctx *r, const char *name)
     for (size_t i = 0; i < g->n_output; i++)
         if (!strcmp(g->output[i]->name, name)) return g->output[i];
     return NULL;
+}
+
+/* A copy of vi whose dim at `axis` (negative) is this rank's share: a split state input or output
+ * (each rank holds its own KV heads). Dynamic dims stay named. */
+static Onnx__ValueInfoProto *vi_split(rank_ctx *r, Onnx__ValueInfoProto *vi, int axis, int parts)
+{
+    if (!vi || !vi->type || vi->type->value_case != ONNX__TYPE_PROTO__VALUE_TENSOR_TYPE ||
+        !vi->type->tensor_type->shape)
+        return vi;
+    const Onnx__TensorShapeProto *shape = vi->type->tensor_type->shape;
+    int p = (int)shape->n_dim + axis;
+    Onnx__ValueInfoProto *nv = rg_alloc(&r->g, sizeof *nv);
+    Onnx__TypeProto *nt = rg_alloc(&r->g, sizeof *nt);
+    Onnx__TypeProto__Tensor *ntt = rg_alloc(&r->g, sizeof *ntt);
+    Onnx__TensorShapeProto *ns = rg_alloc(&r->g, sizeof *ns);
+    Onnx__TensorShapeProto__Dimension **dims = rg_alloc(&r->g, sizeof *dims * (shape->n_dim + 1));
+    Onnx__TensorShapeProto__Dimension *nd = rg_alloc(&r->g, sizeof *nd);
+    if (!nv || !nt || !ntt || !ns || !dims || !nd || p < 0) return vi;
+    *nv = *vi, *nt = *vi->type, *ntt = *vi->type->tensor_type, *ns = *shape;
+    memcpy(dims, shape->dim, sizeof *dims * shape->n_dim);
+    *nd = *shape->dim[p];
+    if (nd->value_case == ONNX__TENSOR_SHAPE_PROTO__DIMENSION__VALUE_DIM_VALUE)
+        nd->dim_value /= parts;
+    dims[p] = nd, ns->dim = dims, ntt->shape = ns, nt->tensor_type = ntt, nv->type = nt;
+    return nv;
+}
+
+/* Graph inputs and outputs that stay split on this rank (the KV cache) are declared with its
+ * share of the heads; the other outputs are materialized whole. */
+static void emit_graph_io(rank_ctx *r)
+{
+    shard_ctx *c = r->c;
+    for (size_t i = 0; i < r->g.n_inputs; i++) {
+        int id = shard_name_find(c, r->g.inputs[i]->name);
+        if (id >= 0 && r->ts[id].kind == L_SPLIT)
+            r->g.inputs[i] =
+                vi_split(r, r->g.inputs[i], r->ts[id].axis, shard_parts(c, &r->ts[id]));
+    }
+    for (size_t i = 0; i < c->graph->n_output; i++) {
+        const char *name = c->graph->output[i]->name, *local;
+        if (!shard_stage_has_output(c, shard_name_find(c, name), r->stage)) continue;
+        const tstate *t = &r->ts[shard_name_find(c, name)];
+        int p = c->producer[shard_name_find(c, name)];
+        bool state = t->kind == L_SPLIT && p >= 0 && !strcmp(c->nodes[p].node->op_type, "Concat");
+        local = state ? t->local : shard_input_repl(r, name);
+        if (strcmp(local, name)) rg_node(&r->g, "Identity", NULL, 1, &local, 1, &name);
+        Onnx__ValueInfoProto *vi = value_info_for(r, name);
+        rg_add_output(&r->g, state ? vi_split(r, vi, t->axis, shard_parts(c, t)) : vi);
+    }
 }
 
 static ss_status *write_rank_model(rank_ctx *r, const char *path)
@@ -717,11 +732,11 @@ static ss_status *shard_rank(shard_ctx *c, int rank, size_t *param_bytes)
     for (int id = 0; id < c->n_names; id++)
         r.ts[id] = (tstate){c->names[id], L_REPL, 0};
     ss_status *st = NULL;
-    if (r.stage == 0)
-        for (size_t i = 0; i < c->graph->n_input; i++)
-            if (!ss_onnx_find_init(c->model, c->graph->input[i]->name))
-                rg_add_input(&r.g, c->graph->input[i]);
-    if (r.stage > 0) emit_recvs(&r);
+    for (size_t i = 0; i < c->graph->n_input; i++)
+        if (!ss_onnx_find_init(c->model, c->graph->input[i]->name) &&
+            shard_stage_has_input(c, shard_name_find(c, c->graph->input[i]->name), r.stage))
+            rg_add_input(&r.g, c->graph->input[i]);
+    if (r.stage > 0) shard_emit_recvs(&r);
     whole_ops whole = {0};
     for (int i = 0; i < c->n_nodes && !st && !r.g.error; i++) {
         node_info *ni = &c->nodes[i];
@@ -733,21 +748,15 @@ static ss_status *shard_rank(shard_ctx *c, int rank, size_t *param_bytes)
         if (st) break;
         if (s != S_NONE)
             emit_matmul(&r, ni, s);
-        else if (!(c->opt->mode == SS_SHARD_AUTO && emit_split_elementwise(&r, n))) {
+        else if (!(c->opt->mode == SS_SHARD_AUTO &&
+                   (shard_emit_split_elementwise(&r, n) || shard_emit_split_structural(&r, n)))) {
             emit_plain(&r, n);
-            if (!is_split_preserving(c, n)) whole_ops_add(&whole, n->op_type);
+            if (!shard_is_elementwise(c, n)) whole_ops_add(&whole, n->op_type);
         }
     }
     whole_ops_report(c, &r, &whole);
-    if (!st && r.stage < c->stages - 1) emit_sends(&r);
-    if (!st && r.stage == c->stages - 1) {
-        for (size_t i = 0; i < c->graph->n_output; i++) {
-            const char *name = c->graph->output[i]->name;
-            const char *local = input_repl(&r, name);
-            if (strcmp(local, name)) rg_node(&r.g, "Identity", NULL, 1, &local, 1, &name);
-            rg_add_output(&r.g, value_info_for(&r, name));
-        }
-    }
+    if (!st && r.stage < c->stages - 1) shard_emit_sends(&r);
+    if (!st) emit_graph_io(&r);
     if (!st && r.g.error) st = r.g.error, r.g.error = NULL;
     if (!st && fflush(r.g.data) != 0)
         st = ss_errf(SS_ERR_IO, "writing %s.data: %s", c->model_base, strerror(errno));
@@ -828,7 +837,7 @@ static cJSON *io_json(const shard_ctx *c, Onnx__ValueInfoProto **vis, size_t n, 
         ss_tensor d;
         cJSON *o = cJSON_CreateObject();
         cJSON_AddStringToObject(o, "name", vis[i]->name);
-        if (value_desc(c, vis[i]->name, &d)) {
+        if (shard_value_desc(c, vis[i]->name, &d)) {
             cJSON_AddStringToObject(o, "dtype", ss_dtype_name(d.dtype));
             cJSON *sh = cJSON_CreateArray();
             for (int k = 0; k < d.ndim; k++)
@@ -891,7 +900,32 @@ static ss_status *write_manifest(shard_ctx *c, const size_t *param_bytes)
 
 /* ------------------------------------------------------------------ driver */
 
-static ss_status *input_descs(shard_ctx *c, ss_tensor *descs)
+/* A value for a dynamic dim in planning pass 0 or 1: distinct per dim name and per pass (so a
+ * value computed from dims differs between the passes), >= 2 (no broadcasting by accident). A dim
+ * named "A + B" (HF optimum's attention mask, "past_sequence_length + sequence_length") is the sum
+ * of A and B. */
+int64_t shard_plan_dim(const shard_ctx *c, const char *name, int pass)
+{
+    const char *plus = name ? strstr(name, " + ") : NULL;
+    if (plus) {
+        char left[128];
+        snprintf(left, sizeof left, "%.*s", (int)(plus - name), name);
+        return shard_plan_dim(c, left, pass) + shard_plan_dim(c, plus + 3, pass);
+    }
+    int k = 0; /* index of the name among the inputs' dim names, in order of appearance */
+    for (int i = 0; i < ss_session_num_inputs(c->session) && name; i++) {
+        const ss_onnx_value_info *vi = ss_session_input(c->session, i);
+        for (int d = 0; d < vi->ndim; d++) {
+            if (!vi->dim_names[d] || vi->dims[d] >= 0) continue;
+            if (!strcmp(vi->dim_names[d], name)) return pass ? 5 + 2 * k : 3 + k;
+            k++;
+        }
+    }
+    return pass ? 5 + 2 * k : 3 + k;
+}
+
+/* Planning shapes: --input-shape where given, else each dynamic dim from plan_dim. */
+static ss_status *input_descs(shard_ctx *c, ss_tensor *descs, int pass)
 {
     for (int i = 0; i < ss_session_num_inputs(c->session); i++) {
         const ss_onnx_value_info *vi = ss_session_input(c->session, i);
@@ -899,9 +933,12 @@ static ss_status *input_descs(shard_ctx *c, ss_tensor *descs)
         memset(d, 0, sizeof *d);
         d->dtype = vi->dtype;
         d->ndim = vi->ndim < 0 ? 0 : vi->ndim;
-        bool dynamic = vi->ndim < 0;
+        bool dynamic = vi->ndim < 0, named = false, given = false;
         for (int k = 0; k < d->ndim; k++)
-            dynamic |= (d->dims[k] = vi->dims[k]) < 0;
+            if ((d->dims[k] = vi->dims[k]) < 0 && vi->dim_names[k])
+                d->dims[k] = shard_plan_dim(c, vi->dim_names[k], pass), named = true;
+            else
+                dynamic |= d->dims[k] < 0;
         for (int j = 0; j < c->opt->n_input_shapes; j++) {
             const char *spec = c->opt->input_shapes[j];
             size_t nl = strlen(vi->name);
@@ -918,8 +955,9 @@ static ss_status *input_descs(shard_ctx *c, ss_tensor *descs)
                 if (*end && *end != ',')
                     return ss_errf(SS_ERR_INVALID, "--input-shape %s: bad dim list", spec);
             }
-            dynamic = false;
+            dynamic = false, given = true;
         }
+        if (named && !given && !c->dynamic) c->dynamic = true, c->dynamic_input = vi->name;
         if (dynamic)
             return ss_errf(
                 SS_ERR_INVALID,
@@ -927,6 +965,79 @@ static ss_status *input_descs(shard_ctx *c, ss_tensor *descs)
                 vi->name, vi->name);
     }
     return NULL;
+}
+
+/* A graph input that a Concat joins into a graph output is state carried between calls (the KV
+ * cache, past -> present): it may stay split on the ranks, each keeping its own heads. */
+static void mark_state_inputs(shard_ctx *c)
+{
+    for (int i = 0; i < c->n_nodes; i++) {
+        const Onnx__NodeProto *n = c->nodes[i].node;
+        if (strcmp(n->op_type, "Concat") || n->n_output != 1) continue;
+        int out = shard_name_find(c, n->output[0]);
+        if (out < 0 || !c->is_output[out]) continue;
+        for (size_t j = 0; j < n->n_input; j++) {
+            int id = n->input[j][0] ? shard_name_find(c, n->input[j]) : -1;
+            if (id >= 0 && c->producer[id] < 0 && !ss_onnx_find_init(c->model, n->input[j]))
+                c->is_state[id] = true, c->state_concat[id] = c->state_concat[out] = i;
+        }
+    }
+}
+
+static uint64_t plan_value_hash(const shard_ctx *c, const char *name)
+{
+    ss_tensor d;
+    if (!name[0] || !ss_session_value_desc(c->session, name, &d) || !d.data) return 0;
+    uint64_t h = 1469598103934665603ull ^ (uint64_t)d.ndim;
+    for (int k = 0; k < d.ndim; k++)
+        h = (h ^ (uint64_t)d.dims[k]) * 1099511628211ull;
+    for (size_t i = 0; i < d.nbytes; i++)
+        h = (h ^ ((const unsigned char *)d.data)[i]) * 1099511628211ull;
+    return h | 1; /* never 0, which means "not known" */
+}
+
+/* Plans with concrete shapes; with dynamic dims twice (pass 0, then pass 1 stays current), keeping
+ * pass 0's value hashes so that analyse() can tell constants from values of the dims. */
+static ss_status *record_first_plan(shard_ctx *c)
+{
+    size_t n_out = 0, k = 0;
+    for (size_t i = 0; i < c->graph->n_node; i++)
+        n_out += c->graph->node[i]->n_output;
+    c->plan_hash = calloc(n_out + 1, sizeof *c->plan_hash);
+    c->plan_shape0 = calloc(n_out + 1, sizeof *c->plan_shape0);
+    if (!c->plan_hash || !c->plan_shape0) return ss_errf(SS_ERR_NOMEM, "out of memory");
+    for (size_t i = 0; i < c->graph->n_node; i++)
+        for (size_t j = 0; j < c->graph->node[i]->n_output; j++, k++) {
+            ss_tensor d;
+            const char *name = c->graph->node[i]->output[j];
+            c->plan_hash[k] = plan_value_hash(c, name);
+            if (name[0] && ss_session_value_desc(c->session, name, &d)) {
+                plan_shape *ps = &c->plan_shape0[k];
+                ps->ndim = d.ndim;
+                memcpy(ps->dims, d.dims, sizeof d.dims);
+                if (d.data && d.dtype == SS_DT_INT64 && ss_tensor_numel(&d) <= SS_MAX_DIMS) {
+                    ps->n_vals = (int)ss_tensor_numel(&d);
+                    memcpy(ps->vals, d.data, sizeof(int64_t) * (size_t)ps->n_vals);
+                }
+            }
+        }
+    return NULL;
+}
+
+static ss_status *plan_twice(shard_ctx *c, ss_tensor *descs)
+{
+    int n_in = ss_session_num_inputs(c->session);
+    ss_status *st = input_descs(c, descs, 0);
+    if (!st) st = ss_session_plan_shapes(c->session, descs, n_in);
+    if (!st && c->dynamic) st = record_first_plan(c);
+    if (!st && c->dynamic) st = input_descs(c, descs, 1);
+    if (!st && c->dynamic) st = ss_session_plan_shapes(c->session, descs, n_in);
+    if (st && c->dynamic) /* the values tried for the dims may not suit the model */
+        st = ss_status_wrap(st,
+                            "planning with sample values for the dynamic dims of '%s' (give "
+                            "concrete shapes with --input-shape)",
+                            c->dynamic_input);
+    return st;
 }
 
 static ss_status *analyse(shard_ctx *c)
@@ -943,42 +1054,55 @@ static ss_status *analyse(shard_ctx *c)
     c->producer = malloc(sizeof(int) * cap);
     c->last_stage = malloc(sizeof(int) * cap);
     c->is_output = calloc(cap, sizeof(bool));
+    c->is_state = calloc(cap, sizeof(bool));
+    c->state_concat = malloc(sizeof(int) * cap);
+    c->shape0 = calloc(cap, sizeof *c->shape0);
+    c->varies = calloc(cap, sizeof(bool));
     c->nodes = calloc(g->n_node + 1, sizeof *c->nodes);
     unsigned char *seen = calloc(cap, 1);
     if (!c->hash || !c->names || !c->producer || !c->last_stage || !c->is_output || !c->nodes ||
-        !seen) {
+        !seen || !c->is_state || !c->varies || !c->state_concat || !c->shape0) {
         free(seen);
         return ss_errf(SS_ERR_NOMEM, "out of memory");
     }
     memset(c->hash, 0xff, sizeof(int) * (size_t)c->hash_cap);
     for (size_t i = 0; i < cap; i++)
-        c->producer[i] = -1, c->last_stage[i] = -1;
+        c->producer[i] = -1, c->last_stage[i] = -1, c->state_concat[i] = -1;
     for (size_t i = 0; i < g->n_input; i++)
         name_add(c, g->input[i]->name);
     for (size_t i = 0; i < g->n_initializer; i++)
         name_add(c, g->initializer[i]->name);
     c->n_nodes = (int)g->n_node;
+    size_t flat = 0; /* index of the node output in plan_hash */
     for (int i = 0; i < c->n_nodes; i++) {
         const Onnx__NodeProto *n = g->node[i];
         c->nodes[i].node = n;
         for (size_t j = 0; j < n->n_input; j++)
-            if (n->input[j][0] && name_find(c, n->input[j]) < 0) {
+            if (n->input[j][0] && shard_name_find(c, n->input[j]) < 0) {
                 free(seen);
                 return ss_errf(SS_ERR_INVALID,
                                "node '%s' uses '%s' before it is produced: the shard tool needs "
                                "nodes in topological order, as the ONNX spec requires",
                                n->name, n->input[j]);
             }
-        for (size_t j = 0; j < n->n_output; j++)
-            if (n->output[j][0]) c->producer[name_add(c, n->output[j])] = i;
+        for (size_t j = 0; j < n->n_output; j++, flat++) {
+            if (!n->output[j][0]) continue;
+            int id = name_add(c, n->output[j]);
+            c->producer[id] = i;
+            if (c->plan_hash) {
+                c->varies[id] = c->plan_hash[flat] != plan_value_hash(c, n->output[j]);
+                c->shape0[id] = c->plan_shape0[flat];
+            }
+        }
         c->nodes[i].constant = node_is_constant(c, n);
         node_cost(c, &c->nodes[i], seen);
     }
     free(seen);
     for (size_t i = 0; i < g->n_output; i++) {
-        int id = name_find(c, g->output[i]->name);
+        int id = shard_name_find(c, g->output[i]->name);
         if (id >= 0) c->is_output[id] = true;
     }
+    mark_state_inputs(c);
     return NULL;
 }
 
@@ -990,7 +1114,7 @@ typedef struct {
 static void note_use(void *arg, const char *name)
 {
     use_ctx *u = arg;
-    int id = name[0] ? name_find(u->c, name) : -1;
+    int id = name[0] ? shard_name_find(u->c, name) : -1;
     if (id >= 0 && u->c->last_stage[id] < u->stage) u->c->last_stage[id] = u->stage;
 }
 
@@ -1007,6 +1131,73 @@ static void note_uses(shard_ctx *c)
     }
 }
 
+/* Bytes crossing a cut after node i, for every i: the values made at or before i (graph inputs
+ * too, unless every stage is given them) and read after it, or that must reach the last stage. */
+static ss_status *cut_bytes(shard_ctx *c, double *bytes)
+{
+    int *last_use = malloc(sizeof(int) * (size_t)(c->n_names + 1));
+    if (!last_use) return ss_errf(SS_ERR_NOMEM, "out of memory");
+    for (int i = 0; i < c->n_nodes; i++) /* note_uses records node indices as "stages" */
+        c->nodes[i].stage = i;
+    note_uses(c);
+    memcpy(last_use, c->last_stage, sizeof(int) * (size_t)c->n_names);
+    for (int id = 0; id < c->n_names; id++)
+        c->last_stage[id] = -1;
+    double *diff = calloc((size_t)c->n_nodes + 1, sizeof *diff);
+    if (!diff) return free(last_use), ss_errf(SS_ERR_NOMEM, "out of memory");
+    for (int id = 0; id < c->n_names; id++) {
+        ss_tensor d;
+        int made = c->producer[id] < 0 ? 0 : c->producer[id], used = last_use[id];
+        if (c->is_output[id] && !(c->dynamic && c->state_concat[id] >= 0)) used = c->n_nodes;
+        if ((c->producer[id] < 0 && c->dynamic) || used <= made ||
+            !shard_value_desc(c, c->names[id], &d) || d.data)
+            continue;
+        diff[made] += (double)ss_tensor_numel(&d) * (double)ss_dtype_size(d.dtype);
+        diff[used] -= (double)ss_tensor_numel(&d) * (double)ss_dtype_size(d.dtype);
+    }
+    for (int i = 0; i < c->n_nodes; i++)
+        bytes[i] = (i ? bytes[i - 1] : 0) + diff[i];
+    free(diff);
+    free(last_use);
+    return NULL;
+}
+
+/* Stages balanced by cost alone may cut through the middle of a layer, where several tensors are
+ * alive; each cut slides, within a tenth of a stage's share of the cost, to where the fewest bytes
+ * cross (a layer boundary: one hidden state), keeping every stage non-empty. */
+static ss_status *slide_cuts(shard_ctx *c)
+{
+    double *bytes = calloc((size_t)c->n_nodes + 1, sizeof *bytes);
+    double *pre = calloc((size_t)c->n_nodes + 1, sizeof *pre);
+    int *live = malloc(sizeof(int) * (size_t)(c->n_nodes + 1));
+    int *cut = malloc(sizeof(int) * (size_t)(c->stages + 1));
+    ss_status *st =
+        bytes && pre && live && cut ? cut_bytes(c, bytes) : ss_errf(SS_ERR_NOMEM, "out of memory");
+    int n_live = 0;
+    double acc = 0;
+    if (!st) assign_stages(c); /* by cost: the starting cuts */
+    for (int i = 0; i < c->n_nodes && !st; i++)
+        if (!c->nodes[i].constant) {
+            pre[n_live] = acc += node_share(c, &c->nodes[i]);
+            if (n_live > 0 && c->nodes[i].stage != c->nodes[live[n_live - 1]].stage)
+                cut[c->nodes[live[n_live - 1]].stage] = n_live - 1;
+            live[n_live++] = i;
+        }
+    for (int s = 0; s < c->stages - 1 && !st; s++) {
+        int lo = s ? cut[s - 1] + 1 : 0, hi = (s + 1 < c->stages - 1 ? cut[s + 1] : n_live - 1) - 1;
+        int best = cut[s];
+        for (int k = lo; k <= hi; k++)
+            if (fabs(pre[k] - pre[cut[s]]) <= acc / c->stages / 10 &&
+                bytes[live[k]] < bytes[live[best]])
+                best = k;
+        cut[s] = best;
+        c->nodes[live[best]].cut_after = true;
+    }
+    c->have_cuts = !st;
+    free(bytes), free(pre), free(live), free(cut);
+    return st;
+}
+
 static void shard_ctx_free(shard_ctx *c)
 {
     free(c->hash);
@@ -1014,6 +1205,12 @@ static void shard_ctx_free(shard_ctx *c)
     free(c->producer);
     free(c->last_stage);
     free(c->is_output);
+    free(c->is_state);
+    free(c->state_concat);
+    free(c->shape0);
+    free(c->plan_shape0);
+    free(c->varies);
+    free(c->plan_hash);
     free(c->nodes);
     free(c->model_base);
     ss_session_free(c->session);
@@ -1042,8 +1239,7 @@ ss_status *ss_shard_model(const ss_shard_options *opt)
     c.graph = c.model->proto->graph;
     ss_tensor descs[64];
     if (ss_session_num_inputs(c.session) > 64) st = ss_errf(SS_ERR_LIMIT, "more than 64 inputs");
-    if (!st) st = input_descs(&c, descs);
-    if (!st) st = ss_session_plan_shapes(c.session, descs, ss_session_num_inputs(c.session));
+    if (!st) st = plan_twice(&c, descs);
     if (!st) st = analyse(&c);
     if (!st && opt->mode == SS_SHARD_FILE) st = parse_strategy(&c);
     if (!st) {
@@ -1056,6 +1252,7 @@ ss_status *ss_shard_model(const ss_shard_options *opt)
     }
     size_t *param_bytes = calloc((size_t)c.rank_size, sizeof(size_t));
     if (!st && !param_bytes) st = ss_errf(SS_ERR_NOMEM, "out of memory");
+    if (!st && c.stages > 1) st = slide_cuts(&c);
     if (!st) {
         assign_stages(&c);
         note_uses(&c);

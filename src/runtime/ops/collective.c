@@ -6,7 +6,9 @@
  *   AllGather(x) -> y                 concat along `axis` in group order
  *   Broadcast(x) -> y                 from world rank `root` of `group`
  *   Send(x)                           to world rank `peer`
- *   Recv() -> y                       from world rank `peer`, of `dtype` and `shape`
+ *   Recv([shape]) -> y                from world rank `peer`, of `dtype` and `shape` (the
+ *                                     attribute, or input 0: int64 dims the receiver computes
+ *                                     at plan time from its own inputs when dims are dynamic)
  * None is ever folded at plan time (SS_OPF_NO_FOLD): they are communication, not arithmetic.
  */
 #include "common.h"
@@ -134,7 +136,12 @@ static ss_status *recv_infer(ss_kctx *k)
     if (st) return st;
     int64_t dt = ss_onnx_attr_int(k->node, "dtype", 0);
     const int64_t *dims;
+    int64_t planned[SS_MAX_DIMS];
     int nd = ss_onnx_attr_ints(k->node, "shape", &dims);
+    if (k->n_in > 0 && k->in[0]) { /* the shape from the receiver's own inputs (dynamic dims) */
+        if ((st = ss_op_plan_ints(k, 0, "shape", planned, SS_MAX_DIMS, &nd))) return st;
+        dims = planned;
+    }
     if (!ss_dtype_valid((int)dt) || dt == SS_DT_STRING)
         return ss_op_err(k, SS_ERR_INVALID, "attribute 'dtype' %lld is not a numeric type",
                          (long long)dt);

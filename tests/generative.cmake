@@ -1,0 +1,59 @@
+# Generative models (tests/generative/): tiny GPT-2 and Llama decoders with a KV cache, exported by
+# PyTorch into the build folder, run by shardserve's runtime in a greedy token loop (prefill, then
+# one decode step per token feeding present back as past); 64 tokens must equal PyTorch's, whole
+# and sharded Megatron-style (heads, MLP pairs) over 2, 4 and 8 ranks and in 2 pipeline stages,
+# on shm and on mpi, with batch, sequence and past lengths left dynamic.
+set(SS_GEN_DIR ${CMAKE_BINARY_DIR}/generative)
+add_executable(gen_greedy ${SS_TEST_DIR}/generative/gen_greedy.c ${SS_TEST_DIR}/generative/kvloop.c)
+target_link_libraries(gen_greedy PRIVATE ss_agent ss_runtime)
+
+foreach(family gpt2 llama)
+  foreach(opset 14 17)
+    set(case ${family}_op${opset})
+    set(dir ${SS_GEN_DIR}/${case})
+    set(io ${dir}/prompt.npy ${dir}/ref_tokens.npy)
+    add_test(NAME gen_export_${case}
+             COMMAND ${SS_PY} ${SS_TEST_DIR}/generative/models.py --family ${family} --opset ${opset}
+                     --out ${dir})
+    set_tests_properties(gen_export_${case} PROPERTIES FIXTURES_SETUP gen_${case} LABELS generative)
+    add_test(NAME gen_greedy_${case} COMMAND gen_greedy ${dir}/model.onnx ${io})
+    set_tests_properties(gen_greedy_${case} PROPERTIES FIXTURES_REQUIRED gen_${case} TIMEOUT 60
+                         LABELS generative)
+    if(TARGET shardserve)
+      # 8 ranks: more ranks than heads, so attention stays whole (and exact) on every rank
+      set(rank_counts 2 4)
+      if(opset EQUAL 17)
+        list(APPEND rank_counts 8)
+      endif()
+      foreach(ranks ${rank_counts})
+        add_test(NAME gen_greedy_${case}_tp${ranks}
+                 COMMAND ${SS_TEST_DIR}/generative/shard_greedy.sh $<TARGET_FILE:shardserve>
+                         $<TARGET_FILE:gen_greedy> ${dir} ${ranks} 1)
+        set_tests_properties(gen_greedy_${case}_tp${ranks} PROPERTIES FIXTURES_REQUIRED gen_${case}
+                             TIMEOUT 120 LABELS generative)
+      endforeach()
+      # 2 pipeline stages, alone and with 2 ranks each: every stage keeps its own layers' KV cache,
+      # is given the (small) inputs itself and rebuilds the dynamic shapes of what it receives
+      foreach(ranks 2 4)
+        add_test(NAME gen_greedy_${case}_pp2_ranks${ranks}
+                 COMMAND ${SS_TEST_DIR}/generative/shard_greedy.sh $<TARGET_FILE:shardserve>
+                         $<TARGET_FILE:gen_greedy> ${dir} ${ranks} 2)
+        set_tests_properties(gen_greedy_${case}_pp2_ranks${ranks} PROPERTIES
+                             FIXTURES_REQUIRED gen_${case} TIMEOUT 120 LABELS generative)
+      endforeach()
+      # over the mpi backend (mpirun inside a loopback-only network namespace): 4 ranks, then
+      # 2 ranks x 2 stages
+      if(SS_COMM_HAVE_MPI AND opset EQUAL 17)
+        foreach(split "4;1" "4;2")
+          list(GET split 0 ranks)
+          list(GET split 1 stages)
+          add_test(NAME gen_greedy_${case}_mpi_${ranks}x${stages}
+                   COMMAND ${SS_TEST_DIR}/generative/shard_greedy_mpi.sh $<TARGET_FILE:shardserve>
+                           $<TARGET_FILE:gen_greedy> ${dir} ${ranks} ${stages})
+          set_tests_properties(gen_greedy_${case}_mpi_${ranks}x${stages} PROPERTIES
+                               FIXTURES_REQUIRED gen_${case} TIMEOUT 150 LABELS generative)
+        endforeach()
+      endif()
+    endif()
+  endforeach()
+endforeach()
