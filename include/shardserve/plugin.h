@@ -89,8 +89,8 @@ struct ss_plugin_batch {
      * dims 1), owned by the server. NULL when an index is out of range, the output was already
      * allocated, the dtype or shape is invalid, or memory ran out.
      */
-    void *(*alloc_output)(ss_plugin_batch *batch, uint32_t instance, uint32_t output,
-                          int32_t dtype, int32_t ndim, const int64_t *dims, uint64_t string_bytes);
+    void *(*alloc_output)(ss_plugin_batch *batch, uint32_t instance, uint32_t output, int32_t dtype,
+                          int32_t ndim, const int64_t *dims, uint64_t string_bytes);
     /* Fail one instance with a message (copied); its outputs, if any, are dropped. */
     void (*fail_instance)(ss_plugin_batch *batch, uint32_t instance, const char *message);
 };

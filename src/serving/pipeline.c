@@ -157,8 +157,8 @@ static void model_done(void *ctx, ss_predict_reply *got)
     bool whole = got && got->count == 0;
     for (size_t j = 0, i = 0; i < r->req->count; i++) {
         if (!alive(r, i)) continue;
-        const ss_serving_error *e = !got                ? NULL
-                                    : whole             ? &got->errors[0]
+        const ss_serving_error *e = !got    ? NULL
+                                    : whole ? &got->errors[0]
                                     : got->errors && j < got->error_count && got->errors[j].code
                                         ? &got->errors[j]
                                         : NULL;
@@ -195,15 +195,15 @@ static void submit_model(ss_pipe_run *r)
         for (size_t k = 0; inst && k < st->n_inputs; k++) {
             ss_tensor view = *slot(r, i, st->in_slots[k]);
             view.storage = SS_STORE_BORROWED;
-            ss_status *e = ss_serving_instance_put(inst, p->model_inputs[k], &view,
-                                                   r->is_bytes[i * r->m->n_values + st->in_slots[k]]);
+            ss_status *e = ss_serving_instance_put(
+                inst, p->model_inputs[k], &view, r->is_bytes[i * r->m->n_values + st->in_slots[k]]);
             if (e) inst = NULL, ss_status_free(e);
         }
         char why[512];
         if (!(ok = inst != NULL)) break;
         if (!ss_serving_check_instance(spec, inst, why, sizeof why)) {
-            ss_status *e = ss_predict_reply_fail_instance(sub_reply, j, SS_SERVING_INVALID_INPUTS,
-                                                          "%s", why);
+            ss_status *e =
+                ss_predict_reply_fail_instance(sub_reply, j, SS_SERVING_INVALID_INPUTS, "%s", why);
             if (e) ok = false, ss_status_free(e);
         }
         j++;
@@ -336,9 +336,13 @@ static void run_c_stage(ss_pipe_run *r)
     if (!c.inst || !c.failed || !c.given || !c.claimed || !ins) {
         snprintf(err, sizeof err, "out of memory");
     } else if (live) {
-        c.b = (ss_plugin_batch){(uint32_t)live, (uint32_t)st->n_inputs, (uint32_t)st->n_outputs,
-                                ins,           (const char *const *)st->out_names,
-                                c_alloc_output, c_fail_instance};
+        c.b = (ss_plugin_batch){(uint32_t)live,
+                                (uint32_t)st->n_inputs,
+                                (uint32_t)st->n_outputs,
+                                ins,
+                                (const char *const *)st->out_names,
+                                c_alloc_output,
+                                c_fail_instance};
         c_fill_inputs(&c, ins);
         if (st->serial) pthread_mutex_lock((pthread_mutex_t *)&st->run_mu);
         rc = st->desc->run(st->state, &c.b, err, sizeof err);

@@ -214,8 +214,8 @@ static ss_status *read_stage(ss_pipeline *p, ss_pipe_method *m, size_t s, const 
 /* A method without "stages" in a composed servable is one model stage over its own names. */
 static ss_status *plain_method_stage(ss_pipeline *p, ss_pipe_method *m, const where *at)
 {
-    cJSON *j = cJSON_CreateObject(), *ins = cJSON_CreateStringArray((const char **)m->inputs,
-                                                                    (int)m->n_inputs);
+    cJSON *j = cJSON_CreateObject(),
+          *ins = cJSON_CreateStringArray((const char **)m->inputs, (int)m->n_inputs);
     cJSON *outs = cJSON_CreateStringArray((const char **)m->outputs, (int)m->n_outputs);
     if (!j || !ins || !outs || !cJSON_AddStringToObject(j, "kind", "model") ||
         !cJSON_AddStringToObject(j, "model", p->model_key)) {
@@ -358,8 +358,10 @@ static ss_status *load_plugin(ss_pipe_stage *st, const where *at)
         return bad(at, "cannot load the C function library: %s", dlerror(), NULL);
     ss_plugin_entry_fn entry = (ss_plugin_entry_fn)(uintptr_t)dlsym(st->dl, st->symbol);
     if (!entry)
-        return bad(at, "library '%s' has no symbol '%s' (a plugin exports a function returning "
-                       "its ss_plugin_descriptor)", st->library, st->symbol);
+        return bad(at,
+                   "library '%s' has no symbol '%s' (a plugin exports a function returning "
+                   "its ss_plugin_descriptor)",
+                   st->library, st->symbol);
     const ss_plugin_descriptor *d = entry();
     if (!d || d->abi_version != SS_PLUGIN_ABI_VERSION ||
         d->struct_size < sizeof(ss_plugin_descriptor) || !d->init || !d->run) {
@@ -369,9 +371,9 @@ static ss_status *load_plugin(ss_pipe_stage *st, const where *at)
         return bad(at, "%s (or its descriptor is incomplete)", got, NULL);
     }
     char err[1024] = "";
-    st->state = d->init(st->config_json, (uint32_t)st->n_inputs,
-                        (const char *const *)st->in_names, (uint32_t)st->n_outputs,
-                        (const char *const *)st->out_names, err, sizeof err);
+    st->state =
+        d->init(st->config_json, (uint32_t)st->n_inputs, (const char *const *)st->in_names,
+                (uint32_t)st->n_outputs, (const char *const *)st->out_names, err, sizeof err);
     if (!st->state) {
         err[sizeof err - 1] = 0;
         return bad(at, "plugin '%s' init failed: %s", st->symbol, err[0] ? err : "(no reason)");

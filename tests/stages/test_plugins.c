@@ -74,11 +74,11 @@ static void *init_fails_init(const char *config, uint32_t n_in, const char *cons
     return NULL;
 }
 
-#define DESCRIPTOR(fn, version, init, run)                                                        \
+#define DESCRIPTOR(fn, version, init, run)                                                         \
     const ss_plugin_descriptor *fn(void)                                                           \
     {                                                                                              \
-        static const ss_plugin_descriptor d = {version, sizeof(ss_plugin_descriptor), #fn, 0,    \
-                                               init,    run,                          any_fini};   \
+        static const ss_plugin_descriptor d = {                                                    \
+            version, sizeof(ss_plugin_descriptor), #fn, 0, init, run, any_fini};                   \
         return &d;                                                                                 \
     }
 
