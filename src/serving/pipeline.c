@@ -460,11 +460,11 @@ static void pipeline_submit(void *ctx, ss_predict_request *req, size_t method,
     advance(r, FROM_FRONT);
 }
 
-static size_t env_threads(void)
+static long env_long(const char *name, long dflt, long lo, long hi)
 {
-    const char *s = getenv("SHARDSERVE_STAGE_THREADS");
-    long n = s && *s ? strtol(s, NULL, 10) : 2;
-    return n < 1 ? 1 : n > 8 ? 8 : (size_t)n;
+    const char *s = getenv(name);
+    long n = s && *s ? strtol(s, NULL, 10) : dflt;
+    return n < lo ? lo : n > hi ? hi : n;
 }
 
 ss_status *ss_pipeline_start(ss_pipeline *p, ss_serving_backend model, ss_serving_backend *out)
@@ -473,7 +473,7 @@ ss_status *ss_pipeline_start(ss_pipeline *p, ss_serving_backend model, ss_servin
     pthread_mutex_init(&p->mu, NULL);
     pthread_cond_init(&p->cv, NULL);
     p->started = true;
-    size_t want = env_threads();
+    size_t want = (size_t)env_long("SHARDSERVE_STAGE_THREADS", 2, 1, 8);
     for (; p->n_threads < want; p->n_threads++) {
         int rc = pthread_create(&p->threads[p->n_threads], NULL, stage_thread, p);
         if (rc != 0)
