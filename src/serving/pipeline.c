@@ -150,19 +150,28 @@ static void take_model_outputs(ss_pipe_run *r, const ss_pipe_stage *st, size_t i
     }
 }
 
+/* Sent instance j's error in the worker's reply (entry 0 when the whole request failed). */
+static const ss_serving_error *model_error(const ss_predict_reply *got, size_t j)
+{
+    return got->errors && j < got->error_count && got->errors[j].code ? &got->errors[j] : NULL;
+}
+
 static void model_done(void *ctx, ss_predict_reply *got)
 {
     ss_pipe_run *r = ctx;
     const ss_pipe_stage *st = &r->m->stages[r->next];
-    bool whole = got && got->count == 0;
+    size_t sent = 0;
+    for (size_t i = 0; i < r->req->count; i++)
+        sent += alive(r, i);
+    bool whole = got && got->count == 0 && got->error_count > 0;
+    if (got && !whole && got->count != sent) { /* not a reply to what was sent */
+        ss_predict_reply_free(got);
+        got = NULL;
+    }
     for (size_t j = 0, i = 0; i < r->req->count; i++) {
         if (!alive(r, i)) continue;
-        const ss_serving_error *e = !got    ? NULL
-                                    : whole ? &got->errors[0]
-                                    : got->errors && j < got->error_count && got->errors[j].code
-                                        ? &got->errors[j]
-                                        : NULL;
-        if (!got || e)
+        const ss_serving_error *e = got ? model_error(got, whole ? 0 : j) : NULL;
+        if (!got || e || whole)
             fail(r, i, e ? e->code : SS_SERVING_SYSTEM_ERROR, "%s",
                  e && e->message ? e->message : "Predict failed");
         else
@@ -329,13 +338,12 @@ static void run_c_stage(ss_pipe_run *r)
     c.given = calloc(n, sizeof *c.given);
     c.claimed = calloc(n, sizeof *c.claimed);
     ss_plugin_tensor *ins = calloc(n * st->n_inputs + 1, sizeof *ins);
-    for (size_t i = 0; c.inst && i < n; i++)
-        if (alive(r, i)) c.inst[live++] = i;
-    char err[1024] = "";
-    int rc = 1;
     if (!c.inst || !c.failed || !c.given || !c.claimed || !ins) {
-        snprintf(err, sizeof err, "out of memory");
-    } else if (live) {
+        for (size_t i = 0; i < n; i++)
+            if (alive(r, i)) fail_stage(r, i, "out of memory");
+    } else {
+        for (size_t i = 0; i < n; i++)
+            if (alive(r, i)) c.inst[live++] = i;
         c.b = (ss_plugin_batch){(uint32_t)live,
                                 (uint32_t)st->n_inputs,
                                 (uint32_t)st->n_outputs,
@@ -344,13 +352,14 @@ static void run_c_stage(ss_pipe_run *r)
                                 c_alloc_output,
                                 c_fail_instance};
         c_fill_inputs(&c, ins);
+        char err[1024] = "";
         if (st->serial) pthread_mutex_lock((pthread_mutex_t *)&st->run_mu);
-        rc = st->desc->run(st->state, &c.b, err, sizeof err);
+        int rc = st->desc->run(st->state, &c.b, err, sizeof err);
         if (st->serial) pthread_mutex_unlock((pthread_mutex_t *)&st->run_mu);
         err[sizeof err - 1] = 0;
         if (rc != 0 && !err[0]) snprintf(err, sizeof err, "the function returned %d", rc);
+        c_settle(&c, rc, err);
     }
-    if (live || !c.inst) c_settle(&c, c.inst ? rc : 1, err);
     for (size_t j = 0; c.failed && j < live; j++)
         free(c.failed[j]);
     free(c.inst);
