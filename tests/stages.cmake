@@ -11,3 +11,7 @@ add_test(NAME stages_serving COMMAND ${SS_PY} ${SS_TEST_DIR}/stages/test_stages.
 set_tests_properties(stages_serving PROPERTIES ENVIRONMENT "${SS_STAGES_ENV}" TIMEOUT 600 RUN_SERIAL TRUE)
 add_test(NAME stages_example COMMAND ${CMAKE_SOURCE_DIR}/examples/stages_plugin/run_all.sh)
 set_tests_properties(stages_example PROPERTIES ENVIRONMENT "${SS_STAGES_ENV}" TIMEOUT 300 RUN_SERIAL TRUE)
+
+# Parsing and checking the stages (no process, nothing loaded).
+ss_add_c_test(test_serving_stages ${SS_TEST_DIR}/test_serving_stages.c)
+target_link_libraries(test_serving_stages ss_worker ss_serving)
