@@ -13,9 +13,10 @@
  * Data. A tensor is dtype (ONNX TensorProto numbering, below), shape, data pointer and byte size,
  * contiguous and row-major. Inputs point into the server's memory: read-only, valid during run()
  * only. A STRING/BYTES value is one element whose data are its bytes (not NUL-terminated) and
- * nbytes its length. Outputs are allocated through batch->alloc_output, so the server owns every
- * byte it receives: a plugin never frees what it got or gave. Anything a plugin mallocs itself it
- * frees itself.
+ * nbytes its length; BYTES marks what the client sent as bytes, and an output allocated as BYTES
+ * goes back to the client as bytes. Outputs are allocated through batch->alloc_output, so the
+ * server owns every byte it receives: a plugin never frees what it got or gave. Anything a plugin
+ * mallocs itself it frees itself.
  *
  * Errors. init and run write a message into error[0, error_cap) (always NUL-terminated by the
  * plugin; the server gives at least 256 bytes). run():
@@ -60,6 +61,8 @@ enum {
     SS_PLUGIN_UINT32 = 12,
     SS_PLUGIN_UINT64 = 13,
     SS_PLUGIN_BFLOAT16 = 16,
+    /* Not ONNX's: a STRING that is bytes (MindSpore's MS_BYTES, REST {"b64": ...}), one element */
+    SS_PLUGIN_BYTES = 0x108,
 };
 
 #define SS_PLUGIN_MAX_DIMS 8
@@ -85,8 +88,9 @@ struct ss_plugin_batch {
     const char *const *output_names; /* n_outputs names, as servable.json declares them */
     /*
      * Output `output` of instance `instance`, shaped (ndim, dims): returns zeroed memory of the
-     * shape's byte size (for SS_PLUGIN_STRING: string_bytes bytes, one element, ndim 0 or all
-     * dims 1), owned by the server. NULL when an index is out of range, the output was already
+     * shape's byte size (for SS_PLUGIN_STRING/BYTES: string_bytes bytes, one element, ndim 0 or
+     * all dims 1), owned by the server. Call it (and fail_instance) only from the thread running
+     * run(), before run() returns. NULL when an index is out of range, the output was already
      * allocated, the dtype or shape is invalid, or memory ran out.
      */
     void *(*alloc_output)(ss_plugin_batch *batch, uint32_t instance, uint32_t output, int32_t dtype,

@@ -50,6 +50,11 @@ static ss_tensor *slot(ss_pipe_run *r, size_t inst, size_t s)
     return &r->vals[inst * r->m->n_values + s];
 }
 
+static bool r_bytes(const ss_pipe_run *r, size_t inst, size_t s)
+{
+    return r->is_bytes[inst * r->m->n_values + s];
+}
+
 static bool alive(const ss_pipe_run *r, size_t i)
 {
     return !(r->reply->errors && r->reply->errors[i].code != 0);
@@ -96,7 +101,7 @@ static void put_output(ss_pipe_run *r, size_t i, size_t k)
     }
     if (!st)
         st = ss_serving_instance_put(&r->reply->instances[i], r->m->outputs[k], &out,
-                                     r->is_bytes[i * r->m->n_values + s]);
+                                     r_bytes(r, i, s));
     if (st) {
         fail(r, i, SS_SERVING_SYSTEM_ERROR, "method '%s' output '%s': %s", r->m->name,
              r->m->outputs[k], st->msg);
@@ -204,8 +209,8 @@ static void submit_model(ss_pipe_run *r)
         for (size_t k = 0; inst && k < st->n_inputs; k++) {
             ss_tensor view = *slot(r, i, st->in_slots[k]);
             view.storage = SS_STORE_BORROWED;
-            ss_status *e = ss_serving_instance_put(
-                inst, p->model_inputs[k], &view, r->is_bytes[i * r->m->n_values + st->in_slots[k]]);
+            ss_status *e = ss_serving_instance_put(inst, p->model_inputs[k], &view,
+                                                   r_bytes(r, i, st->in_slots[k]));
             if (e) inst = NULL, ss_status_free(e);
         }
         char why[512];
@@ -266,11 +271,14 @@ static void *c_alloc_output(ss_plugin_batch *b, uint32_t instance, uint32_t outp
     if (instance >= b->n_instances) return NULL;
     if (output + 1 > c->claimed[instance]) c->claimed[instance] = output + 1;
     if (output >= b->n_outputs || ndim < 0 || ndim > SS_MAX_DIMS || (ndim && !dims)) return NULL;
-    ss_tensor *t = slot(c->r, c->inst[instance], c->st->out_base + output);
-    if (t->storage != SS_STORE_NONE || ss_dtype_size((ss_dtype)dtype) == 0) return NULL;
+    size_t s = c->inst[instance] * c->r->m->n_values + c->st->out_base + output;
+    ss_tensor *t = &c->r->vals[s];
+    bool bytes = dtype == SS_PLUGIN_BYTES;
+    if (t->storage != SS_STORE_NONE || (!bytes && ss_dtype_size((ss_dtype)dtype) == 0)) return NULL;
     void *data = NULL;
-    if (dtype == SS_DT_STRING) {
+    if (dtype == SS_DT_STRING || bytes) {
         data = c_alloc_string(t, ndim, dims, string_bytes);
+        c->r->is_bytes[s] = bytes;
     } else {
         ss_status *e = ss_tensor_alloc(t, (ss_dtype)dtype, ndim, dims);
         data = e ? NULL : t->data;
@@ -294,9 +302,10 @@ static void c_fill_inputs(c_call *c, ss_plugin_tensor *ins)
         for (size_t k = 0; k < st->n_inputs; k++) {
             const ss_tensor *t = slot(c->r, c->inst[j], st->in_slots[k]);
             const ss_string *s = t->dtype == SS_DT_STRING ? t->data : NULL;
+            bool bytes = s && r_bytes(c->r, c->inst[j], st->in_slots[k]);
             ins[j * st->n_inputs + k] = (ss_plugin_tensor){
                 .name = st->in_names[k],
-                .dtype = (int32_t)t->dtype,
+                .dtype = bytes ? SS_PLUGIN_BYTES : (int32_t)t->dtype,
                 .ndim = t->ndim,
                 .dims = t->dims,
                 .data = s ? (const void *)s->data : t->data,

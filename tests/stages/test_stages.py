@@ -1,6 +1,7 @@
 #!/usr/bin/python3
 """Composed servables (servable.json "stages") with real `shardserve serve` and `shardserve agents`:
-the C-plugin example's pipeline (scale -> model -> argmax) through gRPC and REST, and every error
+the C-plugin example's pipeline (scale -> model -> argmax) through gRPC and REST, strings and bytes
+through a C stage, and every error
 path of a C-function stage: a library that is missing, a symbol that is missing, another ABI
 version, init refusing, run() failing one instance or the whole batch, and a plugin that gives the
 wrong number of outputs (the request fails, the servable keeps serving). Each case prints ok/FAIL;
@@ -46,6 +47,9 @@ METHODS = [
      "stages": [model_stage(["x"], ["logits"]), c_stage("ss_test_run_error", ["logits"], ["y"])]},
     {"name": "broken", "inputs": ["x"], "outputs": ["a", "b"],
      "stages": [model_stage(["x"], ["logits"]), c_stage("ss_test_one_output", ["logits"], ["a", "b"])]},
+    {"name": "strings", "inputs": ["x", "s", "b"], "outputs": ["logits", "s2", "b2"],
+     "stages": [model_stage(["x"], ["logits"]), c_stage("ss_test_fail_negative", ["s"], ["s2"]),
+                c_stage("ss_test_fail_negative", ["b"], ["b2"])]},
     {"name": "both", "inputs": ["x"], "outputs": ["logits", "again", "x"],
      "stages": [model_stage(["x"], ["logits"])], "returns": ["logits", "logits", "x"]},
 ]
@@ -74,7 +78,9 @@ class Served:
         return Client(self.c.grpc, "stages", method).infer(instances)
 
     def rest(self, method, instances):
-        body = {"instances": [{k: v.tolist() for k, v in inst.items()} for inst in instances]}
+        return self.rest_raw(method, {"instances": [{k: v.tolist() for k, v in inst.items()} for inst in instances]})
+
+    def rest_raw(self, method, body):
         req = urllib.request.Request("http://%s/model/stages:%s" % (self.c.rest, method),
                                      data=json.dumps(body).encode(), method="POST",
                                      headers={"Content-Type": "application/json"})
@@ -131,6 +137,15 @@ def test_plain_method_beside_stages():
 def test_returns_twice_and_method_input():
     got = served().grpc("both", [{"x": ONES}])[0]
     assert np.array_equal(got["logits"], got["again"]) and np.array_equal(got["x"], ONES), got
+
+
+def test_strings_and_bytes_through_c_stage():
+    s = served()
+    got = s.grpc("strings", [{"x": ONES, "s": "h\u00e9llo", "b": b"\x00\x01 bytes"}])[0]
+    assert got["s2"] == "h\u00e9llo" and got["b2"] == b"\x00\x01 bytes", got
+    rest = s.rest_raw("strings", {"instances": [{"x": ONES.tolist(), "s": "text", "b": {"b64": "AAEC"}}]})
+    inst = rest["instances"][0]
+    assert inst["s2"] == "text" and inst["b2"] == {"b64": "AAEC"}, {k: v for k, v in inst.items() if k != "logits"}
 
 
 def test_model_stage_checks_instance():
@@ -225,7 +240,8 @@ def test_bad_kind_and_model():
 
 
 CASES = [test_classify_grpc, test_classify_rest, test_plain_method_beside_stages,
-         test_returns_twice_and_method_input, test_model_stage_checks_instance, test_run_fails_one_instance,
+         test_returns_twice_and_method_input, test_strings_and_bytes_through_c_stage,
+         test_model_stage_checks_instance, test_run_fails_one_instance,
          test_run_error_fails_batch, test_wrong_output_count_fails_request_keeps_serving,
          test_concurrent_requests, test_plugin_missing, test_symbol_missing, test_abi_mismatch, test_init_fails,
          test_bad_reference, test_bad_kind_and_model]
