@@ -1,10 +1,9 @@
 #!/usr/bin/python3
 """Composed servables (servable.json "stages") with real `shardserve serve` and `shardserve agents`:
 the C-plugin example's pipeline (scale -> model -> argmax) through gRPC and REST, strings and bytes
-through a C stage, and every error
-path of a C-function stage: a library that is missing, a symbol that is missing, another ABI
-version, init refusing, run() failing one instance or the whole batch, and a plugin that gives the
-wrong number of outputs (the request fails, the servable keeps serving). Each case prints ok/FAIL;
+through a C stage, and every error path of a C-function stage: a library that is missing, a symbol
+that is missing, another ABI version, init refusing, run() failing one instance or the whole batch,
+and a plugin that gives the wrong number of outputs (the request fails, the servable keeps serving). Each case prints ok/FAIL;
 the run ends with "N passed, N failed"."""
 
 import json
