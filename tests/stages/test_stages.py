@@ -62,11 +62,11 @@ def make_model(path):
 class Served:
     """One `serve` of the servable "stages" with the given methods, and its agent."""
 
-    def __init__(self, methods, expect_ready=True):
+    def __init__(self, methods, expect_ready=True, with_batch_dim=False):
         self.c = Cluster()
         model = os.path.join(self.c.dir, "stages.onnx")
         make_model(model)
-        self.models = self.c.add_servable("stages", model, 1, methods=methods)
+        self.models = self.c.add_servable("stages", model, 1, methods=methods, with_batch_dim=with_batch_dim)
         table = self.c.write_rank_table(1)
         self.server = self.c.serve([("stages", 1, table)], expect_ready=expect_ready)
         if expect_ready:
@@ -191,6 +191,20 @@ def test_concurrent_requests():
         assert (r[0]["label"] == (15 if i % 2 else 0)).all(), (i, r)
 
 
+def test_batched_model_behind_c_stage():
+    """with_batch_dim: rows are instances; the worker batches what the C stage let through."""
+    s = Served([METHODS[2]], with_batch_dim=True)
+    try:
+        rows = [np.full(96, v, np.float32) for v in (1, -1, 2, 0.5)]
+        got = s.grpc("guarded", [{"x": r} for r in rows])
+        w = (np.arange(16, dtype=np.float32) - 7.5) / 96
+        for i in (0, 2, 3):
+            assert got[i]["y"].shape == (16,) and np.allclose(got[i]["y"], rows[i] @ np.tile(w, (96, 1))), got[i]
+        assert "negative input in instance 1" in got[1]["error"], got[1]
+    finally:
+        s.c.close()
+
+
 def refused_at_start(stage, expect):
     s = Served([{"name": "m", "inputs": ["x"], "outputs": ["y"], "stages": [stage, model_stage(["x1"], ["y"])]}],
                expect_ready=False)
@@ -242,7 +256,7 @@ CASES = [test_classify_grpc, test_classify_rest, test_plain_method_beside_stages
          test_returns_twice_and_method_input, test_strings_and_bytes_through_c_stage,
          test_model_stage_checks_instance, test_run_fails_one_instance,
          test_run_error_fails_batch, test_wrong_output_count_fails_request_keeps_serving,
-         test_concurrent_requests, test_plugin_missing, test_symbol_missing, test_abi_mismatch, test_init_fails,
+         test_concurrent_requests, test_batched_model_behind_c_stage, test_plugin_missing, test_symbol_missing, test_abi_mismatch, test_init_fails,
          test_bad_reference, test_bad_kind_and_model]
 
 if __name__ == "__main__":
