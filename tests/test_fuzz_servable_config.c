@@ -38,5 +38,6 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         check_names(c.methods[m].inputs, c.methods[m].n_inputs);
         check_names(c.methods[m].outputs, c.methods[m].n_outputs);
     }
+    ss_servable_config_clear(&c);
     return 0;
 }

@@ -306,6 +306,31 @@ bool ss_serving_index(ss_serving *s, ss_serving_index_entry **out, size_t *n);
  * ready (unloaded ones do not count). */
 bool ss_serving_ready(void *serving);
 
+/* ------------------------------------------------------------------ stage pipelines */
+
+/*
+ * A servable whose methods are stage pipelines (servable.json "stages"; README: composed
+ * servables). ss_pipeline_parse reads the methods' stages (*out = NULL when no method has any:
+ * the servable is a plain one-model servable). The worker then serves only the model's internal
+ * method (ss_pipeline_model_method, inputs/outputs ss_pipeline_model_names) and
+ * ss_serving_set_pipeline puts the pipeline in front of it: the registry publishes the
+ * pipeline's methods instead, and each request runs through its stages (model stages through
+ * the worker, C-function stages on the pipeline's stage threads). Errors name the method, the
+ * stage (1-based, as MindSpore counts) and the value.
+ */
+typedef struct ss_pipeline ss_pipeline;
+/* `what` names the file (a library path is relative to its folder); `servable` is the servable's
+ * name (its model's key). Loads nothing. */
+ss_status *ss_pipeline_parse(const char *text, size_t len, const char *what, const char *servable,
+                             ss_pipeline **out);
+const char *ss_pipeline_model_method(const ss_pipeline *p);
+size_t ss_pipeline_model_names(const ss_pipeline *p, bool outputs, const char *const **names);
+/* Loads the plugins (init), starts the stage threads and takes ownership of p (freed with the
+ * entry, or here on failure). Call right after ss_serving_add, before the backend publishes. */
+ss_status *ss_serving_set_pipeline(ss_serving_entry *e, ss_pipeline *p);
+/* Stops the stage threads (every request they hold is answered first), fini()s the plugins. */
+void ss_pipeline_free(ss_pipeline *p);
+
 #ifdef __cplusplus
 }
 #endif

@@ -67,6 +67,9 @@ typedef struct {
     /* dynamic batching */
     int max_batch_size;     /* 0: the model's batch size */
     int max_queue_delay_us; /* wait this long for more instances before dispatching a batch */
+    /* Methods with "stages" (a composed servable): methods[] then holds only the model's internal
+     * method and this the pipeline, handed to the registry when the worker starts (NULL: none). */
+    ss_pipeline *stages;
 } ss_servable_config;
 
 /* SERVABLE_DIR/NAME/servable.json */
@@ -74,6 +77,8 @@ ss_status *ss_servable_config_load(const char *servable_dir, const char *name,
                                    ss_servable_config *out);
 ss_status *ss_servable_config_parse(const char *text, size_t len, const char *what,
                                     const char *name, ss_servable_config *out);
+/* Free what a parsed config owns (its pipeline). */
+void ss_servable_config_clear(ss_servable_config *c);
 
 /* ------------------------------------------------------------------ workers */
 

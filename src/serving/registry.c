@@ -13,6 +13,7 @@
  *   backend's readiness: an unloaded version takes no new request whatever its backend publishes,
  *   and `inflight` (requests handed to its backend, not yet answered) says when it has drained.
  */
+#include "pipeline.h"
 #include "shardserve/serving.h"
 
 #include <assert.h>
@@ -32,10 +33,11 @@ struct ss_serving_entry {
     char *servable;
     uint64_t version;
     ss_serving_backend backend;
-    snapshot *ready; /* NULL while not ready */
-    char why[512];   /* why not ready */
-    bool unloaded;   /* by the model repository extension */
-    long inflight;   /* requests its backend has not answered yet */
+    ss_pipeline *pipeline; /* NULL: the backend's methods are the servable's */
+    snapshot *ready;       /* NULL while not ready */
+    char why[512];         /* why not ready */
+    bool unloaded;         /* by the model repository extension */
+    long inflight;         /* requests its backend has not answered yet */
     ss_serving_entry *next;
 };
 
@@ -187,6 +189,7 @@ bool ss_serving_check_instance(const ss_serving_method *m, ss_serving_instance *
             snprintf(why, cap, "Cannot find input %s in instance input", sp->name);
             return false;
         }
+        if (sp->dtype == SS_DT_UNDEFINED) continue; /* any value: a stage checks it */
         ss_tensor *t = &it->tensor;
         bool strings = t->dtype == SS_DT_STRING || sp->dtype == SS_DT_STRING;
         size_t want = 0;
@@ -272,11 +275,12 @@ void ss_serving_remove(ss_serving *s, ss_serving_entry *e)
     snapshot *ready = e->ready;
     registry_unlock(s);
     snapshot_unref(ready);
+    ss_pipeline_free(e->pipeline);
     free(e->servable);
     free(e);
 }
 
-ss_status *ss_serving_publish(ss_serving_entry *e, const ss_serving_signature *sig)
+static ss_status *publish_signature(ss_serving_entry *e, const ss_serving_signature *sig)
 {
     snapshot *snap = calloc(1, sizeof *snap);
     if (!snap || !signature_copy_into(&snap->sig, sig)) {
@@ -291,6 +295,34 @@ ss_status *ss_serving_publish(ss_serving_entry *e, const ss_serving_signature *s
     e->why[0] = 0;
     registry_unlock(e->owner);
     snapshot_unref(old);
+    return NULL;
+}
+
+/* A composed servable publishes its pipeline's methods over the model's signature. */
+ss_status *ss_serving_publish(ss_serving_entry *e, const ss_serving_signature *sig)
+{
+    if (!e->pipeline) return publish_signature(e, sig);
+    ss_serving_signature *composed = ss_pipeline_compose(e->pipeline, sig);
+    if (!composed)
+        return ss_errf(SS_ERR_NOMEM, "out of memory publishing servable %s", e->servable);
+    ss_status *st = publish_signature(e, composed);
+    ss_serving_signature_free(composed);
+    return st;
+}
+
+ss_status *ss_serving_set_pipeline(ss_serving_entry *e, ss_pipeline *p)
+{
+    ss_serving_backend wrapped;
+    ss_status *st = ss_pipeline_load_plugins(p);
+    if (!st) st = ss_pipeline_start(p, e->backend, &wrapped);
+    if (st) {
+        ss_pipeline_free(p);
+        return ss_status_wrap(st, "servable %s", e->servable);
+    }
+    registry_lock(e->owner);
+    e->backend = wrapped;
+    e->pipeline = p;
+    registry_unlock(e->owner);
     return NULL;
 }
 

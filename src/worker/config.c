@@ -265,6 +265,23 @@ static ss_status *check_no_batch_names(const ss_servable_config *c, const char *
     return NULL;
 }
 
+/* A composed servable's worker serves one method: the model, as its stages feed it. */
+static ss_status *model_method(ss_servable_config *c)
+{
+    ss_method_config *mc = &c->methods[0];
+    memset(mc, 0, sizeof *mc);
+    c->n_methods = 1;
+    snprintf(mc->name, sizeof mc->name, "%s", ss_pipeline_model_method(c->stages));
+    const char *const *names;
+    size_t n = ss_pipeline_model_names(c->stages, false, &names);
+    for (size_t k = 0; k < n && k < SS_MAX_IO; k++)
+        snprintf(mc->inputs[mc->n_inputs++], sizeof mc->inputs[0], "%s", names[k]);
+    n = ss_pipeline_model_names(c->stages, true, &names);
+    for (size_t k = 0; k < n && k < SS_MAX_IO; k++)
+        snprintf(mc->outputs[mc->n_outputs++], sizeof mc->outputs[0], "%s", names[k]);
+    return NULL;
+}
+
 ss_status *ss_servable_config_parse(const char *text, size_t len, const char *what,
                                     const char *name, ss_servable_config *c)
 {
@@ -340,9 +357,18 @@ ss_status *ss_servable_config_parse(const char *text, size_t len, const char *wh
             if (st) break;
             c->n_methods++;
         }
-    if (!st) st = check_no_batch_names(c, what);
     cJSON_Delete(root);
+    if (!st) st = ss_pipeline_parse(text, len, what, name, &c->stages);
+    if (!st && c->stages) st = model_method(c);
+    if (!st) st = check_no_batch_names(c, what);
+    if (st) ss_servable_config_clear(c);
     return st;
+}
+
+void ss_servable_config_clear(ss_servable_config *c)
+{
+    ss_pipeline_free(c->stages);
+    c->stages = NULL;
 }
 
 ss_status *ss_servable_config_load(const char *servable_dir, const char *name,

@@ -1807,6 +1807,7 @@ const char *ss_worker_address(const ss_worker *w)
 
 static void worker_free(ss_worker *w)
 {
+    ss_servable_config_clear(&w->cfg);
     if (w->entry) ss_serving_remove(w->set->serving, w->entry);
     for (job *j = w->free_jobs; j;) {
         job *next = j->next;
@@ -1861,8 +1862,13 @@ static ss_status *worker_open(ss_worker *w, const ss_worker_options *opt)
         epoll_ctl(w->epfd, EPOLL_CTL_ADD, ss_link_listener_fd(w->listener), &lev) != 0 ||
         (local_fd >= 0 && epoll_ctl(w->epfd, EPOLL_CTL_ADD, local_fd, &lev) != 0))
         return ss_errf(SS_ERR_IO, "epoll_ctl: %s", strerror(errno));
-    return ss_serving_add(w->set->serving, w->cfg.name, w->version,
-                          (ss_serving_backend){w, worker_submit}, &w->entry);
+    st = ss_serving_add(w->set->serving, w->cfg.name, w->version,
+                        (ss_serving_backend){w, worker_submit}, &w->entry);
+    if (!st && w->cfg.stages) { /* a composed servable: its stages run in front of the worker */
+        st = ss_serving_set_pipeline(w->entry, w->cfg.stages);
+        w->cfg.stages = NULL;
+    }
+    return st;
 }
 
 static void worker_options_defaults(ss_worker_options *o)

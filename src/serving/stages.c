@@ -1,0 +1,443 @@
+/*
+ * stages: servable.json's stage pipelines, parsed and checked (names resolved to value slots) and
+ * their C-function plugins loaded. Parsing loads nothing, so fuzzers and `shardserve` tools can
+ * read any file; ss_pipeline_load_plugins dlopens, checks the ABI and calls init when the servable
+ * starts. Every error names the file, the method, the stage (1-based, as MindSpore counts) and the
+ * offending value; the model-count errors keep MindSpore's texts.
+ */
+#include "pipeline.h"
+
+#include <cjson/cJSON.h>
+#include <dlfcn.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define MAX_STAGES 64
+#define MAX_NAMES 64
+
+typedef struct {
+    const char *what;
+    const char *method;
+    size_t stage; /* 1-based; 0 = the method itself */
+} where;
+
+static ss_status *bad(const where *at, const char *fmt, const char *a, const char *b)
+{
+    char msg[512];
+    snprintf(msg, sizeof msg, fmt, a ? a : "", b ? b : "");
+    if (at->stage)
+        return ss_errf(SS_ERR_INVALID, "%s: method '%s' stage %zu: %s", at->what, at->method,
+                       at->stage, msg);
+    return ss_errf(SS_ERR_INVALID, "%s: method '%s': %s", at->what, at->method, msg);
+}
+
+static void names_free(char **names, size_t n)
+{
+    for (size_t i = 0; names && i < n; i++)
+        free(names[i]);
+    free(names);
+}
+
+/* A JSON list of non-empty names (< 128 chars) into a malloc'd array. */
+static ss_status *names_read(const cJSON *arr, const where *at, const char *key, char ***out,
+                             size_t *n)
+{
+    *out = NULL;
+    *n = 0;
+    if (!arr) return NULL;
+    if (!cJSON_IsArray(arr) || cJSON_GetArraySize(arr) > MAX_NAMES)
+        return bad(at, "'%s' must be a list of at most 64 names", key, NULL);
+    *out = calloc((size_t)cJSON_GetArraySize(arr) + 1, sizeof **out);
+    if (!*out) return ss_errf(SS_ERR_NOMEM, "out of memory");
+    const cJSON *v;
+    cJSON_ArrayForEach(v, arr)
+    {
+        if (!cJSON_IsString(v) || !v->valuestring[0] || strlen(v->valuestring) >= 128)
+            return bad(at, "'%s' must hold non-empty names (< 128 chars)", key, NULL);
+        if (!((*out)[(*n)++] = strdup(v->valuestring)))
+            return ss_errf(SS_ERR_NOMEM, "out of memory");
+    }
+    return NULL;
+}
+
+/* The slot a reference names: a method input or an earlier stage's output. */
+static bool slot_of(const ss_pipe_method *m, size_t n_stages, const char *name, size_t *slot)
+{
+    for (size_t i = 0; i < m->n_inputs; i++)
+        if (!strcmp(m->inputs[i], name)) return (*slot = i), true;
+    for (size_t s = 0; s < n_stages; s++)
+        for (size_t k = 0; k < m->stages[s].n_outputs; k++)
+            if (!strcmp(m->stages[s].out_names[k], name))
+                return (*slot = m->stages[s].out_base + k), true;
+    return false;
+}
+
+static ss_status *resolve_inputs(ss_pipe_method *m, size_t s, const where *at)
+{
+    ss_pipe_stage *st = &m->stages[s];
+    st->in_slots = calloc(st->n_inputs + 1, sizeof *st->in_slots);
+    if (!st->in_slots) return ss_errf(SS_ERR_NOMEM, "out of memory");
+    for (size_t k = 0; k < st->n_inputs; k++)
+        if (!slot_of(m, s, st->in_names[k], &st->in_slots[k]))
+            return bad(at,
+                       "input '%s' is neither an input of the method nor an output of an "
+                       "earlier stage",
+                       st->in_names[k], NULL);
+    return NULL;
+}
+
+/* Output names are new: not a method input, not an earlier output, not twice in this stage. */
+static ss_status *place_outputs(ss_pipe_method *m, size_t s, const where *at)
+{
+    ss_pipe_stage *st = &m->stages[s];
+    st->out_base = s ? m->stages[s - 1].out_base + m->stages[s - 1].n_outputs : m->n_inputs;
+    for (size_t k = 0; k < st->n_outputs; k++) {
+        size_t slot;
+        bool twice = false;
+        for (size_t j = 0; j < k; j++)
+            twice = twice || !strcmp(st->out_names[j], st->out_names[k]);
+        if (twice || slot_of(m, s, st->out_names[k], &slot))
+            return bad(at, "output '%s' is already defined in this method (names are unique)",
+                       st->out_names[k], NULL);
+    }
+    m->n_values = st->out_base + st->n_outputs;
+    return NULL;
+}
+
+static ss_status *stage_strdup(char **dst, const char *src)
+{
+    *dst = strdup(src);
+    return *dst ? NULL : ss_errf(SS_ERR_NOMEM, "out of memory");
+}
+
+/* "library", "symbol", "config" of a c_function stage; the library relative to servable.json. */
+static ss_status *read_c_function(ss_pipe_stage *st, const cJSON *j, const where *at,
+                                  const char *servable)
+{
+    const cJSON *lib = cJSON_GetObjectItemCaseSensitive(j, "library");
+    const cJSON *sym = cJSON_GetObjectItemCaseSensitive(j, "symbol");
+    const cJSON *cfg = cJSON_GetObjectItemCaseSensitive(j, "config");
+    if (!cJSON_IsString(lib) || !lib->valuestring[0] || strlen(lib->valuestring) > 2048)
+        return bad(at, "a c_function stage needs 'library' (a shared library path)", NULL, NULL);
+    if (sym && (!cJSON_IsString(sym) || !sym->valuestring[0] || strlen(sym->valuestring) > 255))
+        return bad(at, "'symbol' must be a non-empty name", NULL, NULL);
+    const char *slash = strrchr(at->what, '/');
+    int dir_len = slash && lib->valuestring[0] != '/' ? (int)(slash - at->what) : 0;
+    char path[4096];
+    snprintf(path, sizeof path, "%.*s%s%s", dir_len, at->what, dir_len ? "/" : "",
+             lib->valuestring);
+    ss_status *e = stage_strdup(&st->library, path);
+    if (!e) e = stage_strdup(&st->symbol, sym ? sym->valuestring : SS_PLUGIN_DEFAULT_SYMBOL);
+    if (e) return e;
+    st->config_json = cfg ? cJSON_PrintUnformatted(cfg) : strdup("{}");
+    if (!st->config_json) return ss_errf(SS_ERR_NOMEM, "out of memory");
+    if (!st->tag) {
+        char tag[512];
+        snprintf(tag, sizeof tag, "Function '%s.%s'", servable, st->symbol);
+        return stage_strdup(&st->tag, tag);
+    }
+    return NULL;
+}
+
+/* The model's counts are the same in every stage that runs it (MindSpore's texts). */
+static ss_status *read_model(ss_pipeline *p, ss_pipe_stage *st, const cJSON *j, const where *at)
+{
+    const char *name = cJSON_IsString(cJSON_GetObjectItemCaseSensitive(j, "model"))
+                           ? cJSON_GetObjectItemCaseSensitive(j, "model")->valuestring
+                           : NULL;
+    if (!name || strcmp(name, p->model_key) != 0)
+        return bad(at,
+                   "'model' must name a model the servable declares, got '%s' (this servable "
+                   "declares one: '%s', its distributed model)",
+                   name ? name : "(missing)", p->model_key);
+    if (!st->n_inputs || !st->n_outputs)
+        return bad(at, "a model stage needs 'inputs' and 'outputs'", NULL, NULL);
+    for (size_t k = 0; k < st->n_inputs; k++)
+        for (size_t i = 0; i < k; i++)
+            if (!strcmp(st->in_names[i], st->in_names[k]))
+                return bad(at, "a model stage takes '%s' twice (not supported)", st->in_names[k],
+                           NULL);
+    if (!st->tag) {
+        char tag[512];
+        snprintf(tag, sizeof tag, "Model '%s'", p->model_key);
+        ss_status *e = stage_strdup(&st->tag, tag);
+        if (e) return e;
+    }
+    if (!p->model_inputs) { /* the first model stage names the internal method's values */
+        p->model_n_inputs = st->n_inputs;
+        p->model_n_outputs = st->n_outputs;
+        p->model_inputs = st->in_names;
+        p->model_outputs = st->out_names;
+        return NULL;
+    }
+    if (st->n_inputs != p->model_n_inputs || st->n_outputs != p->model_n_outputs)
+        return ss_errf(SS_ERR_INVALID,
+                       "%s: method '%s' stage %zu: RegisterInputOutputInfo failed, %s count %zu "
+                       "not match old count %zu, model: %s",
+                       at->what, at->method, at->stage,
+                       st->n_inputs != p->model_n_inputs ? "inputs" : "outputs",
+                       st->n_inputs != p->model_n_inputs ? st->n_inputs : st->n_outputs,
+                       st->n_inputs != p->model_n_inputs ? p->model_n_inputs : p->model_n_outputs,
+                       p->model_key);
+    return NULL;
+}
+
+static ss_status *read_stage(ss_pipeline *p, ss_pipe_method *m, size_t s, const cJSON *j,
+                             const where *at)
+{
+    ss_pipe_stage *st = &m->stages[s];
+    if (!cJSON_IsObject(j)) return bad(at, "a stage must be an object", NULL, NULL);
+    const cJSON *kind = cJSON_GetObjectItemCaseSensitive(j, "kind");
+    const cJSON *tag = cJSON_GetObjectItemCaseSensitive(j, "tag");
+    const char *k = cJSON_IsString(kind) ? kind->valuestring : "(missing)";
+    if (strcmp(k, "model") && strcmp(k, "c_function"))
+        return bad(at, "'kind' must be \"model\" or \"c_function\", got '%s'", k, NULL);
+    st->kind = strcmp(k, "model") ? SS_STAGE_C_FUNCTION : SS_STAGE_MODEL;
+    if (tag && (!cJSON_IsString(tag) || !tag->valuestring[0]))
+        return bad(at, "'tag' must be a non-empty string", NULL, NULL);
+    ss_status *e = tag ? stage_strdup(&st->tag, tag->valuestring) : NULL;
+    if (!e)
+        e = names_read(cJSON_GetObjectItemCaseSensitive(j, "inputs"), at, "inputs", &st->in_names,
+                       &st->n_inputs);
+    if (!e)
+        e = names_read(cJSON_GetObjectItemCaseSensitive(j, "outputs"), at, "outputs",
+                       &st->out_names, &st->n_outputs);
+    if (!e && !st->n_outputs) e = bad(at, "a stage needs 'outputs'", NULL, NULL);
+    if (!e) e = resolve_inputs(m, s, at);
+    if (!e) e = place_outputs(m, s, at);
+    if (e) return e;
+    return st->kind == SS_STAGE_MODEL ? read_model(p, st, j, at)
+                                      : read_c_function(st, j, at, p->servable);
+}
+
+/* A method without "stages" in a composed servable is one model stage over its own names. */
+static ss_status *plain_method_stage(ss_pipeline *p, ss_pipe_method *m, const where *at)
+{
+    cJSON *j = cJSON_CreateObject(),
+          *ins = cJSON_CreateStringArray((const char **)m->inputs, (int)m->n_inputs);
+    cJSON *outs = cJSON_CreateStringArray((const char **)m->outputs, (int)m->n_outputs);
+    if (!j || !ins || !outs || !cJSON_AddStringToObject(j, "kind", "model") ||
+        !cJSON_AddStringToObject(j, "model", p->model_key)) {
+        cJSON_Delete(j);
+        cJSON_Delete(ins);
+        cJSON_Delete(outs);
+        return ss_errf(SS_ERR_NOMEM, "out of memory");
+    }
+    cJSON_AddItemToObject(j, "inputs", ins);
+    cJSON_AddItemToObject(j, "outputs", outs);
+    ss_status *e = read_stage(p, m, 0, j, &(where){at->what, m->name, 1});
+    cJSON_Delete(j);
+    return e;
+}
+
+static ss_status *read_returns(ss_pipe_method *m, const cJSON *j, const where *at)
+{
+    const cJSON *ret = cJSON_GetObjectItemCaseSensitive(j, "returns");
+    char **names = m->outputs;
+    size_t n = m->n_outputs;
+    ss_status *e = ret ? names_read(ret, at, "returns", &names, &n) : NULL;
+    if (!e && n != m->n_outputs) {
+        char a[32], b[32];
+        snprintf(a, sizeof a, "%zu", n);
+        snprintf(b, sizeof b, "%zu", m->n_outputs);
+        e = bad(at, "Method return output size %s not match registered %s", a, b);
+    }
+    if (!e && !(m->returns = calloc(n + 1, sizeof *m->returns)))
+        e = ss_errf(SS_ERR_NOMEM, "out of memory");
+    for (size_t k = 0; !e && k < n; k++)
+        if (!slot_of(m, m->n_stages, names[k], &m->returns[k]))
+            e = bad(at, "returns '%s', which is neither a method input nor a stage output",
+                    names[k], NULL);
+    if (names != m->outputs) names_free(names, n);
+    return e;
+}
+
+static ss_status *read_method(ss_pipeline *p, ss_pipe_method *m, const cJSON *j, const char *what)
+{
+    const cJSON *name = cJSON_GetObjectItemCaseSensitive(j, "name");
+    if (!cJSON_IsString(name)) return ss_errf(SS_ERR_INVALID, "%s: a method needs a 'name'", what);
+    if (!(m->name = strdup(name->valuestring))) return ss_errf(SS_ERR_NOMEM, "out of memory");
+    where at = {what, m->name, 0};
+    ss_status *e = names_read(cJSON_GetObjectItemCaseSensitive(j, "inputs"), &at, "inputs",
+                              &m->inputs, &m->n_inputs);
+    if (!e)
+        e = names_read(cJSON_GetObjectItemCaseSensitive(j, "outputs"), &at, "outputs", &m->outputs,
+                       &m->n_outputs);
+    if (e) return e;
+    m->n_values = m->n_inputs;
+    const cJSON *stages = cJSON_GetObjectItemCaseSensitive(j, "stages");
+    int n = cJSON_GetArraySize(stages);
+    if (stages && (!cJSON_IsArray(stages) || n < 1 || n > MAX_STAGES))
+        return bad(&at, "'stages' must list 1 to 64 stages", NULL, NULL);
+    m->stages = calloc(stages ? (size_t)n : 1, sizeof *m->stages);
+    if (!m->stages) return ss_errf(SS_ERR_NOMEM, "out of memory");
+    if (!stages) {
+        m->n_stages = 1;
+        e = plain_method_stage(p, m, &at);
+        return e ? e : read_returns(m, j, &at);
+    }
+    const cJSON *s;
+    cJSON_ArrayForEach(s, stages)
+    {
+        where st_at = {what, m->name, m->n_stages + 1};
+        m->n_stages++;
+        if ((e = read_stage(p, m, m->n_stages - 1, s, &st_at))) return e;
+    }
+    return read_returns(m, j, &at);
+}
+
+static bool any_stages(const cJSON *methods)
+{
+    const cJSON *m;
+    cJSON_ArrayForEach(m, methods) if (cJSON_GetObjectItemCaseSensitive(m, "stages")) return true;
+    return false;
+}
+
+static ss_status *read_methods(ss_pipeline *p, const cJSON *methods, const char *what)
+{
+    p->methods = calloc((size_t)cJSON_GetArraySize(methods) + 1, sizeof *p->methods);
+    if (!p->methods) return ss_errf(SS_ERR_NOMEM, "out of memory");
+    const cJSON *m;
+    cJSON_ArrayForEach(m, methods)
+    {
+        ss_status *e = read_method(p, &p->methods[p->n_methods++], m, what);
+        if (e) return e;
+    }
+    if (!p->model_inputs)
+        return ss_errf(SS_ERR_INVALID,
+                       "%s: no method runs the model '%s'; a servable needs at least one model "
+                       "stage",
+                       what, p->model_key);
+    char internal[300];
+    snprintf(internal, sizeof internal, "@call_%s_0", p->model_key);
+    return stage_strdup(&p->model_method, internal);
+}
+
+ss_status *ss_pipeline_parse(const char *text, size_t len, const char *what, const char *servable,
+                             ss_pipeline **out)
+{
+    *out = NULL;
+    cJSON *root = cJSON_ParseWithLength(text, len);
+    const cJSON *methods = cJSON_GetObjectItemCaseSensitive(root, "methods");
+    if (!cJSON_IsArray(methods) || !any_stages(methods)) { /* the servable config says why */
+        cJSON_Delete(root);
+        return NULL;
+    }
+    ss_pipeline *p = calloc(1, sizeof *p);
+    ss_status *e = p ? NULL : ss_errf(SS_ERR_NOMEM, "out of memory");
+    if (!e) e = stage_strdup(&p->servable, servable);
+    if (!e) e = stage_strdup(&p->model_key, servable);
+    if (!e) e = read_methods(p, methods, what);
+    cJSON_Delete(root);
+    if (e) {
+        ss_pipeline_free(p);
+        return e;
+    }
+    *out = p;
+    return NULL;
+}
+
+const char *ss_pipeline_model_method(const ss_pipeline *p)
+{
+    return p->model_method;
+}
+
+size_t ss_pipeline_model_names(const ss_pipeline *p, bool outputs, const char *const **names)
+{
+    *names = (const char *const *)(outputs ? p->model_outputs : p->model_inputs);
+    return outputs ? p->model_n_outputs : p->model_n_inputs;
+}
+
+/* ------------------------------------------------------------------ plugins */
+
+static ss_status *load_plugin(ss_pipe_stage *st, const where *at)
+{
+    dlerror();
+    if (!(st->dl = dlopen(st->library, RTLD_NOW | RTLD_LOCAL)))
+        return bad(at, "cannot load the C function library: %s", dlerror(), NULL);
+    ss_plugin_entry_fn entry = (ss_plugin_entry_fn)(uintptr_t)dlsym(st->dl, st->symbol);
+    if (!entry)
+        return bad(at,
+                   "library '%s' has no symbol '%s' (a plugin exports a function returning "
+                   "its ss_plugin_descriptor)",
+                   st->library, st->symbol);
+    const ss_plugin_descriptor *d = entry();
+    if (!d || d->abi_version != SS_PLUGIN_ABI_VERSION ||
+        d->struct_size < sizeof(ss_plugin_descriptor) || !d->init || !d->run) {
+        char got[160];
+        snprintf(got, sizeof got, "plugin '%s' was built for ABI version %u, this server speaks %u",
+                 st->symbol, d ? d->abi_version : 0, SS_PLUGIN_ABI_VERSION);
+        return bad(at, "%s (or its descriptor is incomplete)", got, NULL);
+    }
+    char err[1024] = "";
+    st->state =
+        d->init(st->config_json, (uint32_t)st->n_inputs, (const char *const *)st->in_names,
+                (uint32_t)st->n_outputs, (const char *const *)st->out_names, err, sizeof err);
+    if (!st->state) {
+        err[sizeof err - 1] = 0;
+        return bad(at, "plugin '%s' init failed: %s", st->symbol, err[0] ? err : "(no reason)");
+    }
+    st->desc = d;
+    st->serial = !(d->flags & SS_PLUGIN_THREAD_SAFE);
+    pthread_mutex_init(&st->run_mu, NULL);
+    st->mu_ready = true;
+    return NULL;
+}
+
+ss_status *ss_pipeline_load_plugins(ss_pipeline *p)
+{
+    for (size_t m = 0; m < p->n_methods; m++)
+        for (size_t s = 0; s < p->methods[m].n_stages; s++) {
+            ss_pipe_stage *st = &p->methods[m].stages[s];
+            if (st->kind != SS_STAGE_C_FUNCTION) continue;
+            ss_status *e = load_plugin(st, &(where){"servable.json", p->methods[m].name, s + 1});
+            if (e) return e;
+        }
+    return NULL;
+}
+
+static void stage_clear(ss_pipe_stage *st, bool plugins_only)
+{
+    if (st->state && st->desc->fini) st->desc->fini(st->state);
+    if (st->dl) dlclose(st->dl);
+    if (st->mu_ready) pthread_mutex_destroy(&st->run_mu);
+    st->state = st->dl = NULL;
+    st->mu_ready = false;
+    if (plugins_only) return;
+    free(st->tag);
+    free(st->in_slots);
+    free(st->library);
+    free(st->symbol);
+    free(st->config_json);
+    names_free(st->in_names, st->n_inputs);
+    names_free(st->out_names, st->n_outputs);
+}
+
+void ss_pipeline_unload_plugins(ss_pipeline *p)
+{
+    for (size_t m = 0; p && m < p->n_methods; m++)
+        for (size_t s = 0; s < p->methods[m].n_stages; s++)
+            stage_clear(&p->methods[m].stages[s], true);
+}
+
+void ss_pipeline_free(ss_pipeline *p)
+{
+    if (!p) return;
+    ss_pipeline_stop(p);
+    for (size_t m = 0; m < p->n_methods; m++) {
+        ss_pipe_method *pm = &p->methods[m];
+        for (size_t s = 0; pm->stages && s < pm->n_stages; s++)
+            stage_clear(&pm->stages[s], false);
+        free(pm->stages);
+        free(pm->returns);
+        free(pm->name);
+        names_free(pm->inputs, pm->n_inputs);
+        names_free(pm->outputs, pm->n_outputs);
+    }
+    free(p->methods);
+    free(p->servable);
+    free(p->model_key);
+    free(p->model_method);
+    free(p);
+}

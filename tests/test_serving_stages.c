@@ -1,0 +1,104 @@
+/*
+ * servable.json stage pipelines as src/serving parses them (ss_pipeline_parse, through the
+ * worker's ss_servable_config_parse): what a composed servable's worker serves, and each
+ * refusal with the method, the 1-based stage and the value named (MindSpore's texts where it
+ * has one). Nothing is loaded: plugins are dlopened only when a servable starts.
+ */
+#include "check.h"
+#include "shardserve/serving.h"
+#include "shardserve/worker.h"
+
+#define HEAD "{\"distributed\": {\"rank_size\": 1}, \"methods\": ["
+#define MODEL(in, out)                                                                             \
+    "{\"kind\": \"model\", \"model\": \"cls\", \"inputs\": " in ", \"outputs\": " out "}"
+#define C_FN(in, out)                                                                              \
+    "{\"kind\": \"c_function\", \"library\": \"lib.so\", \"inputs\": " in ", \"outputs\": " out "}"
+
+static ss_status *parse(const char *text, ss_servable_config *c)
+{
+    return ss_servable_config_parse(text, strlen(text), "/srv/cls/servable.json", "cls", c);
+}
+
+static void plain_config_has_no_pipeline(void)
+{
+    ss_servable_config c;
+    CHECK_OK(parse(HEAD "{\"name\": \"p\", \"inputs\": [\"x\"], \"outputs\": [\"y\"]}]}", &c));
+    CHECK(c.stages == NULL && c.n_methods == 1 && !strcmp(c.methods[0].name, "p"));
+    ss_servable_config_clear(&c);
+}
+
+static void worker_serves_the_model_method(void)
+{
+    ss_servable_config c;
+    CHECK_OK(parse(HEAD
+                   "{\"name\": \"m\", \"inputs\": [\"x\"], \"outputs\": [\"label\"], \"stages\": "
+                   "[" C_FN("[\"x\"]", "[\"xs\"]") "," MODEL("[\"xs\"]", "[\"logits\"]") "," C_FN(
+                       "[\"logits\"]", "[\"label\"]") "]},"
+                                                      "{\"name\": \"plain\", \"inputs\": [\"a\"], "
+                                                      "\"outputs\": [\"b\"]}]}",
+                   &c));
+    CHECK(c.stages != NULL && c.n_methods == 1);
+    CHECK(!strcmp(c.methods[0].name, "@call_cls_0"));
+    CHECK(c.methods[0].n_inputs == 1 && !strcmp(c.methods[0].inputs[0], "xs"));
+    CHECK(c.methods[0].n_outputs == 1 && !strcmp(c.methods[0].outputs[0], "logits"));
+    ss_servable_config_clear(&c);
+    CHECK(c.stages == NULL);
+}
+
+static void refusals_name_method_stage_and_value(void)
+{
+    ss_servable_config c;
+    CHECK_ERR(parse(HEAD
+                    "{\"name\": \"m\", \"inputs\": [\"x\"], \"outputs\": [\"y\"], \"stages\": ["
+                    "{\"kind\": \"python\", \"inputs\": [\"x\"], \"outputs\": [\"y\"]}]}]}",
+                    &c),
+              "/srv/cls/servable.json: method 'm' stage 1: 'kind' must be \"model\" or "
+              "\"c_function\", got 'python'");
+    CHECK_ERR(
+        parse(HEAD
+              "{\"name\": \"m\", \"inputs\": [\"x\"], \"outputs\": [\"y\"], \"stages\": [" MODEL(
+                  "[\"x\"]", "[\"z\"]") "," C_FN("[\"q\"]", "[\"y\"]") "]}]}",
+              &c),
+        "method 'm' stage 2: input 'q' is neither an input of the method nor an output of "
+        "an earlier stage");
+    CHECK_ERR(
+        parse(HEAD
+              "{\"name\": \"m\", \"inputs\": [\"x\"], \"outputs\": [\"y\"], \"stages\": [" MODEL(
+                  "[\"x\"]", "[\"x\"]") "]}]}",
+              &c),
+        "method 'm' stage 1: output 'x' is already defined in this method");
+    CHECK_ERR(parse(HEAD
+                    "{\"name\": \"m\", \"inputs\": [\"x\"], \"outputs\": [\"y\"], \"stages\": ["
+                    "{\"kind\": \"model\", \"model\": \"other\", \"inputs\": [\"x\"], \"outputs\": "
+                    "[\"y\"]}]}]}",
+                    &c),
+              "method 'm' stage 1: 'model' must name a model the servable declares, got 'other'");
+    CHECK_ERR(parse(HEAD
+                    "{\"name\": \"m\", \"inputs\": [\"x\"], \"outputs\": [\"y\"], \"stages\": ["
+                    "{\"kind\": \"c_function\", \"inputs\": [\"x\"], \"outputs\": [\"y\"]}]}]}",
+                    &c),
+              "method 'm' stage 1: a c_function stage needs 'library'");
+    CHECK_ERR(parse(HEAD "{\"name\": \"m\", \"inputs\": [\"x\", \"w\"], \"outputs\": [\"y\"], "
+                         "\"stages\": [" MODEL("[\"x\"]", "[\"z\"]") "," MODEL("[\"z\", \"w\"]",
+                                                                               "[\"y\"]") "]}]}",
+                    &c),
+              "method 'm' stage 2: RegisterInputOutputInfo failed, inputs count 2 not match old "
+              "count 1, model: cls");
+    CHECK_ERR(parse(HEAD "{\"name\": \"m\", \"inputs\": [\"x\"], \"outputs\": [\"y\", \"z\"], "
+                         "\"stages\": [" MODEL("[\"x\"]", "[\"y\"]") "], \"returns\": [\"y\"]}]}",
+                    &c),
+              "method 'm': Method return output size 1 not match registered 2");
+    CHECK_ERR(
+        parse(HEAD
+              "{\"name\": \"m\", \"inputs\": [\"x\"], \"outputs\": [\"y\"], \"stages\": [" C_FN(
+                  "[\"x\"]", "[\"y\"]") "]}]}",
+              &c),
+        "no method runs the model 'cls'");
+    CHECK_ERR(
+        parse(HEAD "{\"name\": \"m\", \"inputs\": [\"x\"], \"outputs\": [\"y\"], \"stages\": []}]}",
+              &c),
+        "method 'm': 'stages' must list 1 to 64 stages");
+}
+
+TEST_MAIN(TEST(plain_config_has_no_pipeline), TEST(worker_serves_the_model_method),
+          TEST(refusals_name_method_stage_and_value))
