@@ -16,7 +16,7 @@ static const char shard_usage[] =
     "  --strategy      auto (default): Megatron column/row-parallel MatMul/Gemm pairs;\n"
     "                  FILE: JSON {\"node\": [[a0,a1],[b0,b1]]} in MindSpore's notation;\n"
     "                  none: pipeline stages only\n"
-    "  --input-shape   concrete shape for an input with dynamic dims (repeatable)\n"
+    "  --input-shape   fix an input's dynamic dims (repeatable); named dims may stay dynamic\n"
     "  --weights       bf16: every rank holds its MatMul/Gemm weights as bf16 (f32 accumulation)\n"
     "                  where the CPU has bf16 math (AVX512-BF16/AMX), as 'run --weights bf16';\n"
     "                  recorded in each group config (the files keep f32)\n";
