@@ -47,10 +47,11 @@ if(SS_FUZZ)
                  ${ss_onnx_src}/tensor.c ${ss_onnx_src}/attr.c ${ss_onnx_src}/save.c)
   target_link_libraries(fuzz_onnx_load ss_core ss_onnx_proto Threads::Threads m)
 
+  # config.c parses a method's "stages" through the serving module (linked, not instrumented).
   add_executable(fuzz_rank_table ${SS_TEST_DIR}/test_fuzz_rank_table.c ${ss_worker_src}/config.c)
   add_executable(fuzz_servable_config ${SS_TEST_DIR}/test_fuzz_servable_config.c ${ss_worker_src}/config.c)
   foreach(t fuzz_rank_table fuzz_servable_config)
-    target_link_libraries(${t} ss_core PkgConfig::SS_ROB_CJSON Threads::Threads m)
+    target_link_libraries(${t} ss_serving ss_core PkgConfig::SS_ROB_CJSON Threads::Threads m)
   endforeach()
 
   add_test(NAME robustness_fuzz_seeds
