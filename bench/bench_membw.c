@@ -25,7 +25,8 @@ static float ss_membw_pass(const float *a, size_t n)
 #pragma omp parallel for reduction(+ : total) schedule(static)
     for (size_t i = 0; i < n; i += 16) {
         float s = 0;
-        for (int k = 0; k < 16; k++) s += a[i + k];
+        for (int k = 0; k < 16; k++)
+            s += a[i + k];
         total += s;
     }
     return total;
@@ -39,7 +40,8 @@ int main(int argc, char **argv)
     float *a = malloc(n * sizeof *a);
     if (!a) return fprintf(stderr, "bench_membw: cannot allocate %zu MiB\n", mib), 1;
 #pragma omp parallel for schedule(static)
-    for (size_t i = 0; i < n; i++) a[i] = (float)(i & 7);
+    for (size_t i = 0; i < n; i++)
+        a[i] = (float)(i & 7);
     double best = 1e30, sink = 0;
     for (int r = 0; r < 7; r++) {
         double t0 = now_s();

@@ -36,19 +36,20 @@ M=$WORK/gpt2-small
 gcc -O3 -march=native -ffast-math -fopenmp "$REPO/bench/bench_membw.c" -o "$WORK/bench_membw"
 ARGS=("$M/prompt.npy" "$M/ref_tokens.npy")
 
-# Median over REPS runs of one number pulled from each run's output line; a run whose tokens
-# differ from PyTorch's fails the bench (set -e).
-median() { sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
+# One run of one configuration: its first output line (ranks print the same numbers) gives the
+# prefill and decode times, appended to PRES[key] / DECS[key]; a run whose tokens differ from
+# PyTorch's fails the bench (set -e).
+declare -A PRES DECS PRE DEC
+median() { tr ' ' '\n' | grep . | sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 field() { sed -n "s/.*$1 \([0-9.]*\).*/\1/p" | head -1; }
-runs() { # label cmd...: runs REPS times, leaves "prefill decode" medians in $R
-  local pre=() dec=() out
-  for _ in $(seq "$REPS"); do
-    out=$("$@")
-    out=${out%%$'\n'*} # ranks print the same numbers; the first line stands for all
-    echo "  $out" >&2
-    pre+=("$(field 'tokens' <<<"$out")"); dec+=("$(field 'decode' <<<"$out")")
-  done
-  R="$(printf '%s\n' "${pre[@]}" | median) $(printf '%s\n' "${dec[@]}" | median)"
+once() { # key cmd...
+  local key=$1 out
+  shift
+  out=$("$@")
+  out=${out%%$'\n'*}
+  echo "  $key: $out" >&2
+  PRES[$key]+=" $(field 'tokens' <<<"$out")"
+  DECS[$key]+=" $(field 'decode' <<<"$out")"
 }
 
 echo "== $(date -u '+%Y-%m-%d %H:%M UTC'), $(nproc) CPUs: $(lscpu | sed -n 's/^Model name: *//p')"
@@ -69,17 +70,20 @@ for t in 1 2; do
     -v g="${BW[$t]}" 'BEGIN{printf "%.1f", b/g/1e6}') ms/token"
 done
 
-declare -A PRE DEC
-for t in 1 2; do
-  echo "-- threads $t" >&2
-  runs env OPENBLAS_NUM_THREADS=$t "$GEN" "$M/model.onnx" "${ARGS[@]}"
-  read -r PRE[ss$t] DEC[ss$t] <<<"$R"
-  runs node "$REPO/bench/gen_ort.js" "$M/model.onnx" "${ARGS[@]}" --threads "$t"
-  read -r PRE[ort$t] DEC[ort$t] <<<"$R"
+# Rounds interleave the configurations (A B C D E A B C D E ...) so that load from other users
+# of the shared cores spreads over all of them instead of landing on one.
+for r in $(seq "$REPS"); do
+  echo "-- round $r" >&2
+  for t in 1 2; do
+    once ss$t env OPENBLAS_NUM_THREADS=$t "$GEN" "$M/model.onnx" "${ARGS[@]}"
+    once ort$t node "$REPO/bench/gen_ort.js" "$M/model.onnx" "${ARGS[@]}" --threads "$t"
+  done
+  once tp2 env OPENBLAS_NUM_THREADS=1 "$GEN" --shards "$M-tp2" "${ARGS[@]}"
 done
-echo "-- 2 ranks x 1 thread" >&2
-runs env OPENBLAS_NUM_THREADS=1 "$GEN" --shards "$M-tp2" "${ARGS[@]}"
-read -r PRE[tp2] DEC[tp2] <<<"$R"
+for k in "${!DECS[@]}"; do
+  PRE[$k]=$(median <<<"${PRES[$k]}")
+  DEC[$k]=$(median <<<"${DECS[$k]}")
+done
 
 row() { # name key ortkey|none bw_threads
   local o=""
@@ -91,7 +95,7 @@ row() { # name key ortkey|none bw_threads
 }
 echo
 echo "64 greedy tokens, prompt $PROMPT, f32, all runs equal PyTorch token for token;"
-echo "decode = mean of the 63 steps of a run (what gen_greedy prints), median over $REPS runs;"
+echo "decode = mean of the 63 steps of a run (what gen_greedy prints), median over $REPS interleaved rounds;"
 echo "floor = bytes read per step / read bandwidth at the row's thread count (2 for the 2-rank row)"
 echo "| runtime                      | prefill ms | decode ms/tok | tokens/s | vs onnxruntime | of floor |"
 echo "|------------------------------|-----------:|--------------:|---------:|---------------:|---------:|"
