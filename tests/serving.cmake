@@ -23,3 +23,10 @@ add_test(NAME serving_kserve COMMAND ${SS_PY} ${SS_TEST_DIR}/serving/test_kserve
 set_tests_properties(serving_kserve PROPERTIES
   ENVIRONMENT "SHARDSERVE=$<TARGET_FILE:shardserve>;PYTHONPATH=${CMAKE_SOURCE_DIR}/python:${CMAKE_BINARY_DIR}/python_proto;no_proxy=*;http_proxy=;https_proxy="
   TIMEOUT 300 RUN_SERIAL TRUE)
+
+# Dynamic non-batch dims served (one shape per batch) and graph inputs sent to the later pipeline
+# stages that declare them (tests/serving/test_dynamic_inputs.py).
+add_test(NAME serving_dynamic_inputs COMMAND ${SS_PY} ${SS_TEST_DIR}/serving/test_dynamic_inputs.py)
+set_tests_properties(serving_dynamic_inputs PROPERTIES
+  ENVIRONMENT "SHARDSERVE=$<TARGET_FILE:shardserve>;PYTHONPATH=${CMAKE_SOURCE_DIR}/python;no_proxy=*;http_proxy=;https_proxy="
+  TIMEOUT 300)

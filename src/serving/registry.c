@@ -179,6 +179,16 @@ static bool spec_bytes(const ss_serving_tensor_spec *sp, size_t *out)
     return true;
 }
 
+/* A spec with dynamic dims takes any size there, but the rank and the fixed dims are the model's:
+ * the worker batches and shards by them. */
+static bool shape_fits(const ss_serving_tensor_spec *sp, const ss_tensor *t)
+{
+    if (t->ndim != sp->ndim) return false;
+    for (int d = 0; d < sp->ndim; d++)
+        if (sp->dims[d] >= 0 && t->dims[d] != sp->dims[d]) return false;
+    return true;
+}
+
 bool ss_serving_check_instance(const ss_serving_method *m, ss_serving_instance *inst, char *why,
                                size_t cap)
 {
@@ -198,6 +208,14 @@ bool ss_serving_check_instance(const ss_serving_method *m, ss_serving_instance *
             snprintf(why, cap,
                      "Given model input %zu size %zu not match the size %zu defined in model", k,
                      t->nbytes, want);
+            return false;
+        }
+        if (!sized && !strings && !shape_fits(sp, t)) {
+            char got[96], want_s[96];
+            snprintf(why, cap,
+                     "Given model input %zu shape %s not match the shape %s defined in model", k,
+                     ss_shape_str(t->ndim, t->dims, got, sizeof got),
+                     ss_shape_str(sp->ndim, sp->dims, want_s, sizeof want_s));
             return false;
         }
         if (t->dtype != sp->dtype) {

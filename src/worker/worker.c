@@ -122,6 +122,7 @@ typedef struct {
     uint64_t comm_bytes;
     ss_link_spec *inputs, *outputs;
     size_t n_inputs, n_outputs;
+    uint8_t feed[SS_MAX_IO]; /* its input k is the model's input feed[k] (see collect_inputs) */
     const ss_link_conn *counted_conn;
     uint64_t counted_sent, counted_recv;
 } agent_slot;
@@ -194,6 +195,10 @@ struct ss_worker {
     char not_ready_why[512];
     int batch;
     bool batch_dynamic, bcast;
+    bool shaped_batches; /* a batched input has dynamic dims: a batch takes one shape */
+    /* the model's inputs: rank 0's, then what later stages add (borrowed from agents[].inputs) */
+    const ss_link_spec *model_in[SS_MAX_IO];
+    size_t n_model_in;
     task *queue;
     size_t q_head, q_len, q_cap;
     job *inflight, *free_jobs;
@@ -689,11 +694,11 @@ static bool input_batched(const ss_servable_config *cfg, const ss_method_config 
 
 /* A batch of every input must fit one link frame: the agents' shapes are numbers from another
  * process, multiplied here, so the product is checked before any buffer is sized by it. */
-static ss_status *check_batch_bytes(const ss_worker *w, const agent_slot *r0)
+static ss_status *check_batch_bytes(const ss_worker *w)
 {
     const uint64_t limit = w->link_opt.max_frame_bytes;
-    for (size_t k = 0; k < r0->n_inputs; k++) {
-        const ss_link_spec *sp = &r0->inputs[k];
+    for (size_t k = 0; k < w->n_model_in; k++) {
+        const ss_link_spec *sp = w->model_in[k];
         uint64_t bytes = ss_dtype_size(sp->dtype);
         for (int d = 0; d < sp->ndim; d++) {
             uint64_t dim = d == 0 && sp->dims[0] < 0
@@ -714,6 +719,42 @@ static ss_status *check_batch_bytes(const ss_worker *w, const agent_slot *r0)
     return NULL;
 }
 
+/* The model's inputs, mapped from every rank's: the ranks of stage 0 declare the same ones
+ * (positionally, as MindSpore's agents do); a later stage may declare graph inputs too (its
+ * layers read them, or its shapes follow them), matched by name: one already declared must agree
+ * in type and shape, a new one is appended. */
+static ss_status *collect_inputs(ss_worker *w)
+{
+    int n = w->cfg.rank_size, per_stage = n / w->cfg.stage_size;
+    const agent_slot *r0 = &w->agents[0];
+    w->n_model_in = 0;
+    for (int r = 0; r < n; r++) {
+        agent_slot *a = &w->agents[r];
+        if (r < per_stage && !spec_equal(a->inputs, a->n_inputs, r0->inputs, r0->n_inputs))
+            return ss_errf(SS_ERR_INVALID, "rank %d declares inputs that differ from rank 0's", r);
+        for (size_t k = 0; k < a->n_inputs; k++) {
+            const ss_link_spec *sp = &a->inputs[k];
+            size_t m = r < per_stage ? k : 0;
+            if (r >= per_stage && !sp->name[0])
+                return ss_errf(SS_ERR_INVALID, "rank %d declares an unnamed input %zu", r, k);
+            while (r >= per_stage && m < w->n_model_in && strcmp(w->model_in[m]->name, sp->name))
+                m++;
+            if (m == w->n_model_in) {
+                if (m == SS_MAX_IO)
+                    return ss_errf(SS_ERR_LIMIT, "the model has more than %d inputs", SS_MAX_IO);
+                w->model_in[w->n_model_in++] = sp;
+            } else if (r >= per_stage && !spec_equal(sp, 1, w->model_in[m], 1)) {
+                return ss_errf(SS_ERR_INVALID,
+                               "rank %d declares input '%s' with another type or shape than an "
+                               "earlier rank",
+                               r, sp->name);
+            }
+            a->feed[k] = (uint8_t)m;
+        }
+    }
+    return NULL;
+}
+
 /* MindSpore's CheckAgentsInfosAndInitTensorInfos, once every rank is there. */
 static ss_status *check_agents(ss_worker *w)
 {
@@ -722,16 +763,13 @@ static ss_status *check_agents(ss_worker *w)
     if (!r0->n_inputs) return ss_errf(SS_ERR_INVALID, "rank 0 declares no inputs");
     if (!last->n_outputs)
         return ss_errf(SS_ERR_INVALID, "rank %d (the last) declares no outputs", n - 1);
-    if (r0->n_inputs > SS_MAX_IO || last->n_outputs > SS_MAX_IO)
-        return ss_errf(SS_ERR_LIMIT,
-                       "the model has %zu inputs and %zu outputs; at most %d each are served",
-                       r0->n_inputs, last->n_outputs, SS_MAX_IO);
+    if (last->n_outputs > SS_MAX_IO)
+        return ss_errf(SS_ERR_LIMIT, "the model has %zu outputs; at most %d are served",
+                       last->n_outputs, SS_MAX_IO);
+    ss_status *st = collect_inputs(w);
+    if (st) return st;
     for (int r = 1; r < n; r++) {
         agent_slot *a = &w->agents[r];
-        bool stage0 = r < per_stage;
-        if ((stage0 || a->n_inputs) &&
-            !spec_equal(a->inputs, a->n_inputs, r0->inputs, r0->n_inputs))
-            return ss_errf(SS_ERR_INVALID, "rank %d declares inputs that differ from rank 0's", r);
         int first = r / per_stage * per_stage;
         if (!spec_equal(a->outputs, a->n_outputs, w->agents[first].outputs,
                         w->agents[first].n_outputs))
@@ -741,28 +779,23 @@ static ss_status *check_agents(ss_worker *w)
             return ss_errf(SS_ERR_INVALID, "rank %d has batch size %u, rank 0 has %u", r,
                            a->batch_size, r0->batch_size);
     }
+    w->shaped_batches = false;
     for (int m = 0; m < w->cfg.n_methods; m++) {
         const ss_method_config *mc = &w->cfg.methods[m];
-        if ((size_t)mc->n_inputs != r0->n_inputs)
+        if ((size_t)mc->n_inputs != w->n_model_in)
             return ss_errf(
                 SS_ERR_INVALID,
                 "The inputs count %d in method '%s' not equal to the count %zu defined in model",
-                mc->n_inputs, mc->name, r0->n_inputs);
+                mc->n_inputs, mc->name, w->n_model_in);
         if ((size_t)mc->n_outputs != last->n_outputs)
             return ss_errf(
                 SS_ERR_INVALID,
                 "The outputs count %d in method '%s' not equal to the count %zu defined in model",
                 mc->n_outputs, mc->name, last->n_outputs);
         for (int k = 0; k < mc->n_inputs; k++) {
-            const ss_link_spec *sp = &r0->inputs[k];
-            for (int d = input_batched(&w->cfg, mc, k, sp) ? 1 : 0; d < sp->ndim; d++)
-                if (sp->dims[d] < 0)
-                    return ss_errf(
-                        SS_ERR_UNSUPPORTED,
-                        "model input %d '%s' (method '%s' input '%s') has a dynamic dimension %d; "
-                        "only "
-                        "the batch dimension may be dynamic (shard with --input-shape to fix it)",
-                        k, sp->name ? sp->name : "", mc->name, mc->inputs[k], d);
+            const ss_link_spec *sp = w->model_in[k];
+            for (int d = 1; input_batched(&w->cfg, mc, k, sp) && d < sp->ndim; d++)
+                w->shaped_batches = w->shaped_batches || sp->dims[d] < 0;
         }
     }
     w->bcast = w->cfg.broadcast_inputs && per_stage > 1;
@@ -771,7 +804,7 @@ static ss_status *check_agents(ss_worker *w)
     w->batch_dynamic = w->cfg.with_batch_dim && r0->inputs[0].ndim > 0 && r0->inputs[0].dims[0] < 0;
     w->batch = ss_batch_size(w->cfg.with_batch_dim, w->batch_dynamic, (int)r0->batch_size,
                              w->cfg.max_batch_size);
-    return check_batch_bytes(w, r0);
+    return check_batch_bytes(w);
 }
 
 static void spec_to_serving(const ss_link_spec *sp, const char *name, bool batched,
@@ -785,18 +818,18 @@ static void spec_to_serving(const ss_link_spec *sp, const char *name, bool batch
         out->dims[d] = sp->dims[d + (batched ? 1 : 0)];
 }
 
-/* The signature clients see: rank 0's inputs and the last rank's outputs under the method's
+/* The signature clients see: the model's inputs and the last rank's outputs under the method's
  * names, per-instance shapes where batched. */
 static ss_status *publish(ss_worker *w)
 {
-    const agent_slot *r0 = &w->agents[0], *last = &w->agents[w->cfg.rank_size - 1];
+    const agent_slot *last = &w->agents[w->cfg.rank_size - 1];
     ss_serving_method methods[16];
     ss_serving_tensor_spec ins[16][SS_MAX_IO], outs[16][SS_MAX_IO];
     for (int m = 0; m < w->cfg.n_methods; m++) {
         const ss_method_config *mc = &w->cfg.methods[m];
         for (int k = 0; k < mc->n_inputs; k++)
-            spec_to_serving(&r0->inputs[k], mc->inputs[k],
-                            input_batched(&w->cfg, mc, k, &r0->inputs[k]), &ins[m][k]);
+            spec_to_serving(w->model_in[k], mc->inputs[k],
+                            input_batched(&w->cfg, mc, k, w->model_in[k]), &ins[m][k]);
         for (int k = 0; k < mc->n_outputs; k++)
             spec_to_serving(&last->outputs[k], mc->outputs[k],
                             w->cfg.with_batch_dim && last->outputs[k].ndim > 0, &outs[m][k]);
@@ -1157,12 +1190,11 @@ static void on_agent_readable(ss_worker *w, int rank)
 static ss_status *build_inputs(ss_worker *w, job *j, ss_tensor **ins, const char **names,
                                int *n_ins)
 {
-    const agent_slot *r0 = &w->agents[0];
     const ss_method_config *mc = j->tasks[0].rs->method;
-    int n = (int)r0->n_inputs;
+    int n = (int)w->n_model_in;
     *n_ins = n;
     for (int k = 0; k < n; k++) {
-        const ss_link_spec *sp = &r0->inputs[k];
+        const ss_link_spec *sp = w->model_in[k];
         names[k] = sp->name;
         const ss_tensor *rows[SS_BATCH_MAX];
         for (int t = 0; t < j->n_tasks; t++) {
@@ -1177,8 +1209,9 @@ static ss_status *build_inputs(ss_worker *w, job *j, ss_tensor **ins, const char
         if (sp->dtype == SS_DT_STRING) return ss_errf(SS_ERR_UNSUPPORTED, "batching string inputs");
         int64_t dims[SS_MAX_DIMS];
         dims[0] = w->batch_dynamic ? j->n_tasks : w->batch;
-        for (int d = 1; d < sp->ndim; d++)
-            dims[d] = sp->dims[d];
+        for (int d = 1; d < sp->ndim; d++) /* a dynamic dim: the batch's (one shape, see
+                                                 same_shapes) */
+            dims[d] = sp->dims[d] >= 0 ? sp->dims[d] : rows[0]->dims[d - 1];
         size_t bytes = ss_dtype_size(sp->dtype) * (size_t)ss_shape_numel(sp->ndim, dims);
         int slot = j->n_inputs;
         if (bytes > j->in_cap[slot]) { /* grows to the largest batch seen, then reused */
@@ -1199,42 +1232,56 @@ static ss_status *build_inputs(ss_worker *w, job *j, ss_tensor **ins, const char
     return NULL;
 }
 
-/* Send a job's PREDICT to every rank, in rank order: stage 0 gets the inputs (all of it over the
- * link, or rank 0 over the link and the rest by rank 0's broadcast), later stages an empty
- * request; the last rank returns the outputs. Runs on the loop or on the bulk sender; touches
- * only the job and the connections in conns (kept open while it runs). */
+/* The inputs a later-stage rank declares, picked from the model's by its feed map. */
+static size_t pick_inputs(const agent_slot *a, ss_tensor *const *ins, const char *const *names,
+                          ss_tensor **out, const char **out_names)
+{
+    for (size_t k = 0; k < a->n_inputs; k++) {
+        out[k] = ins[a->feed[k]];
+        out_names[k] = names[a->feed[k]];
+    }
+    return a->n_inputs;
+}
+
+/* Send a job's PREDICT to every rank, in rank order: stage 0 gets its inputs (all of it over the
+ * link, or rank 0 over the link and the rest by rank 0's broadcast), a later stage those inputs
+ * its shard declares (most: none); the last rank returns the outputs. Runs on the loop or on the
+ * bulk sender; touches only the job and the connections in conns (kept open while it runs). */
 static ss_status *send_job(ss_worker *w, job *j, ss_link_conn *const *conns, bool bcast)
 {
-    ss_tensor *ins[SS_MAX_IO];
-    const char *names[SS_MAX_IO];
+    ss_tensor *ins[SS_MAX_IO], *own[SS_MAX_IO];
+    const char *names[SS_MAX_IO], *own_names[SS_MAX_IO];
     ss_link_spec specs[SS_MAX_IO];
     int n_ins = 0;
     ss_status *st = build_inputs(w, j, ins, names, &n_ins);
     if (st) return st;
-    for (int k = 0; bcast && k < n_ins; k++)
+    int n0 = (int)w->agents[0].n_inputs; /* stage 0's: the model's first inputs */
+    for (int k = 0; bcast && k < n0; k++)
         bcast = ins[k]->dtype != SS_DT_STRING;
-    for (int k = 0; bcast && k < n_ins; k++) {
+    for (int k = 0; bcast && k < n0; k++) {
         specs[k] =
             (ss_link_spec){.name = (char *)names[k], .dtype = ins[k]->dtype, .ndim = ins[k]->ndim};
         memcpy(specs[k].dims, ins[k]->dims, sizeof specs[k].dims[0] * (size_t)ins[k]->ndim);
     }
     int n = w->cfg.rank_size, per_stage = n / w->cfg.stage_size;
     for (int r = 0; r < n && !st; r++) {
-        bool stage0 = r < per_stage, tensors = stage0 && (!bcast || r == 0);
+        bool stage0 = r < per_stage;
+        size_t n_send = stage0 ? (!bcast || r == 0 ? (size_t)n0 : 0)
+                               : pick_inputs(&w->agents[r], ins, names, own, own_names);
         ss_link_msg m = {.type = SS_LINK_PREDICT,
                          .request_id = j->id,
                          .return_result = r == n - 1,
                          .quiet = r != n - 1,
-                         .tensor_names = tensors ? (char **)names : NULL,
+                         .tensor_names = n_send ? (char **)(stage0 ? names : own_names) : NULL,
                          .share_inputs = bcast && r == 0};
         if (stage0 && bcast && r > 0) {
             m.has_input_root = true;
             m.input_root = 0;
             m.inputs = specs;
-            m.n_inputs = (size_t)n_ins;
+            m.n_inputs = (size_t)n0;
         }
-        st = conns[r] ? ss_link_send(conns[r], &m, tensors ? (const ss_tensor *const *)ins : NULL,
-                                     tensors ? (size_t)n_ins : 0)
+        const ss_tensor *const *tensors = (const ss_tensor *const *)(stage0 ? ins : own);
+        st = conns[r] ? ss_link_send(conns[r], &m, n_send ? tensors : NULL, n_send)
                       : ss_errf(SS_ERR_UNAVAILABLE, "rank %d is not connected", r);
         if (st) st = ss_status_wrap(st, "sending to rank %d", r);
     }
@@ -1343,6 +1390,21 @@ static bool may_dispatch(const ss_worker *w)
                                  w->ahead_bytes, task_bytes(&w->queue[w->q_head]));
 }
 
+/* Whether two queued instances of one method have inputs of the same shapes (one batch takes
+ * one shape where the model's dims are dynamic). */
+static bool same_shapes(const task *a, const task *b)
+{
+    const ss_method_config *mc = a->rs->method;
+    for (int k = 0; k < mc->n_inputs; k++) {
+        const ss_tensor *x =
+            &ss_serving_instance_find(&a->rs->req->instances[a->inst], mc->inputs[k])->tensor;
+        const ss_tensor *y =
+            &ss_serving_instance_find(&b->rs->req->instances[b->inst], mc->inputs[k])->tensor;
+        if (!ss_shape_equal(x->ndim, x->dims, y->ndim, y->dims)) return false;
+    }
+    return true;
+}
+
 static void dispatch(ss_worker *w)
 {
     ASSERT_ON_LOOP(w);
@@ -1363,7 +1425,9 @@ static void dispatch(ss_worker *w)
         }
         const ss_method_config *method =
             w->queue[w->q_head].rs->method; /* a batch never mixes methods */
-        while (j->n_tasks < take && w->queue[w->q_head].rs->method == method) {
+        while (j->n_tasks < take && w->queue[w->q_head].rs->method == method &&
+               (!w->shaped_batches || !j->n_tasks ||
+                same_shapes(&j->tasks[0], &w->queue[w->q_head]))) {
             j->tasks[j->n_tasks++] = w->queue[w->q_head];
             w->q_head = (w->q_head + 1) % w->q_cap;
             w->q_len--;
