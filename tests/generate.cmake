@@ -1,0 +1,6 @@
+# generate: sampling (greedy, temperature, top-k, top-p, min-p, penalties, seeded draws) against
+# the reference definitions, and stop strings over streamed text (tests/test_generate.c).
+if(TARGET ss_generate)
+  ss_add_c_test(generate_sample ${SS_TEST_DIR}/test_generate.c)
+  target_link_libraries(generate_sample PRIVATE ss_generate)
+endif()

@@ -1,0 +1,245 @@
+/*
+ * generate: sampling against the reference definitions (HF logits processors, vLLM, OpenAI) on
+ * small hand-checked vocabularies, the seeded draw against its distribution, and stop strings
+ * over streamed text.
+ */
+#include "check.h"
+#include "sample.h"
+#include "stop.h"
+
+#include <math.h>
+
+#define V 6
+
+static ss_sampler *sampler(size_t vocab)
+{
+    ss_sampler *s = NULL;
+    CHECK_OK(ss_sampler_new(vocab, &s));
+    return s;
+}
+
+/* The ids left finite after the processors, as a bit mask (the draw is then skipped by giving
+ * temperature 1 and reading the logits back). */
+static unsigned kept(const ss_sample_params *p, const float *z0)
+{
+    float z[V];
+    memcpy(z, z0, sizeof z);
+    ss_sampler *s = sampler(V);
+    ss_rng rng;
+    ss_rng_seed(&rng, 1);
+    ss_sample_next(s, p, &rng, z, NULL, 0, NULL, 0);
+    ss_sampler_free(s);
+    unsigned mask = 0;
+    for (int i = 0; i < V; i++)
+        if (!isinf(z[i])) mask |= 1u << i;
+    return mask;
+}
+
+static void greedy_takes_the_first_maximum(void)
+{
+    float z[V] = {0.5f, 2.0f, -1.0f, 2.0f, 1.9f, 0.0f};
+    ss_sample_params p = ss_sample_defaults();
+    p.temperature = 0;
+    ss_sampler *s = sampler(V);
+    ss_rng rng;
+    ss_rng_seed(&rng, 7);
+    CHECK(ss_sample_next(s, &p, &rng, z, NULL, 0, NULL, 0) == 1);
+    ss_sampler_free(s);
+}
+
+static void top_k_keeps_ties_with_the_kth(void)
+{
+    float z[V] = {3, 1, 2, 2, 0, -1};
+    ss_sample_params p = ss_sample_defaults();
+    p.top_k = 2;
+    CHECK(kept(&p, z) == 0x0d); /* 3 and both 2s (HF: scores < kth value go) */
+    p.top_k = 1;
+    CHECK(kept(&p, z) == 0x01);
+    p.top_k = 6;
+    CHECK(kept(&p, z) == 0x3f);
+}
+
+static void top_p_keeps_the_smallest_set_with_mass_p(void)
+{
+    /* probabilities 0.5, 0.3, 0.15, 0.05, 0, 0: ascending cumulative 0.05 0.2 0.5 1.0 */
+    float z[V] = {logf(0.5f), logf(0.3f), logf(0.15f), logf(0.05f), -INFINITY, -INFINITY};
+    ss_sample_params p = ss_sample_defaults();
+    p.top_p = 0.78f; /* cumulative <= 0.22 goes: 0.05 and 0.15 */
+    CHECK_MSG(kept(&p, z) == 0x03, "mask %#x", kept(&p, z));
+    p.top_p = 0.75f; /* <= 0.25 goes: the same two */
+    CHECK(kept(&p, z) == 0x03);
+    p.top_p = 0.9f; /* <= 0.1 goes: 0.05 only */
+    CHECK(kept(&p, z) == 0x07);
+    p.top_p = 0.1f; /* the likeliest always stays */
+    CHECK(kept(&p, z) == 0x01);
+}
+
+static void top_p_over_a_large_vocabulary(void)
+{
+    /* 50,000 ids: the pre-filter must drop exactly what a full sort drops */
+    enum { N = 50000 };
+    static float z[N], zc[N];
+    ss_rng rng;
+    ss_rng_seed(&rng, 3);
+    for (int i = 0; i < N; i++)
+        z[i] = (float)(ss_rng_uniform(&rng) * 12.0);
+    memcpy(zc, z, sizeof z);
+    ss_sample_params p = ss_sample_defaults();
+    p.top_p = 0.9f;
+    ss_sampler *s = sampler(N);
+    ss_sample_next(s, &p, &rng, zc, NULL, 0, NULL, 0);
+    /* the reference: probabilities, kept = the smallest descending prefix with mass >= p */
+    double m = 0, sum = 0;
+    for (int i = 0; i < N; i++)
+        m = z[i] > m ? z[i] : m;
+    static double pr[N];
+    for (int i = 0; i < N; i++)
+        sum += pr[i] = exp(z[i] - m);
+    double kept_mass = 0, dropped_mass = 0, min_kept = 1, max_dropped = 0;
+    for (int i = 0; i < N; i++) {
+        double q = pr[i] / sum;
+        if (isinf(zc[i])) {
+            dropped_mass += q;
+            if (q > max_dropped) max_dropped = q;
+        } else {
+            kept_mass += q;
+            if (q < min_kept) min_kept = q;
+        }
+    }
+    CHECK_MSG(dropped_mass <= 0.1 + 1e-6, "dropped %g", dropped_mass);
+    CHECK_MSG(dropped_mass + min_kept > 0.1 - 1e-6, "could drop more: %g + %g", dropped_mass,
+              min_kept);
+    CHECK_MSG(max_dropped <= min_kept, "dropped %g above kept %g", max_dropped, min_kept);
+    CHECK(kept_mass >= 0.9 - 1e-6);
+    ss_sampler_free(s);
+}
+
+static void min_p_is_relative_to_the_likeliest(void)
+{
+    float z[V] = {logf(0.5f), logf(0.3f), logf(0.15f), logf(0.05f), -INFINITY, -INFINITY};
+    ss_sample_params p = ss_sample_defaults();
+    p.min_p = 0.25f; /* cut 0.125: 0.05 goes */
+    CHECK(kept(&p, z) == 0x07);
+    p.min_p = 0.7f; /* cut 0.35 */
+    CHECK(kept(&p, z) == 0x01);
+}
+
+static void penalties_follow_ctrl_and_openai(void)
+{
+    ss_sampler *s = sampler(V);
+    ss_rng rng;
+    ss_rng_seed(&rng, 1);
+    float z[V] = {2, -2, 1, 1, 0.5f, 3};
+    ss_sample_params p = ss_sample_defaults();
+    p.repetition_penalty = 2;
+    p.top_k = V; /* no masking: read the penalised logits back */
+    const int32_t seen[] = {0, 1, 1, 4, 99, -3}; /* repeats count once; bad ids ignored */
+    ss_sample_next(s, &p, &rng, z, seen, 6, NULL, 0);
+    CHECK_NEAR(z[0], 1.0, 1e-6);
+    CHECK_NEAR(z[1], -4.0, 1e-6);
+    CHECK_NEAR(z[2], 1.0, 1e-6);
+    CHECK_NEAR(z[4], 0.25, 1e-6);
+    float y[V] = {2, -2, 1, 1, 0.5f, 3};
+    p = ss_sample_defaults();
+    p.presence_penalty = 0.5f;
+    p.frequency_penalty = 0.25f;
+    const int32_t out[] = {2, 2, 2, 5};
+    ss_sample_next(s, &p, &rng, y, NULL, 0, out, 4);
+    CHECK_NEAR(y[2], 1 - 3 * 0.25 - 0.5, 1e-6);
+    CHECK_NEAR(y[5], 3 - 0.25 - 0.5, 1e-6);
+    CHECK_NEAR(y[0], 2, 1e-6);
+    /* the counts start from zero on the next step */
+    float w[V] = {2, -2, 1, 1, 0.5f, 3};
+    ss_sample_next(s, &p, &rng, w, NULL, 0, out, 1);
+    CHECK_NEAR(w[2], 1 - 0.25 - 0.5, 1e-6);
+    ss_sampler_free(s);
+}
+
+static void draws_follow_the_distribution_and_the_seed(void)
+{
+    const float z0[4] = {0.0f, 1.0f, 2.0f, -INFINITY};
+    ss_sample_params p = ss_sample_defaults();
+    p.temperature = 0.5f; /* softmax of (0, 2, 4) */
+    double e[3] = {exp(-4.0), exp(-2.0), 1.0}, sum = e[0] + e[1] + e[2];
+    ss_sampler *s = sampler(4);
+    ss_rng rng;
+    ss_rng_seed(&rng, 42);
+    enum { DRAWS = 200000 };
+    int count[4] = {0};
+    for (int i = 0; i < DRAWS; i++) {
+        float z[4];
+        memcpy(z, z0, sizeof z);
+        count[ss_sample_next(s, &p, &rng, z, NULL, 0, NULL, 0)]++;
+    }
+    CHECK(count[3] == 0);
+    for (int k = 0; k < 3; k++) {
+        double want = DRAWS * e[k] / sum, sd = sqrt(want);
+        CHECK_MSG(fabs(count[k] - want) < 5 * sd + 1, "id %d drawn %d times, expected %.0f", k,
+                  count[k], want);
+    }
+    /* the same seed, the same tokens; another seed, another sequence */
+    int32_t a[64], b[64], c[64];
+    for (int run = 0; run < 3; run++) {
+        ss_rng_seed(&rng, run == 2 ? 8 : 7);
+        for (int i = 0; i < 64; i++) {
+            float z[4];
+            memcpy(z, z0, sizeof z);
+            (run == 0 ? a : run == 1 ? b : c)[i] = ss_sample_next(s, &p, &rng, z, NULL, 0, NULL, 0);
+        }
+    }
+    CHECK(memcmp(a, b, sizeof a) == 0);
+    CHECK(memcmp(a, c, sizeof a) != 0);
+    ss_sampler_free(s);
+}
+
+static void bad_parameters_are_named(void)
+{
+    ss_sample_params p = ss_sample_defaults();
+    CHECK_OK(ss_sample_check(&p));
+    p.top_p = 0;
+    CHECK_ERR(ss_sample_check(&p), "top_p");
+    p = ss_sample_defaults();
+    p.temperature = -1;
+    CHECK_ERR(ss_sample_check(&p), "temperature");
+    p = ss_sample_defaults();
+    p.temperature = NAN;
+    CHECK_ERR(ss_sample_check(&p), "temperature");
+    p = ss_sample_defaults();
+    p.repetition_penalty = 0;
+    CHECK_ERR(ss_sample_check(&p), "repetition_penalty");
+    p = ss_sample_defaults();
+    p.frequency_penalty = 3;
+    CHECK_ERR(ss_sample_check(&p), "frequency_penalty");
+    p = ss_sample_defaults();
+    p.top_k = -2;
+    CHECK_ERR(ss_sample_check(&p), "top_k");
+    ss_sampler *s = NULL;
+    CHECK_ERR(ss_sampler_new(0, &s), "vocabulary");
+}
+
+static void stop_strings_end_and_hold_back(void)
+{
+    const char *stops[] = {"\n\n", "END", ""};
+    ss_stop_result r = ss_stop_scan(stops, 3, "hello wor", 9, 0);
+    CHECK(!r.stopped && r.emit == 9);
+    r = ss_stop_scan(stops, 3, "hello E", 7, 0); /* "E" may become "END": held */
+    CHECK(!r.stopped && r.emit == 6);
+    r = ss_stop_scan(stops, 3, "hello EN", 8, 6);
+    CHECK(!r.stopped && r.emit == 6);
+    r = ss_stop_scan(stops, 3, "hello ENX", 9, 6); /* ruled out: all of it goes */
+    CHECK(!r.stopped && r.emit == 9);
+    r = ss_stop_scan(stops, 3, "hello END and more", 18, 6);
+    CHECK(r.stopped && r.emit == 6 && r.which == 1);
+    r = ss_stop_scan(stops, 3, "a\n", 2, 0);
+    CHECK(!r.stopped && r.emit == 1);
+    r = ss_stop_scan(stops, 3, "a\n\nb", 4, 2); /* a match straddling what was scanned */
+    CHECK(r.stopped && r.emit == 1 && r.which == 0);
+    r = ss_stop_scan(stops, 0, "anything", 8, 0);
+    CHECK(!r.stopped && r.emit == 8);
+}
+
+TEST_MAIN(TEST(greedy_takes_the_first_maximum), TEST(top_k_keeps_ties_with_the_kth),
+          TEST(top_p_keeps_the_smallest_set_with_mass_p), TEST(top_p_over_a_large_vocabulary),
+          TEST(min_p_is_relative_to_the_likeliest), TEST(penalties_follow_ctrl_and_openai),
+          TEST(draws_follow_the_distribution_and_the_seed), TEST(bad_parameters_are_named),
+          TEST(stop_strings_end_and_hold_back))
