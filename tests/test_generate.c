@@ -132,7 +132,7 @@ static void penalties_follow_ctrl_and_openai(void)
     float z[V] = {2, -2, 1, 1, 0.5f, 3};
     ss_sample_params p = ss_sample_defaults();
     p.repetition_penalty = 2;
-    p.top_k = V; /* no masking: read the penalised logits back */
+    p.top_k = V;                                 /* no masking: read the penalised logits back */
     const int32_t seen[] = {0, 1, 1, 4, 99, -3}; /* repeats count once; bad ids ignored */
     ss_sample_next(s, &p, &rng, z, seen, 6, NULL, 0);
     CHECK_NEAR(z[0], 1.0, 1e-6);
