@@ -86,6 +86,9 @@ static void the_latest_admitted_is_preempted_and_recomputed(void)
     CHECK(n == 1 && it[0].seq == a && it[0].start == 4);
     ss_sched_stats st = ss_sched_get_stats(s);
     CHECK(st.preempted == 1 && st.running == 1 && st.waiting == 1);
+    int32_t gone[8];
+    CHECK(ss_sched_take_preempted(s, gone, 8) == 1 && gone[0] == b);
+    CHECK(ss_sched_take_preempted(s, gone, 8) == 0);
     CHECK(ss_sched_cached(s, b) == 0 && ss_sched_tokens(s, b) == 5);
     ss_sched_remove(s, a);
     n = run(s, it); /* b returns: all 5 of its tokens again, sampling its 6th */
@@ -119,7 +122,7 @@ static void random_run_keeps_the_invariants(void)
             int32_t nb = 0;
             const int32_t *b = ss_sched_blocks(s, it[i].seq, &nb);
             CHECK(it[i].start == ss_sched_cached(s, it[i].seq)); /* in order, none skipped */
-            CHECK(nb * BS >= it[i].start + it[i].n);              /* room for what it writes */
+            CHECK(nb * BS >= it[i].start + it[i].n);             /* room for what it writes */
             for (int32_t k = 0; k < nb; k++) {
                 CHECK(b[k] >= 0 && b[k] < BLOCKS && !owner[b[k]]);
                 owner[b[k]] = true;

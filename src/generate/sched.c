@@ -26,6 +26,7 @@ struct ss_sched {
     int32_t *running, n_running; /* admission order */
     int32_t *waiting, n_waiting; /* arrival order; preempted ones go first */
     uint64_t preempted;
+    int32_t *recent, n_recent; /* preempted since ss_sched_take_preempted (each at most once) */
 };
 
 static int32_t blocks_for(const ss_sched *s, int32_t tokens)
@@ -50,7 +51,8 @@ ss_status *ss_sched_new(const ss_sched_options *o, ss_sched **out)
     s->free_blocks = malloc(sizeof(int32_t) * (size_t)o->blocks);
     s->running = malloc(sizeof(int32_t) * (size_t)o->max_running);
     s->waiting = malloc(sizeof(int32_t) * (size_t)o->max_sequences);
-    bool ok = s->seqs && s->free_blocks && s->running && s->waiting;
+    s->recent = malloc(sizeof(int32_t) * (size_t)o->max_sequences);
+    bool ok = s->seqs && s->free_blocks && s->running && s->waiting && s->recent;
     for (int32_t i = 0; ok && i < o->max_sequences; i++)
         ok = (s->seqs[i].blocks = malloc(sizeof(int32_t) * (size_t)o->blocks)) != NULL;
     if (!ok) {
@@ -74,6 +76,7 @@ void ss_sched_free(ss_sched *s)
     free(s->free_blocks);
     free(s->running);
     free(s->waiting);
+    free(s->recent);
     free(s);
 }
 
@@ -132,6 +135,10 @@ static void preempt(ss_sched *s, int32_t seq)
     s->n_waiting++;
     q->state = SEQ_WAITING;
     s->preempted++;
+    bool listed = false;
+    for (int32_t i = 0; i < s->n_recent && !listed; i++)
+        listed = s->recent[i] == seq;
+    if (!listed) s->recent[s->n_recent++] = seq;
 }
 
 /* Blocks so that seq can cache `tokens` tokens, preempting the latest admitted sequences not yet
@@ -157,10 +164,8 @@ static void schedule(ss_sched *s, int32_t seq, int32_t chunk, ss_sched_item *ite
 {
     seq_slot *q = &s->seqs[seq];
     q->in_step = true;
-    items[(*n)++] = (ss_sched_item){.seq = seq,
-                                    .start = q->n_cached,
-                                    .n = chunk,
-                                    .sample = q->n_cached + chunk == q->n_tokens};
+    items[(*n)++] = (ss_sched_item){
+        .seq = seq, .start = q->n_cached, .n = chunk, .sample = q->n_cached + chunk == q->n_tokens};
 }
 
 /* Running sequences with `decodes` (one pending token) or without, in admission order. A
@@ -169,7 +174,7 @@ static void schedule(ss_sched *s, int32_t seq, int32_t chunk, ss_sched_item *ite
 static void take_running(ss_sched *s, bool decodes, int32_t *budget, ss_sched_item *items,
                          int32_t cap, int32_t *n)
 {
-    for (int32_t i = 0; i < s->n_running && *budget > 0 && *n < cap; i++) {
+    for (int32_t i = 0; i<s->n_running && * budget> 0 && *n < cap; i++) {
         int32_t seq = s->running[i];
         seq_slot *q = &s->seqs[seq];
         int32_t pending = q->n_tokens - q->n_cached;
@@ -189,7 +194,7 @@ static void take_running(ss_sched *s, bool decodes, int32_t *budget, ss_sched_it
 /* Waiting sequences, first come first served, while their first chunk's blocks are free. */
 static void admit(ss_sched *s, int32_t *budget, ss_sched_item *items, int32_t cap, int32_t *n)
 {
-    while (s->n_waiting && s->n_running < s->o.max_running && *budget > 0 && *n < cap) {
+    while (s->n_waiting && s->n_running<s->o.max_running && * budget> 0 && *n < cap) {
         int32_t seq = s->waiting[0];
         seq_slot *q = &s->seqs[seq];
         int32_t chunk = q->n_tokens < *budget ? q->n_tokens : *budget;
@@ -235,6 +240,7 @@ void ss_sched_remove(ss_sched *s, int32_t seq)
     release_blocks(s, q);
     list_remove(s->running, &s->n_running, seq);
     list_remove(s->waiting, &s->n_waiting, seq);
+    list_remove(s->recent, &s->n_recent, seq);
     q->state = SEQ_FREE;
 }
 
@@ -261,4 +267,13 @@ ss_sched_stats ss_sched_get_stats(const ss_sched *s)
                             .running = s->n_running,
                             .waiting = s->n_waiting,
                             .preempted = s->preempted};
+}
+
+int32_t ss_sched_take_preempted(ss_sched *s, int32_t *out, int32_t cap)
+{
+    int32_t n = s->n_recent < cap ? s->n_recent : cap;
+    memcpy(out, s->recent, sizeof *out * (size_t)n);
+    memmove(s->recent, s->recent + n, sizeof *s->recent * (size_t)(s->n_recent - n));
+    s->n_recent -= n;
+    return n;
 }

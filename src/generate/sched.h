@@ -17,11 +17,11 @@
 #include "shardserve/core.h"
 
 typedef struct {
-    int32_t blocks;         /* blocks in the pool */
-    int32_t block_size;     /* tokens per block */
-    int32_t step_tokens;    /* token budget of one step (decodes + prefill chunks) */
-    int32_t max_running;    /* sequences in the running set at most */
-    int32_t max_sequences;  /* sequences known at once (running + waiting) */
+    int32_t blocks;        /* blocks in the pool */
+    int32_t block_size;    /* tokens per block */
+    int32_t step_tokens;   /* token budget of one step (decodes + prefill chunks) */
+    int32_t max_running;   /* sequences in the running set at most */
+    int32_t max_sequences; /* sequences known at once (running + waiting) */
 } ss_sched_options;
 
 /* One sequence's part of a step: tokens [start, start + n) of it; sample: the step's logits at
@@ -65,5 +65,9 @@ int32_t ss_sched_tokens(const ss_sched *s, int32_t seq);
 int32_t ss_sched_cached(const ss_sched *s, int32_t seq);
 
 ss_sched_stats ss_sched_get_stats(const ss_sched *s);
+
+/* Sequences preempted since the last call, into out[cap] (cap >= max_sequences takes all); the
+ * caller frees their cached keys and values wherever they live. Returns how many. */
+int32_t ss_sched_take_preempted(ss_sched *s, int32_t *out, int32_t cap);
 
 #endif

@@ -1,0 +1,353 @@
+/*
+ * engine (engine.h): requests -> scheduler steps -> model calls -> sampled tokens. A step's
+ * decodes (and one-token prefill chunks) form one batched call, each longer prefill chunk a call
+ * of its own. The KV pool's sequences follow the scheduler's: created when a sequence's first
+ * chunk runs, freed when it finishes, is cancelled or is preempted (a preempted one is created
+ * again and recomputed when it returns). Pool ids are never reused, so a late free cannot hit a
+ * newer sequence.
+ */
+#include "engine.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+typedef struct {
+    bool used, cancelled;
+    uint64_t handle;
+    int64_t pool_id; /* -1: nothing in the pool */
+    int32_t *tokens, n_prompt, n_tokens;
+    ss_gen_params p;
+    int64_t *stop_ids;
+    ss_rng rng;
+    ss_gen_on_token cb;
+    void *ctx;
+} gen_seq;
+
+struct ss_gen_engine {
+    ss_gen_options o;
+    ss_sched *sched;
+    ss_sampler *sampler;
+    float *row; /* a logits row to sample from (the sampler changes it) */
+    gen_seq *seqs; /* by scheduler slot */
+    uint64_t next_handle;
+    int64_t next_pool_id;
+    /* the step being run: items reordered so that each call is a range */
+    ss_sched_item *items;
+    int32_t n_items, first[2], n_calls, next_call, call_lo, call_hi;
+    bool in_call;
+    /* the call's inputs */
+    int64_t *ids, *pos, *sids, *create, *release;
+    int32_t n_create, n_release;
+    int32_t *gone;
+};
+
+ss_status *ss_gen_engine_new(const ss_gen_options *o, ss_gen_engine **out)
+{
+    *out = NULL;
+    if (o->vocab < 1) return ss_errf(SS_ERR_INVALID, "generation: vocabulary of %d", o->vocab);
+    ss_gen_engine *e = calloc(1, sizeof *e);
+    if (!e) return ss_errf(SS_ERR_NOMEM, "generation engine");
+    e->o = *o;
+    e->next_handle = 1;
+    ss_status *st = ss_sched_new(&o->sched, &e->sched);
+    if (!st) st = ss_sampler_new((size_t)o->vocab, &e->sampler);
+    if (st) {
+        ss_gen_engine_free(e);
+        return st;
+    }
+    size_t seqs = (size_t)o->sched.max_sequences, step = (size_t)o->sched.step_tokens;
+    e->row = malloc(sizeof(float) * (size_t)o->vocab);
+    e->seqs = calloc(seqs, sizeof *e->seqs);
+    e->items = malloc(sizeof *e->items * (size_t)o->sched.max_running);
+    e->ids = malloc(sizeof(int64_t) * step);
+    e->pos = malloc(sizeof(int64_t) * step);
+    e->sids = malloc(sizeof(int64_t) * (size_t)o->sched.max_running);
+    e->create = malloc(sizeof(int64_t) * seqs);
+    e->release = malloc(sizeof(int64_t) * 2 * seqs);
+    e->gone = malloc(sizeof(int32_t) * seqs);
+    if (!e->row || !e->seqs || !e->items || !e->ids || !e->pos || !e->sids || !e->create ||
+        !e->release || !e->gone) {
+        ss_gen_engine_free(e);
+        return ss_errf(SS_ERR_NOMEM, "generation engine for %zu sequences", seqs);
+    }
+    *out = e;
+    return NULL;
+}
+
+static void seq_clear(gen_seq *q)
+{
+    free(q->tokens);
+    free(q->stop_ids);
+    memset(q, 0, sizeof *q);
+}
+
+void ss_gen_engine_free(ss_gen_engine *e)
+{
+    if (!e) return;
+    for (int32_t i = 0; e->seqs && i < e->o.sched.max_sequences; i++)
+        seq_clear(&e->seqs[i]);
+    ss_sched_free(e->sched);
+    ss_sampler_free(e->sampler);
+    free(e->row);
+    free(e->seqs);
+    free(e->items);
+    free(e->ids);
+    free(e->pos);
+    free(e->sids);
+    free(e->create);
+    free(e->release);
+    free(e->gone);
+    free(e);
+}
+
+static ss_status *check_request(const ss_gen_engine *e, const int32_t *prompt, int32_t n,
+                                const ss_gen_params *p)
+{
+    if (n < 1) return ss_errf(SS_ERR_INVALID, "the prompt has no tokens");
+    if (p->max_tokens < 1)
+        return ss_errf(SS_ERR_INVALID, "max_tokens = %d: at least 1 token must be asked for",
+                       p->max_tokens);
+    if (p->n_stop_ids < 0 || (p->n_stop_ids && !p->stop_ids))
+        return ss_errf(SS_ERR_INVALID, "stop token ids: %d given", p->n_stop_ids);
+    for (int32_t i = 0; i < n; i++)
+        if (prompt[i] < 0 || prompt[i] >= e->o.vocab)
+            return ss_errf(SS_ERR_INVALID, "prompt token %d is %d, outside the vocabulary [0, %d)",
+                           i, prompt[i], e->o.vocab);
+    return ss_sample_check(&p->sample);
+}
+
+ss_status *ss_gen_submit(ss_gen_engine *e, const int64_t *prompt, int32_t n_prompt,
+                         const ss_gen_params *p, ss_gen_on_token cb, void *ctx, uint64_t *handle)
+{
+    *handle = 0;
+    int32_t *tokens = n_prompt > 0 && p->max_tokens > 0 && n_prompt <= INT32_MAX - p->max_tokens
+                          ? malloc(sizeof(int32_t) * (size_t)(n_prompt + p->max_tokens))
+                          : NULL;
+    int64_t *stops = p->n_stop_ids > 0 ? malloc(sizeof(int64_t) * (size_t)p->n_stop_ids) : NULL;
+    ss_status *st = NULL;
+    if (!tokens || (p->n_stop_ids > 0 && !stops))
+        st = n_prompt < 1 || p->max_tokens < 1
+                 ? check_request(e, NULL, n_prompt, p)
+                 : ss_errf(SS_ERR_NOMEM, "a request of %d + %d tokens", n_prompt, p->max_tokens);
+    for (int32_t i = 0; !st && i < n_prompt; i++)
+        tokens[i] = prompt[i] < 0 || prompt[i] > INT32_MAX ? -1 : (int32_t)prompt[i];
+    if (!st) st = check_request(e, tokens, n_prompt, p);
+    int32_t slot = -1;
+    if (!st) st = ss_sched_add(e->sched, n_prompt, p->max_tokens, &slot);
+    if (st) {
+        free(tokens);
+        free(stops);
+        return st;
+    }
+    if (stops) memcpy(stops, p->stop_ids, sizeof *stops * (size_t)p->n_stop_ids);
+    gen_seq *q = &e->seqs[slot];
+    *q = (gen_seq){.used = true,
+                   .handle = e->next_handle++,
+                   .pool_id = -1,
+                   .tokens = tokens,
+                   .n_prompt = n_prompt,
+                   .n_tokens = n_prompt,
+                   .p = *p,
+                   .stop_ids = stops,
+                   .cb = cb,
+                   .ctx = ctx};
+    q->p.stop_ids = stops;
+    ss_rng_seed(&q->rng, p->sample.seed);
+    *handle = q->handle;
+    return NULL;
+}
+
+void ss_gen_cancel(ss_gen_engine *e, uint64_t handle)
+{
+    for (int32_t i = 0; i < e->o.sched.max_sequences; i++)
+        if (e->seqs[i].used && e->seqs[i].handle == handle) e->seqs[i].cancelled = true;
+}
+
+static void drop_from_pool(ss_gen_engine *e, gen_seq *q)
+{
+    if (q->pool_id >= 0) e->release[e->n_release++] = q->pool_id;
+    q->pool_id = -1;
+}
+
+/* The request ends: its callback last, so that it may submit another at once. */
+static void finish(ss_gen_engine *e, int32_t slot, int64_t token, ss_gen_state state,
+                   const char *error)
+{
+    gen_seq *q = &e->seqs[slot];
+    drop_from_pool(e, q);
+    ss_sched_remove(e->sched, slot);
+    ss_gen_on_token cb = q->cb;
+    void *ctx = q->ctx;
+    seq_clear(q);
+    if (cb) cb(ctx, token, state, error);
+}
+
+/* A new step: cancellations and preemptions settled, the scheduler's items grouped into calls
+ * (the one-token items first, as one batch). false: nothing to run. */
+static bool plan_step(ss_gen_engine *e)
+{
+    for (int32_t i = 0; i < e->o.sched.max_sequences; i++)
+        if (e->seqs[i].used && e->seqs[i].cancelled) finish(e, i, -1, SS_GEN_CANCELLED, NULL);
+    int32_t n = 0;
+    ss_sched_step(e->sched, e->items, e->o.sched.max_running, &n);
+    int32_t gone = ss_sched_take_preempted(e->sched, e->gone, e->o.sched.max_sequences);
+    for (int32_t i = 0; i < gone; i++)
+        drop_from_pool(e, &e->seqs[e->gone[i]]);
+    int32_t ones = 0;
+    for (int32_t i = 0; i < n; i++)
+        if (e->items[i].n == 1) {
+            ss_sched_item t = e->items[ones];
+            e->items[ones++] = e->items[i];
+            e->items[i] = t;
+        }
+    e->n_items = n;
+    e->n_calls = (ones > 0) + (n - ones);
+    e->first[0] = ones; /* call 0 = items [0, ones) when ones > 0; then one item per call */
+    e->next_call = 0;
+    return n > 0;
+}
+
+static void call_range(const ss_gen_engine *e, int32_t call, int32_t *lo, int32_t *hi)
+{
+    int32_t ones = e->first[0];
+    if (ones > 0 && call == 0) {
+        *lo = 0, *hi = ones;
+        return;
+    }
+    *lo = ones + call - (ones > 0);
+    *hi = *lo + 1;
+}
+
+/* Items of the call whose request is still there (one that failed or finished earlier in the
+ * step has left) first in its range; how many. */
+static int32_t live_rows(ss_gen_engine *e)
+{
+    int32_t rows = 0;
+    for (int32_t i = e->call_lo; i < e->call_hi; i++)
+        if (e->seqs[e->items[i].seq].used) e->items[e->call_lo + rows++] = e->items[i];
+    e->call_hi = e->call_lo + rows;
+    return rows;
+}
+
+/* Nothing to run, but pool sequences to free: a call of no rows carries them (the pool is then
+ * tidy while idle). */
+static bool release_only(ss_gen_engine *e, ss_gen_call *call)
+{
+    if (!e->n_release) return false;
+    *call = (ss_gen_call){.release = e->release, .n_release = e->n_release};
+    e->call_lo = e->call_hi = 0;
+    e->n_calls = e->next_call = 0;
+    e->in_call = true;
+    return true;
+}
+
+bool ss_gen_next(ss_gen_engine *e, ss_gen_call *call)
+{
+    if (e->in_call) return false;
+    int32_t rows = 0;
+    while (!rows) {
+        if (e->next_call >= e->n_calls && !plan_step(e)) return release_only(e, call);
+        call_range(e, e->next_call, &e->call_lo, &e->call_hi);
+        if (!(rows = live_rows(e))) e->next_call++;
+    }
+    int32_t len = e->items[e->call_lo].n;
+    e->n_create = 0;
+    for (int32_t r = 0; r < rows; r++) {
+        const ss_sched_item *it = &e->items[e->call_lo + r];
+        gen_seq *q = &e->seqs[it->seq];
+        if (it->start == 0) { /* a first chunk: a fresh pool sequence */
+            drop_from_pool(e, q);
+            q->pool_id = e->next_pool_id++;
+            e->create[e->n_create++] = q->pool_id;
+        }
+        e->sids[r] = q->pool_id;
+        for (int32_t k = 0; k < len; k++) {
+            e->ids[r * len + k] = q->tokens[it->start + k];
+            e->pos[r * len + k] = it->start + k;
+        }
+    }
+    *call = (ss_gen_call){.batch = rows,
+                          .seq = len,
+                          .input_ids = e->ids,
+                          .positions = e->pos,
+                          .seq_ids = e->sids,
+                          .create = e->create,
+                          .release = e->release,
+                          .n_create = e->n_create,
+                          .n_release = e->n_release};
+    e->in_call = true;
+    return true;
+}
+
+static bool is_stop(const gen_seq *q, int32_t token)
+{
+    for (int32_t i = 0; i < q->p.n_stop_ids; i++)
+        if (q->stop_ids[i] == token) return true;
+    return false;
+}
+
+/* The next token of the sequence of item `it` from its logits row. */
+static void take_token(ss_gen_engine *e, const ss_sched_item *it, const float *row)
+{
+    gen_seq *q = &e->seqs[it->seq];
+    if (!q->used || q->cancelled) return; /* ends before the next step */
+    memcpy(e->row, row, sizeof(float) * (size_t)e->o.vocab);
+    int32_t token = ss_sample_next(e->sampler, &q->p.sample, &q->rng, e->row, q->tokens,
+                                   (size_t)q->n_tokens, q->tokens + q->n_prompt,
+                                   (size_t)(q->n_tokens - q->n_prompt));
+    q->tokens[q->n_tokens++] = token;
+    ss_sched_append(e->sched, it->seq);
+    ss_gen_state state = is_stop(q, token)                              ? SS_GEN_STOP
+                         : q->n_tokens - q->n_prompt >= q->p.max_tokens ? SS_GEN_LENGTH
+                                                                        : SS_GEN_RUNNING;
+    if (state != SS_GEN_RUNNING)
+        finish(e, it->seq, token, state, NULL);
+    else if (q->cb)
+        q->cb(q->ctx, token, state, NULL);
+}
+
+void ss_gen_done(ss_gen_engine *e, const float *logits, const char *error)
+{
+    if (!e->in_call) return;
+    e->in_call = false;
+    e->n_release = 0; /* sent with the call */
+    int32_t lo = e->call_lo, hi = e->call_hi;
+    if (lo == hi) return; /* a release-only call */
+    int32_t len = e->items[lo].n;
+    if (error || !logits) {
+        for (int32_t i = lo; i < hi; i++)
+            if (e->seqs[e->items[i].seq].used)
+                finish(e, e->items[i].seq, -1, SS_GEN_FAILED, error ? error : "no logits");
+    } else {
+        ss_sched_done(e->sched, e->items + lo, hi - lo);
+        for (int32_t i = lo; i < hi; i++)
+            if (e->items[i].sample)
+                take_token(e, &e->items[i],
+                           logits + ((size_t)(i - lo) * (size_t)len + (size_t)(len - 1)) *
+                                        (size_t)e->o.vocab);
+    }
+    e->next_call++;
+}
+
+void ss_gen_pool_lost(ss_gen_engine *e, const char *error)
+{
+    e->n_release = 0; /* nothing left to free there */
+    for (int32_t i = 0; i < e->o.sched.max_sequences; i++) {
+        gen_seq *q = &e->seqs[i];
+        if (!q->used || q->pool_id < 0) continue;
+        q->pool_id = -1;
+        finish(e, i, -1, SS_GEN_FAILED, error);
+    }
+    e->n_release = 0;
+}
+
+int32_t ss_gen_active(const ss_gen_engine *e)
+{
+    ss_sched_stats s = ss_sched_get_stats(e->sched);
+    return s.running + s.waiting;
+}
+
+ss_sched_stats ss_gen_stats(const ss_gen_engine *e)
+{
+    return ss_sched_get_stats(e->sched);
+}
