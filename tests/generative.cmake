@@ -7,6 +7,12 @@ set(SS_GEN_DIR ${CMAKE_BINARY_DIR}/generative)
 add_executable(gen_greedy ${SS_TEST_DIR}/generative/gen_greedy.c ${SS_TEST_DIR}/generative/kvloop.c)
 target_link_libraries(gen_greedy PRIVATE ss_agent ss_runtime)
 
+# The KV block pool's attention (PagedAttention's kernel) against a dense reference
+ss_add_c_test(test_kvpool_attention ${SS_TEST_DIR}/generative/test_kvpool_attention.c)
+target_include_directories(test_kvpool_attention PRIVATE ${CMAKE_SOURCE_DIR}/src/runtime)
+target_link_libraries(test_kvpool_attention PRIVATE ss_runtime)
+set_tests_properties(test_kvpool_attention PROPERTIES LABELS generative)
+
 foreach(family gpt2 llama)
   foreach(opset 14 17)
     set(case ${family}_op${opset})
