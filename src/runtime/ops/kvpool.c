@@ -35,8 +35,8 @@ ss_status *ss_kvpool_create(size_t bytes, int block_size, int n_layers, ss_kvpoo
 {
     *out = NULL;
     if (block_size < 1 || n_layers < 1 || bytes == 0)
-        return ss_errf(SS_ERR_INVALID, "KV cache pool: %zu bytes, block size %d, %d layers",
-                       bytes, block_size, n_layers);
+        return ss_errf(SS_ERR_INVALID, "KV cache pool: %zu bytes, block size %d, %d layers", bytes,
+                       block_size, n_layers);
     ss_kvpool *p = calloc(1, sizeof *p);
     if (p) p->layers = calloc((size_t)n_layers, sizeof *p->layers);
     if (!p || !p->layers) {
@@ -91,8 +91,7 @@ static ss_status *kvpool_size(ss_kvpool *p, int kv_heads, int head_dim)
     return NULL;
 }
 
-ss_status *ss_kvpool_layer(ss_kvpool *p, int64_t id, int kv_heads, int head_dim,
-                           ss_kv_layer **out)
+ss_status *ss_kvpool_layer(ss_kvpool *p, int64_t id, int kv_heads, int head_dim, ss_kv_layer **out)
 {
     for (int i = 0; i < p->n_bound; i++) {
         ss_kv_layer *l = &p->layers[i];
@@ -110,8 +109,8 @@ ss_status *ss_kvpool_layer(ss_kvpool *p, int64_t id, int kv_heads, int head_dim,
     if (st) return st;
     ss_kv_layer *l = &p->layers[p->n_bound];
     size_t n = (size_t)p->n_blocks * (size_t)kv_heads * (size_t)p->block_size * (size_t)head_dim;
-    *l = (ss_kv_layer){id, kv_heads, head_dim, malloc(n * sizeof(float)),
-                       malloc(n * sizeof(float))};
+    *l =
+        (ss_kv_layer){id, kv_heads, head_dim, malloc(n * sizeof(float)), malloc(n * sizeof(float))};
     if (!l->k || !l->v) {
         free(l->k), free(l->v);
         return ss_errf(SS_ERR_NOMEM, "KV cache layer %lld: %.1f MiB", (long long)id,
@@ -138,7 +137,8 @@ static ss_status *pool_full(const ss_kvpool *p, int64_t seq)
 
 ss_status *ss_kvpool_seq_create(ss_kvpool *p, int64_t seq)
 {
-    if (seq_find(p, seq)) return ss_errf(SS_ERR_INVALID, "sequence %lld already exists", (long long)seq);
+    if (seq_find(p, seq))
+        return ss_errf(SS_ERR_INVALID, "sequence %lld already exists", (long long)seq);
     if (p->n_blocks && !p->n_free) return pool_full(p, seq);
     int slot = 0;
     while (slot < p->n_seqs && p->seqs[slot].used)
@@ -207,14 +207,17 @@ static ss_status *row_prepare(ss_kvpool *p, const ss_kv_step *st, int64_t b, kv_
     int64_t id = st->seq_ids[b];
     const int64_t *pos = st->positions + b * st->seq;
     kv_seq *s = seq_find(p, id);
-    if (!s) return ss_errf(SS_ERR_INVALID, "sequence %lld was never created (or was freed)", (long long)id);
+    if (!s)
+        return ss_errf(SS_ERR_INVALID, "sequence %lld was never created (or was freed)",
+                       (long long)id);
     if (pos[0] < 0 || pos[0] > s->len)
         return ss_errf(SS_ERR_INVALID,
                        "sequence %lld holds %lld tokens; position %lld would leave a gap",
                        (long long)id, (long long)s->len, (long long)pos[0]);
     for (int64_t t = 1; t < st->seq; t++)
         if (pos[t] != pos[0] + t)
-            return ss_errf(SS_ERR_INVALID, "sequence %lld: positions must be consecutive (%lld after %lld)",
+            return ss_errf(SS_ERR_INVALID,
+                           "sequence %lld: positions must be consecutive (%lld after %lld)",
                            (long long)id, (long long)pos[t], (long long)pos[t - 1]);
     ss_status *err = seq_reserve(p, s, pos[0] + st->seq);
     if (err) return err;
@@ -240,9 +243,8 @@ static void row_write(const ss_kvpool *p, const ss_kv_layer *l, const ss_kv_step
     size_t hd = (size_t)l->head_dim, row = hd * sizeof(float);
     for (int g = 0; g < l->kv_heads; g++)
         for (int64_t t = 0; t < st->seq; t++) {
-            size_t src = (((size_t)b * (size_t)l->kv_heads + (size_t)g) * (size_t)st->seq +
-                          (size_t)t) *
-                         hd;
+            size_t src =
+                (((size_t)b * (size_t)l->kv_heads + (size_t)g) * (size_t)st->seq + (size_t)t) * hd;
             memcpy(slot(p, l, l->k, g, start + t), st->k + src, row);
             memcpy(slot(p, l, l->v, g, start + t), st->v + src, row);
         }
@@ -285,9 +287,9 @@ ss_status *ss_kvpool_attend(ss_kvpool *p, const ss_kv_layer *l, const ss_kv_step
         row_write(p, l, st, b, start);
         for (int h = 0; h < st->q_heads; h++)
             for (int64_t t = 0; t < st->seq; t++) {
-                size_t at = (((size_t)b * (size_t)st->q_heads + (size_t)h) * (size_t)st->seq +
-                             (size_t)t) *
-                            hd;
+                size_t at =
+                    (((size_t)b * (size_t)st->q_heads + (size_t)h) * (size_t)st->seq + (size_t)t) *
+                    hd;
                 attend_query(p, l, h / group, st->q + at, start + t + 1, st->scale, st->out + at);
             }
         if (start + st->seq > s->len) s->len = start + st->seq;

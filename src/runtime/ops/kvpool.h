@@ -42,8 +42,7 @@ void ss_kvpool_free(ss_kvpool *p);
 
 /* Plan time: the storage of layer `id` with this geometry (allocated on first use; the pool's
  * block count is fixed by the first layer bound). */
-ss_status *ss_kvpool_layer(ss_kvpool *p, int64_t id, int kv_heads, int head_dim,
-                           ss_kv_layer **out);
+ss_status *ss_kvpool_layer(ss_kvpool *p, int64_t id, int kv_heads, int head_dim, ss_kv_layer **out);
 
 /* A new, empty sequence; LIMIT naming the pool's size when no block is free. */
 ss_status *ss_kvpool_seq_create(ss_kvpool *p, int64_t seq);

@@ -26,8 +26,7 @@ static const char *const pa_attrs[] = {"layer", "scale", NULL};
 
 static ss_status *pa_check_shapes(ss_kctx *k)
 {
-    const ss_tensor *q = k->in[0], *kk = k->in[1], *v = k->in[2], *ids = k->in[3],
-                    *pos = k->in[4];
+    const ss_tensor *q = k->in[0], *kk = k->in[1], *v = k->in[2], *ids = k->in[3], *pos = k->in[4];
     for (int i = 0; i < 3; i++)
         if (k->in[i]->dtype != SS_DT_FLOAT32 || k->in[i]->ndim != 4)
             return ss_op_err(k, SS_ERR_UNSUPPORTED, "input %d must be float32 [B, heads, T, D]", i);
@@ -66,11 +65,10 @@ static ss_status *pa_infer(ss_kctx *k)
 static ss_status *pa_run(ss_kctx *k)
 {
     const pa_state *s = k->state;
-    if (!s->layer)
-        return ss_op_err(k, SS_ERR_INVALID, "this session keeps no KV cache pool");
+    if (!s->layer) return ss_op_err(k, SS_ERR_INVALID, "this session keeps no KV cache pool");
     const ss_tensor *q = k->in[0];
-    ss_kv_step step = {q->data,          k->in[1]->data, k->in[2]->data, k->in[3]->data,
-                       k->in[4]->data,   k->out[0]->data, q->dims[0],    q->dims[2],
+    ss_kv_step step = {q->data,         k->in[1]->data,  k->in[2]->data, k->in[3]->data,
+                       k->in[4]->data,  k->out[0]->data, q->dims[0],     q->dims[2],
                        (int)q->dims[1], s->scale};
     ss_status *st = ss_kvpool_attend(k->kvpool, s->layer, &step);
     return st ? ss_status_wrap(st, "PagedAttention node '%s'", k->node_name) : NULL;
