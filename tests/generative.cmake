@@ -47,6 +47,18 @@ foreach(family gpt2 llama)
         set_tests_properties(gen_greedy_${case}_pp2_ranks${ranks} PROPERTIES
                              FIXTURES_REQUIRED gen_${case} TIMEOUT 120 LABELS generative)
       endforeach()
+      # the KV cache in each rank's block pool (shard --kv-pool, PagedAttention): whole (1 rank),
+      # head-parallel over 2 and 4 ranks, and in 2 pipeline stages of 2 ranks; no re-planning
+      # during decode
+      foreach(split "1;1" "2;1" "4;1" "4;2")
+        list(GET split 0 ranks)
+        list(GET split 1 stages)
+        add_test(NAME gen_greedy_${case}_kvpool_${ranks}x${stages}
+                 COMMAND ${SS_TEST_DIR}/generative/shard_greedy.sh $<TARGET_FILE:shardserve>
+                         $<TARGET_FILE:gen_greedy> ${dir} ${ranks} ${stages} --kv-pool)
+        set_tests_properties(gen_greedy_${case}_kvpool_${ranks}x${stages} PROPERTIES
+                             FIXTURES_REQUIRED gen_${case} TIMEOUT 120 LABELS generative)
+      endforeach()
       # over the mpi backend (mpirun inside a loopback-only network namespace): 4 ranks, then
       # 2 ranks x 2 stages
       if(SS_COMM_HAVE_MPI AND opset EQUAL 17)

@@ -67,6 +67,25 @@ static ss_status *step(ss_kvloop *l, const int64_t *tokens, int n, int64_t *next
     return st ? st : *next < 0 ? ss_errf(SS_ERR_INTERNAL, "no rank produced the token") : NULL;
 }
 
+static int plans(const ss_session *s)
+{
+    ss_session_stats stats;
+    ss_session_get_stats(s, &stats);
+    return stats.n_plans;
+}
+
+/* With the KV block pool a decode step's shapes never change: the plan of the first decode step
+ * must serve every later one. */
+static int check_plans(const ss_kvloop *l, int first_decode, int last, const char *who)
+{
+    if (!ss_kvloop_paged(l) || first_decode == last) return 0;
+    fprintf(stderr,
+            "gen_greedy%s: re-planned during decode: %d plans after the first decode "
+            "step, %d at the end\n",
+            who, first_decode, last);
+    return 1;
+}
+
 static int run(ss_session *s, const ss_tensor *prompt, const ss_tensor *ref, const char *who,
                const token_source *src)
 {
@@ -78,17 +97,19 @@ static int run(ss_session *s, const ss_tensor *prompt, const ss_tensor *ref, con
     double t0 = now_ms(), t1 = 0;
     st = step(l, prompt->data, (int)prompt->dims[0], &ours[0], src);
     t1 = now_ms();
-    for (int i = 1; i < steps && !st; i++)
+    int first_decode_plans = 0;
+    for (int i = 1; i < steps && !st; i++) {
         st = step(l, &ours[i - 1], 1, &ours[i], src);
+        if (i == 1) first_decode_plans = plans(s);
+    }
     double t2 = now_ms();
     int rc = st ? fail(st, "generating") : compare(ours, ref->data, steps);
-    ss_session_stats stats;
-    ss_session_get_stats(s, &stats);
+    if (!rc && steps > 1) rc = check_plans(l, first_decode_plans, plans(s), who);
     if (rc == 0)
         printf("gen_greedy%s: %d tokens equal PyTorch's; prefill %lld tokens %.2f ms, decode "
                "%.3f ms/token, %d plans\n",
                who, steps, (long long)prompt->dims[0], t1 - t0,
-               (t2 - t1) / (steps > 1 ? steps - 1 : 1), stats.n_plans);
+               (t2 - t1) / (steps > 1 ? steps - 1 : 1), plans(s));
     free(ours);
     ss_kvloop_free(l);
     return rc;
