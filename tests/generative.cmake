@@ -12,6 +12,9 @@ ss_add_c_test(test_kvpool_attention ${SS_TEST_DIR}/generative/test_kvpool_attent
 target_include_directories(test_kvpool_attention PRIVATE ${CMAKE_SOURCE_DIR}/src/runtime)
 target_link_libraries(test_kvpool_attention PRIVATE ss_runtime)
 set_tests_properties(test_kvpool_attention PROPERTIES LABELS generative)
+add_executable(test_kvpool_session ${SS_TEST_DIR}/generative/test_kvpool_session.c)
+target_include_directories(test_kvpool_session PRIVATE ${SS_TEST_DIR})
+target_link_libraries(test_kvpool_session PRIVATE ss_runtime)
 
 foreach(family gpt2 llama)
   foreach(opset 14 17)
@@ -59,6 +62,12 @@ foreach(family gpt2 llama)
         set_tests_properties(gen_greedy_${case}_kvpool_${ranks}x${stages} PROPERTIES
                              FIXTURES_REQUIRED gen_${case} TIMEOUT 120 LABELS generative)
       endforeach()
+      set_tests_properties(gen_greedy_${case}_kvpool_1x1 PROPERTIES FIXTURES_SETUP kv_${case})
+      # sequences of one session's pool: two in one batch at different positions, a full pool
+      add_test(NAME test_kvpool_session_${case}
+               COMMAND test_kvpool_session ${dir}/shards_1x1_kvpool/device0/model.onnx ${io})
+      set_tests_properties(test_kvpool_session_${case} PROPERTIES FIXTURES_REQUIRED kv_${case}
+                           TIMEOUT 60 LABELS generative)
       # over the mpi backend (mpirun inside a loopback-only network namespace): 4 ranks, then
       # 2 ranks x 2 stages
       if(SS_COMM_HAVE_MPI AND opset EQUAL 17)

@@ -86,6 +86,9 @@ ss_status *ss_session_seq_create(ss_session *s, int64_t seq_id);
 ss_status *ss_session_seq_free(ss_session *s, int64_t seq_id);
 /* Tokens cached for a sequence (-1: none such, or no pool). */
 int64_t ss_session_seq_length(const ss_session *s, int64_t seq_id);
+/* The pool's blocks, and how many no sequence holds (0 and 0 without a pool, or before the first
+ * plan sized it). */
+void ss_session_kv_blocks(const ss_session *s, int64_t *total, int64_t *free_blocks);
 
 /* Plan for inputs of the given dtypes and shapes (their data is ignored; zeros are used) without
  * running, so that ss_session_value_desc can answer for every value. Used by the shard tool.

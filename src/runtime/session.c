@@ -991,6 +991,12 @@ int64_t ss_session_seq_length(const ss_session *s, int64_t seq_id)
     return s->kvpool ? ss_kvpool_seq_length(s->kvpool, seq_id) : -1;
 }
 
+void ss_session_kv_blocks(const ss_session *s, int64_t *total, int64_t *free_blocks)
+{
+    *total = s->kvpool ? ss_kvpool_total_blocks(s->kvpool) : 0;
+    *free_blocks = s->kvpool ? ss_kvpool_free_blocks(s->kvpool) : 0;
+}
+
 /* ------------------------------------------------------------------ public API */
 
 ss_status *ss_session_create_from_model(ss_onnx_model *model, const ss_session_options *opt,

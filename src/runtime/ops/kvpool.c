@@ -178,6 +178,11 @@ int64_t ss_kvpool_free_blocks(const ss_kvpool *p)
     return p->n_free;
 }
 
+int64_t ss_kvpool_total_blocks(const ss_kvpool *p)
+{
+    return p->n_blocks;
+}
+
 /* ------------------------------------------------------------------ one step */
 
 /* Takes free blocks until the sequence can hold `tokens`. */

@@ -50,8 +50,9 @@ ss_status *ss_kvpool_seq_create(ss_kvpool *p, int64_t seq);
 ss_status *ss_kvpool_seq_free(ss_kvpool *p, int64_t seq);
 /* Tokens cached for a sequence, or -1 when there is no such sequence. */
 int64_t ss_kvpool_seq_length(const ss_kvpool *p, int64_t seq);
-/* Blocks not held by any sequence (all of them before the first layer is bound: 0). */
+/* Blocks not held by any sequence, and all blocks (both 0 before the first layer is bound). */
 int64_t ss_kvpool_free_blocks(const ss_kvpool *p);
+int64_t ss_kvpool_total_blocks(const ss_kvpool *p);
 
 /* Run time: writes the step's k/v into the blocks of each row's sequence, then attends every
  * query to its sequence's keys at positions up to its own (causal). Never allocates. */
