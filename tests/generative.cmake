@@ -68,6 +68,14 @@ foreach(family gpt2 llama)
                COMMAND test_kvpool_session ${dir}/shards_1x1_kvpool/device0/model.onnx ${io})
       set_tests_properties(test_kvpool_session_${case} PROPERTIES FIXTURES_REQUIRED kv_${case}
                            TIMEOUT 60 LABELS generative)
+      # a pool too small for the 71 tokens: the step that outgrows it fails naming the pool
+      add_test(NAME gen_greedy_${case}_kvpool_full
+               COMMAND gen_greedy --kv-cache-mb 0.02 ${dir}/shards_1x1_kvpool/device0/model.onnx
+                       ${io})
+      set_tests_properties(gen_greedy_${case}_kvpool_full PROPERTIES
+                           FIXTURES_REQUIRED kv_${case} LABELS generative
+                           PASS_REGULAR_EXPRESSION
+                           "KV cache pool full: all [12] blocks of 16 tokens \\(0.02 MiB")
       # over the mpi backend (mpirun inside a loopback-only network namespace): 4 ranks, then
       # 2 ranks x 2 stages
       if(SS_COMM_HAVE_MPI AND opset EQUAL 17)

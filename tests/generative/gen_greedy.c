@@ -5,6 +5,7 @@
  *   gen_greedy MODEL.onnx PROMPT.npy REF_TOKENS.npy
  *   gen_greedy --shards DIR PROMPT.npy REF_TOKENS.npy     (DIR from `shardserve shard`)
  *   mpirun -np N gen_greedy --mpi-shards DIR PROMPT.npy REF_TOKENS.npy
+ *   gen_greedy --kv-cache-mb MB ...   (first: the KV block pool of a --kv-pool model, per rank)
  *
  * With --shards, one process per rank (shm communicator; with --mpi-shards, the process mpirun
  * started as rank OMPI_COMM_WORLD_RANK, mpi communicator) runs the same loop on its shard: the
@@ -30,6 +31,8 @@ static double now_ms(void)
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
 }
+
+static size_t kv_cache_bytes; /* --kv-cache-mb */
 
 static int fail(ss_status *st, const char *what)
 {
@@ -123,7 +126,10 @@ static int run_rank(const char *dir, int rank, ss_comm_backend backend, const ch
     snprintf(config, sizeof config, "%s/device%d/group_config.json", dir, rank);
     snprintf(who, sizeof who, " rank %d", rank);
     ss_rank *r = NULL;
-    ss_rank_options opt = {.backend = backend, .session = session, .timeout_ms = 20000};
+    ss_rank_options opt = {.backend = backend,
+                           .session = session,
+                           .timeout_ms = 20000,
+                           .kv_cache_bytes = kv_cache_bytes};
     ss_status *st = ss_rank_open(config, &opt, &r);
     int rc = 1;
     if (st) {
@@ -192,12 +198,19 @@ static int run_shards(const char *dir, const ss_tensor *prompt, const ss_tensor 
 
 int main(int argc, char **argv)
 {
+    if (argc > 2 && !strcmp(argv[1], "--kv-cache-mb")) {
+        double mb = atof(argv[2]);
+        if (mb <= 0) return fprintf(stderr, "gen_greedy: --kv-cache-mb wants MB > 0\n"), 2;
+        kv_cache_bytes = (size_t)(mb * 1024 * 1024);
+        argc -= 2, argv += 2;
+    }
     bool shards = argc == 5 && !strcmp(argv[1], "--shards");
     bool mpi = argc == 5 && !strcmp(argv[1], "--mpi-shards");
     const char *mpi_rank = getenv("OMPI_COMM_WORLD_RANK");
     if (argc != 4 && !shards && !mpi) {
-        fprintf(stderr, "usage: gen_greedy MODEL.onnx|--shards DIR|--mpi-shards DIR PROMPT.npy "
-                        "REF_TOKENS.npy\n");
+        fprintf(stderr,
+                "usage: gen_greedy [--kv-cache-mb MB] MODEL.onnx|--shards DIR|--mpi-shards DIR "
+                "PROMPT.npy REF_TOKENS.npy\n");
         return 2;
     }
     if (mpi && !mpi_rank) {
@@ -219,7 +232,8 @@ int main(int argc, char **argv)
         rc = run_shards(model, &prompt, &ref);
     else if (mpi)
         rc = run_rank(model, atoi(mpi_rank), SS_COMM_MPI, NULL, &prompt, &ref);
-    else if ((st = ss_session_create(model, &(ss_session_options){0}, &s)))
+    else if ((st = ss_session_create(model, &(ss_session_options){.kv_cache_bytes = kv_cache_bytes},
+                                     &s)))
         rc = fail(st, model);
     else
         rc = run(s, &prompt, &ref, "", &(token_source){0});

@@ -130,7 +130,7 @@ static kv_seq *seq_find(const ss_kvpool *p, int64_t id)
 static ss_status *pool_full(const ss_kvpool *p, int64_t seq)
 {
     return ss_errf(SS_ERR_LIMIT,
-                   "KV cache pool full: all %lld blocks of %d tokens (%.1f MiB, --kv-cache-mb) "
+                   "KV cache pool full: all %lld blocks of %d tokens (%.2f MiB, --kv-cache-mb) "
                    "are in use; sequence %lld gets none",
                    (long long)p->n_blocks, p->block_size, mib(p->bytes), (long long)seq);
 }
