@@ -3,6 +3,8 @@
 # one decode step per token feeding present back as past); 64 tokens must equal PyTorch's, whole
 # and sharded Megatron-style (heads, MLP pairs) over 2, 4 and 8 ranks and in 2 pipeline stages,
 # on shm and on mpi, with batch, sequence and past lengths left dynamic.
+# The same models rewritten by `shard --kv-pool` keep the cache in each rank's KV block pool
+# (PagedAttention): no past/present tensors, and one plan for every decode step.
 set(SS_GEN_DIR ${CMAKE_BINARY_DIR}/generative)
 add_executable(gen_greedy ${SS_TEST_DIR}/generative/gen_greedy.c ${SS_TEST_DIR}/generative/kvloop.c)
 target_link_libraries(gen_greedy PRIVATE ss_agent ss_runtime)
