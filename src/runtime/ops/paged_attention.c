@@ -67,9 +67,16 @@ static ss_status *pa_run(ss_kctx *k)
     const pa_state *s = k->state;
     if (!s->layer) return ss_op_err(k, SS_ERR_INVALID, "this session keeps no KV cache pool");
     const ss_tensor *q = k->in[0];
-    ss_kv_step step = {q->data,         k->in[1]->data,  k->in[2]->data, k->in[3]->data,
-                       k->in[4]->data,  k->out[0]->data, q->dims[0],     q->dims[2],
-                       (int)q->dims[1], s->scale};
+    ss_kv_step step = {.q = q->data,
+                       .k = k->in[1]->data,
+                       .v = k->in[2]->data,
+                       .seq_ids = k->in[3]->data,
+                       .positions = k->in[4]->data,
+                       .out = k->out[0]->data,
+                       .batch = q->dims[0],
+                       .seq = q->dims[2],
+                       .q_heads = (int)q->dims[1],
+                       .scale = s->scale};
     ss_status *st = ss_kvpool_attend(k->kvpool, s->layer, &step);
     return st ? ss_status_wrap(st, "PagedAttention node '%s'", k->node_name) : NULL;
 }
