@@ -2,7 +2,8 @@
 # Generative decode bench (issue 15, "Done when" bench): GPT-2-124M-shaped model with random
 # weights (tests/generative/models.py --size small), 64 greedy tokens through shardserve's
 # runtime (gen_greedy whole, and 2 shm ranks from `shardserve shard`) and through
-# onnxruntime-node with its own KV-cache loop (bench/gen_ort.js), every run checked token for
+# onnxruntime-node with its own KV-cache loop (bench/gen_ort.js), and the same model rewritten
+# by `shardserve shard --kv-pool` (the cache in each rank's KV block pool), every run checked token for
 # token against PyTorch; read bandwidth measured in the same run gives the floor
 # (weight + KV bytes read per token / bandwidth).
 #
@@ -33,6 +34,10 @@ M=$WORK/gpt2-small
   --size small --out "$M" >"$WORK/export.log"
 [ -d "$M-tp2/device1" ] || "$SS" shard "$M/model.onnx" --ranks 2 --stages 1 --out "$M-tp2" \
   >"$WORK/shard.log" 2>&1
+for r in 1 2; do
+  [ -d "$M-kv$r/device$((r - 1))" ] || "$SS" shard "$M/model.onnx" --ranks $r --kv-pool \
+    --out "$M-kv$r" >>"$WORK/shard.log" 2>&1
+done
 gcc -O3 -march=native -ffast-math -fopenmp "$REPO/bench/bench_membw.c" -o "$WORK/bench_membw"
 ARGS=("$M/prompt.npy" "$M/ref_tokens.npy")
 
@@ -76,9 +81,11 @@ for r in $(seq "$REPS"); do
   echo "-- round $r" >&2
   for t in 1 2; do
     once ss$t env OPENBLAS_NUM_THREADS=$t "$GEN" "$M/model.onnx" "${ARGS[@]}"
+    once kv$t env OPENBLAS_NUM_THREADS=$t "$GEN" "$M-kv1/device0/model.onnx" "${ARGS[@]}"
     once ort$t node "$REPO/bench/gen_ort.js" "$M/model.onnx" "${ARGS[@]}" --threads "$t"
   done
   once tp2 env OPENBLAS_NUM_THREADS=1 "$GEN" --shards "$M-tp2" "${ARGS[@]}"
+  once kvtp2 env OPENBLAS_NUM_THREADS=1 "$GEN" --shards "$M-kv2" "${ARGS[@]}"
 done
 for k in "${!DECS[@]}"; do
   PRE[$k]=$(median <<<"${PRES[$k]}")
@@ -100,7 +107,10 @@ echo "floor = bytes read per step / read bandwidth at the row's thread count (2 
 echo "| runtime                      | prefill ms | decode ms/tok | tokens/s | vs onnxruntime | of floor |"
 echo "|------------------------------|-----------:|--------------:|---------:|---------------:|---------:|"
 row "shardserve, 1 thread" ss1 ort1 1
+row "kv-pool, 1 thread" kv1 ort1 1
 row "onnxruntime-node, 1 thread" ort1 none 1
 row "shardserve, 2 threads" ss2 ort2 2
+row "kv-pool, 2 threads" kv2 ort2 2
 row "onnxruntime-node, 2 threads" ort2 none 2
 row "shardserve, 2 shm ranks x 1" tp2 ort2 2
+row "kv-pool, 2 shm ranks x 1" kvtp2 ort2 2

@@ -3,9 +3,20 @@
 # one decode step per token feeding present back as past); 64 tokens must equal PyTorch's, whole
 # and sharded Megatron-style (heads, MLP pairs) over 2, 4 and 8 ranks and in 2 pipeline stages,
 # on shm and on mpi, with batch, sequence and past lengths left dynamic.
+# The same models rewritten by `shard --kv-pool` keep the cache in each rank's KV block pool
+# (PagedAttention): no past/present tensors, and one plan for every decode step.
 set(SS_GEN_DIR ${CMAKE_BINARY_DIR}/generative)
 add_executable(gen_greedy ${SS_TEST_DIR}/generative/gen_greedy.c ${SS_TEST_DIR}/generative/kvloop.c)
 target_link_libraries(gen_greedy PRIVATE ss_agent ss_runtime)
+
+# The KV block pool's attention (PagedAttention's kernel) against a dense reference
+ss_add_c_test(test_kvpool_attention ${SS_TEST_DIR}/generative/test_kvpool_attention.c)
+target_include_directories(test_kvpool_attention PRIVATE ${CMAKE_SOURCE_DIR}/src/runtime)
+target_link_libraries(test_kvpool_attention PRIVATE ss_runtime)
+set_tests_properties(test_kvpool_attention PROPERTIES LABELS generative)
+add_executable(test_kvpool_session ${SS_TEST_DIR}/generative/test_kvpool_session.c)
+target_include_directories(test_kvpool_session PRIVATE ${SS_TEST_DIR})
+target_link_libraries(test_kvpool_session PRIVATE ss_runtime)
 
 foreach(family gpt2 llama)
   foreach(opset 14 17)
@@ -41,6 +52,32 @@ foreach(family gpt2 llama)
         set_tests_properties(gen_greedy_${case}_pp2_ranks${ranks} PROPERTIES
                              FIXTURES_REQUIRED gen_${case} TIMEOUT 120 LABELS generative)
       endforeach()
+      # the KV cache in each rank's block pool (shard --kv-pool, PagedAttention): whole (1 rank),
+      # head-parallel over 2 and 4 ranks, and in 2 pipeline stages of 2 ranks; no re-planning
+      # during decode
+      foreach(split "1;1" "2;1" "4;1" "4;2")
+        list(GET split 0 ranks)
+        list(GET split 1 stages)
+        add_test(NAME gen_greedy_${case}_kvpool_${ranks}x${stages}
+                 COMMAND ${SS_TEST_DIR}/generative/shard_greedy.sh $<TARGET_FILE:shardserve>
+                         $<TARGET_FILE:gen_greedy> ${dir} ${ranks} ${stages} --kv-pool)
+        set_tests_properties(gen_greedy_${case}_kvpool_${ranks}x${stages} PROPERTIES
+                             FIXTURES_REQUIRED gen_${case} TIMEOUT 120 LABELS generative)
+      endforeach()
+      set_tests_properties(gen_greedy_${case}_kvpool_1x1 PROPERTIES FIXTURES_SETUP kv_${case})
+      # sequences of one session's pool: two in one batch at different positions, a full pool
+      add_test(NAME test_kvpool_session_${case}
+               COMMAND test_kvpool_session ${dir}/shards_1x1_kvpool/device0/model.onnx ${io})
+      set_tests_properties(test_kvpool_session_${case} PROPERTIES FIXTURES_REQUIRED kv_${case}
+                           TIMEOUT 60 LABELS generative)
+      # a pool too small for the 71 tokens: the step that outgrows it fails naming the pool
+      add_test(NAME gen_greedy_${case}_kvpool_full
+               COMMAND gen_greedy --kv-cache-mb 0.02 ${dir}/shards_1x1_kvpool/device0/model.onnx
+                       ${io})
+      set_tests_properties(gen_greedy_${case}_kvpool_full PROPERTIES
+                           FIXTURES_REQUIRED kv_${case} LABELS generative
+                           PASS_REGULAR_EXPRESSION
+                           "KV cache pool full: all [12] blocks of 16 tokens \\(0.02 MiB")
       # over the mpi backend (mpirun inside a loopback-only network namespace): 4 ranks, then
       # 2 ranks x 2 stages
       if(SS_COMM_HAVE_MPI AND opset EQUAL 17)

@@ -38,6 +38,7 @@ typedef struct {
     int join_timeout_ms;    /* waiting for the other ranks to join; 0 = timeout_ms */
     int blas_threads;       /* 0: 1 when several ranks share the host */
     const char *model_path; /* override the config's model file */
+    size_t kv_cache_bytes;  /* the KV block pool of a --kv-pool shard (0: the session default) */
 } ss_rank_options;
 
 typedef struct ss_rank ss_rank;

@@ -17,6 +17,8 @@
 #include "shardserve/onnx.h"
 
 #define SS_DOMAIN_COLLECTIVE "ai.shardserve"
+/* Ops that keep state in the session (PagedAttention over the KV block pool); not collectives. */
+#define SS_DOMAIN_KVPOOL "com.shardserve"
 
 /* What collective ops call. `group` names a group of the group config ("world" always exists). */
 typedef struct ss_collectives {
@@ -41,6 +43,10 @@ typedef struct {
     int blas_threads; /* 0: leave OpenBLAS's setting alone */
     ss_weights weights;
     const ss_collectives *coll; /* NULL: models with collective ops fail at load */
+    /* The KV block pool of a model with PagedAttention nodes (`shardserve shard --kv-pool`):
+     * its bytes (0: 64 MiB) and tokens per block (0: 16). */
+    size_t kv_cache_bytes;
+    int kv_block_size;
 } ss_session_options;
 
 typedef struct ss_session ss_session;
@@ -72,6 +78,17 @@ typedef struct {
     int n_plans;        /* how many times the session planned */
 } ss_session_stats;
 void ss_session_get_stats(const ss_session *s, ss_session_stats *out);
+
+/* Sequences of the KV block pool (a model with PagedAttention nodes; INVALID otherwise). A
+ * sequence is created before its first step (LIMIT naming the pool's size when no block is
+ * free), fed through its seq_ids input, and freed to return its blocks. */
+ss_status *ss_session_seq_create(ss_session *s, int64_t seq_id);
+ss_status *ss_session_seq_free(ss_session *s, int64_t seq_id);
+/* Tokens cached for a sequence (-1: none such, or no pool). */
+int64_t ss_session_seq_length(const ss_session *s, int64_t seq_id);
+/* The pool's blocks, and how many no sequence holds (0 and 0 without a pool, or before the first
+ * plan sized it). */
+void ss_session_kv_blocks(const ss_session *s, int64_t *total, int64_t *free_blocks);
 
 /* Plan for inputs of the given dtypes and shapes (their data is ignored; zeros are used) without
  * running, so that ss_session_value_desc can answer for every value. Used by the shard tool.

@@ -48,8 +48,18 @@ typedef struct {
     /* How the ranks hold MatMul/Gemm weights (recorded in each group config; the files keep f32):
      * SS_WEIGHTS_BF16 halves their memory and bandwidth where the CPU has bf16 math. */
     ss_weights weights;
+    /* Rewrite the KV cache's attention to read the agents' KV block pool (PagedAttention) first:
+     * no past/present inputs and outputs, a seq_ids input. */
+    bool kv_pool;
 } ss_shard_options;
 
 ss_status *ss_shard_model(const ss_shard_options *opt);
+
+/* --kv-pool: rewrites a KV-cache decoder's attention over past/present inputs and outputs into
+ * com.shardserve PagedAttention over the session's KV block pool, in place (src/shard/kvpool.c
+ * says exactly which pattern); *layers is how many attentions it replaced. The inputs become
+ * input_ids, position_ids and seq_ids [batch]. */
+#define SS_SHARD_MAX_KV_LAYERS 256
+ss_status *ss_shard_kvpool_rewrite(ss_onnx_model *m, int *layers);
 
 #endif

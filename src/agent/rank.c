@@ -206,7 +206,8 @@ ss_status *ss_rank_open(const char *config_path, const ss_rank_options *opt, ss_
         snprintf(model, sizeof model, "%s/%s", r->cfg.dir, r->cfg.model);
     ss_session_options so = {.blas_threads = opt->blas_threads ? opt->blas_threads : 1,
                              .coll = &r->coll,
-                             .weights = r->cfg.weights};
+                             .weights = r->cfg.weights,
+                             .kv_cache_bytes = opt->kv_cache_bytes};
     if (!st) st = ss_session_create(model, &so, &r->session);
     if (st) {
         st = ss_status_wrap(st, "rank %d", r->cfg.rank);

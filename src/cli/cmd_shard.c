@@ -1,6 +1,6 @@
 /*
  * shardserve shard MODEL.onnx --ranks N [--stages S] [--strategy FILE|auto|none]
- *                  [--input-shape NAME=D0,D1,...] --out DIR
+ *                  [--input-shape NAME=D0,D1,...] [--kv-pool] --out DIR
  */
 #include "cli.h"
 #include "shardserve/shard.h"
@@ -10,7 +10,8 @@
 
 static const char shard_usage[] =
     "usage: shardserve shard MODEL.onnx --ranks N [--stages S] [--strategy FILE|auto|none]\n"
-    "                        [--input-shape NAME=D0,D1,...] [--weights f32|bf16] --out DIR\n"
+    "                        [--input-shape NAME=D0,D1,...] [--weights f32|bf16] [--kv-pool]\n"
+    "                        --out DIR\n"
     "  --ranks N       total ranks (rank_size); ranks per stage = N / S\n"
     "  --stages S      pipeline stages (stage_size), default 1\n"
     "  --strategy      auto (default): Megatron column/row-parallel MatMul/Gemm pairs;\n"
@@ -19,7 +20,10 @@ static const char shard_usage[] =
     "  --input-shape   fix an input's dynamic dims (repeatable); named dims may stay dynamic\n"
     "  --weights       bf16: every rank holds its MatMul/Gemm weights as bf16 (f32 accumulation)\n"
     "                  where the CPU has bf16 math (AVX512-BF16/AMX), as 'run --weights bf16';\n"
-    "                  recorded in each group config (the files keep f32)\n";
+    "                  recorded in each group config (the files keep f32)\n"
+    "  --kv-pool       a KV-cache decoder's attention reads the agents' KV block pool\n"
+    "                  (PagedAttention): inputs input_ids, position_ids, seq_ids; no "
+    "past/present\n";
 
 int cmd_shard(int argc, char **argv)
 {
@@ -62,6 +66,8 @@ int cmd_shard(int argc, char **argv)
                 return cli_fail(
                     "shard", ss_errf(SS_ERR_INVALID, "--weights wants f32 or bf16, got '%s'", w));
             opt.weights = strcmp(w, "bf16") ? SS_WEIGHTS_F32 : SS_WEIGHTS_BF16;
+        } else if (!strcmp(a, "--kv-pool")) {
+            opt.kv_pool = true;
         } else if (!strcmp(a, "--quiet")) {
             opt.progress = false;
         } else if (a[0] == '-' || opt.model_path) {

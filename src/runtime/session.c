@@ -30,6 +30,7 @@
  * when it changed, so a model whose computed shapes stay the same plans once.
  */
 #include "op.h"
+#include "ops/kvpool.h"
 
 #include <cblas.h>
 #include <stdio.h>
@@ -100,6 +101,7 @@ struct ss_session {
     struct ss_plan *plan;
     int n_plans;
     ss_packed *packed;     /* packed weights kept across plans (op.h) */
+    ss_kvpool *kvpool;     /* PagedAttention's KV block pool, kept across plans */
     bool data_is_constant; /* planning a subgraph: inputs given with data are outer constants */
     int n_varying; /* ... except the first n_varying (a loop body's own inputs), which change */
     /* per value: the shape plans assume for a data-dependent output (SS_OPF_DYNAMIC_SHAPE) */
@@ -637,6 +639,7 @@ static ss_status *infer_node(struct ss_plan *p, int ni, ss_tensor **ptrs)
     k->in_ids = d->in_ids;
     k->threads = s->opt.blas_threads > 0 ? s->opt.blas_threads : openblas_get_num_threads();
     k->bf16_weights = s->opt.weights == SS_WEIGHTS_BF16;
+    k->kvpool = s->kvpool;
     int all_known = 1;
     for (int j = 0; j < d->n_in; j++) {
         int v = d->in_ids[j];
@@ -957,6 +960,43 @@ done:
     return st;
 }
 
+/* ------------------------------------------------------------------ KV block pool */
+
+/* A pool when the graph has PagedAttention nodes, one layer each. */
+static ss_status *kvpool_create(ss_session *s)
+{
+    int layers = 0;
+    for (int i = 0; i < s->n_nodes; i++)
+        layers += s->nodes[i].op == ss_ops_paged_attention;
+    if (!layers) return NULL;
+    size_t bytes = s->opt.kv_cache_bytes ? s->opt.kv_cache_bytes : (size_t)64 << 20;
+    return ss_kvpool_create(bytes, s->opt.kv_block_size ? s->opt.kv_block_size : 16, layers,
+                            &s->kvpool);
+}
+
+ss_status *ss_session_seq_create(ss_session *s, int64_t seq_id)
+{
+    if (!s->kvpool) return ss_errf(SS_ERR_INVALID, "the model keeps no KV cache pool");
+    return ss_kvpool_seq_create(s->kvpool, seq_id);
+}
+
+ss_status *ss_session_seq_free(ss_session *s, int64_t seq_id)
+{
+    if (!s->kvpool) return ss_errf(SS_ERR_INVALID, "the model keeps no KV cache pool");
+    return ss_kvpool_seq_free(s->kvpool, seq_id);
+}
+
+int64_t ss_session_seq_length(const ss_session *s, int64_t seq_id)
+{
+    return s->kvpool ? ss_kvpool_seq_length(s->kvpool, seq_id) : -1;
+}
+
+void ss_session_kv_blocks(const ss_session *s, int64_t *total, int64_t *free_blocks)
+{
+    *total = s->kvpool ? ss_kvpool_total_blocks(s->kvpool) : 0;
+    *free_blocks = s->kvpool ? ss_kvpool_free_blocks(s->kvpool) : 0;
+}
+
 /* ------------------------------------------------------------------ public API */
 
 ss_status *ss_session_create_from_model(ss_onnx_model *model, const ss_session_options *opt,
@@ -976,6 +1016,7 @@ ss_status *ss_session_create_from_model(ss_onnx_model *model, const ss_session_o
     if (!st) st = build_values(s);
     if (!st) st = build_nodes(s);
     if (!st) st = build_outputs(s);
+    if (!st) st = kvpool_create(s);
     if (!st) st = trial_plan(s);
     if (st) {
         st = ss_status_wrap(st, "%s", model->path);
@@ -1000,6 +1041,7 @@ void ss_session_free(ss_session *s)
 {
     if (!s) return;
     plan_free(s->plan);
+    ss_kvpool_free(s->kvpool);
     while (s->packed) {
         ss_packed *e = s->packed;
         s->packed = e->next;

@@ -539,6 +539,23 @@ static bool split_split(rank_ctx *r, const Onnx__NodeProto *n)
     return true;
 }
 
+/* PagedAttention (--kv-pool) on this rank's heads: Q split by heads one part per rank, K and V
+ * by heads alike, into as many parts or fewer (a group of ranks sharing the KV head its query
+ * heads read); sequence ids and positions replicated. Each rank's KV block pool then holds its
+ * own KV heads only. */
+static bool split_paged_attention(rank_ctx *r, const Onnx__NodeProto *n)
+{
+    const tstate *t[3];
+    for (int j = 0; j < 3; j++) {
+        t[j] = n->n_input == 5 ? split_input(r, n->input[j]) : NULL;
+        if (!t[j] || t[j]->axis != -3 || shard_blocks_of(t[j]) > 1) return false;
+    }
+    int pq = shard_parts(r->c, t[0]), pk = shard_parts(r->c, t[1]);
+    if (pq != r->c->tp || pk != shard_parts(r->c, t[2]) || pq % pk) return false;
+    emit_split_node(r, n, -3, -1, NULL);
+    return true;
+}
+
 /* Keeps a split through one of the ops above; false: the caller materializes. */
 bool shard_emit_split_structural(rank_ctx *r, const Onnx__NodeProto *n)
 {
@@ -550,6 +567,8 @@ bool shard_emit_split_structural(rank_ctx *r, const Onnx__NodeProto *n)
                  {"Slice", split_slice},          {"Concat", split_concat},
                  {"Softmax", split_softmax},      {"Shape", split_shape},
                  {"MatMul", split_batched_matmul}};
+    if (n->domain && !strcmp(n->domain, SS_DOMAIN_KVPOOL) && !strcmp(n->op_type, "PagedAttention"))
+        return split_paged_attention(r, n);
     if (n->domain && n->domain[0] && strcmp(n->domain, "ai.onnx")) return false;
     for (size_t i = 0; i < sizeof rules / sizeof rules[0]; i++)
         if (!strcmp(n->op_type, rules[i].op)) return n->n_output >= 1 && rules[i].emit(r, n);

@@ -996,6 +996,23 @@ static uint64_t plan_value_hash(const shard_ctx *c, const char *name)
     return h | 1; /* never 0, which means "not known" */
 }
 
+/* The model to split, rewritten for the KV block pool first with --kv-pool. */
+static ss_status *shard_open(const ss_shard_options *opt, ss_session **out)
+{
+    if (!opt->kv_pool) return ss_session_create(opt->model_path, NULL, out);
+    ss_onnx_model *m = NULL;
+    int layers = 0;
+    ss_status *st = ss_onnx_load(opt->model_path, &m);
+    if (!st) st = ss_shard_kvpool_rewrite(m, &layers);
+    if (st) {
+        ss_onnx_free(m);
+        return ss_status_wrap(st, "%s", opt->model_path);
+    }
+    if (opt->progress)
+        fprintf(stderr, "shard: --kv-pool: %d attention layers read the KV block pool\n", layers);
+    return ss_session_create_from_model(m, NULL, out);
+}
+
 /* Plans with concrete shapes; with dynamic dims twice (pass 0, then pass 1 stays current), keeping
  * pass 0's value hashes so that analyse() can tell constants from values of the dims. */
 static ss_status *record_first_plan(shard_ctx *c)
@@ -1230,7 +1247,7 @@ ss_status *ss_shard_model(const ss_shard_options *opt)
     if (!c.model_base) return ss_errf(SS_ERR_NOMEM, "out of memory");
     char *dot = strrchr(c.model_base, '.');
     if (dot && !strcmp(dot, ".onnx")) *dot = 0;
-    ss_status *st = ss_session_create(opt->model_path, NULL, &c.session);
+    ss_status *st = shard_open(opt, &c.session);
     if (st) {
         shard_ctx_free(&c);
         return st;

@@ -5,6 +5,7 @@
  *   gen_greedy MODEL.onnx PROMPT.npy REF_TOKENS.npy
  *   gen_greedy --shards DIR PROMPT.npy REF_TOKENS.npy     (DIR from `shardserve shard`)
  *   mpirun -np N gen_greedy --mpi-shards DIR PROMPT.npy REF_TOKENS.npy
+ *   gen_greedy --kv-cache-mb MB ...   (first: the KV block pool of a --kv-pool model, per rank)
  *
  * With --shards, one process per rank (shm communicator; with --mpi-shards, the process mpirun
  * started as rank OMPI_COMM_WORLD_RANK, mpi communicator) runs the same loop on its shard: the
@@ -30,6 +31,8 @@ static double now_ms(void)
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
 }
+
+static size_t kv_cache_bytes; /* --kv-cache-mb */
 
 static int fail(ss_status *st, const char *what)
 {
@@ -67,6 +70,25 @@ static ss_status *step(ss_kvloop *l, const int64_t *tokens, int n, int64_t *next
     return st ? st : *next < 0 ? ss_errf(SS_ERR_INTERNAL, "no rank produced the token") : NULL;
 }
 
+static int plans(const ss_session *s)
+{
+    ss_session_stats stats;
+    ss_session_get_stats(s, &stats);
+    return stats.n_plans;
+}
+
+/* With the KV block pool a decode step's shapes never change: the plan of the first decode step
+ * must serve every later one. */
+static int check_plans(const ss_kvloop *l, int first_decode, int last, const char *who)
+{
+    if (!ss_kvloop_paged(l) || first_decode == last) return 0;
+    fprintf(stderr,
+            "gen_greedy%s: re-planned during decode: %d plans after the first decode "
+            "step, %d at the end\n",
+            who, first_decode, last);
+    return 1;
+}
+
 static int run(ss_session *s, const ss_tensor *prompt, const ss_tensor *ref, const char *who,
                const token_source *src)
 {
@@ -78,17 +100,19 @@ static int run(ss_session *s, const ss_tensor *prompt, const ss_tensor *ref, con
     double t0 = now_ms(), t1 = 0;
     st = step(l, prompt->data, (int)prompt->dims[0], &ours[0], src);
     t1 = now_ms();
-    for (int i = 1; i < steps && !st; i++)
+    int first_decode_plans = 0;
+    for (int i = 1; i < steps && !st; i++) {
         st = step(l, &ours[i - 1], 1, &ours[i], src);
+        if (i == 1) first_decode_plans = plans(s);
+    }
     double t2 = now_ms();
     int rc = st ? fail(st, "generating") : compare(ours, ref->data, steps);
-    ss_session_stats stats;
-    ss_session_get_stats(s, &stats);
+    if (!rc && steps > 1) rc = check_plans(l, first_decode_plans, plans(s), who);
     if (rc == 0)
         printf("gen_greedy%s: %d tokens equal PyTorch's; prefill %lld tokens %.2f ms, decode "
                "%.3f ms/token, %d plans\n",
                who, steps, (long long)prompt->dims[0], t1 - t0,
-               (t2 - t1) / (steps > 1 ? steps - 1 : 1), stats.n_plans);
+               (t2 - t1) / (steps > 1 ? steps - 1 : 1), plans(s));
     free(ours);
     ss_kvloop_free(l);
     return rc;
@@ -102,7 +126,10 @@ static int run_rank(const char *dir, int rank, ss_comm_backend backend, const ch
     snprintf(config, sizeof config, "%s/device%d/group_config.json", dir, rank);
     snprintf(who, sizeof who, " rank %d", rank);
     ss_rank *r = NULL;
-    ss_rank_options opt = {.backend = backend, .session = session, .timeout_ms = 20000};
+    ss_rank_options opt = {.backend = backend,
+                           .session = session,
+                           .timeout_ms = 20000,
+                           .kv_cache_bytes = kv_cache_bytes};
     ss_status *st = ss_rank_open(config, &opt, &r);
     int rc = 1;
     if (st) {
@@ -171,12 +198,19 @@ static int run_shards(const char *dir, const ss_tensor *prompt, const ss_tensor 
 
 int main(int argc, char **argv)
 {
+    if (argc > 2 && !strcmp(argv[1], "--kv-cache-mb")) {
+        double mb = atof(argv[2]);
+        if (mb <= 0) return fprintf(stderr, "gen_greedy: --kv-cache-mb wants MB > 0\n"), 2;
+        kv_cache_bytes = (size_t)(mb * 1024 * 1024);
+        argc -= 2, argv += 2;
+    }
     bool shards = argc == 5 && !strcmp(argv[1], "--shards");
     bool mpi = argc == 5 && !strcmp(argv[1], "--mpi-shards");
     const char *mpi_rank = getenv("OMPI_COMM_WORLD_RANK");
     if (argc != 4 && !shards && !mpi) {
-        fprintf(stderr, "usage: gen_greedy MODEL.onnx|--shards DIR|--mpi-shards DIR PROMPT.npy "
-                        "REF_TOKENS.npy\n");
+        fprintf(stderr,
+                "usage: gen_greedy [--kv-cache-mb MB] MODEL.onnx|--shards DIR|--mpi-shards DIR "
+                "PROMPT.npy REF_TOKENS.npy\n");
         return 2;
     }
     if (mpi && !mpi_rank) {
@@ -198,7 +232,8 @@ int main(int argc, char **argv)
         rc = run_shards(model, &prompt, &ref);
     else if (mpi)
         rc = run_rank(model, atoi(mpi_rank), SS_COMM_MPI, NULL, &prompt, &ref);
-    else if ((st = ss_session_create(model, &(ss_session_options){0}, &s)))
+    else if ((st = ss_session_create(model, &(ss_session_options){.kv_cache_bytes = kv_cache_bytes},
+                                     &s)))
         rc = fail(st, model);
     else
         rc = run(s, &prompt, &ref, "", &(token_source){0});

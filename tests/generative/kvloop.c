@@ -19,6 +19,8 @@ struct ss_kvloop {
     ss_session *s;
     int n_inputs;
     int ids, pos, mask, logits; /* input/output indices; mask -1 when the graph has none */
+    int seq;                    /* seq_ids: the cache is the session's KV block pool; else -1 */
+    int64_t seq_id;
     kv_slot *kv;
     int n_kv;
     int64_t len;       /* tokens in the cache */
@@ -64,6 +66,8 @@ static ss_status *kvloop_bind(ss_kvloop *l)
             l->pos = i;
         else if (strcmp(vi->name, "attention_mask") == 0)
             l->mask = i;
+        else if (strcmp(vi->name, "seq_ids") == 0)
+            l->seq = i;
         else if (strncmp(vi->name, "past_key_values.", 16) == 0) {
             ss_status *st = kvloop_bind_past(l, i, vi);
             if (st) return st;
@@ -72,10 +76,10 @@ static ss_status *kvloop_bind(ss_kvloop *l)
                            vi->name);
     }
     l->logits = find_output(l->s, "logits"); /* a pipeline stage before the last has none */
-    if (l->ids < 0 || l->pos < 0 || l->n_kv == 0)
-        return ss_errf(SS_ERR_INVALID,
-                       "the graph needs input_ids, position_ids and past_key_values.* inputs");
-    return NULL;
+    if (l->ids < 0 || l->pos < 0 || (l->n_kv == 0) == (l->seq < 0))
+        return ss_errf(SS_ERR_INVALID, "the graph needs input_ids, position_ids and either "
+                                       "past_key_values.* or seq_ids inputs");
+    return l->seq >= 0 ? ss_session_seq_create(l->s, l->seq_id) : NULL;
 }
 
 ss_status *ss_kvloop_create(ss_session *s, ss_kvloop **out)
@@ -85,7 +89,7 @@ ss_status *ss_kvloop_create(ss_session *s, ss_kvloop **out)
     if (!l) return ss_errf(SS_ERR_NOMEM, "kvloop");
     l->s = s;
     l->n_inputs = ss_session_num_inputs(s);
-    l->ids = l->pos = l->mask = l->logits = -1;
+    l->ids = l->pos = l->mask = l->logits = l->seq = -1;
     l->kv = calloc((size_t)l->n_inputs, sizeof *l->kv);
     if (!l->kv) {
         free(l);
@@ -103,11 +107,17 @@ ss_status *ss_kvloop_create(ss_session *s, ss_kvloop **out)
 void ss_kvloop_free(ss_kvloop *l)
 {
     if (!l) return;
+    if (l->seq >= 0) ss_status_free(ss_session_seq_free(l->s, l->seq_id));
     for (int i = 0; i < l->n_kv; i++)
         ss_tensor_free(&l->kv[i].cache);
     free(l->kv);
     free(l->scratch);
     free(l);
+}
+
+bool ss_kvloop_paged(const ss_kvloop *l)
+{
+    return l->seq >= 0;
 }
 
 int64_t ss_kvloop_length(const ss_kvloop *l)
@@ -136,6 +146,8 @@ static ss_status *kvloop_fill(ss_kvloop *l, const int64_t *tokens, int n, ss_ten
     size_t nb = (size_t)n * sizeof(int64_t);
     ss_status *st = ss_tensor_borrow(&in[l->ids], SS_DT_INT64, 2, d_new, ids, nb);
     if (!st) st = ss_tensor_borrow(&in[l->pos], SS_DT_INT64, 2, d_new, pos, nb);
+    if (!st && l->seq >= 0)
+        st = ss_tensor_borrow(&in[l->seq], SS_DT_INT64, 1, d_new, &l->seq_id, sizeof l->seq_id);
     if (!st && l->mask >= 0)
         st = ss_tensor_borrow(&in[l->mask], SS_DT_INT64, 2, d_mask, mask,
                               (size_t)total * sizeof(int64_t));

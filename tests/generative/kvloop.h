@@ -8,6 +8,10 @@
  * a session's outputs live only until its next run); the worker's token loop and the KV block
  * pool replace that copy later. Inputs are matched by name, never by position, so a shard whose
  * graph lists them in another order, or a rank with fewer KV heads, runs the same loop.
+ *
+ * A graph rewritten by `shardserve shard --kv-pool` has a seq_ids [batch] input instead of the
+ * past/present pairs: the session's KV block pool holds the cache, the loop creates its one
+ * sequence (id 0) on the session and frees it at the end, and nothing is copied between steps.
  */
 #ifndef SS_TEST_KVLOOP_H
 #define SS_TEST_KVLOOP_H
@@ -30,6 +34,9 @@ ss_status *ss_kvloop_step(ss_kvloop *l, const int64_t *tokens, int n, int64_t *n
  * with logits only). */
 ss_status *ss_kvloop_generate(ss_kvloop *l, const int64_t *prompt, int n_prompt, int64_t *out,
                               int steps);
+
+/* Does the session's KV block pool hold the cache (a --kv-pool graph)? */
+bool ss_kvloop_paged(const ss_kvloop *l);
 
 /* Tokens in the cache so far. */
 int64_t ss_kvloop_length(const ss_kvloop *l);

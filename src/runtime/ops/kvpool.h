@@ -1,0 +1,61 @@
+/*
+ * The KV-cache block pool a session keeps for its PagedAttention nodes (vLLM's paged layout).
+ *
+ * One pool per session, sized once (kv_cache_bytes): n_blocks blocks of block_size tokens, the
+ * same block ids in every layer, so one block list per sequence serves all of them. A layer's
+ * keys and values are [n_blocks][kv_heads][block_size][head_dim] floats each, allocated when the
+ * layer's node is first planned (its heads and head size come from shape inference; a shard has
+ * its own share of the heads). Sequences are created and freed by the caller; a step appends
+ * tokens at their positions, taking free blocks as a sequence grows, and never copies the past.
+ * Blocks are chained per sequence (next[]), so a sequence costs no allocation of its own; each
+ * attention call lays its chain out as a block table in the pool's scratch.
+ */
+#ifndef SS_RUNTIME_OPS_KVPOOL_H
+#define SS_RUNTIME_OPS_KVPOOL_H
+
+#include "shardserve/core.h"
+
+typedef struct ss_kvpool ss_kvpool;
+
+typedef struct {
+    int64_t id; /* the node's `layer` attribute */
+    int kv_heads, head_dim;
+    float *k, *v;
+} ss_kv_layer;
+
+/* One attention step over a layer: q [batch, q_heads, seq, head_dim], k/v (the new rows)
+ * [batch, kv_heads, seq, head_dim], seq_ids [batch], positions [batch, seq] (consecutive within a
+ * row, the first at most the sequence's length: a row appends, or rewrites its last tokens);
+ * out like q. q_heads is a multiple of kv_heads: query head h reads KV head h / (q_heads /
+ * kv_heads), as HF's repeat_kv. */
+typedef struct {
+    const float *q, *k, *v;
+    const int64_t *seq_ids, *positions;
+    float *out;
+    int64_t batch, seq;
+    int q_heads;
+    float scale;
+} ss_kv_step;
+
+ss_status *ss_kvpool_create(size_t bytes, int block_size, int n_layers, ss_kvpool **out);
+void ss_kvpool_free(ss_kvpool *p);
+
+/* Plan time: the storage of layer `id` with this geometry (allocated on first use; the pool's
+ * block count is fixed by the first layer bound). */
+ss_status *ss_kvpool_layer(ss_kvpool *p, int64_t id, int kv_heads, int head_dim, ss_kv_layer **out);
+
+/* A new, empty sequence; LIMIT naming the pool's size when no block is free. */
+ss_status *ss_kvpool_seq_create(ss_kvpool *p, int64_t seq);
+/* Returns the sequence's blocks to the pool. */
+ss_status *ss_kvpool_seq_free(ss_kvpool *p, int64_t seq);
+/* Tokens cached for a sequence, or -1 when there is no such sequence. */
+int64_t ss_kvpool_seq_length(const ss_kvpool *p, int64_t seq);
+/* Blocks not held by any sequence, and all blocks (both 0 before the first layer is bound). */
+int64_t ss_kvpool_free_blocks(const ss_kvpool *p);
+int64_t ss_kvpool_total_blocks(const ss_kvpool *p);
+
+/* Run time: writes the step's k/v into the blocks of each row's sequence, then attends every
+ * query to its sequence's keys at positions up to its own (causal). Never allocates. */
+ss_status *ss_kvpool_attend(ss_kvpool *p, const ss_kv_layer *l, const ss_kv_step *s);
+
+#endif
