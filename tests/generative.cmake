@@ -94,3 +94,20 @@ foreach(family gpt2 llama)
     endif()
   endforeach()
 endforeach()
+
+# The token-loop engine (src/generate) on the --kv-pool model in-process: greedy equals PyTorch,
+# and 32 concurrent requests (greedy and sampled, different prompt lengths) equal their runs
+# alone, also on a pool small enough to preempt.
+add_executable(gen_engine ${SS_TEST_DIR}/generative/gen_engine.c)
+target_include_directories(gen_engine PRIVATE ${SS_TEST_DIR})
+target_link_libraries(gen_engine PRIVATE ss_generate ss_runtime)
+if(TARGET shardserve)
+  foreach(case gpt2_op17 llama_op17)
+    set(dir ${SS_GEN_DIR}/${case})
+    add_test(NAME gen_engine_${case}
+             COMMAND gen_engine ${dir}/shards_1x1_kvpool/device0/model.onnx ${dir}/prompt.npy
+                     ${dir}/ref_tokens.npy)
+    set_tests_properties(gen_engine_${case} PROPERTIES FIXTURES_REQUIRED kv_${case} TIMEOUT 120
+                         LABELS generative)
+  endforeach()
+endif()

@@ -174,9 +174,8 @@ static void concurrent_equals_alone(bool sampled, int32_t blocks)
     ss_sched_stats st = ss_gen_stats(e);
     for (int i = 0; i < N; i++) {
         CHECK(together[i].ended && together[i].end == alone[i].end);
-        CHECK_MSG(together[i].n == alone[i].n &&
-                      !memcmp(together[i].tokens, alone[i].tokens,
-                              sizeof(int64_t) * (size_t)alone[i].n),
+        CHECK_MSG(together[i].n == alone[i].n && !memcmp(together[i].tokens, alone[i].tokens,
+                                                         sizeof(int64_t) * (size_t)alone[i].n),
                   "request %d differs when batched", i);
     }
     CHECK(max_batch > 1); /* decodes were batched */
@@ -311,5 +310,4 @@ static void bad_requests_are_refused(void)
 TEST_MAIN(TEST(greedy_32_streams_equal_their_single_runs),
           TEST(sampled_32_streams_equal_their_single_runs), TEST(preemption_changes_nothing),
           TEST(stop_ids_and_cancellation), TEST(a_failed_call_fails_its_requests),
-          TEST(a_lost_pool_fails_what_it_held),
-          TEST(bad_requests_are_refused))
+          TEST(a_lost_pool_fails_what_it_held), TEST(bad_requests_are_refused))

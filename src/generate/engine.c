@@ -27,7 +27,7 @@ struct ss_gen_engine {
     ss_gen_options o;
     ss_sched *sched;
     ss_sampler *sampler;
-    float *row; /* a logits row to sample from (the sampler changes it) */
+    float *row;    /* a logits row to sample from (the sampler changes it) */
     gen_seq *seqs; /* by scheduler slot */
     uint64_t next_handle;
     int64_t next_pool_id;
@@ -292,9 +292,9 @@ static void take_token(ss_gen_engine *e, const ss_sched_item *it, const float *r
     gen_seq *q = &e->seqs[it->seq];
     if (!q->used || q->cancelled) return; /* ends before the next step */
     memcpy(e->row, row, sizeof(float) * (size_t)e->o.vocab);
-    int32_t token = ss_sample_next(e->sampler, &q->p.sample, &q->rng, e->row, q->tokens,
-                                   (size_t)q->n_tokens, q->tokens + q->n_prompt,
-                                   (size_t)(q->n_tokens - q->n_prompt));
+    int32_t token =
+        ss_sample_next(e->sampler, &q->p.sample, &q->rng, e->row, q->tokens, (size_t)q->n_tokens,
+                       q->tokens + q->n_prompt, (size_t)(q->n_tokens - q->n_prompt));
     q->tokens[q->n_tokens++] = token;
     ss_sched_append(e->sched, it->seq);
     ss_gen_state state = is_stop(q, token)                              ? SS_GEN_STOP
