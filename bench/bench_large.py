@@ -203,6 +203,7 @@ def start(model, work, tag):
         mb = str(max(64, min(512, 2 * A.max_size + 16)))
         c.serve([("neg", 1, c.write_rank_table(1))], wait_agents=120,
                 extra=("--grpc-max-msg-mb", mb, "--rest-max-msg-mb", mb, "--request-timeout-ms", "600000",
+                       "--rest-read-timeout-s", "3600",
                        "--heartbeat-timeout-ms", "60000"))
         c.agents(c.worker_addresses["neg"][0], models)
         c.wait_ready(timeout=120)

@@ -101,7 +101,7 @@ if(SS_FUZZ)  # PkgConfig::SS_FUZZ_CJSON comes from the block above
     target_compile_options(fuzz_kserve_${target} PRIVATE -fsanitize=fuzzer,address,undefined
                            -Wno-missing-braces)
     target_link_options(fuzz_kserve_${target} PRIVATE -fsanitize=fuzzer,address,undefined)
-    target_link_libraries(fuzz_kserve_${target} ss_kserveproto ss_serving ss_metrics ss_core
+    target_link_libraries(fuzz_kserve_${target} ss_kserveproto ss_serving ss_link ss_metrics ss_core
                           PkgConfig::SS_FUZZ_CJSON PkgConfig::PROTOBUFC)
     add_test(NAME fuzz_kserve_${target}_smoke
              COMMAND fuzz_kserve_${target} -max_total_time=10 -max_len=65536)

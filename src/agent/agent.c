@@ -98,6 +98,7 @@ static pending *pending_for(agent_state *a, ss_link_msg *m)
     /* more tensors than the model has inputs: execute refuses the request, no buffers for them */
     for (size_t i = 0; i < m->n_tensors && i < SS_AGENT_MAX_INPUTS; i++) {
         ss_tensor *t = &m->tensors[i];
+        if (t->data) continue; /* mapped from shared memory by the link: read in place */
         void *mem = t->dtype == SS_DT_STRING ? NULL : pending_buffer(p, i, t->nbytes);
         if (!mem) continue; /* this one goes to fresh memory */
         t->data = mem;
@@ -426,6 +427,33 @@ static pending *next_request(agent_state *a)
     }
 }
 
+/* Outputs the worker wants in shared memory (the client's region): written there, and tp[i]
+ * pointed at that memory so the RESULT names it instead of carrying the bytes. An output that
+ * cannot be placed (too big for its place, a key that is gone) travels as usual: the front end
+ * then reports what is wrong with the client's region. */
+static void place_outputs(const ss_link_msg *m, int rank, const ss_tensor **tp, size_t nt,
+                          ss_tensor *placed, bool *was_placed)
+{
+    for (size_t k = 0; k < m->n_places; k++) {
+        uint32_t i = m->places[k].output;
+        if (i >= nt || was_placed[i]) continue;
+        ss_status *st = ss_link_shm_place(&m->places[k], tp[i], &placed[i]);
+        if (st) {
+            SS_DEBUG("rank %d: output %u goes over the link: %s", rank, i, st->msg);
+            ss_status_free(st);
+            continue;
+        }
+        was_placed[i] = true;
+        tp[i] = &placed[i];
+    }
+}
+
+static void release_placed(ss_tensor *placed, const bool *was_placed, size_t nt)
+{
+    for (size_t i = 0; i < nt; i++)
+        if (was_placed[i]) ss_link_shm_release(&placed[i]);
+}
+
 static ss_status *serve(ss_rank *r, agent_state *a, const ss_comm_group *stage)
 {
     const ss_rank_config *cfg = ss_rank_get_config(r);
@@ -453,8 +481,12 @@ static ss_status *serve(ss_rank *r, agent_state *a, const ss_comm_group *stage)
             }
         res.tensor_names = names;
         atomic_store(&a->comm_bytes, res.comm_bytes);
+        ss_tensor placed[SS_AGENT_MAX_OUTPUTS];
+        bool was_placed[SS_AGENT_MAX_OUTPUTS] = {0};
+        place_outputs(&p->msg, cfg->rank, tp, nt, placed, was_placed);
         /* a quiet request is answered only when it failed */
         ss_status *sst = st || !p->msg.quiet ? ss_link_send(a->conn, &res, tp, nt) : NULL;
+        release_placed(placed, was_placed, nt);
         /* the monotonic start and end let a test see whether stages overlap across requests */
         SS_DEBUG("rank %d: request_id %llu: waited %.3f ms, ran %.3f ms (monotonic %llu..%llu ns), "
                  "answered in "

@@ -90,6 +90,7 @@ void ss_kserve_call_free(ss_kserve_call *call)
     for (size_t i = 0; i < call->n_owned; i++)
         free(call->owned[i]);
     free(call->owned);
+    ss_kserve_shm_let_go(call);
     if (call->wire_free) call->wire_free(call->wire);
     free(call);
 }
@@ -453,7 +454,7 @@ bool ss_kserve_build_request(ss_kserve_call *call, const ss_kserve_input *in, si
         ss_kserve_fail(err, 500, "out of memory building the request");
         return false;
     }
-    if (!fill_instances(call, in, n, req, err)) {
+    if (!fill_instances(call, in, n, req, err) || !ss_kserve_shm_places(call, req, err)) {
         ss_predict_request_free(req);
         return false;
     }

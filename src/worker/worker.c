@@ -497,6 +497,14 @@ static void job_fail(job *j, int64_t code, const char *fmt, ...)
     j->answered = true;
 }
 
+/* A result tensor the reply may take over as it is: owned, or in shared memory (the request's
+ * own place, which the front end holds while the reply lives; see job_places). */
+static bool result_movable(const ss_tensor *t)
+{
+    return t->storage == SS_STORE_OWNED || t->storage == SS_STORE_NONE ||
+           t->storage == SS_STORE_MAPPED || t->storage == SS_STORE_BORROWED;
+}
+
 /* Put the last rank's outputs (or the job's error) into its requests' replies. */
 static void job_complete(ss_worker *w, job *j)
 {
@@ -528,8 +536,7 @@ static void job_complete(ss_worker *w, job *j)
         for (int k = 0; !st && k < rs->method->n_outputs; k++) {
             ss_tensor piece, *res = &j->result.tensors[k];
             /* the batch's only instance owns every row: move the tensor, no copy */
-            if (j->n_tasks == 1 &&
-                (res->storage == SS_STORE_OWNED || res->storage == SS_STORE_NONE) &&
+            if (j->n_tasks == 1 && result_movable(res) &&
                 (whole || res->ndim == 0 || res->dims[0] == 1)) {
                 piece = *res;
                 memset(res, 0, sizeof *res);
@@ -1199,6 +1206,22 @@ static ss_status *build_inputs(ss_worker *w, job *j, ss_tensor **ins, const char
     return NULL;
 }
 
+/* The outputs the job's request wants in shared memory, as places for the last rank: only for a
+ * job of one instance (its outputs are the request's own); names become output indexes. */
+static size_t job_places(const job *j, ss_link_place *out)
+{
+    if (j->n_tasks != 1) return 0;
+    const ss_predict_request *req = j->tasks[0].rs->req;
+    const ss_method_config *mc = j->tasks[0].rs->method;
+    size_t n = 0;
+    for (size_t i = 0; i < req->n_places && n < SS_MAX_IO; i++)
+        for (int k = 0; k < mc->n_outputs; k++)
+            if (!strcmp(mc->outputs[k], req->places[i].output))
+                out[n++] = (ss_link_place){(uint32_t)k, req->places[i].key, req->places[i].offset,
+                                           req->places[i].byte_size};
+    return n;
+}
+
 /* Send a job's PREDICT to every rank, in rank order: stage 0 gets the inputs (all of it over the
  * link, or rank 0 over the link and the rest by rank 0's broadcast), later stages an empty
  * request; the last rank returns the outputs. Runs on the loop or on the bulk sender; touches
@@ -1208,6 +1231,7 @@ static ss_status *send_job(ss_worker *w, job *j, ss_link_conn *const *conns, boo
     ss_tensor *ins[SS_MAX_IO];
     const char *names[SS_MAX_IO];
     ss_link_spec specs[SS_MAX_IO];
+    ss_link_place places[SS_MAX_IO];
     int n_ins = 0;
     ss_status *st = build_inputs(w, j, ins, names, &n_ins);
     if (st) return st;
@@ -1227,6 +1251,7 @@ static ss_status *send_job(ss_worker *w, job *j, ss_link_conn *const *conns, boo
                          .quiet = r != n - 1,
                          .tensor_names = tensors ? (char **)names : NULL,
                          .share_inputs = bcast && r == 0};
+        if (r == n - 1) m.n_places = job_places(j, places), m.places = places;
         if (stage0 && bcast && r > 0) {
             m.has_input_root = true;
             m.input_root = 0;

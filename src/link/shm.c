@@ -1,0 +1,170 @@
+/*
+ * shm: tensors in POSIX shared memory cross a local link as (key, offset), not as bytes (see
+ * link.h, "shared memory"). The table of shared ranges is one per process, under one mutex;
+ * frame.c asks it once per tensor while packing a header (link_shm_find) and maps what a header
+ * names while unpacking one (link_shm_map). A mapping made here covers exactly the tensor's pages
+ * and belongs to the tensor (SS_STORE_MAPPED), so nothing here must outlive a request: a region
+ * the client unregisters (or unlinks) while an agent computes on it stays mapped until the
+ * agent's tensor is freed.
+ */
+#include "link_internal.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+typedef struct shared {
+    const uint8_t *base;
+    size_t len;
+    char key[LINK_SHM_KEY_MAX];
+    uint64_t key_offset;
+    struct shared *next;
+} shared;
+
+static pthread_mutex_t table_mu = PTHREAD_MUTEX_INITIALIZER;
+static shared *table;
+
+bool link_shm_wanted(void)
+{
+    const char *v = getenv("SHARDSERVE_LINK_SHM");
+    return !v || strcmp(v, "0") != 0;
+}
+
+bool link_shm_key_valid(const char *key)
+{
+    size_t n = strnlen(key, LINK_SHM_KEY_MAX);
+    return n > 1 && n < LINK_SHM_KEY_MAX && key[0] == '/' && !strchr(key + 1, '/');
+}
+
+ss_status *ss_link_shm_share(const void *base, size_t len, const char *key, uint64_t key_offset)
+{
+    if (!link_shm_key_valid(key))
+        return ss_errf(SS_ERR_INVALID, "shared memory key '%.200s' is not a POSIX shm name", key);
+    shared *s = calloc(1, sizeof *s);
+    if (!s) return ss_errf(SS_ERR_NOMEM, "shared memory table");
+    s->base = base;
+    s->len = len;
+    snprintf(s->key, sizeof s->key, "%s", key);
+    s->key_offset = key_offset;
+    pthread_mutex_lock(&table_mu);
+    s->next = table;
+    table = s;
+    pthread_mutex_unlock(&table_mu);
+    return NULL;
+}
+
+void ss_link_shm_unshare(const void *base)
+{
+    pthread_mutex_lock(&table_mu);
+    for (shared **pp = &table; *pp; pp = &(*pp)->next)
+        if ((*pp)->base == base) {
+            shared *s = *pp;
+            *pp = s->next;
+            free(s);
+            break;
+        }
+    pthread_mutex_unlock(&table_mu);
+}
+
+bool link_shm_find(const void *p, size_t n, char key[LINK_SHM_KEY_MAX], uint64_t *offset)
+{
+    const uint8_t *b = p;
+    bool found = false;
+    pthread_mutex_lock(&table_mu);
+    for (const shared *s = table; s && !found; s = s->next)
+        if (b >= s->base && n <= s->len && (size_t)(b - s->base) <= s->len - n) {
+            memcpy(key, s->key, LINK_SHM_KEY_MAX);
+            *offset = s->key_offset + (uint64_t)(b - s->base);
+            found = true;
+        }
+    pthread_mutex_unlock(&table_mu);
+    return found;
+}
+
+/* This process's own mapping of key's [offset, offset + n), or NULL. */
+static void *shared_here(const char *key, uint64_t offset, size_t n)
+{
+    void *p = NULL;
+    pthread_mutex_lock(&table_mu);
+    for (const shared *s = table; s && !p; s = s->next)
+        if (!strcmp(s->key, key) && offset >= s->key_offset && n <= s->len &&
+            offset - s->key_offset <= s->len - n)
+            p = (void *)(s->base + (offset - s->key_offset));
+    pthread_mutex_unlock(&table_mu);
+    return p;
+}
+
+/* Map key's [offset, offset + n) into t (storage MAPPED, pages populated). */
+static ss_status *map_range(const char *key, uint64_t offset, size_t n, bool writable, ss_tensor *t)
+{
+    if (!link_shm_key_valid(key))
+        return ss_errf(SS_ERR_INVALID, "shared memory key '%.200s' is not a POSIX shm name", key);
+    int fd = shm_open(key, writable ? O_RDWR : O_RDONLY, 0);
+    struct stat st;
+    if (fd < 0 || fstat(fd, &st) != 0) {
+        ss_status *e = ss_errf(SS_ERR_INVALID, "cannot open shared memory '%s': %s", key,
+                               strerror(errno));
+        if (fd >= 0) close(fd);
+        return e;
+    }
+    if (offset > (uint64_t)st.st_size || n > (uint64_t)st.st_size - offset) {
+        close(fd);
+        return ss_errf(SS_ERR_INVALID,
+                       "shared memory '%s' holds %lld bytes, too few for %zu at offset %llu", key,
+                       (long long)st.st_size, n, (unsigned long long)offset);
+    }
+    uint64_t page = (uint64_t)sysconf(_SC_PAGESIZE), start = offset / page * page;
+    size_t len = (size_t)(offset - start) + (n ? n : 1);
+    int prot = PROT_READ | (writable ? PROT_WRITE : 0);
+    uint8_t *m = mmap(NULL, len, prot, MAP_SHARED | MAP_POPULATE, fd, (off_t)start);
+    close(fd);
+    if (m == MAP_FAILED)
+        return ss_errf(SS_ERR_NOMEM, "cannot map %zu bytes of shared memory '%s': %s", n, key,
+                       strerror(errno));
+    t->data = m + (offset - start);
+    t->nbytes = n;
+    t->storage = SS_STORE_MAPPED;
+    t->map_base = m;
+    t->map_len = len;
+    return NULL;
+}
+
+ss_status *link_shm_map(const char *key, uint64_t offset, ss_tensor *t)
+{
+    void *here = shared_here(key, offset, t->nbytes);
+    if (here) {
+        t->data = here;
+        t->storage = SS_STORE_BORROWED;
+        return NULL;
+    }
+    return map_range(key, offset, t->nbytes, false, t);
+}
+
+ss_status *ss_link_shm_place(const ss_link_place *p, const ss_tensor *t, ss_tensor *out)
+{
+    if (t->dtype == SS_DT_STRING)
+        return ss_errf(SS_ERR_UNSUPPORTED, "string outputs cannot be placed in shared memory");
+    if (t->nbytes > p->byte_size)
+        return ss_errf(SS_ERR_LIMIT, "output of %zu bytes does not fit %llu bytes of '%s'",
+                       t->nbytes, (unsigned long long)p->byte_size, p->key);
+    *out = *t;
+    out->map_base = NULL;
+    ss_status *st = map_range(p->key, p->offset, t->nbytes, true, out);
+    if (st) return st;
+    if (t->nbytes) memcpy(out->data, t->data, t->nbytes);
+    st = ss_link_shm_share(out->data, out->nbytes, p->key, p->offset);
+    if (st) ss_tensor_free(out);
+    return st;
+}
+
+void ss_link_shm_release(ss_tensor *t)
+{
+    ss_link_shm_unshare(t->data);
+    ss_tensor_free(t);
+}
