@@ -23,3 +23,11 @@ add_test(NAME serving_kserve COMMAND ${SS_PY} ${SS_TEST_DIR}/serving/test_kserve
 set_tests_properties(serving_kserve PROPERTIES
   ENVIRONMENT "SHARDSERVE=$<TARGET_FILE:shardserve>;PYTHONPATH=${CMAKE_SOURCE_DIR}/python:${CMAKE_BINARY_DIR}/python_proto;no_proxy=*;http_proxy=;https_proxy="
   TIMEOUT 300 RUN_SERIAL TRUE)
+
+# KServe's shared-memory extension with real agents: regions reach a local agent over the link by
+# key (the tensor never crosses a socket), outputs written by the last rank; the region errors and
+# a region unregistered while a request uses it.
+add_test(NAME serving_kserve_shm_agents COMMAND ${SS_PY} ${SS_TEST_DIR}/serving/test_kserve_shm_agents.py)
+set_tests_properties(serving_kserve_shm_agents PROPERTIES
+  ENVIRONMENT "SHARDSERVE=$<TARGET_FILE:shardserve>;no_proxy=*;http_proxy=;https_proxy="
+  TIMEOUT 300 RUN_SERIAL TRUE)

@@ -129,6 +129,10 @@ typedef struct {
     /* PREDICT: outputs the last rank writes into shared memory */
     ss_link_place *places;
     size_t n_places;
+    /* Receive: a tensor named by shared-memory key could not be mapped (the key is gone, the
+     * object is too small): the frame is fine and the link stays up, but that tensor has no
+     * data; answer the request with this error. */
+    char *shm_error;
 } ss_link_msg;
 
 /* Release what a received (or decoded) message owns and zero it. */
@@ -224,7 +228,7 @@ void ss_link_close(ss_link_conn *c);
  * while that stays shared), else through its own mapping (storage MAPPED, freed with the
  * tensor: the object's pages live while any mapping does, so the sender may drop its own).
  * Over TCP the bytes travel as always. A key the receiver cannot open, or an object smaller than
- * the range, fails the receive like any bad frame, naming the key.
+ * the range, sets the message's shm_error (naming the key), never breaks the link.
  */
 ss_status *ss_link_shm_share(const void *base, size_t len, const char *key, uint64_t key_offset);
 /* Stop describing [base, ...) by key (frames already sent are unaffected). */

@@ -376,6 +376,9 @@ static ss_status *execute(ss_rank *r, const ss_comm_group *stage, pending *p,
     size_t n_got = 0;
     *n_outs = 0;
     if (n_in > SS_AGENT_MAX_INPUTS) return too_many_inputs(r, (size_t)n_in); /* checked at load */
+    if (p->msg.shm_error)
+        return ss_errf(SS_ERR_INVALID, "rank %d: an input in shared memory: %s",
+                       ss_rank_get_config(r)->rank, p->msg.shm_error);
     ss_status *st = gather_inputs(r, stage, p, got, names, &n_got);
     if (st) return st;
     if ((size_t)n_in != n_got)

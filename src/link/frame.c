@@ -598,9 +598,10 @@ static ss_status *unpack_desc(const Shardserve__Link__TensorDesc *in, ss_tensor 
     return NULL;
 }
 
-/* A tensor described by shared-memory key: mapped now, nothing of it in the payload. */
+/* A tensor described by shared-memory key: mapped now, nothing of it in the payload. A key that
+ * cannot be mapped is the request's problem (m->shm_error), not the link's. */
 static ss_status *unpack_shm(const Shardserve__Link__TensorDesc *in, ss_tensor *t, uint64_t *size,
-                             bool local)
+                             bool local, ss_link_msg *m)
 {
     if (!local)
         return ss_errf(SS_ERR_INVALID, "shared memory '%.200s' named over a link that is not local",
@@ -608,7 +609,11 @@ static ss_status *unpack_shm(const Shardserve__Link__TensorDesc *in, ss_tensor *
     if (t->dtype == SS_DT_STRING)
         return ss_errf(SS_ERR_INVALID, "a string tensor cannot be in shared memory");
     *size = 0;
-    return link_shm_map(in->shm_key, in->shm_offset, t);
+    ss_status *st = link_shm_map(in->shm_key, in->shm_offset, t);
+    if (st && !m->shm_error) m->shm_error = strdup(st->msg);
+    if (st && !m->shm_error) return ss_errf(SS_ERR_NOMEM, "shared memory error text");
+    ss_status_free(st);
+    return NULL;
 }
 
 static ss_status *unpack_places(Shardserve__Link__Place **in, size_t n, ss_link_msg *m,
@@ -648,7 +653,7 @@ static ss_status *unpack_tensors(const link_prefix *p, Shardserve__Link__TensorD
         m->n_tensors = i + 1; /* so that ss_link_msg_free releases what was made so far */
         ss_status *st = unpack_desc(in[i], &m->tensors[i], &(*sizes)[i]);
         if (!st && in[i]->shm_key && in[i]->shm_key[0])
-            st = unpack_shm(in[i], &m->tensors[i], &(*sizes)[i], local);
+            st = unpack_shm(in[i], &m->tensors[i], &(*sizes)[i], local, m);
         if (!st && (*sizes)[i] > p->payload_len - total)
             st = ss_errf(SS_ERR_INVALID, "its %llu bytes overrun the declared payload of %llu",
                          (unsigned long long)(*sizes)[i], (unsigned long long)p->payload_len);
@@ -888,6 +893,7 @@ void ss_link_msg_free(ss_link_msg *m)
     for (size_t i = 0; m->places && i < m->n_places; i++)
         free(m->places[i].key);
     free(m->places);
+    free(m->shm_error);
     memset(m, 0, sizeof *m);
 }
 

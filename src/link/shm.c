@@ -108,8 +108,8 @@ static ss_status *map_range(const char *key, uint64_t offset, size_t n, bool wri
     int fd = shm_open(key, writable ? O_RDWR : O_RDONLY, 0);
     struct stat st;
     if (fd < 0 || fstat(fd, &st) != 0) {
-        ss_status *e = ss_errf(SS_ERR_INVALID, "cannot open shared memory '%s': %s", key,
-                               strerror(errno));
+        ss_status *e =
+            ss_errf(SS_ERR_INVALID, "cannot open shared memory '%s': %s", key, strerror(errno));
         if (fd >= 0) close(fd);
         return e;
     }

@@ -1104,8 +1104,10 @@ static void on_result(ss_worker *w, int rank, ss_link_msg *m)
     bool last = rank == w->cfg.rank_size - 1;
     if (!last && m->status_code == 0) return;
     job *j = find_job(w, m->request_id);
-    if (!j || j->answered) return; /* answered already (failed or timed out) */
-    if (m->status_code != 0) {
+    if (!j || j->answered) return;             /* answered already (failed or timed out) */
+    if (m->status_code == 0 && m->shm_error) { /* an output in shared memory the link lost */
+        job_fail(j, SS_SERVING_SYSTEM_ERROR, "the result of rank %d: %s", rank, m->shm_error);
+    } else if (m->status_code != 0) {
         /* a rank that lost a peer (a collective failed) means the group is down: code 4 */
         bool group_down = m->status_code == SS_ERR_UNAVAILABLE || m->status_code == SS_ERR_TIMEOUT;
         job_fail(j, group_down ? SS_SERVING_WORKER_UNAVAILABLE : SS_SERVING_SYSTEM_ERROR,
