@@ -133,6 +133,7 @@ typedef struct {
      * object is too small): the frame is fine and the link stays up, but that tensor has no
      * data; answer the request with this error. */
     char *shm_error;
+    void *link_private; /* the link's own: shared-memory mappings the tensors hold */
 } ss_link_msg;
 
 /* Release what a received (or decoded) message owns and zero it. */
@@ -225,17 +226,20 @@ void ss_link_close(ss_link_conn *c);
  * (a Unix socket) ss_link_send describes a numeric tensor lying wholly inside shared memory by
  * key and offset instead of sending its bytes, and the receiver maps it in place: into memory
  * this process shares already when the key's range is shared here (storage BORROWED, valid
- * while that stays shared), else through its own mapping (storage MAPPED, freed with the
- * tensor: the object's pages live while any mapping does, so the sender may drop its own).
+ * while that stays shared); for a PREDICT into a mapping kept across requests and held by the
+ * message until ss_link_msg_free (storage BORROWED: a reused region is mapped once); else through
+ * a mapping of its own (storage MAPPED, freed with the tensor). The object's pages live while any
+ * mapping does, so the sender may drop its own meanwhile.
  * Over TCP the bytes travel as always. A key the receiver cannot open, or an object smaller than
  * the range, sets the message's shm_error (naming the key), never breaks the link.
  */
 ss_status *ss_link_shm_share(const void *base, size_t len, const char *key, uint64_t key_offset);
 /* Stop describing [base, ...) by key (frames already sent are unaffected). */
 void ss_link_shm_unshare(const void *base);
-/* Write tensor t into the place's shared memory (it must fit byte_size) and give *out, the same
- * tensor in its own writable mapping of that memory, shared (above) so that sending it sends
- * only the key; release it with ss_link_shm_release. */
+/* Write tensor t into the place's shared memory (it must fit byte_size; no copy when t->data is
+ * there already, see ss_link_shm_target) and give *out, the same tensor in a kept writable
+ * mapping of that memory, shared (above) so that sending it sends only the key; release it with
+ * ss_link_shm_release. */
 ss_status *ss_link_shm_place(const ss_link_place *p, const ss_tensor *t, ss_tensor *out);
 void ss_link_shm_release(ss_tensor *t);
 

@@ -609,7 +609,7 @@ static ss_status *unpack_shm(const Shardserve__Link__TensorDesc *in, ss_tensor *
     if (t->dtype == SS_DT_STRING)
         return ss_errf(SS_ERR_INVALID, "a string tensor cannot be in shared memory");
     *size = 0;
-    ss_status *st = link_shm_map(in->shm_key, in->shm_offset, t);
+    ss_status *st = link_shm_map(in->shm_key, in->shm_offset, t, m);
     if (st && !m->shm_error) m->shm_error = strdup(st->msg);
     if (st && !m->shm_error) return ss_errf(SS_ERR_NOMEM, "shared memory error text");
     ss_status_free(st);
@@ -894,6 +894,7 @@ void ss_link_msg_free(ss_link_msg *m)
         free(m->places[i].key);
     free(m->places);
     free(m->shm_error);
+    link_shm_let_go(m);
     memset(m, 0, sizeof *m);
 }
 

@@ -76,8 +76,11 @@ bool link_shm_key_valid(const char *key);
 bool link_shm_wanted(void);
 /* The key and offset of shared memory holding [p, p + n) wholly, if any. */
 bool link_shm_find(const void *p, size_t n, char key[LINK_SHM_KEY_MAX], uint64_t *offset);
-/* Point t (nbytes set) at key's bytes from offset: this process's shared mapping or a new one. */
-ss_status *link_shm_map(const char *key, uint64_t offset, ss_tensor *t);
+/* Point t (nbytes set) at key's bytes from offset: this process's shared mapping, a kept mapping
+ * m holds (PREDICT) or a mapping of its own (storage MAPPED). */
+ss_status *link_shm_map(const char *key, uint64_t offset, ss_tensor *t, ss_link_msg *m);
+/* Let go of the kept mappings m holds (ss_link_msg_free). */
+void link_shm_let_go(ss_link_msg *m);
 
 /* Read the payload of a described message: into caller storage where tensors[i].data is set,
  * into fresh aligned owned storage otherwise. */
