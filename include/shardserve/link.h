@@ -241,6 +241,11 @@ void ss_link_shm_unshare(const void *base);
  * mapping of that memory, shared (above) so that sending it sends only the key; release it with
  * ss_link_shm_release. */
 ss_status *ss_link_shm_place(const ss_link_place *p, const ss_tensor *t, ss_tensor *out);
+/* A writable mapping of the place's byte_size bytes, held: *at is where ss_link_shm_place writes,
+ * for a producer that computes the output there itself (ss_session_run_into). Let go with
+ * ss_link_shm_untarget. */
+ss_status *ss_link_shm_target(const ss_link_place *p, void **at);
+void ss_link_shm_untarget(void *at);
 void ss_link_shm_release(ss_tensor *t);
 
 /* ---------------------------------------------------------------- secrets */

@@ -366,8 +366,29 @@ static ss_status *gather_inputs(ss_rank *r, const ss_comm_group *g, pending *p, 
     return NULL;
 }
 
-static ss_status *execute(ss_rank *r, const ss_comm_group *stage, pending *p,
-                          const ss_tensor **outs, int *n_outs)
+/* Where the places of the request want its outputs (dest[i], cap[i]; NULL = nowhere), held
+ * until untarget: the session computes an output there itself when it can. */
+static void target_places(const ss_link_msg *m, int n_outputs, void **dest, size_t *cap)
+{
+    for (int i = 0; i < SS_AGENT_MAX_OUTPUTS; i++)
+        dest[i] = NULL, cap[i] = 0;
+    for (size_t k = 0; k < m->n_places; k++) {
+        uint32_t i = m->places[k].output;
+        if (i >= (uint32_t)n_outputs || i >= SS_AGENT_MAX_OUTPUTS || dest[i]) continue;
+        ss_status *st = ss_link_shm_target(&m->places[k], &dest[i]);
+        cap[i] = st ? 0 : (size_t)m->places[k].byte_size;
+        ss_status_free(st); /* not placed: place_outputs says why */
+    }
+}
+
+static void untarget_places(void **dest)
+{
+    for (int i = 0; i < SS_AGENT_MAX_OUTPUTS; i++)
+        if (dest[i]) ss_link_shm_untarget(dest[i]);
+}
+
+static ss_status *execute(ss_rank *r, const ss_comm_group *stage, pending *p, void *const *dest,
+                          const size_t *cap, const ss_tensor **outs, int *n_outs)
 {
     ss_session *s = ss_rank_session(r);
     int n_in = ss_session_num_inputs(s);
@@ -393,7 +414,7 @@ static ss_status *execute(ss_rank *r, const ss_comm_group *stage, pending *p,
         if (found < 0) found = i; /* positional when unnamed */
         ins[i] = got[found];
     }
-    st = ss_session_run(s, ins, n_in, outs);
+    st = ss_session_run_into(s, ins, n_in, dest, cap, outs);
     if (!st) *n_outs = ss_session_num_outputs(s);
     return st;
 }
@@ -467,7 +488,10 @@ static ss_status *serve(ss_rank *r, agent_state *a, const ss_comm_group *stage)
         const ss_tensor *outs = NULL;
         int n_outs = 0;
         uint64_t t_start = ss_now_ns();
-        ss_status *st = execute(r, stage, p, &outs, &n_outs);
+        void *dest[SS_AGENT_MAX_OUTPUTS];
+        size_t cap[SS_AGENT_MAX_OUTPUTS];
+        target_places(&p->msg, ss_session_num_outputs(s), dest, cap);
+        ss_status *st = execute(r, stage, p, dest, cap, &outs, &n_outs);
         uint64_t t_run = ss_now_ns();
         ss_link_msg res = {.type = SS_LINK_RESULT,
                            .request_id = p->msg.request_id,
@@ -490,6 +514,7 @@ static ss_status *serve(ss_rank *r, agent_state *a, const ss_comm_group *stage)
         /* a quiet request is answered only when it failed */
         ss_status *sst = st || !p->msg.quiet ? ss_link_send(a->conn, &res, tp, nt) : NULL;
         release_placed(placed, was_placed, nt);
+        untarget_places(dest);
         /* the monotonic start and end let a test see whether stages overlap across requests */
         SS_DEBUG("rank %d: request_id %llu: waited %.3f ms, ran %.3f ms (monotonic %llu..%llu ns), "
                  "answered in "

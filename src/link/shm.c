@@ -302,6 +302,19 @@ ss_status *ss_link_shm_place(const ss_link_place *p, const ss_tensor *t, ss_tens
     return st;
 }
 
+ss_status *ss_link_shm_target(const ss_link_place *p, void **at)
+{
+    uint8_t *b = NULL;
+    ss_status *st = cache_hold(p->key, p->offset, (size_t)p->byte_size, &b);
+    *at = st ? NULL : b;
+    return st;
+}
+
+void ss_link_shm_untarget(void *at)
+{
+    cache_unhold(at);
+}
+
 void ss_link_shm_release(ss_tensor *t)
 {
     ss_link_shm_unshare(t->data);
