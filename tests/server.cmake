@@ -95,13 +95,13 @@ if(SS_FUZZ)  # PkgConfig::SS_FUZZ_CJSON comes from the block above
     add_executable(fuzz_kserve_${target} ${SS_TEST_DIR}/test_kserve_fuzz_${target}.c
                    ${ss_kserve_src}/kserve_codec.c ${ss_kserve_src}/kserve_rest.c ${ss_kserve_src}/sbuf.c
                    ${ss_kserve_src}/kserve_grpc.c ${ss_kserve_src}/pb_budget.c
-                   ${ss_kserve_src}/kserve_stats.c ${ss_kserve_src}/kserve_shm.c
+                   ${ss_kserve_src}/kserve_stats.c ${ss_kserve_src}/kserve_shm.c ${ss_kserve_src}/kserve_pool.c
                    ${ss_kserve_src}/kserve_repo.c)
     target_include_directories(fuzz_kserve_${target} PRIVATE ${ss_kserve_src})
     target_compile_options(fuzz_kserve_${target} PRIVATE -fsanitize=fuzzer,address,undefined
                            -Wno-missing-braces)
     target_link_options(fuzz_kserve_${target} PRIVATE -fsanitize=fuzzer,address,undefined)
-    target_link_libraries(fuzz_kserve_${target} ss_kserveproto ss_serving ss_metrics ss_core
+    target_link_libraries(fuzz_kserve_${target} ss_kserveproto ss_serving ss_link ss_metrics ss_core
                           PkgConfig::SS_FUZZ_CJSON PkgConfig::PROTOBUFC)
     add_test(NAME fuzz_kserve_${target}_smoke
              COMMAND fuzz_kserve_${target} -max_total_time=10 -max_len=65536)

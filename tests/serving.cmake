@@ -30,3 +30,11 @@ add_test(NAME serving_dynamic_inputs COMMAND ${SS_PY} ${SS_TEST_DIR}/serving/tes
 set_tests_properties(serving_dynamic_inputs PROPERTIES
   ENVIRONMENT "SHARDSERVE=$<TARGET_FILE:shardserve>;PYTHONPATH=${CMAKE_SOURCE_DIR}/python;no_proxy=*;http_proxy=;https_proxy="
   TIMEOUT 300)
+
+# KServe's shared-memory extension with real agents: regions reach a local agent over the link by
+# key (the tensor never crosses a socket), outputs written by the last rank; the region errors and
+# a region unregistered while a request uses it.
+add_test(NAME serving_kserve_shm_agents COMMAND ${SS_PY} ${SS_TEST_DIR}/serving/test_kserve_shm_agents.py)
+set_tests_properties(serving_kserve_shm_agents PROPERTIES
+  ENVIRONMENT "SHARDSERVE=$<TARGET_FILE:shardserve>;no_proxy=*;http_proxy=;https_proxy="
+  TIMEOUT 300 RUN_SERIAL TRUE)

@@ -56,6 +56,34 @@ static void seed_model_gives_minus_48(void)
     ss_session_free(s);
 }
 
+/* ss_session_run_into: an elementwise output (the seed's Neg) lands in the caller's buffer; a
+ * buffer too small is left alone, and plain runs afterwards use the session's own buffer again. */
+static void run_into_writes_the_output_in_place(void)
+{
+    ss_session *s = NULL;
+    CHECK_OK(ss_session_create(fixture("good.onnx"), NULL, &s));
+    if (!s) return;
+    ss_tensor x;
+    ones(&x, 128, 96);
+    size_t bytes = 128 * 16 * sizeof(float);
+    float *dest = calloc(128 * 16, sizeof(float));
+    void *d[1] = {dest};
+    size_t cap[1] = {bytes}, small[1] = {bytes - 4};
+    const ss_tensor *out = NULL;
+    CHECK_OK(ss_session_run_into(s, &x, 1, d, cap, &out));
+    if (out) CHECK(out[0].data == (void *)dest && all_equal(&out[0], -48.0f));
+    memset(dest, 0, bytes);
+    CHECK_OK(ss_session_run_into(s, &x, 1, d, small, &out));
+    if (out) CHECK(out[0].data != (void *)dest && all_equal(&out[0], -48.0f));
+    CHECK_OK(ss_session_run(s, &x, 1, &out));
+    if (out) CHECK(out[0].data != (void *)dest && all_equal(&out[0], -48.0f));
+    CHECK_MSG(dest[0] == 0.0f && dest[128 * 16 - 1] == 0.0f,
+              "a run wrote into the caller's buffer");
+    free(dest);
+    ss_tensor_free(&x);
+    ss_session_free(s);
+}
+
 static void run_allocates_nothing(void)
 {
     ss_session *s = NULL;
@@ -425,7 +453,8 @@ static void computed_shape_replans_only_on_change(void)
     ss_session_free(s);
 }
 
-TEST_MAIN(TEST(seed_model_gives_minus_48), TEST(data_dependent_shape_replans_only_on_change),
+TEST_MAIN(TEST(seed_model_gives_minus_48), TEST(run_into_writes_the_output_in_place),
+          TEST(data_dependent_shape_replans_only_on_change),
           TEST(computed_shape_replans_only_on_change), TEST(run_allocates_nothing),
           TEST(arena_reuses_buffers), TEST(dynamic_dim_replans_only_on_change),
           TEST(replan_reuses_packed_weights), TEST(bad_inputs_are_named),

@@ -70,6 +70,13 @@ typedef struct {
     int64_t dims[SS_MAX_DIMS];
 } ss_link_spec;
 
+/* PREDICT: an output to write straight into shared memory (see "shared memory" below). */
+typedef struct {
+    uint32_t output; /* index among the model's outputs */
+    char *key;       /* POSIX shm name, "/..." */
+    uint64_t offset, byte_size;
+} ss_link_place;
+
 /*
  * One message. Only the fields of `type` are meaningful. On send the link only reads the fields
  * (strings may be NULL = empty). On receive every pointer is owned by the message and released
@@ -119,6 +126,14 @@ typedef struct {
     char **tensor_names;
     ss_tensor *tensors;
     size_t n_tensors;
+    /* PREDICT: outputs the last rank writes into shared memory */
+    ss_link_place *places;
+    size_t n_places;
+    /* Receive: a tensor named by shared-memory key could not be mapped (the key is gone, the
+     * object is too small): the frame is fine and the link stays up, but that tensor has no
+     * data; answer the request with this error. */
+    char *shm_error;
+    void *link_private; /* the link's own: shared-memory mappings the tensors hold */
 } ss_link_msg;
 
 /* Release what a received (or decoded) message owns and zero it. */
@@ -202,6 +217,36 @@ void ss_link_conn_stats(const ss_link_conn *c, uint64_t *bytes_sent, uint64_t *b
 void ss_link_shutdown(ss_link_conn *c);
 /* Close and free. No other thread may be using the connection. NULL is fine. */
 void ss_link_close(ss_link_conn *c);
+
+/* ---------------------------------------------------------------- shared memory */
+
+/*
+ * Tensors in shared memory never cross a local link. Memory of this process that a POSIX shm
+ * object backs is "shared" here (base, len -> key, offset of base in the object). On a local link
+ * (a Unix socket) ss_link_send describes a numeric tensor lying wholly inside shared memory by
+ * key and offset instead of sending its bytes, and the receiver maps it in place: into memory
+ * this process shares already when the key's range is shared here (storage BORROWED, valid
+ * while that stays shared); for a PREDICT into a mapping kept across requests and held by the
+ * message until ss_link_msg_free (storage BORROWED: a reused region is mapped once); else through
+ * a mapping of its own (storage MAPPED, freed with the tensor). The object's pages live while any
+ * mapping does, so the sender may drop its own meanwhile.
+ * Over TCP the bytes travel as always. A key the receiver cannot open, or an object smaller than
+ * the range, sets the message's shm_error (naming the key), never breaks the link.
+ */
+ss_status *ss_link_shm_share(const void *base, size_t len, const char *key, uint64_t key_offset);
+/* Stop describing [base, ...) by key (frames already sent are unaffected). */
+void ss_link_shm_unshare(const void *base);
+/* Write tensor t into the place's shared memory (it must fit byte_size; no copy when t->data is
+ * there already, see ss_link_shm_target) and give *out, the same tensor in a kept writable
+ * mapping of that memory, shared (above) so that sending it sends only the key; release it with
+ * ss_link_shm_release. */
+ss_status *ss_link_shm_place(const ss_link_place *p, const ss_tensor *t, ss_tensor *out);
+/* A writable mapping of the place's byte_size bytes, held: *at is where ss_link_shm_place writes,
+ * for a producer that computes the output there itself (ss_session_run_into). Let go with
+ * ss_link_shm_untarget. */
+ss_status *ss_link_shm_target(const ss_link_place *p, void **at);
+void ss_link_shm_untarget(void *at);
+void ss_link_shm_release(ss_tensor *t);
 
 /* ---------------------------------------------------------------- secrets */
 

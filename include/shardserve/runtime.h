@@ -68,6 +68,13 @@ const ss_onnx_model *ss_session_model(const ss_session *s);
  * num_outputs tensors owned by the session, valid until the next run or free. */
 ss_status *ss_session_run(ss_session *s, const ss_tensor *inputs, int n_inputs,
                           const ss_tensor **outputs);
+/* As ss_session_run, computing output i straight into dest[i] (cap[i] bytes; dest NULL or
+ * dest[i] NULL: the session's own buffer) where that is safe: an output an elementwise node
+ * writes into a buffer of its own, not aliased, in a plan that does not re-plan mid-run, and
+ * that fits. (*outputs)[i].data says where each output is. Serving agents use it to write an
+ * output straight into the client's shared memory. */
+ss_status *ss_session_run_into(ss_session *s, const ss_tensor *inputs, int n_inputs,
+                               void *const *dest, const size_t *cap, const ss_tensor **outputs);
 
 typedef struct {
     int n_nodes;        /* nodes in the graph */

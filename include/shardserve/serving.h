@@ -63,12 +63,22 @@ typedef struct {
     char *message;
 } ss_serving_error;
 
+/* An output the client wants written straight into POSIX shared memory (KServe's shared-memory
+ * extension): a backend may write it there itself and answer with a tensor in that memory. */
+typedef struct {
+    char *output; /* the method's output name */
+    char *key;    /* POSIX shm name */
+    uint64_t offset, byte_size;
+} ss_serving_place;
+
 typedef struct {
     char *servable;
     char *method;
     uint64_t version; /* 0 = the latest version */
     ss_serving_instance *instances;
     size_t count;
+    ss_serving_place *places; /* optional, owned; a hint: the front end still checks the reply */
+    size_t n_places;
 } ss_predict_request;
 
 /*

@@ -98,6 +98,7 @@ static pending *pending_for(agent_state *a, ss_link_msg *m)
     /* more tensors than the model has inputs: execute refuses the request, no buffers for them */
     for (size_t i = 0; i < m->n_tensors && i < SS_AGENT_MAX_INPUTS; i++) {
         ss_tensor *t = &m->tensors[i];
+        if (t->data) continue; /* mapped from shared memory by the link: read in place */
         void *mem = t->dtype == SS_DT_STRING ? NULL : pending_buffer(p, i, t->nbytes);
         if (!mem) continue; /* this one goes to fresh memory */
         t->data = mem;
@@ -365,8 +366,29 @@ static ss_status *gather_inputs(ss_rank *r, const ss_comm_group *g, pending *p, 
     return NULL;
 }
 
-static ss_status *execute(ss_rank *r, const ss_comm_group *stage, pending *p,
-                          const ss_tensor **outs, int *n_outs)
+/* Where the places of the request want its outputs (dest[i], cap[i]; NULL = nowhere), held
+ * until untarget: the session computes an output there itself when it can. */
+static void target_places(const ss_link_msg *m, int n_outputs, void **dest, size_t *cap)
+{
+    for (int i = 0; i < SS_AGENT_MAX_OUTPUTS; i++)
+        dest[i] = NULL, cap[i] = 0;
+    for (size_t k = 0; k < m->n_places; k++) {
+        uint32_t i = m->places[k].output;
+        if (i >= (uint32_t)n_outputs || i >= SS_AGENT_MAX_OUTPUTS || dest[i]) continue;
+        ss_status *st = ss_link_shm_target(&m->places[k], &dest[i]);
+        cap[i] = st ? 0 : (size_t)m->places[k].byte_size;
+        ss_status_free(st); /* not placed: place_outputs says why */
+    }
+}
+
+static void untarget_places(void **dest)
+{
+    for (int i = 0; i < SS_AGENT_MAX_OUTPUTS; i++)
+        if (dest[i]) ss_link_shm_untarget(dest[i]);
+}
+
+static ss_status *execute(ss_rank *r, const ss_comm_group *stage, pending *p, void *const *dest,
+                          const size_t *cap, const ss_tensor **outs, int *n_outs)
 {
     ss_session *s = ss_rank_session(r);
     int n_in = ss_session_num_inputs(s);
@@ -375,6 +397,9 @@ static ss_status *execute(ss_rank *r, const ss_comm_group *stage, pending *p,
     size_t n_got = 0;
     *n_outs = 0;
     if (n_in > SS_AGENT_MAX_INPUTS) return too_many_inputs(r, (size_t)n_in); /* checked at load */
+    if (p->msg.shm_error)
+        return ss_errf(SS_ERR_INVALID, "rank %d: an input in shared memory: %s",
+                       ss_rank_get_config(r)->rank, p->msg.shm_error);
     ss_status *st = gather_inputs(r, stage, p, got, names, &n_got);
     if (st) return st;
     if ((size_t)n_in != n_got)
@@ -389,7 +414,7 @@ static ss_status *execute(ss_rank *r, const ss_comm_group *stage, pending *p,
         if (found < 0) found = i; /* positional when unnamed */
         ins[i] = got[found];
     }
-    st = ss_session_run(s, ins, n_in, outs);
+    st = ss_session_run_into(s, ins, n_in, dest, cap, outs);
     if (!st) *n_outs = ss_session_num_outputs(s);
     return st;
 }
@@ -426,6 +451,33 @@ static pending *next_request(agent_state *a)
     }
 }
 
+/* Outputs the worker wants in shared memory (the client's region): written there, and tp[i]
+ * pointed at that memory so the RESULT names it instead of carrying the bytes. An output that
+ * cannot be placed (too big for its place, a key that is gone) travels as usual: the front end
+ * then reports what is wrong with the client's region. */
+static void place_outputs(const ss_link_msg *m, int rank, const ss_tensor **tp, size_t nt,
+                          ss_tensor *placed, bool *was_placed)
+{
+    for (size_t k = 0; k < m->n_places; k++) {
+        uint32_t i = m->places[k].output;
+        if (i >= nt || was_placed[i]) continue;
+        ss_status *st = ss_link_shm_place(&m->places[k], tp[i], &placed[i]);
+        if (st) {
+            SS_DEBUG("rank %d: output %u goes over the link: %s", rank, i, st->msg);
+            ss_status_free(st);
+            continue;
+        }
+        was_placed[i] = true;
+        tp[i] = &placed[i];
+    }
+}
+
+static void release_placed(ss_tensor *placed, const bool *was_placed, size_t nt)
+{
+    for (size_t i = 0; i < nt; i++)
+        if (was_placed[i]) ss_link_shm_release(&placed[i]);
+}
+
 static ss_status *serve(ss_rank *r, agent_state *a, const ss_comm_group *stage)
 {
     const ss_rank_config *cfg = ss_rank_get_config(r);
@@ -436,7 +488,10 @@ static ss_status *serve(ss_rank *r, agent_state *a, const ss_comm_group *stage)
         const ss_tensor *outs = NULL;
         int n_outs = 0;
         uint64_t t_start = ss_now_ns();
-        ss_status *st = execute(r, stage, p, &outs, &n_outs);
+        void *dest[SS_AGENT_MAX_OUTPUTS];
+        size_t cap[SS_AGENT_MAX_OUTPUTS];
+        target_places(&p->msg, ss_session_num_outputs(s), dest, cap);
+        ss_status *st = execute(r, stage, p, dest, cap, &outs, &n_outs);
         uint64_t t_run = ss_now_ns();
         ss_link_msg res = {.type = SS_LINK_RESULT,
                            .request_id = p->msg.request_id,
@@ -453,8 +508,13 @@ static ss_status *serve(ss_rank *r, agent_state *a, const ss_comm_group *stage)
             }
         res.tensor_names = names;
         atomic_store(&a->comm_bytes, res.comm_bytes);
+        ss_tensor placed[SS_AGENT_MAX_OUTPUTS];
+        bool was_placed[SS_AGENT_MAX_OUTPUTS] = {0};
+        place_outputs(&p->msg, cfg->rank, tp, nt, placed, was_placed);
         /* a quiet request is answered only when it failed */
         ss_status *sst = st || !p->msg.quiet ? ss_link_send(a->conn, &res, tp, nt) : NULL;
+        release_placed(placed, was_placed, nt);
+        untarget_places(dest);
         /* the monotonic start and end let a test see whether stages overlap across requests */
         SS_DEBUG("rank %d: request_id %llu: waited %.3f ms, ran %.3f ms (monotonic %llu..%llu ns), "
                  "answered in "

@@ -43,6 +43,7 @@ struct ss_link_conn {
     ss_link_options opts;
     uint8_t *secret; /* our copy; opts.secret points here */
     char peer[160];
+    bool local; /* a Unix socket: tensors in shared memory go by key (shm.c) */
     /* two-step receive: sizes of the tensors whose bytes are still in the socket */
     bool payload_pending;
     uint64_t *pending_sizes;
@@ -297,8 +298,16 @@ static ss_status *send_frame(ss_link_conn *c, const ss_link_msg *msg, const link
     uint8_t *hdr;
     size_t hlen;
     uint64_t payload;
-    ss_status *st = link_pack_header(msg, hs, tensors, n_tensors, &c->opts, &hdr, &hlen, &payload);
-    if (st) return st; /* nothing was written: the connection stays usable */
+    bool stack_shm[16], *in_shm = !c->local         ? NULL
+                                  : n_tensors <= 16 ? stack_shm
+                                                    : calloc(n_tensors, 1);
+    if (c->local && !in_shm) return ss_errf(SS_ERR_NOMEM, "shared memory flags");
+    ss_status *st =
+        link_pack_header(msg, hs, tensors, n_tensors, &c->opts, &hdr, &hlen, &payload, in_shm);
+    if (st) {
+        if (in_shm != stack_shm) free(in_shm);
+        return st; /* nothing was written: the connection stays usable */
+    }
     size_t cnt = 1;
     for (size_t i = 0; i < n_tensors; i++)
         cnt += tensors[i]->dtype == SS_DT_STRING ? (size_t)ss_tensor_numel(tensors[i]) : 1;
@@ -313,7 +322,7 @@ static ss_status *send_frame(ss_link_conn *c, const ss_link_msg *msg, const link
     for (size_t i = 0; i < n_tensors; i++) {
         const ss_tensor *t = tensors[i];
         if (t->dtype != SS_DT_STRING) {
-            if (t->nbytes) iov[k++] = (struct iovec){t->data, t->nbytes};
+            if (t->nbytes && !(in_shm && in_shm[i])) iov[k++] = (struct iovec){t->data, t->nbytes};
             continue;
         }
         const ss_string *s = t->data;
@@ -324,6 +333,7 @@ static ss_status *send_frame(ss_link_conn *c, const ss_link_msg *msg, const link
     st = write_iov(c, iov, k, stall_ms);
     pthread_mutex_unlock(&c->send_mu);
     if (iov != stack_iov) free(iov);
+    if (in_shm != stack_shm) free(in_shm);
     free(hdr);
     return mark_broken(c, st);
 }
@@ -352,7 +362,7 @@ static ss_status *recv_header(ss_link_conn *c, int first_ms, int stall_ms,
     if (!hdr)
         return mark_broken(c, ss_errf(SS_ERR_NOMEM, "frame header of %u bytes", p.header_len));
     st = read_bytes(c, hdr, p.header_len, stall_ms, stall_ms, &started);
-    if (!st) st = link_unpack_header(&p, hdr, limits, msg, hs, &c->pending_sizes);
+    if (!st) st = link_unpack_header(&p, hdr, limits, msg, hs, &c->pending_sizes, c->local);
     free(hdr);
     if (st) return mark_broken(c, ss_status_wrap(st, "from %s", c->peer));
     if (msg->n_tensors == 0) { /* nothing left in the socket for this frame */
@@ -450,6 +460,10 @@ static ss_status *conn_new(int fd, bool server, const ss_link_options *opts, con
     }
     c->fd = fd;
     c->server = server;
+    struct sockaddr_storage sa;
+    socklen_t sl = sizeof sa;
+    c->local = getsockname(fd, (struct sockaddr *)&sa, &sl) == 0 && sa.ss_family == AF_UNIX &&
+               link_shm_wanted();
     pthread_mutex_init(&c->send_mu, NULL);
     snprintf(c->peer, sizeof c->peer, "%s", peer);
     *out = c;

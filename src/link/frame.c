@@ -270,6 +270,9 @@ typedef struct {
     Shardserve__Link__TensorDesc *descs;
     Shardserve__Link__TensorDesc **desc_ptrs;
     size_t n_descs;
+    char (*keys)[LINK_SHM_KEY_MAX]; /* shm_key of descs in shared memory */
+    Shardserve__Link__Place *places;
+    Shardserve__Link__Place **place_ptrs;
 } pack_scratch;
 
 static void scratch_free(pack_scratch *s)
@@ -280,6 +283,9 @@ static void scratch_free(pack_scratch *s)
     free(s->spec_ptrs);
     free(s->descs);
     free(s->desc_ptrs);
+    free(s->keys);
+    free(s->places);
+    free(s->place_ptrs);
 }
 
 /* Pack a[0..na) then b[0..nb) into s->spec_ptrs (what = "REGISTER" or "PREDICT", for errors). */
@@ -303,19 +309,55 @@ static ss_status *fill_specs(const ss_link_spec *a, size_t na, const ss_link_spe
     return NULL;
 }
 
+/* A numeric tensor in shared memory (on a local link) goes by key: its bytes leave the payload. */
+static void pack_shm(const ss_tensor *t, Shardserve__Link__TensorDesc *d, char *key,
+                     uint64_t *payload, bool *in_shm)
+{
+    *in_shm = false;
+    if (t->dtype == SS_DT_STRING || !t->nbytes ||
+        !link_shm_find(t->data, t->nbytes, key, &d->shm_offset))
+        return;
+    d->shm_key = key;
+    *payload -= t->nbytes;
+    *in_shm = true;
+}
+
 static ss_status *fill_tensors(const ss_link_msg *m, const ss_tensor *const *tensors, size_t n,
-                               pack_scratch *s, uint64_t *payload)
+                               pack_scratch *s, uint64_t *payload, bool *in_shm)
 {
     s->descs = calloc(n ? n : 1, sizeof *s->descs);
     s->desc_ptrs = calloc(n ? n : 1, sizeof *s->desc_ptrs);
-    if (!s->descs || !s->desc_ptrs) return ss_errf(SS_ERR_NOMEM, "tensor descriptors");
+    s->keys = in_shm ? calloc(n ? n : 1, sizeof *s->keys) : NULL;
+    if (!s->descs || !s->desc_ptrs || (in_shm && !s->keys))
+        return ss_errf(SS_ERR_NOMEM, "tensor descriptors");
     s->n_descs = n;
     for (size_t i = 0; i < n; i++) {
         const char *name = m->tensor_names ? m->tensor_names[i] : NULL;
         if (!tensors[i]) return ss_errf(SS_ERR_INVALID, "tensor %zu is NULL", i);
         ss_status *st = pack_tensor(tensors[i], name, i, &s->descs[i], payload);
         if (st) return st;
+        if (in_shm) pack_shm(tensors[i], &s->descs[i], s->keys[i], payload, &in_shm[i]);
         s->desc_ptrs[i] = &s->descs[i];
+    }
+    return NULL;
+}
+
+static ss_status *fill_places(const ss_link_msg *m, pack_scratch *s, const ss_link_options *opts)
+{
+    if (m->n_places > opts->max_tensors)
+        return ss_errf(SS_ERR_LIMIT, "PREDICT places %zu outputs, the limit is %u", m->n_places,
+                       opts->max_tensors);
+    s->places = calloc(m->n_places ? m->n_places : 1, sizeof *s->places);
+    s->place_ptrs = calloc(m->n_places ? m->n_places : 1, sizeof *s->place_ptrs);
+    if (!s->places || !s->place_ptrs) return ss_errf(SS_ERR_NOMEM, "output places");
+    for (size_t i = 0; i < m->n_places; i++) {
+        Shardserve__Link__Place *p = &s->places[i];
+        shardserve__link__place__init(p);
+        p->output = m->places[i].output;
+        p->shm_key = str_or_empty(m->places[i].key);
+        p->shm_offset = m->places[i].offset;
+        p->byte_size = m->places[i].byte_size;
+        s->place_ptrs[i] = p;
     }
     return NULL;
 }
@@ -329,7 +371,7 @@ static void set_bytes(ProtobufCBinaryData *b, const uint8_t *data, size_t len, b
 ss_status *link_pack_header(const ss_link_msg *m, const link_handshake *hs,
                             const ss_tensor *const *tensors, size_t n_tensors,
                             const ss_link_options *opts, uint8_t **buf, size_t *len,
-                            uint64_t *payload_len)
+                            uint64_t *payload_len, bool *in_shm)
 {
     *buf = NULL;
     *len = 0;
@@ -409,16 +451,19 @@ ss_status *link_pack_header(const ss_link_msg *m, const link_handshake *hs,
             h.predict.n_input_specs = m->n_inputs;
             h.predict.input_specs = s.spec_ptrs;
         }
-        if (!st) st = fill_tensors(m, tensors, n_tensors, &s, payload_len);
+        if (!st) st = fill_tensors(m, tensors, n_tensors, &s, payload_len, in_shm);
         h.predict.n_tensors = n_tensors;
         h.predict.tensors = s.desc_ptrs;
+        if (!st && m->n_places) st = fill_places(m, &s, opts);
+        h.predict.n_places = st ? 0 : m->n_places;
+        h.predict.places = s.place_ptrs;
         break;
     case SS_LINK_RESULT:
         h.result.request_id = m->request_id;
         h.result.status_code = m->status_code;
         h.result.message = str_or_empty(m->message);
         h.result.comm_bytes = m->comm_bytes;
-        st = fill_tensors(m, tensors, n_tensors, &s, payload_len);
+        st = fill_tensors(m, tensors, n_tensors, &s, payload_len, in_shm);
         h.result.n_tensors = n_tensors;
         h.result.tensors = s.desc_ptrs;
         break;
@@ -553,8 +598,48 @@ static ss_status *unpack_desc(const Shardserve__Link__TensorDesc *in, ss_tensor 
     return NULL;
 }
 
+/* A tensor described by shared-memory key: mapped now, nothing of it in the payload. A key that
+ * cannot be mapped is the request's problem (m->shm_error), not the link's. */
+static ss_status *unpack_shm(const Shardserve__Link__TensorDesc *in, ss_tensor *t, uint64_t *size,
+                             bool local, ss_link_msg *m)
+{
+    if (!local)
+        return ss_errf(SS_ERR_INVALID, "shared memory '%.200s' named over a link that is not local",
+                       in->shm_key);
+    if (t->dtype == SS_DT_STRING)
+        return ss_errf(SS_ERR_INVALID, "a string tensor cannot be in shared memory");
+    *size = 0;
+    ss_status *st = link_shm_map(in->shm_key, in->shm_offset, t, m);
+    if (st && !m->shm_error) m->shm_error = strdup(st->msg);
+    if (st && !m->shm_error) return ss_errf(SS_ERR_NOMEM, "shared memory error text");
+    ss_status_free(st);
+    return NULL;
+}
+
+static ss_status *unpack_places(Shardserve__Link__Place **in, size_t n, ss_link_msg *m,
+                                const ss_link_options *opts)
+{
+    if (n > opts->max_tensors)
+        return ss_errf(SS_ERR_LIMIT, "PREDICT places %zu outputs, the limit is %u", n,
+                       opts->max_tensors);
+    m->places = calloc(n ? n : 1, sizeof *m->places);
+    if (!m->places) return ss_errf(SS_ERR_NOMEM, "output places");
+    for (size_t i = 0; i < n; i++) {
+        if (!link_shm_key_valid(in[i]->shm_key))
+            return ss_errf(SS_ERR_INVALID, "output place %zu: '%.200s' is not a POSIX shm name", i,
+                           in[i]->shm_key);
+        m->n_places = i + 1;
+        ss_link_place *p = &m->places[i];
+        p->output = in[i]->output;
+        p->offset = in[i]->shm_offset;
+        p->byte_size = in[i]->byte_size;
+        if (!(p->key = dup_str(in[i]->shm_key))) return ss_errf(SS_ERR_NOMEM, "output place");
+    }
+    return NULL;
+}
+
 static ss_status *unpack_tensors(const link_prefix *p, Shardserve__Link__TensorDesc **in, size_t n,
-                                 ss_link_msg *m, uint64_t **sizes)
+                                 ss_link_msg *m, uint64_t **sizes, bool local)
 {
     if (n != p->n_payloads)
         return ss_errf(SS_ERR_INVALID, "header describes %zu tensors, the prefix declares %u", n,
@@ -567,6 +652,8 @@ static ss_status *unpack_tensors(const link_prefix *p, Shardserve__Link__TensorD
     for (size_t i = 0; i < n; i++) {
         m->n_tensors = i + 1; /* so that ss_link_msg_free releases what was made so far */
         ss_status *st = unpack_desc(in[i], &m->tensors[i], &(*sizes)[i]);
+        if (!st && in[i]->shm_key && in[i]->shm_key[0])
+            st = unpack_shm(in[i], &m->tensors[i], &(*sizes)[i], local, m);
         if (!st && (*sizes)[i] > p->payload_len - total)
             st = ss_errf(SS_ERR_INVALID, "its %llu bytes overrun the declared payload of %llu",
                          (unsigned long long)(*sizes)[i], (unsigned long long)p->payload_len);
@@ -596,7 +683,7 @@ static ss_status *copy_bytes(const ProtobufCBinaryData *b, uint8_t *out, size_t 
 
 static ss_status *unpack_fields(const link_prefix *p, const any_header *h,
                                 const ss_link_options *opts, ss_link_msg *m, link_handshake *hs,
-                                uint64_t **sizes)
+                                uint64_t **sizes, bool local)
 {
     ss_status *st = NULL;
     switch (p->type) {
@@ -684,14 +771,17 @@ static ss_status *unpack_fields(const link_prefix *p, const any_header *h,
                                    (unsigned long long)opts->max_frame_bytes);
             }
         }
-        return unpack_tensors(p, h->predict.tensors, h->predict.n_tensors, m, sizes);
+        if (h->predict.n_places)
+            st = unpack_places(h->predict.places, h->predict.n_places, m, opts);
+        if (st) return st;
+        return unpack_tensors(p, h->predict.tensors, h->predict.n_tensors, m, sizes, local);
     case SS_LINK_RESULT:
         m->request_id = h->result.request_id;
         m->status_code = h->result.status_code;
         m->comm_bytes = h->result.comm_bytes;
         st = dup_field(&m->message, h->result.message, "message");
         if (st) return st;
-        return unpack_tensors(p, h->result.tensors, h->result.n_tensors, m, sizes);
+        return unpack_tensors(p, h->result.tensors, h->result.n_tensors, m, sizes, local);
     case SS_LINK_EXIT:
         return dup_field(&m->message, h->exit.reason, "reason");
     }
@@ -713,7 +803,7 @@ static void pb_free(void *failed, void *p)
 }
 
 ss_status *link_unpack_header(const link_prefix *p, const uint8_t *hdr, const ss_link_options *opts,
-                              ss_link_msg *m, link_handshake *hs, uint64_t **sizes)
+                              ss_link_msg *m, link_handshake *hs, uint64_t **sizes, bool local)
 {
     memset(m, 0, sizeof *m);
     *sizes = NULL;
@@ -731,7 +821,7 @@ ss_status *link_unpack_header(const link_prefix *p, const uint8_t *hdr, const ss
     if (!h)
         return ss_errf(SS_ERR_INVALID, "%s frame: the %u-byte header is not a valid protobuf",
                        ss_link_type_name(p->type), p->header_len);
-    ss_status *st = unpack_fields(p, (const any_header *)h, opts, m, hs, sizes);
+    ss_status *st = unpack_fields(p, (const any_header *)h, opts, m, hs, sizes, local);
     protobuf_c_message_free_unpacked(h, &alloc);
     if (st) {
         ss_link_msg_free(m);
@@ -752,6 +842,7 @@ ss_status *link_read_payload(link_reader *r, ss_link_msg *m, const uint64_t *siz
         ss_tensor *t = &m->tensors[i];
         size_t n = (size_t)sizes[i];
         ss_status *st = NULL;
+        if (t->dtype != SS_DT_STRING && n == 0 && t->nbytes) continue; /* in shared memory */
         if (t->dtype != SS_DT_STRING) {
             if (!t->data) {
                 void *mem = NULL;
@@ -799,6 +890,11 @@ void ss_link_msg_free(ss_link_msg *m)
     }
     free(m->tensors);
     free(m->tensor_names);
+    for (size_t i = 0; m->places && i < m->n_places; i++)
+        free(m->places[i].key);
+    free(m->places);
+    free(m->shm_error);
+    link_shm_let_go(m);
     memset(m, 0, sizeof *m);
 }
 
@@ -811,7 +907,7 @@ ss_status *ss_link_encode_frame(const ss_link_msg *msg, const ss_tensor *const *
     size_t hlen;
     uint64_t payload;
     ss_status *st =
-        link_pack_header(msg, NULL, tensors, n_tensors, &default_opts, &hdr, &hlen, &payload);
+        link_pack_header(msg, NULL, tensors, n_tensors, &default_opts, &hdr, &hlen, &payload, NULL);
     if (st) return st;
     uint8_t *out = realloc(hdr, hlen + (size_t)payload);
     if (!out) {
@@ -878,7 +974,7 @@ ss_status *ss_link_decode_frame(const void *buf, size_t len, const ss_link_optio
                        ss_link_type_name(p.type), (unsigned long long)p.payload_len,
                        after - p.header_len);
     uint64_t *sizes;
-    st = link_unpack_header(&p, hdr, opts, msg, NULL, &sizes);
+    st = link_unpack_header(&p, hdr, opts, msg, NULL, &sizes, false);
     if (st) return st;
     mem_source src = {hdr + p.header_len, (size_t)p.payload_len, 0};
     link_reader r = {mem_read, &src};

@@ -53,18 +53,34 @@ ss_status *link_prefix_parse(const uint8_t in[SS_LINK_PREFIX_BYTES], const ss_li
 bool link_type_has_tensors(int type);
 
 /* Encode prefix + protobuf header into one malloc'd buffer; tensors are checked and described,
- * not copied. *payload_len gets the number of tensor bytes that must follow. */
+ * not copied. *payload_len gets the number of tensor bytes that must follow. in_shm (n_tensors
+ * entries; NULL on a link that is not local) gets which tensors are described by shared-memory
+ * key instead (shm.c): their bytes must not follow. */
 ss_status *link_pack_header(const ss_link_msg *msg, const link_handshake *hs,
                             const ss_tensor *const *tensors, size_t n_tensors,
                             const ss_link_options *opts, uint8_t **buf, size_t *len,
-                            uint64_t *payload_len);
+                            uint64_t *payload_len, bool *in_shm);
 
 /* Decode and check the protobuf header of a frame whose prefix is p. On success msg holds the
  * fields; tensor frames get msg->tensors described (numeric: data NULL, storage NONE; string:
  * element array allocated with lengths set) and *sizes (malloc'd, n_tensors entries) the bytes
- * each tensor takes on the wire. hs may be NULL. */
+ * each tensor takes on the wire. hs may be NULL. On a local link (local) a tensor described by
+ * shared-memory key is mapped here (its wire size is 0); elsewhere such a tensor is an error. */
 ss_status *link_unpack_header(const link_prefix *p, const uint8_t *hdr, const ss_link_options *opts,
-                              ss_link_msg *msg, link_handshake *hs, uint64_t **sizes);
+                              ss_link_msg *msg, link_handshake *hs, uint64_t **sizes, bool local);
+
+/* Shared-memory tensors (shm.c). */
+#define LINK_SHM_KEY_MAX 256
+bool link_shm_key_valid(const char *key);
+/* SHARDSERVE_LINK_SHM=0 sends every tensor's bytes, even on a local link. */
+bool link_shm_wanted(void);
+/* The key and offset of shared memory holding [p, p + n) wholly, if any. */
+bool link_shm_find(const void *p, size_t n, char key[LINK_SHM_KEY_MAX], uint64_t *offset);
+/* Point t (nbytes set) at key's bytes from offset: this process's shared mapping, a kept mapping
+ * m holds (PREDICT) or a mapping of its own (storage MAPPED). */
+ss_status *link_shm_map(const char *key, uint64_t offset, ss_tensor *t, ss_link_msg *m);
+/* Let go of the kept mappings m holds (ss_link_msg_free). */
+void link_shm_let_go(ss_link_msg *m);
 
 /* Read the payload of a described message: into caller storage where tensors[i].data is set,
  * into fresh aligned owned storage otherwise. */

@@ -1210,8 +1210,56 @@ static ss_status *check_after_run(ss_session *s, const ss_tensor *inputs, int ni
     return dyn_replan(s, inputs, ni, e);
 }
 
+/* May output i be computed straight into the caller's memory? Only a value an elementwise node
+ * (not an alias) writes into a buffer of its own, that nothing aliases and that is no other
+ * output, in a plan that cannot re-plan mid-run: then no kernel keeps its address and nothing
+ * else reads or writes its buffer. */
+static bool output_bindable(const ss_session *s, const struct ss_plan *p, int i)
+{
+    int v = s->output_ids[i];
+    const value_def *vd = &s->values[v];
+    if (vd->kind != V_NODE || vd->producer < 0 || p->known[v] || p->root[v] != v || p->partial)
+        return false;
+    unsigned flags = s->nodes[vd->producer].op->flags;
+    if (!(flags & SS_OPF_ELEMENTWISE) || (flags & SS_OPF_ALIAS)) return false;
+    for (int w = 0; w < s->n_values; w++)
+        if (w != v && p->root[w] == v) return false;
+    for (int k = 0; k < s->n_outputs; k++)
+        if (k != i && s->output_ids[k] == v) return false;
+    for (int e = 0; e < p->n_exec; e++)
+        if (p->check[p->exec[e]]) return false;
+    return true;
+}
+
+#define BIND_MAX 16 /* outputs that may go straight to the caller's memory */
+
+/* Point the bindable outputs at dest (saved[i] keeps the plan's own buffer, NULL = not bound). */
+static void bind_outputs(ss_session *s, struct ss_plan *p, void *const *dest, const size_t *cap,
+                         void **saved)
+{
+    for (int i = 0; i < s->n_outputs && i < BIND_MAX; i++) {
+        saved[i] = NULL;
+        ss_tensor *v = &p->vals[s->output_ids[i]];
+        if (!dest || !dest[i] || v->nbytes > cap[i] || !output_bindable(s, p, i)) continue;
+        saved[i] = v->data;
+        v->data = dest[i];
+    }
+}
+
+static void unbind_outputs(ss_session *s, struct ss_plan *p, void **saved)
+{
+    for (int i = 0; i < s->n_outputs && i < BIND_MAX; i++)
+        if (saved[i]) p->vals[s->output_ids[i]].data = saved[i];
+}
+
 ss_status *ss_session_run(ss_session *s, const ss_tensor *inputs, int n_inputs,
                           const ss_tensor **outputs)
+{
+    return ss_session_run_into(s, inputs, n_inputs, NULL, NULL, outputs);
+}
+
+ss_status *ss_session_run_into(ss_session *s, const ss_tensor *inputs, int n_inputs,
+                               void *const *dest, const size_t *cap, const ss_tensor **outputs)
 {
     *outputs = NULL;
     if (n_inputs != s->n_inputs)
@@ -1228,12 +1276,18 @@ ss_status *ss_session_run(ss_session *s, const ss_tensor *inputs, int n_inputs,
         if (st) return st;
     }
     bind_inputs(s->plan, inputs);
+    void *saved[BIND_MAX];
+    struct ss_plan *bound = s->plan; /* bindable plans never re-plan mid-run */
+    bind_outputs(s, bound, dest, cap, saved);
     for (int e = 0; e < s->plan->n_exec; e++) {
         int ni = s->plan->exec[e];
         const node_def *d = &s->nodes[ni];
         ss_status *st = (d->op->flags & SS_OPF_ALIAS) ? NULL : d->op->run(&s->plan->kctx[ni]);
         if (!st && s->plan->check[ni]) st = check_after_run(s, inputs, ni, &e);
-        if (st) return st;
+        if (st) {
+            if (s->plan == bound) unbind_outputs(s, bound, saved);
+            return st;
+        }
     }
     if (s->plan->partial)
         return ss_errf(SS_ERR_UNSUPPORTED,
@@ -1242,6 +1296,7 @@ ss_status *ss_session_run(ss_session *s, const ss_tensor *inputs, int n_inputs,
     struct ss_plan *p = s->plan;
     for (int i = 0; i < s->n_outputs; i++)
         p->out_views[i] = p->vals[s->output_ids[i]];
+    if (p == bound) unbind_outputs(s, p, saved);
     *outputs = p->out_views;
     return NULL;
 }

@@ -5,6 +5,7 @@
  * between the socket buffer and the handler.
  */
 #include "kserve_codec.h"
+#include "kserve_pool.h"
 #include "kserve_shm.h"
 
 #include <stdarg.h>
@@ -90,6 +91,10 @@ void ss_kserve_call_free(ss_kserve_call *call)
     for (size_t i = 0; i < call->n_owned; i++)
         free(call->owned[i]);
     free(call->owned);
+    ss_kserve_shm_let_go(call);
+    for (size_t i = 0; i < call->n_pooled; i++)
+        ss_kserve_pool_give(call->pooled[i]);
+    free(call->pooled);
     if (call->wire_free) call->wire_free(call->wire);
     free(call);
 }
@@ -453,7 +458,8 @@ bool ss_kserve_build_request(ss_kserve_call *call, const ss_kserve_input *in, si
         ss_kserve_fail(err, 500, "out of memory building the request");
         return false;
     }
-    if (!fill_instances(call, in, n, req, err)) {
+    if (!fill_instances(call, in, n, req, err) || !ss_kserve_shm_places(call, req, err) ||
+        !ss_kserve_pool_places(call, req, err)) {
         ss_predict_request_free(req);
         return false;
     }

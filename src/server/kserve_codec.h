@@ -56,6 +56,10 @@ typedef struct {
     size_t instances;
     void **owned; /* buffers instance tensors borrow from, freed with the call */
     size_t n_owned, cap_owned;
+    void **shm_held; /* shared-memory regions the call uses (kserve_shm.h), let go with it */
+    size_t n_shm_held;
+    void **pooled; /* pool buffers its outputs are placed in (kserve_pool.h) */
+    size_t n_pooled;
     void *wire; /* the decoded message tensors may borrow from, and how to free it */
     void (*wire_free)(void *);
 } ss_kserve_call;

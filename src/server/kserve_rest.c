@@ -868,6 +868,18 @@ static bool output_json(sbuf *s, const ss_kserve_output *o, ss_kserve_error *err
     return true;
 }
 
+/* Grow the reply once to hold the binary outputs: doubling towards a large tensor would copy it
+ * (and touch fresh pages) several times over. */
+static void reserve_binary(sbuf *s, const ss_kserve_output *outs, size_t n)
+{
+    size_t want = s->len + 1;
+    for (size_t i = 0; i < n; i++)
+        if (outs[i].binary) want += outs[i].nbytes;
+    if (s->oom || want <= s->cap) return;
+    char *p = realloc(s->p, want);
+    if (p) s->p = p, s->cap = want;
+}
+
 static int error_reply(const ss_kserve_error *err, char **body, size_t *len, size_t *json_len)
 {
     *body = ss_kserve_rest_error_json(err->msg, len);
@@ -899,6 +911,7 @@ int ss_kserve_rest_encode_reply(ss_kserve_call *call, const ss_predict_reply *re
     }
     sb_str(&s, "]}");
     *json_len = s.len;
+    reserve_binary(&s, outs, n);
     for (size_t i = 0; ok && i < n; i++)
         if (outs[i].binary) sb_put(&s, outs[i].data, outs[i].nbytes);
     free(outs);

@@ -1,7 +1,9 @@
 /*
- * kserve_shm: the system shared-memory extension's region table and copies (see kserve_shm.h).
- * A region maps [0, offset + byte_size) of its shm object once, at register; every copy in or
- * out happens under the table's lock, so unregister (munmap) never races a copy.
+ * kserve_shm: the system shared-memory extension's region table (see kserve_shm.h).
+ * A region maps [0, offset + byte_size) of its shm object once, at register, and counts its
+ * holders (the table, and each call using it) under the table's lock: it is unshared from the
+ * link and unmapped when the last one lets go, so unregister never pulls memory from under a
+ * request in flight.
  */
 #include "kserve_shm.h"
 
@@ -18,11 +20,13 @@
 
 #include "kserve_rest.h"
 #include "sbuf.h"
+#include "shardserve/link.h"
 
 typedef struct region {
     ss_kserve_shm_region r;
     uint8_t *map; /* the object from 0; the region starts at map + r.offset */
     size_t map_len;
+    int holders; /* the table while registered + calls using it */
     struct region *next;
 } region;
 
@@ -95,16 +99,35 @@ bool ss_kserve_shm_register(const char *name, const char *key, uint64_t offset, 
     g->r.offset = offset;
     g->r.byte_size = byte_size;
     g->map_len = (size_t)(offset + byte_size);
+    g->holders = 1;
+    ss_status *st = ss_link_shm_share(g->map + offset, (size_t)byte_size, key, offset);
+    if (st) {
+        ss_kserve_fail(err, 400, "region '%s': %s", name, st->msg);
+        ss_status_free(st);
+        munmap(g->map, g->map_len);
+        free(g);
+        return false;
+    }
     pthread_mutex_lock(&table_mu);
     bool taken = find(name) != NULL;
     if (!taken) g->next = table, table = g;
     pthread_mutex_unlock(&table_mu);
     if (taken) {
+        ss_link_shm_unshare(g->map + offset);
         munmap(g->map, g->map_len);
         free(g);
         ss_kserve_fail(err, 400, "shared memory region '%s' is already registered", name);
     }
     return !taken;
+}
+
+/* One holder less (lock held): the last one unshares and unmaps. */
+static void let_go(region *g)
+{
+    if (--g->holders > 0) return;
+    ss_link_shm_unshare(g->map + g->r.offset);
+    munmap(g->map, g->map_len);
+    free(g);
 }
 
 bool ss_kserve_shm_unregister(const char *name, ss_kserve_error *err)
@@ -125,8 +148,7 @@ bool ss_kserve_shm_unregister(const char *name, ss_kserve_error *err)
     while (gone) {
         region *g = gone;
         gone = g->next;
-        munmap(g->map, g->map_len);
-        free(g);
+        let_go(g);
     }
     pthread_mutex_unlock(&table_mu);
     if (!found) ss_kserve_fail(err, 404, "no shared memory region named '%.200s'", name);
@@ -160,16 +182,11 @@ bool ss_kserve_shm_status(const char *name, ss_kserve_shm_region **out, size_t *
     return true;
 }
 
-/* The region's range [offset, offset + size) under the lock, or a 400 naming the tensor. */
-static uint8_t *range(const char *kind, const char *tensor, const char *name, uint64_t offset,
-                      uint64_t size, ss_kserve_error *err)
+/* g's range [offset, offset + size), or a 400 naming the tensor (lock held). */
+static uint8_t *range_of(region *g, const char *kind, const char *tensor, uint64_t offset,
+                         uint64_t size, ss_kserve_error *err)
 {
-    region *g = find(name);
-    if (!g) {
-        ss_kserve_fail(err, 400, "%s '%s': shared memory region '%.128s' is not registered", kind,
-                       tensor, name);
-        return NULL;
-    }
+    const char *name = g->r.name;
     if (offset > g->r.byte_size || size > g->r.byte_size - offset) {
         ss_kserve_fail(err, 400,
                        "%s '%s': offset %llu + byte_size %llu run past shared memory region "
@@ -181,21 +198,94 @@ static uint8_t *range(const char *kind, const char *tensor, const char *name, ui
     return g->map + g->r.offset + offset;
 }
 
+/* The region's range [offset, offset + size) under the lock, or a 400 naming the tensor. */
+static uint8_t *range(const char *kind, const char *tensor, const char *name, uint64_t offset,
+                      uint64_t size, ss_kserve_error *err)
+{
+    region *g = find(name);
+    if (!g) {
+        ss_kserve_fail(err, 400, "%s '%s': shared memory region '%.128s' is not registered", kind,
+                       tensor, name);
+        return NULL;
+    }
+    return range_of(g, kind, tensor, offset, size, err);
+}
+
+/* The call holds g until it is freed (lock held). */
+static bool hold(ss_kserve_call *call, region *g, ss_kserve_error *err)
+{
+    void **grown = realloc(call->shm_held, (call->n_shm_held + 1) * sizeof *grown);
+    if (!grown) {
+        ss_kserve_fail(err, 500, "out of memory");
+        return false;
+    }
+    call->shm_held = grown;
+    call->shm_held[call->n_shm_held++] = g;
+    g->holders++;
+    return true;
+}
+
+void ss_kserve_shm_let_go(ss_kserve_call *call)
+{
+    pthread_mutex_lock(&table_mu);
+    for (size_t i = 0; i < call->n_shm_held; i++)
+        let_go(call->shm_held[i]);
+    pthread_mutex_unlock(&table_mu);
+    free(call->shm_held);
+    call->shm_held = NULL;
+    call->n_shm_held = 0;
+}
+
 bool ss_kserve_shm_input(ss_kserve_call *call, ss_kserve_input *in, const char *region_name,
                          uint64_t offset, uint64_t byte_size, ss_kserve_error *err)
 {
-    uint8_t *copy = byte_size < SIZE_MAX ? malloc(byte_size ? (size_t)byte_size : 1) : NULL;
-    if (!copy || !ss_kserve_call_own(call, copy)) {
-        ss_kserve_fail(err, 500, "out of memory copying input '%s'", in->name);
-        return false;
-    }
     pthread_mutex_lock(&table_mu);
     uint8_t *src = range("input", in->name, region_name, offset, byte_size, err);
-    if (src && byte_size) memcpy(copy, src, (size_t)byte_size);
+    if (src && !hold(call, find(region_name), err)) src = NULL;
     pthread_mutex_unlock(&table_mu);
-    in->data = copy;
+    in->data = src;
     in->nbytes = (size_t)byte_size;
     return src != NULL;
+}
+
+/* The output's region (held by the call) as a place in the request. */
+static bool add_place(ss_kserve_call *call, ss_serving_place *p, const ss_kserve_requested *r,
+                      ss_kserve_error *err)
+{
+    pthread_mutex_lock(&table_mu);
+    region *g = find(r->shm_region);
+    bool ok = range("output", r->name, r->shm_region, r->shm_offset, r->shm_byte_size, err) &&
+              hold(call, g, err);
+    if (ok) {
+        p->output = strdup(r->name);
+        p->key = strdup(g->r.key);
+        p->offset = g->r.offset + r->shm_offset;
+        p->byte_size = r->shm_byte_size;
+    }
+    pthread_mutex_unlock(&table_mu);
+    if (ok && (!p->output || !p->key)) {
+        ss_kserve_fail(err, 500, "out of memory");
+        ok = false;
+    }
+    return ok;
+}
+
+bool ss_kserve_shm_places(ss_kserve_call *call, ss_predict_request *req, ss_kserve_error *err)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < call->n_outputs; i++)
+        n += call->outputs[i].shm_region != NULL;
+    if (!n || call->instances != 1) return true; /* stacked outputs are written here */
+    req->places = calloc(n, sizeof *req->places);
+    if (!req->places) {
+        ss_kserve_fail(err, 500, "out of memory");
+        return false;
+    }
+    for (size_t i = 0; i < call->n_outputs; i++)
+        if (call->outputs[i].shm_region &&
+            !add_place(call, &req->places[req->n_places++], &call->outputs[i], err))
+            return false;
+    return true;
 }
 
 bool ss_kserve_shm_output(ss_kserve_requested *r, const char *region_name, uint64_t offset,
@@ -239,7 +329,8 @@ bool ss_kserve_shm_write_outputs(const ss_kserve_call *call, ss_kserve_output *o
         pthread_mutex_lock(&table_mu);
         uint8_t *dst =
             range("output", outs[i].name, r->shm_region, r->shm_offset, outs[i].nbytes, err);
-        if (dst && outs[i].nbytes) memcpy(dst, outs[i].data, outs[i].nbytes);
+        /* an agent that mapped the region wrote it there itself: dst is the data */
+        if (dst && outs[i].nbytes && dst != outs[i].data) memcpy(dst, outs[i].data, outs[i].nbytes);
         pthread_mutex_unlock(&table_mu);
         ok = dst != NULL;
         outs[i].shm = r;

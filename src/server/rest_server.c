@@ -104,6 +104,7 @@ struct conn_ctx {
     char *url;         /* the request's URL and KServe's header-length header, kept for decode */
     char *header_len;  /* (the connection is suspended meanwhile: MHD's copies are not read) */
     size_t body_bytes; /* the body's size: a large one returns its memory when done */
+    size_t announced;  /* Content-Length (0: none), within max_body */
     size_t held;       /* body bytes taken from the server's budget */
     bool busy;         /* the budget refused the body: answered at its end, its bytes dropped */
     struct {
@@ -496,6 +497,7 @@ static enum MHD_Result on_first_call(ss_rest_server *srv, struct MHD_Connection 
     if (strcmp(method, MHD_HTTP_METHOD_POST) != 0) return MHD_YES;
     const char *cl = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Content-Length");
     if (cl && strtoull(cl, NULL, 10) > srv->max_body) c->too_big = true;
+    if (cl && !c->too_big) c->announced = (size_t)strtoull(cl, NULL, 10);
     if (c->too_big && expects_continue(conn)) {
         c->state = C_REFUSED;
         return refuse_before_continue(srv, conn, url);
@@ -696,7 +698,8 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
             return MHD_YES;
         }
         if (c->len + n > c->cap) {
-            size_t cap = c->cap ? c->cap : 4096;
+            /* the announced length at once: growing by doubling copies a large body over again */
+            size_t cap = c->cap ? c->cap : c->announced > n ? c->announced : 4096;
             while (cap < c->len + n)
                 cap *= 2;
             if (cap > srv->max_body) cap = srv->max_body;

@@ -204,6 +204,11 @@ void ss_predict_request_free(ss_predict_request *req)
     free(req->instances);
     free(req->servable);
     free(req->method);
+    for (size_t i = 0; i < req->n_places; i++) {
+        free(req->places[i].output);
+        free(req->places[i].key);
+    }
+    free(req->places);
     free(req);
 }
 

@@ -502,6 +502,14 @@ static void job_fail(job *j, int64_t code, const char *fmt, ...)
     j->answered = true;
 }
 
+/* A result tensor the reply may take over as it is: owned, or in shared memory (the request's
+ * own place, which the front end holds while the reply lives; see job_places). */
+static bool result_movable(const ss_tensor *t)
+{
+    return t->storage == SS_STORE_OWNED || t->storage == SS_STORE_NONE ||
+           t->storage == SS_STORE_MAPPED || t->storage == SS_STORE_BORROWED;
+}
+
 /* Put the last rank's outputs (or the job's error) into its requests' replies. */
 static void job_complete(ss_worker *w, job *j)
 {
@@ -533,8 +541,7 @@ static void job_complete(ss_worker *w, job *j)
         for (int k = 0; !st && k < rs->method->n_outputs; k++) {
             ss_tensor piece, *res = &j->result.tensors[k];
             /* the batch's only instance owns every row: move the tensor, no copy */
-            if (j->n_tasks == 1 &&
-                (res->storage == SS_STORE_OWNED || res->storage == SS_STORE_NONE) &&
+            if (j->n_tasks == 1 && result_movable(res) &&
                 (whole || res->ndim == 0 || res->dims[0] == 1)) {
                 piece = *res;
                 memset(res, 0, sizeof *res);
@@ -1130,8 +1137,10 @@ static void on_result(ss_worker *w, int rank, ss_link_msg *m)
     bool last = rank == w->cfg.rank_size - 1;
     if (!last && m->status_code == 0) return;
     job *j = find_job(w, m->request_id);
-    if (!j || j->answered) return; /* answered already (failed or timed out) */
-    if (m->status_code != 0) {
+    if (!j || j->answered) return;             /* answered already (failed or timed out) */
+    if (m->status_code == 0 && m->shm_error) { /* an output in shared memory the link lost */
+        job_fail(j, SS_SERVING_SYSTEM_ERROR, "the result of rank %d: %s", rank, m->shm_error);
+    } else if (m->status_code != 0) {
         /* a rank that lost a peer (a collective failed) means the group is down: code 4 */
         bool group_down = m->status_code == SS_ERR_UNAVAILABLE || m->status_code == SS_ERR_TIMEOUT;
         job_fail(j, group_down ? SS_SERVING_WORKER_UNAVAILABLE : SS_SERVING_SYSTEM_ERROR,
@@ -1243,6 +1252,22 @@ static size_t pick_inputs(const agent_slot *a, ss_tensor *const *ins, const char
     return a->n_inputs;
 }
 
+/* The outputs the job's request wants in shared memory, as places for the last rank: only for a
+ * job of one instance (its outputs are the request's own); names become output indexes. */
+static size_t job_places(const job *j, ss_link_place *out)
+{
+    if (j->n_tasks != 1) return 0;
+    const ss_predict_request *req = j->tasks[0].rs->req;
+    const ss_method_config *mc = j->tasks[0].rs->method;
+    size_t n = 0;
+    for (size_t i = 0; i < req->n_places && n < SS_MAX_IO; i++)
+        for (int k = 0; k < mc->n_outputs; k++)
+            if (!strcmp(mc->outputs[k], req->places[i].output))
+                out[n++] = (ss_link_place){(uint32_t)k, req->places[i].key, req->places[i].offset,
+                                           req->places[i].byte_size};
+    return n;
+}
+
 /* Send a job's PREDICT to every rank, in rank order: stage 0 gets its inputs (all of it over the
  * link, or rank 0 over the link and the rest by rank 0's broadcast), a later stage those inputs
  * its shard declares (most: none); the last rank returns the outputs. Runs on the loop or on the
@@ -1252,6 +1277,7 @@ static ss_status *send_job(ss_worker *w, job *j, ss_link_conn *const *conns, boo
     ss_tensor *ins[SS_MAX_IO], *own[SS_MAX_IO];
     const char *names[SS_MAX_IO], *own_names[SS_MAX_IO];
     ss_link_spec specs[SS_MAX_IO];
+    ss_link_place places[SS_MAX_IO];
     int n_ins = 0;
     ss_status *st = build_inputs(w, j, ins, names, &n_ins);
     if (st) return st;
@@ -1274,6 +1300,7 @@ static ss_status *send_job(ss_worker *w, job *j, ss_link_conn *const *conns, boo
                          .quiet = r != n - 1,
                          .tensor_names = n_send ? (char **)(stage0 ? names : own_names) : NULL,
                          .share_inputs = bcast && r == 0};
+        if (r == n - 1) m.n_places = job_places(j, places), m.places = places;
         if (stage0 && bcast && r > 0) {
             m.has_input_root = true;
             m.input_root = 0;

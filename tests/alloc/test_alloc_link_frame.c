@@ -178,8 +178,8 @@ static void handshake_frames(void)
         frame_case f = {.msg = {.type = types[i]}};
         snprintf(f.name, sizeof f.name, "%s", ss_link_type_name(types[i]));
         uint64_t payload = 0;
-        CHECK_OK(
-            link_pack_header(&f.msg, &hs, NULL, 0, &opts, (uint8_t **)&f.frame, &f.len, &payload));
+        CHECK_OK(link_pack_header(&f.msg, &hs, NULL, 0, &opts, (uint8_t **)&f.frame, &f.len,
+                                  &payload, NULL));
         check_frame(&f, false);
     }
 }
