@@ -111,3 +111,17 @@ if(TARGET shardserve)
                          LABELS generative)
   endforeach()
 endif()
+
+# Generation served end to end (tests/generative/test_serve_generate.py): a generative servable
+# ("generate" in servable.json) over the --kv-pool model, real serve + agents, gRPC and REST;
+# greedy equals PyTorch whole and over 2 ranks, 32 concurrent requests equal their runs alone.
+if(TARGET shardserve)
+  foreach(case gpt2_op17 llama_op17)
+    add_test(NAME gen_serve_${case}
+             COMMAND ${SS_PY} ${SS_TEST_DIR}/generative/test_serve_generate.py
+                     ${SS_GEN_DIR}/${case})
+    set_tests_properties(gen_serve_${case} PROPERTIES FIXTURES_REQUIRED gen_${case} TIMEOUT 300
+                         LABELS generative
+                         ENVIRONMENT "SHARDSERVE=$<TARGET_FILE:shardserve>;PYTHONPATH=${CMAKE_SOURCE_DIR}/python;no_proxy=*;http_proxy=;https_proxy=")
+  endforeach()
+endif()

@@ -4,8 +4,8 @@
  * over streamed text.
  */
 #include "check.h"
-#include "sample.h"
-#include "stop.h"
+#include "gen_sample.h"
+#include "gen_stop.h"
 
 #include <math.h>
 

@@ -10,7 +10,7 @@
  * the input.
  */
 #include "check.h"
-#include "engine.h"
+#include "gen_engine.h"
 
 #include <stdlib.h>
 

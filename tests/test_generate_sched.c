@@ -6,7 +6,7 @@
  * finishing with exactly its tokens).
  */
 #include "check.h"
-#include "sched.h"
+#include "gen_sched.h"
 
 static ss_sched *make(int32_t blocks, int32_t bs, int32_t step, int32_t running, int32_t seqs)
 {

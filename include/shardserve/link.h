@@ -129,6 +129,14 @@ typedef struct {
     /* PREDICT: outputs the last rank writes into shared memory */
     ss_link_place *places;
     size_t n_places;
+    /* PREDICT: KV block pool sequences to free, then to create, before the model runs */
+    int64_t *seq_release, *seq_create;
+    size_t n_seq_release, n_seq_create;
+    /* REGISTER_ACK: the KV block pool the rank is to keep (0: its default) */
+    uint64_t kv_cache_bytes;
+    /* RESULT: the rank's KV block pool (0 when it has none) */
+    uint64_t kv_blocks;
+    uint32_t kv_block_tokens;
     /* Receive: a tensor named by shared-memory key could not be mapped (the key is gone, the
      * object is too small): the frame is fine and the link stays up, but that tensor has no
      * data; answer the request with this error. */

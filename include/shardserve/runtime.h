@@ -96,6 +96,10 @@ int64_t ss_session_seq_length(const ss_session *s, int64_t seq_id);
 /* The pool's blocks, and how many no sequence holds (0 and 0 without a pool, or before the first
  * plan sized it). */
 void ss_session_kv_blocks(const ss_session *s, int64_t *total, int64_t *free_blocks);
+/* Resize the pool while it holds no sequence (INVALID otherwise, or without a pool). */
+ss_status *ss_session_set_kv_cache_bytes(ss_session *s, size_t bytes);
+/* Tokens per block of that pool (0 without one). */
+int ss_session_kv_block_tokens(const ss_session *s);
 
 /* Plan for inputs of the given dtypes and shapes (their data is ignored; zeros are used) without
  * running, so that ss_session_value_desc can answer for every value. Used by the shard tool.

@@ -50,6 +50,21 @@ typedef struct {
     char outputs[SS_MAX_IO][128];
 } ss_method_config;
 
+/* A generative servable ("generate" in servable.json): the worker runs the token loop over a
+ * `shard --kv-pool` model whose KV cache stays in the agents' block pools. */
+#define SS_GEN_MAX_STOP_IDS 16
+typedef struct {
+    bool enabled;
+    int max_tokens;     /* a request's new tokens when it does not say (default 16) */
+    int max_running;    /* sequences decoding together (default 32) */
+    int max_sequences;  /* running + queued (default 256) */
+    int step_tokens;    /* tokens per step: decodes plus prefill chunks (default 512) */
+    int max_context;    /* prompt + new tokens at most (the model's positions; 0: no limit) */
+    double kv_cache_mb; /* each rank's KV block pool (0: the agents' default, 64) */
+    int n_stop_ids;
+    int64_t stop_ids[SS_GEN_MAX_STOP_IDS]; /* end a sequence (e.g. the model's EOS) */
+} ss_generate_config;
+
 typedef struct {
     char name[128];
     int rank_size, stage_size;
@@ -70,6 +85,7 @@ typedef struct {
     /* Methods with "stages" (a composed servable): methods[] then holds only the model's internal
      * method and this the pipeline, handed to the registry when the worker starts (NULL: none). */
     ss_pipeline *stages;
+    ss_generate_config gen;
 } ss_servable_config;
 
 /* SERVABLE_DIR/NAME/servable.json */

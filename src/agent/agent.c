@@ -387,6 +387,28 @@ static void untarget_places(void **dest)
         if (dest[i]) ss_link_shm_untarget(dest[i]);
 }
 
+/* A token loop's KV pool bookkeeping before the model runs: sequences freed (ones the pool does
+ * not hold are no error: a failed call may not have created them), then created. */
+static ss_status *pool_sequences(ss_session *s, const ss_link_msg *m)
+{
+    for (size_t i = 0; i < m->n_seq_release; i++)
+        if (ss_session_seq_length(s, m->seq_release[i]) >= 0) {
+            ss_status *st = ss_session_seq_free(s, m->seq_release[i]);
+            if (st) return st;
+        }
+    for (size_t i = 0; i < m->n_seq_create; i++) {
+        ss_status *st = ss_session_seq_create(s, m->seq_create[i]);
+        if (st) return ss_status_wrap(st, "sequence %lld", (long long)m->seq_create[i]);
+    }
+    return NULL;
+}
+
+/* A PREDICT that only frees pool sequences (the token loop is idle): nothing to run. */
+static bool pool_only(const ss_link_msg *m)
+{
+    return !m->n_tensors && !m->has_input_root && !m->n_seq_create && m->n_seq_release;
+}
+
 static ss_status *execute(ss_rank *r, const ss_comm_group *stage, pending *p, void *const *dest,
                           const size_t *cap, const ss_tensor **outs, int *n_outs)
 {
@@ -396,6 +418,8 @@ static ss_status *execute(ss_rank *r, const ss_comm_group *stage, pending *p, vo
     const char *names[SS_AGENT_MAX_INPUTS];
     size_t n_got = 0;
     *n_outs = 0;
+    ss_status *pst = pool_sequences(s, &p->msg);
+    if (pst || pool_only(&p->msg)) return pst;
     if (n_in > SS_AGENT_MAX_INPUTS) return too_many_inputs(r, (size_t)n_in); /* checked at load */
     if (p->msg.shm_error)
         return ss_errf(SS_ERR_INVALID, "rank %d: an input in shared memory: %s",
@@ -497,7 +521,11 @@ static ss_status *serve(ss_rank *r, agent_state *a, const ss_comm_group *stage)
                            .request_id = p->msg.request_id,
                            .status_code = st ? (int32_t)st->code : 0,
                            .message = st ? st->msg : "",
-                           .comm_bytes = ss_comm_bytes(ss_rank_comm(r))};
+                           .comm_bytes = ss_comm_bytes(ss_rank_comm(r)),
+                           .kv_block_tokens = (uint32_t)ss_session_kv_block_tokens(s)};
+        int64_t kv_total = 0, kv_free = 0;
+        ss_session_kv_blocks(s, &kv_total, &kv_free);
+        res.kv_blocks = (uint64_t)kv_total;
         const ss_tensor *tp[SS_AGENT_MAX_OUTPUTS];
         char *names[SS_AGENT_MAX_OUTPUTS];
         size_t nt = 0;
@@ -606,6 +634,8 @@ ss_status *ss_agent_run(const ss_agent_options *opt)
         if (!st && (ack.type != SS_LINK_REGISTER_ACK || !ack.accepted))
             st = ss_errf(SS_ERR_INVALID, "the worker rejected rank %d: %s", cfg->rank,
                          ack.message && ack.message[0] ? ack.message : "unexpected reply");
+        if (!st && ack.kv_cache_bytes) /* the servable sizes its generation's KV pool */
+            st = ss_session_set_kv_cache_bytes(s, (size_t)ack.kv_cache_bytes);
         ss_link_msg_free(&ack);
     }
     if (!st) {

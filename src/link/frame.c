@@ -424,6 +424,7 @@ ss_status *link_pack_header(const ss_link_msg *m, const link_handshake *hs,
     case SS_LINK_REGISTER_ACK:
         h.reg_ack.accepted = m->accepted;
         h.reg_ack.reason = str_or_empty(m->message);
+        h.reg_ack.kv_cache_bytes = m->kv_cache_bytes;
         break;
     case SS_LINK_GET_META:
         h.get_meta.requester = str_or_empty(m->address);
@@ -457,12 +458,22 @@ ss_status *link_pack_header(const ss_link_msg *m, const link_handshake *hs,
         if (!st && m->n_places) st = fill_places(m, &s, opts);
         h.predict.n_places = st ? 0 : m->n_places;
         h.predict.places = s.place_ptrs;
+        if (!st && (m->n_seq_release > opts->max_tensors || m->n_seq_create > opts->max_tensors))
+            st = ss_errf(SS_ERR_LIMIT,
+                         "PREDICT frees %zu and creates %zu sequences, the limit is %u",
+                         m->n_seq_release, m->n_seq_create, opts->max_tensors);
+        h.predict.n_seq_release = m->n_seq_release;
+        h.predict.seq_release = m->seq_release;
+        h.predict.n_seq_create = m->n_seq_create;
+        h.predict.seq_create = m->seq_create;
         break;
     case SS_LINK_RESULT:
         h.result.request_id = m->request_id;
         h.result.status_code = m->status_code;
         h.result.message = str_or_empty(m->message);
         h.result.comm_bytes = m->comm_bytes;
+        h.result.kv_blocks = m->kv_blocks;
+        h.result.kv_block_tokens = m->kv_block_tokens;
         st = fill_tensors(m, tensors, n_tensors, &s, payload_len, in_shm);
         h.result.n_tensors = n_tensors;
         h.result.tensors = s.desc_ptrs;
@@ -681,6 +692,30 @@ static ss_status *copy_bytes(const ProtobufCBinaryData *b, uint8_t *out, size_t 
     return NULL;
 }
 
+static ss_status *copy_ids(const int64_t *in, size_t n, int64_t **out, size_t *n_out)
+{
+    *out = malloc(sizeof(int64_t) * (n ? n : 1));
+    if (!*out) return ss_errf(SS_ERR_NOMEM, "sequence ids");
+    if (n) memcpy(*out, in, sizeof(int64_t) * n);
+    *n_out = n;
+    return NULL;
+}
+
+/* PREDICT's KV pool sequences to free and create. */
+static ss_status *unpack_seqs(const any_header *h, ss_link_msg *m, const ss_link_options *opts)
+{
+    if (h->predict.n_seq_release > opts->max_tensors || h->predict.n_seq_create > opts->max_tensors)
+        return ss_errf(SS_ERR_LIMIT, "PREDICT frees %zu and creates %zu sequences, the limit is %u",
+                       h->predict.n_seq_release, h->predict.n_seq_create, opts->max_tensors);
+    if (!h->predict.n_seq_release && !h->predict.n_seq_create) return NULL;
+    ss_status *st = copy_ids(h->predict.seq_release, h->predict.n_seq_release, &m->seq_release,
+                             &m->n_seq_release);
+    if (!st)
+        st = copy_ids(h->predict.seq_create, h->predict.n_seq_create, &m->seq_create,
+                      &m->n_seq_create);
+    return st;
+}
+
 static ss_status *unpack_fields(const link_prefix *p, const any_header *h,
                                 const ss_link_options *opts, ss_link_msg *m, link_handshake *hs,
                                 uint64_t **sizes, bool local)
@@ -724,6 +759,7 @@ static ss_status *unpack_fields(const link_prefix *p, const any_header *h,
         return st;
     case SS_LINK_REGISTER_ACK:
         m->accepted = h->reg_ack.accepted;
+        m->kv_cache_bytes = h->reg_ack.kv_cache_bytes;
         return dup_field(&m->message, h->reg_ack.reason, "reason");
     case SS_LINK_GET_META:
         return dup_field(&m->address, h->get_meta.requester, "requester");
@@ -773,12 +809,15 @@ static ss_status *unpack_fields(const link_prefix *p, const any_header *h,
         }
         if (h->predict.n_places)
             st = unpack_places(h->predict.places, h->predict.n_places, m, opts);
+        if (!st) st = unpack_seqs(h, m, opts);
         if (st) return st;
         return unpack_tensors(p, h->predict.tensors, h->predict.n_tensors, m, sizes, local);
     case SS_LINK_RESULT:
         m->request_id = h->result.request_id;
         m->status_code = h->result.status_code;
         m->comm_bytes = h->result.comm_bytes;
+        m->kv_blocks = h->result.kv_blocks;
+        m->kv_block_tokens = h->result.kv_block_tokens;
         st = dup_field(&m->message, h->result.message, "message");
         if (st) return st;
         return unpack_tensors(p, h->result.tensors, h->result.n_tensors, m, sizes, local);
@@ -893,6 +932,8 @@ void ss_link_msg_free(ss_link_msg *m)
     for (size_t i = 0; m->places && i < m->n_places; i++)
         free(m->places[i].key);
     free(m->places);
+    free(m->seq_release);
+    free(m->seq_create);
     free(m->shm_error);
     link_shm_let_go(m);
     memset(m, 0, sizeof *m);

@@ -997,6 +997,17 @@ void ss_session_kv_blocks(const ss_session *s, int64_t *total, int64_t *free_blo
     *free_blocks = s->kvpool ? ss_kvpool_free_blocks(s->kvpool) : 0;
 }
 
+ss_status *ss_session_set_kv_cache_bytes(ss_session *s, size_t bytes)
+{
+    if (!s->kvpool) return ss_errf(SS_ERR_INVALID, "the model keeps no KV cache pool");
+    return ss_kvpool_set_bytes(s->kvpool, bytes);
+}
+
+int ss_session_kv_block_tokens(const ss_session *s)
+{
+    return s->kvpool ? (s->opt.kv_block_size ? s->opt.kv_block_size : 16) : 0;
+}
+
 /* ------------------------------------------------------------------ public API */
 
 ss_status *ss_session_create_from_model(ss_onnx_model *model, const ss_session_options *opt,

@@ -282,6 +282,97 @@ static ss_status *model_method(ss_servable_config *c)
     return NULL;
 }
 
+/* The inputs a generate method may take (a request's sampling parameters) and its outputs. */
+static const char *const gen_inputs[] = {"prompt",
+                                         "max_tokens",
+                                         "temperature",
+                                         "top_k",
+                                         "top_p",
+                                         "min_p",
+                                         "seed",
+                                         "repetition_penalty",
+                                         "presence_penalty",
+                                         "frequency_penalty",
+                                         "stop_token_ids",
+                                         NULL};
+static const char *const gen_outputs[] = {"tokens", "finish_reason", NULL};
+
+static bool listed(const char *const *names, const char *n)
+{
+    for (; *names; names++)
+        if (!strcmp(*names, n)) return true;
+    return false;
+}
+
+static ss_status *gen_method(const ss_method_config *mc, const char *what)
+{
+    bool prompt = false, tokens = false;
+    for (int i = 0; i < mc->n_inputs; i++) {
+        if (!listed(gen_inputs, mc->inputs[i]))
+            return ss_errf(SS_ERR_INVALID,
+                           "%s: generate method '%s' has input '%s'; it takes prompt, max_tokens, "
+                           "temperature, top_k, top_p, min_p, seed, repetition_penalty, "
+                           "presence_penalty, frequency_penalty, stop_token_ids",
+                           what, mc->name, mc->inputs[i]);
+        prompt = prompt || !strcmp(mc->inputs[i], "prompt");
+    }
+    for (int i = 0; i < mc->n_outputs; i++) {
+        if (!listed(gen_outputs, mc->outputs[i]))
+            return ss_errf(SS_ERR_INVALID,
+                           "%s: generate method '%s' has output '%s'; it gives tokens and "
+                           "finish_reason",
+                           what, mc->name, mc->outputs[i]);
+        tokens = tokens || !strcmp(mc->outputs[i], "tokens");
+    }
+    if (!prompt || !tokens)
+        return ss_errf(SS_ERR_INVALID,
+                       "%s: generate method '%s' needs input 'prompt' and output "
+                       "'tokens'",
+                       what, mc->name);
+    return NULL;
+}
+
+/* "generate": {max_tokens, max_running, max_sequences, step_tokens, stop_token_ids}. */
+static ss_status *gen_config(const cJSON *g, const char *what, ss_servable_config *c)
+{
+    ss_generate_config *gc = &c->gen;
+    if (!cJSON_IsObject(g))
+        return ss_errf(SS_ERR_INVALID, "%s: 'generate' must be an object", what);
+    gc->enabled = true;
+    ss_status *st = int_field(g, "max_tokens", what, 1, 1 << 20, 16, &gc->max_tokens);
+    if (!st) st = int_field(g, "max_running", what, 1, 4096, 32, &gc->max_running);
+    if (!st) st = int_field(g, "max_sequences", what, 1, 1 << 16, 256, &gc->max_sequences);
+    if (!st) st = int_field(g, "step_tokens", what, 1, 1 << 20, 512, &gc->step_tokens);
+    if (!st) st = int_field(g, "max_context", what, 0, 1 << 30, 0, &gc->max_context);
+    const cJSON *kv = cJSON_GetObjectItemCaseSensitive(g, "kv_cache_mb");
+    if (!st && kv && (!cJSON_IsNumber(kv) || !(kv->valuedouble > 0 && kv->valuedouble <= 1 << 20)))
+        st = ss_errf(SS_ERR_INVALID, "%s: 'kv_cache_mb' must be a number of MiB in (0, 1048576]",
+                     what);
+    if (!st && kv) gc->kv_cache_mb = kv->valuedouble;
+    if (!st && gc->max_sequences < gc->max_running)
+        st = ss_errf(SS_ERR_INVALID, "%s: 'max_sequences' %d is below 'max_running' %d", what,
+                     gc->max_sequences, gc->max_running);
+    const cJSON *ids = cJSON_GetObjectItemCaseSensitive(g, "stop_token_ids"), *v;
+    if (!st && ids && (!cJSON_IsArray(ids) || cJSON_GetArraySize(ids) > SS_GEN_MAX_STOP_IDS))
+        st = ss_errf(SS_ERR_INVALID, "%s: 'stop_token_ids' must be a list of at most %d ids", what,
+                     SS_GEN_MAX_STOP_IDS);
+    if (!st && ids) cJSON_ArrayForEach(v, ids)
+        {
+            if (!cJSON_IsNumber(v) || v->valuedouble < 0 || v->valuedouble > 2147483647.0 ||
+                v->valuedouble != (double)(int64_t)v->valuedouble)
+                return ss_errf(SS_ERR_INVALID, "%s: 'stop_token_ids' holds a non-id", what);
+            gc->stop_ids[gc->n_stop_ids++] = (int64_t)v->valuedouble;
+        }
+    for (int m = 0; !st && m < c->n_methods; m++)
+        st = gen_method(&c->methods[m], what);
+    if (!st && c->with_batch_dim)
+        st = ss_errf(SS_ERR_INVALID,
+                     "%s: a generative servable takes each request as it is: set "
+                     "'with_batch_dim' to false",
+                     what);
+    return st;
+}
+
 ss_status *ss_servable_config_parse(const char *text, size_t len, const char *what,
                                     const char *name, ss_servable_config *c)
 {
@@ -357,8 +448,12 @@ ss_status *ss_servable_config_parse(const char *text, size_t len, const char *wh
             if (st) break;
             c->n_methods++;
         }
+    const cJSON *g = cJSON_GetObjectItemCaseSensitive(root, "generate");
+    if (!st && g) st = gen_config(g, what, c);
     cJSON_Delete(root);
     if (!st) st = ss_pipeline_parse(text, len, what, name, &c->stages);
+    if (!st && c->gen.enabled && c->stages)
+        st = ss_errf(SS_ERR_INVALID, "%s: a generative servable's methods have no stages", what);
     if (!st && c->stages) st = model_method(c);
     if (!st) st = check_no_batch_names(c, what);
     if (st) ss_servable_config_clear(c);

@@ -40,6 +40,7 @@
 #include "shardserve/metrics.h"
 
 #include "batch.h"
+#include "gen.h"
 
 #include <assert.h>
 #include <cjson/cJSON.h>
@@ -104,6 +105,11 @@ typedef struct job {
     int n_inputs;
     void *in_buf[SS_MAX_IO];
     size_t in_cap[SS_MAX_IO];
+    /* a generative servable's model call (see gen.h): inputs and pool sequences from the token
+     * loop; the probe's PREDICT is answered by every rank (answers_due), each with its pool */
+    bool gen, gen_probe;
+    ss_gen_call call;
+    int answers_due;
     /* the bulk sender's part (see to_bulk): what it sends on and how it went */
     ss_link_conn **bulk_conns;
     bool bulk_bcast;
@@ -123,6 +129,8 @@ typedef struct {
     ss_link_spec *inputs, *outputs;
     size_t n_inputs, n_outputs;
     uint8_t feed[SS_MAX_IO]; /* its input k is the model's input feed[k] (see collect_inputs) */
+    uint64_t kv_blocks;      /* its KV block pool, as its last RESULT said (0: none) */
+    uint32_t kv_block_tokens;
     const ss_link_conn *counted_conn;
     uint64_t counted_sent, counted_recv;
 } agent_slot;
@@ -199,6 +207,8 @@ struct ss_worker {
     /* the model's inputs: rank 0's, then what later stages add (borrowed from agents[].inputs) */
     const ss_link_spec *model_in[SS_MAX_IO];
     size_t n_model_in;
+    ss_wgen *gen;  /* a generative servable's token loop (NULL otherwise) */
+    bool gen_busy; /* one of its calls is in flight */
     task *queue;
     size_t q_head, q_len, q_cap;
     job *inflight, *free_jobs;
@@ -481,6 +491,8 @@ static job *job_get(ss_worker *w, int take)
     j->id = 0;
     j->n_tasks = j->n_inputs = 0;
     j->answered = j->in_bulk = j->failed = false;
+    j->gen = j->gen_probe = false;
+    j->answers_due = 1;
     j->err_code = 0;
     j->err[0] = 0;
     j->next = NULL;
@@ -510,9 +522,37 @@ static bool result_movable(const ss_tensor *t)
            t->storage == SS_STORE_MAPPED || t->storage == SS_STORE_BORROWED;
 }
 
+/* The smallest KV block pool over the ranks (what the token loop may use), and its block size
+ * (0 when the ranks disagree: no pool it can mirror). */
+static int64_t pool_blocks(const ss_worker *w, int32_t *tokens)
+{
+    int64_t least = INT64_MAX;
+    *tokens = (int32_t)w->agents[0].kv_block_tokens;
+    for (int r = 0; r < w->cfg.rank_size; r++) {
+        const agent_slot *a = &w->agents[r];
+        if ((int64_t)a->kv_blocks < least) least = (int64_t)a->kv_blocks;
+        if ((int32_t)a->kv_block_tokens != *tokens) *tokens = 0;
+    }
+    return least;
+}
+
+/* A token-loop call came back: its logits (or error) to the loop. */
+static void gen_complete(ss_worker *w, job *j)
+{
+    w->gen_busy = false;
+    int32_t tokens = 0;
+    int64_t blocks = j->gen_probe && !j->failed ? pool_blocks(w, &tokens) : 0;
+    const ss_tensor *logits = j->result.n_tensors ? &j->result.tensors[0] : NULL;
+    ss_wgen_done(w->gen, j->failed ? NULL : logits, j->failed ? j->err : NULL, blocks, tokens);
+}
+
 /* Put the last rank's outputs (or the job's error) into its requests' replies. */
 static void job_complete(ss_worker *w, job *j)
 {
+    if (j->gen) {
+        gen_complete(w, j);
+        return;
+    }
     uint64_t now = ss_now_ns();
     if (now - j->dispatch_ns >= w->slow_ns)
         SS_INFO("servable %s: slow batch: request_id %llu, %d instances, %.3f ms from dispatch to "
@@ -589,6 +629,7 @@ static void reap_jobs(ss_worker *w)
 static void fail_everything(ss_worker *w, int64_t code, const char *msg)
 {
     ASSERT_ON_LOOP(w);
+    if (w->gen) ss_wgen_lost(w->gen, msg); /* the agents' pools go with them */
     while (w->q_len) {
         task t = w->queue[w->q_head];
         w->q_head = (w->q_head + 1) % w->q_cap;
@@ -762,6 +803,27 @@ static ss_status *collect_inputs(ss_worker *w)
     return NULL;
 }
 
+/* A generative servable's model is fed by the token loop: exactly input_ids, position_ids and
+ * seq_ids (int64), a `shard --kv-pool` model's inputs. */
+static ss_status *check_gen_model(const ss_worker *w)
+{
+    static const char *const want[] = {"input_ids", "position_ids", "seq_ids"};
+    bool ok = w->n_model_in == 3;
+    for (size_t k = 0; ok && k < 3; k++) {
+        bool found = false;
+        for (size_t i = 0; i < 3 && !found; i++)
+            found = !strcmp(w->model_in[i]->name, want[k]) && w->model_in[i]->dtype == SS_DT_INT64;
+        ok = found;
+    }
+    if (!ok)
+        return ss_errf(SS_ERR_INVALID,
+                       "servable %s generates: its model must take input_ids, position_ids and "
+                       "seq_ids (int64), as `shardserve shard --kv-pool` makes it; this one takes "
+                       "%zu inputs, the first '%s'",
+                       w->cfg.name, w->n_model_in, w->n_model_in ? w->model_in[0]->name : "");
+    return NULL;
+}
+
 /* MindSpore's CheckAgentsInfosAndInitTensorInfos, once every rank is there. */
 static ss_status *check_agents(ss_worker *w)
 {
@@ -787,6 +849,7 @@ static ss_status *check_agents(ss_worker *w)
                            a->batch_size, r0->batch_size);
     }
     w->shaped_batches = false;
+    if (w->gen) return check_gen_model(w); /* its methods' inputs are a request's parameters */
     for (int m = 0; m < w->cfg.n_methods; m++) {
         const ss_method_config *mc = &w->cfg.methods[m];
         if ((size_t)mc->n_inputs != w->n_model_in)
@@ -825,8 +888,20 @@ static void spec_to_serving(const ss_link_spec *sp, const char *name, bool batch
         out->dims[d] = sp->dims[d + (batched ? 1 : 0)];
 }
 
+/* A generate method's parameters: any numeric type (JSON gives int32 and float32, gRPC clients
+ * int64 and float64; gen.c checks them); prompt and stop_token_ids are lists. Outputs: tokens
+ * int64 [n], finish_reason a string. */
+static ss_serving_tensor_spec gen_spec(const char *name, bool output)
+{
+    bool list =
+        !strcmp(name, "prompt") || !strcmp(name, "stop_token_ids") || !strcmp(name, "tokens");
+    ss_serving_tensor_spec sp = {.name = (char *)name, .ndim = list ? 1 : 0, .dims = {-1}};
+    sp.dtype = !output ? SS_DT_UNDEFINED : list ? SS_DT_INT64 : SS_DT_STRING;
+    return sp;
+}
+
 /* The signature clients see: the model's inputs and the last rank's outputs under the method's
- * names, per-instance shapes where batched. */
+ * names, per-instance shapes where batched (a generate method: its parameters and tokens). */
 static ss_status *publish(ss_worker *w)
 {
     const agent_slot *last = &w->agents[w->cfg.rank_size - 1];
@@ -834,10 +909,14 @@ static ss_status *publish(ss_worker *w)
     ss_serving_tensor_spec ins[16][SS_MAX_IO], outs[16][SS_MAX_IO];
     for (int m = 0; m < w->cfg.n_methods; m++) {
         const ss_method_config *mc = &w->cfg.methods[m];
-        for (int k = 0; k < mc->n_inputs; k++)
+        for (int k = 0; w->gen && k < mc->n_inputs; k++)
+            ins[m][k] = gen_spec(mc->inputs[k], false);
+        for (int k = 0; w->gen && k < mc->n_outputs; k++)
+            outs[m][k] = gen_spec(mc->outputs[k], true);
+        for (int k = 0; !w->gen && k < mc->n_inputs; k++)
             spec_to_serving(w->model_in[k], mc->inputs[k],
                             input_batched(&w->cfg, mc, k, w->model_in[k]), &ins[m][k]);
-        for (int k = 0; k < mc->n_outputs; k++)
+        for (int k = 0; !w->gen && k < mc->n_outputs; k++)
             spec_to_serving(&last->outputs[k], mc->outputs[k],
                             w->cfg.with_batch_dim && last->outputs[k].ndim > 0, &outs[m][k]);
         methods[m] = (ss_serving_method){(char *)mc->name, ins[m], outs[m], (size_t)mc->n_inputs,
@@ -935,7 +1014,8 @@ static void on_register(ss_worker *w, ss_link_conn *c, ss_link_msg *m)
     const char *reject = register_agent(w, m, c, why, sizeof why);
     ss_link_msg ack = {.type = SS_LINK_REGISTER_ACK,
                        .accepted = !reject,
-                       .message = (char *)(reject ? reject : "")};
+                       .message = (char *)(reject ? reject : ""),
+                       .kv_cache_bytes = (uint64_t)(w->cfg.gen.kv_cache_mb * (1 << 20))};
     ss_status *st = ss_link_send(c, &ack, NULL, 0);
     if (reject) {
         SS_WARN("servable %s: rejected registration of rank %u: %s", w->cfg.name, m->rank, reject);
@@ -1134,8 +1214,16 @@ static job *find_job(ss_worker *w, uint64_t id)
 static void on_result(ss_worker *w, int rank, ss_link_msg *m)
 {
     count_comm_bytes(w, rank, m->comm_bytes);
+    if (m->kv_blocks)
+        w->agents[rank].kv_blocks = m->kv_blocks,
+        w->agents[rank].kv_block_tokens = m->kv_block_tokens;
     bool last = rank == w->cfg.rank_size - 1;
-    if (!last && m->status_code == 0) return;
+    if (!last && m->status_code == 0) { /* only a pool probe asks every rank (see gen.h) */
+        job *p = find_job(w, m->request_id);
+        if (p && !p->answered && --p->answers_due == 0) p->answered = true;
+        if (p && p->answered) reap_jobs(w);
+        return;
+    }
     job *j = find_job(w, m->request_id);
     if (!j || j->answered) return;             /* answered already (failed or timed out) */
     if (m->status_code == 0 && m->shm_error) { /* an output in shared memory the link lost */
@@ -1150,7 +1238,7 @@ static void on_result(ss_worker *w, int rank, ss_link_msg *m)
     } else {
         j->result = *m;
         memset(m, 0, sizeof *m); /* ownership moves to the job */
-        j->answered = true;
+        j->answered = --j->answers_due <= 0;
     }
     reap_jobs(w);
 }
@@ -1196,9 +1284,37 @@ static void on_agent_readable(ss_worker *w, int rank)
 
 /* The batch's input tensors: merged rows for batched inputs (into the job's recycled buffers),
  * the first instance's tensor as it is for inputs the model takes whole. */
+/* A token-loop call's inputs, in the model's input order (names checked by check_gen_model). */
+static ss_status *gen_inputs(ss_worker *w, job *j, ss_tensor **ins, const char **names, int *n_ins)
+{
+    const ss_gen_call *c = &j->call;
+    *n_ins = 0;
+    for (size_t k = 0; k < w->n_model_in; k++)
+        ins[k] = NULL, names[k] = w->model_in[k]->name;
+    if (!c->batch) return NULL; /* pool sequences to free only */
+    int64_t d2[2] = {c->batch, c->seq}, d1[1] = {c->batch};
+    size_t nb = (size_t)(c->batch * c->seq) * sizeof(int64_t);
+    for (size_t k = 0; k < w->n_model_in; k++) {
+        const char *n = w->model_in[k]->name;
+        ss_tensor *t = &j->inputs[k];
+        ss_status *st =
+            !strcmp(n, "seq_ids")
+                ? ss_tensor_borrow(t, SS_DT_INT64, 1, d1, (void *)c->seq_ids,
+                                   (size_t)c->batch * sizeof(int64_t))
+                : ss_tensor_borrow(t, SS_DT_INT64, 2, d2,
+                                   (void *)(!strcmp(n, "input_ids") ? c->input_ids : c->positions),
+                                   nb);
+        if (st) return st;
+        ins[k] = t, names[k] = n;
+    }
+    *n_ins = (int)w->n_model_in;
+    return NULL;
+}
+
 static ss_status *build_inputs(ss_worker *w, job *j, ss_tensor **ins, const char **names,
                                int *n_ins)
 {
+    if (j->gen) return gen_inputs(w, j, ins, names, n_ins);
     const ss_method_config *mc = j->tasks[0].rs->method;
     int n = (int)w->n_model_in;
     *n_ins = n;
@@ -1301,6 +1417,12 @@ static ss_status *send_job(ss_worker *w, job *j, ss_link_conn *const *conns, boo
                          .tensor_names = n_send ? (char **)(stage0 ? names : own_names) : NULL,
                          .share_inputs = bcast && r == 0};
         if (r == n - 1) m.n_places = job_places(j, places), m.places = places;
+        if (j->gen) { /* every rank keeps its share of the pool's sequences */
+            m.seq_release = (int64_t *)j->call.release, m.n_seq_release = j->call.n_release;
+            m.seq_create = (int64_t *)j->call.create, m.n_seq_create = j->call.n_create;
+            m.quiet = m.quiet && !j->gen_probe;
+            if (!j->call.batch) n_send = 0;
+        }
         if (stage0 && bcast && r > 0) {
             m.has_input_root = true;
             m.input_root = 0;
@@ -1432,9 +1554,45 @@ static bool same_shapes(const task *a, const task *b)
     return true;
 }
 
+/* The token loop's next model call, one at a time (each step depends on the last one's tokens). */
+static void gen_dispatch(ss_worker *w)
+{
+    ss_gen_call c;
+    bool probe = false;
+    if (w->gen_busy || !w->is_ready || w->stopping || !ss_wgen_next(w->gen, &c, &probe)) return;
+    job *j = job_get(w, 0);
+    if (!j) {
+        ss_wgen_lost(w->gen, "out of memory");
+        return;
+    }
+    j->gen = true, j->gen_probe = probe, j->call = c;
+    j->answers_due = probe ? w->cfg.rank_size : 1;
+    j->id = ++w->next_job_id;
+    j->dispatch_ns = ss_now_ns();
+    j->link_bytes = 0;
+    j->deadline_ns = j->dispatch_ns + (uint64_t)w->opt.request_timeout_ms * 1000000ull;
+    w->n_inflight++;
+    j->next = w->inflight;
+    w->inflight = j;
+    w->gen_busy = true;
+    ss_link_conn *conns[w->cfg.rank_size];
+    for (int r = 0; r < w->cfg.rank_size; r++)
+        conns[r] = w->agents[r].alive ? w->agents[r].conn : NULL;
+    ss_status *st = send_job(w, j, conns, false);
+    if (st) {
+        job_fail(j, SS_SERVING_WORKER_UNAVAILABLE, "worker unavailable: %s", st->msg);
+        ss_status_free(st);
+    }
+}
+
 static void dispatch(ss_worker *w)
 {
     ASSERT_ON_LOOP(w);
+    if (w->gen) {
+        gen_dispatch(w);
+        reap_jobs(w);
+        return;
+    }
     uint64_t now = ss_now_ns();
     while (w->is_ready && !w->stopping && w->q_len && may_dispatch(w)) {
         /* with a queue delay, wait (bounded) for a fuller batch */
@@ -1556,6 +1714,27 @@ static bool instance_failed(const req_state *rs, size_t i)
 
 /* Queue a submitted request's instances (those the checks did not fail already). The last
  * req_finish_instance frees rs: loops count what is left locally. */
+/* A generate request: each instance to the token loop (an instance whose parameters are wrong is
+ * answered at once, naming the input). */
+static void gen_enqueue(ss_worker *w, req_state *rs)
+{
+    size_t n = rs->req->count, left = rs->remaining;
+    for (size_t i = 0; i < n && left; i++) {
+        if (instance_failed(rs, i)) continue;
+        left--;
+        ss_status *st = ss_wgen_submit(w->gen, rs->method, &rs->req->instances[i],
+                                       &rs->reply->instances[i], rs, i);
+        if (st) req_finish_instance(w, rs, i, st->msg, SS_SERVING_INVALID_INPUTS);
+        ss_status_free(st);
+    }
+}
+
+/* gen.h's finish: an instance of a generate request is done. */
+static void gen_finished(void *worker, void *request, size_t inst, const char *error)
+{
+    req_finish_instance(worker, request, inst, error, error ? SS_SERVING_SYSTEM_ERROR : 0);
+}
+
 static void enqueue_request(ss_worker *w, req_state *rs)
 {
     size_t n = rs->req->count, left = rs->remaining;
@@ -1568,6 +1747,10 @@ static void enqueue_request(ss_worker *w, req_state *rs)
         for (size_t i = 0; i < n && left; i++)
             if (!instance_failed(rs, i))
                 left--, req_finish_instance(w, rs, i, why, SS_SERVING_WORKER_UNAVAILABLE);
+        return;
+    }
+    if (w->gen) {
+        gen_enqueue(w, rs);
         return;
     }
     if (w->q_len + left > w->q_cap) {
@@ -1898,6 +2081,7 @@ const char *ss_worker_address(const ss_worker *w)
 
 static void worker_free(ss_worker *w)
 {
+    ss_wgen_free(w->gen, "Servable stopped: the server is shutting down");
     ss_servable_config_clear(&w->cfg);
     if (w->entry) ss_serving_remove(w->set->serving, w->entry);
     for (job *j = w->free_jobs; j;) {
@@ -1953,6 +2137,10 @@ static ss_status *worker_open(ss_worker *w, const ss_worker_options *opt)
         epoll_ctl(w->epfd, EPOLL_CTL_ADD, ss_link_listener_fd(w->listener), &lev) != 0 ||
         (local_fd >= 0 && epoll_ctl(w->epfd, EPOLL_CTL_ADD, local_fd, &lev) != 0))
         return ss_errf(SS_ERR_IO, "epoll_ctl: %s", strerror(errno));
+    if (w->cfg.gen.enabled) {
+        st = ss_wgen_new(&w->cfg.gen, gen_finished, w, &w->gen);
+        if (st) return st;
+    }
     st = ss_serving_add(w->set->serving, w->cfg.name, w->version,
                         (ss_serving_backend){w, worker_submit}, &w->entry);
     if (!st && w->cfg.stages) { /* a composed servable: its stages run in front of the worker */

@@ -9,7 +9,7 @@
  *   gen_engine PAGED_MODEL.onnx PROMPT.npy REF_TOKENS.npy
  */
 #include "check.h"
-#include "engine.h"
+#include "gen_engine.h"
 #include "shardserve/runtime.h"
 
 static ss_tensor prompt, ref;
@@ -66,8 +66,13 @@ static void model_open(model *m, size_t kv_bytes)
     m->seq = input_index(m->s, "seq_ids");
     CHECK(m->ids >= 0 && m->pos >= 0 && m->seq >= 0);
     int64_t tok = 0, pos = 0, id = 0, free_blocks = 0;
-    ss_gen_call warm = {.batch = 1, .seq = 1, .input_ids = &tok, .positions = &pos,
-                        .seq_ids = &id, .create = &id, .n_create = 1};
+    ss_gen_call warm = {.batch = 1,
+                        .seq = 1,
+                        .input_ids = &tok,
+                        .positions = &pos,
+                        .seq_ids = &id,
+                        .create = &id,
+                        .n_create = 1};
     const float *logits;
     CHECK_OK(run_call(m, &warm, &logits));
     CHECK_OK(ss_session_seq_free(m->s, 0));
@@ -93,8 +98,7 @@ static void on_token(void *ctx, int64_t token, ss_gen_state state, const char *e
 
 static ss_gen_engine *engine_for(const model *m)
 {
-    ss_gen_options o = {.vocab = (int32_t)m->vocab,
-                        .sched = {(int32_t)m->blocks, 16, 256, 32, 64}};
+    ss_gen_options o = {.vocab = (int32_t)m->vocab, .sched = {(int32_t)m->blocks, 16, 256, 32, 64}};
     ss_gen_engine *e = NULL;
     CHECK_OK(ss_gen_engine_new(&o, &e));
     return e;
@@ -110,8 +114,9 @@ static bool drain(model *m, ss_gen_engine *e, int *calls, int *widest)
         ss_status *st = run_call(m, &c, &logits);
         if (c.batch > *widest) *widest = (int)c.batch;
         (*calls)++;
-        if (st) fprintf(stderr, "call of %lld x %lld: %s\n", (long long)c.batch,
-                        (long long)c.seq, st->msg);
+        if (st)
+            fprintf(stderr, "call of %lld x %lld: %s\n", (long long)c.batch, (long long)c.seq,
+                    st->msg);
         ok = ok && !st;
         ss_gen_done(e, logits, st ? st->msg : NULL);
         ss_status_free(st);

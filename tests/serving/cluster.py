@@ -61,7 +61,7 @@ class Cluster:
 
     # ---------------------------------------------------------------- setup
     def add_servable(self, name, model_path, ranks, stages=1, strategy="auto", with_batch_dim=False,
-                     methods=None, extra=None, input_shapes=()):
+                     methods=None, extra=None, input_shapes=(), shard_args=()):
         sv = os.path.join(self.servables, name)
         os.makedirs(sv, exist_ok=True)
         cfg = {"distributed": {"rank_size": ranks, "stage_size": stages,
@@ -70,14 +70,15 @@ class Cluster:
         cfg.update(extra or {})
         with open(os.path.join(sv, "servable.json"), "w") as f:
             json.dump(cfg, f)
-        return self.shard(model_path, name, ranks, stages, strategy, input_shapes)
+        return self.shard(model_path, name, ranks, stages, strategy, input_shapes, shard_args)
 
-    def shard(self, model_path, tag, ranks, stages=1, strategy="auto", input_shapes=()):
+    def shard(self, model_path, tag, ranks, stages=1, strategy="auto", input_shapes=(), shard_args=()):
         out = os.path.join(self.dir, "shards-" + tag)
         cmd = [SHARDSERVE, "shard", model_path, "--ranks", str(ranks), "--stages", str(stages),
                "--strategy", strategy, "--out", out, "--quiet"]
         for s in input_shapes:
             cmd += ["--input-shape", s]
+        cmd += list(shard_args)
         subprocess.run(cmd, check=True, capture_output=True, timeout=120)
         base = os.path.splitext(os.path.basename(model_path))[0]
         return [os.path.join(out, "device%d" % i, base + ".onnx") for i in range(ranks)]

@@ -91,6 +91,20 @@ static ss_status *kvpool_size(ss_kvpool *p, int kv_heads, int head_dim)
     return NULL;
 }
 
+/* The layers' storage for the pool's current block count. */
+static ss_status *layer_alloc(ss_kvpool *p, ss_kv_layer *l)
+{
+    size_t n =
+        (size_t)p->n_blocks * (size_t)l->kv_heads * (size_t)p->block_size * (size_t)l->head_dim;
+    l->k = malloc(n * sizeof(float));
+    l->v = malloc(n * sizeof(float));
+    if (l->k && l->v) return NULL;
+    free(l->k), free(l->v);
+    l->k = l->v = NULL;
+    return ss_errf(SS_ERR_NOMEM, "KV cache layer %lld: %.1f MiB", (long long)l->id,
+                   mib(2 * n * sizeof(float)));
+}
+
 ss_status *ss_kvpool_layer(ss_kvpool *p, int64_t id, int kv_heads, int head_dim, ss_kv_layer **out)
 {
     for (int i = 0; i < p->n_bound; i++) {
@@ -108,16 +122,32 @@ ss_status *ss_kvpool_layer(ss_kvpool *p, int64_t id, int kv_heads, int head_dim,
     ss_status *st = p->n_blocks ? NULL : kvpool_size(p, kv_heads, head_dim);
     if (st) return st;
     ss_kv_layer *l = &p->layers[p->n_bound];
-    size_t n = (size_t)p->n_blocks * (size_t)kv_heads * (size_t)p->block_size * (size_t)head_dim;
-    *l =
-        (ss_kv_layer){id, kv_heads, head_dim, malloc(n * sizeof(float)), malloc(n * sizeof(float))};
-    if (!l->k || !l->v) {
-        free(l->k), free(l->v);
-        return ss_errf(SS_ERR_NOMEM, "KV cache layer %lld: %.1f MiB", (long long)id,
-                       mib(2 * n * sizeof(float)));
-    }
+    *l = (ss_kv_layer){id, kv_heads, head_dim, NULL, NULL};
+    st = layer_alloc(p, l);
+    if (st) return st;
     p->n_bound++;
     return *out = l, NULL;
+}
+
+ss_status *ss_kvpool_set_bytes(ss_kvpool *p, size_t bytes)
+{
+    if (!bytes) return ss_errf(SS_ERR_INVALID, "a KV cache pool of 0 bytes");
+    for (int i = 0; i < p->n_seqs; i++)
+        if (p->seqs[i].used)
+            return ss_errf(SS_ERR_INVALID, "the KV cache pool holds sequences: it keeps its size");
+    size_t old = p->bytes;
+    p->bytes = bytes;
+    if (!p->n_bound) return NULL;
+    /* planned already (a load plans the model): the same layers over another block count */
+    free(p->next), free(p->table), free(p->scores);
+    p->next = p->table = NULL, p->scores = NULL;
+    for (int i = 0; i < p->n_bound; i++)
+        free(p->layers[i].k), free(p->layers[i].v), p->layers[i].k = p->layers[i].v = NULL;
+    ss_status *st = kvpool_size(p, p->layers[0].kv_heads, p->layers[0].head_dim);
+    for (int i = 0; !st && i < p->n_bound; i++)
+        st = layer_alloc(p, &p->layers[i]);
+    if (st) p->bytes = old;
+    return st;
 }
 
 static kv_seq *seq_find(const ss_kvpool *p, int64_t id)

@@ -39,6 +39,8 @@ typedef struct {
 
 ss_status *ss_kvpool_create(size_t bytes, int block_size, int n_layers, ss_kvpool **out);
 void ss_kvpool_free(ss_kvpool *p);
+/* Another size while it holds no sequence (the layers get storage for the new block count). */
+ss_status *ss_kvpool_set_bytes(ss_kvpool *p, size_t bytes);
 
 /* Plan time: the storage of layer `id` with this geometry (allocated on first use; the pool's
  * block count is fixed by the first layer bound). */

@@ -1,5 +1,5 @@
 /*
- * engine: the token loop of a generative servable, without the transport. Requests (prompt,
+ * gen_engine: the token loop of a generative servable, without the transport. Requests (prompt,
  * sampling, stop tokens, max tokens) go in; model calls come out (token ids, positions and KV
  * pool sequence ids: the keys and values stay where the model keeps them, a PagedAttention
  * model's block pool); their logits come back; tokens go to each request's callback as they are
@@ -13,8 +13,8 @@
 #include <stdbool.h>
 #include <stdint.h>
 
-#include "sample.h"
-#include "sched.h"
+#include "gen_sample.h"
+#include "gen_sched.h"
 
 typedef struct {
     int32_t vocab;

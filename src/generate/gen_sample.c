@@ -1,9 +1,9 @@
 /*
- * sample (sample.h): penalties, greedy or temperature/top-k/top-p/min-p, and the seeded draw.
- * Definitions follow HF transformers' logits processors and vLLM's SamplingParams
+ * gen_sample (gen_sample.h): penalties, greedy or temperature/top-k/top-p/min-p, and the seeded
+ * draw. Definitions follow HF transformers' logits processors and vLLM's SamplingParams
  * (shared/reference/llm-serving.md §4.6). Nothing here allocates per step.
  */
-#include "sample.h"
+#include "gen_sample.h"
 
 #include <math.h>
 #include <stdlib.h>

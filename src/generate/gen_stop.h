@@ -1,5 +1,5 @@
 /*
- * stop: stop strings over streamed text. The text generated so far is scanned for the earliest
+ * gen_stop: stop strings over streamed text. The text generated so far is scanned for the earliest
  * stop string; while streaming, a tail that could still become one is held back (OpenAI's stop
  * sequences are not part of the output, so no byte of one may be sent before it is ruled out).
  */

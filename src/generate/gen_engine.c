@@ -1,12 +1,12 @@
 /*
- * engine (engine.h): requests -> scheduler steps -> model calls -> sampled tokens. A step's
+ * gen_engine (gen_engine.h): requests -> scheduler steps -> model calls -> sampled tokens. A step's
  * decodes (and one-token prefill chunks) form one batched call, each longer prefill chunk a call
  * of its own. The KV pool's sequences follow the scheduler's: created when a sequence's first
  * chunk runs, freed when it finishes, is cancelled or is preempted (a preempted one is created
  * again and recomputed when it returns). Pool ids are never reused, so a late free cannot hit a
  * newer sequence.
  */
-#include "engine.h"
+#include "gen_engine.h"
 
 #include <stdlib.h>
 #include <string.h>

@@ -1,9 +1,9 @@
 /*
- * sched (sched.h): continuous batching over a paged KV pool. The running set is kept in
+ * gen_sched (gen_sched.h): continuous batching over a paged KV pool. The running set is kept in
  * admission order: the earliest admitted always makes progress, the latest is preempted first.
  * Everything is sized at creation; nothing allocates per step.
  */
-#include "sched.h"
+#include "gen_sched.h"
 
 #include <stdlib.h>
 #include <string.h>

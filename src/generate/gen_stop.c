@@ -1,8 +1,8 @@
 /*
- * stop (stop.h): the earliest complete stop string, else how much text no stop string can still
- * claim. Stop strings are few (OpenAI allows 4) and short: a direct scan is enough.
+ * gen_stop (gen_stop.h): the earliest complete stop string, else how much text no stop string can
+ * still claim. Stop strings are few (OpenAI allows 4) and short: a direct scan is enough.
  */
-#include "stop.h"
+#include "gen_stop.h"
 
 #include <string.h>
 

@@ -1,5 +1,5 @@
 /*
- * sched: the continuous-batching scheduler of a token loop and the KV block pool it hands out
+ * gen_sched: the continuous-batching scheduler of a token loop and the KV block pool it hands out
  * (vLLM's paged layout: fixed-size blocks, a block table per sequence, blocks taken on demand).
  * It knows counts, not tokens: a sequence has n_tokens (prompt + generated so far) of which
  * n_cached already have their keys and values in the pool. Every step runs, for each scheduled

@@ -1,5 +1,5 @@
 /*
- * sample: the next token from a step's logits, as the reference servers define it
+ * gen_sample: the next token from a step's logits, as the reference servers define it
  * (shared/reference/llm-serving.md §4.6): penalties first (repetition as CTRL/HF, presence and
  * frequency as OpenAI), then greedy argmax, or temperature -> top-k -> top-p -> min-p and a draw
  * from the request's own seeded generator (so a token never depends on what else was batched).

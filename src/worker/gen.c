@@ -1,0 +1,380 @@
+/*
+ * gen (gen.h): generate requests through the token-loop engine, the pool probe, and the outputs
+ * (tokens int64 [n], finish_reason "stop" | "length").
+ */
+#include "gen.h"
+
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define PROBE_SEQ INT64_MAX /* the engine numbers its pool sequences from 0 */
+
+typedef struct gen_req {
+    ss_wgen *g;
+    void *request;
+    size_t inst;
+    ss_serving_instance *out;
+    bool want_tokens, want_reason;
+    int64_t *prompt; /* until it reaches the engine (NULL after) */
+    int32_t n_prompt;
+    ss_gen_params p;
+    int64_t stop_ids[SS_GEN_MAX_STOP_IDS];
+    bool in_engine;
+    uint64_t handle;
+    int64_t *tokens; /* generated so far */
+    int32_t n_tokens, cap;
+    struct gen_req *next;
+} gen_req;
+
+typedef enum { POOL_UNKNOWN, PROBE_RUNNING, PROBE_RAN, PROBE_FREEING, POOL_KNOWN } pool_state;
+
+struct ss_wgen {
+    ss_generate_config cfg;
+    ss_wgen_finish finish;
+    void *worker;
+    ss_gen_engine *engine;
+    pool_state state;
+    gen_req *reqs;
+    int64_t probe_tok, probe_pos, probe_seq;
+    int64_t call_batch, call_seq; /* the call in flight (0 x 0: none or a release-only one) */
+};
+
+ss_status *ss_wgen_new(const ss_generate_config *cfg, ss_wgen_finish finish, void *worker,
+                       ss_wgen **out)
+{
+    *out = calloc(1, sizeof **out);
+    if (!*out) return ss_errf(SS_ERR_NOMEM, "generation state");
+    (*out)->cfg = *cfg;
+    (*out)->finish = finish;
+    (*out)->worker = worker;
+    (*out)->probe_seq = PROBE_SEQ;
+    return NULL;
+}
+
+static void req_free(gen_req *r)
+{
+    free(r->prompt);
+    free(r->tokens);
+    free(r);
+}
+
+/* The request leaves: unlinked, freed, and the worker told (last: it may answer the client). */
+static void req_end(gen_req *r, const char *error)
+{
+    ss_wgen *g = r->g;
+    for (gen_req **pp = &g->reqs; *pp; pp = &(*pp)->next)
+        if (*pp == r) {
+            *pp = r->next;
+            break;
+        }
+    void *request = r->request;
+    size_t inst = r->inst;
+    req_free(r);
+    g->finish(g->worker, request, inst, error);
+}
+
+static void fail_all(ss_wgen *g, const char *why)
+{
+    while (g->reqs)
+        req_end(g->reqs, why);
+}
+
+void ss_wgen_free(ss_wgen *g, const char *why)
+{
+    if (!g) return;
+    fail_all(g, why);
+    ss_gen_engine_free(g->engine);
+    free(g);
+}
+
+/* ------------------------------------------------------------------ a request's inputs */
+
+/* Element 0 of a one-element numeric tensor as a double; false when it is not one. */
+static bool scalar(const ss_tensor *t, double *v)
+{
+    if (t->nbytes != ss_dtype_size(t->dtype) || t->dtype == SS_DT_STRING) return false;
+    switch (t->dtype) {
+    case SS_DT_INT64: *v = (double)*(const int64_t *)t->data; return true;
+    case SS_DT_INT32: *v = *(const int32_t *)t->data; return true;
+    case SS_DT_FLOAT32: *v = *(const float *)t->data; return true;
+    case SS_DT_FLOAT64: *v = *(const double *)t->data; return true;
+    default: return false;
+    }
+}
+
+/* An integer tensor's elements as int64 (any shape); false when it holds no integers. */
+static bool int_list(const ss_tensor *t, int64_t *out, size_t cap, size_t *n)
+{
+    if (t->dtype != SS_DT_INT64 && t->dtype != SS_DT_INT32) return false;
+    *n = t->nbytes / ss_dtype_size(t->dtype);
+    for (size_t i = 0; i < *n && i < cap; i++)
+        out[i] = t->dtype == SS_DT_INT64 ? ((const int64_t *)t->data)[i]
+                                         : ((const int32_t *)t->data)[i];
+    return true;
+}
+
+static ss_status *set_param(gen_req *r, const char *name, const ss_tensor *t)
+{
+    double v = 0;
+    size_t n = 0;
+    if (!strcmp(name, "stop_token_ids")) {
+        if (!int_list(t, r->stop_ids, SS_GEN_MAX_STOP_IDS, &n) || n > SS_GEN_MAX_STOP_IDS)
+            return ss_errf(SS_ERR_INVALID, "input 'stop_token_ids' must hold at most %d integers",
+                           SS_GEN_MAX_STOP_IDS);
+        r->p.n_stop_ids = (int32_t)n;
+        return NULL;
+    }
+    if (!scalar(t, &v))
+        return ss_errf(SS_ERR_INVALID, "input '%s' must be one number", name);
+    bool integer = !strcmp(name, "max_tokens") || !strcmp(name, "top_k") || !strcmp(name, "seed");
+    if (integer && (v != (double)(int64_t)v || v < (!strcmp(name, "top_k") ? -1 : 0) ||
+                    v > (!strcmp(name, "seed") ? 9.2e18 : 2147483647.0)))
+        return ss_errf(SS_ERR_INVALID, "input '%s' must be a whole number in range, got %g", name,
+                       v);
+    ss_sample_params *s = &r->p.sample;
+    if (!strcmp(name, "max_tokens")) r->p.max_tokens = (int32_t)v;
+    if (!strcmp(name, "top_k")) s->top_k = (int)v;
+    if (!strcmp(name, "seed")) s->seed = (uint64_t)v;
+    if (!strcmp(name, "temperature")) s->temperature = (float)v;
+    if (!strcmp(name, "top_p")) s->top_p = (float)v;
+    if (!strcmp(name, "min_p")) s->min_p = (float)v;
+    if (!strcmp(name, "repetition_penalty")) s->repetition_penalty = (float)v;
+    if (!strcmp(name, "presence_penalty")) s->presence_penalty = (float)v;
+    if (!strcmp(name, "frequency_penalty")) s->frequency_penalty = (float)v;
+    return NULL;
+}
+
+static ss_status *read_inputs(gen_req *r, const ss_method_config *mc, const ss_serving_instance *in)
+{
+    for (int k = 0; k < mc->n_inputs; k++) {
+        const ss_serving_item *it = ss_serving_instance_find(in, mc->inputs[k]);
+        if (!it) return ss_errf(SS_ERR_INVALID, "Cannot find input %s in instance input", mc->inputs[k]);
+        if (strcmp(mc->inputs[k], "prompt")) {
+            ss_status *st = set_param(r, mc->inputs[k], &it->tensor);
+            if (st) return st;
+            continue;
+        }
+        size_t n = it->tensor.nbytes / (it->tensor.dtype == SS_DT_INT32 ? 4 : 8);
+        if ((it->tensor.dtype != SS_DT_INT64 && it->tensor.dtype != SS_DT_INT32) || n == 0 ||
+            n > INT32_MAX / 2)
+            return ss_errf(SS_ERR_INVALID, "input 'prompt' must hold token ids (int64 or int32), "
+                           "at least one");
+        r->prompt = malloc(n * sizeof(int64_t));
+        if (!r->prompt) return ss_errf(SS_ERR_NOMEM, "a prompt of %zu tokens", n);
+        int_list(&it->tensor, r->prompt, n, &n);
+        r->n_prompt = (int32_t)n;
+    }
+    return ss_sample_check(&r->p.sample);
+}
+
+/* ------------------------------------------------------------------ tokens and the end */
+
+static ss_status *put_outputs(gen_req *r, ss_gen_state state)
+{
+    ss_status *st = NULL;
+    if (r->want_tokens) {
+        ss_tensor t = {0};
+        int64_t dims[1] = {r->n_tokens};
+        st = ss_tensor_alloc(&t, SS_DT_INT64, 1, dims);
+        if (!st) {
+            if (r->n_tokens) memcpy(t.data, r->tokens, sizeof(int64_t) * (size_t)r->n_tokens);
+            st = ss_serving_instance_put(r->out, "tokens", &t, false);
+            if (st) ss_tensor_free(&t);
+        }
+    }
+    if (!st && r->want_reason) {
+        const char *why = state == SS_GEN_STOP ? "stop" : "length";
+        st = ss_serving_instance_put_string(r->out, "finish_reason", why, strlen(why), false);
+    }
+    return st;
+}
+
+static void on_token(void *ctx, int64_t token, ss_gen_state state, const char *error)
+{
+    gen_req *r = ctx;
+    if (token >= 0) {
+        if (r->n_tokens == r->cap) {
+            int32_t cap = r->cap ? 2 * r->cap : 64;
+            int64_t *t = realloc(r->tokens, sizeof *t * (size_t)cap);
+            if (!t) {
+                ss_gen_cancel(r->g->engine, r->handle); /* ends with CANCELLED: failed below */
+                return;
+            }
+            r->tokens = t, r->cap = cap;
+        }
+        r->tokens[r->n_tokens++] = token;
+    }
+    if (state == SS_GEN_RUNNING) return;
+    if (state == SS_GEN_STOP || state == SS_GEN_LENGTH) {
+        ss_status *st = put_outputs(r, state);
+        req_end(r, st ? st->msg : NULL);
+        ss_status_free(st);
+        return;
+    }
+    char why[600];
+    snprintf(why, sizeof why, "%s",
+             state == SS_GEN_CANCELLED ? "generation cancelled (the client went away, or out of "
+                                         "memory for its tokens)"
+                                       : (error ? error : "generation failed"));
+    req_end(r, why);
+}
+
+/* Into the engine (once the pool is known); false: refused, the request has ended. */
+static bool enter_engine(ss_wgen *g, gen_req *r)
+{
+    r->p.stop_ids = r->stop_ids;
+    ss_status *st =
+        ss_gen_submit(g->engine, r->prompt, r->n_prompt, &r->p, on_token, r, &r->handle);
+    free(r->prompt);
+    r->prompt = NULL;
+    r->in_engine = !st;
+    if (st) req_end(r, st->msg);
+    ss_status_free(st);
+    return r->in_engine;
+}
+
+ss_status *ss_wgen_submit(ss_wgen *g, const ss_method_config *mc, const ss_serving_instance *in,
+                          ss_serving_instance *out, void *request, size_t inst)
+{
+    gen_req *r = calloc(1, sizeof *r);
+    if (!r) return ss_errf(SS_ERR_NOMEM, "a generate request");
+    *r = (gen_req){.g = g, .request = request, .inst = inst, .out = out};
+    r->p = (ss_gen_params){.sample = ss_sample_defaults(), .max_tokens = g->cfg.max_tokens};
+    memcpy(r->stop_ids, g->cfg.stop_ids, sizeof r->stop_ids);
+    r->p.n_stop_ids = g->cfg.n_stop_ids;
+    for (int k = 0; k < mc->n_outputs; k++) {
+        r->want_tokens = r->want_tokens || !strcmp(mc->outputs[k], "tokens");
+        r->want_reason = r->want_reason || !strcmp(mc->outputs[k], "finish_reason");
+    }
+    ss_status *st = read_inputs(r, mc, in);
+    if (!st && g->cfg.max_context && r->n_prompt > g->cfg.max_context - r->p.max_tokens)
+        st = ss_errf(SS_ERR_INVALID,
+                     "%d prompt + %d new tokens exceed the servable's max_context %d", r->n_prompt,
+                     r->p.max_tokens, g->cfg.max_context);
+    if (st) {
+        req_free(r);
+        return st;
+    }
+    r->next = g->reqs;
+    g->reqs = r;
+    if (g->engine) enter_engine(g, r);
+    return NULL;
+}
+
+/* ------------------------------------------------------------------ calls */
+
+bool ss_wgen_next(ss_wgen *g, ss_gen_call *call, bool *probe)
+{
+    *probe = false;
+    g->call_batch = g->call_seq = 0;
+    switch (g->state) {
+    case POOL_UNKNOWN:
+        if (!g->reqs) return false;
+        g->probe_tok = g->probe_pos = 0;
+        *call = (ss_gen_call){.batch = 1, .seq = 1, .input_ids = &g->probe_tok,
+                              .positions = &g->probe_pos, .seq_ids = &g->probe_seq,
+                              .create = &g->probe_seq, .n_create = 1};
+        g->state = PROBE_RUNNING;
+        *probe = true;
+        g->call_batch = g->call_seq = 1;
+        return true;
+    case PROBE_RAN:
+        *call = (ss_gen_call){.release = &g->probe_seq, .n_release = 1};
+        g->state = PROBE_FREEING;
+        return true;
+    case POOL_KNOWN:
+        if (!ss_gen_next(g->engine, call)) return false;
+        g->call_batch = call->batch, g->call_seq = call->seq;
+        return true;
+    default:
+        return false; /* the probe's call is in flight */
+    }
+}
+
+/* The engine, sized by the probe: its pool mirrors the smallest rank's. */
+static void start_engine(ss_wgen *g, const ss_tensor *logits, int64_t blocks, int32_t tokens)
+{
+    ss_status *st = NULL;
+    if (!logits || logits->dtype != SS_DT_FLOAT32 || logits->ndim != 3 || logits->dims[2] < 1)
+        st = ss_errf(SS_ERR_INVALID, "the model's first output must be float32 logits [batch, "
+                     "seq, vocab]");
+    else if (blocks < 1 || tokens < 1)
+        st = ss_errf(SS_ERR_INVALID, "the agents report no KV block pool: serve a model made by "
+                     "`shardserve shard --kv-pool`");
+    ss_gen_options o = {.vocab = st ? 0 : (int32_t)logits->dims[2],
+                        .sched = {(int32_t)(blocks > INT32_MAX ? INT32_MAX : blocks), tokens,
+                                  g->cfg.step_tokens, g->cfg.max_running, g->cfg.max_sequences}};
+    if (!st) st = ss_gen_engine_new(&o, &g->engine);
+    if (st) {
+        fail_all(g, st->msg);
+        ss_status_free(st);
+        g->state = POOL_UNKNOWN;
+        return;
+    }
+    g->state = PROBE_RAN;
+    for (gen_req *r = g->reqs, *next; r; r = next) { /* enter_engine may end r */
+        next = r->next;
+        if (!r->in_engine) enter_engine(g, r);
+    }
+}
+
+/* Logits of the call in flight: [batch, seq, vocab] float32. */
+static const char *check_logits(const ss_wgen *g, const ss_tensor *t)
+{
+    if (t && t->dtype == SS_DT_FLOAT32 && t->ndim == 3 && t->dims[0] == g->call_batch &&
+        t->dims[1] == g->call_seq)
+        return NULL;
+    return "the last rank's first output is not float32 logits [batch, seq, vocab] for the call";
+}
+
+void ss_wgen_done(ss_wgen *g, const ss_tensor *logits, const char *error, int64_t pool_blocks,
+                  int32_t block_tokens)
+{
+    switch (g->state) {
+    case PROBE_RUNNING:
+        if (error) {
+            g->state = POOL_UNKNOWN;
+            fail_all(g, error);
+        } else {
+            start_engine(g, logits, pool_blocks, block_tokens);
+        }
+        return;
+    case PROBE_FREEING:
+        g->state = POOL_KNOWN;
+        if (error) ss_wgen_lost(g, error);
+        return;
+    case POOL_KNOWN:
+        if (!error && g->call_batch) error = check_logits(g, logits);
+        ss_gen_done(g->engine, error || !logits ? NULL : (const float *)logits->data, error);
+        return;
+    default:
+        return;
+    }
+}
+
+void ss_wgen_lost(ss_wgen *g, const char *why)
+{
+    fail_all(g, why);
+    ss_gen_engine_free(g->engine);
+    g->engine = NULL;
+    g->state = POOL_UNKNOWN;
+}
+
+void ss_wgen_cancel(ss_wgen *g, void *request)
+{
+    for (gen_req *r = g->reqs, *next; r; r = next) {
+        next = r->next;
+        if (r->request != request) continue;
+        if (r->in_engine)
+            ss_gen_cancel(g->engine, r->handle);
+        else
+            req_end(r, "generation cancelled: the client went away");
+    }
+}
+
+bool ss_wgen_busy(const ss_wgen *g)
+{
+    return g && g->reqs;
+}

@@ -1,0 +1,49 @@
+/*
+ * gen: the worker's side of a generative servable. Each instance of a generate request (prompt
+ * and sampling parameters, as MindSpore inputs) becomes a request of the token-loop engine
+ * (src/generate/gen_engine.h); the engine's model calls go to the agents as PREDICTs carrying
+ * input_ids, position_ids and seq_ids plus the KV pool sequences to free and create; their logits
+ * come back here. Before the first request the pool's size is learnt by a probe: one token of a
+ * throwaway sequence, run by every rank, each answering with its pool's blocks.
+ * Used only on the worker's loop thread.
+ */
+#ifndef SS_WORKER_GEN_H
+#define SS_WORKER_GEN_H
+
+#include "gen_engine.h"
+#include "shardserve/serving.h"
+#include "shardserve/worker.h"
+
+/* An instance is done: out holds its outputs (tokens, finish_reason) or error is set. */
+typedef void (*ss_wgen_finish)(void *worker, void *request, size_t inst, const char *error);
+
+typedef struct ss_wgen ss_wgen;
+
+ss_status *ss_wgen_new(const ss_generate_config *cfg, ss_wgen_finish finish, void *worker,
+                       ss_wgen **out);
+/* Fails every request it still holds with `why`, then frees. */
+void ss_wgen_free(ss_wgen *g, const char *why);
+
+/* One instance of a request: its parameters checked (errors name the input), then queued; its
+ * outputs go into out (the reply's instance) before finish is called. */
+ss_status *ss_wgen_submit(ss_wgen *g, const ss_method_config *mc, const ss_serving_instance *in,
+                          ss_serving_instance *out, void *request, size_t inst);
+
+/* The next model call (the probe first, while the pool is unknown); false: none. */
+bool ss_wgen_next(ss_wgen *g, ss_gen_call *call, bool *probe);
+
+/* The call ran: logits [batch, seq, vocab] from the last rank, or an error. For the probe,
+ * pool_blocks and block_tokens are the smallest pool over the ranks. */
+void ss_wgen_done(ss_wgen *g, const ss_tensor *logits, const char *error, int64_t pool_blocks,
+                  int32_t block_tokens);
+
+/* The agents are gone (their pools with them): every request fails with why; the next request
+ * probes the new agents' pool. */
+void ss_wgen_lost(ss_wgen *g, const char *why);
+
+/* A client went away: the instance's request ends (its pool sequence is freed). */
+void ss_wgen_cancel(ss_wgen *g, void *request);
+
+bool ss_wgen_busy(const ss_wgen *g); /* requests held */
+
+#endif

