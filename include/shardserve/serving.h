@@ -330,6 +330,9 @@ size_t ss_pipeline_model_names(const ss_pipeline *p, bool outputs, const char *c
 ss_status *ss_serving_set_pipeline(ss_serving_entry *e, ss_pipeline *p);
 /* Stops the stage threads (every request they hold is answered first), fini()s the plugins. */
 void ss_pipeline_free(ss_pipeline *p);
+/* How long a python_function stage may take before its runner is killed and restarted (the
+ * server's request timeout; default 10000 ms). Process-wide: set it before servables start. */
+void ss_pystage_set_timeout_ms(long ms);
 
 #ifdef __cplusplus
 }

@@ -374,6 +374,7 @@ int cmd_serve(int argc, char **argv)
         w[i].secret = secret;
         w[i].secret_len = secret_len;
     }
+    ss_pystage_set_timeout_ms(timeout_ms); /* a Python stage is bounded by the same timeout */
     long grace_ms = lim.grace_ms ? lim.grace_ms : DEFAULT_GRACE_MS;
     sigset_t sigs;
     ss_server_block_signals(&sigs); /* before any thread exists: every thread inherits the mask */

@@ -16,6 +16,7 @@
  * ABI's promise (an output missing or out of range) fails the whole request; the servable goes on.
  */
 #include "pipeline.h"
+#include "pyrunner.h"
 
 #include <stdarg.h>
 #include <stdio.h>
@@ -492,6 +493,8 @@ ss_status *ss_pipeline_start(ss_pipeline *p, ss_serving_backend model, ss_servin
     pthread_cond_init(&p->cv, NULL);
     p->started = true;
     size_t want = (size_t)env_long("SHARDSERVE_STAGE_THREADS", 2, 1, 8);
+    if (p->py && want < ss_pypool_runners(p->py)) /* a thread per runner keeps every runner busy */
+        want = ss_pypool_runners(p->py);
     for (; p->n_threads < want; p->n_threads++) {
         int rc = pthread_create(&p->threads[p->n_threads], NULL, stage_thread, p);
         if (rc != 0)
