@@ -333,6 +333,10 @@ void ss_pipeline_free(ss_pipeline *p);
 /* How long a python_function stage may take before its runner is killed and restarted (the
  * server's request timeout; default 10000 ms). Process-wide: set it before servables start. */
 void ss_pystage_set_timeout_ms(long ms);
+/* A servable folder with MindSpore's servable_config.py: run it once through the
+ * mindspore_serving shim (a python3 child) and return the servable in servable.json's form
+ * (malloc'd, NUL-terminated). Errors carry MindSpore's texts. */
+ss_status *ss_pyconfig_export(const char *servable_dir, const char *name, char **json, size_t *len);
 
 #ifdef __cplusplus
 }

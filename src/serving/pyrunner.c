@@ -102,8 +102,34 @@ static void runner_close(runner *r)
     r->ready = false;
 }
 
-/* The child gets the socket as fd 3 and the segment as fd 4, default signals and an empty mask
- * (serve blocks SIGTERM/SIGINT in every thread and a spawned child would inherit that). */
+/* Default signals and an empty mask for the child (serve blocks SIGTERM/SIGINT in every thread
+ * and a spawned child would inherit that), and the given descriptors moved to their places. */
+ss_status *ss_pyproc_spawn(char **argv, char **envp, const int *from, const int *to, size_t n,
+                           pid_t *pid)
+{
+    posix_spawn_file_actions_t fa;
+    posix_spawnattr_t at;
+    sigset_t none, dflt;
+    sigemptyset(&none);
+    sigemptyset(&dflt);
+    sigaddset(&dflt, SIGPIPE);
+    sigaddset(&dflt, SIGTERM);
+    sigaddset(&dflt, SIGINT);
+    posix_spawn_file_actions_init(&fa);
+    for (size_t i = 0; i < n; i++)
+        posix_spawn_file_actions_adddup2(&fa, from[i], to[i]);
+    posix_spawnattr_init(&at);
+    posix_spawnattr_setsigmask(&at, &none);
+    posix_spawnattr_setsigdefault(&at, &dflt);
+    posix_spawnattr_setflags(&at, POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
+    int rc = posix_spawn(pid, argv[0], &fa, &at, argv, envp);
+    posix_spawn_file_actions_destroy(&fa);
+    posix_spawnattr_destroy(&at);
+    if (rc != 0) return ss_errf(SS_ERR_IO, "cannot start %s: %s", argv[0], strerror(rc));
+    return NULL;
+}
+
+/* The child gets the socket as fd 3 and the segment as fd 4. */
 static ss_status *runner_spawn(ss_pypool *p, runner *r)
 {
     int sv[2] = {-1, -1};
@@ -122,30 +148,15 @@ static ss_status *runner_spawn(ss_pypool *p, runner *r)
         runner_close(r);
         return ss_errf(SS_ERR_IO, "Python stage runner: shared memory: %s", strerror(errno));
     }
-    posix_spawn_file_actions_t fa;
-    posix_spawnattr_t at;
-    sigset_t none, dflt;
-    sigemptyset(&none);
-    sigemptyset(&dflt);
-    sigaddset(&dflt, SIGPIPE);
-    sigaddset(&dflt, SIGTERM);
-    sigaddset(&dflt, SIGINT);
-    posix_spawn_file_actions_init(&fa);
-    posix_spawn_file_actions_adddup2(&fa, child, 3);
-    posix_spawn_file_actions_adddup2(&fa, r->memfd, 4);
-    posix_spawnattr_init(&at);
-    posix_spawnattr_setsigmask(&at, &none);
-    posix_spawnattr_setsigdefault(&at, &dflt);
-    posix_spawnattr_setflags(&at, POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
-    int rc = posix_spawn(&r->pid, p->argv[0], &fa, &at, p->argv, p->envp);
-    posix_spawn_file_actions_destroy(&fa);
-    posix_spawnattr_destroy(&at);
+    pid_t pid = 0;
+    ss_status *e = ss_pyproc_spawn(p->argv, p->envp, (const int[]){child, r->memfd},
+                                   (const int[]){3, 4}, 2, &pid);
     close(child);
-    if (rc != 0) {
+    if (e) {
         runner_close(r);
-        return ss_errf(SS_ERR_IO, "cannot start the Python stage runner %s: %s", p->argv[0],
-                       strerror(rc));
+        return e;
     }
+    r->pid = pid;
     r->ready = false;
     return NULL;
 }
@@ -233,34 +244,46 @@ static char *join_path(const char *a, const char *b)
     return s;
 }
 
-/* python3 -m shardserve_stages.runner SERVABLE STAGES_JSON, with the shim's folder first on
- * PYTHONPATH; SHARDSERVE_PYTHON and SHARDSERVE_PYTHON_DIR override the interpreter and folder. */
-static ss_status *pool_command(ss_pypool *p)
+/* python3 -m MODULE ARGS..., with the shim's folder first on PYTHONPATH; SHARDSERVE_PYTHON and
+ * SHARDSERVE_PYTHON_DIR override the interpreter and the folder. */
+ss_status *ss_pyproc_command(const char *module, const char *const *args, size_t n_args,
+                             char ***argv_out, char ***envp_out)
 {
     const char *py = getenv("SHARDSERVE_PYTHON"), *dir = getenv("SHARDSERVE_PYTHON_DIR");
     const char *old = getenv("PYTHONPATH");
     size_t n_env = 0;
     while (environ[n_env])
         n_env++;
-    p->argv = calloc(6, sizeof *p->argv);
-    p->envp = calloc(n_env + 2, sizeof *p->envp);
-    if (!p->argv || !p->envp) return ss_errf(SS_ERR_NOMEM, "out of memory");
-    p->argv[0] = strdup(py && *py ? py : "/usr/bin/python3");
-    p->argv[1] = strdup("-m");
-    p->argv[2] = strdup("shardserve_stages.runner");
-    p->argv[3] = strdup(p->servable);
-    p->argv[4] = strdup(p->stages_json);
+    char **argv = calloc(n_args + 4, sizeof *argv), **envp = calloc(n_env + 2, sizeof *envp);
+    *argv_out = argv;
+    *envp_out = envp;
+    if (!argv || !envp) return ss_errf(SS_ERR_NOMEM, "out of memory");
+    argv[0] = strdup(py && *py ? py : "/usr/bin/python3");
+    argv[1] = strdup("-m");
+    argv[2] = strdup(module);
+    for (size_t i = 0; i < n_args; i++)
+        argv[3 + i] = strdup(args[i]);
     size_t k = 0;
     for (size_t i = 0; i < n_env; i++)
-        if (strncmp(environ[i], "PYTHONPATH=", 11) != 0) p->envp[k++] = strdup(environ[i]);
+        if (strncmp(environ[i], "PYTHONPATH=", 11) != 0) envp[k++] = strdup(environ[i]);
     char first[4096];
     snprintf(first, sizeof first, "PYTHONPATH=%s", dir && *dir ? dir : SS_PYTHON_DIR);
-    p->envp[k++] = join_path(first, old ? old : "");
-    for (size_t i = 0; i < 5; i++)
-        if (!p->argv[i]) return ss_errf(SS_ERR_NOMEM, "out of memory");
+    envp[k++] = join_path(first, old ? old : "");
+    for (size_t i = 0; i < n_args + 3; i++)
+        if (!argv[i]) return ss_errf(SS_ERR_NOMEM, "out of memory");
     for (size_t i = 0; i < k; i++)
-        if (!p->envp[i]) return ss_errf(SS_ERR_NOMEM, "out of memory");
+        if (!envp[i]) return ss_errf(SS_ERR_NOMEM, "out of memory");
     return NULL;
+}
+
+void ss_pyproc_command_free(char **argv, char **envp)
+{
+    for (size_t i = 0; argv && argv[i]; i++)
+        free(argv[i]);
+    for (size_t i = 0; envp && envp[i]; i++)
+        free(envp[i]);
+    free(argv);
+    free(envp);
 }
 
 static char *stages_json(const ss_pystage_spec *s, size_t n)
@@ -296,8 +319,9 @@ ss_status *ss_pypool_start(const char *servable, const ss_pystage_spec *stages, 
     p->stages_json = stages_json(stages, n_stages);
     p->runners = calloc(runners, sizeof *p->runners);
     p->states = calloc(n_stages + 1, sizeof *p->states);
+    const char *args[] = {servable, p->stages_json};
     ss_status *e = p->servable && p->stages_json && p->runners && p->states
-                       ? pool_command(p)
+                       ? ss_pyproc_command("shardserve_stages.runner", args, 2, &p->argv, &p->envp)
                        : ss_errf(SS_ERR_NOMEM, "out of memory");
     for (size_t i = 0; !e && i < n_stages; i++)
         p->states[i] = (stage_state){p, (uint32_t)i};
@@ -320,12 +344,7 @@ void ss_pypool_free(ss_pypool *p)
     char how[64];
     for (size_t i = 0; p->runners && i < p->n_runners; i++)
         if (p->runners[i].pid > 0) runner_reap(&p->runners[i], how, sizeof how);
-    for (size_t i = 0; p->argv && p->argv[i]; i++)
-        free(p->argv[i]);
-    for (size_t i = 0; p->envp && p->envp[i]; i++)
-        free(p->envp[i]);
-    free(p->argv);
-    free(p->envp);
+    ss_pyproc_command_free(p->argv, p->envp);
     free(p->runners);
     free(p->states);
     free(p->servable);
@@ -445,8 +464,9 @@ static bool read_output(runner *r, ss_plugin_batch *b, uint32_t i, uint32_t k, c
                     ? b->alloc_output(b, i, k, dtype, text ? 0 : ndim, dims, nbytes)
                     : NULL;
     if (!dst) {
-        snprintf(err, cap, "Push py task result cause exception: output %u of instance %u "
-                           "(dtype %d, %d dims, %llu bytes) cannot be taken",
+        snprintf(err, cap,
+                 "Push py task result cause exception: output %u of instance %u "
+                 "(dtype %d, %d dims, %llu bytes) cannot be taken",
                  k, i, dtype, ndim, (unsigned long long)nbytes);
         return false;
     }
@@ -459,7 +479,8 @@ static int read_reply(runner *r, ss_plugin_batch *b, uint64_t at, char *err, siz
 {
     uint64_t n_out = (uint64_t)b->n_instances * b->n_outputs;
     uint64_t need = 24 + 16ull * b->n_instances + n_out * REC_BYTES;
-    if (!in_seg(r, at, need)) return snprintf(err, cap, "the Python stage runner's reply is cut"), 1;
+    if (!in_seg(r, at, need))
+        return snprintf(err, cap, "the Python stage runner's reply is cut"), 1;
     const uint8_t *h = r->seg + at;
     uint32_t msg_len = get_u32(h + 12);
     uint64_t msg_off = get_u64(h + 16);
@@ -481,7 +502,8 @@ static int read_reply(runner *r, ss_plugin_batch *b, uint64_t at, char *err, siz
             b->fail_instance(b, i, msg);
             continue;
         }
-        const uint8_t *recs = h + 24 + 16ull * b->n_instances + (uint64_t)i * b->n_outputs * REC_BYTES;
+        const uint8_t *recs =
+            h + 24 + 16ull * b->n_instances + (uint64_t)i * b->n_outputs * REC_BYTES;
         for (uint32_t k = 0; k < b->n_outputs; k++)
             if (!read_output(r, b, i, k, recs + (uint64_t)k * REC_BYTES, err, cap)) return 1;
     }

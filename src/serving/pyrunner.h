@@ -17,6 +17,8 @@
 #include "shardserve/plugin.h"
 #include "shardserve/serving.h"
 
+#include <sys/types.h>
+
 typedef struct ss_pypool ss_pypool;
 
 typedef struct {
@@ -38,5 +40,12 @@ const ss_plugin_descriptor *ss_pypool_descriptor(void);
 void *ss_pypool_stage_state(ss_pypool *pool, uint32_t stage);
 size_t ss_pypool_runners(const ss_pypool *pool);
 void ss_pypool_free(ss_pypool *pool);
+
+/* Helpers for any python3 child of serve (the runners, the servable_config.py export). */
+ss_status *ss_pyproc_command(const char *module, const char *const *args, size_t n_args,
+                             char ***argv, char ***envp);
+void ss_pyproc_command_free(char **argv, char **envp);
+ss_status *ss_pyproc_spawn(char **argv, char **envp, const int *from, const int *to, size_t n,
+                           pid_t *pid);
 
 #endif

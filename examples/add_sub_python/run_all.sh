@@ -1,0 +1,78 @@
+#!/usr/bin/env bash
+# The servable_config.py example end to end: an unchanged MindSpore servable_config.py (Python
+# functions before and after the model) served from its folder by `shardserve serve`, the model
+# declared as tensor_add.mindir and found as its ONNX sibling. Queries through the Python client
+# (gRPC) and curl (REST); exits non-zero on a wrong answer.
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+shardserve=${SHARDSERVE:-$here/../../build/src/cli/shardserve}
+work=$(mktemp -d)
+server_pid="" agents_pid=""
+cleanup() {
+    [[ -n "$agents_pid" ]] && kill "$agents_pid" 2>/dev/null && wait "$agents_pid" 2>/dev/null
+    [[ -n "$server_pid" ]] && kill "$server_pid" 2>/dev/null && wait "$server_pid" 2>/dev/null
+    rm -rf "$work"
+}
+trap cleanup EXIT
+
+mkdir -p "$work/servables/add_sub/1"
+cp "$here/add_sub/servable_config.py" "$work/servables/add_sub/"
+/usr/bin/python3 "$here/make_model.py" "$work/servables/add_sub/1/tensor_add.onnx"
+"$shardserve" shard "$work/servables/add_sub/1/tensor_add.onnx" --ranks 1 --out "$work/model" --quiet
+cat >"$work/rank_table.json" <<'JSON'
+{"version": "1.0", "server_count": "1", "status": "completed", "server_list": [{"server_id": "127.0.0.1",
+ "device": [{"device_id": "0", "device_ip": "192.1.27.0", "rank_id": "0"}], "host_nic_ip": "reserve"}]}
+JSON
+"$shardserve" serve --servable-dir "$work/servables" --servable add_sub --version 1 \
+    --rank-table "$work/rank_table.json" --distributed-address 127.0.0.1:0 --wait-agents 60 \
+    --grpc 127.0.0.1:0 --rest 127.0.0.1:0 >"$work/server.log" 2>&1 &
+server_pid=$!
+for _ in $(seq 1 100); do grep -q "waiting for agents on" "$work/server.log" && break; sleep 0.1; done
+address=$(sed -n 's/.*waiting for agents on \([^ ]*\).*/\1/p' "$work/server.log" | head -1)
+if [[ -z "$address" ]]; then
+    echo "the server did not start:" >&2
+    cat "$work/server.log" >&2
+    exit 1
+fi
+grep "ONNX sibling" "$work/server.log" || true
+"$shardserve" agents --distributed-address "$address" \
+    --model-files "$work/model/device0/tensor_add.onnx" >"$work/agents.log" 2>&1 &
+agents_pid=$!
+for _ in $(seq 1 300); do grep -q "is ready" "$work/server.log" && break; sleep 0.1; done
+if ! grep -q "is ready" "$work/server.log"; then
+    echo "the server did not become ready:" >&2
+    cat "$work/server.log" "$work/agents.log" >&2
+    exit 1
+fi
+grpc=$(sed -n 's/^Serving: Serving gRPC server start success, listening on \(.*\)/\1/p' "$work/server.log")
+rest=$(sed -n 's/^Serving: Serving RESTful server start success, listening on \(.*\)/\1/p' "$work/server.log")
+echo "--- Python client (gRPC) to $grpc"
+/usr/bin/python3 - "$grpc" "$here/../../python" <<'PY'
+import sys
+import numpy as np
+sys.path.insert(0, sys.argv[2])
+from shardserve_client import Client
+a = np.array([[1, 2], [3, 4]], np.float32)
+got = Client(sys.argv[1], "add_sub", "add_common").infer([{"x1": a, "x2": a}] * 3)
+assert all(np.array_equal(g["y"], 2 * a) for g in got), got
+ints = [{"x1": a.astype(np.int32) * i, "x2": a.astype(np.int32), "x3": np.ones((2, 2), np.float32)} for i in range(5)]
+got = Client(sys.argv[1], "add_sub", "add_sub").infer(ints)
+for i, g in enumerate(got):
+    want = a * i + a + 1 - 1
+    assert np.array_equal(g["y"], want) and g["text"] == "sum=%g" % want.sum(), (i, g)
+print("add_sub (cast -> model -> add_1 -> batched sub), 5 instances:", [g["text"] for g in got])
+got = Client(sys.argv[1], "add_sub", "add_cast_old").infer([{"x1": a.astype(np.int32), "x2": a.astype(np.int32)}])
+assert np.array_equal(got[0]["y"], 2 * a), got
+print("gRPC: ok")
+PY
+echo "--- curl (REST) to $rest"
+reply=$(curl -s -X POST -H "Content-Type: application/json" \
+    -d '{"instances": [{"x1": [[1, 2], [3, 4]], "x2": [[1, 1], [1, 1]], "x3": [[0.5, 0.5], [0.5, 0.5]]}]}' \
+    "http://$rest/model/add_sub:add_sub")
+echo "$reply"
+/usr/bin/python3 -c '
+import json, sys
+inst = json.loads(sys.argv[1])["instances"][0]
+ok = inst["y"] == [[2.5, 3.5], [4.5, 5.5]] and inst["text"] == "sum=16"
+print("REST add_sub:", "ok" if ok else "WRONG")
+sys.exit(0 if ok else 1)' "$reply"
