@@ -52,8 +52,8 @@ static void refusals_name_method_stage_and_value(void)
                     "{\"name\": \"m\", \"inputs\": [\"x\"], \"outputs\": [\"y\"], \"stages\": ["
                     "{\"kind\": \"python\", \"inputs\": [\"x\"], \"outputs\": [\"y\"]}]}]}",
                     &c),
-              "/srv/cls/servable.json: method 'm' stage 1: 'kind' must be \"model\" or "
-              "\"c_function\", got 'python'");
+              "/srv/cls/servable.json: method 'm' stage 1: 'kind' must be \"model\", "
+              "\"c_function\" or \"python_function\", got 'python'");
     CHECK_ERR(
         parse(HEAD
               "{\"name\": \"m\", \"inputs\": [\"x\"], \"outputs\": [\"y\"], \"stages\": [" MODEL(

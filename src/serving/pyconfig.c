@@ -73,8 +73,7 @@ static ss_status *export_failed(const char *name, const char *text, size_t len, 
     return st;
 }
 
-ss_status *ss_pyconfig_export(const char *servable_dir, const char *name, char **json,
-                              size_t *len)
+ss_status *ss_pyconfig_export(const char *servable_dir, const char *name, char **json, size_t *len)
 {
     *json = NULL;
     *len = 0;
