@@ -33,6 +33,7 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -201,9 +202,15 @@ static int runner_recv(runner *r, wire_msg *m, uint64_t deadline_ns)
     }
 }
 
+/* Grow the segment (the file first: a mapping past its end faults) to at least `size`. The runner
+ * may have grown the file already when it answers with a larger size. */
 static bool seg_resize(runner *r, size_t size)
 {
     if (size <= r->seg_size) return true;
+    struct stat sb;
+    if (fstat(r->memfd, &sb) != 0 ||
+        ((size_t)sb.st_size < size && ftruncate(r->memfd, (off_t)size) != 0))
+        return false;
     void *to = mremap(r->seg, r->seg_size, size, MREMAP_MAYMOVE);
     if (to == MAP_FAILED) return false;
     r->seg = to;
@@ -531,10 +538,24 @@ static int runner_lost(ss_pypool *p, runner *r, bool hung, char *err, size_t cap
     return 1;
 }
 
+/* An idle runner's socket is readable only when the runner is gone (or broke the protocol). */
+static bool runner_gone(runner *r)
+{
+    struct pollfd pfd = {r->sock, POLLIN, 0};
+    return poll(&pfd, 1, 0) != 0;
+}
+
 static int runner_call(ss_pypool *p, runner *r, uint32_t stage, ss_plugin_batch *b,
                        uint64_t deadline_ns, char *err, size_t cap)
 {
-    if (!r->pid) { /* an earlier restart failed: try again */
+    if (r->pid && runner_gone(r)) { /* it died while idle: no request of ours was in it */
+        char how[64];
+        pid_t pid = r->pid;
+        runner_reap(r, how, sizeof how);
+        SS_WARN("servable %s: Python stage runner (pid %d) %s while idle; starting a new one",
+                p->servable, (int)pid, how);
+    }
+    if (!r->pid) { /* it died, or an earlier restart failed */
         ss_status *e = runner_spawn(p, r);
         if (e) {
             snprintf(err, cap, "%s", e->msg);

@@ -60,6 +60,9 @@ def text(s, b):
 
 def ident(x):
     return x
+
+def tile(x):
+    return np.tile(x, (4, 1))
 '''
 
 
@@ -78,6 +81,7 @@ METHODS = [
     {"name": "few", "inputs": ["x"], "outputs": ["y"], "stages": [py_stage("too_few", ["x"], ["y"], batch_size=0)]},
     {"name": "illegal", "inputs": ["x"], "outputs": ["y"], "stages": [py_stage("illegal", ["x"], ["y"])]},
     {"name": "text", "inputs": ["s", "b"], "outputs": ["s2", "b2"], "stages": [py_stage("text", ["s", "b"], ["s2", "b2"])]},
+    {"name": "tile", "inputs": ["x"], "outputs": ["y"], "stages": [py_stage("tile", ["x"], ["y"])]},
     {"name": "ident", "inputs": ["x"], "outputs": ["y"],
      "stages": [model_stage(["x"], ["logits"]), py_stage("ident", ["x"], ["y"])]},
 ]
@@ -152,6 +156,31 @@ def test_identity_after_model_returns_the_input():
     x = np.random.RandomState(0).rand(128, 96).astype(np.float32)
     got = served().grpc("ident", [{"x": x}])[0]
     assert got["y"].dtype == np.float32 and np.array_equal(got["y"], x), got
+
+
+def test_large_tensors_grow_the_segment():
+    """4 MiB in, 16 MiB out: both sides grow the runner's 1 MiB segment and keep serving."""
+    x = np.random.RandomState(1).rand(1024, 1024).astype(np.float32)
+    s = served()
+    for _ in range(2):
+        got = s.grpc("tile", [{"x": x}])[0]["y"]
+        assert got.shape == (4096, 1024) and np.array_equal(got[3072:], x), got.shape
+    small = s.grpc("tile", [{"x": ONES}])[0]["y"]
+    assert small.shape == (512, 96) and (small == 1).all()
+
+
+def test_runner_killed_while_idle_is_replaced_quietly():
+    """A runner that dies between requests fails no request: the next call starts a new one."""
+    import re
+    import signal
+    s = served("one_runner")
+    assert (s.grpc("classify", [{"x": ONES}])[0]["label"] == 15).all()
+    pids = [int(p) for p in re.findall(r"(\d+)", os.popen("pgrep -f -P %d shardserve_stages.runner" % s.server.pid).read())]
+    assert len(pids) == 1, pids
+    os.kill(pids[0], signal.SIGKILL)
+    time.sleep(0.2)
+    assert (s.grpc("classify", [{"x": ONES}])[0]["label"] == 15).all()
+    assert "Python stage runner (pid %d) was killed by signal 9 while idle" % pids[0] in s.c.log(s.server)
 
 
 def test_strings_and_bytes_through_python():
@@ -294,7 +323,8 @@ def test_servable_config_py_error_refuses_start():
 
 
 CASES = [test_functions_around_the_model, test_identity_after_model_returns_the_input,
-         test_strings_and_bytes_through_python, test_batched_groups_by_batch_size, test_concurrent_requests_use_the_pool,
+         test_strings_and_bytes_through_python, test_large_tensors_grow_the_segment,
+         test_runner_killed_while_idle_is_replaced_quietly, test_batched_groups_by_batch_size, test_concurrent_requests_use_the_pool,
          test_exception_fails_only_its_instance, test_batched_exception_drops_the_instance_and_goes_on,
          test_wrong_output_count_fails_request_keeps_serving, test_too_few_results_and_illegal_output,
          test_crashed_runner_is_restarted_and_its_request_fails, test_hung_runner_is_killed_at_the_request_timeout,
