@@ -2,7 +2,8 @@
 # The servable_config.py example end to end: an unchanged MindSpore servable_config.py (Python
 # functions before and after the model) served from its folder by `shardserve serve`, the model
 # declared as tensor_add.mindir and found as its ONNX sibling. Queries through the Python client
-# (gRPC) and curl (REST); exits non-zero on a wrong answer.
+# (gRPC, imported as MindSpore's mindspore_serving.client) and curl (REST); exits non-zero on a
+# wrong answer.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 shardserve=${SHARDSERVE:-$here/../../build/src/cli/shardserve}
@@ -46,12 +47,12 @@ if ! grep -q "is ready" "$work/server.log"; then
 fi
 grpc=$(sed -n 's/^Serving: Serving gRPC server start success, listening on \(.*\)/\1/p' "$work/server.log")
 rest=$(sed -n 's/^Serving: Serving RESTful server start success, listening on \(.*\)/\1/p' "$work/server.log")
-echo "--- Python client (gRPC) to $grpc"
+echo "--- MindSpore's client (mindspore_serving.client, gRPC) to $grpc"
 /usr/bin/python3 - "$grpc" "$here/../../python" <<'PY'
 import sys
 import numpy as np
 sys.path.insert(0, sys.argv[2])
-from shardserve_client import Client
+from mindspore_serving.client import Client  # MindSpore's import, unchanged
 a = np.array([[1, 2], [3, 4]], np.float32)
 got = Client(sys.argv[1], "add_sub", "add_common").infer([{"x1": a, "x2": a}] * 3)
 assert all(np.array_equal(g["y"], 2 * a) for g in got), got
