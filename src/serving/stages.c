@@ -165,8 +165,7 @@ static ss_status *read_python_function(ss_pipe_stage *st, const cJSON *j, const 
     if (bs && !cJSON_IsNull(bs)) {
         if (!cJSON_IsNumber(bs) || bs->valuedouble != (double)(int)bs->valuedouble ||
             bs->valuedouble > 1e6)
-            return bad(at, "Parameter 'batch_size' should be int, but actually %s", "not an int",
-                       NULL);
+            return bad(at, "Parameter 'batch_size' should be int, at most 1000000", NULL, NULL);
         if (bs->valuedouble < 0)
             return bad(at, "Parameter 'batch_size' should be >= 0", NULL, NULL);
         st->batch_size = (int)bs->valuedouble;
