@@ -96,6 +96,11 @@ class Runner:
     def start(self):
         cache = {}
         try:
+            from mindspore_serving.server.register import model as shim_model
+            shim_model.call_hook = self.model_call
+        except ImportError:
+            pass
+        try:
             self.functions = [resolve(self.servable, s, cache) for s in self.stages]
         except Exception as e:
             text = str(e).encode("utf-8", "replace")
@@ -245,9 +250,62 @@ class Runner:
         HDR_OUT.pack_into(self.mm, at, 1, 0, 0, len(msg), at + HDR_OUT.size)
         self.mv[at + HDR_OUT.size:at + HDR_OUT.size + len(msg)] = msg
 
+    # ------------------------------------------------------------ Model.call
+    def model_call(self, key, instances, subgraph):
+        """Model.call: the instances through serve (op 4 / op 5), written past the stage's request
+        (where its reply goes later). Returns each instance's outputs as arrays of their own."""
+        at = self.free_at
+        values = [[self.convert(v) for v in inst] for inst in instances]
+        n_in = len(values[0])
+        if any(len(v) != n_in for v in values):
+            raise RuntimeError("Model(%s).call() failed: inputs format invalid, every instance needs the same "
+                               "inputs count" % key)
+        off = align64(at + HDR_IN.size + REC.size * len(values) * n_in)
+        plan = []
+        for inst in values:
+            for code, ndim, shape, data in inst:
+                nbytes = len(data) if code in (STRING, BYTES) else data.nbytes
+                plan.append((code, ndim, shape, data, off, nbytes))
+                off = align64(off + nbytes)
+        if off > self.size:
+            self.remap(off + off // 2)
+        HDR_IN.pack_into(self.mm, at, len(values), n_in, 0)
+        for i, (code, ndim, shape, data, doff, nbytes) in enumerate(plan):
+            REC.pack_into(self.mm, at + HDR_IN.size + REC.size * i, code, ndim, doff, nbytes,
+                          *(list(shape) + [0] * (8 - len(shape))))
+            if nbytes:
+                self.mv[doff:doff + nbytes] = data if isinstance(data, bytes) else memoryview(data).cast("B")
+        self.sock.send(MSG.pack(4, subgraph, at, self.size))
+        data = self.sock.recv(MSG.size)
+        if len(data) != MSG.size:
+            sys.exit(0)
+        op, _, reply_at, size = MSG.unpack(data)
+        if size > self.size:
+            self.remap(size)
+        return self.read_model_reply(key, reply_at)
+
+    def read_model_reply(self, key, at):
+        status, n_inst, n_out, msg_len, msg_off = HDR_OUT.unpack_from(self.mm, at)
+        prefix = "Model(%s).call() failed: " % key
+        if status:
+            raise RuntimeError(prefix + bytes(self.mv[msg_off:msg_off + msg_len]).decode("utf-8", "replace"))
+        results = []
+        for i in range(n_inst):
+            failed, length, off = INST.unpack_from(self.mm, at + HDR_OUT.size + INST.size * i)
+            if failed:
+                raise RuntimeError(prefix + bytes(self.mv[off:off + length]).decode("utf-8", "replace"))
+            outs = []
+            for k in range(n_out):
+                rec = at + HDR_OUT.size + INST.size * n_inst + REC.size * (i * n_out + k)
+                dtype, ndim, off, nbytes, *dims = REC.unpack_from(self.mm, rec)
+                outs.append(np.array(self.value(dtype, ndim, off, nbytes, dims)))  # a copy: the region is reused
+            results.append(outs)
+        return results
+
     def call(self, index, request_end):
         stage, fn = self.stages[index], self.functions[index]
         at = align64(request_end)
+        self.free_at = at
         try:
             instances = self.read_request()
             results = [None] * len(instances)

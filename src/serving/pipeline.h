@@ -83,5 +83,11 @@ void ss_pipeline_unload_plugins(ss_pipeline *p);
 ss_status *ss_pipeline_start(ss_pipeline *p, ss_serving_backend model, ss_serving_backend *out);
 ss_serving_signature *ss_pipeline_compose(ss_pipeline *p, const ss_serving_signature *model_sig);
 void ss_pipeline_stop(ss_pipeline *p);
+/* The model's internal method as last published (NULL before the worker is ready). */
+const ss_serving_method *ss_pipeline_model_spec(ss_pipeline *p);
+
+/* pymodel.c: Model.call from a Python stage, synchronously through the worker (the plugin ABI's
+ * batch: instances of the model's inputs in, the model's outputs allocated through the batch). */
+int ss_pipeline_model_call(void *ctx, uint32_t subgraph, ss_plugin_batch *b, char *err, size_t cap);
 
 #endif

@@ -14,7 +14,9 @@
  * Messages on the socket are 24 bytes: u32 op, u32 stage, u64 a, u64 b. A call is op 1 (a = the
  * request's end, b = the segment size); the answer op 2 (a = the reply's offset, b = the segment
  * size, which the runner may have grown); a runner that started sends op 3 (a = length of an
- * import error, in the segment at 0; 0 = ready).
+ * import error, in the segment at 0; 0 = ready). While its function runs, a runner may send op 4
+ * (Model.call: stage = the subgraph, a = where it wrote a request in the request layout, past the
+ * stage's request) any number of times; each gets op 5 (a = the reply, in the reply layout).
  *
  * The runner's reply is not trusted: every offset and count is checked against the segment.
  */
@@ -72,6 +74,9 @@ struct ss_pypool {
     size_t n_runners, n_stages;
     runner *runners;
     stage_state *states;
+    ss_pymodel_fn model_call; /* Model.call (NULL: not available) */
+    void *model_ctx;
+    size_t model_n_outputs;
     pthread_mutex_t mu;
     pthread_cond_t cv;
 };
@@ -538,6 +543,153 @@ static int runner_lost(ss_pypool *p, runner *r, bool hung, char *err, size_t cap
     return 1;
 }
 
+void ss_pypool_set_model(ss_pypool *p, ss_pymodel_fn fn, void *ctx, size_t n_outputs)
+{
+    p->model_call = fn;
+    p->model_ctx = ctx;
+    p->model_n_outputs = n_outputs;
+}
+
+/* Model.call's outputs, kept until they are written into the segment. */
+typedef struct {
+    ss_plugin_batch b; /* first: the callbacks get it back */
+    ss_plugin_tensor *outs;
+    int64_t *dims; /* SS_PLUGIN_MAX_DIMS per output */
+    char **failed;
+} model_batch;
+
+static void *model_alloc(ss_plugin_batch *b, uint32_t i, uint32_t k, int32_t dtype, int32_t ndim,
+                         const int64_t *dims, uint64_t string_bytes)
+{
+    model_batch *mb = (model_batch *)b;
+    (void)string_bytes;
+    size_t at = (size_t)i * b->n_outputs + k;
+    int64_t numel = ss_shape_numel(ndim, dims);
+    size_t esize = ss_dtype_size((ss_dtype)dtype);
+    if (i >= b->n_instances || k >= b->n_outputs || mb->outs[at].data || ndim < 0 ||
+        ndim > SS_PLUGIN_MAX_DIMS || numel < 0 || !esize || dtype == SS_PLUGIN_STRING)
+        return NULL;
+    void *data = calloc((size_t)numel * esize + 1, 1);
+    if (!data) return NULL;
+    memcpy(&mb->dims[at * SS_PLUGIN_MAX_DIMS], dims, sizeof(int64_t) * (size_t)ndim);
+    mb->outs[at] = (ss_plugin_tensor){
+        NULL, dtype, ndim, &mb->dims[at * SS_PLUGIN_MAX_DIMS], data, (uint64_t)numel * esize};
+    return data;
+}
+
+static void model_fail(ss_plugin_batch *b, uint32_t i, const char *message)
+{
+    model_batch *mb = (model_batch *)b;
+    if (i < b->n_instances && !mb->failed[i]) mb->failed[i] = strdup(message ? message : "");
+}
+
+/* The reply layout at `at`: status, per-instance failures, then every output. */
+static bool write_model_reply(runner *r, model_batch *mb, uint64_t at, int rc, const char *err)
+{
+    ss_plugin_batch *b = &mb->b;
+    size_t n_out = (size_t)b->n_instances * b->n_outputs;
+    uint64_t end = ALIGN64(at + 24 + 16ull * b->n_instances + n_out * REC_BYTES);
+    uint64_t msg_off = end;
+    end = ALIGN64(end + strlen(err));
+    for (uint32_t i = 0; i < b->n_instances; i++)
+        end = ALIGN64(end + (mb->failed[i] ? strlen(mb->failed[i]) : 0));
+    for (size_t o = 0; o < n_out; o++)
+        end = ALIGN64(end + mb->outs[o].nbytes);
+    if (!seg_resize(r, end)) return false;
+    uint8_t *h = r->seg + at;
+    put_u32(h, rc != 0);
+    put_u32(h + 4, b->n_instances);
+    put_u32(h + 8, b->n_outputs);
+    put_u32(h + 12, (uint32_t)strlen(err));
+    put_u64(h + 16, msg_off);
+    memcpy(r->seg + msg_off, err, strlen(err));
+    uint64_t off = ALIGN64(msg_off + strlen(err));
+    for (uint32_t i = 0; i < b->n_instances; i++) {
+        size_t len = mb->failed[i] ? strlen(mb->failed[i]) : 0;
+        put_u32(h + 24 + 16 * i, mb->failed[i] != NULL);
+        put_u32(h + 28 + 16 * i, (uint32_t)len);
+        put_u64(h + 32 + 16 * i, off);
+        if (len) memcpy(r->seg + off, mb->failed[i], len);
+        off = ALIGN64(off + len);
+    }
+    for (size_t o = 0; o < n_out; o++) {
+        put_record(h + 24 + 16ull * b->n_instances + o * REC_BYTES, &mb->outs[o], off);
+        if (mb->outs[o].nbytes) memcpy(r->seg + off, mb->outs[o].data, mb->outs[o].nbytes);
+        off = ALIGN64(off + mb->outs[o].nbytes);
+    }
+    return true;
+}
+
+/* The request layout at `at` as plugin tensors viewing the segment (NULL: it does not fit). */
+static ss_plugin_tensor *read_model_request(runner *r, uint64_t at, uint32_t *n_inst,
+                                            uint32_t *n_in, int64_t **dims, uint64_t *end)
+{
+    if (!in_seg(r, at, 16)) return NULL;
+    *n_inst = get_u32(r->seg + at);
+    *n_in = get_u32(r->seg + at + 4);
+    uint64_t n = (uint64_t)*n_inst * *n_in;
+    if (n > 65536 || !in_seg(r, at, 16 + n * REC_BYTES)) return NULL;
+    ss_plugin_tensor *ins = calloc(n + 1, sizeof *ins);
+    *dims = calloc((n + 1) * SS_PLUGIN_MAX_DIMS, sizeof **dims);
+    *end = at + 16 + n * REC_BYTES;
+    for (uint64_t i = 0; ins && *dims && i < n; i++) {
+        const uint8_t *rec = r->seg + at + 16 + i * REC_BYTES;
+        ss_plugin_tensor *t = &ins[i];
+        t->dtype = (int32_t)get_u32(rec);
+        t->ndim = (int32_t)get_u32(rec + 4);
+        uint64_t off = get_u64(rec + 8);
+        t->nbytes = get_u64(rec + 16);
+        for (int d = 0; d < SS_PLUGIN_MAX_DIMS; d++)
+            (*dims)[i * SS_PLUGIN_MAX_DIMS + d] = (int64_t)get_u64(rec + 24 + 8 * d);
+        t->dims = &(*dims)[i * SS_PLUGIN_MAX_DIMS];
+        t->data = r->seg + off;
+        if (t->ndim < 0 || t->ndim > SS_PLUGIN_MAX_DIMS || !in_seg(r, off, t->nbytes)) break;
+        if (off + t->nbytes > *end) *end = off + t->nbytes;
+        if (i + 1 == n) return ins;
+    }
+    free(ins);
+    free(*dims);
+    return NULL;
+}
+
+/* One op 4: run the model on what the runner sent and answer with op 5. */
+static bool serve_model_call(ss_pypool *p, runner *r, const wire_msg *m)
+{
+    uint32_t n_inst = 0, n_in = 0;
+    int64_t *in_dims = NULL;
+    uint64_t end = 0;
+    ss_plugin_tensor *ins = read_model_request(r, m->a, &n_inst, &n_in, &in_dims, &end);
+    if (!ins) return false;
+    size_t n_out = (size_t)n_inst * p->model_n_outputs;
+    model_batch mb = {
+        {n_inst, n_in, (uint32_t)p->model_n_outputs, ins, NULL, model_alloc, model_fail}};
+    mb.outs = calloc(n_out + 1, sizeof *mb.outs);
+    mb.dims = calloc((n_out + 1) * SS_PLUGIN_MAX_DIMS, sizeof *mb.dims);
+    mb.failed = calloc(n_inst + 1, sizeof *mb.failed);
+    char err[1024] = "";
+    int rc = 1;
+    if (!mb.outs || !mb.dims || !mb.failed)
+        snprintf(err, sizeof err, "out of memory");
+    else if (!p->model_call)
+        snprintf(err, sizeof err, "Model.call is not available here");
+    else
+        rc = p->model_call(p->model_ctx, m->stage, &mb.b, err, sizeof err);
+    err[sizeof err - 1] = 0;
+    bool ok = mb.outs && mb.dims && mb.failed && write_model_reply(r, &mb, ALIGN64(end), rc, err);
+    wire_msg answer = {5, 0, ALIGN64(end), r->seg_size};
+    ok = ok && send(r->sock, &answer, sizeof answer, MSG_NOSIGNAL) == (ssize_t)sizeof answer;
+    for (size_t o = 0; mb.outs && o < n_out; o++)
+        free((void *)mb.outs[o].data);
+    for (uint32_t i = 0; mb.failed && i < n_inst; i++)
+        free(mb.failed[i]);
+    free(mb.outs);
+    free(mb.dims);
+    free(mb.failed);
+    free(ins);
+    free(in_dims);
+    return ok;
+}
+
 /* An idle runner's socket is readable only when the runner is gone (or broke the protocol). */
 static bool runner_gone(runner *r)
 {
@@ -576,7 +728,10 @@ static int runner_call(ss_pypool *p, runner *r, uint32_t stage, ss_plugin_batch 
     wire_msg m = {1, stage, end, r->seg_size};
     if (send(r->sock, &m, sizeof m, MSG_NOSIGNAL) != (ssize_t)sizeof m)
         return runner_lost(p, r, false, err, cap);
-    int got = runner_recv(r, &m, deadline_ns);
+    int got;
+    while ((got = runner_recv(r, &m, deadline_ns)) == 1 && m.op == 4)
+        if (!seg_resize(r, m.b) || !serve_model_call(p, r, &m))
+            return snprintf(err, cap, "Model.call: the stage runner's request is malformed"), 1;
     if (got <= 0) return runner_lost(p, r, got == 0, err, cap);
     if (m.op != 2 || !seg_resize(r, m.b))
         return snprintf(err, cap, "the Python stage runner answered out of turn"), 1;

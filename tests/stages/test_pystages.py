@@ -312,6 +312,64 @@ def test_servable_config_py_served():
         s.c.close()
 
 
+CALL_PY = CONFIG_PY + '''
+
+def three_logits(x):
+    y = model.call(x)
+    ys = model.call([[x], (x * 2,)])
+    assert isinstance(ys, tuple) and len(ys) == 2 and isinstance(ys[1], tuple) and len(ys[1]) == 1
+    return y + ys[1][0]
+
+def other_subgraph(x):
+    return model.call(x, subgraph=1)
+
+def two_inputs(x):
+    return model.call(x, x)
+
+def wrong_size(x):
+    return model.call(x[:2])
+
+@register.register_method(output_names=["y"])
+def call_model(x):
+    return register.add_stage(three_logits, x, outputs_count=1)
+
+@register.register_method(output_names=["y"])
+def call_subgraph(x):
+    return register.add_stage(other_subgraph, x, outputs_count=1)
+
+@register.register_method(output_names=["y"])
+def call_two(x):
+    return register.add_stage(two_inputs, x, outputs_count=1)
+
+@register.register_method(output_names=["y"])
+def call_wrong_size(x):
+    return register.add_stage(wrong_size, x, outputs_count=1)
+'''
+
+
+def test_model_call_from_a_function():
+    s = Served(config_py=CALL_PY)
+    try:
+        x = np.random.RandomState(2).rand(128, 96).astype(np.float32)
+        got = s.grpc("call_model", [{"x": x}, {"x": -x}])
+        assert np.allclose(got[0]["y"], 3 * (x @ W), rtol=1e-4, atol=1e-4), got[0]
+        assert np.allclose(got[1]["y"], -3 * (x @ W), rtol=1e-4, atol=1e-4), got[1]
+        key = "Model(stages.mindir).call() failed: "
+        tag = "Function 'stages.%s'"
+        assert s.grpc("call_subgraph", [{"x": x}]) == {"error": call_failed(
+            "call_subgraph", 1, tag % "other_subgraph", key + "The model does not have subgraph of index 1, the "
+            "subgraph count of the model is 1")}
+        assert s.grpc("call_two", [{"x": x}]) == {"error": call_failed(
+            "call_two", 1, tag % "two_inputs", key + "The inputs count 2 of instance 0 is not equal to the inputs "
+            "count 1 of the model")}
+        assert s.grpc("call_wrong_size", [{"x": x}]) == {"error": call_failed(
+            "call_wrong_size", 1, tag % "wrong_size", key + "Given model input 0 size 768 not match the size 49152 "
+            "defined in model")}
+        assert (s.grpc("classify", [{"x": ONES}])[0]["label"] == 15).all()
+    finally:
+        s.c.close()
+
+
 def test_servable_config_py_error_refuses_start():
     s = Served(config_py=CONFIG_PY.replace("return register.add_stage(label, y, outputs_count=1)", "return y + 1"),
                expect_ready=False)
@@ -328,7 +386,8 @@ CASES = [test_functions_around_the_model, test_identity_after_model_returns_the_
          test_exception_fails_only_its_instance, test_batched_exception_drops_the_instance_and_goes_on,
          test_wrong_output_count_fails_request_keeps_serving, test_too_few_results_and_illegal_output,
          test_crashed_runner_is_restarted_and_its_request_fails, test_hung_runner_is_killed_at_the_request_timeout,
-         test_import_error_refuses_start, test_servable_config_py_served, test_servable_config_py_error_refuses_start]
+         test_import_error_refuses_start, test_servable_config_py_served, test_model_call_from_a_function,
+         test_servable_config_py_error_refuses_start]
 
 if __name__ == "__main__":
     try:

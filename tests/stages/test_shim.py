@@ -211,6 +211,11 @@ def test_load_rules():
             "There is no valid version directory of models while there are models declared in servable_config.py",
             versions=())
     refused("import mindspore\n", "import svc.servable_config failed, No module named 'mindspore'")
+    refused(MODEL + "model.call(np.ones(2))\n", "Model(tensor_add.mindir).call() failed: Model.call runs only inside "
+                                                "a function stage, at request time")
+    refused(MODEL + "register.Model('x.mindir').call(np.ones(2))\n",
+            "Model(x.mindir).call() failed: the model is not declared, ensure that interface 'declare_model' can take "
+            "effect")
     refused('register.declare_model("tensor_add.mindir", "MindIR", config_file="mix.cfg")\n' +
             method("return x1"), "Load config file: mix.cfg failed, error details: not supported")
 

@@ -6,16 +6,37 @@ from .utils import (check_bool, check_int, check_int_list, check_str, check_str_
                     servable_name)
 
 
+call_hook = None  # set by shardserve's stage runner: runs instances through serve's model
+
+
 class Model:
-    """A declared model; add_stage runs it. Model.call (from inside a function stage) is not
-    available in shardserve yet."""
+    """A declared model: add_stage runs it as a stage; Model.call runs it from inside a function
+    stage at request time (one instance, or a list of instances; the first subgraph only)."""
 
     def __init__(self, model_key):
         self.model_key = model_key
 
     def call(self, *args, subgraph=0):
-        raise RuntimeError("Model(%s).call() failed: Model.call is not supported by shardserve yet "
-                           "(use add_stage to run the model)" % self.model_key)
+        prefix = "Model(%s).call() failed: " % self.model_key
+        check_int("subgraph", subgraph, 0)
+        if not args:
+            raise RuntimeError(prefix + "no inputs provided")
+        listed = len(args) == 1 and isinstance(args[0], (list, tuple))
+        instances = list(args[0]) if listed else [args]
+        if not instances:
+            raise RuntimeError(prefix + "Input instances count is 0")
+        if listed and not all(isinstance(inst, (list, tuple)) for inst in instances):
+            raise RuntimeError(prefix + "inputs format invalid, a list of instances holds a list or tuple of inputs "
+                                        "per instance")
+        if self not in _state.models and self is not _state.distributed:
+            raise RuntimeError(prefix + "the model is not declared, ensure that interface 'declare_model' can take "
+                                        "effect when importing servable_config.py by the serving server")
+        if call_hook is None:
+            raise RuntimeError(prefix + "Model.call runs only inside a function stage, at request time")
+        results = call_hook(self.model_key, [list(inst) for inst in instances], subgraph)
+        if listed:
+            return tuple(tuple(outs) for outs in results)
+        return results[0][0] if len(results[0]) == 1 else tuple(results[0])
 
 
 class _DeviceInfo:
