@@ -329,22 +329,12 @@ def two_inputs(x):
 def wrong_size(x):
     return model.call(x[:2])
 
+''' + "".join('''
 @register.register_method(output_names=["y"])
-def call_model(x):
-    return register.add_stage(three_logits, x, outputs_count=1)
-
-@register.register_method(output_names=["y"])
-def call_subgraph(x):
-    return register.add_stage(other_subgraph, x, outputs_count=1)
-
-@register.register_method(output_names=["y"])
-def call_two(x):
-    return register.add_stage(two_inputs, x, outputs_count=1)
-
-@register.register_method(output_names=["y"])
-def call_wrong_size(x):
-    return register.add_stage(wrong_size, x, outputs_count=1)
-'''
+def %s(x):
+    return register.add_stage(%s, x, outputs_count=1)
+''' % pair for pair in [("call_model", "three_logits"), ("call_subgraph", "other_subgraph"),
+                          ("call_two", "two_inputs"), ("call_wrong_size", "wrong_size")])
 
 
 def test_model_call_from_a_function():
