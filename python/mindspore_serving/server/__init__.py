@@ -15,3 +15,5 @@ start_servables = _not_here("start_servables")
 start_grpc_server = _not_here("start_grpc_server")
 start_restful_server = _not_here("start_restful_server")
 stop = _not_here("stop")
+
+__all__ = ["register", "distributed", "start_servables", "start_grpc_server", "start_restful_server", "stop"]

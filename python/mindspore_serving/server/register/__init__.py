@@ -6,5 +6,8 @@ from .method import (add_stage, call_postprocess, call_postprocess_pipeline, cal
 from .model import (AclOptions, AscendDeviceInfo, Context, CPUDeviceInfo, GPUDeviceInfo, GpuOptions, Model,
                     declare_model, declare_servable)
 
+# MindSpore's __all__, then what it exports besides (deprecated forms, option classes, submodules)
 __all__ = ["declare_model", "Model", "Context", "AscendDeviceInfo", "CPUDeviceInfo", "GPUDeviceInfo",
-           "register_method", "add_stage"]
+           "register_method", "add_stage",
+           "AclOptions", "GpuOptions", "declare_servable", "call_preprocess", "call_servable", "call_postprocess",
+           "call_preprocess_pipeline", "call_postprocess_pipeline", "method", "model"]
