@@ -6,16 +6,9 @@
 # wrong answer.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
-shardserve=${SHARDSERVE:-$here/../../build/src/cli/shardserve}
-work=$(mktemp -d)
 # shellcheck source=../common/serve_one_rank.sh
 source "$here/../common/serve_one_rank.sh"
-trap serve_one_rank_cleanup EXIT
-
-mkdir -p "$work/servables/add_sub/1"
-cp "$here/add_sub/servable_config.py" "$work/servables/add_sub/"
-/usr/bin/python3 "$here/make_model.py" "$work/servables/add_sub/1/tensor_add.onnx"
-serve_one_rank add_sub "$work/servables/add_sub/1/tensor_add.onnx"
+serve_config_example add_sub tensor_add.onnx
 echo "--- MindSpore's client (mindspore_serving.client, gRPC) to $grpc"
 /usr/bin/python3 - "$grpc" "$here/../../python" <<'PY'
 import sys

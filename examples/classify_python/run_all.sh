@@ -7,16 +7,9 @@
 # the same model called directly on the client's own decoding. Exits non-zero on a wrong answer.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
-shardserve=${SHARDSERVE:-$here/../../build/src/cli/shardserve}
-work=$(mktemp -d)
 # shellcheck source=../common/serve_one_rank.sh
 source "$here/../common/serve_one_rank.sh"
-trap serve_one_rank_cleanup EXIT
-
-mkdir -p "$work/servables/classify/1"
-cp "$here/classify/servable_config.py" "$work/servables/classify/"
-/usr/bin/python3 "$here/make_model.py" "$work/servables/classify/1/cnn.onnx"
-serve_one_rank classify "$work/servables/classify/1/cnn.onnx"
+serve_config_example classify cnn.onnx
 echo "--- MindSpore's client (gRPC) to $grpc, REST to $rest"
 /usr/bin/python3 - "$grpc" "$rest" "$here/../../python" "$here/classify" <<'PY'
 import base64, io, json, sys, urllib.request

@@ -1,8 +1,11 @@
-# shellcheck shell=bash disable=SC2034,SC2154 # $work/$shardserve come from the caller, $grpc/$rest go back
-# Sourced by the examples' run_all.sh: start `shardserve serve` on $work/servables/$1 (one rank,
-# 127.0.0.1, ports picked by the OS) and one agent on the ONNX file $2 (sharded for 1 rank first),
-# wait until the servable is ready, and set $grpc and $rest. The caller sets $work and $shardserve
-# and traps EXIT with serve_one_rank_cleanup.
+# shellcheck shell=bash disable=SC2034,SC2154 # $here comes from the caller, $grpc/$rest go back
+# Sourced by the examples' run_all.sh (which set $here, their own folder): serve_one_rank starts
+# `shardserve serve` on $work/servables/$1 (one rank, 127.0.0.1, ports picked by the OS) and one
+# agent on the ONNX file $2 (sharded for 1 rank first), waits until the servable is ready, and sets
+# $grpc and $rest; serve_config_example does that for $here/$1/servable_config.py with the model
+# $here/make_model.py writes as version 1's $2. Everything stops, and $work goes, on exit.
+shardserve=${SHARDSERVE:-$here/../../build/src/cli/shardserve}
+work=$(mktemp -d)
 server_pid="" agents_pid=""
 serve_one_rank_cleanup() {
     [[ -n "$agents_pid" ]] && kill "$agents_pid" 2>/dev/null && wait "$agents_pid" 2>/dev/null
@@ -41,3 +44,12 @@ JSON
     grpc=$(sed -n 's/^Serving: Serving gRPC server start success, listening on \(.*\)/\1/p' "$work/server.log")
     rest=$(sed -n 's/^Serving: Serving RESTful server start success, listening on \(.*\)/\1/p' "$work/server.log")
 }
+
+serve_config_example() {
+    mkdir -p "$work/servables/$1/1"
+    cp "$here/$1/servable_config.py" "$work/servables/$1/"
+    /usr/bin/python3 "$here/make_model.py" "$work/servables/$1/1/$2"
+    serve_one_rank "$1" "$work/servables/$1/1/$2"
+}
+
+trap serve_one_rank_cleanup EXIT
