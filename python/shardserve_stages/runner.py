@@ -333,10 +333,12 @@ class Runner:
 
 
 def die_with_serve():
-    """A runner stuck in a user's function must not outlive serve (PR_SET_PDEATHSIG)."""
+    """A runner stuck in a user's function must not outlive serve (PR_SET_PDEATHSIG); a Ctrl+C on
+    the terminal is serve's to handle (it drains, then ends the runners), not the runner's."""
+    import signal
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
         import ctypes
-        import signal
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)
     except OSError:
         pass
