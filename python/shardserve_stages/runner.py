@@ -189,6 +189,8 @@ class Runner:
     # ------------------------------------------------------------ outputs
     @staticmethod
     def convert(v):
+        if type(v) is np.ndarray and v.dtype in CODES and v.ndim <= 8:  # the common case, first
+            return CODES[v.dtype], v.ndim, v.shape, np.ascontiguousarray(v).reshape(-1)
         if isinstance(v, (bytes, bytearray)):
             return BYTES, 0, (), bytes(v)
         if isinstance(v, str):
