@@ -72,7 +72,8 @@ static int take_reply(ss_pipeline *p, ss_predict_reply *got, ss_plugin_batch *b,
     for (uint32_t i = 0; i < b->n_instances; i++) {
         size_t j = whole ? 0 : i;
         if (got->errors && j < got->error_count && got->errors[j].code) {
-            b->fail_instance(b, i, got->errors[j].message ? got->errors[j].message : "Predict failed");
+            b->fail_instance(b, i,
+                             got->errors[j].message ? got->errors[j].message : "Predict failed");
             continue;
         }
         for (uint32_t k = 0; k < b->n_outputs; k++) {
