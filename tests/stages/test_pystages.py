@@ -92,7 +92,7 @@ class Served:
     """One `serve` of the servable "stages" (servable.json + fns.py) and its agent."""
 
     def __init__(self, methods=METHODS, runners=None, extra=(), config_py=None, functions=FUNCTIONS,
-                 expect_ready=True):
+                 expect_ready=True, exported=False):
         self.c = Cluster()
         model = os.path.join(self.c.dir, "stages.onnx")
         make_model(model)
@@ -106,6 +106,12 @@ class Served:
             os.link(model, os.path.join(sv, "1", "stages.onnx"))
             with open(os.path.join(sv, "servable_config.py"), "w") as f:
                 f.write(config_py)
+        if exported:  # the config converted once into servable.json, which serve then prefers
+            import subprocess
+            out = subprocess.run(["/usr/bin/python3", "-m", "shardserve_stages.export", self.c.servables, "stages"],
+                                 capture_output=True, text=True, check=True).stdout
+            with open(os.path.join(sv, "servable.json"), "w") as f:
+                f.write(out)
         table = self.c.write_rank_table(1)
         old = os.environ.get("SHARDSERVE_PY_RUNNERS")
         if runners:
@@ -301,15 +307,18 @@ def classify(x):
 '''
 
 
-def test_servable_config_py_served():
-    s = Served(config_py=CONFIG_PY)
-    try:
-        got = s.grpc("classify", [{"x": ONES}, {"x": -ONES}])
-        assert (got[0]["label"] == 15).all(), got
-        assert got[1] == {"error": call_failed("classify", 1, "Preprocess", "no negatives")}, got
-        assert "model file 'stages.mindir' is served as its ONNX sibling" in s.c.log(s.server)
-    finally:
-        s.c.close()
+def test_servable_config_py_served_and_as_exported_servable_json():
+    for exported in (False, True):
+        s = Served(config_py=CONFIG_PY, exported=exported)
+        try:
+            got = s.grpc("classify", [{"x": ONES}, {"x": -ONES}])
+            assert (got[0]["label"] == 15).all(), got
+            assert got[1] == {"error": call_failed("classify", 1, "Preprocess", "no negatives")}, got
+            declared = "declared by %s/stages/servable_config.py" % s.c.servables in s.c.log(s.server)
+            assert declared != exported, s.c.log(s.server)  # the second run read servable.json
+            assert exported or "model file 'stages.mindir' is served as its ONNX sibling" in s.c.log(s.server)
+        finally:
+            s.c.close()
 
 
 CALL_PY = CONFIG_PY + '''
@@ -376,7 +385,7 @@ CASES = [test_functions_around_the_model, test_identity_after_model_returns_the_
          test_exception_fails_only_its_instance, test_batched_exception_drops_the_instance_and_goes_on,
          test_wrong_output_count_fails_request_keeps_serving, test_too_few_results_and_illegal_output,
          test_crashed_runner_is_restarted_and_its_request_fails, test_hung_runner_is_killed_at_the_request_timeout,
-         test_import_error_refuses_start, test_servable_config_py_served, test_model_call_from_a_function,
+         test_import_error_refuses_start, test_servable_config_py_served_and_as_exported_servable_json, test_model_call_from_a_function,
          test_servable_config_py_error_refuses_start]
 
 if __name__ == "__main__":
