@@ -95,9 +95,9 @@ static void refusals_name_method_stage_and_value(void)
               &c),
         "no method runs the model 'cls'");
     CHECK_ERR(
-        parse(HEAD "{\"name\": \"m\", \"inputs\": [\"x\"], \"outputs\": [\"y\"], \"stages\": []}]}",
+        parse(HEAD "{\"name\": \"m\", \"inputs\": [\"x\"], \"outputs\": [\"y\"], \"stages\": {}}]}",
               &c),
-        "method 'm': 'stages' must list 1 to 64 stages");
+        "method 'm': 'stages' must be a list of at most 64 stages");
 }
 
 #define PY_FN(extra)                                                                               \

@@ -309,9 +309,10 @@ static ss_status *read_method(ss_pipeline *p, ss_pipe_method *m, const cJSON *j,
     m->n_values = m->n_inputs;
     const cJSON *stages = cJSON_GetObjectItemCaseSensitive(j, "stages");
     int n = cJSON_GetArraySize(stages);
-    if (stages && (!cJSON_IsArray(stages) || n < 1 || n > MAX_STAGES))
-        return bad(&at, "'stages' must list 1 to 64 stages", NULL, NULL);
-    m->stages = calloc(stages ? (size_t)n : 1, sizeof *m->stages);
+    /* an empty list is a method that returns its inputs (MindSpore allows it) */
+    if (stages && (!cJSON_IsArray(stages) || n > MAX_STAGES))
+        return bad(&at, "'stages' must be a list of at most 64 stages", NULL, NULL);
+    m->stages = calloc(n > 0 ? (size_t)n : 1, sizeof *m->stages);
     if (!m->stages) return ss_errf(SS_ERR_NOMEM, "out of memory");
     if (!stages) {
         m->n_stages = 1;

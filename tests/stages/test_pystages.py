@@ -82,6 +82,11 @@ METHODS = [
     {"name": "illegal", "inputs": ["x"], "outputs": ["y"], "stages": [py_stage("illegal", ["x"], ["y"])]},
     {"name": "text", "inputs": ["s", "b"], "outputs": ["s2", "b2"], "stages": [py_stage("text", ["s", "b"], ["s2", "b2"])]},
     {"name": "tile", "inputs": ["x"], "outputs": ["y"], "stages": [py_stage("tile", ["x"], ["y"])]},
+    {"name": "echo", "inputs": ["x", "s"], "outputs": ["s", "x"], "stages": [], "returns": ["s", "x"]},
+    {"name": "argmax", "inputs": ["x"], "outputs": ["i"], "stages": [
+        {"kind": "python_function", "module": os.path.join(HERE, "..", "..", "python", "shardserve_stages",
+                                                           "builtin.py"), "function": "argmax_cpp",
+         "inputs": ["x"], "outputs": ["i"]}]},
     {"name": "ident", "inputs": ["x"], "outputs": ["y"],
      "stages": [model_stage(["x"], ["logits"]), py_stage("ident", ["x"], ["y"])]},
 ]
@@ -192,6 +197,14 @@ def test_runner_killed_while_idle_is_replaced_quietly():
 def test_strings_and_bytes_through_python():
     got = served().grpc("text", [{"s": "h\u00e9llo", "b": b"\x00\x01xyz"}])[0]
     assert got["s2"] == "H\u00c9LLO" and got["b2"] == b"zyx\x01\x00", got
+
+
+def test_method_without_stages_returns_its_inputs_and_builtin_argmax():
+    x = np.arange(6, dtype=np.float32).reshape(2, 3)
+    got = served().grpc("echo", [{"x": x, "s": "text"}])[0]
+    assert got["s"] == "text" and np.array_equal(got["x"], x), got
+    got = served().grpc("argmax", [{"x": np.array([0.5, 3.0, -1.0], np.float32)}])[0]
+    assert got["i"].dtype == np.int64 and got["i"].shape == () and int(got["i"]) == 1, got
 
 
 def test_batched_groups_by_batch_size():
@@ -381,7 +394,8 @@ def test_servable_config_py_error_refuses_start():
 
 CASES = [test_functions_around_the_model, test_identity_after_model_returns_the_input,
          test_strings_and_bytes_through_python, test_large_tensors_grow_the_segment,
-         test_runner_killed_while_idle_is_replaced_quietly, test_batched_groups_by_batch_size, test_concurrent_requests_use_the_pool,
+         test_runner_killed_while_idle_is_replaced_quietly,
+         test_method_without_stages_returns_its_inputs_and_builtin_argmax, test_batched_groups_by_batch_size, test_concurrent_requests_use_the_pool,
          test_exception_fails_only_its_instance, test_batched_exception_drops_the_instance_and_goes_on,
          test_wrong_output_count_fails_request_keeps_serving, test_too_few_results_and_illegal_output,
          test_crashed_runner_is_restarted_and_its_request_fails, test_hung_runner_is_killed_at_the_request_timeout,

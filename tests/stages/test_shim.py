@@ -102,6 +102,18 @@ def test_distributed_declare_servable_and_returning_inputs():
     assert out["methods"][0]["returns"] == ["stage1.output0", "x1"] and out["methods"][0]["stages"][0]["model"] == "svc"
 
 
+def test_argmax_cpp_and_returning_inputs():
+    rc, out, err = export(MODEL + method("y = register.add_stage(model, x1, x2, outputs_count=1)\n"
+                                         "return register.add_stage('argmax_cpp', y, outputs_count=1)") +
+                          method("return x2, x1", outputs='"a", "b"', args="x1, x2").replace("def m(", "def echo("))
+    assert rc == 0, (out, err)
+    argmax = out["methods"][0]["stages"][1]
+    assert argmax["module"].endswith("shardserve_stages/builtin.py") and argmax["function"] == "argmax_cpp", argmax
+    assert argmax["tag"] == "Function 'argmax_cpp'", argmax
+    echo = out["methods"][1]
+    assert echo["stages"] == [] and echo["returns"] == ["x2", "x1"], echo
+
+
 def test_older_call_forms():
     rc, out, err = export(MODEL + FUNCS + method("""
 a, b = register.call_preprocess(add_cast, x1, x2)
@@ -163,6 +175,8 @@ def test_add_stage_rules():
     refused(MODEL + method("register.add_stage(model, x1, x2, outputs_count=1)\n"
                            "return register.add_stage(model, x1, outputs_count=1)"),
             "RegisterInputOutputInfo failed, inputs count 1 not match old count 2, model: tensor_add.mindir")
+    refused(MODEL + method("return register.add_stage('argmax_py', x1, outputs_count=1)"),
+            "Function 'argmax_py' is not defined")
     refused(MODEL + method("return register.add_stage(model, x1, x2, outputs_count=1, tag='')"),
             "Parameter 'tag' should not be empty str")
 
@@ -221,7 +235,8 @@ def test_load_rules():
 
 
 CASES = [test_add_stage_pipeline_exported, test_mindir_served_as_onnx_sibling_with_notice,
-         test_distributed_declare_servable_and_returning_inputs, test_older_call_forms, test_placeholder_rules,
+         test_distributed_declare_servable_and_returning_inputs, test_argmax_cpp_and_returning_inputs,
+         test_older_call_forms, test_placeholder_rules,
          test_method_rules, test_add_stage_rules, test_declare_model_rules, test_older_call_rules, test_load_rules]
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@ The older call_preprocess/call_servable/call_postprocess forms take their output
 method's source (ast), as MindSpore does, with its order and complex-statement errors."""
 import ast
 import inspect
+import os
 import textwrap
 
 from . import _state
@@ -81,6 +82,18 @@ def _function_stage(method, fn, n_args, batch_size):
     return stage
 
 
+def _builtin_stage(name, n_args, outputs_count):
+    """MindSpore's registered C++ functions: "argmax_cpp" (1 -> 1), served by shardserve_stages.builtin."""
+    if name != "argmax_cpp":
+        raise RuntimeError("Function '%s' is not defined" % name)
+    if n_args != 1 or outputs_count != 1:
+        raise RuntimeError("Function 'argmax_cpp' takes 1 input and gives 1 output, not %d and %d"
+                           % (n_args, outputs_count))
+    import shardserve_stages.builtin as builtin
+    return {"kind": "python_function", "module": os.path.abspath(builtin.__file__), "function": name,
+            "tag": "Function '%s'" % name}
+
+
 def add_stage(stage, *args, outputs_count, batch_size=None, tag=None):
     method = _current
     if method is None:
@@ -93,8 +106,7 @@ def add_stage(stage, *args, outputs_count, batch_size=None, tag=None):
     if isinstance(stage, Model):
         desc = _model_stage(method, stage, inputs, outputs_count)
     elif isinstance(stage, str):
-        raise RuntimeError("Function '%s' is not defined (shardserve has no built-in C++ stage functions; use a "
-                           "Python function or a c_function stage in servable.json)" % stage)
+        desc = _builtin_stage(stage, len(args), outputs_count)
     elif inspect.isfunction(stage):
         desc = _function_stage(method, stage, len(args), batch_size)
     else:
