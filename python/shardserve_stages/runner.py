@@ -118,7 +118,9 @@ class Runner:
             return bytes(self.mv[off:off + nbytes]).decode("utf-8", "replace")
         if dtype == BYTES:
             return np.frombuffer(self.mm, np.uint8, nbytes, off)
-        dt = DTYPES[dtype]
+        dt = DTYPES.get(dtype)
+        if dt is None:  # bfloat16: numpy has no such type
+            raise SystemFailure("an input's data type (ONNX %d) has no numpy equivalent for a Python function" % dtype)
         shape = tuple(dims[:ndim])
         if nbytes == 0:
             return np.zeros(shape, dt)
