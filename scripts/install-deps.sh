@@ -25,6 +25,7 @@ TEST_PKGS=(
   iproute2 procps
   openssl
   gdb # stacks of a process a test finds hung (tests/serving/cluster.py: Cluster.stacks)
+  python3-pil # examples/classify_python's Python preprocess (decodes the request's JPEG)
   nodejs # onnxruntime-node, the oracle of scripts/test-real-models.sh
 )
 

@@ -15,3 +15,13 @@ set_tests_properties(stages_example PROPERTIES ENVIRONMENT "${SS_STAGES_ENV}" TI
 # Parsing and checking the stages (no process, nothing loaded).
 ss_add_c_test(test_serving_stages ${SS_TEST_DIR}/test_serving_stages.c)
 target_link_libraries(test_serving_stages ss_worker ss_serving)
+
+# Python-function stages and MindSpore's servable_config.py through the mindspore_serving shim.
+add_test(NAME stages_python COMMAND ${SS_PY} ${SS_TEST_DIR}/stages/test_pystages.py)
+set_tests_properties(stages_python PROPERTIES ENVIRONMENT "${SS_STAGES_ENV}" TIMEOUT 600 RUN_SERIAL TRUE)
+add_test(NAME stages_shim COMMAND ${SS_PY} ${SS_TEST_DIR}/stages/test_shim.py)
+set_tests_properties(stages_shim PROPERTIES ENVIRONMENT "${SS_STAGES_ENV}" TIMEOUT 300)
+add_test(NAME stages_python_example COMMAND ${CMAKE_SOURCE_DIR}/examples/add_sub_python/run_all.sh)
+set_tests_properties(stages_python_example PROPERTIES ENVIRONMENT "${SS_STAGES_ENV}" TIMEOUT 300 RUN_SERIAL TRUE)
+add_test(NAME stages_classify_example COMMAND ${CMAKE_SOURCE_DIR}/examples/classify_python/run_all.sh)
+set_tests_properties(stages_classify_example PROPERTIES ENVIRONMENT "${SS_STAGES_ENV}" TIMEOUT 300 RUN_SERIAL TRUE)

@@ -52,8 +52,8 @@ static void refusals_name_method_stage_and_value(void)
                     "{\"name\": \"m\", \"inputs\": [\"x\"], \"outputs\": [\"y\"], \"stages\": ["
                     "{\"kind\": \"python\", \"inputs\": [\"x\"], \"outputs\": [\"y\"]}]}]}",
                     &c),
-              "/srv/cls/servable.json: method 'm' stage 1: 'kind' must be \"model\" or "
-              "\"c_function\", got 'python'");
+              "/srv/cls/servable.json: method 'm' stage 1: 'kind' must be \"model\", "
+              "\"c_function\" or \"python_function\", got 'python'");
     CHECK_ERR(
         parse(HEAD
               "{\"name\": \"m\", \"inputs\": [\"x\"], \"outputs\": [\"y\"], \"stages\": [" MODEL(
@@ -95,10 +95,35 @@ static void refusals_name_method_stage_and_value(void)
               &c),
         "no method runs the model 'cls'");
     CHECK_ERR(
-        parse(HEAD "{\"name\": \"m\", \"inputs\": [\"x\"], \"outputs\": [\"y\"], \"stages\": []}]}",
+        parse(HEAD "{\"name\": \"m\", \"inputs\": [\"x\"], \"outputs\": [\"y\"], \"stages\": {}}]}",
               &c),
-        "method 'm': 'stages' must list 1 to 64 stages");
+        "method 'm': 'stages' must be a list of at most 64 stages");
+}
+
+#define PY_FN(extra)                                                                               \
+    HEAD "{\"name\": \"m\", \"inputs\": [\"x\"], \"outputs\": [\"y\"], \"stages\": ["              \
+         "{\"kind\": \"python_function\", \"inputs\": [\"x\"], \"outputs\": [\"x1\"]" extra        \
+         "}," MODEL("[\"x1\"]", "[\"y\"]") "]}]}"
+
+/* python_function stages: parsed like C ones (nothing is started until the servable starts). */
+static void python_stages_parse_and_refuse(void)
+{
+    ss_servable_config c;
+    CHECK_OK(parse(PY_FN(", \"module\": \"fns.py\", \"function\": \"f\", \"batch_size\": 4"), &c));
+    CHECK(c.stages != NULL && !strcmp(c.methods[0].inputs[0], "x1"));
+    ss_servable_config_clear(&c);
+    CHECK_ERR(
+        parse(PY_FN(", \"function\": \"f\""), &c),
+        "/srv/cls/servable.json: method 'm' stage 1: a python_function stage needs 'module' (a "
+        ".py file)");
+    CHECK_ERR(parse(PY_FN(", \"module\": \"fns.py\""), &c),
+              "method 'm' stage 1: a python_function stage needs 'function' (a name)");
+    CHECK_ERR(parse(PY_FN(", \"module\": \"fns.py\", \"function\": \"f\", \"batch_size\": -1"), &c),
+              "method 'm' stage 1: Parameter 'batch_size' should be >= 0");
+    CHECK_ERR(
+        parse(PY_FN(", \"module\": \"fns.py\", \"function\": \"f\", \"batch_size\": 1.5"), &c),
+        "method 'm' stage 1: Parameter 'batch_size' should be int");
 }
 
 TEST_MAIN(TEST(plain_config_has_no_pipeline), TEST(worker_serves_the_model_method),
-          TEST(refusals_name_method_stage_and_value))
+          TEST(python_stages_parse_and_refuse), TEST(refusals_name_method_stage_and_value))

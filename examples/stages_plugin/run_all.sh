@@ -4,15 +4,8 @@
 # it through the Python client (gRPC) and curl (REST). Exits non-zero on a wrong answer.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
-shardserve=${SHARDSERVE:-$here/../../build/src/cli/shardserve}
-work=$(mktemp -d)
-server_pid="" agents_pid=""
-cleanup() {
-    [[ -n "$agents_pid" ]] && kill "$agents_pid" 2>/dev/null && wait "$agents_pid" 2>/dev/null
-    [[ -n "$server_pid" ]] && kill "$server_pid" 2>/dev/null && wait "$server_pid" 2>/dev/null
-    rm -rf "$work"
-}
-trap cleanup EXIT
+# shellcheck source=../common/serve_one_rank.sh
+source "$here/../common/serve_one_rank.sh"
 
 mkdir -p "$work/servables/classify"
 cp "$here/classify/servable.json" "$work/servables/classify/"
@@ -23,28 +16,7 @@ else
         "$here/classify_plugins.c"
 fi
 /usr/bin/python3 "$here/make_model.py" "$work/classify.onnx"
-"$shardserve" shard "$work/classify.onnx" --ranks 1 --out "$work/model" --quiet
-cat >"$work/rank_table.json" <<'JSON'
-{"version": "1.0", "server_count": "1", "status": "completed", "server_list": [{"server_id": "127.0.0.1",
- "device": [{"device_id": "0", "device_ip": "192.1.27.0", "rank_id": "0"}], "host_nic_ip": "reserve"}]}
-JSON
-"$shardserve" serve --servable-dir "$work/servables" --servable classify --version 1 \
-    --rank-table "$work/rank_table.json" --distributed-address 127.0.0.1:0 --wait-agents 60 \
-    --grpc 127.0.0.1:0 --rest 127.0.0.1:0 >"$work/server.log" 2>&1 &
-server_pid=$!
-for _ in $(seq 1 100); do grep -q "waiting for agents on" "$work/server.log" && break; sleep 0.1; done
-address=$(sed -n 's/.*waiting for agents on \([^ ]*\).*/\1/p' "$work/server.log" | head -1)
-"$shardserve" agents --distributed-address "$address" \
-    --model-files "$work/model/device0/classify.onnx" >"$work/agents.log" 2>&1 &
-agents_pid=$!
-for _ in $(seq 1 300); do grep -q "is ready" "$work/server.log" && break; sleep 0.1; done
-if ! grep -q "is ready" "$work/server.log"; then
-    echo "the server did not become ready:" >&2
-    cat "$work/server.log" "$work/agents.log" >&2
-    exit 1
-fi
-grpc=$(sed -n 's/^Serving: Serving gRPC server start success, listening on \(.*\)/\1/p' "$work/server.log")
-rest=$(sed -n 's/^Serving: Serving RESTful server start success, listening on \(.*\)/\1/p' "$work/server.log")
+serve_one_rank classify "$work/classify.onnx"
 echo "--- Python client (gRPC) to $grpc"
 /usr/bin/python3 - "$grpc" "$here/../../python" <<'PY'
 import sys

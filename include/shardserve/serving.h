@@ -340,6 +340,13 @@ size_t ss_pipeline_model_names(const ss_pipeline *p, bool outputs, const char *c
 ss_status *ss_serving_set_pipeline(ss_serving_entry *e, ss_pipeline *p);
 /* Stops the stage threads (every request they hold is answered first), fini()s the plugins. */
 void ss_pipeline_free(ss_pipeline *p);
+/* How long a python_function stage may take before its runner is killed and restarted (the
+ * server's request timeout; default 10000 ms). Process-wide: set it before servables start. */
+void ss_pystage_set_timeout_ms(long ms);
+/* A servable folder with MindSpore's servable_config.py: run it once through the
+ * mindspore_serving shim (a python3 child) and return the servable in servable.json's form
+ * (malloc'd, NUL-terminated). Errors carry MindSpore's texts. */
+ss_status *ss_pyconfig_export(const char *servable_dir, const char *name, char **json, size_t *len);
 
 #ifdef __cplusplus
 }

@@ -41,6 +41,9 @@ static const char serve_usage[] =
     "--grpc-verify-client]]\n"
     "                        [--rest-tls-cert FILE --rest-tls-key FILE [--rest-tls-ca FILE "
     "--rest-verify-client]]\n"
+    "  --servable-dir  a folder of servables: NAME/servable.json, or MindSpore's "
+    "NAME/servable_config.py\n"
+    "                  (read through the mindspore_serving shim, python/)\n"
     "  --wait-agents   how long to wait for every rank to register (0 = forever; default 0)\n"
     "  --secret-file   shared secret agents must prove to register (also given to 'shardserve "
     "agents').\n"
@@ -374,6 +377,7 @@ int cmd_serve(int argc, char **argv)
         w[i].secret = secret;
         w[i].secret_len = secret_len;
     }
+    ss_pystage_set_timeout_ms(timeout_ms); /* a Python stage is bounded by the same timeout */
     long grace_ms = lim.grace_ms ? lim.grace_ms : DEFAULT_GRACE_MS;
     sigset_t sigs;
     ss_server_block_signals(&sigs); /* before any thread exists: every thread inherits the mask */

@@ -16,6 +16,7 @@
  * ABI's promise (an output missing or out of range) fails the whole request; the servable goes on.
  */
 #include "pipeline.h"
+#include "pyrunner.h"
 
 #include <stdarg.h>
 #include <stdio.h>
@@ -129,7 +130,7 @@ static void finish(ss_pipe_run *r)
 
 /* ------------------------------------------------------------------ model stages */
 
-static const ss_serving_method *model_spec(ss_pipeline *p)
+const ss_serving_method *ss_pipeline_model_spec(ss_pipeline *p)
 {
     pthread_mutex_lock(&p->mu);
     const ss_serving_signature *sig = p->sigs ? p->sigs->sig : NULL;
@@ -196,7 +197,7 @@ static void submit_model(ss_pipe_run *r)
 {
     ss_pipeline *p = r->p;
     const ss_pipe_stage *st = &r->m->stages[r->next];
-    const ss_serving_method *spec = model_spec(p);
+    const ss_serving_method *spec = ss_pipeline_model_spec(p);
     ss_predict_request *sub = ss_predict_request_new(p->servable, p->model_method, r->req->version);
     size_t n_live = 0;
     for (size_t i = 0; i < r->req->count; i++)
@@ -492,6 +493,9 @@ ss_status *ss_pipeline_start(ss_pipeline *p, ss_serving_backend model, ss_servin
     pthread_cond_init(&p->cv, NULL);
     p->started = true;
     size_t want = (size_t)env_long("SHARDSERVE_STAGE_THREADS", 2, 1, 8);
+    if (p->py && want < ss_pypool_runners(p->py)) /* a thread per runner keeps every runner busy */
+        want = ss_pypool_runners(p->py);
+    if (p->py) ss_pypool_set_model(p->py, ss_pipeline_model_call, p, p->model_n_outputs);
     for (; p->n_threads < want; p->n_threads++) {
         int rc = pthread_create(&p->threads[p->n_threads], NULL, stage_thread, p);
         if (rc != 0)

@@ -16,7 +16,9 @@
 
 #include <pthread.h>
 
-typedef enum { SS_STAGE_MODEL = 0, SS_STAGE_C_FUNCTION = 1 } ss_stage_kind;
+/* A python_function stage runs like a thread-safe C-function stage whose run() is the Python
+ * runner pool's (pyrunner.h); only loading differs. */
+typedef enum { SS_STAGE_MODEL = 0, SS_STAGE_C_FUNCTION = 1, SS_STAGE_PYTHON = 2 } ss_stage_kind;
 
 typedef struct {
     ss_stage_kind kind;
@@ -34,6 +36,10 @@ typedef struct {
     bool serial; /* not SS_PLUGIN_THREAD_SAFE: one run at a time */
     pthread_mutex_t run_mu;
     bool mu_ready;
+    /* python_function: the .py file (symbol holds the function's name) and MindSpore's
+     * batch_size (-1: per instance) */
+    char *module;
+    int batch_size;
 } ss_pipe_stage;
 
 typedef struct {
@@ -63,7 +69,8 @@ struct ss_pipeline {
     bool stop, started;
     size_t n_threads;
     pthread_t threads[8];
-    ss_pipe_sig *sigs; /* every model signature published (newest first), freed at the end */
+    ss_pipe_sig *sigs;    /* every model signature published (newest first), freed at the end */
+    struct ss_pypool *py; /* the Python stage runners (NULL: no python_function stage) */
 };
 
 /* stages.c */
@@ -76,5 +83,11 @@ void ss_pipeline_unload_plugins(ss_pipeline *p);
 ss_status *ss_pipeline_start(ss_pipeline *p, ss_serving_backend model, ss_serving_backend *out);
 ss_serving_signature *ss_pipeline_compose(ss_pipeline *p, const ss_serving_signature *model_sig);
 void ss_pipeline_stop(ss_pipeline *p);
+/* The model's internal method as last published (NULL before the worker is ready). */
+const ss_serving_method *ss_pipeline_model_spec(ss_pipeline *p);
+
+/* pymodel.c: Model.call from a Python stage, synchronously through the worker (the plugin ABI's
+ * batch: instances of the model's inputs in, the model's outputs allocated through the batch). */
+int ss_pipeline_model_call(void *ctx, uint32_t subgraph, ss_plugin_batch *b, char *err, size_t cap);
 
 #endif

@@ -6,6 +6,7 @@
  * offending value; the model-count errors keep MindSpore's texts.
  */
 #include "pipeline.h"
+#include "pyrunner.h"
 
 #include <cjson/cJSON.h>
 #include <dlfcn.h>
@@ -111,6 +112,22 @@ static ss_status *stage_strdup(char **dst, const char *src)
     return *dst ? NULL : ss_errf(SS_ERR_NOMEM, "out of memory");
 }
 
+/* A file named in the servable's config, relative to that config's folder. */
+static void beside(const char *config_path, const char *name, char *path, size_t cap)
+{
+    const char *slash = strrchr(config_path, '/');
+    int dir_len = slash && name[0] != '/' ? (int)(slash - config_path) : 0;
+    snprintf(path, cap, "%.*s%s%s", dir_len, config_path, dir_len ? "/" : "", name);
+}
+
+static ss_status *default_tag(ss_pipe_stage *st, const char *servable)
+{
+    if (st->tag) return NULL;
+    char tag[512];
+    snprintf(tag, sizeof tag, "Function '%s.%s'", servable, st->symbol);
+    return stage_strdup(&st->tag, tag);
+}
+
 /* "library", "symbol", "config" of a c_function stage; the library relative to servable.json. */
 static ss_status *read_c_function(ss_pipe_stage *st, const cJSON *j, const where *at,
                                   const char *servable)
@@ -122,22 +139,42 @@ static ss_status *read_c_function(ss_pipe_stage *st, const cJSON *j, const where
         return bad(at, "a c_function stage needs 'library' (a shared library path)", NULL, NULL);
     if (sym && (!cJSON_IsString(sym) || !sym->valuestring[0] || strlen(sym->valuestring) > 255))
         return bad(at, "'symbol' must be a non-empty name", NULL, NULL);
-    const char *slash = strrchr(at->what, '/');
-    int dir_len = slash && lib->valuestring[0] != '/' ? (int)(slash - at->what) : 0;
     char path[4096];
-    snprintf(path, sizeof path, "%.*s%s%s", dir_len, at->what, dir_len ? "/" : "",
-             lib->valuestring);
+    beside(at->what, lib->valuestring, path, sizeof path);
     ss_status *e = stage_strdup(&st->library, path);
     if (!e) e = stage_strdup(&st->symbol, sym ? sym->valuestring : SS_PLUGIN_DEFAULT_SYMBOL);
     if (e) return e;
     st->config_json = cfg ? cJSON_PrintUnformatted(cfg) : strdup("{}");
     if (!st->config_json) return ss_errf(SS_ERR_NOMEM, "out of memory");
-    if (!st->tag) {
-        char tag[512];
-        snprintf(tag, sizeof tag, "Function '%s.%s'", servable, st->symbol);
-        return stage_strdup(&st->tag, tag);
+    return default_tag(st, servable);
+}
+
+/* "module" (a .py file, relative to the config), "function" and MindSpore's "batch_size" (absent:
+ * per instance) of a python_function stage. */
+static ss_status *read_python_function(ss_pipe_stage *st, const cJSON *j, const where *at,
+                                       const char *servable)
+{
+    const cJSON *mod = cJSON_GetObjectItemCaseSensitive(j, "module");
+    const cJSON *fn = cJSON_GetObjectItemCaseSensitive(j, "function");
+    const cJSON *bs = cJSON_GetObjectItemCaseSensitive(j, "batch_size");
+    if (!cJSON_IsString(mod) || !mod->valuestring[0] || strlen(mod->valuestring) > 2048)
+        return bad(at, "a python_function stage needs 'module' (a .py file)", NULL, NULL);
+    if (!cJSON_IsString(fn) || !fn->valuestring[0] || strlen(fn->valuestring) > 255)
+        return bad(at, "a python_function stage needs 'function' (a name)", NULL, NULL);
+    st->batch_size = -1;
+    if (bs && !cJSON_IsNull(bs)) {
+        if (!cJSON_IsNumber(bs) || bs->valuedouble != (double)(int)bs->valuedouble ||
+            bs->valuedouble > 1e6)
+            return bad(at, "Parameter 'batch_size' should be int, at most 1000000", NULL, NULL);
+        if (bs->valuedouble < 0)
+            return bad(at, "Parameter 'batch_size' should be >= 0", NULL, NULL);
+        st->batch_size = (int)bs->valuedouble;
     }
-    return NULL;
+    char path[4096];
+    beside(at->what, mod->valuestring, path, sizeof path);
+    ss_status *e = stage_strdup(&st->module, path);
+    if (!e) e = stage_strdup(&st->symbol, fn->valuestring);
+    return e ? e : default_tag(st, servable);
 }
 
 /* The model's counts are the same in every stage that runs it (MindSpore's texts). */
@@ -191,9 +228,12 @@ static ss_status *read_stage(ss_pipeline *p, ss_pipe_method *m, size_t s, const 
     const cJSON *kind = cJSON_GetObjectItemCaseSensitive(j, "kind");
     const cJSON *tag = cJSON_GetObjectItemCaseSensitive(j, "tag");
     const char *k = cJSON_IsString(kind) ? kind->valuestring : "(missing)";
-    if (strcmp(k, "model") && strcmp(k, "c_function"))
-        return bad(at, "'kind' must be \"model\" or \"c_function\", got '%s'", k, NULL);
-    st->kind = strcmp(k, "model") ? SS_STAGE_C_FUNCTION : SS_STAGE_MODEL;
+    if (strcmp(k, "model") && strcmp(k, "c_function") && strcmp(k, "python_function"))
+        return bad(at, "'kind' must be \"model\", \"c_function\" or \"python_function\", got '%s'",
+                   k, NULL);
+    st->kind = !strcmp(k, "model")        ? SS_STAGE_MODEL
+               : !strcmp(k, "c_function") ? SS_STAGE_C_FUNCTION
+                                          : SS_STAGE_PYTHON;
     if (tag && (!cJSON_IsString(tag) || !tag->valuestring[0]))
         return bad(at, "'tag' must be a non-empty string", NULL, NULL);
     ss_status *e = tag ? stage_strdup(&st->tag, tag->valuestring) : NULL;
@@ -207,6 +247,7 @@ static ss_status *read_stage(ss_pipeline *p, ss_pipe_method *m, size_t s, const 
     if (!e) e = resolve_inputs(m, s, at);
     if (!e) e = place_outputs(m, s, at);
     if (e) return e;
+    if (st->kind == SS_STAGE_PYTHON) return read_python_function(st, j, at, p->servable);
     return st->kind == SS_STAGE_MODEL ? read_model(p, st, j, at)
                                       : read_c_function(st, j, at, p->servable);
 }
@@ -268,9 +309,10 @@ static ss_status *read_method(ss_pipeline *p, ss_pipe_method *m, const cJSON *j,
     m->n_values = m->n_inputs;
     const cJSON *stages = cJSON_GetObjectItemCaseSensitive(j, "stages");
     int n = cJSON_GetArraySize(stages);
-    if (stages && (!cJSON_IsArray(stages) || n < 1 || n > MAX_STAGES))
-        return bad(&at, "'stages' must list 1 to 64 stages", NULL, NULL);
-    m->stages = calloc(stages ? (size_t)n : 1, sizeof *m->stages);
+    /* an empty list is a method that returns its inputs (MindSpore allows it) */
+    if (stages && (!cJSON_IsArray(stages) || n > MAX_STAGES))
+        return bad(&at, "'stages' must be a list of at most 64 stages", NULL, NULL);
+    m->stages = calloc(n > 0 ? (size_t)n : 1, sizeof *m->stages);
     if (!m->stages) return ss_errf(SS_ERR_NOMEM, "out of memory");
     if (!stages) {
         m->n_stages = 1;
@@ -385,6 +427,70 @@ static ss_status *load_plugin(ss_pipe_stage *st, const where *at)
     return NULL;
 }
 
+/* Every python_function stage of the servable as the runner pool sees it (NULL: none). */
+static ss_status *python_specs(ss_pipeline *p, ss_pystage_spec **out, size_t *n)
+{
+    *out = NULL;
+    *n = 0;
+    size_t total = 0;
+    for (size_t m = 0; m < p->n_methods; m++)
+        for (size_t s = 0; s < p->methods[m].n_stages; s++)
+            total += p->methods[m].stages[s].kind == SS_STAGE_PYTHON;
+    if (!total) return NULL;
+    ss_pystage_spec *specs = calloc(total, sizeof *specs);
+    char **keys = calloc(total, sizeof *keys);
+    for (size_t m = 0; specs && keys && m < p->n_methods; m++)
+        for (size_t s = 0; s < p->methods[m].n_stages; s++) {
+            ss_pipe_stage *st = &p->methods[m].stages[s];
+            if (st->kind != SS_STAGE_PYTHON) continue;
+            size_t len = strlen(p->servable) + strlen(st->symbol) + 2;
+            if (!(keys[*n] = malloc(len))) break;
+            snprintf(keys[*n], len, "%s.%s", p->servable, st->symbol);
+            specs[(*n)++] =
+                (ss_pystage_spec){st->module,     st->symbol,   keys[*n - 1], p->methods[m].name,
+                                  st->batch_size, st->n_inputs, st->n_outputs};
+        }
+    if (!specs || !keys || *n != total) {
+        for (size_t i = 0; keys && i < *n; i++)
+            free(keys[i]);
+        free(keys);
+        free(specs);
+        *n = 0;
+        return ss_errf(SS_ERR_NOMEM, "out of memory");
+    }
+    free(keys); /* the specs keep the strings: load_python frees them */
+    *out = specs;
+    return NULL;
+}
+
+/* Start the runner pool and bind each python_function stage to it, in python_specs' order. */
+static ss_status *load_python(ss_pipeline *p)
+{
+    ss_pystage_spec *specs;
+    size_t n;
+    ss_status *e = python_specs(p, &specs, &n);
+    if (e || !n) return e;
+    long runners = getenv("SHARDSERVE_PY_RUNNERS") ? atol(getenv("SHARDSERVE_PY_RUNNERS")) : 2;
+    e = ss_pypool_start(p->servable, specs, n,
+                        runners < 1   ? 1
+                        : runners > 8 ? 8
+                                      : (size_t)runners,
+                        &p->py);
+    for (size_t i = 0; i < n; i++)
+        free((char *)specs[i].key);
+    free(specs);
+    if (e) return ss_status_wrap(e, "servable '%s': Python stages", p->servable);
+    uint32_t k = 0;
+    for (size_t m = 0; m < p->n_methods; m++)
+        for (size_t s = 0; s < p->methods[m].n_stages; s++) {
+            ss_pipe_stage *st = &p->methods[m].stages[s];
+            if (st->kind != SS_STAGE_PYTHON) continue;
+            st->desc = ss_pypool_descriptor();
+            st->state = ss_pypool_stage_state(p->py, k++);
+        }
+    return NULL;
+}
+
 ss_status *ss_pipeline_load_plugins(ss_pipeline *p)
 {
     for (size_t m = 0; m < p->n_methods; m++)
@@ -394,12 +500,13 @@ ss_status *ss_pipeline_load_plugins(ss_pipeline *p)
             ss_status *e = load_plugin(st, &(where){"servable.json", p->methods[m].name, s + 1});
             if (e) return e;
         }
-    return NULL;
+    return load_python(p);
 }
 
 static void stage_clear(ss_pipe_stage *st, bool plugins_only)
 {
     if (st->state && st->desc->fini) st->desc->fini(st->state);
+    if (st->kind == SS_STAGE_PYTHON) st->desc = NULL; /* the pool is freed with the pipeline */
     if (st->dl) dlclose(st->dl);
     if (st->mu_ready) pthread_mutex_destroy(&st->run_mu);
     st->state = st->dl = NULL;
@@ -410,6 +517,7 @@ static void stage_clear(ss_pipe_stage *st, bool plugins_only)
     free(st->library);
     free(st->symbol);
     free(st->config_json);
+    free(st->module);
     names_free(st->in_names, st->n_inputs);
     names_free(st->out_names, st->n_outputs);
 }
@@ -419,6 +527,7 @@ void ss_pipeline_unload_plugins(ss_pipeline *p)
     for (size_t m = 0; p && m < p->n_methods; m++)
         for (size_t s = 0; s < p->methods[m].n_stages; s++)
             stage_clear(&p->methods[m].stages[s], true);
+    if (p) ss_pypool_free(p->py), p->py = NULL;
 }
 
 void ss_pipeline_free(ss_pipeline *p)
@@ -435,6 +544,7 @@ void ss_pipeline_free(ss_pipeline *p)
         names_free(pm->inputs, pm->n_inputs);
         names_free(pm->outputs, pm->n_outputs);
     }
+    ss_pypool_free(p->py);
     free(p->methods);
     free(p->servable);
     free(p->model_key);

@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 /* A decimal digit string without leading zeros ("0" is fine), below 2^31. */
 static bool plain_decimal(const char *s, int *out)
@@ -475,6 +476,19 @@ ss_status *ss_servable_config_load(const char *servable_dir, const char *name,
     snprintf(path, sizeof path, "%s/%s/servable.json", servable_dir, name);
     void *buf;
     size_t len;
+    if (access(path, F_OK) != 0) { /* MindSpore's servable_config.py, through the shim */
+        snprintf(path, sizeof path, "%s/%s/servable_config.py", servable_dir, name);
+        if (access(path, F_OK) == 0) {
+            char *json;
+            ss_status *st = ss_pyconfig_export(servable_dir, name, &json, &len);
+            if (st) return st;
+            SS_INFO("servable %s: declared by %s", name, path);
+            st = ss_servable_config_parse(json, len, path, name, out);
+            free(json);
+            return st;
+        }
+        snprintf(path, sizeof path, "%s/%s/servable.json", servable_dir, name);
+    }
     ss_status *st = ss_read_file(path, &buf, &len);
     if (st) return ss_status_wrap(st, "servable '%s'", name);
     st = ss_servable_config_parse(buf, len, path, name, out);

@@ -247,7 +247,7 @@ def test_bad_reference():
 
 def test_bad_kind_and_model():
     refused_at_start({"kind": "python", "inputs": ["x"], "outputs": ["x1"]},
-                     "method 'm' stage 1: 'kind' must be \"model\" or \"c_function\", got 'python'")
+                     "method 'm' stage 1: 'kind' must be \"model\", \"c_function\" or \"python_function\", got 'python'")
     refused_at_start({"kind": "model", "model": "other", "inputs": ["x"], "outputs": ["x1"]},
                      "method 'm' stage 1: 'model' must name a model the servable declares, got 'other'")
 
