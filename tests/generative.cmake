@@ -104,3 +104,19 @@ foreach(family gpt2 llama)
     endif()
   endforeach()
 endforeach()
+
+# An attention whose scores get a learned per-head bias (not a mask) is left alone by --kv-pool,
+# which would otherwise drop the bias: the rewrite finds nothing to replace and says so.
+if(TARGET shardserve)
+  set(dir ${SS_GEN_DIR}/gpt2_score_bias)
+  add_test(NAME gen_export_gpt2_score_bias
+           COMMAND ${SS_PY} ${SS_TEST_DIR}/generative/models.py --family gpt2 --score-bias
+                   --out ${dir})
+  set_tests_properties(gen_export_gpt2_score_bias PROPERTIES FIXTURES_SETUP gen_score_bias
+                       LABELS generative)
+  add_test(NAME shard_kvpool_leaves_score_bias
+           COMMAND shardserve shard ${dir}/model.onnx --ranks 1 --kv-pool --out ${dir}/kv)
+  set_tests_properties(shard_kvpool_leaves_score_bias PROPERTIES FIXTURES_REQUIRED gen_score_bias
+                       LABELS generative
+                       PASS_REGULAR_EXPRESSION "--kv-pool: no attention over a past/present KV")
+endif()
