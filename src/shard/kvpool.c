@@ -85,6 +85,23 @@ static bool swaps_last_two(const Onnx__NodeProto *n)
            perm[2] == 3 && perm[3] == 2;
 }
 
+/* Does Concat n join a graph input (past) and new rows into a graph output (present)? */
+static bool is_state_concat(graph_t *g, const Onnx__NodeProto *n)
+{
+    int64_t axis = ss_onnx_attr_int(n, "axis", 0);
+    return !strcmp(n->op_type, "Concat") && n->n_input == 2 && n->n_output == 1 &&
+           (axis == 2 || axis == -2) && is_graph_io(g->input, g->n_input, n->input[0]) &&
+           is_graph_io(g->output, g->n_output, n->output[0]);
+}
+
+/* The first state Concat, or -1. */
+static int first_state_concat(graph_t *g)
+{
+    for (size_t i = 0; i < g->n_node; i++)
+        if (is_state_concat(g, g->node[i])) return (int)i;
+    return -1;
+}
+
 /* Back from `name` through GQA's repeat (and, for K, one transpose) to a state Concat. */
 static int state_concat(ss_onnx_model *m, graph_t *g, const char *name, bool want_transpose)
 {
@@ -94,13 +111,8 @@ static int state_concat(ss_onnx_model *m, graph_t *g, const char *name, bool wan
         if (p < 0) return -1;
         const Onnx__NodeProto *n = g->node[p];
         const char *op = n->op_type;
-        if (!strcmp(op, "Concat")) {
-            int64_t axis = ss_onnx_attr_int(n, "axis", 0);
-            bool state = n->n_input == 2 && (axis == 2 || axis == -2) &&
-                         is_graph_io(g->input, g->n_input, n->input[0]) &&
-                         is_graph_io(g->output, g->n_output, n->output[0]);
-            return state && transposed == want_transpose ? p : -1;
-        }
+        if (!strcmp(op, "Concat"))
+            return is_state_concat(g, n) && transposed == want_transpose ? p : -1;
         bool ok = !strcmp(op, "Reshape") || !strcmp(op, "Expand") ||
                   (!strcmp(op, "Unsqueeze") && unsqueeze_at_2(m, g, n)) ||
                   (!strcmp(op, "Transpose") && want_transpose && !transposed &&
@@ -457,6 +469,12 @@ ss_status *ss_shard_kvpool_rewrite(ss_onnx_model *m, int *layers)
                      "--kv-pool: no attention over a past/present KV cache found "
                      "(Concat(past, new) -> MatMul -> scale -> + a mask from attention_mask -> "
                      "Softmax -> MatMul)");
+    int left = st ? -1 : first_state_concat(g);
+    if (left >= 0) /* half a rewrite would leave a model with both kinds of cache */
+        st = ss_errf(SS_ERR_UNSUPPORTED,
+                     "--kv-pool: the attention reading '%s' is not one it can rewrite (%d others "
+                     "were)",
+                     g->node[left]->input[0], *layers);
     if (!st) st = drop_dead_nodes(g, &live);
     if (!st) st = drop_unread_inputs(m, g, &live, past, n_past);
     if (!st) st = add_seq_ids(g);
