@@ -44,8 +44,8 @@ ARGS=("$M/prompt.npy" "$M/ref_tokens.npy")
 # One run of one configuration: its first output line (ranks print the same numbers) gives the
 # prefill and decode times, appended to PRES[key] / DECS[key]; a run whose tokens differ from
 # PyTorch's fails the bench (set -e).
-declare -A PRES DECS PRE DEC
-median() { tr ' ' '\n' | grep . | sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
+declare -A PRES DECS CPUS PRE DEC CPU
+median() { tr ' ' '\n' | { grep . || true; } | sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 field() { sed -n "s/.*$1 \([0-9.]*\).*/\1/p" | head -1; }
 once() { # key cmd...
   local key=$1 out
@@ -55,6 +55,7 @@ once() { # key cmd...
   echo "  $key: $out" >&2
   PRES[$key]+=" $(field 'tokens' <<<"$out")"
   DECS[$key]+=" $(field 'decode' <<<"$out")"
+  CPUS[$key]+=" $(field 'cpu' <<<"$out")" # gen_greedy only: CPU ms per decode step
 }
 
 echo "== $(date -u '+%Y-%m-%d %H:%M UTC'), $(nproc) CPUs: $(lscpu | sed -n 's/^Model name: *//p')"
@@ -90,22 +91,25 @@ done
 for k in "${!DECS[@]}"; do
   PRE[$k]=$(median <<<"${PRES[$k]}")
   DEC[$k]=$(median <<<"${DECS[$k]}")
+  CPU[$k]=$(median <<<"${CPUS[$k]}")
 done
 
 row() { # name key ortkey|none bw_threads
   local o=""
   [ "$3" = none ] || o=${DEC[$3]}
   awk -v n="$1" -v p="${PRE[$2]}" -v d="${DEC[$2]}" -v o="$o" -v g="${BW[$4]}" \
-    -v b=$((WBYTES + KVBYTES)) 'BEGIN {
-      printf "| %-28s | %10.1f | %13.2f | %8.1f | %14s | %7.0f%% |\n", n, p, d, 1000/d,
-        (o == "" ? "-" : sprintf("%.2fx", o/d)), 100*(b/g/1e6)/d }'
+    -v c="${CPU[$2]}" -v b=$((WBYTES + KVBYTES)) 'BEGIN {
+      printf "| %-28s | %10.1f | %13.2f | %8.1f | %14s | %7.0f%% | %10s |\n", n, p, d, 1000/d,
+        (o == "" ? "-" : sprintf("%.2fx", o/d)), 100*(b/g/1e6)/d,
+        (c == "" ? "-" : sprintf("%.2f", c)) }'
 }
 echo
 echo "64 greedy tokens, prompt $PROMPT, f32, all runs equal PyTorch token for token;"
 echo "decode = mean of the 63 steps of a run (what gen_greedy prints), median over $REPS interleaved rounds;"
-echo "floor = bytes read per step / read bandwidth at the row's thread count (2 for the 2-rank row)"
-echo "| runtime                      | prefill ms | decode ms/tok | tokens/s | vs onnxruntime | of floor |"
-echo "|------------------------------|-----------:|--------------:|---------:|---------------:|---------:|"
+echo "floor = bytes read per step / read bandwidth at the row's thread count (2 for the 2-rank row);"
+echo "cpu = CPU ms per decode step of the process (one rank's), steadier than the wall clock on shared cores"
+echo "| runtime                      | prefill ms | decode ms/tok | tokens/s | vs onnxruntime | of floor | cpu ms/tok |"
+echo "|------------------------------|-----------:|--------------:|---------:|---------------:|---------:|-----------:|"
 row "shardserve, 1 thread" ss1 ort1 1
 row "kv-pool, 1 thread" kv1 ort1 1
 row "onnxruntime-node, 1 thread" ort1 none 1

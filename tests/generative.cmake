@@ -55,7 +55,12 @@ foreach(family gpt2 llama)
       # the KV cache in each rank's block pool (shard --kv-pool, PagedAttention): whole (1 rank),
       # head-parallel over 2 and 4 ranks, and in 2 pipeline stages of 2 ranks; no re-planning
       # during decode
-      foreach(split "1;1" "2;1" "4;1" "4;2")
+      set(kv_splits 1x1 2x1 4x1 4x2)
+      if(opset EQUAL 17)
+        list(APPEND kv_splits 8x1) # more ranks than heads: PagedAttention whole on each rank
+      endif()
+      foreach(split ${kv_splits})
+        string(REPLACE "x" ";" split ${split})
         list(GET split 0 ranks)
         list(GET split 1 stages)
         add_test(NAME gen_greedy_${case}_kvpool_${ranks}x${stages}
@@ -90,6 +95,11 @@ foreach(family gpt2 llama)
           set_tests_properties(gen_greedy_${case}_mpi_${ranks}x${stages} PROPERTIES
                                FIXTURES_REQUIRED gen_${case} TIMEOUT 150 LABELS generative)
         endforeach()
+        add_test(NAME gen_greedy_${case}_mpi_kvpool_4x1
+                 COMMAND ${SS_TEST_DIR}/generative/shard_greedy_mpi.sh $<TARGET_FILE:shardserve>
+                         $<TARGET_FILE:gen_greedy> ${dir} 4 1 --kv-pool)
+        set_tests_properties(gen_greedy_${case}_mpi_kvpool_4x1 PROPERTIES
+                             FIXTURES_REQUIRED gen_${case} TIMEOUT 150 LABELS generative)
       endif()
     endif()
   endforeach()
@@ -124,4 +134,20 @@ if(TARGET shardserve)
                          LABELS generative
                          ENVIRONMENT "SHARDSERVE=$<TARGET_FILE:shardserve>;PYTHONPATH=${CMAKE_SOURCE_DIR}/python;no_proxy=*;http_proxy=;https_proxy=")
   endforeach()
+endif()
+
+# An attention whose scores get a learned per-head bias (not a mask) is left alone by --kv-pool,
+# which would otherwise drop the bias: the rewrite finds nothing to replace and says so.
+if(TARGET shardserve)
+  set(dir ${SS_GEN_DIR}/gpt2_score_bias)
+  add_test(NAME gen_export_gpt2_score_bias
+           COMMAND ${SS_PY} ${SS_TEST_DIR}/generative/models.py --family gpt2 --score-bias
+                   --out ${dir})
+  set_tests_properties(gen_export_gpt2_score_bias PROPERTIES FIXTURES_SETUP gen_score_bias
+                       LABELS generative)
+  add_test(NAME shard_kvpool_leaves_score_bias
+           COMMAND shardserve shard ${dir}/model.onnx --ranks 1 --kv-pool --out ${dir}/kv)
+  set_tests_properties(shard_kvpool_leaves_score_bias PROPERTIES FIXTURES_REQUIRED gen_score_bias
+                       LABELS generative
+                       PASS_REGULAR_EXPRESSION "--kv-pool: no attention over a past/present KV")
 endif()

@@ -74,13 +74,14 @@ struct ss_kctx {
     ss_tensor **out;
     void *state;
     const ss_collectives *coll;
-    struct ss_plan *plan;     /* for ss_kctx_value; NULL during run */
-    int *in_ids;              /* value ids, for ss_kctx_value */
-    int threads;              /* the session's intra-op thread count (0: OpenBLAS's setting) */
-    bool bf16_weights;        /* the session stores MatMul/Gemm weights as bf16 where it pays */
-    size_t scratch_bytes;     /* set by infer: scratch run needs */
-    void *scratch;            /* set by the planner before run */
-    struct ss_kvpool *kvpool; /* the session's KV block pool (PagedAttention), or NULL */
+    struct ss_plan *plan; /* for ss_kctx_value; NULL during run */
+    int *in_ids;          /* value ids, for ss_kctx_value */
+    int threads;          /* the session's intra-op thread count (0: OpenBLAS's setting) */
+    bool bf16_weights;    /* the session stores MatMul/Gemm weights as bf16 where it pays */
+    size_t scratch_bytes; /* set by infer: scratch run needs */
+    void *scratch;        /* set by the planner before run */
+    /* the session's KV block pool (PagedAttention), or NULL */
+    struct ss_kvpool *kvpool;
 };
 
 /* The value of input i at plan time, or NULL if it is only known at run time. A non-NULL result

@@ -13,8 +13,10 @@
  * becomes PagedAttention(Q, K_new, V_new, seq_ids, position_ids) with the scale found on the way
  * (Div or Mul by a constant); K_new is the Concat's own input, so Llama's RoPE is already applied.
  * The mask is causal by position in the op: the graph's attention_mask (all ones for unpadded
- * rows) and everything computing it fall away, as do the past inputs and present outputs. A
- * graph input `seq_ids` int64 [batch] is added.
+ * rows) and everything computing it fall away, as do the past inputs and present outputs; an
+ * added bias computed from anything but attention_mask, shapes and scalars (ALiBi, a learned
+ * relative bias) is not a mask, and such an attention is left alone. A graph input `seq_ids`
+ * int64 [batch] is added.
  *
  * The model proto is edited in place; new strings and messages come from malloc, as protobuf-c's
  * unpacked messages do, so the model's free releases them.
@@ -83,6 +85,23 @@ static bool swaps_last_two(const Onnx__NodeProto *n)
            perm[2] == 3 && perm[3] == 2;
 }
 
+/* Does Concat n join a graph input (past) and new rows into a graph output (present)? */
+static bool is_state_concat(graph_t *g, const Onnx__NodeProto *n)
+{
+    int64_t axis = ss_onnx_attr_int(n, "axis", 0);
+    return !strcmp(n->op_type, "Concat") && n->n_input == 2 && n->n_output == 1 &&
+           (axis == 2 || axis == -2) && is_graph_io(g->input, g->n_input, n->input[0]) &&
+           is_graph_io(g->output, g->n_output, n->output[0]);
+}
+
+/* The first state Concat, or -1. */
+static int first_state_concat(graph_t *g)
+{
+    for (size_t i = 0; i < g->n_node; i++)
+        if (is_state_concat(g, g->node[i])) return (int)i;
+    return -1;
+}
+
 /* Back from `name` through GQA's repeat (and, for K, one transpose) to a state Concat. */
 static int state_concat(ss_onnx_model *m, graph_t *g, const char *name, bool want_transpose)
 {
@@ -92,13 +111,8 @@ static int state_concat(ss_onnx_model *m, graph_t *g, const char *name, bool wan
         if (p < 0) return -1;
         const Onnx__NodeProto *n = g->node[p];
         const char *op = n->op_type;
-        if (!strcmp(op, "Concat")) {
-            int64_t axis = ss_onnx_attr_int(n, "axis", 0);
-            bool state = n->n_input == 2 && (axis == 2 || axis == -2) &&
-                         is_graph_io(g->input, g->n_input, n->input[0]) &&
-                         is_graph_io(g->output, g->n_output, n->output[0]);
-            return state && transposed == want_transpose ? p : -1;
-        }
+        if (!strcmp(op, "Concat"))
+            return is_state_concat(g, n) && transposed == want_transpose ? p : -1;
         bool ok = !strcmp(op, "Reshape") || !strcmp(op, "Expand") ||
                   (!strcmp(op, "Unsqueeze") && unsqueeze_at_2(m, g, n)) ||
                   (!strcmp(op, "Transpose") && want_transpose && !transposed &&
@@ -107,6 +121,51 @@ static int state_concat(ss_onnx_model *m, graph_t *g, const char *name, bool wan
         name = n->input[0];
     }
     return -1;
+}
+
+typedef struct {
+    ss_onnx_model *m;
+    graph_t *g;
+    unsigned char *seen; /* per node */
+    bool reads_mask;
+} mask_walk;
+
+static bool small_or_integral(const ss_tensor *t)
+{
+    bool real = t->dtype == SS_DT_FLOAT32 || t->dtype == SS_DT_FLOAT64 ||
+                t->dtype == SS_DT_FLOAT16 || t->dtype == SS_DT_BFLOAT16;
+    return !real || ss_tensor_numel(t) <= 1;
+}
+
+/* Is `name` computed from the attention_mask input, shapes and scalar constants only (the
+ * padding and causal mask, which PagedAttention applies by position), and not from tables the
+ * rewrite would lose (ALiBi slopes, learned relative biases) or other inputs' values? */
+static bool mask_only(mask_walk *w, const char *name, int depth)
+{
+    int p = producer(w->g, name);
+    ss_tensor t;
+    if (p < 0) {
+        if (!strcmp(name, "attention_mask")) return w->reads_mask = true;
+        const ss_tensor *init = ss_onnx_find_init(w->m, name);
+        return init && small_or_integral(init);
+    }
+    if (w->seen[p]) return true;
+    w->seen[p] = 1;
+    const Onnx__NodeProto *n = w->g->node[p];
+    if (!strcmp(n->op_type, "Shape")) return true;
+    if (!strcmp(n->op_type, "Constant"))
+        return const_tensor(w->m, w->g, name, &t) && small_or_integral(&t);
+    for (size_t j = 0; j < n->n_input; j++)
+        if (n->input[j][0] && (depth > 64 || !mask_only(w, n->input[j], depth + 1))) return false;
+    return true;
+}
+
+static bool is_attention_mask(ss_onnx_model *m, graph_t *g, const char *name)
+{
+    mask_walk w = {m, g, calloc(g->n_node + 1, 1), false};
+    bool ok = w.seen && mask_only(&w, name, 0) && w.reads_mask;
+    free(w.seen);
+    return ok;
 }
 
 /* Back from the Softmax's input through the mask Add and the scaling to the QK^T MatMul. */
@@ -127,7 +186,7 @@ static int scores_matmul(ss_onnx_model *m, graph_t *g, const char *name, double 
         double s0 = *scale, s1 = *scale;
         int a = scores_matmul(m, g, n->input[0], &s0, depth + 1);
         int b = scores_matmul(m, g, n->input[1], &s1, depth + 1);
-        if ((a >= 0) == (b >= 0)) return -1;
+        if ((a >= 0) == (b >= 0) || !is_attention_mask(m, g, n->input[a >= 0 ? 1 : 0])) return -1;
         return *scale = a >= 0 ? s0 : s1, a >= 0 ? a : b;
     }
     return -1;
@@ -406,9 +465,16 @@ ss_status *ss_shard_kvpool_rewrite(ss_onnx_model *m, int *layers)
     name_set live = {0};
     ss_status *st = replace_attentions(m, g, past, &n_past, layers);
     if (!st && !*layers)
-        st = ss_errf(SS_ERR_UNSUPPORTED, "--kv-pool: no attention over a past/present KV cache "
-                                         "found (Concat(past, new) -> MatMul -> Softmax -> "
-                                         "MatMul)");
+        st = ss_errf(SS_ERR_UNSUPPORTED,
+                     "--kv-pool: no attention over a past/present KV cache found "
+                     "(Concat(past, new) -> MatMul -> scale -> + a mask from attention_mask -> "
+                     "Softmax -> MatMul)");
+    int left = st ? -1 : first_state_concat(g);
+    if (left >= 0) /* half a rewrite would leave a model with both kinds of cache */
+        st = ss_errf(SS_ERR_UNSUPPORTED,
+                     "--kv-pool: the attention reading '%s' is not one it can rewrite (%d others "
+                     "were)",
+                     g->node[left]->input[0], *layers);
     if (!st) st = drop_dead_nodes(g, &live);
     if (!st) st = drop_unread_inputs(m, g, &live, past, n_past);
     if (!st) st = add_seq_ids(g);

@@ -16,7 +16,9 @@ logits [batch, seq, vocab], present.L.key/.value [batch, kv_heads, past+seq, hea
 sequence and past length are dynamic.
 
 Usage: models.py --family gpt2|llama --out DIR [--opset 14|17] [--prompt-len 7] [--steps 64]
-                 [--size tiny|small]
+                 [--size tiny|small] [--score-bias]
+--score-bias (gpt2) adds a learned per-head bias to the attention scores: not a mask, so
+`shard --kv-pool` must leave such an attention alone.
 writes DIR/model.onnx, DIR/prompt.npy (int64 [prompt-len]), DIR/ref_tokens.npy (int64 [steps],
 greedy, prefill then one decode step per token with the cache fed back) and DIR/meta.txt.
 """
@@ -41,15 +43,18 @@ def causal_bias(attention_mask, q_len, past_len):
     return torch.where(ok, torch.tensor(0.0), torch.tensor(NEG)).unsqueeze(1)
 
 
-def attend(q, k, v, bias):
-    scores = torch.matmul(q, k.transpose(-1, -2)) / math.sqrt(q.shape[-1])
-    return torch.matmul(torch.softmax(scores + bias, dim=-1), v)
+def attend(q, k, v, bias, head_bias=None):
+    scores = torch.matmul(q, k.transpose(-1, -2)) / math.sqrt(q.shape[-1]) + bias
+    if head_bias is not None:
+        scores = scores + head_bias
+    return torch.matmul(torch.softmax(scores, dim=-1), v)
 
 
 # ---------------------------------------------------------------- GPT-2
 class GPT2Block(nn.Module):
-    def __init__(self, d, nh):
+    def __init__(self, d, nh, score_bias=False):
         super().__init__()
+        self.head_bias = nn.Parameter(torch.randn(nh, 1, 1)) if score_bias else None
         self.nh, self.hd = nh, d // nh
         self.ln_1, self.ln_2 = nn.LayerNorm(d), nn.LayerNorm(d)
         # HF's Conv1D stores [in, out] and computes addmm: MatMul + Add in ONNX
@@ -70,7 +75,7 @@ class GPT2Block(nn.Module):
         q, k, v = (torch.matmul(h, self.c_attn_w) + self.c_attn_b).split(x.shape[-1], dim=2)
         q, k, v = self.split_heads(q), self.split_heads(k), self.split_heads(v)
         k, v = torch.cat([past_k, k], dim=2), torch.cat([past_v, v], dim=2)
-        a = attend(q, k, v, bias).transpose(1, 2)
+        a = attend(q, k, v, bias, self.head_bias).transpose(1, 2)
         a = a.reshape(a.shape[0], a.shape[1], self.nh * self.hd)
         x = x + torch.matmul(a, self.c_proj_w) + self.c_proj_b
         m = F.gelu(torch.matmul(self.ln_2(x), self.fc_w) + self.fc_b, approximate="tanh")
@@ -78,12 +83,12 @@ class GPT2Block(nn.Module):
 
 
 class GPT2(nn.Module):
-    def __init__(self, vocab=128, d=64, nh=4, layers=2, n_pos=256):
+    def __init__(self, vocab=128, d=64, nh=4, layers=2, n_pos=256, score_bias=False):
         super().__init__()
         self.kv_heads, self.head_dim, self.layers = nh, d // nh, layers
         self.wte = nn.Parameter(torch.randn(vocab, d) * 0.2)
         self.wpe = nn.Parameter(torch.randn(n_pos, d) * 0.1)
-        self.blocks = nn.ModuleList([GPT2Block(d, nh) for _ in range(layers)])
+        self.blocks = nn.ModuleList([GPT2Block(d, nh, score_bias) for _ in range(layers)])
         self.ln_f = nn.LayerNorm(d)
 
     def forward(self, input_ids, position_ids, attention_mask, *past):
@@ -175,9 +180,9 @@ SIZES = {("gpt2", "small"): dict(vocab=50257, d=768, nh=12, layers=12, n_pos=102
          ("llama", "small"): dict(vocab=32000, d=768, nh=12, kvh=4, layers=12, ffn=2048)}
 
 
-def make(family, size="tiny"):
+def make(family, size="tiny", score_bias=False):
     torch.manual_seed(0 if family == "gpt2" else 1)
-    kw = SIZES.get((family, size), {})
+    kw = dict(SIZES.get((family, size), {}), **({"score_bias": True} if score_bias else {}))
     return (GPT2(**kw) if family == "gpt2" else Llama(**kw)).eval()
 
 
@@ -239,9 +244,12 @@ def main():
     ap.add_argument("--prompt-len", type=int, default=7)
     ap.add_argument("--steps", type=int, default=64)
     ap.add_argument("--size", choices=["tiny", "small"], default="tiny")
+    ap.add_argument("--score-bias", action="store_true")
     a = ap.parse_args()
+    if a.score_bias and a.family != "gpt2":
+        raise SystemExit("--score-bias is for --family gpt2")
     os.makedirs(a.out, exist_ok=True)
-    model = make(a.family, a.size)
+    model = make(a.family, a.size, a.score_bias)
     prompt = [int(t) for t in torch.randint(0, 128, (a.prompt_len,), generator=torch.Generator().manual_seed(7))]
     tokens, gap = greedy(model, prompt, a.steps)
     if gap < 1e-3:
