@@ -190,6 +190,8 @@ extern const ss_op_def ss_ops_extra[];      /* TfIdfVectorizer */
 extern const ss_op_def ss_ops_strings[];    /* StringNormalizer */
 extern const ss_op_def ss_ops_train[];      /* ai.onnx.preview.training Adagrad Momentum */
 #define SS_DOMAIN_TRAINING "ai.onnx.preview.training"
+extern const ss_op_def ss_ops_contrib[];           /* com.microsoft (onnxruntime's contrib ops) */
+extern const ss_op_def ss_ops_contrib_attention[]; /* com.microsoft Attention, RotaryEmbedding */
 extern const ss_op_def ss_ops_quant[]; /* Quantize/DequantizeLinear MatMulInteger QLinearMatMul */
 
 const ss_op_def *ss_op_find(const char *domain, const char *type, int64_t opset);
