@@ -114,6 +114,11 @@ ss_packed *ss_kctx_packed_add(ss_kctx *k, const void *src, const void *layout, s
 void *ss_packed_data(const ss_packed *p);
 void ss_packed_release(ss_packed *p);
 
+/* The sequence k's node produces (infer only: keep it in the state): owned by the session, the
+ * same object for every plan and run, so values referring to it stay valid. NULL if out of
+ * memory or outside planning. */
+ss_sequence *ss_kctx_sequence(ss_kctx *k, ss_dtype elem_dtype);
+
 /* The model being planned (its path, folder and opsets), or NULL outside planning. */
 const ss_onnx_model *ss_kctx_model(const ss_kctx *k);
 
@@ -192,6 +197,7 @@ extern const ss_op_def ss_ops_train[];      /* ai.onnx.preview.training Adagrad 
 #define SS_DOMAIN_TRAINING "ai.onnx.preview.training"
 extern const ss_op_def ss_ops_contrib[];           /* com.microsoft (onnxruntime's contrib ops) */
 extern const ss_op_def ss_ops_contrib_attention[]; /* com.microsoft Attention, RotaryEmbedding */
+extern const ss_op_def ss_ops_sequence[]; /* Sequence*, ConcatFromSequence, SplitToSequence */
 extern const ss_op_def ss_ops_quant[]; /* Quantize/DequantizeLinear MatMulInteger QLinearMatMul */
 
 const ss_op_def *ss_op_find(const char *domain, const char *type, int64_t opset);

@@ -28,6 +28,7 @@ static const ss_op_def *const families[] = {
     ss_ops_train,
     ss_ops_contrib,           // com.microsoft Gelu family, layer norms, FusedMatMul, MatMulNBits
     ss_ops_contrib_attention, // com.microsoft Attention MultiHeadAttention RotaryEmbedding
+    ss_ops_sequence,          // Sequence* ConcatFromSequence SplitToSequence
 };
 // clang-format on
 

@@ -108,11 +108,39 @@ struct ss_session {
         int ndim;
         int64_t dims[SS_MAX_DIMS];
     } * dyn;
-    ss_tensor *seen; /* per value: a computed value shape inference read (dtype 0: none) */
+    ss_tensor *seen;    /* per value: a computed value shape inference read (dtype 0: none) */
+    ss_sequence **seqs; /* per node: the sequence it produces, kept across plans (ops/sequence.c) */
     /* name -> value id hash table (open addressing) */
     int hash_cap;
     int *hash;
 };
+
+/* ------------------------------------------------------------------ sequences
+ * A seq(tensor) value is a 0-D SS_DT_SEQUENCE tensor referring to an ss_sequence. The sequence a
+ * node produces belongs to the session (one per node, reused by every run and plan), so a value
+ * copied into a new plan, carried by a loop or folded still refers to live memory. */
+
+/* A graph input or output declared seq(tensor): described as a 0-D SS_DT_SEQUENCE value. */
+static bool sequence_value_info(const Onnx__ValueInfoProto *p, ss_onnx_value_info *vi)
+{
+    const Onnx__TypeProto *t = p->type;
+    if (!t || t->value_case != ONNX__TYPE_PROTO__VALUE_SEQUENCE_TYPE) return false;
+    const Onnx__TypeProto *e = t->sequence_type ? t->sequence_type->elem_type : NULL;
+    if (e && e->value_case != ONNX__TYPE_PROTO__VALUE_TENSOR_TYPE) return false;
+    vi->dtype = SS_DT_SEQUENCE;
+    vi->ndim = 0;
+    return true;
+}
+
+ss_sequence *ss_kctx_sequence(ss_kctx *k, ss_dtype elem_dtype)
+{
+    if (!k->plan) return NULL;
+    ss_session *s = k->plan->s;
+    if (!s->seqs && !(s->seqs = calloc((size_t)s->n_nodes + 1, sizeof *s->seqs))) return NULL;
+    int node = (int)(k - k->plan->kctx);
+    if (!s->seqs[node]) s->seqs[node] = ss_sequence_new(elem_dtype);
+    return s->seqs[node];
+}
 
 /* ------------------------------------------------------------------ value names */
 
@@ -180,10 +208,10 @@ static ss_status *build_values(ss_session *s)
         ss_onnx_value_info *vi = &s->inputs[s->n_inputs];
         ss_status *st = ss_onnx_read_value_info(g->input[i], vi);
         if (st) return st;
-        if (!vi->is_tensor)
+        if (!vi->is_tensor && !sequence_value_info(g->input[i], vi))
             return ss_errf(SS_ERR_UNSUPPORTED,
-                           "graph input '%s' is not a tensor (sequence, map or "
-                           "optional types are not supported)",
+                           "graph input '%s' is neither a tensor nor a sequence of tensors (map "
+                           "and optional types are not supported)",
                            name);
         int id = value_add(s, name, V_INPUT);
         s->values[id].input_index = s->n_inputs;
@@ -317,8 +345,10 @@ static ss_status *build_outputs(ss_session *s)
         if (id < 0) return ss_errf(SS_ERR_INVALID, "graph output '%s' is never produced", name);
         ss_status *st = ss_onnx_read_value_info(g->output[i], &s->outputs[s->n_outputs]);
         if (st) return st;
-        if (!s->outputs[s->n_outputs].is_tensor)
-            return ss_errf(SS_ERR_UNSUPPORTED, "graph output '%s' is not a tensor", name);
+        if (!s->outputs[s->n_outputs].is_tensor &&
+            !sequence_value_info(g->output[i], &s->outputs[s->n_outputs]))
+            return ss_errf(SS_ERR_UNSUPPORTED,
+                           "graph output '%s' is neither a tensor nor a sequence of tensors", name);
         s->output_ids[s->n_outputs++] = id;
     }
     return NULL;
@@ -1000,6 +1030,9 @@ void ss_session_free(ss_session *s)
 {
     if (!s) return;
     plan_free(s->plan);
+    for (int i = 0; s->seqs && i < s->n_nodes; i++)
+        ss_sequence_free(s->seqs[i]);
+    free(s->seqs);
     while (s->packed) {
         ss_packed *e = s->packed;
         s->packed = e->next;

@@ -23,8 +23,8 @@ ss_status *ss_contrib_expect_f32(const ss_kctx *k, int n)
 {
     for (int i = 0; i < n && i < k->n_in; i++)
         if (k->in[i] && k->in[i]->dtype != SS_DT_FLOAT32)
-            return ss_op_err(k, SS_ERR_UNSUPPORTED, "input %d has type %s; expects a float type",
-                             i, ss_dtype_name(k->in[i]->dtype));
+            return ss_op_err(k, SS_ERR_UNSUPPORTED, "input %d has type %s; expects a float type", i,
+                             ss_dtype_name(k->in[i]->dtype));
     return NULL;
 }
 
@@ -161,8 +161,8 @@ static ss_status *norm_check_skip(const ss_kctx *k, const ss_tensor *x, const ss
     int lead = x->ndim - skip->ndim;
     bool ok = lead >= 0;
     for (int i = 0; ok && i < skip->ndim; i++)
-        ok = skip->dims[i] == x->dims[lead + i] || (i < skip->ndim - 1 && skip->dims[i] == 1 &&
-                                                    ss_op_dims_prod(skip->dims, 0, i) == 1);
+        ok = skip->dims[i] == x->dims[lead + i] ||
+             (i < skip->ndim - 1 && skip->dims[i] == 1 && ss_op_dims_prod(skip->dims, 0, i) == 1);
     *skip_numel = ss_tensor_numel(skip);
     int64_t n = x->ndim ? x->dims[x->ndim - 1] : 1;
     if (!ok || *skip_numel == 0 || ss_tensor_numel(x) % *skip_numel || *skip_numel % n) {
@@ -207,8 +207,7 @@ static ss_status *norm_infer_f32(ss_kctx *k)
     /* onnxruntime's default for the skip variants is 1e-12 */
     p->eps = ss_onnx_attr_float(k->node, "epsilon", p->s.skip >= 0 ? 1e-12f : 1e-5f);
     p->skip_numel = 0;
-    if (p->s.skip >= 0 && (st = norm_check_skip(k, x, k->in[p->s.skip], &p->skip_numel)))
-        return st;
+    if (p->s.skip >= 0 && (st = norm_check_skip(k, x, k->in[p->s.skip], &p->skip_numel))) return st;
     if ((st = expect_vector(k, p->s.gamma, "gamma", p->n))) return st;
     if (p->s.beta >= 0 && (st = expect_vector(k, p->s.beta, "beta", p->n))) return st;
     if (p->s.bias >= 0 && (st = expect_vector(k, p->s.bias, "bias", p->n))) return st;
@@ -311,8 +310,8 @@ static ss_status *fmm_batch(const ss_kctx *k, fmm_plan *p, const ss_tensor *a, c
 
 static ss_status *fmm_infer_f32(ss_kctx *k)
 {
-    static const char *const attrs[] = {"alpha",       "transA", "transB", "transBatchA",
-                                        "transBatchB", NULL};
+    static const char *const attrs[] = {"alpha",       "transA",      "transB",
+                                        "transBatchA", "transBatchB", NULL};
     ss_status *st = ss_op_expect_inputs(k, 2, 2);
     if (!st) st = ss_op_check_attrs(k, attrs);
     if (!st) st = ss_contrib_expect_f32(k, 2);
@@ -378,8 +377,9 @@ static ss_status *nbits_check_inputs(const ss_kctx *k, nbits_plan *p)
 {
     const ss_tensor *b = k->in[1], *sc = k->in[2], *zp = ss_contrib_in(k, 3);
     if (b->dtype != SS_DT_UINT8 || ss_tensor_numel(b) != p->N * p->blocks * p->blob)
-        return ss_op_err(k, SS_ERR_INVALID, "B must be uint8 [N, blocks, blob] = [%lld, %lld, %lld]",
-                         (long long)p->N, (long long)p->blocks, (long long)p->blob);
+        return ss_op_err(k, SS_ERR_INVALID,
+                         "B must be uint8 [N, blocks, blob] = [%lld, %lld, %lld]", (long long)p->N,
+                         (long long)p->blocks, (long long)p->blob);
     if (sc->dtype != SS_DT_FLOAT32 || ss_tensor_numel(sc) != p->N * p->blocks)
         return ss_op_err(k, SS_ERR_INVALID, "scales must hold N * blocks = %lld values",
                          (long long)(p->N * p->blocks));
@@ -389,8 +389,8 @@ static ss_status *nbits_check_inputs(const ss_kctx *k, nbits_plan *p)
     p->packed_zp = zp->dtype == SS_DT_UINT8;
     int64_t want = p->packed_zp ? p->N * ((p->blocks * p->bits + 7) / 8) : p->N * p->blocks;
     if ((!p->packed_zp && zp->dtype != SS_DT_FLOAT32) || ss_tensor_numel(zp) != want)
-        return ss_op_err(k, SS_ERR_INVALID, "zero_points must be uint8 packed or float, %lld values",
-                         (long long)want);
+        return ss_op_err(k, SS_ERR_INVALID,
+                         "zero_points must be uint8 packed or float, %lld values", (long long)want);
     return expect_vector(k, 5, "bias", p->N);
 }
 

@@ -171,15 +171,9 @@ static void copy_rows(float *heads, float *other, int64_t BN, int64_t P, int64_t
 
 /* ------------------------------------------------------------------ Attention */
 
-static const char *const attention_attrs[] = {"num_heads",
-                                              "qkv_hidden_sizes",
-                                              "unidirectional",
-                                              "scale",
-                                              "mask_filter_value",
-                                              "do_rotary",
-                                              "past_present_share_buffer",
-                                              "rotary_embedding_dim",
-                                              NULL};
+static const char *const attention_attrs[] = {
+    "num_heads", "qkv_hidden_sizes",          "unidirectional",       "scale", "mask_filter_value",
+    "do_rotary", "past_present_share_buffer", "rotary_embedding_dim", NULL};
 
 static ss_status *attention_sizes(const ss_kctx *k, attn_plan *p, int64_t width)
 {
@@ -252,8 +246,8 @@ static ss_status *attention_run_f32(ss_kctx *k)
     const ss_tensor *bt = ss_contrib_in(k, 2);
     const float *bias = bt ? bt->data : NULL;
     to_heads(qkv, width, bias, p->B, p->S, p->N, p->H, sc + p->q_off, p->S, 0);
-    to_heads(qkv + p->Dq, width, bias ? bias + p->Dq : NULL, p->B, p->S, p->N, p->H,
-             sc + p->k_off, p->T, p->P);
+    to_heads(qkv + p->Dq, width, bias ? bias + p->Dq : NULL, p->B, p->S, p->N, p->H, sc + p->k_off,
+             p->T, p->P);
     to_heads(qkv + p->Dq + p->Dk, width, bias ? bias + p->Dq + p->Dk : NULL, p->B, p->S, p->N,
              p->Hv, sc + p->v_off, p->T, p->P);
     if (p->past_in >= 0) {
@@ -325,8 +319,8 @@ static void mha_outputs(ss_kctx *k, const attn_plan *p)
 
 static ss_status *mha_infer_f32(ss_kctx *k)
 {
-    static const char *const attrs[] = {"num_heads", "unidirectional", "scale",
-                                        "mask_filter_value", NULL};
+    static const char *const attrs[] = {"num_heads", "unidirectional", "scale", "mask_filter_value",
+                                        NULL};
     ss_status *st = ss_op_expect_inputs(k, 3, 8);
     if (!st) st = ss_op_check_attrs(k, attrs);
     if (!st) st = ss_contrib_expect_f32(k, 3);
@@ -420,8 +414,8 @@ static ss_status *rope_shape(const ss_kctx *k, rope_plan *p, const ss_tensor *x)
 
 static ss_status *rope_infer_f32(ss_kctx *k)
 {
-    static const char *const attrs[] = {"interleaved", "num_heads", "rotary_embedding_dim",
-                                        "scale", "is_packed_batching", NULL};
+    static const char *const attrs[] = {"interleaved", "num_heads",          "rotary_embedding_dim",
+                                        "scale",       "is_packed_batching", NULL};
     ss_status *st = ss_op_expect_inputs(k, 4, 4);
     if (!st) st = ss_op_check_attrs(k, attrs);
     if (st) return st;
