@@ -72,6 +72,11 @@ ss_onnx_case_suite(torch_rnn 8)
 # "..." broadcast, trace, integers), numpy.einsum as the oracle.
 ss_onnx_case_suite(einsum_cases 11)
 
+# Sequence ops beyond the node cases (SplitToSequence forms, ConcatFromSequence, Construct/Erase/
+# Length/At, sequence graph outputs, a Loop growing a sequence by a data-dependent count), numpy
+# as the oracle.
+ss_onnx_case_suite(sequence_cases 9)
+
 # Loop and Scan beyond the node cases (swapping carried values, a while loop reading outer
 # values, Scan with reversed directions and non-zero axes), numpy as the oracle.
 ss_onnx_case_suite(loop_cases 5)

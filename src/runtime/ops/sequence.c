@@ -195,8 +195,8 @@ static ss_status *seq_assign(ss_sequence *dst, const ss_sequence *src)
 }
 
 /* A position (a 0-D/1-element integer t, or dflt when absent) in [-n, n + extra). */
-static ss_status *seq_position(const ss_kctx *k, const ss_tensor *t, int64_t dflt, int n,
-                               int extra, int *out)
+static ss_status *seq_position(const ss_kctx *k, const ss_tensor *t, int64_t dflt, int n, int extra,
+                               int *out)
 {
     int64_t v = dflt;
     if (t) {
@@ -357,9 +357,10 @@ static ss_status *split_run(ss_kctx *k)
     p->out->elem = x->dtype;
     int64_t start = 0;
     for (int64_t i = 0; !st && start < dim; i++) {
-        int64_t len = !split ? 1 : split->ndim == 0 ? ss_op_elem_i64(split, 0)
-                                   : i < n_split    ? ss_op_elem_i64(split, i)
-                                                    : -1;
+        int64_t len = !split             ? 1
+                      : split->ndim == 0 ? ss_op_elem_i64(split, 0)
+                      : i < n_split      ? ss_op_elem_i64(split, i)
+                                         : -1;
         if (split && split->ndim == 0 && len > dim - start) len = dim - start;
         if (len < 0 || (split && split->ndim == 0 && len == 0) || start + len > dim)
             return ss_op_err(k, SS_ERR_INVALID, "split does not divide dim %lld", (long long)dim);
