@@ -107,6 +107,26 @@ def norm_cases(out):
          [("g", g2.reshape(3, 16)), ("b", f32(3, 16))], opset=13)
 
 
+def embed_cases(out):
+    B, S, D, V = 2, 5, 16, 30
+    ids = rng.integers(0, V, (B, S)).astype(np.int32)
+    seg = rng.integers(0, 2, (B, S)).astype(np.int32)
+    mask = np.array([[1, 1, 1, 1, 0], [1, 1, 0, 0, 0]], np.int32)
+    tables = [("word", f32(V, D)), ("pos", f32(8, D)), ("segt", f32(2, D)),
+              ("g", f32(D, lo=0.5, hi=1.5)), ("b", f32(D))]
+    case(out, "ms_embedlayernorm_full",
+         [node("EmbedLayerNormalization", ["ids", "seg", "word", "pos", "segt", "g", "b", "mask"],
+               ["y", "mask_index", "sum"], epsilon=1e-5)],
+         [("ids", ids), ("seg", seg), ("mask", mask)],
+         [("y", F), ("mask_index", TensorProto.INT32), ("sum", F)], tables)
+    case(out, "ms_embedlayernorm_no_segment_position_ids",
+         [node("EmbedLayerNormalization",
+               ["ids", "", "word", "pos", "", "g", "b", "", "pids"], ["y", "mask_index"])],
+         [("ids", ids), ("pids", rng.integers(0, 8, (1, S)).astype(np.int32))],
+         [("y", F), ("mask_index", TensorProto.INT32)],
+         [t for t in tables if t[0] != "segt"])
+
+
 def fusedmatmul_cases(out):
     a, b = f32(2, 4, 6), f32(2, 6, 5)
     case(out, "ms_fusedmatmul_alpha", [node("FusedMatMul", ["a", "b"], ["y"], alpha=0.5)],
@@ -238,7 +258,7 @@ def main():
     out = sys.argv[1]
     shutil.rmtree(out, ignore_errors=True)
     os.makedirs(out)
-    for make in (gelu_cases, norm_cases, fusedmatmul_cases, nbits_cases, attention_cases,
+    for make in (gelu_cases, norm_cases, embed_cases, fusedmatmul_cases, nbits_cases, attention_cases,
                  mha_cases, rope_cases):
         make(out)
 

@@ -3,7 +3,8 @@
  * attention (contrib_attention.c): the Gelu family (Gelu, FastGelu, BiasGelu, QuickGelu) and
  * BiasAdd; the layer norms (SkipLayerNormalization, SkipSimplifiedLayerNormalization, and the
  * default-domain SimplifiedLayerNormalization and LayerNormalization that onnxruntime accepts
- * below opset 17); FusedMatMul; and MatMulNBits (blockwise 2/4/8-bit weights).
+ * below opset 17) and EmbedLayerNormalization; FusedMatMul; and MatMulNBits (blockwise 2/4/8-bit
+ * weights).
  *
  * Semantics follow onnxruntime's ContribOperators.md and its CPU kernels (the tests compare with
  * onnxruntime-node): a bias is a 1-D tensor over the last dim; a layer norm normalizes the last
@@ -273,6 +274,121 @@ static ss_status *norm_run_f32(ss_kctx *k)
 
 SS_CONTRIB_F32(norm)
 
+/* ------------------------------------------------------------------ EmbedLayerNormalization
+ * BERT's embedding block: LayerNorm(word[ids] + position[pos] + segment[segment_ids]), pos the
+ * token's index unless position_ids says otherwise; mask_index = the mask's 1s per row (0 with no
+ * mask), as onnxruntime's Attention takes it. */
+
+enum {
+    EMB_IDS,
+    EMB_SEG,
+    EMB_WORD,
+    EMB_POS,
+    EMB_SEG_TABLE,
+    EMB_GAMMA,
+    EMB_BETA,
+    EMB_MASK,
+    EMB_POS_IDS
+};
+
+static ss_status *embed_check_ids(const ss_kctx *k, int i, int64_t B, int64_t S, bool row_ok)
+{
+    const ss_tensor *t = ss_contrib_in(k, i);
+    if (!t) return NULL;
+    bool ok = t->dtype == SS_DT_INT32 && t->ndim == 2 && t->dims[1] == S &&
+              (t->dims[0] == B || (row_ok && t->dims[0] == 1));
+    return ok ? NULL : ss_op_err(k, SS_ERR_INVALID, "input %d must be int32 [B, S]", i);
+}
+
+static ss_status *embed_infer_f32(ss_kctx *k)
+{
+    static const char *const attrs[] = {"epsilon", "mask_index_type", NULL};
+    ss_status *st = ss_op_expect_inputs(k, 1, 9);
+    if (!st) st = ss_op_check_attrs(k, attrs);
+    if (st) return st;
+    static const int required[] = {EMB_IDS, EMB_WORD, EMB_POS, EMB_GAMMA, EMB_BETA};
+    for (int i = 0; i < 5; i++)
+        if (!ss_contrib_in(k, required[i]))
+            return ss_op_err(k, SS_ERR_INVALID, "required input %d is missing", required[i]);
+    const ss_tensor *ids = k->in[EMB_IDS], *word = k->in[EMB_WORD], *pos = k->in[EMB_POS];
+    const ss_tensor *seg = ss_contrib_in(k, EMB_SEG), *segt = ss_contrib_in(k, EMB_SEG_TABLE);
+    if (ids->ndim != 2 || word->ndim != 2 || pos->ndim != 2 || word->dims[1] != pos->dims[1] ||
+        (segt && (segt->ndim != 2 || segt->dims[1] != word->dims[1])) || !seg != !segt)
+        return ss_op_err(k, SS_ERR_INVALID, "ids must be [B, S], the embeddings [rows, D]");
+    int64_t B = ids->dims[0], S = ids->dims[1], D = word->dims[1];
+    if ((st = embed_check_ids(k, EMB_IDS, B, S, false)) ||
+        (st = embed_check_ids(k, EMB_SEG, B, S, false)) ||
+        (st = embed_check_ids(k, EMB_MASK, B, S, false)) ||
+        (st = embed_check_ids(k, EMB_POS_IDS, B, S, true)))
+        return st;
+    for (int i = EMB_WORD; i <= EMB_BETA; i++)
+        if (k->in[i] && k->in[i]->dtype != SS_DT_FLOAT32)
+            return ss_op_err(k, SS_ERR_UNSUPPORTED, "input %d must be a float type", i);
+    if ((st = expect_vector(k, EMB_GAMMA, "gamma", D)) ||
+        (st = expect_vector(k, EMB_BETA, "beta", D)))
+        return st;
+    norm_plan *p = ss_op_state_alloc(k, sizeof *p);
+    if (!p) return ss_op_oom();
+    p->s = norm_spec_of("SkipLayerNormalization");
+    p->rows = B * S, p->n = D;
+    p->eps = ss_onnx_attr_float(k->node, "epsilon", 1e-12f);
+    *k->out[0] = (ss_tensor){.dtype = SS_DT_FLOAT32, .ndim = 3, .dims = {B, S, D}};
+    if (ss_contrib_out(k, 1))
+        *k->out[1] = (ss_tensor){.dtype = SS_DT_INT32, .ndim = 1, .dims = {B}};
+    if (ss_contrib_out(k, 2)) ss_op_same_shape(k->out[2], k->out[0]);
+    return NULL;
+}
+
+/* Row `id` of a [rows, D] table, or an error naming the table when out of range. */
+static ss_status *embed_row(const ss_kctx *k, int i, int64_t id, const float **row)
+{
+    const ss_tensor *t = k->in[i];
+    if (id < 0 || id >= t->dims[0])
+        return ss_op_err(k, SS_ERR_INVALID, "index %lld is outside input %d's %lld rows",
+                         (long long)id, i, (long long)t->dims[0]);
+    *row = (const float *)t->data + id * t->dims[1];
+    return NULL;
+}
+
+static ss_status *embed_token(const ss_kctx *k, const norm_plan *p, int64_t r, float *y)
+{
+    int64_t S = k->in[EMB_IDS]->dims[1], s = r % S;
+    const ss_tensor *seg = ss_contrib_in(k, EMB_SEG), *pid = ss_contrib_in(k, EMB_POS_IDS);
+    int64_t pos = pid ? ((const int32_t *)pid->data)[pid->dims[0] == 1 ? s : r] : s;
+    const float *w = NULL, *ps = NULL, *sg = NULL;
+    ss_status *st = embed_row(k, EMB_WORD, ((const int32_t *)k->in[EMB_IDS]->data)[r], &w);
+    if (!st) st = embed_row(k, EMB_POS, pos, &ps);
+    if (!st && seg) st = embed_row(k, EMB_SEG_TABLE, ((const int32_t *)seg->data)[r], &sg);
+    for (int64_t i = 0; !st && i < p->n; i++)
+        y[i] = w[i] + ps[i] + (sg ? sg[i] : 0.0f);
+    return st;
+}
+
+static ss_status *embed_run_f32(ss_kctx *k)
+{
+    const norm_plan *p = k->state;
+    const float *gamma = k->in[EMB_GAMMA]->data, *beta = k->in[EMB_BETA]->data;
+    float *sum = opt_out_data(k, 2);
+    for (int64_t r = 0; r < p->rows; r++) {
+        float *y = (float *)k->out[0]->data + r * p->n;
+        ss_status *st = embed_token(k, p, r, y);
+        if (st) return st;
+        if (sum) memcpy(sum + r * p->n, y, sizeof(float) * (size_t)p->n);
+        norm_row(p, y, gamma, beta, NULL, NULL);
+    }
+    ss_tensor *mi = ss_contrib_out(k, 1);
+    const ss_tensor *mask = ss_contrib_in(k, EMB_MASK);
+    for (int64_t b = 0; mi && b < mi->dims[0]; b++) {
+        int32_t n = 0;
+        for (int64_t s = 0; mask && s < mask->dims[1]; s++)
+            n += ((const int32_t *)mask->data)[b * mask->dims[1] + s] != 0;
+        ((int32_t *)mi->data)[b] = n;
+    }
+    return NULL;
+}
+
+SS_CONTRIB_F32(embed)
+
 /* ------------------------------------------------------------------ FusedMatMul */
 
 typedef struct {
@@ -497,6 +613,7 @@ const ss_op_def ss_ops_contrib[] = {
     /* onnxruntime registers these two in the default domain, from opset 1 */
     {"", "SimplifiedLayerNormalization", 1, 21, norm_infer, norm_run, 0, NULL},
     {"", "LayerNormalization", 1, 16, norm_infer, norm_run, 0, NULL},
+    {SS_DOMAIN_MS, "EmbedLayerNormalization", 1, 1, embed_infer, embed_run, 0, NULL},
     {SS_DOMAIN_MS, "FusedMatMul", 1, 1, fmm_infer, fmm_run, 0, NULL},
     {SS_DOMAIN_MS, "MatMulNBits", 1, 1, nbits_infer, nbits_run, 0, NULL},
     {NULL, NULL, 0, 0, NULL, NULL, 0, NULL},
