@@ -1,5 +1,6 @@
 # onnx_contrib_cases: onnxruntime's com.microsoft contrib ops (Gelu family, skip/simplified/embed layer
-# norms, FusedMatMul, MatMulNBits, Attention, MultiHeadAttention, RotaryEmbedding), one hand-built
+# norms, FusedMatMul, MatMulNBits, Attention, MultiHeadAttention, GroupQueryAttention,
+# RotaryEmbedding), one hand-built
 # model per op and attribute combination (tests/onnx/contrib_cases.py), onnxruntime-node as the
 # oracle (tests/onnx/ort_oracle.js); every case must load and pass.
 # The oracle is the real-model suite's cached onnxruntime-node (outside git): the test is
@@ -17,7 +18,7 @@ if(EXISTS ${ss_contrib_oracle}/onnxruntime-node AND EXISTS ${ss_contrib_oracle}/
   set_tests_properties(onnx_contrib_cases_make PROPERTIES FIXTURES_SETUP contrib_cases)
   add_test(NAME onnx_contrib_cases
            COMMAND ${SS_TEST_DIR}/onnx/conformance.sh $<TARGET_FILE:shardserve> ${ss_contrib_dir}
-                   42 --no-skips)
+                   46 --no-skips)
   set_tests_properties(onnx_contrib_cases PROPERTIES FIXTURES_REQUIRED contrib_cases)
 else()
   message(STATUS "onnx_contrib_cases not registered: no onnxruntime-node at ${ss_contrib_oracle}"

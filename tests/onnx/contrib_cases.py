@@ -233,6 +233,31 @@ def mha_cases(out):
     mha_case(out, "ms_mha_kv_bnsh", L=5, bias=False, kv4d=True, scale=0.25)
 
 
+def gqa_case(out, name, B=2, S=3, N=4, NK=2, H=8, past=0, packed=False):
+    total = past + S
+    ins = ["q", "k", "v", "", "", "seqlens", "total"]
+    feeds = [("q", f32(B, S, (N + 2 * NK) * H if packed else N * H))]
+    if packed:
+        ins[1] = ins[2] = ""
+    else:
+        feeds += [("k", f32(B, S, NK * H)), ("v", f32(B, S, NK * H))]
+    outs = [("y", F), ("present_k", F), ("present_v", F)]
+    if past:
+        ins[3], ins[4] = "pk", "pv"
+        feeds += [("pk", f32(B, NK, past, H)), ("pv", f32(B, NK, past, H))]
+    feeds += [("seqlens", np.full((B,), total - 1, np.int32)),
+              ("total", np.array(total, np.int32))]
+    case(out, name, [node("GroupQueryAttention", ins, [o for o, _ in outs], num_heads=N,
+                          kv_num_heads=NK)], feeds, outs)
+
+
+def gqa_cases(out):
+    gqa_case(out, "ms_gqa_prompt")
+    gqa_case(out, "ms_gqa_prompt_packed", N=2, NK=1, packed=True)
+    gqa_case(out, "ms_gqa_decode_past", S=1, past=4)
+    gqa_case(out, "ms_gqa_chunk_past_mha", B=1, S=2, past=3, N=2, NK=2)
+
+
 def rope_cases(out):
     B, S, N, H, P = 2, 3, 2, 8, 16
     freq = np.arange(P)[:, None] * (1.0 / 10000 ** (np.arange(0, H, 2) / H))[None, :]
@@ -259,7 +284,7 @@ def main():
     shutil.rmtree(out, ignore_errors=True)
     os.makedirs(out)
     for make in (gelu_cases, norm_cases, embed_cases, fusedmatmul_cases, nbits_cases, attention_cases,
-                 mha_cases, rope_cases):
+                 mha_cases, gqa_cases, rope_cases):
         make(out)
 
 

@@ -1,6 +1,7 @@
 /*
  * onnxruntime's fused attention ops: Attention (packed Q/K/V weights, BERT and GPT-2 exports of
- * its transformer optimizer), MultiHeadAttention (projected Q, K, V) and RotaryEmbedding.
+ * its transformer optimizer), MultiHeadAttention (projected Q, K, V), GroupQueryAttention (fewer
+ * K/V heads than query heads, causal, with a KV cache) and RotaryEmbedding.
  *
  * Both attention ops bring Q, K and V into one head-major layout in the scratch ([B, N, S, H] for
  * Q; [B, N, T, H] for K and V, where T = past + new positions and the past rows come first), then
@@ -21,6 +22,7 @@ typedef enum { MASK_NONE, MASK_RAW_2D, MASK_RAW_3D, MASK_END, MASK_END_START } m
 
 typedef struct {
     int64_t B, S, P, L, T, N, H, Hv; /* P past positions, L new key positions, T = P + L */
+    int64_t NK;                      /* K/V heads: N, or fewer for grouped-query attention */
     int64_t Dq, Dk, Dv;              /* projected widths: N * H, N * H, N * Hv */
     float scale, filter;
     bool causal;
@@ -81,8 +83,9 @@ static void attn_finish_plan(ss_kctx *k, attn_plan *p, size_t qkv_floats)
     p->qkv_off = 0;
     p->q_off = qkv_floats;
     p->k_off = p->q_off + (size_t)(p->B * p->N * p->S * p->H);
-    p->v_off = p->k_off + (size_t)(p->B * p->N * p->T * p->H);
-    p->scores_off = p->v_off + (size_t)(p->B * p->N * p->T * p->Hv);
+    if (!p->NK) p->NK = p->N;
+    p->v_off = p->k_off + (size_t)(p->B * p->NK * p->T * p->H);
+    p->scores_off = p->v_off + (size_t)(p->B * p->NK * p->T * p->Hv);
     k->scratch_bytes = sizeof(float) * (p->scores_off + (size_t)p->T);
 }
 
@@ -107,8 +110,9 @@ static void attn_row(const attn_plan *p, const ss_kctx *k, float *scratch, int64
                      int64_t s, float *out)
 {
     const float *q = scratch + p->q_off + ((b * p->N + n) * p->S + s) * p->H;
-    const float *kh = scratch + p->k_off + (b * p->N + n) * p->T * p->H;
-    const float *vh = scratch + p->v_off + (b * p->N + n) * p->T * p->Hv;
+    int64_t kn = n / (p->N / p->NK); /* query heads share K/V heads in groups */
+    const float *kh = scratch + p->k_off + (b * p->NK + kn) * p->T * p->H;
+    const float *vh = scratch + p->v_off + (b * p->NK + kn) * p->T * p->Hv;
     const int32_t *m = p->mask != MASK_NONE ? k->in[p->mask_in]->data : NULL;
     const float *ab = p->bias_in >= 0 ? k->in[p->bias_in]->data : NULL;
     if (ab) ab += (((p->ab_b == 1 ? 0 : b) * p->ab_n + (p->ab_n == 1 ? 0 : n)) * p->S + s) * p->T;
@@ -139,7 +143,7 @@ static void attn_core(const attn_plan *p, const ss_kctx *k, float *scratch, floa
     for (int64_t b = 0; b < p->B; b++)
         for (int64_t n = 0; n < p->N; n++)
             for (int64_t s = 0; s < p->S; s++)
-                attn_row(p, k, scratch, b, n, s, y + (b * p->S + s) * p->Dv + n * p->Hv);
+                attn_row(p, k, scratch, b, n, s, y + ((b * p->S + s) * p->N + n) * p->Hv);
 }
 
 /* dst[b, n, off + s, :] = src[b, s, n * H : (n + 1) * H] (+ bias), rows of src row_stride apart. */
@@ -381,6 +385,134 @@ static ss_status *mha_run_f32(ss_kctx *k)
 
 SS_CONTRIB_F32(mha)
 
+/* ------------------------------------------------------------------ GroupQueryAttention
+ * Batches without padding only: every row's total length (seqlens_k + 1) must be
+ * total_sequence_length = past + new positions, with the past given as [B, kv_heads, P, H] (not
+ * a shared max-length buffer); no rotary, local window or softcap. Anything else is refused. */
+
+enum { GQA_Q, GQA_K, GQA_V, GQA_PAST_K, GQA_PAST_V, GQA_SEQLENS, GQA_TOTAL };
+
+static ss_status *gqa_check_attrs(const ss_kctx *k)
+{
+    static const char *const attrs[] = {
+        "num_heads",          "kv_num_heads", "scale",          "local_window_size", "do_rotary",
+        "rotary_interleaved", "softcap",      "smooth_softmax", "qk_output",         NULL};
+    ss_status *st = ss_op_check_attrs(k, attrs);
+    if (st) return st;
+    if (ss_onnx_attr_int(k->node, "local_window_size", -1) != -1 ||
+        ss_onnx_attr_int(k->node, "do_rotary", 0) || ss_onnx_attr_float(k->node, "softcap", 0) ||
+        ss_onnx_attr_int(k->node, "smooth_softmax", 0) || ss_onnx_attr_int(k->node, "qk_output", 0))
+        return ss_op_err(k, SS_ERR_UNSUPPORTED,
+                         "local_window_size, do_rotary, softcap, smooth_softmax and qk_output "
+                         "are not supported");
+    if (k->n_in > GQA_TOTAL + 1)
+        for (int i = GQA_TOTAL + 1; i < k->n_in; i++)
+            if (k->in[i])
+                return ss_op_err(k, SS_ERR_UNSUPPORTED,
+                                 "input %d (rotary caches, position ids, "
+                                 "attention bias, head sink) is not supported",
+                                 i);
+    return NULL;
+}
+
+/* Q, K, V widths: query [B, S, N*H] with key/value [B, S, NK*H], or packed [B, S, (N+2NK)*H]. */
+static ss_status *gqa_shapes(const ss_kctx *k, attn_plan *p)
+{
+    const ss_tensor *q = k->in[GQA_Q], *key = ss_contrib_in(k, GQA_K), *v = ss_contrib_in(k, GQA_V);
+    p->N = ss_onnx_attr_int(k->node, "num_heads", 0);
+    p->NK = ss_onnx_attr_int(k->node, "kv_num_heads", 0);
+    if (q->ndim != 3 || p->N < 1 || p->NK < 1 || p->N % p->NK || !key != !v)
+        return ss_op_err(k, SS_ERR_INVALID,
+                         "query must be [B, S, D], num_heads a multiple of kv_num_heads");
+    p->B = q->dims[0], p->S = p->L = q->dims[1];
+    int64_t width = key ? q->dims[2] : q->dims[2] / (p->N + 2 * p->NK) * p->N;
+    p->H = p->Hv = width / p->N;
+    p->Dq = p->N * p->H, p->Dk = p->Dv = p->NK * p->H;
+    bool ok = p->H > 0 && (key ? q->dims[2] == p->Dq : q->dims[2] == p->Dq + 2 * p->Dk);
+    if (key)
+        ok = ok && key->ndim == 3 && v->ndim == 3 && key->dims[0] == p->B && v->dims[0] == p->B &&
+             key->dims[1] == p->S && v->dims[1] == p->S && key->dims[2] == p->Dk &&
+             v->dims[2] == p->Dk;
+    return ok ? NULL : ss_op_err(k, SS_ERR_INVALID, "query/key/value widths do not fit the heads");
+}
+
+static ss_status *gqa_infer_f32(ss_kctx *k)
+{
+    ss_status *st = ss_op_expect_inputs(k, 1, 12);
+    if (!st) st = gqa_check_attrs(k);
+    if (!st) st = ss_contrib_expect_f32(k, 5);
+    if (st) return st;
+    const ss_tensor *sl = ss_contrib_in(k, GQA_SEQLENS), *tot = ss_contrib_in(k, GQA_TOTAL);
+    attn_plan *p = ss_op_state_alloc(k, sizeof *p);
+    if (!p) return ss_op_oom();
+    if ((st = gqa_shapes(k, p))) return st;
+    if (!sl || !tot || sl->dtype != SS_DT_INT32 || ss_tensor_numel(sl) != p->B ||
+        tot->dtype != SS_DT_INT32 || ss_tensor_numel(tot) != 1)
+        return ss_op_err(k, SS_ERR_INVALID,
+                         "seqlens_k (int32 [B]) and total_sequence_length (int32) are required");
+    const ss_tensor *pk = ss_contrib_in(k, GQA_PAST_K), *pv = ss_contrib_in(k, GQA_PAST_V);
+    p->P = 0, p->past_in = -1;
+    if (pk || pv) {
+        if (!pk || !pv || pk->ndim != 4 || pk->dims[0] != p->B || pk->dims[1] != p->NK ||
+            pk->dims[3] != p->H || !ss_shape_equal(4, pk->dims, pv->ndim, pv->dims))
+            return ss_op_err(k, SS_ERR_INVALID, "past_key/past_value must be [B, kv_heads, P, H]");
+        p->P = pk->dims[2], p->past_in = GQA_PAST_K;
+    }
+    p->T = p->P + p->L;
+    p->mask = MASK_NONE, p->bias_in = -1;
+    attn_finish_plan(k, p, 0);
+    p->causal = true;
+    *k->out[0] = (ss_tensor){.dtype = SS_DT_FLOAT32, .ndim = 3, .dims = {p->B, p->S, p->Dq}};
+    for (int j = 1; j <= 2; j++)
+        if (ss_contrib_out(k, j))
+            *k->out[j] =
+                (ss_tensor){.dtype = SS_DT_FLOAT32, .ndim = 4, .dims = {p->B, p->NK, p->T, p->H}};
+    return NULL;
+}
+
+/* Every row must be unpadded: seqlens_k + 1 == total_sequence_length == past + new. */
+static ss_status *gqa_check_lengths(const ss_kctx *k, const attn_plan *p)
+{
+    int32_t total = *(const int32_t *)k->in[GQA_TOTAL]->data;
+    const int32_t *sl = k->in[GQA_SEQLENS]->data;
+    bool ok = total == p->T;
+    for (int64_t b = 0; ok && b < p->B; b++)
+        ok = sl[b] + 1 == total;
+    if (ok) return NULL;
+    return ss_op_err(k, SS_ERR_UNSUPPORTED,
+                     "total_sequence_length %d, seqlens_k + 1 per row and past + new length "
+                     "%lld must agree (padded batches and shared KV buffers are not supported)",
+                     total, (long long)p->T);
+}
+
+static ss_status *gqa_run_f32(ss_kctx *k)
+{
+    const attn_plan *p = k->state;
+    ss_status *st = gqa_check_lengths(k, p);
+    if (st) return st;
+    float *sc = k->scratch;
+    const ss_tensor *key = ss_contrib_in(k, GQA_K);
+    const float *q = k->in[GQA_Q]->data;
+    int64_t row = key ? p->Dq : p->Dq + 2 * p->Dk, BK = p->B * p->NK;
+    const float *kr = key ? key->data : q + p->Dq;
+    const float *vr = key ? k->in[GQA_V]->data : q + p->Dq + p->Dk;
+    int64_t kv_row = key ? p->Dk : row;
+    to_heads(q, row, NULL, p->B, p->S, p->N, p->H, sc + p->q_off, p->S, 0);
+    to_heads(kr, kv_row, NULL, p->B, p->S, p->NK, p->H, sc + p->k_off, p->T, p->P);
+    to_heads(vr, kv_row, NULL, p->B, p->S, p->NK, p->H, sc + p->v_off, p->T, p->P);
+    if (p->past_in >= 0) {
+        copy_rows(sc + p->k_off, k->in[GQA_PAST_K]->data, BK, p->P, p->T, p->H, false);
+        copy_rows(sc + p->v_off, k->in[GQA_PAST_V]->data, BK, p->P, p->T, p->H, false);
+    }
+    attn_core(p, k, sc, k->out[0]->data);
+    ss_tensor *pk = ss_contrib_out(k, 1), *pv = ss_contrib_out(k, 2);
+    if (pk) memcpy(pk->data, sc + p->k_off, sizeof(float) * (size_t)(BK * p->T * p->H));
+    if (pv) memcpy(pv->data, sc + p->v_off, sizeof(float) * (size_t)(BK * p->T * p->H));
+    return NULL;
+}
+
+SS_CONTRIB_F32(gqa)
+
 /* ------------------------------------------------------------------ RotaryEmbedding */
 
 typedef struct {
@@ -483,6 +615,7 @@ SS_CONTRIB_F32(rope)
 const ss_op_def ss_ops_contrib_attention[] = {
     {SS_DOMAIN_MS, "Attention", 1, 1, attention_infer, attention_run, 0, NULL},
     {SS_DOMAIN_MS, "MultiHeadAttention", 1, 1, mha_infer, mha_run, 0, NULL},
+    {SS_DOMAIN_MS, "GroupQueryAttention", 1, 1, gqa_infer, gqa_run, 0, NULL},
     {SS_DOMAIN_MS, "RotaryEmbedding", 1, 1, rope_infer, rope_run, 0, NULL},
     {NULL, NULL, 0, 0, NULL, NULL, 0, NULL},
 };
