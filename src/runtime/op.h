@@ -114,10 +114,10 @@ ss_packed *ss_kctx_packed_add(ss_kctx *k, const void *src, const void *layout, s
 void *ss_packed_data(const ss_packed *p);
 void ss_packed_release(ss_packed *p);
 
-/* The sequence k's node produces (infer only: keep it in the state): owned by the session, the
+/* The sequence k's output j holds (infer only: keep it in the state): owned by the session, the
  * same object for every plan and run, so values referring to it stay valid. NULL if out of
- * memory or outside planning. */
-ss_sequence *ss_kctx_sequence(ss_kctx *k, ss_dtype elem_dtype);
+ * memory, the output is omitted or outside planning. */
+ss_sequence *ss_kctx_sequence(ss_kctx *k, int j, ss_dtype elem_dtype);
 
 /* The model being planned (its path, folder and opsets), or NULL outside planning. */
 const ss_onnx_model *ss_kctx_model(const ss_kctx *k);

@@ -109,7 +109,7 @@ struct ss_session {
         int64_t dims[SS_MAX_DIMS];
     } * dyn;
     ss_tensor *seen;    /* per value: a computed value shape inference read (dtype 0: none) */
-    ss_sequence **seqs; /* per node: the sequence it produces, kept across plans (ops/sequence.c) */
+    ss_sequence **seqs; /* per value: the sequence it holds, kept across plans (ops/sequence.c) */
     /* name -> value id hash table (open addressing) */
     int hash_cap;
     int *hash;
@@ -117,8 +117,8 @@ struct ss_session {
 
 /* ------------------------------------------------------------------ sequences
  * A seq(tensor) value is a 0-D SS_DT_SEQUENCE tensor referring to an ss_sequence. The sequence a
- * node produces belongs to the session (one per node, reused by every run and plan), so a value
- * copied into a new plan, carried by a loop or folded still refers to live memory. */
+ * node output holds belongs to the session (one per value, reused by every run and plan), so a
+ * value copied into a new plan, carried by a loop or folded still refers to live memory. */
 
 /* A graph input or output declared seq(tensor): described as a 0-D SS_DT_SEQUENCE value. */
 static bool sequence_value_info(const Onnx__ValueInfoProto *p, ss_onnx_value_info *vi)
@@ -132,14 +132,15 @@ static bool sequence_value_info(const Onnx__ValueInfoProto *p, ss_onnx_value_inf
     return true;
 }
 
-ss_sequence *ss_kctx_sequence(ss_kctx *k, ss_dtype elem_dtype)
+ss_sequence *ss_kctx_sequence(ss_kctx *k, int j, ss_dtype elem_dtype)
 {
-    if (!k->plan) return NULL;
+    if (!k->plan || j < 0 || j >= k->n_out) return NULL;
     ss_session *s = k->plan->s;
-    if (!s->seqs && !(s->seqs = calloc((size_t)s->n_nodes + 1, sizeof *s->seqs))) return NULL;
-    int node = (int)(k - k->plan->kctx);
-    if (!s->seqs[node]) s->seqs[node] = ss_sequence_new(elem_dtype);
-    return s->seqs[node];
+    int id = s->nodes[k - k->plan->kctx].out_ids[j];
+    if (id < 0) return NULL;
+    if (!s->seqs && !(s->seqs = calloc((size_t)s->n_values + 1, sizeof *s->seqs))) return NULL;
+    if (!s->seqs[id]) s->seqs[id] = ss_sequence_new(elem_dtype);
+    return s->seqs[id];
 }
 
 /* ------------------------------------------------------------------ value names */
@@ -1030,7 +1031,7 @@ void ss_session_free(ss_session *s)
 {
     if (!s) return;
     plan_free(s->plan);
-    for (int i = 0; s->seqs && i < s->n_nodes; i++)
+    for (int i = 0; s->seqs && i < s->n_values; i++)
         ss_sequence_free(s->seqs[i]);
     free(s->seqs);
     while (s->packed) {

@@ -1,7 +1,7 @@
 /*
  * Sequence values (ONNX seq(tensor)) and their ops: SequenceEmpty, SequenceConstruct,
- * SequenceInsert, SequenceErase, SequenceLength, SequenceAt, ConcatFromSequence and
- * SplitToSequence.
+ * SequenceInsert, SequenceErase, SequenceLength, SequenceAt, ConcatFromSequence,
+ * SplitToSequence and SequenceMap.
  *
  * A sequence is an ss_sequence (owned tensors) that a 0-D SS_DT_SEQUENCE value refers to. Its
  * element is {address, signature}: the signature hashes the count, dtypes and shapes, so a plan
@@ -159,7 +159,7 @@ static ss_status *seq_out_infer(ss_kctx *k, ss_dtype elem)
 {
     seq_plan *p = ss_op_state_alloc(k, sizeof *p);
     if (!p) return ss_op_oom();
-    p->out = ss_kctx_sequence(k, elem);
+    p->out = ss_kctx_sequence(k, 0, elem);
     if (!p->out) return ss_op_oom();
     *k->out[0] = (ss_tensor){.dtype = SS_DT_SEQUENCE, .ndim = 0};
     return NULL;
@@ -487,6 +487,145 @@ static ss_status *concat_run(ss_kctx *k)
     return NULL;
 }
 
+/* ------------------------------------------------------------------ SequenceMap
+ * Runs `body` once per position of the input sequence: a sequence input gives the body its
+ * element at that position, a tensor input itself; body output j's values make output sequence j.
+ * The body is planned for the elements at position 0 (the sequences must be known at plan time)
+ * and re-plans itself when a later element has another shape. */
+
+typedef struct {
+    ss_session *body;
+    int n_decl, n_outer;
+    ss_tensor *bin;     /* the body's inputs: declared, then outer-scope values */
+    ss_sequence **outs; /* one per node output */
+} map_plan;
+
+static void map_release(void *state)
+{
+    ss_session_free(((map_plan *)state)->body);
+}
+
+/* The body's input descriptions for position 0; false when input 0 is empty (no body run). */
+static ss_status *map_descs(ss_kctx *k, map_plan *p, bool *empty)
+{
+    *empty = false;
+    for (int i = 0; i < p->n_decl; i++) {
+        p->bin[i] = *k->in[i];
+        p->bin[i].storage = SS_STORE_BORROWED;
+        p->bin[i].data = NULL;
+        if (k->in[i]->dtype != SS_DT_SEQUENCE) continue;
+        const ss_tensor *v = NULL;
+        ss_status *st = ss_op_plan_value(k, i, "sequence", &v);
+        if (st) return st;
+        const ss_sequence *q = seq_read(v).self;
+        if (!q) return ss_op_err(k, SS_ERR_INVALID, "input %d refers to no sequence", i);
+        if (q->n == 0) {
+            *empty = true;
+            continue;
+        }
+        p->bin[i] = q->items[0];
+        p->bin[i].storage = SS_STORE_BORROWED;
+        p->bin[i].data = NULL;
+    }
+    for (int i = 0; i < p->n_outer; i++) {
+        p->bin[p->n_decl + i] = *k->in[p->n_decl + i];
+        p->bin[p->n_decl + i].storage = SS_STORE_BORROWED;
+    }
+    return NULL;
+}
+
+static ss_status *map_outputs(ss_kctx *k, map_plan *p, bool empty)
+{
+    for (int j = 0; j < k->n_out; j++) {
+        ss_tensor d = {.dtype = SS_DT_FLOAT32};
+        if (!empty && !ss_session_value_desc(p->body, ss_session_output(p->body, j)->name, &d))
+            return ss_op_err(k, SS_ERR_INVALID, "body output %d has no type", j);
+        if (!k->out[j]) continue;
+        if (!(p->outs[j] = ss_kctx_sequence(k, j, d.dtype))) return ss_op_oom();
+        *k->out[j] = (ss_tensor){.dtype = SS_DT_SEQUENCE, .ndim = 0};
+    }
+    return NULL;
+}
+
+static ss_status *map_infer(ss_kctx *k)
+{
+    static const char *const attrs[] = {"body", NULL};
+    const ss_onnx_attr *a = ss_onnx_attr_find(k->node, "body");
+    ss_status *st = ss_op_check_attrs(k, attrs);
+    if (!st) st = expect_seq(k, 0);
+    if (st) return st;
+    if (!a || !a->g) return ss_op_err(k, SS_ERR_INVALID, "attribute 'body' (a graph) is required");
+    int n_decl = (int)k->node->n_input, n_outer = k->n_in - n_decl;
+    if ((int)a->g->n_input != n_decl || (int)a->g->n_output != k->n_out)
+        return ss_op_err(k, SS_ERR_INVALID,
+                         "body has %zu inputs and %zu outputs, the node %d and %d", a->g->n_input,
+                         a->g->n_output, n_decl, k->n_out);
+    map_plan *p = ss_op_state_alloc(k, sizeof *p + sizeof(ss_tensor) * (size_t)k->n_in +
+                                           sizeof(ss_sequence *) * (size_t)k->n_out);
+    if (!p) return ss_op_oom();
+    p->n_decl = n_decl, p->n_outer = n_outer;
+    p->bin = (ss_tensor *)(p + 1);
+    p->outs = (ss_sequence **)(p->bin + k->n_in);
+    bool empty;
+    if ((st = map_descs(k, p, &empty))) return st;
+    if (!empty) {
+        ss_name_list outer;
+        if ((st = ss_subgraph_outer_names(k->node, &outer))) return st;
+        st = ss_subgraph_session(k, a->g, "body", &outer, p->bin, &p->body);
+        ss_name_list_free(&outer);
+        if (st) return st;
+    }
+    return map_outputs(k, p, empty);
+}
+
+/* Binds the body's inputs for position i. */
+static ss_status *map_bind(ss_kctx *k, map_plan *p, int i, int n)
+{
+    for (int d = 0; d < p->n_decl; d++) {
+        const ss_tensor *t = k->in[d];
+        if (t->dtype == SS_DT_SEQUENCE) {
+            const ss_sequence *q = seq_read(t).self;
+            if (!q || q->n != n)
+                return ss_op_err(k, SS_ERR_INVALID, "input sequences must have one length (%d)", n);
+            t = &q->items[i];
+        }
+        p->bin[d] = *t;
+        p->bin[d].storage = SS_STORE_BORROWED;
+    }
+    for (int o = 0; o < p->n_outer; o++) {
+        p->bin[p->n_decl + o].data = k->in[p->n_decl + o]->data;
+        p->bin[p->n_decl + o].nbytes = k->in[p->n_decl + o]->nbytes;
+    }
+    return NULL;
+}
+
+static ss_status *map_run(ss_kctx *k)
+{
+    map_plan *p = k->state;
+    const ss_sequence *q0 = NULL;
+    ss_status *st = seq_input(k, 0, 0, &q0);
+    if (st) return st;
+    int n = q0->n;
+    for (int j = 0; j < k->n_out; j++)
+        if (p->outs[j]) seq_clear(p->outs[j]);
+    if (n && !p->body)
+        return ss_op_err(k, SS_ERR_UNSUPPORTED, "planned for an empty sequence, given %d", n);
+    for (int i = 0; i < n && !st; i++) {
+        const ss_tensor *outs = NULL;
+        if ((st = map_bind(k, p, i, n))) break;
+        st = ss_session_run(p->body, p->bin, p->n_decl + p->n_outer, &outs);
+        for (int j = 0; !st && j < k->n_out; j++)
+            if (p->outs[j]) st = ss_sequence_insert(p->outs[j], i, &outs[j]);
+    }
+    if (st) return ss_status_wrap(st, "SequenceMap node '%s', body", k->node_name);
+    for (int j = 0; j < k->n_out; j++)
+        if (p->outs[j]) {
+            p->outs[j]->ref.sig = seq_sig(p->outs[j]);
+            memcpy(k->out[j]->data, &p->outs[j]->ref, sizeof p->outs[j]->ref);
+        }
+    return NULL;
+}
+
 const ss_op_def ss_ops_sequence[] = {
     {"", "SequenceEmpty", 11, 21, empty_infer, empty_run, 0, NULL},
     {"", "SequenceConstruct", 11, 21, construct_infer, construct_run, 0, NULL},
@@ -496,5 +635,6 @@ const ss_op_def ss_ops_sequence[] = {
     {"", "SequenceAt", 11, 21, at_infer, at_run, 0, NULL},
     {"", "ConcatFromSequence", 11, 21, concat_infer, concat_run, 0, NULL},
     {"", "SplitToSequence", 11, 21, split_infer, split_run, 0, NULL},
+    {"", "SequenceMap", 17, 21, map_infer, map_run, 0, map_release},
     {NULL, NULL, 0, 0, NULL, NULL, 0, NULL},
 };
