@@ -93,10 +93,17 @@ ss_dtype ss_sequence_elem_dtype(const ss_sequence *q);
 const ss_tensor *ss_sequence_at(const ss_sequence *q, int i);
 /* Inserts a deep copy of t at position i (0..len). */
 ss_status *ss_sequence_insert(ss_sequence *q, int i, const ss_tensor *t);
-/* A borrowed 0-D SS_DT_SEQUENCE tensor referring to q (valid while q lives, unchanged). */
+/* A borrowed 0-D SS_DT_SEQUENCE tensor referring to q (valid while q lives, unchanged); q NULL
+ * gives an empty optional sequence. */
 void ss_sequence_tensor(ss_sequence *q, ss_tensor *out);
-/* The sequence a SS_DT_SEQUENCE tensor refers to, or NULL for another tensor. */
+/* The sequence a SS_DT_SEQUENCE tensor refers to, or NULL for another tensor (or an empty
+ * optional sequence). */
 const ss_sequence *ss_sequence_of(const ss_tensor *t);
+/* Optional values (ONNX optional(T)) travel as SS_DT_SEQUENCE values too: optional(tensor) as a
+ * sequence marked optional holding 0 or 1 tensors, optional(seq) as the sequence itself (or no
+ * sequence: empty). */
+void ss_sequence_mark_optional(ss_sequence *q);
+bool ss_sequence_is_optional(const ss_sequence *q);
 
 /* Does the runtime's op table hold (domain, op_type) at `opset` as an elementwise op (each output
  * element reads only the input elements at its own index, numpy broadcasting aside)? The shard

@@ -121,8 +121,9 @@ static void relabel_bfloat16(ss_tensor *t, ss_dtype declared)
 
 /* ------------------------------------------------------------------ sequence values
  * A seq(tensor) input or output is stored as a SequenceProto (onnx-data.proto: 1 name,
- * 2 elem_type, 3 tensor_values). Debian's onnx.proto has no SequenceProto, so its fields are
- * walked here; each tensor is an ordinary TensorProto. */
+ * 2 elem_type, 3 tensor_values), an optional one as an OptionalProto (1 name, 2 elem_type:
+ * 1 tensor or 3 sequence, 3 tensor_value, 5 sequence_value). Debian's onnx.proto has neither, so
+ * their fields are walked here; each tensor is an ordinary TensorProto. */
 
 static bool read_varint(const uint8_t **p, const uint8_t *end, uint64_t *v)
 {
@@ -133,6 +134,30 @@ static bool read_varint(const uint8_t **p, const uint8_t *end, uint64_t *v)
         if (!(b & 0x80)) return true;
     }
     return false;
+}
+
+/* One field of a message: its number, and its varint value or its bytes. */
+typedef struct {
+    uint64_t field, value;
+    const uint8_t *bytes;
+    size_t len;
+} proto_field;
+
+/* The next field of [*p, end); false at the end. Groups and fixed-size fields are errors. */
+static ss_status *next_field(const uint8_t **p, const uint8_t *end, proto_field *f, bool *more)
+{
+    uint64_t key;
+    *more = *p < end;
+    if (!*more) return NULL;
+    if (!read_varint(p, end, &key)) return ss_errf(SS_ERR_INVALID, "truncated message");
+    *f = (proto_field){.field = key >> 3};
+    if ((key & 7) == 0)
+        return read_varint(p, end, &f->value) ? NULL : ss_errf(SS_ERR_INVALID, "truncated varint");
+    if ((key & 7) != 2 || !read_varint(p, end, &f->value) || f->value > (uint64_t)(end - *p))
+        return ss_errf(SS_ERR_INVALID, "not a SequenceProto or OptionalProto");
+    f->bytes = *p, f->len = (size_t)f->value;
+    *p += f->len;
+    return NULL;
 }
 
 static ss_status *sequence_add_tensor(ss_sequence *q, const uint8_t *bytes, size_t len)
@@ -149,46 +174,81 @@ static ss_status *sequence_add_tensor(ss_sequence *q, const uint8_t *bytes, size
 
 static ss_status *sequence_parse(const uint8_t *p, const uint8_t *end, ss_sequence *q)
 {
+    proto_field f;
+    bool more = true;
     ss_status *st = NULL;
-    uint64_t key, v;
-    while (!st && p < end) {
-        if (!read_varint(&p, end, &key)) return ss_errf(SS_ERR_INVALID, "truncated SequenceProto");
-        if ((key & 7) == 0) {
-            if (!read_varint(&p, end, &v)) return ss_errf(SS_ERR_INVALID, "truncated varint");
-            continue;
-        }
-        if ((key & 7) != 2 || !read_varint(&p, end, &v) || v > (uint64_t)(end - p))
-            return ss_errf(SS_ERR_INVALID, "not a SequenceProto");
-        if ((key >> 3) == 3)
-            st = sequence_add_tensor(q, p, (size_t)v);
-        else if ((key >> 3) != 1)
+    while (!st && more && !(st = next_field(&p, end, &f, &more)) && more) {
+        if (f.field == 3 && f.bytes)
+            st = sequence_add_tensor(q, f.bytes, f.len);
+        else if (f.field != 1 && f.field != 2)
             st = ss_errf(SS_ERR_UNSUPPORTED, "only sequences of tensors are supported");
-        p += v;
     }
     return st;
 }
 
-/* The SequenceProto file at path as a new sequence, described by *t. */
-static ss_status *read_sequence_file(const char *path, ss_sequence **seq, ss_tensor *t)
+/* An OptionalProto: optional(tensor) as a marked sequence of 0/1 tensors, optional(seq) as the
+ * sequence (*seq stays NULL when empty). */
+static ss_status *optional_parse(const uint8_t *p, const uint8_t *end, ss_sequence **seq)
+{
+    proto_field f;
+    bool more = true;
+    ss_status *st = NULL;
+    while (!st && more && !(st = next_field(&p, end, &f, &more)) && more) {
+        if ((f.field == 2 && f.value == 1) || (f.field == 3 && f.bytes)) {
+            if (!*seq && !(*seq = ss_sequence_new(SS_DT_FLOAT32)))
+                return ss_errf(SS_ERR_NOMEM, "out of memory");
+            ss_sequence_mark_optional(*seq);
+            if (f.field == 3) st = sequence_add_tensor(*seq, f.bytes, f.len);
+        } else if (f.field == 5 && f.bytes) {
+            if (!*seq && !(*seq = ss_sequence_new(SS_DT_FLOAT32)))
+                return ss_errf(SS_ERR_NOMEM, "out of memory");
+            st = sequence_parse(f.bytes, f.bytes + f.len, *seq);
+        } else if (f.field != 1 && f.field != 2) {
+            st = ss_errf(SS_ERR_UNSUPPORTED, "only optional tensors and sequences are supported");
+        }
+    }
+    return st;
+}
+
+/* The SequenceProto (or OptionalProto) file at path as a new sequence, described by *t. */
+static ss_status *read_sequence_file(const char *path, bool optional, ss_sequence **seq,
+                                     ss_tensor *t)
 {
     void *buf;
     size_t len;
     ss_status *st = ss_read_file(path, &buf, &len);
     if (st) return st;
-    *seq = ss_sequence_new(SS_DT_FLOAT32);
-    st = *seq ? sequence_parse(buf, (const uint8_t *)buf + len, *seq)
-              : ss_errf(SS_ERR_NOMEM, "out of memory");
+    const uint8_t *p = buf, *end = p + len;
+    if (optional)
+        st = optional_parse(p, end, seq);
+    else if (!(*seq = ss_sequence_new(SS_DT_FLOAT32)))
+        st = ss_errf(SS_ERR_NOMEM, "out of memory");
+    else
+        st = sequence_parse(p, end, *seq);
     free(buf);
     if (!st) ss_sequence_tensor(*seq, t);
     return st ? ss_status_wrap(st, "%s", path) : NULL;
 }
 
-static ss_status *read_value_file(const char *path, ss_dtype declared, ss_sequence **seq,
-                                  ss_tensor *t)
+/* Is the graph input or output `name` declared optional(...)? */
+static bool declared_optional(ss_session *s, const char *name)
 {
-    if (declared == SS_DT_SEQUENCE) return read_sequence_file(path, seq, t);
+    const Onnx__GraphProto *g = ss_session_model(s)->proto->graph;
+    for (size_t i = 0; i < g->n_input + g->n_output; i++) {
+        const Onnx__ValueInfoProto *v = i < g->n_input ? g->input[i] : g->output[i - g->n_input];
+        if (v->name && !strcmp(v->name, name))
+            return v->type && v->type->value_case == ONNX__TYPE_PROTO__VALUE_OPTIONAL_TYPE;
+    }
+    return false;
+}
+
+static ss_status *read_value_file(ss_session *s, const char *path, const ss_onnx_value_info *vi,
+                                  ss_sequence **seq, ss_tensor *t)
+{
+    if (vi->dtype == SS_DT_SEQUENCE)
+        return read_sequence_file(path, declared_optional(s, vi->name), seq, t);
     ss_status *st = ss_onnx_parse_tensor_file(path, t);
-    if (!st) relabel_bfloat16(t, declared);
+    if (!st) relabel_bfloat16(t, vi->dtype);
     return st;
 }
 
@@ -196,6 +256,12 @@ static bool compare_value(const char *name, const ss_tensor *got, const ss_tenso
                           size_t cap)
 {
     const ss_sequence *g = ss_sequence_of(got), *w = ss_sequence_of(want);
+    if (want->dtype == SS_DT_SEQUENCE && got->dtype == SS_DT_SEQUENCE && (!g || !w)) {
+        if (!g && !w) return true; /* two empty optionals */
+        snprintf(why, cap, "output '%s' is %s, expected %s", name, g ? "present" : "empty",
+                 w ? "present" : "empty");
+        return false;
+    }
     if (!w || !g) return compare(name, got, want, why, cap);
     if (ss_sequence_len(g) != ss_sequence_len(w)) {
         snprintf(why, cap, "output '%s' has %d tensors, expected %d", name, ss_sequence_len(g),
@@ -218,11 +284,11 @@ static ss_status *run_data_set(ss_session *s, const char *set_dir, bool *ok, cha
     char path[4096];
     for (int i = 0; i < n_in && !st; i++) {
         snprintf(path, sizeof path, "%s/input_%d.pb", set_dir, i);
-        st = read_value_file(path, ss_session_input(s, i)->dtype, &seqs[i], &ins[i]);
+        st = read_value_file(s, path, ss_session_input(s, i), &seqs[i], &ins[i]);
     }
     for (int i = 0; i < n_out && !st; i++) {
         snprintf(path, sizeof path, "%s/output_%d.pb", set_dir, i);
-        st = read_value_file(path, ss_session_output(s, i)->dtype, &seqs[MAX_IO + i], &wants[i]);
+        st = read_value_file(s, path, ss_session_output(s, i), &seqs[MAX_IO + i], &wants[i]);
     }
     /* A case whose own data contradicts its model's declared input shape is not a test of us
      * (onnx 1.12 ships a few: the bfloat16 CastLike cases). Say so and skip it. */

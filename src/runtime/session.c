@@ -120,10 +120,18 @@ struct ss_session {
  * node output holds belongs to the session (one per value, reused by every run and plan), so a
  * value copied into a new plan, carried by a loop or folded still refers to live memory. */
 
-/* A graph input or output declared seq(tensor): described as a 0-D SS_DT_SEQUENCE value. */
+/* A graph input or output declared seq(tensor), optional(tensor) or optional(seq(tensor)):
+ * described as a 0-D SS_DT_SEQUENCE value. */
 static bool sequence_value_info(const Onnx__ValueInfoProto *p, ss_onnx_value_info *vi)
 {
     const Onnx__TypeProto *t = p->type;
+    if (t && t->value_case == ONNX__TYPE_PROTO__VALUE_OPTIONAL_TYPE)
+        t = t->optional_type ? t->optional_type->elem_type : NULL;
+    if (t && t->value_case == ONNX__TYPE_PROTO__VALUE_TENSOR_TYPE && p->type != t) {
+        vi->dtype = SS_DT_SEQUENCE;
+        vi->ndim = 0;
+        return true;
+    }
     if (!t || t->value_case != ONNX__TYPE_PROTO__VALUE_SEQUENCE_TYPE) return false;
     const Onnx__TypeProto *e = t->sequence_type ? t->sequence_type->elem_type : NULL;
     if (e && e->value_case != ONNX__TYPE_PROTO__VALUE_TENSOR_TYPE) return false;

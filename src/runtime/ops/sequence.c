@@ -1,7 +1,7 @@
 /*
  * Sequence values (ONNX seq(tensor)) and their ops: SequenceEmpty, SequenceConstruct,
  * SequenceInsert, SequenceErase, SequenceLength, SequenceAt, ConcatFromSequence,
- * SplitToSequence and SequenceMap.
+ * SplitToSequence and SequenceMap; Optional, OptionalHasElement and OptionalGetElement.
  *
  * A sequence is an ss_sequence (owned tensors) that a 0-D SS_DT_SEQUENCE value refers to. Its
  * element is {address, signature}: the signature hashes the count, dtypes and shapes, so a plan
@@ -25,6 +25,7 @@ typedef struct {
 struct ss_sequence {
     seq_ref ref; /* what a SS_DT_SEQUENCE tensor's element holds */
     ss_dtype elem;
+    bool optional; /* an optional(tensor): 0 or 1 items */
     int n, cap;
     ss_tensor *items;
 };
@@ -111,6 +112,7 @@ static uint64_t seq_sig(const ss_sequence *q)
 #define MIX(v) (h = (h ^ (uint64_t)(v)) * 1099511628211ull)
     MIX(q->n);
     MIX(q->elem);
+    MIX(q->optional);
     for (int i = 0; i < q->n; i++) {
         MIX(q->items[i].dtype);
         MIX(q->items[i].ndim);
@@ -123,8 +125,19 @@ static uint64_t seq_sig(const ss_sequence *q)
 
 void ss_sequence_tensor(ss_sequence *q, ss_tensor *out)
 {
-    q->ref.sig = seq_sig(q);
-    ss_tensor_borrow(out, SS_DT_SEQUENCE, 0, NULL, &q->ref, sizeof q->ref);
+    static seq_ref none; /* an empty optional sequence: refers to nothing */
+    if (q) q->ref.sig = seq_sig(q);
+    ss_tensor_borrow(out, SS_DT_SEQUENCE, 0, NULL, q ? &q->ref : &none, sizeof none);
+}
+
+void ss_sequence_mark_optional(ss_sequence *q)
+{
+    q->optional = true;
+}
+
+bool ss_sequence_is_optional(const ss_sequence *q)
+{
+    return q->optional;
 }
 
 static seq_ref seq_read(const ss_tensor *t)
@@ -626,6 +639,117 @@ static ss_status *map_run(ss_kctx *k)
     return NULL;
 }
 
+/* ------------------------------------------------------------------ Optional
+ * optional(tensor) is a sequence marked optional with 0 or 1 tensors (kept by the session per
+ * value, as sequences are); optional(seq) is the sequence's own value, empty when it refers to no
+ * sequence. */
+
+/* What a value holds: a tensor, an optional(tensor) (opt_tensor, with 0/1 items), a sequence or
+ * an empty optional sequence (q NULL). */
+typedef struct {
+    bool is_tensor, opt_tensor;
+    const ss_sequence *q;
+} opt_view;
+
+static opt_view opt_read(const ss_tensor *t)
+{
+    if (!t || t->dtype != SS_DT_SEQUENCE) return (opt_view){.is_tensor = true};
+    const ss_sequence *q = seq_read(t).self;
+    return (opt_view){.opt_tensor = q && q->optional, .q = q};
+}
+
+static ss_status *optional_infer(ss_kctx *k)
+{
+    static const char *const attrs[] = {"type", NULL};
+    ss_status *st = ss_op_check_attrs(k, attrs);
+    if (!st) st = ss_op_expect_inputs(k, 0, 1);
+    if (st) return st;
+    const ss_tensor *x = k->n_in ? k->in[0] : NULL;
+    const ss_onnx_attr *a = ss_onnx_attr_find(k->node, "type");
+    const Onnx__TypeProto *tp = a ? a->tp : NULL;
+    bool tensor = x ? x->dtype != SS_DT_SEQUENCE
+                    : tp && tp->value_case == ONNX__TYPE_PROTO__VALUE_TENSOR_TYPE;
+    if (!x && !tp) return ss_op_err(k, SS_ERR_INVALID, "needs an input or attribute 'type'");
+    seq_plan *p = ss_op_state_alloc(k, sizeof *p);
+    if (!p) return ss_op_oom();
+    if (tensor && !(p->out = ss_kctx_sequence(k, 0, x ? x->dtype : SS_DT_FLOAT32)))
+        return ss_op_oom();
+    if (p->out) p->out->optional = true;
+    *k->out[0] = (ss_tensor){.dtype = SS_DT_SEQUENCE, .ndim = 0};
+    return NULL;
+}
+
+static ss_status *optional_run(ss_kctx *k)
+{
+    seq_plan *p = k->state;
+    const ss_tensor *x = k->n_in ? k->in[0] : NULL;
+    if (!p->out) { /* optional(seq): the sequence itself, or none */
+        seq_ref none = {0};
+        memcpy(k->out[0]->data, x ? x->data : &none, sizeof none);
+        return NULL;
+    }
+    seq_clear(p->out);
+    ss_status *st = x ? ss_sequence_insert(p->out, 0, x) : NULL;
+    if (!st) seq_out_write(k, p->out);
+    return st;
+}
+
+static ss_status *has_element_infer(ss_kctx *k)
+{
+    ss_status *st = ss_op_expect_inputs(k, 0, 1);
+    if (st) return st;
+    *k->out[0] = (ss_tensor){.dtype = SS_DT_BOOL, .ndim = 0};
+    return NULL;
+}
+
+static ss_status *has_element_run(ss_kctx *k)
+{
+    const ss_tensor *x = k->n_in ? k->in[0] : NULL;
+    opt_view v = opt_read(x);
+    *(uint8_t *)k->out[0]->data = x && (v.is_tensor || (v.opt_tensor ? v.q->n > 0 : v.q != NULL));
+    return NULL;
+}
+
+static ss_status *get_element_infer(ss_kctx *k)
+{
+    ss_status *st = ss_op_expect_inputs(k, 1, 1);
+    if (st) return st;
+    const ss_tensor *x = k->in[0], *v = NULL;
+    if (x->dtype != SS_DT_SEQUENCE) {
+        ss_op_same_shape(k->out[0], x);
+        return NULL;
+    }
+    if ((st = ss_op_plan_value(k, 0, "optional", &v))) return st;
+    opt_view o = opt_read(v);
+    if (!o.opt_tensor) {
+        *k->out[0] = (ss_tensor){.dtype = SS_DT_SEQUENCE, .ndim = 0};
+        return NULL;
+    }
+    if (o.q->n == 0) return ss_op_err(k, SS_ERR_INVALID, "the optional input is empty");
+    seq_plan *p = ss_op_state_alloc(k, sizeof *p);
+    if (!p) return ss_op_oom();
+    p->sig = seq_sig(o.q);
+    ss_op_same_shape(k->out[0], &o.q->items[0]);
+    return NULL;
+}
+
+static ss_status *get_element_run(ss_kctx *k)
+{
+    const seq_plan *p = k->state;
+    const ss_tensor *x = k->in[0];
+    if (!p) { /* a tensor or a sequence passes through */
+        if (x->dtype == SS_DT_SEQUENCE && !seq_read(x).self)
+            return ss_op_err(k, SS_ERR_INVALID, "the optional input is empty");
+        if (x->nbytes) memcpy(k->out[0]->data, x->data, x->nbytes);
+        return NULL;
+    }
+    const ss_sequence *q = NULL;
+    ss_status *st = seq_input(k, 0, p->sig, &q);
+    if (!st && q->n == 0) st = ss_op_err(k, SS_ERR_INVALID, "the optional input is empty");
+    if (!st && q->items[0].nbytes) memcpy(k->out[0]->data, q->items[0].data, q->items[0].nbytes);
+    return st;
+}
+
 const ss_op_def ss_ops_sequence[] = {
     {"", "SequenceEmpty", 11, 21, empty_infer, empty_run, 0, NULL},
     {"", "SequenceConstruct", 11, 21, construct_infer, construct_run, 0, NULL},
@@ -636,5 +760,8 @@ const ss_op_def ss_ops_sequence[] = {
     {"", "ConcatFromSequence", 11, 21, concat_infer, concat_run, 0, NULL},
     {"", "SplitToSequence", 11, 21, split_infer, split_run, 0, NULL},
     {"", "SequenceMap", 17, 21, map_infer, map_run, 0, map_release},
+    {"", "Optional", 15, 21, optional_infer, optional_run, 0, NULL},
+    {"", "OptionalHasElement", 15, 21, has_element_infer, has_element_run, 0, NULL},
+    {"", "OptionalGetElement", 15, 21, get_element_infer, get_element_run, 0, NULL},
     {NULL, NULL, 0, 0, NULL, NULL, 0, NULL},
 };
