@@ -1,8 +1,8 @@
-# onnx_contrib_cases: onnxruntime's com.microsoft contrib ops (Gelu family, skip/simplified/embed layer
-# norms, FusedMatMul, MatMulNBits, Attention, MultiHeadAttention, GroupQueryAttention,
-# RotaryEmbedding), one hand-built
-# model per op and attribute combination (tests/onnx/contrib_cases.py), onnxruntime-node as the
-# oracle (tests/onnx/ort_oracle.js); every case must load and pass.
+# onnx_contrib_cases: onnxruntime's com.microsoft contrib ops (Gelu family, skip/simplified/embed
+# layer norms, FusedMatMul, MatMulNBits, Attention, MultiHeadAttention, GroupQueryAttention,
+# RotaryEmbedding), one hand-built model per op and attribute combination
+# (tests/onnx/contrib_cases.py), onnxruntime-node as the oracle (tests/onnx/ort_oracle.js); every
+# case must load and pass.
 # The oracle is the real-model suite's cached onnxruntime-node (outside git): the test is
 # registered only when that cache holds it (scripts/test-real-models.sh --fetch-only --quick
 # fills it), since without it the cases could only be skipped.
