@@ -459,8 +459,11 @@ const ss_tensor *ss_kctx_value(ss_kctx *k, int i)
     if (p->known[id]) return &p->vals[id];
     const value_def *vd = &p->s->values[id];
     if (vd->kind == V_INPUT && p->inputs) {
+        /* a subgraph's input planned by shape alone has no value to depend on */
+        const ss_tensor *in = &p->inputs[vd->input_index];
+        if (!in->data && in->nbytes) return NULL;
         p->value_dep[vd->input_index] = 1;
-        return &p->inputs[vd->input_index];
+        return in;
     }
     if (vd->kind != V_NODE) return NULL;
     if (p->n_wanted < p->s->n_values) p->wanted[p->n_wanted++] = id;

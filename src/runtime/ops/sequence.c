@@ -719,9 +719,11 @@ static ss_status *get_element_infer(ss_kctx *k)
         ss_op_same_shape(k->out[0], x);
         return NULL;
     }
-    if ((st = ss_op_plan_value(k, 0, "optional", &v))) return st;
-    opt_view o = opt_read(v);
-    if (!o.opt_tensor) {
+    /* unknown until run time (a loop-carried optional): taken for an optional(seq), which run
+     * checks */
+    v = ss_kctx_value(k, 0);
+    opt_view o = opt_read(v && v->data ? v : NULL);
+    if (o.is_tensor || !o.opt_tensor) {
         *k->out[0] = (ss_tensor){.dtype = SS_DT_SEQUENCE, .ndim = 0};
         return NULL;
     }
@@ -738,8 +740,12 @@ static ss_status *get_element_run(ss_kctx *k)
     const seq_plan *p = k->state;
     const ss_tensor *x = k->in[0];
     if (!p) { /* a tensor or a sequence passes through */
-        if (x->dtype == SS_DT_SEQUENCE && !seq_read(x).self)
+        const ss_sequence *q = seq_read(x).self;
+        if (x->dtype == SS_DT_SEQUENCE && !q)
             return ss_op_err(k, SS_ERR_INVALID, "the optional input is empty");
+        if (x->dtype == SS_DT_SEQUENCE && q->optional)
+            return ss_op_err(k, SS_ERR_UNSUPPORTED,
+                             "planned for an optional sequence, given an optional tensor");
         if (x->nbytes) memcpy(k->out[0]->data, x->data, x->nbytes);
         return NULL;
     }
