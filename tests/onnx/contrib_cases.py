@@ -155,7 +155,18 @@ def nbits_case(out, name, K, N, block, bits, zp=None, bias=False, M=3):
          [("a", f32(M, K))], [("y", F)], inits)
 
 
+def nbits_f16_case(out):
+    """float16 activations and scales: the weights are dequantized at run time."""
+    K, N, block = 64, 8, 32
+    B = rng.integers(0, 256, (N, K // block, block // 2), dtype=np.uint8)
+    case(out, "ms_matmulnbits_4bit_f16",
+         [node("MatMulNBits", ["a", "B", "scales"], ["y"], K=K, N=N, bits=4, block_size=block)],
+         [("a", f32(3, K).astype(np.float16))], [("y", H16)],
+         [("B", B), ("scales", f32(N * K // block, lo=0.01, hi=0.05).astype(np.float16))])
+
+
 def nbits_cases(out):
+    nbits_f16_case(out)
     nbits_case(out, "ms_matmulnbits_4bit", 64, 8, 32, 4)
     nbits_case(out, "ms_matmulnbits_4bit_zp_bias", 40, 6, 16, 4, zp="packed", bias=True)
     nbits_case(out, "ms_matmulnbits_8bit_zp", 64, 5, 32, 8, zp="packed")
