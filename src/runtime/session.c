@@ -461,7 +461,7 @@ const ss_tensor *ss_kctx_value(ss_kctx *k, int i)
     if (vd->kind == V_INPUT && p->inputs) {
         /* a subgraph's input planned by shape alone has no value to depend on */
         const ss_tensor *in = &p->inputs[vd->input_index];
-        if (!in->data && in->nbytes) return NULL;
+        if (!in->data && ss_tensor_numel(in) != 0) return NULL;
         p->value_dep[vd->input_index] = 1;
         return in;
     }
