@@ -174,26 +174,28 @@ static ss_status *sequence_add_tensor(ss_sequence *q, const uint8_t *bytes, size
 
 static ss_status *sequence_parse(const uint8_t *p, const uint8_t *end, ss_sequence *q)
 {
-    proto_field f;
-    bool more = true;
-    ss_status *st = NULL;
-    while (!st && more && !(st = next_field(&p, end, &f, &more)) && more) {
+    for (;;) {
+        proto_field f = {0};
+        bool more = false;
+        ss_status *st = next_field(&p, end, &f, &more);
+        if (st || !more) return st;
         if (f.field == 3 && f.bytes)
             st = sequence_add_tensor(q, f.bytes, f.len);
         else if (f.field != 1 && f.field != 2)
             st = ss_errf(SS_ERR_UNSUPPORTED, "only sequences of tensors are supported");
+        if (st) return st;
     }
-    return st;
 }
 
 /* An OptionalProto: optional(tensor) as a marked sequence of 0/1 tensors, optional(seq) as the
  * sequence (*seq stays NULL when empty). */
 static ss_status *optional_parse(const uint8_t *p, const uint8_t *end, ss_sequence **seq)
 {
-    proto_field f;
-    bool more = true;
-    ss_status *st = NULL;
-    while (!st && more && !(st = next_field(&p, end, &f, &more)) && more) {
+    for (;;) {
+        proto_field f = {0};
+        bool more = false;
+        ss_status *st = next_field(&p, end, &f, &more);
+        if (st || !more) return st;
         if ((f.field == 2 && f.value == 1) || (f.field == 3 && f.bytes)) {
             if (!*seq && !(*seq = ss_sequence_new(SS_DT_FLOAT32)))
                 return ss_errf(SS_ERR_NOMEM, "out of memory");
@@ -206,8 +208,8 @@ static ss_status *optional_parse(const uint8_t *p, const uint8_t *end, ss_sequen
         } else if (f.field != 1 && f.field != 2) {
             st = ss_errf(SS_ERR_UNSUPPORTED, "only optional tensors and sequences are supported");
         }
+        if (st) return st;
     }
-    return st;
 }
 
 /* The SequenceProto (or OptionalProto) file at path as a new sequence, described by *t. */
