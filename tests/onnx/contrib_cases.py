@@ -79,9 +79,10 @@ def norm_cases(out):
     x, skip = f32(2, 3, 16, lo=-2, hi=2), f32(2, 3, 16)
     g, b, bias = f32(16, lo=0.5, hi=1.5), f32(16), f32(16)
     case(out, "ms_skiplayernorm_full",
-         [node("SkipLayerNormalization", ["x", "s", "g", "b", "bias"], ["y", "", "", "sum"],
-               epsilon=1e-6)],
-         [("x", x), ("s", skip)], [("y", F), ("sum", F)], [("g", g), ("b", b), ("bias", bias)])
+         [node("SkipLayerNormalization", ["x", "s", "g", "b", "bias"],
+               ["y", "mean", "inv", "sum"], epsilon=1e-6)],
+         [("x", x), ("s", skip)], [("y", F), ("mean", F), ("inv", F), ("sum", F)],
+         [("g", g), ("b", b), ("bias", bias)])
     case(out, "ms_skiplayernorm_gamma_only",
          [node("SkipLayerNormalization", ["x", "s", "g"], ["y"])], [("x", x), ("s", skip)],
          [("y", F)], [("g", g)])
@@ -93,9 +94,10 @@ def norm_cases(out):
          [node("SkipLayerNormalization", ["x", "s", "g", "b"], ["y"])],
          [("x", x), ("s", skip[0])], [("y", F)], [("g", g), ("b", b)])
     case(out, "ms_skipsimplifiedlayernorm",
-         [node("SkipSimplifiedLayerNormalization", ["x", "s", "g", "bias"], ["y", "", "", "sum"],
-               epsilon=1e-5)],
-         [("x", x), ("s", skip)], [("y", F), ("sum", F)], [("g", g), ("bias", bias)])
+         [node("SkipSimplifiedLayerNormalization", ["x", "s", "g", "bias"],
+               ["y", "mean", "inv", "sum"], epsilon=1e-5)],
+         [("x", x), ("s", skip)], [("y", F), ("mean", F), ("inv", F), ("sum", F)],
+         [("g", g), ("bias", bias)])
     case(out, "ms_simplifiedlayernorm",
          [helper.make_node("SimplifiedLayerNormalization", ["x", "g"], ["y", "inv"], axis=-1,
                            epsilon=1e-6)],
