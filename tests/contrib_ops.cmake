@@ -18,7 +18,7 @@ if(EXISTS ${ss_contrib_oracle}/onnxruntime-node AND EXISTS ${ss_contrib_oracle}/
   set_tests_properties(onnx_contrib_cases_make PROPERTIES FIXTURES_SETUP contrib_cases)
   add_test(NAME onnx_contrib_cases
            COMMAND ${SS_TEST_DIR}/onnx/conformance.sh $<TARGET_FILE:shardserve> ${ss_contrib_dir}
-                   47 --no-skips)
+                   49 --no-skips)
   set_tests_properties(onnx_contrib_cases PROPERTIES FIXTURES_REQUIRED contrib_cases)
 else()
   message(STATUS "onnx_contrib_cases not registered: no onnxruntime-node at ${ss_contrib_oracle}"

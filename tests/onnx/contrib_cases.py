@@ -136,6 +136,12 @@ def fusedmatmul_cases(out):
     case(out, "ms_fusedmatmul_trans",
          [node("FusedMatMul", ["a", "b"], ["y"], transA=1, transB=1, alpha=2.0)],
          [("a", a.transpose(0, 2, 1).copy()), ("b", b.transpose(0, 2, 1).copy())], [("y", F)])
+    case(out, "ms_fusedmatmul_trans_batch_a",
+         [node("FusedMatMul", ["a", "b"], ["y"], transBatchA=1)],
+         [("a", f32(4, 2, 6)), ("b", f32(2, 6, 5))], [("y", F)])
+    case(out, "ms_fusedmatmul_trans_batch_both_trans",
+         [node("FusedMatMul", ["a", "b"], ["y"], transBatchA=1, transBatchB=1, transA=1, transB=1)],
+         [("a", f32(6, 3, 2, 4)), ("b", f32(5, 3, 2, 6))], [("y", F)])
     case(out, "ms_fusedmatmul_broadcast", [node("FusedMatMul", ["a", "b"], ["y"], transB=1)],
          [("a", f32(3, 1, 4, 6)), ("b", f32(2, 5, 6))], [("y", F)])
 

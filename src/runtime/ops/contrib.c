@@ -397,7 +397,34 @@ typedef struct {
     int64_t M, N, K, n_batch;
     int batch_nd;
     int64_t batch[SS_MAX_DIMS], a_stride[SS_MAX_DIMS], b_stride[SS_MAX_DIMS];
+    /* transBatchA/B: the operand with dim 0 moved to second-to-last, copied into the scratch */
+    bool perm[2];
+    ss_view view[2];
+    size_t at[2]; /* floats into the scratch */
 } fmm_plan;
+
+/* With transBatch, operand i's dims [d0, d1, ..., dn-1] become [d1, ..., dn-2, d0, dn-1]: *eff
+ * describes it and the plan's view copies it. */
+static ss_status *fmm_trans_batch(const ss_kctx *k, fmm_plan *p, int i, ss_tensor *eff)
+{
+    const ss_tensor *t = k->in[i];
+    *eff = *t;
+    p->perm[i] = ss_onnx_attr_int(k->node, i ? "transBatchB" : "transBatchA", 0) != 0;
+    if (!p->perm[i]) return NULL;
+    if (t->ndim < 3)
+        return ss_op_err(k, SS_ERR_INVALID, "transBatch needs input %d of rank >= 3", i);
+    int64_t strides[SS_MAX_DIMS];
+    ss_op_contiguous_strides(t->ndim, t->dims, strides);
+    ss_view *v = &p->view[i];
+    *v = (ss_view){.nd = t->ndim};
+    for (int d = 0; d < t->ndim; d++) {
+        int src = d < t->ndim - 2 ? d + 1 : d == t->ndim - 2 ? 0 : d;
+        eff->dims[d] = v->dims[d] = t->dims[src];
+        v->stride[d] = strides[src];
+    }
+    ss_view_simplify(v);
+    return NULL;
+}
 
 /* Batch dims of a (rank >= 2 view) broadcast against b's: strides in matrices, 0 where 1. */
 static ss_status *fmm_batch(const ss_kctx *k, fmm_plan *p, const ss_tensor *a, const ss_tensor *b,
@@ -432,12 +459,16 @@ static ss_status *fmm_infer_f32(ss_kctx *k)
     if (!st) st = ss_op_check_attrs(k, attrs);
     if (!st) st = ss_contrib_expect_f32(k, 2);
     if (st) return st;
-    if (ss_onnx_attr_int(k->node, "transBatchA", 0) || ss_onnx_attr_int(k->node, "transBatchB", 0))
-        return ss_op_err(k, SS_ERR_UNSUPPORTED, "transBatchA/transBatchB are not supported");
-    const ss_tensor *a = k->in[0], *b = k->in[1];
-    if (a->ndim < 1 || b->ndim < 1) return ss_op_err(k, SS_ERR_INVALID, "inputs must be >= 1-D");
+    if (k->in[0]->ndim < 1 || k->in[1]->ndim < 1)
+        return ss_op_err(k, SS_ERR_INVALID, "inputs must be >= 1-D");
     fmm_plan *p = ss_op_state_alloc(k, sizeof *p);
     if (!p) return ss_op_oom();
+    ss_tensor ea, eb;
+    if ((st = fmm_trans_batch(k, p, 0, &ea)) || (st = fmm_trans_batch(k, p, 1, &eb))) return st;
+    const ss_tensor *a = &ea, *b = &eb;
+    p->at[0] = 0;
+    p->at[1] = p->perm[0] ? (size_t)ss_tensor_numel(a) : 0;
+    k->scratch_bytes = sizeof(float) * (p->at[1] + (p->perm[1] ? (size_t)ss_tensor_numel(b) : 0));
     p->a_vec = a->ndim == 1, p->b_vec = b->ndim == 1;
     p->ta = !p->a_vec && ss_onnx_attr_int(k->node, "transA", 0);
     p->tb = !p->b_vec && ss_onnx_attr_int(k->node, "transB", 0);
@@ -461,7 +492,15 @@ static ss_status *fmm_infer_f32(ss_kctx *k)
 static ss_status *fmm_run_f32(ss_kctx *k)
 {
     const fmm_plan *p = k->state;
-    const float *A = k->in[0]->data, *B = k->in[1]->data;
+    const float *ops[2];
+    for (int i = 0; i < 2; i++) {
+        ops[i] = k->in[i]->data;
+        if (!p->perm[i]) continue;
+        float *copy = (float *)k->scratch + p->at[i];
+        ss_view_copy(&p->view[i], sizeof(float), ops[i], copy);
+        ops[i] = copy;
+    }
+    const float *A = ops[0], *B = ops[1];
     float *C = k->out[0]->data;
     int64_t idx[SS_MAX_DIMS] = {0}, mk = p->M * p->K, kn = p->K * p->N;
     for (int64_t bi = 0; bi < p->n_batch; bi++) {
