@@ -16,7 +16,7 @@ set_tests_properties(test_runtime_plan PROPERTIES FIXTURES_REQUIRED test_models)
 # Every node case of Debian's libonnx-testdata whose ops we support must pass. The floor is the
 # exact count passing today (Debian 12's libonnx-testdata), so a case that stops passing, or stops
 # being recognised as supported, fails the gate; raise it when an op is added.
-set(SS_NODE_CONFORMANCE_PASSED 892)
+set(SS_NODE_CONFORMANCE_PASSED 916)
 add_test(NAME onnx_node_conformance
          COMMAND ${SS_TEST_DIR}/onnx/conformance.sh $<TARGET_FILE:shardserve>
                  /usr/share/libonnx-testdata/data/node ${SS_NODE_CONFORMANCE_PASSED})
@@ -71,6 +71,11 @@ ss_onnx_case_suite(torch_rnn 8)
 # Einsum equations beyond the node cases (attention shapes, three operands, implicit outputs,
 # "..." broadcast, trace, integers), numpy.einsum as the oracle.
 ss_onnx_case_suite(einsum_cases 11)
+
+# Sequence ops beyond the node cases (SplitToSequence forms, ConcatFromSequence, Construct/Erase/
+# Length/At, sequence graph outputs, a Loop growing a sequence by a data-dependent count), numpy
+# as the oracle.
+ss_onnx_case_suite(sequence_cases 9)
 
 # Loop and Scan beyond the node cases (swapping carried values, a while loop reading outer
 # values, Scan with reversed directions and non-zero axes), numpy as the oracle.

@@ -48,6 +48,9 @@ if(TARGET shardserve)
   ss_shard_test(shard_runtime_ops_shm 120 runtime_ops.sh shm)
   # an LSTM between split MatMul pairs runs whole on every rank, and the tool says so
   ss_shard_test(shard_lstm_shm 120 lstm.sh shm)
+  # a BERT block of com.microsoft fused ops (Attention, SkipLayerNormalization, BiasGelu): run
+  # whole and over 2 ranks, the fused ops replicated and the tool says so
+  ss_shard_test(shard_contrib_bert_shm 120 contrib_bert.sh shm)
   # a Loop body reading a split outer value: materialized on every rank and sent across cuts
   ss_shard_test(shard_loop_shm 200 loop.sh shm)
 

@@ -86,6 +86,9 @@ typedef enum {
     SS_DT_UINT32 = 12,
     SS_DT_UINT64 = 13,
     SS_DT_BFLOAT16 = 16,
+    /* Not an ONNX element type: a runtime value that is a sequence of tensors (runtime.h,
+     * ss_sequence). Its one element refers to the sequence; never valid on the wire. */
+    SS_DT_SEQUENCE = 64,
 } ss_dtype;
 
 /* Bytes per element; sizeof(ss_string) for strings, 0 for unknown values. */

@@ -109,6 +109,30 @@ ss_status *ss_session_plan_shapes(ss_session *s, const ss_tensor *input_descs, i
  * value (owned by the session) when it is a constant (initializer or folded), else NULL. */
 bool ss_session_value_desc(const ss_session *s, const char *name, ss_tensor *desc);
 
+/* Sequence values (ONNX seq(tensor)): an ordered list of owned tensors. In a session a sequence
+ * travels as a 0-D tensor of dtype SS_DT_SEQUENCE whose element refers to it (ss_sequence_tensor
+ * makes one for a graph input; ss_sequence_of reads a graph output). A sequence output is owned
+ * by the session, valid until the next run or free, like a tensor output. */
+typedef struct ss_sequence ss_sequence;
+ss_sequence *ss_sequence_new(ss_dtype elem_dtype);
+void ss_sequence_free(ss_sequence *q);
+int ss_sequence_len(const ss_sequence *q);
+ss_dtype ss_sequence_elem_dtype(const ss_sequence *q);
+const ss_tensor *ss_sequence_at(const ss_sequence *q, int i);
+/* Inserts a deep copy of t at position i (0..len). */
+ss_status *ss_sequence_insert(ss_sequence *q, int i, const ss_tensor *t);
+/* A borrowed 0-D SS_DT_SEQUENCE tensor referring to q (valid while q lives, unchanged); q NULL
+ * gives an empty optional sequence. */
+void ss_sequence_tensor(ss_sequence *q, ss_tensor *out);
+/* The sequence a SS_DT_SEQUENCE tensor refers to, or NULL for another tensor (or an empty
+ * optional sequence). */
+const ss_sequence *ss_sequence_of(const ss_tensor *t);
+/* Optional values (ONNX optional(T)) travel as SS_DT_SEQUENCE values too: optional(tensor) as a
+ * sequence marked optional holding 0 or 1 tensors, optional(seq) as the sequence itself (or no
+ * sequence: empty). */
+void ss_sequence_mark_optional(ss_sequence *q);
+bool ss_sequence_is_optional(const ss_sequence *q);
+
 /* Does the runtime's op table hold (domain, op_type) at `opset` as an elementwise op (each output
  * element reads only the input elements at its own index, numpy broadcasting aside)? The shard
  * tool keeps exactly these ops on split tensors, so adding one to the runtime is enough. */

@@ -30,10 +30,30 @@ static const char run_usage[] =
     "  --weights       bf16: MatMul/Gemm weights held as bf16 (f32 accumulation) where the CPU\n"
     "                  has native bf16 math (AVX512-BF16/AMX); f32 (default) elsewhere\n";
 
+/* A sequence (or optional) output: its length, then each tensor as "name[i]". */
+static void print_sequence(const char *name, const ss_tensor *t)
+{
+    const ss_sequence *q = ss_sequence_of(t);
+    if (!q) {
+        printf("%s: empty optional\n", name);
+        return;
+    }
+    printf("%s: sequence of %d tensors\n", name, ss_sequence_len(q));
+    for (int i = 0; i < ss_sequence_len(q); i++) {
+        char item[256];
+        snprintf(item, sizeof item, "%s[%d]", name, i);
+        cli_print_tensor(item, ss_sequence_at(q, i));
+    }
+}
+
 void cli_print_tensor(const char *name, const ss_tensor *t)
 {
     char sb[160];
     int64_t n = ss_tensor_numel(t);
+    if (t->dtype == SS_DT_SEQUENCE) {
+        print_sequence(name, t);
+        return;
+    }
     printf("%s: %s %s", name, ss_dtype_name(t->dtype),
            ss_shape_str(t->ndim, t->dims, sb, sizeof sb));
     if (t->dtype == SS_DT_STRING || n <= 0) {

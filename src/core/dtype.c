@@ -29,6 +29,8 @@ size_t ss_dtype_size(ss_dtype dt)
         return 8;
     case SS_DT_STRING:
         return sizeof(ss_string);
+    case SS_DT_SEQUENCE:
+        return 16; /* the sequence's address and a signature of its shapes (runtime) */
     case SS_DT_UNDEFINED:
         return 0;
     }
@@ -66,6 +68,8 @@ const char *ss_dtype_name(ss_dtype dt)
         return "uint64";
     case SS_DT_BFLOAT16:
         return "bfloat16";
+    case SS_DT_SEQUENCE:
+        return "sequence";
     case SS_DT_UNDEFINED:
         return "undefined";
     }

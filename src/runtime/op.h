@@ -116,6 +116,11 @@ ss_packed *ss_kctx_packed_add(ss_kctx *k, const void *src, const void *layout, s
 void *ss_packed_data(const ss_packed *p);
 void ss_packed_release(ss_packed *p);
 
+/* The sequence k's output j holds (infer only: keep it in the state): owned by the session, the
+ * same object for every plan and run, so values referring to it stay valid. NULL if out of
+ * memory, the output is omitted or outside planning. */
+ss_sequence *ss_kctx_sequence(ss_kctx *k, int j, ss_dtype elem_dtype);
+
 /* The model being planned (its path, folder and opsets), or NULL outside planning. */
 const ss_onnx_model *ss_kctx_model(const ss_kctx *k);
 
@@ -192,7 +197,10 @@ extern const ss_op_def ss_ops_extra[];      /* TfIdfVectorizer */
 extern const ss_op_def ss_ops_strings[];    /* StringNormalizer */
 extern const ss_op_def ss_ops_train[];      /* ai.onnx.preview.training Adagrad Momentum */
 #define SS_DOMAIN_TRAINING "ai.onnx.preview.training"
-extern const ss_op_def ss_ops_paged_attention[]; /* com.shardserve PagedAttention */
+extern const ss_op_def ss_ops_paged_attention[];   /* com.shardserve PagedAttention */
+extern const ss_op_def ss_ops_contrib[];           /* com.microsoft (onnxruntime's contrib ops) */
+extern const ss_op_def ss_ops_contrib_attention[]; /* com.microsoft Attention, RotaryEmbedding */
+extern const ss_op_def ss_ops_sequence[]; /* Sequence*, ConcatFromSequence, SplitToSequence */
 extern const ss_op_def ss_ops_quant[]; /* Quantize/DequantizeLinear MatMulInteger QLinearMatMul */
 
 const ss_op_def *ss_op_find(const char *domain, const char *type, int64_t opset);

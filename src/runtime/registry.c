@@ -27,6 +27,9 @@ static const ss_op_def *const families[] = {
     ss_ops_strings,
     ss_ops_train,
     ss_ops_paged_attention,
+    ss_ops_contrib,           // com.microsoft Gelu family, layer norms, FusedMatMul, MatMulNBits
+    ss_ops_contrib_attention, // com.microsoft Attention MultiHeadAttention RotaryEmbedding
+    ss_ops_sequence,          // Sequence* ConcatFromSequence SplitToSequence
 };
 // clang-format on
 
@@ -54,7 +57,8 @@ const ss_op_def *ss_op_find(const char *domain, const char *type, int64_t opset)
 bool ss_op_domain_known(const char *domain)
 {
     return is_default_domain(domain) || strcmp(domain, SS_DOMAIN_COLLECTIVE) == 0 ||
-           strcmp(domain, SS_DOMAIN_TRAINING) == 0 || strcmp(domain, SS_DOMAIN_KVPOOL) == 0;
+           strcmp(domain, SS_DOMAIN_TRAINING) == 0 || strcmp(domain, SS_DOMAIN_KVPOOL) == 0 ||
+           strcmp(domain, "com.microsoft") == 0;
 }
 
 bool ss_runtime_op_elementwise(const char *domain, const char *op_type, int64_t opset)

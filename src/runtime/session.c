@@ -110,11 +110,48 @@ struct ss_session {
         int ndim;
         int64_t dims[SS_MAX_DIMS];
     } * dyn;
-    ss_tensor *seen; /* per value: a computed value shape inference read (dtype 0: none) */
+    ss_tensor *seen;    /* per value: a computed value shape inference read (dtype 0: none) */
+    ss_sequence **seqs; /* per value: the sequence it holds, kept across plans (ops/sequence.c) */
     /* name -> value id hash table (open addressing) */
     int hash_cap;
     int *hash;
 };
+
+/* ------------------------------------------------------------------ sequences
+ * A seq(tensor) value is a 0-D SS_DT_SEQUENCE tensor referring to an ss_sequence. The sequence a
+ * node output holds belongs to the session (one per value, reused by every run and plan), so a
+ * value copied into a new plan, carried by a loop or folded still refers to live memory. */
+
+/* A graph input or output declared seq(tensor), optional(tensor) or optional(seq(tensor)):
+ * described as a 0-D SS_DT_SEQUENCE value. */
+static bool sequence_value_info(const Onnx__ValueInfoProto *p, ss_onnx_value_info *vi)
+{
+    const Onnx__TypeProto *t = p->type;
+    if (t && t->value_case == ONNX__TYPE_PROTO__VALUE_OPTIONAL_TYPE)
+        t = t->optional_type ? t->optional_type->elem_type : NULL;
+    if (t && t->value_case == ONNX__TYPE_PROTO__VALUE_TENSOR_TYPE && p->type != t) {
+        vi->dtype = SS_DT_SEQUENCE;
+        vi->ndim = 0;
+        return true;
+    }
+    if (!t || t->value_case != ONNX__TYPE_PROTO__VALUE_SEQUENCE_TYPE) return false;
+    const Onnx__TypeProto *e = t->sequence_type ? t->sequence_type->elem_type : NULL;
+    if (e && e->value_case != ONNX__TYPE_PROTO__VALUE_TENSOR_TYPE) return false;
+    vi->dtype = SS_DT_SEQUENCE;
+    vi->ndim = 0;
+    return true;
+}
+
+ss_sequence *ss_kctx_sequence(ss_kctx *k, int j, ss_dtype elem_dtype)
+{
+    if (!k->plan || j < 0 || j >= k->n_out) return NULL;
+    ss_session *s = k->plan->s;
+    int id = s->nodes[k - k->plan->kctx].out_ids[j];
+    if (id < 0) return NULL;
+    if (!s->seqs && !(s->seqs = calloc((size_t)s->n_values + 1, sizeof *s->seqs))) return NULL;
+    if (!s->seqs[id]) s->seqs[id] = ss_sequence_new(elem_dtype);
+    return s->seqs[id];
+}
 
 /* ------------------------------------------------------------------ value names */
 
@@ -182,10 +219,10 @@ static ss_status *build_values(ss_session *s)
         ss_onnx_value_info *vi = &s->inputs[s->n_inputs];
         ss_status *st = ss_onnx_read_value_info(g->input[i], vi);
         if (st) return st;
-        if (!vi->is_tensor)
+        if (!vi->is_tensor && !sequence_value_info(g->input[i], vi))
             return ss_errf(SS_ERR_UNSUPPORTED,
-                           "graph input '%s' is not a tensor (sequence, map or "
-                           "optional types are not supported)",
+                           "graph input '%s' is neither a tensor nor a sequence of tensors (map "
+                           "and optional types are not supported)",
                            name);
         int id = value_add(s, name, V_INPUT);
         s->values[id].input_index = s->n_inputs;
@@ -319,8 +356,10 @@ static ss_status *build_outputs(ss_session *s)
         if (id < 0) return ss_errf(SS_ERR_INVALID, "graph output '%s' is never produced", name);
         ss_status *st = ss_onnx_read_value_info(g->output[i], &s->outputs[s->n_outputs]);
         if (st) return st;
-        if (!s->outputs[s->n_outputs].is_tensor)
-            return ss_errf(SS_ERR_UNSUPPORTED, "graph output '%s' is not a tensor", name);
+        if (!s->outputs[s->n_outputs].is_tensor &&
+            !sequence_value_info(g->output[i], &s->outputs[s->n_outputs]))
+            return ss_errf(SS_ERR_UNSUPPORTED,
+                           "graph output '%s' is neither a tensor nor a sequence of tensors", name);
         s->output_ids[s->n_outputs++] = id;
     }
     return NULL;
@@ -422,8 +461,11 @@ const ss_tensor *ss_kctx_value(ss_kctx *k, int i)
     if (p->known[id]) return &p->vals[id];
     const value_def *vd = &p->s->values[id];
     if (vd->kind == V_INPUT && p->inputs) {
+        /* a subgraph's input planned by shape alone has no value to depend on */
+        const ss_tensor *in = &p->inputs[vd->input_index];
+        if (!in->data && ss_tensor_numel(in) != 0) return NULL;
         p->value_dep[vd->input_index] = 1;
-        return &p->inputs[vd->input_index];
+        return in;
     }
     if (vd->kind != V_NODE) return NULL;
     if (p->n_wanted < p->s->n_values) p->wanted[p->n_wanted++] = id;
@@ -1053,6 +1095,9 @@ void ss_session_free(ss_session *s)
     if (!s) return;
     plan_free(s->plan);
     ss_kvpool_free(s->kvpool);
+    for (int i = 0; s->seqs && i < s->n_values; i++)
+        ss_sequence_free(s->seqs[i]);
+    free(s->seqs);
     while (s->packed) {
         ss_packed *e = s->packed;
         s->packed = e->next;

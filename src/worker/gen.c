@@ -96,11 +96,20 @@ static bool scalar(const ss_tensor *t, double *v)
 {
     if (t->nbytes != ss_dtype_size(t->dtype) || t->dtype == SS_DT_STRING) return false;
     switch (t->dtype) {
-    case SS_DT_INT64: *v = (double)*(const int64_t *)t->data; return true;
-    case SS_DT_INT32: *v = *(const int32_t *)t->data; return true;
-    case SS_DT_FLOAT32: *v = *(const float *)t->data; return true;
-    case SS_DT_FLOAT64: *v = *(const double *)t->data; return true;
-    default: return false;
+    case SS_DT_INT64:
+        *v = (double)*(const int64_t *)t->data;
+        return true;
+    case SS_DT_INT32:
+        *v = *(const int32_t *)t->data;
+        return true;
+    case SS_DT_FLOAT32:
+        *v = *(const float *)t->data;
+        return true;
+    case SS_DT_FLOAT64:
+        *v = *(const double *)t->data;
+        return true;
+    default:
+        return false;
     }
 }
 
@@ -110,8 +119,8 @@ static bool int_list(const ss_tensor *t, int64_t *out, size_t cap, size_t *n)
     if (t->dtype != SS_DT_INT64 && t->dtype != SS_DT_INT32) return false;
     *n = t->nbytes / ss_dtype_size(t->dtype);
     for (size_t i = 0; i < *n && i < cap; i++)
-        out[i] = t->dtype == SS_DT_INT64 ? ((const int64_t *)t->data)[i]
-                                         : ((const int32_t *)t->data)[i];
+        out[i] =
+            t->dtype == SS_DT_INT64 ? ((const int64_t *)t->data)[i] : ((const int32_t *)t->data)[i];
     return true;
 }
 
@@ -126,8 +135,7 @@ static ss_status *set_param(gen_req *r, const char *name, const ss_tensor *t)
         r->p.n_stop_ids = (int32_t)n;
         return NULL;
     }
-    if (!scalar(t, &v))
-        return ss_errf(SS_ERR_INVALID, "input '%s' must be one number", name);
+    if (!scalar(t, &v)) return ss_errf(SS_ERR_INVALID, "input '%s' must be one number", name);
     bool integer = !strcmp(name, "max_tokens") || !strcmp(name, "top_k") || !strcmp(name, "seed");
     if (integer && (v != (double)(int64_t)v || v < (!strcmp(name, "top_k") ? -1 : 0) ||
                     v > (!strcmp(name, "seed") ? 9.2e18 : 2147483647.0)))
@@ -150,7 +158,8 @@ static ss_status *read_inputs(gen_req *r, const ss_method_config *mc, const ss_s
 {
     for (int k = 0; k < mc->n_inputs; k++) {
         const ss_serving_item *it = ss_serving_instance_find(in, mc->inputs[k]);
-        if (!it) return ss_errf(SS_ERR_INVALID, "Cannot find input %s in instance input", mc->inputs[k]);
+        if (!it)
+            return ss_errf(SS_ERR_INVALID, "Cannot find input %s in instance input", mc->inputs[k]);
         if (strcmp(mc->inputs[k], "prompt")) {
             ss_status *st = set_param(r, mc->inputs[k], &it->tensor);
             if (st) return st;
@@ -160,7 +169,7 @@ static ss_status *read_inputs(gen_req *r, const ss_method_config *mc, const ss_s
         if ((it->tensor.dtype != SS_DT_INT64 && it->tensor.dtype != SS_DT_INT32) || n == 0 ||
             n > INT32_MAX / 2)
             return ss_errf(SS_ERR_INVALID, "input 'prompt' must hold token ids (int64 or int32), "
-                           "at least one");
+                                           "at least one");
         r->prompt = malloc(n * sizeof(int64_t));
         if (!r->prompt) return ss_errf(SS_ERR_NOMEM, "a prompt of %zu tokens", n);
         int_list(&it->tensor, r->prompt, n, &n);
@@ -273,9 +282,13 @@ bool ss_wgen_next(ss_wgen *g, ss_gen_call *call, bool *probe)
     case POOL_UNKNOWN:
         if (!g->reqs) return false;
         g->probe_tok = g->probe_pos = 0;
-        *call = (ss_gen_call){.batch = 1, .seq = 1, .input_ids = &g->probe_tok,
-                              .positions = &g->probe_pos, .seq_ids = &g->probe_seq,
-                              .create = &g->probe_seq, .n_create = 1};
+        *call = (ss_gen_call){.batch = 1,
+                              .seq = 1,
+                              .input_ids = &g->probe_tok,
+                              .positions = &g->probe_pos,
+                              .seq_ids = &g->probe_seq,
+                              .create = &g->probe_seq,
+                              .n_create = 1};
         g->state = PROBE_RUNNING;
         *probe = true;
         g->call_batch = g->call_seq = 1;
@@ -299,10 +312,10 @@ static void start_engine(ss_wgen *g, const ss_tensor *logits, int64_t blocks, in
     ss_status *st = NULL;
     if (!logits || logits->dtype != SS_DT_FLOAT32 || logits->ndim != 3 || logits->dims[2] < 1)
         st = ss_errf(SS_ERR_INVALID, "the model's first output must be float32 logits [batch, "
-                     "seq, vocab]");
+                                     "seq, vocab]");
     else if (blocks < 1 || tokens < 1)
         st = ss_errf(SS_ERR_INVALID, "the agents report no KV block pool: serve a model made by "
-                     "`shardserve shard --kv-pool`");
+                                     "`shardserve shard --kv-pool`");
     ss_gen_options o = {.vocab = st ? 0 : (int32_t)logits->dims[2],
                         .sched = {(int32_t)(blocks > INT32_MAX ? INT32_MAX : blocks), tokens,
                                   g->cfg.step_tokens, g->cfg.max_running, g->cfg.max_sequences}};

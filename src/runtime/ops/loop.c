@@ -49,6 +49,10 @@ static ss_status *body_plan_make(ss_kctx *k, body_plan *b, int node_in)
     for (int i = 0; !st && i < b->n_outer; i++) {
         b->in[b->n_decl + i] = *k->in[node_in + i]; /* data only where known at plan time */
         b->in[b->n_decl + i].storage = SS_STORE_BORROWED;
+        /* a sequence's element shapes size what the body reads from it (SequenceAt) */
+        const ss_tensor *v =
+            k->in[node_in + i]->dtype == SS_DT_SEQUENCE ? ss_kctx_value(k, node_in + i) : NULL;
+        if (v && v->data) b->in[b->n_decl + i].data = v->data;
     }
     if (!st) st = ss_subgraph_session(k, a->g, "body", &outer, b->in, &b->body);
     ss_name_list_free(&outer);
