@@ -387,6 +387,11 @@ void ss_wgen_cancel(ss_wgen *g, void *request)
     }
 }
 
+ss_sched_stats ss_wgen_stats(const ss_wgen *g)
+{
+    return g->engine ? ss_gen_stats(g->engine) : (ss_sched_stats){0};
+}
+
 bool ss_wgen_busy(const ss_wgen *g)
 {
     return g && g->reqs;

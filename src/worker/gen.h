@@ -46,4 +46,7 @@ void ss_wgen_cancel(ss_wgen *g, void *request);
 
 bool ss_wgen_busy(const ss_wgen *g); /* requests held */
 
+/* The token loop's KV blocks and sequences (zeros before the pool is known). */
+ss_sched_stats ss_wgen_stats(const ss_wgen *g);
+
 #endif

@@ -207,8 +207,9 @@ struct ss_worker {
     /* the model's inputs: rank 0's, then what later stages add (borrowed from agents[].inputs) */
     const ss_link_spec *model_in[SS_MAX_IO];
     size_t n_model_in;
-    ss_wgen *gen;  /* a generative servable's token loop (NULL otherwise) */
-    bool gen_busy; /* one of its calls is in flight */
+    ss_wgen *gen;           /* a generative servable's token loop (NULL otherwise) */
+    bool gen_busy;          /* one of its calls is in flight */
+    uint64_t gen_preempted; /* its engine's preemptions already counted in /metrics */
     task *queue;
     size_t q_head, q_len, q_cap;
     job *inflight, *free_jobs;
@@ -261,7 +262,7 @@ static void ring(ss_worker *w)
 
 static struct {
     ss_metric_family *requests, *total, *queue, *compute, *batch, *inflight, *queued, *rank_up,
-        *hb_age, *sent, *recv, *comm;
+        *hb_age, *sent, *recv, *comm, *kv_blocks, *sequences, *preempted;
 } fam;
 static pthread_once_t fam_once = PTHREAD_ONCE_INIT;
 
@@ -306,6 +307,18 @@ static void fam_init(void)
     fam.recv = ss_metrics_family(m, SS_METRIC_COUNTER, "shardserve_link_received_bytes_total",
                                  "Bytes the worker received from the rank's agent over the link", 3,
                                  svr, NULL, 0);
+    static const char *const svs[] = {"servable", "version", "state"};
+    fam.kv_blocks = ss_metrics_family(
+        m, SS_METRIC_GAUGE, "shardserve_kv_blocks",
+        "A generative servable's KV cache blocks (the smallest rank's pool), used or free", 3, svs,
+        NULL, 0);
+    fam.sequences = ss_metrics_family(
+        m, SS_METRIC_GAUGE, "shardserve_sequences",
+        "A generative servable's sequences, running or waiting for blocks", 3, svs, NULL, 0);
+    fam.preempted = ss_metrics_family(
+        m, SS_METRIC_COUNTER, "shardserve_sequences_preempted_total",
+        "Sequences whose KV blocks were taken back (computed again when they return)", 2, sv, NULL,
+        0);
     fam.comm = ss_metrics_family(
         m, SS_METRIC_COUNTER, "shardserve_collective_bytes_total",
         "Payload bytes the rank's agent moved through collectives (allreduce, allgather, "
@@ -363,6 +376,24 @@ static void count_comm_bytes(ss_worker *w, int rank, uint64_t bytes)
 }
 
 /* Scrape-time gauges, computed on the loop (IN_REFRESH). */
+static void refresh_gen_metrics(ss_worker *w)
+{
+    ss_sched_stats s = ss_wgen_stats(w->gen);
+    const char *used[] = {w->cfg.name, w->version_str, "used"};
+    const char *free_[] = {w->cfg.name, w->version_str, "free"};
+    const char *run[] = {w->cfg.name, w->version_str, "running"};
+    const char *wait[] = {w->cfg.name, w->version_str, "waiting"};
+    const char *v[] = {w->cfg.name, w->version_str};
+    ss_metric_set(ss_metrics_series(fam.kv_blocks, used), s.blocks_used);
+    ss_metric_set(ss_metrics_series(fam.kv_blocks, free_), s.blocks_free);
+    ss_metric_set(ss_metrics_series(fam.sequences, run), s.running);
+    ss_metric_set(ss_metrics_series(fam.sequences, wait), s.waiting);
+    if (s.preempted > w->gen_preempted) /* a new engine (after a probe) starts from 0 */
+        ss_metric_add(ss_metrics_series(fam.preempted, v),
+                      (double)(s.preempted - w->gen_preempted));
+    w->gen_preempted = s.preempted;
+}
+
 static void refresh_metrics(ss_worker *w)
 {
     ASSERT_ON_LOOP(w);
@@ -376,6 +407,7 @@ static void refresh_metrics(ss_worker *w)
     }
     const char *v[] = {w->cfg.name, w->version_str};
     ss_metric_set(ss_metrics_series(fam.queued, v), (double)w->q_len);
+    if (w->gen) refresh_gen_metrics(w);
 }
 
 /* The metrics scrape asks the loop and waits (bounded) for the answer. */
@@ -1566,6 +1598,7 @@ static void gen_dispatch(ss_worker *w)
         return;
     }
     j->gen = true, j->gen_probe = probe, j->call = c;
+    if (c.batch) ss_metric_observe(w->m_batch, (double)c.batch);
     j->answers_due = probe ? w->cfg.rank_size : 1;
     j->id = ++w->next_job_id;
     j->dispatch_ns = ss_now_ns();

@@ -7,7 +7,8 @@ the worker runs the token loop, the KV cache stays in the agents' block pools.
 - greedy generation through gRPC (the Python client) and MindSpore REST equals PyTorch's tokens,
   whole (1 rank) and head-parallel over 2 ranks;
 - 32 concurrent requests with different prompt lengths and sampling settings each equal their
-  own run alone (continuous batching changes nothing);
+  own run alone (continuous batching changes nothing), on a pool small enough that sequences
+  wait and are preempted; /metrics shows the batched calls, the preemptions and the blocks;
 - wrong parameters are refused naming the input; max_tokens and finish_reason are honoured.
 
 Usage: test_serve_generate.py CASE_DIR [case ...] (CASE_DIR holds model.onnx, prompt.npy,
@@ -84,9 +85,26 @@ def request(i):
     return instance(prompt, 8 + i % 25, 0.8 if i % 2 else 0.0, 10 if i % 4 == 1 else 0, 1000 + i)
 
 
+def block_mb(blocks, ranks=1):
+    """kv_cache_mb for a pool of `blocks` blocks per rank (each rank keeps its share of the KV
+    heads, head_dim 16, 2 layers, K and V, 16 tokens a block)."""
+    heads = (2 if "llama" in CASE else 4) // ranks
+    return blocks * 2 * 2 * heads * 16 * 16 * 4 / (1 << 20)
+
+
+def metric(c, name, **labels):
+    """The sum of the series of `name` in serve's /metrics that carry these labels."""
+    text = urllib.request.urlopen("http://%s/metrics" % c.rest, timeout=10).read().decode()
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+               if line.startswith(name + "{") and all('%s="%s"' % kv in line for kv in labels.items()))
+
+
 def test_32_concurrent_equal_alone():
+    """On 2 ranks and a pool of 24.5 blocks (392 tokens for requests of up to 51): sequences wait
+    and are preempted, the decodes are batched, and nothing changes a token."""
     with Cluster() as c:
-        serve_generative(c, 2)
+        serve_generative(c, 2, {"max_running": 32, "max_context": 256,
+                                "kv_cache_mb": block_mb(24.5, 2)})
         alone = [list(generate(c, request(i))["tokens"]) for i in range(32)]
         together = [None] * 32
 
@@ -100,18 +118,23 @@ def test_32_concurrent_equal_alone():
         bad = [i for i in range(32) if together[i] != alone[i]]
         assert not bad, "requests %s differ when concurrent: %s vs %s" % (
             bad, together[bad[0]], alone[bad[0]])
-        log = c.log(c.server)
-        print("    32 concurrent requests (%d tokens in all) equal their runs alone" %
-              sum(len(a) for a in alone))
-        assert "slow" in log or True
+        batches = metric(c, "shardserve_batch_size_count")
+        small = metric(c, "shardserve_batch_size_bucket", le="8")
+        preempted = metric(c, "shardserve_sequences_preempted_total")
+        used = metric(c, "shardserve_kv_blocks", state="used")
+        free = metric(c, "shardserve_kv_blocks", state="free")
+        print("    32 concurrent requests (%d tokens in all) equal their runs alone; %d calls, %d "
+              "with more than 8 sequences; %d preemptions; KV blocks used %d, free %d" % (
+                  sum(len(a) for a in alone), batches, batches - small, preempted, used, free))
+        assert batches > small, "no call batched more than 8 sequences"
+        assert preempted > 0, "the pool of 24 blocks never ran out"
+        assert used == 0 and free == 24, (used, free)
 
 
 def test_bad_parameters_named():
-    """On a pool of 12 blocks (kv_cache_mb sized from the model: 192 tokens < max_context 256)."""
+    """On a pool of 12 blocks (192 tokens, below max_context 256)."""
     with Cluster() as c:
-        heads = 2 if "llama" in CASE else 4  # KV heads x head_dim 16 x 2 layers x K and V
-        block = 2 * 2 * heads * 16 * 16 * 4
-        serve_generative(c, 1, {"max_context": 256, "kv_cache_mb": 12.5 * block / (1 << 20)})
+        serve_generative(c, 1, {"max_context": 256, "kv_cache_mb": block_mb(12.5)})
         cl = ssc.Client(c.grpc, "gen", "generate")
         cases = [(dict(instance(PROMPT, 4), temperature=np.float32(-1)), "temperature"),
                  (dict(instance(PROMPT, 4), max_tokens=np.int64(0)), "max_tokens"),
