@@ -1,10 +1,10 @@
 /*
- * gen_engine (gen_engine.h): requests -> scheduler steps -> model calls -> sampled tokens. A step's
- * decodes (and one-token prefill chunks) form one batched call, each longer prefill chunk a call
- * of its own. The KV pool's sequences follow the scheduler's: created when a sequence's first
- * chunk runs, freed when it finishes, is cancelled or is preempted (a preempted one is created
- * again and recomputed when it returns). Pool ids are never reused, so a late free cannot hit a
- * newer sequence.
+ * gen_engine (gen_engine.h): requests -> scheduler steps -> model calls -> sampled tokens. A
+ * step's items of one chunk length form one batched call: the decodes (and one-token prefill
+ * chunks) one, prefill chunks of equal length another. The KV pool's sequences follow the
+ * scheduler's: created when a sequence's first chunk runs, freed when it finishes, is cancelled or
+ * is preempted (a preempted one is created again and recomputed when it returns). Pool ids are
+ * never reused, so a late free cannot hit a newer sequence.
  */
 #include "gen_engine.h"
 
@@ -33,7 +33,8 @@ struct ss_gen_engine {
     int64_t next_pool_id;
     /* the step being run: items reordered so that each call is a range */
     ss_sched_item *items;
-    int32_t n_items, first[2], n_calls, next_call, call_lo, call_hi;
+    int32_t n_items, n_calls, next_call, call_lo, call_hi;
+    int32_t *bounds; /* call k runs items [bounds[k], bounds[k + 1]) */
     bool in_call;
     /* the call's inputs */
     int64_t *ids, *pos, *sids, *create, *release;
@@ -59,14 +60,15 @@ ss_status *ss_gen_engine_new(const ss_gen_options *o, ss_gen_engine **out)
     e->row = malloc(sizeof(float) * (size_t)o->vocab);
     e->seqs = calloc(seqs, sizeof *e->seqs);
     e->items = malloc(sizeof *e->items * (size_t)o->sched.max_running);
+    e->bounds = malloc(sizeof *e->bounds * ((size_t)o->sched.max_running + 1));
     e->ids = malloc(sizeof(int64_t) * step);
     e->pos = malloc(sizeof(int64_t) * step);
     e->sids = malloc(sizeof(int64_t) * (size_t)o->sched.max_running);
     e->create = malloc(sizeof(int64_t) * seqs);
     e->release = malloc(sizeof(int64_t) * 2 * seqs);
     e->gone = malloc(sizeof(int32_t) * seqs);
-    if (!e->row || !e->seqs || !e->items || !e->ids || !e->pos || !e->sids || !e->create ||
-        !e->release || !e->gone) {
+    if (!e->row || !e->seqs || !e->items || !e->bounds || !e->ids || !e->pos || !e->sids ||
+        !e->create || !e->release || !e->gone) {
         ss_gen_engine_free(e);
         return ss_errf(SS_ERR_NOMEM, "generation engine for %zu sequences", seqs);
     }
@@ -91,6 +93,7 @@ void ss_gen_engine_free(ss_gen_engine *e)
     free(e->row);
     free(e->seqs);
     free(e->items);
+    free(e->bounds);
     free(e->ids);
     free(e->pos);
     free(e->sids);
@@ -182,8 +185,9 @@ static void finish(ss_gen_engine *e, int32_t slot, int64_t token, ss_gen_state s
     if (cb) cb(ctx, token, state, error);
 }
 
-/* A new step: cancellations and preemptions settled, the scheduler's items grouped into calls
- * (the one-token items first, as one batch). false: nothing to run. */
+/* A new step: cancellations and preemptions settled, the scheduler's items grouped into calls:
+ * items of one chunk length share a call ([batch, seq] inputs), the decodes (and one-token
+ * chunks) first. false: nothing to run. */
 static bool plan_step(ss_gen_engine *e)
 {
     for (int32_t i = 0; i < e->o.sched.max_sequences; i++)
@@ -193,29 +197,26 @@ static bool plan_step(ss_gen_engine *e)
     int32_t gone = ss_sched_take_preempted(e->sched, e->gone, e->o.sched.max_sequences);
     for (int32_t i = 0; i < gone; i++)
         drop_from_pool(e, &e->seqs[e->gone[i]]);
-    int32_t ones = 0;
-    for (int32_t i = 0; i < n; i++)
-        if (e->items[i].n == 1) {
-            ss_sched_item t = e->items[ones];
-            e->items[ones++] = e->items[i];
-            e->items[i] = t;
-        }
+    for (int32_t i = 1; i < n; i++) { /* stable insertion sort by chunk length: few items */
+        ss_sched_item t = e->items[i];
+        int32_t j = i;
+        for (; j > 0 && e->items[j - 1].n > t.n; j--)
+            e->items[j] = e->items[j - 1];
+        e->items[j] = t;
+    }
     e->n_items = n;
-    e->n_calls = (ones > 0) + (n - ones);
-    e->first[0] = ones; /* call 0 = items [0, ones) when ones > 0; then one item per call */
+    e->n_calls = 0;
+    for (int32_t i = 0; i < n; i++)
+        if (i == 0 || e->items[i].n != e->items[i - 1].n) e->bounds[e->n_calls++] = i;
+    e->bounds[e->n_calls] = n;
     e->next_call = 0;
     return n > 0;
 }
 
 static void call_range(const ss_gen_engine *e, int32_t call, int32_t *lo, int32_t *hi)
 {
-    int32_t ones = e->first[0];
-    if (ones > 0 && call == 0) {
-        *lo = 0, *hi = ones;
-        return;
-    }
-    *lo = ones + call - (ones > 0);
-    *hi = *lo + 1;
+    *lo = e->bounds[call];
+    *hi = e->bounds[call + 1];
 }
 
 /* Items of the call whose request is still there (one that failed or finished earlier in the

@@ -3,9 +3,10 @@
  * sampling, stop tokens, max tokens) go in; model calls come out (token ids, positions and KV
  * pool sequence ids: the keys and values stay where the model keeps them, a PagedAttention
  * model's block pool); their logits come back; tokens go to each request's callback as they are
- * chosen. Continuous batching (sched.h): every step runs the decodes of all running sequences as
- * one batched call, and each prefill chunk as a call of its own; sequences join and leave at
- * every step. The caller runs one call at a time, on one thread (the worker's loop).
+ * chosen. Continuous batching (gen_sched.h): every step runs the decodes of all running
+ * sequences as one batched call, and prefill chunks of equal length as one call each; sequences
+ * join and leave at every step. The caller runs one call at a time, on one thread (the worker's
+ * loop).
  */
 #ifndef SS_GENERATE_ENGINE_H
 #define SS_GENERATE_ENGINE_H
