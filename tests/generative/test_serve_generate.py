@@ -5,7 +5,7 @@ gen_export_* fixture) sharded with `shardserve shard --kv-pool`, served by a rea
 the worker runs the token loop, the KV cache stays in the agents' block pools.
 
 - greedy generation through gRPC (the Python client) and MindSpore REST equals PyTorch's tokens,
-  whole (1 rank) and head-parallel over 2 ranks;
+  whole (1 rank), head-parallel over 2 ranks, and 8 ranks in 2 pipeline stages;
 - 32 concurrent requests with different prompt lengths and sampling settings each equal their
   own run alone (continuous batching changes nothing), on a pool small enough that sequences
   wait and are preempted; /metrics shows the batched calls, the preemptions and the blocks;
@@ -34,8 +34,8 @@ METHOD = {"name": "generate", "outputs": ["tokens", "finish_reason"],
           "inputs": ["prompt", "max_tokens", "temperature", "top_k", "seed"]}
 
 
-def serve_generative(c, ranks, gen=None):
-    models = c.add_servable("gen", os.path.join(CASE, "model.onnx"), ranks, 1, methods=[METHOD],
+def serve_generative(c, ranks, gen=None, stages=1):
+    models = c.add_servable("gen", os.path.join(CASE, "model.onnx"), ranks, stages, methods=[METHOD],
                             extra={"generate": gen or {"max_running": 32, "max_context": 256}},
                             shard_args=("--kv-pool",))
     c.serve([("gen", 1, c.write_rank_table(ranks))])
@@ -55,9 +55,9 @@ def generate(c, inst):
     return r[0]
 
 
-def greedy_equals_pytorch(ranks):
+def greedy_equals_pytorch(ranks, stages=1):
     with Cluster() as c:
-        serve_generative(c, ranks)
+        serve_generative(c, ranks, stages=stages)
         r = generate(c, instance(PROMPT, len(REF)))
         assert list(r["tokens"]) == list(REF), "got %s, want %s" % (list(r["tokens"]), list(REF))
         assert r["finish_reason"] in ("length", b"length"), r
@@ -68,7 +68,8 @@ def greedy_equals_pytorch(ranks):
         with urllib.request.urlopen(req, timeout=60) as f:
             rest = json.loads(f.read())
         assert rest["instances"][0]["tokens"] == list(REF[:8]), rest
-        print("    %d rank(s): %d greedy tokens equal PyTorch's (gRPC), 8 over REST" % (ranks, len(REF)))
+        print("    %d rank(s) in %d stage(s): %d greedy tokens equal PyTorch's (gRPC), 8 over REST" % (
+            ranks, stages, len(REF)))
 
 
 def test_greedy_whole():
@@ -77,6 +78,12 @@ def test_greedy_whole():
 
 def test_greedy_two_ranks():
     greedy_equals_pytorch(2)
+
+
+def test_greedy_two_stages():
+    """8 ranks in 2 pipeline stages (MindSpore's smallest): every stage keeps its layers' share
+    of the KV cache and is sent the token ids, positions and sequence ids itself."""
+    greedy_equals_pytorch(8, 2)
 
 
 def request(i):
@@ -150,7 +157,8 @@ def test_bad_parameters_named():
         print("    refused: " + "; ".join(r["error"][:70] for r in got[:-1]))
 
 
-CASES = [test_greedy_whole, test_greedy_two_ranks, test_32_concurrent_equal_alone,
+CASES = [test_greedy_whole, test_greedy_two_ranks, test_greedy_two_stages,
+         test_32_concurrent_equal_alone,
          test_bad_parameters_named]
 
 if __name__ == "__main__":
