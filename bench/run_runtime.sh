@@ -17,7 +17,13 @@ if [ ! -f "$BUILD/CMakeCache.txt" ]; then
 fi
 cmake --build "$BUILD" -j2 --target bench_runtime >/dev/null
 
-if [ ! -d "$REPO/bench/ort/node_modules/onnxruntime-node" ]; then
+# The same onnxruntime-node that scripts/test-real-models.sh installs will do (no network needed).
+REAL=${SHARDSERVE_REAL_MODELS_CACHE:-$HOME/.cache/shardserve-real-models}
+if [ -d "$REPO/bench/ort/node_modules/onnxruntime-node" ]; then
+  :
+elif [ -d "$REAL/node/node_modules/onnxruntime-node" ]; then
+  export NODE_PATH=$REAL/node/node_modules
+else
   # The package's postinstall would download extra binaries; the CPU build is already bundled.
   (cd "$REPO/bench/ort" && ONNXRUNTIME_NODE_INSTALL=skip npm ci --no-audit --no-fund >/dev/null)
 fi
