@@ -18,6 +18,7 @@
 #define SS_RUNTIME_OPS_BROADCAST_H
 
 #include "common.h"
+#include "isa.h"
 
 #define SS_BC_MAX 3     /* operands of one elementwise call (Where has three) */
 #define SS_EW_CHUNK 256 /* elements converted per step for float16/bfloat16 operands */
@@ -86,16 +87,27 @@ ss_status *ss_ew_legacy_operand(const ss_kctx *k, const ss_tensor *a, const ss_t
 
 /* ---------------------------------------------------------------- kernel templates
  *
- * BINARY_KERNEL(name, TA, TB, TY, expr): expr computes the result from `a` (TA) and `b` (TB);
+ * Every kernel is compiled for AVX-512, AVX2 and the x86-64 baseline and dispatched at run time
+ * (isa.h). Its parameters are copied to a local first: a parameter read through the pointer
+ * inside the loop (LeakyRelu's alpha, Clip's bounds) kept the loop scalar and branching,
+ * converting the parameter per element. */
+#define SS_EW_PARAMS                                                                               \
+    (const void *const *in_, void *out_, int64_t n, unsigned mode, const ss_ew_params *prm_)
+#define SS_EW_ARGS (in_, out_, n, mode, prm_)
+#define SS_EW_LOCAL_PARAMS                                                                         \
+    const ss_ew_params prm_copy_ = *prm_;                                                          \
+    const ss_ew_params *const prm = &prm_copy_;                                                    \
+    (void)prm;
+
+/* BINARY_KERNEL(name, TA, TB, TY, expr): expr computes the result from `a` (TA) and `b` (TB);
  * it may read `prm`. The four stride cases are separate loops so each is a unit-stride loop. */
 #define SS_EW_BINARY_KERNEL(NAME, TA, TB, TY, EXPR)                                                \
-    static void NAME(const void *const *in_, void *out_, int64_t n, unsigned mode,                 \
-                     const ss_ew_params *prm)                                                      \
+    SS_ISA_INLINE void NAME##_body SS_EW_PARAMS                                                    \
     {                                                                                              \
         const TA *restrict A_ = in_[0];                                                            \
         const TB *restrict B_ = in_[1];                                                            \
         TY *restrict Y_ = out_;                                                                    \
-        (void)prm;                                                                                 \
+        SS_EW_LOCAL_PARAMS                                                                         \
         switch (mode & 3u) {                                                                       \
         case 3:                                                                                    \
             for (int64_t i = 0; i < n; i++) {                                                      \
@@ -126,16 +138,16 @@ ss_status *ss_ew_legacy_operand(const ss_kctx *k, const ss_tensor *a, const ss_t
                 Y_[i] = y;                                                                         \
         } break;                                                                                   \
         }                                                                                          \
-    }
+    }                                                                                              \
+    SS_ISA_VARIANTS(void, NAME, SS_EW_PARAMS, SS_EW_ARGS)
 
 /* UNARY_KERNEL(name, TX, TY, expr): expr computes the result from `x`; it may read `prm`. */
 #define SS_EW_UNARY_KERNEL(NAME, TX, TY, EXPR)                                                     \
-    static void NAME(const void *const *in_, void *out_, int64_t n, unsigned mode,                 \
-                     const ss_ew_params *prm)                                                      \
+    SS_ISA_INLINE void NAME##_body SS_EW_PARAMS                                                    \
     {                                                                                              \
         const TX *restrict X_ = in_[0];                                                            \
         TY *restrict Y_ = out_;                                                                    \
-        (void)prm;                                                                                 \
+        SS_EW_LOCAL_PARAMS                                                                         \
         if (mode & 1u) {                                                                           \
             for (int64_t i = 0; i < n; i++) {                                                      \
                 const TX x = X_[i];                                                                \
@@ -147,7 +159,8 @@ ss_status *ss_ew_legacy_operand(const ss_kctx *k, const ss_tensor *a, const ss_t
             for (int64_t i = 0; i < n; i++)                                                        \
                 Y_[i] = y;                                                                         \
         }                                                                                          \
-    }
+    }                                                                                              \
+    SS_ISA_VARIANTS(void, NAME, SS_EW_PARAMS, SS_EW_ARGS)
 
 /* Type lists: X(suffix, C type, dtype, wrap type, arg). The wrap type is the unsigned type
  * integer arithmetic runs in, so that overflow wraps instead of being undefined; `arg` is passed
