@@ -29,8 +29,15 @@ else
 fi
 
 /usr/bin/python3 "$REPO/bench/models.py" "$MODELS"
+# Real models from npm packages, when scripts/test-real-models.sh has filled its cache (the rows
+# are left out otherwise; nothing is downloaded here).
+REAL_ARGS=()
+if [ -d "$REAL/cases" ]; then
+  /usr/bin/python3 "$REPO/bench/real_cases.py" "$MODELS/real"
+  REAL_ARGS=(--real "$MODELS/real")
+fi
 # oneDNN's OpenMP workers sleep when idle instead of spinning on a core the other side (or the
 # OpenBLAS / own-kernel threads) needs; libgomp reads this only at process start.
 export OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-PASSIVE}
 exec /usr/bin/python3 "$REPO/bench/compare.py" --bench "$BUILD/bench/bench_runtime" \
-  --ort "$REPO/bench/ort/bench_ort.js" --models "$MODELS" "$@"
+  --ort "$REPO/bench/ort/bench_ort.js" --models "$MODELS" "${REAL_ARGS[@]}" "$@"
