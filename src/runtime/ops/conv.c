@@ -11,6 +11,7 @@
  * never allocates.
  */
 #include "common.h"
+#include "isa.h"
 #include "onednn.h"
 #include "quant.h"
 
@@ -355,12 +356,67 @@ IM2COL(float)
 IM2COL(double)
 
 /* Depthwise: each kernel tap adds a weighted strided input row into the output row (the rows
- * start as the bias), like the pooling loops; no im2col and no per-channel gemm calls. */
-#define DEPTHWISE(T)                                                                               \
-    static void depthwise_##T(const geom *g, const T *restrict x, const T *restrict w,             \
-                              T *restrict y)                                                       \
+ * start as the bias), like the pooling loops; no im2col and no per-channel gemm calls. The
+ * float32 loop is compiled per ISA (isa.h): the row updates become AVX-512 / AVX2 FMAs. */
+#define DW_PARAMS(T) (const geom *g, const T *restrict x, const T *restrict w, T *restrict y)
+#define DW_ARGS (g, x, w, y)
+/* Tap kw of one input row into the output row, over output positions [lo, hi). */
+#define DW_TAP(T)                                                                                  \
+    SS_ISA_INLINE void dw_tap_##T(int64_t s2, int64_t off, T wv, const T *restrict row,            \
+                                  T *restrict yr, int64_t lo, int64_t hi)                          \
     {                                                                                              \
-        int64_t s2 = g->s[2];                                                                      \
+        if (s2 == 1)                                                                               \
+            for (int64_t ow = lo; ow < hi; ow++)                                                   \
+                yr[ow] += wv * row[ow + off];                                                      \
+        else                                                                                       \
+            for (int64_t ow = lo; ow < hi; ow++)                                                   \
+                yr[ow] += wv * row[ow * s2 + off];                                                 \
+    }
+
+/* One input row into one output row. Three taps wide (the common 3x3), the positions where all
+ * three are inside the row take one pass that adds them in tap order (as the per-tap passes do),
+ * instead of three passes over the output row; the edges go tap by tap. */
+#define DW_ROW(T)                                                                                  \
+    SS_ISA_INLINE void dw_row_##T(const geom *g, const T *restrict row, const T *restrict wk,      \
+                                  T *restrict yr)                                                  \
+    {                                                                                              \
+        int64_t s2 = g->s[2], lo[3], hi[3], off[3];                                                \
+        if (g->k[2] != 3) {                                                                        \
+            for (int64_t kw = 0; kw < g->k[2]; kw++) {                                             \
+                off[0] = kw * g->d[2] - g->pb[2];                                                  \
+                valid_range(off[0], s2, g->in[2], g->out[2], &lo[0], &hi[0]);                      \
+                dw_tap_##T(s2, off[0], wk[kw], row, yr, lo[0], hi[0]);                             \
+            }                                                                                      \
+            return;                                                                                \
+        }                                                                                          \
+        int64_t ilo = 0, ihi = g->out[2];                                                          \
+        for (int kw = 0; kw < 3; kw++) {                                                           \
+            off[kw] = kw * g->d[2] - g->pb[2];                                                     \
+            valid_range(off[kw], s2, g->in[2], g->out[2], &lo[kw], &hi[kw]);                       \
+            ilo = lo[kw] > ilo ? lo[kw] : ilo;                                                     \
+            ihi = hi[kw] < ihi ? hi[kw] : ihi;                                                     \
+        }                                                                                          \
+        if (ihi < ilo) ihi = ilo;                                                                  \
+        for (int kw = 0; kw < 3; kw++) { /* the edges: positions outside [ilo, ihi) */             \
+            dw_tap_##T(s2, off[kw], wk[kw], row, yr, lo[kw], hi[kw] < ilo ? hi[kw] : ilo);         \
+            dw_tap_##T(s2, off[kw], wk[kw], row, yr, lo[kw] > ihi ? lo[kw] : ihi, hi[kw]);         \
+        }                                                                                          \
+        const T w0 = wk[0], w1 = wk[1], w2 = wk[2];                                                \
+        const T *restrict r0 = row + off[0], *restrict r1 = row + off[1],                          \
+                          *restrict r2 = row + off[2];                                             \
+        if (s2 == 1)                                                                               \
+            for (int64_t ow = ilo; ow < ihi; ow++)                                                 \
+                yr[ow] = ((yr[ow] + w0 * r0[ow]) + w1 * r1[ow]) + w2 * r2[ow];                     \
+        else                                                                                       \
+            for (int64_t ow = ilo; ow < ihi; ow++)                                                 \
+                yr[ow] = ((yr[ow] + w0 * r0[ow * s2]) + w1 * r1[ow * s2]) + w2 * r2[ow * s2];      \
+    }
+
+#define DEPTHWISE(T)                                                                               \
+    DW_TAP(T)                                                                                      \
+    DW_ROW(T)                                                                                      \
+    SS_ISA_INLINE void depthwise_##T##_body DW_PARAMS(T)                                           \
+    {                                                                                              \
         for (int64_t od = 0; od < g->out[0]; od++)                                                 \
             for (int64_t oh = 0; oh < g->out[1]; oh++) {                                           \
                 T *restrict yr = y + (od * g->out[1] + oh) * g->out[2];                            \
@@ -370,19 +426,8 @@ IM2COL(double)
                     for (int64_t kh = 0; kh < g->k[1]; kh++) {                                     \
                         int64_t ih = oh * g->s[1] - g->pb[1] + kh * g->d[1];                       \
                         if (ih < 0 || ih >= g->in[1]) continue;                                    \
-                        const T *restrict row = x + (id * g->in[1] + ih) * g->in[2];               \
-                        const T *restrict wk = w + (kd * g->k[1] + kh) * g->k[2];                  \
-                        for (int64_t kw = 0; kw < g->k[2]; kw++) {                                 \
-                            int64_t off = kw * g->d[2] - g->pb[2], lo, hi;                         \
-                            valid_range(off, s2, g->in[2], g->out[2], &lo, &hi);                   \
-                            T wv = wk[kw];                                                         \
-                            if (s2 == 1)                                                           \
-                                for (int64_t ow = lo; ow < hi; ow++)                               \
-                                    yr[ow] += wv * row[ow + off];                                  \
-                            else                                                                   \
-                                for (int64_t ow = lo; ow < hi; ow++)                               \
-                                    yr[ow] += wv * row[ow * s2 + off];                             \
-                        }                                                                          \
+                        dw_row_##T(g, x + (id * g->in[1] + ih) * g->in[2],                         \
+                                   w + (kd * g->k[1] + kh) * g->k[2], yr);                         \
                     }                                                                              \
                 }                                                                                  \
             }                                                                                      \
@@ -390,6 +435,8 @@ IM2COL(double)
 
 DEPTHWISE(float)
 DEPTHWISE(double)
+SS_ISA_VARIANTS(void, depthwise_float, DW_PARAMS(float), DW_ARGS)
+SS_ISA_VARIANTS(void, depthwise_double, DW_PARAMS(double), DW_ARGS)
 
 /* Y's channels of one image start as the bias (or zero); the gemms accumulate into them. */
 static void fill_bias(void *y, const ss_tensor *b, int64_t channels, int64_t vol, size_t es)

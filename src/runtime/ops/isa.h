@@ -26,8 +26,8 @@ const char *ss_isa_name(ss_isa level);
 
 #if defined(__x86_64__)
 #define SS_ISA_VARIANTS(RET, NAME, PARAMS, ARGS)                                                   \
-    __attribute__((target("avx512f,avx512vl,avx512bw,avx512dq,avx2,fma"))) static RET              \
-        NAME##_avx512 PARAMS                                                                       \
+    __attribute__((                                                                                \
+        target("avx512f,avx512vl,avx512bw,avx512dq,avx2,fma"))) static RET NAME##_avx512 PARAMS    \
     {                                                                                              \
         return NAME##_body ARGS;                                                                   \
     }                                                                                              \
