@@ -737,7 +737,7 @@ MAXPOOL(int8_t, INT8_MIN)
 /* Row at a time: every valid (kd, kh, kw) tap folds a strided input row into the output row,
  * so the inner loop has no bounds checks. Average divides by the tap count at the end. */
 #define POOL_ROWS(T, NAME, IS_MAX, LOWEST)                                                         \
-    static void NAME(const pool_plan *p, const T *x, T *y)                                         \
+    SS_ISA_INLINE void NAME##_body(const pool_plan *p, const T *x, T *y)                           \
     {                                                                                              \
         const geom *g = &p->g;                                                                     \
         int64_t s2 = g->s[2];                                                                      \
@@ -791,12 +791,17 @@ MAXPOOL(int8_t, INT8_MIN)
         }                                                                                          \
     }
 
-POOL_ROWS(float, avgpool_float, 0, 0)
-POOL_ROWS(double, avgpool_double, 0, 0)
-POOL_ROWS(float, maxrows_float, 1, -INFINITY)
-POOL_ROWS(double, maxrows_double, 1, -INFINITY)
-POOL_ROWS(uint8_t, maxrows_uint8_t, 1, 0)
-POOL_ROWS(int8_t, maxrows_int8_t, 1, INT8_MIN)
+/* each compiled per ISA (isa.h) */
+#define POOL_ROWS_ISA(T, NAME, IS_MAX, LOWEST)                                                     \
+    POOL_ROWS(T, NAME, IS_MAX, LOWEST)                                                             \
+    SS_ISA_VARIANTS(void, NAME, (const pool_plan *p, const T *x, T *y), (p, x, y))
+
+POOL_ROWS_ISA(float, avgpool_float, 0, 0)
+POOL_ROWS_ISA(double, avgpool_double, 0, 0)
+POOL_ROWS_ISA(float, maxrows_float, 1, -INFINITY)
+POOL_ROWS_ISA(double, maxrows_double, 1, -INFINITY)
+POOL_ROWS_ISA(uint8_t, maxrows_uint8_t, 1, 0)
+POOL_ROWS_ISA(int8_t, maxrows_int8_t, 1, INT8_MIN)
 
 static ss_status *pool_run_native(ss_kctx *k)
 {
@@ -864,6 +869,29 @@ static ss_status *gpool_infer_native(ss_kctx *k)
     return NULL;
 }
 
+/* A plane's sum in double: GPOOL_LANES partial sums (element i goes to lane i % GPOOL_LANES),
+ * added in lane order at the end. One running sum was a serial chain of scalar adds; the lanes
+ * vectorize, and fixing the lane of each element keeps the result the same on every ISA. */
+#define GPOOL_LANES 8
+#define GPOOL_SUM(T)                                                                               \
+    SS_ISA_INLINE double gpool_sum_##T##_body(const T *restrict r, int64_t len)                    \
+    {                                                                                              \
+        double lane[GPOOL_LANES] = {0}, s = 0;                                                     \
+        int64_t full = len - len % GPOOL_LANES;                                                    \
+        for (int64_t i = 0; i < full; i += GPOOL_LANES)                                            \
+            for (int j = 0; j < GPOOL_LANES; j++)                                                  \
+                lane[j] += (double)r[i + j];                                                       \
+        for (int64_t i = full; i < len; i++)                                                       \
+            lane[i - full] += (double)r[i];                                                        \
+        for (int j = 0; j < GPOOL_LANES; j++)                                                      \
+            s += lane[j];                                                                          \
+        return s;                                                                                  \
+    }                                                                                              \
+    SS_ISA_VARIANTS(double, gpool_sum_##T, (const T *restrict r, int64_t len), (r, len))
+
+GPOOL_SUM(float)
+GPOOL_SUM(double)
+
 #define GPOOL(T)                                                                                   \
     do {                                                                                           \
         const T *x = k->in[0]->data;                                                               \
@@ -876,10 +904,7 @@ static ss_status *gpool_infer_native(ss_kctx *k)
                     m = r[i] > m ? r[i] : m;                                                       \
                 y[pl] = m;                                                                         \
             } else {                                                                               \
-                double s = 0;                                                                      \
-                for (int64_t i = 0; i < p->len; i++)                                               \
-                    s += r[i];                                                                     \
-                y[pl] = (T)(p->len ? s / (double)p->len : NAN);                                    \
+                y[pl] = (T)(p->len ? gpool_sum_##T(r, p->len) / (double)p->len : NAN);             \
             }                                                                                      \
         }                                                                                          \
     } while (0)
