@@ -49,7 +49,11 @@ typedef struct {
     size_t in_es[SS_BC_MAX], out_es;
     unsigned cvt_in; /* bit i: operand i is float16/bfloat16, converted to float32 for fn */
     bool cvt_out;    /* the output is float16/bfloat16, fn writes float32 */
+    int threads;     /* parts of the worker pool a large run is split into (1: none) */
 } ss_ew_plan;
+
+/* Below this many output elements a plan runs on one thread: waking a worker costs more. */
+#define SS_EW_PAR_MIN_ELEMS (1 << 16)
 
 /* Output shape of numpy broadcasting over n shapes; the error names the node and shapes. */
 ss_status *ss_bcast_shape(const ss_kctx *k, int n, const ss_tensor *const *ins, ss_tensor *out);
@@ -60,13 +64,17 @@ void ss_ew_plan_init(ss_ew_plan *p, int n, const ss_tensor *const *ins, int out_
                      const int64_t *out_dims, ss_ew_fn fn, ss_dtype out_dt, bool halves);
 
 /* ss_ew_plan_init into a new k->state (one block, see op.h), with out_shape's dims as the
- * output's; *out (if not NULL) gets the plan for setting parameters. */
+ * output's; *out (if not NULL) gets the plan for setting parameters. A large plan is split over
+ * the session's threads (the worker pool of gemm_kernel.h, reserved here). */
 ss_status *ss_ew_plan_state(ss_kctx *k, int n, const ss_tensor *const *ins,
                             const ss_tensor *out_shape, ss_ew_fn fn, ss_dtype out_dt, bool halves,
                             ss_ew_plan **out);
 
 /* Run a plan: in[i] are the operands' data, out the output's. */
 void ss_ew_plan_run(const ss_ew_plan *p, const void *const *in, void *out);
+
+/* How many plan runs were split over threads (tests check the path was taken). */
+unsigned long ss_ew_parallel_runs(void);
 
 /* run of an op whose state is an ss_ew_plan over its first n_in inputs. */
 ss_status *ss_ew_run(ss_kctx *k);

@@ -45,6 +45,12 @@ unsigned long ss_gemm_calls(ss_gemm_variant v);
  * how many parts it can run (less than asked if thread creation failed). */
 int ss_gemm_pool_reserve(int threads);
 
+/* The same pool for any op: runs fn(ctx, part, parts) for part 0..parts-1, part 0 on the calling
+ * thread, and returns when all are done. parts is capped by the pool's size (reserve it at plan
+ * time); when another call holds the workers it becomes 1 (fn(ctx, 0, 1): the whole job). */
+typedef void (*ss_pool_fn)(void *ctx, int part, int parts);
+void ss_pool_run(int parts, ss_pool_fn fn, void *ctx);
+
 /* C = alpha * A x B, or C += alpha * A x B when acc. lda/ldb/ldc are row strides in floats.
  * Uses up to `threads` threads (capped by the pool and by the amount of work). Any M; plans use
  * it for M <= SS_GEMM_TILE_MAX_M. */
