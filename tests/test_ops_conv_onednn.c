@@ -5,6 +5,8 @@
  * must really run on oneDNN (its call counter), agree with the own kernel, and not allocate in
  * our code on its second run.
  */
+#include <cblas.h>
+
 #include "isa.h"
 #include "onednn.h"
 #define OP_HARNESS_COUNT_ALLOCS
@@ -188,6 +190,17 @@ static void test_depthwise_every_isa_matches_onednn(void)
         {"dw 3x3 stride 2", 2, 1, 16, 16, 16, {19, 37}, {3, 3}, {2, 2}, {1, 1}, {0, 1, 1, 0}},
         {"dw 5x5 dilation 2", 2, 1, 8, 8, 8, {21, 19}, {5, 5}, {1, 1}, {2, 2}, {4, 3, 4, 5}},
         {"dw 1-D k7", 1, 2, 12, 12, 12, {67}, {7}, {1}, {1}, {3, 3}},
+        {"dw 3x3 40ch (split over threads)",
+         2,
+         1,
+         40,
+         40,
+         40,
+         {33, 29},
+         {3, 3},
+         {1, 1},
+         {1, 1},
+         {1, 1, 1, 1}},
         {"dw 3x3 narrower than the kernel",
          2,
          1,
@@ -220,9 +233,14 @@ static void test_depthwise_every_isa_matches_onednn(void)
         for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
             conv_case c = cases[i];
             c.bias = i % 2 == 0;
-            check_case(&c);
+            /* one thread, then channels split over 3 (the larger cases pass the threshold) */
+            for (int threads = 1; threads <= 3; threads += 2) {
+                openblas_set_num_threads(threads);
+                check_case(&c);
+            }
         }
     }
+    openblas_set_num_threads(1);
     ss_isa_force(best);
 }
 

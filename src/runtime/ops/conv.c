@@ -11,6 +11,7 @@
  * never allocates.
  */
 #include "common.h"
+#include "gemm_kernel.h"
 #include "isa.h"
 #include "onednn.h"
 #include "quant.h"
@@ -159,6 +160,7 @@ static void valid_range(int64_t off, int64_t s, int64_t in, int64_t out, int64_t
 typedef struct {
     geom g;
     int64_t N, C, M, group, cg, mg;
+    int threads;    /* parts of the worker pool the depthwise loop is split into */
     bool direct;    /* Conv: 1x1, unit strides, no padding: X is already the column matrix */
     bool depthwise; /* Conv: one input and one output channel per group: taps folded row by row */
     void *col;      /* the gemm's column buffer, unless direct or depthwise */
@@ -232,6 +234,10 @@ static ss_status *conv_try_dnnl(ss_kctx *k, conv_plan *p)
     SS_DEBUG("%s: oneDNN %s", k->node_name, ss_dnnl_conv_impl(p->dnnl));
     return NULL;
 }
+
+/* Below this many multiply-adds per image a depthwise Conv runs on one thread (a worker's wake-up
+ * costs more). */
+#define DW_PAR_MIN_MACS (1 << 18)
 
 /* Checks X, W and B of Conv/ConvTranspose and reads kernel_shape (default: W's spatial dims). */
 static ss_status *conv_inputs(const ss_kctx *k, const char *const *attrs, int64_t *kernel)
@@ -307,8 +313,14 @@ static ss_status *conv_infer_native(ss_kctx *k)
     if ((st = conv_plan_new(k, &g, C, M, group, col_bytes, &p))) return st;
     p->direct = direct;
     p->depthwise = depthwise;
+    p->threads = 1;
     geom_shape(&g, g.out, p->N, M, k->out[0], x->dtype);
-    if (g.ovol > 0 && M > 0 && p->N > 0 && p->cg * g.kvol > 0) return conv_try_dnnl(k, p);
+    if (g.ovol > 0 && M > 0 && p->N > 0 && p->cg * g.kvol > 0 && (st = conv_try_dnnl(k, p)))
+        return st;
+    int threads = k->threads > 0 ? k->threads : openblas_get_num_threads();
+    if (depthwise && !p->dnnl && threads > 1 && C > 1 &&
+        (double)C * (double)g.ovol * (double)g.kvol >= DW_PAR_MIN_MACS)
+        p->threads = ss_gemm_pool_reserve(threads);
     return NULL;
 }
 
@@ -448,13 +460,34 @@ static void fill_bias(void *y, const ss_tensor *b, int64_t channels, int64_t vol
 }
 
 /* One image: depthwise taps, or per group im2col (unless direct) and one gemm into Y. */
+/* Depthwise channels split over the worker pool (contiguous ranges of channels per part). */
+typedef struct {
+    const conv_plan *p;
+    const void *x, *w;
+    void *y;
+} dw_job;
+
+#define DW_PART(T)                                                                                 \
+    static void dw_part_##T(void *ctx, int part, int parts)                                        \
+    {                                                                                              \
+        const dw_job *j = ctx;                                                                     \
+        const conv_plan *p = j->p;                                                                 \
+        const T *x = j->x, *w = j->w;                                                              \
+        T *y = j->y;                                                                               \
+        for (int64_t c = p->C * part / parts; c < p->C * (part + 1) / parts; c++)                  \
+            depthwise_##T(&p->g, x + c * p->g.ivol, w + c * p->g.kvol, y + c * p->g.ovol);         \
+    }
+
+DW_PART(float)
+DW_PART(double)
+
 #define CONV_IMAGE(T, GEMM)                                                                        \
     static void conv_image_##T(const conv_plan *p, const T *x, const T *w, T *y)                   \
     {                                                                                              \
         int64_t ovol = p->g.ovol, ivol = p->g.ivol, K = p->cg * p->g.kvol;                         \
         if (p->depthwise) {                                                                        \
-            for (int64_t c = 0; c < p->C; c++)                                                     \
-                depthwise_##T(&p->g, x + c * ivol, w + c * p->g.kvol, y + c * ovol);               \
+            dw_job j = {p, x, w, y};                                                               \
+            ss_pool_run(p->threads, dw_part_##T, &j);                                              \
             return;                                                                                \
         }                                                                                          \
         for (int64_t gi = 0; gi < p->group; gi++) {                                                \
