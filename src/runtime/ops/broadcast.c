@@ -210,29 +210,36 @@ typedef struct {
     const ss_ew_plan *p;
     const void *const *in;
     void *out;
-    int64_t units;
+    int64_t units, chunk; /* units claimed per step */
+    int64_t next;         /* the next unclaimed unit (__atomic_fetch_add) */
 } ew_job;
 
-/* Part `part` of `parts` near-equal ranges of units (a row's elements cut at multiples of 16, so
- * the parts' float32 vectors do not share a cache line). */
+/* Claims chunks of units until none is left (see ss_pool_run). */
 static void ew_part(void *ctx, int part, int parts)
 {
-    const ew_job *j = ctx;
-    int64_t align = j->p->ndim == 1 ? 16 : 1;
-    int64_t u0 = j->units * part / parts / align * align;
-    int64_t u1 = part + 1 == parts ? j->units : j->units * (part + 1) / parts / align * align;
-    if (u1 > u0) run_units(j->p, j->in, j->out, u0, u1);
+    (void)part, (void)parts;
+    ew_job *j = ctx;
+    for (;;) {
+        int64_t u0 = __atomic_fetch_add(&j->next, j->chunk, __ATOMIC_RELAXED);
+        if (u0 >= j->units) return;
+        run_units(j->p, j->in, j->out, u0, u0 + j->chunk < j->units ? u0 + j->chunk : j->units);
+    }
 }
 
 void ss_ew_plan_run(const ss_ew_plan *p, const void *const *in, void *out)
 {
     if (p->numel <= 0) return;
-    ew_job j = {p, in, out, p->ndim == 1 ? p->inner : p->numel / p->inner};
+    ew_job j = {p, in, out, p->ndim == 1 ? p->inner : p->numel / p->inner, 0, 0};
     if (p->threads > 1) {
+        /* about 4 chunks per thread, so a late thread leaves its share to the others; a row's
+         * elements in multiples of 16 so that chunks do not share float32 cache lines */
+        int64_t align = p->ndim == 1 ? 16 : 1, per = j.units / (4 * (int64_t)p->threads) + 1;
+        j.chunk = (per + align - 1) / align * align;
         __atomic_add_fetch(&n_parallel_runs, 1, __ATOMIC_RELAXED);
         ss_pool_run(p->threads, ew_part, &j);
-    } else
+    } else {
         run_units(p, in, out, 0, j.units);
+    }
 }
 
 ss_status *ss_ew_legacy_operand(const ss_kctx *k, const ss_tensor *a, const ss_tensor *b,

@@ -460,21 +460,23 @@ static void fill_bias(void *y, const ss_tensor *b, int64_t channels, int64_t vol
 }
 
 /* One image: depthwise taps, or per group im2col (unless direct) and one gemm into Y. */
-/* Depthwise channels split over the worker pool (contiguous ranges of channels per part). */
+/* Depthwise channels split over the worker pool: each thread claims the next channel. */
 typedef struct {
     const conv_plan *p;
     const void *x, *w;
     void *y;
+    int64_t next; /* the next unclaimed channel (__atomic_fetch_add) */
 } dw_job;
 
 #define DW_PART(T)                                                                                 \
     static void dw_part_##T(void *ctx, int part, int parts)                                        \
     {                                                                                              \
-        const dw_job *j = ctx;                                                                     \
+        (void)part, (void)parts;                                                                   \
+        dw_job *j = ctx;                                                                           \
         const conv_plan *p = j->p;                                                                 \
         const T *x = j->x, *w = j->w;                                                              \
         T *y = j->y;                                                                               \
-        for (int64_t c = p->C * part / parts; c < p->C * (part + 1) / parts; c++)                  \
+        for (int64_t c; (c = __atomic_fetch_add(&j->next, 1, __ATOMIC_RELAXED)) < p->C;)           \
             depthwise_##T(&p->g, x + c * p->g.ivol, w + c * p->g.kvol, y + c * p->g.ovol);         \
     }
 
@@ -486,7 +488,7 @@ DW_PART(double)
     {                                                                                              \
         int64_t ovol = p->g.ovol, ivol = p->g.ivol, K = p->cg * p->g.kvol;                         \
         if (p->depthwise) {                                                                        \
-            dw_job j = {p, x, w, y};                                                               \
+            dw_job j = {p, x, w, y, 0};                                                            \
             ss_pool_run(p->threads, dw_part_##T, &j);                                              \
             return;                                                                                \
         }                                                                                          \

@@ -381,9 +381,9 @@ static void run_chunks(gemm_job *j)
 static struct {
     pthread_mutex_t lock; /* guards everything below */
     pthread_cond_t wake;  /* gen changed */
-    pthread_cond_t done;  /* pending reached 0, or a worker started */
+    pthread_cond_t done;  /* a part that was taken finished, or a worker started */
     pthread_mutex_t busy; /* held by the call that owns the workers */
-    int n_workers, started, parts, pending;
+    int n_workers, started, parts, taken, finished; /* taken/finished: parts of this task */
     unsigned gen;
     ss_pool_fn fn; /* the task: fn(ctx, part, parts) on each part */
     void *ctx;
@@ -392,6 +392,7 @@ static struct {
           PTHREAD_COND_INITIALIZER,
           PTHREAD_COND_INITIALIZER,
           PTHREAD_MUTEX_INITIALIZER,
+          0,
           0,
           0,
           0,
@@ -412,14 +413,17 @@ static void *worker_main(void *arg)
         while (pool.gen == seen)
             pthread_cond_wait(&pool.wake, &pool.lock);
         seen = pool.gen;
-        if (idx >= pool.parts) continue; /* not needed this time; the task may be stale */
+        /* not needed this time, or woken after the caller closed the task */
+        if (idx >= pool.parts) continue;
         ss_pool_fn fn = pool.fn;
         void *ctx = pool.ctx;
         int parts = pool.parts;
+        pool.taken++;
         pthread_mutex_unlock(&pool.lock);
         fn(ctx, idx, parts);
         pthread_mutex_lock(&pool.lock);
-        if (--pool.pending == 0) pthread_cond_signal(&pool.done);
+        pool.finished++;
+        pthread_cond_signal(&pool.done);
     }
     return NULL;
 }
@@ -433,7 +437,7 @@ static void pool_atfork_child(void)
     pool.busy = m;
     pool.wake = c;
     pool.done = c;
-    pool.n_workers = pool.started = pool.parts = pool.pending = 0;
+    pool.n_workers = pool.started = pool.parts = pool.taken = pool.finished = 0;
     pool.fn = NULL;
     pool.ctx = NULL;
 }
@@ -557,13 +561,16 @@ void ss_pool_run(int parts, ss_pool_fn fn, void *ctx)
     pool.fn = fn;
     pool.ctx = ctx;
     pool.parts = parts;
-    pool.pending = parts - 1;
+    pool.taken = pool.finished = 0;
     pool.gen++;
     pthread_cond_broadcast(&pool.wake);
     pthread_mutex_unlock(&pool.lock);
-    fn(ctx, 0, parts);
+    fn(ctx, 0, parts); /* returns when every piece of work has been claimed */
     pthread_mutex_lock(&pool.lock);
-    while (pool.pending > 0)
+    /* Close the task: a worker not yet scheduled (a busy machine) skips it instead of being
+     * waited for; only the parts already taken are, as they may still be working. */
+    pool.parts = 0;
+    while (pool.finished < pool.taken)
         pthread_cond_wait(&pool.done, &pool.lock);
     pool.fn = NULL;
     pool.ctx = NULL;
