@@ -2,6 +2,8 @@
 # Runtime benchmark: shardserve vs onnxruntime-node on the same models, same thread counts,
 # interleaved in one run (see bench/compare.py). Builds bench_runtime, installs the npm peer
 # (git-ignored node_modules), generates the models, prints one table and the 1 GiB load line.
+# Real models (PP-OCR, openWakeWord, silero) join the table when scripts/test-real-models.sh has
+# filled its cache (bench/real_cases.py; `--only real` runs just them).
 #
 #   bench/run_runtime.sh [compare.py options, e.g. --threads 2 --rounds 4 --only mlp]
 #
