@@ -4,7 +4,7 @@
  * process so a noisy neighbour hits them alike. This is the measurement behind auto's choice in
  * src/runtime/ops/onednn.c (ss_kernels_use_dnnl); the weights are constant, as initializers are.
  *
- *   bench_kernels [--threads T] [--rounds R]
+ *   bench_kernels [--cpu-time] [--threads T] [--rounds R]
  *
  * Prints per shape: the median microseconds per call of each mode and which library auto took;
  * then Conv shapes (NCHW in and out as ONNX has them, constant W and B): own im2col + OpenBLAS
@@ -16,6 +16,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "ops/isa.h"
 #include "ops/onednn.h"
 #include "op.h"
 
@@ -42,10 +43,14 @@ static const ss_kernels modes[] = {SS_KERNELS_OWN, SS_KERNELS_BLAS, SS_KERNELS_O
                                    SS_KERNELS_AUTO};
 #define N_MODES 4
 
+/* --cpu-time: the process's CPU time (all threads) instead of wall time, which on a shared,
+ * overloaded machine is mostly time spent descheduled. */
+static clockid_t bench_clock = CLOCK_MONOTONIC;
+
 static double now_us(void)
 {
     struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
+    clock_gettime(bench_clock, &t);
     return (double)t.tv_sec * 1e6 + (double)t.tv_nsec / 1e3;
 }
 
@@ -196,7 +201,10 @@ static double time_conv(const conv_shape *c, ss_tensor *in, ss_kernels mode, int
 
 static void conv_table(int threads, int rounds)
 {
-    printf("\n| Conv (N=1, NCHW) | own | onednn | auto | auto took |\n|---|---|---|---|---|\n");
+    /* "own, baseline ISA": the own loops (depthwise) forced to their x86-64 baseline variant,
+     * i.e. what they ran before they were compiled per ISA (isa.h) */
+    printf("\n| Conv (N=1, NCHW) | own | own, baseline ISA | onednn | auto | auto took |\n"
+           "|---|---|---|---|---|---|\n");
     for (size_t i = 0; i < sizeof conv_shapes / sizeof conv_shapes[0]; i++) {
         const conv_shape *c = &conv_shapes[i];
         int64_t xd[4] = {1, c->C, c->H, c->H}, wd[4] = {c->M, c->C / c->group, c->K, c->K},
@@ -204,9 +212,14 @@ static void conv_table(int threads, int rounds)
         ss_tensor in[3] = {rand_tensor(4, xd), rand_tensor(4, wd), rand_tensor(1, bd)};
         const char *impl = NULL, *auto_impl = NULL;
         double own = time_conv(c, in, SS_KERNELS_OWN, threads, 20, rounds, &impl);
+        ss_isa best = ss_isa_active;
+        ss_isa_force(SS_ISA_BASE);
+        double own_base = time_conv(c, in, SS_KERNELS_OWN, threads, 20, rounds, &impl);
+        ss_isa_force(best);
         double dnnl = time_conv(c, in, SS_KERNELS_ONEDNN, threads, 20, rounds, &impl);
         double au = time_conv(c, in, SS_KERNELS_AUTO, threads, 20, rounds, &auto_impl);
-        printf("| %s | %.1f | %.1f | %.1f | %s |\n", c->name, own, dnnl, au, auto_impl);
+        printf("| %s | %.1f | %.1f | %.1f | %.1f | %s |\n", c->name, own, own_base, dnnl, au,
+               auto_impl);
         fflush(stdout);
         for (int j = 0; j < 3; j++)
             ss_tensor_free(&in[j]);
@@ -216,6 +229,10 @@ static void conv_table(int threads, int rounds)
 int main(int argc, char **argv)
 {
     int threads = 1, rounds = 5;
+    for (int i = 1; i < argc && !strcmp(argv[i], "--cpu-time"); i++) {
+        bench_clock = CLOCK_PROCESS_CPUTIME_ID;
+        argv[i] = argv[0]; /* consumed */
+    }
     for (int i = 1; i + 1 < argc; i += 2) {
         if (!strcmp(argv[i], "--threads"))
             threads = atoi(argv[i + 1]);
@@ -223,7 +240,8 @@ int main(int argc, char **argv)
             rounds = atoi(argv[i + 1]);
     }
     openblas_set_num_threads(threads);
-    printf("oneDNN ISA %s, %d thread(s); median us per call\n", ss_dnnl_isa_name(), threads);
+    printf("oneDNN ISA %s, %d thread(s); median us per call (%s)\n", ss_dnnl_isa_name(), threads,
+           bench_clock == CLOCK_MONOTONIC ? "wall time" : "process CPU time");
     printf("| shape | own | blas | onednn | auto | auto took |\n|---|---|---|---|---|---|\n");
     for (size_t si = 0; si < sizeof shapes / sizeof shapes[0]; si++) {
         const shape *s = &shapes[si];

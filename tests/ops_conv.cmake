@@ -32,3 +32,13 @@ if(TARGET ss_runtime)
                       -Wl,--wrap=realloc)
   set_tests_properties(test_ops_conv_quant PROPERTIES LABELS runtime)
 endif()
+
+# MaxPool / AveragePool / global pools on every run-time ISA variant (ops/isa.h) against a direct
+# per-window reference.
+if(TARGET ss_runtime)
+  ss_add_c_test(test_ops_pool_isa ${CMAKE_CURRENT_LIST_DIR}/test_ops_pool_isa.c)
+  target_include_directories(test_ops_pool_isa PRIVATE ${CMAKE_SOURCE_DIR}/src/runtime
+                             ${CMAKE_SOURCE_DIR}/src/runtime/ops)
+  target_link_libraries(test_ops_pool_isa ss_runtime)
+  set_tests_properties(test_ops_pool_isa PROPERTIES LABELS runtime)
+endif()

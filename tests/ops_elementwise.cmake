@@ -11,3 +11,10 @@ ss_add_c_test(test_ops_elementwise test_ops_elementwise.c)
 target_link_libraries(test_ops_elementwise ss_runtime)
 set_tests_properties(test_ops_elementwise PROPERTIES FIXTURES_REQUIRED ops_elementwise_cases
                      ENVIRONMENT "SS_OPS_EW_CASES=${SS_OPS_EW_OUT}")
+
+# Large elementwise plans split over the worker pool: same bytes as one thread.
+ss_add_c_test(test_ops_ew_threads test_ops_ew_threads.c)
+target_include_directories(test_ops_ew_threads PRIVATE ${CMAKE_SOURCE_DIR}/src/runtime
+                           ${CMAKE_SOURCE_DIR}/src/runtime/ops)
+target_link_libraries(test_ops_ew_threads ss_runtime)
+set_tests_properties(test_ops_ew_threads PROPERTIES LABELS runtime)

@@ -5,6 +5,9 @@
  * must really run on oneDNN (its call counter), agree with the own kernel, and not allocate in
  * our code on its second run.
  */
+#include <cblas.h>
+
+#include "isa.h"
 #include "onednn.h"
 #define OP_HARNESS_COUNT_ALLOCS
 #include "op_harness.h"
@@ -177,4 +180,68 @@ static void test_conv_cases_match_own_kernel(void)
         check_case(&cases[i]);
 }
 
-TEST_MAIN(TEST(test_conv_cases_match_own_kernel))
+/* The own depthwise loop (one channel per group) on every ISA variant this CPU has (isa.h)
+ * against oneDNN: widths that leave vector tails (37, 19), stride 2, dilation 2, a 5x5 kernel,
+ * asymmetric pads, 1-D, a row narrower than the kernel (3-tap rows have no interior). */
+static void test_depthwise_every_isa_matches_onednn(void)
+{
+    static const conv_case cases[] = {
+        {"dw 3x3 odd width", 2, 2, 24, 24, 24, {13, 37}, {3, 3}, {1, 1}, {1, 1}, {1, 1, 1, 1}},
+        {"dw 3x3 stride 2", 2, 1, 16, 16, 16, {19, 37}, {3, 3}, {2, 2}, {1, 1}, {0, 1, 1, 0}},
+        {"dw 5x5 dilation 2", 2, 1, 8, 8, 8, {21, 19}, {5, 5}, {1, 1}, {2, 2}, {4, 3, 4, 5}},
+        {"dw 1-D k7", 1, 2, 12, 12, 12, {67}, {7}, {1}, {1}, {3, 3}},
+        {"dw 3x3 40ch (split over threads)",
+         2,
+         1,
+         40,
+         40,
+         40,
+         {33, 29},
+         {3, 3},
+         {1, 1},
+         {1, 1},
+         {1, 1, 1, 1}},
+        {"dw 3x3 narrower than the kernel",
+         2,
+         1,
+         4,
+         4,
+         4,
+         {5, 2},
+         {3, 3},
+         {1, 1},
+         {1, 1},
+         {1, 1, 1, 1}},
+        {"dw 3x3 stride 2 dilation 2",
+         2,
+         1,
+         8,
+         8,
+         8,
+         {23, 23},
+         {3, 3},
+         {2, 2},
+         {2, 2},
+         {2, 1, 2, 3}},
+    };
+    ss_isa best = ss_isa_detect();
+    if (best < SS_ISA_AVX512)
+        fprintf(stderr, "note: this CPU runs up to %s; wider variants are not tested here\n",
+                ss_isa_name(best));
+    for (int level = (int)best; level >= SS_ISA_BASE; level--) {
+        CHECK(ss_isa_force((ss_isa)level) == (ss_isa)level);
+        for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+            conv_case c = cases[i];
+            c.bias = i % 2 == 0;
+            /* one thread, then channels split over 3 (the larger cases pass the threshold) */
+            for (int threads = 1; threads <= 3; threads += 2) {
+                openblas_set_num_threads(threads);
+                check_case(&c);
+            }
+        }
+    }
+    openblas_set_num_threads(1);
+    ss_isa_force(best);
+}
+
+TEST_MAIN(TEST(test_conv_cases_match_own_kernel), TEST(test_depthwise_every_isa_matches_onednn))

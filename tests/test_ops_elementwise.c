@@ -10,6 +10,7 @@
  */
 #include "check.h"
 #include "runtime/ops/broadcast.h"
+#include "runtime/ops/isa.h"
 #include "shardserve/runtime.h"
 
 #include <dirent.h>
@@ -165,6 +166,26 @@ static void run_case(const char *name, const char *dir)
     ss_session_free(s);
 }
 
+/* Runs every case folder under root; returns how many ran. */
+static long run_dir(const char *root)
+{
+    char path[4096];
+    DIR *d = opendir(root);
+    CHECK(d != NULL);
+    if (!d) return 0;
+    long ran = 0;
+    for (struct dirent *e; (e = readdir(d));) {
+        if (e->d_name[0] == '.') continue;
+        snprintf(path, sizeof path, "%s/%s", root, e->d_name);
+        struct stat sb;
+        if (stat(path, &sb) != 0 || !S_ISDIR(sb.st_mode)) continue;
+        run_case(e->d_name, path);
+        ran++;
+    }
+    closedir(d);
+    return ran;
+}
+
 static void generated_cases(void)
 {
     const char *root = getenv("SS_OPS_EW_CASES");
@@ -179,22 +200,20 @@ static void generated_cases(void)
     if (text) memcpy(count, text, len < sizeof count - 1 ? len : sizeof count - 1);
     long expected = strtol(count, NULL, 10);
     free(text);
-    DIR *d = opendir(root);
-    CHECK(d != NULL);
-    if (!d) return;
-    long ran = 0, failed_before = check_failures;
-    for (struct dirent *e; (e = readdir(d));) {
-        if (e->d_name[0] == '.') continue;
-        snprintf(path, sizeof path, "%s/%s", root, e->d_name);
-        struct stat sb;
-        if (stat(path, &sb) != 0 || !S_ISDIR(sb.st_mode)) continue;
-        run_case(e->d_name, path);
-        ran++;
+    /* every kernel variant this CPU can run (isa.h): the widest, then each narrower one */
+    ss_isa best = ss_isa_detect();
+    if (best < SS_ISA_AVX512)
+        fprintf(stderr, "note: this CPU runs up to %s; wider kernel variants are not tested here\n",
+                ss_isa_name(best));
+    for (int level = (int)best; level >= SS_ISA_BASE; level--) {
+        CHECK(ss_isa_force((ss_isa)level) == (ss_isa)level);
+        long failed_before = check_failures, ran = run_dir(root);
+        printf("%s kernels: %ld generated cases, %ld failed checks\n", ss_isa_name((ss_isa)level),
+               ran, (long)(check_failures - failed_before));
+        CHECK_MSG(ran == expected && expected >= 500, "ran %ld cases, the generator wrote %ld", ran,
+                  expected);
     }
-    closedir(d);
-    printf("%ld generated cases, %ld failed checks\n", ran, (long)(check_failures - failed_before));
-    CHECK_MSG(ran == expected && expected >= 500, "ran %ld cases, the generator wrote %ld", ran,
-              expected);
+    ss_isa_force(best);
 }
 
 /* The planner must hand the kernels the simplest layout: one dim for same shapes and scalar

@@ -493,7 +493,28 @@ static void test_bf16_weights_mlp_close_to_f32(void)
     ss_tensor_free(&x);
 }
 
-TEST_MAIN(TEST(test_alloc_counter_sees_malloc), TEST(test_bf16_weights_mlp_close_to_f32),
-          TEST(test_matmul_odd_shapes_every_variant), TEST(test_matmul_batched_and_vectors),
-          TEST(test_gemm_bias_broadcasts_and_transposes), TEST(test_kernel_strided_accumulate),
-          TEST(test_concurrent_callers))
+/* Few rows: oneDNN reads the constant weights where they are (no packed copy, so a first prefill
+ * does not pay a pass over every weight); one row more packs them. Results against the reference
+ * either way (odd K and N: the primitive's column tails). */
+static void test_dnnl_few_rows_read_weights_in_place(void)
+{
+    static const int64_t rows[] = {2, 7, SS_DNNL_IN_PLACE_MAX_ROWS, SS_DNNL_IN_PLACE_MAX_ROWS + 1};
+    for (size_t i = 0; i < sizeof rows / sizeof rows[0]; i++) {
+        int64_t ad[2] = {rows[i], 301}, bd[2] = {301, 515};
+        if (!dnnl_expected(SS_DT_FLOAT32, rows[i], 301, 515, true)) {
+            fprintf(stderr, "note: kernels %s: oneDNN does not run %lld rows, nothing to check\n",
+                    ss_kernels_name(ss_kernels_mode()), (long long)rows[i]);
+            continue;
+        }
+        unsigned long packs = ss_dnnl_packs();
+        check_matmul(SS_DT_FLOAT32, 2, ad, 2, bd, SS_GEMM_AUTO, 1, false);
+        unsigned long want = rows[i] > SS_DNNL_IN_PLACE_MAX_ROWS ? 1 : 0;
+        CHECK_MSG(ss_dnnl_packs() == packs + want, "%lld rows: %lu packs, want %lu",
+                  (long long)rows[i], ss_dnnl_packs() - packs, want);
+    }
+}
+
+TEST_MAIN(TEST(test_alloc_counter_sees_malloc), TEST(test_dnnl_few_rows_read_weights_in_place),
+          TEST(test_bf16_weights_mlp_close_to_f32), TEST(test_matmul_odd_shapes_every_variant),
+          TEST(test_matmul_batched_and_vectors), TEST(test_gemm_bias_broadcasts_and_transposes),
+          TEST(test_kernel_strided_accumulate), TEST(test_concurrent_callers))

@@ -3,6 +3,9 @@
  * broadcast.h). Planning happens once per plan in infer; ss_ew_plan_run allocates nothing.
  */
 #include "broadcast.h"
+#include "gemm_kernel.h"
+
+#include <cblas.h>
 
 #include <stdio.h>
 #include <string.h>
@@ -98,6 +101,8 @@ ss_status *ss_ew_plan_state(ss_kctx *k, int n, const ss_tensor *const *ins,
     ss_ew_plan *p = ss_op_state_alloc(k, sizeof *p);
     if (!p) return ss_op_oom();
     ss_ew_plan_init(p, n, ins, out_shape->ndim, out_shape->dims, fn, out_dt, halves);
+    int threads = k->threads > 0 ? k->threads : openblas_get_num_threads();
+    if (threads > 1 && p->numel >= SS_EW_PAR_MIN_ELEMS) p->threads = ss_gemm_pool_reserve(threads);
     if (out) *out = p;
     return NULL;
 }
@@ -159,19 +164,27 @@ static inline void run_row(const ss_ew_plan *p, const void *const *in, void *out
         p->fn(in, out, n, mode, &p->prm);
 }
 
-void ss_ew_plan_run(const ss_ew_plan *p, const void *const *in, void *out)
+/* Output units [u0, u1): elements of the one row when the layout has one dim, else rows. */
+static void run_units(const ss_ew_plan *p, const void *const *in, void *out, int64_t u0, int64_t u1)
 {
-    if (p->numel <= 0) return;
+    const void *ptr[SS_BC_MAX];
     if (p->ndim == 1) {
-        run_row(p, in, out, p->inner, p->mode);
+        for (int i = 0; i < p->n_in; i++) /* vector operands advance, scalars stay */
+            ptr[i] = (const char *)in[i] + ((p->mode >> i) & 1u ? (size_t)u0 * p->in_es[i] : 0);
+        run_row(p, ptr, (char *)out + (size_t)u0 * p->out_es, u1 - u0, p->mode);
         return;
     }
     int64_t idx[SS_MAX_DIMS] = {0}, off[SS_BC_MAX] = {0};
-    const void *ptr[SS_BC_MAX];
     int outer_nd = p->ndim - 1;
-    char *y = out;
+    for (int64_t d = outer_nd - 1, r = u0; d >= 0; d--) { /* row u0's index and offsets */
+        idx[d] = r % p->dims[d];
+        r /= p->dims[d];
+        for (int i = 0; i < p->n_in; i++)
+            off[i] += idx[d] * p->stride[i][d];
+    }
     size_t row_bytes = (size_t)p->inner * p->out_es;
-    for (int64_t done = 0; done < p->numel; done += p->inner, y += row_bytes) {
+    char *y = (char *)out + (size_t)u0 * row_bytes;
+    for (int64_t u = u0; u < u1; u++, y += row_bytes) {
         for (int i = 0; i < p->n_in; i++)
             ptr[i] = (const char *)in[i] + (size_t)off[i] * p->in_es[i];
         run_row(p, ptr, y, p->inner, p->mode);
@@ -183,6 +196,49 @@ void ss_ew_plan_run(const ss_ew_plan *p, const void *const *in, void *out)
                 off[i] -= p->stride[i][d] * p->dims[d];
             idx[d] = 0;
         }
+    }
+}
+
+static unsigned long n_parallel_runs;
+
+unsigned long ss_ew_parallel_runs(void)
+{
+    return __atomic_load_n(&n_parallel_runs, __ATOMIC_RELAXED);
+}
+
+typedef struct {
+    const ss_ew_plan *p;
+    const void *const *in;
+    void *out;
+    int64_t units, chunk; /* units claimed per step */
+    int64_t next;         /* the next unclaimed unit (__atomic_fetch_add) */
+} ew_job;
+
+/* Claims chunks of units until none is left (see ss_pool_run). */
+static void ew_part(void *ctx, int part, int parts)
+{
+    (void)part, (void)parts;
+    ew_job *j = ctx;
+    for (;;) {
+        int64_t u0 = __atomic_fetch_add(&j->next, j->chunk, __ATOMIC_RELAXED);
+        if (u0 >= j->units) return;
+        run_units(j->p, j->in, j->out, u0, u0 + j->chunk < j->units ? u0 + j->chunk : j->units);
+    }
+}
+
+void ss_ew_plan_run(const ss_ew_plan *p, const void *const *in, void *out)
+{
+    if (p->numel <= 0) return;
+    ew_job j = {p, in, out, p->ndim == 1 ? p->inner : p->numel / p->inner, 0, 0};
+    if (p->threads > 1) {
+        /* about 4 chunks per thread, so a late thread leaves its share to the others; a row's
+         * elements in multiples of 16 so that chunks do not share float32 cache lines */
+        int64_t align = p->ndim == 1 ? 16 : 1, per = j.units / (4 * (int64_t)p->threads) + 1;
+        j.chunk = (per + align - 1) / align * align;
+        __atomic_add_fetch(&n_parallel_runs, 1, __ATOMIC_RELAXED);
+        ss_pool_run(p->threads, ew_part, &j);
+    } else {
+        run_units(p, in, out, 0, j.units);
     }
 }
 

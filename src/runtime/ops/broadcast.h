@@ -18,6 +18,7 @@
 #define SS_RUNTIME_OPS_BROADCAST_H
 
 #include "common.h"
+#include "isa.h"
 
 #define SS_BC_MAX 3     /* operands of one elementwise call (Where has three) */
 #define SS_EW_CHUNK 256 /* elements converted per step for float16/bfloat16 operands */
@@ -48,7 +49,11 @@ typedef struct {
     size_t in_es[SS_BC_MAX], out_es;
     unsigned cvt_in; /* bit i: operand i is float16/bfloat16, converted to float32 for fn */
     bool cvt_out;    /* the output is float16/bfloat16, fn writes float32 */
+    int threads;     /* parts of the worker pool a large run is split into (1: none) */
 } ss_ew_plan;
+
+/* Below this many output elements a plan runs on one thread: waking a worker costs more. */
+#define SS_EW_PAR_MIN_ELEMS (1 << 16)
 
 /* Output shape of numpy broadcasting over n shapes; the error names the node and shapes. */
 ss_status *ss_bcast_shape(const ss_kctx *k, int n, const ss_tensor *const *ins, ss_tensor *out);
@@ -59,13 +64,17 @@ void ss_ew_plan_init(ss_ew_plan *p, int n, const ss_tensor *const *ins, int out_
                      const int64_t *out_dims, ss_ew_fn fn, ss_dtype out_dt, bool halves);
 
 /* ss_ew_plan_init into a new k->state (one block, see op.h), with out_shape's dims as the
- * output's; *out (if not NULL) gets the plan for setting parameters. */
+ * output's; *out (if not NULL) gets the plan for setting parameters. A large plan is split over
+ * the session's threads (the worker pool of gemm_kernel.h, reserved here). */
 ss_status *ss_ew_plan_state(ss_kctx *k, int n, const ss_tensor *const *ins,
                             const ss_tensor *out_shape, ss_ew_fn fn, ss_dtype out_dt, bool halves,
                             ss_ew_plan **out);
 
 /* Run a plan: in[i] are the operands' data, out the output's. */
 void ss_ew_plan_run(const ss_ew_plan *p, const void *const *in, void *out);
+
+/* How many plan runs were split over threads (tests check the path was taken). */
+unsigned long ss_ew_parallel_runs(void);
 
 /* run of an op whose state is an ss_ew_plan over its first n_in inputs. */
 ss_status *ss_ew_run(ss_kctx *k);
@@ -86,16 +95,27 @@ ss_status *ss_ew_legacy_operand(const ss_kctx *k, const ss_tensor *a, const ss_t
 
 /* ---------------------------------------------------------------- kernel templates
  *
- * BINARY_KERNEL(name, TA, TB, TY, expr): expr computes the result from `a` (TA) and `b` (TB);
+ * Every kernel is compiled for AVX-512, AVX2 and the x86-64 baseline and dispatched at run time
+ * (isa.h). Its parameters are copied to a local first: a parameter read through the pointer
+ * inside the loop (LeakyRelu's alpha, Clip's bounds) kept the loop scalar and branching,
+ * converting the parameter per element. */
+#define SS_EW_PARAMS                                                                               \
+    (const void *const *in_, void *out_, int64_t n, unsigned mode, const ss_ew_params *prm_)
+#define SS_EW_ARGS (in_, out_, n, mode, prm_)
+#define SS_EW_LOCAL_PARAMS                                                                         \
+    const ss_ew_params prm_copy_ = *prm_;                                                          \
+    const ss_ew_params *const prm = &prm_copy_;                                                    \
+    (void)prm;
+
+/* BINARY_KERNEL(name, TA, TB, TY, expr): expr computes the result from `a` (TA) and `b` (TB);
  * it may read `prm`. The four stride cases are separate loops so each is a unit-stride loop. */
 #define SS_EW_BINARY_KERNEL(NAME, TA, TB, TY, EXPR)                                                \
-    static void NAME(const void *const *in_, void *out_, int64_t n, unsigned mode,                 \
-                     const ss_ew_params *prm)                                                      \
+    SS_ISA_INLINE void NAME##_body SS_EW_PARAMS                                                    \
     {                                                                                              \
         const TA *restrict A_ = in_[0];                                                            \
         const TB *restrict B_ = in_[1];                                                            \
         TY *restrict Y_ = out_;                                                                    \
-        (void)prm;                                                                                 \
+        SS_EW_LOCAL_PARAMS                                                                         \
         switch (mode & 3u) {                                                                       \
         case 3:                                                                                    \
             for (int64_t i = 0; i < n; i++) {                                                      \
@@ -126,16 +146,16 @@ ss_status *ss_ew_legacy_operand(const ss_kctx *k, const ss_tensor *a, const ss_t
                 Y_[i] = y;                                                                         \
         } break;                                                                                   \
         }                                                                                          \
-    }
+    }                                                                                              \
+    SS_ISA_VARIANTS(void, NAME, SS_EW_PARAMS, SS_EW_ARGS)
 
 /* UNARY_KERNEL(name, TX, TY, expr): expr computes the result from `x`; it may read `prm`. */
 #define SS_EW_UNARY_KERNEL(NAME, TX, TY, EXPR)                                                     \
-    static void NAME(const void *const *in_, void *out_, int64_t n, unsigned mode,                 \
-                     const ss_ew_params *prm)                                                      \
+    SS_ISA_INLINE void NAME##_body SS_EW_PARAMS                                                    \
     {                                                                                              \
         const TX *restrict X_ = in_[0];                                                            \
         TY *restrict Y_ = out_;                                                                    \
-        (void)prm;                                                                                 \
+        SS_EW_LOCAL_PARAMS                                                                         \
         if (mode & 1u) {                                                                           \
             for (int64_t i = 0; i < n; i++) {                                                      \
                 const TX x = X_[i];                                                                \
@@ -147,7 +167,8 @@ ss_status *ss_ew_legacy_operand(const ss_kctx *k, const ss_tensor *a, const ss_t
             for (int64_t i = 0; i < n; i++)                                                        \
                 Y_[i] = y;                                                                         \
         }                                                                                          \
-    }
+    }                                                                                              \
+    SS_ISA_VARIANTS(void, NAME, SS_EW_PARAMS, SS_EW_ARGS)
 
 /* Type lists: X(suffix, C type, dtype, wrap type, arg). The wrap type is the unsigned type
  * integer arithmetic runs in, so that overflow wraps instead of being undefined; `arg` is passed

@@ -11,6 +11,8 @@
  * never allocates.
  */
 #include "common.h"
+#include "gemm_kernel.h"
+#include "isa.h"
 #include "onednn.h"
 #include "quant.h"
 
@@ -158,6 +160,7 @@ static void valid_range(int64_t off, int64_t s, int64_t in, int64_t out, int64_t
 typedef struct {
     geom g;
     int64_t N, C, M, group, cg, mg;
+    int threads;    /* parts of the worker pool the depthwise loop is split into */
     bool direct;    /* Conv: 1x1, unit strides, no padding: X is already the column matrix */
     bool depthwise; /* Conv: one input and one output channel per group: taps folded row by row */
     void *col;      /* the gemm's column buffer, unless direct or depthwise */
@@ -231,6 +234,10 @@ static ss_status *conv_try_dnnl(ss_kctx *k, conv_plan *p)
     SS_DEBUG("%s: oneDNN %s", k->node_name, ss_dnnl_conv_impl(p->dnnl));
     return NULL;
 }
+
+/* Below this many multiply-adds per image a depthwise Conv runs on one thread (a worker's wake-up
+ * costs more). */
+#define DW_PAR_MIN_MACS (1 << 18)
 
 /* Checks X, W and B of Conv/ConvTranspose and reads kernel_shape (default: W's spatial dims). */
 static ss_status *conv_inputs(const ss_kctx *k, const char *const *attrs, int64_t *kernel)
@@ -306,8 +313,14 @@ static ss_status *conv_infer_native(ss_kctx *k)
     if ((st = conv_plan_new(k, &g, C, M, group, col_bytes, &p))) return st;
     p->direct = direct;
     p->depthwise = depthwise;
+    p->threads = 1;
     geom_shape(&g, g.out, p->N, M, k->out[0], x->dtype);
-    if (g.ovol > 0 && M > 0 && p->N > 0 && p->cg * g.kvol > 0) return conv_try_dnnl(k, p);
+    if (g.ovol > 0 && M > 0 && p->N > 0 && p->cg * g.kvol > 0 && (st = conv_try_dnnl(k, p)))
+        return st;
+    int threads = k->threads > 0 ? k->threads : openblas_get_num_threads();
+    if (depthwise && !p->dnnl && threads > 1 && C > 1 &&
+        (double)C * (double)g.ovol * (double)g.kvol >= DW_PAR_MIN_MACS)
+        p->threads = ss_gemm_pool_reserve(threads);
     return NULL;
 }
 
@@ -355,12 +368,67 @@ IM2COL(float)
 IM2COL(double)
 
 /* Depthwise: each kernel tap adds a weighted strided input row into the output row (the rows
- * start as the bias), like the pooling loops; no im2col and no per-channel gemm calls. */
-#define DEPTHWISE(T)                                                                               \
-    static void depthwise_##T(const geom *g, const T *restrict x, const T *restrict w,             \
-                              T *restrict y)                                                       \
+ * start as the bias), like the pooling loops; no im2col and no per-channel gemm calls. The
+ * float32 loop is compiled per ISA (isa.h): the row updates become AVX-512 / AVX2 FMAs. */
+#define DW_PARAMS(T) (const geom *g, const T *restrict x, const T *restrict w, T *restrict y)
+#define DW_ARGS (g, x, w, y)
+/* Tap kw of one input row into the output row, over output positions [lo, hi). */
+#define DW_TAP(T)                                                                                  \
+    SS_ISA_INLINE void dw_tap_##T(int64_t s2, int64_t off, T wv, const T *restrict row,            \
+                                  T *restrict yr, int64_t lo, int64_t hi)                          \
     {                                                                                              \
-        int64_t s2 = g->s[2];                                                                      \
+        if (s2 == 1)                                                                               \
+            for (int64_t ow = lo; ow < hi; ow++)                                                   \
+                yr[ow] += wv * row[ow + off];                                                      \
+        else                                                                                       \
+            for (int64_t ow = lo; ow < hi; ow++)                                                   \
+                yr[ow] += wv * row[ow * s2 + off];                                                 \
+    }
+
+/* One input row into one output row. Three taps wide (the common 3x3), the positions where all
+ * three are inside the row take one pass that adds them in tap order (as the per-tap passes do),
+ * instead of three passes over the output row; the edges go tap by tap. */
+#define DW_ROW(T)                                                                                  \
+    SS_ISA_INLINE void dw_row_##T(const geom *g, const T *restrict row, const T *restrict wk,      \
+                                  T *restrict yr)                                                  \
+    {                                                                                              \
+        int64_t s2 = g->s[2], lo[3], hi[3], off[3];                                                \
+        if (g->k[2] != 3) {                                                                        \
+            for (int64_t kw = 0; kw < g->k[2]; kw++) {                                             \
+                off[0] = kw * g->d[2] - g->pb[2];                                                  \
+                valid_range(off[0], s2, g->in[2], g->out[2], &lo[0], &hi[0]);                      \
+                dw_tap_##T(s2, off[0], wk[kw], row, yr, lo[0], hi[0]);                             \
+            }                                                                                      \
+            return;                                                                                \
+        }                                                                                          \
+        int64_t ilo = 0, ihi = g->out[2];                                                          \
+        for (int kw = 0; kw < 3; kw++) {                                                           \
+            off[kw] = kw * g->d[2] - g->pb[2];                                                     \
+            valid_range(off[kw], s2, g->in[2], g->out[2], &lo[kw], &hi[kw]);                       \
+            ilo = lo[kw] > ilo ? lo[kw] : ilo;                                                     \
+            ihi = hi[kw] < ihi ? hi[kw] : ihi;                                                     \
+        }                                                                                          \
+        if (ihi < ilo) ihi = ilo;                                                                  \
+        for (int kw = 0; kw < 3; kw++) { /* the edges: positions outside [ilo, ihi) */             \
+            dw_tap_##T(s2, off[kw], wk[kw], row, yr, lo[kw], hi[kw] < ilo ? hi[kw] : ilo);         \
+            dw_tap_##T(s2, off[kw], wk[kw], row, yr, lo[kw] > ihi ? lo[kw] : ihi, hi[kw]);         \
+        }                                                                                          \
+        const T w0 = wk[0], w1 = wk[1], w2 = wk[2];                                                \
+        const T *restrict r0 = row + off[0], *restrict r1 = row + off[1],                          \
+                          *restrict r2 = row + off[2];                                             \
+        if (s2 == 1)                                                                               \
+            for (int64_t ow = ilo; ow < ihi; ow++)                                                 \
+                yr[ow] = ((yr[ow] + w0 * r0[ow]) + w1 * r1[ow]) + w2 * r2[ow];                     \
+        else                                                                                       \
+            for (int64_t ow = ilo; ow < ihi; ow++)                                                 \
+                yr[ow] = ((yr[ow] + w0 * r0[ow * s2]) + w1 * r1[ow * s2]) + w2 * r2[ow * s2];      \
+    }
+
+#define DEPTHWISE(T)                                                                               \
+    DW_TAP(T)                                                                                      \
+    DW_ROW(T)                                                                                      \
+    SS_ISA_INLINE void depthwise_##T##_body DW_PARAMS(T)                                           \
+    {                                                                                              \
         for (int64_t od = 0; od < g->out[0]; od++)                                                 \
             for (int64_t oh = 0; oh < g->out[1]; oh++) {                                           \
                 T *restrict yr = y + (od * g->out[1] + oh) * g->out[2];                            \
@@ -370,19 +438,8 @@ IM2COL(double)
                     for (int64_t kh = 0; kh < g->k[1]; kh++) {                                     \
                         int64_t ih = oh * g->s[1] - g->pb[1] + kh * g->d[1];                       \
                         if (ih < 0 || ih >= g->in[1]) continue;                                    \
-                        const T *restrict row = x + (id * g->in[1] + ih) * g->in[2];               \
-                        const T *restrict wk = w + (kd * g->k[1] + kh) * g->k[2];                  \
-                        for (int64_t kw = 0; kw < g->k[2]; kw++) {                                 \
-                            int64_t off = kw * g->d[2] - g->pb[2], lo, hi;                         \
-                            valid_range(off, s2, g->in[2], g->out[2], &lo, &hi);                   \
-                            T wv = wk[kw];                                                         \
-                            if (s2 == 1)                                                           \
-                                for (int64_t ow = lo; ow < hi; ow++)                               \
-                                    yr[ow] += wv * row[ow + off];                                  \
-                            else                                                                   \
-                                for (int64_t ow = lo; ow < hi; ow++)                               \
-                                    yr[ow] += wv * row[ow * s2 + off];                             \
-                        }                                                                          \
+                        dw_row_##T(g, x + (id * g->in[1] + ih) * g->in[2],                         \
+                                   w + (kd * g->k[1] + kh) * g->k[2], yr);                         \
                     }                                                                              \
                 }                                                                                  \
             }                                                                                      \
@@ -390,6 +447,8 @@ IM2COL(double)
 
 DEPTHWISE(float)
 DEPTHWISE(double)
+SS_ISA_VARIANTS(void, depthwise_float, DW_PARAMS(float), DW_ARGS)
+SS_ISA_VARIANTS(void, depthwise_double, DW_PARAMS(double), DW_ARGS)
 
 /* Y's channels of one image start as the bias (or zero); the gemms accumulate into them. */
 static void fill_bias(void *y, const ss_tensor *b, int64_t channels, int64_t vol, size_t es)
@@ -401,13 +460,36 @@ static void fill_bias(void *y, const ss_tensor *b, int64_t channels, int64_t vol
 }
 
 /* One image: depthwise taps, or per group im2col (unless direct) and one gemm into Y. */
+/* Depthwise channels split over the worker pool: each thread claims the next channel. */
+typedef struct {
+    const conv_plan *p;
+    const void *x, *w;
+    void *y;
+    int64_t next; /* the next unclaimed channel (__atomic_fetch_add) */
+} dw_job;
+
+#define DW_PART(T)                                                                                 \
+    static void dw_part_##T(void *ctx, int part, int parts)                                        \
+    {                                                                                              \
+        (void)part, (void)parts;                                                                   \
+        dw_job *j = ctx;                                                                           \
+        const conv_plan *p = j->p;                                                                 \
+        const T *x = j->x, *w = j->w;                                                              \
+        T *y = j->y;                                                                               \
+        for (int64_t c; (c = __atomic_fetch_add(&j->next, 1, __ATOMIC_RELAXED)) < p->C;)           \
+            depthwise_##T(&p->g, x + c * p->g.ivol, w + c * p->g.kvol, y + c * p->g.ovol);         \
+    }
+
+DW_PART(float)
+DW_PART(double)
+
 #define CONV_IMAGE(T, GEMM)                                                                        \
     static void conv_image_##T(const conv_plan *p, const T *x, const T *w, T *y)                   \
     {                                                                                              \
         int64_t ovol = p->g.ovol, ivol = p->g.ivol, K = p->cg * p->g.kvol;                         \
         if (p->depthwise) {                                                                        \
-            for (int64_t c = 0; c < p->C; c++)                                                     \
-                depthwise_##T(&p->g, x + c * ivol, w + c * p->g.kvol, y + c * ovol);               \
+            dw_job j = {p, x, w, y, 0};                                                            \
+            ss_pool_run(p->threads, dw_part_##T, &j);                                              \
             return;                                                                                \
         }                                                                                          \
         for (int64_t gi = 0; gi < p->group; gi++) {                                                \
@@ -690,7 +772,7 @@ MAXPOOL(int8_t, INT8_MIN)
 /* Row at a time: every valid (kd, kh, kw) tap folds a strided input row into the output row,
  * so the inner loop has no bounds checks. Average divides by the tap count at the end. */
 #define POOL_ROWS(T, NAME, IS_MAX, LOWEST)                                                         \
-    static void NAME(const pool_plan *p, const T *x, T *y)                                         \
+    SS_ISA_INLINE void NAME##_body(const pool_plan *p, const T *x, T *y)                           \
     {                                                                                              \
         const geom *g = &p->g;                                                                     \
         int64_t s2 = g->s[2];                                                                      \
@@ -744,12 +826,17 @@ MAXPOOL(int8_t, INT8_MIN)
         }                                                                                          \
     }
 
-POOL_ROWS(float, avgpool_float, 0, 0)
-POOL_ROWS(double, avgpool_double, 0, 0)
-POOL_ROWS(float, maxrows_float, 1, -INFINITY)
-POOL_ROWS(double, maxrows_double, 1, -INFINITY)
-POOL_ROWS(uint8_t, maxrows_uint8_t, 1, 0)
-POOL_ROWS(int8_t, maxrows_int8_t, 1, INT8_MIN)
+/* each compiled per ISA (isa.h) */
+#define POOL_ROWS_ISA(T, NAME, IS_MAX, LOWEST)                                                     \
+    POOL_ROWS(T, NAME, IS_MAX, LOWEST)                                                             \
+    SS_ISA_VARIANTS(void, NAME, (const pool_plan *p, const T *x, T *y), (p, x, y))
+
+POOL_ROWS_ISA(float, avgpool_float, 0, 0)
+POOL_ROWS_ISA(double, avgpool_double, 0, 0)
+POOL_ROWS_ISA(float, maxrows_float, 1, -INFINITY)
+POOL_ROWS_ISA(double, maxrows_double, 1, -INFINITY)
+POOL_ROWS_ISA(uint8_t, maxrows_uint8_t, 1, 0)
+POOL_ROWS_ISA(int8_t, maxrows_int8_t, 1, INT8_MIN)
 
 static ss_status *pool_run_native(ss_kctx *k)
 {
@@ -817,6 +904,29 @@ static ss_status *gpool_infer_native(ss_kctx *k)
     return NULL;
 }
 
+/* A plane's sum in double: GPOOL_LANES partial sums (element i goes to lane i % GPOOL_LANES),
+ * added in lane order at the end. One running sum was a serial chain of scalar adds; the lanes
+ * vectorize, and fixing the lane of each element keeps the result the same on every ISA. */
+#define GPOOL_LANES 8
+#define GPOOL_SUM(T)                                                                               \
+    SS_ISA_INLINE double gpool_sum_##T##_body(const T *restrict r, int64_t len)                    \
+    {                                                                                              \
+        double lane[GPOOL_LANES] = {0}, s = 0;                                                     \
+        int64_t full = len - len % GPOOL_LANES;                                                    \
+        for (int64_t i = 0; i < full; i += GPOOL_LANES)                                            \
+            for (int j = 0; j < GPOOL_LANES; j++)                                                  \
+                lane[j] += (double)r[i + j];                                                       \
+        for (int64_t i = full; i < len; i++)                                                       \
+            lane[i - full] += (double)r[i];                                                        \
+        for (int j = 0; j < GPOOL_LANES; j++)                                                      \
+            s += lane[j];                                                                          \
+        return s;                                                                                  \
+    }                                                                                              \
+    SS_ISA_VARIANTS(double, gpool_sum_##T, (const T *restrict r, int64_t len), (r, len))
+
+GPOOL_SUM(float)
+GPOOL_SUM(double)
+
 #define GPOOL(T)                                                                                   \
     do {                                                                                           \
         const T *x = k->in[0]->data;                                                               \
@@ -829,10 +939,7 @@ static ss_status *gpool_infer_native(ss_kctx *k)
                     m = r[i] > m ? r[i] : m;                                                       \
                 y[pl] = m;                                                                         \
             } else {                                                                               \
-                double s = 0;                                                                      \
-                for (int64_t i = 0; i < p->len; i++)                                               \
-                    s += r[i];                                                                     \
-                y[pl] = (T)(p->len ? s / (double)p->len : NAN);                                    \
+                y[pl] = (T)(p->len ? gpool_sum_##T(r, p->len) / (double)p->len : NAN);             \
             }                                                                                      \
         }                                                                                          \
     } while (0)

@@ -381,11 +381,12 @@ static void run_chunks(gemm_job *j)
 static struct {
     pthread_mutex_t lock; /* guards everything below */
     pthread_cond_t wake;  /* gen changed */
-    pthread_cond_t done;  /* pending reached 0, or a worker started */
+    pthread_cond_t done;  /* a part that was taken finished, or a worker started */
     pthread_mutex_t busy; /* held by the call that owns the workers */
-    int n_workers, started, parts, pending;
+    int n_workers, started, parts, taken, finished; /* taken/finished: parts of this task */
     unsigned gen;
-    gemm_job *job;
+    ss_pool_fn fn; /* the task: fn(ctx, part, parts) on each part */
+    void *ctx;
     bool atfork;
 } pool = {PTHREAD_MUTEX_INITIALIZER,
           PTHREAD_COND_INITIALIZER,
@@ -396,6 +397,8 @@ static struct {
           0,
           0,
           0,
+          0,
+          NULL,
           NULL,
           false};
 
@@ -410,12 +413,17 @@ static void *worker_main(void *arg)
         while (pool.gen == seen)
             pthread_cond_wait(&pool.wake, &pool.lock);
         seen = pool.gen;
-        if (idx >= pool.parts) continue; /* not needed this time; pool.job may be stale */
-        gemm_job *j = pool.job;
+        /* not needed this time, or woken after the caller closed the task */
+        if (idx >= pool.parts) continue;
+        ss_pool_fn fn = pool.fn;
+        void *ctx = pool.ctx;
+        int parts = pool.parts;
+        pool.taken++;
         pthread_mutex_unlock(&pool.lock);
-        run_chunks(j);
+        fn(ctx, idx, parts);
         pthread_mutex_lock(&pool.lock);
-        if (--pool.pending == 0) pthread_cond_signal(&pool.done);
+        pool.finished++;
+        pthread_cond_signal(&pool.done);
     }
     return NULL;
 }
@@ -429,8 +437,9 @@ static void pool_atfork_child(void)
     pool.busy = m;
     pool.wake = c;
     pool.done = c;
-    pool.n_workers = pool.started = pool.parts = pool.pending = 0;
-    pool.job = NULL;
+    pool.n_workers = pool.started = pool.parts = pool.taken = pool.finished = 0;
+    pool.fn = NULL;
+    pool.ctx = NULL;
 }
 
 int ss_gemm_pool_reserve(int threads)
@@ -506,6 +515,13 @@ void ss_gemm_small(ss_gemm_variant v, int64_t M, int64_t N, int64_t K, float alp
     }
 }
 
+/* A part of a GEMM: claims column chunks until none is left (the part index does not matter). */
+static void gemm_part(void *ctx, int part, int parts)
+{
+    (void)part, (void)parts;
+    run_chunks(ctx);
+}
+
 /* One pass: M <= SS_GEMM_SMALL_MAX_M rows on the tile kernels, over the pool. */
 static void tiles(ss_gemm_variant v, int64_t M, int64_t N, int64_t K, float alpha, const float *A,
                   int64_t lda, const float *B, int64_t ldb, bool acc, float *C, int64_t ldc,
@@ -516,36 +532,48 @@ static void tiles(ss_gemm_variant v, int64_t M, int64_t N, int64_t K, float alph
     int parts = threads < 1 ? 1 : threads;
     if (parts > panels) parts = (int)panels;
     if (2.0 * (double)M * (double)N * (double)K < MIN_PAR_FLOP) parts = 1;
-    bool owned = false; /* this call holds pool.busy */
-    if (parts > 1) {
-        if (pthread_mutex_trylock(&pool.busy) == 0) {
-            owned = true; /* n_workers only changes under busy */
-            if (parts > pool.n_workers + 1) parts = pool.n_workers + 1;
-        } else {
-            parts = 1; /* another call owns the workers: do not wait for it */
-        }
-    }
     /* about 4 chunks per part, so a late thread leaves its share to the others */
     int64_t per = parts == 1 ? panels : (panels + 4 * parts - 1) / (4 * parts);
     j.chunk_cols = per * PANEL;
     j.n_chunks = (N + j.chunk_cols - 1) / j.chunk_cols;
+    ss_pool_run(parts, gemm_part, &j);
+}
+
+/* Takes the workers for up to `parts` parts; returns the parts granted (> 1: this call holds
+ * pool.busy until it is done). Another call owning the workers gets 1: it runs alone instead of
+ * waiting. */
+static int pool_acquire(int parts)
+{
+    if (parts <= 1 || pthread_mutex_trylock(&pool.busy) != 0) return 1;
+    int granted = parts > pool.n_workers + 1 ? pool.n_workers + 1 : parts; /* n_workers: busy */
+    if (granted <= 1) pthread_mutex_unlock(&pool.busy);
+    return granted;
+}
+
+void ss_pool_run(int parts, ss_pool_fn fn, void *ctx)
+{
+    parts = pool_acquire(parts);
     if (parts <= 1) {
-        if (owned) pthread_mutex_unlock(&pool.busy);
-        run_chunks(&j);
+        fn(ctx, 0, 1);
         return;
     }
     pthread_mutex_lock(&pool.lock);
-    pool.job = &j;
+    pool.fn = fn;
+    pool.ctx = ctx;
     pool.parts = parts;
-    pool.pending = parts - 1;
+    pool.taken = pool.finished = 0;
     pool.gen++;
     pthread_cond_broadcast(&pool.wake);
     pthread_mutex_unlock(&pool.lock);
-    run_chunks(&j);
+    fn(ctx, 0, parts); /* returns when every piece of work has been claimed */
     pthread_mutex_lock(&pool.lock);
-    while (pool.pending > 0)
+    /* Close the task: a worker not yet scheduled (a busy machine) skips it instead of being
+     * waited for; only the parts already taken are, as they may still be working. */
+    pool.parts = 0;
+    while (pool.finished < pool.taken)
         pthread_cond_wait(&pool.done, &pool.lock);
-    pool.job = NULL;
+    pool.fn = NULL;
+    pool.ctx = NULL;
     pool.parts = 0;
     pthread_mutex_unlock(&pool.lock);
     pthread_mutex_unlock(&pool.busy);

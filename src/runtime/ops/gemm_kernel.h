@@ -45,6 +45,15 @@ unsigned long ss_gemm_calls(ss_gemm_variant v);
  * how many parts it can run (less than asked if thread creation failed). */
 int ss_gemm_pool_reserve(int threads);
 
+/* The same pool for any op: runs fn(ctx, part, parts) on the calling thread (part 0) and on up to
+ * parts - 1 workers, and returns when every call that started has returned. A worker that is not
+ * scheduled before the caller's call returns never runs the task, so fn must claim its work in
+ * pieces from a counter in ctx until none is left (the caller's call alone then does it all).
+ * parts is capped by the pool's size (reserve it at plan time); when another call holds the
+ * workers it becomes 1. */
+typedef void (*ss_pool_fn)(void *ctx, int part, int parts);
+void ss_pool_run(int parts, ss_pool_fn fn, void *ctx);
+
 /* C = alpha * A x B, or C += alpha * A x B when acc. lda/ldb/ldc are row strides in floats.
  * Uses up to `threads` threads (capped by the pool and by the amount of work). Any M; plans use
  * it for M <= SS_GEMM_TILE_MAX_M. */

@@ -51,6 +51,9 @@ unsigned long ss_dnnl_bf16_calls(void);
 unsigned long ss_dnnl_packs(void);
 
 #define SS_DNNL_MAX_DIMS 12
+/* Up to this many rows (batch dims folded in) a float32 primitive reads constant weights in
+ * place instead of a packed copy (see weights_in_place in onednn.c). */
+#define SS_DNNL_IN_PLACE_MAX_ROWS 16
 
 /* dst[batch.., M, N] = src[batch.., M, K] x wei[batch.., K, N] (+ bias), batch dims broadcast
  * (size 1 on one side). All tensors have nd dims; strides are in elements (a transposed operand
