@@ -1,0 +1,116 @@
+/* Text to ids: added tokens are found first (leftmost, longest at each position, over all added
+ * tokens at once as tokenizers.js does; lstrip/rstrip eat the whitespace beside them), the text
+ * between them is pre-tokenized with GPT-2's regex and each pre-token goes through BPE. */
+#include "tokenizer_internal.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+static const ss_tok_added *added_at(const ss_tokenizer *tk, const uint8_t *s, size_t n, size_t i)
+{
+    for (uint32_t k = tk->added_first[s[i]]; k < tk->added_first[s[i] + 1]; k++) {
+        const ss_tok_added *a = &tk->added[k];
+        if (a->len <= n - i && !memcmp(a->content, s + i, a->len)) return a;
+    }
+    return NULL;
+}
+
+static bool space_at(const uint8_t *s, size_t n, size_t i, size_t *next)
+{
+    uint32_t cp;
+    *next = ss_tok_utf8_next(s, n, i, &cp);
+    return ss_tok_classify(cp) == SS_TOK_SPACE;
+}
+
+static size_t skip_space_forward(const uint8_t *s, size_t start, size_t end)
+{
+    size_t next;
+    while (start < end && space_at(s, end, start, &next))
+        start = next;
+    return start;
+}
+
+static size_t skip_space_backward(const uint8_t *s, size_t start, size_t end)
+{
+    while (end > start) {
+        size_t i = end - 1, next;
+        while (i > start && (s[i] & 0xC0) == 0x80)
+            i--;
+        if (!space_at(s, end, i, &next)) break;
+        end = i;
+    }
+    return end;
+}
+
+static ss_status *encode_words(ss_tokenizer *tk, const uint8_t *s, size_t n, ss_tok_ids *out)
+{
+    if (!tk->use_regex) return ss_tok_bpe_word(tk, s, n, out);
+    for (size_t i = 0; i < n;) {
+        size_t end = ss_tok_split_next(s, n, i);
+        ss_status *st = ss_tok_bpe_word(tk, s + i, end - i, out);
+        if (st) return st;
+        i = end;
+    }
+    return NULL;
+}
+
+/* Text between added tokens: ByteLevel's add_prefix_space applies to each such section. */
+static ss_status *encode_section(ss_tokenizer *tk, const uint8_t *s, size_t n, ss_tok_ids *out)
+{
+    if (!n) return NULL;
+    if (!tk->add_prefix_space || s[0] == ' ') return encode_words(tk, s, n, out);
+    uint8_t *spaced = malloc(n + 1);
+    if (!spaced) return ss_errf(SS_ERR_NOMEM, "tokenizer %s: no memory for %zu bytes", tk->what, n);
+    spaced[0] = ' ';
+    memcpy(spaced + 1, s, n);
+    ss_status *st = encode_words(tk, spaced, n + 1, out);
+    free(spaced);
+    return st;
+}
+
+static ss_status *encode_text(ss_tokenizer *tk, const uint8_t *s, size_t n, ss_tok_ids *out)
+{
+    size_t gap = 0, pos = 0;
+    bool strip_next = false;
+    while (pos < n) {
+        const ss_tok_added *a = tk->n_added ? added_at(tk, s, n, pos) : NULL;
+        if (!a) {
+            pos++;
+            continue;
+        }
+        size_t gap_start = strip_next ? skip_space_forward(s, gap, pos) : gap;
+        size_t gap_end = a->lstrip ? skip_space_backward(s, gap_start, pos) : pos;
+        ss_status *st = encode_section(tk, s + gap_start, gap_end - gap_start, out);
+        if (st) return st;
+        if (!ss_tok_ids_push(out, a->id))
+            return ss_errf(SS_ERR_NOMEM, "tokenizer %s: no memory for ids", tk->what);
+        pos += a->len;
+        gap = pos;
+        strip_next = a->rstrip;
+    }
+    size_t gap_start = strip_next ? skip_space_forward(s, gap, n) : gap;
+    return encode_section(tk, s + gap_start, n - gap_start, out);
+}
+
+ss_status *ss_tokenizer_encode(ss_tokenizer *tk, const char *text, size_t len, int32_t **ids,
+                               size_t *n_ids)
+{
+    *ids = NULL;
+    *n_ids = 0;
+    if (len > SS_TOKENIZER_MAX_TEXT_BYTES)
+        return ss_errf(SS_ERR_LIMIT, "text of %zu bytes exceeds the tokenizer's limit of %zu bytes",
+                       len, SS_TOKENIZER_MAX_TEXT_BYTES);
+    const uint8_t *s = (const uint8_t *)text;
+    size_t bad = ss_tok_utf8_check(s, len);
+    if (bad < len)
+        return ss_errf(SS_ERR_INVALID, "text is not valid UTF-8 at byte %zu (0x%02x)", bad, s[bad]);
+    ss_tok_ids out = {0};
+    ss_status *st = encode_text(tk, s, len, &out);
+    if (st) {
+        free(out.ids);
+        return st;
+    }
+    *ids = out.ids;
+    *n_ids = out.len;
+    return NULL;
+}
