@@ -139,7 +139,7 @@ static ss_status *load_vocab(loader *ld, const cJSON *vocab)
     if (!scratch) return ss_errf(SS_ERR_NOMEM, "tokenizer %s: no memory", ld->tk->what);
     ss_status *st = NULL;
     for (const cJSON *v = vocab->child; v && !st; v = v->next) {
-        int32_t id;
+        int32_t id = 0;
         st = read_id(ld->tk, v, v->string, &id);
         if (!st) st = add_vocab_token(ld, v->string, id, scratch);
     }
@@ -182,7 +182,7 @@ static ss_status *add_merge(loader *ld, size_t rank, const cJSON *m, char **join
     }
     memcpy(*joined, a, alen);
     memcpy(*joined + alen, b, blen);
-    int32_t left, right, merged;
+    int32_t left = -1, right = -1, merged = -1;
     ss_status *st = merge_id(ld, rank, a, alen, &left);
     if (!st) st = merge_id(ld, rank, b, blen, &right);
     if (!st) st = merge_id(ld, rank, *joined, alen + blen, &merged);
@@ -280,7 +280,7 @@ static ss_status *add_added_token(ss_tokenizer *tk, const cJSON *t, ss_tok_added
         return bad(tk, "an added token is not valid UTF-8: ", content->valuestring);
     if (bool_field(t, "single_word", false))
         return unsupported(tk, "added token single_word", content->valuestring);
-    int32_t id;
+    int32_t id = 0;
     ss_status *st =
         read_id(tk, cJSON_GetObjectItemCaseSensitive(t, "id"), content->valuestring, &id);
     if (!st) st = grow_ids(tk, id);
