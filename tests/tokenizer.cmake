@@ -27,3 +27,27 @@ else()
   message(STATUS "tokenizer_reference not registered: no reference cache at ${ss_tokenizers_cache}"
                  " (scripts/fetch-tokenizer-reference.sh fills it)")
 endif()
+
+# libFuzzer target (-DSS_FUZZ=ON with clang): the tokenizer's sources compiled in again with
+# coverage; the robustness fuzzers' JSON dictionary guides the tokenizer.json inputs.
+if(SS_FUZZ)
+  if(NOT TARGET PkgConfig::SS_TOK_CJSON)
+    pkg_check_modules(SS_TOK_CJSON REQUIRED IMPORTED_TARGET libcjson)
+  endif()
+  get_target_property(ss_tokenizer_src ss_tokenizer SOURCE_DIR)
+  get_target_property(ss_tokenizer_sources ss_tokenizer SOURCES)
+  list(TRANSFORM ss_tokenizer_sources PREPEND ${ss_tokenizer_src}/)
+  add_executable(fuzz_tokenizer ${CMAKE_CURRENT_LIST_DIR}/tokenizer/test_tokenizer_fuzz.c
+                 ${ss_tokenizer_sources})
+  target_include_directories(fuzz_tokenizer PRIVATE ${SS_TEST_DIR})
+  target_compile_options(fuzz_tokenizer PRIVATE -fsanitize=fuzzer,address,undefined
+                                                -fno-sanitize-recover=undefined)
+  target_link_options(fuzz_tokenizer PRIVATE -fsanitize=fuzzer,address,undefined)
+  target_link_libraries(fuzz_tokenizer ss_core PkgConfig::SS_TOK_CJSON Threads::Threads m)
+  file(MAKE_DIRECTORY ${CMAKE_CURRENT_BINARY_DIR}/fuzz_tokenizer_corpus)
+  add_test(NAME fuzz_tokenizer_smoke
+           COMMAND fuzz_tokenizer -max_total_time=10 -max_len=4096 -rss_limit_mb=1024
+                   -dict=${SS_TEST_DIR}/robustness/json.dict
+                   ${CMAKE_CURRENT_BINARY_DIR}/fuzz_tokenizer_corpus)
+  set_tests_properties(fuzz_tokenizer_smoke PROPERTIES TIMEOUT 60 LABELS "tokenizer;fuzz")
+endif()
