@@ -3,10 +3,12 @@
  *
  * What is read from tokenizer.json: model.type "BPE" (vocab, merges as "a b" strings or ["a","b"]
  * pairs, unk_token, ignore_merges), added_tokens (matched before BPE, leftmost-longest, with
- * lstrip/rstrip), pre_tokenizer ByteLevel (GPT-2's split regex, add_prefix_space) and decoder
- * ByteLevel. Anything else (normalizers, other models or pre-tokenizers, byte_fallback, dropout,
- * subword prefixes) is refused at load with SS_ERR_UNSUPPORTED naming the field, so a tokenizer
- * that loads encodes exactly as the reference does.
+ * lstrip/rstrip), pre_tokenizer ByteLevel (GPT-2's split regex, add_prefix_space) or
+ * Sequence [Split with Llama-3's (or Qwen2's) regex, ByteLevel without regex], post_processor
+ * ByteLevel / TemplateProcessing (special ids around the text) and decoder ByteLevel. Anything else
+ * (normalizers, other models or pre-tokenizers, byte_fallback, dropout, subword prefixes, other
+ * split regexes) is refused at load with SS_ERR_UNSUPPORTED naming the field, so a tokenizer that
+ * loads encodes exactly as the reference does.
  *
  * Guarantees: encode and decode never crash on user input: text that is not UTF-8 and ids out of
  * range are errors naming the byte offset or the id. Decoding is lossy like the reference (bytes
@@ -41,9 +43,11 @@ void ss_tokenizer_free(ss_tokenizer *tk);
 /* One more than the largest id (model vocab and added tokens). */
 int32_t ss_tokenizer_vocab_size(const ss_tokenizer *tk);
 
-/* Text (UTF-8, `len` bytes) to ids; *ids is malloc'd (free() it), *n_ids its length. */
-ss_status *ss_tokenizer_encode(ss_tokenizer *tk, const char *text, size_t len, int32_t **ids,
-                               size_t *n_ids);
+/* Text (UTF-8, `len` bytes) to ids; *ids is malloc'd (free() it), *n_ids its length.
+ * add_special puts the post-processor's special tokens around the text (a Llama-3 BOS), as
+ * Hugging Face's encode(add_special_tokens=True) does; a GPT-2 tokenizer has none. */
+ss_status *ss_tokenizer_encode(ss_tokenizer *tk, const char *text, size_t len, bool add_special,
+                               int32_t **ids, size_t *n_ids);
 
 /* Ids to text (malloc'd, NUL-terminated, *len bytes without the NUL). skip_special leaves out
  * added tokens marked special. */

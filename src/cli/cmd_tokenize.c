@@ -1,6 +1,7 @@
 /*
- * shardserve tokenize --tokenizer FILE [--decode [--stream] [--skip-special]] TEXT|-
- * Encode text (an argument, or stdin with "-") to token ids printed on one line, or with
+ * shardserve tokenize --tokenizer FILE [--no-special | --decode [--stream] [--skip-special]] TEXT|-
+ * Encode text (an argument, or stdin with "-") to token ids printed on one line (with the
+ * post-processor's special tokens, a Llama-3 BOS, unless --no-special), or with
  * --decode turn ids (separated by spaces, commas or newlines) back into text, printed as is.
  * --stream decodes through the incremental detokenizer, one id at a time, as a server streams.
  */
@@ -16,7 +17,7 @@
 
 typedef struct {
     const char *tokenizer, *input;
-    bool decode, stream, skip_special;
+    bool decode, stream, skip_special, no_special;
 } tokenize_args;
 
 static ss_status *read_stdin(char **data, size_t *len)
@@ -65,11 +66,12 @@ static ss_status *parse_ids(const char *s, int32_t **ids, size_t *n)
     return ss_errf(SS_ERR_NOMEM, "no memory for %zu token ids", *n);
 }
 
-static ss_status *print_encoded(ss_tokenizer *tk, const char *text, size_t len)
+static ss_status *print_encoded(ss_tokenizer *tk, const tokenize_args *a, const char *text,
+                                size_t len)
 {
     int32_t *ids;
     size_t n;
-    ss_status *st = ss_tokenizer_encode(tk, text, len, &ids, &n);
+    ss_status *st = ss_tokenizer_encode(tk, text, len, !a->no_special, &ids, &n);
     if (st) return st;
     for (size_t i = 0; i < n; i++)
         printf(i ? " %d" : "%d", ids[i]);
@@ -115,8 +117,8 @@ static int parse_args(int argc, char **argv, tokenize_args *a)
 {
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
-            printf("usage: shardserve tokenize --tokenizer tokenizer.json [--decode [--stream] "
-                   "[--skip-special]] TEXT|-\n");
+            printf("usage: shardserve tokenize --tokenizer tokenizer.json [--no-special | --decode "
+                   "[--stream] [--skip-special]] TEXT|-\n");
             return 0;
         } else if (!strcmp(argv[i], "--tokenizer") && i + 1 < argc) {
             a->tokenizer = argv[++i];
@@ -124,6 +126,8 @@ static int parse_args(int argc, char **argv, tokenize_args *a)
             a->decode = true;
         } else if (!strcmp(argv[i], "--stream")) {
             a->stream = true;
+        } else if (!strcmp(argv[i], "--no-special")) {
+            a->no_special = true;
         } else if (!strcmp(argv[i], "--skip-special")) {
             a->skip_special = true;
         } else if (!a->input) {
@@ -149,7 +153,7 @@ int cmd_tokenize(int argc, char **argv)
     ss_tokenizer *tk = NULL;
     if (!st) st = ss_tokenizer_load(a.tokenizer, &tk);
     const char *text = input ? input : a.input;
-    if (!st) st = a.decode ? print_decoded(tk, &a, text) : print_encoded(tk, text, len);
+    if (!st) st = a.decode ? print_decoded(tk, &a, text) : print_encoded(tk, &a, text, len);
     ss_tokenizer_free(tk);
     free(input);
     return st ? cli_fail("tokenize", st) : 0;

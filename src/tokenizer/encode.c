@@ -1,6 +1,7 @@
 /* Text to ids: added tokens are found first (leftmost, longest at each position, over all added
  * tokens at once as tokenizers.js does; lstrip/rstrip eat the whitespace beside them), the text
- * between them is pre-tokenized with GPT-2's regex and each pre-token goes through BPE. */
+ * between them is pre-tokenized with GPT-2's or Llama-3's regex and each pre-token goes through
+ * BPE; with add_special, the post-processor's template ids go around the whole. */
 #include "tokenizer_internal.h"
 
 #include <stdlib.h>
@@ -44,9 +45,11 @@ static size_t skip_space_backward(const uint8_t *s, size_t start, size_t end)
 
 static ss_status *encode_words(ss_tokenizer *tk, const uint8_t *s, size_t n, ss_tok_ids *out)
 {
-    if (!tk->use_regex) return ss_tok_bpe_word(tk, s, n, out);
+    if (tk->split == SS_TOK_SPLIT_NONE) return ss_tok_bpe_word(tk, s, n, out);
     for (size_t i = 0; i < n;) {
-        size_t end = ss_tok_split_next(s, n, i);
+        size_t end = tk->split == SS_TOK_SPLIT_GPT2
+                         ? ss_tok_split_next(s, n, i)
+                         : ss_tok_split_llama3_next(s, n, i, tk->max_digits);
         ss_status *st = ss_tok_bpe_word(tk, s + i, end - i, out);
         if (st) return st;
         i = end;
@@ -92,8 +95,15 @@ static ss_status *encode_text(ss_tokenizer *tk, const uint8_t *s, size_t n, ss_t
     return encode_section(tk, s + gap_start, n - gap_start, out);
 }
 
-ss_status *ss_tokenizer_encode(ss_tokenizer *tk, const char *text, size_t len, int32_t **ids,
-                               size_t *n_ids)
+static bool push_all(ss_tok_ids *out, const ss_tok_ids *ids)
+{
+    for (size_t i = 0; i < ids->len; i++)
+        if (!ss_tok_ids_push(out, ids->ids[i])) return false;
+    return true;
+}
+
+ss_status *ss_tokenizer_encode(ss_tokenizer *tk, const char *text, size_t len, bool add_special,
+                               int32_t **ids, size_t *n_ids)
 {
     *ids = NULL;
     *n_ids = 0;
@@ -105,7 +115,12 @@ ss_status *ss_tokenizer_encode(ss_tokenizer *tk, const char *text, size_t len, i
     if (bad < len)
         return ss_errf(SS_ERR_INVALID, "text is not valid UTF-8 at byte %zu (0x%02x)", bad, s[bad]);
     ss_tok_ids out = {0};
-    ss_status *st = encode_text(tk, s, len, &out);
+    ss_status *st = NULL;
+    if (add_special && !push_all(&out, &tk->prefix))
+        st = ss_errf(SS_ERR_NOMEM, "tokenizer %s: no memory for ids", tk->what);
+    if (!st) st = encode_text(tk, s, len, &out);
+    if (!st && add_special && !push_all(&out, &tk->suffix))
+        st = ss_errf(SS_ERR_NOMEM, "tokenizer %s: no memory for ids", tk->what);
     if (st) {
         free(out.ids);
         return st;

@@ -245,10 +245,106 @@ static ss_status *load_model(loader *ld, const cJSON *model)
     return NULL;
 }
 
-static ss_status *load_byte_level(ss_tokenizer *tk, const cJSON *obj, const char *where)
+/* The split regexes implemented by hand (pretok.c), as tokenizer.json spells them. */
+#define SPLIT_GPT2                                                                                 \
+    "'s|'t|'re|'ve|'m|'ll|'d| ?\\p{L}+| ?\\p{N}+| ?[^\\s\\p{L}\\p{N}]+|\\s+(?!\\S)|\\s+"
+#define SPLIT_LLAMA3_HEAD "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}"
+#define SPLIT_LLAMA3_TAIL "| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+"
+
+static ss_status *load_split(ss_tokenizer *tk, const cJSON *split)
 {
-    const char *type = obj ? type_of(obj) : NULL;
-    if (!type || strcmp(type, "ByteLevel")) return unsupported(tk, where, type ? type : "(none)");
+    const cJSON *pattern = cJSON_GetObjectItemCaseSensitive(split, "pattern");
+    const cJSON *regex = cJSON_GetObjectItemCaseSensitive(pattern, "Regex");
+    const cJSON *behavior = cJSON_GetObjectItemCaseSensitive(split, "behavior");
+    if (!cJSON_IsString(regex))
+        return unsupported(tk, "pre_tokenizer Split pattern", "(not Regex)");
+    if (!cJSON_IsString(behavior) || strcmp(behavior->valuestring, "Isolated") ||
+        bool_field(split, "invert", false))
+        return unsupported(tk, "pre_tokenizer Split behavior other than Isolated", "");
+    const char *r = regex->valuestring;
+    if (!strcmp(r, SPLIT_GPT2)) {
+        tk->split = SS_TOK_SPLIT_GPT2;
+    } else if (!strcmp(r, SPLIT_LLAMA3_HEAD "{1,3}" SPLIT_LLAMA3_TAIL)) {
+        tk->split = SS_TOK_SPLIT_LLAMA3, tk->max_digits = 3;
+    } else if (!strcmp(r, SPLIT_LLAMA3_HEAD SPLIT_LLAMA3_TAIL)) {
+        tk->split = SS_TOK_SPLIT_LLAMA3, tk->max_digits = 1;
+    } else {
+        return unsupported(tk, "pre_tokenizer Split regex", r);
+    }
+    return NULL;
+}
+
+/* ByteLevel alone (its own regex is GPT-2's), or Sequence [Split, ByteLevel without regex]. */
+static ss_status *load_pre_tokenizer(ss_tokenizer *tk, const cJSON *pre)
+{
+    const char *type = pre ? type_of(pre) : NULL;
+    if (type && !strcmp(type, "ByteLevel")) {
+        tk->add_prefix_space = bool_field(pre, "add_prefix_space", false);
+        tk->split = bool_field(pre, "use_regex", true) ? SS_TOK_SPLIT_GPT2 : SS_TOK_SPLIT_NONE;
+        return NULL;
+    }
+    if (!type || strcmp(type, "Sequence"))
+        return unsupported(tk, "pre_tokenizer", type ? type : "(none)");
+    const cJSON *list = cJSON_GetObjectItemCaseSensitive(pre, "pretokenizers");
+    const cJSON *split = cJSON_GetArrayItem(list, 0), *byte_level = cJSON_GetArrayItem(list, 1);
+    if (cJSON_GetArraySize(list) != 2 || !type_of(split) || strcmp(type_of(split), "Split") ||
+        !type_of(byte_level) || strcmp(type_of(byte_level), "ByteLevel") ||
+        bool_field(byte_level, "use_regex", true))
+        return unsupported(tk, "pre_tokenizer Sequence",
+                           "other than [Split, ByteLevel with use_regex false]");
+    tk->add_prefix_space = bool_field(byte_level, "add_prefix_space", false);
+    return load_split(tk, split);
+}
+
+/* TemplateProcessing's "single": special tokens before and after the sequence "A". */
+static ss_status *load_template(ss_tokenizer *tk, const cJSON *tp)
+{
+    const cJSON *single = cJSON_GetObjectItemCaseSensitive(tp, "single");
+    const cJSON *specials = cJSON_GetObjectItemCaseSensitive(tp, "special_tokens");
+    if (!cJSON_IsArray(single))
+        return bad(tk, "post_processor TemplateProcessing has no single", NULL);
+    ss_tok_ids *side = &tk->prefix;
+    for (const cJSON *item = single->child; item; item = item->next) {
+        const cJSON *special = cJSON_GetObjectItemCaseSensitive(item, "SpecialToken");
+        if (cJSON_GetObjectItemCaseSensitive(item, "Sequence")) {
+            side = &tk->suffix;
+            continue;
+        }
+        const cJSON *name = cJSON_GetObjectItemCaseSensitive(special, "id");
+        const cJSON *ids = cJSON_GetObjectItemCaseSensitive(
+            cJSON_GetObjectItemCaseSensitive(specials,
+                                             cJSON_IsString(name) ? name->valuestring : ""),
+            "ids");
+        if (!cJSON_IsArray(ids))
+            return bad(tk,
+                       "post_processor TemplateProcessing names a special token it does not "
+                       "define: ",
+                       cJSON_IsString(name) ? name->valuestring : "(no id)");
+        for (const cJSON *v = ids->child; v; v = v->next) {
+            int32_t id = 0;
+            ss_status *st = read_id(tk, v, cJSON_IsString(name) ? name->valuestring : "", &id);
+            if (st) return st;
+            if (!ss_tok_ids_push(side, id))
+                return ss_errf(SS_ERR_NOMEM, "tokenizer %s: no memory", tk->what);
+        }
+    }
+    return NULL;
+}
+
+/* ByteLevel (offsets only), TemplateProcessing, or a Sequence of them. */
+static ss_status *load_post_processor(ss_tokenizer *tk, const cJSON *post, int depth)
+{
+    if (!post || cJSON_IsNull(post)) return NULL;
+    const char *type = type_of(post);
+    if (type && !strcmp(type, "ByteLevel")) return NULL;
+    if (type && !strcmp(type, "TemplateProcessing")) return load_template(tk, post);
+    if (!type || strcmp(type, "Sequence") || depth > 0)
+        return unsupported(tk, "post_processor", type ? type : "(set)");
+    const cJSON *list = cJSON_GetObjectItemCaseSensitive(post, "processors");
+    for (const cJSON *p = cJSON_IsArray(list) ? list->child : NULL; p; p = p->next) {
+        ss_status *st = load_post_processor(tk, p, depth + 1);
+        if (st) return st;
+    }
     return NULL;
 }
 
@@ -257,16 +353,28 @@ static ss_status *load_pipeline(ss_tokenizer *tk, const cJSON *root)
     const cJSON *norm = cJSON_GetObjectItemCaseSensitive(root, "normalizer");
     if (norm && !cJSON_IsNull(norm))
         return unsupported(tk, "normalizer", type_of(norm) ? type_of(norm) : "(set)");
-    const cJSON *pre = cJSON_GetObjectItemCaseSensitive(root, "pre_tokenizer");
-    ss_status *st = load_byte_level(tk, pre, "pre_tokenizer");
-    if (!st) st = load_byte_level(tk, cJSON_GetObjectItemCaseSensitive(root, "decoder"), "decoder");
-    if (st) return st;
-    tk->add_prefix_space = bool_field(pre, "add_prefix_space", false);
-    tk->use_regex = bool_field(pre, "use_regex", true);
-    /* A ByteLevel post-processor only adjusts offsets; anything else would add ids. */
-    const cJSON *post = cJSON_GetObjectItemCaseSensitive(root, "post_processor");
-    if (post && !cJSON_IsNull(post) && (!type_of(post) || strcmp(type_of(post), "ByteLevel")))
-        return unsupported(tk, "post_processor", type_of(post) ? type_of(post) : "(set)");
+    const cJSON *decoder = cJSON_GetObjectItemCaseSensitive(root, "decoder");
+    if (!type_of(decoder) || strcmp(type_of(decoder), "ByteLevel"))
+        return unsupported(tk, "decoder", type_of(decoder) ? type_of(decoder) : "(none)");
+    ss_status *st = load_pre_tokenizer(tk, cJSON_GetObjectItemCaseSensitive(root, "pre_tokenizer"));
+    if (!st)
+        st = load_post_processor(tk, cJSON_GetObjectItemCaseSensitive(root, "post_processor"), 0);
+    return st;
+}
+
+/* The template's ids must exist once the vocab and the added tokens are in. */
+static ss_status *check_template_ids(const ss_tokenizer *tk)
+{
+    const ss_tok_ids *sides[] = {&tk->prefix, &tk->suffix};
+    for (size_t s = 0; s < 2; s++)
+        for (size_t i = 0; i < sides[s]->len; i++) {
+            int32_t id = sides[s]->ids[i];
+            if (id >= tk->size || !(tk->flags[id] & SS_TOK_PRESENT))
+                return ss_errf(SS_ERR_INVALID,
+                               "tokenizer %s: post_processor adds id %d, which is "
+                               "not in the vocabulary",
+                               tk->what, id);
+        }
     return NULL;
 }
 
@@ -335,6 +443,8 @@ void ss_tokenizer_free(ss_tokenizer *tk)
     free(tk->piece);
     free(tk->piece_len);
     free(tk->added);
+    free(tk->prefix.ids);
+    free(tk->suffix.ids);
     ss_tok_strmap_free(&tk->raw);
     ss_tok_pairmap_free(&tk->merges);
     ss_tok_arena_free(&tk->arena);
@@ -353,6 +463,7 @@ static ss_status *load_root(ss_tokenizer *tk, const cJSON *root)
     ss_tok_strmap_free(&ld.vocab);
     if (!st) st = load_pipeline(tk, root);
     if (!st) st = load_added(tk, cJSON_GetObjectItemCaseSensitive(root, "added_tokens"));
+    if (!st) st = check_template_ids(tk);
     return st;
 }
 

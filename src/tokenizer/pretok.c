@@ -186,3 +186,78 @@ int ss_tok_char_byte(uint32_t cp)
         if (!byte_is_printable(b) && n++ == cp) return (int)b;
     return -1;
 }
+
+static bool is_cr_lf(uint32_t cp)
+{
+    return cp == '\r' || cp == '\n';
+}
+
+/* (?i:'s|'t|'re|'ve|'m|'ll|'d) after the apostrophe at s[0]: bytes matched after it, or 0.
+ * Case folding is Unicode's: U+017F (long s) folds to s. */
+static size_t contraction_len_nocase(const uint8_t *s, size_t n)
+{
+    uint8_t a = n >= 1 ? s[0] | 0x20 : 0, b = n >= 2 ? s[1] | 0x20 : 0;
+    if (n >= 2 && s[0] == 0xC5 && s[1] == 0xBF) return 2;
+    if (a == 's' || a == 't' || a == 'm' || a == 'd') return 1;
+    if ((a == 'r' && b == 'e') || (a == 'v' && b == 'e') || (a == 'l' && b == 'l')) return 2;
+    return 0;
+}
+
+/* \s*[\r\n]+ then \s+(?!\S) then \s+: a whitespace run up to and including its last CR or LF
+ * when it has one, else as in GPT-2's regex. */
+static size_t space_newline_end(const uint8_t *s, size_t n, size_t i)
+{
+    size_t j = i, after_newline = 0;
+    while (j < n) {
+        uint32_t cp;
+        size_t next = ss_tok_utf8_next(s, n, j, &cp);
+        if (ss_tok_classify(cp) != SS_TOK_SPACE) break;
+        if (is_cr_lf(cp)) after_newline = next;
+        j = next;
+    }
+    return after_newline ? after_newline : space_end(s, n, i);
+}
+
+/* End of the run of \p{N} from s[i], at most max characters (0: no limit). */
+static size_t digits_end(const uint8_t *s, size_t n, size_t i, unsigned max)
+{
+    for (unsigned k = 0; i < n && (!max || k < max); k++) {
+        uint32_t cp;
+        size_t next = ss_tok_utf8_next(s, n, i, &cp);
+        if (ss_tok_classify(cp) != SS_TOK_NUMBER) break;
+        i = next;
+    }
+    return i;
+}
+
+/* ?[^\s\p{L}\p{N}]+[\r\n]* from s[i] (the optional space already passed). */
+static size_t other_then_newlines_end(const uint8_t *s, size_t n, size_t i)
+{
+    i = run_end(s, n, i, SS_TOK_OTHER);
+    while (i < n && (s[i] == '\r' || s[i] == '\n'))
+        i++;
+    return i;
+}
+
+size_t ss_tok_split_llama3_next(const uint8_t *s, size_t n, size_t i, unsigned max_digits)
+{
+    uint32_t cp, next_cp = 0;
+    size_t after = ss_tok_utf8_next(s, n, i, &cp);
+    if (cp == '\'') {
+        size_t k = contraction_len_nocase(s + after, n - after);
+        if (k) return after + k;
+    }
+    ss_tok_class cls = ss_tok_classify(cp), next_cls = SS_TOK_SPACE;
+    if (after < n) {
+        ss_tok_utf8_next(s, n, after, &next_cp);
+        next_cls = ss_tok_classify(next_cp);
+    }
+    if (cls == SS_TOK_LETTER) return run_end(s, n, i, SS_TOK_LETTER);
+    if (cls != SS_TOK_NUMBER && !is_cr_lf(cp) && after < n && next_cls == SS_TOK_LETTER)
+        return run_end(s, n, after, SS_TOK_LETTER);
+    if (cls == SS_TOK_NUMBER) return digits_end(s, n, i, max_digits);
+    if (cp == ' ' && after < n && next_cls == SS_TOK_OTHER)
+        return other_then_newlines_end(s, n, after);
+    if (cls == SS_TOK_OTHER) return other_then_newlines_end(s, n, i);
+    return space_newline_end(s, n, i);
+}

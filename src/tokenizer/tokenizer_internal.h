@@ -39,6 +39,13 @@ size_t ss_tok_utf8_check(const uint8_t *s, size_t n);
 size_t ss_tok_utf8_put(uint32_t cp, char *out);
 /* End of the pre-token (GPT-2 split regex) that starts at s[i], i < n. */
 size_t ss_tok_split_next(const uint8_t *s, size_t n, size_t i);
+/* The same for Llama-3's regex (max_digits 3) and Qwen2's (\p{N} alone: max_digits 1):
+ *   (?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|
+ *   \s*[\r\n]+|\s+(?!\S)|\s+ */
+size_t ss_tok_split_llama3_next(const uint8_t *s, size_t n, size_t i, unsigned max_digits);
+
+/* How text between added tokens is cut into pre-tokens before BPE. */
+typedef enum { SS_TOK_SPLIT_NONE, SS_TOK_SPLIT_GPT2, SS_TOK_SPLIT_LLAMA3 } ss_tok_split;
 
 /* Chunked arena: strings that live as long as the tokenizer, freed in one go. */
 typedef struct ss_tok_chunk ss_tok_chunk;
@@ -102,8 +109,11 @@ struct ss_tokenizer {
     ss_tok_pairmap merges; /* by ids */
     int32_t byte_id[256];  /* the id of each byte's byte-level character */
     int32_t unk_id;        /* -1: none */
-    bool ignore_merges, add_prefix_space, use_regex;
-    ss_tok_added *added; /* sorted by first byte, then longest first */
+    bool ignore_merges, add_prefix_space;
+    ss_tok_split split;
+    unsigned max_digits;       /* SS_TOK_SPLIT_LLAMA3: digits per pre-token */
+    ss_tok_ids prefix, suffix; /* TemplateProcessing's ids around the text (add_special) */
+    ss_tok_added *added;       /* sorted by first byte, then longest first */
     size_t n_added;
     uint32_t added_first[257]; /* added[added_first[b] .. added_first[b+1]) start with byte b */
     ss_tok_arena arena;

@@ -6,7 +6,9 @@
 // Nothing here is random from run to run: the generated strings come from a seeded generator.
 //
 // The corpus leaves out U+0085 and U+FEFF: JavaScript's \s counts U+FEFF as space and not U+0085,
-// Hugging Face's Rust tokenizers (and shardserve) the other way round.
+// Hugging Face's Rust tokenizers (and shardserve) the other way round; and "'" before U+017F
+// (long s): tokenizers.js folds case in (?i:'s) for ASCII only, Oniguruma (and shardserve) fold
+// U+017F to s as Unicode does (test_tokenizer_stream checks that split by hand).
 'use strict';
 const fs = require('fs');
 const path = require('path');
@@ -52,6 +54,7 @@ function tokenizerJson(variant) {
     },
   };
   if (variant === 'gpt2') return base;
+  if (variant === 'llama3' || variant === 'qwen2') return splitVariant(base, variant);
   base.model = Object.assign({}, base.model, { ignore_merges: true, merges: merges.map((m) => m.split(' ')) });
   base.pre_tokenizer = Object.assign({}, base.pre_tokenizer, { add_prefix_space: true });
   base.added_tokens = base.added_tokens.concat([
@@ -61,6 +64,27 @@ function tokenizerJson(variant) {
     added(50260, '<|ユーザー|>', { special: false }),
     added(50261, '🤖', { lstrip: true, rstrip: true }),
   ]);
+  return base;
+}
+
+// Llama-3's pre-tokenizer (Split with its regex, then ByteLevel without one), BOS added by a
+// TemplateProcessing post-processor, ignore_merges; Qwen2's regex (one digit per pre-token).
+const LLAMA3_REGEX = "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}{1,3}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+";
+function splitVariant(base, variant) {
+  const regex = variant === 'llama3' ? LLAMA3_REGEX : LLAMA3_REGEX.replace('\\p{N}{1,3}', '\\p{N}');
+  base.pre_tokenizer = { type: 'Sequence', pretokenizers: [
+    { type: 'Split', pattern: { Regex: regex }, behavior: 'Isolated', invert: false },
+    { type: 'ByteLevel', add_prefix_space: false, trim_offsets: true, use_regex: false }] };
+  if (variant === 'qwen2') return base;
+  base.model = Object.assign({}, base.model, { ignore_merges: true, merges: merges.map((m) => m.split(' ')) });
+  base.added_tokens = base.added_tokens.concat([added(50257, '<|begin_of_text|>')]);
+  base.post_processor = { type: 'Sequence', processors: [
+    { type: 'ByteLevel', add_prefix_space: true, trim_offsets: false, use_regex: true },
+    { type: 'TemplateProcessing', single: [{ SpecialToken: { id: '<|begin_of_text|>', type_id: 0 } },
+      { Sequence: { id: 'A', type_id: 0 } }],
+      pair: [{ SpecialToken: { id: '<|begin_of_text|>', type_id: 0 } }, { Sequence: { id: 'A', type_id: 0 } },
+        { SpecialToken: { id: '<|begin_of_text|>', type_id: 1 } }, { Sequence: { id: 'B', type_id: 1 } }],
+      special_tokens: { '<|begin_of_text|>': { id: '<|begin_of_text|>', ids: [50257], tokens: ['<|begin_of_text|>'] } } }] };
   return base;
 }
 
@@ -86,12 +110,13 @@ const FIXED = [
   'Z̤͔ͧ̑̓ä͖̭̈̇lͮ̒ͫǧ̗͚̚o̙̔ͮ̇͐̇', '𝐀𝐁𝐂 𝟏𝟐𝟑 𐐀𐐁 math and deseret', '<|endoftext|>', 'a<|endoftext|>b',
   '<|endoftext|><|endoftext|>', ' <|endoftext|> ', '<|endof', '<|endoftext|', '<|im_start|>user\nhi<|im_end|>\n',
   'x   <|im_start|>   y', '<|im_end|>   tail', '<|imx <|im', '<|ユーザー|>こんにちは', 'a 🤖 b', '  🤖  ',
-  '!!!???...,,,;;;', '~`@#$%^&*()_+-=[]{}|\\:";\'<>?,./', 'http://example.com/path?q=1&r=2#frag',
+  '!!!???...,,,;;;', "'S 'Re 'LL 'Ve 'd 'D", '12345678901', ' 1234 x', 'a\n\n  b', 'x \n \n y', '(word) [x] "q"',
+  '\tindent\n\t\tmore\r\nwin', 'end.\n\n\n', 'a.\r\n\r\nb', '.\n', ' ...\n\nx', '١٢٣٤٥ ⅷⅸ', '  \n', '~`@#$%^&*()_+-=[]{}|\\:";\'<>?,./', 'http://example.com/path?q=1&r=2#frag',
   'CamelCaseIdentifierWithNumbers123And456', 'snake_case_identifier_42', 'ALLCAPS AND lowercase',
   'Ǆ ǅ ǆ ß ẞ ﬁ ﬂ', '\u0000nul\u0001\u001f\u007f', '\u00ad soft hyphen', 'x\u200by\u200dz', 'a\u3000\u3000b',
 ];
 
-const POOLS = [
+const POOLS = [ // no U+017F: see the top
   'abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ', '0123456789', '  \t\n\r\u00a0\u2009\u3000',
   "'!\"#$%&()*+,-./:;<=>?@[\\]^_`{|}~", 'éèêëàâäôöûüçñåøæœÉÈÀ', '中文字符日本語한국어漢字テスト',
   '😀😃😄😁🤖👍🏽🇫🇷👨‍👩‍👧', '\u0301\u0302\u0303\u0308\u0327', 'ابتثجحخدذرزسشصضطظعغ', 'अआइईउऊकखगघ',
@@ -132,7 +157,7 @@ function repoText(limitBytes) {
 }
 
 const b64 = (s) => Buffer.from(s, 'utf8').toString('base64');
-const VARIANTS = ['gpt2', 'gpt2-extra'];
+const VARIANTS = ['gpt2', 'gpt2-extra', 'llama3', 'qwen2'];
 fs.mkdirSync(opts.out, { recursive: true });
 const cases = { encode: [], decode: [] };
 for (const variant of VARIANTS) {
@@ -140,14 +165,15 @@ for (const variant of VARIANTS) {
   const file = `${variant}.json`;
   fs.writeFileSync(path.join(opts.out, file), JSON.stringify(json));
   const tok = new Tokenizer(json, { clean_up_tokenization_spaces: false });
-  const r = rng(variant === 'gpt2' ? 1 : 2);
+  const r = rng(1 + VARIANTS.indexOf(variant));
   const texts = FIXED.concat(Array.from({ length: 1500 }, () => randomText(r)));
   texts.push(repoText(200000).slice(0, 200000).replace(/[\u0085\ufeff]/g, ' '));
-  for (const text of texts) {
-    const ids = tok.encode(text).ids;
+  texts.forEach((text, k) => {
+    const add_special = k % 2 === 0;
+    const ids = tok.encode(text, { add_special_tokens: add_special }).ids;
     // decoded: with add_prefix_space it is the text with a space in front
-    cases.encode.push({ tokenizer: file, text: b64(text), ids, decoded: b64(tok.decode(ids)) });
-  }
+    cases.encode.push({ tokenizer: file, text: b64(text), add_special, ids, decoded: b64(tok.decode(ids)) });
+  });
   // Decoding: random ids (split characters give invalid or partial UTF-8), and real encodings.
   const vocabSize = Math.max(...json.added_tokens.map((t) => t.id)) + 1;
   for (let k = 0; k < 1500; k++) {

@@ -38,7 +38,7 @@ static void fuzz_load(const uint8_t *data, size_t size)
     }
     int32_t *ids = NULL;
     size_t n = 0;
-    st = ss_tokenizer_encode(tk, "Hello, world! 123 \xC3\xA9", 19, &ids, &n);
+    st = ss_tokenizer_encode(tk, "Hello, world! 123 \xC3\xA9", 19, true, &ids, &n);
     if (st) abort(); /* a tokenizer that loads encodes any UTF-8 */
     free(ids);
     ss_tokenizer_free(tk);
@@ -49,7 +49,7 @@ static void fuzz_roundtrip(const uint8_t *data, size_t size)
     ss_tokenizer *tk = small_loaded();
     int32_t *ids = NULL;
     size_t n = 0;
-    ss_status *st = ss_tokenizer_encode(tk, (const char *)data, size, &ids, &n);
+    ss_status *st = ss_tokenizer_encode(tk, (const char *)data, size, true, &ids, &n);
     if (st) {
         if (!strstr(st->msg, "not valid UTF-8 at byte") || ids) abort();
         ss_status_free(st);

@@ -70,9 +70,10 @@ static void check_encode(suite *s, ss_tokenizer *tk, const cJSON *c, unsigned ch
 {
     size_t len = b64_decode(cJSON_GetObjectItem(c, "text")->valuestring, buf);
     const cJSON *want = cJSON_GetObjectItem(c, "ids");
+    bool add_special = cJSON_IsTrue(cJSON_GetObjectItem(c, "add_special"));
     int32_t *ids = NULL;
     size_t n = 0;
-    CHECK_OK(ss_tokenizer_encode(tk, (const char *)buf, len, &ids, &n));
+    CHECK_OK(ss_tokenizer_encode(tk, (const char *)buf, len, add_special, &ids, &n));
     bool same = ids && ids_equal(want, ids, n);
     CHECK_MSG(same, "encode mismatch on %zu bytes \"%.*s\"", len, (int)(len > 80 ? 80 : len), buf);
     if (!same && s->shown++ < MAX_SHOWN) {
@@ -150,7 +151,7 @@ static void check_invalid_utf8(ss_tokenizer *tk)
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         int32_t *ids = NULL;
         size_t n = 0;
-        CHECK_ERR(ss_tokenizer_encode(tk, bad[i], strlen(bad[i]), &ids, &n),
+        CHECK_ERR(ss_tokenizer_encode(tk, bad[i], strlen(bad[i]), true, &ids, &n),
                   "not valid UTF-8 at byte");
         CHECK(!ids && !n);
     }
@@ -207,7 +208,7 @@ static void test_bench_same_ids(void)
     int32_t *ids = NULL;
     size_t n = 0;
     uint64_t t0 = ss_now_ns();
-    CHECK_OK(ss_tokenizer_encode(tk, text, len, &ids, &n));
+    CHECK_OK(ss_tokenizer_encode(tk, text, len, false, &ids, &n));
     double seconds = (double)(ss_now_ns() - t0) / 1e9;
     CHECK_MSG(ids && ids_equal(cJSON_GetObjectItem(ref, "ids"), ids, n), "bench text: ids differ");
     double ref_seconds = cJSON_GetObjectItem(ref, "seconds")->valuedouble;

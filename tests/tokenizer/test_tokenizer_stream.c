@@ -35,7 +35,7 @@ static void test_encode_merges_and_added_tokens(void)
     const int32_t want[] = {ID_HI, ' ', ID_E_ACUTE, ID_S, ' ', 'x', ID_X, 'y'};
     int32_t *ids = NULL;
     size_t n = 0;
-    CHECK_OK(ss_tokenizer_encode(tk, text, strlen(text), &ids, &n));
+    CHECK_OK(ss_tokenizer_encode(tk, text, strlen(text), true, &ids, &n));
     CHECK_MSG(n == sizeof want / sizeof want[0] && !memcmp(ids, want, sizeof want), "got %zu ids",
               n);
     char *back = NULL;
@@ -48,6 +48,34 @@ static void test_encode_merges_and_added_tokens(void)
     free(back);
     free(ids);
     ss_tokenizer_free(tk);
+}
+
+/* Cut text with a split function; the pieces, joined by '|', must be `want`. */
+static void expect_split(const char *text, unsigned max_digits, const char *want)
+{
+    const uint8_t *s = (const uint8_t *)text;
+    size_t n = strlen(text);
+    char got[256] = "";
+    for (size_t i = 0; i < n;) {
+        size_t end =
+            max_digits ? ss_tok_split_llama3_next(s, n, i, max_digits) : ss_tok_split_next(s, n, i);
+        snprintf(got + strlen(got), sizeof got - strlen(got), "%s%.*s", i ? "|" : "",
+                 (int)(end - i), text + i);
+        i = end;
+    }
+    CHECK_MSG(!strcmp(got, want), "split of \"%s\": got \"%s\", want \"%s\"", text, got, want);
+}
+
+/* The split regexes on cases worked out from the patterns by hand. */
+static void test_split_regexes(void)
+{
+    expect_split("I'm  here 2024!\n\n x", 0, "I|'m| | here| 2024|!|\n\n| x");
+    expect_split("it'S ok", 0, "it|'|S| ok");
+    expect_split("\tab 12345 (x) it'S ok\n \n y", 3, "\tab| |123|45| (|x|)| it|'S| ok|\n \n| y");
+    expect_split("12345", 1, "1|2|3|4|5");
+    expect_split("a.\r\n\r\nb", 3, "a|.\r\n\r\n|b");
+    /* (?i:'s) folds case as Unicode does: U+017F (long s) is an s */
+    expect_split("'\xC5\xBFt", 3, "'\xC5\xBF|t");
 }
 
 /* Push ids one by one; each push must return exactly the expected piece. */
@@ -182,6 +210,28 @@ static void empty_added(cJSON *r)
 {
     cJSON_AddItemToArray(cJSON_GetObjectItem(r, "added_tokens"), cJSON_Parse("{\"id\": 300}"));
 }
+static void other_split(cJSON *r)
+{
+    cJSON_ReplaceItemInObject(r, "pre_tokenizer",
+                              cJSON_Parse("{\"type\": \"Sequence\", \"pretokenizers\": [{\"type\": "
+                                          "\"Split\", \"pattern\": {\"Regex\": \"\\\\w+\"}, "
+                                          "\"behavior\": \"Isolated\"}, {\"type\": \"ByteLevel\", "
+                                          "\"use_regex\": false}]}"));
+}
+static void template_unknown(cJSON *r)
+{
+    cJSON_AddItemToObject(r, "post_processor",
+                          cJSON_Parse("{\"type\": \"TemplateProcessing\", \"single\": "
+                                      "[{\"SpecialToken\": {\"id\": \"<bos>\"}}, {\"Sequence\": "
+                                      "{\"id\": \"A\"}}], \"special_tokens\": {}}"));
+}
+static void template_bad_id(cJSON *r)
+{
+    cJSON_AddItemToObject(r, "post_processor",
+                          cJSON_Parse("{\"type\": \"TemplateProcessing\", \"single\": "
+                                      "[{\"SpecialToken\": {\"id\": \"<bos>\"}}], "
+                                      "\"special_tokens\": {\"<bos>\": {\"ids\": [9000]}}}"));
+}
 static void no_model(cJSON *r)
 {
     cJSON_DeleteItemFromObject(r, "model");
@@ -203,6 +253,10 @@ static void test_bad_tokenizer_json(void)
     expect_load_error(metaspace, "pre_tokenizer Metaspace is not supported");
     expect_load_error(fallback, "model.byte_fallback (set) is not supported");
     expect_load_error(empty_added, "an added token has no content");
+    expect_load_error(other_split, "pre_tokenizer Split regex \\w+ is not supported");
+    expect_load_error(template_unknown, "names a special token it does not define: <bos>");
+    expect_load_error(template_bad_id,
+                      "post_processor adds id 9000, which is not in the vocabulary");
     expect_load_error(no_model, "has no \"model\" object");
 }
 
@@ -218,7 +272,7 @@ static void test_bad_ids_and_text(void)
     CHECK(!text);
     int32_t *ids = NULL;
     size_t n = 0;
-    CHECK_ERR(ss_tokenizer_encode(tk, "ok\xC3", 3, &ids, &n), "not valid UTF-8 at byte 2");
+    CHECK_ERR(ss_tokenizer_encode(tk, "ok\xC3", 3, false, &ids, &n), "not valid UTF-8 at byte 2");
     ss_tokenizer_stream *s = NULL;
     CHECK_OK(ss_tokenizer_stream_new(tk, false, &s));
     const char *piece;
@@ -227,6 +281,6 @@ static void test_bad_ids_and_text(void)
     ss_tokenizer_free(tk);
 }
 
-TEST_MAIN(TEST(test_encode_merges_and_added_tokens), TEST(test_stream_holds_split_characters),
-          TEST(test_stream_equals_whole_decode), TEST(test_bad_tokenizer_json),
-          TEST(test_bad_ids_and_text))
+TEST_MAIN(TEST(test_split_regexes), TEST(test_encode_merges_and_added_tokens),
+          TEST(test_stream_holds_split_characters), TEST(test_stream_equals_whole_decode),
+          TEST(test_bad_tokenizer_json), TEST(test_bad_ids_and_text))
