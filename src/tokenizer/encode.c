@@ -57,10 +57,35 @@ static ss_status *encode_words(ss_tokenizer *tk, const uint8_t *s, size_t n, ss_
     return NULL;
 }
 
-/* Text between added tokens: ByteLevel's add_prefix_space applies to each such section. */
+static bool is_digit(uint8_t c)
+{
+    return c >= '0' && c <= '9';
+}
+
+/* The Digits pre-tokenizer: ASCII digits apart from the rest, each alone or as runs. */
+static ss_status *encode_digit_pieces(ss_tokenizer *tk, const uint8_t *s, size_t n, ss_tok_ids *out)
+{
+    for (size_t i = 0; i < n;) {
+        size_t end = i + 1;
+        if (!is_digit(s[i]))
+            while (end < n && !is_digit(s[end]))
+                end++;
+        else if (tk->digits == SS_TOK_DIGITS_RUNS)
+            while (end < n && is_digit(s[end]))
+                end++;
+        ss_status *st = encode_words(tk, s + i, end - i, out);
+        if (st) return st;
+        i = end;
+    }
+    return NULL;
+}
+
+/* Text between added tokens: ByteLevel's add_prefix_space applies to each such section (it is
+ * refused together with Digits, which would make it apply to each piece). */
 static ss_status *encode_section(ss_tokenizer *tk, const uint8_t *s, size_t n, ss_tok_ids *out)
 {
     if (!n) return NULL;
+    if (tk->digits != SS_TOK_DIGITS_NONE) return encode_digit_pieces(tk, s, n, out);
     if (!tk->add_prefix_space || s[0] == ' ') return encode_words(tk, s, n, out);
     uint8_t *spaced = malloc(n + 1);
     if (!spaced) return ss_errf(SS_ERR_NOMEM, "tokenizer %s: no memory for %zu bytes", tk->what, n);

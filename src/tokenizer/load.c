@@ -274,26 +274,43 @@ static ss_status *load_split(ss_tokenizer *tk, const cJSON *split)
     return NULL;
 }
 
-/* ByteLevel alone (its own regex is GPT-2's), or Sequence [Split, ByteLevel without regex]. */
+static bool is_type(const cJSON *obj, const char *type)
+{
+    return obj && type_of(obj) && !strcmp(type_of(obj), type);
+}
+
+static void load_byte_level(ss_tokenizer *tk, const cJSON *byte_level)
+{
+    tk->add_prefix_space = bool_field(byte_level, "add_prefix_space", false);
+    tk->split = bool_field(byte_level, "use_regex", true) ? SS_TOK_SPLIT_GPT2 : SS_TOK_SPLIT_NONE;
+}
+
+/* ByteLevel alone (its own regex is GPT-2's), or Sequence [Digits?, Split?, ByteLevel] where a
+ * Split leaves ByteLevel without a regex; add_prefix_space only without a Sequence (inside one
+ * it would prefix every piece). */
 static ss_status *load_pre_tokenizer(ss_tokenizer *tk, const cJSON *pre)
 {
-    const char *type = pre ? type_of(pre) : NULL;
-    if (type && !strcmp(type, "ByteLevel")) {
-        tk->add_prefix_space = bool_field(pre, "add_prefix_space", false);
-        tk->split = bool_field(pre, "use_regex", true) ? SS_TOK_SPLIT_GPT2 : SS_TOK_SPLIT_NONE;
+    if (is_type(pre, "ByteLevel")) {
+        load_byte_level(tk, pre);
         return NULL;
     }
-    if (!type || strcmp(type, "Sequence"))
-        return unsupported(tk, "pre_tokenizer", type ? type : "(none)");
+    if (!is_type(pre, "Sequence"))
+        return unsupported(tk, "pre_tokenizer", pre && type_of(pre) ? type_of(pre) : "(none)");
     const cJSON *list = cJSON_GetObjectItemCaseSensitive(pre, "pretokenizers");
-    const cJSON *split = cJSON_GetArrayItem(list, 0), *byte_level = cJSON_GetArrayItem(list, 1);
-    if (cJSON_GetArraySize(list) != 2 || !type_of(split) || strcmp(type_of(split), "Split") ||
-        !type_of(byte_level) || strcmp(type_of(byte_level), "ByteLevel") ||
-        bool_field(byte_level, "use_regex", true))
+    const cJSON *item = cJSON_IsArray(list) ? list->child : NULL, *split = NULL;
+    if (is_type(item, "Digits")) {
+        tk->digits =
+            bool_field(item, "individual_digits", false) ? SS_TOK_DIGITS_EACH : SS_TOK_DIGITS_RUNS;
+        item = item->next;
+    }
+    if (is_type(item, "Split")) split = item, item = item->next;
+    if (!is_type(item, "ByteLevel") || item->next || bool_field(item, "add_prefix_space", false) ||
+        (split && bool_field(item, "use_regex", true)))
         return unsupported(tk, "pre_tokenizer Sequence",
-                           "other than [Split, ByteLevel with use_regex false]");
-    tk->add_prefix_space = bool_field(byte_level, "add_prefix_space", false);
-    return load_split(tk, split);
+                           "other than [Digits?, Split?, ByteLevel] "
+                           "(without add_prefix_space; without use_regex after a Split)");
+    load_byte_level(tk, item);
+    return split ? load_split(tk, split) : NULL;
 }
 
 /* TemplateProcessing's "single": special tokens before and after the sequence "A". */

@@ -12,7 +12,7 @@
 #include "shardserve/tokenizer.h"
 
 /* Ids above this are refused at load: the per-id tables are sized by the largest id. */
-#define SS_TOK_MAX_ID (1 << 24)
+#define SS_TOK_MAX_ID (1 << 22)
 /* The word cache forgets everything once it holds this many words or ids. */
 #define SS_TOK_CACHE_WORDS (1 << 16)
 #define SS_TOK_CACHE_IDS (1 << 20)
@@ -44,8 +44,10 @@ size_t ss_tok_split_next(const uint8_t *s, size_t n, size_t i);
  *   \s*[\r\n]+|\s+(?!\S)|\s+ */
 size_t ss_tok_split_llama3_next(const uint8_t *s, size_t n, size_t i, unsigned max_digits);
 
-/* How text between added tokens is cut into pre-tokens before BPE. */
+/* How text between added tokens is cut into pre-tokens before BPE: first, optionally, ASCII
+ * digits apart (the Digits pre-tokenizer: each digit, or each run), then a split regex. */
 typedef enum { SS_TOK_SPLIT_NONE, SS_TOK_SPLIT_GPT2, SS_TOK_SPLIT_LLAMA3 } ss_tok_split;
+typedef enum { SS_TOK_DIGITS_NONE, SS_TOK_DIGITS_EACH, SS_TOK_DIGITS_RUNS } ss_tok_digits;
 
 /* Chunked arena: strings that live as long as the tokenizer, freed in one go. */
 typedef struct ss_tok_chunk ss_tok_chunk;
@@ -111,6 +113,7 @@ struct ss_tokenizer {
     int32_t unk_id;        /* -1: none */
     bool ignore_merges, add_prefix_space;
     ss_tok_split split;
+    ss_tok_digits digits;
     unsigned max_digits;       /* SS_TOK_SPLIT_LLAMA3: digits per pre-token */
     ss_tok_ids prefix, suffix; /* TemplateProcessing's ids around the text (add_special) */
     ss_tok_added *added;       /* sorted by first byte, then longest first */

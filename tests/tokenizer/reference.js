@@ -55,6 +55,12 @@ function tokenizerJson(variant) {
   };
   if (variant === 'gpt2') return base;
   if (variant === 'llama3' || variant === 'qwen2') return splitVariant(base, variant);
+  if (variant === 'starcoder' || variant === 'digit-runs') { // digits apart, then GPT-2's regex
+    base.pre_tokenizer = { type: 'Sequence', pretokenizers: [
+      { type: 'Digits', individual_digits: variant === 'starcoder' },
+      { type: 'ByteLevel', add_prefix_space: false, trim_offsets: true, use_regex: true }] };
+    return base;
+  }
   base.model = Object.assign({}, base.model, { ignore_merges: true, merges: merges.map((m) => m.split(' ')) });
   base.pre_tokenizer = Object.assign({}, base.pre_tokenizer, { add_prefix_space: true });
   base.added_tokens = base.added_tokens.concat([
@@ -69,6 +75,7 @@ function tokenizerJson(variant) {
 
 // Llama-3's pre-tokenizer (Split with its regex, then ByteLevel without one), BOS added by a
 // TemplateProcessing post-processor, ignore_merges; Qwen2's regex (one digit per pre-token).
+// StarCoder's Digits pre-tokenizer (each digit alone) before GPT-2's regex, and its runs form.
 const LLAMA3_REGEX = "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}{1,3}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+";
 function splitVariant(base, variant) {
   const regex = variant === 'llama3' ? LLAMA3_REGEX : LLAMA3_REGEX.replace('\\p{N}{1,3}', '\\p{N}');
@@ -157,7 +164,7 @@ function repoText(limitBytes) {
 }
 
 const b64 = (s) => Buffer.from(s, 'utf8').toString('base64');
-const VARIANTS = ['gpt2', 'gpt2-extra', 'llama3', 'qwen2'];
+const VARIANTS = ['gpt2', 'gpt2-extra', 'llama3', 'qwen2', 'starcoder', 'digit-runs'];
 fs.mkdirSync(opts.out, { recursive: true });
 const cases = { encode: [], decode: [] };
 for (const variant of VARIANTS) {
