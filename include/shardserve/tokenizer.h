@@ -4,7 +4,7 @@
  * What is read from tokenizer.json: model.type "BPE" (vocab, merges as "a b" strings or ["a","b"]
  * pairs, unk_token, ignore_merges), added_tokens (matched before BPE, leftmost-longest, with
  * lstrip/rstrip), pre_tokenizer ByteLevel (GPT-2's split regex, add_prefix_space) or
- * Sequence [Split with Llama-3's (or Qwen2's) regex, ByteLevel without regex], post_processor
+ * Sequence [Digits?, Split with Llama-3's (or Qwen2's) regex?, ByteLevel], post_processor
  * ByteLevel / TemplateProcessing (special ids around the text) and decoder ByteLevel. Anything else
  * (normalizers, other models or pre-tokenizers, byte_fallback, dropout, subword prefixes, other
  * split regexes) is refused at load with SS_ERR_UNSUPPORTED naming the field, so a tokenizer that

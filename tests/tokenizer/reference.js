@@ -174,7 +174,8 @@ for (const variant of VARIANTS) {
   const tok = new Tokenizer(json, { clean_up_tokenization_spaces: false });
   const r = rng(1 + VARIANTS.indexOf(variant));
   const texts = FIXED.concat(Array.from({ length: 1500 }, () => randomText(r)));
-  texts.push(repoText(200000).slice(0, 200000).replace(/[\u0085\ufeff]/g, ' '));
+  const repoChars = variant === 'gpt2' ? 200000 : 50000;
+  texts.push(repoText(repoChars).slice(0, repoChars).replace(/[\u0085\ufeff]/g, ' '));
   texts.forEach((text, k) => {
     const add_special = k % 2 === 0;
     const ids = tok.encode(text, { add_special_tokens: add_special }).ids;
