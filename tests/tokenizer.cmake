@@ -52,3 +52,8 @@ if(SS_FUZZ)
                    ${CMAKE_CURRENT_BINARY_DIR}/fuzz_tokenizer_corpus)
   set_tests_properties(fuzz_tokenizer_smoke PROPERTIES TIMEOUT 60 LABELS "tokenizer;fuzz")
 endif()
+
+# shardserve tokenize on a tokenizer.json the test writes (no cache needed).
+add_test(NAME tokenizer_cli COMMAND ${SS_PY} ${CMAKE_CURRENT_SOURCE_DIR}/tokenizer/test_cli.py
+                                    $<TARGET_FILE:shardserve>)
+set_tests_properties(tokenizer_cli PROPERTIES LABELS tokenizer TIMEOUT 120)
