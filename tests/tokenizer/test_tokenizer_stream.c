@@ -78,6 +78,30 @@ static void test_split_regexes(void)
     expect_split("'\xC5\xBFt", 3, "'\xC5\xBF|t");
 }
 
+static void expect_nfc(const char *text, const char *want)
+{
+    char *got = NULL;
+    size_t len = 0;
+    CHECK(ss_tok_nfc((const uint8_t *)text, strlen(text), &got, &len));
+    const char *result = got ? got : text;
+    len = got ? len : strlen(text);
+    CHECK_MSG(len == strlen(want) && !memcmp(result, want, len), "NFC of \"%s\"", text);
+    free(got);
+}
+
+/* NFC on cases worked out from the Unicode tables by hand. */
+static void test_nfc(void)
+{
+    expect_nfc("plain ASCII", "plain ASCII");
+    expect_nfc("e\xCC\x81", "\xC3\xA9");                                /* e + U+0301 -> é */
+    expect_nfc("\xE1\x84\x80\xE1\x85\xA1\xE1\x86\xA8", "\xEA\xB0\x81"); /* jamo -> 각 */
+    /* s + dot above (230) + dot below (220): reordered, then composed to U+1E69 */
+    expect_nfc("s\xCC\x87\xCC\xA3", "\xE1\xB9\xA9");
+    expect_nfc("\xE2\x84\xA6", "\xCE\xA9"); /* OHM SIGN -> GREEK CAPITAL OMEGA (singleton) */
+    /* a mark of the same class blocks: a + U+0301 + U+0301 -> á + U+0301 */
+    expect_nfc("a\xCC\x81\xCC\x81", "\xC3\xA1\xCC\x81");
+}
+
 /* Push ids one by one; each push must return exactly the expected piece. */
 static void expect_pieces(ss_tokenizer *tk, const int32_t *ids, const char *const *pieces, size_t n,
                           const char *at_finish)
@@ -196,7 +220,7 @@ static void huge_id(cJSON *r)
 }
 static void normalizer(cJSON *r)
 {
-    cJSON_AddItemToObject(r, "normalizer", cJSON_Parse("{\"type\": \"NFC\"}"));
+    cJSON_AddItemToObject(r, "normalizer", cJSON_Parse("{\"type\": \"NFKC\"}"));
 }
 static void metaspace(cJSON *r)
 {
@@ -249,7 +273,7 @@ static void test_bad_tokenizer_json(void)
     expect_load_error(no_byte, "byte 0x41 has no token");
     expect_load_error(negative_id, "the id of token 'hi' is not an integer");
     expect_load_error(huge_id, "the id of token 'hi' is not an integer");
-    expect_load_error(normalizer, "normalizer NFC is not supported");
+    expect_load_error(normalizer, "normalizer NFKC is not supported");
     expect_load_error(metaspace, "pre_tokenizer Metaspace is not supported");
     expect_load_error(fallback, "model.byte_fallback (set) is not supported");
     expect_load_error(empty_added, "an added token has no content");
@@ -281,6 +305,6 @@ static void test_bad_ids_and_text(void)
     ss_tokenizer_free(tk);
 }
 
-TEST_MAIN(TEST(test_split_regexes), TEST(test_encode_merges_and_added_tokens),
+TEST_MAIN(TEST(test_split_regexes), TEST(test_nfc), TEST(test_encode_merges_and_added_tokens),
           TEST(test_stream_holds_split_characters), TEST(test_stream_equals_whole_decode),
           TEST(test_bad_tokenizer_json), TEST(test_bad_ids_and_text))
