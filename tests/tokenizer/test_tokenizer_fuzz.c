@@ -5,7 +5,8 @@
  *   1  text for a small byte-level tokenizer: non-UTF-8 is refused naming the byte, anything else
  *      encodes and decodes back to exactly the same bytes (no added token there strips spaces);
  *   2  token ids (little-endian int16): decoding gives an error or text, and the streamed text
- *      equals the whole decode.
+ *      equals the whole decode;
+ *   3  text for NFC: valid UTF-8 normalizes to valid UTF-8, and normalizing again changes nothing.
  */
 #define _GNU_SOURCE /* memmem */
 #include "shardserve/tokenizer.h"
@@ -95,18 +96,36 @@ static void fuzz_decode(const uint8_t *data, size_t size)
     free(ids);
 }
 
+static void fuzz_nfc(const uint8_t *data, size_t size)
+{
+    if (ss_tok_utf8_check(data, size) != size) return;
+    char *once = NULL, *twice = NULL;
+    size_t once_len = 0, twice_len = 0;
+    if (!ss_tok_nfc(data, size, &once, &once_len)) abort();
+    const uint8_t *normal = once ? (const uint8_t *)once : data;
+    size_t normal_len = once ? once_len : size;
+    if (ss_tok_utf8_check(normal, normal_len) != normal_len) abort();
+    if (!ss_tok_nfc(normal, normal_len, &twice, &twice_len)) abort();
+    if (twice && (twice_len != normal_len || memcmp(twice, normal, normal_len))) abort();
+    free(once);
+    free(twice);
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     if (!size) return 0;
-    switch (data[0] % 3) {
+    switch (data[0] % 4) {
     case 0:
         fuzz_load(data + 1, size - 1);
         break;
     case 1:
         fuzz_roundtrip(data + 1, size - 1);
         break;
-    default:
+    case 2:
         fuzz_decode(data + 1, size - 1);
+        break;
+    default:
+        fuzz_nfc(data + 1, size - 1);
         break;
     }
     return 0;
