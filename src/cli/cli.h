@@ -15,6 +15,7 @@ int cmd_bench(int argc, char **argv);
 int cmd_wait_ready(int argc, char **argv);
 int cmd_agents(int argc, char **argv);
 int cmd_agent_rank(int argc, char **argv);
+int cmd_tokenize(int argc, char **argv);
 void cli_print_tensor(const char *name, const ss_tensor *t);
 
 /* Print "shardserve <cmd>: <message>" to stderr and free the status; returns exit code 1. */

@@ -22,6 +22,7 @@ static const command commands[] = {
     {"agents", cmd_agents, "start the agents of this host (MindSpore's startup_agents)"},
     {"infer", cmd_infer, "send one request to a server (gRPC, C client library)"},
     {"bench", cmd_bench, "load a server at several concurrency levels (gRPC or REST)"},
+    {"tokenize", cmd_tokenize, "text to token ids and back with a tokenizer.json (byte-level BPE)"},
     {"wait-ready", cmd_wait_ready, "wait until a server's /health/ready says ready (for scripts)"},
     {"run-rank", cmd_run_rank, NULL},     /* internal: one rank under mpirun */
     {"agent-rank", cmd_agent_rank, NULL}, /* internal: one agent, started by `agents` */
