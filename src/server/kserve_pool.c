@@ -169,8 +169,7 @@ static bool returned_here(const ss_kserve_call *call, const char *name)
     return call->n_outputs == 0;
 }
 
-static bool add_place(ss_kserve_call *call, ss_predict_request *req, const char *name,
-                      size_t bytes)
+static bool add_place(ss_kserve_call *call, ss_predict_request *req, const char *name, size_t bytes)
 {
     ss_kserve_buf *b = ss_kserve_pool_take(bytes);
     if (!b) return true; /* no shared memory: the output travels the ordinary way */
