@@ -6,7 +6,9 @@
  * a slice of the received body that the instances borrow. Every length is checked against the
  * body before it is used: the header length, each binary_data_size, and their sum, which must
  * be exactly what follows the header.
- * Replies are written directly (no cJSON tree), binary outputs appended after the JSON.
+ * Replies are written directly (no cJSON tree); binary outputs follow the JSON, appended
+ * (ss_kserve_rest_encode_reply) or left where they lie for the server to send from there
+ * (ss_kserve_rest_encode_pieces).
  */
 #include "kserve_rest.h"
 #include "kserve_shm.h"
