@@ -2,13 +2,15 @@
  * Tensors in shared memory on the link: over a local (Unix socket) link a tensor inside memory
  * shared with ss_link_shm_share crosses as its key (the socket carries no payload) and arrives
  * pointing into shared memory; over TCP the same tensor travels as bytes; output places survive
- * a frame round trip (a bad key is refused); ss_link_shm_place writes an output into a POSIX shm
- * object and refuses one too small or gone. (A key gone before the receiver maps it fails only
- * that request: tests/serving/test_kserve_shm_agents.py, with a real agent process.)
+ * a frame round trip (a bad key is refused) and never leave the host (TCP drops them);
+ * ss_link_shm_place writes an output into a POSIX shm object and refuses one too small or gone. (A
+ * key gone before the receiver maps it fails only that request:
+ * tests/serving/test_kserve_shm_agents.py, with a real agent process.)
  */
 #include "test_link_util.h"
 
 #include <fcntl.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <sys/mman.h>
 #include <unistd.h>
@@ -121,6 +123,51 @@ static void places_round_trip(void)
     free(buf);
 }
 
+typedef struct {
+    ss_link_listener *l;
+    size_t n_places;
+    bool got;
+} place_peer;
+
+static void *receive_places(void *arg)
+{
+    place_peer *pp = arg;
+    ss_link_conn *c = NULL;
+    ss_status *st = ss_link_accept(pp->l, 5000, &c);
+    if (!st) st = ss_link_handshake(c);
+    ss_link_msg m;
+    if (!st) st = ss_link_recv(c, 5000, &m);
+    if (!st) {
+        pp->got = true;
+        pp->n_places = m.n_places;
+        ss_link_msg_free(&m);
+    }
+    ss_status_free(st);
+    ss_link_close(c);
+    return NULL;
+}
+
+/* A key names an object of this host only: a PREDICT over TCP leaves its places out. */
+static void places_stay_on_this_host(void)
+{
+    setenv("SHARDSERVE_LINK_LOCAL", "0", 1);
+    place_peer pp = {0};
+    CHECK_OK(ss_link_listen("127.0.0.1:0", NULL, &pp.l));
+    pthread_t t;
+    if (pp.l && pthread_create(&t, NULL, receive_places, &pp) == 0) {
+        ss_link_conn *c = NULL;
+        CHECK_OK(ss_link_connect(ss_link_listener_address(pp.l), NULL, &c));
+        ss_link_place place = {0, "/ss-a", 0, 64};
+        ss_link_msg m = {.type = SS_LINK_PREDICT, .places = &place, .n_places = 1};
+        if (c) CHECK_OK(ss_link_send(c, &m, NULL, 0));
+        pthread_join(t, NULL);
+        ss_link_close(c);
+        CHECK(pp.got && pp.n_places == 0);
+    }
+    ss_link_listener_close(pp.l);
+    unsetenv("SHARDSERVE_LINK_LOCAL");
+}
+
 static void place_writes_into_the_object(void)
 {
     shm_obj o;
@@ -142,4 +189,5 @@ static void place_writes_into_the_object(void)
 }
 
 TEST_MAIN(TEST(a_local_link_sends_the_key_not_the_bytes), TEST(tcp_sends_the_bytes),
-          TEST(places_round_trip), TEST(place_writes_into_the_object))
+          TEST(places_round_trip), TEST(places_stay_on_this_host),
+          TEST(place_writes_into_the_object))

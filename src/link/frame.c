@@ -872,6 +872,15 @@ ss_status *link_read_payload(link_reader *r, ss_link_msg *m, const uint64_t *siz
     return NULL;
 }
 
+void link_drop_places(ss_link_msg *m)
+{
+    for (size_t i = 0; m->places && i < m->n_places; i++)
+        free(m->places[i].key);
+    free(m->places);
+    m->places = NULL;
+    m->n_places = 0;
+}
+
 void ss_link_msg_free(ss_link_msg *m)
 {
     if (!m) return;
@@ -890,9 +899,7 @@ void ss_link_msg_free(ss_link_msg *m)
     }
     free(m->tensors);
     free(m->tensor_names);
-    for (size_t i = 0; m->places && i < m->n_places; i++)
-        free(m->places[i].key);
-    free(m->places);
+    link_drop_places(m);
     free(m->shm_error);
     link_shm_let_go(m);
     memset(m, 0, sizeof *m);
