@@ -36,5 +36,5 @@ set_tests_properties(serving_dynamic_inputs PROPERTIES
 # a region unregistered while a request uses it.
 add_test(NAME serving_kserve_shm_agents COMMAND ${SS_PY} ${SS_TEST_DIR}/serving/test_kserve_shm_agents.py)
 set_tests_properties(serving_kserve_shm_agents PROPERTIES
-  ENVIRONMENT "SHARDSERVE=$<TARGET_FILE:shardserve>;no_proxy=*;http_proxy=;https_proxy="
+  ENVIRONMENT "SHARDSERVE=$<TARGET_FILE:shardserve>;PYTHONPATH=${CMAKE_BINARY_DIR}/python_proto;no_proxy=*;http_proxy=;https_proxy="
   TIMEOUT 300 RUN_SERIAL TRUE)

@@ -238,8 +238,9 @@ void ss_link_close(ss_link_conn *c);
  * message until ss_link_msg_free (storage BORROWED: a reused region is mapped once); else through
  * a mapping of its own (storage MAPPED, freed with the tensor). The object's pages live while any
  * mapping does, so the sender may drop its own meanwhile.
- * Over TCP the bytes travel as always. A key the receiver cannot open, or an object smaller than
- * the range, sets the message's shm_error (naming the key), never breaks the link.
+ * Over TCP the bytes travel as always, and a PREDICT's output places are left out. A key the
+ * receiver cannot open, or an object smaller than the range, sets the message's shm_error (naming
+ * the key), never breaks the link.
  */
 ss_status *ss_link_shm_share(const void *base, size_t len, const char *key, uint64_t key_offset);
 /* Stop describing [base, ...) by key (frames already sent are unaffected). */

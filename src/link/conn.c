@@ -295,6 +295,13 @@ static ss_status *send_frame(ss_link_conn *c, const ss_link_msg *msg, const link
 {
     if (atomic_load(&c->broken))
         return ss_errf(SS_ERR_UNAVAILABLE, "link to %s is broken by an earlier error", c->peer);
+    ss_link_msg unplaced;
+    if (!c->local && msg->n_places) { /* a key means nothing on another host */
+        unplaced = *msg;
+        unplaced.places = NULL;
+        unplaced.n_places = 0;
+        msg = &unplaced;
+    }
     uint8_t *hdr;
     size_t hlen;
     uint64_t payload;
@@ -365,7 +372,8 @@ static ss_status *recv_header(ss_link_conn *c, int first_ms, int stall_ms,
     if (!st) st = link_unpack_header(&p, hdr, limits, msg, hs, &c->pending_sizes, c->local);
     free(hdr);
     if (st) return mark_broken(c, ss_status_wrap(st, "from %s", c->peer));
-    if (msg->n_tensors == 0) { /* nothing left in the socket for this frame */
+    if (!c->local) link_drop_places(msg); /* shared memory names this host's objects only */
+    if (msg->n_tensors == 0) {            /* nothing left in the socket for this frame */
         free(c->pending_sizes);
         c->pending_sizes = NULL;
         return NULL;

@@ -911,6 +911,15 @@ ss_status *link_read_payload(link_reader *r, ss_link_msg *m, const uint64_t *siz
     return NULL;
 }
 
+void link_drop_places(ss_link_msg *m)
+{
+    for (size_t i = 0; m->places && i < m->n_places; i++)
+        free(m->places[i].key);
+    free(m->places);
+    m->places = NULL;
+    m->n_places = 0;
+}
+
 void ss_link_msg_free(ss_link_msg *m)
 {
     if (!m) return;
@@ -929,9 +938,7 @@ void ss_link_msg_free(ss_link_msg *m)
     }
     free(m->tensors);
     free(m->tensor_names);
-    for (size_t i = 0; m->places && i < m->n_places; i++)
-        free(m->places[i].key);
-    free(m->places);
+    link_drop_places(m);
     free(m->seq_release);
     free(m->seq_create);
     free(m->shm_error);

@@ -79,6 +79,8 @@ bool link_shm_find(const void *p, size_t n, char key[LINK_SHM_KEY_MAX], uint64_t
 /* Point t (nbytes set) at key's bytes from offset: this process's shared mapping, a kept mapping
  * m holds (PREDICT) or a mapping of its own (storage MAPPED). */
 ss_status *link_shm_map(const char *key, uint64_t offset, ss_tensor *t, ss_link_msg *m);
+/* Forget m's output places (a PREDICT from a peer that is not on this host). */
+void link_drop_places(ss_link_msg *m);
 /* Let go of the kept mappings m holds (ss_link_msg_free). */
 void link_shm_let_go(ss_link_msg *m);
 

@@ -269,10 +269,12 @@ ss_status *link_shm_map(const char *key, uint64_t offset, ss_tensor *t, ss_link_
         t->storage = SS_STORE_BORROWED;
         return NULL;
     }
-    if (m->type != SS_LINK_PREDICT) return map_range(key, offset, t->nbytes, false, t);
     uint8_t *at = NULL;
-    ss_status *st = cache_hold(key, offset, t->nbytes, &at);
-    if (st) return st;
+    ss_status *st = m->type == SS_LINK_PREDICT ? cache_hold(key, offset, t->nbytes, &at) : NULL;
+    if (m->type != SS_LINK_PREDICT || st) { /* kept mappings are read-write: maybe not allowed */
+        ss_status_free(st);
+        return map_range(key, offset, t->nbytes, false, t);
+    }
     if (!note_hold(m, at)) {
         cache_unhold(at);
         return ss_errf(SS_ERR_NOMEM, "shared memory holds");

@@ -92,8 +92,8 @@ void ss_kserve_call_free(ss_kserve_call *call)
         free(call->owned[i]);
     free(call->owned);
     ss_kserve_shm_let_go(call);
-    for (size_t i = 0; i < call->n_pooled; i++)
-        ss_kserve_pool_give(call->pooled[i]);
+    for (size_t i = 0; i < call->n_pooled; i++) /* a rank may still write the others */
+        (call->agents_done ? ss_kserve_pool_give : ss_kserve_pool_drop)(call->pooled[i]);
     free(call->pooled);
     if (call->wire_free) call->wire_free(call->wire);
     free(call);
@@ -640,6 +640,7 @@ bool ss_kserve_collect_outputs(ss_kserve_call *call, const ss_predict_reply *rep
     *n = 0;
     err->status = 0;
     if (reply_failed(reply, err)) return false;
+    call->agents_done = true; /* a successful reply: the ranks wrote their placed outputs */
     if (reply->count == 0) {
         ss_kserve_fail(err, 500, "the model gave no instances");
         return false;

@@ -60,7 +60,8 @@ typedef struct {
     size_t n_shm_held;
     void **pooled; /* pool buffers its outputs are placed in (kserve_pool.h) */
     size_t n_pooled;
-    void *wire; /* the decoded message tensors may borrow from, and how to free it */
+    bool agents_done; /* the reply succeeded: no rank writes into those buffers any more */
+    void *wire;       /* the decoded message tensors may borrow from, and how to free it */
     void (*wire_free)(void *);
 } ss_kserve_call;
 

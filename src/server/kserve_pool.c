@@ -149,6 +149,14 @@ void ss_kserve_pool_give(void *buf)
     pthread_mutex_unlock(&pool_mu);
 }
 
+void ss_kserve_pool_drop(void *buf)
+{
+    if (!buf) return;
+    pthread_mutex_lock(&pool_mu);
+    destroy(buf);
+    pthread_mutex_unlock(&pool_mu);
+}
+
 /* ------------------------------------------------------------------ output places */
 
 /* Bytes of an output of static size, or 0. */

@@ -24,6 +24,9 @@ size_t ss_kserve_buf_cap(const ss_kserve_buf *b);
 const char *ss_kserve_buf_key(const ss_kserve_buf *b);
 /* Back to the pool (or unmapped and unlinked beyond its bounds). NULL is fine. */
 void ss_kserve_pool_give(void *b);
+/* Unmapped and unlinked, never reused: an agent may still write into it (a request that timed
+ * out or failed); the agent's own mapping keeps the pages until it lets go. NULL is fine. */
+void ss_kserve_pool_drop(void *b);
 
 /* Place each output the call returns (single-instance calls; outputs of a static size of at
  * least SS_KSERVE_POOL_MIN not already given a client region) in a pool buffer the call holds:

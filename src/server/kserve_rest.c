@@ -6,7 +6,9 @@
  * a slice of the received body that the instances borrow. Every length is checked against the
  * body before it is used: the header length, each binary_data_size, and their sum, which must
  * be exactly what follows the header.
- * Replies are written directly (no cJSON tree), binary outputs appended after the JSON.
+ * Replies are written directly (no cJSON tree); binary outputs follow the JSON, appended
+ * (ss_kserve_rest_encode_reply) or left where they lie for the server to send from there
+ * (ss_kserve_rest_encode_pieces).
  */
 #include "kserve_rest.h"
 #include "kserve_shm.h"
@@ -723,17 +725,26 @@ bool ss_kserve_rest_decode_infer(const ss_predict_handler *h, const char *url, c
                                  size_t len, const char *header_len, ss_kserve_call **out,
                                  ss_predict_request **req, ss_kserve_error *err)
 {
+    return ss_kserve_rest_decode_infer_wire(h, url, body, len, header_len, body, free, out, req,
+                                            err);
+}
+
+bool ss_kserve_rest_decode_infer_wire(const ss_predict_handler *h, const char *url, char *body,
+                                      size_t len, const char *header_len, void *wire,
+                                      void (*wire_free)(void *), ss_kserve_call **out,
+                                      ss_predict_request **req, ss_kserve_error *err)
+{
     *out = NULL;
     *req = NULL;
     err->status = 0;
     ss_kserve_call *call = ss_kserve_call_new();
     if (!call) {
-        free(body);
+        wire_free(wire);
         ss_kserve_fail(err, 500, "out of memory");
         return false;
     }
-    call->wire = body;
-    call->wire_free = free;
+    call->wire = wire;
+    call->wire_free = wire_free;
     model_url u;
     bool ok = parse_model_url(url, &u, err);
     if (ok && strcmp(u.tail, "/infer") != 0) {
@@ -868,18 +879,6 @@ static bool output_json(sbuf *s, const ss_kserve_output *o, ss_kserve_error *err
     return true;
 }
 
-/* Grow the reply once to hold the binary outputs: doubling towards a large tensor would copy it
- * (and touch fresh pages) several times over. */
-static void reserve_binary(sbuf *s, const ss_kserve_output *outs, size_t n)
-{
-    size_t want = s->len + 1;
-    for (size_t i = 0; i < n; i++)
-        if (outs[i].binary) want += outs[i].nbytes;
-    if (s->oom || want <= s->cap) return;
-    char *p = realloc(s->p, want);
-    if (p) s->p = p, s->cap = want;
-}
-
 static int error_reply(const ss_kserve_error *err, char **body, size_t *len, size_t *json_len)
 {
     *body = ss_kserve_rest_error_json(err->msg, len);
@@ -887,14 +886,16 @@ static int error_reply(const ss_kserve_error *err, char **body, size_t *len, siz
     return err->status ? err->status : 500;
 }
 
-int ss_kserve_rest_encode_reply(ss_kserve_call *call, const ss_predict_reply *reply, char **body,
-                                size_t *len, size_t *json_len)
+int ss_kserve_rest_encode_pieces(ss_kserve_call *call, const ss_predict_reply *reply, char **body,
+                                 size_t *json_len, ss_kserve_piece **pieces, size_t *n_pieces)
 {
     ss_kserve_error err = {0};
     ss_kserve_output *outs = NULL;
-    size_t n = 0;
+    size_t n = 0, len = 0;
+    *pieces = NULL;
+    *n_pieces = 0;
     if (!ss_kserve_collect_outputs(call, reply, &outs, &n, &err))
-        return error_reply(&err, body, len, json_len);
+        return error_reply(&err, body, &len, json_len);
     sbuf s = {0};
     sb_str(&s, "{\"model_name\":");
     sb_name(&s, call->model);
@@ -910,18 +911,45 @@ int ss_kserve_rest_encode_reply(ss_kserve_call *call, const ss_predict_reply *re
         ok = output_json(&s, &outs[i], &err);
     }
     sb_str(&s, "]}");
-    *json_len = s.len;
-    reserve_binary(&s, outs, n);
-    for (size_t i = 0; ok && i < n; i++)
-        if (outs[i].binary) sb_put(&s, outs[i].data, outs[i].nbytes);
+    ss_kserve_piece *list = calloc(n ? n : 1, sizeof *list);
+    for (size_t i = 0; ok && list && i < n; i++)
+        if (outs[i].binary) list[(*n_pieces)++] = (ss_kserve_piece){outs[i].data, outs[i].nbytes};
     free(outs);
-    if (!ok || s.oom) {
+    if (!ok || s.oom || !list) {
         free(s.p);
-        if (!ok) return error_reply(&err, body, len, json_len);
+        free(list);
+        *n_pieces = 0;
+        if (ok) ss_kserve_fail(&err, 500, "out of memory encoding the reply");
+        return error_reply(&err, body, &len, json_len);
+    }
+    *body = s.p;
+    *json_len = s.len;
+    *pieces = list;
+    return 200;
+}
+
+int ss_kserve_rest_encode_reply(ss_kserve_call *call, const ss_predict_reply *reply, char **body,
+                                size_t *len, size_t *json_len)
+{
+    ss_kserve_piece *pieces = NULL;
+    size_t n = 0, total = 0;
+    int status = ss_kserve_rest_encode_pieces(call, reply, body, json_len, &pieces, &n);
+    *len = *json_len;
+    for (size_t i = 0; i < n; i++)
+        total += pieces[i].len;
+    char *all = n ? realloc(*body, *json_len + total + 1) : *body;
+    if (!all) {
+        free(*body);
+        free(pieces);
+        ss_kserve_error err = {0};
         ss_kserve_fail(&err, 500, "out of memory encoding the reply");
         return error_reply(&err, body, len, json_len);
     }
-    *body = s.p;
-    *len = s.len;
-    return 200;
+    *body = all;
+    for (size_t i = 0; i < n; i++) {
+        memcpy(all + *len, pieces[i].data, pieces[i].len);
+        *len += pieces[i].len;
+    }
+    free(pieces);
+    return status;
 }

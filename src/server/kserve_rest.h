@@ -27,6 +27,12 @@ void ss_kserve_rest_get(const ss_predict_handler *h, ss_ready_fn ready, void *re
 bool ss_kserve_rest_decode_infer(const ss_predict_handler *h, const char *url, char *body,
                                  size_t len, const char *header_len, ss_kserve_call **call,
                                  ss_predict_request **req, ss_kserve_error *err);
+/* The same for a body that lives inside `wire` (a pool buffer, kserve_pool.h), released with
+ * wire_free(wire) when the call is done (or at once on failure). */
+bool ss_kserve_rest_decode_infer_wire(const ss_predict_handler *h, const char *url, char *body,
+                                      size_t len, const char *header_len, void *wire,
+                                      void (*wire_free)(void *), ss_kserve_call **call,
+                                      ss_predict_request **req, ss_kserve_error *err);
 
 /*
  * The response for a finished reply: *body (malloc'd) is the JSON, followed by the binary
@@ -35,5 +41,15 @@ bool ss_kserve_rest_decode_infer(const ss_predict_handler *h, const char *url, c
  */
 int ss_kserve_rest_encode_reply(ss_kserve_call *call, const ss_predict_reply *reply, char **body,
                                 size_t *len, size_t *json_len);
+
+/* The same without copying the binary outputs: *body is the JSON (json_len bytes) and
+ * pieces[0..n_pieces) (malloc'd) the binary outputs in order, pointing into the reply and the
+ * call, which must outlive them. On failure *body is the error JSON and there are no pieces. */
+typedef struct {
+    const void *data;
+    size_t len;
+} ss_kserve_piece;
+int ss_kserve_rest_encode_pieces(ss_kserve_call *call, const ss_predict_reply *reply, char **body,
+                                 size_t *json_len, ss_kserve_piece **pieces, size_t *n_pieces);
 
 #endif

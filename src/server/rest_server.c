@@ -41,6 +41,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "kserve_pool.h"
 #include "kserve_repo.h"
 #include "kserve_rest.h"
 #include "kserve_shm.h"
@@ -95,9 +96,13 @@ struct conn_ctx {
     size_t len, cap;
     bool too_big;
     ss_predict_request *req;
-    ss_kserve_call *kcall;       /* KServe infer: the call the request borrows from */
-    pthread_mutex_t mu;          /* guards answer/state between done() and the MHD thread */
-    ss_predict_reply *answer;    /* the handler's reply, encoded on the MHD thread once resumed */
+    ss_kserve_call *kcall;    /* KServe infer: the call the request borrows from */
+    pthread_mutex_t mu;       /* guards answer/state between done() and the MHD thread */
+    ss_predict_reply *answer; /* the handler's reply, encoded on the MHD thread once resumed */
+    ss_predict_reply *sent;   /* KServe: the reply its binary pieces are sent from */
+    ss_kserve_piece *pieces;  /* ... those pieces (after the JSON), sent without a copy */
+    size_t n_pieces;
+    char *sent_json;
     reply_encoder encode;        /* the request's protocol */
     ss_rest_guard_conn *guarded; /* the connection's read clock */
     body_decoder decode;
@@ -105,8 +110,11 @@ struct conn_ctx {
     char *header_len;  /* (the connection is suspended meanwhile: MHD's copies are not read) */
     size_t body_bytes; /* the body's size: a large one returns its memory when done */
     size_t announced;  /* Content-Length (0: none), within max_body */
-    size_t held;       /* body bytes taken from the server's budget */
-    bool busy;         /* the budget refused the body: answered at its end, its bytes dropped */
+    size_t bin_offset; /* KServe infer: Inference-Header-Content-Length, where tensors start */
+    bool poolable;     /* KServe infer with a large body: it lands in a shared-memory buffer */
+    ss_kserve_buf *pooled; /* that buffer (body points into it), or NULL: body is malloc'd */
+    size_t held;           /* body bytes taken from the server's budget */
+    bool busy;             /* the budget refused the body: answered at its end, its bytes dropped */
     struct {
         unsigned status;
         char *body;
@@ -133,6 +141,19 @@ static enum MHD_Result send_json(struct MHD_Connection *conn, unsigned status, c
     return r;
 }
 
+/* Queue a KServe response whose first json_len bytes are the JSON header. */
+static enum MHD_Result queue_binary(struct MHD_Connection *conn, unsigned status,
+                                    struct MHD_Response *resp, size_t json_len)
+{
+    char header[32];
+    snprintf(header, sizeof header, "%zu", json_len);
+    MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, "application/octet-stream");
+    MHD_add_response_header(resp, "Inference-Header-Content-Length", header);
+    enum MHD_Result r = MHD_queue_response(conn, status, resp);
+    MHD_destroy_response(resp);
+    return r;
+}
+
 /* A KServe reply: JSON, or a JSON header of json_len bytes followed by binary tensors. */
 static enum MHD_Result send_kserve(struct MHD_Connection *conn, unsigned status, char *body,
                                    size_t len, size_t json_len)
@@ -143,13 +164,7 @@ static enum MHD_Result send_kserve(struct MHD_Connection *conn, unsigned status,
         free(body);
         return MHD_NO;
     }
-    char header[32];
-    snprintf(header, sizeof header, "%zu", json_len);
-    MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, "application/octet-stream");
-    MHD_add_response_header(resp, "Inference-Header-Content-Length", header);
-    enum MHD_Result r = MHD_queue_response(conn, status, resp);
-    MHD_destroy_response(resp);
-    return r;
+    return queue_binary(conn, status, resp, json_len);
 }
 
 static enum MHD_Result send_kserve_error(struct MHD_Connection *conn, const ss_kserve_error *err)
@@ -261,14 +276,37 @@ static void encode_mindspore(conn_ctx *c, ss_predict_reply *reply, unsigned *sta
     *json_len = *len;
 }
 
+/* The binary outputs stay where they are (the reply, the call, a pool buffer): they are sent
+ * from there (send_reply), so the reply is kept until the request is done. */
 static void encode_kserve(conn_ctx *c, ss_predict_reply *reply, unsigned *status, char **body,
                           size_t *len, size_t *json_len)
 {
     *status = MHD_HTTP_INTERNAL_SERVER_ERROR;
     reply = ss_predict_reply_finish(reply, c->req);
     if (reply)
-        *status = (unsigned)ss_kserve_rest_encode_reply(c->kcall, reply, body, len, json_len);
-    ss_predict_reply_free(reply);
+        *status = (unsigned)ss_kserve_rest_encode_pieces(c->kcall, reply, body, json_len,
+                                                         &c->pieces, &c->n_pieces);
+    *len = *json_len;
+    for (size_t i = 0; i < c->n_pieces; i++)
+        *len += c->pieces[i].len;
+    c->sent = reply;
+}
+
+/* A reply whose binary pieces are sent from where they lie (one writev per chunk by MHD). */
+static enum MHD_Result send_reply(conn_ctx *c, unsigned status, char *body, size_t len,
+                                  size_t json_len)
+{
+    if (!body || !c->n_pieces) return send_kserve(c->conn, status, body, len, json_len);
+    struct MHD_IoVec *iov = calloc(c->n_pieces + 1, sizeof *iov);
+    c->sent_json = body;
+    if (!iov) return MHD_NO;
+    iov[0] = (struct MHD_IoVec){body, json_len};
+    for (size_t i = 0; i < c->n_pieces; i++)
+        iov[i + 1] = (struct MHD_IoVec){c->pieces[i].data, c->pieces[i].len};
+    struct MHD_Response *resp =
+        MHD_create_response_from_iovec(iov, (unsigned)c->n_pieces + 1, NULL, NULL);
+    free(iov); /* MHD keeps its own copy of the vector */
+    return resp ? queue_binary(c->conn, status, resp, json_len) : MHD_NO;
 }
 
 static void encode_early(conn_ctx *c, ss_predict_reply *reply, unsigned *status, char **body,
@@ -328,13 +366,23 @@ static enum MHD_Result refuse_busy(conn_ctx *c, bool kserve)
     return send_kserve_error(c->conn, &err);
 }
 
+/* Drop the body's memory (malloc'd, or a pool buffer). */
+static void body_drop(conn_ctx *c)
+{
+    if (c->pooled)
+        ss_kserve_pool_give(c->pooled);
+    else
+        free(c->body);
+    c->pooled = NULL;
+    c->body = NULL;
+}
+
 static bool decode_mindspore(conn_ctx *c)
 {
     ss_rest_server *srv = c->srv;
     ss_status *st = ss_rest_parse_request_limited(
         c->url, c->body, c->len, ss_predict_handler_name_limit, &srv->handler, &c->req);
-    free(c->body);
-    c->body = NULL;
+    body_drop(c);
     if (!st) {
         c->encode = encode_mindspore;
         return true;
@@ -365,9 +413,12 @@ static bool decode_kserve(conn_ctx *c)
     ss_rest_server *srv = c->srv;
     ss_kserve_error err = {0};
     char *body = c->body;
+    void *wire = c->pooled ? (void *)c->pooled : body;
+    void (*wire_free)(void *) = c->pooled ? ss_kserve_pool_give : free;
     c->body = NULL;
-    if (ss_kserve_rest_decode_infer(&srv->handler, c->url, body, c->len, c->header_len, &c->kcall,
-                                    &c->req, &err)) {
+    c->pooled = NULL;
+    if (ss_kserve_rest_decode_infer_wire(&srv->handler, c->url, body, c->len, c->header_len, wire,
+                                         wire_free, &c->kcall, &c->req, &err)) {
         c->encode = encode_kserve;
         return true;
     }
@@ -498,6 +549,11 @@ static enum MHD_Result on_first_call(ss_rest_server *srv, struct MHD_Connection 
     const char *cl = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Content-Length");
     if (cl && strtoull(cl, NULL, 10) > srv->max_body) c->too_big = true;
     if (cl && !c->too_big) c->announced = (size_t)strtoull(cl, NULL, 10);
+    const char *hl =
+        MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Inference-Header-Content-Length");
+    c->bin_offset = hl ? (size_t)strtoull(hl, NULL, 10) : 0;
+    c->poolable = c->announced >= SS_KSERVE_POOL_MIN && c->bin_offset <= c->announced &&
+                  !strncmp(url, "/v2/models/", 11);
     if (c->too_big && expects_continue(conn)) {
         c->state = C_REFUSED;
         return refuse_before_continue(srv, conn, url);
@@ -655,10 +711,35 @@ static bool hold_body(conn_ctx *c, size_t cap)
     ss_byte_budget_give(b, c->held);
     c->body_bytes = c->held; /* what it grew to: trimmed at the end */
     c->held = 0;
-    free(c->body);
-    c->body = NULL;
+    body_drop(c);
     c->len = c->cap = 0;
     return false;
+}
+
+/* A large KServe body goes straight into a shared-memory pool buffer, placed so that its tensors
+ * (from bin_offset on) start 64-byte aligned: the codec then borrows them as they are and a local
+ * agent maps them without a copy. False: use malloc'd memory. */
+static bool pool_body(conn_ctx *c)
+{
+    size_t pad = (64 - c->bin_offset % 64) % 64;
+    c->pooled = ss_kserve_pool_take(c->announced + pad);
+    if (!c->pooled) return false;
+    c->body = (char *)ss_kserve_buf_data(c->pooled) + pad;
+    if (!hold_body(c, c->announced)) return true; /* refused: the buffer went back */
+    c->cap = c->announced;
+    return true;
+}
+
+/* The body outgrows its pool buffer (more than Content-Length said): move it to malloc'd memory. */
+static bool unpool_body(conn_ctx *c)
+{
+    char *copy = malloc(c->cap ? c->cap : 1);
+    if (!copy) return false;
+    memcpy(copy, c->body, c->len);
+    ss_kserve_pool_give(c->pooled);
+    c->pooled = NULL;
+    c->body = copy;
+    return true;
 }
 
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const char *url,
@@ -678,7 +759,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         char *body = NULL;
         size_t len = 0, json_len = 0;
         c->encode(c, reply, &status, &body, &len, &json_len);
-        return send_kserve(conn, status, body, len, json_len);
+        return send_reply(c, status, body, len, json_len);
     }
     if (c->state == C_WAITING) return MHD_YES;
     if (c->state == C_REFUSED) {
@@ -692,11 +773,13 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         if (c->busy) return MHD_YES; /* dropped: refused at the end */
         if (c->too_big || c->len + n > srv->max_body) {
             c->too_big = true; /* keep reading, drop the bytes; answer at the end */
-            free(c->body);
-            c->body = NULL;
+            body_drop(c);
             c->len = c->cap = 0;
             return MHD_YES;
         }
+        if (!c->cap && c->poolable && !pool_body(c)) c->poolable = false;
+        if (c->busy) return MHD_YES;
+        if (c->len + n > c->cap && c->pooled && !unpool_body(c)) return MHD_NO;
         if (c->len + n > c->cap) {
             /* the announced length at once: growing by doubling copies a large body over again */
             size_t cap = c->cap ? c->cap : c->announced > n ? c->announced : 4096;
@@ -730,12 +813,15 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
         if (--srv->open == 0) pthread_cond_broadcast(&srv->cv);
         pthread_mutex_unlock(&srv->mu);
     }
-    free(c->body);
+    body_drop(c);
     free(c->url);
     free(c->header_len);
     free(c->early.body);
     ss_byte_budget_give(&c->srv->held, c->held);
     ss_predict_reply_free(c->answer);
+    ss_predict_reply_free(c->sent);
+    free(c->pieces);
+    free(c->sent_json);
     ss_predict_request_free(c->req);
     ss_kserve_call_free(c->kcall);
     pthread_mutex_destroy(&c->mu);

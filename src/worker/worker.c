@@ -546,14 +546,6 @@ static void job_fail(job *j, int64_t code, const char *fmt, ...)
     j->answered = true;
 }
 
-/* A result tensor the reply may take over as it is: owned, or in shared memory (the request's
- * own place, which the front end holds while the reply lives; see job_places). */
-static bool result_movable(const ss_tensor *t)
-{
-    return t->storage == SS_STORE_OWNED || t->storage == SS_STORE_NONE ||
-           t->storage == SS_STORE_MAPPED || t->storage == SS_STORE_BORROWED;
-}
-
 /* The smallest KV block pool over the ranks (what the token loop may use), and its block size
  * (0 when the ranks disagree: no pool it can mirror). */
 static int64_t pool_blocks(const ss_worker *w, int32_t *tokens)
@@ -612,9 +604,9 @@ static void job_complete(ss_worker *w, job *j)
                          j->result.n_tensors, rs->method->name, rs->method->n_outputs);
         for (int k = 0; !st && k < rs->method->n_outputs; k++) {
             ss_tensor piece, *res = &j->result.tensors[k];
-            /* the batch's only instance owns every row: move the tensor, no copy */
-            if (j->n_tasks == 1 && result_movable(res) &&
-                (whole || res->ndim == 0 || res->dims[0] == 1)) {
+            /* the batch's only instance owns every row: move the tensor, no copy (also one in
+             * shared memory: the request's own place, held by the front end; see job_places) */
+            if (j->n_tasks == 1 && (whole || res->ndim == 0 || res->dims[0] == 1)) {
                 piece = *res;
                 memset(res, 0, sizeof *res);
                 if (!whole && piece.ndim > 0) {

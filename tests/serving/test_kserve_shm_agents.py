@@ -16,10 +16,12 @@ import time
 import urllib.error
 import urllib.request
 
+import grpc
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from cluster import Cluster, matmul_neg_model, run_cases  # noqa: E402
+import grpc_service_pb2 as pb  # noqa: E402
 from onnx import TensorProto, helper  # noqa: E402
 import onnx  # noqa: E402
 
@@ -124,8 +126,51 @@ def test_large_tensor_never_crosses_a_socket():
             moved = link_bytes(c) - before
         assert np.array_equal(np.frombuffer(bytes(y), np.float32), -x.ravel())
         assert moved < 1 << 20, "the link carried %d bytes for a %d-byte tensor" % (moved, n)
+        check_rest_binary_through_the_pool(c, x)
+        check_grpc_output_through_the_pool(c, x)
         check_errors(c, n)
         check_unregister_in_flight(c, n, x)
+
+
+def rest_binary(c, x):
+    hdr = json.dumps({"inputs": [{"name": "x", "datatype": "FP32", "shape": list(x.shape),
+                                  "parameters": {"binary_data_size": x.nbytes}}],
+                      "outputs": [{"name": "y", "parameters": {"binary_data": True}}]}).encode()
+    req = urllib.request.Request("http://%s/v2/models/neg/infer" % c.rest, data=hdr + x.tobytes(),
+                                 method="POST",
+                                 headers={"Inference-Header-Content-Length": str(len(hdr))})
+    with urllib.request.urlopen(req, timeout=60) as r:
+        body = r.read()
+        jlen = int(r.headers["Inference-Header-Content-Length"])
+    return json.loads(body[:jlen]), np.frombuffer(body[jlen:], np.float32)
+
+
+def check_rest_binary_through_the_pool(c, x):
+    for _ in range(2):
+        before = link_bytes(c)
+        meta, y = rest_binary(c, x)
+        moved = link_bytes(c) - before
+        assert meta["outputs"][0]["shape"] == list(x.shape), meta
+        assert np.array_equal(y, -x.ravel())
+    assert moved < 1 << 20, "REST binary: the link carried %d bytes" % moved
+
+
+def check_grpc_output_through_the_pool(c, x):
+    req = pb.ModelInferRequest(model_name="neg")
+    req.inputs.add(name="x", datatype="FP32", shape=list(x.shape))
+    req.raw_input_contents.append(x.tobytes())
+    opts = [("grpc.enable_http_proxy", 0), ("grpc.max_send_message_length", 64 << 20),
+            ("grpc.max_receive_message_length", 64 << 20)]
+    with grpc.insecure_channel(c.grpc, options=opts) as ch:
+        call = ch.unary_unary("/inference.GRPCInferenceService/ModelInfer",
+                              request_serializer=lambda m: m.SerializeToString(),
+                              response_deserializer=pb.ModelInferResponse.FromString)
+        before = link_bytes(c)
+        resp = call(req, timeout=60)
+        moved = link_bytes(c) - before
+    assert np.array_equal(np.frombuffer(resp.raw_output_contents[0], np.float32), -x.ravel())
+    # the input crosses the link (gRPC's message is not in shared memory), the output does not
+    assert x.nbytes <= moved < x.nbytes + (1 << 20), "gRPC: the link carried %d bytes" % moved
 
 
 def check_errors(c, n):
