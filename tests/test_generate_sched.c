@@ -109,10 +109,12 @@ static void random_run_keeps_the_invariants(void)
         if (made < 60 && (rnd >> 16) % 3 == 0) {
             int32_t prompt = 1 + (int32_t)((rnd >> 8) % 30), more = 1 + (int32_t)((rnd >> 4) % 40);
             int32_t seq = -1;
-            if (!ss_sched_add(s, prompt, more, &seq)) {
+            ss_status *st = ss_sched_add(s, prompt, more, &seq); /* full: tried again later */
+            if (!st) {
                 want[seq] = prompt + more;
                 made++;
             }
+            ss_status_free(st);
         }
         int32_t n = 0;
         ss_sched_step(s, it, 64, &n);

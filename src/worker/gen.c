@@ -239,9 +239,9 @@ static bool enter_engine(ss_wgen *g, gen_req *r)
     free(r->prompt);
     r->prompt = NULL;
     r->in_engine = !st;
-    if (st) req_end(r, st->msg);
+    if (st) req_end(r, st->msg); /* r is gone */
     ss_status_free(st);
-    return r->in_engine;
+    return !st;
 }
 
 ss_status *ss_wgen_submit(ss_wgen *g, const ss_method_config *mc, const ss_serving_instance *in,
