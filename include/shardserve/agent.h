@@ -80,6 +80,8 @@ typedef struct {
     int comm_timeout_ms;
     int connect_timeout_ms; /* keep trying to reach the worker this long (default 60000) */
     int worker_silence_ms;  /* no frame from the worker this long = it is gone (default 10000) */
+    int threads; /* the rank's compute threads (0: 1); `shardserve agents` gives each local rank
+                    its share of the cores (SHARDSERVE_RANK_THREADS) */
     bool with_batch_dim;
     int n_no_batch;
     const char *const *no_batch_inputs;

@@ -583,7 +583,8 @@ ss_status *ss_agent_run(const ss_agent_options *opt)
     ss_rank_options ro = {.backend = opt->backend,
                           .session = opt->session,
                           .timeout_ms = opt->comm_timeout_ms,
-                          .model_path = opt->model_path};
+                          .model_path = opt->model_path,
+                          .blas_threads = opt->threads};
     ss_rank *r;
     ss_status *st = ss_rank_open(opt->config_path, &ro, &r);
     if (st) return st;

@@ -165,6 +165,17 @@ static void config_for(const ss_launcher_options *opt, int i, char *out, size_t 
         snprintf(out, cap, "group_config.json");
 }
 
+/* Each local rank computes on its share of the cores (a 1-rank servable on 2 cores: 2 threads;
+ * 8 ranks on 2 cores: 1 each). A value the user set stays. */
+static void share_cores(int local_ranks)
+{
+    long cores = sysconf(_SC_NPROCESSORS_ONLN);
+    long share = local_ranks > 0 && cores > local_ranks ? cores / local_ranks : 1;
+    char v[16];
+    snprintf(v, sizeof v, "%ld", share > 256 ? 256 : share);
+    setenv("SHARDSERVE_RANK_THREADS", v, 0);
+}
+
 static pid_t spawn_agent(const ss_launcher_options *opt, const meta_info *mi, int i,
                          const char *session, const ss_liveness *live)
 {
@@ -192,6 +203,7 @@ static pid_t spawn_agent(const ss_launcher_options *opt, const meta_info *mi, in
         prctl(PR_SET_PDEATHSIG, SIGTERM);
         if (getppid() != parent) _exit(1);
         ss_child_prepare(opt->secret_file);
+        share_cores(opt->n_models);
         ss_liveness_pass(live, i);
         execv(opt->self_exe, (char *const *)argv);
         fprintf(stderr, "cannot start an agent (%s): %s\n", opt->self_exe, strerror(errno));

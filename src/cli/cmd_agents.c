@@ -249,6 +249,9 @@ int cmd_agent_rank(int argc, char **argv)
                           .n_no_batch = argc - 8,
                           .no_batch_inputs = (const char *const *)argv + 8};
     if (!ss_comm_backend_parse(argv[5], &o.backend)) return 2;
+    const char *threads = getenv("SHARDSERVE_RANK_THREADS"); /* the launcher's share of cores */
+    long t = threads ? strtol(threads, NULL, 10) : 0;
+    o.threads = t >= 1 && t <= 256 ? (int)t : 0;
     char *secret = NULL;
     if (child_secret(&o.secret_len, &secret)) return 1;
     o.secret = secret;
