@@ -103,19 +103,20 @@ void ss_gen_engine_free(ss_gen_engine *e)
     free(e);
 }
 
-static ss_status *check_request(const ss_gen_engine *e, const int32_t *prompt, int32_t n,
+static ss_status *check_request(const ss_gen_engine *e, const int64_t *prompt, int32_t n,
                                 const ss_gen_params *p)
 {
     if (n < 1) return ss_errf(SS_ERR_INVALID, "the prompt has no tokens");
-    if (p->max_tokens < 1)
+    if (p->max_tokens < 1 || n > INT32_MAX - p->max_tokens)
         return ss_errf(SS_ERR_INVALID, "max_tokens = %d: at least 1 token must be asked for",
                        p->max_tokens);
     if (p->n_stop_ids < 0 || (p->n_stop_ids && !p->stop_ids))
         return ss_errf(SS_ERR_INVALID, "stop token ids: %d given", p->n_stop_ids);
     for (int32_t i = 0; i < n; i++)
         if (prompt[i] < 0 || prompt[i] >= e->o.vocab)
-            return ss_errf(SS_ERR_INVALID, "prompt token %d is %d, outside the vocabulary [0, %d)",
-                           i, prompt[i], e->o.vocab);
+            return ss_errf(SS_ERR_INVALID,
+                           "prompt token %d is %lld, outside the vocabulary [0, %d)", i,
+                           (long long)prompt[i], e->o.vocab);
     return ss_sample_check(&p->sample);
 }
 
@@ -123,18 +124,14 @@ ss_status *ss_gen_submit(ss_gen_engine *e, const int64_t *prompt, int32_t n_prom
                          const ss_gen_params *p, ss_gen_on_token cb, void *ctx, uint64_t *handle)
 {
     *handle = 0;
-    int32_t *tokens = n_prompt > 0 && p->max_tokens > 0 && n_prompt <= INT32_MAX - p->max_tokens
-                          ? malloc(sizeof(int32_t) * (size_t)(n_prompt + p->max_tokens))
-                          : NULL;
+    ss_status *st = check_request(e, prompt, n_prompt, p);
+    if (st) return st;
+    int32_t *tokens = malloc(sizeof(int32_t) * (size_t)(n_prompt + p->max_tokens));
     int64_t *stops = p->n_stop_ids > 0 ? malloc(sizeof(int64_t) * (size_t)p->n_stop_ids) : NULL;
-    ss_status *st = NULL;
     if (!tokens || (p->n_stop_ids > 0 && !stops))
-        st = n_prompt < 1 || p->max_tokens < 1
-                 ? check_request(e, NULL, n_prompt, p)
-                 : ss_errf(SS_ERR_NOMEM, "a request of %d + %d tokens", n_prompt, p->max_tokens);
+        st = ss_errf(SS_ERR_NOMEM, "a request of %d + %d tokens", n_prompt, p->max_tokens);
     for (int32_t i = 0; !st && i < n_prompt; i++)
-        tokens[i] = prompt[i] < 0 || prompt[i] > INT32_MAX ? -1 : (int32_t)prompt[i];
-    if (!st) st = check_request(e, tokens, n_prompt, p);
+        tokens[i] = (int32_t)prompt[i]; /* checked: inside the vocabulary */
     int32_t slot = -1;
     if (!st) st = ss_sched_add(e->sched, n_prompt, p->max_tokens, &slot);
     if (st) {
