@@ -71,6 +71,19 @@ typedef struct {
     uint64_t offset, byte_size;
 } ss_serving_place;
 
+/*
+ * Streaming: a backend that produces an instance's outputs a piece at a time (a generate
+ * servable's tokens) calls partial(partial_ctx, i, chunk) for each new piece of instance i, from
+ * its own thread, before it calls done(). `chunk` holds only what is new since the last call
+ * (generate: "tokens", int64 [k]) and is valid only during the call: the front end encodes it
+ * there and must not block. done() then carries the whole outputs as usual (generate: every
+ * token and "finish_reason"), so a front end that does not stream just leaves partial NULL.
+ * Backends that answer in one piece never call it; a streaming front end then sends done()'s
+ * reply alone.
+ */
+typedef void (*ss_predict_partial)(void *partial_ctx, size_t instance,
+                                   const ss_serving_instance *chunk);
+
 typedef struct {
     char *servable;
     char *method;
@@ -79,6 +92,9 @@ typedef struct {
     size_t count;
     ss_serving_place *places; /* optional, owned; a hint: the front end still checks the reply */
     size_t n_places;
+    ss_predict_partial partial; /* optional: see above */
+    void *partial_ctx;
+    int cancelled_; /* only through ss_predict_request_cancel / _cancelled */
 } ss_predict_request;
 
 /*
@@ -133,6 +149,12 @@ typedef bool (*ss_ready_fn)(void *ctx);
 ss_predict_request *ss_predict_request_new(const char *servable, const char *method,
                                            uint64_t version);
 void ss_predict_request_free(ss_predict_request *req);
+/* The client went away (a front end saw its connection or stream close before the answer): a
+ * backend that works long on a request (generation) polls ss_predict_request_cancelled, stops
+ * early and answers done() with an error. Safe from any thread while done() has not been
+ * called; done() is still called exactly once. */
+void ss_predict_request_cancel(ss_predict_request *req);
+bool ss_predict_request_cancelled(const ss_predict_request *req);
 /* Append an empty instance; returns it (NULL when out of memory). */
 ss_serving_instance *ss_predict_request_add_instance(ss_predict_request *req);
 

@@ -212,6 +212,16 @@ void ss_predict_request_free(ss_predict_request *req)
     free(req);
 }
 
+void ss_predict_request_cancel(ss_predict_request *req)
+{
+    __atomic_store_n(&req->cancelled_, 1, __ATOMIC_RELEASE);
+}
+
+bool ss_predict_request_cancelled(const ss_predict_request *req)
+{
+    return __atomic_load_n(&req->cancelled_, __ATOMIC_ACQUIRE) != 0;
+}
+
 ss_serving_instance *ss_predict_request_add_instance(ss_predict_request *req)
 {
     ss_serving_instance *grown = realloc(req->instances, (req->count + 1) * sizeof *grown);

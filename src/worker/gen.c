@@ -22,6 +22,7 @@ typedef struct gen_req {
     ss_gen_params p;
     int64_t stop_ids[SS_GEN_MAX_STOP_IDS];
     bool in_engine;
+    bool cancelled; /* its client went away */
     uint64_t handle;
     int64_t *tokens; /* generated so far */
     int32_t n_tokens, cap;
@@ -32,7 +33,7 @@ typedef enum { POOL_UNKNOWN, PROBE_RUNNING, PROBE_RAN, PROBE_FREEING, POOL_KNOWN
 
 struct ss_wgen {
     ss_generate_config cfg;
-    ss_wgen_finish finish;
+    ss_wgen_hooks hooks;
     void *worker;
     ss_gen_engine *engine;
     pool_state state;
@@ -41,13 +42,13 @@ struct ss_wgen {
     int64_t call_batch, call_seq; /* the call in flight (0 x 0: none or a release-only one) */
 };
 
-ss_status *ss_wgen_new(const ss_generate_config *cfg, ss_wgen_finish finish, void *worker,
+ss_status *ss_wgen_new(const ss_generate_config *cfg, const ss_wgen_hooks *hooks, void *worker,
                        ss_wgen **out)
 {
     *out = calloc(1, sizeof **out);
     if (!*out) return ss_errf(SS_ERR_NOMEM, "generation state");
     (*out)->cfg = *cfg;
-    (*out)->finish = finish;
+    (*out)->hooks = *hooks;
     (*out)->worker = worker;
     (*out)->probe_seq = PROBE_SEQ;
     return NULL;
@@ -72,7 +73,7 @@ static void req_end(gen_req *r, const char *error)
     void *request = r->request;
     size_t inst = r->inst;
     req_free(r);
-    g->finish(g->worker, request, inst, error);
+    g->hooks.finish(g->worker, request, inst, error);
 }
 
 static void fail_all(ss_wgen *g, const char *why)
@@ -214,6 +215,7 @@ static void on_token(void *ctx, int64_t token, ss_gen_state state, const char *e
             r->tokens = t, r->cap = cap;
         }
         r->tokens[r->n_tokens++] = token;
+        if (r->g->hooks.tokens) r->g->hooks.tokens(r->g->worker, r->request, r->inst, &token, 1);
     }
     if (state == SS_GEN_RUNNING) return;
     if (state == SS_GEN_STOP || state == SS_GEN_LENGTH) {
@@ -224,9 +226,11 @@ static void on_token(void *ctx, int64_t token, ss_gen_state state, const char *e
     }
     char why[600];
     snprintf(why, sizeof why, "%s",
-             state == SS_GEN_CANCELLED ? "generation cancelled (the client went away, or out of "
-                                         "memory for its tokens)"
-                                       : (error ? error : "generation failed"));
+             state == SS_GEN_CANCELLED
+                 ? (r->cancelled ? "generation cancelled: the client went away"
+                                 : "generation cancelled: out of memory for "
+                                   "its tokens")
+                 : (error ? error : "generation failed"));
     req_end(r, why);
 }
 
@@ -274,9 +278,25 @@ ss_status *ss_wgen_submit(ss_wgen *g, const ss_method_config *mc, const ss_servi
 
 /* ------------------------------------------------------------------ calls */
 
+/* Requests whose client went away end now (engine ones with CANCELLED before the next call). */
+static void reap_cancelled(ss_wgen *g)
+{
+    if (!g->hooks.cancelled) return;
+    for (gen_req *r = g->reqs, *next; r; r = next) {
+        next = r->next;
+        if (r->cancelled || !g->hooks.cancelled(g->worker, r->request)) continue;
+        r->cancelled = true;
+        if (r->in_engine)
+            ss_gen_cancel(g->engine, r->handle);
+        else
+            req_end(r, "generation cancelled: the client went away");
+    }
+}
+
 bool ss_wgen_next(ss_wgen *g, ss_gen_call *call, bool *probe)
 {
     *probe = false;
+    reap_cancelled(g);
     g->call_batch = g->call_seq = 0;
     switch (g->state) {
     case POOL_UNKNOWN:
@@ -373,18 +393,6 @@ void ss_wgen_lost(ss_wgen *g, const char *why)
     ss_gen_engine_free(g->engine);
     g->engine = NULL;
     g->state = POOL_UNKNOWN;
-}
-
-void ss_wgen_cancel(ss_wgen *g, void *request)
-{
-    for (gen_req *r = g->reqs, *next; r; r = next) {
-        next = r->next;
-        if (r->request != request) continue;
-        if (r->in_engine)
-            ss_gen_cancel(g->engine, r->handle);
-        else
-            req_end(r, "generation cancelled: the client went away");
-    }
 }
 
 ss_sched_stats ss_wgen_stats(const ss_wgen *g)

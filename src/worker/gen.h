@@ -14,12 +14,19 @@
 #include "shardserve/serving.h"
 #include "shardserve/worker.h"
 
-/* An instance is done: out holds its outputs (tokens, finish_reason) or error is set. */
-typedef void (*ss_wgen_finish)(void *worker, void *request, size_t inst, const char *error);
+/* How the token loop talks back to the worker about one instance of a request. */
+typedef struct {
+    /* The instance is done: out holds its outputs (tokens, finish_reason) or error is set. */
+    void (*finish)(void *worker, void *request, size_t inst, const char *error);
+    /* New tokens of a running instance, as they are sampled (optional). */
+    void (*tokens)(void *worker, void *request, size_t inst, const int64_t *tokens, int n);
+    /* Has the request's client gone away? Polled before each model call (optional). */
+    bool (*cancelled)(void *worker, void *request);
+} ss_wgen_hooks;
 
 typedef struct ss_wgen ss_wgen;
 
-ss_status *ss_wgen_new(const ss_generate_config *cfg, ss_wgen_finish finish, void *worker,
+ss_status *ss_wgen_new(const ss_generate_config *cfg, const ss_wgen_hooks *hooks, void *worker,
                        ss_wgen **out);
 /* Fails every request it still holds with `why`, then frees. */
 void ss_wgen_free(ss_wgen *g, const char *why);
@@ -29,7 +36,8 @@ void ss_wgen_free(ss_wgen *g, const char *why);
 ss_status *ss_wgen_submit(ss_wgen *g, const ss_method_config *mc, const ss_serving_instance *in,
                           ss_serving_instance *out, void *request, size_t inst);
 
-/* The next model call (the probe first, while the pool is unknown); false: none. */
+/* The next model call (the probe first, while the pool is unknown); false: none. Requests whose
+ * client went away (hooks.cancelled) end first, their pool sequences freed by this call. */
 bool ss_wgen_next(ss_wgen *g, ss_gen_call *call, bool *probe);
 
 /* The call ran: logits [batch, seq, vocab] from the last rank, or an error. For the probe,
@@ -40,9 +48,6 @@ void ss_wgen_done(ss_wgen *g, const ss_tensor *logits, const char *error, int64_
 /* The agents are gone (their pools with them): every request fails with why; the next request
  * probes the new agents' pool. */
 void ss_wgen_lost(ss_wgen *g, const char *why);
-
-/* A client went away: the instance's request ends (its pool sequence is freed). */
-void ss_wgen_cancel(ss_wgen *g, void *request);
 
 bool ss_wgen_busy(const ss_wgen *g); /* requests held */
 

@@ -1754,11 +1754,39 @@ static void gen_enqueue(ss_worker *w, req_state *rs)
     }
 }
 
-/* gen.h's finish: an instance of a generate request is done. */
+/* gen.h's hooks: an instance of a generate request is done, has new tokens, or lost its client.
+ */
 static void gen_finished(void *worker, void *request, size_t inst, const char *error)
 {
     req_finish_instance(worker, request, inst, error, error ? SS_SERVING_SYSTEM_ERROR : 0);
 }
+
+static void gen_tokens(void *worker, void *request, size_t inst, const int64_t *tokens, int n)
+{
+    (void)worker;
+    const ss_predict_request *req = ((req_state *)request)->req;
+    if (!req->partial) return;
+    ss_serving_instance chunk = {0};
+    ss_tensor t = {0};
+    int64_t dims[1] = {n};
+    ss_status *st = ss_tensor_alloc(&t, SS_DT_INT64, 1, dims);
+    if (!st) {
+        memcpy(t.data, tokens, sizeof *tokens * (size_t)n);
+        st = ss_serving_instance_put(&chunk, "tokens", &t, false);
+    }
+    if (!st) req->partial(req->partial_ctx, inst, &chunk);
+    ss_tensor_free(&t);
+    ss_serving_instance_clear(&chunk);
+    ss_status_free(st); /* out of memory: the stream misses this piece, done() has them all */
+}
+
+static bool gen_cancelled(void *worker, void *request)
+{
+    (void)worker;
+    return ss_predict_request_cancelled(((req_state *)request)->req);
+}
+
+static const ss_wgen_hooks gen_hooks = {gen_finished, gen_tokens, gen_cancelled};
 
 static void enqueue_request(ss_worker *w, req_state *rs)
 {
@@ -2163,7 +2191,7 @@ static ss_status *worker_open(ss_worker *w, const ss_worker_options *opt)
         (local_fd >= 0 && epoll_ctl(w->epfd, EPOLL_CTL_ADD, local_fd, &lev) != 0))
         return ss_errf(SS_ERR_IO, "epoll_ctl: %s", strerror(errno));
     if (w->cfg.gen.enabled) {
-        st = ss_wgen_new(&w->cfg.gen, gen_finished, w, &w->gen);
+        st = ss_wgen_new(&w->cfg.gen, &gen_hooks, w, &w->gen);
         if (st) return st;
     }
     st = ss_serving_add(w->set->serving, w->cfg.name, w->version,
