@@ -61,6 +61,7 @@ typedef struct {
     int step_tokens;    /* tokens per step: decodes plus prefill chunks (default 512) */
     int max_context;    /* prompt + new tokens at most (the model's positions; 0: no limit) */
     double kv_cache_mb; /* each rank's KV block pool (0: the agents' default, 64) */
+    int micro_batches;  /* sequence groups in flight together (0: one per pipeline stage) */
     int n_stop_ids;
     int64_t stop_ids[SS_GEN_MAX_STOP_IDS]; /* end a sequence (e.g. the model's EOS) */
 } ss_generate_config;

@@ -50,6 +50,8 @@ ss_status *ss_gen_engine_new(const ss_gen_options *o, ss_gen_engine **out)
     if (!e) return ss_errf(SS_ERR_NOMEM, "generation engine");
     e->o = *o;
     e->next_handle = 1;
+    e->next_pool_id = o->first_pool_id;
+    if (e->o.pool_id_step < 1) e->o.pool_id_step = 1;
     ss_status *st = ss_sched_new(&o->sched, &e->sched);
     if (!st) st = ss_sampler_new((size_t)o->vocab, &e->sampler);
     if (st) {
@@ -255,7 +257,8 @@ bool ss_gen_next(ss_gen_engine *e, ss_gen_call *call)
         gen_seq *q = &e->seqs[it->seq];
         if (it->start == 0) { /* a first chunk: a fresh pool sequence */
             drop_from_pool(e, q);
-            q->pool_id = e->next_pool_id++;
+            q->pool_id = e->next_pool_id;
+            e->next_pool_id += e->o.pool_id_step;
             e->create[e->n_create++] = q->pool_id;
         }
         e->sids[r] = q->pool_id;

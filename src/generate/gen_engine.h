@@ -20,6 +20,9 @@
 typedef struct {
     int32_t vocab;
     ss_sched_options sched; /* blocks and block size must be the pool's */
+    /* pool sequence ids are first_pool_id, + pool_id_step, ... (step 0 means 1): engines that
+     * share one pool take disjoint ids */
+    int64_t first_pool_id, pool_id_step;
 } ss_gen_options;
 
 typedef struct {

@@ -333,7 +333,8 @@ static ss_status *gen_method(const ss_method_config *mc, const char *what)
     return NULL;
 }
 
-/* "generate": {max_tokens, max_running, max_sequences, step_tokens, stop_token_ids}. */
+/* "generate": {max_tokens, max_running, max_sequences, step_tokens, max_context, micro_batches,
+ * kv_cache_mb, stop_token_ids}. */
 static ss_status *gen_config(const cJSON *g, const char *what, ss_servable_config *c)
 {
     ss_generate_config *gc = &c->gen;
@@ -345,6 +346,7 @@ static ss_status *gen_config(const cJSON *g, const char *what, ss_servable_confi
     if (!st) st = int_field(g, "max_sequences", what, 1, 1 << 16, 256, &gc->max_sequences);
     if (!st) st = int_field(g, "step_tokens", what, 1, 1 << 20, 512, &gc->step_tokens);
     if (!st) st = int_field(g, "max_context", what, 0, 1 << 30, 0, &gc->max_context);
+    if (!st) st = int_field(g, "micro_batches", what, 0, 8, 0, &gc->micro_batches);
     const cJSON *kv = cJSON_GetObjectItemCaseSensitive(g, "kv_cache_mb");
     if (!st && kv && (!cJSON_IsNumber(kv) || !(kv->valuedouble > 0 && kv->valuedouble <= 1 << 20)))
         st = ss_errf(SS_ERR_INVALID, "%s: 'kv_cache_mb' must be a number of MiB in (0, 1048576]",

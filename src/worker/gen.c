@@ -23,6 +23,7 @@ typedef struct gen_req {
     int64_t stop_ids[SS_GEN_MAX_STOP_IDS];
     bool in_engine;
     bool cancelled; /* its client went away */
+    int mb;         /* its micro-batch (engine), once in_engine */
     uint64_t handle;
     int64_t *tokens; /* generated so far */
     int32_t n_tokens, cap;
@@ -31,27 +32,47 @@ typedef struct gen_req {
 
 typedef enum { POOL_UNKNOWN, PROBE_RUNNING, PROBE_RAN, PROBE_FREEING, POOL_KNOWN } pool_state;
 
+/* A micro-batch: an engine over its share of the pool, with at most one call in flight. */
+typedef struct {
+    ss_gen_engine *engine;
+    bool busy;
+    int64_t call_batch, call_seq; /* its call in flight (0 x 0: a release-only one) */
+} micro_batch;
+
 struct ss_wgen {
     ss_generate_config cfg;
     ss_wgen_hooks hooks;
     void *worker;
-    ss_gen_engine *engine;
+    int want_mb; /* micro-batches asked for */
+    micro_batch mb[SS_WGEN_MAX_MICRO_BATCHES];
+    int n_mb, next_mb; /* engines made once the pool is known; round robin */
+    int inflight;      /* calls given out, not done yet (also of engines already gone) */
     pool_state state;
     gen_req *reqs;
     int64_t probe_tok, probe_pos, probe_seq;
-    int64_t call_batch, call_seq; /* the call in flight (0 x 0: none or a release-only one) */
 };
 
-ss_status *ss_wgen_new(const ss_generate_config *cfg, const ss_wgen_hooks *hooks, void *worker,
-                       ss_wgen **out)
+ss_status *ss_wgen_new(const ss_generate_config *cfg, int micro_batches, const ss_wgen_hooks *hooks,
+                       void *worker, ss_wgen **out)
 {
     *out = calloc(1, sizeof **out);
     if (!*out) return ss_errf(SS_ERR_NOMEM, "generation state");
     (*out)->cfg = *cfg;
     (*out)->hooks = *hooks;
     (*out)->worker = worker;
+    (*out)->want_mb = micro_batches < 1                           ? 1
+                      : micro_batches > SS_WGEN_MAX_MICRO_BATCHES ? SS_WGEN_MAX_MICRO_BATCHES
+                                                                  : micro_batches;
     (*out)->probe_seq = PROBE_SEQ;
     return NULL;
+}
+
+static void free_engines(ss_wgen *g)
+{
+    for (int k = 0; k < g->n_mb; k++)
+        ss_gen_engine_free(g->mb[k].engine);
+    memset(g->mb, 0, sizeof g->mb);
+    g->n_mb = g->next_mb = 0;
 }
 
 static void req_free(gen_req *r)
@@ -86,7 +107,7 @@ void ss_wgen_free(ss_wgen *g, const char *why)
 {
     if (!g) return;
     fail_all(g, why);
-    ss_gen_engine_free(g->engine);
+    free_engines(g);
     free(g);
 }
 
@@ -209,7 +230,7 @@ static void on_token(void *ctx, int64_t token, ss_gen_state state, const char *e
             int32_t cap = r->cap ? 2 * r->cap : 64;
             int64_t *t = realloc(r->tokens, sizeof *t * (size_t)cap);
             if (!t) {
-                ss_gen_cancel(r->g->engine, r->handle); /* ends with CANCELLED: failed below */
+                ss_gen_cancel(r->g->mb[r->mb].engine, r->handle); /* CANCELLED: failed below */
                 return;
             }
             r->tokens = t, r->cap = cap;
@@ -234,12 +255,25 @@ static void on_token(void *ctx, int64_t token, ss_gen_state state, const char *e
     req_end(r, why);
 }
 
-/* Into the engine (once the pool is known); false: refused, the request has ended. */
+/* The micro-batch with the fewest sequences. */
+static int least_loaded(const ss_wgen *g)
+{
+    int best = 0;
+    int32_t least = INT32_MAX;
+    for (int k = 0; k < g->n_mb; k++) {
+        ss_sched_stats s = ss_gen_stats(g->mb[k].engine);
+        if (s.running + s.waiting < least) least = s.running + s.waiting, best = k;
+    }
+    return best;
+}
+
+/* Into an engine (once the pool is known); false: refused, the request has ended. */
 static bool enter_engine(ss_wgen *g, gen_req *r)
 {
     r->p.stop_ids = r->stop_ids;
+    r->mb = least_loaded(g);
     ss_status *st =
-        ss_gen_submit(g->engine, r->prompt, r->n_prompt, &r->p, on_token, r, &r->handle);
+        ss_gen_submit(g->mb[r->mb].engine, r->prompt, r->n_prompt, &r->p, on_token, r, &r->handle);
     free(r->prompt);
     r->prompt = NULL;
     r->in_engine = !st;
@@ -272,7 +306,7 @@ ss_status *ss_wgen_submit(ss_wgen *g, const ss_method_config *mc, const ss_servi
     }
     r->next = g->reqs;
     g->reqs = r;
-    if (g->engine) enter_engine(g, r);
+    if (g->n_mb) enter_engine(g, r);
     return NULL;
 }
 
@@ -287,17 +321,34 @@ static void reap_cancelled(ss_wgen *g)
         if (r->cancelled || !g->hooks.cancelled(g->worker, r->request)) continue;
         r->cancelled = true;
         if (r->in_engine)
-            ss_gen_cancel(g->engine, r->handle);
+            ss_gen_cancel(g->mb[r->mb].engine, r->handle);
         else
             req_end(r, "generation cancelled: the client went away");
     }
 }
 
-bool ss_wgen_next(ss_wgen *g, ss_gen_call *call, bool *probe)
+/* A call of a micro-batch that has one to run and none in flight, round robin. */
+static bool next_engine_call(ss_wgen *g, ss_gen_call *call, int *ticket)
+{
+    for (int i = 0; i < g->n_mb; i++) {
+        int k = (g->next_mb + i) % g->n_mb;
+        micro_batch *m = &g->mb[k];
+        if (m->busy || !ss_gen_next(m->engine, call)) continue;
+        m->busy = true;
+        m->call_batch = call->batch, m->call_seq = call->seq;
+        g->next_mb = (k + 1) % g->n_mb;
+        *ticket = k;
+        return true;
+    }
+    return false;
+}
+
+bool ss_wgen_next(ss_wgen *g, ss_gen_call *call, bool *probe, int *ticket)
 {
     *probe = false;
+    *ticket = SS_WGEN_PROBE;
     reap_cancelled(g);
-    g->call_batch = g->call_seq = 0;
+    if (g->state != POOL_KNOWN && g->inflight) return false; /* the probe's, or a lost pool's */
     switch (g->state) {
     case POOL_UNKNOWN:
         if (!g->reqs) return false;
@@ -311,22 +362,45 @@ bool ss_wgen_next(ss_wgen *g, ss_gen_call *call, bool *probe)
                               .n_create = 1};
         g->state = PROBE_RUNNING;
         *probe = true;
-        g->call_batch = g->call_seq = 1;
-        return true;
+        break;
     case PROBE_RAN:
         *call = (ss_gen_call){.release = &g->probe_seq, .n_release = 1};
         g->state = PROBE_FREEING;
-        return true;
+        break;
     case POOL_KNOWN:
-        if (!ss_gen_next(g->engine, call)) return false;
-        g->call_batch = call->batch, g->call_seq = call->seq;
-        return true;
+        if (!next_engine_call(g, call, ticket)) return false;
+        break;
     default:
-        return false; /* the probe's call is in flight */
+        return false;
     }
+    g->inflight++;
+    return true;
 }
 
-/* The engine, sized by the probe: its pool mirrors the smallest rank's. */
+static int32_t share(int32_t n, int parts)
+{
+    return n / parts + (n % parts != 0);
+}
+
+/* The engines, one per micro-batch, sized by the probe: together their pools mirror the smallest
+ * rank's (each a share of the blocks, disjoint pool sequence ids). */
+static ss_status *make_engines(ss_wgen *g, int32_t vocab, int64_t blocks, int32_t tokens)
+{
+    int32_t all = (int32_t)(blocks > INT32_MAX ? INT32_MAX : blocks);
+    int n = g->want_mb < all ? g->want_mb : all;
+    for (int k = 0; k < n; k++) {
+        ss_gen_options o = {.vocab = vocab,
+                            .sched = {all / n + (k < all % n), tokens, g->cfg.step_tokens,
+                                      share(g->cfg.max_running, n), share(g->cfg.max_sequences, n)},
+                            .first_pool_id = k,
+                            .pool_id_step = n};
+        ss_status *st = ss_gen_engine_new(&o, &g->mb[k].engine);
+        if (st) return st;
+        g->n_mb = k + 1;
+    }
+    return NULL;
+}
+
 static void start_engine(ss_wgen *g, const ss_tensor *logits, int64_t blocks, int32_t tokens)
 {
     ss_status *st = NULL;
@@ -336,11 +410,9 @@ static void start_engine(ss_wgen *g, const ss_tensor *logits, int64_t blocks, in
     else if (blocks < 1 || tokens < 1)
         st = ss_errf(SS_ERR_INVALID, "the agents report no KV block pool: serve a model made by "
                                      "`shardserve shard --kv-pool`");
-    ss_gen_options o = {.vocab = st ? 0 : (int32_t)logits->dims[2],
-                        .sched = {(int32_t)(blocks > INT32_MAX ? INT32_MAX : blocks), tokens,
-                                  g->cfg.step_tokens, g->cfg.max_running, g->cfg.max_sequences}};
-    if (!st) st = ss_gen_engine_new(&o, &g->engine);
+    if (!st) st = make_engines(g, (int32_t)logits->dims[2], blocks, tokens);
     if (st) {
+        free_engines(g);
         fail_all(g, st->msg);
         ss_status_free(st);
         g->state = POOL_UNKNOWN;
@@ -353,18 +425,21 @@ static void start_engine(ss_wgen *g, const ss_tensor *logits, int64_t blocks, in
     }
 }
 
-/* Logits of the call in flight: [batch, seq, vocab] float32. */
-static const char *check_logits(const ss_wgen *g, const ss_tensor *t)
+/* Logits of a micro-batch's call: [batch, seq, vocab] float32. */
+static const char *check_logits(const micro_batch *m, const ss_tensor *t)
 {
-    if (t && t->dtype == SS_DT_FLOAT32 && t->ndim == 3 && t->dims[0] == g->call_batch &&
-        t->dims[1] == g->call_seq)
+    if (t && t->dtype == SS_DT_FLOAT32 && t->ndim == 3 && t->dims[0] == m->call_batch &&
+        t->dims[1] == m->call_seq)
         return NULL;
     return "the last rank's first output is not float32 logits [batch, seq, vocab] for the call";
 }
 
-void ss_wgen_done(ss_wgen *g, const ss_tensor *logits, const char *error, int64_t pool_blocks,
-                  int32_t block_tokens)
+void ss_wgen_done(ss_wgen *g, int ticket, const ss_tensor *logits, const char *error,
+                  int64_t pool_blocks, int32_t block_tokens)
 {
+    g->inflight--;
+    if ((ticket == SS_WGEN_PROBE) != (g->state != POOL_KNOWN))
+        return; /* a call of engines lost since: their requests failed then */
     switch (g->state) {
     case PROBE_RUNNING:
         if (error) {
@@ -378,10 +453,13 @@ void ss_wgen_done(ss_wgen *g, const ss_tensor *logits, const char *error, int64_
         g->state = POOL_KNOWN;
         if (error) ss_wgen_lost(g, error);
         return;
-    case POOL_KNOWN:
-        if (!error && g->call_batch) error = check_logits(g, logits);
-        ss_gen_done(g->engine, error || !logits ? NULL : (const float *)logits->data, error);
+    case POOL_KNOWN: {
+        micro_batch *m = &g->mb[ticket];
+        m->busy = false;
+        if (!error && m->call_batch) error = check_logits(m, logits);
+        ss_gen_done(m->engine, error || !logits ? NULL : (const float *)logits->data, error);
         return;
+    }
     default:
         return;
     }
@@ -390,14 +468,19 @@ void ss_wgen_done(ss_wgen *g, const ss_tensor *logits, const char *error, int64_
 void ss_wgen_lost(ss_wgen *g, const char *why)
 {
     fail_all(g, why);
-    ss_gen_engine_free(g->engine);
-    g->engine = NULL;
+    free_engines(g);
     g->state = POOL_UNKNOWN;
 }
 
 ss_sched_stats ss_wgen_stats(const ss_wgen *g)
 {
-    return g->engine ? ss_gen_stats(g->engine) : (ss_sched_stats){0};
+    ss_sched_stats sum = {0};
+    for (int k = 0; k < g->n_mb; k++) {
+        ss_sched_stats s = ss_gen_stats(g->mb[k].engine);
+        sum.blocks_used += s.blocks_used, sum.blocks_free += s.blocks_free;
+        sum.running += s.running, sum.waiting += s.waiting, sum.preempted += s.preempted;
+    }
+    return sum;
 }
 
 bool ss_wgen_busy(const ss_wgen *g)

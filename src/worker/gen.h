@@ -26,8 +26,14 @@ typedef struct {
 
 typedef struct ss_wgen ss_wgen;
 
-ss_status *ss_wgen_new(const ss_generate_config *cfg, const ss_wgen_hooks *hooks, void *worker,
-                       ss_wgen **out);
+/* Micro-batches: with pipeline stages, the running sequences are split into groups (an engine
+ * each, over its share of the pool) whose calls are in flight together, so stage 1 runs one group
+ * while stage 2 runs another. */
+#define SS_WGEN_MAX_MICRO_BATCHES 8
+#define SS_WGEN_PROBE (-1) /* the ticket of the probe's calls */
+
+ss_status *ss_wgen_new(const ss_generate_config *cfg, int micro_batches, const ss_wgen_hooks *hooks,
+                       void *worker, ss_wgen **out);
 /* Fails every request it still holds with `why`, then frees. */
 void ss_wgen_free(ss_wgen *g, const char *why);
 
@@ -36,14 +42,17 @@ void ss_wgen_free(ss_wgen *g, const char *why);
 ss_status *ss_wgen_submit(ss_wgen *g, const ss_method_config *mc, const ss_serving_instance *in,
                           ss_serving_instance *out, void *request, size_t inst);
 
-/* The next model call (the probe first, while the pool is unknown); false: none. Requests whose
- * client went away (hooks.cancelled) end first, their pool sequences freed by this call. */
-bool ss_wgen_next(ss_wgen *g, ss_gen_call *call, bool *probe);
+/* The next model call (the probe first, while the pool is unknown); false: none now. Ask again
+ * until false: each micro-batch may have one call in flight. *ticket names the call for
+ * ss_wgen_done. Requests whose client went away (hooks.cancelled) end first, their pool
+ * sequences freed by a later call. */
+bool ss_wgen_next(ss_wgen *g, ss_gen_call *call, bool *probe, int *ticket);
 
-/* The call ran: logits [batch, seq, vocab] from the last rank, or an error. For the probe,
- * pool_blocks and block_tokens are the smallest pool over the ranks. */
-void ss_wgen_done(ss_wgen *g, const ss_tensor *logits, const char *error, int64_t pool_blocks,
-                  int32_t block_tokens);
+/* A call ran (every call ss_wgen_next gave must come back here, failed or not): logits [batch,
+ * seq, vocab] from the last rank, or an error. For the probe, pool_blocks and block_tokens are
+ * the smallest pool over the ranks. */
+void ss_wgen_done(ss_wgen *g, int ticket, const ss_tensor *logits, const char *error,
+                  int64_t pool_blocks, int32_t block_tokens);
 
 /* The agents are gone (their pools with them): every request fails with why; the next request
  * probes the new agents' pool. */

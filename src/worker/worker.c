@@ -108,6 +108,7 @@ typedef struct job {
     /* a generative servable's model call (see gen.h): inputs and pool sequences from the token
      * loop; the probe's PREDICT is answered by every rank (answers_due), each with its pool */
     bool gen, gen_probe;
+    int gen_ticket;
     ss_gen_call call;
     int answers_due;
     /* the bulk sender's part (see to_bulk): what it sends on and how it went */
@@ -208,8 +209,8 @@ struct ss_worker {
     const ss_link_spec *model_in[SS_MAX_IO];
     size_t n_model_in;
     ss_wgen *gen;           /* a generative servable's token loop (NULL otherwise) */
-    bool gen_busy;          /* one of its calls is in flight */
     uint64_t gen_preempted; /* its engine's preemptions already counted in /metrics */
+    int gen_inflight;       /* token-loop calls in flight */
     task *queue;
     size_t q_head, q_len, q_cap;
     job *inflight, *free_jobs;
@@ -262,7 +263,7 @@ static void ring(ss_worker *w)
 
 static struct {
     ss_metric_family *requests, *total, *queue, *compute, *batch, *inflight, *queued, *rank_up,
-        *hb_age, *sent, *recv, *comm, *kv_blocks, *sequences, *preempted;
+        *hb_age, *sent, *recv, *comm, *kv_blocks, *sequences, *preempted, *overlapped;
 } fam;
 static pthread_once_t fam_once = PTHREAD_ONCE_INIT;
 
@@ -319,6 +320,11 @@ static void fam_init(void)
         m, SS_METRIC_COUNTER, "shardserve_sequences_preempted_total",
         "Sequences whose KV blocks were taken back (computed again when they return)", 2, sv, NULL,
         0);
+    fam.overlapped = ss_metrics_family(
+        m, SS_METRIC_COUNTER, "shardserve_generate_overlapped_calls_total",
+        "Token-loop model calls sent while another micro-batch's call was in flight (pipeline "
+        "stages working on different sequences at once)",
+        2, sv, NULL, 0);
     fam.comm = ss_metrics_family(
         m, SS_METRIC_COUNTER, "shardserve_collective_bytes_total",
         "Payload bytes the rank's agent moved through collectives (allreduce, allgather, "
@@ -563,11 +569,12 @@ static int64_t pool_blocks(const ss_worker *w, int32_t *tokens)
 /* A token-loop call came back: its logits (or error) to the loop. */
 static void gen_complete(ss_worker *w, job *j)
 {
-    w->gen_busy = false;
+    w->gen_inflight--;
     int32_t tokens = 0;
     int64_t blocks = j->gen_probe && !j->failed ? pool_blocks(w, &tokens) : 0;
     const ss_tensor *logits = j->result.n_tensors ? &j->result.tensors[0] : NULL;
-    ss_wgen_done(w->gen, j->failed ? NULL : logits, j->failed ? j->err : NULL, blocks, tokens);
+    ss_wgen_done(w->gen, j->gen_ticket, j->failed ? NULL : logits, j->failed ? j->err : NULL,
+                 blocks, tokens);
 }
 
 /* Put the last rank's outputs (or the job's error) into its requests' replies. */
@@ -1578,35 +1585,41 @@ static bool same_shapes(const task *a, const task *b)
     return true;
 }
 
-/* The token loop's next model call, one at a time (each step depends on the last one's tokens). */
+/* The token loop's next model calls: one per micro-batch at most (each step of a micro-batch
+ * depends on its last one's tokens). */
 static void gen_dispatch(ss_worker *w)
 {
     ss_gen_call c;
     bool probe = false;
-    if (w->gen_busy || !w->is_ready || w->stopping || !ss_wgen_next(w->gen, &c, &probe)) return;
-    job *j = job_get(w, 0);
-    if (!j) {
-        ss_wgen_lost(w->gen, "out of memory");
-        return;
-    }
-    j->gen = true, j->gen_probe = probe, j->call = c;
-    if (c.batch) ss_metric_observe(w->m_batch, (double)c.batch);
-    j->answers_due = probe ? w->cfg.rank_size : 1;
-    j->id = ++w->next_job_id;
-    j->dispatch_ns = ss_now_ns();
-    j->link_bytes = 0;
-    j->deadline_ns = j->dispatch_ns + (uint64_t)w->opt.request_timeout_ms * 1000000ull;
-    w->n_inflight++;
-    j->next = w->inflight;
-    w->inflight = j;
-    w->gen_busy = true;
-    ss_link_conn *conns[w->cfg.rank_size];
-    for (int r = 0; r < w->cfg.rank_size; r++)
-        conns[r] = w->agents[r].alive ? w->agents[r].conn : NULL;
-    ss_status *st = send_job(w, j, conns, false);
-    if (st) {
-        job_fail(j, SS_SERVING_WORKER_UNAVAILABLE, "worker unavailable: %s", st->msg);
-        ss_status_free(st);
+    int ticket = SS_WGEN_PROBE;
+    while (w->is_ready && !w->stopping && ss_wgen_next(w->gen, &c, &probe, &ticket)) {
+        job *j = job_get(w, 0);
+        if (!j) {
+            ss_wgen_done(w->gen, ticket, NULL, "out of memory", 0, 0);
+            return;
+        }
+        j->gen = true, j->gen_probe = probe, j->gen_ticket = ticket, j->call = c;
+        if (c.batch) ss_metric_observe(w->m_batch, (double)c.batch);
+        if (w->gen_inflight++ && c.batch) {
+            const char *v[] = {w->cfg.name, w->version_str};
+            ss_metric_add(ss_metrics_series(fam.overlapped, v), 1);
+        }
+        j->answers_due = probe ? w->cfg.rank_size : 1;
+        j->id = ++w->next_job_id;
+        j->dispatch_ns = ss_now_ns();
+        j->link_bytes = 0;
+        j->deadline_ns = j->dispatch_ns + (uint64_t)w->opt.request_timeout_ms * 1000000ull;
+        w->n_inflight++;
+        j->next = w->inflight;
+        w->inflight = j;
+        ss_link_conn *conns[w->cfg.rank_size];
+        for (int r = 0; r < w->cfg.rank_size; r++)
+            conns[r] = w->agents[r].alive ? w->agents[r].conn : NULL;
+        ss_status *st = send_job(w, j, conns, false);
+        if (st) {
+            job_fail(j, SS_SERVING_WORKER_UNAVAILABLE, "worker unavailable: %s", st->msg);
+            ss_status_free(st);
+        }
     }
 }
 
@@ -1787,6 +1800,13 @@ static bool gen_cancelled(void *worker, void *request)
 }
 
 static const ss_wgen_hooks gen_hooks = {gen_finished, gen_tokens, gen_cancelled};
+
+/* With pipeline stages (and pipelining on), one micro-batch per stage unless the servable says. */
+static int gen_micro_batches(const ss_servable_config *c)
+{
+    if (c->gen.micro_batches) return c->gen.micro_batches;
+    return c->pipeline ? c->stage_size : 1;
+}
 
 static void enqueue_request(ss_worker *w, req_state *rs)
 {
@@ -2191,7 +2211,7 @@ static ss_status *worker_open(ss_worker *w, const ss_worker_options *opt)
         (local_fd >= 0 && epoll_ctl(w->epfd, EPOLL_CTL_ADD, local_fd, &lev) != 0))
         return ss_errf(SS_ERR_IO, "epoll_ctl: %s", strerror(errno));
     if (w->cfg.gen.enabled) {
-        st = ss_wgen_new(&w->cfg.gen, &gen_hooks, w, &w->gen);
+        st = ss_wgen_new(&w->cfg.gen, gen_micro_batches(&w->cfg), &gen_hooks, w, &w->gen);
         if (st) return st;
     }
     st = ss_serving_add(w->set->serving, w->cfg.name, w->version,

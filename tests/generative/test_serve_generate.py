@@ -95,7 +95,7 @@ def request(i):
 def block_mb(blocks, ranks=1):
     """kv_cache_mb for a pool of `blocks` blocks per rank (each rank keeps its share of the KV
     heads, head_dim 16, 2 layers, K and V, 16 tokens a block)."""
-    heads = (2 if "llama" in CASE else 4) // ranks
+    heads = max(1, (2 if "llama" in CASE else 4) // ranks)  # fewer KV heads than ranks: 1 each
     return blocks * 2 * 2 * heads * 16 * 16 * 4 / (1 << 20)
 
 
@@ -138,6 +138,38 @@ def test_32_concurrent_equal_alone():
         assert used == 0 and free == 24, (used, free)
 
 
+def test_concurrent_two_stages_overlap():
+    """8 ranks in 2 pipeline stages: the running sequences form 2 micro-batches whose calls are in
+    flight together (stage 1 runs one while stage 2 runs the other), each over half the pool, and
+    nothing changes a token."""
+    with Cluster() as c:
+        # each stage keeps one of the 2 layers: half of block_mb's bytes a block, 24 blocks
+        serve_generative(c, 8, {"max_running": 32, "max_context": 256,
+                                "kv_cache_mb": block_mb(12.25, 4)}, stages=2)
+        alone = [list(generate(c, request(i))["tokens"]) for i in range(16)]
+        together = [None] * 16
+
+        def one(i):
+            together[i] = list(generate(c, request(i))["tokens"])
+        threads = [threading.Thread(target=one, args=(i,)) for i in range(16)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(120)
+        bad = [i for i in range(16) if together[i] != alone[i]]
+        assert not bad, "requests %s differ when concurrent: %s vs %s" % (
+            bad, together[bad[0]], alone[bad[0]])
+        overlapped = metric(c, "shardserve_generate_overlapped_calls_total")
+        calls = metric(c, "shardserve_batch_size_count")
+        used = metric(c, "shardserve_kv_blocks", state="used")
+        free = metric(c, "shardserve_kv_blocks", state="free")
+        print("    16 concurrent requests over 2 stages equal their runs alone; %d of %d calls sent "
+              "while the other micro-batch's was in flight; KV blocks used %d, free %d" % (
+                  overlapped, calls, used, free))
+        assert overlapped > 0, "no call overlapped another: the stages ran back to back"
+        assert used == 0 and free == 24, (used, free)
+
+
 def test_bad_parameters_named():
     """On a pool of 12 blocks (192 tokens, below max_context 256)."""
     with Cluster() as c:
@@ -158,7 +190,7 @@ def test_bad_parameters_named():
 
 
 CASES = [test_greedy_whole, test_greedy_two_ranks, test_greedy_two_stages,
-         test_32_concurrent_equal_alone,
+         test_32_concurrent_equal_alone, test_concurrent_two_stages_overlap,
          test_bad_parameters_named]
 
 if __name__ == "__main__":
