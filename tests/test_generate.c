@@ -114,6 +114,40 @@ static void top_p_over_a_large_vocabulary(void)
     ss_sampler_free(s);
 }
 
+static int descending(const void *a, const void *b)
+{
+    float x = *(const float *)a, y = *(const float *)b;
+    return x > y ? -1 : x < y;
+}
+
+static void top_k_over_a_large_vocabulary(void)
+{
+    /* 50,000 ids with many ties (values on a grid of 64): a small k takes the heap, a large one
+     * the quickselect; both keep exactly the ids >= the k-th largest of a full sort */
+    enum { N = 50000 };
+    static float z[N], zc[N], sorted[N];
+    ss_rng rng;
+    ss_rng_seed(&rng, 5);
+    for (int i = 0; i < N; i++)
+        z[i] = (float)(ss_rng_next(&rng) % 64) / 8.0f;
+    memcpy(sorted, z, sizeof z);
+    qsort(sorted, N, sizeof *sorted, descending);
+    ss_sampler *s = sampler(N);
+    const int ks[] = {1, 50, 700, 3125, 3126, 40000};
+    for (size_t t = 0; t < sizeof ks / sizeof *ks; t++) {
+        memcpy(zc, z, sizeof z);
+        ss_sample_params p = ss_sample_defaults();
+        p.top_k = ks[t];
+        ss_sample_next(s, &p, &rng, zc, NULL, 0, NULL, 0);
+        float kth = sorted[ks[t] - 1];
+        int wrong = 0;
+        for (int i = 0; i < N; i++)
+            wrong += (isinf(zc[i]) != 0) != (z[i] < kth);
+        CHECK_MSG(wrong == 0, "top_k %d: %d ids kept or dropped against the sort", ks[t], wrong);
+    }
+    ss_sampler_free(s);
+}
+
 static void min_p_is_relative_to_the_likeliest(void)
 {
     float z[V] = {logf(0.5f), logf(0.3f), logf(0.15f), logf(0.05f), -INFINITY, -INFINITY};
@@ -240,6 +274,6 @@ static void stop_strings_end_and_hold_back(void)
 
 TEST_MAIN(TEST(greedy_takes_the_first_maximum), TEST(top_k_keeps_ties_with_the_kth),
           TEST(top_p_keeps_the_smallest_set_with_mass_p), TEST(top_p_over_a_large_vocabulary),
-          TEST(min_p_is_relative_to_the_likeliest), TEST(penalties_follow_ctrl_and_openai),
-          TEST(draws_follow_the_distribution_and_the_seed), TEST(bad_parameters_are_named),
-          TEST(stop_strings_end_and_hold_back))
+          TEST(top_k_over_a_large_vocabulary), TEST(min_p_is_relative_to_the_likeliest),
+          TEST(penalties_follow_ctrl_and_openai), TEST(draws_follow_the_distribution_and_the_seed),
+          TEST(bad_parameters_are_named), TEST(stop_strings_end_and_hold_back))

@@ -141,27 +141,123 @@ static void presence_frequency(ss_sampler *s, const ss_sample_params *p, float *
     }
 }
 
-static int32_t argmax(const float *z, size_t n)
+/* ------------------------------------------------------------------ vector passes
+ * The passes over a whole vocabulary (max, exp, sums, the draw's scan) run once per sequence per
+ * step on the worker's loop thread, so they are written as fixed-width lane loops the compiler
+ * vectorises, cloned per ISA and chosen by CPUID when the program starts (target_clones). */
+
+#define LANES 16
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) &&                             \
+    !defined(__SANITIZE_ADDRESS__)
+#define PER_ISA __attribute__((target_clones("avx512f", "avx2", "default")))
+#else
+#define PER_ISA
+#endif
+
+/* The largest of z[0..n), n > 0 (NaN ignored). */
+PER_ISA static float max_of(const float *z, size_t n)
 {
-    size_t best = 0;
-    for (size_t i = 1; i < n; i++)
-        if (z[i] > z[best]) best = i; /* the first of equal maxima, as torch.argmax */
-    return (int32_t)best;
+    float m[LANES];
+    for (int k = 0; k < LANES; k++)
+        m[k] = -INFINITY;
+    size_t i = 0;
+    for (; i + LANES <= n; i += LANES)
+        for (int k = 0; k < LANES; k++)
+            m[k] = z[i + k] > m[k] ? z[i + k] : m[k];
+    float r = -INFINITY;
+    for (int k = 0; k < LANES; k++)
+        r = m[k] > r ? m[k] : r;
+    for (; i < n; i++)
+        r = z[i] > r ? z[i] : r;
+    return r;
 }
 
-/* Softmax of z into prob (-inf -> 0); returns the largest probability. */
-static float softmax(const float *z, float *prob, size_t n)
+static int32_t argmax(const float *z, size_t n)
 {
-    float m = z[argmax(z, n)];
-    double sum = 0;
+    float m = max_of(z, n);
     for (size_t i = 0; i < n; i++)
-        sum += prob[i] = isinf(z[i]) && z[i] < 0 ? 0.0f : expf(z[i] - m);
-    float pmax = 0;
-    for (size_t i = 0; i < n; i++) {
-        prob[i] = (float)(prob[i] / sum);
-        if (prob[i] > pmax) pmax = prob[i];
+        if (z[i] == m) return (int32_t)i; /* the first of equal maxima, as torch.argmax */
+    return 0;                             /* every logit NaN */
+}
+
+/* e^x for x <= 0 within ~2e-7 relative, 0 below -87 (and for -inf): 2^(x log2 e) split into an
+ * integer power, set in the exponent bits, and e^g for |g| <= ln2 / 2 by its Taylor series to g^7
+ * (error below 6e-9). Branch-free so that it vectorises. */
+static inline float exp_neg(float x)
+{
+    float xc = x < -87.0f ? -87.0f : x;
+    float t = xc * 1.44269504088896341f;
+    float r = (t + 12582912.0f) - 12582912.0f; /* round to nearest (1.5 * 2^23) */
+    float g = (t - r) * 0.693147180559945309f;
+    float q =
+        1.0f +
+        g * (1.0f +
+             g * (0.5f +
+                  g * (1.0f / 6 +
+                       g * (1.0f / 24 + g * (1.0f / 120 + g * (1.0f / 720 + g * (1.0f / 5040)))))));
+    int32_t bits = ((int32_t)r + 127) << 23;
+    float scale;
+    memcpy(&scale, &bits, sizeof scale);
+    return x < -87.0f ? 0.0f : q * scale;
+}
+
+/* e[i] = exp(z[i] - m) (m = the largest, so e <= 1 and the largest is 1); returns their sum. */
+PER_ISA static double exp_shifted(const float *z, float m, float *e, size_t n)
+{
+    float s[LANES] = {0};
+    size_t i = 0;
+    for (; i + LANES <= n; i += LANES)
+        for (int k = 0; k < LANES; k++) {
+            e[i + k] = exp_neg(z[i + k] - m);
+            s[k] += e[i + k];
+        }
+    double sum = 0;
+    for (int k = 0; k < LANES; k++)
+        sum += s[k];
+    for (; i < n; i++)
+        sum += e[i] = exp_neg(z[i] - m);
+    return sum;
+}
+
+PER_ISA static void scale_by(float *v, float f, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        v[i] *= f;
+}
+
+PER_ISA static float sum_of(const float *v, size_t n)
+{
+    float s[LANES] = {0};
+    size_t i = 0;
+    for (; i + LANES <= n; i += LANES)
+        for (int k = 0; k < LANES; k++)
+            s[k] += v[i + k];
+    float r = 0;
+    for (int k = 0; k < LANES; k++)
+        r += s[k];
+    for (; i < n; i++)
+        r += v[i];
+    return r;
+}
+
+/* Softmax of z into prob (-inf -> 0). */
+static void softmax(const float *z, float *prob, size_t n)
+{
+    double sum = exp_shifted(z, max_of(z, n), prob, n);
+    scale_by(prob, (float)(1.0 / sum), n);
+}
+
+static void sift_down(float *h, size_t n, size_t i)
+{
+    for (;;) {
+        size_t c = 2 * i + 1;
+        if (c >= n) return;
+        if (c + 1 < n && h[c + 1] < h[c]) c++;
+        if (!(h[c] < h[i])) return;
+        float t = h[c];
+        h[c] = h[i], h[i] = t;
+        i = c;
     }
-    return pmax;
 }
 
 /* The k-th largest of v[0..n) (k from 0), reordering v: a three-way quickselect. */
@@ -189,72 +285,131 @@ static float kth_largest(float *v, size_t n, size_t k)
     return v[lo];
 }
 
+/* The k-th largest of z[0..n) (k >= 1) by a min-heap of the k largest seen, in heap[k]: one
+ * comparison with the heap's least for most ids when k is small against n. */
+static float kth_by_heap(const float *z, size_t n, size_t k, float *heap)
+{
+    memcpy(heap, z, k * sizeof *z);
+    for (size_t i = k / 2; i-- > 0;)
+        sift_down(heap, k, i);
+    for (size_t i = k; i < n; i++)
+        if (z[i] > heap[0]) {
+            heap[0] = z[i];
+            sift_down(heap, k, 0);
+        }
+    return heap[0];
+}
+
 /* HF's TopKLogitsWarper: everything below the k-th largest value goes (ties with it stay). */
 static void top_k(ss_sampler *s, int k, float *z)
 {
     if (k <= 0 || (size_t)k >= s->vocab) return;
-    memcpy(s->prob, z, s->vocab * sizeof *z); /* scratch to select in */
-    float kth = kth_largest(s->prob, s->vocab, (size_t)k - 1);
+    float kth;
+    if ((size_t)k <= s->vocab / 16) {
+        kth = kth_by_heap(z, s->vocab, (size_t)k, s->prob);
+    } else {
+        memcpy(s->prob, z, s->vocab * sizeof *z); /* scratch to select in */
+        kth = kth_largest(s->prob, s->vocab, (size_t)k - 1);
+    }
     for (size_t i = 0; i < s->vocab; i++)
         if (z[i] < kth) z[i] = -INFINITY;
 }
 
-/* qsort has no context argument: the probabilities being sorted by, per thread. */
-static _Thread_local const float *tl_key;
-
-static int by_prob_ascending(const void *a, const void *b)
+/* Three-way partition of ids v[lo, hi) by their probability against pivot: [lo, *a) below,
+ * [*a, *b) equal, [*b, hi) above. Returns the mass of the part below. */
+static double partition(const float *pr, int32_t *v, size_t lo, size_t hi, float pivot, size_t *a,
+                        size_t *b)
 {
-    float x = tl_key[*(const int32_t *)a], y = tl_key[*(const int32_t *)b];
-    return x < y ? -1 : x > y;
+    size_t i = lo, x = lo, y = hi;
+    double below = 0;
+    while (i < y) {
+        int32_t t = v[i];
+        if (pr[t] < pivot) {
+            below += pr[t];
+            v[i++] = v[x], v[x++] = t;
+        } else if (pr[t] > pivot) {
+            v[i] = v[--y], v[y] = t;
+        } else {
+            i++;
+        }
+    }
+    *a = x, *b = y;
+    return below;
 }
 
 /* HF's TopPLogitsWarper: in ascending order of probability, ids whose cumulative probability is
  * <= 1 - p go (the largest always stays). Ids so small that all of them together stay under
- * 1 - p go without sorting: every id before one of them in ascending order is smaller still. */
+ * 1 - p go first without ordering: every id before one of them in ascending order is smaller
+ * still. The rest are not sorted: a quickselect-like descent finds where the cumulative passes
+ * 1 - p, dropping whole parts below a pivot at once (linear time on average). */
 static void top_p(ss_sampler *s, float p, float *z)
 {
     if (p >= 1.0f) return;
     softmax(z, s->prob, s->vocab);
+    const float *pr = s->prob;
     double drop = 1.0 - (double)p, small = drop / (double)s->vocab, dropped = 0;
-    size_t n = 0;
+    int32_t *v = s->order;
+    size_t n = 0, gone = 0;
     for (size_t i = 0; i < s->vocab; i++) {
-        if (s->prob[i] < small) {
-            dropped += s->prob[i];
+        if (pr[i] < small) {
+            dropped += pr[i];
             z[i] = -INFINITY;
         } else {
-            s->order[n++] = (int32_t)i;
+            v[n++] = (int32_t)i;
         }
     }
-    tl_key = s->prob;
-    qsort(s->order, n, sizeof *s->order, by_prob_ascending);
-    for (size_t i = 0; i + 1 < n; i++) {
-        dropped += s->prob[s->order[i]];
-        if (dropped > drop) break;
-        z[s->order[i]] = -INFINITY;
+    size_t lo = 0, hi = n; /* undecided; below lo: gone, from hi: kept */
+    while (lo < hi) {
+        size_t a, b;
+        float pivot = pr[v[lo + (hi - lo) / 2]];
+        double below = partition(pr, v, lo, hi, pivot, &a, &b);
+        if (dropped + below > drop) { /* the cut is among the ids below the pivot */
+            hi = a;
+            continue;
+        }
+        dropped += below;
+        for (size_t i = lo; i < a; i++)
+            z[v[i]] = -INFINITY;
+        gone += a - lo;
+        for (size_t i = a; i < b; i++) { /* ties with the pivot, one at a time */
+            if (dropped + pivot > drop || gone + 1 >= n) return;
+            dropped += pivot;
+            z[v[i]] = -INFINITY;
+            gone++;
+        }
+        lo = b;
     }
 }
 
-/* vLLM's min_p: ids less likely than min_p times the likeliest go. */
+/* vLLM's min_p: ids less likely than min_p times the likeliest go (e is 1 at the likeliest). */
 static void min_p(ss_sampler *s, float mp, float *z)
 {
     if (mp <= 0) return;
-    float cut = mp * softmax(z, s->prob, s->vocab);
+    exp_shifted(z, max_of(z, s->vocab), s->prob, s->vocab);
     for (size_t i = 0; i < s->vocab; i++)
-        if (s->prob[i] < cut) z[i] = -INFINITY;
+        if (s->prob[i] < mp) z[i] = -INFINITY;
 }
 
+/* The first id whose running total of e passes u * sum(e), over blocks of LANES ids first. */
 static int32_t draw(ss_sampler *s, ss_rng *rng, const float *z)
 {
-    softmax(z, s->prob, s->vocab);
-    double u = ss_rng_uniform(rng), acc = 0;
-    int32_t last = -1;
-    for (size_t i = 0; i < s->vocab; i++) {
-        if (s->prob[i] <= 0) continue;
-        last = (int32_t)i;
-        acc += s->prob[i];
-        if (u < acc) return last;
+    size_t n = s->vocab;
+    float *e = s->prob;
+    double target = ss_rng_uniform(rng) * exp_shifted(z, max_of(z, n), e, n), acc = 0;
+    size_t i = 0;
+    for (; i + LANES <= n; i += LANES) {
+        double block = sum_of(e + i, LANES);
+        if (acc + block > target) break;
+        acc += block;
     }
-    return last >= 0 ? last : argmax(z, s->vocab); /* rounding left u above the total */
+    for (; i < n; i++) {
+        if (e[i] <= 0) continue;
+        acc += e[i];
+        if (acc > target) return (int32_t)i;
+    }
+    for (size_t j = n; j-- > 0;) /* rounding left the target above the total */
+        if (e[j] > 0) return (int32_t)j;
+    return argmax(z, n);
 }
 
 int32_t ss_sample_next(ss_sampler *s, const ss_sample_params *p, ss_rng *rng, float *logits,
