@@ -9,6 +9,8 @@ the worker runs the token loop, the KV cache stays in the agents' block pools.
 - 32 concurrent requests with different prompt lengths and sampling settings each equal their
   own run alone (continuous batching changes nothing), on a pool small enough that sequences
   wait and are preempted; /metrics shows the batched calls, the preemptions and the blocks;
+- 16 concurrent requests over 2 pipeline stages overlap as 2 micro-batches and equal their runs
+  alone; a rank killed mid-generation fails its sequences at once, and serving resumes;
 - wrong parameters are refused naming the input; max_tokens and finish_reason are honoured.
 
 Usage: test_serve_generate.py CASE_DIR [case ...] (CASE_DIR holds model.onnx, prompt.npy,
@@ -16,8 +18,10 @@ ref_tokens.npy); prints ok/FAIL per case and "N passed, N failed"."""
 
 import json
 import os
+import signal
 import sys
 import threading
+import time
 import urllib.request
 
 import numpy as np
@@ -35,12 +39,14 @@ METHOD = {"name": "generate", "outputs": ["tokens", "finish_reason"],
 
 
 def serve_generative(c, ranks, gen=None, stages=1):
+    """Returns the agents' launcher process."""
     models = c.add_servable("gen", os.path.join(CASE, "model.onnx"), ranks, stages, methods=[METHOD],
                             extra={"generate": gen or {"max_running": 32, "max_context": 256}},
                             shard_args=("--kv-pool",))
     c.serve([("gen", 1, c.write_rank_table(ranks))])
-    c.agents(c.worker_addresses["gen"][0], models)
+    agents = c.agents(c.worker_addresses["gen"][0], models)
     c.wait_ready(1)
+    return agents
 
 
 def instance(prompt, max_tokens, temperature=0.0, top_k=0, seed=0):
@@ -170,6 +176,64 @@ def test_concurrent_two_stages_overlap():
         assert used == 0 and free == 24, (used, free)
 
 
+def children(pid):
+    try:
+        with open("/proc/%d/task/%d/children" % (pid, pid)) as f:
+            return [int(x) for x in f.read().split()]
+    except OSError:
+        return []
+
+
+def test_agent_lost_mid_generation():
+    """A rank killed while 4 long generations run: they fail at once naming the lost rank (not at
+    max_tokens or a timeout), the group restarts, and the next request equals PyTorch again. The
+    rank is stopped (SIGSTOP) as soon as the 4 run, so that none can finish before the kill."""
+    with Cluster() as c:
+        agents = serve_generative(c, 2, {"max_running": 32, "max_context": 256})
+        results = [None] * 4
+
+        def one(i):
+            t0 = time.time()
+            try:
+                r = ssc.Client(c.grpc, "gen", "generate").infer([instance(PROMPT, 240, 0.8, 0, i)])
+            except Exception as e:  # the client's own error counts as a failure too
+                r = [{"error": str(e)}]
+            results[i] = (r if isinstance(r, list) else [r], time.time())  # dict: whole request
+        threads = [threading.Thread(target=one, args=(i,)) for i in range(4)]
+        for t in threads:
+            t.start()
+        victim = children(agents.pid)[-1]
+        deadline = time.time() + 30
+        while time.time() < deadline and metric(c, "shardserve_sequences", state="running") < 4:
+            time.sleep(0.01)
+        os.kill(victim, signal.SIGSTOP)
+        time.sleep(0.5)
+        assert all(r is None for r in results), "a generation ended before the kill: %s" % results
+        t_kill = time.time()
+        os.kill(victim, signal.SIGKILL)
+        for t in threads:
+            t.join(60)
+        for r, t_end in results:
+            assert "error" in r[0] and "is gone" in r[0]["error"], "not failed by the lost rank: %s" % (
+                str(r)[:200])
+            assert t_end - t_kill < 10, "failed %.1f s after the kill" % (t_end - t_kill)
+        why = results[0][0][0]["error"]
+        c.wait_ready(1, timeout=60)
+        deadline = time.time() + 60
+        got = None
+        while time.time() < deadline:
+            r = ssc.Client(c.grpc, "gen", "generate").infer([instance(PROMPT, len(REF))])
+            if isinstance(r, list) and "tokens" in r[0]:
+                got = list(r[0]["tokens"])
+                break
+            time.sleep(0.5)
+        assert got == list(REF), "after the restart: %s" % got
+        assert metric(c, "shardserve_kv_blocks", state="used") == 0
+        print("    4 generations failed %.1f s after rank pid %d was killed (\"%s\"); after the "
+              "group restarted, greedy equals PyTorch again" % (
+                  max(t for _, t in results) - t_kill, victim, why[:120]))
+
+
 def test_bad_parameters_named():
     """On a pool of 12 blocks (192 tokens, below max_context 256)."""
     with Cluster() as c:
@@ -191,7 +255,7 @@ def test_bad_parameters_named():
 
 CASES = [test_greedy_whole, test_greedy_two_ranks, test_greedy_two_stages,
          test_32_concurrent_equal_alone, test_concurrent_two_stages_overlap,
-         test_bad_parameters_named]
+         test_agent_lost_mid_generation, test_bad_parameters_named]
 
 if __name__ == "__main__":
     sys.exit(run_cases(CASES, sys.argv[2:]))
