@@ -28,7 +28,7 @@ import numpy as np
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(os.path.dirname(HERE), "serving"))
-from cluster import Cluster, run_cases  # noqa: E402
+from cluster import Cluster, children, run_cases  # noqa: E402
 import shardserve_client as ssc  # noqa: E402
 
 CASE = sys.argv[1]
@@ -176,14 +176,6 @@ def test_concurrent_two_stages_overlap():
         assert used == 0 and free == 24, (used, free)
 
 
-def children(pid):
-    try:
-        with open("/proc/%d/task/%d/children" % (pid, pid)) as f:
-            return [int(x) for x in f.read().split()]
-    except OSError:
-        return []
-
-
 def test_agent_lost_mid_generation():
     """A rank killed while 4 long generations run: they fail at once naming the lost rank (not at
     max_tokens or a timeout), the group restarts, and the next request equals PyTorch again. The
@@ -193,7 +185,6 @@ def test_agent_lost_mid_generation():
         results = [None] * 4
 
         def one(i):
-            t0 = time.time()
             try:
                 r = ssc.Client(c.grpc, "gen", "generate").infer([instance(PROMPT, 240, 0.8, 0, i)])
             except Exception as e:  # the client's own error counts as a failure too

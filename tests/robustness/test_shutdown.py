@@ -19,7 +19,7 @@ import numpy as np
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(os.path.dirname(HERE), "serving"))
-from cluster import Cluster, matmul_neg_model, run_cases  # noqa: E402
+from cluster import Cluster, children, matmul_neg_model, run_cases  # noqa: E402
 import shardserve_client as ssc  # noqa: E402
 
 SANITIZED = os.environ.get("SS_SANITIZED", "0") in ("1", "ON", "TRUE", "true")
@@ -27,11 +27,6 @@ SLOW = 3 if SANITIZED else 1
 ROWS, K, N = 4, 16, 8
 GRACE_MS = 1000
 C = None
-
-
-def children(pid):
-    with open("/proc/%d/task/%d/children" % (pid, pid)) as f:
-        return [int(p) for p in f.read().split()]
 
 
 def grpc_call(out):

@@ -187,6 +187,15 @@ class Cluster:
         self.close()
 
 
+def children(pid):
+    """The child processes of pid (e.g. the rank processes of a `shardserve agents` launcher)."""
+    try:
+        with open("/proc/%d/task/%d/children" % (pid, pid)) as f:
+            return [int(x) for x in f.read().split()]
+    except OSError:
+        return []
+
+
 def leftover_shm():
     return [f for f in os.listdir("/dev/shm") if f.startswith("shardserve-agents-")]
 

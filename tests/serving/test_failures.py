@@ -16,19 +16,11 @@ import time
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from cluster import Cluster, leftover_shm, matmul_neg_model, run_cases  # noqa: E402
+from cluster import Cluster, children, leftover_shm, matmul_neg_model, run_cases  # noqa: E402
 from shardserve_client import Client  # noqa: E402
 
 ONES = np.ones((128, 96), np.float32)
 HEARTBEAT_MS = 1500
-
-
-def children(pid):
-    try:
-        with open("/proc/%d/task/%d/children" % (pid, pid)) as f:
-            return [int(x) for x in f.read().split()]
-    except OSError:
-        return []
 
 
 def free_port():

@@ -25,7 +25,7 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from cluster import Cluster, matmul_neg_model, run_cases  # noqa: E402
+from cluster import Cluster, children, matmul_neg_model, run_cases  # noqa: E402
 import grpc_service_pb2 as pb  # noqa: E402
 
 WORK = tempfile.mkdtemp(prefix="ss-kserve-models-")
@@ -182,11 +182,6 @@ def test_batch_dim_rule():
             raise AssertionError("a wrong shape was accepted")
         except grpc.RpcError as e:
             assert e.code() == grpc.StatusCode.INVALID_ARGUMENT and "input 'b'" in e.details(), e
-
-
-def children(pid):
-    with open("/proc/%d/task/%d/children" % (pid, pid)) as f:
-        return [int(x) for x in f.read().split()]
 
 
 def json_infer(c, scale=1.0):
