@@ -4,7 +4,8 @@
  *                  [--tls-cert F --tls-key F]
  * One instance through the C client library (libshardserve-client), outputs printed and
  * optionally written as NAME.npy. --protocol: mindspore (default) or KServe v2's gRPC, REST JSON
- * or REST binary (model SERVABLE.METHOD).
+ * or REST binary (model SERVABLE.METHOD). --stream: through shardserve.Stream/PredictStream,
+ * printing each piece's tokens as they arrive (a generate servable), then the whole reply.
  */
 #include "cli.h"
 #include "shardserve/client.h"
@@ -18,12 +19,15 @@ static const char infer_usage[] =
     "                        --input NAME=FILE.npy ... [--output-dir DIR] [--timeout-ms MS]\n"
     "                        [--tls] [--tls-ca FILE] [--tls-cert FILE --tls-key FILE]\n"
     "                        [--protocol mindspore|kserve|kserve-grpc|kserve-rest|kserve-binary]\n"
+    "                        [--stream]\n"
     "  --protocol  kserve = kserve-grpc: the Open Inference Protocol (model SERVABLE.METHOD);\n"
     "              kserve-rest / kserve-binary: its REST API (JSON / binary tensors), --address\n"
     "              being the REST address\n"
     "  --tls       TLS with gRPC's default roots; --tls-ca FILE: TLS trusting that CA instead\n"
     "  --tls-cert  client certificate and key (PEM), for servers started with "
-    "--grpc-verify-client\n";
+    "--grpc-verify-client\n"
+    "  --stream    shardserve's streaming Predict: pieces (a generate servable's tokens) printed\n"
+    "              as they arrive on one line \"stream: T T ...\", then the whole reply\n";
 
 static const struct {
     ss_dtype ss;
@@ -90,6 +94,26 @@ static int print_outputs(const ss_client_reply *reply, const char *outdir)
     return rc;
 }
 
+/* A streamed piece: its int64 tokens on the "stream:" line as they arrive. The last message (the
+ * whole reply, with finish_reason) is printed by print_outputs instead. */
+static bool print_piece(void *ctx, const ss_client_reply *message)
+{
+    bool *started = ctx;
+    ss_client_tensor t, reason;
+    if (ss_client_reply_find(message, 0, "finish_reason", &reason) ||
+        !ss_client_reply_find(message, 0, "tokens", &t) || t.dtype != SS_CLIENT_INT64)
+        return true;
+    if (!*started) fputs("stream:", stdout);
+    *started = true;
+    for (size_t i = 0; i < t.nbytes / sizeof(int64_t); i++) {
+        int64_t token;
+        memcpy(&token, (const char *)t.data + i * sizeof token, sizeof token);
+        printf(" %lld", (long long)token);
+    }
+    fflush(stdout);
+    return true;
+}
+
 int cli_client_protocol(const char *name)
 {
     static const struct {
@@ -112,7 +136,7 @@ int cmd_infer(int argc, char **argv)
     int n = 0;
     long version = 0, timeout_ms = 0;
     ss_client_ssl_config ssl = {0};
-    bool tls = false;
+    bool tls = false, stream = false, streamed = false;
     int protocol = SS_CLIENT_MINDSPORE;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
@@ -136,6 +160,8 @@ int cmd_infer(int argc, char **argv)
                                                  argv[i]));
         } else if (!strcmp(a, "--tls"))
             tls = true;
+        else if (!strcmp(a, "--stream"))
+            stream = true;
         else if (!strcmp(a, "--tls-ca") && has)
             ssl.custom_ca = argv[++i];
         else if (!strcmp(a, "--tls-cert") && has)
@@ -191,7 +217,9 @@ int cmd_infer(int argc, char **argv)
                            .protocol = (ss_client_protocol)protocol};
     if (!rc) {
         ss_client_error *e = ss_client_connect(&o, &c);
-        if (!e) e = ss_client_infer(c, req, &reply);
+        if (!e && stream) e = ss_client_infer_stream(c, req, print_piece, &streamed, &reply);
+        if (streamed) putchar('\n');
+        if (!e && !stream) e = ss_client_infer(c, req, &reply);
         if (e) rc = client_fail(e);
     }
     if (!rc) {
