@@ -22,7 +22,8 @@
  * --generate (a generate servable, gRPC): each request goes through shardserve's streaming
  * Predict (PredictStream) and the table gives, per level, generated tokens/s, time to first token
  * (request sent -> first streamed piece) and inter-token latency (the gap between pieces, shared
- * among a piece's tokens) p50/p99. --max-tokens N sets the input max_tokens (int64 scalar).
+ * among a piece's tokens) p50/p99; the last message (the whole reply) is not a piece. --max-tokens
+ * N sets the input max_tokens (int64 scalar).
  */
 #define _GNU_SOURCE /* strcasestr */
 #include "cli.h"
@@ -293,30 +294,38 @@ static bool grpc_once(bench_cfg *c, char *err, size_t cap)
     return ok;
 }
 
-/* A generate request's stream, as the client sees it. */
+/* A generate request's stream, as the client sees it. The last message is the whole reply, and
+ * only the stream's end tells it apart: a message counts as a piece once another follows it
+ * (timed when it arrived). */
 typedef struct {
     bench_thread *t;
     uint64_t start, prev;
     bool seen;
+    uint64_t pending_at; /* the latest message: its arrival and token count */
+    size_t pending_k;
 } gen_watch;
 
-/* A streamed piece ("tokens" without "finish_reason"; the last message is the whole reply). */
+static void gen_count_piece(gen_watch *w)
+{
+    if (!w->pending_k) return;
+    if (!w->seen)
+        samples_push(&w->t->ttft, w->pending_at - w->start);
+    else
+        for (size_t i = 0; i < w->pending_k; i++)
+            samples_push(&w->t->itl, (w->pending_at - w->prev) / w->pending_k);
+    w->seen = true;
+    w->prev = w->pending_at;
+}
+
 static bool gen_piece(void *ctx, const ss_client_reply *message)
 {
     gen_watch *w = ctx;
-    ss_client_tensor tokens, reason;
-    if (ss_client_reply_find(message, 0, "finish_reason", &reason) ||
-        !ss_client_reply_find(message, 0, "tokens", &tokens) || tokens.nbytes < sizeof(int64_t))
-        return true;
     uint64_t now = ss_now_ns();
-    size_t k = tokens.nbytes / sizeof(int64_t);
-    if (!w->seen)
-        samples_push(&w->t->ttft, now - w->start);
-    else
-        for (size_t i = 0; i < k; i++)
-            samples_push(&w->t->itl, (now - w->prev) / k);
-    w->seen = true;
-    w->prev = now;
+    gen_count_piece(w);
+    ss_client_tensor tokens;
+    bool has = ss_client_reply_find(message, 0, "tokens", &tokens);
+    w->pending_at = now;
+    w->pending_k = has ? tokens.nbytes / sizeof(int64_t) : 0;
     return true;
 }
 

@@ -5,7 +5,7 @@
  * One instance through the C client library (libshardserve-client), outputs printed and
  * optionally written as NAME.npy. --protocol: mindspore (default) or KServe v2's gRPC, REST JSON
  * or REST binary (model SERVABLE.METHOD). --stream: through shardserve.Stream/PredictStream,
- * printing each piece's tokens as they arrive (a generate servable), then the whole reply.
+ * printing a generate servable's tokens piece by piece, then the whole reply.
  */
 #include "cli.h"
 #include "shardserve/client.h"
@@ -27,7 +27,8 @@ static const char infer_usage[] =
     "  --tls-cert  client certificate and key (PEM), for servers started with "
     "--grpc-verify-client\n"
     "  --stream    shardserve's streaming Predict: pieces (a generate servable's tokens) printed\n"
-    "              as they arrive on one line \"stream: T T ...\", then the whole reply\n";
+    "              on one line \"stream: T T ...\" (each once the next message arrives: only\n"
+    "              the stream's end tells the last, the whole reply), then the whole reply\n";
 
 static const struct {
     ss_dtype ss;
@@ -94,23 +95,30 @@ static int print_outputs(const ss_client_reply *reply, const char *outdir)
     return rc;
 }
 
-/* A streamed piece: its int64 tokens on the "stream:" line as they arrive. The last message (the
- * whole reply, with finish_reason) is printed by print_outputs instead. */
+/* What `--stream` has seen: the last message is the whole reply, told apart from the pieces only
+ * by the stream's end, so a message's tokens are printed when the next one arrives. */
+typedef struct {
+    bool started;
+    int64_t *pending; /* the latest message's tokens */
+    size_t n_pending;
+} stream_view;
+
 static bool print_piece(void *ctx, const ss_client_reply *message)
 {
-    bool *started = ctx;
-    ss_client_tensor t, reason;
-    if (ss_client_reply_find(message, 0, "finish_reason", &reason) ||
-        !ss_client_reply_find(message, 0, "tokens", &t) || t.dtype != SS_CLIENT_INT64)
-        return true;
-    if (!*started) fputs("stream:", stdout);
-    *started = true;
-    for (size_t i = 0; i < t.nbytes / sizeof(int64_t); i++) {
-        int64_t token;
-        memcpy(&token, (const char *)t.data + i * sizeof token, sizeof token);
-        printf(" %lld", (long long)token);
-    }
+    stream_view *v = ctx;
+    if (v->n_pending && !v->started) fputs("stream:", stdout);
+    v->started = v->started || v->n_pending;
+    for (size_t i = 0; i < v->n_pending; i++)
+        printf(" %lld", (long long)v->pending[i]);
     fflush(stdout);
+    v->n_pending = 0;
+    ss_client_tensor t;
+    if (!ss_client_reply_find(message, 0, "tokens", &t) || t.dtype != SS_CLIENT_INT64) return true;
+    int64_t *grown = realloc(v->pending, t.nbytes ? t.nbytes : 1);
+    if (!grown) return true;
+    v->pending = grown;
+    memcpy(v->pending, t.data, t.nbytes);
+    v->n_pending = t.nbytes / sizeof(int64_t);
     return true;
 }
 
@@ -136,7 +144,8 @@ int cmd_infer(int argc, char **argv)
     int n = 0;
     long version = 0, timeout_ms = 0;
     ss_client_ssl_config ssl = {0};
-    bool tls = false, stream = false, streamed = false;
+    bool tls = false, stream = false;
+    stream_view streamed = {0};
     int protocol = SS_CLIENT_MINDSPORE;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
@@ -218,7 +227,8 @@ int cmd_infer(int argc, char **argv)
     if (!rc) {
         ss_client_error *e = ss_client_connect(&o, &c);
         if (!e && stream) e = ss_client_infer_stream(c, req, print_piece, &streamed, &reply);
-        if (streamed) putchar('\n');
+        if (streamed.started) putchar('\n');
+        free(streamed.pending);
         if (!e && !stream) e = ss_client_infer(c, req, &reply);
         if (e) rc = client_fail(e);
     }

@@ -433,26 +433,36 @@ static gpr_timespec deadline_of(const ss_client *c)
                         gpr_time_from_millis(c->timeout_ms, GPR_TIMESPAN));
 }
 
+/* A call of `method_path` with the message `buf` (malloc'd; consumed, kept in *send) and its
+ * first four ops: send metadata, the message and close, receive metadata (into *initial_md). */
+static grpc_call *open_call(ss_client *c, grpc_completion_queue *cq, const char *method_path,
+                            uint8_t *buf, size_t len, grpc_byte_buffer **send,
+                            grpc_metadata_array *initial_md, grpc_op ops[4])
+{
+    grpc_slice payload = grpc_slice_new(buf, len, free);
+    *send = grpc_raw_byte_buffer_create(&payload, 1);
+    grpc_slice_unref(payload);
+    memset(ops, 0, 4 * sizeof *ops);
+    ops[0].op = GRPC_OP_SEND_INITIAL_METADATA;
+    ops[1].op = GRPC_OP_SEND_MESSAGE;
+    ops[1].data.send_message.send_message = *send;
+    ops[2].op = GRPC_OP_SEND_CLOSE_FROM_CLIENT;
+    ops[3].op = GRPC_OP_RECV_INITIAL_METADATA;
+    ops[3].data.recv_initial_metadata.recv_initial_metadata = initial_md;
+    return grpc_channel_create_call(c->channel, NULL, GRPC_PROPAGATE_DEFAULTS, cq,
+                                    grpc_slice_from_static_string(method_path), NULL,
+                                    deadline_of(c), NULL);
+}
+
 /* Start one unary call of `method` with the message `buf` (malloc'd; consumed). */
 static ss_client_error *start_call(ss_client *c, grpc_completion_queue *cq, const char *method_path,
                                    uint8_t *buf, size_t len, client_call *cc)
 {
-    grpc_slice payload = grpc_slice_new(buf, len, free);
-    cc->send = grpc_raw_byte_buffer_create(&payload, 1);
-    grpc_slice_unref(payload);
     grpc_metadata_array_init(&cc->initial_md);
     grpc_metadata_array_init(&cc->trailing_md);
-    grpc_slice method = grpc_slice_from_static_string(method_path);
-    cc->call = grpc_channel_create_call(c->channel, NULL, GRPC_PROPAGATE_DEFAULTS, cq, method, NULL,
-                                        deadline_of(c), NULL);
     grpc_op ops[6];
-    memset(ops, 0, sizeof ops);
-    ops[0].op = GRPC_OP_SEND_INITIAL_METADATA;
-    ops[1].op = GRPC_OP_SEND_MESSAGE;
-    ops[1].data.send_message.send_message = cc->send;
-    ops[2].op = GRPC_OP_SEND_CLOSE_FROM_CLIENT;
-    ops[3].op = GRPC_OP_RECV_INITIAL_METADATA;
-    ops[3].data.recv_initial_metadata.recv_initial_metadata = &cc->initial_md;
+    cc->call = open_call(c, cq, method_path, buf, len, &cc->send, &cc->initial_md, ops);
+    memset(ops + 4, 0, 2 * sizeof *ops);
     ops[4].op = GRPC_OP_RECV_MESSAGE;
     ops[4].data.recv_message.recv_message = &cc->recv;
     ops[5].op = GRPC_OP_RECV_STATUS_ON_CLIENT;
@@ -604,20 +614,9 @@ static void stream_wait(stream_call *sc, bool *flag)
 
 static ss_client_error *stream_start(ss_client *c, stream_call *sc, uint8_t *buf, size_t len)
 {
-    grpc_slice payload = grpc_slice_new(buf, len, free);
-    sc->send = grpc_raw_byte_buffer_create(&payload, 1);
-    grpc_slice_unref(payload);
-    sc->call = grpc_channel_create_call(c->channel, NULL, GRPC_PROPAGATE_DEFAULTS, sc->cq,
-                                        grpc_slice_from_static_string(PREDICT_STREAM_METHOD), NULL,
-                                        deadline_of(c), NULL);
     grpc_op ops[4];
-    memset(ops, 0, sizeof ops);
-    ops[0].op = GRPC_OP_SEND_INITIAL_METADATA;
-    ops[1].op = GRPC_OP_SEND_MESSAGE;
-    ops[1].data.send_message.send_message = sc->send;
-    ops[2].op = GRPC_OP_SEND_CLOSE_FROM_CLIENT;
-    ops[3].op = GRPC_OP_RECV_INITIAL_METADATA;
-    ops[3].data.recv_initial_metadata.recv_initial_metadata = &sc->initial_md;
+    sc->call =
+        open_call(c, sc->cq, PREDICT_STREAM_METHOD, buf, len, &sc->send, &sc->initial_md, ops);
     grpc_op status;
     memset(&status, 0, sizeof status);
     status.op = GRPC_OP_RECV_STATUS_ON_CLIENT;

@@ -387,22 +387,14 @@ static void send_next(grpc_ctx *c)
     c->unsent--;
     c->unsent_bytes -= m->len;
     c->bytes += m->len;
-    grpc_slice slice = grpc_slice_new(m->bytes, m->len, free);
+    uint8_t *bytes = m->bytes;
+    size_t len = m->len;
     free(m);
-    c->sending = grpc_raw_byte_buffer_create(&slice, 1);
-    grpc_slice_unref(slice);
-    grpc_op ops[2];
-    memset(ops, 0, sizeof ops);
-    size_t n = 0;
-    if (!c->metadata_sent) ops[n++].op = GRPC_OP_SEND_INITIAL_METADATA;
-    c->metadata_sent = true;
-    ops[n].op = GRPC_OP_SEND_MESSAGE;
-    ops[n++].data.send_message.send_message = c->sending;
     c->ops++;
-    c->send_busy = true;
-    if (grpc_call_start_batch(c->call, ops, n, &c->send_tag, NULL) != GRPC_CALL_OK) {
+    c->send_busy =
+        ss_grpc_send_message(c->call, bytes, len, &c->metadata_sent, &c->sending, &c->send_tag);
+    if (!c->send_busy) {
         c->ops--;
-        c->send_busy = false;
         c->broken = true;
         grpc_call_cancel(c->call, NULL);
     }

@@ -773,6 +773,14 @@ bool ss_kserve_grpc_encode_final(ss_kserve_call *call, const ss_predict_reply *r
     return encode_reply(call, reply, 1, out, out_len, err);
 }
 
+/* A piece's output goes out when the request asked for it (or for every output). */
+static bool piece_wanted(const ss_kserve_call *call, const char *name)
+{
+    for (size_t i = 0; i < call->n_outputs; i++)
+        if (!strcmp(call->outputs[i].name, name)) return true;
+    return call->n_outputs == 0;
+}
+
 bool ss_kserve_grpc_encode_partial(ss_kserve_call *call, const ss_serving_instance *chunk,
                                    uint8_t **out, size_t *out_len, ss_kserve_error *err)
 {
@@ -780,7 +788,7 @@ bool ss_kserve_grpc_encode_partial(ss_kserve_call *call, const ss_serving_instan
     size_t n = 0;
     for (size_t i = 0; i < chunk->count && n < sizeof outs / sizeof *outs; i++) {
         const ss_serving_item *it = &chunk->items[i];
-        if (it->tensor.dtype == SS_DT_STRING) continue; /* pieces are numeric (tokens) */
+        if (it->tensor.dtype == SS_DT_STRING || !piece_wanted(call, it->name)) continue;
         ss_kserve_output *o = &outs[n++];
         memset(o, 0, sizeof *o);
         o->name = it->name;

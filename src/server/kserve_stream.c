@@ -120,6 +120,22 @@ static bool start_batch(ss_kserve_stream *s, const grpc_op *ops, size_t n, op_ta
     return false;
 }
 
+bool ss_grpc_send_message(grpc_call *call, uint8_t *bytes, size_t len, bool *metadata_sent,
+                          grpc_byte_buffer **sending, void *tag)
+{
+    grpc_slice slice = grpc_slice_new(bytes, len, free);
+    *sending = grpc_raw_byte_buffer_create(&slice, 1);
+    grpc_slice_unref(slice);
+    grpc_op ops[2];
+    memset(ops, 0, sizeof ops);
+    size_t n = 0;
+    if (!*metadata_sent) ops[n++].op = GRPC_OP_SEND_INITIAL_METADATA;
+    ops[n].op = GRPC_OP_SEND_MESSAGE;
+    ops[n++].data.send_message.send_message = *sending;
+    *metadata_sent = true;
+    return grpc_call_start_batch(call, ops, n, tag, NULL) == GRPC_CALL_OK;
+}
+
 /* Send the next queued answer (lock held, no send in flight). */
 static void send_next(ss_kserve_stream *s)
 {
@@ -127,18 +143,16 @@ static void send_next(ss_kserve_stream *s)
     s->head = a->next;
     if (!s->head) s->tail = NULL;
     s->queued--;
-    grpc_slice slice = grpc_slice_new(a->bytes, a->len, free);
+    uint8_t *bytes = a->bytes;
+    size_t len = a->len;
     free(a);
-    s->sending = grpc_raw_byte_buffer_create(&slice, 1);
-    grpc_slice_unref(slice);
-    grpc_op ops[2];
-    memset(ops, 0, sizeof ops);
-    size_t n = 0;
-    if (!s->metadata_sent) ops[n++].op = GRPC_OP_SEND_INITIAL_METADATA;
-    ops[n].op = GRPC_OP_SEND_MESSAGE;
-    ops[n++].data.send_message.send_message = s->sending;
-    s->metadata_sent = true;
-    s->send_busy = start_batch(s, ops, n, &s->send_tag);
+    s->refs++;
+    s->send_busy =
+        ss_grpc_send_message(s->call, bytes, len, &s->metadata_sent, &s->sending, &s->send_tag);
+    if (!s->send_busy) {
+        s->refs--;
+        set_broken(s);
+    }
 }
 
 /* End the call with OK once the client has half-closed, the handler owes nothing and every
