@@ -10,7 +10,8 @@ away: tiny GPT-2 / Llama served as a generative servable (test_serve_generate.py
   whose unary Predict / ModelInfer times out, has its sequence freed at once: running sequences
   and KV blocks used return to 0 after far fewer model calls than max_tokens needs, and another
   client's concurrent request is unaffected (it equals its run alone);
-- bad input over either stream is answered with an error naming it, not a hang.
+- bad input over either stream is answered with an error naming it, not a hang; a servable that
+  does not stream answers PredictStream with one message.
 
 Usage: test_gen_stream.py CASE_DIR [case ...]; prints ok/FAIL per case and "N passed, N failed"."""
 
@@ -275,8 +276,31 @@ def test_bad_input_over_streams():
             error_of(msgs[0])[:60], error_of(unknown[0])[:60], errors[0][:60]))
 
 
+def test_one_shot_servable_streams_once():
+    """A servable that does not stream (the seed's MatMul+Neg) answers PredictStream with one
+    message, Predict's reply."""
+    from cluster import matmul_neg_model
+    with Cluster() as c:
+        path = os.path.join(c.dir, "matmul.onnx")
+        matmul_neg_model(path)
+        models = c.add_servable("neg", path, 1)
+        c.serve([("neg", 1, c.write_rank_table(1))])
+        c.agents(c.worker_addresses["neg"][0], models)
+        c.wait_ready(1)
+        x = {"x": np.ones((128, 96), np.float32)}
+        unary = ssc.Client(c.grpc, "neg", "predict").infer([x])
+        ch = channel(c)
+        call = ch.unary_stream(STREAM, request_serializer=ssc.PredictRequest.SerializeToString,
+                               response_deserializer=ssc.PredictReply.FromString)
+        msgs = [ssc._parse_reply(m) for m in call(ssc._build_request("neg", "predict", 0, [x]),
+                                                    timeout=30)]
+        ch.close()
+        assert len(msgs) == 1 and np.array_equal(msgs[0][0]["y"], unary[0]["y"]), msgs
+        assert float(unary[0]["y"][0][0]) == -48.0, unary
+
+
 CASES = [test_stream_whole, test_stream_two_ranks, test_cancel_on_disconnect,
-         test_bad_input_over_streams]
+         test_bad_input_over_streams, test_one_shot_servable_streams_once]
 
 if __name__ == "__main__":
     sys.exit(run_cases(CASES, sys.argv[2:]))
