@@ -186,6 +186,31 @@ def rank_pid(c):
         return int(f.read().split()[-1])
 
 
+class Throttle:
+    """Lets a process run about 1 ms in every 20 (SIGSTOP / SIGCONT): the tiny model's tokens
+    then come far slower than a client on a loaded machine reacts to them."""
+
+    def __init__(self, pid):
+        self.pid, self.done = pid, threading.Event()
+        self.thread = threading.Thread(target=self._run)
+
+    def _run(self):
+        while not self.done.is_set():
+            os.kill(self.pid, signal.SIGSTOP)
+            time.sleep(0.02)
+            os.kill(self.pid, signal.SIGCONT)
+            time.sleep(0.001)
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.done.set()
+        self.thread.join()
+        os.kill(self.pid, signal.SIGCONT)
+
+
 def timeout_unary(c, inst, kserve, seconds=0.5):
     """A unary call whose client gives up after `seconds`. The tiny model would answer long
     before any deadline, so its rank is stopped meanwhile: the server sees the call cancelled
@@ -209,6 +234,11 @@ def timeout_unary(c, inst, kserve, seconds=0.5):
         ch.close()
 
 
+def throttled(c, drop, inst):
+    with Throttle(rank_pid(c)):
+        drop(c, inst)
+
+
 def test_cancel_on_disconnect():
     """Each way of going away, alone: far fewer model calls than LONG tokens need, then idle.
     Then one stream dropped while another client's request runs beside it: that one equals its
@@ -222,8 +252,8 @@ def test_cancel_on_disconnect():
         full_calls = metric(c, "shardserve_batch_size_count") - calls0
         full_s = time.time() - t0
         assert len(full) == LONG and full_calls >= LONG, (len(full), full_calls)
-        ways = [("PredictStream dropped", lambda: drop_ms_stream(c, long_inst)),
-                ("ModelStreamInfer dropped", lambda: drop_kserve_stream(c, long_inst)),
+        ways = [("PredictStream dropped", lambda: throttled(c, drop_ms_stream, long_inst)),
+                ("ModelStreamInfer dropped", lambda: throttled(c, drop_kserve_stream, long_inst)),
                 ("Predict timed out", lambda: timeout_unary(c, long_inst, False)),
                 ("ModelInfer timed out", lambda: timeout_unary(c, long_inst, True))]
         report = []
