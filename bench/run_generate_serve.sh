@@ -59,3 +59,18 @@ echo "   ISA: $(for f in avx2 avx512f avx512_bf16 amx_bf16 amx_tile; do
 echo "   GPT-2-124M (random weights, f32), --kv-pool over $RANKS rank(s), 64 new tokens a request"
 PYTHONPATH="$REPO/python" /usr/bin/python3 "$REPO/bench/gen_serve.py" "$GRPC" "$M/prompt.npy" \
   "$M/ref_tokens.npy" "$ROUNDS" 1 8 32
+# Streamed through the C client (`shardserve bench --generate`: shardserve.Stream/PredictStream),
+# greedy, 64 new tokens a request: time to first token and inter-token latency p50/p99 and
+# tokens/s per concurrency level, each level for SS_GEN_STREAM_S seconds (default 30).
+/usr/bin/python3 - "$M/prompt.npy" "$SV" <<'PY'
+import sys
+import numpy as np
+inputs = {"prompt": np.load(sys.argv[1]).astype(np.int64), "max_tokens": np.int64(64),
+          "temperature": np.float32(0), "seed": np.int64(0)}
+for name, value in inputs.items():
+    np.save("%s/stream_%s.npy" % (sys.argv[2], name), value)
+PY
+echo "   streamed (shardserve bench --generate, PredictStream), greedy, 64 new tokens a request:"
+"$SS" bench --generate --address "$GRPC" --servable gen --method generate \
+  $(for n in prompt max_tokens temperature seed; do printf -- '--input %s=%s ' "$n" "$SV/stream_$n.npy"; done) \
+  --concurrency 1,8,32 --duration-s "${SS_GEN_STREAM_S:-30}" --warmup 2

@@ -151,3 +151,17 @@ if(TARGET shardserve)
                        LABELS generative
                        PASS_REGULAR_EXPRESSION "--kv-pool: no attention over a past/present KV")
 endif()
+
+# Tokens streamed over gRPC (tests/generative/test_gen_stream.py): PredictStream, KServe's
+# ModelStreamInfer and `infer --stream` equal the unary reply, whole and over 2 ranks; a client
+# that goes away (stream dropped, unary deadline) frees its sequence at once while another
+# client's request runs on unaffected; bad input over a stream gets an error naming it.
+if(TARGET shardserve)
+  foreach(case gpt2_op17)
+    add_test(NAME gen_stream_${case}
+             COMMAND ${SS_PY} ${SS_TEST_DIR}/generative/test_gen_stream.py ${SS_GEN_DIR}/${case})
+    set_tests_properties(gen_stream_${case} PROPERTIES FIXTURES_REQUIRED gen_${case} TIMEOUT 300
+                         LABELS generative
+                         ENVIRONMENT "SHARDSERVE=$<TARGET_FILE:shardserve>;PYTHONPATH=${CMAKE_SOURCE_DIR}/python:${CMAKE_BINARY_DIR}/python_proto;no_proxy=*;http_proxy=;https_proxy=")
+  endforeach()
+endif()

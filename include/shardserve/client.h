@@ -184,6 +184,26 @@ typedef void (*ss_client_callback)(void *ctx, ss_client_error *err, ss_client_re
 ss_client_error *ss_client_infer_async(ss_client *client, const ss_client_request *req,
                                        ss_client_callback cb, void *ctx);
 
+/* ------------------------------------------------------------------ streaming */
+
+/* Called for every message of a stream as it arrives (the reply is borrowed: valid during the
+ * call). Return false to cancel the call: the server then stops the request (a generation ends
+ * and frees its sequence). */
+typedef bool (*ss_client_stream_callback)(void *ctx, const ss_client_reply *message);
+
+/*
+ * Synchronous server-streaming call (shardserve.Stream/PredictStream, MindSpore's messages;
+ * MindSpore's protocol only). A servable that produces its outputs a piece at a time (a generate
+ * servable) sends each piece as one message — one entry per request instance, the instance with
+ * the piece holding only its new outputs ("tokens"), the others none — and its whole reply
+ * last; other servables send the whole reply alone. cb (may be NULL) sees every message,
+ * including the last. On success *out owns the last message, the whole reply (as
+ * ss_client_infer's); a whole-request failure is SS_CLIENT_ERR_SERVER.
+ */
+ss_client_error *ss_client_infer_stream(ss_client *client, const ss_client_request *req,
+                                        ss_client_stream_callback cb, void *ctx,
+                                        ss_client_reply **out);
+
 #ifdef __cplusplus
 }
 #endif

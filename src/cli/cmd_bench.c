@@ -18,6 +18,12 @@
  * every input is generated that way from the servable's declared inputs, read from the server's
  * REST metadata (GET /model/NAME[/version/N]) at --metadata-address (default: --address when the
  * protocol is REST).
+ *
+ * --generate (a generate servable, gRPC): each request goes through shardserve's streaming
+ * Predict (PredictStream) and the table gives, per level, generated tokens/s, time to first token
+ * (request sent -> first streamed piece) and inter-token latency (the gap between pieces, shared
+ * among a piece's tokens) p50/p99; the last message (the whole reply) is not a piece. --max-tokens
+ * N sets the input max_tokens (int64 scalar).
  */
 #define _GNU_SOURCE /* strcasestr */
 #include "cli.h"
@@ -62,14 +68,23 @@ typedef struct {
     size_t rest_len;
     char rest_host[256];
     int rest_port;
+    bool generate; /* stream generate requests: time to first token, inter-token latency */
+    long max_tokens;
 } bench_cfg;
+
+/* A growable list of samples (ns). */
+typedef struct {
+    uint64_t *v;
+    size_t n, cap;
+} samples;
 
 typedef struct {
     bench_cfg *cfg;
     atomic_long *budget; /* requests left (when counting) */
     uint64_t deadline_ns;
-    uint64_t *lat; /* per-thread latencies (ns) */
-    size_t n_lat, cap_lat;
+    samples lat;       /* request latencies */
+    samples ttft, itl; /* --generate: time to first token, inter-token latencies */
+    long tokens;       /* --generate: tokens generated */
     long failures;
     char first_error[256];
 } bench_thread;
@@ -251,6 +266,18 @@ static ss_status *generate_input(const char *spec, ss_tensor *t, bool *generated
     return NULL;
 }
 
+static bool samples_push(samples *s, uint64_t v)
+{
+    if (s->n == s->cap) {
+        size_t nc = s->cap ? s->cap * 2 : 4096;
+        uint64_t *nv = realloc(s->v, nc * sizeof *nv);
+        if (!nv) return false;
+        s->v = nv, s->cap = nc;
+    }
+    s->v[s->n++] = v;
+    return true;
+}
+
 /* ------------------------------------------------------------------ one request */
 
 static bool grpc_once(bench_cfg *c, char *err, size_t cap)
@@ -262,6 +289,59 @@ static bool grpc_once(bench_cfg *c, char *err, size_t cap)
         snprintf(err, cap, "%s", e->msg);
     else if (ss_client_reply_error(reply, 0, NULL))
         ok = false, snprintf(err, cap, "%s", ss_client_reply_error(reply, 0, NULL));
+    ss_client_error_free(e);
+    ss_client_reply_free(reply);
+    return ok;
+}
+
+/* A generate request's stream, as the client sees it. The last message is the whole reply, and
+ * only the stream's end tells it apart: a message counts as a piece once another follows it
+ * (timed when it arrived). */
+typedef struct {
+    bench_thread *t;
+    uint64_t start, prev;
+    bool seen;
+    uint64_t pending_at; /* the latest message: its arrival and token count */
+    size_t pending_k;
+} gen_watch;
+
+static void gen_count_piece(gen_watch *w)
+{
+    if (!w->pending_k) return;
+    if (!w->seen)
+        samples_push(&w->t->ttft, w->pending_at - w->start);
+    else
+        for (size_t i = 0; i < w->pending_k; i++)
+            samples_push(&w->t->itl, (w->pending_at - w->prev) / w->pending_k);
+    w->seen = true;
+    w->prev = w->pending_at;
+}
+
+static bool gen_piece(void *ctx, const ss_client_reply *message)
+{
+    gen_watch *w = ctx;
+    uint64_t now = ss_now_ns();
+    gen_count_piece(w);
+    ss_client_tensor tokens;
+    bool has = ss_client_reply_find(message, 0, "tokens", &tokens);
+    w->pending_at = now;
+    w->pending_k = has ? tokens.nbytes / sizeof(int64_t) : 0;
+    return true;
+}
+
+static bool gen_once(bench_thread *t, char *err, size_t cap)
+{
+    gen_watch w = {t, ss_now_ns(), 0, false};
+    ss_client_reply *reply = NULL;
+    ss_client_error *e = ss_client_infer_stream(t->cfg->client, t->cfg->req, gen_piece, &w, &reply);
+    ss_client_tensor tokens;
+    bool ok = !e;
+    if (e)
+        snprintf(err, cap, "%s", e->msg);
+    else if (ss_client_reply_error(reply, 0, NULL))
+        ok = false, snprintf(err, cap, "%s", ss_client_reply_error(reply, 0, NULL));
+    else if (ss_client_reply_find(reply, 0, "tokens", &tokens))
+        t->tokens += (long)(tokens.nbytes / sizeof(int64_t));
     ss_client_error_free(e);
     ss_client_reply_free(reply);
     return ok;
@@ -490,20 +570,15 @@ static void *bench_main(void *arg)
     for (;;) {
         if (t->budget ? atomic_fetch_sub(t->budget, 1) <= 0 : ss_now_ns() >= t->deadline_ns) break;
         uint64_t t0 = ss_now_ns();
-        bool ok = c->rest ? rest_once(c, &fd, &buf, &cap, err, sizeof err)
-                          : grpc_once(c, err, sizeof err);
+        bool ok = c->rest       ? rest_once(c, &fd, &buf, &cap, err, sizeof err)
+                  : c->generate ? gen_once(t, err, sizeof err)
+                                : grpc_once(c, err, sizeof err);
         uint64_t dt = ss_now_ns() - t0;
         if (!ok) {
             if (!t->failures++) snprintf(t->first_error, sizeof t->first_error, "%s", err);
             continue;
         }
-        if (t->n_lat == t->cap_lat) {
-            size_t nc = t->cap_lat ? t->cap_lat * 2 : 4096;
-            uint64_t *nl = realloc(t->lat, nc * sizeof *nl);
-            if (!nl) break;
-            t->lat = nl, t->cap_lat = nc;
-        }
-        t->lat[t->n_lat++] = dt;
+        if (!samples_push(&t->lat, dt)) break;
     }
     if (fd >= 0) close(fd);
     free(buf);
@@ -514,6 +589,66 @@ static int cmp_u64(const void *a, const void *b)
 {
     uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
     return x < y ? -1 : x > y;
+}
+
+/* Every thread's samples of one kind (`which` picks them), sorted; NULL when out of memory. */
+static uint64_t *gather(const bench_thread *th, int n_threads,
+                        samples (*which)(const bench_thread *), size_t *n)
+{
+    *n = 0;
+    for (int i = 0; i < n_threads; i++)
+        *n += which(&th[i]).n;
+    uint64_t *all = malloc((*n ? *n : 1) * sizeof *all);
+    size_t k = 0;
+    for (int i = 0; i < n_threads && all; i++) {
+        samples s = which(&th[i]);
+        if (s.n) memcpy(all + k, s.v, s.n * sizeof *all); /* v is NULL when none */
+        k += s.n;
+    }
+    if (all) qsort(all, *n, sizeof *all, cmp_u64);
+    return all;
+}
+
+static samples lat_of(const bench_thread *t)
+{
+    return t->lat;
+}
+static samples ttft_of(const bench_thread *t)
+{
+    return t->ttft;
+}
+static samples itl_of(const bench_thread *t)
+{
+    return t->itl;
+}
+
+static double pct_ms(const uint64_t *sorted, size_t n, double p)
+{
+    return sorted && n ? sorted[(size_t)((double)(n - 1) * p)] / 1e6 : 0.0;
+}
+
+/* --generate's line of a level: tokens/s, time to first token and inter-token latency. */
+static void report_generate(const bench_cfg *c, const bench_thread *th, int started, int conc,
+                            size_t requests, long fails, double secs)
+{
+    size_t n_ttft, n_itl;
+    uint64_t *ttft = gather(th, started, ttft_of, &n_ttft),
+             *itl = gather(th, started, itl_of, &n_itl);
+    long tokens = 0;
+    for (int i = 0; i < started; i++)
+        tokens += th[i].tokens;
+    if (c->json)
+        printf("{\"concurrency\":%d,\"requests\":%zu,\"failures\":%ld,\"seconds\":%.3f,"
+               "\"tokens\":%ld,\"tokens_per_s\":%.1f,\"ttft_p50_ms\":%.2f,\"ttft_p99_ms\":%.2f,"
+               "\"itl_p50_ms\":%.2f,\"itl_p99_ms\":%.2f}\n",
+               conc, requests, fails, secs, tokens, tokens / secs, pct_ms(ttft, n_ttft, 0.5),
+               pct_ms(ttft, n_ttft, 0.99), pct_ms(itl, n_itl, 0.5), pct_ms(itl, n_itl, 0.99));
+    else
+        printf("%11d %9zu %8ld %8ld %10.1f %12.2f %12.2f %11.2f %11.2f\n", conc, requests, fails,
+               tokens, tokens / secs, pct_ms(ttft, n_ttft, 0.5), pct_ms(ttft, n_ttft, 0.99),
+               pct_ms(itl, n_itl, 0.5), pct_ms(itl, n_itl, 0.99));
+    free(ttft);
+    free(itl);
 }
 
 /* Returns false when no request of the level succeeded. */
@@ -547,17 +682,12 @@ static bool run_level(bench_cfg *c, int conc, bool print)
     size_t n = 0;
     long fails = 0;
     for (int i = 0; i < started; i++)
-        n += th[i].n_lat, fails += th[i].failures;
-    uint64_t *all = malloc((n ? n : 1) * sizeof *all);
-    size_t k = 0;
-    for (int i = 0; i < started && all; i++) {
-        if (th[i].n_lat)
-            memcpy(all + k, th[i].lat, th[i].n_lat * sizeof *all); /* lat is NULL when none */
-        k += th[i].n_lat;
-    }
-    if (all) qsort(all, n, sizeof *all, cmp_u64);
-#define PCT(p) (n ? all[(size_t)((double)(n - 1) * (p))] / 1e3 : 0.0)
-    if (print && c->json)
+        fails += th[i].failures;
+    uint64_t *all = gather(th, started, lat_of, &n);
+#define PCT(p) (n && all ? all[(size_t)((double)(n - 1) * (p))] / 1e3 : 0.0)
+    if (print && c->generate)
+        report_generate(c, th, started, conc, n, fails, secs);
+    else if (print && c->json)
         printf("{\"protocol\":\"%s\",\"concurrency\":%d,\"requests\":%zu,\"failures\":%ld,"
                "\"seconds\":%.3f,"
                "\"throughput\":%.1f,\"p50_us\":%.1f,\"p90_us\":%.1f,\"p99_us\":%.1f}\n",
@@ -571,7 +701,7 @@ static bool run_level(bench_cfg *c, int conc, bool print)
         if (th[i].failures) break;
     }
     for (int i = 0; i < conc; i++)
-        free(th[i].lat);
+        free(th[i].lat.v), free(th[i].ttft.v), free(th[i].itl.v);
     free(all);
     free(th);
     free(tid);
@@ -584,6 +714,9 @@ static const char bench_usage[] =
     "                        [--version N] [--input NAME=FILE.npy|NAME=DTYPE[D0,D1,...] ...]\n"
     "                        [--metadata-address HOST:PORT] [--concurrency 1,4,16]\n"
     "                        [--requests N | --duration-s S] [--warmup N] [--json]\n"
+    "                        [--generate [--max-tokens N]]\n"
+    "--generate: a generate servable's requests streamed (gRPC PredictStream); the table gives\n"
+    "tokens/s, time to first token and inter-token latency p50/p99 per concurrency level.\n"
     "Without --input, inputs are generated from the servable's declared inputs, read over REST "
     "from\n"
     "--metadata-address (default: --address with --protocol rest).\n"
@@ -651,7 +784,12 @@ int cmd_bench(int argc, char **argv)
             metadata = argv[++i];
         else if (!strcmp(a, "--json"))
             c.json = true;
-        else {
+        else if (!strcmp(a, "--generate"))
+            c.generate = true;
+        else if (!strcmp(a, "--max-tokens") && has) {
+            if (!cli_parse_int(argv[++i], 1, 1000000, &c.max_tokens))
+                return cli_fail("bench", ss_errf(SS_ERR_INVALID, "bad --max-tokens"));
+        } else {
             fprintf(stderr, "shardserve bench: unexpected argument '%s'\n%s", a, bench_usage);
             return 2;
         }
@@ -660,6 +798,9 @@ int cmd_bench(int argc, char **argv)
         fputs(bench_usage, stderr);
         return 2;
     }
+    if (c.generate && (c.rest || c.client_protocol))
+        return cli_fail("bench", ss_errf(SS_ERR_INVALID,
+                                         "--generate streams over gRPC (--protocol grpc) only"));
     int rc = 0;
     if (!c.n_inputs) {
         if (!metadata && !c.rest)
@@ -699,6 +840,9 @@ int cmd_bench(int argc, char **argv)
             e = ss_client_request_set_tensor(
                 c.req, inst, c.names[i], client_dtype(c.inputs[i].dtype), c.inputs[i].dims,
                 c.inputs[i].ndim, c.inputs[i].data, c.inputs[i].nbytes);
+        if (!e && c.max_tokens)
+            e = ss_client_request_set_tensor(c.req, inst, "max_tokens", SS_CLIENT_INT64, NULL, 0,
+                                             &(int64_t){c.max_tokens}, sizeof(int64_t));
         if (e) {
             fprintf(stderr, "shardserve bench: %s\n", e->msg);
             ss_client_error_free(e);
@@ -710,7 +854,11 @@ int cmd_bench(int argc, char **argv)
         c.requests = c.warmup; /* warm connections and caches, not measured */
         if (c.warmup) run_level(&c, levels[0], false);
         c.requests = req;
-        if (!c.json)
+        if (!c.json && c.generate)
+            printf("%11s %9s %8s %8s %10s %12s %12s %11s %11s\n", "concurrency", "requests",
+                   "failed", "tokens", "tokens/s", "TTFT p50 ms", "TTFT p99 ms", "ITL p50 ms",
+                   "ITL p99 ms");
+        else if (!c.json)
             printf("%-5s %11s %9s %8s %12s %10s %10s %10s\n", "proto", "concurrency", "requests",
                    "failed", "req/s", "p50 us", "p90 us", "p99 us");
         for (int l = 0; l < n_levels && !rc; l++)

@@ -4,7 +4,8 @@
  *                  [--tls-cert F --tls-key F]
  * One instance through the C client library (libshardserve-client), outputs printed and
  * optionally written as NAME.npy. --protocol: mindspore (default) or KServe v2's gRPC, REST JSON
- * or REST binary (model SERVABLE.METHOD).
+ * or REST binary (model SERVABLE.METHOD). --stream: through shardserve.Stream/PredictStream,
+ * printing a generate servable's tokens piece by piece, then the whole reply.
  */
 #include "cli.h"
 #include "shardserve/client.h"
@@ -18,12 +19,16 @@ static const char infer_usage[] =
     "                        --input NAME=FILE.npy ... [--output-dir DIR] [--timeout-ms MS]\n"
     "                        [--tls] [--tls-ca FILE] [--tls-cert FILE --tls-key FILE]\n"
     "                        [--protocol mindspore|kserve|kserve-grpc|kserve-rest|kserve-binary]\n"
+    "                        [--stream]\n"
     "  --protocol  kserve = kserve-grpc: the Open Inference Protocol (model SERVABLE.METHOD);\n"
     "              kserve-rest / kserve-binary: its REST API (JSON / binary tensors), --address\n"
     "              being the REST address\n"
     "  --tls       TLS with gRPC's default roots; --tls-ca FILE: TLS trusting that CA instead\n"
     "  --tls-cert  client certificate and key (PEM), for servers started with "
-    "--grpc-verify-client\n";
+    "--grpc-verify-client\n"
+    "  --stream    shardserve's streaming Predict: pieces (a generate servable's tokens) printed\n"
+    "              on one line \"stream: T T ...\" (each once the next message arrives: only\n"
+    "              the stream's end tells the last, the whole reply), then the whole reply\n";
 
 static const struct {
     ss_dtype ss;
@@ -90,6 +95,33 @@ static int print_outputs(const ss_client_reply *reply, const char *outdir)
     return rc;
 }
 
+/* What `--stream` has seen: the last message is the whole reply, told apart from the pieces only
+ * by the stream's end, so a message's tokens are printed when the next one arrives. */
+typedef struct {
+    bool started;
+    int64_t *pending; /* the latest message's tokens */
+    size_t n_pending;
+} stream_view;
+
+static bool print_piece(void *ctx, const ss_client_reply *message)
+{
+    stream_view *v = ctx;
+    if (v->n_pending && !v->started) fputs("stream:", stdout);
+    v->started = v->started || v->n_pending;
+    for (size_t i = 0; i < v->n_pending; i++)
+        printf(" %lld", (long long)v->pending[i]);
+    fflush(stdout);
+    v->n_pending = 0;
+    ss_client_tensor t;
+    if (!ss_client_reply_find(message, 0, "tokens", &t) || t.dtype != SS_CLIENT_INT64) return true;
+    int64_t *grown = realloc(v->pending, t.nbytes ? t.nbytes : 1);
+    if (!grown) return true;
+    v->pending = grown;
+    memcpy(v->pending, t.data, t.nbytes);
+    v->n_pending = t.nbytes / sizeof(int64_t);
+    return true;
+}
+
 int cli_client_protocol(const char *name)
 {
     static const struct {
@@ -112,7 +144,8 @@ int cmd_infer(int argc, char **argv)
     int n = 0;
     long version = 0, timeout_ms = 0;
     ss_client_ssl_config ssl = {0};
-    bool tls = false;
+    bool tls = false, stream = false;
+    stream_view streamed = {0};
     int protocol = SS_CLIENT_MINDSPORE;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
@@ -136,6 +169,8 @@ int cmd_infer(int argc, char **argv)
                                                  argv[i]));
         } else if (!strcmp(a, "--tls"))
             tls = true;
+        else if (!strcmp(a, "--stream"))
+            stream = true;
         else if (!strcmp(a, "--tls-ca") && has)
             ssl.custom_ca = argv[++i];
         else if (!strcmp(a, "--tls-cert") && has)
@@ -191,7 +226,10 @@ int cmd_infer(int argc, char **argv)
                            .protocol = (ss_client_protocol)protocol};
     if (!rc) {
         ss_client_error *e = ss_client_connect(&o, &c);
-        if (!e) e = ss_client_infer(c, req, &reply);
+        if (!e && stream) e = ss_client_infer_stream(c, req, print_piece, &streamed, &reply);
+        if (streamed.started) putchar('\n');
+        free(streamed.pending);
+        if (!e && !stream) e = ss_client_infer(c, req, &reply);
         if (e) rc = client_fail(e);
     }
     if (!rc) {

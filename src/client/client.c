@@ -433,26 +433,36 @@ static gpr_timespec deadline_of(const ss_client *c)
                         gpr_time_from_millis(c->timeout_ms, GPR_TIMESPAN));
 }
 
+/* A call of `method_path` with the message `buf` (malloc'd; consumed, kept in *send) and its
+ * first four ops: send metadata, the message and close, receive metadata (into *initial_md). */
+static grpc_call *open_call(ss_client *c, grpc_completion_queue *cq, const char *method_path,
+                            uint8_t *buf, size_t len, grpc_byte_buffer **send,
+                            grpc_metadata_array *initial_md, grpc_op ops[4])
+{
+    grpc_slice payload = grpc_slice_new(buf, len, free);
+    *send = grpc_raw_byte_buffer_create(&payload, 1);
+    grpc_slice_unref(payload);
+    memset(ops, 0, 4 * sizeof *ops);
+    ops[0].op = GRPC_OP_SEND_INITIAL_METADATA;
+    ops[1].op = GRPC_OP_SEND_MESSAGE;
+    ops[1].data.send_message.send_message = *send;
+    ops[2].op = GRPC_OP_SEND_CLOSE_FROM_CLIENT;
+    ops[3].op = GRPC_OP_RECV_INITIAL_METADATA;
+    ops[3].data.recv_initial_metadata.recv_initial_metadata = initial_md;
+    return grpc_channel_create_call(c->channel, NULL, GRPC_PROPAGATE_DEFAULTS, cq,
+                                    grpc_slice_from_static_string(method_path), NULL,
+                                    deadline_of(c), NULL);
+}
+
 /* Start one unary call of `method` with the message `buf` (malloc'd; consumed). */
 static ss_client_error *start_call(ss_client *c, grpc_completion_queue *cq, const char *method_path,
                                    uint8_t *buf, size_t len, client_call *cc)
 {
-    grpc_slice payload = grpc_slice_new(buf, len, free);
-    cc->send = grpc_raw_byte_buffer_create(&payload, 1);
-    grpc_slice_unref(payload);
     grpc_metadata_array_init(&cc->initial_md);
     grpc_metadata_array_init(&cc->trailing_md);
-    grpc_slice method = grpc_slice_from_static_string(method_path);
-    cc->call = grpc_channel_create_call(c->channel, NULL, GRPC_PROPAGATE_DEFAULTS, cq, method, NULL,
-                                        deadline_of(c), NULL);
     grpc_op ops[6];
-    memset(ops, 0, sizeof ops);
-    ops[0].op = GRPC_OP_SEND_INITIAL_METADATA;
-    ops[1].op = GRPC_OP_SEND_MESSAGE;
-    ops[1].data.send_message.send_message = cc->send;
-    ops[2].op = GRPC_OP_SEND_CLOSE_FROM_CLIENT;
-    ops[3].op = GRPC_OP_RECV_INITIAL_METADATA;
-    ops[3].data.recv_initial_metadata.recv_initial_metadata = &cc->initial_md;
+    cc->call = open_call(c, cq, method_path, buf, len, &cc->send, &cc->initial_md, ops);
+    memset(ops + 4, 0, 2 * sizeof *ops);
     ops[4].op = GRPC_OP_RECV_MESSAGE;
     ops[4].data.recv_message.recv_message = &cc->recv;
     ops[5].op = GRPC_OP_RECV_STATUS_ON_CLIENT;
@@ -574,6 +584,145 @@ ss_client_error *ss_client_infer(ss_client *client, const ss_client_request *req
     if (err) return err;
     err = cl_reply_unpack(GRPC_SLICE_START_PTR(msg), GRPC_SLICE_LENGTH(msg), out);
     grpc_slice_unref(msg);
+    return err;
+}
+
+/* ------------------------------------------------------------------ server streaming */
+
+#define PREDICT_STREAM_METHOD "/shardserve.Stream/PredictStream"
+
+/* The batches of one streaming call; a tag is the address of its `done` flag. */
+typedef struct {
+    grpc_completion_queue *cq;
+    grpc_call *call;
+    grpc_byte_buffer *send, *recv;
+    grpc_metadata_array initial_md, trailing_md;
+    grpc_status_code status;
+    grpc_slice details;
+    bool started, got_status, got_message;
+} stream_call;
+
+/* Wait until the batch whose tag is `flag` has completed (others complete on the way). */
+static void stream_wait(stream_call *sc, bool *flag)
+{
+    while (!*flag) {
+        grpc_event ev =
+            grpc_completion_queue_next(sc->cq, gpr_inf_future(GPR_CLOCK_REALTIME), NULL);
+        if (ev.type == GRPC_OP_COMPLETE) *(bool *)ev.tag = true;
+    }
+}
+
+static ss_client_error *stream_start(ss_client *c, stream_call *sc, uint8_t *buf, size_t len)
+{
+    grpc_op ops[4];
+    sc->call =
+        open_call(c, sc->cq, PREDICT_STREAM_METHOD, buf, len, &sc->send, &sc->initial_md, ops);
+    grpc_op status;
+    memset(&status, 0, sizeof status);
+    status.op = GRPC_OP_RECV_STATUS_ON_CLIENT;
+    status.data.recv_status_on_client.trailing_metadata = &sc->trailing_md;
+    status.data.recv_status_on_client.status = &sc->status;
+    status.data.recv_status_on_client.status_details = &sc->details;
+    if (grpc_call_start_batch(sc->call, ops, 4, &sc->started, NULL) != GRPC_CALL_OK) {
+        sc->started = sc->got_status = true;
+        return cl_err(SS_CLIENT_ERR_TRANSPORT, 13, "cannot start the stream");
+    }
+    if (grpc_call_start_batch(sc->call, &status, 1, &sc->got_status, NULL) != GRPC_CALL_OK) {
+        sc->got_status = true;
+        grpc_call_cancel(sc->call, NULL);
+        return cl_err(SS_CLIENT_ERR_TRANSPORT, 13, "cannot start the stream");
+    }
+    return NULL;
+}
+
+/* The next message's bytes; false at the end of the stream (or when it broke). */
+static bool stream_next(stream_call *sc, grpc_slice *msg)
+{
+    grpc_op op;
+    memset(&op, 0, sizeof op);
+    op.op = GRPC_OP_RECV_MESSAGE;
+    op.data.recv_message.recv_message = &sc->recv;
+    sc->got_message = false;
+    if (grpc_call_start_batch(sc->call, &op, 1, &sc->got_message, NULL) != GRPC_CALL_OK)
+        return false;
+    stream_wait(sc, &sc->got_message);
+    grpc_byte_buffer_reader reader;
+    if (!sc->recv || !grpc_byte_buffer_reader_init(&reader, sc->recv)) return false;
+    *msg = grpc_byte_buffer_reader_readall(&reader);
+    grpc_byte_buffer_reader_destroy(&reader);
+    grpc_byte_buffer_destroy(sc->recv);
+    sc->recv = NULL;
+    return true;
+}
+
+/* Read every message: cb sees each; the last one is kept in *last (or its error in *err). */
+static void stream_read(stream_call *sc, ss_client_stream_callback cb, void *ctx,
+                        ss_client_reply **last, ss_client_error **err, bool *stopped)
+{
+    grpc_slice msg;
+    while (!*stopped && stream_next(sc, &msg)) {
+        ss_client_reply_free(*last);
+        *last = NULL;
+        ss_client_error_free(*err);
+        *err = cl_reply_unpack(GRPC_SLICE_START_PTR(msg), GRPC_SLICE_LENGTH(msg), last);
+        grpc_slice_unref(msg);
+        if (*last && cb && !cb(ctx, *last)) {
+            *stopped = true;
+            grpc_call_cancel(sc->call, NULL);
+        }
+    }
+}
+
+ss_client_error *ss_client_infer_stream(ss_client *client, const ss_client_request *req,
+                                        ss_client_stream_callback cb, void *ctx,
+                                        ss_client_reply **out)
+{
+    *out = NULL;
+    if (!client || !req) return cl_err(SS_CLIENT_ERR_ARGUMENT, 0, "no client or request");
+    if (client->protocol != SS_CLIENT_MINDSPORE)
+        return cl_err(SS_CLIENT_ERR_ARGUMENT, 0,
+                      "streaming speaks shardserve's PredictStream (MindSpore's messages) only");
+    uint8_t *buf = NULL;
+    size_t len = 0;
+    ss_client_error *err = pack_request(req, &buf, &len);
+    if (err) return err;
+    stream_call sc;
+    memset(&sc, 0, sizeof sc);
+    sc.cq = grpc_completion_queue_create_for_next(NULL);
+    grpc_metadata_array_init(&sc.initial_md);
+    grpc_metadata_array_init(&sc.trailing_md);
+    err = stream_start(client, &sc, buf, len);
+    ss_client_reply *last = NULL;
+    bool stopped = false;
+    if (!err) stream_read(&sc, cb, ctx, &last, &err, &stopped);
+    stream_wait(&sc, &sc.started);
+    stream_wait(&sc, &sc.got_status);
+    if (!err && stopped) {
+        err = cl_err(SS_CLIENT_ERR_TRANSPORT, GRPC_STATUS_CANCELLED,
+                     "the stream was cancelled by its callback");
+    } else if (!err && sc.status != GRPC_STATUS_OK) {
+        char *details = grpc_slice_to_c_string(sc.details);
+        err = cl_err(SS_CLIENT_ERR_TRANSPORT, sc.status, "%s", details);
+        gpr_free(details);
+    } else if (!err && !last) {
+        err = cl_err(SS_CLIENT_ERR_PROTOCOL, 0, "the server sent no reply message");
+    }
+    if (err) {
+        ss_client_reply_free(last);
+        last = NULL;
+    }
+    *out = last;
+    if (sc.call) grpc_call_unref(sc.call);
+    if (sc.send) grpc_byte_buffer_destroy(sc.send);
+    if (sc.recv) grpc_byte_buffer_destroy(sc.recv);
+    grpc_metadata_array_destroy(&sc.initial_md);
+    grpc_metadata_array_destroy(&sc.trailing_md);
+    grpc_slice_unref(sc.details);
+    grpc_completion_queue_shutdown(sc.cq);
+    while (grpc_completion_queue_next(sc.cq, gpr_inf_future(GPR_CLOCK_REALTIME), NULL).type !=
+           GRPC_QUEUE_SHUTDOWN) {
+    }
+    grpc_completion_queue_destroy(sc.cq);
     return err;
 }
 

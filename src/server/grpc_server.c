@@ -14,6 +14,16 @@
  * contexts; stop() waits for it to reach zero, which is what guarantees that every request given
  * to the handler was answered (or its call cancelled) before the server and queue are destroyed.
  *
+ * A call whose request reached the handler also watches for its end (RECV_CLOSE_ON_SERVER,
+ * posted alone): when the client goes away first, the request is cancelled
+ * (ss_predict_request_cancel) unless done() has begun, which `answered` (under the call's lock)
+ * records. shardserve.Stream/PredictStream (proto/shardserve_stream.proto) is MSService/Predict
+ * whose backend may send pieces (a generate servable's new tokens): each becomes one PredictReply
+ * and done()'s whole reply the last message. Messages wait in a queue while one is being sent; at
+ * most STREAM_MAX_UNSENT of them (or STREAM_MAX_UNSENT_BYTES) for a slow reader, past which the
+ * call ends with RESOURCE_EXHAUSTED (counted, limit "stream_backlog") and the request is cancelled.
+ * A call context is freed once its final batch and every other batch have completed (`ops`).
+ *
  * Limits against slow or greedy clients: at most max_streams concurrent streams per connection
  * (HTTP/2 SETTINGS, enforced by gRPC core), and a call in RECEIVING whose message has not arrived
  * whole within recv_timeout_s of its start is cancelled (RESOURCE_EXHAUSTED, counted in
@@ -51,13 +61,22 @@
 #include "workq.h"
 
 #define PREDICT_METHOD "/mindspore.serving.proto.MSService/Predict"
+#define PREDICT_STREAM_METHOD "/shardserve.Stream/PredictStream"
+#define STREAM_MAX_UNSENT 4096
+#define STREAM_MAX_UNSENT_BYTES ((size_t)64 << 20)
 #define HEALTH_METHOD "/grpc.health.v1.Health/Check"
 #define REQUESTS_PER_THREAD 2
 #define SCAN_MS 250
 #define CANCEL_BATCH 64
 #define DECODE_ASIDE_BYTES ((size_t)1 << 20)
 
-typedef enum { TAG_CALL, TAG_SHUTDOWN, TAG_STREAM = SS_KSERVE_STREAM_TAG } tag_kind;
+typedef enum {
+    TAG_CALL,
+    TAG_SHUTDOWN,
+    TAG_CLOSE,
+    TAG_SEND,
+    TAG_STREAM = SS_KSERVE_STREAM_TAG
+} tag_kind;
 typedef enum { ST_REQUESTED, ST_RECEIVING, ST_WAITING, ST_FINISHING } call_state;
 typedef struct grpc_ctx grpc_ctx;
 /* A unary method: the whole request message in, exactly one finish_call out (now or later). */
@@ -70,6 +89,18 @@ typedef struct {
 typedef struct {
     tag_kind kind;
 } tag_head;
+
+/* The close-watch and send batches of a call carry tags of their own. */
+typedef struct {
+    tag_head head;
+    grpc_ctx *c;
+} ctx_tag;
+
+typedef struct queued_msg {
+    uint8_t *bytes; /* a packed PredictReply */
+    size_t len;
+    struct queued_msg *next;
+} queued_msg;
 
 struct grpc_ctx {
     tag_head head;
@@ -91,6 +122,18 @@ struct grpc_ctx {
     uint64_t recv_deadline_ns;
     size_t bytes; /* request + reply message bytes: a large call returns its memory (trim.h) */
     size_t held;  /* request bytes taken from the server's budget */
+    /* Once the request is with the handler, done(), partial() and the close and send events race:
+     * what they share is under mu. */
+    pthread_mutex_t mu;
+    ctx_tag close_tag, send_tag;
+    int ops; /* batches in flight */
+    bool close_posted, answered, metadata_sent, send_busy, broken;
+    queued_msg *first, *last; /* PredictStream messages not sent yet */
+    size_t unsent, unsent_bytes;
+    grpc_byte_buffer *sending;
+    uint8_t *final_msg; /* done()'s reply, waiting for the queue to drain */
+    size_t final_len;
+    bool final_ready;
 };
 
 struct ss_grpc_server {
@@ -112,7 +155,7 @@ struct ss_grpc_server {
     uint64_t recv_timeout_ns;
     grpc_ctx *receiving; /* calls waiting for their message (under mu) */
     _Atomic uint64_t next_scan_ns;
-    ss_metric_series *cut_recv;
+    ss_metric_series *cut_recv, *cut_backlog;
     ss_workq *decoder;   /* decodes large messages, so the cq threads stay free for health */
     ss_byte_budget held; /* request messages received and not yet answered */
 };
@@ -138,6 +181,9 @@ static void post_request(ss_grpc_server *srv)
     c->head.kind = TAG_CALL;
     c->srv = srv;
     c->state = ST_REQUESTED;
+    c->close_tag = (ctx_tag){{TAG_CLOSE}, c};
+    c->send_tag = (ctx_tag){{TAG_SEND}, c};
+    pthread_mutex_init(&c->mu, NULL);
     grpc_call_details_init(&c->details);
     grpc_metadata_array_init(&c->request_md);
     live_add(srv, 1);
@@ -147,6 +193,7 @@ static void post_request(ss_grpc_server *srv)
         SS_ERROR("grpc: request_call failed (%d)", (int)err);
         grpc_call_details_destroy(&c->details);
         grpc_metadata_array_destroy(&c->request_md);
+        pthread_mutex_destroy(&c->mu);
         free(c);
         live_add(srv, -1);
     }
@@ -211,10 +258,26 @@ static void cancel_overdue(ss_grpc_server *srv)
     }
 }
 
+static void drop_queue(grpc_ctx *c)
+{
+    while (c->first) {
+        queued_msg *m = c->first;
+        c->first = m->next;
+        free(m->bytes);
+        free(m);
+    }
+    c->last = NULL;
+    c->unsent = c->unsent_bytes = 0;
+}
+
 static void free_ctx(grpc_ctx *c)
 {
     ss_grpc_server *srv = c->srv;
     receiving_end(c);
+    drop_queue(c);
+    free(c->final_msg);
+    if (c->sending) grpc_byte_buffer_destroy(c->sending);
+    pthread_mutex_destroy(&c->mu);
     if (c->call) grpc_call_unref(c->call);
     grpc_call_details_destroy(&c->details);
     grpc_metadata_array_destroy(&c->request_md);
@@ -230,6 +293,15 @@ static void free_ctx(grpc_ctx *c)
     ss_server_trim_after(bytes);
 }
 
+/* A batch of the call completed: the context goes with the last one once the final batch ran. */
+static void op_done(grpc_ctx *c)
+{
+    pthread_mutex_lock(&c->mu);
+    bool last = --c->ops == 0 && c->state == ST_FINISHING;
+    pthread_mutex_unlock(&c->mu);
+    if (last) free_ctx(c);
+}
+
 /* Send the final batch: optional message + status. Takes ownership of `payload` (malloc'd). */
 static void finish_call(grpc_ctx *c, grpc_status_code code, const char *details, uint8_t *payload,
                         size_t len)
@@ -237,7 +309,13 @@ static void finish_call(grpc_ctx *c, grpc_status_code code, const char *details,
     grpc_op ops[4];
     memset(ops, 0, sizeof ops);
     size_t n = 0;
-    ops[n++].op = GRPC_OP_SEND_INITIAL_METADATA;
+    pthread_mutex_lock(&c->mu);
+    if (!c->metadata_sent) ops[n++].op = GRPC_OP_SEND_INITIAL_METADATA;
+    c->metadata_sent = true;
+    bool watch_close = !c->close_posted;
+    c->state = ST_FINISHING;
+    c->ops++;
+    pthread_mutex_unlock(&c->mu);
     if (payload) {
         c->bytes += len;
         grpc_slice s = grpc_slice_new(payload, len, free);
@@ -250,14 +328,172 @@ static void finish_call(grpc_ctx *c, grpc_status_code code, const char *details,
     ops[n].op = GRPC_OP_SEND_STATUS_FROM_SERVER;
     ops[n].data.send_status_from_server.status = code;
     ops[n++].data.send_status_from_server.status_details = &c->status_details;
-    ops[n].op = GRPC_OP_RECV_CLOSE_ON_SERVER;
-    ops[n++].data.recv_close_on_server.cancelled = &c->cancelled;
-    c->state = ST_FINISHING;
+    if (watch_close) {
+        ops[n].op = GRPC_OP_RECV_CLOSE_ON_SERVER;
+        ops[n++].data.recv_close_on_server.cancelled = &c->cancelled;
+    }
     grpc_call_error err = grpc_call_start_batch(c->call, ops, n, c, NULL);
     if (err != GRPC_CALL_OK) {
         SS_ERROR("grpc: cannot send a reply (call error %d)", (int)err);
-        free_ctx(c);
+        grpc_call_cancel(c->call, NULL); /* so a close watch still completes */
+        op_done(c);
     }
+}
+
+/* Before the handler gets the request: learn when the call ends, to cancel the request if the
+ * client goes away first. */
+static void watch_close(grpc_ctx *c)
+{
+    grpc_op op;
+    memset(&op, 0, sizeof op);
+    op.op = GRPC_OP_RECV_CLOSE_ON_SERVER;
+    op.data.recv_close_on_server.cancelled = &c->cancelled;
+    c->close_posted = true; /* the handler does not have the request yet: no race */
+    c->ops++;
+    if (grpc_call_start_batch(c->call, &op, 1, &c->close_tag, NULL) != GRPC_CALL_OK) {
+        c->close_posted = false;
+        c->ops--;
+    }
+}
+
+static void on_close(grpc_ctx *c)
+{
+    pthread_mutex_lock(&c->mu);
+    if (c->cancelled) {
+        c->broken = true;
+        drop_queue(c);
+        if (!c->answered) ss_predict_request_cancel(c->req);
+    }
+    pthread_mutex_unlock(&c->mu);
+    op_done(c);
+}
+
+/* done() has begun: from now on the request is not cancelled (it is about to be freed). */
+static void mark_answered(grpc_ctx *c)
+{
+    pthread_mutex_lock(&c->mu);
+    c->answered = true;
+    pthread_mutex_unlock(&c->mu);
+}
+
+/* ------------------------------------------------------------------ PredictStream sends */
+
+/* Send the next queued message (lock held, no send in flight). */
+static void send_next(grpc_ctx *c)
+{
+    queued_msg *m = c->first;
+    c->first = m->next;
+    if (!c->first) c->last = NULL;
+    c->unsent--;
+    c->unsent_bytes -= m->len;
+    c->bytes += m->len;
+    uint8_t *bytes = m->bytes;
+    size_t len = m->len;
+    free(m);
+    c->ops++;
+    c->send_busy =
+        ss_grpc_send_message(c->call, bytes, len, &c->metadata_sent, &c->sending, &c->send_tag);
+    if (!c->send_busy) {
+        c->ops--;
+        c->broken = true;
+        grpc_call_cancel(c->call, NULL);
+    }
+}
+
+/* The final message goes once every piece before it went (or the call broke). */
+static void finish_after_sends(grpc_ctx *c, uint8_t *payload, size_t len)
+{
+    pthread_mutex_lock(&c->mu);
+    if (c->send_busy) {
+        c->final_msg = payload;
+        c->final_len = len;
+        c->final_ready = true;
+        payload = NULL;
+    }
+    bool now = !c->final_ready;
+    pthread_mutex_unlock(&c->mu);
+    if (now) finish_call(c, GRPC_STATUS_OK, NULL, payload, len);
+}
+
+static void on_send(grpc_ctx *c, bool ok)
+{
+    pthread_mutex_lock(&c->mu);
+    grpc_byte_buffer_destroy(c->sending);
+    c->sending = NULL;
+    c->send_busy = false;
+    if (!ok) {
+        c->broken = true;
+        drop_queue(c);
+        if (!c->answered) ss_predict_request_cancel(c->req);
+    }
+    if (c->first) send_next(c);
+    bool finish = c->final_ready && !c->send_busy;
+    uint8_t *payload = finish ? c->final_msg : NULL;
+    size_t len = c->final_len;
+    if (finish) c->final_msg = NULL, c->final_ready = false;
+    pthread_mutex_unlock(&c->mu);
+    if (finish) finish_call(c, GRPC_STATUS_OK, NULL, payload, len);
+    op_done(c);
+}
+
+/* Queue one piece (consumed); past the backlog limit the call ends and the request stops. */
+static void queue_piece(grpc_ctx *c, uint8_t *bytes, size_t len)
+{
+    queued_msg *m = calloc(1, sizeof *m);
+    pthread_mutex_lock(&c->mu);
+    bool over = c->unsent >= STREAM_MAX_UNSENT || c->unsent_bytes + len > STREAM_MAX_UNSENT_BYTES;
+    if (!m || over || c->broken || c->answered) {
+        if (!c->broken && (over || !m)) {
+            c->broken = true;
+            drop_queue(c);
+            ss_predict_request_cancel(c->req);
+            if (over) ss_metric_add(c->srv->cut_backlog, 1);
+            grpc_call_cancel_with_status(
+                c->call, GRPC_STATUS_RESOURCE_EXHAUSTED,
+                !m ? "out of memory"
+                   : "the client reads this stream too slowly: more than 4096 messages or 64 MiB "
+                     "unsent; the request was cancelled",
+                NULL);
+        }
+        pthread_mutex_unlock(&c->mu);
+        free(m);
+        free(bytes);
+        return;
+    }
+    *m = (queued_msg){bytes, len, NULL};
+    if (c->last)
+        c->last->next = m;
+    else
+        c->first = m;
+    c->last = m;
+    c->unsent++;
+    c->unsent_bytes += len;
+    if (!c->send_busy) send_next(c);
+    pthread_mutex_unlock(&c->mu);
+}
+
+/* ss_predict_partial for PredictStream: a PredictReply with the request's instance count whose
+ * instance `instance` holds the piece (borrowed, not copied) and the others nothing. */
+static void stream_piece(void *ctx, size_t instance, const ss_serving_instance *chunk)
+{
+    grpc_ctx *c = ctx;
+    ss_predict_reply *reply = ss_predict_reply_new(c->req->count);
+    if (!reply || instance >= reply->count) {
+        ss_predict_reply_free(reply);
+        return; /* out of memory: the piece is missed, the final reply has it */
+    }
+    reply->instances[instance] = *chunk;
+    uint8_t *buf = NULL;
+    size_t len = 0;
+    ss_status *st = ss_grpc_encode_reply(c->req, reply, &buf, &len);
+    memset(&reply->instances[instance], 0, sizeof reply->instances[instance]);
+    ss_predict_reply_free(reply);
+    if (st) {
+        SS_WARN("grpc: a streamed piece was not sent: %s", st->msg);
+        ss_status_free(st);
+        return;
+    }
+    queue_piece(c, buf, len);
 }
 
 static void finish_with_reply(grpc_ctx *c, ss_predict_reply *reply)
@@ -277,11 +513,12 @@ static void finish_with_reply(grpc_ctx *c, ss_predict_reply *reply)
         ss_status_free(st);
         return;
     }
-    finish_call(c, GRPC_STATUS_OK, NULL, buf, len);
+    finish_after_sends(c, buf, len);
 }
 
 static void predict_done(void *done_ctx, ss_predict_reply *reply)
 {
+    mark_answered(done_ctx);
     finish_with_reply(done_ctx, reply);
 }
 
@@ -295,7 +532,8 @@ static grpc_slice read_message(grpc_byte_buffer *bb)
     return s;
 }
 
-static void handle_predict(grpc_ctx *c, const uint8_t *buf, size_t len)
+/* Predict, or PredictStream when `stream`: the same request, pieces sent as they come. */
+static void start_predict(grpc_ctx *c, const uint8_t *buf, size_t len, bool stream)
 {
     ss_predict_reply *invalid = NULL;
     ss_status *st = ss_grpc_decode_request_limited(buf, len, ss_predict_handler_name_limit,
@@ -313,8 +551,23 @@ static void handle_predict(grpc_ctx *c, const uint8_t *buf, size_t len)
         return;
     }
     c->state = ST_WAITING;
+    if (stream) {
+        c->req->partial = stream_piece;
+        c->req->partial_ctx = c;
+    }
+    watch_close(c);
     ss_predict_handler *h = &c->srv->handler;
     h->predict(h->ctx, c->req, predict_done, c);
+}
+
+static void handle_predict(grpc_ctx *c, const uint8_t *buf, size_t len)
+{
+    start_predict(c, buf, len, false);
+}
+
+static void handle_predict_stream(grpc_ctx *c, const uint8_t *buf, size_t len)
+{
+    start_predict(c, buf, len, true);
 }
 
 /* grpc.health.v1: HealthCheckRequest{string service = 1}, HealthCheckResponse{enum status = 1}
@@ -394,6 +647,7 @@ static void handle_kserve(grpc_ctx *c, const uint8_t *buf, size_t len)
 static void kserve_infer_done(void *done_ctx, ss_predict_reply *reply)
 {
     grpc_ctx *c = done_ctx;
+    mark_answered(c);
     ss_kserve_error err = {0};
     uint8_t *out = NULL;
     size_t len = 0;
@@ -417,6 +671,7 @@ static void handle_kserve_infer(grpc_ctx *c, const uint8_t *buf, size_t len)
         return;
     }
     c->state = ST_WAITING;
+    watch_close(c);
     h->predict(h->ctx, c->req, kserve_infer_done, c);
 }
 
@@ -425,6 +680,7 @@ static void handle_kserve_infer(grpc_ctx *c, const uint8_t *buf, size_t len)
 /* The services this server answers; any other path gets UNIMPLEMENTED. */
 static const grpc_method methods[] = {
     {PREDICT_METHOD, handle_predict, NULL},
+    {PREDICT_STREAM_METHOD, handle_predict_stream, NULL},
     {HEALTH_METHOD, handle_health, NULL},
     {KSERVE("ServerLive"), handle_kserve, ss_kserve_grpc_server_live},
     {KSERVE("ServerReady"), handle_kserve, ss_kserve_grpc_server_ready},
@@ -558,6 +814,14 @@ static void on_event(ss_grpc_server *srv, void *tag, bool ok)
         ss_kserve_stream_event(tag, ok);
         return;
     }
+    if (head->kind == TAG_CLOSE) {
+        on_close(((ctx_tag *)tag)->c);
+        return;
+    }
+    if (head->kind == TAG_SEND) {
+        on_send(((ctx_tag *)tag)->c, ok);
+        return;
+    }
     if (head->kind == TAG_SHUTDOWN) {
         pthread_mutex_lock(&srv->mu);
         srv->shutdown_seen = true;
@@ -574,7 +838,7 @@ static void on_event(ss_grpc_server *srv, void *tag, bool ok)
         on_received(c, ok);
         break;
     case ST_FINISHING:
-        free_ctx(c);
+        op_done(c);
         break;
     case ST_WAITING:
         SS_ERROR("grpc: event for a call waiting on its handler");
@@ -757,6 +1021,7 @@ ss_status *ss_grpc_server_start(const ss_grpc_options *opts, ss_grpc_server **ou
         ss_metrics_family(ss_metrics_global(), SS_METRIC_COUNTER, "shardserve_grpc_refused_total",
                           "gRPC calls refused or cancelled by a limit", 1, labels, NULL, 0);
     srv->cut_recv = ss_metrics_series(refused, (const char *const[]){"recv_timeout"});
+    srv->cut_backlog = ss_metrics_series(refused, (const char *const[]){"stream_backlog"});
     srv->held.refused = ss_metrics_series(refused, (const char *const[]){"buffered_bytes"});
     int held_mb = opts->max_buffered_mb > 0 ? opts->max_buffered_mb
                                             : SS_SERVER_DEFAULT_GRPC_BUFFERED_MSGS * mb;

@@ -286,7 +286,9 @@ bool ss_kserve_check_dtype(const ss_kserve_call *call, const char *name, ss_dtyp
 {
     const ss_serving_method *m = call->method;
     const ss_serving_tensor_spec *sp = find_spec(m->inputs, m->n_inputs, name);
-    if (!sp || sp->dtype == dtype) return true;
+    /* SS_DT_UNDEFINED: any numeric type (a generate method's parameters; the backend checks) */
+    if (!sp || sp->dtype == dtype || (sp->dtype == SS_DT_UNDEFINED && dtype != SS_DT_STRING))
+        return true;
     const char *want = ss_kserve_dtype_name(sp->dtype);
     ss_kserve_fail(err, 400, "input '%s' of model '%s': datatype %s does not match the model's %s",
                    name, call->model, ss_kserve_dtype_name(dtype), want ? want : "?");

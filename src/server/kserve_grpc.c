@@ -718,26 +718,87 @@ static bool build_outputs(ss_kserve_call *call, const ss_kserve_output *outs, si
     return true;
 }
 
-bool ss_kserve_grpc_encode_reply(ss_kserve_call *call, const ss_predict_reply *reply, uint8_t **out,
-                                 size_t *out_len, ss_kserve_error *err)
+/* A ModelInferResponse of `outs`; final < 0: no parameters, else triton_final_response = final
+ * (Triton's decoupled convention, for the responses of a request that streams). */
+static bool encode_outputs(ss_kserve_call *call, const ss_kserve_output *outs, size_t n, int final,
+                           uint8_t **out, size_t *out_len, ss_kserve_error *err)
 {
-    ss_kserve_output *outs = NULL;
-    size_t n = 0;
-    if (!ss_kserve_collect_outputs(call, reply, &outs, &n, err)) return false;
     char version[24];
     snprintf(version, sizeof version, "%llu", (unsigned long long)call->sig->version);
     reply_msg m = {.resp = INFERENCE__MODEL_INFER_RESPONSE__INIT};
     m.resp.model_name = call->model;
     m.resp.model_version = version;
     m.resp.id = call->id ? call->id : "";
+    Inference__ModelInferResponse__ParametersEntry entry =
+        INFERENCE__MODEL_INFER_RESPONSE__PARAMETERS_ENTRY__INIT;
+    Inference__ModelInferResponse__ParametersEntry *entries[1] = {&entry};
+    Inference__InferParameter flag = INFERENCE__INFER_PARAMETER__INIT;
+    if (final >= 0) {
+        flag.parameter_choice_case = INFERENCE__INFER_PARAMETER__PARAMETER_CHOICE_BOOL_PARAM;
+        flag.bool_param = final != 0;
+        entry.key = "triton_final_response";
+        entry.value = &flag;
+        m.resp.parameters = entries;
+        m.resp.n_parameters = 1;
+    }
     bool ok = build_outputs(call, outs, n, &m, err) && pack(&m.resp.base, out, out_len, err);
     free(m.msgs);
     free(m.ptrs);
     free(m.contents);
     free(m.raw);
     free(m.shm);
+    return ok;
+}
+
+static bool encode_reply(ss_kserve_call *call, const ss_predict_reply *reply, int final,
+                         uint8_t **out, size_t *out_len, ss_kserve_error *err)
+{
+    ss_kserve_output *outs = NULL;
+    size_t n = 0;
+    if (!ss_kserve_collect_outputs(call, reply, &outs, &n, err)) return false;
+    bool ok = encode_outputs(call, outs, n, final, out, out_len, err);
     free(outs);
     return ok;
+}
+
+bool ss_kserve_grpc_encode_reply(ss_kserve_call *call, const ss_predict_reply *reply, uint8_t **out,
+                                 size_t *out_len, ss_kserve_error *err)
+{
+    return encode_reply(call, reply, -1, out, out_len, err);
+}
+
+bool ss_kserve_grpc_encode_final(ss_kserve_call *call, const ss_predict_reply *reply, uint8_t **out,
+                                 size_t *out_len, ss_kserve_error *err)
+{
+    return encode_reply(call, reply, 1, out, out_len, err);
+}
+
+/* A piece's output goes out when the request asked for it (or for every output). */
+static bool piece_wanted(const ss_kserve_call *call, const char *name)
+{
+    for (size_t i = 0; i < call->n_outputs; i++)
+        if (!strcmp(call->outputs[i].name, name)) return true;
+    return call->n_outputs == 0;
+}
+
+bool ss_kserve_grpc_encode_partial(ss_kserve_call *call, const ss_serving_instance *chunk,
+                                   uint8_t **out, size_t *out_len, ss_kserve_error *err)
+{
+    ss_kserve_output outs[16];
+    size_t n = 0;
+    for (size_t i = 0; i < chunk->count && n < sizeof outs / sizeof *outs; i++) {
+        const ss_serving_item *it = &chunk->items[i];
+        if (it->tensor.dtype == SS_DT_STRING || !piece_wanted(call, it->name)) continue;
+        ss_kserve_output *o = &outs[n++];
+        memset(o, 0, sizeof *o);
+        o->name = it->name;
+        o->dtype = it->tensor.dtype;
+        o->ndim = it->tensor.ndim;
+        memcpy(o->dims, it->tensor.dims, sizeof o->dims);
+        o->data = it->tensor.data;
+        o->nbytes = it->tensor.nbytes;
+    }
+    return encode_outputs(call, outs, n, 0, out, out_len, err);
 }
 
 /* ------------------------------------------------------------------ statistics */

@@ -60,6 +60,14 @@ bool ss_kserve_grpc_decode_infer(const ss_predict_handler *h, const uint8_t *buf
 bool ss_kserve_grpc_encode_reply(ss_kserve_call *call, const ss_predict_reply *reply, uint8_t **out,
                                  size_t *out_len, ss_kserve_error *err);
 
+/* ModelStreamInfer of a request that streams (a generate servable's tokens): each piece as a
+ * ModelInferResponse with the piece's outputs ("tokens") and parameter triton_final_response
+ * false, and the whole reply last with triton_final_response true (Triton's decoupled models). */
+bool ss_kserve_grpc_encode_partial(ss_kserve_call *call, const ss_serving_instance *chunk,
+                                   uint8_t **out, size_t *out_len, ss_kserve_error *err);
+bool ss_kserve_grpc_encode_final(ss_kserve_call *call, const ss_predict_reply *reply, uint8_t **out,
+                                 size_t *out_len, ss_kserve_error *err);
+
 /* ModelStreamInferResponse (malloc'd) around the packed ModelInferResponse `resp` (borrowed). */
 bool ss_kserve_grpc_stream_reply(const uint8_t *resp, size_t len, uint8_t **out, size_t *out_len,
                                  ss_kserve_error *err);

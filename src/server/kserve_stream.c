@@ -6,6 +6,14 @@
  * stream — outstanding batches and requests the handler has not answered — and the last one
  * frees it. Everything mutable is under `mu`; the handler and gRPC batches are started outside
  * it only where they may call back at once (predict may answer inside the call).
+ *
+ * A request whose backend streams (a generate servable) gets one answer per piece (its new
+ * "tokens", triton_final_response false) and its whole reply last (true). The requests the
+ * handler holds are listed, so that the moment the stream breaks (the client went away: the close
+ * op reports it cancelled, or a receive or send fails) each is cancelled; a request leaves the
+ * list under `mu` as its done() starts, so none is cancelled after. At most MAX_UNSENT answers
+ * wait for a slow reader: past that the stream ends with RESOURCE_EXHAUSTED and its requests are
+ * cancelled, rather than memory growing with every token.
  */
 #include "kserve_stream.h"
 
@@ -19,8 +27,11 @@
 #include "kserve_grpc.h"
 
 #define MAX_PENDING 64
+#define MAX_UNSENT 1024
+#define STR_(x) #x
+#define STR(x) STR_(x)
 
-typedef enum { OP_RECV, OP_SEND, OP_CLOSE } op_kind;
+typedef enum { OP_RECV, OP_SEND, OP_STATUS, OP_CLOSE } op_kind;
 
 typedef struct ss_kserve_stream ss_kserve_stream;
 
@@ -37,14 +48,16 @@ typedef struct answer {
 } answer;
 
 /* One request of the stream while the handler works on it. */
-typedef struct {
+typedef struct pending {
     ss_kserve_stream *stream;
     ss_kserve_call *call;
     ss_predict_request *req;
+    bool streamed; /* pieces were sent: the last answer says triton_final_response true */
+    struct pending *prev, *next;
 } pending;
 
 struct ss_kserve_stream {
-    op_tag recv_tag, send_tag, close_tag;
+    op_tag recv_tag, send_tag, status_tag, close_tag;
     grpc_call *call;
     ss_kserve_stream_env env;
     pthread_mutex_t mu;
@@ -52,14 +65,24 @@ struct ss_kserve_stream {
     grpc_byte_buffer *recv;
     grpc_byte_buffer *sending;
     answer *head, *tail;
-    int owed;   /* requests the handler has not answered yet */
-    int queued; /* answers not sent yet */
+    pending *held; /* requests the handler has not answered (cancelled when the stream breaks) */
+    int owed;      /* requests the handler has not answered yet */
+    int queued;    /* answers not sent yet */
     bool send_busy, half_closed, broken, status_sent, metadata_sent, reading;
     int cancelled;
     grpc_slice details;
 };
 
 static void read_more(ss_kserve_stream *s);
+
+/* The client is gone or cannot keep up (lock held): the requests still held stop early. */
+static void set_broken(ss_kserve_stream *s)
+{
+    if (!s->broken) grpc_call_cancel(s->call, NULL); /* so the close op completes */
+    s->broken = true;
+    for (pending *p = s->held; p; p = p->next)
+        ss_predict_request_cancel(p->req);
+}
 
 static void stream_free(ss_kserve_stream *s)
 {
@@ -93,8 +116,24 @@ static bool start_batch(ss_kserve_stream *s, const grpc_op *ops, size_t n, op_ta
     s->refs++;
     if (grpc_call_start_batch(s->call, ops, n, tag, NULL) == GRPC_CALL_OK) return true;
     s->refs--;
-    s->broken = true;
+    set_broken(s);
     return false;
+}
+
+bool ss_grpc_send_message(grpc_call *call, uint8_t *bytes, size_t len, bool *metadata_sent,
+                          grpc_byte_buffer **sending, void *tag)
+{
+    grpc_slice slice = grpc_slice_new(bytes, len, free);
+    *sending = grpc_raw_byte_buffer_create(&slice, 1);
+    grpc_slice_unref(slice);
+    grpc_op ops[2];
+    memset(ops, 0, sizeof ops);
+    size_t n = 0;
+    if (!*metadata_sent) ops[n++].op = GRPC_OP_SEND_INITIAL_METADATA;
+    ops[n].op = GRPC_OP_SEND_MESSAGE;
+    ops[n++].data.send_message.send_message = *sending;
+    *metadata_sent = true;
+    return grpc_call_start_batch(call, ops, n, tag, NULL) == GRPC_CALL_OK;
 }
 
 /* Send the next queued answer (lock held, no send in flight). */
@@ -104,18 +143,16 @@ static void send_next(ss_kserve_stream *s)
     s->head = a->next;
     if (!s->head) s->tail = NULL;
     s->queued--;
-    grpc_slice slice = grpc_slice_new(a->bytes, a->len, free);
+    uint8_t *bytes = a->bytes;
+    size_t len = a->len;
     free(a);
-    s->sending = grpc_raw_byte_buffer_create(&slice, 1);
-    grpc_slice_unref(slice);
-    grpc_op ops[2];
-    memset(ops, 0, sizeof ops);
-    size_t n = 0;
-    if (!s->metadata_sent) ops[n++].op = GRPC_OP_SEND_INITIAL_METADATA;
-    ops[n].op = GRPC_OP_SEND_MESSAGE;
-    ops[n++].data.send_message.send_message = s->sending;
-    s->metadata_sent = true;
-    s->send_busy = start_batch(s, ops, n, &s->send_tag);
+    s->refs++;
+    s->send_busy =
+        ss_grpc_send_message(s->call, bytes, len, &s->metadata_sent, &s->sending, &s->send_tag);
+    if (!s->send_busy) {
+        s->refs--;
+        set_broken(s);
+    }
 }
 
 /* End the call with OK once the client has half-closed, the handler owes nothing and every
@@ -132,10 +169,8 @@ static void maybe_finish(ss_kserve_stream *s)
     ops[n].op = GRPC_OP_SEND_STATUS_FROM_SERVER;
     ops[n].data.send_status_from_server.status = GRPC_STATUS_OK;
     ops[n++].data.send_status_from_server.status_details = &s->details;
-    ops[n].op = GRPC_OP_RECV_CLOSE_ON_SERVER;
-    ops[n++].data.recv_close_on_server.cancelled = &s->cancelled;
     s->status_sent = true;
-    start_batch(s, ops, n, &s->close_tag);
+    start_batch(s, ops, n, &s->status_tag);
 }
 
 /* Queue an answer (consumed) and send it when the line is free. */
@@ -143,12 +178,17 @@ static void post_answer(ss_kserve_stream *s, uint8_t *bytes, size_t len)
 {
     answer *a = bytes ? calloc(1, sizeof *a) : NULL;
     pthread_mutex_lock(&s->mu);
-    if (!a || s->broken) {
+    if (!a || s->broken || s->queued >= MAX_UNSENT) {
         /* out of memory: the client would wait forever for this answer, so end the call */
         if (!a && !s->broken)
             grpc_call_cancel_with_status(s->call, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory",
                                          NULL);
-        s->broken = true;
+        else if (!s->broken)
+            grpc_call_cancel_with_status(
+                s->call, GRPC_STATUS_RESOURCE_EXHAUSTED,
+                "the client reads this stream too slowly: " STR(MAX_UNSENT) " answers unsent",
+                NULL);
+        set_broken(s);
         free(a);
         free(bytes);
         pthread_mutex_unlock(&s->mu);
@@ -185,15 +225,53 @@ static void post_decode_error(ss_kserve_stream *s, const uint8_t *req, size_t le
     post_error(s, model, id, err);
 }
 
+/* Link (held) or unlink a request of the stream's held list (lock held). */
+static void hold(ss_kserve_stream *s, pending *p, bool held)
+{
+    if (held) {
+        p->prev = NULL;
+        p->next = s->held;
+        if (s->held) s->held->prev = p;
+        s->held = p;
+        return;
+    }
+    if (p->prev)
+        p->prev->next = p->next;
+    else
+        s->held = p->next;
+    if (p->next) p->next->prev = p->prev;
+}
+
+/* ss_predict_partial: a piece of a streaming request, answered at once. */
+static void answer_piece(void *ctx, size_t instance, const ss_serving_instance *chunk)
+{
+    (void)instance; /* a KServe request is one instance, or one batch answered whole */
+    pending *p = ctx;
+    ss_kserve_error err = {0};
+    uint8_t *resp = NULL, *out = NULL;
+    size_t resp_len = 0, len = 0;
+    if (!ss_kserve_grpc_encode_partial(p->call, chunk, &resp, &resp_len, &err)) return;
+    bool ok = ss_kserve_grpc_stream_reply(resp, resp_len, &out, &len, &err);
+    free(resp);
+    if (!ok) return; /* out of memory: this piece is missed, the final answer has them all */
+    p->streamed = true;
+    post_answer(p->stream, out, len);
+}
+
 static void answered(void *done_ctx, ss_predict_reply *reply)
 {
     pending *p = done_ctx;
     ss_kserve_stream *s = p->stream;
+    pthread_mutex_lock(&s->mu);
+    hold(s, p, false);
+    pthread_mutex_unlock(&s->mu);
     ss_kserve_error err = {0};
     uint8_t *resp = NULL, *out = NULL;
     size_t resp_len = 0, len = 0;
     reply = ss_predict_reply_finish(reply, p->req);
-    bool ok = reply && ss_kserve_grpc_encode_reply(p->call, reply, &resp, &resp_len, &err);
+    bool ok = reply &&
+              (p->streamed ? ss_kserve_grpc_encode_final(p->call, reply, &resp, &resp_len, &err)
+                           : ss_kserve_grpc_encode_reply(p->call, reply, &resp, &resp_len, &err));
     if (!reply) ss_kserve_fail(&err, 500, "out of memory");
     ss_predict_reply_free(reply);
     ok = ok && ss_kserve_grpc_stream_reply(resp, resp_len, &out, &len, &err);
@@ -229,9 +307,13 @@ static void handle_request(ss_kserve_stream *s, const uint8_t *buf, size_t len)
         return;
     }
     p->stream = s;
+    p->req->partial = answer_piece;
+    p->req->partial_ctx = p;
     pthread_mutex_lock(&s->mu);
     s->owed++;
     s->refs++;
+    hold(s, p, true);
+    if (s->broken) ss_predict_request_cancel(p->req);
     pthread_mutex_unlock(&s->mu);
     h->predict(h->ctx, p->req, answered, p);
 }
@@ -277,7 +359,7 @@ static void on_recv(ss_kserve_stream *s, bool ok)
     pthread_mutex_lock(&s->mu);
     s->reading = false;
     if (!ok)
-        s->broken = true;
+        set_broken(s);
     else if (!got)
         s->half_closed = true;
     read_more(s);
@@ -291,7 +373,7 @@ static void on_send(ss_kserve_stream *s, bool ok)
     grpc_byte_buffer_destroy(s->sending);
     s->sending = NULL;
     s->send_busy = false;
-    if (!ok) s->broken = true;
+    if (!ok) set_broken(s);
     if (!s->broken && s->head) send_next(s);
     read_more(s);
     maybe_finish(s);
@@ -309,8 +391,13 @@ void ss_kserve_stream_event(void *tag, bool ok)
     case OP_SEND:
         on_send(s, ok);
         break;
-    case OP_CLOSE:
+    case OP_STATUS:
         pthread_mutex_lock(&s->mu);
+        unref_unlock(s);
+        break;
+    case OP_CLOSE: /* the call is over: cancelled when the client went away first */
+        pthread_mutex_lock(&s->mu);
+        if (s->cancelled) set_broken(s);
         unref_unlock(s);
         break;
     }
@@ -324,8 +411,8 @@ bool ss_kserve_stream_start(grpc_call *call, const ss_kserve_stream_env *env)
         grpc_call_unref(call);
         return false;
     }
-    op_tag *tags[] = {&s->recv_tag, &s->send_tag, &s->close_tag};
-    for (int i = 0; i < 3; i++)
+    op_tag *tags[] = {&s->recv_tag, &s->send_tag, &s->status_tag, &s->close_tag};
+    for (int i = 0; i < 4; i++)
         *tags[i] = (op_tag){{SS_KSERVE_STREAM_TAG}, (op_kind)i, s};
     s->call = call;
     s->env = *env;
@@ -334,6 +421,11 @@ bool ss_kserve_stream_start(grpc_call *call, const ss_kserve_stream_env *env)
     env->live(env->live_ctx, 1);
     pthread_mutex_lock(&s->mu);
     s->refs = 1; /* held until the first receive is posted */
+    grpc_op close;
+    memset(&close, 0, sizeof close);
+    close.op = GRPC_OP_RECV_CLOSE_ON_SERVER;
+    close.data.recv_close_on_server.cancelled = &s->cancelled;
+    start_batch(s, &close, 1, &s->close_tag);
     read_more(s);
     unref_unlock(s);
     return true;

@@ -33,6 +33,13 @@ typedef struct {
     void *live_ctx;
 } ss_kserve_stream_env;
 
+/* Start sending one message (`bytes`, malloc'd, consumed) on a call with `tag`: the initial
+ * metadata first when *metadata_sent is false (then set). *sending keeps the buffer until the
+ * batch completes (destroy it then). false: the batch did not start. Shared by the server's
+ * streams (ModelStreamInfer here, PredictStream in grpc_server.c). */
+bool ss_grpc_send_message(grpc_call *call, uint8_t *bytes, size_t len, bool *metadata_sent,
+                          grpc_byte_buffer **sending, void *tag);
+
 /* Take over an accepted call (its reference passes to the stream) on completion queue cq.
  * Returns false (call cancelled and released) when the stream cannot start. */
 bool ss_kserve_stream_start(grpc_call *call, const ss_kserve_stream_env *env);
