@@ -212,14 +212,16 @@ def test_openai_text_and_ids():
         status, by_ids = post(c, "/v1/completions", dict(body, prompt=encoded))
         assert by_ids["choices"][0]["token_ids"] == ch["token_ids"], (by_ids, ch)
         # sampled, seeded: streamed == not streamed
-        sampled = dict(body, temperature=0.9, top_p=0.9, seed=123, presence_penalty=0.5,
-                       frequency_penalty=0.3, max_tokens=30)
+        sampled = dict(body, temperature=1.5, top_p=0.95, seed=3, presence_penalty=0.5,
+                       frequency_penalty=0.3, max_tokens=60)
         status, s_whole = post(c, "/v1/completions", sampled)
         assert status == 200, s_whole
         s_text, s_ids, _, _, _ = openai_stream(c, sampled)
+        # seed 3 samples a lone UTF-8 lead byte (0xC3): held back, then U+FFFD like decode's
+        assert VOCAB[CHARS[0xC3]] in s_ids and s_text == decode(s_ids), (s_ids, s_text)
         assert s_ids == s_whole["choices"][0]["token_ids"] and s_text == s_whole["choices"][0]["text"], (s_text, s_whole)
         print("    text prompt of 9 tokens: 40 tokens, %d chunks, streamed text == whole == decoded "
-              "ids (%r...); sampled seeded run equal streamed and not" % (n_chunks, text[:20]))
+              "ids (%r...); a sampled seeded run with a lone UTF-8 lead byte equal streamed and not" % (n_chunks, text[:20]))
         # stop strings: the output ends before the first one
         cut = ch["text"][12:15]
         want = ch["text"][:ch["text"].index(cut)]
