@@ -150,8 +150,8 @@ static void openai_whole(ss_rest_gen *g, const int64_t *ids, size_t n, const cha
     sb_str(out, "}");
 }
 
-const gen_codec ss_gen_codec_openai = {"completions", openai_parse, openai_error, openai_chunk,
-                                       openai_last, openai_whole};
+const gen_codec ss_gen_codec_openai = {"completions", openai_parse, openai_error,
+                                       openai_chunk,  openai_last,  openai_whole};
 
 /* Does the ready version of `servable` have a generate method? */
 static bool openai_generates(const ss_predict_handler *h, const char *servable)

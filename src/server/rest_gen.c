@@ -100,8 +100,8 @@ bool gen_parse_common(const cJSON *obj, gen_params *p, gen_err *e)
         if (!cJSON_IsNumber(v))
             return gen_fail(e, MHD_HTTP_BAD_REQUEST, name, "'%s' must be a number", name);
         if (gen_param_table[k].integer && v->valuedouble != floor(v->valuedouble))
-            return gen_fail(e, MHD_HTTP_BAD_REQUEST, name, "'%s' must be an integer, got %g",
-                            name, v->valuedouble);
+            return gen_fail(e, MHD_HTTP_BAD_REQUEST, name, "'%s' must be an integer, got %g", name,
+                            v->valuedouble);
         p->set[k] = true;
         p->value[k] = v->valuedouble;
     }
@@ -270,8 +270,8 @@ static bool gen_prompt_ids(ss_rest_gen *g, const gen_params *p, int64_t **ids, s
             return gen_fail(e, MHD_HTTP_BAD_REQUEST, field,
                             "'%s' is text, but model '%s' has no usable tokenizer.json in its "
                             "servable folder%s%s%s: give the prompt as token ids",
-                            field, g->info.model, g->tk_why ? " (" : "",
-                            g->tk_why ? g->tk_why : "", g->tk_why ? ")" : "");
+                            field, g->info.model, g->tk_why ? " (" : "", g->tk_why ? g->tk_why : "",
+                            g->tk_why ? ")" : "");
         int32_t *ids32 = NULL;
         const char *text = p->prompt->valuestring;
         ss_status *st = ss_tokenizer_encode(g->tk, text, strlen(text), true, &ids32, n);
@@ -549,7 +549,8 @@ static const char *gen_reason(const ss_predict_reply *reply)
 static void gen_text_ready(ss_rest_gen *g, bool final, const char **piece, size_t *n)
 {
     const char *text = g->text.p ? g->text.p : "";
-    ss_stop_result r = ss_stop_scan((const char *const *)g->stops, g->n_stops, text, g->text.len, 0);
+    ss_stop_result r =
+        ss_stop_scan((const char *const *)g->stops, g->n_stops, text, g->text.len, 0);
     size_t end = r.stopped || !final ? r.emit : g->text.len;
     if (r.stopped && !g->stopped) {
         g->stopped = true;
@@ -731,8 +732,8 @@ void ss_rest_gen_encode(ss_rest_gen *g, const ss_predict_reply *reply, unsigned 
     g->info.completion_tokens = n;
     if (ok && g->tk) ok = gen_whole_text(g, ids, n, &reason, &e);
     if (ok)
-        g->codec->whole(g, ids, n, g->tk ? (g->text.p ? g->text.p : "") : NULL, g->text.len,
-                        reason, &s);
+        g->codec->whole(g, ids, n, g->tk ? (g->text.p ? g->text.p : "") : NULL, g->text.len, reason,
+                        &s);
     else
         g->codec->error(&e, &s);
     *status = ok ? MHD_HTTP_OK : e.status;

@@ -32,12 +32,22 @@ typedef struct ss_rest_gen_env ss_rest_gen_env;
 /* ------------------------------------------------------------------ for codecs */
 
 #define SS_GEN_MAX_STOPS 4
-enum { GEN_P_MAX_TOKENS, GEN_P_TEMPERATURE, GEN_P_TOP_K, GEN_P_TOP_P, GEN_P_MIN_P, GEN_P_SEED,
-       GEN_P_REPETITION, GEN_P_PRESENCE, GEN_P_FREQUENCY, GEN_P_COUNT };
+enum {
+    GEN_P_MAX_TOKENS,
+    GEN_P_TEMPERATURE,
+    GEN_P_TOP_K,
+    GEN_P_TOP_P,
+    GEN_P_MIN_P,
+    GEN_P_SEED,
+    GEN_P_REPETITION,
+    GEN_P_PRESENCE,
+    GEN_P_FREQUENCY,
+    GEN_P_COUNT
+};
 
 typedef struct {
-    char *model;      /* the servable */
-    uint64_t version; /* 0: the latest */
+    char *model;         /* the servable */
+    uint64_t version;    /* 0: the latest */
     const cJSON *prompt; /* ids (array of integers) or text (string); borrowed from the body */
     const char *prompt_field;
     bool set[GEN_P_COUNT];

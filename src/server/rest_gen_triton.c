@@ -31,7 +31,8 @@ static bool triton_url(const char *url, gen_params *p, gen_err *e)
         end = stop;
     }
     p->stream = !strcmp(end, "/generate_stream");
-    if (!p->stream && strcmp(end, "/generate")) return gen_fail(e, 404, "", "unknown route %s", url);
+    if (!p->stream && strcmp(end, "/generate"))
+        return gen_fail(e, 404, "", "unknown route %s", url);
     return true;
 }
 
@@ -111,5 +112,5 @@ static void triton_whole(ss_rest_gen *g, const int64_t *ids, size_t n, const cha
     sb_str(out, "}");
 }
 
-const gen_codec ss_gen_codec_triton = {"generate", triton_parse, triton_error, triton_chunk,
-                                       triton_last, triton_whole};
+const gen_codec ss_gen_codec_triton = {"generate",   triton_parse, triton_error,
+                                       triton_chunk, triton_last,  triton_whole};

@@ -33,7 +33,7 @@ ss_sse *ss_sse_new(struct MHD_Connection *conn, size_t cap, void *owner,
     pthread_mutex_init(&s->mu, NULL);
     s->conn = conn;
     s->limit = cap;
-    s->suspended = true;
+    s->suspended = conn != NULL;
     s->refs = 2; /* the producer and the connection */
     s->owner = owner;
     s->owner_free = owner_free;

@@ -19,8 +19,9 @@
 
 typedef struct ss_sse ss_sse;
 
-/* A stream for `conn`, which the caller has suspended (it is resumed by the first write).
- * cap bounds the bytes queued and not yet sent. NULL when out of memory. */
+/* A stream for `conn`, which the caller has suspended (it is resumed by the first write); with
+ * conn NULL nobody reads it (the fuzz target drives the writers alone). cap bounds the bytes
+ * queued and not yet sent. NULL when out of memory. */
 ss_sse *ss_sse_new(struct MHD_Connection *conn, size_t cap, void *owner,
                    void (*owner_free)(void *owner), void (*gone)(void *owner));
 /* Producer: queue bytes (an event or several). false when they were dropped: the client is gone,
