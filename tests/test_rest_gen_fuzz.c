@@ -29,17 +29,17 @@ static int fuzz_describe(void *ctx, const char *servable, uint64_t version,
         snprintf(why, cap, "unknown");
         return SS_DESCRIBE_NOT_FOUND;
     }
-    static const char *const ins[] = {"prompt", "max_tokens", "temperature", "top_k",
+    static const char *const ins[] = {"prompt", "max_tokens", "temperature",   "top_k",
                                       "top_p",  "seed",       "stop_token_ids"};
     static ss_serving_tensor_spec in[7], outs[2];
     for (int i = 0; i < 7; i++)
         in[i] = (ss_serving_tensor_spec){.name = (char *)ins[i], .ndim = i == 0 || i == 6};
     outs[0] = (ss_serving_tensor_spec){.name = "tokens", .dtype = SS_DT_INT64, .ndim = 1};
     outs[1] = (ss_serving_tensor_spec){.name = "finish_reason", .dtype = SS_DT_STRING};
-    ss_serving_method m = {.name = "generate", .inputs = in, .outputs = outs, .n_inputs = 7,
-                           .n_outputs = 2};
-    ss_serving_signature sig = {.servable = (char *)servable, .version = 1, .methods = &m,
-                                .n_methods = 1};
+    ss_serving_method m = {
+        .name = "generate", .inputs = in, .outputs = outs, .n_inputs = 7, .n_outputs = 2};
+    ss_serving_signature sig = {
+        .servable = (char *)servable, .version = 1, .methods = &m, .n_methods = 1};
     *out = ss_serving_signature_copy(&sig);
     return *out ? SS_DESCRIBE_OK : SS_DESCRIBE_NOT_READY;
 }
@@ -55,8 +55,8 @@ static ss_predict_reply *fuzz_reply(const int64_t *ids, size_t n)
     if (n) memcpy(t.data, ids, n * sizeof *ids);
     ss_status_free(ss_serving_instance_put(&r->instances[0], "tokens", &t, false));
     ss_tensor_free(&t);
-    ss_status_free(ss_serving_instance_put_string(&r->instances[0], "finish_reason", "stop", 4,
-                                                  false));
+    ss_status_free(
+        ss_serving_instance_put_string(&r->instances[0], "finish_reason", "stop", 4, false));
     return r;
 }
 

@@ -58,7 +58,7 @@ void ss_sse_put(ss_sse *s)
 static bool sse_append(ss_sse *s, const char *bytes, size_t len)
 {
     if (s->off && s->off == s->len) s->off = s->len = 0;
-    if (s->len + len > s->cap) {
+    if (s->len + len > s->cap && s->off) {
         memmove(s->buf, s->buf + s->off, s->len - s->off);
         s->len -= s->off;
         s->off = 0;
