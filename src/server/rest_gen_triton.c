@@ -17,7 +17,8 @@
 /* NAME and V from /v2/models/NAME[/versions/V]/generate[_stream]. */
 static bool triton_url(const char *url, gen_params *p, gen_err *e)
 {
-    const char *name = url + strlen("/v2/models/");
+    if (strncmp(url, "/v2/models/", 11)) return gen_fail(e, 404, "", "unknown route %s", url);
+    const char *name = url + 11;
     const char *end = strchr(name, '/');
     if (!end || end == name) return gen_fail(e, 404, "", "unknown route %s", url);
     p->model = strndup(name, (size_t)(end - name));
