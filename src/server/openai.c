@@ -73,10 +73,10 @@ static bool openai_parse(const char *url, const cJSON *root, gen_params *p, gen_
 
 static void openai_error(const gen_err *e, sbuf *out)
 {
-    const char *type = e->status == 404   ? "invalid_request_error"
-                       : e->status < 500  ? "invalid_request_error"
+    const char *type = e->status < 500    ? "invalid_request_error"
                        : e->status == 503 ? "service_unavailable"
                                           : "server_error";
+    bool no_model = e->status == 404 && !strcmp(e->param, "model");
     sb_str(out, "{\"error\":{\"message\":");
     if (!sb_json_string(out, e->msg, strlen(e->msg))) sb_str(out, "\"(not UTF-8)\"");
     sb_str(out, ",\"type\":");
@@ -86,7 +86,7 @@ static void openai_error(const gen_err *e, sbuf *out)
         sb_json_string(out, e->param, strlen(e->param));
     else
         sb_str(out, "null");
-    sb_str(out, e->status == 404 ? ",\"code\":\"model_not_found\"}}" : ",\"code\":null}}");
+    sb_str(out, no_model ? ",\"code\":\"model_not_found\"}}" : ",\"code\":null}}");
 }
 
 static void openai_head(ss_rest_gen *g, sbuf *out)

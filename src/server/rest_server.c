@@ -517,12 +517,14 @@ static bool decode_generate(conn_ctx *c)
     return true;
 }
 
-static enum MHD_Result send_gen_error(conn_ctx *c, unsigned status, const char *fmt, size_t arg)
+/* An error in the protocol's own form (Triton's or OpenAI's). */
+static enum MHD_Result send_gen_error(conn_ctx *c, const gen_codec *codec, unsigned status,
+                                      const char *msg)
 {
     gen_err e = {0};
-    gen_fail(&e, status, "", fmt, arg);
+    gen_fail(&e, status, "", "%s", msg);
     sbuf s = {0};
-    c->gen_codec->error(&e, &s);
+    codec->error(&e, &s);
     return send_json(c->conn, status, s.oom ? NULL : s.p, s.len);
 }
 
@@ -531,17 +533,19 @@ static enum MHD_Result send_gen_error(conn_ctx *c, unsigned status, const char *
 static enum MHD_Result start_generate(conn_ctx *c, const char *url, const gen_codec *codec)
 {
     ss_rest_server *srv = c->srv;
+    char msg[160];
     c->gen_codec = codec;
     if (c->too_big) {
         ss_metric_add(srv->refused_body, 1);
-        return send_gen_error(c, MHD_HTTP_CONTENT_TOO_LARGE,
-                              "the request body is bigger than %zu bytes", srv->max_body);
+        snprintf(msg, sizeof msg, "the request body is bigger than %zu bytes", srv->max_body);
+        return send_gen_error(c, codec, MHD_HTTP_CONTENT_TOO_LARGE, msg);
     }
-    if (c->busy)
-        return send_gen_error(c, MHD_HTTP_SERVICE_UNAVAILABLE,
-                              "the server holds too many request bodies (%zu MB): try again later",
-                              srv->held.limit >> 20);
-    if (c->len == 0) return send_gen_error(c, MHD_HTTP_BAD_REQUEST, "the body is empty%.0zu", 0);
+    if (c->busy) {
+        snprintf(msg, sizeof msg, "the server holds %zu MB of request bodies, its limit: try again",
+                 srv->held.limit >> 20);
+        return send_gen_error(c, codec, MHD_HTTP_SERVICE_UNAVAILABLE, msg);
+    }
+    if (c->len == 0) return send_gen_error(c, codec, MHD_HTTP_BAD_REQUEST, "the body is empty");
     const union MHD_ConnectionInfo *fd =
         MHD_get_connection_info(c->conn, MHD_CONNECTION_INFO_CONNECTION_FD);
     if (fd) c->watch = ss_rest_gone_watch(srv->gone, fd->connect_fd, conn_gone, c);
@@ -573,13 +577,9 @@ static enum MHD_Result route_openai_models(conn_ctx *c, const char *url)
 
 static enum MHD_Result route_openai_unknown(conn_ctx *c, const char *url)
 {
-    c->gen_codec = &ss_gen_codec_openai;
-    gen_err e = {0};
-    gen_fail(&e, MHD_HTTP_NOT_FOUND, "", "unknown route %s", url);
-    e.status = MHD_HTTP_BAD_REQUEST; /* not "model_not_found" */
-    sbuf s = {0};
-    ss_gen_codec_openai.error(&e, &s);
-    return send_json(c->conn, MHD_HTTP_NOT_FOUND, s.oom ? NULL : s.p, s.len);
+    char msg[300];
+    snprintf(msg, sizeof msg, "unknown route %.250s", url);
+    return send_gen_error(c, &ss_gen_codec_openai, MHD_HTTP_NOT_FOUND, msg);
 }
 
 /* ------------------------------------------------------------------ access handler */

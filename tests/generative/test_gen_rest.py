@@ -331,6 +331,8 @@ def test_bad_requests_named():
             e = err["error"]
             assert param is None or e["param"] == param, (body, e)
             assert word in e["message"], (word, e)
+        got, err = post(c, "/v1/completions", dict(ok, model="nope"))
+        assert err["error"]["code"] == "model_not_found", err
         got, err = post(c, "/v2/models/nope/generate", {"prompt": [1]})
         assert got == 404 and "nope" in err["error"], err
         got, err = post(c, "/v2/models/gen/generate", {"prompt": [1], "top_k": "x"})
