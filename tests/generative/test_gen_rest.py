@@ -54,40 +54,50 @@ def vocabulary():
              ("e", "d"), ("Ġ", "b"), ("Ġ", "c"), ("a", "r"), ("Ġ", "f"), ("Ġ", "h"), ("l", "l"), ("s", "t"), ("l", "e")]
     merges = []
     for a, b in pairs:
-        if len(tokens) == 128:
+        if len(tokens) == BOS:
             break
         tokens.append(a + b)
         merges.append(a + " " + b)
-    assert len(tokens) == 128
+    tokens.append("<s>")  # id 127: an added special token, Llama's BOS when the template adds it
     # a byte-level vocabulary has every byte: the rest get ids the model never emits
     tokens += [CHARS[b] for b in range(256) if CHARS[b] not in tokens]
     return {t: i for i, t in enumerate(tokens)}, merges
 
 
+BOS = 127
 VOCAB, MERGES = vocabulary()
 BY_ID = {i: t for t, i in VOCAB.items()}
 
 
-def write_tokenizer(folder):
-    tok = {"model": {"type": "BPE", "vocab": VOCAB, "merges": MERGES},
+def write_tokenizer(folder, bos=False):
+    """GPT-2 style; bos: Llama-3 style, the post-processor puts <s> in front of every prompt."""
+    vocab = {t: i for t, i in VOCAB.items() if i != BOS}
+    tok = {"model": {"type": "BPE", "vocab": vocab, "merges": MERGES},
            "pre_tokenizer": {"type": "ByteLevel", "add_prefix_space": False, "use_regex": True},
-           "decoder": {"type": "ByteLevel"}}
+           "decoder": {"type": "ByteLevel"},
+           "added_tokens": [{"id": BOS, "content": "<s>", "special": True}]}
+    if bos:
+        tok["post_processor"] = {
+            "type": "TemplateProcessing",
+            "single": [{"SpecialToken": {"id": "<s>", "type_id": 0}},
+                       {"Sequence": {"id": "A", "type_id": 0}}],
+            "special_tokens": {"<s>": {"id": "<s>", "ids": [BOS], "tokens": ["<s>"]}}}
     with open(os.path.join(folder, "tokenizer.json"), "w") as f:
         json.dump(tok, f)
 
 
 def decode(ids):
-    """Byte-level decode, invalid UTF-8 replaced as Hugging Face does."""
-    return bytes(UNCHARS[c] for i in ids for c in BY_ID[i]).decode("utf-8", "replace")
+    """Byte-level decode skipping special tokens, invalid UTF-8 replaced as Hugging Face does."""
+    return bytes(UNCHARS[c] for i in ids if i != BOS for c in BY_ID[i]).decode("utf-8", "replace")
 
 
 # ---------------------------------------------------------------- serving and HTTP
-def serve(c, ranks=1, tokenizer=False, gen=None):
+def serve(c, ranks=1, tokenizer=False, gen=None, bos=False):
     models = c.add_servable("gen", os.path.join(CASE, "model.onnx"), ranks, methods=[METHOD],
                             extra={"generate": gen or {"max_running": 32, "max_context": 256}},
                             shard_args=("--kv-pool",))
     if tokenizer:
-        write_tokenizer(os.path.join(c.servables, "gen"))
+        write_tokenizer(os.path.join(c.servables, "gen"), bos)
     c.serve([("gen", 1, c.write_rank_table(ranks))])
     c.agents(c.worker_addresses["gen"][0], models)
     c.wait_ready(1)
@@ -233,6 +243,23 @@ def test_openai_text_and_ids():
         print("    stop %r: %d characters, finish_reason stop (streamed and not)" % (cut, len(want)))
 
 
+def test_openai_llama_bos():
+    """Text is encoded with the post-processor's special tokens (Hugging Face's and vLLM's
+    add_special_tokens=True): a Llama-3 style tokenizer.json puts its BOS in front; the GPT-2
+    style one (test_openai_text_and_ids) adds nothing."""
+    with Cluster() as c:
+        serve(c, 1, tokenizer=True, bos=True)
+        body = {"model": "gen", "prompt": "the answer is", "max_tokens": 20, "temperature": 0}
+        status, whole = post(c, "/v1/completions", body)
+        assert status == 200 and whole["usage"]["prompt_tokens"] == 10, whole
+        encoded = [BOS] + [VOCAB[t] for t in ("th", "e", "Ġ", "an", "s", "w", "er", "Ġ", "is")]
+        status, by_ids = post(c, "/v2/models/gen/generate", {"prompt": encoded, "max_tokens": 20,
+                                                            "temperature": 0})
+        assert by_ids["tokens"] == whole["choices"][0]["token_ids"], (by_ids, whole)
+        assert by_ids["text_output"] == whole["choices"][0]["text"] == decode(by_ids["tokens"]), by_ids
+        print("    BOS + 9 tokens, the same answer as the ids [%d, ...]" % BOS)
+
+
 def test_openai_ids_without_tokenizer():
     with Cluster() as c:
         serve(c, 1)
@@ -348,6 +375,7 @@ def test_bad_requests_named():
 
 
 CASES = [test_triton_stream_whole, test_triton_stream_two_ranks, test_openai_text_and_ids,
+         test_openai_llama_bos,
          test_openai_ids_without_tokenizer, test_stream_hang_up_frees_sequence,
          test_plain_hang_up_frees_sequence, test_bad_requests_named]
 
