@@ -114,6 +114,11 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
     return 0;
 }
 
+static void keep_reply(void *ctx, ss_predict_reply *reply)
+{
+    *(ss_predict_reply **)ctx = reply;
+}
+
 static void noop_answered(void *ctx)
 {
     (void)ctx;
@@ -135,8 +140,9 @@ static void fuzz_one(const gen_codec *codec, const char *url, const char *body, 
         return;
     }
     ss_predict_request *req = ss_rest_gen_take_request(g);
-    int64_t ids[24];
-    ss_predict_reply *reply = ss_predict_reply_finish(fuzz_reply(ids, fuzz_ids(ids)), req);
+    ss_predict_reply *reply = NULL;
+    fuzz_predict(NULL, req, keep_reply, &reply); /* partials too: stop strings are watched */
+    reply = ss_predict_reply_finish(reply, req);
     ss_rest_gen_encode(g, reply, &status, &out, &out_len);
     free(out);
     ss_predict_reply_free(reply);

@@ -43,9 +43,10 @@ struct ss_rest_gen {
     const gen_codec *codec;
     gen_info info;
     char id[32];
-    ss_predict_request *req; /* owned (until taken, for a plain request) */
-    ss_tokenizer *tk;        /* the env's; NULL: ids only */
-    const char *tk_why;      /* why there is none, when it failed to load (the env's) */
+    ss_predict_request *req;     /* owned (until taken, for a plain request) */
+    ss_predict_request *running; /* the same, also once taken: what a stop string cancels */
+    ss_tokenizer *tk;            /* the env's; NULL: ids only */
+    const char *tk_why;          /* why there is none, when it failed to load (the env's) */
     char *stops[SS_GEN_MAX_STOPS];
     int n_stops;
     bool stream;
@@ -55,6 +56,8 @@ struct ss_rest_gen {
     sbuf text;        /* the text so far */
     size_t text_sent; /* text[0, text_sent) has been sent */
     bool stopped;     /* a stop string ended it: the request was cancelled for that */
+    sbuf kept;        /* a plain request with stop strings: its ids so far (int64), the answer
+                         when a stop string cancels it */
     void (*answered)(void *ctx);
     void *answered_ctx;
     unsigned early_status; /* an error before any event: answered as a plain error */
@@ -411,7 +414,7 @@ static bool gen_build(ss_rest_gen *g, const gen_params *p, gen_err *e)
 /* The stream's client went away (under the stream's lock, before the last write). */
 static void gen_gone(void *owner)
 {
-    ss_predict_request_cancel(((ss_rest_gen *)owner)->req);
+    ss_predict_request_cancel(((ss_rest_gen *)owner)->running);
 }
 
 static void gen_free(void *arg)
@@ -423,6 +426,7 @@ static void gen_free(void *arg)
         free(g->stops[i]);
     ss_tokenizer_stream_free(g->detok);
     free(g->text.p);
+    free(g->kept.p);
     free(g->early.p);
     free((char *)g->info.model);
     free(g);
@@ -448,7 +452,7 @@ static bool gen_setup(ss_rest_gen *g, const gen_params *p, gen_err *e)
         if (!(g->stops[g->n_stops++] = strdup(p->stops[i])))
             return gen_fail(e, MHD_HTTP_INTERNAL_SERVER_ERROR, "", "out of memory");
     g->stream = p->stream;
-    if (g->stream && g->tk) {
+    if ((g->stream || g->n_stops) && g->tk) {
         ss_status *st = ss_tokenizer_stream_new(g->tk, true, &g->detok);
         if (st) {
             ss_status_free(st);
@@ -484,6 +488,7 @@ bool ss_rest_gen_decode(ss_rest_gen_env *env, const gen_codec *codec, const char
     }
     cJSON_Delete(root); /* p borrowed from it: copied (stops) or used (prompt) by now */
     if (ok) {
+        g->running = g->req;
         *out = g;
         return true;
     }
@@ -554,7 +559,7 @@ static void gen_text_ready(ss_rest_gen *g, bool final, const char **piece, size_
     size_t end = r.stopped || !final ? r.emit : g->text.len;
     if (r.stopped && !g->stopped) {
         g->stopped = true;
-        if (!final) ss_predict_request_cancel(g->req); /* the worker still holds it */
+        if (!final) ss_predict_request_cancel(g->running); /* the worker still holds it */
     }
     if (end < g->text_sent) end = g->text_sent;
     *piece = text + g->text_sent;
@@ -577,7 +582,8 @@ static void gen_detok_push(ss_rest_gen *g, const int64_t *ids, size_t n)
     }
 }
 
-/* A partial() of the worker: the new tokens as one event. */
+/* A partial() of the worker: the new tokens as one event; for a plain request with stop strings,
+ * only watched for them. */
 static void gen_partial(void *ctx, size_t instance, const ss_serving_instance *chunk)
 {
     (void)instance;
@@ -587,16 +593,18 @@ static void gen_partial(void *ctx, size_t instance, const ss_serving_instance *c
     const int64_t *ids = it->tensor.data;
     size_t n = it->tensor.nbytes / sizeof *ids;
     g->info.completion_tokens += n;
+    if (!g->sse) sb_put(&g->kept, ids, n * sizeof *ids);
     const char *piece = NULL;
     size_t plen = 0;
     if (g->detok) {
         gen_detok_push(g, ids, n);
         gen_text_ready(g, false, &piece, &plen);
     }
+    if (!g->sse) return;
     sbuf ev = {0};
     g->codec->chunk(g, ids, n, piece, plen, &ev);
     if (ev.oom || !ss_sse_send(g->sse, ev.p, ev.len, false))
-        ss_predict_request_cancel(g->req); /* the client is gone or cannot keep up */
+        ss_predict_request_cancel(g->running); /* the client is gone or cannot keep up */
     free(ev.p);
 }
 
@@ -688,6 +696,10 @@ ss_predict_request *ss_rest_gen_take_request(ss_rest_gen *g)
 {
     ss_predict_request *req = g->req;
     g->req = NULL;
+    if (g->detok) { /* stop strings: watched token by token, so that one ends it early */
+        req->partial = gen_partial;
+        req->partial_ctx = g;
+    }
     return req;
 }
 
@@ -720,16 +732,21 @@ void ss_rest_gen_encode(ss_rest_gen *g, const ss_predict_reply *reply, unsigned 
 {
     gen_err e = {0};
     sbuf s = {0};
-    const char *err = gen_reply_error(reply, &e.status);
-    const ss_serving_item *it =
-        err || !reply->count ? NULL : ss_serving_instance_find(&reply->instances[0], "tokens");
-    const char *reason = err ? NULL : gen_reason(reply);
+    const char *err = g->stopped ? NULL : gen_reply_error(reply, &e.status);
+    const ss_serving_item *it = err || g->stopped || !reply->count
+                                    ? NULL
+                                    : ss_serving_instance_find(&reply->instances[0], "tokens");
+    const char *reason = err ? NULL : g->stopped ? "stop" : gen_reason(reply);
     bool ok = !err || (snprintf(e.msg, sizeof e.msg, "%s", err), false);
-    if (ok && (!it || it->tensor.dtype != SS_DT_INT64))
+    if (ok && !g->stopped && (!it || it->tensor.dtype != SS_DT_INT64))
         ok = gen_fail(&e, MHD_HTTP_INTERNAL_SERVER_ERROR, "", "the answer has no int64 tokens");
-    const int64_t *ids = ok ? it->tensor.data : NULL;
-    size_t n = ok ? it->tensor.nbytes / sizeof *ids : 0;
+    if (ok && g->stopped && g->kept.oom)
+        ok = gen_fail(&e, MHD_HTTP_INTERNAL_SERVER_ERROR, "", "out of memory keeping the tokens");
+    /* cancelled by a stop string: the answer is what the partials brought */
+    const int64_t *ids = !ok ? NULL : g->stopped ? (const int64_t *)g->kept.p : it->tensor.data;
+    size_t n = !ok ? 0 : g->stopped ? g->kept.len / sizeof *ids : it->tensor.nbytes / sizeof *ids;
     g->info.completion_tokens = n;
+    g->text.len = 0; /* what the partials detokenized was for finding stop strings */
     if (ok && g->tk) ok = gen_whole_text(g, ids, n, &reason, &e);
     if (ok)
         g->codec->whole(g, ids, n, g->tk ? (g->text.p ? g->text.p : "") : NULL, g->text.len, reason,

@@ -238,9 +238,12 @@ def test_openai_text_and_ids():
         status, stopped = post(c, "/v1/completions", dict(body, stop=[cut, "\x00never"]))
         assert status == 200 and stopped["choices"][0]["text"] == want, (cut, stopped, want)
         assert stopped["choices"][0]["finish_reason"] == "stop", stopped
+        # ended at the stop string, not run to max_tokens and cut
+        assert stopped["usage"]["completion_tokens"] < 40, stopped["usage"]
         st_text, _, st_reason, _, _ = openai_stream(c, dict(body, stop=cut))
         assert st_text == want and st_reason == "stop", (st_text, want, st_reason)
-        print("    stop %r: %d characters, finish_reason stop (streamed and not)" % (cut, len(want)))
+        print("    stop %r: %d characters, finish_reason stop (streamed and not), the plain one "
+              "ended after %d of 40 tokens" % (cut, len(want), stopped["usage"]["completion_tokens"]))
 
 
 def test_openai_llama_bos():
