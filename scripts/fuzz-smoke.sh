@@ -14,7 +14,7 @@ if ! command -v clang >/dev/null; then
 fi
 CC=clang cmake -S . -B "$dir" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DSS_FUZZ=ON >/dev/null
 targets=(fuzz_core_npy fuzz_link_frame fuzz_server_rest fuzz_server_grpc fuzz_server_gen fuzz_kserve_rest fuzz_kserve_grpc fuzz_onnx_load
-         fuzz_rank_table fuzz_servable_config fuzz_tokenizer)
+         fuzz_rank_table fuzz_servable_config fuzz_tokenizer fuzz_rest_gen)
 cmake --build "$dir" -j"$jobs" --target "${targets[@]}"
 # fixtures (seed generators) are pulled in by CTest automatically
 ctest --test-dir "$dir" --output-on-failure -j2 --timeout 300 -L fuzz

@@ -165,3 +165,15 @@ if(TARGET shardserve)
                          ENVIRONMENT "SHARDSERVE=$<TARGET_FILE:shardserve>;PYTHONPATH=${CMAKE_SOURCE_DIR}/python:${CMAKE_BINARY_DIR}/python_proto;no_proxy=*;http_proxy=;https_proxy=")
   endforeach()
 endif()
+
+# Generation over REST (tests/generative/test_gen_rest.py): Triton's generate / generate_stream
+# (Server-Sent Events) and OpenAI's /v1/completions (token ids, or text with a tokenizer.json the
+# test writes), streamed == whole == PyTorch's greedy tokens on 1 and 2 ranks; a client that hangs
+# up frees its sequence; bad requests get 4xx naming the field.
+if(TARGET shardserve)
+  add_test(NAME gen_rest_gpt2_op17
+           COMMAND ${SS_PY} ${SS_TEST_DIR}/generative/test_gen_rest.py ${SS_GEN_DIR}/gpt2_op17)
+  set_tests_properties(gen_rest_gpt2_op17 PROPERTIES FIXTURES_REQUIRED gen_gpt2_op17 TIMEOUT 300
+                       LABELS generative
+                       ENVIRONMENT "SHARDSERVE=$<TARGET_FILE:shardserve>;PYTHONPATH=${CMAKE_SOURCE_DIR}/python;no_proxy=*;http_proxy=;https_proxy=")
+endif()

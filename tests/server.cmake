@@ -108,3 +108,25 @@ if(SS_FUZZ)  # PkgConfig::SS_FUZZ_CJSON comes from the block above
     set_tests_properties(fuzz_kserve_${target}_smoke PROPERTIES TIMEOUT 60 LABELS "server;fuzz")
   endforeach()
 endif()
+
+# libFuzzer target for REST generation (-DSS_FUZZ=ON with clang): Triton's generate and OpenAI's
+# completions bodies through the decoder, made-up answers through the encoders and the event
+# stream (tests/test_rest_gen_fuzz.c). A 10-second smoke run for CI.
+if(SS_FUZZ)
+  pkg_check_modules(SS_FUZZ_MHD REQUIRED IMPORTED_TARGET libmicrohttpd)
+  get_target_property(ss_gen_src ss_server SOURCE_DIR)
+  add_executable(fuzz_rest_gen ${SS_TEST_DIR}/test_rest_gen_fuzz.c ${ss_gen_src}/rest_gen.c
+                 ${ss_gen_src}/rest_gen_triton.c ${ss_gen_src}/openai.c ${ss_gen_src}/sse.c
+                 ${ss_gen_src}/sbuf.c)
+  target_include_directories(fuzz_rest_gen PRIVATE ${ss_gen_src} ${SS_TEST_DIR}
+                             ${CMAKE_SOURCE_DIR}/src)
+  target_compile_options(fuzz_rest_gen PRIVATE -fsanitize=fuzzer,address,undefined
+                         -fno-sanitize-recover=undefined)
+  target_link_options(fuzz_rest_gen PRIVATE -fsanitize=fuzzer,address,undefined)
+  target_link_libraries(fuzz_rest_gen ss_serving ss_tokenizer ss_generate ss_core
+                        PkgConfig::SS_FUZZ_CJSON PkgConfig::SS_FUZZ_MHD Threads::Threads m)
+  add_test(NAME fuzz_rest_gen_smoke
+           COMMAND fuzz_rest_gen -max_total_time=10 -max_len=4096 -rss_limit_mb=1024
+                   -dict=${SS_TEST_DIR}/robustness/json.dict)
+  set_tests_properties(fuzz_rest_gen_smoke PROPERTIES TIMEOUT 60 LABELS "server;fuzz")
+endif()

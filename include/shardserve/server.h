@@ -106,6 +106,9 @@ typedef struct {
     ss_ready_fn ready; /* NULL: always ready */
     void *ready_ctx;
     const ss_ssl_config *ssl; /* NULL: plaintext (HTTP) */
+    /* Where servable folders live: a servable's tokenizer.json there lets /v1/completions and
+     * generate take and give text (NULL: token ids only). */
+    const char *servable_dir;
 } ss_rest_options;
 
 typedef struct ss_rest_server ss_rest_server;

@@ -432,7 +432,8 @@ int cmd_serve(int argc, char **argv)
                               .max_connections = (int)lim.rest_connections,
                               .max_per_client = (int)lim.rest_per_client,
                               .read_timeout_s = (int)lim.rest_read_s,
-                              .max_buffered_mb = (int)lim.rest_held_mb};
+                              .max_buffered_mb = (int)lim.rest_held_mb,
+                              .servable_dir = servable_dir};
         st = ss_rest_server_start(&ro, &rs);
         if (!st) {
             char host[256];

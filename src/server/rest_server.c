@@ -46,6 +46,8 @@
 #include "kserve_rest.h"
 #include "kserve_shm.h"
 #include "rest_codec.h"
+#include "rest_gen.h"
+#include "rest_gone.h"
 #include "rest_guard.h"
 #include "budget.h"
 #include "tls.h"
@@ -74,10 +76,13 @@ struct ss_rest_server {
     ss_metric_series *refused_body; /* bodies over max_body */
     ss_workq *decoder;              /* parses predict bodies off the MHD thread */
     ss_byte_budget held;            /* request bodies received and not yet answered */
+    ss_rest_gen_env *gen;           /* generate, generate_stream and /v1/completions */
+    ss_rest_gone *gone;             /* notices clients that hang up on a generation */
 };
 
-/* C_REFUSED: answered from the headers alone (the body is never wanted). */
-typedef enum { C_RECEIVING, C_WAITING, C_ANSWERED, C_REFUSED } conn_state;
+/* C_REFUSED: answered from the headers alone (the body is never wanted). C_STREAMING: a streamed
+ * generation, answered by its event stream (rest_gen.h). */
+typedef enum { C_RECEIVING, C_WAITING, C_ANSWERED, C_REFUSED, C_STREAMING } conn_state;
 
 typedef struct conn_ctx conn_ctx;
 /* A request body's expensive part, run on the decoder thread: parse it into c->req and choose
@@ -120,6 +125,10 @@ struct conn_ctx {
         char *body;
         size_t len;
     } early; /* a refusal made by the decoder, sent once the connection is resumed */
+    const gen_codec *gen_codec; /* a generation (Triton's generate, OpenAI's completions) */
+    ss_rest_gen *gen;           /* ... its state once decoded */
+    uint64_t watch;             /* its ticket with the hang-up watcher (0: none) */
+    bool client_gone;           /* the watcher saw the client hang up (under mu) */
 };
 
 /* ------------------------------------------------------------------ responses */
@@ -256,6 +265,7 @@ static void rest_done(void *done_ctx, ss_predict_reply *reply)
 {
     conn_ctx *c = done_ctx;
     ss_rest_server *srv = c->srv;
+    ss_rest_gone_forget(srv->gone, c->watch); /* no cancel after done() */
     pthread_mutex_lock(&c->mu);
     c->answer = reply;
     c->state = C_ANSWERED;
@@ -319,12 +329,26 @@ static void encode_early(conn_ctx *c, ss_predict_reply *reply, unsigned *status,
     c->early.body = NULL;
 }
 
+/* A streamed generation wrote its last event: the server may stop once every one has. */
+static void stream_answered(void *arg)
+{
+    ss_rest_server *srv = arg;
+    pthread_mutex_lock(&srv->mu);
+    if (--srv->pending == 0) pthread_cond_broadcast(&srv->cv);
+    pthread_mutex_unlock(&srv->mu);
+}
+
 /* On the decoder thread: parse the body, then hand the request to the handler or answer the
  * refusal (either way the connection is resumed by rest_done). */
 static void decode_job(void *arg)
 {
     conn_ctx *c = arg;
-    if (c->decode(c)) {
+    bool decoded = c->decode(c);
+    if (decoded && c->state == C_STREAMING) {
+        ss_rest_gen_start(c->gen, stream_answered, c->srv);
+        return;
+    }
+    if (decoded) {
         c->srv->handler.predict(c->srv->handler.ctx, c->req, rest_done, c);
         return;
     }
@@ -443,6 +467,119 @@ static enum MHD_Result start_kserve_infer(conn_ctx *c, const char *url)
         MHD_lookup_connection_value(c->conn, MHD_HEADER_KIND, "Inference-Header-Content-Length");
     if (hl && !(c->header_len = strdup(hl))) return send_error(c->conn, "out of memory");
     return defer_decode(c, url, decode_kserve);
+}
+
+/* ------------------------------------------------------------------ generation */
+
+static void encode_generate(conn_ctx *c, ss_predict_reply *reply, unsigned *status, char **body,
+                            size_t *len, size_t *json_len)
+{
+    reply = ss_predict_reply_finish(reply, c->req);
+    ss_rest_gen_encode(c->gen, reply, status, body, len);
+    ss_predict_reply_free(reply);
+    *json_len = *len;
+}
+
+/* The watcher saw the client hang up: cancel what is running for it (or, while the body is still
+ * being decoded, have the decoder cancel it). */
+static void conn_gone(void *arg)
+{
+    conn_ctx *c = arg;
+    pthread_mutex_lock(&c->mu);
+    c->client_gone = true;
+    if (c->state == C_STREAMING) ss_rest_gen_client_gone(c->gen);
+    if (c->state == C_WAITING && c->req) ss_predict_request_cancel(c->req);
+    pthread_mutex_unlock(&c->mu);
+}
+
+static bool decode_generate(conn_ctx *c)
+{
+    ss_rest_server *srv = c->srv;
+    ss_rest_gen *g = NULL;
+    bool ok = ss_rest_gen_decode(srv->gen, c->gen_codec, c->url, c->body, c->len, c->conn, &g,
+                                 &c->early.status, &c->early.body, &c->early.len);
+    body_drop(c);
+    if (!ok) {
+        c->encode = encode_early;
+        return false;
+    }
+    pthread_mutex_lock(&c->mu);
+    c->gen = g;
+    if (ss_rest_gen_streaming(g)) {
+        c->state = C_STREAMING;
+        if (c->client_gone) ss_rest_gen_client_gone(g);
+    } else {
+        c->req = ss_rest_gen_take_request(g);
+        c->encode = encode_generate;
+        if (c->client_gone) ss_predict_request_cancel(c->req);
+    }
+    pthread_mutex_unlock(&c->mu);
+    return true;
+}
+
+/* An error in the protocol's own form (Triton's or OpenAI's). */
+static enum MHD_Result send_gen_error(conn_ctx *c, const gen_codec *codec, unsigned status,
+                                      const char *msg)
+{
+    gen_err e = {0};
+    gen_fail(&e, status, "", "%s", msg);
+    sbuf s = {0};
+    codec->error(&e, &s);
+    return send_json(c->conn, status, s.oom ? NULL : s.p, s.len);
+}
+
+/* A generation's body has arrived: decoded on the decoder thread (a text prompt is tokenized
+ * there), watched for a hang-up from now until it is answered. */
+static enum MHD_Result start_generate(conn_ctx *c, const char *url, const gen_codec *codec)
+{
+    ss_rest_server *srv = c->srv;
+    char msg[160];
+    c->gen_codec = codec;
+    if (c->too_big) {
+        ss_metric_add(srv->refused_body, 1);
+        snprintf(msg, sizeof msg, "the request body is bigger than %zu bytes", srv->max_body);
+        return send_gen_error(c, codec, MHD_HTTP_CONTENT_TOO_LARGE, msg);
+    }
+    if (c->busy) {
+        snprintf(msg, sizeof msg, "the server holds %zu MB of request bodies, its limit: try again",
+                 srv->held.limit >> 20);
+        return send_gen_error(c, codec, MHD_HTTP_SERVICE_UNAVAILABLE, msg);
+    }
+    if (c->len == 0) return send_gen_error(c, codec, MHD_HTTP_BAD_REQUEST, "the body is empty");
+    const union MHD_ConnectionInfo *fd =
+        MHD_get_connection_info(c->conn, MHD_CONNECTION_INFO_CONNECTION_FD);
+    if (fd) c->watch = ss_rest_gone_watch(srv->gone, fd->connect_fd, conn_gone, c);
+    return defer_decode(c, url, decode_generate);
+}
+
+/* POST /v2/models/NAME[/versions/V]/generate[_stream], else KServe's infer. */
+static enum MHD_Result start_kserve_post(conn_ctx *c, const char *url)
+{
+    size_t n = strlen(url);
+    bool gen = (n > 9 && !strcmp(url + n - 9, "/generate")) ||
+               (n > 16 && !strcmp(url + n - 16, "/generate_stream"));
+    return gen ? start_generate(c, url, &ss_gen_codec_triton) : start_kserve_infer(c, url);
+}
+
+static enum MHD_Result start_completions(conn_ctx *c, const char *url)
+{
+    return start_generate(c, url, &ss_gen_codec_openai);
+}
+
+static enum MHD_Result route_openai_models(conn_ctx *c, const char *url)
+{
+    unsigned status = 0;
+    char *body = NULL;
+    size_t len = 0;
+    ss_openai_models(ss_rest_gen_env_handler(c->srv->gen), &status, &body, &len);
+    return send_json(c->conn, status, body, len);
+}
+
+static enum MHD_Result route_openai_unknown(conn_ctx *c, const char *url)
+{
+    char msg[300];
+    snprintf(msg, sizeof msg, "unknown route %.250s", url);
+    return send_gen_error(c, &ss_gen_codec_openai, MHD_HTTP_NOT_FOUND, msg);
 }
 
 /* ------------------------------------------------------------------ access handler */
@@ -675,10 +812,13 @@ static const rest_route routes[] = {
     {MHD_HTTP_METHOD_GET, "/v2/health/live", false, false, route_kserve_get},
     {MHD_HTTP_METHOD_GET, "/v2/health/ready", false, false, route_kserve_get},
     {MHD_HTTP_METHOD_GET, "/v2/models/", true, false, route_kserve_get},
-    {MHD_HTTP_METHOD_POST, "/v2/models/", true, false, start_kserve_infer},
+    {MHD_HTTP_METHOD_POST, "/v2/models/", true, false, start_kserve_post},
     {MHD_HTTP_METHOD_POST, "/v2/repository/", true, false, route_kserve_repository},
     {MHD_HTTP_METHOD_GET, "/v2/systemsharedmemory/", true, false, route_kserve_shm_get},
     {MHD_HTTP_METHOD_POST, "/v2/systemsharedmemory/", true, false, route_kserve_shm_post},
+    {MHD_HTTP_METHOD_POST, "/v1/completions", false, false, start_completions},
+    {MHD_HTTP_METHOD_GET, "/v1/models", false, false, route_openai_models},
+    {NULL, "/v1/", true, false, route_openai_unknown},
     {NULL, "/v2", false, false, route_kserve_unknown},
     {NULL, "/v2/", true, false, route_kserve_unknown},
     {MHD_HTTP_METHOD_POST, NULL, false, false, start_predict},
@@ -761,6 +901,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         c->encode(c, reply, &status, &body, &len, &json_len);
         return send_reply(c, status, body, len, json_len);
     }
+    if (c->state == C_STREAMING) return ss_rest_gen_respond(c->gen, conn); /* resumed */
     if (c->state == C_WAITING) return MHD_YES;
     if (c->state == C_REFUSED) {
         *upload_data_size = 0;
@@ -807,7 +948,10 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
     conn_ctx *c = *con_cls;
     if (!c) return;
     ss_rest_guard_rearm(c->srv->guard, c->guarded); /* kept alive: the next request's clock */
-    if (c->state == C_WAITING || c->state == C_ANSWERED) {
+    ss_rest_gone_forget(c->srv->gone, c->watch);
+    if (c->gen && c->state != C_STREAMING) ss_rest_gen_free(c->gen);
+    if (c->state == C_STREAMING) ss_rest_gen_close(c->gen); /* cancels it if still running */
+    if (c->state == C_WAITING || c->state == C_ANSWERED || c->state == C_STREAMING) {
         ss_rest_server *srv = c->srv;
         pthread_mutex_lock(&srv->mu);
         if (--srv->open == 0) pthread_cond_broadcast(&srv->cv);
@@ -890,6 +1034,17 @@ static ss_status *parse_address(const char *address, struct sockaddr_in *sa)
     return NULL;
 }
 
+/* What start made before the daemon (any of it may be missing), and the server itself. */
+static void rest_free_parts(ss_rest_server *srv)
+{
+    ss_rest_gone_free(srv->gone);
+    ss_rest_gen_env_free(srv->gen);
+    ss_tls_pems_free(&srv->tls);
+    ss_workq_free(srv->decoder);
+    ss_rest_guard_free(srv->guard);
+    free(srv);
+}
+
 ss_status *ss_rest_server_start(const ss_rest_options *opts, ss_rest_server **out)
 {
     *out = NULL;
@@ -933,11 +1088,15 @@ ss_status *ss_rest_server_start(const ss_rest_options *opts, ss_rest_server **ou
                          "Serving Error: RESTful server: this libmicrohttpd has no TLS support");
         if (!st) st = ss_tls_load(opts->ssl, "RESTful", &srv->tls);
         if (st) {
-            ss_workq_free(srv->decoder);
-            ss_rest_guard_free(srv->guard);
-            free(srv);
+            rest_free_parts(srv);
             return st;
         }
+    }
+    if (!st) st = ss_rest_gen_env_new(&opts->handler, opts->servable_dir, &srv->gen);
+    if (!st) st = ss_rest_gone_new(&srv->gone);
+    if (st) {
+        rest_free_parts(srv);
+        return st;
     }
     pthread_mutex_init(&srv->mu, NULL);
     pthread_cond_init(&srv->cv, NULL);
@@ -972,10 +1131,7 @@ ss_status *ss_rest_server_start(const ss_rest_options *opts, ss_rest_server **ou
     if (!srv->daemon) {
         pthread_mutex_destroy(&srv->mu);
         pthread_cond_destroy(&srv->cv);
-        ss_tls_pems_free(&srv->tls);
-        ss_workq_free(srv->decoder);
-        ss_rest_guard_free(srv->guard);
-        free(srv);
+        rest_free_parts(srv);
         return ss_errf(SS_ERR_IO,
                        "RESTful server start failed, bind to the socket address %s "
                        "failed",
@@ -1015,9 +1171,8 @@ void ss_rest_server_stop(ss_rest_server *srv)
     MHD_stop_daemon(srv->daemon);
     if (listen_fd != MHD_INVALID_SOCKET) close(listen_fd);
     ss_workq_free(srv->decoder); /* idle: every decoded request was answered (pending == 0) */
-    ss_rest_guard_free(srv->guard);
     pthread_mutex_destroy(&srv->mu);
     pthread_cond_destroy(&srv->cv);
-    ss_tls_pems_free(&srv->tls);
-    free(srv);
+    srv->decoder = NULL;
+    rest_free_parts(srv);
 }
