@@ -4,14 +4,20 @@
  *                  [--tls-cert F --tls-key F]
  * One instance through the C client library (libshardserve-client), outputs printed and
  * optionally written as NAME.npy. --protocol: mindspore (default) or KServe v2's gRPC, REST JSON
- * or REST binary (model SERVABLE.METHOD).
+ * or REST binary (model SERVABLE.METHOD). --shm (KServe, server on this host) puts the inputs in
+ * a POSIX shared-memory region registered for the call, and each --output NAME too: only region,
+ * offset and size travel. The region is unregistered and removed on every way out (errors and
+ * SIGINT/SIGTERM included).
  */
 #include "cli.h"
 #include "shardserve/client.h"
 
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
 
 static const char infer_usage[] =
     "usage: shardserve infer --address HOST:PORT --servable NAME --method NAME [--version N]\n"
@@ -23,7 +29,10 @@ static const char infer_usage[] =
     "              being the REST address\n"
     "  --tls       TLS with gRPC's default roots; --tls-ca FILE: TLS trusting that CA instead\n"
     "  --tls-cert  client certificate and key (PEM), for servers started with "
-    "--grpc-verify-client\n";
+    "--grpc-verify-client\n"
+    "  --shm       (kserve protocols, server on this host) inputs through a shared-memory region;\n"
+    "              --output NAME: that output written into it too, in at most\n"
+    "              --shm-output-size BYTES (default: the inputs' bytes, at least 1 MiB)\n";
 
 static const struct {
     ss_dtype ss;
@@ -59,7 +68,96 @@ static int client_fail(ss_client_error *e)
     return 1;
 }
 
-static int print_outputs(const ss_client_reply *reply, const char *outdir)
+/* --shm: one object holding every input, then room for each requested output. */
+typedef struct {
+    ss_client_shm *shm;
+    ss_client *client; /* where it is registered, NULL before */
+    char region[64];
+    size_t used; /* bytes handed out so far */
+    const char *outputs[64];
+    size_t out_offset[64];
+    int n_outputs;
+    size_t out_size;
+} infer_shm;
+
+static char shm_key_for_signals[64];
+
+static void shm_on_signal(int sig)
+{
+    if (shm_key_for_signals[0]) shm_unlink(shm_key_for_signals);
+    _exit(128 + sig);
+}
+
+/* Room for `n` bytes in the region (64-byte aligned), its offset. */
+static size_t shm_take(infer_shm *s, size_t n)
+{
+    size_t at = (s->used + 63) / 64 * 64;
+    s->used = at + n;
+    return at;
+}
+
+static int shm_create(infer_shm *s, size_t input_bytes)
+{
+    if (!s->out_size) s->out_size = input_bytes > (1u << 20) ? input_bytes : (1u << 20);
+    size_t total = (input_bytes + 64 * 64) + (size_t)s->n_outputs * (s->out_size + 64);
+    snprintf(s->region, sizeof s->region, "shardserve-infer-%d", (int)getpid());
+    snprintf(shm_key_for_signals, sizeof shm_key_for_signals, "/%s", s->region);
+    signal(SIGINT, shm_on_signal);
+    signal(SIGTERM, shm_on_signal);
+    ss_client_error *e = ss_client_shm_create(shm_key_for_signals, total, &s->shm);
+    return e ? client_fail(e) : 0;
+}
+
+static int shm_register(infer_shm *s, ss_client *c, ss_client_request *req, size_t inst)
+{
+    ss_client_error *e = ss_client_shm_register(c, s->region, ss_client_shm_key(s->shm), 0,
+                                                ss_client_shm_size(s->shm));
+    if (!e) s->client = c;
+    for (int i = 0; !e && i < s->n_outputs; i++) {
+        s->out_offset[i] = shm_take(s, s->out_size);
+        e = ss_client_request_set_shm_output(req, inst, s->outputs[i], s->region, s->out_offset[i],
+                                             s->out_size);
+    }
+    return e ? client_fail(e) : 0;
+}
+
+static ss_client_error *shm_input(infer_shm *s, ss_client_request *req, size_t inst,
+                                  const char *name, const ss_tensor *t)
+{
+    size_t at = shm_take(s, t->nbytes); /* the object was sized for every input */
+    memcpy((char *)ss_client_shm_data(s->shm) + at, t->data, t->nbytes);
+    return ss_client_request_set_shm_input(req, inst, name, to_ms(t->dtype), t->dims, t->ndim,
+                                           s->region, at, t->nbytes);
+}
+
+static void shm_cleanup(infer_shm *s)
+{
+    if (s->client) {
+        ss_client_error *e = ss_client_shm_unregister(s->client, s->region);
+        if (e) client_fail(e);
+    }
+    ss_client_shm_destroy(s->shm);
+    shm_key_for_signals[0] = 0;
+}
+
+/* Where an output written into the region lies (NULL: it came in the reply). */
+static const void *shm_output_data(const infer_shm *s, const char *name)
+{
+    for (int i = 0; s && s->shm && i < s->n_outputs; i++)
+        if (!strcmp(s->outputs[i], name))
+            return (const char *)ss_client_shm_data(s->shm) + s->out_offset[i];
+    return NULL;
+}
+
+static size_t tensor_bytes(const ss_client_tensor *t)
+{
+    size_t n = ss_client_dtype_size(t->dtype);
+    for (int d = 0; d < t->ndim; d++)
+        n *= (size_t)t->dims[d];
+    return n;
+}
+
+static int print_outputs(const ss_client_reply *reply, const char *outdir, const infer_shm *shm)
 {
     int rc = 0;
     for (size_t k = 0; k < ss_client_reply_output_count(reply, 0); k++) {
@@ -72,6 +170,8 @@ static int print_outputs(const ss_client_reply *reply, const char *outdir)
                    (int)(len > 200 ? 200 : len), s ? s : "");
             continue;
         }
+        const void *in_shm = shm_output_data(shm, t.name);
+        if (in_shm) t.data = in_shm, t.nbytes = tensor_bytes(&t);
         ss_tensor view;
         ss_status *st =
             ss_tensor_borrow(&view, from_ms(t.dtype), t.ndim, t.dims, (void *)t.data, t.nbytes);
@@ -105,14 +205,67 @@ int cli_client_protocol(const char *name)
     return -1;
 }
 
+/* The inputs read from their files: sent as bytes, or through the region. */
+static int add_inputs(ss_client_request *req, size_t inst, char **names, char **files, int n,
+                      infer_shm *shm)
+{
+    ss_tensor t[64];
+    int rc = 0, read = 0;
+    size_t total = 0;
+    for (; read < n && !rc; read++) {
+        ss_status *st = ss_npy_read(files[read], &t[read]);
+        if (st) rc = cli_fail("infer", st);
+        if (!st) total += t[read].nbytes + 64;
+    }
+    if (!rc && shm) rc = shm_create(shm, total);
+    for (int i = 0; i < n && !rc; i++) {
+        ss_client_error *e =
+            shm ? shm_input(shm, req, inst, names[i], &t[i])
+                : ss_client_request_set_tensor(req, inst, names[i], to_ms(t[i].dtype), t[i].dims,
+                                               t[i].ndim, t[i].data, t[i].nbytes);
+        if (e) rc = client_fail(e);
+    }
+    for (int i = 0; i < read; i++)
+        ss_tensor_free(&t[i]);
+    return rc;
+}
+
+/* Connect, (register the region,) call, print. */
+static int call_and_print(const ss_client_options *o, ss_client_request *req, size_t inst,
+                          infer_shm *shm, const char *outdir)
+{
+    ss_client *c = NULL;
+    ss_client_reply *reply = NULL;
+    ss_client_error *e = ss_client_connect(o, &c);
+    int rc = e ? client_fail(e) : 0;
+    if (!rc && shm) rc = shm_register(shm, c, req, inst);
+    if (!rc && (e = ss_client_infer(c, req, &reply))) rc = client_fail(e);
+    if (!rc) {
+        int64_t code = 0;
+        const char *err = ss_client_reply_error(reply, 0, &code);
+        if (err) {
+            fprintf(stderr, "shardserve infer: the instance failed (code %lld): %s\n",
+                    (long long)code, err);
+            rc = 1;
+        } else {
+            rc = print_outputs(reply, outdir, shm);
+        }
+    }
+    if (shm) shm_cleanup(shm);
+    ss_client_reply_free(reply);
+    ss_client_close(c);
+    return rc;
+}
+
 int cmd_infer(int argc, char **argv)
 {
     const char *address = NULL, *servable = NULL, *method = NULL, *outdir = NULL;
     char *names[64], *files[64];
     int n = 0;
-    long version = 0, timeout_ms = 0;
+    long version = 0, timeout_ms = 0, out_size = 0;
     ss_client_ssl_config ssl = {0};
-    bool tls = false;
+    bool tls = false, use_shm = false;
+    infer_shm shm = {0};
     int protocol = SS_CLIENT_MINDSPORE;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
@@ -142,7 +295,16 @@ int cmd_infer(int argc, char **argv)
             ssl.certificate = argv[++i];
         else if (!strcmp(a, "--tls-key") && has)
             ssl.private_key = argv[++i];
-        else if (!strcmp(a, "--version") && has) {
+        else if (!strcmp(a, "--shm"))
+            use_shm = true;
+        else if (!strcmp(a, "--output") && has && shm.n_outputs < 64)
+            shm.outputs[shm.n_outputs++] = argv[++i];
+        else if (!strcmp(a, "--shm-output-size") && has) {
+            if (!cli_parse_int(argv[++i], 1, 1L << 40, &out_size))
+                return cli_fail("infer",
+                                ss_errf(SS_ERR_INVALID,
+                                        "--shm-output-size wants bytes > 0, got '%s'", argv[i]));
+        } else if (!strcmp(a, "--version") && has) {
             if (!cli_parse_int(argv[++i], 0, 1000000000, &version))
                 return cli_fail(
                     "infer",
@@ -166,47 +328,24 @@ int cmd_infer(int argc, char **argv)
         fputs(infer_usage, stderr);
         return 2;
     }
+    if ((use_shm || shm.n_outputs) && (protocol == SS_CLIENT_MINDSPORE || !use_shm))
+        return cli_fail("infer",
+                        ss_errf(SS_ERR_INVALID, "--shm (and --output) need a kserve --protocol; "
+                                                "--output needs --shm"));
+    shm.out_size = (size_t)out_size;
     ss_client_request *req = ss_client_request_new(servable, method, (uint64_t)version);
     size_t inst = req ? ss_client_request_add_instance(req) : (size_t)-1;
     if (inst == (size_t)-1) return cli_fail("infer", ss_errf(SS_ERR_NOMEM, "out of memory"));
-    int rc = 0;
-    for (int i = 0; i < n && !rc; i++) {
-        ss_tensor t;
-        ss_status *st = ss_npy_read(files[i], &t);
-        if (st) {
-            rc = cli_fail("infer", st);
-            break;
-        }
-        ss_client_error *e = ss_client_request_set_tensor(req, inst, names[i], to_ms(t.dtype),
-                                                          t.dims, t.ndim, t.data, t.nbytes);
-        ss_tensor_free(&t);
-        if (e) rc = client_fail(e);
-    }
-    ss_client *c = NULL;
-    ss_client_reply *reply = NULL;
+    int rc = add_inputs(req, inst, names, files, n, use_shm ? &shm : NULL);
     tls = tls || ssl.custom_ca || ssl.certificate || ssl.private_key;
     ss_client_options o = {.address = address,
                            .timeout_ms = (int)timeout_ms,
                            .ssl = tls ? &ssl : NULL,
                            .protocol = (ss_client_protocol)protocol};
-    if (!rc) {
-        ss_client_error *e = ss_client_connect(&o, &c);
-        if (!e) e = ss_client_infer(c, req, &reply);
-        if (e) rc = client_fail(e);
-    }
-    if (!rc) {
-        int64_t code = 0;
-        const char *err = ss_client_reply_error(reply, 0, &code);
-        if (err) {
-            fprintf(stderr, "shardserve infer: the instance failed (code %lld): %s\n",
-                    (long long)code, err);
-            rc = 1;
-        } else {
-            rc = print_outputs(reply, outdir);
-        }
-    }
-    ss_client_reply_free(reply);
-    ss_client_close(c);
+    if (!rc)
+        rc = call_and_print(&o, req, inst, use_shm ? &shm : NULL, outdir);
+    else if (use_shm)
+        shm_cleanup(&shm);
     ss_client_request_free(req);
     return rc;
 }
