@@ -10,14 +10,12 @@
  * SIGINT/SIGTERM included).
  */
 #include "cli.h"
+#include "cli_shm.h"
 #include "shardserve/client.h"
 
-#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
-#include <unistd.h>
 
 static const char infer_usage[] =
     "usage: shardserve infer --address HOST:PORT --servable NAME --method NAME [--version N]\n"
@@ -68,87 +66,6 @@ static int client_fail(ss_client_error *e)
     return 1;
 }
 
-/* --shm: one object holding every input, then room for each requested output. */
-typedef struct {
-    ss_client_shm *shm;
-    ss_client *client; /* where it is registered, NULL before */
-    char region[64];
-    size_t used; /* bytes handed out so far */
-    const char *outputs[64];
-    size_t out_offset[64];
-    int n_outputs;
-    size_t out_size;
-} infer_shm;
-
-static char shm_key_for_signals[64];
-
-static void shm_on_signal(int sig)
-{
-    if (shm_key_for_signals[0]) shm_unlink(shm_key_for_signals);
-    _exit(128 + sig);
-}
-
-/* Room for `n` bytes in the region (64-byte aligned), its offset. */
-static size_t shm_take(infer_shm *s, size_t n)
-{
-    size_t at = (s->used + 63) / 64 * 64;
-    s->used = at + n;
-    return at;
-}
-
-static int shm_create(infer_shm *s, size_t input_bytes)
-{
-    if (!s->out_size) s->out_size = input_bytes > (1u << 20) ? input_bytes : (1u << 20);
-    size_t total = (input_bytes + 64 * 64) + (size_t)s->n_outputs * (s->out_size + 64);
-    snprintf(s->region, sizeof s->region, "shardserve-infer-%d", (int)getpid());
-    snprintf(shm_key_for_signals, sizeof shm_key_for_signals, "/%s", s->region);
-    signal(SIGINT, shm_on_signal);
-    signal(SIGTERM, shm_on_signal);
-    ss_client_error *e = ss_client_shm_create(shm_key_for_signals, total, &s->shm);
-    return e ? client_fail(e) : 0;
-}
-
-static int shm_register(infer_shm *s, ss_client *c, ss_client_request *req, size_t inst)
-{
-    ss_client_error *e = ss_client_shm_register(c, s->region, ss_client_shm_key(s->shm), 0,
-                                                ss_client_shm_size(s->shm));
-    if (!e) s->client = c;
-    for (int i = 0; !e && i < s->n_outputs; i++) {
-        s->out_offset[i] = shm_take(s, s->out_size);
-        e = ss_client_request_set_shm_output(req, inst, s->outputs[i], s->region, s->out_offset[i],
-                                             s->out_size);
-    }
-    return e ? client_fail(e) : 0;
-}
-
-static ss_client_error *shm_input(infer_shm *s, ss_client_request *req, size_t inst,
-                                  const char *name, const ss_tensor *t)
-{
-    size_t at = shm_take(s, t->nbytes); /* the object was sized for every input */
-    memcpy((char *)ss_client_shm_data(s->shm) + at, t->data, t->nbytes);
-    return ss_client_request_set_shm_input(req, inst, name, to_ms(t->dtype), t->dims, t->ndim,
-                                           s->region, at, t->nbytes);
-}
-
-static void shm_cleanup(infer_shm *s)
-{
-    if (s->client) {
-        ss_client_error *e = ss_client_shm_unregister(s->client, s->region);
-        if (e) client_fail(e);
-    }
-    ss_client_shm_destroy(s->shm);
-    shm_key_for_signals[0] = 0;
-}
-
-/* Where an output written into the region lies (NULL: it came in the reply). */
-static const void *shm_output_data(const infer_shm *s, const char *name)
-{
-    for (int i = 0; s && s->shm && i < s->n_outputs; i++)
-        if (!strcmp(s->outputs[i], name))
-            return (const char *)ss_client_shm_data(s->shm) + s->out_offset[i];
-    return NULL;
-}
-
 static size_t tensor_bytes(const ss_client_tensor *t)
 {
     size_t n = ss_client_dtype_size(t->dtype);
@@ -157,7 +74,7 @@ static size_t tensor_bytes(const ss_client_tensor *t)
     return n;
 }
 
-static int print_outputs(const ss_client_reply *reply, const char *outdir, const infer_shm *shm)
+static int print_outputs(const ss_client_reply *reply, const char *outdir, const cli_shm *shm)
 {
     int rc = 0;
     for (size_t k = 0; k < ss_client_reply_output_count(reply, 0); k++) {
@@ -170,7 +87,7 @@ static int print_outputs(const ss_client_reply *reply, const char *outdir, const
                    (int)(len > 200 ? 200 : len), s ? s : "");
             continue;
         }
-        const void *in_shm = shm_output_data(shm, t.name);
+        const void *in_shm = cli_shm_output(shm, t.name);
         if (in_shm) t.data = in_shm, t.nbytes = tensor_bytes(&t);
         ss_tensor view;
         ss_status *st =
@@ -207,9 +124,9 @@ int cli_client_protocol(const char *name)
 
 /* The inputs read from their files: sent as bytes, or through the region. */
 static int add_inputs(ss_client_request *req, size_t inst, char **names, char **files, int n,
-                      infer_shm *shm)
+                      cli_shm *shm)
 {
-    ss_tensor t[64];
+    ss_tensor t[64] = {0};
     int rc = 0, read = 0;
     size_t total = 0;
     for (; read < n && !rc; read++) {
@@ -217,10 +134,10 @@ static int add_inputs(ss_client_request *req, size_t inst, char **names, char **
         if (st) rc = cli_fail("infer", st);
         if (!st) total += t[read].nbytes + 64;
     }
-    if (!rc && shm) rc = shm_create(shm, total);
+    ss_client_error *e = !rc && shm ? cli_shm_create(shm, "infer", total) : NULL;
+    if (e) rc = client_fail(e);
     for (int i = 0; i < n && !rc; i++) {
-        ss_client_error *e =
-            shm ? shm_input(shm, req, inst, names[i], &t[i])
+        e = shm ? cli_shm_input(shm, req, inst, names[i], &t[i], to_ms(t[i].dtype))
                 : ss_client_request_set_tensor(req, inst, names[i], to_ms(t[i].dtype), t[i].dims,
                                                t[i].ndim, t[i].data, t[i].nbytes);
         if (e) rc = client_fail(e);
@@ -232,13 +149,13 @@ static int add_inputs(ss_client_request *req, size_t inst, char **names, char **
 
 /* Connect, (register the region,) call, print. */
 static int call_and_print(const ss_client_options *o, ss_client_request *req, size_t inst,
-                          infer_shm *shm, const char *outdir)
+                          cli_shm *shm, const char *outdir)
 {
     ss_client *c = NULL;
     ss_client_reply *reply = NULL;
     ss_client_error *e = ss_client_connect(o, &c);
     int rc = e ? client_fail(e) : 0;
-    if (!rc && shm) rc = shm_register(shm, c, req, inst);
+    if (!rc && shm && (e = cli_shm_register(shm, c, req, inst))) rc = client_fail(e);
     if (!rc && (e = ss_client_infer(c, req, &reply))) rc = client_fail(e);
     if (!rc) {
         int64_t code = 0;
@@ -251,7 +168,7 @@ static int call_and_print(const ss_client_options *o, ss_client_request *req, si
             rc = print_outputs(reply, outdir, shm);
         }
     }
-    if (shm) shm_cleanup(shm);
+    if (shm) cli_shm_cleanup(shm, "infer");
     ss_client_reply_free(reply);
     ss_client_close(c);
     return rc;
@@ -265,7 +182,7 @@ int cmd_infer(int argc, char **argv)
     long version = 0, timeout_ms = 0, out_size = 0;
     ss_client_ssl_config ssl = {0};
     bool tls = false, use_shm = false;
-    infer_shm shm = {0};
+    cli_shm shm = {0};
     int protocol = SS_CLIENT_MINDSPORE;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
@@ -345,7 +262,7 @@ int cmd_infer(int argc, char **argv)
     if (!rc)
         rc = call_and_print(&o, req, inst, use_shm ? &shm : NULL, outdir);
     else if (use_shm)
-        shm_cleanup(&shm);
+        cli_shm_cleanup(&shm, "infer");
     ss_client_request_free(req);
     return rc;
 }

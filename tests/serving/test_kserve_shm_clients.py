@@ -2,7 +2,7 @@
 """The project's own clients over KServe's system shared memory, on the seed servable (y all -48):
 `shardserve infer --shm` (the C client library) over REST JSON, REST binary and gRPC, with the
 output written into the region or answered in the reply, the region unregistered and removed
-afterwards (also when the call fails); the Python KServe class with SharedMemory / ShmTensor over
+afterwards (also when the call fails), and `shardserve bench --shm`; the Python KServe class with SharedMemory / ShmTensor over
 the three protocols; and the errors a client meets: an unregistered region, a range past the
 region's end, an output region too small, --shm with MindSpore's protocol."""
 
@@ -42,7 +42,7 @@ def registered(c):
 
 
 def leftovers():
-    return glob.glob("/dev/shm/shardserve-infer-*")
+    return glob.glob("/dev/shm/shardserve-infer-*") + glob.glob("/dev/shm/shardserve-bench-*")
 
 
 def infer_cli(c, protocol, *extra):
@@ -72,6 +72,17 @@ def check_cli(c):
         assert registered(c) == [] and set(leftovers()) == before, (registered(c), leftovers())
     r, _ = infer_cli(c, "mindspore", "--shm")
     assert r.returncode != 0 and "kserve" in r.stderr, r.stderr
+    for protocol in PROTOCOLS:  # shardserve bench --shm: the same region path under load
+        address = c.grpc if protocol == "kserve-grpc" else c.rest
+        r = subprocess.run([SHARDSERVE, "bench", "--protocol", protocol, "--address", address,
+                            "--servable", "matmul", "--method", "predict", "--input", "x=" + X_NPY,
+                            "--shm", "--output", "y", "--requests", "5", "--warmup", "1",
+                            "--concurrency", "1,2", "--json"], capture_output=True, text=True,
+                           timeout=120)
+        assert r.returncode == 0, (protocol, r.stdout, r.stderr)
+        rows = [json.loads(line) for line in r.stdout.splitlines() if line.startswith("{")]
+        assert len(rows) == 2 and all(row["failures"] == 0 for row in rows), (protocol, r.stdout)
+        assert registered(c) == [] and set(leftovers()) == before, (registered(c), leftovers())
 
 
 def check_python(c, protocol):
