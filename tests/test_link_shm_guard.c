@@ -37,10 +37,10 @@ static void a_shrunk_object_costs_the_range_not_the_process(void)
     CHECK_OK(ss_link_shm_guard(m, SIZE, key));
     CHECK(!ss_link_shm_lost(m, SIZE, named, sizeof named));
     CHECK(ftruncate(fd, SIZE / 4) == 0);
-    CHECK(m[0] == 7);                            /* still inside the object */
+    CHECK(m[0] == 7); /* still inside the object */
     volatile unsigned char *v = m;
-    unsigned char past = v[SIZE / 2];            /* SIGBUS without the guard */
-    v[SIZE - 1] = 9;                             /* and a write */
+    unsigned char past = v[SIZE / 2]; /* SIGBUS without the guard */
+    v[SIZE - 1] = 9;                  /* and a write */
     CHECK(past == 0 && v[SIZE - 1] == 9);
     CHECK(ss_link_shm_lost(m + 10, 4, named, sizeof named));
     CHECK_MSG(!strcmp(named, key), "lost range named '%s', not '%s'", named, key);
