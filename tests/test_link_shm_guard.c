@@ -88,7 +88,11 @@ static void an_unguarded_sigbus_still_kills(void)
     }
     int status = 0;
     CHECK(waitpid(pid, &status, 0) == pid);
-    CHECK_MSG(WIFSIGNALED(status) && WTERMSIG(status) == SIGBUS, "child status %#x", status);
+    /* killed by SIGBUS (under a sanitizer: its report and a failing exit), never a clean exit on
+     * zero pages */
+    CHECK_MSG((WIFSIGNALED(status) && WTERMSIG(status) == SIGBUS) ||
+                  (WIFEXITED(status) && WEXITSTATUS(status) != 0 && WEXITSTATUS(status) != 3),
+              "child status %#x", status);
     ss_link_shm_unguard(g);
     munmap(m, SIZE);
     munmap(g, SIZE);
