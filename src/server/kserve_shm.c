@@ -278,6 +278,23 @@ static bool hold(ss_kserve_call *call, region *g, ss_kserve_error *err)
     return true;
 }
 
+void ss_kserve_shm_explain(const ss_kserve_call *call, ss_kserve_error *err)
+{
+    pthread_mutex_lock(&table_mu);
+    for (size_t i = 0; i < call->n_shm_held; i++) {
+        const region *g = call->shm_held[i];
+        char quoted[sizeof g->r.key + 2];
+        snprintf(quoted, sizeof quoted, "'%s'", g->r.key);
+        size_t n = strlen(err->msg);
+        if (!strstr(err->msg, quoted) || n + 40 > sizeof err->msg) continue;
+        snprintf(err->msg + n, sizeof err->msg - n, " (shared memory region '%.*s')",
+                 (int)(sizeof err->msg - n - 32), g->r.name);
+        err->status = 400;
+        break;
+    }
+    pthread_mutex_unlock(&table_mu);
+}
+
 void ss_kserve_shm_let_go(ss_kserve_call *call)
 {
     pthread_mutex_lock(&table_mu);

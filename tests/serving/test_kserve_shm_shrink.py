@@ -150,7 +150,8 @@ def check_shrink_midway(c, paths, name, s, x, period, ranks):
         if st == 200:
             continue  # the request was done before the shrink: nothing to prove here
         key = os.path.basename(paths[name])
-        assert st in (400, 500) and (key in body["error"] or "'%s'" % name in body["error"]), (st, body, logs(c))
+        assert st == 400 and key in body["error"] and "region '%s'" % name in body["error"], \
+            (st, body, logs(c))
         hits += "shrunk" in body["error"]
         if "while the request used it" in body["error"]:
             break
