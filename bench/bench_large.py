@@ -11,6 +11,8 @@ One 1-rank Neg servable per size (x, y float32 [rows, 1024]), served by one `sha
                    the reply received into buffers made once), so the column measures the server
   KServe shm       the same client; x and y in POSIX shm regions registered once, the request and
                    the reply only JSON (y checked against -x)
+  C client shm     shardserve bench --protocol kserve-rest --shm --output y (the C client library
+                   with its own region: x written once, y written there by the server)
 and, as floors in the same rounds: raw loopback TCP (bench_tcp_echo: the same bytes both ways),
 memcpy of the tensor (numpy copyto between touched buffers), and the Neg itself
 (`shardserve run --repeat`, the model alone in one process). A cell is the median over rounds of
@@ -164,10 +166,10 @@ def timed(fn, n):
 
 
 # ---------------------------------------------------------------- the other paths
-def ss_bench(address, protocol, x_path, n):
+def ss_bench(address, protocol, x_path, n, extra=()):
     cmd = [SS, "bench", "--address", address, "--servable", "neg", "--method", "predict", "--json",
            "--concurrency", "1", "--protocol", protocol, "--warmup", "1", "--requests", str(n),
-           "--input", "x=" + x_path]
+           "--input", "x=" + x_path] + list(extra)
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=1800)
     if out.returncode:
         raise RuntimeError("%s: %s" % (" ".join(cmd), out.stderr[-2000:]))
@@ -215,7 +217,7 @@ def start(model, work, tag):
         raise
 
 
-PATHS = ["MindSpore gRPC", "KServe gRPC", "KServe REST binary", "KServe shm"]
+PATHS = ["MindSpore gRPC", "KServe gRPC", "KServe REST binary", "KServe shm", "C client shm"]
 
 
 def measure_size(mib, work):
@@ -239,6 +241,8 @@ def measure_size(mib, work):
                 res["KServe gRPC"].append(ss_bench(c.grpc, "kserve-grpc", x_path, n))
             res["KServe REST binary"].append(timed(lambda: rest_binary_once(h, x, shape), n))
             res["KServe shm"].append(timed(lambda: shm_once(h, shm, shape), n))
+            res["C client shm"].append(ss_bench(c.rest, "kserve-rest", x_path, n, [
+                "--shm", "--output", "y", "--shm-output-size", str(x.nbytes)]))
             res["raw TCP"].append(tcp_time(mib, n))
             res["memcpy"].append(memcpy_time(x.nbytes, n))
             res["Neg (shardserve run)"].append(neg_run(model, x_path, max(5, n + 1)))
@@ -298,14 +302,14 @@ def main():
             results[mib] = measure_size(mib, work)
     print()
     print("| MiB | raw TCP ms | memcpy ms | Neg ms | MindSpore gRPC ms | KServe gRPC ms | KServe REST binary ms "
-          "| KServe shm ms | REST binary vs TCP | shm / Neg |")
-    print("|" + "---|" * 10)
+          "| KServe shm ms | C client shm ms | REST binary vs TCP | shm / Neg |")
+    print("|" + "---|" * 11)
     for mib in sizes:
         r = results[mib]
         t = r["raw TCP"]
-        print("| %d | %s | %s | %s | %s | %s | %s | %s | %.0f%% | %.2fx |" % (
+        print("| %d | %s | %s | %s | %s | %s | %s | %s | %s | %.0f%% | %.2fx |" % (
             mib, ms(t), ms(r["memcpy"]), ms(r["Neg (shardserve run)"]), ms(r["MindSpore gRPC"]),
-            ms(r["KServe gRPC"]), ms(r["KServe REST binary"]), ms(r["KServe shm"]),
+            ms(r["KServe gRPC"]), ms(r["KServe REST binary"]), ms(r["KServe shm"]), ms(r["C client shm"]),
             100 * r["rest_vs_tcp"], r["shm_vs_neg"]))
     print()
     print("Round trip times (request sent -> reply received; the same bytes go both ways). "

@@ -85,7 +85,8 @@ int main(int argc, char **argv)
     printf("CPU: %s; ISA: avx512f %s, avx2 %s (the sampler's passes are cloned per ISA)\n", cpu,
            __builtin_cpu_supports("avx512f") ? "yes" : "no",
            __builtin_cpu_supports("avx2") ? "yes" : "no");
-    printf("| vocab | sampling | shardserve median | plain median | ratio |\n|---|---|---|---|---|\n");
+    printf(
+        "| vocab | sampling | shardserve median | plain median | ratio |\n|---|---|---|---|---|\n");
     const size_t vocabs[] = {50257, 128256};
     const char *names[] = {"greedy", "temperature 1", "temperature 0.8, top_p 0.9", "top_k 50"};
     for (size_t v = 0; v < 2; v++) {

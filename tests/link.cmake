@@ -1,6 +1,6 @@
 # link: wire format in memory, real sockets (TCP on 127.0.0.1 and Unix sockets in a temp dir),
 # and authentication.
-foreach(t test_link_frame test_link_socket test_link_auth test_link_shm)
+foreach(t test_link_frame test_link_socket test_link_auth test_link_shm test_link_shm_guard)
   if(EXISTS ${CMAKE_CURRENT_LIST_DIR}/${t}.c)
     ss_add_c_test(${t} ${CMAKE_CURRENT_LIST_DIR}/${t}.c)
     target_link_libraries(${t} ss_link)
@@ -16,7 +16,7 @@ if(SS_FUZZ)
   get_target_property(ss_link_bin ss_link BINARY_DIR)
   add_executable(fuzz_link_frame ${CMAKE_CURRENT_LIST_DIR}/test_link_fuzz.c
                  ${ss_link_src}/frame.c ${ss_link_src}/conn.c ${ss_link_src}/auth.c
-                 ${ss_link_src}/shm.c ${ss_link_bin}/link.pb-c.c)
+                 ${ss_link_src}/shm.c ${ss_link_src}/shm_guard.c ${ss_link_bin}/link.pb-c.c)
   add_dependencies(fuzz_link_frame ss_link)
   target_include_directories(fuzz_link_frame PRIVATE ${ss_link_src} ${ss_link_bin})
   target_compile_options(fuzz_link_frame PRIVATE -fsanitize=fuzzer,address,undefined)

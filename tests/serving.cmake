@@ -38,3 +38,18 @@ add_test(NAME serving_kserve_shm_agents COMMAND ${SS_PY} ${SS_TEST_DIR}/serving/
 set_tests_properties(serving_kserve_shm_agents PROPERTIES
   ENVIRONMENT "SHARDSERVE=$<TARGET_FILE:shardserve>;PYTHONPATH=${CMAKE_BINARY_DIR}/python_proto;no_proxy=*;http_proxy=;https_proxy="
   TIMEOUT 300 RUN_SERIAL TRUE)
+
+# A client that shrinks its shared-memory object before or while a request uses it: the request
+# fails naming the region or object, serve and the agent survive (no SIGBUS), later requests work.
+add_test(NAME serving_kserve_shm_shrink COMMAND ${SS_PY} ${SS_TEST_DIR}/serving/test_kserve_shm_shrink.py)
+set_tests_properties(serving_kserve_shm_shrink PROPERTIES
+  ENVIRONMENT "SHARDSERVE=$<TARGET_FILE:shardserve>;no_proxy=*;http_proxy=;https_proxy="
+  TIMEOUT 300 RUN_SERIAL TRUE)
+
+# The project's clients over KServe's shared memory on the seed servable: `shardserve infer --shm`
+# (the C library) over REST JSON, REST binary and gRPC, and the Python KServe class; regions
+# cleaned up on success and on failure, unregistered regions and ranges past the end refused.
+add_test(NAME serving_kserve_shm_clients COMMAND ${SS_PY} ${SS_TEST_DIR}/serving/test_kserve_shm_clients.py)
+set_tests_properties(serving_kserve_shm_clients PROPERTIES
+  ENVIRONMENT "SHARDSERVE=$<TARGET_FILE:shardserve>;PYTHONPATH=${CMAKE_SOURCE_DIR}/python;no_proxy=*;http_proxy=;https_proxy="
+  TIMEOUT 300 RUN_SERIAL TRUE)

@@ -449,6 +449,86 @@ static void kserve_protocols(void)
     }
 }
 
+/* KServe's system shared memory through the library: an object made and registered here, x1
+ * and x2 read by the server from it, y written into it at an offset; status before and after
+ * unregister; an unregistered region and a range past the region's end refused with their names. */
+static void kserve_shm_round_trip(ss_client *c, ss_client_protocol p, ss_client_shm *shm)
+{
+    float *mem = ss_client_shm_data(shm);
+    for (int j = 0; j < 3; j++)
+        mem[j] = (float)j + 1, mem[3 + j] = 0.5f * (float)j;
+    memset(mem + 8, 0xff, 3 * sizeof(float));
+    CHECK_NOERR(ss_client_shm_register(c, "cl-shm", ss_client_shm_key(shm), 0, 64));
+    bool registered = false;
+    uint64_t size = 0;
+    CHECK_NOERR(ss_client_shm_status(c, "cl-shm", &registered, &size));
+    CHECK_MSG(registered && size == 64, "protocol %d: status %d %llu", (int)p, registered,
+              (unsigned long long)size);
+    ss_client_request *r = ss_client_request_new("add", "add_common", 0);
+    size_t i = ss_client_request_add_instance(r);
+    int64_t dims[2] = {1, 3};
+    CHECK_NOERR(
+        ss_client_request_set_shm_input(r, i, "x1", SS_CLIENT_FLOAT32, dims, 2, "cl-shm", 0, 12));
+    CHECK_NOERR(
+        ss_client_request_set_shm_input(r, i, "x2", SS_CLIENT_FLOAT32, dims, 2, "cl-shm", 12, 12));
+    CHECK_NOERR(ss_client_request_set_shm_output(r, i, "y", "cl-shm", 32, 16));
+    ss_client_reply *reply = NULL;
+    CHECK_NOERR(ss_client_infer(c, r, &reply));
+    ss_client_tensor y;
+    CHECK_MSG(reply && ss_client_reply_find(reply, 0, "y", &y) && y.ndim == 2 && y.nbytes == 0 &&
+                  y.dtype == SS_CLIENT_FLOAT32,
+              "protocol %d: y in the reply without its bytes", (int)p);
+    for (int j = 0; j < 3; j++)
+        CHECK_NEAR(mem[8 + j], 1.5f * (float)j + 1, 0);
+    ss_client_reply_free(reply);
+    CHECK_NOERR(ss_client_request_set_shm_output(r, i, "y", "cl-nope", 0, 16));
+    ss_client_error *e = ss_client_infer(c, r, &reply);
+    CHECK_MSG(e && strstr(e->msg, "cl-nope") && strstr(e->msg, "not registered"),
+              "protocol %d: unregistered region: %s", (int)p, e ? e->msg : "no error");
+    ss_client_error_free(e);
+    CHECK_NOERR(ss_client_request_set_shm_output(r, i, "y", "cl-shm", 56, 16));
+    e = ss_client_infer(c, r, &reply);
+    CHECK_MSG(e && strstr(e->msg, "cl-shm") && strstr(e->msg, "run past"),
+              "protocol %d: past the end: %s", (int)p, e ? e->msg : "no error");
+    ss_client_error_free(e);
+    ss_client_request_free(r);
+    CHECK_NOERR(ss_client_shm_unregister(c, "cl-shm"));
+    CHECK_NOERR(ss_client_shm_status(c, "cl-shm", &registered, &size));
+    CHECK_MSG(!registered, "protocol %d: still registered after unregister", (int)p);
+}
+
+static void kserve_shared_memory(void)
+{
+    char key[64];
+    snprintf(key, sizeof key, "/ss-test-client-shm-%d", (int)getpid());
+    ss_client_shm *shm = NULL;
+    CHECK_NOERR(ss_client_shm_create(key, 64, &shm));
+    ss_client_shm *again = NULL;
+    ss_client_error *e = ss_client_shm_create(key, 64, &again); /* exists already */
+    CHECK(e && e->kind == SS_CLIENT_ERR_ARGUMENT && strstr(e->msg, key) && !again);
+    ss_client_error_free(e);
+    ss_client_protocol ps[] = {SS_CLIENT_KSERVE_GRPC, SS_CLIENT_KSERVE_REST,
+                               SS_CLIENT_KSERVE_BINARY};
+    for (size_t k = 0; shm && k < 3; k++) {
+        ss_client *c = NULL;
+        ss_client_options o = {.address = ps[k] == SS_CLIENT_KSERVE_GRPC ? address : rest_address,
+                               .timeout_ms = 10000,
+                               .protocol = ps[k]};
+        CHECK_NOERR(ss_client_connect(&o, &c));
+        if (c) kserve_shm_round_trip(c, ps[k], shm);
+        ss_client_close(c);
+    }
+    ss_client *ms = connect_client(10000, 0); /* MindSpore's protocol cannot name a region */
+    e = ss_client_shm_register(ms, "cl-shm", key, 0, 64);
+    CHECK(e && e->kind == SS_CLIENT_ERR_ARGUMENT && strstr(e->msg, "KServe"));
+    ss_client_error_free(e);
+    ss_client_close(ms);
+    ss_client_shm_destroy(shm);
+    char path[80];
+    snprintf(path, sizeof path, "/dev/shm%s", key);
+    CHECK_MSG(access(path, F_OK) != 0, "%s is left behind", path);
+}
+
 static void start(void)
 {
     signal(SIGPIPE, SIG_IGN);
@@ -456,4 +536,5 @@ static void start(void)
 }
 
 TEST_MAIN(TEST(start), TEST(add_float32), TEST(every_dtype), TEST(strings_and_bytes), TEST(errors),
-          TEST(async_calls), TEST(transport_errors), TEST(argument_errors), TEST(kserve_protocols))
+          TEST(async_calls), TEST(transport_errors), TEST(argument_errors), TEST(kserve_protocols),
+          TEST(kserve_shared_memory))

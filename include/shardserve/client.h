@@ -204,6 +204,59 @@ ss_client_error *ss_client_infer_stream(ss_client *client, const ss_client_reque
                                         ss_client_stream_callback cb, void *ctx,
                                         ss_client_reply **out);
 
+/* ------------------------------------------------------------------ KServe shared memory */
+
+/*
+ * The Open Inference Protocol's system shared-memory extension, for a server on this host: the
+ * client creates a POSIX shared-memory object, registers it (or a part) as a named region, writes
+ * inputs into it and asks for outputs to be written there; only (region, offset, byte_size)
+ * travels. KServe protocols only (SS_CLIENT_KSERVE_*; MindSpore's cannot name a region).
+ *
+ *   ss_client_shm *shm;
+ *   e = ss_client_shm_create("/my-tensors", in_bytes + out_bytes, &shm);
+ *   memcpy(ss_client_shm_data(shm), x, in_bytes);
+ *   e = ss_client_shm_register(c, "tensors", "/my-tensors", 0, in_bytes + out_bytes);
+ *   e = ss_client_request_set_shm_input(r, i, "x", SS_CLIENT_FLOAT32, dims, 2, "tensors", 0,
+ *                                       in_bytes);
+ *   e = ss_client_request_set_shm_output(r, i, "y", "tensors", in_bytes, out_bytes);
+ *   e = ss_client_infer(c, r, &reply);   // y is now at ss_client_shm_data(shm) + in_bytes
+ *   ss_client_shm_unregister(c, "tensors");
+ *   ss_client_shm_destroy(shm);
+ */
+typedef struct ss_client_shm ss_client_shm;
+
+/* A new shared-memory object `key` ("/name", which must not exist yet) of byte_size bytes,
+ * mapped read-write here. */
+ss_client_error *ss_client_shm_create(const char *key, size_t byte_size, ss_client_shm **out);
+void *ss_client_shm_data(const ss_client_shm *shm);
+size_t ss_client_shm_size(const ss_client_shm *shm);
+const char *ss_client_shm_key(const ss_client_shm *shm);
+/* Unmap it and remove the object (unregister it from servers first). NULL is fine. */
+void ss_client_shm_destroy(ss_client_shm *shm);
+
+/* Register [offset, offset + byte_size) of object `key` as region `name` on the server (REST
+ * POST /v2/systemsharedmemory/region/NAME/register, or gRPC SystemSharedMemoryRegister). */
+ss_client_error *ss_client_shm_register(ss_client *client, const char *name, const char *key,
+                                        uint64_t offset, uint64_t byte_size);
+/* Unregister region `name` (NULL or "" = every region). */
+ss_client_error *ss_client_shm_unregister(ss_client *client, const char *name);
+/* Whether region `name` is registered, and then its byte_size (byte_size may be NULL). */
+ss_client_error *ss_client_shm_status(ss_client *client, const char *name, bool *registered,
+                                      uint64_t *byte_size);
+
+/* A numeric input whose bytes lie in registered region `region` at offset (byte_size = numel *
+ * dtype size; nothing is copied now, the server reads the region during the call). */
+ss_client_error *ss_client_request_set_shm_input(ss_client_request *req, size_t instance,
+                                                 const char *name, ss_client_dtype dtype,
+                                                 const int64_t *dims, int ndim, const char *region,
+                                                 uint64_t offset, uint64_t byte_size);
+/* Have output `name` written into region `region` at offset (at most byte_size bytes). Once an
+ * instance names an output this way the server answers only the outputs named; in the reply this
+ * output has its dtype and dims, and data NULL, nbytes 0: its bytes are in the region. */
+ss_client_error *ss_client_request_set_shm_output(ss_client_request *req, size_t instance,
+                                                  const char *name, const char *region,
+                                                  uint64_t offset, uint64_t byte_size);
+
 #ifdef __cplusplus
 }
 #endif

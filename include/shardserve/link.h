@@ -256,6 +256,14 @@ ss_status *ss_link_shm_place(const ss_link_place *p, const ss_tensor *t, ss_tens
 ss_status *ss_link_shm_target(const ss_link_place *p, void **at);
 void ss_link_shm_untarget(void *at);
 void ss_link_shm_release(ss_tensor *t);
+/* Guarding memory another process controls (a client's shm object may shrink under a mapping of
+ * it): a SIGBUS in [base, base + len) replaces the whole range with zero pages, the access
+ * completes, and the range is marked lost (shm_guard.c). Unguard before unmapping. */
+ss_status *ss_link_shm_guard(const void *base, size_t len, const char *key);
+void ss_link_shm_unguard(const void *base);
+/* Whether a guarded range overlapping [p, p + n) was lost; then key (cap bytes) names its object.
+ */
+bool ss_link_shm_lost(const void *p, size_t n, char *key, size_t cap);
 
 /* ---------------------------------------------------------------- secrets */
 

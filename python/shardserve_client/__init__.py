@@ -21,7 +21,7 @@ import grpc
 import numpy as np
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 
-__all__ = ["Client", "SSLConfig", "KServe", "KServeError"]
+__all__ = ["Client", "SSLConfig", "KServe", "KServeError", "SharedMemory", "ShmTensor"]
 
 _PACKAGE = "mindspore.serving.proto"
 _PREDICT = "/mindspore.serving.proto.MSService/Predict"
@@ -283,4 +283,4 @@ class Client:
         self.channel.close()
 
 
-from .kserve import KServe, KServeError  # noqa: E402  (after Client: the module's main API)
+from .kserve import KServe, KServeError, SharedMemory, ShmTensor  # noqa: E402  (after Client)

@@ -9,12 +9,23 @@ when the server refuses the request. ``stream(requests)`` (gRPC only) sends each
 one ModelStreamInfer call and yields, as they arrive, ``(id, outputs)`` or ``(id, KServeError)``
 (ids are "0", "1", ... in sending order). ``ready()``, ``metadata()``, ``stats()``.
 
+System shared memory (a server on this host; REST or gRPC): ``SharedMemory(key, byte_size)`` makes
+a POSIX object (``write(offset, array)``, ``array(tensor)``, ``close()`` unmaps and removes it);
+``register_shm(name, key, byte_size, offset=0)``, ``unregister_shm(name=None)`` (None: all) and
+``shm_status(name=None)`` ({name: {"key", "offset", "byte_size"}}) call the extension. An input
+given as ``ShmTensor(region, offset, byte_size, datatype, shape)`` travels as its region; an entry
+``name: ShmTensor(region, offset, byte_size)`` of an ``outputs`` dict has the server write that
+output there, and ``infer`` returns it as a ShmTensor with its datatype and shape filled in.
+
 Needs only Debian's python3-grpcio, python3-protobuf and python3-numpy: the messages are built at
 import time from a descriptor written out below (the subset of grpc_service.proto this client uses;
 field numbers are the protocol's).
 """
 
+import collections
 import json
+import mmap
+import os
 import struct
 import urllib.error
 import urllib.request
@@ -25,7 +36,7 @@ from google.protobuf import descriptor_pb2
 
 from . import _message_classes  # the package defines it before importing this module
 
-__all__ = ["KServe", "KServeError"]
+__all__ = ["KServe", "KServeError", "SharedMemory", "ShmTensor"]
 
 _PACKAGE = "inference"
 _SERVICE = "/inference.GRPCInferenceService/"
@@ -48,6 +59,61 @@ class KServeError(RuntimeError):
         self.message = message
 
 
+ShmTensor = collections.namedtuple("ShmTensor", "region offset byte_size datatype shape",
+                                   defaults=(None, None))
+
+
+class SharedMemory:
+    """A POSIX shared-memory object this process creates (``key`` "/name", which must not exist),
+    mapped here; ``close()`` unmaps and removes it."""
+
+    def __init__(self, key, byte_size):
+        if not key.startswith("/") or "/" in key[1:]:
+            raise KServeError("client", "shared memory key %r must be '/name'" % key)
+        self.key, self.byte_size = key, byte_size
+        fd = os.open("/dev/shm" + key, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            os.ftruncate(fd, byte_size)
+            self._map = mmap.mmap(fd, byte_size)
+        except OSError:
+            os.unlink("/dev/shm" + key)
+            raise
+        finally:
+            os.close(fd)
+
+    def write(self, offset, value):
+        """An array's bytes at offset; the ShmTensor describing them (region = the key's name)."""
+        dt, shape, raw = _tensor(value)
+        if offset + len(raw) > self.byte_size:
+            raise KServeError("client", "%d bytes at %d do not fit %s (%d bytes)"
+                              % (len(raw), offset, self.key, self.byte_size))
+        self._map[offset:offset + len(raw)] = raw
+        return ShmTensor(None, offset, len(raw), dt, shape)
+
+    def array(self, t):
+        """The numpy array (a copy) a ShmTensor with datatype and shape describes here."""
+        return _array(t.datatype, list(t.shape), bytes(self._map[t.offset:t.offset + t.byte_size]))
+
+    def close(self):
+        if self._map is not None:
+            self._map.close()
+            self._map = None
+            os.unlink("/dev/shm" + self.key)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def _shm_params(t):
+    p = {"shared_memory_region": t.region, "shared_memory_byte_size": t.byte_size}
+    if t.offset:
+        p["shared_memory_offset"] = t.offset
+    return p
+
+
 def _build_messages():
     fd = descriptor_pb2.FileDescriptorProto(name="shardserve_client/kserve.proto",
                                             package=_PACKAGE, syntax="proto3")
@@ -64,35 +130,74 @@ def _build_messages():
             if type_name:
                 f.type_name = type_name
 
-    def nested(name, fields):
+    def nested(name, fields, params=None):
+        """A nested message; params = the field number of its map<string, InferParameter>."""
         d = descriptor_pb2.DescriptorProto(name=name)
         for fname, number, ftype, label in fields:
             d.field.add(name=fname, number=number, type=ftype, label=label)
+        if params:
+            e = d.nested_type.add(name="ParametersEntry")
+            e.options.map_entry = True
+            e.field.add(name="key", number=1, type=s, label=opt)
+            e.field.add(name="value", number=2, type=msg, label=opt, type_name=p + "InferParameter")
+            d.field.add(name="parameters", number=params, type=msg, label=rep,
+                        type_name="%s%s.%s.ParametersEntry" % (p, parent[0], name))
         return d
 
+    message("InferParameter", [("bool_param", 1, _F.TYPE_BOOL, opt, None),
+                               ("int64_param", 2, i64, opt, None),
+                               ("string_param", 3, s, opt, None),
+                               ("double_param", 4, _F.TYPE_DOUBLE, opt, None),
+                               ("uint64_param", 5, _F.TYPE_UINT64, opt, None)])
+    oneof = fd.message_type[-1].oneof_decl.add(name="parameter_choice")
+    for f in fd.message_type[-1].field:
+        f.oneof_index = 0
+    del oneof
     tensor = [("name", 1, s, opt), ("datatype", 2, s, opt), ("shape", 3, i64, rep)]
+    parent = ["ModelInferRequest"]
     message("ModelInferRequest",
             [("model_name", 1, s, opt, None), ("model_version", 2, s, opt, None),
              ("id", 3, s, opt, None),
              ("inputs", 5, msg, rep, p + "ModelInferRequest.InferInputTensor"),
              ("outputs", 6, msg, rep, p + "ModelInferRequest.InferRequestedOutputTensor"),
              ("raw_input_contents", 7, b, rep, None)],
-            [nested("InferInputTensor", tensor),
-             nested("InferRequestedOutputTensor", [("name", 1, s, opt)])])
+            [nested("InferInputTensor", tensor, 4),
+             nested("InferRequestedOutputTensor", [("name", 1, s, opt)], 2)])
+    parent[0] = "ModelInferResponse"
     message("ModelInferResponse",
             [("model_name", 1, s, opt, None), ("model_version", 2, s, opt, None),
              ("id", 3, s, opt, None),
              ("outputs", 5, msg, rep, p + "ModelInferResponse.InferOutputTensor"),
              ("raw_output_contents", 6, b, rep, None)],
-            [nested("InferOutputTensor", tensor)])
+            [nested("InferOutputTensor", tensor, 4)])
     message("ModelStreamInferResponse",
             [("error_message", 1, s, opt, None),
              ("infer_response", 2, msg, opt, p + "ModelInferResponse")])
+    u64 = _F.TYPE_UINT64
+    region = [("name", 1, s, opt), ("key", 2, s, opt), ("offset", 3, u64, opt),
+              ("byte_size", 4, u64, opt)]
+    message("SystemSharedMemoryRegisterRequest", [f + (None,) for f in region])
+    message("SystemSharedMemoryUnregisterRequest", [("name", 1, s, opt, None)])
+    message("SystemSharedMemoryStatusRequest", [("name", 1, s, opt, None)])
+    message("SystemSharedMemoryEmpty", [])  # the Register and Unregister responses: no fields
+    status = fd.message_type.add(name="SystemSharedMemoryStatusResponse")
+    status.nested_type.add().CopyFrom(nested("RegionStatus", region))
+    entry = status.nested_type.add(name="RegionsEntry")
+    entry.options.map_entry = True
+    entry.field.add(name="key", number=1, type=s, label=opt)
+    entry.field.add(name="value", number=2, type=msg, label=opt,
+                    type_name=p + "SystemSharedMemoryStatusResponse.RegionStatus")
+    status.field.add(name="regions", number=1, type=msg, label=rep,
+                     type_name=p + "SystemSharedMemoryStatusResponse.RegionsEntry")
     return _message_classes(fd, "ModelInferRequest", "ModelInferResponse",
-                            "ModelStreamInferResponse")
+                            "ModelStreamInferResponse", "SystemSharedMemoryRegisterRequest",
+                            "SystemSharedMemoryUnregisterRequest",
+                            "SystemSharedMemoryStatusRequest", "SystemSharedMemoryEmpty",
+                            "SystemSharedMemoryStatusResponse")
 
 
-ModelInferRequest, ModelInferResponse, ModelStreamInferResponse = _build_messages()
+(ModelInferRequest, ModelInferResponse, ModelStreamInferResponse, ShmRegisterRequest,
+ ShmUnregisterRequest, ShmStatusRequest, ShmEmpty, ShmStatusResponse) = _build_messages()
 
 
 def _bytes_blob(arr):
@@ -131,6 +236,30 @@ def _array(datatype, shape, raw):
     if dt is None:
         raise KServeError("client", "unsupported output datatype %s" % datatype)
     return np.frombuffer(raw, dt.newbyteorder("<")).reshape(shape)
+
+
+def _asked(outputs, name):
+    return outputs.get(name) if isinstance(outputs, dict) else None
+
+
+def _requested_json(name, outputs):
+    t = outputs[name] if isinstance(outputs, dict) else None
+    return {"name": name, "parameters": _shm_params(t)} if isinstance(t, ShmTensor) else {"name": name}
+
+
+def _grpc_params(field, params):
+    for key, v in params.items():
+        if isinstance(v, str):
+            field[key].string_param = v
+        else:
+            field[key].int64_param = v
+
+
+def _shm_answer(params, datatype, shape, asked):
+    """An output the server wrote into a region (a reply may leave the offset out: the one asked)."""
+    offset = asked.offset if isinstance(asked, ShmTensor) else 0
+    return ShmTensor(params["shared_memory_region"], params.get("shared_memory_offset", offset),
+                     params["shared_memory_byte_size"], datatype, list(shape))
 
 
 class KServe:
@@ -183,6 +312,10 @@ class KServe:
         head = {"inputs": [], "parameters": {"binary_data_output": True} if binary else {}}
         blobs = []
         for name, value in inputs.items():
+            if isinstance(value, ShmTensor):
+                head["inputs"].append({"name": name, "datatype": value.datatype,
+                                       "shape": list(value.shape), "parameters": _shm_params(value)})
+                continue
             dt, shape, raw = _tensor(value)
             t = {"name": name, "datatype": dt, "shape": shape}
             if binary:
@@ -194,7 +327,7 @@ class KServe:
                 t["data"] = np.asarray(value).ravel().tolist()
             head["inputs"].append(t)
         if outputs:
-            head["outputs"] = [{"name": n} for n in outputs]
+            head["outputs"] = [_requested_json(n, outputs) for n in outputs]
         body = json.dumps(head).encode()
         headers = {"Content-Type": "application/json"}
         if binary:
@@ -207,8 +340,12 @@ class KServe:
             raise KServeError(status, data.get("error", ""))
         result, off = {}, hlen
         for o in data["outputs"]:
-            size = (o.get("parameters") or {}).get("binary_data_size")
-            if size is not None:
+            params = o.get("parameters") or {}
+            size = params.get("binary_data_size")
+            if "shared_memory_region" in params:
+                result[o["name"]] = _shm_answer(params, o["datatype"], o["shape"],
+                                                _asked(outputs, o["name"]))
+            elif size is not None:
                 result[o["name"]] = _array(o["datatype"], o["shape"], reply[off:off + size])
                 off += size
             elif o["datatype"] == "BYTES":
@@ -223,17 +360,32 @@ class KServe:
     def _request(self, inputs, outputs, rid=""):
         req = ModelInferRequest(model_name=self.model, model_version=self.version, id=rid)
         for name, value in inputs.items():
+            if isinstance(value, ShmTensor):
+                t = req.inputs.add(name=name, datatype=value.datatype, shape=list(value.shape))
+                _grpc_params(t.parameters, _shm_params(value))
+                req.raw_input_contents.append(b"")
+                continue
             dt, shape, raw = _tensor(value)
             req.inputs.add(name=name, datatype=dt, shape=shape)
             req.raw_input_contents.append(raw)
         for n in outputs or ():
-            req.outputs.add(name=n)
+            o = req.outputs.add(name=n)
+            if isinstance(outputs, dict) and isinstance(outputs[n], ShmTensor):
+                _grpc_params(o.parameters, _shm_params(outputs[n]))
         return req
 
     @staticmethod
-    def _outputs(resp):
-        return {o.name: _array(o.datatype, list(o.shape), resp.raw_output_contents[k])
-                for k, o in enumerate(resp.outputs)}
+    def _outputs(resp, outputs=None):
+        result = {}
+        for k, o in enumerate(resp.outputs):
+            if "shared_memory_region" in o.parameters:
+                params = {key: getattr(v, v.WhichOneof("parameter_choice"))
+                          for key, v in o.parameters.items()}
+                result[o.name] = _shm_answer(params, o.datatype, list(o.shape),
+                                             _asked(outputs, o.name))
+            else:
+                result[o.name] = _array(o.datatype, list(o.shape), resp.raw_output_contents[k])
+        return result
 
     def _unary(self, rpc, resp_type):
         return self._channel.unary_unary(_SERVICE + rpc,
@@ -250,7 +402,7 @@ class KServe:
                 self._request(inputs, outputs), timeout=self.timeout)
         except grpc.RpcError as e:
             raise KServeError(e.code().name, e.details()) from None
-        return self._outputs(resp)
+        return self._outputs(resp, outputs)
 
     def stream(self, requests, outputs=None):
         if self.protocol != "grpc":
@@ -264,7 +416,7 @@ class KServe:
                 if r.error_message:
                     yield r.infer_response.id, KServeError("stream", r.error_message)
                 else:
-                    yield r.infer_response.id, self._outputs(r.infer_response)
+                    yield r.infer_response.id, self._outputs(r.infer_response, outputs)
         except grpc.RpcError as e:
             raise KServeError(e.code().name, e.details()) from None
 
@@ -283,3 +435,38 @@ class KServe:
     def stats(self):
         self._need_rest("stats")
         return self._rest_json("GET", self._model_path("/stats"))["model_stats"]
+
+    # ---------------------------------------------------------------- system shared memory
+
+    def _shm_grpc(self, rpc, request, resp_type):
+        try:
+            return self._unary("SystemSharedMemory" + rpc, resp_type)(request, timeout=self.timeout)
+        except grpc.RpcError as e:
+            raise KServeError(e.code().name, e.details()) from None
+
+    def register_shm(self, name, key, byte_size, offset=0):
+        """Register [offset, offset + byte_size) of POSIX shm object `key` as region `name`."""
+        if self.protocol == "grpc":
+            self._shm_grpc("Register", ShmRegisterRequest(name=name, key=key, offset=offset,
+                                                          byte_size=byte_size), ShmEmpty)
+            return
+        body = json.dumps({"key": key, "offset": offset, "byte_size": byte_size}).encode()
+        self._rest_json("POST", "/v2/systemsharedmemory/region/%s/register" % name, body)
+
+    def unregister_shm(self, name=None):
+        """Unregister region `name` (None: every region)."""
+        if self.protocol == "grpc":
+            self._shm_grpc("Unregister", ShmUnregisterRequest(name=name or ""), ShmEmpty)
+            return
+        where = "/region/%s" % name if name else ""
+        self._rest_json("POST", "/v2/systemsharedmemory%s/unregister" % where, b"")
+
+    def shm_status(self, name=None):
+        """{name: {"key", "offset", "byte_size"}} of the registered regions (or of `name`)."""
+        if self.protocol == "grpc":
+            r = self._shm_grpc("Status", ShmStatusRequest(name=name or ""), ShmStatusResponse)
+            return {k: {"key": v.key, "offset": v.offset, "byte_size": v.byte_size}
+                    for k, v in r.regions.items()}
+        where = "/region/%s" % name if name else ""
+        return {r["name"]: {k: r[k] for k in ("key", "offset", "byte_size")}
+                for r in self._rest_json("GET", "/v2/systemsharedmemory%s/status" % where)}

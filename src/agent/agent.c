@@ -502,6 +502,27 @@ static void release_placed(ss_tensor *placed, const bool *was_placed, size_t nt)
         if (was_placed[i]) ss_link_shm_release(&placed[i]);
 }
 
+/* Whether the client shrank a shared-memory object this request read (its inputs) or wrote (its
+ * places) while it ran: the guard gave the access zero pages (shm_guard.c), so the result is
+ * garbage and the request fails, naming the object. */
+static ss_status *shm_lost(const ss_link_msg *m, int rank, void *const *dest, const size_t *cap,
+                           const ss_tensor *placed, const bool *was_placed, size_t nt)
+{
+    char key[256] = "";
+    bool lost = false;
+    for (size_t i = 0; i < m->n_tensors && !lost; i++)
+        lost = ss_link_shm_lost(m->tensors[i].data, m->tensors[i].nbytes, key, sizeof key);
+    for (int i = 0; i < SS_AGENT_MAX_OUTPUTS && !lost; i++)
+        lost = ss_link_shm_lost(dest[i], cap[i], key, sizeof key);
+    for (size_t i = 0; i < nt && !lost; i++)
+        lost = was_placed[i] && ss_link_shm_lost(placed[i].data, placed[i].nbytes, key, sizeof key);
+    if (!lost) return NULL;
+    return ss_errf(SS_ERR_INVALID,
+                   "rank %d: shared memory '%s' was shrunk (ftruncate) while the request used it; "
+                   "its pages are gone, the request fails",
+                   rank, key);
+}
+
 static ss_status *serve(ss_rank *r, agent_state *a, const ss_comm_group *stage)
 {
     const ss_rank_config *cfg = ss_rank_get_config(r);
@@ -539,8 +560,12 @@ static ss_status *serve(ss_rank *r, agent_state *a, const ss_comm_group *stage)
         ss_tensor placed[SS_AGENT_MAX_OUTPUTS];
         bool was_placed[SS_AGENT_MAX_OUTPUTS] = {0};
         place_outputs(&p->msg, cfg->rank, tp, nt, placed, was_placed);
+        if (!st && (st = shm_lost(&p->msg, cfg->rank, dest, cap, placed, was_placed, nt))) {
+            res.status_code = (int32_t)st->code;
+            res.message = st->msg;
+        }
         /* a quiet request is answered only when it failed */
-        ss_status *sst = st || !p->msg.quiet ? ss_link_send(a->conn, &res, tp, nt) : NULL;
+        ss_status *sst = st || !p->msg.quiet ? ss_link_send(a->conn, &res, tp, st ? 0 : nt) : NULL;
         release_placed(placed, was_placed, nt);
         untarget_places(dest);
         /* the monotonic start and end let a test see whether stages overlap across requests */

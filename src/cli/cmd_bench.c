@@ -24,9 +24,12 @@
  * (request sent -> first streamed piece) and inter-token latency (the gap between pieces, shared
  * among a piece's tokens) p50/p99; the last message (the whole reply) is not a piece. --max-tokens
  * N sets the input max_tokens (int64 scalar).
+ * --shm (kserve protocols, server on this host): the inputs are sent once into a shared-memory
+ * region (and each --output NAME written into it), so a request carries only region names.
  */
 #define _GNU_SOURCE /* strcasestr */
 #include "cli.h"
+#include "cli_shm.h"
 #include "shardserve/client.h"
 
 #include <cjson/cJSON.h>
@@ -70,6 +73,8 @@ typedef struct {
     int rest_port;
     bool generate; /* stream generate requests: time to first token, inter-token latency */
     long max_tokens;
+    bool use_shm;
+    cli_shm shm;
 } bench_cfg;
 
 /* A growable list of samples (ns). */
@@ -708,6 +713,19 @@ static bool run_level(bench_cfg *c, int conc, bool print)
     return n > 0;
 }
 
+/* --shm: the inputs written once into a registered region, the outputs asked for there. */
+static ss_client_error *bench_shm(bench_cfg *c, size_t inst)
+{
+    size_t total = 0;
+    for (int i = 0; i < c->n_inputs; i++)
+        total += c->inputs[i].nbytes + 64;
+    ss_client_error *e = cli_shm_create(&c->shm, "bench", total);
+    for (int i = 0; !e && i < c->n_inputs; i++)
+        e = cli_shm_input(&c->shm, c->req, inst, c->names[i], &c->inputs[i],
+                          client_dtype(c->inputs[i].dtype));
+    return e ? e : cli_shm_register(&c->shm, c->client, c->req, inst);
+}
+
 static const char bench_usage[] =
     "usage: shardserve bench --address HOST:PORT [--protocol PROTOCOL] --servable NAME --method "
     "NAME\n"
@@ -721,7 +739,9 @@ static const char bench_usage[] =
     "from\n"
     "--metadata-address (default: --address with --protocol rest).\n"
     "PROTOCOL: grpc (MindSpore's, the default), rest (MindSpore's), kserve = kserve-grpc,\n"
-    "kserve-rest, kserve-binary (the Open Inference Protocol; model SERVABLE.METHOD).\n";
+    "kserve-rest, kserve-binary (the Open Inference Protocol; model SERVABLE.METHOD).\n"
+    "--shm [--output NAME ...] [--shm-output-size BYTES]: with a kserve protocol, inputs (and\n"
+    "those outputs) in a shared-memory region registered for the run (server on this host).\n";
 
 int cmd_bench(int argc, char **argv)
 {
@@ -789,6 +809,14 @@ int cmd_bench(int argc, char **argv)
         else if (!strcmp(a, "--max-tokens") && has) {
             if (!cli_parse_int(argv[++i], 1, 1000000, &c.max_tokens))
                 return cli_fail("bench", ss_errf(SS_ERR_INVALID, "bad --max-tokens"));
+        } else if (!strcmp(a, "--shm"))
+            c.use_shm = true;
+        else if (!strcmp(a, "--output") && has && c.shm.n_outputs < 64)
+            c.shm.outputs[c.shm.n_outputs++] = argv[++i];
+        else if (!strcmp(a, "--shm-output-size") && has) {
+            if (!cli_parse_int(argv[++i], 1, 1L << 40, &v))
+                return cli_fail("bench", ss_errf(SS_ERR_INVALID, "bad --shm-output-size"));
+            c.shm.out_size = (size_t)v;
         } else {
             fprintf(stderr, "shardserve bench: unexpected argument '%s'\n%s", a, bench_usage);
             return 2;
@@ -801,6 +829,10 @@ int cmd_bench(int argc, char **argv)
     if (c.generate && (c.rest || c.client_protocol))
         return cli_fail("bench", ss_errf(SS_ERR_INVALID,
                                          "--generate streams over gRPC (--protocol grpc) only"));
+    if ((c.use_shm || c.shm.n_outputs) &&
+        (!c.use_shm || c.rest || c.client_protocol == SS_CLIENT_MINDSPORE))
+        return cli_fail("bench", ss_errf(SS_ERR_INVALID, "--shm (and --output) need a kserve "
+                                                         "--protocol; --output needs --shm"));
     int rc = 0;
     if (!c.n_inputs) {
         if (!metadata && !c.rest)
@@ -836,7 +868,8 @@ int cmd_bench(int argc, char **argv)
         ss_client_options o = {.address = c.address,
                                .protocol = (ss_client_protocol)c.client_protocol};
         ss_client_error *e = inst == (size_t)-1 ? NULL : ss_client_connect(&o, &c.client);
-        for (int i = 0; !e && i < c.n_inputs; i++)
+        if (!e && c.use_shm) e = bench_shm(&c, inst);
+        for (int i = 0; !e && !c.use_shm && i < c.n_inputs; i++)
             e = ss_client_request_set_tensor(
                 c.req, inst, c.names[i], client_dtype(c.inputs[i].dtype), c.inputs[i].dims,
                 c.inputs[i].ndim, c.inputs[i].data, c.inputs[i].nbytes);
@@ -868,6 +901,7 @@ int cmd_bench(int argc, char **argv)
                                                "(first failure above)",
                                                c.address, levels[l]));
     }
+    if (c.use_shm) cli_shm_cleanup(&c.shm, "bench");
     ss_client_close(c.client);
     ss_client_request_free(c.req);
     free(c.rest_body);

@@ -113,11 +113,12 @@ ss_client_request *ss_client_request_new(const char *servable, const char *metho
     return r;
 }
 
-static void free_item(req_item *it)
+void cl_free_item(req_item *it)
 {
     free(it->name);
     free(it->dims);
     free(it->data);
+    free(it->shm_region);
 }
 
 void ss_client_request_free(ss_client_request *req)
@@ -125,8 +126,9 @@ void ss_client_request_free(ss_client_request *req)
     if (!req) return;
     for (size_t i = 0; i < req->count; i++) {
         for (size_t k = 0; k < req->instances[i].count; k++)
-            free_item(&req->instances[i].items[k]);
+            cl_free_item(&req->instances[i].items[k]);
         free(req->instances[i].items);
+        cl_free_outputs(&req->instances[i]);
     }
     free(req->instances);
     free(req->servable);
@@ -156,23 +158,32 @@ static ss_client_error *put_item(ss_client_request *req, size_t instance, const 
     it.dims = ndim ? malloc((size_t)ndim * sizeof *dims) : NULL;
     it.data = malloc(nbytes ? nbytes : 1);
     it.nbytes = nbytes;
-    req_instance *inst = &req->instances[instance];
-    req_item *grown = realloc(inst->items, (inst->count + 1) * sizeof *grown);
-    if (grown) inst->items = grown;
-    if (!it.name || (ndim && !it.dims) || !it.data || !grown) {
-        free_item(&it);
+    if (!it.name || (ndim && !it.dims) || !it.data) {
+        cl_free_item(&it);
         return cl_err(SS_CLIENT_ERR_NOMEM, 0, "out of memory");
     }
     if (ndim) memcpy(it.dims, dims, (size_t)ndim * sizeof *dims);
     if (nbytes) memcpy(it.data, data, nbytes);
+    return cl_insert_item(req, instance, &it);
+}
+
+ss_client_error *cl_insert_item(ss_client_request *req, size_t instance, req_item *it)
+{
+    req_instance *inst = &req->instances[instance];
+    req_item *grown = realloc(inst->items, (inst->count + 1) * sizeof *grown);
+    if (!grown) {
+        cl_free_item(it);
+        return cl_err(SS_CLIENT_ERR_NOMEM, 0, "out of memory");
+    }
+    inst->items = grown;
     for (size_t k = 0; k < inst->count; k++) { /* a name set twice: the last value wins */
-        if (strcmp(inst->items[k].name, name) == 0) {
-            free_item(&inst->items[k]);
-            inst->items[k] = it;
+        if (strcmp(inst->items[k].name, it->name) == 0) {
+            cl_free_item(&inst->items[k]);
+            inst->items[k] = *it;
             return NULL;
         }
     }
-    inst->items[inst->count++] = it;
+    inst->items[inst->count++] = *it;
     return NULL;
 }
 
@@ -221,6 +232,9 @@ ss_client_error *ss_client_request_set_bytes(ss_client_request *req, size_t inst
 /* Serialize into a malloc'd buffer; the protobuf structures only point at the request. */
 static ss_client_error *pack_request(const ss_client_request *req, uint8_t **buf, size_t *len)
 {
+    if (cl_request_uses_shm(req))
+        return cl_err(SS_CLIENT_ERR_ARGUMENT, 0,
+                      "tensors in shared memory travel over the KServe protocols only");
     size_t total = 0;
     for (size_t i = 0; i < req->count; i++)
         total += req->instances[i].count;

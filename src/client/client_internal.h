@@ -17,11 +17,23 @@ typedef struct {
     int64_t *dims;
     uint8_t *data;
     size_t nbytes;
+    char *shm_region; /* KServe shared memory: the bytes are region's [shm_offset, + nbytes), data
+                         NULL */
+    uint64_t shm_offset;
 } req_item;
+
+/* An output the caller wants written into a shared-memory region (KServe). */
+typedef struct {
+    char *name;
+    char *shm_region;
+    uint64_t shm_offset, shm_size;
+} req_output;
 
 typedef struct {
     req_item *items;
     size_t count;
+    req_output *outputs;
+    size_t n_outputs;
 } req_instance;
 
 struct ss_client_request {
@@ -45,6 +57,14 @@ ss_client_error *cl_reply_unpack(const uint8_t *buf, size_t len, ss_client_reply
 const char *cl_address(const ss_client *c);
 int cl_timeout_ms(const ss_client *c);
 ss_client_protocol cl_protocol(const ss_client *c);
+
+/* Add it (owned) to an instance, replacing an item of the same name (client.c). */
+ss_client_error *cl_insert_item(ss_client_request *req, size_t instance, req_item *it);
+void cl_free_item(req_item *it);
+/* The requested shared-memory outputs of an instance (client_kserve.c). */
+void cl_free_outputs(req_instance *in);
+/* Whether any input or output of the request lies in shared memory (MindSpore cannot say so). */
+bool cl_request_uses_shm(const ss_client_request *req);
 
 /* KServe connection pool for REST (client_kserve.c), freed with the client. */
 typedef struct cl_pool cl_pool;

@@ -5,6 +5,11 @@
  * outputs are gathered into a MindSpore PredictReply (packed once, unpacked by client.c), so a
  * reply reads the same whatever the protocol.
  *
+ * Inputs and outputs may lie in shared memory (KServe's system shared-memory extension): an item
+ * with shm_region travels as region, offset and byte_size parameters instead of bytes, and a
+ * requested output names the region the server writes it into. ss_client_shm_* create the
+ * client's POSIX object and register it over either transport.
+ *
  * REST is a small HTTP/1.1 client (keep-alive connections pooled per client, Content-Length
  * bodies as libmicrohttpd and Triton send) with a small JSON reader of its own: the library
  * links only gRPC core and protobuf-c.
@@ -13,6 +18,7 @@
 #include "client_internal.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <grpc/slice.h>
 #include <math.h>
 #include <netdb.h>
@@ -23,7 +29,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/time.h>
 #include <sys/uio.h>
 #include <unistd.h>
@@ -32,6 +40,7 @@
 #include "ms_service.pb-c.h"
 
 #define INFER_METHOD "/inference.GRPCInferenceService/ModelInfer"
+#define SHM_METHOD "/inference.GRPCInferenceService/SystemSharedMemory"
 #define MAX_DIMS 32
 #define MAX_OUTPUTS 64
 #define POOL_MAX 64
@@ -233,35 +242,134 @@ static ss_client_error *check_inputs(const req_instance *in)
 /* ------------------------------------------------------------------ gRPC */
 
 typedef Inference__ModelInferRequest__InferInputTensor ks_input_msg;
+typedef Inference__ModelInferRequest__InferRequestedOutputTensor ks_output_msg;
+typedef Inference__ModelInferRequest__InferInputTensor__ParametersEntry ks_in_param;
+typedef Inference__ModelInferRequest__InferRequestedOutputTensor__ParametersEntry ks_out_param;
+
+/* A tensor's shared-memory parameters: region, byte_size and (when not 0) offset. */
+typedef struct {
+    Inference__InferParameter values[3];
+    size_t n;
+    ks_in_param in[3];
+    ks_out_param out[3];
+    void *ptrs[3];
+} shm_params;
+
+static const char *const shm_keys[] = {"shared_memory_region", "shared_memory_byte_size",
+                                       "shared_memory_offset"};
+
+static void shm_values(shm_params *p, const char *region, uint64_t offset, uint64_t size)
+{
+    for (int k = 0; k < 3; k++) {
+        inference__infer_parameter__init(&p->values[k]);
+        p->values[k].parameter_choice_case =
+            INFERENCE__INFER_PARAMETER__PARAMETER_CHOICE_INT64_PARAM;
+    }
+    p->values[0].parameter_choice_case = INFERENCE__INFER_PARAMETER__PARAMETER_CHOICE_STRING_PARAM;
+    p->values[0].string_param = (char *)region;
+    p->values[1].int64_param = (int64_t)size;
+    p->values[2].int64_param = (int64_t)offset;
+    p->n = offset ? 3 : 2;
+}
+
+static void shm_input_params(ks_input_msg *m, shm_params *p, const req_item *it)
+{
+    shm_values(p, it->shm_region, it->shm_offset, it->nbytes);
+    for (size_t k = 0; k < p->n; k++) {
+        inference__model_infer_request__infer_input_tensor__parameters_entry__init(&p->in[k]);
+        p->in[k].key = (char *)shm_keys[k];
+        p->in[k].value = &p->values[k];
+        p->ptrs[k] = &p->in[k];
+    }
+    m->parameters = (ks_in_param **)p->ptrs;
+    m->n_parameters = p->n;
+}
+
+static void shm_output_params(ks_output_msg *m, shm_params *p, const req_output *o)
+{
+    shm_values(p, o->shm_region, o->shm_offset, o->shm_size);
+    for (size_t k = 0; k < p->n; k++) {
+        inference__model_infer_request__infer_requested_output_tensor__parameters_entry__init(
+            &p->out[k]);
+        p->out[k].key = (char *)shm_keys[k];
+        p->out[k].value = &p->values[k];
+        p->ptrs[k] = &p->out[k];
+    }
+    m->parameters = (ks_out_param **)p->ptrs;
+    m->n_parameters = p->n;
+}
+
+/* The message parts of one instance (freed together). */
+typedef struct {
+    ks_input_msg *msgs;
+    ks_input_msg **ptrs;
+    ProtobufCBinaryData *raw;
+    ks_output_msg *outs;
+    ks_output_msg **out_ptrs;
+    shm_params *params; /* one per input, then one per output */
+} grpc_parts;
+
+static ss_client_error *grpc_parts_fill(const req_instance *in, grpc_parts *g)
+{
+    size_t n = in->count, no = in->n_outputs;
+    g->msgs = calloc(n + 1, sizeof *g->msgs);
+    g->ptrs = calloc(n + 1, sizeof *g->ptrs);
+    g->raw = calloc(n + 1, sizeof *g->raw);
+    g->outs = calloc(no + 1, sizeof *g->outs);
+    g->out_ptrs = calloc(no + 1, sizeof *g->out_ptrs);
+    g->params = calloc(n + no + 1, sizeof *g->params);
+    if (!g->msgs || !g->ptrs || !g->raw || !g->outs || !g->out_ptrs || !g->params)
+        return cl_err(SS_CLIENT_ERR_NOMEM, 0, "out of memory");
+    for (size_t k = 0; k < n; k++) {
+        const req_item *it = &in->items[k];
+        inference__model_infer_request__infer_input_tensor__init(&g->msgs[k]);
+        g->msgs[k].name = it->name;
+        g->msgs[k].datatype = (char *)ks_name(it->dtype);
+        g->msgs[k].n_shape = (size_t)it->ndim;
+        g->msgs[k].shape = it->dims;
+        g->ptrs[k] = &g->msgs[k];
+        if (it->shm_region) /* its raw entry stays empty */
+            shm_input_params(&g->msgs[k], &g->params[k], it);
+        else if (!(g->raw[k].data = input_bytes(it, &g->raw[k].len)))
+            return cl_err(SS_CLIENT_ERR_NOMEM, 0, "out of memory");
+    }
+    for (size_t k = 0; k < no; k++) {
+        inference__model_infer_request__infer_requested_output_tensor__init(&g->outs[k]);
+        g->outs[k].name = in->outputs[k].name;
+        shm_output_params(&g->outs[k], &g->params[n + k], &in->outputs[k]);
+        g->out_ptrs[k] = &g->outs[k];
+    }
+    return NULL;
+}
+
+static void grpc_parts_free(grpc_parts *g, size_t n)
+{
+    for (size_t k = 0; g->raw && k < n; k++)
+        free(g->raw[k].data);
+    free(g->raw);
+    free(g->msgs);
+    free(g->ptrs);
+    free(g->outs);
+    free(g->out_ptrs);
+    free(g->params);
+}
 
 static ss_client_error *grpc_pack(const ss_client_request *req, const req_instance *in,
                                   uint8_t **buf, size_t *len)
 {
     char model[512], version[24];
     model_name(req, model, sizeof model, version, sizeof version);
-    size_t n = in->count;
-    ks_input_msg *msgs = calloc(n + 1, sizeof *msgs);
-    ks_input_msg **ptrs = calloc(n + 1, sizeof *ptrs);
-    ProtobufCBinaryData *raw = calloc(n + 1, sizeof *raw);
-    ss_client_error *err = msgs && ptrs && raw ? NULL : cl_err(SS_CLIENT_ERR_NOMEM, 0, "oom");
-    for (size_t k = 0; !err && k < n; k++) {
-        const req_item *it = &in->items[k];
-        inference__model_infer_request__infer_input_tensor__init(&msgs[k]);
-        msgs[k].name = it->name;
-        msgs[k].datatype = (char *)ks_name(it->dtype);
-        msgs[k].n_shape = (size_t)it->ndim;
-        msgs[k].shape = it->dims;
-        ptrs[k] = &msgs[k];
-        if (!(raw[k].data = input_bytes(it, &raw[k].len)))
-            err = cl_err(SS_CLIENT_ERR_NOMEM, 0, "out of memory");
-    }
+    grpc_parts g = {0};
+    ss_client_error *err = grpc_parts_fill(in, &g);
     Inference__ModelInferRequest r = INFERENCE__MODEL_INFER_REQUEST__INIT;
     r.model_name = model;
     r.model_version = version;
-    r.inputs = ptrs;
-    r.n_inputs = n;
-    r.raw_input_contents = raw;
-    r.n_raw_input_contents = n;
+    r.inputs = g.ptrs;
+    r.n_inputs = in->count;
+    r.raw_input_contents = g.raw;
+    r.n_raw_input_contents = in->count;
+    r.outputs = g.out_ptrs;
+    r.n_outputs = in->n_outputs;
     if (!err) {
         *len = inference__model_infer_request__get_packed_size(&r);
         if (!(*buf = malloc(*len ? *len : 1)))
@@ -269,11 +377,7 @@ static ss_client_error *grpc_pack(const ss_client_request *req, const req_instan
         else
             inference__model_infer_request__pack(&r, *buf);
     }
-    for (size_t k = 0; raw && k < n; k++)
-        free(raw[k].data);
-    free(raw);
-    free(msgs);
-    free(ptrs);
+    grpc_parts_free(&g, in->count);
     return err;
 }
 
@@ -652,6 +756,7 @@ static ss_client_error *rest_output(const jv *t, const uint8_t *bin, size_t bin_
         x->dims[d] = (int64_t)shape->kids[d].num;
         numel *= (size_t)x->dims[d];
     }
+    if (jget(jget(t, "parameters"), "shared_memory_region")) return NULL; /* its bytes: there */
     const jv *size = jget(jget(t, "parameters"), "binary_data_size");
     if (!size) {
         const jv *data = jget(t, "data");
@@ -833,6 +938,28 @@ static ss_client_error *w_data(wbuf *b, const req_item *it)
     return NULL;
 }
 
+/* ,"parameters":{region, byte_size[, offset]} of a tensor in shared memory. */
+static void w_shm(wbuf *b, const char *region, uint64_t offset, uint64_t size)
+{
+    w_str(b, ",\"parameters\":{\"shared_memory_region\":");
+    w_json_string(b, (const uint8_t *)region, strlen(region));
+    w_fmt(b, ",\"shared_memory_byte_size\":%llu", (unsigned long long)size);
+    if (offset) w_fmt(b, ",\"shared_memory_offset\":%llu", (unsigned long long)offset);
+    w_str(b, "}");
+}
+
+/* "outputs" asked for in shared memory (none: the server answers every output). */
+static void w_outputs(wbuf *b, const req_instance *in)
+{
+    for (size_t k = 0; k < in->n_outputs; k++) {
+        const req_output *o = &in->outputs[k];
+        w_str(b, k ? ",{\"name\":" : ",\"outputs\":[{\"name\":");
+        w_json_string(b, (const uint8_t *)o->name, strlen(o->name));
+        w_shm(b, o->shm_region, o->shm_offset, o->shm_size);
+        w_str(b, k + 1 == in->n_outputs ? "}]" : "}");
+    }
+}
+
 /* The request body (binary: the JSON header, then every input's bytes; *json_len = header). */
 static ss_client_error *rest_body(const req_instance *in, bool binary, wbuf *b, size_t *json_len)
 {
@@ -846,7 +973,9 @@ static ss_client_error *rest_body(const req_instance *in, bool binary, wbuf *b, 
         for (int d = 0; d < it->ndim; d++)
             w_fmt(b, "%s%lld", d ? "," : "", (long long)it->dims[d]);
         w_str(b, "]");
-        if (binary) {
+        if (it->shm_region) {
+            w_shm(b, it->shm_region, it->shm_offset, it->nbytes);
+        } else if (binary) {
             w_fmt(b, ",\"parameters\":{\"binary_data_size\":%zu}",
                   it->nbytes + (is_bytes(it->dtype) ? 4 : 0));
         } else if (is_bytes(it->dtype)) {
@@ -858,9 +987,12 @@ static ss_client_error *rest_body(const req_instance *in, bool binary, wbuf *b, 
         }
         w_str(b, "}");
     }
-    w_str(b, binary ? "],\"parameters\":{\"binary_data_output\":true}}" : "]}");
+    w_str(b, "]");
+    w_outputs(b, in);
+    w_str(b, binary ? ",\"parameters\":{\"binary_data_output\":true}}" : "}");
     *json_len = b->len;
     for (size_t k = 0; binary && !err && k < in->count; k++) {
+        if (in->items[k].shm_region) continue;
         size_t len = 0;
         uint8_t *bytes = input_bytes(&in->items[k], &len);
         if (!bytes)
@@ -1011,13 +1143,14 @@ static bool http_try(int fd, const wbuf *head, const wbuf *body, http_answer *a)
 
 /* POST, on a pooled connection when one is idle (retried once on a fresh one if the server
  * closed it meanwhile). */
-static ss_client_error *http_post(ss_client *c, const char *path, const wbuf *body, size_t json_len,
-                                  bool binary, http_answer *a)
+static ss_client_error *http_request(ss_client *c, const char *method, const char *path,
+                                     const wbuf *body, size_t json_len, bool binary, http_answer *a)
 {
     cl_pool *pool = pool_get(c);
     if (!pool) return cl_err(SS_CLIENT_ERR_NOMEM, 0, "out of memory");
     wbuf head = {0};
-    w_str(&head, "POST ");
+    w_str(&head, method);
+    w_str(&head, " ");
     w_str(&head, path);
     w_str(&head, " HTTP/1.1\r\nHost: ");
     w_str(&head, cl_address(c));
@@ -1066,7 +1199,7 @@ static ss_client_error *rest_instance(ss_client *c, const ss_client_request *req
     wbuf body = {0};
     size_t json_len = 0;
     ss_client_error *err = rest_body(in, binary, &body, &json_len);
-    if (!err) err = http_post(c, path, &body, json_len, binary, keep);
+    if (!err) err = http_request(c, "POST", path, &body, json_len, binary, keep);
     free(body.p);
     if (!err) err = rest_answer(keep->status, (uint8_t *)keep->body, keep->len, keep->json_len, o);
     return err;
@@ -1101,5 +1234,342 @@ ss_client_error *cl_kserve_infer(ss_client *c, const ss_client_request *req, ss_
     free(per);
     free(grpc_answers);
     free(rest_answers);
+    return err;
+}
+
+/* ------------------------------------------------------------------ shared memory: requests */
+
+void cl_free_outputs(req_instance *in)
+{
+    for (size_t k = 0; k < in->n_outputs; k++) {
+        free(in->outputs[k].name);
+        free(in->outputs[k].shm_region);
+    }
+    free(in->outputs);
+    in->outputs = NULL;
+    in->n_outputs = 0;
+}
+
+bool cl_request_uses_shm(const ss_client_request *req)
+{
+    for (size_t i = 0; req && i < req->count; i++) {
+        if (req->instances[i].n_outputs) return true;
+        for (size_t k = 0; k < req->instances[i].count; k++)
+            if (req->instances[i].items[k].shm_region) return true;
+    }
+    return false;
+}
+
+/* Whether a region name travels in a URL path as it is. */
+static bool region_name_ok(const char *name)
+{
+    size_t n = name ? strlen(name) : 0;
+    return n > 0 && n < 128 &&
+           strspn(name, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+                        "0123456789_.-") == n;
+}
+
+static ss_client_error *check_region(const char *tensor, const char *region)
+{
+    if (region_name_ok(region)) return NULL;
+    return cl_err(SS_CLIENT_ERR_ARGUMENT, 0,
+                  "%s: shared memory region name '%.128s' must be 1 to 127 of [A-Za-z0-9_.-]",
+                  tensor ? tensor : "?", region ? region : "");
+}
+
+/* dims' element count, or false (negative dims, overflow). */
+static bool count_elements(const int64_t *dims, int ndim, uint64_t *numel)
+{
+    *numel = 1;
+    if (ndim < 0 || ndim > MAX_DIMS || (ndim && !dims)) return false;
+    for (int i = 0; i < ndim; i++) {
+        if (dims[i] < 0 || (dims[i] && *numel > UINT64_MAX / 16 / (uint64_t)dims[i])) return false;
+        *numel *= (uint64_t)dims[i];
+    }
+    return true;
+}
+
+ss_client_error *ss_client_request_set_shm_input(ss_client_request *req, size_t instance,
+                                                 const char *name, ss_client_dtype dtype,
+                                                 const int64_t *dims, int ndim, const char *region,
+                                                 uint64_t offset, uint64_t byte_size)
+{
+    if (!req || instance >= req->count || !name)
+        return cl_err(SS_CLIENT_ERR_ARGUMENT, 0, "no instance %zu in this request", instance);
+    ss_client_error *err = check_region(name, region);
+    if (err) return err;
+    uint64_t numel = 0;
+    if (!ss_client_dtype_size(dtype) || !ks_name(dtype) || !count_elements(dims, ndim, &numel))
+        return cl_err(SS_CLIENT_ERR_ARGUMENT, 0, "input %s: a numeric dtype and valid dims", name);
+    if (numel * ss_client_dtype_size(dtype) != byte_size)
+        return cl_err(SS_CLIENT_ERR_ARGUMENT, 0,
+                      "input %s: byte_size %llu, its shape and dtype need %llu", name,
+                      (unsigned long long)byte_size,
+                      (unsigned long long)(numel * ss_client_dtype_size(dtype)));
+    req_item it = {.dtype = dtype, .ndim = ndim, .nbytes = (size_t)byte_size, .shm_offset = offset};
+    it.name = strdup(name);
+    it.shm_region = strdup(region);
+    it.dims = malloc((size_t)(ndim ? ndim : 1) * sizeof *dims);
+    if (!it.name || !it.shm_region || !it.dims) {
+        cl_free_item(&it);
+        return cl_err(SS_CLIENT_ERR_NOMEM, 0, "out of memory");
+    }
+    if (ndim) memcpy(it.dims, dims, (size_t)ndim * sizeof *dims);
+    return cl_insert_item(req, instance, &it);
+}
+
+ss_client_error *ss_client_request_set_shm_output(ss_client_request *req, size_t instance,
+                                                  const char *name, const char *region,
+                                                  uint64_t offset, uint64_t byte_size)
+{
+    if (!req || instance >= req->count || !name)
+        return cl_err(SS_CLIENT_ERR_ARGUMENT, 0, "no instance %zu in this request", instance);
+    ss_client_error *err = check_region(name, region);
+    if (err) return err;
+    req_instance *in = &req->instances[instance];
+    size_t k = 0;
+    while (k < in->n_outputs && strcmp(in->outputs[k].name, name) != 0)
+        k++;
+    if (k == in->n_outputs) {
+        req_output *grown = realloc(in->outputs, (in->n_outputs + 1) * sizeof *grown);
+        if (!grown) return cl_err(SS_CLIENT_ERR_NOMEM, 0, "out of memory");
+        in->outputs = grown;
+        memset(&grown[k], 0, sizeof *grown);
+        if (!(grown[k].name = strdup(name))) return cl_err(SS_CLIENT_ERR_NOMEM, 0, "oom");
+        in->n_outputs++;
+    }
+    char *copy = strdup(region);
+    if (!copy) return cl_err(SS_CLIENT_ERR_NOMEM, 0, "out of memory");
+    free(in->outputs[k].shm_region);
+    in->outputs[k].shm_region = copy;
+    in->outputs[k].shm_offset = offset;
+    in->outputs[k].shm_size = byte_size;
+    return NULL;
+}
+
+/* ------------------------------------------------------------------ shared memory: objects */
+
+struct ss_client_shm {
+    char key[256];
+    void *data;
+    size_t size;
+};
+
+ss_client_error *ss_client_shm_create(const char *key, size_t byte_size, ss_client_shm **out)
+{
+    *out = NULL;
+    if (!key || key[0] != '/' || strchr(key + 1, '/') || strlen(key) < 2 || strlen(key) > 255)
+        return cl_err(SS_CLIENT_ERR_ARGUMENT, 0, "shared memory key '%.200s' must be '/name'",
+                      key ? key : "");
+    if (!byte_size) return cl_err(SS_CLIENT_ERR_ARGUMENT, 0, "shared memory of 0 bytes");
+    ss_client_shm *shm = calloc(1, sizeof *shm);
+    if (!shm) return cl_err(SS_CLIENT_ERR_NOMEM, 0, "out of memory");
+    snprintf(shm->key, sizeof shm->key, "%s", key);
+    shm->size = byte_size;
+    int fd = shm_open(key, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+    ss_client_error *err = NULL;
+    if (fd < 0) {
+        err = cl_err(SS_CLIENT_ERR_ARGUMENT, errno, "cannot create shared memory '%s': %s", key,
+                     strerror(errno));
+    } else if (ftruncate(fd, (off_t)byte_size) != 0 ||
+               (shm->data = mmap(NULL, byte_size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0)) ==
+                   MAP_FAILED) {
+        err = cl_err(SS_CLIENT_ERR_NOMEM, errno, "cannot size or map %zu bytes of '%s': %s",
+                     byte_size, key, strerror(errno));
+        shm_unlink(key);
+    }
+    if (fd >= 0) close(fd);
+    if (err) {
+        free(shm);
+        return err;
+    }
+    *out = shm;
+    return NULL;
+}
+
+void *ss_client_shm_data(const ss_client_shm *shm)
+{
+    return shm ? shm->data : NULL;
+}
+
+size_t ss_client_shm_size(const ss_client_shm *shm)
+{
+    return shm ? shm->size : 0;
+}
+
+const char *ss_client_shm_key(const ss_client_shm *shm)
+{
+    return shm ? shm->key : NULL;
+}
+
+void ss_client_shm_destroy(ss_client_shm *shm)
+{
+    if (!shm) return;
+    munmap(shm->data, shm->size);
+    shm_unlink(shm->key);
+    free(shm);
+}
+
+/* ------------------------------------------------------------------ shared memory: the calls */
+
+/* One call of the extension over REST: the answer's JSON (root) when the status is 200, else
+ * SS_CLIENT_ERR_SERVER with the status and the server's text. */
+static ss_client_error *shm_rest(ss_client *c, const char *method, const char *path,
+                                 const wbuf *body, jv *root)
+{
+    http_answer a = {0};
+    ss_client_error *err = http_request(c, method, path, body, body->len, false, &a);
+    if (err) return err;
+    jcur cur = {a.body, a.body + a.len, 0};
+    bool parsed = a.len == 0 || parse_value(&cur, root);
+    const jv *error = jget(root, "error");
+    if (a.status != 200)
+        err = cl_err(SS_CLIENT_ERR_SERVER, a.status, "%s",
+                     error && error->type == J_STR ? error->str : "(no error text)");
+    else if (!parsed)
+        err = cl_err(SS_CLIENT_ERR_PROTOCOL, 0, "%s %s: the answer is not JSON", method, path);
+    free(a.body);
+    return err;
+}
+
+/* One call of the extension over gRPC (SHM_METHOD + rpc); *answer = the reply's bytes. */
+static ss_client_error *shm_grpc(ss_client *c, const char *rpc, const ProtobufCMessage *msg,
+                                 grpc_slice *answer)
+{
+    size_t len = protobuf_c_message_get_packed_size(msg);
+    uint8_t *buf = malloc(len ? len : 1);
+    if (!buf) return cl_err(SS_CLIENT_ERR_NOMEM, 0, "out of memory");
+    protobuf_c_message_pack(msg, buf);
+    char method[128];
+    snprintf(method, sizeof method, "%s%s", SHM_METHOD, rpc);
+    return cl_unary(c, method, buf, len, answer);
+}
+
+static bool is_grpc(const ss_client *c)
+{
+    return cl_protocol(c) == SS_CLIENT_KSERVE_GRPC;
+}
+
+static ss_client_error *check_kserve(ss_client *c)
+{
+    if (c && cl_protocol(c) != SS_CLIENT_MINDSPORE) return NULL;
+    return cl_err(SS_CLIENT_ERR_ARGUMENT, 0,
+                  "shared memory regions are a KServe extension: connect with a KServe protocol");
+}
+
+ss_client_error *ss_client_shm_register(ss_client *c, const char *name, const char *key,
+                                        uint64_t offset, uint64_t byte_size)
+{
+    ss_client_error *err = check_kserve(c);
+    if (!err) err = check_region("register", name);
+    if (err) return err;
+    if (is_grpc(c)) {
+        Inference__SystemSharedMemoryRegisterRequest r =
+            INFERENCE__SYSTEM_SHARED_MEMORY_REGISTER_REQUEST__INIT;
+        r.name = (char *)name;
+        r.key = (char *)(key ? key : "");
+        r.offset = offset;
+        r.byte_size = byte_size;
+        grpc_slice answer;
+        err = shm_grpc(c, "Register", &r.base, &answer);
+        if (!err) grpc_slice_unref(answer);
+        return err;
+    }
+    char path[256];
+    snprintf(path, sizeof path, "/v2/systemsharedmemory/region/%s/register", name);
+    wbuf body = {0};
+    w_str(&body, "{\"key\":");
+    w_json_string(&body, (const uint8_t *)(key ? key : ""), key ? strlen(key) : 0);
+    w_fmt(&body, ",\"offset\":%llu,", (unsigned long long)offset);
+    w_fmt(&body, "\"byte_size\":%llu}", (unsigned long long)byte_size);
+    jv root = {0};
+    err = body.oom ? cl_err(SS_CLIENT_ERR_NOMEM, 0, "out of memory")
+                   : shm_rest(c, "POST", path, &body, &root);
+    jv_free(&root);
+    free(body.p);
+    return err;
+}
+
+ss_client_error *ss_client_shm_unregister(ss_client *c, const char *name)
+{
+    bool all = !name || !name[0];
+    ss_client_error *err = check_kserve(c);
+    if (!err && !all) err = check_region("unregister", name);
+    if (err) return err;
+    if (is_grpc(c)) {
+        Inference__SystemSharedMemoryUnregisterRequest r =
+            INFERENCE__SYSTEM_SHARED_MEMORY_UNREGISTER_REQUEST__INIT;
+        r.name = (char *)(all ? "" : name);
+        grpc_slice answer;
+        err = shm_grpc(c, "Unregister", &r.base, &answer);
+        if (!err) grpc_slice_unref(answer);
+        return err;
+    }
+    char path[256];
+    snprintf(path, sizeof path, "/v2/systemsharedmemory%s%s/unregister", all ? "" : "/region/",
+             all ? "" : name);
+    wbuf body = {0};
+    jv root = {0};
+    err = shm_rest(c, "POST", path, &body, &root);
+    jv_free(&root);
+    return err;
+}
+
+/* Status over gRPC: the region's byte_size when the map holds it. */
+static ss_client_error *status_grpc(ss_client *c, const char *name, bool *registered,
+                                    uint64_t *byte_size)
+{
+    Inference__SystemSharedMemoryStatusRequest r =
+        INFERENCE__SYSTEM_SHARED_MEMORY_STATUS_REQUEST__INIT;
+    r.name = (char *)name;
+    grpc_slice answer;
+    ss_client_error *err = shm_grpc(c, "Status", &r.base, &answer);
+    if (err && err->kind == SS_CLIENT_ERR_TRANSPORT && err->code == 5) { /* NOT_FOUND */
+        ss_client_error_free(err);
+        return NULL;
+    }
+    if (err) return err;
+    Inference__SystemSharedMemoryStatusResponse *s =
+        inference__system_shared_memory_status_response__unpack(NULL, GRPC_SLICE_LENGTH(answer),
+                                                                GRPC_SLICE_START_PTR(answer));
+    grpc_slice_unref(answer);
+    if (!s) return cl_err(SS_CLIENT_ERR_PROTOCOL, 0, "cannot parse SystemSharedMemoryStatus");
+    for (size_t i = 0; i < s->n_regions; i++)
+        if (s->regions[i]->key && !strcmp(s->regions[i]->key, name) && s->regions[i]->value) {
+            *registered = true;
+            *byte_size = s->regions[i]->value->byte_size;
+        }
+    inference__system_shared_memory_status_response__free_unpacked(s, NULL);
+    return NULL;
+}
+
+ss_client_error *ss_client_shm_status(ss_client *c, const char *name, bool *registered,
+                                      uint64_t *byte_size)
+{
+    uint64_t size_ignored = 0;
+    if (!byte_size) byte_size = &size_ignored;
+    *registered = false;
+    *byte_size = 0;
+    ss_client_error *err = check_kserve(c);
+    if (!err) err = check_region("status", name);
+    if (err) return err;
+    if (is_grpc(c)) return status_grpc(c, name, registered, byte_size);
+    char path[256];
+    snprintf(path, sizeof path, "/v2/systemsharedmemory/region/%s/status", name);
+    wbuf body = {0};
+    jv root = {0};
+    err = shm_rest(c, "GET", path, &body, &root);
+    if (err && err->kind == SS_CLIENT_ERR_SERVER && err->code == 404) {
+        ss_client_error_free(err);
+        err = NULL;
+    }
+    for (size_t i = 0; !err && root.type == J_ARR && i < root.n; i++) {
+        const jv *n = jget(&root.kids[i], "name"), *size = jget(&root.kids[i], "byte_size");
+        if (n && n->type == J_STR && !strcmp(n->str, name) && size && size->type == J_NUM) {
+            *registered = true;
+            *byte_size = (uint64_t)size->num;
+        }
+    }
+    jv_free(&root);
     return err;
 }

@@ -932,6 +932,7 @@ void ss_link_msg_free(ss_link_msg *m)
     free(m->address);
     free(m->message);
     free(m->json);
+    link_shm_let_go(m); /* before the tensors unmap: their guards go first */
     for (size_t i = 0; i < m->n_tensors; i++) {
         if (m->tensors) ss_tensor_free(&m->tensors[i]);
         if (m->tensor_names) free(m->tensor_names[i]);
@@ -942,7 +943,6 @@ void ss_link_msg_free(ss_link_msg *m)
     free(m->seq_release);
     free(m->seq_create);
     free(m->shm_error);
-    link_shm_let_go(m);
     memset(m, 0, sizeof *m);
 }
 

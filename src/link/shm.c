@@ -5,7 +5,8 @@
  * names while unpacking one (link_shm_map). A mapping made here covers exactly the tensor's pages
  * and belongs to the tensor (SS_STORE_MAPPED), so nothing here must outlive a request: a region
  * the client unregisters (or unlinks) while an agent computes on it stays mapped until the
- * agent's tensor is freed.
+ * agent's tensor is freed. Every mapping made here is guarded (shm_guard.c): a client that shrinks
+ * its object while a request reads or writes it costs that request, never the process.
  */
 #include "link_internal.h"
 
@@ -122,6 +123,16 @@ static ss_status *open_object(const char *key, uint64_t offset, size_t n, bool w
     return NULL;
 }
 
+/* Guard a fresh mapping; true (and unmapped) when it cannot be guarded. */
+static bool guard_or_unmap(void *map, size_t len, const char *key)
+{
+    ss_status *st = ss_link_shm_guard(map, len, key);
+    bool failed = st != NULL;
+    if (failed) munmap(map, len);
+    ss_status_free(st);
+    return failed;
+}
+
 /* Map key's [offset, offset + n) into t (storage MAPPED, pages populated). */
 static ss_status *map_range(const char *key, uint64_t offset, size_t n, bool writable, ss_tensor *t)
 {
@@ -134,9 +145,9 @@ static ss_status *map_range(const char *key, uint64_t offset, size_t n, bool wri
     int prot = PROT_READ | (writable ? PROT_WRITE : 0);
     uint8_t *m = mmap(NULL, len, prot, MAP_SHARED | MAP_POPULATE, fd, (off_t)start);
     close(fd);
-    if (m == MAP_FAILED)
+    if (m == MAP_FAILED || guard_or_unmap(m, len, key))
         return ss_errf(SS_ERR_NOMEM, "cannot map %zu bytes of shared memory '%s': %s", n, key,
-                       strerror(errno));
+                       m == MAP_FAILED ? strerror(errno) : "too many mappings");
     t->data = m + (offset - start);
     t->nbytes = n;
     t->storage = SS_STORE_MAPPED;
@@ -168,26 +179,44 @@ typedef struct cached {
 static cached *cache;
 static uint64_t cache_tick;
 
-/* Unmap the least recently used idle mappings beyond CACHE_KEEP (lock held). */
+static bool cache_lost(const cached *c)
+{
+    return ss_link_shm_lost(c->map, c->len, NULL, 0);
+}
+
+static void cache_unmap(cached **pp)
+{
+    cached *c = *pp;
+    *pp = c->next;
+    ss_link_shm_unguard(c->map);
+    munmap(c->map, c->len);
+    free(c);
+}
+
+/* Unmap idle mappings that were lost, then the least recently used idle ones beyond CACHE_KEEP
+ * (lock held). */
 static void cache_trim(void)
 {
+    for (cached **pp = &cache; *pp;)
+        if ((*pp)->holds == 0 && cache_lost(*pp))
+            cache_unmap(pp);
+        else
+            pp = &(*pp)->next;
     for (;;) {
         int idle = 0;
         cached **lru = NULL;
         for (cached **pp = &cache; *pp; pp = &(*pp)->next)
             if ((*pp)->holds == 0 && (idle++, !lru || (*pp)->used < (*lru)->used)) lru = pp;
         if (idle <= CACHE_KEEP) return;
-        cached *c = *lru;
-        *lru = c->next;
-        munmap(c->map, c->len);
-        free(c);
+        cache_unmap(lru);
     }
 }
 
 static cached *cache_find(const char *key, const struct stat *st, size_t end)
 {
     for (cached *c = cache; c; c = c->next)
-        if (c->dev == st->st_dev && c->ino == st->st_ino && c->len >= end && !strcmp(c->key, key))
+        if (c->dev == st->st_dev && c->ino == st->st_ino && c->len >= end && !strcmp(c->key, key) &&
+            !cache_lost(c))
             return c;
     return NULL;
 }
@@ -205,7 +234,7 @@ static ss_status *cache_hold(const char *key, uint64_t offset, size_t n, uint8_t
     if (!c && (c = calloc(1, sizeof *c))) {
         c->map =
             mmap(NULL, end ? end : 1, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_POPULATE, fd, 0);
-        if (c->map == MAP_FAILED) {
+        if (c->map == MAP_FAILED || guard_or_unmap(c->map, end ? end : 1, key)) {
             free(c);
             c = NULL;
         } else {
@@ -234,19 +263,24 @@ static void cache_unhold(const void *p)
     pthread_mutex_unlock(&table_mu);
 }
 
-/* The mappings a received message's tensors hold (ss_link_msg.link_private). */
+/* The mappings a received message's tensors hold (ss_link_msg.link_private): kept ones, and the
+ * tensors' own (MAPPED: only their guard is let go here, the tensor unmaps). */
 typedef struct {
     size_t n;
-    const void *at[];
+    struct {
+        const void *at;
+        bool own;
+    } at[];
 } holds;
 
-static bool note_hold(ss_link_msg *m, const void *at)
+static bool note_hold(ss_link_msg *m, const void *at, bool own)
 {
     holds *h = m->link_private;
     size_t n = h ? h->n : 0;
     holds *grown = realloc(h, sizeof *h + (n + 1) * sizeof h->at[0]);
     if (!grown) return false;
-    grown->at[n] = at;
+    grown->at[n].at = at;
+    grown->at[n].own = own;
     grown->n = n + 1;
     m->link_private = grown;
     return true;
@@ -256,9 +290,23 @@ void link_shm_let_go(ss_link_msg *m)
 {
     holds *h = m->link_private;
     for (size_t i = 0; h && i < h->n; i++)
-        cache_unhold(h->at[i]);
+        if (h->at[i].own)
+            ss_link_shm_unguard(h->at[i].at);
+        else
+            cache_unhold(h->at[i].at);
     free(h);
     m->link_private = NULL;
+}
+
+/* A tensor's own mapping (a message that is no PREDICT, or a read-only object). */
+static ss_status *map_own(const char *key, uint64_t offset, ss_tensor *t, ss_link_msg *m)
+{
+    ss_status *st = map_range(key, offset, t->nbytes, false, t);
+    if (!st && !note_hold(m, t->map_base, true)) {
+        ss_link_shm_unguard(t->map_base);
+        return ss_errf(SS_ERR_NOMEM, "shared memory holds");
+    }
+    return st;
 }
 
 ss_status *link_shm_map(const char *key, uint64_t offset, ss_tensor *t, ss_link_msg *m)
@@ -273,9 +321,9 @@ ss_status *link_shm_map(const char *key, uint64_t offset, ss_tensor *t, ss_link_
     ss_status *st = m->type == SS_LINK_PREDICT ? cache_hold(key, offset, t->nbytes, &at) : NULL;
     if (m->type != SS_LINK_PREDICT || st) { /* kept mappings are read-write: maybe not allowed */
         ss_status_free(st);
-        return map_range(key, offset, t->nbytes, false, t);
+        return map_own(key, offset, t, m);
     }
-    if (!note_hold(m, at)) {
+    if (!note_hold(m, at, false)) {
         cache_unhold(at);
         return ss_errf(SS_ERR_NOMEM, "shared memory holds");
     }

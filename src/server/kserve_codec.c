@@ -641,7 +641,10 @@ bool ss_kserve_collect_outputs(ss_kserve_call *call, const ss_predict_reply *rep
     *out = NULL;
     *n = 0;
     err->status = 0;
-    if (reply_failed(reply, err)) return false;
+    if (reply_failed(reply, err)) {
+        ss_kserve_shm_explain(call, err);
+        return false;
+    }
     call->agents_done = true; /* a successful reply: the ranks wrote their placed outputs */
     if (reply->count == 0) {
         ss_kserve_fail(err, 500, "the model gave no instances");

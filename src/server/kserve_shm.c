@@ -3,7 +3,9 @@
  * A region maps [0, offset + byte_size) of its shm object once, at register, and counts its
  * holders (the table, and each call using it) under the table's lock: it is unshared from the
  * link and unmapped when the last one lets go, so unregister never pulls memory from under a
- * request in flight.
+ * request in flight. A client may also shrink the object under the mapping: every use checks its
+ * size (fstat on the fd kept open), and the mapping is guarded (ss_link_shm_guard), so a shrink
+ * while a request copies costs that request (an error naming the region), never the process.
  */
 #include "kserve_shm.h"
 
@@ -26,6 +28,7 @@ typedef struct region {
     ss_kserve_shm_region r;
     uint8_t *map; /* the object from 0; the region starts at map + r.offset */
     size_t map_len;
+    int fd;      /* the object, for its current size */
     int holders; /* the table while registered + calls using it */
     struct region *next;
 } region;
@@ -41,7 +44,7 @@ static region *find(const char *name)
 }
 
 /* Open and map the object, checking its size covers the region. */
-static bool map_key(const char *key, uint64_t end, uint8_t **map, ss_kserve_error *err)
+static bool map_key(const char *key, uint64_t end, uint8_t **map, int *fd_out, ss_kserve_error *err)
 {
     if (key[0] != '/' || strchr(key + 1, '/') || strlen(key) >= sizeof(((region *)0)->r.key)) {
         ss_kserve_fail(err, 400, "shared memory key '%.200s' must be '/name' (a POSIX shm name)",
@@ -65,12 +68,29 @@ static bool map_key(const char *key, uint64_t end, uint8_t **map, ss_kserve_erro
         return false;
     }
     *map = mmap(NULL, (size_t)end, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
-    close(fd);
     if (*map == MAP_FAILED) {
         ss_kserve_fail(err, 400, "cannot map shared memory key '%.200s': %s", key, strerror(errno));
+        close(fd);
         return false;
     }
+    ss_status *guard = ss_link_shm_guard(*map, (size_t)end, key);
+    if (guard) {
+        ss_kserve_fail(err, 503, "shared memory key '%.200s': %s", key, guard->msg);
+        ss_status_free(guard);
+        munmap(*map, (size_t)end);
+        close(fd);
+        return false;
+    }
+    *fd_out = fd;
     return true;
+}
+
+static void unmap(region *g)
+{
+    ss_link_shm_unguard(g->map);
+    munmap(g->map, g->map_len);
+    close(g->fd);
+    free(g);
 }
 
 bool ss_kserve_shm_register(const char *name, const char *key, uint64_t offset, uint64_t byte_size,
@@ -90,7 +110,7 @@ bool ss_kserve_shm_register(const char *name, const char *key, uint64_t offset, 
         ss_kserve_fail(err, 500, "out of memory");
         return false;
     }
-    if (!map_key(key, offset + byte_size, &g->map, err)) {
+    if (!map_key(key, offset + byte_size, &g->map, &g->fd, err)) {
         free(g);
         return false;
     }
@@ -104,8 +124,7 @@ bool ss_kserve_shm_register(const char *name, const char *key, uint64_t offset, 
     if (st) {
         ss_kserve_fail(err, 400, "region '%s': %s", name, st->msg);
         ss_status_free(st);
-        munmap(g->map, g->map_len);
-        free(g);
+        unmap(g);
         return false;
     }
     pthread_mutex_lock(&table_mu);
@@ -114,8 +133,7 @@ bool ss_kserve_shm_register(const char *name, const char *key, uint64_t offset, 
     pthread_mutex_unlock(&table_mu);
     if (taken) {
         ss_link_shm_unshare(g->map + offset);
-        munmap(g->map, g->map_len);
-        free(g);
+        unmap(g);
         ss_kserve_fail(err, 400, "shared memory region '%s' is already registered", name);
     }
     return !taken;
@@ -126,8 +144,7 @@ static void let_go(region *g)
 {
     if (--g->holders > 0) return;
     ss_link_shm_unshare(g->map + g->r.offset);
-    munmap(g->map, g->map_len);
-    free(g);
+    unmap(g);
 }
 
 bool ss_kserve_shm_unregister(const char *name, ss_kserve_error *err)
@@ -182,11 +199,47 @@ bool ss_kserve_shm_status(const char *name, ss_kserve_shm_region **out, size_t *
     return true;
 }
 
+/* A mapping lost to a shrink while no call holds it, over an object grown back: mapped again in
+ * place (lock held), so the client need not register the region again. */
+static void heal(region *g)
+{
+    if (g->holders != 1 || !ss_link_shm_lost(g->map, g->map_len, NULL, 0)) return;
+    void *m = mmap(g->map, g->map_len, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_FIXED, g->fd, 0);
+    if (m == MAP_FAILED) return;
+    ss_link_shm_unguard(g->map);
+    ss_status_free(ss_link_shm_guard(g->map, g->map_len, g->r.key)); /* its slot was just freed */
+}
+
+/* Whether g's memory is still there: its object not shrunk below the region, its mapping not
+ * lost to an earlier shrink (else a 400 naming the region and its key). */
+static bool usable(region *g, const char *kind, const char *tensor, ss_kserve_error *err)
+{
+    struct stat st;
+    if (fstat(g->fd, &st) == 0 && (uint64_t)st.st_size < g->map_len) {
+        ss_kserve_fail(err, 400,
+                       "%s '%s': shared memory region '%.128s' (key '%.200s') now holds %lld "
+                       "bytes, fewer than its offset + byte_size %zu: the object was shrunk",
+                       kind, tensor, g->r.name, g->r.key, (long long)st.st_size, g->map_len);
+        return false;
+    }
+    heal(g);
+    if (ss_link_shm_lost(g->map, g->map_len, NULL, 0)) {
+        ss_kserve_fail(err, 400,
+                       "%s '%s': shared memory region '%.128s' (key '%.200s') lost its memory "
+                       "when the object was shrunk during a request: unregister it and register "
+                       "it again, or wait until no request uses it",
+                       kind, tensor, g->r.name, g->r.key);
+        return false;
+    }
+    return true;
+}
+
 /* g's range [offset, offset + size), or a 400 naming the tensor (lock held). */
 static uint8_t *range_of(region *g, const char *kind, const char *tensor, uint64_t offset,
                          uint64_t size, ss_kserve_error *err)
 {
     const char *name = g->r.name;
+    if (!usable(g, kind, tensor, err)) return NULL;
     if (offset > g->r.byte_size || size > g->r.byte_size - offset) {
         ss_kserve_fail(err, 400,
                        "%s '%s': offset %llu + byte_size %llu run past shared memory region "
@@ -223,6 +276,23 @@ static bool hold(ss_kserve_call *call, region *g, ss_kserve_error *err)
     call->shm_held[call->n_shm_held++] = g;
     g->holders++;
     return true;
+}
+
+void ss_kserve_shm_explain(const ss_kserve_call *call, ss_kserve_error *err)
+{
+    pthread_mutex_lock(&table_mu);
+    for (size_t i = 0; i < call->n_shm_held; i++) {
+        const region *g = call->shm_held[i];
+        char quoted[sizeof g->r.key + 2];
+        snprintf(quoted, sizeof quoted, "'%s'", g->r.key);
+        size_t n = strlen(err->msg);
+        if (!strstr(err->msg, quoted) || n + 40 > sizeof err->msg) continue;
+        snprintf(err->msg + n, sizeof err->msg - n, " (shared memory region '%.*s')",
+                 (int)(sizeof err->msg - n - 32), g->r.name);
+        err->status = 400;
+        break;
+    }
+    pthread_mutex_unlock(&table_mu);
 }
 
 void ss_kserve_shm_let_go(ss_kserve_call *call)
@@ -311,6 +381,25 @@ static const ss_kserve_requested *shm_request(const ss_kserve_call *call, const 
     return NULL;
 }
 
+/* Whether a region the call holds was shrunk while the call read or wrote it (then a 400). */
+static bool held_intact(const ss_kserve_call *call, ss_kserve_error *err)
+{
+    bool ok = true;
+    pthread_mutex_lock(&table_mu);
+    for (size_t i = 0; ok && i < call->n_shm_held; i++) {
+        const region *g = call->shm_held[i];
+        if (ss_link_shm_lost(g->map, g->map_len, NULL, 0)) {
+            ss_kserve_fail(err, 400,
+                           "shared memory region '%.128s' (key '%.200s') was shrunk while the "
+                           "request used it: the request fails",
+                           g->r.name, g->r.key);
+            ok = false;
+        }
+    }
+    pthread_mutex_unlock(&table_mu);
+    return ok;
+}
+
 bool ss_kserve_shm_write_outputs(const ss_kserve_call *call, ss_kserve_output *outs, size_t n,
                                  ss_kserve_error *err)
 {
@@ -336,7 +425,7 @@ bool ss_kserve_shm_write_outputs(const ss_kserve_call *call, ss_kserve_output *o
         outs[i].shm = r;
         outs[i].binary = false;
     }
-    return ok;
+    return ok && held_intact(call, err);
 }
 
 /* ------------------------------------------------------------------ REST */

@@ -43,6 +43,9 @@ bool ss_kserve_shm_output(ss_kserve_requested *r, const char *region, uint64_t o
 /* The outputs requested in shared memory as the request's places (single-instance calls; the call
  * holds their regions). 400 when a region has gone since the output was parsed. */
 bool ss_kserve_shm_places(ss_kserve_call *call, ss_predict_request *req, ss_kserve_error *err);
+/* A failed reply whose text names the object of a region the call holds (an agent found it too
+ * small, or shrunk while it ran): the region is named too, and it is the client's error (400). */
+void ss_kserve_shm_explain(const ss_kserve_call *call, ss_kserve_error *err);
 /* Let go of the regions the call holds (ss_kserve_call_free). */
 void ss_kserve_shm_let_go(ss_kserve_call *call);
 /* Copy the outputs requested in shared memory into their regions (marking them o->shm); an

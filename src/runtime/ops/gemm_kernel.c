@@ -450,6 +450,12 @@ int ss_gemm_pool_reserve(int threads)
     if (!pool.atfork) pool.atfork = pthread_atfork(NULL, NULL, pool_atfork_child) == 0;
     sigset_t all, old;
     sigfillset(&all);
+    /* a fault a worker causes is its own: blocked, the kernel would kill the process without
+     * running the handler (shm_guard's SIGBUS handler for a client's shrunk memory) */
+    sigdelset(&all, SIGBUS);
+    sigdelset(&all, SIGSEGV);
+    sigdelset(&all, SIGFPE);
+    sigdelset(&all, SIGILL);
     pthread_sigmask(SIG_SETMASK, &all, &old); /* workers inherit it: no signal lands on them */
     while (pool.n_workers < threads - 1) {
         pthread_t t;
