@@ -371,8 +371,9 @@ static ss_status *start_models(ss_worker *w, const char *servable, local_groups 
             st = publish_secret(secret, secret_len, ss_worker_address(m),
                                 g->secrets[g->n_secrets++], sizeof g->secrets[0]);
         if (!st && m == w)
-            printf("Serving: servable %s waiting for agents on %s\n", servable,
-                   ss_worker_address(m));
+            printf("Serving: servable %s waiting for agents on %s%s%s%s\n", servable,
+                   ss_worker_address(m), *ss_worker_model_label(m) ? " (model " : "",
+                   ss_worker_model_label(m), *ss_worker_model_label(m) ? ")" : "");
         else if (!st)
             printf("Serving: servable %s model %s waiting for agents on %s\n", servable,
                    ss_worker_model_label(m), ss_worker_address(m));

@@ -608,6 +608,16 @@ ss_status *ss_pipeline_compose(ss_pipeline *p, size_t model, const ss_serving_si
     return NULL;
 }
 
+size_t ss_pipeline_waiting(ss_pipeline *p)
+{
+    size_t k = 0;
+    pthread_mutex_lock(&p->mu);
+    while (k < p->n_models && p->models[k].sig)
+        k++;
+    pthread_mutex_unlock(&p->mu);
+    return k;
+}
+
 void ss_pipeline_forget(ss_pipeline *p, size_t model)
 {
     if (!p->started) return;

@@ -102,6 +102,8 @@ ss_status *ss_pipeline_start(ss_pipeline *p, const ss_serving_backend *models,
 ss_status *ss_pipeline_compose(ss_pipeline *p, size_t model, const ss_serving_signature *model_sig,
                                ss_serving_signature **out);
 void ss_pipeline_forget(ss_pipeline *p, size_t model);
+/* The first model not ready (n_models: none). */
+size_t ss_pipeline_waiting(ss_pipeline *p);
 void ss_pipeline_stop(ss_pipeline *p);
 /* Model k's internal method as last published (NULL while its worker is not ready). */
 const ss_serving_method *ss_pipeline_model_spec(ss_pipeline *p, size_t model);

@@ -324,7 +324,16 @@ ss_status *ss_serving_publish_model(ss_serving_entry *e, size_t model,
     if (!e->pipeline) return publish_signature(e, sig);
     ss_serving_signature *composed = NULL;
     ss_status *st = ss_pipeline_compose(e->pipeline, model, sig, &composed);
-    if (st || !composed) return st;
+    if (st) return st;
+    if (!composed) { /* another model is not ready: say which */
+        size_t k = ss_pipeline_waiting(e->pipeline);
+        registry_lock(e->owner);
+        if (k < e->pipeline->n_models)
+            snprintf(e->why, sizeof e->why, "model '%s' (subgraph %u) is not ready yet",
+                     e->pipeline->models[k].key, e->pipeline->models[k].subgraph);
+        registry_unlock(e->owner);
+        return NULL;
+    }
     st = publish_signature(e, composed);
     ss_serving_signature_free(composed);
     return st;
