@@ -582,12 +582,15 @@ def section_stages(work):
     only the model stage, in one serve. p50s drift by tens of microseconds between runs on these shared
     cores, so "added" is the median over rounds of the difference within a round."""
     plugin = os.path.join(A.build, "tests", "libss_example_classify_plugins.so")
+    test_plugins = os.path.join(A.build, "tests", "libss_test_plugins.so")
     model = os.path.join(work, "stages_neg.onnx")
     neg_model(model, 128, 96)
     x = os.path.join(work, "x_stages.npy")
     np.save(x, np.ones((128, 96), np.float32))
     identity = {"kind": "c_function", "library": plugin, "symbol": "ss_example_scale",
                 "inputs": ["x"], "outputs": ["x1"]}
+    # the same copy without SS_PLUGIN_INLINE: handed to a stage thread, as every C stage was before
+    queued = dict(identity, library=test_plugins, symbol="ss_test_identity_queued")
     py_module = os.path.join(work, "bench_identity.py")
     with open(py_module, "w") as f:
         f.write("def identity(x):\n    return x\n")
@@ -597,9 +600,11 @@ def section_stages(work):
     composed = {"methods": [
         {"name": "predict", "inputs": ["x"], "outputs": ["y"]},
         {"name": "identity", "inputs": ["x"], "outputs": ["y"], "stages": [identity, model_stage]},
+        {"name": "queued", "inputs": ["x"], "outputs": ["y"], "stages": [queued, model_stage]},
         {"name": "py_identity", "inputs": ["x"], "outputs": ["y"], "stages": [py_identity, model_stage]}]}
     variants = [("plain servable", "neg", "predict"), ("composed, model stage only", "stages", "predict"),
-                ("composed, C identity -> model", "stages", "identity"),
+                ("composed, C identity (inline) -> model", "stages", "identity"),
+                ("composed, C identity (stage thread) -> model", "stages", "queued"),
                 ("composed, Python identity -> model", "stages", "py_identity")]
     log("stages: one serve with a plain servable and a composed one")
     c = start_servables([("neg", model, None), ("stages", model, composed)])
@@ -626,11 +631,10 @@ def section_stages(work):
            "interleaved; 'added' = median over rounds of the p50 difference within the round. Target "
            "(issue 13): a C identity stage adds <= 10 us p50, a Python one <= 100 us (its runner is a python3 "
            "process: the 48 KiB go through its shared-memory segment, in and back out, and one message "
-           "each way on its socket). The C identity allocates its output and copies "
-           "48 KiB (the ABI's ownership rule) on a stage thread: one more thread hand-off (front end -> "
-           "stage thread) than the plain path. Measured inside serve (2026-12-03): the stage's run() "
-           "takes ~4 us, the hand-off to the stage thread ~14 us p50 (~11 us even with the stage thread "
-           "busy-polling, so that option was dropped): the hand-off, not the stage, is the cost on these "
+           "each way on its socket). Both C identities allocate their output and copy 48 KiB (the ABI's "
+           "ownership rule); the inline one (ss_example_scale, SS_PLUGIN_INLINE) runs on the front end's "
+           "thread, the other (ss_test_identity_queued, no flag) is handed to a stage thread, as every C "
+           "stage was before the flag: that hand-off, not the stage's ~4 us run(), was the cost on these "
            "2 shared cores." % (3 * A.rounds, A.requests)])
 
 

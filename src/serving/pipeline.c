@@ -6,7 +6,9 @@
  * the pipeline's own stage threads (never on a front end's thread, never on the worker's loop), so
  * a slow plugin holds neither. Whichever thread holds a run advances it: a front end or stage
  * thread submits a model stage itself, a C stage is queued for a stage thread, and the worker's
- * callback only moves outputs and queues the next step (or answers when nothing is left).
+ * callback only moves outputs and queues the next step (or answers when nothing is left). The
+ * exception is a plugin that declares SS_PLUGIN_INLINE (microseconds, never blocking): it runs on
+ * whichever thread holds the run, as the hand-off to a stage thread would cost more than it does.
  *
  * Data. Method inputs are borrowed from the request (the front end keeps it until done()), model
  * stages get borrowed views of the values they take, outputs move into the slots and from there
@@ -435,7 +437,8 @@ static void advance(ss_pipe_run *r, from who)
 {
     while (r->next < r->m->n_stages && any_alive(r)) {
         bool model = r->m->stages[r->next].kind == SS_STAGE_MODEL;
-        if (who == FROM_MODEL || (!model && who == FROM_FRONT)) {
+        bool here = r->m->stages[r->next].here;
+        if (!here && (who == FROM_MODEL || (!model && who == FROM_FRONT))) {
             enqueue(r);
             return;
         }

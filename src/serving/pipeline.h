@@ -37,6 +37,7 @@ typedef struct {
     const ss_plugin_descriptor *desc;
     void *state;
     bool serial; /* not SS_PLUGIN_THREAD_SAFE: one run at a time */
+    bool here;   /* SS_PLUGIN_INLINE: runs on the thread that holds the request */
     pthread_mutex_t run_mu;
     bool mu_ready;
     /* python_function: the .py file (symbol holds the function's name) and MindSpore's

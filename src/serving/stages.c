@@ -508,6 +508,7 @@ static ss_status *load_plugin(ss_pipe_stage *st, const where *at)
     }
     st->desc = d;
     st->serial = !(d->flags & SS_PLUGIN_THREAD_SAFE);
+    st->here = (d->flags & SS_PLUGIN_INLINE) != 0;
     pthread_mutex_init(&st->run_mu, NULL);
     st->mu_ready = true;
     return NULL;
