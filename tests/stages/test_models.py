@@ -5,14 +5,17 @@ group itself, no rank table); one method runs model A then model B, another B on
 subgraph 0 as a stage and subgraph 1 through Model.call, each through gRPC and REST and checked
 against numpy; a subgraph out of range gets MindSpore's text. servable.json's "models" with a
 distributed model (its own rank table and `shardserve agents`) beside a local one: not ready,
-naming the model, until its agents come; a stage naming an undeclared model and a distributed
+naming the model, until its agents come, and back after its local model's rank is killed (the
+group serve started restarts it); a stage naming an undeclared model and a distributed
 model without a rank table refuse the start. Each case prints ok/FAIL; the run ends with
 "N passed, N failed"."""
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 import urllib.request
 
 import numpy as np
@@ -176,6 +179,22 @@ def test_distributed_model_beside_local_one():
         reply = rest(c, "mixed", "mul", [{"a": i["x1"], "b": i["x2"]} for i in insts])
         for g, i in zip(reply["instances"], insts):
             assert np.allclose(np.array(g["y"], np.float32), i["x1"] * i["x2"], atol=1e-6), reply
+        # the local model's rank dies: its group (serve's child) starts it again, the servable recovers
+        pid = int(c.wait_log(c.server, r"rank 0 registered \(pid (\d+)").group(1))  # mul's, the first
+        os.kill(pid, signal.SIGKILL)
+        c.wait_log(c.server, r"rank 0 \(pid %d\) is gone" % pid)
+        deadline = time.time() + 60
+        while time.time() < deadline and c.log(c.server).count("registered (pid") < 3:
+            time.sleep(0.1)
+        deadline = time.time() + 30
+        while time.time() < deadline:
+            reply = rest(c, "mixed", "mul", [{"a": insts[0]["x1"], "b": insts[0]["x2"]}])
+            if "instances" in reply:
+                break
+            time.sleep(0.1)
+        assert "instances" in reply, reply
+        assert np.allclose(np.array(reply["instances"][0]["y"], np.float32), insts[0]["x1"] * insts[0]["x2"],
+                           atol=1e-6), reply
 
 
 def refused(models, methods, args, expect):
