@@ -2194,6 +2194,10 @@ static ss_status *model_group(ss_worker *w, const ss_worker_options *opt, const 
             *address = opt->models[k].distributed_address;
         }
     if (table && *address) return ss_rank_table_load(table, &w->table);
+    if (!w->cfg.local_file[0] && w->cfg.n_models == 1)
+        return ss_errf(SS_ERR_INVALID,
+                       "needs --rank-table and --distributed-address (or model 'files' in its "
+                       "config to run it locally)");
     if (!w->cfg.local_file[0])
         return ss_errf(SS_ERR_INVALID,
                        "model '%s' needs a rank table and a distributed address (--model %s "
