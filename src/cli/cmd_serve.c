@@ -331,7 +331,14 @@ static ss_status *start_local(local_groups *g, const ss_worker *m, const char *s
     if (secret_file) args[a++] = "--secret-file", args[a++] = secret_file;
     if (insecure) args[a++] = "--insecure-link";
     pid_t pid = 0;
-    int rc = st ? 0 : posix_spawn(&pid, self, NULL, NULL, (char *const *)args, environ);
+    posix_spawnattr_t attr; /* serve blocks SIGTERM/SIGINT in every thread: not in the child */
+    sigset_t none;
+    sigemptyset(&none);
+    posix_spawnattr_init(&attr);
+    posix_spawnattr_setsigmask(&attr, &none);
+    posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGMASK);
+    int rc = st ? 0 : posix_spawn(&pid, self, NULL, &attr, (char *const *)args, environ);
+    posix_spawnattr_destroy(&attr);
     if (!st && rc != 0) st = ss_errf(SS_ERR_IO, "cannot start the agents: %s", strerror(rc));
     g->pids[g->n++] = pid; /* the folder goes at the end whatever happened */
     if (!st)

@@ -224,6 +224,7 @@ struct ss_worker {
     ss_worker *next_model; /* the servable's next model (set once, before any thread runs) */
     bool owns_entry;       /* model 0: the registry entry and its pipeline are its */
     char model_label[160];
+    char who[300];         /* the servable, and the model when it has several, for the log */
     char local_file[4096]; /* a local model's file ("" otherwise) */
 };
 
@@ -461,7 +462,7 @@ static void req_answer(ss_worker *w, req_state *rs)
         SS_INFO("servable %s: slow request: method %s, %zu instances, %.3f ms total (queue %.3f "
                 "ms, compute %.3f "
                 "ms, batch %d, request_id %llu), outcome %s",
-                w->cfg.name, rs->method->name, rs->req->count, (double)total / 1e6,
+                w->who, rs->method->name, rs->req->count, (double)total / 1e6,
                 (double)rs->queue_ns / 1e6, (double)rs->compute_ns / 1e6, rs->batch,
                 (unsigned long long)rs->job_id, outcome_name(rs->worst));
     ss_predict_reply_collapse(rs->reply);
@@ -586,8 +587,8 @@ static void job_complete(ss_worker *w, job *j)
         SS_INFO("servable %s: slow batch: request_id %llu, %d instances, %.3f ms from dispatch to "
                 "the last rank's "
                 "answer%s",
-                w->cfg.name, (unsigned long long)j->id, j->n_tasks,
-                (double)(now - j->dispatch_ns) / 1e6, j->failed ? " (failed)" : "");
+                w->who, (unsigned long long)j->id, j->n_tasks, (double)(now - j->dispatch_ns) / 1e6,
+                j->failed ? " (failed)" : "");
     bool whole = !w->cfg.with_batch_dim;
     for (int t = 0; t < j->n_tasks; t++) {
         req_state *rs = j->tasks[t].rs;
@@ -730,7 +731,7 @@ static void rank_gone(ss_worker *w, int rank, const char *why)
     w->is_ready = false;
     snprintf(w->not_ready_why, sizeof w->not_ready_why, "rank %d (pid %lld) is gone: %s", rank,
              (long long)a->pid, why);
-    SS_ERROR("servable %s: %s", w->cfg.name, w->not_ready_why);
+    SS_ERROR("servable %s: %s", w->who, w->not_ready_why);
     ss_serving_withdraw_model(w->entry, (size_t)w->cfg.model, w->not_ready_why);
     char msg[700];
     snprintf(msg, sizeof msg, "Servable stopped: worker unavailable, %s", w->not_ready_why);
@@ -1033,7 +1034,7 @@ static void maybe_ready(ss_worker *w)
     ss_status *st = check_agents(w);
     if (!st) st = publish(w);
     if (st) {
-        SS_ERROR("servable %s: %s", w->cfg.name, st->msg);
+        SS_ERROR("servable %s: %s", w->who, st->msg);
         ss_serving_withdraw_model(w->entry, (size_t)w->cfg.model, st->msg);
         pthread_mutex_lock(&w->mu);
         ss_status_free(w->fatal);
@@ -1044,7 +1045,7 @@ static void maybe_ready(ss_worker *w)
     }
     w->is_ready = true;
     w->not_ready_why[0] = 0;
-    SS_INFO("servable %s version %llu: all %d ranks registered, ready (batch %d%s)", w->cfg.name,
+    SS_INFO("servable %s version %llu: all %d ranks registered, ready (batch %d%s)", w->who,
             (unsigned long long)w->version, w->cfg.rank_size, w->batch,
             w->batch_dynamic ? ", dynamic" : "");
 }
@@ -1059,12 +1060,12 @@ static void on_register(ss_worker *w, ss_link_conn *c, ss_link_msg *m)
                        .kv_cache_bytes = (uint64_t)(w->cfg.gen.kv_cache_mb * (1 << 20))};
     ss_status *st = ss_link_send(c, &ack, NULL, 0);
     if (reject) {
-        SS_WARN("servable %s: rejected registration of rank %u: %s", w->cfg.name, m->rank, reject);
+        SS_WARN("servable %s: rejected registration of rank %u: %s", w->who, m->rank, reject);
         close_later(w, c);
     } else if (st) {
         rank_gone(w, (int)m->rank, st->msg);
     } else {
-        SS_INFO("servable %s: rank %u registered (pid %lld, from %s)", w->cfg.name, m->rank,
+        SS_INFO("servable %s: rank %u registered (pid %lld, from %s)", w->who, m->rank,
                 (long long)m->pid, m->address ? m->address : ss_link_conn_peer(c));
         struct epoll_event ev = {.events = EPOLLIN, .data.u32 = TAG_RANK0 + m->rank};
         if (epoll_ctl(w->epfd, EPOLL_CTL_ADD, ss_link_conn_fd(c), &ev) != 0)
@@ -1315,7 +1316,7 @@ static void on_agent_readable(ss_worker *w, int rank)
         }
         break;
     default:
-        SS_WARN("servable %s: rank %d sent an unexpected %s frame", w->cfg.name, rank,
+        SS_WARN("servable %s: rank %d sent an unexpected %s frame", w->who, rank,
                 ss_link_type_name(m.type));
     }
     ss_link_msg_free(&m);
@@ -2089,7 +2090,7 @@ static void *loop_main(void *arg)
         int n = wait_events(w, evs, 32, timeout, spin);
         hold_loop(w);
         if (n < 0 && errno != EINTR) {
-            SS_ERROR("servable %s: epoll_wait: %s", w->cfg.name, strerror(errno));
+            SS_ERROR("servable %s: epoll_wait: %s", w->who, strerror(errno));
             break;
         }
         run_events(w, evs, n);
@@ -2230,6 +2231,8 @@ static ss_status *worker_open(ss_worker *w, const ss_worker_options *opt, const 
     if (w->cfg.n_models > 1 || w->cfg.subgraph)
         snprintf(w->model_label, sizeof w->model_label, w->cfg.subgraph ? "%s subgraph %u" : "%s",
                  w->cfg.model_name, w->cfg.subgraph);
+    snprintf(w->who, sizeof w->who, "%s%s%s", w->cfg.name, w->model_label[0] ? " model " : "",
+             w->model_label);
     w->agents = calloc((size_t)w->cfg.rank_size, sizeof *w->agents);
     w->meta = meta_json(w);
     if (!w->agents || !w->meta) return ss_errf(SS_ERR_NOMEM, "out of memory");
