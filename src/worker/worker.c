@@ -2338,6 +2338,21 @@ static ss_status *worker_run(ss_worker *w)
     return NULL;
 }
 
+/* Each --model names a model the servable declares (a typo would leave its group unused). */
+static ss_status *check_model_flags(const ss_worker *first, const ss_worker_options *opt)
+{
+    for (int k = 0; k < opt->n_models && k < 8; k++) {
+        bool found = false;
+        for (const ss_worker *m = first; m && !found; m = m->next_model)
+            found = opt->models[k].name && !strcmp(opt->models[k].name, m->cfg.model_name);
+        if (!found)
+            return ss_errf(SS_ERR_INVALID,
+                           "--model %s: the servable declares no model of that name",
+                           opt->models[k].name ? opt->models[k].name : "");
+    }
+    return NULL;
+}
+
 /* Every model's worker opened (model 0 first, chained by next_model). */
 static ss_status *open_models(ss_worker_set *set, const ss_worker_options *opt, ss_worker **first)
 {
@@ -2358,7 +2373,7 @@ static ss_status *open_models(ss_worker_set *set, const ss_worker_options *opt, 
         if (!st) n = w->cfg.n_models;
     }
     free(text);
-    return st;
+    return st ? st : check_model_flags(*first, opt);
 }
 
 static void worker_stop(ss_worker *w);

@@ -7,7 +7,7 @@ against numpy; a subgraph out of range gets MindSpore's text. servable.json's "m
 distributed model (its own rank table and `shardserve agents`) beside a local one: not ready,
 naming the model, until its agents come, and back after its local model's rank is killed (the
 group serve started restarts it); a stage naming an undeclared model and a distributed
-model without a rank table refuse the start. Each case prints ok/FAIL; the run ends with
+model without a rank table and a --model naming no declared model refuse the start. Each case prints ok/FAIL; the run ends with
 "N passed, N failed"."""
 
 import json
@@ -15,6 +15,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 
@@ -217,10 +218,23 @@ def test_distributed_model_needs_rank_table():
     refused(MIXED_MODELS, MIXED_METHODS, [], "model 'big' needs a rank table and a distributed address")
 
 
+def test_unknown_model_flag_refused():
+    with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
+        json.dump({"server_list": [{"server_id": "127.0.0.1", "device": [{"device_id": "0", "rank_id": "0"}]}]}, f)
+        table = f.name
+    try:
+        refused(MIXED_MODELS, MIXED_METHODS,
+                ["--model", "big", "--rank-table", table, "--distributed-address", "127.0.0.1:0",
+                 "--model", "mull", "--rank-table", table, "--distributed-address", "127.0.0.1:0"],
+                "--model mull: the servable declares no model of that name")
+    finally:
+        os.unlink(table)
+
+
 CASES = [test_two_models_in_one_method_grpc, test_second_model_alone_grpc_and_rest,
          test_two_models_in_one_method_rest, test_subgraph_1_through_model_call, test_subgraph_out_of_range,
          test_distributed_model_beside_local_one, test_undeclared_model_refused,
-         test_distributed_model_needs_rank_table]
+         test_distributed_model_needs_rank_table, test_unknown_model_flag_refused]
 
 if __name__ == "__main__":
     try:
