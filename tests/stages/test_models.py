@@ -6,9 +6,9 @@ subgraph 0 as a stage and subgraph 1 through Model.call, each through gRPC and R
 against numpy; a subgraph out of range gets MindSpore's text. servable.json's "models" with a
 distributed model (its own rank table and `shardserve agents`) beside a local one: not ready,
 naming the model, until its agents come, and back after its local model's rank is killed (the
-group serve started restarts it); a stage naming an undeclared model and a distributed
-model without a rank table and a --model naming no declared model refuse the start. Each case prints ok/FAIL; the run ends with
-"N passed, N failed"."""
+group serve started restarts it); a stage naming an undeclared model, a distributed model without
+a rank table and a --model naming no declared model refuse the start. Each case prints ok/FAIL;
+the run ends with "N passed, N failed"."""
 
 import json
 import os
