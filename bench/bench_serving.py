@@ -582,12 +582,15 @@ def section_stages(work):
     only the model stage, in one serve. p50s drift by tens of microseconds between runs on these shared
     cores, so "added" is the median over rounds of the difference within a round."""
     plugin = os.path.join(A.build, "tests", "libss_example_classify_plugins.so")
+    test_plugins = os.path.join(A.build, "tests", "libss_test_plugins.so")
     model = os.path.join(work, "stages_neg.onnx")
     neg_model(model, 128, 96)
     x = os.path.join(work, "x_stages.npy")
     np.save(x, np.ones((128, 96), np.float32))
     identity = {"kind": "c_function", "library": plugin, "symbol": "ss_example_scale",
                 "inputs": ["x"], "outputs": ["x1"]}
+    # the same copy without SS_PLUGIN_INLINE: handed to a stage thread, as every C stage was before
+    queued = dict(identity, library=test_plugins, symbol="ss_test_identity_queued")
     py_module = os.path.join(work, "bench_identity.py")
     with open(py_module, "w") as f:
         f.write("def identity(x):\n    return x\n")
@@ -597,9 +600,11 @@ def section_stages(work):
     composed = {"methods": [
         {"name": "predict", "inputs": ["x"], "outputs": ["y"]},
         {"name": "identity", "inputs": ["x"], "outputs": ["y"], "stages": [identity, model_stage]},
+        {"name": "queued", "inputs": ["x"], "outputs": ["y"], "stages": [queued, model_stage]},
         {"name": "py_identity", "inputs": ["x"], "outputs": ["y"], "stages": [py_identity, model_stage]}]}
     variants = [("plain servable", "neg", "predict"), ("composed, model stage only", "stages", "predict"),
-                ("composed, C identity -> model", "stages", "identity"),
+                ("composed, C identity (inline) -> model", "stages", "identity"),
+                ("composed, C identity (stage thread) -> model", "stages", "queued"),
                 ("composed, Python identity -> model", "stages", "py_identity")]
     log("stages: one serve with a plain servable and a composed one")
     c = start_servables([("neg", model, None), ("stages", model, composed)])
@@ -626,12 +631,54 @@ def section_stages(work):
            "interleaved; 'added' = median over rounds of the p50 difference within the round. Target "
            "(issue 13): a C identity stage adds <= 10 us p50, a Python one <= 100 us (its runner is a python3 "
            "process: the 48 KiB go through its shared-memory segment, in and back out, and one message "
-           "each way on its socket). The C identity allocates its output and copies "
-           "48 KiB (the ABI's ownership rule) on a stage thread: one more thread hand-off (front end -> "
-           "stage thread) than the plain path. Measured inside serve (2026-12-03): the stage's run() "
-           "takes ~4 us, the hand-off to the stage thread ~14 us p50 (~11 us even with the stage thread "
-           "busy-polling, so that option was dropped): the hand-off, not the stage, is the cost on these "
+           "each way on its socket). Both C identities allocate their output and copy 48 KiB (the ABI's "
+           "ownership rule); the inline one (ss_example_scale, SS_PLUGIN_INLINE) runs on the front end's "
+           "thread, the other (ss_test_identity_queued, no flag) is handed to a stage thread, as every C "
+           "stage was before the flag: that hand-off, not the stage's ~4 us run(), was the cost on these "
            "2 shared cores." % (3 * A.rounds, A.requests)])
+
+
+def section_pyscale(work):
+    """Issue 13's throughput target: at concurrency 16, the seed-shaped model behind a Python
+    preprocess that burns ~1 ms of CPU (its runner's process time) vs the same model without it, in
+    one serve; the runner pool at its default size and at 4."""
+    model = os.path.join(work, "pyscale_neg.onnx")
+    neg_model(model, 128, 96)
+    x = os.path.join(work, "x_pyscale.npy")
+    np.save(x, np.ones((128, 96), np.float32))
+    module = os.path.join(work, "bench_burn.py")
+    with open(module, "w") as f:
+        f.write("import time\n\n\ndef burn(x):\n    end = time.process_time() + 0.001\n"
+                "    while time.process_time() < end:\n        pass\n    return x\n")
+    burn = {"kind": "python_function", "module": module, "function": "burn", "inputs": ["x"], "outputs": ["x1"]}
+    composed = {"methods": [{"name": "prep", "inputs": ["x"], "outputs": ["y"], "stages": [
+        burn, {"kind": "model", "model": "pyprep", "inputs": ["x1"], "outputs": ["y"]}]}]}
+    res = {}
+    for runners in (2, 4):
+        os.environ["SHARDSERVE_PY_RUNNERS"] = str(runners)
+        log("pyscale: %d Python runners" % runners)
+        c = start_servables([("neg", model, None), ("pyprep", model, composed)])
+        try:
+            for rnd in range(A.rounds):
+                for name, servable, method in (("plain", "neg", "predict"), ("prep", "pyprep", "prep")):
+                    r = bench(c.grpc, servable, method, {"x": x}, 16)
+                    res.setdefault((name, runners), []).append(r)
+                log("pyscale: round %d: plain %.0f req/s, with the preprocess %.0f req/s" % (
+                    rnd, res[("plain", runners)][-1]["throughput"], res[("prep", runners)][-1]["throughput"]))
+        finally:
+            c.close()
+    os.environ.pop("SHARDSERVE_PY_RUNNERS", None)
+    rows = []
+    for runners in (2, 4):
+        plain, prep = med(res[("plain", runners)], "throughput"), med(res[("prep", runners)], "throughput")
+        rows.append(["%d runners" % runners, "%.0f" % plain, "%.0f" % prep, "%.2fx" % (prep / plain),
+                     "%.0f" % med(res[("prep", runners)], "p50_us")])
+    table("Python preprocess of ~1 ms CPU in front of the model (x[128,96] f32 -> Neg), gRPC, concurrency 16",
+          ["runner pool", "plain req/s", "with preprocess req/s", "ratio", "with preprocess p50 us"], rows,
+          ["Target (issue 13): >= 0.8x the plain servable's req/s. Each round runs both for 2 s, interleaved, "
+           "%d rounds per pool size, medians shown. On %d shared cores 1 ms of CPU per request caps the "
+           "preprocess alone at %d req/s, before the model, the front end and the client take theirs."
+           % (A.rounds, os.cpu_count(), 1000 * os.cpu_count())])
 
 
 def main():
@@ -664,6 +711,8 @@ def main():
             section_mlp(work)
         if "stages" in only:
             section_stages(work)
+        if "pyscale" in only:
+            section_pyscale(work)
 
 
 if __name__ == "__main__":

@@ -25,3 +25,9 @@ add_test(NAME stages_python_example COMMAND ${CMAKE_SOURCE_DIR}/examples/add_sub
 set_tests_properties(stages_python_example PROPERTIES ENVIRONMENT "${SS_STAGES_ENV}" TIMEOUT 300 RUN_SERIAL TRUE)
 add_test(NAME stages_classify_example COMMAND ${CMAKE_SOURCE_DIR}/examples/classify_python/run_all.sh)
 set_tests_properties(stages_classify_example PROPERTIES ENVIRONMENT "${SS_STAGES_ENV}" TIMEOUT 300 RUN_SERIAL TRUE)
+
+# Several models per servable (local and distributed) and subgraphs reached by Model.call.
+add_test(NAME stages_models COMMAND ${SS_PY} ${SS_TEST_DIR}/stages/test_models.py)
+set_tests_properties(stages_models PROPERTIES ENVIRONMENT "${SS_STAGES_ENV}" TIMEOUT 600 RUN_SERIAL TRUE)
+add_test(NAME stages_models_example COMMAND ${CMAKE_SOURCE_DIR}/examples/two_models_python/run_all.sh)
+set_tests_properties(stages_models_example PROPERTIES ENVIRONMENT "${SS_STAGES_ENV}" TIMEOUT 300 RUN_SERIAL TRUE)

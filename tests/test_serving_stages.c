@@ -125,5 +125,34 @@ static void python_stages_parse_and_refuse(void)
         "method 'm' stage 1: Parameter 'batch_size' should be int");
 }
 
+/* "models": one backend per declared model's subgraph, each with its own group settings; a
+ * subgraph no stage names has no names (its worker takes the model's own). */
+#define MODELS                                                                                     \
+    "{\"models\": [{\"name\": \"a\", \"distributed\": {\"rank_size\": 2}}, {\"name\": \"g\", "     \
+    "\"files\": [\"g0.onnx\", \"g1.onnx\"], \"distributed\": {\"with_batch_dim\": false}}], "      \
+    "\"methods\": [{\"name\": \"m\", \"inputs\": [\"x\"], \"outputs\": [\"z\"], \"stages\": ["     \
+    "{\"kind\": \"model\", \"model\": \"a\", \"inputs\": [\"x\"], \"outputs\": [\"y\"]},"          \
+    "{\"kind\": \"model\", \"model\": \"g\", \"inputs\": [\"y\"], \"outputs\": [\"z\"]}]}]}"
+
+static void models_each_get_a_worker_config(void)
+{
+    ss_servable_config c;
+    const char *text = MODELS;
+    CHECK_OK(ss_servable_config_parse_model(text, strlen(text), "s.json", "cls", 0, &c));
+    CHECK(c.n_models == 3 && c.stages != NULL && c.rank_size == 2 && !c.local_file[0]);
+    CHECK(!strcmp(c.methods[0].name, "@call_a_0") && !strcmp(c.methods[0].inputs[0], "x"));
+    ss_servable_config_clear(&c);
+    CHECK_OK(ss_servable_config_parse_model(text, strlen(text), "s.json", "cls", 1, &c));
+    CHECK(c.stages == NULL && c.rank_size == 1 && !c.with_batch_dim && c.subgraph == 0);
+    CHECK(!strcmp(c.local_file, "g0.onnx") && !strcmp(c.methods[0].name, "@call_g_0"));
+    CHECK(!strcmp(c.methods[0].outputs[0], "z"));
+    CHECK_OK(ss_servable_config_parse_model(text, strlen(text), "s.json", "cls", 2, &c));
+    CHECK(c.subgraph == 1 && !strcmp(c.local_file, "g1.onnx") && c.methods[0].n_inputs == 0);
+    CHECK(!strcmp(c.methods[0].name, "@call_g_1") && !strcmp(c.model_name, "g"));
+    CHECK_ERR(ss_servable_config_parse_model(text, strlen(text), "s.json", "cls", 3, &c),
+              "s.json: no model 3");
+}
+
 TEST_MAIN(TEST(plain_config_has_no_pipeline), TEST(worker_serves_the_model_method),
-          TEST(python_stages_parse_and_refuse), TEST(refusals_name_method_stage_and_value))
+          TEST(python_stages_parse_and_refuse), TEST(refusals_name_method_stage_and_value),
+          TEST(models_each_get_a_worker_config))

@@ -64,7 +64,7 @@ const ss_plugin_descriptor *ss_example_scale(void)
     static const ss_plugin_descriptor d = {SS_PLUGIN_ABI_VERSION,
                                            sizeof(ss_plugin_descriptor),
                                            "scale",
-                                           SS_PLUGIN_THREAD_SAFE,
+                                           SS_PLUGIN_THREAD_SAFE | SS_PLUGIN_INLINE,
                                            scale_init,
                                            scale_run,
                                            plain_fini};
@@ -116,7 +116,7 @@ const ss_plugin_descriptor *ss_example_argmax(void)
     static const ss_plugin_descriptor d = {SS_PLUGIN_ABI_VERSION,
                                            sizeof(ss_plugin_descriptor),
                                            "argmax",
-                                           SS_PLUGIN_THREAD_SAFE,
+                                           SS_PLUGIN_THREAD_SAFE | SS_PLUGIN_INLINE,
                                            argmax_init,
                                            argmax_run,
                                            plain_fini};

@@ -341,25 +341,39 @@ bool ss_serving_ready(void *serving);
 /* ------------------------------------------------------------------ stage pipelines */
 
 /*
- * A servable whose methods are stage pipelines (servable.json "stages"; README: composed
- * servables). ss_pipeline_parse reads the methods' stages (*out = NULL when no method has any:
- * the servable is a plain one-model servable). The worker then serves only the model's internal
- * method (ss_pipeline_model_method, inputs/outputs ss_pipeline_model_names) and
- * ss_serving_set_pipeline puts the pipeline in front of it: the registry publishes the
- * pipeline's methods instead, and each request runs through its stages (model stages through
- * the worker, C-function stages on the pipeline's stage threads). Errors name the method, the
- * stage (1-based, as MindSpore counts) and the value.
+ * A servable whose methods are stage pipelines (servable.json "stages" or "models"; README:
+ * composed servables). ss_pipeline_parse reads the methods' stages (*out = NULL when there are
+ * none and no "models": the servable is a plain one-model servable). A servable declares one or
+ * more models, each with one or more subgraphs; every (model, subgraph) pair is a backend of its
+ * own (a worker), serving only its internal method (ss_pipeline_model_method, inputs/outputs
+ * ss_pipeline_model_names: none when only Model.call reaches it, and then the worker takes the
+ * model's own). ss_serving_set_pipeline puts the pipeline in front of them: the registry
+ * publishes the pipeline's methods once every model is ready, and each request runs through its
+ * stages (model stages through the workers, C-function stages on the pipeline's stage threads).
+ * Errors name the method, the stage (1-based, as MindSpore counts) and the value.
  */
 typedef struct ss_pipeline ss_pipeline;
 /* `what` names the file (a library path is relative to its folder); `servable` is the servable's
- * name (its model's key). Loads nothing. */
+ * name (its model's key when it declares no "models"). Loads nothing. */
 ss_status *ss_pipeline_parse(const char *text, size_t len, const char *what, const char *servable,
                              ss_pipeline **out);
-const char *ss_pipeline_model_method(const ss_pipeline *p);
-size_t ss_pipeline_model_names(const ss_pipeline *p, bool outputs, const char *const **names);
+size_t ss_pipeline_model_count(const ss_pipeline *p);
+/* Backend k's internal method; *decl (optional) its model's position in "models", *subgraph
+ * (optional) its subgraph. */
+const char *ss_pipeline_model_method(const ss_pipeline *p, size_t model, size_t *decl,
+                                     uint32_t *subgraph);
+size_t ss_pipeline_model_names(const ss_pipeline *p, size_t model, bool outputs,
+                               const char *const **names);
 /* Loads the plugins (init), starts the stage threads and takes ownership of p (freed with the
- * entry, or here on failure). Call right after ss_serving_add, before the backend publishes. */
-ss_status *ss_serving_set_pipeline(ss_serving_entry *e, ss_pipeline *p);
+ * entry, or here on failure). `models` holds one backend per pipeline model (NULL: the entry's
+ * own backend is the only model's). Call right after ss_serving_add, before any backend
+ * publishes; a backend then publishes and withdraws its model with the _model calls below
+ * (ss_serving_publish and ss_serving_withdraw are model 0's). */
+ss_status *ss_serving_set_pipeline(ss_serving_entry *e, ss_pipeline *p,
+                                   const ss_serving_backend *models);
+ss_status *ss_serving_publish_model(ss_serving_entry *e, size_t model,
+                                    const ss_serving_signature *sig);
+void ss_serving_withdraw_model(ss_serving_entry *e, size_t model, const char *why);
 /* Stops the stage threads (every request they hold is answered first), fini()s the plugins. */
 void ss_pipeline_free(ss_pipeline *p);
 /* How long a python_function stage may take before its runner is killed and restarted (the

@@ -87,6 +87,13 @@ typedef struct {
      * method and this the pipeline, handed to the registry when the worker starts (NULL: none). */
     ss_pipeline *stages;
     ss_generate_config gen;
+    /* Which of the servable's models (a declared model's subgraph) this config's worker serves:
+     * model 0 of n_models, model 0 owning the pipeline. A local model names its file (in the
+     * version folder), which `serve` runs as a 1-rank group of its own; "" otherwise. */
+    int model, n_models;
+    char model_name[128];
+    uint32_t subgraph;
+    char local_file[1024];
 } ss_servable_config;
 
 /* SERVABLE_DIR/NAME/servable.json */
@@ -94,6 +101,12 @@ ss_status *ss_servable_config_load(const char *servable_dir, const char *name,
                                    ss_servable_config *out);
 ss_status *ss_servable_config_parse(const char *text, size_t len, const char *what,
                                     const char *name, ss_servable_config *out);
+/* The config of the servable's backend `model` (0 .. n_models - 1, in the pipeline's order). */
+ss_status *ss_servable_config_parse_model(const char *text, size_t len, const char *what,
+                                          const char *name, int model, ss_servable_config *out);
+/* servable.json's text (or the one servable_config.py exports), and the path it came from. */
+ss_status *ss_servable_config_text(const char *servable_dir, const char *name, char **text,
+                                   size_t *len, char *path, size_t path_cap);
 /* Free what a parsed config owns (its pipeline). */
 void ss_servable_config_clear(ss_servable_config *c);
 
@@ -113,6 +126,14 @@ typedef struct {
     int reply_spin_us;  /* while a reply is due, poll this long before sleeping (<= 0: never) */
     const void *secret; /* link authentication (NULL = none) */
     size_t secret_len;
+    /* A servable with several models ("models"): each model's group by the model's name (the
+     * rank_table/distributed_address above are the first model's). A model given no rank table
+     * that declares "files" is local: a 1-rank group of its own, on 127.0.0.1, that the caller
+     * starts (ss_worker_local_file). */
+    int n_models;
+    struct {
+        const char *name, *rank_table, *distributed_address;
+    } models[8];
 } ss_worker_options;
 
 typedef struct ss_worker ss_worker;
@@ -124,6 +145,14 @@ ss_status *ss_worker_set_add(ss_worker_set *set, const ss_worker_options *opt, s
 /* Wait until every rank of every worker registered (each bounded by its wait_agents_s). */
 ss_status *ss_worker_wait_ready(ss_worker *w);
 const char *ss_worker_address(const ss_worker *w);
+/* A servable's models after its first (the one ss_worker_set_add returned), each a worker with its
+ * own address; NULL after the last. wait_ready on the first waits for them all. */
+ss_worker *ss_worker_next_model(const ss_worker *w);
+/* "name" or "name subgraph k" for messages. */
+const char *ss_worker_model_label(const ss_worker *w);
+/* A local model's ONNX file (a 1-rank group the caller starts on ss_worker_address); NULL for a
+ * distributed model, whose agents are started by the user. */
+const char *ss_worker_local_file(const ss_worker *w);
 bool ss_worker_set_ready(void *set);
 ss_predict_handler ss_worker_set_handler(ss_worker_set *set);
 /* Answer every queued and in-flight request with an error now and take no more (a shutdown's

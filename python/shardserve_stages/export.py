@@ -57,11 +57,12 @@ def check_model_files(servable_dir, name, model):
     return files
 
 
-def distributed_section(name, model, methods):
+def distributed_section(model, methods):
     rank_size, stage_size, pipeline = model.distributed or (1, 1, True)
     section = {"rank_size": rank_size, "stage_size": stage_size, "with_batch_dim": model.with_batch_dim,
                "enable_pipeline_infer": bool(pipeline)}
-    first = next((s for m in methods for s in m["stages"] if s["kind"] == "model"), None)
+    first = next((s for m in methods for s in m["stages"] if s["kind"] == "model" and s["model"] == model.model_key),
+                 None)
     if model.without_batch_dim_inputs and first:
         names = []
         for i in model.without_batch_dim_inputs:
@@ -71,6 +72,12 @@ def distributed_section(name, model, methods):
             names.append(first["inputs"][i])
         section["without_batch_dim_inputs"] = names
     return section
+
+
+def local_files(servable_dir, name, model):
+    """The ONNX files of a local model's subgraphs, by version; their names in the version folder."""
+    files = check_model_files(servable_dir, name, model)
+    return files, [os.path.basename(f) for f in next(iter(files.values()))]
 
 
 def export(servable_dir, name):
@@ -85,16 +92,21 @@ def export(servable_dir, name):
         fail("There is no method registered for servable")
     if not models:
         fail("There is no model declared in servable_config.py of servable '%s' (shardserve needs one)" % name)
-    if len(models) > 1:
-        fail("servable '%s' declares %d models (%s): shardserve serves one model per servable for now"
-             % (name, len(models), ", ".join(m.model_key for m in models)))
-    model = models[0]
     methods = list(_state.methods.values())
-    out = {"distributed": distributed_section(name, model, methods), "methods": methods}
-    if model.distributed is None:
-        out["model_files"] = check_model_files(servable_dir, name, model)
-        out["model_key"] = model.model_key
-    return out
+    if len(models) == 1:  # servable.json's one-model form: the model is named after the servable
+        model = models[0]
+        out = {"distributed": distributed_section(model, methods), "methods": methods}
+        for stage in (s for m in methods for s in m["stages"] if s["kind"] == "model"):
+            stage["model"] = name
+        if model.distributed is None:
+            out["model_files"], out["files"] = local_files(servable_dir, name, model)
+            out["model_key"] = model.model_key
+        return out
+    declared = []  # several local models (MindSpore allows no distributed one beside them)
+    for model in models:
+        _, files = local_files(servable_dir, name, model)
+        declared.append({"name": model.model_key, "files": files, "distributed": distributed_section(model, methods)})
+    return {"models": declared, "methods": methods}
 
 
 def main():

@@ -37,6 +37,13 @@ class SystemFailure(Exception):
     """A failure MindSpore answers for every instance of the call (its worker would stop)."""
 
 
+def declared_index(key):
+    """The model's position among the declared ones (serve's order for a servable's models)."""
+    from mindspore_serving.server.register import _state
+    keys = [m.model_key for m in _state.models + ([_state.distributed] if _state.distributed else [])]
+    return keys.index(key) if key in keys else 0xFFFFFFFF
+
+
 def align64(n):
     return (n + 63) & ~63
 
@@ -273,7 +280,7 @@ class Runner:
                 off = align64(off + nbytes)
         if off > self.size:
             self.remap(off + off // 2)
-        HDR_IN.pack_into(self.mm, at, len(values), n_in, 0)
+        HDR_IN.pack_into(self.mm, at, len(values), n_in, declared_index(key))
         for i, (code, ndim, shape, data, doff, nbytes) in enumerate(plan):
             REC.pack_into(self.mm, at + HDR_IN.size + REC.size * i, code, ndim, doff, nbytes,
                           *(list(shape) + [0] * (8 - len(shape))))

@@ -1,7 +1,10 @@
 /*
  * shardserve serve: MindSpore's start_servable + start_grpc_server + start_restful_server in one
  * process. Each --servable starts a group; the --version/--rank-table/--distributed-address/
- * --wait-agents that follow it apply to it.
+ * --wait-agents that follow it apply to it, and a --model NAME after it opens the group of that
+ * model of the servable (several models: servable.json "models"). A local model (declared with
+ * files, given no rank table) runs as a 1-rank `shardserve agents` child that serve starts, and
+ * stops at the end; that child restarts its rank when it dies.
  */
 #include "cli.h"
 #include "shardserve/link.h"
@@ -11,6 +14,8 @@
 #include <errno.h>
 #include <pthread.h>
 #include <signal.h>
+#include <spawn.h>
+#include <sys/wait.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdio.h>
@@ -45,6 +50,11 @@ static const char serve_usage[] =
     "NAME/servable_config.py\n"
     "                  (read through the mindspore_serving shim, python/)\n"
     "  --wait-agents   how long to wait for every rank to register (0 = forever; default 0)\n"
+    "  --model NAME    (after --servable) the --rank-table/--distributed-address that follow are "
+    "those of\n"
+    "                  the servable's model NAME (servable.json \"models\"); a model declared "
+    "with\n"
+    "                  \"files\" and given no rank table runs locally, started by serve\n"
     "  --secret-file   shared secret agents must prove to register (also given to 'shardserve "
     "agents').\n"
     "                  Without it serve makes a random one and writes it, readable only by this "
@@ -272,6 +282,114 @@ static ss_status *publish_secret(const char *secret, size_t len, const char *add
     return st;
 }
 
+/* Local models' groups: a `shardserve agents` child each, with a 1-rank group config in a
+ * private folder; and the secret files serve wrote (one per model group). */
+#define MAX_LOCAL 64
+typedef struct {
+    int n, n_secrets;
+    pid_t pids[MAX_LOCAL];
+    char dirs[MAX_LOCAL][64];
+    char secrets[MAX_SERVABLES * 8][512];
+} local_groups;
+
+extern char **environ;
+
+static ss_status *write_group_config(const char *dir, const char *model_file, char *path,
+                                     size_t cap)
+{
+    const char *base = strrchr(model_file, '/');
+    snprintf(path, cap, "%s/group_config.json", dir);
+    FILE *f = fopen(path, "w");
+    if (!f) return ss_errf(SS_ERR_IO, "%s: %s", path, strerror(errno));
+    fprintf(f,
+            "{\"rank\": 0, \"rank_size\": 1, \"stage\": 0, \"stage_size\": 1, \"position\": 0, "
+            "\"ranks_per_stage\": 1, \"model\": \"%s\", \"groups\": {\"world\": [0], "
+            "\"stage0\": [0]}, \"recv_peers\": [], \"send_peers\": []}\n",
+            base ? base + 1 : model_file);
+    return fclose(f) == 0 ? NULL : ss_errf(SS_ERR_IO, "%s: %s", path, strerror(errno));
+}
+
+static ss_status *start_local(local_groups *g, const ss_worker *m, const char *secret_file,
+                              bool insecure)
+{
+    if (g->n == MAX_LOCAL) return ss_errf(SS_ERR_LIMIT, "more than %d local models", MAX_LOCAL);
+    char self[4096], config[128], *dir = g->dirs[g->n];
+    ssize_t len = readlink("/proc/self/exe", self, sizeof self - 1);
+    self[len > 0 ? len : 0] = 0;
+    snprintf(dir, sizeof g->dirs[0], "/tmp/shardserve-local-XXXXXX");
+    if (!mkdtemp(dir)) return ss_errf(SS_ERR_IO, "mkdtemp: %s", strerror(errno));
+    ss_status *st = write_group_config(dir, ss_worker_local_file(m), config, sizeof config);
+    const char *args[12] = {self,
+                            "agents",
+                            "--distributed-address",
+                            ss_worker_address(m),
+                            "--model-files",
+                            ss_worker_local_file(m),
+                            "--group-configs",
+                            config};
+    int a = 8;
+    if (secret_file) args[a++] = "--secret-file", args[a++] = secret_file;
+    if (insecure) args[a++] = "--insecure-link";
+    pid_t pid = 0;
+    posix_spawnattr_t attr; /* serve blocks SIGTERM/SIGINT in every thread: not in the child */
+    sigset_t none;
+    sigemptyset(&none);
+    posix_spawnattr_init(&attr);
+    posix_spawnattr_setsigmask(&attr, &none);
+    posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGMASK);
+    int rc = st ? 0 : posix_spawn(&pid, self, NULL, &attr, (char *const *)args, environ);
+    posix_spawnattr_destroy(&attr);
+    if (!st && rc != 0) st = ss_errf(SS_ERR_IO, "cannot start the agents: %s", strerror(rc));
+    g->pids[g->n++] = pid; /* the folder goes at the end whatever happened */
+    if (!st)
+        printf("Serving: local model %s (%s) started as agents pid %d\n", ss_worker_model_label(m),
+               ss_worker_local_file(m), (int)pid);
+    return st;
+}
+
+static void stop_local(local_groups *g)
+{
+    for (int i = 0; i < g->n; i++) {
+        if (g->pids[i] > 0) {
+            kill(g->pids[i], SIGTERM);
+            while (waitpid(g->pids[i], NULL, 0) < 0 && errno == EINTR) {
+            }
+        }
+        char path[128];
+        snprintf(path, sizeof path, "%s/group_config.json", g->dirs[i]);
+        unlink(path);
+        rmdir(g->dirs[i]);
+    }
+    for (int i = 0; i < g->n_secrets; i++) /* a secret we made dies with us */
+        unlink(g->secrets[i]);
+    g->n = g->n_secrets = 0;
+}
+
+/* Every model group of servable w: say where it waits; a local one's agents are started here. */
+static ss_status *start_models(ss_worker *w, const char *servable, local_groups *g,
+                               const char *secret, size_t secret_len, bool generated,
+                               const char *secret_file, bool insecure)
+{
+    ss_status *st = NULL;
+    for (ss_worker *m = w; m && !st; m = ss_worker_next_model(m)) {
+        if (generated && g->n_secrets == MAX_SERVABLES * 8)
+            st = ss_errf(SS_ERR_LIMIT, "more than %d model groups", MAX_SERVABLES * 8);
+        else if (generated)
+            st = publish_secret(secret, secret_len, ss_worker_address(m),
+                                g->secrets[g->n_secrets++], sizeof g->secrets[0]);
+        if (!st && m == w)
+            printf("Serving: servable %s waiting for agents on %s%s%s%s\n", servable,
+                   ss_worker_address(m), *ss_worker_model_label(m) ? " (model " : "",
+                   ss_worker_model_label(m), *ss_worker_model_label(m) ? ")" : "");
+        else if (!st)
+            printf("Serving: servable %s model %s waiting for agents on %s\n", servable,
+                   ss_worker_model_label(m), ss_worker_address(m));
+        fflush(stdout);
+        if (!st && ss_worker_local_file(m)) st = start_local(g, m, secret_file, insecure);
+    }
+    return st;
+}
+
 int cmd_serve(int argc, char **argv)
 {
     ss_worker_options w[MAX_SERVABLES];
@@ -286,6 +404,7 @@ int cmd_serve(int argc, char **argv)
         const char *a = argv[i];
         bool has = i + 1 < argc;
         ss_worker_options *cur = n ? &w[n - 1] : NULL;
+        int mk = cur ? cur->n_models - 1 : -1; /* the --model group flags go to, if any */
         int limit_flag = parse_limit(argc, argv, &i, &lim);
         if (limit_flag < 0) return 1;
         if (limit_flag) continue;
@@ -300,15 +419,20 @@ int cmd_serve(int argc, char **argv)
                                 ss_errf(SS_ERR_LIMIT, "more than %d servables", MAX_SERVABLES));
             memset(&w[n], 0, sizeof w[n]);
             w[n++].servable = argv[++i];
+        } else if (cur && !strcmp(a, "--model") && has) {
+            if (cur->n_models == 8)
+                return cli_fail("serve", ss_errf(SS_ERR_LIMIT, "more than 8 --model groups"));
+            cur->models[cur->n_models++].name = argv[++i];
         } else if (cur && !strcmp(a, "--version") && has) {
             if (!cli_parse_int(argv[++i], 0, 1000000, &v))
                 return cli_fail("serve", ss_errf(SS_ERR_INVALID,
                                                  "--version wants 0..1000000, got '%s'", argv[i]));
             cur->version = (uint64_t)v;
         } else if (cur && !strcmp(a, "--rank-table") && has) {
-            cur->rank_table = argv[++i];
+            *(mk >= 0 ? &cur->models[mk].rank_table : &cur->rank_table) = argv[++i];
         } else if (cur && !strcmp(a, "--distributed-address") && has) {
-            cur->distributed_address = argv[++i];
+            *(mk >= 0 ? &cur->models[mk].distributed_address : &cur->distributed_address) =
+                argv[++i];
         } else if (cur && !strcmp(a, "--wait-agents") && has) {
             if (!cli_parse_int(argv[++i], 0, 86400 * 365, &v))
                 return cli_fail(
@@ -361,14 +485,7 @@ int cmd_serve(int argc, char **argv)
     size_t secret_len = 0;
     if (link_secret(secret_file, insecure, &secret, &secret_len)) return 1;
     bool generated = secret && !secret_file;
-    char secret_paths[MAX_SERVABLES][512];
-    memset(secret_paths, 0, sizeof secret_paths);
-    for (int i = 0; i < n; i++) {
-        if (!w[i].rank_table || !w[i].distributed_address)
-            return cli_fail("serve",
-                            ss_errf(SS_ERR_INVALID,
-                                    "servable %s needs --rank-table and --distributed-address",
-                                    w[i].servable));
+    for (int i = 0; i < n; i++) { /* a group without a rank table must be a local model */
         w[i].servable_dir = servable_dir;
         w[i].request_timeout_ms = (int)timeout_ms;
         w[i].heartbeat_timeout_ms = (int)hb_ms;
@@ -384,14 +501,12 @@ int cmd_serve(int argc, char **argv)
     ss_worker_set *set = ss_worker_set_new();
     ss_worker *workers[MAX_SERVABLES];
     ss_status *st = set ? NULL : ss_errf(SS_ERR_NOMEM, "out of memory");
+    static local_groups locals; /* large: not on the stack */
     for (int i = 0; i < n && !st; i++) {
         st = ss_worker_set_add(set, &w[i], &workers[i]);
-        if (!st && generated)
-            st = publish_secret(secret, secret_len, ss_worker_address(workers[i]), secret_paths[i],
-                                sizeof secret_paths[i]);
         if (!st)
-            printf("Serving: servable %s waiting for agents on %s\n", w[i].servable,
-                   ss_worker_address(workers[i]));
+            st = start_models(workers[i], w[i].servable, &locals, secret, secret_len, generated,
+                              secret_file, insecure);
     }
     ss_raise_nofile_limit(); /* thousands of client connections need more than 1024 */
     ss_grpc_server *gs = NULL;
@@ -460,8 +575,7 @@ int cmd_serve(int argc, char **argv)
     /* stop accepting and drain the front ends, then answer what is left and release the agents */
     serve_shutdown(gs, rs, set, grace_ms);
     ss_worker_set_free(set);
-    for (int i = 0; i < n; i++) /* a secret we made dies with us */
-        if (secret_paths[i][0]) unlink(secret_paths[i]);
+    stop_local(&locals);
     free(secret);
     if (!rc) printf("Serving: stopped\n");
     return rc;

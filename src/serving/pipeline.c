@@ -6,7 +6,9 @@
  * the pipeline's own stage threads (never on a front end's thread, never on the worker's loop), so
  * a slow plugin holds neither. Whichever thread holds a run advances it: a front end or stage
  * thread submits a model stage itself, a C stage is queued for a stage thread, and the worker's
- * callback only moves outputs and queues the next step (or answers when nothing is left).
+ * callback only moves outputs and queues the next step (or answers when nothing is left). The
+ * exception is a plugin that declares SS_PLUGIN_INLINE (microseconds, never blocking): it runs on
+ * whichever thread holds the run, as the hand-off to a stage thread would cost more than it does.
  *
  * Data. Method inputs are borrowed from the request (the front end keeps it until done()), model
  * stages get borrowed views of the values they take, outputs move into the slots and from there
@@ -130,12 +132,12 @@ static void finish(ss_pipe_run *r)
 
 /* ------------------------------------------------------------------ model stages */
 
-const ss_serving_method *ss_pipeline_model_spec(ss_pipeline *p)
+const ss_serving_method *ss_pipeline_model_spec(ss_pipeline *p, size_t model)
 {
     pthread_mutex_lock(&p->mu);
-    const ss_serving_signature *sig = p->sigs ? p->sigs->sig : NULL;
+    const ss_serving_signature *sig = p->models[model].sig;
     pthread_mutex_unlock(&p->mu);
-    return sig ? ss_serving_signature_method(sig, p->model_method) : NULL;
+    return sig ? ss_serving_signature_method(sig, p->models[model].method) : NULL;
 }
 
 /* The model's outputs of sent instance j into the stage's slots. */
@@ -144,7 +146,7 @@ static void take_model_outputs(ss_pipe_run *r, const ss_pipe_stage *st, size_t i
 {
     for (size_t k = 0; k < st->n_outputs; k++) {
         ss_serving_item *it =
-            (ss_serving_item *)ss_serving_instance_find(got, r->p->model_outputs[k]);
+            (ss_serving_item *)ss_serving_instance_find(got, r->p->models[st->model].outputs[k]);
         if (!it) {
             fail(r, i, SS_SERVING_SYSTEM_ERROR, "Call %s Failed: it returned no output %zu",
                  st->tag, k);
@@ -197,8 +199,9 @@ static void submit_model(ss_pipe_run *r)
 {
     ss_pipeline *p = r->p;
     const ss_pipe_stage *st = &r->m->stages[r->next];
-    const ss_serving_method *spec = ss_pipeline_model_spec(p);
-    ss_predict_request *sub = ss_predict_request_new(p->servable, p->model_method, r->req->version);
+    const ss_pipe_model *md = &p->models[st->model];
+    const ss_serving_method *spec = ss_pipeline_model_spec(p, st->model);
+    ss_predict_request *sub = ss_predict_request_new(p->servable, md->method, r->req->version);
     size_t n_live = 0;
     for (size_t i = 0; i < r->req->count; i++)
         if (alive(r, i)) n_live++;
@@ -210,8 +213,8 @@ static void submit_model(ss_pipe_run *r)
         for (size_t k = 0; inst && k < st->n_inputs; k++) {
             ss_tensor view = *slot(r, i, st->in_slots[k]);
             view.storage = SS_STORE_BORROWED;
-            ss_status *e = ss_serving_instance_put(inst, p->model_inputs[k], &view,
-                                                   r_bytes(r, i, st->in_slots[k]));
+            ss_status *e =
+                ss_serving_instance_put(inst, md->inputs[k], &view, r_bytes(r, i, st->in_slots[k]));
             if (e) inst = NULL, ss_status_free(e);
         }
         char why[512];
@@ -235,7 +238,7 @@ static void submit_model(ss_pipe_run *r)
         return;
     }
     r->sub = sub;
-    p->model.submit(p->model.ctx, sub, 0, sub_reply, model_done, r);
+    md->backend.submit(md->backend.ctx, sub, 0, sub_reply, model_done, r);
 }
 
 /* ------------------------------------------------------------------ C-function stages */
@@ -434,7 +437,8 @@ static void advance(ss_pipe_run *r, from who)
 {
     while (r->next < r->m->n_stages && any_alive(r)) {
         bool model = r->m->stages[r->next].kind == SS_STAGE_MODEL;
-        if (who == FROM_MODEL || (!model && who == FROM_FRONT)) {
+        bool here = r->m->stages[r->next].here;
+        if (!here && (who == FROM_MODEL || (!model && who == FROM_FRONT))) {
             enqueue(r);
             return;
         }
@@ -486,16 +490,18 @@ static long env_long(const char *name, long dflt, long lo, long hi)
     return n < lo ? lo : n > hi ? hi : n;
 }
 
-ss_status *ss_pipeline_start(ss_pipeline *p, ss_serving_backend model, ss_serving_backend *out)
+ss_status *ss_pipeline_start(ss_pipeline *p, const ss_serving_backend *models,
+                             ss_serving_backend *out)
 {
-    p->model = model;
+    for (size_t k = 0; k < p->n_models; k++)
+        p->models[k].backend = models[k];
     pthread_mutex_init(&p->mu, NULL);
     pthread_cond_init(&p->cv, NULL);
     p->started = true;
     size_t want = (size_t)env_long("SHARDSERVE_STAGE_THREADS", 2, 1, 8);
     if (p->py && want < ss_pypool_runners(p->py)) /* a thread per runner keeps every runner busy */
         want = ss_pypool_runners(p->py);
-    if (p->py) ss_pypool_set_model(p->py, ss_pipeline_model_call, p, p->model_n_outputs);
+    if (p->py) ss_pypool_set_model(p->py, ss_pipeline_model_call, ss_pipeline_model_outputs, p);
     for (; p->n_threads < want; p->n_threads++) {
         int rc = pthread_create(&p->threads[p->n_threads], NULL, stage_thread, p);
         if (rc != 0)
@@ -521,6 +527,8 @@ void ss_pipeline_stop(ss_pipeline *p)
         free(s);
     }
     p->sigs = NULL;
+    for (size_t k = 0; k < p->n_models; k++)
+        p->models[k].sig = NULL;
     pthread_mutex_destroy(&p->mu);
     pthread_cond_destroy(&p->cv);
     p->started = false;
@@ -528,26 +536,28 @@ void ss_pipeline_stop(ss_pipeline *p)
 
 /* ------------------------------------------------------------------ the published signature */
 
-/* What a method value is known to be: the model's spec when a model stage takes or gives it
+/* What a method value is known to be: a model's spec when a model stage takes or gives it
  * (MindSpore's checks then run before any stage), else any dtype and shape (a stage checks). */
-static ss_serving_tensor_spec value_spec(const ss_pipe_method *m, size_t s,
-                                         const ss_serving_method *model, const char *name)
+static ss_serving_tensor_spec value_spec(const ss_pipeline *p, const ss_pipe_method *m, size_t s,
+                                         const char *name)
 {
     ss_serving_tensor_spec out = {.name = (char *)name, .dtype = SS_DT_UNDEFINED};
-    for (size_t t = 0; model && t < m->n_stages; t++) {
+    for (size_t t = 0; t < m->n_stages; t++) {
         const ss_pipe_stage *st = &m->stages[t];
         if (st->kind != SS_STAGE_MODEL) continue;
-        for (size_t k = 0; k < st->n_inputs && k < model->n_inputs; k++)
+        const ss_pipe_model *md = &p->models[st->model];
+        const ss_serving_method *model =
+            md->sig ? ss_serving_signature_method(md->sig, md->method) : NULL;
+        for (size_t k = 0; model && k < st->n_inputs && k < model->n_inputs; k++)
             if (st->in_slots[k] == s) out = model->inputs[k];
-        if (s >= st->out_base && s - st->out_base < model->n_outputs)
+        if (model && s >= st->out_base && s - st->out_base < model->n_outputs)
             out = model->outputs[s - st->out_base];
     }
     out.name = (char *)name;
     return out;
 }
 
-static bool compose_method(const ss_pipe_method *m, const ss_serving_method *model,
-                           ss_serving_method *out)
+static bool compose_method(const ss_pipeline *p, const ss_pipe_method *m, ss_serving_method *out)
 {
     out->name = m->name;
     out->n_inputs = m->n_inputs;
@@ -556,35 +566,65 @@ static bool compose_method(const ss_pipe_method *m, const ss_serving_method *mod
     out->outputs = calloc(m->n_outputs + 1, sizeof *out->outputs);
     if (!out->inputs || !out->outputs) return false;
     for (size_t k = 0; k < m->n_inputs; k++)
-        out->inputs[k] = value_spec(m, k, model, m->inputs[k]);
+        out->inputs[k] = value_spec(p, m, k, m->inputs[k]);
     for (size_t k = 0; k < m->n_outputs; k++)
-        out->outputs[k] = value_spec(m, m->returns[k], model, m->outputs[k]);
+        out->outputs[k] = value_spec(p, m, m->returns[k], m->outputs[k]);
     return true;
 }
 
-ss_serving_signature *ss_pipeline_compose(ss_pipeline *p, const ss_serving_signature *model_sig)
+/* The servable's signature over every model's (under p->mu; NULL when out of memory). */
+static ss_serving_signature *compose_locked(ss_pipeline *p)
 {
-    ss_pipe_sig *keep = calloc(1, sizeof *keep);
-    ss_serving_signature sig = *model_sig;
+    ss_serving_signature sig = *p->models[0].sig;
     sig.methods = calloc(p->n_methods, sizeof *sig.methods);
     sig.n_methods = p->n_methods;
-    bool ok = keep && sig.methods && (keep->sig = ss_serving_signature_copy(model_sig));
-    const ss_serving_method *model =
-        ok ? ss_serving_signature_method(keep->sig, p->model_method) : NULL;
+    bool ok = sig.methods != NULL;
     for (size_t m = 0; ok && m < p->n_methods; m++)
-        ok = compose_method(&p->methods[m], model, &sig.methods[m]);
+        ok = compose_method(p, &p->methods[m], &sig.methods[m]);
     ss_serving_signature *out = ok ? ss_serving_signature_copy(&sig) : NULL;
     for (size_t m = 0; sig.methods && m < p->n_methods; m++)
         free(sig.methods[m].inputs), free(sig.methods[m].outputs);
     free(sig.methods);
-    if (!out) {
-        if (keep) ss_serving_signature_free(keep->sig);
+    return out;
+}
+
+ss_status *ss_pipeline_compose(ss_pipeline *p, size_t model, const ss_serving_signature *model_sig,
+                               ss_serving_signature **out)
+{
+    *out = NULL;
+    ss_pipe_sig *keep = calloc(1, sizeof *keep);
+    if (!keep || !(keep->sig = ss_serving_signature_copy(model_sig))) {
         free(keep);
-        return NULL;
+        return ss_errf(SS_ERR_NOMEM, "out of memory publishing servable %s", p->servable);
     }
     pthread_mutex_lock(&p->mu);
     keep->next = p->sigs;
     p->sigs = keep;
+    p->models[model].sig = keep->sig;
+    bool all = true;
+    for (size_t k = 0; k < p->n_models; k++)
+        all = all && p->models[k].sig;
+    if (all) *out = compose_locked(p);
     pthread_mutex_unlock(&p->mu);
-    return out;
+    if (all && !*out)
+        return ss_errf(SS_ERR_NOMEM, "out of memory publishing servable %s", p->servable);
+    return NULL;
+}
+
+size_t ss_pipeline_waiting(ss_pipeline *p)
+{
+    size_t k = 0;
+    pthread_mutex_lock(&p->mu);
+    while (k < p->n_models && p->models[k].sig)
+        k++;
+    pthread_mutex_unlock(&p->mu);
+    return k;
+}
+
+void ss_pipeline_forget(ss_pipeline *p, size_t model)
+{
+    if (!p->started) return;
+    pthread_mutex_lock(&p->mu);
+    p->models[model].sig = NULL;
+    pthread_mutex_unlock(&p->mu);
 }

@@ -1,10 +1,10 @@
 /*
  * pymodel: Model.call from inside a Python function stage (MindSpore's `model.call(x)` and
  * `model.call([[x1], [x2]])`). The runner sends the instances through its segment (pyrunner.c);
- * the stage thread that is running the function submits them to the worker as the model's
- * internal method (@call_<key>_0, with MindSpore's per-instance checks) and blocks until the
- * worker answers (the worker's request timeout bounds that), then hands the outputs back. The
- * model has one subgraph for now: any other index gets MindSpore's text.
+ * the stage thread that is running the function submits them to the worker of that model's
+ * subgraph as its internal method (@call_<key>_<subgraph>, with MindSpore's per-instance checks)
+ * and blocks until the worker answers (the worker's request timeout bounds that), then hands the
+ * outputs back. The names are the published spec's, so a subgraph no stage names works too.
  */
 #include "pipeline.h"
 #include "pyrunner.h"
@@ -32,7 +32,7 @@ static void call_done(void *ctx, ss_predict_reply *got)
 
 /* The batch's instances as a request of the internal method, MindSpore's checks done per instance
  * into `pre` (the worker skips an instance already failed there). */
-static bool build_request(ss_pipeline *p, const ss_serving_method *spec, ss_plugin_batch *b,
+static bool build_request(const ss_serving_method *spec, ss_plugin_batch *b,
                           ss_predict_request *sub, ss_predict_reply *pre, char *err, size_t cap)
 {
     for (uint32_t i = 0; i < b->n_instances; i++) {
@@ -48,7 +48,7 @@ static bool build_request(ss_pipeline *p, const ss_serving_method *spec, ss_plug
                               .nbytes = t->nbytes,
                               .storage = SS_STORE_BORROWED};
             memcpy(view.dims, t->dims, sizeof(int64_t) * (size_t)t->ndim);
-            ss_status *e = ss_serving_instance_put(inst, p->model_inputs[k], &view, false);
+            ss_status *e = ss_serving_instance_put(inst, spec->inputs[k].name, &view, false);
             if (e) inst = NULL, ss_status_free(e);
         }
         char why[512];
@@ -63,8 +63,8 @@ static bool build_request(ss_pipeline *p, const ss_serving_method *spec, ss_plug
 }
 
 /* The worker's reply into the batch: per-instance errors, else every model output. */
-static int take_reply(ss_pipeline *p, ss_predict_reply *got, ss_plugin_batch *b, char *err,
-                      size_t cap)
+static int take_reply(const ss_serving_method *spec, ss_predict_reply *got, ss_plugin_batch *b,
+                      char *err, size_t cap)
 {
     bool whole = got && got->count == 0 && got->error_count > 0;
     if (!got || (!whole && got->count != b->n_instances))
@@ -78,7 +78,7 @@ static int take_reply(ss_pipeline *p, ss_predict_reply *got, ss_plugin_batch *b,
         }
         for (uint32_t k = 0; k < b->n_outputs; k++) {
             const ss_serving_item *it =
-                ss_serving_instance_find(&got->instances[i], p->model_outputs[k]);
+                ss_serving_instance_find(&got->instances[i], spec->outputs[k].name);
             void *dst = it ? b->alloc_output(b, i, k, (int32_t)it->tensor.dtype, it->tensor.ndim,
                                              it->tensor.dims, 0)
                            : NULL;
@@ -89,27 +89,50 @@ static int take_reply(ss_pipeline *p, ss_predict_reply *got, ss_plugin_batch *b,
     return 0;
 }
 
-int ss_pipeline_model_call(void *ctx, uint32_t subgraph, ss_plugin_batch *b, char *err, size_t cap)
+/* The backend Model.call means, or an error in err (MindSpore's text for a subgraph). */
+static size_t called_model(ss_pipeline *p, uint32_t decl, uint32_t subgraph, char *err, size_t cap)
 {
-    ss_pipeline *p = ctx;
-    if (subgraph != 0)
+    size_t k = ss_pipeline_find_model(p, decl, 0), n = 0;
+    if (k == SIZE_MAX) return snprintf(err, cap, "the model is not declared"), SIZE_MAX;
+    while (ss_pipeline_find_model(p, decl, (uint32_t)n) != SIZE_MAX)
+        n++;
+    if (subgraph >= n)
         return snprintf(err, cap,
                         "The model does not have subgraph of index %u, the subgraph count of the "
-                        "model is 1",
-                        subgraph),
-               1;
+                        "model is %zu",
+                        subgraph, n),
+               SIZE_MAX;
+    return ss_pipeline_find_model(p, decl, subgraph);
+}
+
+uint32_t ss_pipeline_model_outputs(void *ctx, uint32_t decl, uint32_t subgraph)
+{
+    ss_pipeline *p = ctx;
+    char err[256];
+    size_t k = called_model(p, decl, subgraph, err, sizeof err);
+    const ss_serving_method *spec = k == SIZE_MAX ? NULL : ss_pipeline_model_spec(p, k);
+    return spec ? (uint32_t)spec->n_outputs : 0;
+}
+
+int ss_pipeline_model_call(void *ctx, uint32_t decl, uint32_t subgraph, ss_plugin_batch *b,
+                           char *err, size_t cap)
+{
+    ss_pipeline *p = ctx;
+    size_t k = called_model(p, decl, subgraph, err, cap);
+    if (k == SIZE_MAX) return 1;
     if (!b->n_instances) return snprintf(err, cap, "Input instances count is 0"), 1;
-    if (b->n_inputs != p->model_n_inputs)
+    const ss_serving_method *spec = ss_pipeline_model_spec(p, k);
+    if (!spec || spec->n_outputs != b->n_outputs)
+        return snprintf(err, cap, "the model is not ready"), 1;
+    if (b->n_inputs != spec->n_inputs)
         return snprintf(err, cap,
                         "The inputs count %u of instance 0 is not equal to the inputs count %zu of "
                         "the model",
-                        b->n_inputs, p->model_n_inputs),
+                        b->n_inputs, spec->n_inputs),
                1;
-    const ss_serving_method *spec = ss_pipeline_model_spec(p);
-    if (!spec) return snprintf(err, cap, "the model is not ready"), 1;
-    ss_predict_request *sub = ss_predict_request_new(p->servable, p->model_method, 0);
+    ss_predict_request *sub = ss_predict_request_new(p->servable, p->models[k].method, 0);
     ss_predict_reply *pre = sub ? ss_predict_reply_new(b->n_instances) : NULL;
-    if (!pre || !build_request(p, spec, b, sub, pre, err, cap)) {
+    if (!pre || !build_request(spec, b, sub, pre, err, cap)) {
         if (!pre) snprintf(err, cap, "out of memory");
         ss_predict_request_free(sub);
         ss_predict_reply_free(pre);
@@ -118,14 +141,14 @@ int ss_pipeline_model_call(void *ctx, uint32_t subgraph, ss_plugin_batch *b, cha
     waiter w = {.done = false};
     pthread_mutex_init(&w.mu, NULL);
     pthread_cond_init(&w.cv, NULL);
-    p->model.submit(p->model.ctx, sub, 0, pre, call_done, &w);
+    p->models[k].backend.submit(p->models[k].backend.ctx, sub, 0, pre, call_done, &w);
     pthread_mutex_lock(&w.mu);
     while (!w.done)
         pthread_cond_wait(&w.cv, &w.mu);
     pthread_mutex_unlock(&w.mu);
     pthread_mutex_destroy(&w.mu);
     pthread_cond_destroy(&w.cv);
-    int rc = take_reply(p, w.got, b, err, cap);
+    int rc = take_reply(spec, w.got, b, err, cap);
     ss_predict_reply_free(w.got);
     ss_predict_request_free(sub);
     return rc;

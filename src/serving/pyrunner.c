@@ -16,7 +16,8 @@
  * size, which the runner may have grown); a runner that started sends op 3 (a = length of an
  * import error, in the segment at 0; 0 = ready). While its function runs, a runner may send op 4
  * (Model.call: stage = the subgraph, a = where it wrote a request in the request layout, past the
- * stage's request) any number of times; each gets op 5 (a = the reply, in the reply layout).
+ * stage's request, whose u64 holds the declared model's index) any number of times; each gets
+ * op 5 (a = the reply, in the reply layout).
  *
  * The runner's reply is not trusted: every offset and count is checked against the segment.
  */
@@ -75,8 +76,8 @@ struct ss_pypool {
     runner *runners;
     stage_state *states;
     ss_pymodel_fn model_call; /* Model.call (NULL: not available) */
+    ss_pymodel_outputs_fn model_outputs;
     void *model_ctx;
-    size_t model_n_outputs;
     pthread_mutex_t mu;
     pthread_cond_t cv;
 };
@@ -543,11 +544,11 @@ static int runner_lost(ss_pypool *p, runner *r, bool hung, char *err, size_t cap
     return 1;
 }
 
-void ss_pypool_set_model(ss_pypool *p, ss_pymodel_fn fn, void *ctx, size_t n_outputs)
+void ss_pypool_set_model(ss_pypool *p, ss_pymodel_fn fn, ss_pymodel_outputs_fn outputs, void *ctx)
 {
     p->model_call = fn;
+    p->model_outputs = outputs;
     p->model_ctx = ctx;
-    p->model_n_outputs = n_outputs;
 }
 
 /* Model.call's outputs, kept until they are written into the segment. */
@@ -622,11 +623,14 @@ static bool write_model_reply(runner *r, model_batch *mb, uint64_t at, int rc, c
 
 /* The request layout at `at` as plugin tensors viewing the segment (NULL: it does not fit). */
 static ss_plugin_tensor *read_model_request(runner *r, uint64_t at, uint32_t *n_inst,
-                                            uint32_t *n_in, int64_t **dims, uint64_t *end)
+                                            uint32_t *n_in, uint32_t *model, int64_t **dims,
+                                            uint64_t *end)
 {
     if (!in_seg(r, at, 16)) return NULL;
     *n_inst = get_u32(r->seg + at);
     *n_in = get_u32(r->seg + at + 4);
+    uint64_t decl = get_u64(r->seg + at + 8);
+    *model = decl > UINT32_MAX ? UINT32_MAX : (uint32_t)decl;
     uint64_t n = (uint64_t)*n_inst * *n_in;
     if (n > 65536 || !in_seg(r, at, 16 + n * REC_BYTES)) return NULL;
     ss_plugin_tensor *ins = calloc(n + 1, sizeof *ins);
@@ -655,14 +659,14 @@ static ss_plugin_tensor *read_model_request(runner *r, uint64_t at, uint32_t *n_
 /* One op 4: run the model on what the runner sent and answer with op 5. */
 static bool serve_model_call(ss_pypool *p, runner *r, const wire_msg *m)
 {
-    uint32_t n_inst = 0, n_in = 0;
+    uint32_t n_inst = 0, n_in = 0, model = 0;
     int64_t *in_dims = NULL;
     uint64_t end = 0;
-    ss_plugin_tensor *ins = read_model_request(r, m->a, &n_inst, &n_in, &in_dims, &end);
+    ss_plugin_tensor *ins = read_model_request(r, m->a, &n_inst, &n_in, &model, &in_dims, &end);
     if (!ins) return false;
-    size_t n_out = (size_t)n_inst * p->model_n_outputs;
-    model_batch mb = {
-        {n_inst, n_in, (uint32_t)p->model_n_outputs, ins, NULL, model_alloc, model_fail}};
+    uint32_t n_outputs = p->model_outputs ? p->model_outputs(p->model_ctx, model, m->stage) : 0;
+    size_t n_out = (size_t)n_inst * n_outputs;
+    model_batch mb = {{n_inst, n_in, n_outputs, ins, NULL, model_alloc, model_fail}};
     mb.outs = calloc(n_out + 1, sizeof *mb.outs);
     mb.dims = calloc((n_out + 1) * SS_PLUGIN_MAX_DIMS, sizeof *mb.dims);
     mb.failed = calloc(n_inst + 1, sizeof *mb.failed);
@@ -673,7 +677,7 @@ static bool serve_model_call(ss_pypool *p, runner *r, const wire_msg *m)
     else if (!p->model_call)
         snprintf(err, sizeof err, "Model.call is not available here");
     else
-        rc = p->model_call(p->model_ctx, m->stage, &mb.b, err, sizeof err);
+        rc = p->model_call(p->model_ctx, model, m->stage, &mb.b, err, sizeof err);
     err[sizeof err - 1] = 0;
     bool ok = mb.outs && mb.dims && mb.failed && write_model_reply(r, &mb, ALIGN64(end), rc, err);
     wire_msg answer = {5, 0, ALIGN64(end), r->seg_size};

@@ -40,10 +40,13 @@ const ss_plugin_descriptor *ss_pypool_descriptor(void);
 void *ss_pypool_stage_state(ss_pypool *pool, uint32_t stage);
 size_t ss_pypool_runners(const ss_pypool *pool);
 void ss_pypool_free(ss_pypool *pool);
-/* What Model.call runs: the model over a batch of instances (subgraph = its index). */
-typedef int (*ss_pymodel_fn)(void *ctx, uint32_t subgraph, ss_plugin_batch *b, char *err,
-                             size_t cap);
-void ss_pypool_set_model(ss_pypool *pool, ss_pymodel_fn fn, void *ctx, size_t n_outputs);
+/* What Model.call runs: declared model `model`'s subgraph over a batch of instances, and how many
+ * outputs that gives (0: no such model, or not ready). */
+typedef int (*ss_pymodel_fn)(void *ctx, uint32_t model, uint32_t subgraph, ss_plugin_batch *b,
+                             char *err, size_t cap);
+typedef uint32_t (*ss_pymodel_outputs_fn)(void *ctx, uint32_t model, uint32_t subgraph);
+void ss_pypool_set_model(ss_pypool *pool, ss_pymodel_fn fn, ss_pymodel_outputs_fn outputs,
+                         void *ctx);
 
 /* Helpers for any python3 child of serve (the runners, the servable_config.py export). */
 ss_status *ss_pyproc_command(const char *module, const char *const *args, size_t n_args,

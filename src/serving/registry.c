@@ -316,23 +316,42 @@ static ss_status *publish_signature(ss_serving_entry *e, const ss_serving_signat
     return NULL;
 }
 
-/* A composed servable publishes its pipeline's methods over the model's signature. */
-ss_status *ss_serving_publish(ss_serving_entry *e, const ss_serving_signature *sig)
+/* A composed servable publishes its pipeline's methods over its models' signatures, once every
+ * model has published; until then it stays not ready, saying which model it waits for. */
+ss_status *ss_serving_publish_model(ss_serving_entry *e, size_t model,
+                                    const ss_serving_signature *sig)
 {
     if (!e->pipeline) return publish_signature(e, sig);
-    ss_serving_signature *composed = ss_pipeline_compose(e->pipeline, sig);
-    if (!composed)
-        return ss_errf(SS_ERR_NOMEM, "out of memory publishing servable %s", e->servable);
-    ss_status *st = publish_signature(e, composed);
+    ss_serving_signature *composed = NULL;
+    ss_status *st = ss_pipeline_compose(e->pipeline, model, sig, &composed);
+    if (st) return st;
+    if (!composed) { /* another model is not ready: say which */
+        size_t k = ss_pipeline_waiting(e->pipeline);
+        registry_lock(e->owner);
+        if (k < e->pipeline->n_models)
+            snprintf(e->why, sizeof e->why, "model '%s' (subgraph %u) is not ready yet",
+                     e->pipeline->models[k].key, e->pipeline->models[k].subgraph);
+        registry_unlock(e->owner);
+        return NULL;
+    }
+    st = publish_signature(e, composed);
     ss_serving_signature_free(composed);
     return st;
 }
 
-ss_status *ss_serving_set_pipeline(ss_serving_entry *e, ss_pipeline *p)
+ss_status *ss_serving_publish(ss_serving_entry *e, const ss_serving_signature *sig)
+{
+    return ss_serving_publish_model(e, 0, sig);
+}
+
+ss_status *ss_serving_set_pipeline(ss_serving_entry *e, ss_pipeline *p,
+                                   const ss_serving_backend *models)
 {
     ss_serving_backend wrapped;
-    ss_status *st = ss_pipeline_load_plugins(p);
-    if (!st) st = ss_pipeline_start(p, e->backend, &wrapped);
+    ss_status *st = !models && p->n_models > 1
+                        ? ss_errf(SS_ERR_INTERNAL, "%zu models and one backend", p->n_models)
+                        : ss_pipeline_load_plugins(p);
+    if (!st) st = ss_pipeline_start(p, models ? models : &e->backend, &wrapped);
     if (st) {
         ss_pipeline_free(p);
         return ss_status_wrap(st, "servable %s", e->servable);
@@ -344,14 +363,25 @@ ss_status *ss_serving_set_pipeline(ss_serving_entry *e, ss_pipeline *p)
     return NULL;
 }
 
-void ss_serving_withdraw(ss_serving_entry *e, const char *why)
+void ss_serving_withdraw_model(ss_serving_entry *e, size_t model, const char *why)
 {
+    if (e->pipeline) ss_pipeline_forget(e->pipeline, model);
     registry_lock(e->owner);
     snapshot *old = e->ready;
     e->ready = NULL;
-    snprintf(e->why, sizeof e->why, "%s", why && *why ? why : "not ready");
+    if (e->pipeline && e->pipeline->n_models > 1)
+        snprintf(e->why, sizeof e->why, "model '%s' (subgraph %u): %s",
+                 e->pipeline->models[model].key, e->pipeline->models[model].subgraph,
+                 why && *why ? why : "not ready");
+    else
+        snprintf(e->why, sizeof e->why, "%s", why && *why ? why : "not ready");
     registry_unlock(e->owner);
     snapshot_unref(old);
+}
+
+void ss_serving_withdraw(ss_serving_entry *e, const char *why)
+{
+    ss_serving_withdraw_model(e, 0, why);
 }
 
 static bool serves(const ss_serving_entry *e)

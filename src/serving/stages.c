@@ -177,17 +177,28 @@ static ss_status *read_python_function(ss_pipe_stage *st, const cJSON *j, const 
     return e ? e : default_tag(st, servable);
 }
 
+/* The backend a model stage names: the declared model's subgraph 0. */
+static ss_status *find_stage_model(ss_pipeline *p, const cJSON *j, const where *at, size_t *out)
+{
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(j, "model");
+    const char *name = cJSON_IsString(v) ? v->valuestring : NULL;
+    for (size_t k = 0; name && k < p->n_models; k++)
+        if (!strcmp(p->models[k].key, name) && p->models[k].subgraph == 0) return (*out = k), NULL;
+    char declared[1024] = "";
+    for (size_t k = 0, off = 0; k < p->n_models && off < sizeof declared; k++)
+        if (p->models[k].subgraph == 0)
+            off += (size_t)snprintf(declared + off, sizeof declared - off, "%s'%s'",
+                                    off ? ", " : "", p->models[k].key);
+    return bad(at, "'model' must name a model the servable declares, got '%s' (declared: %s)",
+               name ? name : "(missing)", declared);
+}
+
 /* The model's counts are the same in every stage that runs it (MindSpore's texts). */
 static ss_status *read_model(ss_pipeline *p, ss_pipe_stage *st, const cJSON *j, const where *at)
 {
-    const char *name = cJSON_IsString(cJSON_GetObjectItemCaseSensitive(j, "model"))
-                           ? cJSON_GetObjectItemCaseSensitive(j, "model")->valuestring
-                           : NULL;
-    if (!name || strcmp(name, p->model_key) != 0)
-        return bad(at,
-                   "'model' must name a model the servable declares, got '%s' (this servable "
-                   "declares one: '%s', its distributed model)",
-                   name ? name : "(missing)", p->model_key);
+    ss_status *e = find_stage_model(p, j, at, &st->model);
+    if (e) return e;
+    ss_pipe_model *md = &p->models[st->model];
     if (!st->n_inputs || !st->n_outputs)
         return bad(at, "a model stage needs 'inputs' and 'outputs'", NULL, NULL);
     for (size_t k = 0; k < st->n_inputs; k++)
@@ -197,26 +208,24 @@ static ss_status *read_model(ss_pipeline *p, ss_pipe_stage *st, const cJSON *j, 
                            NULL);
     if (!st->tag) {
         char tag[512];
-        snprintf(tag, sizeof tag, "Model '%s'", p->model_key);
-        ss_status *e = stage_strdup(&st->tag, tag);
-        if (e) return e;
+        snprintf(tag, sizeof tag, "Model '%s'", md->key);
+        if ((e = stage_strdup(&st->tag, tag))) return e;
     }
-    if (!p->model_inputs) { /* the first model stage names the internal method's values */
-        p->model_n_inputs = st->n_inputs;
-        p->model_n_outputs = st->n_outputs;
-        p->model_inputs = st->in_names;
-        p->model_outputs = st->out_names;
+    if (!md->inputs) { /* the first model stage names the internal method's values */
+        md->n_inputs = st->n_inputs;
+        md->n_outputs = st->n_outputs;
+        md->inputs = st->in_names;
+        md->outputs = st->out_names;
         return NULL;
     }
-    if (st->n_inputs != p->model_n_inputs || st->n_outputs != p->model_n_outputs)
+    if (st->n_inputs != md->n_inputs || st->n_outputs != md->n_outputs)
         return ss_errf(SS_ERR_INVALID,
                        "%s: method '%s' stage %zu: RegisterInputOutputInfo failed, %s count %zu "
                        "not match old count %zu, model: %s",
                        at->what, at->method, at->stage,
-                       st->n_inputs != p->model_n_inputs ? "inputs" : "outputs",
-                       st->n_inputs != p->model_n_inputs ? st->n_inputs : st->n_outputs,
-                       st->n_inputs != p->model_n_inputs ? p->model_n_inputs : p->model_n_outputs,
-                       p->model_key);
+                       st->n_inputs != md->n_inputs ? "inputs" : "outputs",
+                       st->n_inputs != md->n_inputs ? st->n_inputs : st->n_outputs,
+                       st->n_inputs != md->n_inputs ? md->n_inputs : md->n_outputs, md->key);
     return NULL;
 }
 
@@ -259,7 +268,7 @@ static ss_status *plain_method_stage(ss_pipeline *p, ss_pipe_method *m, const wh
           *ins = cJSON_CreateStringArray((const char **)m->inputs, (int)m->n_inputs);
     cJSON *outs = cJSON_CreateStringArray((const char **)m->outputs, (int)m->n_outputs);
     if (!j || !ins || !outs || !cJSON_AddStringToObject(j, "kind", "model") ||
-        !cJSON_AddStringToObject(j, "model", p->model_key)) {
+        !cJSON_AddStringToObject(j, "model", p->models[0].key)) {
         cJSON_Delete(j);
         cJSON_Delete(ins);
         cJSON_Delete(outs);
@@ -346,14 +355,72 @@ static ss_status *read_methods(ss_pipeline *p, const cJSON *methods, const char 
         ss_status *e = read_method(p, &p->methods[p->n_methods++], m, what);
         if (e) return e;
     }
-    if (!p->model_inputs)
+    bool any = false;
+    for (size_t k = 0; k < p->n_models; k++)
+        any = any || p->models[k].inputs;
+    if (!any)
         return ss_errf(SS_ERR_INVALID,
                        "%s: no method runs the model '%s'; a servable needs at least one model "
                        "stage",
-                       what, p->model_key);
-    char internal[300];
-    snprintf(internal, sizeof internal, "@call_%s_0", p->model_key);
-    return stage_strdup(&p->model_method, internal);
+                       what, p->models[0].key);
+    return NULL;
+}
+
+static ss_status *add_model(ss_pipeline *p, const char *key, size_t decl, uint32_t subgraph,
+                            const char *what)
+{
+    if (p->n_models == SS_PIPE_MAX_MODELS)
+        return ss_errf(SS_ERR_LIMIT, "%s: more than %d models and subgraphs together", what,
+                       SS_PIPE_MAX_MODELS);
+    ss_pipe_model *m = &p->models[p->n_models++];
+    char internal[160];
+    snprintf(internal, sizeof internal, "@call_%s_%u", key, subgraph);
+    m->decl = decl;
+    m->subgraph = subgraph;
+    ss_status *e = stage_strdup(&m->key, key);
+    return e ? e : stage_strdup(&m->method, internal);
+}
+
+/* A model's subgraphs: one per file ("files"), one when it has none (a distributed model). */
+static ss_status *add_subgraphs(ss_pipeline *p, const cJSON *m, const char *key, size_t decl,
+                                const char *what)
+{
+    const cJSON *files = cJSON_GetObjectItemCaseSensitive(m, "files");
+    int n_sub =
+        cJSON_IsArray(files) && cJSON_GetArraySize(files) > 0 ? cJSON_GetArraySize(files) : 1;
+    ss_status *e = NULL;
+    for (int sub = 0; !e && sub < n_sub; sub++)
+        e = add_model(p, key, decl, (uint32_t)sub, what);
+    return e;
+}
+
+/* "models": [{"name", "files": [one per subgraph]}, ...]; absent: one model, named after the
+ * servable, its "files" those of the root (the rest of each entry is the worker's, config.c). */
+static ss_status *read_models(ss_pipeline *p, const cJSON *root, const char *what)
+{
+    const cJSON *models = cJSON_GetObjectItemCaseSensitive(root, "models"), *m;
+    if (!models) return add_subgraphs(p, root, p->servable, 0, what);
+    if (!cJSON_IsArray(models) || !cJSON_GetArraySize(models))
+        return ss_errf(SS_ERR_INVALID, "%s: 'models' must be a non-empty list of models", what);
+    size_t decl = 0;
+    cJSON_ArrayForEach(m, models)
+    {
+        const cJSON *name = cJSON_GetObjectItemCaseSensitive(m, "name");
+        const cJSON *files = cJSON_GetObjectItemCaseSensitive(m, "files");
+        if (!cJSON_IsString(name) || !name->valuestring[0] || strlen(name->valuestring) > 100)
+            return ss_errf(SS_ERR_INVALID, "%s: model %zu needs a 'name' (1 to 100 chars)", what,
+                           decl);
+        for (size_t k = 0; k < p->n_models; k++)
+            if (!strcmp(p->models[k].key, name->valuestring))
+                return ss_errf(SS_ERR_INVALID, "%s: model '%s' is declared twice", what,
+                               name->valuestring);
+        if (files && !cJSON_IsArray(files))
+            return ss_errf(SS_ERR_INVALID, "%s: model '%s': 'files' must be a list", what,
+                           name->valuestring);
+        ss_status *e = add_subgraphs(p, m, name->valuestring, decl++, what);
+        if (e) return e;
+    }
+    return NULL;
 }
 
 ss_status *ss_pipeline_parse(const char *text, size_t len, const char *what, const char *servable,
@@ -362,14 +429,16 @@ ss_status *ss_pipeline_parse(const char *text, size_t len, const char *what, con
     *out = NULL;
     cJSON *root = cJSON_ParseWithLength(text, len);
     const cJSON *methods = cJSON_GetObjectItemCaseSensitive(root, "methods");
-    if (!cJSON_IsArray(methods) || !any_stages(methods)) { /* the servable config says why */
+    bool models = cJSON_GetObjectItemCaseSensitive(root, "models") ||
+                  cJSON_GetArraySize(cJSON_GetObjectItemCaseSensitive(root, "files")) > 1;
+    if (!cJSON_IsArray(methods) || !(models || any_stages(methods))) { /* the config says why */
         cJSON_Delete(root);
         return NULL;
     }
     ss_pipeline *p = calloc(1, sizeof *p);
     ss_status *e = p ? NULL : ss_errf(SS_ERR_NOMEM, "out of memory");
     if (!e) e = stage_strdup(&p->servable, servable);
-    if (!e) e = stage_strdup(&p->model_key, servable);
+    if (!e) e = read_models(p, root, what);
     if (!e) e = read_methods(p, methods, what);
     cJSON_Delete(root);
     if (e) {
@@ -380,15 +449,32 @@ ss_status *ss_pipeline_parse(const char *text, size_t len, const char *what, con
     return NULL;
 }
 
-const char *ss_pipeline_model_method(const ss_pipeline *p)
+size_t ss_pipeline_model_count(const ss_pipeline *p)
 {
-    return p->model_method;
+    return p->n_models;
 }
 
-size_t ss_pipeline_model_names(const ss_pipeline *p, bool outputs, const char *const **names)
+const char *ss_pipeline_model_method(const ss_pipeline *p, size_t model, size_t *decl,
+                                     uint32_t *subgraph)
 {
-    *names = (const char *const *)(outputs ? p->model_outputs : p->model_inputs);
-    return outputs ? p->model_n_outputs : p->model_n_inputs;
+    if (decl) *decl = p->models[model].decl;
+    if (subgraph) *subgraph = p->models[model].subgraph;
+    return p->models[model].method;
+}
+
+size_t ss_pipeline_model_names(const ss_pipeline *p, size_t model, bool outputs,
+                               const char *const **names)
+{
+    const ss_pipe_model *m = &p->models[model];
+    *names = (const char *const *)(outputs ? m->outputs : m->inputs);
+    return outputs ? m->n_outputs : m->n_inputs;
+}
+
+size_t ss_pipeline_find_model(const ss_pipeline *p, size_t decl, uint32_t subgraph)
+{
+    for (size_t k = 0; k < p->n_models; k++)
+        if (p->models[k].decl == decl && p->models[k].subgraph == subgraph) return k;
+    return SIZE_MAX;
 }
 
 /* ------------------------------------------------------------------ plugins */
@@ -422,6 +508,7 @@ static ss_status *load_plugin(ss_pipe_stage *st, const where *at)
     }
     st->desc = d;
     st->serial = !(d->flags & SS_PLUGIN_THREAD_SAFE);
+    st->here = (d->flags & SS_PLUGIN_INLINE) != 0;
     pthread_mutex_init(&st->run_mu, NULL);
     st->mu_ready = true;
     return NULL;
@@ -545,9 +632,9 @@ void ss_pipeline_free(ss_pipeline *p)
         names_free(pm->outputs, pm->n_outputs);
     }
     ss_pypool_free(p->py);
+    for (size_t k = 0; k < p->n_models; k++)
+        free(p->models[k].key), free(p->models[k].method);
     free(p->methods);
     free(p->servable);
-    free(p->model_key);
-    free(p->model_method);
     free(p);
 }

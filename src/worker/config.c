@@ -249,7 +249,7 @@ static void method_inputs(const ss_servable_config *c, char *out, size_t cap)
  * here: a name no method declares is a typo that would silently leave that input batched. */
 static ss_status *check_no_batch_names(const ss_servable_config *c, const char *what)
 {
-    for (int b = 0; b < c->n_no_batch; b++) {
+    for (int b = 0; b < c->n_no_batch && c->methods[0].n_inputs; b++) {
         const char *name = c->without_batch_dim_inputs[b];
         bool found = false;
         for (int m = 0; m < c->n_methods && !found; m++)
@@ -266,21 +266,22 @@ static ss_status *check_no_batch_names(const ss_servable_config *c, const char *
     return NULL;
 }
 
-/* A composed servable's worker serves one method: the model, as its stages feed it. */
-static ss_status *model_method(ss_servable_config *c)
+/* A composed servable's worker serves one method: its model's subgraph, as the stages feed it
+ * (no names: only Model.call reaches it, and the worker takes the model's own). */
+static void model_method(ss_servable_config *c, size_t model)
 {
     ss_method_config *mc = &c->methods[0];
     memset(mc, 0, sizeof *mc);
     c->n_methods = 1;
-    snprintf(mc->name, sizeof mc->name, "%s", ss_pipeline_model_method(c->stages));
+    snprintf(mc->name, sizeof mc->name, "%s",
+             ss_pipeline_model_method(c->stages, model, NULL, NULL));
     const char *const *names;
-    size_t n = ss_pipeline_model_names(c->stages, false, &names);
+    size_t n = ss_pipeline_model_names(c->stages, model, false, &names);
     for (size_t k = 0; k < n && k < SS_MAX_IO; k++)
         snprintf(mc->inputs[mc->n_inputs++], sizeof mc->inputs[0], "%s", names[k]);
-    n = ss_pipeline_model_names(c->stages, true, &names);
+    n = ss_pipeline_model_names(c->stages, model, true, &names);
     for (size_t k = 0; k < n && k < SS_MAX_IO; k++)
         snprintf(mc->outputs[mc->n_outputs++], sizeof mc->outputs[0], "%s", names[k]);
-    return NULL;
 }
 
 /* The inputs a generate method may take (a request's sampling parameters) and its outputs. */
@@ -376,22 +377,16 @@ static ss_status *gen_config(const cJSON *g, const char *what, ss_servable_confi
     return st;
 }
 
-ss_status *ss_servable_config_parse(const char *text, size_t len, const char *what,
-                                    const char *name, ss_servable_config *c)
+/* "distributed" {rank_size, stage_size, with_batch_dim, ...} and "batching" of the servable, or
+ * of one of its "models" (a local model, one with "files", may leave rank_size out: 1). */
+static ss_status *read_group(const cJSON *o, const char *what, bool local, ss_servable_config *c)
 {
-    memset(c, 0, sizeof *c);
-    snprintf(c->name, sizeof c->name, "%s", name);
-    cJSON *root = cJSON_ParseWithLength(text, len);
-    if (!cJSON_IsObject(root)) {
-        cJSON_Delete(root);
-        return ss_errf(SS_ERR_INVALID, "%s: not a JSON object (see README: servable.json)", what);
-    }
-    const cJSON *d = cJSON_GetObjectItemCaseSensitive(root, "distributed");
+    const cJSON *d = cJSON_GetObjectItemCaseSensitive(o, "distributed");
     ss_status *st = NULL;
-    if (!cJSON_IsObject(d))
+    if (!cJSON_IsObject(d) && (d || !local)) /* absent in a local model: every default */
         st = ss_errf(SS_ERR_INVALID, "%s: 'distributed' {rank_size, stage_size, ...} is required",
                      what);
-    if (!st) st = int_field(d, "rank_size", what, 1, 4096, -1, &c->rank_size);
+    if (!st) st = int_field(d, "rank_size", what, 1, 4096, local ? 1 : -1, &c->rank_size);
     if (!st) st = int_field(d, "stage_size", what, 1, 4096, 1, &c->stage_size);
     if (!st && c->rank_size % c->stage_size)
         st = ss_errf(SS_ERR_INVALID, "%s: rank_size %d must be a multiple of stage_size %d", what,
@@ -413,54 +408,106 @@ ss_status *ss_servable_config_parse(const char *text, size_t len, const char *wh
     if (!st)
         st = name_list(cJSON_GetObjectItemCaseSensitive(d, "without_batch_dim_inputs"), what,
                        "without_batch_dim_inputs", c->without_batch_dim_inputs, &c->n_no_batch);
-    const cJSON *b = cJSON_GetObjectItemCaseSensitive(root, "batching");
+    const cJSON *b = cJSON_GetObjectItemCaseSensitive(o, "batching");
     if (!st && b && !cJSON_IsObject(b))
         st = ss_errf(SS_ERR_INVALID, "%s: 'batching' must be an object", what);
     if (!st && b) st = int_field(b, "max_batch_size", what, 0, 1 << 20, 0, &c->max_batch_size);
     if (!st && b)
         st = int_field(b, "max_queue_delay_us", what, 0, 10000000, 0, &c->max_queue_delay_us);
+    return st;
+}
+
+static ss_status *read_methods(const cJSON *root, const char *what, ss_servable_config *c)
+{
     const cJSON *methods = cJSON_GetObjectItemCaseSensitive(root, "methods");
-    if (!st && (!cJSON_IsArray(methods) || cJSON_GetArraySize(methods) < 1))
-        st = ss_errf(SS_ERR_INVALID, "%s: 'methods' must list at least one method", what);
+    if (!cJSON_IsArray(methods) || cJSON_GetArraySize(methods) < 1)
+        return ss_errf(SS_ERR_INVALID, "%s: 'methods' must list at least one method", what);
     const cJSON *m;
-    if (!st) cJSON_ArrayForEach(m, methods)
-        {
-            if (c->n_methods == 16) {
-                st = ss_errf(SS_ERR_LIMIT, "%s: more than 16 methods", what);
-                break;
-            }
-            ss_method_config *mc = &c->methods[c->n_methods];
-            const char *mn = str_field(m, "name");
-            if (!mn || !mn[0] || strlen(mn) >= sizeof mc->name) {
-                st = ss_errf(SS_ERR_INVALID, "%s: method %d needs a 'name'", what, c->n_methods);
-                break;
-            }
-            for (int i = 0; i < c->n_methods; i++)
-                if (!strcmp(c->methods[i].name, mn))
-                    st = ss_errf(SS_ERR_INVALID, "%s: method '%s' is declared twice", what, mn);
-            if (st) break;
-            snprintf(mc->name, sizeof mc->name, "%s", mn);
-            st = name_list(cJSON_GetObjectItemCaseSensitive(m, "inputs"), what, "inputs",
-                           mc->inputs, &mc->n_inputs);
-            if (!st)
-                st = name_list(cJSON_GetObjectItemCaseSensitive(m, "outputs"), what, "outputs",
-                               mc->outputs, &mc->n_outputs);
-            if (!st && (mc->n_inputs == 0 || mc->n_outputs == 0))
-                st = ss_errf(SS_ERR_INVALID, "%s: method '%s' needs 'inputs' and 'outputs'", what,
-                             mn);
-            if (st) break;
-            c->n_methods++;
-        }
+    cJSON_ArrayForEach(m, methods)
+    {
+        if (c->n_methods == 16) return ss_errf(SS_ERR_LIMIT, "%s: more than 16 methods", what);
+        ss_method_config *mc = &c->methods[c->n_methods];
+        const char *mn = str_field(m, "name");
+        if (!mn || !mn[0] || strlen(mn) >= sizeof mc->name)
+            return ss_errf(SS_ERR_INVALID, "%s: method %d needs a 'name'", what, c->n_methods);
+        for (int i = 0; i < c->n_methods; i++)
+            if (!strcmp(c->methods[i].name, mn))
+                return ss_errf(SS_ERR_INVALID, "%s: method '%s' is declared twice", what, mn);
+        snprintf(mc->name, sizeof mc->name, "%s", mn);
+        ss_status *st = name_list(cJSON_GetObjectItemCaseSensitive(m, "inputs"), what, "inputs",
+                                  mc->inputs, &mc->n_inputs);
+        if (!st)
+            st = name_list(cJSON_GetObjectItemCaseSensitive(m, "outputs"), what, "outputs",
+                           mc->outputs, &mc->n_outputs);
+        if (!st && (mc->n_inputs == 0 || mc->n_outputs == 0))
+            st = ss_errf(SS_ERR_INVALID, "%s: method '%s' needs 'inputs' and 'outputs'", what, mn);
+        if (st) return st;
+        c->n_methods++;
+    }
+    return NULL;
+}
+
+/* The entry of "models" that backend `model` serves (the root when there is no list), and its
+ * subgraph's file (a local model). */
+static ss_status *model_entry(const cJSON *root, const char *what, ss_servable_config *c,
+                              const cJSON **out)
+{
+    const cJSON *models = cJSON_GetObjectItemCaseSensitive(root, "models");
+    size_t decl = 0;
+    uint32_t subgraph = 0;
+    if (c->stages) ss_pipeline_model_method(c->stages, (size_t)c->model, &decl, &subgraph);
+    *out = models ? cJSON_GetArrayItem(models, (int)decl) : root;
+    if (models) snprintf(c->model_name, sizeof c->model_name, "%s", str_field(*out, "name"));
+    c->subgraph = subgraph;
+    const cJSON *files = cJSON_GetObjectItemCaseSensitive(*out, "files");
+    if (!files) return NULL;
+    const cJSON *f = cJSON_IsArray(files) ? cJSON_GetArrayItem(files, (int)subgraph) : NULL;
+    if (!cJSON_IsString(f) || !f->valuestring[0] ||
+        strlen(f->valuestring) >= sizeof c->local_file || strstr(f->valuestring, ".."))
+        return ss_errf(SS_ERR_INVALID,
+                       "%s: model '%s': 'files' must list file names in the version folder", what,
+                       c->model_name);
+    snprintf(c->local_file, sizeof c->local_file, "%s", f->valuestring);
+    return NULL;
+}
+
+ss_status *ss_servable_config_parse_model(const char *text, size_t len, const char *what,
+                                          const char *name, int model, ss_servable_config *c)
+{
+    memset(c, 0, sizeof *c);
+    snprintf(c->name, sizeof c->name, "%s", name);
+    snprintf(c->model_name, sizeof c->model_name, "%s", name);
+    c->model = model;
+    c->n_models = 1;
+    cJSON *root = cJSON_ParseWithLength(text, len);
+    if (!cJSON_IsObject(root)) {
+        cJSON_Delete(root);
+        return ss_errf(SS_ERR_INVALID, "%s: not a JSON object (see README: servable.json)", what);
+    }
+    ss_status *st = read_methods(root, what, c);
+    if (!st) st = ss_pipeline_parse(text, len, what, name, &c->stages);
+    if (!st && c->stages) c->n_models = (int)ss_pipeline_model_count(c->stages);
+    if (!st && (model < 0 || model >= c->n_models))
+        st = ss_errf(SS_ERR_INVALID, "%s: no model %d", what, model);
+    const cJSON *group = root;
+    if (!st) st = model_entry(root, what, c, &group);
+    if (!st) st = read_group(group, what, cJSON_GetObjectItemCaseSensitive(group, "files"), c);
     const cJSON *g = cJSON_GetObjectItemCaseSensitive(root, "generate");
     if (!st && g) st = gen_config(g, what, c);
     cJSON_Delete(root);
-    if (!st) st = ss_pipeline_parse(text, len, what, name, &c->stages);
     if (!st && c->gen.enabled && c->stages)
         st = ss_errf(SS_ERR_INVALID, "%s: a generative servable's methods have no stages", what);
-    if (!st && c->stages) st = model_method(c);
+    if (!st && c->stages) model_method(c, (size_t)model);
     if (!st) st = check_no_batch_names(c, what);
+    if (!st && model > 0) ss_pipeline_free(c->stages), c->stages = NULL; /* model 0's worker's */
     if (st) ss_servable_config_clear(c);
     return st;
+}
+
+ss_status *ss_servable_config_parse(const char *text, size_t len, const char *what,
+                                    const char *name, ss_servable_config *c)
+{
+    return ss_servable_config_parse_model(text, len, what, name, 0, c);
 }
 
 void ss_servable_config_clear(ss_servable_config *c)
@@ -469,31 +516,37 @@ void ss_servable_config_clear(ss_servable_config *c)
     c->stages = NULL;
 }
 
+ss_status *ss_servable_config_text(const char *servable_dir, const char *name, char **text,
+                                   size_t *len, char *path, size_t path_cap)
+{
+    *text = NULL;
+    if (!name[0] || strchr(name, '/') || !strcmp(name, "..") || !strcmp(name, "."))
+        return ss_errf(SS_ERR_INVALID, "servable name '%s' must be a plain folder name", name);
+    snprintf(path, path_cap, "%s/%s/servable.json", servable_dir, name);
+    if (access(path, F_OK) != 0) { /* MindSpore's servable_config.py, through the shim */
+        snprintf(path, path_cap, "%s/%s/servable_config.py", servable_dir, name);
+        if (access(path, F_OK) == 0) {
+            ss_status *st = ss_pyconfig_export(servable_dir, name, text, len);
+            if (!st) SS_INFO("servable %s: declared by %s", name, path);
+            return st;
+        }
+        snprintf(path, path_cap, "%s/%s/servable.json", servable_dir, name);
+    }
+    void *buf;
+    ss_status *st = ss_read_file(path, &buf, len);
+    if (st) return ss_status_wrap(st, "servable '%s'", name);
+    *text = buf;
+    return NULL;
+}
+
 ss_status *ss_servable_config_load(const char *servable_dir, const char *name,
                                    ss_servable_config *out)
 {
-    if (!name[0] || strchr(name, '/') || !strcmp(name, "..") || !strcmp(name, "."))
-        return ss_errf(SS_ERR_INVALID, "servable name '%s' must be a plain folder name", name);
-    char path[4096];
-    snprintf(path, sizeof path, "%s/%s/servable.json", servable_dir, name);
-    void *buf;
+    char path[4096], *text;
     size_t len;
-    if (access(path, F_OK) != 0) { /* MindSpore's servable_config.py, through the shim */
-        snprintf(path, sizeof path, "%s/%s/servable_config.py", servable_dir, name);
-        if (access(path, F_OK) == 0) {
-            char *json;
-            ss_status *st = ss_pyconfig_export(servable_dir, name, &json, &len);
-            if (st) return st;
-            SS_INFO("servable %s: declared by %s", name, path);
-            st = ss_servable_config_parse(json, len, path, name, out);
-            free(json);
-            return st;
-        }
-        snprintf(path, sizeof path, "%s/%s/servable.json", servable_dir, name);
-    }
-    ss_status *st = ss_read_file(path, &buf, &len);
-    if (st) return ss_status_wrap(st, "servable '%s'", name);
-    st = ss_servable_config_parse(buf, len, path, name, out);
-    free(buf);
+    ss_status *st = ss_servable_config_text(servable_dir, name, &text, &len, path, sizeof path);
+    if (st) return st;
+    st = ss_servable_config_parse(text, len, path, name, out);
+    free(text);
     return st;
 }

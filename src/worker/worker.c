@@ -222,6 +222,11 @@ struct ss_worker {
     ss_link_conn **dead_conns; /* shut down, closed once the bulk sender cannot hold them */
     size_t n_dead, cap_dead;
     ss_worker *next;
+    ss_worker *next_model; /* the servable's next model (set once, before any thread runs) */
+    bool owns_entry;       /* model 0: the registry entry and its pipeline are its */
+    char model_label[160];
+    char who[300];         /* the servable, and the model when it has several, for the log */
+    char local_file[4096]; /* a local model's file ("" otherwise) */
 };
 
 struct ss_worker_set {
@@ -463,7 +468,7 @@ static void req_answer(ss_worker *w, req_state *rs)
         SS_INFO("servable %s: slow request: method %s, %zu instances, %.3f ms total (queue %.3f "
                 "ms, compute %.3f "
                 "ms, batch %d, request_id %llu), outcome %s",
-                w->cfg.name, rs->method->name, rs->req->count, (double)total / 1e6,
+                w->who, rs->method->name, rs->req->count, (double)total / 1e6,
                 (double)rs->queue_ns / 1e6, (double)rs->compute_ns / 1e6, rs->batch,
                 (unsigned long long)rs->job_id, outcome_name(rs->worst));
     ss_predict_reply_collapse(rs->reply);
@@ -589,8 +594,8 @@ static void job_complete(ss_worker *w, job *j)
         SS_INFO("servable %s: slow batch: request_id %llu, %d instances, %.3f ms from dispatch to "
                 "the last rank's "
                 "answer%s",
-                w->cfg.name, (unsigned long long)j->id, j->n_tasks,
-                (double)(now - j->dispatch_ns) / 1e6, j->failed ? " (failed)" : "");
+                w->who, (unsigned long long)j->id, j->n_tasks, (double)(now - j->dispatch_ns) / 1e6,
+                j->failed ? " (failed)" : "");
     bool whole = !w->cfg.with_batch_dim;
     for (int t = 0; t < j->n_tasks; t++) {
         req_state *rs = j->tasks[t].rs;
@@ -733,8 +738,8 @@ static void rank_gone(ss_worker *w, int rank, const char *why)
     w->is_ready = false;
     snprintf(w->not_ready_why, sizeof w->not_ready_why, "rank %d (pid %lld) is gone: %s", rank,
              (long long)a->pid, why);
-    SS_ERROR("servable %s: %s", w->cfg.name, w->not_ready_why);
-    ss_serving_withdraw(w->entry, w->not_ready_why);
+    SS_ERROR("servable %s: %s", w->who, w->not_ready_why);
+    ss_serving_withdraw_model(w->entry, (size_t)w->cfg.model, w->not_ready_why);
     char msg[700];
     snprintf(msg, sizeof msg, "Servable stopped: worker unavailable, %s", w->not_ready_why);
     fail_everything(w, SS_SERVING_WORKER_UNAVAILABLE, msg);
@@ -855,6 +860,18 @@ static ss_status *check_gen_model(const ss_worker *w)
     return NULL;
 }
 
+/* A subgraph that only Model.call reaches has no names in the servable: the model's own. */
+static void adopt_model_names(const ss_worker *w, ss_method_config *mc)
+{
+    const agent_slot *last = &w->agents[w->cfg.rank_size - 1];
+    for (size_t k = 0; k < w->n_model_in && k < SS_MAX_IO; k++)
+        snprintf(mc->inputs[mc->n_inputs++], sizeof mc->inputs[0], "%s",
+                 w->model_in[k]->name[0] ? w->model_in[k]->name : "input");
+    for (size_t k = 0; k < last->n_outputs && k < SS_MAX_IO; k++)
+        snprintf(mc->outputs[mc->n_outputs++], sizeof mc->outputs[0], "%s",
+                 last->outputs[k].name[0] ? last->outputs[k].name : "output");
+}
+
 /* MindSpore's CheckAgentsInfosAndInitTensorInfos, once every rank is there. */
 static ss_status *check_agents(ss_worker *w)
 {
@@ -882,7 +899,8 @@ static ss_status *check_agents(ss_worker *w)
     w->shaped_batches = false;
     if (w->gen) return check_gen_model(w); /* its methods' inputs are a request's parameters */
     for (int m = 0; m < w->cfg.n_methods; m++) {
-        const ss_method_config *mc = &w->cfg.methods[m];
+        ss_method_config *mc = &w->cfg.methods[m];
+        if (!mc->n_inputs && !mc->n_outputs) adopt_model_names(w, mc);
         if ((size_t)mc->n_inputs != w->n_model_in)
             return ss_errf(
                 SS_ERR_INVALID,
@@ -961,7 +979,7 @@ static ss_status *publish(ss_worker *w)
                                 .with_batch_dim = w->cfg.with_batch_dim,
                                 .rank_size = w->cfg.rank_size,
                                 .stage_size = w->cfg.stage_size};
-    return ss_serving_publish(w->entry, &sig);
+    return ss_serving_publish_model(w->entry, (size_t)w->cfg.model, &sig);
 }
 
 static void copy_specs(ss_link_spec **dst, size_t *n, const ss_link_spec *src, size_t count)
@@ -1023,8 +1041,8 @@ static void maybe_ready(ss_worker *w)
     ss_status *st = check_agents(w);
     if (!st) st = publish(w);
     if (st) {
-        SS_ERROR("servable %s: %s", w->cfg.name, st->msg);
-        ss_serving_withdraw(w->entry, st->msg);
+        SS_ERROR("servable %s: %s", w->who, st->msg);
+        ss_serving_withdraw_model(w->entry, (size_t)w->cfg.model, st->msg);
         pthread_mutex_lock(&w->mu);
         ss_status_free(w->fatal);
         w->fatal = st;
@@ -1034,7 +1052,7 @@ static void maybe_ready(ss_worker *w)
     }
     w->is_ready = true;
     w->not_ready_why[0] = 0;
-    SS_INFO("servable %s version %llu: all %d ranks registered, ready (batch %d%s)", w->cfg.name,
+    SS_INFO("servable %s version %llu: all %d ranks registered, ready (batch %d%s)", w->who,
             (unsigned long long)w->version, w->cfg.rank_size, w->batch,
             w->batch_dynamic ? ", dynamic" : "");
 }
@@ -1049,12 +1067,12 @@ static void on_register(ss_worker *w, ss_link_conn *c, ss_link_msg *m)
                        .kv_cache_bytes = (uint64_t)(w->cfg.gen.kv_cache_mb * (1 << 20))};
     ss_status *st = ss_link_send(c, &ack, NULL, 0);
     if (reject) {
-        SS_WARN("servable %s: rejected registration of rank %u: %s", w->cfg.name, m->rank, reject);
+        SS_WARN("servable %s: rejected registration of rank %u: %s", w->who, m->rank, reject);
         close_later(w, c);
     } else if (st) {
         rank_gone(w, (int)m->rank, st->msg);
     } else {
-        SS_INFO("servable %s: rank %u registered (pid %lld, from %s)", w->cfg.name, m->rank,
+        SS_INFO("servable %s: rank %u registered (pid %lld, from %s)", w->who, m->rank,
                 (long long)m->pid, m->address ? m->address : ss_link_conn_peer(c));
         struct epoll_event ev = {.events = EPOLLIN, .data.u32 = TAG_RANK0 + m->rank};
         if (epoll_ctl(w->epfd, EPOLL_CTL_ADD, ss_link_conn_fd(c), &ev) != 0)
@@ -1305,7 +1323,7 @@ static void on_agent_readable(ss_worker *w, int rank)
         }
         break;
     default:
-        SS_WARN("servable %s: rank %d sent an unexpected %s frame", w->cfg.name, rank,
+        SS_WARN("servable %s: rank %d sent an unexpected %s frame", w->who, rank,
                 ss_link_type_name(m.type));
     }
     ss_link_msg_free(&m);
@@ -1866,7 +1884,7 @@ static void take_inbox(ss_worker *w)
     if (stop && !w->stopping) {
         w->stopping = true;
         w->is_ready = false;
-        ss_serving_withdraw(w->entry, "the server is stopping");
+        ss_serving_withdraw_model(w->entry, (size_t)w->cfg.model, "the server is stopping");
         fail_everything(w, SS_SERVING_WORKER_UNAVAILABLE,
                         "Servable stopped: the server is shutting down");
         set_status(w);
@@ -2092,7 +2110,7 @@ static void *loop_main(void *arg)
         int n = wait_events(w, evs, 32, timeout, spin);
         hold_loop(w);
         if (n < 0 && errno != EINTR) {
-            SS_ERROR("servable %s: epoll_wait: %s", w->cfg.name, strerror(errno));
+            SS_ERROR("servable %s: epoll_wait: %s", w->who, strerror(errno));
             break;
         }
         run_events(w, evs, n);
@@ -2156,7 +2174,7 @@ static void worker_free(ss_worker *w)
 {
     ss_wgen_free(w->gen, "Servable stopped: the server is shutting down");
     ss_servable_config_clear(&w->cfg);
-    if (w->entry) ss_serving_remove(w->set->serving, w->entry);
+    if (w->entry && w->owns_entry) ss_serving_remove(w->set->serving, w->entry);
     for (job *j = w->free_jobs; j;) {
         job *next = j->next;
         job_free(j);
@@ -2184,13 +2202,57 @@ static void worker_free(ss_worker *w)
     free(w);
 }
 
-static ss_status *worker_open(ss_worker *w, const ss_worker_options *opt)
+/* The rank table and address of backend w->cfg.model: the user's for a distributed model; a
+ * 1-rank table on 127.0.0.1 for a local one (its file in the version folder). */
+static ss_status *model_group(ss_worker *w, const ss_worker_options *opt, const char **address)
 {
-    ss_status *st = ss_servable_config_load(opt->servable_dir, opt->servable, &w->cfg);
-    if (!st) st = ss_rank_table_load(opt->rank_table, &w->table);
-    if (!st)
-        st = ss_rank_table_check(&w->table, w->cfg.rank_size, w->cfg.stage_size, opt->rank_table);
+    const char *table = w->cfg.model == 0 ? opt->rank_table : NULL;
+    *address = w->cfg.model == 0 ? opt->distributed_address : NULL;
+    for (int k = 0; k < opt->n_models && k < 8; k++)
+        if (opt->models[k].name && !strcmp(opt->models[k].name, w->cfg.model_name) &&
+            w->cfg.subgraph == 0) {
+            table = opt->models[k].rank_table;
+            *address = opt->models[k].distributed_address;
+        }
+    if (table && *address) return ss_rank_table_load(table, &w->table);
+    if (!w->cfg.local_file[0] && w->cfg.n_models == 1)
+        return ss_errf(SS_ERR_INVALID,
+                       "needs --rank-table and --distributed-address (or model 'files' in its "
+                       "config to run it locally)");
+    if (!w->cfg.local_file[0])
+        return ss_errf(SS_ERR_INVALID,
+                       "model '%s' needs a rank table and a distributed address (--model %s "
+                       "--rank-table FILE --distributed-address HOST:PORT), or 'files' to run "
+                       "locally",
+                       w->cfg.model_name, w->cfg.model_name);
+    if (w->cfg.rank_size != 1)
+        return ss_errf(SS_ERR_INVALID, "local model '%s' is one rank, not rank_size %d",
+                       w->cfg.model_name, w->cfg.rank_size);
+    snprintf(w->local_file, sizeof w->local_file, "%s/%s/%llu/%s", opt->servable_dir, opt->servable,
+             (unsigned long long)w->version, w->cfg.local_file);
+    if (access(w->local_file, R_OK) != 0)
+        return ss_errf(SS_ERR_IO, "model '%s': cannot read its file %s: %s", w->cfg.model_name,
+                       w->local_file, strerror(errno));
+    *address = "127.0.0.1:0";
+    static const char one_rank[] =
+        "{\"server_list\": [{\"server_id\": \"127.0.0.1\", \"device\": [{\"device_id\": \"0\", "
+        "\"rank_id\": \"0\"}]}]}";
+    return ss_rank_table_parse(one_rank, sizeof one_rank - 1, "a local model", &w->table);
+}
+
+static ss_status *worker_open(ss_worker *w, const ss_worker_options *opt, const char *text,
+                              size_t len, const char *path, int model)
+{
+    ss_status *st = ss_servable_config_parse_model(text, len, path, opt->servable, model, &w->cfg);
+    const char *address = NULL;
+    if (!st) st = model_group(w, opt, &address);
+    if (!st) st = ss_rank_table_check(&w->table, w->cfg.rank_size, w->cfg.stage_size, "rank table");
     if (st) return st;
+    if (w->cfg.n_models > 1 || w->cfg.subgraph)
+        snprintf(w->model_label, sizeof w->model_label, w->cfg.subgraph ? "%s subgraph %u" : "%s",
+                 w->cfg.model_name, w->cfg.subgraph);
+    snprintf(w->who, sizeof w->who, "%s%s%s", w->cfg.name, w->model_label[0] ? " model " : "",
+             w->model_label);
     w->agents = calloc((size_t)w->cfg.rank_size, sizeof *w->agents);
     w->meta = meta_json(w);
     if (!w->agents || !w->meta) return ss_errf(SS_ERR_NOMEM, "out of memory");
@@ -2200,7 +2262,7 @@ static ss_status *worker_open(ss_worker *w, const ss_worker_options *opt)
     ss_link_options_default(&w->link_opt);
     w->link_opt.secret = opt->secret;
     w->link_opt.secret_len = opt->secret_len;
-    st = ss_link_listen(opt->distributed_address, &w->link_opt, &w->listener);
+    st = ss_link_listen(address, &w->link_opt, &w->listener);
     if (st) return st;
     snprintf(w->address, sizeof w->address, "%s", ss_link_listener_address(w->listener));
     struct epoll_event ev = {.events = EPOLLIN, .data.u32 = TAG_EVENT};
@@ -2210,16 +2272,28 @@ static ss_status *worker_open(ss_worker *w, const ss_worker_options *opt)
         epoll_ctl(w->epfd, EPOLL_CTL_ADD, ss_link_listener_fd(w->listener), &lev) != 0 ||
         (local_fd >= 0 && epoll_ctl(w->epfd, EPOLL_CTL_ADD, local_fd, &lev) != 0))
         return ss_errf(SS_ERR_IO, "epoll_ctl: %s", strerror(errno));
-    if (w->cfg.gen.enabled) {
+    if (w->cfg.gen.enabled)
         st = ss_wgen_new(&w->cfg.gen, gen_micro_batches(&w->cfg), &gen_hooks, w, &w->gen);
-        if (st) return st;
+    return st;
+}
+
+/* One registry entry for the servable, model 0's; a composed servable's stages run in front of
+ * every model's worker. */
+static ss_status *servable_attach(ss_worker *first)
+{
+    ss_status *st = ss_serving_add(first->set->serving, first->cfg.name, first->version,
+                                   (ss_serving_backend){first, worker_submit}, &first->entry);
+    if (st) return st;
+    first->owns_entry = true;
+    ss_serving_backend models[16];
+    size_t n = 0;
+    for (ss_worker *m = first; m && n < 16; m = m->next_model) {
+        m->entry = first->entry;
+        models[n++] = (ss_serving_backend){m, worker_submit};
     }
-    st = ss_serving_add(w->set->serving, w->cfg.name, w->version,
-                        (ss_serving_backend){w, worker_submit}, &w->entry);
-    if (!st && w->cfg.stages) { /* a composed servable: its stages run in front of the worker */
-        st = ss_serving_set_pipeline(w->entry, w->cfg.stages);
-        w->cfg.stages = NULL;
-    }
+    if (!first->cfg.stages) return NULL;
+    st = ss_serving_set_pipeline(first->entry, first->cfg.stages, models);
+    first->cfg.stages = NULL;
     return st;
 }
 
@@ -2234,11 +2308,10 @@ static void worker_options_defaults(ss_worker_options *o)
     if (!o->max_enqueued) o->max_enqueued = 10000;
 }
 
-ss_status *ss_worker_set_add(ss_worker_set *set, const ss_worker_options *opt, ss_worker **out)
+static ss_worker *worker_new(ss_worker_set *set, const ss_worker_options *opt)
 {
-    *out = NULL;
     ss_worker *w = calloc(1, sizeof *w);
-    if (!w) return ss_errf(SS_ERR_NOMEM, "out of memory");
+    if (!w) return NULL;
     w->set = set;
     w->epfd = w->evfd = -1;
     w->opt = *opt;
@@ -2254,47 +2327,141 @@ ss_status *ss_worker_set_add(ss_worker_set *set, const ss_worker_options *opt, s
     pthread_cond_init(&w->cv, &ca);
     pthread_condattr_destroy(&ca);
     atomic_init(&w->n_requests, 0);
-    ss_status *st = worker_open(w, opt);
+    return w;
+}
+
+/* Not ready yet, the metrics, then the bulk sender and the loop. */
+static ss_status *worker_run(ss_worker *w)
+{
     w->max_inflight = w->cfg.pipeline ? w->cfg.stage_size + 1 : 1;
     const char *slow = getenv("SHARDSERVE_SLOW_REQUEST_MS");
     long slow_ms = slow && *slow ? strtol(slow, NULL, 10) : 1000;
     w->slow_ns = (uint64_t)(slow_ms >= 0 ? slow_ms : 1000) * 1000000ull;
     snprintf(w->not_ready_why, sizeof w->not_ready_why, "waiting for %d agents", w->cfg.rank_size);
-    if (!st) {
-        ss_serving_withdraw(w->entry, w->not_ready_why);
-        set_status(w); /* before the loop runs: no rank yet */
-        pthread_once(&fam_once, fam_init);
-        const char *lv[] = {w->cfg.name, w->version_str};
-        w->m_batch = ss_metrics_series(fam.batch, lv);
-        w->m_inflight = ss_metrics_series(fam.inflight, lv);
-        int rc = pthread_create(&w->bulk_tid, NULL, bulk_main, w);
-        if (rc != 0) {
-            st = ss_errf(SS_ERR_INTERNAL, "cannot start the bulk sender thread: %s", strerror(rc));
-        } else if ((rc = pthread_create(&w->loop_tid, NULL, loop_main, w)) != 0) {
-            st =
-                ss_errf(SS_ERR_INTERNAL, "cannot start the worker's loop thread: %s", strerror(rc));
-            pthread_mutex_lock(&w->mu);
-            w->stop = true;
-            pthread_cond_broadcast(&w->cv);
-            pthread_mutex_unlock(&w->mu);
-            pthread_join(w->bulk_tid, NULL);
-        }
-    }
-    if (st) {
-        st = ss_status_wrap(st, "servable %s", opt->servable);
-        worker_free(w);
-        return st;
+    ss_serving_withdraw_model(w->entry, (size_t)w->cfg.model, w->not_ready_why);
+    set_status(w); /* before the loop runs: no rank yet */
+    pthread_once(&fam_once, fam_init);
+    const char *lv[] = {w->cfg.name, w->version_str};
+    w->m_batch = ss_metrics_series(fam.batch, lv);
+    w->m_inflight = ss_metrics_series(fam.inflight, lv);
+    int rc = pthread_create(&w->bulk_tid, NULL, bulk_main, w);
+    if (rc != 0)
+        return ss_errf(SS_ERR_INTERNAL, "cannot start the bulk sender thread: %s", strerror(rc));
+    if ((rc = pthread_create(&w->loop_tid, NULL, loop_main, w)) != 0) {
+        pthread_mutex_lock(&w->mu);
+        w->stop = true;
+        pthread_cond_broadcast(&w->cv);
+        pthread_mutex_unlock(&w->mu);
+        pthread_join(w->bulk_tid, NULL);
+        return ss_errf(SS_ERR_INTERNAL, "cannot start the worker's loop thread: %s", strerror(rc));
     }
     ss_metrics_add_collector(ss_metrics_global(), collect, w);
-    pthread_mutex_lock(&set->mu);
-    w->next = set->workers;
-    set->workers = w;
-    pthread_mutex_unlock(&set->mu);
-    *out = w;
     return NULL;
 }
 
+/* Each --model names a model the servable declares (a typo would leave its group unused). */
+static ss_status *check_model_flags(const ss_worker *first, const ss_worker_options *opt)
+{
+    for (int k = 0; k < opt->n_models && k < 8; k++) {
+        bool found = false;
+        for (const ss_worker *m = first; m && !found; m = m->next_model)
+            found = opt->models[k].name && !strcmp(opt->models[k].name, m->cfg.model_name);
+        if (!found)
+            return ss_errf(SS_ERR_INVALID,
+                           "--model %s: the servable declares no model of that name",
+                           opt->models[k].name ? opt->models[k].name : "");
+    }
+    return NULL;
+}
+
+/* Every model's worker opened (model 0 first, chained by next_model). */
+static ss_status *open_models(ss_worker_set *set, const ss_worker_options *opt, ss_worker **first)
+{
+    char path[4096], *text;
+    size_t len;
+    ss_status *st =
+        ss_servable_config_text(opt->servable_dir, opt->servable, &text, &len, path, sizeof path);
+    ss_worker **tail = first;
+    for (int k = 0, n = 1; !st && k < n; k++) {
+        ss_worker *w = worker_new(set, opt);
+        if (!w) {
+            st = ss_errf(SS_ERR_NOMEM, "out of memory");
+            break;
+        }
+        *tail = w;
+        tail = &w->next_model;
+        st = worker_open(w, opt, text, len, path, k);
+        if (!st) n = w->cfg.n_models;
+    }
+    free(text);
+    return st ? st : check_model_flags(*first, opt);
+}
+
+static void worker_stop(ss_worker *w);
+
+/* The first `started` models run: stop those, free the rest; the later models first, as model 0
+ * owns the entry they publish to. */
+static void unwind_models(ss_worker *m, size_t started)
+{
+    if (!m) return;
+    unwind_models(m->next_model, started ? started - 1 : 0);
+    if (started)
+        worker_stop(m);
+    else
+        worker_free(m);
+}
+
+ss_status *ss_worker_set_add(ss_worker_set *set, const ss_worker_options *opt, ss_worker **out)
+{
+    *out = NULL;
+    ss_worker *first = NULL, *m;
+    ss_status *st = open_models(set, opt, &first);
+    if (!st) st = servable_attach(first);
+    size_t started = 0;
+    for (m = first; !st && m; m = m->next_model, started++)
+        st = worker_run(m);
+    if (st) {
+        unwind_models(first, started);
+        return ss_status_wrap(st, "servable %s", opt->servable);
+    }
+    pthread_mutex_lock(&set->mu);
+    for (m = first; m; m = m->next_model) { /* model 0 last in the list: stopped last */
+        m->next = set->workers;
+        set->workers = m;
+    }
+    pthread_mutex_unlock(&set->mu);
+    *out = first;
+    return NULL;
+}
+
+ss_worker *ss_worker_next_model(const ss_worker *w)
+{
+    return w->next_model;
+}
+
+const char *ss_worker_model_label(const ss_worker *w)
+{
+    return w->model_label;
+}
+
+const char *ss_worker_local_file(const ss_worker *w)
+{
+    return w->local_file[0] ? w->local_file : NULL;
+}
+
+static ss_status *wait_model_ready(ss_worker *w);
+
 ss_status *ss_worker_wait_ready(ss_worker *w)
+{
+    ss_status *st = NULL;
+    for (ss_worker *m = w; m && !st; m = m->next_model) {
+        st = wait_model_ready(m);
+        if (st && m->model_label[0]) st = ss_status_wrap(st, "model %s", m->model_label);
+    }
+    return st;
+}
+
+static ss_status *wait_model_ready(ss_worker *w)
 {
     struct timespec dl;
     clock_gettime(CLOCK_MONOTONIC, &dl);

@@ -6,6 +6,8 @@
  *   ss_test_one_output     declares 2 outputs, gives only the first (a broken plugin)
  *   ss_test_init_fails     init refuses (its config's text in the message)
  *   ss_test_old_abi        a descriptor built for another ABI version
+ *   ss_test_identity_queued  identity, thread-safe but not SS_PLUGIN_INLINE: it runs on a stage
+ *                          thread (bench/bench_serving.py's hand-off row)
  */
 #include "shardserve/plugin.h"
 
@@ -87,3 +89,23 @@ DESCRIPTOR(ss_test_run_error, SS_PLUGIN_ABI_VERSION, any_init, run_error_run)
 DESCRIPTOR(ss_test_one_output, SS_PLUGIN_ABI_VERSION, any_init, one_output_run)
 DESCRIPTOR(ss_test_init_fails, SS_PLUGIN_ABI_VERSION, init_fails_init, one_output_run)
 DESCRIPTOR(ss_test_old_abi, SS_PLUGIN_ABI_VERSION + 41, any_init, one_output_run)
+
+static int identity_run(void *state, ss_plugin_batch *b, char *err, size_t cap)
+{
+    (void)state;
+    for (uint32_t i = 0; i < b->n_instances; i++)
+        if (copy_input(b, i, 0)) return snprintf(err, cap, "cannot allocate the output"), 1;
+    return 0;
+}
+
+const ss_plugin_descriptor *ss_test_identity_queued(void)
+{
+    static const ss_plugin_descriptor d = {SS_PLUGIN_ABI_VERSION,
+                                           sizeof(ss_plugin_descriptor),
+                                           "identity_queued",
+                                           SS_PLUGIN_THREAD_SAFE,
+                                           any_init,
+                                           identity_run,
+                                           any_fini};
+    return &d;
+}

@@ -58,7 +58,7 @@ def _model_stage(method, model, inputs, outputs_count):
         if new != was:
             raise RuntimeError("RegisterInputOutputInfo failed, %s count %d not match old count %d, model: %s"
                                % (what, new, was, model.model_key))
-    return {"kind": "model", "model": servable_name(), "tag": "Model '%s'" % model.model_key}
+    return {"kind": "model", "model": model.model_key, "tag": "Model '%s'" % model.model_key}
 
 
 def _function_stage(method, fn, n_args, batch_size):
