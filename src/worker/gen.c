@@ -83,7 +83,7 @@ static void req_free(gen_req *r)
 }
 
 /* The request leaves: unlinked, freed, and the worker told (last: it may answer the client). */
-static void req_end(gen_req *r, const char *error)
+static void req_end_as(gen_req *r, const char *error, bool invalid)
 {
     ss_wgen *g = r->g;
     for (gen_req **pp = &g->reqs; *pp; pp = &(*pp)->next)
@@ -94,7 +94,12 @@ static void req_end(gen_req *r, const char *error)
     void *request = r->request;
     size_t inst = r->inst;
     req_free(r);
-    g->hooks.finish(g->worker, request, inst, error);
+    g->hooks.finish(g->worker, request, inst, error, invalid);
+}
+
+static void req_end(gen_req *r, const char *error)
+{
+    req_end_as(r, error, false);
 }
 
 static void fail_all(ss_wgen *g, const char *why)
@@ -277,7 +282,7 @@ static bool enter_engine(ss_wgen *g, gen_req *r)
     free(r->prompt);
     r->prompt = NULL;
     r->in_engine = !st;
-    if (st) req_end(r, st->msg); /* r is gone */
+    if (st) req_end_as(r, st->msg, true); /* r is gone: its prompt or parameters were wrong */
     ss_status_free(st);
     return !st;
 }

@@ -16,8 +16,9 @@
 
 /* How the token loop talks back to the worker about one instance of a request. */
 typedef struct {
-    /* The instance is done: out holds its outputs (tokens, finish_reason) or error is set. */
-    void (*finish)(void *worker, void *request, size_t inst, const char *error);
+    /* The instance is done: out holds its outputs (tokens, finish_reason) or error is set
+     * (invalid: the request's own fault, e.g. a prompt id outside the vocabulary). */
+    void (*finish)(void *worker, void *request, size_t inst, const char *error, bool invalid);
     /* New tokens of a running instance, as they are sampled (optional). */
     void (*tokens)(void *worker, void *request, size_t inst, const int64_t *tokens, int n);
     /* Has the request's client gone away? Polled before each model call (optional). */

@@ -1787,9 +1787,10 @@ static void gen_enqueue(ss_worker *w, req_state *rs)
 
 /* gen.h's hooks: an instance of a generate request is done, has new tokens, or lost its client.
  */
-static void gen_finished(void *worker, void *request, size_t inst, const char *error)
+static void gen_finished(void *worker, void *request, size_t inst, const char *error, bool invalid)
 {
-    req_finish_instance(worker, request, inst, error, error ? SS_SERVING_SYSTEM_ERROR : 0);
+    int64_t code = !error ? 0 : invalid ? SS_SERVING_INVALID_INPUTS : SS_SERVING_SYSTEM_ERROR;
+    req_finish_instance(worker, request, inst, error, code);
 }
 
 static void gen_tokens(void *worker, void *request, size_t inst, const int64_t *tokens, int n)

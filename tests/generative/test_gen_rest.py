@@ -354,6 +354,7 @@ def test_bad_requests_named():
                  ("/v1/completions", dict(ok, min_p=0.5), 400, "min_p", "does not take"),
                  ("/v1/completions", dict(ok, prompt=[]), 400, "prompt", "non-empty"),
                  ("/v1/completions", dict(ok, max_tokens=10 ** 6), 400, None, "max_context"),
+                 ("/v1/completions", dict(ok, prompt=[1, 5000]), 400, None, "vocabulary"),
                  ("/v1/completions", {"prompt": [1]}, 400, "model", "model")]
         for path, body, status, param, word in cases:
             got, err = post(c, path, body)
