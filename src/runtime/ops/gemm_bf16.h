@@ -10,11 +10,11 @@
  * as float32 (AVX-512F, AVX2), and vdpbf16ps (AVX512-BF16) takes the pair as it is. N is padded
  * to a multiple of 64 and K to even with zeros.
  *
- * Variants, chosen by CPUID at run time (a test forces each): AVX512-BF16 (vdpbf16ps, A rounded
- * to bf16 like oneDNN's bf16 path), AVX-512F and AVX2 (weights widened to float32, A exact), and
- * plain C. Every variant accumulates each output in the same k order whatever M is, so a row's
- * result does not depend on the rows batched with it. Threads: column blocks over the gemm pool
- * (gemm_kernel.h); a call never allocates.
+ * Variants, chosen by CPUID at run time in this order (a test forces each): AVX512-BF16
+ * (vdpbf16ps, A rounded to bf16 like oneDNN's bf16 path), AVX-512F and AVX2 (weights widened to
+ * float32, A exact), and plain C. Every variant accumulates each output in the same k order
+ * whatever M is, so a row's result does not depend on the rows batched with it. Threads: column
+ * blocks over the gemm pool (gemm_kernel.h); a call never allocates.
  */
 #ifndef SS_RUNTIME_GEMM_BF16_H
 #define SS_RUNTIME_GEMM_BF16_H
