@@ -78,19 +78,20 @@ gcc -O3 -march=native -ffast-math -fopenmp "$REPO/bench/bench_membw.c" -o "$WORK
 BW=$(for t in 1 2; do "$WORK/bench_membw" 1024 "$t" | field read_gbps; done | sort -g | tail -1)
 echo "   read bandwidth (bench_membw, best of 1 and 2 threads): $BW GB/s"
 
-declare -A DEC PRE ITL ORT SRV BYTES
+declare -A DEC PRE ITL ORT SRV BYTES CPU
 for c in "${CONFIGS[@]}"; do
   read -r name dtype ranks dir <<<"$c"
   sh=$(shards "$dir" "$dtype" "$ranks")
   key="$name $dtype $ranks"
-  decs="" pres=""
+  decs="" pres="" cpus=""
   for _ in $(seq "$ROUNDS"); do # single stream, runtime level
     out=$("$GEN" --approx --shards "$sh" "$dir/prompt.npy" "$dir/ref_tokens.npy" 2>/dev/null)
     echo "  $key: ${out%%$'\n'*}" >&2
     decs+=" $(field decode <<<"$out")" pres+=" $(field tokens <<<"$out")"
+    cpus+=" $(field cpu <<<"$out")"
     ITL[$key]="$(field p50 <<<"$out") / $(field p99 <<<"$out")"
   done
-  DEC[$key]=$(median <<<"$decs") PRE[$key]=$(median <<<"$pres")
+  DEC[$key]=$(median <<<"$decs") PRE[$key]=$(median <<<"$pres") CPU[$key]=$(median <<<"$cpus")
   if [ -z "${ORT[$name]:-}" ]; then # ORT f32 on the exported model, once per model
     outs=""
     for _ in $(seq "$ROUNDS"); do
@@ -112,18 +113,20 @@ echo "Single stream: decode ms/token = mean of the 63 decode steps of a run, med
 echo "(runtime level, gen_greedy); floor = bytes read per step / $BW GB/s; TTFT = the first call"
 echo "(prefill of the prompt), ITL = decode steps p50 / p99 of one run, both runtime level; served"
 echo "tokens/s = aggregate at 1/8/32 concurrent requests of 64 tokens (median of $(((ROUNDS + 1) / 2)) rounds);"
-echo "onnxruntime-node = float32, 2 threads, its own KV-cache loop on the same model.onnx."
-echo "| model | dtype | ranks | ms/token | floor ms | of floor | TTFT ms | ITL p50 / p99 ms | tok/s 1 | tok/s 8 | tok/s 32 | 32 vs 1 | onnxruntime ms/token | vs onnxruntime |"
-echo "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+echo "onnxruntime-node = float32, 2 threads, its own KV-cache loop on the same model.onnx; cpu ="
+echo "CPU ms per decode step of the process (one rank's), steadier than the wall clock on shared cores."
+echo "| model | dtype | ranks | ms/token | cpu ms/token | floor ms | of floor | TTFT ms | ITL p50 / p99 ms | tok/s 1 | tok/s 8 | tok/s 32 | 32 vs 1 | onnxruntime ms/token | vs onnxruntime |"
+echo "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
 for c in "${CONFIGS[@]}"; do
   read -r name dtype ranks _ <<<"$c"
   key="$name $dtype $ranks"
   read -r s1 s8 s32 <<<"${SRV[$key]}"
-  awk -v n="$name" -v t="$dtype" -v r="$ranks" -v d="${DEC[$key]}" -v p="${PRE[$key]}" \
+  awk -v n="$name" -v t="$dtype" -v r="$ranks" -v d="${DEC[$key]}" -v c="${CPU[$key]}" \
+    -v p="${PRE[$key]}" \
     -v i="${ITL[$key]}" -v b="${BYTES[$key]}" -v g="$BW" -v o="${ORT[$name]}" -v s1="${s1:-0}" \
     -v s8="${s8:-0}" -v s32="${s32:-0}" 'BEGIN {
       f = b / g / 1e6
-      printf "| %s | %s | %s | %.2f | %.2f | %.0f%% | %.1f | %s | %.1f | %.1f | %.1f | %s | %s | %s |\n",
-        n, t, r, d, f, 100 * f / d, p, i, s1, s8, s32, (s1 > 0 ? sprintf("%.2fx", s32 / s1) : "-"),
+      printf "| %s | %s | %s | %.2f | %.2f | %.2f | %.0f%% | %.1f | %s | %.1f | %.1f | %.1f | %s | %s | %s |\n", \
+        n, t, r, d, c, f, 100 * f / d, p, i, s1, s8, s32, (s1 > 0 ? sprintf("%.2fx", s32 / s1) : "-"),
         (o == "" ? "-" : sprintf("%.2f", o)), (o == "" ? "-" : sprintf("%.2fx", o / d)) }'
 done

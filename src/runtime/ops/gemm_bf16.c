@@ -126,9 +126,15 @@ void ss_gemm_bf16_pack(const float *B, int64_t K, int64_t N, int64_t ldb, bool t
 /* ------------------------------------------------------------------ tile kernels
  * Each writes rows r0 .. r0+mr-1 of block b into t[mr][BLOCK]. */
 
+/* Block b of the packed weights: KP row pairs x 64 columns x 2 bf16, one stream. */
+static const void *block_weights(const bf16_job *j, int64_t b)
+{
+    return j->Bp + b * j->KP * BLOCK * 2;
+}
+
 static void tile_c(const bf16_job *j, int64_t r0, int mr, int64_t b, float t[][BLOCK])
 {
-    const uint32_t *w = (const uint32_t *)(j->Bp + b * j->KP * BLOCK * 2);
+    const uint32_t *w = block_weights(j, b);
     memset(t, 0, sizeof(float) * BLOCK * (size_t)mr);
     for (int64_t kp = 0; kp < j->KP; kp++, w += BLOCK)
         for (int r = 0; r < mr; r++) {
@@ -151,15 +157,27 @@ static void tile_c(const bf16_job *j, int64_t r0, int mr, int64_t b, float t[][B
 #define AVX2 __attribute__((target("avx2,fma")))
 #define ALWAYS_INLINE static inline __attribute__((always_inline))
 
+AVX512 ALWAYS_INLINE void acc512_zero(__m512 acc[][4], int mr)
+{
+    for (int r = 0; r < mr; r++)
+        for (int p = 0; p < 4; p++)
+            acc[r][p] = _mm512_setzero_ps();
+}
+
+AVX512 ALWAYS_INLINE void acc512_store(__m512 acc[][4], int mr, float t[][BLOCK])
+{
+    for (int r = 0; r < mr; r++)
+        for (int p = 0; p < 4; p++)
+            _mm512_storeu_ps(&t[r][16 * p], acc[r][p]);
+}
+
 /* One k pair: the odd row's weight is 0 past an odd K (packed so), a1 must then be 0 too. */
 AVX512 ALWAYS_INLINE void tile512_body(const bf16_job *j, int64_t r0, int mr, int64_t b,
                                        float t[][BLOCK])
 {
     __m512 acc[TILE_M][4];
-    for (int r = 0; r < mr; r++)
-        for (int p = 0; p < 4; p++)
-            acc[r][p] = _mm512_setzero_ps();
-    const __m512i *w = (const __m512i *)(j->Bp + b * j->KP * BLOCK * 2);
+    acc512_zero(acc, mr);
+    const __m512i *w = block_weights(j, b);
     const __m512i hi = _mm512_set1_epi32((int)0xffff0000u);
     const float *a = j->A + r0 * j->lda;
     int64_t full = j->K / 2;
@@ -176,19 +194,15 @@ AVX512 ALWAYS_INLINE void tile512_body(const bf16_job *j, int64_t r0, int mr, in
             }
         }
     }
-    for (int r = 0; r < mr; r++)
-        for (int p = 0; p < 4; p++)
-            _mm512_storeu_ps(&t[r][16 * p], acc[r][p]);
+    acc512_store(acc, mr, t);
 }
 
 AVX512_DOT ALWAYS_INLINE void tiledot_body(const bf16_job *j, int64_t r0, int mr, int64_t b,
                                            float t[][BLOCK])
 {
     __m512 acc[TILE_M][4];
-    for (int r = 0; r < mr; r++)
-        for (int p = 0; p < 4; p++)
-            acc[r][p] = _mm512_setzero_ps();
-    const __m512i *w = (const __m512i *)(j->Bp + b * j->KP * BLOCK * 2);
+    acc512_zero(acc, mr);
+    const __m512i *w = block_weights(j, b);
     const uint32_t *a = j->Ab + r0 * j->KP;
     for (int64_t kp = 0; kp < j->KP; kp++, w += 4) {
         _mm_prefetch((const char *)(w + 32), _MM_HINT_T0);
@@ -199,9 +213,7 @@ AVX512_DOT ALWAYS_INLINE void tiledot_body(const bf16_job *j, int64_t r0, int mr
                     acc[r][p], (__m512bh)_mm512_set1_epi32((int)a[r * j->KP + kp]), (__m512bh)x);
         }
     }
-    for (int r = 0; r < mr; r++)
-        for (int p = 0; p < 4; p++)
-            _mm512_storeu_ps(&t[r][16 * p], acc[r][p]);
+    acc512_store(acc, mr, t);
 }
 
 /* One row: 8 accumulators of 8 columns; each 64-byte group is columns 16p .. 16p+15. */
@@ -211,7 +223,7 @@ AVX2 static void tile256(const bf16_job *j, int64_t r0, int mr, int64_t b, float
     __m256 acc[8];
     for (int i = 0; i < 8; i++)
         acc[i] = _mm256_setzero_ps();
-    const __m256i *w = (const __m256i *)(j->Bp + b * j->KP * BLOCK * 2);
+    const __m256i *w = block_weights(j, b);
     const __m256i hi = _mm256_set1_epi32((int)0xffff0000u);
     const float *a = j->A + r0 * j->lda;
     int64_t full = j->K / 2;
