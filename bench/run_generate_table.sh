@@ -75,14 +75,16 @@ echo "== $(date -u '+%Y-%m-%d %H:%M UTC'), $(nproc) CPUs: $(lscpu | sed -n 's/^M
 echo "   ISA: $(for f in avx2 avx512f avx512_bf16 amx_bf16 amx_tile; do
   grep -qw "$f" /proc/cpuinfo && printf '%s ' "$f" || printf '%s(no) ' "$f"; done)"
 gcc -O3 -march=native -ffast-math -fopenmp "$REPO/bench/bench_membw.c" -o "$WORK/bench_membw"
-BW=$(for t in 1 2; do "$WORK/bench_membw" 1024 "$t" | field read_gbps; done | sort -g | tail -1)
-echo "   read bandwidth (bench_membw, best of 1 and 2 threads): $BW GB/s"
+# the bandwidth of the moment: measured again before each configuration (shared cores and memory)
+bandwidth() { for t in 1 2; do "$WORK/bench_membw" 1024 "$t" | field read_gbps; done | sort -g | tail -1; }
 
-declare -A DEC PRE ITL ORT SRV BYTES CPU
+declare -A DEC PRE ITL ORT SRV BYTES CPU BW
 for c in "${CONFIGS[@]}"; do
   read -r name dtype ranks dir <<<"$c"
   sh=$(shards "$dir" "$dtype" "$ranks")
   key="$name $dtype $ranks"
+  BW[$key]=$(bandwidth)
+  echo "  $key: read bandwidth now ${BW[$key]} GB/s (bench_membw, best of 1 and 2 threads)" >&2
   decs="" pres="" cpus=""
   for _ in $(seq "$ROUNDS"); do # single stream, runtime level
     out=$("$GEN" --approx --shards "$sh" "$dir/prompt.npy" "$dir/ref_tokens.npy" 2>/dev/null)
@@ -110,23 +112,24 @@ done
 
 echo
 echo "Single stream: decode ms/token = mean of the 63 decode steps of a run, median of $ROUNDS runs"
-echo "(runtime level, gen_greedy); floor = bytes read per step / $BW GB/s; TTFT = the first call"
+echo "(runtime level, gen_greedy); floor = bytes read per step / read bandwidth measured (bench_membw,
+best of 1 and 2 threads) just before the row's runs, column GB/s; TTFT = the first call"
 echo "(prefill of the prompt), ITL = decode steps p50 / p99 of one run, both runtime level; served"
 echo "tokens/s = aggregate at 1/8/32 concurrent requests of 64 tokens (median of $(((ROUNDS + 1) / 2)) rounds);"
 echo "onnxruntime-node = float32, 2 threads, its own KV-cache loop on the same model.onnx; cpu ="
 echo "CPU ms per decode step of the process (one rank's), steadier than the wall clock on shared cores."
-echo "| model | dtype | ranks | ms/token | cpu ms/token | floor ms | of floor | TTFT ms | ITL p50 / p99 ms | tok/s 1 | tok/s 8 | tok/s 32 | 32 vs 1 | onnxruntime ms/token | vs onnxruntime |"
-echo "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+echo "| model | dtype | ranks | ms/token | cpu ms/token | GB/s | floor ms | of floor | TTFT ms | ITL p50 / p99 ms | tok/s 1 | tok/s 8 | tok/s 32 | 32 vs 1 | onnxruntime ms/token | vs onnxruntime |"
+echo "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
 for c in "${CONFIGS[@]}"; do
   read -r name dtype ranks _ <<<"$c"
   key="$name $dtype $ranks"
   read -r s1 s8 s32 <<<"${SRV[$key]}"
   awk -v n="$name" -v t="$dtype" -v r="$ranks" -v d="${DEC[$key]}" -v c="${CPU[$key]}" \
     -v p="${PRE[$key]}" \
-    -v i="${ITL[$key]}" -v b="${BYTES[$key]}" -v g="$BW" -v o="${ORT[$name]}" -v s1="${s1:-0}" \
+    -v i="${ITL[$key]}" -v b="${BYTES[$key]}" -v g="${BW[$key]}" -v o="${ORT[$name]}" -v s1="${s1:-0}" \
     -v s8="${s8:-0}" -v s32="${s32:-0}" 'BEGIN {
       f = b / g / 1e6
-      printf "| %s | %s | %s | %.2f | %.2f | %.2f | %.0f%% | %.1f | %s | %.1f | %.1f | %.1f | %s | %s | %s |\n", \
-        n, t, r, d, c, f, 100 * f / d, p, i, s1, s8, s32, (s1 > 0 ? sprintf("%.2fx", s32 / s1) : "-"),
+      printf "| %s | %s | %s | %.2f | %.2f | %.1f | %.2f | %.0f%% | %.1f | %s | %.1f | %.1f | %.1f | %s | %s | %s |\n", \
+        n, t, r, d, c, g, f, 100 * f / d, p, i, s1, s8, s32, (s1 > 0 ? sprintf("%.2fx", s32 / s1) : "-"),
         (o == "" ? "-" : sprintf("%.2f", o)), (o == "" ? "-" : sprintf("%.2fx", o / d)) }'
 done
