@@ -41,7 +41,8 @@ typedef struct {
 static void check_variant(ss_bf16_variant v, shape s, int threads, float *row0)
 {
     float *A = rand_floats((size_t)(s.M * s.K), 1), *B = rand_floats((size_t)(s.K * s.N), 2);
-    float *C = rand_floats((size_t)(s.M * s.N), 3), *C0 = malloc(sizeof(float) * (size_t)(s.M * s.N));
+    float *C = rand_floats((size_t)(s.M * s.N), 3),
+          *C0 = malloc(sizeof(float) * (size_t)(s.M * s.N));
     size_t bytes = ss_gemm_bf16_packed_bytes(s.K, s.N);
     uint16_t *Bp = aligned_alloc(64, (bytes + 63) / 64 * 64);
     void *scratch = malloc(ss_gemm_bf16_scratch(s.M, s.K) + 1);
@@ -134,8 +135,15 @@ static void test_matmul_decode_shape_takes_bf16_path(void)
         tnode t;
         tnode_init(&t, "MatMul");
         t.node.n_input = 2, t.node.n_output = 1;
-        ss_kctx k = {.node = &t.node, .node_name = "decode", .opset = 13, .n_in = 2, .n_out = 1,
-                     .in = in, .out = out, .threads = 2, .bf16_weights = bf16 == 1};
+        ss_kctx k = {.node = &t.node,
+                     .node_name = "decode",
+                     .opset = 13,
+                     .n_in = 2,
+                     .n_out = 1,
+                     .in = in,
+                     .out = out,
+                     .threads = 2,
+                     .bf16_weights = bf16 == 1};
         unsigned long before = 0;
         for (size_t v = 0; v < sizeof variants / sizeof *variants; v++)
             before += ss_gemm_bf16_calls(variants[v]);
@@ -162,5 +170,6 @@ static void test_matmul_decode_shape_takes_bf16_path(void)
     ss_tensor_free(&x), ss_tensor_free(&w), ss_tensor_free(&y[0]), ss_tensor_free(&y[1]);
 }
 
-TEST_MAIN(TEST(test_every_variant_within_bf16_of_f32), TEST(test_row_independent_of_batch_and_threads),
+TEST_MAIN(TEST(test_every_variant_within_bf16_of_f32),
+          TEST(test_row_independent_of_batch_and_threads),
           TEST(test_matmul_decode_shape_takes_bf16_path))
