@@ -4,7 +4,10 @@ S concurrent streams, each request 64 new tokens from a prompt of the model's te
 same serve and client for both, rounds interleaved. Prints per-request seconds (p50, p99) and
 tokens/s per concurrency, and the aggregate ratio to one stream.
 
-  gen_serve.py GRPC_ADDR PROMPT.npy REF_TOKENS.npy [ROUNDS] [STREAMS ...]"""
+  gen_serve.py GRPC_ADDR PROMPT.npy REF_TOKENS.npy [ROUNDS] [STREAMS ...]
+
+SS_GEN_APPROX=1: bf16 weights; greedy may leave PyTorch's tokens, so they are not checked."""
+import os
 import statistics
 import sys
 import threading
@@ -39,7 +42,7 @@ def level(streams):
     wall = time.perf_counter() - t0
     for secs, r in out:
         assert isinstance(r, list) and len(r[0]["tokens"]) == NEW, str(r)[:300]
-    if streams == 1:  # greedy: PyTorch's tokens
+    if streams == 1 and os.environ.get("SS_GEN_APPROX") != "1":  # greedy: PyTorch's tokens
         assert list(out[0][1][0]["tokens"]) == list(REF[:NEW]), "tokens differ from PyTorch's"
     return wall, [s for s, _ in out]
 

@@ -6,7 +6,10 @@
 #
 #   bench/run_generate_serve.sh BUILD_DIR [ROUNDS] [RANKS]
 #
-# Environment: SS_GEN_WORK (scratch folder shared with run_generate.sh, default /tmp/ss-genbench).
+# Environment: SS_GEN_WORK (scratch folder shared with run_generate.sh, default /tmp/ss-genbench);
+# SS_GEN_MODEL (a models.py / gen_llama1b.py folder instead of the GPT-2 one), SS_GEN_WEIGHTS
+# (f32 or bf16, as `shard --weights`; bf16 also sets SS_GEN_APPROX for gen_serve.py),
+# SS_GEN_SHARDS (an existing `shard --kv-pool` output of that model to serve, not re-made).
 set -euo pipefail
 REPO=$(cd "$(dirname "$0")/.." && pwd)
 BUILD=$(cd "${1:?usage: run_generate_serve.sh BUILD_DIR [ROUNDS] [RANKS]}" && pwd)
@@ -16,13 +19,17 @@ WORK=${SS_GEN_WORK:-/tmp/ss-genbench}
 SS=$(find "$BUILD" -name shardserve -type f -perm -u+x | head -1)
 [ -n "$SS" ] || { echo "run_generate_serve: no shardserve in $BUILD" >&2; exit 2; }
 mkdir -p "$WORK"
-M=$WORK/gpt2-small
+M=${SS_GEN_MODEL:-$WORK/gpt2-small}
+WEIGHTS=${SS_GEN_WEIGHTS:-f32}
+[ "$WEIGHTS" = f32 ] || export SS_GEN_APPROX=1
 [ -f "$M/model.onnx" ] || /usr/bin/python3 "$REPO/tests/generative/models.py" --family gpt2 \
   --size small --out "$M" >"$WORK/export.log"
 SV=$WORK/serve-kv$RANKS
 rm -rf "$SV"
 mkdir -p "$SV/servables/gen"
-"$SS" shard "$M/model.onnx" --ranks "$RANKS" --kv-pool --out "$SV/shards" >"$SV/shard.log" 2>&1
+SHARDS=${SS_GEN_SHARDS:-$SV/shards}
+[ -n "${SS_GEN_SHARDS:-}" ] || "$SS" shard "$M/model.onnx" --ranks "$RANKS" --kv-pool \
+  --weights "$WEIGHTS" --out "$SHARDS" >"$SV/shard.log" 2>&1
 cat >"$SV/servables/gen/servable.json" <<JSON
 {"distributed": {"rank_size": $RANKS, "stage_size": 1, "with_batch_dim": false},
  "generate": {"max_running": 32, "max_sequences": 64, "max_context": 1024, "kv_cache_mb": 256},
@@ -48,10 +55,10 @@ for _ in $(seq 100); do grep -q "waiting for agents on" "$SV/serve.log" && break
 ADDR=$(sed -n 's/.*servable gen waiting for agents on \(\S*\).*/\1/p' "$SV/serve.log" | head -1)
 GRPC=$(sed -n 's/^Serving: Serving gRPC server start success, listening on \(\S*\).*/\1/p' \
   "$SV/serve.log" | head -1)
-MODELS=$(seq -s, -f "$SV/shards/device%g/model.onnx" 0 $((RANKS - 1)))
+MODELS=$(seq -s, -f "$SHARDS/device%g/model.onnx" 0 $((RANKS - 1)))
 "$SS" agents --distributed-address "$ADDR" --model-files "$MODELS" >"$SV/agents.log" 2>&1 &
 PIDS+=($!)
-for _ in $(seq 600); do grep -q "is ready" "$SV/serve.log" && break; sleep 0.1; done
+for _ in $(seq 3000); do grep -q "is ready" "$SV/serve.log" && break; sleep 0.1; done
 grep -q "is ready" "$SV/serve.log" || { cat "$SV/serve.log" "$SV/agents.log"; exit 1; }
 echo "== $(date -u '+%Y-%m-%d %H:%M UTC'), $(nproc) CPUs: $(lscpu | sed -n 's/^Model name: *//p'), load $(cut -d' ' -f1-3 /proc/loadavg)"
 echo "   ISA: $(for f in avx2 avx512f avx512_bf16 amx_bf16 amx_tile; do

@@ -27,8 +27,8 @@ static const char run_usage[] =
     "  --shards DIR    run a split made by 'shardserve shard': one local process per rank\n"
     "  --comm          collectives backend: shm (one host, default) or mpi (ranks under mpirun)\n"
     "  --timeout-ms    bound of every collective wait (default 5000)\n"
-    "  --weights       bf16: MatMul/Gemm weights held as bf16 (f32 accumulation) where the CPU\n"
-    "                  has native bf16 math (AVX512-BF16/AMX); f32 (default) elsewhere\n";
+    "  --weights       bf16: MatMul/Gemm weights held as bf16 (f32 accumulation): up to 64 rows\n"
+    "                  (decode) on any CPU, more where it has native bf16 math (AVX512-BF16/AMX)\n";
 
 /* A sequence (or optional) output: its length, then each tensor as "name[i]". */
 static void print_sequence(const char *name, const ss_tensor *t)

@@ -19,7 +19,7 @@ static const char shard_usage[] =
     "                  none: pipeline stages only\n"
     "  --input-shape   fix an input's dynamic dims (repeatable); named dims may stay dynamic\n"
     "  --weights       bf16: every rank holds its MatMul/Gemm weights as bf16 (f32 accumulation)\n"
-    "                  where the CPU has bf16 math (AVX512-BF16/AMX), as 'run --weights bf16';\n"
+    "                  as 'run --weights bf16' (decode on any CPU, more with AVX512-BF16/AMX);\n"
     "                  recorded in each group config (the files keep f32)\n"
     "  --kv-pool       a KV-cache decoder's attention reads the agents' KV block pool\n"
     "                  (PagedAttention): inputs input_ids, position_ids, seq_ids; no "

@@ -10,11 +10,14 @@
  *  - own (gemm_kernel.c): float32 with B a constant matrix and folded M <= SS_GEMM_TILE_MAX_M:
  *    register-tile kernels that read B in place.
  *  - OpenBLAS: everything else (float64, odd cases), sgemv / dgemv when M == 1.
+ *  - bf16 (gemm_bf16.c): with --weights bf16, constant weights and folded M <=
+ *    SS_GEMM_BF16_MAX_M (decode): the weights converted once to bf16 and read at half the bytes.
  * auto takes the measured best per shape class (onednn.c: ss_kernels_use_dnnl; the numbers are
  * in bench/RUNTIME.md): tiny products and GEMVs (M == 1) stay on the own kernel or OpenBLAS,
  * everything else goes to oneDNN.
  */
 #include "../op.h"
+#include "gemm_bf16.h"
 #include "gemm_kernel.h"
 #include "onednn.h"
 
@@ -24,14 +27,17 @@
 
 static const ss_dtype float_types[] = {SS_DT_FLOAT32, SS_DT_FLOAT64};
 
-typedef enum { PATH_BLAS = 0, PATH_OWN, PATH_DNNL } gemm_path;
+typedef enum { PATH_BLAS = 0, PATH_OWN, PATH_DNNL, PATH_BF16 } gemm_path;
 
 /* The kernel a node runs on, decided at plan time. */
 typedef struct {
     gemm_path path;
     ss_gemm_variant small; /* PATH_OWN */
-    int threads;           /* PATH_OWN: parts of the own pool */
+    int threads;           /* PATH_OWN, PATH_BF16: parts of the own pool */
     ss_dnnl_matmul *dnnl;  /* PATH_DNNL */
+    ss_packed *bf16_ref;   /* PATH_BF16: the session's bf16 copy of the weights */
+    uint16_t *bf16_owned;  /* PATH_BF16 without a session */
+    const uint16_t *bf16;  /* PATH_BF16: the copy used */
 } kernel_choice;
 
 static int session_threads(const ss_kctx *k)
@@ -83,10 +89,59 @@ static ss_status *try_dnnl(ss_kctx *k, ss_dnnl_matmul_desc *d, int b_index, kern
     return NULL;
 }
 
+/* The bf16 copy is keyed one byte past the weights' address: oneDNN's copies of the same weights
+ * are keyed by the address itself and compare their layouts as oneDNN descriptors, which ours is
+ * not. */
+typedef struct {
+    int64_t K, N, ldb;
+    int tb;
+} bf16_layout;
+
+static bool same_bf16_layout(const void *a, const void *b)
+{
+    return memcmp(a, b, sizeof(bf16_layout)) == 0;
+}
+
+/* PATH_BF16 for a float32 GEMM of M rows (batch folded) whose B (input 1, [K, N], or [N, K] when
+ * tb) is a constant, under --weights bf16; nothing changes when it does not apply. */
+static ss_status *try_bf16(ss_kctx *k, int64_t M, int64_t K, int64_t N, bool tb, kernel_choice *c)
+{
+    const ss_tensor *b = k->in[1], *bv = ss_kctx_value(k, 1);
+    if (!k->bf16_weights || b->dtype != SS_DT_FLOAT32 || b->ndim != 2 || M < 1 ||
+        M > SS_GEMM_BF16_MAX_M || !bv || !bv->data || ss_kernels_mode() == SS_KERNELS_BLAS)
+        return NULL;
+    bf16_layout lay = {K, N, b->dims[1], tb};
+    const char *key = (const char *)bv->data + 1;
+    c->bf16_ref = ss_kctx_packed_find(k, key, &lay, same_bf16_layout);
+    if (c->bf16_ref) {
+        c->bf16 = ss_packed_data(c->bf16_ref);
+    } else {
+        size_t bytes = ss_gemm_bf16_packed_bytes(K, N);
+        uint16_t *w = aligned_alloc(64, (bytes + 63) & ~(size_t)63);
+        if (!w)
+            return ss_op_err(k, SS_ERR_NOMEM, "cannot allocate %zu bytes of bf16 weights", bytes);
+        ss_gemm_bf16_pack(bv->data, K, N, lay.ldb, tb, w);
+        c->bf16 = w;
+        c->bf16_ref = ss_kctx_packed_add(k, key, &lay, sizeof lay, w);
+        if (!c->bf16_ref) c->bf16_owned = w;
+    }
+    ss_kctx_drop_const_pages(k, 1);
+    int t = session_threads(k);
+    c->threads = t > 1 ? ss_gemm_pool_reserve(t) : 1;
+    size_t scratch = ss_gemm_bf16_scratch(M, K);
+    if (scratch > k->scratch_bytes) k->scratch_bytes = scratch;
+    c->path = PATH_BF16;
+    return NULL;
+}
+
 static void release_choice(kernel_choice *c)
 {
     ss_dnnl_matmul_free(c->dnnl);
     c->dnnl = NULL;
+    ss_packed_release(c->bf16_ref);
+    free(c->bf16_owned);
+    c->bf16_ref = NULL;
+    c->bf16_owned = NULL;
 }
 
 typedef struct {
@@ -190,11 +245,14 @@ static ss_status *matmul_infer(ss_kctx *k)
     }
     p->fold_a = bs == 1 && as == p->n_batch;
     ss_kernels mode = ss_kernels_mode();
-    if (ss_kernels_use_dnnl(mode, a->dtype, p->M * p->n_batch, p->K, p->N)) {
+    if (p->fold_a && bn == b->ndim) st = try_bf16(k, p->M * p->n_batch, p->K, p->N, false, &p->kc);
+    if (st) return st;
+    if (p->kc.path != PATH_BF16 &&
+        ss_kernels_use_dnnl(mode, a->dtype, p->M * p->n_batch, p->K, p->N)) {
         st = matmul_dnnl(k, p, ad, an, bd, bn);
         if (st) return st;
     }
-    if (p->kc.path != PATH_DNNL && mode != SS_KERNELS_BLAS && p->fold_a && bn == b->ndim) {
+    if (p->kc.path == PATH_BLAS && mode != SS_KERNELS_BLAS && p->fold_a && bn == b->ndim) {
         p->kc.small = small_variant(k, 1, p->M * p->n_batch, &p->kc.threads);
         if (p->kc.small != SS_GEMM_AUTO) p->kc.path = PATH_OWN;
     }
@@ -249,6 +307,11 @@ static ss_status *matmul_run(ss_kctx *k)
     if (p->kc.path == PATH_DNNL)
         return ss_dnnl_matmul_run(p->kc.dnnl, (const float *)A, (const float *)B, NULL, (float *)C,
                                   k->scratch);
+    if (p->kc.path == PATH_BF16) {
+        ss_gemm_bf16(M * p->n_batch, N, K, (const float *)A, K, p->kc.bf16, false, (float *)C, N,
+                     p->kc.threads, k->scratch);
+        return NULL;
+    }
     if (p->kc.path == PATH_OWN) {
         ss_gemm_small(p->kc.small, M * p->n_batch, N, K, 1.0f, (const float *)A, K,
                       (const float *)B, N, false, (float *)C, N, p->kc.threads);
@@ -351,11 +414,11 @@ static ss_status *gemm_infer(ss_kctx *k)
                              (long long)p->M, (long long)p->N);
     }
     ss_kernels mode = ss_kernels_mode();
-    if (ss_kernels_use_dnnl(mode, a->dtype, p->M, p->K, p->N)) {
+    if (!p->ta && p->alpha == 1.0f) st = try_bf16(k, p->M, p->K, p->N, p->tb, &p->kc);
+    if (!st && p->kc.path != PATH_BF16 && ss_kernels_use_dnnl(mode, a->dtype, p->M, p->K, p->N))
         st = gemm_dnnl(k, p);
-        if (st) return st;
-    }
-    if (p->kc.path != PATH_DNNL && mode != SS_KERNELS_BLAS && !p->ta && !p->tb) {
+    if (st) return st;
+    if (p->kc.path == PATH_BLAS && mode != SS_KERNELS_BLAS && !p->ta && !p->tb) {
         p->kc.small = small_variant(k, 1, p->M, &p->kc.threads);
         if (p->kc.small != SS_GEMM_AUTO) p->kc.path = PATH_OWN;
     }
@@ -410,6 +473,11 @@ static ss_status *gemm_run(ss_kctx *k)
     }
     if (p->K == 0 || p->alpha == 0.0f) {
         if (beta == 0.0f) memset(out, 0, k->out[0]->nbytes);
+        return NULL;
+    }
+    if (p->kc.path == PATH_BF16) {
+        ss_gemm_bf16(p->M, p->N, p->K, a->data, a->dims[1], p->kc.bf16, beta != 0.0f, out, p->N,
+                     p->kc.threads, k->scratch);
         return NULL;
     }
     if (p->kc.path == PATH_OWN) {

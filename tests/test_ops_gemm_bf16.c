@@ -1,0 +1,175 @@
+/*
+ * The bf16-weight GEMM of ops/gemm_bf16.c: each ISA variant this CPU supports, forced in turn,
+ * against a double-precision product of the float32 operands. The bound is bf16's: each weight
+ * is rounded to 8 significant bits (relative error <= 2^-9), and the vdpbf16ps variant rounds A
+ * too, so |error| <= 2 * 2^-9 * sum |a b| (+ float32 accumulation). A row's result must not
+ * depend on the rows computed with it (continuous batching must not change a sequence's tokens)
+ * nor on the thread count, and a MatMul under --weights bf16 at decode shapes must take the path.
+ */
+#include "check.h"
+#include "op_harness.h"
+#include "gemm_bf16.h"
+#include "gemm_kernel.h"
+#include "op.h"
+#include "shardserve/core.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+static float frand(unsigned *s)
+{
+    *s = *s * 1103515245u + 12345u;
+    return (float)((*s >> 8) & 0xffff) / 32768.0f - 1.0f;
+}
+
+static float *rand_floats(size_t n, unsigned seed)
+{
+    float *p = malloc(n * sizeof *p);
+    for (size_t i = 0; p && i < n; i++)
+        p[i] = frand(&seed);
+    return p;
+}
+
+typedef struct {
+    int64_t M, K, N;
+    bool tb, acc;
+} shape;
+
+/* Runs v on shape s (B stored transposed when tb) and checks every element against the float32
+ * reference within the bf16 bound; returns the packed weights' result for row 0 in row0. */
+static void check_variant(ss_bf16_variant v, shape s, int threads, float *row0)
+{
+    float *A = rand_floats((size_t)(s.M * s.K), 1), *B = rand_floats((size_t)(s.K * s.N), 2);
+    float *C = rand_floats((size_t)(s.M * s.N), 3),
+          *C0 = malloc(sizeof(float) * (size_t)(s.M * s.N));
+    size_t bytes = ss_gemm_bf16_packed_bytes(s.K, s.N);
+    uint16_t *Bp = aligned_alloc(64, (bytes + 63) / 64 * 64);
+    void *scratch = malloc(ss_gemm_bf16_scratch(s.M, s.K) + 1);
+    CHECK(A && B && C && C0 && Bp && scratch);
+    memcpy(C0, C, sizeof(float) * (size_t)(s.M * s.N));
+    ss_gemm_bf16_pack(B, s.K, s.N, s.tb ? s.K : s.N, s.tb, Bp);
+    ss_gemm_bf16_force(v);
+    unsigned long before = ss_gemm_bf16_calls(v);
+    ss_gemm_bf16(s.M, s.N, s.K, A, s.K, Bp, s.acc, C, s.N, threads, scratch);
+    CHECK_MSG(ss_gemm_bf16_calls(v) == before + 1, "%s not taken", ss_gemm_bf16_name(v));
+    ss_gemm_bf16_force(SS_BF16_AUTO);
+    double worst = 0;
+    for (int64_t m = 0; m < s.M; m++)
+        for (int64_t n = 0; n < s.N; n++) {
+            double ref = s.acc ? C0[m * s.N + n] : 0, mag = 0;
+            for (int64_t k = 0; k < s.K; k++) {
+                double b = s.tb ? B[n * s.K + k] : B[k * s.N + n];
+                ref += (double)A[m * s.K + k] * b;
+                mag += fabs((double)A[m * s.K + k] * b);
+            }
+            double err = fabs(C[m * s.N + n] - ref) / (2 * ldexp(mag, -9) + 1e-5 * (mag + 1));
+            if (err > worst) worst = err;
+        }
+    CHECK_MSG(worst <= 1.0, "%s M=%lld K=%lld N=%lld tb=%d acc=%d: error %.2f x the bound",
+              ss_gemm_bf16_name(v), (long long)s.M, (long long)s.K, (long long)s.N, s.tb, s.acc,
+              worst);
+    if (row0) memcpy(row0, C, sizeof(float) * (size_t)s.N);
+    free(A), free(B), free(C), free(C0), free(Bp), free(scratch);
+}
+
+static const ss_bf16_variant variants[] = {SS_BF16_C, SS_BF16_AVX2, SS_BF16_AVX512,
+                                           SS_BF16_AVX512_DOT};
+
+/* Odd K (the padded last pair), N off the 64-column blocks, M off the 4-row tiles,
+ * accumulation into C and transposed weights (Gemm transB). */
+static void test_every_variant_within_bf16_of_f32(void)
+{
+    static const shape shapes[] = {{1, 768, 2304, false, false}, {1, 77, 130, false, true},
+                                   {3, 301, 65, true, false},    {5, 64, 64, false, false},
+                                   {17, 129, 200, true, true},   {64, 96, 320, false, false}};
+    int ran = 0;
+    for (size_t v = 0; v < sizeof variants / sizeof *variants; v++) {
+        if (!ss_gemm_bf16_supported(variants[v])) {
+            fprintf(stderr, "note: this CPU has no %s: not checked\n",
+                    ss_gemm_bf16_name(variants[v]));
+            continue;
+        }
+        ran++;
+        for (size_t i = 0; i < sizeof shapes / sizeof *shapes; i++)
+            check_variant(variants[v], shapes[i], 2, NULL);
+    }
+    CHECK(ran >= 1);
+    fprintf(stderr, "auto picks %s\n", ss_gemm_bf16_name(ss_gemm_bf16_pick()));
+}
+
+/* Row 0 of A computed alone, with 6 more rows and on 1 or 2 threads: bit for bit the same. */
+static void test_row_independent_of_batch_and_threads(void)
+{
+    ss_gemm_pool_reserve(2);
+    for (size_t v = 0; v < sizeof variants / sizeof *variants; v++) {
+        if (!ss_gemm_bf16_supported(variants[v])) continue;
+        float one[515], seven[515], one_thread[515];
+        check_variant(variants[v], (shape){1, 333, 515, false, false}, 2, one);
+        check_variant(variants[v], (shape){7, 333, 515, false, false}, 2, seven);
+        check_variant(variants[v], (shape){1, 333, 515, false, false}, 1, one_thread);
+        CHECK_MSG(!memcmp(one, seven, sizeof one), "%s: row 0 changes with 7 rows",
+                  ss_gemm_bf16_name(variants[v]));
+        CHECK_MSG(!memcmp(one, one_thread, sizeof one), "%s: row 0 changes with threads",
+                  ss_gemm_bf16_name(variants[v]));
+    }
+}
+
+/* A MatMul [1, K] x [K, N] with the session's bf16 flag: the bf16 kernel runs it (one call), the
+ * result is within bf16 of the float32 flag's, and not equal to it (the weights were rounded). */
+static void test_matmul_decode_shape_takes_bf16_path(void)
+{
+    int64_t xd[2] = {1, 640}, wd[2] = {640, 384};
+    ss_tensor x, w, y[2];
+    CHECK_OK(ss_tensor_alloc(&x, SS_DT_FLOAT32, 2, xd));
+    CHECK_OK(ss_tensor_alloc(&w, SS_DT_FLOAT32, 2, wd));
+    unsigned seed = 9;
+    for (int64_t i = 0; i < 640; i++)
+        ((float *)x.data)[i] = frand(&seed);
+    for (int64_t i = 0; i < 640 * 384; i++)
+        ((float *)w.data)[i] = frand(&seed);
+    const ss_op_def *d = ss_op_find("", "MatMul", 13);
+    for (int bf16 = 0; bf16 < 2; bf16++) {
+        ss_tensor *in[2] = {&x, &w}, *out[1] = {&y[bf16]};
+        memset(&y[bf16], 0, sizeof y[bf16]);
+        tnode t;
+        tnode_init(&t, "MatMul");
+        t.node.n_input = 2, t.node.n_output = 1;
+        ss_kctx k = {.node = &t.node,
+                     .node_name = "decode",
+                     .opset = 13,
+                     .n_in = 2,
+                     .n_out = 1,
+                     .in = in,
+                     .out = out,
+                     .threads = 2,
+                     .bf16_weights = bf16 == 1};
+        unsigned long before = 0;
+        for (size_t v = 0; v < sizeof variants / sizeof *variants; v++)
+            before += ss_gemm_bf16_calls(variants[v]);
+        CHECK_OK(d->infer(&k));
+        CHECK_OK(ss_tensor_alloc(&y[bf16], SS_DT_FLOAT32, y[bf16].ndim, y[bf16].dims));
+        k.scratch = k.scratch_bytes ? malloc(k.scratch_bytes) : NULL;
+        CHECK_OK(d->run(&k));
+        unsigned long after = 0;
+        for (size_t v = 0; v < sizeof variants / sizeof *variants; v++)
+            after += ss_gemm_bf16_calls(variants[v]);
+        CHECK_MSG(after - before == (unsigned long)bf16, "bf16=%d: %lu bf16 calls", bf16,
+                  after - before);
+        if (k.state) d->release(k.state);
+        free(k.state);
+        free(k.scratch);
+    }
+    double num = 0, den = 0;
+    for (int64_t i = 0; i < 384; i++) {
+        double a = ((float *)y[0].data)[i], b = ((float *)y[1].data)[i];
+        num += (a - b) * (a - b), den += a * a;
+    }
+    CHECK_MSG(den > 0 && num > 0 && sqrt(num / den) < 1e-2, "relative error %.3g",
+              sqrt(num / (den + 1e-30)));
+    ss_tensor_free(&x), ss_tensor_free(&w), ss_tensor_free(&y[0]), ss_tensor_free(&y[1]);
+}
+
+TEST_MAIN(TEST(test_every_variant_within_bf16_of_f32),
+          TEST(test_row_independent_of_batch_and_threads),
+          TEST(test_matmul_decode_shape_takes_bf16_path))
