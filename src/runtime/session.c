@@ -32,6 +32,7 @@
 #include "op.h"
 #include "ops/fusion.h"
 #include "ops/kvpool.h"
+#include "ops/onednn.h"
 
 #include <cblas.h>
 #include <math.h>
@@ -1263,6 +1264,18 @@ int ss_session_kv_block_tokens(const ss_session *s)
 
 /* ------------------------------------------------------------------ public API */
 
+/* OpenBLAS's own thread count for a session of `threads`. Under auto and onednn the heavy
+ * kernels thread themselves (oneDNN's OpenMP team, the own pool: k->threads) and OpenBLAS is left
+ * with small or rare GEMMs (ConvTranspose, fallbacks), so it gets one thread: its pthread workers
+ * spin in sched_yield for ~0.1 s after every parallel call, and on a 2-core machine that held a
+ * core the other pools needed (PP-OCRv4 det at 2 threads: ~50% of the CPU in sched_yield, PP-OCR
+ * cls 0.45-2.01x onnxruntime between runs). Under blas and own it still runs big GEMMs. */
+static int blas_pool_threads(int threads)
+{
+    ss_kernels mode = ss_kernels_mode();
+    return mode == SS_KERNELS_BLAS || mode == SS_KERNELS_OWN ? threads : 1;
+}
+
 ss_status *ss_session_create_from_model(ss_onnx_model *model, const ss_session_options *opt,
                                         ss_session **out)
 {
@@ -1274,7 +1287,7 @@ ss_status *ss_session_create_from_model(ss_onnx_model *model, const ss_session_o
     }
     s->model = model;
     if (opt) s->opt = *opt;
-    if (s->opt.blas_threads > 0) openblas_set_num_threads(s->opt.blas_threads);
+    if (s->opt.blas_threads > 0) openblas_set_num_threads(blas_pool_threads(s->opt.blas_threads));
     ss_seqloop_rewrite(model);
     ss_status *st = ss_op_check_model(model);
     if (!st) st = build_values(s);

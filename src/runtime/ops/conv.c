@@ -175,10 +175,26 @@ static void conv_release(void *state)
     ss_dnnl_conv_free(((conv_plan *)state)->dnnl);
 }
 
+/* Whether a pointwise (direct) float32 Conv runs on the own GEMM: always under own, never under
+ * blas or onednn; under auto when each image's map has >= PW_OWN_MIN_HW positions (two full
+ * 32-column panels) and M fits the kernel's passes. Measured with bench_kernels --conv-only
+ * (AVX-512, process CPU us per call, 1 thread): own / OpenBLAS / oneDNN 256->64 at 56x56 1464 /
+ * 2030 / 2615, 16->32 at 48x48 39.6 / 44.9 / 88.2, 48->96 at 16x16 30.8 / 30.5 / 34.4; with few
+ * positions the own kernel's panels are mostly masked: 192->192 at 7x7 68.6 / 47.7 / 43.8,
+ * 384->384 at 4x4 168 / 74 / 48, 96->24 at 1x1 (an SE block) 3.2 / 0.4 / 1.0. */
+#define PW_OWN_MIN_HW 64
+static bool pw_own_wins(ss_kernels mode, const conv_plan *p)
+{
+    if (mode == SS_KERNELS_OWN) return true;
+    return mode == SS_KERNELS_AUTO && p->g.ovol >= PW_OWN_MIN_HW && p->mg <= SS_GEMM_TILE_MAX_M;
+}
+
 /* Conv through oneDNN when the kernel mode says so (as a GEMM of N*out x C/group*kernel x M) and
  * W (and B) are constants; on UNSUPPORTED the own im2col path stays. Under auto a 1x1 unit-stride
- * unpadded Conv stays own: one GEMM straight on NCHW (pw_own_wins: the own kernel or sgemm) beat
- * oneDNN plus its two layout reorders (256->64 at 56x56: 1.45 vs 1.73 ms, bench_kernels); every
+ * unpadded Conv on a map the own GEMM takes (pw_own_wins) stays own, straight on NCHW: it beat
+ * oneDNN plus its two layout reorders (256->64 at 56x56: 1.45 vs 1.73 ms, bench_kernels); smaller
+ * maps go to oneDNN rather than a multi-threaded sgemm, whose spinning OpenBLAS workers then hold
+ * the cores oneDNN's and the pool's threads need (PP-OCR cls at 2 threads); every
  * other measured shape went to oneDNN
  * (3x3 64->64 56x56 3.3 -> 2.4 ms, 7x7/2 stem 4.6 -> 2.5, depthwise 3x3/2 0.35 -> 0.23). */
 /* A constant float16/bfloat16 tensor as a malloc'd float32 copy (NULL when out of memory). */
@@ -197,7 +213,7 @@ static ss_status *conv_try_dnnl(ss_kctx *k, conv_plan *p)
     if (!wv || !wv->data || (k->n_in > 2 && k->in[2] && (!bv || !bv->data))) return NULL;
     ss_kernels mode = ss_kernels_mode();
     if (!ss_kernels_use_dnnl(mode, x->dtype, p->N * p->g.ovol, p->cg * p->g.kvol, p->M) ||
-        (mode == SS_KERNELS_AUTO && p->direct))
+        (mode == SS_KERNELS_AUTO && p->direct && pw_own_wins(mode, p)))
         return NULL;
     /* a float16 model's W and B reach the float32 primitive as float32 copies, packed at create
      * and freed after; the packed-weights cache is keyed by source address, so not for them */
@@ -285,20 +301,6 @@ static ss_status *conv_plan_new(ss_kctx *k, const geom *g, int64_t C, int64_t M,
     p->col = p + 1;
     *out = p;
     return NULL;
-}
-
-/* Whether a pointwise (direct) float32 Conv runs on the own GEMM: always under own, never under
- * blas; under auto when each image's map has >= PW_OWN_MIN_HW positions (two full 32-column
- * panels) and M fits the kernel's passes. Measured with bench_kernels --conv-only (AVX-512,
- * process CPU us per call, 1 thread): own / OpenBLAS / oneDNN 256->64 at 56x56 1464 / 2030 /
- * 2615, 16->32 at 48x48 39.6 / 44.9 / 88.2, 48->96 at 16x16 30.8 / 30.5 / 34.4; with few
- * positions the own kernel's panels are mostly masked: 192->192 at 7x7 68.6 / 47.7 / 43.8,
- * 384->384 at 4x4 168 / 74 / 48, 96->24 at 1x1 (an SE block) 3.2 / 0.4 / 1.0. */
-#define PW_OWN_MIN_HW 64
-static bool pw_own_wins(ss_kernels mode, const conv_plan *p)
-{
-    if (mode == SS_KERNELS_OWN) return true;
-    return mode == SS_KERNELS_AUTO && p->g.ovol >= PW_OWN_MIN_HW && p->mg <= SS_GEMM_TILE_MAX_M;
 }
 
 static const char *const conv_attrs[] = {"auto_pad", "dilations", "group", "kernel_shape",
