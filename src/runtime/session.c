@@ -749,14 +749,17 @@ typedef struct {
     int *pos;  /* per node: exec position, -1 if it does not run */
 } fuse_graph;
 
-/* Whether value v holds its bytes when the head at exec position `at` runs. */
+/* Whether value v holds its bytes when the head at exec position `at` runs: it is computed by a
+ * node that runs earlier, and is not a value inside an earlier chain (only a chain's last value
+ * gets written). */
 static bool fuse_ready(const struct ss_plan *p, const fuse_graph *g, int v, int at)
 {
     const value_def *vd = &p->s->values[v];
     if (p->known[v] || vd->kind == V_INPUT) return true;
-    int prod = vd->producer;
-    return prod >= 0 && g->pos[prod] >= 0 && g->pos[prod] < at && p->fuse_head[prod] < 0 &&
-           !p->epi[prod];
+    if (vd->producer < 0) return false;
+    int writer = p->fuse_head[vd->producer] >= 0 ? p->fuse_head[vd->producer] : vd->producer;
+    if (g->pos[writer] < 0 || g->pos[writer] >= at) return false;
+    return p->epi[writer] ? p->kctx[writer].out[0] == &p->vals[v] : writer == vd->producer;
 }
 
 static void fuse_link(struct ss_plan *p, int head, int *tail, int b)

@@ -87,8 +87,9 @@ def main(out):
           [N("Sigmoid", ["x"], ["s"]), N("Mul", ["s", "k"], ["m"]), N("Sub", ["one", "m"], ["d"]),
            N("HardSigmoid", ["d"], ["h"], alpha=0.3), N("Clip", ["h"], ["y"], min=0.1, max=0.8)],
           [("x", [4, 64, 33, 17])], ["y"], {"k": np.float32(1.5), "one": np.float32(1)}, opset=7)
-    # an operand of the value's exact shape that is a graph input, and one computed too late
-    write(out, "tensor_operands", 1,
+    # operands of the value's exact shape: a graph input (fused into Relu's chain), one computed
+    # after the head (Neg: ends Relu's chain), and an earlier chain's last value (m, for Neg's)
+    write(out, "tensor_operands", 2,
           [N("Relu", ["x"], ["r"]), N("Mul", ["r", "z"], ["m"]), N("Neg", ["x"], ["n"]),
            N("Add", ["m", "n"], ["y"])], [("x", [2, 3, 4]), ("z", [2, 3, 4])], ["y"], {})
 
