@@ -4,7 +4,7 @@
  * process so a noisy neighbour hits them alike. This is the measurement behind auto's choice in
  * src/runtime/ops/onednn.c (ss_kernels_use_dnnl); the weights are constant, as initializers are.
  *
- *   bench_kernels [--cpu-time] [--threads T] [--rounds R]
+ *   bench_kernels [--cpu-time] [--conv-only] [--threads T] [--rounds R]
  *
  * Prints per shape: the median microseconds per call of each mode and which library auto took;
  * then Conv shapes (NCHW in and out as ONNX has them, constant W and B): own im2col + OpenBLAS
@@ -138,6 +138,12 @@ static const conv_shape conv_shapes[] = {
     {"MobileNet dw 3x3 128ch 64x64", 128, 128, 128, 64, 3, 1, 1},
     {"MobileNet dw 3x3/2 32ch 112x112", 32, 32, 32, 112, 3, 2, 1},
     {"small 3x3 8->8 16x16", 8, 8, 1, 16, 3, 1, 1},
+    /* pointwise shapes of PP-OCRv4 det at 96x128 (square stand-ins of its 48x64 .. 3x4 maps) */
+    {"PP-OCR 1x1 16->32 48x48", 16, 32, 1, 48, 1, 1, 0},
+    {"PP-OCR 1x1 48->96 16x16", 48, 96, 1, 16, 1, 1, 0},
+    {"PP-OCR 1x1 192->192 7x7", 192, 192, 1, 7, 1, 1, 0},
+    {"PP-OCR 1x1 384->384 4x4", 384, 384, 1, 4, 1, 1, 0},
+    {"PP-OCR SE 1x1 96->24 1x1", 96, 24, 1, 1, 1, 1, 0},
 };
 
 static double time_conv(const conv_shape *c, ss_tensor *in, ss_kernels mode, int threads, int reps,
@@ -203,8 +209,8 @@ static void conv_table(int threads, int rounds)
 {
     /* "own, baseline ISA": the own loops (depthwise) forced to their x86-64 baseline variant,
      * i.e. what they ran before they were compiled per ISA (isa.h) */
-    printf("\n| Conv (N=1, NCHW) | own | own, baseline ISA | onednn | auto | auto took |\n"
-           "|---|---|---|---|---|---|\n");
+    printf("\n| Conv (N=1, NCHW) | own | own, baseline ISA | blas | onednn | auto | auto took |\n"
+           "|---|---|---|---|---|---|---|\n");
     for (size_t i = 0; i < sizeof conv_shapes / sizeof conv_shapes[0]; i++) {
         const conv_shape *c = &conv_shapes[i];
         int64_t xd[4] = {1, c->C, c->H, c->H}, wd[4] = {c->M, c->C / c->group, c->K, c->K},
@@ -216,10 +222,11 @@ static void conv_table(int threads, int rounds)
         ss_isa_force(SS_ISA_BASE);
         double own_base = time_conv(c, in, SS_KERNELS_OWN, threads, 20, rounds, &impl);
         ss_isa_force(best);
+        double blas = time_conv(c, in, SS_KERNELS_BLAS, threads, 20, rounds, &impl);
         double dnnl = time_conv(c, in, SS_KERNELS_ONEDNN, threads, 20, rounds, &impl);
         double au = time_conv(c, in, SS_KERNELS_AUTO, threads, 20, rounds, &auto_impl);
-        printf("| %s | %.1f | %.1f | %.1f | %.1f | %s |\n", c->name, own, own_base, dnnl, au,
-               auto_impl);
+        printf("| %s | %.1f | %.1f | %.1f | %.1f | %.1f | %s |\n", c->name, own, own_base, blas,
+               dnnl, au, auto_impl);
         fflush(stdout);
         for (int j = 0; j < 3; j++)
             ss_tensor_free(&in[j]);
@@ -233,6 +240,9 @@ int main(int argc, char **argv)
         bench_clock = CLOCK_PROCESS_CPUTIME_ID;
         argv[i] = argv[0]; /* consumed */
     }
+    bool conv_only = false;
+    for (int i = 1; i < argc; i++)
+        if (!strcmp(argv[i], "--conv-only")) conv_only = true, argv[i] = argv[0];
     for (int i = 1; i + 1 < argc; i += 2) {
         if (!strcmp(argv[i], "--threads"))
             threads = atoi(argv[i + 1]);
@@ -240,6 +250,10 @@ int main(int argc, char **argv)
             rounds = atoi(argv[i + 1]);
     }
     openblas_set_num_threads(threads);
+    if (conv_only) {
+        conv_table(threads, rounds);
+        return 0;
+    }
     printf("oneDNN ISA %s, %d thread(s); median us per call (%s)\n", ss_dnnl_isa_name(), threads,
            bench_clock == CLOCK_MONOTONIC ? "wall time" : "process CPU time");
     printf("| shape | own | blas | onednn | auto | auto took |\n|---|---|---|---|---|---|\n");

@@ -7,6 +7,7 @@
  */
 #include <cblas.h>
 
+#include "gemm_kernel.h"
 #include "isa.h"
 #include "onednn.h"
 #define OP_HARNESS_COUNT_ALLOCS
@@ -38,7 +39,8 @@ static ss_status *run_conv(const conv_case *c, ss_tensor **in, int n_in, ss_kern
     ss_kernels_force(mode);
     ss_status *st =
         op_run(&t, 13, n_in, in, 1, out,
-               &(op_run_opts){.poison = true, .check_allocs = mode == SS_KERNELS_ONEDNN});
+               &(op_run_opts){.poison = true,
+                              .check_allocs = mode == SS_KERNELS_ONEDNN || mode == SS_KERNELS_OWN});
     ss_kernels_force(SS_KERNELS_AUTO);
     return st;
 }
@@ -244,4 +246,64 @@ static void test_depthwise_every_isa_matches_onednn(void)
     ss_isa_force(best);
 }
 
-TEST_MAIN(TEST(test_conv_cases_match_own_kernel), TEST(test_depthwise_every_isa_matches_onednn))
+/* Whether run_conv under `mode` ran the own register-tile GEMM (gemm_kernel.h call counter). */
+static bool ran_own_gemm(const conv_case *c, ss_tensor **in, int n_in, ss_kernels mode,
+                         ss_tensor *out)
+{
+    ss_gemm_variant v = ss_gemm_pick();
+    unsigned long before = ss_gemm_calls(v);
+    CHECK_OK(run_conv(c, in, n_in, mode, out));
+    return v != SS_GEMM_BLAS && ss_gemm_calls(v) != before;
+}
+
+/* A pointwise Conv on the own GEMM straight on NCHW (no im2col): under own always, under auto
+ * for maps of >= 64 positions and M <= 256 (conv.c: pw_own_wins); equal to OpenBLAS's sgemm,
+ * grouped and batched too, and no allocation per run. */
+static void test_pointwise_own_gemm_matches_blas(void)
+{
+    static const struct {
+        conv_case c;
+        bool auto_own;
+    } cases[] = {
+        {{"1x1 64->48 14x14 batch 2", 2, 2, 64, 48, 1, {14, 14}, {1, 1}, {1, 1}, {1, 1}}, true},
+        {{"1x1 16->32 48x48 no bias", 2, 1, 16, 32, 1, {48, 48}, {1, 1}, {1, 1}, {1, 1}}, true},
+        {{"1x1 grouped 300->20 9x9", 2, 2, 300, 20, 2, {9, 9}, {1, 1}, {1, 1}, {1, 1}}, true},
+        {{"1x1 1-D 40->24 width 70", 1, 1, 40, 24, 1, {70}, {1}, {1}, {1}}, true},
+        {{"1x1 SE 96->24 1x1", 2, 1, 96, 24, 1, {1, 1}, {1, 1}, {1, 1}, {1, 1}}, false},
+        {{"1x1 384->384 4x4", 2, 1, 384, 384, 1, {4, 4}, {1, 1}, {1, 1}, {1, 1}}, false},
+        {{"1x1 20->300 10x10", 2, 1, 20, 300, 1, {10, 10}, {1, 1}, {1, 1}, {1, 1}}, false},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        conv_case c = cases[i].c;
+        c.bias = i != 1;
+        int nd = c.nsp + 2;
+        int64_t xd[5] = {c.N, c.C}, wd[5] = {c.M, c.C / c.group, 1, 1}, bd[1] = {c.M};
+        for (int d = 0; d < c.nsp; d++)
+            xd[2 + d] = c.in[d];
+        ss_tensor x = make_rand(SS_DT_FLOAT32, nd, xd), w = make_rand(SS_DT_FLOAT32, nd, wd),
+                  b = make_rand(SS_DT_FLOAT32, 1, bd), blas, own, au;
+        ss_tensor *in[3] = {&x, &w, &b};
+        int n_in = c.bias ? 3 : 2;
+        CHECK_OK(run_conv(&c, in, n_in, SS_KERNELS_BLAS, &blas));
+        CHECK_MSG(ran_own_gemm(&c, in, n_in, SS_KERNELS_OWN, &own) ==
+                      (ss_gemm_pick() != SS_GEMM_BLAS),
+                  "%s: own mode did not run the own GEMM", c.what);
+        CHECK_MSG(ran_own_gemm(&c, in, n_in, SS_KERNELS_AUTO, &au) ==
+                      (cases[i].auto_own && ss_gemm_pick() != SS_GEMM_BLAS),
+                  "%s: auto %s the own GEMM", c.what, cases[i].auto_own ? "skipped" : "took");
+        for (int64_t j = 0, bad = 0; j < ss_tensor_numel(&blas) && !bad; j++) {
+            float r = ((float *)blas.data)[j], o = ((float *)own.data)[j],
+                  a = ((float *)au.data)[j];
+            bad = !(fabsf(r - o) <= 1e-4f * (1.0f + fabsf(r))) ||
+                  !(fabsf(r - a) <= 1e-4f * (1.0f + fabsf(r)));
+            CHECK_MSG(!bad, "%s: element %lld: sgemm %.7g, own %.7g, auto %.7g", c.what,
+                      (long long)j, r, o, a);
+        }
+        ss_tensor *ts[] = {&x, &w, &b, &blas, &own, &au};
+        for (size_t j = 0; j < sizeof ts / sizeof ts[0]; j++)
+            ss_tensor_free(ts[j]);
+    }
+}
+
+TEST_MAIN(TEST(test_conv_cases_match_own_kernel), TEST(test_depthwise_every_isa_matches_onednn),
+          TEST(test_pointwise_own_gemm_matches_blas))

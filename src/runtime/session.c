@@ -30,9 +30,12 @@
  * when it changed, so a model whose computed shapes stay the same plans once.
  */
 #include "op.h"
+#include "ops/fusion.h"
 #include "ops/kvpool.h"
+#include "ops/onednn.h"
 
 #include <cblas.h>
+#include <math.h>
 #include <stdio.h>
 #include <sys/mman.h>
 #include <unistd.h>
@@ -86,6 +89,11 @@ struct ss_plan {
     bool partial;          /* planned up to a node that needs a value not computed yet */
     int stop_node;         /* partial: that node */
     ss_tensor *out_views;  /* what the caller sees: refreshed after every run */
+    /* element-wise fusion (fuse_plan): per node, the epilogue it runs after itself (a head), the
+     * next node of its chain (head -> first absorbed -> ...; -1 ends), the head that absorbed it */
+    ss_epilogue **epi;
+    int *fuse_next, *fuse_head;
+    int n_fused;
 };
 
 struct ss_session {
@@ -400,6 +408,11 @@ static void plan_free(struct ss_plan *p)
     free(p->watch);
     free(p->check);
     free(p->wanted);
+    for (int i = 0; p->epi && i < s->n_nodes; i++)
+        ss_epilogue_free(p->epi[i]);
+    free(p->epi);
+    free(p->fuse_next);
+    free(p->fuse_head);
     free(p);
 }
 
@@ -723,6 +736,199 @@ static ss_status *infer_node(struct ss_plan *p, int ni, ss_tensor **ptrs)
     return NULL;
 }
 
+/* ------------------------------------------------------------------ element-wise fusion
+ * After every node is inferred, each exec node (the head) takes the element-wise nodes after it
+ * as epilogue steps (ops/fusion.h) while the value between them has exactly one reader and is no
+ * graph output: the head then writes the chain's last value, the absorbed nodes leave the exec
+ * list and the values between get no buffer. A step's other operand must be a constant or a
+ * value computed before the head runs. Plans with data-dependent shapes are left alone. */
+
+typedef struct {
+    int *uses; /* per value: readers (graph outputs count 3, so they never match a pattern) */
+    int *user; /* per value: a reading node */
+    int *pos;  /* per node: exec position, -1 if it does not run */
+} fuse_graph;
+
+/* Whether value v holds its bytes when the head at exec position `at` runs: it is computed by a
+ * node that runs earlier, and is not a value inside an earlier chain (only a chain's last value
+ * gets written). */
+static bool fuse_ready(const struct ss_plan *p, const fuse_graph *g, int v, int at)
+{
+    const value_def *vd = &p->s->values[v];
+    if (p->known[v] || vd->kind == V_INPUT) return true;
+    if (vd->producer < 0) return false;
+    int writer = p->fuse_head[vd->producer] >= 0 ? p->fuse_head[vd->producer] : vd->producer;
+    if (g->pos[writer] < 0 || g->pos[writer] >= at) return false;
+    return p->epi[writer] ? p->kctx[writer].out[0] == &p->vals[v] : writer == vd->producer;
+}
+
+static void fuse_link(struct ss_plan *p, int head, int *tail, int b)
+{
+    p->fuse_next[*tail] = b;
+    p->fuse_next[b] = -1;
+    p->fuse_head[b] = head;
+    *tail = b;
+    p->n_fused++;
+}
+
+/* The single reader of v as a step of ep; returns its output value or -1. */
+static int fuse_step(struct ss_plan *p, const fuse_graph *g, ss_epilogue *ep, int head, int v)
+{
+    int b = g->user[v];
+    const node_def *bd = &p->s->nodes[b];
+    if (g->pos[b] < 0 || bd->n_out != 1 || bd->out_ids[0] < 0 || bd->n_in > 8) return -1;
+    bool ready[8];
+    int chain = -1;
+    for (int j = 0; j < bd->n_in; j++) {
+        int u = bd->in_ids[j];
+        if (u == v) chain = j;
+        ready[j] = u >= 0 && u != v && fuse_ready(p, g, u, g->pos[head]);
+    }
+    ss_kctx *k = &p->kctx[b];
+    if (chain < 0 ||
+        !ss_epilogue_add_node(ep, bd->node, bd->opset, bd->n_in, k->in, ready, chain, k->out[0]))
+        return -1;
+    return b;
+}
+
+/* The only running node reading value u, when it has type `op`; else -1. */
+static int fuse_only_user(const struct ss_plan *p, const fuse_graph *g, int u, const char *op)
+{
+    if (u < 0 || g->uses[u] != 1) return -1;
+    int b = g->user[u];
+    const node_def *bd = &p->s->nodes[b];
+    return g->pos[b] >= 0 && bd->n_out == 1 && !strcmp(bd->node->op_type, op) &&
+                   (!bd->node->domain || !bd->node->domain[0])
+               ? b
+               : -1;
+}
+
+/* A float32 scalar constant input j of node ni (dflt when omitted). */
+static bool fuse_scalar(const struct ss_plan *p, int ni, int j, float dflt, float *out)
+{
+    const node_def *d = &p->s->nodes[ni];
+    *out = dflt;
+    if (j >= d->n_in || d->in_ids[j] < 0) return true;
+    const ss_tensor *t = &p->vals[d->in_ids[j]];
+    if (!p->known[d->in_ids[j]] || t->dtype != SS_DT_FLOAT32 || ss_tensor_numel(t) != 1)
+        return false;
+    *out = *(const float *)t->data;
+    return true;
+}
+
+/* v read by Add(v, a) -> Clip(lo, hi) -> Mul(v, .) and nothing else (Paddle's HardSwish):
+ * one step; returns the Mul or -1. */
+static int fuse_xclip(struct ss_plan *p, const fuse_graph *g, ss_epilogue *ep, int head, int v,
+                      int *tail)
+{
+    const ss_session *s = p->s;
+    int add = -1;
+    for (int e = g->pos[head] + 1; e < p->n_exec && add < 0; e++) {
+        const node_def *d = &s->nodes[p->exec[e]];
+        if (!strcmp(d->node->op_type, "Add") && d->n_in == 2 && d->in_ids[0] == v) add = p->exec[e];
+    }
+    float a, lo, hi;
+    if (add < 0 || !fuse_scalar(p, add, 1, 0, &a) || s->nodes[add].in_ids[1] < 0) return -1;
+    int clip = fuse_only_user(p, g, s->nodes[add].out_ids[0], "Clip");
+    if (clip < 0 || s->nodes[clip].opset < 11 || !fuse_scalar(p, clip, 1, -INFINITY, &lo) ||
+        !fuse_scalar(p, clip, 2, INFINITY, &hi))
+        return -1;
+    int mul = fuse_only_user(p, g, s->nodes[clip].out_ids[0], "Mul");
+    if (mul < 0 || s->nodes[mul].n_in != 2) return -1;
+    const int *mi = s->nodes[mul].in_ids;
+    if (!(mi[0] == v && mi[1] == s->nodes[clip].out_ids[0]) &&
+        !(mi[1] == v && mi[0] == s->nodes[clip].out_ids[0]))
+        return -1;
+    if (!ss_epilogue_add_xclip(ep, a, lo, hi)) return -1;
+    fuse_link(p, head, tail, add);
+    fuse_link(p, head, tail, clip);
+    fuse_link(p, head, tail, mul);
+    return mul;
+}
+
+static bool fuse_head_ok(const struct ss_plan *p, int ni)
+{
+    const node_def *d = &p->s->nodes[ni];
+    unsigned bad = SS_OPF_ALIAS | SS_OPF_DYNAMIC_SHAPE | SS_OPF_STRING_OUT;
+    return !(d->op->flags & bad) && d->n_out == 1 && d->out_ids[0] >= 0 &&
+           p->vals[d->out_ids[0]].dtype == SS_DT_FLOAT32 && p->fuse_head[ni] < 0;
+}
+
+/* Grows head's chain as far as it goes. */
+static ss_status *fuse_chain(struct ss_plan *p, const fuse_graph *g, int head)
+{
+    int v = p->s->nodes[head].out_ids[0], tail = head;
+    ss_epilogue *ep = ss_epilogue_new(&p->vals[v], p->kctx[head].threads);
+    if (!ep) return ss_errf(SS_ERR_NOMEM, "out of memory");
+    for (;;) {
+        int b = -1;
+        if (g->uses[v] == 1 && (b = fuse_step(p, g, ep, head, v)) >= 0)
+            fuse_link(p, head, &tail, b);
+        else if (g->uses[v] == 2)
+            b = fuse_xclip(p, g, ep, head, v, &tail);
+        if (b < 0) break;
+        v = p->s->nodes[b].out_ids[0];
+    }
+    if (ss_epilogue_steps(ep) == 0) {
+        ss_epilogue_free(ep);
+        return NULL;
+    }
+    SS_DEBUG("fusion: node '%s' runs %d element-wise steps after itself, up to value '%s'",
+             p->s->nodes[head].name, ss_epilogue_steps(ep), p->s->values[v].name);
+    p->epi[head] = ep;
+    p->kctx[head].out[0] = &p->vals[v]; /* the head writes the chain's last value */
+    return NULL;
+}
+
+static ss_status *fuse_alloc(struct ss_plan *p, fuse_graph *g)
+{
+    int nv = p->s->n_values, nn = p->s->n_nodes;
+    p->epi = calloc((size_t)nn + 1, sizeof *p->epi);
+    p->fuse_next = malloc(sizeof(int) * ((size_t)nn + 1));
+    p->fuse_head = malloc(sizeof(int) * ((size_t)nn + 1));
+    g->uses = calloc((size_t)nv + 1, sizeof(int));
+    g->user = calloc((size_t)nv + 1, sizeof(int));
+    g->pos = malloc(sizeof(int) * ((size_t)nn + 1));
+    if (!p->epi || !p->fuse_next || !p->fuse_head || !g->uses || !g->user || !g->pos)
+        return ss_errf(SS_ERR_NOMEM, "out of memory");
+    for (int i = 0; i < nn; i++)
+        p->fuse_next[i] = p->fuse_head[i] = g->pos[i] = -1;
+    return NULL;
+}
+
+static ss_status *fuse_plan(struct ss_plan *p)
+{
+    ss_session *s = p->s;
+    if (!ss_fusion_enabled() || p->partial) return NULL;
+    for (int e = 0; e < p->n_exec; e++)
+        if (p->check[p->exec[e]]) return NULL;
+    fuse_graph g = {0};
+    ss_status *st = fuse_alloc(p, &g);
+    for (int i = 0; !st && i < s->n_nodes; i++)
+        for (int j = 0; j < s->nodes[i].n_in; j++)
+            if (s->nodes[i].in_ids[j] >= 0)
+                g.uses[s->nodes[i].in_ids[j]]++, g.user[s->nodes[i].in_ids[j]] = i;
+    for (int i = 0; !st && i < s->n_outputs; i++)
+        g.uses[s->output_ids[i]] += 3;
+    for (int e = 0; !st && e < p->n_exec; e++)
+        g.pos[p->exec[e]] = e;
+    for (int e = 0; !st && e < p->n_exec; e++)
+        if (fuse_head_ok(p, p->exec[e])) st = fuse_chain(p, &g, p->exec[e]);
+    int n = 0;
+    for (int e = 0; !st && e < p->n_exec; e++)
+        if (p->fuse_head[p->exec[e]] < 0) p->exec[n++] = p->exec[e];
+    if (!st) p->n_exec = n;
+    free(g.uses);
+    free(g.user);
+    free(g.pos);
+    return st;
+}
+
+int ss_session_fused_nodes(const ss_session *s)
+{
+    return s->plan ? s->plan->n_fused : 0;
+}
+
 typedef struct {
     int id;
     int first, last;
@@ -754,7 +960,15 @@ static ss_status *layout_arena(struct ss_plan *p)
         for (int j = 0; j < d->n_in; j++)
             if (d->in_ids[j] >= 0) last[d->in_ids[j]] = e;
         for (int j = 0; j < d->n_out; j++)
-            if (d->out_ids[j] >= 0) first[d->out_ids[j]] = last[d->out_ids[j]] = e;
+            if (d->out_ids[j] >= 0 && !(j == 0 && p->epi && p->epi[p->exec[e]]))
+                first[d->out_ids[j]] = last[d->out_ids[j]] = e;
+        /* a head reads its steps' operands and writes its chain's last value */
+        for (int m = p->fuse_next ? p->fuse_next[p->exec[e]] : -1; m >= 0; m = p->fuse_next[m]) {
+            const node_def *md = &s->nodes[m];
+            for (int j = 0; j < md->n_in; j++)
+                if (md->in_ids[j] >= 0) last[md->in_ids[j]] = e;
+            if (p->fuse_next[m] < 0) first[md->out_ids[0]] = last[md->out_ids[0]] = e;
+        }
         if ((d->op->flags & SS_OPF_ALIAS) && d->out_ids[0] >= 0 && d->in_ids[0] >= 0)
             p->root[d->out_ids[0]] = p->root[d->in_ids[0]];
     }
@@ -910,6 +1124,7 @@ static ss_status *plan_build(ss_session *s, const ss_tensor *inputs, struct ss_p
         p->check[i] = (s->nodes[i].op->flags & SS_OPF_DYNAMIC_SHAPE) != 0;
     for (int v = 0; !st && v < nv; v++)
         if (p->watch[v] && s->values[v].producer >= 0) p->check[s->values[v].producer] = 1;
+    if (!st) st = fuse_plan(p);
     if (!st) st = layout_arena(p);
     for (int i = 0; !st && i < s->n_inputs; i++)
         if (p->value_dep[i]) st = ss_tensor_copy(&p->dep_values[i], &inputs[i]);
@@ -1052,6 +1267,18 @@ int ss_session_kv_block_tokens(const ss_session *s)
 
 /* ------------------------------------------------------------------ public API */
 
+/* OpenBLAS's own thread count for a session of `threads`. Under auto and onednn the heavy
+ * kernels thread themselves (oneDNN's OpenMP team, the own pool: k->threads) and OpenBLAS is left
+ * with small or rare GEMMs (ConvTranspose, fallbacks), so it gets one thread: its pthread workers
+ * spin in sched_yield for ~0.1 s after every parallel call, and on a 2-core machine that held a
+ * core the other pools needed (PP-OCRv4 det at 2 threads: ~50% of the CPU in sched_yield, PP-OCR
+ * cls 0.45-2.01x onnxruntime between runs). Under blas and own it still runs big GEMMs. */
+static int blas_pool_threads(int threads)
+{
+    ss_kernels mode = ss_kernels_mode();
+    return mode == SS_KERNELS_BLAS || mode == SS_KERNELS_OWN ? threads : 1;
+}
+
 ss_status *ss_session_create_from_model(ss_onnx_model *model, const ss_session_options *opt,
                                         ss_session **out)
 {
@@ -1063,7 +1290,7 @@ ss_status *ss_session_create_from_model(ss_onnx_model *model, const ss_session_o
     }
     s->model = model;
     if (opt) s->opt = *opt;
-    if (s->opt.blas_threads > 0) openblas_set_num_threads(s->opt.blas_threads);
+    if (s->opt.blas_threads > 0) openblas_set_num_threads(blas_pool_threads(s->opt.blas_threads));
     ss_seqloop_rewrite(model);
     ss_status *st = ss_op_check_model(model);
     if (!st) st = build_values(s);
@@ -1276,7 +1503,9 @@ static bool output_bindable(const ss_session *s, const struct ss_plan *p, int i)
     const value_def *vd = &s->values[v];
     if (vd->kind != V_NODE || vd->producer < 0 || p->known[v] || p->root[v] != v || p->partial)
         return false;
-    unsigned flags = s->nodes[vd->producer].op->flags;
+    int writer =
+        p->fuse_head && p->fuse_head[vd->producer] >= 0 ? p->fuse_head[vd->producer] : vd->producer;
+    unsigned flags = s->nodes[writer].op->flags;
     if (!(flags & SS_OPF_ELEMENTWISE) || (flags & SS_OPF_ALIAS)) return false;
     for (int w = 0; w < s->n_values; w++)
         if (w != v && p->root[w] == v) return false;
@@ -1339,6 +1568,8 @@ ss_status *ss_session_run_into(ss_session *s, const ss_tensor *inputs, int n_inp
         int ni = s->plan->exec[e];
         const node_def *d = &s->nodes[ni];
         ss_status *st = (d->op->flags & SS_OPF_ALIAS) ? NULL : d->op->run(&s->plan->kctx[ni]);
+        if (!st && s->plan->epi && s->plan->epi[ni])
+            ss_epilogue_run(s->plan->epi[ni], s->plan->kctx[ni].out[0]->data);
         if (!st && s->plan->check[ni]) st = check_after_run(s, inputs, ni, &e);
         if (st) {
             if (s->plan == bound) unbind_outputs(s, bound, saved);

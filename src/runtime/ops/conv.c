@@ -163,7 +163,10 @@ typedef struct {
     int threads;    /* parts of the worker pool the depthwise loop is split into */
     bool direct;    /* Conv: 1x1, unit strides, no padding: X is already the column matrix */
     bool depthwise; /* Conv: one input and one output channel per group: taps folded row by row */
-    void *col;      /* the gemm's column buffer, unless direct or depthwise */
+    bool pw_own;    /* direct float32: the own register-tile GEMM instead of OpenBLAS sgemm */
+    ss_gemm_variant pw_variant;
+    int pw_threads;     /* parts of the pool the own GEMM may use */
+    void *col;          /* the gemm's column buffer, unless direct or depthwise */
     ss_dnnl_conv *dnnl; /* Conv on oneDNN (float32, constant W and B) */
 } conv_plan;
 
@@ -172,10 +175,27 @@ static void conv_release(void *state)
     ss_dnnl_conv_free(((conv_plan *)state)->dnnl);
 }
 
+/* Whether a pointwise (direct) float32 Conv runs on the own GEMM: always under own, never under
+ * blas or onednn; under auto when each image's map has >= PW_OWN_MIN_HW positions (two full
+ * 32-column panels) and M fits the kernel's passes. Measured with bench_kernels --conv-only
+ * (AVX-512, process CPU us per call, 1 thread): own / OpenBLAS / oneDNN 256->64 at 56x56 1464 /
+ * 2030 / 2615, 16->32 at 48x48 39.6 / 44.9 / 88.2, 48->96 at 16x16 30.8 / 30.5 / 34.4; with few
+ * positions the own kernel's panels are mostly masked: 192->192 at 7x7 68.6 / 47.7 / 43.8,
+ * 384->384 at 4x4 168 / 74 / 48, 96->24 at 1x1 (an SE block) 3.2 / 0.4 / 1.0. */
+#define PW_OWN_MIN_HW 64
+static bool pw_own_wins(ss_kernels mode, const conv_plan *p)
+{
+    if (mode == SS_KERNELS_OWN) return true;
+    return mode == SS_KERNELS_AUTO && p->g.ovol >= PW_OWN_MIN_HW && p->mg <= SS_GEMM_TILE_MAX_M;
+}
+
 /* Conv through oneDNN when the kernel mode says so (as a GEMM of N*out x C/group*kernel x M) and
  * W (and B) are constants; on UNSUPPORTED the own im2col path stays. Under auto a 1x1 unit-stride
- * unpadded Conv stays own: one sgemm straight on NCHW beat oneDNN plus its two layout reorders
- * (256->64 at 56x56: 1.45 vs 1.73 ms, bench_kernels); every other measured shape went to oneDNN
+ * unpadded Conv on a map the own GEMM takes (pw_own_wins) stays own, straight on NCHW: it beat
+ * oneDNN plus its two layout reorders (256->64 at 56x56: 1.45 vs 1.73 ms, bench_kernels); smaller
+ * maps go to oneDNN rather than a multi-threaded sgemm, whose spinning OpenBLAS workers then hold
+ * the cores oneDNN's and the pool's threads need (PP-OCR cls at 2 threads); every
+ * other measured shape went to oneDNN
  * (3x3 64->64 56x56 3.3 -> 2.4 ms, 7x7/2 stem 4.6 -> 2.5, depthwise 3x3/2 0.35 -> 0.23). */
 /* A constant float16/bfloat16 tensor as a malloc'd float32 copy (NULL when out of memory). */
 static float *f32_copy(const ss_tensor *t)
@@ -193,7 +213,7 @@ static ss_status *conv_try_dnnl(ss_kctx *k, conv_plan *p)
     if (!wv || !wv->data || (k->n_in > 2 && k->in[2] && (!bv || !bv->data))) return NULL;
     ss_kernels mode = ss_kernels_mode();
     if (!ss_kernels_use_dnnl(mode, x->dtype, p->N * p->g.ovol, p->cg * p->g.kvol, p->M) ||
-        (mode == SS_KERNELS_AUTO && p->direct))
+        (mode == SS_KERNELS_AUTO && p->direct && pw_own_wins(mode, p)))
         return NULL;
     /* a float16 model's W and B reach the float32 primitive as float32 copies, packed at create
      * and freed after; the packed-weights cache is keyed by source address, so not for them */
@@ -318,6 +338,11 @@ static ss_status *conv_infer_native(ss_kctx *k)
     if (g.ovol > 0 && M > 0 && p->N > 0 && p->cg * g.kvol > 0 && (st = conv_try_dnnl(k, p)))
         return st;
     int threads = k->threads > 0 ? k->threads : openblas_get_num_threads();
+    if (direct && !p->dnnl && x->dtype == SS_DT_FLOAT32 && pw_own_wins(ss_kernels_mode(), p) &&
+        (p->pw_variant = ss_gemm_pick()) != SS_GEMM_BLAS) {
+        p->pw_own = true;
+        p->pw_threads = ss_gemm_pool_reserve(threads);
+    }
     if (depthwise && !p->dnnl && threads > 1 && C > 1 &&
         (double)C * (double)g.ovol * (double)g.kvol >= DW_PAR_MIN_MACS)
         p->threads = ss_gemm_pool_reserve(threads);
@@ -504,7 +529,14 @@ DW_PART(double)
         }                                                                                          \
     }
 
-CONV_IMAGE(float, cblas_sgemm)
+/* A 1x1 Conv is Y[M, HW] = W[M, C] x X[C, HW] straight on NCHW: the own kernel reads X where it
+ * lies and accumulates onto the bias rows (no packing, no im2col); OpenBLAS packs X per call. */
+#define PW_SGEMM(order, ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc)                      \
+    (p->pw_own ? ss_gemm_small(p->pw_variant, M, N, K, alpha, A, lda, B, ldb, true, C, ldc,        \
+                               p->pw_threads)                                                      \
+               : cblas_sgemm(order, ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc))
+
+CONV_IMAGE(float, PW_SGEMM)
 CONV_IMAGE(double, cblas_dgemm)
 
 static ss_status *conv_run_native(ss_kctx *k)

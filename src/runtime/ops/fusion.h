@@ -1,0 +1,52 @@
+/*
+ * Element-wise epilogues: a chain of element-wise nodes after one producer (Conv, MatMul, Gemm,
+ * BatchNormalization, an element-wise op...) run as one pass over the producer's output instead
+ * of one pass (and one buffer) per node. The planner (session.c: fuse_plan) finds the chains; this
+ * file turns each absorbed node into a step and runs the steps.
+ *
+ * A step is an element-wise op on the running value y with at most one operand that is either a
+ * constant varying along one axis of y's shape (a per-channel scale, a bias, a scalar) or a tensor
+ * of y's exact shape computed before the producer ran (a residual). Every step keeps y's shape and
+ * dtype (float32), so the producer writes the chain's last value directly and the intermediates
+ * get no buffer. Each step computes what the unfused node computes, in the same order and
+ * precision (BatchNormalization folds into a scale and shift: within rounding of the unfused op).
+ * Built at plan time in one block; running allocates nothing.
+ */
+#ifndef SS_RUNTIME_OPS_FUSION_H
+#define SS_RUNTIME_OPS_FUSION_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "../op.h"
+
+typedef struct ss_epilogue ss_epilogue;
+
+/* An empty epilogue over a float32 value of y's shape (dims are copied), run on up to `threads`
+ * parts of the worker pool (reserved now). NULL if out of memory. */
+ss_epilogue *ss_epilogue_new(const ss_tensor *y, int threads);
+void ss_epilogue_free(ss_epilogue *ep);
+int ss_epilogue_steps(const ss_epilogue *ep);
+
+/* Appends node nd (opset) as a step whose input `chain` is the running value; in[i] are the
+ * node's inputs as planned (constants have data; `ready[i]` says a non-constant input is computed
+ * before the producer runs) and out its planned output. false (nothing appended) when the node is
+ * not such a step: another op, another dtype or shape, an operand varying along two axes... */
+bool ss_epilogue_add_node(ss_epilogue *ep, const ss_onnx_node *nd, int64_t opset, int n_in,
+                          ss_tensor *const *in, const bool *ready, int chain, const ss_tensor *out);
+/* The decomposed HardSwish of exporters (Paddle): y * Clip(y + a, lo, hi), computed as its nodes
+ * do (the Div by 6 that usually follows is a step of its own). */
+bool ss_epilogue_add_xclip(ss_epilogue *ep, float a, float lo, float hi);
+
+/* Runs the steps over y in place (one pass, blocks that stay in L1), split over up to `threads`
+ * parts of the worker pool when y is large. */
+void ss_epilogue_run(const ss_epilogue *ep, float *y);
+
+/* Test hook / switch: plans made while disabled fuse nothing (SHARDSERVE_FUSION=0 disables too). */
+void ss_fusion_enable(bool on);
+bool ss_fusion_enabled(void);
+/* How many nodes the session's current plan runs as steps of another node's epilogue
+ * (session.c; tests check where fusion must and must not happen). */
+int ss_session_fused_nodes(const ss_session *s);
+
+#endif

@@ -1,0 +1,98 @@
+#!/usr/bin/python3
+"""Models for test_runtime_fusion: element-wise chains the planner must fuse into their producer,
+and the shapes where it must not (the value between has another reader or is a graph output, a
+broadcast that changes the shape, an operand computed after the producer).
+
+Usage: fusion_cases.py OUTDIR. Writes OUTDIR/<name>.onnx and OUTDIR/cases.txt, one line per
+model: "<name> <nodes fused>". The test runs each model with fusion off and on and compares.
+"""
+import os
+import sys
+
+import numpy as np
+import onnx
+from onnx import helper, numpy_helper
+
+rng = np.random.default_rng(5)
+F = onnx.TensorProto.FLOAT
+
+
+def arr(*shape):
+    return rng.standard_normal(shape).astype(np.float32)
+
+
+def write(out, name, fused, nodes, inputs, outputs, inits, opset=13):
+    g = helper.make_graph(nodes, name, [helper.make_tensor_value_info(n, F, s) for n, s in inputs],
+                          [helper.make_tensor_value_info(n, F, None) for n in outputs],
+                          [numpy_helper.from_array(a, n) for n, a in inits.items()])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", opset)])
+    m.ir_version = 8
+    with open(os.path.join(out, name + ".onnx"), "wb") as f:
+        f.write(m.SerializeToString())
+    with open(os.path.join(out, "cases.txt"), "a") as f:
+        f.write(f"{name} {fused}\n")
+
+
+def conv(x, w, y, b=None, **kw):
+    return helper.make_node("Conv", [x, w] + ([b] if b else []), [y], pads=[1, 1, 1, 1], **kw)
+
+
+def main(out):
+    os.makedirs(out, exist_ok=True)
+    open(os.path.join(out, "cases.txt"), "w").close()
+    N = helper.make_node
+    w8 = {"W": arr(8, 4, 3, 3), "B": arr(8)}
+    x4 = [("x", [2, 4, 9, 11])]
+    write(out, "conv_relu", 1, [conv("x", "W", "c", "B"), N("Relu", ["c"], ["y"])], x4, ["y"], w8)
+    # Paddle's folded BatchNorm and HardSwish: Mul, Add per channel, Add/Clip/Mul(x), Div
+    consts = dict(w8, s=arr(1, 8, 1, 1), t=arr(8, 1, 1), three=np.float32([3]),
+                  zero=np.float32(0), six=np.float32(6), six1=np.float32([6]))
+    write(out, "conv_affine_hardswish", 6,
+          [conv("x", "W", "c", "B"), N("Mul", ["c", "s"], ["m"]), N("Add", ["m", "t"], ["a"]),
+           N("Add", ["a", "three"], ["a3"]), N("Clip", ["a3", "zero", "six"], ["cl"]),
+           N("Mul", ["a", "cl"], ["h"]), N("Div", ["h", "six1"], ["y"])], x4, ["y"], consts)
+    bn = dict(w8, sc=arr(8), bb=arr(8), mu=arr(8), var=np.abs(arr(8)) + 0.5, mx=np.float32(-0.05))
+    write(out, "conv_bn_leaky_max", 3,
+          [conv("x", "W", "c"), N("BatchNormalization", ["c", "sc", "bb", "mu", "var"], ["n"]),
+           N("LeakyRelu", ["n"], ["l"], alpha=0.1), N("Max", ["l", "mx"], ["y"])], x4, ["y"], bn)
+    # residual: r has two readers (no chain after conv 1); conv 2 takes Add(., r) and Relu
+    res = {"W1": arr(4, 4, 3, 3), "W2": arr(4, 4, 3, 3)}
+    write(out, "conv_residual_relu", 2,
+          [conv("x", "W1", "r"), conv("r", "W2", "c"), N("Add", ["c", "r"], ["a"]),
+           N("Relu", ["a"], ["y"])], x4, ["y"], res)
+    # two producers into one Add: only the later one (whose operand is ready) takes it
+    write(out, "two_convs_add", 2,
+          [conv("x", "W1", "p"), conv("x", "W2", "q"), N("Add", ["p", "q"], ["a"]),
+           N("Sigmoid", ["a"], ["y"])], x4, ["y"], res)
+    # must not fuse: the value between is a graph output / has a second reader
+    write(out, "intermediate_is_output", 0, [conv("x", "W", "c", "B"), N("Relu", ["c"], ["y"])],
+          x4, ["c", "y"], w8)
+    write(out, "intermediate_two_readers", 0,
+          [conv("x", "W", "c", "B"), N("Relu", ["c"], ["y"]), N("Sigmoid", ["c"], ["z"])],
+          x4, ["y", "z"], w8)
+    # must not fuse: the constant broadcasts the value to a larger shape
+    write(out, "broadcast_grows", 0, [conv("x", "W", "c", "B"), N("Add", ["c", "g"], ["y"])],
+          x4, ["y"], dict(w8, g=arr(3, 1, 1, 1, 1)))
+    # operands along the last axis (a vector per row), along H, and per channel in one chain
+    write(out, "axes_mixed", 4,
+          [conv("x", "W", "c", "B"), N("Add", ["c", "lw"], ["a"]), N("Mul", ["a", "lh"], ["m"]),
+           N("Sub", ["ch", "m"], ["s"]), N("Div", ["s", "two"], ["y"])], x4, ["y"],
+          dict(w8, lw=arr(11), lh=arr(9, 1), ch=arr(8, 1, 1), two=np.float32(2)))
+    # MatMul + bias + Relu (bias along the last axis)
+    write(out, "matmul_bias_relu", 2,
+          [N("MatMul", ["x", "Wm"], ["mm"]), N("Add", ["mm", "bm"], ["a"]), N("Relu", ["a"], ["y"])],
+          [("x", [3, 5, 16])], ["y"], {"Wm": arr(16, 24), "bm": arr(24)})
+    # a chain after an element-wise head, large enough to be split over threads, Clip-6 as attrs
+    write(out, "elementwise_chain_large", 4,
+          [N("Sigmoid", ["x"], ["s"]), N("Mul", ["s", "k"], ["m"]), N("Sub", ["one", "m"], ["d"]),
+           N("HardSigmoid", ["d"], ["h"], alpha=0.3), N("Clip", ["h"], ["y"], min=0.1, max=0.8)],
+          [("x", [4, 64, 33, 17])], ["y"], {"k": np.float32(1.5), "one": np.float32(1)}, opset=7)
+    # operands of the value's exact shape: a graph input (fused into Relu's chain), one computed
+    # after the head (Neg: ends Relu's chain), and an earlier chain's last value (m, for Neg's)
+    write(out, "tensor_operands", 2,
+          [N("Relu", ["x"], ["r"]), N("Mul", ["r", "z"], ["m"]), N("Neg", ["x"], ["n"]),
+           N("Add", ["m", "n"], ["y"])], [("x", [2, 3, 4]), ("z", [2, 3, 4])], ["y"], {})
+
+
+if __name__ == "__main__":
+    main(sys.argv[1])
