@@ -151,3 +151,35 @@ if(TARGET shardserve)
                        LABELS generative
                        PASS_REGULAR_EXPRESSION "--kv-pool: no attention over a past/present KV")
 endif()
+
+# Vocabulary-parallel embedding and LM head (src/shard/vocab.c) on models whose vocabulary (131,
+# prime) no rank count divides: GPT-2 ties the head to the embedding, Llama does not. Each rank
+# holds ceil(131 / ranks) rows of each table (vocab_greedy.sh prints every rank's weight bytes) and
+# 64 greedy tokens still equal PyTorch's over 2, 4 and 8 ranks, 2 stages, and with --kv-pool.
+if(TARGET shardserve)
+  foreach(family gpt2 llama)
+    set(dir ${SS_GEN_DIR}/${family}_vocab131)
+    add_test(NAME gen_export_${family}_vocab131
+             COMMAND ${SS_PY} ${SS_TEST_DIR}/generative/models.py --family ${family} --vocab 131
+                     --out ${dir})
+    set_tests_properties(gen_export_${family}_vocab131 PROPERTIES
+                         FIXTURES_SETUP gen_${family}_vocab131 LABELS generative)
+    foreach(split "2;1" "4;1" "8;1" "4;2" "4;1;--kv-pool" "8;2;--kv-pool")
+      list(GET split 0 ranks)
+      list(GET split 1 stages)
+      list(LENGTH split n)
+      set(kv "")
+      set(suffix "")
+      if(n GREATER 2)
+        set(kv --kv-pool)
+        set(suffix _kvpool)
+      endif()
+      set(name gen_vocab_${family}_${ranks}x${stages}${suffix})
+      add_test(NAME ${name}
+               COMMAND ${SS_TEST_DIR}/generative/vocab_greedy.sh $<TARGET_FILE:shardserve>
+                       $<TARGET_FILE:gen_greedy> ${dir} ${ranks} ${stages} ${kv})
+      set_tests_properties(${name} PROPERTIES FIXTURES_REQUIRED gen_${family}_vocab131
+                           TIMEOUT 120 LABELS generative)
+    endforeach()
+  endforeach()
+endif()
