@@ -183,3 +183,18 @@ if(TARGET shardserve)
     endforeach()
   endforeach()
 endif()
+
+# Generation served over MPI across two network-namespace hosts (test_gen_two_hosts.py): the
+# vocab-131 models sharded with --kv-pool over 2 and 4 ranks, half on each host, greedy through
+# gRPC and REST equals PyTorch. Exit 77 (skipped) where network namespaces cannot be made.
+if(TARGET shardserve AND SS_COMM_HAVE_MPI)
+  foreach(family gpt2 llama)
+    add_test(NAME gen_two_hosts_${family}
+             COMMAND ${SS_PY} ${SS_TEST_DIR}/generative/test_gen_two_hosts.py
+                     ${SS_GEN_DIR}/${family}_vocab131)
+    set_tests_properties(gen_two_hosts_${family} PROPERTIES
+                         FIXTURES_REQUIRED gen_${family}_vocab131 TIMEOUT 600 SKIP_RETURN_CODE 77
+                         LABELS generative RUN_SERIAL TRUE
+                         ENVIRONMENT "SHARDSERVE=$<TARGET_FILE:shardserve>;no_proxy=*;http_proxy=;https_proxy=")
+  endforeach()
+endif()
