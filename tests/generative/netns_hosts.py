@@ -29,11 +29,13 @@ def shard(t, model, ranks, stages, tag, extra=()):
     return [os.path.join(out, "device%d" % r, base + ".onnx") for r in range(ranks)]
 
 
-def servable(t, name, ranks, stages, max_context=256):
+def servable(t, name, ranks, stages, max_context=256, kv_cache_mb=None):
     folder = os.path.join(t.work, "servables", name)
     os.makedirs(folder, exist_ok=True)
     cfg = {"distributed": {"rank_size": ranks, "stage_size": stages, "with_batch_dim": False},
            "methods": [METHOD], "generate": {"max_running": 8, "max_context": max_context}}
+    if kv_cache_mb:
+        cfg["generate"]["kv_cache_mb"] = kv_cache_mb
     with open(os.path.join(folder, "servable.json"), "w") as f:
         json.dump(cfg, f)
 
@@ -71,8 +73,9 @@ def mpirun_args(t, cgroups=None):
             % (rsh, th.SUBNET, th.SUBNET, ompi, ompi))
 
 
-def start(t, name, table, models, args, tag, wait_agents=0):
-    """serve + one `agents --comm mpi` in the server namespace; returns (serve, agents)."""
+def start(t, name, table, models, args, tag, wait_agents=0, env=None):
+    """serve + one `agents --comm mpi` (with env added) in the server namespace; returns
+    (serve, agents)."""
     serve = t.spawn(NS_SERVER, [th.SHARDSERVE, "serve", "--servable-dir", os.path.join(t.work, "servables"),
                                 "--servable", name, "--version", "1", "--rank-table", table,
                                 "--distributed-address", th.WORKER, "--wait-agents", str(wait_agents),
@@ -80,7 +83,7 @@ def start(t, name, table, models, args, tag, wait_agents=0):
     t.wait_log(serve, r"Serving gRPC server start success")
     agents = t.spawn(NS_SERVER, [th.SHARDSERVE, "agents", "--comm", "mpi", "--restart", "never",
                                  "--distributed-address", th.WORKER, "--model-files", ",".join(models)],
-                     "agents-%s.log" % tag, env={"SHARDSERVE_MPIRUN_ARGS": args})
+                     "agents-%s.log" % tag, env=dict(env or {}, SHARDSERVE_MPIRUN_ARGS=args))
     return serve, agents
 
 
