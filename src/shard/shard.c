@@ -424,10 +424,7 @@ static void emit_rows(rank_ctx *r, const char *name, const ss_tensor *w, int axi
     }
     ss_status *st = ss_tensor_copy(&scaled, w);
     if (st) {
-        if (!r->g.error)
-            r->g.error = st;
-        else
-            ss_status_free(st);
+        rg_fail(&r->g, st);
         return;
     }
     for (int64_t i = 0; i < ss_tensor_numel(&scaled); i++)

@@ -106,10 +106,7 @@ static void emit_vocab_share(rank_ctx *r, const char *name, const ss_tensor *w, 
     ss_tensor share;
     ss_status *st = ss_tensor_alloc(&share, SS_DT_FLOAT32, 2, dims);
     if (st) {
-        if (!r->g.error)
-            r->g.error = st;
-        else
-            ss_status_free(st);
+        rg_fail(&r->g, st);
         return;
     }
     const float *src = w->data;

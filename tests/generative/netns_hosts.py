@@ -130,29 +130,8 @@ def stop(t, *procs):
     t.wait_hosts_empty()
 
 
-def main(run, total_seconds, cleanup=None):
+def main(run, seconds, title, cleanup=None):
     """Runs run(t) in fresh namespaces with a time limit, then cleanup() (if given) and the
-    namespaces' cleanup whatever happened. Returns the exit status (77: namespaces impossible)."""
-    import signal
-    import traceback
-    t = TwoHosts()
-    rc = 1
-    signal.signal(signal.SIGTERM, lambda *a: sys.exit(143))
-    signal.signal(signal.SIGALRM, lambda *a: (_ for _ in ()).throw(Failed("ran over %d s" % total_seconds)))
-    signal.alarm(total_seconds)
-    try:
-        reason = t.make_namespaces()
-        if reason:
-            print("SKIP: %s" % reason, flush=True)
-            rc = SKIP
-        else:
-            run(t)
-            rc = 0
-    except BaseException:
-        traceback.print_exc()
-    finally:
-        signal.alarm(0)
-        t.close()
-        if cleanup:
-            cleanup()
-    return rc
+    namespaces' cleanup whatever happened; prints "title: passed/FAILED". Exit status (77: no
+    namespaces here)."""
+    return th.main(run, seconds, cleanup, title)
