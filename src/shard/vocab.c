@@ -147,7 +147,20 @@ static const char *embedding_table(rank_ctx *r)
                      r->pos);
 }
 
-/* Gather(E, ids) on this rank's rows: ids outside them look up row 0 and are masked to zero. */
+/* lo <= x < hi, elementwise (bool), named after `tag`. */
+static const char *emit_in_range(rank_ctx *r, const char *x, const char *lo, const char *hi,
+                                 const char *tag)
+{
+    const char *below = emit1(r, "Less", x, lo, rg_printf(&r->g, "%s_below", tag));
+    const char *under = emit1(r, "Less", x, hi, rg_printf(&r->g, "%s_under", tag));
+    const char *ge = emit1(r, "Not", below, NULL, rg_printf(&r->g, "%s_ge", tag));
+    return emit1(r, "And", ge, under, tag);
+}
+
+/* Gather(E, ids) on this rank's rows: ids of other ranks look up row 0 and are masked to zero.
+ * An id outside the vocabulary fails the Gather on every rank, as it fails the whole model's
+ * (an id >= vocab is looked up as itself, a negative one as vocab: both beyond the rank's rows),
+ * so no rank is left waiting in the AllReduce and no wrong token is made of zeros. */
 static void emit_embedding(rank_ctx *r, const Onnx__NodeProto *n)
 {
     const char *out = n->output[0];
@@ -161,16 +174,28 @@ static void emit_embedding(rank_ctx *r, const Onnx__NodeProto *n)
         emit_scalar(r, rg_printf(&r->g, "%s__vstart", e), ids.dtype, vocab_chunk(r->c) * r->pos);
     const char *zero = emit_scalar(r, rg_printf(&r->g, "__vzero%d", ids.dtype), ids.dtype, 0);
     const char *end = emit_scalar(r, rg_printf(&r->g, "%s__vend", e), ids.dtype, vocab_chunk(r->c));
+    const char *vocab =
+        emit_scalar(r, rg_printf(&r->g, "__vocab%d", ids.dtype), ids.dtype, r->c->vocab);
     const char *fzero = emit_scalar(r, "__vzero_f32", SS_DT_FLOAT32, 0);
     const char *local = emit1(r, "Sub", in, start, rg_printf(&r->g, "%s__vlocal", out));
-    const char *below = emit1(r, "Less", local, zero, rg_printf(&r->g, "%s__vbelow", out));
-    const char *above = emit1(r, "Less", local, end, rg_printf(&r->g, "%s__vabove", out));
-    const char *ge = emit1(r, "Not", below, NULL, rg_printf(&r->g, "%s__vge", out));
-    const char *mine = emit1(r, "And", ge, above, rg_printf(&r->g, "%s__vmine", out));
-    const char *where_in[3] = {mine, local, zero};
+    const char *mine = emit_in_range(r, local, zero, end, rg_printf(&r->g, "%s__vmine", out));
+    const char *valid = emit_in_range(r, in, zero, vocab, rg_printf(&r->g, "%s__vvalid", out));
+    const char *negative = rg_printf(&r->g, "%s__vvalid_below", out);
+    const char *bad_in[3] = {negative, vocab, in};
+    const char *bad = rg_printf(&r->g, "%s__vbad", out);
+    rg_node(&r->g, "Where", NULL, 3, bad_in, 1, &bad);
+    const char *other_in[3] = {valid, zero, bad};
+    const char *other = rg_printf(&r->g, "%s__vother", out);
+    rg_node(&r->g, "Where", NULL, 3, other_in, 1, &other);
+    const char *where_in[3] = {mine, local, other};
     const char *idx = rg_printf(&r->g, "%s__vindex", out);
     rg_node(&r->g, "Where", NULL, 3, where_in, 1, &idx);
-    const char *rows = emit1(r, "Gather", e, idx, rg_printf(&r->g, "%s__vrows", out));
+    const char *rows = rg_printf(&r->g, "%s__vrows", out);
+    const char *gather_in[2] = {e, idx};
+    Onnx__NodeProto *g = rg_node(&r->g, "Gather", NULL, 2, gather_in, 1, &rows);
+    if (g) /* named for the error an id outside the vocabulary gets */
+        g->name = rg_printf(&r->g, "%s (vocabulary-parallel embedding of %lld ids)",
+                            n->name && n->name[0] ? n->name : out, (long long)r->c->vocab);
     /* the mask broadcast over hidden: [.., 1] */
     const char *mask = rg_printf(&r->g, "%s__vmask", out);
     int64_t last = -1;

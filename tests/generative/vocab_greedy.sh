@@ -4,11 +4,13 @@
 # whole [vocab, hidden] table: each rank of the embedding's stage has ceil(vocab / ranks) rows of
 # it, each rank of the head's stage as many columns of the head (the same table when the model ties
 # them, as GPT-2 does), and prints every rank's weight file size next to the whole model's.
+# Then a prompt holding the id `vocab` (one past the last) must fail the ranks at once, naming the
+# vocabulary-parallel embedding, as the whole model's Gather fails: no zeros turned into tokens.
 #   vocab_greedy.sh SHARDSERVE GEN_GREEDY CASE_DIR RANKS STAGES [--kv-pool]
 set -u
 here=$(dirname "$0")
 sh "$here/shard_greedy.sh" "$@" || exit 1
-dir=$3 ranks=$4 stages=$5 kv=${6:-}
+gen=$2 dir=$3 ranks=$4 stages=$5 kv=${6:-}
 out=$dir/shards_${ranks}x$stages${kv:+_kvpool}
 /usr/bin/python3 - "$dir/model.onnx" "$out" "$ranks" "$stages" <<'PY'
 import glob, math, os, sys
@@ -51,3 +53,24 @@ if shares != want:
              f"({chunk} rows of {hidden} per rank and table)")
 print(f"OK vocabulary split {tp} ways: {chunk} rows per rank ({chunk * tp - vocab} padding)")
 PY
+[ "$ranks" -gt "$stages" ] || exit 0
+work=$(mktemp -d) || exit 1
+trap 'rm -rf "$work"' EXIT
+vocab=$(/usr/bin/python3 - "$dir" "$work/bad.npy" <<'PY'
+import sys, numpy as np, onnx
+m = onnx.load(sys.argv[1] + "/model.onnx", load_external_data=False)
+vocab = m.graph.output[0].type.tensor_type.shape.dim[2].dim_value
+prompt = np.load(sys.argv[1] + "/prompt.npy")
+np.save(sys.argv[2], np.array([prompt[0], vocab, prompt[1]], np.int64))
+print(vocab)
+PY
+)
+timeout 60 "$gen" --shards "$out" "$work/bad.npy" "$dir/ref_tokens.npy" >"$work/bad.log" 2>&1
+rc=$?
+want="vocabulary-parallel embedding of $vocab ids)': index $vocab is out of range"
+if [ "$rc" -eq 0 ] || [ "$rc" -eq 124 ] || ! grep -q "$want" "$work/bad.log"; then
+  cat "$work/bad.log"
+  echo "FAIL a prompt with id $vocab: exit $rc, want every rank to fail naming the embedding"
+  exit 1
+fi
+echo "OK id $vocab refused at once (exit $rc): $(grep -m1 "$want" "$work/bad.log")"
