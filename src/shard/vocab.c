@@ -11,7 +11,7 @@
  *              joins them and a Slice drops the padding, so the output stays the full logits.
  *   tied       when the head's weight is the embedding table transposed (GPT-2; the exporter
  *              folds the transpose into a second copy) and both sit on the same stage, the head
- *              reads the embedding's rows through a Transpose: one copy on disk.
+ *              reads the embedding's rows (Gemm transB): one copy on disk and in memory.
  * The LM head is the producer of a graph output whose last dim is the vocabulary; the embedding
  * is a Gather on axis 0 of a [vocab, hidden] table by computed ids. Nothing depends on names.
  */
@@ -213,6 +213,56 @@ static void emit_embedding(rank_ctx *r, const Onnx__NodeProto *n)
     r->ts[shard_name_find(r->c, out)] = (tstate){partial, L_PARTIAL, 0};
 }
 
+/* This rank's columns of the head. A tied head reads the embedding's rows [chunk, hidden] as they
+ * are (Gemm with transB on x flattened to [rows, hidden]): no transposed copy of the table is made
+ * when the rank loads. */
+static const char *emit_head_columns(rank_ctx *r, const Onnx__NodeProto *n, const char *weight,
+                                     bool flat, int64_t hidden)
+{
+    const char *x = shard_materialize(r, n->input[0]), *out = n->output[0];
+    const char *part = rg_printf(&r->g, "%s__vcols", out);
+    ss_tensor xd;
+    shard_value_desc(r->c, n->input[0], &xd);
+    if (!flat) {
+        const char *ins[2] = {x, weight};
+        Onnx__NodeProto *m = rg_node(&r->g, n->op_type, NULL, 2, ins, 1, &part);
+        rg_attr_copy(&r->g, m, n);
+        return part;
+    }
+    if (xd.ndim != 2) {
+        int64_t rows[2] = {-1, hidden};
+        const char *shape = rg_printf(&r->g, "%s__vrows_shape", out);
+        rg_init_i64(&r->g, shape, rows, 2);
+        x = emit1(r, "Reshape", x, shape, rg_printf(&r->g, "%s__vx2d", out));
+    }
+    static const char *const skip[] = {"transB", NULL};
+    const char *ins[2] = {x, weight};
+    Onnx__NodeProto *m = rg_node(&r->g, "Gemm", NULL, 2, ins, 1, &part);
+    rg_attr_copy_except(&r->g, m, n, skip);
+    rg_attr_int(&r->g, m, "transB", 1);
+    return part;
+}
+
+/* The flattened logits [rows, vocab] back in x's leading dims: [.., vocab]. */
+static void emit_unflatten(rank_ctx *r, const char *flat, const char *x, int ndim, const char *out)
+{
+    int64_t zero = 0, lead = ndim - 1, vocab = r->c->vocab;
+    const char *names[3] = {rg_printf(&r->g, "%s__vl0", out), rg_printf(&r->g, "%s__vl1", out),
+                            rg_printf(&r->g, "%s__vV", out)};
+    rg_init_i64(&r->g, names[0], &zero, 1);
+    rg_init_i64(&r->g, names[1], &lead, 1);
+    rg_init_i64(&r->g, names[2], &vocab, 1);
+    const char *shape = emit1(r, "Shape", x, NULL, rg_printf(&r->g, "%s__vxshape", out));
+    const char *lead_in[3] = {shape, names[0], names[1]};
+    const char *leading = rg_printf(&r->g, "%s__vlead", out);
+    rg_node(&r->g, "Slice", NULL, 3, lead_in, 1, &leading);
+    const char *cat_in[2] = {leading, names[2]};
+    const char *target = rg_printf(&r->g, "%s__vshape", out);
+    Onnx__NodeProto *cat = rg_node(&r->g, "Concat", NULL, 2, cat_in, 1, &target);
+    rg_attr_int(&r->g, cat, "axis", 0);
+    emit1(r, "Reshape", flat, target, out);
+}
+
 /* The head on this rank's columns, gathered and unpadded into the full logits. */
 static void emit_head(rank_ctx *r, const Onnx__NodeProto *n)
 {
@@ -221,28 +271,26 @@ static void emit_head(rank_ctx *r, const Onnx__NodeProto *n)
     bool tb = false;
     head_shape(c, n, &h, &v, &tb);
     const char *weight;
-    if (c->vocab_tied) { /* the embedding's rows [chunk, hidden], read as [hidden, chunk] */
+    if (c->vocab_tied) { /* the embedding's rows */
         ss_tensor e;
         weight = embedding_table(r);
         shard_value_desc(c, c->nodes[c->vocab_embedding].node->input[0], &e);
         emit_vocab_share(r, weight, &e, 0); /* once per name: no-op after the embedding */
-        if (!tb) weight = emit1(r, "Transpose", weight, NULL, rg_printf(&r->g, "%s__vT", weight));
     } else {
         ss_tensor w;
         shard_value_desc(c, n->input[1], &w);
         weight = rg_printf(&r->g, "%s__vocab%d", n->input[1], r->pos);
         emit_vocab_share(r, weight, &w, tb ? 0 : 1);
     }
-    const char *ins[2] = {shard_materialize(r, n->input[0]), weight};
-    const char *out = n->output[0], *part = rg_printf(&r->g, "%s__vcols", out);
-    Onnx__NodeProto *m = rg_node(&r->g, n->op_type, NULL, 2, ins, 1, &part);
-    rg_attr_copy(&r->g, m, n);
+    bool flat = c->vocab_tied && !tb, padded = vocab_chunk(c) * c->tp != c->vocab;
+    const char *part = emit_head_columns(r, n, weight, flat, h), *out = n->output[0];
     ss_tensor outd;
     shard_value_desc(c, out, &outd);
-    bool padded = vocab_chunk(c) * c->tp != c->vocab;
-    const char *gathered = padded ? rg_printf(&r->g, "%s__vpadded", out) : out;
+    bool reshaped = flat && outd.ndim != 2;
+    const char *joined = reshaped ? rg_printf(&r->g, "%s__vflat", out) : out;
+    const char *gathered = padded ? rg_printf(&r->g, "%s__vpadded", out) : joined;
     Onnx__NodeProto *g = rg_node(&r->g, "AllGather", SS_DOMAIN_COLLECTIVE, 1, &part, 1, &gathered);
-    rg_attr_int(&r->g, g, "axis", outd.ndim - 1);
+    rg_attr_int(&r->g, g, "axis", flat ? 1 : outd.ndim - 1);
     rg_attr_string(&r->g, g, "group", r->group);
     if (padded) {
         int64_t s = 0, e = c->vocab, a = -1;
@@ -252,8 +300,9 @@ static void emit_head(rank_ctx *r, const Onnx__NodeProto *n)
         rg_init_i64(&r->g, en, &e, 1);
         rg_init_i64(&r->g, an, &a, 1);
         const char *slice_in[4] = {gathered, sn, en, an};
-        rg_node(&r->g, "Slice", NULL, 4, slice_in, 1, &out);
+        rg_node(&r->g, "Slice", NULL, 4, slice_in, 1, &joined);
     }
+    if (reshaped) emit_unflatten(r, joined, shard_materialize(r, n->input[0]), outd.ndim, out);
     r->ts[shard_name_find(c, out)] = (tstate){out, L_REPL, 0};
 }
 
