@@ -201,8 +201,9 @@ endif()
 
 # A model whose weights exceed one agent's memory limit (test_gen_cgroup.py): ~215 MB of GPT-2
 # weights, each namespace host in a memory cgroup limited halfway between them and one 2-way
-# shard's, weights held resident (SHARDSERVE_WEIGHTS=resident). The 1-rank servable's agent is OOM-killed and reported; over 2
-# ranks (one per host, vocabulary-parallel) every rank fits and greedy equals PyTorch.
+# shard's, weights held resident (SHARDSERVE_WEIGHTS=resident). The 1-rank servable's agent is
+# OOM-killed and reported; over 2 ranks (one per host, vocabulary-parallel) every rank fits and
+# greedy equals PyTorch.
 if(TARGET shardserve AND SS_COMM_HAVE_MPI)
   set(dir ${SS_GEN_DIR}/gpt2_mid)
   add_test(NAME gen_export_gpt2_mid
