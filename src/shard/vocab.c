@@ -12,8 +12,9 @@
  *   tied       when the head's weight is the embedding table transposed (GPT-2; the exporter
  *              folds the transpose into a second copy) and both sit on the same stage, the head
  *              reads the embedding's rows (Gemm transB): one copy on disk and in memory.
- * The LM head is the producer of a graph output whose last dim is the vocabulary; the embedding
- * is a Gather on axis 0 of a [vocab, hidden] table by computed ids. Nothing depends on names.
+ * The LM head is the producer of a graph output whose last dim is the vocabulary, the embedding a
+ * Gather on axis 0 of a [vocab, hidden] table by computed ids; a model needs both (a last MatMul
+ * with no token embedding is left to the Megatron pairs). Nothing depends on names.
  */
 #include "shard_internal.h"
 
@@ -89,11 +90,17 @@ void shard_vocab_analyse(shard_ctx *c)
     }
     for (int i = 0; i < c->n_nodes && c->vocab_head >= 0 && c->vocab_embedding < 0; i++)
         if (!c->nodes[i].constant && is_embedding(c, c->nodes[i].node)) c->vocab_embedding = i;
-    c->vocab_tied = c->vocab_embedding >= 0 && heads_tied(c);
+    if (c->vocab_embedding < 0) { /* no token embedding: a plain last layer, Megatron's pairs */
+        c->vocab_head = -1;
+        return;
+    }
+    c->vocab_tied = heads_tied(c);
     if (c->vocab_head >= 0 && c->opt->progress)
-        fprintf(stderr, "shard: vocabulary-parallel LM head%s: vocab %lld, %lld rows per rank%s\n",
-                c->vocab_embedding >= 0 ? " and embedding" : "", (long long)c->vocab,
-                (long long)vocab_chunk(c), c->vocab_tied ? " (tied: one table)" : "");
+        fprintf(
+            stderr,
+            "shard: vocabulary-parallel LM head and embedding: vocab %lld, %lld rows per rank%s\n",
+            (long long)c->vocab, (long long)vocab_chunk(c),
+            c->vocab_tied ? " (tied: one table)" : "");
 }
 
 /* This rank's vocabulary share of a 2-D table along `axis` (0: rows, 1: columns), zero-padded to
@@ -312,8 +319,8 @@ bool shard_emit_vocab(rank_ctx *r, const node_info *ni)
     int i = (int)(ni - c->nodes);
     if (i == c->vocab_embedding)
         emit_embedding(r, ni->node);
-    else if (i == c->vocab_head)
-        emit_head(r, ni->node);
+    else if (i == c->vocab_head && r->ts[shard_name_find(c, ni->node->input[0])].kind != L_SPLIT)
+        emit_head(r, ni->node); /* a head on split input stays a row-parallel MatMul */
     else
         return false;
     return true;
