@@ -177,3 +177,70 @@ if(TARGET shardserve)
                        LABELS generative
                        ENVIRONMENT "SHARDSERVE=$<TARGET_FILE:shardserve>;PYTHONPATH=${CMAKE_SOURCE_DIR}/python;no_proxy=*;http_proxy=;https_proxy=")
 endif()
+
+# Vocabulary-parallel embedding and LM head (src/shard/vocab.c) on models whose vocabulary (131,
+# prime) no rank count divides: GPT-2 ties the head to the embedding, Llama does not. Each rank
+# holds ceil(131 / ranks) rows of each table (vocab_greedy.sh prints every rank's weight bytes) and
+# 64 greedy tokens still equal PyTorch's over 2, 4 and 8 ranks, 2 stages, and with --kv-pool.
+if(TARGET shardserve)
+  foreach(family gpt2 llama)
+    set(dir ${SS_GEN_DIR}/${family}_vocab131)
+    add_test(NAME gen_export_${family}_vocab131
+             COMMAND ${SS_PY} ${SS_TEST_DIR}/generative/models.py --family ${family} --vocab 131
+                     --out ${dir})
+    set_tests_properties(gen_export_${family}_vocab131 PROPERTIES
+                         FIXTURES_SETUP gen_${family}_vocab131 LABELS generative)
+    foreach(split "2;1" "4;1" "8;1" "4;2" "4;1;--kv-pool" "8;2;--kv-pool")
+      list(GET split 0 ranks)
+      list(GET split 1 stages)
+      list(LENGTH split n)
+      set(kv "")
+      set(suffix "")
+      if(n GREATER 2)
+        set(kv --kv-pool)
+        set(suffix _kvpool)
+      endif()
+      set(name gen_vocab_${family}_${ranks}x${stages}${suffix})
+      add_test(NAME ${name}
+               COMMAND ${SS_TEST_DIR}/generative/vocab_greedy.sh $<TARGET_FILE:shardserve>
+                       $<TARGET_FILE:gen_greedy> ${dir} ${ranks} ${stages} ${kv})
+      set_tests_properties(${name} PROPERTIES FIXTURES_REQUIRED gen_${family}_vocab131
+                           TIMEOUT 120 LABELS generative)
+    endforeach()
+  endforeach()
+endif()
+
+# Generation served over MPI across two network-namespace hosts (test_gen_two_hosts.py): the
+# vocab-131 models sharded with --kv-pool over 2 and 4 ranks, half on each host, greedy through
+# gRPC and REST equals PyTorch. Exit 77 (skipped) where network namespaces cannot be made.
+if(TARGET shardserve AND SS_COMM_HAVE_MPI)
+  foreach(family gpt2 llama)
+    add_test(NAME gen_two_hosts_${family}
+             COMMAND ${SS_PY} ${SS_TEST_DIR}/generative/test_gen_two_hosts.py
+                     ${SS_GEN_DIR}/${family}_vocab131)
+    set_tests_properties(gen_two_hosts_${family} PROPERTIES
+                         FIXTURES_REQUIRED gen_${family}_vocab131 TIMEOUT 600 SKIP_RETURN_CODE 77
+                         LABELS generative RUN_SERIAL TRUE
+                         ENVIRONMENT "SHARDSERVE=$<TARGET_FILE:shardserve>;no_proxy=*;http_proxy=;https_proxy=")
+  endforeach()
+endif()
+
+# A model whose weights exceed one agent's memory limit (test_gen_cgroup.py): ~215 MB of GPT-2
+# weights, each namespace host in a memory cgroup limited halfway between them and one 2-way
+# shard's, weights held resident (SHARDSERVE_WEIGHTS=resident). The 1-rank servable's agent is
+# OOM-killed and reported; over 2 ranks (one per host, vocabulary-parallel) every rank fits and
+# greedy equals PyTorch. Named *two_hosts* like every test that starts ranks through mpirun:
+# scripts/asan.sh runs those without leak detection (Open MPI's plugins keep memory until exit).
+if(TARGET shardserve AND SS_COMM_HAVE_MPI)
+  set(dir ${SS_GEN_DIR}/gpt2_mid)
+  add_test(NAME gen_export_gpt2_mid
+           COMMAND ${SS_PY} ${SS_TEST_DIR}/generative/models.py --family gpt2 --size mid --steps 16
+                   --out ${dir})
+  set_tests_properties(gen_export_gpt2_mid PROPERTIES FIXTURES_SETUP gen_gpt2_mid TIMEOUT 300
+                       LABELS generative)
+  add_test(NAME gen_two_hosts_cgroup_gpt2_mid
+           COMMAND ${SS_PY} ${SS_TEST_DIR}/generative/test_gen_cgroup.py ${dir})
+  set_tests_properties(gen_two_hosts_cgroup_gpt2_mid PROPERTIES FIXTURES_REQUIRED gen_gpt2_mid TIMEOUT 700
+                       SKIP_RETURN_CODE 77 LABELS generative RUN_SERIAL TRUE
+                       ENVIRONMENT "SHARDSERVE=$<TARGET_FILE:shardserve>;no_proxy=*;http_proxy=;https_proxy=")
+endif()

@@ -13,6 +13,8 @@
  * from the graph's MatMul -> Reshape(heads) -> Transpose chains, not from names), the output
  * projection and the MLP's second MatMul row-parallel + AllReduce, and each rank's past/present
  * hold its own heads (one head shared by a group of ranks when the ranks outnumber the heads).
+ * The token embedding and the LM head split by vocabulary (src/shard/vocab.c): ceil(vocab / ranks)
+ * rows of each per rank, one table when they are tied.
  *
  * Output, for DIR:
  *   DIR/device{r}/<model>.onnx        the rank's graph (collectives in domain ai.shardserve)

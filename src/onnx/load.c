@@ -18,6 +18,35 @@
 
 ss_status *ss_onnx_external_tensor(ss_onnx_model *m, const Onnx__TensorProto *tp, ss_tensor *out);
 
+/* SHARDSERVE_WEIGHTS=resident: external data is read into anonymous memory instead of mapped.
+ * Page-cache weights are charged to whichever process first read the file and are reclaimed
+ * under pressure (a rank over its memory limit thrashes instead of failing); resident weights
+ * count against the rank's own limit, the way device memory does (tests/generative's cgroup test).
+ * Returns MAP_FAILED with errno set on failure, like mmap. */
+static void *read_resident(int fd, size_t len)
+{
+    void *base = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (base == MAP_FAILED) return base;
+    for (size_t done = 0; done < len;) {
+        ssize_t n = pread(fd, (char *)base + done, len - done, (off_t)done);
+        if (n <= 0) {
+            int err = n < 0 ? errno : EIO;
+            munmap(base, len);
+            errno = err;
+            return MAP_FAILED;
+        }
+        done += (size_t)n;
+    }
+    mprotect(base, len, PROT_READ);
+    return base;
+}
+
+static bool weights_resident(void)
+{
+    const char *v = getenv("SHARDSERVE_WEIGHTS");
+    return v && !strcmp(v, "resident");
+}
+
 static ss_status *map_file(ss_onnx_model *m, const char *path, ss_onnx_mapping **out)
 {
     for (int i = 0; i < m->n_maps; i++)
@@ -37,7 +66,8 @@ static ss_status *map_file(ss_onnx_model *m, const char *path, ss_onnx_mapping *
     }
     void *base = NULL;
     if (sb.st_size > 0) {
-        base = mmap(NULL, (size_t)sb.st_size, PROT_READ, MAP_PRIVATE, fd, 0);
+        base = weights_resident() ? read_resident(fd, (size_t)sb.st_size)
+                                  : mmap(NULL, (size_t)sb.st_size, PROT_READ, MAP_PRIVATE, fd, 0);
         if (base == MAP_FAILED) {
             close(fd);
             return ss_errf(SS_ERR_IO, "cannot map external data %s: %s", path, strerror(errno));

@@ -280,6 +280,14 @@ void rg_init_blocked(rank_graph *g, const char *name, const ss_tensor *t, int ax
     g->inits[g->n_inits++] = tp;
 }
 
+void rg_fail(rank_graph *g, ss_status *st)
+{
+    if (!g->error)
+        g->error = st;
+    else
+        ss_status_free(st);
+}
+
 void rg_init_i64(rank_graph *g, const char *name, const int64_t *v, int count)
 {
     ss_tensor t = {0};
@@ -287,10 +295,7 @@ void rg_init_i64(rank_graph *g, const char *name, const int64_t *v, int count)
     ss_status *st =
         ss_tensor_borrow(&t, SS_DT_INT64, 1, dims, (void *)v, sizeof(int64_t) * (size_t)count);
     if (st) {
-        if (!g->error)
-            g->error = st;
-        else
-            ss_status_free(st);
+        rg_fail(g, st);
         return;
     }
     rg_init(g, name, &t, 0, 1, 0);

@@ -58,6 +58,9 @@ void rg_init_blocked(rank_graph *g, const char *name, const ss_tensor *t, int ax
 /* A small int64 vector initializer. */
 void rg_init_i64(rank_graph *g, const char *name, const int64_t *v, int count);
 
+/* Record st as the graph's failure (the first one wins; later ones are freed). */
+void rg_fail(rank_graph *g, ss_status *st);
+
 void rg_add_input(rank_graph *g, Onnx__ValueInfoProto *vi);
 void rg_add_output(rank_graph *g, Onnx__ValueInfoProto *vi);
 

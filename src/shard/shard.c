@@ -424,10 +424,7 @@ static void emit_rows(rank_ctx *r, const char *name, const ss_tensor *w, int axi
     }
     ss_status *st = ss_tensor_copy(&scaled, w);
     if (st) {
-        if (!r->g.error)
-            r->g.error = st;
-        else
-            ss_status_free(st);
+        rg_fail(&r->g, st);
         return;
     }
     for (int64_t i = 0; i < ss_tensor_numel(&scaled); i++)
@@ -743,6 +740,7 @@ static ss_status *shard_rank(shard_ctx *c, int rank, size_t *param_bytes)
         if (ni->constant || ni->stage != r.stage) continue;
         const Onnx__NodeProto *n = ni->node;
         split_kind s = S_NONE;
+        if (shard_emit_vocab(&r, ni)) continue;
         if (!strcmp(n->op_type, "MatMul") || !strcmp(n->op_type, "Gemm"))
             st = matmul_split(&r, ni, &s);
         if (st) break;
@@ -1273,6 +1271,7 @@ ss_status *ss_shard_model(const ss_shard_options *opt)
     if (!st) {
         assign_stages(&c);
         note_uses(&c);
+        shard_vocab_analyse(&c);
     }
     for (int r = 0; r < c.rank_size && !st; r++) {
         st = shard_rank(&c, r, &param_bytes[r]);

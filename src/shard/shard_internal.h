@@ -4,6 +4,7 @@
  *   shard.c   planning, analysis, stages, MatMul/Gemm splits, writing the shards
  *   layout.c  how a split travels through the other ops (elementwise, head-parallel attention)
  *   stages.c  what crosses a pipeline cut, and each stage's inputs and outputs
+ *   vocab.c   the vocabulary-parallel embedding and LM head
  */
 #ifndef SS_SHARD_INTERNAL_H
 #define SS_SHARD_INTERNAL_H
@@ -73,6 +74,11 @@ typedef struct {
     plan_shape *plan_shape0; /* per node output, in graph order: its shape in the first plan */
     plan_shape *shape0;      /* per value: the same (a stage receiving it rebuilds its shape) */
     bool *varies;            /* per value */
+    /* vocabulary parallelism (vocab.c): node indices of the LM head and the token embedding
+     * (-1: none), the vocabulary and hidden size, and whether the two share one table */
+    int vocab_head, vocab_embedding;
+    int64_t vocab, vocab_hidden;
+    bool vocab_tied;
 } shard_ctx;
 
 typedef struct {
@@ -121,6 +127,10 @@ const char *shard_slice_activation(rank_ctx *r, const char *name, int neg_axis, 
 bool shard_cols_fit(const shard_ctx *c, int id, int *blocks, int *parts);
 bool shard_emit_split_elementwise(rank_ctx *r, const Onnx__NodeProto *n);
 bool shard_emit_split_structural(rank_ctx *r, const Onnx__NodeProto *n);
+
+/* vocab.c */
+void shard_vocab_analyse(shard_ctx *c);
+bool shard_emit_vocab(rank_ctx *r, const node_info *ni);
 
 /* stages.c */
 bool shard_stage_has_input(const shard_ctx *c, int id, int stage);

@@ -16,7 +16,8 @@ logits [batch, seq, vocab], present.L.key/.value [batch, kv_heads, past+seq, hea
 sequence and past length are dynamic.
 
 Usage: models.py --family gpt2|llama --out DIR [--opset 14|17] [--prompt-len 7] [--steps 64]
-                 [--size tiny|small] [--score-bias]
+                 [--size tiny|small|mid] [--score-bias] [--vocab N]
+--vocab sets the vocabulary (tiny: 128), e.g. a prime that no rank count divides (131).
 --score-bias (gpt2) adds a learned per-head bias to the attention scores: not a mask, so
 `shard --kv-pool` must leave such an attention alone.
 writes DIR/model.onnx, DIR/prompt.npy (int64 [prompt-len]), DIR/ref_tokens.npy (int64 [steps],
@@ -176,13 +177,17 @@ class Llama(nn.Module):
 # ---------------------------------------------------------------- export and reference
 # --size small: GPT-2-124M's shape, and a Llama of the same width with GQA (for benchmarks; the
 # tests use tiny)
+# --size mid: ~215 MB of GPT-2 weights on disk for the memory-limit test (test_gen_cgroup.py)
 SIZES = {("gpt2", "small"): dict(vocab=50257, d=768, nh=12, layers=12, n_pos=1024),
+         ("gpt2", "mid"): dict(vocab=16384, d=768, nh=12, layers=4, n_pos=512),
          ("llama", "small"): dict(vocab=32000, d=768, nh=12, kvh=4, layers=12, ffn=2048)}
 
 
-def make(family, size="tiny", score_bias=False):
+def make(family, size="tiny", score_bias=False, vocab=None):
     torch.manual_seed(0 if family == "gpt2" else 1)
     kw = dict(SIZES.get((family, size), {}), **({"score_bias": True} if score_bias else {}))
+    if vocab:
+        kw["vocab"] = vocab
     return (GPT2(**kw) if family == "gpt2" else Llama(**kw)).eval()
 
 
@@ -243,13 +248,14 @@ def main():
     ap.add_argument("--opset", type=int, default=17)
     ap.add_argument("--prompt-len", type=int, default=7)
     ap.add_argument("--steps", type=int, default=64)
-    ap.add_argument("--size", choices=["tiny", "small"], default="tiny")
+    ap.add_argument("--size", choices=["tiny", "small", "mid"], default="tiny")
     ap.add_argument("--score-bias", action="store_true")
+    ap.add_argument("--vocab", type=int)
     a = ap.parse_args()
     if a.score_bias and a.family != "gpt2":
         raise SystemExit("--score-bias is for --family gpt2")
     os.makedirs(a.out, exist_ok=True)
-    model = make(a.family, a.size, a.score_bias)
+    model = make(a.family, a.size, a.score_bias, a.vocab)
     prompt = [int(t) for t in torch.randint(0, 128, (a.prompt_len,), generator=torch.Generator().manual_seed(7))]
     tokens, gap = greedy(model, prompt, a.steps)
     if gap < 1e-3:

@@ -46,11 +46,12 @@ if kv_pool:
         sys.exit(f"FAIL --kv-pool: inputs {io}, outputs {[o.name for o in m.graph.output]}, "
                  f"{layers_here} PagedAttention for {len(heads) // 2} layers")
 # two AllReduces per layer at most; exactly two when the heads divide (a layer whose heads do not
-# runs attention whole on every rank, and an MLP whose width does not stays whole too)
+# runs attention whole on every rank, and an MLP whose width does not stays whole too), plus the
+# vocabulary-parallel embedding's one
 layers, split = len(heads) // 2, all(h % tp == 0 for h in heads.values())
-if tp > 1 and stages == 1 and (ops["AllReduce"] > 2 * layers or
-                               (split and ops["AllReduce"] != 2 * layers)):
-    sys.exit(f"FAIL {ops['AllReduce']} AllReduce for {layers} layers (want 2 per layer)")
+want = 2 * layers + (tp > 1)
+if tp > 1 and stages == 1 and (ops["AllReduce"] > want or (split and ops["AllReduce"] != want)):
+    sys.exit(f"FAIL {ops['AllReduce']} AllReduce for {layers} layers (want 2 per layer + 1)")
 print(f"rank 0: KV heads {sorted(set(heads.values()))} -> per rank as expected; "
       f"AllReduce {ops['AllReduce']}, AllGather {ops['AllGather']}")
 PY

@@ -410,32 +410,36 @@ def run(t):
     print("ok   SIGINT to the launcher: exit 0, nothing left in the host namespaces", flush=True)
 
 
-def main():
+def main(body=run, seconds=TOTAL_SECONDS, cleanup=None, title="two hosts"):
+    """Runs body(t) in fresh namespaces (the generative tests bring their own body, time limit
+    and cleanup of what they made besides)."""
     t = TwoHosts()
     rc = 1
     signal.signal(signal.SIGTERM, lambda *a: sys.exit(143))
-    signal.signal(signal.SIGALRM, lambda *a: (_ for _ in ()).throw(Failed("the test ran over %d s" % TOTAL_SECONDS)))
-    signal.alarm(TOTAL_SECONDS)
+    signal.signal(signal.SIGALRM, lambda *a: (_ for _ in ()).throw(Failed("the test ran over %d s" % seconds)))
+    signal.alarm(seconds)
     try:
         reason = t.make_namespaces()
         if reason:
             print("SKIP: %s" % reason, flush=True)
             rc = SKIP
         else:
-            run(t)
+            body(t)
             rc = 0
     except Exception:
         traceback.print_exc()
     finally:
         signal.alarm(0)
         t.close()
+        if cleanup:
+            cleanup()
         left = [ns for ns in (NS_SERVER, NS_A, NS_B)
                 if ns in subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout.split()]
         if left:
             print("FAIL namespaces left behind: %s" % left)
             rc = 1 if rc == 0 else rc
     if rc != SKIP:
-        print("two hosts: %s" % ("passed" if rc == 0 else "FAILED"))
+        print("%s: %s" % (title, "passed" if rc == 0 else "FAILED"))
     return rc
 
 
