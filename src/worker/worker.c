@@ -2204,8 +2204,10 @@ static void worker_free(ss_worker *w)
 }
 
 /* The rank table and address of backend w->cfg.model: the user's for a distributed model; a
- * 1-rank table on 127.0.0.1 for a local one (its file in the version folder). */
-static ss_status *model_group(ss_worker *w, const ss_worker_options *opt, const char **address)
+ * 1-rank table on 127.0.0.1 for a local one (its file in the version folder). *what names the
+ * table in errors (its path). */
+static ss_status *model_group(ss_worker *w, const ss_worker_options *opt, const char **address,
+                              const char **what)
 {
     const char *table = w->cfg.model == 0 ? opt->rank_table : NULL;
     *address = w->cfg.model == 0 ? opt->distributed_address : NULL;
@@ -2215,6 +2217,7 @@ static ss_status *model_group(ss_worker *w, const ss_worker_options *opt, const 
             table = opt->models[k].rank_table;
             *address = opt->models[k].distributed_address;
         }
+    *what = table ? table : "a local model";
     if (table && *address) return ss_rank_table_load(table, &w->table);
     if (!w->cfg.local_file[0] && w->cfg.n_models == 1)
         return ss_errf(SS_ERR_INVALID,
@@ -2245,9 +2248,9 @@ static ss_status *worker_open(ss_worker *w, const ss_worker_options *opt, const 
                               size_t len, const char *path, int model)
 {
     ss_status *st = ss_servable_config_parse_model(text, len, path, opt->servable, model, &w->cfg);
-    const char *address = NULL;
-    if (!st) st = model_group(w, opt, &address);
-    if (!st) st = ss_rank_table_check(&w->table, w->cfg.rank_size, w->cfg.stage_size, "rank table");
+    const char *address = NULL, *table = "rank table";
+    if (!st) st = model_group(w, opt, &address, &table);
+    if (!st) st = ss_rank_table_check(&w->table, w->cfg.rank_size, w->cfg.stage_size, table);
     if (st) return st;
     if (w->cfg.n_models > 1 || w->cfg.subgraph)
         snprintf(w->model_label, sizeof w->model_label, w->cfg.subgraph ? "%s subgraph %u" : "%s",
