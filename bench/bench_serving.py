@@ -1,7 +1,7 @@
 #!/usr/bin/python3
 """Serving benchmarks, every comparison measured side by side in one run (bench/run_serving.sh).
 
-  bench_serving.py BUILD_DIR [--only floor,seed,rest,large,pipeline,batching,mlp] [--rounds N] [--quick]
+  bench_serving.py BUILD_DIR [--only floor,seed,rest,large,pipeline,batching,mlp,stages,pyscale] [--rounds N] [--quick]
 
 Sections (each prints a markdown table; the whole output goes to bench/RESULTS.md):
   floor     the seed model (MatMul+Neg, x[128,96]) as a 1-rank servable and as the seed (8 ranks,
@@ -26,6 +26,11 @@ Sections (each prints a markdown table; the whole output goes to bench/RESULTS.m
   mlp       the 512 MB MLP of bench/run_shard.sh (8 x MatMul 4096^2 -> Relu, x[32,4096]) served
             over 1, 2, 4 and 8 agents (gRPC, concurrency 1) vs onnxruntime-node running the whole
             model (bench/ort, 1 and 2 threads). Target: 2 agents >= 0.9x ORT.
+  stages    (only when asked) a C and a Python identity stage vs the same model without them, c=1.
+  pyscale   (only when asked) a Python preprocess burning 1 ms of CPU at c=16 in front of the seed-shaped
+            Neg and of an MLP of ~4-5 ms of CPU (rank on 2 threads and on 1) vs each model alone, runner
+            pool 1/2/4, with CPU per request and the bound m/(m+1 ms); a preprocess sleeping 1 ms
+            measures the pool's dispatch alone. Target (issue 13): >= 0.8x with the ~1 ms function.
 Load comes from `shardserve bench --json`; the rounds of a section are interleaved (A B A B ...),
 and a cell is the median over rounds.
 """
