@@ -3,7 +3,8 @@
 # floor (a bare gRPC core server answering serve's own reply bytes) and vs Python grpcio + numpy,
 # REST vs gRPC, large tensors vs a gRPC echo and raw TCP, pipeline, dynamic batching, and (only when
 # asked: --only stages) a C-function and a Python-function stage vs the same model without them,
-# and (--only pyscale) a ~1 ms Python preprocess at concurrency 16 vs the model alone.
+# and (--only pyscale) a ~1 ms Python preprocess at concurrency 16 vs the model alone (the seed-shaped
+# model and an MLP of a few ms of CPU, runner pool 1/2/4).
 #   bench/run_serving.sh [BUILD_DIR (default build)] [bench_serving.py options, e.g. --only floor --rounds 5]
 # Prints markdown tables (the machine first); bench/RESULTS.md holds the latest ones.
 set -euo pipefail
