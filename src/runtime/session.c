@@ -877,7 +877,8 @@ static ss_status *fuse_chain(struct ss_plan *p, const fuse_graph *g, int head)
              p->s->nodes[head].name, ss_epilogue_steps(ep), p->s->values[v].name);
     p->epi[head] = ep;
     p->kctx[head].out[0] = &p->vals[v]; /* the head writes the chain's last value */
-    return NULL;
+    const ss_op_def *op = p->s->nodes[head].op;
+    return op->fuse ? op->fuse(&p->kctx[head], ep) : NULL;
 }
 
 static ss_status *fuse_alloc(struct ss_plan *p, fuse_graph *g)
