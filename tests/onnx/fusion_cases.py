@@ -91,6 +91,15 @@ def main(out):
            N("Clip", ["h", "lo", "hi"], ["k"]), N("Add", ["k", "lw"], ["a"]),
            N("Relu", ["a"], ["y"])], x4, ["y"],
           dict(w8, lw=arr(11), lo=np.float32(0.2), hi=np.float32(0.7)), postops=1)
+    # Paddle at opset 9 (PP-OCRv4 rec): scalar scale and shift, HardSwish with Clip's bounds as
+    # attributes, a scalar scale after: every step a oneDNN post-op
+    write(out, "conv_scalars_hardswish_opset9", 7,
+          [conv("x", "W", "c", "B"), N("Mul", ["sa", "c"], ["m"]), N("Add", ["m", "sb"], ["a"]),
+           N("Add", ["a", "three"], ["a3"]), N("Clip", ["a3"], ["cl"], min=0.0, max=6.0),
+           N("Mul", ["a", "cl"], ["h"]), N("Div", ["h", "six"], ["d"]),
+           N("Mul", ["sc", "d"], ["y"])], x4, ["y"],
+          dict(w8, sa=np.float32([1.4]), sb=np.float32([0.6]), three=np.float32(3),
+               six=np.float32(6), sc=np.float32([0.17])), opset=9, postops=1)
     # MatMul + bias + Relu (bias along the last axis)
     write(out, "matmul_bias_relu", 2,
           [N("MatMul", ["x", "Wm"], ["mm"]), N("Add", ["mm", "bm"], ["a"]), N("Relu", ["a"], ["y"])],

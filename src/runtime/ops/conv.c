@@ -272,11 +272,14 @@ static ss_status *conv_try_dnnl(ss_kctx *k, conv_plan *p)
 
 /* The planner's hook (op.h): the longest prefix of the fused epilogue oneDNN runs as post-ops on
  * the same implementation as the plain primitive (a post-op that sends the case to a slower
- * kernel is left to the epilogue's pass), built at plan time. */
+ * kernel is left to the epilogue's pass), built at plan time. SHARDSERVE_DNNL_POSTOPS=0 leaves
+ * every step on the pass (the bench's before/after in one binary). */
 static ss_status *conv_fuse(ss_kctx *k, ss_epilogue *ep)
 {
     conv_plan *p = k->state;
     ss_postop po[SS_EPILOGUE_MAX_POSTOPS];
+    const char *env = getenv("SHARDSERVE_DNNL_POSTOPS");
+    if (env && !strcmp(env, "0")) return NULL;
     int all = p && p->dnnl ? ss_epilogue_postops(ep, po, SS_EPILOGUE_MAX_POSTOPS) : 0;
     for (int n = ss_dnnl_postops_usable(po, all); n > 0; n--) {
         if (n < all && po[n].steps == po[n - 1].steps) continue; /* not a whole step */

@@ -424,8 +424,9 @@ void ss_epilogue_run(const ss_epilogue *ep, float *y)
 
 /* ------------------------------------------------------------------ library post-ops */
 
-/* A binary step's operand as a post-op operand: a tensor, a per-channel vector, or a scalar
- * (folded into a linear function where that computes the same bytes). 0: not expressible. */
+/* A binary step's operand as a post-op operand: a tensor, a per-channel vector, or a scalar (a
+ * binary post-op too, computing the step's bytes; v - y is the linear -y + v). 0: not
+ * expressible. */
 static int binary_postop(const ss_epilogue *ep, const step *s, ss_postop *po)
 {
     static const struct {
@@ -439,9 +440,6 @@ static int binary_postop(const ss_epilogue *ep, const step *s, ss_postop *po)
     for (int i = 0; i < (int)(sizeof map / sizeof map[0]) && k < 0; i++)
         if (map[i].st == s->kind) k = i;
     if (k < 0) return 0;
-    if (scalar && s->kind == ST_ADD) return *po = (ss_postop){SS_PO_LINEAR, 1, s->a}, 1;
-    if (scalar && s->kind == ST_SUB) return *po = (ss_postop){SS_PO_LINEAR, 1, -s->a}, 1;
-    if (scalar && s->kind == ST_MUL) return *po = (ss_postop){SS_PO_LINEAR, s->a, 0}, 1;
     *po = (ss_postop){.kind = map[k].po, .alpha = s->a, .t = s->t};
     if (s->pv && (s->axis != 1 || ep->ndim < 3)) return 0;
     po->chan = s->pv;
