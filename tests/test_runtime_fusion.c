@@ -2,10 +2,13 @@
  * Element-wise fusion (ops/fusion.h, session.c: fuse_plan): every model of
  * tests/onnx/fusion_cases.py gives the same outputs fused and unfused (within float rounding), at
  * 1 and 2 threads, fuses exactly the nodes it should (none where the value between has another
- * reader, is a graph output, or grows by broadcasting), and a fused run allocates nothing.
+ * reader, is a graph output, or grows by broadcasting), and a fused run allocates nothing. With
+ * every Conv on oneDNN, the Convs the case names run their chain's leading steps as post-ops, with
+ * the same outputs.
  */
 #include "check.h"
 #include "ops/fusion.h"
+#include "ops/onednn.h"
 #include "shardserve/runtime.h"
 
 #include <stdio.h>
@@ -88,6 +91,29 @@ static void check_close(const char *name, const tensors *a, const tensors *b)
     }
 }
 
+/* One case at 1 and 2 threads under the current kernel mode; post-op Convs per run, or -1. */
+static int case_matches_unfused(const char *name, const char *path, int want, unsigned seed)
+{
+    int po = -1;
+    for (int threads = 1; threads <= 2; threads++) {
+        tensors plain = {0}, fused = {0};
+        int none = run_model(path, false, threads, seed, &plain);
+        unsigned long po0 = ss_dnnl_conv_postop_calls();
+        int got = run_model(path, true, threads, seed, &fused);
+        int runs = (int)(ss_dnnl_conv_postop_calls() - po0) / 2; /* run_model runs twice */
+        CHECK_MSG(po < 0 || po == runs, "%s: %d post-op Convs at 1 thread, %d at 2", name, po,
+                  runs);
+        po = runs;
+        CHECK_MSG(none == 0, "%s: fused %d nodes with fusion off", name, none);
+        CHECK_MSG(got == want, "%s (%d threads): fused %d nodes, expected %d", name, threads, got,
+                  want);
+        check_close(name, &fused, &plain);
+        tensors_free(&plain);
+        tensors_free(&fused);
+    }
+    return po;
+}
+
 static void every_case_matches_unfused(void)
 {
     char list[4096], line[256];
@@ -97,24 +123,19 @@ static void every_case_matches_unfused(void)
     int cases = 0;
     while (f && fgets(line, sizeof line, f)) {
         char name[128], path[4096];
-        int want = -1;
-        if (sscanf(line, "%127s %d", name, &want) != 2) continue;
+        int want = -1, want_po = -1;
+        if (sscanf(line, "%127s %d %d", name, &want, &want_po) != 3) continue;
         snprintf(path, sizeof path, "%s/%s.onnx", test_argv[1], name);
-        for (int threads = 1; threads <= 2; threads++) {
-            tensors plain = {0}, fused = {0};
-            int none = run_model(path, false, threads, 7u + (unsigned)cases, &plain);
-            int got = run_model(path, true, threads, 7u + (unsigned)cases, &fused);
-            CHECK_MSG(none == 0, "%s: fused %d nodes with fusion off", name, none);
-            CHECK_MSG(got == want, "%s (%d threads): fused %d nodes, expected %d", name, threads,
-                      got, want);
-            check_close(name, &fused, &plain);
-            tensors_free(&plain);
-            tensors_free(&fused);
-        }
+        case_matches_unfused(name, path, want, 7u + (unsigned)cases);
+        ss_kernels_force(SS_KERNELS_ONEDNN);
+        int po = case_matches_unfused(name, path, want, 7u + (unsigned)cases);
+        ss_kernels_force(SS_KERNELS_AUTO);
+        CHECK_MSG(po == want_po, "%s: %d Convs ran post-ops on oneDNN, expected %d", name, po,
+                  want_po);
         cases++;
     }
     if (f) fclose(f);
-    CHECK_MSG(cases >= 12, "only %d cases in %s", cases, list);
+    CHECK_MSG(cases >= 13, "only %d cases in %s", cases, list);
 }
 
 TEST_MAIN(TEST(every_case_matches_unfused))

@@ -54,6 +54,7 @@ enum {
 };
 
 typedef struct ss_kctx ss_kctx;
+struct ss_epilogue; /* ops/fusion.h */
 
 typedef struct ss_op_def {
     const char *domain; /* "" for the default ONNX domain */
@@ -63,6 +64,9 @@ typedef struct ss_op_def {
     ss_status *(*run)(ss_kctx *k);
     unsigned flags;
     void (*release)(void *state); /* optional: frees what state holds besides itself */
+    /* optional, at plan time: moves leading steps of the element-wise epilogue fused after this
+     * node into its own kernel (oneDNN post-ops), dropping them from ep (ops/fusion.h) */
+    ss_status *(*fuse)(ss_kctx *k, struct ss_epilogue *ep);
 } ss_op_def;
 
 struct ss_kctx {

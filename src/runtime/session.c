@@ -816,6 +816,17 @@ static bool fuse_scalar(const struct ss_plan *p, int ni, int j, float dflt, floa
     return true;
 }
 
+/* Clip's constant bounds: inputs from opset 11, attributes before (Paddle exports opset 9). */
+static bool fuse_clip_bounds(const struct ss_plan *p, int clip, float *lo, float *hi)
+{
+    const node_def *d = &p->s->nodes[clip];
+    if (d->opset >= 11)
+        return fuse_scalar(p, clip, 1, -INFINITY, lo) && fuse_scalar(p, clip, 2, INFINITY, hi);
+    *lo = ss_onnx_attr_float(d->node, "min", -3.402823466e+38f);
+    *hi = ss_onnx_attr_float(d->node, "max", 3.402823466e+38f);
+    return d->n_in == 1;
+}
+
 /* v read by Add(v, a) -> Clip(lo, hi) -> Mul(v, .) and nothing else (Paddle's HardSwish):
  * one step; returns the Mul or -1. */
 static int fuse_xclip(struct ss_plan *p, const fuse_graph *g, ss_epilogue *ep, int head, int v,
@@ -830,9 +841,7 @@ static int fuse_xclip(struct ss_plan *p, const fuse_graph *g, ss_epilogue *ep, i
     float a, lo, hi;
     if (add < 0 || !fuse_scalar(p, add, 1, 0, &a) || s->nodes[add].in_ids[1] < 0) return -1;
     int clip = fuse_only_user(p, g, s->nodes[add].out_ids[0], "Clip");
-    if (clip < 0 || s->nodes[clip].opset < 11 || !fuse_scalar(p, clip, 1, -INFINITY, &lo) ||
-        !fuse_scalar(p, clip, 2, INFINITY, &hi))
-        return -1;
+    if (clip < 0 || !fuse_clip_bounds(p, clip, &lo, &hi)) return -1;
     int mul = fuse_only_user(p, g, s->nodes[clip].out_ids[0], "Mul");
     if (mul < 0 || s->nodes[mul].n_in != 2) return -1;
     const int *mi = s->nodes[mul].in_ids;
@@ -877,7 +886,8 @@ static ss_status *fuse_chain(struct ss_plan *p, const fuse_graph *g, int head)
              p->s->nodes[head].name, ss_epilogue_steps(ep), p->s->values[v].name);
     p->epi[head] = ep;
     p->kctx[head].out[0] = &p->vals[v]; /* the head writes the chain's last value */
-    return NULL;
+    const ss_op_def *op = p->s->nodes[head].op;
+    return op->fuse ? op->fuse(&p->kctx[head], ep) : NULL;
 }
 
 static ss_status *fuse_alloc(struct ss_plan *p, fuse_graph *g)

@@ -4,7 +4,9 @@ and the shapes where it must not (the value between has another reader or is a g
 broadcast that changes the shape, an operand computed after the producer).
 
 Usage: fusion_cases.py OUTDIR. Writes OUTDIR/<name>.onnx and OUTDIR/cases.txt, one line per
-model: "<name> <nodes fused>". The test runs each model with fusion off and on and compares.
+model: "<name> <nodes fused> <Convs running post-ops>", the last under SHARDSERVE_KERNELS=onednn
+(the leading steps of a Conv's chain that oneDNN takes as post-ops). The test runs each model
+with fusion off and on and compares.
 """
 import os
 import sys
@@ -21,7 +23,7 @@ def arr(*shape):
     return rng.standard_normal(shape).astype(np.float32)
 
 
-def write(out, name, fused, nodes, inputs, outputs, inits, opset=13):
+def write(out, name, fused, nodes, inputs, outputs, inits, opset=13, postops=0):
     g = helper.make_graph(nodes, name, [helper.make_tensor_value_info(n, F, s) for n, s in inputs],
                           [helper.make_tensor_value_info(n, F, None) for n in outputs],
                           [numpy_helper.from_array(a, n) for n, a in inits.items()])
@@ -30,7 +32,7 @@ def write(out, name, fused, nodes, inputs, outputs, inits, opset=13):
     with open(os.path.join(out, name + ".onnx"), "wb") as f:
         f.write(m.SerializeToString())
     with open(os.path.join(out, "cases.txt"), "a") as f:
-        f.write(f"{name} {fused}\n")
+        f.write(f"{name} {fused} {postops}\n")
 
 
 def conv(x, w, y, b=None, **kw):
@@ -43,19 +45,23 @@ def main(out):
     N = helper.make_node
     w8 = {"W": arr(8, 4, 3, 3), "B": arr(8)}
     x4 = [("x", [2, 4, 9, 11])]
-    write(out, "conv_relu", 1, [conv("x", "W", "c", "B"), N("Relu", ["c"], ["y"])], x4, ["y"], w8)
+    write(out, "conv_relu", 1, [conv("x", "W", "c", "B"), N("Relu", ["c"], ["y"])], x4, ["y"], w8,
+          postops=1)
     # Paddle's folded BatchNorm and HardSwish: Mul, Add per channel, Add/Clip/Mul(x), Div
     consts = dict(w8, s=arr(1, 8, 1, 1), t=arr(8, 1, 1), three=np.float32([3]),
                   zero=np.float32(0), six=np.float32(6), six1=np.float32([6]))
     write(out, "conv_affine_hardswish", 6,
           [conv("x", "W", "c", "B"), N("Mul", ["c", "s"], ["m"]), N("Add", ["m", "t"], ["a"]),
            N("Add", ["a", "three"], ["a3"]), N("Clip", ["a3", "zero", "six"], ["cl"]),
-           N("Mul", ["a", "cl"], ["h"]), N("Div", ["h", "six1"], ["y"])], x4, ["y"], consts)
+           N("Mul", ["a", "cl"], ["h"]), N("Div", ["h", "six1"], ["y"])], x4, ["y"], consts,
+          postops=1)
     bn = dict(w8, sc=arr(8), bb=arr(8), mu=arr(8), var=np.abs(arr(8)) + 0.5, mx=np.float32(-0.05))
     write(out, "conv_bn_leaky_max", 3,
           [conv("x", "W", "c"), N("BatchNormalization", ["c", "sc", "bb", "mu", "var"], ["n"]),
-           N("LeakyRelu", ["n"], ["l"], alpha=0.1), N("Max", ["l", "mx"], ["y"])], x4, ["y"], bn)
-    # residual: r has two readers (no chain after conv 1); conv 2 takes Add(., r) and Relu
+           N("LeakyRelu", ["n"], ["l"], alpha=0.1), N("Max", ["l", "mx"], ["y"])], x4, ["y"], bn,
+          postops=1)
+    # residual: r has two readers (no chain after conv 1); conv 2 takes Add(., r) and Relu (on the
+    # own pass: oneDNN 2.6's direct kernels take no operand in NCHW beside a blocked Y)
     res = {"W1": arr(4, 4, 3, 3), "W2": arr(4, 4, 3, 3)}
     write(out, "conv_residual_relu", 2,
           [conv("x", "W1", "r"), conv("r", "W2", "c"), N("Add", ["c", "r"], ["a"]),
@@ -78,6 +84,22 @@ def main(out):
           [conv("x", "W", "c", "B"), N("Add", ["c", "lw"], ["a"]), N("Mul", ["a", "lh"], ["m"]),
            N("Sub", ["ch", "m"], ["s"]), N("Div", ["s", "two"], ["y"])], x4, ["y"],
           dict(w8, lw=arr(11), lh=arr(9, 1), ch=arr(8, 1, 1), two=np.float32(2)))
+    # oneDNN takes the leading HardSigmoid, then a Clip that would reuse its Clip's bounds stays on
+    # the own pass with the operand along W
+    write(out, "conv_partial_postops", 4,
+          [conv("x", "W", "c", "B"), N("HardSigmoid", ["c"], ["h"], alpha=0.3),
+           N("Clip", ["h", "lo", "hi"], ["k"]), N("Add", ["k", "lw"], ["a"]),
+           N("Relu", ["a"], ["y"])], x4, ["y"],
+          dict(w8, lw=arr(11), lo=np.float32(0.2), hi=np.float32(0.7)), postops=1)
+    # Paddle at opset 9 (PP-OCRv4 rec): scalar scale and shift, HardSwish with Clip's bounds as
+    # attributes, a scalar scale after: every step a oneDNN post-op
+    write(out, "conv_scalars_hardswish_opset9", 7,
+          [conv("x", "W", "c", "B"), N("Mul", ["sa", "c"], ["m"]), N("Add", ["m", "sb"], ["a"]),
+           N("Add", ["a", "three"], ["a3"]), N("Clip", ["a3"], ["cl"], min=0.0, max=6.0),
+           N("Mul", ["a", "cl"], ["h"]), N("Div", ["h", "six"], ["d"]),
+           N("Mul", ["sc", "d"], ["y"])], x4, ["y"],
+          dict(w8, sa=np.float32([1.4]), sb=np.float32([0.6]), three=np.float32(3),
+               six=np.float32(6), sc=np.float32([0.17])), opset=9, postops=1)
     # MatMul + bias + Relu (bias along the last axis)
     write(out, "matmul_bias_relu", 2,
           [N("MatMul", ["x", "Wm"], ["mm"]), N("Add", ["mm", "bm"], ["a"]), N("Relu", ["a"], ["y"])],

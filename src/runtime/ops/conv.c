@@ -205,16 +205,14 @@ static float *f32_copy(const ss_tensor *t)
     return c;
 }
 
-static ss_status *conv_try_dnnl(ss_kctx *k, conv_plan *p)
+/* The oneDNN primitive for k with post-ops po[0..n_po) into *out; UNSUPPORTED when oneDNN does not
+ * take the case. */
+static ss_status *conv_dnnl_make(ss_kctx *k, const conv_plan *p, const ss_postop *po, int n_po,
+                                 const char *require_impl, ss_dnnl_conv **out, size_t *scratch)
 {
     const ss_tensor *x = k->in[0];
     const ss_tensor *wv = ss_kctx_value(k, 1),
                     *bv = k->n_in > 2 && k->in[2] ? ss_kctx_value(k, 2) : NULL;
-    if (!wv || !wv->data || (k->n_in > 2 && k->in[2] && (!bv || !bv->data))) return NULL;
-    ss_kernels mode = ss_kernels_mode();
-    if (!ss_kernels_use_dnnl(mode, x->dtype, p->N * p->g.ovol, p->cg * p->g.kvol, p->M) ||
-        (mode == SS_KERNELS_AUTO && p->direct && pw_own_wins(mode, p)))
-        return NULL;
     /* a float16 model's W and B reach the float32 primitive as float32 copies, packed at create
      * and freed after; the packed-weights cache is keyed by source address, so not for them */
     float *w32 = NULL, *b32 = NULL;
@@ -231,7 +229,10 @@ static ss_status *conv_try_dnnl(ss_kctx *k, conv_plan *p)
                            .bias_const = b32  ? b32
                                          : bv ? bv->data
                                               : NULL,
-                           .k = w32 ? NULL : k};
+                           .k = w32 ? NULL : k,
+                           .po = po,
+                           .n_po = n_po,
+                           .require_impl = require_impl};
     for (int i = 0; i < 3; i++) {
         d.in[i] = p->g.in[i], d.out[i] = p->g.out[i], d.kernel[i] = p->g.k[i];
         d.stride[i] = p->g.s[i], d.dilation[i] = p->g.d[i];
@@ -239,10 +240,24 @@ static ss_status *conv_try_dnnl(ss_kctx *k, conv_plan *p)
     }
     int t = k->threads > 0 ? k->threads : openblas_get_num_threads();
     d.threads = ss_dnnl_threads(p->N * p->g.ovol * p->cg * p->g.kvol * p->M, t);
-    size_t scratch = 0;
-    ss_status *st = ss_dnnl_conv_create(&d, &p->dnnl, &scratch);
+    ss_status *st = ss_dnnl_conv_create(&d, out, scratch);
     free(w32);
     free(b32);
+    return st;
+}
+
+static ss_status *conv_try_dnnl(ss_kctx *k, conv_plan *p)
+{
+    const ss_tensor *x = k->in[0];
+    const ss_tensor *wv = ss_kctx_value(k, 1),
+                    *bv = k->n_in > 2 && k->in[2] ? ss_kctx_value(k, 2) : NULL;
+    if (!wv || !wv->data || (k->n_in > 2 && k->in[2] && (!bv || !bv->data))) return NULL;
+    ss_kernels mode = ss_kernels_mode();
+    if (!ss_kernels_use_dnnl(mode, x->dtype, p->N * p->g.ovol, p->cg * p->g.kvol, p->M) ||
+        (mode == SS_KERNELS_AUTO && p->direct && pw_own_wins(mode, p)))
+        return NULL;
+    size_t scratch = 0;
+    ss_status *st = conv_dnnl_make(k, p, NULL, 0, NULL, &p->dnnl, &scratch);
     if (st && st->code == SS_ERR_UNSUPPORTED) {
         SS_DEBUG("%s: oneDNN: %s; the own kernel runs it", k->node_name, st->msg);
         ss_status_free(st);
@@ -252,6 +267,36 @@ static ss_status *conv_try_dnnl(ss_kctx *k, conv_plan *p)
     if (scratch > k->scratch_bytes) k->scratch_bytes = scratch;
     ss_kctx_drop_const_pages(k, 1);
     SS_DEBUG("%s: oneDNN %s", k->node_name, ss_dnnl_conv_impl(p->dnnl));
+    return NULL;
+}
+
+/* The planner's hook (op.h): the longest prefix of the fused epilogue oneDNN runs as post-ops on
+ * the same implementation as the plain primitive (a post-op that sends the case to a slower
+ * kernel is left to the epilogue's pass), built at plan time. SHARDSERVE_DNNL_POSTOPS=0 leaves
+ * every step on the pass (the bench's before/after in one binary). */
+static ss_status *conv_fuse(ss_kctx *k, ss_epilogue *ep)
+{
+    conv_plan *p = k->state;
+    ss_postop po[SS_EPILOGUE_MAX_POSTOPS];
+    const char *env = getenv("SHARDSERVE_DNNL_POSTOPS");
+    if (env && !strcmp(env, "0")) return NULL;
+    int all = p && p->dnnl ? ss_epilogue_postops(ep, po, SS_EPILOGUE_MAX_POSTOPS) : 0;
+    for (int n = ss_dnnl_postops_usable(po, all); n > 0; n--) {
+        if (n < all && po[n].steps == po[n - 1].steps) continue; /* not a whole step */
+        ss_dnnl_conv *c = NULL;
+        size_t scratch = 0;
+        ss_status *st = conv_dnnl_make(k, p, po, n, ss_dnnl_conv_impl(p->dnnl), &c, &scratch);
+        if (st && st->code != SS_ERR_UNSUPPORTED) return ss_op_err(k, st->code, "%s", st->msg);
+        if (st) SS_DEBUG("%s: %s", k->node_name, st->msg);
+        ss_status_free(st);
+        if (!c) continue;
+        SS_DEBUG("%s: oneDNN runs %d fused steps as %d post-ops", k->node_name, po[n - 1].steps, n);
+        ss_dnnl_conv_free(p->dnnl);
+        p->dnnl = c;
+        if (scratch > k->scratch_bytes) k->scratch_bytes = scratch;
+        ss_epilogue_drop(ep, po[n - 1].steps);
+        return NULL;
+    }
     return NULL;
 }
 
@@ -1227,7 +1272,7 @@ VIA_F32(pool)
 VIA_F32(gpool)
 
 const ss_op_def ss_ops_conv[] = {
-    {"", "Conv", 1, 21, conv_infer, conv_run, 0, conv_release},
+    {"", "Conv", 1, 21, conv_infer, conv_run, 0, conv_release, conv_fuse},
     {"", "ConvTranspose", 1, 21, convt_infer, convt_run, 0},
     {"", "MaxPool", 1, 21, pool_infer, pool_run, 0},
     {"", "AveragePool", 1, 21, pool_infer, pool_run, 0},

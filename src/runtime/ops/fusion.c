@@ -16,6 +16,7 @@
 #include "gemm_kernel.h"
 #include "isa.h"
 
+#include <float.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -419,4 +420,90 @@ void ss_epilogue_run(const ss_epilogue *ep, float *y)
         ss_pool_run(ep->threads, ep_part, &j);
     else
         ep_units(&j, 0, j.units);
+}
+
+/* ------------------------------------------------------------------ library post-ops */
+
+/* A binary step's operand as a post-op operand: a tensor, a per-channel vector, or a scalar (a
+ * binary post-op too, computing the step's bytes; v - y is the linear -y + v). 0: not
+ * expressible. */
+static int binary_postop(const ss_epilogue *ep, const step *s, ss_postop *po)
+{
+    static const struct {
+        step_kind st;
+        ss_postop_kind po;
+    } map[] = {{ST_ADD, SS_PO_ADD}, {ST_SUB, SS_PO_SUB}, {ST_MUL, SS_PO_MUL},
+               {ST_DIV, SS_PO_DIV}, {ST_MAX, SS_PO_MAX}, {ST_MIN, SS_PO_MIN}};
+    bool scalar = !s->t && !s->pv;
+    if (scalar && s->kind == ST_RSUB) return *po = (ss_postop){SS_PO_LINEAR, -1, s->a}, 1;
+    int k = -1;
+    for (int i = 0; i < (int)(sizeof map / sizeof map[0]) && k < 0; i++)
+        if (map[i].st == s->kind) k = i;
+    if (k < 0) return 0;
+    *po = (ss_postop){.kind = map[k].po, .alpha = s->a, .t = s->t};
+    if (s->pv && (s->axis != 1 || ep->ndim < 3)) return 0;
+    po->chan = s->pv;
+    return 1;
+}
+
+/* Step i (with i + 1 for Paddle's HardSwish) as up to two post-ops; *used: steps covered. */
+static int step_postops(const ss_epilogue *ep, int i, ss_postop *po, int *used)
+{
+    const step *s = &ep->steps[i], *nx = i + 1 < ep->n ? &ep->steps[i + 1] : NULL;
+    *used = 1;
+    switch (s->kind) {
+    case ST_RELU:
+        return po[0] = (ss_postop){SS_PO_RELU, 0, 0}, 1;
+    case ST_LEAKY:
+        return po[0] = (ss_postop){SS_PO_RELU, s->a, 0}, 1;
+    case ST_CLIP:
+        po[0] = (ss_postop){SS_PO_CLIP, s->a < -FLT_MAX ? -FLT_MAX : s->a,
+                            s->b > FLT_MAX ? FLT_MAX : s->b};
+        return 1;
+    case ST_HSIG:
+        po[0] = (ss_postop){SS_PO_LINEAR, s->a, s->b};
+        po[1] = (ss_postop){SS_PO_CLIP, 0, 1};
+        return 2;
+    case ST_HSWISH:
+        return po[0] = (ss_postop){SS_PO_HSWISH, 0, 0}, 1;
+    case ST_SIGMOID:
+        return po[0] = (ss_postop){SS_PO_LOGISTIC, 0, 0}, 1;
+    case ST_XCLIP:
+        if (s->a != 3 || s->b != 0 || s->c != 6 || !nx || nx->kind != ST_DIV || nx->t || nx->pv ||
+            nx->a != 6)
+            return 0;
+        *used = 2;
+        return po[0] = (ss_postop){SS_PO_HSWISH, 0, 0}, 1;
+    case ST_AFFINE:
+        if (!s->pv || !s->pw || s->axis != 1 || ep->ndim < 3) return 0;
+        po[0] = (ss_postop){.kind = SS_PO_MUL, .chan = s->pv};
+        po[1] = (ss_postop){.kind = SS_PO_ADD, .chan = s->pw};
+        return 2;
+    default:
+        return binary_postop(ep, s, po);
+    }
+}
+
+int ss_epilogue_postops(const ss_epilogue *ep, ss_postop *out, int max)
+{
+    int n = 0;
+    for (int i = 0, used; ep && i < ep->n && n + 2 <= max; i += used) {
+        int k = step_postops(ep, i, out + n, &used);
+        if (k == 0) break;
+        for (int j = 0; j < k; j++)
+            out[n + j].steps = i + used;
+        n += k;
+    }
+    return n;
+}
+
+void ss_epilogue_drop(ss_epilogue *ep, int n)
+{
+    if (n <= 0) return;
+    if (n > ep->n) n = ep->n;
+    for (int i = 0; i < n; i++)
+        free(ep->steps[i].own);
+    memmove(ep->steps, ep->steps + n, sizeof(step) * (size_t)(ep->n - n));
+    ep->n -= n;
+    ep_view(ep);
 }

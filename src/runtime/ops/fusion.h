@@ -42,6 +42,37 @@ bool ss_epilogue_add_xclip(ss_epilogue *ep, float a, float lo, float hi);
  * parts of the worker pool when y is large. */
 void ss_epilogue_run(const ss_epilogue *ep, float *y);
 
+/* A leading step as a library post-op (oneDNN's, see onednn.h): an element-wise function of y, or
+ * a binary op with a constant per-channel (axis 1) vector, a scalar, or a tensor of y's shape. */
+typedef enum {
+    SS_PO_RELU,     /* y < 0 ? alpha * y : y */
+    SS_PO_CLIP,     /* clamp to [alpha, beta] */
+    SS_PO_LINEAR,   /* alpha * y + beta */
+    SS_PO_HSWISH,   /* y * relu6(y + 3) / 6 */
+    SS_PO_LOGISTIC, /* 1 / (1 + exp(-y)) */
+    SS_PO_ADD,      /* binary ops: y op operand */
+    SS_PO_SUB,
+    SS_PO_MUL,
+    SS_PO_DIV,
+    SS_PO_MAX,
+    SS_PO_MIN,
+} ss_postop_kind;
+
+typedef struct {
+    ss_postop_kind kind;
+    float alpha, beta;  /* parameters; a binary op's scalar operand is alpha */
+    const float *chan;  /* binary: per-channel constant (dims[1] floats), NULL otherwise */
+    const ss_tensor *t; /* binary: operand of y's shape, its data read at run time */
+    int steps;          /* leading steps of the epilogue covered up to this post-op */
+} ss_postop;
+
+#define SS_EPILOGUE_MAX_POSTOPS 32
+/* The longest prefix of ep's steps expressible as post-ops into out[] (at most `max`); returns
+ * how many post-ops were written (0: the first step is not expressible). */
+int ss_epilogue_postops(const ss_epilogue *ep, ss_postop *out, int max);
+/* Drops the first n steps (a library primitive now runs them). */
+void ss_epilogue_drop(ss_epilogue *ep, int n);
+
 /* Test hook / switch: plans made while disabled fuse nothing (SHARDSERVE_FUSION=0 disables too). */
 void ss_fusion_enable(bool on);
 bool ss_fusion_enabled(void);

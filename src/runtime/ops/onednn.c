@@ -39,7 +39,7 @@ struct ss_dnnl_matmul {
 static dnnl_engine_t engine;
 static pthread_once_t engine_once = PTHREAD_ONCE_INIT;
 static ss_kernels forced;
-static unsigned long n_calls, n_bf16_calls, n_conv_calls, n_packs;
+static unsigned long n_calls, n_bf16_calls, n_conv_calls, n_conv_po_calls, n_packs;
 
 /* ------------------------------------------------------------------ kernel selection */
 
@@ -473,6 +473,12 @@ struct ss_dnnl_conv {
     ss_packed *wei_ref;
     int threads;
     char impl[64];
+    int n_po;
+    int n_bin;                            /* binary post-ops: */
+    int bin_idx[SS_EPILOGUE_MAX_POSTOPS]; /* their post-op index */
+    dnnl_memory_t bin_mem[SS_EPILOGUE_MAX_POSTOPS];
+    const ss_tensor *bin_t[SS_EPILOGUE_MAX_POSTOPS]; /* operand read at run time, or NULL */
+    float *bin_data[SS_EPILOGUE_MAX_POSTOPS];        /* copied constant operand, or NULL */
 };
 
 void ss_dnnl_conv_free(ss_dnnl_conv *c)
@@ -485,6 +491,10 @@ void ss_dnnl_conv_free(ss_dnnl_conv *c)
     for (size_t i = 0; i < sizeof prims / sizeof prims[0]; i++)
         if (prims[i]) dnnl_primitive_destroy(prims[i]);
     if (c->stream) dnnl_stream_destroy(c->stream);
+    for (int i = 0; i < c->n_bin; i++) {
+        if (c->bin_mem[i]) dnnl_memory_destroy(c->bin_mem[i]);
+        free(c->bin_data[i]);
+    }
     ss_packed_release(c->wei_ref);
     free(c->wei_packed);
     free(c->bias_copy);
@@ -533,6 +543,88 @@ static dnnl_status_t conv_side(const dnnl_memory_desc_t *user, const dnnl_memory
     return r;
 }
 
+/* A binary post-op's operand: y's dims, or 1 but the channel, or all 1 (a scalar). */
+static dnnl_status_t postop_md(const ss_postop *po, int nd, const int64_t *yd,
+                               dnnl_memory_desc_t *md)
+{
+    int64_t dims[SS_DNNL_MAX_DIMS];
+    for (int i = 0; i < nd; i++)
+        dims[i] = po->t ? yd[i] : po->chan && i == 1 ? yd[1] : 1;
+    return plain_md(md, nd, dims, NULL, dnnl_f32);
+}
+
+static dnnl_status_t conv_postops(const ss_dnnl_conv_desc *d, int nd, const int64_t *yd,
+                                  dnnl_primitive_attr_t attr)
+{
+    static const dnnl_alg_kind_t alg[] = {[SS_PO_RELU] = dnnl_eltwise_relu,
+                                          [SS_PO_CLIP] = dnnl_eltwise_clip_v2,
+                                          [SS_PO_LINEAR] = dnnl_eltwise_linear,
+                                          [SS_PO_HSWISH] = dnnl_eltwise_hardswish,
+                                          [SS_PO_LOGISTIC] = dnnl_eltwise_logistic,
+                                          [SS_PO_ADD] = dnnl_binary_add,
+                                          [SS_PO_SUB] = dnnl_binary_sub,
+                                          [SS_PO_MUL] = dnnl_binary_mul,
+                                          [SS_PO_DIV] = dnnl_binary_div,
+                                          [SS_PO_MAX] = dnnl_binary_max,
+                                          [SS_PO_MIN] = dnnl_binary_min};
+    if (d->n_po == 0) return dnnl_success;
+    dnnl_post_ops_t ops = NULL;
+    dnnl_status_t r = dnnl_post_ops_create(&ops);
+    for (int i = 0; r == dnnl_success && i < d->n_po; i++) {
+        const ss_postop *po = &d->po[i];
+        dnnl_memory_desc_t md;
+        if (po->kind < SS_PO_ADD) {
+            r = dnnl_post_ops_append_eltwise(ops, 1.0f, alg[po->kind], po->alpha, po->beta);
+        } else if ((r = postop_md(po, nd, yd, &md)) == dnnl_success) {
+            r = dnnl_post_ops_append_binary(ops, alg[po->kind], &md);
+        }
+    }
+    if (r == dnnl_success) r = dnnl_primitive_attr_set_post_ops(attr, ops);
+    if (ops) dnnl_post_ops_destroy(ops);
+    return r;
+}
+
+int ss_dnnl_postops_usable(const ss_postop *po, int n)
+{
+    for (int i = 0; i < n; i++)
+        for (int j = 0; j < i; j++)
+            if (po[i].kind < SS_PO_ADD && po[j].kind == po[i].kind &&
+                (po[j].alpha != po[i].alpha || po[j].beta != po[i].beta))
+                return i;
+    return n;
+}
+
+/* The binary post-ops' operand memories: constants copied (64-byte aligned), tensors bound at
+ * run time. */
+static ss_status *conv_bin_operands(ss_dnnl_conv *c, const ss_dnnl_conv_desc *d,
+                                    dnnl_primitive_desc_t pd)
+{
+    for (int i = 0; i < d->n_po; i++) {
+        const ss_postop *po = &d->po[i];
+        if (po->kind < SS_PO_ADD) continue;
+        int b = c->n_bin++;
+        c->bin_idx[b] = i;
+        c->bin_t[b] = po->t;
+        const dnnl_memory_desc_t *md = dnnl_primitive_desc_query_md(
+            pd, dnnl_query_exec_arg_md, DNNL_ARG_ATTR_MULTIPLE_POST_OP(i) | DNNL_ARG_SRC_1);
+        if (!md) return ss_errf(SS_ERR_INTERNAL, "oneDNN: no memory for post-op %d", i);
+        void *h = DNNL_MEMORY_NONE;
+        if (!po->t) {
+            size_t n = po->chan ? (size_t)d->M : 1;
+            if (!(c->bin_data[b] = aligned_alloc(ALIGN, round_up(n * sizeof(float)))))
+                return ss_errf(SS_ERR_NOMEM, "out of memory");
+            if (po->chan)
+                memcpy(c->bin_data[b], po->chan, n * sizeof(float));
+            else
+                c->bin_data[b][0] = po->alpha;
+            h = c->bin_data[b];
+        }
+        if (dnnl_memory_create(&c->bin_mem[b], md, engine, h) != dnnl_success)
+            return ss_errf(SS_ERR_NOMEM, "oneDNN memory");
+    }
+    return NULL;
+}
+
 static dnnl_status_t conv_pd(const ss_dnnl_conv_desc *d, dnnl_memory_desc_t *x_md,
                              dnnl_memory_desc_t *y_md, dnnl_memory_desc_t *w_md,
                              dnnl_primitive_desc_t *pd)
@@ -570,6 +662,7 @@ static dnnl_status_t conv_pd(const ss_dnnl_conv_desc *d, dnnl_memory_desc_t *x_m
     if (r == dnnl_success) r = dnnl_primitive_attr_create(&attr);
     if (r == dnnl_success)
         r = dnnl_primitive_attr_set_scratchpad_mode(attr, dnnl_scratchpad_mode_user);
+    if (r == dnnl_success) r = conv_postops(d, nd, yd, attr);
     set_threads(d->threads);
     if (r == dnnl_success) r = dnnl_primitive_desc_create(pd, &cd, attr, engine, NULL);
     if (attr) dnnl_primitive_attr_destroy(attr);
@@ -601,15 +694,29 @@ ss_status *ss_dnnl_conv_create(const ss_dnnl_conv_desc *d, ss_dnnl_conv **out,
     *out = NULL;
     *scratch_bytes = 0;
     if (!get_engine()) return ss_errf(SS_ERR_UNSUPPORTED, "oneDNN has no CPU engine");
-    if (d->nsp < 1 || d->nsp > 3 || !d->wei_const)
+    if (d->nsp < 1 || d->nsp > 3 || !d->wei_const || d->n_po < 0 ||
+        d->n_po > SS_EPILOGUE_MAX_POSTOPS)
         return ss_errf(SS_ERR_UNSUPPORTED, "oneDNN conv: case not handled");
     ss_dnnl_conv *c = calloc(1, sizeof *c);
     if (!c) return ss_errf(SS_ERR_NOMEM, "out of memory");
     c->threads = d->threads;
+    c->n_po = d->n_po;
     dnnl_memory_desc_t x_md, y_md, w_md;
     dnnl_primitive_desc_t pd = NULL;
     dnnl_status_t r = conv_pd(d, &x_md, &y_md, &w_md, &pd);
-    ss_status *st = r == dnnl_success ? NULL : dnnl_err(r, "convolution primitive");
+    ss_status *st = r == dnnl_success ? NULL
+                    : d->n_po && (r == dnnl_unimplemented || r == dnnl_invalid_arguments)
+                        ? ss_errf(SS_ERR_UNSUPPORTED, "oneDNN conv: post-ops not taken")
+                        : dnnl_err(r, "convolution primitive");
+    if (!st) {
+        const char *impl = NULL;
+        dnnl_primitive_desc_query(pd, dnnl_query_impl_info_str, 0, &impl);
+        snprintf(c->impl, sizeof c->impl, "%s", impl ? impl : "?");
+        if (d->require_impl && strcmp(c->impl, d->require_impl))
+            st = ss_errf(SS_ERR_UNSUPPORTED, "oneDNN conv: %d post-ops would run on %s", d->n_po,
+                         c->impl);
+    }
+    if (!st) st = conv_bin_operands(c, d, pd);
     if (!st) {
         r = conv_side(&x_md, dnnl_primitive_desc_query_md(pd, dnnl_query_src_md, 0), true,
                       &c->x_user, &c->src, &c->x_reorder, &c->src_bytes);
@@ -626,9 +733,6 @@ ss_status *ss_dnnl_conv_create(const ss_dnnl_conv_desc *d, ss_dnnl_conv **out,
         if (c->prim_scratch &&
             dnnl_memory_create(&c->scratch, sp, engine, DNNL_MEMORY_NONE) != dnnl_success)
             st = ss_errf(SS_ERR_NOMEM, "oneDNN memory");
-        const char *impl = NULL;
-        dnnl_primitive_desc_query(pd, dnnl_query_impl_info_str, 0, &impl);
-        snprintf(c->impl, sizeof c->impl, "%s", impl ? impl : "?");
     }
     if (!st && dnnl_primitive_create(&c->prim, pd) != dnnl_success)
         st = ss_errf(SS_ERR_INTERNAL, "oneDNN: cannot create the convolution primitive");
@@ -657,8 +761,13 @@ ss_status *ss_dnnl_conv_run(ss_dnnl_conv *c, const float *x, float *y, void *scr
         dnnl_exec_arg_t ra[2] = {{DNNL_ARG_FROM, c->x_user}, {DNNL_ARG_TO, c->src}};
         r = dnnl_primitive_execute(c->x_reorder, c->stream, 2, ra);
     }
-    dnnl_exec_arg_t args[5];
+    dnnl_exec_arg_t args[5 + SS_EPILOGUE_MAX_POSTOPS];
     int n = 0;
+    for (int b = 0; b < c->n_bin; b++) {
+        if (c->bin_t[b]) dnnl_memory_set_data_handle(c->bin_mem[b], c->bin_t[b]->data);
+        args[n++] = (dnnl_exec_arg_t){
+            DNNL_ARG_ATTR_MULTIPLE_POST_OP(c->bin_idx[b]) | DNNL_ARG_SRC_1, c->bin_mem[b]};
+    }
     args[n++] = (dnnl_exec_arg_t){DNNL_ARG_SRC, c->src};
     args[n++] = (dnnl_exec_arg_t){DNNL_ARG_WEIGHTS, c->wei};
     if (c->bias) args[n++] = (dnnl_exec_arg_t){DNNL_ARG_BIAS, c->bias};
@@ -674,11 +783,16 @@ ss_status *ss_dnnl_conv_run(ss_dnnl_conv *c, const float *x, float *y, void *scr
         r = dnnl_primitive_execute(c->y_reorder, c->stream, 2, ra);
     }
     if (r == dnnl_success) r = dnnl_stream_wait(c->stream);
-    __atomic_add_fetch(&n_conv_calls, 1, __ATOMIC_RELAXED);
+    __atomic_add_fetch(c->n_po ? &n_conv_po_calls : &n_conv_calls, 1, __ATOMIC_RELAXED);
     return r == dnnl_success ? NULL : dnnl_err(r, "convolution execution");
 }
 
 unsigned long ss_dnnl_conv_calls(void)
 {
-    return __atomic_load_n(&n_conv_calls, __ATOMIC_RELAXED);
+    return __atomic_load_n(&n_conv_calls, __ATOMIC_RELAXED) + ss_dnnl_conv_postop_calls();
+}
+
+unsigned long ss_dnnl_conv_postop_calls(void)
+{
+    return __atomic_load_n(&n_conv_po_calls, __ATOMIC_RELAXED);
 }

@@ -20,6 +20,7 @@
 #include <stdint.h>
 
 #include "../op.h"
+#include "fusion.h"
 #include "shardserve/core.h"
 
 typedef enum {
@@ -101,15 +102,29 @@ typedef struct {
     const float *bias_const; /* NULL: no bias */
     int threads;
     ss_kctx *k; /* as in ss_dnnl_matmul_desc */
+    /* post-ops run by the primitive on Y (a fused epilogue's leading steps): constant operands
+     * are copied now, a tensor operand's data is read on each run */
+    const ss_postop *po;
+    int n_po;
+    /* non-NULL: fail with SS_ERR_UNSUPPORTED, before packing anything, unless oneDNN picks this
+     * implementation (post-ops must not send the case to a slower kernel) */
+    const char *require_impl;
 } ss_dnnl_conv_desc;
 
 typedef struct ss_dnnl_conv ss_dnnl_conv;
 
+/* How many of po[0..n) one primitive can take: oneDNN 2.6's kernels give every eltwise post-op of
+ * one kind the parameters of the first (HardSigmoid's Clip(0, 1) then a Clip(0.2, 0.7) clipped
+ * to [0, 1] twice), so the list stops before a kind that comes back with other parameters. */
+int ss_dnnl_postops_usable(const ss_postop *po, int n);
+/* With post-ops, create fails with SS_ERR_UNSUPPORTED when oneDNN rejects them. */
 ss_status *ss_dnnl_conv_create(const ss_dnnl_conv_desc *d, ss_dnnl_conv **out,
                                size_t *scratch_bytes);
 ss_status *ss_dnnl_conv_run(ss_dnnl_conv *c, const float *x, float *y, void *scratch);
 const char *ss_dnnl_conv_impl(const ss_dnnl_conv *c);
 void ss_dnnl_conv_free(ss_dnnl_conv *c);
 unsigned long ss_dnnl_conv_calls(void);
+/* Of those, how many ran post-ops (a fused epilogue's steps inside the primitive). */
+unsigned long ss_dnnl_conv_postop_calls(void);
 
 #endif
