@@ -14,6 +14,8 @@ import subprocess
 import tempfile
 import time
 import traceback
+import urllib.error
+import urllib.request
 
 import numpy as np
 import onnx
@@ -194,6 +196,16 @@ def children(pid):
             return [int(x) for x in f.read().split()]
     except OSError:
         return []
+
+
+def rest_json(c, method, path, body=None, timeout=60):
+    """One REST call to serve (c.rest): (status, the JSON answer or None), errors included."""
+    req = urllib.request.Request("http://%s%s" % (c.rest, path), data=body, method=method)
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as r:
+            return r.status, json.loads(r.read() or b"null")
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read() or b"null")
 
 
 def leftover_shm():

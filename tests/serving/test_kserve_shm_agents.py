@@ -13,14 +13,13 @@ import signal
 import sys
 import threading
 import time
-import urllib.error
 import urllib.request
 
 import grpc
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from cluster import Cluster, matmul_neg_model, run_cases  # noqa: E402
+from cluster import Cluster, matmul_neg_model, rest_json, run_cases  # noqa: E402
 import grpc_service_pb2 as pb  # noqa: E402
 from onnx import TensorProto, helper  # noqa: E402
 import onnx  # noqa: E402
@@ -46,12 +45,7 @@ neg_model(NEG)
 
 
 def http(c, method, path, body=None):
-    req = urllib.request.Request("http://%s%s" % (c.rest, path), data=body, method=method)
-    try:
-        with urllib.request.urlopen(req, timeout=60) as r:
-            return r.status, json.loads(r.read() or b"null")
-    except urllib.error.HTTPError as e:
-        return e.code, json.loads(e.read() or b"null")
+    return rest_json(c, method, path, body, timeout=60)
 
 
 def region(c, name, size, data=None):

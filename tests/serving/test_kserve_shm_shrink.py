@@ -13,13 +13,11 @@ import os
 import sys
 import threading
 import time
-import urllib.error
-import urllib.request
 
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from cluster import Cluster, run_cases  # noqa: E402
+from cluster import Cluster, rest_json, run_cases  # noqa: E402
 from onnx import TensorProto, helper, numpy_helper  # noqa: E402
 import onnx  # noqa: E402
 
@@ -48,12 +46,7 @@ chain_model(MODEL)
 
 
 def http(c, method, path, body=None):
-    req = urllib.request.Request("http://%s%s" % (c.rest, path), data=body, method=method)
-    try:
-        with urllib.request.urlopen(req, timeout=120) as r:
-            return r.status, json.loads(r.read() or b"null")
-    except urllib.error.HTTPError as e:
-        return e.code, json.loads(e.read() or b"null")
+    return rest_json(c, method, path, body, timeout=120)
 
 
 def region(c, name):
