@@ -392,12 +392,11 @@ static ss_status *run_mpi(const ss_launcher_options *opt, const meta_info *mi)
             }
         }
         bool ok = WIFEXITED(status) && WEXITSTATUS(status) == 0;
+        char how[96];
         if (!ok && !stop_sig)
             st = ss_errf(SS_ERR_UNAVAILABLE,
-                         "mpirun (pid %d) %s %d; its error (or the failing rank's) is logged above",
-                         (int)pid,
-                         WIFSIGNALED(status) ? "was killed by signal" : "exited with status",
-                         WIFSIGNALED(status) ? WTERMSIG(status) : WEXITSTATUS(status));
+                         "mpirun (pid %d) %s; its error (or the failing rank's) is logged above",
+                         (int)pid, ss_spawn_describe_exit(status, how, sizeof how));
         else
             SS_INFO("mpirun (pid %d) exited%s", (int)pid, stop_sig ? " after the signal" : "");
     }
@@ -526,13 +525,13 @@ static ss_status *run_group(const ss_launcher_options *opt, const meta_info *mi,
                 if (WIFEXITED(status) && WEXITSTATUS(status) == 75)
                     st = ss_errf(SS_ERR_UNAVAILABLE, "agent of rank %d (pid %d) lost the worker",
                                  ranks[i], (int)pid);
-                else
+                else {
+                    char how[96];
                     st =
                         ss_errf(SS_ERR_UNAVAILABLE,
-                                "agent of rank %d (pid %d) %s %d; stopping the other agents",
-                                ranks[i], (int)pid,
-                                WIFSIGNALED(status) ? "was killed by signal" : "exited with status",
-                                WIFSIGNALED(status) ? WTERMSIG(status) : WEXITSTATUS(status));
+                                "agent of rank %d (pid %d) %s; stopping the other agents", ranks[i],
+                                (int)pid, ss_spawn_describe_exit(status, how, sizeof how));
+                }
             }
         }
     }

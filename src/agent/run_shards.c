@@ -131,8 +131,11 @@ static ss_status *run_forked(const ss_run_shards_options *opt, int rank_size)
         for (int r = 0; r < started; r++)
             if (pids[r] == pid) {
                 pids[r] = 0;
-                if (!(WIFEXITED(status) && WEXITSTATUS(status) == 0) && first_bad < 0)
-                    first_bad = r;
+                if (WIFEXITED(status) && WEXITSTATUS(status) == 0) continue;
+                char how[96];
+                SS_ERROR("rank %d (pid %d) %s", r, (int)pid,
+                         ss_spawn_describe_exit(status, how, sizeof how));
+                if (first_bad < 0) first_bad = r;
             }
     }
     for (int r = 0; r < rank_size; r++) /* only if wait() failed: never leave a rank behind */
@@ -140,7 +143,8 @@ static ss_status *run_forked(const ss_run_shards_options *opt, int rank_size)
     free(pids);
     ss_comm_shm_cleanup(session);
     if (!st && first_bad >= 0)
-        st = ss_errf(SS_ERR_UNAVAILABLE, "rank %d failed (its error is logged above)", first_bad);
+        st = ss_errf(SS_ERR_UNAVAILABLE, "rank %d failed (its exit and error are logged above)",
+                     first_bad);
     return st;
 }
 

@@ -3,8 +3,10 @@
 #include "spawn.h"
 
 #include <signal.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
 
 int ss_mpirun_args(const char **argv, int cap, char **extra)
 {
@@ -35,4 +37,14 @@ void ss_child_prepare(const char *secret_file)
     sigset_t none;
     sigemptyset(&none);
     sigprocmask(SIG_SETMASK, &none, NULL);
+}
+
+const char *ss_spawn_describe_exit(int status, char *buf, size_t cap)
+{
+    if (WIFSIGNALED(status))
+        snprintf(buf, cap, "was killed by signal %d (%s)%s", WTERMSIG(status),
+                 strsignal(WTERMSIG(status)), WCOREDUMP(status) ? ", core dumped" : "");
+    else
+        snprintf(buf, cap, "exited with status %d", WIFEXITED(status) ? WEXITSTATUS(status) : -1);
+    return buf;
 }

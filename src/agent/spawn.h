@@ -17,4 +17,8 @@ int ss_mpirun_args(const char **argv, int cap, char **extra);
  * other users can read), and the signals the parent blocked are unblocked. */
 void ss_child_prepare(const char *secret_file);
 
+/* How a child ended, for a log line: "exited with status 3" or "was killed by signal 11
+ * (Segmentation fault)" — a rank killed by a signal prints nothing of its own. */
+const char *ss_spawn_describe_exit(int status, char *buf, size_t cap);
+
 #endif

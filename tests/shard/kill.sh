@@ -93,6 +93,9 @@ if [ "$backend" = shm ]; then
     fi
   done
   grep -q "shardserve run: rank [0-9]* failed" "$WORK/run.log" || fail "shardserve run did not say which rank failed"
+  # a rank killed by a signal prints nothing itself: `run` must say how it ended
+  grep -q "rank $victim (pid ${pids[$victim]}) was killed by signal 9 (Killed)" "$WORK/run.log" ||
+    fail "shardserve run did not log that rank $victim was killed by signal 9"
 else
   # mpirun ends the job when a rank dies; survivors that got there first name the dead rank
   named=$(grep -E "(ERROR \[rank [013] |run-rank: rank [013]: ).*rank $victim|process rank $victim " "$WORK/run.log" | head -4)
