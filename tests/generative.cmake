@@ -211,8 +211,8 @@ if(TARGET shardserve)
 endif()
 
 # Generation served over MPI across two network-namespace hosts (test_gen_two_hosts.py): the
-# vocab-131 models sharded with --kv-pool over 2 and 4 ranks, half on each host, greedy through
-# gRPC and REST equals PyTorch. Exit 77 (skipped) where network namespaces cannot be made.
+# vocab-131 models sharded with --kv-pool over 2 and 4 ranks, half on each host, and 16 ranks in
+# 2 pipeline stages, one stage per host; greedy through gRPC and REST equals PyTorch. Exit 77 (skipped) where network namespaces cannot be made.
 if(TARGET shardserve AND SS_COMM_HAVE_MPI)
   foreach(family gpt2 llama)
     add_test(NAME gen_two_hosts_${family}

@@ -5,10 +5,11 @@
 one `shardserve agents --comm mpi` through mpirun on hosts A and B (netns_hosts.py: namespaces
 joined by a bridge of a private subnet, MPI restricted to it).
 
-Two splits: 2 ranks (one per host: every collective crosses) and 4 ranks (2 on A, 2 on B: the
-head-parallel AllReduces and the vocabulary AllGather run within and across the hosts). Pipeline
-stages cannot span these hosts: MindSpore's rank table rules want each block of 8 ranks of a
-pipelined servable on one server. For each: the 64 greedy tokens through gRPC and the first
+Three splits: 2 ranks (one per host: every collective crosses), 4 ranks (2 on A, 2 on B: the
+head-parallel AllReduces and the vocabulary AllGather run within and across the hosts) and 16 ranks
+in 2 pipeline stages, stage 0 (ranks 0-7) on A and stage 1 (8-15) on B, so the activations' Send/Recv
+between the stages crosses the hosts (MindSpore's rank table rules want each block of 8 ranks of a
+pipelined servable on one server, so a pipeline over two hosts needs 8 ranks per stage). For each: the 64 greedy tokens through gRPC and the first
 16 through MindSpore REST equal PyTorch's; ranks run where the rank table puts them (read from each
 rank's OMPI_COMM_WORLD_RANK); bytes crossed A's veth during generation. Exit 77 only when network
 namespaces cannot be made here.
@@ -60,6 +61,7 @@ def one_split(t, ranks, stages):
 def run(t):
     one_split(t, 2, 1)
     one_split(t, 4, 1)
+    one_split(t, 16, 2)
 
 
 if __name__ == "__main__":
