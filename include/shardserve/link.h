@@ -53,6 +53,7 @@ typedef enum {
     SS_LINK_PREDICT = 10,      /* worker -> agent, carries tensors */
     SS_LINK_RESULT = 11,       /* agent -> worker, carries tensors */
     SS_LINK_EXIT = 12,         /* either way */
+    SS_LINK_LOADING = 13,      /* agent -> worker before loading its shard; REGISTER's fields */
 } ss_link_type;
 
 #define SS_LINK_MAGIC 0x4B4C5353u /* "SSLK" little-endian */

@@ -603,16 +603,60 @@ static ss_status *serve(ss_rank *r, agent_state *a, const ss_comm_group *stage)
     }
 }
 
+/* Connects and says which rank is about to load: an agent killed while it maps its weights (the
+ * OOM killer's usual moment) is then named by the worker rather than merely missing. */
+static ss_status *connect_loading(const ss_agent_options *opt, const ss_link_options *lo,
+                                  ss_link_conn **conn)
+{
+    ss_rank_config cfg;
+    ss_status *st = ss_rank_config_load(opt->config_path, &cfg);
+    if (st) return st;
+    int connect_ms = opt->connect_timeout_ms ? opt->connect_timeout_ms : 60000;
+    st = ss_link_connect_retry(opt->worker_address, lo, connect_ms, 500, conn);
+    if (!st) {
+        ss_link_msg m = {.type = SS_LINK_LOADING,
+                         .rank = (uint32_t)cfg.rank,
+                         .rank_size = (uint32_t)cfg.rank_size,
+                         .stage = (uint32_t)cfg.stage,
+                         .stage_size = (uint32_t)cfg.stage_size,
+                         .pid = getpid()};
+        st = ss_link_send(*conn, &m, NULL, 0);
+    }
+    ss_rank_config_free(&cfg);
+    return st;
+}
+
+/* Before REGISTER: the worker logs why this rank will not register. */
+static void tell_load_failed(ss_link_conn *conn, ss_status *why)
+{
+    ss_link_msg bye = {.type = SS_LINK_EXIT, .message = why->msg};
+    ss_status_free(ss_link_send(conn, &bye, NULL, 0));
+}
+
 ss_status *ss_agent_run(const ss_agent_options *opt)
 {
+    ss_link_options lo;
+    ss_link_options_default(&lo);
+    lo.secret = opt->secret;
+    lo.secret_len = opt->secret_len;
+    ss_link_conn *conn = NULL;
+    ss_status *st = connect_loading(opt, &lo, &conn);
+    if (st) {
+        ss_link_close(conn);
+        return st;
+    }
     ss_rank_options ro = {.backend = opt->backend,
                           .session = opt->session,
                           .timeout_ms = opt->comm_timeout_ms,
                           .model_path = opt->model_path,
                           .blas_threads = opt->threads};
     ss_rank *r;
-    ss_status *st = ss_rank_open(opt->config_path, &ro, &r);
-    if (st) return st;
+    st = ss_rank_open(opt->config_path, &ro, &r);
+    if (st) {
+        tell_load_failed(conn, st);
+        ss_link_close(conn);
+        return st;
+    }
     const ss_rank_config *cfg = ss_rank_get_config(r);
     ss_session *s = ss_rank_session(r);
     const ss_comm_group *stage = stage_group(r); /* NULL: inputs cannot come by broadcast */
@@ -625,19 +669,15 @@ ss_status *ss_agent_run(const ss_agent_options *opt)
         fill_specs(s, false, outs, &n_out);
         st = batch_size(opt, ins, n_in, &batch);
     }
-    ss_link_options lo;
-    ss_link_options_default(&lo);
-    lo.secret = opt->secret;
-    lo.secret_len = opt->secret_len;
-    agent_state a = {.silence_ms = opt->worker_silence_ms ? opt->worker_silence_ms : 10000};
+    if (st) tell_load_failed(conn, st);
+    agent_state a = {.conn = conn,
+                     .silence_ms = opt->worker_silence_ms ? opt->worker_silence_ms : 10000};
     a.live = ss_liveness_attach();
     pthread_mutex_init(&a.mu, NULL);
     pthread_cond_init(&a.cv, NULL);
     pthread_mutex_init(&a.rd, NULL);
     a.wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
     if (!st && a.wake_fd < 0) st = ss_errf(SS_ERR_IO, "eventfd: %s", strerror(errno));
-    int connect_ms = opt->connect_timeout_ms ? opt->connect_timeout_ms : 60000;
-    if (!st) st = ss_link_connect_retry(opt->worker_address, &lo, connect_ms, 500, &a.conn);
     if (!st) {
         char addr[sizeof "pid -2147483648"];
         snprintf(addr, sizeof addr, "pid %d", (int)getpid());

@@ -41,6 +41,7 @@ static const char *const type_names[] = {
     [SS_LINK_PREDICT] = "PREDICT",
     [SS_LINK_RESULT] = "RESULT",
     [SS_LINK_EXIT] = "EXIT",
+    [SS_LINK_LOADING] = "LOADING",
 };
 
 #define N_TYPES ((int)(sizeof type_names / sizeof type_names[0]))
@@ -64,6 +65,9 @@ static const ProtobufCMessageDescriptor *const descriptors[] = {
     [SS_LINK_PREDICT] = &shardserve__link__predict__descriptor,
     [SS_LINK_RESULT] = &shardserve__link__result__descriptor,
     [SS_LINK_EXIT] = &shardserve__link__exit__descriptor,
+    /* who is loading, so a rank lost before REGISTER (OOM-killed while mapping its weights) is
+     * named by the worker */
+    [SS_LINK_LOADING] = &shardserve__link__register__descriptor,
 };
 
 bool link_type_has_tensors(int type)
@@ -407,6 +411,7 @@ ss_status *link_pack_header(const ss_link_msg *m, const link_handshake *hs,
         set_bytes(&h.auth_ack.proof, hs->proof, LINK_PROOF_BYTES, hs->has_proof);
         break;
     case SS_LINK_REGISTER:
+    case SS_LINK_LOADING:
         h.reg.rank = m->rank;
         h.reg.rank_size = m->rank_size;
         h.reg.stage = m->stage;
@@ -739,6 +744,7 @@ static ss_status *unpack_fields(const link_prefix *p, const any_header *h,
         if (st) return st;
         return copy_bytes(&h->auth_ack.proof, hs->proof, LINK_PROOF_BYTES, &hs->has_proof, "proof");
     case SS_LINK_REGISTER:
+    case SS_LINK_LOADING:
         m->rank = h->reg.rank;
         m->rank_size = h->reg.rank_size;
         m->stage = h->reg.stage;

@@ -190,6 +190,8 @@ struct ss_worker {
     bool ready;
     int alive_count;
     char missing[1024];
+    int lost_rank;          /* the last rank lost while loading (-1: none, or it came back) */
+    char lost_loading[512]; /* ... and how, for the missing-ranks error */
     ss_status *fatal;
     /* the bulk sender's queue */
     job *bulk_head, *bulk_tail;
@@ -692,6 +694,8 @@ static void set_status(ss_worker *w)
                 (size_t)snprintf(missing + off, sizeof missing - off, "%s%d", off ? ", " : "", r);
     }
     pthread_mutex_lock(&w->mu);
+    if (w->lost_rank >= 0 && w->lost_rank < w->cfg.rank_size && w->agents[w->lost_rank].alive)
+        w->lost_rank = -1;
     w->ready = w->is_ready;
     w->alive_count = alive;
     memcpy(w->missing, missing, sizeof missing);
@@ -1111,6 +1115,43 @@ static char *meta_json(const ss_worker *w)
     return s;
 }
 
+/* LOADING: an agent connected before loading its shard, the moment it is most likely to be
+ * OOM-killed. Waits for its REGISTER (true, in *m); a connection that closes first, or an EXIT
+ * carrying the load's error, names the rank now and in the missing-ranks error. */
+static bool await_registration(ss_worker *w, ss_link_conn *c, ss_link_msg *m)
+{
+    char who[192];
+    snprintf(who, sizeof who, "rank %u (pid %d at %s)", m->rank, (int)m->pid, ss_link_conn_peer(c));
+    int rank = m->rank < (uint32_t)w->cfg.rank_size ? (int)m->rank : -1;
+    SS_INFO("servable %s: %s connected; loading its shard", w->cfg.name, who);
+    uint64_t t0 = ss_now_ns();
+    ss_link_msg_free(m);
+    memset(m, 0, sizeof *m);
+    /* as long as serve waits for agents; a stopping worker shuts the connection down */
+    int wait_ms = w->opt.wait_agents_s > 0 ? w->opt.wait_agents_s * 1000 : 24 * 3600 * 1000;
+    ss_status *st = ss_link_recv(c, wait_ms, m);
+    if (!st && m->type == SS_LINK_REGISTER) return true;
+    char why[320];
+    if (st)
+        snprintf(why, sizeof why,
+                 "was lost while loading its shard, %.1f s after it connected (%s; killed, or out "
+                 "of memory?)",
+                 (double)(ss_now_ns() - t0) / 1e9, st->msg);
+    else if (m->type == SS_LINK_EXIT)
+        snprintf(why, sizeof why, "failed to load its shard: %s", m->message ? m->message : "");
+    else
+        snprintf(why, sizeof why, "sent %s while loading; dropped", ss_link_type_name(m->type));
+    ss_status_free(st);
+    SS_WARN("servable %s: %s %s", w->cfg.name, who, why);
+    pthread_mutex_lock(&w->mu);
+    if (rank >= 0) {
+        w->lost_rank = rank;
+        snprintf(w->lost_loading, sizeof w->lost_loading, "%s %s", who, why);
+    }
+    pthread_mutex_unlock(&w->mu);
+    return false;
+}
+
 /* A new connection's own thread: the handshake and the first frame may take seconds (a slow or
  * hostile peer), so they never run on the loop. */
 static void *handshake_main(void *arg)
@@ -1132,6 +1173,8 @@ static void *handshake_main(void *arg)
         ss_status_free(ss_link_send(c, &reply, NULL, 0));
     } else if (m.type == SS_LINK_REGISTER) {
         hand_over = true;
+    } else if (m.type == SS_LINK_LOADING) {
+        hand_over = await_registration(w, c, &m);
     } else {
         SS_WARN("distributed address %s: %s sent %s before registering; dropped", w->address,
                 ss_link_conn_peer(c), ss_link_type_name(m.type));
@@ -2318,6 +2361,7 @@ static ss_worker *worker_new(ss_worker_set *set, const ss_worker_options *opt)
     if (!w) return NULL;
     w->set = set;
     w->epfd = w->evfd = -1;
+    w->lost_rank = -1;
     w->opt = *opt;
     worker_options_defaults(&w->opt);
     w->spin_ns = w->opt.reply_spin_us > 0 ? (uint64_t)w->opt.reply_spin_us * 1000u : 0;
@@ -2486,8 +2530,9 @@ static ss_status *wait_model_ready(ss_worker *w)
         st = ss_errf(
             SS_ERR_TIMEOUT,
             "Failed to wait for ready of all agents, current agents count: %d, rank size: %d "
-            "(servable %s; missing ranks: %s; waited %d s)",
-            w->alive_count, w->cfg.rank_size, w->cfg.name, w->missing, w->opt.wait_agents_s);
+            "(servable %s; missing ranks: %s; waited %d s)%s%s",
+            w->alive_count, w->cfg.rank_size, w->cfg.name, w->missing, w->opt.wait_agents_s,
+            w->lost_rank >= 0 ? "; " : "", w->lost_rank >= 0 ? w->lost_loading : "");
     pthread_mutex_unlock(&w->mu);
     return st;
 }

@@ -11,7 +11,8 @@ only be reclaimed and re-read, never refused). The limit lies halfway between on
 weights (vocabulary-parallel embedding and head included: 39% of the model) and the whole model's.
 
 - the 1-rank servable on host A: its agent is OOM-killed (the cgroup's oom_kill count rises), the
-  launcher fails naming mpirun, and serve reports the rank missing within --wait-agents; no hang;
+  launcher fails naming mpirun, serve names rank 0 as lost while loading its shard at once (the
+  agent connects before it loads) and as missing when --wait-agents ends; no hang;
 - the 2-rank servable (rank 0 on A, rank 1 on B): 16 greedy tokens through gRPC and REST equal
   PyTorch's, each host's peak memory stays under the limit.
 The cgroups and every process are removed whatever happens. Exit 77 when neither network
@@ -148,11 +149,18 @@ def run(t, cg):
     print("ok   1 rank, whole model: the agent was OOM-killed in %s (oom_kill %d); launcher exit %d: %s"
           % (hosts[nh.IP_A], oom, rc, killed.group(0).strip() if killed else t.log(agents).strip().splitlines()[-1]),
           flush=True)
+    # the agent connected before loading: serve names the rank lost while loading at once, not
+    # only as missing once --wait-agents has passed
+    lost = r"rank 0 \(pid \d+ at [^)]*\) was lost while loading its shard"
+    t.wait_log(serve, lost, timeout=10)
+    print("ok   serve names it %.1f s after the start (--wait-agents %d s): %s" % (
+        time.time() - started, WAIT_AGENTS, re.search("(?m)^.*" + lost + ".*$", t.log(serve)).group(0).strip()),
+        flush=True)
     rc = t.wait_exit(serve, WAIT_AGENTS + 30)
-    missing = re.search(r"(?m)^.*missing ranks: 0.*$", t.log(serve))
+    missing = re.search(r"(?m)^.*missing ranks: 0.*" + lost + ".*$", t.log(serve))
     if rc == 0 or not missing:
         raise nh.Failed("serve with its only rank killed: exit %d\n%s" % (rc, t.log(serve)))
-    print("ok   serve reports it after %.0f s (exit %d): %s" % (time.time() - started, rc, missing.group(0).strip()),
+    print("ok   serve exits %d after %.0f s: %s" % (rc, time.time() - started, missing.group(0).strip()),
           flush=True)
     t.wait_hosts_empty()
 

@@ -535,6 +535,18 @@ def main():
         sys.stdout.flush()
     worker.kill()  # ours; its own shutdown is not under test here
     worker.wait()
+    # each bad agent that started (the launcher refuses a missing file or a folder first) connected
+    # before loading: the worker's log must say why it never registered
+    wlog = open(os.path.join(W, "worker.log")).read()
+    for d in AGENT_DIRS if not only or any("model_agents" in o for o in only) else ():
+        target = os.path.join(d, "model.onnx")
+        if not os.path.isfile(target):
+            continue
+        if re.search(r"rank 0 \(pid \d+ at [^)]*\) failed to load its shard: .*" + re.escape(target), wlog):
+            passed += 1
+        else:
+            failed += 1
+            print("FAIL worker log: no 'failed to load its shard' naming %s" % target)
     print("cases per group: " + ", ".join("%s %d" % kv for kv in sorted(groups.items())))
     print("%d passed, %d failed" % (passed, failed))
     shutil.rmtree(W, ignore_errors=True)
