@@ -112,30 +112,21 @@ static int print_outputs(const ss_client_reply *reply, const char *outdir, const
     return rc;
 }
 
-/* What `--stream` has seen: the last message is the whole reply, told apart from the pieces only
- * by the stream's end, so a message's tokens are printed when the next one arrives. */
-typedef struct {
-    bool started;
-    int64_t *pending; /* the latest message's tokens */
-    size_t n_pending;
-} stream_view;
-
+/* `--stream`: each piece's tokens as it arrives. The last message is the whole reply (printed
+ * after the stream like a unary one); a generate servable's holds "finish_reason", a piece never.
+ */
 static bool print_piece(void *ctx, const ss_client_reply *message)
 {
-    stream_view *v = ctx;
-    if (v->n_pending && !v->started) fputs("stream:", stdout);
-    v->started = v->started || v->n_pending;
-    for (size_t i = 0; i < v->n_pending; i++)
-        printf(" %lld", (long long)v->pending[i]);
-    fflush(stdout);
-    v->n_pending = 0;
+    bool *started = ctx;
     ss_client_tensor t;
+    if (ss_client_reply_find(message, 0, "finish_reason", &t)) return true;
     if (!ss_client_reply_find(message, 0, "tokens", &t) || t.dtype != SS_CLIENT_INT64) return true;
-    int64_t *grown = realloc(v->pending, t.nbytes ? t.nbytes : 1);
-    if (!grown) return true;
-    v->pending = grown;
-    memcpy(v->pending, t.data, t.nbytes);
-    v->n_pending = t.nbytes / sizeof(int64_t);
+    if (!*started) fputs("stream:", stdout);
+    *started = true;
+    const int64_t *tokens = t.data;
+    for (size_t i = 0; i < t.nbytes / sizeof(int64_t); i++)
+        printf(" %lld", (long long)tokens[i]);
+    fflush(stdout);
     return true;
 }
 
@@ -185,14 +176,13 @@ static int call_and_print(const ss_client_options *o, ss_client_request *req, si
 {
     ss_client *c = NULL;
     ss_client_reply *reply = NULL;
-    stream_view streamed = {0};
+    bool streamed = false;
     ss_client_error *e = ss_client_connect(o, &c);
     int rc = e ? client_fail(e) : 0;
     if (!rc && shm && (e = cli_shm_register(shm, c, req, inst))) rc = client_fail(e);
     if (!rc && stream) {
         e = ss_client_infer_stream(c, req, print_piece, &streamed, &reply);
-        if (streamed.started) putchar('\n');
-        free(streamed.pending);
+        if (streamed) putchar('\n');
         if (e) rc = client_fail(e);
     } else if (!rc && (e = ss_client_infer(c, req, &reply))) {
         rc = client_fail(e);
