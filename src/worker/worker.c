@@ -938,14 +938,15 @@ static void spec_to_serving(const ss_link_spec *sp, const char *name, bool batch
 }
 
 /* A generate method's parameters: any numeric type (JSON gives int32 and float32, gRPC clients
- * int64 and float64; gen.c checks them); prompt and stop_token_ids are lists. Outputs: tokens
- * int64 [n], finish_reason a string. */
+ * int64 and float64; gen.c checks them); prompt and stop_token_ids are lists, stop strings.
+ * Outputs: tokens int64 [n], finish_reason and text strings. */
 static ss_serving_tensor_spec gen_spec(const char *name, bool output)
 {
-    bool list =
-        !strcmp(name, "prompt") || !strcmp(name, "stop_token_ids") || !strcmp(name, "tokens");
+    bool stop = !strcmp(name, "stop");
+    bool list = stop || !strcmp(name, "prompt") || !strcmp(name, "stop_token_ids") ||
+                !strcmp(name, "tokens");
     ss_serving_tensor_spec sp = {.name = (char *)name, .ndim = list ? 1 : 0, .dims = {-1}};
-    sp.dtype = !output ? SS_DT_UNDEFINED : list ? SS_DT_INT64 : SS_DT_STRING;
+    sp.dtype = stop ? SS_DT_STRING : !output ? SS_DT_UNDEFINED : list ? SS_DT_INT64 : SS_DT_STRING;
     return sp;
 }
 
