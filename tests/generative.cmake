@@ -178,6 +178,18 @@ if(TARGET shardserve)
                        ENVIRONMENT "SHARDSERVE=$<TARGET_FILE:shardserve>;PYTHONPATH=${CMAKE_SOURCE_DIR}/python;no_proxy=*;http_proxy=;https_proxy=")
 endif()
 
+# Stop strings in the worker's token loop (tests/generative/test_gen_stop.py): one cut, taken from
+# PyTorch's greedy text, equal over MindSpore Predict/PredictStream, KServe ModelInfer/
+# ModelStreamInfer, Triton's REST generate(_stream) and OpenAI's completions; streams never send
+# text past it; a stop string that never appears runs to max_tokens; bad "stop" values named.
+if(TARGET shardserve)
+  add_test(NAME gen_stop_gpt2_op17
+           COMMAND ${SS_PY} ${SS_TEST_DIR}/generative/test_gen_stop.py ${SS_GEN_DIR}/gpt2_op17)
+  set_tests_properties(gen_stop_gpt2_op17 PROPERTIES FIXTURES_REQUIRED gen_gpt2_op17 TIMEOUT 300
+                       LABELS generative
+                       ENVIRONMENT "SHARDSERVE=$<TARGET_FILE:shardserve>;PYTHONPATH=${CMAKE_SOURCE_DIR}/python:${CMAKE_BINARY_DIR}/python_proto;no_proxy=*;http_proxy=;https_proxy=")
+endif()
+
 # Vocabulary-parallel embedding and LM head (src/shard/vocab.c) on models whose vocabulary (131,
 # prime) no rank count divides: GPT-2 ties the head to the embedding, Llama does not. Each rank
 # holds ceil(131 / ranks) rows of each table (vocab_greedy.sh prints every rank's weight bytes) and

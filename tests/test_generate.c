@@ -272,8 +272,113 @@ static void stop_strings_end_and_hold_back(void)
     CHECK(!r.stopped && r.emit == 8);
 }
 
+/* GPT-2's byte-to-character map (bytes_to_unicode): printable bytes stand for themselves. */
+static unsigned byte_char(unsigned b)
+{
+    unsigned shifted = 0;
+    for (unsigned x = 0; x < b; x++)
+        shifted += !((x >= 0x21 && x <= 0x7E) || (x >= 0xA1 && x <= 0xAC) || x >= 0xAE);
+    bool self = (b >= 0x21 && b <= 0x7E) || (b >= 0xA1 && b <= 0xAC) || b >= 0xAE;
+    return self ? b : 256 + shifted;
+}
+
+/* A byte-level tokenizer.json: ids a b E N D Ġ(space) ND Ã(0xC3) ©(0xA9) x, then every other
+ * byte (a byte-level vocabulary has all 256). */
+static char *tiny_tokenizer(void)
+{
+    static char json[16384];
+    const unsigned first[] = {'a', 'b', 'E', 'N', 'D', ' ', 0, 0xC3, 0xA9, 'x'};
+    size_t n = (size_t)snprintf(json, sizeof json, "{\"model\": {\"type\": \"BPE\", \"vocab\": {");
+    int id = 0;
+    for (unsigned b = 0; b < 256 + 10; b++) {
+        unsigned byte = b < 10 ? first[b] : b - 10;
+        bool listed = false;
+        for (int k = 0; b >= 10 && k < 10; k++)
+            listed = listed || (k != 6 && first[k] == byte);
+        if (listed) continue;
+        if (b == 6)
+            n += (size_t)snprintf(json + n, sizeof json - n, "\"ND\": 6, ");
+        else
+            n += (size_t)snprintf(json + n, sizeof json - n, "\"\\u%04x\": %d, ", byte_char(byte),
+                                  id);
+        id++;
+    }
+    snprintf(json + n - 2, sizeof json - n + 2,
+             "}, \"merges\": [\"N D\"]}, \"pre_tokenizer\": {\"type\": \"ByteLevel\", "
+             "\"add_prefix_space\": false, \"use_regex\": true}, \"decoder\": {\"type\": "
+             "\"ByteLevel\"}}");
+    return json;
+}
+
+/* Push ids; then what take() gives: tokens [from, to) and the text piece. */
+static void take_after(ss_stop_text *s, const int64_t *ids, int n, size_t from, size_t to,
+                       const char *text)
+{
+    for (int i = 0; i < n; i++)
+        ss_stop_text_push(s, ids[i]);
+    size_t f = 0, t = 0, len = 0;
+    const char *piece = NULL;
+    ss_stop_text_take(s, &f, &t, &piece, &len);
+    CHECK(f == from && t == to && len == strlen(text) && !memcmp(piece, text, len));
+}
+
+static ss_stop_text *text_with(ss_tokenizer *tk, const char *stop)
+{
+    ss_stop_text *s = NULL;
+    const char *stops[] = {stop};
+    ss_status *st = ss_stop_text_new(tk, stops, stop ? 1 : 0, &s);
+    CHECK(!st);
+    ss_status_free(st);
+    return s;
+}
+
+/* A sequence's text: a stop string ends it and is cut from the text while the tokens keep the
+ * one that completed it (vLLM's rule), even when the match ends inside that token; while it could
+ * still match, neither its text nor its tokens are released; a split UTF-8 character is held. */
+static void stop_text_follows_vllm(void)
+{
+    ss_tokenizer *tk = NULL;
+    const char *json = tiny_tokenizer();
+    ss_status *st = ss_tokenizer_parse(json, strlen(json), "tiny", &tk);
+    if (st) fprintf(stderr, "%s\n", st->msg);
+    CHECK(!st);
+    ss_status_free(st);
+    if (!tk) return;
+    size_t len = 0;
+    ss_stop_text *s = text_with(tk, "EN"); /* ends inside the token "ND" */
+    take_after(s, (int64_t[]){0, 5}, 2, 0, 2, "a ");
+    take_after(s, (int64_t[]){2}, 1, 2, 2, ""); /* "E" may become "EN": held */
+    CHECK(ss_stop_text_push(s, 6));             /* "ND" completes it */
+    ss_stop_text_finish(s);
+    take_after(s, NULL, 0, 2, 4, ""); /* E and ND: the tokens of the match, in the last piece */
+    CHECK(!strncmp(ss_stop_text_all(s, &len), "a ", len) && len == 2);
+    ss_stop_text_free(s);
+
+    s = text_with(tk, "END"); /* a partial match ruled out: all of it goes */
+    take_after(s, (int64_t[]){2, 3}, 2, 0, 0, "");
+    take_after(s, (int64_t[]){9}, 1, 0, 3, "ENx");
+    ss_stop_text_free(s);
+
+    s = text_with(tk, "\xC3\xA9"); /* é from two tokens: the first byte is held, not its token */
+    take_after(s, (int64_t[]){0, 7}, 2, 0, 1, "a");
+    CHECK(ss_stop_text_push(s, 8));
+    ss_stop_text_finish(s);
+    take_after(s, NULL, 0, 1, 3, "");
+    ss_stop_text_free(s);
+
+    s = text_with(tk,
+                  NULL); /* no stop strings: tokens at once, a lone lead byte U+FFFD at the end */
+    take_after(s, (int64_t[]){0, 7}, 2, 0, 2, "a");
+    ss_stop_text_finish(s);
+    take_after(s, NULL, 0, 2, 2, "\xEF\xBF\xBD");
+    CHECK(ss_stop_text_all(s, &len) && len == 4);
+    ss_stop_text_free(s);
+    ss_tokenizer_free(tk);
+}
+
 TEST_MAIN(TEST(greedy_takes_the_first_maximum), TEST(top_k_keeps_ties_with_the_kth),
           TEST(top_p_keeps_the_smallest_set_with_mass_p), TEST(top_p_over_a_large_vocabulary),
           TEST(top_k_over_a_large_vocabulary), TEST(min_p_is_relative_to_the_likeliest),
           TEST(penalties_follow_ctrl_and_openai), TEST(draws_follow_the_distribution_and_the_seed),
-          TEST(bad_parameters_are_named), TEST(stop_strings_end_and_hold_back))
+          TEST(bad_parameters_are_named), TEST(stop_strings_end_and_hold_back),
+          TEST(stop_text_follows_vllm))

@@ -29,15 +29,15 @@ static int fuzz_describe(void *ctx, const char *servable, uint64_t version,
         snprintf(why, cap, "unknown");
         return SS_DESCRIBE_NOT_FOUND;
     }
-    static const char *const ins[] = {"prompt", "max_tokens", "temperature",   "top_k",
-                                      "top_p",  "seed",       "stop_token_ids"};
-    static ss_serving_tensor_spec in[7], outs[2];
-    for (int i = 0; i < 7; i++)
-        in[i] = (ss_serving_tensor_spec){.name = (char *)ins[i], .ndim = i == 0 || i == 6};
+    static const char *const ins[] = {"prompt", "max_tokens", "temperature",    "top_k",
+                                      "top_p",  "seed",       "stop_token_ids", "stop"};
+    static ss_serving_tensor_spec in[8], outs[2];
+    for (int i = 0; i < 8; i++)
+        in[i] = (ss_serving_tensor_spec){.name = (char *)ins[i], .ndim = i == 0 || i >= 6};
     outs[0] = (ss_serving_tensor_spec){.name = "tokens", .dtype = SS_DT_INT64, .ndim = 1};
     outs[1] = (ss_serving_tensor_spec){.name = "finish_reason", .dtype = SS_DT_STRING};
     ss_serving_method m = {
-        .name = "generate", .inputs = in, .outputs = outs, .n_inputs = 7, .n_outputs = 2};
+        .name = "generate", .inputs = in, .outputs = outs, .n_inputs = 8, .n_outputs = 2};
     ss_serving_signature sig = {
         .servable = (char *)servable, .version = 1, .methods = &m, .n_methods = 1};
     *out = ss_serving_signature_copy(&sig);
@@ -141,7 +141,7 @@ static void fuzz_one(const gen_codec *codec, const char *url, const char *body, 
     }
     ss_predict_request *req = ss_rest_gen_take_request(g);
     ss_predict_reply *reply = NULL;
-    fuzz_predict(NULL, req, keep_reply, &reply); /* partials too: stop strings are watched */
+    fuzz_predict(NULL, req, keep_reply, &reply); /* partials too: they bring the text */
     reply = ss_predict_reply_finish(reply, req);
     ss_rest_gen_encode(g, reply, &status, &out, &out_len);
     free(out);

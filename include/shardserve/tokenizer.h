@@ -63,6 +63,8 @@ ss_status *ss_tokenizer_stream_new(const ss_tokenizer *tk, bool skip_special,
 ss_status *ss_tokenizer_stream_push(ss_tokenizer_stream *s, int32_t id, const char **text,
                                     size_t *len);
 ss_status *ss_tokenizer_stream_finish(ss_tokenizer_stream *s, const char **text, size_t *len);
+/* Bytes of an incomplete UTF-8 sequence held now (0: every id pushed is wholly in the text). */
+size_t ss_tokenizer_stream_held(const ss_tokenizer_stream *s);
 void ss_tokenizer_stream_free(ss_tokenizer_stream *s);
 
 #endif

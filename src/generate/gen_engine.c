@@ -298,7 +298,8 @@ static void take_token(ss_gen_engine *e, const ss_sched_item *it, const float *r
                        q->tokens + q->n_prompt, (size_t)(q->n_tokens - q->n_prompt));
     q->tokens[q->n_tokens++] = token;
     ss_sched_append(e->sched, it->seq);
-    ss_gen_state state = is_stop(q, token)                              ? SS_GEN_STOP
+    bool text_stop = q->p.stop_text && ss_stop_text_push(q->p.stop_text, token);
+    ss_gen_state state = is_stop(q, token) || text_stop                 ? SS_GEN_STOP
                          : q->n_tokens - q->n_prompt >= q->p.max_tokens ? SS_GEN_LENGTH
                                                                         : SS_GEN_RUNNING;
     if (state != SS_GEN_RUNNING)

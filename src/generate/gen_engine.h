@@ -5,8 +5,8 @@
  * model's block pool); their logits come back; tokens go to each request's callback as they are
  * chosen. Continuous batching (gen_sched.h): every step runs the decodes of all running
  * sequences as one batched call, and prefill chunks of equal length as one call each; sequences
- * join and leave at every step. The caller runs one call at a time, on one thread (the worker's
- * loop).
+ * join and leave at every step. Stop strings (gen_stop.h) are watched token by token. The caller
+ * runs one call at a time, on one thread (the worker's loop).
  */
 #ifndef SS_GENERATE_ENGINE_H
 #define SS_GENERATE_ENGINE_H
@@ -16,6 +16,7 @@
 
 #include "gen_sample.h"
 #include "gen_sched.h"
+#include "gen_stop.h"
 
 typedef struct {
     int32_t vocab;
@@ -30,11 +31,14 @@ typedef struct {
     int32_t max_tokens;      /* new tokens at most, >= 1 */
     const int64_t *stop_ids; /* tokens that end the sequence (included in the output); copied */
     int32_t n_stop_ids;
+    /* optional, the caller's: each token is pushed to it, and a stop string it completes ends
+     * the sequence (SS_GEN_STOP) */
+    ss_stop_text *stop_text;
 } ss_gen_params;
 
 typedef enum {
     SS_GEN_RUNNING = 0, /* a token; more will come */
-    SS_GEN_STOP,        /* the token was a stop id */
+    SS_GEN_STOP,        /* the token was a stop id, or completed a stop string */
     SS_GEN_LENGTH,      /* max_tokens reached */
     SS_GEN_CANCELLED,   /* ss_gen_cancel (token -1) */
     SS_GEN_FAILED,      /* a model call failed (token -1, error set) */

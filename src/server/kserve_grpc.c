@@ -781,15 +781,30 @@ static bool piece_wanted(const ss_kserve_call *call, const char *name)
     return call->n_outputs == 0;
 }
 
+/* A piece's one string (a generate method's text) as BYTES [1]: length-prefixed in buf. */
+static void piece_string(const ss_serving_item *it, ss_kserve_output *o, uint8_t **buf)
+{
+    const ss_string *s = it->tensor.nbytes >= sizeof *s ? it->tensor.data : NULL;
+    uint32_t len = s ? (uint32_t)s->len : 0;
+    if (!(*buf = malloc(4 + (size_t)len))) return;
+    memcpy(*buf, &len, 4);
+    if (len) memcpy(*buf + 4, s->data, len);
+    o->ndim = 1;
+    o->dims[0] = 1;
+    o->data = *buf;
+    o->nbytes = 4 + (size_t)len;
+}
+
 bool ss_kserve_grpc_encode_partial(ss_kserve_call *call, const ss_serving_instance *chunk,
                                    uint8_t **out, size_t *out_len, ss_kserve_error *err)
 {
-    ss_kserve_output outs[16];
+    ss_kserve_output outs[16] = {0};
+    uint8_t *strings[16] = {0};
     size_t n = 0;
     for (size_t i = 0; i < chunk->count && n < sizeof outs / sizeof *outs; i++) {
         const ss_serving_item *it = &chunk->items[i];
-        if (it->tensor.dtype == SS_DT_STRING || !piece_wanted(call, it->name)) continue;
-        ss_kserve_output *o = &outs[n++];
+        if (!piece_wanted(call, it->name)) continue;
+        ss_kserve_output *o = &outs[n];
         memset(o, 0, sizeof *o);
         o->name = it->name;
         o->dtype = it->tensor.dtype;
@@ -797,8 +812,13 @@ bool ss_kserve_grpc_encode_partial(ss_kserve_call *call, const ss_serving_instan
         memcpy(o->dims, it->tensor.dims, sizeof o->dims);
         o->data = it->tensor.data;
         o->nbytes = it->tensor.nbytes;
+        if (it->tensor.dtype == SS_DT_STRING) piece_string(it, o, &strings[n]);
+        if (it->tensor.dtype != SS_DT_STRING || strings[n]) n++; /* out of memory: left out */
     }
-    return encode_outputs(call, outs, n, 0, out, out_len, err);
+    bool ok = encode_outputs(call, outs, n, 0, out, out_len, err);
+    for (size_t i = 0; i < n; i++)
+        free(strings[i]);
+    return ok;
 }
 
 /* ------------------------------------------------------------------ statistics */

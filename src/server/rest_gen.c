@@ -17,7 +17,6 @@
 #include <sys/stat.h>
 #include <time.h>
 
-#include "gen_stop.h"
 #include "sse.h"
 
 /* Bytes of events queued for one slow client before its request is cancelled. */
@@ -44,20 +43,13 @@ struct ss_rest_gen {
     gen_info info;
     char id[32];
     ss_predict_request *req;     /* owned (until taken, for a plain request) */
-    ss_predict_request *running; /* the same, also once taken: what a stop string cancels */
+    ss_predict_request *running; /* the same, also once taken: what a gone client cancels */
     ss_tokenizer *tk;            /* the env's; NULL: ids only */
     const char *tk_why;          /* why there is none, when it failed to load (the env's) */
-    char *stops[SS_GEN_MAX_STOPS];
-    int n_stops;
     bool stream;
     /* streaming (the worker's thread writes, under the stream's ordering) */
     ss_sse *sse;
-    ss_tokenizer_stream *detok;
-    sbuf text;        /* the text so far */
-    size_t text_sent; /* text[0, text_sent) has been sent */
-    bool stopped;     /* a stop string ended it: the request was cancelled for that */
-    sbuf kept;        /* a plain request with stop strings: its ids so far (int64), the answer
-                         when a stop string cancels it */
+    sbuf text; /* a plain request: the worker's text pieces so far */
     void (*answered)(void *ctx);
     void *answered_ctx;
     unsigned early_status; /* an error before any event: answered as a plain error */
@@ -328,6 +320,24 @@ static bool gen_stop_ids(const cJSON *list, ss_serving_instance *inst, gen_err *
            gen_fail(e, MHD_HTTP_INTERNAL_SERVER_ERROR, "", "out of memory");
 }
 
+/* The stop strings as the method's input "stop": a string tensor [n] (n may be 0). */
+static bool gen_stop_strings(const gen_params *p, ss_serving_instance *inst, gen_err *e)
+{
+    ss_tensor t = {0};
+    int64_t dims[1] = {p->n_stops};
+    ss_status *st = ss_tensor_alloc(&t, SS_DT_STRING, 1, dims);
+    ss_string *s = st ? NULL : t.data;
+    for (int i = 0; !st && i < p->n_stops; i++) {
+        s[i].len = strlen(p->stops[i]);
+        if (!(s[i].data = strdup(p->stops[i]))) st = ss_errf(SS_ERR_NOMEM, "stop");
+    }
+    if (!st) st = ss_serving_instance_put(inst, "stop", &t, false);
+    ss_tensor_free(&t);
+    bool ok = !st;
+    ss_status_free(st);
+    return ok || gen_fail(e, MHD_HTTP_INTERNAL_SERVER_ERROR, "", "out of memory");
+}
+
 /* One declared input of the method, from the request or its default. */
 static bool gen_input(ss_rest_gen *g, const gen_params *p, const char *name,
                       ss_serving_instance *inst, gen_err *e)
@@ -341,6 +351,7 @@ static bool gen_input(ss_rest_gen *g, const gen_params *p, const char *name,
         free(ids);
         return ok || gen_fail(e, MHD_HTTP_INTERNAL_SERVER_ERROR, "", "out of memory");
     }
+    if (!strcmp(name, "stop")) return gen_stop_strings(p, inst, e);
     if (!strcmp(name, "stop_token_ids")) {
         if (p->stop_token_ids) return gen_stop_ids(p->stop_token_ids, inst, e);
         return put_ids(inst, name, NULL, 0) ||
@@ -376,6 +387,11 @@ static bool gen_undeclared(const ss_serving_method *m, const gen_params *p, cons
         return gen_fail(e, MHD_HTTP_BAD_REQUEST, "stop_token_ids",
                         "model '%s' does not take 'stop_token_ids' (its method '%s' does not "
                         "declare it)",
+                        model, m->name);
+    if (p->n_stops && !declared(m, "stop"))
+        return gen_fail(e, MHD_HTTP_BAD_REQUEST, "stop",
+                        "model '%s' does not take 'stop' (its method '%s' does not declare input "
+                        "'stop')",
                         model, m->name);
     return true;
 }
@@ -422,11 +438,7 @@ static void gen_free(void *arg)
     ss_rest_gen *g = arg;
     if (!g) return;
     ss_predict_request_free(g->req);
-    for (int i = 0; i < g->n_stops; i++)
-        free(g->stops[i]);
-    ss_tokenizer_stream_free(g->detok);
     free(g->text.p);
-    free(g->kept.p);
     free(g->early.p);
     free((char *)g->info.model);
     free(g);
@@ -443,22 +455,7 @@ static bool gen_setup(ss_rest_gen *g, const gen_params *p, gen_err *e)
         return gen_fail(e, MHD_HTTP_INTERNAL_SERVER_ERROR, "", "out of memory");
     g->tk = tk_get(g->env, p->model, &g->tk_why);
     g->info.text = g->tk != NULL;
-    if (p->n_stops && !g->tk)
-        return gen_fail(e, MHD_HTTP_BAD_REQUEST, "stop",
-                        "stop strings need the model's tokenizer.json, and model '%s' has none: "
-                        "use stop_token_ids",
-                        p->model);
-    for (int i = 0; i < p->n_stops; i++)
-        if (!(g->stops[g->n_stops++] = strdup(p->stops[i])))
-            return gen_fail(e, MHD_HTTP_INTERNAL_SERVER_ERROR, "", "out of memory");
     g->stream = p->stream;
-    if ((g->stream || g->n_stops) && g->tk) {
-        ss_status *st = ss_tokenizer_stream_new(g->tk, true, &g->detok);
-        if (st) {
-            ss_status_free(st);
-            return gen_fail(e, MHD_HTTP_INTERNAL_SERVER_ERROR, "", "out of memory");
-        }
-    }
     return gen_build(g, p, e);
 }
 
@@ -486,7 +483,7 @@ bool ss_rest_gen_decode(ss_rest_gen_env *env, const gen_codec *codec, const char
         g->sse = ss_sse_new(conn, SSE_QUEUE_LIMIT, g, gen_free, gen_gone);
         if (!g->sse) ok = gen_fail(&e, MHD_HTTP_INTERNAL_SERVER_ERROR, "", "out of memory");
     }
-    cJSON_Delete(root); /* p borrowed from it: copied (stops) or used (prompt) by now */
+    cJSON_Delete(root); /* p borrowed from it: used (prompt, stops) by now */
     if (ok) {
         g->running = g->req;
         *out = g;
@@ -549,58 +546,25 @@ static const char *gen_reason(const ss_predict_reply *reply)
     return s->data ? s->data : "length";
 }
 
-/* The text that may be sent now, text[text_sent, end): everything at the end, less a tail that
- * could still become a stop string while streaming; a stop string found ends the output. */
-static void gen_text_ready(ss_rest_gen *g, bool final, const char **piece, size_t *n)
-{
-    const char *text = g->text.p ? g->text.p : "";
-    ss_stop_result r =
-        ss_stop_scan((const char *const *)g->stops, g->n_stops, text, g->text.len, 0);
-    size_t end = r.stopped || !final ? r.emit : g->text.len;
-    if (r.stopped && !g->stopped) {
-        g->stopped = true;
-        if (!final) ss_predict_request_cancel(g->running); /* the worker still holds it */
-    }
-    if (end < g->text_sent) end = g->text_sent;
-    *piece = text + g->text_sent;
-    *n = end - g->text_sent;
-    g->text_sent = end;
-}
-
-static void gen_detok_push(ss_rest_gen *g, const int64_t *ids, size_t n)
-{
-    for (size_t i = 0; i < n; i++) {
-        const char *text = NULL;
-        size_t len = 0;
-        ss_status *st = ss_tokenizer_stream_push(g->detok, (int32_t)ids[i], &text, &len);
-        if (st) { /* an id outside the vocabulary: shown as U+FFFD, as decode does */
-            ss_status_free(st);
-            text = "\xEF\xBF\xBD";
-            len = 3;
-        }
-        sb_put(&g->text, text, len);
-    }
-}
-
-/* A partial() of the worker: the new tokens as one event; for a plain request with stop strings,
- * only watched for them. */
+/* A piece of the worker's: the new tokens and text as one event (a plain request keeps the
+ * text for its answer). */
 static void gen_partial(void *ctx, size_t instance, const ss_serving_instance *chunk)
 {
     (void)instance;
     ss_rest_gen *g = ctx;
     const ss_serving_item *it = ss_serving_instance_find(chunk, "tokens");
-    if (!it || it->tensor.dtype != SS_DT_INT64 || g->stopped) return;
+    const ss_serving_item *tx = ss_serving_instance_find(chunk, "text");
+    if (!it || it->tensor.dtype != SS_DT_INT64) return;
     const int64_t *ids = it->tensor.data;
     size_t n = it->tensor.nbytes / sizeof *ids;
+    const ss_string *text = tx && tx->tensor.dtype == SS_DT_STRING ? tx->tensor.data : NULL;
+    const char *piece = !g->info.text ? NULL : text && text->data ? text->data : "";
+    size_t plen = piece && text ? text->len : 0;
     g->info.completion_tokens += n;
-    if (!g->sse) sb_put(&g->kept, ids, n * sizeof *ids);
-    const char *piece = NULL;
-    size_t plen = 0;
-    if (g->detok) {
-        gen_detok_push(g, ids, n);
-        gen_text_ready(g, false, &piece, &plen);
+    if (!g->sse) {
+        if (plen) sb_put(&g->text, piece, plen);
+        return;
     }
-    if (!g->sse) return;
     sbuf ev = {0};
     g->codec->chunk(g, ids, n, piece, plen, &ev);
     if (ev.oom || !ss_sse_send(g->sse, ev.p, ev.len, false))
@@ -612,7 +576,7 @@ static void gen_partial(void *ctx, size_t instance, const ss_serving_instance *c
 static void gen_last(ss_rest_gen *g, const ss_predict_reply *reply, sbuf *ev)
 {
     gen_err e = {0};
-    const char *err = g->stopped ? NULL : gen_reply_error(reply, &e.status);
+    const char *err = gen_reply_error(reply, &e.status);
     if (err && !ss_sse_started(g->sse)) { /* nothing sent yet: a plain error reply */
         snprintf(e.msg, sizeof e.msg, "%s", err);
         g->early_status = e.status;
@@ -624,13 +588,8 @@ static void gen_last(ss_rest_gen *g, const ss_predict_reply *reply, sbuf *ev)
         sb_str(ev, "data: ");
         g->codec->error(&e, ev);
         sb_str(ev, "\n\n");
-    } else {
-        const char *piece = NULL, *held = NULL;
-        size_t plen = 0, hlen = 0;
-        if (g->detok && ss_tokenizer_stream_finish(g->detok, &held, &hlen) == NULL)
-            sb_put(&g->text, held, hlen);
-        if (g->detok) gen_text_ready(g, true, &piece, &plen);
-        g->codec->last(g, g->stopped ? "stop" : gen_reason(reply), piece, plen, ev);
+    } else { /* the worker's pieces have brought all the text */
+        g->codec->last(g, gen_reason(reply), NULL, 0, ev);
     }
     if (g->codec == &ss_gen_codec_openai) sb_str(ev, "data: [DONE]\n\n");
 }
@@ -696,35 +655,11 @@ ss_predict_request *ss_rest_gen_take_request(ss_rest_gen *g)
 {
     ss_predict_request *req = g->req;
     g->req = NULL;
-    if (g->detok) { /* stop strings: watched token by token, so that one ends it early */
+    if (g->tk) { /* the text comes in the worker's pieces */
         req->partial = gen_partial;
         req->partial_ctx = g;
     }
     return req;
-}
-
-/* A plain request's whole text, cut at the first stop string. */
-static bool gen_whole_text(ss_rest_gen *g, const int64_t *ids, size_t n, const char **reason,
-                           gen_err *e)
-{
-    int32_t *ids32 = malloc((n ? n : 1) * sizeof *ids32);
-    if (!ids32) return gen_fail(e, MHD_HTTP_INTERNAL_SERVER_ERROR, "", "out of memory");
-    for (size_t i = 0; i < n; i++)
-        ids32[i] = ids[i] < 0 || ids[i] > INT32_MAX ? -1 : (int32_t)ids[i];
-    char *text = NULL;
-    size_t len = 0;
-    ss_status *st = ss_tokenizer_decode(g->tk, ids32, n, true, &text, &len);
-    free(ids32);
-    if (st) {
-        gen_fail(e, MHD_HTTP_INTERNAL_SERVER_ERROR, "", "detokenizing the answer: %s", st->msg);
-        ss_status_free(st);
-        return false;
-    }
-    ss_stop_result r = ss_stop_scan((const char *const *)g->stops, g->n_stops, text, len, 0);
-    if (r.stopped) *reason = "stop";
-    sb_put(&g->text, text, r.stopped ? r.emit : len);
-    free(text);
-    return !g->text.oom || gen_fail(e, MHD_HTTP_INTERNAL_SERVER_ERROR, "", "out of memory");
 }
 
 void ss_rest_gen_encode(ss_rest_gen *g, const ss_predict_reply *reply, unsigned *status,
@@ -732,22 +667,18 @@ void ss_rest_gen_encode(ss_rest_gen *g, const ss_predict_reply *reply, unsigned 
 {
     gen_err e = {0};
     sbuf s = {0};
-    const char *err = g->stopped ? NULL : gen_reply_error(reply, &e.status);
-    const ss_serving_item *it = err || g->stopped || !reply->count
-                                    ? NULL
-                                    : ss_serving_instance_find(&reply->instances[0], "tokens");
-    const char *reason = err ? NULL : g->stopped ? "stop" : gen_reason(reply);
+    const char *err = gen_reply_error(reply, &e.status);
+    const ss_serving_item *it =
+        err || !reply->count ? NULL : ss_serving_instance_find(&reply->instances[0], "tokens");
+    const char *reason = err ? NULL : gen_reason(reply);
     bool ok = !err || (snprintf(e.msg, sizeof e.msg, "%s", err), false);
-    if (ok && !g->stopped && (!it || it->tensor.dtype != SS_DT_INT64))
+    if (ok && (!it || it->tensor.dtype != SS_DT_INT64))
         ok = gen_fail(&e, MHD_HTTP_INTERNAL_SERVER_ERROR, "", "the answer has no int64 tokens");
-    if (ok && g->stopped && g->kept.oom)
-        ok = gen_fail(&e, MHD_HTTP_INTERNAL_SERVER_ERROR, "", "out of memory keeping the tokens");
-    /* cancelled by a stop string: the answer is what the partials brought */
-    const int64_t *ids = !ok ? NULL : g->stopped ? (const int64_t *)g->kept.p : it->tensor.data;
-    size_t n = !ok ? 0 : g->stopped ? g->kept.len / sizeof *ids : it->tensor.nbytes / sizeof *ids;
+    if (ok && g->text.oom)
+        ok = gen_fail(&e, MHD_HTTP_INTERNAL_SERVER_ERROR, "", "out of memory keeping the text");
+    const int64_t *ids = ok ? it->tensor.data : NULL;
+    size_t n = ok ? it->tensor.nbytes / sizeof *ids : 0;
     g->info.completion_tokens = n;
-    g->text.len = 0; /* what the partials detokenized was for finding stop strings */
-    if (ok && g->tk) ok = gen_whole_text(g, ids, n, &reason, &e);
     if (ok)
         g->codec->whole(g, ids, n, g->tk ? (g->text.p ? g->text.p : "") : NULL, g->text.len, reason,
                         &s);

@@ -7,9 +7,11 @@
  * Server-Sent Events (sse.h) fed by the request's partial() from the worker's thread.
  *
  * Text: when the servable folder has a Hugging Face tokenizer.json (loaded once per servable),
- * prompts may be text and answers carry text, detokenized incrementally while streaming (partial
- * UTF-8 held back); stop strings are applied here (gen_stop.c's rules: the output ends before
- * the stop string, which is never sent), and a streamed request that meets one is cancelled.
+ * prompts may be text, encoded here. Answers carry the text the worker's token loop decodes and
+ * sends with each piece of tokens (partial UTF-8 held back there); stop strings go to the worker
+ * as the method's input "stop" and are applied there, for every front end alike (gen_stop.h: the
+ * text ends before the stop string, which is never sent; the tokens keep the one that completed
+ * it).
  *
  * Threads: decode runs on the REST decoder thread, partial/done on the worker's, respond/encode
  * and close on MHD's. A streamed request is owned by its SSE stream (freed when the producer and
@@ -24,6 +26,7 @@
 #include "shardserve/serving.h"
 #include "shardserve/tokenizer.h"
 
+#include "gen_stop.h"
 #include "sbuf.h"
 
 typedef struct ss_rest_gen ss_rest_gen;
@@ -31,7 +34,6 @@ typedef struct ss_rest_gen_env ss_rest_gen_env;
 
 /* ------------------------------------------------------------------ for codecs */
 
-#define SS_GEN_MAX_STOPS 4
 enum {
     GEN_P_MAX_TOKENS,
     GEN_P_TEMPERATURE,
@@ -69,7 +71,8 @@ bool gen_fail(gen_err *e, unsigned status, const char *param, const char *fmt, .
 /* The sampling fields common to both APIs (max_tokens, temperature, top_k, top_p, min_p, seed,
  * repetition_penalty, presence_penalty, frequency_penalty, stop_token_ids): numbers, or null. */
 bool gen_parse_common(const cJSON *obj, gen_params *p, gen_err *e);
-/* "stop": a string or a list of at most SS_GEN_MAX_STOPS strings, or null. */
+/* "stop": a string or a list of at most SS_GEN_MAX_STOPS strings, or null (their length is the
+ * worker's to check). */
 bool gen_parse_stops(const cJSON *stop, gen_params *p, gen_err *e);
 
 typedef struct {

@@ -170,6 +170,11 @@ ss_status *ss_tokenizer_stream_finish(ss_tokenizer_stream *s, const char **text,
     return stream_emit(s, NULL, 0, true, text, len);
 }
 
+size_t ss_tokenizer_stream_held(const ss_tokenizer_stream *s)
+{
+    return s->n_held;
+}
+
 void ss_tokenizer_stream_free(ss_tokenizer_stream *s)
 {
     if (!s) return;

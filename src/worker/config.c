@@ -296,8 +296,9 @@ static const char *const gen_inputs[] = {"prompt",
                                          "presence_penalty",
                                          "frequency_penalty",
                                          "stop_token_ids",
+                                         "stop",
                                          NULL};
-static const char *const gen_outputs[] = {"tokens", "finish_reason", NULL};
+static const char *const gen_outputs[] = {"tokens", "finish_reason", "text", NULL};
 
 static bool listed(const char *const *names, const char *n)
 {
@@ -314,15 +315,15 @@ static ss_status *gen_method(const ss_method_config *mc, const char *what)
             return ss_errf(SS_ERR_INVALID,
                            "%s: generate method '%s' has input '%s'; it takes prompt, max_tokens, "
                            "temperature, top_k, top_p, min_p, seed, repetition_penalty, "
-                           "presence_penalty, frequency_penalty, stop_token_ids",
+                           "presence_penalty, frequency_penalty, stop_token_ids, stop",
                            what, mc->name, mc->inputs[i]);
         prompt = prompt || !strcmp(mc->inputs[i], "prompt");
     }
     for (int i = 0; i < mc->n_outputs; i++) {
         if (!listed(gen_outputs, mc->outputs[i]))
             return ss_errf(SS_ERR_INVALID,
-                           "%s: generate method '%s' has output '%s'; it gives tokens and "
-                           "finish_reason",
+                           "%s: generate method '%s' has output '%s'; it gives tokens, "
+                           "finish_reason and text",
                            what, mc->name, mc->outputs[i]);
         tokens = tokens || !strcmp(mc->outputs[i], "tokens");
     }

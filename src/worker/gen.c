@@ -1,9 +1,10 @@
 /*
  * gen (gen.h): generate requests through the token-loop engine, the pool probe, and the outputs
- * (tokens int64 [n], finish_reason "stop" | "length").
+ * (tokens int64 [n], finish_reason "stop" | "length", text).
  */
 #include "gen.h"
 
+#include <errno.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -21,6 +22,11 @@ typedef struct gen_req {
     int32_t n_prompt;
     ss_gen_params p;
     int64_t stop_ids[SS_GEN_MAX_STOP_IDS];
+    char *stops[SS_GEN_MAX_STOPS];
+    int n_stops;
+    bool stop_given;    /* input "stop" held at least one string */
+    ss_stop_text *text; /* with a tokenizer */
+    bool want_text;
     bool in_engine;
     bool cancelled; /* its client went away */
     int mb;         /* its micro-batch (engine), once in_engine */
@@ -50,6 +56,8 @@ struct ss_wgen {
     pool_state state;
     gen_req *reqs;
     int64_t probe_tok, probe_pos, probe_seq;
+    ss_tokenizer *tk; /* the servable's tokenizer.json (NULL: none) */
+    char *tk_why;     /* why it did not load */
 };
 
 ss_status *ss_wgen_new(const ss_generate_config *cfg, int micro_batches, const ss_wgen_hooks *hooks,
@@ -77,6 +85,9 @@ static void free_engines(ss_wgen *g)
 
 static void req_free(gen_req *r)
 {
+    for (int k = 0; k < r->n_stops; k++)
+        free(r->stops[k]);
+    ss_stop_text_free(r->text);
     free(r->prompt);
     free(r->tokens);
     free(r);
@@ -113,7 +124,21 @@ void ss_wgen_free(ss_wgen *g, const char *why)
     if (!g) return;
     fail_all(g, why);
     free_engines(g);
+    ss_tokenizer_free(g->tk);
+    free(g->tk_why);
     free(g);
+}
+
+void ss_wgen_use_tokenizer(ss_wgen *g, const char *path)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f && errno == ENOENT) return;
+    if (f) fclose(f);
+    ss_status *st = ss_tokenizer_load(path, &g->tk);
+    if (!st) return;
+    SS_WARN("%s: %s (stop strings and text outputs are off)", path, st->msg);
+    g->tk_why = strdup(st->msg);
+    ss_status_free(st);
 }
 
 /* ------------------------------------------------------------------ a request's inputs */
@@ -151,10 +176,52 @@ static bool int_list(const ss_tensor *t, int64_t *out, size_t cap, size_t *n)
     return true;
 }
 
+/* One stop string of input "stop" (empty ones are ignored, as OpenAI's are). */
+static ss_status *add_stop(gen_req *r, const char *s, size_t len)
+{
+    if (!len) return NULL;
+    if (r->n_stops == SS_GEN_MAX_STOPS)
+        return ss_errf(SS_ERR_INVALID,
+                       "input 'stop' holds more than %d stop strings "
+                       "(SS_GEN_MAX_STOPS)",
+                       SS_GEN_MAX_STOPS);
+    if (len > SS_GEN_MAX_STOP_BYTES)
+        return ss_errf(SS_ERR_INVALID,
+                       "input 'stop': stop string %d is %zu bytes, at most %d "
+                       "(SS_GEN_MAX_STOP_BYTES)",
+                       r->n_stops + 1, len, SS_GEN_MAX_STOP_BYTES);
+    if (!(r->stops[r->n_stops] = strndup(s, len))) return ss_errf(SS_ERR_NOMEM, "input 'stop'");
+    r->n_stops++;
+    return NULL;
+}
+
+/* Input "stop": strings, each one stop string or several separated by NUL bytes. */
+static ss_status *set_stops(gen_req *r, const ss_tensor *t)
+{
+    if (t->dtype != SS_DT_STRING)
+        return ss_errf(SS_ERR_INVALID,
+                       "input 'stop' must be strings (at most %d stop strings), "
+                       "got %s",
+                       SS_GEN_MAX_STOPS, ss_dtype_name(t->dtype));
+    const ss_string *strs = t->data;
+    size_t n = t->nbytes / sizeof *strs;
+    ss_status *st = NULL;
+    for (size_t i = 0; i < n && !st; i++) {
+        const char *p = strs[i].data ? strs[i].data : "", *end = p + strs[i].len;
+        for (const char *nul = p; !st && nul; p = nul + 1) {
+            nul = memchr(p, 0, (size_t)(end - p));
+            st = add_stop(r, p, (size_t)((nul ? nul : end) - p));
+        }
+    }
+    r->stop_given = r->n_stops > 0;
+    return st;
+}
+
 static ss_status *set_param(gen_req *r, const char *name, const ss_tensor *t)
 {
     double v = 0;
     size_t n = 0;
+    if (!strcmp(name, "stop")) return set_stops(r, t);
     if (!strcmp(name, "stop_token_ids")) {
         if (!int_list(t, r->stop_ids, SS_GEN_MAX_STOP_IDS, &n) || n > SS_GEN_MAX_STOP_IDS)
             return ss_errf(SS_ERR_INVALID, "input 'stop_token_ids' must hold at most %d integers",
@@ -220,6 +287,11 @@ static ss_status *put_outputs(gen_req *r, ss_gen_state state)
             if (st) ss_tensor_free(&t);
         }
     }
+    if (!st && r->want_text) {
+        size_t len = 0;
+        const char *text = r->text ? ss_stop_text_all(r->text, &len) : "";
+        st = ss_serving_instance_put_string(r->out, "text", text, len, false);
+    }
     if (!st && r->want_reason) {
         const char *why = state == SS_GEN_STOP ? "stop" : "length";
         st = ss_serving_instance_put_string(r->out, "finish_reason", why, strlen(why), false);
@@ -227,9 +299,29 @@ static ss_status *put_outputs(gen_req *r, ss_gen_state state)
     return st;
 }
 
+/* What became final goes to the stream: the new token, or with a tokenizer what gen_stop
+ * releases (everything once the sequence has ended). */
+static void stream_out(gen_req *r, bool ended)
+{
+    ss_wgen *g = r->g;
+    if (!g->hooks.tokens) return;
+    if (!r->text) {
+        g->hooks.tokens(g->worker, r->request, r->inst, &r->tokens[r->n_tokens - 1], 1, NULL, 0);
+        return;
+    }
+    if (ended) ss_stop_text_finish(r->text);
+    size_t from = 0, to = 0, len = 0;
+    const char *text = NULL;
+    ss_stop_text_take(r->text, &from, &to, &text, &len);
+    if (to > from || len)
+        g->hooks.tokens(g->worker, r->request, r->inst, r->tokens + from, (int)(to - from), text,
+                        len);
+}
+
 static void on_token(void *ctx, int64_t token, ss_gen_state state, const char *error)
 {
     gen_req *r = ctx;
+    bool ended = state == SS_GEN_STOP || state == SS_GEN_LENGTH;
     if (token >= 0) {
         if (r->n_tokens == r->cap) {
             int32_t cap = r->cap ? 2 * r->cap : 64;
@@ -241,11 +333,13 @@ static void on_token(void *ctx, int64_t token, ss_gen_state state, const char *e
             r->tokens = t, r->cap = cap;
         }
         r->tokens[r->n_tokens++] = token;
-        if (r->g->hooks.tokens) r->g->hooks.tokens(r->g->worker, r->request, r->inst, &token, 1);
+        stream_out(r, ended);
     }
     if (state == SS_GEN_RUNNING) return;
-    if (state == SS_GEN_STOP || state == SS_GEN_LENGTH) {
-        ss_status *st = put_outputs(r, state);
+    if (ended) {
+        ss_status *st = r->text && ss_stop_text_oom(r->text)
+                            ? ss_errf(SS_ERR_NOMEM, "the generated text")
+                            : put_outputs(r, state);
         req_end(r, st ? st->msg : NULL);
         ss_status_free(st);
         return;
@@ -276,6 +370,7 @@ static int least_loaded(const ss_wgen *g)
 static bool enter_engine(ss_wgen *g, gen_req *r)
 {
     r->p.stop_ids = r->stop_ids;
+    r->p.stop_text = r->text;
     r->mb = least_loaded(g);
     ss_status *st =
         ss_gen_submit(g->mb[r->mb].engine, r->prompt, r->n_prompt, &r->p, on_token, r, &r->handle);
@@ -285,6 +380,19 @@ static bool enter_engine(ss_wgen *g, gen_req *r)
     if (st) req_end_as(r, st->msg, true); /* r is gone: its prompt or parameters were wrong */
     ss_status_free(st);
     return !st;
+}
+
+/* The request's text and stop strings, which need the servable's tokenizer. */
+static ss_status *text_setup(ss_wgen *g, gen_req *r)
+{
+    if (r->stop_given && !g->tk)
+        return ss_errf(SS_ERR_INVALID,
+                       "input 'stop' (stop strings) needs the servable's tokenizer.json to decode "
+                       "the generated text, and %s%s: use stop_token_ids",
+                       g->tk_why ? "it failed to load: " : "the servable folder has none",
+                       g->tk_why ? g->tk_why : "");
+    if (!g->tk) return NULL;
+    return ss_stop_text_new(g->tk, (const char *const *)r->stops, r->n_stops, &r->text);
 }
 
 ss_status *ss_wgen_submit(ss_wgen *g, const ss_method_config *mc, const ss_serving_instance *in,
@@ -299,8 +407,10 @@ ss_status *ss_wgen_submit(ss_wgen *g, const ss_method_config *mc, const ss_servi
     for (int k = 0; k < mc->n_outputs; k++) {
         r->want_tokens = r->want_tokens || !strcmp(mc->outputs[k], "tokens");
         r->want_reason = r->want_reason || !strcmp(mc->outputs[k], "finish_reason");
+        r->want_text = r->want_text || !strcmp(mc->outputs[k], "text");
     }
     ss_status *st = read_inputs(r, mc, in);
+    if (!st) st = text_setup(g, r);
     if (!st && g->cfg.max_context && r->n_prompt > g->cfg.max_context - r->p.max_tokens)
         st = ss_errf(SS_ERR_INVALID,
                      "%d prompt + %d new tokens exceed the servable's max_context %d", r->n_prompt,

@@ -3,9 +3,12 @@
  * and sampling parameters, as MindSpore inputs) becomes a request of the token-loop engine
  * (src/generate/gen_engine.h); the engine's model calls go to the agents as PREDICTs carrying
  * input_ids, position_ids and seq_ids plus the KV pool sequences to free and create; their logits
- * come back here. Before the first request the pool's size is learnt by a probe: one token of a
- * throwaway sequence, run by every rank, each answering with its pool's blocks.
- * Used only on the worker's loop thread.
+ * come back here. With the servable's tokenizer.json the tokens are also decoded to text, and a
+ * request's stop strings (input "stop": strings, several in one separated by NUL bytes, as
+ * MindSpore's and KServe's string tensors carry one string per instance) end its sequence; output
+ * "text" is that text (gen_stop.h says what tokens and text hold then). Before the first request
+ * the pool's size is learnt by a probe: one token of a throwaway sequence, run by every rank, each
+ * answering with its pool's blocks. Used only on the worker's loop thread.
  */
 #ifndef SS_WORKER_GEN_H
 #define SS_WORKER_GEN_H
@@ -19,8 +22,11 @@ typedef struct {
     /* The instance is done: out holds its outputs (tokens, finish_reason) or error is set
      * (invalid: the request's own fault, e.g. a prompt id outside the vocabulary). */
     void (*finish)(void *worker, void *request, size_t inst, const char *error, bool invalid);
-    /* New tokens of a running instance, as they are sampled (optional). */
-    void (*tokens)(void *worker, void *request, size_t inst, const int64_t *tokens, int n);
+    /* New tokens of a running instance, as they are sampled (optional), and with a tokenizer the
+     * text they complete (else NULL): with stop strings only what no stop string can still claim
+     * (gen_stop.h), so n or len may be 0. The pieces add up to the outputs. */
+    void (*tokens)(void *worker, void *request, size_t inst, const int64_t *tokens, int n,
+                   const char *text, size_t len);
     /* Has the request's client gone away? Polled before each model call (optional). */
     bool (*cancelled)(void *worker, void *request);
 } ss_wgen_hooks;
@@ -35,6 +41,11 @@ typedef struct ss_wgen ss_wgen;
 
 ss_status *ss_wgen_new(const ss_generate_config *cfg, int micro_batches, const ss_wgen_hooks *hooks,
                        void *worker, ss_wgen **out);
+/* The servable's tokenizer.json (path): text outputs and stop strings. A missing file is no
+ * error (requests with stop strings are then refused); one that fails to load is logged and the
+ * reason given to those requests. */
+void ss_wgen_use_tokenizer(ss_wgen *g, const char *path);
+
 /* Fails every request it still holds with `why`, then frees. */
 void ss_wgen_free(ss_wgen *g, const char *why);
 

@@ -942,14 +942,15 @@ static void spec_to_serving(const ss_link_spec *sp, const char *name, bool batch
 }
 
 /* A generate method's parameters: any numeric type (JSON gives int32 and float32, gRPC clients
- * int64 and float64; gen.c checks them); prompt and stop_token_ids are lists. Outputs: tokens
- * int64 [n], finish_reason a string. */
+ * int64 and float64; gen.c checks them); prompt and stop_token_ids are lists, stop strings.
+ * Outputs: tokens int64 [n], finish_reason and text strings. */
 static ss_serving_tensor_spec gen_spec(const char *name, bool output)
 {
-    bool list =
-        !strcmp(name, "prompt") || !strcmp(name, "stop_token_ids") || !strcmp(name, "tokens");
+    bool stop = !strcmp(name, "stop");
+    bool list = stop || !strcmp(name, "prompt") || !strcmp(name, "stop_token_ids") ||
+                !strcmp(name, "tokens");
     ss_serving_tensor_spec sp = {.name = (char *)name, .ndim = list ? 1 : 0, .dims = {-1}};
-    sp.dtype = !output ? SS_DT_UNDEFINED : list ? SS_DT_INT64 : SS_DT_STRING;
+    sp.dtype = stop ? SS_DT_STRING : !output ? SS_DT_UNDEFINED : list ? SS_DT_INT64 : SS_DT_STRING;
     return sp;
 }
 
@@ -1836,7 +1837,8 @@ static void gen_finished(void *worker, void *request, size_t inst, const char *e
     req_finish_instance(worker, request, inst, error, code);
 }
 
-static void gen_tokens(void *worker, void *request, size_t inst, const int64_t *tokens, int n)
+static void gen_tokens(void *worker, void *request, size_t inst, const int64_t *tokens, int n,
+                       const char *text, size_t len)
 {
     (void)worker;
     const ss_predict_request *req = ((req_state *)request)->req;
@@ -1846,9 +1848,10 @@ static void gen_tokens(void *worker, void *request, size_t inst, const int64_t *
     int64_t dims[1] = {n};
     ss_status *st = ss_tensor_alloc(&t, SS_DT_INT64, 1, dims);
     if (!st) {
-        memcpy(t.data, tokens, sizeof *tokens * (size_t)n);
+        if (n) memcpy(t.data, tokens, sizeof *tokens * (size_t)n);
         st = ss_serving_instance_put(&chunk, "tokens", &t, false);
     }
+    if (!st && text) st = ss_serving_instance_put_string(&chunk, "text", text, len, false);
     if (!st) req->partial(req->partial_ctx, inst, &chunk);
     ss_tensor_free(&t);
     ss_serving_instance_clear(&chunk);
@@ -2321,6 +2324,11 @@ static ss_status *worker_open(ss_worker *w, const ss_worker_options *opt, const 
         return ss_errf(SS_ERR_IO, "epoll_ctl: %s", strerror(errno));
     if (w->cfg.gen.enabled)
         st = ss_wgen_new(&w->cfg.gen, gen_micro_batches(&w->cfg), &gen_hooks, w, &w->gen);
+    if (w->gen) {
+        char tk[4096];
+        snprintf(tk, sizeof tk, "%s/%s/tokenizer.json", opt->servable_dir, opt->servable);
+        ss_wgen_use_tokenizer(w->gen, tk);
+    }
     return st;
 }
 

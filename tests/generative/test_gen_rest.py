@@ -34,7 +34,7 @@ from test_serve_generate import CASE, PROMPT, REF, metric  # noqa: E402
 PROMPT_IDS = [int(t) for t in PROMPT]
 METHOD = {"name": "generate", "outputs": ["tokens", "finish_reason"],
           "inputs": ["prompt", "max_tokens", "temperature", "top_k", "top_p", "seed",
-                     "presence_penalty", "frequency_penalty"]}
+                     "presence_penalty", "frequency_penalty", "stop"]}
 
 
 # ---------------------------------------------------------------- a tokenizer for 128 ids
