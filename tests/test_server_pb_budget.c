@@ -151,8 +151,8 @@ static wbuf predict_request(size_t n, size_t unknown)
 static void many_instances(void)
 {
     wbuf w = predict_request(3000, 0);
-    check_estimate("3,000 MindSpore instances", &mindspore__serving__proto__predict_request__descriptor,
-                   &w);
+    check_estimate("3,000 MindSpore instances",
+                   &mindspore__serving__proto__predict_request__descriptor, &w);
 }
 
 static void unknown_fields(void)
@@ -166,8 +166,8 @@ static void empty_message(void)
 {
     wbuf w = {0};
     put(&w, "", 0);
-    check_estimate("an empty PredictRequest", &mindspore__serving__proto__predict_request__descriptor,
-                   &w);
+    check_estimate("an empty PredictRequest",
+                   &mindspore__serving__proto__predict_request__descriptor, &w);
 }
 
 /* KServe: a parameter map entry, one input whose int64 contents are 200,000 packed zeros (1 byte
@@ -200,4 +200,5 @@ static void kserve_packed_zeros(void)
     check_estimate("KServe packed zeros", &inference__model_infer_request__descriptor, &req);
 }
 
-TEST_MAIN(TEST(many_instances), TEST(unknown_fields), TEST(empty_message), TEST(kserve_packed_zeros))
+TEST_MAIN(TEST(many_instances), TEST(unknown_fields), TEST(empty_message),
+          TEST(kserve_packed_zeros))

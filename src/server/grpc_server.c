@@ -707,6 +707,50 @@ static const grpc_method methods[] = {
     {KSERVE("SystemSharedMemoryUnregister"), handle_kserve, ss_kserve_grpc_shm_unregister},
 };
 
+static size_t mb_up(size_t bytes)
+{
+    return (bytes + ((size_t)1 << 20) - 1) >> 20;
+}
+
+/* Take a message's decoded size (and `also` bytes more) from the server's budget: *taken, or
+ * false with the reason naming the limit and the estimate (counted). */
+static bool take_decoded(ss_grpc_server *srv, size_t (*decoded_bytes)(const uint8_t *, size_t),
+                         const uint8_t *buf, size_t len, size_t also, size_t *taken, char *why,
+                         size_t cap)
+{
+    size_t decoded = decoded_bytes(buf, len);
+    if (decoded > srv->max_decoded) {
+        ss_metric_add(srv->cut_decoded, 1);
+        snprintf(why, cap,
+                 "the request's decoded size is estimated at %zu MB (%zu MB on the wire), over "
+                 "the per-request limit of %zu MB (--grpc-max-decoded-mb)",
+                 mb_up(decoded), mb_up(len), srv->max_decoded >> 20);
+        return false;
+    }
+    *taken = decoded + also;
+    if (ss_byte_budget_take(&srv->held, *taken)) return true;
+    snprintf(why, cap,
+             "the server holds %zu MB of received requests and this one's decoded size is "
+             "estimated at %zu MB: over its limit of %zu MB (--grpc-max-buffered-mb), try again "
+             "later",
+             mb_up(atomic_load(&srv->held.used)), mb_up(decoded), srv->held.limit >> 20);
+    return false;
+}
+
+/* A ModelStreamInfer message and its decoded size are held until its answer (the stream reads
+ * the next message meanwhile, so each request holds its own). */
+static bool stream_hold(void *srv, const uint8_t *buf, size_t len, size_t *held, char *why,
+                        size_t cap)
+{
+    return take_decoded(srv, ss_kserve_grpc_infer_decoded_bytes, buf, len, len, held, why, cap);
+}
+
+static void stream_release(void *srv, size_t held)
+{
+    ss_byte_budget_give(&((ss_grpc_server *)srv)->held, held);
+    ss_server_trim_after(held);
+}
+
 static void stream_live(void *srv, long delta)
 {
     live_add(srv, delta);
@@ -715,7 +759,7 @@ static void stream_live(void *srv, long delta)
 /* A streaming call leaves this file's unary state machine for its own (kserve_stream.c). */
 static void start_stream(grpc_ctx *c)
 {
-    ss_kserve_stream_env env = {&c->srv->handler, stream_live, c->srv};
+    ss_kserve_stream_env env = {&c->srv->handler, stream_live, c->srv, stream_hold, stream_release};
     grpc_call *call = c->call;
     c->call = NULL;
     ss_kserve_stream_start(call, &env);
@@ -758,35 +802,17 @@ static void release_held(grpc_ctx *c)
     c->held = 0;
 }
 
-static size_t mb_up(size_t bytes)
-{
-    return (bytes + ((size_t)1 << 20) - 1) >> 20;
-}
-
-/* What protobuf-c will allocate to unpack the message joins the message in the server's budget
- * until the call ends; over one request's limit or the server's, the call is refused
- * (RESOURCE_EXHAUSTED naming the limit and the estimate, counted) and its budget freed at once. */
+/* What decoding the message will allocate joins the message in the server's budget until the
+ * call ends; over one request's limit or the server's, the call is refused (RESOURCE_EXHAUSTED)
+ * and its budget freed at once. */
 static bool hold_decoded(grpc_ctx *c, const uint8_t *buf, size_t len)
 {
     if (!c->method->decoded_bytes) return true;
-    ss_grpc_server *srv = c->srv;
-    size_t decoded = c->method->decoded_bytes(buf, len);
     char why[300];
-    if (decoded > srv->max_decoded) {
-        ss_metric_add(srv->cut_decoded, 1);
-        snprintf(why, sizeof why,
-                 "the request's decoded size is estimated at %zu MB (%zu MB on the wire), over "
-                 "the per-request limit of %zu MB (--grpc-max-decoded-mb)",
-                 mb_up(decoded), mb_up(len), srv->max_decoded >> 20);
-    } else if (ss_byte_budget_take(&srv->held, decoded)) {
-        c->held += decoded;
+    size_t taken = 0;
+    if (take_decoded(c->srv, c->method->decoded_bytes, buf, len, 0, &taken, why, sizeof why)) {
+        c->held += taken;
         return true;
-    } else {
-        snprintf(why, sizeof why,
-                 "the server holds %zu MB of received requests and this one's decoded size is "
-                 "estimated at %zu MB: over its limit of %zu MB (--grpc-max-buffered-mb), try "
-                 "again later",
-                 mb_up(atomic_load(&srv->held.used)), mb_up(decoded), srv->held.limit >> 20);
     }
     SS_DEBUG("grpc: %s", why);
     release_held(c);

@@ -53,6 +53,7 @@ typedef struct pending {
     ss_kserve_call *call;
     ss_predict_request *req;
     bool streamed; /* pieces were sent: the last answer says triton_final_response true */
+    size_t held;   /* taken from the server's budget (env.hold) */
     struct pending *prev, *next;
 } pending;
 
@@ -225,6 +226,11 @@ static void post_decode_error(ss_kserve_stream *s, const uint8_t *req, size_t le
     post_error(s, model, id, err);
 }
 
+static void release(ss_kserve_stream *s, size_t held)
+{
+    if (held) s->env.release(s->env.live_ctx, held);
+}
+
 /* Link (held) or unlink a request of the stream's held list (lock held). */
 static void hold(ss_kserve_stream *s, pending *p, bool held)
 {
@@ -282,6 +288,7 @@ static void answered(void *done_ctx, ss_predict_reply *reply)
         post_error(s, p->call->model, p->call->id ? p->call->id : "", &err);
     ss_predict_request_free(p->req);
     ss_kserve_call_free(p->call);
+    release(s, p->held);
     free(p);
     pthread_mutex_lock(&s->mu);
     s->owed--;
@@ -290,18 +297,31 @@ static void answered(void *done_ctx, ss_predict_reply *reply)
     unref_unlock(s);
 }
 
+/* The message and its decoded size against the server's budget (env.hold); false: err says why. */
+static bool hold_request(ss_kserve_stream *s, const uint8_t *buf, size_t len, pending *p,
+                         ss_kserve_error *err)
+{
+    char why[300];
+    if (!s->env.hold || s->env.hold(s->env.live_ctx, buf, len, &p->held, why, sizeof why))
+        return true;
+    ss_kserve_fail(err, 413, "%s", why);
+    return false;
+}
+
 /* One request message: to the handler, or straight back as an error answer. */
 static void handle_request(ss_kserve_stream *s, const uint8_t *buf, size_t len)
 {
     ss_kserve_error err = {0};
     pending *p = calloc(1, sizeof *p);
-    if (!p) {
-        ss_kserve_fail(&err, 500, "out of memory");
+    if (!p || !hold_request(s, buf, len, p, &err)) {
+        if (!p) ss_kserve_fail(&err, 500, "out of memory");
+        free(p);
         post_decode_error(s, buf, len, &err);
         return;
     }
     const ss_predict_handler *h = s->env.handler;
     if (!ss_kserve_grpc_decode_infer(h, buf, len, &p->call, &p->req, &err)) {
+        release(s, p->held);
         free(p);
         post_decode_error(s, buf, len, &err);
         return;

@@ -31,6 +31,11 @@ typedef struct {
      * waits for every call to be gone */
     void (*live)(void *ctx, long delta);
     void *live_ctx;
+    /* optional: take a request message's bytes and decoded size from the server's budget before
+     * it is decoded (*held, given back with release() once it is answered), or false with the
+     * reason (the message is then answered with that error); ctx is live_ctx */
+    bool (*hold)(void *ctx, const uint8_t *buf, size_t len, size_t *held, char *why, size_t cap);
+    void (*release)(void *ctx, size_t held);
 } ss_kserve_stream_env;
 
 /* Start sending one message (`bytes`, malloc'd, consumed) on a call with `tag`: the initial

@@ -447,6 +447,56 @@ def test_grpc_decoded_size_bounded():
         assert legit < 2.0, "a legitimate request took %.2f s" % legit
 
 
+def pb_len(field, data):
+    """One length-delimited protobuf field."""
+    n, head = len(data), bytes([field << 3 | 2])
+    while n > 0x7f:
+        head, n = head + bytes([n & 0x7f | 0x80]), n >> 7
+    return head + bytes([n]) + data
+
+
+def test_kserve_grpc_packed_zeros_bounded():
+    """A KServe ModelInfer of 80 MB of packed int64 zeros (1 byte each on the wire, 8 once
+    unpacked: ~640 MB), alone and as a ModelStreamInfer message, is refused before unpacking,
+    naming the limit and the estimate (the stream answers the message with the error and goes
+    on); serve's peak RSS stays <= 3 x the message limit + 100 MB, health and a legitimate request
+    answer meanwhile."""
+    zeros = 80 << 20
+    shape = b"\x01" + bytes([zeros & 0x7f | 0x80, zeros >> 7 & 0x7f | 0x80, zeros >> 14 & 0x7f | 0x80,
+                             zeros >> 21])
+    tensor = pb_len(1, b"x") + pb_len(2, b"INT64") + pb_len(3, shape) + pb_len(5, pb_len(3, bytes(zeros)))
+    payload = pb_len(1, b"matmul") + pb_len(5, tensor)
+    rpc = "/inference.GRPCInferenceService/"
+    unary = C.raw_channel.unary_unary(rpc + "ModelInfer", request_serializer=lambda b: b,
+                                      response_deserializer=lambda b: b)
+    stream = C.raw_channel.stream_stream(rpc + "ModelStreamInfer", request_serializer=lambda b: b,
+                                         response_deserializer=lambda b: b)
+    outcome = []
+
+    def infer(streamed):
+        try:
+            if streamed:  # ModelStreamInferResponse{error_message = 1}: the text, in-band
+                text = b"".join(stream(iter([payload]), timeout=120)).decode("utf-8", "replace")
+                outcome.append(re.sub(r"[^\x20-\x7e]+", " ", text).strip())
+            else:
+                unary(payload, timeout=120)
+                outcome.append("answered")
+        except ssc.grpc.RpcError as e:
+            outcome.append("%s: %s" % (e.code(), e.details()))
+
+    for streamed in (False, True):
+        health, legit, probes, peak = under_attack([threading.Thread(target=infer, args=(streamed,))])
+        print("    KServe %s, %.0f MB of packed int64 zeros: %s; gRPC health slowest %.0f ms, "
+              "legitimate predict slowest %.0f ms; peak RSS (VmHWM) %.0f MB, bound %d MB" % (
+                  "ModelStreamInfer" if streamed else "ModelInfer", len(payload) / 1e6,
+                  outcome[-1][:200], health * 1e3, legit * 1e3, peak, RSS_BOUND_MB))
+        if not SANITIZED:
+            assert peak <= RSS_BOUND_MB, "peak RSS %.0f MB over %d MB" % (peak, RSS_BOUND_MB)
+        assert (streamed or "RESOURCE_EXHAUSTED" in outcome[-1]) and re.search(
+            r"decoded size is estimated at \d+ MB.*--grpc-max-decoded-mb", outcome[-1]), outcome
+        assert health < 1.0 and legit < 2.0, (health, legit)
+
+
 def legit_rest_seconds():
     """A valid MindSpore REST predict from a fresh connection: its time (the issue's bound: 2 s)."""
     body = json.dumps({"instances": [{"x": np.ones((ROWS, K)).tolist()}]}).encode()
@@ -697,6 +747,7 @@ CASES = [test_grpc_80000_names_refused_fast, test_rest_80000_names_refused_fast,
          test_health_live_with_1000_idle_rest_connections,
          test_health_and_memory_with_large_bodies_in_flight,
          test_grpc_large_requests_bounded, test_grpc_decoded_size_bounded,
+         test_kserve_grpc_packed_zeros_bounded,
          test_per_client_limit_refuses_and_counts,
          test_trickled_headers_cut_at_the_read_deadline, test_expect_continue_over_the_limit_refused_first,
          test_grpc_message_that_never_arrives_is_cancelled, test_grpc_streams_per_connection_limited,
