@@ -531,16 +531,6 @@ static void predict_done(void *done_ctx, ss_predict_reply *reply)
     finish_with_reply(done_ctx, reply);
 }
 
-/* Flatten the received message (NULL when the client sent none). */
-static grpc_slice read_message(grpc_byte_buffer *bb)
-{
-    grpc_byte_buffer_reader reader;
-    if (!bb || !grpc_byte_buffer_reader_init(&reader, bb)) return grpc_empty_slice();
-    grpc_slice s = grpc_byte_buffer_reader_readall(&reader);
-    grpc_byte_buffer_reader_destroy(&reader);
-    return s;
-}
-
 /* Predict, or PredictStream when `stream`: the same request, pieces sent as they come. */
 static void start_predict(grpc_ctx *c, const uint8_t *buf, size_t len, bool stream)
 {
@@ -884,9 +874,7 @@ static void on_received(grpc_ctx *c, bool ok)
     }
     c->bytes = grpc_byte_buffer_length(c->recv);
     if (!hold_message(c)) return; /* refused before it is copied */
-    grpc_slice msg = read_message(c->recv);
-    grpc_byte_buffer_destroy(c->recv);
-    c->recv = NULL;
+    grpc_slice msg = ss_grpc_take_message(&c->recv);
     if (c->bytes >= DECODE_ASIDE_BYTES && decode_aside(c, msg)) return;
     handle_message(c, GRPC_SLICE_START_PTR(msg), GRPC_SLICE_LENGTH(msg));
     grpc_slice_unref(msg);

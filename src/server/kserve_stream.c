@@ -25,6 +25,7 @@
 #include <string.h>
 
 #include "kserve_grpc.h"
+#include "trim.h"
 
 #define MAX_PENDING 64
 #define MAX_UNSENT 1024
@@ -355,16 +356,30 @@ static void read_more(ss_kserve_stream *s)
         start_recv(s);
 }
 
-static grpc_slice take_message(ss_kserve_stream *s)
+grpc_slice ss_grpc_take_message(grpc_byte_buffer **bb)
 {
-    grpc_byte_buffer_reader reader;
     grpc_slice msg = grpc_empty_slice();
-    if (grpc_byte_buffer_reader_init(&reader, s->recv)) {
-        msg = grpc_byte_buffer_reader_readall(&reader);
-        grpc_byte_buffer_reader_destroy(&reader);
+    grpc_byte_buffer_reader reader;
+    if (!*bb) return msg;
+    grpc_slice_buffer *sb = &(*bb)->data.raw.slice_buffer;
+    if ((*bb)->type != GRPC_BB_RAW || (*bb)->data.raw.compression != GRPC_COMPRESS_NONE) {
+        if (grpc_byte_buffer_reader_init(&reader, *bb)) { /* decompressed by the reader */
+            msg = grpc_byte_buffer_reader_readall(&reader);
+            grpc_byte_buffer_reader_destroy(&reader);
+        }
+    } else if (sb->count == 1) {
+        msg = grpc_slice_ref(sb->slices[0]);
+    } else if (sb->length) { /* slices are released as they are copied, a piece at a time */
+        size_t len = sb->length;
+        msg = grpc_slice_malloc(len);
+        for (size_t off = 0, n; off < len; off += n) {
+            n = len - off < SS_SERVER_TRIM_BYTES ? len - off : SS_SERVER_TRIM_BYTES;
+            grpc_slice_buffer_move_first_into_buffer(sb, n, GRPC_SLICE_START_PTR(msg) + off);
+            ss_server_trim_after(n); /* gRPC's small slices went to the heap, not to the system */
+        }
     }
-    grpc_byte_buffer_destroy(s->recv);
-    s->recv = NULL;
+    grpc_byte_buffer_destroy(*bb);
+    *bb = NULL;
     return msg;
 }
 
@@ -372,7 +387,7 @@ static void on_recv(ss_kserve_stream *s, bool ok)
 {
     bool got = ok && s->recv; /* ok without a message: the client half-closed */
     if (got) {
-        grpc_slice msg = take_message(s);
+        grpc_slice msg = ss_grpc_take_message(&s->recv);
         handle_request(s, GRPC_SLICE_START_PTR(msg), GRPC_SLICE_LENGTH(msg));
         grpc_slice_unref(msg);
     }

@@ -45,6 +45,10 @@ typedef struct {
 bool ss_grpc_send_message(grpc_call *call, uint8_t *bytes, size_t len, bool *metadata_sent,
                           grpc_byte_buffer **sending, void *tag);
 
+/* The received message as one slice (empty when none), the buffer destroyed: gRPC's slices are
+ * released as they are copied, so a large message is never held twice. */
+grpc_slice ss_grpc_take_message(grpc_byte_buffer **bb);
+
 /* Take over an accepted call (its reference passes to the stream) on completion queue cq.
  * Returns false (call cancelled and released) when the stream cannot start. */
 bool ss_kserve_stream_start(grpc_call *call, const ss_kserve_stream_env *env);
