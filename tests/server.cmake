@@ -76,7 +76,7 @@ if(SS_FUZZ)
   # gen: structure-aware, a recipe generates large well-formed gRPC and REST requests
   foreach(target rest grpc gen)
     add_executable(fuzz_server_${target} ${SS_TEST_DIR}/test_server_fuzz_${target}.c
-                   ${ss_server_src}/grpc_codec.c
+                   ${ss_server_src}/grpc_codec.c ${ss_server_src}/pb_budget.c
                    ${ss_server_src}/rest_codec.c ${ss_server_src}/sbuf.c ${CMAKE_BINARY_DIR}/proto/ms_service.pb-c.c)
     add_dependencies(fuzz_server_${target} ss_msproto)
     target_include_directories(fuzz_server_${target} PRIVATE ${ss_server_src}

@@ -816,26 +816,33 @@ static void handle_message(grpc_ctx *c, const uint8_t *buf, size_t len)
     if (hold_decoded(c, buf, len)) c->method->handle(c, buf, len);
 }
 
+/* Flatten the message (consumed), then decode and handle it. */
+static void take_and_handle(grpc_ctx *c, grpc_byte_buffer **recv)
+{
+    grpc_slice msg = ss_grpc_take_message(recv);
+    handle_message(c, GRPC_SLICE_START_PTR(msg), GRPC_SLICE_LENGTH(msg));
+    grpc_slice_unref(msg);
+}
+
 typedef struct {
     grpc_ctx *c;
-    grpc_slice msg;
+    grpc_byte_buffer *recv;
 } aside_job;
 
 static void aside_main(void *arg)
 {
     aside_job *j = arg;
-    handle_message(j->c, GRPC_SLICE_START_PTR(j->msg), GRPC_SLICE_LENGTH(j->msg));
-    grpc_slice_unref(j->msg);
+    take_and_handle(j->c, &j->recv);
     free(j);
 }
 
-/* A large message is decoded on the decoder thread: two cq threads busy decoding would leave
- * health checks and small calls waiting. false: decode it here. */
-static bool decode_aside(grpc_ctx *c, grpc_slice msg)
+/* A large message is flattened and decoded on the decoder thread: two cq threads busy with it
+ * would leave health checks and small calls waiting. false: do it here. */
+static bool decode_aside(grpc_ctx *c, grpc_byte_buffer *recv)
 {
     aside_job *j = c->srv->decoder ? malloc(sizeof *j) : NULL;
     if (!j) return false;
-    *j = (aside_job){c, msg};
+    *j = (aside_job){c, recv};
     if (ss_workq_push(c->srv->decoder, aside_main, j)) return true;
     free(j);
     return false;
@@ -874,10 +881,10 @@ static void on_received(grpc_ctx *c, bool ok)
     }
     c->bytes = grpc_byte_buffer_length(c->recv);
     if (!hold_message(c)) return; /* refused before it is copied */
-    grpc_slice msg = ss_grpc_take_message(&c->recv);
-    if (c->bytes >= DECODE_ASIDE_BYTES && decode_aside(c, msg)) return;
-    handle_message(c, GRPC_SLICE_START_PTR(msg), GRPC_SLICE_LENGTH(msg));
-    grpc_slice_unref(msg);
+    grpc_byte_buffer *recv = c->recv;
+    c->recv = NULL;
+    if (c->bytes >= DECODE_ASIDE_BYTES && decode_aside(c, recv)) return;
+    take_and_handle(c, &recv);
 }
 
 static void on_event(ss_grpc_server *srv, void *tag, bool ok)
