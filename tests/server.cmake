@@ -8,6 +8,13 @@ target_link_libraries(test_server_serving ss_server)
 target_include_directories(test_server_serving PRIVATE ${CMAKE_SOURCE_DIR}/src/server)
 target_compile_options(test_server_serving PRIVATE -Wno-missing-braces)
 
+# The decoded-size estimate the gRPC server charges before unpacking, against protobuf-c's real
+# allocations (a counting allocator and glibc's mallinfo2).
+ss_add_c_test(test_server_pb_budget ${SS_TEST_DIR}/test_server_pb_budget.c)
+target_link_libraries(test_server_pb_budget ss_server)
+target_include_directories(test_server_pb_budget PRIVATE ${CMAKE_SOURCE_DIR}/src/server)
+set_tests_properties(test_server_pb_budget PROPERTIES LABELS robustness)
+
 # Python's ms_service_pb2 is generated into the build folder with Debian's protoc.
 find_program(SS_PROTOC NAMES protoc REQUIRED)
 set(SS_PY_PROTO_OUT ${CMAKE_BINARY_DIR}/python_proto)
@@ -69,7 +76,7 @@ if(SS_FUZZ)
   # gen: structure-aware, a recipe generates large well-formed gRPC and REST requests
   foreach(target rest grpc gen)
     add_executable(fuzz_server_${target} ${SS_TEST_DIR}/test_server_fuzz_${target}.c
-                   ${ss_server_src}/grpc_codec.c
+                   ${ss_server_src}/grpc_codec.c ${ss_server_src}/pb_budget.c
                    ${ss_server_src}/rest_codec.c ${ss_server_src}/sbuf.c ${CMAKE_BINARY_DIR}/proto/ms_service.pb-c.c)
     add_dependencies(fuzz_server_${target} ss_msproto)
     target_include_directories(fuzz_server_${target} PRIVATE ${ss_server_src}

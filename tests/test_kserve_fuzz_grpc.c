@@ -15,6 +15,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     ss_kserve_call *call = NULL;
     ss_predict_request *req = NULL;
     ss_kserve_error err = {0};
+    (void)ss_kserve_grpc_infer_decoded_bytes(data, size); /* the server sizes every message first */
     if (ss_kserve_grpc_decode_infer(&fuzz_handler, data, size, &call, &req, &err)) {
         ss_predict_reply *reply = ss_predict_reply_finish(fuzz_echo(req), req);
         uint8_t *out = NULL;

@@ -12,6 +12,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     ss_predict_request *req = NULL;
     ss_predict_reply *invalid = NULL;
+    (void)ss_grpc_request_decoded_bytes(data, size); /* the server sizes every message first */
     ss_status *st = ss_grpc_decode_request(data, size, &req, &invalid);
     if (st) {
         ss_status_free(st);

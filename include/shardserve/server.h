@@ -53,6 +53,9 @@ extern "C" {
 #define SS_SERVER_DEFAULT_GRPC_BUFFERED_MSGS                                                       \
     2 /* held request bytes: this many largest messages                                            \
        */
+/* one request's decoded size (what protobuf-c allocates to unpack it): this many largest messages
+ */
+#define SS_SERVER_DEFAULT_GRPC_DECODED_MSGS 2
 
 /* MindSpore's SSLConfig. Files are read (and the key checked against the certificate) at start. */
 typedef struct {
@@ -71,9 +74,11 @@ typedef struct {
     int max_streams;     /* concurrent streams per connection, 0 = SS_SERVER_DEFAULT_GRPC_STREAMS */
     int recv_timeout_s;  /* a request message must arrive whole within this, from the call's
                             start, 0 = SS_SERVER_DEFAULT_GRPC_RECV_TIMEOUT_S */
-    int max_buffered_mb; /* request messages received and not yet answered, all calls together;
-                            0 = SS_SERVER_DEFAULT_GRPC_BUFFERED_MSGS x max_msg_mb; at least
-                            max_msg_mb */
+    int max_buffered_mb; /* request messages received and not yet answered, with their decoded
+                            size, all calls together; 0 = SS_SERVER_DEFAULT_GRPC_BUFFERED_MSGS x
+                            max_msg_mb; at least 2 x max_msg_mb */
+    int max_decoded_mb;  /* one request's decoded size, estimated before unpacking;
+                            0 = SS_SERVER_DEFAULT_GRPC_DECODED_MSGS x max_msg_mb */
     ss_predict_handler handler;
     ss_ready_fn ready; /* NULL: always ready */
     void *ready_ctx;

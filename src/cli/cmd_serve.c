@@ -40,7 +40,8 @@ static const char serve_usage[] =
     "                        [--rest-max-connections N] [--rest-max-per-client N] "
     "[--rest-read-timeout-s S]\n"
     "                        [--grpc-max-streams N] [--grpc-recv-timeout-s S] [--grpc-threads N]\n"
-    "                        [--reply-spin-us US] [--grpc-max-buffered-mb N]\n"
+    "                        [--reply-spin-us US] [--grpc-max-buffered-mb N] "
+    "[--grpc-max-decoded-mb N]\n"
     "                        [--rest-max-buffered-mb N] [--shutdown-grace-ms MS]\n"
     "                        [--grpc-tls-cert FILE --grpc-tls-key FILE [--grpc-tls-ca FILE "
     "--grpc-verify-client]]\n"
@@ -89,10 +90,16 @@ static const char serve_usage[] =
     "                           sleeping (default 0 = never). On dedicated cores it saves a "
     "wake-up;\n"
     "                           on shared ones the polling takes CPU from other requests\n"
-    "  --grpc-max-buffered-mb   request messages received and not yet answered, all calls "
-    "together\n"
-    "                           (default 2 x --grpc-max-msg-mb); more are refused "
-    "(RESOURCE_EXHAUSTED)\n"
+    "  --grpc-max-buffered-mb   request messages received and not yet answered, with their "
+    "decoded size,\n"
+    "                           all calls together (default and least 2 x --grpc-max-msg-mb); "
+    "more are\n"
+    "                           refused (RESOURCE_EXHAUSTED)\n"
+    "  --grpc-max-decoded-mb    one gRPC request's decoded size, estimated from the message "
+    "before it is\n"
+    "                           unpacked (default 2 x --grpc-max-msg-mb); larger ones are "
+    "refused\n"
+    "                           (RESOURCE_EXHAUSTED, counted in /metrics)\n"
     "  --rest-max-buffered-mb   the same for REST request bodies (default 2 x "
     "--rest-max-msg-mb)\n"
     "  --shutdown-grace-ms      on SIGTERM/SIGINT, requests still pending after this get an error "
@@ -103,7 +110,7 @@ static const char serve_usage[] =
  * value goes. 0 (not given) leaves the server's default. */
 typedef struct {
     long rest_connections, rest_per_client, rest_read_s, rest_held_mb, grpc_streams, grpc_recv_s,
-        grpc_held_mb, grace_ms, grpc_threads, reply_spin_us;
+        grpc_held_mb, grpc_decoded_mb, grace_ms, grpc_threads, reply_spin_us;
 } serve_limits;
 
 static const struct {
@@ -119,6 +126,7 @@ static const struct {
     {"--grpc-threads", 1, 64, offsetof(serve_limits, grpc_threads)},
     {"--reply-spin-us", 0, 100000, offsetof(serve_limits, reply_spin_us)},
     {"--grpc-max-buffered-mb", 1, 1 << 20, offsetof(serve_limits, grpc_held_mb)},
+    {"--grpc-max-decoded-mb", 1, 1 << 20, offsetof(serve_limits, grpc_decoded_mb)},
     {"--rest-max-buffered-mb", 1, 1 << 20, offsetof(serve_limits, rest_held_mb)},
     {"--shutdown-grace-ms", 1, 3600000, offsetof(serve_limits, grace_ms)},
 };
@@ -523,7 +531,8 @@ int cmd_serve(int argc, char **argv)
                               .threads = (int)lim.grpc_threads,
                               .drain_ms = (int)grace_ms + 1000, /* answers first, then cancel */
                               .recv_timeout_s = (int)lim.grpc_recv_s,
-                              .max_buffered_mb = (int)lim.grpc_held_mb};
+                              .max_buffered_mb = (int)lim.grpc_held_mb,
+                              .max_decoded_mb = (int)lim.grpc_decoded_mb};
         st = ss_grpc_server_start(&go, &gs);
         if (!st &&
             ss_grpc_server_port(gs) > 0) { /* show the bound port (also when asked for port 0) */

@@ -14,6 +14,7 @@
 #include <string.h>
 
 #include "ms_service.pb-c.h"
+#include "pb_budget.h"
 
 typedef Mindspore__Serving__Proto__PredictRequest pb_request;
 typedef Mindspore__Serving__Proto__PredictReply pb_reply;
@@ -334,6 +335,68 @@ static ss_status *prescan(const uint8_t *buf, size_t len, wire_summary *sum)
         if (names > sum->max_names) sum->max_names = names;
     }
     return st;
+}
+
+/* ------------------------------------------------------------------ decoded size */
+
+/* Items of one instance: serving.h's instance grows its item array from 4 slots, doubling, and
+ * indexes names from 8 items on (4 uint32 slots per item). */
+static size_t items_bytes(size_t items)
+{
+    size_t cap = 4;
+    while (cap < items)
+        cap *= 2;
+    return ss_pb_block_bytes(cap * sizeof(ss_serving_item)) +
+           (items >= 8 ? ss_pb_block_bytes(4 * items * sizeof(uint32_t)) : 0);
+}
+
+/* One map entry's copies in the serving form: its name, a string's bytes, an empty tensor's
+ * 1-byte block (numeric tensor bytes are moved from the unpacked message, not copied). */
+static size_t entry_bytes(wire entry)
+{
+    uint32_t f, tf;
+    int type, tt;
+    wire v, tv;
+    size_t bytes = ss_pb_block_bytes(1), data = 0;
+    while (wire_next(&entry, &f, &type, &v)) {
+        if (f == 1 && type == 2) bytes += ss_pb_block_bytes((size_t)(v.end - v.p) + 1);
+        while (f == 2 && type == 2 && wire_next(&v, &tf, &tt, &tv)) {
+            if (tf == 3 && tt == 2) data += (size_t)(tv.end - tv.p);
+            if (tf == 4 && tt == 2)
+                bytes += ss_pb_block_bytes(sizeof(ss_string)) +
+                         ss_pb_block_bytes((size_t)(tv.end - tv.p) + 1);
+        }
+    }
+    return bytes + (data ? 0 : ss_pb_block_bytes(1));
+}
+
+/* The serving form convert_instances builds while the unpacked message is still alive. */
+static size_t serving_bytes(const uint8_t *buf, size_t len)
+{
+    wire top = {buf, buf + len}, inst, entry;
+    uint32_t f;
+    int type;
+    size_t instances = 0, bytes = 0;
+    while (wire_next(&top, &f, &type, &inst)) {
+        if (f != 2 || type != 2) continue;
+        size_t items = 0;
+        instances++;
+        while (wire_next(&inst, &f, &type, &entry)) {
+            if (f != 1 || type != 2) continue;
+            items++;
+            bytes += entry_bytes(entry);
+        }
+        bytes += items_bytes(items);
+    }
+    return bytes + ss_pb_block_bytes(instances * sizeof(ss_serving_instance));
+}
+
+size_t ss_grpc_request_decoded_bytes(const uint8_t *buf, size_t len)
+{
+    size_t unpacked =
+        ss_pb_unpacked_bytes(&mindspore__serving__proto__predict_request__descriptor, buf, len);
+    size_t serving = serving_bytes(buf, len);
+    return unpacked > SIZE_MAX - serving ? SIZE_MAX : unpacked + serving;
 }
 
 static bool str_ok(const char *s)

@@ -26,6 +26,10 @@ ss_status *ss_grpc_decode_request_limited(const uint8_t *buf, size_t len,
                                           ss_serving_name_limit_fn name_limit, void *limit_ctx,
                                           ss_predict_request **out, ss_predict_reply **invalid);
 
+/* What decoding the serialized PredictRequest will take from malloc at its peak: protobuf-c's
+ * unpacked message (pb_budget.h) and the serving form built beside it, from the wire alone. */
+size_t ss_grpc_request_decoded_bytes(const uint8_t *buf, size_t len);
+
 /* Serialize a (collapsed) reply; servable_spec is copied from `req` as sent. *buf is malloc'd. */
 ss_status *ss_grpc_encode_reply(const ss_predict_request *req, const ss_predict_reply *reply,
                                 uint8_t **buf, size_t *len);

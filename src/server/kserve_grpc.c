@@ -515,6 +515,11 @@ static bool decode_request(ss_kserve_call *call, const Inference__ModelInferRequ
            ss_kserve_build_request(call, inputs, r->n_inputs, req, err);
 }
 
+size_t ss_kserve_grpc_infer_decoded_bytes(const uint8_t *buf, size_t len)
+{
+    return ss_pb_unpacked_bytes(&inference__model_infer_request__descriptor, buf, len);
+}
+
 bool ss_kserve_grpc_decode_infer(const ss_predict_handler *h, const uint8_t *buf, size_t len,
                                  ss_kserve_call **out, ss_predict_request **req,
                                  ss_kserve_error *err)

@@ -49,6 +49,10 @@ bool ss_kserve_grpc_shm_unregister(const ss_kserve_grpc_env *env, const uint8_t 
 bool ss_kserve_grpc_model_metadata(const ss_kserve_grpc_env *env, const uint8_t *buf, size_t len,
                                    uint8_t **out, size_t *out_len, ss_kserve_error *err);
 
+/* What unpacking a serialized ModelInferRequest will take from malloc at its peak (pb_budget.h):
+ * its tensors are borrowed from the unpacked message, so that is the decoded size. */
+size_t ss_kserve_grpc_infer_decoded_bytes(const uint8_t *buf, size_t len);
+
 /* ModelInfer: decode and check a ModelInferRequest. On success *call (which keeps the decoded
  * message the request's tensors borrow from) and *req are set; free the call after the request. */
 bool ss_kserve_grpc_decode_infer(const ss_predict_handler *h, const uint8_t *buf, size_t len,

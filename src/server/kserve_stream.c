@@ -25,6 +25,7 @@
 #include <string.h>
 
 #include "kserve_grpc.h"
+#include "trim.h"
 
 #define MAX_PENDING 64
 #define MAX_UNSENT 1024
@@ -53,6 +54,7 @@ typedef struct pending {
     ss_kserve_call *call;
     ss_predict_request *req;
     bool streamed; /* pieces were sent: the last answer says triton_final_response true */
+    size_t held;   /* taken from the server's budget (env.hold) */
     struct pending *prev, *next;
 } pending;
 
@@ -225,6 +227,11 @@ static void post_decode_error(ss_kserve_stream *s, const uint8_t *req, size_t le
     post_error(s, model, id, err);
 }
 
+static void release(ss_kserve_stream *s, size_t held)
+{
+    if (held) s->env.release(s->env.live_ctx, held);
+}
+
 /* Link (held) or unlink a request of the stream's held list (lock held). */
 static void hold(ss_kserve_stream *s, pending *p, bool held)
 {
@@ -282,6 +289,7 @@ static void answered(void *done_ctx, ss_predict_reply *reply)
         post_error(s, p->call->model, p->call->id ? p->call->id : "", &err);
     ss_predict_request_free(p->req);
     ss_kserve_call_free(p->call);
+    release(s, p->held);
     free(p);
     pthread_mutex_lock(&s->mu);
     s->owed--;
@@ -290,18 +298,31 @@ static void answered(void *done_ctx, ss_predict_reply *reply)
     unref_unlock(s);
 }
 
+/* The message and its decoded size against the server's budget (env.hold); false: err says why. */
+static bool hold_request(ss_kserve_stream *s, const uint8_t *buf, size_t len, pending *p,
+                         ss_kserve_error *err)
+{
+    char why[300];
+    if (!s->env.hold || s->env.hold(s->env.live_ctx, buf, len, &p->held, why, sizeof why))
+        return true;
+    ss_kserve_fail(err, 413, "%s", why);
+    return false;
+}
+
 /* One request message: to the handler, or straight back as an error answer. */
 static void handle_request(ss_kserve_stream *s, const uint8_t *buf, size_t len)
 {
     ss_kserve_error err = {0};
     pending *p = calloc(1, sizeof *p);
-    if (!p) {
-        ss_kserve_fail(&err, 500, "out of memory");
+    if (!p || !hold_request(s, buf, len, p, &err)) {
+        if (!p) ss_kserve_fail(&err, 500, "out of memory");
+        free(p);
         post_decode_error(s, buf, len, &err);
         return;
     }
     const ss_predict_handler *h = s->env.handler;
     if (!ss_kserve_grpc_decode_infer(h, buf, len, &p->call, &p->req, &err)) {
+        release(s, p->held);
         free(p);
         post_decode_error(s, buf, len, &err);
         return;
@@ -335,16 +356,30 @@ static void read_more(ss_kserve_stream *s)
         start_recv(s);
 }
 
-static grpc_slice take_message(ss_kserve_stream *s)
+grpc_slice ss_grpc_take_message(grpc_byte_buffer **bb)
 {
-    grpc_byte_buffer_reader reader;
     grpc_slice msg = grpc_empty_slice();
-    if (grpc_byte_buffer_reader_init(&reader, s->recv)) {
-        msg = grpc_byte_buffer_reader_readall(&reader);
-        grpc_byte_buffer_reader_destroy(&reader);
+    grpc_byte_buffer_reader reader;
+    if (!*bb) return msg;
+    grpc_slice_buffer *sb = &(*bb)->data.raw.slice_buffer;
+    if ((*bb)->type != GRPC_BB_RAW || (*bb)->data.raw.compression != GRPC_COMPRESS_NONE) {
+        if (grpc_byte_buffer_reader_init(&reader, *bb)) { /* decompressed by the reader */
+            msg = grpc_byte_buffer_reader_readall(&reader);
+            grpc_byte_buffer_reader_destroy(&reader);
+        }
+    } else if (sb->count == 1) {
+        msg = grpc_slice_ref(sb->slices[0]);
+    } else if (sb->length) { /* slices are released as they are copied, a piece at a time */
+        size_t len = sb->length;
+        msg = grpc_slice_malloc(len);
+        for (size_t off = 0, n; off < len; off += n) {
+            n = len - off < SS_SERVER_TRIM_BYTES ? len - off : SS_SERVER_TRIM_BYTES;
+            grpc_slice_buffer_move_first_into_buffer(sb, n, GRPC_SLICE_START_PTR(msg) + off);
+            ss_server_trim_after(n); /* gRPC's small slices went to the heap, not to the system */
+        }
     }
-    grpc_byte_buffer_destroy(s->recv);
-    s->recv = NULL;
+    grpc_byte_buffer_destroy(*bb);
+    *bb = NULL;
     return msg;
 }
 
@@ -352,7 +387,7 @@ static void on_recv(ss_kserve_stream *s, bool ok)
 {
     bool got = ok && s->recv; /* ok without a message: the client half-closed */
     if (got) {
-        grpc_slice msg = take_message(s);
+        grpc_slice msg = ss_grpc_take_message(&s->recv);
         handle_request(s, GRPC_SLICE_START_PTR(msg), GRPC_SLICE_LENGTH(msg));
         grpc_slice_unref(msg);
     }

@@ -31,6 +31,11 @@ typedef struct {
      * waits for every call to be gone */
     void (*live)(void *ctx, long delta);
     void *live_ctx;
+    /* optional: take a request message's bytes and decoded size from the server's budget before
+     * it is decoded (*held, given back with release() once it is answered), or false with the
+     * reason (the message is then answered with that error); ctx is live_ctx */
+    bool (*hold)(void *ctx, const uint8_t *buf, size_t len, size_t *held, char *why, size_t cap);
+    void (*release)(void *ctx, size_t held);
 } ss_kserve_stream_env;
 
 /* Start sending one message (`bytes`, malloc'd, consumed) on a call with `tag`: the initial
@@ -39,6 +44,10 @@ typedef struct {
  * streams (ModelStreamInfer here, PredictStream in grpc_server.c). */
 bool ss_grpc_send_message(grpc_call *call, uint8_t *bytes, size_t len, bool *metadata_sent,
                           grpc_byte_buffer **sending, void *tag);
+
+/* The received message as one slice (empty when none), the buffer destroyed: gRPC's slices are
+ * released as they are copied, so a large message is never held twice. */
+grpc_slice ss_grpc_take_message(grpc_byte_buffer **bb);
 
 /* Take over an accepted call (its reference passes to the stream) on completion queue cq.
  * Returns false (call cancelled and released) when the stream cannot start. */

@@ -4,6 +4,11 @@
  * 2-byte fields would cost gigabytes; a decoder counts first and refuses past its budget. A shape
  * names the length-delimited fields that are messages (counted inside too); everything else is
  * one field.
+ *
+ * ss_pb_unpacked_bytes goes further: from the message's descriptor it computes what
+ * protobuf_c_message_unpack will allocate (each struct's sizeof, repeated arrays, strings and
+ * bytes copied, unknown fields, the scan tables), so a server can charge the decoded size against
+ * its memory budget before it unpacks.
  */
 #ifndef SS_SERVER_PB_BUDGET_H
 #define SS_SERVER_PB_BUDGET_H
@@ -11,6 +16,8 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+
+#include <protobuf-c/protobuf-c.h>
 
 typedef struct ss_pb_shape ss_pb_shape;
 struct ss_pb_shape {
@@ -22,5 +29,16 @@ struct ss_pb_shape {
 /* Fields of buf (and of the nested messages the shape names) > limit? Malformed wire data
  * stops the count where it breaks: the unpacker reports it. */
 bool ss_pb_over_budget(const uint8_t *buf, size_t len, const ss_pb_shape *shape, size_t limit);
+
+/* The bytes protobuf_c_message_unpack(desc, len, buf) will take from malloc at its peak, with
+ * glibc's per-block overhead: the decoded form plus the scan tables alive meanwhile. Linear in the
+ * number of fields (payloads are skipped, not read). SIZE_MAX for messages nested deeper than
+ * protobuf-c's own recursion should be asked to go. Malformed wire data stops the count where it
+ * breaks: the unpacker reports it. */
+size_t ss_pb_unpacked_bytes(const ProtobufCMessageDescriptor *desc, const uint8_t *buf, size_t len);
+
+/* One malloc block of n bytes as glibc sizes it (header, 16-byte alignment, 32 bytes at least),
+ * for a decoder adding its own structures to the estimate. */
+size_t ss_pb_block_bytes(size_t n);
 
 #endif

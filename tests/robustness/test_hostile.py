@@ -21,9 +21,14 @@ client. Every attack is bounded in count and time.
 - the server stays healthy: /health/live answers within 1 s while 1,000 idle REST connections
   (from 127.0.0.2-5) are open and while four 60 MB bodies arrive at once (at most 200 MB of them
   held, the rest refused and counted), gRPC health within 1 s
-  while four 88 MB gRPC requests arrive at once (the server holds at most 200 MB of them and
-  refuses the rest, counted; the memory of both is returned afterwards), and a valid request
-  still gets its answer afterwards.
+  while four 88 MB gRPC requests arrive at once (the server holds at most 200 MB of them with
+  their decoded size and refuses the rest, counted; the memory of both is returned afterwards),
+  and a valid request still gets its answer afterwards;
+- decoded size: what protobuf-c will allocate counts before unpacking: one, then four concurrent,
+  89 MB requests of 300,000 instances (~385 MB once decoded) are refused naming the limit and the
+  estimate while serve's peak RSS (VmHWM) stays <= 3 x the message limit + 100 MB, gRPC health
+  answers within 1 s and a legitimate request within 2 s; so are KServe requests of packed int64
+  zeros (1 byte on the wire, 8 decoded).
 
 Usage: test_hostile.py [case ...]; prints ok/FAIL per case and "N passed, N failed"."""
 
@@ -143,12 +148,17 @@ def test_kserve_rest_literals_refused_before_parsing():
     print("    KServe REST, 5 M nulls: refused in %.1f ms" % (secs * 1e3))
 
 
+# 5 M fields: ~500 MB once unpacked, so the decoded-size limit (200 MB by default) refuses them
+# before the field count (4 M) does, for messages the field count lets through alone
+REFUSED_FIELDS = re.compile(r"protobuf fields|decoded size is estimated at \d+ MB.*--grpc-max-decoded-mb")
+
+
 def test_grpc_unknown_fields_refused_before_unpacking():
     x = {"x": np.ones((ROWS, K), np.float32)}
     good = ssc.Client(C.grpc, "matmul", "predict")._request([x]).SerializeToString()
     unknown = b"\x78\x00" * 5000000  # field 15, varint 0: 2 bytes each
     secs, r = raw_grpc(good + unknown, timeout=60)
-    assert isinstance(r, dict) and "protobuf fields" in r.get("error", ""), (str(r)[:300], secs)
+    assert isinstance(r, dict) and REFUSED_FIELDS.search(r.get("error", "")), (str(r)[:300], secs)
     print("    gRPC, 5 M unknown fields: refused in %.1f ms" % (secs * 1e3))
 
 
@@ -164,7 +174,7 @@ def test_kserve_grpc_unknown_fields_refused_before_unpacking():
         except ssc.grpc.RpcError as e:
             outcome = "%s: %s" % (e.code(), e.details())
         secs = time.perf_counter() - t0
-        assert "protobuf fields" in outcome, (method, outcome, secs)
+        assert REFUSED_FIELDS.search(outcome), (method, outcome, secs)
         print("    KServe gRPC %s, 5 M unknown fields: refused in %.1f ms" % (method, secs * 1e3))
 
 
@@ -316,48 +326,173 @@ def test_health_and_memory_with_large_bodies_in_flight():
         assert rss_after < rss_before + 64, "RSS %.0f MB after the bodies, %.0f before" % (rss_after, rss_before)
 
 
+MSG_LIMIT_MB = 100  # the largest allowed message: serve's default --grpc-max-msg-mb
+RSS_BOUND_MB = 3 * MSG_LIMIT_MB + 100  # issue 14: peak RSS <= 3 x the largest message + 100 MB
+
+
+def peak_reset(pid):
+    """Start a new VmHWM period (clear_refs "5", Linux >= 4.0) at the current RSS."""
+    with open("/proc/%d/clear_refs" % pid, "w") as f:
+        f.write("5")
+
+
+def vm_hwm_mb(pid):
+    with open("/proc/%d/status" % pid) as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def under_attack(attacks):
+    """Run the attack threads; meanwhile probe gRPC health and a legitimate predict (each on a
+    connection of its own). Returns (worst health s, worst legit s, probes, peak RSS MB)."""
+    pid = C.server.pid
+    peak_reset(pid)
+    for t in attacks:
+        t.start()
+    worst_health = worst_legit = 0.0
+    probes = 0
+    while any(t.is_alive() for t in attacks):
+        secs, ok = grpc_health_seconds()
+        assert ok, "gRPC health failed under attack"
+        t0 = time.perf_counter()
+        ok, detail = valid_answer()
+        legit = time.perf_counter() - t0
+        assert ok, "a legitimate request failed under attack: %s" % detail
+        worst_health, worst_legit = max(worst_health, secs), max(worst_legit, legit)
+        probes += 1
+        time.sleep(0.05)
+    for t in attacks:
+        t.join()
+    return worst_health, worst_legit, probes, vm_hwm_mb(pid)
+
+
 def test_grpc_large_requests_bounded():
-    """Four 88 MB gRPC requests of 300,000 instances each (every one of the wrong shape; 30,000
-    ten times larger in the sanitizer build) at once:
-    - the server holds at most 200 MB of them (--grpc-max-buffered-mb, default 2 x the message
-      limit): the others are refused with RESOURCE_EXHAUSTED naming the limit, counted in /metrics
-      (peak RSS ~570 MB, 862 MB before: gRPC's transport still buffers all four while they arrive);
+    """Four 88 MB gRPC requests of one tensor each (of the wrong shape) at once:
+    - the server holds at most 200 MB of them with their decoded size (--grpc-max-buffered-mb,
+      default 2 x the message limit; a message of one tensor decodes to about its own size): the
+      others are refused with RESOURCE_EXHAUSTED naming the limit, counted in /metrics;
     - they are decoded off the completion-queue threads, so gRPC health answers within 1 s
       meanwhile (3 s before);
     - their memory is returned afterwards (RSS stayed 600 MB higher before)."""
-    # the sanitizers decode instances ~50x slower: 10x fewer, each 10x larger (the same bytes)
-    scale = 10 if SANITIZED else 1
-    inst = [{"x": np.ones((ROWS * scale, K + 1), np.float32)} for _ in range(300000 // scale)]
+    inst = [{"x": np.ones(((88 << 20) // (4 * (K + 1)), K + 1), np.float32)}]
     payload = ssc.Client(C.grpc, "matmul", "predict")._request(inst).SerializeToString()
     del inst
     refused_before = metric("shardserve_grpc_refused_total", "buffered_bytes")
     rss_before = rss_mb(C.server.pid)
     replies = []
     calls = [threading.Thread(target=lambda: replies.append(raw_grpc(payload, 120))) for _ in range(4)]
-    for t in calls:
-        t.start()
-    worst, peak, probes = 0.0, rss_before, 0
-    while any(t.is_alive() for t in calls):
-        secs, ok = grpc_health_seconds()
-        assert ok, "gRPC health failed while large requests were decoded"
-        worst, probes = max(worst, secs), probes + 1
-        peak = max(peak, rss_mb(C.server.pid))
-        time.sleep(0.05)
-    for t in calls:
-        t.join()
+    worst, legit, probes, peak = under_attack(calls)
     decoded = sum("not match the size" in str(r) for _, r in replies)
     refused = sum("resource exhausted" in str(r) and "--grpc-max-buffered-mb" in str(r) for _, r in replies)
     counted = metric("shardserve_grpc_refused_total", "buffered_bytes") - refused_before
     time.sleep(0.5)
     rss_after = rss_mb(C.server.pid)
     print("    4 x %.0f MB requests: %d decoded, %d refused over the buffered-bytes limit (%d counted); gRPC"
-          " health slowest %.0f ms of %d; RSS %.0f -> peak %.0f -> %.0f MB" % (
-              len(payload) / 1e6, decoded, refused, counted, worst * 1e3, probes, rss_before, peak, rss_after))
+          " health slowest %.0f ms of %d, legitimate predict slowest %.0f ms; RSS %.0f -> peak (VmHWM) %.0f"
+          " -> %.0f MB" % (len(payload) / 1e6, decoded, refused, counted, worst * 1e3, probes, legit * 1e3,
+                           rss_before, peak, rss_after))
     assert decoded >= 1 and decoded + refused == 4, str(replies)[:600]
     assert refused >= 1 and counted == refused, "refused %d, counted %d: %s" % (refused, counted, str(replies)[:600])
     assert worst < 1.0, "gRPC health took %.2f s while large requests were decoded" % worst
+    assert legit < 2.0, "a legitimate request took %.2f s" % legit
     if not SANITIZED:  # the sanitizer's allocator keeps its own pools
+        assert peak <= RSS_BOUND_MB, "peak RSS %.0f MB over %d MB" % (peak, RSS_BOUND_MB)
         assert rss_after < rss_before + 64, "RSS %.0f MB after the requests, %.0f before" % (rss_after, rss_before)
+
+
+def many_instances_payload():
+    """300,000 instances of one 4 x 17 float32 tensor (89 MB; the shape is wrong for the method,
+    so a request that is decoded fails only afterwards). protobuf-c allocates every field of every
+    instance: decoding one took ~420 MB before its decoded size counted against the budget."""
+    scale = 10 if SANITIZED else 1  # the sanitizers decode instances ~50x slower
+    inst = [{"x": np.ones((ROWS * scale, K + 1), np.float32)} for _ in range(300000 // scale)]
+    return ssc.Client(C.grpc, "matmul", "predict")._request(inst).SerializeToString()
+
+
+def test_grpc_decoded_size_bounded():
+    """One, then four concurrent, 89 MB requests of 300,000 instances: refused before unpacking
+    with RESOURCE_EXHAUSTED naming the limit and the estimated decoded size (counted in /metrics),
+    serve's peak RSS (VmHWM) stays <= 3 x the message limit + 100 MB, gRPC health answers within
+    1 s and a legitimate request within 2 s throughout."""
+    payload = many_instances_payload()
+    rss_before = rss_mb(C.server.pid)
+    for n in (1, 4):
+        counted_before = (metric("shardserve_grpc_refused_total", "decoded_bytes") +
+                          metric("shardserve_grpc_refused_total", "buffered_bytes"))
+        replies = []
+        calls = [threading.Thread(target=lambda: replies.append(raw_grpc(payload, 120))) for _ in range(n)]
+        health, legit, probes, peak = under_attack(calls)
+        counted = (metric("shardserve_grpc_refused_total", "decoded_bytes") +
+                   metric("shardserve_grpc_refused_total", "buffered_bytes") - counted_before)
+        texts = [str(r) for _, r in replies]
+        named = [t for t in texts if "resource exhausted" in t and
+                 re.search(r"--grpc-max-(decoded|buffered)-mb", t)]
+        estimated = [t for t in named if re.search(r"decoded.* ~?\d+ MB", t)]
+        print("    %d x %.0f MB request(s) of 300,000 instances: %d refused naming the limit (%d with the "
+              "estimated decoded size, %d counted); gRPC health slowest %.0f ms, legitimate predict "
+              "slowest %.0f ms, %d probes; RSS %.0f MB before, peak (VmHWM) %.0f MB, bound %d MB" % (
+                  n, len(payload) / 1e6, len(named), len(estimated), counted, health * 1e3,
+                  legit * 1e3, probes, rss_before, peak, RSS_BOUND_MB))
+        if named:
+            print("      e.g. %s" % named[-1][:300])
+        if not SANITIZED:  # the sanitizer's allocator keeps its own pools
+            assert peak <= RSS_BOUND_MB, "peak RSS %.0f MB over %d MB with %d request(s)" % (
+                peak, RSS_BOUND_MB, n)
+        assert len(named) == n and estimated and counted == n, str(texts)[:900]
+        assert health < 1.0, "gRPC health took %.2f s" % health
+        assert legit < 2.0, "a legitimate request took %.2f s" % legit
+
+
+def pb_len(field, data):
+    """One length-delimited protobuf field."""
+    n, head = len(data), bytes([field << 3 | 2])
+    while n > 0x7f:
+        head, n = head + bytes([n & 0x7f | 0x80]), n >> 7
+    return head + bytes([n]) + data
+
+
+def test_kserve_grpc_packed_zeros_bounded():
+    """A KServe ModelInfer of 80 MB of packed int64 zeros (1 byte each on the wire, 8 once
+    unpacked: ~640 MB), alone and as a ModelStreamInfer message, is refused before unpacking,
+    naming the limit and the estimate (the stream answers the message with the error and goes
+    on); serve's peak RSS stays <= 3 x the message limit + 100 MB, health and a legitimate request
+    answer meanwhile."""
+    zeros = 80 << 20
+    shape = b"\x01" + bytes([zeros & 0x7f | 0x80, zeros >> 7 & 0x7f | 0x80, zeros >> 14 & 0x7f | 0x80,
+                             zeros >> 21])
+    tensor = pb_len(1, b"x") + pb_len(2, b"INT64") + pb_len(3, shape) + pb_len(5, pb_len(3, bytes(zeros)))
+    payload = pb_len(1, b"matmul") + pb_len(5, tensor)
+    rpc = "/inference.GRPCInferenceService/"
+    unary = C.raw_channel.unary_unary(rpc + "ModelInfer", request_serializer=lambda b: b,
+                                      response_deserializer=lambda b: b)
+    stream = C.raw_channel.stream_stream(rpc + "ModelStreamInfer", request_serializer=lambda b: b,
+                                         response_deserializer=lambda b: b)
+    outcome = []
+
+    def infer(streamed):
+        try:
+            if streamed:  # ModelStreamInferResponse{error_message = 1}: the text, in-band
+                text = b"".join(stream(iter([payload]), timeout=120)).decode("utf-8", "replace")
+                outcome.append(re.sub(r"[^\x20-\x7e]+", " ", text).strip())
+            else:
+                unary(payload, timeout=120)
+                outcome.append("answered")
+        except ssc.grpc.RpcError as e:
+            outcome.append("%s: %s" % (e.code(), e.details()))
+
+    for streamed in (False, True):
+        health, legit, probes, peak = under_attack([threading.Thread(target=infer, args=(streamed,))])
+        print("    KServe %s, %.0f MB of packed int64 zeros: %s; gRPC health slowest %.0f ms, "
+              "legitimate predict slowest %.0f ms; peak RSS (VmHWM) %.0f MB, bound %d MB" % (
+                  "ModelStreamInfer" if streamed else "ModelInfer", len(payload) / 1e6,
+                  outcome[-1][:200], health * 1e3, legit * 1e3, peak, RSS_BOUND_MB))
+        if not SANITIZED:
+            assert peak <= RSS_BOUND_MB, "peak RSS %.0f MB over %d MB" % (peak, RSS_BOUND_MB)
+        assert (streamed or "RESOURCE_EXHAUSTED" in outcome[-1]) and re.search(
+            r"decoded size is estimated at \d+ MB.*--grpc-max-decoded-mb", outcome[-1]), outcome
+        assert health < 1.0 and legit < 2.0, (health, legit)
 
 
 def legit_rest_seconds():
@@ -609,7 +744,8 @@ CASES = [test_grpc_80000_names_refused_fast, test_rest_80000_names_refused_fast,
          test_kserve_grpc_unknown_fields_refused_before_unpacking,
          test_health_live_with_1000_idle_rest_connections,
          test_health_and_memory_with_large_bodies_in_flight,
-         test_grpc_large_requests_bounded,
+         test_grpc_large_requests_bounded, test_grpc_decoded_size_bounded,
+         test_kserve_grpc_packed_zeros_bounded,
          test_per_client_limit_refuses_and_counts,
          test_trickled_headers_cut_at_the_read_deadline, test_expect_continue_over_the_limit_refused_first,
          test_grpc_message_that_never_arrives_is_cancelled, test_grpc_streams_per_connection_limited,
