@@ -39,15 +39,17 @@ def ref_conv(x, w, b, pads):
     return y + (b[None, :, None, None] if b is not None else 0)
 
 
-def ref_maxpool(x, k, s, pads=(0, 0, 0, 0), ceil=False):
+def ref_maxpool(x, k, s, pads=(0, 0, 0, 0), ceil=False, dil=(1, 1)):
     t, l, bo, r = pads
-    oh = [(x.shape[2 + d] + pads[d] + pads[2 + d] - k[d]) for d in range(2)]
+    ek = [(k[d] - 1) * dil[d] + 1 for d in range(2)]
+    oh = [(x.shape[2 + d] + pads[d] + pads[2 + d] - ek[d]) for d in range(2)]
     out = [(o + s[d] - 1) // s[d] + 1 if ceil else o // s[d] + 1 for d, o in enumerate(oh)]
-    xp = np.pad(x, ((0, 0), (0, 0), (t, bo + k[0]), (l, r + k[1])), constant_values=-np.inf)
+    xp = np.pad(x, ((0, 0), (0, 0), (t, bo + ek[0]), (l, r + ek[1])), constant_values=-np.inf)
     y = np.full(x.shape[:2] + tuple(out), -np.inf)
     for i in range(k[0]):
         for j in range(k[1]):
-            y = np.maximum(y, xp[:, :, i:i + out[0] * s[0]:s[0], j:j + out[1] * s[1]:s[1]])
+            a, b = i * dil[0], j * dil[1]
+            y = np.maximum(y, xp[:, :, a:a + out[0] * s[0]:s[0], b:b + out[1] * s[1]:s[1]])
     return y
 
 
@@ -124,6 +126,18 @@ def main(out):
     c2 = ref_conv(p1, w["W2"], w["B2"], (1, 1, 1, 1))
     refs = [c2, c2.transpose(0, 2, 3, 1), np.concatenate([p1, p1], axis=1)]
     write(out, "chain_ends_plain", nodes, x, ["c2", "t", "cat"], w, refs, max_on=4, min_saved=0)
+
+    # One spatial dim (silero's Convs are 1-D): Conv -> Relu -> MaxPool with a dilation -> Conv.
+    x = arr(1, 6, 300)
+    w = {"W1": arr(16, 6, 5), "B1": arr(16), "W2": arr(32, 16, 3), "B2": arr(32)}
+    nodes = [N("Conv", ["x", "W1", "B1"], ["c1"], pads=[2, 2]), N("Relu", ["c1"], ["r1"]),
+             N("MaxPool", ["r1"], ["p1"], kernel_shape=[3], strides=[2], dilations=[2]),
+             N("Conv", ["p1", "W2", "B2"], ["y"], pads=[1, 1])]
+    x2 = x[:, :, None, :]
+    r = np.maximum(ref_conv(x2, w["W1"][:, :, None, :], w["B1"], (0, 2, 0, 2)), 0)
+    r = ref_maxpool(r, (1, 3), (1, 2), dil=(1, 2))
+    r = ref_conv(r, w["W2"][:, :, None, :], w["B2"], (0, 1, 0, 1))[:, :, 0, :]
+    write(out, "conv1d_dilated_pool", nodes, x, ["y"], w, [r], max_on=2, min_saved=2)
 
 
 if __name__ == "__main__":
