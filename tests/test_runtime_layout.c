@@ -101,8 +101,8 @@ static void check_case(const char *dir, const char *name, int max_on, int min_sa
         int on = run_model(dir, name, true, threads, &kept);
         printf("%s (%s, %d threads): %d reorders per run with the layout pass, %d without\n", name,
                ss_kernels_name(ss_kernels_mode()), threads, on, off);
-        CHECK_MSG(on >= 0 && on <= max_on, "%s: %d reorders per run, at most %d expected", name,
-                  on, max_on);
+        CHECK_MSG(on >= 0 && on <= max_on, "%s: %d reorders per run, at most %d expected", name, on,
+                  max_on);
         CHECK_MSG(off - on >= min_saved, "%s: the pass removed %d reorders of %d, %d expected",
                   name, off - on, off, min_saved);
         check_same(name, &kept, &plain);
