@@ -884,6 +884,24 @@ static dnnl_status_t pool_pd(const ss_dnnl_pool_desc *d, dnnl_primitive_desc_t *
     return r;
 }
 
+/* Y in the primitive's layout (y_native: *y_layout is it), or a reorder to plain through the
+ * scratch area. */
+static dnnl_status_t pool_dst(ss_dnnl_pool *p, const dnnl_memory_desc_t *dst, bool y_native,
+                              const void **y_layout)
+{
+    if (y_native) {
+        dnnl_status_t r = dnnl_memory_create(&p->dst, dst, engine, DNNL_MEMORY_NONE);
+        if (r == dnnl_success)
+            dnnl_memory_get_memory_desc(p->dst, (const dnnl_memory_desc_t **)y_layout);
+        return r;
+    }
+    dnnl_memory_desc_t plain;
+    dnnl_status_t r = plain_md(&plain, dst->ndims, dst->dims, NULL, dnnl_f32);
+    return r == dnnl_success
+               ? conv_side(&plain, dst, false, &p->y_user, &p->dst, &p->y_reorder, &p->dst_bytes)
+               : r;
+}
+
 ss_status *ss_dnnl_pool_create(const ss_dnnl_pool_desc *d, ss_dnnl_pool **out,
                                size_t *scratch_bytes, const void **y_layout)
 {
@@ -897,19 +915,10 @@ ss_status *ss_dnnl_pool_create(const ss_dnnl_pool_desc *d, ss_dnnl_pool **out,
     p->threads = d->threads;
     dnnl_primitive_desc_t pd = NULL;
     dnnl_status_t r = pool_pd(d, &pd);
-    const dnnl_memory_desc_t *dst =
-        r == dnnl_success ? dnnl_primitive_desc_query_md(pd, dnnl_query_dst_md, 0) : NULL;
     if (r == dnnl_success) r = dnnl_memory_create(&p->src, src, engine, DNNL_MEMORY_NONE);
-    if (r == dnnl_success && d->y_native) {
-        r = dnnl_memory_create(&p->dst, dst, engine, DNNL_MEMORY_NONE);
-        if (r == dnnl_success)
-            dnnl_memory_get_memory_desc(p->dst, (const dnnl_memory_desc_t **)y_layout);
-    } else if (r == dnnl_success) {
-        dnnl_memory_desc_t plain;
-        r = plain_md(&plain, dst->ndims, dst->dims, NULL, dnnl_f32);
-        if (r == dnnl_success)
-            r = conv_side(&plain, dst, false, &p->y_user, &p->dst, &p->y_reorder, &p->dst_bytes);
-    }
+    if (r == dnnl_success)
+        r = pool_dst(p, dnnl_primitive_desc_query_md(pd, dnnl_query_dst_md, 0), d->y_native,
+                     y_layout);
     const dnnl_memory_desc_t *sp =
         r == dnnl_success ? dnnl_primitive_desc_query_md(pd, dnnl_query_scratchpad_md, 0) : NULL;
     p->prim_scratch = sp ? round_up(dnnl_memory_desc_get_size(sp)) : 0;
