@@ -8,7 +8,9 @@
  * constant W and B runs on oneDNN when SHARDSERVE_KERNELS allows (conv_try_dnnl). Otherwise it is
  * im2col + one BLAS gemm per (image, group), with the column buffer sized at plan time in k->state;
  * a 1x1 convolution with unit strides and no padding skips im2col and multiplies X directly. run
- * never allocates.
+ * never allocates. For the planner's layout pass (session.c: layout_plan) a Conv on oneDNN reads
+ * and writes oneDNN's activation layout, and a float32 MaxPool whose input arrives in it runs on
+ * oneDNN's pooling in the same layout.
  */
 #include "common.h"
 #include "gemm_kernel.h"
