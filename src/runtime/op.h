@@ -67,6 +67,14 @@ typedef struct ss_op_def {
     /* optional, at plan time: moves leading steps of the element-wise epilogue fused after this
      * node into its own kernel (oneDNN post-ops), dropping them from ep (ops/fusion.h) */
     ss_status *(*fuse)(ss_kctx *k, struct ss_epilogue *ep);
+    /* optional, the layout pass at plan time (session.c: layout_plan), for kernels that keep
+     * activations in a library layout (oneDNN's nChw16c...): layout_ok says the node, as planned,
+     * can read input 0 in such a layout; relayout then gives it input 0's layout (NULL: plain)
+     * and whether output 0 may stay in the kernel's own layout (every reader takes it), and
+     * learns the layout output 0 is written in (*out_layout; NULL: plain). */
+    bool (*layout_ok)(const ss_kctx *k);
+    ss_status *(*relayout)(ss_kctx *k, const void *in_layout, bool out_native,
+                           const void **out_layout);
 } ss_op_def;
 
 struct ss_kctx {

@@ -939,6 +939,81 @@ int ss_session_fused_nodes(const ss_session *s)
     return s->plan ? s->plan->n_fused : 0;
 }
 
+/* ------------------------------------------------------------------ layout pass
+ * oneDNN's convolutions compute in a blocked layout (nChw16c...) and used to reorder X into it
+ * and Y out of it on every run. After fusion, in run order, a node with the relayout hook
+ * (op.h) learns the layout its input 0 arrives in, and keeps its output in its kernel's layout
+ * when every reader of that value takes such a layout (layout_ok: a Conv on oneDNN, a MaxPool
+ * then run on oneDNN's pooling) and nothing else sees its bytes: not a graph output, a value
+ * shape inference reads, an alias (Reshape), an operand of a fused step or any other reader.
+ * Otherwise the node writes plain NC[D]HW itself (its own reorder), so a value in a library
+ * layout never reaches a kernel that reads plain tensors. Blocked layouts pad the channels,
+ * so such a value's arena slot grows to the layout's size (dyn_slot, as a bound's). Plans with
+ * data-dependent shapes or a value read back at run time are left plain, as fusion leaves them. */
+
+/* Whether node ni takes value v as input 0 in a library layout, and reads v nowhere else. */
+static bool layout_reader_ok(const struct ss_plan *p, int ni, int v)
+{
+    const node_def *d = &p->s->nodes[ni];
+    if (!d->op->layout_ok || d->in_ids[0] != v || (p->fuse_head && p->fuse_head[ni] >= 0))
+        return false;
+    for (int j = 1; j < d->n_in; j++)
+        if (d->in_ids[j] == v) return false;
+    for (int e = 0; e < p->n_exec; e++)
+        if (p->exec[e] == ni) return d->op->layout_ok(&p->kctx[ni]);
+    return false;
+}
+
+/* Whether the value node ni writes may stay in its kernel's layout. */
+static bool layout_keep(const struct ss_plan *p, int ni, int v)
+{
+    const ss_session *s = p->s;
+    if (p->watch[v] || (p->epi && p->epi[ni] && ss_epilogue_steps(p->epi[ni]) > 0)) return false;
+    for (int i = 0; i < s->n_outputs; i++)
+        if (s->output_ids[i] == v) return false;
+    int readers = 0;
+    for (int i = 0; i < s->n_nodes; i++)
+        for (int j = 0; j < s->nodes[i].n_in; j++)
+            if (s->nodes[i].in_ids[j] == v) {
+                if (!layout_reader_ok(p, i, v)) return false;
+                readers++;
+            }
+    return readers > 0;
+}
+
+static ss_status *layout_plan(struct ss_plan *p)
+{
+    ss_session *s = p->s;
+    if (!ss_layout_enabled() || p->partial) return NULL;
+    for (int e = 0; e < p->n_exec; e++)
+        if (p->check[p->exec[e]]) return NULL;
+    const void **layout = calloc((size_t)s->n_values + 1, sizeof *layout);
+    if (!layout) return ss_errf(SS_ERR_NOMEM, "out of memory");
+    ss_status *st = NULL;
+    for (int e = 0; !st && e < p->n_exec; e++) {
+        int ni = p->exec[e];
+        const node_def *d = &s->nodes[ni];
+        ss_kctx *k = &p->kctx[ni];
+        if (!d->op->relayout || d->n_in < 1 || d->in_ids[0] < 0 || !k->out[0] ||
+            !d->op->layout_ok(k))
+            continue;
+        int v = (int)(k->out[0] - p->vals);
+        const void *in = layout[d->in_ids[0]], *out = NULL;
+        bool keep = layout_keep(p, ni, v);
+        if (!in && !keep) continue;
+        st = d->op->relayout(k, in, keep, &out);
+        if (!st && out) {
+            layout[v] = out;
+            size_t bytes = ss_dnnl_layout_bytes(out);
+            if (bytes > p->dyn_slot[v]) p->dyn_slot[v] = bytes;
+            SS_DEBUG("layout: value '%s' stays in oneDNN's layout (%zu bytes)", s->values[v].name,
+                     bytes);
+        }
+    }
+    free(layout);
+    return st;
+}
+
 typedef struct {
     int id;
     int first, last;
@@ -1135,6 +1210,7 @@ static ss_status *plan_build(ss_session *s, const ss_tensor *inputs, struct ss_p
     for (int v = 0; !st && v < nv; v++)
         if (p->watch[v] && s->values[v].producer >= 0) p->check[s->values[v].producer] = 1;
     if (!st) st = fuse_plan(p);
+    if (!st) st = layout_plan(p);
     if (!st) st = layout_arena(p);
     for (int i = 0; !st && i < s->n_inputs; i++)
         if (p->value_dep[i]) st = ss_tensor_copy(&p->dep_values[i], &inputs[i]);

@@ -8,7 +8,9 @@
  * constant W and B runs on oneDNN when SHARDSERVE_KERNELS allows (conv_try_dnnl). Otherwise it is
  * im2col + one BLAS gemm per (image, group), with the column buffer sized at plan time in k->state;
  * a 1x1 convolution with unit strides and no padding skips im2col and multiplies X directly. run
- * never allocates.
+ * never allocates. For the planner's layout pass (session.c: layout_plan) a Conv on oneDNN reads
+ * and writes oneDNN's activation layout, and a float32 MaxPool whose input arrives in it runs on
+ * oneDNN's pooling in the same layout.
  */
 #include "common.h"
 #include "gemm_kernel.h"
@@ -297,6 +299,24 @@ static ss_status *conv_fuse(ss_kctx *k, ss_epilogue *ep)
         ss_epilogue_drop(ep, po[n - 1].steps);
         return NULL;
     }
+    return NULL;
+}
+
+/* The layout pass's hooks (op.h): a Conv on oneDNN reads X in any layout (reordering into its
+ * own only when they differ) and may leave Y in its own. */
+static bool conv_layout_ok(const ss_kctx *k)
+{
+    const conv_plan *p = k->state;
+    return p && p->dnnl && k->in[0]->dtype == SS_DT_FLOAT32;
+}
+
+static ss_status *conv_relayout(ss_kctx *k, const void *in, bool out_native, const void **out)
+{
+    conv_plan *p = k->state;
+    size_t scratch = 0;
+    ss_status *st = ss_dnnl_conv_relayout(p->dnnl, in, out_native, out, &scratch);
+    if (st) return ss_op_err(k, st->code, "%s", st->msg);
+    if (scratch > k->scratch_bytes) k->scratch_bytes = scratch;
     return NULL;
 }
 
@@ -752,7 +772,46 @@ typedef struct {
     geom g;
     int64_t planes; /* N * C */
     bool is_max, include_pad, col_major;
+    ss_dnnl_pool *dnnl; /* MaxPool on oneDNN: only when X arrives in oneDNN's layout */
 } pool_plan;
+
+static void pool_release(void *state)
+{
+    ss_dnnl_pool_free(((pool_plan *)state)->dnnl);
+}
+
+/* A float32 MaxPool without Indices can run on oneDNN's pooling in the layout its input is in
+ * (the layout pass): max is exact, so the values are the own kernel's. With a plain input it
+ * stays on the own kernel, which needs no reorders. */
+static bool pool_layout_ok(const ss_kctx *k)
+{
+    const pool_plan *p = k->state;
+    ss_kernels mode = ss_kernels_mode();
+    return p && p->is_max && k->in[0]->dtype == SS_DT_FLOAT32 && (k->n_out < 2 || !k->out[1]) &&
+           p->planes > 0 && p->g.ovol > 0 && (mode == SS_KERNELS_AUTO || mode == SS_KERNELS_ONEDNN);
+}
+
+static ss_status *pool_relayout(ss_kctx *k, const void *in, bool out_native, const void **out)
+{
+    pool_plan *p = k->state;
+    *out = NULL;
+    if (!in) return NULL;
+    ss_dnnl_pool_desc d = {.nsp = p->g.nsp, .src_layout = in, .y_native = out_native};
+    for (int i = 0; i < 3; i++) {
+        d.in[i] = p->g.in[i], d.out[i] = p->g.out[i], d.kernel[i] = p->g.k[i];
+        d.stride[i] = p->g.s[i], d.dilation[i] = p->g.d[i];
+        d.pad_begin[i] = p->g.pb[i], d.pad_end[i] = p->g.pe[i];
+    }
+    int t = k->threads > 0 ? k->threads : openblas_get_num_threads();
+    d.threads = ss_dnnl_threads(p->planes * p->g.ovol * p->g.kvol, t);
+    size_t scratch = 0;
+    ss_status *st = ss_dnnl_pool_create(&d, &p->dnnl, &scratch, out);
+    if (st) return ss_op_err(k, st->code, "%s", st->msg);
+    if (scratch > k->scratch_bytes) k->scratch_bytes = scratch;
+    SS_DEBUG("%s: oneDNN pooling on the producer's layout%s", k->node_name,
+             out_native ? ", output kept in it" : "");
+    return NULL;
+}
 
 static const char *const maxpool_attrs[] = {
     "auto_pad", "ceil_mode", "dilations", "kernel_shape", "pads", "storage_order", "strides", NULL};
@@ -921,6 +980,7 @@ static ss_status *pool_run_native(ss_kctx *k)
     const void *x = k->in[0]->data;
     void *y = k->out[0]->data;
     int64_t *ind = k->n_out > 1 && k->out[1] ? k->out[1]->data : NULL;
+    if (p->dnnl) return ss_dnnl_pool_run(p->dnnl, x, y, k->scratch);
     /* the per-window loop tracks the argmax; without an Indices output whole rows are folded */
     switch (k->in[0]->dtype) {
     case SS_DT_FLOAT32:
@@ -1272,10 +1332,12 @@ VIA_F32(pool)
 VIA_F32(gpool)
 
 const ss_op_def ss_ops_conv[] = {
-    {"", "Conv", 1, 21, conv_infer, conv_run, 0, conv_release, conv_fuse},
+    {"", "Conv", 1, 21, conv_infer, conv_run, 0, conv_release, conv_fuse, conv_layout_ok,
+     conv_relayout},
     {"", "ConvTranspose", 1, 21, convt_infer, convt_run, 0},
-    {"", "MaxPool", 1, 21, pool_infer, pool_run, 0},
-    {"", "AveragePool", 1, 21, pool_infer, pool_run, 0},
+    {"", "MaxPool", 1, 21, pool_infer, pool_run, 0, pool_release, NULL, pool_layout_ok,
+     pool_relayout},
+    {"", "AveragePool", 1, 21, pool_infer, pool_run, 0, pool_release},
     {"", "GlobalAveragePool", 1, 21, gpool_infer, gpool_run, 0},
     {"", "GlobalMaxPool", 1, 21, gpool_infer, gpool_run, 0},
     {"", "ConvInteger", 10, 21, convinteger_infer, qconv_run, 0},

@@ -39,7 +39,8 @@ struct ss_dnnl_matmul {
 static dnnl_engine_t engine;
 static pthread_once_t engine_once = PTHREAD_ONCE_INIT;
 static ss_kernels forced;
-static unsigned long n_calls, n_bf16_calls, n_conv_calls, n_conv_po_calls, n_packs;
+static unsigned long n_calls, n_bf16_calls, n_conv_calls, n_conv_po_calls, n_packs, n_reorders;
+static int layout_off = -1; /* -1: not yet read from SHARDSERVE_LAYOUT */
 
 /* ------------------------------------------------------------------ kernel selection */
 
@@ -760,6 +761,7 @@ ss_status *ss_dnnl_conv_run(ss_dnnl_conv *c, const float *x, float *y, void *scr
         dnnl_memory_set_data_handle(c->x_user, (void *)x);
         dnnl_exec_arg_t ra[2] = {{DNNL_ARG_FROM, c->x_user}, {DNNL_ARG_TO, c->src}};
         r = dnnl_primitive_execute(c->x_reorder, c->stream, 2, ra);
+        __atomic_add_fetch(&n_reorders, 1, __ATOMIC_RELAXED);
     }
     dnnl_exec_arg_t args[5 + SS_EPILOGUE_MAX_POSTOPS];
     int n = 0;
@@ -781,6 +783,7 @@ ss_status *ss_dnnl_conv_run(ss_dnnl_conv *c, const float *x, float *y, void *scr
         dnnl_memory_set_data_handle(c->y_user, y);
         dnnl_exec_arg_t ra[2] = {{DNNL_ARG_FROM, c->dst}, {DNNL_ARG_TO, c->y_user}};
         r = dnnl_primitive_execute(c->y_reorder, c->stream, 2, ra);
+        __atomic_add_fetch(&n_reorders, 1, __ATOMIC_RELAXED);
     }
     if (r == dnnl_success) r = dnnl_stream_wait(c->stream);
     __atomic_add_fetch(c->n_po ? &n_conv_po_calls : &n_conv_calls, 1, __ATOMIC_RELAXED);
@@ -795,4 +798,188 @@ unsigned long ss_dnnl_conv_calls(void)
 unsigned long ss_dnnl_conv_postop_calls(void)
 {
     return __atomic_load_n(&n_conv_po_calls, __ATOMIC_RELAXED);
+}
+
+/* ------------------------------------------------------------------ layouts between primitives */
+
+static void drop_side(dnnl_memory_t *user, dnnl_primitive_t *reorder, size_t *bytes)
+{
+    if (*reorder) dnnl_primitive_destroy(*reorder);
+    if (*user) dnnl_memory_destroy(*user);
+    *reorder = NULL, *user = NULL, *bytes = 0;
+}
+
+ss_status *ss_dnnl_conv_relayout(ss_dnnl_conv *c, const void *x_layout, bool y_native,
+                                 const void **y_layout, size_t *scratch_bytes)
+{
+    dnnl_status_t r = dnnl_success;
+    *y_layout = NULL;
+    if (x_layout) {
+        const dnnl_memory_desc_t *want;
+        dnnl_memory_desc_t src_md;
+        dnnl_memory_get_memory_desc(c->src, &want);
+        src_md = *want;
+        drop_side(&c->x_user, &c->x_reorder, &c->src_bytes);
+        dnnl_memory_destroy(c->src);
+        c->src = NULL;
+        r = conv_side(x_layout, &src_md, true, &c->x_user, &c->src, &c->x_reorder, &c->src_bytes);
+    }
+    if (r == dnnl_success && y_native) {
+        drop_side(&c->y_user, &c->y_reorder, &c->dst_bytes);
+        const dnnl_memory_desc_t *md;
+        dnnl_memory_get_memory_desc(c->dst, &md);
+        *y_layout = md;
+    }
+    *scratch_bytes = c->prim_scratch + c->src_bytes + c->dst_bytes;
+    return r == dnnl_success ? NULL : dnnl_err(r, "activation reorder");
+}
+
+struct ss_dnnl_pool {
+    dnnl_primitive_t prim, y_reorder; /* y_reorder: to plain, unless Y stays in the layout */
+    dnnl_stream_t stream;
+    dnnl_memory_t src, dst, y_user, scratch;
+    size_t prim_scratch, dst_bytes;
+    int threads;
+};
+
+void ss_dnnl_pool_free(ss_dnnl_pool *p)
+{
+    if (!p) return;
+    dnnl_memory_t mems[] = {p->src, p->dst, p->y_user, p->scratch};
+    for (size_t i = 0; i < sizeof mems / sizeof mems[0]; i++)
+        if (mems[i]) dnnl_memory_destroy(mems[i]);
+    if (p->prim) dnnl_primitive_destroy(p->prim);
+    if (p->y_reorder) dnnl_primitive_destroy(p->y_reorder);
+    if (p->stream) dnnl_stream_destroy(p->stream);
+    free(p);
+}
+
+/* The pooling descriptor: ONNX's end pads as given unless ceil_mode made the output longer than
+ * they imply, then as long as the last window needs (padding never wins a max). */
+static dnnl_status_t pool_pd(const ss_dnnl_pool_desc *d, dnnl_primitive_desc_t *pd)
+{
+    const dnnl_memory_desc_t *src = d->src_layout;
+    int nd = d->nsp + 2, off = 3 - d->nsp;
+    dnnl_dims_t yd = {src->dims[0], src->dims[1]}, st, k, dl, pl, pr;
+    for (int i = 0; i < d->nsp; i++) {
+        int64_t j = off + i, ek = (d->kernel[j] - 1) * d->dilation[j] + 1;
+        yd[2 + i] = d->out[j], st[i] = d->stride[j], k[i] = d->kernel[j];
+        dl[i] = d->dilation[j] - 1, pl[i] = d->pad_begin[j], pr[i] = d->pad_end[j];
+        if ((d->in[j] + pl[i] + pr[i] - ek) / st[i] + 1 != d->out[j])
+            pr[i] = (d->out[j] - 1) * st[i] + ek - d->in[j] - pl[i];
+    }
+    dnnl_memory_desc_t dst_any;
+    dnnl_pooling_v2_desc_t desc;
+    dnnl_primitive_attr_t attr = NULL;
+    dnnl_status_t r = dnnl_memory_desc_init_by_tag(&dst_any, nd, yd, dnnl_f32, dnnl_format_tag_any);
+    if (r == dnnl_success)
+        r = dnnl_pooling_v2_forward_desc_init(&desc, dnnl_forward_inference, dnnl_pooling_max, src,
+                                              &dst_any, st, k, dl, pl, pr);
+    if (r == dnnl_success) r = dnnl_primitive_attr_create(&attr);
+    if (r == dnnl_success)
+        r = dnnl_primitive_attr_set_scratchpad_mode(attr, dnnl_scratchpad_mode_user);
+    set_threads(d->threads);
+    if (r == dnnl_success) r = dnnl_primitive_desc_create(pd, &desc, attr, engine, NULL);
+    if (attr) dnnl_primitive_attr_destroy(attr);
+    return r;
+}
+
+/* Y in the primitive's layout (y_native: *y_layout is it), or a reorder to plain through the
+ * scratch area. */
+static dnnl_status_t pool_dst(ss_dnnl_pool *p, const dnnl_memory_desc_t *dst, bool y_native,
+                              const void **y_layout)
+{
+    if (y_native) {
+        dnnl_status_t r = dnnl_memory_create(&p->dst, dst, engine, DNNL_MEMORY_NONE);
+        if (r == dnnl_success)
+            dnnl_memory_get_memory_desc(p->dst, (const dnnl_memory_desc_t **)y_layout);
+        return r;
+    }
+    dnnl_memory_desc_t plain;
+    dnnl_status_t r = plain_md(&plain, dst->ndims, dst->dims, NULL, dnnl_f32);
+    return r == dnnl_success
+               ? conv_side(&plain, dst, false, &p->y_user, &p->dst, &p->y_reorder, &p->dst_bytes)
+               : r;
+}
+
+ss_status *ss_dnnl_pool_create(const ss_dnnl_pool_desc *d, ss_dnnl_pool **out,
+                               size_t *scratch_bytes, const void **y_layout)
+{
+    *out = NULL, *scratch_bytes = 0, *y_layout = NULL;
+    const dnnl_memory_desc_t *src = d->src_layout;
+    if (!get_engine()) return ss_errf(SS_ERR_UNSUPPORTED, "oneDNN has no CPU engine");
+    if (d->nsp < 1 || d->nsp > 3 || !src || src->ndims != d->nsp + 2)
+        return ss_errf(SS_ERR_UNSUPPORTED, "oneDNN pooling: case not handled");
+    ss_dnnl_pool *p = calloc(1, sizeof *p);
+    if (!p) return ss_errf(SS_ERR_NOMEM, "out of memory");
+    p->threads = d->threads;
+    dnnl_primitive_desc_t pd = NULL;
+    dnnl_status_t r = pool_pd(d, &pd);
+    if (r == dnnl_success) r = dnnl_memory_create(&p->src, src, engine, DNNL_MEMORY_NONE);
+    if (r == dnnl_success)
+        r = pool_dst(p, dnnl_primitive_desc_query_md(pd, dnnl_query_dst_md, 0), d->y_native,
+                     y_layout);
+    const dnnl_memory_desc_t *sp =
+        r == dnnl_success ? dnnl_primitive_desc_query_md(pd, dnnl_query_scratchpad_md, 0) : NULL;
+    p->prim_scratch = sp ? round_up(dnnl_memory_desc_get_size(sp)) : 0;
+    if (r == dnnl_success && p->prim_scratch)
+        r = dnnl_memory_create(&p->scratch, sp, engine, DNNL_MEMORY_NONE);
+    if (r == dnnl_success) r = dnnl_primitive_create(&p->prim, pd);
+    if (r == dnnl_success) r = dnnl_stream_create(&p->stream, engine, dnnl_stream_default_flags);
+    if (pd) dnnl_primitive_desc_destroy(pd);
+    if (r != dnnl_success) {
+        ss_dnnl_pool_free(p);
+        *y_layout = NULL;
+        return dnnl_err(r, "pooling primitive");
+    }
+    *scratch_bytes = p->prim_scratch + p->dst_bytes;
+    *out = p;
+    return NULL;
+}
+
+ss_status *ss_dnnl_pool_run(ss_dnnl_pool *p, const float *x, float *y, void *scratch)
+{
+    set_threads(p->threads);
+    dnnl_memory_set_data_handle(p->src, (void *)x);
+    dnnl_memory_set_data_handle(p->dst,
+                                p->y_reorder ? (char *)scratch + p->prim_scratch : (void *)y);
+    dnnl_exec_arg_t args[3] = {{DNNL_ARG_SRC, p->src}, {DNNL_ARG_DST, p->dst}};
+    int n = 2;
+    if (p->scratch) {
+        dnnl_memory_set_data_handle(p->scratch, scratch);
+        args[n++] = (dnnl_exec_arg_t){DNNL_ARG_SCRATCHPAD, p->scratch};
+    }
+    dnnl_status_t r = dnnl_primitive_execute(p->prim, p->stream, n, args);
+    if (r == dnnl_success && p->y_reorder) {
+        dnnl_memory_set_data_handle(p->y_user, y);
+        dnnl_exec_arg_t ra[2] = {{DNNL_ARG_FROM, p->dst}, {DNNL_ARG_TO, p->y_user}};
+        r = dnnl_primitive_execute(p->y_reorder, p->stream, 2, ra);
+        __atomic_add_fetch(&n_reorders, 1, __ATOMIC_RELAXED);
+    }
+    if (r == dnnl_success) r = dnnl_stream_wait(p->stream);
+    return r == dnnl_success ? NULL : dnnl_err(r, "pooling execution");
+}
+
+size_t ss_dnnl_layout_bytes(const void *layout)
+{
+    return dnnl_memory_desc_get_size(layout);
+}
+
+unsigned long ss_dnnl_reorder_calls(void)
+{
+    return __atomic_load_n(&n_reorders, __ATOMIC_RELAXED);
+}
+
+void ss_layout_enable(bool on)
+{
+    __atomic_store_n(&layout_off, on ? 0 : 1, __ATOMIC_RELAXED);
+}
+
+bool ss_layout_enabled(void)
+{
+    if (__atomic_load_n(&layout_off, __ATOMIC_RELAXED) < 0) {
+        const char *e = getenv("SHARDSERVE_LAYOUT");
+        ss_layout_enable(!(e && !strcmp(e, "0")));
+    }
+    return __atomic_load_n(&layout_off, __ATOMIC_RELAXED) == 0;
 }

@@ -90,10 +90,10 @@ const char *ss_dnnl_matmul_impl(const ss_dnnl_matmul *m);
 bool ss_dnnl_matmul_owns_weights(const ss_dnnl_matmul *m);
 void ss_dnnl_matmul_free(ss_dnnl_matmul *m);
 
-/* Conv (forward inference) over nsp = 1..3 spatial dims, X and Y plain NC[D]HW as ONNX has them.
- * The primitive picks its own activation layout (format any: nhwc or blocked on AVX-512); X is
- * reordered into it and Y out of it on each run, in the scratch area (no layout pass yet).
- * Weights (ONNX [M, C/group, k...]) and bias are constants, packed once. */
+/* Conv (forward inference) over nsp = 1..3 spatial dims, X and Y plain NC[D]HW as ONNX has them
+ * unless ss_dnnl_conv_relayout says otherwise. The primitive picks its own activation layout
+ * (format any: nhwc or blocked on AVX-512); X is reordered into it and Y out of it on each run, in
+ * the scratch area. Weights (ONNX [M, C/group, k...]) and bias are constants, packed once. */
 typedef struct {
     int nsp;
     int64_t N, C, M, group;
@@ -123,8 +123,43 @@ ss_status *ss_dnnl_conv_create(const ss_dnnl_conv_desc *d, ss_dnnl_conv **out,
 ss_status *ss_dnnl_conv_run(ss_dnnl_conv *c, const float *x, float *y, void *scratch);
 const char *ss_dnnl_conv_impl(const ss_dnnl_conv *c);
 void ss_dnnl_conv_free(ss_dnnl_conv *c);
+/* The layout pass (session.c: layout_plan): X's bytes arrive in x_layout (a oneDNN memory
+ * descriptor another primitive wrote them in; NULL: plain), and with y_native Y is left in the
+ * primitive's own layout, returned in *y_layout (valid while c lives), instead of reordered to
+ * plain. *scratch_bytes is the new need (it can grow: a plain X the primitive took as is may now
+ * need a reorder from another layout). */
+ss_status *ss_dnnl_conv_relayout(ss_dnnl_conv *c, const void *x_layout, bool y_native,
+                                 const void **y_layout, size_t *scratch_bytes);
 unsigned long ss_dnnl_conv_calls(void);
 /* Of those, how many ran post-ops (a fused epilogue's steps inside the primitive). */
 unsigned long ss_dnnl_conv_postop_calls(void);
+
+/* MaxPool (forward inference) on a tensor whose bytes are in a oneDNN layout (src_layout, from
+ * ss_dnnl_conv_relayout or another pool), for the layout pass: padding never wins, as in ONNX. */
+typedef struct {
+    int nsp;
+    int64_t in[3], out[3], kernel[3], stride[3], dilation[3], pad_begin[3], pad_end[3];
+    const void *src_layout; /* required: the descriptor X's bytes are laid out by */
+    bool y_native;          /* Y stays in the primitive's layout (else plain NC[D]HW) */
+    int threads;
+} ss_dnnl_pool_desc;
+
+typedef struct ss_dnnl_pool ss_dnnl_pool;
+
+/* *y_layout: Y's layout when y_native (valid while the pool lives), else NULL. */
+ss_status *ss_dnnl_pool_create(const ss_dnnl_pool_desc *d, ss_dnnl_pool **out,
+                               size_t *scratch_bytes, const void **y_layout);
+ss_status *ss_dnnl_pool_run(ss_dnnl_pool *p, const float *x, float *y, void *scratch);
+void ss_dnnl_pool_free(ss_dnnl_pool *p);
+
+/* Bytes a tensor takes in a layout (blocked layouts pad the channels to the block). */
+size_t ss_dnnl_layout_bytes(const void *layout);
+/* How many activation reorders (plain <-> a kernel's layout) ran, in convolutions and pools:
+ * tests count a run's to see the layout pass at work. */
+unsigned long ss_dnnl_reorder_calls(void);
+/* Test hook / switch: plans made while disabled keep every tensor plain between nodes
+ * (SHARDSERVE_LAYOUT=0 disables too: same-binary comparisons). */
+void ss_layout_enable(bool on);
+bool ss_layout_enabled(void);
 
 #endif
