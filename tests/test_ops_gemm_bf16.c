@@ -77,12 +77,14 @@ static const ss_bf16_variant variants[] = {SS_BF16_C, SS_BF16_AVX2, SS_BF16_AVX5
                                            SS_BF16_AVX512_DOT};
 
 /* Odd K (the padded last pair), N off the 64-column blocks, M off the 4-row tiles,
- * accumulation into C and transposed weights (Gemm transB). */
+ * accumulation into C and transposed weights (Gemm transB); one row over 14 and 53 blocks
+ * (the GEMV's groups of 6 blocks and a shorter last group). */
 static void test_every_variant_within_bf16_of_f32(void)
 {
     static const shape shapes[] = {{1, 768, 2304, false, false}, {1, 77, 130, false, true},
                                    {3, 301, 65, true, false},    {5, 64, 64, false, false},
-                                   {17, 129, 200, true, true},   {64, 96, 320, false, false}};
+                                   {17, 129, 200, true, true},   {64, 96, 320, false, false},
+                                   {1, 301, 837, true, true},    {1, 96, 3390, false, false}};
     int ran = 0;
     for (size_t v = 0; v < sizeof variants / sizeof *variants; v++) {
         if (!ss_gemm_bf16_supported(variants[v])) {
@@ -104,10 +106,10 @@ static void test_row_independent_of_batch_and_threads(void)
     ss_gemm_pool_reserve(2);
     for (size_t v = 0; v < sizeof variants / sizeof *variants; v++) {
         if (!ss_gemm_bf16_supported(variants[v])) continue;
-        float one[515], seven[515], one_thread[515];
-        check_variant(variants[v], (shape){1, 333, 515, false, false}, 2, one);
-        check_variant(variants[v], (shape){7, 333, 515, false, false}, 2, seven);
-        check_variant(variants[v], (shape){1, 333, 515, false, false}, 1, one_thread);
+        float one[835], seven[835], one_thread[835];
+        check_variant(variants[v], (shape){1, 333, 835, false, false}, 2, one);
+        check_variant(variants[v], (shape){7, 333, 835, false, false}, 2, seven);
+        check_variant(variants[v], (shape){1, 333, 835, false, false}, 1, one_thread);
         CHECK_MSG(!memcmp(one, seven, sizeof one), "%s: row 0 changes with 7 rows",
                   ss_gemm_bf16_name(variants[v]));
         CHECK_MSG(!memcmp(one, one_thread, sizeof one), "%s: row 0 changes with threads",
