@@ -37,14 +37,14 @@ typedef struct {
 } shape;
 
 /* Runs v on shape s (B stored transposed when tb) and checks every element against the float32
- * reference within the bf16 bound; returns the packed weights' result for row 0 in row0. */
+ * reference within the bf16 bound; returns the packed weights' result for row 0 in row0. The
+ * weights are packed into ss_gemm_bf16_alloc's memory, as the MatMul op does. */
 static void check_variant(ss_bf16_variant v, shape s, int threads, float *row0)
 {
     float *A = rand_floats((size_t)(s.M * s.K), 1), *B = rand_floats((size_t)(s.K * s.N), 2);
     float *C = rand_floats((size_t)(s.M * s.N), 3),
           *C0 = malloc(sizeof(float) * (size_t)(s.M * s.N));
-    size_t bytes = ss_gemm_bf16_packed_bytes(s.K, s.N);
-    uint16_t *Bp = aligned_alloc(64, (bytes + 63) / 64 * 64);
+    uint16_t *Bp = ss_gemm_bf16_alloc(s.K, s.N); /* in 2 MiB pages from 768 x 1366 */
     void *scratch = malloc(ss_gemm_bf16_scratch(s.M, s.K) + 1);
     CHECK(A && B && C && C0 && Bp && scratch);
     memcpy(C0, C, sizeof(float) * (size_t)(s.M * s.N));
