@@ -37,14 +37,14 @@ typedef struct {
 } shape;
 
 /* Runs v on shape s (B stored transposed when tb) and checks every element against the float32
- * reference within the bf16 bound; returns the packed weights' result for row 0 in row0. */
+ * reference within the bf16 bound; returns the packed weights' result for row 0 in row0. The
+ * weights are packed into ss_gemm_bf16_alloc's memory, as the MatMul op does. */
 static void check_variant(ss_bf16_variant v, shape s, int threads, float *row0)
 {
     float *A = rand_floats((size_t)(s.M * s.K), 1), *B = rand_floats((size_t)(s.K * s.N), 2);
     float *C = rand_floats((size_t)(s.M * s.N), 3),
           *C0 = malloc(sizeof(float) * (size_t)(s.M * s.N));
-    size_t bytes = ss_gemm_bf16_packed_bytes(s.K, s.N);
-    uint16_t *Bp = aligned_alloc(64, (bytes + 63) / 64 * 64);
+    uint16_t *Bp = ss_gemm_bf16_alloc(s.K, s.N); /* in 2 MiB pages from 768 x 1366 */
     void *scratch = malloc(ss_gemm_bf16_scratch(s.M, s.K) + 1);
     CHECK(A && B && C && C0 && Bp && scratch);
     memcpy(C0, C, sizeof(float) * (size_t)(s.M * s.N));
@@ -77,12 +77,14 @@ static const ss_bf16_variant variants[] = {SS_BF16_C, SS_BF16_AVX2, SS_BF16_AVX5
                                            SS_BF16_AVX512_DOT};
 
 /* Odd K (the padded last pair), N off the 64-column blocks, M off the 4-row tiles,
- * accumulation into C and transposed weights (Gemm transB). */
+ * accumulation into C and transposed weights (Gemm transB); one row over 14 and 53 blocks
+ * (the GEMV's groups of 6 blocks and a shorter last group). */
 static void test_every_variant_within_bf16_of_f32(void)
 {
     static const shape shapes[] = {{1, 768, 2304, false, false}, {1, 77, 130, false, true},
                                    {3, 301, 65, true, false},    {5, 64, 64, false, false},
-                                   {17, 129, 200, true, true},   {64, 96, 320, false, false}};
+                                   {17, 129, 200, true, true},   {64, 96, 320, false, false},
+                                   {1, 301, 837, true, true},    {1, 96, 3390, false, false}};
     int ran = 0;
     for (size_t v = 0; v < sizeof variants / sizeof *variants; v++) {
         if (!ss_gemm_bf16_supported(variants[v])) {
@@ -104,10 +106,10 @@ static void test_row_independent_of_batch_and_threads(void)
     ss_gemm_pool_reserve(2);
     for (size_t v = 0; v < sizeof variants / sizeof *variants; v++) {
         if (!ss_gemm_bf16_supported(variants[v])) continue;
-        float one[515], seven[515], one_thread[515];
-        check_variant(variants[v], (shape){1, 333, 515, false, false}, 2, one);
-        check_variant(variants[v], (shape){7, 333, 515, false, false}, 2, seven);
-        check_variant(variants[v], (shape){1, 333, 515, false, false}, 1, one_thread);
+        float one[835], seven[835], one_thread[835];
+        check_variant(variants[v], (shape){1, 333, 835, false, false}, 2, one);
+        check_variant(variants[v], (shape){7, 333, 835, false, false}, 2, seven);
+        check_variant(variants[v], (shape){1, 333, 835, false, false}, 1, one_thread);
         CHECK_MSG(!memcmp(one, seven, sizeof one), "%s: row 0 changes with 7 rows",
                   ss_gemm_bf16_name(variants[v]));
         CHECK_MSG(!memcmp(one, one_thread, sizeof one), "%s: row 0 changes with threads",

@@ -327,9 +327,9 @@ static void test_gemm_bias_broadcasts_and_transposes(void)
 }
 
 /* The entry point itself: leading dimensions larger than the row, accumulation into C. */
-static void kernel_strided(ss_gemm_variant v, int threads)
+static void strided_case(ss_gemm_variant v, int threads, int64_t M, int64_t K)
 {
-    int64_t M = 13, K = 300, N = 77, lda = 310, ldb = 90, ldc = 81;
+    int64_t N = 77, lda = 310, ldb = 90, ldc = 81;
     float *A = malloc(sizeof(float) * (size_t)(M * lda)),
           *B = malloc(sizeof(float) * (size_t)(K * ldb)),
           *C = malloc(sizeof(float) * (size_t)(M * ldc));
@@ -363,6 +363,13 @@ static void kernel_strided(ss_gemm_variant v, int threads)
         }
     CHECK(!bad);
     free(A), free(B), free(C), free(C0);
+}
+
+/* 13 rows on the tiles; 1 row on the GEMV with K = 7 x 12 + 7 (its 12-, 4- and 1-row steps). */
+static void kernel_strided(ss_gemm_variant v, int threads)
+{
+    strided_case(v, threads, 13, 300);
+    strided_case(v, threads, 1, 91);
 }
 
 static void test_kernel_strided_accumulate(void)

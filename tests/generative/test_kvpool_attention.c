@@ -2,13 +2,15 @@
  * The KV block pool's attention (src/runtime/ops/kvpool.c) against a dense reference: several
  * sequences of different lengths in one batch, prefills and decodes crossing block boundaries
  * (blocks of 4 tokens), two layers sharing the block tables, grouped-query attention (6 query
- * heads over 2 KV heads); then the pool's bookkeeping: a freed sequence's blocks come back, a
- * full pool refuses with its size named, and bad sequence ids or positions are named.
+ * heads over 2 KV heads; head size 40: the vector lanes of the dot products and a tail), under
+ * every ISA level this CPU runs (ops/isa.h); then the pool's bookkeeping: a freed sequence's blocks
+ * come back, a full pool refuses with its size named, and bad sequence ids or positions are named.
  */
 #include "check.h"
+#include "ops/isa.h"
 #include "ops/kvpool.h"
 
-enum { QH = 6, KVH = 2, HD = 8, BS = 4, LAYERS = 2, SEQS = 3, MAXLEN = 40 };
+enum { QH = 6, KVH = 2, HD = 40, BS = 4, LAYERS = 2, SEQS = 3, MAXLEN = 40 };
 
 typedef struct {
     float k[LAYERS][KVH][MAXLEN][HD], v[LAYERS][KVH][MAXLEN][HD];
@@ -96,11 +98,12 @@ static ss_kvpool *make_pool(size_t blocks, ss_kv_layer **layers)
     return pool;
 }
 
-static void paged_equals_dense(void)
+static void paged_equals_dense_at(void)
 {
     ss_kv_layer *layers[LAYERS];
     ss_kvpool *pool = make_pool(64, layers);
     static dense_seq dense[SEQS];
+    memset(dense, 0, sizeof dense); /* a fresh start at each ISA level */
     unsigned seed = 7;
     for (int64_t s = 0; s < SEQS; s++)
         CHECK_OK(ss_kvpool_seq_create(pool, s));
@@ -119,9 +122,23 @@ static void paged_equals_dense(void)
     /* a new sequence reuses the freed blocks and sees none of the old one's tokens */
     CHECK_OK(ss_kvpool_seq_create(pool, 7));
     static dense_seq fresh[8];
+    memset(fresh, 0, sizeof fresh);
     step(pool, layers, fresh, (int64_t[]){7}, 1, 6, &seed);
     step(pool, layers, fresh, (int64_t[]){7}, 1, 1, &seed);
     ss_kvpool_free(pool);
+}
+
+static void paged_equals_dense(void)
+{
+    int levels = 0;
+    for (int level = SS_ISA_AVX512; level >= SS_ISA_BASE; level--) {
+        if (ss_isa_force((ss_isa)level) != (ss_isa)level) continue;
+        fprintf(stderr, "attention on %s\n", ss_isa_name((ss_isa)level));
+        paged_equals_dense_at();
+        levels++;
+    }
+    ss_isa_force(ss_isa_detect());
+    CHECK(levels >= 1);
 }
 
 static void full_pool_and_bad_steps(void)

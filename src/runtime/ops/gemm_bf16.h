@@ -45,6 +45,9 @@ unsigned long ss_gemm_bf16_calls(ss_bf16_variant v);
 
 /* Bytes of the packed form of a K x N matrix. */
 size_t ss_gemm_bf16_packed_bytes(int64_t K, int64_t N);
+/* Memory for the packed form (free() releases it; NULL when out of memory): 64-byte aligned, in
+ * huge pages where the kernel allows them. */
+uint16_t *ss_gemm_bf16_alloc(int64_t K, int64_t N);
 /* Rounds B (K x N, row stride ldb; stored N x K when tb) to bf16 (nearest even) into `out`
  * (ss_gemm_bf16_packed_bytes, 64-byte aligned). */
 void ss_gemm_bf16_pack(const float *B, int64_t K, int64_t N, int64_t ldb, bool tb, uint16_t *out);

@@ -117,7 +117,7 @@ static ss_status *try_bf16(ss_kctx *k, int64_t M, int64_t K, int64_t N, bool tb,
         c->bf16 = ss_packed_data(c->bf16_ref);
     } else {
         size_t bytes = ss_gemm_bf16_packed_bytes(K, N);
-        uint16_t *w = aligned_alloc(64, (bytes + 63) & ~(size_t)63);
+        uint16_t *w = ss_gemm_bf16_alloc(K, N);
         if (!w)
             return ss_op_err(k, SS_ERR_NOMEM, "cannot allocate %zu bytes of bf16 weights", bytes);
         ss_gemm_bf16_pack(bv->data, K, N, lay.ldb, tb, w);
