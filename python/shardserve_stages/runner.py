@@ -26,6 +26,7 @@ HDR_IN = struct.Struct("<IIQ")
 HDR_OUT = struct.Struct("<IIIIQ")
 INST = struct.Struct("<IIQ")
 STRING, BYTES = 8, 0x108
+NO_DIMS = (0,) * 8
 CODES = {np.dtype(np.float32): 1, np.dtype(np.uint8): 2, np.dtype(np.int8): 3,
          np.dtype(np.uint16): 4, np.dtype(np.int16): 5, np.dtype(np.int32): 6,
          np.dtype(np.int64): 7, np.dtype(np.bool_): 9, np.dtype(np.float16): 10,
@@ -91,6 +92,8 @@ class Runner:
         self.servable = servable
         self.stages = stages
         self.functions = []
+        self.passed = []
+        self.msg = bytearray(MSG.size)
 
     def remap(self, size):
         if size > os.fstat(self.fd).st_size:
@@ -134,13 +137,26 @@ class Runner:
         return np.frombuffer(self.mm, dt, nbytes // dt.itemsize, off).reshape(shape)
 
     def read_request(self):
-        n_inst, n_in, _ = HDR_IN.unpack_from(self.mm, 0)
+        """The instances as tuples of values; self.passed keeps (array, offset) of each numeric
+        input, so an output that is one of them goes back without a copy."""
+        mm = self.mm
+        n_inst, n_in, _ = HDR_IN.unpack_from(mm, 0)
         instances = []
+        passed = self.passed = []
+        at = HDR_IN.size
         for i in range(n_inst):
             values = []
             for k in range(n_in):
-                dtype, ndim, off, nbytes, *dims = REC.unpack_from(self.mm, HDR_IN.size + (i * n_in + k) * REC.size)
-                values.append(self.value(dtype, ndim, off, nbytes, dims))
+                rec = REC.unpack_from(mm, at)
+                at += REC.size
+                dtype, ndim, off, nbytes = rec[:4]
+                dt = DTYPES.get(dtype)
+                if dt is not None and nbytes:  # the common case, without value()'s checks
+                    v = np.frombuffer(mm, dt, nbytes // dt.itemsize, off).reshape(rec[4:4 + ndim])
+                    passed.append((v, off))
+                else:
+                    v = self.value(dtype, ndim, off, nbytes, rec[4:])
+                values.append(v)
             instances.append(tuple(values))
         return instances
 
@@ -219,39 +235,55 @@ class Runner:
                                 % type(v).__name__ if arr.dtype not in CODES else "more than 8 dims")
         return CODES[arr.dtype], arr.ndim, arr.shape, np.ascontiguousarray(arr).reshape(-1)
 
+    def passed_offset(self, v):
+        """Where v is in the request when it is one of the inputs, unchanged in shape (else None)."""
+        for arr, off in self.passed:
+            if v is arr:
+                return off
+        return None
+
+    def plan_outputs(self, r, off):
+        """One instance's outputs: (converted, offset, nbytes, copy?) each, and the next free offset."""
+        outs = []
+        for v in r:
+            conv = self.convert(v)
+            nbytes = len(conv[3]) if conv[0] in (STRING, BYTES) else conv[3].nbytes
+            voff = self.passed_offset(v) if nbytes and self.passed else None
+            if voff is not None:
+                outs.append((conv, voff, nbytes, False))
+                continue
+            outs.append((conv, off, nbytes, True))
+            off = align64(off + nbytes)
+        return outs, off
+
     def write_reply(self, at, results, n_out):
         n_inst = len(results)
         off = align64(at + HDR_OUT.size + INST.size * n_inst + REC.size * n_inst * n_out)
-        plan = []  # (record offset or instance header, converted)
+        plan = []  # (message, its offset) or (outputs, None)
         for r in results:
             if isinstance(r, str):
                 msg = r.encode("utf-8", "replace")
                 plan.append((msg, off))
                 off = align64(off + len(msg))
                 continue
-            outs = []
-            for v in r:
-                conv = self.convert(v)
-                nbytes = len(conv[3]) if conv[0] in (STRING, BYTES) else conv[3].nbytes
-                outs.append((conv, off, nbytes))
-                off = align64(off + nbytes)
+            outs, off = self.plan_outputs(r, off)
             plan.append((outs, None))
         if off > self.size:
             self.remap(off + off // 2)
-        HDR_OUT.pack_into(self.mm, at, 0, n_inst, n_out, 0, 0)
+        mm, mv = self.mm, self.mv
+        HDR_OUT.pack_into(mm, at, 0, n_inst, n_out, 0, 0)
+        base = at + HDR_OUT.size
         for i, (item, moff) in enumerate(plan):
-            base = at + HDR_OUT.size
             if moff is not None:
-                INST.pack_into(self.mm, base + INST.size * i, 1, len(item), moff)
-                self.mv[moff:moff + len(item)] = item
+                INST.pack_into(mm, base + INST.size * i, 1, len(item), moff)
+                mv[moff:moff + len(item)] = item
                 continue
-            INST.pack_into(self.mm, base + INST.size * i, 0, 0, 0)
+            INST.pack_into(mm, base + INST.size * i, 0, 0, 0)
             recs = base + INST.size * n_inst + REC.size * n_out * i
-            for k, ((code, ndim, shape, data), doff, nbytes) in enumerate(item):
-                dims = list(shape) + [0] * (8 - len(shape))
-                REC.pack_into(self.mm, recs + REC.size * k, code, ndim, doff, nbytes, *dims)
-                if nbytes:
-                    self.mv[doff:doff + nbytes] = data if isinstance(data, bytes) else memoryview(data).cast("B")
+            for k, ((code, ndim, shape, data), doff, nbytes, copy) in enumerate(item):
+                REC.pack_into(mm, recs + REC.size * k, code, ndim, doff, nbytes, *(tuple(shape) + NO_DIMS[ndim:]))
+                if copy and nbytes:
+                    mv[doff:doff + nbytes] = data if isinstance(data, bytes) else memoryview(data).cast("B")
 
     def fail_all(self, at, text):
         msg = text.encode("utf-8", "replace")[:65536]
@@ -332,15 +364,16 @@ class Runner:
         return at
 
     def serve(self):
+        msg, sock = self.msg, self.sock
         while True:
-            data = self.sock.recv(MSG.size)
-            if len(data) != MSG.size:
+            if sock.recv_into(msg) != MSG.size:
                 return  # serve closed the socket: it stopped or dropped us
-            op, index, request_end, size = MSG.unpack(data)
+            op, index, request_end, size = MSG.unpack_from(msg)
             if size > self.size:
                 self.remap(size)
             at = self.call(index, request_end)
-            self.sock.send(MSG.pack(2, 0, at, self.size))
+            self.passed = []
+            sock.send(MSG.pack(2, 0, at, self.size))
 
 
 def die_with_serve():
@@ -363,6 +396,8 @@ def main():
     servable, stages = sys.argv[1], json.loads(sys.argv[2])
     runner = Runner(servable, stages)
     if runner.start():
+        import gc
+        gc.freeze()  # what the imports made stays out of every collection from now on
         runner.serve()
 
 
