@@ -137,8 +137,9 @@ class Runner:
         return np.frombuffer(self.mm, dt, nbytes // dt.itemsize, off).reshape(shape)
 
     def read_request(self):
-        """The instances as tuples of values; self.passed keeps (array, offset) of each numeric
-        input, so an output that is one of them goes back without a copy."""
+        """The instances as tuples of values; self.passed keeps (array, its record's offset, shape,
+        dtype) of each numeric input, so an output that is one of them, as it came, goes back as
+        that record: no conversion, no copy."""
         mm = self.mm
         n_inst, n_in, _ = HDR_IN.unpack_from(mm, 0)
         instances = []
@@ -153,7 +154,7 @@ class Runner:
                 dt = DTYPES.get(dtype)
                 if dt is not None and nbytes:  # the common case, without value()'s checks
                     v = np.frombuffer(mm, dt, nbytes // dt.itemsize, off).reshape(rec[4:4 + ndim])
-                    passed.append((v, off))
+                    passed.append((v, at - REC.size, v.shape, dt))
                 else:
                     v = self.value(dtype, ndim, off, nbytes, rec[4:])
                 values.append(v)
@@ -235,24 +236,25 @@ class Runner:
                                 % type(v).__name__ if arr.dtype not in CODES else "more than 8 dims")
         return CODES[arr.dtype], arr.ndim, arr.shape, np.ascontiguousarray(arr).reshape(-1)
 
-    def passed_offset(self, v):
-        """Where v is in the request when it is one of the inputs, unchanged in shape (else None)."""
-        for arr, off in self.passed:
-            if v is arr:
-                return off
+    def passed_record(self, v):
+        """The request's record of v when v is one of the inputs as it came (else None)."""
+        for arr, rec, shape, dt in self.passed:
+            if v is arr and v.shape == shape and v.dtype == dt:  # in-place .shape/.dtype changes
+                return rec
         return None
 
     def plan_outputs(self, r, off):
-        """One instance's outputs: (converted, offset, nbytes, copy?) each, and the next free offset."""
+        """One instance's outputs: (converted, offset, nbytes) each, or (None, the input's record
+        offset, 0) for an input passed through; and the next free offset."""
         outs = []
         for v in r:
+            rec = self.passed_record(v) if self.passed else None
+            if rec is not None:
+                outs.append((None, rec, 0))
+                continue
             conv = self.convert(v)
             nbytes = len(conv[3]) if conv[0] in (STRING, BYTES) else conv[3].nbytes
-            voff = self.passed_offset(v) if nbytes and self.passed else None
-            if voff is not None:
-                outs.append((conv, voff, nbytes, False))
-                continue
-            outs.append((conv, off, nbytes, True))
+            outs.append((conv, off, nbytes))
             off = align64(off + nbytes)
         return outs, off
 
@@ -280,9 +282,14 @@ class Runner:
                 continue
             INST.pack_into(mm, base + INST.size * i, 0, 0, 0)
             recs = base + INST.size * n_inst + REC.size * n_out * i
-            for k, ((code, ndim, shape, data), doff, nbytes, copy) in enumerate(item):
-                REC.pack_into(mm, recs + REC.size * k, code, ndim, doff, nbytes, *(tuple(shape) + NO_DIMS[ndim:]))
-                if copy and nbytes:
+            for k, (conv, doff, nbytes) in enumerate(item):
+                rec = recs + REC.size * k
+                if conv is None:  # an input passed through: its bytes and record are in the request
+                    mv[rec:rec + REC.size] = mv[doff:doff + REC.size]
+                    continue
+                code, ndim, shape, data = conv
+                REC.pack_into(mm, rec, code, ndim, doff, nbytes, *(tuple(shape) + NO_DIMS[ndim:]))
+                if nbytes:
                     mv[doff:doff + nbytes] = data if isinstance(data, bytes) else memoryview(data).cast("B")
 
     def fail_all(self, at, text):

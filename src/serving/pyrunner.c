@@ -798,13 +798,13 @@ static void runner_start(ss_pypool *p, runner *r)
     }
 }
 
-/* r's call is over (rc, err): answer it, after handing r its next call. */
+/* r's call is over (rc, err): hand r its next call first (the runner works while the answer
+ * goes on), then answer. `err` must not live in r's segment. */
 static void runner_finish(ss_pypool *p, runner *r, int rc, const char *err)
 {
     ss_pycall was;
-    bool more = runner_next(p, r, &was);
+    if (runner_next(p, r, &was)) runner_start(p, r);
     if (was.done) was.done(was.ctx, rc, err);
-    if (more) runner_start(p, r);
 }
 
 void ss_pypool_submit(void *state, ss_plugin_batch *b, ss_pypool_done done, void *ctx)
