@@ -354,9 +354,10 @@ static ss_status *runners_init(ss_pypool *p, size_t n)
         r->sock = r->memfd = -1;
         pthread_mutex_init(&r->mu, NULL);
         r->timer = timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC | TFD_NONBLOCK);
-        if (r->timer < 0)
-            return ss_errf(SS_ERR_IO, "Python stage runner: timerfd: %s", strerror(errno));
     }
+    for (size_t i = 0; i < n; i++)
+        if (p->runners[i].timer < 0)
+            return ss_errf(SS_ERR_IO, "Python stage runner: timerfd: %s", strerror(errno));
     p->stop_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
     if (p->stop_fd < 0)
         return ss_errf(SS_ERR_IO, "Python stage runner: eventfd: %s", strerror(errno));
@@ -436,8 +437,12 @@ void ss_pypool_free(ss_pypool *p)
     if (!p) return;
     ss_pypool_stop(p);
     char how[64];
-    for (size_t i = 0; p->runners && i < p->n_runners; i++)
-        if (p->runners[i].pid > 0) runner_reap(&p->runners[i], how, sizeof how);
+    for (size_t i = 0; p->runners && i < p->n_runners; i++) {
+        runner *r = &p->runners[i];
+        pthread_mutex_lock(&r->mu); /* a hand-off still writing its segment ends first */
+        if (r->pid > 0) runner_reap(r, how, sizeof how);
+        pthread_mutex_unlock(&r->mu);
+    }
     for (size_t i = 0; p->runners && i < p->n_runners; i++) {
         if (p->runners[i].timer >= 0) close(p->runners[i].timer);
         pthread_mutex_destroy(&p->runners[i].mu);
