@@ -26,7 +26,8 @@ Sections (each prints a markdown table; the whole output goes to bench/RESULTS.m
   mlp       the 512 MB MLP of bench/run_shard.sh (8 x MatMul 4096^2 -> Relu, x[32,4096]) served
             over 1, 2, 4 and 8 agents (gRPC, concurrency 1) vs onnxruntime-node running the whole
             model (bench/ort, 1 and 2 threads). Target: 2 agents >= 0.9x ORT.
-  stages    (only when asked) a C and a Python identity stage vs the same model without them, c=1.
+  stages    (only when asked) a C and a Python identity stage vs the same model without them, c=1
+            (with --baseline-build, that build's plain, model-only and Python rows in the same rounds).
   pyscale   (only when asked) a Python preprocess burning 1 ms of CPU at c=16 in front of the seed-shaped
             Neg and of an MLP of ~4-5 ms of CPU (rank on 2 threads and on 1) vs each model alone, runner
             pool 1/2/4, with CPU per request and the bound m/(m+1 ms); a preprocess sleeping 1 ms
@@ -613,28 +614,44 @@ def section_stages(work):
                 ("composed, C identity (stage thread) -> model", "stages", "queued"),
                 ("composed, Python identity -> model", "stages", "py_identity")]
     log("stages: one serve with a plain servable and a composed one")
-    c = start_servables([("neg", model, None), ("stages", model, composed)])
+    servables = [("neg", model, None), ("stages", model, composed)]
+    clusters = [start_servables(servables)]
+    targets = [(name, clusters[0], servable, method) for name, servable, method in variants]
     res = {}
     try:
+        if A.baseline_build:  # the plain, model-only and Python rows from another build, same rounds
+            import cluster
+            ours = cluster.SHARDSERVE
+            cluster.SHARDSERVE = os.path.join(A.baseline_build, "src", "cli", "shardserve")
+            try:
+                clusters.append(start_servables(servables))
+            finally:
+                cluster.SHARDSERVE = ours
+            targets += [(name + BASE, clusters[1], servable, method) for name, servable, method in variants
+                        if "C identity" not in name]
         for rnd in range(3 * A.rounds):
-            for name, servable, method in variants:
+            # every other round in reverse: no row is always first (or always after another)
+            for name, c, servable, method in targets if rnd % 2 == 0 else targets[::-1]:
                 r = bench(c.grpc, servable, method, {"x": x}, 1, A.requests)
                 res.setdefault(name, []).append(r)
             log("stages: round %d: %s" % (rnd, ", ".join("%s %.1f us" % (n, res[n][-1]["p50_us"])
-                                                          for n, *_ in variants)))
+                                                          for n, *_ in targets)))
     finally:
-        c.close()
+        for c in clusters:
+            c.close()
     rows = []
-    for name, *_ in variants:
-        added = [statistics.median(a["p50_us"] - b["p50_us"] for a, b in zip(res[name], res[base]))
+    for name, *_ in targets:
+        suffix = BASE if name.endswith(BASE) else ""  # each build's rows against its own plain ones
+        added = [statistics.median(a["p50_us"] - b["p50_us"] for a, b in zip(res[name], res[base + suffix]))
                  for base, *_ in variants[:2]]
         rows.append([name, "%.1f" % med(res[name], "p50_us"), "%+.1f" % added[0], "%+.1f" % added[1],
                      "%.0f" % med(res[name], "throughput")])
     table("Stages: a C and a Python identity stage on a 48 KiB tensor (x[128,96] f32 -> Neg), gRPC, concurrency 1",
           ["servable / method", "p50 us", "added vs plain", "added vs model stage only",
            "req/s"], rows,
-          ["Both servables in one serve process, one agent each; %d rounds of %d requests, the three "
-           "interleaved; 'added' = median over rounds of the p50 difference within the round. Target "
+          ["Both servables in one serve process, one agent each (with --baseline-build, a second serve from "
+           "that build: the rows marked so, compared with its own plain rows); %d rounds of %d requests, all "
+           "interleaved, every other round in reverse order; 'added' = median over rounds of the p50 difference within the round. Target "
            "(issue 13): a C identity stage adds <= 10 us p50, a Python one <= 100 us (its runner is a python3 "
            "process: the 48 KiB go through its shared-memory segment, in and back out, and one message "
            "each way on its socket). Both C identities allocate their output and copy 48 KiB (the ABI's "

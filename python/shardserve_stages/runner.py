@@ -26,6 +26,7 @@ HDR_IN = struct.Struct("<IIQ")
 HDR_OUT = struct.Struct("<IIIIQ")
 INST = struct.Struct("<IIQ")
 STRING, BYTES = 8, 0x108
+NO_DIMS = (0,) * 8
 CODES = {np.dtype(np.float32): 1, np.dtype(np.uint8): 2, np.dtype(np.int8): 3,
          np.dtype(np.uint16): 4, np.dtype(np.int16): 5, np.dtype(np.int32): 6,
          np.dtype(np.int64): 7, np.dtype(np.bool_): 9, np.dtype(np.float16): 10,
@@ -91,6 +92,8 @@ class Runner:
         self.servable = servable
         self.stages = stages
         self.functions = []
+        self.passed = []
+        self.msg = bytearray(MSG.size)
 
     def remap(self, size):
         if size > os.fstat(self.fd).st_size:
@@ -134,13 +137,27 @@ class Runner:
         return np.frombuffer(self.mm, dt, nbytes // dt.itemsize, off).reshape(shape)
 
     def read_request(self):
-        n_inst, n_in, _ = HDR_IN.unpack_from(self.mm, 0)
+        """The instances as tuples of values; self.passed keeps (array, its record's offset, shape,
+        dtype) of each numeric input, so an output that is one of them, as it came, goes back as
+        that record: no conversion, no copy."""
+        mm = self.mm
+        n_inst, n_in, _ = HDR_IN.unpack_from(mm, 0)
         instances = []
+        passed = self.passed = []
+        at = HDR_IN.size
         for i in range(n_inst):
             values = []
             for k in range(n_in):
-                dtype, ndim, off, nbytes, *dims = REC.unpack_from(self.mm, HDR_IN.size + (i * n_in + k) * REC.size)
-                values.append(self.value(dtype, ndim, off, nbytes, dims))
+                rec = REC.unpack_from(mm, at)
+                at += REC.size
+                dtype, ndim, off, nbytes = rec[:4]
+                dt = DTYPES.get(dtype)
+                if dt is not None and nbytes:  # the common case, without value()'s checks
+                    v = np.frombuffer(mm, dt, nbytes // dt.itemsize, off).reshape(rec[4:4 + ndim])
+                    passed.append((v, at - REC.size, v.shape, dt))
+                else:
+                    v = self.value(dtype, ndim, off, nbytes, rec[4:])
+                values.append(v)
             instances.append(tuple(values))
         return instances
 
@@ -219,39 +236,61 @@ class Runner:
                                 % type(v).__name__ if arr.dtype not in CODES else "more than 8 dims")
         return CODES[arr.dtype], arr.ndim, arr.shape, np.ascontiguousarray(arr).reshape(-1)
 
+    def passed_record(self, v):
+        """The request's record of v when v is one of the inputs as it came (else None)."""
+        for arr, rec, shape, dt in self.passed:
+            if v is arr and v.shape == shape and v.dtype == dt:  # in-place .shape/.dtype changes
+                return rec
+        return None
+
+    def plan_outputs(self, r, off):
+        """One instance's outputs: (converted, offset, nbytes) each, or (None, the input's record
+        offset, 0) for an input passed through; and the next free offset."""
+        outs = []
+        for v in r:
+            rec = self.passed_record(v) if self.passed else None
+            if rec is not None:
+                outs.append((None, rec, 0))
+                continue
+            conv = self.convert(v)
+            nbytes = len(conv[3]) if conv[0] in (STRING, BYTES) else conv[3].nbytes
+            outs.append((conv, off, nbytes))
+            off = align64(off + nbytes)
+        return outs, off
+
     def write_reply(self, at, results, n_out):
         n_inst = len(results)
         off = align64(at + HDR_OUT.size + INST.size * n_inst + REC.size * n_inst * n_out)
-        plan = []  # (record offset or instance header, converted)
+        plan = []  # (message, its offset) or (outputs, None)
         for r in results:
             if isinstance(r, str):
                 msg = r.encode("utf-8", "replace")
                 plan.append((msg, off))
                 off = align64(off + len(msg))
                 continue
-            outs = []
-            for v in r:
-                conv = self.convert(v)
-                nbytes = len(conv[3]) if conv[0] in (STRING, BYTES) else conv[3].nbytes
-                outs.append((conv, off, nbytes))
-                off = align64(off + nbytes)
+            outs, off = self.plan_outputs(r, off)
             plan.append((outs, None))
         if off > self.size:
             self.remap(off + off // 2)
-        HDR_OUT.pack_into(self.mm, at, 0, n_inst, n_out, 0, 0)
+        mm, mv = self.mm, self.mv
+        HDR_OUT.pack_into(mm, at, 0, n_inst, n_out, 0, 0)
+        base = at + HDR_OUT.size
         for i, (item, moff) in enumerate(plan):
-            base = at + HDR_OUT.size
             if moff is not None:
-                INST.pack_into(self.mm, base + INST.size * i, 1, len(item), moff)
-                self.mv[moff:moff + len(item)] = item
+                INST.pack_into(mm, base + INST.size * i, 1, len(item), moff)
+                mv[moff:moff + len(item)] = item
                 continue
-            INST.pack_into(self.mm, base + INST.size * i, 0, 0, 0)
+            INST.pack_into(mm, base + INST.size * i, 0, 0, 0)
             recs = base + INST.size * n_inst + REC.size * n_out * i
-            for k, ((code, ndim, shape, data), doff, nbytes) in enumerate(item):
-                dims = list(shape) + [0] * (8 - len(shape))
-                REC.pack_into(self.mm, recs + REC.size * k, code, ndim, doff, nbytes, *dims)
+            for k, (conv, doff, nbytes) in enumerate(item):
+                rec = recs + REC.size * k
+                if conv is None:  # an input passed through: its bytes and record are in the request
+                    mv[rec:rec + REC.size] = mv[doff:doff + REC.size]
+                    continue
+                code, ndim, shape, data = conv
+                REC.pack_into(mm, rec, code, ndim, doff, nbytes, *(tuple(shape) + NO_DIMS[ndim:]))
                 if nbytes:
-                    self.mv[doff:doff + nbytes] = data if isinstance(data, bytes) else memoryview(data).cast("B")
+                    mv[doff:doff + nbytes] = data if isinstance(data, bytes) else memoryview(data).cast("B")
 
     def fail_all(self, at, text):
         msg = text.encode("utf-8", "replace")[:65536]
@@ -332,15 +371,16 @@ class Runner:
         return at
 
     def serve(self):
+        msg, sock = self.msg, self.sock
         while True:
-            data = self.sock.recv(MSG.size)
-            if len(data) != MSG.size:
+            if sock.recv_into(msg) != MSG.size:
                 return  # serve closed the socket: it stopped or dropped us
-            op, index, request_end, size = MSG.unpack(data)
+            op, index, request_end, size = MSG.unpack_from(msg)
             if size > self.size:
                 self.remap(size)
             at = self.call(index, request_end)
-            self.sock.send(MSG.pack(2, 0, at, self.size))
+            self.passed = []
+            sock.send(MSG.pack(2, 0, at, self.size))
 
 
 def die_with_serve():
@@ -363,6 +403,8 @@ def main():
     servable, stages = sys.argv[1], json.loads(sys.argv[2])
     runner = Runner(servable, stages)
     if runner.start():
+        import gc
+        gc.freeze()  # what the imports made stays out of every collection from now on
         runner.serve()
 
 

@@ -9,6 +9,11 @@
  * callback only moves outputs and queues the next step (or answers when nothing is left). The
  * exception is a plugin that declares SS_PLUGIN_INLINE (microseconds, never blocking): it runs on
  * whichever thread holds the run, as the hand-off to a stage thread would cost more than it does.
+ * A Python stage never blocks the thread that holds the run either: that thread hands the batch to
+ * a free runner (or the pool's queue) and returns, and the runner's owner thread in pyrunner.c
+ * carries the run on when the answer comes (the worker's loop hands a Python stage of large inputs
+ * to a stage thread first, as the hand-over copies them). A request with a Python stage thus
+ * meets one wake-up each way to its runner, and no stage thread.
  *
  * Data. Method inputs are borrowed from the request (the front end keeps it until done()), model
  * stages get borrowed views of the values they take, outputs move into the slots and from there
@@ -44,7 +49,9 @@ struct ss_pipe_run {
     ss_pipe_run *q_next;
 };
 
-typedef enum { FROM_FRONT, FROM_POOL, FROM_MODEL } from;
+/* Who holds the run: a front end's thread, a stage thread, the worker's loop (a model's answer),
+ * or a Python runner's owner thread. */
+typedef enum { FROM_FRONT, FROM_POOL, FROM_MODEL, FROM_RUNNER } from;
 
 static void advance(ss_pipe_run *r, from who);
 
@@ -247,10 +254,11 @@ typedef struct {
     ss_plugin_batch b; /* first: the callbacks get it back */
     ss_pipe_run *r;
     const ss_pipe_stage *st;
-    size_t *inst;      /* batch instance -> request instance */
-    char **failed;     /* per batch instance: the plugin's message */
-    uint32_t *given;   /* outputs allocated per batch instance */
-    uint32_t *claimed; /* the highest output index + 1 asked for (out of range included) */
+    ss_plugin_tensor *ins; /* the batch's inputs: views of the values */
+    size_t *inst;          /* batch instance -> request instance */
+    char **failed;         /* per batch instance: the plugin's message */
+    uint32_t *given;       /* outputs allocated per batch instance */
+    uint32_t *claimed;     /* the highest output index + 1 asked for (out of range included) */
 } c_call;
 
 static void *c_alloc_string(ss_tensor *t, int32_t ndim, const int64_t *dims, uint64_t bytes)
@@ -341,45 +349,109 @@ static void c_settle(c_call *c, int rc, const char *err)
         if (alive(r, i)) fail_stage(r, i, msg);
 }
 
-static void run_c_stage(ss_pipe_run *r)
+/* The stage's batch over the live instances (false: out of memory, those instances failed). */
+static bool c_open(c_call *c, ss_pipe_run *r)
 {
     const ss_pipe_stage *st = &r->m->stages[r->next];
     size_t n = r->req->count, live = 0;
-    c_call c = {.r = r, .st = st};
-    c.inst = calloc(n, sizeof *c.inst);
-    c.failed = calloc(n, sizeof *c.failed);
-    c.given = calloc(n, sizeof *c.given);
-    c.claimed = calloc(n, sizeof *c.claimed);
-    ss_plugin_tensor *ins = calloc(n * st->n_inputs + 1, sizeof *ins);
-    if (!c.inst || !c.failed || !c.given || !c.claimed || !ins) {
+    *c = (c_call){.r = r, .st = st};
+    c->inst = calloc(n, sizeof *c->inst);
+    c->failed = calloc(n, sizeof *c->failed);
+    c->given = calloc(n, sizeof *c->given);
+    c->claimed = calloc(n, sizeof *c->claimed);
+    c->ins = calloc(n * st->n_inputs + 1, sizeof *c->ins);
+    if (!c->inst || !c->failed || !c->given || !c->claimed || !c->ins) {
         for (size_t i = 0; i < n; i++)
             if (alive(r, i)) fail_stage(r, i, "out of memory");
-    } else {
-        for (size_t i = 0; i < n; i++)
-            if (alive(r, i)) c.inst[live++] = i;
-        c.b = (ss_plugin_batch){(uint32_t)live,
-                                (uint32_t)st->n_inputs,
-                                (uint32_t)st->n_outputs,
-                                ins,
-                                (const char *const *)st->out_names,
-                                c_alloc_output,
-                                c_fail_instance};
-        c_fill_inputs(&c, ins);
-        char err[1024] = "";
+        return false;
+    }
+    for (size_t i = 0; i < n; i++)
+        if (alive(r, i)) c->inst[live++] = i;
+    c->b = (ss_plugin_batch){(uint32_t)live,
+                             (uint32_t)st->n_inputs,
+                             (uint32_t)st->n_outputs,
+                             c->ins,
+                             (const char *const *)st->out_names,
+                             c_alloc_output,
+                             c_fail_instance};
+    c_fill_inputs(c, c->ins);
+    return true;
+}
+
+/* After the run: settle what it did (when it ran: `err` then holds its message), free the batch. */
+static void c_close(c_call *c, bool ran, int rc, const char *err)
+{
+    if (ran) {
+        char msg[1024];
+        snprintf(msg, sizeof msg, "%s", err && *err ? err : "");
+        if (rc != 0 && !msg[0]) snprintf(msg, sizeof msg, "the function returned %d", rc);
+        c_settle(c, rc, msg);
+    }
+    for (size_t j = 0; c->failed && j < c->b.n_instances; j++)
+        free(c->failed[j]);
+    free(c->inst);
+    free(c->failed);
+    free(c->given);
+    free(c->claimed);
+    free(c->ins);
+}
+
+static void run_c_stage(ss_pipe_run *r)
+{
+    const ss_pipe_stage *st = &r->m->stages[r->next];
+    c_call c;
+    bool ran = c_open(&c, r);
+    char err[1024] = "";
+    int rc = 0;
+    if (ran) {
         if (st->serial) pthread_mutex_lock((pthread_mutex_t *)&st->run_mu);
-        int rc = st->desc->run(st->state, &c.b, err, sizeof err);
+        rc = st->desc->run(st->state, &c.b, err, sizeof err);
         if (st->serial) pthread_mutex_unlock((pthread_mutex_t *)&st->run_mu);
         err[sizeof err - 1] = 0;
-        if (rc != 0 && !err[0]) snprintf(err, sizeof err, "the function returned %d", rc);
-        c_settle(&c, rc, err);
     }
-    for (size_t j = 0; c.failed && j < live; j++)
-        free(c.failed[j]);
-    free(c.inst);
-    free(c.failed);
-    free(c.given);
-    free(c.claimed);
-    free(ins);
+    c_close(&c, ran, rc, err);
+}
+
+/* ------------------------------------------------------------------ Python stages */
+
+/* On the thread of the runner that answered: settle the stage and go on from there. */
+static void py_done(void *ctx, int rc, const char *err)
+{
+    c_call *c = ctx;
+    ss_pipe_run *r = c->r;
+    c_close(c, true, rc, err);
+    free(c);
+    r->next++;
+    advance(r, FROM_RUNNER);
+}
+
+/* Hand the batch to the runner pool and return: py_done carries the run on. */
+static void run_py_stage(ss_pipe_run *r)
+{
+    c_call *c = malloc(sizeof *c);
+    if (c && c_open(c, r)) {
+        ss_pypool_submit(r->m->stages[r->next].state, &c->b, py_done, c);
+        return;
+    }
+    if (c)
+        c_close(c, false, 0, NULL);
+    else
+        for (size_t i = 0; i < r->req->count; i++)
+            if (alive(r, i)) fail_stage(r, i, "out of memory");
+    free(c);
+    r->next++;
+    advance(r, FROM_POOL);
+}
+
+/* The bytes a stage's live instances take (a Python stage copies them into its segment). */
+static uint64_t stage_input_bytes(const ss_pipe_run *r)
+{
+    const ss_pipe_stage *st = &r->m->stages[r->next];
+    uint64_t total = 0;
+    for (size_t i = 0; i < r->req->count; i++)
+        for (size_t k = 0; alive(r, i) && k < st->n_inputs; k++)
+            total += r->vals[i * r->m->n_values + st->in_slots[k]].nbytes;
+    return total;
 }
 
 /* ------------------------------------------------------------------ the stage threads */
@@ -433,12 +505,21 @@ static bool any_alive(const ss_pipe_run *r)
     return false;
 }
 
+/* Bytes a Python stage may copy on the worker's loop thread rather than a stage thread's. */
+#define LOOP_COPY_MAX (256u << 10)
+
 static void advance(ss_pipe_run *r, from who)
 {
     while (r->next < r->m->n_stages && any_alive(r)) {
-        bool model = r->m->stages[r->next].kind == SS_STAGE_MODEL;
+        ss_stage_kind kind = r->m->stages[r->next].kind;
+        bool model = kind == SS_STAGE_MODEL;
         bool here = r->m->stages[r->next].here;
-        if (!here && (who == FROM_MODEL || (!model && who == FROM_FRONT))) {
+        if (kind == SS_STAGE_PYTHON &&
+            (who != FROM_MODEL || stage_input_bytes(r) <= LOOP_COPY_MAX)) {
+            run_py_stage(r); /* never blocks: the thread that holds the run hands it over */
+            return;
+        }
+        if (!here && (who == FROM_MODEL || (!model && who != FROM_POOL))) {
             enqueue(r);
             return;
         }
@@ -499,8 +580,6 @@ ss_status *ss_pipeline_start(ss_pipeline *p, const ss_serving_backend *models,
     pthread_cond_init(&p->cv, NULL);
     p->started = true;
     size_t want = (size_t)env_long("SHARDSERVE_STAGE_THREADS", 2, 1, 8);
-    if (p->py && want < ss_pypool_runners(p->py)) /* a thread per runner keeps every runner busy */
-        want = ss_pypool_runners(p->py);
     if (p->py) ss_pypool_set_model(p->py, ss_pipeline_model_call, ss_pipeline_model_outputs, p);
     for (; p->n_threads < want; p->n_threads++) {
         int rc = pthread_create(&p->threads[p->n_threads], NULL, stage_thread, p);
@@ -514,6 +593,7 @@ ss_status *ss_pipeline_start(ss_pipeline *p, const ss_serving_backend *models,
 void ss_pipeline_stop(ss_pipeline *p)
 {
     if (!p->started) return;
+    if (p->py) ss_pypool_stop(p->py); /* its calls in flight end while the pipeline still runs */
     pthread_mutex_lock(&p->mu);
     p->stop = true;
     pthread_cond_broadcast(&p->cv);

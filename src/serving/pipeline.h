@@ -18,8 +18,8 @@
 
 #include <pthread.h>
 
-/* A python_function stage runs like a thread-safe C-function stage whose run() is the Python
- * runner pool's (pyrunner.h); only loading differs. */
+/* A python_function stage takes the same batch as a C-function stage, handed to the Python runner
+ * pool (pyrunner.h) without waiting for it. */
 typedef enum { SS_STAGE_MODEL = 0, SS_STAGE_C_FUNCTION = 1, SS_STAGE_PYTHON = 2 } ss_stage_kind;
 
 typedef struct {
@@ -34,10 +34,10 @@ typedef struct {
     /* c_function */
     char *library, *symbol, *config_json;
     void *dl;
-    const ss_plugin_descriptor *desc;
-    void *state;
-    bool serial; /* not SS_PLUGIN_THREAD_SAFE: one run at a time */
-    bool here;   /* SS_PLUGIN_INLINE: runs on the thread that holds the request */
+    const ss_plugin_descriptor *desc; /* NULL for a python_function stage */
+    void *state;                      /* its ss_pypool_stage_state */
+    bool serial;                      /* not SS_PLUGIN_THREAD_SAFE: one run at a time */
+    bool here; /* SS_PLUGIN_INLINE: runs on the thread that holds the request */
     pthread_mutex_t run_mu;
     bool mu_ready;
     /* python_function: the .py file (symbol holds the function's name) and MindSpore's

@@ -34,9 +34,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/eventfd.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/timerfd.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -56,12 +58,30 @@ typedef struct {
     uint64_t a, b;
 } wire_msg;
 
+/* A call on its way through the pool: queued (pending) or held by a runner (runner.cur). */
+typedef struct ss_pycall {
+    uint32_t stage;
+    ss_plugin_batch *b;
+    ss_pypool_done done; /* NULL: no call */
+    void *ctx;
+    uint64_t deadline_ns;
+    struct ss_pycall *next;
+} ss_pycall;
+
+/* A runner process and the serve thread that owns it (its "owner": it reads every message the
+ * runner sends, answers Model.call, times the call out, replaces the process when it dies).
+ * Any thread hands a free runner a call (runner_start) and returns; the owner finishes it. */
 typedef struct {
+    ss_pypool *pool;
     pid_t pid;
-    int sock, memfd;
+    int sock, memfd, timer;
     uint8_t *seg;
     size_t seg_size;
-    bool busy, ready;
+    bool busy, ready;   /* under pool->mu; busy: not to be handed a call */
+    ss_pycall cur;      /* under pool->mu: the call it runs (cur.done NULL: none) */
+    pthread_mutex_t mu; /* the process, socket and segment: a hand-off vs the owner */
+    pthread_t owner;
+    bool has_owner;
 } runner;
 
 typedef struct {
@@ -78,8 +98,10 @@ struct ss_pypool {
     ss_pymodel_fn model_call; /* Model.call (NULL: not available) */
     ss_pymodel_outputs_fn model_outputs;
     void *model_ctx;
-    pthread_mutex_t mu;
-    pthread_cond_t cv;
+    pthread_mutex_t mu;             /* the runners' busy, ready, cur; pending; stopping */
+    ss_pycall *pending, *pend_tail; /* calls waiting for a free runner, oldest first */
+    bool stopping;
+    int stop_fd; /* an eventfd, readable once the pool stops: wakes every owner */
 };
 
 static long g_timeout_ms = 10000;
@@ -193,14 +215,15 @@ static int ms_left(uint64_t deadline_ns)
     return ms > 3600000 ? 3600000 : (int)ms;
 }
 
-/* One message from the runner before the deadline: 1 got it, 0 timed out, -1 the runner is gone. */
+/* One message from the runner before the deadline: 1 got it, 0 timed out, -1 the runner is gone
+ * (or the pool stops). */
 static int runner_recv(runner *r, wire_msg *m, uint64_t deadline_ns)
 {
     for (;;) {
-        struct pollfd pfd = {r->sock, POLLIN, 0};
-        int n = poll(&pfd, 1, ms_left(deadline_ns));
+        struct pollfd pfd[2] = {{r->sock, POLLIN, 0}, {r->pool->stop_fd, POLLIN, 0}};
+        int n = poll(pfd, 2, ms_left(deadline_ns));
         if (n < 0 && errno == EINTR) continue;
-        if (n < 0) return -1;
+        if (n < 0 || pfd[1].revents) return -1;
         if (n == 0) return 0;
         ssize_t got = recv(r->sock, m, sizeof *m, 0);
         if (got < 0 && errno == EINTR) continue;
@@ -319,6 +342,46 @@ static char *stages_json(const ss_pystage_spec *s, size_t n)
     return text;
 }
 
+static void *runner_owner(void *arg);
+
+/* Every runner's fields before any process starts (ss_pypool_free can then take any of them). */
+static ss_status *runners_init(ss_pypool *p, size_t n)
+{
+    p->n_runners = n;
+    for (size_t i = 0; i < n; i++) {
+        runner *r = &p->runners[i];
+        r->pool = p;
+        r->sock = r->memfd = -1;
+        pthread_mutex_init(&r->mu, NULL);
+        r->timer = timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC | TFD_NONBLOCK);
+    }
+    for (size_t i = 0; i < n; i++)
+        if (p->runners[i].timer < 0)
+            return ss_errf(SS_ERR_IO, "Python stage runner: timerfd: %s", strerror(errno));
+    p->stop_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    if (p->stop_fd < 0)
+        return ss_errf(SS_ERR_IO, "Python stage runner: eventfd: %s", strerror(errno));
+    return NULL;
+}
+
+/* Start the processes, wait until each has imported the stages, then their owner threads. */
+static ss_status *runners_start(ss_pypool *p, size_t n)
+{
+    ss_status *e = runners_init(p, n);
+    for (size_t i = 0; !e && i < n; i++)
+        e = runner_spawn(p, &p->runners[i]);
+    uint64_t deadline = ss_now_ns() + (uint64_t)START_WAIT_MS * 1000000ull;
+    for (size_t i = 0; !e && i < p->n_runners; i++)
+        e = runner_await_ready(p, &p->runners[i], deadline);
+    for (size_t i = 0; !e && i < p->n_runners; i++) {
+        runner *r = &p->runners[i];
+        int rc = pthread_create(&r->owner, NULL, runner_owner, r);
+        if (rc != 0) e = ss_errf(SS_ERR_INTERNAL, "cannot start a runner thread: %s", strerror(rc));
+        r->has_owner = rc == 0;
+    }
+    return e;
+}
+
 ss_status *ss_pypool_start(const char *servable, const ss_pystage_spec *stages, size_t n_stages,
                            size_t runners, ss_pypool **out)
 {
@@ -326,7 +389,7 @@ ss_status *ss_pypool_start(const char *servable, const ss_pystage_spec *stages, 
     ss_pypool *p = calloc(1, sizeof *p);
     if (!p) return ss_errf(SS_ERR_NOMEM, "out of memory");
     pthread_mutex_init(&p->mu, NULL);
-    pthread_cond_init(&p->cv, NULL);
+    p->stop_fd = -1;
     p->n_stages = n_stages;
     p->servable = strdup(servable);
     p->stages_json = stages_json(stages, n_stages);
@@ -338,11 +401,7 @@ ss_status *ss_pypool_start(const char *servable, const ss_pystage_spec *stages, 
                        : ss_errf(SS_ERR_NOMEM, "out of memory");
     for (size_t i = 0; !e && i < n_stages; i++)
         p->states[i] = (stage_state){p, (uint32_t)i};
-    for (; !e && p->n_runners < runners; p->n_runners++)
-        e = runner_spawn(p, &p->runners[p->n_runners]);
-    uint64_t deadline = ss_now_ns() + (uint64_t)START_WAIT_MS * 1000000ull;
-    for (size_t i = 0; !e && i < p->n_runners; i++)
-        e = runner_await_ready(p, &p->runners[i], deadline);
+    if (!e) e = runners_start(p, runners);
     if (e) {
         ss_pypool_free(p);
         return e;
@@ -351,54 +410,51 @@ ss_status *ss_pypool_start(const char *servable, const ss_pystage_spec *stages, 
     return NULL;
 }
 
+static const char STOPPED[] = "Servable stopped: the server is shutting down";
+
+void ss_pypool_stop(ss_pypool *p)
+{
+    pthread_mutex_lock(&p->mu);
+    bool already = p->stopping;
+    p->stopping = true;
+    ss_pycall *q = p->pending;
+    p->pending = p->pend_tail = NULL;
+    pthread_mutex_unlock(&p->mu);
+    if (already) return;
+    if (p->stop_fd >= 0 && eventfd_write(p->stop_fd, 1) != 0)
+        SS_ERROR("servable %s: cannot stop the Python stage runners", p->servable);
+    for (size_t i = 0; p->runners && i < p->n_runners; i++)
+        if (p->runners[i].has_owner) pthread_join(p->runners[i].owner, NULL);
+    for (ss_pycall *next; q; q = next) {
+        next = q->next;
+        q->done(q->ctx, 1, STOPPED);
+        free(q);
+    }
+}
+
 void ss_pypool_free(ss_pypool *p)
 {
     if (!p) return;
+    ss_pypool_stop(p);
     char how[64];
-    for (size_t i = 0; p->runners && i < p->n_runners; i++)
-        if (p->runners[i].pid > 0) runner_reap(&p->runners[i], how, sizeof how);
+    for (size_t i = 0; p->runners && i < p->n_runners; i++) {
+        runner *r = &p->runners[i];
+        pthread_mutex_lock(&r->mu); /* a hand-off still writing its segment ends first */
+        if (r->pid > 0) runner_reap(r, how, sizeof how);
+        pthread_mutex_unlock(&r->mu);
+    }
+    for (size_t i = 0; p->runners && i < p->n_runners; i++) {
+        if (p->runners[i].timer >= 0) close(p->runners[i].timer);
+        pthread_mutex_destroy(&p->runners[i].mu);
+    }
+    if (p->stop_fd >= 0) close(p->stop_fd);
     ss_pyproc_command_free(p->argv, p->envp);
     free(p->runners);
     free(p->states);
     free(p->servable);
     free(p->stages_json);
     pthread_mutex_destroy(&p->mu);
-    pthread_cond_destroy(&p->cv);
     free(p);
-}
-
-size_t ss_pypool_runners(const ss_pypool *p)
-{
-    return p->n_runners;
-}
-
-/* A free runner (NULL when none came free before the deadline). */
-static runner *pool_acquire(ss_pypool *p, uint64_t deadline_ns)
-{
-    struct timespec until;
-    clock_gettime(CLOCK_REALTIME, &until);
-    int ms = ms_left(deadline_ns);
-    until.tv_sec += ms / 1000;
-    until.tv_nsec += (long)(ms % 1000) * 1000000L;
-    if (until.tv_nsec >= 1000000000L) until.tv_sec++, until.tv_nsec -= 1000000000L;
-    pthread_mutex_lock(&p->mu);
-    runner *got = NULL;
-    for (;;) {
-        for (size_t i = 0; !got && i < p->n_runners; i++)
-            if (!p->runners[i].busy) got = &p->runners[i];
-        if (got || pthread_cond_timedwait(&p->cv, &p->mu, &until) == ETIMEDOUT) break;
-    }
-    if (got) got->busy = true;
-    pthread_mutex_unlock(&p->mu);
-    return got;
-}
-
-static void pool_release(ss_pypool *p, runner *r)
-{
-    pthread_mutex_lock(&p->mu);
-    r->busy = false;
-    pthread_cond_signal(&p->cv);
-    pthread_mutex_unlock(&p->mu);
 }
 
 /* ------------------------------------------------------------------ one call */
@@ -521,27 +577,6 @@ static int read_reply(runner *r, ss_plugin_batch *b, uint64_t at, char *err, siz
             if (!read_output(r, b, i, k, recs + (uint64_t)k * REC_BYTES, err, cap)) return 1;
     }
     return 0;
-}
-
-/* A runner that died or hung: replace it and say what happened. */
-static int runner_lost(ss_pypool *p, runner *r, bool hung, char *err, size_t cap)
-{
-    pid_t pid = r->pid;
-    char how[64];
-    runner_reap(r, how, sizeof how);
-    ss_status *e = runner_spawn(p, r);
-    const char *again = e ? "; starting a new one failed" : "; a new runner was started";
-    if (hung)
-        snprintf(err, cap,
-                 "the Python function did not finish within the request timeout of %ld ms: its "
-                 "stage runner (pid %d) was killed%s",
-                 g_timeout_ms, (int)pid, again);
-    else
-        snprintf(err, cap, "the Python stage runner (pid %d) %s while running this request%s",
-                 (int)pid, how, again);
-    if (e) SS_ERROR("servable %s: %s", p->servable, e->msg);
-    ss_status_free(e);
-    return 1;
 }
 
 void ss_pypool_set_model(ss_pypool *p, ss_pymodel_fn fn, ss_pymodel_outputs_fn outputs, void *ctx)
@@ -694,84 +729,279 @@ static bool serve_model_call(ss_pypool *p, runner *r, const wire_msg *m)
     return ok;
 }
 
-/* An idle runner's socket is readable only when the runner is gone (or broke the protocol). */
-static bool runner_gone(runner *r)
+/* ------------------------------------------------------------------ hand-off and completion */
+
+static void arm_timer(runner *r, uint64_t deadline_ns)
 {
-    struct pollfd pfd = {r->sock, POLLIN, 0};
-    return poll(&pfd, 1, 0) != 0;
+    struct itimerspec at = {
+        {0, 0}, {(time_t)(deadline_ns / 1000000000ull), (long)(deadline_ns % 1000000000ull)}};
+    if (timerfd_settime(r->timer, TFD_TIMER_ABSTIME, &at, NULL) != 0)
+        SS_WARN("Python stage runner: timerfd_settime: %s", strerror(errno));
 }
 
-static int runner_call(ss_pypool *p, runner *r, uint32_t stage, ss_plugin_batch *b,
-                       uint64_t deadline_ns, char *err, size_t cap)
+/* Write r's call into its segment and send it; false (with `err`) when it cannot be written. A
+ * runner that is gone is the owner's to notice: its socket hangs up. */
+static bool runner_send(runner *r, char *err, size_t cap)
 {
-    if (r->pid && runner_gone(r)) { /* it died while idle: no request of ours was in it */
-        char how[64];
-        pid_t pid = r->pid;
-        runner_reap(r, how, sizeof how);
-        SS_WARN("servable %s: Python stage runner (pid %d) %s while idle; starting a new one",
-                p->servable, (int)pid, how);
+    pthread_mutex_lock(&r->mu);
+    uint64_t end = write_request(r, r->cur.b);
+    if (end) {
+        arm_timer(r, r->cur.deadline_ns);
+        wire_msg m = {1, r->cur.stage, end, r->seg_size};
+        if (send(r->sock, &m, sizeof m, MSG_NOSIGNAL) != (ssize_t)sizeof m)
+            shutdown(r->sock, SHUT_RDWR); /* the owner wakes and reports it */
     }
-    if (!r->pid) { /* it died, or an earlier restart failed */
-        ss_status *e = runner_spawn(p, r);
-        if (e) {
-            snprintf(err, cap, "%s", e->msg);
-            ss_status_free(e);
-            return 1;
+    pthread_mutex_unlock(&r->mu);
+    if (!end) snprintf(err, cap, "cannot grow the shared memory of the stage runner");
+    return end != 0;
+}
+
+/* The call r held is over: r takes the oldest pending call still in time (true) or becomes free;
+ * calls that waited past their deadline fail. Returns the finished call in *was. */
+static bool runner_next(ss_pypool *p, runner *r, ss_pycall *was)
+{
+    ss_pycall *late = NULL;
+    bool more = false;
+    uint64_t now = ss_now_ns();
+    pthread_mutex_lock(&p->mu);
+    *was = r->cur;
+    r->cur = (ss_pycall){0};
+    while (p->pending && !more && !p->stopping) {
+        ss_pycall *c = p->pending;
+        if (!(p->pending = c->next)) p->pend_tail = NULL;
+        if (now < c->deadline_ns) {
+            r->cur = *c;
+            free(c);
+            more = true;
+        } else {
+            c->next = late;
+            late = c;
         }
     }
-    if (!r->ready) {
-        ss_status *e = runner_await_ready(p, r, deadline_ns);
-        if (e) {
-            snprintf(err, cap, "%s", e->msg);
-            ss_status_free(e);
-            return 1;
-        }
+    r->busy = more;
+    pthread_mutex_unlock(&p->mu);
+    char msg[160];
+    snprintf(msg, sizeof msg,
+             "no Python stage runner came free within the request timeout of %ld ms", g_timeout_ms);
+    for (ss_pycall *next; late; late = next) {
+        next = late->next;
+        late->done(late->ctx, 1, msg);
+        free(late);
     }
-    uint64_t end = write_request(r, b);
-    if (!end) return snprintf(err, cap, "cannot grow the shared memory of the stage runner"), 1;
-    wire_msg m = {1, stage, end, r->seg_size};
-    if (send(r->sock, &m, sizeof m, MSG_NOSIGNAL) != (ssize_t)sizeof m)
-        return runner_lost(p, r, false, err, cap);
-    int got;
-    while ((got = runner_recv(r, &m, deadline_ns)) == 1 && m.op == 4)
-        if (!seg_resize(r, m.b) || !serve_model_call(p, r, &m))
-            return snprintf(err, cap, "Model.call: the stage runner's request is malformed"), 1;
-    if (got <= 0) return runner_lost(p, r, got == 0, err, cap);
-    if (m.op != 2 || !seg_resize(r, m.b))
-        return snprintf(err, cap, "the Python stage runner answered out of turn"), 1;
-    return read_reply(r, b, m.a, err, cap);
+    return more;
 }
 
-int ss_pypool_run(ss_pypool *p, uint32_t stage, ss_plugin_batch *b, char *err, size_t cap)
+/* r holds a call (r->cur): send it; one that cannot be written fails and r takes the next. */
+static void runner_start(ss_pypool *p, runner *r)
 {
-    uint64_t deadline = ss_now_ns() + (uint64_t)g_timeout_ms * 1000000ull;
-    runner *r = pool_acquire(p, deadline);
-    if (!r) {
-        snprintf(err, cap, "no Python stage runner came free within the request timeout of %ld ms",
-                 g_timeout_ms);
-        return 1;
+    char err[128];
+    ss_pycall was;
+    while (!runner_send(r, err, sizeof err)) {
+        bool more = runner_next(p, r, &was);
+        was.done(was.ctx, 1, err);
+        if (!more) return;
     }
-    int rc = runner_call(p, r, stage, b, deadline, err, cap);
-    pool_release(p, r);
-    return rc;
 }
 
-static int pystage_run(void *state, ss_plugin_batch *b, char *err, size_t cap)
+/* r's call is over (rc, err): hand r its next call first (the runner works while the answer
+ * goes on), then answer. `err` must not live in r's segment. */
+static void runner_finish(ss_pypool *p, runner *r, int rc, const char *err)
+{
+    ss_pycall was;
+    if (runner_next(p, r, &was)) runner_start(p, r);
+    if (was.done) was.done(was.ctx, rc, err);
+}
+
+void ss_pypool_submit(void *state, ss_plugin_batch *b, ss_pypool_done done, void *ctx)
 {
     stage_state *s = state;
-    return ss_pypool_run(s->pool, s->stage, b, err, cap);
+    ss_pypool *p = s->pool;
+    ss_pycall call = {s->stage, b, done, ctx, ss_now_ns() + (uint64_t)g_timeout_ms * 1000000ull,
+                      NULL};
+    runner *r = NULL;
+    ss_pycall *q = NULL;
+    pthread_mutex_lock(&p->mu);
+    for (size_t i = 0; !p->stopping && !r && i < p->n_runners; i++)
+        if (p->runners[i].ready && !p->runners[i].busy) r = &p->runners[i];
+    if (r) {
+        r->busy = true;
+        r->cur = call;
+    } else if (!p->stopping && (q = malloc(sizeof *q))) {
+        *q = call;
+        if (p->pend_tail)
+            p->pend_tail->next = q;
+        else
+            p->pending = q;
+        p->pend_tail = q;
+    }
+    bool stopping = p->stopping;
+    pthread_mutex_unlock(&p->mu);
+    if (r)
+        runner_start(p, r);
+    else if (!q)
+        done(ctx, 1, stopping ? STOPPED : "out of memory");
 }
 
-const ss_plugin_descriptor *ss_pypool_descriptor(void)
+/* ------------------------------------------------------------------ the owner thread */
+
+/* A runner that died or hung during a call: replace it and fail the call saying what happened. */
+static void runner_lost(ss_pypool *p, runner *r, bool hung)
 {
-    static const ss_plugin_descriptor d = {SS_PLUGIN_ABI_VERSION,
-                                           sizeof(ss_plugin_descriptor),
-                                           "python_function",
-                                           SS_PLUGIN_THREAD_SAFE,
-                                           NULL,
-                                           pystage_run,
-                                           NULL};
-    return &d;
+    char how[64], err[512];
+    pthread_mutex_lock(&r->mu);
+    pid_t pid = r->pid;
+    runner_reap(r, how, sizeof how);
+    ss_status *e = runner_spawn(p, r);
+    pthread_mutex_unlock(&r->mu);
+    const char *again = e ? "; starting a new one failed" : "; a new runner was started";
+    if (hung)
+        snprintf(err, sizeof err,
+                 "the Python function did not finish within the request timeout of %ld ms: its "
+                 "stage runner (pid %d) was killed%s",
+                 g_timeout_ms, (int)pid, again);
+    else
+        snprintf(err, sizeof err,
+                 "the Python stage runner (pid %d) %s while running this request%s", (int)pid, how,
+                 again);
+    if (e) SS_ERROR("servable %s: %s", p->servable, e->msg);
+    ss_status_free(e);
+    pthread_mutex_lock(&p->mu);
+    ss_pycall was = r->cur;
+    r->cur = (ss_pycall){0}; /* r stays busy until the owner has it ready again */
+    pthread_mutex_unlock(&p->mu);
+    if (was.done) was.done(was.ctx, 1, err);
+}
+
+/* The runner went away, or broke the protocol, while it held no call (busy reserves it). */
+static void runner_drop(ss_pypool *p, runner *r, const char *what)
+{
+    char how[64];
+    pthread_mutex_lock(&r->mu);
+    pid_t pid = r->pid;
+    runner_reap(r, how, sizeof how);
+    pthread_mutex_unlock(&r->mu);
+    SS_WARN("servable %s: Python stage runner (pid %d) %s %s; starting a new one", p->servable,
+            (int)pid, how, what);
+}
+
+/* Start a process for r (it has none, or one that is not ready) and wait for it; then r takes
+ * pending calls. When that fails, the pending calls fail and the owner tries again in a second. */
+static void runner_revive(ss_pypool *p, runner *r)
+{
+    pthread_mutex_lock(&r->mu);
+    ss_status *e = r->pid ? NULL : runner_spawn(p, r);
+    if (!e) e = runner_await_ready(p, r, ss_now_ns() + (uint64_t)START_WAIT_MS * 1000000ull);
+    pthread_mutex_unlock(&r->mu);
+    if (!e) {
+        pthread_mutex_lock(&p->mu);
+        r->ready = true;
+        pthread_mutex_unlock(&p->mu);
+        runner_finish(p, r, 0, NULL);
+        return;
+    }
+    pthread_mutex_lock(&p->mu);
+    ss_pycall *q = p->stopping ? NULL : p->pending;
+    if (q) p->pending = p->pend_tail = NULL;
+    pthread_mutex_unlock(&p->mu);
+    SS_ERROR("servable %s: %s", p->servable, e->msg);
+    for (ss_pycall *next; q; q = next) {
+        next = q->next;
+        q->done(q->ctx, 1, e->msg);
+        free(q);
+    }
+    ss_status_free(e);
+    struct pollfd stop = {p->stop_fd, POLLIN, 0};
+    poll(&stop, 1, 1000);
+}
+
+/* The timer rang: a call past its deadline means a hung runner (an earlier call's ring is not). */
+static void runner_check_time(ss_pypool *p, runner *r)
+{
+    uint64_t rings;
+    if (read(r->timer, &rings, sizeof rings) < 0) return;
+    pthread_mutex_lock(&p->mu);
+    bool late = r->cur.done && ss_now_ns() >= r->cur.deadline_ns;
+    pthread_mutex_unlock(&p->mu);
+    if (late) runner_lost(p, r, true);
+}
+
+/* One message from the runner: a Model.call (op 4), the call's answer (op 2), or its end. */
+static void runner_message(ss_pypool *p, runner *r)
+{
+    wire_msg m;
+    ssize_t got = recv(r->sock, &m, sizeof m, MSG_DONTWAIT);
+    if (got < 0 && (errno == EINTR || errno == EAGAIN)) return;
+    pthread_mutex_lock(&p->mu);
+    bool calling = r->cur.done != NULL;
+    if (!calling) r->busy = true;
+    pthread_mutex_unlock(&p->mu);
+    if (!calling) {
+        runner_drop(p, r, got == (ssize_t)sizeof m ? "(it answered out of turn)" : "while idle");
+        return;
+    }
+    if (got != (ssize_t)sizeof m) {
+        runner_lost(p, r, false);
+        return;
+    }
+    char err[1024] = "";
+    int rc = 1;
+    pthread_mutex_lock(&r->mu);
+    bool ok = (m.op == 4 || m.op == 2) && seg_resize(r, m.b);
+    if (ok && m.op == 4 && !(ok = serve_model_call(p, r, &m)))
+        snprintf(err, sizeof err, "Model.call: the stage runner's request is malformed");
+    else if (!ok)
+        snprintf(err, sizeof err, "the Python stage runner answered out of turn");
+    else if (m.op == 2)
+        rc = read_reply(r, r->cur.b, m.a, err, sizeof err);
+    pthread_mutex_unlock(&r->mu);
+    if (ok && m.op == 4) return;
+    if (!ok) { /* it cannot be trusted with another call: a new one */
+        pthread_mutex_lock(&r->mu);
+        char how[64];
+        runner_reap(r, how, sizeof how);
+        pthread_mutex_unlock(&r->mu);
+        pthread_mutex_lock(&p->mu);
+        ss_pycall was = r->cur;
+        r->cur = (ss_pycall){0};
+        pthread_mutex_unlock(&p->mu);
+        was.done(was.ctx, 1, err);
+        return;
+    }
+    runner_finish(p, r, rc, err);
+}
+
+static bool pool_stopping(ss_pypool *p)
+{
+    pthread_mutex_lock(&p->mu);
+    bool stopping = p->stopping;
+    pthread_mutex_unlock(&p->mu);
+    return stopping;
+}
+
+/* The owner: blocks on the runner's socket, its timer and the pool's stop, nothing else. */
+static void *runner_owner(void *arg)
+{
+    runner *r = arg;
+    ss_pypool *p = r->pool;
+    pthread_setname_np(pthread_self(), "ss-pyrunner");
+    while (!pool_stopping(p)) {
+        if (!r->ready) {
+            runner_revive(p, r);
+            continue;
+        }
+        struct pollfd fds[3] = {
+            {r->sock, POLLIN, 0}, {r->timer, POLLIN, 0}, {p->stop_fd, POLLIN, 0}};
+        if (poll(fds, 3, -1) < 0 || fds[2].revents) continue;
+        if (fds[1].revents) runner_check_time(p, r);
+        if (fds[0].revents) runner_message(p, r);
+    }
+    pthread_mutex_lock(&p->mu);
+    ss_pycall was = r->cur;
+    r->cur = (ss_pycall){0};
+    r->busy = true;
+    pthread_mutex_unlock(&p->mu);
+    if (was.done) was.done(was.ctx, 1, STOPPED);
+    return NULL;
 }
 
 void *ss_pypool_stage_state(ss_pypool *p, uint32_t stage)

@@ -8,8 +8,10 @@
  *
  * A runner that dies during a call is restarted and that call's instances fail, naming the pid and
  * the signal; one that does not answer within the request timeout is killed and restarted the same
- * way. The stages' run() is the plugin ABI's (ss_plugin_batch), so the pipeline treats a Python
- * stage like a thread-safe C-function stage.
+ * way. A call is the plugin ABI's batch (ss_plugin_batch), but asynchronous: whichever thread holds
+ * the request hands it to a free runner and goes on; each runner has a serve thread of its own (its
+ * owner) that waits for that runner's answer and finishes the call, so a request meets one wake-up
+ * each way and no thread hand-off inside serve.
  */
 #ifndef SS_SERVING_PYRUNNER_H
 #define SS_SERVING_PYRUNNER_H
@@ -33,12 +35,15 @@ typedef struct {
 /* Start `runners` runner processes for these stages and wait until each has imported them. */
 ss_status *ss_pypool_start(const char *servable, const ss_pystage_spec *stages, size_t n_stages,
                            size_t runners, ss_pypool **out);
-/* Run stage `stage` over a batch (the plugin ABI's run()); thread-safe. */
-int ss_pypool_run(ss_pypool *pool, uint32_t stage, ss_plugin_batch *b, char *err, size_t cap);
-/* The run() of a Python stage whose state is ss_pypool_stage_state(pool, stage). */
-const ss_plugin_descriptor *ss_pypool_descriptor(void);
+/* Run a stage over a batch without waiting: a free runner gets it at once, else it queues for the
+ * next. done() runs once, on the thread of the runner that answered (or on the caller's when the
+ * call fails before reaching one), with rc 0 or 1 and a message; the batch's outputs and failed
+ * instances are filled by then. `state` is ss_pypool_stage_state(pool, stage). Thread-safe. */
+typedef void (*ss_pypool_done)(void *ctx, int rc, const char *err);
+void ss_pypool_submit(void *state, ss_plugin_batch *b, ss_pypool_done done, void *ctx);
 void *ss_pypool_stage_state(ss_pypool *pool, uint32_t stage);
-size_t ss_pypool_runners(const ss_pypool *pool);
+/* Stop taking calls: the queued and running ones fail (done() runs before this returns). */
+void ss_pypool_stop(ss_pypool *pool);
 void ss_pypool_free(ss_pypool *pool);
 /* What Model.call runs: declared model `model`'s subgraph over a batch of instances, and how many
  * outputs that gives (0: no such model, or not ready). */

@@ -572,7 +572,6 @@ static ss_status *load_python(ss_pipeline *p)
         for (size_t s = 0; s < p->methods[m].n_stages; s++) {
             ss_pipe_stage *st = &p->methods[m].stages[s];
             if (st->kind != SS_STAGE_PYTHON) continue;
-            st->desc = ss_pypool_descriptor();
             st->state = ss_pypool_stage_state(p->py, k++);
         }
     return NULL;
@@ -592,8 +591,7 @@ ss_status *ss_pipeline_load_plugins(ss_pipeline *p)
 
 static void stage_clear(ss_pipe_stage *st, bool plugins_only)
 {
-    if (st->state && st->desc->fini) st->desc->fini(st->state);
-    if (st->kind == SS_STAGE_PYTHON) st->desc = NULL; /* the pool is freed with the pipeline */
+    if (st->state && st->desc && st->desc->fini) st->desc->fini(st->state);
     if (st->dl) dlclose(st->dl);
     if (st->mu_ready) pthread_mutex_destroy(&st->run_mu);
     st->state = st->dl = NULL;

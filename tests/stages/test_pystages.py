@@ -63,6 +63,10 @@ def ident(x):
 
 def tile(x):
     return np.tile(x, (4, 1))
+
+def swap(a, b):
+    b.shape = b.shape[::-1]  # the same array as it came in, with another shape
+    return b, a
 '''
 
 
@@ -82,6 +86,7 @@ METHODS = [
     {"name": "illegal", "inputs": ["x"], "outputs": ["y"], "stages": [py_stage("illegal", ["x"], ["y"])]},
     {"name": "text", "inputs": ["s", "b"], "outputs": ["s2", "b2"], "stages": [py_stage("text", ["s", "b"], ["s2", "b2"])]},
     {"name": "tile", "inputs": ["x"], "outputs": ["y"], "stages": [py_stage("tile", ["x"], ["y"])]},
+    {"name": "swap", "inputs": ["a", "b"], "outputs": ["p", "q"], "stages": [py_stage("swap", ["a", "b"], ["p", "q"])]},
     {"name": "echo", "inputs": ["x", "s"], "outputs": ["s", "x"], "stages": [], "returns": ["s", "x"]},
     {"name": "argmax", "inputs": ["x"], "outputs": ["i"], "stages": [
         {"kind": "python_function", "module": os.path.join(HERE, "..", "..", "python", "shardserve_stages",
@@ -192,6 +197,18 @@ def test_runner_killed_while_idle_is_replaced_quietly():
     time.sleep(0.2)
     assert (s.grpc("classify", [{"x": ONES}])[0]["label"] == 15).all()
     assert "Python stage runner (pid %d) was killed by signal 9 while idle" % pids[0] in s.c.log(s.server)
+
+
+def test_inputs_returned_as_outputs_keep_their_own_bytes_and_shape():
+    """Outputs that are the function's inputs go back without a copy: each output is still the
+    right input's bytes, and one reshaped in place has its new shape."""
+    a = np.arange(6, dtype=np.float32).reshape(2, 3)
+    b = np.arange(12, dtype=np.int32).reshape(3, 4)
+    got = served().grpc("swap", [{"a": a, "b": b}, {"a": a + 1, "b": b * 2}])
+    for inst, k in zip(got, (0, 1)):
+        assert inst["p"].dtype == np.int32 and inst["p"].shape == (4, 3), inst
+        assert np.array_equal(inst["p"], (b * (k + 1)).reshape(4, 3)), inst
+        assert inst["q"].dtype == np.float32 and np.array_equal(inst["q"], a + k), inst
 
 
 def test_strings_and_bytes_through_python():
@@ -395,6 +412,7 @@ def test_servable_config_py_error_refuses_start():
 CASES = [test_functions_around_the_model, test_identity_after_model_returns_the_input,
          test_strings_and_bytes_through_python, test_large_tensors_grow_the_segment,
          test_runner_killed_while_idle_is_replaced_quietly,
+         test_inputs_returned_as_outputs_keep_their_own_bytes_and_shape,
          test_method_without_stages_returns_its_inputs_and_builtin_argmax, test_batched_groups_by_batch_size, test_concurrent_requests_use_the_pool,
          test_exception_fails_only_its_instance, test_batched_exception_drops_the_instance_and_goes_on,
          test_wrong_output_count_fails_request_keeps_serving, test_too_few_results_and_illegal_output,
