@@ -515,8 +515,12 @@ class OrtNode:
 def section_mlp(work):
     """The 512 MB MLP (8 x MatMul 4096^2 -> Relu, batch 32) served over 1, 2, 4, 8 agents vs
     onnxruntime-node running the whole model in one process (1 and 2 threads)."""
+    # bench/ort's own install, or the one scripts/test-real-models.sh made (as run_runtime.sh takes it)
+    real = os.environ.get("SHARDSERVE_REAL_MODELS_CACHE", os.path.expanduser("~/.cache/shardserve-real-models"))
     ort_dir = os.path.join(HERE, "ort", "node_modules", "onnxruntime-node")
-    if not os.path.isdir(ort_dir):
+    if not os.path.isdir(ort_dir) and os.path.isdir(os.path.join(real, "node", "node_modules", "onnxruntime-node")):
+        os.environ["NODE_PATH"] = os.path.join(real, "node", "node_modules")
+    elif not os.path.isdir(ort_dir):
         raise RuntimeError("no %s: run bench/run_runtime.sh once (it installs onnxruntime-node from npm)" % ort_dir)
     dim = 4096 if not A.quick else 1024
     d = os.path.join(work, "mlp512")
