@@ -7,8 +7,9 @@
  * also model NAME.METHOD (the only way to reach one of several methods).
  *
  * Batching: a batched method input of per-instance shape S arrives as [N]+S and becomes N
- * instances (each borrowing its row, no copy when the bytes are aligned for their dtype); a
- * non-batched input arrives with the model's whole shape and every instance carries it. Outputs
+ * instances (each borrowing its row; an input not aligned for its dtype is copied once, whole),
+ * their cost charged first (SS_KSERVE_MAX_ROWS_MB); a non-batched input arrives with the model's
+ * whole shape and every instance carries it. Outputs
  * are stacked back into [N]+S when the request had a batch dim (or N > 1), else returned whole.
  *
  * BYTES tensors travel between the codecs and this file in the binary extension's layout: per
