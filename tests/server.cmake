@@ -101,7 +101,7 @@ if(SS_FUZZ)  # PkgConfig::SS_FUZZ_CJSON comes from the block above
   foreach(target rest grpc)
     add_executable(fuzz_kserve_${target} ${SS_TEST_DIR}/test_kserve_fuzz_${target}.c
                    ${ss_kserve_src}/kserve_codec.c ${ss_kserve_src}/kserve_rest.c ${ss_kserve_src}/sbuf.c
-                   ${ss_kserve_src}/kserve_grpc.c ${ss_kserve_src}/pb_budget.c
+                   ${ss_kserve_src}/kserve_grpc.c ${ss_kserve_src}/pb_budget.c ${ss_kserve_src}/budget.c
                    ${ss_kserve_src}/kserve_stats.c ${ss_kserve_src}/kserve_shm.c ${ss_kserve_src}/kserve_pool.c
                    ${ss_kserve_src}/kserve_repo.c)
     target_include_directories(fuzz_kserve_${target} PRIVATE ${ss_kserve_src})

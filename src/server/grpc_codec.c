@@ -339,17 +339,6 @@ static ss_status *prescan(const uint8_t *buf, size_t len, wire_summary *sum)
 
 /* ------------------------------------------------------------------ decoded size */
 
-/* Items of one instance: serving.h's instance grows its item array from 4 slots, doubling, and
- * indexes names from 8 items on (4 uint32 slots per item). */
-static size_t items_bytes(size_t items)
-{
-    size_t cap = 4;
-    while (cap < items)
-        cap *= 2;
-    return ss_pb_block_bytes(cap * sizeof(ss_serving_item)) +
-           (items >= 8 ? ss_pb_block_bytes(4 * items * sizeof(uint32_t)) : 0);
-}
-
 /* One map entry's copies in the serving form: its name, a string's bytes, an empty tensor's
  * 1-byte block (numeric tensor bytes are moved from the unpacked message, not copied). */
 static size_t entry_bytes(wire entry)
@@ -386,7 +375,7 @@ static size_t serving_bytes(const uint8_t *buf, size_t len)
             items++;
             bytes += entry_bytes(entry);
         }
-        bytes += items_bytes(items);
+        bytes += ss_pb_items_bytes(items);
     }
     return bytes + ss_pb_block_bytes(instances * sizeof(ss_serving_instance));
 }

@@ -7,8 +7,9 @@
  * also model NAME.METHOD (the only way to reach one of several methods).
  *
  * Batching: a batched method input of per-instance shape S arrives as [N]+S and becomes N
- * instances (each borrowing its row, no copy when the bytes are aligned for their dtype); a
- * non-batched input arrives with the model's whole shape and every instance carries it. Outputs
+ * instances (each borrowing its row; an input not aligned for its dtype is copied once, whole),
+ * their cost charged first (SS_KSERVE_MAX_ROWS_MB); a non-batched input arrives with the model's
+ * whole shape and every instance carries it. Outputs
  * are stacked back into [N]+S when the request had a batch dim (or N > 1), else returned whole.
  *
  * BYTES tensors travel between the codecs and this file in the binary extension's layout: per
@@ -63,6 +64,7 @@ typedef struct {
     bool agents_done; /* the reply succeeded: no rank writes into those buffers any more */
     void *wire;       /* the decoded message tensors may borrow from, and how to free it */
     void (*wire_free)(void *);
+    size_t rows_held; /* the batch rows' cost, taken from the process's row budget */
 } ss_kserve_call;
 
 ss_kserve_call *ss_kserve_call_new(void);
@@ -96,8 +98,13 @@ bool ss_kserve_bytes_check(const uint8_t *data, size_t len, int64_t count);
 /* A known input's datatype against the method's (unknown names pass: checked later). */
 bool ss_kserve_check_dtype(const ss_kserve_call *call, const char *name, ss_dtype dtype,
                            ss_kserve_error *err);
-/* Check the inputs against the call's method (names, datatypes, shapes, batch sizes) and build
- * the request. 400 errors name the input. */
+/* A batched request's rows become serving instances (and reply instances): at most this many MB
+ * of them, sized from the structs, held by all calls together (413 past it, naming the rows and
+ * the limit); a call holds its rows' share until it is freed. */
+#define SS_KSERVE_MAX_ROWS_MB 64
+
+/* Check the inputs against the call's method (names, datatypes, shapes, batch sizes, the rows'
+ * cost) and build the request. 400 errors name the input. */
 bool ss_kserve_build_request(ss_kserve_call *call, const ss_kserve_input *in, size_t n,
                              ss_predict_request **out, ss_kserve_error *err);
 /* Check requested output names against the method (400 for unknown ones). */

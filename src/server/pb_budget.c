@@ -4,6 +4,8 @@
 
 #include <stdlib.h>
 
+#include "shardserve/serving.h"
+
 static bool varint(const uint8_t **p, const uint8_t *end, uint64_t *v)
 {
     *v = 0;
@@ -100,6 +102,17 @@ size_t ss_pb_block_bytes(size_t n)
 {
     size_t b = (n + 8 + 15) & ~(size_t)15;
     return b < 32 ? 32 : b;
+}
+
+/* serving.h's instance grows its item array from 4 slots, doubling, and indexes names from 8
+ * items on (4 uint32 slots per item). */
+size_t ss_pb_items_bytes(size_t items)
+{
+    size_t cap = 4;
+    while (cap < items)
+        cap *= 2;
+    return ss_pb_block_bytes(cap * sizeof(ss_serving_item)) +
+           (items >= 8 ? ss_pb_block_bytes(4 * items * sizeof(uint32_t)) : 0);
 }
 
 /* sizeof_elt_in_repeated_array (protobuf-c.c) */

@@ -40,5 +40,7 @@ size_t ss_pb_unpacked_bytes(const ProtobufCMessageDescriptor *desc, const uint8_
 /* One malloc block of n bytes as glibc sizes it (header, 16-byte alignment, 32 bytes at least),
  * for a decoder adding its own structures to the estimate. */
 size_t ss_pb_block_bytes(size_t n);
+/* The item array (and name index) of one serving instance (serving.h) holding `items` items. */
+size_t ss_pb_items_bytes(size_t items);
 
 #endif

@@ -28,7 +28,10 @@ client. Every attack is bounded in count and time.
   89 MB requests of 300,000 instances (~385 MB once decoded) are refused naming the limit and the
   estimate while serve's peak RSS (VmHWM) stays <= 3 x the message limit + 100 MB, gRPC health
   answers within 1 s and a legitimate request within 2 s; so are KServe requests of packed int64
-  zeros (1 byte on the wire, 8 decoded).
+  zeros (1 byte on the wire, 8 decoded);
+- batch rows: KServe requests of 1 M (and 23 M) one-float rows for a batched servable (each row
+  a serving instance) are refused before any instance exists, naming the rows and the limit of
+  batch rows in flight, within the same RSS bound (1.26 GB before).
 
 Usage: test_hostile.py [case ...]; prints ok/FAIL per case and "N passed, N failed"."""
 
@@ -344,9 +347,11 @@ def vm_hwm_mb(pid):
     return 0.0
 
 
-def under_attack(attacks):
+def under_attack(attacks, legit_answer=None):
     """Run the attack threads; meanwhile probe gRPC health and a legitimate predict (each on a
-    connection of its own). Returns (worst health s, worst legit s, probes, peak RSS MB)."""
+    connection of its own; legit_answer() -> (ok, detail), default valid_answer). Returns (worst
+    health s, worst legit s, probes, peak RSS MB)."""
+    legit_answer = legit_answer or valid_answer
     pid = C.server.pid
     peak_reset(pid)
     for t in attacks:
@@ -357,7 +362,7 @@ def under_attack(attacks):
         secs, ok = grpc_health_seconds()
         assert ok, "gRPC health failed under attack"
         t0 = time.perf_counter()
-        ok, detail = valid_answer()
+        ok, detail = legit_answer()
         legit = time.perf_counter() - t0
         assert ok, "a legitimate request failed under attack: %s" % detail
         worst_health, worst_legit = max(worst_health, secs), max(worst_legit, legit)
@@ -493,6 +498,131 @@ def test_kserve_grpc_packed_zeros_bounded():
         assert (streamed or "RESOURCE_EXHAUSTED" in outcome[-1]) and re.search(
             r"decoded size is estimated at \d+ MB.*--grpc-max-decoded-mb", outcome[-1]), outcome
         assert health < 1.0 and legit < 2.0, (health, legit)
+
+
+def kserve_rows_grpc(rows):
+    """ModelInfer of servable "bm" (batched, per-row shape [1]): x as `rows` x [1] float32 ones in
+    raw_input_contents."""
+    shape = bytes([0x18]) + pb_varint(rows) + b"\x18\x01"  # shape = [rows, 1], unpacked int64
+    tensor = pb_len(1, b"x") + pb_len(2, b"FP32") + shape
+    return pb_len(1, b"bm") + pb_len(5, tensor) + pb_len(7, bytes(np.ones(rows, np.float32)))
+
+
+def pb_varint(n):
+    out = b""
+    while n > 0x7f:
+        out, n = out + bytes([n & 0x7f | 0x80]), n >> 7
+    return out + bytes([n])
+
+
+def kserve_rows_rest(rows, binary):
+    """/v2/models/bm/infer of `rows` x [1] float32 (binary extension or JSON): (body, headers)."""
+    if binary:
+        data = np.arange(rows, dtype=np.float32).tobytes()
+        head = json.dumps({"inputs": [{"name": "x", "datatype": "FP32", "shape": [rows, 1],
+                                       "parameters": {"binary_data_size": len(data)}}]}).encode()
+        return head + data, {"Content-Type": "application/octet-stream",
+                             "Inference-Header-Content-Length": str(len(head))}
+    body = '{"inputs":[{"name":"x","datatype":"FP32","shape":[%d,1],"data":[%s]}]}' % (
+        rows, ",".join(str(i % 7) for i in range(rows)))
+    return body.encode(), {"Content-Type": "application/json"}
+
+
+def kserve_rest_post(cluster, rows, binary, timeout=120):
+    body, headers = kserve_rows_rest(rows, binary)
+    req = urllib.request.Request("http://%s/v2/models/bm/infer" % cluster.rest, data=body,
+                                 method="POST", headers=headers)
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as r:
+            return r.status, r.read()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read()
+
+
+def kserve_rows_answered(cluster, rows):
+    """A legitimate JSON request of `rows` rows to "bm" answered with y = -x / 2 per row."""
+    st, text = kserve_rest_post(cluster, rows, binary=False)
+    text = text.decode("utf-8", "replace")
+    try:
+        y = json.loads(text)["outputs"][0]["data"]
+    except (ValueError, KeyError, IndexError):
+        return False, "%d %s" % (st, text[:300])
+    want = [-(i % 7) / 2 for i in range(rows)]
+    return st == 200 and y == want, "%d %s" % (st, text[:300])
+
+
+def test_kserve_batch_rows_bounded():
+    """A batched servable turns each row of a KServe request into a serving instance (and a reply
+    instance): ~1.25 KB a row however small, known only after the model lookup. Requests of 1 M
+    one-float rows (gRPC raw contents 4 MB, REST binary 4 MB, REST JSON 2 MB) cost 1.26-1.34 GB
+    of serve's RSS before and were answered after 13-17 s; now each is refused at once naming the
+    row count and the 64 MB limit of batch rows in flight, while serve's peak RSS (VmHWM) stays
+    <= 3 x the message limit + 100 MB, gRPC health answers within 1 s and a legitimate
+    100-row request within 2 s; then a 92 MB gRPC message of 23 M rows (the largest message) is
+    refused the same way; of four concurrent requests of 40,000 rows (each under the limit, not
+    all of them together) each is answered or refused naming the rows other requests hold, and
+    20,000 rows are answered afterwards (every call gave its rows back)."""
+    global C
+    main_cluster = C
+    with Cluster() as bc:
+        model = os.path.join(bc.dir, "bm.onnx")
+        matmul_neg_model(model, rows=4, k=1, n=1)
+        models = bc.add_servable("bm", model, 1, 1, with_batch_dim=True)
+        bc.serve([("bm", 1, bc.write_rank_table(1))], wait_agents=60)
+        bc.agents(bc.worker_addresses["bm"][0], models)
+        bc.wait_ready(1)
+        channel = ssc.grpc.insecure_channel(bc.grpc, options=[
+            ("grpc.max_send_message_length", 256 << 20), ("grpc.enable_http_proxy", 0)])
+        unary = channel.unary_unary("/inference.GRPCInferenceService/ModelInfer",
+                                    request_serializer=lambda b: b, response_deserializer=lambda b: b)
+        outcome = []
+
+        def infer_grpc(rows):
+            try:
+                unary(kserve_rows_grpc(rows), timeout=120)
+                outcome.append("answered")
+            except ssc.grpc.RpcError as e:
+                outcome.append("%s: %s" % (e.code(), e.details()))
+
+        def infer_rest(rows, binary):
+            st, text = kserve_rest_post(bc, rows, binary)
+            outcome.append("%d %s" % (st, text.decode("utf-8", "replace")))
+
+        attacks = [("gRPC ModelInfer", infer_grpc, (1000000,)),
+                   ("REST binary", infer_rest, (1000000, True)),
+                   ("REST JSON", infer_rest, (1000000, False)),
+                   ("gRPC ModelInfer, the largest message", infer_grpc, (23000000,))]
+        C = bc  # the health probes and the RSS readings are this serve's
+        try:
+            for what, fn, args in attacks:
+                health, legit, probes, peak = under_attack(
+                    [threading.Thread(target=fn, args=args)], lambda: kserve_rows_answered(bc, 100))
+                print("    KServe %s of %d rows: %s; gRPC health slowest %.0f ms, legitimate request "
+                      "slowest %.0f ms (%d probes); peak RSS (VmHWM) %.0f MB, bound %d MB" % (
+                          what, args[0], outcome[-1][:260], health * 1e3, legit * 1e3, probes, peak,
+                          RSS_BOUND_MB))
+                if not SANITIZED:
+                    assert peak <= RSS_BOUND_MB, "%s: peak RSS %.0f MB over %d MB" % (what, peak, RSS_BOUND_MB)
+                assert re.search(r"(RESOURCE_EXHAUSTED|^413).*a batch of %d rows.*limit of 64 MB of "
+                                 r"batch rows" % args[0], outcome[-1]), outcome[-1][:600]
+                assert health < 1.0 and legit < 2.0, (what, health, legit)
+            concurrent = []
+            calls = [threading.Thread(target=lambda: concurrent.append(kserve_rows_answered(bc, 40000)))
+                     for _ in range(4)]
+            health, legit, probes, peak = under_attack(calls, lambda: kserve_rows_answered(bc, 100))
+            answered = sum(ok for ok, _ in concurrent)
+            refused = sum("other requests' rows" in detail and "limit of 64 MB" in detail
+                          for ok, detail in concurrent if not ok)
+            print("    KServe 4 concurrent requests of 40,000 rows (~48 MB of rows each): %d answered, "
+                  "%d refused over the rows in flight; peak RSS (VmHWM) %.0f MB" % (answered, refused, peak))
+            assert answered >= 1 and answered + refused == 4, concurrent
+            if not SANITIZED:
+                assert peak <= RSS_BOUND_MB, "concurrent rows: peak RSS %.0f MB" % peak
+            ok, detail = kserve_rows_answered(bc, 20000)  # the rows taken before were given back
+            assert ok, "20,000 rows: " + detail
+        finally:
+            C = main_cluster
+            channel.close()
 
 
 def legit_rest_seconds():
@@ -745,7 +875,7 @@ CASES = [test_grpc_80000_names_refused_fast, test_rest_80000_names_refused_fast,
          test_health_live_with_1000_idle_rest_connections,
          test_health_and_memory_with_large_bodies_in_flight,
          test_grpc_large_requests_bounded, test_grpc_decoded_size_bounded,
-         test_kserve_grpc_packed_zeros_bounded,
+         test_kserve_grpc_packed_zeros_bounded, test_kserve_batch_rows_bounded,
          test_per_client_limit_refuses_and_counts,
          test_trickled_headers_cut_at_the_read_deadline, test_expect_continue_over_the_limit_refused_first,
          test_grpc_message_that_never_arrives_is_cancelled, test_grpc_streams_per_connection_limited,
