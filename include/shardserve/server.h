@@ -88,6 +88,11 @@ typedef struct {
 typedef struct ss_grpc_server ss_grpc_server;
 
 ss_status *ss_grpc_server_start(const ss_grpc_options *opts, ss_grpc_server **out);
+
+/* The serving instances batched KServe requests' rows become (~1.2 KB a row), all requests of
+ * both front ends together, in MB (<= 0: the default, 64); also registers the refusals' counter
+ * shardserve_kserve_refused_total{limit="batch_rows"}. Call once, before the servers start. */
+void ss_server_set_kserve_max_rows_mb(int mb);
 /* The bound TCP port (useful with port 0); 0 for unix sockets. */
 int ss_grpc_server_port(const ss_grpc_server *srv);
 /* false once the listener has stopped accepting (out of descriptors: libgrpc does not resume). */

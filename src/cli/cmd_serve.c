@@ -42,7 +42,8 @@ static const char serve_usage[] =
     "                        [--grpc-max-streams N] [--grpc-recv-timeout-s S] [--grpc-threads N]\n"
     "                        [--reply-spin-us US] [--grpc-max-buffered-mb N] "
     "[--grpc-max-decoded-mb N]\n"
-    "                        [--rest-max-buffered-mb N] [--shutdown-grace-ms MS]\n"
+    "                        [--rest-max-buffered-mb N] [--kserve-max-batch-rows-mb N]\n"
+    "                        [--shutdown-grace-ms MS]\n"
     "                        [--grpc-tls-cert FILE --grpc-tls-key FILE [--grpc-tls-ca FILE "
     "--grpc-verify-client]]\n"
     "                        [--rest-tls-cert FILE --rest-tls-key FILE [--rest-tls-ca FILE "
@@ -102,6 +103,11 @@ static const char serve_usage[] =
     "                           (RESOURCE_EXHAUSTED, counted in /metrics)\n"
     "  --rest-max-buffered-mb   the same for REST request bodies (default 2 x "
     "--rest-max-msg-mb)\n"
+    "  --kserve-max-batch-rows-mb  the serving instances a batched KServe request's rows "
+    "become, all\n"
+    "                           requests together (~1.2 KB a row; default 64); past it 413 / "
+    "RESOURCE_EXHAUSTED,\n"
+    "                           counted in /metrics\n"
     "  --shutdown-grace-ms      on SIGTERM/SIGINT, requests still pending after this get an error "
     "(default\n"
     "                           5000)\n";
@@ -110,7 +116,7 @@ static const char serve_usage[] =
  * value goes. 0 (not given) leaves the server's default. */
 typedef struct {
     long rest_connections, rest_per_client, rest_read_s, rest_held_mb, grpc_streams, grpc_recv_s,
-        grpc_held_mb, grpc_decoded_mb, grace_ms, grpc_threads, reply_spin_us;
+        grpc_held_mb, grpc_decoded_mb, grace_ms, grpc_threads, reply_spin_us, kserve_rows_mb;
 } serve_limits;
 
 static const struct {
@@ -128,6 +134,7 @@ static const struct {
     {"--grpc-max-buffered-mb", 1, 1 << 20, offsetof(serve_limits, grpc_held_mb)},
     {"--grpc-max-decoded-mb", 1, 1 << 20, offsetof(serve_limits, grpc_decoded_mb)},
     {"--rest-max-buffered-mb", 1, 1 << 20, offsetof(serve_limits, rest_held_mb)},
+    {"--kserve-max-batch-rows-mb", 1, 1 << 20, offsetof(serve_limits, kserve_rows_mb)},
     {"--shutdown-grace-ms", 1, 3600000, offsetof(serve_limits, grace_ms)},
 };
 
@@ -520,6 +527,7 @@ int cmd_serve(int argc, char **argv)
     ss_grpc_server *gs = NULL;
     ss_rest_server *rs = NULL;
     ss_predict_handler h = set ? ss_worker_set_handler(set) : (ss_predict_handler){0};
+    ss_server_set_kserve_max_rows_mb((int)lim.kserve_rows_mb);
     if (!st && grpc) {
         ss_grpc_options go = {.address = grpc,
                               .max_msg_mb = (int)grpc_mb,

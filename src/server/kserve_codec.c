@@ -75,7 +75,18 @@ ss_dtype ss_kserve_dtype_parse(const char *name, size_t len)
 /* ------------------------------------------------------------------ calls */
 
 /* Batch rows held by every call in the process (the REST and gRPC front ends together). */
-static ss_byte_budget rows_held = {.limit = (size_t)SS_KSERVE_MAX_ROWS_MB << 20};
+static ss_byte_budget rows_held = {.limit = (size_t)SS_KSERVE_DEFAULT_MAX_ROWS_MB << 20};
+static ss_metric_series *rows_refused; /* made by ss_server_set_kserve_max_rows_mb */
+
+void ss_server_set_kserve_max_rows_mb(int mb)
+{
+    if (mb > 0) rows_held.limit = (size_t)mb << 20;
+    static const char *const labels[] = {"limit"};
+    ss_metric_family *f =
+        ss_metrics_family(ss_metrics_global(), SS_METRIC_COUNTER, "shardserve_kserve_refused_total",
+                          "KServe requests refused by a limit", 1, labels, NULL, 0);
+    rows_refused = ss_metrics_series(f, (const char *const[]){"batch_rows"});
+}
 
 ss_kserve_call *ss_kserve_call_new(void)
 {
@@ -483,9 +494,11 @@ static bool rows_fit(ss_kserve_call *call, int64_t rows, ss_kserve_error *err)
         err, 413,
         "model '%s': a batch of %lld rows takes ~%llu MB of serving instances (%zu bytes "
         "a row) and the server holds %zu MB of other requests' rows: over the server's "
-        "limit of %d MB of batch rows in flight (at most %zu rows a request)",
+        "limit of %zu MB of batch rows in flight (at most %zu rows a request; "
+        "--kserve-max-batch-rows-mb)",
         call->model, (long long)rows, (unsigned long long)(need >> 20), per_row,
-        atomic_load(&rows_held.used) >> 20, SS_KSERVE_MAX_ROWS_MB, limit / per_row);
+        atomic_load(&rows_held.used) >> 20, limit >> 20, limit / per_row);
+    if (rows_refused) ss_metric_add(rows_refused, 1);
     return false;
 }
 

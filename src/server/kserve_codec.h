@@ -100,8 +100,10 @@ bool ss_kserve_check_dtype(const ss_kserve_call *call, const char *name, ss_dtyp
                            ss_kserve_error *err);
 /* A batched request's rows become serving instances (and reply instances): at most this many MB
  * of them, sized from the structs, held by all calls together (413 past it, naming the rows and
- * the limit); a call holds its rows' share until it is freed. */
-#define SS_KSERVE_MAX_ROWS_MB 64
+ * the limit, counted in shardserve_kserve_refused_total{limit="batch_rows"}); a call holds its
+ * rows' share until it is freed. `serve --kserve-max-batch-rows-mb` sets it
+ * (ss_server_set_kserve_max_rows_mb). */
+#define SS_KSERVE_DEFAULT_MAX_ROWS_MB 64
 
 /* Check the inputs against the call's method (names, datatypes, shapes, batch sizes, the rows'
  * cost) and build the request. 400 errors name the input. */

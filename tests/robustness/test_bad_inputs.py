@@ -402,6 +402,7 @@ NUMS = [
     ("serve", "--grpc-recv-timeout-s", ["-3", ""]),
     ("serve", "--grpc-max-buffered-mb", ["0", "1048577", "lots"]),
     ("serve", "--grpc-max-decoded-mb", ["0", "1048577", "2x"]),
+    ("serve", "--kserve-max-batch-rows-mb", ["0", "1048577", "64MB"]),
     ("serve", "--rest-max-buffered-mb", ["0", "2e6"]),
     ("serve", "--shutdown-grace-ms", ["0", "-1", "3600001"]),
     ("agents", "--agent-start-port", ["0", "70000"]),

@@ -620,6 +620,9 @@ def test_kserve_batch_rows_bounded():
                 assert peak <= RSS_BOUND_MB, "concurrent rows: peak RSS %.0f MB" % peak
             ok, detail = kserve_rows_answered(bc, 20000)  # the rows taken before were given back
             assert ok, "20,000 rows: " + detail
+            counted = metric("shardserve_kserve_refused_total", "batch_rows")
+            assert counted == len(attacks) + refused, "/metrics counted %g batch-rows refusals, %d seen" % (
+                counted, len(attacks) + refused)
         finally:
             C = main_cluster
             channel.close()
