@@ -34,6 +34,7 @@ typedef struct {
 
 static void put(wbuf *w, const void *bytes, size_t n)
 {
+    if (!n) return; /* memcpy into a buffer not yet allocated is undefined even for 0 bytes */
     if (w->len + n > w->cap) {
         w->cap = (w->len + n) * 2;
         w->p = realloc(w->p, w->cap);
