@@ -207,25 +207,26 @@ static void test_matmul_decode_shape_takes_bf16_path(void)
 
 /* Batched decode: up to ss_gemm_bf16_max_m(N) rows on this kernel, more on oneDNN's bf16 matmul
  * where it has native bf16 (else this kernel up to SS_GEMM_BF16_MAX_M), both within bf16 of the
- * float32 result; the wide (LM head) N keeps this kernel longer on vdpbf16ps. */
+ * float32 result, for a narrow and a wide (LM head) N. */
 static void test_matmul_batched_decode_crossover(void)
 {
-    static const int64_t ns[] = {384, 9000};
-    for (size_t i = 0; i < sizeof ns / sizeof *ns; i++) {
-        int64_t N = ns[i], max_m = ss_dnnl_bf16_native() ? ss_gemm_bf16_max_m(N) : 64;
-        CHECK(max_m >= 1 && max_m <= SS_GEMM_BF16_MAX_M);
-        int64_t ms[] = {max_m, max_m + 1};
-        for (int j = 0; j < (ss_dnnl_bf16_native() ? 2 : 1); j++) { /* else f32 past max_m */
-            path_calls c = check_matmul_bf16(ms[j], 320, N);
-            bool own = ms[j] <= max_m;
-            CHECK_MSG(c.own == (own ? 1u : 0u) && c.dnnl_bf16 == (own ? 0u : 1u),
-                      "M=%lld N=%lld (max %lld): own %lu, oneDNN bf16 %lu calls", (long long)ms[j],
-                      (long long)N, (long long)max_m, c.own, c.dnnl_bf16);
+    static const int64_t ns[] = {384, 9000}, forced[] = {-1, 3}; /* default, a low crossover */
+    for (size_t f = 0; f < sizeof forced / sizeof *forced; f++) {
+        ss_gemm_bf16_force_max_m(forced[f]);
+        for (size_t i = 0; i < sizeof ns / sizeof *ns; i++) {
+            int64_t N = ns[i], max_m = ss_dnnl_bf16_native() ? ss_gemm_bf16_max_m(N) : 64;
+            CHECK(max_m >= 1 && max_m <= SS_GEMM_BF16_MAX_M);
+            int64_t ms[] = {max_m, max_m + 1};
+            for (int j = 0; j < (ss_dnnl_bf16_native() ? 2 : 1); j++) { /* else f32 past max_m */
+                path_calls c = check_matmul_bf16(ms[j], 320, N);
+                bool own = ms[j] <= max_m;
+                CHECK_MSG(c.own == (own ? 1u : 0u) && c.dnnl_bf16 == (own ? 0u : 1u),
+                          "M=%lld N=%lld (max %lld): own %lu, oneDNN bf16 %lu calls",
+                          (long long)ms[j], (long long)N, (long long)max_m, c.own, c.dnnl_bf16);
+            }
         }
     }
-    if (ss_gemm_bf16_pick() == SS_BF16_AVX512_DOT && ss_dnnl_bf16_native())
-        CHECK_MSG(ss_gemm_bf16_max_m(384) < ss_gemm_bf16_max_m(9000), "no crossover: %lld",
-                  (long long)ss_gemm_bf16_max_m(384));
+    ss_gemm_bf16_force_max_m(-1);
 }
 
 TEST_MAIN(TEST(test_every_variant_within_bf16_of_f32),

@@ -24,8 +24,6 @@
 #define TILE_M 4           /* rows per tile (AVX2: 1, its 16 registers hold one row of a block) */
 #define MIN_PAR_MACS 65536 /* below this the pool's wake-up costs more than it saves */
 #define ROW_GROUP 6        /* blocks an M = 1 GEMV reads at once: 24 zmm accumulators */
-#define DOT_MAX_M 3        /* vdpbf16ps: oneDNN from 4 rows (ss_gemm_bf16_max_m) ... */
-#define WIDE_N 8192        /* ... unless the GEMM has this many columns */
 
 static ss_bf16_variant forced;
 static int64_t forced_max_m = -1;
@@ -84,17 +82,18 @@ void ss_gemm_bf16_force(ss_bf16_variant v)
 }
 
 /* The row count up to which this kernel runs a GEMM of N columns rather than oneDNN's bf16
- * matmul on weights it prepacked (bench_kernels --bf16, GPT-2-124M's decode shapes, Zen 4,
- * oneDNN 2.6, wall time, 2 threads): with vdpbf16ps both reach ~200 GFLOP/s on one thread, but
- * on two oneDNN does 1.3-1.8x better from M = 4 on 768 .. 3072 columns (12 .. 48 blocks of 64
- * here; e.g. M = 32, 3072 x 768: 0.39 vs 0.58 ms), while on the 50257-column LM head this kernel
- * stays ahead up to M = 64 (14.1 vs 17.6 ms). Widening variants (no avx512_bf16) keep every
- * decode M: oneDNN then has no native bf16 and would read float32 weights. */
+ * matmul on weights it prepacked. Measured (bench_kernels --bf16, GPT-2-124M's decode shapes,
+ * Zen 4, oneDNN 2.6): one thread, both ~200 GFLOP/s; two threads, oneDNN 1.3-1.8x faster from
+ * M = 4 on 768 .. 3072 columns, this kernel ahead on the 50257-column LM head. Yet served 32
+ * streams with oneDNN from M = 4 (N < 8192) fell from 6.0-6.5x to 4.3-4.4x single-stream
+ * (interleaved A/B, bench/RESULTS.md): on shared cores oneDNN's static OpenMP split waits for a
+ * descheduled thread where this kernel's claimed blocks go to whichever thread runs. So every
+ * decode M stays here; N is the hook for a crossover that wins served. */
 int64_t ss_gemm_bf16_max_m(int64_t N)
 {
+    (void)N;
     if (forced_max_m >= 0) return forced_max_m;
-    if (ss_gemm_bf16_pick() != SS_BF16_AVX512_DOT) return SS_GEMM_BF16_MAX_M;
-    return N >= WIDE_N ? SS_GEMM_BF16_MAX_M : DOT_MAX_M;
+    return SS_GEMM_BF16_MAX_M;
 }
 
 void ss_gemm_bf16_force_max_m(int64_t m)

@@ -41,7 +41,7 @@ ss_bf16_variant ss_gemm_bf16_pick(void);
 void ss_gemm_bf16_force(ss_bf16_variant v);
 const char *ss_gemm_bf16_name(ss_bf16_variant v);
 /* Largest M (batch rows folded) the plans send here for a GEMM of N columns on the variant calls
- * use; above it oneDNN's prepacked bf16 matmul is faster (measured per ISA, see gemm_bf16.c). */
+ * use, where oneDNN could run it in bf16 instead (see gemm_bf16.c for the measurements). */
 int64_t ss_gemm_bf16_max_m(int64_t N);
 /* Test and bench hook: plans after this use m as the largest M (m < 0 restores the default). */
 void ss_gemm_bf16_force_max_m(int64_t m);
