@@ -4,11 +4,14 @@
  * process so a noisy neighbour hits them alike. This is the measurement behind auto's choice in
  * src/runtime/ops/onednn.c (ss_kernels_use_dnnl); the weights are constant, as initializers are.
  *
- *   bench_kernels [--cpu-time] [--conv-only] [--threads T] [--rounds R]
+ *   bench_kernels [--cpu-time] [--conv-only | --bf16] [--threads T] [--rounds R]
  *
  * Prints per shape: the median microseconds per call of each mode and which library auto took;
  * then Conv shapes (NCHW in and out as ONNX has them, constant W and B): own im2col + OpenBLAS
- * against oneDNN including its per-call layout reorders.
+ * against oneDNN including its per-call layout reorders. --bf16 instead: GPT-2-124M's decode
+ * MatMuls under --weights bf16 at M = 1 .. 64 rows, the own bf16 kernel (gemm_bf16.c) against
+ * oneDNN's bf16 matmul, both on weights prepacked at plan time (the measurement behind
+ * ss_gemm_bf16_max_m).
  */
 #include <cblas.h>
 #include <stdio.h>
@@ -16,6 +19,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "ops/gemm_bf16.h"
 #include "ops/isa.h"
 #include "ops/onednn.h"
 #include "op.h"
@@ -80,7 +84,7 @@ typedef struct {
     const ss_op_def *def;
 } node_run;
 
-static void node_make(node_run *r, const shape *s, ss_tensor *in, int threads)
+static void node_make(node_run *r, const shape *s, ss_tensor *in, int threads, bool bf16)
 {
     memset(r, 0, sizeof *r);
     onnx__node_proto__init(&r->node);
@@ -107,7 +111,8 @@ static void node_make(node_run *r, const shape *s, ss_tensor *in, int threads)
                      .n_out = 1,
                      .in = r->in,
                      .out = r->outp,
-                     .threads = threads};
+                     .threads = threads,
+                     .bf16_weights = bf16};
     ss_status *st = r->def->infer(&r->k);
     if (!st) st = ss_tensor_alloc(&r->out, r->out.dtype, r->out.ndim, r->out.dims);
     if (!st && r->k.scratch_bytes)
@@ -233,6 +238,64 @@ static void conv_table(int threads, int rounds)
     }
 }
 
+/* One MatMul [M, K] x [K, N] under --weights bf16 on the own kernel (max_m = M) or oneDNN
+ * (max_m = 0): the median microseconds per call over `rounds`, both interleaved. */
+static void bf16_row(int64_t M, int64_t K, int64_t N, int threads, int rounds)
+{
+    shape s = {"bf16", "MatMul", M, K, N, false, false};
+    int64_t ad[2] = {M, K}, bd[2] = {K, N};
+    ss_tensor in[2] = {rand_tensor(2, ad), rand_tensor(2, bd)};
+    node_run runs[2];
+    for (int m = 0; m < 2; m++) {
+        ss_gemm_bf16_force_max_m(m == 0 ? M : 0);
+        node_make(&runs[m], &s, in, threads, true);
+    }
+    ss_gemm_bf16_force_max_m(-1);
+    int reps = (double)M * K * N < 1e8 ? 20 : 5;
+    double t[2][64];
+    unsigned long dnnl_bf16 = ss_dnnl_bf16_calls();
+    for (int r = 0; r < rounds; r++)
+        for (int mi = 0; mi < 2; mi++) {
+            int m = r % 2 ? 1 - mi : mi;
+            runs[m].def->run(&runs[m].k); /* warm */
+            double t0 = now_us();
+            for (int i = 0; i < reps; i++)
+                runs[m].def->run(&runs[m].k);
+            t[m][r] = (now_us() - t0) / reps;
+        }
+    bool dnnl_ok = ss_dnnl_bf16_calls() > dnnl_bf16;
+    double med[2];
+    for (int m = 0; m < 2; m++) {
+        qsort(t[m], (size_t)rounds, sizeof(double), cmp_double);
+        med[m] = t[m][rounds / 2];
+    }
+    double gflop = 2e-3 * (double)M * (double)K * (double)N;
+    printf("| %lldx%lld | %lld | %.1f (%.0f) | %.1f (%.0f)%s | %s |\n", (long long)K, (long long)N,
+           (long long)M, med[0], gflop / med[0], med[1], gflop / med[1], dnnl_ok ? "" : " f32!",
+           med[0] <= med[1] ? "own" : "onednn");
+    fflush(stdout);
+    for (int m = 0; m < 2; m++)
+        node_free(&runs[m]);
+    for (int i = 0; i < 2; i++)
+        ss_tensor_free(&in[i]);
+}
+
+static void bf16_table(int threads, int rounds)
+{
+    static const int64_t kn[][2] = {
+        {768, 2304}, {768, 768}, {768, 3072}, {3072, 768}, {768, 50257}};
+    static const int64_t ms[] = {1, 2, 4, 8, 16, 32, 64};
+    if (rounds > 64) rounds = 64;
+    printf("bf16 weights, own kernel %s vs oneDNN ISA %s, %d thread(s); median us per call "
+           "(GFLOP/s) (%s)\n",
+           ss_gemm_bf16_name(ss_gemm_bf16_pick()), ss_dnnl_isa_name(), threads,
+           bench_clock == CLOCK_MONOTONIC ? "wall time" : "process CPU time");
+    printf("| K x N | M | own | onednn | faster |\n|---|---|---|---|---|\n");
+    for (size_t i = 0; i < sizeof kn / sizeof kn[0]; i++)
+        for (size_t j = 0; j < sizeof ms / sizeof ms[0]; j++)
+            bf16_row(ms[j], kn[i][0], kn[i][1], threads, rounds);
+}
+
 int main(int argc, char **argv)
 {
     int threads = 1, rounds = 5;
@@ -240,9 +303,11 @@ int main(int argc, char **argv)
         bench_clock = CLOCK_PROCESS_CPUTIME_ID;
         argv[i] = argv[0]; /* consumed */
     }
-    bool conv_only = false;
+    bool conv_only = false, bf16 = false;
     for (int i = 1; i < argc; i++)
         if (!strcmp(argv[i], "--conv-only")) conv_only = true, argv[i] = argv[0];
+    for (int i = 1; i < argc; i++)
+        if (!strcmp(argv[i], "--bf16")) bf16 = true, argv[i] = argv[0];
     for (int i = 1; i + 1 < argc; i += 2) {
         if (!strcmp(argv[i], "--threads"))
             threads = atoi(argv[i + 1]);
@@ -250,6 +315,10 @@ int main(int argc, char **argv)
             rounds = atoi(argv[i + 1]);
     }
     openblas_set_num_threads(threads);
+    if (bf16) {
+        bf16_table(threads, rounds);
+        return 0;
+    }
     if (conv_only) {
         conv_table(threads, rounds);
         return 0;
@@ -266,7 +335,7 @@ int main(int argc, char **argv)
         unsigned long dnnl_before = 0;
         for (int m = 0; m < N_MODES; m++) {
             ss_kernels_force(modes[m]);
-            node_make(&runs[m], s, in, threads);
+            node_make(&runs[m], s, in, threads, false);
         }
         ss_kernels_force(SS_KERNELS_AUTO);
         double macs = (double)s->M * (double)s->K * (double)s->N;

@@ -4,12 +4,14 @@
  * is rounded to 8 significant bits (relative error <= 2^-9), and the vdpbf16ps variant rounds A
  * too, so |error| <= 2 * 2^-9 * sum |a b| (+ float32 accumulation). A row's result must not
  * depend on the rows computed with it (continuous batching must not change a sequence's tokens)
- * nor on the thread count, and a MatMul under --weights bf16 at decode shapes must take the path.
+ * nor on the thread count, and a MatMul under --weights bf16 at decode shapes must take the path
+ * (or, past the measured row count, oneDNN's bf16 matmul, within the same bound).
  */
 #include "check.h"
 #include "op_harness.h"
 #include "gemm_bf16.h"
 #include "gemm_kernel.h"
+#include "onednn.h"
 #include "op.h"
 #include "shardserve/core.h"
 
@@ -117,61 +119,117 @@ static void test_row_independent_of_batch_and_threads(void)
     }
 }
 
-/* A MatMul [1, K] x [K, N] with the session's bf16 flag: the bf16 kernel runs it (one call), the
- * result is within bf16 of the float32 flag's, and not equal to it (the weights were rounded). */
+static unsigned long own_bf16_calls(void)
+{
+    unsigned long n = 0;
+    for (size_t v = 0; v < sizeof variants / sizeof *variants; v++)
+        n += ss_gemm_bf16_calls(variants[v]);
+    return n;
+}
+
+typedef struct {
+    unsigned long own, dnnl_bf16; /* calls each kernel took */
+} path_calls;
+
+/* A MatMul x [M, K] x w [K, N] through the op table with the session's bf16 flag, 2 threads,
+ * into y (allocated here); counts the bf16 calls of each kernel. */
+static path_calls run_matmul(ss_tensor *x, ss_tensor *w, bool bf16, ss_tensor *y)
+{
+    const ss_op_def *d = ss_op_find("", "MatMul", 13);
+    ss_tensor *in[2] = {x, w}, *out[1] = {y};
+    memset(y, 0, sizeof *y);
+    tnode t;
+    tnode_init(&t, "MatMul");
+    t.node.n_input = 2, t.node.n_output = 1;
+    ss_kctx k = {.node = &t.node,
+                 .node_name = "decode",
+                 .opset = 13,
+                 .n_in = 2,
+                 .n_out = 1,
+                 .in = in,
+                 .out = out,
+                 .threads = 2,
+                 .bf16_weights = bf16};
+    path_calls before = {own_bf16_calls(), ss_dnnl_bf16_calls()};
+    CHECK_OK(d->infer(&k));
+    CHECK_OK(ss_tensor_alloc(y, SS_DT_FLOAT32, y->ndim, y->dims));
+    k.scratch = k.scratch_bytes ? malloc(k.scratch_bytes) : NULL;
+    CHECK_OK(d->run(&k));
+    if (k.state) d->release(k.state);
+    free(k.state);
+    free(k.scratch);
+    return (path_calls){own_bf16_calls() - before.own, ss_dnnl_bf16_calls() - before.dnnl_bf16};
+}
+
+static ss_tensor rand_tensor(int64_t rows, int64_t cols, unsigned seed)
+{
+    int64_t dims[2] = {rows, cols};
+    ss_tensor t;
+    CHECK_OK(ss_tensor_alloc(&t, SS_DT_FLOAT32, 2, dims));
+    for (int64_t i = 0; i < rows * cols; i++)
+        ((float *)t.data)[i] = frand(&seed);
+    return t;
+}
+
+/* The MatMul [M, K] x [K, N] under the bf16 flag against the float32 flag's result, element by
+ * element within the bf16 bound (weights and A rounded: 2 * 2^-9 * sum |a b|), and not equal to
+ * it (the weights were rounded); returns the bf16 run's kernel calls. */
+static path_calls check_matmul_bf16(int64_t M, int64_t K, int64_t N)
+{
+    ss_tensor x = rand_tensor(M, K, 9), w = rand_tensor(K, N, 10), y[2];
+    path_calls f32 = run_matmul(&x, &w, false, &y[0]);
+    CHECK_MSG(f32.own == 0 && f32.dnnl_bf16 == 0, "float32 flag took a bf16 kernel");
+    path_calls calls = run_matmul(&x, &w, true, &y[1]);
+    const float *a = x.data, *b = w.data, *y0 = y[0].data, *y1 = y[1].data;
+    double worst = 0;
+    bool differs = false;
+    for (int64_t m = 0; m < M; m++)
+        for (int64_t n = 0; n < N; n++) {
+            double mag = 0;
+            for (int64_t k = 0; k < K; k++)
+                mag += fabs((double)a[m * K + k] * b[k * N + n]);
+            double err = fabs(y1[m * N + n] - y0[m * N + n]) / (2 * ldexp(mag, -9) + 1e-5 * mag);
+            if (err > worst) worst = err;
+            differs |= y1[m * N + n] != y0[m * N + n];
+        }
+    CHECK_MSG(worst <= 1.0 && differs, "M=%lld N=%lld: error %.2f x the bound, differs %d",
+              (long long)M, (long long)N, worst, differs);
+    ss_tensor_free(&x), ss_tensor_free(&w), ss_tensor_free(&y[0]), ss_tensor_free(&y[1]);
+    return calls;
+}
+
+/* A MatMul [1, K] x [K, N] with the session's bf16 flag: the bf16 kernel runs it (one call). */
 static void test_matmul_decode_shape_takes_bf16_path(void)
 {
-    int64_t xd[2] = {1, 640}, wd[2] = {640, 384};
-    ss_tensor x, w, y[2];
-    CHECK_OK(ss_tensor_alloc(&x, SS_DT_FLOAT32, 2, xd));
-    CHECK_OK(ss_tensor_alloc(&w, SS_DT_FLOAT32, 2, wd));
-    unsigned seed = 9;
-    for (int64_t i = 0; i < 640; i++)
-        ((float *)x.data)[i] = frand(&seed);
-    for (int64_t i = 0; i < 640 * 384; i++)
-        ((float *)w.data)[i] = frand(&seed);
-    const ss_op_def *d = ss_op_find("", "MatMul", 13);
-    for (int bf16 = 0; bf16 < 2; bf16++) {
-        ss_tensor *in[2] = {&x, &w}, *out[1] = {&y[bf16]};
-        memset(&y[bf16], 0, sizeof y[bf16]);
-        tnode t;
-        tnode_init(&t, "MatMul");
-        t.node.n_input = 2, t.node.n_output = 1;
-        ss_kctx k = {.node = &t.node,
-                     .node_name = "decode",
-                     .opset = 13,
-                     .n_in = 2,
-                     .n_out = 1,
-                     .in = in,
-                     .out = out,
-                     .threads = 2,
-                     .bf16_weights = bf16 == 1};
-        unsigned long before = 0;
-        for (size_t v = 0; v < sizeof variants / sizeof *variants; v++)
-            before += ss_gemm_bf16_calls(variants[v]);
-        CHECK_OK(d->infer(&k));
-        CHECK_OK(ss_tensor_alloc(&y[bf16], SS_DT_FLOAT32, y[bf16].ndim, y[bf16].dims));
-        k.scratch = k.scratch_bytes ? malloc(k.scratch_bytes) : NULL;
-        CHECK_OK(d->run(&k));
-        unsigned long after = 0;
-        for (size_t v = 0; v < sizeof variants / sizeof *variants; v++)
-            after += ss_gemm_bf16_calls(variants[v]);
-        CHECK_MSG(after - before == (unsigned long)bf16, "bf16=%d: %lu bf16 calls", bf16,
-                  after - before);
-        if (k.state) d->release(k.state);
-        free(k.state);
-        free(k.scratch);
+    path_calls c = check_matmul_bf16(1, 640, 384);
+    CHECK_MSG(c.own == 1 && c.dnnl_bf16 == 0, "own %lu, oneDNN bf16 %lu calls", c.own, c.dnnl_bf16);
+}
+
+/* Batched decode: up to ss_gemm_bf16_max_m(N) rows on this kernel, more on oneDNN's bf16 matmul
+ * where it has native bf16 (else this kernel up to SS_GEMM_BF16_MAX_M), both within bf16 of the
+ * float32 result, for a narrow and a wide (LM head) N. */
+static void test_matmul_batched_decode_crossover(void)
+{
+    static const int64_t ns[] = {384, 9000}, forced[] = {-1, 3}; /* default, a low crossover */
+    for (size_t f = 0; f < sizeof forced / sizeof *forced; f++) {
+        ss_gemm_bf16_force_max_m(forced[f]);
+        for (size_t i = 0; i < sizeof ns / sizeof *ns; i++) {
+            int64_t N = ns[i], max_m = ss_dnnl_bf16_native() ? ss_gemm_bf16_max_m(N) : 64;
+            CHECK(max_m >= 1 && max_m <= SS_GEMM_BF16_MAX_M);
+            int64_t ms[] = {max_m, max_m + 1};
+            for (int j = 0; j < (ss_dnnl_bf16_native() ? 2 : 1); j++) { /* else f32 past max_m */
+                path_calls c = check_matmul_bf16(ms[j], 320, N);
+                bool own = ms[j] <= max_m;
+                CHECK_MSG(c.own == (own ? 1u : 0u) && c.dnnl_bf16 == (own ? 0u : 1u),
+                          "M=%lld N=%lld (max %lld): own %lu, oneDNN bf16 %lu calls",
+                          (long long)ms[j], (long long)N, (long long)max_m, c.own, c.dnnl_bf16);
+            }
+        }
     }
-    double num = 0, den = 0;
-    for (int64_t i = 0; i < 384; i++) {
-        double a = ((float *)y[0].data)[i], b = ((float *)y[1].data)[i];
-        num += (a - b) * (a - b), den += a * a;
-    }
-    CHECK_MSG(den > 0 && num > 0 && sqrt(num / den) < 1e-2, "relative error %.3g",
-              sqrt(num / (den + 1e-30)));
-    ss_tensor_free(&x), ss_tensor_free(&w), ss_tensor_free(&y[0]), ss_tensor_free(&y[1]);
+    ss_gemm_bf16_force_max_m(-1);
 }
 
 TEST_MAIN(TEST(test_every_variant_within_bf16_of_f32),
           TEST(test_row_independent_of_batch_and_threads),
-          TEST(test_matmul_decode_shape_takes_bf16_path))
+          TEST(test_matmul_decode_shape_takes_bf16_path),
+          TEST(test_matmul_batched_decode_crossover))

@@ -26,6 +26,7 @@
 #define ROW_GROUP 6        /* blocks an M = 1 GEMV reads at once: 24 zmm accumulators */
 
 static ss_bf16_variant forced;
+static int64_t forced_max_m = -1;
 static unsigned long calls[SS_BF16_AVX512_DOT + 1];
 
 typedef struct {
@@ -78,6 +79,26 @@ ss_bf16_variant ss_gemm_bf16_pick(void)
 void ss_gemm_bf16_force(ss_bf16_variant v)
 {
     forced = v;
+}
+
+/* The row count up to which this kernel runs a GEMM of N columns rather than oneDNN's bf16
+ * matmul on weights it prepacked. Measured (bench_kernels --bf16, GPT-2-124M's decode shapes,
+ * Zen 4, oneDNN 2.6): one thread, both ~200 GFLOP/s; two threads, oneDNN 1.3-1.8x faster from
+ * M = 4 on 768 .. 3072 columns, this kernel ahead on the 50257-column LM head. Yet served 32
+ * streams with oneDNN from M = 4 (N < 8192) fell from 6.0-6.5x to 4.3-4.4x single-stream
+ * (interleaved A/B, bench/RESULTS.md): on shared cores oneDNN's static OpenMP split waits for a
+ * descheduled thread where this kernel's claimed blocks go to whichever thread runs. So every
+ * decode M stays here; N is the hook for a crossover that wins served. */
+int64_t ss_gemm_bf16_max_m(int64_t N)
+{
+    (void)N;
+    if (forced_max_m >= 0) return forced_max_m;
+    return SS_GEMM_BF16_MAX_M;
+}
+
+void ss_gemm_bf16_force_max_m(int64_t m)
+{
+    forced_max_m = m;
 }
 
 const char *ss_gemm_bf16_name(ss_bf16_variant v)

@@ -23,7 +23,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-/* Largest M (batch rows folded) the plans send here; above it oneDNN's packed bf16 GEMM wins. */
+/* Largest M (batch rows folded) the kernel's tiles are written for. */
 #define SS_GEMM_BF16_MAX_M 64
 
 typedef enum {
@@ -40,6 +40,11 @@ ss_bf16_variant ss_gemm_bf16_pick(void);
 /* Test hook: calls after this use v (SS_BF16_AUTO restores the default). */
 void ss_gemm_bf16_force(ss_bf16_variant v);
 const char *ss_gemm_bf16_name(ss_bf16_variant v);
+/* Largest M (batch rows folded) the plans send here for a GEMM of N columns on the variant calls
+ * use, where oneDNN could run it in bf16 instead (see gemm_bf16.c for the measurements). */
+int64_t ss_gemm_bf16_max_m(int64_t N);
+/* Test and bench hook: plans after this use m as the largest M (m < 0 restores the default). */
+void ss_gemm_bf16_force_max_m(int64_t m);
 /* How many calls ran on variant v. */
 unsigned long ss_gemm_bf16_calls(ss_bf16_variant v);
 

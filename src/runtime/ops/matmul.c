@@ -11,7 +11,8 @@
  *    register-tile kernels that read B in place.
  *  - OpenBLAS: everything else (float64, odd cases), sgemv / dgemv when M == 1.
  *  - bf16 (gemm_bf16.c): with --weights bf16, constant weights and folded M <=
- *    SS_GEMM_BF16_MAX_M (decode): the weights converted once to bf16 and read at half the bytes.
+ *    SS_GEMM_BF16_MAX_M (decode): the weights converted once to bf16 and read at half the bytes;
+ *    where oneDNN would run the node in bf16, only up to ss_gemm_bf16_max_m(N) (measured per ISA).
  * auto takes the measured best per shape class (onednn.c: ss_kernels_use_dnnl; the numbers are
  * in bench/RUNTIME.md): tiny products and GEMVs (M == 1) stay on the own kernel or OpenBLAS,
  * everything else goes to oneDNN.
@@ -107,8 +108,11 @@ static bool same_bf16_layout(const void *a, const void *b)
 static ss_status *try_bf16(ss_kctx *k, int64_t M, int64_t K, int64_t N, bool tb, kernel_choice *c)
 {
     const ss_tensor *b = k->in[1], *bv = ss_kctx_value(k, 1);
-    if (!k->bf16_weights || b->dtype != SS_DT_FLOAT32 || b->ndim != 2 || M < 1 ||
-        M > SS_GEMM_BF16_MAX_M || !bv || !bv->data || ss_kernels_mode() == SS_KERNELS_BLAS)
+    bool dnnl_bf16 =
+        ss_kernels_use_dnnl(ss_kernels_mode(), SS_DT_FLOAT32, M, K, N) && ss_dnnl_bf16_native();
+    int64_t max_m = dnnl_bf16 ? ss_gemm_bf16_max_m(N) : SS_GEMM_BF16_MAX_M;
+    if (!k->bf16_weights || b->dtype != SS_DT_FLOAT32 || b->ndim != 2 || M < 1 || M > max_m ||
+        !bv || !bv->data || ss_kernels_mode() == SS_KERNELS_BLAS)
         return NULL;
     bf16_layout lay = {K, N, b->dims[1], tb};
     const char *key = (const char *)bv->data + 1;
