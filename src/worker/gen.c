@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #define PROBE_SEQ INT64_MAX /* the engine numbers its pool sequences from 0 */
 
@@ -24,7 +25,6 @@ typedef struct gen_req {
     int64_t stop_ids[SS_GEN_MAX_STOP_IDS];
     char *stops[SS_GEN_MAX_STOPS];
     int n_stops;
-    bool stop_given;    /* input "stop" held at least one string */
     ss_stop_text *text; /* with a tokenizer */
     bool want_text;
     bool in_engine;
@@ -131,9 +131,7 @@ void ss_wgen_free(ss_wgen *g, const char *why)
 
 void ss_wgen_use_tokenizer(ss_wgen *g, const char *path)
 {
-    FILE *f = fopen(path, "rb");
-    if (!f && errno == ENOENT) return;
-    if (f) fclose(f);
+    if (access(path, F_OK) != 0 && errno == ENOENT) return; /* no tokenizer: not an error */
     ss_status *st = ss_tokenizer_load(path, &g->tk);
     if (!st) return;
     SS_WARN("%s: %s (stop strings and text outputs are off)", path, st->msg);
@@ -213,7 +211,6 @@ static ss_status *set_stops(gen_req *r, const ss_tensor *t)
             st = add_stop(r, p, (size_t)((nul ? nul : end) - p));
         }
     }
-    r->stop_given = r->n_stops > 0;
     return st;
 }
 
@@ -385,7 +382,7 @@ static bool enter_engine(ss_wgen *g, gen_req *r)
 /* The request's text and stop strings, which need the servable's tokenizer. */
 static ss_status *text_setup(ss_wgen *g, gen_req *r)
 {
-    if (r->stop_given && !g->tk)
+    if (r->n_stops && !g->tk)
         return ss_errf(SS_ERR_INVALID,
                        "input 'stop' (stop strings) needs the servable's tokenizer.json to decode "
                        "the generated text, and %s%s: use stop_token_ids",
