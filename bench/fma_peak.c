@@ -1,0 +1,145 @@
+/* See fma_peak.h. */
+#include "fma_peak.h"
+
+#include "ops/isa.h"
+
+#include <pthread.h>
+#include <stdint.h>
+#include <time.h>
+
+#if defined(__x86_64__)
+#include <immintrin.h>
+#endif
+
+/* 12 independent chains: enough to cover 2 FMA pipes x 4-5 cycles of latency on current x86. */
+#define CHAINS(OP)                                                                                 \
+    a0 = OP(a0), a1 = OP(a1), a2 = OP(a2), a3 = OP(a3), a4 = OP(a4), a5 = OP(a5), a6 = OP(a6),     \
+    a7 = OP(a7), a8 = OP(a8), a9 = OP(a9), a10 = OP(a10), a11 = OP(a11)
+#define DECL(T, SET)                                                                               \
+    T a0 = SET(0.f), a1 = SET(1.f), a2 = SET(2.f), a3 = SET(3.f), a4 = SET(4.f), a5 = SET(5.f),   \
+      a6 = SET(6.f), a7 = SET(7.f), a8 = SET(8.f), a9 = SET(9.f), a10 = SET(10.f), a11 = SET(11.f)
+#define SUM(ADD)                                                                                   \
+    a0 = ADD(ADD(ADD(a0, a1), ADD(a2, a3)), ADD(ADD(a4, a5), ADD(a6, a7))),                        \
+    a8 = ADD(ADD(a8, a9), ADD(a10, a11)), a0 = ADD(a0, a8)
+
+#if defined(__x86_64__)
+__attribute__((target("avx512f"))) static float chains_avx512(uint64_t iters)
+{
+    const __m512 m = _mm512_set1_ps(0.999999f), c = _mm512_set1_ps(1e-7f);
+    DECL(__m512, _mm512_set1_ps);
+#define F512(a) _mm512_fmadd_ps(a, m, c)
+    for (uint64_t i = 0; i < iters; i++)
+        CHAINS(F512);
+    SUM(_mm512_add_ps);
+    return _mm512_reduce_add_ps(a0);
+}
+
+__attribute__((target("avx2,fma"))) static float chains_avx2(uint64_t iters)
+{
+    const __m256 m = _mm256_set1_ps(0.999999f), c = _mm256_set1_ps(1e-7f);
+    DECL(__m256, _mm256_set1_ps);
+#define F256(a) _mm256_fmadd_ps(a, m, c)
+    for (uint64_t i = 0; i < iters; i++)
+        CHAINS(F256);
+    SUM(_mm256_add_ps);
+    return _mm256_cvtss_f32(a0);
+}
+
+static float chains_sse(uint64_t iters)
+{
+    const __m128 m = _mm_set1_ps(0.999999f), c = _mm_set1_ps(1e-7f);
+    DECL(__m128, _mm_set1_ps);
+#define F128(a) _mm_add_ps(_mm_mul_ps(a, m), c)
+    for (uint64_t i = 0; i < iters; i++)
+        CHAINS(F128);
+    SUM(_mm_add_ps);
+    return _mm_cvtss_f32(a0);
+}
+#endif
+
+/* flops per iteration of one chain step (12 chains x lanes x 2) and the kernel for `isa` */
+static double flops_per_iter(ss_isa isa)
+{
+    return 12.0 * 2.0 * (isa == SS_ISA_AVX512 ? 16 : isa == SS_ISA_AVX2 ? 8 : 4);
+}
+
+static float run_chains(ss_isa isa, uint64_t iters)
+{
+#if defined(__x86_64__)
+    switch (isa) {
+    case SS_ISA_AVX512:
+        return chains_avx512(iters);
+    case SS_ISA_AVX2:
+        return chains_avx2(iters);
+    default:
+        return chains_sse(iters);
+    }
+#else
+    (void)isa, (void)iters;
+    return 0.f;
+#endif
+}
+
+typedef struct {
+    ss_isa isa;
+    uint64_t iters;
+    pthread_barrier_t *start;
+    double cpu_s;
+    volatile float sink;
+} worker;
+
+static double clock_s(clockid_t id)
+{
+    struct timespec t;
+    clock_gettime(id, &t);
+    return (double)t.tv_sec + (double)t.tv_nsec * 1e-9;
+}
+
+static void *worker_main(void *p)
+{
+    worker *w = p;
+    pthread_barrier_wait(w->start);
+    double c0 = clock_s(CLOCK_THREAD_CPUTIME_ID);
+    w->sink = run_chains(w->isa, w->iters);
+    w->cpu_s = clock_s(CLOCK_THREAD_CPUTIME_ID) - c0;
+    return NULL;
+}
+
+fma_peak fma_peak_measure(int threads, double seconds, int repeats)
+{
+    ss_isa isa = ss_isa_detect();
+    fma_peak best = {.isa = isa == SS_ISA_AVX512 ? "avx512" : isa == SS_ISA_AVX2 ? "avx2" : "sse",
+                     .threads = threads};
+    if (threads < 1) threads = best.threads = 1;
+    if (threads > 64) threads = best.threads = 64;
+    /* size the run from a short calibration on this thread */
+    double t0 = clock_s(CLOCK_THREAD_CPUTIME_ID);
+    volatile float sink = run_chains(isa, 1000000);
+    (void)sink;
+    double per_iter = (clock_s(CLOCK_THREAD_CPUTIME_ID) - t0) / 1e6;
+    uint64_t iters = (uint64_t)(seconds / (per_iter > 0 ? per_iter : 1e-9));
+    if (iters < 1000) iters = 1000;
+    double flops = flops_per_iter(isa) * (double)iters;
+    for (int r = 0; r < repeats; r++) {
+        worker w[64];
+        pthread_t tid[64];
+        pthread_barrier_t start;
+        pthread_barrier_init(&start, NULL, (unsigned)threads + 1);
+        for (int i = 0; i < threads; i++) {
+            w[i] = (worker){.isa = isa, .iters = iters, .start = &start};
+            pthread_create(&tid[i], NULL, worker_main, &w[i]);
+        }
+        pthread_barrier_wait(&start);
+        double w0 = clock_s(CLOCK_MONOTONIC);
+        for (int i = 0; i < threads; i++)
+            pthread_join(tid[i], NULL);
+        double wall = clock_s(CLOCK_MONOTONIC) - w0;
+        pthread_barrier_destroy(&start);
+        double g_wall = flops * threads / wall * 1e-9, g_cpu = 0;
+        for (int i = 0; i < threads; i++)
+            g_cpu += flops / w[i].cpu_s * 1e-9;
+        if (g_wall > best.gflops_wall) best.gflops_wall = g_wall;
+        if (g_cpu > best.gflops_cpu) best.gflops_cpu = g_cpu;
+    }
+    return best;
+}
