@@ -15,8 +15,9 @@
  * ss_gemm_bf16_max_m).
  *
  * Every table starts with the CPU's measured f32 FMA peak (fma_peak.h) at 1 and T threads. --mlp:
- * only issue 10's MLP GEMM (32x4096x4096, constant weights) under each mode at 1 and T threads,
- * as GFLOP/s and % of that peak (CPU-time rate: the cores' speed when they run).
+ * only issue 10's MLP GEMMs (4 layers of 32x4096x4096, each its own constant weights) under each
+ * mode at 1 and T threads, as GFLOP/s and % of that peak (CPU-time rate: the cores' speed when
+ * they run); --mlp-rows sets other row counts.
  */
 #include <cblas.h>
 #include <stdio.h>
@@ -26,6 +27,7 @@
 
 #include "fma_peak.h"
 #include "ops/gemm_bf16.h"
+#include "ops/gemm_f32p.h"
 #include "ops/isa.h"
 #include "ops/onednn.h"
 #include "op.h"
@@ -315,35 +317,47 @@ static fma_peak peak_row(int threads)
     return p;
 }
 
-/* issue 10's MLP GEMM under each mode at `threads`, median us, GFLOP/s and % of `peak`. */
+/* issue 10's MLP GEMMs under each mode at `threads`: 4 layers of M x 4096 x 4096, each with its
+ * own weights as in the model (256 MiB of f32 weights streamed per call, more than any cache),
+ * median us per layer, GFLOP/s and % of `peak`. */
+#define MLP_LAYERS 4
 static void mlp_rows(int64_t M, int threads, int rounds, const fma_peak *peak)
 {
     char name[64];
-    snprintf(name, sizeof name, "%lldx4096x4096", (long long)M);
+    snprintf(name, sizeof name, "%lldx4096x4096 x%d", (long long)M, MLP_LAYERS);
     const shape s = {name, "MatMul", M, 4096, 4096, false, false};
     int64_t ad[2] = {s.M, s.K}, bd[2] = {s.K, s.N};
-    ss_tensor in[2] = {rand_tensor(2, ad), rand_tensor(2, bd)};
-    node_run runs[N_MODES];
+    ss_tensor x = rand_tensor(2, ad), w[MLP_LAYERS];
+    for (int l = 0; l < MLP_LAYERS; l++)
+        w[l] = rand_tensor(2, bd);
+    static node_run runs[N_MODES][MLP_LAYERS];
+    ss_tensor in[MLP_LAYERS][2]; /* the nodes point into this */
+    for (int l = 0; l < MLP_LAYERS; l++)
+        in[l][0] = x, in[l][1] = w[l];
     openblas_set_num_threads(threads);
     for (int m = 0; m < N_MODES; m++) {
         ss_kernels_force(modes[m]);
-        node_make(&runs[m], &s, in, threads, false);
+        for (int l = 0; l < MLP_LAYERS; l++)
+            node_make(&runs[m][l], &s, in[l], threads, false);
     }
     ss_kernels_force(SS_KERNELS_AUTO);
     double *t[N_MODES];
     for (int m = 0; m < N_MODES; m++)
         t[m] = calloc((size_t)rounds, sizeof(double));
+    const int reps = 3;
     for (int r = 0; r < rounds; r++)
         for (int mi = 0; mi < N_MODES; mi++) {
             int m = r % 2 ? N_MODES - 1 - mi : mi;
-            runs[m].def->run(&runs[m].k); /* warm */
+            for (int l = 0; l < MLP_LAYERS; l++) /* warm */
+                runs[m][l].def->run(&runs[m][l].k);
             double t0 = now_us();
-            for (int i = 0; i < 10; i++)
-                runs[m].def->run(&runs[m].k);
-            t[m][r] = (now_us() - t0) / 10;
+            for (int i = 0; i < reps; i++)
+                for (int l = 0; l < MLP_LAYERS; l++)
+                    runs[m][l].def->run(&runs[m][l].k);
+            t[m][r] = (now_us() - t0) / (reps * MLP_LAYERS);
         }
     double gflop = 2e-3 * (double)s.M * (double)s.K * (double)s.N; /* per us -> GFLOP/s */
-    static const char *names[N_MODES] = {"own", "blas", "onednn", "auto"};
+    static const char *names[N_MODES] = {"own (in place)", "blas", "onednn", "auto"};
     for (int m = 0; m < N_MODES; m++) {
         qsort(t[m], (size_t)rounds, sizeof(double), cmp_double);
         double med = t[m][rounds / 2], g = gflop / med, gbest = gflop / t[m][0];
@@ -352,11 +366,13 @@ static void mlp_rows(int64_t M, int threads, int rounds, const fma_peak *peak)
         printf("| %s | %d | %s | %.0f | %.1f | %.0f%% | %.1f |\n", s.name, threads, names[m], med,
                g, 100.0 * g / peak->gflops_cpu, gbest);
         free(t[m]);
-        node_free(&runs[m]);
+        for (int l = 0; l < MLP_LAYERS; l++)
+            node_free(&runs[m][l]);
     }
     fflush(stdout);
-    for (int i = 0; i < 2; i++)
-        ss_tensor_free(&in[i]);
+    ss_tensor_free(&x);
+    for (int l = 0; l < MLP_LAYERS; l++)
+        ss_tensor_free(&w[l]);
 }
 
 int main(int argc, char **argv)
@@ -388,11 +404,14 @@ int main(int argc, char **argv)
     if (rounds < 1) rounds = 1;
     fma_peak peak1 = peak_row(1), peakT = threads > 1 ? peak_row(threads) : peak1;
     if (mlp) {
-        printf("oneDNN ISA %s; median us per call (%s); %% of the FMA peak at the same threads\n"
-               "| shape | threads | mode | us | GFLOP/s | of peak | GFLOP/s, best round |\n"
-               "|---|---|---|---|---|---|---|\n",
+        printf("oneDNN ISA %s; auto: %s; median us per layer (%s); %% of the FMA peak at the same "
+               "threads\n",
                ss_dnnl_isa_name(),
+               ss_gemm_f32p_usable(32, 4096, 4096) ? "own kernel on packed weights for 17-64 rows"
+                                                   : "oneDNN",
                bench_clock == CLOCK_MONOTONIC ? "wall time" : "process CPU time");
+        printf("| shape | threads | mode | us | GFLOP/s | of peak | GFLOP/s, best round |\n"
+               "|---|---|---|---|---|---|---|\n");
         for (size_t i = 0; i < sizeof mlp_ms / sizeof mlp_ms[0] && mlp_ms[i] > 0; i++) {
             mlp_rows(mlp_ms[i], 1, rounds, &peak1);
             if (threads > 1) mlp_rows(mlp_ms[i], threads, rounds, &peakT);

@@ -5,7 +5,7 @@
  *   bench_runtime MODEL.onnx --input NAME=FILE.npy ... [--threads T] [--iters N] [--warmup W]
  *   bench_runtime MODEL.onnx --input ... --serve      # rounds driven from stdin
  *   bench_runtime MODEL.onnx --load-only              # load time and RssAnon growth
- *   bench_runtime --fma-peak T                        # the CPU's f32 FMA peak on T threads
+ *   bench_runtime --fma-peak T                        # f32 FMA peak, read GB/s on T threads
  *
  * Every graph input must be given as a .npy file (bench/models.py writes them), so both runtimes
  * see the same bytes. The session is created once with ss_session_options.blas_threads = T, warmed
@@ -258,8 +258,9 @@ int main(int argc, char **argv)
     if (argc == 3 && !strcmp(argv[1], "--fma-peak")) {
         /* the CPU's f32 FMA peak on T threads (fma_peak.h), for compare.py's % of peak */
         fma_peak p = fma_peak_measure(atoi(argv[2]), 0.2, 3);
-        printf("fma_peak isa=%s threads=%d gflops_cpu=%.1f gflops_wall=%.1f\n", p.isa, p.threads,
-               p.gflops_cpu, p.gflops_wall);
+        printf("fma_peak isa=%s threads=%d gflops_cpu=%.1f gflops_wall=%.1f read_gbps=%.1f\n",
+               p.isa, p.threads, p.gflops_cpu, p.gflops_wall,
+               read_bw_measure(atoi(argv[2]), 512, 5));
         return 0;
     }
     parse_args(argc, argv, &a);

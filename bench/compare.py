@@ -187,7 +187,8 @@ def fma_peaks(args, threads):
         p = subprocess.run([args.bench, "--fma-peak", str(t)], capture_output=True, text=True)
         kv = dict(x.partition("=")[::2] for x in p.stdout.split()[1:])
         try:
-            peaks[t] = (kv["isa"], float(kv["gflops_cpu"]), float(kv["gflops_wall"]))
+            peaks[t] = (kv["isa"], float(kv["gflops_cpu"]), float(kv["gflops_wall"]),
+                        float(kv["read_gbps"]))
         except (KeyError, ValueError):
             pass
     return peaks
@@ -327,13 +328,20 @@ def main():
         for t in ts:  # the better of the measurements before and after the rows
             got = [p[t] for p in (peaks_before, after) if t in p]
             if got:
-                peaks[t] = max(got, key=lambda p: p[1])
-        for t, (isa, cpu, wall) in sorted(peaks.items()):
+                best = max(got, key=lambda p: p[1])
+                peaks[t] = best[:3] + (max(p[3] for p in got),)
+        for t, (isa, cpu, wall, bw) in sorted(peaks.items()):
             print(f"f32 FMA peak, {isa} chains, {t} thread(s): {cpu:.1f} GFLOP/s while running (CPU-time "
                   f"rate, best of before and after the rows; the % of peak column divides by it), "
-                  f"{wall:.1f} GFLOP/s wall")
+                  f"{wall:.1f} GFLOP/s wall; memory read {bw:.1f} GB/s")
     if rows:
         print_table(rows, peaks)
+    for t, p in sorted(peaks.items()):
+        if any(r["label"].startswith("MLP") for r in rows):
+            mb = 4 * 4096 * 4096 * 4 / 1e6  # the MLP's f32 weights, read once per call
+            print(f"  MLP floors at {t} thread(s): f32 weights {mb:.0f} MB / {p[3]:.1f} GB/s = "
+                  f"{mb / p[3]:.1f} ms; batch 32's {FLOPS[('mlp', '32')] / 1e9:.2f} GFLOP / "
+                  f"{p[1]:.0f} GFLOP/s = {FLOPS[('mlp', '32')] / 1e6 / p[1]:.1f} ms")
     if not only or "big" in only:
         load_line(args)
 

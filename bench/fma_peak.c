@@ -5,6 +5,8 @@
 
 #include <pthread.h>
 #include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
 #include <time.h>
 
 #if defined(__x86_64__)
@@ -16,7 +18,7 @@
     a0 = OP(a0), a1 = OP(a1), a2 = OP(a2), a3 = OP(a3), a4 = OP(a4), a5 = OP(a5), a6 = OP(a6),     \
     a7 = OP(a7), a8 = OP(a8), a9 = OP(a9), a10 = OP(a10), a11 = OP(a11)
 #define DECL(T, SET)                                                                               \
-    T a0 = SET(0.f), a1 = SET(1.f), a2 = SET(2.f), a3 = SET(3.f), a4 = SET(4.f), a5 = SET(5.f),   \
+    T a0 = SET(0.f), a1 = SET(1.f), a2 = SET(2.f), a3 = SET(3.f), a4 = SET(4.f), a5 = SET(5.f),    \
       a6 = SET(6.f), a7 = SET(7.f), a8 = SET(8.f), a9 = SET(9.f), a10 = SET(10.f), a11 = SET(11.f)
 #define SUM(ADD)                                                                                   \
     a0 = ADD(ADD(ADD(a0, a1), ADD(a2, a3)), ADD(ADD(a4, a5), ADD(a6, a7))),                        \
@@ -108,7 +110,9 @@ static void *worker_main(void *p)
 fma_peak fma_peak_measure(int threads, double seconds, int repeats)
 {
     ss_isa isa = ss_isa_detect();
-    fma_peak best = {.isa = isa == SS_ISA_AVX512 ? "avx512" : isa == SS_ISA_AVX2 ? "avx2" : "sse",
+    fma_peak best = {.isa = isa == SS_ISA_AVX512 ? "avx512"
+                            : isa == SS_ISA_AVX2 ? "avx2"
+                                                 : "sse",
                      .threads = threads};
     if (threads < 1) threads = best.threads = 1;
     if (threads > 64) threads = best.threads = 64;
@@ -141,5 +145,94 @@ fma_peak fma_peak_measure(int threads, double seconds, int repeats)
         if (g_wall > best.gflops_wall) best.gflops_wall = g_wall;
         if (g_cpu > best.gflops_cpu) best.gflops_cpu = g_cpu;
     }
+    return best;
+}
+
+/* ------------------------------------------------------------------ read bandwidth */
+
+#if defined(__x86_64__)
+__attribute__((target("avx512f"))) static float sum_avx512(const float *a, size_t n)
+{
+    __m512 s0 = _mm512_setzero_ps(), s1 = s0, s2 = s0, s3 = s0;
+    for (size_t i = 0; i + 64 <= n; i += 64) {
+        s0 = _mm512_add_ps(s0, _mm512_load_ps(a + i));
+        s1 = _mm512_add_ps(s1, _mm512_load_ps(a + i + 16));
+        s2 = _mm512_add_ps(s2, _mm512_load_ps(a + i + 32));
+        s3 = _mm512_add_ps(s3, _mm512_load_ps(a + i + 48));
+    }
+    return _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(s0, s1), _mm512_add_ps(s2, s3)));
+}
+
+__attribute__((target("avx2"))) static float sum_avx2(const float *a, size_t n)
+{
+    __m256 s0 = _mm256_setzero_ps(), s1 = s0, s2 = s0, s3 = s0;
+    for (size_t i = 0; i + 32 <= n; i += 32) {
+        s0 = _mm256_add_ps(s0, _mm256_load_ps(a + i));
+        s1 = _mm256_add_ps(s1, _mm256_load_ps(a + i + 8));
+        s2 = _mm256_add_ps(s2, _mm256_load_ps(a + i + 16));
+        s3 = _mm256_add_ps(s3, _mm256_load_ps(a + i + 24));
+    }
+    return _mm256_cvtss_f32(_mm256_add_ps(_mm256_add_ps(s0, s1), _mm256_add_ps(s2, s3)));
+}
+#endif
+
+static float sum_floats(const float *a, size_t n)
+{
+#if defined(__x86_64__)
+    ss_isa isa = ss_isa_detect();
+    if (isa == SS_ISA_AVX512) return sum_avx512(a, n);
+    if (isa == SS_ISA_AVX2) return sum_avx2(a, n);
+#endif
+    float s[4] = {0};
+    for (size_t i = 0; i + 4 <= n; i += 4)
+        for (int j = 0; j < 4; j++)
+            s[j] += a[i + j];
+    return s[0] + s[1] + s[2] + s[3];
+}
+
+typedef struct {
+    const float *a;
+    size_t n;
+    pthread_barrier_t *start;
+    volatile float sink;
+} reader;
+
+static void *reader_main(void *p)
+{
+    reader *r = p;
+    pthread_barrier_wait(r->start);
+    r->sink = sum_floats(r->a, r->n);
+    return NULL;
+}
+
+double read_bw_measure(int threads, size_t mib, int repeats)
+{
+    if (threads < 1) threads = 1;
+    if (threads > 64) threads = 64;
+    size_t n = mib << 18; /* floats */
+    float *a = NULL;
+    if (posix_memalign((void **)&a, 64, n * sizeof(float)) != 0) return 0;
+    memset(a, 0, n * sizeof(float)); /* touch every page before timing */
+    size_t share = n / (size_t)threads / 64 * 64;
+    double best = 0;
+    for (int rep = 0; rep < repeats; rep++) {
+        reader r[64];
+        pthread_t tid[64];
+        pthread_barrier_t start;
+        pthread_barrier_init(&start, NULL, (unsigned)threads + 1);
+        for (int i = 0; i < threads; i++) {
+            r[i] = (reader){.a = a + (size_t)i * share, .n = share, .start = &start};
+            pthread_create(&tid[i], NULL, reader_main, &r[i]);
+        }
+        pthread_barrier_wait(&start);
+        double w0 = clock_s(CLOCK_MONOTONIC);
+        for (int i = 0; i < threads; i++)
+            pthread_join(tid[i], NULL);
+        double gbps = (double)share * (double)threads * sizeof(float) /
+                      (clock_s(CLOCK_MONOTONIC) - w0) * 1e-9;
+        pthread_barrier_destroy(&start);
+        if (gbps > best) best = gbps;
+    }
+    free(a);
     return best;
 }

@@ -8,6 +8,8 @@
 #ifndef SS_BENCH_FMA_PEAK_H
 #define SS_BENCH_FMA_PEAK_H
 
+#include <stddef.h>
+
 typedef struct {
     const char *isa;    /* "avx512", "avx2", "sse" */
     double gflops_wall; /* all threads' flops / wall time, best of the repeats */
@@ -18,5 +20,10 @@ typedef struct {
 
 /* About `seconds` of work per repeat, `repeats` times; the best repeat is kept. */
 fma_peak fma_peak_measure(int threads, double seconds, int repeats);
+
+/* Memory read bandwidth in GB/s: `threads` threads summing their share of a `mib` MiB buffer
+ * (far larger than the caches) with vector loads, best of `repeats` passes. What a GEMM that
+ * streams its weights once per call can at best get. 0 when the buffer cannot be allocated. */
+double read_bw_measure(int threads, size_t mib, int repeats);
 
 #endif
