@@ -199,7 +199,8 @@ def print_table(rows, peaks):
            "ratio ORT/ours", "round ratios", "throughput ours / ORT (samples/s)",
            "CPU/call ours / ORT", "check"]
     if peaks:
-        hdr[-1:-1] = ["GFLOP/s ours / ORT", "of FMA peak ours / ORT"]
+        hdr[-1:-1] = ["GFLOP/s ours / ORT", "of FMA peak ours / ORT",
+                      "per busy core (CPU time) of 1-core peak ours / ORT"]
     print("| " + " | ".join(hdr) + " |")
     print("|" + "|".join("---" for _ in hdr) + "|")
     expanded = []
@@ -230,12 +231,17 @@ def print_table(rows, peaks):
         cells.append(" / ".join(cpu))
         if peaks:
             f, pk = r.get("flops"), peaks.get(r["threads"])
+            pk1 = peaks.get(1, pk)
             if f and pk:
                 g = [f / (s.pct(0.5) * 1e6) if s.ok() else None for s in (a, b)]
                 cells.append(" / ".join(f"{x:.0f}" if x else "-" for x in g))
                 cells.append(" / ".join(f"{100 * x / pk[1]:.0f}%" if x else "-" for x in g))
+                # flops over the process CPU time of a call (all threads; spin-waiting counts)
+                c = [f / statistics.median(s.cpu_per_call) if s.ok() and s.cpu_per_call else None
+                     for s in (a, b)]
+                cells.append(" / ".join(f"{100 * x / pk1[1]:.0f}%" if x else "-" for x in c))
             else:
-                cells += ["-", "-"]
+                cells += ["-", "-", "-"]
         cells.append(r["check"])
         print("| " + " | ".join(cells) + " |")
     sys.stdout.flush()
