@@ -85,7 +85,7 @@ typedef struct {
     ss_isa isa;
     uint64_t iters;
     pthread_barrier_t *start;
-    double cpu_s;
+    double cpu_s, t0, t1; /* thread CPU time; monotonic start and end */
     volatile float sink;
 } worker;
 
@@ -100,9 +100,11 @@ static void *worker_main(void *p)
 {
     worker *w = p;
     pthread_barrier_wait(w->start);
+    w->t0 = clock_s(CLOCK_MONOTONIC);
     double c0 = clock_s(CLOCK_THREAD_CPUTIME_ID);
     w->sink = run_chains(w->isa, w->iters);
     w->cpu_s = clock_s(CLOCK_THREAD_CPUTIME_ID) - c0;
+    w->t1 = clock_s(CLOCK_MONOTONIC);
     return NULL;
 }
 
@@ -133,11 +135,16 @@ fma_peak fma_peak_measure(int threads, double seconds, int repeats)
             pthread_create(&tid[i], NULL, worker_main, &w[i]);
         }
         pthread_barrier_wait(&start);
-        double w0 = clock_s(CLOCK_MONOTONIC);
         for (int i = 0; i < threads; i++)
             pthread_join(tid[i], NULL);
-        double wall = clock_s(CLOCK_MONOTONIC) - w0;
         pthread_barrier_destroy(&start);
+        /* from the first thread's start to the last one's end (the caller may wake late) */
+        double first = w[0].t0, last = w[0].t1;
+        for (int i = 1; i < threads; i++) {
+            if (w[i].t0 < first) first = w[i].t0;
+            if (w[i].t1 > last) last = w[i].t1;
+        }
+        double wall = last - first;
         double g_wall = flops * threads / wall * 1e-9, g_cpu = 0;
         for (int i = 0; i < threads; i++)
             g_cpu += flops / w[i].cpu_s * 1e-9;
@@ -193,6 +200,7 @@ typedef struct {
     const float *a;
     size_t n;
     pthread_barrier_t *start;
+    double t0, t1;
     volatile float sink;
 } reader;
 
@@ -200,7 +208,9 @@ static void *reader_main(void *p)
 {
     reader *r = p;
     pthread_barrier_wait(r->start);
+    r->t0 = clock_s(CLOCK_MONOTONIC);
     r->sink = sum_floats(r->a, r->n);
+    r->t1 = clock_s(CLOCK_MONOTONIC);
     return NULL;
 }
 
@@ -227,12 +237,15 @@ double read_bw_measure(int threads, size_t mib, int repeats)
             pthread_create(&tid[i], NULL, reader_main, &r[i]);
         }
         pthread_barrier_wait(&start);
-        double w0 = clock_s(CLOCK_MONOTONIC);
         for (int i = 0; i < threads; i++)
             pthread_join(tid[i], NULL);
-        double gbps = (double)share * (double)threads * sizeof(float) /
-                      (clock_s(CLOCK_MONOTONIC) - w0) * 1e-9;
         pthread_barrier_destroy(&start);
+        double first = r[0].t0, last = r[0].t1;
+        for (int i = 1; i < threads; i++) {
+            if (r[i].t0 < first) first = r[i].t0;
+            if (r[i].t1 > last) last = r[i].t1;
+        }
+        double gbps = (double)share * (double)threads * sizeof(float) / (last - first) * 1e-9;
         if (gbps > best) best = gbps;
     }
     free(a);
