@@ -14,8 +14,8 @@
 
 #define PANEL 64 /* columns per panel: 4 AVX-512 vectors */
 #define NV 4
-#define MR 6    /* rows per register tile */
-#define KC 512  /* k per block: 128 KiB of a panel, reread from L2 by each pass of M */
+#define MR 6   /* rows per register tile */
+#define KC 512 /* k per block: 128 KiB of a panel, reread from L2 by each pass of M */
 #define MIN_K 64
 #define MIN_N 64
 #define MIN_PAR_MACS (1 << 22) /* below this one thread does it (the pool's wake-up) */
@@ -140,7 +140,7 @@ static void f32p_panel(const f32p_job *j, int64_t p)
     int64_t n0 = p * PANEL, w = j->N - n0 < PANEL ? j->N - n0 : PANEL;
     for (int v = 0; v < NV; v++) {
         int64_t valid = w - 16 * v;
-        mask[v] = valid >= 16 ? (__mmask16)0xffff
+        mask[v] = valid >= 16  ? (__mmask16)0xffff
                   : valid <= 0 ? (__mmask16)0
                                : (__mmask16)((1u << valid) - 1);
     }
