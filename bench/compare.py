@@ -231,7 +231,8 @@ def print_table(rows, peaks):
         cells.append(" / ".join(cpu))
         if peaks:
             f, pk = r.get("flops"), peaks.get(r["threads"])
-            pk1 = peaks.get(1, pk)
+            # one core's peak: measured, or the row's thread count's share of its peak
+            pk1 = peaks.get(1) or (pk and (pk[0], pk[1] / r["threads"]))
             if f and pk:
                 g = [f / (s.pct(0.5) * 1e6) if s.ok() else None for s in (a, b)]
                 cells.append(" / ".join(f"{x:.0f}" if x else "-" for x in g))
