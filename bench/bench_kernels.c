@@ -4,7 +4,8 @@
  * process so a noisy neighbour hits them alike. This is the measurement behind auto's choice in
  * src/runtime/ops/onednn.c (ss_kernels_use_dnnl); the weights are constant, as initializers are.
  *
- *   bench_kernels [--cpu-time] [--conv-only | --bf16] [--threads T] [--rounds R]
+ *   bench_kernels [--cpu-time] [--conv-only | --bf16 | --mlp [--mlp-rows 32,64]] [--threads T]
+ *                 [--rounds R]
  *
  * Prints per shape: the median microseconds per call of each mode and which library auto took;
  * then Conv shapes (NCHW in and out as ONNX has them, constant W and B): own im2col + OpenBLAS
@@ -12,6 +13,11 @@
  * MatMuls under --weights bf16 at M = 1 .. 64 rows, the own bf16 kernel (gemm_bf16.c) against
  * oneDNN's bf16 matmul, both on weights prepacked at plan time (the measurement behind
  * ss_gemm_bf16_max_m).
+ *
+ * Every table starts with the CPU's measured f32 FMA peak (fma_peak.h) at 1 and T threads. --mlp:
+ * only issue 10's MLP GEMMs (4 layers of 32x4096x4096, each its own constant weights) under each
+ * mode at 1 and T threads, as GFLOP/s and % of that peak (CPU-time rate: the cores' speed when
+ * they run); --mlp-rows sets other row counts.
  */
 #include <cblas.h>
 #include <stdio.h>
@@ -19,7 +25,9 @@
 #include <string.h>
 #include <time.h>
 
+#include "fma_peak.h"
 #include "ops/gemm_bf16.h"
+#include "ops/gemm_f32p.h"
 #include "ops/isa.h"
 #include "ops/onednn.h"
 #include "op.h"
@@ -296,23 +304,119 @@ static void bf16_table(int threads, int rounds)
             bf16_row(ms[j], kn[i][0], kn[i][1], threads, rounds);
 }
 
+/* --mlp's row counts (issue 10's batch is 32; the others bound the own packed kernel's range) */
+static int64_t mlp_ms[8] = {32};
+
+static fma_peak peak_row(int threads)
+{
+    fma_peak p = fma_peak_measure(threads, 0.2, 3);
+    printf("f32 FMA peak, %s chains, %d thread(s): %.1f GFLOP/s (CPU-time rate), %.1f GFLOP/s "
+           "(wall)\n",
+           p.isa, p.threads, p.gflops_cpu, p.gflops_wall);
+    fflush(stdout);
+    return p;
+}
+
+/* issue 10's MLP GEMMs under each mode at `threads`: 4 layers of M x 4096 x 4096, each with its
+ * own weights as in the model (256 MiB of f32 weights streamed per call, more than any cache),
+ * median us per layer, GFLOP/s and % of `peak`. */
+#define MLP_LAYERS 4
+static void mlp_rows(int64_t M, int threads, int rounds, const fma_peak *peak)
+{
+    char name[64];
+    snprintf(name, sizeof name, "%lldx4096x4096 x%d", (long long)M, MLP_LAYERS);
+    const shape s = {name, "MatMul", M, 4096, 4096, false, false};
+    int64_t ad[2] = {s.M, s.K}, bd[2] = {s.K, s.N};
+    ss_tensor x = rand_tensor(2, ad), w[MLP_LAYERS];
+    for (int l = 0; l < MLP_LAYERS; l++)
+        w[l] = rand_tensor(2, bd);
+    static node_run runs[N_MODES][MLP_LAYERS];
+    ss_tensor in[MLP_LAYERS][2]; /* the nodes point into this */
+    for (int l = 0; l < MLP_LAYERS; l++)
+        in[l][0] = x, in[l][1] = w[l];
+    openblas_set_num_threads(threads);
+    for (int m = 0; m < N_MODES; m++) {
+        ss_kernels_force(modes[m]);
+        for (int l = 0; l < MLP_LAYERS; l++)
+            node_make(&runs[m][l], &s, in[l], threads, false);
+    }
+    ss_kernels_force(SS_KERNELS_AUTO);
+    double *t[N_MODES];
+    for (int m = 0; m < N_MODES; m++)
+        t[m] = calloc((size_t)rounds, sizeof(double));
+    const int reps = 3;
+    for (int r = 0; r < rounds; r++)
+        for (int mi = 0; mi < N_MODES; mi++) {
+            int m = r % 2 ? N_MODES - 1 - mi : mi;
+            for (int l = 0; l < MLP_LAYERS; l++) /* warm */
+                runs[m][l].def->run(&runs[m][l].k);
+            double t0 = now_us();
+            for (int i = 0; i < reps; i++)
+                for (int l = 0; l < MLP_LAYERS; l++)
+                    runs[m][l].def->run(&runs[m][l].k);
+            t[m][r] = (now_us() - t0) / (reps * MLP_LAYERS);
+        }
+    double gflop = 2e-3 * (double)s.M * (double)s.K * (double)s.N; /* per us -> GFLOP/s */
+    static const char *names[N_MODES] = {"own (in place)", "blas", "onednn", "auto"};
+    for (int m = 0; m < N_MODES; m++) {
+        qsort(t[m], (size_t)rounds, sizeof(double), cmp_double);
+        double med = t[m][rounds / 2], g = gflop / med, gbest = gflop / t[m][0];
+        /* CPU time counts all threads: the rate per busy core times `threads` */
+        if (bench_clock != CLOCK_MONOTONIC) g *= threads, gbest *= threads;
+        printf("| %s | %d | %s | %.0f | %.1f | %.0f%% | %.1f |\n", s.name, threads, names[m], med,
+               g, 100.0 * g / peak->gflops_cpu, gbest);
+        free(t[m]);
+        for (int l = 0; l < MLP_LAYERS; l++)
+            node_free(&runs[m][l]);
+    }
+    fflush(stdout);
+    ss_tensor_free(&x);
+    for (int l = 0; l < MLP_LAYERS; l++)
+        ss_tensor_free(&w[l]);
+}
+
 int main(int argc, char **argv)
 {
     int threads = 1, rounds = 5;
-    for (int i = 1; i < argc && !strcmp(argv[i], "--cpu-time"); i++) {
-        bench_clock = CLOCK_PROCESS_CPUTIME_ID;
-        argv[i] = argv[0]; /* consumed */
+    bool conv_only = false, bf16 = false, mlp = false;
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "--cpu-time"))
+            bench_clock = CLOCK_PROCESS_CPUTIME_ID;
+        else if (!strcmp(argv[i], "--conv-only"))
+            conv_only = true;
+        else if (!strcmp(argv[i], "--bf16"))
+            bf16 = true;
+        else if (!strcmp(argv[i], "--mlp"))
+            mlp = true;
+        else if (!strcmp(argv[i], "--mlp-rows") && i + 1 < argc) /* e.g. 16,17,32,64,65 */
+            for (int n = 0; n < 8 && argv[i + 1][0]; n++) {
+                char *end;
+                mlp_ms[n] = strtoll(argv[i + 1], &end, 10);
+                argv[i + 1] = *end ? end + 1 : end;
+                if (n + 1 < 8) mlp_ms[n + 1] = 0;
+            }
+        else if (!strcmp(argv[i], "--threads") && i + 1 < argc)
+            threads = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--rounds") && i + 1 < argc)
+            rounds = atoi(argv[++i]);
     }
-    bool conv_only = false, bf16 = false;
-    for (int i = 1; i < argc; i++)
-        if (!strcmp(argv[i], "--conv-only")) conv_only = true, argv[i] = argv[0];
-    for (int i = 1; i < argc; i++)
-        if (!strcmp(argv[i], "--bf16")) bf16 = true, argv[i] = argv[0];
-    for (int i = 1; i + 1 < argc; i += 2) {
-        if (!strcmp(argv[i], "--threads"))
-            threads = atoi(argv[i + 1]);
-        else if (!strcmp(argv[i], "--rounds"))
-            rounds = atoi(argv[i + 1]);
+    if (threads < 1) threads = 1;
+    if (rounds < 1) rounds = 1;
+    fma_peak peak1 = peak_row(1), peakT = threads > 1 ? peak_row(threads) : peak1;
+    if (mlp) {
+        printf("oneDNN ISA %s; auto: %s; median us per layer (%s); %% of the FMA peak at the same "
+               "threads\n",
+               ss_dnnl_isa_name(),
+               ss_gemm_f32p_usable(32, 4096, 4096) ? "own kernel on packed weights for 17-64 rows"
+                                                   : "oneDNN",
+               bench_clock == CLOCK_MONOTONIC ? "wall time" : "process CPU time");
+        printf("| shape | threads | mode | us | GFLOP/s | of peak | GFLOP/s, best round |\n"
+               "|---|---|---|---|---|---|---|\n");
+        for (size_t i = 0; i < sizeof mlp_ms / sizeof mlp_ms[0] && mlp_ms[i] > 0; i++) {
+            mlp_rows(mlp_ms[i], 1, rounds, &peak1);
+            if (threads > 1) mlp_rows(mlp_ms[i], threads, rounds, &peakT);
+        }
+        return 0;
     }
     openblas_set_num_threads(threads);
     if (bf16) {

@@ -5,6 +5,7 @@
  *   bench_runtime MODEL.onnx --input NAME=FILE.npy ... [--threads T] [--iters N] [--warmup W]
  *   bench_runtime MODEL.onnx --input ... --serve      # rounds driven from stdin
  *   bench_runtime MODEL.onnx --load-only              # load time and RssAnon growth
+ *   bench_runtime --fma-peak T                        # f32 FMA peak, read GB/s on T threads
  *
  * Every graph input must be given as a .npy file (bench/models.py writes them), so both runtimes
  * see the same bytes. The session is created once with ss_session_options.blas_threads = T, warmed
@@ -21,6 +22,8 @@
  * reports the create time, then runs once with zero inputs when every input shape is static.
  */
 #include "shardserve/core.h"
+#include "fma_peak.h"
+#include "ops/gemm_f32p.h"
 #include "ops/onednn.h"
 #include "shardserve/runtime.h"
 
@@ -245,9 +248,19 @@ int main(int argc, char **argv)
     if (argc == 2 && !strcmp(argv[1], "--print-kernels")) {
         /* what compare.py prints above its table */
         printf(
-            "oneDNN ISA %s, SHARDSERVE_KERNELS=%s (auto: oneDNN for float32 GEMMs with M > 1 and "
+            "oneDNN ISA %s, SHARDSERVE_KERNELS=%s (auto: own kernel on packed weights for float32 "
+            "MatMuls of %d-%d rows with AVX-512, oneDNN for other float32 GEMMs with M > 1 and "
             ">= 32768 multiply-adds, own GEMV for M == 1 and own/OpenBLAS below)\n",
-            ss_dnnl_isa_name(), ss_kernels_name(ss_kernels_mode()));
+            ss_dnnl_isa_name(), ss_kernels_name(ss_kernels_mode()), SS_GEMM_F32P_MIN_M,
+            SS_GEMM_F32P_MAX_M);
+        return 0;
+    }
+    if (argc == 3 && !strcmp(argv[1], "--fma-peak")) {
+        /* the CPU's f32 FMA peak on T threads (fma_peak.h), for compare.py's % of peak */
+        fma_peak p = fma_peak_measure(atoi(argv[2]), 0.2, 3);
+        printf("fma_peak isa=%s threads=%d gflops_cpu=%.1f gflops_wall=%.1f read_gbps=%.1f\n",
+               p.isa, p.threads, p.gflops_cpu, p.gflops_wall,
+               read_bw_measure(atoi(argv[2]), 512, 5));
         return 0;
     }
     parse_args(argc, argv, &a);

@@ -33,6 +33,10 @@ CASES = [  # label, model folder, batch label, {graph input: npy file}
     ("MLP 4x4096 Relu, ours bf16 weights", "mlp", "1", {"x": "x_b1.npy"}),
     ("MLP 4x4096 Relu, ours bf16 weights", "mlp", "32", {"x": "x_b32.npy"}),
 ]
+# Floating-point work per call where it is known (model folder, batch label): the MLP is 4 MatMuls
+# of batch x 4096 x 4096 (the Relus are noise); the table quotes these rows as GFLOP/s and as a
+# fraction of the CPU's f32 FMA peak measured in the same run (bench_runtime --fma-peak).
+FLOPS = {("mlp", "1"): 4 * 2 * 1 * 4096 * 4096, ("mlp", "32"): 4 * 2 * 32 * 4096 * 4096}
 REAL_TOL = 1e-2  # real models: float16 weights and long reductions round differently per runtime
 BF16_TOL = 2e-2  # checksum agreement for bf16 rows (the op test bounds the L2 error at 1e-2)
 
@@ -40,13 +44,13 @@ BF16_TOL = 2e-2  # checksum agreement for bf16 rows (the op test bounds the L2 e
 class Side:
     """One runtime process in --serve mode."""
 
-    def __init__(self, name, argv, timeout):
+    def __init__(self, name, argv, timeout, env=None):
         self.name, self.error, self.ready = name, None, {}
         self.times = []       # ns, all rounds
         self.round_medians = []
         self.cpu_per_call = []  # ns of process CPU time per call, one entry per round
         self.proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                     stderr=subprocess.PIPE, text=True, bufsize=1)
+                                     stderr=subprocess.PIPE, text=True, bufsize=1, env=env)
         line = self._readline(timeout)
         if line is None or not line.startswith("ready"):
             try:
@@ -144,8 +148,15 @@ def run_case(args, label, folder, batch, inputs, threads):
     bf16 = "bf16" in label
     a = Side("shardserve", [args.bench] + common + (["--weights", "bf16"] if bf16 else []), args.timeout)
     b = Side("ort", ["node", args.ort] + common, args.timeout)
-    row = {"label": label, "batch": batch, "threads": threads, "a": a, "b": b}
-    live = [s for s in (a, b) if s.ok()]
+    # --kernels-also: the same f32 row again with SHARDSERVE_KERNELS forced, interleaved with both
+    extras = []
+    if args.kernels_also and not bf16 and not os.path.isabs(folder):
+        for mode in args.kernels_also.split(","):
+            env = dict(os.environ, SHARDSERVE_KERNELS=mode)
+            extras.append((mode, Side(f"shardserve {mode}", [args.bench] + common, args.timeout, env)))
+    row = {"label": label, "batch": batch, "threads": threads, "a": a, "b": b, "extras": extras,
+           "flops": FLOPS.get((folder, batch))}
+    live = [s for s in [a] + [x for _, x in extras] + [b] if s.ok()]
     if live:
         warm = max(float(s.ready["warm_ms"]) for s in live)
         n = max(2, min(args.max_iters, int(args.round_seconds * 1e3 / max(warm, 1e-3))))
@@ -158,20 +169,47 @@ def run_case(args, label, folder, batch, inputs, threads):
             if means:
                 n = max(2, min(args.max_iters, int(args.round_seconds / max(means))))
         row["iters"] = n
-    for s in (a, b):
+    for s in [a, b] + [x for _, x in extras]:
         s.close()
-    agree = checksums_agree(a, b, BF16_TOL if bf16 else REAL_TOL if os.path.isabs(folder) else 1e-3)
+    tol = BF16_TOL if bf16 else REAL_TOL if os.path.isabs(folder) else 1e-3
+    agree = checksums_agree(a, b, tol)
     row["check"] = ("ok" if agree else "MISMATCH") if a.ok() and b.ok() else "-"
+    for mode, x in extras:
+        row[f"check {mode}"] = ("ok" if checksums_agree(x, b, tol) else "MISMATCH") if x.ok() and b.ok() else "-"
     return row
 
 
-def print_table(rows):
+def fma_peaks(args, threads):
+    """{threads: (isa, GFLOP/s)}: the f32 FMA peak of `threads` cores, as the CPU-time rate of
+    independent FMA chains (what the cores do while they run; on a quiet machine the wall rate)."""
+    peaks = {}
+    for t in threads:
+        p = subprocess.run([args.bench, "--fma-peak", str(t)], capture_output=True, text=True)
+        kv = dict(x.partition("=")[::2] for x in p.stdout.split()[1:])
+        try:
+            peaks[t] = (kv["isa"], float(kv["gflops_cpu"]), float(kv["gflops_wall"]),
+                        float(kv["read_gbps"]))
+        except (KeyError, ValueError):
+            pass
+    return peaks
+
+
+def print_table(rows, peaks):
     hdr = ["model", "batch", "threads", "shardserve median (p10-p90)", "ORT median (p10-p90)",
            "ratio ORT/ours", "round ratios", "throughput ours / ORT (samples/s)",
            "CPU/call ours / ORT", "check"]
+    if peaks:
+        hdr[-1:-1] = ["GFLOP/s ours / ORT", "of FMA peak ours / ORT",
+                      "per busy core (CPU time) of 1-core peak ours / ORT"]
     print("| " + " | ".join(hdr) + " |")
     print("|" + "|".join("---" for _ in hdr) + "|")
+    expanded = []
     for r in rows:
+        expanded.append(r)
+        for mode, x in r.get("extras", []):
+            expanded.append(dict(r, a=x, label=f"{r['label']}, ours SHARDSERVE_KERNELS={mode}",
+                                 check=r[f"check {mode}"]))
+    for r in expanded:
         a, b = r["a"], r["b"]
         cells = [r["label"], r["batch"], str(r["threads"])]
         for s in (a, b):
@@ -191,6 +229,20 @@ def print_table(rows):
         cpu = [fmt_ms(statistics.median(s.cpu_per_call) / 1e6) if s.ok() and s.cpu_per_call else "-"
                for s in (a, b)]
         cells.append(" / ".join(cpu))
+        if peaks:
+            f, pk = r.get("flops"), peaks.get(r["threads"])
+            # one core's peak: measured, or the row's thread count's share of its peak
+            pk1 = peaks.get(1) or (pk and (pk[0], pk[1] / r["threads"]))
+            if f and pk:
+                g = [f / (s.pct(0.5) * 1e6) if s.ok() else None for s in (a, b)]
+                cells.append(" / ".join(f"{x:.0f}" if x else "-" for x in g))
+                cells.append(" / ".join(f"{100 * x / pk[1]:.0f}%" if x else "-" for x in g))
+                # flops over the process CPU time of a call (all threads; spin-waiting counts)
+                c = [f / statistics.median(s.cpu_per_call) if s.ok() and s.cpu_per_call else None
+                     for s in (a, b)]
+                cells.append(" / ".join(f"{100 * x / pk1[1]:.0f}%" if x else "-" for x in c))
+            else:
+                cells += ["-", "-", "-"]
         cells.append(r["check"])
         print("| " + " | ".join(cells) + " |")
     sys.stdout.flush()
@@ -258,9 +310,16 @@ def main():
     ap.add_argument("--only", default="",
                     help="comma-separated model folders (seed,mlp,bert,gpt2,big,real)")
     ap.add_argument("--real", default="", help="bench/real_cases.py output folder (the 'real' rows)")
+    ap.add_argument("--kernels-also", default="",
+                    help="comma-separated SHARDSERVE_KERNELS modes to run as extra shardserve sides "
+                         "of the f32 rows (e.g. onednn,blas), interleaved with the others")
+    ap.add_argument("--no-peak", dest="peak", action="store_false",
+                    help="skip the FMA peak measurement (GFLOP/s and %% of peak columns)")
     args = ap.parse_args()
     only = set(args.only.split(",")) if args.only else None
     header(args)
+    ts = sorted({int(x) for x in args.threads.split(",")})
+    peaks_before = fma_peaks(args, ts) if args.peak else {}
     rows = []
     cases = CASES + ([c for c in real_cases(args.real) if not only or "real" in only] if args.real else [])
     for label, folder, batch, inputs in cases:
@@ -270,8 +329,26 @@ def main():
             t0 = time.time()
             rows.append(run_case(args, label, folder, batch, inputs, t))
             print(f"  ... {label} b{batch} t{t}: {time.time() - t0:.1f}s", file=sys.stderr)
+    peaks = {}
+    if args.peak:
+        after = fma_peaks(args, ts)
+        for t in ts:  # the better of the measurements before and after the rows
+            got = [p[t] for p in (peaks_before, after) if t in p]
+            if got:
+                best = max(got, key=lambda p: p[1])
+                peaks[t] = best[:3] + (max(p[3] for p in got),)
+        for t, (isa, cpu, wall, bw) in sorted(peaks.items()):
+            print(f"f32 FMA peak, {isa} chains, {t} thread(s): {cpu:.1f} GFLOP/s while running (CPU-time "
+                  f"rate, best of before and after the rows; the % of peak column divides by it), "
+                  f"{wall:.1f} GFLOP/s wall; memory read {bw:.1f} GB/s")
     if rows:
-        print_table(rows)
+        print_table(rows, peaks)
+    for t, p in sorted(peaks.items()):
+        if any(r["label"].startswith("MLP") for r in rows):
+            mb = 4 * 4096 * 4096 * 4 / 1e6  # the MLP's f32 weights, read once per call
+            print(f"  MLP floors at {t} thread(s): f32 weights {mb:.0f} MB / {p[3]:.1f} GB/s = "
+                  f"{mb / p[3]:.1f} ms; batch 32's {FLOPS[('mlp', '32')] / 1e9:.2f} GFLOP / "
+                  f"{p[1]:.0f} GFLOP/s = {FLOPS[('mlp', '32')] / 1e6 / p[1]:.1f} ms")
     if not only or "big" in only:
         load_line(args)
 

@@ -12,7 +12,10 @@
  * ctest runs it once per SHARDSERVE_KERNELS value (ops_matmul.cmake): under onednn every float32
  * case the oneDNN path takes must run there (alpha != 1 stays on the other kernels), under blas
  * neither oneDNN nor the tile kernels may run, under own the tile kernels run as before oneDNN,
- * and under auto the path must be the one ss_kernels_use_dnnl picks for the shape.
+ * and under auto the path must be the one ss_kernels_use_dnnl picks for the shape, except the
+ * float32 MatMuls on one constant matrix with folded M in gemm_f32p.h's range on AVX-512, which
+ * must run on the own kernel over packed weights (its entry point is also checked on its own: row,
+ * column and K-block remainders, B transposed, 1-3 threads).
  */
 #include <cblas.h>
 #include <pthread.h>
@@ -20,6 +23,7 @@
 #include <string.h>
 
 #include "gemm_bf16.h"
+#include "gemm_f32p.h"
 #include "gemm_kernel.h"
 #include "onednn.h"
 #define OP_HARNESS_COUNT_ALLOCS
@@ -66,11 +70,30 @@ static bool dnnl_expected(ss_dtype dt, int64_t M, int64_t K, int64_t N, bool dnn
     return dnnl_ok && ss_kernels_use_dnnl(ss_kernels_mode(), dt, M, K, N);
 }
 
-/* After a node ran twice: oneDNN ran iff expected; else the forced tile variant ran iff expected
- * (and never under blas); OpenBLAS never reaches the tile kernels. */
-static void check_path(const char *what, ss_gemm_variant v, bool expect_small, bool expect_dnnl,
-                       unsigned long before, unsigned long tiles_before, unsigned long dnnl_before)
+/* Whether a float32 MatMul of M (folded) rows on one constant matrix b (b_nd == 2) runs on the own
+ * packed kernel under this process's mode: auto only, where gemm_f32p.h says it applies. */
+static bool f32p_expected(ss_dtype dt, int b_nd, int64_t M, int64_t K, int64_t N)
 {
+    return ss_kernels_mode() == SS_KERNELS_AUTO && dt == SS_DT_FLOAT32 && b_nd == 2 &&
+           ss_gemm_f32p_usable(M, K, N);
+}
+
+/* After a node ran twice: the packed kernel ran iff expected, and then nothing else; oneDNN ran iff
+ * expected; else the forced tile variant ran iff expected (and never under blas); OpenBLAS never
+ * reaches the tile kernels. */
+static void check_path(const char *what, ss_gemm_variant v, bool expect_small, bool expect_dnnl,
+                       bool expect_f32p, unsigned long f32p_before, unsigned long before,
+                       unsigned long tiles_before, unsigned long dnnl_before)
+{
+    CHECK_MSG(ss_gemm_f32p_calls() == f32p_before + (expect_f32p ? 2 : 0), "%s: packed kernel %s",
+              what, expect_f32p ? "not used" : "used");
+    if (expect_f32p) {
+        CHECK_MSG(ss_dnnl_calls() == dnnl_before, "%s: oneDNN used besides the packed kernel",
+                  what);
+        CHECK_MSG(tile_calls() == tiles_before, "%s: tile kernel used besides the packed kernel",
+                  what);
+        return;
+    }
     if (expect_dnnl) {
         CHECK_MSG(ss_dnnl_calls() == dnnl_before + 2, "%s: oneDNN not used", what);
         CHECK_MSG(tile_calls() == tiles_before, "%s: tile kernel used besides oneDNN", what);
@@ -129,16 +152,18 @@ static void check_matmul(ss_dtype dt, int a_nd, const int64_t *ad, int b_nd, con
     }
     int64_t nb = bdim[0] * bdim[1], n = nb * M * N;
     /* the kernel choice sees every batch's rows as M */
-    bool expect_dnnl = dnnl_expected(dt, M * nb, K, N, true);
+    bool expect_f32p = f32p_expected(dt, b_nd, M * nb, K, N);
+    bool expect_dnnl = !expect_f32p && dnnl_expected(dt, M * nb, K, N, true);
     unsigned long before = ss_gemm_calls(v), tiles_before = tile_calls(),
-                  dnnl_before = ss_dnnl_calls();
+                  dnnl_before = ss_dnnl_calls(), f32p_before = ss_gemm_f32p_calls();
     ss_status *st = run_node(&t, 13, 2, in, &out);
     CHECK_MSG(!st, "%s: %s", what, st ? st->msg : "");
     if (st) {
         ss_status_free(st);
         goto done;
     }
-    check_path(what, v, expect_small, expect_dnnl, before, tiles_before, dnnl_before);
+    check_path(what, v, expect_small, expect_dnnl, expect_f32p, f32p_before, before, tiles_before,
+               dnnl_before);
     double *ref = malloc(sizeof(double) * (size_t)n), *mag = malloc(sizeof(double) * (size_t)n);
     for (int64_t i0 = 0; i0 < bdim[0]; i0++)
         for (int64_t i1 = 0; i1 < bdim[1]; i1++) {
@@ -186,14 +211,16 @@ static void check_gemm(int64_t M, int64_t K, int64_t N, bool ta, bool tb, float 
              threads);
     bool expect_dnnl = dnnl_expected(SS_DT_FLOAT32, M, K, N, alpha == 1.0f);
     unsigned long before = ss_gemm_calls(v), tiles_before = tile_calls(),
-                  dnnl_before = ss_dnnl_calls();
+                  dnnl_before = ss_dnnl_calls(), f32p_before = ss_gemm_f32p_calls();
     ss_status *st = run_node(&t, 13, cnd >= 0 ? 3 : 2, in, &out);
     CHECK_MSG(!st, "%s: %s", what, st ? st->msg : "");
     if (st) {
         ss_status_free(st);
         goto done;
     }
-    check_path(what, v, expect_small, expect_dnnl, before, tiles_before, dnnl_before);
+    /* Gemm never takes the packed kernel */
+    check_path(what, v, expect_small, expect_dnnl, false, f32p_before, before, tiles_before,
+               dnnl_before);
     double *ref = malloc(sizeof(double) * (size_t)(M * N)),
            *mag = malloc(sizeof(double) * (size_t)(M * N));
     int64_t cm = cnd == 2 ? cd[0] : 1, cn = cnd >= 1 ? cd[cnd - 1] : 1;
@@ -377,6 +404,66 @@ static void test_kernel_strided_accumulate(void)
     for_each_variant(kernel_strided);
 }
 
+/* The packed kernel's entry point against a double-precision reference: M across the 6-row tile
+ * remainders, N not a multiple of the 64-column panel (masked stores, zero-padded panel), K across
+ * the 512-deep blocks, B given transposed, 1-3 threads, and NaN garbage in C beforehand. */
+static void test_f32p_kernel_remainders(void)
+{
+    if (!ss_gemm_f32p_usable(SS_GEMM_F32P_MIN_M, 64, 64)) {
+        fprintf(stderr, "note: no AVX-512 here: the packed kernel is never chosen, not tested\n");
+        return;
+    }
+    static const int64_t ms[] = {1, 5, 17, 23, 32, 64},
+                         kns[][2] = {{64, 64}, {513, 65}, {1100, 200}};
+    ss_gemm_pool_reserve(3);
+    for (size_t mi = 0; mi < sizeof ms / sizeof ms[0]; mi++)
+        for (size_t ki = 0; ki < sizeof kns / sizeof kns[0]; ki++)
+            for (int tb = 0; tb < 2; tb++)
+                for (int threads = 1; threads <= 3; threads++) {
+                    int64_t M = ms[mi], K = kns[ki][0], N = kns[ki][1], lda = K + 3, ldc = N + 5;
+                    float *A = malloc(sizeof(float) * (size_t)(M * lda)),
+                          *B = malloc(sizeof(float) * (size_t)(K * N)),
+                          *C = malloc(sizeof(float) * (size_t)(M * ldc));
+                    float *Bp = ss_gemm_f32p_alloc(K, N);
+                    CHECK(A && B && C && Bp);
+                    for (int64_t j = 0; j < M * lda; j++)
+                        A[j] = (float)urand();
+                    for (int64_t j = 0; j < K * N; j++)
+                        B[j] = (float)urand();
+                    for (int64_t j = 0; j < M * ldc; j++)
+                        C[j] = NAN;
+                    /* B as [K, N], or its transpose stored [N, K] */
+                    float *Bs = B;
+                    if (tb) {
+                        Bs = malloc(sizeof(float) * (size_t)(K * N));
+                        for (int64_t q = 0; q < K; q++)
+                            for (int64_t j = 0; j < N; j++)
+                                Bs[j * K + q] = B[q * N + j];
+                    }
+                    ss_gemm_f32p_pack(Bs, K, N, tb ? K : N, tb, Bp);
+                    unsigned long calls = ss_gemm_f32p_calls();
+                    ss_gemm_f32p(M, N, K, A, lda, Bp, C, ldc, threads);
+                    CHECK(ss_gemm_f32p_calls() == calls + 1);
+                    int bad = 0;
+                    for (int64_t m = 0; m < M && !bad; m++) {
+                        for (int64_t j = 0; j < N && !bad; j++) {
+                            double sum = 0, g = 0;
+                            for (int64_t q = 0; q < K; q++) {
+                                double x = (double)A[m * lda + q] * B[q * N + j];
+                                sum += x, g += fabs(x);
+                            }
+                            bad = !(fabs(C[m * ldc + j] - sum) <= 8e-6 * (g + 1));
+                        }
+                        for (int64_t j = N; j < ldc && !bad; j++) /* past the row: untouched */
+                            bad = !isnan(C[m * ldc + j]);
+                    }
+                    CHECK_MSG(!bad, "packed kernel M %lld K %lld N %lld tb %d threads %d",
+                              (long long)M, (long long)K, (long long)N, tb, threads);
+                    if (tb) free(Bs);
+                    free(A), free(B), free(C), free(Bp);
+                }
+}
+
 /* Two threads calling at once: one owns the pool, the other runs alone; both must be right. */
 typedef struct {
     int64_t M, K, N;
@@ -518,6 +605,11 @@ static void test_dnnl_few_rows_read_weights_in_place(void)
     static const int64_t rows[] = {2, 7, SS_DNNL_IN_PLACE_MAX_ROWS, SS_DNNL_IN_PLACE_MAX_ROWS + 1};
     for (size_t i = 0; i < sizeof rows / sizeof rows[0]; i++) {
         int64_t ad[2] = {rows[i], 301}, bd[2] = {301, 515};
+        if (f32p_expected(SS_DT_FLOAT32, 2, rows[i], 301, 515)) {
+            fprintf(stderr, "note: %lld rows run on the own packed kernel here, not oneDNN\n",
+                    (long long)rows[i]);
+            continue;
+        }
         if (!dnnl_expected(SS_DT_FLOAT32, rows[i], 301, 515, true)) {
             fprintf(stderr, "note: kernels %s: oneDNN does not run %lld rows, nothing to check\n",
                     ss_kernels_name(ss_kernels_mode()), (long long)rows[i]);
@@ -534,4 +626,5 @@ static void test_dnnl_few_rows_read_weights_in_place(void)
 TEST_MAIN(TEST(test_alloc_counter_sees_malloc), TEST(test_dnnl_few_rows_read_weights_in_place),
           TEST(test_bf16_weights_mlp_close_to_f32), TEST(test_matmul_odd_shapes_every_variant),
           TEST(test_matmul_batched_and_vectors), TEST(test_gemm_bias_broadcasts_and_transposes),
-          TEST(test_kernel_strided_accumulate), TEST(test_concurrent_callers))
+          TEST(test_kernel_strided_accumulate), TEST(test_f32p_kernel_remainders),
+          TEST(test_concurrent_callers))

@@ -9,6 +9,9 @@
  *    math) and the file-mapped original's pages are dropped; Gemm's C is its bias.
  *  - own (gemm_kernel.c): float32 with B a constant matrix and folded M <= SS_GEMM_TILE_MAX_M:
  *    register-tile kernels that read B in place.
+ *  - own packed (gemm_f32p.c, auto only): float32 MatMul with B a constant matrix and folded M in
+ *    SS_GEMM_F32P_MIN_M..MAX_M on AVX-512: B packed once into 64-column panels at plan time (the
+ *    mapped original's pages dropped, as for oneDNN's copy), register tiles of 6 x 64.
  *  - OpenBLAS: everything else (float64, odd cases), sgemv / dgemv when M == 1.
  *  - bf16 (gemm_bf16.c): with --weights bf16, constant weights and folded M <=
  *    SS_GEMM_BF16_MAX_M (decode): the weights converted once to bf16 and read at half the bytes;
@@ -19,6 +22,7 @@
  */
 #include "../op.h"
 #include "gemm_bf16.h"
+#include "gemm_f32p.h"
 #include "gemm_kernel.h"
 #include "onednn.h"
 
@@ -28,7 +32,7 @@
 
 static const ss_dtype float_types[] = {SS_DT_FLOAT32, SS_DT_FLOAT64};
 
-typedef enum { PATH_BLAS = 0, PATH_OWN, PATH_DNNL, PATH_BF16 } gemm_path;
+typedef enum { PATH_BLAS = 0, PATH_OWN, PATH_DNNL, PATH_BF16, PATH_F32P } gemm_path;
 
 /* The kernel a node runs on, decided at plan time. */
 typedef struct {
@@ -39,6 +43,9 @@ typedef struct {
     ss_packed *bf16_ref;   /* PATH_BF16: the session's bf16 copy of the weights */
     uint16_t *bf16_owned;  /* PATH_BF16 without a session */
     const uint16_t *bf16;  /* PATH_BF16: the copy used */
+    ss_packed *f32p_ref;   /* PATH_F32P: the session's packed copy of the weights */
+    float *f32p_owned;     /* PATH_F32P without a session */
+    const float *f32p;     /* PATH_F32P: the copy used */
 } kernel_choice;
 
 static int session_threads(const ss_kctx *k)
@@ -138,8 +145,57 @@ static ss_status *try_bf16(ss_kctx *k, int64_t M, int64_t K, int64_t N, bool tb,
     return NULL;
 }
 
+/* The f32 packed copy is keyed two bytes past the weights' address (oneDNN's copies use the
+ * address, the bf16 copy one byte past it). */
+typedef struct {
+    int64_t K, N, ldb;
+    int tb;
+} f32p_layout;
+
+static bool same_f32p_layout(const void *a, const void *b)
+{
+    return memcmp(a, b, sizeof(f32p_layout)) == 0;
+}
+
+/* PATH_F32P for a float32 GEMM of M rows (batch folded) whose B (input 1, [K, N], or [N, K] when
+ * tb) is a constant, in auto mode where gemm_f32p.h's kernel applies (own keeps the in-place
+ * tile kernels, onednn and blas their libraries); nothing changes when it does not. */
+static ss_status *try_f32p(ss_kctx *k, int64_t M, int64_t K, int64_t N, bool tb, kernel_choice *c)
+{
+    const ss_tensor *b = k->in[1], *bv = ss_kctx_value(k, 1);
+    ss_kernels mode = ss_kernels_mode();
+    if (mode != SS_KERNELS_AUTO || b->dtype != SS_DT_FLOAT32 || b->ndim != 2 || !bv || !bv->data ||
+        !ss_gemm_f32p_usable(M, K, N))
+        return NULL;
+    f32p_layout lay = {K, N, b->dims[1], tb};
+    const char *key = (const char *)bv->data + 2;
+    c->f32p_ref = ss_kctx_packed_find(k, key, &lay, same_f32p_layout);
+    if (c->f32p_ref) {
+        c->f32p = ss_packed_data(c->f32p_ref);
+    } else {
+        float *w = ss_gemm_f32p_alloc(K, N);
+        if (!w)
+            return ss_op_err(k, SS_ERR_NOMEM, "cannot allocate %zu bytes of packed weights",
+                             ss_gemm_f32p_packed_bytes(K, N));
+        ss_gemm_f32p_pack(bv->data, K, N, lay.ldb, tb, w);
+        c->f32p = w;
+        c->f32p_ref = ss_kctx_packed_add(k, key, &lay, sizeof lay, w);
+        if (!c->f32p_ref) c->f32p_owned = w;
+    }
+    ss_kctx_drop_const_pages(k, 1);
+    int t = session_threads(k);
+    c->threads = t > 1 ? ss_gemm_pool_reserve(t) : 1;
+    c->path = PATH_F32P;
+    SS_DEBUG("%s: own f32 kernel on packed weights", k->node_name);
+    return NULL;
+}
+
 static void release_choice(kernel_choice *c)
 {
+    ss_packed_release(c->f32p_ref);
+    free(c->f32p_owned);
+    c->f32p_ref = NULL;
+    c->f32p_owned = NULL;
     ss_dnnl_matmul_free(c->dnnl);
     c->dnnl = NULL;
     ss_packed_release(c->bf16_ref);
@@ -250,8 +306,10 @@ static ss_status *matmul_infer(ss_kctx *k)
     p->fold_a = bs == 1 && as == p->n_batch;
     ss_kernels mode = ss_kernels_mode();
     if (p->fold_a && bn == b->ndim) st = try_bf16(k, p->M * p->n_batch, p->K, p->N, false, &p->kc);
+    if (!st && p->kc.path == PATH_BLAS && p->fold_a && bn == b->ndim)
+        st = try_f32p(k, p->M * p->n_batch, p->K, p->N, false, &p->kc);
     if (st) return st;
-    if (p->kc.path != PATH_BF16 &&
+    if (p->kc.path != PATH_BF16 && p->kc.path != PATH_F32P &&
         ss_kernels_use_dnnl(mode, a->dtype, p->M * p->n_batch, p->K, p->N)) {
         st = matmul_dnnl(k, p, ad, an, bd, bn);
         if (st) return st;
@@ -314,6 +372,11 @@ static ss_status *matmul_run(ss_kctx *k)
     if (p->kc.path == PATH_BF16) {
         ss_gemm_bf16(M * p->n_batch, N, K, (const float *)A, K, p->kc.bf16, false, (float *)C, N,
                      p->kc.threads, k->scratch);
+        return NULL;
+    }
+    if (p->kc.path == PATH_F32P) {
+        ss_gemm_f32p(M * p->n_batch, N, K, (const float *)A, K, p->kc.f32p, (float *)C, N,
+                     p->kc.threads);
         return NULL;
     }
     if (p->kc.path == PATH_OWN) {
