@@ -4,22 +4,29 @@
  * process so a noisy neighbour hits them alike. This is the measurement behind auto's choice in
  * src/runtime/ops/onednn.c (ss_kernels_use_dnnl); the weights are constant, as initializers are.
  *
- *   bench_kernels [--cpu-time] [--conv-only | --bf16] [--threads T] [--rounds R]
+ *   bench_kernels [--cpu-time] [--conv-only | --bf16 | --decode] [--threads T] [--rounds R]
  *
  * Prints per shape: the median microseconds per call of each mode and which library auto took;
  * then Conv shapes (NCHW in and out as ONNX has them, constant W and B): own im2col + OpenBLAS
  * against oneDNN including its per-call layout reorders. --bf16 instead: GPT-2-124M's decode
  * MatMuls under --weights bf16 at M = 1 .. 64 rows, the own bf16 kernel (gemm_bf16.c) against
  * oneDNN's bf16 matmul, both on weights prepacked at plan time (the measurement behind
- * ss_gemm_bf16_max_m).
+ * ss_gemm_bf16_max_m). --decode: the 49 weight matrices of one GPT-2-124M decode step (12 x
+ * 768x2304, 768x768, 768x3072, 3072x768 and the 768x50257 LM head) at M = 1 through the op table,
+ * float32 (own GEMV on the weights in place) and --weights bf16 (own GEMV on the packed copy), on
+ * 1 and 2 threads, the GEMV's thread split of before issue 15 (legacy) against the current one,
+ * and a plain AVX-512 read of the float32 weights on 1 and 2 threads (the floor), all interleaved
+ * in rounds; per step: best and median wall ms, GB/s at the median, median process CPU ms.
  */
 #include <cblas.h>
+#include <immintrin.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
 #include "ops/gemm_bf16.h"
+#include "ops/gemm_kernel.h"
 #include "ops/isa.h"
 #include "ops/onednn.h"
 #include "op.h"
@@ -296,6 +303,213 @@ static void bf16_table(int threads, int rounds)
             bf16_row(ms[j], kn[i][0], kn[i][1], threads, rounds);
 }
 
+/* ------------------------------------------------------------------ --decode */
+
+#define STEP_MATS 49
+
+typedef struct {
+    const float *p;
+    int64_t n, next; /* floats; next: 64 KiB pieces claimed */
+    double sum[64];
+} read_job;
+
+__attribute__((target("avx512f"))) static void read_part(void *ctx, int part, int parts)
+{
+    (void)parts;
+    read_job *j = ctx;
+    const int64_t piece = 16384;
+    __m512 s0 = _mm512_setzero_ps(), s1 = s0, s2 = s0, s3 = s0;
+    for (;;) {
+        int64_t i0 = __atomic_fetch_add(&j->next, piece, __ATOMIC_RELAXED);
+        if (i0 >= j->n) break;
+        int64_t i1 = i0 + piece < j->n ? i0 + piece : j->n, i = i0;
+        for (; i + 64 <= i1; i += 64) {
+            s0 = _mm512_add_ps(s0, _mm512_loadu_ps(j->p + i));
+            s1 = _mm512_add_ps(s1, _mm512_loadu_ps(j->p + i + 16));
+            s2 = _mm512_add_ps(s2, _mm512_loadu_ps(j->p + i + 32));
+            s3 = _mm512_add_ps(s3, _mm512_loadu_ps(j->p + i + 48));
+        }
+    }
+    j->sum[part & 63] += _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(s0, s1), s2));
+    j->sum[part & 63] += _mm512_reduce_add_ps(s3);
+}
+
+static double clock_ms(clockid_t c)
+{
+    struct timespec t;
+    clock_gettime(c, &t);
+    return (double)t.tv_sec * 1e3 + (double)t.tv_nsec / 1e6;
+}
+
+/* A task of 2 pieces of 50 us each: what handing work to a pool worker costs (50 us a call if
+ * the worker starts at once, 100 if it never does). */
+typedef struct {
+    int next, by_worker;
+} trip_job;
+
+static void trip_part(void *ctx, int part, int parts)
+{
+    (void)parts;
+    trip_job *j = ctx;
+    while (__atomic_fetch_add(&j->next, 1, __ATOMIC_RELAXED) < 2) {
+        if (part) j->by_worker++;
+        double t0 = clock_ms(CLOCK_MONOTONIC);
+        while (clock_ms(CLOCK_MONOTONIC) - t0 < 0.05) {
+        }
+    }
+}
+
+static void pool_trip(int spin)
+{
+    ss_pool_set_spin_us(spin);
+    int n = 500, worker = 0;
+    double t0 = clock_ms(CLOCK_MONOTONIC), c0 = clock_ms(CLOCK_PROCESS_CPUTIME_ID);
+    for (int i = 0; i < n; i++) {
+        trip_job j = {0, 0};
+        ss_pool_run(2, trip_part, &j);
+        worker += j.by_worker > 0;
+    }
+    ss_pool_set_spin_us(-1);
+    printf("pool hand-off (2 parts, 2 pieces of 50 us), workers poll %d us: %.1f us wall, %.1f us "
+           "CPU per call, the worker "
+           "took a piece in %d of %d\n",
+           spin, (clock_ms(CLOCK_MONOTONIC) - t0) * 1e3 / n,
+           (clock_ms(CLOCK_PROCESS_CPUTIME_ID) - c0) * 1e3 / n, worker, n);
+}
+
+typedef struct {
+    const char *name;
+    bool bf16, read;
+    int threads;
+    ss_gemv_split split;
+    int spin;       /* ss_pool_set_spin_us */
+    node_run *runs; /* STEP_MATS */
+    ss_tensor (*in)[2];
+    double bytes, *wall, *cpu;
+} decode_cfg;
+
+static void decode_step(const decode_cfg *c, ss_tensor *w)
+{
+    ss_pool_set_spin_us(c->spin);
+    if (c->read) {
+        for (int i = 0; i < STEP_MATS; i++) {
+            read_job j = {.p = w[i].data, .n = ss_tensor_numel(&w[i])};
+            ss_pool_run(c->threads, read_part, &j);
+        }
+        ss_pool_set_spin_us(-1);
+        return;
+    }
+    ss_gemm_force_gemv_split(c->split);
+    for (int i = 0; i < STEP_MATS; i++)
+        c->runs[i].def->run(&c->runs[i].k);
+    ss_gemm_force_gemv_split(SS_GEMV_SPLIT_DEFAULT);
+    ss_pool_set_spin_us(-1);
+}
+
+static int cmp_double_med(double *v, int n)
+{
+    qsort(v, (size_t)n, sizeof(double), cmp_double);
+    return n / 2;
+}
+
+static void decode_table(int rounds)
+{
+    if (!__builtin_cpu_supports("avx512f")) {
+        printf("--decode: needs AVX-512F\n");
+        return;
+    }
+    static const int64_t kn[4][2] = {{768, 2304}, {768, 768}, {768, 3072}, {3072, 768}};
+    ss_tensor w[STEP_MATS], a[2];
+    int64_t kinds[STEP_MATS][2];
+    double f32_bytes = 0;
+    for (int i = 0; i < STEP_MATS; i++) {
+        int64_t K = i == STEP_MATS - 1 ? 768 : kn[i % 4][0],
+                N = i == STEP_MATS - 1 ? 50257 : kn[i % 4][1];
+        kinds[i][0] = K, kinds[i][1] = N;
+        int64_t bd[2] = {K, N};
+        w[i] = rand_tensor(2, bd);
+        f32_bytes += 4.0 * (double)K * (double)N;
+    }
+    int64_t a0[2] = {1, 768}, a1[2] = {1, 3072};
+    a[0] = rand_tensor(2, a0), a[1] = rand_tensor(2, a1);
+    ss_gemm_pool_reserve(2);
+    decode_cfg cfg[] = {
+        {"read loop (floor)", false, true, 1, 0, 100, 0, 0, 0, 0, 0},
+        {"read loop (floor)", false, true, 2, 0, 100, 0, 0, 0, 0, 0},
+        {"f32 old (legacy split, no poll)", false, false, 1, SS_GEMV_SPLIT_LEGACY, 0, 0, 0, 0, 0,
+         0},
+        {"f32 old (legacy split, no poll)", false, false, 2, SS_GEMV_SPLIT_LEGACY, 0, 0, 0, 0, 0,
+         0},
+        {"f32 column chunks >= 1024", false, false, 2, SS_GEMV_SPLIT_COLUMNS, 100, 0, 0, 0, 0, 0},
+        {"f32 new, workers sleep at once", false, false, 2, SS_GEMV_SPLIT_DEFAULT, 0, 0, 0, 0, 0,
+         0},
+        {"f32 new (K pieces, poll 100 us)", false, false, 1, SS_GEMV_SPLIT_DEFAULT, 100, 0, 0, 0, 0,
+         0},
+        {"f32 new (K pieces, poll 100 us)", false, false, 2, SS_GEMV_SPLIT_DEFAULT, 100, 0, 0, 0, 0,
+         0},
+        {"bf16 old (legacy split, no poll)", true, false, 1, SS_GEMV_SPLIT_LEGACY, 0, 0, 0, 0, 0,
+         0},
+        {"bf16 old (legacy split, no poll)", true, false, 2, SS_GEMV_SPLIT_LEGACY, 0, 0, 0, 0, 0,
+         0},
+        {"bf16 new, workers sleep at once", true, false, 2, SS_GEMV_SPLIT_DEFAULT, 0, 0, 0, 0, 0,
+         0},
+        {"bf16 new (6-block claims, poll 100 us)", true, false, 1, SS_GEMV_SPLIT_DEFAULT, 100, 0, 0,
+         0, 0, 0},
+        {"bf16 new (6-block claims, poll 100 us)", true, false, 2, SS_GEMV_SPLIT_DEFAULT, 100, 0, 0,
+         0, 0, 0},
+    };
+    int n_cfg = (int)(sizeof cfg / sizeof *cfg);
+    node_run *bf16_runs[3] = {NULL, NULL, NULL}; /* per thread count: shared by the splits */
+    node_run *f32_runs[3] = {NULL, NULL, NULL};
+    for (int c = 0; c < n_cfg; c++) {
+        cfg[c].wall = calloc((size_t)rounds, sizeof(double));
+        cfg[c].cpu = calloc((size_t)rounds, sizeof(double));
+        cfg[c].bytes = cfg[c].bf16 ? f32_bytes / 2 : f32_bytes;
+        if (cfg[c].read) continue;
+        node_run **set = cfg[c].bf16 ? &bf16_runs[cfg[c].threads] : &f32_runs[cfg[c].threads];
+        if (!*set) {
+            *set = calloc(STEP_MATS, sizeof(node_run));
+            cfg[c].in = calloc(STEP_MATS, sizeof *cfg[c].in);
+            for (int i = 0; i < STEP_MATS; i++) {
+                shape s = {"decode", "MatMul", 1, kinds[i][0], kinds[i][1], false, false};
+                cfg[c].in[i][0] = a[kinds[i][0] == 768 ? 0 : 1];
+                cfg[c].in[i][1] = w[i];
+                if (!cfg[c].bf16) ss_kernels_force(SS_KERNELS_OWN);
+                node_make(&(*set)[i], &s, cfg[c].in[i], cfg[c].threads, cfg[c].bf16);
+                ss_kernels_force(SS_KERNELS_AUTO);
+            }
+        }
+        cfg[c].runs = *set;
+    }
+    unsigned long f32_calls = ss_gemm_calls(SS_GEMM_AVX512);
+    int reps = 3;
+    for (int r = 0; r < rounds; r++)
+        for (int ci = 0; ci < n_cfg; ci++) {
+            const decode_cfg *c = &cfg[r % 2 ? n_cfg - 1 - ci : ci];
+            decode_step(c, w); /* warm */
+            double t0 = clock_ms(CLOCK_MONOTONIC), c0 = clock_ms(CLOCK_PROCESS_CPUTIME_ID);
+            for (int i = 0; i < reps; i++)
+                decode_step(c, w);
+            c->wall[r] = (clock_ms(CLOCK_MONOTONIC) - t0) / reps;
+            c->cpu[r] = (clock_ms(CLOCK_PROCESS_CPUTIME_ID) - c0) / reps;
+        }
+    if (ss_gemm_calls(SS_GEMM_AVX512) == f32_calls) printf("warning: f32 not on the own GEMV\n");
+    printf("GPT-2-124M decode step, 49 weight matrices at M = 1 (f32 %.0f MB, bf16 %.0f MB), bf16 "
+           "kernel %s; %d interleaved rounds of %d steps\n",
+           f32_bytes / 1e6, f32_bytes / 2e6, ss_gemm_bf16_name(ss_gemm_bf16_pick()), rounds, reps);
+    pool_trip(0);
+    pool_trip(100);
+    printf("| kernel | threads | best ms/step | median ms/step | GB/s (median) | CPU ms/step "
+           "(median) |\n|---|---:|---:|---:|---:|---:|\n");
+    for (int c = 0; c < n_cfg; c++) {
+        int m = cmp_double_med(cfg[c].wall, rounds);
+        double best = cfg[c].wall[0], med = cfg[c].wall[m];
+        m = cmp_double_med(cfg[c].cpu, rounds);
+        printf("| %s | %d | %.2f | %.2f | %.1f | %.2f |\n", cfg[c].name, cfg[c].threads, best, med,
+               cfg[c].bytes / med / 1e6, cfg[c].cpu[m]);
+    }
+}
+
 int main(int argc, char **argv)
 {
     int threads = 1, rounds = 5;
@@ -303,11 +517,13 @@ int main(int argc, char **argv)
         bench_clock = CLOCK_PROCESS_CPUTIME_ID;
         argv[i] = argv[0]; /* consumed */
     }
-    bool conv_only = false, bf16 = false;
+    bool conv_only = false, bf16 = false, decode = false;
     for (int i = 1; i < argc; i++)
         if (!strcmp(argv[i], "--conv-only")) conv_only = true, argv[i] = argv[0];
     for (int i = 1; i < argc; i++)
         if (!strcmp(argv[i], "--bf16")) bf16 = true, argv[i] = argv[0];
+    for (int i = 1; i < argc; i++)
+        if (!strcmp(argv[i], "--decode")) decode = true, argv[i] = argv[0];
     for (int i = 1; i + 1 < argc; i += 2) {
         if (!strcmp(argv[i], "--threads"))
             threads = atoi(argv[i + 1]);
@@ -315,6 +531,10 @@ int main(int argc, char **argv)
             rounds = atoi(argv[i + 1]);
     }
     openblas_set_num_threads(threads);
+    if (decode) {
+        decode_table(rounds);
+        return 0;
+    }
     if (bf16) {
         bf16_table(threads, rounds);
         return 0;

@@ -441,10 +441,18 @@ static void bf16_row_part(void *ctx, int part, int parts)
 #endif
 }
 
-/* The M = 1 GEMV's blocks per claim: ROW_GROUP, or fewer so that each part gets about 4 claims
- * (a late thread leaves its share to the others). */
+/* The M = 1 GEMV's blocks per claim: ROW_GROUP, so that each claim reads ROW_GROUP streams (a
+ * block's weights are one contiguous stream, adjacent blocks adjacent), with the blocks shared
+ * out evenly (12 blocks, 768 columns: 2 claims of 6). Fewer blocks per claim so that each of 2
+ * parts got about 4 (2 blocks at 768 columns, SS_GEMV_SPLIT_LEGACY) left each thread only 2
+ * streams: measured on Zen 4 with 2 threads, GPT-2-124M's decode weights (bench_kernels
+ * --decode) ... */
 static int row_group(int64_t blocks, int parts)
 {
+    if (ss_gemm_gemv_split() != SS_GEMV_SPLIT_LEGACY) {
+        int64_t claims = (blocks + ROW_GROUP - 1) / ROW_GROUP;
+        return (int)((blocks + claims - 1) / claims);
+    }
     if (parts <= 1) return ROW_GROUP;
     int64_t g = (blocks + 4 * parts - 1) / (4 * parts);
     return g < 1 ? 1 : g > ROW_GROUP ? ROW_GROUP : (int)g;
