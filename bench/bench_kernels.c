@@ -259,27 +259,32 @@ static void bf16_row(int64_t M, int64_t K, int64_t N, int threads, int rounds)
     }
     ss_gemm_bf16_force_max_m(-1);
     int reps = (double)M * K * N < 1e8 ? 20 : 5;
-    double t[2][64];
+    /* own with 6-row tiles (the default), own with 4-row tiles (before), oneDNN */
+    static const int tile_rows[3] = {0, 4, 0}, node_of[3] = {0, 0, 1};
+    double t[3][64];
     unsigned long dnnl_bf16 = ss_dnnl_bf16_calls();
     for (int r = 0; r < rounds; r++)
-        for (int mi = 0; mi < 2; mi++) {
-            int m = r % 2 ? 1 - mi : mi;
-            runs[m].def->run(&runs[m].k); /* warm */
+        for (int mi = 0; mi < 3; mi++) {
+            int m = r % 2 ? 2 - mi : mi;
+            node_run *n = &runs[node_of[m]];
+            ss_gemm_bf16_force_tile_rows(tile_rows[m]);
+            n->def->run(&n->k); /* warm */
             double t0 = now_us();
             for (int i = 0; i < reps; i++)
-                runs[m].def->run(&runs[m].k);
+                n->def->run(&n->k);
             t[m][r] = (now_us() - t0) / reps;
+            ss_gemm_bf16_force_tile_rows(0);
         }
     bool dnnl_ok = ss_dnnl_bf16_calls() > dnnl_bf16;
-    double med[2];
-    for (int m = 0; m < 2; m++) {
+    double med[3];
+    for (int m = 0; m < 3; m++) {
         qsort(t[m], (size_t)rounds, sizeof(double), cmp_double);
         med[m] = t[m][rounds / 2];
     }
     double gflop = 2e-3 * (double)M * (double)K * (double)N;
-    printf("| %lldx%lld | %lld | %.1f (%.0f) | %.1f (%.0f)%s | %s |\n", (long long)K, (long long)N,
-           (long long)M, med[0], gflop / med[0], med[1], gflop / med[1], dnnl_ok ? "" : " f32!",
-           med[0] <= med[1] ? "own" : "onednn");
+    printf("| %lldx%lld | %lld | %.1f (%.0f) | %.1f (%.0f) | %.1f (%.0f)%s | %s |\n", (long long)K,
+           (long long)N, (long long)M, med[0], gflop / med[0], med[1], gflop / med[1], med[2],
+           gflop / med[2], dnnl_ok ? "" : " f32!", med[0] <= med[2] ? "own" : "onednn");
     fflush(stdout);
     for (int m = 0; m < 2; m++)
         node_free(&runs[m]);
@@ -287,20 +292,54 @@ static void bf16_row(int64_t M, int64_t K, int64_t N, int threads, int rounds)
         ss_tensor_free(&in[i]);
 }
 
+/* One thread's vdpbf16ps peak: 12 independent accumulators from registers, best of 5 runs. */
+__attribute__((target("avx512f,avx512bf16"))) static double dpbf16_peak_gflops(void)
+{
+    __m512 acc[12];
+    for (int i = 0; i < 12; i++)
+        acc[i] = _mm512_set1_ps((float)i);
+    __m512bh a = (__m512bh)_mm512_set1_epi32(0x3f803f80), b = a;
+    double best = 0;
+    for (int run = 0; run < 5; run++) {
+        long n = 2000000;
+        double t0 = now_us();
+        for (long i = 0; i < n; i++) {
+#pragma GCC unroll 12
+            for (int k = 0; k < 12; k++)
+                acc[k] = _mm512_dpbf16_ps(acc[k], a, b);
+            __asm__ volatile("" : "+v"(a));
+        }
+        double us = now_us() - t0, g = 64.0 * 12 * (double)n / us / 1e3;
+        if (g > best) best = g;
+    }
+    float sink = 0;
+    for (int i = 0; i < 12; i++)
+        sink += _mm512_reduce_add_ps(acc[i]);
+    if (sink == 1.5f) printf(" ");
+    return best;
+}
+
 static void bf16_table(int threads, int rounds)
 {
     static const int64_t kn[][2] = {
         {768, 2304}, {768, 768}, {768, 3072}, {3072, 768}, {768, 50257}};
     static const int64_t ms[] = {1, 2, 4, 8, 16, 32, 64};
+    const char *only_m = getenv("SS_BENCH_M"); /* one M only */
     if (rounds > 64) rounds = 64;
     printf("bf16 weights, own kernel %s vs oneDNN ISA %s, %d thread(s); median us per call "
            "(GFLOP/s) (%s)\n",
            ss_gemm_bf16_name(ss_gemm_bf16_pick()), ss_dnnl_isa_name(), threads,
            bench_clock == CLOCK_MONOTONIC ? "wall time" : "process CPU time");
-    printf("| K x N | M | own | onednn | faster |\n|---|---|---|---|---|\n");
+    if (ss_gemm_bf16_supported(SS_BF16_AVX512_DOT))
+        printf("vdpbf16ps peak of one thread (12 independent chains, registers only): %.0f "
+               "GFLOP/s\n",
+               dpbf16_peak_gflops());
+    printf("| K x N | M | own, 6-row tiles | own, 4-row tiles | onednn | faster |\n"
+           "|---|---|---|---|---|---|\n");
     for (size_t i = 0; i < sizeof kn / sizeof kn[0]; i++)
         for (size_t j = 0; j < sizeof ms / sizeof ms[0]; j++)
-            bf16_row(ms[j], kn[i][0], kn[i][1], threads, rounds);
+            if (!only_m || atoll(only_m) == ms[j])
+                bf16_row(ms[j], kn[i][0], kn[i][1], threads, rounds);
 }
 
 /* ------------------------------------------------------------------ --decode */

@@ -21,12 +21,13 @@
 #endif
 
 #define BLOCK 64           /* columns per block */
-#define TILE_M 4           /* rows per tile (AVX2: 1, its 16 registers hold one row of a block) */
+#define TILE_M 6           /* rows per tile (AVX2: 1, its 16 registers hold one row of a block) */
 #define MIN_PAR_MACS 65536 /* below this the pool's wake-up costs more than it saves */
 #define ROW_GROUP 6        /* blocks an M = 1 GEMV reads at once: 24 zmm accumulators */
 
 static ss_bf16_variant forced;
 static int64_t forced_max_m = -1;
+static int forced_tile_rows; /* bench hook: 0 = TILE_M */
 static unsigned long calls[SS_BF16_AVX512_DOT + 1];
 
 typedef struct {
@@ -99,6 +100,11 @@ int64_t ss_gemm_bf16_max_m(int64_t N)
 void ss_gemm_bf16_force_max_m(int64_t m)
 {
     forced_max_m = m;
+}
+
+void ss_gemm_bf16_force_tile_rows(int rows)
+{
+    forced_tile_rows = rows >= 1 && rows <= TILE_M ? rows : 0;
 }
 
 const char *ss_gemm_bf16_name(ss_bf16_variant v)
@@ -300,6 +306,12 @@ AVX2 static void tile256(const bf16_job *j, int64_t r0, int mr, int64_t b, float
         case 3:                                                                                    \
             BODY(j, r0, 3, b, t);                                                                  \
             break;                                                                                 \
+        case 4:                                                                                    \
+            BODY(j, r0, 4, b, t);                                                                  \
+            break;                                                                                 \
+        case 5:                                                                                    \
+            BODY(j, r0, 5, b, t);                                                                  \
+            break;                                                                                 \
         default:                                                                                   \
             BODY(j, r0, TILE_M, b, t);                                                             \
         }                                                                                          \
@@ -408,14 +420,18 @@ static void bf16_part(void *ctx, int part, int parts)
     bf16_job *j = ctx;
     int rows;
     tile_fn tile = tile_for(j->v, &rows);
+    if (forced_tile_rows && rows > forced_tile_rows) rows = forced_tile_rows;
     float t[TILE_M][BLOCK];
     for (;;) {
         int64_t b = __atomic_fetch_add(&j->next, 1, __ATOMIC_RELAXED);
         if (b >= j->blocks) return;
-        for (int64_t r0 = 0; r0 < j->M; r0 += rows) {
-            int mr = (int)(j->M - r0 < rows ? j->M - r0 : rows);
+        /* row tiles of near-equal size (32 rows: 6, 6, 5, 5, 5, 5 rather than 6 x 5 + 2) */
+        int64_t tiles = (j->M + rows - 1) / rows;
+        for (int64_t i = 0, r0 = 0; i < tiles; i++) {
+            int mr = (int)(j->M / tiles + (i < j->M % tiles));
             tile(j, r0, mr, b, t);
             put_tile(j, r0, mr, b, t);
+            r0 += mr;
         }
     }
 }
