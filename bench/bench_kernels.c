@@ -473,18 +473,18 @@ static void decode_table(int rounds)
     a[0] = rand_tensor(2, a0), a[1] = rand_tensor(2, a1);
     ss_gemm_pool_reserve(2);
     decode_cfg cfg[] = {
-        {"read loop (floor)", false, true, 1, 0, 100, 0, 0, 0, 0, 0},
-        {"read loop (floor)", false, true, 2, 0, 100, 0, 0, 0, 0, 0},
+        {"read loop (floor)", false, true, 1, 0, 50, 0, 0, 0, 0, 0},
+        {"read loop (floor)", false, true, 2, 0, 50, 0, 0, 0, 0, 0},
         {"f32 old (legacy split, no poll)", false, false, 1, SS_GEMV_SPLIT_LEGACY, 0, 0, 0, 0, 0,
          0},
         {"f32 old (legacy split, no poll)", false, false, 2, SS_GEMV_SPLIT_LEGACY, 0, 0, 0, 0, 0,
          0},
-        {"f32 column chunks >= 1024", false, false, 2, SS_GEMV_SPLIT_COLUMNS, 100, 0, 0, 0, 0, 0},
+        {"f32 column chunks >= 1024", false, false, 2, SS_GEMV_SPLIT_COLUMNS, 50, 0, 0, 0, 0, 0},
         {"f32 new, workers sleep at once", false, false, 2, SS_GEMV_SPLIT_DEFAULT, 0, 0, 0, 0, 0,
          0},
-        {"f32 new (K pieces, poll 100 us)", false, false, 1, SS_GEMV_SPLIT_DEFAULT, 100, 0, 0, 0, 0,
+        {"f32 new (K pieces, poll 50 us)", false, false, 1, SS_GEMV_SPLIT_DEFAULT, 50, 0, 0, 0, 0,
          0},
-        {"f32 new (K pieces, poll 100 us)", false, false, 2, SS_GEMV_SPLIT_DEFAULT, 100, 0, 0, 0, 0,
+        {"f32 new (K pieces, poll 50 us)", false, false, 2, SS_GEMV_SPLIT_DEFAULT, 50, 0, 0, 0, 0,
          0},
         {"bf16 old (legacy split, no poll)", true, false, 1, SS_GEMV_SPLIT_LEGACY, 0, 0, 0, 0, 0,
          0},
@@ -492,9 +492,9 @@ static void decode_table(int rounds)
          0},
         {"bf16 new, workers sleep at once", true, false, 2, SS_GEMV_SPLIT_DEFAULT, 0, 0, 0, 0, 0,
          0},
-        {"bf16 new (6-block claims, poll 100 us)", true, false, 1, SS_GEMV_SPLIT_DEFAULT, 100, 0, 0,
+        {"bf16 new (6-block claims, poll 50 us)", true, false, 1, SS_GEMV_SPLIT_DEFAULT, 50, 0, 0,
          0, 0, 0},
-        {"bf16 new (6-block claims, poll 100 us)", true, false, 2, SS_GEMV_SPLIT_DEFAULT, 100, 0, 0,
+        {"bf16 new (6-block claims, poll 50 us)", true, false, 2, SS_GEMV_SPLIT_DEFAULT, 50, 0, 0,
          0, 0, 0},
     };
     int n_cfg = (int)(sizeof cfg / sizeof *cfg);
@@ -537,7 +537,7 @@ static void decode_table(int rounds)
            "kernel %s; %d interleaved rounds of %d steps\n",
            f32_bytes / 1e6, f32_bytes / 2e6, ss_gemm_bf16_name(ss_gemm_bf16_pick()), rounds, reps);
     pool_trip(0);
-    pool_trip(100);
+    pool_trip(50);
     printf("| kernel | threads | best ms/step | median ms/step | GB/s (median) | CPU ms/step "
            "(median) |\n|---|---:|---:|---:|---:|---:|\n");
     for (int c = 0; c < n_cfg; c++) {
