@@ -379,7 +379,8 @@ static void test_kernel_strided_accumulate(void)
 
 /* M = 1 (the GEMV) on 1, 2 and 3 threads: the same bits (its split of B must not depend on the
  * threads), close to a double reference, with and without accumulation; B of 1400 columns (split
- * over K, the last piece longer) and of 5000 (split over columns, a masked tail). */
+ * over K, the last piece longer) and of 5000 (split over columns, a masked tail); the pool's
+ * workers sleeping between tasks and polling. */
 static void gemv_threads_case(ss_gemm_variant v, int64_t K, int64_t N, bool acc)
 {
     float *A = malloc(sizeof(float) * (size_t)K), *B = malloc(sizeof(float) * (size_t)(K * N));
@@ -421,13 +422,17 @@ static void gemv_threads_case(ss_gemm_variant v, int64_t K, int64_t N, bool acc)
 static void test_gemv_bits_independent_of_threads(void)
 {
     CHECK(ss_gemm_pool_reserve(3) >= 3);
-    for (size_t vi = 0; vi < sizeof variants / sizeof *variants; vi++) {
-        if (!ss_gemm_supported(variants[vi])) continue;
-        for (int acc = 0; acc < 2; acc++) {
-            gemv_threads_case(variants[vi], 1531, 1400, acc);
-            gemv_threads_case(variants[vi], 503, 5000, acc);
+    for (int spin = 0; spin <= 50; spin += 50) { /* workers that sleep, and that poll 50 us */
+        ss_pool_set_spin_us(spin);
+        for (size_t vi = 0; vi < sizeof variants / sizeof *variants; vi++) {
+            if (!ss_gemm_supported(variants[vi])) continue;
+            for (int acc = 0; acc < 2; acc++) {
+                gemv_threads_case(variants[vi], 1531, 1400, acc);
+                gemv_threads_case(variants[vi], 503, 5000, acc);
+            }
         }
     }
+    ss_pool_set_spin_us(-1);
 }
 
 /* Two threads calling at once: one owns the pool, the other runs alone; both must be right. */

@@ -21,6 +21,7 @@
 #include <immintrin.h>
 #include <pthread.h>
 #include <signal.h>
+#include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
@@ -457,13 +458,14 @@ static struct {
           false};
 
 /* How long an idle worker, and a caller waiting for its workers, poll before sleeping on the
- * condition variable. A sleeping worker took ~30 us to start on a task on this 2-vCPU VM
- * (bench_kernels
- * --decode's hand-off line), as long as half of a 768 x 768 float32 GEMV; a decode step hands
- * out 49 GEMVs with a few small ops between them, so a worker that polls for a while after a
- * task is there for the next one; 50 us covers the small ops between two of them. Bounded: an
- * idle pool sleeps after POOL_SPIN_US. */
-#define POOL_SPIN_US 50
+ * condition variable (SHARDSERVE_POOL_SPIN_US; default 0: sleep at once). A sleeping worker took
+ * ~30 us to start on a task on this 2-vCPU VM (bench_kernels --decode's hand-off line), as long
+ * as half of a 768 x 768 float32 GEMV, and a decode step hands out 49 GEMVs with small ops
+ * between them: polling 50 us made a step's GEMVs 6-14% faster in bench_kernels --decode when a
+ * core was free, but on the shared, loaded machine the bf16 single stream got slower with it and
+ * took more CPU (gen_greedy, interleaved A/B, bench/RESULTS.md issue 15), so it is off unless
+ * asked for. */
+#define POOL_SPIN_US 0
 static int spin_us = POOL_SPIN_US;
 
 void ss_pool_set_spin_us(int us)
@@ -543,6 +545,11 @@ static void pool_atfork_child(void)
 
 int ss_gemm_pool_reserve(int threads)
 {
+    static bool env_read;
+    if (!__atomic_exchange_n(&env_read, true, __ATOMIC_RELAXED)) {
+        const char *e = getenv("SHARDSERVE_POOL_SPIN_US"); /* the poll's budget; 0: none */
+        if (e && *e) ss_pool_set_spin_us(atoi(e) > 100000 ? 100000 : atoi(e));
+    }
     if (threads > MAX_WORKERS + 1) threads = MAX_WORKERS + 1;
     pthread_mutex_lock(&pool.busy); /* no call runs while workers are added */
     pthread_mutex_lock(&pool.lock);

@@ -65,7 +65,8 @@ int ss_gemm_pool_reserve(int threads);
  * workers it becomes 1. */
 typedef void (*ss_pool_fn)(void *ctx, int part, int parts);
 /* How long idle workers (and a caller waiting for them) poll before sleeping, in microseconds
- * (default 50; 0: sleep at once; < 0: the default). Bench hook. */
+ * (default 0: sleep at once; < 0: the default). The environment's SHARDSERVE_POOL_SPIN_US
+ * sets it when the pool is first reserved. */
 void ss_pool_set_spin_us(int us);
 void ss_pool_run(int parts, ss_pool_fn fn, void *ctx);
 
