@@ -12,7 +12,8 @@
  * contiguous run, about 1.5x faster than the 1-row tile on the 4096 x 4096 MLP.
  *
  * Work is split into column chunks that the caller and the pool's workers claim with an atomic
- * counter, so a descheduled thread (a shared machine) does not hold the others up.
+ * counter, so a descheduled thread (a shared machine) does not hold the others up. The M == 1
+ * GEMV on up to 4096 columns is split by rows of B instead (see GEMV_K_PIECES).
  */
 #define _GNU_SOURCE
 #include "gemm_kernel.h"
@@ -461,10 +462,10 @@ static struct {
  * condition variable (SHARDSERVE_POOL_SPIN_US; default 0: sleep at once). A sleeping worker took
  * ~30 us to start on a task on this 2-vCPU VM (bench_kernels --decode's hand-off line), as long
  * as half of a 768 x 768 float32 GEMV, and a decode step hands out 49 GEMVs with small ops
- * between them: polling 50 us made a step's GEMVs 6-14% faster in bench_kernels --decode when a
- * core was free, but on the shared, loaded machine the bf16 single stream got slower with it and
- * took more CPU (gen_greedy, interleaved A/B, bench/RESULTS.md issue 15), so it is off unless
- * asked for. */
+ * between them: polling 50 us took 14-34% off a step's bf16 GEMVs in bench_kernels --decode
+ * (sum of each matrix's best call; float32 6% faster in one run, 12% slower in another), but on the
+ * shared, loaded machine the bf16 single stream got slower with it and took more CPU (gen_greedy,
+ * interleaved A/B, bench/RESULTS.md issue 15), so it is off unless asked for. */
 #define POOL_SPIN_US 0
 static int spin_us = POOL_SPIN_US;
 

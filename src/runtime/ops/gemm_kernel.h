@@ -4,8 +4,9 @@
  * stays a read-only mapping). Register-tile kernels for AVX-512F and AVX2+FMA, chosen at run
  * time with __builtin_cpu_supports; OpenBLAS (sgemv for M == 1, sgemm otherwise) elsewhere.
  *
- * Threads: N is split in 32-column panels over a process-wide pool of workers that sleep on a
- * condition variable when idle. The pool is grown at plan time (ss_gemm_pool_reserve); a call
+ * Threads: N is split in 32-column panels (M == 1 on AVX-512: K in 4 fixed pieces up to 4096
+ * columns, the bits the same for any thread count) over a process-wide pool of workers that sleep
+ * on a condition variable when idle. The pool is grown at plan time (ss_gemm_pool_reserve); a call
  * never creates a thread and never allocates. If another call holds the pool, a call runs on
  * its own thread alone instead of waiting.
  */
