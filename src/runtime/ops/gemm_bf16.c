@@ -459,15 +459,17 @@ static void bf16_row_part(void *ctx, int part, int parts)
 #endif
 }
 
-/* The M = 1 GEMV's blocks per claim: ROW_GROUP, so that every claim reads ROW_GROUP streams (a
- * block's weights are one contiguous stream, adjacent blocks adjacent), the blocks shared out
- * evenly (12 blocks, 768 columns: 2 claims of 6). Before issue 15's split (SS_GEMV_SPLIT_LEGACY,
- * bench_kernels --decode compares), fewer blocks per claim so that each of 2 parts got about 4:
- * at 768 columns 2 blocks, i.e. only 2 streams per thread where one thread reads best with 6. The
- * claims stay small enough that a descheduled thread's share goes to the other. */
+/* The M = 1 GEMV's blocks per claim. With sleeping pool workers (the default), fewer than
+ * ROW_GROUP so that each part gets about 4 claims (768 columns, 2 parts: 2 blocks): a worker
+ * takes ~30 us to wake, as long as 6 blocks of a 768 x 768 GEMV take, so with 2 claims of 6 the
+ * caller often ran both alone; interleaved on the loaded machine (bench/RESULTS.md, issue 15)
+ * the single stream was no faster with 6-block claims. With polling workers
+ * (SHARDSERVE_POOL_SPIN_US) the worker joins at once and ROW_GROUP blocks a claim (6 streams,
+ * the blocks shared out evenly: 12 blocks = 2 claims of 6) read fastest (bench_kernels
+ * --decode). SS_GEMV_SPLIT_LEGACY keeps the small claims whatever the pool does. */
 static int row_group(int64_t blocks, int parts)
 {
-    if (ss_gemm_gemv_split() != SS_GEMV_SPLIT_LEGACY) {
+    if (ss_pool_spin_us() > 0 && ss_gemm_gemv_split() != SS_GEMV_SPLIT_LEGACY) {
         int64_t claims = (blocks + ROW_GROUP - 1) / ROW_GROUP;
         return (int)((blocks + claims - 1) / claims);
     }

@@ -474,6 +474,11 @@ void ss_pool_set_spin_us(int us)
     spin_us = us < 0 ? POOL_SPIN_US : us;
 }
 
+int ss_pool_spin_us(void)
+{
+    return __atomic_load_n(&spin_us, __ATOMIC_RELAXED);
+}
+
 static double mono_us(void)
 {
     struct timespec t;

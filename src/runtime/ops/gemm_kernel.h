@@ -69,6 +69,7 @@ typedef void (*ss_pool_fn)(void *ctx, int part, int parts);
  * (default 0: sleep at once; < 0: the default). The environment's SHARDSERVE_POOL_SPIN_US
  * sets it when the pool is first reserved. */
 void ss_pool_set_spin_us(int us);
+int ss_pool_spin_us(void);
 void ss_pool_run(int parts, ss_pool_fn fn, void *ctx);
 
 /* C = alpha * A x B, or C += alpha * A x B when acc. lda/ldb/ldc are row strides in floats.
