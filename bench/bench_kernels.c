@@ -4,7 +4,8 @@
  * process so a noisy neighbour hits them alike. This is the measurement behind auto's choice in
  * src/runtime/ops/onednn.c (ss_kernels_use_dnnl); the weights are constant, as initializers are.
  *
- *   bench_kernels [--cpu-time] [--conv-only | --bf16 | --mlp [--mlp-rows 32,64]] [--threads T]
+ *   bench_kernels [--cpu-time] [--conv-only | --bf16 | --decode | --mlp [--mlp-rows 32,64]]
+ * [--threads T]
  *                 [--rounds R]
  *
  * Prints per shape: the median microseconds per call of each mode and which library auto took;
@@ -12,7 +13,12 @@
  * against oneDNN including its per-call layout reorders. --bf16 instead: GPT-2-124M's decode
  * MatMuls under --weights bf16 at M = 1 .. 64 rows, the own bf16 kernel (gemm_bf16.c) against
  * oneDNN's bf16 matmul, both on weights prepacked at plan time (the measurement behind
- * ss_gemm_bf16_max_m).
+ * ss_gemm_bf16_max_m). --decode: the 49 weight matrices of one GPT-2-124M decode step (12 x
+ * 768x2304, 768x768, 768x3072, 3072x768 and the 768x50257 LM head) at M = 1 through the op table,
+ * float32 (own GEMV on the weights in place) and --weights bf16 (own GEMV on the packed copy), on
+ * 1 and 2 threads, the GEMV's thread split of before issue 15 (legacy) against the current one,
+ * and a plain AVX-512 read of the float32 weights on 1 and 2 threads (the floor), all interleaved
+ * in rounds; per step: best and median wall ms, GB/s at the median, median process CPU ms.
  *
  * Every table starts with the CPU's measured f32 FMA peak (fma_peak.h) at 1 and T threads. --mlp:
  * only issue 10's MLP GEMMs (4 layers of 32x4096x4096, each its own constant weights) under each
@@ -20,14 +26,17 @@
  * they run); --mlp-rows sets other row counts.
  */
 #include <cblas.h>
+#include <immintrin.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <time.h>
 
 #include "fma_peak.h"
 #include "ops/gemm_bf16.h"
 #include "ops/gemm_f32p.h"
+#include "ops/gemm_kernel.h"
 #include "ops/isa.h"
 #include "ops/onednn.h"
 #include "op.h"
@@ -260,27 +269,32 @@ static void bf16_row(int64_t M, int64_t K, int64_t N, int threads, int rounds)
     }
     ss_gemm_bf16_force_max_m(-1);
     int reps = (double)M * K * N < 1e8 ? 20 : 5;
-    double t[2][64];
+    /* own with 6-row tiles (the default), own with 4-row tiles (before), oneDNN */
+    static const int tile_rows[3] = {0, 4, 0}, node_of[3] = {0, 0, 1};
+    double t[3][64];
     unsigned long dnnl_bf16 = ss_dnnl_bf16_calls();
     for (int r = 0; r < rounds; r++)
-        for (int mi = 0; mi < 2; mi++) {
-            int m = r % 2 ? 1 - mi : mi;
-            runs[m].def->run(&runs[m].k); /* warm */
+        for (int mi = 0; mi < 3; mi++) {
+            int m = r % 2 ? 2 - mi : mi;
+            node_run *n = &runs[node_of[m]];
+            ss_gemm_bf16_force_tile_rows(tile_rows[m]);
+            n->def->run(&n->k); /* warm */
             double t0 = now_us();
             for (int i = 0; i < reps; i++)
-                runs[m].def->run(&runs[m].k);
+                n->def->run(&n->k);
             t[m][r] = (now_us() - t0) / reps;
+            ss_gemm_bf16_force_tile_rows(0);
         }
     bool dnnl_ok = ss_dnnl_bf16_calls() > dnnl_bf16;
-    double med[2];
-    for (int m = 0; m < 2; m++) {
+    double med[3];
+    for (int m = 0; m < 3; m++) {
         qsort(t[m], (size_t)rounds, sizeof(double), cmp_double);
         med[m] = t[m][rounds / 2];
     }
     double gflop = 2e-3 * (double)M * (double)K * (double)N;
-    printf("| %lldx%lld | %lld | %.1f (%.0f) | %.1f (%.0f)%s | %s |\n", (long long)K, (long long)N,
-           (long long)M, med[0], gflop / med[0], med[1], gflop / med[1], dnnl_ok ? "" : " f32!",
-           med[0] <= med[1] ? "own" : "onednn");
+    printf("| %lldx%lld | %lld | %.1f (%.0f) | %.1f (%.0f) | %.1f (%.0f)%s | %s |\n", (long long)K,
+           (long long)N, (long long)M, med[0], gflop / med[0], med[1], gflop / med[1], med[2],
+           gflop / med[2], dnnl_ok ? "" : " f32!", med[0] <= med[2] ? "own" : "onednn");
     fflush(stdout);
     for (int m = 0; m < 2; m++)
         node_free(&runs[m]);
@@ -288,20 +302,294 @@ static void bf16_row(int64_t M, int64_t K, int64_t N, int threads, int rounds)
         ss_tensor_free(&in[i]);
 }
 
+/* One thread's vdpbf16ps peak: 12 independent accumulators from registers, best of 5 runs. */
+__attribute__((target("avx512f,avx512bf16"))) static double dpbf16_peak_gflops(void)
+{
+    __m512 acc[12];
+    for (int i = 0; i < 12; i++)
+        acc[i] = _mm512_set1_ps((float)i);
+    __m512bh a = (__m512bh)_mm512_set1_epi32(0x3f803f80), b = a;
+    double best = 0;
+    for (int run = 0; run < 5; run++) {
+        long n = 2000000;
+        double t0 = now_us();
+        for (long i = 0; i < n; i++) {
+#pragma GCC unroll 12
+            for (int k = 0; k < 12; k++)
+                acc[k] = _mm512_dpbf16_ps(acc[k], a, b);
+            __asm__ volatile("" : "+v"(a));
+        }
+        double us = now_us() - t0, g = 64.0 * 12 * (double)n / us / 1e3;
+        if (g > best) best = g;
+    }
+    float sink = 0;
+    for (int i = 0; i < 12; i++)
+        sink += _mm512_reduce_add_ps(acc[i]);
+    if (sink == 1.5f) printf(" ");
+    return best;
+}
+
 static void bf16_table(int threads, int rounds)
 {
     static const int64_t kn[][2] = {
         {768, 2304}, {768, 768}, {768, 3072}, {3072, 768}, {768, 50257}};
     static const int64_t ms[] = {1, 2, 4, 8, 16, 32, 64};
+    const char *only_m = getenv("SS_BENCH_M"); /* one M only */
     if (rounds > 64) rounds = 64;
     printf("bf16 weights, own kernel %s vs oneDNN ISA %s, %d thread(s); median us per call "
            "(GFLOP/s) (%s)\n",
            ss_gemm_bf16_name(ss_gemm_bf16_pick()), ss_dnnl_isa_name(), threads,
            bench_clock == CLOCK_MONOTONIC ? "wall time" : "process CPU time");
-    printf("| K x N | M | own | onednn | faster |\n|---|---|---|---|---|\n");
+    if (ss_gemm_bf16_supported(SS_BF16_AVX512_DOT))
+        printf("vdpbf16ps peak of one thread (12 independent chains, registers only): %.0f "
+               "GFLOP/s\n",
+               dpbf16_peak_gflops());
+    printf("| K x N | M | own, 6-row tiles | own, 4-row tiles | onednn | faster |\n"
+           "|---|---|---|---|---|---|\n");
     for (size_t i = 0; i < sizeof kn / sizeof kn[0]; i++)
         for (size_t j = 0; j < sizeof ms / sizeof ms[0]; j++)
-            bf16_row(ms[j], kn[i][0], kn[i][1], threads, rounds);
+            if (!only_m || atoll(only_m) == ms[j])
+                bf16_row(ms[j], kn[i][0], kn[i][1], threads, rounds);
+}
+
+/* ------------------------------------------------------------------ --decode */
+
+#define STEP_MATS 49
+
+typedef struct {
+    const float *p;
+    int64_t n, next; /* floats; next: 64 KiB pieces claimed */
+    double sum[64];
+} read_job;
+
+__attribute__((target("avx512f"))) static void read_part(void *ctx, int part, int parts)
+{
+    (void)parts;
+    read_job *j = ctx;
+    const int64_t piece = 16384;
+    __m512 s0 = _mm512_setzero_ps(), s1 = s0, s2 = s0, s3 = s0;
+    for (;;) {
+        int64_t i0 = __atomic_fetch_add(&j->next, piece, __ATOMIC_RELAXED);
+        if (i0 >= j->n) break;
+        int64_t i1 = i0 + piece < j->n ? i0 + piece : j->n, i = i0;
+        for (; i + 64 <= i1; i += 64) {
+            s0 = _mm512_add_ps(s0, _mm512_loadu_ps(j->p + i));
+            s1 = _mm512_add_ps(s1, _mm512_loadu_ps(j->p + i + 16));
+            s2 = _mm512_add_ps(s2, _mm512_loadu_ps(j->p + i + 32));
+            s3 = _mm512_add_ps(s3, _mm512_loadu_ps(j->p + i + 48));
+        }
+    }
+    j->sum[part & 63] += _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(s0, s1), s2));
+    j->sum[part & 63] += _mm512_reduce_add_ps(s3);
+}
+
+static double clock_ms(clockid_t c)
+{
+    struct timespec t;
+    clock_gettime(c, &t);
+    return (double)t.tv_sec * 1e3 + (double)t.tv_nsec / 1e6;
+}
+
+/* A task of 2 pieces of 50 us each: what handing work to a pool worker costs (50 us a call if
+ * the worker starts at once, 100 if it never does). */
+typedef struct {
+    int next, by_worker;
+} trip_job;
+
+static void trip_part(void *ctx, int part, int parts)
+{
+    (void)parts;
+    trip_job *j = ctx;
+    while (__atomic_fetch_add(&j->next, 1, __ATOMIC_RELAXED) < 2) {
+        if (part) j->by_worker++;
+        double t0 = clock_ms(CLOCK_MONOTONIC);
+        while (clock_ms(CLOCK_MONOTONIC) - t0 < 0.05) {
+        }
+    }
+}
+
+static void pool_trip(int spin)
+{
+    ss_pool_set_spin_us(spin);
+    int n = 500, worker = 0;
+    double t0 = clock_ms(CLOCK_MONOTONIC), c0 = clock_ms(CLOCK_PROCESS_CPUTIME_ID);
+    for (int i = 0; i < n; i++) {
+        trip_job j = {0, 0};
+        ss_pool_run(2, trip_part, &j);
+        worker += j.by_worker > 0;
+    }
+    ss_pool_set_spin_us(-1);
+    printf("pool hand-off (2 parts, 2 pieces of 50 us), workers poll %d us: %.1f us wall, %.1f us "
+           "CPU per call, the worker "
+           "took a piece in %d of %d\n",
+           spin, (clock_ms(CLOCK_MONOTONIC) - t0) * 1e3 / n,
+           (clock_ms(CLOCK_PROCESS_CPUTIME_ID) - c0) * 1e3 / n, worker, n);
+}
+
+typedef struct {
+    const char *name;
+    bool bf16, read, huge; /* huge: float32 weights copied to 2 MiB pages */
+    int threads;
+    ss_gemv_split split;
+    int spin;       /* ss_pool_set_spin_us */
+    node_run *runs; /* STEP_MATS */
+    ss_tensor (*in)[2];
+    double bytes, *wall, *cpu;
+    double mat_best[STEP_MATS]; /* each matrix's fastest call, ms */
+} decode_cfg;
+
+/* One step; with `best`, each matrix's call is timed and its fastest kept. */
+static void decode_step(decode_cfg *c, ss_tensor *w, bool best)
+{
+    ss_pool_set_spin_us(c->spin);
+    ss_gemm_force_gemv_split(c->split);
+    for (int i = 0; i < STEP_MATS; i++) {
+        double t0 = best ? clock_ms(CLOCK_MONOTONIC) : 0;
+        if (c->read) {
+            read_job j = {.p = w[i].data, .n = ss_tensor_numel(&w[i])};
+            ss_pool_run(c->threads, read_part, &j);
+        } else {
+            c->runs[i].def->run(&c->runs[i].k);
+        }
+        if (best) {
+            double t = clock_ms(CLOCK_MONOTONIC) - t0;
+            if (c->mat_best[i] == 0 || t < c->mat_best[i]) c->mat_best[i] = t;
+        }
+    }
+    ss_gemm_force_gemv_split(SS_GEMV_SPLIT_DEFAULT);
+    ss_pool_set_spin_us(-1);
+}
+
+static int cmp_double_med(double *v, int n)
+{
+    qsort(v, (size_t)n, sizeof(double), cmp_double);
+    return n / 2;
+}
+
+static void decode_table(int rounds)
+{
+    if (!__builtin_cpu_supports("avx512f")) {
+        printf("--decode: needs AVX-512F\n");
+        return;
+    }
+    static const int64_t kn[4][2] = {{768, 2304}, {768, 768}, {768, 3072}, {3072, 768}};
+    ss_tensor w[STEP_MATS], a[2];
+    int64_t kinds[STEP_MATS][2];
+    double f32_bytes = 0;
+    for (int i = 0; i < STEP_MATS; i++) {
+        int64_t K = i == STEP_MATS - 1 ? 768 : kn[i % 4][0],
+                N = i == STEP_MATS - 1 ? 50257 : kn[i % 4][1];
+        kinds[i][0] = K, kinds[i][1] = N;
+        int64_t bd[2] = {K, N};
+        w[i] = rand_tensor(2, bd);
+        f32_bytes += 4.0 * (double)K * (double)N;
+    }
+    int64_t a0[2] = {1, 768}, a1[2] = {1, 3072};
+    a[0] = rand_tensor(2, a0), a[1] = rand_tensor(2, a1);
+    ss_gemm_pool_reserve(2);
+    decode_cfg cfg[] = {
+        {"read loop (floor)", false, true, false, 1, 0, 50, 0, 0, 0, 0, 0},
+        {"read loop (floor)", false, true, false, 2, 0, 50, 0, 0, 0, 0, 0},
+        {"read loop, 2 MiB pages", false, true, true, 1, 0, 50, 0, 0, 0, 0, 0},
+        {"read loop, 2 MiB pages", false, true, true, 2, 0, 50, 0, 0, 0, 0, 0},
+        {"f32 old (legacy split, no poll)", false, false, false, 1, SS_GEMV_SPLIT_LEGACY, 0, 0, 0,
+         0, 0, 0},
+        {"f32 old (legacy split, no poll)", false, false, false, 2, SS_GEMV_SPLIT_LEGACY, 0, 0, 0,
+         0, 0, 0},
+        {"f32 column chunks >= 1024", false, false, false, 2, SS_GEMV_SPLIT_COLUMNS, 50, 0, 0, 0, 0,
+         0},
+        {"f32 new (workers sleep at once, default)", false, false, false, 2, SS_GEMV_SPLIT_DEFAULT,
+         0, 0, 0, 0, 0, 0},
+        {"f32 new (K pieces, poll 50 us)", false, false, false, 1, SS_GEMV_SPLIT_DEFAULT, 50, 0, 0,
+         0, 0, 0},
+        {"f32 new (K pieces, poll 50 us)", false, false, false, 2, SS_GEMV_SPLIT_DEFAULT, 50, 0, 0,
+         0, 0, 0},
+        {"bf16 old (legacy split, no poll)", true, false, false, 1, SS_GEMV_SPLIT_LEGACY, 0, 0, 0,
+         0, 0, 0},
+        {"bf16 old (legacy split, no poll)", true, false, false, 2, SS_GEMV_SPLIT_LEGACY, 0, 0, 0,
+         0, 0, 0},
+        {"bf16 default (workers sleep: small claims as before)", true, false, false, 2,
+         SS_GEMV_SPLIT_DEFAULT, 0, 0, 0, 0, 0, 0},
+        {"bf16 6-block claims (workers poll 50 us)", true, false, false, 1, SS_GEMV_SPLIT_DEFAULT,
+         50, 0, 0, 0, 0, 0},
+        {"bf16 6-block claims (workers poll 50 us)", true, false, false, 2, SS_GEMV_SPLIT_DEFAULT,
+         50, 0, 0, 0, 0, 0},
+        {"f32 new, weights on 2 MiB pages", false, false, true, 1, SS_GEMV_SPLIT_DEFAULT, 50, 0, 0,
+         0, 0, 0},
+        {"f32 new, weights on 2 MiB pages", false, false, true, 2, SS_GEMV_SPLIT_DEFAULT, 50, 0, 0,
+         0, 0, 0},
+    };
+    int n_cfg = (int)(sizeof cfg / sizeof *cfg);
+    node_run *bf16_runs[3] = {NULL, NULL, NULL}; /* per thread count: shared by the splits */
+    node_run *f32_runs[3] = {NULL, NULL, NULL}, *huge_runs[3] = {NULL, NULL, NULL};
+    ss_tensor wh[STEP_MATS]; /* the float32 weights again, on 2 MiB pages */
+    for (int i = 0; i < STEP_MATS; i++) {
+        wh[i] = w[i];
+        const size_t huge = (size_t)2 << 20;
+        void *p = NULL;
+        if (posix_memalign(&p, huge, (w[i].nbytes + huge - 1) / huge * huge)) abort();
+        madvise(p, (w[i].nbytes + huge - 1) / huge * huge, MADV_HUGEPAGE);
+        memcpy(p, w[i].data, w[i].nbytes);
+        wh[i].data = p;
+        wh[i].storage = w[i].storage;
+    }
+    for (int c = 0; c < n_cfg; c++) {
+        cfg[c].wall = calloc((size_t)rounds, sizeof(double));
+        cfg[c].cpu = calloc((size_t)rounds, sizeof(double));
+        cfg[c].bytes = cfg[c].bf16 ? f32_bytes / 2 : f32_bytes;
+        if (cfg[c].read) continue;
+        node_run **set = cfg[c].bf16   ? &bf16_runs[cfg[c].threads]
+                         : cfg[c].huge ? &huge_runs[cfg[c].threads]
+                                       : &f32_runs[cfg[c].threads];
+        if (!*set) {
+            *set = calloc(STEP_MATS, sizeof(node_run));
+            cfg[c].in = calloc(STEP_MATS, sizeof *cfg[c].in);
+            for (int i = 0; i < STEP_MATS; i++) {
+                shape s = {"decode", "MatMul", 1, kinds[i][0], kinds[i][1], false, false};
+                cfg[c].in[i][0] = a[kinds[i][0] == 768 ? 0 : 1];
+                cfg[c].in[i][1] = cfg[c].huge ? wh[i] : w[i];
+                if (!cfg[c].bf16) ss_kernels_force(SS_KERNELS_OWN);
+                node_make(&(*set)[i], &s, cfg[c].in[i], cfg[c].threads, cfg[c].bf16);
+                ss_kernels_force(SS_KERNELS_AUTO);
+            }
+        }
+        cfg[c].runs = *set;
+    }
+    unsigned long f32_calls = ss_gemm_calls(SS_GEMM_AVX512);
+    int reps = 3;
+    for (int r = 0; r < rounds; r++)
+        for (int ci = 0; ci < n_cfg; ci++) {
+            decode_cfg *c = &cfg[r % 2 ? n_cfg - 1 - ci : ci];
+            decode_step(c, c->huge ? wh : w, true); /* warm, and each matrix timed alone */
+            double t0 = clock_ms(CLOCK_MONOTONIC), c0 = clock_ms(CLOCK_PROCESS_CPUTIME_ID);
+            for (int i = 0; i < reps; i++)
+                decode_step(c, c->huge ? wh : w, false);
+            c->wall[r] = (clock_ms(CLOCK_MONOTONIC) - t0) / reps;
+            c->cpu[r] = (clock_ms(CLOCK_PROCESS_CPUTIME_ID) - c0) / reps;
+        }
+    if (ss_gemm_calls(SS_GEMM_AVX512) == f32_calls) printf("warning: f32 not on the own GEMV\n");
+    printf("GPT-2-124M decode step, 49 weight matrices at M = 1 (f32 %.0f MB, bf16 %.0f MB), bf16 "
+           "kernel %s; %d interleaved rounds of %d steps\n",
+           f32_bytes / 1e6, f32_bytes / 2e6, ss_gemm_bf16_name(ss_gemm_bf16_pick()), rounds, reps);
+    pool_trip(0);
+    pool_trip(50);
+    printf(
+        "sum of best = each matrix's fastest call over the rounds, summed (what a step takes when "
+        "no neighbour runs during any call; other columns time whole steps)\n");
+    printf(
+        "| kernel | threads | sum of best ms | GB/s (sum of best) | best ms/step | median ms/step "
+        "| GB/s (median) | CPU ms/step (median) |\n|---|---:|---:|---:|---:|---:|---:|---:|\n");
+    for (int c = 0; c < n_cfg; c++) {
+        int m = cmp_double_med(cfg[c].wall, rounds);
+        double best = cfg[c].wall[0], med = cfg[c].wall[m];
+        m = cmp_double_med(cfg[c].cpu, rounds);
+        double sum = 0;
+        for (int i = 0; i < STEP_MATS; i++)
+            sum += cfg[c].mat_best[i];
+        printf("| %s | %d | %.2f | %.1f | %.2f | %.2f | %.1f | %.2f |\n", cfg[c].name,
+               cfg[c].threads, sum, cfg[c].bytes / sum / 1e6, best, med, cfg[c].bytes / med / 1e6,
+               cfg[c].cpu[m]);
+    }
 }
 
 /* --mlp's row counts (issue 10's batch is 32; the others bound the own packed kernel's range) */
@@ -378,7 +666,7 @@ static void mlp_rows(int64_t M, int threads, int rounds, const fma_peak *peak)
 int main(int argc, char **argv)
 {
     int threads = 1, rounds = 5;
-    bool conv_only = false, bf16 = false, mlp = false;
+    bool conv_only = false, bf16 = false, mlp = false, decode = false;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--cpu-time"))
             bench_clock = CLOCK_PROCESS_CPUTIME_ID;
@@ -388,6 +676,8 @@ int main(int argc, char **argv)
             bf16 = true;
         else if (!strcmp(argv[i], "--mlp"))
             mlp = true;
+        else if (!strcmp(argv[i], "--decode"))
+            decode = true;
         else if (!strcmp(argv[i], "--mlp-rows") && i + 1 < argc) /* e.g. 16,17,32,64,65 */
             for (int n = 0; n < 8 && argv[i + 1][0]; n++) {
                 char *end;
@@ -419,6 +709,10 @@ int main(int argc, char **argv)
         return 0;
     }
     openblas_set_num_threads(threads);
+    if (decode) {
+        decode_table(rounds);
+        return 0;
+    }
     if (bf16) {
         bf16_table(threads, rounds);
         return 0;

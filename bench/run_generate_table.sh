@@ -3,7 +3,8 @@
 # f32 and bf16 weights) and the ~1B Llama shape of bench/gen_llama1b.py (bf16; 1 and 2 ranks),
 # each rewritten by `shard --kv-pool [--weights bf16]`, in one run:
 #  - single stream through the runtime (tests/generative/gen_greedy --approx --shards): decode
-#    ms/token (median of ROUNDS runs), against the floor = bytes read per decode step (every
+#    ms/token (median of ROUNDS runs) with each rank on the threads a served rank gets (the
+#    launcher's share: CPUs / ranks, SHARDSERVE_RANK_THREADS), and on 1 thread, against the floor = bytes read per decode step (every
 #    MatMul/Gemm weight once in its stored dtype, embeddings one row, plus the KV cache at the mean
 #    past length) / the read bandwidth bench_membw measures now; first call (prefill of the prompt)
 #    as time to first token and the decode steps' p50/p99 as inter-token latency, runtime level;
@@ -78,22 +79,30 @@ gcc -O3 -march=native -ffast-math -fopenmp "$REPO/bench/bench_membw.c" -o "$WORK
 # the bandwidth of the moment: measured again before each configuration (shared cores and memory)
 bandwidth() { for t in 1 2; do "$WORK/bench_membw" 1024 "$t" | field read_gbps; done | sort -g | tail -1; }
 
-declare -A DEC PRE ITL ORT SRV BYTES CPU BW
+declare -A DEC PRE ITL ORT SRV BYTES CPU BW DEC1 THR
 for c in "${CONFIGS[@]}"; do
   read -r name dtype ranks dir <<<"$c"
   sh=$(shards "$dir" "$dtype" "$ranks")
   key="$name $dtype $ranks"
   BW[$key]=$(bandwidth)
   echo "  $key: read bandwidth now ${BW[$key]} GB/s (bench_membw, best of 1 and 2 threads)" >&2
-  decs="" pres="" cpus=""
-  for _ in $(seq "$ROUNDS"); do # single stream, runtime level
-    out=$("$GEN" --approx --shards "$sh" "$dir/prompt.npy" "$dir/ref_tokens.npy" 2>/dev/null)
-    echo "  $key: ${out%%$'\n'*}" >&2
+  # a served rank's threads: the launcher's share of the CPUs (src/agent/launcher.c)
+  THR[$key]=$(($(nproc) > ranks ? $(nproc) / ranks : 1))
+  decs="" pres="" cpus="" decs1=""
+  for _ in $(seq "$ROUNDS"); do # single stream, runtime level; served threads and 1, interleaved
+    out=$(SHARDSERVE_RANK_THREADS=${THR[$key]} "$GEN" --approx --shards "$sh" "$dir/prompt.npy" \
+      "$dir/ref_tokens.npy" 2>/dev/null)
+    echo "  $key, ${THR[$key]} thread(s): ${out%%$'\n'*}" >&2
     decs+=" $(field decode <<<"$out")" pres+=" $(field tokens <<<"$out")"
     cpus+=" $(field cpu <<<"$out")"
     ITL[$key]="$(field p50 <<<"$out") / $(field p99 <<<"$out")"
+    out=$(SHARDSERVE_RANK_THREADS=1 "$GEN" --approx --shards "$sh" "$dir/prompt.npy" \
+      "$dir/ref_tokens.npy" 2>/dev/null)
+    echo "  $key, 1 thread: ${out%%$'\n'*}" >&2
+    decs1+=" $(field decode <<<"$out")"
   done
   DEC[$key]=$(median <<<"$decs") PRE[$key]=$(median <<<"$pres") CPU[$key]=$(median <<<"$cpus")
+  DEC1[$key]=$(median <<<"$decs1")
   if [ -z "${ORT[$name]:-}" ]; then # ORT f32 on the exported model, once per model
     outs=""
     for _ in $(seq "$ROUNDS"); do
@@ -112,24 +121,25 @@ done
 
 echo
 echo "Single stream: decode ms/token = mean of the 63 decode steps of a run, median of $ROUNDS runs"
-echo "(runtime level, gen_greedy); floor = bytes read per step / read bandwidth measured (bench_membw,
+echo "(runtime level, gen_greedy), each rank on the threads a served rank gets (column thr: CPUs /"
+echo "ranks; 1-thr ms/token: the same on 1 thread, interleaved); floor = bytes read per step / read bandwidth measured (bench_membw,
 best of 1 and 2 threads) just before the row's runs, column GB/s; TTFT = the first call"
 echo "(prefill of the prompt), ITL = decode steps p50 / p99 of one run, both runtime level; served"
 echo "tokens/s = aggregate at 1/8/32 concurrent requests of 64 tokens (median of $(((ROUNDS + 1) / 2)) rounds);"
 echo "onnxruntime-node = float32, 2 threads, its own KV-cache loop on the same model.onnx; cpu ="
 echo "CPU ms per decode step of the process (one rank's), steadier than the wall clock on shared cores."
-echo "| model | dtype | ranks | ms/token | cpu ms/token | GB/s | floor ms | of floor | TTFT ms | ITL p50 / p99 ms | tok/s 1 | tok/s 8 | tok/s 32 | 32 vs 1 | onnxruntime ms/token | vs onnxruntime |"
-echo "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+echo "| model | dtype | ranks | thr | ms/token | cpu ms/token | GB/s | floor ms | of floor | 1-thr ms/token | TTFT ms | ITL p50 / p99 ms | tok/s 1 | tok/s 8 | tok/s 32 | 32 vs 1 | onnxruntime ms/token | vs onnxruntime |"
+echo "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
 for c in "${CONFIGS[@]}"; do
   read -r name dtype ranks _ <<<"$c"
   key="$name $dtype $ranks"
   read -r s1 s8 s32 <<<"${SRV[$key]}"
   awk -v n="$name" -v t="$dtype" -v r="$ranks" -v d="${DEC[$key]}" -v c="${CPU[$key]}" \
-    -v p="${PRE[$key]}" \
+    -v p="${PRE[$key]}" -v th="${THR[$key]}" -v d1="${DEC1[$key]}" \
     -v i="${ITL[$key]}" -v b="${BYTES[$key]}" -v g="${BW[$key]}" -v o="${ORT[$name]}" -v s1="${s1:-0}" \
     -v s8="${s8:-0}" -v s32="${s32:-0}" 'BEGIN {
       f = b / g / 1e6
-      printf "| %s | %s | %s | %.2f | %.2f | %.1f | %.2f | %.0f%% | %.1f | %s | %.1f | %.1f | %.1f | %s | %s | %s |\n", \
-        n, t, r, d, c, g, f, 100 * f / d, p, i, s1, s8, s32, (s1 > 0 ? sprintf("%.2fx", s32 / s1) : "-"),
+      printf "| %s | %s | %s | %s | %.2f | %.2f | %.1f | %.2f | %.0f%% | %.2f | %.1f | %s | %.1f | %.1f | %.1f | %s | %s | %s |\n", \
+        n, t, r, th, d, c, g, f, 100 * f / d, d1, p, i, s1, s8, s32, (s1 > 0 ? sprintf("%.2fx", s32 / s1) : "-"),
         (o == "" ? "-" : sprintf("%.2f", o)), (o == "" ? "-" : sprintf("%.2fx", o / d)) }'
 done

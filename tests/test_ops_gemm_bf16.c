@@ -102,7 +102,8 @@ static void test_every_variant_within_bf16_of_f32(void)
     fprintf(stderr, "auto picks %s\n", ss_gemm_bf16_name(ss_gemm_bf16_pick()));
 }
 
-/* Row 0 of A computed alone, with 6 more rows and on 1 or 2 threads: bit for bit the same. */
+/* Row 0 of A computed alone, with 6 more rows, on 1 or 2 threads and with the GEMV's claims of
+ * polling workers: bit for bit the same. */
 static void test_row_independent_of_batch_and_threads(void)
 {
     ss_gemm_pool_reserve(2);
@@ -115,6 +116,11 @@ static void test_row_independent_of_batch_and_threads(void)
         CHECK_MSG(!memcmp(one, seven, sizeof one), "%s: row 0 changes with 7 rows",
                   ss_gemm_bf16_name(variants[v]));
         CHECK_MSG(!memcmp(one, one_thread, sizeof one), "%s: row 0 changes with threads",
+                  ss_gemm_bf16_name(variants[v]));
+        ss_pool_set_spin_us(50); /* polling workers: the GEMV claims 6 blocks at a time */
+        check_variant(variants[v], (shape){1, 333, 835, false, false}, 2, one_thread);
+        ss_pool_set_spin_us(-1);
+        CHECK_MSG(!memcmp(one, one_thread, sizeof one), "%s: row 0 changes with the claims",
                   ss_gemm_bf16_name(variants[v]));
     }
 }

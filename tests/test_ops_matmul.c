@@ -464,6 +464,64 @@ static void test_f32p_kernel_remainders(void)
                 }
 }
 
+/* M = 1 (the GEMV) on 1, 2 and 3 threads: the same bits (its split of B must not depend on the
+ * threads), close to a double reference, with and without accumulation; B of 1400 columns (split
+ * over K, the last piece longer) and of 5000 (split over columns, a masked tail); the pool's
+ * workers sleeping between tasks and polling. */
+static void gemv_threads_case(ss_gemm_variant v, int64_t K, int64_t N, bool acc)
+{
+    float *A = malloc(sizeof(float) * (size_t)K), *B = malloc(sizeof(float) * (size_t)(K * N));
+    float *C[3], *C0 = malloc(sizeof(float) * (size_t)N);
+    for (int64_t i = 0; i < K; i++)
+        A[i] = (float)urand();
+    for (int64_t i = 0; i < K * N; i++)
+        B[i] = (float)urand();
+    for (int64_t j = 0; j < N; j++)
+        C0[j] = (float)urand();
+    for (int t = 0; t < 3; t++) {
+        C[t] = malloc(sizeof(float) * (size_t)N);
+        memcpy(C[t], C0, sizeof(float) * (size_t)N);
+        ss_gemm_small(v, 1, N, K, 0.5f, A, K, B, N, acc, C[t], N, t + 1);
+    }
+    int bad = 0;
+    for (int64_t j = 0; j < N && !bad; j++) {
+        double s = acc ? C0[j] : 0.0, g = fabs(s);
+        for (int64_t q = 0; q < K; q++) {
+            double x = 0.5 * (double)A[q] * (double)B[q * N + j];
+            s += x, g += fabs(x);
+        }
+        if (!(fabs((double)C[0][j] - s) <= 8e-6 * (g + 1))) {
+            fprintf(stderr, "gemv %s K %lld N %lld: C[%lld] = %.9g, want %.9g\n",
+                    ss_gemm_variant_name(v), (long long)K, (long long)N, (long long)j, C[0][j], s);
+            bad = 1;
+        }
+    }
+    CHECK(!bad);
+    for (int t = 1; t < 3; t++)
+        CHECK_MSG(!memcmp(C[0], C[t], sizeof(float) * (size_t)N),
+                  "gemv %s K %lld N %lld acc %d: %d threads differ from 1", ss_gemm_variant_name(v),
+                  (long long)K, (long long)N, acc, t + 1);
+    for (int t = 0; t < 3; t++)
+        free(C[t]);
+    free(A), free(B), free(C0);
+}
+
+static void test_gemv_bits_independent_of_threads(void)
+{
+    CHECK(ss_gemm_pool_reserve(3) >= 3);
+    for (int spin = 0; spin <= 50; spin += 50) { /* workers that sleep, and that poll 50 us */
+        ss_pool_set_spin_us(spin);
+        for (size_t vi = 0; vi < sizeof variants / sizeof *variants; vi++) {
+            if (!ss_gemm_supported(variants[vi])) continue;
+            for (int acc = 0; acc < 2; acc++) {
+                gemv_threads_case(variants[vi], 1531, 1400, acc);
+                gemv_threads_case(variants[vi], 503, 5000, acc);
+            }
+        }
+    }
+    ss_pool_set_spin_us(-1);
+}
+
 /* Two threads calling at once: one owns the pool, the other runs alone; both must be right. */
 typedef struct {
     int64_t M, K, N;
@@ -627,4 +685,4 @@ TEST_MAIN(TEST(test_alloc_counter_sees_malloc), TEST(test_dnnl_few_rows_read_wei
           TEST(test_bf16_weights_mlp_close_to_f32), TEST(test_matmul_odd_shapes_every_variant),
           TEST(test_matmul_batched_and_vectors), TEST(test_gemm_bias_broadcasts_and_transposes),
           TEST(test_kernel_strided_accumulate), TEST(test_f32p_kernel_remainders),
-          TEST(test_concurrent_callers))
+          TEST(test_gemv_bits_independent_of_threads), TEST(test_concurrent_callers))

@@ -10,6 +10,9 @@
  *                                      greedy drifts from PyTorch: report how many leading tokens
  *                                      agree instead of failing; for benchmarks)
  *
+ * SHARDSERVE_RANK_THREADS=T runs each rank's kernels on T threads, as a launched agent's rank
+ * does (the launcher sets it to its share of the cores); unset, 1.
+ *
  * With --shards, one process per rank (shm communicator; with --mpi-shards, the process mpirun
  * started as rank OMPI_COMM_WORLD_RANK, mpi communicator) runs the same loop on its shard: the
  * ranks keep their own part of the KV cache, and every rank sees the same logits, so each takes
@@ -158,9 +161,12 @@ static int run_rank(const char *dir, int rank, ss_comm_backend backend, const ch
     snprintf(config, sizeof config, "%s/device%d/group_config.json", dir, rank);
     snprintf(who, sizeof who, " rank %d", rank);
     ss_rank *r = NULL;
+    const char *threads = getenv("SHARDSERVE_RANK_THREADS");
+    long t = threads ? strtol(threads, NULL, 10) : 0;
     ss_rank_options opt = {.backend = backend,
                            .session = session,
                            .timeout_ms = 20000,
+                           .blas_threads = t >= 1 && t <= 256 ? (int)t : 0,
                            .kv_cache_bytes = kv_cache_bytes};
     ss_status *st = ss_rank_open(config, &opt, &r);
     int rc = 1;

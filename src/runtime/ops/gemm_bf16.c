@@ -7,7 +7,9 @@
  * prefetch. Measured on Zen 4 with vdpbf16ps (GPT-2-124M's decode weights, 1 thread, best of 15
  * interleaved rounds): one block at a time with a prefetch 2 KiB ahead read 14-15 GB/s, a plain
  * read loop 24, six blocks at once 27. Per output the k order is the tile's, so a row's result
- * is the same bits on either path.
+ * is the same bits on either path. Tiles of up to 6 rows (24 accumulators) from M = 6: measured
+ * 1 thread, M = 32, CPU time (bench_kernels --cpu-time --bf16): 0-6% faster than 4 rows on the
+ * GPT-2 shapes, 73-94% of the vdpbf16ps peak the same bench measures (~420 GFLOP/s a core).
  */
 #include "gemm_bf16.h"
 
@@ -21,12 +23,13 @@
 #endif
 
 #define BLOCK 64           /* columns per block */
-#define TILE_M 4           /* rows per tile (AVX2: 1, its 16 registers hold one row of a block) */
+#define TILE_M 6           /* rows per tile (AVX2: 1, its 16 registers hold one row of a block) */
 #define MIN_PAR_MACS 65536 /* below this the pool's wake-up costs more than it saves */
 #define ROW_GROUP 6        /* blocks an M = 1 GEMV reads at once: 24 zmm accumulators */
 
 static ss_bf16_variant forced;
 static int64_t forced_max_m = -1;
+static int forced_tile_rows; /* bench hook: 0 = TILE_M */
 static unsigned long calls[SS_BF16_AVX512_DOT + 1];
 
 typedef struct {
@@ -99,6 +102,11 @@ int64_t ss_gemm_bf16_max_m(int64_t N)
 void ss_gemm_bf16_force_max_m(int64_t m)
 {
     forced_max_m = m;
+}
+
+void ss_gemm_bf16_force_tile_rows(int rows)
+{
+    forced_tile_rows = rows >= 1 && rows <= TILE_M ? rows : 0;
 }
 
 const char *ss_gemm_bf16_name(ss_bf16_variant v)
@@ -300,6 +308,12 @@ AVX2 static void tile256(const bf16_job *j, int64_t r0, int mr, int64_t b, float
         case 3:                                                                                    \
             BODY(j, r0, 3, b, t);                                                                  \
             break;                                                                                 \
+        case 4:                                                                                    \
+            BODY(j, r0, 4, b, t);                                                                  \
+            break;                                                                                 \
+        case 5:                                                                                    \
+            BODY(j, r0, 5, b, t);                                                                  \
+            break;                                                                                 \
         default:                                                                                   \
             BODY(j, r0, TILE_M, b, t);                                                             \
         }                                                                                          \
@@ -408,14 +422,18 @@ static void bf16_part(void *ctx, int part, int parts)
     bf16_job *j = ctx;
     int rows;
     tile_fn tile = tile_for(j->v, &rows);
+    if (forced_tile_rows && rows > forced_tile_rows) rows = forced_tile_rows;
     float t[TILE_M][BLOCK];
     for (;;) {
         int64_t b = __atomic_fetch_add(&j->next, 1, __ATOMIC_RELAXED);
         if (b >= j->blocks) return;
-        for (int64_t r0 = 0; r0 < j->M; r0 += rows) {
-            int mr = (int)(j->M - r0 < rows ? j->M - r0 : rows);
+        /* row tiles of near-equal size (32 rows: 6, 6, 5, 5, 5, 5 rather than 6 x 5 + 2) */
+        int64_t tiles = (j->M + rows - 1) / rows;
+        for (int64_t i = 0, r0 = 0; i < tiles; i++) {
+            int mr = (int)(j->M / tiles + (i < j->M % tiles));
             tile(j, r0, mr, b, t);
             put_tile(j, r0, mr, b, t);
+            r0 += mr;
         }
     }
 }
@@ -441,10 +459,20 @@ static void bf16_row_part(void *ctx, int part, int parts)
 #endif
 }
 
-/* The M = 1 GEMV's blocks per claim: ROW_GROUP, or fewer so that each part gets about 4 claims
- * (a late thread leaves its share to the others). */
+/* The M = 1 GEMV's blocks per claim. With sleeping pool workers (the default), fewer than
+ * ROW_GROUP so that each part gets about 4 claims (768 columns, 2 parts: 2 blocks): a worker
+ * takes ~30 us to wake, as long as 6 blocks of a 768 x 768 GEMV take, so with 2 claims of 6 the
+ * caller often ran both alone; interleaved on the loaded machine (bench/RESULTS.md, issue 15)
+ * the single stream was no faster with 6-block claims. With polling workers
+ * (SHARDSERVE_POOL_SPIN_US) the worker joins at once and ROW_GROUP blocks a claim (6 streams,
+ * the blocks shared out evenly: 12 blocks = 2 claims of 6) read fastest (bench_kernels
+ * --decode). SS_GEMV_SPLIT_LEGACY keeps the small claims whatever the pool does. */
 static int row_group(int64_t blocks, int parts)
 {
+    if (ss_pool_spin_us() > 0 && ss_gemm_gemv_split() != SS_GEMV_SPLIT_LEGACY) {
+        int64_t claims = (blocks + ROW_GROUP - 1) / ROW_GROUP;
+        return (int)((blocks + claims - 1) / claims);
+    }
     if (parts <= 1) return ROW_GROUP;
     int64_t g = (blocks + 4 * parts - 1) / (4 * parts);
     return g < 1 ? 1 : g > ROW_GROUP ? ROW_GROUP : (int)g;

@@ -45,6 +45,8 @@ const char *ss_gemm_bf16_name(ss_bf16_variant v);
 int64_t ss_gemm_bf16_max_m(int64_t N);
 /* Test and bench hook: plans after this use m as the largest M (m < 0 restores the default). */
 void ss_gemm_bf16_force_max_m(int64_t m);
+/* Bench hook: row tiles of at most `rows` (1 .. 6; 0 restores the default, 6). */
+void ss_gemm_bf16_force_tile_rows(int rows);
 /* How many calls ran on variant v. */
 unsigned long ss_gemm_bf16_calls(ss_bf16_variant v);
 

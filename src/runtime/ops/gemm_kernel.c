@@ -12,7 +12,8 @@
  * contiguous run, about 1.5x faster than the 1-row tile on the 4096 x 4096 MLP.
  *
  * Work is split into column chunks that the caller and the pool's workers claim with an atomic
- * counter, so a descheduled thread (a shared machine) does not hold the others up.
+ * counter, so a descheduled thread (a shared machine) does not hold the others up. The M == 1
+ * GEMV on up to 4096 columns is split by rows of B instead (see GEMV_K_PIECES).
  */
 #define _GNU_SOURCE
 #include "gemm_kernel.h"
@@ -21,7 +22,9 @@
 #include <immintrin.h>
 #include <pthread.h>
 #include <signal.h>
+#include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #define KC 256
 #define MR512 12
@@ -43,6 +46,8 @@ typedef struct {
     int64_t ldc;
     int64_t chunk_cols, n_chunks;
     int64_t next_chunk; /* claimed with __atomic_fetch_add */
+    int k_pieces;       /* M == 1 GEMV split over K: pieces of B's rows (1: split over N) */
+    float *partial;     /* k_pieces > 1: piece p > 0 sums into partial + (p - 1) * N */
 } gemm_job;
 
 /* ------------------------------------------------------------------ variant choice */
@@ -226,19 +231,40 @@ static T512 void cols512(const gemm_job *j, int64_t n0, int64_t n1)
  * k order is the same whatever the rows per step, so the bits are too. */
 #define GEMV_ROWS 12
 
+/* M == 1 over threads. A part that takes a column range reads each row of B in short runs (96
+ * columns when 2 threads split a 768-column matrix in 4 chunks each), which Zen 4 streams far
+ * below its bandwidth. So B of up to GEMV_K_SPLIT_MAX_N columns is split by rows instead: K in
+ * GEMV_K_PIECES pieces, each one contiguous range of B claimed whole, the pieces after the first
+ * summed into a partial vector of their own and added to C in piece order after the call. The
+ * pieces are the same for any thread count, so are the bits. Wider B (the LM head) is split by
+ * columns in chunks of at least GEMV_MIN_COLS. */
+#define GEMV_K_PIECES 4
+#define GEMV_K_SPLIT_MAX_N 4096
+#define GEMV_MIN_COLS 1024
+
+static ss_gemv_split gemv_split;
+
+void ss_gemm_force_gemv_split(ss_gemv_split s)
+{
+    gemv_split = s;
+}
+
+ss_gemv_split ss_gemm_gemv_split(void)
+{
+    return gemv_split;
+}
+
 static inline __attribute__((always_inline)) T512 __mmask16 mask16(int64_t cnt)
 {
     return (__mmask16)(cnt >= 16 ? 0xFFFF : cnt > 0 ? (1u << cnt) - 1 : 0);
 }
 
-/* c[n0, n1) (+)= alpha * a[k .. k+R) x rows k .. k+R of B. */
+/* c[n0, n1) (+)= alpha * a[k .. k+R) x rows k .. k+R of B (c = when init). */
 static inline __attribute__((always_inline)) T512 void
-gemv512_rows(const gemm_job *j, int64_t k, const int R, int64_t n0, int64_t n1)
+gemv512_rows(const gemm_job *j, int64_t k, const int R, float *c, bool init, int64_t n0, int64_t n1)
 {
     const float *b = j->B + k * j->ldb;
-    float *c = j->C;
     int64_t ldb = j->ldb;
-    bool init = k == 0 && !j->acc;
     __m512 a[GEMV_ROWS];
     for (int r = 0; r < R; r++)
         a[r] = _mm512_set1_ps(j->alpha * j->A[k + r]);
@@ -258,15 +284,35 @@ gemv512_rows(const gemm_job *j, int64_t k, const int R, int64_t n0, int64_t n1)
     }
 }
 
-static T512 void gemv512(const gemm_job *j, int64_t n0, int64_t n1)
+/* c[n0, n1) (+)= rows k0 .. k1 of B (k1 > k0) times a[k0 .. k1). */
+static T512 void gemv512(const gemm_job *j, int64_t k0, int64_t k1, float *c, bool init, int64_t n0,
+                         int64_t n1)
 {
-    int64_t k = 0;
-    for (; k + GEMV_ROWS <= j->K; k += GEMV_ROWS)
-        gemv512_rows(j, k, GEMV_ROWS, n0, n1);
-    for (; k + 4 <= j->K; k += 4)
-        gemv512_rows(j, k, 4, n0, n1);
-    for (; k < j->K; k++)
-        gemv512_rows(j, k, 1, n0, n1);
+    int64_t k = k0;
+    for (; k + GEMV_ROWS <= k1; k += GEMV_ROWS, init = false)
+        gemv512_rows(j, k, GEMV_ROWS, c, init, n0, n1);
+    for (; k + 4 <= k1; k += 4, init = false)
+        gemv512_rows(j, k, 4, c, init, n0, n1);
+    for (; k < k1; k++, init = false)
+        gemv512_rows(j, k, 1, c, init, n0, n1);
+}
+
+/* First row of K piece p of the GEMV (a multiple of GEMV_ROWS but for the end). */
+static int64_t piece_row(const gemm_job *j, int64_t p)
+{
+    return p >= j->k_pieces ? j->K : j->K * p / j->k_pieces / GEMV_ROWS * GEMV_ROWS;
+}
+
+/* Column chunk c of the GEMV: every column of K piece c, or the columns of chunk c. */
+static T512 void gemv512_chunk(const gemm_job *j, int64_t c)
+{
+    if (j->k_pieces > 1) {
+        float *out = c == 0 ? j->C : j->partial + (c - 1) * j->N;
+        gemv512(j, piece_row(j, c), piece_row(j, c + 1), out, c > 0 || !j->acc, 0, j->N);
+        return;
+    }
+    int64_t n0 = c * j->chunk_cols, n1 = n0 + j->chunk_cols < j->N ? n0 + j->chunk_cols : j->N;
+    gemv512(j, 0, j->K, j->C, !j->acc, n0, n1);
 }
 
 /* ------------------------------------------------------------------ AVX2 + FMA */
@@ -376,10 +422,12 @@ static void run_chunks(gemm_job *j)
     for (;;) {
         int64_t c = __atomic_fetch_add(&j->next_chunk, 1, __ATOMIC_RELAXED);
         if (c >= j->n_chunks) return;
+        if (j->v == SS_GEMM_AVX512 && j->M == 1) {
+            gemv512_chunk(j, c);
+            continue;
+        }
         int64_t n0 = c * j->chunk_cols, n1 = n0 + j->chunk_cols < j->N ? n0 + j->chunk_cols : j->N;
-        if (j->v == SS_GEMM_AVX512 && j->M == 1)
-            gemv512(j, n0, n1);
-        else if (j->v == SS_GEMM_AVX512)
+        if (j->v == SS_GEMM_AVX512)
             cols512(j, n0, n1);
         else
             cols256(j, n0, n1);
@@ -410,6 +458,52 @@ static struct {
           NULL,
           false};
 
+/* How long an idle worker, and a caller waiting for its workers, poll before sleeping on the
+ * condition variable (SHARDSERVE_POOL_SPIN_US; default 0: sleep at once). A sleeping worker took
+ * ~30 us to start on a task on this 2-vCPU VM (bench_kernels --decode's hand-off line), as long
+ * as half of a 768 x 768 float32 GEMV, and a decode step hands out 49 GEMVs with small ops
+ * between them: polling 50 us took 14-34% off a step's bf16 GEMVs in bench_kernels --decode
+ * (sum of each matrix's best call; float32 6% faster in one run, 12% slower in another), but on the
+ * shared, loaded machine the bf16 single stream got slower with it and took more CPU (gen_greedy,
+ * interleaved A/B, bench/RESULTS.md issue 15), so it is off unless asked for. */
+#define POOL_SPIN_US 0
+static int spin_us = POOL_SPIN_US;
+
+void ss_pool_set_spin_us(int us)
+{
+    spin_us = us < 0 ? POOL_SPIN_US : us;
+}
+
+int ss_pool_spin_us(void)
+{
+    return __atomic_load_n(&spin_us, __ATOMIC_RELAXED);
+}
+
+static double mono_us(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)t.tv_sec * 1e6 + (double)t.tv_nsec / 1e3;
+}
+
+/* Polls until *v != old (want_change) or *v >= old (!want_change) or spin_us pass; unlocked.
+ * (Yielding between bursts of polling was tried: on a loaded machine the yielded worker then
+ * waited for a time slice and took its piece in ~2% of hand-offs, against ~40% sleeping.) */
+static void spin_wait(const unsigned *v, unsigned old, bool want_change)
+{
+    int budget = __atomic_load_n(&spin_us, __ATOMIC_RELAXED);
+    if (budget <= 0) return;
+    double end = mono_us() + budget;
+    for (unsigned i = 1;; i++) {
+        unsigned x = __atomic_load_n(v, __ATOMIC_ACQUIRE);
+        if (want_change ? x != old : x >= old) return;
+#if defined(__x86_64__)
+        _mm_pause();
+#endif
+        if (i % 64 == 0 && mono_us() > end) return;
+    }
+}
+
 static void *worker_main(void *arg)
 {
     int idx = (int)(intptr_t)arg; /* part index, 1-based (the caller is part 0) */
@@ -418,6 +512,11 @@ static void *worker_main(void *arg)
     pool.started++;
     pthread_cond_broadcast(&pool.done);
     for (;;) {
+        if (pool.gen == seen) {
+            pthread_mutex_unlock(&pool.lock);
+            spin_wait(&pool.gen, seen, true);
+            pthread_mutex_lock(&pool.lock);
+        }
         while (pool.gen == seen)
             pthread_cond_wait(&pool.wake, &pool.lock);
         seen = pool.gen;
@@ -430,7 +529,7 @@ static void *worker_main(void *arg)
         pthread_mutex_unlock(&pool.lock);
         fn(ctx, idx, parts);
         pthread_mutex_lock(&pool.lock);
-        pool.finished++;
+        __atomic_add_fetch(&pool.finished, 1, __ATOMIC_RELEASE);
         pthread_cond_signal(&pool.done);
     }
     return NULL;
@@ -452,6 +551,11 @@ static void pool_atfork_child(void)
 
 int ss_gemm_pool_reserve(int threads)
 {
+    static bool env_read;
+    if (!__atomic_exchange_n(&env_read, true, __ATOMIC_RELAXED)) {
+        const char *e = getenv("SHARDSERVE_POOL_SPIN_US"); /* the poll's budget; 0: none */
+        if (e && *e) ss_pool_set_spin_us(atoi(e) > 100000 ? 100000 : atoi(e));
+    }
     if (threads > MAX_WORKERS + 1) threads = MAX_WORKERS + 1;
     pthread_mutex_lock(&pool.busy); /* no call runs while workers are added */
     pthread_mutex_lock(&pool.lock);
@@ -541,11 +645,35 @@ static void tiles(ss_gemm_variant v, int64_t M, int64_t N, int64_t K, float alph
                   int64_t lda, const float *B, int64_t ldb, bool acc, float *C, int64_t ldc,
                   int threads)
 {
-    gemm_job j = {v, M, N, K, alpha, A, lda, B, ldb, acc, C, ldc, 0, 0, 0};
+    gemm_job j = {v, M, N, K, alpha, A, lda, B, ldb, acc, C, ldc, 0, 0, 0, 1, NULL};
     int64_t panels = (N + PANEL - 1) / PANEL;
     int parts = threads < 1 ? 1 : threads;
-    if (parts > panels) parts = (int)panels;
     if (2.0 * (double)M * (double)N * (double)K < MIN_PAR_FLOP) parts = 1;
+    if (v == SS_GEMM_AVX512 && M == 1 && gemv_split != SS_GEMV_SPLIT_LEGACY) {
+        /* K pieces whatever the threads (the bits do not depend on them), summed in order */
+        float partial[(GEMV_K_PIECES - 1) * GEMV_K_SPLIT_MAX_N];
+        if (gemv_split == SS_GEMV_SPLIT_DEFAULT && N <= GEMV_K_SPLIT_MAX_N &&
+            K >= GEMV_K_PIECES * GEMV_ROWS) {
+            j.k_pieces = GEMV_K_PIECES;
+            j.partial = partial;
+            j.n_chunks = GEMV_K_PIECES;
+            ss_pool_run(parts, gemm_part, &j);
+            for (int p = 1; p < GEMV_K_PIECES; p++) {
+                const float *x = partial + (p - 1) * N;
+                for (int64_t n = 0; n < N; n++)
+                    C[n] += x[n];
+            }
+            return;
+        }
+        /* else long contiguous runs of columns: about 4 chunks per part, of >= GEMV_MIN_COLS */
+        int64_t cols = (N + 4 * parts - 1) / (4 * parts);
+        if (cols < GEMV_MIN_COLS) cols = (N + parts - 1) / parts;
+        j.chunk_cols = (cols + 15) / 16 * 16;
+        j.n_chunks = (N + j.chunk_cols - 1) / j.chunk_cols;
+        ss_pool_run(parts, gemm_part, &j);
+        return;
+    }
+    if (parts > panels) parts = (int)panels;
     /* about 4 chunks per part, so a late thread leaves its share to the others */
     int64_t per = parts == 1 ? panels : (panels + 4 * parts - 1) / (4 * parts);
     j.chunk_cols = per * PANEL;
@@ -576,7 +704,7 @@ void ss_pool_run(int parts, ss_pool_fn fn, void *ctx)
     pool.ctx = ctx;
     pool.parts = parts;
     pool.taken = pool.finished = 0;
-    pool.gen++;
+    __atomic_add_fetch(&pool.gen, 1, __ATOMIC_RELEASE); /* workers poll it unlocked */
     pthread_cond_broadcast(&pool.wake);
     pthread_mutex_unlock(&pool.lock);
     fn(ctx, 0, parts); /* returns when every piece of work has been claimed */
@@ -584,6 +712,12 @@ void ss_pool_run(int parts, ss_pool_fn fn, void *ctx)
     /* Close the task: a worker not yet scheduled (a busy machine) skips it instead of being
      * waited for; only the parts already taken are, as they may still be working. */
     pool.parts = 0;
+    if (pool.finished < pool.taken) { /* taken stays: no worker takes a closed task */
+        unsigned taken = (unsigned)pool.taken;
+        pthread_mutex_unlock(&pool.lock);
+        spin_wait((const unsigned *)&pool.finished, taken, false);
+        pthread_mutex_lock(&pool.lock);
+    }
     while (pool.finished < pool.taken)
         pthread_cond_wait(&pool.done, &pool.lock);
     pool.fn = NULL;

@@ -4,8 +4,9 @@
  * stays a read-only mapping). Register-tile kernels for AVX-512F and AVX2+FMA, chosen at run
  * time with __builtin_cpu_supports; OpenBLAS (sgemv for M == 1, sgemm otherwise) elsewhere.
  *
- * Threads: N is split in 32-column panels over a process-wide pool of workers that sleep on a
- * condition variable when idle. The pool is grown at plan time (ss_gemm_pool_reserve); a call
+ * Threads: N is split in 32-column panels (M == 1 on AVX-512: K in 4 fixed pieces up to 4096
+ * columns, the bits the same for any thread count) over a process-wide pool of workers that sleep
+ * on a condition variable when idle. The pool is grown at plan time (ss_gemm_pool_reserve); a call
  * never creates a thread and never allocates. If another call holds the pool, a call runs on
  * its own thread alone instead of waiting.
  */
@@ -41,6 +42,18 @@ const char *ss_gemm_variant_name(ss_gemm_variant v);
 /* How many ss_gemm_small calls ran on variant v (tests check the path they forced was taken). */
 unsigned long ss_gemm_calls(ss_gemm_variant v);
 
+/* How the M == 1 GEMV (AVX-512) splits B over threads: default K pieces for up to 4096 columns
+ * and column chunks of >= 1024 above; legacy 4 chunks of 32-column panels per thread (what it was
+ * before issue 15's split); columns the default's column chunks for any N. Bench hook
+ * (bench_kernels --decode): calls after this use s. */
+typedef enum {
+    SS_GEMV_SPLIT_DEFAULT = 0,
+    SS_GEMV_SPLIT_LEGACY,
+    SS_GEMV_SPLIT_COLUMNS,
+} ss_gemv_split;
+void ss_gemm_force_gemv_split(ss_gemv_split s);
+ss_gemv_split ss_gemm_gemv_split(void);
+
 /* Makes the pool able to run `threads` parts at once (threads - 1 workers; plan time). Returns
  * how many parts it can run (less than asked if thread creation failed). */
 int ss_gemm_pool_reserve(int threads);
@@ -52,6 +65,11 @@ int ss_gemm_pool_reserve(int threads);
  * parts is capped by the pool's size (reserve it at plan time); when another call holds the
  * workers it becomes 1. */
 typedef void (*ss_pool_fn)(void *ctx, int part, int parts);
+/* How long idle workers (and a caller waiting for them) poll before sleeping, in microseconds
+ * (default 0: sleep at once; < 0: the default). The environment's SHARDSERVE_POOL_SPIN_US
+ * sets it when the pool is first reserved. */
+void ss_pool_set_spin_us(int us);
+int ss_pool_spin_us(void);
 void ss_pool_run(int parts, ss_pool_fn fn, void *ctx);
 
 /* C = alpha * A x B, or C += alpha * A x B when acc. lda/ldb/ldc are row strides in floats.
