@@ -534,8 +534,8 @@ def kserve_rows_rest(rows, binary):
     return body.encode(), {"Content-Type": "application/json"}
 
 
-def kserve_rest_post(cluster, rows, binary, timeout=120):
-    body, headers = kserve_rows_rest(rows, binary)
+def kserve_rest_post(cluster, rows, binary, timeout=120, built=None):
+    body, headers = built or kserve_rows_rest(rows, binary)
     req = urllib.request.Request("http://%s/v2/models/bm/infer" % cluster.rest, data=body,
                                  method="POST", headers=headers)
     try:
@@ -583,17 +583,20 @@ def test_kserve_batch_rows_bounded():
                                     request_serializer=lambda b: b, response_deserializer=lambda b: b)
         outcome = []
 
-        def infer_grpc(rows):
+        def infer_grpc(rows, payload):
             try:
-                unary(kserve_rows_grpc(rows), timeout=120)
+                unary(payload, timeout=120)
                 outcome.append("answered")
             except ssc.grpc.RpcError as e:
                 outcome.append("%s: %s" % (e.code(), e.details()))
 
-        def infer_rest(rows, binary):
-            st, text = kserve_rest_post(bc, rows, binary)
+        def infer_rest(rows, binary, built):
+            st, text = kserve_rest_post(bc, rows, binary, built=built)
             outcome.append("%d %s" % (st, text.decode("utf-8", "replace")))
 
+        # Payloads are built before each attack, not in its thread: building 92 MB of protobuf or
+        # 1 M rows of JSON in Python holds the GIL for up to ~1 s, which the health probes of this
+        # process would count as the server's
         attacks = [("gRPC ModelInfer", infer_grpc, (1000000,)),
                    ("REST binary", infer_rest, (1000000, True)),
                    ("REST JSON", infer_rest, (1000000, False)),
@@ -601,8 +604,11 @@ def test_kserve_batch_rows_bounded():
         C = bc  # the health probes and the RSS readings are this serve's
         try:
             for what, fn, args in attacks:
+                built = kserve_rows_grpc(args[0]) if fn is infer_grpc else kserve_rows_rest(*args)
                 health, legit, probes, peak = under_attack(
-                    [threading.Thread(target=fn, args=args)], lambda: kserve_rows_answered(bc, 100))
+                    [threading.Thread(target=fn, args=args + (built,))],
+                    lambda: kserve_rows_answered(bc, 100))
+                del built
                 print("    KServe %s of %d rows: %s; gRPC health slowest %.0f ms, legitimate request "
                       "slowest %.0f ms (%d probes); peak RSS (VmHWM) %.0f MB, bound %d MB" % (
                           what, args[0], outcome[-1][:260], health * 1e3, legit * 1e3, probes, peak,
