@@ -10,7 +10,8 @@
  * What a server cannot avoid is kept, what shardserve adds is left out, so that "serve p50 minus
  * floor p50" is the server's overhead and nothing else:
  *   - the same gRPC core setup as src/server/grpc_server.c: the same channel arguments, THREADS
- *     threads (serve runs 2) on one completion queue, two calls posted per thread and one more
+ *     threads (bench_serving.py passes serve's default, a quarter of the cores, 1 to 4) on one
+ *     completion queue, two calls posted per thread and one more
  *     per accepted call, the method checked, the request received in full and flattened into one
  *     slice, then headers, message, status and close in one batch;
  *   - but the request is never parsed, and the reply is never built: every call sends a

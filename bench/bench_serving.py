@@ -184,6 +184,21 @@ def table(title, header, rows, notes=()):
 
 
 FLOOR = "floor: bare gRPC core, serve's reply bytes"
+
+
+def floor_name(threads):
+    return "%s, %d cq thread%s" % (FLOOR, threads, "" if threads == 1 else "s")
+
+
+def floor_names(res):
+    return sorted({name for name, _ in res if name.startswith(FLOOR)})
+
+
+def best_floor(res):
+    """The tightest floor: the lowest c=1 p50 and the highest c=16 throughput of its thread counts."""
+    names = floor_names(res)
+    return (min(med(res[(n, 1)], "p50_us") for n in names),
+            max(med(res[(n, 16)], "throughput") for n in names))
 ONE_RANK = "shardserve, 1 rank"
 SEED = "shardserve seed (8 ranks)"
 BASE = " [baseline build]"  # suffix of the rows served by --baseline-build's shardserve
@@ -250,10 +265,16 @@ def section_seed(work, full, rest_too):
             raise RuntimeError("the 1-rank and the 8-rank servable answered different bytes (%d vs %d)" %
                                (len(raw), len(raw8)))
         log("seed: captured serve's reply: %d bytes, y shape %s" % (len(raw), y_shape))
-        floor, floor_addr = spawn_port([os.path.join(A.build, "bench", "bench_floor_server"), reply_path,
-                                        "127.0.0.1:0", "2"])
-        procs.append(floor)
-        targets = [(FLOOR, floor_addr, "grpc"), (ONE_RANK, c1.grpc, "grpc"), (SEED, c.grpc, "grpc")]
+        # The floor with 1 and with 2 completion-queue threads (serve's default is a quarter of the
+        # cores, 1 to 4): which is faster depends on the machine (on 2 cores 2 threads once gave
+        # 11,500 req/s at c=16, on another day half that), so each metric takes the better one.
+        targets = []
+        for n in sorted({1, 2, max(1, min(4, (os.cpu_count() or 1) // 4))}):
+            floor, floor_addr = spawn_port([os.path.join(A.build, "bench", "bench_floor_server"), reply_path,
+                                            "127.0.0.1:0", str(n)])
+            procs.append(floor)
+            targets.append((floor_name(n), floor_addr, "grpc"))
+        targets += [(ONE_RANK, c1.grpc, "grpc"), (SEED, c.grpc, "grpc")]
         if A.baseline_build:  # the same servables from another build, timed in the same rounds
             import cluster
             ours = cluster.SHARDSERVE
@@ -304,12 +325,14 @@ def floor_table(res, reply_bytes, y_shape):
     def p50_cell(name):
         rs = [r["p50_us"] for r in res[(name, 1)]]
         return "%.0f (%.0f-%.0f)" % (statistics.median(rs), min(rs), max(rs))
-    floor_p50, floor_rps = med(res[(FLOOR, 1)], "p50_us"), med(res[(FLOOR, 16)], "throughput")
+    floor_p50, floor_rps = best_floor(res)
     one_over = med(res[(ONE_RANK, 1)], "p50_us") - floor_p50
     seed_ratio = med(res[(SEED, 1)], "p50_us") / floor_p50
     one_rps = med(res[(ONE_RANK, 16)], "throughput") / floor_rps
-    vs = {FLOOR: "-", ONE_RANK: "%+.0f us" % one_over, SEED: "%.2fx" % seed_ratio}
-    names = [FLOOR, ONE_RANK, SEED]
+    vs = {ONE_RANK: "%+.0f us" % one_over, SEED: "%.2fx" % seed_ratio}
+    names = floor_names(res) + [ONE_RANK, SEED]
+    for n in floor_names(res):
+        vs[n] = "%+.0f us" % (med(res[(n, 1)], "p50_us") - floor_p50)
     if (ONE_RANK + BASE, 1) in res:
         names += [ONE_RANK + BASE, SEED + BASE]
         vs[ONE_RANK + BASE] = "%+.0f us" % (med(res[(ONE_RANK + BASE, 1)], "p50_us") - floor_p50)
@@ -325,16 +348,17 @@ def floor_table(res, reply_bytes, y_shape):
           "captured from serve and answered as-is by bench_floor_server" % (",".join(map(str, y_shape)), reply_bytes))
     table("", ["server", "c=1 p50 us (min-max)", "c=1 p90 us", "c=1 p99 us", "c=1 p50 vs floor", "c=16 req/s",
                "c=16 req/s vs floor"], rows,
-          ["Targets (issue 9): 1 rank p50 <= floor + 60 us: **%+.0f us** (%s); 8 ranks p50 <= 3x floor: **%.2fx** (%s); "
+          ["The floor is the better of its rows per column (c=1 p50 %.0f us, c=16 %.0f req/s). "
+           "Targets (issue 9): 1 rank p50 <= floor + 60 us: **%+.0f us** (%s); 8 ranks p50 <= 3x floor: **%.2fx** (%s); "
            "1 rank at c=16 >= 0.9x the floor's req/s: **%.2fx** (%s)." %
-           (one_over, "met" if one_over <= 60 else "missed", seed_ratio, "met" if seed_ratio <= 3 else "missed",
+           (floor_p50, floor_rps, one_over, "met" if one_over <= 60 else "missed", seed_ratio, "met" if seed_ratio <= 3 else "missed",
             one_rps, "met" if one_rps >= 0.9 else "missed")])
 
 
 def seed_table(res, targets):
     rows = []
     for conc in (1, 16):
-        floor = med(res[(FLOOR, conc)], "p50_us")
+        floor = min(med(res[(n, conc)], "p50_us") for n in floor_names(res))
         for name, _, proto in targets:
             rs = res[(name, conc)]
             rows.append([name, conc, "%.0f" % med(rs, "throughput"), "%.0f" % med(rs, "p50_us"), "%.0f" % med(rs, "p99_us"),
