@@ -97,17 +97,18 @@ static ss_status *try_dnnl(ss_kctx *k, ss_dnnl_matmul_desc *d, int b_index, kern
     return NULL;
 }
 
-/* The bf16 copy is keyed one byte past the weights' address: oneDNN's copies of the same weights
- * are keyed by the address itself and compare their layouts as oneDNN descriptors, which ours is
- * not. */
+/* The own kernels' packed copies of constant weights (bf16, f32 panels), found again by the
+ * weights' address plus a per-kind offset: oneDNN's copies of the same weights are keyed by the
+ * address itself and compare their layouts as oneDNN descriptors, which ours are not; the bf16 copy
+ * is keyed one byte past the address, the f32 copy two. */
 typedef struct {
     int64_t K, N, ldb;
     int tb;
-} bf16_layout;
+} packed_layout;
 
-static bool same_bf16_layout(const void *a, const void *b)
+static bool same_packed_layout(const void *a, const void *b)
 {
-    return memcmp(a, b, sizeof(bf16_layout)) == 0;
+    return memcmp(a, b, sizeof(packed_layout)) == 0;
 }
 
 /* PATH_BF16 for a float32 GEMM of M rows (batch folded) whose B (input 1, [K, N], or [N, K] when
@@ -121,9 +122,9 @@ static ss_status *try_bf16(ss_kctx *k, int64_t M, int64_t K, int64_t N, bool tb,
     if (!k->bf16_weights || b->dtype != SS_DT_FLOAT32 || b->ndim != 2 || M < 1 || M > max_m ||
         !bv || !bv->data || ss_kernels_mode() == SS_KERNELS_BLAS)
         return NULL;
-    bf16_layout lay = {K, N, b->dims[1], tb};
+    packed_layout lay = {K, N, b->dims[1], tb};
     const char *key = (const char *)bv->data + 1;
-    c->bf16_ref = ss_kctx_packed_find(k, key, &lay, same_bf16_layout);
+    c->bf16_ref = ss_kctx_packed_find(k, key, &lay, same_packed_layout);
     if (c->bf16_ref) {
         c->bf16 = ss_packed_data(c->bf16_ref);
     } else {
@@ -145,18 +146,6 @@ static ss_status *try_bf16(ss_kctx *k, int64_t M, int64_t K, int64_t N, bool tb,
     return NULL;
 }
 
-/* The f32 packed copy is keyed two bytes past the weights' address (oneDNN's copies use the
- * address, the bf16 copy one byte past it). */
-typedef struct {
-    int64_t K, N, ldb;
-    int tb;
-} f32p_layout;
-
-static bool same_f32p_layout(const void *a, const void *b)
-{
-    return memcmp(a, b, sizeof(f32p_layout)) == 0;
-}
-
 /* PATH_F32P for a float32 GEMM of M rows (batch folded) whose B (input 1, [K, N], or [N, K] when
  * tb) is a constant, in auto mode where gemm_f32p.h's kernel applies (own keeps the in-place
  * tile kernels, onednn and blas their libraries); nothing changes when it does not. */
@@ -167,9 +156,9 @@ static ss_status *try_f32p(ss_kctx *k, int64_t M, int64_t K, int64_t N, bool tb,
     if (mode != SS_KERNELS_AUTO || b->dtype != SS_DT_FLOAT32 || b->ndim != 2 || !bv || !bv->data ||
         !ss_gemm_f32p_usable(M, K, N))
         return NULL;
-    f32p_layout lay = {K, N, b->dims[1], tb};
+    packed_layout lay = {K, N, b->dims[1], tb};
     const char *key = (const char *)bv->data + 2;
-    c->f32p_ref = ss_kctx_packed_find(k, key, &lay, same_f32p_layout);
+    c->f32p_ref = ss_kctx_packed_find(k, key, &lay, same_packed_layout);
     if (c->f32p_ref) {
         c->f32p = ss_packed_data(c->f32p_ref);
     } else {
