@@ -35,10 +35,12 @@ export NODE_PATH=$NM OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-PASSIVE}
 G=$WORK/gpt2-small L=$CACHE/llama-1b
 [ -f "$G/model.onnx" ] || /usr/bin/python3 "$REPO/tests/generative/models.py" --family gpt2 \
   --size small --out "$G" >"$WORK/export.log"
-CONFIGS=("GPT-2-124M f32 1 $G" "GPT-2-124M bf16 1 $G")
+# name dtype ranks folder weights: "mapped" (the shard files' page cache, the default) or
+# "resident" (SHARDSERVE_WEIGHTS=resident: anonymous memory on 2 MiB pages, src/onnx/load.c)
+CONFIGS=("GPT-2-124M f32 1 $G mapped" "GPT-2-124M f32 1 $G resident" "GPT-2-124M bf16 1 $G mapped")
 if [ "${SS_GEN_SKIP_1B:-0}" != 1 ]; then
   [ -f "$L/model.onnx" ] || /usr/bin/python3 "$REPO/bench/gen_llama1b.py" "$L" >"$CACHE/export.log"
-  CONFIGS+=("Llama-0.85B bf16 1 $L" "Llama-0.85B bf16 2 $L")
+  CONFIGS+=("Llama-0.85B bf16 1 $L mapped" "Llama-0.85B bf16 2 $L mapped")
 fi
 shards() { # model_dir dtype ranks -> the --kv-pool shard folder (made once)
   local d=$1-kv$3-$2
@@ -77,15 +79,19 @@ echo "   ISA: $(for f in avx2 avx512f avx512_bf16 amx_bf16 amx_tile; do
   grep -qw "$f" /proc/cpuinfo && printf '%s ' "$f" || printf '%s(no) ' "$f"; done)"
 gcc -O3 -march=native -ffast-math -fopenmp "$REPO/bench/bench_membw.c" -o "$WORK/bench_membw"
 # the bandwidth of the moment: measured again before each configuration (shared cores and memory)
-bandwidth() { for t in 1 2; do "$WORK/bench_membw" 1024 "$t" | field read_gbps; done | sort -g | tail -1; }
+bandwidth() { # the best of 1 and 2 threads, 4 KiB and 2 MiB pages: the tightest floor
+  for t in 1 2; do for p in small huge; do "$WORK/bench_membw" 1024 "$t" "$p" | field read_gbps
+  done; done | sort -g | tail -1
+}
 
 declare -A DEC PRE ITL ORT SRV BYTES CPU BW DEC1 THR
 for c in "${CONFIGS[@]}"; do
-  read -r name dtype ranks dir <<<"$c"
+  read -r name dtype ranks dir wmode <<<"$c"
   sh=$(shards "$dir" "$dtype" "$ranks")
-  key="$name $dtype $ranks"
+  key="$name $dtype $ranks $wmode"
+  export SHARDSERVE_WEIGHTS=$wmode # agents and gen_greedy: "resident" or the mapped default
   BW[$key]=$(bandwidth)
-  echo "  $key: read bandwidth now ${BW[$key]} GB/s (bench_membw, best of 1 and 2 threads)" >&2
+  echo "  $key: read bandwidth now ${BW[$key]} GB/s (bench_membw, best of 1 and 2 threads, 4 KiB and 2 MiB pages)" >&2
   # a served rank's threads: the launcher's share of the CPUs (src/agent/launcher.c)
   THR[$key]=$(($(nproc) > ranks ? $(nproc) / ranks : 1))
   decs="" pres="" cpus="" decs1=""
@@ -123,23 +129,23 @@ echo
 echo "Single stream: decode ms/token = mean of the 63 decode steps of a run, median of $ROUNDS runs"
 echo "(runtime level, gen_greedy), each rank on the threads a served rank gets (column thr: CPUs /"
 echo "ranks; 1-thr ms/token: the same on 1 thread, interleaved); floor = bytes read per step / read bandwidth measured (bench_membw,
-best of 1 and 2 threads) just before the row's runs, column GB/s; TTFT = the first call"
+best of 1 and 2 threads, 4 KiB and 2 MiB pages) just before the row's runs, column GB/s; TTFT = the first call"
 echo "(prefill of the prompt), ITL = decode steps p50 / p99 of one run, both runtime level; served"
 echo "tokens/s = aggregate at 1/8/32 concurrent requests of 64 tokens (median of $(((ROUNDS + 1) / 2)) rounds);"
 echo "onnxruntime-node = float32, 2 threads, its own KV-cache loop on the same model.onnx; cpu ="
 echo "CPU ms per decode step of the process (one rank's), steadier than the wall clock on shared cores."
-echo "| model | dtype | ranks | thr | ms/token | cpu ms/token | GB/s | floor ms | of floor | 1-thr ms/token | TTFT ms | ITL p50 / p99 ms | tok/s 1 | tok/s 8 | tok/s 32 | 32 vs 1 | onnxruntime ms/token | vs onnxruntime |"
-echo "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+echo "| model | dtype | weights | ranks | thr | ms/token | cpu ms/token | GB/s | floor ms | of floor | 1-thr ms/token | TTFT ms | ITL p50 / p99 ms | tok/s 1 | tok/s 8 | tok/s 32 | 32 vs 1 | onnxruntime ms/token | vs onnxruntime |"
+echo "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
 for c in "${CONFIGS[@]}"; do
-  read -r name dtype ranks _ <<<"$c"
-  key="$name $dtype $ranks"
+  read -r name dtype ranks _ wmode <<<"$c"
+  key="$name $dtype $ranks $wmode"
   read -r s1 s8 s32 <<<"${SRV[$key]}"
-  awk -v n="$name" -v t="$dtype" -v r="$ranks" -v d="${DEC[$key]}" -v c="${CPU[$key]}" \
+  awk -v n="$name" -v t="$dtype" -v w="$wmode" -v r="$ranks" -v d="${DEC[$key]}" -v c="${CPU[$key]}" \
     -v p="${PRE[$key]}" -v th="${THR[$key]}" -v d1="${DEC1[$key]}" \
     -v i="${ITL[$key]}" -v b="${BYTES[$key]}" -v g="${BW[$key]}" -v o="${ORT[$name]}" -v s1="${s1:-0}" \
     -v s8="${s8:-0}" -v s32="${s32:-0}" 'BEGIN {
       f = b / g / 1e6
-      printf "| %s | %s | %s | %s | %.2f | %.2f | %.1f | %.2f | %.0f%% | %.2f | %.1f | %s | %.1f | %.1f | %.1f | %s | %s | %s |\n", \
-        n, t, r, th, d, c, g, f, 100 * f / d, d1, p, i, s1, s8, s32, (s1 > 0 ? sprintf("%.2fx", s32 / s1) : "-"),
+      printf "| %s | %s | %s | %s | %s | %.2f | %.2f | %.1f | %.2f | %.0f%% | %.2f | %.1f | %s | %.1f | %.1f | %.1f | %s | %s | %s |\n", \
+        n, t, w, r, th, d, c, g, f, 100 * f / d, d1, p, i, s1, s8, s32, (s1 > 0 ? sprintf("%.2fx", s32 / s1) : "-"),
         (o == "" ? "-" : sprintf("%.2f", o)), (o == "" ? "-" : sprintf("%.2fx", o / d)) }'
 done
