@@ -2,6 +2,7 @@
 #include "check.h"
 #include "shardserve/onnx.h"
 
+#include <stdint.h>
 #include <stdio.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -45,6 +46,28 @@ static void maps_external_weights(void)
         CHECK((const char *)w->data >= base &&
               (const char *)w->data + w->nbytes <= base + m->maps[0].len);
         CHECK(((const float *)w->data)[0] == 0.5f);
+    }
+    ss_onnx_free(m);
+}
+
+/* SHARDSERVE_WEIGHTS=resident: the same bytes in anonymous memory starting on a 2 MiB boundary
+ * (huge pages for the kernels that stream them); freed whole by ss_onnx_free (ASan checks). */
+static void resident_weights_on_2mib_boundary(void)
+{
+    setenv("SHARDSERVE_WEIGHTS", "resident", 1);
+    ss_onnx_model *m = NULL;
+    CHECK_OK(ss_onnx_load(fixture("ext/good_ext.onnx"), &m));
+    unsetenv("SHARDSERVE_WEIGHTS");
+    if (!m) return;
+    const ss_tensor *w = ss_onnx_find_init(m, "W");
+    CHECK(w && w->nbytes == 96 * 16 * 4 && m->n_maps == 1);
+    if (w && m->n_maps == 1) {
+        CHECK((uintptr_t)m->maps[0].base % ((uintptr_t)2 << 20) == 0);
+        for (int i = 0; i < 96 * 16; i++)
+            if (((const float *)w->data)[i] != 0.5f) {
+                CHECK(!"resident weights differ from the file");
+                break;
+            }
     }
     ss_onnx_free(m);
 }
@@ -108,6 +131,7 @@ static void tensor_file_errors(void)
     CHECK_ERR(ss_onnx_parse_tensor_file(fixture("nope.pb"), &t), "cannot open");
 }
 
-TEST_MAIN(TEST(loads_inline_weights), TEST(maps_external_weights), TEST(symbolic_dims),
+TEST_MAIN(TEST(loads_inline_weights), TEST(maps_external_weights),
+          TEST(resident_weights_on_2mib_boundary), TEST(symbolic_dims),
           TEST(external_data_must_be_a_regular_file), TEST(bad_files_give_clear_errors),
           TEST(tensor_file_errors))
