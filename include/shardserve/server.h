@@ -50,6 +50,8 @@ extern "C" {
 #define SS_SERVER_DEFAULT_REST_READ_TIMEOUT_S 30 /* a whole request's headers + body */
 #define SS_SERVER_DEFAULT_GRPC_STREAMS 100       /* concurrent streams on one gRPC connection */
 #define SS_SERVER_DEFAULT_GRPC_RECV_TIMEOUT_S 30 /* a whole request message */
+#define SS_SERVER_DEFAULT_GRPC_RECV_SLOTS 2      /* calls receiving their message at once */
+#define SS_SERVER_DEFAULT_GRPC_CONTENDED_MS 500  /* a slot's hold while others wait */
 #define SS_SERVER_DEFAULT_GRPC_BUFFERED_MSGS                                                       \
     2 /* held request bytes: this many largest messages                                            \
        */
@@ -79,6 +81,10 @@ typedef struct {
                             max_msg_mb; at least 2 x max_msg_mb */
     int max_decoded_mb;  /* one request's decoded size, estimated before unpacking;
                             0 = SS_SERVER_DEFAULT_GRPC_DECODED_MSGS x max_msg_mb */
+    int recv_slots;      /* calls that receive their request message at once (each may buffer a
+                            whole message in libgrpc); others wait; 0 = the default */
+    int recv_contended_ms; /* while calls wait for a slot, a holder whose message has been
+                              arriving longer than this is cancelled; 0 = the default */
     ss_predict_handler handler;
     ss_ready_fn ready; /* NULL: always ready */
     void *ready_ctx;

@@ -40,6 +40,7 @@ static const char serve_usage[] =
     "                        [--rest-max-connections N] [--rest-max-per-client N] "
     "[--rest-read-timeout-s S]\n"
     "                        [--grpc-max-streams N] [--grpc-recv-timeout-s S] [--grpc-threads N]\n"
+    "                        [--grpc-recv-slots N] [--grpc-recv-contended-ms MS]\n"
     "                        [--reply-spin-us US] [--grpc-max-buffered-mb N] "
     "[--grpc-max-decoded-mb N]\n"
     "                        [--rest-max-buffered-mb N] [--kserve-max-batch-rows-mb N]\n"
@@ -83,6 +84,14 @@ static const char serve_usage[] =
     "  --grpc-max-streams       concurrent streams on one gRPC connection (default 100)\n"
     "  --grpc-recv-timeout-s    a gRPC request message must arrive whole within this (default "
     "30)\n"
+    "  --grpc-recv-slots        gRPC calls receiving their request message at once; each may "
+    "buffer\n"
+    "                           up to --grpc-max-msg-mb inside gRPC; the others wait, connection "
+    "by\n"
+    "                           connection (default 2)\n"
+    "  --grpc-recv-contended-ms while calls wait for a receive slot, a call whose message has "
+    "been\n"
+    "                           arriving longer than this is cancelled (default 500)\n"
     "  --grpc-threads           threads taking gRPC calls off the completion queue (default: a "
     "quarter\n"
     "                           of the cores, 1 to 4)\n"
@@ -116,7 +125,8 @@ static const char serve_usage[] =
  * value goes. 0 (not given) leaves the server's default. */
 typedef struct {
     long rest_connections, rest_per_client, rest_read_s, rest_held_mb, grpc_streams, grpc_recv_s,
-        grpc_held_mb, grpc_decoded_mb, grace_ms, grpc_threads, reply_spin_us, kserve_rows_mb;
+        grpc_held_mb, grpc_decoded_mb, grpc_slots, grpc_contended_ms, grace_ms, grpc_threads,
+        reply_spin_us, kserve_rows_mb;
 } serve_limits;
 
 static const struct {
@@ -129,6 +139,8 @@ static const struct {
     {"--rest-read-timeout-s", 1, 86400, offsetof(serve_limits, rest_read_s)},
     {"--grpc-max-streams", 1, 100000, offsetof(serve_limits, grpc_streams)},
     {"--grpc-recv-timeout-s", 1, 86400, offsetof(serve_limits, grpc_recv_s)},
+    {"--grpc-recv-slots", 1, 100000, offsetof(serve_limits, grpc_slots)},
+    {"--grpc-recv-contended-ms", 1, 3600000, offsetof(serve_limits, grpc_contended_ms)},
     {"--grpc-threads", 1, 64, offsetof(serve_limits, grpc_threads)},
     {"--reply-spin-us", 0, 100000, offsetof(serve_limits, reply_spin_us)},
     {"--grpc-max-buffered-mb", 1, 1 << 20, offsetof(serve_limits, grpc_held_mb)},
@@ -539,6 +551,8 @@ int cmd_serve(int argc, char **argv)
                               .threads = (int)lim.grpc_threads,
                               .drain_ms = (int)grace_ms + 1000, /* answers first, then cancel */
                               .recv_timeout_s = (int)lim.grpc_recv_s,
+                              .recv_slots = (int)lim.grpc_slots,
+                              .recv_contended_ms = (int)lim.grpc_contended_ms,
                               .max_buffered_mb = (int)lim.grpc_held_mb,
                               .max_decoded_mb = (int)lim.grpc_decoded_mb};
         st = ss_grpc_server_start(&go, &gs);

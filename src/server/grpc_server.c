@@ -27,14 +27,25 @@
  * Limits against slow or greedy clients: at most max_streams concurrent streams per connection
  * (HTTP/2 SETTINGS, enforced by gRPC core), and a call in RECEIVING whose message has not arrived
  * whole within recv_timeout_s of its start is cancelled (RESOURCE_EXHAUSTED, counted in
- * /metrics), so half-sent messages cannot park buffers forever. The worker threads wake at least
- * every SCAN_MS to look for such calls. A received message counts against max_buffered_mb
- * (budget.h) until its call ends, and is refused unread over it; so does its decoded form:
- * before protobuf-c unpacks it, what the unpack will allocate is computed from the wire
- * (pb_budget.h, the codecs) and taken from the same budget (refused over it, or over max_decoded_mb
- * for one request) until the call ends — 300,000 small instances in 89 MB unpack to ~400 MB. A
- * message of DECODE_ASIDE_BYTES or more is sized and decoded on the decoder thread (workq.h), so
- * health checks never wait behind it.
+ * /metrics), so half-sent messages cannot park buffers forever.
+ *
+ * Receive slots. libgrpc buffers a request message until it is whole, and once a call asks for
+ * its message (RECV_MESSAGE) the stream's flow-control window opens to the size the message
+ * announces: 1,000 streams stalled part-way through 95 MB messages parked 1.4-1.9 GB. So at most
+ * recv_slots calls ask for their message at once (the BDP probe is off, so a stream that has not
+ * asked holds at most HTTP/2's 64 KiB initial window). A freed slot goes to the waiting call
+ * whose connection has the fewest calls waiting, then to the connection served longest ago, so
+ * one connection's many streams cannot starve another client; health checks wait the same way.
+ * While calls wait, a slot holder whose message has been arriving for more than contended_ms is
+ * cancelled (RESOURCE_EXHAUSTED, counted as limit "recv_slot"): a whole message already buffered
+ * takes microseconds; only a sender slower than that, while others wait, loses its call. The worker
+ * threads wake at least every SCAN_MS to look for such calls. A received message counts against
+ * max_buffered_mb (budget.h) until its call ends, and is refused unread over it; so does its
+ * decoded form: before protobuf-c unpacks it, what the unpack will allocate is computed from the
+ * wire (pb_budget.h, the codecs) and taken from the same budget (refused over it, or over
+ * max_decoded_mb for one request) until the call ends — 300,000 small instances in 89 MB unpack to
+ * ~400 MB. A message of DECODE_ASIDE_BYTES or more is sized and decoded on the decoder thread
+ * (workq.h), so health checks never wait behind it.
  */
 #define _GNU_SOURCE /* pthread_setname_np */
 #include "shardserve/server.h"
@@ -49,6 +60,7 @@
 #include <grpc/support/alloc.h>
 #include <grpc/support/log.h>
 #include <grpc/support/time.h>
+#include <limits.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -73,6 +85,7 @@
 #define SCAN_MS 250
 #define CANCEL_BATCH 64
 #define DECODE_ASIDE_BYTES ((size_t)1 << 20)
+#define PEERS_SEEN 1024
 /* A message at the size limit and its decoded copy (plus ~1 KB of protobuf-c structs) must fit
  * an idle server whose budget is 2 x the limit. */
 #define BUDGET_SLACK_BYTES ((size_t)1 << 20)
@@ -84,7 +97,7 @@ typedef enum {
     TAG_SEND,
     TAG_STREAM = SS_KSERVE_STREAM_TAG
 } tag_kind;
-typedef enum { ST_REQUESTED, ST_RECEIVING, ST_WAITING, ST_FINISHING } call_state;
+typedef enum { ST_REQUESTED, ST_QUEUED, ST_RECEIVING, ST_WAITING, ST_FINISHING } call_state;
 typedef struct grpc_ctx grpc_ctx;
 /* A unary method: the whole request message in, exactly one finish_call out (now or later). */
 typedef struct {
@@ -103,6 +116,12 @@ typedef struct {
     tag_head head;
     grpc_ctx *c;
 } ctx_tag;
+
+typedef struct {
+    uint64_t peer;       /* peer_hash(); 0: a free entry */
+    uint64_t granted_ns; /* when the connection was last granted a receive slot, 0: never */
+    long waiting;        /* next_in_queue()'s count of its calls in the queue */
+} peer_seen;
 
 typedef struct queued_msg {
     uint8_t *bytes; /* a packed PredictReply */
@@ -124,10 +143,16 @@ struct grpc_ctx {
     int cancelled;
     ss_predict_request *req;
     ss_kserve_call *kcall; /* ModelInfer: the call the request borrows from */
-    /* while RECEIVING: linked in the server's receiving list, cancelled past recv_deadline_ns */
+    /* while QUEUED or RECEIVING: linked in the server's receiving list, cancelled past
+     * recv_deadline_ns; while QUEUED also in its queue of calls waiting for a receive slot */
     grpc_ctx *rprev, *rnext;
     bool receiving;
     uint64_t recv_deadline_ns;
+    grpc_ctx *qnext;
+    uint64_t peer; /* hash of the connection's peer address ("ipv4:127.0.0.1:PORT") */
+    bool slot;     /* holds one of the server's receive slots */
+    bool evicted;  /* cancelled to free its slot */
+    uint64_t slot_since_ns;
     size_t bytes; /* request + reply message bytes: a large call returns its memory (trim.h) */
     size_t held;  /* request bytes (wire and decoded) taken from the server's budget */
     /* Once the request is with the handler, done(), partial() and the close and send events race:
@@ -167,6 +192,14 @@ struct ss_grpc_server {
     size_t max_decoded;  /* one request's decoded size */
     ss_workq *decoder;   /* decodes large messages, so the cq threads stay free for health */
     ss_byte_budget held; /* request messages received and not yet answered */
+    /* receive slots (under mu) */
+    int recv_slots, slots_used;
+    uint64_t contended_ns;
+    grpc_ctx *queue_head, *queue_tail; /* calls waiting for a slot, in arrival order */
+    long queued;
+    peer_seen served[PEERS_SEEN]; /* connections seen waiting or granted (hash table) */
+    unsigned served_resets;
+    ss_metric_series *cut_slot;
 };
 
 /* ------------------------------------------------------------------ call lifecycle */
@@ -221,19 +254,173 @@ static void receiving_start(grpc_ctx *c)
     pthread_mutex_unlock(&srv->mu);
 }
 
+/* Under mu. */
+static void unlink_receiving(ss_grpc_server *srv, grpc_ctx *c)
+{
+    if (!c->receiving) return;
+    if (c->rprev)
+        c->rprev->rnext = c->rnext;
+    else
+        srv->receiving = c->rnext;
+    if (c->rnext) c->rnext->rprev = c->rprev;
+    c->receiving = false;
+}
+
 static void receiving_end(grpc_ctx *c)
 {
     ss_grpc_server *srv = c->srv;
     pthread_mutex_lock(&srv->mu);
-    if (c->receiving) {
-        if (c->rprev)
-            c->rprev->rnext = c->rnext;
+    unlink_receiving(srv, c);
+    pthread_mutex_unlock(&srv->mu);
+}
+
+/* ------------------------------------------------------------------ receive slots */
+
+static void finish_call(grpc_ctx *c, grpc_status_code code, const char *details, uint8_t *payload,
+                        size_t len);
+static void free_ctx(grpc_ctx *c);
+
+static uint64_t peer_hash(grpc_call *call)
+{
+    char *peer = grpc_call_get_peer(call);
+    uint64_t h = 1469598103934665603ull; /* FNV-1a */
+    for (const char *p = peer; p && *p; p++)
+        h = (h ^ (uint8_t)*p) * 1099511628211ull;
+    gpr_free(peer);
+    return h | 1; /* 0 marks a free entry */
+}
+
+/* Under mu: the connection's entry (inserted when missing). A full table starts over, which
+ * costs fairness for a moment, not correctness. */
+static peer_seen *seen(ss_grpc_server *srv, uint64_t peer)
+{
+    size_t i = (size_t)(peer % PEERS_SEEN);
+    for (size_t n = 0; n < PEERS_SEEN; n++, i = (i + 1) % PEERS_SEEN) {
+        if (srv->served[i].peer == peer) return &srv->served[i];
+        if (srv->served[i].peer == 0) {
+            srv->served[i] = (peer_seen){peer, 0, 0};
+            return &srv->served[i];
+        }
+    }
+    memset(srv->served, 0, sizeof srv->served);
+    srv->served_resets++;
+    i = (size_t)(peer % PEERS_SEEN);
+    srv->served[i] = (peer_seen){peer, 0, 0};
+    return &srv->served[i];
+}
+
+/* Under mu. */
+static void take_slot(ss_grpc_server *srv, grpc_ctx *c)
+{
+    uint64_t now = ss_now_ns();
+    srv->slots_used++;
+    c->slot = true;
+    c->slot_since_ns = now;
+    c->state = ST_RECEIVING;
+    seen(srv, c->peer)->granted_ns = now;
+}
+
+/* Under mu: take c out of the queue of calls waiting for a slot (prev: its predecessor). */
+static void unqueue(ss_grpc_server *srv, grpc_ctx *c, grpc_ctx *prev)
+{
+    if (prev)
+        prev->qnext = c->qnext;
+    else
+        srv->queue_head = c->qnext;
+    if (srv->queue_tail == c) srv->queue_tail = prev;
+    c->qnext = NULL;
+    srv->queued--;
+}
+
+/* Under mu: the next waiting call to get a slot, out of the queue; NULL when none waits. It is
+ * the one whose connection has the fewest calls waiting (a client with one request goes before
+ * one with a hundred stalled streams), then the one whose connection was granted a slot longest
+ * ago, then the first to come. */
+static grpc_ctx *next_in_queue(ss_grpc_server *srv)
+{
+    if (!srv->queue_head) return NULL;
+    unsigned resets = srv->served_resets;
+    for (grpc_ctx *q = srv->queue_head; q; q = q->qnext)
+        seen(srv, q->peer)->waiting = 0;
+    for (grpc_ctx *q = srv->queue_head; q; q = q->qnext)
+        seen(srv, q->peer)->waiting++;
+    grpc_ctx *best = srv->queue_head, *best_prev = NULL;
+    if (resets == srv->served_resets) { /* else more connections wait than the table holds */
+        long best_waiting = LONG_MAX;
+        uint64_t best_at = UINT64_MAX;
+        for (grpc_ctx *q = srv->queue_head, *prev = NULL; q; prev = q, q = q->qnext) {
+            const peer_seen *e = seen(srv, q->peer);
+            if (e->waiting < best_waiting ||
+                (e->waiting == best_waiting && e->granted_ns < best_at))
+                best = q, best_prev = prev, best_waiting = e->waiting, best_at = e->granted_ns;
+        }
+    }
+    unqueue(srv, best, best_prev);
+    return best;
+}
+
+/* Ask for the call's request message (it holds a slot). */
+static void post_recv(grpc_ctx *c)
+{
+    grpc_op op;
+    memset(&op, 0, sizeof op);
+    op.op = GRPC_OP_RECV_MESSAGE;
+    op.data.recv_message.recv_message = &c->recv;
+    if (grpc_call_start_batch(c->call, &op, 1, c, NULL) != GRPC_CALL_OK) free_ctx(c);
+}
+
+/* A call is done receiving (its message came, or it broke): its slot goes to the next in line. */
+static void release_slot(grpc_ctx *c)
+{
+    ss_grpc_server *srv = c->srv;
+    if (!c->slot) return;
+    grpc_ctx *next = NULL;
+    pthread_mutex_lock(&srv->mu);
+    c->slot = false;
+    srv->slots_used--;
+    if (!atomic_load(&srv->shutting_down) && (next = next_in_queue(srv))) take_slot(srv, next);
+    pthread_mutex_unlock(&srv->mu);
+    if (next) post_recv(next);
+}
+
+/* The call's request message is wanted: now, with a free slot, or once one frees up. */
+static void receive_or_queue(grpc_ctx *c)
+{
+    ss_grpc_server *srv = c->srv;
+    c->peer = peer_hash(c->call);
+    receiving_start(c);
+    pthread_mutex_lock(&srv->mu);
+    bool now = srv->slots_used < srv->recv_slots && !srv->queue_head;
+    if (now) {
+        take_slot(srv, c);
+    } else {
+        c->state = ST_QUEUED;
+        if (srv->queue_tail)
+            srv->queue_tail->qnext = c;
         else
-            srv->receiving = c->rnext;
-        if (c->rnext) c->rnext->rprev = c->rprev;
-        c->receiving = false;
+            srv->queue_head = c;
+        srv->queue_tail = c;
+        srv->queued++;
     }
     pthread_mutex_unlock(&srv->mu);
+    if (now) post_recv(c);
+}
+
+/* stop(): the calls still waiting for a slot are answered UNAVAILABLE (they have no batch that
+ * the server's shutdown would complete). */
+static void drain_queue(ss_grpc_server *srv)
+{
+    for (;;) {
+        pthread_mutex_lock(&srv->mu);
+        grpc_ctx *c = srv->queue_head;
+        if (c) {
+            unqueue(srv, c, NULL);
+            unlink_receiving(srv, c);
+        }
+        pthread_mutex_unlock(&srv->mu);
+        if (!c) return;
+        finish_call(c, GRPC_STATUS_UNAVAILABLE, "the server is shutting down", NULL, 0);
+    }
 }
 
 /* Cancel the calls whose message is overdue. The calls are referenced under the lock and
@@ -244,26 +431,61 @@ static void cancel_overdue(ss_grpc_server *srv)
     if (now < next ||
         !atomic_compare_exchange_strong(&srv->next_scan_ns, &next, now + SCAN_MS * 1000000ull))
         return;
-    grpc_call *overdue[CANCEL_BATCH];
-    size_t n = 0;
+    grpc_call *overdue[CANCEL_BATCH], *evict[CANCEL_BATCH];
+    grpc_ctx *expired[CANCEL_BATCH];
+    size_t n = 0, n_evict = 0, n_expired = 0;
     pthread_mutex_lock(&srv->mu);
-    for (grpc_ctx *c = srv->receiving; c && n < CANCEL_BATCH; c = c->rnext) {
-        if (now < c->recv_deadline_ns) continue;
-        c->recv_deadline_ns = UINT64_MAX; /* cancelled once */
-        grpc_call_ref(c->call);
-        overdue[n++] = c->call;
+    bool contended = srv->queue_head && srv->slots_used >= srv->recv_slots;
+    long waiting = srv->queued;
+    for (grpc_ctx *c = srv->receiving, *cnext; c; c = cnext) {
+        cnext = c->rnext;
+        if (c->state == ST_QUEUED && now >= c->recv_deadline_ns && n_expired < CANCEL_BATCH) {
+            grpc_ctx *prev = NULL;
+            for (grpc_ctx *q = srv->queue_head; q && q != c; q = q->qnext)
+                prev = q;
+            unqueue(srv, c, prev);
+            unlink_receiving(srv, c);
+            expired[n_expired++] = c;
+        } else if (c->state == ST_RECEIVING && now >= c->recv_deadline_ns && n < CANCEL_BATCH) {
+            c->recv_deadline_ns = UINT64_MAX; /* cancelled once */
+            grpc_call_ref(c->call);
+            overdue[n++] = c->call;
+        } else if (contended && c->slot && !c->evicted &&
+                   now - c->slot_since_ns > srv->contended_ns && n_evict < CANCEL_BATCH) {
+            c->evicted = true;
+            grpc_call_ref(c->call);
+            evict[n_evict++] = c->call;
+        }
     }
     pthread_mutex_unlock(&srv->mu);
-    if (n) {
-        ss_metric_add(srv->cut_recv, (double)n);
-        SS_WARN("grpc: cancelled %zu call(s) whose request message did not arrive within %llu s", n,
-                (unsigned long long)(srv->recv_timeout_ns / 1000000000ull));
+    if (n + n_expired) {
+        ss_metric_add(srv->cut_recv, (double)(n + n_expired));
+        SS_WARN("grpc: cancelled %zu call(s) whose request message did not arrive within %llu s",
+                n + n_expired, (unsigned long long)(srv->recv_timeout_ns / 1000000000ull));
     }
     for (size_t i = 0; i < n; i++) {
         grpc_call_cancel_with_status(
             overdue[i], GRPC_STATUS_RESOURCE_EXHAUSTED,
             "the request message did not arrive within the receive timeout", NULL);
         grpc_call_unref(overdue[i]);
+    }
+    for (size_t i = 0; i < n_expired; i++)
+        finish_call(expired[i], GRPC_STATUS_RESOURCE_EXHAUSTED,
+                    "the request waited for a receive slot (--grpc-recv-slots) until the receive "
+                    "timeout",
+                    NULL, 0);
+    if (!n_evict) return;
+    ss_metric_add(srv->cut_slot, (double)n_evict);
+    char why[300];
+    snprintf(why, sizeof why,
+             "the request message was still arriving after %llu ms while %ld other request(s) "
+             "waited for one of the server's %d receive slots (--grpc-recv-slots, "
+             "--grpc-recv-contended-ms)",
+             (unsigned long long)(srv->contended_ns / 1000000u), waiting, srv->recv_slots);
+    SS_WARN("grpc: cancelled %zu call(s): %s", n_evict, why);
+    for (size_t i = 0; i < n_evict; i++) {
+        grpc_call_cancel_with_status(evict[i], GRPC_STATUS_RESOURCE_EXHAUSTED, why, NULL);
+        grpc_call_unref(evict[i]);
     }
 }
 
@@ -282,6 +504,7 @@ static void drop_queue(grpc_ctx *c)
 static void free_ctx(grpc_ctx *c)
 {
     ss_grpc_server *srv = c->srv;
+    release_slot(c);
     receiving_end(c);
     drop_queue(c);
     free(c->final_msg);
@@ -777,13 +1000,7 @@ static void on_requested(grpc_ctx *c, bool ok)
         start_stream(c);
         return;
     }
-    grpc_op op;
-    memset(&op, 0, sizeof op);
-    op.op = GRPC_OP_RECV_MESSAGE;
-    op.data.recv_message.recv_message = &c->recv;
-    c->state = ST_RECEIVING;
-    receiving_start(c);
-    if (grpc_call_start_batch(c->call, &op, 1, c, NULL) != GRPC_CALL_OK) free_ctx(c);
+    receive_or_queue(c);
 }
 
 static void release_held(grpc_ctx *c)
@@ -870,6 +1087,7 @@ static bool hold_message(grpc_ctx *c)
 
 static void on_received(grpc_ctx *c, bool ok)
 {
+    release_slot(c);
     receiving_end(c);
     if (!ok) { /* the call broke before its message arrived */
         free_ctx(c);
@@ -920,8 +1138,9 @@ static void on_event(ss_grpc_server *srv, void *tag, bool ok)
     case ST_FINISHING:
         op_done(c);
         break;
+    case ST_QUEUED:
     case ST_WAITING:
-        SS_ERROR("grpc: event for a call waiting on its handler");
+        SS_ERROR("grpc: event for a call waiting for a receive slot or on its handler");
         break;
     }
 }
@@ -1104,6 +1323,12 @@ ss_status *ss_grpc_server_start(const ss_grpc_options *opts, ss_grpc_server **ou
     srv->cut_recv = ss_metrics_series(refused, (const char *const[]){"recv_timeout"});
     srv->cut_backlog = ss_metrics_series(refused, (const char *const[]){"stream_backlog"});
     srv->cut_decoded = ss_metrics_series(refused, (const char *const[]){"decoded_bytes"});
+    srv->cut_slot = ss_metrics_series(refused, (const char *const[]){"recv_slot"});
+    srv->recv_slots = opts->recv_slots > 0 ? opts->recv_slots : SS_SERVER_DEFAULT_GRPC_RECV_SLOTS;
+    srv->contended_ns =
+        (uint64_t)(opts->recv_contended_ms > 0 ? opts->recv_contended_ms
+                                               : SS_SERVER_DEFAULT_GRPC_CONTENDED_MS) *
+        1000000u;
     srv->held.refused = ss_metrics_series(refused, (const char *const[]){"buffered_bytes"});
     int held_mb = opts->max_buffered_mb > 0 ? opts->max_buffered_mb
                                             : SS_SERVER_DEFAULT_GRPC_BUFFERED_MSGS * mb;
@@ -1116,6 +1341,9 @@ ss_status *ss_grpc_server_start(const ss_grpc_options *opts, ss_grpc_server **ou
         {GRPC_ARG_INTEGER, GRPC_ARG_MAX_RECEIVE_MESSAGE_LENGTH, {.integer = mb << 20}},
         {GRPC_ARG_INTEGER, GRPC_ARG_MAX_SEND_MESSAGE_LENGTH, {.integer = mb << 20}},
         {GRPC_ARG_INTEGER, GRPC_ARG_ALLOW_REUSEPORT, {.integer = 0}},
+        /* a stream's window stays at HTTP/2's initial 64 KiB until its call asks for the message
+         * (the BDP probe would raise every stream's window; receive slots, above) */
+        {GRPC_ARG_INTEGER, GRPC_ARG_HTTP2_BDP_PROBE, {.integer = 0}},
     };
     grpc_channel_args channel_args = {sizeof args / sizeof args[0], args};
     srv->server = grpc_server_create(&channel_args, NULL);
@@ -1203,6 +1431,7 @@ void ss_grpc_server_stop(ss_grpc_server *srv)
 {
     if (!srv) return;
     atomic_store(&srv->shutting_down, true);
+    drain_queue(srv);
     grpc_server_shutdown_and_notify(srv->server, srv->cq, &srv->shutdown_tag);
     uint64_t deadline = ss_now_ns() + (uint64_t)srv->drain_ms * 1000000u;
     if (!wait_until(srv, shutdown_seen, deadline)) {
