@@ -241,6 +241,19 @@ def one_config(extra, seconds):
         return row
 
 
+def setup():
+    """The serving side's modules (the attacker child needs none of them); also for
+    tests/robustness/test_stalled_streams.py."""
+    global Cluster, matmul_neg_model, ssc, cpu_line
+    try:
+        import h2  # noqa: F401
+    except ImportError:
+        sys.exit("bench_stalled_streams.py needs python3-h2: apt-get install -y python3-h2")
+    from cluster import Cluster, matmul_neg_model
+    import shardserve_client as ssc
+    from bench_serving import cpu_line
+
+
 def main():
     seconds = ATTACK_S
     if "--seconds" in sys.argv:
@@ -276,11 +289,5 @@ if __name__ == "__main__":
     if len(sys.argv) == 5 and sys.argv[1] == "--attack":
         attacker_main(sys.argv[2], int(sys.argv[3]), float(sys.argv[4]))
         sys.exit(0)
-    try:
-        import h2  # noqa: F401
-    except ImportError:
-        sys.exit("bench_stalled_streams.py needs python3-h2: apt-get install -y python3-h2")
-    from cluster import Cluster, matmul_neg_model  # noqa: E402
-    import shardserve_client as ssc  # noqa: E402
-    from bench_serving import cpu_line  # noqa: E402
+    setup()
     sys.exit(main())

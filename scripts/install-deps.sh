@@ -22,6 +22,7 @@ TEST_PKGS=(
   clang libclang-rt-14-dev clang-format
   libonnx-testdata
   python3-torch
+  python3-h2 # raw HTTP/2 for the stalled-stream attack (tests/robustness/test_stalled_streams.py)
   iproute2 procps
   openssl
   gdb # stacks of a process a test finds hung (tests/serving/cluster.py: Cluster.stacks)

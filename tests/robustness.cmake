@@ -25,6 +25,13 @@ add_test(NAME robustness_hostile COMMAND ${SS_PY} ${SS_TEST_DIR}/robustness/test
 set_tests_properties(robustness_hostile PROPERTIES ENVIRONMENT "${SS_ROB_ENV}" TIMEOUT 300
                      RUN_SERIAL TRUE LABELS robustness)
 
+# 1,000 stalled gRPC streams (10 connections x 100, each announcing 95 MB): serve's peak RSS stays
+# under 400 MB, health and a legitimate client are answered (receive slots, grpc_server.c).
+add_test(NAME robustness_stalled_streams
+         COMMAND ${SS_PY} ${SS_TEST_DIR}/robustness/test_stalled_streams.py)
+set_tests_properties(robustness_stalled_streams PROPERTIES ENVIRONMENT "${SS_ROB_ENV}" TIMEOUT 300
+                     RUN_SERIAL TRUE LABELS robustness)
+
 # SIGTERM while requests wait on a stopped agent: both get an error and serve exits within
 # --shutdown-grace-ms (1 s here) plus a few seconds, not after the 60 s request timeout.
 add_test(NAME robustness_shutdown COMMAND ${SS_PY} ${SS_TEST_DIR}/robustness/test_shutdown.py)

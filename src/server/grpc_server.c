@@ -35,17 +35,18 @@
  * recv_slots calls ask for their message at once (the BDP probe is off, so a stream that has not
  * asked holds at most HTTP/2's 64 KiB initial window). A freed slot goes to the waiting call
  * whose connection has the fewest calls waiting, then to the connection served longest ago, so
- * one connection's many streams cannot starve another client; health checks wait the same way.
- * While calls wait, a slot holder whose message has been arriving for more than contended_ms is
- * cancelled (RESOURCE_EXHAUSTED, counted as limit "recv_slot"): a whole message already buffered
- * takes microseconds; only a sender slower than that, while others wait, loses its call. The worker
- * threads wake at least every SCAN_MS to look for such calls. A received message counts against
- * max_buffered_mb (budget.h) until its call ends, and is refused unread over it; so does its
- * decoded form: before protobuf-c unpacks it, what the unpack will allocate is computed from the
- * wire (pb_budget.h, the codecs) and taken from the same budget (refused over it, or over
- * max_decoded_mb for one request) until the call ends — 300,000 small instances in 89 MB unpack to
- * ~400 MB. A message of DECODE_ASIDE_BYTES or more is sized and decoded on the decoder thread
- * (workq.h), so health checks never wait behind it.
+ * one connection's many streams cannot starve another client. Health checks (grpc.health.v1) may
+ * also take a slot of their own when the others are busy, and wait the same way when it is too.
+ * While calls wait, a slot holder whose message has been arriving for more than contended_ms, and
+ * whose connection received less than RECV_MIN_BYTES_PER_S over the last half of it (TCP_INFO),
+ * is cancelled (RESOURCE_EXHAUSTED, counted as limit "recv_slot"): a stalled sender loses its slot,
+ * a large message still flowing keeps it. The worker threads wake at least every SCAN_MS to look
+ * for such calls. A received message counts against max_buffered_mb (budget.h) until its call ends,
+ * and is refused unread over it; so does its decoded form: before protobuf-c unpacks it, what the
+ * unpack will allocate is computed from the wire (pb_budget.h, the codecs) and taken from the same
+ * budget (refused over it, or over max_decoded_mb for one request) until the call ends — 300,000
+ * small instances in 89 MB unpack to ~400 MB. A message of DECODE_ASIDE_BYTES or more is sized and
+ * decoded on the decoder thread (workq.h), so health checks never wait behind it.
  */
 #define _GNU_SOURCE /* pthread_setname_np */
 #include "shardserve/server.h"
@@ -60,12 +61,18 @@
 #include <grpc/support/alloc.h>
 #include <grpc/support/log.h>
 #include <grpc/support/time.h>
+#include <arpa/inet.h>
+#include <dirent.h>
 #include <limits.h>
+#include <linux/tcp.h> /* struct tcp_info with tcpi_bytes_received (glibc's lacks it) */
+#include <netinet/in.h>
+#include <stddef.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include "grpc_codec.h"
@@ -82,10 +89,11 @@
 #define STREAM_MAX_UNSENT_BYTES ((size_t)64 << 20)
 #define HEALTH_METHOD "/grpc.health.v1.Health/Check"
 #define REQUESTS_PER_THREAD 2
-#define SCAN_MS 250
+#define SCAN_MS 100
 #define CANCEL_BATCH 64
 #define DECODE_ASIDE_BYTES ((size_t)1 << 20)
 #define PEERS_SEEN 1024
+#define RECV_MIN_BYTES_PER_S (1024.0 * 1024.0)
 /* A message at the size limit and its decoded copy (plus ~1 KB of protobuf-c structs) must fit
  * an idle server whose budget is 2 x the limit. */
 #define BUDGET_SLACK_BYTES ((size_t)1 << 20)
@@ -149,9 +157,14 @@ struct grpc_ctx {
     bool receiving;
     uint64_t recv_deadline_ns;
     grpc_ctx *qnext;
-    uint64_t peer; /* hash of the connection's peer address ("ipv4:127.0.0.1:PORT") */
-    bool slot;     /* holds one of the server's receive slots */
-    bool evicted;  /* cancelled to free its slot */
+    uint64_t peer;   /* hash of the connection's peer address ("ipv4:127.0.0.1:PORT") */
+    char *peer_name; /* that address (gpr string) */
+    int peer_fd;     /* the connection's socket once found (peer_rx_bytes), else -1 */
+    uint64_t rx_mark, rx_mark_ns; /* its received bytes when last looked at, and when */
+    bool slot;                    /* holds one of the server's receive slots */
+    bool health;                  /* a grpc.health.v1 check, which may also take the health slot */
+    bool lane;                    /* the slot it holds is the health slot */
+    bool evicted;                 /* cancelled to free its slot */
     uint64_t slot_since_ns;
     size_t bytes; /* request + reply message bytes: a large call returns its memory (trim.h) */
     size_t held;  /* request bytes (wire and decoded) taken from the server's budget */
@@ -194,6 +207,7 @@ struct ss_grpc_server {
     ss_byte_budget held; /* request messages received and not yet answered */
     /* receive slots (under mu) */
     int recv_slots, slots_used;
+    bool health_busy; /* the health checks' own slot */
     uint64_t contended_ns;
     grpc_ctx *queue_head, *queue_tail; /* calls waiting for a slot, in arrival order */
     long queued;
@@ -278,16 +292,69 @@ static void receiving_end(grpc_ctx *c)
 
 static void finish_call(grpc_ctx *c, grpc_status_code code, const char *details, uint8_t *payload,
                         size_t len);
+static bool slot_progressing(ss_grpc_server *srv, grpc_ctx *c, uint64_t now);
 static void free_ctx(grpc_ctx *c);
 
-static uint64_t peer_hash(grpc_call *call)
+static uint64_t peer_hash(const char *peer)
 {
-    char *peer = grpc_call_get_peer(call);
     uint64_t h = 1469598103934665603ull; /* FNV-1a */
     for (const char *p = peer; p && *p; p++)
         h = (h ^ (uint8_t)*p) * 1099511628211ull;
-    gpr_free(peer);
     return h | 1; /* 0 marks a free entry */
+}
+
+/* Is fd a socket connected to the peer gRPC names "ipv4:A:P" or "ipv6:[A]:P" (or %5B..%5D)? */
+static bool fd_is_peer(int fd, const char *peer)
+{
+    struct sockaddr_storage sa;
+    socklen_t len = sizeof sa;
+    if (!peer || getpeername(fd, (struct sockaddr *)&sa, &len) != 0) return false;
+    char addr[INET6_ADDRSTRLEN], name[INET6_ADDRSTRLEN + 32];
+    if (sa.ss_family == AF_INET) {
+        const struct sockaddr_in *in = (const struct sockaddr_in *)&sa;
+        if (!inet_ntop(AF_INET, &in->sin_addr, addr, sizeof addr)) return false;
+        snprintf(name, sizeof name, "ipv4:%s:%u", addr, (unsigned)ntohs(in->sin_port));
+        return strcmp(name, peer) == 0;
+    }
+    if (sa.ss_family != AF_INET6) return false;
+    const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)&sa;
+    if (IN6_IS_ADDR_V4MAPPED(&in6->sin6_addr)) { /* libgrpc's dual-stack sockets: named ipv4 */
+        if (!inet_ntop(AF_INET, &in6->sin6_addr.s6_addr[12], addr, sizeof addr)) return false;
+        snprintf(name, sizeof name, "ipv4:%s:%u", addr, (unsigned)ntohs(in6->sin6_port));
+        return strcmp(name, peer) == 0;
+    }
+    if (!inet_ntop(AF_INET6, &in6->sin6_addr, addr, sizeof addr)) return false;
+    snprintf(name, sizeof name, "ipv6:[%s]:%u", addr, (unsigned)ntohs(in6->sin6_port));
+    if (strcmp(name, peer) == 0) return true;
+    snprintf(name, sizeof name, "ipv6:%%5B%s%%5D:%u", addr, (unsigned)ntohs(in6->sin6_port));
+    return strcmp(name, peer) == 0;
+}
+
+/* The bytes the call's TCP connection has received so far (TCP_INFO); false when that cannot be
+ * known (a Unix socket, or the connection is gone). The socket is looked up among this process's
+ * descriptors once and remembered. */
+static bool peer_rx_bytes(grpc_ctx *c, uint64_t *rx)
+{
+    if (c->peer_fd < 0 || !fd_is_peer(c->peer_fd, c->peer_name)) {
+        c->peer_fd = -1;
+        DIR *d = opendir("/proc/self/fd");
+        if (!d) return false;
+        for (struct dirent *e; c->peer_fd < 0 && (e = readdir(d));) {
+            int fd = atoi(e->d_name);
+            if (e->d_name[0] != '.' && fd != dirfd(d) && fd_is_peer(fd, c->peer_name))
+                c->peer_fd = fd;
+        }
+        closedir(d);
+        if (c->peer_fd < 0) return false;
+    }
+    struct tcp_info ti;
+    socklen_t len = sizeof ti;
+    memset(&ti, 0, sizeof ti);
+    if (getsockopt(c->peer_fd, IPPROTO_TCP, TCP_INFO, &ti, &len) != 0 ||
+        len < offsetof(struct tcp_info, tcpi_bytes_received) + sizeof ti.tcpi_bytes_received)
+        return false;
+    *rx = ti.tcpi_bytes_received;
+    return true;
 }
 
 /* Under mu: the connection's entry (inserted when missing). A full table starts over, which
@@ -309,12 +376,16 @@ static peer_seen *seen(ss_grpc_server *srv, uint64_t peer)
     return &srv->served[i];
 }
 
-/* Under mu. */
-static void take_slot(ss_grpc_server *srv, grpc_ctx *c)
+/* Under mu. lane: the health checks' own slot, else one of recv_slots. */
+static void take_slot(ss_grpc_server *srv, grpc_ctx *c, bool lane)
 {
     uint64_t now = ss_now_ns();
-    srv->slots_used++;
+    if (lane)
+        srv->health_busy = true;
+    else
+        srv->slots_used++;
     c->slot = true;
+    c->lane = lane;
     c->slot_since_ns = now;
     c->state = ST_RECEIVING;
     seen(srv, c->peer)->granted_ns = now;
@@ -332,11 +403,11 @@ static void unqueue(ss_grpc_server *srv, grpc_ctx *c, grpc_ctx *prev)
     srv->queued--;
 }
 
-/* Under mu: the next waiting call to get a slot, out of the queue; NULL when none waits. It is
- * the one whose connection has the fewest calls waiting (a client with one request goes before
- * one with a hundred stalled streams), then the one whose connection was granted a slot longest
- * ago, then the first to come. */
-static grpc_ctx *next_in_queue(ss_grpc_server *srv)
+/* Under mu: the next waiting call (a health check, with health_only) to get a slot, out of the
+ * queue; NULL when none waits. It is the one whose connection has the fewest calls waiting (a
+ * client with one request goes before one with a hundred stalled streams), then the one whose
+ * connection was granted a slot longest ago, then the first to come. */
+static grpc_ctx *next_in_queue(ss_grpc_server *srv, bool health_only)
 {
     if (!srv->queue_head) return NULL;
     unsigned resets = srv->served_resets;
@@ -344,18 +415,21 @@ static grpc_ctx *next_in_queue(ss_grpc_server *srv)
         seen(srv, q->peer)->waiting = 0;
     for (grpc_ctx *q = srv->queue_head; q; q = q->qnext)
         seen(srv, q->peer)->waiting++;
-    grpc_ctx *best = srv->queue_head, *best_prev = NULL;
-    if (resets == srv->served_resets) { /* else more connections wait than the table holds */
-        long best_waiting = LONG_MAX;
-        uint64_t best_at = UINT64_MAX;
-        for (grpc_ctx *q = srv->queue_head, *prev = NULL; q; prev = q, q = q->qnext) {
-            const peer_seen *e = seen(srv, q->peer);
-            if (e->waiting < best_waiting ||
-                (e->waiting == best_waiting && e->granted_ns < best_at))
-                best = q, best_prev = prev, best_waiting = e->waiting, best_at = e->granted_ns;
+    grpc_ctx *best = NULL, *best_prev = NULL;
+    bool fair = resets == srv->served_resets; /* else more connections wait than the table holds */
+    long best_waiting = LONG_MAX;
+    uint64_t best_at = UINT64_MAX;
+    for (grpc_ctx *q = srv->queue_head, *prev = NULL; q; prev = q, q = q->qnext) {
+        if (health_only && !q->health) continue;
+        if (!fair) { /* the first to come */
+            best = q, best_prev = prev;
+            break;
         }
+        const peer_seen *e = seen(srv, q->peer);
+        if (e->waiting < best_waiting || (e->waiting == best_waiting && e->granted_ns < best_at))
+            best = q, best_prev = prev, best_waiting = e->waiting, best_at = e->granted_ns;
     }
-    unqueue(srv, best, best_prev);
+    if (best) unqueue(srv, best, best_prev);
     return best;
 }
 
@@ -377,8 +451,14 @@ static void release_slot(grpc_ctx *c)
     grpc_ctx *next = NULL;
     pthread_mutex_lock(&srv->mu);
     c->slot = false;
-    srv->slots_used--;
-    if (!atomic_load(&srv->shutting_down) && (next = next_in_queue(srv))) take_slot(srv, next);
+    if (c->lane)
+        srv->health_busy = false;
+    else
+        srv->slots_used--;
+    if (!atomic_load(&srv->shutting_down) && (next = next_in_queue(srv, c->lane))) {
+        take_slot(srv, next, c->lane);
+        if (srv->queue_head) slot_progressing(srv, next, next->slot_since_ns); /* starts watching */
+    }
     pthread_mutex_unlock(&srv->mu);
     if (next) post_recv(next);
 }
@@ -387,12 +467,20 @@ static void release_slot(grpc_ctx *c)
 static void receive_or_queue(grpc_ctx *c)
 {
     ss_grpc_server *srv = c->srv;
-    c->peer = peer_hash(c->call);
+    c->peer_name = grpc_call_get_peer(c->call);
+    c->peer = peer_hash(c->peer_name);
+    c->peer_fd = -1;
+    c->health = strcmp(c->method->path, HEALTH_METHOD) == 0;
     receiving_start(c);
     pthread_mutex_lock(&srv->mu);
     bool now = srv->slots_used < srv->recv_slots && !srv->queue_head;
+    bool lane = !now && c->health && !srv->health_busy;
+    now = now || lane;
+    bool closing = !now && atomic_load(&srv->shutting_down); /* drain_queue() may have run */
     if (now) {
-        take_slot(srv, c);
+        take_slot(srv, c, lane);
+    } else if (closing) {
+        unlink_receiving(srv, c);
     } else {
         c->state = ST_QUEUED;
         if (srv->queue_tail)
@@ -403,7 +491,10 @@ static void receive_or_queue(grpc_ctx *c)
         srv->queued++;
     }
     pthread_mutex_unlock(&srv->mu);
-    if (now) post_recv(c);
+    if (now)
+        post_recv(c);
+    else if (closing)
+        finish_call(c, GRPC_STATUS_UNAVAILABLE, "the server is shutting down", NULL, 0);
 }
 
 /* stop(): the calls still waiting for a slot are answered UNAVAILABLE (they have no batch that
@@ -423,6 +514,26 @@ static void drain_queue(ss_grpc_server *srv)
     }
 }
 
+/* Under mu, at each scan while calls wait for a slot: is the message of this slot holder still
+ * arriving at RECV_MIN_BYTES_PER_S or more? Judged by its connection's received bytes over the
+ * last half contended_ms or more (until that much time has been watched: yes; a burst right after
+ * the grant is then not taken for a flow). Where the bytes cannot be counted (a Unix socket): no.
+ */
+static bool slot_progressing(ss_grpc_server *srv, grpc_ctx *c, uint64_t now)
+{
+    uint64_t rx;
+    if (!peer_rx_bytes(c, &rx)) return false;
+    if (!c->rx_mark_ns) {
+        c->rx_mark = rx, c->rx_mark_ns = now;
+        return true;
+    }
+    uint64_t span = now - c->rx_mark_ns;
+    if (span < srv->contended_ns / 2) return true;
+    bool moving = (double)(rx - c->rx_mark) >= RECV_MIN_BYTES_PER_S * ((double)span / 1e9);
+    c->rx_mark = rx, c->rx_mark_ns = now;
+    return moving;
+}
+
 /* Cancel the calls whose message is overdue. The calls are referenced under the lock and
  * cancelled outside it; their RECV batch then completes (not ok) and frees them as usual. */
 static void cancel_overdue(ss_grpc_server *srv)
@@ -436,6 +547,9 @@ static void cancel_overdue(ss_grpc_server *srv)
     size_t n = 0, n_evict = 0, n_expired = 0;
     pthread_mutex_lock(&srv->mu);
     bool contended = srv->queue_head && srv->slots_used >= srv->recv_slots;
+    bool health_waits = false; /* for the health slot */
+    for (grpc_ctx *q = srv->health_busy ? srv->queue_head : NULL; q && !health_waits; q = q->qnext)
+        health_waits = q->health;
     long waiting = srv->queued;
     for (grpc_ctx *c = srv->receiving, *cnext; c; c = cnext) {
         cnext = c->rnext;
@@ -450,8 +564,9 @@ static void cancel_overdue(ss_grpc_server *srv)
             c->recv_deadline_ns = UINT64_MAX; /* cancelled once */
             grpc_call_ref(c->call);
             overdue[n++] = c->call;
-        } else if (contended && c->slot && !c->evicted &&
-                   now - c->slot_since_ns > srv->contended_ns && n_evict < CANCEL_BATCH) {
+        } else if ((c->lane ? health_waits : contended) && c->slot && !c->evicted &&
+                   n_evict < CANCEL_BATCH && !slot_progressing(srv, c, now) &&
+                   now - c->slot_since_ns > srv->contended_ns) {
             c->evicted = true;
             grpc_call_ref(c->call);
             evict[n_evict++] = c->call;
@@ -478,10 +593,11 @@ static void cancel_overdue(ss_grpc_server *srv)
     ss_metric_add(srv->cut_slot, (double)n_evict);
     char why[300];
     snprintf(why, sizeof why,
-             "the request message was still arriving after %llu ms while %ld other request(s) "
-             "waited for one of the server's %d receive slots (--grpc-recv-slots, "
-             "--grpc-recv-contended-ms)",
-             (unsigned long long)(srv->contended_ns / 1000000u), waiting, srv->recv_slots);
+             "the request message was still arriving after %llu ms, at less than %.0f MB/s, while "
+             "%ld other request(s) waited for one of the server's %d receive slots "
+             "(--grpc-recv-slots, --grpc-recv-contended-ms)",
+             (unsigned long long)(srv->contended_ns / 1000000u), RECV_MIN_BYTES_PER_S / 1048576.0,
+             waiting, srv->recv_slots);
     SS_WARN("grpc: cancelled %zu call(s): %s", n_evict, why);
     for (size_t i = 0; i < n_evict; i++) {
         grpc_call_cancel_with_status(evict[i], GRPC_STATUS_RESOURCE_EXHAUSTED, why, NULL);
@@ -506,6 +622,7 @@ static void free_ctx(grpc_ctx *c)
     ss_grpc_server *srv = c->srv;
     release_slot(c);
     receiving_end(c);
+    gpr_free(c->peer_name);
     drop_queue(c);
     free(c->final_msg);
     if (c->sending) grpc_byte_buffer_destroy(c->sending);

@@ -7,7 +7,7 @@ client. Every attack is bounded in count and time.
   within 100 ms with an error naming the limit;
 - decode budgets count every value kind: millions of empty JSON arrays (MindSpore REST and
   KServe REST) and millions of unknown protobuf fields are refused before they are parsed;
-- limits (serve runs with --rest-read-timeout-s 3 --grpc-recv-timeout-s 3 --grpc-max-streams 4
+- limits (serve runs with --rest-read-timeout-s 3 --grpc-recv-timeout-s 3 --grpc-max-streams 4 --grpc-recv-slots 8
   and the default 256 REST connections per client address): connections over the per-client
   limit are refused and counted in /metrics; a client trickling its headers is cut off at the
   read deadline although every byte arrives well within the idle timeout; `Expect: 100-continue`
@@ -918,7 +918,11 @@ def main():
         MODELS.extend(models)
         table = c.write_rank_table(1)
         c.serve([("matmul", 1, table)], wait_agents=60,
-                extra=("--rest-read-timeout-s", "3", "--grpc-recv-timeout-s", "3", "--grpc-max-streams", "4"))
+                extra=("--rest-read-timeout-s", "3", "--grpc-recv-timeout-s", "3", "--grpc-max-streams", "4",
+                       # receive slots enough for the 4 stalled streams of a connection, so the
+                       # per-connection limit and the receive timeout are seen alone; the slots
+                       # have their own test (test_stalled_streams.py)
+                       "--grpc-recv-slots", "8"))
         c.agents(c.worker_addresses["matmul"][0], models)
         c.wait_ready(1)
         resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, min(4096, hard)), hard))
