@@ -30,7 +30,12 @@ SS_VMATH_INLINE float ss_vexpf(float x)
     float kf = (c * 1.44269504088896341f + 12582912.0f) - 12582912.0f;
     float r = c - kf * 0.693145751953125f; /* ln 2, high part: 12 significant bits */
     r = r - kf * 1.42860682030941723e-6f;  /* ln 2 - the high part */
-    float p = 1.0f + r * (1.0f + r * (0.5f + r * (1.0f / 6 + r * (1.0f / 24 + r * (1.0f / 120 + r * (1.0f / 720 + r * (1.0f / 5040)))))));
+    float p =
+        1.0f +
+        r * (1.0f +
+             r * (0.5f +
+                  r * (1.0f / 6 +
+                       r * (1.0f / 24 + r * (1.0f / 120 + r * (1.0f / 720 + r * (1.0f / 5040)))))));
     union {
         int32_t i;
         float f;
@@ -55,13 +60,16 @@ SS_VMATH_INLINE float ss_verff(float x)
     float ax = fabsf(x), x2 = x * x;
     const double k = 1.12837916709551257; /* 2 / sqrt(pi) */
     float near =
-        x * ((float)k +
-             x2 * ((float)(-k / 3) +
-                   x2 * ((float)(k / 10) +
-                         x2 * ((float)(-k / 42) +
-                               x2 * ((float)(k / 216) + x2 * ((float)(-k / 1320) + x2 * (float)(k / 9360)))))));
+        x *
+        ((float)k + x2 * ((float)(-k / 3) +
+                          x2 * ((float)(k / 10) +
+                                x2 * ((float)(-k / 42) +
+                                      x2 * ((float)(k / 216) +
+                                            x2 * ((float)(-k / 1320) + x2 * (float)(k / 9360)))))));
     float t = 1.0f / (1.0f + 0.3275911f * ax);
-    float q = t * (0.254829592f + t * (-0.284496736f + t * (1.421413741f + t * (-1.453152027f + t * 1.061405429f))));
+    float q =
+        t * (0.254829592f +
+             t * (-0.284496736f + t * (1.421413741f + t * (-1.453152027f + t * 1.061405429f))));
     float far = copysignf(1.0f - q * ss_vexpf(-x2), x);
     return ax < 0.5f ? near : far;
 }
