@@ -29,12 +29,20 @@ CASES = [  # label, model folder, batch label, {graph input: npy file}
     ("BERT-tiny s8", "bert", "2", {"input_ids": "input_ids.npy", "attention_mask": "attention_mask.npy",
                                    "token_type_ids": "token_type_ids.npy"}),
     ("GPT-2-tiny s8", "gpt2", "2", {"input_ids": "input_ids.npy", "attention_mask": "attention_mask.npy"}),
+    # bench/models.py's larger random-weight models (batch 1; sequence 128 or 224x224 images)
+    ("BERT-base encoder s128", "bertbase", "1", {"input_ids": "input_ids.npy", "attention_mask": "attention_mask.npy",
+                                                 "token_type_ids": "token_type_ids.npy"}),
+    ("GPT-2-small decoder, 2 blocks s128", "gpt2small", "1",
+     {"input_ids": "input_ids.npy", "attention_mask": "attention_mask.npy"}),
+    ("MobileNetV2 224x224", "mobilenet", "1", {"x": "x.npy"}),
+    ("ResNet-50 224x224", "resnet", "1", {"x": "x.npy"}),
     # shardserve with MatMul weights held as bf16 (f32 accumulation), against onnxruntime's f32
     ("MLP 4x4096 Relu, ours bf16 weights", "mlp", "1", {"x": "x_b1.npy"}),
     ("MLP 4x4096 Relu, ours bf16 weights", "mlp", "32", {"x": "x_b32.npy"}),
 ]
 # Floating-point work per call where it is known (model folder, batch label): the MLP is 4 MatMuls
-# of batch x 4096 x 4096 (the Relus are noise); the table quotes these rows as GFLOP/s and as a
+# of batch x 4096 x 4096 (the Relus are noise); models.py writes a flops.txt (2 x the MatMul/Conv
+# multiply-adds) beside the models it exports from torch, read by flops_of(); the table quotes these rows as GFLOP/s and as a
 # fraction of the CPU's f32 FMA peak measured in the same run (bench_runtime --fma-peak).
 FLOPS = {("mlp", "1"): 4 * 2 * 1 * 4096 * 4096, ("mlp", "32"): 4 * 2 * 32 * 4096 * 4096}
 REAL_TOL = 1e-2  # real models: float16 weights and long reductions round differently per runtime
@@ -138,6 +146,16 @@ def real_cases(root):
     return cases
 
 
+def flops_of(d, folder, batch):
+    if (folder, batch) in FLOPS:
+        return FLOPS[(folder, batch)]
+    try:
+        with open(os.path.join(d, "flops.txt")) as f:
+            return int(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
 def run_case(args, label, folder, batch, inputs, threads):
     d = os.path.join(args.models, folder)  # an absolute folder (real models) stays as it is
     model = os.path.join(d, "model.onnx")
@@ -155,7 +173,7 @@ def run_case(args, label, folder, batch, inputs, threads):
             env = dict(os.environ, SHARDSERVE_KERNELS=mode)
             extras.append((mode, Side(f"shardserve {mode}", [args.bench] + common, args.timeout, env)))
     row = {"label": label, "batch": batch, "threads": threads, "a": a, "b": b, "extras": extras,
-           "flops": FLOPS.get((folder, batch))}
+           "flops": flops_of(d, folder, batch)}
     live = [s for s in [a] + [x for _, x in extras] + [b] if s.ok()]
     if live:
         warm = max(float(s.ready["warm_ms"]) for s in live)
@@ -308,7 +326,8 @@ def main():
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--timeout", type=float, default=120)
     ap.add_argument("--only", default="",
-                    help="comma-separated model folders (seed,mlp,bert,gpt2,big,real)")
+                    help="comma-separated model folders (seed,mlp,bert,gpt2,bertbase,gpt2small,"
+                         "mobilenet,resnet,big,real)")
     ap.add_argument("--real", default="", help="bench/real_cases.py output folder (the 'real' rows)")
     ap.add_argument("--kernels-also", default="",
                     help="comma-separated SHARDSERVE_KERNELS modes to run as extra shardserve sides "

@@ -1,7 +1,7 @@
 #!/usr/bin/python3
 """Models and inputs for bench/run_runtime.sh (Debian's numpy, onnx and torch only).
 
-Usage: /usr/bin/python3 bench/models.py OUTDIR [--only seed,mlp,bert,gpt2,big]
+Usage: /usr/bin/python3 bench/models.py OUTDIR [--only seed,mlp,bert,gpt2,bertbase,gpt2small,mobilenet,resnet,big]
 
 Writes, each into OUTDIR/<name>/ with model.onnx and one .npy per graph input:
   seed   the MatMul+Neg seed model (examples/matmul_distributed/make_model.py), x[128,96]
@@ -10,6 +10,18 @@ Writes, each into OUTDIR/<name>/ with model.onnx and one .npy per graph input:
   bert   BERT-tiny and GPT-2-tiny as exported by torch.onnx (opset 17), from
   gpt2   onnx_export_families.py --fixtures (shared/reference, next to the repository; set
          SS_REFERENCE_DIR to point elsewhere); inputs are the fixture's test inputs
+  bertbase   a BERT-base-sized encoder (12 layers, hidden 768, 12 heads, FFN 3072, vocab 30522) and
+  gpt2small  a GPT-2-small-sized decoder (vocab 50257, hidden 768, 12 heads, 2 of its 12 blocks,
+             final LayerNorm, no LM head), both built from the same reference classes as
+             BERT-tiny/GPT-2-tiny at seed 0 and exported by torch.onnx (opset 17, dynamic batch
+             and sequence); inputs batch 1, sequence 128
+  mobilenet  MobileNetV2 (width 1.0, 224x224, ReLU6, 1000 classes) and
+  resnet     ResNet-50 (bottleneck blocks 3-4-6-3, 224x224, 1000 classes), written in plain torch
+             (torchvision is not a dependency); BatchNorm statistics are calibrated on random
+             images so every layer's activations stay O(1), then torch.onnx folds BN into the
+             Convs (opset 17, dynamic batch); input x[1,3,224,224]
+             These four also write flops.txt: the multiply-add work of their MatMuls/Convs per
+             call (x2), which compare.py quotes as GFLOP/s and % of the FMA peak.
   big    16 x MatMul 4096x4096 float32 = 1 GiB of external weights, x[1,4096] static, for the
          load-time / memory check; the weights are streamed to disk one layer at a time
 
@@ -152,6 +164,217 @@ def fixtures(out, names):
             stamp(d, n)
 
 
+def reference_module():
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("onnx_export_families", reference_script())
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def export_torch(d, name, model, inputs, in_names, out_names, dyn, flops):
+    """torch.onnx.export at opset 17 with the inputs saved as .npy, and the stamp."""
+    import torch
+    os.makedirs(d, exist_ok=True)
+    model.eval()
+    path = os.path.join(d, "model.onnx")
+    with torch.no_grad():
+        torch.onnx.export(model, inputs, path, input_names=in_names, output_names=out_names,
+                          dynamic_axes=dyn, opset_version=17, do_constant_folding=True)
+    onnx.checker.check_model(path)
+    for n, t in zip(in_names, inputs):
+        save_npy(d, f"{n}.npy", t.numpy())
+    with open(os.path.join(d, "flops.txt"), "w") as f:
+        f.write(f"{int(flops)}\n")
+    stamp(d, name)
+
+
+def transformer_flops(S, H, I, layers):
+    """2 x multiply-adds of one sequence of S tokens: Q/K/V/output projections, the FFN, and the
+    two attention products (scores Q K^T and probabilities x V)."""
+    return layers * 2 * (S * (4 * H * H + 2 * H * I) + 2 * S * S * H)
+
+
+def bertbase(out):
+    d = os.path.join(out, "bertbase")
+    if stamped(d, "bertbase"):
+        return
+    import torch
+    ref = reference_module()
+    torch.manual_seed(0)
+    model = ref.Bert(V=30522, H=768, L=12, nh=12, I=3072, P=512)
+    S = 128
+    ids = torch.randint(0, 30522, (1, S))
+    am = torch.ones(1, S, dtype=torch.long)
+    am[0, 112:] = 0  # 16 padded positions
+    tt = torch.zeros(1, S, dtype=torch.long)
+    tt[0, 64:] = 1
+    names = ["input_ids", "attention_mask", "token_type_ids"]
+    export_torch(d, "bertbase", model, (ids, am, tt), names, ["last_hidden_state", "pooler_output"],
+                 {k: {0: "batch", 1: "seq"} for k in names},
+                 transformer_flops(S, 768, 3072, 12) + 2 * 768 * 768)
+
+
+def gpt2small(out):
+    d = os.path.join(out, "gpt2small")
+    if stamped(d, "gpt2small"):
+        return
+    import torch
+    import torch.nn as nn
+    ref = reference_module()
+    V, H, nh, P, L, S = 50257, 768, 12, 1024, 2, 128
+
+    class Decoder(nn.Module):  # the reference GPT2 without its (tied) LM head, L blocks
+        def __init__(s):
+            super().__init__()
+            s.wte, s.wpe = nn.Embedding(V, H), nn.Embedding(P, H)
+            s.h = nn.ModuleList([ref.GPT2Block(H, nh, P) for _ in range(L)])
+            s.ln_f = nn.LayerNorm(H, eps=1e-5)
+
+        def forward(s, input_ids, attention_mask):
+            pos = torch.arange(0, input_ids.size(-1), dtype=torch.long).unsqueeze(0)
+            am = attention_mask[:, None, None, :].to(torch.float32)
+            am = (1.0 - am) * torch.finfo(torch.float32).min
+            h = s.wte(input_ids) + s.wpe(pos)
+            for b in s.h:
+                h = b(h, am)
+            return s.ln_f(h)
+
+    torch.manual_seed(0)
+    model = Decoder()
+    ids = torch.randint(0, V, (1, S))
+    am = torch.ones(1, S, dtype=torch.long)
+    names = ["input_ids", "attention_mask"]
+    export_torch(d, "gpt2small", model, (ids, am), names, ["hidden_states"],
+                 {k: {0: "batch", 1: "seq"} for k in names}, transformer_flops(S, H, 4 * H, L))
+
+
+def cnn_flops(model, x):
+    """2 x multiply-adds of the model's Conv2d and Linear layers on x, by forward hooks."""
+    import torch
+    import torch.nn as nn
+    total = [0]
+
+    def hook(m, inp, out):
+        if isinstance(m, nn.Conv2d):
+            k = m.in_channels // m.groups * m.kernel_size[0] * m.kernel_size[1]
+            total[0] += 2 * out.numel() * k
+        else:
+            total[0] += 2 * out.numel() * m.in_features
+    hs = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+    with torch.no_grad():
+        model(x)
+    for h in hs:
+        h.remove()
+    return total[0]
+
+
+def calibrated(model, seed):
+    """He-initialised Convs, BatchNorm running statistics taken from a batch of random images (as
+    training would leave them, so each BN output is ~N(0,1) x gamma + beta), random affine."""
+    import torch
+    import torch.nn as nn
+    torch.manual_seed(seed)
+    for m in model.modules():
+        if isinstance(m, nn.Conv2d):
+            nn.init.kaiming_normal_(m.weight, mode="fan_in", nonlinearity="relu")
+        elif isinstance(m, nn.BatchNorm2d):
+            m.momentum = None  # cumulative average: one batch sets the statistics
+            nn.init.uniform_(m.weight, 0.5, 1.5)
+            nn.init.uniform_(m.bias, -0.2, 0.2)
+    model.train()
+    with torch.no_grad():
+        model(torch.randn(8, 3, 224, 224))
+    model.eval()
+    return model
+
+
+def conv_bn(nn, cin, cout, k, stride=1, groups=1, act=None):
+    layers = [nn.Conv2d(cin, cout, k, stride, k // 2, groups=groups, bias=False), nn.BatchNorm2d(cout)]
+    if act:
+        layers.append(act())
+    return nn.Sequential(*layers)
+
+
+def mobilenet(out):
+    d = os.path.join(out, "mobilenet")
+    if stamped(d, "mobilenet"):
+        return
+    import torch
+    import torch.nn as nn
+
+    class InvertedResidual(nn.Module):
+        def __init__(s, cin, cout, stride, t):
+            super().__init__()
+            hid = cin * t
+            layers = [conv_bn(nn, cin, hid, 1, act=nn.ReLU6)] if t != 1 else []
+            layers += [conv_bn(nn, hid, hid, 3, stride, groups=hid, act=nn.ReLU6), conv_bn(nn, hid, cout, 1)]
+            s.conv = nn.Sequential(*layers)
+            s.res = stride == 1 and cin == cout
+
+        def forward(s, x):
+            return x + s.conv(x) if s.res else s.conv(x)
+
+    class MobileNetV2(nn.Module):
+        def __init__(s):
+            super().__init__()
+            layers, cin = [conv_bn(nn, 3, 32, 3, 2, act=nn.ReLU6)], 32
+            for t, c, n, st in ((1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96, 3, 1),
+                                (6, 160, 3, 2), (6, 320, 1, 1)):
+                for i in range(n):
+                    layers.append(InvertedResidual(cin, c, st if i == 0 else 1, t))
+                    cin = c
+            layers.append(conv_bn(nn, cin, 1280, 1, act=nn.ReLU6))
+            s.features = nn.Sequential(*layers)
+            s.classifier = nn.Linear(1280, 1000)
+
+        def forward(s, x):
+            return s.classifier(torch.flatten(nn.functional.adaptive_avg_pool2d(s.features(x), 1), 1))
+
+    model = calibrated(MobileNetV2(), 0)
+    x = torch.from_numpy(np.random.default_rng(3).standard_normal((1, 3, 224, 224), dtype=np.float32))
+    export_torch(d, "mobilenet", model, (x,), ["x"], ["y"], {"x": {0: "batch"}}, cnn_flops(model, x))
+
+
+def resnet(out):
+    d = os.path.join(out, "resnet")
+    if stamped(d, "resnet"):
+        return
+    import torch
+    import torch.nn as nn
+
+    class Bottleneck(nn.Module):
+        def __init__(s, cin, width, stride):
+            super().__init__()
+            cout = width * 4
+            s.branch = nn.Sequential(conv_bn(nn, cin, width, 1, act=nn.ReLU),
+                                     conv_bn(nn, width, width, 3, stride, act=nn.ReLU),
+                                     conv_bn(nn, width, cout, 1))
+            s.down = conv_bn(nn, cin, cout, 1, stride) if stride != 1 or cin != cout else None
+
+        def forward(s, x):
+            idt = s.down(x) if s.down is not None else x
+            return torch.relu(s.branch(x) + idt)
+
+    class ResNet50(nn.Module):
+        def __init__(s):
+            super().__init__()
+            layers, cin = [conv_bn(nn, 3, 64, 7, 2, act=nn.ReLU), nn.MaxPool2d(3, 2, 1)], 64
+            for width, n, st in ((64, 3, 1), (128, 4, 2), (256, 6, 2), (512, 3, 2)):
+                for i in range(n):
+                    layers.append(Bottleneck(cin, width, st if i == 0 else 1))
+                    cin = width * 4
+            s.features = nn.Sequential(*layers)
+            s.fc = nn.Linear(2048, 1000)
+
+        def forward(s, x):
+            return s.fc(torch.flatten(nn.functional.adaptive_avg_pool2d(s.features(x), 1), 1))
+
+    model = calibrated(ResNet50(), 0)
+    x = torch.from_numpy(np.random.default_rng(4).standard_normal((1, 3, 224, 224), dtype=np.float32))
+    export_torch(d, "resnet", model, (x,), ["x"], ["y"], {"x": {0: "batch"}}, cnn_flops(model, x))
+
+
 def evict(path):
     fd = os.open(path, os.O_RDONLY)
     try:
@@ -164,7 +387,7 @@ def evict(path):
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("outdir")
-    ap.add_argument("--only", default="seed,mlp,bert,gpt2,big")
+    ap.add_argument("--only", default="seed,mlp,bert,gpt2,bertbase,gpt2small,mobilenet,resnet,big")
     ap.add_argument("--no-evict", action="store_true", help="leave the weight files in the page cache")
     a = ap.parse_args()
     want = set(a.only.split(","))
@@ -176,6 +399,10 @@ def main():
     fx = [n for n in ("bert", "gpt2") if n in want]
     if fx:
         fixtures(a.outdir, fx)
+    for name, make in (("bertbase", bertbase), ("gpt2small", gpt2small), ("mobilenet", mobilenet),
+                       ("resnet", resnet)):
+        if name in want:
+            make(a.outdir)
     if "big" in want:
         big(a.outdir)
     if not a.no_evict:

@@ -2,6 +2,8 @@
 # Runtime benchmark: shardserve vs onnxruntime-node on the same models, same thread counts,
 # interleaved in one run (see bench/compare.py). Builds bench_runtime, installs the npm peer
 # (git-ignored node_modules), generates the models, prints one table and the 1 GiB load line.
+# Rows: seed, MLP batch 1/32 (f32 and bf16 weights), BERT-tiny, GPT-2-tiny, a BERT-base-sized encoder,
+# a GPT-2-small-sized decoder (2 blocks), MobileNetV2 and ResNet-50 (random weights; bench/models.py).
 # Real models (PP-OCR, openWakeWord, silero) join the table when scripts/test-real-models.sh has
 # filled its cache (bench/real_cases.py; `--only real` runs just them).
 #
@@ -30,7 +32,18 @@ else
   (cd "$REPO/bench/ort" && ONNXRUNTIME_NODE_INSTALL=skip npm ci --no-audit --no-fund >/dev/null)
 fi
 
-/usr/bin/python3 "$REPO/bench/models.py" "$MODELS"
+# --only (compare.py's option) also limits which models are written: the MLP and 1 GiB models are
+# large, and the BERT-base export takes a minute.
+ONLY=()
+prev=
+for a in "$@"; do
+  case "$a" in
+    --only=*) ONLY=(--only "${a#--only=}") ;;
+    *) [ "$prev" = --only ] && ONLY=(--only "$a") ;;
+  esac
+  prev=$a
+done
+/usr/bin/python3 "$REPO/bench/models.py" "$MODELS" "${ONLY[@]}"
 # Real models from npm packages, when scripts/test-real-models.sh has filled its cache (the rows
 # are left out otherwise; nothing is downloaded here).
 REAL_ARGS=()

@@ -288,18 +288,28 @@ static void test_pointwise_own_gemm_matches_blas(void)
         CHECK_MSG(ran_own_gemm(&c, in, n_in, SS_KERNELS_OWN, &own) ==
                       (ss_gemm_pick() != SS_GEMM_BLAS),
                   "%s: own mode did not run the own GEMM", c.what);
+        /* pw_own_wins decides only without the layout pass; with it (the default) auto leaves a
+         * pointwise Conv on oneDNN where oneDNN takes it (conv.c: pw_chained) */
+        ss_layout_enable(false);
         CHECK_MSG(ran_own_gemm(&c, in, n_in, SS_KERNELS_AUTO, &au) ==
                       (cases[i].auto_own && ss_gemm_pick() != SS_GEMM_BLAS),
                   "%s: auto %s the own GEMM", c.what, cases[i].auto_own ? "skipped" : "took");
+        ss_layout_enable(true);
+        ss_tensor chained;
+        unsigned long dnnl_before = ss_dnnl_conv_calls();
+        CHECK_OK(run_conv(&c, in, n_in, SS_KERNELS_AUTO, &chained));
+        CHECK_MSG(!cases[i].auto_own || ss_dnnl_conv_calls() != dnnl_before,
+                  "%s: with the layout pass, auto did not run oneDNN", c.what);
         for (int64_t j = 0, bad = 0; j < ss_tensor_numel(&blas) && !bad; j++) {
             float r = ((float *)blas.data)[j], o = ((float *)own.data)[j],
-                  a = ((float *)au.data)[j];
+                  a = ((float *)au.data)[j], h = ((float *)chained.data)[j];
             bad = !(fabsf(r - o) <= 1e-4f * (1.0f + fabsf(r))) ||
-                  !(fabsf(r - a) <= 1e-4f * (1.0f + fabsf(r)));
-            CHECK_MSG(!bad, "%s: element %lld: sgemm %.7g, own %.7g, auto %.7g", c.what,
-                      (long long)j, r, o, a);
+                  !(fabsf(r - a) <= 1e-4f * (1.0f + fabsf(r))) ||
+                  !(fabsf(r - h) <= 1e-4f * (1.0f + fabsf(r)));
+            CHECK_MSG(!bad, "%s: element %lld: sgemm %.7g, own %.7g, auto %.7g / %.7g", c.what,
+                      (long long)j, r, o, a, h);
         }
-        ss_tensor *ts[] = {&x, &w, &b, &blas, &own, &au};
+        ss_tensor *ts[] = {&x, &w, &b, &blas, &own, &au, &chained};
         for (size_t j = 0; j < sizeof ts / sizeof ts[0]; j++)
             ss_tensor_free(ts[j]);
     }

@@ -9,12 +9,14 @@
  * ceil_mode and count_include_pad, errors for bad and unsupported attributes, and that run does
  * not call malloc.
  */
+#include <float.h>
 #include <stdlib.h>
 #include <string.h>
 
 /* Linked with -Wl,--wrap=malloc,calloc,realloc (tests/ops_reduce.cmake). */
 #define OP_HARNESS_COUNT_ALLOCS
 #include "op_harness.h"
+#include "ops/isa.h"
 
 /* ------------------------------------------------------------------ counting allocations */
 
@@ -412,6 +414,42 @@ static void test_softmax_axis_semantics_by_opset(void)
         ss_tensor_free(&rt);
     }
     ss_tensor_free(&x);
+}
+
+/* Rows long enough for the vectorized float32 row (normalize.c: softmax_row_f32v, 16 lanes and
+ * a tail): logits up to +-60, masked positions at -FLT_MAX and -inf (they must come out 0), the
+ * maximum in the tail; at every ISA level. */
+static void test_softmax_long_rows_every_isa(void)
+{
+    static const int64_t lens[] = {16, 37, 128, 203};
+    ss_isa best = ss_isa_detect();
+    for (size_t li = 0; li < sizeof lens / sizeof lens[0]; li++) {
+        int64_t n = lens[li], dims[2] = {3, n};
+        ss_tensor x = make_rand(SS_DT_FLOAT32, 2, dims);
+        float *xv = x.data;
+        for (int64_t i = 0; i < 3 * n; i++)
+            xv[i] *= 60;
+        xv[5] = -FLT_MAX, xv[n + 2] = -INFINITY, xv[2 * n + n - 1] = 200; /* row 2: max last */
+        double *ref = malloc(sizeof(double) * (size_t)(3 * n));
+        ref_softmax(&x, 3, n, 1, 0, ref);
+        ss_tensor rt = make(SS_DT_FLOAT64, 2, dims, NULL);
+        memcpy(rt.data, ref, sizeof(double) * (size_t)(3 * n));
+        for (int level = (int)best; level >= SS_ISA_BASE; level--) {
+            CHECK(ss_isa_force((ss_isa)level) == (ss_isa)level);
+            ss_tensor out, *in[1] = {&x};
+            tnode t;
+            tnode_init(&t, "Softmax");
+            CHECK_OK(run_op(&t, 13, 1, in, &out));
+            CHECK_MSG(mismatch(&out, &rt, 1e-5, 1e-30) <= 1, "Softmax row of %lld at %s",
+                      (long long)n, ss_isa_name((ss_isa)level));
+            CHECK(((float *)out.data)[5] == 0 && ((float *)out.data)[n + 2] == 0);
+            ss_tensor_free(&out);
+        }
+        ss_isa_force(best);
+        free(ref);
+        ss_tensor_free(&rt);
+        ss_tensor_free(&x);
+    }
 }
 
 static void test_hardmax_first_maximum(void)
@@ -956,8 +994,8 @@ TEST_MAIN(TEST(test_alloc_counter_sees_malloc),
           TEST(test_reduce_mean_last_axis_accumulates_in_double),
           TEST(test_reduce_sum_axes_input_and_noop), TEST(test_reduce_errors),
           TEST(test_argmax_argmin_every_axis_with_ties), TEST(test_softmax_axis_semantics_by_opset),
-          TEST(test_hardmax_first_maximum), TEST(test_lp_normalization),
-          TEST(test_layernorm_broadcast_params_and_stats),
+          TEST(test_softmax_long_rows_every_isa), TEST(test_hardmax_first_maximum),
+          TEST(test_lp_normalization), TEST(test_layernorm_broadcast_params_and_stats),
           TEST(test_batchnorm_inference_and_unsupported), TEST(test_instancenorm),
           TEST(test_losses_int32_targets_ignore_and_range),
           TEST(test_conv_matches_direct_reference), TEST(test_conv_errors),

@@ -248,6 +248,16 @@ static ss_status *conv_dnnl_make(ss_kctx *k, const conv_plan *p, const ss_postop
     return st;
 }
 
+/* With the layout pass on, a pointwise Conv stays on oneDNN under auto: pw_own_wins was measured
+ * against oneDNN *with* its two activation reorders, which the pass removes between oneDNN Convs,
+ * and an own-GEMM Conv between two oneDNN ones costs those two reorders instead. Same run, 1
+ * thread, wall ms (ORT 5.20): MobileNetV2 224x224 6.94 -> 5.03 with every pointwise Conv on
+ * oneDNN (bench/RUNTIME.md, "BERT-base, GPT-2-small, MobileNetV2 and ResNet-50 rows"). */
+static bool pw_chained(void)
+{
+    return ss_layout_enabled();
+}
+
 static ss_status *conv_try_dnnl(ss_kctx *k, conv_plan *p)
 {
     const ss_tensor *x = k->in[0];
@@ -256,7 +266,7 @@ static ss_status *conv_try_dnnl(ss_kctx *k, conv_plan *p)
     if (!wv || !wv->data || (k->n_in > 2 && k->in[2] && (!bv || !bv->data))) return NULL;
     ss_kernels mode = ss_kernels_mode();
     if (!ss_kernels_use_dnnl(mode, x->dtype, p->N * p->g.ovol, p->cg * p->g.kvol, p->M) ||
-        (mode == SS_KERNELS_AUTO && p->direct && pw_own_wins(mode, p)))
+        (mode == SS_KERNELS_AUTO && p->direct && pw_own_wins(mode, p) && !pw_chained()))
         return NULL;
     size_t scratch = 0;
     ss_status *st = conv_dnnl_make(k, p, NULL, 0, NULL, &p->dnnl, &scratch);

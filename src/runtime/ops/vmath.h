@@ -1,0 +1,77 @@
+/*
+ * float32 exp, tanh and erf as straight-line arithmetic (no calls, no branches), so that a loop
+ * over them vectorizes in each ISA copy of a kernel (isa.h): libm's expf/erff are scalar calls,
+ * which made Erf (BERT's GELU), Softmax and GPT-2's tanh GELU the largest non-GEMM costs of the
+ * transformer rows in bench/run_runtime.sh.
+ *
+ * ss_vexpf: exp(x) = 2^k exp(r), k = round(x log2 e), r = x - k ln 2 with ln 2 split in a high
+ * part exact in float and a low part; exp(r) on |r| <= ln2 / 2 by its Taylor series to r^7
+ * (truncation below 1e-8 relative), so within ~2 float32 ulp of exp. Below -87.33 (where exp
+ * leaves the normal range) it returns 0, above 88.37 +inf, and NaN stays NaN.
+ * ss_vtanhf: for |x| < 0.05 a Taylor series (relative error < 1e-9), elsewhere (1-e)/(1+e) with
+ * e = exp(-2|x|), about one ulp absolute.
+ * ss_verff: for |x| < 0.5 the odd Taylor series of erf to x^13 (relative error < 1e-9); elsewhere
+ * Abramowitz & Stegun 7.1.26, 1 - t (a1 + a2 t + ... + a5 t^4) exp(-x^2) with t = 1 / (1 + p|x|),
+ * absolute error <= 1.5e-7 (a few ulp of results in [0.52, 1]).
+ */
+#ifndef SS_RUNTIME_OPS_VMATH_H
+#define SS_RUNTIME_OPS_VMATH_H
+
+#include <math.h>
+#include <stdint.h>
+
+#define SS_VMATH_INLINE static inline __attribute__((always_inline))
+
+SS_VMATH_INLINE float ss_vexpf(float x)
+{
+    const float lo = -87.33f, hi = 88.37f;
+    float c = x != x ? 0.0f : x < lo ? lo : x > hi ? hi : x;
+    /* round to nearest by adding and subtracting 1.5 * 2^23 (no -ffast-math: kept as written) */
+    float kf = (c * 1.44269504088896341f + 12582912.0f) - 12582912.0f;
+    float r = c - kf * 0.693145751953125f; /* ln 2, high part: 12 significant bits */
+    r = r - kf * 1.42860682030941723e-6f;  /* ln 2 - the high part */
+    float p =
+        1.0f +
+        r * (1.0f +
+             r * (0.5f +
+                  r * (1.0f / 6 +
+                       r * (1.0f / 24 + r * (1.0f / 120 + r * (1.0f / 720 + r * (1.0f / 5040)))))));
+    union {
+        int32_t i;
+        float f;
+    } s;
+    s.i = ((int32_t)kf + 127) * (1 << 23); /* k in [-126, 127]: a normal power of two */
+    float y = p * s.f;
+    y = x < lo ? 0.0f : x > hi ? INFINITY : y;
+    return x != x ? x : y;
+}
+
+SS_VMATH_INLINE float ss_vtanhf(float x)
+{
+    float ax = fabsf(x), x2 = x * x;
+    float e = ss_vexpf(-2.0f * ax);
+    float far = copysignf((1.0f - e) / (1.0f + e), x);
+    float near = x * (1.0f + x2 * (-1.0f / 3.0f + x2 * (2.0f / 15.0f)));
+    return ax < 0.05f ? near : far;
+}
+
+SS_VMATH_INLINE float ss_verff(float x)
+{
+    float ax = fabsf(x), x2 = x * x;
+    const double k = 1.12837916709551257; /* 2 / sqrt(pi) */
+    float near =
+        x *
+        ((float)k + x2 * ((float)(-k / 3) +
+                          x2 * ((float)(k / 10) +
+                                x2 * ((float)(-k / 42) +
+                                      x2 * ((float)(k / 216) +
+                                            x2 * ((float)(-k / 1320) + x2 * (float)(k / 9360)))))));
+    float t = 1.0f / (1.0f + 0.3275911f * ax);
+    float q =
+        t * (0.254829592f +
+             t * (-0.284496736f + t * (1.421413741f + t * (-1.453152027f + t * 1.061405429f))));
+    float far = copysignf(1.0f - q * ss_vexpf(-x2), x);
+    return ax < 0.5f ? near : far;
+}
+
+#endif
