@@ -8,6 +8,13 @@ target_link_libraries(test_server_serving ss_server)
 target_include_directories(test_server_serving PRIVATE ${CMAKE_SOURCE_DIR}/src/server)
 target_compile_options(test_server_serving PRIVATE -Wno-missing-braces)
 
+# A KServe request of N batch rows decodes and encodes in O(N): the bytes moving reallocations
+# would copy, counted through a wrapped realloc (ASan's allocator always moves; issue 14).
+ss_add_c_test(test_server_kserve_rows ${SS_TEST_DIR}/test_server_kserve_rows.c)
+target_link_libraries(test_server_kserve_rows ss_server)
+target_include_directories(test_server_kserve_rows PRIVATE ${CMAKE_SOURCE_DIR}/src/server)
+target_link_options(test_server_kserve_rows PRIVATE -Wl,--wrap=realloc)
+
 # The decoded-size estimate the gRPC server charges before unpacking, against protobuf-c's real
 # allocations (a counting allocator and glibc's mallinfo2).
 ss_add_c_test(test_server_pb_budget ${SS_TEST_DIR}/test_server_pb_budget.c)

@@ -94,7 +94,8 @@ typedef struct {
     size_t n_places;
     ss_predict_partial partial; /* optional: see above */
     void *partial_ctx;
-    int cancelled_; /* only through ss_predict_request_cancel / _cancelled */
+    int cancelled_;        /* only through ss_predict_request_cancel / _cancelled */
+    size_t instances_cap_; /* slots allocated in instances (ss_predict_request_add_instance) */
 } ss_predict_request;
 
 /*
@@ -155,8 +156,12 @@ void ss_predict_request_free(ss_predict_request *req);
  * called; done() is still called exactly once. */
 void ss_predict_request_cancel(ss_predict_request *req);
 bool ss_predict_request_cancelled(const ss_predict_request *req);
-/* Append an empty instance; returns it (NULL when out of memory). */
+/* Append an empty instance; returns it (NULL when out of memory). The array grows by doubling,
+ * so N appends cost O(N) however the allocator reallocates. */
 ss_serving_instance *ss_predict_request_add_instance(ss_predict_request *req);
+/* Room for n instances in all (a caller that knows the count allocates the array once); false
+ * when out of memory. */
+bool ss_predict_request_reserve(ss_predict_request *req, size_t n);
 
 /* Add an item, taking ownership of *tensor (which is reset to empty). A later item of the same
  * name replaces an earlier one. */

@@ -138,6 +138,8 @@ static ss_predict_reply *convert_instances(pb_request *pb, ss_predict_request *r
                                       "Instances count of request cannot be 0, servable: %s, "
                                       "method: %s",
                                       req->servable, req->method);
+    if (!ss_predict_request_reserve(req, pb->n_instances))
+        return ss_predict_reply_error(SS_SERVING_SYSTEM_ERROR, "out of memory");
     for (size_t i = 0; i < pb->n_instances; i++) {
         ss_serving_instance *inst = ss_predict_request_add_instance(req);
         if (!inst) return ss_predict_reply_error(SS_SERVING_SYSTEM_ERROR, "out of memory");

@@ -517,6 +517,10 @@ bool ss_kserve_build_request(ss_kserve_call *call, const ss_kserve_input *in, si
     call->instances = batch >= 0 ? (size_t)batch : 1;
     ss_predict_request *req =
         ss_predict_request_new(call->sig->servable, m->name, call->sig->version);
+    if (req && !ss_predict_request_reserve(req, call->instances)) {
+        ss_predict_request_free(req);
+        req = NULL;
+    }
     for (size_t r = 0; req && r < call->instances; r++)
         if (!ss_predict_request_add_instance(req)) {
             ss_predict_request_free(req);
