@@ -138,10 +138,14 @@ void ss_client_request_free(ss_client_request *req)
 
 size_t ss_client_request_add_instance(ss_client_request *req)
 {
-    req_instance *grown = realloc(req->instances, (req->count + 1) * sizeof *grown);
-    if (!grown) return (size_t)-1;
-    req->instances = grown;
-    memset(&grown[req->count], 0, sizeof grown[0]);
+    if (req->count == req->cap) {
+        size_t cap = req->cap ? 2 * req->cap : 4;
+        req_instance *grown = realloc(req->instances, cap * sizeof *grown);
+        if (!grown) return (size_t)-1;
+        req->instances = grown;
+        req->cap = cap;
+    }
+    memset(&req->instances[req->count], 0, sizeof req->instances[0]);
     return req->count++;
 }
 

@@ -41,7 +41,7 @@ struct ss_client_request {
     char *method;
     uint64_t version;
     req_instance *instances;
-    size_t count;
+    size_t count, cap; /* cap: instances allocated (doubling: appends stay linear) */
 };
 
 ss_client_error *cl_err(ss_client_errkind kind, int64_t code, const char *fmt, ...)
