@@ -75,6 +75,11 @@ typedef struct ss_op_def {
     bool (*layout_ok)(const ss_kctx *k);
     ss_status *(*relayout)(ss_kctx *k, const void *in_layout, bool out_native,
                            const void **out_layout);
+    /* optional, the same pass: a value (not input 0; a fused step's operand, e.g. a residual Add
+     * run as a post-op) the node, as planned, can also read in a library layout, or NULL; then
+     * operand_relayout gives it that value's layout (called only when it is not plain). */
+    const ss_tensor *(*layout_operand)(const ss_kctx *k);
+    ss_status *(*operand_relayout)(ss_kctx *k, const void *layout);
 } ss_op_def;
 
 struct ss_kctx {

@@ -945,7 +945,9 @@ int ss_session_fused_nodes(const ss_session *s)
  * (op.h) learns the layout its input 0 arrives in, and keeps its output in its kernel's layout
  * when every reader of that value takes such a layout (layout_ok: a Conv on oneDNN, a MaxPool
  * then run on oneDNN's pooling) and nothing else sees its bytes: not a graph output, a value
- * shape inference reads, an alias (Reshape), an operand of a fused step or any other reader.
+ * shape inference reads, an alias (Reshape), an operand of a fused step (unless the step's head
+ * takes it in any layout: layout_operand, a residual Add run as a Conv's sum post-op) or any
+ * other reader.
  * Otherwise the node writes plain NC[D]HW itself (its own reorder), so a value in a library
  * layout never reaches a kernel that reads plain tensors. Blocked layouts pad the channels,
  * so such a value's arena slot grows to the layout's size (dyn_slot, as a bound's). Plans with
@@ -955,8 +957,16 @@ int ss_session_fused_nodes(const ss_session *s)
 static bool layout_reader_ok(const struct ss_plan *p, int ni, int v)
 {
     const node_def *d = &p->s->nodes[ni];
-    if (!d->op->layout_ok || d->in_ids[0] != v || (p->fuse_head && p->fuse_head[ni] >= 0))
-        return false;
+    if (p->fuse_head && p->fuse_head[ni] >= 0) {
+        /* a fused step reading v as an operand its head's kernel takes in any layout */
+        int h = p->fuse_head[ni], reads = 0;
+        const ss_op_def *hop = p->s->nodes[h].op;
+        for (int j = 0; j < d->n_in; j++)
+            reads += d->in_ids[j] == v;
+        return reads == 1 && hop->layout_operand && hop->layout_ok && hop->layout_ok(&p->kctx[h]) &&
+               hop->layout_operand(&p->kctx[h]) == &p->vals[v];
+    }
+    if (!d->op->layout_ok || d->in_ids[0] != v) return false;
     for (int j = 1; j < d->n_in; j++)
         if (d->in_ids[j] == v) return false;
     for (int e = 0; e < p->n_exec; e++)
@@ -994,6 +1004,9 @@ static ss_status *layout_plan(struct ss_plan *p)
         int ni = p->exec[e];
         const node_def *d = &s->nodes[ni];
         ss_kctx *k = &p->kctx[ni];
+        const ss_tensor *opd = d->op->layout_operand ? d->op->layout_operand(k) : NULL;
+        if (opd && layout[opd - p->vals]) st = d->op->operand_relayout(k, layout[opd - p->vals]);
+        if (st) break;
         if (!d->op->relayout || d->n_in < 1 || d->in_ids[0] < 0 || !k->out[0] ||
             !d->op->layout_ok(k))
             continue;

@@ -60,16 +60,17 @@ def main(out):
           [conv("x", "W", "c"), N("BatchNormalization", ["c", "sc", "bb", "mu", "var"], ["n"]),
            N("LeakyRelu", ["n"], ["l"], alpha=0.1), N("Max", ["l", "mx"], ["y"])], x4, ["y"], bn,
           postops=1)
-    # residual: r has two readers (no chain after conv 1); conv 2 takes Add(., r) and Relu (on the
-    # own pass: oneDNN 2.6's direct kernels take no operand in NCHW beside a blocked Y)
+    # residual: r has two readers (no chain after conv 1); conv 2 takes Add(., r) and Relu, on
+    # oneDNN as a sum post-op (the residual copied into Y's buffer) and an eltwise Relu
     res = {"W1": arr(4, 4, 3, 3), "W2": arr(4, 4, 3, 3)}
     write(out, "conv_residual_relu", 2,
           [conv("x", "W1", "r"), conv("r", "W2", "c"), N("Add", ["c", "r"], ["a"]),
-           N("Relu", ["a"], ["y"])], x4, ["y"], res)
-    # two producers into one Add: only the later one (whose operand is ready) takes it
+           N("Relu", ["a"], ["y"])], x4, ["y"], res, postops=1)
+    # two producers into one Add: only the later one (whose operand is ready) takes it (sum and
+    # logistic post-ops)
     write(out, "two_convs_add", 2,
           [conv("x", "W1", "p"), conv("x", "W2", "q"), N("Add", ["p", "q"], ["a"]),
-           N("Sigmoid", ["a"], ["y"])], x4, ["y"], res)
+           N("Sigmoid", ["a"], ["y"])], x4, ["y"], res, postops=1)
     # must not fuse: the value between is a graph output / has a second reader
     write(out, "intermediate_is_output", 0, [conv("x", "W", "c", "B"), N("Relu", ["c"], ["y"])],
           x4, ["c", "y"], w8)

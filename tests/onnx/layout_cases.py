@@ -139,6 +139,42 @@ def main(out):
     r = ref_conv(r, w["W2"][:, :, None, :], w["B2"], (0, 1, 0, 1))[:, :, 0, :]
     write(out, "conv1d_dilated_pool", nodes, x, ["y"], w, [r], max_on=2, min_saved=2)
 
+    # ResNet bottlenecks: stem Conv -> Relu, then per block 1x1 -> Relu -> 3x3 -> Relu -> 1x1 whose
+    # output is Added to the block's input (the identity shortcut, or a 1x1 projection's output in
+    # the first block) -> Relu. The Add (+ Relu) runs as oneDNN's sum post-op, and the shortcut
+    # stays in the library layout, so with the pass only the stem's input and the graph output
+    # may reorder; without it every oneDNN Conv reorders in and out.
+    x = arr(1, 8, 14, 12)
+    w = {"W0": arr(32, 8, 3, 3) * 0.3, "B0": arr(32)}
+    nodes = [N("Conv", ["x", "W0", "B0"], ["stem"], pads=[1, 1, 1, 1]), N("Relu", ["stem"], ["r0"])]
+    r = np.maximum(ref_conv(x, w["W0"], w["B0"], (1, 1, 1, 1)), 0)
+    cin = 32
+    for blk, cout in enumerate([48, 48]):
+        t = str(blk)
+        w.update({"Wa" + t: arr(16, cin, 1, 1) * 0.2, "Ba" + t: arr(16),
+                  "Wb" + t: arr(16, 16, 3, 3) * 0.1, "Bb" + t: arr(16),
+                  "Wc" + t: arr(cout, 16, 1, 1) * 0.2, "Bc" + t: arr(cout)})
+        src = "r0" if blk == 0 else "o" + str(blk - 1)
+        nodes += [N("Conv", [src, "Wa" + t, "Ba" + t], ["a" + t]), N("Relu", ["a" + t], ["ra" + t]),
+                  N("Conv", ["ra" + t, "Wb" + t, "Bb" + t], ["b" + t], pads=[1, 1, 1, 1]),
+                  N("Relu", ["b" + t], ["rb" + t]),
+                  N("Conv", ["rb" + t, "Wc" + t, "Bc" + t], ["c" + t])]
+        ra = np.maximum(ref_conv(r, w["Wa" + t], w["Ba" + t], (0, 0, 0, 0)), 0)
+        rb = np.maximum(ref_conv(ra, w["Wb" + t], w["Bb" + t], (1, 1, 1, 1)), 0)
+        rc = ref_conv(rb, w["Wc" + t], w["Bc" + t], (0, 0, 0, 0))
+        short = src
+        if cin != cout:
+            w.update({"Wp": arr(cout, cin, 1, 1) * 0.2, "Bp": arr(cout)})
+            nodes.append(N("Conv", [src, "Wp", "Bp"], ["p"]))
+            short = "p"
+            r = ref_conv(r, w["Wp"], w["Bp"], (0, 0, 0, 0))
+        # the shortcut first in one block, second in the other (the residual on either side)
+        add_in = [short, "c" + t] if blk == 0 else ["c" + t, short]
+        nodes += [N("Add", add_in, ["s" + t]), N("Relu", ["s" + t], ["o" + t])]
+        r = np.maximum(rc + r, 0)
+        cin = cout
+    write(out, "resnet_residual", nodes, x, ["o1"], w, [r], max_on=2, min_saved=4)
+
 
 if __name__ == "__main__":
     main(sys.argv[1])

@@ -167,9 +167,10 @@ typedef struct {
     bool depthwise; /* Conv: one input and one output channel per group: taps folded row by row */
     bool pw_own;    /* direct float32: the own register-tile GEMM instead of OpenBLAS sgemm */
     ss_gemm_variant pw_variant;
-    int pw_threads;     /* parts of the pool the own GEMM may use */
-    void *col;          /* the gemm's column buffer, unless direct or depthwise */
-    ss_dnnl_conv *dnnl; /* Conv on oneDNN (float32, constant W and B) */
+    int pw_threads;         /* parts of the pool the own GEMM may use */
+    void *col;              /* the gemm's column buffer, unless direct or depthwise */
+    ss_dnnl_conv *dnnl;     /* Conv on oneDNN (float32, constant W and B) */
+    const ss_tensor *sum_t; /* a residual Add run as dnnl's sum post-op: its other operand */
 } conv_plan;
 
 static void conv_release(void *state)
@@ -210,7 +211,8 @@ static float *f32_copy(const ss_tensor *t)
 /* The oneDNN primitive for k with post-ops po[0..n_po) into *out; UNSUPPORTED when oneDNN does not
  * take the case. */
 static ss_status *conv_dnnl_make(ss_kctx *k, const conv_plan *p, const ss_postop *po, int n_po,
-                                 const char *require_impl, ss_dnnl_conv **out, size_t *scratch)
+                                 bool sum, const char *require_impl, ss_dnnl_conv **out,
+                                 size_t *scratch)
 {
     const ss_tensor *x = k->in[0];
     const ss_tensor *wv = ss_kctx_value(k, 1),
@@ -234,7 +236,8 @@ static ss_status *conv_dnnl_make(ss_kctx *k, const conv_plan *p, const ss_postop
                            .k = w32 ? NULL : k,
                            .po = po,
                            .n_po = n_po,
-                           .require_impl = require_impl};
+                           .require_impl = require_impl,
+                           .sum = sum};
     for (int i = 0; i < 3; i++) {
         d.in[i] = p->g.in[i], d.out[i] = p->g.out[i], d.kernel[i] = p->g.k[i];
         d.stride[i] = p->g.s[i], d.dilation[i] = p->g.d[i];
@@ -269,7 +272,7 @@ static ss_status *conv_try_dnnl(ss_kctx *k, conv_plan *p)
         (mode == SS_KERNELS_AUTO && p->direct && pw_own_wins(mode, p) && !pw_chained()))
         return NULL;
     size_t scratch = 0;
-    ss_status *st = conv_dnnl_make(k, p, NULL, 0, NULL, &p->dnnl, &scratch);
+    ss_status *st = conv_dnnl_make(k, p, NULL, 0, false, NULL, &p->dnnl, &scratch);
     if (st && st->code == SS_ERR_UNSUPPORTED) {
         SS_DEBUG("%s: oneDNN: %s; the own kernel runs it", k->node_name, st->msg);
         ss_status_free(st);
@@ -293,11 +296,18 @@ static ss_status *conv_fuse(ss_kctx *k, ss_epilogue *ep)
     const char *env = getenv("SHARDSERVE_DNNL_POSTOPS");
     if (env && !strcmp(env, "0")) return NULL;
     int all = p && p->dnnl ? ss_epilogue_postops(ep, po, SS_EPILOGUE_MAX_POSTOPS) : 0;
+    /* a leading residual Add (a tensor of Y's shape) runs as oneDNN's sum post-op: a binary
+     * operand sends 1x1 Convs off brgconv_1x1, and sum lets the layout pass keep the residual
+     * in the library layout (conv_layout_operand); SHARDSERVE_DNNL_SUM=0 (bench A/B) tries the
+     * binary post-op as before */
+    const char *sum_env = getenv("SHARDSERVE_DNNL_SUM");
+    bool sum = all > 0 && po[0].kind == SS_PO_ADD && po[0].t && po[0].t->dtype == SS_DT_FLOAT32 &&
+               !(sum_env && !strcmp(sum_env, "0"));
     for (int n = ss_dnnl_postops_usable(po, all); n > 0; n--) {
         if (n < all && po[n].steps == po[n - 1].steps) continue; /* not a whole step */
         ss_dnnl_conv *c = NULL;
         size_t scratch = 0;
-        ss_status *st = conv_dnnl_make(k, p, po, n, ss_dnnl_conv_impl(p->dnnl), &c, &scratch);
+        ss_status *st = conv_dnnl_make(k, p, po, n, sum, ss_dnnl_conv_impl(p->dnnl), &c, &scratch);
         if (st && st->code != SS_ERR_UNSUPPORTED) return ss_op_err(k, st->code, "%s", st->msg);
         if (st) SS_DEBUG("%s: %s", k->node_name, st->msg);
         ss_status_free(st);
@@ -305,6 +315,7 @@ static ss_status *conv_fuse(ss_kctx *k, ss_epilogue *ep)
         SS_DEBUG("%s: oneDNN runs %d fused steps as %d post-ops", k->node_name, po[n - 1].steps, n);
         ss_dnnl_conv_free(p->dnnl);
         p->dnnl = c;
+        p->sum_t = sum ? po[0].t : NULL;
         if (scratch > k->scratch_bytes) k->scratch_bytes = scratch;
         ss_epilogue_drop(ep, po[n - 1].steps);
         return NULL;
@@ -328,6 +339,21 @@ static ss_status *conv_relayout(ss_kctx *k, const void *in, bool out_native, con
     if (st) return ss_op_err(k, st->code, "%s", st->msg);
     if (scratch > k->scratch_bytes) k->scratch_bytes = scratch;
     return NULL;
+}
+
+/* The residual a sum post-op reads (NULL: none): the layout pass may keep it in a library layout
+ * and then says which (conv_operand_relayout). */
+static const ss_tensor *conv_layout_operand(const ss_kctx *k)
+{
+    const conv_plan *p = k->state;
+    return p && p->dnnl ? p->sum_t : NULL;
+}
+
+static ss_status *conv_operand_relayout(ss_kctx *k, const void *layout)
+{
+    conv_plan *p = k->state;
+    ss_status *st = ss_dnnl_conv_sum_relayout(p->dnnl, layout);
+    return st ? ss_op_err(k, st->code, "%s", st->msg) : NULL;
 }
 
 /* Below this many multiply-adds per image a depthwise Conv runs on one thread (a worker's wake-up
@@ -1343,7 +1369,7 @@ VIA_F32(gpool)
 
 const ss_op_def ss_ops_conv[] = {
     {"", "Conv", 1, 21, conv_infer, conv_run, 0, conv_release, conv_fuse, conv_layout_ok,
-     conv_relayout},
+     conv_relayout, conv_layout_operand, conv_operand_relayout},
     {"", "ConvTranspose", 1, 21, convt_infer, convt_run, 0},
     {"", "MaxPool", 1, 21, pool_infer, pool_run, 0, pool_release, NULL, pool_layout_ok,
      pool_relayout},

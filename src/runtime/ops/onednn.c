@@ -480,15 +480,20 @@ struct ss_dnnl_conv {
     dnnl_memory_t bin_mem[SS_EPILOGUE_MAX_POSTOPS];
     const ss_tensor *bin_t[SS_EPILOGUE_MAX_POSTOPS]; /* operand read at run time, or NULL */
     float *bin_data[SS_EPILOGUE_MAX_POSTOPS];        /* copied constant operand, or NULL */
+    const ss_tensor *sum_t;       /* sum post-op's operand (post-op 0), or NULL */
+    dnnl_memory_t sum_user;       /* it, in its own layout, when a reorder brings it into dst */
+    dnnl_primitive_t sum_reorder; /* NULL: the layouts match, a copy */
+    size_t sum_bytes;             /* dst's size (the copy) */
 };
 
 void ss_dnnl_conv_free(ss_dnnl_conv *c)
 {
     if (!c) return;
-    dnnl_memory_t mems[] = {c->x_user, c->y_user, c->src, c->wei, c->bias, c->dst, c->scratch};
+    dnnl_memory_t mems[] = {c->x_user, c->y_user, c->src,     c->wei,
+                            c->bias,   c->dst,    c->scratch, c->sum_user};
     for (size_t i = 0; i < sizeof mems / sizeof mems[0]; i++)
         if (mems[i]) dnnl_memory_destroy(mems[i]);
-    dnnl_primitive_t prims[] = {c->prim, c->x_reorder, c->y_reorder};
+    dnnl_primitive_t prims[] = {c->prim, c->x_reorder, c->y_reorder, c->sum_reorder};
     for (size_t i = 0; i < sizeof prims / sizeof prims[0]; i++)
         if (prims[i]) dnnl_primitive_destroy(prims[i]);
     if (c->stream) dnnl_stream_destroy(c->stream);
@@ -574,7 +579,9 @@ static dnnl_status_t conv_postops(const ss_dnnl_conv_desc *d, int nd, const int6
     for (int i = 0; r == dnnl_success && i < d->n_po; i++) {
         const ss_postop *po = &d->po[i];
         dnnl_memory_desc_t md;
-        if (po->kind < SS_PO_ADD) {
+        if (i == 0 && d->sum) {
+            r = dnnl_post_ops_append_sum(ops, 1.0f);
+        } else if (po->kind < SS_PO_ADD) {
             r = dnnl_post_ops_append_eltwise(ops, 1.0f, alg[po->kind], po->alpha, po->beta);
         } else if ((r = postop_md(po, nd, yd, &md)) == dnnl_success) {
             r = dnnl_post_ops_append_binary(ops, alg[po->kind], &md);
@@ -602,7 +609,7 @@ static ss_status *conv_bin_operands(ss_dnnl_conv *c, const ss_dnnl_conv_desc *d,
 {
     for (int i = 0; i < d->n_po; i++) {
         const ss_postop *po = &d->po[i];
-        if (po->kind < SS_PO_ADD) continue;
+        if (po->kind < SS_PO_ADD || (i == 0 && d->sum)) continue;
         int b = c->n_bin++;
         c->bin_idx[b] = i;
         c->bin_t[b] = po->t;
@@ -689,6 +696,34 @@ static ss_status *conv_constants(ss_dnnl_conv *c, const ss_dnnl_conv_desc *d,
                : ss_errf(SS_ERR_NOMEM, "oneDNN memory");
 }
 
+/* The sum operand's way into dst: from `layout` (NULL: plain, dims as dst's) by a copy when it
+ * is dst's layout, else by a reorder. */
+static dnnl_status_t conv_sum_side(ss_dnnl_conv *c, const dnnl_memory_desc_t *layout)
+{
+    const dnnl_memory_desc_t *want;
+    dnnl_memory_get_memory_desc(c->dst, &want);
+    dnnl_memory_desc_t plain;
+    dnnl_status_t r = dnnl_success;
+    if (!layout) {
+        r = plain_md(&plain, want->ndims, want->dims, NULL, dnnl_f32);
+        layout = &plain;
+    }
+    if (c->sum_reorder) dnnl_primitive_destroy(c->sum_reorder);
+    if (c->sum_user) dnnl_memory_destroy(c->sum_user);
+    c->sum_reorder = NULL, c->sum_user = NULL;
+    c->sum_bytes = dnnl_memory_desc_get_size(want);
+    if (r != dnnl_success || dnnl_memory_desc_equal(layout, want)) return r;
+    r = dnnl_memory_create(&c->sum_user, layout, engine, DNNL_MEMORY_NONE);
+    return r == dnnl_success ? make_reorder(layout, want, &c->sum_reorder) : r;
+}
+
+ss_status *ss_dnnl_conv_sum_relayout(ss_dnnl_conv *c, const void *layout)
+{
+    if (!c->sum_t) return NULL;
+    dnnl_status_t r = conv_sum_side(c, layout);
+    return r == dnnl_success ? NULL : dnnl_err(r, "sum operand reorder");
+}
+
 ss_status *ss_dnnl_conv_create(const ss_dnnl_conv_desc *d, ss_dnnl_conv **out,
                                size_t *scratch_bytes)
 {
@@ -726,6 +761,12 @@ ss_status *ss_dnnl_conv_create(const ss_dnnl_conv_desc *d, ss_dnnl_conv **out,
                           &c->y_user, &c->dst, &c->y_reorder, &c->dst_bytes);
         if (r != dnnl_success) st = dnnl_err(r, "activation reorder");
     }
+    if (!st && d->sum) {
+        if (d->n_po < 1 || d->po[0].kind != SS_PO_ADD || !d->po[0].t)
+            st = ss_errf(SS_ERR_UNSUPPORTED, "oneDNN conv: sum post-op without a tensor operand");
+        else if ((c->sum_t = d->po[0].t), conv_sum_side(c, NULL) != dnnl_success)
+            st = ss_errf(SS_ERR_INTERNAL, "oneDNN: cannot make the sum operand's reorder");
+    }
     if (!st) st = conv_constants(c, d, &w_md, pd);
     if (!st) {
         const dnnl_memory_desc_t *sp =
@@ -762,6 +803,14 @@ ss_status *ss_dnnl_conv_run(ss_dnnl_conv *c, const float *x, float *y, void *scr
         dnnl_exec_arg_t ra[2] = {{DNNL_ARG_FROM, c->x_user}, {DNNL_ARG_TO, c->src}};
         r = dnnl_primitive_execute(c->x_reorder, c->stream, 2, ra);
         __atomic_add_fetch(&n_reorders, 1, __ATOMIC_RELAXED);
+    }
+    if (r == dnnl_success && c->sum_t && c->sum_reorder) {
+        dnnl_memory_set_data_handle(c->sum_user, c->sum_t->data);
+        dnnl_exec_arg_t ra[2] = {{DNNL_ARG_FROM, c->sum_user}, {DNNL_ARG_TO, c->dst}};
+        r = dnnl_primitive_execute(c->sum_reorder, c->stream, 2, ra);
+        __atomic_add_fetch(&n_reorders, 1, __ATOMIC_RELAXED);
+    } else if (c->sum_t && c->sum_t->data != (void *)dst) {
+        memcpy(dst, c->sum_t->data, c->sum_bytes);
     }
     dnnl_exec_arg_t args[5 + SS_EPILOGUE_MAX_POSTOPS];
     int n = 0;

@@ -109,6 +109,11 @@ typedef struct {
     /* non-NULL: fail with SS_ERR_UNSUPPORTED, before packing anything, unless oneDNN picks this
      * implementation (post-ops must not send the case to a slower kernel) */
     const char *require_impl;
+    /* po[0] is an Add of a tensor of Y's shape (a residual): run it as oneDNN's sum post-op, which
+     * accumulates into Y's buffer, so the operand is copied (or reordered) into it before each run
+     * instead of read as a binary operand: a binary operand in plain NCHW sends 1x1 Convs to
+     * gemm:jit, sum keeps brgconv_1x1 */
+    bool sum;
 } ss_dnnl_conv_desc;
 
 typedef struct ss_dnnl_conv ss_dnnl_conv;
@@ -130,6 +135,10 @@ void ss_dnnl_conv_free(ss_dnnl_conv *c);
  * need a reorder from another layout). */
 ss_status *ss_dnnl_conv_relayout(ss_dnnl_conv *c, const void *x_layout, bool y_native,
                                  const void **y_layout, size_t *scratch_bytes);
+/* With a sum post-op (desc.sum): the operand's bytes arrive in `layout` (a oneDNN memory
+ * descriptor; NULL: plain), so each run copies them into Y's buffer when it is the primitive's
+ * destination layout, else reorders them. */
+ss_status *ss_dnnl_conv_sum_relayout(ss_dnnl_conv *c, const void *layout);
 unsigned long ss_dnnl_conv_calls(void);
 /* Of those, how many ran post-ops (a fused epilogue's steps inside the primitive). */
 unsigned long ss_dnnl_conv_postop_calls(void);
