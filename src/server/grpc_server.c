@@ -158,7 +158,7 @@ struct grpc_ctx {
     uint64_t recv_deadline_ns;
     grpc_ctx *qnext;
     uint64_t peer;   /* hash of the connection's peer address ("ipv4:127.0.0.1:PORT") */
-    char *peer_name; /* that address (gpr string) */
+    char *peer_name; /* that address (gpr string); both known only under contention (know_peer) */
     int peer_fd;     /* the connection's socket once found (peer_rx_bytes), else -1 */
     uint64_t rx_mark, rx_mark_ns; /* its received bytes when last looked at, and when */
     bool slot;                    /* holds one of the server's receive slots */
@@ -333,8 +333,19 @@ static bool fd_is_peer(int fd, const char *peer)
 /* The bytes the call's TCP connection has received so far (TCP_INFO); false when that cannot be
  * known (a Unix socket, or the connection is gone). The socket is looked up among this process's
  * descriptors once and remembered. */
+/* The call's connection, asked of libgrpc only when slots are contended: an uncontended call
+ * never needs it (it costs an allocation and a string). */
+static void know_peer(grpc_ctx *c)
+{
+    if (c->peer_name) return;
+    c->peer_name = grpc_call_get_peer(c->call);
+    c->peer = peer_hash(c->peer_name);
+    c->peer_fd = -1;
+}
+
 static bool peer_rx_bytes(grpc_ctx *c, uint64_t *rx)
 {
+    know_peer(c);
     if (c->peer_fd < 0 || !fd_is_peer(c->peer_fd, c->peer_name)) {
         c->peer_fd = -1;
         DIR *d = opendir("/proc/self/fd");
@@ -388,7 +399,7 @@ static void take_slot(ss_grpc_server *srv, grpc_ctx *c, bool lane)
     c->lane = lane;
     c->slot_since_ns = now;
     c->state = ST_RECEIVING;
-    seen(srv, c->peer)->granted_ns = now;
+    if (c->peer) seen(srv, c->peer)->granted_ns = now; /* granted from the queue */
 }
 
 /* Under mu: take c out of the queue of calls waiting for a slot (prev: its predecessor). */
@@ -467,9 +478,6 @@ static void release_slot(grpc_ctx *c)
 static void receive_or_queue(grpc_ctx *c)
 {
     ss_grpc_server *srv = c->srv;
-    c->peer_name = grpc_call_get_peer(c->call);
-    c->peer = peer_hash(c->peer_name);
-    c->peer_fd = -1;
     c->health = strcmp(c->method->path, HEALTH_METHOD) == 0;
     receiving_start(c);
     pthread_mutex_lock(&srv->mu);
@@ -482,6 +490,7 @@ static void receive_or_queue(grpc_ctx *c)
     } else if (closing) {
         unlink_receiving(srv, c);
     } else {
+        know_peer(c);
         c->state = ST_QUEUED;
         if (srv->queue_tail)
             srv->queue_tail->qnext = c;
