@@ -311,7 +311,9 @@ def header(args):
           f"OPENBLAS_CORETYPE={os.environ.get('OPENBLAS_CORETYPE', '(unset)')}; "
           f"{args.rounds} interleaved rounds of ~{args.round_seconds}s per side")
     print(f"CPU ISA: {' '.join(isa) or '(none of the listed)'}; shardserve: {info or '(unknown)'}; "
-          f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', '(unset)')}")
+          f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', '(unset)')}, "
+          f"GOMP_SPINCOUNT={os.environ.get('GOMP_SPINCOUNT', '(unset)')}, "
+          f"pool {'own pthreads' if os.environ.get('SHARDSERVE_POOL') == 'own' else 'libgomp team'}")
 
 
 def main():

@@ -27,7 +27,8 @@ for d in "$REPO/bench/ort/node_modules" "$HOME/.cache/shardserve-real-models/nod
 done
 [ -n "$NM" ] || { echo "run_generate: no onnxruntime-node (set SS_ORT_NODE_MODULES)" >&2; exit 2; }
 export NODE_PATH=$NM
-export OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-PASSIVE}
+# a served rank's wait policy when its threads fit the cores (src/agent/spawn.h)
+[ -n "${OMP_WAIT_POLICY:-}${GOMP_SPINCOUNT:-}" ] || export GOMP_SPINCOUNT=30000
 
 M=$WORK/gpt2-small
 [ -f "$M/model.onnx" ] || /usr/bin/python3 "$REPO/tests/generative/models.py" --family gpt2 \

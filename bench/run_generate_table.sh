@@ -30,7 +30,9 @@ SS=$(find "$BUILD" -name shardserve -type f -perm -u+x | head -1)
 [ -n "$GEN" ] && [ -n "$SS" ] || { echo "run_generate_table: no gen_greedy/shardserve in $BUILD" >&2; exit 2; }
 NM=${SS_ORT_NODE_MODULES:-$HOME/.cache/shardserve-real-models/node/node_modules}
 [ -d "$NM/onnxruntime-node" ] || { echo "run_generate_table: no onnxruntime-node in $NM" >&2; exit 2; }
-export NODE_PATH=$NM OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-PASSIVE}
+export NODE_PATH=$NM
+# a served rank's wait policy when its threads fit the cores (src/agent/spawn.h)
+[ -n "${OMP_WAIT_POLICY:-}${GOMP_SPINCOUNT:-}" ] || export GOMP_SPINCOUNT=30000
 
 G=$WORK/gpt2-small L=$CACHE/llama-1b
 [ -f "$G/model.onnx" ] || /usr/bin/python3 "$REPO/tests/generative/models.py" --family gpt2 \

@@ -51,8 +51,9 @@ if [ -d "$REAL/cases" ]; then
   /usr/bin/python3 "$REPO/bench/real_cases.py" "$MODELS/real"
   REAL_ARGS=(--real "$MODELS/real")
 fi
-# oneDNN's OpenMP workers sleep when idle instead of spinning on a core the other side (or the
-# OpenBLAS / own-kernel threads) needs; libgomp reads this only at process start.
-export OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-PASSIVE}
+# The wait policy a served rank gets when its threads fit the host's cores (src/agent/spawn.h):
+# the OpenMP team (oneDNN and the runtime's own ops) spins ~0.5 ms after a region, then sleeps, so
+# an idle side does not hold a core while the other side runs. libgomp reads it at process start.
+[ -n "${OMP_WAIT_POLICY:-}${GOMP_SPINCOUNT:-}" ] || export GOMP_SPINCOUNT=30000
 exec /usr/bin/python3 "$REPO/bench/compare.py" --bench "$BUILD/bench/bench_runtime" \
   --ort "$REPO/bench/ort/bench_ort.js" --models "$MODELS" "${REAL_ARGS[@]}" "$@"

@@ -18,3 +18,6 @@ target_include_directories(test_ops_ew_threads PRIVATE ${CMAKE_SOURCE_DIR}/src/r
                            ${CMAKE_SOURCE_DIR}/src/runtime/ops)
 target_link_libraries(test_ops_ew_threads ss_runtime)
 set_tests_properties(test_ops_ew_threads PROPERTIES LABELS runtime)
+add_test(NAME test_ops_ew_threads_own_pool COMMAND test_ops_ew_threads)
+set_tests_properties(test_ops_ew_threads_own_pool PROPERTIES LABELS runtime
+                     ENVIRONMENT SHARDSERVE_POOL=own)

@@ -15,4 +15,8 @@ if(TARGET ss_runtime)
     set_tests_properties(test_ops_matmul_${mode} PROPERTIES TIMEOUT 300 LABELS runtime
                          ENVIRONMENT SHARDSERVE_KERNELS=${mode})
   endforeach()
+  # the own pthread pool (SHARDSERVE_POOL=own) instead of libgomp's team
+  add_test(NAME test_ops_matmul_own_pool COMMAND test_ops_matmul)
+  set_tests_properties(test_ops_matmul_own_pool PROPERTIES TIMEOUT 300 LABELS runtime
+                       ENVIRONMENT "SHARDSERVE_KERNELS=own;SHARDSERVE_POOL=own")
 endif()

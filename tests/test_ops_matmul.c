@@ -21,6 +21,8 @@
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 
 #include "gemm_bf16.h"
 #include "gemm_f32p.h"
@@ -681,8 +683,55 @@ static void test_dnnl_few_rows_read_weights_in_place(void)
     }
 }
 
+/* ss_pool_run: each part of a task runs once and every call returns with its work done; under
+ * libgomp's team (the default) every part runs, on a thread of its own; a nested call runs alone.
+ */
+typedef struct {
+    int seen[8], parts_seen, nested_parts;
+    pid_t tid[8];
+    int64_t next, done;
+} pool_probe;
+
+static void probe_nested(void *ctx, int part, int parts)
+{
+    (void)part;
+    __atomic_store_n(&((pool_probe *)ctx)->nested_parts, parts, __ATOMIC_RELAXED);
+}
+
+static void probe_part(void *ctx, int part, int parts)
+{
+    pool_probe *p = ctx;
+    if (part < 0 || part >= 8) return;
+    __atomic_add_fetch(&p->seen[part], 1, __ATOMIC_RELAXED);
+    __atomic_store_n(&p->parts_seen, parts, __ATOMIC_RELAXED);
+    p->tid[part] = (pid_t)syscall(SYS_gettid);
+    if (part == 0) ss_pool_run(2, probe_nested, p);
+    while (__atomic_fetch_add(&p->next, 1, __ATOMIC_RELAXED) < 1000)
+        __atomic_add_fetch(&p->done, 1, __ATOMIC_RELAXED);
+}
+
+static void test_pool_runs_every_part(void)
+{
+    CHECK(ss_gemm_pool_reserve(3) >= 3);
+    for (int round = 0; round < 50; round++) {
+        pool_probe p = {{0}};
+        ss_pool_run(3, probe_part, &p);
+        CHECK(p.done == 1000);
+        CHECK(p.seen[0] == 1 && p.nested_parts == 1);
+        if (ss_pool_is_openmp()) {
+            CHECK_MSG(p.parts_seen == 3 && p.seen[1] == 1 && p.seen[2] == 1,
+                      "round %d: parts %d, seen %d %d %d", round, p.parts_seen, p.seen[0],
+                      p.seen[1], p.seen[2]);
+            CHECK(p.tid[0] != p.tid[1] && p.tid[1] != p.tid[2] && p.tid[0] != p.tid[2]);
+        } else { /* a worker not scheduled in time skips the task */
+            CHECK(p.seen[1] <= 1 && p.seen[2] <= 1);
+        }
+    }
+}
+
 TEST_MAIN(TEST(test_alloc_counter_sees_malloc), TEST(test_dnnl_few_rows_read_weights_in_place),
           TEST(test_bf16_weights_mlp_close_to_f32), TEST(test_matmul_odd_shapes_every_variant),
           TEST(test_matmul_batched_and_vectors), TEST(test_gemm_bias_broadcasts_and_transposes),
           TEST(test_kernel_strided_accumulate), TEST(test_f32p_kernel_remainders),
-          TEST(test_gemv_bits_independent_of_threads), TEST(test_concurrent_callers))
+          TEST(test_gemv_bits_independent_of_threads), TEST(test_concurrent_callers),
+          TEST(test_pool_runs_every_part))

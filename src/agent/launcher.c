@@ -174,6 +174,8 @@ static void share_cores(int local_ranks)
     char v[16];
     snprintf(v, sizeof v, "%ld", share > 256 ? 256 : share);
     setenv("SHARDSERVE_RANK_THREADS", v, 0);
+    long threads = strtol(getenv("SHARDSERVE_RANK_THREADS"), NULL, 10); /* or the user's */
+    ss_child_omp_wait(local_ranks, threads >= 1 && threads <= 256 ? (int)threads : 1);
 }
 
 static pid_t spawn_agent(const ss_launcher_options *opt, const meta_info *mi, int i,
@@ -264,6 +266,8 @@ static pid_t spawn_mpirun(const ss_launcher_options *opt, const char *const *arg
         int devnull = open("/dev/null", O_RDONLY | O_CLOEXEC);
         if (devnull >= 0) dup2(devnull, 0); /* no rank reads the launcher's stdin */
         ss_child_prepare(opt->secret_file); /* its path reaches the ranks by mpirun -x */
+        ss_child_omp_wait(0, 1);
+        setenv("OMP_WAIT_POLICY", "PASSIVE", 0); /* -x needs it set (a user's spin count wins) */
         execvp("mpirun", (char *const *)argv);
         fprintf(stderr, "cannot run mpirun: %s (install openmpi-bin)\n", strerror(errno));
         _exit(127);
@@ -335,7 +339,7 @@ static ss_status *run_mpi(const ss_launcher_options *opt, const meta_info *mi)
         argv[a++] = "-x";
         argv[a++] = "SHARDSERVE_LOG";
     }
-    argv[a++] = "-x"; /* set by ss_child_prepare: ranks on other hosts need it too */
+    argv[a++] = "-x"; /* set by spawn_mpirun: ranks on other hosts need it too */
     argv[a++] = "OMP_WAIT_POLICY";
     argv[a++] = opt->self_exe;
     argv[a++] = "agent-rank-mpi";

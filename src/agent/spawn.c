@@ -31,12 +31,20 @@ void ss_child_prepare(const char *secret_file)
         setenv("SHARDSERVE_LINK_SECRET_FILE", secret_file, 1);
     else
         unsetenv("SHARDSERVE_LINK_SECRET_FILE");
-    /* oneDNN's OpenMP threads must not spin on a core another rank needs: libgomp reads its wait
-     * policy once, at process start, so it is set here for the agent (a user's choice stays) */
-    setenv("OMP_WAIT_POLICY", "PASSIVE", 0);
     sigset_t none;
     sigemptyset(&none);
     sigprocmask(SIG_SETMASK, &none, NULL);
+}
+
+void ss_child_omp_wait(int local_ranks, int threads)
+{
+    const char *policy = getenv("OMP_WAIT_POLICY"), *spin = getenv("GOMP_SPINCOUNT");
+    if ((policy && *policy) || (spin && *spin)) return; /* the user's choice */
+    long cores = sysconf(_SC_NPROCESSORS_ONLN);
+    if (threads > 1 && local_ranks > 0 && (long)local_ranks * threads <= cores)
+        setenv("GOMP_SPINCOUNT", SS_AGENT_GOMP_SPINCOUNT, 1);
+    else
+        setenv("OMP_WAIT_POLICY", "PASSIVE", 1);
 }
 
 const char *ss_spawn_describe_exit(int status, char *buf, size_t cap)

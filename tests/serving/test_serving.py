@@ -17,7 +17,7 @@ import urllib.request
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from cluster import SHARDSERVE, Cluster, leftover_shm, matmul_neg_model, rank_table, run_cases  # noqa: E402
+from cluster import SHARDSERVE, Cluster, children, leftover_shm, matmul_neg_model, rank_table, run_cases  # noqa: E402
 from shardserve_client import Client  # noqa: E402
 
 WORK = tempfile.mkdtemp(prefix="ss-serving-models-")
@@ -536,11 +536,44 @@ def test_link_closed_by_default():
         assert (Client(c.grpc, "matmul", "predict").infer({"x": ONES})[0]["y"] == -48).all()
 
 
+def agent_env(launcher):
+    """The environment of each rank process a `shardserve agents` launcher started."""
+    envs = []
+    for pid in children(launcher.pid):
+        with open("/proc/%d/environ" % pid, "rb") as f:
+            envs.append(dict(kv.split(b"=", 1) for kv in f.read().split(b"\0") if b"=" in kv))
+    return envs
+
+
+def test_agent_wait_policy():
+    """Ranks that fit the host's cores let their OpenMP workers spin for a bounded time; ranks that
+    share cores sleep at once; a user's policy reaches the ranks unchanged."""
+    cores = os.cpu_count()
+    fits = {b"GOMP_SPINCOUNT": b"30000"} if cores >= 2 else {b"OMP_WAIT_POLICY": b"PASSIVE"}
+    saved = {k: os.environ.pop(k) for k in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT") if k in os.environ}
+    try:
+        for ranks, env, want in ((1, None, fits), (cores + 1, None, {b"OMP_WAIT_POLICY": b"PASSIVE"}),
+                                 (1, {"OMP_WAIT_POLICY": "ACTIVE"}, {b"OMP_WAIT_POLICY": b"ACTIVE"})):
+            with Cluster() as c:
+                models = c.add_servable("matmul", SEED, ranks, 1)
+                c.serve([("matmul", 1, c.write_rank_table(ranks))], wait_agents=60)
+                launcher = c.agents(c.worker_addresses["matmul"][0], models, env=env)
+                c.wait_ready()
+                envs = agent_env(launcher)
+                assert len(envs) == ranks, (ranks, envs)
+                for e in envs:
+                    got = {k: e[k] for k in (b"OMP_WAIT_POLICY", b"GOMP_SPINCOUNT") if k in e}
+                    assert got == want, (ranks, env, got)
+                assert (Client(c.grpc, "matmul", "predict").infer({"x": ONES})[0]["y"] == -48).all()
+    finally:
+        os.environ.update(saved)
+
+
 CASES = [test_seed_example_three_clients, test_errors_and_versions, test_pipeline_stage_size_2,
          test_batching_with_batch_dim, test_without_batch_dim_inputs_and_two_servables,
          test_inputs_by_broadcast_and_by_link, test_metadata_and_generated_bench_inputs, test_many_clients, test_startup_failures,
          test_models_over_agent_limits, test_agent_loss_reports_not_ready,
-         test_large_inputs_in_order_with_small_ones, test_link_closed_by_default]
+         test_large_inputs_in_order_with_small_ones, test_link_closed_by_default, test_agent_wait_policy]
 
 
 def main():

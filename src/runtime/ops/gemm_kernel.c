@@ -434,6 +434,54 @@ static void run_chunks(gemm_job *j)
     }
 }
 
+/* The pool is libgomp's, the OpenMP runtime oneDNN runs on: one team of threads for every op, so
+ * no second set of workers waits for a core the other's need, and while libgomp's workers spin
+ * after a region (its wait policy) the next op, ours or oneDNN's, starts on them at once.
+ * SHARDSERVE_POOL=own selects this file's own pthread pool instead (for same-binary comparisons).
+ * libgomp's ABI (what `#pragma omp parallel` compiles to) is called directly: no -fopenmp, so gcc
+ * and clang builds alike use the one runtime oneDNN is linked with. */
+extern void GOMP_parallel(void (*fn)(void *), void *data, unsigned num_threads, unsigned flags);
+extern int omp_get_thread_num(void);
+extern int omp_get_num_threads(void);
+
+typedef struct {
+    ss_pool_fn fn;
+    void *ctx;
+} omp_task;
+
+static void omp_part(void *arg)
+{
+    const omp_task *t = arg;
+    t->fn(t->ctx, omp_get_thread_num(), omp_get_num_threads());
+}
+
+static int pool_kind = -1; /* 1: libgomp's team, 0: the own pool */
+static bool omp_busy;      /* a call holds the team */
+
+bool ss_pool_is_openmp(void)
+{
+    int k = __atomic_load_n(&pool_kind, __ATOMIC_RELAXED);
+    if (k < 0) {
+        const char *e = getenv("SHARDSERVE_POOL");
+        k = !(e && strcmp(e, "own") == 0);
+        __atomic_store_n(&pool_kind, k, __ATOMIC_RELAXED);
+    }
+    return k == 1;
+}
+
+/* Like the own pool: parts on the calling thread and parts - 1 of the team, or the caller alone
+ * when another call holds the team. */
+static void omp_run(int parts, ss_pool_fn fn, void *ctx)
+{
+    if (parts <= 1 || __atomic_exchange_n(&omp_busy, true, __ATOMIC_ACQUIRE)) {
+        fn(ctx, 0, 1);
+        return;
+    }
+    omp_task t = {fn, ctx};
+    GOMP_parallel(omp_part, &t, (unsigned)parts, 0);
+    __atomic_store_n(&omp_busy, false, __ATOMIC_RELEASE);
+}
+
 static struct {
     pthread_mutex_t lock; /* guards everything below */
     pthread_cond_t wake;  /* gen changed */
@@ -557,6 +605,7 @@ int ss_gemm_pool_reserve(int threads)
         if (e && *e) ss_pool_set_spin_us(atoi(e) > 100000 ? 100000 : atoi(e));
     }
     if (threads > MAX_WORKERS + 1) threads = MAX_WORKERS + 1;
+    if (ss_pool_is_openmp()) return threads < 1 ? 1 : threads; /* libgomp starts its team */
     pthread_mutex_lock(&pool.busy); /* no call runs while workers are added */
     pthread_mutex_lock(&pool.lock);
     if (!pool.atfork) pool.atfork = pthread_atfork(NULL, NULL, pool_atfork_child) == 0;
@@ -694,6 +743,10 @@ static int pool_acquire(int parts)
 
 void ss_pool_run(int parts, ss_pool_fn fn, void *ctx)
 {
+    if (ss_pool_is_openmp()) {
+        omp_run(parts, fn, ctx);
+        return;
+    }
     parts = pool_acquire(parts);
     if (parts <= 1) {
         fn(ctx, 0, 1);

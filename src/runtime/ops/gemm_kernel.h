@@ -5,10 +5,10 @@
  * time with __builtin_cpu_supports; OpenBLAS (sgemv for M == 1, sgemm otherwise) elsewhere.
  *
  * Threads: N is split in 32-column panels (M == 1 on AVX-512: K in 4 fixed pieces up to 4096
- * columns, the bits the same for any thread count) over a process-wide pool of workers that sleep
- * on a condition variable when idle. The pool is grown at plan time (ss_gemm_pool_reserve); a call
- * never creates a thread and never allocates. If another call holds the pool, a call runs on
- * its own thread alone instead of waiting.
+ * columns, the bits the same for any thread count) over the process-wide pool: libgomp's team,
+ * the one oneDNN runs on (SHARDSERVE_POOL=own: a pool of pthreads that sleep on a condition
+ * variable when idle, grown at plan time by ss_gemm_pool_reserve). A call never allocates. If
+ * another call holds the pool, a call runs on its own thread alone instead of waiting.
  */
 #ifndef SS_RUNTIME_GEMM_KERNEL_H
 #define SS_RUNTIME_GEMM_KERNEL_H
@@ -57,6 +57,9 @@ ss_gemv_split ss_gemm_gemv_split(void);
 /* Makes the pool able to run `threads` parts at once (threads - 1 workers; plan time). Returns
  * how many parts it can run (less than asked if thread creation failed). */
 int ss_gemm_pool_reserve(int threads);
+/* Whether the pool is libgomp's team (default) rather than the own pthreads (SHARDSERVE_POOL=own,
+ * read once). */
+bool ss_pool_is_openmp(void);
 
 /* The same pool for any op: runs fn(ctx, part, parts) on the calling thread (part 0) and on up to
  * parts - 1 workers, and returns when every call that started has returned. A worker that is not
@@ -65,9 +68,10 @@ int ss_gemm_pool_reserve(int threads);
  * parts is capped by the pool's size (reserve it at plan time); when another call holds the
  * workers it becomes 1. */
 typedef void (*ss_pool_fn)(void *ctx, int part, int parts);
-/* How long idle workers (and a caller waiting for them) poll before sleeping, in microseconds
- * (default 0: sleep at once; < 0: the default). The environment's SHARDSERVE_POOL_SPIN_US
- * sets it when the pool is first reserved. */
+/* How long the own pool's idle workers (and a caller waiting for them) poll before sleeping, in
+ * microseconds (default 0: sleep at once; < 0: the default). The environment's
+ * SHARDSERVE_POOL_SPIN_US sets it when the pool is first reserved. libgomp's team waits by its own
+ * policy (OMP_WAIT_POLICY, GOMP_SPINCOUNT; see src/agent/spawn.c for the agents'). */
 void ss_pool_set_spin_us(int us);
 int ss_pool_spin_us(void);
 void ss_pool_run(int parts, ss_pool_fn fn, void *ctx);
