@@ -78,9 +78,12 @@ ss_kernels ss_kernels_mode(void)
  *  - everything else: oneDNN ahead or level (128x96x16 22 / 4.7 / 5.0, 8x256x256 Gemm
  *    38 / 39 / 14, 32x4096x4096 19500 / 22200 / 13000).
  * Below AUTO_DNNL_MIN_PAR_MACS a primitive runs on one thread: at 2 threads the fork/join cost
- * tripled 128x96x16 (5 -> 15 us). */
+ * tripled 128x96x16 (5 -> 15 us with sleeping workers; 2 -> 5-7 us with libgomp's team spinning,
+ * the seed model in bench_runtime). Since the team spins between regions (the one pool), 1M
+ * took MobileNetV2 at 2 threads from 2.85-2.97 to 2.58-2.60 ms (4M before; 0: 2.46-2.53 ms, but
+ * BERT-tiny 42 -> 48 us); BERT-tiny and GPT-2-tiny stayed within the noise at 1M. */
 #define AUTO_DNNL_MIN_MACS (1 << 15)
-#define AUTO_DNNL_MIN_PAR_MACS (1 << 22)
+#define AUTO_DNNL_MIN_PAR_MACS (1 << 20)
 
 bool ss_kernels_use_dnnl(ss_kernels mode, ss_dtype dt, int64_t M, int64_t K, int64_t N)
 {
