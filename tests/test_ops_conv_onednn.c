@@ -182,6 +182,48 @@ static void test_conv_cases_match_own_kernel(void)
         check_case(&cases[i]);
 }
 
+/* 3x3 stride-1 Convs of 64+ channels and 14x14+ outputs run on Winograd where oneDNN has it
+ * (AVX-512): same bound against the own kernel, and the Winograd primitive really ran. */
+static void test_winograd_cases_match_own_kernel(void)
+{
+    static const conv_case cases[] = {
+        {"Winograd 64 -> 64, 16x16, bias",
+         2,
+         1,
+         64,
+         64,
+         1,
+         {16, 16},
+         {3, 3},
+         {1, 1},
+         {1, 1},
+         {1, 1, 1, 1},
+         NULL,
+         true},
+        {"Winograd 96 -> 80, 15x17 batch 2, no bias",
+         2,
+         2,
+         96,
+         80,
+         1,
+         {15, 17},
+         {3, 3},
+         {1, 1},
+         {1, 1},
+         {1, 1, 1, 1},
+         NULL,
+         false},
+    };
+    unsigned long before = ss_dnnl_conv_winograd_calls();
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
+        check_case(&cases[i]);
+    unsigned long ran = ss_dnnl_conv_winograd_calls() - before;
+    if (ss_isa_detect() >= SS_ISA_AVX512)
+        CHECK_MSG(ran == 4, "Winograd ran %lu times, want 4 (2 cases x 2 runs)", ran);
+    else
+        fprintf(stderr, "note: no AVX-512: oneDNN has no Winograd here, the Convs ran direct\n");
+}
+
 /* The own depthwise loop (one channel per group) on every ISA variant this CPU has (isa.h)
  * against oneDNN: widths that leave vector tails (37, 19), stride 2, dilation 2, a 5x5 kernel,
  * asymmetric pads, 1-D, a row narrower than the kernel (3-tap rows have no interior). */
@@ -315,5 +357,5 @@ static void test_pointwise_own_gemm_matches_blas(void)
     }
 }
 
-TEST_MAIN(TEST(test_conv_cases_match_own_kernel), TEST(test_depthwise_every_isa_matches_onednn),
-          TEST(test_pointwise_own_gemm_matches_blas))
+TEST_MAIN(TEST(test_conv_cases_match_own_kernel), TEST(test_winograd_cases_match_own_kernel),
+          TEST(test_depthwise_every_isa_matches_onednn), TEST(test_pointwise_own_gemm_matches_blas))

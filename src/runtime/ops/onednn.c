@@ -39,7 +39,8 @@ struct ss_dnnl_matmul {
 static dnnl_engine_t engine;
 static pthread_once_t engine_once = PTHREAD_ONCE_INIT;
 static ss_kernels forced;
-static unsigned long n_calls, n_bf16_calls, n_conv_calls, n_conv_po_calls, n_packs, n_reorders;
+static unsigned long n_calls, n_bf16_calls, n_conv_calls, n_conv_po_calls, n_wino_calls, n_packs,
+    n_reorders;
 static int layout_off = -1; /* -1: not yet read from SHARDSERVE_LAYOUT */
 
 /* ------------------------------------------------------------------ kernel selection */
@@ -636,9 +637,41 @@ static ss_status *conv_bin_operands(ss_dnnl_conv *c, const ss_dnnl_conv_desc *d,
     return NULL;
 }
 
+/* Winograd for the 3x3 stride-1 Convs where it won: 2-D, one group, no dilation, an output of at
+ * least 14x14 and 64+ channels each way. oneDNN 2.6 has it for AVX-512 (jit_wino_4x3,
+ * jit_fp32_wino_2x3); elsewhere creation fails and the Conv is direct. ResNet-50's 3x3 Convs, 1
+ * thread, ms per call direct -> Winograd (AMD EPYC Zen 5, DNNL_VERBOSE): 64ch 56x56 1.11 -> 0.62,
+ * 128ch 28x28 1.01 -> 0.67, 256ch 14x14 1.00 -> 0.72, but 512ch 7x7 1.22 -> 1.63, hence the
+ * 14x14 floor. SHARDSERVE_DNNL_WINOGRAD=0 keeps every Conv direct (same-binary comparisons). */
+static bool winograd_case(const ss_dnnl_conv_desc *d)
+{
+    static int off = -1;
+    if (off < 0) {
+        const char *e = getenv("SHARDSERVE_DNNL_WINOGRAD");
+        off = e && !strcmp(e, "0");
+    }
+    return !off && d->nsp == 2 && d->group == 1 && d->C >= 64 && d->M >= 64 && d->kernel[1] == 3 &&
+           d->kernel[2] == 3 && d->stride[1] == 1 && d->stride[2] == 1 && d->dilation[1] == 1 &&
+           d->dilation[2] == 1 && d->out[1] >= 14 && d->out[2] >= 14;
+}
+
+static dnnl_status_t conv_pd_alg(const ss_dnnl_conv_desc *d, dnnl_alg_kind_t alg,
+                                 dnnl_memory_desc_t *x_md, dnnl_memory_desc_t *y_md,
+                                 dnnl_memory_desc_t *w_md, dnnl_primitive_desc_t *pd);
+
 static dnnl_status_t conv_pd(const ss_dnnl_conv_desc *d, dnnl_memory_desc_t *x_md,
                              dnnl_memory_desc_t *y_md, dnnl_memory_desc_t *w_md,
                              dnnl_primitive_desc_t *pd)
+{
+    if (winograd_case(d) &&
+        conv_pd_alg(d, dnnl_convolution_winograd, x_md, y_md, w_md, pd) == dnnl_success)
+        return dnnl_success;
+    return conv_pd_alg(d, dnnl_convolution_direct, x_md, y_md, w_md, pd);
+}
+
+static dnnl_status_t conv_pd_alg(const ss_dnnl_conv_desc *d, dnnl_alg_kind_t alg,
+                                 dnnl_memory_desc_t *x_md, dnnl_memory_desc_t *y_md,
+                                 dnnl_memory_desc_t *w_md, dnnl_primitive_desc_t *pd)
 {
     int nd = d->nsp + 2, off = 3 - d->nsp;
     dnnl_dims_t xd = {d->N, d->C}, yd = {d->N, d->M}, wd, st, dl, pl, pr;
@@ -666,9 +699,9 @@ static dnnl_status_t conv_pd(const ss_dnnl_conv_desc *d, dnnl_memory_desc_t *x_m
     if (r == dnnl_success) r = dnnl_memory_desc_init_by_tag(&bias_md, 1, bd, dnnl_f32, dnnl_a);
     dnnl_convolution_desc_t cd;
     if (r == dnnl_success)
-        r = dnnl_dilated_convolution_forward_desc_init(
-            &cd, dnnl_forward_inference, dnnl_convolution_direct, &src_any, &wei_any,
-            d->bias_const ? &bias_md : NULL, &dst_any, st, dl, pl, pr);
+        r = dnnl_dilated_convolution_forward_desc_init(&cd, dnnl_forward_inference, alg, &src_any,
+                                                       &wei_any, d->bias_const ? &bias_md : NULL,
+                                                       &dst_any, st, dl, pl, pr);
     dnnl_primitive_attr_t attr = NULL;
     if (r == dnnl_success) r = dnnl_primitive_attr_create(&attr);
     if (r == dnnl_success)
@@ -839,7 +872,13 @@ ss_status *ss_dnnl_conv_run(ss_dnnl_conv *c, const float *x, float *y, void *scr
     }
     if (r == dnnl_success) r = dnnl_stream_wait(c->stream);
     __atomic_add_fetch(c->n_po ? &n_conv_po_calls : &n_conv_calls, 1, __ATOMIC_RELAXED);
+    if (strstr(c->impl, "wino")) __atomic_add_fetch(&n_wino_calls, 1, __ATOMIC_RELAXED);
     return r == dnnl_success ? NULL : dnnl_err(r, "convolution execution");
+}
+
+unsigned long ss_dnnl_conv_winograd_calls(void)
+{
+    return __atomic_load_n(&n_wino_calls, __ATOMIC_RELAXED);
 }
 
 unsigned long ss_dnnl_conv_calls(void)

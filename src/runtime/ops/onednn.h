@@ -142,6 +142,8 @@ ss_status *ss_dnnl_conv_sum_relayout(ss_dnnl_conv *c, const void *layout);
 unsigned long ss_dnnl_conv_calls(void);
 /* Of those, how many ran post-ops (a fused epilogue's steps inside the primitive). */
 unsigned long ss_dnnl_conv_postop_calls(void);
+/* Of those, how many ran a Winograd implementation (3x3 stride-1 Convs on AVX-512, onednn.c). */
+unsigned long ss_dnnl_conv_winograd_calls(void);
 
 /* MaxPool (forward inference) on a tensor whose bytes are in a oneDNN layout (src_layout, from
  * ss_dnnl_conv_relayout or another pool), for the layout pass: padding never wins, as in ONNX. */
