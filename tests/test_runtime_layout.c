@@ -33,7 +33,8 @@ static void tensors_free(tensors *ts)
 
 /* Runs the model twice (layout pass on or off) and copies the outputs; returns the second run's
  * reorders, or -1 on failure. */
-static int run_model(const char *dir, const char *name, bool layout, int threads, tensors *out)
+static int run_model(const char *dir, const char *name, bool layout, int threads, tensors *out,
+                     int *in_place)
 {
     char path[4096];
     ss_layout_enable(layout);
@@ -55,6 +56,9 @@ static int run_model(const char *dir, const char *name, bool layout, int threads
         CHECK_MSG(alloc_count == before, "%s: a planned run allocated %d times", name,
                   alloc_count - before);
     }
+    ss_session_stats stats = {0};
+    if (s) ss_session_get_stats(s, &stats);
+    *in_place = stats.in_place_outputs;
     out->n = res ? ss_session_num_outputs(s) : 0;
     for (int i = 0; i < out->n && i < MAX_OUT; i++)
         CHECK_OK(ss_tensor_copy(&out->t[i], &res[i]));
@@ -93,12 +97,17 @@ static void check_reference(const char *dir, const char *name, const tensors *go
 }
 
 /* One case at 1 and 2 threads under the current kernel mode. */
-static void check_case(const char *dir, const char *name, int max_on, int min_saved)
+static void check_case(const char *dir, const char *name, int max_on, int min_saved,
+                       int min_in_place)
 {
     for (int threads = 1; threads <= 2; threads++) {
         tensors plain = {0}, kept = {0};
-        int off = run_model(dir, name, false, threads, &plain);
-        int on = run_model(dir, name, true, threads, &kept);
+        int in_place_off = 0, in_place_on = 0;
+        int off = run_model(dir, name, false, threads, &plain, &in_place_off);
+        int on = run_model(dir, name, true, threads, &kept, &in_place_on);
+        /* outputs written in their sum operand's slot (session.c: arena_in_place) */
+        CHECK_MSG(in_place_on >= min_in_place, "%s: %d outputs written in place, %d expected", name,
+                  in_place_on, min_in_place);
         printf("%s (%s, %d threads): %d reorders per run with the layout pass, %d without\n", name,
                ss_kernels_name(ss_kernels_mode()), threads, on, off);
         CHECK_MSG(on >= 0 && on <= max_on, "%s: %d reorders per run, at most %d expected", name, on,
@@ -122,11 +131,12 @@ static void every_case(void)
     int cases = 0;
     while (f && fgets(line, sizeof line, f)) {
         char name[128];
-        int outs, max_on, min_saved;
-        if (sscanf(line, "%127s %d %d %d", name, &outs, &max_on, &min_saved) != 4) continue;
-        check_case(dir, name, max_on, min_saved);
+        int outs, max_on, min_saved, min_in_place = 0;
+        if (sscanf(line, "%127s %d %d %d %d", name, &outs, &max_on, &min_saved, &min_in_place) < 4)
+            continue;
+        check_case(dir, name, max_on, min_saved, min_in_place);
         ss_kernels_force(SS_KERNELS_ONEDNN);
-        check_case(dir, name, max_on, min_saved);
+        check_case(dir, name, max_on, min_saved, min_in_place);
         ss_kernels_force(SS_KERNELS_AUTO);
         cases++;
     }

@@ -77,12 +77,13 @@ ss_status *ss_session_run_into(ss_session *s, const ss_tensor *inputs, int n_inp
                                void *const *dest, const size_t *cap, const ss_tensor **outputs);
 
 typedef struct {
-    int n_nodes;        /* nodes in the graph */
-    int n_exec_nodes;   /* nodes left to run after folding */
-    size_t arena_bytes; /* one arena for every intermediate */
-    size_t naive_bytes; /* what one buffer per intermediate would need */
-    size_t const_bytes; /* initializers (mapped or not) + folded constants */
-    int n_plans;        /* how many times the session planned */
+    int n_nodes;          /* nodes in the graph */
+    int n_exec_nodes;     /* nodes left to run after folding */
+    size_t arena_bytes;   /* one arena for every intermediate */
+    size_t naive_bytes;   /* what one buffer per intermediate would need */
+    int in_place_outputs; /* values written in the slot of an operand their node copies in first */
+    size_t const_bytes;   /* initializers (mapped or not) + folded constants */
+    int n_plans;          /* how many times the session planned */
 } ss_session_stats;
 void ss_session_get_stats(const ss_session *s, ss_session_stats *out);
 

@@ -80,6 +80,12 @@ typedef struct ss_op_def {
      * operand_relayout gives it that value's layout (called only when it is not plain). */
     const ss_tensor *(*layout_operand)(const ss_kctx *k);
     ss_status *(*operand_relayout)(ss_kctx *k, const void *layout);
+    /* optional, after the layout pass: whether the node reads layout_operand's bytes only by
+     * copying them into its output's buffer before it writes anything there (a sum post-op whose
+     * operand is in the destination's layout). Then, when the node is that value's last reader,
+     * the arena gives its output the operand's slot and the copy goes (session.c: arena_in_place).
+     */
+    bool (*operand_in_place)(const ss_kctx *k);
 } ss_op_def;
 
 struct ss_kctx {

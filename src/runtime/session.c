@@ -77,6 +77,7 @@ struct ss_plan {
     int *exec; /* node indices to run */
     unsigned char *arena;
     size_t arena_bytes, naive_bytes, const_bytes;
+    int in_place_outputs;     /* outputs written in an operand's slot (arena_in_place) */
     const ss_tensor *inputs;  /* the caller's inputs while planning */
     unsigned char *value_dep; /* per graph input: shape inference read its value */
     ss_tensor *dep_values;    /* copies of those values */
@@ -1039,20 +1040,75 @@ static int by_size_desc(const void *a, const void *b)
     return x->size < y->size ? 1 : x->size > y->size ? -1 : x->id - y->id;
 }
 
+/* The value exec node e writes (its fused chain's last value), or -1. */
+static int exec_output(const struct ss_plan *p, int e)
+{
+    int ni = p->exec[e], m = ni;
+    while (p->fuse_next && p->fuse_next[m] >= 0)
+        m = p->fuse_next[m];
+    int y = p->s->nodes[m].n_out > 0 ? p->s->nodes[m].out_ids[0] : -1;
+    return y >= 0 && p->kctx[ni].out[0] == &p->vals[y] ? y : -1;
+}
+
+/* How many times exec node e (with its fused steps) reads value v. */
+static int exec_reads(const struct ss_plan *p, int e, int v)
+{
+    int n = 0;
+    for (int m = p->exec[e]; m >= 0; m = p->fuse_next ? p->fuse_next[m] : -1)
+        for (int j = 0; j < p->s->nodes[m].n_in; j++)
+            n += p->s->nodes[m].in_ids[j] == v;
+    return n;
+}
+
+/* Outputs written in the slot of an operand their node copies in first (op.h: operand_in_place):
+ * host[y] = that operand, when the node is its last reader and nothing else shares either. The
+ * operand's slot then lives on as long as y does. */
+static void arena_in_place(struct ss_plan *p, int *first, int *last, int *host)
+{
+    const ss_session *s = p->s;
+    for (int e = 0; e < p->n_exec && !p->partial; e++) {
+        int ni = p->exec[e];
+        const ss_op_def *op = s->nodes[ni].op;
+        const ss_kctx *k = &p->kctx[ni];
+        if (p->check[ni] || !op->operand_in_place || !op->layout_operand ||
+            !op->operand_in_place(k))
+            continue;
+        const ss_tensor *t = op->layout_operand(k);
+        int v = t ? (int)(t - p->vals) : -1, y = exec_output(p, e);
+        if (v < 0 || v >= s->n_values || y < 0 || y == v || p->known[v] || p->known[y] ||
+            s->values[v].kind == V_INPUT || p->root[v] != v || p->root[y] != y || first[v] < 0 ||
+            last[v] != e || first[y] != e || last[y] >= p->n_exec || exec_reads(p, e, v) != 1)
+            continue;
+        int owner = v; /* v may itself live in an earlier operand's slot (a chain of blocks) */
+        while (host[owner] >= 0)
+            owner = host[owner];
+        size_t ob = p->vals[owner].nbytes > p->dyn_slot[owner] ? p->vals[owner].nbytes
+                                                               : p->dyn_slot[owner],
+               yb = p->vals[y].nbytes > p->dyn_slot[y] ? p->vals[y].nbytes : p->dyn_slot[y];
+        bool aliased = false;
+        for (int w = 0; w < s->n_values && !aliased; w++)
+            aliased = w != v && p->root[w] == v;
+        if (yb > ob || aliased || last[owner] != e) continue;
+        host[y] = owner;
+        last[owner] = last[y];
+    }
+}
+
 /* Give every exec-node output that is not an alias an offset in the arena. */
 static ss_status *layout_arena(struct ss_plan *p)
 {
     ss_session *s = p->s;
     int nv = s->n_values;
-    int *first = malloc(sizeof(int) * (size_t)nv), *last = malloc(sizeof(int) * (size_t)nv);
+    int *first = malloc(sizeof(int) * (size_t)nv), *last = malloc(sizeof(int) * (size_t)nv),
+        *host = malloc(sizeof(int) * (size_t)nv);
     arena_item *items = malloc(sizeof(arena_item) * (size_t)(nv + 1));
     p->input_aliases = malloc(sizeof(int) * (size_t)(nv + 1));
-    if (!first || !last || !items || !p->input_aliases) {
-        free(first), free(last), free(items);
+    if (!first || !last || !host || !items || !p->input_aliases) {
+        free(first), free(last), free(host), free(items);
         return ss_errf(SS_ERR_NOMEM, "out of memory");
     }
     for (int v = 0; v < nv; v++)
-        first[v] = last[v] = -1, p->root[v] = v;
+        first[v] = last[v] = host[v] = -1, p->root[v] = v;
     for (int e = 0; e < p->n_exec; e++) {
         const node_def *d = &s->nodes[p->exec[e]];
         for (int j = 0; j < d->n_in; j++)
@@ -1078,6 +1134,7 @@ static ss_status *layout_arena(struct ss_plan *p)
     /* An alias keeps its root alive. Aliases come after their roots, so one backward pass. */
     for (int v = nv - 1; v >= 0; v--)
         if (p->root[v] != v && last[v] > last[p->root[v]]) last[p->root[v]] = last[v];
+    arena_in_place(p, first, last, host);
     int n = 0;
     p->n_input_aliases = 0;
     for (int v = 0; v < nv; v++) {
@@ -1087,7 +1144,7 @@ static ss_status *layout_arena(struct ss_plan *p)
             if (v != r) p->input_aliases[p->n_input_aliases++] = v;
             continue;
         }
-        if (r != v || first[v] < 0) continue;
+        if (r != v || first[v] < 0 || host[v] >= 0) continue;
         size_t bytes = p->vals[v].nbytes > p->dyn_slot[v] ? p->vals[v].nbytes : p->dyn_slot[v];
         size_t sz = (bytes + ARENA_ALIGN - 1) / ARENA_ALIGN * ARENA_ALIGN;
         items[n++] = (arena_item){v, first[v], last[v], sz, 0};
@@ -1130,12 +1187,19 @@ static ss_status *layout_arena(struct ss_plan *p)
     }
     for (int e = 0; !st && scratch && e < p->n_exec; e++)
         if (p->kctx[p->exec[e]].scratch_bytes) p->kctx[p->exec[e]].scratch = p->arena + scratch_off;
+    for (int v = 0; !st && v < nv; v++)
+        if (host[v] >= 0) {
+            p->vals[v].data = p->vals[host[v]].data;
+            p->vals[v].storage = SS_STORE_BORROWED;
+            p->in_place_outputs++;
+        }
     /* Aliases of arena values: same bytes. Values are numbered in production order. */
     for (int v = 0; !st && v < nv; v++)
         if (!p->known[v] && p->root[v] != v && s->values[p->root[v]].kind != V_INPUT)
             p->vals[v].data = p->vals[p->root[v]].data;
     free(first);
     free(last);
+    free(host);
     free(items);
     return st;
 }
@@ -1480,6 +1544,7 @@ void ss_session_get_stats(const ss_session *s, ss_session_stats *out)
         out->arena_bytes = s->plan->arena_bytes;
         out->naive_bytes = s->plan->naive_bytes;
         out->const_bytes = s->plan->const_bytes;
+        out->in_place_outputs = s->plan->in_place_outputs;
     }
 }
 

@@ -67,7 +67,7 @@ def block(x, w, b, y, pads, tag):
             N("Max", ["l" + tag, "floor"], [y])]
 
 
-def write(out, name, nodes, x, outputs, inits, refs, max_on, min_saved):
+def write(out, name, nodes, x, outputs, inits, refs, max_on, min_saved, min_in_place=0):
     g = helper.make_graph(nodes, name, [helper.make_tensor_value_info("x", F, list(x.shape))],
                           [helper.make_tensor_value_info(n, F, None) for n in outputs],
                           [numpy_helper.from_array(a, n) for n, a in inits.items()])
@@ -79,7 +79,7 @@ def write(out, name, nodes, x, outputs, inits, refs, max_on, min_saved):
     for i, r in enumerate(refs):
         np.save(os.path.join(out, f"{name}.out{i}.npy"), r.astype(np.float32))
     with open(os.path.join(out, "cases.txt"), "a") as f:
-        f.write(f"{name} {len(outputs)} {max_on} {min_saved}\n")
+        f.write(f"{name} {len(outputs)} {max_on} {min_saved} {min_in_place}\n")
 
 
 def main(out):
@@ -173,7 +173,9 @@ def main(out):
         nodes += [N("Add", add_in, ["s" + t]), N("Relu", ["s" + t], ["o" + t])]
         r = np.maximum(rc + r, 0)
         cin = cout
-    write(out, "resnet_residual", nodes, x, ["o1"], w, [r], max_on=2, min_saved=4)
+    # block 0's output is written into its projection's slot (its sum post-op's operand, last read
+    # there); block 1's is the graph output, which keeps a buffer of its own
+    write(out, "resnet_residual", nodes, x, ["o1"], w, [r], max_on=2, min_saved=4, min_in_place=1)
 
 
 if __name__ == "__main__":

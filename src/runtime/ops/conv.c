@@ -237,6 +237,7 @@ static ss_status *conv_dnnl_make(ss_kctx *k, const conv_plan *p, const ss_postop
                            .po = po,
                            .n_po = n_po,
                            .require_impl = require_impl,
+                           .direct_only = w32 != NULL,
                            .sum = sum};
     for (int i = 0; i < 3; i++) {
         d.in[i] = p->g.in[i], d.out[i] = p->g.out[i], d.kernel[i] = p->g.k[i];
@@ -354,6 +355,12 @@ static ss_status *conv_operand_relayout(ss_kctx *k, const void *layout)
     conv_plan *p = k->state;
     ss_status *st = ss_dnnl_conv_sum_relayout(p->dnnl, layout);
     return st ? ss_op_err(k, st->code, "%s", st->msg) : NULL;
+}
+
+static bool conv_operand_in_place(const ss_kctx *k)
+{
+    const conv_plan *p = k->state;
+    return p && p->dnnl && p->sum_t && ss_dnnl_conv_sum_copies_into_y(p->dnnl);
 }
 
 /* Below this many multiply-adds per image a depthwise Conv runs on one thread (a worker's wake-up
@@ -1369,7 +1376,7 @@ VIA_F32(gpool)
 
 const ss_op_def ss_ops_conv[] = {
     {"", "Conv", 1, 21, conv_infer, conv_run, 0, conv_release, conv_fuse, conv_layout_ok,
-     conv_relayout, conv_layout_operand, conv_operand_relayout},
+     conv_relayout, conv_layout_operand, conv_operand_relayout, conv_operand_in_place},
     {"", "ConvTranspose", 1, 21, convt_infer, convt_run, 0},
     {"", "MaxPool", 1, 21, pool_infer, pool_run, 0, pool_release, NULL, pool_layout_ok,
      pool_relayout},

@@ -109,6 +109,9 @@ typedef struct {
     /* non-NULL: fail with SS_ERR_UNSUPPORTED, before packing anything, unless oneDNN picks this
      * implementation (post-ops must not send the case to a slower kernel) */
     const char *require_impl;
+    /* keep the Conv direct even where Winograd would be chosen (a float16 model's Conv, whose
+     * output is rounded to float16 after the op: Winograd's different rounding compounds there) */
+    bool direct_only;
     /* po[0] is an Add of a tensor of Y's shape (a residual): run it as oneDNN's sum post-op, which
      * accumulates into Y's buffer, so the operand is copied (or reordered) into it before each run
      * instead of read as a binary operand: a binary operand in plain NCHW sends 1x1 Convs to
@@ -139,6 +142,9 @@ ss_status *ss_dnnl_conv_relayout(ss_dnnl_conv *c, const void *x_layout, bool y_n
  * descriptor; NULL: plain), so each run copies them into Y's buffer when it is the primitive's
  * destination layout, else reorders them. */
 ss_status *ss_dnnl_conv_sum_relayout(ss_dnnl_conv *c, const void *layout);
+/* Whether a run copies the sum operand straight into Y's buffer (same layout, Y written in
+ * place): then Y may be the operand's own buffer, and the copy is skipped. */
+bool ss_dnnl_conv_sum_copies_into_y(const ss_dnnl_conv *c);
 unsigned long ss_dnnl_conv_calls(void);
 /* Of those, how many ran post-ops (a fused epilogue's steps inside the primitive). */
 unsigned long ss_dnnl_conv_postop_calls(void);
