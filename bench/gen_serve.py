@@ -43,7 +43,10 @@ def level(streams):
     for secs, r in out:
         assert isinstance(r, list) and len(r[0]["tokens"]) == NEW, str(r)[:300]
     if streams == 1 and os.environ.get("SS_GEN_APPROX") != "1":  # greedy: PyTorch's tokens
-        assert list(out[0][1][0]["tokens"]) == list(REF[:NEW]), "tokens differ from PyTorch's"
+        got = list(out[0][1][0]["tokens"])
+        first = next((i for i, (a, b) in enumerate(zip(got, REF[:NEW])) if a != b), None)
+        assert got == list(REF[:NEW]), "tokens differ from PyTorch's from token %s: %s vs %s" % (
+            first, got[first:first + 4], list(REF[first:first + 4]))
     return wall, [s for s, _ in out]
 
 

@@ -102,6 +102,32 @@ static void run_allocates_nothing(void)
     ss_session_free(s);
 }
 
+/* SHARDSERVE_WEIGHTS=resident: packing the weights for a kernel leaves the resident source
+ * intact (it is the only copy; a mapped file's pages may be dropped, anonymous ones would read
+ * back as zeros), so a later plan can pack them again. */
+static void resident_weights_survive_packing(void)
+{
+    setenv("SHARDSERVE_WEIGHTS", "resident", 1);
+    ss_session *s = NULL;
+    CHECK_OK(ss_session_create(fixture("ext/good_ext.onnx"), NULL, &s));
+    unsetenv("SHARDSERVE_WEIGHTS");
+    if (!s) return;
+    ss_tensor x;
+    ones(&x, 128, 96);
+    const ss_tensor *out = NULL;
+    CHECK_OK(ss_session_run(s, &x, 1, &out));
+    if (out) CHECK(all_equal(&out[0], -48.0f));
+    const ss_onnx_model *m = ss_session_model(s);
+    const ss_tensor *w = ss_onnx_find_init(m, "W");
+    CHECK(m->n_maps == 1 && m->maps[0].resident && w && w->nbytes == 96 * 16 * 4);
+    int zeros = 0;
+    for (int i = 0; w && i < 96 * 16; i++)
+        zeros += ((const float *)w->data)[i] != 0.5f;
+    CHECK_MSG(zeros == 0, "%d of the resident weights changed after the plan packed them", zeros);
+    ss_tensor_free(&x);
+    ss_session_free(s);
+}
+
 static void arena_reuses_buffers(void)
 {
     ss_session *s = NULL;
@@ -456,8 +482,8 @@ static void computed_shape_replans_only_on_change(void)
 TEST_MAIN(TEST(seed_model_gives_minus_48), TEST(run_into_writes_the_output_in_place),
           TEST(data_dependent_shape_replans_only_on_change),
           TEST(computed_shape_replans_only_on_change), TEST(run_allocates_nothing),
-          TEST(arena_reuses_buffers), TEST(dynamic_dim_replans_only_on_change),
-          TEST(replan_reuses_packed_weights), TEST(bad_inputs_are_named),
-          TEST(load_errors_name_the_node), TEST(if_on_shape_runs_taken_branch),
-          TEST(if_on_data_switches_without_replanning),
+          TEST(resident_weights_survive_packing), TEST(arena_reuses_buffers),
+          TEST(dynamic_dim_replans_only_on_change), TEST(replan_reuses_packed_weights),
+          TEST(bad_inputs_are_named), TEST(load_errors_name_the_node),
+          TEST(if_on_shape_runs_taken_branch), TEST(if_on_data_switches_without_replanning),
           TEST(if_on_input_value_plans_the_branch_taken))

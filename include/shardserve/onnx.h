@@ -23,6 +23,8 @@ typedef struct {
     void *base;
     size_t len;
     char *path;
+    bool
+        resident; /* SHARDSERVE_WEIGHTS=resident: anonymous memory, the only copy (never dropped) */
 } ss_onnx_mapping;
 
 typedef struct {

@@ -75,9 +75,10 @@ static ss_status *map_file(ss_onnx_model *m, const char *path, ss_onnx_mapping *
         return ss_errf(SS_ERR_IO, "external data %s is not a regular file", path);
     }
     void *base = NULL;
+    bool resident = weights_resident();
     if (sb.st_size > 0) {
-        base = weights_resident() ? read_resident(fd, (size_t)sb.st_size)
-                                  : mmap(NULL, (size_t)sb.st_size, PROT_READ, MAP_PRIVATE, fd, 0);
+        base = resident ? read_resident(fd, (size_t)sb.st_size)
+                        : mmap(NULL, (size_t)sb.st_size, PROT_READ, MAP_PRIVATE, fd, 0);
         if (base == MAP_FAILED) {
             close(fd);
             return ss_errf(SS_ERR_IO, "cannot map external data %s: %s", path, strerror(errno));
@@ -100,6 +101,7 @@ static ss_status *map_file(ss_onnx_model *m, const char *path, ss_onnx_mapping *
     mp->base = base;
     mp->len = (size_t)sb.st_size;
     mp->path = copy;
+    mp->resident = resident;
     *out = mp;
     return NULL;
 }

@@ -505,13 +505,15 @@ void ss_kctx_drop_const_pages(ss_kctx *k, int i)
     if (!p || i >= k->n_in || k->in_ids[i] < 0) return;
     const value_def *vd = &p->s->values[k->in_ids[i]];
     if (vd->kind != V_CONST) return;
-    /* external data: a view into one of the model's read-only file mappings */
+    /* external data: a view into one of the model's read-only file mappings (not resident
+     * weights: there MADV_DONTNEED would zero the only copy, and a later plan that packs the
+     * weights again, for a new batch size, would read zeros) */
     uintptr_t lo = (uintptr_t)vd->init->data, hi = lo + vd->init->nbytes;
     const ss_onnx_model *m = p->s->model;
     bool mapped = false;
     for (int j = 0; j < m->n_maps && !mapped; j++) {
         uintptr_t b = (uintptr_t)m->maps[j].base;
-        mapped = lo >= b && hi <= b + m->maps[j].len;
+        mapped = !m->maps[j].resident && lo >= b && hi <= b + m->maps[j].len;
     }
     if (!mapped) return;
     uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE);
