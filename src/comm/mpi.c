@@ -96,7 +96,8 @@ static ss_status *complete_all(ss_comm *c, const ss_comm_group *g, int nreq, MPI
     long sleep_ns = 0;
     for (long i = 0;; i++) {
         int done = 0;
-        MPI_Status status;
+        /* MPI_Test leaves MPI_ERROR as it was (MPI 3.1 section 3.2.5): start it clean */
+        MPI_Status status = {.MPI_ERROR = MPI_SUCCESS};
         int rc = nreq == 1 ? MPI_Test(req, &done, &status)
                            : MPI_Testall(nreq, req, &done, MPI_STATUSES_IGNORE);
         if (rc != MPI_SUCCESS) return mpi_err(rc, what);
