@@ -3,10 +3,12 @@
  * sequences of different lengths in one batch, prefills and decodes crossing block boundaries
  * (blocks of 4 tokens), two layers sharing the block tables, grouped-query attention (6 query
  * heads over 2 KV heads; head size 40: the vector lanes of the dot products and a tail), under
- * every ISA level this CPU runs (ops/isa.h); then the pool's bookkeeping: a freed sequence's blocks
- * come back, a full pool refuses with its size named, and bad sequence ids or positions are named.
+ * every ISA level this CPU runs (ops/isa.h) and split over 2 parts of the pool; then the pool's
+ * bookkeeping: a freed sequence's blocks come back, a full pool refuses with its size named, and
+ * bad sequence ids or positions are named.
  */
 #include "check.h"
+#include "ops/gemm_kernel.h"
 #include "ops/isa.h"
 #include "ops/kvpool.h"
 
@@ -44,6 +46,8 @@ static void dense_attend(const float (*k)[HD], const float (*v)[HD], const float
     }
 }
 
+static int step_threads = 1; /* the parts a step may run in */
+
 /* One step of `t` tokens for each of the `batch` sequences in ids, through both layers; checks
  * every output against the dense reference. */
 static void step(ss_kvpool *pool, ss_kv_layer **layers, dense_seq *dense, const int64_t *ids,
@@ -68,7 +72,7 @@ static void step(ss_kvpool *pool, ss_kv_layer **layers, dense_seq *dense, const 
                     memcpy(dense[ids[b]].v[l][g][dense[ids[b]].len + i],
                            v + ((b * KVH + g) * t + i) * HD, sizeof(float) * HD);
                 }
-        ss_kv_step s = {q, k, v, ids, pos, out, batch, t, QH, 0.3f};
+        ss_kv_step s = {q, k, v, ids, pos, out, batch, t, QH, 0.3f, step_threads};
         CHECK_OK(ss_kvpool_attend(pool, layers[l], &s));
         for (int b = 0; b < batch; b++)
             for (int h = 0; h < QH; h++)
@@ -139,6 +143,16 @@ static void paged_equals_dense(void)
     }
     ss_isa_force(ss_isa_detect());
     CHECK(levels >= 1);
+    /* the same steps with the queries split over 2 parts of the pool (every step, however
+     * small): the rows' block tables and the per-part scores must not mix */
+    step_threads = ss_gemm_pool_reserve(2);
+    CHECK(step_threads == 2);
+    ss_kvpool_force_par_min(0);
+    unsigned long before = ss_kvpool_parallel_steps();
+    paged_equals_dense_at();
+    CHECK(ss_kvpool_parallel_steps() > before);
+    ss_kvpool_force_par_min(-1);
+    step_threads = 1;
 }
 
 static void full_pool_and_bad_steps(void)

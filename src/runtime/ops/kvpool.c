@@ -7,6 +7,7 @@
  */
 #include "kvpool.h"
 
+#include "gemm_kernel.h"
 #include "isa.h"
 
 #include <math.h>
@@ -19,6 +20,13 @@ typedef struct {
     bool used;
 } kv_seq;
 
+/* One row of a step once its blocks are taken: its first position and its block table. */
+typedef struct {
+    kv_seq *seq;
+    int64_t start, at; /* at: where its table starts in the pool's scratch */
+    const int32_t *table;
+} kv_row;
+
 struct ss_kvpool {
     size_t bytes;
     int block_size, n_layers, n_bound;
@@ -26,8 +34,12 @@ struct ss_kvpool {
     int32_t *next;    /* per block: the next of its chain (sequence or free list), -1 at the end */
     int32_t free_head;
     int64_t n_free;
-    int32_t *table; /* scratch: one sequence's blocks in order */
-    float *scores;  /* scratch: one query's scores, n_blocks * block_size */
+    int32_t *table; /* scratch: a step's rows' blocks in order, row after row */
+    int64_t table_cap;
+    kv_row *rows; /* scratch: a step's rows */
+    int64_t rows_cap;
+    float *scores; /* scratch: the scores of a part's queries, part after part */
+    int64_t scores_cap;
     ss_kv_layer *layers;
     kv_seq *seqs;
     int n_seqs, cap_seqs;
@@ -60,6 +72,7 @@ void ss_kvpool_free(ss_kvpool *p)
     free(p->layers);
     free(p->next);
     free(p->table);
+    free(p->rows);
     free(p->scores);
     free(p->seqs);
     free(p);
@@ -86,6 +99,7 @@ static ss_status *kvpool_size(ss_kvpool *p, int kv_heads, int head_dim)
     p->next = malloc((size_t)n * sizeof *p->next);
     p->table = malloc((size_t)n * sizeof *p->table);
     p->scores = malloc((size_t)n * (size_t)p->block_size * sizeof *p->scores);
+    p->table_cap = n, p->scores_cap = n * p->block_size;
     if (!p->next || !p->table || !p->scores) return ss_errf(SS_ERR_NOMEM, "KV cache pool");
     for (int64_t b = 0; b < n; b++)
         p->next[b] = b + 1 < n ? (int32_t)(b + 1) : -1;
@@ -142,7 +156,7 @@ ss_status *ss_kvpool_set_bytes(ss_kvpool *p, size_t bytes)
     if (!p->n_bound) return NULL;
     /* planned already (a load plans the model): the same layers over another block count */
     free(p->next), free(p->table), free(p->scores);
-    p->next = p->table = NULL, p->scores = NULL;
+    p->next = p->table = NULL, p->scores = NULL, p->table_cap = 0, p->scores_cap = 0;
     for (int i = 0; i < p->n_bound; i++)
         free(p->layers[i].k), free(p->layers[i].v), p->layers[i].k = p->layers[i].v = NULL;
     ss_status *st = kvpool_size(p, p->layers[0].kv_heads, p->layers[0].head_dim);
@@ -236,10 +250,20 @@ static ss_status *seq_reserve(ss_kvpool *p, kv_seq *s, int64_t tokens)
     return NULL;
 }
 
-/* Checks one row's sequence and positions and takes the blocks it needs; *start is its first
- * position. The block table of the sequence is left in p->table. */
-static ss_status *row_prepare(ss_kvpool *p, const ss_kv_step *st, int64_t b, kv_seq **seq,
-                              int64_t *start)
+/* Grows a scratch array to hold n items (a step's size only grows it the first time). */
+static bool grow(void **arr, int64_t *cap, int64_t n, size_t item)
+{
+    if (n <= *cap) return true;
+    void *a = realloc(*arr, (size_t)n * item);
+    if (!a) return false;
+    *arr = a, *cap = n;
+    return true;
+}
+
+/* Checks one row's sequence and positions and takes the blocks it needs. The sequence's block
+ * table goes to p->table from entry *used on (*used grows). */
+static ss_status *row_prepare(ss_kvpool *p, const ss_kv_step *st, int64_t b, kv_row *row,
+                              int64_t *used)
 {
     int64_t id = st->seq_ids[b];
     const int64_t *pos = st->positions + b * st->seq;
@@ -258,32 +282,36 @@ static ss_status *row_prepare(ss_kvpool *p, const ss_kv_step *st, int64_t b, kv_
                            (long long)id, (long long)pos[t], (long long)pos[t - 1]);
     ss_status *err = seq_reserve(p, s, pos[0] + st->seq);
     if (err) return err;
-    int32_t b_id = s->first;
+    if (!grow((void **)&p->table, &p->table_cap, *used + s->n_blocks, sizeof *p->table))
+        return ss_errf(SS_ERR_NOMEM, "KV cache block tables");
+    int32_t b_id = s->first, *table = p->table + *used;
     for (int32_t i = 0; i < s->n_blocks; i++, b_id = p->next[b_id])
-        p->table[i] = b_id;
-    *seq = s, *start = pos[0];
+        table[i] = b_id;
+    *row = (kv_row){s, pos[0], *used, NULL}; /* table: once p->table stops moving */
+    *used += s->n_blocks;
     return NULL;
 }
 
 /* Where token `pos` of KV head g lives in a layer's keys or values. */
-SS_ISA_INLINE float *slot(const ss_kvpool *p, const ss_kv_layer *l, float *base, int g, int64_t pos)
+SS_ISA_INLINE float *slot(const ss_kvpool *p, const ss_kv_layer *l, const int32_t *table,
+                          float *base, int g, int64_t pos)
 {
-    int64_t block = p->table[pos / p->block_size];
+    int64_t block = table[pos / p->block_size];
     return base + (((size_t)block * (size_t)l->kv_heads + (size_t)g) * (size_t)p->block_size +
                    (size_t)(pos % p->block_size)) *
                       (size_t)l->head_dim;
 }
 
 static void row_write(const ss_kvpool *p, const ss_kv_layer *l, const ss_kv_step *st, int64_t b,
-                      int64_t start)
+                      const kv_row *row)
 {
-    size_t hd = (size_t)l->head_dim, row = hd * sizeof(float);
+    size_t hd = (size_t)l->head_dim, bytes = hd * sizeof(float);
     for (int g = 0; g < l->kv_heads; g++)
         for (int64_t t = 0; t < st->seq; t++) {
             size_t src =
                 (((size_t)b * (size_t)l->kv_heads + (size_t)g) * (size_t)st->seq + (size_t)t) * hd;
-            memcpy(slot(p, l, l->k, g, start + t), st->k + src, row);
-            memcpy(slot(p, l, l->v, g, start + t), st->v + src, row);
+            memcpy(slot(p, l, row->table, l->k, g, row->start + t), st->k + src, bytes);
+            memcpy(slot(p, l, row->table, l->v, g, row->start + t), st->v + src, bytes);
         }
 }
 
@@ -304,51 +332,212 @@ SS_ISA_INLINE float kv_dot(const float *q, const float *key, int hd)
     return dot;
 }
 
-/* One query row against keys 0..n_keys-1 of KV head g: softmax(scale * q.K) V. Compiled per ISA
- * (isa.h): at decode this is the step's work besides the weights (GPT-2-124M: the scalar build
- * took ~6% of a bf16 step). */
-SS_ISA_INLINE void attend_query_body(const ss_kvpool *p, const ss_kv_layer *l, int g,
-                                     const float *q, int64_t n_keys, float scale, float *out)
+/* One query row against keys 0..n_keys-1 of KV head g: softmax(scale * q.K) V, block by block
+ * (a block's keys of one head are contiguous: no division per key). sc: n_keys floats of
+ * scratch. Compiled per ISA (isa.h). */
+SS_ISA_INLINE void attend_query_body(const ss_kv_layer *l, int block_size, const int32_t *table,
+                                     int g, const float *q, int64_t n_keys, float scale, float *sc,
+                                     float *out)
 {
     int hd = l->head_dim;
-    float *sc = p->scores, mx = -INFINITY, sum = 0;
-    for (int64_t j = 0; j < n_keys; j++) {
-        sc[j] = kv_dot(q, slot(p, l, l->k, g, j), hd) * scale;
-        mx = sc[j] > mx ? sc[j] : mx;
+    size_t head = (size_t)block_size * (size_t)hd; /* one head's share of a block */
+    float mx = -INFINITY, sum = 0;
+    for (int64_t j0 = 0, i = 0; j0 < n_keys; j0 += block_size, i++) {
+        const float *key = l->k + ((size_t)table[i] * (size_t)l->kv_heads + (size_t)g) * head;
+        int64_t n = n_keys - j0 < block_size ? n_keys - j0 : block_size;
+        for (int64_t t = 0; t < n; t++, key += hd) {
+            float v = kv_dot(q, key, hd) * scale;
+            sc[j0 + t] = v;
+            mx = v > mx ? v : mx;
+        }
     }
     for (int64_t j = 0; j < n_keys; j++)
         sum += sc[j] = expf(sc[j] - mx);
-    memset(out, 0, (size_t)hd * sizeof *out);
-    for (int64_t j = 0; j < n_keys; j++) {
-        const float *val = slot(p, l, l->v, g, j);
-        float w = sc[j] / sum;
-        for (int d = 0; d < hd; d++)
-            out[d] += w * val[d];
+    float *restrict o = out;
+    memset(o, 0, (size_t)hd * sizeof *o);
+    for (int64_t j0 = 0, i = 0; j0 < n_keys; j0 += block_size, i++) {
+        const float *restrict val =
+            l->v + ((size_t)table[i] * (size_t)l->kv_heads + (size_t)g) * head;
+        int64_t n = n_keys - j0 < block_size ? n_keys - j0 : block_size;
+        for (int64_t t = 0; t < n; t++, val += hd) {
+            float w = sc[j0 + t] / sum;
+            for (int d = 0; d < hd; d++)
+                o[d] += w * val[d];
+        }
     }
 }
 SS_ISA_VARIANTS(void, attend_query,
-                (const ss_kvpool *p, const ss_kv_layer *l, int g, const float *q, int64_t n_keys,
-                 float scale, float *out),
-                (p, l, g, q, n_keys, scale, out))
+                (const ss_kv_layer *l, int block_size, const int32_t *table, int g, const float *q,
+                 int64_t n_keys, float scale, float *sc, float *out),
+                (l, block_size, table, g, q, n_keys, scale, sc, out))
 
-ss_status *ss_kvpool_attend(ss_kvpool *p, const ss_kv_layer *l, const ss_kv_step *st)
+/* A decode row (one query per head) against its sequence's keys, KV heads g0..g1-1 with their
+ * `group` query heads each: the same arithmetic as attend_query, query by query, but the keys and
+ * values are read block by block, every head of a block in turn, so the sequence's cache streams
+ * through in address order (a block holds all KV heads; per head it would be short runs that the
+ * prefetcher starts over and over). q, out: the row's [q_heads, hd]; sc: (g1 - g0) * group rows
+ * of n_keys scores. */
+SS_ISA_INLINE void attend_row_body(const ss_kv_layer *l, int block_size, const int32_t *table,
+                                   int g0, int g1, int group, const float *q, int64_t n_keys,
+                                   float scale, float *sc, float *out)
 {
-    int group = st->q_heads / l->kv_heads;
-    size_t hd = (size_t)l->head_dim;
-    for (int64_t b = 0; b < st->batch; b++) {
-        kv_seq *s = NULL;
-        int64_t start = 0;
-        ss_status *err = row_prepare(p, st, b, &s, &start);
-        if (err) return err;
-        row_write(p, l, st, b, start);
-        for (int h = 0; h < st->q_heads; h++)
+    int hd = l->head_dim;
+    size_t head = (size_t)block_size * (size_t)hd, block = (size_t)l->kv_heads * head;
+    for (int64_t j0 = 0, i = 0; j0 < n_keys; j0 += block_size, i++) {
+        int64_t n = n_keys - j0 < block_size ? n_keys - j0 : block_size;
+        for (int g = g0; g < g1; g++) {
+            const float *keys = l->k + (size_t)table[i] * block + (size_t)g * head;
+            for (int r = 0; r < group; r++) {
+                const float *qh = q + (size_t)(g * group + r) * (size_t)hd;
+                float *s = sc + (size_t)((g - g0) * group + r) * (size_t)n_keys + (size_t)j0;
+                for (int64_t t = 0; t < n; t++)
+                    s[t] = kv_dot(qh, keys + (size_t)t * (size_t)hd, hd) * scale;
+            }
+        }
+    }
+    for (int r = 0; r < (g1 - g0) * group; r++) {
+        float *s = sc + (size_t)r * (size_t)n_keys, mx = -INFINITY, sum = 0;
+        for (int64_t j = 0; j < n_keys; j++)
+            mx = s[j] > mx ? s[j] : mx;
+        for (int64_t j = 0; j < n_keys; j++)
+            sum += s[j] = expf(s[j] - mx);
+        for (int64_t j = 0; j < n_keys; j++)
+            s[j] = s[j] / sum;
+        memset(out + (size_t)(g0 * group + r) * (size_t)hd, 0, (size_t)hd * sizeof *out);
+    }
+    for (int64_t j0 = 0, i = 0; j0 < n_keys; j0 += block_size, i++) {
+        int64_t n = n_keys - j0 < block_size ? n_keys - j0 : block_size;
+        for (int g = g0; g < g1; g++) {
+            const float *vals = l->v + (size_t)table[i] * block + (size_t)g * head;
+            for (int r = 0; r < group; r++) {
+                float *restrict o = out + (size_t)(g * group + r) * (size_t)hd;
+                const float *w = sc + (size_t)((g - g0) * group + r) * (size_t)n_keys + j0;
+                for (int64_t t = 0; t < n; t++) {
+                    const float *restrict val = vals + (size_t)t * (size_t)hd;
+                    for (int d = 0; d < hd; d++)
+                        o[d] += w[t] * val[d];
+                }
+            }
+        }
+    }
+}
+SS_ISA_VARIANTS(void, attend_row,
+                (const ss_kv_layer *l, int block_size, const int32_t *table, int g0, int g1,
+                 int group, const float *q, int64_t n_keys, float scale, float *sc, float *out),
+                (l, block_size, table, g0, g1, group, q, n_keys, scale, sc, out))
+
+/* The queries of a step, unit by unit. Decode steps (one position per row): unit u = row u /
+ * chunks, KV heads [c * per, (c + 1) * per) of c = u % chunks, through attend_row. Longer rows
+ * (prefill chunks): unit u = (row u / kv_heads, KV head u % kv_heads), query by query. */
+typedef struct {
+    const ss_kvpool *p;
+    const ss_kv_layer *l;
+    const ss_kv_step *st;
+    int64_t units, next;
+    int chunks, per; /* decode: units of a row, KV heads of a unit */
+    size_t score_stride;
+} attend_job;
+
+static void attend_units(const attend_job *j, float *sc, int64_t u0, int64_t u1)
+{
+    const ss_kv_step *st = j->st;
+    int kvh = j->l->kv_heads, group = st->q_heads / kvh;
+    size_t hd = (size_t)j->l->head_dim;
+    for (int64_t u = u0; u < u1; u++) {
+        if (st->seq == 1) {
+            int64_t b = u / j->chunks;
+            int g0 = (int)(u % j->chunks) * j->per, g1 = g0 + j->per < kvh ? g0 + j->per : kvh;
+            const kv_row *row = &j->p->rows[b];
+            size_t at = (size_t)b * (size_t)st->q_heads * hd;
+            if (g0 < g1)
+                attend_row(j->l, j->p->block_size, row->table, g0, g1, group, st->q + at,
+                           row->start + 1, st->scale, sc, st->out + at);
+            continue;
+        }
+        int64_t b = u / kvh;
+        int g = (int)(u % kvh);
+        const kv_row *row = &j->p->rows[b];
+        for (int h = g * group; h < (g + 1) * group; h++)
             for (int64_t t = 0; t < st->seq; t++) {
                 size_t at =
                     (((size_t)b * (size_t)st->q_heads + (size_t)h) * (size_t)st->seq + (size_t)t) *
                     hd;
-                attend_query(p, l, h / group, st->q + at, start + t + 1, st->scale, st->out + at);
+                attend_query(j->l, j->p->block_size, row->table, g, st->q + at, row->start + t + 1,
+                             st->scale, sc, st->out + at);
             }
-        if (start + st->seq > s->len) s->len = start + st->seq;
+    }
+}
+
+static void attend_part(void *ctx, int part, int parts)
+{
+    (void)parts;
+    attend_job *j = ctx;
+    float *sc = j->p->scores + (size_t)part * j->score_stride;
+    for (;;) {
+        int64_t u = __atomic_fetch_add(&j->next, 1, __ATOMIC_RELAXED);
+        if (u >= j->units) return;
+        attend_units(j, sc, u, u + 1);
+    }
+}
+
+/* Multiply-adds of a step's attention (q.K and the weighted V) from which it runs in parts
+ * (~1,000 keys of 64: a few microseconds on one core, against ~1 us to start the team). */
+#define ATTEND_PAR_MIN 65536
+static int64_t par_min = ATTEND_PAR_MIN;
+static unsigned long parallel_steps;
+
+void ss_kvpool_force_par_min(int64_t work)
+{
+    par_min = work < 0 ? ATTEND_PAR_MIN : work;
+}
+
+unsigned long ss_kvpool_parallel_steps(void)
+{
+    return __atomic_load_n(&parallel_steps, __ATOMIC_RELAXED);
+}
+
+/* Every row's blocks are taken (and checked) before anything is written; then the rows' keys and
+ * values go to their slots, and the queries run, in parts when the step is large enough. */
+ss_status *ss_kvpool_attend(ss_kvpool *p, const ss_kv_layer *l, const ss_kv_step *st)
+{
+    if (!grow((void **)&p->rows, &p->rows_cap, st->batch, sizeof *p->rows))
+        return ss_errf(SS_ERR_NOMEM, "KV cache step rows");
+    int64_t used = 0, work = 0, max_keys = 0;
+    for (int64_t b = 0; b < st->batch; b++) {
+        ss_status *err = row_prepare(p, st, b, &p->rows[b], &used);
+        if (err) return err;
+        if (p->rows[b].start + st->seq > max_keys) max_keys = p->rows[b].start + st->seq;
+        work += 2 * (int64_t)st->q_heads * st->seq * (p->rows[b].start + (st->seq + 1) / 2) *
+                l->head_dim;
+    }
+    for (int64_t b = 0; b < st->batch; b++) {
+        kv_row *row = &p->rows[b];
+        row->table = p->table + row->at;
+        row_write(p, l, st, b, row);
+        if (row->start + st->seq > row->seq->len) row->seq->len = row->start + st->seq;
+    }
+    int parts = st->threads > 1 && work >= par_min ? st->threads : 1;
+    attend_job j = {p, l, st, st->batch * l->kv_heads, 0, 1, l->kv_heads, 0};
+    if (st->seq == 1) { /* enough units for the parts: split rows by heads when rows are few */
+        int64_t want = 2 * (int64_t)parts;
+        j.chunks = st->batch >= want ? 1 : (int)((want + st->batch - 1) / st->batch);
+        if (j.chunks > l->kv_heads) j.chunks = l->kv_heads;
+        j.per = (l->kv_heads + j.chunks - 1) / j.chunks;
+        j.units = st->batch * j.chunks;
+    }
+    j.score_stride =
+        (size_t)(st->seq == 1 ? j.per * (st->q_heads / l->kv_heads) : 1) * (size_t)max_keys;
+    if (!grow((void **)&p->scores, &p->scores_cap, parts * (int64_t)j.score_stride,
+              sizeof *p->scores))
+        parts = 1;
+    if (parts == 1 &&
+        !grow((void **)&p->scores, &p->scores_cap, (int64_t)j.score_stride, sizeof *p->scores))
+        return ss_errf(SS_ERR_NOMEM, "KV cache attention scores");
+    if (parts > 1) {
+        __atomic_add_fetch(&parallel_steps, 1, __ATOMIC_RELAXED);
+        ss_pool_run(parts, attend_part, &j);
+    } else {
+        attend_units(&j, p->scores, 0, j.units);
     }
     return NULL;
 }

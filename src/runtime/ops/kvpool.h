@@ -35,6 +35,7 @@ typedef struct {
     int64_t batch, seq;
     int q_heads;
     float scale;
+    int threads; /* parts of the pool it may run in (plan time: ss_gemm_pool_reserve) */
 } ss_kv_step;
 
 ss_status *ss_kvpool_create(size_t bytes, int block_size, int n_layers, ss_kvpool **out);
@@ -59,5 +60,9 @@ int64_t ss_kvpool_total_blocks(const ss_kvpool *p);
 /* Run time: writes the step's k/v into the blocks of each row's sequence, then attends every
  * query to its sequence's keys at positions up to its own (causal). Never allocates. */
 ss_status *ss_kvpool_attend(ss_kvpool *p, const ss_kv_layer *l, const ss_kv_step *s);
+/* Test hooks: the work (multiply-adds) from which a step with threads > 1 runs in parts (< 0:
+ * the default), and how many steps did. */
+void ss_kvpool_force_par_min(int64_t work);
+unsigned long ss_kvpool_parallel_steps(void);
 
 #endif

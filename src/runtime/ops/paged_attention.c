@@ -15,11 +15,13 @@
  * padded.
  */
 #include "common.h"
+#include "gemm_kernel.h"
 #include "kvpool.h"
 
 typedef struct {
     ss_kv_layer *layer; /* NULL outside a session with a pool (the shard tool's planning) */
     float scale;
+    int threads; /* parts of the pool a step may run in */
 } pa_state;
 
 static const char *const pa_attrs[] = {"layer", "scale", NULL};
@@ -56,6 +58,7 @@ static ss_status *pa_infer(ss_kctx *k)
     pa_state *s = ss_op_state_alloc(k, sizeof *s);
     if (!s) return ss_op_oom();
     s->scale = ss_onnx_attr_float(k->node, "scale", 1.0f);
+    s->threads = k->threads > 1 ? ss_gemm_pool_reserve(k->threads) : 1;
     if (!k->kvpool) return NULL;
     st = ss_kvpool_layer(k->kvpool, ss_onnx_attr_int(k->node, "layer", 0), (int)k->in[1]->dims[1],
                          (int)k->in[1]->dims[3], &s->layer);
@@ -76,7 +79,8 @@ static ss_status *pa_run(ss_kctx *k)
                        .batch = q->dims[0],
                        .seq = q->dims[2],
                        .q_heads = (int)q->dims[1],
-                       .scale = s->scale};
+                       .scale = s->scale,
+                       .threads = s->threads};
     ss_status *st = ss_kvpool_attend(k->kvpool, s->layer, &step);
     return st ? ss_status_wrap(st, "PagedAttention node '%s'", k->node_name) : NULL;
 }
