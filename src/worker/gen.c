@@ -4,11 +4,15 @@
  */
 #include "gen.h"
 
+#include "shardserve/core.h"
+
 #include <errno.h>
+#include <fcntl.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <unistd.h>
 
 #define PROBE_SEQ INT64_MAX /* the engine numbers its pool sequences from 0 */
@@ -58,6 +62,12 @@ struct ss_wgen {
     int64_t probe_tok, probe_pos, probe_seq;
     ss_tokenizer *tk; /* the servable's tokenizer.json (NULL: none) */
     char *tk_why;     /* why it did not load */
+    /* Where the last rank writes a micro-batch's logits (slot k for micro-batch k): shared memory
+     * of this process, so on one host they cross as a key, not as bytes (NULL: none) */
+    uint8_t *lg_base;
+    size_t lg_slot, lg_len;
+    char lg_key[64];
+    uint64_t lg_shared, lg_link; /* decode/prefill calls whose logits came each way */
 };
 
 ss_status *ss_wgen_new(const ss_generate_config *cfg, int micro_batches, const ss_wgen_hooks *hooks,
@@ -75,12 +85,50 @@ ss_status *ss_wgen_new(const ss_generate_config *cfg, int micro_batches, const s
     return NULL;
 }
 
+static void logits_region_free(ss_wgen *g)
+{
+    if (!g->lg_base) return;
+    ss_link_shm_unshare(g->lg_base);
+    munmap(g->lg_base, g->lg_len);
+    shm_unlink(g->lg_key);
+    g->lg_base = NULL;
+}
+
+/* Shared memory for every micro-batch's logits of up to max_running rows of `vocab` (calls with
+ * more, long prompts, send theirs over the link). Without it the logits travel as bytes. */
+static void logits_region_make(ss_wgen *g, int32_t vocab)
+{
+    static unsigned made;
+    size_t page = (size_t)sysconf(_SC_PAGESIZE),
+           rows = (size_t)(g->cfg.max_running > 0 ? g->cfg.max_running : 1),
+           slot = (rows * (size_t)vocab * sizeof(float) + page - 1) / page * page,
+           len = slot * (size_t)g->n_mb;
+    snprintf(g->lg_key, sizeof g->lg_key, "/shardserve-logits-%ld-%u", (long)getpid(), ++made);
+    int fd = shm_open(g->lg_key, O_CREAT | O_EXCL | O_RDWR, 0600);
+    void *base = MAP_FAILED;
+    if (fd >= 0 && ftruncate(fd, (off_t)len) == 0)
+        base = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    if (fd >= 0) close(fd);
+    ss_status *st = base == MAP_FAILED ? ss_errf(SS_ERR_UNAVAILABLE, "%s", strerror(errno))
+                                       : ss_link_shm_share(base, len, g->lg_key, 0);
+    if (st) {
+        SS_WARN("generation: no shared memory for the logits (%s): they travel over the link",
+                st->msg);
+        ss_status_free(st);
+        if (base != MAP_FAILED) munmap(base, len);
+        if (fd >= 0) shm_unlink(g->lg_key);
+        return;
+    }
+    g->lg_base = base, g->lg_slot = slot, g->lg_len = len;
+}
+
 static void free_engines(ss_wgen *g)
 {
     for (int k = 0; k < g->n_mb; k++)
         ss_gen_engine_free(g->mb[k].engine);
     memset(g->mb, 0, sizeof g->mb);
     g->n_mb = g->next_mb = 0;
+    logits_region_free(g);
 }
 
 static void req_free(gen_req *r)
@@ -523,6 +571,7 @@ static void start_engine(ss_wgen *g, const ss_tensor *logits, int64_t blocks, in
         st = ss_errf(SS_ERR_INVALID, "the agents report no KV block pool: serve a model made by "
                                      "`shardserve shard --kv-pool`");
     if (!st) st = make_engines(g, (int32_t)logits->dims[2], blocks, tokens);
+    if (!st) logits_region_make(g, (int32_t)logits->dims[2]);
     if (st) {
         free_engines(g);
         fail_all(g, st->msg);
@@ -569,6 +618,11 @@ void ss_wgen_done(ss_wgen *g, int ticket, const ss_tensor *logits, const char *e
         micro_batch *m = &g->mb[ticket];
         m->busy = false;
         if (!error && m->call_batch) error = check_logits(m, logits);
+        if (!error && m->call_batch) {
+            const uint8_t *at = logits->data, *slot = g->lg_base + (size_t)ticket * g->lg_slot;
+            bool shared = g->lg_base && at >= slot && at < slot + g->lg_slot;
+            shared ? g->lg_shared++ : g->lg_link++;
+        }
         ss_gen_done(m->engine, error || !logits ? NULL : (const float *)logits->data, error);
         return;
     }
@@ -593,6 +647,20 @@ ss_sched_stats ss_wgen_stats(const ss_wgen *g)
         sum.running += s.running, sum.waiting += s.waiting, sum.preempted += s.preempted;
     }
     return sum;
+}
+
+bool ss_wgen_logits_place(const ss_wgen *g, int ticket, ss_link_place *out)
+{
+    if (!g || !g->lg_base || g->state != POOL_KNOWN || ticket < 0 || ticket >= g->n_mb)
+        return false;
+    *out = (ss_link_place){0, (char *)g->lg_key, (uint64_t)ticket * g->lg_slot, g->lg_slot};
+    return true;
+}
+
+void ss_wgen_logits_calls(const ss_wgen *g, uint64_t *shared, uint64_t *link)
+{
+    *shared = g ? g->lg_shared : 0;
+    *link = g ? g->lg_link : 0;
 }
 
 bool ss_wgen_busy(const ss_wgen *g)

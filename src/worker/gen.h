@@ -14,6 +14,7 @@
 #define SS_WORKER_GEN_H
 
 #include "gen_engine.h"
+#include "shardserve/link.h"
 #include "shardserve/serving.h"
 #include "shardserve/worker.h"
 
@@ -71,6 +72,15 @@ void ss_wgen_done(ss_wgen *g, int ticket, const ss_tensor *logits, const char *e
 void ss_wgen_lost(ss_wgen *g, const char *why);
 
 bool ss_wgen_busy(const ss_wgen *g); /* requests held */
+
+/* Where the last rank is to write the logits of call `ticket` (output 0): a slot of shared memory
+ * this process made when the pool became known, so a rank on this host writes them there and
+ * sends only the key (one elsewhere, or logits too big for the slot, still send the bytes). False:
+ * no place (the probe, or no shared memory). */
+bool ss_wgen_logits_place(const ss_wgen *g, int ticket, ss_link_place *out);
+/* Model calls whose logits came back through that shared memory, and over the link (cumulative,
+ * also across new pools). */
+void ss_wgen_logits_calls(const ss_wgen *g, uint64_t *shared, uint64_t *link);
 
 /* The token loop's KV blocks and sequences (zeros before the pool is known). */
 ss_sched_stats ss_wgen_stats(const ss_wgen *g);

@@ -110,6 +110,8 @@ typedef struct job {
     bool gen, gen_probe;
     int gen_ticket;
     ss_gen_call call;
+    bool gen_placed; /* gen_place: where the last rank writes the logits (gen.h) */
+    ss_link_place gen_place;
     int answers_due;
     /* the bulk sender's part (see to_bulk): what it sends on and how it went */
     ss_link_conn **bulk_conns;
@@ -212,7 +214,8 @@ struct ss_worker {
     size_t n_model_in;
     ss_wgen *gen;           /* a generative servable's token loop (NULL otherwise) */
     uint64_t gen_preempted; /* its engine's preemptions already counted in /metrics */
-    int gen_inflight;       /* token-loop calls in flight */
+    uint64_t gen_logits_shared, gen_logits_link; /* ss_wgen_logits_calls already counted */
+    int gen_inflight;                            /* token-loop calls in flight */
     task *queue;
     size_t q_head, q_len, q_cap;
     job *inflight, *free_jobs;
@@ -270,7 +273,7 @@ static void ring(ss_worker *w)
 
 static struct {
     ss_metric_family *requests, *total, *queue, *compute, *batch, *inflight, *queued, *rank_up,
-        *hb_age, *sent, *recv, *comm, *kv_blocks, *sequences, *preempted, *overlapped;
+        *hb_age, *sent, *recv, *comm, *kv_blocks, *sequences, *preempted, *overlapped, *logits;
 } fam;
 static pthread_once_t fam_once = PTHREAD_ONCE_INIT;
 
@@ -332,6 +335,12 @@ static void fam_init(void)
         "Token-loop model calls sent while another micro-batch's call was in flight (pipeline "
         "stages working on different sequences at once)",
         2, sv, NULL, 0);
+    static const char *const svp[] = {"servable", "version", "path"};
+    fam.logits = ss_metrics_family(
+        m, SS_METRIC_COUNTER, "shardserve_generate_logits_calls_total",
+        "Token-loop model calls by how their logits came back: \"shared\" (written by the last "
+        "rank into the worker's shared memory, on one host) or \"link\" (sent as bytes)",
+        3, svp, NULL, 0);
     fam.comm = ss_metrics_family(
         m, SS_METRIC_COUNTER, "shardserve_collective_bytes_total",
         "Payload bytes the rank's agent moved through collectives (allreduce, allgather, "
@@ -405,6 +414,13 @@ static void refresh_gen_metrics(ss_worker *w)
         ss_metric_add(ss_metrics_series(fam.preempted, v),
                       (double)(s.preempted - w->gen_preempted));
     w->gen_preempted = s.preempted;
+    uint64_t shared = 0, link = 0;
+    ss_wgen_logits_calls(w->gen, &shared, &link);
+    const char *sh[] = {w->cfg.name, w->version_str, "shared"};
+    const char *ln[] = {w->cfg.name, w->version_str, "link"};
+    ss_metric_add(ss_metrics_series(fam.logits, sh), (double)(shared - w->gen_logits_shared));
+    ss_metric_add(ss_metrics_series(fam.logits, ln), (double)(link - w->gen_logits_link));
+    w->gen_logits_shared = shared, w->gen_logits_link = link;
 }
 
 static void refresh_metrics(ss_worker *w)
@@ -1465,6 +1481,7 @@ static size_t pick_inputs(const agent_slot *a, ss_tensor *const *ins, const char
  * job of one instance (its outputs are the request's own); names become output indexes. */
 static size_t job_places(const job *j, ss_link_place *out)
 {
+    if (j->gen) return j->gen_placed ? (*out = j->gen_place, 1) : 0;
     if (j->n_tasks != 1) return 0;
     const ss_predict_request *req = j->tasks[0].rs->req;
     const ss_method_config *mc = j->tasks[0].rs->method;
@@ -1661,6 +1678,7 @@ static void gen_dispatch(ss_worker *w)
             return;
         }
         j->gen = true, j->gen_probe = probe, j->gen_ticket = ticket, j->call = c;
+        j->gen_placed = c.batch && ss_wgen_logits_place(w->gen, ticket, &j->gen_place);
         if (c.batch) ss_metric_observe(w->m_batch, (double)c.batch);
         if (w->gen_inflight++ && c.batch) {
             const char *v[] = {w->cfg.name, w->version_str};

@@ -74,8 +74,13 @@ def greedy_equals_pytorch(ranks, stages=1):
         with urllib.request.urlopen(req, timeout=60) as f:
             rest = json.loads(f.read())
         assert rest["instances"][0]["tokens"] == list(REF[:8]), rest
-        print("    %d rank(s) in %d stage(s): %d greedy tokens equal PyTorch's (gRPC), 8 over REST" % (
-            ranks, stages, len(REF)))
+        # on one host the last rank writes each call's logits into the worker's shared memory
+        # and sends only its key: every call of both requests (prompts fit the 32-row slot)
+        shared = metric(c, "shardserve_generate_logits_calls_total", path="shared")
+        link = metric(c, "shardserve_generate_logits_calls_total", path="link")
+        assert shared >= len(REF) + 8 and link == 0, (shared, link)
+        print("    %d rank(s) in %d stage(s): %d greedy tokens equal PyTorch's (gRPC), 8 over REST; "
+              "%d calls' logits through shared memory" % (ranks, stages, len(REF), shared))
 
 
 def test_greedy_whole():
