@@ -245,16 +245,47 @@ static void stop_ids_and_cancellation(void)
     ss_gen_engine_free(e);
 }
 
+/* A step is one call of one-token rows: a running sequence's decode and a new prompt's tokens,
+ * in position order, together (one pass over the weights for both). */
+static void decodes_and_prompts_share_a_call(void)
+{
+    result a, b;
+    ss_gen_engine *e = engine(64, 4, 64, 8);
+    submit(e, 1, false, &a);
+    ss_gen_call c;
+    static float logits[64 * VOCAB];
+    CHECK(ss_gen_next(e, &c) && !fake_run(&c, logits)); /* a's prompt */
+    ss_gen_done(e, logits, NULL);
+    CHECK(a.n == 1);
+    submit(e, 2, false, &b);
+    int64_t prompt[64];
+    int32_t n;
+    prompt_of(2, prompt, &n);
+    CHECK(ss_gen_next(e, &c));
+    CHECK_MSG(c.seq == 1 && c.batch == 1 + n, "a call of [%lld, %lld], want [%d, 1]",
+              (long long)c.batch, (long long)c.seq, 1 + n);
+    CHECK(c.seq_ids[0] != c.seq_ids[1]); /* a's decode, then b's prompt */
+    for (int32_t k = 0; k < n; k++)
+        CHECK(c.seq_ids[1 + k] == c.seq_ids[1] && c.positions[1 + k] == k &&
+              c.input_ids[1 + k] == prompt[k]);
+    CHECK(!fake_run(&c, logits));
+    ss_gen_done(e, logits, NULL);
+    CHECK(a.n == 2 && b.n == 1); /* each sampled from its last row */
+    drain(e);
+    CHECK(a.ended && b.ended && live_pool_sequences() == 0);
+    ss_gen_engine_free(e);
+}
+
 static void a_failed_call_fails_its_requests(void)
 {
     result a, b;
     ss_gen_engine *e = engine(64, 4, 64, 8);
     submit(e, 1, false, &a);
-    submit(e, 2, false, &b);
     ss_gen_call c;
     static float logits[64 * VOCAB];
-    CHECK(ss_gen_next(e, &c)); /* a's prefill alone (its chunk is longer than one token) */
-    CHECK(c.batch == 1 && !fake_run(&c, logits));
+    CHECK(ss_gen_next(e, &c)); /* a's prefill alone: b comes after it was planned */
+    CHECK(c.batch >= 1 && !fake_run(&c, logits));
+    submit(e, 2, false, &b);
     ss_gen_done(e, NULL, "rank 3: out of memory");
     drain(e);
     CHECK(a.ended && a.end == SS_GEN_FAILED && strstr(a.error, "rank 3: out of memory"));
@@ -309,5 +340,6 @@ static void bad_requests_are_refused(void)
 
 TEST_MAIN(TEST(greedy_32_streams_equal_their_single_runs),
           TEST(sampled_32_streams_equal_their_single_runs), TEST(preemption_changes_nothing),
-          TEST(stop_ids_and_cancellation), TEST(a_failed_call_fails_its_requests),
-          TEST(a_lost_pool_fails_what_it_held), TEST(bad_requests_are_refused))
+          TEST(stop_ids_and_cancellation), TEST(decodes_and_prompts_share_a_call),
+          TEST(a_failed_call_fails_its_requests), TEST(a_lost_pool_fails_what_it_held),
+          TEST(bad_requests_are_refused))

@@ -1,7 +1,7 @@
 /*
  * gen_engine (gen_engine.h): requests -> scheduler steps -> model calls -> sampled tokens. A
- * step's items of one chunk length form one batched call: the decodes (and one-token prefill
- * chunks) one, prefill chunks of equal length another. The KV pool's sequences follow the
+ * step is one call of one-token rows ([rows, 1] inputs): each decode a row, each prefill chunk of
+ * n tokens n rows of its sequence in position order. The KV pool's sequences follow the
  * scheduler's: created when a sequence's first chunk runs, freed when it finishes, is cancelled or
  * is preempted (a preempted one is created again and recomputed when it returns). Pool ids are
  * never reused, so a late free cannot hit a newer sequence.
@@ -65,7 +65,7 @@ ss_status *ss_gen_engine_new(const ss_gen_options *o, ss_gen_engine **out)
     e->bounds = malloc(sizeof *e->bounds * ((size_t)o->sched.max_running + 1));
     e->ids = malloc(sizeof(int64_t) * step);
     e->pos = malloc(sizeof(int64_t) * step);
-    e->sids = malloc(sizeof(int64_t) * (size_t)o->sched.max_running);
+    e->sids = malloc(sizeof(int64_t) * step);
     e->create = malloc(sizeof(int64_t) * seqs);
     e->release = malloc(sizeof(int64_t) * 2 * seqs);
     e->gone = malloc(sizeof(int32_t) * seqs);
@@ -184,9 +184,10 @@ static void finish(ss_gen_engine *e, int32_t slot, int64_t token, ss_gen_state s
     if (cb) cb(ctx, token, state, error);
 }
 
-/* A new step: cancellations and preemptions settled, the scheduler's items grouped into calls:
- * items of one chunk length share a call ([batch, seq] inputs), the decodes (and one-token
- * chunks) first. false: nothing to run. */
+/* A new step: cancellations and preemptions settled, the scheduler's items as one call of
+ * one-token rows: a decode is a row, a prefill chunk of n tokens n rows of its sequence in position
+ * order (so decodes and prompts share the weights' one pass; the model's attention reads the
+ * KV pool, where a row sees its sequence's earlier rows). false: nothing to run. */
 static bool plan_step(ss_gen_engine *e)
 {
     for (int32_t i = 0; i < e->o.sched.max_sequences; i++)
@@ -196,18 +197,9 @@ static bool plan_step(ss_gen_engine *e)
     int32_t gone = ss_sched_take_preempted(e->sched, e->gone, e->o.sched.max_sequences);
     for (int32_t i = 0; i < gone; i++)
         drop_from_pool(e, &e->seqs[e->gone[i]]);
-    for (int32_t i = 1; i < n; i++) { /* stable insertion sort by chunk length: few items */
-        ss_sched_item t = e->items[i];
-        int32_t j = i;
-        for (; j > 0 && e->items[j - 1].n > t.n; j--)
-            e->items[j] = e->items[j - 1];
-        e->items[j] = t;
-    }
     e->n_items = n;
-    e->n_calls = 0;
-    for (int32_t i = 0; i < n; i++)
-        if (i == 0 || e->items[i].n != e->items[i - 1].n) e->bounds[e->n_calls++] = i;
-    e->bounds[e->n_calls] = n;
+    e->n_calls = n > 0;
+    e->bounds[0] = 0, e->bounds[1] = n;
     e->next_call = 0;
     return n > 0;
 }
@@ -250,7 +242,7 @@ bool ss_gen_next(ss_gen_engine *e, ss_gen_call *call)
         call_range(e, e->next_call, &e->call_lo, &e->call_hi);
         if (!(rows = live_rows(e))) e->next_call++;
     }
-    int32_t len = e->items[e->call_lo].n;
+    int32_t n_rows = 0;
     e->n_create = 0;
     for (int32_t r = 0; r < rows; r++) {
         const ss_sched_item *it = &e->items[e->call_lo + r];
@@ -261,14 +253,14 @@ bool ss_gen_next(ss_gen_engine *e, ss_gen_call *call)
             e->next_pool_id += e->o.pool_id_step;
             e->create[e->n_create++] = q->pool_id;
         }
-        e->sids[r] = q->pool_id;
-        for (int32_t k = 0; k < len; k++) {
-            e->ids[r * len + k] = q->tokens[it->start + k];
-            e->pos[r * len + k] = it->start + k;
+        for (int32_t k = 0; k < it->n; k++, n_rows++) {
+            e->sids[n_rows] = q->pool_id;
+            e->ids[n_rows] = q->tokens[it->start + k];
+            e->pos[n_rows] = it->start + k;
         }
     }
-    *call = (ss_gen_call){.batch = rows,
-                          .seq = len,
+    *call = (ss_gen_call){.batch = n_rows,
+                          .seq = 1,
                           .input_ids = e->ids,
                           .positions = e->pos,
                           .seq_ids = e->sids,
@@ -315,18 +307,18 @@ void ss_gen_done(ss_gen_engine *e, const float *logits, const char *error)
     e->n_release = 0; /* sent with the call */
     int32_t lo = e->call_lo, hi = e->call_hi;
     if (lo == hi) return; /* a release-only call */
-    int32_t len = e->items[lo].n;
     if (error || !logits) {
         for (int32_t i = lo; i < hi; i++)
             if (e->seqs[e->items[i].seq].used)
                 finish(e, e->items[i].seq, -1, SS_GEN_FAILED, error ? error : "no logits");
     } else {
         ss_sched_done(e->sched, e->items + lo, hi - lo);
-        for (int32_t i = lo; i < hi; i++)
+        size_t row = 0; /* an item's rows end with its last token's, the one sampled from */
+        for (int32_t i = lo; i < hi; i++) {
+            row += (size_t)e->items[i].n;
             if (e->items[i].sample)
-                take_token(e, &e->items[i],
-                           logits + ((size_t)(i - lo) * (size_t)len + (size_t)(len - 1)) *
-                                        (size_t)e->o.vocab);
+                take_token(e, &e->items[i], logits + (row - 1) * (size_t)e->o.vocab);
+        }
     }
     e->next_call++;
 }

@@ -48,7 +48,9 @@ typedef enum {
  * CANCELLED or FAILED (token -1). After a final state the request is gone. */
 typedef void (*ss_gen_on_token)(void *ctx, int64_t token, ss_gen_state state, const char *error);
 
-/* One model call: inputs [batch, seq] (input_ids, position_ids) and seq_ids [batch]; before it,
+/* One model call: inputs [batch, seq] (input_ids, position_ids) and seq_ids [batch] (the engine
+ * sends seq 1: rows of one token, several rows of one sequence in position order for a prompt
+ * chunk; the logits row of each row comes back); before it,
  * the KV pool frees `release` and then creates `create`. batch 0: only the frees (the model is
  * not run; ss_gen_done's logits are ignored). Owned by the engine until ss_gen_done. */
 typedef struct {

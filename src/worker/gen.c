@@ -94,13 +94,14 @@ static void logits_region_free(ss_wgen *g)
     g->lg_base = NULL;
 }
 
-/* Shared memory for every micro-batch's logits of up to max_running rows of `vocab` (calls with
- * more, long prompts, send theirs over the link). Without it the logits travel as bytes. */
+/* Shared memory for every micro-batch's logits of up to 2 x max_running rows of `vocab` (a call
+ * has a row per token: the decodes and the prompt chunks of a step; calls with more rows send
+ * theirs over the link). Without it the logits travel as bytes. */
 static void logits_region_make(ss_wgen *g, int32_t vocab)
 {
     static unsigned made;
     size_t page = (size_t)sysconf(_SC_PAGESIZE),
-           rows = (size_t)(g->cfg.max_running > 0 ? g->cfg.max_running : 1),
+           rows = 2 * (size_t)(g->cfg.max_running > 0 ? g->cfg.max_running : 1),
            slot = (rows * (size_t)vocab * sizeof(float) + page - 1) / page * page,
            len = slot * (size_t)g->n_mb;
     snprintf(g->lg_key, sizeof g->lg_key, "/shardserve-logits-%ld-%u", (long)getpid(), ++made);

@@ -289,6 +289,7 @@ static ss_status *row_prepare(ss_kvpool *p, const ss_kv_step *st, int64_t b, kv_
         table[i] = b_id;
     *row = (kv_row){s, pos[0], *used, NULL}; /* table: once p->table stops moving */
     *used += s->n_blocks;
+    if (pos[0] + st->seq > s->len) s->len = pos[0] + st->seq; /* a later row may go on from here */
     return NULL;
 }
 
@@ -497,7 +498,9 @@ unsigned long ss_kvpool_parallel_steps(void)
 }
 
 /* Every row's blocks are taken (and checked) before anything is written; then the rows' keys and
- * values go to their slots, and the queries run, in parts when the step is large enough. */
+ * values go to their slots, and the queries run, in parts when the step is large enough. Rows of
+ * one sequence (a prompt as rows of one token) come in position order: each goes on from the one
+ * before, and its queries see the keys of the rows before it, all written by then. */
 ss_status *ss_kvpool_attend(ss_kvpool *p, const ss_kv_layer *l, const ss_kv_step *st)
 {
     if (!grow((void **)&p->rows, &p->rows_cap, st->batch, sizeof *p->rows))
@@ -514,7 +517,6 @@ ss_status *ss_kvpool_attend(ss_kvpool *p, const ss_kv_layer *l, const ss_kv_step
         kv_row *row = &p->rows[b];
         row->table = p->table + row->at;
         row_write(p, l, st, b, row);
-        if (row->start + st->seq > row->seq->len) row->seq->len = row->start + st->seq;
     }
     int parts = st->threads > 1 && work >= par_min ? st->threads : 1;
     attend_job j = {p, l, st, st->batch * l->kv_heads, 0, 1, l->kv_heads, 0};

@@ -25,7 +25,8 @@ typedef struct {
 
 /* One attention step over a layer: q [batch, q_heads, seq, head_dim], k/v (the new rows)
  * [batch, kv_heads, seq, head_dim], seq_ids [batch], positions [batch, seq] (consecutive within a
- * row, the first at most the sequence's length: a row appends, or rewrites its last tokens);
+ * row, the first at most the sequence's length: a row appends, or rewrites its last tokens; several
+ * rows of one sequence come in position order, each going on from the one before);
  * out like q. q_heads is a multiple of kv_heads: query head h reads KV head h / (q_heads /
  * kv_heads), as HF's repeat_kv. */
 typedef struct {

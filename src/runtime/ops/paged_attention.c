@@ -11,8 +11,9 @@
  * Concat into the cache, and the shard tool's rewrite takes K from there). Each row b appends
  * them to sequence seq_ids[b] at positions[b, :], then every query attends causally to its
  * sequence's keys at positions up to its own: softmax(scale * Q.K^T) V, query head h reading KV
- * head h / (Hq / Hkv). The graph's attention_mask is not used: rows are whole sequences, never
- * padded.
+ * head h / (Hq / Hkv). The graph's attention_mask is not used: rows are never padded; one sequence
+ * may have several rows in a step (a prompt as one-token rows), in position order, each seeing the
+ * rows before it.
  */
 #include "common.h"
 #include "gemm_kernel.h"
