@@ -31,10 +31,9 @@ struct ss_gen_engine {
     gen_seq *seqs; /* by scheduler slot */
     uint64_t next_handle;
     int64_t next_pool_id;
-    /* the step being run: items reordered so that each call is a range */
+    /* the step being run: one call of its items' rows */
     ss_sched_item *items;
-    int32_t n_items, n_calls, next_call, call_lo, call_hi;
-    int32_t *bounds; /* call k runs items [bounds[k], bounds[k + 1]) */
+    int32_t n_items;
     bool in_call;
     /* the call's inputs */
     int64_t *ids, *pos, *sids, *create, *release;
@@ -62,15 +61,14 @@ ss_status *ss_gen_engine_new(const ss_gen_options *o, ss_gen_engine **out)
     e->row = malloc(sizeof(float) * (size_t)o->vocab);
     e->seqs = calloc(seqs, sizeof *e->seqs);
     e->items = malloc(sizeof *e->items * (size_t)o->sched.max_running);
-    e->bounds = malloc(sizeof *e->bounds * ((size_t)o->sched.max_running + 1));
     e->ids = malloc(sizeof(int64_t) * step);
     e->pos = malloc(sizeof(int64_t) * step);
     e->sids = malloc(sizeof(int64_t) * step);
     e->create = malloc(sizeof(int64_t) * seqs);
     e->release = malloc(sizeof(int64_t) * 2 * seqs);
     e->gone = malloc(sizeof(int32_t) * seqs);
-    if (!e->row || !e->seqs || !e->items || !e->bounds || !e->ids || !e->pos || !e->sids ||
-        !e->create || !e->release || !e->gone) {
+    if (!e->row || !e->seqs || !e->items || !e->ids || !e->pos || !e->sids || !e->create ||
+        !e->release || !e->gone) {
         ss_gen_engine_free(e);
         return ss_errf(SS_ERR_NOMEM, "generation engine for %zu sequences", seqs);
     }
@@ -95,7 +93,6 @@ void ss_gen_engine_free(ss_gen_engine *e)
     free(e->row);
     free(e->seqs);
     free(e->items);
-    free(e->bounds);
     free(e->ids);
     free(e->pos);
     free(e->sids);
@@ -198,27 +195,7 @@ static bool plan_step(ss_gen_engine *e)
     for (int32_t i = 0; i < gone; i++)
         drop_from_pool(e, &e->seqs[e->gone[i]]);
     e->n_items = n;
-    e->n_calls = n > 0;
-    e->bounds[0] = 0, e->bounds[1] = n;
-    e->next_call = 0;
     return n > 0;
-}
-
-static void call_range(const ss_gen_engine *e, int32_t call, int32_t *lo, int32_t *hi)
-{
-    *lo = e->bounds[call];
-    *hi = e->bounds[call + 1];
-}
-
-/* Items of the call whose request is still there (one that failed or finished earlier in the
- * step has left) first in its range; how many. */
-static int32_t live_rows(ss_gen_engine *e)
-{
-    int32_t rows = 0;
-    for (int32_t i = e->call_lo; i < e->call_hi; i++)
-        if (e->seqs[e->items[i].seq].used) e->items[e->call_lo + rows++] = e->items[i];
-    e->call_hi = e->call_lo + rows;
-    return rows;
 }
 
 /* Nothing to run, but pool sequences to free: a call of no rows carries them (the pool is then
@@ -227,8 +204,7 @@ static bool release_only(ss_gen_engine *e, ss_gen_call *call)
 {
     if (!e->n_release) return false;
     *call = (ss_gen_call){.release = e->release, .n_release = e->n_release};
-    e->call_lo = e->call_hi = 0;
-    e->n_calls = e->next_call = 0;
+    e->n_items = 0;
     e->in_call = true;
     return true;
 }
@@ -236,16 +212,11 @@ static bool release_only(ss_gen_engine *e, ss_gen_call *call)
 bool ss_gen_next(ss_gen_engine *e, ss_gen_call *call)
 {
     if (e->in_call) return false;
-    int32_t rows = 0;
-    while (!rows) {
-        if (e->next_call >= e->n_calls && !plan_step(e)) return release_only(e, call);
-        call_range(e, e->next_call, &e->call_lo, &e->call_hi);
-        if (!(rows = live_rows(e))) e->next_call++;
-    }
+    if (!plan_step(e)) return release_only(e, call);
     int32_t n_rows = 0;
     e->n_create = 0;
-    for (int32_t r = 0; r < rows; r++) {
-        const ss_sched_item *it = &e->items[e->call_lo + r];
+    for (int32_t r = 0; r < e->n_items; r++) {
+        const ss_sched_item *it = &e->items[r];
         gen_seq *q = &e->seqs[it->seq];
         if (it->start == 0) { /* a first chunk: a fresh pool sequence */
             drop_from_pool(e, q);
@@ -305,22 +276,21 @@ void ss_gen_done(ss_gen_engine *e, const float *logits, const char *error)
     if (!e->in_call) return;
     e->in_call = false;
     e->n_release = 0; /* sent with the call */
-    int32_t lo = e->call_lo, hi = e->call_hi;
-    if (lo == hi) return; /* a release-only call */
+    int32_t n = e->n_items;
+    if (!n) return; /* a release-only call */
     if (error || !logits) {
-        for (int32_t i = lo; i < hi; i++)
+        for (int32_t i = 0; i < n; i++)
             if (e->seqs[e->items[i].seq].used)
                 finish(e, e->items[i].seq, -1, SS_GEN_FAILED, error ? error : "no logits");
     } else {
-        ss_sched_done(e->sched, e->items + lo, hi - lo);
+        ss_sched_done(e->sched, e->items, n);
         size_t row = 0; /* an item's rows end with its last token's, the one sampled from */
-        for (int32_t i = lo; i < hi; i++) {
+        for (int32_t i = 0; i < n; i++) {
             row += (size_t)e->items[i].n;
             if (e->items[i].sample)
                 take_token(e, &e->items[i], logits + (row - 1) * (size_t)e->o.vocab);
         }
     }
-    e->next_call++;
 }
 
 void ss_gen_pool_lost(ss_gen_engine *e, const char *error)

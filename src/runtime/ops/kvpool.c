@@ -250,7 +250,7 @@ static ss_status *seq_reserve(ss_kvpool *p, kv_seq *s, int64_t tokens)
     return NULL;
 }
 
-/* Grows a scratch array to hold n items (a step's size only grows it the first time). */
+/* Grows a scratch array to hold n items (only a step larger than any before allocates). */
 static bool grow(void **arr, int64_t *cap, int64_t n, size_t item)
 {
     if (n <= *cap) return true;
@@ -261,7 +261,8 @@ static bool grow(void **arr, int64_t *cap, int64_t n, size_t item)
 }
 
 /* Checks one row's sequence and positions and takes the blocks it needs. The sequence's block
- * table goes to p->table from entry *used on (*used grows). */
+ * table goes to p->table from entry *used on (*used grows), or over the previous row's when that
+ * was the same sequence's. */
 static ss_status *row_prepare(ss_kvpool *p, const ss_kv_step *st, int64_t b, kv_row *row,
                               int64_t *used)
 {
@@ -282,13 +283,15 @@ static ss_status *row_prepare(ss_kvpool *p, const ss_kv_step *st, int64_t b, kv_
                            (long long)id, (long long)pos[t], (long long)pos[t - 1]);
     ss_status *err = seq_reserve(p, s, pos[0] + st->seq);
     if (err) return err;
-    if (!grow((void **)&p->table, &p->table_cap, *used + s->n_blocks, sizeof *p->table))
+    /* rows of one sequence in a row (a prompt's) share its table, written again as it grows */
+    int64_t at = b > 0 && p->rows[b - 1].seq == s ? p->rows[b - 1].at : *used;
+    if (!grow((void **)&p->table, &p->table_cap, at + s->n_blocks, sizeof *p->table))
         return ss_errf(SS_ERR_NOMEM, "KV cache block tables");
-    int32_t b_id = s->first, *table = p->table + *used;
+    int32_t b_id = s->first, *table = p->table + at;
     for (int32_t i = 0; i < s->n_blocks; i++, b_id = p->next[b_id])
         table[i] = b_id;
-    *row = (kv_row){s, pos[0], *used, NULL}; /* table: once p->table stops moving */
-    *used += s->n_blocks;
+    *row = (kv_row){s, pos[0], at, NULL}; /* table: once p->table stops moving */
+    *used = at + s->n_blocks;
     if (pos[0] + st->seq > s->len) s->len = pos[0] + st->seq; /* a later row may go on from here */
     return NULL;
 }
@@ -333,54 +336,15 @@ SS_ISA_INLINE float kv_dot(const float *q, const float *key, int hd)
     return dot;
 }
 
-/* One query row against keys 0..n_keys-1 of KV head g: softmax(scale * q.K) V, block by block
- * (a block's keys of one head are contiguous: no division per key). sc: n_keys floats of
- * scratch. Compiled per ISA (isa.h). */
-SS_ISA_INLINE void attend_query_body(const ss_kv_layer *l, int block_size, const int32_t *table,
-                                     int g, const float *q, int64_t n_keys, float scale, float *sc,
-                                     float *out)
-{
-    int hd = l->head_dim;
-    size_t head = (size_t)block_size * (size_t)hd; /* one head's share of a block */
-    float mx = -INFINITY, sum = 0;
-    for (int64_t j0 = 0, i = 0; j0 < n_keys; j0 += block_size, i++) {
-        const float *key = l->k + ((size_t)table[i] * (size_t)l->kv_heads + (size_t)g) * head;
-        int64_t n = n_keys - j0 < block_size ? n_keys - j0 : block_size;
-        for (int64_t t = 0; t < n; t++, key += hd) {
-            float v = kv_dot(q, key, hd) * scale;
-            sc[j0 + t] = v;
-            mx = v > mx ? v : mx;
-        }
-    }
-    for (int64_t j = 0; j < n_keys; j++)
-        sum += sc[j] = expf(sc[j] - mx);
-    float *restrict o = out;
-    memset(o, 0, (size_t)hd * sizeof *o);
-    for (int64_t j0 = 0, i = 0; j0 < n_keys; j0 += block_size, i++) {
-        const float *restrict val =
-            l->v + ((size_t)table[i] * (size_t)l->kv_heads + (size_t)g) * head;
-        int64_t n = n_keys - j0 < block_size ? n_keys - j0 : block_size;
-        for (int64_t t = 0; t < n; t++, val += hd) {
-            float w = sc[j0 + t] / sum;
-            for (int d = 0; d < hd; d++)
-                o[d] += w * val[d];
-        }
-    }
-}
-SS_ISA_VARIANTS(void, attend_query,
-                (const ss_kv_layer *l, int block_size, const int32_t *table, int g, const float *q,
-                 int64_t n_keys, float scale, float *sc, float *out),
-                (l, block_size, table, g, q, n_keys, scale, sc, out))
-
-/* A decode row (one query per head) against its sequence's keys, KV heads g0..g1-1 with their
- * `group` query heads each: the same arithmetic as attend_query, query by query, but the keys and
- * values are read block by block, every head of a block in turn, so the sequence's cache streams
- * through in address order (a block holds all KV heads; per head it would be short runs that the
- * prefetcher starts over and over). q, out: the row's [q_heads, hd]; sc: (g1 - g0) * group rows
- * of n_keys scores. */
+/* One position of a row against its sequence's keys 0..n_keys-1, KV heads g0..g1-1 with their
+ * `group` query heads each (query head h at q + h * stride, its output at out + h * stride):
+ * softmax(scale * q.K) V per query. The keys and values are read block by block, every head of a
+ * block in turn, so the sequence's cache streams through in address order (a block holds all KV
+ * heads; per head it would be short runs that the prefetcher starts over and over). sc: (g1 - g0)
+ * * group rows of n_keys scores. Compiled per ISA (isa.h). */
 SS_ISA_INLINE void attend_row_body(const ss_kv_layer *l, int block_size, const int32_t *table,
-                                   int g0, int g1, int group, const float *q, int64_t n_keys,
-                                   float scale, float *sc, float *out)
+                                   int g0, int g1, int group, const float *q, size_t stride,
+                                   int64_t n_keys, float scale, float *sc, float *out)
 {
     int hd = l->head_dim;
     size_t head = (size_t)block_size * (size_t)hd, block = (size_t)l->kv_heads * head;
@@ -389,7 +353,7 @@ SS_ISA_INLINE void attend_row_body(const ss_kv_layer *l, int block_size, const i
         for (int g = g0; g < g1; g++) {
             const float *keys = l->k + (size_t)table[i] * block + (size_t)g * head;
             for (int r = 0; r < group; r++) {
-                const float *qh = q + (size_t)(g * group + r) * (size_t)hd;
+                const float *qh = q + (size_t)(g * group + r) * stride;
                 float *s = sc + (size_t)((g - g0) * group + r) * (size_t)n_keys + (size_t)j0;
                 for (int64_t t = 0; t < n; t++)
                     s[t] = kv_dot(qh, keys + (size_t)t * (size_t)hd, hd) * scale;
@@ -404,14 +368,14 @@ SS_ISA_INLINE void attend_row_body(const ss_kv_layer *l, int block_size, const i
             sum += s[j] = expf(s[j] - mx);
         for (int64_t j = 0; j < n_keys; j++)
             s[j] = s[j] / sum;
-        memset(out + (size_t)(g0 * group + r) * (size_t)hd, 0, (size_t)hd * sizeof *out);
+        memset(out + (size_t)(g0 * group + r) * stride, 0, (size_t)hd * sizeof *out);
     }
     for (int64_t j0 = 0, i = 0; j0 < n_keys; j0 += block_size, i++) {
         int64_t n = n_keys - j0 < block_size ? n_keys - j0 : block_size;
         for (int g = g0; g < g1; g++) {
             const float *vals = l->v + (size_t)table[i] * block + (size_t)g * head;
             for (int r = 0; r < group; r++) {
-                float *restrict o = out + (size_t)(g * group + r) * (size_t)hd;
+                float *restrict o = out + (size_t)(g * group + r) * stride;
                 const float *w = sc + (size_t)((g - g0) * group + r) * (size_t)n_keys + j0;
                 for (int64_t t = 0; t < n; t++) {
                     const float *restrict val = vals + (size_t)t * (size_t)hd;
@@ -424,18 +388,18 @@ SS_ISA_INLINE void attend_row_body(const ss_kv_layer *l, int block_size, const i
 }
 SS_ISA_VARIANTS(void, attend_row,
                 (const ss_kv_layer *l, int block_size, const int32_t *table, int g0, int g1,
-                 int group, const float *q, int64_t n_keys, float scale, float *sc, float *out),
-                (l, block_size, table, g0, g1, group, q, n_keys, scale, sc, out))
+                 int group, const float *q, size_t stride, int64_t n_keys, float scale, float *sc,
+                 float *out),
+                (l, block_size, table, g0, g1, group, q, stride, n_keys, scale, sc, out))
 
-/* The queries of a step, unit by unit. Decode steps (one position per row): unit u = row u /
- * chunks, KV heads [c * per, (c + 1) * per) of c = u % chunks, through attend_row. Longer rows
- * (prefill chunks): unit u = (row u / kv_heads, KV head u % kv_heads), query by query. */
+/* The queries of a step, unit by unit: unit u = row u / chunks with KV heads [c * per, (c + 1) *
+ * per) of c = u % chunks, every position of the row in turn. */
 typedef struct {
     const ss_kvpool *p;
     const ss_kv_layer *l;
     const ss_kv_step *st;
     int64_t units, next;
-    int chunks, per; /* decode: units of a row, KV heads of a unit */
+    int chunks, per; /* units of a row, KV heads of a unit */
     size_t score_stride;
 } attend_job;
 
@@ -443,29 +407,16 @@ static void attend_units(const attend_job *j, float *sc, int64_t u0, int64_t u1)
 {
     const ss_kv_step *st = j->st;
     int kvh = j->l->kv_heads, group = st->q_heads / kvh;
-    size_t hd = (size_t)j->l->head_dim;
+    size_t hd = (size_t)j->l->head_dim, stride = (size_t)st->seq * hd; /* head to head */
     for (int64_t u = u0; u < u1; u++) {
-        if (st->seq == 1) {
-            int64_t b = u / j->chunks;
-            int g0 = (int)(u % j->chunks) * j->per, g1 = g0 + j->per < kvh ? g0 + j->per : kvh;
-            const kv_row *row = &j->p->rows[b];
-            size_t at = (size_t)b * (size_t)st->q_heads * hd;
-            if (g0 < g1)
-                attend_row(j->l, j->p->block_size, row->table, g0, g1, group, st->q + at,
-                           row->start + 1, st->scale, sc, st->out + at);
-            continue;
-        }
-        int64_t b = u / kvh;
-        int g = (int)(u % kvh);
+        int64_t b = u / j->chunks;
+        int g0 = (int)(u % j->chunks) * j->per, g1 = g0 + j->per < kvh ? g0 + j->per : kvh;
         const kv_row *row = &j->p->rows[b];
-        for (int h = g * group; h < (g + 1) * group; h++)
-            for (int64_t t = 0; t < st->seq; t++) {
-                size_t at =
-                    (((size_t)b * (size_t)st->q_heads + (size_t)h) * (size_t)st->seq + (size_t)t) *
-                    hd;
-                attend_query(j->l, j->p->block_size, row->table, g, st->q + at, row->start + t + 1,
-                             st->scale, sc, st->out + at);
-            }
+        for (int64_t t = 0; g0 < g1 && t < st->seq; t++) {
+            size_t at = ((size_t)b * (size_t)st->q_heads * (size_t)st->seq + (size_t)t) * hd;
+            attend_row(j->l, j->p->block_size, row->table, g0, g1, group, st->q + at, stride,
+                       row->start + t + 1, st->scale, sc, st->out + at);
+        }
     }
 }
 
@@ -519,16 +470,17 @@ ss_status *ss_kvpool_attend(ss_kvpool *p, const ss_kv_layer *l, const ss_kv_step
         row_write(p, l, st, b, row);
     }
     int parts = st->threads > 1 && work >= par_min ? st->threads : 1;
-    attend_job j = {p, l, st, st->batch * l->kv_heads, 0, 1, l->kv_heads, 0};
-    if (st->seq == 1) { /* enough units for the parts: split rows by heads when rows are few */
+    /* enough units for the parts: a decode row's heads split when rows are few; the positions of
+     * a longer row (a prefill chunk) run head by head, each head's keys staying in cache */
+    attend_job j = {p, l, st, 0, 0, l->kv_heads, 1, 0};
+    if (st->seq == 1) {
         int64_t want = 2 * (int64_t)parts;
         j.chunks = st->batch >= want ? 1 : (int)((want + st->batch - 1) / st->batch);
         if (j.chunks > l->kv_heads) j.chunks = l->kv_heads;
         j.per = (l->kv_heads + j.chunks - 1) / j.chunks;
-        j.units = st->batch * j.chunks;
     }
-    j.score_stride =
-        (size_t)(st->seq == 1 ? j.per * (st->q_heads / l->kv_heads) : 1) * (size_t)max_keys;
+    j.units = st->batch * j.chunks;
+    j.score_stride = (size_t)j.per * (size_t)(st->q_heads / l->kv_heads) * (size_t)max_keys;
     if (!grow((void **)&p->scores, &p->scores_cap, parts * (int64_t)j.score_stride,
               sizeof *p->scores))
         parts = 1;

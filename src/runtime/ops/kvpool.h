@@ -59,7 +59,8 @@ int64_t ss_kvpool_free_blocks(const ss_kvpool *p);
 int64_t ss_kvpool_total_blocks(const ss_kvpool *p);
 
 /* Run time: writes the step's k/v into the blocks of each row's sequence, then attends every
- * query to its sequence's keys at positions up to its own (causal). Never allocates. */
+ * query to its sequence's keys at positions up to its own (causal). Allocates only when a step
+ * has more rows, or a longer sequence, than any before (its scratch then grows). */
 ss_status *ss_kvpool_attend(ss_kvpool *p, const ss_kv_layer *l, const ss_kv_step *s);
 /* Test hooks: the work (multiply-adds) from which a step with threads > 1 runs in parts (< 0:
  * the default), and how many steps did. */
