@@ -4,12 +4,15 @@
 Before the guard (src/link/shm_guard.c) a shrink while the agent read an input or wrote an output
 in the mapped region killed the agent with SIGBUS. The model here runs a long MatMul chain on `s`
 and only then reads `x` and writes `y` (y = s @ I @ ... @ I + x), so a shrink a little after the
-request starts lands while the agent computes: the request fails with an error naming the object,
-serve and the agent stay up, and after the client grows the object back the same regions answer
-again. A shrink before the request is refused up front, naming the region."""
+request starts can land while the agent computes; a shrink while the agent is held (SIGSTOP) with
+the request waiting for it lands inside the request every time. Either way the request fails with
+an error naming the object, serve and the agent stay up, and after the client grows the object back
+the same regions answer again. A shrink before the request is refused up front, naming the
+region."""
 
 import json
 import os
+import signal
 import sys
 import threading
 import time
@@ -119,36 +122,57 @@ def answers_right(c, paths, s, x):
     assert np.allclose(y, s + x), "y != s + x"
 
 
-def shrink_during(c, path, delay):
-    """Shrink `path` `delay` seconds into a request; the request's answer."""
+def shrink_during(c, path, delay, stopped=()):
+    """Shrink `path` `delay` seconds into a request; the request's answer. With `stopped` (agent
+    pids) the agents are held (SIGSTOP) from before the request until after the shrink, so the
+    shrink surely lands after serve accepted the request and before the agent is done with it."""
     answer = {}
     t = threading.Thread(target=lambda: answer.update(r=infer(c)))
-    t.start()
-    time.sleep(delay)
-    shrink(path)
+    for pid in stopped:
+        os.kill(pid, signal.SIGSTOP)
+    try:
+        t.start()
+        time.sleep(delay)
+        shrink(path)
+    finally:
+        for pid in stopped:
+            os.kill(pid, signal.SIGCONT)
     t.join(120)
     assert "r" in answer, "no answer to a request whose region was shrunk"
     return answer["r"]
 
 
+def check_shrunk_answer(c, paths, name, st, body):
+    """A 400 naming the object and the region, and saying what happened to it: shrunk (serve or
+    the agent's guard saw it go) or found empty (the agent mapped it after the shrink)."""
+    key = os.path.basename(paths[name])
+    e = body.get("error", "")
+    assert st == 400 and key in e and "region '%s'" % name in e \
+        and ("shrunk" in e or "holds 0 bytes" in e), (st, body, logs(c))
+
+
 def check_shrink_midway(c, paths, name, s, x, period, ranks):
-    """Shrinks `name`'s object while the agent computes, until one request lands the shrink inside
-    the computation (the agent's error) — a few tries, the timing is the OS's."""
-    hits = 0
+    """Shrinks `name`'s object inside a request. First with the agent held (SIGSTOP) while the
+    request waits for it: the shrink lands inside the request every time. Then while the agent
+    computes, a few tries at growing delays: whether one lands inside the computation (the
+    agent's SIGBUS guard) rather than after it is the OS's timing, so those tries check only that
+    every answer is right (200) or a clear error naming the region, and nothing dies."""
+    answers_right(c, paths, s, x)
+    st, body = shrink_during(c, paths[name], 0.5, stopped=ranks)
+    print("shrink %s while the agent is held: %s %s" % (name, st, body), flush=True)
+    check_shrunk_answer(c, paths, name, st, body)
+    alive(c, ranks)
     for attempt in range(6):
         answers_right(c, paths, s, x)
-        st, body = shrink_during(c, paths[name], period * (0.3 + 0.1 * attempt))
+        share = 0.1 + 0.15 * attempt
+        st, body = shrink_during(c, paths[name], period * share)
         alive(c, ranks)
-        print("shrink %s after %.0f%%: %s %s" % (name, 100 * (0.3 + 0.1 * attempt), st, body), flush=True)
+        print("shrink %s after %.0f%%: %s %s" % (name, 100 * share, st, body), flush=True)
         if st == 200:
             continue  # the request was done before the shrink: nothing to prove here
-        key = os.path.basename(paths[name])
-        assert st == 400 and key in body["error"] and "region '%s'" % name in body["error"], \
-            (st, body, logs(c))
-        hits += "shrunk" in body["error"]
+        check_shrunk_answer(c, paths, name, st, body)
         if "while the request used it" in body["error"]:
             break
-    assert hits, "no shrink landed inside a request"
     answers_right(c, paths, s, x)  # the same regions, grown back, answer again
     alive(c, ranks)
 
@@ -166,8 +190,9 @@ def test_shrink_before_and_during_requests():
         x = rng.uniform(-1, 1, (ROWS, COLS)).astype(np.float32)
         answers_right(c, paths, s, x)  # warms the agent's mappings up
         t0 = time.time()
-        answers_right(c, paths, s, x)
+        st, body = infer(c)
         period = time.time() - t0
+        assert st == 200, (st, body)
         print("one request: %.0f ms" % (period * 1e3))
         ranks = rank_pids(c)
         assert ranks, "no agent processes found"
