@@ -11,14 +11,15 @@
  * Prints per shape: the median microseconds per call of each mode and which library auto took;
  * then Conv shapes (NCHW in and out as ONNX has them, constant W and B): own im2col + OpenBLAS
  * against oneDNN including its per-call layout reorders. --bf16 instead: GPT-2-124M's decode
- * MatMuls under --weights bf16 at M = 1 .. 64 rows, the own bf16 kernel (gemm_bf16.c) against
- * oneDNN's bf16 matmul, both on weights prepacked at plan time (the measurement behind
- * ss_gemm_bf16_max_m). --decode: the 49 weight matrices of one GPT-2-124M decode step (12 x
- * 768x2304, 768x768, 768x3072, 3072x768 and the 768x50257 LM head) at M = 1 through the op table,
- * float32 (own GEMV on the weights in place) and --weights bf16 (own GEMV on the packed copy), on
- * 1 and 2 threads, the GEMV's thread split of before issue 15 (legacy) against the current one,
- * and a plain AVX-512 read of the float32 weights on 1 and 2 threads (the floor), all interleaved
- * in rounds; per step: best and median wall ms, GB/s at the median, median process CPU ms.
+ * MatMuls under --weights bf16 at M = 1 .. 256 rows (decode batches, then prefill-sized ones), the
+ * own bf16 kernel (gemm_bf16.c) against oneDNN's bf16 matmul, both on weights prepacked at plan
+ * time (the measurement behind ss_gemm_bf16_max_m). --decode: the 49 weight matrices of one
+ * GPT-2-124M decode step (12 x 768x2304, 768x768, 768x3072, 3072x768 and the 768x50257 LM head) at
+ * M = 1 through the op table, float32 (own GEMV on the weights in place) and --weights bf16 (own
+ * GEMV on the packed copy), on 1 and 2 threads, the GEMV's thread split of before issue 15 (legacy)
+ * against the current one, and a plain AVX-512 read of the float32 weights on 1 and 2 threads (the
+ * floor), all interleaved in rounds; per step: best and median wall ms, GB/s at the median, median
+ * process CPU ms.
  *
  * Every table starts with the CPU's measured f32 FMA peak (fma_peak.h) at 1 and T threads. --mlp:
  * only issue 10's MLP GEMMs (4 layers of 32x4096x4096, each its own constant weights) under each
@@ -333,7 +334,7 @@ static void bf16_table(int threads, int rounds)
 {
     static const int64_t kn[][2] = {
         {768, 2304}, {768, 768}, {768, 3072}, {3072, 768}, {768, 50257}};
-    static const int64_t ms[] = {1, 2, 4, 8, 16, 32, 64};
+    static const int64_t ms[] = {1, 2, 4, 8, 16, 32, 64, 128, 256};
     const char *only_m = getenv("SS_BENCH_M"); /* one M only */
     if (rounds > 64) rounds = 64;
     printf("bf16 weights, own kernel %s vs oneDNN ISA %s, %d thread(s); median us per call "

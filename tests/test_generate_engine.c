@@ -7,7 +7,8 @@
  * also with a pool so small that sequences are preempted and recomputed; stop ids and
  * max_tokens end requests; cancellation and a failed call end theirs and free their pool
  * sequences; a lost pool fails what it held and serves the rest; bad requests are refused naming
- * the input.
+ * the input. The fake answers with a row of logits per row, or (compact) only the call's
+ * logit_rows, which must each be the last row of a sequence in the call; both give the same tokens.
  */
 #include "check.h"
 #include "gen_engine.h"
@@ -27,6 +28,7 @@ typedef struct {
 
 static fake_seq pool[MAX_POOL];
 static int64_t calls, rows_in_calls, max_batch;
+static bool compact; /* the fake returns only the logit_rows' logits, as `shard --kv-pool` makes */
 
 static uint64_t history_hash(const fake_seq *s, int32_t upto)
 {
@@ -36,7 +38,25 @@ static uint64_t history_hash(const fake_seq *s, int32_t upto)
     return h;
 }
 
-/* Runs one call; NULL or the error. logits [batch, seq, VOCAB]. */
+/* Keeps only the call's logit_rows' logits, in order, after checking each is the last row of its
+ * sequence in the call; NULL or the error. */
+static const char *compact_rows(const ss_gen_call *c, float *logits)
+{
+    if (c->n_logit_rows < 1 || c->n_logit_rows > c->batch) return "logit_rows: a bad count";
+    for (int32_t i = 0; i < c->n_logit_rows; i++) {
+        int64_t r = c->logit_rows[i];
+        if (r < 0 || r >= c->batch || (i && r <= c->logit_rows[i - 1]))
+            return "logit_rows: out of range or out of order";
+        if (r + 1 < c->batch && c->seq_ids[r + 1] == c->seq_ids[r])
+            return "logit_rows: a row that is not its sequence's last";
+        memmove(logits + i * c->seq * VOCAB, logits + r * c->seq * VOCAB,
+                sizeof(float) * (size_t)(c->seq * VOCAB));
+    }
+    return NULL;
+}
+
+/* Runs one call; NULL or the error. logits [batch, seq, VOCAB], or [n_logit_rows, seq, VOCAB]
+ * when compact. */
 static const char *fake_run(const ss_gen_call *c, float *logits)
 {
     calls++;
@@ -65,7 +85,13 @@ static const char *fake_run(const ss_gen_call *c, float *logits)
                 row[v] = (float)((h >> (v % 50)) % 1000) / 250.0f; /* 0..4: sampling matters */
         }
     }
-    return NULL;
+    return compact && c->batch ? compact_rows(c, logits) : NULL;
+}
+
+/* The rows of logits fake_run returned for c. */
+static int64_t fake_rows(const ss_gen_call *c)
+{
+    return compact ? c->n_logit_rows : c->batch;
 }
 
 static int live_pool_sequences(void)
@@ -118,7 +144,7 @@ static int64_t drain(ss_gen_engine *e)
         CHECK(c.batch * c.seq <= 256 * 64);
         const char *err = fake_run(&c, logits);
         CHECK_MSG(!err, "%s", err);
-        ss_gen_done(e, err ? NULL : logits, err);
+        ss_gen_done(e, err ? NULL : logits, fake_rows(&c), err);
     }
     return calls - before;
 }
@@ -232,7 +258,7 @@ static void stop_ids_and_cancellation(void)
     static float logits[64 * VOCAB];
     CHECK(ss_gen_next(e, &call));
     CHECK(!fake_run(&call, logits));
-    ss_gen_done(e, logits, NULL);
+    ss_gen_done(e, logits, fake_rows(&call), NULL);
     CHECK(b.n == 1 && !b.ended);
     int live = live_pool_sequences();
     ss_gen_cancel(e, hb);
@@ -255,7 +281,7 @@ static void decodes_and_prompts_share_a_call(void)
     ss_gen_call c;
     static float logits[64 * VOCAB];
     CHECK(ss_gen_next(e, &c) && !fake_run(&c, logits)); /* a's prompt */
-    ss_gen_done(e, logits, NULL);
+    ss_gen_done(e, logits, fake_rows(&c), NULL);
     CHECK(a.n == 1);
     submit(e, 2, false, &b);
     int64_t prompt[64];
@@ -265,11 +291,12 @@ static void decodes_and_prompts_share_a_call(void)
     CHECK_MSG(c.seq == 1 && c.batch == 1 + n, "a call of [%lld, %lld], want [%d, 1]",
               (long long)c.batch, (long long)c.seq, 1 + n);
     CHECK(c.seq_ids[0] != c.seq_ids[1]); /* a's decode, then b's prompt */
+    CHECK(c.n_logit_rows == 2 && c.logit_rows[0] == 0 && c.logit_rows[1] == n); /* each's last */
     for (int32_t k = 0; k < n; k++)
         CHECK(c.seq_ids[1 + k] == c.seq_ids[1] && c.positions[1 + k] == k &&
               c.input_ids[1 + k] == prompt[k]);
     CHECK(!fake_run(&c, logits));
-    ss_gen_done(e, logits, NULL);
+    ss_gen_done(e, logits, fake_rows(&c), NULL);
     CHECK(a.n == 2 && b.n == 1); /* each sampled from its last row */
     drain(e);
     CHECK(a.ended && b.ended && live_pool_sequences() == 0);
@@ -286,7 +313,7 @@ static void a_failed_call_fails_its_requests(void)
     CHECK(ss_gen_next(e, &c)); /* a's prefill alone: b comes after it was planned */
     CHECK(c.batch >= 1 && !fake_run(&c, logits));
     submit(e, 2, false, &b);
-    ss_gen_done(e, NULL, "rank 3: out of memory");
+    ss_gen_done(e, NULL, 0, "rank 3: out of memory");
     drain(e);
     CHECK(a.ended && a.end == SS_GEN_FAILED && strstr(a.error, "rank 3: out of memory"));
     CHECK(b.ended && b.end == SS_GEN_LENGTH);
@@ -304,7 +331,7 @@ static void a_lost_pool_fails_what_it_held(void)
     static float logits[64 * VOCAB];
     for (int k = 0; k < 3 && ss_gen_next(e, &c); k++) {
         CHECK(!fake_run(&c, logits));
-        ss_gen_done(e, logits, NULL);
+        ss_gen_done(e, logits, fake_rows(&c), NULL);
     }
     memset(pool, 0, sizeof pool); /* the agents restarted */
     ss_gen_pool_lost(e, "rank 1 died: killed by signal 9");
@@ -316,6 +343,43 @@ static void a_lost_pool_fails_what_it_held(void)
     for (int i = 0; i < 4; i++)
         CHECK(r[i].ended && (r[i].end == SS_GEN_FAILED || r[i].end == SS_GEN_LENGTH));
     CHECK(ss_gen_active(e) == 0 && live_pool_sequences() == 0);
+    ss_gen_engine_free(e);
+}
+
+/* A model that returns only the sampled rows' logits (logit_rows) gives every request the same
+ * tokens as one that returns a row per row, also batched with preemption; a call answered with
+ * another number of rows fails its requests, naming the counts. */
+static void logit_rows_change_nothing(void)
+{
+    enum { N = 8 };
+    static result every[N], only[N];
+    for (int pass = 0; pass < 2; pass++) {
+        compact = pass == 1;
+        ss_gen_engine *e = engine(40, 4, 64, 16);
+        for (int i = 0; i < N; i++)
+            submit(e, i, true, pass ? &only[i] : &every[i]);
+        drain(e);
+        ss_gen_engine_free(e);
+    }
+    for (int i = 0; i < N; i++)
+        CHECK_MSG(
+            only[i].ended && only[i].end == every[i].end && only[i].n == every[i].n &&
+                !memcmp(only[i].tokens, every[i].tokens, sizeof(int64_t) * (size_t)every[i].n),
+            "request %d differs with logit_rows", i);
+    compact = true;
+    concurrent_equals_alone(true, 40);
+    compact = false;
+    result a;
+    ss_gen_engine *e = engine(64, 4, 64, 8);
+    submit(e, 1, false, &a);
+    ss_gen_call c;
+    static float logits[64 * VOCAB];
+    CHECK(ss_gen_next(e, &c) && !fake_run(&c, logits));
+    CHECK(c.n_logit_rows == 1 && c.logit_rows[0] == c.batch - 1);
+    ss_gen_done(e, logits, c.batch + 1, NULL);
+    CHECK_MSG(a.ended && a.end == SS_GEN_FAILED && strstr(a.error, "rows of logits"), "%s",
+              a.error);
+    CHECK(ss_gen_active(e) == 0);
     ss_gen_engine_free(e);
 }
 
@@ -342,4 +406,4 @@ TEST_MAIN(TEST(greedy_32_streams_equal_their_single_runs),
           TEST(sampled_32_streams_equal_their_single_runs), TEST(preemption_changes_nothing),
           TEST(stop_ids_and_cancellation), TEST(decodes_and_prompts_share_a_call),
           TEST(a_failed_call_fails_its_requests), TEST(a_lost_pool_fails_what_it_held),
-          TEST(bad_requests_are_refused))
+          TEST(logit_rows_change_nothing), TEST(bad_requests_are_refused))

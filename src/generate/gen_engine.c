@@ -8,6 +8,7 @@
  */
 #include "gen_engine.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -36,8 +37,8 @@ struct ss_gen_engine {
     int32_t n_items;
     bool in_call;
     /* the call's inputs */
-    int64_t *ids, *pos, *sids, *create, *release;
-    int32_t n_create, n_release;
+    int64_t *ids, *pos, *sids, *lrows, *create, *release;
+    int32_t n_create, n_release, n_lrows, n_rows;
     int32_t *gone;
 };
 
@@ -64,11 +65,12 @@ ss_status *ss_gen_engine_new(const ss_gen_options *o, ss_gen_engine **out)
     e->ids = malloc(sizeof(int64_t) * step);
     e->pos = malloc(sizeof(int64_t) * step);
     e->sids = malloc(sizeof(int64_t) * step);
+    e->lrows = malloc(sizeof(int64_t) * (size_t)o->sched.max_running);
     e->create = malloc(sizeof(int64_t) * seqs);
     e->release = malloc(sizeof(int64_t) * 2 * seqs);
     e->gone = malloc(sizeof(int32_t) * seqs);
-    if (!e->row || !e->seqs || !e->items || !e->ids || !e->pos || !e->sids || !e->create ||
-        !e->release || !e->gone) {
+    if (!e->row || !e->seqs || !e->items || !e->ids || !e->pos || !e->sids || !e->lrows ||
+        !e->create || !e->release || !e->gone) {
         ss_gen_engine_free(e);
         return ss_errf(SS_ERR_NOMEM, "generation engine for %zu sequences", seqs);
     }
@@ -96,6 +98,7 @@ void ss_gen_engine_free(ss_gen_engine *e)
     free(e->ids);
     free(e->pos);
     free(e->sids);
+    free(e->lrows);
     free(e->create);
     free(e->release);
     free(e->gone);
@@ -214,7 +217,7 @@ bool ss_gen_next(ss_gen_engine *e, ss_gen_call *call)
     if (e->in_call) return false;
     if (!plan_step(e)) return release_only(e, call);
     int32_t n_rows = 0;
-    e->n_create = 0;
+    e->n_create = e->n_lrows = 0;
     for (int32_t r = 0; r < e->n_items; r++) {
         const ss_sched_item *it = &e->items[r];
         gen_seq *q = &e->seqs[it->seq];
@@ -229,16 +232,21 @@ bool ss_gen_next(ss_gen_engine *e, ss_gen_call *call)
             e->ids[n_rows] = q->tokens[it->start + k];
             e->pos[n_rows] = it->start + k;
         }
+        if (it->sample) e->lrows[e->n_lrows++] = n_rows - 1;
     }
+    if (!e->n_lrows) e->lrows[e->n_lrows++] = n_rows - 1; /* none sampled: one row, unread */
+    e->n_rows = n_rows;
     *call = (ss_gen_call){.batch = n_rows,
                           .seq = 1,
                           .input_ids = e->ids,
                           .positions = e->pos,
                           .seq_ids = e->sids,
+                          .logit_rows = e->lrows,
                           .create = e->create,
                           .release = e->release,
                           .n_create = e->n_create,
-                          .n_release = e->n_release};
+                          .n_release = e->n_release,
+                          .n_logit_rows = e->n_lrows};
     e->in_call = true;
     return true;
 }
@@ -271,24 +279,35 @@ static void take_token(ss_gen_engine *e, const ss_sched_item *it, const float *r
         q->cb(q->ctx, token, state, NULL);
 }
 
-void ss_gen_done(ss_gen_engine *e, const float *logits, const char *error)
+void ss_gen_done(ss_gen_engine *e, const float *logits, int64_t rows, const char *error)
 {
     if (!e->in_call) return;
     e->in_call = false;
     e->n_release = 0; /* sent with the call */
     int32_t n = e->n_items;
     if (!n) return; /* a release-only call */
+    char why[160];
+    if (!error && logits && rows != e->n_rows && rows != e->n_lrows) {
+        snprintf(why, sizeof why,
+                 "the model returned %lld rows of logits for a call of %d rows (%d sampled)",
+                 (long long)rows, e->n_rows, e->n_lrows);
+        error = why;
+    }
     if (error || !logits) {
         for (int32_t i = 0; i < n; i++)
             if (e->seqs[e->items[i].seq].used)
                 finish(e, e->items[i].seq, -1, SS_GEN_FAILED, error ? error : "no logits");
     } else {
         ss_sched_done(e->sched, e->items, n);
-        size_t row = 0; /* an item's rows end with its last token's, the one sampled from */
+        /* an item's rows end with its last token's, the one sampled from; with a row of
+         * logits per sampled item they come in item order (equal counts: the same rows) */
+        bool every = rows == e->n_rows;
+        size_t row = 0, sampled = 0;
         for (int32_t i = 0; i < n; i++) {
             row += (size_t)e->items[i].n;
-            if (e->items[i].sample)
-                take_token(e, &e->items[i], logits + (row - 1) * (size_t)e->o.vocab);
+            if (!e->items[i].sample) continue;
+            size_t at = every ? row - 1 : sampled++;
+            take_token(e, &e->items[i], logits + at * (size_t)e->o.vocab);
         }
     }
 }

@@ -50,14 +50,16 @@ typedef void (*ss_gen_on_token)(void *ctx, int64_t token, ss_gen_state state, co
 
 /* One model call: inputs [batch, seq] (input_ids, position_ids) and seq_ids [batch] (the engine
  * sends seq 1: rows of one token, several rows of one sequence in position order for a prompt
- * chunk; the logits row of each row comes back); before it,
- * the KV pool frees `release` and then creates `create`. batch 0: only the frees (the model is
- * not run; ss_gen_done's logits are ignored). Owned by the engine until ss_gen_done. */
+ * chunk); before it, the KV pool frees `release` and then creates `create`. batch 0: only the
+ * frees (the model is not run; ss_gen_done's logits are ignored). logit_rows: the rows whose
+ * logits are sampled (a sequence's last row in the step), at least one; a model that takes them
+ * (`shard --kv-pool`'s input logit_rows) returns n_logit_rows rows of logits, one that does not
+ * returns a row per row. Owned by the engine until ss_gen_done. */
 typedef struct {
     int64_t batch, seq;
-    const int64_t *input_ids, *positions, *seq_ids;
+    const int64_t *input_ids, *positions, *seq_ids, *logit_rows;
     const int64_t *create, *release;
-    int32_t n_create, n_release;
+    int32_t n_create, n_release, n_logit_rows;
 } ss_gen_call;
 
 typedef struct ss_gen_engine ss_gen_engine;
@@ -76,8 +78,9 @@ void ss_gen_cancel(ss_gen_engine *e, uint64_t handle);
 /* The next model call, false when there is nothing to run. Call ss_gen_done before asking again. */
 bool ss_gen_next(ss_gen_engine *e, ss_gen_call *call);
 
-/* The call ran: logits [batch, seq, vocab], or error (every request in it then FAILED). */
-void ss_gen_done(ss_gen_engine *e, const float *logits, const char *error);
+/* The call ran: `rows` rows of logits [rows, seq, vocab] (the call's batch or its n_logit_rows;
+ * any other count fails the call), or error (every request in it then FAILED). */
+void ss_gen_done(ss_gen_engine *e, const float *logits, int64_t rows, const char *error);
 
 /* The pool is gone (its agents restarted): every request with keys and values there fails with
  * error; queued ones (nothing cached) stay. Not during a call: ss_gen_done it first. */

@@ -16,7 +16,8 @@
  * rows) and everything computing it fall away, as do the past inputs and present outputs; an
  * added bias computed from anything but attention_mask, shapes and scalars (ALiBi, a learned
  * relative bias) is not a mask, and such an attention is left alone. A graph input `seq_ids`
- * int64 [batch] is added.
+ * int64 [batch] is added, and `logit_rows` int64 [rows] where the logits come from a MatMul: the
+ * LM head then reads only those rows (Gather, axis 0), the ones the token loop samples.
  *
  * The model proto is edited in place; new strings and messages come from malloc, as protobuf-c's
  * unpacked messages do, so the model's free releases them.
@@ -358,8 +359,8 @@ static ss_status *drop_dead_nodes(Onnx__GraphProto *g, name_set *live)
     return NULL;
 }
 
-/* seq_ids int64 [batch]: a copy of input_ids' declaration cut to its first dim. */
-static ss_status *add_seq_ids(Onnx__GraphProto *g)
+/* An int64 input `name` [batch]: a copy of input_ids' declaration cut to its first dim. */
+static ss_status *add_row_input(Onnx__GraphProto *g, const char *name)
 {
     Onnx__ValueInfoProto *ids = NULL;
     for (size_t i = 0; i < g->n_input; i++)
@@ -373,9 +374,9 @@ static ss_status *add_seq_ids(Onnx__GraphProto *g)
     onnx__value_info_proto__pack(ids, buf);
     Onnx__ValueInfoProto *vi = onnx__value_info_proto__unpack(NULL, len, buf);
     Onnx__ValueInfoProto **in = realloc(g->input, (g->n_input + 1) * sizeof *in);
-    char *name = strdup("seq_ids");
-    if (!vi || !in || !name) {
-        free(name);
+    char *vname = strdup(name);
+    if (!vi || !in || !vname) {
+        free(vname);
         if (vi) onnx__value_info_proto__free_unpacked(vi, NULL);
         if (in) g->input = in;
         return ss_errf(SS_ERR_NOMEM, "out of memory");
@@ -385,10 +386,56 @@ static ss_status *add_seq_ids(Onnx__GraphProto *g)
     shape->n_dim = 1;
     vi->type->tensor_type->elem_type = ONNX__TENSOR_PROTO__DATA_TYPE__INT64;
     free(vi->name);
-    vi->name = name;
+    vi->name = vname;
     g->input = in;
     g->input[g->n_input++] = vi;
     return NULL;
+}
+
+/* The token loop samples from one row of logits per sequence in a step (a prompt chunk's last),
+ * so the LM head need not run on the others: where the logits (the first output) come from a
+ * MatMul, its activations pass through Gather(axis 0) by an input `logit_rows` first, and the
+ * logits have a row per index. A step of 32 decodes and 200 prompt tokens then computes and
+ * returns 32 rows of logits instead of 232. Other graphs keep every row (nothing added). */
+static ss_status *add_logit_rows(Onnx__GraphProto *g)
+{
+    int p = g->n_output ? producer(g, g->output[0]->name) : -1;
+    Onnx__NodeProto *head = p >= 0 ? g->node[p] : NULL;
+    if (!head || strcmp(head->op_type, "MatMul") || head->n_input != 2 ||
+        is_graph_io(g->input, g->n_input, "logit_rows"))
+        return NULL;
+    Onnx__NodeProto *n = calloc(1, sizeof *n);
+    Onnx__NodeProto **nodes = realloc(g->node, (g->n_node + 1) * sizeof *nodes);
+    if (nodes) g->node = nodes;
+    if (!n || !nodes) {
+        free(n);
+        return ss_errf(SS_ERR_NOMEM, "out of memory");
+    }
+    onnx__node_proto__init(n);
+    const char *ins[2] = {head->input[0], "logit_rows"}, *out = "logit_rows/hidden";
+    n->input = str_array(ins, 2), n->n_input = n->input ? 2 : 0;
+    n->output = str_array(&out, 1), n->n_output = n->output ? 1 : 0;
+    n->name = strdup("LogitRows"), n->op_type = strdup("Gather");
+    n->attribute = calloc(1, sizeof *n->attribute);
+    if (n->attribute) n->n_attribute = 1;
+    if (n->attribute)
+        n->attribute[0] = attr_new("axis", ONNX__ATTRIBUTE_PROTO__ATTRIBUTE_TYPE__INT);
+    char *hidden = strdup(out);
+    if (!n->n_input || !n->input[0] || !n->input[1] || !n->n_output || !n->output[0] || !n->name ||
+        !n->op_type || !n->attribute || !n->attribute[0] || !hidden) {
+        free(hidden);
+        onnx__node_proto__free_unpacked(n, NULL);
+        return ss_errf(SS_ERR_NOMEM, "out of memory");
+    }
+    n->attribute[0]->has_i = 1, n->attribute[0]->i = 0;
+    free(head->input[0]);
+    head->input[0] = hidden;
+    memmove(&g->node[p + 1], &g->node[p], (g->n_node - (size_t)p) * sizeof *g->node);
+    g->node[p] = n;
+    g->n_node++;
+    /* declared [batch] like seq_ids (at most a row each; the logits' first dim likewise): the
+     * shard tool then plans and balances pipeline stages at a decode step's cost */
+    return add_row_input(g, "logit_rows");
 }
 
 /* Graph inputs no kept node reads (the mask, the past) go; a past input still read elsewhere is
@@ -477,7 +524,8 @@ ss_status *ss_shard_kvpool_rewrite(ss_onnx_model *m, int *layers)
                      g->node[left]->input[0], *layers);
     if (!st) st = drop_dead_nodes(g, &live);
     if (!st) st = drop_unread_inputs(m, g, &live, past, n_past);
-    if (!st) st = add_seq_ids(g);
+    if (!st) st = add_row_input(g, "seq_ids");
+    if (!st) st = add_logit_rows(g);
     if (!st) st = import_kvpool_domain(m->proto);
     for (int i = 0; i < n_past; i++)
         free(past[i]);

@@ -59,7 +59,7 @@ struct ss_wgen {
     int inflight;      /* calls given out, not done yet (also of engines already gone) */
     pool_state state;
     gen_req *reqs;
-    int64_t probe_tok, probe_pos, probe_seq;
+    int64_t probe_tok, probe_pos, probe_seq, probe_row;
     ss_tokenizer *tk; /* the servable's tokenizer.json (NULL: none) */
     char *tk_why;     /* why it did not load */
     /* Where the last rank writes a micro-batch's logits (slot k for micro-batch k): shared memory
@@ -513,12 +513,14 @@ bool ss_wgen_next(ss_wgen *g, ss_gen_call *call, bool *probe, int *ticket)
     switch (g->state) {
     case POOL_UNKNOWN:
         if (!g->reqs) return false;
-        g->probe_tok = g->probe_pos = 0;
+        g->probe_tok = g->probe_pos = g->probe_row = 0;
         *call = (ss_gen_call){.batch = 1,
                               .seq = 1,
                               .input_ids = &g->probe_tok,
                               .positions = &g->probe_pos,
                               .seq_ids = &g->probe_seq,
+                              .logit_rows = &g->probe_row,
+                              .n_logit_rows = 1,
                               .create = &g->probe_seq,
                               .n_create = 1};
         g->state = PROBE_RUNNING;
@@ -590,10 +592,9 @@ static void start_engine(ss_wgen *g, const ss_tensor *logits, int64_t blocks, in
 /* Logits of a micro-batch's call: [batch, seq, vocab] float32. */
 static const char *check_logits(const micro_batch *m, const ss_tensor *t)
 {
-    if (t && t->dtype == SS_DT_FLOAT32 && t->ndim == 3 && t->dims[0] == m->call_batch &&
-        t->dims[1] == m->call_seq)
-        return NULL;
-    return "the last rank's first output is not float32 logits [batch, seq, vocab] for the call";
+    if (t && t->dtype == SS_DT_FLOAT32 && t->ndim == 3 && t->dims[1] == m->call_seq)
+        return NULL; /* the engine checks the rows: the call's, or its sampled ones */
+    return "the last rank's first output is not float32 logits [rows, seq, vocab] for the call";
 }
 
 void ss_wgen_done(ss_wgen *g, int ticket, const ss_tensor *logits, const char *error,
@@ -624,7 +625,9 @@ void ss_wgen_done(ss_wgen *g, int ticket, const ss_tensor *logits, const char *e
             bool shared = g->lg_base && at >= slot && at < slot + g->lg_slot;
             shared ? g->lg_shared++ : g->lg_link++;
         }
-        ss_gen_done(m->engine, error || !logits ? NULL : (const float *)logits->data, error);
+        bool ok = !error && logits;
+        ss_gen_done(m->engine, ok ? (const float *)logits->data : NULL, ok ? logits->dims[0] : 0,
+                    error);
         return;
     }
     default:

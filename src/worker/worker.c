@@ -859,23 +859,21 @@ static ss_status *collect_inputs(ss_worker *w)
     return NULL;
 }
 
-/* A generative servable's model is fed by the token loop: exactly input_ids, position_ids and
- * seq_ids (int64), a `shard --kv-pool` model's inputs. */
+/* A generative servable's model is fed by the token loop: input_ids, position_ids and seq_ids
+ * (int64), a `shard --kv-pool` model's inputs, and logit_rows (int64) where it takes it. */
 static ss_status *check_gen_model(const ss_worker *w)
 {
-    static const char *const want[] = {"input_ids", "position_ids", "seq_ids"};
-    bool ok = w->n_model_in == 3;
-    for (size_t k = 0; ok && k < 3; k++) {
-        bool found = false;
-        for (size_t i = 0; i < 3 && !found; i++)
-            found = !strcmp(w->model_in[i]->name, want[k]) && w->model_in[i]->dtype == SS_DT_INT64;
-        ok = found;
-    }
-    if (!ok)
+    static const char *const want[] = {"input_ids", "position_ids", "seq_ids", "logit_rows"};
+    size_t found = 0, rows = 0;
+    for (size_t i = 0; i < w->n_model_in; i++)
+        for (size_t k = 0; k < 4; k++)
+            if (!strcmp(w->model_in[i]->name, want[k]) && w->model_in[i]->dtype == SS_DT_INT64)
+                k < 3 ? found++ : rows++;
+    if (found != 3 || w->n_model_in != 3 + rows)
         return ss_errf(SS_ERR_INVALID,
                        "servable %s generates: its model must take input_ids, position_ids and "
-                       "seq_ids (int64), as `shardserve shard --kv-pool` makes it; this one takes "
-                       "%zu inputs, the first '%s'",
+                       "seq_ids (int64) and may take logit_rows, as `shardserve shard --kv-pool` "
+                       "makes it; this one takes %zu inputs, the first '%s'",
                        w->cfg.name, w->n_model_in, w->n_model_in ? w->model_in[0]->name : "");
     return NULL;
 }
@@ -1406,10 +1404,13 @@ static ss_status *gen_inputs(ss_worker *w, job *j, ss_tensor **ins, const char *
     for (size_t k = 0; k < w->n_model_in; k++) {
         const char *n = w->model_in[k]->name;
         ss_tensor *t = &j->inputs[k];
+        int64_t dr[1] = {c->n_logit_rows};
         ss_status *st =
-            !strcmp(n, "seq_ids")
-                ? ss_tensor_borrow(t, SS_DT_INT64, 1, d1, (void *)c->seq_ids,
-                                   (size_t)c->batch * sizeof(int64_t))
+            !strcmp(n, "seq_ids") ? ss_tensor_borrow(t, SS_DT_INT64, 1, d1, (void *)c->seq_ids,
+                                                     (size_t)c->batch * sizeof(int64_t))
+            : !strcmp(n, "logit_rows")
+                ? ss_tensor_borrow(t, SS_DT_INT64, 1, dr, (void *)c->logit_rows,
+                                   (size_t)c->n_logit_rows * sizeof(int64_t))
                 : ss_tensor_borrow(t, SS_DT_INT64, 2, d2,
                                    (void *)(!strcmp(n, "input_ids") ? c->input_ids : c->positions),
                                    nb);

@@ -16,7 +16,7 @@ static ss_tensor prompt, ref;
 
 typedef struct {
     ss_session *s;
-    int ids, pos, seq; /* input indices */
+    int ids, pos, seq, rows; /* input indices (rows: logit_rows, -1 when the model has none) */
     int64_t vocab, blocks;
 } model;
 
@@ -28,9 +28,10 @@ static int input_index(ss_session *s, const char *name)
 }
 
 /* Runs one engine call on the session: the pool's frees and creates, then the model. */
-static ss_status *run_call(model *m, const ss_gen_call *c, const float **logits)
+static ss_status *run_call(model *m, const ss_gen_call *c, const float **logits, int64_t *rows)
 {
     *logits = NULL;
+    *rows = 0;
     for (int32_t i = 0; i < c->n_release; i++) {
         ss_status *st = ss_session_seq_free(m->s, c->release[i]);
         if (st) return st;
@@ -42,15 +43,19 @@ static ss_status *run_call(model *m, const ss_gen_call *c, const float **logits)
     if (!c->batch) return NULL;
     int64_t d2[2] = {c->batch, c->seq}, d1[1] = {c->batch};
     size_t nb = (size_t)(c->batch * c->seq) * sizeof(int64_t);
-    ss_tensor in[3];
+    ss_tensor in[4];
+    int64_t dr[1] = {c->n_logit_rows};
     ss_status *st = ss_tensor_borrow(&in[m->ids], SS_DT_INT64, 2, d2, (void *)c->input_ids, nb);
     if (!st) st = ss_tensor_borrow(&in[m->pos], SS_DT_INT64, 2, d2, (void *)c->positions, nb);
     if (!st)
         st = ss_tensor_borrow(&in[m->seq], SS_DT_INT64, 1, d1, (void *)c->seq_ids,
                               (size_t)c->batch * sizeof(int64_t));
+    if (!st && m->rows >= 0)
+        st = ss_tensor_borrow(&in[m->rows], SS_DT_INT64, 1, dr, (void *)c->logit_rows,
+                              (size_t)c->n_logit_rows * sizeof(int64_t));
     const ss_tensor *outs = NULL;
-    if (!st) st = ss_session_run(m->s, in, 3, &outs);
-    if (!st) *logits = outs[0].data;
+    if (!st) st = ss_session_run(m->s, in, m->rows >= 0 ? 4 : 3, &outs);
+    if (!st) *logits = outs[0].data, *rows = outs[0].dims[0];
     return st;
 }
 
@@ -64,17 +69,21 @@ static void model_open(model *m, size_t kv_bytes)
     m->ids = input_index(m->s, "input_ids");
     m->pos = input_index(m->s, "position_ids");
     m->seq = input_index(m->s, "seq_ids");
+    m->rows = input_index(m->s, "logit_rows");
     CHECK(m->ids >= 0 && m->pos >= 0 && m->seq >= 0);
-    int64_t tok = 0, pos = 0, id = 0, free_blocks = 0;
+    CHECK(ss_session_num_inputs(m->s) == (m->rows >= 0 ? 4 : 3));
+    int64_t tok = 0, pos = 0, id = 0, row = 0, rows = 0, free_blocks = 0;
     ss_gen_call warm = {.batch = 1,
                         .seq = 1,
                         .input_ids = &tok,
                         .positions = &pos,
                         .seq_ids = &id,
+                        .logit_rows = &row,
+                        .n_logit_rows = 1,
                         .create = &id,
                         .n_create = 1};
     const float *logits;
-    CHECK_OK(run_call(m, &warm, &logits));
+    CHECK_OK(run_call(m, &warm, &logits, &rows));
     CHECK_OK(ss_session_seq_free(m->s, 0));
     ss_session_kv_blocks(m->s, &m->blocks, &free_blocks);
     CHECK(m->blocks > 0 && free_blocks == m->blocks);
@@ -111,14 +120,15 @@ static bool drain(model *m, ss_gen_engine *e, int *calls, int *widest)
     bool ok = true;
     while (ss_gen_next(e, &c)) {
         const float *logits = NULL;
-        ss_status *st = run_call(m, &c, &logits);
+        int64_t rows = 0;
+        ss_status *st = run_call(m, &c, &logits, &rows);
         if (c.batch > *widest) *widest = (int)c.batch;
         (*calls)++;
         if (st)
             fprintf(stderr, "call of %lld x %lld: %s\n", (long long)c.batch, (long long)c.seq,
                     st->msg);
         ok = ok && !st;
-        ss_gen_done(e, logits, st ? st->msg : NULL);
+        ss_gen_done(e, logits, rows, st ? st->msg : NULL);
         ss_status_free(st);
     }
     return ok;

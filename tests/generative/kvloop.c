@@ -20,6 +20,7 @@ struct ss_kvloop {
     int n_inputs;
     int ids, pos, mask, logits; /* input/output indices; mask -1 when the graph has none */
     int seq;                    /* seq_ids: the cache is the session's KV block pool; else -1 */
+    int rows;                   /* logit_rows (the one batch row), -1 when the graph has none */
     int64_t seq_id;
     kv_slot *kv;
     int n_kv;
@@ -68,6 +69,8 @@ static ss_status *kvloop_bind(ss_kvloop *l)
             l->mask = i;
         else if (strcmp(vi->name, "seq_ids") == 0)
             l->seq = i;
+        else if (strcmp(vi->name, "logit_rows") == 0)
+            l->rows = i;
         else if (strncmp(vi->name, "past_key_values.", 16) == 0) {
             ss_status *st = kvloop_bind_past(l, i, vi);
             if (st) return st;
@@ -89,7 +92,7 @@ ss_status *ss_kvloop_create(ss_session *s, ss_kvloop **out)
     if (!l) return ss_errf(SS_ERR_NOMEM, "kvloop");
     l->s = s;
     l->n_inputs = ss_session_num_inputs(s);
-    l->ids = l->pos = l->mask = l->logits = l->seq = -1;
+    l->ids = l->pos = l->mask = l->logits = l->seq = l->rows = -1;
     l->kv = calloc((size_t)l->n_inputs, sizeof *l->kv);
     if (!l->kv) {
         free(l);
@@ -148,6 +151,9 @@ static ss_status *kvloop_fill(ss_kvloop *l, const int64_t *tokens, int n, ss_ten
     if (!st) st = ss_tensor_borrow(&in[l->pos], SS_DT_INT64, 2, d_new, pos, nb);
     if (!st && l->seq >= 0)
         st = ss_tensor_borrow(&in[l->seq], SS_DT_INT64, 1, d_new, &l->seq_id, sizeof l->seq_id);
+    static const int64_t row0 = 0, d_row[1] = {1};
+    if (!st && l->rows >= 0)
+        st = ss_tensor_borrow(&in[l->rows], SS_DT_INT64, 1, d_row, (void *)&row0, sizeof row0);
     if (!st && l->mask >= 0)
         st = ss_tensor_borrow(&in[l->mask], SS_DT_INT64, 2, d_mask, mask,
                               (size_t)total * sizeof(int64_t));

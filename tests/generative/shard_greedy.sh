@@ -41,10 +41,15 @@ if kv_pool:
                                            onnx.load(f"{out}/device{r}/model.onnx",
                                                      load_external_data=False).graph.node)
                        for r in range(0, ranks, ranks // stages)])
-    if io != ["input_ids", "position_ids", "seq_ids"] or len(m.graph.output) > 1 or \
-            layers_here != len(heads) // 2:
+    # the LM head's rows come through Gather(logit_rows) on the last stage: logits only for the
+    # rows the token loop samples
+    last = onnx.load(f"{out}/device{ranks - 1}/model.onnx", load_external_data=False).graph
+    if io != ["input_ids", "logit_rows", "position_ids", "seq_ids"] or len(m.graph.output) > 1 or layers_here != len(heads) // 2 or \
+            "logit_rows" not in [i.name for i in last.input] or \
+            not any(n.op_type == "Gather" and "logit_rows" in n.input for n in last.node):
         sys.exit(f"FAIL --kv-pool: inputs {io}, outputs {[o.name for o in m.graph.output]}, "
-                 f"{layers_here} PagedAttention for {len(heads) // 2} layers")
+                 f"{layers_here} PagedAttention for {len(heads) // 2} layers, last stage's "
+                 f"inputs {[i.name for i in last.input]}")
 # two AllReduces per layer at most; exactly two when the heads divide (a layer whose heads do not
 # runs attention whole on every rank, and an MLP whose width does not stays whole too), plus the
 # vocabulary-parallel embedding's one

@@ -14,7 +14,7 @@ static ss_tensor prompt, ref;
 
 typedef struct {
     ss_session *s;
-    int ids, pos, seq; /* input indices */
+    int ids, pos, seq, rows; /* input indices (rows: logit_rows) */
 } paged;
 
 static void paged_open(paged *p, size_t kv_bytes)
@@ -22,20 +22,24 @@ static void paged_open(paged *p, size_t kv_bytes)
     ss_session_options opt = {.kv_cache_bytes = kv_bytes};
     p->s = NULL;
     CHECK_OK(ss_session_create(test_argv[1], &opt, &p->s));
-    p->ids = p->pos = p->seq = -1;
+    p->ids = p->pos = p->seq = p->rows = -1;
     for (int i = 0; p->s && i < ss_session_num_inputs(p->s); i++) {
         const char *n = ss_session_input(p->s, i)->name;
         int *slot = !strcmp(n, "input_ids")      ? &p->ids
                     : !strcmp(n, "position_ids") ? &p->pos
                     : !strcmp(n, "seq_ids")      ? &p->seq
+                    : !strcmp(n, "logit_rows")   ? &p->rows
                                                  : NULL;
         if (slot) *slot = i;
     }
-    CHECK(p->ids >= 0 && p->pos >= 0 && p->seq >= 0 && ss_session_num_inputs(p->s) == 3);
+    CHECK(p->ids >= 0 && p->pos >= 0 && p->seq >= 0 && p->rows >= 0 &&
+          ss_session_num_inputs(p->s) == 4);
 }
 
 /* One step of `t` tokens for each of `batch` sequences (row b: sequence seq[b], its tokens
- * tokens[b*t..] at positions start[b]..); next[b] is the argmax of the row's last logits. */
+ * tokens[b*t..] at positions start[b]..); next[b] is the argmax of the row's last logits. The
+ * model returns logits for the rows in logit_rows: here every row, in reverse order (so a row
+ * that came back from the wrong place would be seen). */
 static ss_status *paged_step(paged *p, int batch, int t, const int64_t *seq, const int64_t *start,
                              const int64_t *tokens, int64_t *next)
 {
@@ -43,16 +47,24 @@ static ss_status *paged_step(paged *p, int batch, int t, const int64_t *seq, con
     for (int b = 0; b < batch; b++)
         for (int i = 0; i < t; i++)
             pos[b * t + i] = start[b] + i;
-    ss_tensor in[3];
+    ss_tensor in[4];
+    int64_t rows[64], d_rows[1] = {batch};
+    for (int b = 0; b < batch; b++)
+        rows[b] = batch - 1 - b;
     size_t nb = (size_t)batch * (size_t)t * sizeof(int64_t);
     ss_status *st = ss_tensor_borrow(&in[p->ids], SS_DT_INT64, 2, d2, (void *)tokens, nb);
     if (!st) st = ss_tensor_borrow(&in[p->pos], SS_DT_INT64, 2, d2, pos, nb);
     if (!st) st = ss_tensor_borrow(&in[p->seq], SS_DT_INT64, 1, d1, (void *)seq, batch * 8u);
+    if (!st) st = ss_tensor_borrow(&in[p->rows], SS_DT_INT64, 1, d_rows, rows, batch * 8u);
     const ss_tensor *outs = NULL;
-    if (!st) st = ss_session_run(p->s, in, 3, &outs);
+    if (!st) st = ss_session_run(p->s, in, 4, &outs);
+    if (!st && outs[0].dims[0] != batch)
+        st = ss_errf(SS_ERR_INVALID, "%lld rows of logits for %d logit_rows",
+                     (long long)outs[0].dims[0], batch);
     for (int b = 0; !st && b < batch; b++) {
         int64_t vocab = outs[0].dims[2];
-        const float *row = (const float *)outs[0].data + ((int64_t)b * t + t - 1) * vocab;
+        const float *row =
+            (const float *)outs[0].data + ((int64_t)(batch - 1 - b) * t + t - 1) * vocab;
         next[b] = 0;
         for (int64_t v = 1; v < vocab; v++)
             next[b] = row[v] > row[next[b]] ? v : next[b];
