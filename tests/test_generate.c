@@ -47,6 +47,39 @@ static void greedy_takes_the_first_maximum(void)
     ss_sampler_free(s);
 }
 
+/* Greedy without penalties reads the logits in place (ss_sample_greedy, the token loop's fast
+ * path): the same first maximum as ss_sample_next wherever it sits in the 64-wide runs it
+ * compares at once (first, inside, across a tie with a later run, the very last id); -1 when the
+ * parameters ask for more than an argmax. */
+static void greedy_in_place_takes_the_first_maximum(void)
+{
+    enum { N = 50257 };
+    static float z[N], copy[N];
+    static const size_t at[][2] = {{0, 9},     {63, 64},       {64, 5000},
+                                   {130, 131}, {N - 1, N - 1}, {40000, N - 1}};
+    ss_sampler *s = sampler(N);
+    ss_sample_params p = ss_sample_defaults();
+    p.temperature = 0;
+    for (size_t c = 0; c < sizeof at / sizeof at[0]; c++) {
+        for (size_t i = 0; i < N; i++)
+            z[i] = (float)((i * 7919) % 1000) / 1000.0f;
+        z[at[c][0]] = z[at[c][1]] = 3.0f; /* two equal maxima: the first wins */
+        memcpy(copy, z, sizeof z);
+        int32_t fast = ss_sample_greedy(s, &p, z);
+        CHECK_MSG(fast == (int32_t)at[c][0], "case %zu: %d, want %zu", c, fast, at[c][0]);
+        CHECK(!memcmp(copy, z, sizeof z)); /* read only */
+        ss_rng rng;
+        ss_rng_seed(&rng, 1);
+        CHECK(ss_sample_next(s, &p, &rng, z, NULL, 0, NULL, 0) == fast);
+    }
+    p.repetition_penalty = 1.1f;
+    CHECK(ss_sample_greedy(s, &p, z) == -1);
+    p = ss_sample_defaults();
+    p.temperature = 0.5f;
+    CHECK(ss_sample_greedy(s, &p, z) == -1);
+    ss_sampler_free(s);
+}
+
 static void top_k_keeps_ties_with_the_kth(void)
 {
     float z[V] = {3, 1, 2, 2, 0, -1};
@@ -376,9 +409,9 @@ static void stop_text_follows_vllm(void)
     ss_tokenizer_free(tk);
 }
 
-TEST_MAIN(TEST(greedy_takes_the_first_maximum), TEST(top_k_keeps_ties_with_the_kth),
-          TEST(top_p_keeps_the_smallest_set_with_mass_p), TEST(top_p_over_a_large_vocabulary),
-          TEST(top_k_over_a_large_vocabulary), TEST(min_p_is_relative_to_the_likeliest),
-          TEST(penalties_follow_ctrl_and_openai), TEST(draws_follow_the_distribution_and_the_seed),
-          TEST(bad_parameters_are_named), TEST(stop_strings_end_and_hold_back),
-          TEST(stop_text_follows_vllm))
+TEST_MAIN(TEST(greedy_takes_the_first_maximum), TEST(greedy_in_place_takes_the_first_maximum),
+          TEST(top_k_keeps_ties_with_the_kth), TEST(top_p_keeps_the_smallest_set_with_mass_p),
+          TEST(top_p_over_a_large_vocabulary), TEST(top_k_over_a_large_vocabulary),
+          TEST(min_p_is_relative_to_the_likeliest), TEST(penalties_follow_ctrl_and_openai),
+          TEST(draws_follow_the_distribution_and_the_seed), TEST(bad_parameters_are_named),
+          TEST(stop_strings_end_and_hold_back), TEST(stop_text_follows_vllm))

@@ -263,10 +263,13 @@ static void take_token(ss_gen_engine *e, const ss_sched_item *it, const float *r
 {
     gen_seq *q = &e->seqs[it->seq];
     if (!q->used || q->cancelled) return; /* ends before the next step */
-    memcpy(e->row, row, sizeof(float) * (size_t)e->o.vocab);
-    int32_t token =
-        ss_sample_next(e->sampler, &q->p.sample, &q->rng, e->row, q->tokens, (size_t)q->n_tokens,
-                       q->tokens + q->n_prompt, (size_t)(q->n_tokens - q->n_prompt));
+    int32_t token = ss_sample_greedy(e->sampler, &q->p.sample, row);
+    if (token < 0) { /* the sampler changes its row */
+        memcpy(e->row, row, sizeof(float) * (size_t)e->o.vocab);
+        token = ss_sample_next(e->sampler, &q->p.sample, &q->rng, e->row, q->tokens,
+                               (size_t)q->n_tokens, q->tokens + q->n_prompt,
+                               (size_t)(q->n_tokens - q->n_prompt));
+    }
     q->tokens[q->n_tokens++] = token;
     ss_sched_append(e->sched, it->seq);
     bool text_stop = q->p.stop_text && ss_stop_text_push(q->p.stop_text, token);

@@ -172,12 +172,34 @@ PER_ISA static float max_of(const float *z, size_t n)
     return r;
 }
 
+/* The first i with z[i] == m, n if none: whole runs of 64 compared at once (vectorised), the
+ * run that holds it scanned one by one. */
+PER_ISA static size_t first_equal(const float *z, size_t n, float m)
+{
+    size_t i = 0;
+    for (; i + 64 <= n; i += 64) {
+        int hit = 0;
+        for (int k = 0; k < 64; k++)
+            hit |= z[i + k] == m;
+        if (hit) break;
+    }
+    for (; i < n; i++)
+        if (z[i] == m) return i;
+    return n;
+}
+
 static int32_t argmax(const float *z, size_t n)
 {
-    float m = max_of(z, n);
-    for (size_t i = 0; i < n; i++)
-        if (z[i] == m) return (int32_t)i; /* the first of equal maxima, as torch.argmax */
-    return 0;                             /* every logit NaN */
+    size_t i = first_equal(z, n, max_of(z, n)); /* the first of equal maxima, as torch.argmax */
+    return i < n ? (int32_t)i : 0;              /* every logit NaN: 0 */
+}
+
+int32_t ss_sample_greedy(const ss_sampler *s, const ss_sample_params *p, const float *logits)
+{
+    if (p->temperature >= 1e-5f || p->repetition_penalty != 1.0f || p->presence_penalty != 0 ||
+        p->frequency_penalty != 0)
+        return -1;
+    return argmax(logits, s->vocab);
 }
 
 /* e^x for x <= 0 within ~2e-7 relative, 0 below -87 (and for -inf): 2^(x log2 e) split into an

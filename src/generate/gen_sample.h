@@ -50,4 +50,8 @@ void ss_sampler_free(ss_sampler *s);
 int32_t ss_sample_next(ss_sampler *s, const ss_sample_params *p, ss_rng *rng, float *logits,
                        const int32_t *seen, size_t n_seen, const int32_t *out, size_t n_out);
 
+/* Greedy without penalties only reads the logits: the next token, as ss_sample_next would give
+ * it, without changing or copying them; -1 when p asks for more (then ss_sample_next). */
+int32_t ss_sample_greedy(const ss_sampler *s, const ss_sample_params *p, const float *logits);
+
 #endif
