@@ -39,6 +39,7 @@
 #include "ops/gemm_f32p.h"
 #include "ops/gemm_kernel.h"
 #include "ops/isa.h"
+#include "ops/kvpool.h"
 #include "ops/onednn.h"
 #include "op.h"
 
@@ -664,10 +665,94 @@ static void mlp_rows(int64_t M, int threads, int rounds, const fma_peak *peak)
         ss_tensor_free(&w[l]);
 }
 
+/* ------------------------------------------------------------------ --attention */
+
+/* One batched decode step's PagedAttention (all 12 layers of GPT-2-124M: 12 heads of 64) for 32
+ * sequences of `len` cached tokens, keys and values in float32 or bf16 blocks: median us per step
+ * over `rounds`, the two pools' steps interleaved. Each step writes one token a sequence and is
+ * then taken back (the sequences are made again), so every round reads the same lengths. */
+enum { AT_SEQS = 32, AT_LAYERS = 12, AT_HEADS = 12, AT_HD = 64 };
+
+static double attention_step(ss_kvpool *pool, ss_kv_layer **layers, int64_t len, int threads,
+                             float *q, float *kv, float *out)
+{
+    int64_t ids[AT_SEQS], pos[AT_SEQS];
+    for (int b = 0; b < AT_SEQS; b++) {
+        ids[b] = b, pos[b] = len;
+        ss_kvpool_seq_free(pool, b);
+        ss_kvpool_seq_create(pool, b);
+    }
+    /* the past: len tokens a sequence, written as one prefill row each (not timed) */
+    for (int b = 0; b < AT_SEQS; b++) {
+        int64_t p0[1024];
+        for (int64_t t = 0; t < len; t++)
+            p0[t] = t;
+        for (int l = 0; l < AT_LAYERS; l++) {
+            ss_kv_step s = {q, kv, kv, &ids[b], p0, out, 1, len, AT_HEADS, 0.125f, 1};
+            ss_status *st = ss_kvpool_attend(pool, layers[l], &s);
+            if (st) fprintf(stderr, "%s\n", st->msg), ss_status_free(st), exit(1);
+        }
+    }
+    double t0 = now_us();
+    for (int l = 0; l < AT_LAYERS; l++) {
+        ss_kv_step s = {q, kv, kv, ids, pos, out, AT_SEQS, 1, AT_HEADS, 0.125f, threads};
+        ss_status *st = ss_kvpool_attend(pool, layers[l], &s);
+        if (st) fprintf(stderr, "%s\n", st->msg), ss_status_free(st), exit(1);
+    }
+    return now_us() - t0;
+}
+
+static void attention_table(int threads, int rounds)
+{
+    static const int64_t lens[] = {64, 256, 512};
+    size_t bytes = (size_t)AT_SEQS * 600 * AT_LAYERS * 2 * AT_HEADS * AT_HD * sizeof(float);
+    float *q = malloc(sizeof(float) * 1024 * AT_HEADS * AT_HD),
+          *kv = malloc(sizeof(float) * 1024 * AT_HEADS * AT_HD),
+          *out = malloc(sizeof(float) * 1024 * AT_HEADS * AT_HD);
+    for (size_t i = 0; i < (size_t)1024 * AT_HEADS * AT_HD; i++)
+        q[i] = (float)((i * 7919) % 1000) / 1000.0f - 0.5f,
+        kv[i] = (float)((i * 104729) % 997) / 997.0f - 0.5f;
+    ss_kvpool *pool[2];
+    ss_kv_layer *layers[2][AT_LAYERS];
+    for (int d = 0; d < 2; d++) {
+        ss_status *st = ss_kvpool_create(bytes, 16, AT_LAYERS, d == 1, &pool[d]);
+        for (int l = 0; !st && l < AT_LAYERS; l++)
+            st = ss_kvpool_layer(pool[d], l, AT_HEADS, AT_HD, &layers[d][l]);
+        if (st) fprintf(stderr, "%s\n", st->msg), exit(1);
+    }
+    int parts = threads > 1 ? ss_gemm_pool_reserve(threads) : 1;
+    printf("PagedAttention, one decode step of %d sequences x %d layers (%d heads of %d), %d "
+           "part(s), ISA %s; median us per step (%s), KV bytes the step reads\n",
+           AT_SEQS, AT_LAYERS, AT_HEADS, AT_HD, parts, ss_isa_name(ss_isa_active),
+           bench_clock == CLOCK_MONOTONIC ? "wall time" : "process CPU time");
+    printf(
+        "| cached tokens | float32 blocks | bf16 blocks | bf16 vs float32 | MB read f32 / bf16 |\n"
+        "|---|---|---|---|---|\n");
+    for (size_t i = 0; i < sizeof lens / sizeof lens[0]; i++) {
+        double t[2][64];
+        for (int r = 0; r < rounds && r < 64; r++)
+            for (int k = 0; k < 2; k++) {
+                int d = r % 2 ? 1 - k : k;
+                t[d][r] = attention_step(pool[d], layers[d], lens[i], parts, q, kv, out);
+            }
+        int n = rounds < 64 ? rounds : 64;
+        qsort(t[0], (size_t)n, sizeof(double), cmp_double);
+        qsort(t[1], (size_t)n, sizeof(double), cmp_double);
+        double mb =
+            (double)AT_SEQS * (double)(lens[i] + 1) * AT_LAYERS * 2 * AT_HEADS * AT_HD * 4 / 1e6;
+        printf("| %lld | %.0f | %.0f | %.2fx | %.0f / %.0f |\n", (long long)lens[i], t[0][n / 2],
+               t[1][n / 2], t[0][n / 2] / t[1][n / 2], mb, mb / 2);
+        fflush(stdout);
+    }
+    for (int d = 0; d < 2; d++)
+        ss_kvpool_free(pool[d]);
+    free(q), free(kv), free(out);
+}
+
 int main(int argc, char **argv)
 {
     int threads = 1, rounds = 5;
-    bool conv_only = false, bf16 = false, mlp = false, decode = false;
+    bool conv_only = false, bf16 = false, mlp = false, decode = false, attention = false;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--cpu-time"))
             bench_clock = CLOCK_PROCESS_CPUTIME_ID;
@@ -679,6 +764,8 @@ int main(int argc, char **argv)
             mlp = true;
         else if (!strcmp(argv[i], "--decode"))
             decode = true;
+        else if (!strcmp(argv[i], "--attention"))
+            attention = true;
         else if (!strcmp(argv[i], "--mlp-rows") && i + 1 < argc) /* e.g. 16,17,32,64,65 */
             for (int n = 0; n < 8 && argv[i + 1][0]; n++) {
                 char *end;
@@ -693,6 +780,10 @@ int main(int argc, char **argv)
     }
     if (threads < 1) threads = 1;
     if (rounds < 1) rounds = 1;
+    if (attention) {
+        attention_table(threads, rounds);
+        return 0;
+    }
     fma_peak peak1 = peak_row(1), peakT = threads > 1 ? peak_row(threads) : peak1;
     if (mlp) {
         printf("oneDNN ISA %s; auto: %s; median us per layer (%s); %% of the FMA peak at the same "

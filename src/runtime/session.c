@@ -1384,7 +1384,9 @@ done:
 
 /* ------------------------------------------------------------------ KV block pool */
 
-/* A pool when the graph has PagedAttention nodes, one layer each. */
+/* A pool when the graph has PagedAttention nodes, one layer each. Its keys and values are bf16
+ * when the weights are (as vLLM's kv_cache_dtype "auto" follows the model's), float32 otherwise;
+ * SHARDSERVE_KV_CACHE_DTYPE=f32|bf16 in the environment decides instead. */
 static ss_status *kvpool_create(ss_session *s)
 {
     int layers = 0;
@@ -1392,7 +1394,14 @@ static ss_status *kvpool_create(ss_session *s)
         layers += s->nodes[i].op == ss_ops_paged_attention;
     if (!layers) return NULL;
     size_t bytes = s->opt.kv_cache_bytes ? s->opt.kv_cache_bytes : (size_t)64 << 20;
-    return ss_kvpool_create(bytes, s->opt.kv_block_size ? s->opt.kv_block_size : 16, layers,
+    bool bf16 = s->opt.weights == SS_WEIGHTS_BF16;
+    const char *dt = getenv("SHARDSERVE_KV_CACHE_DTYPE");
+    if (dt && *dt) {
+        if (strcmp(dt, "f32") && strcmp(dt, "bf16"))
+            return ss_errf(SS_ERR_INVALID, "SHARDSERVE_KV_CACHE_DTYPE=%s: f32 or bf16", dt);
+        bf16 = !strcmp(dt, "bf16");
+    }
+    return ss_kvpool_create(bytes, s->opt.kv_block_size ? s->opt.kv_block_size : 16, layers, bf16,
                             &s->kvpool);
 }
 

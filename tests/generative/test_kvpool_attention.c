@@ -3,7 +3,9 @@
  * sequences of different lengths in one batch, prefills and decodes crossing block boundaries
  * (blocks of 4 tokens), two layers sharing the block tables, grouped-query attention (6 query
  * heads over 2 KV heads; head size 40: the vector lanes of the dot products and a tail), under
- * every ISA level this CPU runs (ops/isa.h) and split over 2 parts of the pool; then the pool's
+ * every ISA level this CPU runs (ops/isa.h) and split over 2 parts of the pool; the same with the
+ * keys and values kept as bf16 (the reference then holds them rounded to bf16, so the arithmetic
+ * must still agree to 1e-5, and the same bytes hold twice the blocks); then the pool's
  * bookkeeping: a freed sequence's blocks come back, a full pool refuses with its size named, and
  * bad sequence ids or positions are named.
  */
@@ -47,6 +49,17 @@ static void dense_attend(const float (*k)[HD], const float (*v)[HD], const float
 }
 
 static int step_threads = 1; /* the parts a step may run in */
+static bool pool_bf16;       /* the pools made keep bf16 keys and values */
+
+/* What a bf16 pool keeps of x: rounded to the nearest bf16, ties to even. */
+static float bf16_round(float x)
+{
+    uint32_t u;
+    memcpy(&u, &x, sizeof u);
+    u = ((u + 0x7fffu + ((u >> 16) & 1)) >> 16) << 16;
+    memcpy(&x, &u, sizeof x);
+    return x;
+}
 
 /* One step of `t` tokens for each of the `batch` sequences in ids, through both layers; checks
  * every output against the dense reference. */
@@ -67,10 +80,14 @@ static void step(ss_kvpool *pool, ss_kv_layer **layers, dense_seq *dense, const 
         for (int b = 0; b < batch; b++)
             for (int g = 0; g < KVH; g++)
                 for (int i = 0; i < t; i++) {
-                    const float *src_k = k + ((b * KVH + g) * t + i) * HD;
-                    memcpy(dense[ids[b]].k[l][g][dense[ids[b]].len + i], src_k, sizeof(float) * HD);
-                    memcpy(dense[ids[b]].v[l][g][dense[ids[b]].len + i],
-                           v + ((b * KVH + g) * t + i) * HD, sizeof(float) * HD);
+                    const float *src_k = k + ((b * KVH + g) * t + i) * HD,
+                                *src_v = v + ((b * KVH + g) * t + i) * HD;
+                    float *dk = dense[ids[b]].k[l][g][dense[ids[b]].len + i],
+                          *dv = dense[ids[b]].v[l][g][dense[ids[b]].len + i];
+                    for (int e = 0; e < HD; e++) {
+                        dk[e] = pool_bf16 ? bf16_round(src_k[e]) : src_k[e];
+                        dv[e] = pool_bf16 ? bf16_round(src_v[e]) : src_v[e];
+                    }
                 }
         ss_kv_step s = {q, k, v, ids, pos, out, batch, t, QH, 0.3f, step_threads};
         CHECK_OK(ss_kvpool_attend(pool, layers[l], &s));
@@ -94,8 +111,8 @@ static void step(ss_kvpool *pool, ss_kv_layer **layers, dense_seq *dense, const 
 static ss_kvpool *make_pool(size_t blocks, ss_kv_layer **layers)
 {
     ss_kvpool *pool = NULL;
-    size_t block_bytes = 2 * KVH * BS * HD * sizeof(float) * LAYERS;
-    CHECK_OK(ss_kvpool_create(blocks * block_bytes, BS, LAYERS, &pool));
+    size_t block_bytes = 2 * KVH * BS * HD * (pool_bf16 ? 2 : sizeof(float)) * LAYERS;
+    CHECK_OK(ss_kvpool_create(blocks * block_bytes, BS, LAYERS, pool_bf16, &pool));
     for (int l = 0; l < LAYERS; l++)
         CHECK_OK(ss_kvpool_layer(pool, 10 + l, KVH, HD, &layers[l]));
     CHECK(ss_kvpool_free_blocks(pool) == (int64_t)blocks);
@@ -155,6 +172,23 @@ static void paged_equals_dense(void)
     step_threads = 1;
 }
 
+/* bf16 keys and values: every ISA level and 2 parts against the reference of the rounded values;
+ * the bytes of 64 float32 blocks hold 128 bf16 ones. */
+static void bf16_blocks_equal_dense(void)
+{
+    pool_bf16 = true;
+    paged_equals_dense();
+    ss_kv_layer *layers[LAYERS];
+    ss_kvpool *pool = NULL;
+    CHECK_OK(
+        ss_kvpool_create(64 * 2 * KVH * BS * HD * sizeof(float) * LAYERS, BS, LAYERS, true, &pool));
+    for (int l = 0; l < LAYERS; l++)
+        CHECK_OK(ss_kvpool_layer(pool, 10 + l, KVH, HD, &layers[l]));
+    CHECK(ss_kvpool_total_blocks(pool) == 128 && layers[0]->bf16);
+    ss_kvpool_free(pool);
+    pool_bf16 = false;
+}
+
 static void full_pool_and_bad_steps(void)
 {
     ss_kv_layer *layers[LAYERS];
@@ -179,9 +213,9 @@ static void full_pool_and_bad_steps(void)
     CHECK_OK(ss_kvpool_seq_create(pool, 2));
     ss_kvpool_free(pool);
     ss_kvpool *tiny = NULL;
-    CHECK_OK(ss_kvpool_create(100, BS, LAYERS, &tiny));
+    CHECK_OK(ss_kvpool_create(100, BS, LAYERS, false, &tiny));
     CHECK_ERR(ss_kvpool_layer(tiny, 0, KVH, HD, &layers[0]), "cannot hold one block");
     ss_kvpool_free(tiny);
 }
 
-TEST_MAIN(TEST(paged_equals_dense), TEST(full_pool_and_bad_steps))
+TEST_MAIN(TEST(paged_equals_dense), TEST(bf16_blocks_equal_dense), TEST(full_pool_and_bad_steps))

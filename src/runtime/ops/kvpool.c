@@ -29,6 +29,7 @@ typedef struct {
 
 struct ss_kvpool {
     size_t bytes;
+    bool bf16;
     int block_size, n_layers, n_bound;
     int64_t n_blocks; /* 0 until the first layer is bound */
     int32_t *next;    /* per block: the next of its chain (sequence or free list), -1 at the end */
@@ -45,7 +46,7 @@ struct ss_kvpool {
     int n_seqs, cap_seqs;
 };
 
-ss_status *ss_kvpool_create(size_t bytes, int block_size, int n_layers, ss_kvpool **out)
+ss_status *ss_kvpool_create(size_t bytes, int block_size, int n_layers, bool bf16, ss_kvpool **out)
 {
     *out = NULL;
     if (block_size < 1 || n_layers < 1 || bytes == 0)
@@ -58,6 +59,7 @@ ss_status *ss_kvpool_create(size_t bytes, int block_size, int n_layers, ss_kvpoo
         return ss_errf(SS_ERR_NOMEM, "KV cache pool");
     }
     p->bytes = bytes, p->block_size = block_size, p->n_layers = n_layers, p->free_head = -1;
+    p->bf16 = bf16;
     *out = p;
     return NULL;
 }
@@ -83,12 +85,18 @@ static double mib(size_t bytes)
     return (double)bytes / (1024.0 * 1024.0);
 }
 
+/* Bytes of one cached key or value element. */
+static size_t elem_bytes(const ss_kvpool *p)
+{
+    return p->bf16 ? sizeof(uint16_t) : sizeof(float);
+}
+
 /* Fixes the block count from the first layer's geometry: the pool's bytes shared by n_layers
  * layers like it. */
 static ss_status *kvpool_size(ss_kvpool *p, int kv_heads, int head_dim)
 {
     size_t per_block = 2 * (size_t)kv_heads * (size_t)p->block_size * (size_t)head_dim *
-                       sizeof(float) * (size_t)p->n_layers;
+                       elem_bytes(p) * (size_t)p->n_layers;
     int64_t n = (int64_t)(p->bytes / per_block);
     if (n > INT32_MAX / p->block_size) n = INT32_MAX / p->block_size;
     if (n < 1)
@@ -110,15 +118,14 @@ static ss_status *kvpool_size(ss_kvpool *p, int kv_heads, int head_dim)
 /* The layers' storage for the pool's current block count. */
 static ss_status *layer_alloc(ss_kvpool *p, ss_kv_layer *l)
 {
-    size_t n =
-        (size_t)p->n_blocks * (size_t)l->kv_heads * (size_t)p->block_size * (size_t)l->head_dim;
-    l->k = malloc(n * sizeof(float));
-    l->v = malloc(n * sizeof(float));
+    size_t n = (size_t)p->n_blocks * (size_t)l->kv_heads * (size_t)p->block_size *
+               (size_t)l->head_dim * elem_bytes(p);
+    l->k = malloc(n);
+    l->v = malloc(n);
     if (l->k && l->v) return NULL;
     free(l->k), free(l->v);
     l->k = l->v = NULL;
-    return ss_errf(SS_ERR_NOMEM, "KV cache layer %lld: %.1f MiB", (long long)l->id,
-                   mib(2 * n * sizeof(float)));
+    return ss_errf(SS_ERR_NOMEM, "KV cache layer %lld: %.1f MiB", (long long)l->id, mib(2 * n));
 }
 
 ss_status *ss_kvpool_layer(ss_kvpool *p, int64_t id, int kv_heads, int head_dim, ss_kv_layer **out)
@@ -138,7 +145,7 @@ ss_status *ss_kvpool_layer(ss_kvpool *p, int64_t id, int kv_heads, int head_dim,
     ss_status *st = p->n_blocks ? NULL : kvpool_size(p, kv_heads, head_dim);
     if (st) return st;
     ss_kv_layer *l = &p->layers[p->n_bound];
-    *l = (ss_kv_layer){id, kv_heads, head_dim, NULL, NULL};
+    *l = (ss_kv_layer){id, kv_heads, head_dim, p->bf16, NULL, NULL};
     st = layer_alloc(p, l);
     if (st) return st;
     p->n_bound++;
@@ -296,14 +303,27 @@ static ss_status *row_prepare(ss_kvpool *p, const ss_kv_step *st, int64_t b, kv_
     return NULL;
 }
 
-/* Where token `pos` of KV head g lives in a layer's keys or values. */
-SS_ISA_INLINE float *slot(const ss_kvpool *p, const ss_kv_layer *l, const int32_t *table,
-                          float *base, int g, int64_t pos)
+/* Where token `pos` of KV head g lives in a layer's keys or values (elements of `elem` bytes). */
+SS_ISA_INLINE void *slot(const ss_kvpool *p, const ss_kv_layer *l, const int32_t *table, void *base,
+                         int g, int64_t pos)
 {
     int64_t block = table[pos / p->block_size];
-    return base + (((size_t)block * (size_t)l->kv_heads + (size_t)g) * (size_t)p->block_size +
-                   (size_t)(pos % p->block_size)) *
-                      (size_t)l->head_dim;
+    return (char *)base +
+           (((size_t)block * (size_t)l->kv_heads + (size_t)g) * (size_t)p->block_size +
+            (size_t)(pos % p->block_size)) *
+               (size_t)l->head_dim * elem_bytes(p);
+}
+
+/* float32 -> bf16, rounded to nearest even (NaN stays NaN). */
+static void to_bf16(const float *src, uint16_t *dst, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        uint32_t u;
+        memcpy(&u, &src[i], sizeof u);
+        dst[i] = (u & 0x7fffffffu) > 0x7f800000u
+                     ? (uint16_t)((u >> 16) | 0x40)
+                     : (uint16_t)((u + 0x7fffu + ((u >> 16) & 1)) >> 16);
+    }
 }
 
 static void row_write(const ss_kvpool *p, const ss_kv_layer *l, const ss_kv_step *st, int64_t b,
@@ -314,23 +334,40 @@ static void row_write(const ss_kvpool *p, const ss_kv_layer *l, const ss_kv_step
         for (int64_t t = 0; t < st->seq; t++) {
             size_t src =
                 (((size_t)b * (size_t)l->kv_heads + (size_t)g) * (size_t)st->seq + (size_t)t) * hd;
-            memcpy(slot(p, l, row->table, l->k, g, row->start + t), st->k + src, bytes);
-            memcpy(slot(p, l, row->table, l->v, g, row->start + t), st->v + src, bytes);
+            void *k = slot(p, l, row->table, l->k, g, row->start + t),
+                 *v = slot(p, l, row->table, l->v, g, row->start + t);
+            if (l->bf16) {
+                to_bf16(st->k + src, k, hd);
+                to_bf16(st->v + src, v, hd);
+            } else {
+                memcpy(k, st->k + src, bytes);
+                memcpy(v, st->v + src, bytes);
+            }
         }
+}
+
+/* Element i of cached keys or values: float, or bf16 widened (its bits are float's top half). */
+SS_ISA_INLINE float kv_at(const void *base, bool bf16, size_t i)
+{
+    if (!bf16) return ((const float *)base)[i];
+    uint32_t u = (uint32_t)((const uint16_t *)base)[i] << 16;
+    float f;
+    memcpy(&f, &u, sizeof f);
+    return f;
 }
 
 /* q . key in DOT_LANES independent partial sums: a plain running sum is a chain the compiler may
  * not reorder (no -ffast-math), so it would stay scalar; lanes vectorize. */
 #define DOT_LANES 16
-SS_ISA_INLINE float kv_dot(const float *q, const float *key, int hd)
+SS_ISA_INLINE float kv_dot(const float *q, const void *key, bool bf16, int hd)
 {
     float lane[DOT_LANES] = {0}, dot = 0;
     int d = 0;
     for (; d + DOT_LANES <= hd; d += DOT_LANES)
         for (int i = 0; i < DOT_LANES; i++)
-            lane[i] += q[d + i] * key[d + i];
+            lane[i] += q[d + i] * kv_at(key, bf16, (size_t)(d + i));
     for (; d < hd; d++)
-        dot += q[d] * key[d];
+        dot += q[d] * kv_at(key, bf16, (size_t)d);
     for (int i = 0; i < DOT_LANES; i++)
         dot += lane[i];
     return dot;
@@ -341,22 +378,26 @@ SS_ISA_INLINE float kv_dot(const float *q, const float *key, int hd)
  * softmax(scale * q.K) V per query. The keys and values are read block by block, every head of a
  * block in turn, so the sequence's cache streams through in address order (a block holds all KV
  * heads; per head it would be short runs that the prefetcher starts over and over). sc: (g1 - g0)
- * * group rows of n_keys scores. Compiled per ISA (isa.h). */
-SS_ISA_INLINE void attend_row_body(const ss_kv_layer *l, int block_size, const int32_t *table,
-                                   int g0, int g1, int group, const float *q, size_t stride,
-                                   int64_t n_keys, float scale, float *sc, float *out)
+ * * group rows of n_keys scores. bf16 is a constant in each caller below, so each gets its own
+ * loops; compiled per ISA (isa.h). */
+SS_ISA_INLINE void attend_row_body(const ss_kv_layer *l, bool bf16, int block_size,
+                                   const int32_t *table, int g0, int g1, int group, const float *q,
+                                   size_t stride, int64_t n_keys, float scale, float *sc,
+                                   float *out)
 {
     int hd = l->head_dim;
+    size_t eb = bf16 ? sizeof(uint16_t) : sizeof(float);
     size_t head = (size_t)block_size * (size_t)hd, block = (size_t)l->kv_heads * head;
     for (int64_t j0 = 0, i = 0; j0 < n_keys; j0 += block_size, i++) {
         int64_t n = n_keys - j0 < block_size ? n_keys - j0 : block_size;
         for (int g = g0; g < g1; g++) {
-            const float *keys = l->k + (size_t)table[i] * block + (size_t)g * head;
+            const char *keys =
+                (const char *)l->k + ((size_t)table[i] * block + (size_t)g * head) * eb;
             for (int r = 0; r < group; r++) {
                 const float *qh = q + (size_t)(g * group + r) * stride;
                 float *s = sc + (size_t)((g - g0) * group + r) * (size_t)n_keys + (size_t)j0;
                 for (int64_t t = 0; t < n; t++)
-                    s[t] = kv_dot(qh, keys + (size_t)t * (size_t)hd, hd) * scale;
+                    s[t] = kv_dot(qh, keys + (size_t)t * (size_t)hd * eb, bf16, hd) * scale;
             }
         }
     }
@@ -373,20 +414,38 @@ SS_ISA_INLINE void attend_row_body(const ss_kv_layer *l, int block_size, const i
     for (int64_t j0 = 0, i = 0; j0 < n_keys; j0 += block_size, i++) {
         int64_t n = n_keys - j0 < block_size ? n_keys - j0 : block_size;
         for (int g = g0; g < g1; g++) {
-            const float *vals = l->v + (size_t)table[i] * block + (size_t)g * head;
+            const char *vals =
+                (const char *)l->v + ((size_t)table[i] * block + (size_t)g * head) * eb;
             for (int r = 0; r < group; r++) {
                 float *restrict o = out + (size_t)(g * group + r) * stride;
                 const float *w = sc + (size_t)((g - g0) * group + r) * (size_t)n_keys + j0;
                 for (int64_t t = 0; t < n; t++) {
-                    const float *restrict val = vals + (size_t)t * (size_t)hd;
+                    const void *val = vals + (size_t)t * (size_t)hd * eb;
                     for (int d = 0; d < hd; d++)
-                        o[d] += w[t] * val[d];
+                        o[d] += w[t] * kv_at(val, bf16, (size_t)d);
                 }
             }
         }
     }
 }
-SS_ISA_VARIANTS(void, attend_row,
+SS_ISA_INLINE void attend_f32_body(const ss_kv_layer *l, int block_size, const int32_t *table,
+                                   int g0, int g1, int group, const float *q, size_t stride,
+                                   int64_t n_keys, float scale, float *sc, float *out)
+{
+    attend_row_body(l, false, block_size, table, g0, g1, group, q, stride, n_keys, scale, sc, out);
+}
+SS_ISA_INLINE void attend_bf16_body(const ss_kv_layer *l, int block_size, const int32_t *table,
+                                    int g0, int g1, int group, const float *q, size_t stride,
+                                    int64_t n_keys, float scale, float *sc, float *out)
+{
+    attend_row_body(l, true, block_size, table, g0, g1, group, q, stride, n_keys, scale, sc, out);
+}
+SS_ISA_VARIANTS(void, attend_f32,
+                (const ss_kv_layer *l, int block_size, const int32_t *table, int g0, int g1,
+                 int group, const float *q, size_t stride, int64_t n_keys, float scale, float *sc,
+                 float *out),
+                (l, block_size, table, g0, g1, group, q, stride, n_keys, scale, sc, out))
+SS_ISA_VARIANTS(void, attend_bf16,
                 (const ss_kv_layer *l, int block_size, const int32_t *table, int g0, int g1,
                  int group, const float *q, size_t stride, int64_t n_keys, float scale, float *sc,
                  float *out),
@@ -414,8 +473,9 @@ static void attend_units(const attend_job *j, float *sc, int64_t u0, int64_t u1)
         const kv_row *row = &j->p->rows[b];
         for (int64_t t = 0; g0 < g1 && t < st->seq; t++) {
             size_t at = ((size_t)b * (size_t)st->q_heads * (size_t)st->seq + (size_t)t) * hd;
-            attend_row(j->l, j->p->block_size, row->table, g0, g1, group, st->q + at, stride,
-                       row->start + t + 1, st->scale, sc, st->out + at);
+            (j->l->bf16 ? attend_bf16 : attend_f32)(j->l, j->p->block_size, row->table, g0, g1,
+                                                    group, st->q + at, stride, row->start + t + 1,
+                                                    st->scale, sc, st->out + at);
         }
     }
 }

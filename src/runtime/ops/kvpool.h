@@ -3,12 +3,14 @@
  *
  * One pool per session, sized once (kv_cache_bytes): n_blocks blocks of block_size tokens, the
  * same block ids in every layer, so one block list per sequence serves all of them. A layer's
- * keys and values are [n_blocks][kv_heads][block_size][head_dim] floats each, allocated when the
- * layer's node is first planned (its heads and head size come from shape inference; a shard has
- * its own share of the heads). Sequences are created and freed by the caller; a step appends
- * tokens at their positions, taking free blocks as a sequence grows, and never copies the past.
- * Blocks are chained per sequence (next[]), so a sequence costs no allocation of its own; each
- * attention call lays its chain out as a block table in the pool's scratch.
+ * keys and values are [n_blocks][kv_heads][block_size][head_dim] each, float32 or bf16 (half the
+ * bytes a token, so twice the tokens in the same pool and half the reads a step; the attention
+ * computes in float32 either way), allocated when the layer's node is first planned (its heads and
+ * head size come from shape inference; a shard has its own share of the heads). Sequences are
+ * created and freed by the caller; a step appends tokens at their positions, taking free blocks as
+ * a sequence grows, and never copies the past. Blocks are chained per sequence (next[]), so a
+ * sequence costs no allocation of its own; each attention call lays its chain out as a block table
+ * in the pool's scratch.
  */
 #ifndef SS_RUNTIME_OPS_KVPOOL_H
 #define SS_RUNTIME_OPS_KVPOOL_H
@@ -20,7 +22,8 @@ typedef struct ss_kvpool ss_kvpool;
 typedef struct {
     int64_t id; /* the node's `layer` attribute */
     int kv_heads, head_dim;
-    float *k, *v;
+    bool bf16; /* k and v hold bf16 (uint16_t), else float */
+    void *k, *v;
 } ss_kv_layer;
 
 /* One attention step over a layer: q [batch, q_heads, seq, head_dim], k/v (the new rows)
@@ -39,7 +42,8 @@ typedef struct {
     int threads; /* parts of the pool it may run in (plan time: ss_gemm_pool_reserve) */
 } ss_kv_step;
 
-ss_status *ss_kvpool_create(size_t bytes, int block_size, int n_layers, ss_kvpool **out);
+/* bf16: keys and values stored as bf16 (rounded to nearest even when written). */
+ss_status *ss_kvpool_create(size_t bytes, int block_size, int n_layers, bool bf16, ss_kvpool **out);
 void ss_kvpool_free(ss_kvpool *p);
 /* Another size while it holds no sequence (the layers get storage for the new block count). */
 ss_status *ss_kvpool_set_bytes(ss_kvpool *p, size_t bytes);
