@@ -4,9 +4,8 @@
  * process so a noisy neighbour hits them alike. This is the measurement behind auto's choice in
  * src/runtime/ops/onednn.c (ss_kernels_use_dnnl); the weights are constant, as initializers are.
  *
- *   bench_kernels [--cpu-time] [--conv-only | --bf16 | --decode | --mlp [--mlp-rows 32,64]]
- * [--threads T]
- *                 [--rounds R]
+ *   bench_kernels [--cpu-time] [--conv-only | --bf16 | --decode | --attention |
+ *                  --mlp [--mlp-rows 32,64]] [--threads T] [--rounds R]
  *
  * Prints per shape: the median microseconds per call of each mode and which library auto took;
  * then Conv shapes (NCHW in and out as ONNX has them, constant W and B): own im2col + OpenBLAS
@@ -24,7 +23,9 @@
  * Every table starts with the CPU's measured f32 FMA peak (fma_peak.h) at 1 and T threads. --mlp:
  * only issue 10's MLP GEMMs (4 layers of 32x4096x4096, each its own constant weights) under each
  * mode at 1 and T threads, as GFLOP/s and % of that peak (CPU-time rate: the cores' speed when
- * they run); --mlp-rows sets other row counts.
+ * they run); --mlp-rows sets other row counts. --attention: the KV pool's PagedAttention for one
+ * decode step of 32 sequences (GPT-2-124M's 12 layers of 12 heads of 64) at 64, 256 and 512
+ * cached tokens, float32 blocks against bf16 blocks (src/runtime/ops/kvpool.c), interleaved.
  */
 #include <cblas.h>
 #include <immintrin.h>
@@ -34,6 +35,7 @@
 #include <sys/mman.h>
 #include <time.h>
 
+#include "cpu_model.h"
 #include "fma_peak.h"
 #include "ops/gemm_bf16.h"
 #include "ops/gemm_f32p.h"
@@ -721,9 +723,12 @@ static void attention_table(int threads, int rounds)
         if (st) fprintf(stderr, "%s\n", st->msg), exit(1);
     }
     int parts = threads > 1 ? ss_gemm_pool_reserve(threads) : 1;
+    char cpu[256];
+    cpu_model_name(cpu, sizeof cpu);
+    printf("CPU: %s; attention ISA %s\n", cpu, ss_isa_name(ss_isa_active));
     printf("PagedAttention, one decode step of %d sequences x %d layers (%d heads of %d), %d "
-           "part(s), ISA %s; median us per step (%s), KV bytes the step reads\n",
-           AT_SEQS, AT_LAYERS, AT_HEADS, AT_HD, parts, ss_isa_name(ss_isa_active),
+           "part(s); median us per step (%s), KV bytes the step reads\n",
+           AT_SEQS, AT_LAYERS, AT_HEADS, AT_HD, parts,
            bench_clock == CLOCK_MONOTONIC ? "wall time" : "process CPU time");
     printf(
         "| cached tokens | float32 blocks | bf16 blocks | bf16 vs float32 | MB read f32 / bf16 |\n"

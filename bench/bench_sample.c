@@ -11,6 +11,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "cpu_model.h"
 #include "gen_sample.h"
 
 static double now_s(void)
@@ -73,15 +74,8 @@ int main(int argc, char **argv)
 {
     int rounds = argc > 1 ? atoi(argv[1]) : 9;
     if (rounds < 1) rounds = 1;
-    char cpu[256] = "unknown";
-    FILE *f = fopen("/proc/cpuinfo", "r");
-    for (char line[4096]; f && fgets(line, sizeof line, f);)
-        if (!strncmp(line, "model name", 10) && strchr(line, ':')) {
-            snprintf(cpu, sizeof cpu, "%s", strchr(line, ':') + 2);
-            cpu[strcspn(cpu, "\n")] = 0;
-            break;
-        }
-    if (f) fclose(f);
+    char cpu[256];
+    cpu_model_name(cpu, sizeof cpu);
     printf("CPU: %s; ISA: avx512f %s, avx2 %s (the sampler's passes are cloned per ISA)\n", cpu,
            __builtin_cpu_supports("avx512f") ? "yes" : "no",
            __builtin_cpu_supports("avx2") ? "yes" : "no");
