@@ -101,8 +101,27 @@ bool ss_dtype_is_int(ss_dtype dt);
 
 float ss_f16_to_f32(uint16_t h);
 uint16_t ss_f32_to_f16(float f);
-float ss_bf16_to_f32(uint16_t h);
-uint16_t ss_f32_to_bf16(float f);
+
+/* bf16 <-> float32 (bf16 is float32's top half; rounded to nearest even, a NaN stays a quiet
+ * NaN). Inline: kernels convert element by element in their inner loops. */
+static inline float ss_bf16_to_f32(uint16_t h)
+{
+    union {
+        uint32_t u;
+        float f;
+    } v = {.u = (uint32_t)h << 16};
+    return v.f;
+}
+
+static inline uint16_t ss_f32_to_bf16(float f)
+{
+    union {
+        float f;
+        uint32_t u;
+    } v = {.f = f};
+    if ((v.u & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((v.u >> 16) | 0x40);
+    return (uint16_t)((v.u + 0x7fffu + ((v.u >> 16) & 1u)) >> 16);
+}
 
 /* ---------------------------------------------------------------- tensors */
 

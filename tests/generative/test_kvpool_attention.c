@@ -51,14 +51,10 @@ static void dense_attend(const float (*k)[HD], const float (*v)[HD], const float
 static int step_threads = 1; /* the parts a step may run in */
 static bool pool_bf16;       /* the pools made keep bf16 keys and values */
 
-/* What a bf16 pool keeps of x: rounded to the nearest bf16, ties to even. */
+/* What a bf16 pool keeps of x. */
 static float bf16_round(float x)
 {
-    uint32_t u;
-    memcpy(&u, &x, sizeof u);
-    u = ((u + 0x7fffu + ((u >> 16) & 1)) >> 16) << 16;
-    memcpy(&x, &u, sizeof x);
-    return x;
+    return ss_bf16_to_f32(ss_f32_to_bf16(x));
 }
 
 /* One step of `t` tokens for each of the `batch` sequences in ids, through both layers; checks

@@ -122,15 +122,6 @@ unsigned long ss_gemm_bf16_calls(ss_bf16_variant v)
 
 /* ------------------------------------------------------------------ packing */
 
-static uint16_t round_bf16(float f)
-{
-    uint32_t u;
-    memcpy(&u, &f, sizeof u);
-    if ((u & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((u >> 16) | 0x40); /* quiet NaN */
-    u += 0x7fffu + ((u >> 16) & 1u);
-    return (uint16_t)(u >> 16);
-}
-
 static int64_t row_pairs(int64_t K)
 {
     return (K + 1) / 2;
@@ -171,7 +162,7 @@ void ss_gemm_bf16_pack(const float *B, int64_t K, int64_t N, int64_t ldb, bool t
                 for (int par = 0; par < 2; par++) {
                     int64_t k = 2 * kp + par, n = b * BLOCK + c;
                     float v = k < K && n < N ? B[tb ? n * ldb + k : k * ldb + n] : 0.0f;
-                    o[2 * c + par] = round_bf16(v);
+                    o[2 * c + par] = ss_f32_to_bf16(v);
                 }
         }
 }
@@ -484,8 +475,8 @@ static void round_rows(bf16_job *j, uint32_t *out)
     for (int64_t r = 0; r < j->M; r++)
         for (int64_t kp = 0; kp < j->KP; kp++) {
             const float *a = j->A + r * j->lda + 2 * kp;
-            uint32_t hi = 2 * kp + 1 < j->K ? round_bf16(a[1]) : 0;
-            out[r * j->KP + kp] = round_bf16(a[0]) | hi << 16;
+            uint32_t hi = 2 * kp + 1 < j->K ? ss_f32_to_bf16(a[1]) : 0;
+            out[r * j->KP + kp] = ss_f32_to_bf16(a[0]) | hi << 16;
         }
     j->Ab = out;
 }

@@ -303,7 +303,7 @@ static ss_status *row_prepare(ss_kvpool *p, const ss_kv_step *st, int64_t b, kv_
     return NULL;
 }
 
-/* Where token `pos` of KV head g lives in a layer's keys or values (elements of `elem` bytes). */
+/* Where token `pos` of KV head g lives in a layer's keys or values (elements of elem_bytes). */
 SS_ISA_INLINE void *slot(const ss_kvpool *p, const ss_kv_layer *l, const int32_t *table, void *base,
                          int g, int64_t pos)
 {
@@ -312,18 +312,6 @@ SS_ISA_INLINE void *slot(const ss_kvpool *p, const ss_kv_layer *l, const int32_t
            (((size_t)block * (size_t)l->kv_heads + (size_t)g) * (size_t)p->block_size +
             (size_t)(pos % p->block_size)) *
                (size_t)l->head_dim * elem_bytes(p);
-}
-
-/* float32 -> bf16, rounded to nearest even (NaN stays NaN). */
-static void to_bf16(const float *src, uint16_t *dst, size_t n)
-{
-    for (size_t i = 0; i < n; i++) {
-        uint32_t u;
-        memcpy(&u, &src[i], sizeof u);
-        dst[i] = (u & 0x7fffffffu) > 0x7f800000u
-                     ? (uint16_t)((u >> 16) | 0x40)
-                     : (uint16_t)((u + 0x7fffu + ((u >> 16) & 1)) >> 16);
-    }
 }
 
 static void row_write(const ss_kvpool *p, const ss_kv_layer *l, const ss_kv_step *st, int64_t b,
@@ -337,8 +325,10 @@ static void row_write(const ss_kvpool *p, const ss_kv_layer *l, const ss_kv_step
             void *k = slot(p, l, row->table, l->k, g, row->start + t),
                  *v = slot(p, l, row->table, l->v, g, row->start + t);
             if (l->bf16) {
-                to_bf16(st->k + src, k, hd);
-                to_bf16(st->v + src, v, hd);
+                for (size_t d = 0; d < hd; d++) {
+                    ((uint16_t *)k)[d] = ss_f32_to_bf16(st->k[src + d]);
+                    ((uint16_t *)v)[d] = ss_f32_to_bf16(st->v[src + d]);
+                }
             } else {
                 memcpy(k, st->k + src, bytes);
                 memcpy(v, st->v + src, bytes);
@@ -349,11 +339,7 @@ static void row_write(const ss_kvpool *p, const ss_kv_layer *l, const ss_kv_step
 /* Element i of cached keys or values: float, or bf16 widened (its bits are float's top half). */
 SS_ISA_INLINE float kv_at(const void *base, bool bf16, size_t i)
 {
-    if (!bf16) return ((const float *)base)[i];
-    uint32_t u = (uint32_t)((const uint16_t *)base)[i] << 16;
-    float f;
-    memcpy(&f, &u, sizeof f);
-    return f;
+    return bf16 ? ss_bf16_to_f32(((const uint16_t *)base)[i]) : ((const float *)base)[i];
 }
 
 /* q . key in DOT_LANES independent partial sums: a plain running sum is a chain the compiler may
