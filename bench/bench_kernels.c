@@ -4,7 +4,7 @@
  * process so a noisy neighbour hits them alike. This is the measurement behind auto's choice in
  * src/runtime/ops/onednn.c (ss_kernels_use_dnnl); the weights are constant, as initializers are.
  *
- *   bench_kernels [--cpu-time] [--conv-only | --bf16 | --decode | --attention |
+ *   bench_kernels [--cpu-time] [--conv-only | --bf16 | --decode | --attention | --step |
  *                  --mlp [--mlp-rows 32,64]] [--threads T] [--rounds R]
  *
  * Prints per shape: the median microseconds per call of each mode and which library auto took;
@@ -26,6 +26,9 @@
  * they run); --mlp-rows sets other row counts. --attention: the KV pool's PagedAttention for one
  * decode step of 32 sequences (GPT-2-124M's 12 layers of 12 heads of 64) at 64, 256 and 512
  * cached tokens, float32 blocks against bf16 blocks (src/runtime/ops/kvpool.c), interleaved.
+ * --step: the 49 bf16 matrices of one GPT-2-124M step at M = 32 rows (SS_BENCH_M), 250 MB, so
+ * streamed from memory as served: the bf16 kernel's k-chunk sizes, with and without the prefetch
+ * of the next chunk, against whole-k tiles (gemm_bf16.c), interleaved.
  */
 #include <cblas.h>
 #include <immintrin.h>
@@ -596,6 +599,77 @@ static void decode_table(int rounds)
     }
 }
 
+/* --step: the 49 bf16 weight matrices of one GPT-2-124M step at M rows (batched decode, default
+ * 32; SS_BENCH_M), 250 MB of packed weights, more than any cache, so every call streams its
+ * weights from memory as in the served model: the kernel's k-chunks with the next chunk
+ * prefetched against whole-k tiles, interleaved rounds. */
+static void step_table(int threads, int rounds)
+{
+    if (!ss_gemm_bf16_supported(SS_BF16_AVX512) && !ss_gemm_bf16_supported(SS_BF16_AVX2)) {
+        printf("--step: needs AVX2 or AVX-512\n");
+        return;
+    }
+    const char *env_m = getenv("SS_BENCH_M");
+    int64_t M = env_m ? strtoll(env_m, NULL, 10) : 32;
+    static const int64_t kn[4][2] = {{768, 2304}, {768, 768}, {768, 3072}, {3072, 768}};
+    static node_run runs[STEP_MATS];
+    static ss_tensor in[STEP_MATS][2];
+    int64_t a0[2] = {M, 768}, a1[2] = {M, 3072};
+    ss_tensor a[2] = {rand_tensor(2, a0), rand_tensor(2, a1)};
+    double flop = 0;
+    ss_gemm_pool_reserve(threads);
+    ss_gemm_bf16_force_max_m(M);
+    for (int i = 0; i < STEP_MATS; i++) {
+        int64_t K = i == STEP_MATS - 1 ? 768 : kn[i % 4][0],
+                N = i == STEP_MATS - 1 ? 50257 : kn[i % 4][1];
+        int64_t bd[2] = {K, N};
+        in[i][0] = a[K == 768 ? 0 : 1];
+        in[i][1] = rand_tensor(2, bd);
+        shape s = {"step", "MatMul", M, K, N, false, false};
+        node_make(&runs[i], &s, in[i], threads, true);
+        free(in[i][1].data); /* the packed copy is what runs */
+        flop += 2.0 * (double)M * (double)K * (double)N;
+    }
+    ss_gemm_bf16_force_max_m(-1);
+    static const struct {
+        const char *name;
+        int64_t kp;
+        bool prefetch;
+    } cfg[] = {{"whole k per tile, no prefetch (the tiling before)", 1 << 30, false},
+               {"chunks of 64 k pairs, next prefetched", 64, true},
+               {"chunks of 128 k pairs, next prefetched (default)", 0, true},
+               {"chunks of 128 k pairs, no prefetch", 128, false},
+               {"chunks of 256 k pairs, next prefetched", 256, true}};
+    enum { N_CFG = sizeof cfg / sizeof *cfg };
+    double *t[N_CFG];
+    for (int c = 0; c < N_CFG; c++)
+        t[c] = calloc((size_t)rounds, sizeof(double));
+    for (int r = 0; r < rounds; r++)
+        for (int ci = 0; ci < N_CFG; ci++) {
+            int c = r % 2 ? N_CFG - 1 - ci : ci;
+            ss_gemm_bf16_force_chunk(cfg[c].kp, cfg[c].prefetch);
+            double t0 = clock_ms(bench_clock);
+            for (int rep = 0; rep < 3; rep++)
+                for (int i = 0; i < STEP_MATS; i++)
+                    runs[i].def->run(&runs[i].k);
+            t[c][r] = (clock_ms(bench_clock) - t0) / 3;
+        }
+    ss_gemm_bf16_force_chunk(0, true);
+    char cpu[128];
+    cpu_model_name(cpu, sizeof cpu);
+    printf("CPU: %s\n", cpu);
+    printf("GPT-2-124M step at M = %lld, 49 bf16 matrices (%.0f MB packed), kernel %s, %d "
+           "thread(s); %d interleaved rounds of 3 steps\n",
+           (long long)M, flop / (double)M / 1e6, ss_gemm_bf16_name(ss_gemm_bf16_pick()), threads,
+           rounds);
+    printf("| tiles | median ms/step | GFLOP/s | best ms/step |\n|---|---:|---:|---:|\n");
+    for (int c = 0; c < N_CFG; c++) {
+        int m = cmp_double_med(t[c], rounds);
+        printf("| %s | %.2f | %.0f | %.2f |\n", cfg[c].name, t[c][m], flop / t[c][m] / 1e6,
+               t[c][0]);
+    }
+}
+
 /* --mlp's row counts (issue 10's batch is 32; the others bound the own packed kernel's range) */
 static int64_t mlp_ms[8] = {32};
 
@@ -757,7 +831,8 @@ static void attention_table(int threads, int rounds)
 int main(int argc, char **argv)
 {
     int threads = 1, rounds = 5;
-    bool conv_only = false, bf16 = false, mlp = false, decode = false, attention = false;
+    bool conv_only = false, bf16 = false, mlp = false, decode = false, attention = false,
+         step = false;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--cpu-time"))
             bench_clock = CLOCK_PROCESS_CPUTIME_ID;
@@ -771,6 +846,8 @@ int main(int argc, char **argv)
             decode = true;
         else if (!strcmp(argv[i], "--attention"))
             attention = true;
+        else if (!strcmp(argv[i], "--step"))
+            step = true;
         else if (!strcmp(argv[i], "--mlp-rows") && i + 1 < argc) /* e.g. 16,17,32,64,65 */
             for (int n = 0; n < 8 && argv[i + 1][0]; n++) {
                 char *end;
@@ -806,6 +883,10 @@ int main(int argc, char **argv)
         return 0;
     }
     openblas_set_num_threads(threads);
+    if (step) {
+        step_table(threads, rounds);
+        return 0;
+    }
     if (decode) {
         decode_table(rounds);
         return 0;

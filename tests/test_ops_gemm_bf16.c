@@ -78,7 +78,8 @@ static void check_variant(ss_bf16_variant v, shape s, int threads, float *row0)
 static const ss_bf16_variant variants[] = {SS_BF16_C, SS_BF16_AVX2, SS_BF16_AVX512,
                                            SS_BF16_AVX512_DOT};
 
-/* Odd K (the padded last pair), N off the 64-column blocks, M off the 4-row tiles,
+/* Odd K (the padded last pair), N off the 64-column blocks, M off the 4-row tiles, more rows
+ * than a block's chunks run over at once (70) and K in several chunks with a short last (1001),
  * accumulation into C and transposed weights (Gemm transB); one row over 14 and 53 blocks
  * (the GEMV's groups of 6 blocks and a shorter last group). */
 static void test_every_variant_within_bf16_of_f32(void)
@@ -86,7 +87,8 @@ static void test_every_variant_within_bf16_of_f32(void)
     static const shape shapes[] = {{1, 768, 2304, false, false}, {1, 77, 130, false, true},
                                    {3, 301, 65, true, false},    {5, 64, 64, false, false},
                                    {17, 129, 200, true, true},   {64, 96, 320, false, false},
-                                   {1, 301, 837, true, true},    {1, 96, 3390, false, false}};
+                                   {1, 301, 837, true, true},    {1, 96, 3390, false, false},
+                                   {70, 300, 130, false, false}, {9, 1001, 200, true, false}};
     int ran = 0;
     for (size_t v = 0; v < sizeof variants / sizeof *variants; v++) {
         if (!ss_gemm_bf16_supported(variants[v])) {
@@ -122,6 +124,29 @@ static void test_row_independent_of_batch_and_threads(void)
         ss_pool_set_spin_us(-1);
         CHECK_MSG(!memcmp(one, one_thread, sizeof one), "%s: row 0 changes with the claims",
                   ss_gemm_bf16_name(variants[v]));
+    }
+}
+
+/* The k chunks a block's tiles run over (and the prefetch of the next) change no bit: the
+ * accumulators go to memory between chunks exactly and each output's k order stays. */
+static void test_chunks_change_nothing(void)
+{
+    ss_gemm_pool_reserve(2);
+    static const struct {
+        int64_t kp;
+        bool prefetch;
+    } chunks[] = {{0, true}, {7, false}, {64, true}, {1 << 30, false}};
+    for (size_t v = 0; v < sizeof variants / sizeof *variants; v++) {
+        if (!ss_gemm_bf16_supported(variants[v])) continue;
+        float first[200], other[200];
+        for (size_t c = 0; c < sizeof chunks / sizeof *chunks; c++) {
+            ss_gemm_bf16_force_chunk(chunks[c].kp, chunks[c].prefetch);
+            check_variant(variants[v], (shape){9, 1001, 200, false, false}, 2, c ? other : first);
+            CHECK_MSG(c == 0 || !memcmp(first, other, sizeof first),
+                      "%s: chunks of %lld k pairs change the result",
+                      ss_gemm_bf16_name(variants[v]), (long long)chunks[c].kp);
+        }
+        ss_gemm_bf16_force_chunk(0, true);
     }
 }
 
@@ -236,6 +261,6 @@ static void test_matmul_batched_decode_crossover(void)
 }
 
 TEST_MAIN(TEST(test_every_variant_within_bf16_of_f32),
-          TEST(test_row_independent_of_batch_and_threads),
+          TEST(test_row_independent_of_batch_and_threads), TEST(test_chunks_change_nothing),
           TEST(test_matmul_decode_shape_takes_bf16_path),
           TEST(test_matmul_batched_decode_crossover))

@@ -47,6 +47,8 @@ int64_t ss_gemm_bf16_max_m(int64_t N);
 void ss_gemm_bf16_force_max_m(int64_t m);
 /* Bench hook: row tiles of at most `rows` (1 .. 6; 0 restores the default, 6). */
 void ss_gemm_bf16_force_tile_rows(int rows);
+/* Bench hook: chunks of kp k pairs (0: the default), the next chunk prefetched or not. */
+void ss_gemm_bf16_force_chunk(int64_t kp, bool prefetch);
 /* How many calls ran on variant v. */
 unsigned long ss_gemm_bf16_calls(ss_bf16_variant v);
 
