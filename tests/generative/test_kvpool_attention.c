@@ -2,7 +2,7 @@
  * The KV block pool's attention (src/runtime/ops/kvpool.c) against a dense reference: several
  * sequences of different lengths in one batch, prefills and decodes crossing block boundaries
  * (blocks of 4 tokens), two layers sharing the block tables, grouped-query attention (6 query
- * heads over 2 KV heads; head size 40: the vector lanes of the dot products and a tail), under
+ * heads over 2 KV heads; head size 40, then 64 in blocks of 16 tokens), under
  * every ISA level this CPU runs (ops/isa.h) and split over 2 parts of the pool; the same with the
  * keys and values kept as bf16 (the reference then holds them rounded to bf16, so the arithmetic
  * must still agree to 1e-5, and the same bytes hold twice the blocks); then the pool's
@@ -14,7 +14,12 @@
 #include "ops/isa.h"
 #include "ops/kvpool.h"
 
-enum { QH = 6, KVH = 2, HD = 40, BS = 4, LAYERS = 2, SEQS = 3, MAXLEN = 40 };
+enum { QH = 6, KVH = 2, HD = 64, LAYERS = 2, SEQS = 3, MAXLEN = 40 };
+
+/* The head size and block size of the pools made: 40 and 4 (a head size off the 16-lane vectors:
+ * the scalar dot products), then 64 and 16 (GPT-2's and Llama's head size, its unrolled loops,
+ * the scores of 16 keys at once and the one-key dot for a block's tail). HD bounds hd. */
+static int hd = 40, BS = 4;
 
 typedef struct {
     float k[LAYERS][KVH][MAXLEN][HD], v[LAYERS][KVH][MAXLEN][HD];
@@ -34,14 +39,14 @@ static void dense_attend(const float (*k)[HD], const float (*v)[HD], const float
     double sc[MAXLEN], mx = -1e300, sum = 0;
     for (int64_t j = 0; j < n; j++) {
         double dot = 0;
-        for (int d = 0; d < HD; d++)
+        for (int d = 0; d < hd; d++)
             dot += (double)q[d] * k[j][d];
         sc[j] = dot * scale;
         mx = sc[j] > mx ? sc[j] : mx;
     }
     for (int64_t j = 0; j < n; j++)
         sum += sc[j] = exp(sc[j] - mx);
-    for (int d = 0; d < HD; d++) {
+    for (int d = 0; d < hd; d++) {
         out[d] = 0;
         for (int64_t j = 0; j < n; j++)
             out[d] += sc[j] / sum * v[j][d];
@@ -69,18 +74,18 @@ static void step(ss_kvpool *pool, ss_kv_layer **layers, dense_seq *dense, const 
         for (int i = 0; i < t; i++)
             pos[b * t + i] = dense[ids[b]].len + i;
     for (int l = 0; l < LAYERS; l++) {
-        for (int i = 0; i < batch * QH * t * HD; i++)
+        for (int i = 0; i < batch * QH * t * hd; i++)
             q[i] = rnd(seed);
-        for (int i = 0; i < batch * KVH * t * HD; i++)
+        for (int i = 0; i < batch * KVH * t * hd; i++)
             k[i] = rnd(seed), v[i] = rnd(seed);
         for (int b = 0; b < batch; b++)
             for (int g = 0; g < KVH; g++)
                 for (int i = 0; i < t; i++) {
-                    const float *src_k = k + ((b * KVH + g) * t + i) * HD,
-                                *src_v = v + ((b * KVH + g) * t + i) * HD;
+                    const float *src_k = k + ((b * KVH + g) * t + i) * hd,
+                                *src_v = v + ((b * KVH + g) * t + i) * hd;
                     float *dk = dense[ids[b]].k[l][g][dense[ids[b]].len + i],
                           *dv = dense[ids[b]].v[l][g][dense[ids[b]].len + i];
-                    for (int e = 0; e < HD; e++) {
+                    for (int e = 0; e < hd; e++) {
                         dk[e] = pool_bf16 ? bf16_round(src_k[e]) : src_k[e];
                         dv[e] = pool_bf16 ? bf16_round(src_v[e]) : src_v[e];
                     }
@@ -91,10 +96,10 @@ static void step(ss_kvpool *pool, ss_kv_layer **layers, dense_seq *dense, const 
             for (int h = 0; h < QH; h++)
                 for (int i = 0; i < t; i++) {
                     const dense_seq *d = &dense[ids[b]];
-                    int g = h / (QH / KVH), at = ((b * QH + h) * t + i) * HD;
+                    int g = h / (QH / KVH), at = ((b * QH + h) * t + i) * hd;
                     double ref[HD];
                     dense_attend(d->k[l][g], d->v[l][g], q + at, d->len + i + 1, 0.3f, ref);
-                    for (int e = 0; e < HD; e++)
+                    for (int e = 0; e < hd; e++)
                         CHECK_NEAR(out[at + e], ref[e], 1e-5);
                 }
     }
@@ -107,10 +112,11 @@ static void step(ss_kvpool *pool, ss_kv_layer **layers, dense_seq *dense, const 
 static ss_kvpool *make_pool(size_t blocks, ss_kv_layer **layers)
 {
     ss_kvpool *pool = NULL;
-    size_t block_bytes = 2 * KVH * BS * HD * (pool_bf16 ? 2 : sizeof(float)) * LAYERS;
+    size_t block_bytes =
+        2 * KVH * (size_t)BS * (size_t)hd * (pool_bf16 ? 2 : sizeof(float)) * LAYERS;
     CHECK_OK(ss_kvpool_create(blocks * block_bytes, BS, LAYERS, pool_bf16, &pool));
     for (int l = 0; l < LAYERS; l++)
-        CHECK_OK(ss_kvpool_layer(pool, 10 + l, KVH, HD, &layers[l]));
+        CHECK_OK(ss_kvpool_layer(pool, 10 + l, KVH, hd, &layers[l]));
     CHECK(ss_kvpool_free_blocks(pool) == (int64_t)blocks);
     return pool;
 }
@@ -132,10 +138,11 @@ static void paged_equals_dense_at(void)
         step(pool, layers, dense, (int64_t[]){2, 0, 1}, 3, 1, &seed);
     step(pool, layers, dense, (int64_t[]){1, 0}, 2, 3, &seed); /* a 3-token chunk each */
     CHECK(dense[2].len == 23 && dense[0].len == 22 && dense[1].len == 18);
-    /* 6 + 6 + 5 blocks of 4 tokens in use */
-    CHECK(ss_kvpool_free_blocks(pool) == 64 - 17);
+    /* 6 + 6 + 5 blocks of 4 tokens in use (2 + 2 + 2 of 16) */
+    int64_t used = (23 + BS - 1) / BS + (22 + BS - 1) / BS + (18 + BS - 1) / BS;
+    CHECK(ss_kvpool_free_blocks(pool) == 64 - used);
     CHECK_OK(ss_kvpool_seq_free(pool, 0));
-    CHECK(ss_kvpool_free_blocks(pool) == 64 - 11);
+    CHECK(ss_kvpool_free_blocks(pool) == 64 - used + (22 + BS - 1) / BS);
     /* a new sequence reuses the freed blocks and sees none of the old one's tokens */
     CHECK_OK(ss_kvpool_seq_create(pool, 7));
     static dense_seq fresh[8];
@@ -177,9 +184,9 @@ static void bf16_blocks_equal_dense(void)
     ss_kv_layer *layers[LAYERS];
     ss_kvpool *pool = NULL;
     CHECK_OK(
-        ss_kvpool_create(64 * 2 * KVH * BS * HD * sizeof(float) * LAYERS, BS, LAYERS, true, &pool));
+        ss_kvpool_create(64 * 2 * KVH * BS * hd * sizeof(float) * LAYERS, BS, LAYERS, true, &pool));
     for (int l = 0; l < LAYERS; l++)
-        CHECK_OK(ss_kvpool_layer(pool, 10 + l, KVH, HD, &layers[l]));
+        CHECK_OK(ss_kvpool_layer(pool, 10 + l, KVH, hd, &layers[l]));
     CHECK(ss_kvpool_total_blocks(pool) == 128 && layers[0]->bf16);
     ss_kvpool_free(pool);
     pool_bf16 = false;
@@ -210,8 +217,19 @@ static void full_pool_and_bad_steps(void)
     ss_kvpool_free(pool);
     ss_kvpool *tiny = NULL;
     CHECK_OK(ss_kvpool_create(100, BS, LAYERS, false, &tiny));
-    CHECK_ERR(ss_kvpool_layer(tiny, 0, KVH, HD, &layers[0]), "cannot hold one block");
+    CHECK_ERR(ss_kvpool_layer(tiny, 0, KVH, hd, &layers[0]), "cannot hold one block");
     ss_kvpool_free(tiny);
 }
 
-TEST_MAIN(TEST(paged_equals_dense), TEST(bf16_blocks_equal_dense), TEST(full_pool_and_bad_steps))
+/* The same with heads of 64 in blocks of 16: every full block's scores 16 keys at once, the
+ * partial last blocks key by key, float32 and bf16, every ISA level and 2 parts. */
+static void head64_blocks16_equal_dense(void)
+{
+    hd = 64, BS = 16;
+    paged_equals_dense();
+    bf16_blocks_equal_dense();
+    hd = 40, BS = 4;
+}
+
+TEST_MAIN(TEST(paged_equals_dense), TEST(bf16_blocks_equal_dense), TEST(full_pool_and_bad_steps),
+          TEST(head64_blocks16_equal_dense))

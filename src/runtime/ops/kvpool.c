@@ -9,6 +9,7 @@
 
 #include "gemm_kernel.h"
 #include "isa.h"
+#include "vmath.h"
 
 #include <math.h>
 #include <stdlib.h>
@@ -342,21 +343,78 @@ SS_ISA_INLINE float kv_at(const void *base, bool bf16, size_t i)
     return bf16 ? ss_bf16_to_f32(((const uint16_t *)base)[i]) : ((const float *)base)[i];
 }
 
-/* q . key in DOT_LANES independent partial sums: a plain running sum is a chain the compiler may
- * not reorder (no -ffast-math), so it would stay scalar; lanes vectorize. */
-#define DOT_LANES 16
+/* 16 floats as one vector (GCC's vector extension: a zmm on AVX-512, two ymm on AVX2, four xmm
+ * below), and unaligned loads of float32 or bf16 cached values into it. */
+typedef float kv_v16 __attribute__((vector_size(64)));
+typedef float kv_v16u __attribute__((vector_size(64), aligned(4)));
+typedef uint16_t kv_h16u __attribute__((vector_size(32), aligned(2)));
+typedef uint32_t kv_u16 __attribute__((vector_size(64)));
+
+/* (a macro: a function returning a vector wider than the baseline ABI's is refused, -Wpsabi) */
+#define KV_LOAD16(base, bf16, i)                                                                   \
+    ((bf16) ? (kv_v16)(__builtin_convertvector(*(const kv_h16u *)((const uint16_t *)(base) + (i)), \
+                                               kv_u16)                                             \
+                       << 16)                                                                      \
+            : *(const kv_v16u *)((const float *)(base) + (i)))
+
+/* q . key: 16 lanes of partial sums over d (lane i: d = i, i + 16, ...), then added as a tree,
+ * lane i + lane i + 8, then + 4, + 2, + 1 (a running sum is a chain the compiler may not reorder
+ * without -ffast-math, so it would stay scalar). A head size that is not a multiple of 16 keeps
+ * a scalar loop. kv_dot16 gives 16 keys the same sums in the same order, so a key's score does
+ * not depend on which of the two computed it. */
 SS_ISA_INLINE float kv_dot(const float *q, const void *key, bool bf16, int hd)
 {
-    float lane[DOT_LANES] = {0}, dot = 0;
-    int d = 0;
-    for (; d + DOT_LANES <= hd; d += DOT_LANES)
-        for (int i = 0; i < DOT_LANES; i++)
-            lane[i] += q[d + i] * kv_at(key, bf16, (size_t)(d + i));
-    for (; d < hd; d++)
-        dot += q[d] * kv_at(key, bf16, (size_t)d);
-    for (int i = 0; i < DOT_LANES; i++)
-        dot += lane[i];
-    return dot;
+    if (hd % 16) {
+        float dot = 0;
+        for (int d = 0; d < hd; d++)
+            dot += q[d] * kv_at(key, bf16, (size_t)d);
+        return dot;
+    }
+    kv_v16 a = {0};
+    for (int d = 0; d < hd; d += 16)
+        a += *(const kv_v16u *)(q + d) * KV_LOAD16(key, bf16, (size_t)d);
+    a += __builtin_shufflevector(a, a, 8, 9, 10, 11, 12, 13, 14, 15, 0, 1, 2, 3, 4, 5, 6, 7);
+    a += __builtin_shufflevector(a, a, 4, 5, 6, 7, 0, 1, 2, 3, 4, 5, 6, 7, 0, 1, 2, 3);
+    a += __builtin_shufflevector(a, a, 2, 3, 0, 1, 2, 3, 0, 1, 2, 3, 0, 1, 2, 3, 0, 1);
+    a += __builtin_shufflevector(a, a, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0);
+    return a[0];
+}
+
+/* The scores of 16 consecutive keys (hd a multiple of 16): 16 vectors of partial sums, reduced
+ * together (each step halves the vectors and the lanes a key holds), scale applied. */
+SS_ISA_INLINE void kv_dot16(const float *q, const char *keys, bool bf16, int hd, float scale,
+                            float *s)
+{
+    size_t kb = (size_t)hd * (bf16 ? sizeof(uint16_t) : sizeof(float));
+    kv_v16 a[16];
+    for (int t = 0; t < 16; t++)
+        a[t] = (kv_v16){0};
+    for (int d = 0; d < hd; d += 16) {
+        kv_v16 qd = *(const kv_v16u *)(q + d);
+        for (int t = 0; t < 16; t++)
+            a[t] += qd * KV_LOAD16(keys + (size_t)t * kb, bf16, (size_t)d);
+    }
+    kv_v16 b[8], c[4], e[2];
+    for (int i = 0; i < 8; i++) /* keys 2i, 2i+1: 8 lanes each */
+        b[i] = __builtin_shufflevector(a[2 * i], a[2 * i + 1], 0, 1, 2, 3, 4, 5, 6, 7, 16, 17, 18,
+                                       19, 20, 21, 22, 23) +
+               __builtin_shufflevector(a[2 * i], a[2 * i + 1], 8, 9, 10, 11, 12, 13, 14, 15, 24, 25,
+                                       26, 27, 28, 29, 30, 31);
+    for (int i = 0; i < 4; i++) /* keys 4i .. 4i+3: 4 lanes each */
+        c[i] = __builtin_shufflevector(b[2 * i], b[2 * i + 1], 0, 1, 2, 3, 8, 9, 10, 11, 16, 17, 18,
+                                       19, 24, 25, 26, 27) +
+               __builtin_shufflevector(b[2 * i], b[2 * i + 1], 4, 5, 6, 7, 12, 13, 14, 15, 20, 21,
+                                       22, 23, 28, 29, 30, 31);
+    for (int i = 0; i < 2; i++) /* keys 8i .. 8i+7: 2 lanes each */
+        e[i] = __builtin_shufflevector(c[2 * i], c[2 * i + 1], 0, 1, 4, 5, 8, 9, 12, 13, 16, 17, 20,
+                                       21, 24, 25, 28, 29) +
+               __builtin_shufflevector(c[2 * i], c[2 * i + 1], 2, 3, 6, 7, 10, 11, 14, 15, 18, 19,
+                                       22, 23, 26, 27, 30, 31);
+    kv_v16 r = __builtin_shufflevector(e[0], e[1], 0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24,
+                                       26, 28, 30) +
+               __builtin_shufflevector(e[0], e[1], 1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25,
+                                       27, 29, 31);
+    *(kv_v16u *)s = r * scale;
 }
 
 /* One position of a row against its sequence's keys 0..n_keys-1, KV heads g0..g1-1 with their
@@ -366,12 +424,11 @@ SS_ISA_INLINE float kv_dot(const float *q, const void *key, bool bf16, int hd)
  * heads; per head it would be short runs that the prefetcher starts over and over). sc: (g1 - g0)
  * * group rows of n_keys scores. bf16 is a constant in each caller below, so each gets its own
  * loops; compiled per ISA (isa.h). */
-SS_ISA_INLINE void attend_row_body(const ss_kv_layer *l, bool bf16, int block_size,
+SS_ISA_INLINE void attend_row_body(const ss_kv_layer *l, bool bf16, int hd, int block_size,
                                    const int32_t *table, int g0, int g1, int group, const float *q,
                                    size_t stride, int64_t n_keys, float scale, float *sc,
                                    float *out)
 {
-    int hd = l->head_dim;
     size_t eb = bf16 ? sizeof(uint16_t) : sizeof(float);
     size_t head = (size_t)block_size * (size_t)hd, block = (size_t)l->kv_heads * head;
     for (int64_t j0 = 0, i = 0; j0 < n_keys; j0 += block_size, i++) {
@@ -382,19 +439,38 @@ SS_ISA_INLINE void attend_row_body(const ss_kv_layer *l, bool bf16, int block_si
             for (int r = 0; r < group; r++) {
                 const float *qh = q + (size_t)(g * group + r) * stride;
                 float *s = sc + (size_t)((g - g0) * group + r) * (size_t)n_keys + (size_t)j0;
-                for (int64_t t = 0; t < n; t++)
+                int64_t t = 0;
+                for (; hd % 16 == 0 && t + 16 <= n; t += 16)
+                    kv_dot16(qh, keys + (size_t)t * (size_t)hd * eb, bf16, hd, scale, s + t);
+                for (; t < n; t++)
                     s[t] = kv_dot(qh, keys + (size_t)t * (size_t)hd * eb, bf16, hd) * scale;
             }
         }
     }
     for (int r = 0; r < (g1 - g0) * group; r++) {
-        float *s = sc + (size_t)r * (size_t)n_keys, mx = -INFINITY, sum = 0;
-        for (int64_t j = 0; j < n_keys; j++)
+        /* as loops that vectorize: 16 running maxima and sums, exp by ss_vexpf (vmath.h;
+         * libm's expf was a call per score, a quarter of the attention's time) */
+        float *s = sc + (size_t)r * (size_t)n_keys, m16[16], s16[16] = {0}, mx = -INFINITY, sum = 0;
+        int64_t j = 0;
+        for (int i = 0; i < 16; i++)
+            m16[i] = -INFINITY;
+        for (; j + 16 <= n_keys; j += 16)
+            for (int i = 0; i < 16; i++)
+                m16[i] = s[j + i] > m16[i] ? s[j + i] : m16[i];
+        for (; j < n_keys; j++)
             mx = s[j] > mx ? s[j] : mx;
-        for (int64_t j = 0; j < n_keys; j++)
-            sum += s[j] = expf(s[j] - mx);
-        for (int64_t j = 0; j < n_keys; j++)
-            s[j] = s[j] / sum;
+        for (int i = 0; i < 16; i++)
+            mx = m16[i] > mx ? m16[i] : mx;
+        for (j = 0; j + 16 <= n_keys; j += 16)
+            for (int i = 0; i < 16; i++)
+                s16[i] += s[j + i] = ss_vexpf(s[j + i] - mx);
+        for (; j < n_keys; j++)
+            sum += s[j] = ss_vexpf(s[j] - mx);
+        for (int i = 0; i < 16; i++)
+            sum += s16[i];
+        float inv = 1.0f / sum;
+        for (j = 0; j < n_keys; j++)
+            s[j] *= inv;
         memset(out + (size_t)(g0 * group + r) * stride, 0, (size_t)hd * sizeof *out);
     }
     for (int64_t j0 = 0, i = 0; j0 < n_keys; j0 += block_size, i++) {
@@ -418,13 +494,23 @@ SS_ISA_INLINE void attend_f32_body(const ss_kv_layer *l, int block_size, const i
                                    int g0, int g1, int group, const float *q, size_t stride,
                                    int64_t n_keys, float scale, float *sc, float *out)
 {
-    attend_row_body(l, false, block_size, table, g0, g1, group, q, stride, n_keys, scale, sc, out);
+    if (l->head_dim == 64) /* GPT-2's and Llama's: the head's loops unroll into registers */
+        attend_row_body(l, false, 64, block_size, table, g0, g1, group, q, stride, n_keys, scale,
+                        sc, out);
+    else
+        attend_row_body(l, false, l->head_dim, block_size, table, g0, g1, group, q, stride, n_keys,
+                        scale, sc, out);
 }
 SS_ISA_INLINE void attend_bf16_body(const ss_kv_layer *l, int block_size, const int32_t *table,
                                     int g0, int g1, int group, const float *q, size_t stride,
                                     int64_t n_keys, float scale, float *sc, float *out)
 {
-    attend_row_body(l, true, block_size, table, g0, g1, group, q, stride, n_keys, scale, sc, out);
+    if (l->head_dim == 64)
+        attend_row_body(l, true, 64, block_size, table, g0, g1, group, q, stride, n_keys, scale, sc,
+                        out);
+    else
+        attend_row_body(l, true, l->head_dim, block_size, table, g0, g1, group, q, stride, n_keys,
+                        scale, sc, out);
 }
 SS_ISA_VARIANTS(void, attend_f32,
                 (const ss_kv_layer *l, int block_size, const int32_t *table, int g0, int g1,
