@@ -8,14 +8,14 @@
  * while the cores compute. Measured (bench_kernels --step: GPT-2-124M's 49 matrices at M = 32,
  * 250 MB, streamed from memory as served; Zen 5, 2 threads): 14.4 ms a step with whole-k tiles,
  * 12.9 with chunks and the prefetch, 15.3 with chunks and no prefetch. Each output's k order
- * stays, so the chunks change no bit. One row (M = 1, single-stream decode) on AVX-512 runs a GEMV instead:
- * up to ROW_GROUP adjacent blocks at once, each its own stream of weights, without software
- * prefetch. Measured on Zen 4 with vdpbf16ps (GPT-2-124M's decode weights, 1 thread, best of 15
- * interleaved rounds): one block at a time with a prefetch 2 KiB ahead read 14-15 GB/s, a plain
- * read loop 24, six blocks at once 27. Per output the k order is the tile's, so a row's result
- * is the same bits on either path. Tiles of up to 6 rows (24 accumulators) from M = 6: measured
- * 1 thread, M = 32, CPU time (bench_kernels --cpu-time --bf16): 0-6% faster than 4 rows on the
- * GPT-2 shapes, 73-94% of the vdpbf16ps peak the same bench measures (~420 GFLOP/s a core).
+ * stays, so the chunks change no bit. One row (M = 1, single-stream decode) on AVX-512 runs a GEMV
+ * instead: up to ROW_GROUP adjacent blocks at once, each its own stream of weights, without
+ * software prefetch. Measured on Zen 4 with vdpbf16ps (GPT-2-124M's decode weights, 1 thread, best
+ * of 15 interleaved rounds): one block at a time with a prefetch 2 KiB ahead read 14-15 GB/s, a
+ * plain read loop 24, six blocks at once 27. Per output the k order is the tile's, so a row's
+ * result is the same bits on either path. Tiles of up to 6 rows (24 accumulators) from M = 6:
+ * measured 1 thread, M = 32, CPU time (bench_kernels --cpu-time --bf16): 0-6% faster than 4 rows on
+ * the GPT-2 shapes, 73-94% of the vdpbf16ps peak the same bench measures (~420 GFLOP/s a core).
  */
 #include "gemm_bf16.h"
 
