@@ -349,6 +349,7 @@ typedef float kv_v16 __attribute__((vector_size(64)));
 typedef float kv_v16u __attribute__((vector_size(64), aligned(4)));
 typedef uint16_t kv_h16u __attribute__((vector_size(32), aligned(2)));
 typedef uint32_t kv_u16 __attribute__((vector_size(64)));
+#define KV_ACC 8 /* vectors of a head's output kept in registers: heads up to 128 */
 
 /* (a macro: a function returning a vector wider than the baseline ABI's is refused, -Wpsabi) */
 #define KV_LOAD16(base, bf16, i)                                                                   \
@@ -481,6 +482,22 @@ SS_ISA_INLINE void attend_row_body(const ss_kv_layer *l, bool bf16, int hd, int 
             for (int r = 0; r < group; r++) {
                 float *restrict o = out + (size_t)(g * group + r) * stride;
                 const float *w = sc + (size_t)((g - g0) * group + r) * (size_t)n_keys + j0;
+                if (hd % 16 == 0 && hd <= 16 * KV_ACC) {
+                    /* the head's output in registers over the block's keys, in memory only
+                     * between blocks (per key it was a load and a store a vector, a chain
+                     * through memory key after key) */
+                    kv_v16 acc[KV_ACC];
+                    for (int d = 0; d < hd / 16; d++)
+                        acc[d] = *(const kv_v16u *)(o + 16 * d);
+                    for (int64_t t = 0; t < n; t++) {
+                        const void *val = vals + (size_t)t * (size_t)hd * eb;
+                        for (int d = 0; d < hd / 16; d++)
+                            acc[d] += w[t] * KV_LOAD16(val, bf16, (size_t)(16 * d));
+                    }
+                    for (int d = 0; d < hd / 16; d++)
+                        *(kv_v16u *)(o + 16 * d) = acc[d];
+                    continue;
+                }
                 for (int64_t t = 0; t < n; t++) {
                     const void *val = vals + (size_t)t * (size_t)hd * eb;
                     for (int d = 0; d < hd; d++)
