@@ -425,10 +425,9 @@ SS_ISA_INLINE void kv_dot16(const float *q, const char *keys, bool bf16, int hd,
  * heads; per head it would be short runs that the prefetcher starts over and over). sc: (g1 - g0)
  * * group rows of n_keys scores. bf16 is a constant in each caller below, so each gets its own
  * loops; compiled per ISA (isa.h). */
-SS_ISA_INLINE void attend_row_body(const ss_kv_layer *l, bool bf16, int hd, int block_size,
-                                   const int32_t *table, int g0, int g1, int group, const float *q,
-                                   size_t stride, int64_t n_keys, float scale, float *sc,
-                                   float *out)
+SS_ISA_INLINE void attend_row_hd(const ss_kv_layer *l, bool bf16, int hd, int block_size,
+                                 const int32_t *table, int g0, int g1, int group, const float *q,
+                                 size_t stride, int64_t n_keys, float scale, float *sc, float *out)
 {
     size_t eb = bf16 ? sizeof(uint16_t) : sizeof(float);
     size_t head = (size_t)block_size * (size_t)hd, block = (size_t)l->kv_heads * head;
@@ -449,29 +448,8 @@ SS_ISA_INLINE void attend_row_body(const ss_kv_layer *l, bool bf16, int hd, int 
         }
     }
     for (int r = 0; r < (g1 - g0) * group; r++) {
-        /* as loops that vectorize: 16 running maxima and sums, exp by ss_vexpf (vmath.h;
-         * libm's expf was a call per score, a quarter of the attention's time) */
-        float *s = sc + (size_t)r * (size_t)n_keys, m16[16], s16[16] = {0}, mx = -INFINITY, sum = 0;
-        int64_t j = 0;
-        for (int i = 0; i < 16; i++)
-            m16[i] = -INFINITY;
-        for (; j + 16 <= n_keys; j += 16)
-            for (int i = 0; i < 16; i++)
-                m16[i] = s[j + i] > m16[i] ? s[j + i] : m16[i];
-        for (; j < n_keys; j++)
-            mx = s[j] > mx ? s[j] : mx;
-        for (int i = 0; i < 16; i++)
-            mx = m16[i] > mx ? m16[i] : mx;
-        for (j = 0; j + 16 <= n_keys; j += 16)
-            for (int i = 0; i < 16; i++)
-                s16[i] += s[j + i] = ss_vexpf(s[j + i] - mx);
-        for (; j < n_keys; j++)
-            sum += s[j] = ss_vexpf(s[j] - mx);
-        for (int i = 0; i < 16; i++)
-            sum += s16[i];
-        float inv = 1.0f / sum;
-        for (j = 0; j < n_keys; j++)
-            s[j] *= inv;
+        float *s = sc + (size_t)r * (size_t)n_keys;
+        ss_vsoftmaxf(s, s, n_keys); /* in vectors (libm's expf was a call per score) */
         memset(out + (size_t)(g0 * group + r) * stride, 0, (size_t)hd * sizeof *out);
     }
     for (int64_t j0 = 0, i = 0; j0 < n_keys; j0 += block_size, i++) {
@@ -507,27 +485,30 @@ SS_ISA_INLINE void attend_row_body(const ss_kv_layer *l, bool bf16, int hd, int 
         }
     }
 }
+/* Heads of 64 (GPT-2's and Llama's) as a constant, so the head's loops unroll into registers. */
+SS_ISA_INLINE void attend_row_body(const ss_kv_layer *l, bool bf16, int block_size,
+                                   const int32_t *table, int g0, int g1, int group, const float *q,
+                                   size_t stride, int64_t n_keys, float scale, float *sc,
+                                   float *out)
+{
+    if (l->head_dim == 64)
+        attend_row_hd(l, bf16, 64, block_size, table, g0, g1, group, q, stride, n_keys, scale, sc,
+                      out);
+    else
+        attend_row_hd(l, bf16, l->head_dim, block_size, table, g0, g1, group, q, stride, n_keys,
+                      scale, sc, out);
+}
 SS_ISA_INLINE void attend_f32_body(const ss_kv_layer *l, int block_size, const int32_t *table,
                                    int g0, int g1, int group, const float *q, size_t stride,
                                    int64_t n_keys, float scale, float *sc, float *out)
 {
-    if (l->head_dim == 64) /* GPT-2's and Llama's: the head's loops unroll into registers */
-        attend_row_body(l, false, 64, block_size, table, g0, g1, group, q, stride, n_keys, scale,
-                        sc, out);
-    else
-        attend_row_body(l, false, l->head_dim, block_size, table, g0, g1, group, q, stride, n_keys,
-                        scale, sc, out);
+    attend_row_body(l, false, block_size, table, g0, g1, group, q, stride, n_keys, scale, sc, out);
 }
 SS_ISA_INLINE void attend_bf16_body(const ss_kv_layer *l, int block_size, const int32_t *table,
                                     int g0, int g1, int group, const float *q, size_t stride,
                                     int64_t n_keys, float scale, float *sc, float *out)
 {
-    if (l->head_dim == 64)
-        attend_row_body(l, true, 64, block_size, table, g0, g1, group, q, stride, n_keys, scale, sc,
-                        out);
-    else
-        attend_row_body(l, true, l->head_dim, block_size, table, g0, g1, group, q, stride, n_keys,
-                        scale, sc, out);
+    attend_row_body(l, true, block_size, table, g0, g1, group, q, stride, n_keys, scale, sc, out);
 }
 SS_ISA_VARIANTS(void, attend_f32,
                 (const ss_kv_layer *l, int block_size, const int32_t *table, int g0, int g1,

@@ -97,36 +97,11 @@ static ss_status *softmax_infer(ss_kctx *k)
 SOFTMAX_ROW(float, expf, log)
 SOFTMAX_ROW(double, exp, log)
 
-/* A float32 Softmax row as loops that vectorize in each ISA copy (attention rows: 12% of a
- * GPT-2-small block's call went to softmax_row's scalar max loop and expf): the maximum over 16
- * running maxima, exp by ss_vexpf (vmath.h), the sum in double over 8 running sums. NaN and
- * all -inf rows come out as from softmax_row_float. */
+/* A float32 Softmax row by ss_vsoftmaxf (vmath.h), compiled per ISA (attention rows: 12% of a
+ * GPT-2-small block's call went to softmax_row's scalar max loop and expf). */
 SS_ISA_INLINE void softmax_row_f32v_body(const float *restrict x, float *restrict y, int64_t n)
 {
-    float m[16], mx = x[0];
-    int64_t i = 0;
-    for (int j = 0; j < 16; j++)
-        m[j] = x[0];
-    for (; i + 16 <= n; i += 16)
-        for (int j = 0; j < 16; j++)
-            m[j] = x[i + j] > m[j] ? x[i + j] : m[j];
-    for (int j = 0; j < 16; j++)
-        mx = m[j] > mx ? m[j] : mx;
-    for (; i < n; i++)
-        mx = x[i] > mx ? x[i] : mx;
-    for (i = 0; i < n; i++)
-        y[i] = ss_vexpf(x[i] - mx);
-    double s[8] = {0}, sum = 0;
-    for (i = 0; i + 8 <= n; i += 8)
-        for (int j = 0; j < 8; j++)
-            s[j] += y[i + j];
-    for (; i < n; i++)
-        sum += y[i];
-    for (int j = 0; j < 8; j++)
-        sum += s[j];
-    float inv = (float)(1.0 / sum);
-    for (i = 0; i < n; i++)
-        y[i] *= inv;
+    ss_vsoftmaxf(x, y, n);
 }
 SS_ISA_VARIANTS(void, softmax_row_f32v, (const float *restrict x, float *restrict y, int64_t n),
                 (x, y, n))

@@ -10,6 +10,7 @@
  * leaves the normal range) it returns 0, above 88.37 +inf, and NaN stays NaN.
  * ss_vtanhf: for |x| < 0.05 a Taylor series (relative error < 1e-9), elsewhere (1-e)/(1+e) with
  * e = exp(-2|x|), about one ulp absolute.
+ * ss_vsoftmaxf: a softmax row on ss_vexpf.
  * ss_verff: for |x| < 0.5 the odd Taylor series of erf to x^13 (relative error < 1e-9); elsewhere
  * Abramowitz & Stegun 7.1.26, 1 - t (a1 + a2 t + ... + a5 t^4) exp(-x^2) with t = 1 / (1 + p|x|),
  * absolute error <= 1.5e-7 (a few ulp of results in [0.52, 1]).
@@ -72,6 +73,38 @@ SS_VMATH_INLINE float ss_verff(float x)
              t * (-0.284496736f + t * (1.421413741f + t * (-1.453152027f + t * 1.061405429f))));
     float far = copysignf(1.0f - q * ss_vexpf(-x2), x);
     return ax < 0.5f ? near : far;
+}
+
+/* Softmax of x[0..n) into y (y may be x): the maximum over 16 running maxima, exp by ss_vexpf,
+ * the sum in double over 8 running sums, as loops that vectorize in each ISA copy of a caller
+ * (isa.h). NaN and all -inf rows come out as from a plain expf softmax. Every loop reads an
+ * element before it writes the same one, so in place is fine. */
+SS_VMATH_INLINE void ss_vsoftmaxf(const float *x, float *y, int64_t n)
+{
+    float m[16], mx = x[0];
+    int64_t i = 0;
+    for (int j = 0; j < 16; j++)
+        m[j] = x[0];
+    for (; i + 16 <= n; i += 16)
+        for (int j = 0; j < 16; j++)
+            m[j] = x[i + j] > m[j] ? x[i + j] : m[j];
+    for (int j = 0; j < 16; j++)
+        mx = m[j] > mx ? m[j] : mx;
+    for (; i < n; i++)
+        mx = x[i] > mx ? x[i] : mx;
+    for (i = 0; i < n; i++)
+        y[i] = ss_vexpf(x[i] - mx);
+    double s[8] = {0}, sum = 0;
+    for (i = 0; i + 8 <= n; i += 8)
+        for (int j = 0; j < 8; j++)
+            s[j] += y[i + j];
+    for (; i < n; i++)
+        sum += y[i];
+    for (int j = 0; j < 8; j++)
+        sum += s[j];
+    float inv = (float)(1.0 / sum);
+    for (i = 0; i < n; i++)
+        y[i] *= inv;
 }
 
 #endif
