@@ -259,6 +259,70 @@ static void draws_follow_the_distribution_and_the_seed(void)
     ss_sampler_free(s);
 }
 
+/* A vocabulary of whole groups (the draw sums GROUP = 256 ids at a time) and a tail: draws land
+ * where the distribution says, in the first id of a group, inside one, in the last whole group
+ * and in the tail, with temperature applied. */
+static void draws_over_groups_and_the_tail(void)
+{
+    enum { N = 5003, DRAWS = 100000 };
+    static const int at[] = {0, 300, 2560, 4863, 4999};
+    static const float logit[] = {1.0f, 0.0f, 0.5f, -0.25f, 1.5f};
+    static float z[N], work[N];
+    for (int i = 0; i < N; i++)
+        z[i] = -INFINITY;
+    double e[5], sum = 0;
+    ss_sample_params p = ss_sample_defaults();
+    p.temperature = 0.75f;
+    for (int k = 0; k < 5; k++)
+        sum += e[k] = exp(logit[k] / p.temperature), z[at[k]] = logit[k];
+    ss_sampler *s = sampler(N);
+    ss_rng rng;
+    ss_rng_seed(&rng, 3);
+    int count[5] = {0}, other = 0;
+    for (int d = 0; d < DRAWS; d++) {
+        int32_t id = ss_sample_from(s, &p, &rng, z, work, NULL, 0, NULL, 0);
+        int k = 0;
+        while (k < 5 && at[k] != id)
+            k++;
+        k < 5 ? count[k]++ : other++;
+    }
+    CHECK_MSG(other == 0, "%d draws of ids with zero probability", other);
+    for (int k = 0; k < 5; k++) {
+        double want = DRAWS * e[k] / sum, sd = sqrt(want);
+        CHECK_MSG(fabs(count[k] - want) < 5 * sd + 1, "id %d drawn %d times, expected %.0f", at[k],
+                  count[k], want);
+    }
+    ss_sampler_free(s);
+}
+
+/* ss_sample_from leaves the logits as they are and draws what ss_sample_next draws in place,
+ * with penalties, top-k, top-p and min-p: the same tokens from the same seed. */
+static void sample_from_equals_in_place(void)
+{
+    enum { N = 1000 };
+    static float z[N], copy[N], work[N];
+    for (int i = 0; i < N; i++)
+        z[i] = (float)((i * 7919) % 1000) / 250.0f - 2.0f;
+    const int32_t seen[] = {5, 17, 17, 999, 3};
+    ss_sample_params p = ss_sample_defaults();
+    p.temperature = 0.9f, p.top_k = 400, p.top_p = 0.8f, p.min_p = 0.01f;
+    p.repetition_penalty = 1.3f, p.presence_penalty = 0.5f, p.frequency_penalty = 0.25f;
+    ss_sampler *s = sampler(N);
+    ss_rng a, b;
+    ss_rng_seed(&a, 11);
+    ss_rng_seed(&b, 11);
+    for (int d = 0; d < 200; d++) {
+        memcpy(copy, z, sizeof z);
+        int32_t from = ss_sample_from(s, &p, &a, z, work, seen, 5, seen + 2, 3);
+        int32_t next = ss_sample_next(s, &p, &b, copy, seen, 5, seen + 2, 3);
+        CHECK_MSG(from == next, "draw %d: %d from a copy, %d in place", d, from, next);
+        CHECK(memcmp(work, copy, sizeof work) == 0);
+    }
+    for (int i = 0; i < N; i++)
+        CHECK(z[i] == (float)((i * 7919) % 1000) / 250.0f - 2.0f);
+    ss_sampler_free(s);
+}
+
 static void bad_parameters_are_named(void)
 {
     ss_sample_params p = ss_sample_defaults();
@@ -413,5 +477,6 @@ TEST_MAIN(TEST(greedy_takes_the_first_maximum), TEST(greedy_in_place_takes_the_f
           TEST(top_k_keeps_ties_with_the_kth), TEST(top_p_keeps_the_smallest_set_with_mass_p),
           TEST(top_p_over_a_large_vocabulary), TEST(top_k_over_a_large_vocabulary),
           TEST(min_p_is_relative_to_the_likeliest), TEST(penalties_follow_ctrl_and_openai),
-          TEST(draws_follow_the_distribution_and_the_seed), TEST(bad_parameters_are_named),
+          TEST(draws_follow_the_distribution_and_the_seed), TEST(draws_over_groups_and_the_tail),
+          TEST(sample_from_equals_in_place), TEST(bad_parameters_are_named),
           TEST(stop_strings_end_and_hold_back), TEST(stop_text_follows_vllm))

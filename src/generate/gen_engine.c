@@ -264,12 +264,10 @@ static void take_token(ss_gen_engine *e, const ss_sched_item *it, const float *r
     gen_seq *q = &e->seqs[it->seq];
     if (!q->used || q->cancelled) return; /* ends before the next step */
     int32_t token = ss_sample_greedy(e->sampler, &q->p.sample, row);
-    if (token < 0) { /* the sampler changes its row */
-        memcpy(e->row, row, sizeof(float) * (size_t)e->o.vocab);
-        token = ss_sample_next(e->sampler, &q->p.sample, &q->rng, e->row, q->tokens,
+    if (token < 0) /* the sampler's changes go to e->row */
+        token = ss_sample_from(e->sampler, &q->p.sample, &q->rng, row, e->row, q->tokens,
                                (size_t)q->n_tokens, q->tokens + q->n_prompt,
                                (size_t)(q->n_tokens - q->n_prompt));
-    }
     q->tokens[q->n_tokens++] = token;
     ss_sched_append(e->sched, it->seq);
     bool text_stop = q->p.stop_text && ss_stop_text_push(q->p.stop_text, token);

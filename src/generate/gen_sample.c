@@ -6,6 +6,7 @@
 #include "gen_sample.h"
 
 #include <math.h>
+#include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -154,16 +155,22 @@ static void presence_frequency(ss_sampler *s, const ss_sample_params *p, float *
 #define PER_ISA
 #endif
 
+/* GCC's vector types: the max below as lane loops is not vectorised by GCC 12 (the select). */
+typedef float f16v __attribute__((vector_size(64)));
+typedef float f16u __attribute__((vector_size(64), aligned(4)));
+typedef int32_t i16v __attribute__((vector_size(64)));
+
 /* The largest of z[0..n), n > 0 (NaN ignored). */
 PER_ISA static float max_of(const float *z, size_t n)
 {
-    float m[LANES];
-    for (int k = 0; k < LANES; k++)
-        m[k] = -INFINITY;
+    f16v m = {0};
+    m -= INFINITY;
     size_t i = 0;
-    for (; i + LANES <= n; i += LANES)
-        for (int k = 0; k < LANES; k++)
-            m[k] = z[i + k] > m[k] ? z[i + k] : m[k];
+    for (; i + LANES <= n; i += LANES) {
+        f16v v = *(const f16u *)(z + i);
+        i16v c = v > m; /* NaN: false, m stays */
+        m = (f16v)((c & (i16v)v) | (~c & (i16v)m));
+    }
     float r = -INFINITY;
     for (int k = 0; k < LANES; k++)
         r = m[k] > r ? m[k] : r;
@@ -247,25 +254,10 @@ PER_ISA static void scale_by(float *v, float f, size_t n)
         v[i] *= f;
 }
 
-PER_ISA static float sum_of(const float *v, size_t n)
+/* Softmax of z into prob (-inf -> 0); m: the largest z. */
+static void softmax(const float *z, float m, float *prob, size_t n)
 {
-    float s[LANES] = {0};
-    size_t i = 0;
-    for (; i + LANES <= n; i += LANES)
-        for (int k = 0; k < LANES; k++)
-            s[k] += v[i + k];
-    float r = 0;
-    for (int k = 0; k < LANES; k++)
-        r += s[k];
-    for (; i < n; i++)
-        r += v[i];
-    return r;
-}
-
-/* Softmax of z into prob (-inf -> 0). */
-static void softmax(const float *z, float *prob, size_t n)
-{
-    double sum = exp_shifted(z, max_of(z, n), prob, n);
+    double sum = exp_shifted(z, m, prob, n);
     scale_by(prob, (float)(1.0 / sum), n);
 }
 
@@ -364,10 +356,10 @@ static double partition(const float *pr, int32_t *v, size_t lo, size_t hi, float
  * 1 - p go first without ordering: every id before one of them in ascending order is smaller
  * still. The rest are not sorted: a quickselect-like descent finds where the cumulative passes
  * 1 - p, dropping whole parts below a pivot at once (linear time on average). */
-static void top_p(ss_sampler *s, float p, float *z)
+static void top_p(ss_sampler *s, float p, float *z, float m)
 {
     if (p >= 1.0f) return;
-    softmax(z, s->prob, s->vocab);
+    softmax(z, m, s->prob, s->vocab);
     const float *pr = s->prob;
     double drop = 1.0 - (double)p, small = drop / (double)s->vocab, dropped = 0;
     int32_t *v = s->order;
@@ -404,48 +396,109 @@ static void top_p(ss_sampler *s, float p, float *z)
 }
 
 /* vLLM's min_p: ids less likely than min_p times the likeliest go (e is 1 at the likeliest). */
-static void min_p(ss_sampler *s, float mp, float *z)
+static void min_p(ss_sampler *s, float mp, float *z, float m)
 {
     if (mp <= 0) return;
-    exp_shifted(z, max_of(z, s->vocab), s->prob, s->vocab);
+    exp_shifted(z, m, s->prob, s->vocab);
     for (size_t i = 0; i < s->vocab; i++)
         if (s->prob[i] < mp) z[i] = -INFINITY;
 }
 
-/* The first id whose running total of e passes u * sum(e), over blocks of LANES ids first. */
-static int32_t draw(ss_sampler *s, ss_rng *rng, const float *z)
+/* z[i] = in[i] / t (in place allowed; t == 1 copies), returning the largest z (NaN ignored):
+ * dividing by t > 0 keeps the order, so that is the largest in[i], divided by t. */
+PER_ISA static float scale_max(const float *in, float *z, float t, size_t n)
 {
-    size_t n = s->vocab;
-    float *e = s->prob;
-    double target = ss_rng_uniform(rng) * exp_shifted(z, max_of(z, n), e, n), acc = 0;
+    f16v m = {0};
+    m -= INFINITY;
     size_t i = 0;
     for (; i + LANES <= n; i += LANES) {
-        double block = sum_of(e + i, LANES);
-        if (acc + block > target) break;
-        acc += block;
+        f16v v = *(const f16u *)(in + i) / t;
+        *(f16u *)(z + i) = v;
+        i16v c = v > m;
+        m = (f16v)((c & (i16v)v) | (~c & (i16v)m));
     }
+    float r = -INFINITY;
+    for (int k = 0; k < LANES; k++)
+        r = m[k] > r ? m[k] : r;
     for (; i < n; i++) {
-        if (e[i] <= 0) continue;
-        acc += e[i];
+        z[i] = in[i] / t;
+        r = z[i] > r ? z[i] : r;
+    }
+    return r;
+}
+
+/* The draw scans the vocabulary's weights exp(z - m) by groups of GROUP ids first: their sums in
+ * one vectorised pass (nothing written per id), then the ids of the one group the target falls
+ * in, their weights computed again. */
+#define GROUP (16 * LANES)
+
+/* sums[g] = sum of exp(z[i] - m) over group g, for the n / GROUP whole groups. */
+PER_ISA static void group_sums(const float *z, float m, float *sums, size_t groups)
+{
+    for (size_t g = 0; g < groups; g++) {
+        const float *x = z + g * GROUP;
+        float s[LANES] = {0};
+        for (int j = 0; j < GROUP; j += LANES)
+            for (int k = 0; k < LANES; k++)
+                s[k] += exp_neg(x[j + k] - m);
+        float r = 0;
+        for (int k = 0; k < LANES; k++)
+            r += s[k];
+        sums[g] = r;
+    }
+}
+
+/* The first id whose running total of exp(z - m) passes u times the total (m: the largest z). */
+static int32_t draw(ss_sampler *s, ss_rng *rng, const float *z, float m)
+{
+    size_t n = s->vocab, groups = n / GROUP;
+    float *sums = s->prob; /* vocab >= groups floats */
+    group_sums(z, m, sums, groups);
+    double total = 0;
+    for (size_t g = 0; g < groups; g++)
+        total += sums[g];
+    for (size_t i = groups * GROUP; i < n; i++)
+        total += exp_neg(z[i] - m);
+    double target = ss_rng_uniform(rng) * total, acc = 0;
+    size_t i = 0;
+    for (size_t g = 0; g < groups && acc + sums[g] <= target; g++, i += GROUP)
+        acc += sums[g];
+    for (; i < n; i++) { /* the group the target is in, on past it if rounding says so */
+        float e = exp_neg(z[i] - m);
+        if (e <= 0) continue;
+        acc += e;
         if (acc > target) return (int32_t)i;
     }
     for (size_t j = n; j-- > 0;) /* rounding left the target above the total */
-        if (e[j] > 0) return (int32_t)j;
+        if (exp_neg(z[j] - m) > 0) return (int32_t)j;
     return argmax(z, n);
+}
+
+int32_t ss_sample_from(ss_sampler *s, const ss_sample_params *p, ss_rng *rng, const float *logits,
+                       float *work, const int32_t *seen, size_t n_seen, const int32_t *out,
+                       size_t n_out)
+{
+    bool penalised =
+        p->repetition_penalty != 1.0f || p->presence_penalty != 0 || p->frequency_penalty != 0;
+    const float *in = logits;
+    if (penalised) {
+        if (work != logits) memcpy(work, logits, s->vocab * sizeof *work);
+        if (p->repetition_penalty != 1.0f) repetition(s, p->repetition_penalty, work, seen, n_seen);
+        if (p->presence_penalty != 0 || p->frequency_penalty != 0)
+            presence_frequency(s, p, work, out, n_out);
+        in = work;
+    }
+    if (p->temperature < 1e-5f) return argmax(in, s->vocab);
+    /* the largest stays through top-k, top-p and min-p: m is the maximum throughout */
+    float m = scale_max(in, work, p->temperature, s->vocab);
+    top_k(s, p->top_k, work);
+    top_p(s, p->top_p, work, m);
+    min_p(s, p->min_p, work, m);
+    return draw(s, rng, work, m);
 }
 
 int32_t ss_sample_next(ss_sampler *s, const ss_sample_params *p, ss_rng *rng, float *logits,
                        const int32_t *seen, size_t n_seen, const int32_t *out, size_t n_out)
 {
-    if (p->repetition_penalty != 1.0f) repetition(s, p->repetition_penalty, logits, seen, n_seen);
-    if (p->presence_penalty != 0 || p->frequency_penalty != 0)
-        presence_frequency(s, p, logits, out, n_out);
-    if (p->temperature < 1e-5f) return argmax(logits, s->vocab);
-    if (p->temperature != 1.0f)
-        for (size_t i = 0; i < s->vocab; i++)
-            logits[i] /= p->temperature;
-    top_k(s, p->top_k, logits);
-    top_p(s, p->top_p, logits);
-    min_p(s, p->min_p, logits);
-    return draw(s, rng, logits);
+    return ss_sample_from(s, p, rng, logits, logits, seen, n_seen, out, n_out);
 }

@@ -49,7 +49,12 @@ void ss_sampler_free(ss_sampler *s);
  * frequency). Ids outside [0, vocab) in seen/out are ignored. */
 int32_t ss_sample_next(ss_sampler *s, const ss_sample_params *p, ss_rng *rng, float *logits,
                        const int32_t *seen, size_t n_seen, const int32_t *out, size_t n_out);
-
+/* The same token as ss_sample_next, the logits left as they are: what it would change is
+ * written to work[vocab] instead, on the way (no separate copy); work == logits is
+ * ss_sample_next. */
+int32_t ss_sample_from(ss_sampler *s, const ss_sample_params *p, ss_rng *rng, const float *logits,
+                       float *work, const int32_t *seen, size_t n_seen, const int32_t *out,
+                       size_t n_out);
 /* Greedy without penalties only reads the logits: the next token, as ss_sample_next would give
  * it, without changing or copying them; -1 when p asks for more (then ss_sample_next). */
 int32_t ss_sample_greedy(const ss_sampler *s, const ss_sample_params *p, const float *logits);
