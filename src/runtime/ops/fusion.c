@@ -15,6 +15,7 @@
 #include "common.h"
 #include "gemm_kernel.h"
 #include "isa.h"
+#include "vmath.h"
 
 #include <float.h>
 #include <math.h>
@@ -352,7 +353,7 @@ SS_ISA_INLINE void ep_step(const step *s, float *restrict y, int64_t n, float sv
         break;
     case ST_SIGMOID:
         for (int64_t i = 0; i < n; i++)
-            y[i] = 1.0f / (1.0f + expf(-y[i]));
+            y[i] = 1.0f / (1.0f + ss_vexpf(-y[i])); /* as the Sigmoid op */
         break;
     case ST_XCLIP:
         for (int64_t i = 0; i < n; i++) {
