@@ -13,6 +13,7 @@ import sys
 import threading
 import time
 
+import grpc
 import numpy as np
 
 import shardserve_client as ssc
@@ -23,23 +24,34 @@ LEVELS = [int(a) for a in sys.argv[5:]] or [1, 8, 32]
 NEW = 64
 
 
-def one(i, out):
+def one(i, client, start, out):
     inst = {"prompt": PROMPT.astype(np.int64), "max_tokens": np.int64(NEW),
             "temperature": np.float32(0.0 if i == 0 else 0.8), "seed": np.int64(i)}
+    start.wait()
     t0 = time.perf_counter()
-    r = ssc.Client(ADDR, "gen", "generate").infer([inst])
+    r = client.infer([inst])
     out[i] = (time.perf_counter() - t0, r)
 
 
 def level(streams):
+    """One wave: every client connected first (a channel's connection is not the server's time),
+    then all requests let go at once."""
     out = [None] * streams
-    threads = [threading.Thread(target=one, args=(i, out)) for i in range(streams)]
-    t0 = time.perf_counter()
+    clients = [ssc.Client(ADDR, "gen", "generate") for _ in range(streams)]
+    for c in clients:
+        grpc.channel_ready_future(c.channel).result(timeout=30)
+    start = threading.Barrier(streams + 1)
+    threads = [threading.Thread(target=one, args=(i, clients[i], start, out))
+               for i in range(streams)]
     for t in threads:
         t.start()
+    start.wait()
+    t0 = time.perf_counter()
     for t in threads:
         t.join()
     wall = time.perf_counter() - t0
+    for c in clients:
+        c.close()
     for secs, r in out:
         assert isinstance(r, list) and len(r[0]["tokens"]) == NEW, str(r)[:300]
     if streams == 1 and os.environ.get("SS_GEN_APPROX") != "1":  # greedy: PyTorch's tokens
