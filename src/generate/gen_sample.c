@@ -160,20 +160,32 @@ typedef float f16v __attribute__((vector_size(64)));
 typedef float f16u __attribute__((vector_size(64), aligned(4)));
 typedef int32_t i16v __attribute__((vector_size(64)));
 
+/* m = lane by lane the larger of m and v (a NaN in v leaves m); macros, not functions: a
+ * 64-byte vector passed by value outside an AVX-512 clone changes the ABI. */
+#define LANE_MAX(m, v)                                                                             \
+    do {                                                                                           \
+        f16v v_ = (v);                                                                             \
+        i16v c_ = v_ > (m);                                                                        \
+        (m) = (f16v)((c_ & (i16v)v_) | (~c_ & (i16v)(m)));                                         \
+    } while (0)
+/* r = the largest lane of m */
+#define LANES_MAX(r, m)                                                                            \
+    do {                                                                                           \
+        (r) = -INFINITY;                                                                           \
+        for (int k_ = 0; k_ < LANES; k_++)                                                         \
+            (r) = (m)[k_] > (r) ? (m)[k_] : (r);                                                   \
+    } while (0)
+
 /* The largest of z[0..n), n > 0 (NaN ignored). */
 PER_ISA static float max_of(const float *z, size_t n)
 {
     f16v m = {0};
     m -= INFINITY;
     size_t i = 0;
-    for (; i + LANES <= n; i += LANES) {
-        f16v v = *(const f16u *)(z + i);
-        i16v c = v > m; /* NaN: false, m stays */
-        m = (f16v)((c & (i16v)v) | (~c & (i16v)m));
-    }
-    float r = -INFINITY;
-    for (int k = 0; k < LANES; k++)
-        r = m[k] > r ? m[k] : r;
+    for (; i + LANES <= n; i += LANES)
+        LANE_MAX(m, *(const f16u *)(z + i));
+    float r;
+    LANES_MAX(r, m);
     for (; i < n; i++)
         r = z[i] > r ? z[i] : r;
     return r;
@@ -414,12 +426,10 @@ PER_ISA static float scale_max(const float *in, float *z, float t, size_t n)
     for (; i + LANES <= n; i += LANES) {
         f16v v = *(const f16u *)(in + i) / t;
         *(f16u *)(z + i) = v;
-        i16v c = v > m;
-        m = (f16v)((c & (i16v)v) | (~c & (i16v)m));
+        LANE_MAX(m, v);
     }
-    float r = -INFINITY;
-    for (int k = 0; k < LANES; k++)
-        r = m[k] > r ? m[k] : r;
+    float r;
+    LANES_MAX(r, m);
     for (; i < n; i++) {
         z[i] = in[i] / t;
         r = z[i] > r ? z[i] : r;
