@@ -245,13 +245,15 @@ static inline float exp_neg(float x)
 /* e[i] = exp(z[i] - m) (m = the largest, so e <= 1 and the largest is 1); returns their sum. */
 PER_ISA static double exp_shifted(const float *z, float m, float *e, size_t n)
 {
-    float s[LANES] = {0};
+    f16v s = {0}; /* a vector, not an array: GCC 12 kept an array's sums on the stack */
     size_t i = 0;
-    for (; i + LANES <= n; i += LANES)
-        for (int k = 0; k < LANES; k++) {
-            e[i + k] = exp_neg(z[i + k] - m);
-            s[k] += e[i + k];
-        }
+    for (; i + LANES <= n; i += LANES) {
+        float v[LANES];
+        for (int k = 0; k < LANES; k++)
+            v[k] = exp_neg(z[i + k] - m);
+        memcpy(e + i, v, sizeof v);
+        s += *(const f16u *)v;
+    }
     double sum = 0;
     for (int k = 0; k < LANES; k++)
         sum += s[k];
@@ -375,15 +377,27 @@ static void top_p(ss_sampler *s, float p, float *z, float m)
     const float *pr = s->prob;
     double drop = 1.0 - (double)p, small = drop / (double)s->vocab, dropped = 0;
     int32_t *v = s->order;
-    size_t n = 0, gone = 0;
-    for (size_t i = 0; i < s->vocab; i++) {
+    size_t n = 0, gone = 0, i = 0;
+    double part[8] = {0}; /* eight running sums: one would chain every id's add on the last */
+    for (; i + 8 <= s->vocab; i += 8)
+        for (int k = 0; k < 8; k++) {
+            if (pr[i + k] < small) {
+                part[k] += pr[i + k];
+                z[i + k] = -INFINITY;
+            } else {
+                v[n++] = (int32_t)(i + k);
+            }
+        }
+    for (; i < s->vocab; i++) {
         if (pr[i] < small) {
-            dropped += pr[i];
+            part[0] += pr[i];
             z[i] = -INFINITY;
         } else {
             v[n++] = (int32_t)i;
         }
     }
+    for (int k = 0; k < 8; k++)
+        dropped += part[k];
     size_t lo = 0, hi = n; /* undecided; below lo: gone, from hi: kept */
     while (lo < hi) {
         size_t a, b;
@@ -447,10 +461,13 @@ PER_ISA static void group_sums(const float *z, float m, float *sums, size_t grou
 {
     for (size_t g = 0; g < groups; g++) {
         const float *x = z + g * GROUP;
-        float s[LANES] = {0};
-        for (int j = 0; j < GROUP; j += LANES)
+        f16v s = {0};
+        for (int j = 0; j < GROUP; j += LANES) {
+            float v[LANES];
             for (int k = 0; k < LANES; k++)
-                s[k] += exp_neg(x[j + k] - m);
+                v[k] = exp_neg(x[j + k] - m);
+            s += *(const f16u *)v;
+        }
         float r = 0;
         for (int k = 0; k < LANES; k++)
             r += s[k];
