@@ -365,6 +365,58 @@ static double partition(const float *pr, int32_t *v, size_t lo, size_t hi, float
     return below;
 }
 
+/* top-p's first cut: every id with pr < small goes (z = -inf, its probability added to *mass);
+ * the others are listed in v in id order. Returns how many are listed. 16 ids at a time; the
+ * listing looks at a run of 16 one by one only when one of them stays (most do not). */
+PER_ISA static size_t drop_small(const float *pr, float *z, double small, int32_t *v, size_t n,
+                                 double *mass)
+{
+    float sf = (float)small; /* the least float >= small: pr < sf exactly when pr < small */
+    if ((double)sf < small) sf = nextafterf(sf, INFINITY);
+    f16v th = {0}, gone = {0};
+    th += sf;
+    gone -= INFINITY;
+    typedef float f8v __attribute__((vector_size(32)));
+    typedef double d8v __attribute__((vector_size(64)));
+    d8v sum = {0};
+    size_t i = 0, k = 0;
+    for (; i + LANES <= n; i += LANES) {
+        f16v p = *(const f16u *)(pr + i);
+        i16v low = p < th;
+        f16v dropped = (f16v)(low & (i16v)p);
+        f8v a = __builtin_shufflevector(dropped, dropped, 0, 1, 2, 3, 4, 5, 6, 7);
+        f8v b = __builtin_shufflevector(dropped, dropped, 8, 9, 10, 11, 12, 13, 14, 15);
+        sum += __builtin_convertvector(a, d8v) + __builtin_convertvector(b, d8v);
+        f16v zz = *(const f16u *)(z + i);
+        *(f16u *)(z + i) = (f16v)((low & (i16v)gone) | (~low & (i16v)zz));
+        i16v all = low;
+        all &=
+            __builtin_shufflevector(all, all, 8, 9, 10, 11, 12, 13, 14, 15, 0, 1, 2, 3, 4, 5, 6, 7);
+        all &=
+            __builtin_shufflevector(all, all, 4, 5, 6, 7, 0, 1, 2, 3, 12, 13, 14, 15, 8, 9, 10, 11);
+        all &=
+            __builtin_shufflevector(all, all, 2, 3, 0, 1, 6, 7, 4, 5, 10, 11, 8, 9, 14, 15, 12, 13);
+        all &=
+            __builtin_shufflevector(all, all, 1, 0, 3, 2, 5, 4, 7, 6, 9, 8, 11, 10, 13, 12, 15, 14);
+        if (!all[0])
+            for (int l = 0; l < LANES; l++)
+                if (!(pr[i + l] < sf)) v[k++] = (int32_t)(i + l);
+    }
+    double m = 0;
+    for (int l = 0; l < 8; l++)
+        m += sum[l];
+    for (; i < n; i++) {
+        if (pr[i] < sf) {
+            m += pr[i];
+            z[i] = -INFINITY;
+        } else {
+            v[k++] = (int32_t)i;
+        }
+    }
+    *mass = m;
+    return k;
+}
+
 /* HF's TopPLogitsWarper: in ascending order of probability, ids whose cumulative probability is
  * <= 1 - p go (the largest always stays). Ids so small that all of them together stay under
  * 1 - p go first without ordering: every id before one of them in ascending order is smaller
@@ -377,27 +429,7 @@ static void top_p(ss_sampler *s, float p, float *z, float m)
     const float *pr = s->prob;
     double drop = 1.0 - (double)p, small = drop / (double)s->vocab, dropped = 0;
     int32_t *v = s->order;
-    size_t n = 0, gone = 0, i = 0;
-    double part[8] = {0}; /* eight running sums: one would chain every id's add on the last */
-    for (; i + 8 <= s->vocab; i += 8)
-        for (int k = 0; k < 8; k++) {
-            if (pr[i + k] < small) {
-                part[k] += pr[i + k];
-                z[i + k] = -INFINITY;
-            } else {
-                v[n++] = (int32_t)(i + k);
-            }
-        }
-    for (; i < s->vocab; i++) {
-        if (pr[i] < small) {
-            part[0] += pr[i];
-            z[i] = -INFINITY;
-        } else {
-            v[n++] = (int32_t)i;
-        }
-    }
-    for (int k = 0; k < 8; k++)
-        dropped += part[k];
+    size_t n = drop_small(pr, z, small, v, s->vocab, &dropped), gone = 0;
     size_t lo = 0, hi = n; /* undecided; below lo: gone, from hi: kept */
     while (lo < hi) {
         size_t a, b;
