@@ -23,7 +23,6 @@
 
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
 #if defined(__x86_64__)
 #include <immintrin.h>
 #endif
@@ -164,19 +163,12 @@ size_t ss_gemm_bf16_scratch(int64_t M, int64_t K)
     return (size_t)M * (size_t)row_pairs(K) * sizeof(uint32_t);
 }
 
-/* 2 MiB-aligned with MADV_HUGEPAGE over its whole 2 MiB pages (the tail keeps 4 KiB pages, so
- * the resident size stays the packed size): at M = 1 the GEMV streams every weight once per call,
- * and with 4 KiB pages it pays a TLB miss every 4 KiB of each of its streams. Measured on Zen 4
- * (GPT-2-124M's decode weights, 1 thread, best of 15 interleaved rounds): 10.5 -> 8.4 ms. Where
- * the kernel's THP setting is "never" the advice does nothing. */
+/* On huge pages (ss_huge_alloc): at M = 1 the GEMV streams every weight once per call, and with
+ * 4 KiB pages it pays a TLB miss every 4 KiB of each of its streams. Measured on Zen 4
+ * (GPT-2-124M's decode weights, 1 thread, best of 15 interleaved rounds): 10.5 -> 8.4 ms. */
 uint16_t *ss_gemm_bf16_alloc(int64_t K, int64_t N)
 {
-    const size_t huge = (size_t)2 << 20;
-    size_t bytes = ss_gemm_bf16_packed_bytes(K, N);
-    void *p = NULL;
-    if (posix_memalign(&p, bytes >= huge ? huge : 64, bytes) != 0) return NULL;
-    if (bytes >= huge) madvise(p, bytes & ~(huge - 1), MADV_HUGEPAGE);
-    return p;
+    return ss_huge_alloc(ss_gemm_bf16_packed_bytes(K, N));
 }
 
 void ss_gemm_bf16_pack(const float *B, int64_t K, int64_t N, int64_t ldb, bool tb, uint16_t *out)

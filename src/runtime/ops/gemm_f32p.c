@@ -6,7 +6,6 @@
 
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
 
 #if defined(__x86_64__)
 #include <immintrin.h>
@@ -50,12 +49,7 @@ size_t ss_gemm_f32p_packed_bytes(int64_t K, int64_t N)
 
 float *ss_gemm_f32p_alloc(int64_t K, int64_t N)
 {
-    const size_t huge = (size_t)2 << 20;
-    size_t bytes = ss_gemm_f32p_packed_bytes(K, N);
-    void *p = NULL;
-    if (posix_memalign(&p, bytes >= huge ? huge : 64, bytes ? bytes : 64) != 0) return NULL;
-    if (bytes >= huge) madvise(p, bytes & ~(huge - 1), MADV_HUGEPAGE);
-    return p;
+    return ss_huge_alloc(ss_gemm_f32p_packed_bytes(K, N));
 }
 
 void ss_gemm_f32p_pack(const float *B, int64_t K, int64_t N, int64_t ldb, bool tb, float *out)
