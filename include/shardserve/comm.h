@@ -140,6 +140,12 @@ ss_status *ss_comm_barrier(ss_comm *comm, const ss_comm_group *group);
  * joining). Fine if it does not exist. Do not call while that session's ranks are joining. */
 ss_status *ss_comm_shm_cleanup(const char *session);
 
+/* Launchers, at start: remove each /dev/shm/shardserve-<prefix><pid>[-...] whose launcher <pid> is
+ * gone, that is a segment of this layout and none of whose ranks is alive: what a launcher killed
+ * with SIGKILL leaves behind (tmpfs pages are memory until removed). Each removal is logged;
+ * returns how many. */
+int ss_comm_shm_remove_abandoned(const char *prefix);
+
 #ifdef __cplusplus
 }
 #endif

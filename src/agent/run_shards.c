@@ -98,6 +98,7 @@ static ss_status *run_forked(const ss_run_shards_options *opt, int rank_size)
 {
     char session[64];
     snprintf(session, sizeof session, "run-%d", (int)getpid());
+    ss_comm_shm_remove_abandoned("run-"); /* of runs killed before they could remove theirs */
     pid_t *pids = calloc((size_t)rank_size, sizeof(pid_t));
     if (!pids) return ss_errf(SS_ERR_NOMEM, "out of memory");
     fflush(NULL);

@@ -9,6 +9,8 @@
  * running group owns nothing in /dev/shm and a SIGKILL leaves nothing behind. A segment found
  * with a dead registered rank or with none registered is stale (a group killed while joining):
  * it is unlinked (only if the name still points at that very file) and the join starts over.
+ * Sessions are named after their launcher's pid, so nobody joins such a name again: launchers
+ * remove those of launchers that are gone when they start (ss_comm_shm_remove_abandoned).
  *
  * Layout (offsets computed identically by every rank from the configuration):
  *   header + one record per rank | per group: barrier words, per-member records (arrival count,
@@ -1086,6 +1088,64 @@ ss_status *ss_comm_shm_open(ss_comm *c, const ss_comm_config *cfg)
         s->registered = true;
         return NULL;
     }
+}
+
+/* true when the published segment at `path` is of this layout and none of its ranks is alive. */
+static bool abandoned(const char *path, int fd)
+{
+    struct stat sb;
+    if (fstat(fd, &sb) != 0 || (size_t)sb.st_size < sizeof(seg_hdr)) return false;
+    seg_hdr *h = mmap(NULL, sizeof(seg_hdr), PROT_READ, MAP_SHARED, fd, 0);
+    if (h == MAP_FAILED) return false;
+    size_t len = 0;
+    if (h->magic == SEG_MAGIC && h->version == SEG_VERSION && h->size <= 1024)
+        len = sizeof(seg_hdr) + h->size * sizeof(rank_rec);
+    munmap(h, sizeof(seg_hdr));
+    if (!len || len > (size_t)sb.st_size) return false;
+    h = mmap(NULL, len, PROT_READ, MAP_SHARED, fd, 0);
+    if (h == MAP_FAILED) return false;
+    bool dead = still_published(path, fd);
+    for (uint32_t r = 0; dead && r < h->size; r++)
+        if (atomic_load(&h->ranks[r].state) != REC_EMPTY &&
+            pid_alive(h->ranks[r].pid, h->ranks[r].start))
+            dead = false;
+    munmap(h, len);
+    return dead;
+}
+
+int ss_comm_shm_remove_abandoned(const char *prefix)
+{
+    DIR *d = opendir("/dev/shm");
+    if (!d) return 0;
+    size_t len = strlen(prefix);
+    int removed = 0;
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        const char *session = e->d_name + strlen("shardserve-");
+        if (strncmp(e->d_name, "shardserve-", strlen("shardserve-")) ||
+            strncmp(session, prefix, len) || !valid_session(session))
+            continue;
+        char *end;
+        long owner = strtol(session + len, &end, 10);
+        if (end == session + len || (*end && *end != '-') || owner <= 0 || owner > INT32_MAX ||
+            pid_alive((int32_t)owner, 0))
+            continue;
+        char path[400];
+        snprintf(path, sizeof path, "/dev/shm/%s", e->d_name);
+        int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+        if (fd < 0) continue;
+        struct stat sb;
+        if (abandoned(path, fd) && fstat(fd, &sb) == 0) {
+            unlink_if_same(path, fd);
+            sweep_tmp(e->d_name);
+            SS_INFO("comm: removed %s (%.1f MB), left by ranks that are all gone", path,
+                    (double)sb.st_size / 1e6);
+            removed++;
+        }
+        close(fd);
+    }
+    closedir(d);
+    return removed;
 }
 
 ss_status *ss_comm_shm_cleanup(const char *session)

@@ -22,6 +22,7 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 SHARDSERVE = os.environ.get("SHARDSERVE", "shardserve")
+_started_pids = set()  # every process a Cluster started, for leftover_shm()
 _libc = ctypes.CDLL("libc.so.6", use_errno=True)
 
 
@@ -99,6 +100,7 @@ class Cluster:
         p.logf = logf
         p.logname = log
         self.procs.append(p)
+        _started_pids.add(p.pid)
         return p
 
     def log(self, p):
@@ -209,7 +211,15 @@ def rest_json(c, method, path, body=None, timeout=60):
 
 
 def leftover_shm():
-    return [f for f in os.listdir("/dev/shm") if f.startswith("shardserve-agents-")]
+    """The /dev/shm segments (shardserve-agents-PID-GENERATION) still there of the `shardserve
+    agents` launchers this test started. Segments of other launchers (another test running at
+    the same time, a run killed earlier on this machine) are not this test's to judge."""
+    left = []
+    for f in os.listdir("/dev/shm"):
+        m = re.match(r"shardserve-agents-(\d+)-\d+$", f)
+        if m and int(m.group(1)) in _started_pids:
+            left.append(f)
+    return left
 
 
 def run_cases(cases, only=()):

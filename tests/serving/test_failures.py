@@ -6,6 +6,7 @@ requests a clear "not available" while the group is down, and serving must come 
 restarting `shardserve serve`; nothing may be left behind. Ends with "N passed, N failed"."""
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -226,6 +227,46 @@ def test_server_killed_restart_never():
     assert not leftover_shm(), leftover_shm()
 
 
+def test_killed_launcher_segment_removed():
+    """A group killed while joining (SIGKILL to the launcher and its agents, as an OOM kill or a
+    host's shutdown does) leaves its /dev/shm segment behind: tmpfs pages, memory until removed.
+    The next `shardserve agents` on the host removes it, says so, and serves."""
+    with Cluster() as c:
+        model = os.path.join(c.dir, "matmul.onnx")
+        matmul_neg_model(model)
+        models = c.add_servable("matmul", model, 2, 1)
+        c.serve([("matmul", 1, c.write_rank_table(2))])
+        # rank 1's group config is a FIFO nobody writes: rank 1 blocks reading it, so rank 0 has
+        # published the group's segment and waits in the join
+        stuck = os.path.join(c.dir, "stuck")
+        os.makedirs(stuck)
+        shutil.copy(models[1], stuck)
+        os.mkfifo(os.path.join(stuck, "group_config.json"))
+        agents = c.agents(c.worker_addresses["matmul"][-1],
+                          [models[0], os.path.join(stuck, os.path.basename(models[1]))],
+                          extra=["--restart", "never"])
+        segment = "/dev/shm/shardserve-agents-%d-0" % agents.pid
+        deadline = time.time() + 30
+        while time.time() < deadline and not os.path.exists(segment):
+            time.sleep(0.05)
+        assert os.path.exists(segment), "no segment was published: %s" % c.log(agents)[-2000:]
+        kids = children(agents.pid)
+        agents.kill()
+        for p in kids:
+            os.kill(p, signal.SIGKILL)
+        agents.wait()
+        deadline = time.time() + 15
+        while time.time() < deadline and any(os.path.exists("/proc/%d" % p) for p in kids):
+            time.sleep(0.1)
+        assert os.path.exists(segment), "the segment went with its group: nothing to remove"
+        again = c.agents(c.worker_addresses["matmul"][-1], models)
+        c.wait_ready(1)
+        wait_serving(Client(c.grpc, "matmul", "predict"))
+        assert not os.path.exists(segment), os.listdir("/dev/shm")
+        assert "removed %s" % segment in c.log(again), c.log(again)[-2000:]
+    assert not leftover_shm(), leftover_shm()
+
+
 def test_graceful_shutdown():
     """SIGTERM to serve under load: every request gets an answer (result or error), serve exits 0,
     the agents end in order (their launcher exits 0) and nothing is left."""
@@ -311,7 +352,8 @@ def test_long_requests_keep_heartbeats():
 
 CASES = [test_graceful_shutdown, test_agent_killed_under_load, test_agent_hung, test_single_rank_agent_hung,
          test_server_killed_and_restarted,
-         test_server_killed_restart_never, test_long_requests_keep_heartbeats]
+         test_server_killed_restart_never, test_killed_launcher_segment_removed,
+         test_long_requests_keep_heartbeats]
 
 
 def main():
