@@ -93,13 +93,25 @@ static void fuzz_predict(void *ctx, ss_predict_request *req, ss_predict_done don
 
 static ss_predict_handler fuzz_handler = {.predict = fuzz_predict, .describe = fuzz_describe};
 static ss_rest_gen_env *env;
+static char dir[] = "/tmp/ss-fuzz-rest-gen-XXXXXX";
+
+static void remove_dir(void)
+{
+    char path[256];
+    snprintf(path, sizeof path, "%s/gen/tokenizer.json", dir);
+    unlink(path);
+    snprintf(path, sizeof path, "%s/gen", dir);
+    rmdir(path);
+    rmdir(dir);
+}
 
 int LLVMFuzzerInitialize(int *argc, char ***argv)
 {
     (void)argc;
     (void)argv;
-    char dir[] = "/tmp/ss-fuzz-rest-gen-XXXXXX", path[256];
+    char path[256];
     if (!mkdtemp(dir)) abort();
+    atexit(remove_dir);
     snprintf(path, sizeof path, "%s/gen", dir);
     mkdir(path, 0700);
     snprintf(path, sizeof path, "%s/gen/tokenizer.json", dir);

@@ -9,6 +9,7 @@
 #include "shardserve/runtime.h"
 
 #include <dirent.h>
+#include <errno.h>
 #include <limits.h>
 #include <unistd.h>
 
@@ -82,9 +83,12 @@ static int cmp_u64(const void *a, const void *b)
 static int run_shards(const char *shards, ss_comm_backend backend, long timeout_ms, int n_args,
                       char **names, char **files, const char *outdir)
 {
-    char tmp[] = "/tmp/shardserve-run-XXXXXX";
+    const char *base = getenv("TMPDIR");
+    char tmp[1100];
+    snprintf(tmp, sizeof tmp, "%.1000s/shardserve-run-XXXXXX", base && *base ? base : "/tmp");
     if (!mkdtemp(tmp))
-        return cli_fail("run", ss_errf(SS_ERR_IO, "cannot create a temporary folder"));
+        return cli_fail("run", ss_errf(SS_ERR_IO, "cannot create a temporary folder %s: %s", tmp,
+                                       strerror(errno)));
     char self[4096];
     ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);
     self[n > 0 ? n : 0] = 0;

@@ -88,7 +88,7 @@ def start(t, name, table, models, args, tag, wait_agents=0, env=None):
 
 
 CLIENT = """
-import json, sys, urllib.request
+import json, sys, urllib.error, urllib.request
 import numpy as np
 import shardserve_client as ssc
 name, prompt, steps = sys.argv[1], [int(x) for x in sys.argv[2].split(",")], int(sys.argv[3])
@@ -102,9 +102,12 @@ req = urllib.request.Request("http://%s/model/%s:generate" % (sys.argv[5], name)
                              headers={"Content-Type": "application/json"})
 try:
     with urllib.request.urlopen(req, timeout=120) as f:
-        rest = json.loads(f.read())["instances"][0].get("tokens")
+        reply = json.loads(f.read())
+    rest = reply["instances"][0].get("tokens") if "instances" in reply else "REST: %s" % reply
+except urllib.error.HTTPError as e:
+    rest = "REST: HTTP %d %s" % (e.code, e.read()[:400])
 except Exception as e:
-    rest = "REST: %s" % e
+    rest = "REST: %r" % e
 print(json.dumps({"grpc": grpc, "rest": rest}))
 """
 

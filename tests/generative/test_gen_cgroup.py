@@ -171,7 +171,7 @@ def run(t, cg):
     t.wait_log(serve, r" is ready", timeout=180)
     got = nh.generate(t, "split", PROMPT, len(REF))
     if got["grpc"] != REF or got["rest"] != REF:
-        raise nh.Failed("2 ranks: gRPC %s, REST %s\nwant %s" % (got["grpc"], got["rest"], REF))
+        raise nh.Failed("2 ranks: gRPC %s, REST %s\nwant %s\n%s" % (got["grpc"], got["rest"], REF, t.all_logs()))
     anon = {ip: cg.anon(p) for ip, p in hosts.items()}
     if any(cg.oom_kills(p) != (oom if ip == nh.IP_A else 0) for ip, p in hosts.items()):
         raise nh.Failed("an OOM kill while serving 2 ranks")

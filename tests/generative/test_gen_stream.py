@@ -96,18 +96,18 @@ def check_pieces(pieces, final, what):
 
 def c_client_stream(c, inst):
     """`shardserve infer --stream`: the "stream:" line and the final tokens it prints."""
-    d = tempfile.mkdtemp(prefix="ss-gen-stream-")
-    args = [os.environ["SHARDSERVE"], "infer", "--address", c.grpc, "--servable", "gen", "--method", "generate", "--stream",
-            "--output-dir", d]
-    for name, value in inst.items():
-        path = os.path.join(d, "in_%s.npy" % name)
-        np.save(path, np.asarray(value))
-        args += ["--input", "%s=%s" % (name, path)]
-    out = subprocess.run(args, capture_output=True, text=True, timeout=120)
-    assert out.returncode == 0, out.stderr
-    line = [x for x in out.stdout.splitlines() if x.startswith("stream:")]
-    assert line, out.stdout
-    return [int(t) for t in line[0].split()[1:]], list(np.load(os.path.join(d, "tokens.npy")))
+    with tempfile.TemporaryDirectory(prefix="ss-gen-stream-") as d:
+        args = [os.environ["SHARDSERVE"], "infer", "--address", c.grpc, "--servable", "gen", "--method", "generate",
+                "--stream", "--output-dir", d]
+        for name, value in inst.items():
+            path = os.path.join(d, "in_%s.npy" % name)
+            np.save(path, np.asarray(value))
+            args += ["--input", "%s=%s" % (name, path)]
+        out = subprocess.run(args, capture_output=True, text=True, timeout=120)
+        assert out.returncode == 0, out.stderr
+        line = [x for x in out.stdout.splitlines() if x.startswith("stream:")]
+        assert line, out.stdout
+        return [int(t) for t in line[0].split()[1:]], list(np.load(os.path.join(d, "tokens.npy")))
 
 
 def streams_equal_unary(ranks):

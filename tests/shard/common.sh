@@ -24,6 +24,9 @@ HERE=$(cd "$(dirname "$0")" && pwd)
 TOOL=$HERE/npytool.py
 DATA=${SS_SHARD_DATA:-}
 WORK=$(mktemp -d /tmp/ss-shard-test.XXXXXX) || exit 1
+# temporary folders of what the test starts (`shardserve run`'s outputs) go to $WORK too, so a
+# run the test kills leaves nothing behind in /tmp
+export TMPDIR=$WORK
 FAILS=0
 GROUPS_STARTED=""
 CLEANUP_HOOKS=""
