@@ -381,6 +381,8 @@ SS_ISA_INLINE float kv_dot(const float *q, const void *key, bool bf16, int hd)
     return a[0];
 }
 
+SS_ISA_INLINE void kv_reduce16(const kv_v16 *a, float scale, float *s);
+
 /* The scores of 16 consecutive keys (hd a multiple of 16): 16 vectors of partial sums, reduced
  * together (each step halves the vectors and the lanes a key holds), scale applied. */
 SS_ISA_INLINE void kv_dot16(const float *q, const char *keys, bool bf16, int hd, float scale,
@@ -395,6 +397,13 @@ SS_ISA_INLINE void kv_dot16(const float *q, const char *keys, bool bf16, int hd,
         for (int t = 0; t < 16; t++)
             a[t] += qd * KV_LOAD16(keys + (size_t)t * kb, bf16, (size_t)d);
     }
+    kv_reduce16(a, scale, s);
+}
+
+/* 16 keys' vectors of partial sums reduced together, each step halving the vectors and the lanes
+ * a key holds, in the order kv_dot adds one key's lanes; scaled into s[0..15]. */
+SS_ISA_INLINE void kv_reduce16(const kv_v16 *a, float scale, float *s)
+{
     kv_v16 b[8], c[4], e[2];
     for (int i = 0; i < 8; i++) /* keys 2i, 2i+1: 8 lanes each */
         b[i] = __builtin_shufflevector(a[2 * i], a[2 * i + 1], 0, 1, 2, 3, 4, 5, 6, 7, 16, 17, 18,
@@ -416,6 +425,78 @@ SS_ISA_INLINE void kv_dot16(const float *q, const char *keys, bool bf16, int hd,
                __builtin_shufflevector(e[0], e[1], 1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25,
                                        27, 29, 31);
     *(kv_v16u *)s = r * scale;
+}
+
+/* bf16 keys and values a 64-byte vector at a time, as 16 pairs: the pair's first value is its
+ * 32-bit lane shifted up 16, the second the lane with its low half cleared. Values 2i of 32 come
+ * out in lane i of one vector, 2i + 1 in the other, so q is split the same way (kv_pairs_q) and a
+ * head's output kept split over a block (kv_split / kv_join). */
+typedef uint32_t kv_w16u __attribute__((vector_size(64), aligned(2)));
+#define KV_PAIRS_MAX 512
+#define KV_EVEN(w) ((kv_v16)((w) << 16))
+#define KV_ODD(w) ((kv_v16)((w)&0xffff0000u))
+
+SS_ISA_INLINE void kv_pairs_q(const float *q, int hd, float *qp)
+{
+    for (int c = 0; c < hd; c += 32) {
+        kv_v16 lo = *(const kv_v16u *)(q + c), hi = *(const kv_v16u *)(q + c + 16);
+        *(kv_v16u *)(qp + c) = __builtin_shufflevector(lo, hi, 0, 2, 4, 6, 8, 10, 12, 14, 16, 18,
+                                                       20, 22, 24, 26, 28, 30);
+        *(kv_v16u *)(qp + c + 16) = __builtin_shufflevector(lo, hi, 1, 3, 5, 7, 9, 11, 13, 15, 17,
+                                                            19, 21, 23, 25, 27, 29, 31);
+    }
+}
+
+SS_ISA_INLINE float kv_dot_pairs(const float *qp, const char *key, int hd)
+{
+    kv_v16 a = {0};
+    for (int c = 0; c < hd; c += 32) {
+        kv_u16 w = *(const kv_w16u *)(key + 2 * c);
+        a += *(const kv_v16u *)(qp + c) * KV_EVEN(w);
+        a += *(const kv_v16u *)(qp + c + 16) * KV_ODD(w);
+    }
+    a += __builtin_shufflevector(a, a, 8, 9, 10, 11, 12, 13, 14, 15, 0, 1, 2, 3, 4, 5, 6, 7);
+    a += __builtin_shufflevector(a, a, 4, 5, 6, 7, 0, 1, 2, 3, 4, 5, 6, 7, 0, 1, 2, 3);
+    a += __builtin_shufflevector(a, a, 2, 3, 0, 1, 2, 3, 0, 1, 2, 3, 0, 1, 2, 3, 0, 1);
+    a += __builtin_shufflevector(a, a, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0);
+    return a[0];
+}
+
+SS_ISA_INLINE void kv_dot16_pairs(const float *qp, const char *keys, int hd, float scale, float *s)
+{
+    kv_v16 a[16];
+    for (int t = 0; t < 16; t++)
+        a[t] = (kv_v16){0};
+    for (int c = 0; c < hd; c += 32) {
+        kv_v16 qe = *(const kv_v16u *)(qp + c), qo = *(const kv_v16u *)(qp + c + 16);
+        for (int t = 0; t < 16; t++) {
+            kv_u16 w = *(const kv_w16u *)(keys + (size_t)(t * hd + c) * 2);
+            a[t] += qe * KV_EVEN(w);
+            a[t] += qo * KV_ODD(w);
+        }
+    }
+    kv_reduce16(a, scale, s);
+}
+
+SS_ISA_INLINE void kv_split(const float *o, int hd, kv_v16 *ev, kv_v16 *od)
+{
+    for (int c = 0; c < hd / 32; c++) {
+        kv_v16 lo = *(const kv_v16u *)(o + 32 * c), hi = *(const kv_v16u *)(o + 32 * c + 16);
+        ev[c] = __builtin_shufflevector(lo, hi, 0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26,
+                                        28, 30);
+        od[c] = __builtin_shufflevector(lo, hi, 1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27,
+                                        29, 31);
+    }
+}
+
+SS_ISA_INLINE void kv_join(const kv_v16 *ev, const kv_v16 *od, int hd, float *o)
+{
+    for (int c = 0; c < hd / 32; c++) {
+        *(kv_v16u *)(o + 32 * c) = __builtin_shufflevector(ev[c], od[c], 0, 16, 1, 17, 2, 18, 3, 19,
+                                                           4, 20, 5, 21, 6, 22, 7, 23);
+        *(kv_v16u *)(o + 32 * c + 16) = __builtin_shufflevector(
+            ev[c], od[c], 8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31);
+    }
 }
 
 /* One position of a row against its sequence's keys 0..n_keys-1, KV heads g0..g1-1 with their
@@ -440,6 +521,15 @@ SS_ISA_INLINE void attend_row_hd(const ss_kv_layer *l, bool bf16, int hd, int bl
                 const float *qh = q + (size_t)(g * group + r) * stride;
                 float *s = sc + (size_t)((g - g0) * group + r) * (size_t)n_keys + (size_t)j0;
                 int64_t t = 0;
+                if (bf16 && hd % 32 == 0 && hd <= KV_PAIRS_MAX) {
+                    float qp[KV_PAIRS_MAX];
+                    kv_pairs_q(qh, hd, qp);
+                    for (; t + 16 <= n; t += 16)
+                        kv_dot16_pairs(qp, keys + (size_t)t * (size_t)hd * eb, hd, scale, s + t);
+                    for (; t < n; t++)
+                        s[t] = kv_dot_pairs(qp, keys + (size_t)t * (size_t)hd * eb, hd) * scale;
+                    continue;
+                }
                 for (; hd % 16 == 0 && t + 16 <= n; t += 16)
                     kv_dot16(qh, keys + (size_t)t * (size_t)hd * eb, bf16, hd, scale, s + t);
                 for (; t < n; t++)
@@ -460,6 +550,20 @@ SS_ISA_INLINE void attend_row_hd(const ss_kv_layer *l, bool bf16, int hd, int bl
             for (int r = 0; r < group; r++) {
                 float *restrict o = out + (size_t)(g * group + r) * stride;
                 const float *w = sc + (size_t)((g - g0) * group + r) * (size_t)n_keys + j0;
+                if (bf16 && hd % 32 == 0 && hd <= 16 * KV_ACC) {
+                    kv_v16 ev[KV_ACC / 2], od[KV_ACC / 2];
+                    kv_split(o, hd, ev, od);
+                    for (int64_t t = 0; t < n; t++) {
+                        const char *val = vals + (size_t)t * (size_t)hd * eb;
+                        for (int c = 0; c < hd / 32; c++) {
+                            kv_u16 x = *(const kv_w16u *)(val + 64 * c);
+                            ev[c] += w[t] * KV_EVEN(x);
+                            od[c] += w[t] * KV_ODD(x);
+                        }
+                    }
+                    kv_join(ev, od, hd, o);
+                    continue;
+                }
                 if (hd % 16 == 0 && hd <= 16 * KV_ACC) {
                     /* the head's output in registers over the block's keys, in memory only
                      * between blocks (per key it was a load and a store a vector, a chain
