@@ -121,8 +121,10 @@ static ss_status *layer_alloc(ss_kvpool *p, ss_kv_layer *l)
 {
     size_t n = (size_t)p->n_blocks * (size_t)l->kv_heads * (size_t)p->block_size *
                (size_t)l->head_dim * elem_bytes(p);
-    l->k = malloc(n);
-    l->v = malloc(n);
+    /* on huge pages: a step reads every running sequence's blocks, scattered over the pool, and
+     * with 4 KiB pages two threads paid a TLB miss (a nested walk in a VM) every 4 KiB of them */
+    l->k = ss_huge_alloc(n);
+    l->v = ss_huge_alloc(n);
     if (l->k && l->v) return NULL;
     free(l->k), free(l->v);
     l->k = l->v = NULL;
