@@ -601,8 +601,8 @@ ss_status *ss_launcher_run(const ss_launcher_options *opt)
     sigaddset(&set, SIGTERM);
     sigaddset(&set, SIGCHLD);
     sigprocmask(SIG_BLOCK, &set, &old);
-    ss_comm_shm_remove_abandoned(
-        "agents-"); /* of launchers killed before they could remove theirs */
+    /* the segments of launchers killed before they could remove theirs */
+    ss_comm_shm_remove_abandoned("agents-");
     ss_liveness *live = ss_liveness_create(n);
     if (!live)
         SS_WARN("no liveness page (memfd: %s): a hung agent is left to the worker to notice",
