@@ -582,6 +582,15 @@ static void start_engine(ss_wgen *g, const ss_tensor *logits, int64_t blocks, in
         g->state = POOL_UNKNOWN;
         return;
     }
+    if (g->cfg.max_context > 0) /* how many sequences run at once, before requests must wait */
+        SS_INFO("generation: a KV pool of %lld blocks of %d tokens (%lld tokens): room for %lld "
+                "sequence(s) of max_context %d tokens at once (max_running %d)",
+                (long long)blocks, (int)tokens, (long long)blocks * tokens,
+                (long long)(blocks / ((g->cfg.max_context + tokens - 1) / tokens)),
+                g->cfg.max_context, g->cfg.max_running);
+    else
+        SS_INFO("generation: a KV pool of %lld blocks of %d tokens (%lld tokens)",
+                (long long)blocks, (int)tokens, (long long)blocks * tokens);
     g->state = PROBE_RAN;
     for (gen_req *r = g->reqs, *next; r; r = next) { /* enter_engine may end r */
         next = r->next;

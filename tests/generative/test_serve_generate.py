@@ -247,6 +247,9 @@ def test_bad_parameters_named():
             assert "error" in r and word in r["error"], (word, r)
         assert list(got[-1]["tokens"]) == list(REF[:4]), got[-1]
         print("    refused: " + "; ".join(r["error"][:70] for r in got[:-1]))
+        # serve says how many sequences of max_context its pool holds: none here
+        room = "a KV pool of 12 blocks of 16 tokens (192 tokens): room for 0 sequence(s) of max_context 256"
+        assert room in c.log(c.server), c.log(c.server)[-2000:]
 
 
 CASES = [test_greedy_whole, test_greedy_two_ranks, test_greedy_two_stages,
