@@ -1090,21 +1090,19 @@ ss_status *ss_comm_shm_open(ss_comm *c, const ss_comm_config *cfg)
     }
 }
 
-/* true when the published segment at `path` is of this layout and none of its ranks is alive. */
-static bool abandoned(const char *path, int fd)
+/* true when the published segment at `path` is of this layout and none of its ranks is alive; its
+ * size in *bytes. */
+static bool abandoned(const char *path, int fd, size_t *bytes)
 {
     struct stat sb;
     if (fstat(fd, &sb) != 0 || (size_t)sb.st_size < sizeof(seg_hdr)) return false;
-    seg_hdr *h = mmap(NULL, sizeof(seg_hdr), PROT_READ, MAP_SHARED, fd, 0);
+    *bytes = (size_t)sb.st_size;
+    size_t len = sizeof(seg_hdr) + 1024 * sizeof(rank_rec); /* the most ranks a segment has */
+    if (len > *bytes) len = *bytes;
+    seg_hdr *h = mmap(NULL, len, PROT_READ, MAP_SHARED, fd, 0);
     if (h == MAP_FAILED) return false;
-    size_t len = 0;
-    if (h->magic == SEG_MAGIC && h->version == SEG_VERSION && h->size <= 1024)
-        len = sizeof(seg_hdr) + h->size * sizeof(rank_rec);
-    munmap(h, sizeof(seg_hdr));
-    if (!len || len > (size_t)sb.st_size) return false;
-    h = mmap(NULL, len, PROT_READ, MAP_SHARED, fd, 0);
-    if (h == MAP_FAILED) return false;
-    bool dead = still_published(path, fd);
+    bool dead = h->magic == SEG_MAGIC && h->version == SEG_VERSION &&
+                sizeof(seg_hdr) + h->size * sizeof(rank_rec) <= len && still_published(path, fd);
     for (uint32_t r = 0; dead && r < h->size; r++)
         if (atomic_load(&h->ranks[r].state) != REC_EMPTY &&
             pid_alive(h->ranks[r].pid, h->ranks[r].start))
@@ -1134,12 +1132,12 @@ int ss_comm_shm_remove_abandoned(const char *prefix)
         snprintf(path, sizeof path, "/dev/shm/%s", e->d_name);
         int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
         if (fd < 0) continue;
-        struct stat sb;
-        if (abandoned(path, fd) && fstat(fd, &sb) == 0) {
+        size_t bytes;
+        if (abandoned(path, fd, &bytes)) {
             unlink_if_same(path, fd);
             sweep_tmp(e->d_name);
             SS_INFO("comm: removed %s (%.1f MB), left by ranks that are all gone", path,
-                    (double)sb.st_size / 1e6);
+                    (double)bytes / 1e6);
             removed++;
         }
         close(fd);

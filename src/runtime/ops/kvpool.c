@@ -438,15 +438,20 @@ typedef uint32_t kv_w16u __attribute__((vector_size(64), aligned(2)));
 #define KV_EVEN(w) ((kv_v16)((w) << 16))
 #define KV_ODD(w) ((kv_v16)((w)&0xffff0000u))
 
+/* Values 32c..32c+31 of x into their even (ev) and odd (od) halves. */
+SS_ISA_INLINE void kv_unzip(const float *x, int c, kv_v16 *ev, kv_v16 *od)
+{
+    kv_v16 lo = *(const kv_v16u *)(x + 32 * c), hi = *(const kv_v16u *)(x + 32 * c + 16);
+    *ev =
+        __builtin_shufflevector(lo, hi, 0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+    *od =
+        __builtin_shufflevector(lo, hi, 1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
+}
+
 SS_ISA_INLINE void kv_pairs_q(const float *q, int hd, float *qp)
 {
-    for (int c = 0; c < hd; c += 32) {
-        kv_v16 lo = *(const kv_v16u *)(q + c), hi = *(const kv_v16u *)(q + c + 16);
-        *(kv_v16u *)(qp + c) = __builtin_shufflevector(lo, hi, 0, 2, 4, 6, 8, 10, 12, 14, 16, 18,
-                                                       20, 22, 24, 26, 28, 30);
-        *(kv_v16u *)(qp + c + 16) = __builtin_shufflevector(lo, hi, 1, 3, 5, 7, 9, 11, 13, 15, 17,
-                                                            19, 21, 23, 25, 27, 29, 31);
-    }
+    for (int c = 0; c < hd / 32; c++)
+        kv_unzip(q, c, (kv_v16 *)(qp + 32 * c), (kv_v16 *)(qp + 32 * c + 16));
 }
 
 SS_ISA_INLINE float kv_dot_pairs(const float *qp, const char *key, int hd)
@@ -482,13 +487,8 @@ SS_ISA_INLINE void kv_dot16_pairs(const float *qp, const char *keys, int hd, flo
 
 SS_ISA_INLINE void kv_split(const float *o, int hd, kv_v16 *ev, kv_v16 *od)
 {
-    for (int c = 0; c < hd / 32; c++) {
-        kv_v16 lo = *(const kv_v16u *)(o + 32 * c), hi = *(const kv_v16u *)(o + 32 * c + 16);
-        ev[c] = __builtin_shufflevector(lo, hi, 0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26,
-                                        28, 30);
-        od[c] = __builtin_shufflevector(lo, hi, 1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27,
-                                        29, 31);
-    }
+    for (int c = 0; c < hd / 32; c++)
+        kv_unzip(o, c, &ev[c], &od[c]);
 }
 
 SS_ISA_INLINE void kv_join(const kv_v16 *ev, const kv_v16 *od, int hd, float *o)
@@ -524,7 +524,7 @@ SS_ISA_INLINE void attend_row_hd(const ss_kv_layer *l, bool bf16, int hd, int bl
                 float *s = sc + (size_t)((g - g0) * group + r) * (size_t)n_keys + (size_t)j0;
                 int64_t t = 0;
                 if (bf16 && hd % 32 == 0 && hd <= KV_PAIRS_MAX) {
-                    float qp[KV_PAIRS_MAX];
+                    float qp[KV_PAIRS_MAX] __attribute__((aligned(64))); /* kv_unzip stores */
                     kv_pairs_q(qh, hd, qp);
                     for (; t + 16 <= n; t += 16)
                         kv_dot16_pairs(qp, keys + (size_t)t * (size_t)hd * eb, hd, scale, s + t);
