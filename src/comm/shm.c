@@ -364,7 +364,11 @@ static int missing_members(ss_comm *c, const wait_ctx *w, int *out)
     return n;
 }
 
-static ss_status *check_peers(ss_comm *c, const wait_ctx *w, bool timed_out)
+/* Called while *word is still `old`. A peer found dead may have done its part and exited between
+ * the scan and the liveness check (it arrived, the barrier completed, it went on and exited): then
+ * *word has moved on, and the wait is over, not failed. */
+static ss_status *check_peers(ss_comm *c, const wait_ctx *w, _Atomic uint32_t *word, uint32_t old,
+                              bool timed_out)
 {
     shm_impl *s = impl(c);
     int buf[1024], *who = buf, n;
@@ -377,11 +381,12 @@ static ss_status *check_peers(ss_comm *c, const wait_ctx *w, bool timed_out)
     }
     for (int i = 0; i < n; i++) {
         rank_rec *r = &s->hdr->ranks[who[i]];
-        if (!pid_alive(r->pid, r->start))
-            return fail(c, who[i],
-                        ss_errf(SS_ERR_UNAVAILABLE, "rank %d (pid %d) died during %s%s%s", who[i],
-                                (int)r->pid, w->what, w->g ? " in group " : "",
-                                w->g ? w->g->name : ""));
+        if (pid_alive(r->pid, r->start)) continue;
+        if (atomic_load(word) != old || (w->errword && atomic_load(w->errword))) return NULL;
+        return fail(c, who[i],
+                    ss_errf(SS_ERR_UNAVAILABLE, "rank %d (pid %d) died during %s%s%s", who[i],
+                            (int)r->pid, w->what, w->g ? " in group " : "",
+                            w->g ? w->g->name : ""));
     }
     if (!timed_out) return NULL;
     char list[256];
@@ -417,7 +422,7 @@ static ss_status *wait_ne(ss_comm *c, _Atomic uint32_t *word, _Atomic uint32_t *
         if (w->errword && atomic_load(w->errword)) return NULL;
         if (atomic_load(&h->aborted)) return aborted_status(c, w);
         uint64_t now = ss_now_ns();
-        ss_status *st = check_peers(c, w, now >= deadline);
+        ss_status *st = check_peers(c, w, word, old, now >= deadline);
         if (st) return st;
         if (now >= deadline) { /* everyone we waited for has arrived meanwhile */
             deadline = now + SLICE_NS;
