@@ -1071,9 +1071,10 @@ static void maybe_ready(ss_worker *w)
     }
     w->is_ready = true;
     w->not_ready_why[0] = 0;
-    SS_INFO("servable %s version %llu: all %d ranks registered, ready (batch %d%s)", w->who,
+    SS_INFO("servable %s version %llu: all %d ranks registered, ready (batch %d%s%s)", w->who,
             (unsigned long long)w->version, w->cfg.rank_size, w->batch,
-            w->batch_dynamic ? ", dynamic" : "");
+            w->batch_dynamic ? ", dynamic" : "",
+            w->bcast ? ", inputs by the stage root's broadcast" : "");
 }
 
 static void on_register(ss_worker *w, ss_link_conn *c, ss_link_msg *m)
