@@ -858,6 +858,41 @@ static int fuse_xclip(struct ss_plan *p, const fuse_graph *g, ss_epilogue *ep, i
     return mul;
 }
 
+/* v read by Div(v, c) -> Erf -> Add(., b) -> Mul(v, .) and nothing else (the exact GELU as
+ * exporters decompose it): one step; returns the Mul or -1. */
+static int fuse_gelu(struct ss_plan *p, const fuse_graph *g, ss_epilogue *ep, int head, int v,
+                     int *tail)
+{
+    const ss_session *s = p->s;
+    int div = -1;
+    for (int e = g->pos[head] + 1; e < p->n_exec && div < 0; e++) {
+        const node_def *d = &s->nodes[p->exec[e]];
+        if (!strcmp(d->node->op_type, "Div") && d->n_in == 2 && d->in_ids[0] == v) div = p->exec[e];
+    }
+    float c, b;
+    if (div < 0 || s->nodes[div].in_ids[1] < 0 || !fuse_scalar(p, div, 1, 0, &c)) return -1;
+    int erf = fuse_only_user(p, g, s->nodes[div].out_ids[0], "Erf");
+    if (erf < 0 || s->nodes[erf].n_in != 1) return -1;
+    int e_out = s->nodes[erf].out_ids[0];
+    int add = fuse_only_user(p, g, e_out, "Add");
+    if (add < 0 || s->nodes[add].n_in != 2) return -1;
+    int bj = s->nodes[add].in_ids[0] == e_out ? 1 : 0; /* the constant's input */
+    if (s->nodes[add].in_ids[1 - bj] != e_out || s->nodes[add].in_ids[bj] < 0 ||
+        !fuse_scalar(p, add, bj, 0, &b))
+        return -1;
+    int a_out = s->nodes[add].out_ids[0];
+    int mul = fuse_only_user(p, g, a_out, "Mul");
+    if (mul < 0 || s->nodes[mul].n_in != 2) return -1;
+    const int *mi = s->nodes[mul].in_ids;
+    if (!(mi[0] == v && mi[1] == a_out) && !(mi[1] == v && mi[0] == a_out)) return -1;
+    if (!ss_epilogue_add_gelu(ep, c, b)) return -1;
+    fuse_link(p, head, tail, div);
+    fuse_link(p, head, tail, erf);
+    fuse_link(p, head, tail, add);
+    fuse_link(p, head, tail, mul);
+    return mul;
+}
+
 static bool fuse_head_ok(const struct ss_plan *p, int ni)
 {
     const node_def *d = &p->s->nodes[ni];
@@ -876,8 +911,8 @@ static ss_status *fuse_chain(struct ss_plan *p, const fuse_graph *g, int head)
         int b = -1;
         if (g->uses[v] == 1 && (b = fuse_step(p, g, ep, head, v)) >= 0)
             fuse_link(p, head, &tail, b);
-        else if (g->uses[v] == 2)
-            b = fuse_xclip(p, g, ep, head, v, &tail);
+        else if (g->uses[v] == 2 && (b = fuse_xclip(p, g, ep, head, v, &tail)) < 0)
+            b = fuse_gelu(p, g, ep, head, v, &tail);
         if (b < 0) break;
         v = p->s->nodes[b].out_ids[0];
     }

@@ -105,6 +105,37 @@ def main(out):
     write(out, "matmul_bias_relu", 2,
           [N("MatMul", ["x", "Wm"], ["mm"]), N("Add", ["mm", "bm"], ["a"]), N("Relu", ["a"], ["y"])],
           [("x", [3, 5, 16])], ["y"], {"Wm": arr(16, 24), "bm": arr(24)})
+    # BERT's exact GELU as PyTorch exports it: bias, Div by sqrt(2), Erf, Add 1, Mul by the
+    # biased value, Mul 0.5: one chain of 6 steps after the MatMul (the Div/Erf/Add/Mul as one)
+    gelu = {"Wm": arr(16, 24), "bm": arr(24), "r2": np.float32(np.sqrt(2)), "one": np.float32(1),
+            "half": np.float32(0.5)}
+    write(out, "matmul_bias_gelu", 6,
+          [N("MatMul", ["x", "Wm"], ["mm"]), N("Add", ["bm", "mm"], ["a"]),
+           N("Div", ["a", "r2"], ["d"]), N("Erf", ["d"], ["e"]), N("Add", ["e", "one"], ["e1"]),
+           N("Mul", ["a", "e1"], ["g"]), N("Mul", ["g", "half"], ["y"])],
+          [("x", [3, 5, 16])], ["y"], gelu)
+    # the same with the operands the other way round (1 + erf, erf-term * a), large enough to be
+    # split over threads
+    write(out, "matmul_gelu_swapped_large", 6,
+          [N("MatMul", ["x", "Wm"], ["mm"]), N("Add", ["mm", "bm"], ["a"]),
+           N("Div", ["a", "r2"], ["d"]), N("Erf", ["d"], ["e"]), N("Add", ["one", "e"], ["e1"]),
+           N("Mul", ["e1", "a"], ["g"]), N("Mul", ["half", "g"], ["y"])],
+          [("x", [4, 1100, 16])], ["y"], gelu)
+    # not a GELU (the Mul takes another value than the Div's input): the bias stays the MatMul's
+    # only step; Erf heads its own chain (Add 1, Mul by the input z, Mul by the biased value)
+    write(out, "matmul_not_gelu", 4,
+          [N("MatMul", ["x", "Wm"], ["mm"]), N("Add", ["mm", "bm"], ["a"]),
+           N("Div", ["a", "r2"], ["d"]), N("Erf", ["d"], ["e"]), N("Add", ["e", "one"], ["e1"]),
+           N("Mul", ["z", "e1"], ["g"]), N("Mul", ["g", "a"], ["y"])],
+          [("x", [3, 5, 16]), ("z", [3, 5, 24])], ["y"], gelu)
+    # attention scores: the scale and a mask computed at run time from an input ([batch 1, 1, 1,
+    # keys]: one value per key), both steps of the QK^T MatMul; Softmax after
+    write(out, "attention_scale_mask", 2,
+          [N("Mul", ["m", "big"], ["mask"]), N("MatMul", ["q", "k"], ["s"]),
+           N("Div", ["s", "r8"], ["sd"]), N("Add", ["sd", "mask"], ["sm"]),
+           N("Softmax", ["sm"], ["y"], axis=-1)],
+          [("q", [1, 3, 7, 8]), ("k", [1, 3, 8, 7]), ("m", [1, 1, 1, 7])], ["y"],
+          {"big": np.float32(-30), "r8": np.float32(np.sqrt(8))})
     # a chain after an element-wise head, large enough to be split over threads, Clip-6 as attrs
     write(out, "elementwise_chain_large", 4,
           [N("Sigmoid", ["x"], ["s"]), N("Mul", ["s", "k"], ["m"]), N("Sub", ["one", "m"], ["d"]),

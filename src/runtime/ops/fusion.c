@@ -44,6 +44,7 @@ typedef enum {
     ST_HSWISH,
     ST_SIGMOID,
     ST_XCLIP,
+    ST_GELU, /* y * (erf(y / a) + b) */
 } step_kind;
 
 typedef struct {
@@ -54,6 +55,7 @@ typedef struct {
     int64_t div;          /* per-row operand: index = (row / div) % dims[axis] */
     bool per_col;         /* operand along the last axis: pv[col] */
     const ss_tensor *t;   /* operand of y's shape, read at run time (NULL: none) */
+    const ss_tensor *vt;  /* operand along `axis` computed at run time: pv is its data then */
     float *own;           /* operand storage this epilogue owns (BatchNormalization) */
 } step;
 
@@ -191,6 +193,9 @@ static bool add_binary(ss_epilogue *ep, const char *op, ss_tensor *const *in, co
             s.pv = o->data;
     } else if (ready[1 - chain] && same_shape(ep, o)) {
         s.t = o;
+    } else if (ready[1 - chain] && const_axis(ep, o) >= 0) {
+        s.axis = const_axis(ep, o); /* an attention mask [batch or 1, 1, 1, keys] */
+        s.vt = o;
     } else {
         return false;
     }
@@ -260,6 +265,11 @@ bool ss_epilogue_add_node(ss_epilogue *ep, const ss_onnx_node *nd, int64_t opset
 bool ss_epilogue_add_xclip(ss_epilogue *ep, float a, float lo, float hi)
 {
     return ep_push(ep, (step){.kind = ST_XCLIP, .axis = -1, .a = a, .b = lo, .c = hi});
+}
+
+bool ss_epilogue_add_gelu(ss_epilogue *ep, float c, float b)
+{
+    return ep_push(ep, (step){.kind = ST_GELU, .axis = -1, .a = c, .b = b});
 }
 
 /* ------------------------------------------------------------------ the pass */
@@ -361,6 +371,10 @@ SS_ISA_INLINE void ep_step(const step *s, float *restrict y, int64_t n, float sv
             y[i] = y[i] * EP_CLAMP(h, b, c);
         }
         break;
+    case ST_GELU:
+        for (int64_t i = 0; i < n; i++)
+            y[i] = y[i] * (ss_verff(y[i] / a) + b); /* as the Div, Erf, Add and Mul ops */
+        break;
     }
 }
 
@@ -374,13 +388,14 @@ SS_ISA_INLINE void ep_block_body EP_PARAMS
         const step *s = &ep->steps[i];
         float sv = s->a, sw = s->b;
         const float *pv = NULL, *pw = NULL, *t = NULL;
+        const float *sp = s->vt ? (const float *)s->vt->data : s->pv;
         if (s->t) {
             t = (const float *)s->t->data + row * ep->L + col;
         } else if (s->per_col) {
-            pv = s->pv + col, pw = s->pw ? s->pw + col : NULL;
-        } else if (s->pv) {
+            pv = sp + col, pw = s->pw ? s->pw + col : NULL;
+        } else if (sp) {
             int64_t idx = (row / s->div) % ep->dims[s->axis];
-            sv = s->pv[idx], sw = s->pw ? s->pw[idx] : 0;
+            sv = sp[idx], sw = s->pw ? s->pw[idx] : 0;
         }
         ep_step(s, yb, n, sv, sw, pv, pw, t);
     }
@@ -435,6 +450,7 @@ static int binary_postop(const ss_epilogue *ep, const step *s, ss_postop *po)
         ss_postop_kind po;
     } map[] = {{ST_ADD, SS_PO_ADD}, {ST_SUB, SS_PO_SUB}, {ST_MUL, SS_PO_MUL},
                {ST_DIV, SS_PO_DIV}, {ST_MAX, SS_PO_MAX}, {ST_MIN, SS_PO_MIN}};
+    if (s->vt) return 0; /* a post-op's per-channel operand is copied at plan time */
     bool scalar = !s->t && !s->pv;
     if (scalar && s->kind == ST_RSUB) return *po = (ss_postop){SS_PO_LINEAR, -1, s->a}, 1;
     int k = -1;
@@ -496,6 +512,12 @@ int ss_epilogue_postops(const ss_epilogue *ep, ss_postop *out, int max)
         n += k;
     }
     return n;
+}
+
+const float *ss_epilogue_lead_bias(const ss_epilogue *ep)
+{
+    const step *s = ep && ep->n ? &ep->steps[0] : NULL;
+    return s && s->kind == ST_ADD && s->per_col && !s->vt && !s->t ? s->pv : NULL;
 }
 
 void ss_epilogue_drop(ss_epilogue *ep, int n)

@@ -37,6 +37,10 @@ bool ss_epilogue_add_node(ss_epilogue *ep, const ss_onnx_node *nd, int64_t opset
 /* The decomposed HardSwish of exporters (Paddle): y * Clip(y + a, lo, hi), computed as its nodes
  * do (the Div by 6 that usually follows is a step of its own). */
 bool ss_epilogue_add_xclip(ss_epilogue *ep, float a, float lo, float hi);
+/* The decomposed exact GELU of exporters (PyTorch before opset 20, BERT's own code):
+ * y * (Erf(y / c) + b), computed as its Div, Erf, Add and Mul nodes do (the Mul by 0.5 that
+ * usually follows is a step of its own). */
+bool ss_epilogue_add_gelu(ss_epilogue *ep, float c, float b);
 
 /* Runs the steps over y in place (one pass, blocks that stay in L1), split over up to `threads`
  * parts of the worker pool when y is large. */
@@ -70,6 +74,9 @@ typedef struct {
 /* The longest prefix of ep's steps expressible as post-ops into out[] (at most `max`); returns
  * how many post-ops were written (0: the first step is not expressible). */
 int ss_epilogue_postops(const ss_epilogue *ep, ss_postop *out, int max);
+/* The operand of the first step when it adds a constant vector along the last axis (a MatMul's
+ * bias), else NULL. */
+const float *ss_epilogue_lead_bias(const ss_epilogue *ep);
 /* Drops the first n steps (a library primitive now runs them). */
 void ss_epilogue_drop(ss_epilogue *ep, int n);
 

@@ -202,6 +202,7 @@ typedef struct {
     int64_t n_batch;
     bool fold_a; /* b is one matrix and a's batch is contiguous: one gemm with M * n_batch rows */
     kernel_choice kc;
+    ss_dnnl_matmul_desc dnnl_desc; /* PATH_DNNL: what the primitive was made from */
 } matmul_plan;
 
 static void matmul_release(void *state)
@@ -240,7 +241,33 @@ static ss_status *matmul_dnnl(ss_kctx *k, matmul_plan *p, const int64_t *ad, int
     dense_strides(nd, d.wei_dims, d.wei_strides);
     const ss_tensor *bv = ss_kctx_value(k, 1);
     d.wei_const = bv && bv->data ? bv->data : NULL;
-    return try_dnnl(k, &d, 1, &p->kc);
+    p->dnnl_desc = d;
+    return try_dnnl(k, &p->dnnl_desc, 1, &p->kc);
+}
+
+/* The planner's hook (op.h): a fused chain that starts with a constant bias along the last axis
+ * (BERT's and GPT-2's Linear layers: MatMul then Add) has oneDNN add it as the matmul's bias,
+ * while the product is still in registers, instead of a pass over the output afterwards. */
+static ss_status *matmul_fuse(ss_kctx *k, ss_epilogue *ep)
+{
+    matmul_plan *p = k->state;
+    const float *bias = p && p->kc.path == PATH_DNNL ? ss_epilogue_lead_bias(ep) : NULL;
+    if (!bias || p->dnnl_desc.has_bias) return NULL;
+    ss_dnnl_matmul_desc d = p->dnnl_desc;
+    d.has_bias = true;
+    for (int i = 0; i < d.nd; i++)
+        d.bias_dims[i] = i == d.nd - 1 ? d.dst_dims[i] : 1;
+    d.bias_const = bias;
+    d.bias_scale = 1;
+    kernel_choice c = {0};
+    ss_status *st = try_dnnl(k, &d, 1, &c);
+    if (st || c.path != PATH_DNNL) return st;
+    release_choice(&p->kc);
+    p->kc = c;
+    p->dnnl_desc = d;
+    ss_epilogue_drop(ep, 1);
+    SS_DEBUG("%s: oneDNN adds the bias of the fused chain", k->node_name);
+    return NULL;
 }
 
 static ss_status *matmul_infer(ss_kctx *k)
@@ -547,7 +574,7 @@ static ss_status *gemm_run(ss_kctx *k)
 }
 
 const ss_op_def ss_ops_matmul[] = {
-    {"", "MatMul", 1, 21, matmul_infer, matmul_run, 0, matmul_release},
+    {"", "MatMul", 1, 21, matmul_infer, matmul_run, 0, matmul_release, matmul_fuse},
     {"", "Gemm", 7, 21, gemm_infer, gemm_run, 0, gemm_release},
     {0},
 };
