@@ -55,9 +55,12 @@ function(ss_onnx_case_suite name count)
   set_tests_properties(onnx_${name} PROPERTIES FIXTURES_REQUIRED ${name})
 endfunction()
 
-# Opsets 18-21 (newer than Debian's onnx 1.12) and Resize/Upsample at every opset: hand-built
+# Opsets 18-21 (newer than Debian's onnx 1.12), Resize/Upsample at every opset and the row-parallel
+# ops (Softmax, LayerNormalization, Transpose) split over 2 threads: hand-built
 # from the operator specification, numpy as the oracle; every case must load and pass.
-ss_onnx_case_suite(opset_cases 61)
+ss_onnx_case_suite(opset_cases 67)
+# the row-parallel cases split over 2 threads whatever the machine's default
+set_tests_properties(onnx_opset_cases PROPERTIES ENVIRONMENT "OPENBLAS_NUM_THREADS=2")
 
 # PyTorch exports with Resize (F.interpolate in every exported mode, opsets 11/13/17, a small
 # segmentation net) and If (a branch on a dim, decided at plan time; a branch on data), PyTorch

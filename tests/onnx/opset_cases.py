@@ -194,7 +194,39 @@ def resize_cases(out):
              [("x", u)], [("y", u[:, idx])], [("sz", np.array([1, 10], i64))])
 
 
+def row_parallel_cases(out):
+    """Softmax, LogSoftmax, LayerNormalization and Transpose large enough (>= 65536 elements) to
+    be split over the pool's threads (the test runs with OPENBLAS_NUM_THREADS=2), with row counts
+    that do not divide evenly."""
+    f32 = np.float32
+    x = rng.standard_normal((3, 97, 263)).astype(f32) * 4
+    x64 = x.astype(np.float64)
+    e = np.exp(x64 - x64.max(axis=-1, keepdims=True))
+    for op, y in (("Softmax", e / e.sum(axis=-1, keepdims=True)),
+                  ("LogSoftmax", np.log(e / e.sum(axis=-1, keepdims=True)))):
+        case(out, f"{op.lower()}_rows_parallel", 13, [helper.make_node(op, ["x"], ["y"], axis=-1)],
+             [("x", x)], [("y", y.astype(f32))])
+    x = rng.standard_normal((293, 257)).astype(f32) * 3 + 1
+    sc, b = rng.standard_normal(257).astype(f32), rng.standard_normal(257).astype(f32)
+    x64 = x.astype(np.float64)
+    mean = x64.mean(axis=-1, keepdims=True)
+    inv = 1 / np.sqrt(((x64 - mean) ** 2).mean(axis=-1, keepdims=True) + 1e-5)
+    case(out, "layernorm_rows_parallel", 17,
+         [helper.make_node("LayerNormalization", ["x", "sc", "b"], ["y", "m", "inv"], axis=-1)],
+         [("x", x)], [("y", ((x64 - mean) * inv * sc + b).astype(f32)), ("m", mean.astype(f32)),
+                      ("inv", inv.astype(f32))], [("sc", sc), ("b", b)])
+    x = rng.standard_normal((3, 41, 23, 29)).astype(f32)
+    for perm in ((0, 2, 1, 3), (0, 2, 3, 1)):
+        case(out, "transpose_parallel_" + "".join(map(str, perm)), 13,
+             [helper.make_node("Transpose", ["x"], ["y"], perm=list(perm))],
+             [("x", x)], [("y", np.ascontiguousarray(x.transpose(perm)))])
+    x = rng.standard_normal((277, 263)).astype(f32)
+    case(out, "transpose_parallel_2d", 13, [helper.make_node("Transpose", ["x"], ["y"], perm=[1, 0])],
+         [("x", x)], [("y", np.ascontiguousarray(x.T))])
+
+
 if __name__ == "__main__":
     out = sys.argv[1]
-    for f in (reduce_cases, split_cases, pad_cases, unchanged_cases, resize_cases):
+    for f in (reduce_cases, split_cases, pad_cases, unchanged_cases, resize_cases,
+              row_parallel_cases):
         f(out)

@@ -101,10 +101,15 @@ ss_status *ss_ew_plan_state(ss_kctx *k, int n, const ss_tensor *const *ins,
     ss_ew_plan *p = ss_op_state_alloc(k, sizeof *p);
     if (!p) return ss_op_oom();
     ss_ew_plan_init(p, n, ins, out_shape->ndim, out_shape->dims, fn, out_dt, halves);
-    int threads = k->threads > 0 ? k->threads : openblas_get_num_threads();
-    if (threads > 1 && p->numel >= SS_EW_PAR_MIN_ELEMS) p->threads = ss_gemm_pool_reserve(threads);
+    p->threads = ss_op_par_parts(k, p->numel);
     if (out) *out = p;
     return NULL;
+}
+
+int ss_op_par_parts(const ss_kctx *k, int64_t elems)
+{
+    int threads = k->threads > 0 ? k->threads : openblas_get_num_threads();
+    return threads > 1 && elems >= SS_EW_PAR_MIN_ELEMS ? ss_gemm_pool_reserve(threads) : 1;
 }
 
 void ss_ew_half_to_f32(ss_dtype dt, const void *src, float *dst, int64_t n)

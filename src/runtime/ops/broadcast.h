@@ -55,6 +55,11 @@ typedef struct {
 /* Below this many output elements a plan runs on one thread: waking a worker costs more. */
 #define SS_EW_PAR_MIN_ELEMS (1 << 16)
 
+/* Parts of the worker pool a memory-bound op over `elems` elements is split into (reserved now,
+ * at plan time): 1 below SS_EW_PAR_MIN_ELEMS or on one thread. Row-parallel ops (Softmax,
+ * LayerNormalization, Transpose) give part i of n the i-th of n equal runs of rows. */
+int ss_op_par_parts(const ss_kctx *k, int64_t elems);
+
 /* Output shape of numpy broadcasting over n shapes; the error names the node and shapes. */
 ss_status *ss_bcast_shape(const ss_kctx *k, int n, const ss_tensor *const *ins, ss_tensor *out);
 

@@ -5,6 +5,8 @@
  */
 #include "common.h"
 
+#include "gemm_kernel.h"
+
 #include <stdlib.h>
 #include <string.h>
 #ifdef __SSE2__
@@ -385,25 +387,23 @@ static void tile_transpose(char *restrict dst, const char *restrict src, int64_t
     }
 }
 
-void ss_view_copy(const ss_view *v, size_t es, const void *src_, void *dst_)
+/* Outer chunks [o0, o1) of the view (a chunk: its last dim, or its last two when tiled) into dst,
+ * which holds the output from chunk o0 on. */
+static void view_copy_range(const ss_view *v, size_t es, const char *src, char *dst, int64_t o0,
+                            int64_t o1)
 {
-    const char *src = src_;
-    char *dst = dst_;
-    if (v->numel == 0) return;
-    src += v->offset * (int64_t)es;
     int nd = v->nd;
-    if (nd == 0) {
-        memcpy(dst, src, es);
-        return;
-    }
     bool tiled = nd >= 2 && v->stride[nd - 2] == 1 && v->stride[nd - 1] > 1 && v->dims[nd - 2] >= 4;
-    int inner = tiled ? 2 : 1;
-    int outer = nd - inner;
+    int outer = nd - (tiled ? 2 : 1);
     int64_t chunk = tiled ? v->dims[nd - 2] * v->dims[nd - 1] : v->dims[nd - 1];
-    int64_t n_outer = v->numel / chunk;
     int64_t idx[SS_VIEW_MAX] = {0};
     int64_t off = 0;
-    for (int64_t o = 0; o < n_outer; o++) {
+    for (int64_t d = outer - 1, rest = o0; d >= 0; d--) { /* chunk o0's outer indices */
+        idx[d] = rest % v->dims[d];
+        off += idx[d] * v->stride[d];
+        rest /= v->dims[d];
+    }
+    for (int64_t o = o0; o < o1; o++) {
         const char *s = src + off * (int64_t)es;
         if (tiled)
             tile_transpose(dst, s, v->dims[nd - 2], v->dims[nd - 1], v->stride[nd - 1], es);
@@ -419,9 +419,57 @@ void ss_view_copy(const ss_view *v, size_t es, const void *src_, void *dst_)
     }
 }
 
+static int64_t view_chunks(const ss_view *v)
+{
+    int nd = v->nd;
+    bool tiled = nd >= 2 && v->stride[nd - 2] == 1 && v->stride[nd - 1] > 1 && v->dims[nd - 2] >= 4;
+    return v->numel / (tiled ? v->dims[nd - 2] * v->dims[nd - 1] : v->dims[nd - 1]);
+}
+
+void ss_view_copy(const ss_view *v, size_t es, const void *src, void *dst)
+{
+    if (v->numel == 0) return;
+    const char *s = (const char *)src + v->offset * (int64_t)es;
+    if (v->nd == 0) {
+        memcpy(dst, s, es);
+        return;
+    }
+    view_copy_range(v, es, s, dst, 0, view_chunks(v));
+}
+
+typedef struct {
+    const ss_view *v;
+    size_t es;
+    const char *src;
+    char *dst;
+    int64_t chunks, chunk_bytes;
+} view_job;
+
+/* Part `part` of `parts` takes an equal run of chunks (a static split: the same rows as the
+ * other row-parallel ops, see ss_op_par_parts). */
+static void view_part(void *ctx, int part, int parts)
+{
+    const view_job *j = ctx;
+    int64_t o0 = j->chunks * part / parts, o1 = j->chunks * (part + 1) / parts;
+    view_copy_range(j->v, j->es, j->src, j->dst + o0 * j->chunk_bytes, o0, o1);
+}
+
 ss_status *ss_view_run(ss_kctx *k)
 {
-    ss_view_copy(k->state, ss_dtype_size(k->in[0]->dtype), k->in[0]->data, k->out[0]->data);
+    const ss_view *v = k->state;
+    size_t es = ss_dtype_size(k->in[0]->dtype);
+    if (v->parts <= 1 || v->nd == 0 || v->numel == 0) {
+        ss_view_copy(v, es, k->in[0]->data, k->out[0]->data);
+        return NULL;
+    }
+    view_job j = {v,
+                  es,
+                  (const char *)k->in[0]->data + v->offset * (int64_t)es,
+                  k->out[0]->data,
+                  view_chunks(v),
+                  0};
+    j.chunk_bytes = v->numel / j.chunks * (int64_t)es;
+    ss_pool_run(v->parts, view_part, &j);
     return NULL;
 }
 

@@ -134,6 +134,7 @@ typedef struct {
     int64_t stride[SS_VIEW_MAX]; /* source stride in elements per output dim; 0 or negative ok */
     int64_t offset;              /* source element of output element 0 */
     int64_t numel;               /* set by ss_view_simplify */
+    int parts; /* ss_view_run: split over this many parts of the pool (<= 1: not) */
 } ss_view;
 
 void ss_view_simplify(ss_view *v);

@@ -10,6 +10,7 @@
  * which turns a row into one memcpy where the layout allows and copies 2-D transposes
  * (attention's [0,2,3,1]) in cache-sized tiles. run never allocates.
  */
+#include "broadcast.h"
 #include "common.h"
 
 #include <string.h>
@@ -88,6 +89,7 @@ static ss_status *transpose_infer(ss_kctx *k)
     if (!v) return ss_op_oom();
     view_permute(v, nd, x->dims, perm);
     view_finish(k, v);
+    v->parts = ss_op_par_parts(k, v->numel);
     return NULL;
 }
 

@@ -9,7 +9,9 @@
  * in k->state (sized at plan time). Softmax subtracts the row maximum before exponentiating.
  * Statistics (means, variances) accumulate in double. run never allocates.
  */
+#include "broadcast.h"
 #include "common.h"
+#include "gemm_kernel.h"
 #include "isa.h"
 #include "vmath.h"
 
@@ -24,6 +26,7 @@ typedef struct {
     sm_kind kind;
     int64_t outer, n, inner;
     double *colmax, *colsum; /* inner each (inner > 1 only) */
+    int parts;               /* float32 rows (inner == 1) split over the pool */
 } softmax_plan;
 
 static const char *const axis_attr[] = {"axis", NULL};
@@ -58,6 +61,9 @@ static ss_status *softmax_infer(ss_kctx *k)
     p->inner = inner;
     p->colmax = (double *)(p + 1);
     p->colsum = p->colmax + inner;
+    p->parts = x->dtype == SS_DT_FLOAT32 && inner == 1 && outer > 1
+                   ? ss_op_par_parts(k, ss_tensor_numel(x))
+                   : 1;
     ss_op_same_shape(k->out[0], x);
     return NULL;
 }
@@ -152,10 +158,31 @@ SS_ISA_VARIANTS(void, softmax_row_f32v, (const float *restrict x, float *restric
 SOFTMAX_COLS(float, expf)
 SOFTMAX_COLS(double, exp)
 
+/* Part `part` of `parts` of a float32 Softmax family op over contiguous rows: an equal run of
+ * rows (see ss_op_par_parts). */
+static void softmax_rows_part(void *ctx, int part, int parts)
+{
+    const ss_kctx *k = ctx;
+    const softmax_plan *p = k->state;
+    int64_t r0 = p->outer * part / parts, r1 = p->outer * (part + 1) / parts;
+    for (int64_t o = r0; o < r1; o++) {
+        const float *x = (const float *)k->in[0]->data + o * p->n;
+        float *y = (float *)k->out[0]->data + o * p->n;
+        if (p->kind == SM_SOFTMAX)
+            softmax_row_f32v(x, y, p->n);
+        else
+            softmax_row_float(p->kind, x, y, p->n);
+    }
+}
+
 static ss_status *softmax_run(ss_kctx *k)
 {
     const softmax_plan *p = k->state;
     if (p->n == 0) return NULL;
+    if (p->parts > 1) {
+        ss_pool_run(p->parts, softmax_rows_part, k);
+        return NULL;
+    }
     int64_t block = p->n * p->inner;
     bool f32 = k->in[0]->dtype == SS_DT_FLOAT32;
     for (int64_t o = 0; o < p->outer; o++) {
@@ -259,6 +286,7 @@ typedef struct {
     /* Broadcast scale/bias (when their shape is not the normalized shape) are expanded here in
      * run, from the input's bytes: n elements each. */
     void *scale_buf, *bias_buf;
+    int parts; /* rows split over the pool */
 } layernorm_plan;
 
 static const char *const ln_attrs[] = {"axis", "epsilon", "stash_type", NULL};
@@ -317,6 +345,7 @@ static ss_status *layernorm_infer(ss_kctx *k)
     char *buf = (char *)(p + 1);
     if (!sd) p->scale_buf = buf, buf += (size_t)n * es;
     if (!bd) p->bias_buf = buf;
+    p->parts = p->rows > 1 ? ss_op_par_parts(k, ss_tensor_numel(x)) : 1;
     ss_op_same_shape(k->out[0], x);
     for (int j = 1; j < 3 && j < k->n_out; j++) {
         ss_tensor *o = k->out[j];
@@ -382,9 +411,9 @@ MOMENTS(double)
 
 #define LAYERNORM(T)                                                                               \
     do {                                                                                           \
-        const T *restrict sc = scale;                                                              \
-        const T *restrict bi = bias;                                                               \
-        for (int64_t r = 0; r < p->rows; r++) {                                                    \
+        const T *restrict sc = j->scale;                                                           \
+        const T *restrict bi = j->bias;                                                            \
+        for (int64_t r = r0; r < r1; r++) {                                                        \
             const T *restrict x = (const T *)k->in[0]->data + r * n;                               \
             T *restrict y = (T *)k->out[0]->data + r * n;                                          \
             double mean, var;                                                                      \
@@ -397,10 +426,29 @@ MOMENTS(double)
             else                                                                                   \
                 for (int64_t i = 0; i < n; i++)                                                    \
                     y[i] = (x[i] - m) * is * sc[i];                                                \
-            if (mean_out) mean_out[r] = (float)mean;                                               \
-            if (inv_out) inv_out[r] = (float)inv;                                                  \
+            if (j->mean_out) j->mean_out[r] = (float)mean;                                         \
+            if (j->inv_out) j->inv_out[r] = (float)inv;                                            \
         }                                                                                          \
     } while (0)
+
+typedef struct {
+    const ss_kctx *k;
+    const void *scale, *bias;
+    float *mean_out, *inv_out;
+} layernorm_job;
+
+/* Part `part` of `parts`: an equal run of rows (see ss_op_par_parts). */
+static void layernorm_part(void *ctx, int part, int parts)
+{
+    const layernorm_job *j = ctx;
+    const ss_kctx *k = j->k;
+    const layernorm_plan *p = k->state;
+    int64_t n = p->n, r0 = p->rows * part / parts, r1 = p->rows * (part + 1) / parts;
+    if (k->in[0]->dtype == SS_DT_FLOAT32)
+        LAYERNORM(float);
+    else
+        LAYERNORM(double);
+}
 
 static ss_status *layernorm_run(ss_kctx *k)
 {
@@ -417,13 +465,13 @@ static ss_status *layernorm_run(ss_kctx *k)
         expand_param(bt, x, p->axis, es, p->bias_buf, n);
         bias = p->bias_buf;
     }
-    float *mean_out = k->n_out > 1 && k->out[1] ? k->out[1]->data : NULL;
-    float *inv_out = k->n_out > 2 && k->out[2] ? k->out[2]->data : NULL;
+    layernorm_job j = {k, scale, bias, k->n_out > 1 && k->out[1] ? k->out[1]->data : NULL,
+                       k->n_out > 2 && k->out[2] ? k->out[2]->data : NULL};
     if (n == 0) return NULL;
-    if (x->dtype == SS_DT_FLOAT32)
-        LAYERNORM(float);
+    if (p->parts > 1)
+        ss_pool_run(p->parts, layernorm_part, &j);
     else
-        LAYERNORM(double);
+        layernorm_part(&j, 0, 1);
     return NULL;
 }
 
