@@ -830,28 +830,39 @@ static bool fuse_clip_bounds(const struct ss_plan *p, int clip, float *lo, float
     return d->n_in == 1;
 }
 
+/* The first node after head that runs `op` with two inputs, the first of them v; else -1. */
+static int fuse_first_reader(const struct ss_plan *p, const fuse_graph *g, int head, int v,
+                             const char *op)
+{
+    for (int e = g->pos[head] + 1; e < p->n_exec; e++) {
+        const node_def *d = &p->s->nodes[p->exec[e]];
+        if (!strcmp(d->node->op_type, op) && d->n_in == 2 && d->in_ids[0] == v) return p->exec[e];
+    }
+    return -1;
+}
+
+/* The only reader of u when it is Mul(u, v) or Mul(v, u); else -1. */
+static int fuse_mul_of(const struct ss_plan *p, const fuse_graph *g, int u, int v)
+{
+    int mul = fuse_only_user(p, g, u, "Mul");
+    if (mul < 0 || p->s->nodes[mul].n_in != 2) return -1;
+    const int *mi = p->s->nodes[mul].in_ids;
+    return (mi[0] == v && mi[1] == u) || (mi[1] == v && mi[0] == u) ? mul : -1;
+}
+
 /* v read by Add(v, a) -> Clip(lo, hi) -> Mul(v, .) and nothing else (Paddle's HardSwish):
  * one step; returns the Mul or -1. */
 static int fuse_xclip(struct ss_plan *p, const fuse_graph *g, ss_epilogue *ep, int head, int v,
                       int *tail)
 {
     const ss_session *s = p->s;
-    int add = -1;
-    for (int e = g->pos[head] + 1; e < p->n_exec && add < 0; e++) {
-        const node_def *d = &s->nodes[p->exec[e]];
-        if (!strcmp(d->node->op_type, "Add") && d->n_in == 2 && d->in_ids[0] == v) add = p->exec[e];
-    }
+    int add = fuse_first_reader(p, g, head, v, "Add");
     float a, lo, hi;
     if (add < 0 || !fuse_scalar(p, add, 1, 0, &a) || s->nodes[add].in_ids[1] < 0) return -1;
     int clip = fuse_only_user(p, g, s->nodes[add].out_ids[0], "Clip");
     if (clip < 0 || !fuse_clip_bounds(p, clip, &lo, &hi)) return -1;
-    int mul = fuse_only_user(p, g, s->nodes[clip].out_ids[0], "Mul");
-    if (mul < 0 || s->nodes[mul].n_in != 2) return -1;
-    const int *mi = s->nodes[mul].in_ids;
-    if (!(mi[0] == v && mi[1] == s->nodes[clip].out_ids[0]) &&
-        !(mi[1] == v && mi[0] == s->nodes[clip].out_ids[0]))
-        return -1;
-    if (!ss_epilogue_add_xclip(ep, a, lo, hi)) return -1;
+    int mul = fuse_mul_of(p, g, s->nodes[clip].out_ids[0], v);
+    if (mul < 0 || !ss_epilogue_add_xclip(ep, a, lo, hi)) return -1;
     fuse_link(p, head, tail, add);
     fuse_link(p, head, tail, clip);
     fuse_link(p, head, tail, mul);
@@ -864,11 +875,7 @@ static int fuse_gelu(struct ss_plan *p, const fuse_graph *g, ss_epilogue *ep, in
                      int *tail)
 {
     const ss_session *s = p->s;
-    int div = -1;
-    for (int e = g->pos[head] + 1; e < p->n_exec && div < 0; e++) {
-        const node_def *d = &s->nodes[p->exec[e]];
-        if (!strcmp(d->node->op_type, "Div") && d->n_in == 2 && d->in_ids[0] == v) div = p->exec[e];
-    }
+    int div = fuse_first_reader(p, g, head, v, "Div");
     float c, b;
     if (div < 0 || s->nodes[div].in_ids[1] < 0 || !fuse_scalar(p, div, 1, 0, &c)) return -1;
     int erf = fuse_only_user(p, g, s->nodes[div].out_ids[0], "Erf");
@@ -880,12 +887,8 @@ static int fuse_gelu(struct ss_plan *p, const fuse_graph *g, ss_epilogue *ep, in
     if (s->nodes[add].in_ids[1 - bj] != e_out || s->nodes[add].in_ids[bj] < 0 ||
         !fuse_scalar(p, add, bj, 0, &b))
         return -1;
-    int a_out = s->nodes[add].out_ids[0];
-    int mul = fuse_only_user(p, g, a_out, "Mul");
-    if (mul < 0 || s->nodes[mul].n_in != 2) return -1;
-    const int *mi = s->nodes[mul].in_ids;
-    if (!(mi[0] == v && mi[1] == a_out) && !(mi[1] == v && mi[0] == a_out)) return -1;
-    if (!ss_epilogue_add_gelu(ep, c, b)) return -1;
+    int mul = fuse_mul_of(p, g, s->nodes[add].out_ids[0], v);
+    if (mul < 0 || !ss_epilogue_add_gelu(ep, c, b)) return -1;
     fuse_link(p, head, tail, div);
     fuse_link(p, head, tail, erf);
     fuse_link(p, head, tail, add);
