@@ -92,18 +92,24 @@ static void check_close(const char *name, const tensors *a, const tensors *b)
 }
 
 /* One case at 1 and 2 threads under the current kernel mode; post-op Convs per run, or -1. */
-static int case_matches_unfused(const char *name, const char *path, int want, unsigned seed)
+static int case_matches_unfused(const char *name, const char *path, int want, unsigned seed,
+                                int *mm_po)
 {
     int po = -1;
+    *mm_po = -1;
     for (int threads = 1; threads <= 2; threads++) {
         tensors plain = {0}, fused = {0};
         int none = run_model(path, false, threads, seed, &plain);
-        unsigned long po0 = ss_dnnl_conv_postop_calls();
+        unsigned long po0 = ss_dnnl_conv_postop_calls(), mm0 = ss_dnnl_matmul_postop_calls();
         int got = run_model(path, true, threads, seed, &fused);
         int runs = (int)(ss_dnnl_conv_postop_calls() - po0) / 2; /* run_model runs twice */
+        int mm_runs = (int)(ss_dnnl_matmul_postop_calls() - mm0) / 2;
         CHECK_MSG(po < 0 || po == runs, "%s: %d post-op Convs at 1 thread, %d at 2", name, po,
                   runs);
+        CHECK_MSG(*mm_po < 0 || *mm_po == mm_runs, "%s: %d post-op MatMuls at 1 thread, %d at 2",
+                  name, *mm_po, mm_runs);
         po = runs;
+        *mm_po = mm_runs;
         CHECK_MSG(none == 0, "%s: fused %d nodes with fusion off", name, none);
         CHECK_MSG(got == want, "%s (%d threads): fused %d nodes, expected %d", name, threads, got,
                   want);
@@ -123,15 +129,17 @@ static void every_case_matches_unfused(void)
     int cases = 0;
     while (f && fgets(line, sizeof line, f)) {
         char name[128], path[4096];
-        int want = -1, want_po = -1;
-        if (sscanf(line, "%127s %d %d", name, &want, &want_po) != 3) continue;
+        int want = -1, want_po = -1, want_mm = -1, mm = -1;
+        if (sscanf(line, "%127s %d %d %d", name, &want, &want_po, &want_mm) != 4) continue;
         snprintf(path, sizeof path, "%s/%s.onnx", test_argv[1], name);
-        case_matches_unfused(name, path, want, 7u + (unsigned)cases);
+        case_matches_unfused(name, path, want, 7u + (unsigned)cases, &mm);
         ss_kernels_force(SS_KERNELS_ONEDNN);
-        int po = case_matches_unfused(name, path, want, 7u + (unsigned)cases);
+        int po = case_matches_unfused(name, path, want, 7u + (unsigned)cases, &mm);
         ss_kernels_force(SS_KERNELS_AUTO);
         CHECK_MSG(po == want_po, "%s: %d Convs ran post-ops on oneDNN, expected %d", name, po,
                   want_po);
+        CHECK_MSG(mm == want_mm, "%s: %d MatMuls ran post-ops on oneDNN, expected %d", name, mm,
+                  want_mm);
         cases++;
     }
     if (f) fclose(f);

@@ -4,9 +4,10 @@ and the shapes where it must not (the value between has another reader or is a g
 broadcast that changes the shape, an operand computed after the producer).
 
 Usage: fusion_cases.py OUTDIR. Writes OUTDIR/<name>.onnx and OUTDIR/cases.txt, one line per
-model: "<name> <nodes fused> <Convs running post-ops>", the last under SHARDSERVE_KERNELS=onednn
-(the leading steps of a Conv's chain that oneDNN takes as post-ops). The test runs each model
-with fusion off and on and compares.
+model: "<name> <nodes fused> <Convs running post-ops> <MatMuls running post-ops>", the last two
+under SHARDSERVE_KERNELS=onednn (the leading steps of a chain that oneDNN takes as post-ops; a
+MatMul's leading bias is its own bias, not a post-op). The test runs each model with fusion off
+and on and compares.
 """
 import os
 import sys
@@ -23,7 +24,7 @@ def arr(*shape):
     return rng.standard_normal(shape).astype(np.float32)
 
 
-def write(out, name, fused, nodes, inputs, outputs, inits, opset=13, postops=0):
+def write(out, name, fused, nodes, inputs, outputs, inits, opset=13, postops=0, mm_postops=0):
     g = helper.make_graph(nodes, name, [helper.make_tensor_value_info(n, F, s) for n, s in inputs],
                           [helper.make_tensor_value_info(n, F, None) for n in outputs],
                           [numpy_helper.from_array(a, n) for n, a in inits.items()])
@@ -32,7 +33,7 @@ def write(out, name, fused, nodes, inputs, outputs, inits, opset=13, postops=0):
     with open(os.path.join(out, name + ".onnx"), "wb") as f:
         f.write(m.SerializeToString())
     with open(os.path.join(out, "cases.txt"), "a") as f:
-        f.write(f"{name} {fused} {postops}\n")
+        f.write(f"{name} {fused} {postops} {mm_postops}\n")
 
 
 def conv(x, w, y, b=None, **kw):
@@ -101,26 +102,27 @@ def main(out):
            N("Mul", ["sc", "d"], ["y"])], x4, ["y"],
           dict(w8, sa=np.float32([1.4]), sb=np.float32([0.6]), three=np.float32(3),
                six=np.float32(6), sc=np.float32([0.17])), opset=9, postops=1)
-    # MatMul + bias + Relu (bias along the last axis)
+    # MatMul + bias + Relu (bias along the last axis; on oneDNN the matmul's bias + a Relu post-op)
     write(out, "matmul_bias_relu", 2,
           [N("MatMul", ["x", "Wm"], ["mm"]), N("Add", ["mm", "bm"], ["a"]), N("Relu", ["a"], ["y"])],
-          [("x", [3, 5, 16])], ["y"], {"Wm": arr(16, 24), "bm": arr(24)})
+          [("x", [3, 5, 16])], ["y"], {"Wm": arr(16, 24), "bm": arr(24)}, mm_postops=1)
     # BERT's exact GELU as PyTorch exports it: bias, Div by sqrt(2), Erf, Add 1, Mul by the
-    # biased value, Mul 0.5: one chain of 6 steps after the MatMul (the Div/Erf/Add/Mul as one)
+    # biased value, Mul 0.5: one chain of 6 steps after the MatMul (the Div/Erf/Add/Mul as one);
+    # on oneDNN the bias is the matmul's and GELU + Mul 0.5 one gelu_erf post-op
     gelu = {"Wm": arr(16, 24), "bm": arr(24), "r2": np.float32(np.sqrt(2)), "one": np.float32(1),
             "half": np.float32(0.5)}
     write(out, "matmul_bias_gelu", 6,
           [N("MatMul", ["x", "Wm"], ["mm"]), N("Add", ["bm", "mm"], ["a"]),
            N("Div", ["a", "r2"], ["d"]), N("Erf", ["d"], ["e"]), N("Add", ["e", "one"], ["e1"]),
            N("Mul", ["a", "e1"], ["g"]), N("Mul", ["g", "half"], ["y"])],
-          [("x", [3, 5, 16])], ["y"], gelu)
+          [("x", [3, 5, 16])], ["y"], gelu, mm_postops=1)
     # the same with the operands the other way round (1 + erf, erf-term * a), large enough to be
     # split over threads
     write(out, "matmul_gelu_swapped_large", 6,
           [N("MatMul", ["x", "Wm"], ["mm"]), N("Add", ["mm", "bm"], ["a"]),
            N("Div", ["a", "r2"], ["d"]), N("Erf", ["d"], ["e"]), N("Add", ["one", "e"], ["e1"]),
            N("Mul", ["e1", "a"], ["g"]), N("Mul", ["half", "g"], ["y"])],
-          [("x", [4, 1100, 16])], ["y"], gelu)
+          [("x", [4, 1100, 16])], ["y"], gelu, mm_postops=1)
     # not a GELU (the Mul takes another value than the Div's input): the bias stays the MatMul's
     # only step; Erf heads its own chain (Add 1, Mul by the input z, Mul by the biased value)
     write(out, "matmul_not_gelu", 4,
@@ -129,13 +131,21 @@ def main(out):
            N("Mul", ["z", "e1"], ["g"]), N("Mul", ["g", "a"], ["y"])],
           [("x", [3, 5, 16]), ("z", [3, 5, 24])], ["y"], gelu)
     # attention scores: the scale and a mask computed at run time from an input ([batch 1, 1, 1,
-    # keys]: one value per key), both steps of the QK^T MatMul; Softmax after
+    # keys]: one value per key), both steps of the QK^T MatMul (on oneDNN the scale a post-op, the
+    # mask on the pass); Softmax after
     write(out, "attention_scale_mask", 2,
           [N("Mul", ["m", "big"], ["mask"]), N("MatMul", ["q", "k"], ["s"]),
            N("Div", ["s", "r8"], ["sd"]), N("Add", ["sd", "mask"], ["sm"]),
            N("Softmax", ["sm"], ["y"], axis=-1)],
           [("q", [1, 3, 7, 8]), ("k", [1, 3, 8, 7]), ("m", [1, 1, 1, 7])], ["y"],
-          {"big": np.float32(-30), "r8": np.float32(np.sqrt(8))})
+          {"big": np.float32(-30), "r8": np.float32(np.sqrt(8))}, mm_postops=1)
+    # a transformer's output projection: bias, then the residual (an input of y's shape) added,
+    # on oneDNN a binary post-op reading the residual at run time
+    write(out, "matmul_bias_residual", 2,
+          [N("MatMul", ["x", "Wr"], ["mm"]), N("Add", ["mm", "br"], ["a"]),
+           N("Add", ["r", "a"], ["y"])],
+          [("x", [2, 70, 32]), ("r", [2, 70, 32])], ["y"], {"Wr": arr(32, 32), "br": arr(32)},
+          mm_postops=1)
     # a chain after an element-wise head, large enough to be split over threads, Clip-6 as attrs
     write(out, "elementwise_chain_large", 4,
           [N("Sigmoid", ["x"], ["s"]), N("Mul", ["s", "k"], ["m"]), N("Sub", ["one", "m"], ["d"]),

@@ -491,6 +491,15 @@ static int step_postops(const ss_epilogue *ep, int i, ss_postop *po, int *used)
             return 0;
         *used = 2;
         return po[0] = (ss_postop){SS_PO_HSWISH, 0, 0}, 1;
+    case ST_GELU: /* y (erf(y / sqrt 2) + 1), then usually * 0.5: oneDNN's gelu_erf */
+        if (fabsf(s->a - 1.41421356f) > 1e-6f || s->b != 1) return 0;
+        if (nx && nx->kind == ST_MUL && !nx->t && !nx->pv && !nx->vt && nx->a == 0.5f) {
+            *used = 2;
+            return po[0] = (ss_postop){SS_PO_GELU_ERF, 0, 0}, 1;
+        }
+        po[0] = (ss_postop){SS_PO_GELU_ERF, 0, 0};
+        po[1] = (ss_postop){SS_PO_LINEAR, 2, 0};
+        return 2;
     case ST_AFFINE:
         if (!s->pv || !s->pw || s->axis != 1 || ep->ndim < 3) return 0;
         po[0] = (ss_postop){.kind = SS_PO_MUL, .chan = s->pv};

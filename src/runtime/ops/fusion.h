@@ -54,6 +54,7 @@ typedef enum {
     SS_PO_LINEAR,   /* alpha * y + beta */
     SS_PO_HSWISH,   /* y * relu6(y + 3) / 6 */
     SS_PO_LOGISTIC, /* 1 / (1 + exp(-y)) */
+    SS_PO_GELU_ERF, /* 0.5 y (1 + erf(y / sqrt 2)) */
     SS_PO_ADD,      /* binary ops: y op operand */
     SS_PO_SUB,
     SS_PO_MUL,

@@ -245,28 +245,61 @@ static ss_status *matmul_dnnl(ss_kctx *k, matmul_plan *p, const int64_t *ad, int
     return try_dnnl(k, &p->dnnl_desc, 1, &p->kc);
 }
 
+/* Remakes the primitive from d; true when it took (the old one is released). */
+static bool matmul_remake(ss_kctx *k, matmul_plan *p, ss_dnnl_matmul_desc *d, ss_status **st)
+{
+    kernel_choice c = {0};
+    *st = try_dnnl(k, d, 1, &c);
+    if (*st || c.path != PATH_DNNL) return false;
+    release_choice(&p->kc);
+    p->kc = c;
+    return true;
+}
+
 /* The planner's hook (op.h): a fused chain that starts with a constant bias along the last axis
  * (BERT's and GPT-2's Linear layers: MatMul then Add) has oneDNN add it as the matmul's bias,
- * while the product is still in registers, instead of a pass over the output afterwards. */
+ * and the longest run of steps after it that oneDNN takes as post-ops on the same
+ * implementation (a residual Add, BERT's GELU, a scale) runs in the primitive too, while the
+ * product is still in registers, instead of in passes over the output afterwards.
+ * SHARDSERVE_DNNL_POSTOPS=0 leaves every step but the bias on the pass. */
 static ss_status *matmul_fuse(ss_kctx *k, ss_epilogue *ep)
 {
     matmul_plan *p = k->state;
-    const float *bias = p && p->kc.path == PATH_DNNL ? ss_epilogue_lead_bias(ep) : NULL;
-    if (!bias || p->dnnl_desc.has_bias) return NULL;
-    ss_dnnl_matmul_desc d = p->dnnl_desc;
-    d.has_bias = true;
-    for (int i = 0; i < d.nd; i++)
-        d.bias_dims[i] = i == d.nd - 1 ? d.dst_dims[i] : 1;
-    d.bias_const = bias;
-    d.bias_scale = 1;
-    kernel_choice c = {0};
-    ss_status *st = try_dnnl(k, &d, 1, &c);
-    if (st || c.path != PATH_DNNL) return st;
-    release_choice(&p->kc);
-    p->kc = c;
-    p->dnnl_desc = d;
-    ss_epilogue_drop(ep, 1);
-    SS_DEBUG("%s: oneDNN adds the bias of the fused chain", k->node_name);
+    if (!p || p->kc.path != PATH_DNNL) return NULL;
+    ss_status *st = NULL;
+    const float *bias = ss_epilogue_lead_bias(ep);
+    if (bias && !p->dnnl_desc.has_bias) {
+        ss_dnnl_matmul_desc d = p->dnnl_desc;
+        d.has_bias = true;
+        for (int i = 0; i < d.nd; i++)
+            d.bias_dims[i] = i == d.nd - 1 ? d.dst_dims[i] : 1;
+        d.bias_const = bias;
+        d.bias_scale = 1;
+        if (matmul_remake(k, p, &d, &st)) {
+            p->dnnl_desc = d;
+            ss_epilogue_drop(ep, 1);
+            SS_DEBUG("%s: oneDNN adds the bias of the fused chain", k->node_name);
+        }
+        if (st) return st;
+    }
+    const char *env = getenv("SHARDSERVE_DNNL_POSTOPS");
+    if (env && !strcmp(env, "0")) return NULL;
+    ss_postop po[SS_EPILOGUE_MAX_POSTOPS];
+    int all = ss_epilogue_postops(ep, po, SS_EPILOGUE_MAX_POSTOPS);
+    char impl[64];
+    snprintf(impl, sizeof impl, "%s", ss_dnnl_matmul_impl(p->kc.dnnl));
+    for (int n = ss_dnnl_postops_usable(po, all); n > 0; n--) {
+        if (n < all && po[n].steps == po[n - 1].steps) continue; /* not a whole step */
+        ss_dnnl_matmul_desc d = p->dnnl_desc;
+        d.po = po, d.n_po = n, d.require_impl = impl;
+        if (!matmul_remake(k, p, &d, &st)) {
+            if (st) return st;
+            continue;
+        }
+        SS_DEBUG("%s: oneDNN runs %d fused steps as %d post-ops", k->node_name, po[n - 1].steps, n);
+        ss_epilogue_drop(ep, po[n - 1].steps);
+        break;
+    }
     return NULL;
 }
 

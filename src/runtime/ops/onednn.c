@@ -22,7 +22,25 @@
 extern int omp_get_max_threads(void);
 extern void omp_set_num_threads(int n);
 
+/* Binary post-ops' second operands (conv and matmul): constants copied, tensors bound per run. */
+typedef struct {
+    int n;
+    int idx[SS_EPILOGUE_MAX_POSTOPS]; /* their post-op index */
+    dnnl_memory_t mem[SS_EPILOGUE_MAX_POSTOPS];
+    const ss_tensor *t[SS_EPILOGUE_MAX_POSTOPS]; /* operand read at run time, or NULL */
+    float *data[SS_EPILOGUE_MAX_POSTOPS];        /* copied constant operand, or NULL */
+} bin_ops;
+
+static dnnl_status_t append_postops(const ss_postop *po_list, int n_po, bool sum, int nd,
+                                    const int64_t *yd, dnnl_primitive_attr_t attr);
+static ss_status *bin_ops_make(bin_ops *b, const ss_postop *po_list, int n_po, int first,
+                               int64_t chan, dnnl_primitive_desc_t pd);
+static int bin_ops_args(const bin_ops *b, dnnl_exec_arg_t *args);
+static void bin_ops_free(bin_ops *b);
+
 struct ss_dnnl_matmul {
+    bin_ops bin; /* post-ops' operands */
+    int n_po;
     dnnl_primitive_t prim;
     dnnl_stream_t stream;
     dnnl_memory_t src, wei, bias, dst, scratch;
@@ -39,8 +57,8 @@ struct ss_dnnl_matmul {
 static dnnl_engine_t engine;
 static pthread_once_t engine_once = PTHREAD_ONCE_INIT;
 static ss_kernels forced;
-static unsigned long n_calls, n_bf16_calls, n_conv_calls, n_conv_po_calls, n_wino_calls, n_packs,
-    n_reorders;
+static unsigned long n_calls, n_bf16_calls, n_mm_po_calls, n_conv_calls, n_conv_po_calls,
+    n_wino_calls, n_packs, n_reorders;
 static int layout_off = -1; /* -1: not yet read from SHARDSERVE_LAYOUT */
 
 /* ------------------------------------------------------------------ kernel selection */
@@ -236,6 +254,7 @@ void ss_dnnl_matmul_free(ss_dnnl_matmul *m)
     if (m->prim) dnnl_primitive_destroy(m->prim);
     if (m->src_reorder) dnnl_primitive_destroy(m->src_reorder);
     if (m->stream) dnnl_stream_destroy(m->stream);
+    bin_ops_free(&m->bin);
     ss_packed_release(m->wei_ref);
     free(m->wei_packed);
     free(m->bias_packed);
@@ -369,10 +388,22 @@ static ss_status *make_primitive(ss_dnnl_matmul *m, const ss_dnnl_matmul_desc *d
     if (r == dnnl_success) r = dnnl_primitive_attr_create(&attr);
     if (r == dnnl_success)
         r = dnnl_primitive_attr_set_scratchpad_mode(attr, dnnl_scratchpad_mode_user);
+    if (r == dnnl_success) r = append_postops(d->po, d->n_po, false, d->nd, d->dst_dims, attr);
     set_threads(d->threads);
     if (r == dnnl_success) r = dnnl_primitive_desc_create(pd_out, &md, attr, engine, NULL);
     if (attr) dnnl_primitive_attr_destroy(attr);
+    if (r != dnnl_success && d->n_po && (r == dnnl_unimplemented || r == dnnl_invalid_arguments))
+        return ss_errf(SS_ERR_UNSUPPORTED, "oneDNN matmul: post-ops not taken");
     if (r != dnnl_success) return dnnl_err(r, "matmul primitive");
+    const char *impl = NULL;
+    dnnl_primitive_desc_query(*pd_out, dnnl_query_impl_info_str, 0, &impl);
+    if (d->require_impl && strcmp(impl ? impl : "?", d->require_impl))
+        return ss_errf(SS_ERR_UNSUPPORTED, "oneDNN matmul: %d post-ops would run on %s", d->n_po,
+                       impl ? impl : "?");
+    ss_status *pst =
+        bin_ops_make(&m->bin, d->po, d->n_po, 0, d->nd > 1 ? d->dst_dims[1] : 1, *pd_out);
+    if (pst) return pst;
+    m->n_po = d->n_po;
     r = dnnl_memory_create(&m->src, &src_md, engine, DNNL_MEMORY_NONE);
     if (r == dnnl_success) r = dnnl_memory_create(&m->dst, &dst_md, engine, DNNL_MEMORY_NONE);
     if (r == dnnl_success && !d->wei_const)
@@ -446,8 +477,8 @@ ss_status *ss_dnnl_matmul_run(ss_dnnl_matmul *m, const float *src, const float *
     } else {
         dnnl_memory_set_data_handle(m->src, (void *)src);
     }
-    dnnl_exec_arg_t args[5];
-    int n = 0;
+    dnnl_exec_arg_t args[5 + SS_EPILOGUE_MAX_POSTOPS];
+    int n = bin_ops_args(&m->bin, args);
     args[n++] = (dnnl_exec_arg_t){DNNL_ARG_SRC, m->src};
     if (!m->wei_const) dnnl_memory_set_data_handle(m->wei, (void *)wei);
     args[n++] = (dnnl_exec_arg_t){DNNL_ARG_WEIGHTS, m->wei};
@@ -464,6 +495,7 @@ ss_status *ss_dnnl_matmul_run(ss_dnnl_matmul *m, const float *src, const float *
     if (r == dnnl_success) r = dnnl_primitive_execute(m->prim, m->stream, n, args);
     if (r == dnnl_success) r = dnnl_stream_wait(m->stream);
     __atomic_add_fetch(m->src_reorder ? &n_bf16_calls : &n_calls, 1, __ATOMIC_RELAXED);
+    if (m->n_po) __atomic_add_fetch(&n_mm_po_calls, 1, __ATOMIC_RELAXED);
     return r == dnnl_success ? NULL : dnnl_err(r, "matmul execution");
 }
 
@@ -479,11 +511,7 @@ struct ss_dnnl_conv {
     int threads;
     char impl[64];
     int n_po;
-    int n_bin;                            /* binary post-ops: */
-    int bin_idx[SS_EPILOGUE_MAX_POSTOPS]; /* their post-op index */
-    dnnl_memory_t bin_mem[SS_EPILOGUE_MAX_POSTOPS];
-    const ss_tensor *bin_t[SS_EPILOGUE_MAX_POSTOPS]; /* operand read at run time, or NULL */
-    float *bin_data[SS_EPILOGUE_MAX_POSTOPS];        /* copied constant operand, or NULL */
+    bin_ops bin;                  /* binary post-ops' operands */
     const ss_tensor *sum_t;       /* sum post-op's operand (post-op 0), or NULL */
     dnnl_memory_t sum_user;       /* it, in its own layout, when a reorder brings it into dst */
     dnnl_primitive_t sum_reorder; /* NULL: the layouts match, a copy */
@@ -501,10 +529,7 @@ void ss_dnnl_conv_free(ss_dnnl_conv *c)
     for (size_t i = 0; i < sizeof prims / sizeof prims[0]; i++)
         if (prims[i]) dnnl_primitive_destroy(prims[i]);
     if (c->stream) dnnl_stream_destroy(c->stream);
-    for (int i = 0; i < c->n_bin; i++) {
-        if (c->bin_mem[i]) dnnl_memory_destroy(c->bin_mem[i]);
-        free(c->bin_data[i]);
-    }
+    bin_ops_free(&c->bin);
     ss_packed_release(c->wei_ref);
     free(c->wei_packed);
     free(c->bias_copy);
@@ -563,27 +588,29 @@ static dnnl_status_t postop_md(const ss_postop *po, int nd, const int64_t *yd,
     return plain_md(md, nd, dims, NULL, dnnl_f32);
 }
 
-static dnnl_status_t conv_postops(const ss_dnnl_conv_desc *d, int nd, const int64_t *yd,
-                                  dnnl_primitive_attr_t attr)
+/* po[0..n_po) as the primitive's post-ops (po[0] as a sum with `sum`), on a dst of dims yd. */
+static dnnl_status_t append_postops(const ss_postop *po_list, int n_po, bool sum, int nd,
+                                    const int64_t *yd, dnnl_primitive_attr_t attr)
 {
     static const dnnl_alg_kind_t alg[] = {[SS_PO_RELU] = dnnl_eltwise_relu,
                                           [SS_PO_CLIP] = dnnl_eltwise_clip_v2,
                                           [SS_PO_LINEAR] = dnnl_eltwise_linear,
                                           [SS_PO_HSWISH] = dnnl_eltwise_hardswish,
                                           [SS_PO_LOGISTIC] = dnnl_eltwise_logistic,
+                                          [SS_PO_GELU_ERF] = dnnl_eltwise_gelu_erf,
                                           [SS_PO_ADD] = dnnl_binary_add,
                                           [SS_PO_SUB] = dnnl_binary_sub,
                                           [SS_PO_MUL] = dnnl_binary_mul,
                                           [SS_PO_DIV] = dnnl_binary_div,
                                           [SS_PO_MAX] = dnnl_binary_max,
                                           [SS_PO_MIN] = dnnl_binary_min};
-    if (d->n_po == 0) return dnnl_success;
+    if (n_po == 0) return dnnl_success;
     dnnl_post_ops_t ops = NULL;
     dnnl_status_t r = dnnl_post_ops_create(&ops);
-    for (int i = 0; r == dnnl_success && i < d->n_po; i++) {
-        const ss_postop *po = &d->po[i];
+    for (int i = 0; r == dnnl_success && i < n_po; i++) {
+        const ss_postop *po = &po_list[i];
         dnnl_memory_desc_t md;
-        if (i == 0 && d->sum) {
+        if (i == 0 && sum) {
             r = dnnl_post_ops_append_sum(ops, 1.0f);
         } else if (po->kind < SS_PO_ADD) {
             r = dnnl_post_ops_append_eltwise(ops, 1.0f, alg[po->kind], po->alpha, po->beta);
@@ -606,35 +633,55 @@ int ss_dnnl_postops_usable(const ss_postop *po, int n)
     return n;
 }
 
-/* The binary post-ops' operand memories: constants copied (64-byte aligned), tensors bound at
- * run time. */
-static ss_status *conv_bin_operands(ss_dnnl_conv *c, const ss_dnnl_conv_desc *d,
-                                    dnnl_primitive_desc_t pd)
+/* The binary post-ops' operand memories among po[first..n_po) (po[0] may be a sum): constants
+ * copied (64-byte aligned; a per-channel one has chan floats), tensors bound at run time. */
+static ss_status *bin_ops_make(bin_ops *b, const ss_postop *po_list, int n_po, int first,
+                               int64_t chan, dnnl_primitive_desc_t pd)
 {
-    for (int i = 0; i < d->n_po; i++) {
-        const ss_postop *po = &d->po[i];
-        if (po->kind < SS_PO_ADD || (i == 0 && d->sum)) continue;
-        int b = c->n_bin++;
-        c->bin_idx[b] = i;
-        c->bin_t[b] = po->t;
+    for (int i = first; i < n_po; i++) {
+        const ss_postop *po = &po_list[i];
+        if (po->kind < SS_PO_ADD) continue;
+        int k = b->n++;
+        b->idx[k] = i;
+        b->t[k] = po->t;
         const dnnl_memory_desc_t *md = dnnl_primitive_desc_query_md(
             pd, dnnl_query_exec_arg_md, DNNL_ARG_ATTR_MULTIPLE_POST_OP(i) | DNNL_ARG_SRC_1);
         if (!md) return ss_errf(SS_ERR_INTERNAL, "oneDNN: no memory for post-op %d", i);
         void *h = DNNL_MEMORY_NONE;
         if (!po->t) {
-            size_t n = po->chan ? (size_t)d->M : 1;
-            if (!(c->bin_data[b] = aligned_alloc(ALIGN, round_up(n * sizeof(float)))))
+            size_t n = po->chan ? (size_t)chan : 1;
+            if (!(b->data[k] = aligned_alloc(ALIGN, round_up(n * sizeof(float)))))
                 return ss_errf(SS_ERR_NOMEM, "out of memory");
             if (po->chan)
-                memcpy(c->bin_data[b], po->chan, n * sizeof(float));
+                memcpy(b->data[k], po->chan, n * sizeof(float));
             else
-                c->bin_data[b][0] = po->alpha;
-            h = c->bin_data[b];
+                b->data[k][0] = po->alpha;
+            h = b->data[k];
         }
-        if (dnnl_memory_create(&c->bin_mem[b], md, engine, h) != dnnl_success)
+        if (dnnl_memory_create(&b->mem[k], md, engine, h) != dnnl_success)
             return ss_errf(SS_ERR_NOMEM, "oneDNN memory");
     }
     return NULL;
+}
+
+/* Binds the run-time operands and appends the operands' execution arguments; returns how many. */
+static int bin_ops_args(const bin_ops *b, dnnl_exec_arg_t *args)
+{
+    for (int k = 0; k < b->n; k++) {
+        if (b->t[k]) dnnl_memory_set_data_handle(b->mem[k], b->t[k]->data);
+        args[k] = (dnnl_exec_arg_t){DNNL_ARG_ATTR_MULTIPLE_POST_OP(b->idx[k]) | DNNL_ARG_SRC_1,
+                                    b->mem[k]};
+    }
+    return b->n;
+}
+
+static void bin_ops_free(bin_ops *b)
+{
+    for (int k = 0; k < b->n; k++) {
+        if (b->mem[k]) dnnl_memory_destroy(b->mem[k]);
+        free(b->data[k]);
+    }
+    b->n = 0;
 }
 
 /* Winograd for the 3x3 stride-1 Convs where it won: 2-D, one group, no dilation, an output of at
@@ -708,7 +755,7 @@ static dnnl_status_t conv_pd_alg(const ss_dnnl_conv_desc *d, dnnl_alg_kind_t alg
     if (r == dnnl_success) r = dnnl_primitive_attr_create(&attr);
     if (r == dnnl_success)
         r = dnnl_primitive_attr_set_scratchpad_mode(attr, dnnl_scratchpad_mode_user);
-    if (r == dnnl_success) r = conv_postops(d, nd, yd, attr);
+    if (r == dnnl_success) r = append_postops(d->po, d->n_po, d->sum, nd, yd, attr);
     set_threads(d->threads);
     if (r == dnnl_success) r = dnnl_primitive_desc_create(pd, &cd, attr, engine, NULL);
     if (attr) dnnl_primitive_attr_destroy(attr);
@@ -795,7 +842,7 @@ ss_status *ss_dnnl_conv_create(const ss_dnnl_conv_desc *d, ss_dnnl_conv **out,
             st = ss_errf(SS_ERR_UNSUPPORTED, "oneDNN conv: %d post-ops would run on %s", d->n_po,
                          c->impl);
     }
-    if (!st) st = conv_bin_operands(c, d, pd);
+    if (!st) st = bin_ops_make(&c->bin, d->po, d->n_po, d->sum ? 1 : 0, d->M, pd);
     if (!st) {
         r = conv_side(&x_md, dnnl_primitive_desc_query_md(pd, dnnl_query_src_md, 0), true,
                       &c->x_user, &c->src, &c->x_reorder, &c->src_bytes);
@@ -856,12 +903,7 @@ ss_status *ss_dnnl_conv_run(ss_dnnl_conv *c, const float *x, float *y, void *scr
         memcpy(dst, c->sum_t->data, c->sum_bytes);
     }
     dnnl_exec_arg_t args[5 + SS_EPILOGUE_MAX_POSTOPS];
-    int n = 0;
-    for (int b = 0; b < c->n_bin; b++) {
-        if (c->bin_t[b]) dnnl_memory_set_data_handle(c->bin_mem[b], c->bin_t[b]->data);
-        args[n++] = (dnnl_exec_arg_t){
-            DNNL_ARG_ATTR_MULTIPLE_POST_OP(c->bin_idx[b]) | DNNL_ARG_SRC_1, c->bin_mem[b]};
-    }
+    int n = bin_ops_args(&c->bin, args);
     args[n++] = (dnnl_exec_arg_t){DNNL_ARG_SRC, c->src};
     args[n++] = (dnnl_exec_arg_t){DNNL_ARG_WEIGHTS, c->wei};
     if (c->bias) args[n++] = (dnnl_exec_arg_t){DNNL_ARG_BIAS, c->bias};
@@ -891,6 +933,11 @@ unsigned long ss_dnnl_conv_winograd_calls(void)
 unsigned long ss_dnnl_conv_calls(void)
 {
     return __atomic_load_n(&n_conv_calls, __ATOMIC_RELAXED) + ss_dnnl_conv_postop_calls();
+}
+
+unsigned long ss_dnnl_matmul_postop_calls(void)
+{
+    return __atomic_load_n(&n_mm_po_calls, __ATOMIC_RELAXED);
 }
 
 unsigned long ss_dnnl_conv_postop_calls(void)

@@ -72,6 +72,12 @@ typedef struct {
     bool bf16; /* bf16 weights and activations, f32 accumulation and output */
     int threads;
     ss_kctx *k; /* packed weights are shared through its session (NULL: owned) */
+    /* post-ops after the bias (a fused epilogue's leading steps), as ss_dnnl_conv_desc's: constant
+     * operands copied now, a tensor operand's data read on each run */
+    const ss_postop *po;
+    int n_po;
+    /* non-NULL: fail with SS_ERR_UNSUPPORTED unless oneDNN picks this implementation */
+    const char *require_impl;
 } ss_dnnl_matmul_desc;
 
 typedef struct ss_dnnl_matmul ss_dnnl_matmul;
@@ -86,6 +92,8 @@ ss_status *ss_dnnl_matmul_run(ss_dnnl_matmul *m, const float *src, const float *
                               const float *bias, float *dst, void *scratch);
 /* oneDNN's implementation name ("brg:avx512_core", ...). */
 const char *ss_dnnl_matmul_impl(const ss_dnnl_matmul *m);
+/* How many matmul executions ran post-ops (tests check the path taken). */
+unsigned long ss_dnnl_matmul_postop_calls(void);
 /* Whether the packed weights are a copy (the original's pages can go). */
 bool ss_dnnl_matmul_owns_weights(const ss_dnnl_matmul *m);
 void ss_dnnl_matmul_free(ss_dnnl_matmul *m);
