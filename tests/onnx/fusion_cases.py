@@ -146,6 +146,11 @@ def main(out):
            N("Add", ["r", "a"], ["y"])],
           [("x", [2, 70, 32]), ("r", [2, 70, 32])], ["y"], {"Wr": arr(32, 32), "br": arr(32)},
           mm_postops=1)
+    # a constant along the MatMul output's axis 1 (rows, not columns) then Relu: no bias, and the
+    # primitive's folded dst has no such axis, so both steps stay on the pass
+    write(out, "matmul_rowwise_add", 2,
+          [N("MatMul", ["x", "Wm"], ["mm"]), N("Add", ["mm", "rb"], ["a"]), N("Relu", ["a"], ["y"])],
+          [("x", [2, 5, 16])], ["y"], {"Wm": arr(16, 24), "rb": arr(5, 1)})
     # a chain after an element-wise head, large enough to be split over threads, Clip-6 as attrs
     write(out, "elementwise_chain_large", 4,
           [N("Sigmoid", ["x"], ["s"]), N("Mul", ["s", "k"], ["m"]), N("Sub", ["one", "m"], ["d"]),

@@ -286,6 +286,10 @@ static ss_status *matmul_fuse(ss_kctx *k, ss_epilogue *ep)
     if (env && !strcmp(env, "0")) return NULL;
     ss_postop po[SS_EPILOGUE_MAX_POSTOPS];
     int all = ss_epilogue_postops(ep, po, SS_EPILOGUE_MAX_POSTOPS);
+    /* a per-channel operand is along the output's axis 1, which the primitive's (folded) dst does
+     * not have: such steps stay on the pass */
+    for (int i = 0; i < all; i++)
+        if (po[i].chan) all = i;
     char impl[64];
     snprintf(impl, sizeof impl, "%s", ss_dnnl_matmul_impl(p->kc.dnnl));
     for (int n = ss_dnnl_postops_usable(po, all); n > 0; n--) {
