@@ -841,12 +841,15 @@ static int fuse_first_reader(const struct ss_plan *p, const fuse_graph *g, int h
     return -1;
 }
 
-/* The only reader of u when it is Mul(u, v) or Mul(v, u); else -1. */
+/* The only reader of u when it is Mul(u, v) or Mul(v, u) of v's shape (a constant on the way
+ * from v to u must not have broadcast it to a higher rank); else -1. */
 static int fuse_mul_of(const struct ss_plan *p, const fuse_graph *g, int u, int v)
 {
     int mul = fuse_only_user(p, g, u, "Mul");
     if (mul < 0 || p->s->nodes[mul].n_in != 2) return -1;
     const int *mi = p->s->nodes[mul].in_ids;
+    const ss_tensor *y = &p->vals[p->s->nodes[mul].out_ids[0]], *x = &p->vals[v];
+    if (!ss_shape_equal(y->ndim, y->dims, x->ndim, x->dims)) return -1;
     return (mi[0] == v && mi[1] == u) || (mi[1] == v && mi[0] == u) ? mul : -1;
 }
 

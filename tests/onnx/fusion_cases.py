@@ -130,6 +130,13 @@ def main(out):
            N("Div", ["a", "r2"], ["d"]), N("Erf", ["d"], ["e"]), N("Add", ["e", "one"], ["e1"]),
            N("Mul", ["z", "e1"], ["g"]), N("Mul", ["g", "a"], ["y"])],
           [("x", [3, 5, 16]), ("z", [3, 5, 24])], ["y"], gelu)
+    # the GELU's 1 is a [1, 1, 1] constant: the Mul's output gains a dim, so no GELU step (the
+    # bias is the MatMul's chain; Erf heads its own: Add 1 only, its output being of another shape)
+    write(out, "matmul_gelu_rank_grows", 2,
+          [N("MatMul", ["x", "Wm"], ["mm"]), N("Add", ["mm", "bm"], ["a"]),
+           N("Div", ["a", "r2"], ["d"]), N("Erf", ["d"], ["e"]), N("Add", ["e", "one3"], ["e1"]),
+           N("Mul", ["a", "e1"], ["g"]), N("Mul", ["g", "half"], ["y"])],
+          [("x", [5, 16])], ["y"], dict(gelu, one3=np.ones((1, 1, 1), np.float32)))
     # attention scores: the scale and a mask computed at run time from an input ([batch 1, 1, 1,
     # keys]: one value per key), both steps of the QK^T MatMul (on oneDNN the scale a post-op, the
     # mask on the pass); Softmax after
