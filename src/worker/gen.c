@@ -6,13 +6,16 @@
 
 #include "shardserve/core.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #define PROBE_SEQ INT64_MAX /* the engine numbers its pool sequences from 0 */
@@ -94,6 +97,35 @@ static void logits_region_free(ss_wgen *g)
     g->lg_base = NULL;
 }
 
+/* Removes the logits regions of serve processes that are gone: serve unlinks its own when a
+ * servable stops, but one killed by SIGKILL or the OOM killer leaves them in /dev/shm (tmpfs
+ * memory) under its pid. Once per process, before its first region. */
+static void remove_orphan_regions(void)
+{
+    static bool done;
+    if (done) return;
+    done = true;
+    DIR *d = opendir("/dev/shm");
+    if (!d) return;
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        long pid;
+        unsigned n;
+        char tail;
+        if (sscanf(e->d_name, "shardserve-logits-%ld-%u%c", &pid, &n, &tail) != 2 || pid <= 0 ||
+            pid == (long)getpid() || kill((pid_t)pid, 0) == 0 || errno != ESRCH)
+            continue;
+        char path[320];
+        snprintf(path, sizeof path, "/dev/shm/%s", e->d_name);
+        struct stat sb;
+        long long bytes = stat(path, &sb) == 0 ? (long long)sb.st_size : 0;
+        if (unlink(path) == 0)
+            SS_INFO("generation: removed %s (%lld bytes), left by serve pid %ld, which is gone",
+                    path, bytes, pid);
+    }
+    closedir(d);
+}
+
 /* Shared memory for every micro-batch's logits of up to 2 x max_running rows of `vocab` (a call
  * has a row per token: the decodes and the prompt chunks of a step; calls with more rows send
  * theirs over the link). Without it the logits travel as bytes. */
@@ -104,6 +136,7 @@ static void logits_region_make(ss_wgen *g, int32_t vocab)
            rows = 2 * (size_t)(g->cfg.max_running > 0 ? g->cfg.max_running : 1),
            slot = (rows * (size_t)vocab * sizeof(float) + page - 1) / page * page,
            len = slot * (size_t)g->n_mb;
+    remove_orphan_regions();
     snprintf(g->lg_key, sizeof g->lg_key, "/shardserve-logits-%ld-%u", (long)getpid(), ++made);
     int fd = shm_open(g->lg_key, O_CREAT | O_EXCL | O_RDWR, 0600);
     void *base = MAP_FAILED;

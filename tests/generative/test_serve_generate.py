@@ -11,7 +11,8 @@ the worker runs the token loop, the KV cache stays in the agents' block pools.
   wait and are preempted; /metrics shows the batched calls, the preemptions and the blocks;
 - 16 concurrent requests over 2 pipeline stages overlap as 2 micro-batches and equal their runs
   alone; a rank killed mid-generation fails its sequences at once, and serving resumes;
-- wrong parameters are refused naming the input; max_tokens and finish_reason are honoured.
+- wrong parameters are refused naming the input; max_tokens and finish_reason are honoured;
+- a logits region left in /dev/shm by a serve that was killed is removed by the next serve.
 
 Usage: test_serve_generate.py CASE_DIR [case ...] (CASE_DIR holds model.onnx, prompt.npy,
 ref_tokens.npy); prints ok/FAIL per case and "N passed, N failed"."""
@@ -19,6 +20,7 @@ ref_tokens.npy); prints ok/FAIL per case and "N passed, N failed"."""
 import json
 import os
 import signal
+import subprocess
 import sys
 import threading
 import time
@@ -61,10 +63,24 @@ def generate(c, inst):
     return r[0]
 
 
-def greedy_equals_pytorch(ranks, stages=1):
+def orphan_region():
+    """A logits region as a SIGKILLed serve leaves it: named after a pid that is gone."""
+    p = subprocess.Popen(["true"])
+    p.wait()
+    path = "/dev/shm/shardserve-logits-%d-1" % p.pid
+    with open(path, "wb") as f:
+        f.write(b"\0" * 8192)
+    return path
+
+
+def greedy_equals_pytorch(ranks, stages=1, orphan=None):
     with Cluster() as c:
         serve_generative(c, ranks, stages=stages)
         r = generate(c, instance(PROMPT, len(REF)))
+        if orphan:  # removed when serve made its own region (or by another test's serve: ctest -j)
+            assert not os.path.exists(orphan), orphan + " is still there"
+            if "removed %s" % orphan not in c.log(c.server):
+                print("    %s was removed by another serve" % orphan)
         assert list(r["tokens"]) == list(REF), "got %s, want %s" % (list(r["tokens"]), list(REF))
         assert r["finish_reason"] in ("length", b"length"), r
         body = json.dumps({"instances": [{"prompt": PROMPT.tolist(), "max_tokens": 8,
@@ -84,7 +100,12 @@ def greedy_equals_pytorch(ranks, stages=1):
 
 
 def test_greedy_whole():
-    greedy_equals_pytorch(1)
+    orphan = orphan_region()
+    try:
+        greedy_equals_pytorch(1, orphan=orphan)
+    finally:
+        if os.path.exists(orphan):
+            os.unlink(orphan)
 
 
 def test_greedy_two_ranks():
