@@ -387,15 +387,28 @@ static void tile_transpose(char *restrict dst, const char *restrict src, int64_t
     }
 }
 
-/* Outer chunks [o0, o1) of the view (a chunk: its last dim, or its last two when tiled) into dst,
- * which holds the output from chunk o0 on. */
+/* A view whose source-contiguous dim is the second-to-last output dim: copied a 2-D tile at a
+ * time. */
+static bool view_tiled(const ss_view *v)
+{
+    int nd = v->nd;
+    return nd >= 2 && v->stride[nd - 2] == 1 && v->stride[nd - 1] > 1 && v->dims[nd - 2] >= 4;
+}
+
+/* Elements of one chunk: the last dim, or the last two when tiled. */
+static int64_t view_chunk(const ss_view *v)
+{
+    return view_tiled(v) ? v->dims[v->nd - 2] * v->dims[v->nd - 1] : v->dims[v->nd - 1];
+}
+
+/* Outer chunks [o0, o1) of the view into dst, which holds the output from chunk o0 on. */
 static void view_copy_range(const ss_view *v, size_t es, const char *src, char *dst, int64_t o0,
                             int64_t o1)
 {
     int nd = v->nd;
-    bool tiled = nd >= 2 && v->stride[nd - 2] == 1 && v->stride[nd - 1] > 1 && v->dims[nd - 2] >= 4;
+    bool tiled = view_tiled(v);
     int outer = nd - (tiled ? 2 : 1);
-    int64_t chunk = tiled ? v->dims[nd - 2] * v->dims[nd - 1] : v->dims[nd - 1];
+    int64_t chunk = view_chunk(v);
     int64_t idx[SS_VIEW_MAX] = {0};
     int64_t off = 0;
     for (int64_t d = outer - 1, rest = o0; d >= 0; d--) { /* chunk o0's outer indices */
@@ -419,13 +432,6 @@ static void view_copy_range(const ss_view *v, size_t es, const char *src, char *
     }
 }
 
-static int64_t view_chunks(const ss_view *v)
-{
-    int nd = v->nd;
-    bool tiled = nd >= 2 && v->stride[nd - 2] == 1 && v->stride[nd - 1] > 1 && v->dims[nd - 2] >= 4;
-    return v->numel / (tiled ? v->dims[nd - 2] * v->dims[nd - 1] : v->dims[nd - 1]);
-}
-
 void ss_view_copy(const ss_view *v, size_t es, const void *src, void *dst)
 {
     if (v->numel == 0) return;
@@ -434,7 +440,7 @@ void ss_view_copy(const ss_view *v, size_t es, const void *src, void *dst)
         memcpy(dst, s, es);
         return;
     }
-    view_copy_range(v, es, s, dst, 0, view_chunks(v));
+    view_copy_range(v, es, s, dst, 0, v->numel / view_chunk(v));
 }
 
 typedef struct {
@@ -466,9 +472,8 @@ ss_status *ss_view_run(ss_kctx *k)
                   es,
                   (const char *)k->in[0]->data + v->offset * (int64_t)es,
                   k->out[0]->data,
-                  view_chunks(v),
-                  0};
-    j.chunk_bytes = v->numel / j.chunks * (int64_t)es;
+                  v->numel / view_chunk(v),
+                  view_chunk(v) * (int64_t)es};
     ss_pool_run(v->parts, view_part, &j);
     return NULL;
 }

@@ -185,16 +185,15 @@ static ss_status *softmax_run(ss_kctx *k)
     }
     int64_t block = p->n * p->inner;
     bool f32 = k->in[0]->dtype == SS_DT_FLOAT32;
+    if (f32 && p->inner == 1) {
+        softmax_rows_part(k, 0, 1);
+        return NULL;
+    }
     for (int64_t o = 0; o < p->outer; o++) {
         if (f32) {
             const float *x = (const float *)k->in[0]->data + o * block;
             float *y = (float *)k->out[0]->data + o * block;
-            if (p->inner == 1 && p->kind == SM_SOFTMAX)
-                softmax_row_f32v(x, y, p->n);
-            else if (p->inner == 1)
-                softmax_row_float(p->kind, x, y, p->n);
-            else
-                softmax_cols_float(p, x, y);
+            softmax_cols_float(p, x, y);
         } else {
             const double *x = (const double *)k->in[0]->data + o * block;
             double *y = (double *)k->out[0]->data + o * block;
