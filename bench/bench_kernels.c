@@ -5,7 +5,7 @@
  * src/runtime/ops/onednn.c (ss_kernels_use_dnnl); the weights are constant, as initializers are.
  *
  *   bench_kernels [--cpu-time] [--conv-only | --bf16 | --decode | --attention | --step |
- *                  --mlp [--mlp-rows 32,64]] [--threads T] [--rounds R]
+ *                  --mlp [--mlp-rows 32,64] | --int8] [--threads T] [--rounds R]
  *
  * Prints per shape: the median microseconds per call of each mode and which library auto took;
  * then Conv shapes (NCHW in and out as ONNX has them, constant W and B): own im2col + OpenBLAS
@@ -28,10 +28,16 @@
  * cached tokens, float32 blocks against bf16 blocks (src/runtime/ops/kvpool.c), interleaved.
  * --step: the 49 bf16 matrices of one GPT-2-124M step at M = 32 rows (SS_BENCH_M), 250 MB, so
  * streamed from memory as served: the bf16 kernel's k-chunk sizes, with and without the prefetch
- * of the next chunk, against whole-k tiles (gemm_bf16.c), interleaved.
+ * of the next chunk, against whole-k tiles (gemm_bf16.c), interleaved. --int8: does an int8 path
+ * pay (issue 10 item 5)? The MLP's 4 layers of 4096x4096 at M = 1, 32 and 128 rows, float32 and
+ * --weights bf16 as the runtime runs them (auto) against oneDNN's int8 matmul with per-column int8
+ * weights and dynamic per-tensor int8 activations (absmax, quantized on every call, inside the
+ * timing), on 1 and T threads, interleaved; with each one's relative L2 error against float32.
  */
 #include <cblas.h>
+#include <oneapi/dnnl/dnnl.h>
 #include <immintrin.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -741,6 +747,391 @@ static void mlp_rows(int64_t M, int threads, int rounds, const fma_peak *peak)
         ss_tensor_free(&w[l]);
 }
 
+/* ------------------------------------------------------------------ --int8 */
+
+/* libgomp's, as in src/runtime/ops/onednn.c: oneDNN sizes its kernels by the caller's count. */
+extern void omp_set_num_threads(int n);
+
+/* One layer y = x W on oneDNN's int8 matmul: W quantized once per output column (symmetric, scale
+ * absmax / 127) and reordered into the primitive's layout; x quantized on every call with one
+ * scale for the tensor; the output scale of column n, act_scale x w_scale[n], is given at run
+ * time. */
+typedef struct {
+    int64_t M, K, N;
+    float *w_scale, *out_scale;
+    int8_t *xq;
+    void *w_packed, *scratch;
+    dnnl_engine_t eng;
+    dnnl_stream_t strm;
+    dnnl_primitive_t prim;
+    dnnl_memory_t src, wei, dst, osc, pad;
+    char impl[64];
+} q8_layer;
+
+#define Q8_CHECK(call)                                                                             \
+    do {                                                                                           \
+        dnnl_status_t r_ = (call);                                                                 \
+        if (r_ != dnnl_success) {                                                                  \
+            fprintf(stderr, "oneDNN int8: %s failed (status %d)\n", #call, (int)r_);               \
+            exit(1);                                                                               \
+        }                                                                                          \
+    } while (0)
+
+static void q8_make(q8_layer *q, const ss_tensor *w, int64_t M, int threads)
+{
+    int64_t K = w->dims[0], N = w->dims[1];
+    const float *wf = w->data;
+    *q = (q8_layer){.M = M, .K = K, .N = N};
+    q->w_scale = malloc((size_t)N * sizeof(float));
+    q->out_scale = malloc((size_t)N * sizeof(float));
+    q->xq = aligned_alloc(64, (size_t)((M * K + 63) / 64 * 64));
+    int8_t *wq = malloc((size_t)(K * N));
+    if (!q->w_scale || !q->out_scale || !q->xq || !wq) abort();
+    for (int64_t n = 0; n < N; n++) {
+        float m = 0;
+        for (int64_t k = 0; k < K; k++)
+            m = fmaxf(m, fabsf(wf[k * N + n]));
+        q->w_scale[n] = m > 0 ? m / 127.0f : 1.0f;
+    }
+    for (int64_t k = 0; k < K; k++)
+        for (int64_t n = 0; n < N; n++)
+            wq[k * N + n] = (int8_t)lrintf(wf[k * N + n] / q->w_scale[n]);
+    omp_set_num_threads(threads);
+    Q8_CHECK(dnnl_engine_create(&q->eng, dnnl_cpu, 0));
+    Q8_CHECK(dnnl_stream_create(&q->strm, q->eng, dnnl_stream_default_flags));
+    dnnl_dims_t sd = {M, K}, wd = {K, N}, dd = {M, N}, od = {N};
+    dnnl_memory_desc_t src_md, wei_any, wei_plain, dst_md, osc_md;
+    Q8_CHECK(dnnl_memory_desc_init_by_tag(&src_md, 2, sd, dnnl_s8, dnnl_ab));
+    Q8_CHECK(dnnl_memory_desc_init_by_tag(&wei_any, 2, wd, dnnl_s8, dnnl_format_tag_any));
+    Q8_CHECK(dnnl_memory_desc_init_by_tag(&wei_plain, 2, wd, dnnl_s8, dnnl_ab));
+    Q8_CHECK(dnnl_memory_desc_init_by_tag(&dst_md, 2, dd, dnnl_f32, dnnl_ab));
+    Q8_CHECK(dnnl_memory_desc_init_by_tag(&osc_md, 1, od, dnnl_f32, dnnl_a));
+    dnnl_matmul_desc_t md;
+    Q8_CHECK(dnnl_matmul_desc_init(&md, &src_md, &wei_any, NULL, &dst_md));
+    dnnl_primitive_attr_t attr;
+    Q8_CHECK(dnnl_primitive_attr_create(&attr));
+    Q8_CHECK(dnnl_primitive_attr_set_scratchpad_mode(attr, dnnl_scratchpad_mode_user));
+    Q8_CHECK(dnnl_primitive_attr_set_output_scales(attr, 1, 1 << 1, &DNNL_RUNTIME_F32_VAL));
+    dnnl_primitive_desc_t pd;
+    Q8_CHECK(dnnl_primitive_desc_create(&pd, &md, attr, q->eng, NULL));
+    dnnl_primitive_attr_destroy(attr);
+    const char *impl = NULL;
+    Q8_CHECK(dnnl_primitive_desc_query(pd, dnnl_query_impl_info_str, 0, &impl));
+    snprintf(q->impl, sizeof q->impl, "%s", impl ? impl : "?");
+    const dnnl_memory_desc_t *want = dnnl_primitive_desc_query_md(pd, dnnl_query_weights_md, 0);
+    const dnnl_memory_desc_t *spd = dnnl_primitive_desc_query_md(pd, dnnl_query_scratchpad_md, 0);
+    size_t wbytes = dnnl_memory_desc_get_size(want), sbytes = dnnl_memory_desc_get_size(spd);
+    q->w_packed = aligned_alloc(64, (wbytes + 63) / 64 * 64);
+    q->scratch = sbytes ? aligned_alloc(64, (sbytes + 63) / 64 * 64) : NULL;
+    if (!q->w_packed || (sbytes && !q->scratch)) abort();
+    dnnl_memory_t plain;
+    Q8_CHECK(dnnl_memory_create(&plain, &wei_plain, q->eng, wq));
+    Q8_CHECK(dnnl_memory_create(&q->wei, want, q->eng, q->w_packed));
+    dnnl_primitive_desc_t rpd;
+    dnnl_primitive_t reorder;
+    Q8_CHECK(dnnl_reorder_primitive_desc_create(&rpd, &wei_plain, q->eng, want, q->eng, NULL));
+    Q8_CHECK(dnnl_primitive_create(&reorder, rpd));
+    dnnl_exec_arg_t ra[2] = {{DNNL_ARG_FROM, plain}, {DNNL_ARG_TO, q->wei}};
+    Q8_CHECK(dnnl_primitive_execute(reorder, q->strm, 2, ra));
+    Q8_CHECK(dnnl_stream_wait(q->strm));
+    dnnl_primitive_destroy(reorder);
+    dnnl_primitive_desc_destroy(rpd);
+    dnnl_memory_destroy(plain);
+    free(wq);
+    Q8_CHECK(dnnl_memory_create(&q->src, &src_md, q->eng, q->xq));
+    Q8_CHECK(dnnl_memory_create(&q->dst, &dst_md, q->eng, DNNL_MEMORY_NONE));
+    Q8_CHECK(dnnl_memory_create(&q->osc, &osc_md, q->eng, q->out_scale));
+    Q8_CHECK(dnnl_memory_create(&q->pad, spd, q->eng, q->scratch));
+    Q8_CHECK(dnnl_primitive_create(&q->prim, pd));
+    dnnl_primitive_desc_destroy(pd);
+}
+
+static void q8_free(q8_layer *q)
+{
+    dnnl_primitive_destroy(q->prim);
+    dnnl_memory_destroy(q->src);
+    dnnl_memory_destroy(q->wei);
+    dnnl_memory_destroy(q->dst);
+    dnnl_memory_destroy(q->osc);
+    dnnl_memory_destroy(q->pad);
+    dnnl_stream_destroy(q->strm);
+    dnnl_engine_destroy(q->eng);
+    free(q->w_scale);
+    free(q->out_scale);
+    free(q->xq);
+    free(q->w_packed);
+    free(q->scratch);
+}
+
+__attribute__((target("avx512f,avx512bw"))) static float absmax_avx512(const float *x, int64_t n)
+{
+    __m512 m = _mm512_setzero_ps();
+    int64_t i = 0;
+    for (; i + 16 <= n; i += 16)
+        m = _mm512_max_ps(m, _mm512_abs_ps(_mm512_loadu_ps(x + i)));
+    float r = _mm512_reduce_max_ps(m);
+    for (; i < n; i++)
+        r = fmaxf(r, fabsf(x[i]));
+    return r;
+}
+
+/* Round to nearest even (the default MXCSR mode) and saturate to int8. */
+__attribute__((target("avx512f,avx512bw"))) static void quantize_avx512(const float *x, int64_t n,
+                                                                        float inv, int8_t *q)
+{
+    __m512 s = _mm512_set1_ps(inv);
+    int64_t i = 0;
+    for (; i + 16 <= n; i += 16)
+        _mm_storeu_si128((__m128i *)(q + i), _mm512_cvtsepi32_epi8(_mm512_cvtps_epi32(
+                                                 _mm512_mul_ps(_mm512_loadu_ps(x + i), s))));
+    for (; i < n; i++)
+        q[i] = (int8_t)fmaxf(-128.0f, fminf(127.0f, nearbyintf(x[i] * inv)));
+}
+
+static void q8_run(q8_layer *q, const float *x, float *y)
+{
+    int64_t n = q->M * q->K;
+    bool avx512 = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw");
+    float am = 0;
+    if (avx512)
+        am = absmax_avx512(x, n);
+    else
+        for (int64_t i = 0; i < n; i++)
+            am = fmaxf(am, fabsf(x[i]));
+    float s = am > 0 ? am / 127.0f : 1.0f, inv = 1.0f / s;
+    if (avx512)
+        quantize_avx512(x, n, inv, q->xq);
+    else
+        for (int64_t i = 0; i < n; i++)
+            q->xq[i] = (int8_t)fmaxf(-128.0f, fminf(127.0f, nearbyintf(x[i] * inv)));
+    for (int64_t j = 0; j < q->N; j++)
+        q->out_scale[j] = s * q->w_scale[j];
+    dnnl_memory_set_data_handle(q->dst, y);
+    dnnl_exec_arg_t args[6] = {{DNNL_ARG_SRC, q->src},
+                               {DNNL_ARG_WEIGHTS, q->wei},
+                               {DNNL_ARG_DST, q->dst},
+                               {DNNL_ARG_ATTR_OUTPUT_SCALES, q->osc},
+                               {DNNL_ARG_SCRATCHPAD, q->pad}};
+    Q8_CHECK(dnnl_primitive_execute(q->prim, q->strm, q->scratch ? 5 : 4, args));
+    Q8_CHECK(dnnl_stream_wait(q->strm));
+}
+
+/* A sketch of what an own M = 1 int8 kernel could read (decode is bound by weight bytes): W in
+ * blocks of 16 columns x 4 k (one 64-byte load per vpdpbusd), x as uint8 (int8 + 128, the 128
+ * taken back by a per-column compensation), 4 column blocks side by side, the column groups split
+ * over the pool. Same quantization as q8_layer, so the same values up to summation order. */
+typedef struct {
+    int64_t K, N;
+    int8_t *wp;    /* [N / 16][K / 4][16][4] */
+    int32_t *comp; /* 128 x the column sums of the int8 weights */
+    const q8_layer *q;
+    uint8_t *xu;
+    float *y;
+    int parts;
+} q8_gemv;
+
+static bool q8_gemv_usable(int64_t K, int64_t N)
+{
+    return __builtin_cpu_supports("avx512vnni") && __builtin_cpu_supports("avx512bw") &&
+           K % 4 == 0 && N % 64 == 0;
+}
+
+static void q8_gemv_make(q8_gemv *g, const q8_layer *q, const ss_tensor *w)
+{
+    int64_t K = q->K, N = q->N;
+    const float *wf = w->data;
+    *g = (q8_gemv){.K = K, .N = N, .q = q};
+    g->wp = aligned_alloc(64, (size_t)(K * N));
+    g->comp = calloc((size_t)N, sizeof(int32_t));
+    g->xu = aligned_alloc(64, (size_t)((K + 63) / 64 * 64));
+    if (!g->wp || !g->comp || !g->xu) abort();
+    for (int64_t k = 0; k < K; k++)
+        for (int64_t n = 0; n < N; n++) {
+            int8_t v = (int8_t)lrintf(wf[k * N + n] / q->w_scale[n]);
+            g->wp[((n / 16) * (K / 4) + k / 4) * 64 + (n % 16) * 4 + k % 4] = v;
+            g->comp[n] += 128 * v;
+        }
+}
+
+static void q8_gemv_free(q8_gemv *g)
+{
+    free(g->wp);
+    free(g->comp);
+    free(g->xu);
+}
+
+__attribute__((target("avx512f,avx512bw,avx512vnni"))) static void q8_gemv_part(void *ctx, int part,
+                                                                                int parts)
+{
+    q8_gemv *g = ctx;
+    int64_t groups = g->N / 64, k4n = g->K / 4;
+    int64_t g0 = groups * part / parts, g1 = groups * (part + 1) / parts;
+    const int32_t *xw = (const int32_t *)g->xu;
+    for (int64_t gi = g0; gi < g1; gi++) {
+        const int8_t *b0 = g->wp + gi * 4 * k4n * 64;
+        const int8_t *b1 = b0 + k4n * 64, *b2 = b1 + k4n * 64, *b3 = b2 + k4n * 64;
+        __m512i a0 = _mm512_setzero_si512(), a1 = a0, a2 = a0, a3 = a0;
+        for (int64_t k = 0; k < k4n; k++) {
+            __m512i xv = _mm512_set1_epi32(xw[k]);
+            a0 = _mm512_dpbusd_epi32(a0, xv, _mm512_load_si512(b0 + k * 64));
+            a1 = _mm512_dpbusd_epi32(a1, xv, _mm512_load_si512(b1 + k * 64));
+            a2 = _mm512_dpbusd_epi32(a2, xv, _mm512_load_si512(b2 + k * 64));
+            a3 = _mm512_dpbusd_epi32(a3, xv, _mm512_load_si512(b3 + k * 64));
+        }
+        __m512i acc[4] = {a0, a1, a2, a3};
+        for (int b = 0; b < 4; b++) {
+            int64_t n = gi * 64 + b * 16;
+            __m512i v = _mm512_sub_epi32(acc[b], _mm512_loadu_si512(g->comp + n));
+            _mm512_storeu_ps(g->y + n, _mm512_mul_ps(_mm512_cvtepi32_ps(v),
+                                                     _mm512_loadu_ps(g->q->out_scale + n)));
+        }
+    }
+}
+
+static void q8_gemv_run(q8_gemv *g, const float *x, float *y, int threads)
+{
+    q8_layer *q = (q8_layer *)g->q; /* its scales, and its quantized x as scratch */
+    float am = absmax_avx512(x, g->K), s = am > 0 ? am / 127.0f : 1.0f;
+    quantize_avx512(x, g->K, 1.0f / s, q->xq);
+    for (int64_t k = 0; k < g->K; k++)
+        g->xu[k] = (uint8_t)(q->xq[k] ^ 0x80); /* int8 + 128 */
+    for (int64_t j = 0; j < g->N; j++)
+        q->out_scale[j] = s * q->w_scale[j];
+    g->y = y;
+    ss_pool_run(threads, q8_gemv_part, g);
+}
+
+static double rel_l2(const float *a, const float *ref, int64_t n)
+{
+    double num = 0, den = 0;
+    for (int64_t i = 0; i < n; i++) {
+        double d = (double)a[i] - ref[i];
+        num += d * d;
+        den += (double)ref[i] * ref[i];
+    }
+    return den > 0 ? sqrt(num / den) : sqrt(num);
+}
+
+/* The MLP's 4 layers at M rows on `threads`: float32 and bf16 weights through the op table
+ * (auto, as the runtime runs them) and the int8 layers above, interleaved; median us per layer.
+ * Each mode streams 256 MiB of weights per pass, more than any cache: the 4 float32 matrices,
+ * 2 packed bf16 copies and 4 int8 copies of each. Every layer reads the same x (a chain would
+ * compound three different errors into one). */
+#define B16_LAYERS (2 * MLP_LAYERS)
+#define Q8_LAYERS (4 * MLP_LAYERS)
+static void int8_row(int64_t M, int threads, int rounds)
+{
+    const shape s = {"int8", "MatMul", M, 4096, 4096, false, false};
+    int64_t ad[2] = {M, 4096}, bd[2] = {4096, 4096};
+    ss_tensor x = rand_tensor(2, ad), w[MLP_LAYERS];
+    static node_run f32[MLP_LAYERS], b16[B16_LAYERS];
+    static q8_layer q8[Q8_LAYERS];
+    static q8_gemv gv[Q8_LAYERS];
+    bool own = M == 1 && q8_gemv_usable(4096, 4096);
+    int modes_n = own ? 4 : 3;
+    ss_tensor in[MLP_LAYERS][2];
+    float *y8 = malloc((size_t)(M * 4096) * sizeof(float));
+    if (!y8) abort();
+    for (int l = 0; l < MLP_LAYERS; l++) {
+        w[l] = rand_tensor(2, bd);
+        in[l][0] = x, in[l][1] = w[l];
+        node_make(&f32[l], &s, in[l], threads, false);
+    }
+    for (int l = 0; l < B16_LAYERS; l++)
+        node_make(&b16[l], &s, in[l % MLP_LAYERS], threads, true);
+    for (int l = 0; l < Q8_LAYERS; l++) {
+        q8_make(&q8[l], &w[l % MLP_LAYERS], M, threads);
+        if (own) q8_gemv_make(&gv[l], &q8[l], &w[l % MLP_LAYERS]);
+    }
+    static const int layers[4] = {MLP_LAYERS, B16_LAYERS, Q8_LAYERS, Q8_LAYERS};
+    double *t[4];
+    for (int m = 0; m < modes_n; m++)
+        t[m] = calloc((size_t)rounds, sizeof(double));
+    const int reps = M >= 32 ? 3 : 10;
+    double err_b16 = 0, err_q8 = 0, err_gv = 0;
+    for (int r = 0; r < rounds; r++)
+        for (int mi = 0; mi < modes_n; mi++) {
+            int m = r % 2 ? modes_n - 1 - mi : mi;
+            double t0 = 0;
+            for (int i = -1; i < reps; i++) { /* i == -1: warm, not timed */
+                if (i == 0) t0 = now_us();
+                for (int l = 0; l < layers[m]; l++) {
+                    if (m == 0) f32[l].def->run(&f32[l].k);
+                    if (m == 1) b16[l].def->run(&b16[l].k);
+                    if (m == 2) {
+                        omp_set_num_threads(threads);
+                        q8_run(&q8[l], x.data, y8);
+                    }
+                    if (m == 3) q8_gemv_run(&gv[l], x.data, y8, threads);
+                }
+            }
+            t[m][r] = (now_us() - t0) / (reps * layers[m]);
+        }
+    for (int l = 0; l < MLP_LAYERS; l++) { /* errors: every layer on the same x */
+        f32[l].def->run(&f32[l].k);
+        b16[l].def->run(&b16[l].k);
+        q8_run(&q8[l], x.data, y8);
+        int64_t n = M * 4096;
+        err_b16 = fmax(err_b16, rel_l2(b16[l].out.data, f32[l].out.data, n));
+        err_q8 = fmax(err_q8, rel_l2(y8, f32[l].out.data, n));
+        if (!own) continue;
+        q8_gemv_run(&gv[l], x.data, y8, threads);
+        err_gv = fmax(err_gv, rel_l2(y8, f32[l].out.data, n));
+    }
+    double med[4];
+    for (int m = 0; m < modes_n; m++) {
+        qsort(t[m], (size_t)rounds, sizeof(double), cmp_double);
+        med[m] = t[m][rounds / 2];
+    }
+    double gflop = 2e-3 * (double)M * 4096.0 * 4096.0,
+           best = own && med[3] < med[2] ? med[3] : med[2];
+    char own_col[64] = "-";
+    if (own)
+        snprintf(own_col, sizeof own_col, "%.0f (%.1f GB/s)", med[3],
+                 16.0 * 1048576 / med[3] / 1e3);
+    printf("| %lld | %d | %.0f (%.0f) | %.0f (%.0f) | %.0f (%.0f) | %s | %.2fx | %.2fx | %.1e | "
+           "%.1e%s | %s |\n",
+           (long long)M, threads, med[0], gflop / med[0], med[1], gflop / med[1], med[2],
+           gflop / med[2], own_col, med[0] / best, med[1] / best, err_b16, err_q8,
+           own ? (err_gv > 2 * err_q8 + 1e-6 ? " (own GEMV: larger!)" : "") : "", q8[0].impl);
+    fflush(stdout);
+    for (int m = 0; m < modes_n; m++)
+        free(t[m]);
+    for (int l = 0; l < B16_LAYERS; l++)
+        node_free(&b16[l]);
+    for (int l = 0; l < Q8_LAYERS; l++) {
+        if (own) q8_gemv_free(&gv[l]);
+        q8_free(&q8[l]);
+    }
+    for (int l = 0; l < MLP_LAYERS; l++) {
+        node_free(&f32[l]);
+        ss_tensor_free(&w[l]);
+    }
+    ss_tensor_free(&x);
+    free(y8);
+}
+
+static void int8_table(int threads, int rounds)
+{
+    char cpu[128];
+    cpu_model_name(cpu, sizeof cpu);
+    printf("CPU: %s; oneDNN ISA %s; int8 dot products: %s; median us per 4096x4096 layer "
+           "(GFLOP/s), %s\n",
+           cpu, ss_dnnl_isa_name(),
+           __builtin_cpu_supports("avx512vnni") ? "AVX512-VNNI" : "no VNNI",
+           bench_clock == CLOCK_MONOTONIC ? "wall time" : "process CPU time");
+    printf(
+        "| M | threads | float32 (auto) | bf16 weights (auto) | int8 on oneDNN | int8, own "
+        "VNNI GEMV sketch | best int8 vs float32 | best int8 vs bf16 | bf16 error | int8 error | "
+        "int8 oneDNN impl |\n"
+        "|---|---|---|---|---|---|---|---|---|---|---|\n");
+    static const int64_t ms[] = {1, 32, 128};
+    for (size_t i = 0; i < sizeof ms / sizeof ms[0]; i++) {
+        int8_row(ms[i], 1, rounds);
+        if (threads > 1) int8_row(ms[i], threads, rounds);
+    }
+}
+
 /* ------------------------------------------------------------------ --attention */
 
 /* One batched decode step's PagedAttention (all 12 layers of GPT-2-124M: 12 heads of 64) for 32
@@ -832,7 +1223,7 @@ int main(int argc, char **argv)
 {
     int threads = 1, rounds = 5;
     bool conv_only = false, bf16 = false, mlp = false, decode = false, attention = false,
-         step = false;
+         step = false, int8 = false;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--cpu-time"))
             bench_clock = CLOCK_PROCESS_CPUTIME_ID;
@@ -848,6 +1239,8 @@ int main(int argc, char **argv)
             attention = true;
         else if (!strcmp(argv[i], "--step"))
             step = true;
+        else if (!strcmp(argv[i], "--int8"))
+            int8 = true;
         else if (!strcmp(argv[i], "--mlp-rows") && i + 1 < argc) /* e.g. 16,17,32,64,65 */
             for (int n = 0; n < 8 && argv[i + 1][0]; n++) {
                 char *end;
@@ -864,6 +1257,10 @@ int main(int argc, char **argv)
     if (rounds < 1) rounds = 1;
     if (attention) {
         attention_table(threads, rounds);
+        return 0;
+    }
+    if (int8) {
+        int8_table(threads, rounds);
         return 0;
     }
     fma_peak peak1 = peak_row(1), peakT = threads > 1 ? peak_row(threads) : peak1;

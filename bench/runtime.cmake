@@ -17,6 +17,7 @@ endif()
 if(TARGET ss_runtime)
   add_executable(bench_kernels ${CMAKE_CURRENT_LIST_DIR}/bench_kernels.c
                                ${CMAKE_CURRENT_LIST_DIR}/fma_peak.c)
-  target_include_directories(bench_kernels PRIVATE ${CMAKE_SOURCE_DIR}/src/runtime)
-  target_link_libraries(bench_kernels PRIVATE ss_runtime ss_core Threads::Threads m)
+  target_include_directories(bench_kernels PRIVATE ${CMAKE_SOURCE_DIR}/src/runtime
+                                                   ${DNNL_INCLUDE_DIR}) # --int8 calls oneDNN
+  target_link_libraries(bench_kernels PRIVATE ss_runtime ss_core ${DNNL_LIBRARY} Threads::Threads m)
 endif()
