@@ -41,14 +41,14 @@ typedef struct {
     const char *files[MAX_INPUTS];
     int n_given;
     int threads, iters, warmup;
-    bool bf16; /* --weights bf16 */
+    ss_weights weights; /* --weights f32|bf16|int8 */
     bool serve, load_only;
 } bench_args;
 
 static void usage(void)
 {
     fprintf(stderr, "usage: bench_runtime MODEL.onnx [--input NAME=FILE.npy]... [--threads T] "
-                    "[--weights f32|bf16] "
+                    "[--weights f32|bf16|int8] "
                     "[--iters N] [--warmup W] [--serve | --load-only]\n");
     exit(2);
 }
@@ -78,7 +78,7 @@ static void parse_args(int argc, char **argv, bench_args *a)
         } else if (!strcmp(s, "--threads") && has_val) {
             a->threads = atoi(argv[++i]);
         } else if (!strcmp(s, "--weights") && has_val) {
-            a->bf16 = !strcmp(argv[++i], "bf16");
+            if (!ss_weights_parse(argv[++i], &a->weights)) usage();
         } else if (!strcmp(s, "--iters") && has_val) {
             a->iters = atoi(argv[++i]);
         } else if (!strcmp(s, "--warmup") && has_val) {
@@ -173,8 +173,7 @@ static void print_checksum(ss_session *s, const ss_tensor *ins, int n)
 static int load_only(const bench_args *a)
 {
     long anon0 = proc_status_kb("RssAnon"), file0 = proc_status_kb("RssFile");
-    ss_session_options opt = {.blas_threads = a->threads,
-                              .weights = a->bf16 ? SS_WEIGHTS_BF16 : SS_WEIGHTS_F32};
+    ss_session_options opt = {.blas_threads = a->threads, .weights = a->weights};
     ss_session *s;
     uint64_t t0 = ss_now_ns();
     ss_status *st = ss_session_create(a->model, &opt, &s);
@@ -267,8 +266,7 @@ int main(int argc, char **argv)
     ss_log_init_from_env();
     if (a.load_only) return load_only(&a);
 
-    ss_session_options opt = {.blas_threads = a.threads,
-                              .weights = a.bf16 ? SS_WEIGHTS_BF16 : SS_WEIGHTS_F32};
+    ss_session_options opt = {.blas_threads = a.threads, .weights = a.weights};
     ss_session *s;
     uint64_t t0 = ss_now_ns();
     ss_status *st = ss_session_create(a.model, &opt, &s);

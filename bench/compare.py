@@ -39,6 +39,9 @@ CASES = [  # label, model folder, batch label, {graph input: npy file}
     # shardserve with MatMul weights held as bf16 (f32 accumulation), against onnxruntime's f32
     ("MLP 4x4096 Relu, ours bf16 weights", "mlp", "1", {"x": "x_b1.npy"}),
     ("MLP 4x4096 Relu, ours bf16 weights", "mlp", "32", {"x": "x_b32.npy"}),
+    # ... as int8 (a scale per column; activations quantized per row on every call), for decode-sized
+    # products on CPUs with AVX512-VNNI (batch 32 would run float32: see ss_gemm_q8's header)
+    ("MLP 4x4096 Relu, ours int8 weights", "mlp", "1", {"x": "x_b1.npy"}),
 ]
 # Floating-point work per call where it is known (model folder, batch label): the MLP is 4 MatMuls
 # of batch x 4096 x 4096 (the Relus are noise); models.py writes a flops.txt (2 x the MatMul/Conv
@@ -47,6 +50,7 @@ CASES = [  # label, model folder, batch label, {graph input: npy file}
 FLOPS = {("mlp", "1"): 4 * 2 * 1 * 4096 * 4096, ("mlp", "32"): 4 * 2 * 32 * 4096 * 4096}
 REAL_TOL = 1e-2  # real models: float16 weights and long reductions round differently per runtime
 BF16_TOL = 2e-2  # checksum agreement for bf16 rows (the op test bounds the L2 error at 1e-2)
+INT8_TOL = 5e-2  # ... for int8 rows (each operand off by up to half an int8 step)
 
 
 class Side:
@@ -163,8 +167,9 @@ def run_case(args, label, folder, batch, inputs, threads):
     for name, f in inputs.items():
         ins += ["--input", f"{name}={os.path.join(d, f)}"]
     common = [model] + ins + ["--threads", str(threads), "--warmup", str(args.warmup), "--serve"]
-    bf16 = "bf16" in label
-    a = Side("shardserve", [args.bench] + common + (["--weights", "bf16"] if bf16 else []), args.timeout)
+    reduced = "bf16" if "bf16" in label else "int8" if "int8" in label else None
+    bf16 = reduced is not None
+    a = Side("shardserve", [args.bench] + common + (["--weights", reduced] if reduced else []), args.timeout)
     b = Side("ort", ["node", args.ort] + common, args.timeout)
     # --kernels-also: the same f32 row again with SHARDSERVE_KERNELS forced, interleaved with both
     extras = []
@@ -189,7 +194,7 @@ def run_case(args, label, folder, batch, inputs, threads):
         row["iters"] = n
     for s in [a, b] + [x for _, x in extras]:
         s.close()
-    tol = BF16_TOL if bf16 else REAL_TOL if os.path.isabs(folder) else 1e-3
+    tol = INT8_TOL if reduced == "int8" else BF16_TOL if bf16 else REAL_TOL if os.path.isabs(folder) else 1e-3
     agree = checksums_agree(a, b, tol)
     row["check"] = ("ok" if agree else "MISMATCH") if a.ok() and b.ok() else "-"
     for mode, x in extras:

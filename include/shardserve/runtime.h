@@ -36,8 +36,15 @@ typedef struct ss_collectives {
 } ss_collectives;
 
 /* How a session stores constant MatMul/Gemm weights. bf16 halves their memory and bandwidth and
- * runs on AVX512-BF16/AMX with f32 accumulation; on CPUs without native bf16 math they stay f32. */
-typedef enum { SS_WEIGHTS_F32 = 0, SS_WEIGHTS_BF16 } ss_weights;
+ * runs on AVX512-BF16/AMX with f32 accumulation; on CPUs without native bf16 math they stay f32.
+ * int8 quarters them for decode-sized products (up to 64 rows: one scale per weight column, each
+ * row of activations quantized on every call, int32 sums on AVX512-VNNI); larger products and
+ * CPUs without VNNI keep f32. */
+typedef enum { SS_WEIGHTS_F32 = 0, SS_WEIGHTS_BF16, SS_WEIGHTS_INT8 } ss_weights;
+
+/* "f32", "bf16" or "int8" (false for anything else), and back. */
+bool ss_weights_parse(const char *name, ss_weights *out);
+const char *ss_weights_name(ss_weights w);
 
 typedef struct {
     int blas_threads; /* 0: leave OpenBLAS's setting alone */

@@ -48,7 +48,8 @@ typedef struct {
     const char *const *input_shapes;
     bool progress; /* print progress lines to stderr */
     /* How the ranks hold MatMul/Gemm weights (recorded in each group config; the files keep f32):
-     * SS_WEIGHTS_BF16 halves their memory and bandwidth where the CPU has bf16 math. */
+     * SS_WEIGHTS_BF16 halves their memory and bandwidth where the CPU has bf16 math,
+     * SS_WEIGHTS_INT8 quarters them for decode-sized products where it has AVX512-VNNI. */
     ss_weights weights;
     /* Rewrite the KV cache's attention to read the agents' KV block pool (PagedAttention) first:
      * no past/present inputs and outputs, a seq_ids input. */

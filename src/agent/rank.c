@@ -94,10 +94,8 @@ ss_status *ss_rank_config_load(const char *path, ss_rank_config *c)
     if (!st) st = parse_groups(cJSON_GetObjectItemCaseSensitive(root, "groups"), path, c);
     const cJSON *weights = cJSON_GetObjectItemCaseSensitive(root, "weights");
     if (!st && weights &&
-        !(cJSON_IsString(weights) &&
-          (!strcmp(weights->valuestring, "f32") || !strcmp(weights->valuestring, "bf16"))))
-        st = ss_errf(SS_ERR_INVALID, "%s: 'weights' must be \"f32\" or \"bf16\"", path);
-    if (!st && weights && !strcmp(weights->valuestring, "bf16")) c->weights = SS_WEIGHTS_BF16;
+        !(cJSON_IsString(weights) && ss_weights_parse(weights->valuestring, &c->weights)))
+        st = ss_errf(SS_ERR_INVALID, "%s: 'weights' must be \"f32\", \"bf16\" or \"int8\"", path);
     cJSON_Delete(root);
     if (!st) {
         snprintf(c->dir, sizeof c->dir, "%s", path);

@@ -21,7 +21,7 @@
 
 static const char run_usage[] =
     "usage: shardserve run MODEL.onnx --input NAME=FILE.npy ... [--output-dir DIR] [--repeat N]\n"
-    "                      [--weights f32|bf16]\n"
+    "                      [--weights f32|bf16|int8]\n"
     "       shardserve run --shards DIR [--comm shm|mpi] [--timeout-ms MS] --input NAME=FILE.npy "
     "...\n"
     "                      [--output-dir DIR]\n"
@@ -29,7 +29,9 @@ static const char run_usage[] =
     "  --comm          collectives backend: shm (one host, default) or mpi (ranks under mpirun)\n"
     "  --timeout-ms    bound of every collective wait (default 5000)\n"
     "  --weights       bf16: MatMul/Gemm weights held as bf16 (f32 accumulation): up to 64 rows\n"
-    "                  (decode) on any CPU, more where it has native bf16 math (AVX512-BF16/AMX)\n";
+    "                  (decode) on any CPU, more where it has native bf16 math (AVX512-BF16/AMX);\n"
+    "                  int8: up to 64 rows (decode) on int8 weights (a scale per column) and\n"
+    "                  activations (a scale per row, each call) where the CPU has AVX512-VNNI\n";
 
 /* A sequence (or optional) output: its length, then each tensor as "name[i]". */
 static void print_sequence(const char *name, const ss_tensor *t)
@@ -181,10 +183,9 @@ int cmd_run(int argc, char **argv)
                                                "--timeout-ms wants 1..3600000, got '%s'", argv[i]));
         } else if (!strcmp(a, "--weights") && i + 1 < argc) {
             const char *w = argv[++i];
-            if (strcmp(w, "f32") && strcmp(w, "bf16"))
-                return cli_fail(
-                    "run", ss_errf(SS_ERR_INVALID, "--weights wants f32 or bf16, got '%s'", w));
-            so.weights = strcmp(w, "bf16") ? SS_WEIGHTS_F32 : SS_WEIGHTS_BF16;
+            if (!ss_weights_parse(w, &so.weights))
+                return cli_fail("run", ss_errf(SS_ERR_INVALID,
+                                               "--weights wants f32, bf16 or int8, got '%s'", w));
         } else if (!strcmp(a, "--output-dir") && i + 1 < argc) {
             outdir = argv[++i];
         } else if (!strcmp(a, "--repeat") && i + 1 < argc) {

@@ -10,7 +10,7 @@
 
 static const char shard_usage[] =
     "usage: shardserve shard MODEL.onnx --ranks N [--stages S] [--strategy FILE|auto|none]\n"
-    "                        [--input-shape NAME=D0,D1,...] [--weights f32|bf16] [--kv-pool]\n"
+    "                        [--input-shape NAME=D0,D1,...] [--weights f32|bf16|int8] [--kv-pool]\n"
     "                        --out DIR\n"
     "  --ranks N       total ranks (rank_size); ranks per stage = N / S\n"
     "  --stages S      pipeline stages (stage_size), default 1\n"
@@ -20,7 +20,9 @@ static const char shard_usage[] =
     "  --input-shape   fix an input's dynamic dims (repeatable); named dims may stay dynamic\n"
     "  --weights       bf16: every rank holds its MatMul/Gemm weights as bf16 (f32 accumulation)\n"
     "                  as 'run --weights bf16' (decode on any CPU, more with AVX512-BF16/AMX);\n"
-    "                  recorded in each group config (the files keep f32)\n"
+    "                  recorded in each group config (the files keep f32); int8: as 'run "
+    "--weights\n"
+    "                  int8'\n"
     "  --kv-pool       a KV-cache decoder's attention reads the agents' KV block pool\n"
     "                  (PagedAttention): inputs input_ids, position_ids, seq_ids; no "
     "past/present\n";
@@ -62,10 +64,9 @@ int cmd_shard(int argc, char **argv)
             opt.out_dir = argv[++i];
         } else if (!strcmp(a, "--weights") && has) {
             const char *w = argv[++i];
-            if (strcmp(w, "f32") && strcmp(w, "bf16"))
-                return cli_fail(
-                    "shard", ss_errf(SS_ERR_INVALID, "--weights wants f32 or bf16, got '%s'", w));
-            opt.weights = strcmp(w, "bf16") ? SS_WEIGHTS_F32 : SS_WEIGHTS_BF16;
+            if (!ss_weights_parse(w, &opt.weights))
+                return cli_fail("shard", ss_errf(SS_ERR_INVALID,
+                                                 "--weights wants f32, bf16 or int8, got '%s'", w));
         } else if (!strcmp(a, "--kv-pool")) {
             opt.kv_pool = true;
         } else if (!strcmp(a, "--quiet")) {

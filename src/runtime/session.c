@@ -697,6 +697,7 @@ static ss_status *infer_node(struct ss_plan *p, int ni, ss_tensor **ptrs)
     k->in_ids = d->in_ids;
     k->threads = s->opt.blas_threads > 0 ? s->opt.blas_threads : openblas_get_num_threads();
     k->bf16_weights = s->opt.weights == SS_WEIGHTS_BF16;
+    k->int8_weights = s->opt.weights == SS_WEIGHTS_INT8;
     k->kvpool = s->kvpool;
     int all_known = 1;
     for (int j = 0; j < d->n_in; j++) {
@@ -1520,6 +1521,23 @@ ss_status *ss_session_create_from_model(ss_onnx_model *model, const ss_session_o
     }
     *out = s;
     return NULL;
+}
+
+static const char *const weights_names[] = {"f32", "bf16", "int8"};
+
+bool ss_weights_parse(const char *name, ss_weights *out)
+{
+    for (int i = 0; i < (int)(sizeof weights_names / sizeof weights_names[0]); i++)
+        if (name && !strcmp(name, weights_names[i])) {
+            *out = (ss_weights)i;
+            return true;
+        }
+    return false;
+}
+
+const char *ss_weights_name(ss_weights w)
+{
+    return (unsigned)w < sizeof weights_names / sizeof weights_names[0] ? weights_names[w] : "?";
 }
 
 ss_status *ss_session_create(const char *model_path, const ss_session_options *opt,

@@ -819,7 +819,8 @@ static ss_status *write_group_config(shard_ctx *c, const rank_ctx *r, const char
     char model[PATH_MAX];
     snprintf(model, sizeof model, "%s.onnx", c->model_base);
     cJSON_AddStringToObject(root, "model", model);
-    if (c->opt->weights == SS_WEIGHTS_BF16) cJSON_AddStringToObject(root, "weights", "bf16");
+    if (c->opt->weights != SS_WEIGHTS_F32)
+        cJSON_AddStringToObject(root, "weights", ss_weights_name(c->opt->weights));
     cJSON_AddItemToObject(root, "groups", groups_json(c));
     int prev = r->rank - c->tp, next = r->rank + c->tp;
     cJSON_AddItemToObject(root, "recv_peers", int_array(&prev, r->stage > 0 ? 1 : 0));

@@ -16,6 +16,9 @@
  *  - bf16 (gemm_bf16.c): with --weights bf16, constant weights and folded M <=
  *    SS_GEMM_BF16_MAX_M (decode): the weights converted once to bf16 and read at half the bytes;
  *    where oneDNN would run the node in bf16, only up to ss_gemm_bf16_max_m(N) (measured per ISA).
+ *  - int8 (gemm_q8.c): with --weights int8 on AVX512-VNNI, constant weights and folded M <=
+ *    SS_GEMM_Q8_MAX_M (decode): the weights quantized once per column, the rows of A on every
+ *    call; larger M keeps float32 (oneDNN 2.6's int8 matmul measured slower than bf16 there).
  * auto takes the measured best per shape class (onednn.c: ss_kernels_use_dnnl; the numbers are
  * in bench/RUNTIME.md): tiny products and GEMVs (M == 1) stay on the own kernel or OpenBLAS,
  * everything else goes to oneDNN.
@@ -24,6 +27,7 @@
 #include "gemm_bf16.h"
 #include "gemm_f32p.h"
 #include "gemm_kernel.h"
+#include "gemm_q8.h"
 #include "onednn.h"
 
 #include <cblas.h>
@@ -32,20 +36,18 @@
 
 static const ss_dtype float_types[] = {SS_DT_FLOAT32, SS_DT_FLOAT64};
 
-typedef enum { PATH_BLAS = 0, PATH_OWN, PATH_DNNL, PATH_BF16, PATH_F32P } gemm_path;
+typedef enum { PATH_BLAS = 0, PATH_OWN, PATH_DNNL, PATH_BF16, PATH_F32P, PATH_Q8 } gemm_path;
 
 /* The kernel a node runs on, decided at plan time. */
 typedef struct {
     gemm_path path;
     ss_gemm_variant small; /* PATH_OWN */
-    int threads;           /* PATH_OWN, PATH_BF16: parts of the own pool */
+    int threads;           /* PATH_OWN and the packed paths: parts of the own pool */
     ss_dnnl_matmul *dnnl;  /* PATH_DNNL */
-    ss_packed *bf16_ref;   /* PATH_BF16: the session's bf16 copy of the weights */
-    uint16_t *bf16_owned;  /* PATH_BF16 without a session */
-    const uint16_t *bf16;  /* PATH_BF16: the copy used */
-    ss_packed *f32p_ref;   /* PATH_F32P: the session's packed copy of the weights */
-    float *f32p_owned;     /* PATH_F32P without a session */
-    const float *f32p;     /* PATH_F32P: the copy used */
+    /* PATH_BF16, PATH_F32P, PATH_Q8: the own kernel's packed copy of the weights */
+    ss_packed *packed_ref; /* the session's */
+    void *packed_owned;    /* without a session */
+    const void *packed;    /* the copy used */
 } kernel_choice;
 
 static int session_threads(const ss_kctx *k)
@@ -111,39 +113,102 @@ static bool same_packed_layout(const void *a, const void *b)
     return memcmp(a, b, sizeof(packed_layout)) == 0;
 }
 
-/* PATH_BF16 for a float32 GEMM of M rows (batch folded) whose B (input 1, [K, N], or [N, K] when
- * tb) is a constant, under --weights bf16; nothing changes when it does not apply. */
-static ss_status *try_bf16(ss_kctx *k, int64_t M, int64_t K, int64_t N, bool tb, kernel_choice *c)
+/* How an own kernel packs constant weights: its functions (the wrappers give them one type) and
+ * the offset its copies are keyed by. */
+typedef struct {
+    int key_off;
+    const char *what;
+    size_t (*bytes)(int64_t K, int64_t N);
+    void *(*alloc)(int64_t K, int64_t N);
+    void (*fill)(const float *B, int64_t K, int64_t N, int64_t ldb, bool tb, void *out);
+} packing;
+
+static void *bf16_alloc(int64_t K, int64_t N)
 {
-    const ss_tensor *b = k->in[1], *bv = ss_kctx_value(k, 1);
-    bool dnnl_bf16 =
-        ss_kernels_use_dnnl(ss_kernels_mode(), SS_DT_FLOAT32, M, K, N) && ss_dnnl_bf16_native();
-    int64_t max_m = dnnl_bf16 ? ss_gemm_bf16_max_m(N) : SS_GEMM_BF16_MAX_M;
-    if (!k->bf16_weights || b->dtype != SS_DT_FLOAT32 || b->ndim != 2 || M < 1 || M > max_m ||
-        !bv || !bv->data || ss_kernels_mode() == SS_KERNELS_BLAS)
-        return NULL;
-    packed_layout lay = {K, N, b->dims[1], tb};
-    const char *key = (const char *)bv->data + 1;
-    c->bf16_ref = ss_kctx_packed_find(k, key, &lay, same_packed_layout);
-    if (c->bf16_ref) {
-        c->bf16 = ss_packed_data(c->bf16_ref);
+    return ss_gemm_bf16_alloc(K, N);
+}
+
+static void bf16_fill(const float *B, int64_t K, int64_t N, int64_t ldb, bool tb, void *out)
+{
+    ss_gemm_bf16_pack(B, K, N, ldb, tb, out);
+}
+
+static void *f32p_alloc(int64_t K, int64_t N)
+{
+    return ss_gemm_f32p_alloc(K, N);
+}
+
+static void f32p_fill(const float *B, int64_t K, int64_t N, int64_t ldb, bool tb, void *out)
+{
+    ss_gemm_f32p_pack(B, K, N, ldb, tb, out);
+}
+
+static const packing bf16_packing = {1, "bf16 weights", ss_gemm_bf16_packed_bytes, bf16_alloc,
+                                     bf16_fill};
+static const packing f32p_packing = {2, "packed weights", ss_gemm_f32p_packed_bytes, f32p_alloc,
+                                     f32p_fill};
+static const packing q8_packing = {3, "int8 weights", ss_gemm_q8_packed_bytes, ss_gemm_q8_alloc,
+                                   ss_gemm_q8_pack};
+
+/* Path `path` on the packed copy of B (input 1, a constant [K, N], or [N, K] when tb): the
+ * session's copy if another node made it, else made here and shared; B's file-mapped pages are
+ * dropped, the own pool reserved, and the kernel's scratch claimed. */
+static ss_status *pack_weights(ss_kctx *k, const packing *pk, int64_t K, int64_t N, bool tb,
+                               gemm_path path, size_t scratch, kernel_choice *c)
+{
+    const ss_tensor *bv = ss_kctx_value(k, 1);
+    packed_layout lay = {K, N, k->in[1]->dims[1], tb};
+    const char *key = (const char *)bv->data + pk->key_off;
+    c->packed_ref = ss_kctx_packed_find(k, key, &lay, same_packed_layout);
+    if (c->packed_ref) {
+        c->packed = ss_packed_data(c->packed_ref);
     } else {
-        size_t bytes = ss_gemm_bf16_packed_bytes(K, N);
-        uint16_t *w = ss_gemm_bf16_alloc(K, N);
+        void *w = pk->alloc(K, N);
         if (!w)
-            return ss_op_err(k, SS_ERR_NOMEM, "cannot allocate %zu bytes of bf16 weights", bytes);
-        ss_gemm_bf16_pack(bv->data, K, N, lay.ldb, tb, w);
-        c->bf16 = w;
-        c->bf16_ref = ss_kctx_packed_add(k, key, &lay, sizeof lay, w);
-        if (!c->bf16_ref) c->bf16_owned = w;
+            return ss_op_err(k, SS_ERR_NOMEM, "cannot allocate %zu bytes of %s", pk->bytes(K, N),
+                             pk->what);
+        pk->fill(bv->data, K, N, lay.ldb, tb, w);
+        c->packed = w;
+        c->packed_ref = ss_kctx_packed_add(k, key, &lay, sizeof lay, w);
+        if (!c->packed_ref) c->packed_owned = w;
     }
     ss_kctx_drop_const_pages(k, 1);
     int t = session_threads(k);
     c->threads = t > 1 ? ss_gemm_pool_reserve(t) : 1;
-    size_t scratch = ss_gemm_bf16_scratch(M, K);
     if (scratch > k->scratch_bytes) k->scratch_bytes = scratch;
-    c->path = PATH_BF16;
+    c->path = path;
     return NULL;
+}
+
+/* Whether input 1 is a constant float32 matrix an own kernel can pack. */
+static bool packable(ss_kctx *k)
+{
+    const ss_tensor *b = k->in[1], *bv = ss_kctx_value(k, 1);
+    return b->dtype == SS_DT_FLOAT32 && b->ndim == 2 && bv && bv->data;
+}
+
+/* PATH_BF16 for a float32 GEMM of M rows (batch folded) whose B (input 1, [K, N], or [N, K] when
+ * tb) is a constant, under --weights bf16; nothing changes when it does not apply. */
+static ss_status *try_bf16(ss_kctx *k, int64_t M, int64_t K, int64_t N, bool tb, kernel_choice *c)
+{
+    bool dnnl_bf16 =
+        ss_kernels_use_dnnl(ss_kernels_mode(), SS_DT_FLOAT32, M, K, N) && ss_dnnl_bf16_native();
+    int64_t max_m = dnnl_bf16 ? ss_gemm_bf16_max_m(N) : SS_GEMM_BF16_MAX_M;
+    if (!k->bf16_weights || !packable(k) || M < 1 || M > max_m ||
+        ss_kernels_mode() == SS_KERNELS_BLAS)
+        return NULL;
+    return pack_weights(k, &bf16_packing, K, N, tb, PATH_BF16, ss_gemm_bf16_scratch(M, K), c);
+}
+
+/* PATH_Q8 for a float32 GEMM of M rows (batch folded) whose B is a constant, under --weights int8
+ * on a CPU with AVX512-VNNI; nothing changes when it does not apply. */
+static ss_status *try_q8(ss_kctx *k, int64_t M, int64_t K, int64_t N, bool tb, kernel_choice *c)
+{
+    if (!k->int8_weights || !packable(k) || M < 1 || M > SS_GEMM_Q8_MAX_M ||
+        ss_kernels_mode() == SS_KERNELS_BLAS || !ss_gemm_q8_supported())
+        return NULL;
+    SS_DEBUG("%s: own int8 kernel (%lld rows)", k->node_name, (long long)M);
+    return pack_weights(k, &q8_packing, K, N, tb, PATH_Q8, ss_gemm_q8_scratch(M, K), c);
 }
 
 /* PATH_F32P for a float32 GEMM of M rows (batch folded) whose B (input 1, [K, N], or [N, K] when
@@ -151,46 +216,20 @@ static ss_status *try_bf16(ss_kctx *k, int64_t M, int64_t K, int64_t N, bool tb,
  * tile kernels, onednn and blas their libraries); nothing changes when it does not. */
 static ss_status *try_f32p(ss_kctx *k, int64_t M, int64_t K, int64_t N, bool tb, kernel_choice *c)
 {
-    const ss_tensor *b = k->in[1], *bv = ss_kctx_value(k, 1);
-    ss_kernels mode = ss_kernels_mode();
-    if (mode != SS_KERNELS_AUTO || b->dtype != SS_DT_FLOAT32 || b->ndim != 2 || !bv || !bv->data ||
-        !ss_gemm_f32p_usable(M, K, N))
+    if (ss_kernels_mode() != SS_KERNELS_AUTO || !packable(k) || !ss_gemm_f32p_usable(M, K, N))
         return NULL;
-    packed_layout lay = {K, N, b->dims[1], tb};
-    const char *key = (const char *)bv->data + 2;
-    c->f32p_ref = ss_kctx_packed_find(k, key, &lay, same_packed_layout);
-    if (c->f32p_ref) {
-        c->f32p = ss_packed_data(c->f32p_ref);
-    } else {
-        float *w = ss_gemm_f32p_alloc(K, N);
-        if (!w)
-            return ss_op_err(k, SS_ERR_NOMEM, "cannot allocate %zu bytes of packed weights",
-                             ss_gemm_f32p_packed_bytes(K, N));
-        ss_gemm_f32p_pack(bv->data, K, N, lay.ldb, tb, w);
-        c->f32p = w;
-        c->f32p_ref = ss_kctx_packed_add(k, key, &lay, sizeof lay, w);
-        if (!c->f32p_ref) c->f32p_owned = w;
-    }
-    ss_kctx_drop_const_pages(k, 1);
-    int t = session_threads(k);
-    c->threads = t > 1 ? ss_gemm_pool_reserve(t) : 1;
-    c->path = PATH_F32P;
     SS_DEBUG("%s: own f32 kernel on packed weights", k->node_name);
-    return NULL;
+    return pack_weights(k, &f32p_packing, K, N, tb, PATH_F32P, 0, c);
 }
 
 static void release_choice(kernel_choice *c)
 {
-    ss_packed_release(c->f32p_ref);
-    free(c->f32p_owned);
-    c->f32p_ref = NULL;
-    c->f32p_owned = NULL;
+    ss_packed_release(c->packed_ref);
+    free(c->packed_owned);
+    c->packed_ref = NULL;
+    c->packed_owned = NULL;
     ss_dnnl_matmul_free(c->dnnl);
     c->dnnl = NULL;
-    ss_packed_release(c->bf16_ref);
-    free(c->bf16_owned);
-    c->bf16_ref = NULL;
-    c->bf16_owned = NULL;
 }
 
 typedef struct {
@@ -358,11 +397,13 @@ static ss_status *matmul_infer(ss_kctx *k)
     }
     p->fold_a = bs == 1 && as == p->n_batch;
     ss_kernels mode = ss_kernels_mode();
-    if (p->fold_a && bn == b->ndim) st = try_bf16(k, p->M * p->n_batch, p->K, p->N, false, &p->kc);
+    if (p->fold_a && bn == b->ndim) st = try_q8(k, p->M * p->n_batch, p->K, p->N, false, &p->kc);
+    if (!st && p->kc.path == PATH_BLAS && p->fold_a && bn == b->ndim)
+        st = try_bf16(k, p->M * p->n_batch, p->K, p->N, false, &p->kc);
     if (!st && p->kc.path == PATH_BLAS && p->fold_a && bn == b->ndim)
         st = try_f32p(k, p->M * p->n_batch, p->K, p->N, false, &p->kc);
     if (st) return st;
-    if (p->kc.path != PATH_BF16 && p->kc.path != PATH_F32P &&
+    if (p->kc.path == PATH_BLAS &&
         ss_kernels_use_dnnl(mode, a->dtype, p->M * p->n_batch, p->K, p->N)) {
         st = matmul_dnnl(k, p, ad, an, bd, bn);
         if (st) return st;
@@ -422,13 +463,18 @@ static ss_status *matmul_run(ss_kctx *k)
     if (p->kc.path == PATH_DNNL)
         return ss_dnnl_matmul_run(p->kc.dnnl, (const float *)A, (const float *)B, NULL, (float *)C,
                                   k->scratch);
+    if (p->kc.path == PATH_Q8) {
+        ss_gemm_q8(M * p->n_batch, N, K, (const float *)A, K, p->kc.packed, false, (float *)C, N,
+                   p->kc.threads, k->scratch);
+        return NULL;
+    }
     if (p->kc.path == PATH_BF16) {
-        ss_gemm_bf16(M * p->n_batch, N, K, (const float *)A, K, p->kc.bf16, false, (float *)C, N,
+        ss_gemm_bf16(M * p->n_batch, N, K, (const float *)A, K, p->kc.packed, false, (float *)C, N,
                      p->kc.threads, k->scratch);
         return NULL;
     }
     if (p->kc.path == PATH_F32P) {
-        ss_gemm_f32p(M * p->n_batch, N, K, (const float *)A, K, p->kc.f32p, (float *)C, N,
+        ss_gemm_f32p(M * p->n_batch, N, K, (const float *)A, K, p->kc.packed, (float *)C, N,
                      p->kc.threads);
         return NULL;
     }
@@ -534,8 +580,10 @@ static ss_status *gemm_infer(ss_kctx *k)
                              (long long)p->M, (long long)p->N);
     }
     ss_kernels mode = ss_kernels_mode();
-    if (!p->ta && p->alpha == 1.0f) st = try_bf16(k, p->M, p->K, p->N, p->tb, &p->kc);
-    if (!st && p->kc.path != PATH_BF16 && ss_kernels_use_dnnl(mode, a->dtype, p->M, p->K, p->N))
+    if (!p->ta && p->alpha == 1.0f) st = try_q8(k, p->M, p->K, p->N, p->tb, &p->kc);
+    if (!st && p->kc.path == PATH_BLAS && !p->ta && p->alpha == 1.0f)
+        st = try_bf16(k, p->M, p->K, p->N, p->tb, &p->kc);
+    if (!st && p->kc.path == PATH_BLAS && ss_kernels_use_dnnl(mode, a->dtype, p->M, p->K, p->N))
         st = gemm_dnnl(k, p);
     if (st) return st;
     if (p->kc.path == PATH_BLAS && mode != SS_KERNELS_BLAS && !p->ta && !p->tb) {
@@ -595,8 +643,13 @@ static ss_status *gemm_run(ss_kctx *k)
         if (beta == 0.0f) memset(out, 0, k->out[0]->nbytes);
         return NULL;
     }
+    if (p->kc.path == PATH_Q8) {
+        ss_gemm_q8(p->M, p->N, p->K, a->data, a->dims[1], p->kc.packed, beta != 0.0f, out, p->N,
+                   p->kc.threads, k->scratch);
+        return NULL;
+    }
     if (p->kc.path == PATH_BF16) {
-        ss_gemm_bf16(p->M, p->N, p->K, a->data, a->dims[1], p->kc.bf16, beta != 0.0f, out, p->N,
+        ss_gemm_bf16(p->M, p->N, p->K, a->data, a->dims[1], p->kc.packed, beta != 0.0f, out, p->N,
                      p->kc.threads, k->scratch);
         return NULL;
     }

@@ -1,0 +1,282 @@
+/*
+ * The int8-weight small-M GEMM of gemm_q8.h: packing, the row quantization, one VNNI kernel.
+ * A part claims groups of GROUP adjacent 16-column blocks and reads their weights side by side
+ * (GROUP streams, as the bf16 GEMV's ROW_GROUP), ROWS rows of A per pass over them (q8_part).
+ */
+#include "gemm_q8.h"
+
+#include "gemm_kernel.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#if defined(__x86_64__)
+#include <immintrin.h>
+#endif
+
+#define BLOCK 16 /* columns per 64-byte vector (x 4 k) */
+#define GROUP 4  /* blocks a pass reads side by side */
+#define COLS (BLOCK * GROUP)
+#define ROWS 4             /* rows of A per pass: ROWS x GROUP accumulators */
+#define KC 128             /* k quads per chunk when the rows take several passes */
+#define MIN_PAR_MACS 65536 /* below this the pool's wake-up costs more than it saves */
+
+static unsigned long n_calls;
+
+static int64_t pad_n(int64_t N)
+{
+    return (N + COLS - 1) / COLS * COLS;
+}
+
+static int64_t pad_k(int64_t K)
+{
+    return (K + 3) / 4 * 4;
+}
+
+/* A's quantized rows: unsigned (int8 + 128), each padded to a multiple of 64 bytes. */
+static int64_t row_bytes(int64_t K)
+{
+    return (pad_k(K) + 63) / 64 * 64;
+}
+
+bool ss_gemm_q8_supported(void)
+{
+#if defined(__x86_64__)
+    return __builtin_cpu_supports("avx512vnni") && __builtin_cpu_supports("avx512bw");
+#else
+    return false;
+#endif
+}
+
+unsigned long ss_gemm_q8_calls(void)
+{
+    return __atomic_load_n(&n_calls, __ATOMIC_RELAXED);
+}
+
+size_t ss_gemm_q8_packed_bytes(int64_t K, int64_t N)
+{
+    int64_t Np = pad_n(N);
+    return (size_t)Np * (sizeof(float) + sizeof(int32_t)) + (size_t)Np * (size_t)pad_k(K);
+}
+
+void *ss_gemm_q8_alloc(int64_t K, int64_t N)
+{
+    return ss_huge_alloc(ss_gemm_q8_packed_bytes(K, N));
+}
+
+static float b_at(const float *B, int64_t ldb, bool tb, int64_t k, int64_t n)
+{
+    return B[tb ? n * ldb + k : k * ldb + n];
+}
+
+void ss_gemm_q8_pack(const float *B, int64_t K, int64_t N, int64_t ldb, bool tb, void *out)
+{
+    int64_t Np = pad_n(N), Kp = pad_k(K), K4 = Kp / 4;
+    float *scale = out;
+    int32_t *comp = (int32_t *)(scale + Np);
+    int8_t *w = (int8_t *)(comp + Np);
+    memset(scale, 0, (size_t)Np * sizeof *scale); /* absmax first, in B's own order */
+    for (int64_t k = 0; k < K; k++)
+        for (int64_t n = 0; n < N; n++)
+            scale[n] = fmaxf(scale[n], fabsf(b_at(B, ldb, tb, k, n)));
+    for (int64_t n = 0; n < Np; n++) {
+        scale[n] /= 127.0f;
+        comp[n] = 0;
+    }
+    for (int64_t b = 0; b < Np / BLOCK; b++)
+        for (int64_t k4 = 0; k4 < K4; k4++)
+            for (int c = 0; c < BLOCK; c++)
+                for (int t = 0; t < 4; t++) {
+                    int64_t k = 4 * k4 + t, n = b * BLOCK + c;
+                    long q = 0;
+                    if (k < K && n < N && scale[n] > 0) {
+                        q = lrintf(b_at(B, ldb, tb, k, n) / scale[n]);
+                        q = q > 127 ? 127 : q < -127 ? -127 : q;
+                    }
+                    w[(b * K4 + k4) * 64 + c * 4 + t] = (int8_t)q;
+                    comp[n] += 128 * (int32_t)q;
+                }
+}
+
+size_t ss_gemm_q8_scratch(int64_t M, int64_t K)
+{
+    int64_t m = M < SS_GEMM_Q8_MAX_M ? M : SS_GEMM_Q8_MAX_M; /* rows a pass quantizes */
+    return (size_t)m * (size_t)row_bytes(K) + (size_t)m * sizeof(float) + 64;
+}
+
+typedef struct {
+    int64_t M, N, K4, groups;
+    const uint8_t *Aq; /* M rows of row_bytes(K) */
+    int64_t ldq;
+    const float *row_scale, *scale;
+    const int32_t *comp;
+    const int8_t *W;
+    bool acc;
+    float *C;
+    int64_t ldc;
+} q8_job;
+
+#if defined(__x86_64__)
+#define Q8_TARGET __attribute__((target("avx512f,avx512bw,avx512vnni")))
+
+/* Row r of A quantized: absmax / 127 as its scale, round to nearest even, + 128 as uint8; the
+ * padding up to a multiple of 4 is 128 (zero), against zero weights. */
+Q8_TARGET static void quantize_row(const float *a, int64_t K, uint8_t *q, float *scale)
+{
+    __m512 m = _mm512_setzero_ps();
+    int64_t k = 0;
+    for (; k + 16 <= K; k += 16)
+        m = _mm512_max_ps(m, _mm512_abs_ps(_mm512_loadu_ps(a + k)));
+    float am = _mm512_reduce_max_ps(m);
+    for (; k < K; k++)
+        am = fmaxf(am, fabsf(a[k]));
+    float s = am / 127.0f, inv = am > 0 ? 127.0f / am : 0.0f;
+    *scale = s;
+    __m512 vi = _mm512_set1_ps(inv);
+    __m512i lo = _mm512_set1_epi32(-127), hi = _mm512_set1_epi32(127), off = _mm512_set1_epi32(128);
+    for (k = 0; k + 16 <= K; k += 16) {
+        __m512i v = _mm512_cvtps_epi32(_mm512_mul_ps(_mm512_loadu_ps(a + k), vi));
+        v = _mm512_add_epi32(_mm512_min_epi32(_mm512_max_epi32(v, lo), hi), off);
+        _mm_storeu_si128((__m128i *)(q + k), _mm512_cvtepi32_epi8(v));
+    }
+    for (; k < K; k++) {
+        float v = nearbyintf(a[k] * inv);
+        v = v > 127.0f ? 127.0f : v < -127.0f ? -127.0f : v;
+        q[k] = (uint8_t)((int)v + 128);
+    }
+    for (; k < pad_k(K); k++)
+        q[k] = 128;
+}
+
+/* Rows r0 .. r0 + rows - 1 over k quads k0 .. k1 - 1 of group g's GROUP blocks: accumulators from
+ * zero (first) or from the part's int32 buffer, back to it, or (last) to C. `rows` is a constant
+ * at each call site (the switch below), so the loops over it unroll. */
+Q8_TARGET static inline __attribute__((always_inline)) void
+q8_tile(const q8_job *j, int64_t g, int64_t r0, int rows, int64_t k0, int64_t k1,
+        int32_t (*sums)[COLS], bool first, bool last)
+{
+    const int8_t *wb = j->W + g * GROUP * j->K4 * 64;
+    const int32_t *a[ROWS];
+    for (int r = 0; r < rows; r++)
+        a[r] = (const int32_t *)(j->Aq + (r0 + r) * j->ldq);
+    __m512i acc[ROWS][GROUP];
+    for (int r = 0; r < rows; r++)
+        for (int b = 0; b < GROUP; b++)
+            acc[r][b] =
+                first ? _mm512_setzero_si512() : _mm512_load_si512(sums[r0 + r] + b * BLOCK);
+    for (int64_t k = k0; k < k1; k++) {
+        __m512i w[GROUP];
+        for (int b = 0; b < GROUP; b++)
+            w[b] = _mm512_load_si512(wb + (b * j->K4 + k) * 64);
+        for (int r = 0; r < rows; r++) {
+            __m512i x = _mm512_set1_epi32(a[r][k]);
+            for (int b = 0; b < GROUP; b++)
+                acc[r][b] = _mm512_dpbusd_epi32(acc[r][b], x, w[b]);
+        }
+    }
+    if (!last) {
+        for (int r = 0; r < rows; r++)
+            for (int b = 0; b < GROUP; b++)
+                _mm512_store_si512(sums[r0 + r] + b * BLOCK, acc[r][b]);
+        return;
+    }
+    for (int b = 0; b < GROUP; b++) {
+        int64_t n = g * COLS + b * BLOCK;
+        if (n >= j->N) break;
+        __mmask16 mask =
+            j->N - n >= BLOCK ? (__mmask16)0xffff : (__mmask16)((1u << (j->N - n)) - 1);
+        __m512i comp = _mm512_loadu_si512(j->comp + n);
+        __m512 scale = _mm512_loadu_ps(j->scale + n);
+        for (int r = 0; r < rows; r++) {
+            __m512 v = _mm512_cvtepi32_ps(_mm512_sub_epi32(acc[r][b], comp));
+            v = _mm512_mul_ps(v, _mm512_mul_ps(scale, _mm512_set1_ps(j->row_scale[r0 + r])));
+            float *c = j->C + (r0 + r) * j->ldc + n;
+            if (j->acc) v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(mask, c));
+            _mm512_mask_storeu_ps(c, mask, v);
+        }
+    }
+}
+
+/* A part's groups. Up to ROWS rows a group's weights stream once, whole; more rows go over them
+ * in chunks of KC k quads (GROUP x 8 KiB), every row group of a chunk before the next chunk, so
+ * the weights still come from memory once and the other rows read them from cache; the int32
+ * sums wait in `sums` between chunks. Each output's k order is the same either way. */
+Q8_TARGET static void q8_part(void *ctx, int part, int parts)
+{
+    const q8_job *j = ctx;
+    int32_t sums[SS_GEMM_Q8_MAX_M][COLS] __attribute__((aligned(64)));
+    int64_t g0 = j->groups * part / parts, g1 = j->groups * (part + 1) / parts;
+    int64_t kc = j->M <= ROWS ? j->K4 : KC;
+    for (int64_t g = g0; g < g1; g++)
+        for (int64_t k0 = 0; k0 < j->K4; k0 += kc) {
+            int64_t k1 = k0 + kc < j->K4 ? k0 + kc : j->K4;
+            bool first = k0 == 0, last = k1 == j->K4;
+            for (int64_t r0 = 0; r0 < j->M; r0 += ROWS) {
+                int64_t left = j->M - r0;
+                switch (left >= ROWS ? ROWS : left) {
+                case 1:
+                    q8_tile(j, g, r0, 1, k0, k1, sums, first, last);
+                    break;
+                case 2:
+                    q8_tile(j, g, r0, 2, k0, k1, sums, first, last);
+                    break;
+                case 3:
+                    q8_tile(j, g, r0, 3, k0, k1, sums, first, last);
+                    break;
+                default:
+                    q8_tile(j, g, r0, 4, k0, k1, sums, first, last);
+                    break;
+                }
+            }
+        }
+}
+
+/* Rows 0 .. M - 1 (M <= SS_GEMM_Q8_MAX_M). */
+static void q8_rows(int64_t M, int64_t N, int64_t K, const float *A, int64_t lda, const void *Bp,
+                    bool acc, float *C, int64_t ldc, int threads, void *scratch)
+{
+    int64_t Np = pad_n(N), ldq = row_bytes(K);
+    uint8_t *Aq = scratch;
+    float *row_scale = (float *)(Aq + M * ldq);
+    for (int64_t r = 0; r < M; r++)
+        quantize_row(A + r * lda, K, Aq + r * ldq, &row_scale[r]);
+    const float *scale = Bp;
+    const int32_t *comp = (const int32_t *)(scale + Np);
+    q8_job j = {.M = M,
+                .N = N,
+                .K4 = pad_k(K) / 4,
+                .groups = Np / COLS,
+                .Aq = Aq,
+                .ldq = ldq,
+                .row_scale = row_scale,
+                .scale = scale,
+                .comp = comp,
+                .W = (const int8_t *)(comp + Np),
+                .acc = acc,
+                .C = C,
+                .ldc = ldc};
+    int parts = threads < 1 ? 1 : threads;
+    if (parts > j.groups) parts = (int)j.groups;
+    if ((double)M * (double)N * (double)K < MIN_PAR_MACS) parts = 1;
+    ss_pool_run(parts, q8_part, &j);
+}
+
+void ss_gemm_q8(int64_t M, int64_t N, int64_t K, const float *A, int64_t lda, const void *Bp,
+                bool acc, float *C, int64_t ldc, int threads, void *scratch)
+{
+    if (M <= 0 || N <= 0) return;
+    __atomic_add_fetch(&n_calls, 1, __ATOMIC_RELAXED);
+    for (int64_t r = 0; r < M; r += SS_GEMM_Q8_MAX_M) {
+        int64_t m = M - r < SS_GEMM_Q8_MAX_M ? M - r : SS_GEMM_Q8_MAX_M;
+        q8_rows(m, N, K, A + r * lda, lda, Bp, acc, C + r * ldc, ldc, threads, scratch);
+    }
+}
+#else
+void ss_gemm_q8(int64_t M, int64_t N, int64_t K, const float *A, int64_t lda, const void *Bp,
+                bool acc, float *C, int64_t ldc, int threads, void *scratch)
+{
+    (void)M, (void)N, (void)K, (void)A, (void)lda, (void)Bp, (void)acc, (void)C, (void)ldc;
+    (void)threads, (void)scratch;
+    abort(); /* plans take this path only where ss_gemm_q8_supported */
+}
+#endif

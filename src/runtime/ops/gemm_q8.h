@@ -1,0 +1,58 @@
+/*
+ * Small-M GEMM on int8 weights for decode (`--weights int8`): C[M,N] (+)= A[M,K] x B[K,N], A and
+ * C float32, B a constant quantized once to int8 with one scale per output column (symmetric,
+ * absmax / 127). Each call quantizes every row of A to int8 with its own scale (absmax / 127, the
+ * dynamic quantization onnxruntime's MatMulInteger path uses per tensor) and accumulates exact
+ * int32 dot products on AVX512-VNNI (vpdpbusd: 64 multiply-adds per instruction); an output is
+ * (int32 sum) x row scale x column scale. At decode M is 1 per sequence and the product is bound
+ * by reading B, so a quarter of float32's bytes (half of bf16's) is what it is for: measured on
+ * the MLP's 4096x4096 layers (bench/RUNTIME.md, "Does an int8 path pay?") the int8 GEMV read its
+ * 16 MiB at the bandwidth the bf16 GEMV reads its 32 MiB, 2.0x bf16 and 5.7x float32 on 2 threads;
+ * oneDNN 2.6 runs int8 matmuls on gemm:jit here, no faster than float32 at M = 1.
+ *
+ * Error: one int8 step on each side, relative L2 ~5e-3 on uniform data (bf16: ~2e-3). Rows are
+ * quantized separately and each output's k order is fixed, so a row's result does not depend on
+ * the rows batched with it.
+ *
+ * Layout (ss_gemm_q8_pack): the column scales (float32) and compensations (int32: 128 x the
+ * column's int8 sum, taking back the +128 that makes A unsigned for vpdpbusd), then blocks of 16
+ * columns; inside a block, for each 4 rows k..k+3 of B, 16 columns x 4 int8 (one 64-byte vector).
+ * N is padded to a multiple of 64 and K to a multiple of 4 with zeros.
+ *
+ * Only on CPUs with AVX512-VNNI and AVX512BW (ss_gemm_q8_supported); elsewhere plans keep
+ * float32. Threads: groups of 4 blocks (4 weight streams at once) over the gemm pool; a call never
+ * allocates.
+ */
+#ifndef SS_RUNTIME_GEMM_Q8_H
+#define SS_RUNTIME_GEMM_Q8_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+/* Largest M (batch rows folded) plans send here, as for bf16 (a call takes more rows
+ * SS_GEMM_Q8_MAX_M at a time). */
+#define SS_GEMM_Q8_MAX_M 64
+
+bool ss_gemm_q8_supported(void);
+/* How many calls ran. */
+unsigned long ss_gemm_q8_calls(void);
+
+/* Bytes of the packed form of a K x N matrix (scales, compensations, int8 blocks). */
+size_t ss_gemm_q8_packed_bytes(int64_t K, int64_t N);
+/* Memory for the packed form (free() releases it; NULL when out of memory): 64-byte aligned, in
+ * huge pages where the kernel allows them. */
+void *ss_gemm_q8_alloc(int64_t K, int64_t N);
+/* Quantizes B (K x N, row stride ldb; stored N x K when tb) into `out` (ss_gemm_q8_packed_bytes,
+ * 64-byte aligned). */
+void ss_gemm_q8_pack(const float *B, int64_t K, int64_t N, int64_t ldb, bool tb, void *out);
+/* Scratch a call of M rows needs (A's rows quantized, and their scales). */
+size_t ss_gemm_q8_scratch(int64_t M, int64_t K);
+
+/* C = A x Bp, or C += A x Bp when acc; lda/ldc are row strides in floats. Up to `threads` parts on
+ * the gemm pool (reserve it at plan time). scratch: ss_gemm_q8_scratch bytes, 64-byte aligned. Only
+ * where ss_gemm_q8_supported. */
+void ss_gemm_q8(int64_t M, int64_t N, int64_t K, const float *A, int64_t lda, const void *Bp,
+                bool acc, float *C, int64_t ldc, int threads, void *scratch);
+
+#endif

@@ -1,0 +1,241 @@
+/*
+ * The int8-weight GEMM of ops/gemm_q8.c (`--weights int8`). On a CPU with AVX512-VNNI:
+ *  - the kernel equals, bit for bit, the int8 arithmetic it stands for, written out here in
+ *    plain C (each weight column quantized with absmax / 127, each row of A the same way, exact
+ *    integer sums, the sum times row scale x column scale), for row counts that take one pass,
+ *    several passes and chunks of k, ragged K and N, transposed B, accumulation into C, 1 and 2
+ *    threads;
+ *  - it stays within the quantization bound of the double-precision product: each operand is
+ *    off by at most half a step, so |error| <= K x max|a| x max|b| x (2/254 + 1/254^2);
+ *  - a MatMul and a Gemm (transB, bias) under the session's int8 flag take it up to
+ *    SS_GEMM_Q8_MAX_M rows, within that bound of the float32 flag's result and not equal to it,
+ *    and past SS_GEMM_Q8_MAX_M rows run exactly as under the float32 flag.
+ * On a CPU without it, the int8 flag must leave every MatMul exactly as float32.
+ */
+#include "check.h"
+#include "op_harness.h"
+#include "gemm_kernel.h"
+#include "gemm_q8.h"
+#include "op.h"
+#include "shardserve/core.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* n floats in [-1, 1) from the harness's generator. */
+static float *rand_floats(size_t n)
+{
+    float *p = malloc(n * sizeof *p);
+    for (size_t i = 0; p && i < n; i++)
+        p[i] = (float)urand();
+    return p;
+}
+
+typedef struct {
+    int64_t M, K, N;
+    bool tb, acc;
+} shape;
+
+static float b_at(const float *B, const shape *s, int64_t k, int64_t n)
+{
+    return s->tb ? B[n * s->K + k] : B[k * s->N + n];
+}
+
+static long clamp127(long q)
+{
+    return q > 127 ? 127 : q < -127 ? -127 : q;
+}
+
+/* The kernel's arithmetic in plain C: C (+)= dequantized int8 product. */
+static void emulate(const shape *s, const float *A, const float *B, float *C)
+{
+    float *cs = calloc((size_t)s->N, sizeof *cs);
+    CHECK(cs);
+    for (int64_t k = 0; k < s->K; k++)
+        for (int64_t n = 0; n < s->N; n++)
+            cs[n] = fmaxf(cs[n], fabsf(b_at(B, s, k, n)));
+    for (int64_t n = 0; n < s->N; n++)
+        cs[n] /= 127.0f;
+    for (int64_t m = 0; m < s->M; m++) {
+        const float *a = A + m * s->K;
+        float am = 0;
+        for (int64_t k = 0; k < s->K; k++)
+            am = fmaxf(am, fabsf(a[k]));
+        float rs = am / 127.0f, inv = am > 0 ? 127.0f / am : 0.0f;
+        for (int64_t n = 0; n < s->N; n++) {
+            long sum = 0;
+            for (int64_t k = 0; k < s->K; k++) {
+                long qa = clamp127(lrintf(nearbyintf(a[k] * inv)));
+                long qb = cs[n] > 0 ? clamp127(lrintf(b_at(B, s, k, n) / cs[n])) : 0;
+                sum += qa * qb;
+            }
+            float v = (float)sum * (cs[n] * rs);
+            C[m * s->N + n] = s->acc ? C[m * s->N + n] + v : v;
+        }
+    }
+    free(cs);
+}
+
+/* Runs the kernel on s; checks it against emulate() exactly and against the double product
+ * within the quantization bound. */
+static void check_shape(shape s, int threads)
+{
+    float *A = rand_floats((size_t)(s.M * s.K)), *B = rand_floats((size_t)(s.K * s.N));
+    float *C = rand_floats((size_t)(s.M * s.N)), *E = malloc(sizeof(float) * (size_t)(s.M * s.N)),
+          *C0 = malloc(sizeof(float) * (size_t)(s.M * s.N));
+    void *Bp = ss_gemm_q8_alloc(s.K, s.N), *scratch = malloc(ss_gemm_q8_scratch(s.M, s.K));
+    CHECK(A && B && C && E && C0 && Bp && scratch);
+    memcpy(C0, C, sizeof(float) * (size_t)(s.M * s.N));
+    memcpy(E, C, sizeof(float) * (size_t)(s.M * s.N));
+    ss_gemm_q8_pack(B, s.K, s.N, s.tb ? s.K : s.N, s.tb, Bp);
+    unsigned long before = ss_gemm_q8_calls();
+    ss_gemm_q8(s.M, s.N, s.K, A, s.K, Bp, s.acc, C, s.N, threads, scratch);
+    CHECK(ss_gemm_q8_calls() == before + 1);
+    emulate(&s, A, B, E);
+    float bmax = 0;
+    for (int64_t i = 0; i < s.K * s.N; i++)
+        bmax = fmaxf(bmax, fabsf(B[i]));
+    int64_t mismatches = 0;
+    double worst = 0;
+    for (int64_t m = 0; m < s.M; m++) {
+        float amax = 0;
+        for (int64_t k = 0; k < s.K; k++)
+            amax = fmaxf(amax, fabsf(A[m * s.K + k]));
+        double bound = (double)s.K * amax * bmax * (2.0 / 254 + 1.0 / (254.0 * 254)) + 1e-4;
+        for (int64_t n = 0; n < s.N; n++) {
+            double ref = s.acc ? C0[m * s.N + n] : 0;
+            for (int64_t k = 0; k < s.K; k++)
+                ref += (double)A[m * s.K + k] * b_at(B, &s, k, n);
+            double err = fabs(C[m * s.N + n] - ref) / bound;
+            if (err > worst) worst = err;
+            mismatches += C[m * s.N + n] != E[m * s.N + n];
+        }
+    }
+    CHECK_MSG(mismatches == 0 && worst <= 1.0,
+              "M=%lld K=%lld N=%lld tb=%d acc=%d threads=%d: %lld outputs differ from the int8 "
+              "arithmetic, error %.2f x the bound",
+              (long long)s.M, (long long)s.K, (long long)s.N, s.tb, s.acc, threads,
+              (long long)mismatches, worst);
+    free(A), free(B), free(C), free(E), free(C0), free(Bp), free(scratch);
+}
+
+static void test_kernel_is_the_int8_arithmetic(void)
+{
+    static const shape shapes[] = {
+        {1, 5, 1, false, false},      {1, 1030, 200, true, false}, /* ragged K and N */
+        {3, 64, 64, false, false},    {4, 100, 129, false, true},  /* one pass, + C */
+        {5, 7, 15, false, false},     {17, 256, 70, true, true},   /* several passes */
+        {8, 1030, 300, false, false},                              /* k in chunks */
+        {64, 300, 64, false, false},  {65, 33, 65, false, true},   /* past MAX_M: rows in turns */
+    };
+    ss_gemm_pool_reserve(2);
+    for (size_t i = 0; i < sizeof shapes / sizeof *shapes; i++)
+        for (int threads = 1; threads <= 2; threads++)
+            check_shape(shapes[i], threads);
+}
+
+/* ------------------------------------------------------------------ through the op table */
+
+/* op (MatMul, or Gemm with transB and a bias) through the op table with the session's int8 flag,
+ * 2 threads, into y (allocated here); returns the int8 kernel's calls. */
+static unsigned long run_op(const char *op, ss_tensor **in, int n_in, bool int8, ss_tensor *y)
+{
+    const ss_op_def *d = ss_op_find("", op, 13);
+    ss_tensor *out[1] = {y};
+    memset(y, 0, sizeof *y);
+    tnode t;
+    tnode_init(&t, op);
+    if (!strcmp(op, "Gemm")) attr_int(&t, "transB", 1);
+    t.node.n_input = (size_t)n_in, t.node.n_output = 1;
+    ss_kctx k = {.node = &t.node,
+                 .node_name = "decode",
+                 .opset = 13,
+                 .n_in = n_in,
+                 .n_out = 1,
+                 .in = in,
+                 .out = out,
+                 .threads = 2,
+                 .int8_weights = int8};
+    unsigned long before = ss_gemm_q8_calls();
+    CHECK_OK(d->infer(&k));
+    CHECK_OK(ss_tensor_alloc(y, SS_DT_FLOAT32, y->ndim, y->dims));
+    k.scratch = k.scratch_bytes ? malloc(k.scratch_bytes) : NULL;
+    CHECK_OK(d->run(&k));
+    if (k.state) d->release(k.state);
+    free(k.state);
+    free(k.scratch);
+    return ss_gemm_q8_calls() - before;
+}
+
+/* op at M rows (x [M, K], weights [K, N] or [N, K] for Gemm, Gemm's bias [N]) under the int8 flag
+ * against the float32 flag: int8 taken where expected, within the quantization bound (and not
+ * equal), else exactly equal. */
+static void check_op(const char *op, int64_t M, int64_t K, int64_t N, bool expect_int8)
+{
+    bool gemm = !strcmp(op, "Gemm");
+    int64_t xd[2] = {M, K}, wd[2] = {gemm ? N : K, gemm ? K : N}, bd[1] = {N};
+    ss_tensor x = make_rand(SS_DT_FLOAT32, 2, xd), w = make_rand(SS_DT_FLOAT32, 2, wd),
+              bias = make_rand(SS_DT_FLOAT32, 1, bd);
+    ss_tensor *in[3] = {&x, &w, &bias}, y[2];
+    int n_in = gemm ? 3 : 2;
+    CHECK(run_op(op, in, n_in, false, &y[0]) == 0);
+    unsigned long calls = run_op(op, in, n_in, true, &y[1]);
+    CHECK_MSG(calls == (expect_int8 ? 1u : 0u), "%s M=%lld: %lu int8 calls", op, (long long)M,
+              calls);
+    const float *a = x.data, *b = w.data, *y0 = y[0].data, *y1 = y[1].data;
+    float bmax = 0;
+    for (int64_t i = 0; i < K * N; i++)
+        bmax = fmaxf(bmax, fabsf(b[i]));
+    double worst = 0;
+    bool differs = false;
+    for (int64_t m = 0; m < M; m++) {
+        float amax = 0;
+        for (int64_t k = 0; k < K; k++)
+            amax = fmaxf(amax, fabsf(a[m * K + k]));
+        double bound = (double)K * amax * bmax * (2.0 / 254 + 1.0 / (254.0 * 254)) + 1e-4;
+        for (int64_t n = 0; n < N; n++) {
+            double err = fabs(y1[m * N + n] - y0[m * N + n]) / bound;
+            if (err > worst) worst = err;
+            differs |= y1[m * N + n] != y0[m * N + n];
+        }
+    }
+    if (expect_int8)
+        CHECK_MSG(worst <= 1.0 && differs, "%s M=%lld N=%lld: error %.2f x the bound, differs %d",
+                  op, (long long)M, (long long)N, worst, differs);
+    else
+        CHECK_MSG(!differs, "%s M=%lld: the int8 flag changed a float32 result", op, (long long)M);
+    ss_tensor_free(&x), ss_tensor_free(&w), ss_tensor_free(&bias);
+    ss_tensor_free(&y[0]), ss_tensor_free(&y[1]);
+}
+
+static void test_matmul_and_gemm_take_int8_up_to_max_rows(void)
+{
+    bool vnni = ss_gemm_q8_supported();
+    check_op("MatMul", 1, 640, 384, vnni);
+    check_op("MatMul", SS_GEMM_Q8_MAX_M, 320, 200, vnni);
+    check_op("MatMul", SS_GEMM_Q8_MAX_M + 1, 320, 200, false);
+    check_op("Gemm", 2, 300, 130, vnni);
+}
+
+/* Without AVX512-VNNI only the fallback is checked; the exit code then says "skipped" (77), so
+ * CTest does not count the kernel as tested. */
+static void test_fallback_without_vnni(void)
+{
+    CHECK(!ss_gemm_q8_supported());
+    check_op("MatMul", 1, 640, 384, false);
+}
+
+int main(int argc, char **argv)
+{
+    test_argc = argc, test_argv = argv;
+    if (!ss_gemm_q8_supported()) {
+        static const test_case fallback[] = {TEST(test_fallback_without_vnni)};
+        int rc = run_tests(fallback, 1);
+        printf("no AVX512-VNNI: the int8 kernel is not tested on this CPU\n");
+        return rc ? rc : 77;
+    }
+    static const test_case cases[] = {TEST(test_kernel_is_the_int8_arithmetic),
+                                      TEST(test_matmul_and_gemm_take_int8_up_to_max_rows)};
+    return run_tests(cases, 2);
+}
