@@ -49,6 +49,7 @@
 #include "ops/gemm_bf16.h"
 #include "ops/gemm_f32p.h"
 #include "ops/gemm_kernel.h"
+#include "ops/gemm_q8.h"
 #include "ops/isa.h"
 #include "ops/kvpool.h"
 #include "ops/onednn.h"
@@ -114,6 +115,9 @@ typedef struct {
     const ss_op_def *def;
 } node_run;
 
+/* node_make's nodes hold --weights int8 while this is set (bf16 false). */
+static bool node_int8;
+
 static void node_make(node_run *r, const shape *s, ss_tensor *in, int threads, bool bf16)
 {
     memset(r, 0, sizeof *r);
@@ -142,7 +146,8 @@ static void node_make(node_run *r, const shape *s, ss_tensor *in, int threads, b
                      .in = r->in,
                      .out = r->outp,
                      .threads = threads,
-                     .bf16_weights = bf16};
+                     .bf16_weights = bf16,
+                     .int8_weights = node_int8};
     ss_status *st = r->def->infer(&r->k);
     if (!st) st = ss_tensor_alloc(&r->out, r->out.dtype, r->out.ndim, r->out.dims);
     if (!st && r->k.scratch_bytes)
@@ -269,26 +274,30 @@ static void conv_table(int threads, int rounds)
 }
 
 /* One MatMul [M, K] x [K, N] under --weights bf16 on the own kernel (max_m = M) or oneDNN
- * (max_m = 0): the median microseconds per call over `rounds`, both interleaved. */
+ * (max_m = 0), and under --weights int8 (the own int8 kernel up to SS_GEMM_Q8_MAX_M rows where
+ * the CPU has VNNI, else float32): the median microseconds per call over `rounds`, interleaved. */
 static void bf16_row(int64_t M, int64_t K, int64_t N, int threads, int rounds)
 {
     shape s = {"bf16", "MatMul", M, K, N, false, false};
     int64_t ad[2] = {M, K}, bd[2] = {K, N};
     ss_tensor in[2] = {rand_tensor(2, ad), rand_tensor(2, bd)};
-    node_run runs[2];
+    node_run runs[3];
     for (int m = 0; m < 2; m++) {
         ss_gemm_bf16_force_max_m(m == 0 ? M : 0);
         node_make(&runs[m], &s, in, threads, true);
     }
     ss_gemm_bf16_force_max_m(-1);
+    node_int8 = true;
+    node_make(&runs[2], &s, in, threads, false);
+    node_int8 = false;
     int reps = (double)M * K * N < 1e8 ? 20 : 5;
-    /* own with 6-row tiles (the default), own with 4-row tiles (before), oneDNN */
-    static const int tile_rows[3] = {0, 4, 0}, node_of[3] = {0, 0, 1};
-    double t[3][64];
-    unsigned long dnnl_bf16 = ss_dnnl_bf16_calls();
+    /* own with 6-row tiles (the default), own with 4-row tiles (before), oneDNN, int8 */
+    static const int tile_rows[4] = {0, 4, 0, 0}, node_of[4] = {0, 0, 1, 2};
+    double t[4][64];
+    unsigned long dnnl_bf16 = ss_dnnl_bf16_calls(), q8 = ss_gemm_q8_calls();
     for (int r = 0; r < rounds; r++)
-        for (int mi = 0; mi < 3; mi++) {
-            int m = r % 2 ? 2 - mi : mi;
+        for (int mi = 0; mi < 4; mi++) {
+            int m = r % 2 ? 3 - mi : mi;
             node_run *n = &runs[node_of[m]];
             ss_gemm_bf16_force_tile_rows(tile_rows[m]);
             n->def->run(&n->k); /* warm */
@@ -298,18 +307,20 @@ static void bf16_row(int64_t M, int64_t K, int64_t N, int threads, int rounds)
             t[m][r] = (now_us() - t0) / reps;
             ss_gemm_bf16_force_tile_rows(0);
         }
-    bool dnnl_ok = ss_dnnl_bf16_calls() > dnnl_bf16;
-    double med[3];
-    for (int m = 0; m < 3; m++) {
+    bool dnnl_ok = ss_dnnl_bf16_calls() > dnnl_bf16, q8_ok = ss_gemm_q8_calls() > q8;
+    double med[4];
+    for (int m = 0; m < 4; m++) {
         qsort(t[m], (size_t)rounds, sizeof(double), cmp_double);
         med[m] = t[m][rounds / 2];
     }
     double gflop = 2e-3 * (double)M * (double)K * (double)N;
-    printf("| %lldx%lld | %lld | %.1f (%.0f) | %.1f (%.0f) | %.1f (%.0f)%s | %s |\n", (long long)K,
-           (long long)N, (long long)M, med[0], gflop / med[0], med[1], gflop / med[1], med[2],
-           gflop / med[2], dnnl_ok ? "" : " f32!", med[0] <= med[2] ? "own" : "onednn");
+    printf(
+        "| %lldx%lld | %lld | %.1f (%.0f) | %.1f (%.0f) | %.1f (%.0f)%s | %s | %.1f (%.0f)%s |\n",
+        (long long)K, (long long)N, (long long)M, med[0], gflop / med[0], med[1], gflop / med[1],
+        med[2], gflop / med[2], dnnl_ok ? "" : " f32!", med[0] <= med[2] ? "own" : "onednn", med[3],
+        gflop / med[3], q8_ok ? "" : " f32!");
     fflush(stdout);
-    for (int m = 0; m < 2; m++)
+    for (int m = 0; m < 3; m++)
         node_free(&runs[m]);
     for (int i = 0; i < 2; i++)
         ss_tensor_free(&in[i]);
@@ -357,8 +368,8 @@ static void bf16_table(int threads, int rounds)
         printf("vdpbf16ps peak of one thread (12 independent chains, registers only): %.0f "
                "GFLOP/s\n",
                dpbf16_peak_gflops());
-    printf("| K x N | M | own, 6-row tiles | own, 4-row tiles | onednn | faster |\n"
-           "|---|---|---|---|---|---|\n");
+    printf("| K x N | M | own, 6-row tiles | own, 4-row tiles | onednn | faster | int8 weights |\n"
+           "|---|---|---|---|---|---|---|\n");
     for (size_t i = 0; i < sizeof kn / sizeof kn[0]; i++)
         for (size_t j = 0; j < sizeof ms / sizeof ms[0]; j++)
             if (!only_m || atoll(only_m) == ms[j])

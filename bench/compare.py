@@ -39,9 +39,10 @@ CASES = [  # label, model folder, batch label, {graph input: npy file}
     # shardserve with MatMul weights held as bf16 (f32 accumulation), against onnxruntime's f32
     ("MLP 4x4096 Relu, ours bf16 weights", "mlp", "1", {"x": "x_b1.npy"}),
     ("MLP 4x4096 Relu, ours bf16 weights", "mlp", "32", {"x": "x_b32.npy"}),
-    # ... as int8 (a scale per column; activations quantized per row on every call), for decode-sized
-    # products on CPUs with AVX512-VNNI (batch 32 would run float32: see ss_gemm_q8's header)
+    # ... as int8 (a scale per column; activations quantized per row on every call) on CPUs with
+    # AVX512-VNNI, float32 elsewhere
     ("MLP 4x4096 Relu, ours int8 weights", "mlp", "1", {"x": "x_b1.npy"}),
+    ("MLP 4x4096 Relu, ours int8 weights", "mlp", "32", {"x": "x_b32.npy"}),
 ]
 # Floating-point work per call where it is known (model folder, batch label): the MLP is 4 MatMuls
 # of batch x 4096 x 4096 (the Relus are noise); models.py writes a flops.txt (2 x the MatMul/Conv

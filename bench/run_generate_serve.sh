@@ -8,7 +8,7 @@
 #
 # Environment: SS_GEN_WORK (scratch folder shared with run_generate.sh, default /tmp/ss-genbench);
 # SS_GEN_MODEL (a models.py / gen_llama1b.py folder instead of the GPT-2 one), SS_GEN_WEIGHTS
-# (f32 or bf16, as `shard --weights`; bf16 also sets SS_GEN_APPROX for gen_serve.py),
+# (f32, bf16 or int8, as `shard --weights`; bf16 and int8 also set SS_GEN_APPROX for gen_serve.py),
 # SS_GEN_SHARDS (an existing `shard --kv-pool` output of that model to serve, not re-made).
 set -euo pipefail
 REPO=$(cd "$(dirname "$0")/.." && pwd)

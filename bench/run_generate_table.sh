@@ -1,7 +1,7 @@
 #!/bin/bash
 # Generation bench, one table (issue 15, "Done when" bench): GPT-2-124M-shaped (random weights;
-# f32 and bf16 weights) and the ~1B Llama shape of bench/gen_llama1b.py (bf16; 1 and 2 ranks),
-# each rewritten by `shard --kv-pool [--weights bf16]`, in one run:
+# f32, bf16 and int8 weights) and the ~1B Llama shape of bench/gen_llama1b.py (bf16; 1 and 2 ranks),
+# each rewritten by `shard --kv-pool [--weights bf16|int8]`, in one run:
 #  - single stream through the runtime (tests/generative/gen_greedy --approx --shards): decode
 #    ms/token (median of ROUNDS runs) with each rank on the threads a served rank gets (the
 #    launcher's share: CPUs / ranks, SHARDSERVE_RANK_THREADS), and on 1 thread, against the floor = bytes read per decode step (every
@@ -39,7 +39,8 @@ G=$WORK/gpt2-small L=$CACHE/llama-1b
   --size small --out "$G" >"$WORK/export.log"
 # name dtype ranks folder weights: "mapped" (the shard files' page cache, the default) or
 # "resident" (SHARDSERVE_WEIGHTS=resident: anonymous memory on 2 MiB pages, src/onnx/load.c)
-CONFIGS=("GPT-2-124M f32 1 $G mapped" "GPT-2-124M f32 1 $G resident" "GPT-2-124M bf16 1 $G mapped")
+CONFIGS=("GPT-2-124M f32 1 $G mapped" "GPT-2-124M f32 1 $G resident" "GPT-2-124M bf16 1 $G mapped"
+  "GPT-2-124M int8 1 $G mapped")
 if [ "${SS_GEN_SKIP_1B:-0}" != 1 ]; then
   [ -f "$L/model.onnx" ] || /usr/bin/python3 "$REPO/bench/gen_llama1b.py" "$L" >"$CACHE/export.log"
   CONFIGS+=("Llama-0.85B bf16 1 $L mapped" "Llama-0.85B bf16 2 $L mapped")
@@ -57,7 +58,7 @@ step_bytes() { # model_dir dtype
   /usr/bin/python3 - "$1" "$2" <<'PY'
 import sys, numpy as np, onnx
 m = onnx.load(sys.argv[1] + "/model.onnx", load_external_data=False)
-g, wbytes = m.graph, 2 if sys.argv[2] == "bf16" else 4
+g, wbytes = m.graph, {"bf16": 2, "int8": 1}.get(sys.argv[2], 4)  # int8: + 8 bytes a column
 init = {t.name: int(np.prod(t.dims)) for t in g.initializer}
 src = {o: n.input[0] for n in g.node if n.op_type == "Transpose" for o in n.output}
 weights, other = set(), set()
@@ -70,7 +71,9 @@ for n in g.node:
 meta = dict(l.split() for l in open(sys.argv[1] + "/meta.txt") if len(l.split()) == 2)
 past = len(np.load(sys.argv[1] + "/prompt.npy")) + 32
 kv = 2 * int(meta["layers"]) * int(meta["kv_heads"]) * int(meta["head_dim"]) * 4 * past
-print(sum(init[w] for w in weights) * wbytes + sum(init[w] for w in other - weights) * 4 + kv)
+cols = sum(next(t.dims[-1] for t in g.initializer if t.name == w) for w in weights)
+print(sum(init[w] for w in weights) * wbytes + (8 * cols if wbytes == 1 else 0) +
+      sum(init[w] for w in other - weights) * 4 + kv)
 PY
 }
 median() { tr ' ' '\n' | { grep . || true; } | sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }

@@ -7,15 +7,16 @@
  *    threads;
  *  - it stays within the quantization bound of the double-precision product: each operand is
  *    off by at most half a step, so |error| <= K x max|a| x max|b| x (2/254 + 1/254^2);
- *  - a MatMul and a Gemm (transB, bias) under the session's int8 flag take it up to
- *    SS_GEMM_Q8_MAX_M rows, within that bound of the float32 flag's result and not equal to it,
- *    and past SS_GEMM_Q8_MAX_M rows run exactly as under the float32 flag.
+ *  - a MatMul and a Gemm (transB, bias) under the session's int8 flag take it, one row or more
+ *    than a pass holds, within that bound of the float32 flag's result and not equal to it; under
+ *    SHARDSERVE_KERNELS=blas the flag changes nothing.
  * On a CPU without it, the int8 flag must leave every MatMul exactly as float32.
  */
 #include "check.h"
 #include "op_harness.h"
 #include "gemm_kernel.h"
 #include "gemm_q8.h"
+#include "onednn.h"
 #include "op.h"
 #include "shardserve/core.h"
 
@@ -209,13 +210,16 @@ static void check_op(const char *op, int64_t M, int64_t K, int64_t N, bool expec
     ss_tensor_free(&y[0]), ss_tensor_free(&y[1]);
 }
 
-static void test_matmul_and_gemm_take_int8_up_to_max_rows(void)
+static void test_matmul_and_gemm_take_int8(void)
 {
     bool vnni = ss_gemm_q8_supported();
     check_op("MatMul", 1, 640, 384, vnni);
     check_op("MatMul", SS_GEMM_Q8_MAX_M, 320, 200, vnni);
-    check_op("MatMul", SS_GEMM_Q8_MAX_M + 1, 320, 200, false);
+    check_op("MatMul", 2 * SS_GEMM_Q8_MAX_M + 3, 320, 200, vnni); /* three passes */
     check_op("Gemm", 2, 300, 130, vnni);
+    ss_kernels_force(SS_KERNELS_BLAS);
+    check_op("MatMul", 4, 320, 200, false);
+    ss_kernels_force(SS_KERNELS_AUTO);
 }
 
 /* Without AVX512-VNNI only the fallback is checked; the exit code then says "skipped" (77), so
@@ -236,6 +240,6 @@ int main(int argc, char **argv)
         return rc ? rc : 77;
     }
     static const test_case cases[] = {TEST(test_kernel_is_the_int8_arithmetic),
-                                      TEST(test_matmul_and_gemm_take_int8_up_to_max_rows)};
+                                      TEST(test_matmul_and_gemm_take_int8)};
     return run_tests(cases, 2);
 }

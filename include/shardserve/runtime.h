@@ -37,7 +37,7 @@ typedef struct ss_collectives {
 
 /* How a session stores constant MatMul/Gemm weights. bf16 halves their memory and bandwidth and
  * runs on AVX512-BF16/AMX with f32 accumulation; on CPUs without native bf16 math they stay f32.
- * int8 quarters them for decode-sized products (up to 64 rows: one scale per weight column, each
+ * int8 quarters them (MatMul/Gemm of any row count: one scale per weight column, each
  * row of activations quantized on every call, int32 sums on AVX512-VNNI); larger products and
  * CPUs without VNNI keep f32. */
 typedef enum { SS_WEIGHTS_F32 = 0, SS_WEIGHTS_BF16, SS_WEIGHTS_INT8 } ss_weights;

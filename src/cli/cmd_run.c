@@ -30,7 +30,7 @@ static const char run_usage[] =
     "  --timeout-ms    bound of every collective wait (default 5000)\n"
     "  --weights       bf16: MatMul/Gemm weights held as bf16 (f32 accumulation): up to 64 rows\n"
     "                  (decode) on any CPU, more where it has native bf16 math (AVX512-BF16/AMX);\n"
-    "                  int8: up to 64 rows (decode) on int8 weights (a scale per column) and\n"
+    "                  int8: any rows, on int8 weights (a scale per column) and\n"
     "                  activations (a scale per row, each call) where the CPU has AVX512-VNNI\n";
 
 /* A sequence (or optional) output: its length, then each tensor as "name[i]". */

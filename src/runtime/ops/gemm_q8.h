@@ -1,5 +1,5 @@
 /*
- * Small-M GEMM on int8 weights for decode (`--weights int8`): C[M,N] (+)= A[M,K] x B[K,N], A and
+ * GEMM on int8 weights (`--weights int8`), written for decode: C[M,N] (+)= A[M,K] x B[K,N], A and
  * C float32, B a constant quantized once to int8 with one scale per output column (symmetric,
  * absmax / 127). Each call quantizes every row of A to int8 with its own scale (absmax / 127, the
  * dynamic quantization onnxruntime's MatMulInteger path uses per tensor) and accumulates exact
@@ -30,8 +30,9 @@
 #include <stddef.h>
 #include <stdint.h>
 
-/* Largest M (batch rows folded) plans send here, as for bf16 (a call takes more rows
- * SS_GEMM_Q8_MAX_M at a time). */
+/* Rows a call quantizes and runs per pass over the weights: a call takes any M, this many rows at
+ * a time. Measured (bench_kernels --bf16, GPT-2-124M's matrices, 2 threads, Zen 5): faster than
+ * the own bf16 kernel and oneDNN's bf16 matmul at 1 .. 256 rows (1.1-2.4x). */
 #define SS_GEMM_Q8_MAX_M 64
 
 bool ss_gemm_q8_supported(void);

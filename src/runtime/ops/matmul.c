@@ -16,9 +16,9 @@
  *  - bf16 (gemm_bf16.c): with --weights bf16, constant weights and folded M <=
  *    SS_GEMM_BF16_MAX_M (decode): the weights converted once to bf16 and read at half the bytes;
  *    where oneDNN would run the node in bf16, only up to ss_gemm_bf16_max_m(N) (measured per ISA).
- *  - int8 (gemm_q8.c): with --weights int8 on AVX512-VNNI, constant weights and folded M <=
- *    SS_GEMM_Q8_MAX_M (decode): the weights quantized once per column, the rows of A on every
- *    call; larger M keeps float32 (oneDNN 2.6's int8 matmul measured slower than bf16 there).
+ *  - int8 (gemm_q8.c): with --weights int8 on AVX512-VNNI, constant weights, any M: the weights
+ *    quantized once per column, the rows of A on every call (measured faster than the bf16 paths
+ *    from 1 to 256 rows, bench/RUNTIME.md).
  * auto takes the measured best per shape class (onednn.c: ss_kernels_use_dnnl; the numbers are
  * in bench/RUNTIME.md): tiny products and GEMVs (M == 1) stay on the own kernel or OpenBLAS,
  * everything else goes to oneDNN.
@@ -200,12 +200,12 @@ static ss_status *try_bf16(ss_kctx *k, int64_t M, int64_t K, int64_t N, bool tb,
     return pack_weights(k, &bf16_packing, K, N, tb, PATH_BF16, ss_gemm_bf16_scratch(M, K), c);
 }
 
-/* PATH_Q8 for a float32 GEMM of M rows (batch folded) whose B is a constant, under --weights int8
- * on a CPU with AVX512-VNNI; nothing changes when it does not apply. */
+/* PATH_Q8 for a float32 GEMM (batch folded) whose B is a constant, under --weights int8 on a CPU
+ * with AVX512-VNNI; nothing changes when it does not apply. */
 static ss_status *try_q8(ss_kctx *k, int64_t M, int64_t K, int64_t N, bool tb, kernel_choice *c)
 {
-    if (!k->int8_weights || !packable(k) || M < 1 || M > SS_GEMM_Q8_MAX_M ||
-        ss_kernels_mode() == SS_KERNELS_BLAS || !ss_gemm_q8_supported())
+    if (!k->int8_weights || !packable(k) || M < 1 || ss_kernels_mode() == SS_KERNELS_BLAS ||
+        !ss_gemm_q8_supported())
         return NULL;
     SS_DEBUG("%s: own int8 kernel (%lld rows)", k->node_name, (long long)M);
     return pack_weights(k, &q8_packing, K, N, tb, PATH_Q8, ss_gemm_q8_scratch(M, K), c);
