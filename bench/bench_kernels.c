@@ -32,7 +32,8 @@
  * pay (issue 10 item 5)? The MLP's 4 layers of 4096x4096 at M = 1, 32 and 128 rows, float32 and
  * --weights bf16 as the runtime runs them (auto) against oneDNN's int8 matmul with per-column int8
  * weights and dynamic per-tensor int8 activations (absmax, quantized on every call, inside the
- * timing), on 1 and T threads, interleaved; with each one's relative L2 error against float32.
+ * timing) and --weights int8 as the runtime runs it (ops/gemm_q8.c), on 1 and T threads,
+ * interleaved; with each one's relative L2 error against float32.
  */
 #include <cblas.h>
 #include <oneapi/dnnl/dnnl.h>
@@ -927,91 +928,6 @@ static void q8_run(q8_layer *q, const float *x, float *y)
     Q8_CHECK(dnnl_stream_wait(q->strm));
 }
 
-/* A sketch of what an own M = 1 int8 kernel could read (decode is bound by weight bytes): W in
- * blocks of 16 columns x 4 k (one 64-byte load per vpdpbusd), x as uint8 (int8 + 128, the 128
- * taken back by a per-column compensation), 4 column blocks side by side, the column groups split
- * over the pool. Same quantization as q8_layer, so the same values up to summation order. */
-typedef struct {
-    int64_t K, N;
-    int8_t *wp;    /* [N / 16][K / 4][16][4] */
-    int32_t *comp; /* 128 x the column sums of the int8 weights */
-    const q8_layer *q;
-    uint8_t *xu;
-    float *y;
-    int parts;
-} q8_gemv;
-
-static bool q8_gemv_usable(int64_t K, int64_t N)
-{
-    return __builtin_cpu_supports("avx512vnni") && __builtin_cpu_supports("avx512bw") &&
-           K % 4 == 0 && N % 64 == 0;
-}
-
-static void q8_gemv_make(q8_gemv *g, const q8_layer *q, const ss_tensor *w)
-{
-    int64_t K = q->K, N = q->N;
-    const float *wf = w->data;
-    *g = (q8_gemv){.K = K, .N = N, .q = q};
-    g->wp = aligned_alloc(64, (size_t)(K * N));
-    g->comp = calloc((size_t)N, sizeof(int32_t));
-    g->xu = aligned_alloc(64, (size_t)((K + 63) / 64 * 64));
-    if (!g->wp || !g->comp || !g->xu) abort();
-    for (int64_t k = 0; k < K; k++)
-        for (int64_t n = 0; n < N; n++) {
-            int8_t v = (int8_t)lrintf(wf[k * N + n] / q->w_scale[n]);
-            g->wp[((n / 16) * (K / 4) + k / 4) * 64 + (n % 16) * 4 + k % 4] = v;
-            g->comp[n] += 128 * v;
-        }
-}
-
-static void q8_gemv_free(q8_gemv *g)
-{
-    free(g->wp);
-    free(g->comp);
-    free(g->xu);
-}
-
-__attribute__((target("avx512f,avx512bw,avx512vnni"))) static void q8_gemv_part(void *ctx, int part,
-                                                                                int parts)
-{
-    q8_gemv *g = ctx;
-    int64_t groups = g->N / 64, k4n = g->K / 4;
-    int64_t g0 = groups * part / parts, g1 = groups * (part + 1) / parts;
-    const int32_t *xw = (const int32_t *)g->xu;
-    for (int64_t gi = g0; gi < g1; gi++) {
-        const int8_t *b0 = g->wp + gi * 4 * k4n * 64;
-        const int8_t *b1 = b0 + k4n * 64, *b2 = b1 + k4n * 64, *b3 = b2 + k4n * 64;
-        __m512i a0 = _mm512_setzero_si512(), a1 = a0, a2 = a0, a3 = a0;
-        for (int64_t k = 0; k < k4n; k++) {
-            __m512i xv = _mm512_set1_epi32(xw[k]);
-            a0 = _mm512_dpbusd_epi32(a0, xv, _mm512_load_si512(b0 + k * 64));
-            a1 = _mm512_dpbusd_epi32(a1, xv, _mm512_load_si512(b1 + k * 64));
-            a2 = _mm512_dpbusd_epi32(a2, xv, _mm512_load_si512(b2 + k * 64));
-            a3 = _mm512_dpbusd_epi32(a3, xv, _mm512_load_si512(b3 + k * 64));
-        }
-        __m512i acc[4] = {a0, a1, a2, a3};
-        for (int b = 0; b < 4; b++) {
-            int64_t n = gi * 64 + b * 16;
-            __m512i v = _mm512_sub_epi32(acc[b], _mm512_loadu_si512(g->comp + n));
-            _mm512_storeu_ps(g->y + n, _mm512_mul_ps(_mm512_cvtepi32_ps(v),
-                                                     _mm512_loadu_ps(g->q->out_scale + n)));
-        }
-    }
-}
-
-static void q8_gemv_run(q8_gemv *g, const float *x, float *y, int threads)
-{
-    q8_layer *q = (q8_layer *)g->q; /* its scales, and its quantized x as scratch */
-    float am = absmax_avx512(x, g->K), s = am > 0 ? am / 127.0f : 1.0f;
-    quantize_avx512(x, g->K, 1.0f / s, q->xq);
-    for (int64_t k = 0; k < g->K; k++)
-        g->xu[k] = (uint8_t)(q->xq[k] ^ 0x80); /* int8 + 128 */
-    for (int64_t j = 0; j < g->N; j++)
-        q->out_scale[j] = s * q->w_scale[j];
-    g->y = y;
-    ss_pool_run(threads, q8_gemv_part, g);
-}
-
 static double rel_l2(const float *a, const float *ref, int64_t n)
 {
     double num = 0, den = 0;
@@ -1023,8 +939,9 @@ static double rel_l2(const float *a, const float *ref, int64_t n)
     return den > 0 ? sqrt(num / den) : sqrt(num);
 }
 
-/* The MLP's 4 layers at M rows on `threads`: float32 and bf16 weights through the op table
- * (auto, as the runtime runs them) and the int8 layers above, interleaved; median us per layer.
+/* The MLP's 4 layers at M rows on `threads`: float32, bf16 and int8 weights through the op table
+ * (auto, as the runtime runs them; int8 is gemm_q8.c where the CPU has VNNI) and the oneDNN int8
+ * layers above, interleaved; median us per layer.
  * Each mode streams 256 MiB of weights per pass, more than any cache: the 4 float32 matrices,
  * 2 packed bf16 copies and 4 int8 copies of each. Every layer reads the same x (a chain would
  * compound three different errors into one). */
@@ -1037,9 +954,8 @@ static void int8_row(int64_t M, int threads, int rounds)
     ss_tensor x = rand_tensor(2, ad), w[MLP_LAYERS];
     static node_run f32[MLP_LAYERS], b16[B16_LAYERS];
     static q8_layer q8[Q8_LAYERS];
-    static q8_gemv gv[Q8_LAYERS];
-    bool own = M == 1 && q8_gemv_usable(4096, 4096);
-    int modes_n = own ? 4 : 3;
+    static node_run own[Q8_LAYERS];
+    const int modes_n = 4;
     ss_tensor in[MLP_LAYERS][2];
     float *y8 = malloc((size_t)(M * 4096) * sizeof(float));
     if (!y8) abort();
@@ -1052,8 +968,11 @@ static void int8_row(int64_t M, int threads, int rounds)
         node_make(&b16[l], &s, in[l % MLP_LAYERS], threads, true);
     for (int l = 0; l < Q8_LAYERS; l++) {
         q8_make(&q8[l], &w[l % MLP_LAYERS], M, threads);
-        if (own) q8_gemv_make(&gv[l], &q8[l], &w[l % MLP_LAYERS]);
+        node_int8 = true;
+        node_make(&own[l], &s, in[l % MLP_LAYERS], threads, false);
+        node_int8 = false;
     }
+    unsigned long q8_calls = ss_gemm_q8_calls();
     static const int layers[4] = {MLP_LAYERS, B16_LAYERS, Q8_LAYERS, Q8_LAYERS};
     double *t[4];
     for (int m = 0; m < modes_n; m++)
@@ -1073,7 +992,7 @@ static void int8_row(int64_t M, int threads, int rounds)
                         omp_set_num_threads(threads);
                         q8_run(&q8[l], x.data, y8);
                     }
-                    if (m == 3) q8_gemv_run(&gv[l], x.data, y8, threads);
+                    if (m == 3) own[l].def->run(&own[l].k);
                 }
             }
             t[m][r] = (now_us() - t0) / (reps * layers[m]);
@@ -1085,33 +1004,29 @@ static void int8_row(int64_t M, int threads, int rounds)
         int64_t n = M * 4096;
         err_b16 = fmax(err_b16, rel_l2(b16[l].out.data, f32[l].out.data, n));
         err_q8 = fmax(err_q8, rel_l2(y8, f32[l].out.data, n));
-        if (!own) continue;
-        q8_gemv_run(&gv[l], x.data, y8, threads);
-        err_gv = fmax(err_gv, rel_l2(y8, f32[l].out.data, n));
+        own[l].def->run(&own[l].k);
+        err_gv = fmax(err_gv, rel_l2(own[l].out.data, f32[l].out.data, n));
     }
+    bool own_ok = ss_gemm_q8_calls() > q8_calls; /* else the int8 flag kept float32 */
     double med[4];
     for (int m = 0; m < modes_n; m++) {
         qsort(t[m], (size_t)rounds, sizeof(double), cmp_double);
         med[m] = t[m][rounds / 2];
     }
-    double gflop = 2e-3 * (double)M * 4096.0 * 4096.0,
-           best = own && med[3] < med[2] ? med[3] : med[2];
-    char own_col[64] = "-";
-    if (own)
-        snprintf(own_col, sizeof own_col, "%.0f (%.1f GB/s)", med[3],
-                 16.0 * 1048576 / med[3] / 1e3);
-    printf("| %lld | %d | %.0f (%.0f) | %.0f (%.0f) | %.0f (%.0f) | %s | %.2fx | %.2fx | %.1e | "
-           "%.1e%s | %s |\n",
+    double gflop = 2e-3 * (double)M * 4096.0 * 4096.0, best = med[3] < med[2] ? med[3] : med[2];
+    printf("| %lld | %d | %.0f (%.0f) | %.0f (%.0f) | %.0f (%.0f) | %.0f (%.0f, %.1f GB/s)%s | "
+           "%.2fx | %.2fx | %.1e | %.1e / %.1e | %s |\n",
            (long long)M, threads, med[0], gflop / med[0], med[1], gflop / med[1], med[2],
-           gflop / med[2], own_col, med[0] / best, med[1] / best, err_b16, err_q8,
-           own ? (err_gv > 2 * err_q8 + 1e-6 ? " (own GEMV: larger!)" : "") : "", q8[0].impl);
+           gflop / med[2], med[3], gflop / med[3], 16.0 * 1048576 / med[3] / 1e3,
+           own_ok ? "" : " f32!", med[0] / best, med[1] / best, err_b16, err_q8, err_gv,
+           q8[0].impl);
     fflush(stdout);
     for (int m = 0; m < modes_n; m++)
         free(t[m]);
     for (int l = 0; l < B16_LAYERS; l++)
         node_free(&b16[l]);
     for (int l = 0; l < Q8_LAYERS; l++) {
-        if (own) q8_gemv_free(&gv[l]);
+        node_free(&own[l]);
         q8_free(&q8[l]);
     }
     for (int l = 0; l < MLP_LAYERS; l++) {
@@ -1132,9 +1047,9 @@ static void int8_table(int threads, int rounds)
            __builtin_cpu_supports("avx512vnni") ? "AVX512-VNNI" : "no VNNI",
            bench_clock == CLOCK_MONOTONIC ? "wall time" : "process CPU time");
     printf(
-        "| M | threads | float32 (auto) | bf16 weights (auto) | int8 on oneDNN | int8, own "
-        "VNNI GEMV sketch | best int8 vs float32 | best int8 vs bf16 | bf16 error | int8 error | "
-        "int8 oneDNN impl |\n"
+        "| M | threads | float32 (auto) | bf16 weights (auto) | int8 on oneDNN | int8 weights "
+        "(auto: gemm_q8.c) | best int8 vs float32 | best int8 vs bf16 | bf16 error | int8 error, "
+        "oneDNN / own | int8 oneDNN impl |\n"
         "|---|---|---|---|---|---|---|---|---|---|---|\n");
     static const int64_t ms[] = {1, 32, 128};
     for (size_t i = 0; i < sizeof ms / sizeof ms[0]; i++) {
