@@ -8,8 +8,9 @@
  *  - it stays within the quantization bound of the double-precision product: each operand is
  *    off by at most half a step, so |error| <= K x max|a| x max|b| x (2/254 + 1/254^2);
  *  - a MatMul and a Gemm (transB, bias) under the session's int8 flag take it, one row or more
- *    than a pass holds, within that bound of the float32 flag's result and not equal to it; under
- *    SHARDSERVE_KERNELS=blas the flag changes nothing.
+ *    than a pass holds, within that bound of the float32 flag's result and not equal to it; past
+ *    SS_GEMM_Q8_MAX_K (int32 sums could overflow) and under SHARDSERVE_KERNELS=blas the flag
+ *    changes nothing.
  * On a CPU without it, the int8 flag must leave every MatMul exactly as float32.
  */
 #include "check.h"
@@ -217,6 +218,7 @@ static void test_matmul_and_gemm_take_int8(void)
     check_op("MatMul", SS_GEMM_Q8_MAX_M, 320, 200, vnni);
     check_op("MatMul", 2 * SS_GEMM_Q8_MAX_M + 3, 320, 200, vnni); /* three passes */
     check_op("Gemm", 2, 300, 130, vnni);
+    check_op("MatMul", 1, SS_GEMM_Q8_MAX_K + 1, 16, false);
     ss_kernels_force(SS_KERNELS_BLAS);
     check_op("MatMul", 4, 320, 200, false);
     ss_kernels_force(SS_KERNELS_AUTO);

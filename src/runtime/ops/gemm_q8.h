@@ -35,6 +35,10 @@
  * the own bf16 kernel and oneDNN's bf16 matmul at 1 .. 256 rows (1.1-2.4x). */
 #define SS_GEMM_Q8_MAX_M 64
 
+/* Largest K plans send here: vpdpbusd sums into int32 without saturation, each term at most
+ * 255 x 127 (A unsigned, B symmetric), so K up to 66311 cannot overflow. */
+#define SS_GEMM_Q8_MAX_K 65536
+
 bool ss_gemm_q8_supported(void);
 /* How many calls ran. */
 unsigned long ss_gemm_q8_calls(void);

@@ -204,8 +204,8 @@ static ss_status *try_bf16(ss_kctx *k, int64_t M, int64_t K, int64_t N, bool tb,
  * with AVX512-VNNI; nothing changes when it does not apply. */
 static ss_status *try_q8(ss_kctx *k, int64_t M, int64_t K, int64_t N, bool tb, kernel_choice *c)
 {
-    if (!k->int8_weights || !packable(k) || M < 1 || ss_kernels_mode() == SS_KERNELS_BLAS ||
-        !ss_gemm_q8_supported())
+    if (!k->int8_weights || !packable(k) || M < 1 || K > SS_GEMM_Q8_MAX_K ||
+        ss_kernels_mode() == SS_KERNELS_BLAS || !ss_gemm_q8_supported())
         return NULL;
     SS_DEBUG("%s: own int8 kernel (%lld rows)", k->node_name, (long long)M);
     return pack_weights(k, &q8_packing, K, N, tb, PATH_Q8, ss_gemm_q8_scratch(M, K), c);
