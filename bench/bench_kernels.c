@@ -116,10 +116,7 @@ typedef struct {
     const ss_op_def *def;
 } node_run;
 
-/* node_make's nodes hold --weights int8 while this is set (bf16 false). */
-static bool node_int8;
-
-static void node_make(node_run *r, const shape *s, ss_tensor *in, int threads, bool bf16)
+static void node_make(node_run *r, const shape *s, ss_tensor *in, int threads, ss_weights weights)
 {
     memset(r, 0, sizeof *r);
     onnx__node_proto__init(&r->node);
@@ -147,8 +144,7 @@ static void node_make(node_run *r, const shape *s, ss_tensor *in, int threads, b
                      .in = r->in,
                      .out = r->outp,
                      .threads = threads,
-                     .bf16_weights = bf16,
-                     .int8_weights = node_int8};
+                     .weights = weights};
     ss_status *st = r->def->infer(&r->k);
     if (!st) st = ss_tensor_alloc(&r->out, r->out.dtype, r->out.ndim, r->out.dims);
     if (!st && r->k.scratch_bytes)
@@ -285,12 +281,10 @@ static void bf16_row(int64_t M, int64_t K, int64_t N, int threads, int rounds)
     node_run runs[3];
     for (int m = 0; m < 2; m++) {
         ss_gemm_bf16_force_max_m(m == 0 ? M : 0);
-        node_make(&runs[m], &s, in, threads, true);
+        node_make(&runs[m], &s, in, threads, SS_WEIGHTS_BF16);
     }
     ss_gemm_bf16_force_max_m(-1);
-    node_int8 = true;
-    node_make(&runs[2], &s, in, threads, false);
-    node_int8 = false;
+    node_make(&runs[2], &s, in, threads, SS_WEIGHTS_INT8);
     int reps = (double)M * K * N < 1e8 ? 20 : 5;
     /* own with 6-row tiles (the default), own with 4-row tiles (before), oneDNN, int8 */
     static const int tile_rows[4] = {0, 4, 0, 0}, node_of[4] = {0, 0, 1, 2};
@@ -574,7 +568,8 @@ static void decode_table(int rounds)
                 cfg[c].in[i][0] = a[kinds[i][0] == 768 ? 0 : 1];
                 cfg[c].in[i][1] = cfg[c].huge ? wh[i] : w[i];
                 if (!cfg[c].bf16) ss_kernels_force(SS_KERNELS_OWN);
-                node_make(&(*set)[i], &s, cfg[c].in[i], cfg[c].threads, cfg[c].bf16);
+                node_make(&(*set)[i], &s, cfg[c].in[i], cfg[c].threads,
+                          cfg[c].bf16 ? SS_WEIGHTS_BF16 : SS_WEIGHTS_F32);
                 ss_kernels_force(SS_KERNELS_AUTO);
             }
         }
@@ -644,7 +639,7 @@ static void step_table(int threads, int rounds)
         in[i][0] = a[K == 768 ? 0 : 1];
         in[i][1] = rand_tensor(2, bd);
         shape s = {"step", "MatMul", M, K, N, false, false};
-        node_make(&runs[i], &s, in[i], threads, true);
+        node_make(&runs[i], &s, in[i], threads, SS_WEIGHTS_BF16);
         free(in[i][1].data); /* the packed copy is what runs */
         flop += 2.0 * (double)M * (double)K * (double)N;
     }
@@ -722,7 +717,7 @@ static void mlp_rows(int64_t M, int threads, int rounds, const fma_peak *peak)
     for (int m = 0; m < N_MODES; m++) {
         ss_kernels_force(modes[m]);
         for (int l = 0; l < MLP_LAYERS; l++)
-            node_make(&runs[m][l], &s, in[l], threads, false);
+            node_make(&runs[m][l], &s, in[l], threads, SS_WEIGHTS_F32);
     }
     ss_kernels_force(SS_KERNELS_AUTO);
     double *t[N_MODES];
@@ -962,15 +957,13 @@ static void int8_row(int64_t M, int threads, int rounds)
     for (int l = 0; l < MLP_LAYERS; l++) {
         w[l] = rand_tensor(2, bd);
         in[l][0] = x, in[l][1] = w[l];
-        node_make(&f32[l], &s, in[l], threads, false);
+        node_make(&f32[l], &s, in[l], threads, SS_WEIGHTS_F32);
     }
     for (int l = 0; l < B16_LAYERS; l++)
-        node_make(&b16[l], &s, in[l % MLP_LAYERS], threads, true);
+        node_make(&b16[l], &s, in[l % MLP_LAYERS], threads, SS_WEIGHTS_BF16);
     for (int l = 0; l < Q8_LAYERS; l++) {
         q8_make(&q8[l], &w[l % MLP_LAYERS], M, threads);
-        node_int8 = true;
-        node_make(&own[l], &s, in[l % MLP_LAYERS], threads, false);
-        node_int8 = false;
+        node_make(&own[l], &s, in[l % MLP_LAYERS], threads, SS_WEIGHTS_INT8);
     }
     unsigned long q8_calls = ss_gemm_q8_calls();
     static const int layers[4] = {MLP_LAYERS, B16_LAYERS, Q8_LAYERS, Q8_LAYERS};
@@ -1234,7 +1227,7 @@ int main(int argc, char **argv)
         unsigned long dnnl_before = 0;
         for (int m = 0; m < N_MODES; m++) {
             ss_kernels_force(modes[m]);
-            node_make(&runs[m], s, in, threads, false);
+            node_make(&runs[m], s, in, threads, SS_WEIGHTS_F32);
         }
         ss_kernels_force(SS_KERNELS_AUTO);
         double macs = (double)s->M * (double)s->K * (double)s->N;

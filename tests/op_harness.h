@@ -127,9 +127,11 @@ static inline ss_tensor make_rand(ss_dtype dt, int nd, const int64_t *dims)
 /* ------------------------------------------------------------------ running one op */
 
 typedef struct {
-    const bool *omit;  /* omitted optional outputs (NULL: none) */
-    bool poison;       /* fill float outputs with NaN first: the kernel must write every element */
-    bool check_allocs; /* run twice; the second run must not allocate (OP_HARNESS_COUNT_ALLOCS) */
+    const bool *omit;   /* omitted optional outputs (NULL: none) */
+    bool poison;        /* fill float outputs with NaN first: the kernel must write every element */
+    bool check_allocs;  /* run twice; the second run must not allocate (OP_HARNESS_COUNT_ALLOCS) */
+    int threads;        /* the session's intra-op threads (0: OpenBLAS's setting) */
+    ss_weights weights; /* the session's --weights */
 } op_run_opts;
 
 /* infer, allocate the outputs (the caller frees them), run. Alias ops (Reshape family) have no
@@ -155,7 +157,9 @@ static inline ss_status *op_run(tnode *t, int64_t opset, int n_in, ss_tensor **i
                  .n_in = n_in,
                  .n_out = n_out,
                  .in = in,
-                 .out = outp};
+                 .out = outp,
+                 .threads = o ? o->threads : 0,
+                 .weights = o ? o->weights : SS_WEIGHTS_F32};
     bool alias = d->flags & SS_OPF_ALIAS;
     ss_status *st = d->infer(&k);
     for (int i = 0; !st && i < n_out; i++) {

@@ -166,29 +166,12 @@ typedef struct {
  * into y (allocated here); counts the bf16 calls of each kernel. */
 static path_calls run_matmul(ss_tensor *x, ss_tensor *w, bool bf16, ss_tensor *y)
 {
-    const ss_op_def *d = ss_op_find("", "MatMul", 13);
-    ss_tensor *in[2] = {x, w}, *out[1] = {y};
-    memset(y, 0, sizeof *y);
+    ss_tensor *in[2] = {x, w};
     tnode t;
     tnode_init(&t, "MatMul");
-    t.node.n_input = 2, t.node.n_output = 1;
-    ss_kctx k = {.node = &t.node,
-                 .node_name = "decode",
-                 .opset = 13,
-                 .n_in = 2,
-                 .n_out = 1,
-                 .in = in,
-                 .out = out,
-                 .threads = 2,
-                 .bf16_weights = bf16};
+    op_run_opts o = {.threads = 2, .weights = bf16 ? SS_WEIGHTS_BF16 : SS_WEIGHTS_F32};
     path_calls before = {own_bf16_calls(), ss_dnnl_bf16_calls()};
-    CHECK_OK(d->infer(&k));
-    CHECK_OK(ss_tensor_alloc(y, SS_DT_FLOAT32, y->ndim, y->dims));
-    k.scratch = k.scratch_bytes ? malloc(k.scratch_bytes) : NULL;
-    CHECK_OK(d->run(&k));
-    if (k.state) d->release(k.state);
-    free(k.state);
-    free(k.scratch);
+    CHECK_OK(op_run(&t, 13, 2, in, 1, y, &o));
     return (path_calls){own_bf16_calls() - before.own, ss_dnnl_bf16_calls() - before.dnnl_bf16};
 }
 

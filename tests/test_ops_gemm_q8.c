@@ -143,30 +143,12 @@ static void test_kernel_is_the_int8_arithmetic(void)
  * 2 threads, into y (allocated here); returns the int8 kernel's calls. */
 static unsigned long run_op(const char *op, ss_tensor **in, int n_in, bool int8, ss_tensor *y)
 {
-    const ss_op_def *d = ss_op_find("", op, 13);
-    ss_tensor *out[1] = {y};
-    memset(y, 0, sizeof *y);
     tnode t;
     tnode_init(&t, op);
     if (!strcmp(op, "Gemm")) attr_int(&t, "transB", 1);
-    t.node.n_input = (size_t)n_in, t.node.n_output = 1;
-    ss_kctx k = {.node = &t.node,
-                 .node_name = "decode",
-                 .opset = 13,
-                 .n_in = n_in,
-                 .n_out = 1,
-                 .in = in,
-                 .out = out,
-                 .threads = 2,
-                 .int8_weights = int8};
+    op_run_opts o = {.threads = 2, .weights = int8 ? SS_WEIGHTS_INT8 : SS_WEIGHTS_F32};
     unsigned long before = ss_gemm_q8_calls();
-    CHECK_OK(d->infer(&k));
-    CHECK_OK(ss_tensor_alloc(y, SS_DT_FLOAT32, y->ndim, y->dims));
-    k.scratch = k.scratch_bytes ? malloc(k.scratch_bytes) : NULL;
-    CHECK_OK(d->run(&k));
-    if (k.state) d->release(k.state);
-    free(k.state);
-    free(k.scratch);
+    CHECK_OK(op_run(&t, 13, n_in, in, 1, y, &o));
     return ss_gemm_q8_calls() - before;
 }
 

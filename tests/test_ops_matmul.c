@@ -580,30 +580,11 @@ static ss_status *mlp_layer(ss_tensor *x, ss_tensor *w, bool bf16, ss_tensor *y)
 {
     tnode t;
     tnode_init(&t, "MatMul");
-    t.node.n_input = 2, t.node.n_output = 1;
-    ss_tensor *in[2] = {x, w}, *outp[1] = {y};
-    memset(y, 0, sizeof *y);
-    ss_kctx k = {.node = &t.node,
-                 .node_name = "mlp",
-                 .opset = 13,
-                 .n_in = 2,
-                 .n_out = 1,
-                 .in = in,
-                 .out = outp,
-                 .threads = 2,
-                 .bf16_weights = bf16};
-    const ss_op_def *d = ss_op_find("", "MatMul", 13);
-    ss_status *st = d->infer(&k);
-    if (!st) st = ss_tensor_alloc(y, y->dtype, y->ndim, y->dims);
-    if (!st && k.scratch_bytes &&
-        !(k.scratch = aligned_alloc(64, (k.scratch_bytes + 63) / 64 * 64)))
-        st = ss_errf(SS_ERR_NOMEM, "scratch");
-    if (!st) st = d->run(&k);
+    ss_tensor *in[2] = {x, w};
+    op_run_opts o = {.threads = 2, .weights = bf16 ? SS_WEIGHTS_BF16 : SS_WEIGHTS_F32};
+    ss_status *st = op_run(&t, 13, 2, in, 1, y, &o);
     for (int64_t i = 0; !st && i < ss_tensor_numel(y); i++) /* Relu */
         if (((float *)y->data)[i] < 0) ((float *)y->data)[i] = 0;
-    if (k.state) d->release(k.state);
-    free(k.state);
-    free(k.scratch);
     return st;
 }
 

@@ -100,8 +100,8 @@ struct ss_kctx {
     struct ss_plan *plan; /* for ss_kctx_value; NULL during run */
     int *in_ids;          /* value ids, for ss_kctx_value */
     int threads;          /* the session's intra-op thread count (0: OpenBLAS's setting) */
-    bool bf16_weights;    /* the session stores MatMul/Gemm weights as bf16 where it pays */
-    bool int8_weights;    /* ... as int8 for decode-sized products (gemm_q8.h) */
+    ss_weights weights;   /* how the session stores MatMul/Gemm weights where it pays (bf16:
+                             gemm_bf16.h and oneDNN; int8: gemm_q8.h) */
     size_t scratch_bytes; /* set by infer: scratch run needs */
     void *scratch;        /* set by the planner before run */
     /* the session's KV block pool (PagedAttention), or NULL */

@@ -696,8 +696,7 @@ static ss_status *infer_node(struct ss_plan *p, int ni, ss_tensor **ptrs)
     k->plan = p;
     k->in_ids = d->in_ids;
     k->threads = s->opt.blas_threads > 0 ? s->opt.blas_threads : openblas_get_num_threads();
-    k->bf16_weights = s->opt.weights == SS_WEIGHTS_BF16;
-    k->int8_weights = s->opt.weights == SS_WEIGHTS_INT8;
+    k->weights = s->opt.weights;
     k->kvpool = s->kvpool;
     int all_known = 1;
     for (int j = 0; j < d->n_in; j++) {

@@ -77,7 +77,7 @@ static ss_status *try_dnnl(ss_kctx *k, ss_dnnl_matmul_desc *d, int b_index, kern
     for (int i = 0; i < d->nd - 2; i++)
         macs *= d->dst_dims[i];
     d->threads = ss_dnnl_threads(macs, session_threads(k));
-    d->bf16 = k->bf16_weights && d->wei_const && ss_dnnl_bf16_native();
+    d->bf16 = k->weights == SS_WEIGHTS_BF16 && d->wei_const && ss_dnnl_bf16_native();
     d->k = k;
     size_t scratch = 0;
     ss_status *st = ss_dnnl_matmul_create(d, &c->dnnl, &scratch);
@@ -194,7 +194,7 @@ static ss_status *try_bf16(ss_kctx *k, int64_t M, int64_t K, int64_t N, bool tb,
     bool dnnl_bf16 =
         ss_kernels_use_dnnl(ss_kernels_mode(), SS_DT_FLOAT32, M, K, N) && ss_dnnl_bf16_native();
     int64_t max_m = dnnl_bf16 ? ss_gemm_bf16_max_m(N) : SS_GEMM_BF16_MAX_M;
-    if (!k->bf16_weights || !packable(k) || M < 1 || M > max_m ||
+    if (k->weights != SS_WEIGHTS_BF16 || !packable(k) || M < 1 || M > max_m ||
         ss_kernels_mode() == SS_KERNELS_BLAS)
         return NULL;
     return pack_weights(k, &bf16_packing, K, N, tb, PATH_BF16, ss_gemm_bf16_scratch(M, K), c);
@@ -204,7 +204,7 @@ static ss_status *try_bf16(ss_kctx *k, int64_t M, int64_t K, int64_t N, bool tb,
  * with AVX512-VNNI; nothing changes when it does not apply. */
 static ss_status *try_q8(ss_kctx *k, int64_t M, int64_t K, int64_t N, bool tb, kernel_choice *c)
 {
-    if (!k->int8_weights || !packable(k) || M < 1 || K > SS_GEMM_Q8_MAX_K ||
+    if (k->weights != SS_WEIGHTS_INT8 || !packable(k) || M < 1 || K > SS_GEMM_Q8_MAX_K ||
         ss_kernels_mode() == SS_KERNELS_BLAS || !ss_gemm_q8_supported())
         return NULL;
     SS_DEBUG("%s: own int8 kernel (%lld rows)", k->node_name, (long long)M);
@@ -295,6 +295,17 @@ static bool matmul_remake(ss_kctx *k, matmul_plan *p, ss_dnnl_matmul_desc *d, ss
     return true;
 }
 
+/* ss_dnnl_postop_make for matmul_fuse: ctx is the implementation the plain primitive has. */
+static ss_status *matmul_postops_make(ss_kctx *k, void *ctx, const ss_postop *po, int n, bool *took)
+{
+    matmul_plan *p = k->state;
+    ss_dnnl_matmul_desc d = p->dnnl_desc;
+    d.po = po, d.n_po = n, d.require_impl = ctx;
+    ss_status *st = NULL;
+    *took = matmul_remake(k, p, &d, &st);
+    return st;
+}
+
 /* The planner's hook (op.h): a fused chain that starts with a constant bias along the last axis
  * (BERT's and GPT-2's Linear layers: MatMul then Add) has oneDNN add it as the matmul's bias,
  * and the longest run of steps after it that oneDNN takes as post-ops on the same
@@ -331,19 +342,7 @@ static ss_status *matmul_fuse(ss_kctx *k, ss_epilogue *ep)
         if (po[i].chan) all = i;
     char impl[64];
     snprintf(impl, sizeof impl, "%s", ss_dnnl_matmul_impl(p->kc.dnnl));
-    for (int n = ss_dnnl_postops_usable(po, all); n > 0; n--) {
-        if (n < all && po[n].steps == po[n - 1].steps) continue; /* not a whole step */
-        ss_dnnl_matmul_desc d = p->dnnl_desc;
-        d.po = po, d.n_po = n, d.require_impl = impl;
-        if (!matmul_remake(k, p, &d, &st)) {
-            if (st) return st;
-            continue;
-        }
-        SS_DEBUG("%s: oneDNN runs %d fused steps as %d post-ops", k->node_name, po[n - 1].steps, n);
-        ss_epilogue_drop(ep, po[n - 1].steps);
-        break;
-    }
-    return NULL;
+    return ss_dnnl_fuse_postops(k, ep, po, all, matmul_postops_make, impl);
 }
 
 static ss_status *matmul_infer(ss_kctx *k)
