@@ -286,6 +286,26 @@ static ss_status *conv_try_dnnl(ss_kctx *k, conv_plan *p)
     return NULL;
 }
 
+/* ss_dnnl_postop_make for conv_fuse: ctx points at the sum flag. */
+static ss_status *conv_postops_make(ss_kctx *k, void *ctx, const ss_postop *po, int n, bool *took)
+{
+    conv_plan *p = k->state;
+    bool sum = *(const bool *)ctx;
+    ss_dnnl_conv *c = NULL;
+    size_t scratch = 0;
+    ss_status *st = conv_dnnl_make(k, p, po, n, sum, ss_dnnl_conv_impl(p->dnnl), &c, &scratch);
+    if (st && st->code != SS_ERR_UNSUPPORTED) return ss_op_err(k, st->code, "%s", st->msg);
+    if (st) SS_DEBUG("%s: %s", k->node_name, st->msg);
+    ss_status_free(st);
+    if (!c) return NULL;
+    ss_dnnl_conv_free(p->dnnl);
+    p->dnnl = c;
+    p->sum_t = sum ? po[0].t : NULL;
+    if (scratch > k->scratch_bytes) k->scratch_bytes = scratch;
+    *took = true;
+    return NULL;
+}
+
 /* The planner's hook (op.h): the longest prefix of the fused epilogue oneDNN runs as post-ops on
  * the same implementation as the plain primitive (a post-op that sends the case to a slower
  * kernel is left to the epilogue's pass), built at plan time. SHARDSERVE_DNNL_POSTOPS=0 leaves
@@ -304,24 +324,7 @@ static ss_status *conv_fuse(ss_kctx *k, ss_epilogue *ep)
     const char *sum_env = getenv("SHARDSERVE_DNNL_SUM");
     bool sum = all > 0 && po[0].kind == SS_PO_ADD && po[0].t && po[0].t->dtype == SS_DT_FLOAT32 &&
                !(sum_env && !strcmp(sum_env, "0"));
-    for (int n = ss_dnnl_postops_usable(po, all); n > 0; n--) {
-        if (n < all && po[n].steps == po[n - 1].steps) continue; /* not a whole step */
-        ss_dnnl_conv *c = NULL;
-        size_t scratch = 0;
-        ss_status *st = conv_dnnl_make(k, p, po, n, sum, ss_dnnl_conv_impl(p->dnnl), &c, &scratch);
-        if (st && st->code != SS_ERR_UNSUPPORTED) return ss_op_err(k, st->code, "%s", st->msg);
-        if (st) SS_DEBUG("%s: %s", k->node_name, st->msg);
-        ss_status_free(st);
-        if (!c) continue;
-        SS_DEBUG("%s: oneDNN runs %d fused steps as %d post-ops", k->node_name, po[n - 1].steps, n);
-        ss_dnnl_conv_free(p->dnnl);
-        p->dnnl = c;
-        p->sum_t = sum ? po[0].t : NULL;
-        if (scratch > k->scratch_bytes) k->scratch_bytes = scratch;
-        ss_epilogue_drop(ep, po[n - 1].steps);
-        return NULL;
-    }
-    return NULL;
+    return ss_dnnl_fuse_postops(k, ep, po, all, conv_postops_make, &sum);
 }
 
 /* The layout pass's hooks (op.h): a Conv on oneDNN reads X in any layout (reordering into its

@@ -633,6 +633,22 @@ int ss_dnnl_postops_usable(const ss_postop *po, int n)
     return n;
 }
 
+ss_status *ss_dnnl_fuse_postops(ss_kctx *k, ss_epilogue *ep, const ss_postop *po, int all,
+                                ss_dnnl_postop_make make, void *ctx)
+{
+    for (int n = ss_dnnl_postops_usable(po, all); n > 0; n--) {
+        if (n < all && po[n].steps == po[n - 1].steps) continue; /* not a whole step */
+        bool took = false;
+        ss_status *st = make(k, ctx, po, n, &took);
+        if (st) return st;
+        if (!took) continue;
+        SS_DEBUG("%s: oneDNN runs %d fused steps as %d post-ops", k->node_name, po[n - 1].steps, n);
+        ss_epilogue_drop(ep, po[n - 1].steps);
+        return NULL;
+    }
+    return NULL;
+}
+
 /* The binary post-ops' operand memories among po[first..n_po) (po[0] may be a sum): constants
  * copied (64-byte aligned; a per-channel one has chan floats), tensors bound at run time. */
 static ss_status *bin_ops_make(bin_ops *b, const ss_postop *po_list, int n_po, int first,

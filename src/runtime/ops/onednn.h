@@ -133,6 +133,15 @@ typedef struct ss_dnnl_conv ss_dnnl_conv;
  * one kind the parameters of the first (HardSigmoid's Clip(0, 1) then a Clip(0.2, 0.7) clipped
  * to [0, 1] twice), so the list stops before a kind that comes back with other parameters. */
 int ss_dnnl_postops_usable(const ss_postop *po, int n);
+/* Remakes a node's primitive with the post-ops po[0, n), swapping it in and setting *took when
+ * that succeeded; an UNSUPPORTED case is no error (*took stays false). */
+typedef ss_status *(*ss_dnnl_postop_make)(ss_kctx *k, void *ctx, const ss_postop *po, int n,
+                                          bool *took);
+/* The planner's fuse hook shared by Conv and MatMul: offers make the whole-step prefixes of
+ * po[0, all) that oneDNN can combine, longest first, until one is taken; the steps it took leave
+ * ep (the epilogue's pass runs the rest). */
+ss_status *ss_dnnl_fuse_postops(ss_kctx *k, ss_epilogue *ep, const ss_postop *po, int all,
+                                ss_dnnl_postop_make make, void *ctx);
 /* With post-ops, create fails with SS_ERR_UNSUPPORTED when oneDNN rejects them. */
 ss_status *ss_dnnl_conv_create(const ss_dnnl_conv_desc *d, ss_dnnl_conv **out,
                                size_t *scratch_bytes);
