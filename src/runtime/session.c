@@ -899,6 +899,112 @@ static int fuse_gelu(struct ss_plan *p, const fuse_graph *g, ss_epilogue *ep, in
     return mul;
 }
 
+/* The group fuse_gelu_tanh collects: element-wise nodes computing f(v) from v and scalars. */
+#define GT_MAX_NODES 12
+typedef struct {
+    int n, nodes[GT_MAX_NODES];
+    int vals[GT_MAX_NODES + 1]; /* vals[0] = v, vals[i + 1] = nodes[i]'s output */
+    int reads[GT_MAX_NODES + 1];
+} gt_group;
+
+static int gt_index(const gt_group *gr, int u)
+{
+    for (int i = 0; i <= gr->n; i++)
+        if (gr->vals[i] == u) return i;
+    return -1;
+}
+
+/* f(x) as the group computes it, in double; NAN when an op is not one it knows. */
+static double gt_eval(const struct ss_plan *p, const gt_group *gr, double x)
+{
+    double val[GT_MAX_NODES + 1];
+    val[0] = x;
+    for (int i = 0; i < gr->n; i++) {
+        const node_def *d = &p->s->nodes[gr->nodes[i]];
+        double in[2] = {0, 0};
+        for (int j = 0; j < d->n_in && j < 2; j++) {
+            int k = gt_index(gr, d->in_ids[j]);
+            in[j] = k >= 0 ? val[k] : *(const float *)p->vals[d->in_ids[j]].data;
+        }
+        const char *op = d->node->op_type;
+        val[i + 1] = !strcmp(op, "Mul")    ? in[0] * in[1]
+                     : !strcmp(op, "Add")  ? in[0] + in[1]
+                     : !strcmp(op, "Sub")  ? in[0] - in[1]
+                     : !strcmp(op, "Div")  ? in[0] / in[1]
+                     : !strcmp(op, "Pow")  ? pow(in[0], in[1])
+                     : !strcmp(op, "Tanh") ? tanh(in[0])
+                                           : NAN;
+    }
+    return val[gr->n];
+}
+
+/* Whether node ni can join the group: one of the ops gt_eval knows, reading group values and
+ * float32 scalar constants only, at least one group value, its output of v's shape. */
+static bool gt_member(const struct ss_plan *p, const gt_group *gr, int ni)
+{
+    static const char *ops[] = {"Mul", "Add", "Sub", "Div", "Pow", "Tanh"};
+    const node_def *d = &p->s->nodes[ni];
+    bool known = false, reads = false;
+    for (size_t i = 0; i < sizeof ops / sizeof *ops; i++)
+        known |= !strcmp(d->node->op_type, ops[i]);
+    if (!known || (d->node->domain && d->node->domain[0]) || d->n_out != 1 || d->out_ids[0] < 0 ||
+        d->n_in > 2 || d->n_in < (strcmp(d->node->op_type, "Tanh") ? 2 : 1) ||
+        p->fuse_head[ni] >= 0)
+        return false;
+    for (int j = 0; j < d->n_in; j++) {
+        int u = d->in_ids[j];
+        float c;
+        if (u >= 0 && gt_index(gr, u) >= 0)
+            reads = true;
+        else if (u < 0 || !fuse_scalar(p, ni, j, 0, &c))
+            return false;
+    }
+    const ss_tensor *y = &p->vals[d->out_ids[0]], *x = &p->vals[gr->vals[0]];
+    return reads && ss_shape_equal(y->ndim, y->dims, x->ndim, x->dims);
+}
+
+/* v read only by a group of element-wise nodes that computes GELU's tanh approximation of it
+ * (GPT-2's 0.5 x (1 + tanh(sqrt(2 / pi) (x + 0.044715 x^3))), in whatever order and spelling the
+ * exporter chose: x * x * x or Pow(x, 3), the 0.5 first or last): one step. The group is the
+ * nodes after head that read v or each other's outputs; it must be closed (every value but the
+ * last read by the group alone) and equal the formula at probe points (a closed group that does
+ * not yet may still grow into one). Returns the last node or -1. */
+static int fuse_gelu_tanh(struct ss_plan *p, const fuse_graph *g, ss_epilogue *ep, int head, int v,
+                          int *tail)
+{
+    static const double probes[] = {-7, -3.1, -2, -1.3, -0.6, -0.11, 0, 0.02, 0.37, 1, 1.9, 4.2, 9};
+    gt_group gr = {.n = 0, .vals = {v}};
+    int last = g->pos[head] + 4 * GT_MAX_NODES; /* exporters emit the group together */
+    for (int e = g->pos[head] + 1; e < p->n_exec && e <= last && gr.n < GT_MAX_NODES; e++) {
+        int ni = p->exec[e];
+        if (!gt_member(p, &gr, ni)) continue;
+        const node_def *d = &p->s->nodes[ni];
+        for (int j = 0; j < d->n_in; j++) {
+            int k = gt_index(&gr, d->in_ids[j]);
+            if (k >= 0) gr.reads[k]++;
+        }
+        gr.nodes[gr.n++] = ni;
+        gr.vals[gr.n] = d->out_ids[0];
+        gr.reads[gr.n] = 0;
+        bool closed = true; /* every value but the newest is read within the group only */
+        for (int i = 0; i < gr.n && closed; i++)
+            closed = g->uses[gr.vals[i]] == gr.reads[i];
+        if (!closed) continue;
+        bool gelu = true; /* else a later node may complete it (x (1 + tanh ...) before the 0.5) */
+        for (size_t i = 0; i < sizeof probes / sizeof *probes && gelu; i++) {
+            double x = probes[i];
+            double want = 0.5 * x * (1 + tanh(0.7978845608 * (x + 0.044715 * x * x * x)));
+            gelu = fabs(gt_eval(p, &gr, x) - want) <= 1e-5 * (1 + fabs(want));
+        }
+        if (!gelu) continue;
+        if (!ss_epilogue_add_gelu_tanh(ep)) return -1;
+        for (int i = 0; i < gr.n; i++)
+            fuse_link(p, head, tail, gr.nodes[i]);
+        return gr.nodes[gr.n - 1];
+    }
+    return -1;
+}
+
 static bool fuse_head_ok(const struct ss_plan *p, int ni)
 {
     const node_def *d = &p->s->nodes[ni];
@@ -919,6 +1025,7 @@ static ss_status *fuse_chain(struct ss_plan *p, const fuse_graph *g, int head)
             fuse_link(p, head, &tail, b);
         else if (g->uses[v] == 2 && (b = fuse_xclip(p, g, ep, head, v, &tail)) < 0)
             b = fuse_gelu(p, g, ep, head, v, &tail);
+        if (b < 0 && g->uses[v] >= 2) b = fuse_gelu_tanh(p, g, ep, head, v, &tail);
         if (b < 0) break;
         v = p->s->nodes[b].out_ids[0];
     }

@@ -137,6 +137,35 @@ def main(out):
            N("Div", ["a", "r2"], ["d"]), N("Erf", ["d"], ["e"]), N("Add", ["e", "one3"], ["e1"]),
            N("Mul", ["a", "e1"], ["g"]), N("Mul", ["g", "half"], ["y"])],
           [("x", [5, 16])], ["y"], dict(gelu, one3=np.ones((1, 1, 1), np.float32)))
+    # GPT-2's tanh GELU as its code spells it (x * x * x, the 0.5 last): bias + one step for
+    # the 9 nodes; on oneDNN the bias is the matmul's and the GELU a gelu_tanh post-op
+    gt = {"Wm": arr(16, 24), "bm": arr(24), "c": np.float32(0.044715),
+          "k": np.float32(np.sqrt(2 / np.pi)), "one": np.float32(1), "half": np.float32(0.5),
+          "three": np.float32(3)}
+
+    def gelu_tanh_gpt2(a, y, c="c"):
+        return [N("Mul", [a, a], ["m0"]), N("Mul", [a, "m0"], ["m1"]), N("Mul", [c, "m1"], ["m2"]),
+                N("Add", [a, "m2"], ["a5"]), N("Mul", ["k", "a5"], ["m3"]), N("Tanh", ["m3"], ["t"]),
+                N("Add", ["one", "t"], ["a6"]), N("Mul", [a, "a6"], ["m4"]),
+                N("Mul", ["half", "m4"], [y])]
+    mm = [N("MatMul", ["x", "Wm"], ["mm"]), N("Add", ["mm", "bm"], ["a"])]
+    write(out, "matmul_gelu_tanh", 10, mm + gelu_tanh_gpt2("a", "y"), [("x", [3, 5, 16])], ["y"],
+          gt, mm_postops=1)
+    # as PyTorch's and Hugging Face's exports spell it (the 0.5 first, Pow(x, 3)), split over
+    # threads: bias + one step for the 8 nodes
+    write(out, "matmul_gelu_tanh_pow_large", 9,
+          mm + [N("Mul", ["a", "half"], ["h"]), N("Pow", ["a", "three"], ["p"]),
+                N("Mul", ["c", "p"], ["m"]), N("Add", ["a", "m"], ["s"]), N("Mul", ["s", "k"], ["i"]),
+                N("Tanh", ["i"], ["t"]), N("Add", ["t", "one"], ["o"]), N("Mul", ["h", "o"], ["y"])],
+          [("x", [4, 1100, 16])], ["y"], gt, mm_postops=1)
+    # another coefficient (0.05): not GELU, so no step for the group; the bias is the MatMul's
+    # step, Mul(a, a) heads a chain up to the Tanh (4 steps), the Tanh one to the end (3 steps)
+    write(out, "matmul_not_gelu_tanh", 8, mm + gelu_tanh_gpt2("a", "y", c="c5"),
+          [("x", [3, 5, 16])], ["y"], dict(gt, c5=np.float32(0.05)))
+    # the GELU with a value inside it also a graph output: the group is not closed, so no step;
+    # the chains as in the case above, except that the Mul(k, .) value ends the first one
+    write(out, "matmul_gelu_tanh_leaks", 7, mm + gelu_tanh_gpt2("a", "y"),
+          [("x", [3, 5, 16])], ["y", "a5"], gt)
     # attention scores: the scale and a mask computed at run time from an input ([batch 1, 1, 1,
     # keys]: one value per key), both steps of the QK^T MatMul (on oneDNN the scale a post-op, the
     # mask on the pass); Softmax after

@@ -44,7 +44,8 @@ typedef enum {
     ST_HSWISH,
     ST_SIGMOID,
     ST_XCLIP,
-    ST_GELU, /* y * (erf(y / a) + b) */
+    ST_GELU,      /* y * (erf(y / a) + b) */
+    ST_GELU_TANH, /* 0.5 y (1 + tanh(sqrt(2 / pi) (y + 0.044715 y^3))) */
 } step_kind;
 
 typedef struct {
@@ -272,6 +273,11 @@ bool ss_epilogue_add_gelu(ss_epilogue *ep, float c, float b)
     return ep_push(ep, (step){.kind = ST_GELU, .axis = -1, .a = c, .b = b});
 }
 
+bool ss_epilogue_add_gelu_tanh(ss_epilogue *ep)
+{
+    return ep_push(ep, (step){.kind = ST_GELU_TANH, .axis = -1});
+}
+
 /* ------------------------------------------------------------------ the pass */
 
 /* The same expressions as elementwise.c's kernels, so a fused step gives the unfused bytes. */
@@ -374,6 +380,12 @@ SS_ISA_INLINE void ep_step(const step *s, float *restrict y, int64_t n, float sv
     case ST_GELU:
         for (int64_t i = 0; i < n; i++)
             y[i] = y[i] * (ss_verff(y[i] / a) + b); /* as the Div, Erf, Add and Mul ops */
+        break;
+    case ST_GELU_TANH:
+        for (int64_t i = 0; i < n; i++) {
+            float x = y[i], u = SS_GELU_TANH_K * (x + SS_GELU_TANH_C * (x * x * x));
+            y[i] = 0.5f * x * (1.0f + ss_vtanhf(u)); /* the Tanh op's tanh */
+        }
         break;
     }
 }
@@ -500,6 +512,8 @@ static int step_postops(const ss_epilogue *ep, int i, ss_postop *po, int *used)
         po[0] = (ss_postop){SS_PO_GELU_ERF, 0, 0};
         po[1] = (ss_postop){SS_PO_LINEAR, 2, 0};
         return 2;
+    case ST_GELU_TANH:
+        return po[0] = (ss_postop){SS_PO_GELU_TANH, 0, 0}, 1;
     case ST_AFFINE:
         if (!s->pv || !s->pw || s->axis != 1 || ep->ndim < 3) return 0;
         po[0] = (ss_postop){.kind = SS_PO_MUL, .chan = s->pv};

@@ -41,6 +41,10 @@ bool ss_epilogue_add_xclip(ss_epilogue *ep, float a, float lo, float hi);
  * y * (Erf(y / c) + b), computed as its Div, Erf, Add and Mul nodes do (the Mul by 0.5 that
  * usually follows is a step of its own). */
 bool ss_epilogue_add_gelu(ss_epilogue *ep, float c, float b);
+/* GELU's tanh approximation (GPT-2's "new GELU"), however the exporter spelled it out. */
+#define SS_GELU_TANH_K 0.7978845608f /* sqrt(2 / pi) */
+#define SS_GELU_TANH_C 0.044715f
+bool ss_epilogue_add_gelu_tanh(ss_epilogue *ep);
 
 /* Runs the steps over y in place (one pass, blocks that stay in L1), split over up to `threads`
  * parts of the worker pool when y is large. */
@@ -49,13 +53,14 @@ void ss_epilogue_run(const ss_epilogue *ep, float *y);
 /* A leading step as a library post-op (oneDNN's, see onednn.h): an element-wise function of y, or
  * a binary op with a constant per-channel (axis 1) vector, a scalar, or a tensor of y's shape. */
 typedef enum {
-    SS_PO_RELU,     /* y < 0 ? alpha * y : y */
-    SS_PO_CLIP,     /* clamp to [alpha, beta] */
-    SS_PO_LINEAR,   /* alpha * y + beta */
-    SS_PO_HSWISH,   /* y * relu6(y + 3) / 6 */
-    SS_PO_LOGISTIC, /* 1 / (1 + exp(-y)) */
-    SS_PO_GELU_ERF, /* 0.5 y (1 + erf(y / sqrt 2)) */
-    SS_PO_ADD,      /* binary ops: y op operand */
+    SS_PO_RELU,      /* y < 0 ? alpha * y : y */
+    SS_PO_CLIP,      /* clamp to [alpha, beta] */
+    SS_PO_LINEAR,    /* alpha * y + beta */
+    SS_PO_HSWISH,    /* y * relu6(y + 3) / 6 */
+    SS_PO_LOGISTIC,  /* 1 / (1 + exp(-y)) */
+    SS_PO_GELU_ERF,  /* 0.5 y (1 + erf(y / sqrt 2)) */
+    SS_PO_GELU_TANH, /* 0.5 y (1 + tanh(sqrt(2 / pi) (y + 0.044715 y^3))) */
+    SS_PO_ADD,       /* binary ops: y op operand */
     SS_PO_SUB,
     SS_PO_MUL,
     SS_PO_DIV,

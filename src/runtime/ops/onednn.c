@@ -598,6 +598,7 @@ static dnnl_status_t append_postops(const ss_postop *po_list, int n_po, bool sum
                                           [SS_PO_HSWISH] = dnnl_eltwise_hardswish,
                                           [SS_PO_LOGISTIC] = dnnl_eltwise_logistic,
                                           [SS_PO_GELU_ERF] = dnnl_eltwise_gelu_erf,
+                                          [SS_PO_GELU_TANH] = dnnl_eltwise_gelu_tanh,
                                           [SS_PO_ADD] = dnnl_binary_add,
                                           [SS_PO_SUB] = dnnl_binary_sub,
                                           [SS_PO_MUL] = dnnl_binary_mul,
