@@ -1,6 +1,7 @@
 #!/bin/bash
 # Generation bench, one table (issue 15, "Done when" bench): GPT-2-124M-shaped (random weights;
-# f32, bf16 and int8 weights) and the ~1B Llama shape of bench/gen_llama1b.py (bf16; 1 and 2 ranks),
+# f32, bf16 and int8 weights) and the ~1B Llama shape of bench/gen_llama1b.py (bf16 on 1 and 2
+# ranks, int8 on 1),
 # each rewritten by `shard --kv-pool [--weights bf16|int8]`, in one run:
 #  - single stream through the runtime (tests/generative/gen_greedy --approx --shards): decode
 #    ms/token (median of ROUNDS runs) with each rank on the threads a served rank gets (the
@@ -43,7 +44,8 @@ CONFIGS=("GPT-2-124M f32 1 $G mapped" "GPT-2-124M f32 1 $G resident" "GPT-2-124M
   "GPT-2-124M int8 1 $G mapped")
 if [ "${SS_GEN_SKIP_1B:-0}" != 1 ]; then
   [ -f "$L/model.onnx" ] || /usr/bin/python3 "$REPO/bench/gen_llama1b.py" "$L" >"$CACHE/export.log"
-  CONFIGS+=("Llama-0.85B bf16 1 $L mapped" "Llama-0.85B bf16 2 $L mapped")
+  CONFIGS+=("Llama-0.85B bf16 1 $L mapped" "Llama-0.85B bf16 2 $L mapped"
+    "Llama-0.85B int8 1 $L mapped")
 fi
 shards() { # model_dir dtype ranks -> the --kv-pool shard folder (made once)
   local d=$1-kv$3-$2
@@ -89,7 +91,7 @@ bandwidth() { # the best of 1 and 2 threads, 4 KiB and 2 MiB pages: the tightest
   done; done | sort -g | tail -1
 }
 
-declare -A DEC PRE ITL ORT SRV BYTES CPU BW DEC1 THR
+declare -A DEC PRE ITL ORT SRV CLI BYTES CPU BW DEC1 THR
 for c in "${CONFIGS[@]}"; do
   read -r name dtype ranks dir wmode <<<"$c"
   sh=$(shards "$dir" "$dtype" "$ranks")
@@ -123,10 +125,15 @@ for c in "${CONFIGS[@]}"; do
     ORT[$name]=$(median <<<"$outs")
     echo "  onnxruntime-node $name: ${ORT[$name]} ms/token" >&2
   fi
-  SRV[$key]=$(SS_GEN_MODEL=$dir SS_GEN_WEIGHTS=$dtype SS_GEN_SHARDS=$sh \
-    "$REPO/bench/run_generate_serve.sh" "$BUILD" "$(((ROUNDS + 1) / 2))" "$ranks" |
-    awk -F'|' '/^\| (1|8|32) \|/ {gsub(/ /, "", $3); printf "%s ", $3}')
-  echo "  served $key: tokens/s at 1/8/32 = ${SRV[$key]}" >&2
+  served=$(SS_GEN_MODEL=$dir SS_GEN_WEIGHTS=$dtype SS_GEN_SHARDS=$sh \
+    "$REPO/bench/run_generate_serve.sh" "$BUILD" "$(((ROUNDS + 1) / 2))" "$ranks")
+  # bench/gen_serve.py (the Python client, median of its rounds): "| conc | tok/s | ..." rows
+  SRV[$key]=$(awk -F'|' '/^\| (1|8|32) \|/ {gsub(/ /, "", $3); printf "%s ", $3}' <<<"$served")
+  # `shardserve bench --generate` (the C client, streamed): "conc requests failed tokens tok/s
+  # TTFT-p50 TTFT-p99 ITL-p50 ITL-p99" rows
+  CLI[$key]=$(awk '$1 ~ /^(1|8|32)$/ && NF == 9 {printf "%s %s/%s %s/%s;", $5, $6, $7, $8, $9}' \
+    <<<"$served")
+  echo "  served $key: tokens/s at 1/8/32 = ${SRV[$key]}(Python client); ${CLI[$key]} (C client)" >&2
   BYTES[$key]=$(step_bytes "$dir" "$dtype")
 done
 
@@ -141,9 +148,19 @@ echo "onnxruntime-node = float32, 2 threads, its own KV-cache loop on the same m
 echo "CPU ms per decode step of the process (one rank's), steadier than the wall clock on shared cores."
 echo "| model | dtype | weights | ranks | thr | ms/token | cpu ms/token | GB/s | floor ms | of floor | 1-thr ms/token | TTFT ms | ITL p50 / p99 ms | tok/s 1 | tok/s 8 | tok/s 32 | 32 vs 1 | onnxruntime ms/token | vs onnxruntime |"
 echo "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+CROWS="" # the C client's table, printed after this one
 for c in "${CONFIGS[@]}"; do
   read -r name dtype ranks _ wmode <<<"$c"
   key="$name $dtype $ranks $wmode"
+  IFS=';' read -r l1 l8 l32 _ <<<"${CLI[$key]}"
+  read -r t1 ttft1 itl1 <<<"$l1"
+  read -r t8 _ _ <<<"$l8"
+  read -r t32 ttft32 itl32 <<<"$l32"
+  CROWS+=$(awk -v n="$name" -v t="$dtype" -v w="$wmode" -v r="$ranks" -v a="${t1:-0}" -v b="${t8:-0}" \
+    -v c="${t32:-0}" -v f1="${ttft1:--}" -v f32="${ttft32:--}" -v i1="${itl1:--}" \
+    -v i32="${itl32:--}" 'BEGIN {
+      printf "| %s | %s | %s | %s | %.1f | %.1f | %.1f | %s | %s | %s | %s | %s |\n", n, t, w, r, a, b, c,
+        (a > 0 ? sprintf("%.2fx", c / a) : "-"), f1, f32, i1, i32 }')$'\n'
   read -r s1 s8 s32 <<<"${SRV[$key]}"
   awk -v n="$name" -v t="$dtype" -v w="$wmode" -v r="$ranks" -v d="${DEC[$key]}" -v c="${CPU[$key]}" \
     -v p="${PRE[$key]}" -v th="${THR[$key]}" -v d1="${DEC1[$key]}" \
@@ -154,3 +171,12 @@ for c in "${CONFIGS[@]}"; do
         n, t, w, r, th, d, c, g, f, 100 * f / d, d1, p, i, s1, s8, s32, (s1 > 0 ? sprintf("%.2fx", s32 / s1) : "-"),
         (o == "" ? "-" : sprintf("%.2f", o)), (o == "" ? "-" : sprintf("%.2fx", o / d)) }'
 done
+
+echo
+echo "Served through the C client (\`shardserve bench --generate\`, gRPC streaming, greedy, 64 new"
+echo "tokens a request, each level for ${SS_GEN_STREAM_S:-30} s): aggregate tokens/s, and time to first token and"
+echo "inter-token latency p50/p99 as the client sees them. The Python client above shares the 2"
+echo "cores with the server (grpcio threads per stream); this one costs the server less of them."
+echo "| model | dtype | weights | ranks | tok/s 1 | tok/s 8 | tok/s 32 | 32 vs 1 | TTFT p50/p99 ms at 1 | TTFT p50/p99 ms at 32 | ITL p50/p99 ms at 1 | ITL p50/p99 ms at 32 |"
+echo "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+printf "%s" "$CROWS"
