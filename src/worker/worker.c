@@ -216,6 +216,10 @@ struct ss_worker {
     uint64_t gen_preempted; /* its engine's preemptions already counted in /metrics */
     uint64_t gen_logits_shared, gen_logits_link; /* ss_wgen_logits_calls already counted */
     int gen_inflight;                            /* token-loop calls in flight */
+    /* while a step's tokens are sampled: what they give the front ends, delivered only after the
+     * next step went out (gen_complete), so the agents do not wait on the streams' writes */
+    bool gen_defer;
+    struct gen_note *notes, **notes_tail;
     task *queue;
     size_t q_head, q_len, q_cap;
     job *inflight, *free_jobs;
@@ -589,15 +593,41 @@ static int64_t pool_blocks(const ss_worker *w, int32_t *tokens)
     return least;
 }
 
-/* A token-loop call came back: its logits (or error) to the loop. */
+/* What a step gave one instance, held while gen_defer: new tokens, or its end. */
+struct gen_note {
+    struct gen_note *next;
+    req_state *request;
+    size_t inst;
+    bool finished, invalid;
+    char *error; /* finished: NULL when it ended well */
+    int n;
+    size_t len;
+    char *text;
+    int64_t tokens[]; /* n, then the text's len bytes (text points there) */
+};
+
+static void gen_dispatch(ss_worker *w);
+static void gen_deliver(ss_worker *w, struct gen_note *n);
+
+/* A token-loop call came back: its logits (or error) to the loop, which samples the next tokens;
+ * the next step goes to the agents before the front ends get the tokens (gen_defer). */
 static void gen_complete(ss_worker *w, job *j)
 {
     w->gen_inflight--;
     int32_t tokens = 0;
     int64_t blocks = j->gen_probe && !j->failed ? pool_blocks(w, &tokens) : 0;
     const ss_tensor *logits = j->result.n_tensors ? &j->result.tensors[0] : NULL;
+    w->gen_defer = true; /* also over the dispatch: a call it fails at once notes its ends too */
     ss_wgen_done(w->gen, j->gen_ticket, j->failed ? NULL : logits, j->failed ? j->err : NULL,
                  blocks, tokens);
+    gen_dispatch(w);
+    w->gen_defer = false;
+    while (w->notes) {
+        struct gen_note *n = w->notes;
+        w->notes = n->next;
+        gen_deliver(w, n);
+    }
+    w->notes_tail = &w->notes;
 }
 
 /* Put the last rank's outputs (or the job's error) into its requests' replies. */
@@ -1849,19 +1879,23 @@ static void gen_enqueue(ss_worker *w, req_state *rs)
     }
 }
 
+static bool gen_note_add(ss_worker *w, req_state *request, size_t inst, bool finished,
+                         const char *error, bool invalid, const int64_t *tokens, int n,
+                         const char *text, size_t len);
+
 /* gen.h's hooks: an instance of a generate request is done, has new tokens, or lost its client.
  */
 static void gen_finished(void *worker, void *request, size_t inst, const char *error, bool invalid)
 {
+    if (gen_note_add(worker, request, inst, true, error, invalid, NULL, 0, NULL, 0)) return;
     int64_t code = !error ? 0 : invalid ? SS_SERVING_INVALID_INPUTS : SS_SERVING_SYSTEM_ERROR;
     req_finish_instance(worker, request, inst, error, code);
 }
 
-static void gen_tokens(void *worker, void *request, size_t inst, const int64_t *tokens, int n,
-                       const char *text, size_t len)
+static void gen_tokens_now(req_state *request, size_t inst, const int64_t *tokens, int n,
+                           const char *text, size_t len)
 {
-    (void)worker;
-    const ss_predict_request *req = ((req_state *)request)->req;
+    const ss_predict_request *req = request->req;
     if (!req->partial) return;
     ss_serving_instance chunk = {0};
     ss_tensor t = {0};
@@ -1876,6 +1910,50 @@ static void gen_tokens(void *worker, void *request, size_t inst, const int64_t *
     ss_tensor_free(&t);
     ss_serving_instance_clear(&chunk);
     ss_status_free(st); /* out of memory: the stream misses this piece, done() has them all */
+}
+
+/* A note for later when the loop defers, else false (deliver now). */
+static bool gen_note_add(ss_worker *w, req_state *request, size_t inst, bool finished,
+                         const char *error, bool invalid, const int64_t *tokens, int n,
+                         const char *text, size_t len)
+{
+    if (!w->gen_defer) return false;
+    size_t elen = error ? strlen(error) + 1 : 0;
+    struct gen_note *g = malloc(sizeof *g + sizeof(int64_t) * (size_t)n + len + elen);
+    if (!g) return false; /* out of memory: delivered at once, as without deferring */
+    *g = (struct gen_note){.request = request,
+                           .inst = inst,
+                           .finished = finished,
+                           .invalid = invalid,
+                           .n = n,
+                           .len = len};
+    if (n) memcpy(g->tokens, tokens, sizeof(int64_t) * (size_t)n);
+    char *tail = (char *)(g->tokens + n);
+    if (text) g->text = memcpy(tail, text, len);
+    if (error) g->error = memcpy(tail + len, error, elen);
+    if (!w->notes) w->notes_tail = &w->notes;
+    *w->notes_tail = g;
+    w->notes_tail = &g->next;
+    return true;
+}
+
+static void gen_deliver(ss_worker *w, struct gen_note *n)
+{
+    if (n->finished)
+        req_finish_instance(w, n->request, n->inst, n->error,
+                            !n->error    ? 0
+                            : n->invalid ? SS_SERVING_INVALID_INPUTS
+                                         : SS_SERVING_SYSTEM_ERROR);
+    else
+        gen_tokens_now(n->request, n->inst, n->tokens, n->n, n->text, n->len);
+    free(n);
+}
+
+static void gen_tokens(void *worker, void *request, size_t inst, const int64_t *tokens, int n,
+                       const char *text, size_t len)
+{
+    if (!gen_note_add(worker, request, inst, false, NULL, false, tokens, n, text, len))
+        gen_tokens_now(request, inst, tokens, n, text, len);
 }
 
 static bool gen_cancelled(void *worker, void *request)
