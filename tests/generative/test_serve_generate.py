@@ -12,6 +12,7 @@ the worker runs the token loop, the KV cache stays in the agents' block pools.
 - 16 concurrent requests over 2 pipeline stages overlap as 2 micro-batches and equal their runs
   alone; a rank killed mid-generation fails its sequences at once, and serving resumes;
 - wrong parameters are refused naming the input; max_tokens and finish_reason are honoured;
+- the agents' pools are probed when the servable is ready, so a pool too small is found then;
 - a logits region left in /dev/shm by a serve that was killed is removed by the next serve.
 
 Usage: test_serve_generate.py CASE_DIR [case ...] (CASE_DIR holds model.onnx, prompt.npy,
@@ -273,9 +274,42 @@ def test_bad_parameters_named():
         assert room in c.log(c.server), c.log(c.server)[-2000:]
 
 
+def wait_for(what, timeout_s=60):
+    end = time.time() + timeout_s
+    while time.time() < end:
+        if what():
+            return True
+        time.sleep(0.1)
+    return False
+
+
+def test_pool_probed_at_ready():
+    """The worker's probe of the agents' pools (their first plan: the weights' packing) goes out
+    when the servable is ready, not with the first request."""
+    with Cluster() as c:
+        serve_generative(c, 1)
+        assert wait_for(lambda: "a KV pool of" in c.log(c.server), 60), c.log(c.server)[-2000:]
+        assert metric(c, "shardserve_batch_size_count") == 1  # the probe, nothing else yet
+        got = generate(c, instance(PROMPT, 4))
+        assert list(got["tokens"]) == list(REF[:4]), got
+
+
+def test_pool_too_small_found_at_ready():
+    """kv_cache_mb below one block: the probe at ready finds it before any request comes (the
+    agent exits naming the limit), and a request is refused, not left waiting."""
+    with Cluster() as c:
+        agents = serve_generative(c, 1, {"max_context": 256, "kv_cache_mb": block_mb(0.5)})
+        assert wait_for(lambda: "cannot hold one block" in c.log(agents), 30), c.log(agents)[-2000:]
+        got = ssc.Client(c.grpc, "gen", "generate").infer([instance(PROMPT, 4)])
+        got = got[0] if isinstance(got, list) else got  # a whole-request error while it restarts
+        assert "error" in got, got
+        print("    refused: " + got["error"][:120])
+
+
 CASES = [test_greedy_whole, test_greedy_two_ranks, test_greedy_two_stages,
          test_32_concurrent_equal_alone, test_concurrent_two_stages_overlap,
-         test_agent_lost_mid_generation, test_bad_parameters_named]
+         test_agent_lost_mid_generation, test_bad_parameters_named, test_pool_probed_at_ready,
+         test_pool_too_small_found_at_ready]
 
 if __name__ == "__main__":
     sys.exit(run_cases(CASES, sys.argv[2:]))
