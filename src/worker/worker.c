@@ -609,6 +609,17 @@ struct gen_note {
 static void gen_dispatch(ss_worker *w);
 static void gen_deliver(ss_worker *w, struct gen_note *n);
 
+/* The notes held so far, in order. */
+static void gen_notes_flush(ss_worker *w)
+{
+    while (w->notes) {
+        struct gen_note *n = w->notes;
+        w->notes = n->next;
+        gen_deliver(w, n);
+    }
+    w->notes_tail = &w->notes;
+}
+
 /* A token-loop call came back: its logits (or error) to the loop, which samples the next tokens;
  * the next step goes to the agents before the front ends get the tokens (gen_defer). */
 static void gen_complete(ss_worker *w, job *j)
@@ -622,12 +633,7 @@ static void gen_complete(ss_worker *w, job *j)
                  blocks, tokens);
     gen_dispatch(w);
     w->gen_defer = false;
-    while (w->notes) {
-        struct gen_note *n = w->notes;
-        w->notes = n->next;
-        gen_deliver(w, n);
-    }
-    w->notes_tail = &w->notes;
+    gen_notes_flush(w);
 }
 
 /* Put the last rank's outputs (or the job's error) into its requests' replies. */
@@ -1920,7 +1926,11 @@ static bool gen_note_add(ss_worker *w, req_state *request, size_t inst, bool fin
     if (!w->gen_defer) return false;
     size_t elen = error ? strlen(error) + 1 : 0;
     struct gen_note *g = malloc(sizeof *g + sizeof(int64_t) * (size_t)n + len + elen);
-    if (!g) return false; /* out of memory: delivered at once, as without deferring */
+    if (!g) { /* out of memory: this one at once, after those before it (an end frees its request)
+               */
+        gen_notes_flush(w);
+        return false;
+    }
     *g = (struct gen_note){.request = request,
                            .inst = inst,
                            .finished = finished,
