@@ -774,8 +774,19 @@ static void fuse_link(struct ss_plan *p, int head, int *tail, int b)
     p->n_fused++;
 }
 
-/* The single reader of v as a step of ep; returns its output value or -1. */
-static int fuse_step(struct ss_plan *p, const fuse_graph *g, ss_epilogue *ep, int head, int v)
+/* Undoes the last fuse_link (b, linked after `before`). */
+static void fuse_unlink(struct ss_plan *p, int before, int *tail, int b)
+{
+    p->fuse_next[before] = -1;
+    p->fuse_next[b] = p->fuse_head[b] = -1;
+    *tail = before;
+    p->n_fused--;
+}
+
+/* The single reader of v as a step of ep (with scalars_only, only when its other operands are
+ * scalar constants); returns the node or -1. */
+static int fuse_step(struct ss_plan *p, const fuse_graph *g, ss_epilogue *ep, int head, int v,
+                     bool scalars_only)
 {
     int b = g->user[v];
     const node_def *bd = &p->s->nodes[b];
@@ -786,6 +797,8 @@ static int fuse_step(struct ss_plan *p, const fuse_graph *g, ss_epilogue *ep, in
         int u = bd->in_ids[j];
         if (u == v) chain = j;
         ready[j] = u >= 0 && u != v && fuse_ready(p, g, u, g->pos[head]);
+        if (scalars_only && u >= 0 && u != v && (!p->known[u] || ss_tensor_numel(&p->vals[u]) != 1))
+            return -1;
     }
     ss_kctx *k = &p->kctx[b];
     if (chain < 0 ||
@@ -1005,6 +1018,38 @@ static int fuse_gelu_tanh(struct ss_plan *p, const fuse_graph *g, ss_epilogue *e
     return -1;
 }
 
+/* The next step (or group of nodes run as one) reading v; returns its last node or -1. */
+static int fuse_next(struct ss_plan *p, const fuse_graph *g, ss_epilogue *ep, int head, int v,
+                     bool scalars_only, int *tail)
+{
+    int b = -1;
+    if (g->uses[v] == 1 && (b = fuse_step(p, g, ep, head, v, scalars_only)) >= 0)
+        fuse_link(p, head, tail, b);
+    else if (g->uses[v] == 2 && (b = fuse_xclip(p, g, ep, head, v, tail)) < 0)
+        b = fuse_gelu(p, g, ep, head, v, tail);
+    if (b < 0 && g->uses[v] >= 2) b = fuse_gelu_tanh(p, g, ep, head, v, tail);
+    return b;
+}
+
+/* The only reader of v when it is an alias (Reshape, Flatten, Squeeze, Unsqueeze) of a MatMul's
+ * or Gemm's output, the same elements under another shape (Hugging Face's GPT-2 reshapes its MLP's
+ * first Gemm before the GELU); else -1. The chain may go on through it, with steps that take
+ * scalar operands only (their shapes are the alias's, the epilogue's the head's). */
+static int fuse_rename(const struct ss_plan *p, const fuse_graph *g, int head, int v)
+{
+    const node_def *hd = &p->s->nodes[head];
+    if ((strcmp(hd->node->op_type, "MatMul") && strcmp(hd->node->op_type, "Gemm")) ||
+        (hd->node->domain && hd->node->domain[0]))
+        return -1;
+    int b = g->user[v];
+    const node_def *bd = &p->s->nodes[b];
+    if (g->pos[b] < 0 || !(bd->op->flags & SS_OPF_ALIAS) || bd->n_out != 1 || bd->out_ids[0] < 0 ||
+        bd->in_ids[0] != v || p->known[bd->out_ids[0]])
+        return -1;
+    const ss_tensor *x = &p->vals[v], *y = &p->vals[bd->out_ids[0]];
+    return y->dtype == SS_DT_FLOAT32 && ss_tensor_numel(x) == ss_tensor_numel(y) ? b : -1;
+}
+
 static bool fuse_head_ok(const struct ss_plan *p, int ni)
 {
     const node_def *d = &p->s->nodes[ni];
@@ -1019,13 +1064,16 @@ static ss_status *fuse_chain(struct ss_plan *p, const fuse_graph *g, int head)
     int v = p->s->nodes[head].out_ids[0], tail = head;
     ss_epilogue *ep = ss_epilogue_new(&p->vals[v], p->kctx[head].threads);
     if (!ep) return ss_errf(SS_ERR_NOMEM, "out of memory");
+    bool renamed = false; /* through an alias: scalar operands only from there */
     for (;;) {
-        int b = -1;
-        if (g->uses[v] == 1 && (b = fuse_step(p, g, ep, head, v)) >= 0)
-            fuse_link(p, head, &tail, b);
-        else if (g->uses[v] == 2 && (b = fuse_xclip(p, g, ep, head, v, &tail)) < 0)
-            b = fuse_gelu(p, g, ep, head, v, &tail);
-        if (b < 0 && g->uses[v] >= 2) b = fuse_gelu_tanh(p, g, ep, head, v, &tail);
+        int b = fuse_next(p, g, ep, head, v, renamed, &tail), r;
+        if (b < 0 && g->uses[v] == 1 && (r = fuse_rename(p, g, head, v)) >= 0) {
+            int before = tail; /* the alias joins only when a step follows it */
+            fuse_link(p, head, &tail, r);
+            b = fuse_next(p, g, ep, head, p->s->nodes[r].out_ids[0], true, &tail);
+            if (b < 0) fuse_unlink(p, before, &tail, r);
+            renamed |= b >= 0;
+        }
         if (b < 0) break;
         v = p->s->nodes[b].out_ids[0];
     }

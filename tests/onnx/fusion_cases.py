@@ -158,6 +158,22 @@ def main(out):
                 N("Mul", ["c", "p"], ["m"]), N("Add", ["a", "m"], ["s"]), N("Mul", ["s", "k"], ["i"]),
                 N("Tanh", ["i"], ["t"]), N("Add", ["t", "one"], ["o"]), N("Mul", ["h", "o"], ["y"])],
           [("x", [4, 1100, 16])], ["y"], gt, mm_postops=1)
+    # Hugging Face's GPT-2 MLP: Gemm (the bias its C), Reshape to [1, rows, 24], the GELU: the
+    # chain goes on through the Reshape (the same bytes renamed): the Reshape + one step for the
+    # 8 nodes; Gemm has no post-op hook, so on oneDNN too the step runs on the pass
+    hf = {"Wg": arr(16, 24), "bm": arr(24), "shape": np.array([1, 15, 24], np.int64)}
+    write(out, "gemm_reshape_gelu_tanh", 9,
+          [N("Gemm", ["x", "Wg", "bm"], ["a0"]), N("Reshape", ["a0", "shape"], ["a"]),
+           N("Mul", ["a", "half"], ["h"]), N("Pow", ["a", "three"], ["p"]),
+           N("Mul", ["c", "p"], ["m"]), N("Add", ["a", "m"], ["s"]), N("Mul", ["s", "k"], ["i"]),
+           N("Tanh", ["i"], ["t"]), N("Add", ["t", "one"], ["o"]), N("Mul", ["h", "o"], ["y"])],
+          [("x", [15, 16])], ["y"], dict(gt, **hf))
+    # through a Reshape only steps with scalar operands go on (a per-column bias is laid out by
+    # the alias's shape): the MatMul keeps no step; the Add heads a chain with the Relu
+    write(out, "matmul_reshape_bias_stops", 1,
+          [N("MatMul", ["x", "Wm"], ["mm"]), N("Reshape", ["mm", "shape"], ["r"]),
+           N("Add", ["r", "bm"], ["a"]), N("Relu", ["a"], ["y"])],
+          [("x", [15, 16])], ["y"], dict(gt, **hf))
     # another coefficient (0.05): not GELU, so no step for the group; the bias is the MatMul's
     # step, Mul(a, a) heads a chain up to the Tanh (4 steps), the Tanh one to the end (3 steps)
     write(out, "matmul_not_gelu_tanh", 8, mm + gelu_tanh_gpt2("a", "y", c="c5"),
