@@ -294,6 +294,55 @@ static inline void check_broadcast_all(ss_comm *c)
     CHECK_ERR(ss_comm_broadcast(c, w, b, 4, n), "root");
 }
 
+/* ------------------------------------------------------------------ ops that need not wait */
+
+/* Small broadcasts (the root posts and goes on), two in a row, and allgathers some members only
+ * contribute to (out NULL: they go on without waiting), with allreduces between, many rounds,
+ * members delayed at random: every member that reads gets the right bytes, so nobody overwrote
+ * data a slower member had yet to read. The member pattern of who only contributes walks through
+ * none, some and all. */
+static inline void check_ops_without_wait(ss_comm *c)
+{
+    int me = ss_comm_rank(c), n = ss_comm_size(c);
+    uint64_t x = 0x9E3779B97F4A7C15ull * (uint64_t)(me + 1);
+    int64_t d[1] = {64}, od[1] = {64 * (int64_t)n};
+    ss_tensor in, out;
+    CHECK_OK(ss_tensor_alloc(&in, SS_DT_INT32, 1, d));
+    CHECK_OK(ss_tensor_alloc(&out, SS_DT_INT32, 1, od));
+    int32_t *pin = in.data, *pout = out.data;
+    uint32_t bc[2][300];
+    int bad = 0;
+    for (int it = 0; it < 300 && !bad; it++) {
+        x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+        if (x % 3 == 0) usleep((useconds_t)(x % 400));
+        for (int b = 0; b < 2; b++) {
+            int root = (it + b) % n;
+            for (int k = 0; k < 300; k++)
+                bc[b][k] = me == root ? (uint32_t)(it * 7919 + b * 131 + k) : 0xDEADu;
+            CHECK_OK(ss_comm_broadcast(c, NULL, bc[b], sizeof bc[b], root));
+        }
+        for (int b = 0; b < 2; b++)
+            for (int k = 0; k < 300 && !bad; k++)
+                if (bc[b][k] != (uint32_t)(it * 7919 + b * 131 + k)) bad = 1;
+        CHECK_MSG(!bad, "rank %d: round %d's broadcasts came out wrong", me, it);
+        for (int k = 0; k < 64; k++)
+            pin[k] = it * 1000 + me * 64 + k;
+        bool quiet = (it >> (me % 6)) & 1;
+        CHECK_OK(ss_comm_allgather(c, NULL, &in, 0, quiet ? NULL : &out));
+        for (int k = 0; !quiet && k < 64 * n && !bad; k++)
+            if (pout[k] != it * 1000 + k) bad = 2;
+        CHECK_MSG(bad != 2, "rank %d: round %d's allgather came out wrong", me, it);
+        if (it % 5 == 0) {
+            float one = 1;
+            CHECK_OK(ss_comm_allreduce(c, NULL, &one, SS_DT_FLOAT32, 1));
+            CHECK_MSG(one == (float)n, "rank %d: round %d's allreduce gave %g", me, it, one);
+        }
+    }
+    CHECK_OK(ss_comm_barrier(c, NULL));
+    ss_tensor_free(&in);
+    ss_tensor_free(&out);
+}
+
 /* ------------------------------------------------------------------ send / recv */
 
 static inline void check_ring(ss_comm *c, size_t nbytes)
@@ -390,6 +439,7 @@ static inline int comm_checks_run(ss_comm *c, bool shm)
     check_allreduce_64m(c);
     check_allgather_all(c);
     check_broadcast_all(c);
+    check_ops_without_wait(c);
     check_ring(c, 1000);
     check_ring(c, 0);
     check_ring(c, (3u << 20) + 5);

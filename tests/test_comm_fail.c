@@ -4,6 +4,9 @@
  *   error naming that rank (found dead by pid, while it is still an unreaped zombie), later calls
  *   fail fast, every process exits, no /dev/shm/shardserve-<session> is left;
  * - SIGSTOP of one rank: the others time out naming it ("did not arrive");
+ * - both again with the ranks in a loop of ops that do not wait for everyone (a small broadcast
+ *   from the victim, then an allgather only rank 0 reads): the ones waiting for the victim's
+ *   broadcast see it dead or late, the others fail fast by the recorded cause;
  * - a group killed while joining leaves a stale segment; the next group with that session removes
  *   it and works; ss_comm_shm_cleanup removes one too;
  * - a rank whose peers never come fails its join in time, naming them, and removes the segment.
@@ -56,8 +59,32 @@ static int wait_kid(pid_t pid, int limit_ms)
     }
 }
 
-/* A rank that runs allreduce until it fails, then checks the error names `victim`. */
-static int looping_rank(int rank, const char *session, int victim, const char *needle, ss_code code)
+/* One round of the ops that need not wait: a small broadcast from `root`, then an allgather of
+ * which only rank 0 wants the result. */
+static ss_status *posting_round(ss_comm *c, int rank, int root, long it)
+{
+    int32_t b[64];
+    for (int i = 0; i < 64; i++)
+        b[i] = rank == root ? (int32_t)(it + i) : -1;
+    ss_status *st = ss_comm_broadcast(c, NULL, b, sizeof b, root);
+    if (st) return st;
+    if (b[63] != (int32_t)(it + 63)) return ss_errf(SS_ERR_INTERNAL, "broadcast wrong");
+    ss_tensor in, out;
+    int64_t d[1] = {64}, od[1] = {64 * NR};
+    int32_t all[64 * NR];
+    if ((st = ss_tensor_borrow(&in, SS_DT_INT32, 1, d, b, sizeof b)) ||
+        (st = ss_tensor_borrow(&out, SS_DT_INT32, 1, od, all, sizeof all)))
+        return st;
+    st = ss_comm_allgather(c, NULL, &in, 0, rank == 0 ? &out : NULL);
+    if (!st && rank == 0 && all[64 * NR - 1] != (int32_t)(it + 63))
+        st = ss_errf(SS_ERR_INTERNAL, "allgather wrong");
+    return st;
+}
+
+/* A rank that runs allreduce (or, posting, posting_round) until it fails, then checks the error
+ * names `victim`. */
+static int looping_rank(int rank, const char *session, int victim, const char *needle, ss_code code,
+                        bool posting)
 {
     ss_comm_config cfg = {.backend = SS_COMM_SHM,
                           .rank = rank,
@@ -75,9 +102,11 @@ static int looping_rank(int rank, const char *session, int victim, const char *n
     for (long it = 0;; it++) {
         for (int i = 0; i < 256; i++)
             buf[i] = 1;
-        st = ss_comm_allreduce(c, NULL, buf, SS_DT_FLOAT32, 256);
+        st = posting ? posting_round(c, rank, victim, it)
+                     : ss_comm_allreduce(c, NULL, buf, SS_DT_FLOAT32, 256);
+        if (st && st->code == SS_ERR_INTERNAL) return 4;
         if (st) break;
-        if (buf[0] != NR) return 4;
+        if (!posting && buf[0] != NR) return 4;
         if (rank == 0 && it == 300 && write(report[1], "x", 1) != 1) return 5;
     }
     char want[64];
@@ -97,12 +126,16 @@ static int looping_rank(int rank, const char *session, int victim, const char *n
 }
 
 /* kill -9 (sig = SIGKILL) or SIGSTOP one rank mid-run. */
-static void scenario_peer_failure(int sig)
+static void scenario_peer_failure(int sig, bool posting)
 {
     char session[64];
-    snprintf(session, sizeof session, "fail-%d-%d", (int)getpid(), sig);
+    snprintf(session, sizeof session, "fail-%d-%d-%d", (int)getpid(), sig, posting);
     int victim = 2;
-    const char *needle = sig == SIGKILL ? "rank %d (pid" : "rank %d did not arrive";
+    /* posting: the victim is the root some wait for ("did not send to rank 1 within"), or the
+     * member rank 0's allgather waits for ("did not arrive") */
+    const char *needle = sig == SIGKILL ? "rank %d (pid"
+                         : posting      ? "rank %d did not" /* send to (broadcast), arrive */
+                                        : "rank %d did not arrive";
     ss_code code = sig == SIGKILL ? SS_ERR_UNAVAILABLE : SS_ERR_TIMEOUT;
     CHECK(pipe(report) == 0);
     pid_t parent = getpid();
@@ -111,7 +144,7 @@ static void scenario_peer_failure(int sig)
         if (kids[r] == 0) {
             comm_test_die_with_parent(parent);
             close(report[0]);
-            _exit(looping_rank(r, session, victim, needle, code));
+            _exit(looping_rank(r, session, victim, needle, code, posting));
         }
     }
     close(report[1]);
@@ -263,21 +296,21 @@ int main(int argc, char **argv)
     static const test_case cases[] = {
         {"kill -9 of a rank mid-run", NULL},
         {"SIGSTOP of a rank mid-run", NULL},
+        {"kill -9 of a broadcast's root mid-run", NULL},
+        {"SIGSTOP of a broadcast's root mid-run", NULL},
         {"stale segment, cleanup, join timeout", scenario_stale_and_join},
     };
-    int failed = 0;
-    for (int i = 0; i < 3; i++) {
+    int n = (int)(sizeof cases / sizeof cases[0]), failed = 0;
+    for (int i = 0; i < n; i++) {
         int before = check_failures;
-        if (i == 0)
-            scenario_peer_failure(SIGKILL);
-        else if (i == 1)
-            scenario_peer_failure(SIGSTOP);
+        if (i < 4)
+            scenario_peer_failure(i % 2 ? SIGSTOP : SIGKILL, i >= 2);
         else
             cases[i].fn();
         kill_all();
         printf("%s %s\n", check_failures != before ? "FAIL" : "ok  ", cases[i].name);
         failed += check_failures != before;
     }
-    printf("%d passed, %d failed\n", 3 - failed, failed);
+    printf("%d passed, %d failed\n", n - failed, failed);
     return failed ? 1 : 0;
 }

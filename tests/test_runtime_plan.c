@@ -6,6 +6,7 @@
 #include "check.h"
 #include "shardserve/runtime.h"
 
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -479,7 +480,119 @@ static void computed_shape_replans_only_on_change(void)
     ss_session_free(s);
 }
 
-TEST_MAIN(TEST(seed_model_gives_minus_48), TEST(run_into_writes_the_output_in_place),
+/* Collectives standing in for two ranks that hold the same shard: allreduce doubles, allgather
+ * repeats each rank's part; every call is counted, a contribution without output apart. */
+typedef struct {
+    int allreduce, gathered, contributed;
+} fake_comm;
+
+static int fake_size(void *ctx, const char *group)
+{
+    (void)ctx;
+    return strcmp(group, "world") ? -1 : 2;
+}
+
+static int fake_rank(void *ctx, const char *group)
+{
+    (void)ctx, (void)group;
+    return 0;
+}
+
+static ss_status *fake_allreduce(void *ctx, const char *group, void *buf, ss_dtype dt, size_t n)
+{
+    (void)group, (void)dt;
+    ((fake_comm *)ctx)->allreduce++;
+    for (size_t i = 0; i < n; i++)
+        ((float *)buf)[i] *= 2;
+    return NULL;
+}
+
+static ss_status *fake_allgather(void *ctx, const char *group, const ss_tensor *in, int axis,
+                                 ss_tensor *out)
+{
+    (void)group;
+    fake_comm *f = ctx;
+    if (!out) return f->contributed++, NULL;
+    f->gathered++;
+    size_t outer = 1, row = ss_dtype_size(in->dtype);
+    for (int d = 0; d < in->ndim; d++)
+        *(d < axis ? &outer : &row) *= (size_t)in->dims[d];
+    for (size_t o = 0; o < outer; o++)
+        for (int k = 0; k < 2; k++)
+            memcpy((char *)out->data + (o * 2 + (size_t)k) * row, (const char *)in->data + o * row,
+                   row);
+    return NULL;
+}
+
+static ss_status *fake_other(void *ctx, const char *group, int root, void *buf, size_t n)
+{
+    (void)ctx, (void)group, (void)root, (void)buf, (void)n;
+    return ss_errf(SS_ERR_INTERNAL, "not in this model");
+}
+
+/* y = -AllGather(Relu(AllReduce(x W0))) and z = Sigmoid(x) against the same math in C. */
+static void check_collectives_outputs(const ss_tensor *x, const ss_tensor *out)
+{
+    const float *xv = x->data, *y = out[0].data, *z = out[1].data;
+    float w0[36];
+    for (int i = 0; i < 36; i++)
+        w0[i] = (float)(i - 17) / 10;
+    int bad = 0;
+    for (int r = 0; r < 4; r++)
+        for (int j = 0; j < 6; j++) {
+            float a = 0;
+            for (int k = 0; k < 6; k++)
+                a += xv[r * 6 + k] * w0[k * 6 + j];
+            float c = 2 * a > 0 ? 2 * a : 0, zz = 1 / (1 + expf(-xv[r * 6 + j]));
+            bad += fabsf(y[r * 12 + j] + c) > 1e-4f || fabsf(y[r * 12 + 6 + j] + c) > 1e-4f ||
+                   fabsf(z[r * 6 + j] - zz) > 1e-5f;
+        }
+    CHECK_MSG(bad == 0, "%d of 24 positions wrong", bad);
+}
+
+/* ss_session_run_effects (a rank whose outputs nobody reads) runs the collectives and what they
+ * read: the AllReduce runs, the AllGather only contributes (its output feeds only Neg), Neg and
+ * Sigmoid are skipped; it allocates nothing once planned, and full runs around it stay right. */
+static void run_effects_runs_only_the_collectives(void)
+{
+    fake_comm f = {0};
+    ss_collectives coll = {.ctx = &f,
+                           .group_size = fake_size,
+                           .group_rank = fake_rank,
+                           .allreduce = fake_allreduce,
+                           .allgather = fake_allgather,
+                           .broadcast = fake_other};
+    ss_session_options opt = {.coll = &coll};
+    ss_session *s = NULL;
+    CHECK_OK(ss_session_create(fixture("collectives.onnx"), &opt, &s));
+    if (!s) return;
+    ss_tensor x;
+    int64_t dims[2] = {4, 6};
+    CHECK_OK(ss_tensor_alloc(&x, SS_DT_FLOAT32, 2, dims));
+    for (int i = 0; i < 24; i++)
+        ((float *)x.data)[i] = (float)((i * 7) % 11) / 5 - 1;
+    const ss_tensor *out = NULL;
+    CHECK_OK(ss_session_run(s, &x, 1, &out));
+    if (out) check_collectives_outputs(&x, out);
+    CHECK(f.allreduce == 1 && f.gathered == 1 && f.contributed == 0);
+    long before = alloc_count;
+    CHECK_OK(ss_session_run_effects(s, &x, 1));
+    CHECK_MSG(alloc_count == before, "%ld allocations in a planned run for effects",
+              alloc_count - before);
+    CHECK_MSG(f.allreduce == 2 && f.gathered == 1 && f.contributed == 1,
+              "after a run for effects: %d allreduces, %d gathers, %d contributions", f.allreduce,
+              f.gathered, f.contributed);
+    for (int i = 0; i < 24; i++)
+        ((float *)x.data)[i] = -((float *)x.data)[i];
+    CHECK_OK(ss_session_run(s, &x, 1, &out));
+    if (out) check_collectives_outputs(&x, out);
+    CHECK(f.allreduce == 3 && f.gathered == 2 && f.contributed == 1);
+    ss_tensor_free(&x);
+    ss_session_free(s);
+}
+
+TEST_MAIN(TEST(seed_model_gives_minus_48), TEST(run_effects_runs_only_the_collectives),
+          TEST(run_into_writes_the_output_in_place),
           TEST(data_dependent_shape_replans_only_on_change),
           TEST(computed_shape_replans_only_on_change), TEST(run_allocates_nothing),
           TEST(resident_weights_survive_packing), TEST(arena_reuses_buffers),

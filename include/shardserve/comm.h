@@ -116,7 +116,9 @@ ss_status *ss_comm_allreduce(ss_comm *comm, const ss_comm_group *group, void *bu
 
 /* out = concat of every member's `in` along `axis` (negative counts from the end), in member
  * order. Every member passes the same dtype and dims. `out` is preallocated with in's dims except
- * dims[axis] * group size (contiguous row-major; any numeric dtype). */
+ * dims[axis] * group size (contiguous row-major; any numeric dtype). out NULL: this member only
+ * contributes `in` and wants nothing back; with shm and a piece of at most 64 KiB it then goes on
+ * without waiting for the others. */
 ss_status *ss_comm_allgather(ss_comm *comm, const ss_comm_group *group, const ss_tensor *in,
                              int axis, ss_tensor *out);
 

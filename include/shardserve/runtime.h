@@ -26,7 +26,8 @@ typedef struct ss_collectives {
     int (*group_size)(void *ctx, const char *group); /* -1: unknown group */
     int (*group_rank)(void *ctx, const char *group); /* this process's index in the group */
     ss_status *(*allreduce)(void *ctx, const char *group, void *buf, ss_dtype dt, size_t count);
-    /* out is preallocated with in's shape except dims[axis] * group_size */
+    /* out is preallocated with in's shape except dims[axis] * group_size; NULL: only contribute
+     * in (nothing reads the result on this rank) */
     ss_status *(*allgather)(void *ctx, const char *group, const ss_tensor *in, int axis,
                             ss_tensor *out);
     ss_status *(*broadcast)(void *ctx, const char *group, int root, void *buf, size_t nbytes);
@@ -82,6 +83,11 @@ ss_status *ss_session_run(ss_session *s, const ss_tensor *inputs, int n_inputs,
  * output straight into the client's shared memory. */
 ss_status *ss_session_run_into(ss_session *s, const ss_tensor *inputs, int n_inputs,
                                void *const *dest, const size_t *cap, const ss_tensor **outputs);
+/* Run for the effects beyond the outputs only, when nobody reads them (a rank whose outputs are
+ * not returned): collectives, KV-pool writes and what they read run; the rest is skipped, and an
+ * AllGather whose result nothing that runs reads only contributes its part (with shm it then
+ * need not wait for the group). The outputs are left undefined until the next ss_session_run. */
+ss_status *ss_session_run_effects(ss_session *s, const ss_tensor *inputs, int n_inputs);
 
 typedef struct {
     int n_nodes;          /* nodes in the graph */

@@ -438,6 +438,8 @@ static ss_status *execute(ss_rank *r, const ss_comm_group *stage, pending *p, vo
         if (found < 0) found = i; /* positional when unnamed */
         ins[i] = got[found];
     }
+    if (!p->msg.return_result) /* nobody reads this rank's outputs: run for its collectives */
+        return ss_session_run_effects(s, ins, n_in);
     st = ss_session_run_into(s, ins, n_in, dest, cap, outs);
     if (!st) *n_outs = ss_session_num_outputs(s);
     return st;

@@ -285,7 +285,7 @@ ss_status *ss_comm_allgather(ss_comm *c, const ss_comm_group *g, const ss_tensor
 {
     ss_status *st = enter(c, &g, "allgather");
     if (st) return st;
-    if (!in || !out) return ss_errf(SS_ERR_INVALID, "allgather without input or output tensor");
+    if (!in) return ss_errf(SS_ERR_INVALID, "allgather without an input tensor");
     size_t es = ss_dtype_size(in->dtype);
     if (es == 0 || in->dtype == SS_DT_STRING)
         return ss_errf(SS_ERR_UNSUPPORTED, "allgather of %s tensors", ss_dtype_name(in->dtype));
@@ -298,7 +298,7 @@ ss_status *ss_comm_allgather(ss_comm *c, const ss_comm_group *g, const ss_tensor
     memcpy(want, in->dims, sizeof want);
     want[ax] *= g->n;
     char a[200], b[200], d[200];
-    if (out->dtype != in->dtype || !ss_shape_equal(out->ndim, out->dims, in->ndim, want))
+    if (out && (out->dtype != in->dtype || !ss_shape_equal(out->ndim, out->dims, in->ndim, want)))
         return ss_errf(SS_ERR_INVALID,
                        "allgather output is %s%s, expected %s%s (input %s on axis %d "
                        "of %d ranks)",
@@ -306,9 +306,10 @@ ss_status *ss_comm_allgather(ss_comm *c, const ss_comm_group *g, const ss_tensor
                        ss_dtype_name(in->dtype), ss_shape_str(in->ndim, want, b, sizeof b),
                        ss_shape_str(in->ndim, in->dims, d, sizeof d), ax, g->n);
     int64_t numel = ss_tensor_numel(in);
-    if (numel < 0 || (size_t)numel * es != in->nbytes || out->nbytes != in->nbytes * (size_t)g->n)
+    if (numel < 0 || (size_t)numel * es != in->nbytes ||
+        (out && out->nbytes != in->nbytes * (size_t)g->n))
         return ss_errf(SS_ERR_INVALID, "allgather tensors' byte sizes do not match their shapes");
-    if (numel > 0 && (!in->data || !out->data))
+    if (numel > 0 && (!in->data || (out && !out->data)))
         return ss_errf(SS_ERR_INVALID, "allgather tensor without data");
     size_t outer = 1, row = es;
     for (int i = 0; i < ax; i++)
@@ -316,8 +317,8 @@ ss_status *ss_comm_allgather(ss_comm *c, const ss_comm_group *g, const ss_tensor
     for (int i = ax; i < in->ndim; i++)
         row *= (size_t)in->dims[i];
     if (numel == 0) outer = 0, row = 0;
-    c->bytes += out->nbytes;
-    return leave(c, c->ops->allgather(c, g, in->data, out->data, outer, row));
+    c->bytes += in->nbytes * (size_t)g->n;
+    return leave(c, c->ops->allgather(c, g, in->data, out ? out->data : NULL, outer, row));
 }
 
 ss_status *ss_comm_broadcast(ss_comm *c, const ss_comm_group *g, void *buf, size_t nbytes, int root)

@@ -190,14 +190,14 @@ static ss_status *mpi_allgather(ss_comm *c, const ss_comm_group *g, const void *
     size_t piece = outer * row;
     if (piece > INT32_MAX)
         return ss_errf(SS_ERR_LIMIT, "mpi allgather of %zu bytes per rank", piece);
-    uint8_t *tmp = outer > 1 ? malloc(piece * (size_t)g->n) : out;
+    uint8_t *tmp = outer > 1 || !out ? malloc(piece * (size_t)g->n + 1) : out; /* never 0 bytes */
     if (!tmp) return ss_errf(SS_ERR_NOMEM, "out of memory for allgather (%zu bytes)", piece);
     MPI_Request req;
     int rc = MPI_Iallgather(in, (int)piece, MPI_BYTE, tmp, (int)piece, MPI_BYTE,
                             impl(c)->comms[g->index], &req);
     ss_status *st = rc == MPI_SUCCESS ? complete(c, g, &req, NULL, "allgather", -1)
                                       : mpi_err(rc, "MPI_Iallgather");
-    if (!st && tmp != out)
+    if (!st && out && tmp != out)
         for (int j = 0; j < g->n; j++)
             for (size_t o = 0; o < outer; o++)
                 memcpy((uint8_t *)out + (o * (size_t)g->n + (size_t)j) * row,

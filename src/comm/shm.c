@@ -14,7 +14,8 @@
  *
  * Layout (offsets computed identically by every rank from the configuration):
  *   header + one record per rank | per group: barrier words, per-member records (arrival count,
- *   two op descriptors), per-member data slots | per ordered rank pair: a two-chunk channel.
+ *   posted and done op numbers, two op descriptors), per-member data slots | per ordered rank
+ *   pair: a two-chunk channel.
  * A member's slot = two small halves (used alternately by consecutive ops that fit in one half,
  * so those need a single barrier) + one large area (chunks of large ops).
  *
@@ -26,8 +27,16 @@
  * the same cause.
  *
  * Ordering between ops: each op writes its descriptor in desc[seq & 1] and small data in small
- * half seq & 1 before its first barrier, and reads others' only after it; a rank cannot write the
- * same half again before every member passed the next op's barrier. Large allreduce chunks give
+ * half seq & 1 before its first barrier, and reads others' only after it. Each member records in
+ * `done` the last op it is through with; an op writes its half only once every other member is
+ * through with op seq - 2, the half's last user. Two ops skip the wait for everyone, so a rank
+ * runs on instead of sleeping until the slowest peer arrives:
+ *   - a small broadcast: the root posts its data (`posted` = seq) and goes on; members wait for
+ *     the root alone;
+ *   - a small allgather whose caller wants no output: the member leaves its piece and arrives at
+ *     the barrier without waiting; its next barrier first waits for that one to complete (the
+ *     arrival count serves one barrier at a time).
+ * Large allreduce chunks give
  * each member a fixed byte range of every slot, so chunk k+1's writes never touch what chunk k's
  * readers still read; it ends with one more barrier so the next op may reuse the large areas.
  */
@@ -52,7 +61,7 @@
 #include <unistd.h>
 
 #define SEG_MAGIC UINT64_C(0x314d4d4f43535353) /* "SSSCOMM1" */
-#define SEG_VERSION 1
+#define SEG_VERSION 2
 #define SMALL_HALF (64u * 1024u)   /* one half of a member's small area */
 #define AR_SMALL_MAX (64u * 1024u) /* allreduce up to this size: one barrier, all sum all */
 #define DEFAULT_SLOT (1024u * 1024u)
@@ -115,10 +124,16 @@ typedef struct {
 
 typedef struct {
     _Atomic uint32_t arrived; /* number of the last barrier this member arrived at */
+    _Atomic uint32_t posted;  /* futex word: the last op this member posted as a broadcast root */
+    _Atomic uint32_t posted_waiters;
+    _Atomic uint32_t
+        done; /* futex word: the last op whose shared data this member is through with */
+    _Atomic uint32_t done_waiters;
     uint32_t pad0;
     op_desc desc[2];
-    char pad1[128 - 8 - 2 * sizeof(op_desc)];
+    char pad1[128 - 24 - 2 * sizeof(op_desc)];
 } member_rec;
+_Static_assert(sizeof(member_rec) == 128, "member records are two cache lines");
 
 typedef struct {
     uint64_t total, off, len;
@@ -144,6 +159,11 @@ typedef struct {
     uint8_t *data;
     uint32_t nbar; /* barriers done by this rank in this group */
     uint32_t seq;  /* ops done by this rank in this group */
+    /* This rank arrived at barrier nbar without waiting for it (arrive_only); the group's gen
+     * was pending_gen then. Its next barrier first waits for that one to complete. */
+    bool pending;
+    uint32_t pending_gen;
+    const char *pending_what;
 } grp_local;
 
 typedef struct {
@@ -169,7 +189,8 @@ typedef struct {
     int peer; /* p2p: world rank waited for, else -1 */
     size_t nbytes;
     _Atomic uint32_t *errword;
-    bool long_wait; /* peers are busy copying: sleep at once instead of spinning */
+    bool long_wait;  /* peers are busy copying: sleep at once instead of spinning */
+    bool peer_reads; /* p2p-style: the peer has yet to finish reading op `bar` of group g */
 } wait_ctx;
 
 /* ---------------------------------------------------------------- processes and futexes */
@@ -322,8 +343,13 @@ static void wake_everyone(ss_comm *c)
 {
     shm_impl *s = impl(c);
     wake_all(&s->hdr->joined);
-    for (int i = 0; i < c->ngroups; i++)
+    for (int i = 0; i < c->ngroups; i++) {
         wake_all(&s->g[i].h->gen);
+        for (int j = 0; j < c->groups[i].n; j++) {
+            wake_all(&s->g[i].m[j].posted);
+            wake_all(&s->g[i].m[j].done);
+        }
+    }
     for (int a = 0; a < c->size; a++)
         for (int b = 0; b < c->size; b++) {
             chan_hdr *ch = chan(c, a, b);
@@ -372,7 +398,7 @@ static ss_status *check_peers(ss_comm *c, const wait_ctx *w, _Atomic uint32_t *w
 {
     shm_impl *s = impl(c);
     int buf[1024], *who = buf, n;
-    if (w->g) {
+    if (w->g && !w->peer_reads) {
         if (w->g->n > 1024) return NULL;
         n = missing_members(c, w, who);
     } else {
@@ -390,6 +416,12 @@ static ss_status *check_peers(ss_comm *c, const wait_ctx *w, _Atomic uint32_t *w
     }
     if (!timed_out) return NULL;
     char list[256];
+    if (w->g && w->peer_reads)
+        return fail(c, w->peer,
+                    ss_errf(SS_ERR_TIMEOUT,
+                            "rank %d was not through with op %u of group %s, whose place this "
+                            "rank's %s needs, within %d ms",
+                            w->peer, w->bar, w->g->name, w->what, c->timeout_ms));
     if (w->g) {
         if (n == 0) return NULL; /* everyone arrived just now */
         return fail(c, who[0],
@@ -449,12 +481,28 @@ static bool long_wait(const ss_comm_group *g, size_t chunk_bytes)
     return chunk_bytes >= SMALL_HALF && g->n > online_cpus();
 }
 
-static ss_status *barrier_ex(ss_comm *c, const ss_comm_group *g, const char *what, bool lw)
+/* A member that arrived at a barrier without waiting (arrive_only) sees it complete before it
+ * arrives at its next one: the arrival count is the group's, one barrier at a time. */
+static ss_status *settle(ss_comm *c, const ss_comm_group *g)
 {
     grp_local *gl = &impl(c)->g[g->index];
+    if (!gl->pending) return NULL;
+    gl->pending = false;
+    wait_ctx w = {gl->pending_what, g, gl->nbar, -1, 0, NULL, false, false};
+    return wait_ne(c, &gl->h->gen, &gl->h->waiters, gl->pending_gen, &w);
+}
+
+/* Arrive at the group's next barrier; wait for the others unless arrive_only (then the next
+ * barrier waits for this one first). */
+static ss_status *arrive(ss_comm *c, const ss_comm_group *g, const char *what, bool lw,
+                         bool arrive_only)
+{
+    grp_local *gl = &impl(c)->g[g->index];
+    ss_status *st = settle(c, g);
+    if (st) return st;
     uint32_t b = ++gl->nbar;
     if (atomic_load(&impl(c)->hdr->aborted)) {
-        wait_ctx w = {what, g, b, -1, 0, NULL, lw};
+        wait_ctx w = {what, g, b, -1, 0, NULL, lw, false};
         return aborted_status(c, &w);
     }
     uint32_t gen = atomic_load(&gl->h->gen);
@@ -465,8 +513,19 @@ static ss_status *barrier_ex(ss_comm *c, const ss_comm_group *g, const char *wha
         wake_if_waiting(&gl->h->gen, &gl->h->waiters);
         return NULL;
     }
-    wait_ctx w = {what, g, b, -1, 0, NULL, lw};
+    if (arrive_only) {
+        gl->pending = true;
+        gl->pending_gen = gen;
+        gl->pending_what = what;
+        return NULL;
+    }
+    wait_ctx w = {what, g, b, -1, 0, NULL, lw, false};
     return wait_ne(c, &gl->h->gen, &gl->h->waiters, gen, &w);
+}
+
+static ss_status *barrier_ex(ss_comm *c, const ss_comm_group *g, const char *what, bool lw)
+{
+    return arrive(c, g, what, lw, false);
 }
 
 static ss_status *barrier(ss_comm *c, const ss_comm_group *g, const char *what)
@@ -512,38 +571,76 @@ static const char *desc_str(const ss_comm_group *g, const op_desc *d, char *buf,
     return buf;
 }
 
-static uint32_t begin_op(ss_comm *c, const ss_comm_group *g, op_desc d)
+/* Before op seq writes its descriptor and small data: every other member is through with op
+ * seq - 2, the last one that used them. After a barrier everyone waited at that is already so; a
+ * member that only arrived (arrive_only), or a broadcast root, can get here before a slow reader.
+ */
+static ss_status *halves_free(ss_comm *c, const ss_comm_group *g, uint32_t seq, const char *what)
 {
     grp_local *gl = &impl(c)->g[g->index];
-    uint32_t seq = ++gl->seq;
-    gl->m[g->me].desc[seq & 1u] = d;
-    return seq;
+    for (int j = 0; j < g->n; j++) {
+        member_rec *m = &gl->m[j];
+        uint32_t d;
+        while (j != g->me && (int32_t)((d = atomic_load_explicit(&m->done, memory_order_acquire)) -
+                                       (seq - 2)) < 0) {
+            wait_ctx w = {what, g, seq - 2, g->members[j], 0, NULL, false, true};
+            ss_status *st = wait_ne(c, &m->done, &m->done_waiters, d, &w);
+            if (st) return st;
+        }
+    }
+    return NULL;
+}
+
+static ss_status *begin_op(ss_comm *c, const ss_comm_group *g, op_desc d, uint32_t *seq)
+{
+    grp_local *gl = &impl(c)->g[g->index];
+    *seq = ++gl->seq;
+    ss_status *st = halves_free(c, g, *seq, op_name(d.op));
+    if (st) return st;
+    gl->m[g->me].desc[*seq & 1u] = d;
+    return NULL;
+}
+
+/* This member reads nothing more of op seq (its own part or the others'): they may reuse their
+ * halves for op seq + 2. Called on failure too, so a failed op does not hold the group up. */
+static ss_status *end_op(ss_comm *c, const ss_comm_group *g, uint32_t seq, ss_status *st)
+{
+    member_rec *m = &impl(c)->g[g->index].m[g->me];
+    atomic_store_explicit(&m->done, seq, memory_order_release);
+    wake_if_waiting(&m->done, &m->done_waiters);
+    return st;
+}
+
+/* After the op's barrier: member j called the same op as member 0. */
+static ss_status *check_desc(ss_comm *c, const ss_comm_group *g, uint32_t seq, int i, int j)
+{
+    grp_local *gl = &impl(c)->g[g->index];
+    const op_desc *di = &gl->m[i].desc[seq & 1u], *dj = &gl->m[j].desc[seq & 1u];
+    if (!memcmp(di, dj, sizeof *di)) return NULL;
+    char a[128], b[128];
+    return ss_errf(SS_ERR_INVALID, "group %s: rank %d called %s but rank %d called %s", g->name,
+                   g->members[i], desc_str(g, di, a, sizeof a), g->members[j],
+                   desc_str(g, dj, b, sizeof b));
 }
 
 /* After the op's first barrier: every member must have called the same op. Same verdict on all. */
 static ss_status *check_descs(ss_comm *c, const ss_comm_group *g, uint32_t seq)
 {
-    grp_local *gl = &impl(c)->g[g->index];
-    const op_desc *d0 = &gl->m[0].desc[seq & 1u];
-    for (int j = 1; j < g->n; j++) {
-        const op_desc *dj = &gl->m[j].desc[seq & 1u];
-        if (memcmp(d0, dj, sizeof *d0)) {
-            char a[128], b[128];
-            return ss_errf(SS_ERR_INVALID, "group %s: rank %d called %s but rank %d called %s",
-                           g->name, g->members[0], desc_str(g, d0, a, sizeof a), g->members[j],
-                           desc_str(g, dj, b, sizeof b));
-        }
-    }
-    return NULL;
+    ss_status *st = NULL;
+    for (int j = 1; j < g->n && !st; j++)
+        st = check_desc(c, g, seq, 0, j);
+    return st;
 }
 
 /* ---------------------------------------------------------------- collectives */
 
 static ss_status *shm_barrier(ss_comm *c, const ss_comm_group *g)
 {
-    uint32_t seq = begin_op(c, g, (op_desc){OP_BARRIER, 0, 0, 0, 0});
-    ss_status *st = barrier(c, g, "barrier");
-    return st ? st : check_descs(c, g, seq);
+    uint32_t seq;
+    ss_status *st = begin_op(c, g, (op_desc){.op = OP_BARRIER}, &seq);
+    if (st) return st;
+    st = barrier(c, g, "barrier");
+    return end_op(c, g, seq, st ? st : check_descs(c, g, seq));
 }
 
 static ss_status *allreduce_small(ss_comm *c, const ss_comm_group *g, void *buf, ss_dtype dt,
@@ -602,16 +699,20 @@ static ss_status *allreduce_large(ss_comm *c, const ss_comm_group *g, uint8_t *b
 static ss_status *shm_allreduce(ss_comm *c, const ss_comm_group *g, void *buf, ss_dtype dt,
                                 size_t count)
 {
-    uint32_t seq = begin_op(c, g, (op_desc){OP_ALLREDUCE, (uint32_t)dt, count, 0, 0});
+    uint32_t seq;
+    ss_status *st =
+        begin_op(c, g, (op_desc){.op = OP_ALLREDUCE, .dtype = (uint32_t)dt, .a = count}, &seq);
+    if (st) return st;
     size_t nbytes = count * ss_dtype_size(dt);
-    if (nbytes <= AR_SMALL_MAX || g->n == 1) {
-        if (g->n == 1 && nbytes > AR_SMALL_MAX) { /* nothing to sum; still a matched op */
-            ss_status *st = barrier(c, g, "allreduce");
-            return st ? st : check_descs(c, g, seq);
-        }
-        return allreduce_small(c, g, buf, dt, count, seq);
+    if (g->n == 1 && nbytes > AR_SMALL_MAX) { /* nothing to sum; still a matched op */
+        st = barrier(c, g, "allreduce");
+        st = st ? st : check_descs(c, g, seq);
+    } else if (nbytes <= AR_SMALL_MAX) {
+        st = allreduce_small(c, g, buf, dt, count, seq);
+    } else {
+        st = allreduce_large(c, g, buf, dt, count, seq);
     }
-    return allreduce_large(c, g, buf, dt, count, seq);
+    return end_op(c, g, seq, st);
 }
 
 /* Copy bytes [off, off+len) of member j's piece (rows of `row` bytes) to their places in out. */
@@ -628,16 +729,18 @@ static void place(uint8_t *out, const uint8_t *src, int j, int n, size_t off, si
     }
 }
 
-static ss_status *shm_allgather(ss_comm *c, const ss_comm_group *g, const void *in, void *out,
-                                size_t outer, size_t row)
+/* out NULL: this member only contributes its piece. A small piece is then left in its half and
+ * the member goes on without waiting for the others (it reads nothing of theirs). */
+static ss_status *allgather(ss_comm *c, const ss_comm_group *g, const void *in, void *out,
+                            size_t outer, size_t row, uint32_t seq)
 {
     shm_impl *s = impl(c);
     grp_local *gl = &s->g[g->index];
     size_t piece = outer * row;
-    uint32_t seq = begin_op(c, g, (op_desc){OP_ALLGATHER, 0, piece, row, outer});
     ss_status *st;
     if (piece <= SMALL_HALF) {
         memcpy(small_half(s, gl, g->me, seq), in, piece);
+        if (!out) return arrive(c, g, "allgather", false, true);
         if ((st = barrier(c, g, "allgather")) || (st = check_descs(c, g, seq))) return st;
         for (int j = 0; j < g->n; j++)
             place(out, j == g->me ? in : small_half(s, gl, j, seq), j, g->n, 0, piece, row);
@@ -649,7 +752,7 @@ static ss_status *shm_allgather(ss_comm *c, const ss_comm_group *g, const void *
         memcpy(large_area(s, gl, g->me), (const uint8_t *)in + off, len);
         if ((st = barrier_ex(c, g, "allgather", lw && off > 0))) return st;
         if (off == 0 && (st = check_descs(c, g, seq))) return st;
-        for (int j = 0; j < g->n; j++)
+        for (int j = 0; out && j < g->n; j++)
             place(out, j == g->me ? (const uint8_t *)in + off : large_area(s, gl, j), j, g->n, off,
                   len, row);
         if ((st = barrier_ex(c, g, "allgather", lw))) return st;
@@ -657,20 +760,53 @@ static ss_status *shm_allgather(ss_comm *c, const ss_comm_group *g, const void *
     return NULL;
 }
 
-static ss_status *shm_broadcast(ss_comm *c, const ss_comm_group *g, void *buf, size_t nbytes,
-                                int root)
+static ss_status *shm_allgather(ss_comm *c, const ss_comm_group *g, const void *in, void *out,
+                                size_t outer, size_t row)
+{
+    uint32_t seq;
+    ss_status *st =
+        begin_op(c, g, (op_desc){.op = OP_ALLGATHER, .a = outer * row, .b = row, .c = outer}, &seq);
+    return st ? st : end_op(c, g, seq, allgather(c, g, in, out, outer, row, seq));
+}
+
+/* A small broadcast needs no barrier: the root posts its data and goes on; a member waits for
+ * the root alone. (Each member's end_op tells the root when it may reuse the half.) */
+static ss_status *broadcast_small(ss_comm *c, const ss_comm_group *g, void *buf, size_t nbytes,
+                                  int root, uint32_t seq)
 {
     shm_impl *s = impl(c);
     grp_local *gl = &s->g[g->index];
-    uint32_t seq = begin_op(c, g, (op_desc){OP_BROADCAST, 0, nbytes, (uint64_t)root, 0});
-    bool is_root = g->me == root;
-    ss_status *st;
-    if (nbytes <= SMALL_HALF) {
-        if (is_root) memcpy(small_half(s, gl, root, seq), buf, nbytes);
-        if ((st = barrier(c, g, "broadcast")) || (st = check_descs(c, g, seq))) return st;
-        if (!is_root) memcpy(buf, small_half(s, gl, root, seq), nbytes);
+    member_rec *r = &gl->m[root];
+    if (g->me == root) {
+        memcpy(small_half(s, gl, root, seq), buf, nbytes);
+        atomic_store_explicit(&r->posted, seq, memory_order_release);
+        wake_if_waiting(&r->posted, &r->posted_waiters);
         return NULL;
     }
+    uint32_t p;
+    while ((int32_t)((p = atomic_load_explicit(&r->posted, memory_order_acquire)) - seq) < 0) {
+        if (atomic_load(&s->hdr->aborted)) {
+            wait_ctx w = {"broadcast", g, seq, g->members[root], nbytes, NULL, false, false};
+            return aborted_status(c, &w);
+        }
+        wait_ctx w = {"broadcast", NULL, 0, g->members[root], nbytes, NULL, false, false};
+        ss_status *st = wait_ne(c, &r->posted, &r->posted_waiters, p, &w);
+        if (st) return st;
+    }
+    ss_status *st = check_desc(c, g, seq, root, g->me);
+    if (st) return st;
+    memcpy(buf, small_half(s, gl, root, seq), nbytes);
+    return NULL;
+}
+
+static ss_status *broadcast(ss_comm *c, const ss_comm_group *g, void *buf, size_t nbytes, int root,
+                            uint32_t seq)
+{
+    shm_impl *s = impl(c);
+    grp_local *gl = &s->g[g->index];
+    bool is_root = g->me == root;
+    ss_status *st;
+    if (nbytes <= SMALL_HALF) return broadcast_small(c, g, buf, nbytes, root, seq);
     /* Large: the root fills every member's large area per round (n chunks per two barriers). */
     size_t round = s->slot_bytes * (size_t)g->n;
     bool lw = long_wait(g, s->slot_bytes);
@@ -691,6 +827,15 @@ static ss_status *shm_broadcast(ss_comm *c, const ss_comm_group *g, void *buf, s
     return NULL;
 }
 
+static ss_status *shm_broadcast(ss_comm *c, const ss_comm_group *g, void *buf, size_t nbytes,
+                                int root)
+{
+    uint32_t seq;
+    ss_status *st =
+        begin_op(c, g, (op_desc){.op = OP_BROADCAST, .a = nbytes, .b = (uint64_t)root}, &seq);
+    return st ? st : end_op(c, g, seq, broadcast(c, g, buf, nbytes, root, seq));
+}
+
 /* ---------------------------------------------------------------- send / recv */
 
 static ss_status *poisoned(ss_comm *c, chan_hdr *ch, int src, int dst)
@@ -707,7 +852,7 @@ static ss_status *shm_send(ss_comm *c, const ss_comm_group *g, const void *buf, 
 {
     chan_hdr *ch = chan(c, c->rank, peer);
     size_t half = impl(c)->chan_bytes / 2, off = 0;
-    wait_ctx w = {"send", NULL, 0, peer, nbytes, &ch->error};
+    wait_ctx w = {"send", NULL, 0, peer, nbytes, &ch->error, false, false};
     do {
         if (atomic_load(&ch->error)) return poisoned(c, ch, c->rank, peer);
         uint32_t k = atomic_load_explicit(&ch->sent, memory_order_relaxed);
@@ -733,7 +878,7 @@ static ss_status *shm_recv(ss_comm *c, const ss_comm_group *g, void *buf, size_t
     chan_hdr *ch = chan(c, peer, c->rank);
     size_t got = 0;
     bool first = true;
-    wait_ctx w = {"recv", NULL, 0, peer, nbytes, NULL};
+    wait_ctx w = {"recv", NULL, 0, peer, nbytes, NULL, false, false};
     do {
         if (atomic_load(&ch->error)) return poisoned(c, ch, peer, c->rank);
         uint32_t k = atomic_load_explicit(&ch->acked, memory_order_relaxed);

@@ -37,7 +37,9 @@
 enum {
     SS_OPF_ALIAS = 1, /* out[0] is in[0]'s bytes reinterpreted (Reshape family): no kernel call */
     SS_OPF_SHAPE_ONLY = 2, /* run reads only input shapes (Shape, Size): always folded */
-    SS_OPF_NO_FOLD = 4,    /* never folded even with constant inputs (collectives) */
+    /* never folded even with constant inputs, and never skipped: run has effects beyond its
+     * outputs (collectives, KV-pool writes; session.c: plan_effects) */
+    SS_OPF_NO_FOLD = 4,
     /* each output element reads only the input elements at its own index (numpy broadcasting
      * aside), so the op can run on any slice of its inputs: the shard tool keeps it on split
      * tensors (ss_runtime_op_elementwise) */
@@ -106,6 +108,9 @@ struct ss_kctx {
     void *scratch;        /* set by the planner before run */
     /* the session's KV block pool (PagedAttention), or NULL */
     struct ss_kvpool *kvpool;
+    /* set for one run (ss_session_run_effects): a collective whose output nothing reads passes
+     * only its own part (AllGather) */
+    bool contribute_only;
 };
 
 /* The value of input i at plan time, or NULL if it is only known at run time. A non-NULL result

@@ -95,7 +95,13 @@ struct ss_plan {
     ss_epilogue **epi;
     int *fuse_next, *fuse_head;
     int n_fused;
+    /* per node, what a run for effects only (ss_session_run_effects) does with it */
+    unsigned char *effects;
 };
+
+/* plan->effects: a node runs, is skipped, or runs with its outputs unwanted (a collective whose
+ * result nothing that runs reads: it only contributes). */
+enum { EFFECTS_RUN = 0, EFFECTS_SKIP = 1, EFFECTS_CONTRIBUTE = 2 };
 
 struct ss_session {
     ss_onnx_model *model;
@@ -408,6 +414,7 @@ static void plan_free(struct ss_plan *p)
     free(p->dyn_slot);
     free(p->watch);
     free(p->check);
+    free(p->effects);
     free(p->wanted);
     for (int i = 0; p->epi && i < s->n_nodes; i++)
         ss_epilogue_free(p->epi[i]);
@@ -1424,6 +1431,46 @@ static ss_status *check_input(const ss_session *s, int i, const ss_tensor *t)
     return NULL;
 }
 
+static bool has_subgraph(const ss_onnx_node *n)
+{
+    for (size_t a = 0; a < n->n_attribute; a++)
+        if (n->attribute[a]->type == ONNX__ATTRIBUTE_PROTO__ATTRIBUTE_TYPE__GRAPH ||
+            n->attribute[a]->type == ONNX__ATTRIBUTE_PROTO__ATTRIBUTE_TYPE__GRAPHS)
+            return true;
+    return false;
+}
+
+/* What a run for effects only needs (plan->effects), backwards from the end: a node with effects
+ * beyond its outputs (SS_OPF_NO_FOLD: collectives, KV-pool writes; a subgraph, which may hold
+ * them; a run-time check, which may re-plan) runs, and so does every node whose output one that
+ * runs reads. An AllGather whose output nothing that runs reads only contributes its piece. */
+static ss_status *plan_effects(struct ss_plan *p)
+{
+    const ss_session *s = p->s;
+    unsigned char *read = calloc((size_t)s->n_values + 1, 1);
+    if (!read) return ss_errf(SS_ERR_NOMEM, "out of memory");
+    for (int i = 0; i < s->n_nodes; i++)
+        p->effects[i] = EFFECTS_SKIP;
+    for (int e = p->n_exec - 1; e >= 0; e--) {
+        int ni = p->exec[e];
+        const node_def *d = &s->nodes[ni];
+        bool used = false;
+        for (int m = ni; m >= 0 && !used; m = p->fuse_next ? p->fuse_next[m] : -1)
+            for (int j = 0; j < s->nodes[m].n_out && !used; j++)
+                used = s->nodes[m].out_ids[j] >= 0 && read[s->nodes[m].out_ids[j]];
+        bool effects = (d->op->flags & SS_OPF_NO_FOLD) || has_subgraph(d->node) || p->check[ni];
+        if (!used && !effects) continue;
+        bool gather =
+            !strcmp(d->op->domain, SS_DOMAIN_COLLECTIVE) && !strcmp(d->op->type, "AllGather");
+        p->effects[ni] = !used && gather ? EFFECTS_CONTRIBUTE : EFFECTS_RUN;
+        for (int m = ni; m >= 0; m = p->fuse_next ? p->fuse_next[m] : -1)
+            for (int j = 0; j < s->nodes[m].n_in; j++)
+                if (s->nodes[m].in_ids[j] >= 0) read[s->nodes[m].in_ids[j]] = 1;
+    }
+    free(read);
+    return NULL;
+}
+
 static ss_status *plan_build(ss_session *s, const ss_tensor *inputs, struct ss_plan **out)
 {
     struct ss_plan *p = calloc(1, sizeof *p);
@@ -1447,11 +1494,12 @@ static ss_status *plan_build(ss_session *s, const ss_tensor *inputs, struct ss_p
     p->dyn_slot = calloc((size_t)nv + 1, sizeof(size_t));
     p->watch = calloc((size_t)nv + 1, 1);
     p->check = calloc((size_t)nn + 1, 1);
+    p->effects = calloc((size_t)nn + 1, 1);
     p->wanted = calloc((size_t)nv + 1, sizeof(int));
     ss_status *st = NULL;
     if (!p->vals || !p->known || !p->owned || !p->root || !p->state || !p->kctx || !p->ptrs ||
         !p->exec || !p->value_dep || !p->dep_values || !p->out_views || !p->dyn_slot || !p->watch ||
-        !p->check || !p->wanted)
+        !p->check || !p->effects || !p->wanted)
         st = ss_errf(SS_ERR_NOMEM, "out of memory");
     p->inputs = inputs;
     for (int v = 0; !st && v < nv; v++) {
@@ -1487,6 +1535,7 @@ static ss_status *plan_build(ss_session *s, const ss_tensor *inputs, struct ss_p
     if (!st) st = fuse_plan(p);
     if (!st) st = layout_plan(p);
     if (!st) st = layout_arena(p);
+    if (!st) st = plan_effects(p);
     for (int i = 0; !st && i < s->n_inputs; i++)
         if (p->value_dep[i]) st = ss_tensor_copy(&p->dep_values[i], &inputs[i]);
     for (int i = 0; i < nn; i++)
@@ -1931,10 +1980,11 @@ ss_status *ss_session_run(ss_session *s, const ss_tensor *inputs, int n_inputs,
     return ss_session_run_into(s, inputs, n_inputs, NULL, NULL, outputs);
 }
 
-ss_status *ss_session_run_into(ss_session *s, const ss_tensor *inputs, int n_inputs,
-                               void *const *dest, const size_t *cap, const ss_tensor **outputs)
+/* One run; effects_only: ss_session_run_effects (outputs NULL). */
+static ss_status *run(ss_session *s, const ss_tensor *inputs, int n_inputs, void *const *dest,
+                      const size_t *cap, const ss_tensor **outputs, bool effects_only)
 {
-    *outputs = NULL;
+    if (outputs) *outputs = NULL;
     if (n_inputs != s->n_inputs)
         return ss_errf(SS_ERR_INVALID, "the model takes %d inputs, %d given", s->n_inputs,
                        n_inputs);
@@ -1951,16 +2001,21 @@ ss_status *ss_session_run_into(ss_session *s, const ss_tensor *inputs, int n_inp
     bind_inputs(s->plan, inputs);
     void *saved[BIND_MAX];
     struct ss_plan *bound = s->plan; /* bindable plans never re-plan mid-run */
-    bind_outputs(s, bound, dest, cap, saved);
+    if (!effects_only) bind_outputs(s, bound, dest, cap, saved);
     for (int e = 0; e < s->plan->n_exec; e++) {
         int ni = s->plan->exec[e];
         const node_def *d = &s->nodes[ni];
-        ss_status *st = (d->op->flags & SS_OPF_ALIAS) ? NULL : d->op->run(&s->plan->kctx[ni]);
+        ss_kctx *k = &s->plan->kctx[ni];
+        int effects = effects_only ? s->plan->effects[ni] : EFFECTS_RUN;
+        if (effects == EFFECTS_SKIP) continue;
+        k->contribute_only = effects == EFFECTS_CONTRIBUTE;
+        ss_status *st = (d->op->flags & SS_OPF_ALIAS) ? NULL : d->op->run(k);
+        k->contribute_only = false;
         if (!st && s->plan->epi && s->plan->epi[ni])
-            ss_epilogue_run(s->plan->epi[ni], s->plan->kctx[ni].out[0]->data);
+            ss_epilogue_run(s->plan->epi[ni], k->out[0]->data);
         if (!st && s->plan->check[ni]) st = check_after_run(s, inputs, ni, &e);
         if (st) {
-            if (s->plan == bound) unbind_outputs(s, bound, saved);
+            if (s->plan == bound && !effects_only) unbind_outputs(s, bound, saved);
             return st;
         }
     }
@@ -1968,12 +2023,24 @@ ss_status *ss_session_run_into(ss_session *s, const ss_tensor *inputs, int n_inp
         return ss_errf(SS_ERR_UNSUPPORTED,
                        "node '%s' needs a value computed at run time that no earlier node computes",
                        s->nodes[s->plan->stop_node].name);
+    if (effects_only) return NULL;
     struct ss_plan *p = s->plan;
     for (int i = 0; i < s->n_outputs; i++)
         p->out_views[i] = p->vals[s->output_ids[i]];
     if (p == bound) unbind_outputs(s, p, saved);
     *outputs = p->out_views;
     return NULL;
+}
+
+ss_status *ss_session_run_into(ss_session *s, const ss_tensor *inputs, int n_inputs,
+                               void *const *dest, const size_t *cap, const ss_tensor **outputs)
+{
+    return run(s, inputs, n_inputs, dest, cap, outputs, false);
+}
+
+ss_status *ss_session_run_effects(ss_session *s, const ss_tensor *inputs, int n_inputs)
+{
+    return run(s, inputs, n_inputs, NULL, NULL, NULL, true);
 }
 
 ss_status *ss_session_plan_shapes(ss_session *s, const ss_tensor *descs, int n_inputs)

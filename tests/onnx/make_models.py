@@ -22,6 +22,31 @@ def matmul_neg(w, x_shape=(128, 96), opset=13):
     return m
 
 
+def collectives_model():
+    """x[4,6] -> MatMul(W0) -> AllReduce -> Relu -> AllGather(axis 1) -> Neg -> y, and
+    z = Sigmoid(x): what ss_session_run_effects runs (the AllReduce and what it reads), contributes
+    to (the AllGather) and skips (Neg, Sigmoid)."""
+    w0 = (np.arange(36, dtype=np.float32).reshape(6, 6) - 17) / 10
+    coll = "ai.shardserve"
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "W0"], ["a"], name="matmul"),
+         helper.make_node("AllReduce", ["a"], ["b"], name="allreduce", domain=coll, group="world"),
+         helper.make_node("Relu", ["b"], ["c"], name="relu"),
+         helper.make_node("AllGather", ["c"], ["d"], name="allgather", domain=coll, group="world",
+                          axis=1),
+         helper.make_node("Neg", ["d"], ["y"], name="neg"),
+         helper.make_node("Sigmoid", ["x"], ["z"], name="sigmoid")],
+        "collectives",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [4, 6])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [4, 12]),
+         helper.make_tensor_value_info("z", TensorProto.FLOAT, [4, 6])],
+        initializer=[numpy_helper.from_array(w0, name="W0")])
+    m = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13),
+                                                helper.make_opsetid(coll, 1)])
+    m.ir_version = 8
+    return m
+
+
 def save_external(model, path, location):
     onnx.save_model(model, path, save_as_external_data=True, all_tensors_to_one_file=True,
                     location=location, size_threshold=0)
@@ -40,6 +65,7 @@ def main(out):
     os.makedirs(out, exist_ok=True)
     w = np.full((96, 16), 0.5, dtype=np.float32)
     onnx.save_model(matmul_neg(w), f"{out}/good.onnx")
+    onnx.save_model(collectives_model(), f"{out}/collectives.onnx")
     os.makedirs(f"{out}/ext", exist_ok=True)
     save_external(matmul_neg(w), f"{out}/ext/good_ext.onnx", "good_ext.data")
 

@@ -77,7 +77,8 @@ static ss_status *allgather_infer(ss_kctx *k)
 static ss_status *allgather_run(ss_kctx *k)
 {
     const coll_state *cs = k->state;
-    return k->coll->allgather(k->coll->ctx, cs->group, k->in[0], (int)cs->axis_or_peer, k->out[0]);
+    return k->coll->allgather(k->coll->ctx, cs->group, k->in[0], (int)cs->axis_or_peer,
+                              k->contribute_only ? NULL : k->out[0]);
 }
 
 static ss_status *broadcast_infer(ss_kctx *k)
