@@ -129,6 +129,7 @@ typedef struct {
     uint64_t peer;       /* peer_hash(); 0: a free entry */
     uint64_t granted_ns; /* when the connection was last granted a receive slot, 0: never */
     long waiting;        /* next_in_queue()'s count of its calls in the queue */
+    int fd;              /* its socket as peer_rx_bytes last found it, -1: not looked for */
 } peer_seen;
 
 typedef struct queued_msg {
@@ -330,9 +331,6 @@ static bool fd_is_peer(int fd, const char *peer)
     return strcmp(name, peer) == 0;
 }
 
-/* The bytes the call's TCP connection has received so far (TCP_INFO); false when that cannot be
- * known (a Unix socket, or the connection is gone). The socket is looked up among this process's
- * descriptors once and remembered. */
 /* The call's connection, asked of libgrpc only when slots are contended: an uncontended call
  * never needs it (it costs an allocation and a string). */
 static void know_peer(grpc_ctx *c)
@@ -343,19 +341,34 @@ static void know_peer(grpc_ctx *c)
     c->peer_fd = -1;
 }
 
-static bool peer_rx_bytes(grpc_ctx *c, uint64_t *rx)
+/* The socket among this process's descriptors that is connected to `peer`, or -1. */
+static int find_peer_fd(const char *peer)
+{
+    DIR *d = opendir("/proc/self/fd");
+    if (!d) return -1;
+    int found = -1;
+    for (struct dirent *e; found < 0 && (e = readdir(d));) {
+        int fd = atoi(e->d_name);
+        if (e->d_name[0] != '.' && fd != dirfd(d) && fd_is_peer(fd, peer)) found = fd;
+    }
+    closedir(d);
+    return found;
+}
+
+static peer_seen *seen(ss_grpc_server *srv, uint64_t peer);
+
+/* Under mu: the bytes the call's TCP connection has received so far (TCP_INFO); false when that
+ * cannot be known (a Unix socket, or the connection is gone). The socket is looked up among this
+ * process's descriptors once per connection (a scan of /proc/self/fd is ~50 system calls) and
+ * remembered, checked by one getpeername when a call of the connection uses it again. */
+static bool peer_rx_bytes(ss_grpc_server *srv, grpc_ctx *c, uint64_t *rx)
 {
     know_peer(c);
     if (c->peer_fd < 0 || !fd_is_peer(c->peer_fd, c->peer_name)) {
-        c->peer_fd = -1;
-        DIR *d = opendir("/proc/self/fd");
-        if (!d) return false;
-        for (struct dirent *e; c->peer_fd < 0 && (e = readdir(d));) {
-            int fd = atoi(e->d_name);
-            if (e->d_name[0] != '.' && fd != dirfd(d) && fd_is_peer(fd, c->peer_name))
-                c->peer_fd = fd;
-        }
-        closedir(d);
+        peer_seen *e = seen(srv, c->peer);
+        c->peer_fd =
+            e->fd >= 0 && fd_is_peer(e->fd, c->peer_name) ? e->fd : find_peer_fd(c->peer_name);
+        e->fd = c->peer_fd;
         if (c->peer_fd < 0) return false;
     }
     struct tcp_info ti;
@@ -376,14 +389,14 @@ static peer_seen *seen(ss_grpc_server *srv, uint64_t peer)
     for (size_t n = 0; n < PEERS_SEEN; n++, i = (i + 1) % PEERS_SEEN) {
         if (srv->served[i].peer == peer) return &srv->served[i];
         if (srv->served[i].peer == 0) {
-            srv->served[i] = (peer_seen){peer, 0, 0};
+            srv->served[i] = (peer_seen){peer, 0, 0, -1};
             return &srv->served[i];
         }
     }
     memset(srv->served, 0, sizeof srv->served);
     srv->served_resets++;
     i = (size_t)(peer % PEERS_SEEN);
-    srv->served[i] = (peer_seen){peer, 0, 0};
+    srv->served[i] = (peer_seen){peer, 0, 0, -1};
     return &srv->served[i];
 }
 
@@ -531,7 +544,7 @@ static void drain_queue(ss_grpc_server *srv)
 static bool slot_progressing(ss_grpc_server *srv, grpc_ctx *c, uint64_t now)
 {
     uint64_t rx;
-    if (!peer_rx_bytes(c, &rx)) return false;
+    if (!peer_rx_bytes(srv, c, &rx)) return false;
     if (!c->rx_mark_ns) {
         c->rx_mark = rx, c->rx_mark_ns = now;
         return true;
