@@ -177,7 +177,7 @@ struct ss_worker {
     /* ---- the loop's state below is touched only by the thread holding role */
     pthread_mutex_t role;
     uint64_t spin_ns; /* how long the loop thread polls for an awaited reply before sleeping */
-    uint64_t sleeps_until_ns; /* the loop thread's epoll timeout, for kick_loop */
+    uint64_t sleeps_until_ns; /* when the sleeping loop thread wakes at the latest, for kick_loop */
 
     /* ---- shared with other threads, under mu */
     pthread_mutex_t mu;
@@ -2259,7 +2259,11 @@ static void *loop_main(void *arg)
         struct epoll_event evs[32];
         int timeout = next_timeout_ms(w, now);
         if (goodbye_until && timeout > 10) timeout = 10;
-        w->sleeps_until_ns = now + (uint64_t)timeout * 1000000ull;
+        /* what the sleep is for: the nearest timer, or sooner when capped; not the timeout rounded
+         * up to whole ms, or every submit's kick_loop would find its (unchanged) next timer
+         * "sooner" and wake the loop thread for nothing */
+        uint64_t next = next_wake_ns(w), until = now + (uint64_t)timeout * 1000000ull;
+        w->sleeps_until_ns = next < until ? next : until;
         bool spin = worth_spinning(w);
         release_loop(w);
         int n = wait_events(w, evs, 32, timeout, spin);

@@ -6,12 +6,15 @@
  *     refused at once, and the agent is dropped (it registers again and serving resumes);
  *   - an agent that dies: not ready, and ready again when a new agent registers;
  *   - the queue limit: requests past --max-enqueued are refused with MindSpore's text;
- *   - stopping the worker: every queued and in-flight request is answered.
+ *   - stopping the worker: every queued and in-flight request is answered;
+ * and one request at a time wakes the loop thread once (for the agent's answer), not also for the
+ * submit: the submitting thread sends it to the agent itself.
  */
 #include "check.h"
 #include "fake_agent.h"
 #include "shardserve/worker.h"
 
+#include <dirent.h>
 #include <pthread.h>
 #include <signal.h>
 #include <sys/wait.h>
@@ -223,11 +226,72 @@ static void the_queue_limit_refuses_more(void)
     free_pending(ps, 3);
 }
 
+/* The loop thread's voluntary context switches so far (it sleeps in epoll_wait between events),
+ * found by its name among this process's threads; -1 if not found. */
+static long loop_thread_sleeps(void)
+{
+    DIR *d = opendir("/proc/self/task");
+    long found = -1;
+    for (struct dirent *e; d && found < 0 && (e = readdir(d));) {
+        char path[300], buf[4096];
+        snprintf(path, sizeof path, "/proc/self/task/%s/comm", e->d_name);
+        FILE *f = fopen(path, "r");
+        bool loop = f && fgets(buf, sizeof buf, f) && !strncmp(buf, "ss-worker-loop", 14);
+        if (f) fclose(f);
+        if (!loop) continue;
+        snprintf(path, sizeof path, "/proc/self/task/%s/status", e->d_name);
+        if (!(f = fopen(path, "r"))) continue;
+        while (fgets(buf, sizeof buf, f))
+            if (sscanf(buf, "voluntary_ctxt_switches: %ld", &found) == 1) break;
+        fclose(f);
+    }
+    if (d) closedir(d);
+    return found;
+}
+
+/* Requests one after another with heartbeats 1 s apart: each submit finds the loop thread asleep
+ * and sends the request itself; the loop thread then wakes for the agent's answer, and for
+ * nothing else (a submit used to wake it too, taking its own unchanged next heartbeat for a
+ * sooner timer: the sleep's timeout is rounded up to whole ms). */
+static void a_submit_does_not_wake_the_loop_thread(void)
+{
+    rig r;
+    rig_start(&r, "echo",
+              (ss_worker_options){.request_timeout_ms = 10000,
+                                  .heartbeat_ms = 1000,
+                                  .heartbeat_timeout_ms = 20000,
+                                  .wait_agents_s = 30});
+    enum { N = 300 };
+    pending *ps[N] = {0};
+    for (int i = 0; i < 20; i++) { /* warm up: connections, the first plan */
+        ps[0] = submit(r.set, &r.a, 0);
+        CHECK(wait_answers(&r.a, i + 1, 5000));
+        free_pending(ps, 1);
+        ps[0] = NULL;
+    }
+    long before = loop_thread_sleeps();
+    CHECK(before >= 0);
+    int done = 0;
+    for (int i = 0; i < N && !check_failures; i++) {
+        ps[i] = submit(r.set, &r.a, i % 64);
+        done += wait_answers(&r.a, 21 + i, 5000);
+    }
+    long sleeps = loop_thread_sleeps() - before;
+    CHECK(done == N);
+    /* ~1 per request: the answer (plus a heartbeat or two, and now and then a hand-over of the
+     * loop); 2 per request when every submit woke it as well */
+    CHECK_MSG(sleeps < N * 3 / 2, "the loop thread slept %ld times for %d requests", sleeps, N);
+    printf("     the loop thread slept %ld times for %d requests\n", sleeps, N);
+    rig_stop(&r);
+    free_pending(ps, N);
+}
+
 static const test_case cases_[] = {
     {"request_timeout_answers_a_hung_model", request_timeout_answers_a_hung_model},
     {"heartbeat_silence_drops_the_rank", heartbeat_silence_drops_the_rank},
     {"a_dead_agent_is_replaced", a_dead_agent_is_replaced},
     {"the_queue_limit_refuses_more", the_queue_limit_refuses_more},
+    {"a_submit_does_not_wake_the_loop_thread", a_submit_does_not_wake_the_loop_thread},
 };
 
 int main(int argc, char **argv)
