@@ -927,6 +927,38 @@ typedef struct {
     int reads[GT_MAX_NODES + 1];
 } gt_group;
 
+/* The ops a group may hold, and what each computes of its one or two inputs. */
+typedef enum { GT_MUL, GT_ADD, GT_SUB, GT_DIV, GT_POW, GT_TANH, GT_NONE } gt_op;
+static const char *const gt_ops[] = {"Mul", "Add", "Sub", "Div", "Pow", "Tanh"};
+
+static gt_op gt_op_of(const ss_onnx_node *n)
+{
+    if (n->domain && n->domain[0]) return GT_NONE;
+    for (int i = 0; i < GT_NONE; i++)
+        if (!strcmp(n->op_type, gt_ops[i])) return (gt_op)i;
+    return GT_NONE;
+}
+
+static double gt_apply(gt_op op, const double *in)
+{
+    switch (op) {
+    case GT_MUL:
+        return in[0] * in[1];
+    case GT_ADD:
+        return in[0] + in[1];
+    case GT_SUB:
+        return in[0] - in[1];
+    case GT_DIV:
+        return in[0] / in[1];
+    case GT_POW:
+        return pow(in[0], in[1]);
+    case GT_TANH:
+        return tanh(in[0]);
+    default:
+        return NAN;
+    }
+}
+
 static int gt_index(const gt_group *gr, int u)
 {
     for (int i = 0; i <= gr->n; i++)
@@ -946,30 +978,20 @@ static double gt_eval(const struct ss_plan *p, const gt_group *gr, double x)
             int k = gt_index(gr, d->in_ids[j]);
             in[j] = k >= 0 ? val[k] : *(const float *)p->vals[d->in_ids[j]].data;
         }
-        const char *op = d->node->op_type;
-        val[i + 1] = !strcmp(op, "Mul")    ? in[0] * in[1]
-                     : !strcmp(op, "Add")  ? in[0] + in[1]
-                     : !strcmp(op, "Sub")  ? in[0] - in[1]
-                     : !strcmp(op, "Div")  ? in[0] / in[1]
-                     : !strcmp(op, "Pow")  ? pow(in[0], in[1])
-                     : !strcmp(op, "Tanh") ? tanh(in[0])
-                                           : NAN;
+        val[i + 1] = gt_apply(gt_op_of(d->node), in);
     }
     return val[gr->n];
 }
 
-/* Whether node ni can join the group: one of the ops gt_eval knows, reading group values and
- * float32 scalar constants only, at least one group value, its output of v's shape. */
+/* Whether node ni can join the group: one of gt_ops, reading group values and float32 scalar
+ * constants only, at least one group value, its output of v's shape. */
 static bool gt_member(const struct ss_plan *p, const gt_group *gr, int ni)
 {
-    static const char *ops[] = {"Mul", "Add", "Sub", "Div", "Pow", "Tanh"};
     const node_def *d = &p->s->nodes[ni];
-    bool known = false, reads = false;
-    for (size_t i = 0; i < sizeof ops / sizeof *ops; i++)
-        known |= !strcmp(d->node->op_type, ops[i]);
-    if (!known || (d->node->domain && d->node->domain[0]) || d->n_out != 1 || d->out_ids[0] < 0 ||
-        d->n_in > 2 || d->n_in < (strcmp(d->node->op_type, "Tanh") ? 2 : 1) ||
-        p->fuse_head[ni] >= 0)
+    gt_op op = gt_op_of(d->node);
+    bool reads = false;
+    if (op == GT_NONE || d->n_out != 1 || d->out_ids[0] < 0 || d->n_in > 2 ||
+        d->n_in < (op == GT_TANH ? 1 : 2) || p->fuse_head[ni] >= 0)
         return false;
     for (int j = 0; j < d->n_in; j++) {
         int u = d->in_ids[j];
@@ -1013,7 +1035,7 @@ static int fuse_gelu_tanh(struct ss_plan *p, const fuse_graph *g, ss_epilogue *e
         bool gelu = true; /* else a later node may complete it (x (1 + tanh ...) before the 0.5) */
         for (size_t i = 0; i < sizeof probes / sizeof *probes && gelu; i++) {
             double x = probes[i];
-            double want = 0.5 * x * (1 + tanh(0.7978845608 * (x + 0.044715 * x * x * x)));
+            double want = 0.5 * x * (1 + tanh(SS_GELU_TANH_K * (x + SS_GELU_TANH_C * x * x * x)));
             gelu = fabs(gt_eval(p, &gr, x) - want) <= 1e-5 * (1 + fabs(want));
         }
         if (!gelu) continue;

@@ -1941,7 +1941,6 @@ static bool gen_note_add(ss_worker *w, req_state *request, size_t inst, bool fin
     char *tail = (char *)(g->tokens + n);
     if (text) g->text = memcpy(tail, text, len);
     if (error) g->error = memcpy(tail + len, error, elen);
-    if (!w->notes) w->notes_tail = &w->notes;
     *w->notes_tail = g;
     w->notes_tail = &g->next;
     return true;
@@ -2479,6 +2478,7 @@ static ss_worker *worker_new(ss_worker_set *set, const ss_worker_options *opt)
 {
     ss_worker *w = calloc(1, sizeof *w);
     if (!w) return NULL;
+    w->notes_tail = &w->notes;
     w->set = set;
     w->epfd = w->evfd = -1;
     w->lost_rank = -1;
