@@ -431,6 +431,24 @@ static inline void check_mismatch(ss_comm *c, bool detects_op_mismatch)
     if (me == 0 && detects_op_mismatch) CHECK_ERR(ss_comm_send(c, NULL, b, 100, 1), "mismatch");
 }
 
+/* Last, because it breaks the communicator: members disagreeing about a small broadcast (which
+ * has no barrier, so their barrier counts are out of step from then on) all fail at once with the
+ * mismatch, the root at its next op, rather than pairing later ops wrongly. */
+static inline void check_small_broadcast_mismatch_breaks(ss_comm *c)
+{
+    int me = ss_comm_rank(c);
+    uint8_t b[64] = {0};
+    ss_status *st = ss_comm_broadcast(c, NULL, b, me == 0 ? 40 : 36, 0);
+    if (me != 0) CHECK_MSG(st && strstr(st->msg, "called"), "rank %d: %s", me, st ? st->msg : "ok");
+    ss_status_free(st);
+    uint64_t t0 = ss_now_ns();
+    st = ss_comm_barrier(c, NULL);
+    CHECK_MSG(st && strstr(st->msg, "but rank"), "rank %d's next op: %s", me, st ? st->msg : "ok");
+    CHECK_MSG(ss_now_ns() - t0 < 2000000000u, "rank %d's next op took %.0f ms", me,
+              (double)(ss_now_ns() - t0) / 1e6);
+    ss_status_free(st);
+}
+
 static inline int comm_checks_run(ss_comm *c, bool shm)
 {
     check_groups(c);
@@ -447,6 +465,7 @@ static inline int comm_checks_run(ss_comm *c, bool shm)
     for (int i = 0; i < 50; i++)
         CHECK_OK(ss_comm_barrier(c, NULL));
     check_mismatch(c, shm);
+    if (shm) check_small_broadcast_mismatch_breaks(c);
     return check_failures;
 }
 

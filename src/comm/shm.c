@@ -244,8 +244,12 @@ static void wake_all(_Atomic uint32_t *w)
     futex(w, FUTEX_WAKE, INT_MAX, NULL);
 }
 
+/* After the store to *w: the fence keeps the load of *waiters from passing that store (x86 lets
+ * a load overtake an earlier store to another address: a sleeper could have counted itself in
+ * and seen the old value, and sleep a whole slice). */
 static void wake_if_waiting(_Atomic uint32_t *w, _Atomic uint32_t *waiters)
 {
+    atomic_thread_fence(memory_order_seq_cst);
     if (atomic_load(waiters)) wake_all(w);
 }
 
@@ -611,16 +615,25 @@ static ss_status *end_op(ss_comm *c, const ss_comm_group *g, uint32_t seq, ss_st
     return st;
 }
 
-/* After the op's barrier: member j called the same op as member 0. */
+static bool barrierless(const op_desc *d)
+{
+    return d->op == OP_BROADCAST && d->a <= SMALL_HALF;
+}
+
+/* After the op's barrier (or the root's post): member j called the same op as member i. When
+ * either called a small broadcast, which has no barrier, the members' barrier counts are no
+ * longer in step: the mismatch then breaks the communicator (every member fails with it), where
+ * others leave it working. */
 static ss_status *check_desc(ss_comm *c, const ss_comm_group *g, uint32_t seq, int i, int j)
 {
     grp_local *gl = &impl(c)->g[g->index];
     const op_desc *di = &gl->m[i].desc[seq & 1u], *dj = &gl->m[j].desc[seq & 1u];
     if (!memcmp(di, dj, sizeof *di)) return NULL;
     char a[128], b[128];
-    return ss_errf(SS_ERR_INVALID, "group %s: rank %d called %s but rank %d called %s", g->name,
-                   g->members[i], desc_str(g, di, a, sizeof a), g->members[j],
-                   desc_str(g, dj, b, sizeof b));
+    ss_status *st = ss_errf(SS_ERR_INVALID, "group %s: rank %d called %s but rank %d called %s",
+                            g->name, g->members[i], desc_str(g, di, a, sizeof a), g->members[j],
+                            desc_str(g, dj, b, sizeof b));
+    return barrierless(di) || barrierless(dj) ? fail(c, g->members[j], st) : st;
 }
 
 /* After the op's first barrier: every member must have called the same op. Same verdict on all. */

@@ -1464,15 +1464,21 @@ static bool has_subgraph(const ss_onnx_node *n)
 
 /* What a run for effects only needs (plan->effects), backwards from the end: a node with effects
  * beyond its outputs (SS_OPF_NO_FOLD: collectives, KV-pool writes; a subgraph, which may hold
- * them; a run-time check, which may re-plan) runs, and so does every node whose output one that
- * runs reads. An AllGather whose output nothing that runs reads only contributes its piece. */
+ * them) runs, and so does every node whose output one that runs reads. An AllGather whose output
+ * nothing that runs reads only contributes its piece. A plan that may change mid-run (a partial
+ * plan, or one with run-time checks that re-plan) runs everything: the nodes a later plan needs
+ * are only known once it is made, and by then the run is past the ones it skipped. */
 static ss_status *plan_effects(struct ss_plan *p)
 {
     const ss_session *s = p->s;
+    bool fixed = !p->partial;
+    for (int e = 0; e < p->n_exec && fixed; e++)
+        fixed = !p->check[p->exec[e]];
+    for (int i = 0; i < s->n_nodes; i++)
+        p->effects[i] = fixed ? EFFECTS_SKIP : EFFECTS_RUN;
+    if (!fixed) return NULL;
     unsigned char *read = calloc((size_t)s->n_values + 1, 1);
     if (!read) return ss_errf(SS_ERR_NOMEM, "out of memory");
-    for (int i = 0; i < s->n_nodes; i++)
-        p->effects[i] = EFFECTS_SKIP;
     for (int e = p->n_exec - 1; e >= 0; e--) {
         int ni = p->exec[e];
         const node_def *d = &s->nodes[ni];
@@ -1480,7 +1486,7 @@ static ss_status *plan_effects(struct ss_plan *p)
         for (int m = ni; m >= 0 && !used; m = p->fuse_next ? p->fuse_next[m] : -1)
             for (int j = 0; j < s->nodes[m].n_out && !used; j++)
                 used = s->nodes[m].out_ids[j] >= 0 && read[s->nodes[m].out_ids[j]];
-        bool effects = (d->op->flags & SS_OPF_NO_FOLD) || has_subgraph(d->node) || p->check[ni];
+        bool effects = (d->op->flags & SS_OPF_NO_FOLD) || has_subgraph(d->node);
         if (!used && !effects) continue;
         bool gather =
             !strcmp(d->op->domain, SS_DOMAIN_COLLECTIVE) && !strcmp(d->op->type, "AllGather");

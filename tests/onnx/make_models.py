@@ -47,6 +47,30 @@ def collectives_model():
     return m
 
 
+def collectives_partial_model():
+    """A plan that must wait for a run-time value: Range's limit comes out of an AllReduce. x[4] ->
+    Neg -> h; k -> AllReduce -> Range(0, k, 1) -> Cast -> ReduceSum -> s; AllReduce(h + s) -> w."""
+    coll = "ai.shardserve"
+    graph = helper.make_graph(
+        [helper.make_node("Neg", ["x"], ["h"], name="neg"),
+         helper.make_node("AllReduce", ["k"], ["kk"], name="allreduce_k", domain=coll, group="world"),
+         helper.make_node("Range", ["zero", "kk", "one"], ["r"], name="range"),
+         helper.make_node("Cast", ["r"], ["rf"], name="cast", to=TensorProto.FLOAT),
+         helper.make_node("ReduceSum", ["rf"], ["sm"], name="sum", keepdims=0),
+         helper.make_node("Add", ["h", "sm"], ["z"], name="add"),
+         helper.make_node("AllReduce", ["z"], ["w"], name="allreduce_z", domain=coll, group="world")],
+        "collectives_partial",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [4]),
+         helper.make_tensor_value_info("k", TensorProto.INT64, [])],
+        [helper.make_tensor_value_info("w", TensorProto.FLOAT, [4])],
+        initializer=[numpy_helper.from_array(np.array(0, np.int64), name="zero"),
+                     numpy_helper.from_array(np.array(1, np.int64), name="one")])
+    m = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13),
+                                                helper.make_opsetid(coll, 1)])
+    m.ir_version = 8
+    return m
+
+
 def save_external(model, path, location):
     onnx.save_model(model, path, save_as_external_data=True, all_tensors_to_one_file=True,
                     location=location, size_threshold=0)
@@ -66,6 +90,7 @@ def main(out):
     w = np.full((96, 16), 0.5, dtype=np.float32)
     onnx.save_model(matmul_neg(w), f"{out}/good.onnx")
     onnx.save_model(collectives_model(), f"{out}/collectives.onnx")
+    onnx.save_model(collectives_partial_model(), f"{out}/collectives_partial.onnx")
     os.makedirs(f"{out}/ext", exist_ok=True)
     save_external(matmul_neg(w), f"{out}/ext/good_ext.onnx", "good_ext.data")
 
