@@ -484,7 +484,8 @@ static void computed_shape_replans_only_on_change(void)
  * repeats each rank's part; every call is counted, a contribution without output apart. */
 typedef struct {
     int allreduce, gathered, contributed;
-    float last[16]; /* the last float32 allreduce's contribution (its first 16 values) */
+    float last[16];      /* the last float32 allreduce's contribution (its first 16 values) */
+    ss_collectives coll; /* what the session calls (fake_session) */
 } fake_comm;
 
 static int fake_size(void *ctx, const char *group)
@@ -538,6 +539,21 @@ static ss_status *fake_other(void *ctx, const char *group, int root, void *buf, 
     return ss_errf(SS_ERR_INTERNAL, "not in this model");
 }
 
+/* A session of that model over the fake communicator f (zeroed first; it must outlive s). */
+static ss_session *fake_session(const char *model, fake_comm *f)
+{
+    *f = (fake_comm){.coll = {.ctx = f,
+                              .group_size = fake_size,
+                              .group_rank = fake_rank,
+                              .allreduce = fake_allreduce,
+                              .allgather = fake_allgather,
+                              .broadcast = fake_other}};
+    ss_session_options opt = {.coll = &f->coll};
+    ss_session *s = NULL;
+    CHECK_OK(ss_session_create(fixture(model), &opt, &s));
+    return s;
+}
+
 /* y = -AllGather(Relu(AllReduce(x W0))) and z = Sigmoid(x) against the same math in C. */
 static void check_collectives_outputs(const ss_tensor *x, const ss_tensor *out)
 {
@@ -563,16 +579,8 @@ static void check_collectives_outputs(const ss_tensor *x, const ss_tensor *out)
  * Sigmoid are skipped; it allocates nothing once planned, and full runs around it stay right. */
 static void run_effects_runs_only_the_collectives(void)
 {
-    fake_comm f = {0};
-    ss_collectives coll = {.ctx = &f,
-                           .group_size = fake_size,
-                           .group_rank = fake_rank,
-                           .allreduce = fake_allreduce,
-                           .allgather = fake_allgather,
-                           .broadcast = fake_other};
-    ss_session_options opt = {.coll = &coll};
-    ss_session *s = NULL;
-    CHECK_OK(ss_session_create(fixture("collectives.onnx"), &opt, &s));
+    fake_comm f;
+    ss_session *s = fake_session("collectives.onnx", &f);
     if (!s) return;
     ss_tensor x;
     int64_t dims[2] = {4, 6};
@@ -606,16 +614,8 @@ static void run_effects_runs_only_the_collectives(void)
 static void run_effects_on_a_plan_that_waits_for_a_value(void)
 {
     for (int effects_first = 0; effects_first < 2; effects_first++) {
-        fake_comm f = {0};
-        ss_collectives coll = {.ctx = &f,
-                               .group_size = fake_size,
-                               .group_rank = fake_rank,
-                               .allreduce = fake_allreduce,
-                               .allgather = fake_allgather,
-                               .broadcast = fake_other};
-        ss_session_options opt = {.coll = &coll};
-        ss_session *s = NULL;
-        CHECK_OK(ss_session_create(fixture("collectives_partial.onnx"), &opt, &s));
+        fake_comm f;
+        ss_session *s = fake_session("collectives_partial.onnx", &f);
         if (!s) return;
         float xv[4] = {1, 2, 3, 4};
         int64_t k = 3, d4[1] = {4};
