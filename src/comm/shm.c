@@ -468,6 +468,20 @@ static ss_status *wait_ne(ss_comm *c, _Atomic uint32_t *word, _Atomic uint32_t *
     }
 }
 
+/* Wait until *word has reached target (op numbers, compared as a difference: wrap-around is
+ * fine); an aborted group fails at once. */
+static ss_status *wait_reach(ss_comm *c, _Atomic uint32_t *word, _Atomic uint32_t *waiters,
+                             uint32_t target, const wait_ctx *w)
+{
+    uint32_t v;
+    while ((int32_t)((v = atomic_load_explicit(word, memory_order_acquire)) - target) < 0) {
+        if (atomic_load(&impl(c)->hdr->aborted)) return aborted_status(c, w);
+        ss_status *st = wait_ne(c, word, waiters, v, w);
+        if (st) return st;
+    }
+    return NULL;
+}
+
 static int online_cpus(void)
 {
     static int n;
@@ -582,17 +596,12 @@ static const char *desc_str(const ss_comm_group *g, const op_desc *d, char *buf,
 static ss_status *halves_free(ss_comm *c, const ss_comm_group *g, uint32_t seq, const char *what)
 {
     grp_local *gl = &impl(c)->g[g->index];
-    for (int j = 0; j < g->n; j++) {
-        member_rec *m = &gl->m[j];
-        uint32_t d;
-        while (j != g->me && (int32_t)((d = atomic_load_explicit(&m->done, memory_order_acquire)) -
-                                       (seq - 2)) < 0) {
-            wait_ctx w = {what, g, seq - 2, g->members[j], 0, NULL, false, true};
-            ss_status *st = wait_ne(c, &m->done, &m->done_waiters, d, &w);
-            if (st) return st;
-        }
+    ss_status *st = NULL;
+    for (int j = 0; j < g->n && !st; j++) {
+        wait_ctx w = {what, g, seq - 2, g->members[j], 0, NULL, false, true};
+        if (j != g->me) st = wait_reach(c, &gl->m[j].done, &gl->m[j].done_waiters, seq - 2, &w);
     }
-    return NULL;
+    return st;
 }
 
 static ss_status *begin_op(ss_comm *c, const ss_comm_group *g, op_desc d, uint32_t *seq)
@@ -796,17 +805,9 @@ static ss_status *broadcast_small(ss_comm *c, const ss_comm_group *g, void *buf,
         wake_if_waiting(&r->posted, &r->posted_waiters);
         return NULL;
     }
-    uint32_t p;
-    while ((int32_t)((p = atomic_load_explicit(&r->posted, memory_order_acquire)) - seq) < 0) {
-        if (atomic_load(&s->hdr->aborted)) {
-            wait_ctx w = {"broadcast", g, seq, g->members[root], nbytes, NULL, false, false};
-            return aborted_status(c, &w);
-        }
-        wait_ctx w = {"broadcast", NULL, 0, g->members[root], nbytes, NULL, false, false};
-        ss_status *st = wait_ne(c, &r->posted, &r->posted_waiters, p, &w);
-        if (st) return st;
-    }
-    ss_status *st = check_desc(c, g, seq, root, g->me);
+    wait_ctx w = {"broadcast", NULL, 0, g->members[root], nbytes, NULL, false, false};
+    ss_status *st = wait_reach(c, &r->posted, &r->posted_waiters, seq, &w);
+    if (!st) st = check_desc(c, g, seq, root, g->me);
     if (st) return st;
     memcpy(buf, small_half(s, gl, root, seq), nbytes);
     return NULL;

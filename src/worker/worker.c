@@ -1852,10 +1852,9 @@ static uint64_t next_wake_ns(const ss_worker *w)
     return next;
 }
 
-/* Milliseconds until the nearest timer (heartbeat, a deadline, a batch's queue delay). */
-static int next_timeout_ms(const ss_worker *w, uint64_t now)
+/* Milliseconds from now until next (next_wake_ns: the nearest timer), rounded up. */
+static int timeout_ms_until(uint64_t next, uint64_t now)
 {
-    uint64_t next = next_wake_ns(w);
     if (next <= now) return 0;
     uint64_t ms = (next - now + 999999) / 1000000;
     return ms > 60000 ? 60000 : (int)ms;
@@ -2256,12 +2255,13 @@ static void *loop_main(void *arg)
             if (!agents_connected(w) || now >= goodbye_until) break;
         }
         struct epoll_event evs[32];
-        int timeout = next_timeout_ms(w, now);
+        uint64_t next = next_wake_ns(w);
+        int timeout = timeout_ms_until(next, now);
         if (goodbye_until && timeout > 10) timeout = 10;
         /* what the sleep is for: the nearest timer, or sooner when capped; not the timeout rounded
          * up to whole ms, or every submit's kick_loop would find its (unchanged) next timer
          * "sooner" and wake the loop thread for nothing */
-        uint64_t next = next_wake_ns(w), until = now + (uint64_t)timeout * 1000000ull;
+        uint64_t until = now + (uint64_t)timeout * 1000000ull;
         w->sleeps_until_ns = next < until ? next : until;
         bool spin = worth_spinning(w);
         release_loop(w);
