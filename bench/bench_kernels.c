@@ -1187,8 +1187,9 @@ int main(int argc, char **argv)
         printf("oneDNN ISA %s; auto: %s; median us per layer (%s); %% of the FMA peak at the same "
                "threads\n",
                ss_dnnl_isa_name(),
-               ss_gemm_f32p_usable(32, 4096, 4096) ? "own kernel on packed weights for 17-64 rows"
-                                                   : "oneDNN",
+               ss_gemm_f32p_usable(32, 4096, 4096, false)
+                   ? "own kernel on packed weights for 17-64 rows"
+                   : "oneDNN",
                bench_clock == CLOCK_MONOTONIC ? "wall time" : "process CPU time");
         printf("| shape | threads | mode | us | GFLOP/s | of peak | GFLOP/s, best round |\n"
                "|---|---|---|---|---|---|---|\n");

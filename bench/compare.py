@@ -26,6 +26,9 @@ CASES = [  # label, model folder, batch label, {graph input: npy file}
     ("seed MatMul+Neg", "seed", "128", {"x": "x.npy"}),
     ("MLP 4x4096 Relu", "mlp", "1", {"x": "x_b1.npy"}),
     ("MLP 4x4096 Relu", "mlp", "32", {"x": "x_b32.npy"}),
+    # the same MLP as torch.onnx exports nn.Linear on 2-D input (Gemm, transB, bias)
+    ("MLP 4x4096 Linear+Relu (Gemm transB)", "mlpgemm", "1", {"x": "x_b1.npy"}),
+    ("MLP 4x4096 Linear+Relu (Gemm transB)", "mlpgemm", "8", {"x": "x_b8.npy"}),
     ("BERT-tiny s8", "bert", "2", {"input_ids": "input_ids.npy", "attention_mask": "attention_mask.npy",
                                    "token_type_ids": "token_type_ids.npy"}),
     ("GPT-2-tiny s8", "gpt2", "2", {"input_ids": "input_ids.npy", "attention_mask": "attention_mask.npy"}),
@@ -48,7 +51,8 @@ CASES = [  # label, model folder, batch label, {graph input: npy file}
 # of batch x 4096 x 4096 (the Relus are noise); models.py writes a flops.txt (2 x the MatMul/Conv
 # multiply-adds) beside the models it exports from torch, read by flops_of(); the table quotes these rows as GFLOP/s and as a
 # fraction of the CPU's f32 FMA peak measured in the same run (bench_runtime --fma-peak).
-FLOPS = {("mlp", "1"): 4 * 2 * 1 * 4096 * 4096, ("mlp", "32"): 4 * 2 * 32 * 4096 * 4096}
+FLOPS = {("mlp", "1"): 4 * 2 * 1 * 4096 * 4096, ("mlp", "32"): 4 * 2 * 32 * 4096 * 4096,
+         ("mlpgemm", "1"): 4 * 2 * 1 * 4096 * 4096, ("mlpgemm", "8"): 4 * 2 * 8 * 4096 * 4096}
 REAL_TOL = 1e-2  # real models: float16 weights and long reductions round differently per runtime
 BF16_TOL = 2e-2  # checksum agreement for bf16 rows (the op test bounds the L2 error at 1e-2)
 INT8_TOL = 5e-2  # ... for int8 rows (each operand off by up to half an int8 step)
@@ -334,7 +338,7 @@ def main():
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--timeout", type=float, default=120)
     ap.add_argument("--only", default="",
-                    help="comma-separated model folders (seed,mlp,bert,gpt2,bertbase,gpt2small,"
+                    help="comma-separated model folders (seed,mlp,mlpgemm,bert,gpt2,bertbase,gpt2small,"
                          "mobilenet,resnet,big,real)")
     ap.add_argument("--real", default="", help="bench/real_cases.py output folder (the 'real' rows)")
     ap.add_argument("--kernels-also", default="",

@@ -1,12 +1,14 @@
 #!/usr/bin/python3
 """Models and inputs for bench/run_runtime.sh (Debian's numpy, onnx and torch only).
 
-Usage: /usr/bin/python3 bench/models.py OUTDIR [--only seed,mlp,bert,gpt2,bertbase,gpt2small,mobilenet,resnet,big]
+Usage: /usr/bin/python3 bench/models.py OUTDIR [--only seed,mlp,mlpgemm,bert,gpt2,bertbase,gpt2small,mobilenet,resnet,big]
 
 Writes, each into OUTDIR/<name>/ with model.onnx and one .npy per graph input:
   seed   the MatMul+Neg seed model (examples/matmul_distributed/make_model.py), x[128,96]
   mlp    4 x (MatMul 4096x4096 -> Relu), float32, input x[batch,4096] with a symbolic batch;
          weights (256 MiB) are ONNX external data in weights.bin; inputs x_b1.npy and x_b32.npy
+  mlpgemm  the same MLP as torch.onnx exports nn.Linear on 2-D input: Gemm(transB=1) with a bias,
+         the weight stored [out, in]; inputs x_b1.npy and x_b8.npy
   bert   BERT-tiny and GPT-2-tiny as exported by torch.onnx (opset 17), from
   gpt2   onnx_export_families.py --fixtures (shared/reference, next to the repository; set
          SS_REFERENCE_DIR to point elsewhere); inputs are the fixture's test inputs
@@ -78,8 +80,9 @@ def seed(out):
     stamp(d, "seed")
 
 
-def matmul_chain(d, name, layers, n, in_dims, relu, data_file):
-    """MatMul chain with weights streamed into one external file, one layer at a time."""
+def matmul_chain(d, name, layers, n, in_dims, relu, data_file, linear=False):
+    """MatMul chain with weights streamed into one external file, one layer at a time; linear:
+    each layer a Gemm(transB=1) with a bias, as torch.onnx exports nn.Linear on 2-D input."""
     inits, nodes, offset = [], [], 0
     path = os.path.join(d, data_file)
     scale = np.float32(np.sqrt(2.0 / n) if relu else np.sqrt(1.0 / n))
@@ -87,6 +90,8 @@ def matmul_chain(d, name, layers, n, in_dims, relu, data_file):
         for i in range(layers):
             w = np.random.default_rng(100 + i).standard_normal((n, n), dtype=np.float32)
             w *= scale
+            if linear:
+                w = np.ascontiguousarray(w.T)  # nn.Linear's weight is [out, in]
             f.seek(offset)
             w.tofile(f)
             t = TensorProto()
@@ -102,7 +107,12 @@ def matmul_chain(d, name, layers, n, in_dims, relu, data_file):
             src = "x" if i == 0 else f"h{i - 1}"
             last = i == layers - 1
             mm = "y" if last and not relu else (f"m{i}" if relu else f"h{i}")
-            nodes.append(helper.make_node("MatMul", [src, f"W{i}"], [mm], name=f"matmul{i}"))
+            if linear:
+                bias = np.random.default_rng(200 + i).standard_normal(n, dtype=np.float32) * np.float32(0.1)
+                inits.append(numpy_helper.from_array(bias, f"b{i}"))
+                nodes.append(helper.make_node("Gemm", [src, f"W{i}", f"b{i}"], [mm], name=f"gemm{i}", transB=1))
+            else:
+                nodes.append(helper.make_node("MatMul", [src, f"W{i}"], [mm], name=f"matmul{i}"))
             if relu:
                 nodes.append(helper.make_node("Relu", [mm], ["y" if last else f"h{i}"], name=f"relu{i}"))
     graph = helper.make_graph(nodes, name, [helper.make_tensor_value_info("x", TensorProto.FLOAT, in_dims)],
@@ -125,6 +135,18 @@ def mlp(out):
     for b in (1, 32):
         save_npy(d, f"x_b{b}.npy", rng.standard_normal((b, 4096), dtype=np.float32))
     stamp(d, "mlp")
+
+
+def mlpgemm(out):
+    d = os.path.join(out, "mlpgemm")
+    if stamped(d, "mlpgemm"):
+        return
+    os.makedirs(d, exist_ok=True)
+    matmul_chain(d, "mlp_4x4096_linear_relu", 4, 4096, ["batch", 4096], True, "weights.bin", linear=True)
+    rng = np.random.default_rng(1)
+    for b in (1, 8):
+        save_npy(d, f"x_b{b}.npy", rng.standard_normal((b, 4096), dtype=np.float32))
+    stamp(d, "mlpgemm")
 
 
 def big(out):
@@ -387,7 +409,7 @@ def evict(path):
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("outdir")
-    ap.add_argument("--only", default="seed,mlp,bert,gpt2,bertbase,gpt2small,mobilenet,resnet,big")
+    ap.add_argument("--only", default="seed,mlp,mlpgemm,bert,gpt2,bertbase,gpt2small,mobilenet,resnet,big")
     ap.add_argument("--no-evict", action="store_true", help="leave the weight files in the page cache")
     a = ap.parse_args()
     want = set(a.only.split(","))
@@ -396,6 +418,8 @@ def main():
         seed(a.outdir)
     if "mlp" in want:
         mlp(a.outdir)
+    if "mlpgemm" in want:
+        mlpgemm(a.outdir)
     fx = [n for n in ("bert", "gpt2") if n in want]
     if fx:
         fixtures(a.outdir, fx)
@@ -406,7 +430,7 @@ def main():
     if "big" in want:
         big(a.outdir)
     if not a.no_evict:
-        for name in ("mlp", "big"):
+        for name in ("mlp", "mlpgemm", "big"):
             p = os.path.join(a.outdir, name, "weights.bin")
             if name in want and os.path.exists(p):
                 evict(p)

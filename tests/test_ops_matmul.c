@@ -77,7 +77,7 @@ static bool dnnl_expected(ss_dtype dt, int64_t M, int64_t K, int64_t N, bool dnn
 static bool f32p_expected(ss_dtype dt, int b_nd, int64_t M, int64_t K, int64_t N)
 {
     return ss_kernels_mode() == SS_KERNELS_AUTO && dt == SS_DT_FLOAT32 && b_nd == 2 &&
-           ss_gemm_f32p_usable(M, K, N);
+           ss_gemm_f32p_usable(M, K, N, false);
 }
 
 /* After a node ran twice: the packed kernel ran iff expected, and then nothing else; oneDNN ran iff
@@ -211,7 +211,11 @@ static void check_gemm(int64_t M, int64_t K, int64_t N, bool ta, bool tb, float 
     snprintf(what, sizeof what, "Gemm %s M %lld K %lld N %lld ta %d tb %d C rank %d threads %d",
              ss_gemm_variant_name(v), (long long)M, (long long)K, (long long)N, ta, tb, cnd,
              threads);
-    bool expect_dnnl = dnnl_expected(SS_DT_FLOAT32, M, K, N, alpha == 1.0f);
+    /* alpha 1 and A as stored: the packed kernel where it applies (from 1 row when B is
+     * transposed), with beta x C filled in first */
+    bool expect_f32p = ss_kernels_mode() == SS_KERNELS_AUTO && !ta && alpha == 1.0f &&
+                       ss_gemm_f32p_usable(M, K, N, tb);
+    bool expect_dnnl = !expect_f32p && dnnl_expected(SS_DT_FLOAT32, M, K, N, alpha == 1.0f);
     unsigned long before = ss_gemm_calls(v), tiles_before = tile_calls(),
                   dnnl_before = ss_dnnl_calls(), f32p_before = ss_gemm_f32p_calls();
     ss_status *st = run_node(&t, 13, cnd >= 0 ? 3 : 2, in, &out);
@@ -220,8 +224,7 @@ static void check_gemm(int64_t M, int64_t K, int64_t N, bool ta, bool tb, float 
         ss_status_free(st);
         goto done;
     }
-    /* Gemm never takes the packed kernel */
-    check_path(what, v, expect_small, expect_dnnl, false, f32p_before, before, tiles_before,
+    check_path(what, v, expect_small, expect_dnnl, expect_f32p, f32p_before, before, tiles_before,
                dnnl_before);
     double *ref = malloc(sizeof(double) * (size_t)(M * N)),
            *mag = malloc(sizeof(double) * (size_t)(M * N));
@@ -408,10 +411,11 @@ static void test_kernel_strided_accumulate(void)
 
 /* The packed kernel's entry point against a double-precision reference: M across the 6-row tile
  * remainders, N not a multiple of the 64-column panel (masked stores, zero-padded panel), K across
- * the 512-deep blocks, B given transposed, 1-3 threads, and NaN garbage in C beforehand. */
+ * the 512-deep blocks, B given transposed, 1-3 threads, and NaN garbage in C beforehand, or with
+ * acc, values in C it must add to. */
 static void test_f32p_kernel_remainders(void)
 {
-    if (!ss_gemm_f32p_usable(SS_GEMM_F32P_MIN_M, 64, 64)) {
+    if (!ss_gemm_f32p_usable(SS_GEMM_F32P_MIN_M, 64, 64, false)) {
         fprintf(stderr, "note: no AVX-512 here: the packed kernel is never chosen, not tested\n");
         return;
     }
@@ -423,6 +427,7 @@ static void test_f32p_kernel_remainders(void)
             for (int tb = 0; tb < 2; tb++)
                 for (int threads = 1; threads <= 3; threads++) {
                     int64_t M = ms[mi], K = kns[ki][0], N = kns[ki][1], lda = K + 3, ldc = N + 5;
+                    bool acc = (mi + ki + (size_t)threads) % 2 == 1;
                     float *A = malloc(sizeof(float) * (size_t)(M * lda)),
                           *B = malloc(sizeof(float) * (size_t)(K * N)),
                           *C = malloc(sizeof(float) * (size_t)(M * ldc));
@@ -433,7 +438,10 @@ static void test_f32p_kernel_remainders(void)
                     for (int64_t j = 0; j < K * N; j++)
                         B[j] = (float)urand();
                     for (int64_t j = 0; j < M * ldc; j++)
-                        C[j] = NAN;
+                        C[j] = acc && j % ldc < N ? (float)urand() : NAN;
+                    float *C0 = malloc(sizeof(float) * (size_t)(M * ldc));
+                    CHECK(C0);
+                    memcpy(C0, C, sizeof(float) * (size_t)(M * ldc));
                     /* B as [K, N], or its transpose stored [N, K] */
                     float *Bs = B;
                     if (tb) {
@@ -444,12 +452,12 @@ static void test_f32p_kernel_remainders(void)
                     }
                     ss_gemm_f32p_pack(Bs, K, N, tb ? K : N, tb, Bp);
                     unsigned long calls = ss_gemm_f32p_calls();
-                    ss_gemm_f32p(M, N, K, A, lda, Bp, C, ldc, threads);
+                    ss_gemm_f32p(M, N, K, A, lda, Bp, acc, C, ldc, threads);
                     CHECK(ss_gemm_f32p_calls() == calls + 1);
                     int bad = 0;
                     for (int64_t m = 0; m < M && !bad; m++) {
                         for (int64_t j = 0; j < N && !bad; j++) {
-                            double sum = 0, g = 0;
+                            double sum = acc ? C0[m * ldc + j] : 0, g = fabs(sum);
                             for (int64_t q = 0; q < K; q++) {
                                 double x = (double)A[m * lda + q] * B[q * N + j];
                                 sum += x, g += fabs(x);
@@ -459,10 +467,10 @@ static void test_f32p_kernel_remainders(void)
                         for (int64_t j = N; j < ldc && !bad; j++) /* past the row: untouched */
                             bad = !isnan(C[m * ldc + j]);
                     }
-                    CHECK_MSG(!bad, "packed kernel M %lld K %lld N %lld tb %d threads %d",
-                              (long long)M, (long long)K, (long long)N, tb, threads);
+                    CHECK_MSG(!bad, "packed kernel M %lld K %lld N %lld tb %d acc %d threads %d",
+                              (long long)M, (long long)K, (long long)N, tb, acc, threads);
                     if (tb) free(Bs);
-                    free(A), free(B), free(C), free(Bp);
+                    free(A), free(B), free(C), free(C0), free(Bp);
                 }
 }
 

@@ -26,13 +26,13 @@ unsigned long ss_gemm_f32p_calls(void)
     return __atomic_load_n(&n_calls, __ATOMIC_RELAXED);
 }
 
-bool ss_gemm_f32p_usable(int64_t M, int64_t K, int64_t N)
+bool ss_gemm_f32p_usable(int64_t M, int64_t K, int64_t N, bool tb)
 {
 #if defined(__x86_64__)
-    return ss_isa_active == SS_ISA_AVX512 && M >= SS_GEMM_F32P_MIN_M && M <= SS_GEMM_F32P_MAX_M &&
-           K >= MIN_K && N >= MIN_N;
+    return ss_isa_active == SS_ISA_AVX512 && M >= (tb ? 1 : SS_GEMM_F32P_MIN_M) &&
+           M <= SS_GEMM_F32P_MAX_M && K >= MIN_K && N >= MIN_N;
 #else
-    (void)M, (void)K, (void)N;
+    (void)M, (void)K, (void)N, (void)tb;
     return false;
 #endif
 }
@@ -124,6 +124,7 @@ typedef struct {
     int64_t M, N, K, lda, ldc, panels;
     const float *A, *Bp;
     float *C;
+    bool acc;     /* C += A x B */
     int64_t next; /* the next panel to claim */
 } f32p_job;
 
@@ -144,7 +145,7 @@ static void f32p_panel(const f32p_job *j, int64_t p)
         for (int64_t m0 = 0; m0 < j->M; m0 += MR) {
             int mr = (int)(j->M - m0 < MR ? j->M - m0 : MR);
             tiles[mr](kc, j->A + m0 * j->lda + kb, j->lda, P + kb * PANEL, j->C + m0 * j->ldc + n0,
-                      j->ldc, kb == 0, mask);
+                      j->ldc, kb == 0 && !j->acc, mask);
         }
     }
 #else
@@ -164,9 +165,9 @@ static void f32p_part(void *ctx, int part, int parts)
 }
 
 void ss_gemm_f32p(int64_t M, int64_t N, int64_t K, const float *A, int64_t lda, const float *Bp,
-                  float *C, int64_t ldc, int threads)
+                  bool acc, float *C, int64_t ldc, int threads)
 {
-    if (M <= 0 || N <= 0) return;
+    if (M <= 0 || N <= 0 || (K <= 0 && acc)) return;
     if (K <= 0) {
         for (int64_t i = 0; i < M; i++)
             memset(C + i * ldc, 0, (size_t)N * sizeof(float));
@@ -181,7 +182,8 @@ void ss_gemm_f32p(int64_t M, int64_t N, int64_t K, const float *A, int64_t lda, 
                   .panels = panels_of(N),
                   .A = A,
                   .Bp = Bp,
-                  .C = C};
+                  .C = C,
+                  .acc = acc};
     int parts = threads < 1 ? 1 : threads;
     if (parts > j.panels) parts = (int)j.panels;
     if ((double)M * (double)N * (double)K < MIN_PAR_MACS) parts = 1;

@@ -28,8 +28,10 @@
 #define SS_GEMM_F32P_MAX_M 64
 
 /* Whether this process runs the kernel (AVX-512F at the active ISA level) and a product of this
- * shape should use it (rows in the range above, K and N large enough to pay for the pack). */
-bool ss_gemm_f32p_usable(int64_t M, int64_t K, int64_t N);
+ * shape should use it (rows in the range above, K and N large enough to pay for the pack). tb: B
+ * is stored transposed, [N, K] (Gemm's transB, a torch Linear on 2-D input), which the in-place
+ * kernels cannot read and OpenBLAS's GEMV reads on one thread: the packed copy from 1 row. */
+bool ss_gemm_f32p_usable(int64_t M, int64_t K, int64_t N, bool tb);
 /* How many calls ran (tests check the path was taken). */
 unsigned long ss_gemm_f32p_calls(void);
 
@@ -41,9 +43,10 @@ float *ss_gemm_f32p_alloc(int64_t K, int64_t N);
 /* Packs B (K x N, row stride ldb; stored N x K when tb) into `out`. */
 void ss_gemm_f32p_pack(const float *B, int64_t K, int64_t N, int64_t ldb, bool tb, float *out);
 
-/* C = A x Bp (lda / ldc: row strides in floats), on up to `threads` parts of the gemm pool
- * (reserve it at plan time). Any M >= 1; the caller checked ss_gemm_f32p_usable's ISA. */
+/* C = A x Bp, or C += A x Bp with acc (lda / ldc: row strides in floats), on up to `threads`
+ * parts of the gemm pool (reserve it at plan time). Any M >= 1; the caller checked
+ * ss_gemm_f32p_usable's ISA. */
 void ss_gemm_f32p(int64_t M, int64_t N, int64_t K, const float *A, int64_t lda, const float *Bp,
-                  float *C, int64_t ldc, int threads);
+                  bool acc, float *C, int64_t ldc, int threads);
 
 #endif

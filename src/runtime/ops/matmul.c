@@ -9,9 +9,10 @@
  *    math) and the file-mapped original's pages are dropped; Gemm's C is its bias.
  *  - own (gemm_kernel.c): float32 with B a constant matrix and folded M <= SS_GEMM_TILE_MAX_M:
  *    register-tile kernels that read B in place.
- *  - own packed (gemm_f32p.c, auto only): float32 MatMul with B a constant matrix and folded M in
- *    SS_GEMM_F32P_MIN_M..MAX_M on AVX-512: B packed once into 64-column panels at plan time (the
- *    mapped original's pages dropped, as for oneDNN's copy), register tiles of 6 x 64.
+ *  - own packed (gemm_f32p.c, auto only): float32 MatMul and Gemm (alpha 1) with B a constant
+ *    matrix and folded M in SS_GEMM_F32P_MIN_M..MAX_M on AVX-512, from 1 row when Gemm's B is
+ *    transposed: B packed once into 64-column panels at plan time (the mapped original's pages
+ *    dropped, as for oneDNN's copy), register tiles of 6 x 64.
  *  - OpenBLAS: everything else (float64, odd cases), sgemv / dgemv when M == 1.
  *  - bf16 (gemm_bf16.c): with --weights bf16, constant weights and folded M <=
  *    SS_GEMM_BF16_MAX_M (decode): the weights converted once to bf16 and read at half the bytes;
@@ -216,7 +217,7 @@ static ss_status *try_q8(ss_kctx *k, int64_t M, int64_t K, int64_t N, bool tb, k
  * tile kernels, onednn and blas their libraries); nothing changes when it does not. */
 static ss_status *try_f32p(ss_kctx *k, int64_t M, int64_t K, int64_t N, bool tb, kernel_choice *c)
 {
-    if (ss_kernels_mode() != SS_KERNELS_AUTO || !packable(k) || !ss_gemm_f32p_usable(M, K, N))
+    if (ss_kernels_mode() != SS_KERNELS_AUTO || !packable(k) || !ss_gemm_f32p_usable(M, K, N, tb))
         return NULL;
     SS_DEBUG("%s: own f32 kernel on packed weights", k->node_name);
     return pack_weights(k, &f32p_packing, K, N, tb, PATH_F32P, 0, c);
@@ -473,7 +474,7 @@ static ss_status *matmul_run(ss_kctx *k)
         return NULL;
     }
     if (p->kc.path == PATH_F32P) {
-        ss_gemm_f32p(M * p->n_batch, N, K, (const float *)A, K, p->kc.packed, (float *)C, N,
+        ss_gemm_f32p(M * p->n_batch, N, K, (const float *)A, K, p->kc.packed, false, (float *)C, N,
                      p->kc.threads);
         return NULL;
     }
@@ -582,6 +583,8 @@ static ss_status *gemm_infer(ss_kctx *k)
     if (!p->ta && p->alpha == 1.0f) st = try_q8(k, p->M, p->K, p->N, p->tb, &p->kc);
     if (!st && p->kc.path == PATH_BLAS && !p->ta && p->alpha == 1.0f)
         st = try_bf16(k, p->M, p->K, p->N, p->tb, &p->kc);
+    if (!st && p->kc.path == PATH_BLAS && !p->ta && p->alpha == 1.0f)
+        st = try_f32p(k, p->M, p->K, p->N, p->tb, &p->kc);
     if (!st && p->kc.path == PATH_BLAS && ss_kernels_use_dnnl(mode, a->dtype, p->M, p->K, p->N))
         st = gemm_dnnl(k, p);
     if (st) return st;
@@ -650,6 +653,11 @@ static ss_status *gemm_run(ss_kctx *k)
     if (p->kc.path == PATH_BF16) {
         ss_gemm_bf16(p->M, p->N, p->K, a->data, a->dims[1], p->kc.packed, beta != 0.0f, out, p->N,
                      p->kc.threads, k->scratch);
+        return NULL;
+    }
+    if (p->kc.path == PATH_F32P) {
+        ss_gemm_f32p(p->M, p->N, p->K, a->data, a->dims[1], p->kc.packed, beta != 0.0f, out, p->N,
+                     p->kc.threads);
         return NULL;
     }
     if (p->kc.path == PATH_OWN) {
