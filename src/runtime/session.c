@@ -529,6 +529,21 @@ void ss_kctx_drop_const_pages(ss_kctx *k, int i)
     if (hi > lo) madvise((void *)lo, hi - lo, MADV_DONTNEED);
 }
 
+bool ss_kctx_sole_reader(const ss_kctx *k, int i)
+{
+    const struct ss_plan *p = k->plan;
+    if (!p || i >= k->n_in || k->in_ids[i] < 0) return false;
+    const ss_session *s = p->s;
+    int id = k->in_ids[i], readers = 0;
+    for (int m = 0; m < s->n_nodes && readers < 2; m++)
+        for (int j = 0; j < s->nodes[m].n_in; j++)
+            if (s->nodes[m].in_ids[j] == id) {
+                readers++;
+                break;
+            }
+    return readers == 1;
+}
+
 struct ss_packed {
     ss_packed *next;
     const void *src;

@@ -219,6 +219,9 @@ static ss_status *try_f32p(ss_kctx *k, int64_t M, int64_t K, int64_t N, bool tb,
 {
     if (ss_kernels_mode() != SS_KERNELS_AUTO || !packable(k) || !ss_gemm_f32p_usable(M, K, N, tb))
         return NULL;
+    /* B stored transposed and read by another node too (a tied LM head and the embedding's
+     * Gather): the packed copy could not replace it, only double it; it is read in place */
+    if (tb && !ss_kctx_sole_reader(k, 1)) return NULL;
     SS_DEBUG("%s: own f32 kernel on packed weights", k->node_name);
     return pack_weights(k, &f32p_packing, K, N, tb, PATH_F32P, 0, c);
 }
