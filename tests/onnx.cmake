@@ -10,6 +10,7 @@ set_tests_properties(test_onnx_load PROPERTIES FIXTURES_REQUIRED test_models)
 
 ss_add_c_test(test_runtime_plan test_runtime_plan.c ARGS ${SS_MODELS_DIR})
 target_link_libraries(test_runtime_plan PRIVATE ss_runtime)
+target_include_directories(test_runtime_plan PRIVATE ${CMAKE_SOURCE_DIR}/src/runtime/ops)
 target_link_options(test_runtime_plan PRIVATE -Wl,--wrap=malloc -Wl,--wrap=calloc -Wl,--wrap=realloc)
 set_tests_properties(test_runtime_plan PROPERTIES FIXTURES_REQUIRED test_models)
 

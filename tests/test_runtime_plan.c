@@ -12,6 +12,7 @@
 #include <string.h>
 
 #include "alloc_count.h"
+#include "gemm_f32p.h"
 
 static char path_buf[4096];
 static const char *fixture(const char *rel)
@@ -127,6 +128,50 @@ static void resident_weights_survive_packing(void)
     CHECK_MSG(zeros == 0, "%d of the resident weights changed after the plan packed them", zeros);
     ss_tensor_free(&x);
     ss_session_free(s);
+}
+
+/* A Gemm with transB (a torch Linear on 2-D input) packs its weight for the own kernel where the
+ * kernel applies, unless another node reads the same weight (a tied LM head and its embedding's
+ * Gather): the packed copy could not replace that one, only sit beside it. Both give the same
+ * numbers. */
+static void gemm_transb_packs_only_a_weight_it_alone_reads(void)
+{
+    float want[2][128];
+    for (int tied = 0; tied < 2; tied++) {
+        ss_session *s = NULL;
+        CHECK_OK(ss_session_create(fixture(tied ? "gemm_transb_tied.onnx" : "gemm_transb.onnx"),
+                                   NULL, &s));
+        if (!s) return;
+        ss_tensor in[2] = {0};
+        int64_t xd[2] = {2, 96}, idd[1] = {2};
+        CHECK_OK(ss_tensor_alloc(&in[0], SS_DT_FLOAT32, 2, xd));
+        CHECK_OK(ss_tensor_alloc(&in[1], SS_DT_INT64, 1, idd));
+        for (int i = 0; i < 2 * 96; i++)
+            ((float *)in[0].data)[i] = (float)((i * 7) % 13) / 13.0f - 0.5f;
+        ((int64_t *)in[1].data)[0] = 5, ((int64_t *)in[1].data)[1] = 127;
+        unsigned long before = ss_gemm_f32p_calls();
+        const ss_tensor *out = NULL;
+        CHECK_OK(ss_session_run(s, in, tied ? 2 : 1, &out));
+        unsigned long packed = ss_gemm_f32p_calls() - before;
+        bool usable = ss_gemm_f32p_usable(2, 96, 128, true);
+        CHECK_MSG(packed == (usable && !tied ? 1u : 0u),
+                  "%s: the packed kernel ran %lu times (AVX-512 kernel usable: %d)",
+                  tied ? "tied weight" : "sole reader", packed, usable);
+        if (out && out[0].ndim == 2 && out[0].dims[1] == 128)
+            for (int i = 0; i < 2 * 128; i++) {
+                float y = ((const float *)out[0].data)[i];
+                if (!tied)
+                    want[i / 128][i % 128] = y;
+                else
+                    CHECK_MSG(fabsf(y - want[i / 128][i % 128]) <= 1e-4f * (1 + fabsf(y)),
+                              "y[%d] is %g tied, %g untied", i, y, want[i / 128][i % 128]);
+            }
+        else
+            CHECK_MSG(0, "no [2, 128] output");
+        ss_tensor_free(&in[0]);
+        ss_tensor_free(&in[1]);
+        ss_session_free(s);
+    }
 }
 
 static void arena_reuses_buffers(void)
@@ -640,7 +685,8 @@ TEST_MAIN(TEST(seed_model_gives_minus_48), TEST(run_effects_runs_only_the_collec
           TEST(run_into_writes_the_output_in_place),
           TEST(data_dependent_shape_replans_only_on_change),
           TEST(computed_shape_replans_only_on_change), TEST(run_allocates_nothing),
-          TEST(resident_weights_survive_packing), TEST(arena_reuses_buffers),
+          TEST(resident_weights_survive_packing),
+          TEST(gemm_transb_packs_only_a_weight_it_alone_reads), TEST(arena_reuses_buffers),
           TEST(dynamic_dim_replans_only_on_change), TEST(replan_reuses_packed_weights),
           TEST(bad_inputs_are_named), TEST(load_errors_name_the_node),
           TEST(if_on_shape_runs_taken_branch), TEST(if_on_data_switches_without_replanning),

@@ -71,6 +71,25 @@ def collectives_partial_model():
     return m
 
 
+def gemm_transb_model(tied):
+    """y = x W^T + b with W [128, 96] (a torch Linear on 2-D input); tied: W is also an embedding
+    the graph looks up rows of (Gather), as a tied LM head shares it."""
+    w = np.random.default_rng(3).standard_normal((128, 96)).astype(np.float32)
+    b = np.arange(128, dtype=np.float32)
+    nodes = [helper.make_node("Gemm", ["x", "W", "b"], ["y"], name="head", transB=1)]
+    inputs = [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 96])]
+    outputs = [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 128])]
+    if tied:
+        nodes.append(helper.make_node("Gather", ["W", "ids"], ["e"], name="embed", axis=0))
+        inputs.append(helper.make_tensor_value_info("ids", TensorProto.INT64, [2]))
+        outputs.append(helper.make_tensor_value_info("e", TensorProto.FLOAT, [2, 96]))
+    graph = helper.make_graph(nodes, "gemm_transb", inputs, outputs,
+                              initializer=[numpy_helper.from_array(w, "W"), numpy_helper.from_array(b, "b")])
+    m = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    m.ir_version = 8
+    return m
+
+
 def save_external(model, path, location):
     onnx.save_model(model, path, save_as_external_data=True, all_tensors_to_one_file=True,
                     location=location, size_threshold=0)
@@ -91,6 +110,8 @@ def main(out):
     onnx.save_model(matmul_neg(w), f"{out}/good.onnx")
     onnx.save_model(collectives_model(), f"{out}/collectives.onnx")
     onnx.save_model(collectives_partial_model(), f"{out}/collectives_partial.onnx")
+    onnx.save_model(gemm_transb_model(False), f"{out}/gemm_transb.onnx")
+    onnx.save_model(gemm_transb_model(True), f"{out}/gemm_transb_tied.onnx")
     os.makedirs(f"{out}/ext", exist_ok=True)
     save_external(matmul_neg(w), f"{out}/ext/good_ext.onnx", "good_ext.data")
 
