@@ -153,6 +153,10 @@ void ss_packed_release(ss_packed *p);
  * memory, the output is omitted or outside planning. */
 ss_sequence *ss_kctx_sequence(ss_kctx *k, int j, ss_dtype elem_dtype);
 
+/* A word of this node's that the session keeps across plans, zero at first: state a run
+ * advances (a random op's run count, ops/random.c). NULL outside planning or out of memory. */
+uint64_t *ss_kctx_node_word(ss_kctx *k);
+
 /* The model being planned (its path, folder and opsets), or NULL outside planning. */
 const ss_onnx_model *ss_kctx_model(const ss_kctx *k);
 
@@ -233,7 +237,8 @@ extern const ss_op_def ss_ops_paged_attention[];   /* com.shardserve PagedAttent
 extern const ss_op_def ss_ops_contrib[];           /* com.microsoft (onnxruntime's contrib ops) */
 extern const ss_op_def ss_ops_contrib_attention[]; /* com.microsoft Attention, RotaryEmbedding */
 extern const ss_op_def ss_ops_sequence[]; /* Sequence*, ConcatFromSequence, SplitToSequence */
-extern const ss_op_def ss_ops_quant[]; /* Quantize/DequantizeLinear MatMulInteger QLinearMatMul */
+extern const ss_op_def ss_ops_quant[];  /* Quantize/DequantizeLinear MatMulInteger QLinearMatMul */
+extern const ss_op_def ss_ops_random[]; /* Random{Uniform,Normal}[Like] Bernoulli Multinomial */
 
 const ss_op_def *ss_op_find(const char *domain, const char *type, int64_t opset);
 /* The opset range this runtime serves at all for a domain ("" or ai.shardserve). */

@@ -125,8 +125,9 @@ struct ss_session {
         int ndim;
         int64_t dims[SS_MAX_DIMS];
     } * dyn;
-    ss_tensor *seen;    /* per value: a computed value shape inference read (dtype 0: none) */
-    ss_sequence **seqs; /* per value: the sequence it holds, kept across plans (ops/sequence.c) */
+    ss_tensor *seen;      /* per value: a computed value shape inference read (dtype 0: none) */
+    ss_sequence **seqs;   /* per value: the sequence it holds, kept across plans (ops/sequence.c) */
+    uint64_t *node_words; /* per node: a word kept across plans (ss_kctx_node_word) */
     /* name -> value id hash table (open addressing) */
     int hash_cap;
     int *hash;
@@ -166,6 +167,15 @@ ss_sequence *ss_kctx_sequence(ss_kctx *k, int j, ss_dtype elem_dtype)
     if (!s->seqs && !(s->seqs = calloc((size_t)s->n_values + 1, sizeof *s->seqs))) return NULL;
     if (!s->seqs[id]) s->seqs[id] = ss_sequence_new(elem_dtype);
     return s->seqs[id];
+}
+
+uint64_t *ss_kctx_node_word(ss_kctx *k)
+{
+    if (!k->plan) return NULL;
+    ss_session *s = k->plan->s;
+    if (!s->node_words && !(s->node_words = calloc((size_t)s->n_nodes + 1, sizeof *s->node_words)))
+        return NULL;
+    return &s->node_words[k - k->plan->kctx];
 }
 
 /* ------------------------------------------------------------------ value names */
@@ -1805,6 +1815,7 @@ void ss_session_free(ss_session *s)
     for (int i = 0; s->seqs && i < s->n_values; i++)
         ss_sequence_free(s->seqs[i]);
     free(s->seqs);
+    free(s->node_words);
     while (s->packed) {
         ss_packed *e = s->packed;
         s->packed = e->next;

@@ -90,6 +90,21 @@ def gemm_transb_model(tied):
     return m
 
 
+def random_model(seeded):
+    """n = RandomNormalLike(x) (x's dims are free, so a new shape re-plans) and u =
+    RandomUniform(shape [1000]) (constant-shaped: must not be folded), seeded or not."""
+    seed = {"seed": 3.0} if seeded else {}
+    useed = {"seed": 4.0} if seeded else {}
+    nodes = [helper.make_node("RandomNormalLike", ["x"], ["n"], name="normal", **seed),
+             helper.make_node("RandomUniform", [], ["u"], name="uniform", shape=[1000], **useed)]
+    graph = helper.make_graph(nodes, "random", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N"])],
+                              [helper.make_tensor_value_info("n", TensorProto.FLOAT, ["N"]),
+                               helper.make_tensor_value_info("u", TensorProto.FLOAT, [1000])])
+    m = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    m.ir_version = 8
+    return m
+
+
 def save_external(model, path, location):
     onnx.save_model(model, path, save_as_external_data=True, all_tensors_to_one_file=True,
                     location=location, size_threshold=0)
@@ -112,6 +127,8 @@ def main(out):
     onnx.save_model(collectives_partial_model(), f"{out}/collectives_partial.onnx")
     onnx.save_model(gemm_transb_model(False), f"{out}/gemm_transb.onnx")
     onnx.save_model(gemm_transb_model(True), f"{out}/gemm_transb_tied.onnx")
+    onnx.save_model(random_model(True), f"{out}/random_seeded.onnx")
+    onnx.save_model(random_model(False), f"{out}/random_unseeded.onnx")
     os.makedirs(f"{out}/ext", exist_ok=True)
     save_external(matmul_neg(w), f"{out}/ext/good_ext.onnx", "good_ext.data")
 
