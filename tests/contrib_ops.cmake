@@ -1,26 +1,38 @@
-# onnx_contrib_cases: onnxruntime's com.microsoft contrib ops (Gelu family, skip/simplified/embed
-# layer norms, FusedMatMul, MatMulNBits, Attention, MultiHeadAttention, GroupQueryAttention,
-# RotaryEmbedding), one hand-built model per op and attribute combination
-# (tests/onnx/contrib_cases.py), onnxruntime-node as the oracle (tests/onnx/ort_oracle.js); every
-# case must load and pass.
-# The oracle is the real-model suite's cached onnxruntime-node (outside git): the test is
+# Hand-built backend-test cases with onnxruntime-node as the oracle (tests/onnx/ort_oracle.js):
+# a Python generator writes models and inputs, onnxruntime writes the outputs, and every case must
+# load and pass:
+# - onnx_contrib_cases: onnxruntime's com.microsoft contrib ops (Gelu family, skip/simplified/embed
+#   layer norms, FusedMatMul, MatMulNBits, Attention, MultiHeadAttention, GroupQueryAttention,
+#   RotaryEmbedding), one model per op and attribute combination (tests/onnx/contrib_cases.py);
+# - onnx_ort_op_cases: default-domain ops Debian's onnx test data lacks (LpPool, GlobalLpPool,
+#   MaxRoiPool; tests/onnx/ort_op_cases.py).
+# The oracle is the real-model suite's cached onnxruntime-node (outside git): the tests are
 # registered only when that cache holds it (scripts/test-real-models.sh --fetch-only --quick
 # fills it), since without it the cases could only be skipped.
 if(DEFINED ENV{SHARDSERVE_REAL_MODELS_CACHE})
-  set(ss_contrib_oracle $ENV{SHARDSERVE_REAL_MODELS_CACHE}/node/node_modules)
+  set(ss_ort_oracle $ENV{SHARDSERVE_REAL_MODELS_CACHE}/node/node_modules)
 else()
-  set(ss_contrib_oracle $ENV{HOME}/.cache/shardserve-real-models/node/node_modules)
+  set(ss_ort_oracle $ENV{HOME}/.cache/shardserve-real-models/node/node_modules)
 endif()
-if(EXISTS ${ss_contrib_oracle}/onnxruntime-node AND EXISTS ${ss_contrib_oracle}/onnx-proto)
-  set(ss_contrib_dir ${CMAKE_BINARY_DIR}/contrib-cases)
-  add_test(NAME onnx_contrib_cases_make
-           COMMAND sh -c "${SS_PY} ${SS_TEST_DIR}/onnx/contrib_cases.py ${ss_contrib_dir} && node ${SS_TEST_DIR}/onnx/ort_oracle.js ${ss_contrib_oracle} ${ss_contrib_dir}")
-  set_tests_properties(onnx_contrib_cases_make PROPERTIES FIXTURES_SETUP contrib_cases)
-  add_test(NAME onnx_contrib_cases
-           COMMAND ${SS_TEST_DIR}/onnx/conformance.sh $<TARGET_FILE:shardserve> ${ss_contrib_dir}
-                   49 --no-skips)
-  set_tests_properties(onnx_contrib_cases PROPERTIES FIXTURES_REQUIRED contrib_cases)
+
+# ss_ort_case_suite(NAME COUNT): tests/onnx/NAME.py writes the cases into the build folder's NAME
+# (with - for _); onnx_NAME needs at least COUNT of them, all passing.
+function(ss_ort_case_suite name count)
+  string(REPLACE "_" "-" folder ${name})
+  set(dir ${CMAKE_BINARY_DIR}/${folder})
+  add_test(NAME onnx_${name}_make
+           COMMAND sh -c "${SS_PY} ${SS_TEST_DIR}/onnx/${name}.py ${dir} && node ${SS_TEST_DIR}/onnx/ort_oracle.js ${ss_ort_oracle} ${dir}")
+  set_tests_properties(onnx_${name}_make PROPERTIES FIXTURES_SETUP ${name})
+  add_test(NAME onnx_${name}
+           COMMAND ${SS_TEST_DIR}/onnx/conformance.sh $<TARGET_FILE:shardserve> ${dir} ${count}
+                   --no-skips)
+  set_tests_properties(onnx_${name} PROPERTIES FIXTURES_REQUIRED ${name})
+endfunction()
+
+if(EXISTS ${ss_ort_oracle}/onnxruntime-node AND EXISTS ${ss_ort_oracle}/onnx-proto)
+  ss_ort_case_suite(contrib_cases 49)
+  ss_ort_case_suite(ort_op_cases 15)
 else()
-  message(STATUS "onnx_contrib_cases not registered: no onnxruntime-node at ${ss_contrib_oracle}"
-                 " (scripts/test-real-models.sh --fetch-only --quick installs it)")
+  message(STATUS "onnx_contrib_cases and onnx_ort_op_cases not registered: no onnxruntime-node at"
+                 " ${ss_ort_oracle} (scripts/test-real-models.sh --fetch-only --quick installs it)")
 endif()

@@ -88,7 +88,7 @@ static void test_normal_moments_and_shape_of_like(void)
     CHECK_OK(op_run(&t, 17, 1, in, 1, &y, NULL));
     CHECK(y.dtype == SS_DT_FLOAT64 && y.ndim == 1 && y.dims[0] == N_DRAWS);
     double m = mean_of(&y), sd = sqrt(var_of(&y, m));
-    CHECK_NEAR(m, 1.0, 0.03);  /* standard error 0.0045 */
+    CHECK_NEAR(m, 1.0, 0.03);   /* standard error 0.0045 */
     CHECK_NEAR(sd, 2.0, 0.025); /* standard error 0.0032 */
     int within = 0, tail = 0;
     for (int64_t i = 0; i < N_DRAWS; i++) {

@@ -1,6 +1,6 @@
 /*
  * Convolution and pooling over 1, 2 or 3 spatial dims: Conv, ConvTranspose, MaxPool,
- * AveragePool, GlobalAveragePool, GlobalMaxPool.
+ * AveragePool, LpPool, GlobalAveragePool, GlobalMaxPool, GlobalLpPool.
  *
  * Every op is planned in a canonical 3-D geometry (lower ranks get leading spatial dims of size
  * 1), so one im2col and one pooling loop serve all ranks. infer resolves auto_pad, pads, strides,
@@ -818,6 +818,8 @@ typedef struct {
     geom g;
     int64_t planes; /* N * C */
     bool is_max, include_pad, col_major;
+    bool is_lp; /* LpPool: (sum |x|^lp)^(1/lp) over the window; padding adds 0 */
+    double lp;
     ss_dnnl_pool *dnnl; /* MaxPool on oneDNN: only when X arrives in oneDNN's layout */
 } pool_plan;
 
@@ -865,12 +867,30 @@ static const char *const avgpool_attrs[] = {
     "auto_pad",     "ceil_mode", "count_include_pad", "dilations",
     "kernel_shape", "pads",      "strides",           NULL};
 
+static const char *const lppool_attrs[] = {"auto_pad", "ceil_mode", "dilations", "kernel_shape",
+                                           "p",        "pads",      "strides",   NULL};
+
+/* LpPool's and GlobalLpPool's p: a float attribute at opset 1, an int from opset 2 (default 2) */
+static ss_status *lp_order(const ss_kctx *k, double *lp)
+{
+    const ss_onnx_attr *a = ss_onnx_attr_find(k->node, "p");
+    if (a && a->type == ONNX__ATTRIBUTE_PROTO__ATTRIBUTE_TYPE__FLOAT)
+        *lp = a->f;
+    else
+        *lp = (double)ss_onnx_attr_int(k->node, "p", 2);
+    if (!(*lp > 0) || !isfinite(*lp))
+        return ss_op_err(k, SS_ERR_INVALID, "attribute 'p' %g must be positive", *lp);
+    return NULL;
+}
+
 static ss_status *pool_infer_native(ss_kctx *k)
 {
     bool is_max = strcmp(k->node->op_type, "MaxPool") == 0;
+    bool is_lp = strcmp(k->node->op_type, "LpPool") == 0;
     static const ss_dtype max_types[] = {SS_DT_FLOAT32, SS_DT_FLOAT64, SS_DT_UINT8, SS_DT_INT8};
     ss_status *st = ss_op_expect_inputs(k, 1, 1);
-    if (!st) st = ss_op_check_attrs(k, is_max ? maxpool_attrs : avgpool_attrs);
+    if (!st)
+        st = ss_op_check_attrs(k, is_max ? maxpool_attrs : is_lp ? lppool_attrs : avgpool_attrs);
     if (!st) st = ss_op_expect_dtype(k, 0, max_types, is_max ? 4 : 2);
     if (st) return st;
     const ss_tensor *x = k->in[0];
@@ -887,11 +907,16 @@ static ss_status *pool_infer_native(ss_kctx *k)
     if (!p) return ss_op_oom();
     st = geom_init(k, x, kernel, ss_onnx_attr_int(k->node, "ceil_mode", 0) != 0, &p->g);
     if (st) return st;
+    p->is_lp = is_lp;
+    if (is_lp && (st = lp_order(k, &p->lp))) return st;
+    if (is_lp && k->opset < 18 &&
+        (ss_onnx_attr_find(k->node, "dilations") || ss_onnx_attr_find(k->node, "ceil_mode")))
+        return ss_op_err(k, SS_ERR_INVALID, "attributes 'dilations' and 'ceil_mode' need opset 18");
     /* AveragePool's divisor counts undilated taps: opset 19's dilations only as all ones */
-    for (int i = 0; !is_max && i < 3; i++)
+    for (int i = 0; !is_max && !is_lp && i < 3; i++)
         if (p->g.d[i] != 1)
             return ss_op_err(k, SS_ERR_UNSUPPORTED, "attribute 'dilations' other than 1");
-    if (!is_max && k->opset < 19 && ss_onnx_attr_find(k->node, "dilations"))
+    if (!is_max && !is_lp && k->opset < 19 && ss_onnx_attr_find(k->node, "dilations"))
         return ss_op_err(k, SS_ERR_INVALID, "attribute 'dilations' needs opset 19");
     p->planes = x->dims[0] * x->dims[1];
     p->is_max = is_max;
@@ -900,7 +925,7 @@ static ss_status *pool_infer_native(ss_kctx *k)
     geom_shape(&p->g, p->g.out, x->dims[0], x->dims[1], k->out[0], x->dtype);
     if (k->n_out > 2) return ss_op_err(k, SS_ERR_INVALID, "has %d outputs, at most 2", k->n_out);
     if (k->n_out > 1 && k->out[1]) {
-        if (!is_max) return ss_op_err(k, SS_ERR_INVALID, "AveragePool has one output");
+        if (!is_max) return ss_op_err(k, SS_ERR_INVALID, "%s has one output", k->node->op_type);
         if (p->col_major && nsp == 3)
             return ss_op_err(k, SS_ERR_UNSUPPORTED,
                              "attribute 'storage_order' = 1 with 3 spatial dims");
@@ -945,6 +970,42 @@ static ss_status *pool_infer_native(ss_kctx *k)
                     }                                                                              \
         }                                                                                          \
     }
+
+/* (sum of |x|^lp over the window's taps inside X)^(1/lp); squares and a root for lp = 2 */
+#define LPPOOL(T)                                                                                  \
+    static void lppool_##T(const pool_plan *p, const T *x, T *y)                                   \
+    {                                                                                              \
+        const geom *g = &p->g;                                                                     \
+        bool two = p->lp == 2;                                                                     \
+        int64_t o = 0;                                                                             \
+        for (int64_t pl = 0; pl < p->planes; pl++) {                                               \
+            const T *xp = x + pl * g->ivol;                                                        \
+            for (int64_t od = 0; od < g->out[0]; od++)                                             \
+                for (int64_t oh = 0; oh < g->out[1]; oh++)                                         \
+                    for (int64_t ow = 0; ow < g->out[2]; ow++, o++) {                              \
+                        double acc = 0;                                                            \
+                        for (int64_t kd = 0; kd < g->k[0]; kd++) {                                 \
+                            int64_t id = od * g->s[0] - g->pb[0] + kd * g->d[0];                   \
+                            if (id < 0 || id >= g->in[0]) continue;                                \
+                            for (int64_t kh = 0; kh < g->k[1]; kh++) {                             \
+                                int64_t ih = oh * g->s[1] - g->pb[1] + kh * g->d[1];               \
+                                if (ih < 0 || ih >= g->in[1]) continue;                            \
+                                const T *row = xp + (id * g->in[1] + ih) * g->in[2];               \
+                                for (int64_t kw = 0; kw < g->k[2]; kw++) {                         \
+                                    int64_t iw = ow * g->s[2] - g->pb[2] + kw * g->d[2];           \
+                                    if (iw < 0 || iw >= g->in[2]) continue;                        \
+                                    double v = fabs((double)row[iw]);                              \
+                                    acc += two ? v * v : pow(v, p->lp);                            \
+                                }                                                                  \
+                            }                                                                      \
+                        }                                                                          \
+                        y[o] = (T)(two ? sqrt(acc) : pow(acc, 1.0 / p->lp));                       \
+                    }                                                                              \
+        }                                                                                          \
+    }
+
+LPPOOL(float)
+LPPOOL(double)
 
 MAXPOOL(float, -INFINITY)
 MAXPOOL(double, -INFINITY)
@@ -1030,7 +1091,9 @@ static ss_status *pool_run_native(ss_kctx *k)
     /* the per-window loop tracks the argmax; without an Indices output whole rows are folded */
     switch (k->in[0]->dtype) {
     case SS_DT_FLOAT32:
-        if (!p->is_max)
+        if (p->is_lp)
+            lppool_float(p, x, y);
+        else if (!p->is_max)
             avgpool_float(p, x, y);
         else if (ind)
             maxpool_float(p, x, y, ind);
@@ -1038,7 +1101,9 @@ static ss_status *pool_run_native(ss_kctx *k)
             maxrows_float(p, x, y);
         break;
     case SS_DT_FLOAT64:
-        if (!p->is_max)
+        if (p->is_lp)
+            lppool_double(p, x, y);
+        else if (!p->is_max)
             avgpool_double(p, x, y);
         else if (ind)
             maxpool_double(p, x, y, ind);
@@ -1061,14 +1126,16 @@ static ss_status *pool_run_native(ss_kctx *k)
 
 typedef struct {
     int64_t planes, len;
-    bool is_max;
+    bool is_max, is_lp;
+    double lp; /* GlobalLpPool's p */
 } gpool_plan;
 
 static ss_status *gpool_infer_native(ss_kctx *k)
 {
-    static const char *const none[] = {NULL};
+    static const char *const none[] = {NULL}, *const lp_attrs[] = {"p", NULL};
+    bool is_lp = strcmp(k->node->op_type, "GlobalLpPool") == 0;
     ss_status *st = ss_op_expect_inputs(k, 1, 1);
-    if (!st) st = ss_op_check_attrs(k, none);
+    if (!st) st = ss_op_check_attrs(k, is_lp ? lp_attrs : none);
     if (!st) st = ss_op_expect_float(k, 0);
     if (st) return st;
     const ss_tensor *x = k->in[0];
@@ -1080,6 +1147,8 @@ static ss_status *gpool_infer_native(ss_kctx *k)
     for (int d = 2; d < x->ndim; d++)
         p->len *= x->dims[d];
     p->is_max = strcmp(k->node->op_type, "GlobalMaxPool") == 0;
+    p->is_lp = is_lp;
+    if (is_lp && (st = lp_order(k, &p->lp))) return st;
     ss_tensor *y = k->out[0];
     ss_op_same_shape(y, x);
     for (int d = 2; d < y->ndim; d++)
@@ -1121,6 +1190,11 @@ GPOOL_SUM(double)
                 for (int64_t i = 1; i < p->len; i++)                                               \
                     m = r[i] > m ? r[i] : m;                                                       \
                 y[pl] = m;                                                                         \
+            } else if (p->is_lp) {                                                                 \
+                double acc = 0;                                                                    \
+                for (int64_t i = 0; i < p->len; i++)                                               \
+                    acc += pow(fabs((double)r[i]), p->lp);                                         \
+                y[pl] = (T)pow(acc, 1.0 / p->lp);                                                  \
             } else {                                                                               \
                 y[pl] = (T)(p->len ? gpool_sum_##T(r, p->len) / (double)p->len : NAN);             \
             }                                                                                      \
@@ -1384,6 +1458,8 @@ const ss_op_def ss_ops_conv[] = {
     {"", "MaxPool", 1, 21, pool_infer, pool_run, 0, pool_release, NULL, pool_layout_ok,
      pool_relayout},
     {"", "AveragePool", 1, 21, pool_infer, pool_run, 0, pool_release},
+    {"", "LpPool", 1, 21, pool_infer, pool_run, 0, pool_release},
+    {"", "GlobalLpPool", 1, 21, gpool_infer, gpool_run, 0},
     {"", "GlobalAveragePool", 1, 21, gpool_infer, gpool_run, 0},
     {"", "GlobalMaxPool", 1, 21, gpool_infer, gpool_run, 0},
     {"", "ConvInteger", 10, 21, convinteger_infer, qconv_run, 0},

@@ -108,13 +108,12 @@ static ss_status *attr_dtype(const ss_kctx *k, ss_dtype dflt, const ss_dtype *al
             *out = allowed[i];
             return NULL;
         }
-    return ss_op_err(k, SS_ERR_UNSUPPORTED, "attribute 'dtype' %lld (%s) is not an output type of %s",
-                     (long long)dt, ss_dtype_valid((int)dt) ? ss_dtype_name((ss_dtype)dt) : "?",
-                     k->node->op_type);
+    return ss_op_err(k, SS_ERR_UNSUPPORTED,
+                     "attribute 'dtype' %lld (%s) is not an output type of %s", (long long)dt,
+                     ss_dtype_valid((int)dt) ? ss_dtype_name((ss_dtype)dt) : "?", k->node->op_type);
 }
 
-static const ss_dtype float_types[] = {SS_DT_FLOAT32, SS_DT_FLOAT64, SS_DT_FLOAT16,
-                                       SS_DT_BFLOAT16};
+static const ss_dtype float_types[] = {SS_DT_FLOAT32, SS_DT_FLOAT64, SS_DT_FLOAT16, SS_DT_BFLOAT16};
 
 /* ------------------------------------------------------------------ RandomUniform/Normal(Like) */
 
@@ -129,15 +128,16 @@ static ss_status *dist_params(ss_kctx *k, rng_plan *p)
         p->a = ss_onnx_attr_float(k->node, "mean", 0.0f);
         p->b = ss_onnx_attr_float(k->node, "scale", 1.0f);
         if (!isfinite(p->a) || !isfinite(p->b))
-            return ss_op_err(k, SS_ERR_INVALID, "attributes 'mean' %g and 'scale' %g must be finite",
-                             p->a, p->b);
+            return ss_op_err(k, SS_ERR_INVALID,
+                             "attributes 'mean' %g and 'scale' %g must be finite", p->a, p->b);
         return NULL;
     }
     double lo = ss_onnx_attr_float(k->node, "low", 0.0f);
     double hi = ss_onnx_attr_float(k->node, "high", 1.0f);
     if (!isfinite(lo) || !isfinite(hi) || hi < lo)
         return ss_op_err(k, SS_ERR_INVALID,
-                         "attributes 'low' %g and 'high' %g must be finite with low <= high", lo, hi);
+                         "attributes 'low' %g and 'high' %g must be finite with low <= high", lo,
+                         hi);
     p->a = lo;
     p->b = hi - lo;
     return NULL;
@@ -145,8 +145,8 @@ static ss_status *dist_params(ss_kctx *k, rng_plan *p)
 
 static ss_status *random_infer(ss_kctx *k)
 {
-    static const char *const attrs[] = {"dtype", "high", "low", "mean", "scale", "seed", "shape",
-                                        NULL};
+    static const char *const attrs[] = {"dtype", "high", "low",   "mean",
+                                        "scale", "seed", "shape", NULL};
     bool like = strstr(k->node->op_type, "Like") != NULL;
     ss_status *st = ss_op_expect_inputs(k, like ? 1 : 0, like ? 1 : 0);
     if (!st) st = ss_op_check_attrs(k, attrs);
@@ -174,7 +174,8 @@ static ss_status *random_infer(ss_kctx *k)
                                  (long long)shape[i]);
             y->dims[i] = shape[i];
         }
-        if (ss_tensor_numel(y) < 0) return ss_op_err(k, SS_ERR_LIMIT, "attribute 'shape' is too large");
+        if (ss_tensor_numel(y) < 0)
+            return ss_op_err(k, SS_ERR_LIMIT, "attribute 'shape' is too large");
     }
     y->dtype = dt;
     rng_plan *p = rng_plan_new(k, 0);

@@ -1,5 +1,5 @@
 /*
- * Sampling at computed positions: GridSample (2-D images), RoiAlign and MaxUnpool.
+ * Sampling at computed positions: GridSample (2-D images), RoiAlign, MaxRoiPool and MaxUnpool.
  *
  * GridSample follows the spec's reference (and onnxruntime's CPU kernel) step for step:
  * denormalise the grid point, round it (nearest) or clamp/reflect it into the image (border,
@@ -300,6 +300,109 @@ static ss_status *roialign_run(ss_kctx *k)
     return NULL;
 }
 
+/* ------------------------------------------------------------------ MaxRoiPool */
+
+/*
+ * Fast R-CNN's RoI max pooling, as Caffe and onnxruntime compute it: each roi (batch index, x1,
+ * y1, x2, y2) is scaled by spatial_scale and rounded (half away from zero) to whole pixels,
+ * inclusive of its end, at least 1x1, and cut into pooled_shape bins of float size; bin (ph, pw)
+ * covers rows floor(ph * h) .. ceil((ph + 1) * h) from the roi's start, clipped to the image. A bin
+ * that falls outside the image is 0; otherwise the maximum of its pixels.
+ */
+typedef struct {
+    int64_t C, H, W, ph, pw, rois;
+    float scale;
+} maxroi_plan;
+
+static ss_status *maxroipool_infer(ss_kctx *k)
+{
+    static const char *const attrs[] = {"pooled_shape", "spatial_scale", NULL};
+    ss_status *st = ss_op_expect_inputs(k, 2, 2);
+    if (!st) st = ss_op_check_attrs(k, attrs);
+    if (!st) st = ss_op_expect_float(k, 0);
+    if (st) return st;
+    const ss_tensor *x = k->in[0], *r = k->in[1];
+    if (x->ndim != 4 || r->ndim != 2 || r->dims[1] != 5 || r->dtype != x->dtype)
+        return ss_op_err(k, SS_ERR_INVALID,
+                         "X must be [N,C,H,W] and rois [num_rois,5] of X's type; rois is %s of "
+                         "rank %d",
+                         ss_dtype_name(r->dtype), r->ndim);
+    const int64_t *shape;
+    if (ss_onnx_attr_ints(k->node, "pooled_shape", &shape) != 2 || shape[0] < 1 || shape[1] < 1)
+        return ss_op_err(k, SS_ERR_INVALID,
+                         "attribute 'pooled_shape' must be two positive sizes [height, width]");
+    maxroi_plan *p = ss_op_state_alloc(k, sizeof *p);
+    if (!p) return ss_op_oom();
+    *p = (maxroi_plan){.C = x->dims[1],
+                       .H = x->dims[2],
+                       .W = x->dims[3],
+                       .ph = shape[0],
+                       .pw = shape[1],
+                       .rois = r->dims[0],
+                       .scale = ss_onnx_attr_float(k->node, "spatial_scale", 1.0f)};
+    if (!isfinite(p->scale))
+        return ss_op_err(k, SS_ERR_INVALID, "attribute 'spatial_scale' must be finite");
+    *k->out[0] = (ss_tensor){.dtype = x->dtype, .ndim = 4, .dims = {p->rois, p->C, p->ph, p->pw}};
+    if (ss_tensor_numel(k->out[0]) < 0) return ss_op_err(k, SS_ERR_LIMIT, "output is too large");
+    return NULL;
+}
+
+/* v clamped to [0, hi] */
+static int64_t clamp_index(int64_t v, int64_t hi)
+{
+    return v < 0 ? 0 : v > hi ? hi : v;
+}
+
+/* a roi coordinate in pixels, rounded half away from zero, saturated far outside any image */
+static int64_t roi_pixel(double v, float scale)
+{
+    float f = roundf((float)v * scale);
+    return f != f         ? 0
+           : f > 0x1p40f  ? (int64_t)1 << 40
+           : f < -0x1p40f ? -((int64_t)1 << 40)
+                          : (int64_t)f;
+}
+
+static ss_status *maxroipool_run(ss_kctx *k)
+{
+    const maxroi_plan *p = k->state;
+    const ss_tensor *x = k->in[0], *r = k->in[1];
+    ss_tensor *y = k->out[0];
+    int64_t o = 0;
+    for (int64_t n = 0; n < p->rois; n++) {
+        double bd = ss_op_elem_f64(r, n * 5);
+        int64_t b = ss_op_sat_i64(bd);
+        if (!(bd >= 0) || b >= x->dims[0])
+            return ss_op_err(k, SS_ERR_INVALID,
+                             "roi %lld: batch index %g is out of range (X has %lld images)",
+                             (long long)n, bd, (long long)x->dims[0]);
+        int64_t x1 = roi_pixel(ss_op_elem_f64(r, n * 5 + 1), p->scale);
+        int64_t y1 = roi_pixel(ss_op_elem_f64(r, n * 5 + 2), p->scale);
+        int64_t x2 = roi_pixel(ss_op_elem_f64(r, n * 5 + 3), p->scale);
+        int64_t y2 = roi_pixel(ss_op_elem_f64(r, n * 5 + 4), p->scale);
+        int64_t rh = y2 - y1 + 1 > 1 ? y2 - y1 + 1 : 1, rw = x2 - x1 + 1 > 1 ? x2 - x1 + 1 : 1;
+        float bh = (float)rh / (float)p->ph, bw = (float)rw / (float)p->pw;
+        for (int64_t ch = 0; ch < p->C; ch++) {
+            int64_t base = (b * p->C + ch) * p->H * p->W;
+            for (int64_t i = 0; i < p->ph; i++)
+                for (int64_t j = 0; j < p->pw; j++, o++) {
+                    int64_t h0 = clamp_index((int64_t)floorf((float)i * bh) + y1, p->H);
+                    int64_t h1 = clamp_index((int64_t)ceilf((float)(i + 1) * bh) + y1, p->H);
+                    int64_t w0 = clamp_index((int64_t)floorf((float)j * bw) + x1, p->W);
+                    int64_t w1 = clamp_index((int64_t)ceilf((float)(j + 1) * bw) + x1, p->W);
+                    double best = h1 > h0 && w1 > w0 ? -INFINITY : 0;
+                    for (int64_t h = h0; h < h1; h++)
+                        for (int64_t w = w0; w < w1; w++) {
+                            double v = ss_op_elem_f64(x, base + h * p->W + w);
+                            best = v > best ? v : best;
+                        }
+                    ss_op_store_f64(y->data, o, y->dtype, best);
+                }
+        }
+    }
+    return NULL;
+}
+
 /* ------------------------------------------------------------------ MaxUnpool */
 
 static ss_status *maxunpool_shape(ss_kctx *k, ss_tensor *y)
@@ -378,5 +481,6 @@ const ss_op_def ss_ops_sample[] = {
     {"", "GridSample", 16, 21, gridsample_infer, gridsample_run, 0, NULL},
     {"", "RoiAlign", 10, 21, roialign_infer, roialign_run, 0, NULL},
     {"", "MaxUnpool", 9, 21, maxunpool_infer, maxunpool_run, 0, NULL},
+    {"", "MaxRoiPool", 1, 21, maxroipool_infer, maxroipool_run, 0, NULL},
     {NULL, NULL, 0, 0, NULL, NULL, 0, NULL},
 };
