@@ -167,7 +167,7 @@ static void bad_options_are_refused(void)
     s = make(8, 4, 64, 1, 1);
     int32_t seq;
     CHECK_OK(ss_sched_add(s, 1, 1, &seq));
-    CHECK_ERR(ss_sched_add(s, 1, 1, &seq), "the limit");
+    CHECK_ERR(ss_sched_add(s, 1, 1, &seq), "generate.max_sequences");
     CHECK_ERR(ss_sched_add(s, 0, 1, &seq), "prompt of 0");
     ss_sched_free(s);
 }

@@ -90,13 +90,15 @@ ss_status *ss_sched_add(ss_sched *s, int32_t n_prompt, int32_t max_new, int32_t 
     if (need > s->o.blocks)
         return ss_errf(SS_ERR_LIMIT,
                        "%d prompt + %d new tokens need %d KV blocks of %d tokens; the pool has %d "
-                       "(raise --kv-cache-mb or lower max_tokens)",
+                       "(raise generate.kv_cache_mb in servable.json or lower max_tokens)",
                        n_prompt, max_new, need, s->o.block_size, s->o.blocks);
     int32_t i = 0;
     while (i < s->o.max_sequences && s->seqs[i].state != SEQ_FREE)
         i++;
     if (i == s->o.max_sequences)
-        return ss_errf(SS_ERR_LIMIT, "%d sequences are running or queued already (the limit)",
+        return ss_errf(SS_ERR_UNAVAILABLE,
+                       "%d sequences are running or queued already (generate.max_sequences): try "
+                       "again later",
                        s->o.max_sequences);
     s->seqs[i] = (seq_slot){.state = SEQ_WAITING,
                             .n_tokens = n_prompt,

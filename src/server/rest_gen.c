@@ -97,6 +97,10 @@ bool gen_parse_common(const cJSON *obj, gen_params *p, gen_err *e)
         if (gen_param_table[k].integer && v->valuedouble != floor(v->valuedouble))
             return gen_fail(e, MHD_HTTP_BAD_REQUEST, name, "'%s' must be an integer, got %g", name,
                             v->valuedouble);
+        if (!(fabs(v->valuedouble) <= 9.2e18)) /* beyond, an integer's cast is undefined */
+            return gen_fail(e, MHD_HTTP_BAD_REQUEST, name,
+                            "'%s' is %g, beyond any value it may take (|%s| <= 9.2e18)", name,
+                            v->valuedouble, name);
         p->set[k] = true;
         p->value[k] = v->valuedouble;
     }
@@ -113,11 +117,11 @@ bool gen_parse_common(const cJSON *obj, gen_params *p, gen_err *e)
 bool gen_parse_stops(const cJSON *stop, gen_params *p, gen_err *e)
 {
     if (!stop || cJSON_IsNull(stop)) return true;
-    if (cJSON_IsString(stop)) {
+    if (cJSON_IsString(stop) && p->n_stops < SS_GEN_MAX_STOPS) {
         p->stops[p->n_stops++] = stop->valuestring;
         return true;
     }
-    if (!cJSON_IsArray(stop) || cJSON_GetArraySize(stop) > SS_GEN_MAX_STOPS)
+    if (!cJSON_IsArray(stop) || cJSON_GetArraySize(stop) > SS_GEN_MAX_STOPS - p->n_stops)
         return gen_fail(e, MHD_HTTP_BAD_REQUEST, "stop",
                         "'stop' must be a string or a list of at most %d strings",
                         SS_GEN_MAX_STOPS);
@@ -311,9 +315,12 @@ static bool gen_stop_ids(const cJSON *list, ss_serving_instance *inst, gen_err *
     const cJSON *v;
     cJSON_ArrayForEach(v, list)
     {
-        if (!cJSON_IsNumber(v) || v->valuedouble != floor(v->valuedouble) || n == 64)
+        if (!cJSON_IsNumber(v) || v->valuedouble != floor(v->valuedouble) || n == 64 ||
+            !(v->valuedouble >= 0 && v->valuedouble <= INT32_MAX))
             return gen_fail(e, MHD_HTTP_BAD_REQUEST, "stop_token_ids",
-                            "'stop_token_ids' must be a list of at most 64 integers");
+                            "'stop_token_ids' must be a list of at most 64 token ids (integers "
+                            "in 0..2147483647): element %zu is not one",
+                            n);
         ids[n++] = (int64_t)v->valuedouble;
     }
     return put_ids(inst, "stop_token_ids", ids, n) ||
@@ -377,8 +384,10 @@ static bool declared(const ss_serving_method *m, const char *name)
 static bool gen_undeclared(const ss_serving_method *m, const gen_params *p, const char *model,
                            gen_err *e)
 {
+    /* max_tokens' default is the servable's (generate.max_tokens), which the table's 16 may not
+     * be: a method that does not take it refuses every value */
     for (int k = 0; k < GEN_P_COUNT; k++)
-        if (p->set[k] && p->value[k] != gen_param_table[k].def &&
+        if (p->set[k] && (p->value[k] != gen_param_table[k].def || k == GEN_P_MAX_TOKENS) &&
             !declared(m, gen_param_table[k].name))
             return gen_fail(e, MHD_HTTP_BAD_REQUEST, gen_param_table[k].name,
                             "model '%s' does not take '%s' (its method '%s' does not declare it)",
@@ -409,6 +418,9 @@ static bool gen_build(ss_rest_gen *g, const gen_params *p, gen_err *e)
     if (r != SS_DESCRIBE_OK)
         return gen_fail(e, MHD_HTTP_SERVICE_UNAVAILABLE, "model", "model '%s' is not ready: %s",
                         p->model, why);
+    /* only now, for a served model: the cache holds no entry for a name a client made up */
+    g->tk = tk_get(g->env, p->model, &g->tk_why);
+    g->info.text = g->tk != NULL;
     const ss_serving_method *m = gen_method(sig);
     bool ok = m || gen_fail(e, MHD_HTTP_BAD_REQUEST, "model",
                             "model '%s' does not generate (no method with input 'prompt' and "
@@ -453,8 +465,6 @@ static bool gen_setup(ss_rest_gen *g, const gen_params *p, gen_err *e)
 {
     if (!(g->info.model = strdup(p->model)))
         return gen_fail(e, MHD_HTTP_INTERNAL_SERVER_ERROR, "", "out of memory");
-    g->tk = tk_get(g->env, p->model, &g->tk_why);
-    g->info.text = g->tk != NULL;
     g->stream = p->stream;
     return gen_build(g, p, e);
 }

@@ -44,6 +44,8 @@ static bool triton_parse(const char *url, const cJSON *root, gen_params *p, gen_
     if (params && !cJSON_IsObject(params))
         return gen_fail(e, 400, "parameters", "'parameters' must be an object");
     if (params && !gen_parse_common(params, p, e)) return false;
+    if (params && !gen_parse_stops(cJSON_GetObjectItemCaseSensitive(params, "stop"), p, e))
+        return false;
     if (!gen_parse_common(root, p, e)) return false;
     if (!gen_parse_stops(cJSON_GetObjectItemCaseSensitive(root, "stop"), p, e)) return false;
     p->prompt_field = "prompt";

@@ -181,7 +181,7 @@ static void req_free(gen_req *r)
 }
 
 /* The request leaves: unlinked, freed, and the worker told (last: it may answer the client). */
-static void req_end_as(gen_req *r, const char *error, bool invalid)
+static void req_end_as(gen_req *r, const char *error, int64_t code)
 {
     ss_wgen *g = r->g;
     for (gen_req **pp = &g->reqs; *pp; pp = &(*pp)->next)
@@ -192,12 +192,12 @@ static void req_end_as(gen_req *r, const char *error, bool invalid)
     void *request = r->request;
     size_t inst = r->inst;
     req_free(r);
-    g->hooks.finish(g->worker, request, inst, error, invalid);
+    g->hooks.finish(g->worker, request, inst, error, code);
 }
 
 static void req_end(gen_req *r, const char *error)
 {
-    req_end_as(r, error, false);
+    req_end_as(r, error, 0);
 }
 
 static void fail_all(ss_wgen *g, const char *why)
@@ -461,7 +461,11 @@ static bool enter_engine(ss_wgen *g, gen_req *r)
     free(r->prompt);
     r->prompt = NULL;
     r->in_engine = !st;
-    if (st) req_end_as(r, st->msg, true); /* r is gone: its prompt or parameters were wrong */
+    /* r is gone: its prompt or parameters were wrong, or the servable is full for now */
+    if (st)
+        req_end_as(r, st->msg,
+                   st->code == SS_ERR_UNAVAILABLE ? SS_SERVING_SERVABLE_UNAVAILABLE
+                                                  : SS_SERVING_INVALID_INPUTS);
     ss_status_free(st);
     return !st;
 }

@@ -21,8 +21,10 @@
 /* How the token loop talks back to the worker about one instance of a request. */
 typedef struct {
     /* The instance is done: out holds its outputs (tokens, finish_reason) or error is set
-     * (invalid: the request's own fault, e.g. a prompt id outside the vocabulary). */
-    void (*finish)(void *worker, void *request, size_t inst, const char *error, bool invalid);
+     * with code, a serving code: SS_SERVING_INVALID_INPUTS for the request's own fault (a
+     * prompt id outside the vocabulary), SS_SERVING_SERVABLE_UNAVAILABLE for a full servable
+     * (generate.max_sequences), 0 for any other failure (a system error). */
+    void (*finish)(void *worker, void *request, size_t inst, const char *error, int64_t code);
     /* New tokens of a running instance, as they are sampled (optional), and with a tokenizer the
      * text they complete (else NULL): with stop strings only what no stop string can still claim
      * (gen_stop.h), so n or len may be 0. The pieces add up to the outputs. */

@@ -598,8 +598,9 @@ struct gen_note {
     struct gen_note *next;
     req_state *request;
     size_t inst;
-    bool finished, invalid;
-    char *error; /* finished: NULL when it ended well */
+    bool finished;
+    int64_t code; /* finished with an error: its serving code (0: a system error) */
+    char *error;  /* finished: NULL when it ended well */
     int n;
     size_t len;
     char *text;
@@ -1885,16 +1886,18 @@ static void gen_enqueue(ss_worker *w, req_state *rs)
 }
 
 static bool gen_note_add(ss_worker *w, req_state *request, size_t inst, bool finished,
-                         const char *error, bool invalid, const int64_t *tokens, int n,
+                         const char *error, int64_t code, const int64_t *tokens, int n,
                          const char *text, size_t len);
 
 /* gen.h's hooks: an instance of a generate request is done, has new tokens, or lost its client.
  */
-static void gen_finished(void *worker, void *request, size_t inst, const char *error, bool invalid)
+static void gen_finished(void *worker, void *request, size_t inst, const char *error, int64_t code)
 {
-    if (gen_note_add(worker, request, inst, true, error, invalid, NULL, 0, NULL, 0)) return;
-    int64_t code = !error ? 0 : invalid ? SS_SERVING_INVALID_INPUTS : SS_SERVING_SYSTEM_ERROR;
-    req_finish_instance(worker, request, inst, error, code);
+    if (gen_note_add(worker, request, inst, true, error, code, NULL, 0, NULL, 0)) return;
+    req_finish_instance(worker, request, inst, error,
+                        !error ? 0
+                        : code ? code
+                               : SS_SERVING_SYSTEM_ERROR);
 }
 
 static void gen_tokens_now(req_state *request, size_t inst, const int64_t *tokens, int n,
@@ -1919,7 +1922,7 @@ static void gen_tokens_now(req_state *request, size_t inst, const int64_t *token
 
 /* A note for later when the loop defers, else false (deliver now). */
 static bool gen_note_add(ss_worker *w, req_state *request, size_t inst, bool finished,
-                         const char *error, bool invalid, const int64_t *tokens, int n,
+                         const char *error, int64_t code, const int64_t *tokens, int n,
                          const char *text, size_t len)
 {
     if (!w->gen_defer) return false;
@@ -1930,12 +1933,8 @@ static bool gen_note_add(ss_worker *w, req_state *request, size_t inst, bool fin
         gen_notes_flush(w);
         return false;
     }
-    *g = (struct gen_note){.request = request,
-                           .inst = inst,
-                           .finished = finished,
-                           .invalid = invalid,
-                           .n = n,
-                           .len = len};
+    *g = (struct gen_note){
+        .request = request, .inst = inst, .finished = finished, .code = code, .n = n, .len = len};
     if (n) memcpy(g->tokens, tokens, sizeof(int64_t) * (size_t)n);
     char *tail = (char *)(g->tokens + n);
     if (text) g->text = memcpy(tail, text, len);
@@ -1949,9 +1948,9 @@ static void gen_deliver(ss_worker *w, struct gen_note *n)
 {
     if (n->finished)
         req_finish_instance(w, n->request, n->inst, n->error,
-                            !n->error    ? 0
-                            : n->invalid ? SS_SERVING_INVALID_INPUTS
-                                         : SS_SERVING_SYSTEM_ERROR);
+                            !n->error ? 0
+                            : n->code ? n->code
+                                      : SS_SERVING_SYSTEM_ERROR);
     else
         gen_tokens_now(n->request, n->inst, n->tokens, n->n, n->text, n->len);
     free(n);
@@ -1960,7 +1959,7 @@ static void gen_deliver(ss_worker *w, struct gen_note *n)
 static void gen_tokens(void *worker, void *request, size_t inst, const int64_t *tokens, int n,
                        const char *text, size_t len)
 {
-    if (!gen_note_add(worker, request, inst, false, NULL, false, tokens, n, text, len))
+    if (!gen_note_add(worker, request, inst, false, NULL, 0, tokens, n, text, len))
         gen_tokens_now(request, inst, tokens, n, text, len);
 }
 

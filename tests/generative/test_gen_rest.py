@@ -18,6 +18,7 @@ Usage: test_gen_rest.py CASE_DIR [case ...]"""
 import http.client
 import json
 import os
+import re
 import socket
 import sys
 import threading
@@ -34,7 +35,7 @@ from test_serve_generate import CASE, PROMPT, REF, metric  # noqa: E402
 PROMPT_IDS = [int(t) for t in PROMPT]
 METHOD = {"name": "generate", "outputs": ["tokens", "finish_reason"],
           "inputs": ["prompt", "max_tokens", "temperature", "top_k", "top_p", "seed",
-                     "presence_penalty", "frequency_penalty", "stop"]}
+                     "presence_penalty", "frequency_penalty", "stop", "stop_token_ids"]}
 
 
 # ---------------------------------------------------------------- a tokenizer for 128 ids
@@ -355,6 +356,11 @@ def test_bad_requests_named():
                  ("/v1/completions", dict(ok, prompt=[]), 400, "prompt", "non-empty"),
                  ("/v1/completions", dict(ok, max_tokens=10 ** 6), 400, None, "max_context"),
                  ("/v1/completions", dict(ok, prompt=[1, 5000]), 400, None, "vocabulary"),
+                 ("/v1/completions", dict(ok, max_tokens=1e20), 400, "max_tokens", "beyond"),
+                 ("/v1/completions", dict(ok, seed=1e19), 400, "seed", "beyond"),
+                 ("/v1/completions", dict(ok, stop_token_ids=[-5]), 400, "stop_token_ids", "element 0"),
+                 ("/v1/completions", dict(ok, stop_token_ids=[1, 1e30]), 400, "stop_token_ids",
+                  "element 1"),
                  ("/v1/completions", {"prompt": [1]}, 400, "model", "model")]
         for path, body, status, param, word in cases:
             got, err = post(c, path, body)
@@ -368,6 +374,9 @@ def test_bad_requests_named():
         assert got == 404 and "nope" in err["error"], err
         got, err = post(c, "/v2/models/gen/generate", {"prompt": [1], "top_k": "x"})
         assert got == 400 and "top_k" in err["error"], err
+        # "stop" inside "parameters" is read (here: refused, the servable has no tokenizer)
+        got, err = post(c, "/v2/models/gen/generate", {"prompt": [1], "parameters": {"stop": "x"}})
+        assert got == 400 and "tokenizer" in err["error"], err
         # a streamed request refused by the worker gets a plain error, not an event stream
         got, err = post(c, "/v2/models/gen/generate_stream", {"prompt": [1], "max_tokens": 10 ** 6})
         assert got == 400 and "max_context" in err["error"], err
@@ -375,13 +384,43 @@ def test_bad_requests_named():
         conn.request("GET", "/v1/nothing")
         r = conn.getresponse()
         assert r.status == 404 and "error" in json.loads(r.read()), r.status
-        print("    %d bad requests refused with 4xx naming the field" % (len(cases) + 4))
+        print("    %d bad requests refused with 4xx naming the field" % (len(cases) + 5))
+
+
+def rss_kb(pid):
+    with open("/proc/%d/status" % pid) as f:
+        return int(re.search(r"VmRSS:\s+(\d+)", f.read()).group(1))
+
+
+def test_unknown_models_and_a_full_servable():
+    """Model names a client makes up cost nothing that stays (404s, serve's memory flat), and a
+    servable at generate.max_sequences answers 503 naming it (it is busy, the request is fine)."""
+    with Cluster() as c:
+        serve(c, 1, gen={"max_running": 1, "max_sequences": 1, "max_context": 256})
+        post(c, "/v1/completions", {"model": "warm-up", "prompt": [1]})
+        before = rss_kb(c.server.pid)
+        for i in range(40):
+            got, err = post(c, "/v1/completions",
+                            {"model": "m%d-" % i + "x" * (1 << 20), "prompt": [1], "max_tokens": 1})
+            assert got == 404, (got, str(err)[:200])
+        grew = (rss_kb(c.server.pid) - before) / 1024
+        assert grew < 16, "serve grew by %.1f MB over 40 requests for unknown models" % grew
+        conn, r = open_stream(c, "/v2/models/gen/generate_stream", greedy(200))
+        try:
+            first = next(events(r))
+            assert "tokens" in first or "text_output" in first, first
+            got, err = post(c, "/v2/models/gen/generate", greedy(4))
+            assert got == 503 and "max_sequences" in err["error"], (got, err)
+        finally:
+            conn.close()
+        print("    40 unknown models: serve grew %.1f MB; a full servable answers 503" % grew)
 
 
 CASES = [test_triton_stream_whole, test_triton_stream_two_ranks, test_openai_text_and_ids,
          test_openai_llama_bos,
          test_openai_ids_without_tokenizer, test_stream_hang_up_frees_sequence,
-         test_plain_hang_up_frees_sequence, test_bad_requests_named]
+         test_plain_hang_up_frees_sequence, test_bad_requests_named,
+         test_unknown_models_and_a_full_servable]
 
 if __name__ == "__main__":
     sys.exit(run_cases(CASES, sys.argv[2:]))

@@ -101,10 +101,11 @@ static ss_status *kvpool_size(ss_kvpool *p, int kv_heads, int head_dim)
     int64_t n = (int64_t)(p->bytes / per_block);
     if (n > INT32_MAX / p->block_size) n = INT32_MAX / p->block_size;
     if (n < 1)
-        return ss_errf(SS_ERR_LIMIT,
-                       "the KV cache of %.2f MiB (--kv-cache-mb) cannot hold one block of %d "
-                       "tokens for %d layers (%.2f MiB)",
-                       mib(p->bytes), p->block_size, p->n_layers, mib(per_block));
+        return ss_errf(
+            SS_ERR_LIMIT,
+            "the KV cache of %.2f MiB (generate.kv_cache_mb) cannot hold one block of %d "
+            "tokens for %d layers (%.2f MiB)",
+            mib(p->bytes), p->block_size, p->n_layers, mib(per_block));
     p->next = malloc((size_t)n * sizeof *p->next);
     p->table = malloc((size_t)n * sizeof *p->table);
     p->scores = malloc((size_t)n * (size_t)p->block_size * sizeof *p->scores);
@@ -185,10 +186,11 @@ static kv_seq *seq_find(const ss_kvpool *p, int64_t id)
 
 static ss_status *pool_full(const ss_kvpool *p, int64_t seq)
 {
-    return ss_errf(SS_ERR_LIMIT,
-                   "KV cache pool full: all %lld blocks of %d tokens (%.2f MiB, --kv-cache-mb) "
-                   "are in use; sequence %lld gets none",
-                   (long long)p->n_blocks, p->block_size, mib(p->bytes), (long long)seq);
+    return ss_errf(
+        SS_ERR_LIMIT,
+        "KV cache pool full: all %lld blocks of %d tokens (%.2f MiB, generate.kv_cache_mb) "
+        "are in use; sequence %lld gets none",
+        (long long)p->n_blocks, p->block_size, mib(p->bytes), (long long)seq);
 }
 
 ss_status *ss_kvpool_seq_create(ss_kvpool *p, int64_t seq)
