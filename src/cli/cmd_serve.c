@@ -417,6 +417,77 @@ static ss_status *start_models(ss_worker *w, const char *servable, local_groups 
     return st;
 }
 
+/* ------------------------------------------------------------------ signals
+ * serve blocks SIGINT and SIGTERM in every thread it starts and takes them with sigwait. A thread
+ * started before main (OpenBLAS's, by its library constructor) does not block them, and the
+ * default action there would end the process mid-start or mid-drain; so a handler forwards what
+ * such a thread receives to the main thread, where it waits for sigwait. */
+static pthread_t main_thread;
+
+static void forward_to_main(int sig)
+{
+    pthread_kill(main_thread, sig);
+}
+
+static void take_stop_signals(sigset_t *sigs)
+{
+    main_thread = pthread_self();
+    ss_server_block_signals(sigs); /* before any thread of ours exists: they inherit the mask */
+    struct sigaction sa = {.sa_handler = forward_to_main};
+    sigemptyset(&sa.sa_mask);
+    sa.sa_flags = SA_RESTART;
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+    sigset_t usr;
+    sigemptyset(&usr);
+    sigaddset(&usr, SIGUSR1); /* readiness_main's "done", taken by sigwait too */
+    pthread_sigmask(SIG_BLOCK, &usr, NULL);
+}
+
+/* Waits for every servable to be ready on its own thread, so the main thread can take a stop
+ * signal meanwhile; tells the main thread with SIGUSR1 when done. */
+typedef struct {
+    ss_worker **workers;
+    const ss_worker_options *opts;
+    int n;
+    ss_status *st;
+} readiness;
+
+static void *readiness_main(void *arg)
+{
+    readiness *r = arg;
+    for (int i = 0; i < r->n && !r->st; i++) {
+        r->st = ss_worker_wait_ready(r->workers[i]);
+        if (!r->st) printf("Serving: servable %s is ready\n", r->opts[i].servable);
+        fflush(stdout);
+    }
+    pthread_kill(main_thread, SIGUSR1);
+    return NULL;
+}
+
+/* The servables' readiness, or the stop signal that came first (*sig; then NULL). */
+static ss_status *wait_ready_or_signal(ss_worker_set *set, ss_worker **workers,
+                                       const ss_worker_options *opts, int n, const sigset_t *sigs,
+                                       int *sig)
+{
+    readiness r = {.workers = workers, .opts = opts, .n = n};
+    pthread_t tid;
+    if (pthread_create(&tid, NULL, readiness_main, &r) != 0)
+        return ss_errf(SS_ERR_NOMEM, "cannot start a thread to wait for the agents");
+    sigset_t any = *sigs;
+    sigaddset(&any, SIGUSR1);
+    *sig = 0;
+    sigwait(&any, sig);
+    if (*sig != SIGUSR1) ss_worker_set_stop(set); /* the waits end; the drain follows */
+    pthread_join(tid, NULL);
+    if (*sig == SIGUSR1) {
+        *sig = 0;
+        return r.st;
+    }
+    ss_status_free(r.st);
+    return NULL;
+}
+
 int cmd_serve(int argc, char **argv)
 {
     ss_worker_options w[MAX_SERVABLES];
@@ -524,7 +595,7 @@ int cmd_serve(int argc, char **argv)
     ss_pystage_set_timeout_ms(timeout_ms); /* a Python stage is bounded by the same timeout */
     long grace_ms = lim.grace_ms ? lim.grace_ms : DEFAULT_GRACE_MS;
     sigset_t sigs;
-    ss_server_block_signals(&sigs); /* before any thread exists: every thread inherits the mask */
+    take_stop_signals(&sigs);
     ss_worker_set *set = ss_worker_set_new();
     ss_worker *workers[MAX_SERVABLES];
     ss_status *st = set ? NULL : ss_errf(SS_ERR_NOMEM, "out of memory");
@@ -590,18 +661,18 @@ int cmd_serve(int argc, char **argv)
         }
     }
     fflush(stdout);
-    for (int i = 0; i < n && !st; i++) {
-        st = ss_worker_wait_ready(workers[i]);
-        if (!st) printf("Serving: servable %s is ready\n", w[i].servable);
-        fflush(stdout);
-    }
+    int sig = 0;
+    if (!st) st = wait_ready_or_signal(set, workers, w, n, &sigs, &sig);
     int rc = 0;
     if (st) {
         rc = cli_fail("serve", st);
     } else {
-        int sig = 0;
-        sigwait(&sigs, &sig);
-        SS_INFO("signal %d: shutting down", sig);
+        if (!sig) {
+            sigwait(&sigs, &sig);
+            SS_INFO("signal %d: shutting down", sig);
+        } else {
+            SS_INFO("signal %d before the servables were ready: shutting down", sig);
+        }
     }
     /* stop accepting and drain the front ends, then answer what is left and release the agents */
     serve_shutdown(gs, rs, set, grace_ms);

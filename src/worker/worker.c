@@ -2689,6 +2689,7 @@ void ss_worker_set_stop(ss_worker_set *set)
         pthread_mutex_lock(&w->mu);
         w->stop = true; /* the loop answers everything pending, then ends */
         ring(w);
+        pthread_cond_broadcast(&w->cv); /* and ss_worker_wait_ready returns */
         pthread_mutex_unlock(&w->mu);
     }
     pthread_mutex_unlock(&set->mu);

@@ -298,6 +298,35 @@ def test_graceful_shutdown():
     assert not leftover_shm(), leftover_shm()
 
 
+def test_stop_signals_before_ready_and_during_drain():
+    """SIGINT while serve still waits for its agents, and a second SIGTERM during a drain, each
+    end serve the graceful way (exit 0, "Serving: stopped"). A thread OpenBLAS starts before main
+    does not block them: without a handler the default action there killed serve (rc 130/143)."""
+    with Cluster() as c:
+        model = os.path.join(c.dir, "matmul.onnx")
+        matmul_neg_model(model)
+        c.add_servable("matmul", model, 2, 1)
+        c.serve([("matmul", 1, c.write_rank_table(2))], expect_ready=True)
+        time.sleep(1.5)  # serve waits for agents that never come
+        c.server.send_signal(signal.SIGINT)
+        rc = c.server.wait(timeout=20)
+        assert rc == 0 and "Serving: stopped" in c.log(c.server), (rc, c.log(c.server)[-2000:])
+    with Cluster() as c:
+        models, agents = setup(c)
+        load = Load(c, threads=2)
+        try:
+            time.sleep(0.5)
+            c.server.send_signal(signal.SIGTERM)
+            time.sleep(0.02)
+            c.server.send_signal(signal.SIGTERM)
+            rc = c.server.wait(timeout=20)
+        finally:
+            load.finish()
+        assert rc == 0 and "Serving: stopped" in c.log(c.server), (rc, c.log(c.server)[-2000:])
+        assert agents.wait(timeout=20) == 0, c.log(agents)[-2000:]
+    print("    SIGINT before ready and SIGTERM twice while draining: serve exits 0, stopped")
+
+
 def slow_model(path, layers=320, dim=2048, rows=256):
     """y = x @ I @ I ... (layers MatMuls with one shared identity weight): ~2 x rows x dim^2 x
     layers FLOPs (344 GFLOP here: ~2 s on 2 Zen 4 cores, 160 layers gave 1.3 s in CI), 16 MB of weights."""
@@ -350,7 +379,8 @@ def test_long_requests_keep_heartbeats():
     assert not leftover_shm(), leftover_shm()
 
 
-CASES = [test_graceful_shutdown, test_agent_killed_under_load, test_agent_hung, test_single_rank_agent_hung,
+CASES = [test_graceful_shutdown, test_stop_signals_before_ready_and_during_drain,
+         test_agent_killed_under_load, test_agent_hung, test_single_rank_agent_hung,
          test_server_killed_and_restarted,
          test_server_killed_restart_never, test_killed_launcher_segment_removed,
          test_long_requests_keep_heartbeats]
