@@ -12,26 +12,18 @@ import shutil
 import sys
 
 import numpy as np
-from onnx import TensorProto, helper, numpy_helper
+from onnx import TensorProto, helper
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from contrib_cases import case as contrib_case  # noqa: E402
 
 rng = np.random.default_rng(2027)
 F = TensorProto.FLOAT
 
 
 def case(out, name, node, inputs, opset):
-    """inputs: (name, float32 array); one float output 'y'."""
-    vi = lambda n, a: helper.make_tensor_value_info(n, F, list(a.shape))
-    g = helper.make_graph([node], name, [vi(n, a) for n, a in inputs],
-                          [helper.make_tensor_value_info("y", F, None)])
-    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", opset)])
-    m.ir_version = 8
-    d = os.path.join(out, "test_" + name)
-    os.makedirs(os.path.join(d, "test_data_set_0"), exist_ok=True)
-    with open(os.path.join(d, "model.onnx"), "wb") as f:
-        f.write(m.SerializeToString())
-    for i, (n, a) in enumerate(inputs):
-        with open(os.path.join(d, "test_data_set_0", f"input_{i}.pb"), "wb") as f:
-            f.write(numpy_helper.from_array(a, n).SerializeToString())
+    """inputs: (name, float32 array); one float output 'y' (contrib_cases' writer)."""
+    contrib_case(out, name, [node], inputs, [("y", F)], opset=opset)
 
 
 def x(*shape):
