@@ -589,6 +589,18 @@ ss_status *ss_launcher_run(const ss_launcher_options *opt)
         if (!st && access(cfg, R_OK) != 0)
             st = ss_errf(SS_ERR_INVALID, "Cannot access group config file '%s': %s", cfg,
                          strerror(errno));
+        /* model file i serves rank ranks[i] of the rank table; a config of another rank (group
+         * configs listed out of order) would load one shard under another's rank: wrong answers */
+        ss_rank_config rc;
+        if (!st && !(st = ss_rank_config_load(cfg, &rc))) {
+            if (rc.rank != ranks[i])
+                st = ss_errf(SS_ERR_INVALID,
+                             "group config '%s' is rank %d's, but it goes with model file %d ('%s'), "
+                             "which the rank table makes rank %d: list the group configs in the "
+                             "model files' order",
+                             cfg, rc.rank, i, opt->model_files[i], ranks[i]);
+            ss_rank_config_free(&rc);
+        }
     }
     if (!st && mpi) st = run_mpi(opt, mi);
     if (st || mpi) {

@@ -452,6 +452,12 @@ case("cli", "agents_bad_address", [S, "agents", "--distributed-address", "nowher
                                    "--connect-timeout-ms", "2000"], "nowhere")
 case("cli", "agents_group_config_missing", SUBS["agents"] + ["--group-configs", os.path.join(W, "nogc.json"),
                                                              "--connect-timeout-ms", "2000"], r"(nogc|group)")
+# group configs listed out of order: model file 0 with rank 1's config (start_worker shards split2)
+case("cli", "agents_group_config_of_another_rank",
+     [S, "agents", "--distributed-address", "@WORKER@", "--model-files",
+      os.path.join(W, "split1", "device0", "good.onnx"), "--group-configs",
+      os.path.join(W, "split2", "device1", "group_config.json"), "--connect-timeout-ms", "5000"],
+     r"is rank 1's, but it goes with model file 0 .* rank 0")
 case("cli", "infer_input_no_equals", [S, "infer", "--address", DEAD, "--servable", "s", "--method", "m",
                                       "--input", X], re.escape(X))
 case("cli", "infer_unreachable", SUBS["infer"] + ["--timeout-ms", "2000"], re.escape(DEAD))
@@ -498,6 +504,8 @@ def start_worker():
     split = os.path.join(W, "split1")
     subprocess.run([SHARDSERVE, "shard", GOOD, "--ranks", "1", "--out", split, "--quiet"], check=True,
                    capture_output=True, timeout=TIMEOUT)
+    subprocess.run([SHARDSERVE, "shard", GOOD, "--ranks", "2", "--out", os.path.join(W, "split2"), "--quiet"],
+                   check=True, capture_output=True, timeout=TIMEOUT)
     for d in AGENT_DIRS:
         shutil.copy(os.path.join(split, "device0", "group_config.json"), d)
     log = open(os.path.join(W, "worker.log"), "w+")
