@@ -594,11 +594,12 @@ ss_status *ss_launcher_run(const ss_launcher_options *opt)
         ss_rank_config rc;
         if (!st && !(st = ss_rank_config_load(cfg, &rc))) {
             if (rc.rank != ranks[i])
-                st = ss_errf(SS_ERR_INVALID,
-                             "group config '%s' is rank %d's, but it goes with model file %d ('%s'), "
-                             "which the rank table makes rank %d: list the group configs in the "
-                             "model files' order",
-                             cfg, rc.rank, i, opt->model_files[i], ranks[i]);
+                st = ss_errf(
+                    SS_ERR_INVALID,
+                    "group config '%s' is rank %d's, but it goes with model file %d ('%s'), "
+                    "which the rank table makes rank %d: list the group configs in the "
+                    "model files' order",
+                    cfg, rc.rank, i, opt->model_files[i], ranks[i]);
             ss_rank_config_free(&rc);
         }
     }

@@ -14,7 +14,7 @@
 #include <errno.h>
 #include <pthread.h>
 #include <signal.h>
-#include <spawn.h>
+#include <sys/prctl.h>
 #include <sys/wait.h>
 #include <stdbool.h>
 #include <stddef.h>
@@ -319,8 +319,6 @@ typedef struct {
     char secrets[MAX_SERVABLES * 8][512];
 } local_groups;
 
-extern char **environ;
-
 static ss_status *write_group_config(const char *dir, const char *model_file, char *path,
                                      size_t cap)
 {
@@ -357,16 +355,23 @@ static ss_status *start_local(local_groups *g, const ss_worker *m, const char *s
     int a = 8;
     if (secret_file) args[a++] = "--secret-file", args[a++] = secret_file;
     if (insecure) args[a++] = "--insecure-link";
-    pid_t pid = 0;
-    posix_spawnattr_t attr; /* serve blocks SIGTERM/SIGINT in every thread: not in the child */
-    sigset_t none;
-    sigemptyset(&none);
-    posix_spawnattr_init(&attr);
-    posix_spawnattr_setsigmask(&attr, &none);
-    posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGMASK);
-    int rc = st ? 0 : posix_spawn(&pid, self, NULL, &attr, (char *const *)args, environ);
-    posix_spawnattr_destroy(&attr);
-    if (!st && rc != 0) st = ss_errf(SS_ERR_IO, "cannot start the agents: %s", strerror(rc));
+    pid_t pid = 0, parent = getpid();
+    if (!st && (pid = fork()) == 0) {
+        /* only async-signal-safe calls until exec (serve has threads). The agents end with serve,
+         * however it ends (a crash too: they would otherwise retry a dead worker for ever), and
+         * do not keep the mask that blocks SIGTERM/SIGINT in every thread of serve. */
+        prctl(PR_SET_PDEATHSIG, SIGTERM);
+        if (getppid() != parent) _exit(1);
+        sigset_t none;
+        sigemptyset(&none);
+        sigprocmask(SIG_SETMASK, &none, NULL);
+        execv(self, (char *const *)args);
+        _exit(127);
+    }
+    if (!st && pid < 0) {
+        st = ss_errf(SS_ERR_IO, "cannot start the agents: %s", strerror(errno));
+        pid = 0;
+    }
     g->pids[g->n++] = pid; /* the folder goes at the end whatever happened */
     if (!st)
         printf("Serving: local model %s (%s) started as agents pid %d\n", ss_worker_model_label(m),

@@ -12,6 +12,7 @@ the run ends with "N passed, N failed"."""
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -198,6 +199,32 @@ def test_distributed_model_beside_local_one():
                            atol=1e-6), reply
 
 
+def gone(pid):
+    """The process has ended (a zombie waiting for its reaper counts)."""
+    try:
+        with open("/proc/%d/status" % pid) as f:
+            return re.search(r"State:\s+Z", f.read()) is not None
+    except FileNotFoundError:
+        return True
+
+
+def test_local_agents_end_with_a_killed_serve():
+    """serve's own agents (a local model) end when serve dies, even by SIGKILL: they used to retry
+    the dead worker for ever."""
+    with Cluster() as c:
+        json_servable(c, MIXED_MODELS, MIXED_METHODS)
+        table = c.write_rank_table(1)
+        serve(c, "mixed", ["--model", "big", "--rank-table", table, "--distributed-address", "127.0.0.1:0"])
+        launcher = int(c.wait_log(c.server, r"local model mul \(\S+\) started as agents pid (\d+)").group(1))
+        rank = int(c.wait_log(c.server, r"rank 0 registered \(pid (\d+)").group(1))
+        c.server.kill()
+        c.server.wait()
+        deadline = time.time() + 20
+        while time.time() < deadline and not (gone(launcher) and gone(rank)):
+            time.sleep(0.1)
+        assert gone(launcher) and gone(rank), ("still running 20 s after serve was killed", launcher, rank)
+
+
 def refused(models, methods, args, expect):
     with Cluster() as c:
         json_servable(c, models, methods)
@@ -233,7 +260,8 @@ def test_unknown_model_flag_refused():
 
 CASES = [test_two_models_in_one_method_grpc, test_second_model_alone_grpc_and_rest,
          test_two_models_in_one_method_rest, test_subgraph_1_through_model_call, test_subgraph_out_of_range,
-         test_distributed_model_beside_local_one, test_undeclared_model_refused,
+         test_distributed_model_beside_local_one, test_local_agents_end_with_a_killed_serve,
+         test_undeclared_model_refused,
          test_distributed_model_needs_rank_table, test_unknown_model_flag_refused]
 
 if __name__ == "__main__":
