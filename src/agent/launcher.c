@@ -480,12 +480,24 @@ static ss_status *kill_hung(const ss_launcher_options *opt, const meta_info *mi,
     return NULL;
 }
 
+/* When every rank of the group has registered (its first liveness stamp), or 0. */
+#define RECOVERED_NS (10ull * 1000000000ull) /* registered and serving this long: it recovered */
+
+static uint64_t group_up_ns(const ss_liveness *live, int n, uint64_t now)
+{
+    for (int i = 0; i < n; i++)
+        if (!live || ss_liveness_silent_ms(live, i, now) < 0) return 0;
+    return now;
+}
+
 /* Start one generation of the local agents and supervise it until they all exit, one fails or
- * hangs (the rest are stopped), or a signal asks to stop. NULL = every agent ended in order. */
+ * hangs (the rest are stopped), or a signal asks to stop. NULL = every agent ended in order.
+ * *up_ns: when every rank had registered (0: never). */
 static ss_status *run_group(const ss_launcher_options *opt, const meta_info *mi, const int *ranks,
                             int n, pid_t *pids, ss_liveness *live, sigset_t *set, int generation,
-                            bool *signalled)
+                            bool *signalled, uint64_t *up_ns)
 {
+    *up_ns = 0;
     char session[64];
     snprintf(session, sizeof session, "agents-%d-%d", (int)getpid(), generation);
     ss_status *st = NULL;
@@ -508,6 +520,7 @@ static ss_status *run_group(const ss_launcher_options *opt, const meta_info *mi,
     struct timespec tick = {0, (long)(tick_ms > 20 ? tick_ms : 20) * 1000000L};
     while (running > 0 && !st) {
         int sig = sigtimedwait(set, NULL, &tick);
+        if (!*up_ns) *up_ns = group_up_ns(live, n, ss_now_ns());
         if (sig < 0) {
             if (errno == EAGAIN) st = kill_hung(opt, mi, live, ranks, pids, n);
             continue;
@@ -623,11 +636,17 @@ ss_status *ss_launcher_run(const ss_launcher_options *opt)
     int max_tries = opt->max_restarts > 0 ? opt->max_restarts : 5;
     int backoff = opt->backoff_ms > 0 ? opt->backoff_ms : 500;
     for (int generation = 0, tries = 0;; generation++) {
-        uint64_t started = ss_now_ns();
+        uint64_t started = ss_now_ns(), up = 0;
         bool signalled = false;
-        st = run_group(opt, mi, ranks, n, pids, live, &set, generation, &signalled);
+        st = run_group(opt, mi, ranks, n, pids, live, &set, generation, &signalled, &up);
         if (!st || signalled || opt->restart == SS_RESTART_NEVER) break;
-        if (ss_now_ns() - started > 60ull * 1000000000ull) tries = 0; /* it ran fine for a while */
+        /* a group that came up and served a while recovered: a later failure is a new one, with
+         * the first backoff again (without liveness stamps, a minute's run counts as that) */
+        uint64_t now = ss_now_ns();
+        if ((up && now - up > RECOVERED_NS) || now - started > 60ull * 1000000000ull) {
+            tries = 0;
+            backoff = opt->backoff_ms > 0 ? opt->backoff_ms : 500;
+        }
         if (++tries > max_tries) {
             st = ss_status_wrap(st, "giving up after %d restarts in a row", max_tries);
             break;

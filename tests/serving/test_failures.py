@@ -131,6 +131,26 @@ def test_agent_killed_under_load():
     assert not leftover_shm(), leftover_shm()
 
 
+def test_recovered_failures_do_not_add_up():
+    """With --max-restarts 1, an agent killed twice 12 s apart is restarted both times: a group that
+    registered and served 10 s has recovered, so the second failure is a new first one (they used
+    to add up until 60 s of uptime, and the launcher gave up)."""
+    with Cluster() as c:
+        models, agents = setup(c, agent_extra=["--max-restarts", "1"])
+        cl = Client(c.grpc, "matmul", "predict")
+        for round in range(2):
+            if round:
+                time.sleep(12)
+            victim = children(agents.pid)[0]
+            os.kill(victim, signal.SIGKILL)
+            t_fault = time.time()
+            wait_serving(cl, timeout=30)
+            assert agents.poll() is None, c.log(agents)[-2000:]
+            print("  round %d: killed rank pid %d, serving again after %.1f s"
+                  % (round, victim, time.time() - t_fault))
+        assert "giving up" not in c.log(agents), c.log(agents)[-2000:]
+
+
 def test_agent_hung():
     with Cluster() as c:
         models, agents = setup(c, heartbeat_ms=HEARTBEAT_MS)
@@ -380,7 +400,7 @@ def test_long_requests_keep_heartbeats():
 
 
 CASES = [test_graceful_shutdown, test_stop_signals_before_ready_and_during_drain,
-         test_agent_killed_under_load, test_agent_hung, test_single_rank_agent_hung,
+         test_agent_killed_under_load, test_recovered_failures_do_not_add_up, test_agent_hung, test_single_rank_agent_hung,
          test_server_killed_and_restarted,
          test_server_killed_restart_never, test_killed_launcher_segment_removed,
          test_long_requests_keep_heartbeats]
