@@ -6,8 +6,7 @@
  */
 #include "cli.h"
 
-#include <arpa/inet.h>
-#include <netinet/in.h>
+#include <netdb.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -15,18 +14,16 @@
 #include <time.h>
 #include <unistd.h>
 
-/* One GET; returns the HTTP status (0 if the server could not be reached). */
-static int get_status(const char *host, int port, const char *path)
+/* One GET to addr; returns the HTTP status (0 if the server could not be reached). */
+static int get_status(const struct addrinfo *addr, const char *host, const char *path)
 {
-    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
-    if (inet_pton(AF_INET, host, &sa.sin_addr) != 1) return 0;
-    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    int fd = socket(addr->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
     if (fd < 0) return 0;
     struct timeval tv = {2, 0};
     setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
     setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
     int status = 0;
-    if (connect(fd, (struct sockaddr *)&sa, sizeof sa) == 0) {
+    if (connect(fd, addr->ai_addr, addr->ai_addrlen) == 0) {
         char req[512], buf[256] = "";
         int n = snprintf(req, sizeof req,
                          "GET %s HTTP/1.1\r\nHost: %s\r\nConnection: close\r\n\r\n", path, host);
@@ -62,15 +59,25 @@ int cmd_wait_ready(int argc, char **argv)
     const char *colon = rest ? strrchr(rest, ':') : NULL;
     long port;
     if (!colon || !cli_parse_int(colon + 1, 1, 65535, &port))
-        return cli_fail("wait-ready", ss_errf(SS_ERR_INVALID, "--rest wants IP:PORT, got '%s'",
+        return cli_fail("wait-ready", ss_errf(SS_ERR_INVALID, "--rest wants HOST:PORT, got '%s'",
                                               rest ? rest : "(none)"));
     char host[256];
     snprintf(host, sizeof host, "%.*s", (int)(colon - rest), rest);
+    if (host[0] == '[' && host[strlen(host) - 1] == ']') { /* [::1]:PORT */
+        memmove(host, host + 1, strlen(host));
+        host[strlen(host) - 1] = 0;
+    }
+    struct addrinfo hints = {.ai_socktype = SOCK_STREAM}, *addr = NULL;
+    int gai = getaddrinfo(host, colon + 1, &hints, &addr);
+    if (gai != 0)
+        return cli_fail("wait-ready", ss_errf(SS_ERR_INVALID, "--rest %s: host '%s': %s", rest,
+                                              host, gai_strerror(gai)));
     uint64_t deadline = ss_now_ns() + (uint64_t)timeout_s * 1000000000ull;
     int status = 0;
     for (;;) {
-        status = get_status(host, (int)port, "/health/ready");
+        status = get_status(addr, host, "/health/ready");
         if (status == 200) {
+            freeaddrinfo(addr);
             printf("ready\n");
             return 0;
         }
@@ -78,6 +85,7 @@ int cmd_wait_ready(int argc, char **argv)
         struct timespec ts = {0, 100 * 1000000L};
         nanosleep(&ts, NULL);
     }
+    freeaddrinfo(addr);
     return cli_fail("wait-ready",
                     ss_errf(SS_ERR_TIMEOUT, "%s not ready after %ld s (%s)", rest, timeout_s,
                             status ? "GET /health/ready answered not ready" : "no answer"));

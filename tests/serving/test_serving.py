@@ -90,6 +90,30 @@ def test_seed_example_three_clients():
         assert yr.shape == (128, 16) and (yr == -48).all()
 
 
+def wait_ready_cli(rest, timeout_s):
+    r = subprocess.run([SHARDSERVE, "wait-ready", "--rest", rest, "--timeout-s", str(timeout_s)],
+                       capture_output=True, text=True, timeout=timeout_s + 30)
+    return r.returncode, r.stdout + r.stderr
+
+
+def test_wait_ready_cli():
+    """`shardserve wait-ready` waits for /health/ready, by host name too (localhost used to be
+    refused silently, so it polled until the timeout), and says why it gave up."""
+    with Cluster() as c:
+        models = c.add_servable("matmul", SEED, 2, 1)
+        table = c.write_rank_table(2)
+        c.serve([("matmul", 1, table)])
+        port = c.rest.rsplit(":", 1)[1]
+        rc, out = wait_ready_cli("localhost:" + port, 1)  # no agents yet
+        assert rc == 1 and "answered not ready" in out, (rc, out)
+        rc, out = wait_ready_cli("no-such-host.invalid:" + port, 1)
+        assert rc == 1 and "no-such-host.invalid" in out, (rc, out)
+        c.agents(c.worker_addresses["matmul"][0], models)
+        rc, out = wait_ready_cli("localhost:" + port, 60)
+        assert rc == 0 and out.strip() == "ready", (rc, out)
+        assert "is ready" in c.log(c.server)
+
+
 def test_errors_and_versions():
     with Cluster() as c:
         m1 = c.add_servable("matmul", SEED, 2, 1)
@@ -569,7 +593,7 @@ def test_agent_wait_policy():
         os.environ.update(saved)
 
 
-CASES = [test_seed_example_three_clients, test_errors_and_versions, test_pipeline_stage_size_2,
+CASES = [test_seed_example_three_clients, test_wait_ready_cli, test_errors_and_versions, test_pipeline_stage_size_2,
          test_batching_with_batch_dim, test_without_batch_dim_inputs_and_two_servables,
          test_inputs_by_broadcast_and_by_link, test_metadata_and_generated_bench_inputs, test_many_clients, test_startup_failures,
          test_models_over_agent_limits, test_agent_loss_reports_not_ready,
