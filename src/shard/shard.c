@@ -386,10 +386,11 @@ static ss_status *matmul_split(rank_ctx *r, node_info *ni, split_kind *out)
         else if (s == S_ROWS && !divisible(&x, x.ndim - 2, c->tp))
             why = "the rows of input 0 do not divide";
         if (why) {
-            char sb[128];
-            return ss_errf(SS_ERR_INVALID, "cannot split node '%s' (%s) %d ways: %s (input 0 %s)",
-                           n->name, n->op_type, c->tp, why,
-                           ss_shape_str(x.ndim, x.dims, sb, sizeof sb));
+            char sb[128], wb[128];
+            return ss_errf(
+                SS_ERR_INVALID, "cannot split node '%s' (%s) %d ways: %s (input 0 %s, weight %s)",
+                n->name, n->op_type, c->tp, why, ss_shape_str(x.ndim, x.dims, sb, sizeof sb),
+                ss_shape_str(w.ndim, w.dims, wb, sizeof wb));
         }
         *out = s;
         return NULL;
@@ -926,6 +927,19 @@ int64_t shard_plan_dim(const shard_ctx *c, const char *name, int pass)
 /* Planning shapes: --input-shape where given, else each dynamic dim from plan_dim. */
 static ss_status *input_descs(shard_ctx *c, ss_tensor *descs, int pass)
 {
+    for (int j = 0; j < c->opt->n_input_shapes; j++) { /* each names an input of the model */
+        const char *spec = c->opt->input_shapes[j], *eq = strchr(spec, '=');
+        bool known = false;
+        for (int i = 0; eq && i < ss_session_num_inputs(c->session) && !known; i++) {
+            const char *name = ss_session_input(c->session, i)->name;
+            known =
+                strlen(name) == (size_t)(eq - spec) && !strncmp(spec, name, (size_t)(eq - spec));
+        }
+        if (!known)
+            return ss_errf(SS_ERR_INVALID,
+                           "--input-shape %s: the model has no input '%.*s' (NAME=D0,D1,...)", spec,
+                           eq ? (int)(eq - spec) : (int)strlen(spec), spec);
+    }
     for (int i = 0; i < ss_session_num_inputs(c->session); i++) {
         const ss_onnx_value_info *vi = ss_session_input(c->session, i);
         ss_tensor *d = &descs[i];

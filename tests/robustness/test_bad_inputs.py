@@ -443,6 +443,8 @@ case("cli", "shard_strategy_missing_file", SUBS["shard"] + ["--strategy", os.pat
      "nostrat")
 case("cli", "shard_strategy_bad_json", SUBS["shard"] + ["--strategy", wfile("strat-bad.json", "{[")],
      "strat-bad")
+case("cli", "shard_input_shape_unknown_input", SUBS["shard"] + ["--input-shape", "nosuch=2,96"],
+     "no input 'nosuch'")
 case("cli", "shard_input_shape_bad", SUBS["shard"] + ["--input-shape", "x=1,,-5"], r"(input-shape|x=1,,-5)")
 case("cli", "shard_ranks_not_divisible", [S, "shard", GOOD, "--ranks", "3", "--stages", "2", "--out",
                                           os.path.join(W, "o3")], r"(ranks|stages|3)")
