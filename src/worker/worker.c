@@ -71,6 +71,7 @@ typedef struct req_state req_state;
 typedef struct {
     req_state *rs;
     size_t inst;
+    bool solo; /* runs in a batch of its own: its batch failed in the model (requeue_alone) */
 } task;
 
 struct req_state {
@@ -95,6 +96,7 @@ typedef struct job {
     bool answered; /* the last rank answered, a rank failed, or the deadline passed */
     bool in_bulk;  /* the bulk sender holds it: not completed until it lets go */
     bool failed;
+    bool model_error; /* failed: a rank's model refused the inputs (not the group, not a timeout) */
     int64_t err_code;
     char err[512];
     ss_link_msg result; /* the last rank's RESULT */
@@ -555,7 +557,7 @@ static job *job_get(ss_worker *w, int take)
     }
     j->id = 0;
     j->n_tasks = j->n_inputs = 0;
-    j->answered = j->in_bulk = j->failed = false;
+    j->answered = j->in_bulk = j->failed = j->model_error = false;
     j->gen = j->gen_probe = false;
     j->answers_due = 1;
     j->err_code = 0;
@@ -637,6 +639,29 @@ static void gen_complete(ss_worker *w, job *j)
     gen_notes_flush(w);
 }
 
+static bool queue_reserve(ss_worker *w, size_t extra);
+
+/* A batch of several instances that the model refused goes back to the head of the queue, each
+ * instance to run alone: one client's bad input (an index out of range) then fails only its own
+ * instance, and the others get their answers, not an error quoting another client's values.
+ * False when the queue cannot grow (then the batch fails as a whole). */
+static bool requeue_alone(ss_worker *w, job *j)
+{
+    if (!j->model_error || j->n_tasks < 2 || w->stopping || !queue_reserve(w, (size_t)j->n_tasks))
+        return false;
+    SS_INFO("servable %s: request_id %llu: the model refused a batch of %d instances (%s); "
+            "running each alone",
+            w->who, (unsigned long long)j->id, j->n_tasks, j->err);
+    for (int t = j->n_tasks - 1; t >= 0; t--) {
+        w->q_head = (w->q_head + w->q_cap - 1) % w->q_cap;
+        w->queue[w->q_head] = j->tasks[t];
+        w->queue[w->q_head].solo = true;
+        w->q_len++;
+    }
+    j->n_tasks = 0;
+    return true;
+}
+
 /* Put the last rank's outputs (or the job's error) into its requests' replies. */
 static void job_complete(ss_worker *w, job *j)
 {
@@ -644,6 +669,7 @@ static void job_complete(ss_worker *w, job *j)
         gen_complete(w, j);
         return;
     }
+    if (j->failed && requeue_alone(w, j)) return;
     uint64_t now = ss_now_ns();
     if (now - j->dispatch_ns >= w->slow_ns)
         SS_INFO("servable %s: slow batch: request_id %llu, %d instances, %.3f ms from dispatch to "
@@ -1380,6 +1406,7 @@ static void on_result(ss_worker *w, int rank, ss_link_msg *m)
                  "%sError happened on get result of rank %d: %s",
                  group_down ? "worker unavailable: " : "", rank,
                  m->message ? m->message : "failed");
+        j->model_error = !group_down;
     } else {
         j->result = *m;
         memset(m, 0, sizeof *m); /* ownership moves to the job */
@@ -1752,14 +1779,15 @@ static void dispatch(ss_worker *w)
     }
     uint64_t now = ss_now_ns();
     while (w->is_ready && !w->stopping && w->q_len && may_dispatch(w)) {
+        bool solo = w->queue[w->q_head].solo;
         /* with a queue delay, wait (bounded) for a fuller batch */
-        if (w->cfg.max_queue_delay_us > 0 && w->q_len < (size_t)w->batch) {
+        if (!solo && w->cfg.max_queue_delay_us > 0 && w->q_len < (size_t)w->batch) {
             if (!w->batch_wait_until_ns)
                 w->batch_wait_until_ns = now + (uint64_t)w->cfg.max_queue_delay_us * 1000u;
             if (now < w->batch_wait_until_ns) return;
         }
         w->batch_wait_until_ns = 0;
-        int take = (int)(w->q_len < (size_t)w->batch ? w->q_len : (size_t)w->batch);
+        int take = solo ? 1 : (int)(w->q_len < (size_t)w->batch ? w->q_len : (size_t)w->batch);
         job *j = job_get(w, take);
         if (!j) {
             fail_everything(w, SS_SERVING_SYSTEM_ERROR, "out of memory");
@@ -1768,6 +1796,7 @@ static void dispatch(ss_worker *w)
         const ss_method_config *method =
             w->queue[w->q_head].rs->method; /* a batch never mixes methods */
         while (j->n_tasks < take && w->queue[w->q_head].rs->method == method &&
+               (!j->n_tasks || !w->queue[w->q_head].solo) &&
                (!w->shaped_batches || !j->n_tasks ||
                 same_shapes(&j->tasks[0], &w->queue[w->q_head]))) {
             j->tasks[j->n_tasks++] = w->queue[w->q_head];
@@ -1996,20 +2025,7 @@ static void enqueue_request(ss_worker *w, req_state *rs)
         gen_enqueue(w, rs);
         return;
     }
-    if (w->q_len + left > w->q_cap) {
-        size_t nc = w->q_cap ? w->q_cap : 256;
-        while (nc < w->q_len + left)
-            nc *= 2;
-        task *q = malloc(nc * sizeof *q);
-        if (q) {
-            for (size_t i = 0; i < w->q_len; i++)
-                q[i] = w->queue[(w->q_head + i) % w->q_cap];
-            free(w->queue);
-            w->queue = q;
-            w->q_cap = nc;
-            w->q_head = 0;
-        }
-    }
+    queue_reserve(w, left);
     for (size_t i = 0; i < n && left; i++) {
         if (instance_failed(rs, i)) continue;
         left--;
@@ -2021,6 +2037,24 @@ static void enqueue_request(ss_worker *w, req_state *rs)
         w->queue[(w->q_head + w->q_len) % w->q_cap] = (task){rs, i};
         w->q_len++;
     }
+}
+
+/* Room in the queue for `extra` more tasks (false: out of memory). */
+static bool queue_reserve(ss_worker *w, size_t extra)
+{
+    if (w->q_len + extra <= w->q_cap) return true;
+    size_t nc = w->q_cap ? w->q_cap : 256;
+    while (nc < w->q_len + extra)
+        nc *= 2;
+    task *q = malloc(nc * sizeof *q);
+    if (!q) return false;
+    for (size_t i = 0; i < w->q_len; i++)
+        q[i] = w->queue[(w->q_head + i) % w->q_cap];
+    free(w->queue);
+    w->queue = q;
+    w->q_cap = nc;
+    w->q_head = 0;
+    return true;
 }
 
 static void take_inbox(ss_worker *w)

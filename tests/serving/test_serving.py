@@ -251,6 +251,40 @@ def test_batching_with_batch_dim():
         assert (r[0]["y"] == -4).all() and "size 36 not match the size 32" in r[1]["error"], r
 
 
+def test_bad_instance_fails_alone_in_its_batch():
+    """A batch the model refuses (one client's index is out of range) is run again one instance
+    at a time: only that instance fails, naming its index; the others, batched with it, get
+    their rows (they used to fail with the other client's error)."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+    table = np.arange(40, dtype=np.float32).reshape(10, 4)
+    g = helper.make_graph([helper.make_node("Gather", ["T", "idx"], ["y"], axis=0)], "gather",
+                          [helper.make_tensor_value_info("idx", TensorProto.INT64, [4])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [4, 4])],
+                          [numpy_helper.from_array(table, "T")])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)])
+    m.ir_version = 8
+    model = os.path.join(WORK, "gather.onnx")
+    onnx.save(m, model)
+    with Cluster() as c:
+        models = c.add_servable("gat", model, 1, 1, with_batch_dim=True,
+                                methods=[{"name": "predict", "inputs": ["idx"], "outputs": ["y"]}],
+                                extra={"batching": {"max_queue_delay_us": 300000}})
+        start(c, [("gat", 1, models)])
+        cl = Client(c.grpc, "gat", "predict")
+        wanted = [0, 1, 99, 3]
+        with concurrent.futures.ThreadPoolExecutor(4) as ex:
+            futs = [ex.submit(cl.infer, [{"idx": np.array(i, np.int64)}]) for i in wanted]
+            got = [f.result() for f in futs]
+        for i, r in zip(wanted, got):
+            if i == 99:
+                assert isinstance(r, dict) and "99" in r["error"], r
+            else:
+                assert isinstance(r, list) and (r[0]["y"] == table[i]).all(), (i, r)
+                assert "99" not in str(r), r
+        assert "running each alone" in c.log(c.server), "the four were not batched together"
+
+
 def test_without_batch_dim_inputs_and_two_servables():
     """y = x @ W + b: x batched (4 rows per call), b not (MindSpore's without_batch_dim_inputs);
     served next to the seed servable in the same server."""
@@ -594,7 +628,8 @@ def test_agent_wait_policy():
 
 
 CASES = [test_seed_example_three_clients, test_wait_ready_cli, test_errors_and_versions, test_pipeline_stage_size_2,
-         test_batching_with_batch_dim, test_without_batch_dim_inputs_and_two_servables,
+         test_batching_with_batch_dim, test_bad_instance_fails_alone_in_its_batch,
+         test_without_batch_dim_inputs_and_two_servables,
          test_inputs_by_broadcast_and_by_link, test_metadata_and_generated_bench_inputs, test_many_clients, test_startup_failures,
          test_models_over_agent_limits, test_agent_loss_reports_not_ready,
          test_large_inputs_in_order_with_small_ones, test_link_closed_by_default, test_agent_wait_policy]
