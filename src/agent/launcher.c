@@ -39,6 +39,7 @@
 #include <string.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -605,7 +606,9 @@ ss_status *ss_launcher_run(const ss_launcher_options *opt)
         /* model file i serves rank ranks[i] of the rank table; a config of another rank (group
          * configs listed out of order) would load one shard under another's rank: wrong answers */
         ss_rank_config rc;
-        if (!st && !(st = ss_rank_config_load(cfg, &rc))) {
+        struct stat sb; /* a regular file: a pipe's bytes are the agent's to read */
+        if (!st && stat(cfg, &sb) == 0 && S_ISREG(sb.st_mode) &&
+            !(st = ss_rank_config_load(cfg, &rc))) {
             if (rc.rank != ranks[i])
                 st = ss_errf(
                     SS_ERR_INVALID,
