@@ -209,6 +209,16 @@ def typed_json(c):
         if dt == "FP32" and got:
             got = [round(v, 6) for v in got]
         c.eq((out.get("datatype"), out.get("shape"), got), (dt, [1, 3], values), dt)
+    # 64-bit integers in JSON: exact up to 2^53 - 1; beyond, refused (they used to be rounded)
+    edge = [2 ** 53 - 1, -(2 ** 53 - 1), 3]
+    status, reply = infer("typed.int64", {"inputs": [{"name": "x", "datatype": "INT64",
+                                                      "shape": [1, 3], "data": edge}]})
+    c.eq((status, reply.get("outputs", [{}])[0].get("data")), (200, edge), "INT64 up to 2^53 - 1")
+    for dt, big in (("INT64", 2 ** 53 + 1), ("INT64", 1234567890123456789), ("UINT64", 2 ** 63)):
+        status, reply = infer("typed." + dt.lower(), {"inputs": [{"name": "x", "datatype": dt,
+                                                                  "shape": [1, 3], "data": [1, big, 2]}]})
+        c.eq((status, "element 1" in str(reply) and "2^53" in str(reply)), (400, True),
+             "%s %d refused, not rounded: %s" % (dt, big, reply))
     status, reply = infer("typed.bytes", {"inputs": [{"name": "x", "datatype": "BYTES",
                                                       "shape": [2], "data": ["ab", "c\"d\u00e9"]}]})
     c.eq(reply["outputs"][0], {"name": "x", "datatype": "BYTES", "shape": [2],

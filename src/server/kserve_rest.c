@@ -287,6 +287,8 @@ static bool collect_leaves(const cJSON *v, leaf_list *l, int depth)
     return true;
 }
 
+#define JSON_INT_EXACT 9007199254740991.0 /* 2^53 - 1: every integer up to it is exact */
+
 /* One JSON value into element i of a buffer of dtype dt. */
 static bool put_number(ss_dtype dt, const cJSON *v, uint8_t *buf, size_t i)
 {
@@ -321,11 +323,13 @@ static bool put_number(ss_dtype dt, const cJSON *v, uint8_t *buf, size_t i)
         INT_CASE(SS_DT_INT8, int8_t, INT8_MIN, INT8_MAX)
         INT_CASE(SS_DT_INT16, int16_t, INT16_MIN, INT16_MAX)
         INT_CASE(SS_DT_INT32, int32_t, INT32_MIN, INT32_MAX)
-        INT_CASE(SS_DT_INT64, int64_t, -9223372036854775808.0, 9223372036854774784.0)
+        /* 64-bit integers beyond 2^53 do not survive the parser's double: refused, never
+         * rounded (a JSON_INT_EXACT test in the caller names the reason) */
+        INT_CASE(SS_DT_INT64, int64_t, -JSON_INT_EXACT, JSON_INT_EXACT)
         INT_CASE(SS_DT_UINT8, uint8_t, 0, UINT8_MAX)
         INT_CASE(SS_DT_UINT16, uint16_t, 0, UINT16_MAX)
         INT_CASE(SS_DT_UINT32, uint32_t, 0, UINT32_MAX)
-        INT_CASE(SS_DT_UINT64, uint64_t, 0, 18446744073709549568.0)
+        INT_CASE(SS_DT_UINT64, uint64_t, 0, JSON_INT_EXACT)
 #undef INT_CASE
     default:
         return false;
@@ -378,8 +382,14 @@ static bool json_data(ss_kserve_call *call, const cJSON *data, ss_kserve_input *
         if (!buf) ss_kserve_fail(err, 500, "out of memory");
         for (size_t i = 0; buf && i < l.n; i++)
             if (!put_number(in->dtype, l.leaves[i], buf, i)) {
-                ss_kserve_fail(err, 400, "input '%s': element %zu is not a valid %s value",
-                               in->name, i, ss_kserve_dtype_name(in->dtype));
+                bool wide = (in->dtype == SS_DT_INT64 || in->dtype == SS_DT_UINT64) &&
+                            cJSON_IsNumber(l.leaves[i]) &&
+                            fabs(l.leaves[i]->valuedouble) > JSON_INT_EXACT;
+                ss_kserve_fail(err, 400, "input '%s': element %zu is not a valid %s value%s",
+                               in->name, i, ss_kserve_dtype_name(in->dtype),
+                               wide ? " in JSON: beyond 2^53 integers are not exact here, send "
+                                      "the tensor as binary data"
+                                    : "");
                 free(buf);
                 buf = NULL;
             }
