@@ -130,6 +130,8 @@ REST_CASES = [
     ("/model/echo:echo", b'{"instances": {"a": "\xff"}}', "Illegal JSON format."),
     ("/model/echo:echo", b'{"instances": {"\xc3": 1}}', "Illegal JSON format."),
     ("/model/echo:echo", b'{"instances": {"a": "x\x01"}}', "Illegal JSON format."),
+    # a NUL escape would cut the string short (it came back as "ab"): refused, naming b64
+    ("/model/echo:echo", b'{"instances": {"a": "ab\\u0000cd"}}', "u0000 escape"),
     ("/model/echo:echo", b"[" * 100000, "Illegal JSON format."),
     ("/model/echo:echo", b'{"instances": ' + b'[' * 2000 + b']' * 2000 + b'}', "Illegal JSON format."),
     ("/model/echo:echo", b"\x00\x01\x02", "Illegal JSON format."),

@@ -219,6 +219,9 @@ ss_predict_reply *ss_predict_request_check_inputs(const ss_predict_request *req,
 
 /* Names travel as protobuf strings and JSON keys, both UTF-8 by definition. */
 bool ss_serving_utf8_valid(const char *s, size_t len);
+/* Whether JSON text holds a "\u0000" escape: cJSON's strings end at NUL, so such a string would
+ * arrive cut short (the JSON front ends refuse it and name the way to send NUL bytes). */
+bool ss_serving_json_has_nul(const char *text, size_t len);
 
 /* MindSpore's names for tensor types, one table (src/serving/dtypes.c):
  * - its C++ names ("kMSI_Float32"), as its error texts spell them;

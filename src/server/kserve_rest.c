@@ -678,20 +678,6 @@ static bool json_values_over(const char *text, size_t len, size_t limit)
     return values > limit;
 }
 
-/* A "\u0000" escape: cJSON's strings end at NUL, so such a string would arrive cut short. */
-static bool json_has_nul(const char *text, size_t len)
-{
-    for (size_t i = 0; i + 6 <= len; i++)
-        if (text[i] == '\\' && (text[i + 1] == 'u' || text[i + 1] == 'U') &&
-            !memcmp(text + i + 2, "0000", 4)) {
-            size_t slashes = 1; /* an escaped backslash before the 'u' is not an escape */
-            while (slashes <= i && text[i - slashes] == '\\')
-                slashes++;
-            if (slashes % 2) return true;
-        }
-    return false;
-}
-
 static bool decode_body(ss_kserve_call *call, const char *body, size_t len, const char *header,
                         ss_predict_request **req, ss_kserve_error *err)
 {
@@ -704,7 +690,7 @@ static bool decode_body(ss_kserve_call *call, const char *body, size_t len, cons
                        header ? "header" : "body", KSERVE_MAX_JSON_VALUES);
         return false;
     }
-    if (json_has_nul(body, hlen)) {
+    if (ss_serving_json_has_nul(body, hlen)) {
         ss_kserve_fail(err, 400,
                        "the request %s holds a \\u0000 escape: JSON strings here cannot carry "
                        "NUL bytes, send BYTES holding them as binary data",

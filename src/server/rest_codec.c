@@ -570,6 +570,11 @@ static ss_status *parse_json(const char *body, size_t len, cJSON **out)
     if (lex == LEX_CONTROL_CHAR)
         return fail("Illegal JSON format.[json.exception.parse_error.101] parse error: control "
                     "character in a string must be escaped");
+    if (ss_serving_json_has_nul(body, len)) {
+        free(kinds);
+        return fail("the request body holds a \\u0000 escape: JSON strings here cannot carry NUL "
+                    "bytes, send such a string as {\"b64\": ..., \"type\": \"bytes\"}");
+    }
     /* cJSON spends ~64 bytes per value: bound it before parsing, not after. */
     if (count + others > SS_REST_MAX_JSON_VALUES) {
         free(kinds);

@@ -449,6 +449,19 @@ ss_predict_reply *ss_predict_request_check_inputs(const ss_predict_request *req,
     return NULL;
 }
 
+bool ss_serving_json_has_nul(const char *text, size_t len)
+{
+    for (size_t i = 0; i + 6 <= len; i++)
+        if (text[i] == '\\' && (text[i + 1] == 'u' || text[i + 1] == 'U') &&
+            !memcmp(text + i + 2, "0000", 4)) {
+            size_t slashes = 1; /* an escaped backslash before the 'u' is not an escape */
+            while (slashes <= i && text[i - slashes] == '\\')
+                slashes++;
+            if (slashes % 2) return true;
+        }
+    return false;
+}
+
 bool ss_serving_utf8_valid(const char *s, size_t len)
 {
     const unsigned char *p = (const unsigned char *)s;
