@@ -994,6 +994,12 @@ static ss_status *check_agents(ss_worker *w)
                 mc->n_outputs, mc->name, last->n_outputs);
         for (int k = 0; k < mc->n_inputs; k++) {
             const ss_link_spec *sp = w->model_in[k];
+            if (sp->dtype == SS_DT_STRING && input_batched(&w->cfg, mc, k, sp))
+                return ss_errf(SS_ERR_UNSUPPORTED,
+                               "method '%s' input '%s' is a string tensor with a batch dim: string "
+                               "inputs are not batched; list it in without_batch_dim_inputs or "
+                               "set with_batch_dim false",
+                               mc->name, mc->inputs[k]);
             for (int d = 1; input_batched(&w->cfg, mc, k, sp) && d < sp->ndim; d++)
                 w->shaped_batches = w->shaped_batches || sp->dims[d] < 0;
         }

@@ -458,6 +458,28 @@ def test_startup_failures():
         assert "missing ranks: 0, 1" in log, log
 
 
+def test_batched_string_input_refused_at_load():
+    """A string input with a batch dim cannot be batched: the servable is refused when its agents
+    register, naming the input (every request used to fail with 'worker unavailable')."""
+    import onnx
+    from onnx import TensorProto, helper
+    g = helper.make_graph([helper.make_node("Cast", ["s"], ["t"], to=TensorProto.FLOAT)], "strs",
+                          [helper.make_tensor_value_info("s", TensorProto.STRING, [4])],
+                          [helper.make_tensor_value_info("t", TensorProto.FLOAT, [4])])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)])
+    m.ir_version = 8
+    model = os.path.join(WORK, "strs.onnx")
+    onnx.save(m, model)
+    with Cluster() as c:
+        models = c.add_servable("strs", model, 1, 1, with_batch_dim=True,
+                                methods=[{"name": "predict", "inputs": ["s"], "outputs": ["t"]}])
+        c.serve([("strs", 1, c.write_rank_table(1))], wait_agents=20)
+        c.agents(c.worker_addresses["strs"][0], models)
+        assert c.server.wait(timeout=40) != 0, c.log(c.server)
+        log = c.log(c.server)
+        assert "input 's' is a string tensor with a batch dim" in log, log[-3000:]
+
+
 def wide_model(path, n_inputs, n_outputs):
     """x0..x{n_inputs-1} summed by a chain of Adds, then n_outputs Negs of the sum."""
     import onnx
@@ -631,6 +653,7 @@ CASES = [test_seed_example_three_clients, test_wait_ready_cli, test_errors_and_v
          test_batching_with_batch_dim, test_bad_instance_fails_alone_in_its_batch,
          test_without_batch_dim_inputs_and_two_servables,
          test_inputs_by_broadcast_and_by_link, test_metadata_and_generated_bench_inputs, test_many_clients, test_startup_failures,
+         test_batched_string_input_refused_at_load,
          test_models_over_agent_limits, test_agent_loss_reports_not_ready,
          test_large_inputs_in_order_with_small_ones, test_link_closed_by_default, test_agent_wait_policy]
 
