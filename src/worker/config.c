@@ -458,6 +458,11 @@ static ss_status *model_entry(const cJSON *root, const char *what, ss_servable_c
     uint32_t subgraph = 0;
     if (c->stages) ss_pipeline_model_method(c->stages, (size_t)c->model, &decl, &subgraph);
     *out = models ? cJSON_GetArrayItem(models, (int)decl) : root;
+    if (models && cJSON_GetObjectItemCaseSensitive(root, "batching"))
+        return ss_errf(SS_ERR_INVALID,
+                       "%s: with \"models\", \"batching\" goes in each model's entry (a top-level "
+                       "one would be ignored)",
+                       what);
     if (models) snprintf(c->model_name, sizeof c->model_name, "%s", str_field(*out, "name"));
     c->subgraph = subgraph;
     const cJSON *files = cJSON_GetObjectItemCaseSensitive(*out, "files");

@@ -204,6 +204,10 @@ def c2(**kw):
     return c
 
 
+sv_case("models_with_top_level_batching",
+        {"models": [{"name": "m", "distributed": {"rank_size": 2, "stage_size": 1}}],
+         "methods": [meth(stages=[{"kind": "model", "model": "m", "inputs": ["x"], "outputs": ["y"]}])],
+         "batching": {"max_batch_size": 8}}, pattern="goes in each model's entry")
 sv_case("missing_json", None)
 sv_case("missing_folder", None, servable_name="not_there", pattern="not_there")
 sv_case("dotdot", None, servable_name="..", pattern=r"\.\.")
