@@ -29,6 +29,9 @@ typedef struct {
 static fake_seq pool[MAX_POOL];
 static int64_t calls, rows_in_calls, max_batch;
 static bool compact; /* the fake returns only the logit_rows' logits, as `shard --kv-pool` makes */
+/* positions the fake's table has (a learned position embedding): a call with a row past it
+ * fails as a whole, before it changes anything, as a Gather out of range does */
+static int64_t pos_limit = 1 << 30;
 
 static uint64_t history_hash(const fake_seq *s, int32_t upto)
 {
@@ -61,6 +64,8 @@ static const char *fake_run(const ss_gen_call *c, float *logits)
 {
     calls++;
     rows_in_calls += c->batch;
+    for (int64_t r = 0; r < c->batch * c->seq; r++)
+        if (c->positions[r] >= pos_limit) return "position out of range of the table";
     if (c->batch > max_batch) max_batch = c->batch;
     for (int32_t i = 0; i < c->n_release; i++) {
         if (c->release[i] < 0 || c->release[i] >= MAX_POOL || !pool[c->release[i]].live)
@@ -321,6 +326,54 @@ static void a_failed_call_fails_its_requests(void)
     ss_gen_engine_free(e);
 }
 
+/* A call of several sequences that fails (one of them is past the model's position table) fails
+ * only that sequence: the others run alone until each call of their own succeeds, and end as
+ * they would have alone. */
+static void a_refused_sequence_fails_alone(void)
+{
+    enum { N = 6 };
+    static result alone[N], together[N], bad;
+    pos_limit = 60; /* every request i < N stays below it (at most 23 + 36 positions) */
+    for (int i = 0; i < N; i++) {
+        ss_gen_engine *e = engine(512, 4, 64, 16);
+        submit(e, i, true, &alone[i]);
+        drain(e);
+        ss_gen_engine_free(e);
+    }
+    ss_gen_engine *e = engine(512, 4, 64, 16);
+    for (int i = 0; i < N; i++)
+        submit(e, i, true, &together[i]);
+    int64_t prompt[50];
+    for (int k = 0; k < 50; k++)
+        prompt[k] = (k * 11) % VOCAB;
+    ss_gen_params p = params(0, true);
+    p.max_tokens = 40; /* its 11th token goes in at position 60, while the others decode */
+    uint64_t h = 0;
+    memset(&bad, 0, sizeof bad);
+    CHECK_OK(ss_gen_submit(e, prompt, 50, &p, on_token, &bad, &h));
+    static float logits[256 * 64 * VOCAB];
+    ss_gen_call c;
+    int failed_calls = 0;
+    while (ss_gen_next(e, &c)) {
+        const char *err = fake_run(&c, logits);
+        failed_calls += err != NULL;
+        ss_gen_done(e, err ? NULL : logits, fake_rows(&c), err);
+    }
+    pos_limit = 1 << 30;
+    CHECK(bad.ended && bad.end == SS_GEN_FAILED && strstr(bad.error, "position out of range"));
+    CHECK_MSG(bad.n == 11, "the refused request ended after %d tokens", bad.n);
+    for (int i = 0; i < N; i++)
+        CHECK_MSG(
+            together[i].ended && together[i].end == alone[i].end && together[i].n == alone[i].n &&
+                !memcmp(together[i].tokens, alone[i].tokens, sizeof(int64_t) * (size_t)alone[i].n),
+            "request %d differs from its run alone (%d tokens, ended %d)", i, together[i].n,
+            together[i].end);
+    CHECK(failed_calls >= 2); /* the batch, then the sequence alone */
+    CHECK(ss_gen_active(e) == 0 && live_pool_sequences() == 0);
+    printf("    %d failed calls; the other %d requests equal their runs alone\n", failed_calls, N);
+    ss_gen_engine_free(e);
+}
+
 static void a_lost_pool_fails_what_it_held(void)
 {
     result r[4];
@@ -405,5 +458,6 @@ static void bad_requests_are_refused(void)
 TEST_MAIN(TEST(greedy_32_streams_equal_their_single_runs),
           TEST(sampled_32_streams_equal_their_single_runs), TEST(preemption_changes_nothing),
           TEST(stop_ids_and_cancellation), TEST(decodes_and_prompts_share_a_call),
-          TEST(a_failed_call_fails_its_requests), TEST(a_lost_pool_fails_what_it_held),
-          TEST(logit_rows_change_nothing), TEST(bad_requests_are_refused))
+          TEST(a_failed_call_fails_its_requests), TEST(a_refused_sequence_fails_alone),
+          TEST(a_lost_pool_fails_what_it_held), TEST(logit_rows_change_nothing),
+          TEST(bad_requests_are_refused))

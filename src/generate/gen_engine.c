@@ -14,6 +14,9 @@
 
 typedef struct {
     bool used, cancelled;
+    /* in a call of several sequences that failed: runs alone until a call of its own succeeds
+     * (then it was not the one the model refused) or fails (then it was) */
+    bool suspect;
     uint64_t handle;
     int64_t pool_id; /* -1: nothing in the pool */
     int32_t *tokens, n_prompt, n_tokens;
@@ -197,6 +200,11 @@ static bool plan_step(ss_gen_engine *e)
     int32_t gone = ss_sched_take_preempted(e->sched, e->gone, e->o.sched.max_sequences);
     for (int32_t i = 0; i < gone; i++)
         drop_from_pool(e, &e->seqs[e->gone[i]]);
+    for (int32_t i = 0; i < n; i++) /* a suspect first, alone (see ss_gen_done) */
+        if (e->seqs[e->items[i].seq].suspect) {
+            e->items[0] = e->items[i];
+            n = 1;
+        }
     e->n_items = n;
     return n > 0;
 }
@@ -295,10 +303,22 @@ void ss_gen_done(ss_gen_engine *e, const float *logits, int64_t rows, const char
         error = why;
     }
     if (error || !logits) {
+        /* which sequence the model refused (a position past its table, say) is unknown when the
+         * call held several: each runs alone from here, so one request's bad input fails only
+         * that request. Nothing was cached: the rows are computed again. */
+        int32_t used = 0;
         for (int32_t i = 0; i < n; i++)
-            if (e->seqs[e->items[i].seq].used)
+            used += e->seqs[e->items[i].seq].used;
+        for (int32_t i = 0; i < n; i++) {
+            gen_seq *q = &e->seqs[e->items[i].seq];
+            if (q->used && used > 1)
+                q->suspect = true;
+            else if (q->used)
                 finish(e, e->items[i].seq, -1, SS_GEN_FAILED, error ? error : "no logits");
+        }
     } else {
+        for (int32_t i = 0; i < n; i++)
+            e->seqs[e->items[i].seq].suspect = false;
         ss_sched_done(e->sched, e->items, n);
         /* an item's rows end with its last token's, the one sampled from; with a row of
          * logits per sampled item they come in item order (equal counts: the same rows) */

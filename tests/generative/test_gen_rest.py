@@ -387,6 +387,25 @@ def test_bad_requests_named():
         print("    %d bad requests refused with 4xx naming the field" % (len(cases) + 5))
 
 
+def test_refused_prompt_fails_only_itself():
+    """Without max_context, a prompt past the model's position table (256) fails in the model.
+    A stream decoding in the same call keeps going and equals PyTorch's tokens: the failed call
+    runs again one sequence at a time, and only the long prompt fails (both used to)."""
+    with Cluster() as c:
+        serve(c, 1, gen={"max_running": 32})
+        conn, r = open_stream(c, "/v2/models/gen/generate_stream", greedy(len(REF)))
+        try:
+            evs = events(r)
+            first = next(evs)
+            got, err = post(c, "/v2/models/gen/generate", {"prompt": [5] * 300, "max_tokens": 4})
+            assert got >= 400 and "out of range" in err["error"], (got, err)
+            streamed = first["tokens"] + [t for e in evs for t in e.get("tokens", [])]
+        finally:
+            conn.close()
+        assert streamed == list(REF), (streamed, list(REF))
+        print("    a 300-token prompt failed alone; the stream beside it gave its %d tokens" % len(REF))
+
+
 def rss_kb(pid):
     with open("/proc/%d/status" % pid) as f:
         return int(re.search(r"VmRSS:\s+(\d+)", f.read()).group(1))
@@ -420,7 +439,7 @@ CASES = [test_triton_stream_whole, test_triton_stream_two_ranks, test_openai_tex
          test_openai_llama_bos,
          test_openai_ids_without_tokenizer, test_stream_hang_up_frees_sequence,
          test_plain_hang_up_frees_sequence, test_bad_requests_named,
-         test_unknown_models_and_a_full_servable]
+         test_unknown_models_and_a_full_servable, test_refused_prompt_fails_only_itself]
 
 if __name__ == "__main__":
     sys.exit(run_cases(CASES, sys.argv[2:]))
