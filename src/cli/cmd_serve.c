@@ -314,7 +314,8 @@ static ss_status *publish_secret(const char *secret, size_t len, const char *add
 #define MAX_LOCAL 64
 typedef struct {
     int n, n_secrets;
-    pid_t pids[MAX_LOCAL];
+    pid_t pids[MAX_LOCAL]; /* 0: not started, or exited and reaped (local_exited) */
+    char labels[MAX_LOCAL][160];
     char dirs[MAX_LOCAL][64];
     char secrets[MAX_SERVABLES * 8][512];
 } local_groups;
@@ -372,11 +373,34 @@ static ss_status *start_local(local_groups *g, const ss_worker *m, const char *s
         st = ss_errf(SS_ERR_IO, "cannot start the agents: %s", strerror(errno));
         pid = 0;
     }
+    const char *label = ss_worker_model_label(m);
+    snprintf(g->labels[g->n], sizeof g->labels[0], "%s%s%s%s", label, *label ? " (" : "",
+             ss_worker_local_file(m), *label ? ")" : "");
     g->pids[g->n++] = pid; /* the folder goes at the end whatever happened */
     if (!st)
         printf("Serving: local model %s (%s) started as agents pid %d\n", ss_worker_model_label(m),
                ss_worker_local_file(m), (int)pid);
     return st;
+}
+
+/* A local model's agents that have exited (reaped here), described in why; false if none.
+ * Their launcher restarts a failing rank itself, so an exit means it gave up (or was killed). */
+static bool local_exited(local_groups *g, char *why, size_t cap)
+{
+    for (int i = 0; i < g->n; i++) {
+        int status;
+        if (g->pids[i] <= 0 || waitpid(g->pids[i], &status, WNOHANG) != g->pids[i]) continue;
+        char how[64];
+        if (WIFSIGNALED(status))
+            snprintf(how, sizeof how, "were killed by signal %d", WTERMSIG(status));
+        else
+            snprintf(how, sizeof how, "exited with status %d", WEXITSTATUS(status));
+        snprintf(why, cap, "local model %s: its agents (pid %d) %s; their log lines above say why",
+                 g->labels[i], (int)g->pids[i], how);
+        g->pids[i] = 0;
+        return true;
+    }
+    return false;
 }
 
 static void stop_local(local_groups *g)
@@ -470,10 +494,23 @@ static void *readiness_main(void *arg)
     return NULL;
 }
 
-/* The servables' readiness, or the stop signal that came first (*sig; then NULL). */
+/* The next signal of `set`, looking at the local models' agents twice a second meanwhile: one
+ * that exited is described in why (and *sig is 0). */
+static int wait_signal_or_exit(const sigset_t *set, local_groups *locals, char *why, size_t cap)
+{
+    struct timespec half = {0, 500 * 1000000L};
+    for (;;) {
+        int sig = sigtimedwait(set, NULL, &half);
+        if (sig > 0) return sig;
+        if (local_exited(locals, why, cap)) return 0;
+    }
+}
+
+/* The servables' readiness, or the stop signal that came first (*sig; then NULL). A local
+ * model's agents that exit first fail the start: nothing would bring that model up. */
 static ss_status *wait_ready_or_signal(ss_worker_set *set, ss_worker **workers,
                                        const ss_worker_options *opts, int n, const sigset_t *sigs,
-                                       int *sig)
+                                       local_groups *locals, int *sig)
 {
     readiness r = {.workers = workers, .opts = opts, .n = n};
     pthread_t tid;
@@ -481,8 +518,8 @@ static ss_status *wait_ready_or_signal(ss_worker_set *set, ss_worker **workers,
         return ss_errf(SS_ERR_NOMEM, "cannot start a thread to wait for the agents");
     sigset_t any = *sigs;
     sigaddset(&any, SIGUSR1);
-    *sig = 0;
-    sigwait(&any, sig);
+    char why[512];
+    *sig = wait_signal_or_exit(&any, locals, why, sizeof why);
     if (*sig != SIGUSR1) ss_worker_set_stop(set); /* the waits end; the drain follows */
     pthread_join(tid, NULL);
     if (*sig == SIGUSR1) {
@@ -490,7 +527,7 @@ static ss_status *wait_ready_or_signal(ss_worker_set *set, ss_worker **workers,
         return r.st;
     }
     ss_status_free(r.st);
-    return NULL;
+    return *sig ? NULL : ss_errf(SS_ERR_UNAVAILABLE, "%s", why);
 }
 
 int cmd_serve(int argc, char **argv)
@@ -667,13 +704,15 @@ int cmd_serve(int argc, char **argv)
     }
     fflush(stdout);
     int sig = 0;
-    if (!st) st = wait_ready_or_signal(set, workers, w, n, &sigs, &sig);
+    if (!st) st = wait_ready_or_signal(set, workers, w, n, &sigs, &locals, &sig);
     int rc = 0;
     if (st) {
         rc = cli_fail("serve", st);
     } else {
         if (!sig) {
-            sigwait(&sigs, &sig);
+            char why[512];
+            while (!(sig = wait_signal_or_exit(&sigs, &locals, why, sizeof why)))
+                SS_ERROR("%s: that model stays down until serve is restarted", why);
             SS_INFO("signal %d: shutting down", sig);
         } else {
             SS_INFO("signal %d before the servables were ready: shutting down", sig);

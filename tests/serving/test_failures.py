@@ -271,9 +271,9 @@ def test_killed_launcher_segment_removed():
             time.sleep(0.05)
         assert os.path.exists(segment), "no segment was published: %s" % c.log(agents)[-2000:]
         kids = children(agents.pid)
+        for p in kids:  # the agents first: a launcher killed first sends them SIGTERM (their
+            os.kill(p, signal.SIGKILL)  # parent-death signal), and one may tidy up in time
         agents.kill()
-        for p in kids:
-            os.kill(p, signal.SIGKILL)
         agents.wait()
         deadline = time.time() + 15
         while time.time() < deadline and any(os.path.exists("/proc/%d" % p) for p in kids):

@@ -225,6 +225,20 @@ def test_local_agents_end_with_a_killed_serve():
         assert gone(launcher) and gone(rank), ("still running 20 s after serve was killed", launcher, rank)
 
 
+def test_local_model_that_never_loads_fails_the_start():
+    """A local model whose file does not load: its agents give up after their restarts and serve
+    fails the start naming the model (it used to wait for ever, not ready)."""
+    with Cluster() as c:
+        folder = json_servable(c, [MIXED_MODELS[1]], [MIXED_METHODS[1]])
+        with open(os.path.join(folder, "1", "mul.onnx"), "r+b") as f:
+            f.truncate(40)
+        p = serve(c, "mixed", ready=False)
+        rc = p.wait(timeout=120)
+        log = c.log(p)
+        assert rc != 0 and re.search(r"local model \S*mul\.onnx\)?: its agents \(pid \d+\) exited", log), \
+            (rc, log[-3000:])
+
+
 def refused(models, methods, args, expect):
     with Cluster() as c:
         json_servable(c, models, methods)
@@ -261,6 +275,7 @@ def test_unknown_model_flag_refused():
 CASES = [test_two_models_in_one_method_grpc, test_second_model_alone_grpc_and_rest,
          test_two_models_in_one_method_rest, test_subgraph_1_through_model_call, test_subgraph_out_of_range,
          test_distributed_model_beside_local_one, test_local_agents_end_with_a_killed_serve,
+         test_local_model_that_never_loads_fails_the_start,
          test_undeclared_model_refused,
          test_distributed_model_needs_rank_table, test_unknown_model_flag_refused]
 
