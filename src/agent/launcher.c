@@ -63,6 +63,23 @@ static ss_status *get_meta(const ss_launcher_options *opt, meta_info *mi)
     ss_link_conn *c;
     int wait_ms = opt->connect_timeout_ms ? opt->connect_timeout_ms : 60000;
     ss_status *st = ss_link_connect_retry(opt->worker_address, &lo, wait_ms, 500, &c);
+    char *fresh = NULL;
+    size_t fresh_len = 0;
+    if (st && opt->secret_file) {
+        /* a serve (re)started since the secret was read may have written another one (the stale
+         * file of a killed serve, say): with the file's secret of now, try once more */
+        ss_status *rs = ss_link_secret_read(opt->secret_file, &fresh, &fresh_len);
+        if (!rs && (fresh_len != opt->secret_len || memcmp(fresh, opt->secret, fresh_len))) {
+            SS_INFO("the link secret in %s changed since it was read: trying again with it",
+                    opt->secret_file);
+            lo.secret = fresh;
+            lo.secret_len = fresh_len;
+            ss_status_free(st);
+            st = ss_link_connect_retry(opt->worker_address, &lo, wait_ms, 500, &c);
+        }
+        ss_status_free(rs);
+    }
+    free(fresh);
     if (st)
         return ss_status_wrap(
             st, "Failed to get Agents configs from Worker, worker is not available at %s",

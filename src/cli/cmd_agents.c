@@ -227,13 +227,23 @@ int cmd_agents(int argc, char **argv)
     return st ? cli_fail("agents", st) : 0;
 }
 
-/* A started agent's secret: the file its launcher named (SHARDSERVE_LINK_SECRET_FILE), or none. */
+/* A started agent's secret: the file its launcher named (SHARDSERVE_LINK_SECRET_FILE), or none.
+ * A file a local serve writes is gone while that serve restarts: wait for it as the launcher does
+ * (60 s), then exit 75 (the worker is away: the launcher tries again), not 1. */
 static int child_secret(size_t *len, char **secret)
 {
     const char *path = getenv("SHARDSERVE_LINK_SECRET_FILE");
     *secret = NULL;
     *len = 0;
-    return path && *path ? cli_read_secret(path, secret, len) : 0;
+    if (!path || !*path) return 0;
+    for (int waited = 0; access(path, F_OK) != 0 && waited < 60000; waited += 100) {
+        struct timespec ts = {0, 100 * 1000000L};
+        nanosleep(&ts, NULL);
+    }
+    if (access(path, F_OK) != 0)
+        return agent_exit_code(ss_errf(SS_ERR_UNAVAILABLE,
+                                       "no link secret at %s after 60 s: its serve is away", path));
+    return cli_read_secret(path, secret, len);
 }
 
 /* shardserve agent-rank WORKER CONFIG MODEL SESSION COMM TIMEOUT_MS WITH_BATCH [NO_BATCH_INPUT...]
@@ -254,7 +264,8 @@ int cmd_agent_rank(int argc, char **argv)
     long t = threads ? strtol(threads, NULL, 10) : 0;
     o.threads = t >= 1 && t <= 256 ? (int)t : 0;
     char *secret = NULL;
-    if (child_secret(&o.secret_len, &secret)) return 1;
+    int rc = child_secret(&o.secret_len, &secret);
+    if (rc) return rc;
     o.secret = secret;
     char tag[64];
     snprintf(tag, sizeof tag, "agent %s", argv[2]);
@@ -300,7 +311,8 @@ int cmd_agent_rank_mpi(int argc, char **argv)
                           .n_no_batch = (int)nnb,
                           .no_batch_inputs = (const char *const *)argv + 6};
     char *secret = NULL;
-    if (child_secret(&o.secret_len, &secret)) return 1;
+    int rc = child_secret(&o.secret_len, &secret);
+    if (rc) return rc;
     o.secret = secret;
     char tag[32];
     snprintf(tag, sizeof tag, "agent rank %ld", rank);

@@ -5,6 +5,7 @@ the server SIGKILLed and started again. In-flight requests must get an error wit
 requests a clear "not available" while the group is down, and serving must come back without
 restarting `shardserve serve`; nothing may be left behind. Ends with "N passed, N failed"."""
 
+import glob
 import os
 import shutil
 import signal
@@ -234,6 +235,30 @@ def test_server_killed_and_restarted():
     assert not leftover_shm(), leftover_shm()
 
 
+def test_agents_started_beside_a_stale_secret():
+    """serve killed leaves its link secret file; agents started then read it, and the serve started
+    next writes another. The launcher reads the file again when the worker refuses it and joins
+    (it used to exit at once: 'wrong shared secret')."""
+    with Cluster() as c:
+        address = "127.0.0.1:%d" % free_port()
+        models, agents = setup(c, address=address)
+        agents.send_signal(signal.SIGTERM)
+        agents.wait(timeout=20)
+        c.server.kill()
+        c.server.wait()
+        c.procs.remove(c.server)
+        port = address.rsplit(":", 1)[1]
+        stale = [f for f in glob.glob("/tmp/shardserve-%d/*port-%s.secret" % (os.getuid(), port))]
+        assert stale, "serve killed left no secret file behind"
+        late = c.agents(address, models, extra=["--restart-backoff-ms", "200"])
+        time.sleep(1.0)  # the launcher has read the stale secret and waits for a worker
+        _start_server(c, address)
+        c.wait_ready(1, timeout=60)
+        assert late.poll() is None, c.log(late)[-2000:]
+        assert (Client(c.grpc, "matmul", "predict").infer({"x": ONES})[0]["y"] == -48).all()
+        assert "changed since it was read" in c.log(late), c.log(late)[-2000:]
+
+
 def test_server_killed_restart_never():
     with Cluster() as c:
         models, agents = setup(c, agent_extra=["--restart", "never"])
@@ -401,7 +426,7 @@ def test_long_requests_keep_heartbeats():
 
 CASES = [test_graceful_shutdown, test_stop_signals_before_ready_and_during_drain,
          test_agent_killed_under_load, test_recovered_failures_do_not_add_up, test_agent_hung, test_single_rank_agent_hung,
-         test_server_killed_and_restarted,
+         test_server_killed_and_restarted, test_agents_started_beside_a_stale_secret,
          test_server_killed_restart_never, test_killed_launcher_segment_removed,
          test_long_requests_keep_heartbeats]
 
