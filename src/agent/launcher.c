@@ -499,6 +499,7 @@ static ss_status *kill_hung(const ss_launcher_options *opt, const meta_info *mi,
 }
 
 /* When every rank of the group has registered (its first liveness stamp), or 0. */
+#define SETTLE_MS 300 /* see run_group: how long a "lost the worker" waits for its cause */
 #define RECOVERED_NS (10ull * 1000000000ull) /* registered and serving this long: it recovered */
 
 static uint64_t group_up_ns(const ss_liveness *live, int n, uint64_t now)
@@ -536,11 +537,20 @@ static ss_status *run_group(const ss_launcher_options *opt, const meta_info *mi,
     /* look at the liveness stamps a few times per timeout */
     int tick_ms = hang_timeout_ms(opt, mi) / 4 < 250 ? hang_timeout_ms(opt, mi) / 4 : 250;
     struct timespec tick = {0, (long)(tick_ms > 20 ? tick_ms : 20) * 1000000L};
-    while (running > 0 && !st) {
-        int sig = sigtimedwait(set, NULL, &tick);
+    /* of the agents that end together, name the cause, not a consequence: a rank killed by a
+     * signal before one that failed, before ones that lost the worker (status 75, as the others
+     * do when one goes). waitpid's order is not the order they ended in, and a killed rank with
+     * much memory becomes reapable after the others noticed: after a "lost the worker", the
+     * cause gets SETTLE_MS to show up. */
+    int worst = 0;
+    uint64_t settle_until = 0;
+    struct timespec settle_tick = {0, 20 * 1000000L};
+    while (running > 0 && (!st || (worst == 1 && ss_now_ns() < settle_until))) {
+        int sig = sigtimedwait(set, NULL, st ? &settle_tick : &tick);
         if (!*up_ns) *up_ns = group_up_ns(live, n, ss_now_ns());
         if (sig < 0) {
-            if (errno == EAGAIN) st = kill_hung(opt, mi, live, ranks, pids, n);
+            if (errno == EAGAIN && !st) st = kill_hung(opt, mi, live, ranks, pids, n);
+            if (st && !worst) worst = 3; /* a hung rank, named and killed */
             continue;
         }
         if (sig == SIGINT || sig == SIGTERM) {
@@ -556,11 +566,16 @@ static ss_status *run_group(const ss_launcher_options *opt, const meta_info *mi,
                 pids[i] = 0;
                 running--;
                 bool ok = WIFEXITED(status) && WEXITSTATUS(status) == 0;
-                if (ok || st) continue;
-                if (WIFEXITED(status) && WEXITSTATUS(status) == 75)
+                bool lost = WIFEXITED(status) && WEXITSTATUS(status) == 75;
+                int rank_of_cause = ok ? 0 : lost ? 1 : WIFSIGNALED(status) ? 3 : 2;
+                if (rank_of_cause <= worst) continue;
+                if (!worst) settle_until = ss_now_ns() + SETTLE_MS * 1000000ull;
+                worst = rank_of_cause;
+                ss_status_free(st);
+                if (lost) {
                     st = ss_errf(SS_ERR_UNAVAILABLE, "agent of rank %d (pid %d) lost the worker",
                                  ranks[i], (int)pid);
-                else {
+                } else {
                     char how[96];
                     st =
                         ss_errf(SS_ERR_UNAVAILABLE,
@@ -569,6 +584,18 @@ static ss_status *run_group(const ss_launcher_options *opt, const meta_info *mi,
                 }
             }
         }
+        /* ranks that fail while another is stopped (SIGSTOP, a debugger) failed waiting for it */
+        for (int i = 0; st && worst < 3 && i < n; i++)
+            if (pids[i] > 0 && !strcmp(hang_reason(pids[i]), "the process is stopped")) {
+                char was[256];
+                snprintf(was, sizeof was, "%s", st->msg);
+                ss_status_free(st);
+                st = ss_errf(SS_ERR_UNAVAILABLE,
+                             "agent of rank %d (pid %d) is stopped, and the others failed waiting "
+                             "for it (%s); stopping the group",
+                             ranks[i], (int)pids[i], was);
+                worst = 3;
+            }
     }
     stop_all(pids, n, 3000);
     ss_comm_shm_cleanup(session);

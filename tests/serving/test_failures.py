@@ -7,6 +7,7 @@ restarting `shardserve serve`; nothing may be left behind. Ends with "N passed, 
 
 import glob
 import os
+import re
 import shutil
 import signal
 import socket
@@ -128,6 +129,9 @@ def test_agent_killed_under_load():
         check_fault_window(load, t_fault, 2.0)
         assert c.server.pid == server_pid and c.server.poll() is None
         assert victim not in children(agents.pid)
+        # the launcher names the killed rank, not one of the ranks that lost the worker after it
+        assert re.search(r"agent of rank \d+ \(pid %d\) (was )?killed" % victim, c.log(agents)), \
+            c.log(agents)[-2000:]
         print("  killed rank pid %d: serving again after %.1f s" % (victim, t_back - t_fault))
     assert not leftover_shm(), leftover_shm()
 
@@ -150,6 +154,26 @@ def test_recovered_failures_do_not_add_up():
             print("  round %d: killed rank pid %d, serving again after %.1f s"
                   % (round, victim, time.time() - t_fault))
         assert "giving up" not in c.log(agents), c.log(agents)[-2000:]
+
+
+def test_launcher_names_the_killed_rank():
+    """8 ranks, one SIGKILLed, three times: the launcher names it, not one of the ranks that lost
+    the worker after it (which it did about one time in three: they can be reaped first)."""
+    with Cluster() as c:
+        models, agents = setup(c, ranks=8, backoff_ms=200)
+        cl = Client(c.grpc, "matmul", "predict")
+        for round in range(3):
+            wait_serving(cl)
+            victim = children(agents.pid)[(3 * round + 1) % 8]
+            before = c.log(agents)
+            os.kill(victim, signal.SIGKILL)
+            deadline = time.time() + 20
+            while time.time() < deadline and "restarting the group" not in c.log(agents)[len(before):]:
+                time.sleep(0.05)
+            said = c.log(agents)[len(before):]
+            m = re.search(r"agent of rank \d+ \(pid (\d+)\)[^\n]*", said)
+            assert m and int(m.group(1)) == victim and "killed" in m.group(0), (victim, said[-1500:])
+        wait_serving(cl)
 
 
 def test_agent_hung():
@@ -425,7 +449,8 @@ def test_long_requests_keep_heartbeats():
 
 
 CASES = [test_graceful_shutdown, test_stop_signals_before_ready_and_during_drain,
-         test_agent_killed_under_load, test_recovered_failures_do_not_add_up, test_agent_hung, test_single_rank_agent_hung,
+         test_agent_killed_under_load, test_launcher_names_the_killed_rank,
+         test_recovered_failures_do_not_add_up, test_agent_hung, test_single_rank_agent_hung,
          test_server_killed_and_restarted, test_agents_started_beside_a_stale_secret,
          test_server_killed_restart_never, test_killed_launcher_segment_removed,
          test_long_requests_keep_heartbeats]
