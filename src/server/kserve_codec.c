@@ -88,6 +88,20 @@ void ss_server_set_kserve_max_rows_mb(int mb)
     rows_refused = ss_metrics_series(f, (const char *const[]){"batch_rows"});
 }
 
+bool ss_server_rows_take(size_t bytes, size_t *used, size_t *limit)
+{
+    *limit = rows_held.limit;
+    *used = atomic_load(&rows_held.used);
+    if (bytes <= rows_held.limit && ss_byte_budget_take(&rows_held, bytes)) return true;
+    if (rows_refused) ss_metric_add(rows_refused, 1);
+    return false;
+}
+
+void ss_server_rows_give(size_t bytes)
+{
+    ss_byte_budget_give(&rows_held, bytes);
+}
+
 ss_kserve_call *ss_kserve_call_new(void)
 {
     return calloc(1, sizeof(ss_kserve_call));

@@ -8,6 +8,7 @@
  * conversion. Replies are written directly (no cJSON tree): float32 values with the shortest
  * text that reads back to the same float, bytes as {"b64": ...}.
  */
+#include "pb_budget.h"
 #include "rest_codec.h"
 #include "sbuf.h"
 
@@ -651,17 +652,32 @@ static ss_status *check_name_limit(const cJSON *root, const ss_predict_request *
                    names, limit, SS_SERVING_MIN_NAME_LIMIT, req->servable, req->method);
 }
 
+/* What the request's instances will hold as serving structs, from the parsed JSON: each
+ * instance and its reply instance, an item array, and per input a name and a tensor block (the
+ * reply's outputs counted alike). */
+static size_t instances_cost(const cJSON *root)
+{
+    const cJSON *instances =
+        cJSON_IsObject(root) ? cJSON_GetObjectItemCaseSensitive(root, "instances") : NULL;
+    size_t n = cJSON_IsArray(instances) ? (size_t)cJSON_GetArraySize(instances) : 1;
+    size_t keys = max_instance_keys(root);
+    size_t per = 2 * sizeof(ss_serving_instance) + 2 * ss_pb_items_bytes(keys) +
+                 2 * keys * (ss_pb_block_bytes(16) + ss_pb_block_bytes(8));
+    return n <= SIZE_MAX / per ? n * per : SIZE_MAX;
+}
+
 ss_status *ss_rest_parse_request(const char *url, const char *body, size_t len,
                                  ss_predict_request **out)
 {
-    return ss_rest_parse_request_limited(url, body, len, NULL, NULL, out);
+    return ss_rest_parse_request_limited(url, body, len, NULL, NULL, out, NULL);
 }
 
 ss_status *ss_rest_parse_request_limited(const char *url, const char *body, size_t len,
                                          ss_serving_name_limit_fn name_limit, void *limit_ctx,
-                                         ss_predict_request **out)
+                                         ss_predict_request **out, size_t *held)
 {
     *out = NULL;
+    if (held) *held = 0;
     cJSON *root = NULL;
     ss_status *st = parse_json(body, len, &root);
     if (st) return st;
@@ -680,6 +696,20 @@ ss_status *ss_rest_parse_request_limited(const char *url, const char *body, size
         cJSON_Delete(root);
         ss_predict_request_free(req);
         return st;
+    } else if (held) {
+        size_t cost = instances_cost(root), used, limit;
+        if (!ss_server_rows_take(cost, &used, &limit)) {
+            cJSON_Delete(root);
+            ss_predict_request_free(req);
+            return ss_errf(SS_ERR_LIMIT,
+                           "the request's instances take ~%zu MB as serving instances and the "
+                           "server holds %zu MB of other requests': over its limit of %zu MB "
+                           "(--kserve-max-batch-rows-mb, for MindSpore's REST instances too): "
+                           "send fewer instances a request",
+                           cost >> 20, used >> 20, limit >> 20);
+        }
+        *held = cost;
+        st = parse_instances(root, req);
     } else {
         st = parse_instances(root, req);
     }
@@ -688,11 +718,13 @@ ss_status *ss_rest_parse_request_limited(const char *url, const char *body, size
         ss_predict_request_free(req);
         ss_status *wrapped = ss_errf(st->code, "Parser request failed, %s", st->msg);
         ss_status_free(st);
+        if (held) ss_server_rows_give(*held), *held = 0;
         return wrapped;
     }
     st = check_strings(req);
     if (st) {
         ss_predict_request_free(req);
+        if (held) ss_server_rows_give(*held), *held = 0;
         return st;
     }
     *out = req;

@@ -101,6 +101,7 @@ struct conn_ctx {
     size_t len, cap;
     bool too_big;
     ss_predict_request *req;
+    size_t rows_held;         /* MindSpore REST: req's instances' share of the row budget */
     ss_kserve_call *kcall;    /* KServe infer: the call the request borrows from */
     pthread_mutex_t mu;       /* guards answer/state between done() and the MHD thread */
     ss_predict_reply *answer; /* the handler's reply, encoded on the MHD thread once resumed */
@@ -404,8 +405,9 @@ static void body_drop(conn_ctx *c)
 static bool decode_mindspore(conn_ctx *c)
 {
     ss_rest_server *srv = c->srv;
-    ss_status *st = ss_rest_parse_request_limited(
-        c->url, c->body, c->len, ss_predict_handler_name_limit, &srv->handler, &c->req);
+    ss_status *st =
+        ss_rest_parse_request_limited(c->url, c->body, c->len, ss_predict_handler_name_limit,
+                                      &srv->handler, &c->req, &c->rows_held);
     body_drop(c);
     if (!st) {
         c->encode = encode_mindspore;
@@ -967,6 +969,7 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
     free(c->pieces);
     free(c->sent_json);
     ss_predict_request_free(c->req);
+    ss_server_rows_give(c->rows_held);
     ss_kserve_call_free(c->kcall);
     pthread_mutex_destroy(&c->mu);
     size_t body_bytes = c->body_bytes;
