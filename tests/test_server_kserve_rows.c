@@ -18,6 +18,7 @@
 #include "check.h"
 #include "kserve_codec.h"
 #include "kserve_rest.h"
+#include "shardserve/server.h"
 #include "shardserve/serving.h"
 
 void *__real_realloc(void *p, size_t n);
@@ -188,4 +189,52 @@ static void add_instance_after_move(void)
     ss_predict_request_free(req);
 }
 
-TEST_MAIN(TEST(kserve_rows_linear), TEST(add_instance_doubles), TEST(add_instance_after_move))
+/* A request of `rows` rows decoded (the call holds its rows' budget until freed), or NULL with
+ * err set. */
+static ss_kserve_call *decode_rows(size_t rows, ss_predict_request **req, ss_kserve_error *err)
+{
+    size_t len = 0;
+    char *body = rows_body(rows, &len);
+    ss_kserve_call *call = NULL;
+    *req = NULL;
+    memset(err, 0, sizeof *err);
+    if (!body || !ss_kserve_rest_decode_infer(&rows_handler, "/v2/models/bm/infer", body, len, NULL,
+                                              &call, req, err)) {
+        ss_kserve_call_free(call);
+        return NULL;
+    }
+    return call;
+}
+
+/* The row budget: a request that fits alone but not beside another's rows is busy (503, try
+ * again), one that cannot fit alone is too large (413). Both used to be 413. */
+static void busy_rows_are_503_too_many_413(void)
+{
+    ss_server_set_kserve_max_rows_mb(4);
+    ss_predict_request *ra, *rb;
+    ss_kserve_error err;
+    ss_kserve_call *one = decode_rows(1, &ra, &err);
+    CHECK(one != NULL);
+    size_t per_row = one ? one->rows_held : 1;
+    ss_predict_request_free(ra);
+    ss_kserve_call_free(one);
+    size_t rows = (3u << 20) / per_row; /* 3 of the 4 MB */
+    ss_kserve_call *a = decode_rows(rows, &ra, &err);
+    CHECK_MSG(a != NULL, "%d %s", err.status, err.msg);
+    ss_kserve_call *b = decode_rows(rows, &rb, &err);
+    CHECK_MSG(!b && err.status == 503 && strstr(err.msg, "try again later"), "%d %s", err.status,
+              err.msg);
+    ss_predict_request_free(ra);
+    ss_kserve_call_free(a);
+    b = decode_rows(rows, &rb, &err); /* the first let go of its rows */
+    CHECK_MSG(b != NULL, "%d %s", err.status, err.msg);
+    ss_predict_request_free(rb);
+    ss_kserve_call_free(b);
+    ss_kserve_call *c = decode_rows(2 * rows, &rb, &err);
+    CHECK_MSG(!c && err.status == 413 && strstr(err.msg, "--kserve-max-batch-rows-mb"), "%d %s",
+              err.status, err.msg);
+    ss_server_set_kserve_max_rows_mb(SS_KSERVE_DEFAULT_MAX_ROWS_MB);
+}
+
+TEST_MAIN(TEST(kserve_rows_linear), TEST(add_instance_doubles), TEST(add_instance_after_move),
+          TEST(busy_rows_are_503_too_many_413))

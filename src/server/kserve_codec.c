@@ -504,14 +504,16 @@ static bool rows_fit(ss_kserve_call *call, int64_t rows, ss_kserve_error *err)
         call->rows_held = (size_t)need;
         return true;
     }
+    /* alone over the limit: too large (413); only with the rows others hold: busy (503) */
     ss_kserve_fail(
-        err, 413,
+        err, need > limit ? 413 : 503,
         "model '%s': a batch of %lld rows takes ~%llu MB of serving instances (%zu bytes "
         "a row) and the server holds %zu MB of other requests' rows: over the server's "
         "limit of %zu MB of batch rows in flight (at most %zu rows a request; "
-        "--kserve-max-batch-rows-mb)",
+        "--kserve-max-batch-rows-mb)%s",
         call->model, (long long)rows, (unsigned long long)(need >> 20), per_row,
-        atomic_load(&rows_held.used) >> 20, limit >> 20, limit / per_row);
+        atomic_load(&rows_held.used) >> 20, limit >> 20, limit / per_row,
+        need > limit ? "" : ": try again later");
     if (rows_refused) ss_metric_add(rows_refused, 1);
     return false;
 }
