@@ -333,6 +333,14 @@ def infer_binary_add(c):
     outs = outputs_by_name(reply)
     c.eq(outs["version"].get("data"), [2, 2], "JSON output beside a binary one")
     c.eq(struct.unpack("<6f", raw["y"]), (2, 4, 6, 8, 10, 12), "binary output")
+    # binary_data_output for the request, an explicit binary_data false for one output: it wins
+    header = dict(header, parameters={"binary_data_output": True},
+                  outputs=[{"name": "y", "parameters": {"binary_data": False}}, {"name": "version"}])
+    status, reply, raw = infer_binary("add", header, [x, x])
+    outs = outputs_by_name(reply)
+    c.eq((outs["y"].get("data"), "y" in raw), ([2, 4, 6, 8, 10, 12], False),
+         "binary_data false beats binary_data_output")
+    c.eq(struct.unpack("<2q", raw["version"]), (2, 2), "the other output stays binary")
     # JSON and binary inputs mixed
     header = {"inputs": [fp32("x1", [1, 2], [1, 2]),
                          {"name": "x2", "datatype": "FP32", "shape": [1, 2],

@@ -686,7 +686,7 @@ static bool output_binary(const ss_kserve_call *call, const char *name)
 {
     for (size_t i = 0; i < call->n_outputs; i++)
         if (strcmp(call->outputs[i].name, name) == 0)
-            return call->outputs[i].binary || call->binary_output;
+            return call->outputs[i].binary_set ? call->outputs[i].binary : call->binary_output;
     return call->binary_output;
 }
 

@@ -40,6 +40,7 @@ ss_dtype ss_kserve_dtype_parse(const char *name, size_t len);
 typedef struct {
     char *name;
     bool binary;      /* REST: return the tensor in the binary extension */
+    bool binary_set;  /* REST: the output's own binary_data was given (it wins, true or false) */
     char *shm_region; /* the shared-memory extension: written there instead (kserve_shm.h) */
     uint64_t shm_offset, shm_byte_size;
 } ss_kserve_requested;

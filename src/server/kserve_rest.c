@@ -579,7 +579,9 @@ static bool parse_outputs(ss_kserve_call *call, const cJSON *outputs, ss_kserve_
             return false;
         }
         ss_kserve_requested *r = &call->outputs[call->n_outputs++];
-        r->binary = param_true(params, "binary_data");
+        const cJSON *bd = cJSON_GetObjectItemCaseSensitive(params, "binary_data");
+        r->binary = cJSON_IsTrue(bd);
+        r->binary_set = cJSON_IsBool(bd); /* an explicit false wins over binary_data_output */
         if (!(r->name = strdup(name->valuestring))) {
             ss_kserve_fail(err, 500, "out of memory");
             return false;
