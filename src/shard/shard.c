@@ -23,6 +23,7 @@
 #include "shard_internal.h"
 
 #include <cjson/cJSON.h>
+#include <dirent.h>
 #include <errno.h>
 #include <limits.h>
 #include <math.h>
@@ -30,6 +31,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 /* ------------------------------------------------------------------ names */
 
@@ -849,6 +851,29 @@ static cJSON *io_json(const shard_ctx *c, Onnx__ValueInfoProto **vis, size_t n, 
     return arr;
 }
 
+/* device<N> folders from N = ranks on that an earlier split into more ranks left in the same
+ * --out (each recognised by its group_config.json): their files and the folder go, so the folder
+ * holds this split only. */
+static void remove_stale_devices(const char *out_dir, int ranks, bool progress)
+{
+    for (int r = ranks;; r++) {
+        char dir[PATH_MAX], cfg[PATH_MAX + 32];
+        snprintf(dir, sizeof dir, "%s/device%d", out_dir, r);
+        snprintf(cfg, sizeof cfg, "%s/group_config.json", dir);
+        if (access(cfg, F_OK) != 0) return;
+        DIR *d = opendir(dir);
+        for (struct dirent *e; d && (e = readdir(d));) {
+            char f[PATH_MAX + 260];
+            struct stat sb;
+            snprintf(f, sizeof f, "%s/%s", dir, e->d_name);
+            if (lstat(f, &sb) == 0 && S_ISREG(sb.st_mode)) unlink(f);
+        }
+        if (d) closedir(d);
+        if (rmdir(dir) == 0 && progress)
+            fprintf(stderr, "shard: removed %s, left by an earlier split into more ranks\n", dir);
+    }
+}
+
 static ss_status *write_manifest(shard_ctx *c, const size_t *param_bytes)
 {
     static const char *modes[] = {"none", "auto", "file"};
@@ -1295,6 +1320,7 @@ ss_status *ss_shard_model(const ss_shard_options *opt)
                     c.rank_size, r / c.tp, (double)param_bytes[r] / 1e6);
     }
     if (!st) st = write_manifest(&c, param_bytes);
+    if (!st) remove_stale_devices(opt->out_dir, c.rank_size, opt->progress);
     free(param_bytes);
     shard_ctx_free(&c);
     return st;

@@ -62,4 +62,13 @@ save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]), sys.argv
 PY
 refuse dynamic_cut_unknown_dim "follows no dim of the stage's inputs" "$WORK/flat.onnx" --ranks 2 --stages 2
 refuse bad_input_shape "dims are comma-separated numbers" "$mlp" --ranks 2 --strategy auto --input-shape x=four,784
+refuse unknown_input_shape "the model has no input 'nosuch'" "$seed" --ranks 2 --input-shape nosuch=2,96
+# a split into fewer ranks in the folder of an earlier one leaves only its own device folders
+again=$WORK/again
+if "$SS" shard "$seed" --ranks 4 --out "$again" --quiet && "$SS" shard "$seed" --ranks 2 --out "$again" --quiet; then
+  left=$(cd "$again" && echo device*)
+  [ "$left" = "device0 device1" ] && ok "re-split 4 -> 2 ranks: $left" || fail "re-split 4 -> 2 ranks left: $left"
+else
+  fail "re-split 4 -> 2 ranks: shard failed"
+fi
 finish
