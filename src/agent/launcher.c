@@ -185,7 +185,7 @@ static void config_for(const ss_launcher_options *opt, int i, char *out, size_t 
 
 /* Each local rank computes on its share of the cores (a 1-rank servable on 2 cores: 2 threads;
  * 8 ranks on 2 cores: 1 each). A value the user set stays. */
-static void share_cores(int local_ranks)
+static void share_cores(int local_ranks, int connect_ms)
 {
     long cores = sysconf(_SC_NPROCESSORS_ONLN);
     long share = local_ranks > 0 && cores > local_ranks ? cores / local_ranks : 1;
@@ -193,6 +193,11 @@ static void share_cores(int local_ranks)
     snprintf(v, sizeof v, "%ld", share > 256 ? 256 : share);
     setenv("SHARDSERVE_RANK_THREADS", v, 0);
     long threads = strtol(getenv("SHARDSERVE_RANK_THREADS"), NULL, 10); /* or the user's */
+    if (connect_ms > 0) { /* --connect-timeout-ms reaches the agents (agent-rank reads it) */
+        char ms[16];
+        snprintf(ms, sizeof ms, "%d", connect_ms);
+        setenv("SHARDSERVE_CONNECT_TIMEOUT_MS", ms, 1);
+    }
     ss_child_omp_wait(local_ranks, threads >= 1 && threads <= 256 ? (int)threads : 1);
 }
 
@@ -223,7 +228,7 @@ static pid_t spawn_agent(const ss_launcher_options *opt, const meta_info *mi, in
         prctl(PR_SET_PDEATHSIG, SIGTERM);
         if (getppid() != parent) _exit(1);
         ss_child_prepare(opt->secret_file);
-        share_cores(opt->n_models);
+        share_cores(opt->n_models, opt->connect_timeout_ms);
         ss_liveness_pass(live, i);
         execv(opt->self_exe, (char *const *)argv);
         fprintf(stderr, "cannot start an agent (%s): %s\n", opt->self_exe, strerror(errno));

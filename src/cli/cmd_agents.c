@@ -263,6 +263,9 @@ int cmd_agent_rank(int argc, char **argv)
     const char *threads = getenv("SHARDSERVE_RANK_THREADS"); /* the launcher's share of cores */
     long t = threads ? strtol(threads, NULL, 10) : 0;
     o.threads = t >= 1 && t <= 256 ? (int)t : 0;
+    const char *connect = getenv("SHARDSERVE_CONNECT_TIMEOUT_MS"); /* agents --connect-timeout-ms */
+    long cm = connect ? strtol(connect, NULL, 10) : 0;
+    o.connect_timeout_ms = cm >= 1 && cm <= 3600000 ? (int)cm : 0;
     char *secret = NULL;
     int rc = child_secret(&o.secret_len, &secret);
     if (rc) return rc;
