@@ -582,6 +582,23 @@ static void gen_partial(void *ctx, size_t instance, const ss_serving_instance *c
     free(ev.p);
 }
 
+/* A 400 from the worker names the input at fault in its text ("input 'seed' must ...",
+ * "sampling parameter temperature = -1 ..."):
+ * that name is the error's param; a prompt past the vocabulary or max_context is the prompt's. */
+static void reply_param(gen_err *e)
+{
+    if (e->status != MHD_HTTP_BAD_REQUEST || e->param[0]) return;
+    const char *at = strstr(e->msg, "input '"), *end = at ? strchr(at + 7, '\'') : NULL;
+    const char *sp = strstr(e->msg, "sampling parameter "); /* "... temperature = -1 is ..." */
+    size_t sl = sp ? strcspn(sp + 19, " =") : 0;
+    if (end && end - at - 7 > 0 && end - at - 7 < (long)sizeof e->param)
+        snprintf(e->param, sizeof e->param, "%.*s", (int)(end - at - 7), at + 7);
+    else if (sp && sl > 0 && sl < sizeof e->param)
+        snprintf(e->param, sizeof e->param, "%.*s", (int)sl, sp + 19);
+    else if (strstr(e->msg, "vocabulary") || strstr(e->msg, "max_context"))
+        snprintf(e->param, sizeof e->param, "prompt");
+}
+
 /* The stream's last events: the rest of the text and the finish reason, or the error. */
 static void gen_last(ss_rest_gen *g, const ss_predict_reply *reply, sbuf *ev)
 {
@@ -589,12 +606,14 @@ static void gen_last(ss_rest_gen *g, const ss_predict_reply *reply, sbuf *ev)
     const char *err = gen_reply_error(reply, &e.status);
     if (err && !ss_sse_started(g->sse)) { /* nothing sent yet: a plain error reply */
         snprintf(e.msg, sizeof e.msg, "%s", err);
+        reply_param(&e);
         g->early_status = e.status;
         g->codec->error(&e, &g->early);
         return;
     }
     if (err) {
         snprintf(e.msg, sizeof e.msg, "%s", err);
+        reply_param(&e);
         sb_str(ev, "data: ");
         g->codec->error(&e, ev);
         sb_str(ev, "\n\n");
@@ -681,7 +700,7 @@ void ss_rest_gen_encode(ss_rest_gen *g, const ss_predict_reply *reply, unsigned 
     const ss_serving_item *it =
         err || !reply->count ? NULL : ss_serving_instance_find(&reply->instances[0], "tokens");
     const char *reason = err ? NULL : gen_reason(reply);
-    bool ok = !err || (snprintf(e.msg, sizeof e.msg, "%s", err), false);
+    bool ok = !err || (snprintf(e.msg, sizeof e.msg, "%s", err), reply_param(&e), false);
     if (ok && (!it || it->tensor.dtype != SS_DT_INT64))
         ok = gen_fail(&e, MHD_HTTP_INTERNAL_SERVER_ERROR, "", "the answer has no int64 tokens");
     if (ok && g->text.oom)
