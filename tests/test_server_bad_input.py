@@ -139,6 +139,8 @@ REST_CASES = [
     ("/model/echo:echo", b'{"instances": {"a": [' + b"1," * (1 << 22) + b'1]}}',
      "http message has more than 4194304 JSON values"),
     ("/model/echo:echo", b"123", "key 'instances' expects to exist once"),
+    ("/model/echo:echo", b'{"instances": {"a": {"b64": "AAAA", "type": "int8", '
+                         b'"shape": [2147483647, 2147483647, 2147483647]}}}', "product overflows"),
     # 400,000 one-value instances (3.2 MB) would become ~150 MB of serving structs: refused
     # against the row budget before any is built (1 M of them took 1.4 GB)
     ("/model/echo:echo", b'{"instances": [' + b'{"a": 1},' * 399999 + b'{"a": 1}]}',

@@ -344,7 +344,12 @@ static ss_status *parse_object(const cJSON *obj, ss_tensor *t, bool *is_bytes)
         return st;
     }
     size_t itemsize = ss_dtype_size(type->dtype);
-    if (numel < 0 || (uint64_t)numel > SIZE_MAX / itemsize || len != (size_t)numel * itemsize) {
+    if (numel < 0 || (uint64_t)numel > SIZE_MAX / itemsize) {
+        free(data);
+        return fail("json object, 'shape' holds more elements than a tensor can (its dims' "
+                    "product overflows)");
+    }
+    if (len != (size_t)numel * itemsize) {
         free(data);
         return fail("size is not matched, decode base64 size:%zu; Given info: type:%s; type "
                     "size:%zu; element nums:%lld",
