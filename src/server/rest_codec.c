@@ -346,8 +346,9 @@ static ss_status *parse_object(const cJSON *obj, ss_tensor *t, bool *is_bytes)
     size_t itemsize = ss_dtype_size(type->dtype);
     if (numel < 0 || (uint64_t)numel > SIZE_MAX / itemsize) {
         free(data);
-        return fail("json object, 'shape' holds more elements than a tensor can (its dims' "
-                    "product overflows)");
+        return fail("size is not matched, decode base64 size:%zu; Given info: type:%s; type "
+                    "size:%zu; element nums: too many (the shape's dims' product overflows)",
+                    len, ss_serving_ms_rest_type_name(type->dtype, false), itemsize);
     }
     if (len != (size_t)numel * itemsize) {
         free(data);
