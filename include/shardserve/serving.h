@@ -94,6 +94,9 @@ typedef struct {
     size_t n_places;
     ss_predict_partial partial; /* optional: see above */
     void *partial_ctx;
+    /* generate: put "finish_reason" in the outputs even when the method does not declare it
+     * (REST's OpenAI and Triton answers always report one) */
+    bool want_finish_reason;
     int cancelled_;        /* only through ss_predict_request_cancel / _cancelled */
     size_t instances_cap_; /* slots allocated in instances (ss_predict_request_add_instance) */
 } ss_predict_request;

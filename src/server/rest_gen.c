@@ -429,6 +429,7 @@ static bool gen_build(ss_rest_gen *g, const gen_params *p, gen_err *e)
     ok = ok && gen_undeclared(m, p, p->model, e);
     g->info.version = sig->version;
     g->req = ok ? ss_predict_request_new(p->model, m->name, sig->version) : NULL;
+    if (g->req) g->req->want_finish_reason = true; /* the answers always report one */
     ss_serving_instance *inst = g->req ? ss_predict_request_add_instance(g->req) : NULL;
     if (ok && !inst) ok = gen_fail(e, MHD_HTTP_INTERNAL_SERVER_ERROR, "", "out of memory");
     for (size_t k = 0; ok && k < m->n_inputs; k++)

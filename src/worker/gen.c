@@ -484,11 +484,11 @@ static ss_status *text_setup(ss_wgen *g, gen_req *r)
 }
 
 ss_status *ss_wgen_submit(ss_wgen *g, const ss_method_config *mc, const ss_serving_instance *in,
-                          ss_serving_instance *out, void *request, size_t inst)
+                          ss_serving_instance *out, void *request, size_t inst, bool reason)
 {
     gen_req *r = calloc(1, sizeof *r);
     if (!r) return ss_errf(SS_ERR_NOMEM, "a generate request");
-    *r = (gen_req){.g = g, .request = request, .inst = inst, .out = out};
+    *r = (gen_req){.g = g, .request = request, .inst = inst, .out = out, .want_reason = reason};
     r->p = (ss_gen_params){.sample = ss_sample_defaults(), .max_tokens = g->cfg.max_tokens};
     memcpy(r->stop_ids, g->cfg.stop_ids, sizeof r->stop_ids);
     r->p.n_stop_ids = g->cfg.n_stop_ids;

@@ -53,9 +53,10 @@ void ss_wgen_use_tokenizer(ss_wgen *g, const char *path);
 void ss_wgen_free(ss_wgen *g, const char *why);
 
 /* One instance of a request: its parameters checked (errors name the input), then queued; its
- * outputs go into out (the reply's instance) before finish is called. */
+ * outputs go into out (the reply's instance) before finish is called; finish_reason among them
+ * when the method declares it or `reason` asks. */
 ss_status *ss_wgen_submit(ss_wgen *g, const ss_method_config *mc, const ss_serving_instance *in,
-                          ss_serving_instance *out, void *request, size_t inst);
+                          ss_serving_instance *out, void *request, size_t inst, bool reason);
 
 /* The next model call (the probe first, while the pool is unknown); false: none now. Ask again
  * until false: each micro-batch may have one call in flight. *ticket names the call for

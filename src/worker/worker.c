@@ -1913,8 +1913,9 @@ static void gen_enqueue(ss_worker *w, req_state *rs)
     for (size_t i = 0; i < n && left; i++) {
         if (instance_failed(rs, i)) continue;
         left--;
-        ss_status *st = ss_wgen_submit(w->gen, rs->method, &rs->req->instances[i],
-                                       &rs->reply->instances[i], rs, i);
+        ss_status *st =
+            ss_wgen_submit(w->gen, rs->method, &rs->req->instances[i], &rs->reply->instances[i], rs,
+                           i, rs->req->want_finish_reason);
         if (st) req_finish_instance(w, rs, i, st->msg, SS_SERVING_INVALID_INPUTS);
         ss_status_free(st);
     }

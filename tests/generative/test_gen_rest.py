@@ -93,8 +93,8 @@ def decode(ids):
 
 
 # ---------------------------------------------------------------- serving and HTTP
-def serve(c, ranks=1, tokenizer=False, gen=None, bos=False):
-    models = c.add_servable("gen", os.path.join(CASE, "model.onnx"), ranks, methods=[METHOD],
+def serve(c, ranks=1, tokenizer=False, gen=None, bos=False, method=None):
+    models = c.add_servable("gen", os.path.join(CASE, "model.onnx"), ranks, methods=[method or METHOD],
                             extra={"generate": gen or {"max_running": 32, "max_context": 256}},
                             shard_args=("--kv-pool",))
     if tokenizer:
@@ -407,6 +407,24 @@ def test_refused_prompt_fails_only_itself():
         print("    a 300-token prompt failed alone; the stream beside it gave its %d tokens" % len(REF))
 
 
+def test_finish_reason_without_the_output():
+    """A method without the finish_reason output: REST still reports why a sequence ended (a stop
+    token said "length" before: the answer had no reason to read)."""
+    with Cluster() as c:
+        serve(c, 1, method={"name": "generate", "inputs": ["prompt", "max_tokens", "temperature",
+                                                           "stop_token_ids"], "outputs": ["tokens"]})
+        stop = REF[5]
+        status, whole = post(c, "/v2/models/gen/generate", greedy(len(REF), stop_token_ids=[int(stop)]))
+        first = list(REF).index(stop)
+        assert status == 200 and whole["tokens"] == list(REF[:first + 1]), whole
+        assert whole["finish_reason"] == "stop", whole
+        status, oa = post(c, "/v1/completions", {"model": "gen", "prompt": PROMPT_IDS, "max_tokens": 3,
+                                                 "temperature": 0})
+        assert status == 200 and oa["choices"][0]["finish_reason"] == "length", oa
+        evs = stream(c, "/v2/models/gen/generate_stream", greedy(len(REF), stop_token_ids=[int(stop)]))
+        assert evs[-1]["finish_reason"] == "stop", evs[-2:]
+
+
 def rss_kb(pid):
     with open("/proc/%d/status" % pid) as f:
         return int(re.search(r"VmRSS:\s+(\d+)", f.read()).group(1))
@@ -454,7 +472,8 @@ CASES = [test_triton_stream_whole, test_triton_stream_two_ranks, test_openai_tex
          test_openai_llama_bos,
          test_openai_ids_without_tokenizer, test_stream_hang_up_frees_sequence,
          test_plain_hang_up_frees_sequence, test_bad_requests_named,
-         test_unknown_models_and_a_full_servable, test_refused_prompt_fails_only_itself]
+         test_unknown_models_and_a_full_servable, test_refused_prompt_fails_only_itself,
+         test_finish_reason_without_the_output]
 
 if __name__ == "__main__":
     sys.exit(run_cases(CASES, sys.argv[2:]))
