@@ -1081,6 +1081,14 @@ static bool take_decoded(ss_grpc_server *srv, size_t (*decoded_bytes)(const uint
     }
     *taken = decoded + also;
     if (ss_byte_budget_take(&srv->held, *taken)) return true;
+    if (*taken > srv->held.limit) { /* never fits, even on an idle server: no "try again" */
+        snprintf(why, cap,
+                 "the request's decoded size is estimated at %zu MB, which with what it holds "
+                 "on the wire (%zu MB) is over the server's limit of %zu MB of received requests "
+                 "(--grpc-max-buffered-mb); keep --grpc-max-decoded-mb below it",
+                 mb_up(decoded), mb_up(also), srv->held.limit >> 20);
+        return false;
+    }
     snprintf(why, cap,
              "the server holds %zu MB of received requests and this one's decoded size is "
              "estimated at %zu MB: over its limit of %zu MB (--grpc-max-buffered-mb), try again "
