@@ -317,9 +317,9 @@ bool ss_kserve_check_dtype(const ss_kserve_call *call, const char *name, ss_dtyp
 {
     const ss_serving_method *m = call->method;
     const ss_serving_tensor_spec *sp = find_spec(m->inputs, m->n_inputs, name);
-    /* SS_DT_UNDEFINED: any numeric type (a generate method's parameters; the backend checks) */
-    if (!sp || sp->dtype == dtype || (sp->dtype == SS_DT_UNDEFINED && dtype != SS_DT_STRING))
-        return true;
+    /* SS_DT_UNDEFINED: not known here (a generate method's parameters, a method of Python stages
+     * only): any datatype, BYTES too; the backend checks */
+    if (!sp || sp->dtype == dtype || sp->dtype == SS_DT_UNDEFINED) return true;
     const char *want = ss_kserve_dtype_name(sp->dtype);
     ss_kserve_fail(err, 400, "input '%s' of model '%s': datatype %s does not match the model's %s",
                    name, call->model, ss_kserve_dtype_name(dtype), want ? want : "?");
@@ -334,8 +334,11 @@ static bool check_input(ss_kserve_call *call, const ss_kserve_input *in,
     if (!ss_kserve_check_dtype(call, in->name, in->dtype, err)) return false;
     char got[160], want[160];
     ss_shape_str(in->ndim, in->dims, got, sizeof got);
-    bool fits = sp->batched ? in->ndim == sp->ndim + 1 && dims_fit(sp->dims, in->dims + 1, sp->ndim)
-                            : in->ndim == sp->ndim && dims_fit(sp->dims, in->dims, sp->ndim);
+    /* a spec of no known datatype knows no shape either (see ss_kserve_check_dtype) */
+    bool fits =
+        sp->dtype == SS_DT_UNDEFINED ||
+        (sp->batched ? in->ndim == sp->ndim + 1 && dims_fit(sp->dims, in->dims + 1, sp->ndim)
+                     : in->ndim == sp->ndim && dims_fit(sp->dims, in->dims, sp->ndim));
     if (!fits) {
         ss_kserve_fail(err, 400, "input '%s' of model '%s': shape %s does not match the model's %s",
                        in->name, model, got, spec_shape_str(sp, want, sizeof want));

@@ -9,9 +9,11 @@ request timeout, and import errors and MindSpore's declaration errors refuse the
 prints ok/FAIL; the run ends with "N passed, N failed"."""
 
 import concurrent.futures
+import json
 import os
 import sys
 import time
+import urllib.request
 
 import numpy as np
 
@@ -222,6 +224,15 @@ def test_method_without_stages_returns_its_inputs_and_builtin_argmax():
     assert got["s"] == "text" and np.array_equal(got["x"], x), got
     got = served().grpc("argmax", [{"x": np.array([0.5, 3.0, -1.0], np.float32)}])[0]
     assert got["i"].dtype == np.int64 and got["i"].shape == () and int(got["i"]) == 1, got
+    # over KServe too: a method of no model has inputs of no known datatype, which take any
+    # (BYTES was refused: "does not match the model's ?")
+    body = {"inputs": [{"name": "x", "datatype": "FP32", "shape": [1, 2, 3], "data": x.ravel().tolist()},
+                       {"name": "s", "datatype": "BYTES", "shape": [1], "data": ["text"]}]}
+    req = urllib.request.Request("http://%s/v2/models/stages.echo/infer" % served().c.rest,
+                                 json.dumps(body).encode(), {"Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=60) as r:
+        outs = {o["name"]: o for o in json.loads(r.read())["outputs"]}
+    assert outs["s"]["data"] == ["text"] and outs["x"]["data"] == x.ravel().tolist(), outs
 
 
 def test_batched_groups_by_batch_size():
