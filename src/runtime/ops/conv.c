@@ -934,6 +934,24 @@ static ss_status *pool_infer_native(ss_kctx *k)
     return NULL;
 }
 
+/* For each tap of output (od, oh, ow)'s window that falls inside X: id, ih, iw and `row`, the
+ * plane's input row (xp) at (id, ih); then the statements after. Padding is never visited. */
+#define FOR_EACH_TAP(T, g, xp, od, oh, ow, ...)                                                    \
+    for (int64_t kd = 0; kd < (g)->k[0]; kd++) {                                                   \
+        int64_t id = (od) * (g)->s[0] - (g)->pb[0] + kd * (g)->d[0];                               \
+        if (id < 0 || id >= (g)->in[0]) continue;                                                  \
+        for (int64_t kh = 0; kh < (g)->k[1]; kh++) {                                               \
+            int64_t ih = (oh) * (g)->s[1] - (g)->pb[1] + kh * (g)->d[1];                           \
+            if (ih < 0 || ih >= (g)->in[1]) continue;                                              \
+            const T *row = (xp) + (id * (g)->in[1] + ih) * (g)->in[2];                             \
+            for (int64_t kw = 0; kw < (g)->k[2]; kw++) {                                           \
+                int64_t iw = (ow) * (g)->s[2] - (g)->pb[2] + kw * (g)->d[2];                       \
+                if (iw < 0 || iw >= (g)->in[2]) continue;                                          \
+                __VA_ARGS__                                                                        \
+            }                                                                                      \
+        }                                                                                          \
+    }
+
 /* Max over each window; padding never wins. Indices are flat positions in X. */
 #define MAXPOOL(T, LOWEST)                                                                         \
     static void maxpool_##T(const pool_plan *p, const T *x, T *y, int64_t *ind)                    \
@@ -946,24 +964,12 @@ static ss_status *pool_infer_native(ss_kctx *k)
                     for (int64_t ow = 0; ow < g->out[2]; ow++) {                                   \
                         T best = LOWEST;                                                           \
                         int64_t bi = -1;                                                           \
-                        for (int64_t kd = 0; kd < g->k[0]; kd++) {                                 \
-                            int64_t id = od * g->s[0] - g->pb[0] + kd * g->d[0];                   \
-                            if (id < 0 || id >= g->in[0]) continue;                                \
-                            for (int64_t kh = 0; kh < g->k[1]; kh++) {                             \
-                                int64_t ih = oh * g->s[1] - g->pb[1] + kh * g->d[1];               \
-                                if (ih < 0 || ih >= g->in[1]) continue;                            \
-                                const T *row = xp + (id * g->in[1] + ih) * g->in[2];               \
-                                for (int64_t kw = 0; kw < g->k[2]; kw++) {                         \
-                                    int64_t iw = ow * g->s[2] - g->pb[2] + kw * g->d[2];           \
-                                    if (iw < 0 || iw >= g->in[2]) continue;                        \
-                                    if (bi < 0 || row[iw] > best) {                                \
-                                        best = row[iw];                                            \
-                                        bi = p->col_major ? ih + iw * g->in[1]                     \
-                                                          : (id * g->in[1] + ih) * g->in[2] + iw;  \
-                                    }                                                              \
-                                }                                                                  \
-                            }                                                                      \
-                        }                                                                          \
+                        FOR_EACH_TAP(                                                              \
+                            T, g, xp, od, oh, ow, if (bi < 0 || row[iw] > best) {                  \
+                                best = row[iw];                                                    \
+                                bi = p->col_major ? ih + iw * g->in[1]                             \
+                                                  : (id * g->in[1] + ih) * g->in[2] + iw;          \
+                            })                                                                     \
                         int64_t o = ((pl * g->out[0] + od) * g->out[1] + oh) * g->out[2] + ow;     \
                         y[o] = best;                                                               \
                         if (ind) ind[o] = pl * g->ivol + (bi < 0 ? 0 : bi);                        \
@@ -984,21 +990,8 @@ static ss_status *pool_infer_native(ss_kctx *k)
                 for (int64_t oh = 0; oh < g->out[1]; oh++)                                         \
                     for (int64_t ow = 0; ow < g->out[2]; ow++, o++) {                              \
                         double acc = 0;                                                            \
-                        for (int64_t kd = 0; kd < g->k[0]; kd++) {                                 \
-                            int64_t id = od * g->s[0] - g->pb[0] + kd * g->d[0];                   \
-                            if (id < 0 || id >= g->in[0]) continue;                                \
-                            for (int64_t kh = 0; kh < g->k[1]; kh++) {                             \
-                                int64_t ih = oh * g->s[1] - g->pb[1] + kh * g->d[1];               \
-                                if (ih < 0 || ih >= g->in[1]) continue;                            \
-                                const T *row = xp + (id * g->in[1] + ih) * g->in[2];               \
-                                for (int64_t kw = 0; kw < g->k[2]; kw++) {                         \
-                                    int64_t iw = ow * g->s[2] - g->pb[2] + kw * g->d[2];           \
-                                    if (iw < 0 || iw >= g->in[2]) continue;                        \
-                                    double v = fabs((double)row[iw]);                              \
-                                    acc += two ? v * v : pow(v, p->lp);                            \
-                                }                                                                  \
-                            }                                                                      \
-                        }                                                                          \
+                        FOR_EACH_TAP(T, g, xp, od, oh, ow, double v = fabs((double)row[iw]);       \
+                                     acc += two ? v * v : pow(v, p->lp);)                          \
                         y[o] = (T)(two ? sqrt(acc) : pow(acc, 1.0 / p->lp));                       \
                     }                                                                              \
         }                                                                                          \
