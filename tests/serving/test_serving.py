@@ -251,21 +251,28 @@ def test_batching_with_batch_dim():
         assert (r[0]["y"] == -4).all() and "size 36 not match the size 32" in r[1]["error"], r
 
 
+def save_graph(g, name):
+    """A graph as an opset-13 model file in WORK; its path."""
+    import onnx
+    from onnx import helper
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)])
+    m.ir_version = 8
+    path = os.path.join(WORK, name)
+    onnx.save(m, path)
+    return path
+
+
 def test_bad_instance_fails_alone_in_its_batch():
     """A batch the model refuses (one client's index is out of range) is run again one instance
     at a time: only that instance fails, naming its index; the others, batched with it, get
     their rows (they used to fail with the other client's error)."""
-    import onnx
     from onnx import TensorProto, helper, numpy_helper
     table = np.arange(40, dtype=np.float32).reshape(10, 4)
     g = helper.make_graph([helper.make_node("Gather", ["T", "idx"], ["y"], axis=0)], "gather",
                           [helper.make_tensor_value_info("idx", TensorProto.INT64, [4])],
                           [helper.make_tensor_value_info("y", TensorProto.FLOAT, [4, 4])],
                           [numpy_helper.from_array(table, "T")])
-    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)])
-    m.ir_version = 8
-    model = os.path.join(WORK, "gather.onnx")
-    onnx.save(m, model)
+    model = save_graph(g, "gather.onnx")
     with Cluster() as c:
         models = c.add_servable("gat", model, 1, 1, with_batch_dim=True,
                                 methods=[{"name": "predict", "inputs": ["idx"], "outputs": ["y"]}],
@@ -461,15 +468,11 @@ def test_startup_failures():
 def test_batched_string_input_refused_at_load():
     """A string input with a batch dim cannot be batched: the servable is refused when its agents
     register, naming the input (every request used to fail with 'worker unavailable')."""
-    import onnx
     from onnx import TensorProto, helper
     g = helper.make_graph([helper.make_node("Cast", ["s"], ["t"], to=TensorProto.FLOAT)], "strs",
                           [helper.make_tensor_value_info("s", TensorProto.STRING, [4])],
                           [helper.make_tensor_value_info("t", TensorProto.FLOAT, [4])])
-    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)])
-    m.ir_version = 8
-    model = os.path.join(WORK, "strs.onnx")
-    onnx.save(m, model)
+    model = save_graph(g, "strs.onnx")
     with Cluster() as c:
         models = c.add_servable("strs", model, 1, 1, with_batch_dim=True,
                                 methods=[{"name": "predict", "inputs": ["s"], "outputs": ["t"]}])
