@@ -327,6 +327,13 @@ size_t ss_predict_handler_name_limit(void *handler, const char *servable, const 
 typedef void (*ss_serving_reject_fn)(void *ctx, const char *servable, uint64_t version,
                                      const char *method, int64_t code);
 void ss_serving_on_reject(ss_serving *s, ss_serving_reject_fn fn, void *ctx);
+/* Told of every request a backend answered: the servable, its resolved version, the front end's
+ * method (a composed servable's, not the model calls its stages make), the first failure code of
+ * the reply (0: every instance ok) and the nanoseconds since the registry handed it over. For
+ * metrics; called on the backend's thread, before the front end's done(). */
+typedef void (*ss_serving_answer_fn)(void *ctx, const char *servable, uint64_t version,
+                                     const char *method, int64_t code, uint64_t ns);
+void ss_serving_on_answer(ss_serving *s, ss_serving_answer_fn fn, void *ctx);
 /*
  * The model repository (KServe's extension) over the versions serve was started with; starting
  * new agents is not the registry's job. Unload (loaded = false) refuses new requests to the

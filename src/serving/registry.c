@@ -50,6 +50,8 @@ struct ss_serving {
     ss_serving_entry *entries;
     ss_serving_reject_fn on_reject;
     void *on_reject_ctx;
+    ss_serving_answer_fn on_answer;
+    void *on_answer_ctx;
 };
 
 /* The registry's lock; debug builds record the holder so "lock held" is an assertion. */
@@ -407,6 +409,14 @@ static ss_serving_entry *resolve(ss_serving *s, const char *servable, uint64_t v
     return best;
 }
 
+void ss_serving_on_answer(ss_serving *s, ss_serving_answer_fn fn, void *ctx)
+{
+    registry_lock(s);
+    s->on_answer = fn;
+    s->on_answer_ctx = ctx;
+    registry_unlock(s);
+}
+
 void ss_serving_on_reject(ss_serving *s, ss_serving_reject_fn fn, void *ctx)
 {
     registry_lock(s);
@@ -468,6 +478,8 @@ typedef struct {
     ss_serving_entry *entry;
     ss_predict_done done;
     void *done_ctx;
+    const ss_predict_request *req; /* alive until done() */
+    uint64_t version, t0_ns;
 } counted;
 
 static void counted_done(void *ctx, ss_predict_reply *reply)
@@ -477,13 +489,21 @@ static void counted_done(void *ctx, ss_predict_reply *reply)
     registry_lock(c.s);
     for (ss_serving_entry *e = c.s->entries; e; e = e->next) /* it may have been removed */
         if (e == c.entry) e->inflight--;
+    ss_serving_answer_fn fn = c.s->on_answer;
+    void *fn_ctx = c.s->on_answer_ctx;
     registry_unlock(c.s);
+    if (fn) {
+        int64_t code = reply ? 0 : SS_SERVING_SYSTEM_ERROR;
+        for (size_t i = 0; reply && !code && i < reply->error_count; i++)
+            code = reply->errors[i].code;
+        fn(fn_ctx, c.req->servable, c.version, c.req->method, code, ss_now_ns() - c.t0_ns);
+    }
     c.done(c.done_ctx, reply);
 }
 
 static void submit_counted(ss_serving *s, ss_serving_entry *e, ss_serving_backend backend,
                            ss_predict_request *req, size_t method, ss_predict_reply *reply,
-                           ss_predict_done done, void *done_ctx)
+                           ss_predict_done done, void *done_ctx, uint64_t version)
 {
     counted *c = malloc(sizeof *c);
     if (!c) {
@@ -491,7 +511,7 @@ static void submit_counted(ss_serving *s, ss_serving_entry *e, ss_serving_backen
         done(done_ctx, ss_predict_reply_error(SS_SERVING_SYSTEM_ERROR, "out of memory"));
         return;
     }
-    *c = (counted){s, e, done, done_ctx};
+    *c = (counted){s, e, done, done_ctx, req, version, ss_now_ns()};
     registry_lock(s);
     e->inflight++;
     registry_unlock(s);
@@ -543,7 +563,7 @@ static void serving_predict(void *ctx, ss_predict_request *req, ss_predict_done 
         done(done_ctx, bad);
         return;
     }
-    submit_counted(s, entry, backend, req, method, reply, done, done_ctx);
+    submit_counted(s, entry, backend, req, method, reply, done, done_ctx, version);
 }
 
 static int serving_describe(void *ctx, const char *servable, uint64_t version,

@@ -480,9 +480,9 @@ static void collect(void *ctx)
 static void req_answer(ss_worker *w, req_state *rs)
 {
     uint64_t total = ss_now_ns() - rs->t0_ns;
+    /* requests and their durations are counted by the registry (count_answered), per front-end
+     * method: a composed servable's model calls reach the worker as internal methods */
     const char *v[] = {w->cfg.name, w->version_str, rs->method->name, outcome_name(rs->worst)};
-    ss_metric_add(ss_metrics_series(fam.requests, v), 1);
-    ss_metric_observe(ss_metrics_series(fam.total, v), (double)total / 1e9);
     if (rs->job_id) {
         ss_metric_observe(ss_metrics_series(fam.queue, v), (double)rs->queue_ns / 1e9);
         ss_metric_observe(ss_metrics_series(fam.compute, v), (double)rs->compute_ns / 1e9);
@@ -2339,6 +2339,19 @@ static void count_rejected(void *ctx, const char *servable, uint64_t version, co
     ss_metric_add(ss_metrics_series(fam.requests, v), 1);
 }
 
+/* Every request a backend answered (the registry's view: front-end methods, resolved versions). */
+static void count_answered(void *ctx, const char *servable, uint64_t version, const char *method,
+                           int64_t code, uint64_t ns)
+{
+    (void)ctx;
+    pthread_once(&fam_once, fam_init);
+    char vs[24];
+    snprintf(vs, sizeof vs, "%llu", (unsigned long long)version);
+    const char *v[] = {servable, vs, method, outcome_name(code)};
+    ss_metric_add(ss_metrics_series(fam.requests, v), 1);
+    ss_metric_observe(ss_metrics_series(fam.total, v), (double)ns / 1e9);
+}
+
 ss_worker_set *ss_worker_set_new(void)
 {
     ss_worker_set *s = calloc(1, sizeof *s);
@@ -2348,6 +2361,7 @@ ss_worker_set *ss_worker_set_new(void)
         return NULL;
     }
     ss_serving_on_reject(s->serving, count_rejected, NULL);
+    ss_serving_on_answer(s->serving, count_answered, NULL);
     pthread_mutex_init(&s->mu, NULL);
     return s;
 }

@@ -181,6 +181,14 @@ def test_distributed_model_beside_local_one():
         reply = rest(c, "mixed", "mul", [{"a": i["x1"], "b": i["x2"]} for i in insts])
         for g, i in zip(reply["instances"], insts):
             assert np.allclose(np.array(g["y"], np.float32), i["x1"] * i["x2"], atol=1e-6), reply
+        # requests are counted per front-end method, not per internal model call
+        with urllib.request.urlopen("http://%s/metrics" % c.rest, timeout=10) as r:
+            text = r.read().decode()
+        counted = re.findall(r'shardserve_requests_total\{servable="mixed",version="1",method="([^"]+)",'
+                             r'outcome="ok"\} (\d+)', text)
+        assert ("chain", "1") in counted and ("mul", "1") in counted, counted
+        assert "@call" not in "".join(l for l in text.splitlines() if l.startswith("shardserve_requests_total")), \
+            [l for l in text.splitlines() if "@call" in l]
         # the local model's rank dies: its group (serve's child) starts it again, the servable recovers
         pid = int(c.wait_log(c.server, r"rank 0 registered \(pid (\d+)").group(1))  # mul's, the first
         os.kill(pid, signal.SIGKILL)
