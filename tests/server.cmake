@@ -84,15 +84,16 @@ if(SS_FUZZ)
   foreach(target rest grpc gen)
     add_executable(fuzz_server_${target} ${SS_TEST_DIR}/test_server_fuzz_${target}.c
                    ${ss_server_src}/grpc_codec.c ${ss_server_src}/pb_budget.c
-                   ${ss_server_src}/rest_codec.c ${ss_server_src}/sbuf.c ${CMAKE_BINARY_DIR}/proto/ms_service.pb-c.c)
+                   ${ss_server_src}/rest_codec.c ${ss_server_src}/sbuf.c ${ss_server_src}/budget.c
+                   ${CMAKE_BINARY_DIR}/proto/ms_service.pb-c.c)
     add_dependencies(fuzz_server_${target} ss_msproto)
     target_include_directories(fuzz_server_${target} PRIVATE ${ss_server_src}
                                ${CMAKE_BINARY_DIR}/proto)
     target_compile_options(fuzz_server_${target} PRIVATE -fsanitize=fuzzer,address,undefined
                            -Wno-missing-braces)
     target_link_options(fuzz_server_${target} PRIVATE -fsanitize=fuzzer,address,undefined)
-    target_link_libraries(fuzz_server_${target} ss_serving ss_core PkgConfig::SS_FUZZ_CJSON
-                          PkgConfig::PROTOBUFC)
+    target_link_libraries(fuzz_server_${target} ss_serving ss_metrics ss_core
+                          PkgConfig::SS_FUZZ_CJSON PkgConfig::PROTOBUFC)
     add_test(NAME fuzz_server_${target}_smoke
              COMMAND fuzz_server_${target} -max_total_time=10 -max_len=65536 -timeout=20
                      -rss_limit_mb=2048)

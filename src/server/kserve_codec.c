@@ -74,34 +74,6 @@ ss_dtype ss_kserve_dtype_parse(const char *name, size_t len)
 
 /* ------------------------------------------------------------------ calls */
 
-/* Batch rows held by every call in the process (the REST and gRPC front ends together). */
-static ss_byte_budget rows_held = {.limit = (size_t)SS_KSERVE_DEFAULT_MAX_ROWS_MB << 20};
-static ss_metric_series *rows_refused; /* made by ss_server_set_kserve_max_rows_mb */
-
-void ss_server_set_kserve_max_rows_mb(int mb)
-{
-    if (mb > 0) rows_held.limit = (size_t)mb << 20;
-    static const char *const labels[] = {"limit"};
-    ss_metric_family *f =
-        ss_metrics_family(ss_metrics_global(), SS_METRIC_COUNTER, "shardserve_kserve_refused_total",
-                          "KServe requests refused by a limit", 1, labels, NULL, 0);
-    rows_refused = ss_metrics_series(f, (const char *const[]){"batch_rows"});
-}
-
-bool ss_server_rows_take(size_t bytes, size_t *used, size_t *limit)
-{
-    *limit = rows_held.limit;
-    *used = atomic_load(&rows_held.used);
-    if (bytes <= rows_held.limit && ss_byte_budget_take(&rows_held, bytes)) return true;
-    if (rows_refused) ss_metric_add(rows_refused, 1);
-    return false;
-}
-
-void ss_server_rows_give(size_t bytes)
-{
-    ss_byte_budget_give(&rows_held, bytes);
-}
-
 ss_kserve_call *ss_kserve_call_new(void)
 {
     return calloc(1, sizeof(ss_kserve_call));
@@ -126,7 +98,7 @@ void ss_kserve_call_free(ss_kserve_call *call)
         (call->agents_done ? ss_kserve_pool_give : ss_kserve_pool_drop)(call->pooled[i]);
     free(call->pooled);
     if (call->wire_free) call->wire_free(call->wire);
-    ss_byte_budget_give(&rows_held, call->rows_held);
+    ss_server_rows_give(call->rows_held);
     free(call);
 }
 
@@ -501,9 +473,9 @@ static size_t row_cost(const ss_serving_method *m)
 static bool rows_fit(ss_kserve_call *call, int64_t rows, ss_kserve_error *err)
 {
     if (rows <= 0) return true;
-    size_t per_row = row_cost(call->method), limit = rows_held.limit;
+    size_t per_row = row_cost(call->method), used, limit;
     uint64_t need = (uint64_t)rows <= SIZE_MAX / per_row ? (uint64_t)rows * per_row : SIZE_MAX;
-    if (need <= limit && ss_byte_budget_take(&rows_held, (size_t)need)) {
+    if (ss_server_rows_take((size_t)need, &used, &limit)) {
         call->rows_held = (size_t)need;
         return true;
     }
@@ -514,10 +486,8 @@ static bool rows_fit(ss_kserve_call *call, int64_t rows, ss_kserve_error *err)
         "a row) and the server holds %zu MB of other requests' rows: over the server's "
         "limit of %zu MB of batch rows in flight (at most %zu rows a request; "
         "--kserve-max-batch-rows-mb)%s",
-        call->model, (long long)rows, (unsigned long long)(need >> 20), per_row,
-        atomic_load(&rows_held.used) >> 20, limit >> 20, limit / per_row,
-        need > limit ? "" : ": try again later");
-    if (rows_refused) ss_metric_add(rows_refused, 1);
+        call->model, (long long)rows, (unsigned long long)(need >> 20), per_row, used >> 20,
+        limit >> 20, limit / per_row, need > limit ? "" : ": try again later");
     return false;
 }
 

@@ -19,6 +19,7 @@
 #ifndef SS_SERVER_KSERVE_CODEC_H
 #define SS_SERVER_KSERVE_CODEC_H
 
+#include "budget.h"
 #include "shardserve/serving.h"
 
 /* An error as the protocol reports it: an HTTP status (gRPC maps it) and a message. */
@@ -99,12 +100,8 @@ bool ss_kserve_bytes_check(const uint8_t *data, size_t len, int64_t count);
 /* A known input's datatype against the method's (unknown names pass: checked later). */
 bool ss_kserve_check_dtype(const ss_kserve_call *call, const char *name, ss_dtype dtype,
                            ss_kserve_error *err);
-/* A batched request's rows become serving instances (and reply instances): at most this many MB
- * of them, sized from the structs, held by all calls together (413 past it, naming the rows and
- * the limit, counted in shardserve_kserve_refused_total{limit="batch_rows"}); a call holds its
- * rows' share until it is freed. `serve --kserve-max-batch-rows-mb` sets it
- * (ss_server_set_kserve_max_rows_mb). */
-#define SS_KSERVE_DEFAULT_MAX_ROWS_MB 64
+/* A batched request's rows take their share of the rows budget (budget.h) until the call is
+ * freed: 413 past it alone, 503 beside other requests' rows. */
 
 /* Check the inputs against the call's method (names, datatypes, shapes, batch sizes, the rows'
  * cost) and build the request. 400 errors name the input. */

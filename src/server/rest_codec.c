@@ -8,6 +8,7 @@
  * conversion. Replies are written directly (no cJSON tree): float32 values with the shortest
  * text that reads back to the same float, bytes as {"b64": ...}.
  */
+#include "budget.h"
 #include "pb_budget.h"
 #include "rest_codec.h"
 #include "sbuf.h"

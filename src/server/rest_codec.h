@@ -24,17 +24,11 @@ ss_status *ss_rest_parse_request(const char *url, const char *body, size_t len,
  * (naming the limit) from the parsed JSON, before any of its values is converted; and the
  * instances' cost (the serving structs each becomes, hundreds of bytes however small: 1 M
  * one-value instances in 8 MB took 1.4 GB) is taken from the server's row budget, shared with
- * KServe's batch rows (ss_server_rows_take; --kserve-max-batch-rows-mb), before they are built:
- * *held says how much, to give back when the request is freed (ss_server_rows_give). */
+ * KServe's batch rows (budget.h: ss_server_rows_take; --kserve-max-batch-rows-mb), before they are
+ * built: *held says how much, to give back when the request is freed (ss_server_rows_give). */
 ss_status *ss_rest_parse_request_limited(const char *url, const char *body, size_t len,
                                          ss_serving_name_limit_fn name_limit, void *limit_ctx,
                                          ss_predict_request **out, size_t *held);
-
-/* The process's budget of serving instances built from batched requests (kserve_codec.c): false
- * (nothing taken, refusal counted) when `bytes` more would cross it; *used and *limit for the
- * refusal's text. */
-bool ss_server_rows_take(size_t bytes, size_t *used, size_t *limit);
-void ss_server_rows_give(size_t bytes);
 
 /* The reply body for a collapsed reply (malloc'd, NUL-terminated). */
 char *ss_rest_reply_json(const ss_predict_reply *reply, size_t *len);
