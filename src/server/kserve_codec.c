@@ -452,18 +452,16 @@ static bool fill_instances(ss_kserve_call *call, const ss_kserve_input *in, size
     return true;
 }
 
-/* One row of a batched request as the server holds it: a serving instance with its item array
- * and input names, and the reply's instance with its outputs (names, each tensor's block) -
- * hundreds of bytes however small the row. */
+/* One row of a batched request as the server holds it (pb_budget.h), named by the method's
+ * longest input or output name. */
 static size_t row_cost(const ss_serving_method *m)
 {
-    size_t bytes = 2 * sizeof(ss_serving_instance) + ss_pb_items_bytes(m->n_inputs) +
-                   ss_pb_items_bytes(m->n_outputs);
+    size_t name = 1;
     for (size_t k = 0; k < m->n_inputs; k++)
-        bytes += ss_pb_block_bytes(strlen(m->inputs[k].name) + 1);
+        if (strlen(m->inputs[k].name) + 1 > name) name = strlen(m->inputs[k].name) + 1;
     for (size_t k = 0; k < m->n_outputs; k++)
-        bytes += ss_pb_block_bytes(strlen(m->outputs[k].name) + 1) + ss_pb_block_bytes(1);
-    return bytes;
+        if (strlen(m->outputs[k].name) + 1 > name) name = strlen(m->outputs[k].name) + 1;
+    return ss_pb_instance_bytes(m->n_inputs, m->n_outputs, name);
 }
 
 /* The rows are only known once the model is, after the message was decoded and charged against

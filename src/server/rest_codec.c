@@ -659,17 +659,15 @@ static ss_status *check_name_limit(const cJSON *root, const ss_predict_request *
                    names, limit, SS_SERVING_MIN_NAME_LIMIT, req->servable, req->method);
 }
 
-/* What the request's instances will hold as serving structs, from the parsed JSON: each
- * instance and its reply instance, an item array, and per input a name and a tensor block (the
- * reply's outputs counted alike). */
+/* What the request's instances will hold as serving structs (pb_budget.h), before the model is
+ * known: as many outputs as inputs (the keys of the widest instance), names of up to 15 bytes. */
 static size_t instances_cost(const cJSON *root)
 {
     const cJSON *instances =
         cJSON_IsObject(root) ? cJSON_GetObjectItemCaseSensitive(root, "instances") : NULL;
     size_t n = cJSON_IsArray(instances) ? (size_t)cJSON_GetArraySize(instances) : 1;
     size_t keys = max_instance_keys(root);
-    size_t per = 2 * sizeof(ss_serving_instance) + 2 * ss_pb_items_bytes(keys) +
-                 2 * keys * (ss_pb_block_bytes(16) + ss_pb_block_bytes(8));
+    size_t per = ss_pb_instance_bytes(keys, keys, 16);
     return n <= SIZE_MAX / per ? n * per : SIZE_MAX;
 }
 
