@@ -8,6 +8,7 @@
 #include "gen_stop.h"
 
 #include <math.h>
+#include <string.h>
 
 #define V 6
 
@@ -323,27 +324,56 @@ static void sample_from_equals_in_place(void)
     ss_sampler_free(s);
 }
 
+static void set_top_p_zero(ss_sample_params *p)
+{
+    p->top_p = 0;
+}
+static void set_temperature_negative(ss_sample_params *p)
+{
+    p->temperature = -1;
+}
+static void set_temperature_nan(ss_sample_params *p)
+{
+    p->temperature = NAN;
+}
+static void set_repetition_zero(ss_sample_params *p)
+{
+    p->repetition_penalty = 0;
+}
+static void set_frequency_three(ss_sample_params *p)
+{
+    p->frequency_penalty = 3;
+}
+static void set_top_k_minus_two(ss_sample_params *p)
+{
+    p->top_k = -2;
+}
+
 static void bad_parameters_are_named(void)
 {
+    static const struct {
+        const char *name;
+        void (*set)(ss_sample_params *);
+    } cases[] = {
+        {"top_p", set_top_p_zero},
+        {"temperature", set_temperature_negative},
+        {"temperature", set_temperature_nan},
+        {"repetition_penalty", set_repetition_zero},
+        {"frequency_penalty", set_frequency_three},
+        {"top_k", set_top_k_minus_two},
+    };
     ss_sample_params p = ss_sample_defaults();
-    CHECK_OK(ss_sample_check(&p));
-    p.top_p = 0;
-    CHECK_ERR(ss_sample_check(&p), "top_p");
-    p = ss_sample_defaults();
-    p.temperature = -1;
-    CHECK_ERR(ss_sample_check(&p), "temperature");
-    p = ss_sample_defaults();
-    p.temperature = NAN;
-    CHECK_ERR(ss_sample_check(&p), "temperature");
-    p = ss_sample_defaults();
-    p.repetition_penalty = 0;
-    CHECK_ERR(ss_sample_check(&p), "repetition_penalty");
-    p = ss_sample_defaults();
-    p.frequency_penalty = 3;
-    CHECK_ERR(ss_sample_check(&p), "frequency_penalty");
-    p = ss_sample_defaults();
-    p.top_k = -2;
-    CHECK_ERR(ss_sample_check(&p), "top_k");
+    const char *param = "unset";
+    CHECK_OK(ss_sample_check(&p, &param));
+    CHECK(!strcmp(param, "unset")); /* a good request names nothing */
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        p = ss_sample_defaults();
+        cases[i].set(&p);
+        param = NULL;
+        CHECK_ERR(ss_sample_check(&p, &param), cases[i].name);
+        CHECK(param && !strcmp(param, cases[i].name));
+        CHECK_ERR(ss_sample_check(&p, NULL), cases[i].name);
+    }
     ss_sampler *s = NULL;
     CHECK_ERR(ss_sampler_new(0, &s), "vocabulary");
 }

@@ -14,6 +14,7 @@
 #include "gen_engine.h"
 
 #include <stdlib.h>
+#include <string.h>
 
 #define VOCAB 97
 #define MAX_POOL 4096
@@ -180,7 +181,7 @@ static uint64_t submit(ss_gen_engine *e, int i, bool sampled, result *r)
     ss_gen_params p = params(i, sampled);
     uint64_t h = 0;
     memset(r, 0, sizeof *r);
-    CHECK_OK(ss_gen_submit(e, prompt, n, &p, on_token, r, &h));
+    CHECK_OK(ss_gen_submit(e, prompt, n, &p, on_token, r, &h, NULL));
     return h;
 }
 
@@ -251,7 +252,7 @@ static void stop_ids_and_cancellation(void)
     p.stop_ids = &a.tokens[4];
     p.n_stop_ids = 1;
     uint64_t h;
-    CHECK_OK(ss_gen_submit(e, prompt, n, &p, on_token, &c, &h));
+    CHECK_OK(ss_gen_submit(e, prompt, n, &p, on_token, &c, &h, NULL));
     drain(e);
     int32_t first = 0;
     while (a.tokens[first] != a.tokens[4])
@@ -350,7 +351,7 @@ static void a_refused_sequence_fails_alone(void)
     p.max_tokens = 40; /* its 11th token goes in at position 60, while the others decode */
     uint64_t h = 0;
     memset(&bad, 0, sizeof bad);
-    CHECK_OK(ss_gen_submit(e, prompt, 50, &p, on_token, &bad, &h));
+    CHECK_OK(ss_gen_submit(e, prompt, 50, &p, on_token, &bad, &h, NULL));
     static float logits[256 * 64 * VOCAB];
     ss_gen_call c;
     int failed_calls = 0;
@@ -442,15 +443,22 @@ static void bad_requests_are_refused(void)
     ss_gen_params p = params(0, false);
     uint64_t h;
     int64_t prompt[3] = {1, VOCAB, 2};
-    CHECK_ERR(ss_gen_submit(e, prompt, 3, &p, on_token, NULL, &h), "prompt token 1");
-    CHECK_ERR(ss_gen_submit(e, prompt, 0, &p, on_token, NULL, &h), "no tokens");
+    const char *param = NULL;
+    CHECK_ERR(ss_gen_submit(e, prompt, 3, &p, on_token, NULL, &h, &param), "prompt token 1");
+    CHECK(param && !strcmp(param, "prompt"));
+    CHECK_ERR(ss_gen_submit(e, prompt, 0, &p, on_token, NULL, &h, &param), "no tokens");
+    CHECK(param && !strcmp(param, "prompt"));
     p.max_tokens = 0;
-    CHECK_ERR(ss_gen_submit(e, prompt, 1, &p, on_token, NULL, &h), "max_tokens");
+    CHECK_ERR(ss_gen_submit(e, prompt, 1, &p, on_token, NULL, &h, &param), "max_tokens");
+    CHECK(param && !strcmp(param, "max_tokens"));
     p.max_tokens = 40; /* 41 tokens: 11 blocks of 4, the pool has 8 */
-    CHECK_ERR(ss_gen_submit(e, prompt, 1, &p, on_token, NULL, &h), "the pool has 8");
+    CHECK_ERR(ss_gen_submit(e, prompt, 1, &p, on_token, NULL, &h, &param), "the pool has 8");
+    CHECK(param == NULL); /* the request as a whole, no one input */
     p.max_tokens = 4;
     p.sample.top_p = 2;
-    CHECK_ERR(ss_gen_submit(e, prompt, 1, &p, on_token, NULL, &h), "top_p");
+    CHECK_ERR(ss_gen_submit(e, prompt, 1, &p, on_token, NULL, &h, NULL), "top_p");
+    CHECK_ERR(ss_gen_submit(e, prompt, 1, &p, on_token, NULL, &h, &param), "top_p");
+    CHECK(param && !strcmp(param, "top_p"));
     CHECK(ss_gen_active(e) == 0);
     ss_gen_engine_free(e);
 }

@@ -61,6 +61,9 @@ typedef struct {
 typedef struct {
     int64_t code; /* ss_serving_code; 0 = this instance succeeded */
     char *message;
+    /* The request input the error is about, when the handler knows one (NULL: none named). A
+     * front end whose protocol has a field for it (OpenAI's "param") names it from here. */
+    char *input;
 } ss_serving_error;
 
 /* An output the client wants written straight into POSIX shared memory (KServe's shared-memory
@@ -187,6 +190,9 @@ ss_predict_reply *ss_predict_reply_error(int64_t code, const char *fmt, ...)
 ss_status *ss_predict_reply_fail_instance(ss_predict_reply *reply, size_t i, int64_t code,
                                           const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
+/* Name the input instance i's error is about (copied; NULL clears it). False when out of memory
+ * or instance i has no error. */
+bool ss_predict_reply_blame_input(ss_predict_reply *reply, size_t i, const char *input);
 void ss_predict_reply_free(ss_predict_reply *reply);
 /* Bring a reply into MindSpore's canonical shape: all-success lists dropped, a request whose
  * every instance failed with the same code and message collapsed into one entry, failed

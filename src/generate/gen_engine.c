@@ -109,28 +109,38 @@ void ss_gen_engine_free(ss_gen_engine *e)
 }
 
 static ss_status *check_request(const ss_gen_engine *e, const int64_t *prompt, int32_t n,
-                                const ss_gen_params *p)
+                                const ss_gen_params *p, const char **param)
 {
+    *param = "prompt";
     if (n < 1) return ss_errf(SS_ERR_INVALID, "the prompt has no tokens");
-    if (p->max_tokens < 1 || n > INT32_MAX - p->max_tokens)
-        return ss_errf(SS_ERR_INVALID, "max_tokens = %d: at least 1 token must be asked for",
-                       p->max_tokens);
-    if (p->n_stop_ids < 0 || (p->n_stop_ids && !p->stop_ids))
-        return ss_errf(SS_ERR_INVALID, "stop token ids: %d given", p->n_stop_ids);
     for (int32_t i = 0; i < n; i++)
         if (prompt[i] < 0 || prompt[i] >= e->o.vocab)
             return ss_errf(SS_ERR_INVALID,
                            "prompt token %d is %lld, outside the vocabulary [0, %d)", i,
                            (long long)prompt[i], e->o.vocab);
-    return ss_sample_check(&p->sample);
+    *param = "max_tokens";
+    if (p->max_tokens < 1 || n > INT32_MAX - p->max_tokens)
+        return ss_errf(SS_ERR_INVALID, "max_tokens = %d: at least 1 token must be asked for",
+                       p->max_tokens);
+    *param = "stop_token_ids";
+    if (p->n_stop_ids < 0 || (p->n_stop_ids && !p->stop_ids))
+        return ss_errf(SS_ERR_INVALID, "stop token ids: %d given", p->n_stop_ids);
+    *param = NULL;
+    return ss_sample_check(&p->sample, param);
 }
 
 ss_status *ss_gen_submit(ss_gen_engine *e, const int64_t *prompt, int32_t n_prompt,
-                         const ss_gen_params *p, ss_gen_on_token cb, void *ctx, uint64_t *handle)
+                         const ss_gen_params *p, ss_gen_on_token cb, void *ctx, uint64_t *handle,
+                         const char **param)
 {
+    const char *at_fault = NULL;
     *handle = 0;
-    ss_status *st = check_request(e, prompt, n_prompt, p);
-    if (st) return st;
+    if (param) *param = NULL;
+    ss_status *st = check_request(e, prompt, n_prompt, p, &at_fault);
+    if (st) {
+        if (param) *param = at_fault;
+        return st;
+    }
     int32_t *tokens = malloc(sizeof(int32_t) * (size_t)(n_prompt + p->max_tokens));
     int64_t *stops = p->n_stop_ids > 0 ? malloc(sizeof(int64_t) * (size_t)p->n_stop_ids) : NULL;
     if (!tokens || (p->n_stop_ids > 0 && !stops))

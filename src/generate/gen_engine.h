@@ -68,9 +68,12 @@ ss_status *ss_gen_engine_new(const ss_gen_options *o, ss_gen_engine **out);
 void ss_gen_engine_free(ss_gen_engine *e); /* requests still known are not called back */
 
 /* A new request; *handle names it for ss_gen_cancel. Refused (nothing called back) when its
- * parameters are out of range or it can never fit the pool. */
+ * parameters are out of range or it can never fit the pool; *param (when param is not NULL) then
+ * names the parameter at fault ("prompt", "max_tokens", "stop_token_ids", a sampling
+ * parameter's name: literals), or NULL. */
 ss_status *ss_gen_submit(ss_gen_engine *e, const int64_t *prompt, int32_t n_prompt,
-                         const ss_gen_params *p, ss_gen_on_token cb, void *ctx, uint64_t *handle);
+                         const ss_gen_params *p, ss_gen_on_token cb, void *ctx, uint64_t *handle,
+                         const char **param);
 
 /* The request ends with CANCELLED before the next call is planned (unknown handles: nothing). */
 void ss_gen_cancel(ss_gen_engine *e, uint64_t handle);

@@ -23,24 +23,25 @@ ss_sample_params ss_sample_defaults(void)
     return (ss_sample_params){.temperature = 1.0f, .top_p = 1.0f, .repetition_penalty = 1.0f};
 }
 
-static ss_status *out_of_range(const char *name, double v, const char *range)
+static ss_status *out_of_range(const char *name, double v, const char *range, const char **param)
 {
+    if (param) *param = name;
     return ss_errf(SS_ERR_INVALID, "sampling parameter %s = %g is outside %s", name, v, range);
 }
 
-ss_status *ss_sample_check(const ss_sample_params *p)
+ss_status *ss_sample_check(const ss_sample_params *p, const char **param)
 {
     if (!(p->temperature >= 0 && p->temperature <= 100))
-        return out_of_range("temperature", p->temperature, "[0, 100]");
-    if (p->top_k < -1) return out_of_range("top_k", p->top_k, "-1 (off), 0 (off) or >= 1");
-    if (!(p->top_p > 0 && p->top_p <= 1)) return out_of_range("top_p", p->top_p, "(0, 1]");
-    if (!(p->min_p >= 0 && p->min_p <= 1)) return out_of_range("min_p", p->min_p, "[0, 1]");
+        return out_of_range("temperature", p->temperature, "[0, 100]", param);
+    if (p->top_k < -1) return out_of_range("top_k", p->top_k, "-1 (off), 0 (off) or >= 1", param);
+    if (!(p->top_p > 0 && p->top_p <= 1)) return out_of_range("top_p", p->top_p, "(0, 1]", param);
+    if (!(p->min_p >= 0 && p->min_p <= 1)) return out_of_range("min_p", p->min_p, "[0, 1]", param);
     if (!(p->repetition_penalty > 0 && p->repetition_penalty <= 100))
-        return out_of_range("repetition_penalty", p->repetition_penalty, "(0, 100]");
+        return out_of_range("repetition_penalty", p->repetition_penalty, "(0, 100]", param);
     if (!(p->presence_penalty >= -2 && p->presence_penalty <= 2))
-        return out_of_range("presence_penalty", p->presence_penalty, "[-2, 2]");
+        return out_of_range("presence_penalty", p->presence_penalty, "[-2, 2]", param);
     if (!(p->frequency_penalty >= -2 && p->frequency_penalty <= 2))
-        return out_of_range("frequency_penalty", p->frequency_penalty, "[-2, 2]");
+        return out_of_range("frequency_penalty", p->frequency_penalty, "[-2, 2]", param);
     return NULL;
 }
 

@@ -26,8 +26,9 @@ typedef struct {
 /* OpenAI's defaults: temperature 1, top_p 1, no penalties, seed 0. */
 ss_sample_params ss_sample_defaults(void);
 
-/* NULL when every parameter is in range, else an error naming the parameter and its range. */
-ss_status *ss_sample_check(const ss_sample_params *p);
+/* NULL when every parameter is in range, else an error naming the parameter and its range, and
+ * *param (when param is not NULL) the parameter's name, a literal. */
+ss_status *ss_sample_check(const ss_sample_params *p, const char **param);
 
 /* A request's generator: xoshiro256** seeded by splitmix64 from the request's seed. */
 typedef struct {

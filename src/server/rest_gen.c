@@ -535,17 +535,16 @@ static unsigned gen_status(int64_t code)
     }
 }
 
-/* The reply's error (NULL: it succeeded) with its status. */
-static const char *gen_reply_error(const ss_predict_reply *reply, unsigned *status)
+/* Did the reply fail? Then *e holds its status, message and the input it names (a request's own
+ * fault only: OpenAI's "param"). */
+static bool gen_reply_failed(const ss_predict_reply *reply, gen_err *e)
 {
-    if (!reply) {
-        *status = MHD_HTTP_INTERNAL_SERVER_ERROR;
-        return "out of memory";
-    }
+    if (!reply) return !gen_fail(e, MHD_HTTP_INTERNAL_SERVER_ERROR, "", "out of memory");
     const ss_serving_error *err = reply->error_count ? &reply->errors[0] : NULL;
-    if (!err || !err->code) return NULL;
-    *status = gen_status(err->code);
-    return err->message ? err->message : "Predict failed";
+    if (!err || !err->code) return false;
+    unsigned status = gen_status(err->code);
+    return !gen_fail(e, status, status == MHD_HTTP_BAD_REQUEST ? err->input : NULL, "%s",
+                     err->message ? err->message : "Predict failed");
 }
 
 static const char *gen_reason(const ss_predict_reply *reply)
@@ -583,38 +582,17 @@ static void gen_partial(void *ctx, size_t instance, const ss_serving_instance *c
     free(ev.p);
 }
 
-/* A 400 from the worker names the input at fault in its text ("input 'seed' must ...",
- * "sampling parameter temperature = -1 ..."):
- * that name is the error's param; a prompt past the vocabulary or max_context is the prompt's. */
-static void reply_param(gen_err *e)
-{
-    if (e->status != MHD_HTTP_BAD_REQUEST || e->param[0]) return;
-    const char *at = strstr(e->msg, "input '"), *end = at ? strchr(at + 7, '\'') : NULL;
-    const char *sp = strstr(e->msg, "sampling parameter "); /* "... temperature = -1 is ..." */
-    size_t sl = sp ? strcspn(sp + 19, " =") : 0;
-    if (end && end - at - 7 > 0 && end - at - 7 < (long)sizeof e->param)
-        snprintf(e->param, sizeof e->param, "%.*s", (int)(end - at - 7), at + 7);
-    else if (sp && sl > 0 && sl < sizeof e->param)
-        snprintf(e->param, sizeof e->param, "%.*s", (int)sl, sp + 19);
-    else if (strstr(e->msg, "vocabulary") || strstr(e->msg, "max_context"))
-        snprintf(e->param, sizeof e->param, "prompt");
-}
-
 /* The stream's last events: the rest of the text and the finish reason, or the error. */
 static void gen_last(ss_rest_gen *g, const ss_predict_reply *reply, sbuf *ev)
 {
     gen_err e = {0};
-    const char *err = gen_reply_error(reply, &e.status);
-    if (err && !ss_sse_started(g->sse)) { /* nothing sent yet: a plain error reply */
-        snprintf(e.msg, sizeof e.msg, "%s", err);
-        reply_param(&e);
+    bool failed = gen_reply_failed(reply, &e);
+    if (failed && !ss_sse_started(g->sse)) { /* nothing sent yet: a plain error reply */
         g->early_status = e.status;
         g->codec->error(&e, &g->early);
         return;
     }
-    if (err) {
-        snprintf(e.msg, sizeof e.msg, "%s", err);
-        reply_param(&e);
+    if (failed) {
         sb_str(ev, "data: ");
         g->codec->error(&e, ev);
         sb_str(ev, "\n\n");
@@ -697,11 +675,10 @@ void ss_rest_gen_encode(ss_rest_gen *g, const ss_predict_reply *reply, unsigned 
 {
     gen_err e = {0};
     sbuf s = {0};
-    const char *err = gen_reply_error(reply, &e.status);
+    bool ok = !gen_reply_failed(reply, &e);
     const ss_serving_item *it =
-        err || !reply->count ? NULL : ss_serving_instance_find(&reply->instances[0], "tokens");
-    const char *reason = err ? NULL : gen_reason(reply);
-    bool ok = !err || (snprintf(e.msg, sizeof e.msg, "%s", err), reply_param(&e), false);
+        !ok || !reply->count ? NULL : ss_serving_instance_find(&reply->instances[0], "tokens");
+    const char *reason = ok ? gen_reason(reply) : NULL;
     if (ok && (!it || it->tensor.dtype != SS_DT_INT64))
         ok = gen_fail(&e, MHD_HTTP_INTERNAL_SERVER_ERROR, "", "the answer has no int64 tokens");
     if (ok && g->text.oom)

@@ -309,16 +309,33 @@ ss_status *ss_predict_reply_fail_instance(ss_predict_reply *reply, size_t i, int
     va_end(ap);
     if (!msg) return ss_errf(SS_ERR_NOMEM, "cannot format an error message");
     free(reply->errors[i].message);
-    reply->errors[i].code = code;
-    reply->errors[i].message = msg;
+    free(reply->errors[i].input);
+    reply->errors[i] = (ss_serving_error){.code = code, .message = msg};
     ss_serving_instance_clear(&reply->instances[i]);
     return NULL;
+}
+
+bool ss_predict_reply_blame_input(ss_predict_reply *reply, size_t i, const char *input)
+{
+    if (i >= reply->error_count || !reply->errors[i].code) return false;
+    char *copy = input ? dup_str(input) : NULL;
+    if (input && !copy) return false;
+    free(reply->errors[i].input);
+    reply->errors[i].input = copy;
+    return true;
+}
+
+static void error_clear(ss_serving_error *e)
+{
+    free(e->message);
+    free(e->input);
+    e->message = e->input = NULL;
 }
 
 static void free_errors(ss_predict_reply *r)
 {
     for (size_t i = 0; i < r->error_count; i++)
-        free(r->errors[i].message);
+        error_clear(&r->errors[i]);
     free(r->errors);
     r->errors = NULL;
     r->error_count = 0;
@@ -367,7 +384,8 @@ void ss_predict_reply_collapse(ss_predict_reply *r)
         if (r->errors[i].code == 0) continue;
         failed++;
         if (r->errors[i].code != r->errors[0].code ||
-            !msg_equal(r->errors[i].message, r->errors[0].message))
+            !msg_equal(r->errors[i].message, r->errors[0].message) ||
+            !msg_equal(r->errors[i].input, r->errors[0].input))
             same = false;
         if (i < r->count) ss_serving_instance_clear(&r->instances[i]);
     }
@@ -376,13 +394,12 @@ void ss_predict_reply_collapse(ss_predict_reply *r)
     } else if (failed == r->error_count && same) {
         free_instances(r);
         for (size_t i = 1; i < r->error_count; i++)
-            free(r->errors[i].message);
+            error_clear(&r->errors[i]);
         r->error_count = 1;
     } else {
         for (size_t i = 0; i < r->error_count; i++) {
             if (r->errors[i].code != 0) continue;
-            free(r->errors[i].message);
-            r->errors[i].message = NULL; /* a success carries an empty message */
+            error_clear(&r->errors[i]); /* a success carries an empty message */
         }
     }
 }

@@ -181,7 +181,7 @@ static void req_free(gen_req *r)
 }
 
 /* The request leaves: unlinked, freed, and the worker told (last: it may answer the client). */
-static void req_end_as(gen_req *r, const char *error, int64_t code)
+static void req_end_as(gen_req *r, const char *error, int64_t code, const char *input)
 {
     ss_wgen *g = r->g;
     for (gen_req **pp = &g->reqs; *pp; pp = &(*pp)->next)
@@ -192,12 +192,12 @@ static void req_end_as(gen_req *r, const char *error, int64_t code)
     void *request = r->request;
     size_t inst = r->inst;
     req_free(r);
-    g->hooks.finish(g->worker, request, inst, error, code);
+    g->hooks.finish(g->worker, request, inst, error, code, input);
 }
 
 static void req_end(gen_req *r, const char *error)
 {
-    req_end_as(r, error, 0);
+    req_end_as(r, error, 0, NULL);
 }
 
 static void fail_all(ss_wgen *g, const char *why)
@@ -332,9 +332,11 @@ static ss_status *set_param(gen_req *r, const char *name, const ss_tensor *t)
     return NULL;
 }
 
-static ss_status *read_inputs(gen_req *r, const ss_method_config *mc, const ss_serving_instance *in)
+static ss_status *read_inputs(gen_req *r, const ss_method_config *mc, const ss_serving_instance *in,
+                              const char **input)
 {
     for (int k = 0; k < mc->n_inputs; k++) {
+        *input = mc->inputs[k];
         const ss_serving_item *it = ss_serving_instance_find(in, mc->inputs[k]);
         if (!it)
             return ss_errf(SS_ERR_INVALID, "Cannot find input %s in instance input", mc->inputs[k]);
@@ -353,7 +355,8 @@ static ss_status *read_inputs(gen_req *r, const ss_method_config *mc, const ss_s
         int_list(&it->tensor, r->prompt, n, &n);
         r->n_prompt = (int32_t)n;
     }
-    return ss_sample_check(&r->p.sample);
+    *input = NULL;
+    return ss_sample_check(&r->p.sample, input);
 }
 
 /* ------------------------------------------------------------------ tokens and the end */
@@ -456,8 +459,9 @@ static bool enter_engine(ss_wgen *g, gen_req *r)
     r->p.stop_ids = r->stop_ids;
     r->p.stop_text = r->text;
     r->mb = least_loaded(g);
-    ss_status *st =
-        ss_gen_submit(g->mb[r->mb].engine, r->prompt, r->n_prompt, &r->p, on_token, r, &r->handle);
+    const char *param = NULL;
+    ss_status *st = ss_gen_submit(g->mb[r->mb].engine, r->prompt, r->n_prompt, &r->p, on_token, r,
+                                  &r->handle, &param);
     free(r->prompt);
     r->prompt = NULL;
     r->in_engine = !st;
@@ -465,7 +469,8 @@ static bool enter_engine(ss_wgen *g, gen_req *r)
     if (st)
         req_end_as(r, st->msg,
                    st->code == SS_ERR_UNAVAILABLE ? SS_SERVING_SERVABLE_UNAVAILABLE
-                                                  : SS_SERVING_INVALID_INPUTS);
+                                                  : SS_SERVING_INVALID_INPUTS,
+                   param);
     ss_status_free(st);
     return !st;
 }
@@ -484,8 +489,10 @@ static ss_status *text_setup(ss_wgen *g, gen_req *r)
 }
 
 ss_status *ss_wgen_submit(ss_wgen *g, const ss_method_config *mc, const ss_serving_instance *in,
-                          ss_serving_instance *out, void *request, size_t inst, bool reason)
+                          ss_serving_instance *out, void *request, size_t inst, bool reason,
+                          const char **input)
 {
+    *input = NULL;
     gen_req *r = calloc(1, sizeof *r);
     if (!r) return ss_errf(SS_ERR_NOMEM, "a generate request");
     *r = (gen_req){.g = g, .request = request, .inst = inst, .out = out, .want_reason = reason};
@@ -497,12 +504,14 @@ ss_status *ss_wgen_submit(ss_wgen *g, const ss_method_config *mc, const ss_servi
         r->want_reason = r->want_reason || !strcmp(mc->outputs[k], "finish_reason");
         r->want_text = r->want_text || !strcmp(mc->outputs[k], "text");
     }
-    ss_status *st = read_inputs(r, mc, in);
-    if (!st) st = text_setup(g, r);
-    if (!st && g->cfg.max_context && r->n_prompt > g->cfg.max_context - r->p.max_tokens)
+    ss_status *st = read_inputs(r, mc, in, input);
+    if (!st && (st = text_setup(g, r))) *input = "stop";
+    if (!st && g->cfg.max_context && r->n_prompt > g->cfg.max_context - r->p.max_tokens) {
+        *input = "prompt";
         st = ss_errf(SS_ERR_INVALID,
                      "%d prompt + %d new tokens exceed the servable's max_context %d", r->n_prompt,
                      r->p.max_tokens, g->cfg.max_context);
+    }
     if (st) {
         req_free(r);
         return st;

@@ -23,8 +23,11 @@ typedef struct {
     /* The instance is done: out holds its outputs (tokens, finish_reason) or error is set
      * with code, a serving code: SS_SERVING_INVALID_INPUTS for the request's own fault (a
      * prompt id outside the vocabulary), SS_SERVING_SERVABLE_UNAVAILABLE for a full servable
-     * (generate.max_sequences), 0 for any other failure (a system error). */
-    void (*finish)(void *worker, void *request, size_t inst, const char *error, int64_t code);
+     * (generate.max_sequences), 0 for any other failure (a system error). `input` names the
+     * request input at fault, when one is (NULL otherwise): a literal or the method config's
+     * name, valid as long as the servable's config. */
+    void (*finish)(void *worker, void *request, size_t inst, const char *error, int64_t code,
+                   const char *input);
     /* New tokens of a running instance, as they are sampled (optional), and with a tokenizer the
      * text they complete (else NULL): with stop strings only what no stop string can still claim
      * (gen_stop.h), so n or len may be 0. The pieces add up to the outputs. */
@@ -52,11 +55,13 @@ void ss_wgen_use_tokenizer(ss_wgen *g, const char *path);
 /* Fails every request it still holds with `why`, then frees. */
 void ss_wgen_free(ss_wgen *g, const char *why);
 
-/* One instance of a request: its parameters checked (errors name the input), then queued; its
- * outputs go into out (the reply's instance) before finish is called; finish_reason among them
- * when the method declares it or `reason` asks. */
+/* One instance of a request: its parameters checked (errors name the input, and *input says
+ * which, as finish's `input` does), then queued; its outputs go into out (the reply's instance)
+ * before finish is called; finish_reason among them when the method declares it or `reason`
+ * asks. */
 ss_status *ss_wgen_submit(ss_wgen *g, const ss_method_config *mc, const ss_serving_instance *in,
-                          ss_serving_instance *out, void *request, size_t inst, bool reason);
+                          ss_serving_instance *out, void *request, size_t inst, bool reason,
+                          const char **input);
 
 /* The next model call (the probe first, while the pool is unknown); false: none now. Ask again
  * until false: each micro-batch may have one call in flight. *ticket names the call for

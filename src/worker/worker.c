@@ -502,10 +502,11 @@ static void req_answer(ss_worker *w, req_state *rs)
 }
 
 static void req_finish_instance(ss_worker *w, req_state *rs, size_t inst, const char *fail_msg,
-                                int64_t code)
+                                int64_t code, const char *input)
 {
     if (fail_msg)
         ss_status_free(ss_predict_reply_fail_instance(rs->reply, inst, code, "%s", fail_msg));
+    if (fail_msg && input) ss_predict_reply_blame_input(rs->reply, inst, input);
     if (fail_msg && !rs->worst) rs->worst = code ? code : SS_SERVING_FAILED;
     if (--rs->remaining == 0) req_answer(w, rs);
 }
@@ -601,8 +602,9 @@ struct gen_note {
     req_state *request;
     size_t inst;
     bool finished;
-    int64_t code; /* finished with an error: its serving code (0: a system error) */
-    char *error;  /* finished: NULL when it ended well */
+    int64_t code;      /* finished with an error: its serving code (0: a system error) */
+    char *error;       /* finished: NULL when it ended well */
+    const char *input; /* finished with an error about this request input (gen.h's finish) */
     int n;
     size_t len;
     char *text;
@@ -686,7 +688,7 @@ static void job_complete(ss_worker *w, job *j)
         rs->queue_ns = j->dispatch_ns - rs->t0_ns;
         rs->compute_ns = now - j->dispatch_ns;
         if (j->failed) {
-            req_finish_instance(w, rs, inst, j->err, j->err_code);
+            req_finish_instance(w, rs, inst, j->err, j->err_code, NULL);
             continue;
         }
         ss_serving_instance *out = &rs->reply->instances[inst];
@@ -715,10 +717,10 @@ static void job_complete(ss_worker *w, job *j)
             if (st) ss_tensor_free(&piece);
         }
         if (st) {
-            req_finish_instance(w, rs, inst, st->msg, SS_SERVING_SYSTEM_ERROR);
+            req_finish_instance(w, rs, inst, st->msg, SS_SERVING_SYSTEM_ERROR, NULL);
             ss_status_free(st);
         } else {
-            req_finish_instance(w, rs, inst, NULL, 0);
+            req_finish_instance(w, rs, inst, NULL, 0, NULL);
         }
     }
     j->n_tasks = 0;
@@ -751,7 +753,7 @@ static void fail_everything(ss_worker *w, int64_t code, const char *msg)
         task t = w->queue[w->q_head];
         w->q_head = (w->q_head + 1) % w->q_cap;
         w->q_len--;
-        req_finish_instance(w, t.rs, t.inst, msg, code);
+        req_finish_instance(w, t.rs, t.inst, msg, code, NULL);
     }
     for (job *j = w->inflight; j; j = j->next)
         job_fail(j, code, "%s", msg);
@@ -1903,8 +1905,6 @@ static bool instance_failed(const req_state *rs, size_t i)
     return rs->reply->error_count > i && rs->reply->errors[i].code != 0;
 }
 
-/* Queue a submitted request's instances (those the checks did not fail already). The last
- * req_finish_instance frees rs: loops count what is left locally. */
 /* A generate request: each instance to the token loop (an instance whose parameters are wrong is
  * answered at once, naming the input). */
 static void gen_enqueue(ss_worker *w, req_state *rs)
@@ -1913,27 +1913,33 @@ static void gen_enqueue(ss_worker *w, req_state *rs)
     for (size_t i = 0; i < n && left; i++) {
         if (instance_failed(rs, i)) continue;
         left--;
+        const char *input = NULL;
         ss_status *st =
             ss_wgen_submit(w->gen, rs->method, &rs->req->instances[i], &rs->reply->instances[i], rs,
-                           i, rs->req->want_finish_reason);
-        if (st) req_finish_instance(w, rs, i, st->msg, SS_SERVING_INVALID_INPUTS);
+                           i, rs->req->want_finish_reason, &input);
+        if (st) req_finish_instance(w, rs, i, st->msg, SS_SERVING_INVALID_INPUTS, input);
         ss_status_free(st);
     }
 }
 
 static bool gen_note_add(ss_worker *w, req_state *request, size_t inst, bool finished,
-                         const char *error, int64_t code, const int64_t *tokens, int n,
-                         const char *text, size_t len);
+                         const char *error, int64_t code, const char *input, const int64_t *tokens,
+                         int n, const char *text, size_t len);
+
+/* The serving code of a generate instance's end (gen.h's finish: 0 with an error is a system
+ * error). */
+static int64_t gen_code(const char *error, int64_t code)
+{
+    return !error ? 0 : code ? code : SS_SERVING_SYSTEM_ERROR;
+}
 
 /* gen.h's hooks: an instance of a generate request is done, has new tokens, or lost its client.
  */
-static void gen_finished(void *worker, void *request, size_t inst, const char *error, int64_t code)
+static void gen_finished(void *worker, void *request, size_t inst, const char *error, int64_t code,
+                         const char *input)
 {
-    if (gen_note_add(worker, request, inst, true, error, code, NULL, 0, NULL, 0)) return;
-    req_finish_instance(worker, request, inst, error,
-                        !error ? 0
-                        : code ? code
-                               : SS_SERVING_SYSTEM_ERROR);
+    if (gen_note_add(worker, request, inst, true, error, code, input, NULL, 0, NULL, 0)) return;
+    req_finish_instance(worker, request, inst, error, gen_code(error, code), input);
 }
 
 static void gen_tokens_now(req_state *request, size_t inst, const int64_t *tokens, int n,
@@ -1958,8 +1964,8 @@ static void gen_tokens_now(req_state *request, size_t inst, const int64_t *token
 
 /* A note for later when the loop defers, else false (deliver now). */
 static bool gen_note_add(ss_worker *w, req_state *request, size_t inst, bool finished,
-                         const char *error, int64_t code, const int64_t *tokens, int n,
-                         const char *text, size_t len)
+                         const char *error, int64_t code, const char *input, const int64_t *tokens,
+                         int n, const char *text, size_t len)
 {
     if (!w->gen_defer) return false;
     size_t elen = error ? strlen(error) + 1 : 0;
@@ -1969,8 +1975,13 @@ static bool gen_note_add(ss_worker *w, req_state *request, size_t inst, bool fin
         gen_notes_flush(w);
         return false;
     }
-    *g = (struct gen_note){
-        .request = request, .inst = inst, .finished = finished, .code = code, .n = n, .len = len};
+    *g = (struct gen_note){.request = request,
+                           .inst = inst,
+                           .finished = finished,
+                           .code = code,
+                           .input = input,
+                           .n = n,
+                           .len = len};
     if (n) memcpy(g->tokens, tokens, sizeof(int64_t) * (size_t)n);
     char *tail = (char *)(g->tokens + n);
     if (text) g->text = memcpy(tail, text, len);
@@ -1983,10 +1994,8 @@ static bool gen_note_add(ss_worker *w, req_state *request, size_t inst, bool fin
 static void gen_deliver(ss_worker *w, struct gen_note *n)
 {
     if (n->finished)
-        req_finish_instance(w, n->request, n->inst, n->error,
-                            !n->error ? 0
-                            : n->code ? n->code
-                                      : SS_SERVING_SYSTEM_ERROR);
+        req_finish_instance(w, n->request, n->inst, n->error, gen_code(n->error, n->code),
+                            n->input);
     else
         gen_tokens_now(n->request, n->inst, n->tokens, n->n, n->text, n->len);
     free(n);
@@ -1995,7 +2004,7 @@ static void gen_deliver(ss_worker *w, struct gen_note *n)
 static void gen_tokens(void *worker, void *request, size_t inst, const int64_t *tokens, int n,
                        const char *text, size_t len)
 {
-    if (!gen_note_add(worker, request, inst, false, NULL, 0, tokens, n, text, len))
+    if (!gen_note_add(worker, request, inst, false, NULL, 0, NULL, tokens, n, text, len))
         gen_tokens_now(request, inst, tokens, n, text, len);
 }
 
@@ -2025,7 +2034,7 @@ static void enqueue_request(ss_worker *w, req_state *rs)
             snprintf(why, sizeof why, "Servable stopped: worker unavailable, %s", w->not_ready_why);
         for (size_t i = 0; i < n && left; i++)
             if (!instance_failed(rs, i))
-                left--, req_finish_instance(w, rs, i, why, SS_SERVING_WORKER_UNAVAILABLE);
+                left--, req_finish_instance(w, rs, i, why, SS_SERVING_WORKER_UNAVAILABLE, NULL);
         return;
     }
     if (w->gen) {
@@ -2038,7 +2047,7 @@ static void enqueue_request(ss_worker *w, req_state *rs)
         left--;
         if (w->q_len >= w->q_cap) {
             req_finish_instance(w, rs, i, "out of memory queueing the instance",
-                                SS_SERVING_SYSTEM_ERROR);
+                                SS_SERVING_SYSTEM_ERROR, NULL);
             continue;
         }
         w->queue[(w->q_head + w->q_len) % w->q_cap] = (task){rs, i};

@@ -144,7 +144,7 @@ static void greedy_equals_pytorch(void)
     p.sample.temperature = 0;
     result r = {0};
     uint64_t h;
-    CHECK_OK(ss_gen_submit(e, prompt.data, (int32_t)prompt.dims[0], &p, on_token, &r, &h));
+    CHECK_OK(ss_gen_submit(e, prompt.data, (int32_t)prompt.dims[0], &p, on_token, &r, &h, NULL));
     int calls = 0, widest = 0;
     CHECK(drain(&m, e, &calls, &widest));
     CHECK(r.end == SS_GEN_LENGTH && r.n == ref.dims[0]);
@@ -175,7 +175,7 @@ static void submit(ss_gen_engine *e, int i, int64_t vocab, result *r)
     request(i, vocab, toks, &n, &p);
     memset(r, 0, sizeof *r);
     uint64_t h;
-    CHECK_OK(ss_gen_submit(e, toks, n, &p, on_token, r, &h));
+    CHECK_OK(ss_gen_submit(e, toks, n, &p, on_token, r, &h, NULL));
 }
 
 /* 32 requests at once, on a pool of kv_bytes (0: the default), equal each request alone. */
