@@ -467,8 +467,8 @@ static int hang_timeout_ms(const ss_launcher_options *opt, const meta_info *mi)
     return mi->heartbeat_timeout_ms + extra;
 }
 
-/* Why a rank does not read its link, from /proc/PID/stat, for the log: stopped is not slow. */
-static const char *hang_reason(pid_t pid)
+/* A process's scheduler state, from /proc/PID/stat ('?' when it cannot be read). */
+static char proc_state(pid_t pid)
 {
     char path[64], buf[512];
     snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
@@ -477,8 +477,19 @@ static const char *hang_reason(pid_t pid)
     if (f) fclose(f);
     buf[len] = 0;
     const char *paren = strrchr(buf, ')'); /* the command name before it may hold anything */
-    char state = paren && paren[1] == ' ' ? paren[2] : '?';
-    if (state == 'T' || state == 't') return "the process is stopped";
+    return paren && paren[1] == ' ' ? paren[2] : '?';
+}
+
+static bool state_stopped(char state)
+{
+    return state == 'T' || state == 't'; /* SIGSTOP, or a debugger's trace stop */
+}
+
+/* Why a rank does not read its link, for the log: stopped is not slow. */
+static const char *hang_reason(pid_t pid)
+{
+    char state = proc_state(pid);
+    if (state_stopped(state)) return "the process is stopped";
     if (state == 'D') return "the process is blocked in the kernel";
     return "the process runs but does not read its link";
 }
@@ -591,7 +602,7 @@ static ss_status *run_group(const ss_launcher_options *opt, const meta_info *mi,
         }
         /* ranks that fail while another is stopped (SIGSTOP, a debugger) failed waiting for it */
         for (int i = 0; st && worst < 3 && i < n; i++)
-            if (pids[i] > 0 && !strcmp(hang_reason(pids[i]), "the process is stopped")) {
+            if (pids[i] > 0 && state_stopped(proc_state(pids[i]))) {
                 char was[256];
                 snprintf(was, sizeof was, "%s", st->msg);
                 ss_status_free(st);

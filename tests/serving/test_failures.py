@@ -197,6 +197,9 @@ def test_agent_hung():
         # a hung rank is noticed within the heartbeat bound (+1 s of heartbeat period)
         check_fault_window(load, t_fault, HEARTBEAT_MS / 1000 + 1.5)
         assert "no heartbeat answer" in c.log(c.server), c.log(c.server)[-2000:]
+        # the launcher blames the stopped rank, not the ranks that failed waiting for it
+        said = c.log(agents)
+        assert re.search(r"agent of rank \d+ \(pid %d\)[^\n]* stopped" % victim, said), said[-2000:]
         print("  stopped rank pid %d: serving again after %.1f s" % (victim, t_back - t_fault))
     assert not leftover_shm(), leftover_shm()
 
