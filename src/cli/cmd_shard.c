@@ -25,7 +25,10 @@ static const char shard_usage[] =
     "                  int8'\n"
     "  --kv-pool       a KV-cache decoder's attention reads the agents' KV block pool\n"
     "                  (PagedAttention): inputs input_ids, position_ids, seq_ids; no "
-    "past/present\n";
+    "past/present\n"
+    "  --out DIR       DIR/device<r>/ per rank and DIR/manifest.json, moved in when every rank\n"
+    "                  is written (from DIR/.shard-partial): a run that fails leaves DIR as it "
+    "was\n";
 
 int cmd_shard(int argc, char **argv)
 {

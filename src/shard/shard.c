@@ -715,7 +715,7 @@ static ss_status *shard_rank(shard_ctx *c, int rank, size_t *param_bytes)
     rank_ctx r = {.c = c, .rank = rank, .stage = rank / c->tp, .pos = rank % c->tp};
     snprintf(r.group, sizeof r.group, "stage%d", r.stage);
     char dir[PATH_MAX], path[PATH_MAX];
-    snprintf(dir, sizeof dir, "%s/device%d", c->opt->out_dir, rank);
+    snprintf(dir, sizeof dir, "%s/device%d", c->stage_dir, rank);
     if (mkdir(dir, 0755) != 0 && errno != EEXIST)
         return ss_errf(SS_ERR_IO, "cannot create %s: %s", dir, strerror(errno));
     snprintf(path, sizeof path, "%s/%s.data", dir, c->model_base);
@@ -851,27 +851,71 @@ static cJSON *io_json(const shard_ctx *c, Onnx__ValueInfoProto **vis, size_t n, 
     return arr;
 }
 
-/* device<N> folders from N = ranks on that an earlier split into more ranks left in the same
- * --out (each recognised by its group_config.json): their files and the folder go, so the folder
- * holds this split only. */
-static void remove_stale_devices(const char *out_dir, int ranks, bool progress)
+/* A folder of one rank's files (no subfolders): its regular files, then the folder. */
+static void remove_flat_dir(const char *dir)
 {
-    for (int r = ranks;; r++) {
-        char dir[PATH_MAX], cfg[PATH_MAX + 32];
-        snprintf(dir, sizeof dir, "%s/device%d", out_dir, r);
-        snprintf(cfg, sizeof cfg, "%s/group_config.json", dir);
-        if (access(cfg, F_OK) != 0) return;
-        DIR *d = opendir(dir);
-        for (struct dirent *e; d && (e = readdir(d));) {
-            char f[PATH_MAX + 260];
-            struct stat sb;
-            snprintf(f, sizeof f, "%s/%s", dir, e->d_name);
-            if (lstat(f, &sb) == 0 && S_ISREG(sb.st_mode)) unlink(f);
-        }
-        if (d) closedir(d);
-        if (rmdir(dir) == 0 && progress)
-            fprintf(stderr, "shard: removed %s, left by an earlier split into more ranks\n", dir);
+    DIR *d = opendir(dir);
+    for (struct dirent *e; d && (e = readdir(d));) {
+        char f[PATH_MAX + 260];
+        struct stat sb;
+        snprintf(f, sizeof f, "%s/%s", dir, e->d_name);
+        if (lstat(f, &sb) == 0 && S_ISREG(sb.st_mode)) unlink(f);
     }
+    if (d) closedir(d);
+    rmdir(dir);
+}
+
+/* What a run writes goes to a folder inside --out first, so a run that fails leaves --out as it
+ * was (an earlier split stays whole and runnable) and nothing half-written. */
+#define STAGE_DIR_NAME ".shard-partial"
+
+static void remove_stage_dir(const char *stage_dir)
+{
+    DIR *d = opendir(stage_dir);
+    for (struct dirent *e; d && (e = readdir(d));) {
+        char f[PATH_MAX + 260];
+        snprintf(f, sizeof f, "%s/%s", stage_dir, e->d_name);
+        if (!strncmp(e->d_name, "device", 6))
+            remove_flat_dir(f);
+        else if (e->d_name[0] != '.')
+            unlink(f);
+    }
+    if (d) closedir(d);
+    rmdir(stage_dir);
+}
+
+/* The finished split replaces what --out held: the old manifest goes first (a folder without one
+ * is not a split), each deviceN folder is swapped in, device<N> folders from N = ranks on that an
+ * earlier split into more ranks left (each recognised by its group_config.json) go, and the new
+ * manifest comes last. */
+static ss_status *publish_split(const char *out_dir, const char *stage_dir, int ranks,
+                                bool progress)
+{
+    char from[PATH_MAX + 32], to[PATH_MAX + 32];
+    snprintf(to, sizeof to, "%s/manifest.json", out_dir);
+    if (unlink(to) != 0 && errno != ENOENT)
+        return ss_errf(SS_ERR_IO, "cannot replace %s: %s", to, strerror(errno));
+    for (int r = 0; r < ranks; r++) {
+        snprintf(from, sizeof from, "%s/device%d", stage_dir, r);
+        snprintf(to, sizeof to, "%s/device%d", out_dir, r);
+        remove_flat_dir(to);
+        if (rename(from, to) != 0)
+            return ss_errf(SS_ERR_IO, "cannot move %s to %s: %s", from, to, strerror(errno));
+    }
+    for (int r = ranks;; r++) {
+        char cfg[PATH_MAX + 64];
+        snprintf(to, sizeof to, "%s/device%d", out_dir, r);
+        snprintf(cfg, sizeof cfg, "%s/group_config.json", to);
+        if (access(cfg, F_OK) != 0) break;
+        remove_flat_dir(to);
+        if (access(to, F_OK) != 0 && progress)
+            fprintf(stderr, "shard: removed %s, left by an earlier split into more ranks\n", to);
+    }
+    snprintf(from, sizeof from, "%s/manifest.json", stage_dir);
+    snprintf(to, sizeof to, "%s/manifest.json", out_dir);
+    if (rename(from, to) != 0)
+        return ss_errf(SS_ERR_IO, "cannot move %s to %s: %s", from, to, strerror(errno));
+    return NULL;
 }
 
 static ss_status *write_manifest(shard_ctx *c, const size_t *param_bytes)
@@ -919,7 +963,7 @@ static ss_status *write_manifest(shard_ctx *c, const size_t *param_bytes)
     }
     cJSON_AddItemToObject(root, "stages", stages);
     char path[PATH_MAX];
-    snprintf(path, sizeof path, "%s/manifest.json", c->opt->out_dir);
+    snprintf(path, sizeof path, "%s/manifest.json", c->stage_dir);
     return write_json(root, path);
 }
 
@@ -1278,15 +1322,23 @@ ss_status *ss_shard_model(const ss_shard_options *opt)
         return ss_errf(SS_ERR_INVALID, "--ranks %d must be a positive multiple of --stages %d",
                        c.rank_size, c.stages);
     c.tp = c.rank_size / c.stages;
-    if (mkdir(opt->out_dir, 0755) != 0 && errno != EEXIST)
+    bool made_out = mkdir(opt->out_dir, 0755) == 0;
+    if (!made_out && errno != EEXIST)
         return ss_errf(SS_ERR_IO, "cannot create %s: %s", opt->out_dir, strerror(errno));
+    if ((size_t)snprintf(c.stage_dir, sizeof c.stage_dir, "%s/" STAGE_DIR_NAME, opt->out_dir) >=
+        sizeof c.stage_dir)
+        return ss_errf(SS_ERR_INVALID, "--out %s: the path is too long", opt->out_dir);
     const char *base = strrchr(opt->model_path, '/');
     c.model_base = strdup(base ? base + 1 : opt->model_path);
     if (!c.model_base) return ss_errf(SS_ERR_NOMEM, "out of memory");
     char *dot = strrchr(c.model_base, '.');
     if (dot && !strcmp(dot, ".onnx")) *dot = 0;
     ss_status *st = shard_open(opt, &c.session);
+    if (!st) remove_stage_dir(c.stage_dir); /* left by a run that was killed */
+    if (!st && mkdir(c.stage_dir, 0755) != 0)
+        st = ss_errf(SS_ERR_IO, "cannot create %s: %s", c.stage_dir, strerror(errno));
     if (st) {
+        if (made_out) rmdir(opt->out_dir);
         shard_ctx_free(&c);
         return st;
     }
@@ -1320,7 +1372,9 @@ ss_status *ss_shard_model(const ss_shard_options *opt)
                     c.rank_size, r / c.tp, (double)param_bytes[r] / 1e6);
     }
     if (!st) st = write_manifest(&c, param_bytes);
-    if (!st) remove_stale_devices(opt->out_dir, c.rank_size, opt->progress);
+    if (!st) st = publish_split(opt->out_dir, c.stage_dir, c.rank_size, opt->progress);
+    remove_stage_dir(c.stage_dir); /* empty after a publish; a failed run's files otherwise */
+    if (st && made_out) rmdir(opt->out_dir);
     free(param_bytes);
     shard_ctx_free(&c);
     return st;

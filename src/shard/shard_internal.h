@@ -47,6 +47,7 @@ typedef struct {
 
 typedef struct {
     const ss_shard_options *opt;
+    char stage_dir[4096]; /* where this run writes (inside --out), moved into --out at the end */
     ss_session *session;
     const ss_onnx_model *model;
     const Onnx__GraphProto *graph;

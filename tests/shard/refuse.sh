@@ -1,6 +1,7 @@
 #!/bin/bash
 # Impossible splits are refused clearly: `shardserve shard` exits non-zero, its message names the
-# problem (the phrase below), and it writes no manifest (so nothing can run the half-made split).
+# problem (the phrase below), and it leaves nothing behind: no --out folder it made, and an earlier
+# split in --out as it was.
 . "$(dirname "$0")/common.sh"
 need_data
 seed=$DATA/seed/model.onnx
@@ -18,8 +19,8 @@ refuse() {
     fail "$name: shard succeeded; want a refusal mentioning '$phrase'"
   elif ! grep -qF -- "$phrase" "$WORK/$name.log"; then
     fail "$name: exit $rc but the message does not say '$phrase': $msg"
-  elif [ -e "$out/manifest.json" ]; then
-    fail "$name: refused but wrote $out/manifest.json"
+  elif [ -e "$out" ]; then
+    fail "$name: refused but left $out: $(find "$out" | head -5 | tr '\n' ' ')"
   else
     ok "$name: exit $rc: $msg"
   fi
@@ -70,5 +71,17 @@ if "$SS" shard "$seed" --ranks 4 --out "$again" --quiet && "$SS" shard "$seed" -
   [ "$left" = "device0 device1" ] && ok "re-split 4 -> 2 ranks: $left" || fail "re-split 4 -> 2 ranks left: $left"
 else
   fail "re-split 4 -> 2 ranks: shard failed"
+fi
+# a split refused while it writes its ranks leaves the earlier split in the folder whole
+before=$(cd "$again" && find . -type f | sort | xargs md5sum)
+if "$SS" shard "$seed" --ranks 5 --out "$again" --quiet \
+    --strategy "$(strategy c5again '[[1,1],[1,5]]')" >"$WORK/again5.log" 2>&1; then
+  fail "refused re-split: shard succeeded"
+else
+  after=$(cd "$again" && find . | sort)
+  [ "$(cd "$again" && find . -type f | sort | xargs md5sum)" = "$before" ] &&
+    ! grep -q partial <<<"$after" &&
+    ok "refused re-split (5 ranks) left the 2-rank split as it was" ||
+    fail "refused re-split changed the earlier split: $after"
 fi
 finish
