@@ -272,6 +272,7 @@ struct ss_serving_signature {
     int batch_size; /* instances per model call */
     bool with_batch_dim;
     int rank_size, stage_size; /* 1/1 for a model that is not distributed */
+    int max_context; /* a generative servable: prompt + new tokens at most (0: no limit) */
 };
 
 ss_serving_signature *ss_serving_signature_copy(const ss_serving_signature *sig);

@@ -46,6 +46,7 @@ struct ss_rest_gen {
     ss_predict_request *running; /* the same, also once taken: what a gone client cancels */
     ss_tokenizer *tk;            /* the env's; NULL: ids only */
     const char *tk_why;          /* why there is none, when it failed to load (the env's) */
+    int max_context;             /* the servable's (0: none): bounds a text prompt's encoding */
     bool stream;
     /* streaming (the worker's thread writes, under the stream's ordering) */
     ss_sse *sse;
@@ -273,7 +274,17 @@ static bool gen_prompt_ids(ss_rest_gen *g, const gen_params *p, int64_t **ids, s
                             g->tk_why ? ")" : "");
         int32_t *ids32 = NULL;
         const char *text = p->prompt->valuestring;
-        ss_status *st = ss_tokenizer_encode(g->tk, text, strlen(text), true, &ids32, n);
+        /* at least one new token: a prompt of max_context ids is refused without the rest */
+        size_t most = g->max_context > 0 ? (size_t)g->max_context - 1 : 0, len = strlen(text);
+        ss_status *st = ss_tokenizer_encode_at_most(g->tk, text, len, true, most, &ids32, n);
+        if (st && most && st->code == SS_ERR_LIMIT && len <= SS_TOKENIZER_MAX_TEXT_BYTES) {
+            gen_fail(e, MHD_HTTP_BAD_REQUEST, field,
+                     "'%s' is more than %zu tokens: with at least 1 new token it exceeds the "
+                     "servable's max_context %d",
+                     field, most, g->max_context);
+            ss_status_free(st);
+            return false;
+        }
         if (st) {
             gen_fail(e, MHD_HTTP_BAD_REQUEST, field, "'%s': %s", field, st->msg);
             ss_status_free(st);
@@ -421,6 +432,7 @@ static bool gen_build(ss_rest_gen *g, const gen_params *p, gen_err *e)
     /* only now, for a served model: the cache holds no entry for a name a client made up */
     g->tk = tk_get(g->env, p->model, &g->tk_why);
     g->info.text = g->tk != NULL;
+    g->max_context = sig->max_context;
     const ss_serving_method *m = gen_method(sig);
     bool ok = m || gen_fail(e, MHD_HTTP_BAD_REQUEST, "model",
                             "model '%s' does not generate (no method with input 'prompt' and "

@@ -50,6 +50,13 @@ static size_t skip_space_backward(const uint8_t *s, size_t start, size_t end)
     return end;
 }
 
+/* Past ss_tokenizer_encode_at_most's bound? Checked after each word and added token. */
+static ss_status *over_max(const ss_tok_ids *out)
+{
+    if (!out->max || out->len <= out->max) return NULL;
+    return ss_errf(SS_ERR_LIMIT, "the text gives more than %zu ids", out->max);
+}
+
 static ss_status *encode_words(ss_tokenizer *tk, const uint8_t *s, size_t n, ss_tok_ids *out)
 {
     if (tk->split == SS_TOK_SPLIT_NONE) return ss_tok_bpe_word(tk, s, n, out);
@@ -58,6 +65,7 @@ static ss_status *encode_words(ss_tokenizer *tk, const uint8_t *s, size_t n, ss_
                          ? ss_tok_split_next(s, n, i)
                          : ss_tok_split_llama3_next(s, n, i, tk->max_digits);
         ss_status *st = ss_tok_bpe_word(tk, s + i, end - i, out);
+        if (!st) st = over_max(out);
         if (st) return st;
         i = end;
     }
@@ -138,6 +146,7 @@ static ss_status *encode_text(ss_tokenizer *tk, const uint8_t *s, size_t n, adde
         if (st) return st;
         if (!ss_tok_ids_push(out, a->id))
             return ss_errf(SS_ERR_NOMEM, "tokenizer %s: no memory for ids", tk->what);
+        if ((st = over_max(out))) return st;
         pos += a->len;
         gap = pos;
         strip_next = a->rstrip;
@@ -156,6 +165,13 @@ static bool push_all(ss_tok_ids *out, const ss_tok_ids *ids)
 ss_status *ss_tokenizer_encode(ss_tokenizer *tk, const char *text, size_t len, bool add_special,
                                int32_t **ids, size_t *n_ids)
 {
+    return ss_tokenizer_encode_at_most(tk, text, len, add_special, 0, ids, n_ids);
+}
+
+ss_status *ss_tokenizer_encode_at_most(ss_tokenizer *tk, const char *text, size_t len,
+                                       bool add_special, size_t max_ids, int32_t **ids,
+                                       size_t *n_ids)
+{
     *ids = NULL;
     *n_ids = 0;
     if (len > SS_TOKENIZER_MAX_TEXT_BYTES)
@@ -165,13 +181,14 @@ ss_status *ss_tokenizer_encode(ss_tokenizer *tk, const char *text, size_t len, b
     size_t bad = ss_tok_utf8_check(s, len);
     if (bad < len)
         return ss_errf(SS_ERR_INVALID, "text is not valid UTF-8 at byte %zu (0x%02x)", bad, s[bad]);
-    ss_tok_ids out = {0};
+    ss_tok_ids out = {.max = max_ids};
     ss_status *st = NULL;
     if (add_special && !push_all(&out, &tk->prefix))
         st = ss_errf(SS_ERR_NOMEM, "tokenizer %s: no memory for ids", tk->what);
     if (!st) st = encode_text(tk, s, len, tk->nfc ? PASS_RAW : PASS_ALL, &out);
     if (!st && add_special && !push_all(&out, &tk->suffix))
         st = ss_errf(SS_ERR_NOMEM, "tokenizer %s: no memory for ids", tk->what);
+    if (!st) st = over_max(&out);
     if (st) {
         free(out.ids);
         return st;

@@ -121,6 +121,7 @@ typedef struct {
 typedef struct {
     int32_t *ids;
     size_t len, cap;
+    size_t max; /* ss_tokenizer_encode_at_most's bound (0: none): encoding stops past it */
 } ss_tok_ids;
 bool ss_tok_ids_push(ss_tok_ids *v, int32_t id);
 

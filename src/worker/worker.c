@@ -1068,7 +1068,8 @@ static ss_status *publish(ss_worker *w)
                                 .batch_size = w->batch,
                                 .with_batch_dim = w->cfg.with_batch_dim,
                                 .rank_size = w->cfg.rank_size,
-                                .stage_size = w->cfg.stage_size};
+                                .stage_size = w->cfg.stage_size,
+                                .max_context = w->gen ? w->cfg.gen.max_context : 0};
     return ss_serving_publish_model(w->entry, (size_t)w->cfg.model, &sig);
 }
 

@@ -250,6 +250,12 @@ def test_bad_stops_named():
             assert "stop" in err["error"]["message"], err
         status, err = rest.post(c, "/v2/models/gen/generate", {"prompt": [1], "stop": {"a": 1}})
         assert status == 400 and "stop" in err["error"], err
+        # a text prompt past max_context (256) is refused once its 256th id is made, by the front
+        # end (the worker's refusal would count all of them)
+        status, err = rest.post(c, "/v1/completions", dict(ok, prompt="a b " * 50000))
+        assert status == 400 and err["error"]["param"] == "prompt", err
+        assert "more than 255 tokens" in err["error"]["message"], err
+        assert "max_context 256" in err["error"]["message"], err
         # the worker still runs: a good request after the bad ones
         r = client.infer([inst(STOP)])[0]
         check_answer("Predict after bad stops", r["tokens"], r["text"], r["finish_reason"])

@@ -50,6 +50,31 @@ static void test_encode_merges_and_added_tokens(void)
     ss_tokenizer_free(tk);
 }
 
+/* encode_at_most gives encode's ids while they are at most max_ids, and refuses one more (an
+ * added token, or the post-processor's, counts like any other id). */
+static void test_encode_at_most(void)
+{
+    ss_tokenizer *tk = small();
+    if (!tk) return;
+    const char text[] = "hi \xC3\xA9<s> x  <x>  y";
+    int32_t *all = NULL, *ids = NULL;
+    size_t n_all = 0, n = 0;
+    CHECK_OK(ss_tokenizer_encode(tk, text, strlen(text), true, &all, &n_all));
+    CHECK_OK(ss_tokenizer_encode_at_most(tk, text, strlen(text), true, n_all, &ids, &n));
+    CHECK(n == n_all && ids && !memcmp(ids, all, n * sizeof *ids));
+    free(ids);
+    for (size_t most = 1; most < n_all; most++) {
+        ids = NULL;
+        n = 99;
+        ss_status *st = ss_tokenizer_encode_at_most(tk, text, strlen(text), true, most, &ids, &n);
+        CHECK_MSG(st && st->code == SS_ERR_LIMIT, "at most %zu of %zu ids", most, n_all);
+        CHECK(!ids && n == 0);
+        ss_status_free(st);
+    }
+    free(all);
+    ss_tokenizer_free(tk);
+}
+
 /* Cut text with a split function; the pieces, joined by '|', must be `want`. */
 static void expect_split(const char *text, unsigned max_digits, const char *want)
 {
@@ -306,5 +331,6 @@ static void test_bad_ids_and_text(void)
 }
 
 TEST_MAIN(TEST(test_split_regexes), TEST(test_nfc), TEST(test_encode_merges_and_added_tokens),
-          TEST(test_stream_holds_split_characters), TEST(test_stream_equals_whole_decode),
-          TEST(test_bad_tokenizer_json), TEST(test_bad_ids_and_text))
+          TEST(test_encode_at_most), TEST(test_stream_holds_split_characters),
+          TEST(test_stream_equals_whole_decode), TEST(test_bad_tokenizer_json),
+          TEST(test_bad_ids_and_text))
