@@ -5,7 +5,10 @@
 #   layer norms, FusedMatMul, MatMulNBits, Attention, MultiHeadAttention, GroupQueryAttention,
 #   RotaryEmbedding), one model per op and attribute combination (tests/onnx/contrib_cases.py);
 # - onnx_ort_op_cases: default-domain ops Debian's onnx test data lacks (LpPool, GlobalLpPool,
-#   MaxRoiPool; tests/onnx/ort_op_cases.py).
+#   MaxRoiPool; tests/onnx/ort_op_cases.py);
+# - onnx_ort_qlinear_cases: the quantized com.microsoft ops of onnxruntime's int8 models
+#   (QLinearAdd ... DynamicQuantizeMatMul and a QOperator CNN; tests/onnx/ort_qlinear_cases.py),
+#   compared exactly.
 # The oracle is the real-model suite's cached onnxruntime-node (outside git): the tests are
 # registered only when that cache holds it (scripts/test-real-models.sh --fetch-only --quick
 # fills it), since without it the cases could only be skipped.
@@ -32,7 +35,8 @@ endfunction()
 if(EXISTS ${ss_ort_oracle}/onnxruntime-node AND EXISTS ${ss_ort_oracle}/onnx-proto)
   ss_ort_case_suite(contrib_cases 49)
   ss_ort_case_suite(ort_op_cases 15)
+  ss_ort_case_suite(ort_qlinear_cases 35)
 else()
-  message(STATUS "onnx_contrib_cases and onnx_ort_op_cases not registered: no onnxruntime-node at"
+  message(STATUS "onnx_contrib_cases, onnx_ort_op_cases and onnx_ort_qlinear_cases not registered: no onnxruntime-node at"
                  " ${ss_ort_oracle} (scripts/test-real-models.sh --fetch-only --quick installs it)")
 endif()

@@ -239,6 +239,8 @@ extern const ss_op_def ss_ops_contrib_attention[]; /* com.microsoft Attention, R
 extern const ss_op_def ss_ops_sequence[]; /* Sequence*, ConcatFromSequence, SplitToSequence */
 extern const ss_op_def ss_ops_quant[];  /* Quantize/DequantizeLinear MatMulInteger QLinearMatMul */
 extern const ss_op_def ss_ops_random[]; /* Random{Uniform,Normal}[Like] Bernoulli Multinomial */
+extern const ss_op_def
+    ss_ops_qlinear[]; /* com.microsoft QLinearAdd/Mul/Sigmoid/... QOperator ops */
 
 const ss_op_def *ss_op_find(const char *domain, const char *type, int64_t opset);
 /* The opset range this runtime serves at all for a domain ("" or ai.shardserve). */

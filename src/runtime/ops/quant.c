@@ -1,7 +1,8 @@
 /*
  * Linear quantization: QuantizeLinear, DequantizeLinear (per tensor, per axis and, from opset
- * 21, per block), DynamicQuantizeLinear, MatMulInteger and QLinearMatMul. (ConvInteger and
- * QLinearConv share conv.c's window geometry and live there.)
+ * 21, per block), DynamicQuantizeLinear, MatMulInteger and QLinearMatMul, and onnxruntime's
+ * MatMulIntegerToFloat and DynamicQuantizeMatMul (com.microsoft; the other QOperator ops are in
+ * qlinear.c). (ConvInteger and QLinearConv share conv.c's window geometry and live there.)
  *
  * Quantized values are 8-bit (16-bit from opset 21) integers; a zero point's dtype is the
  * quantized dtype. Rounding is half to even (rintf under the default rounding mode) and results
@@ -265,6 +266,11 @@ static ss_status *dynq_run(ss_kctx *k)
 /* ------------------------------------------------------------------ MatMulInteger, QLinearMatMul
  */
 
+/* What a quantized product gives: MatMulInteger's int32 sums, QLinearMatMul's requantized
+ * values, or float32 sums x a_scale x b_scale + bias (onnxruntime's MatMulIntegerToFloat, and
+ * DynamicQuantizeMatMul, which first quantizes a float32 A to uint8 as onnxruntime does). */
+typedef enum { QMM_INT32, QMM_QLINEAR, QMM_FLOAT, QMM_DYNAMIC } qmm_mode;
+
 /* numpy matmul over quantized operands: A [.., M, K] x B [.., K, N] with broadcast batch dims;
  * zero points per tensor, per row of A or per column of B (scales likewise for QLinearMatMul). */
 typedef struct {
@@ -273,13 +279,21 @@ typedef struct {
     int64_t bdims[SS_MAX_DIMS];                   /* broadcast batch dims */
     int64_t astr[SS_MAX_DIMS], bstr[SS_MAX_DIMS]; /* per batch dim: matrix stride (0 = broadcast) */
     int ia, ib, ia_zp, ib_zp;                     /* input indices */
-    bool qlinear;
+    int ia_scale, ib_scale, ibias;                /* QMM_FLOAT / QMM_DYNAMIC (-1: none) */
+    qmm_mode mode;
 } qmm_plan;
+
+/* A's quantization when QMM_DYNAMIC computes it per run. */
+typedef struct {
+    float scale;
+    int32_t zero;
+} qmm_dyn;
 
 static ss_status *qmm_shapes(ss_kctx *k, qmm_plan *p)
 {
     const ss_tensor *a = k->in[p->ia], *b = k->in[p->ib];
-    if (!ss_quant_dtype8(a->dtype) || !ss_quant_dtype8(b->dtype) || a->ndim < 1 || b->ndim < 1)
+    bool a_ok = p->mode == QMM_DYNAMIC ? a->dtype == SS_DT_FLOAT32 : ss_quant_dtype8(a->dtype);
+    if (!a_ok || !ss_quant_dtype8(b->dtype) || a->ndim < 1 || b->ndim < 1)
         return ss_op_err(k, SS_ERR_UNSUPPORTED, "A (%s, rank %d) and B (%s, rank %d)",
                          ss_dtype_name(a->dtype), a->ndim, ss_dtype_name(b->dtype), b->ndim);
     int64_t ad[SS_MAX_DIMS + 1], bd[SS_MAX_DIMS + 1];
@@ -320,7 +334,7 @@ static ss_status *qmm_shapes(ss_kctx *k, qmm_plan *p)
 /* A zero point or scale: a scalar, or one value per row (A side, M) or column (B side, N). */
 static ss_status *qmm_param(const ss_kctx *k, int i, int64_t per, const char *what)
 {
-    if (i >= k->n_in || !k->in[i]) return NULL;
+    if (i < 0 || i >= k->n_in || !k->in[i]) return NULL;
     int64_t n = ss_tensor_numel(k->in[i]);
     if (n != 1 && n != per)
         return ss_op_err(k, SS_ERR_INVALID, "%s has %lld values, expected 1 or %lld", what,
@@ -330,7 +344,7 @@ static ss_status *qmm_param(const ss_kctx *k, int i, int64_t per, const char *wh
 
 static double qmm_at(const ss_kctx *k, int i, int64_t idx, double dflt)
 {
-    if (i >= k->n_in || !k->in[i]) return dflt;
+    if (i < 0 || i >= k->n_in || !k->in[i]) return dflt;
     return ss_op_elem_f64(k->in[i], ss_tensor_numel(k->in[i]) == 1 ? 0 : idx);
 }
 
@@ -371,7 +385,7 @@ static ss_status *qlinearmatmul_infer(ss_kctx *k)
     if (st) return st;
     qmm_plan *p = ss_op_state_alloc(k, sizeof *p);
     if (!p) return ss_op_oom();
-    *p = (qmm_plan){.ia = 0, .ib = 3, .ia_zp = 2, .ib_zp = 5, .qlinear = true};
+    *p = (qmm_plan){.ia = 0, .ib = 3, .ia_zp = 2, .ib_zp = 5, .mode = QMM_QLINEAR};
     if ((st = qmm_shapes(k, p))) return st;
     static const int idx[] = {1, 2, 4, 5, 6, 7};
     for (int i = 0; i < 6 && !st; i++)
@@ -386,11 +400,16 @@ static ss_status *qlinearmatmul_infer(ss_kctx *k)
 /* One batch's A and B into float64 scratch with their zero points (per row / per column)
  * subtracted. float64 holds every sum of the gemm exactly (products of 9-bit differences are
  * below 2^17), so one BLAS dgemm gives the spec's int32 sums. */
-static void qmm_load(const ss_kctx *k, const qmm_plan *p, int64_t ao, int64_t bo, double *as,
-                     double *bs)
+static void qmm_load(const ss_kctx *k, const qmm_plan *p, const qmm_dyn *dyn, int64_t ao,
+                     int64_t bo, double *as, double *bs)
 {
     const ss_tensor *a = k->in[p->ia], *b = k->in[p->ib];
-    for (int64_t m = 0; m < p->M; m++) {
+    for (int64_t m = 0; m < p->M && dyn; m++)
+        for (int64_t kk = 0; kk < p->K; kk++) {
+            float q = rintf(((const float *)a->data)[ao + m * p->K + kk] / dyn->scale) + dyn->zero;
+            as[m * p->K + kk] = (q < 0 ? 0 : q > 255 ? 255 : q) - dyn->zero;
+        }
+    for (int64_t m = 0; m < p->M && !dyn; m++) {
         int64_t za = (int64_t)qmm_at(k, p->ia_zp, m, 0);
         for (int64_t kk = 0; kk < p->K; kk++)
             as[m * p->K + kk] = (double)(ss_op_elem_i64(a, ao + m * p->K + kk) - za);
@@ -403,14 +422,20 @@ static void qmm_load(const ss_kctx *k, const qmm_plan *p, int64_t ao, int64_t bo
 }
 
 /* Row m of one batch's sums, stored as the spec's wrapping int32 or requantized. */
-static void qmm_store_row(const ss_kctx *k, const qmm_plan *p, const double *acc, int64_t m,
-                          int64_t o)
+static void qmm_store_row(const ss_kctx *k, const qmm_plan *p, const qmm_dyn *dyn,
+                          const double *acc, int64_t m, int64_t o)
 {
     ss_tensor *y = k->out[0];
     for (int64_t n = 0; n < p->N; n++) {
         int32_t v = (int32_t)(uint32_t)(uint64_t)(int64_t)acc[n];
-        if (!p->qlinear) {
+        if (p->mode == QMM_INT32) {
             ((int32_t *)y->data)[o + n] = v;
+            continue;
+        }
+        if (p->mode != QMM_QLINEAR) {
+            float a_scale = dyn ? dyn->scale : (float)qmm_at(k, p->ia_scale, 0, 1);
+            float mult = a_scale * (float)qmm_at(k, p->ib_scale, n, 1);
+            ((float *)y->data)[o + n] = (float)v * mult + (float)qmm_at(k, p->ibias, n, 0);
             continue;
         }
         float mult =
@@ -419,12 +444,29 @@ static void qmm_store_row(const ss_kctx *k, const qmm_plan *p, const double *acc
     }
 }
 
+/* onnxruntime's dynamic quantization of DynamicQuantizeMatMul's A to uint8: the range widened
+ * to hold 0, scale 1 for an all-zero A, the zero point rounded after clamping. */
+static qmm_dyn qmm_dynamic(const ss_tensor *a)
+{
+    const float *x = a->data;
+    float lo = 0, hi = 0;
+    for (int64_t i = 0, n = ss_tensor_numel(a); i < n; i++) {
+        lo = x[i] < lo ? x[i] : lo;
+        hi = x[i] > hi ? x[i] : hi;
+    }
+    float scale = hi == lo ? 1.0f : (hi - lo) / 255.0f, zp = 0.0f - lo / scale;
+    return (qmm_dyn){scale, (int32_t)rintf(zp < 0 ? 0 : zp > 255 ? 255 : zp)};
+}
+
 static ss_status *qmm_run(ss_kctx *k)
 {
     const qmm_plan *p = k->state;
     double *as = k->scratch, *bs = as + p->M * p->K, *acc = bs + p->K * p->N;
+    qmm_dyn dyn = p->mode == QMM_DYNAMIC ? qmm_dynamic(k->in[p->ia]) : (qmm_dyn){0};
+    const qmm_dyn *d = p->mode == QMM_DYNAMIC ? &dyn : NULL;
     for (int64_t bi = 0; bi < p->batch; bi++) {
-        qmm_load(k, p, qmm_batch_offset(p, bi, p->astr), qmm_batch_offset(p, bi, p->bstr), as, bs);
+        qmm_load(k, p, d, qmm_batch_offset(p, bi, p->astr), qmm_batch_offset(p, bi, p->bstr), as,
+                 bs);
         if (p->K == 0 || p->N == 0 || p->M == 0)
             memset(acc, 0, sizeof(double) * (size_t)(p->M * p->N));
         else
@@ -432,9 +474,59 @@ static ss_status *qmm_run(ss_kctx *k)
                         (blasint)p->K, 1, as, (blasint)p->K, bs, (blasint)p->N, 0, acc,
                         (blasint)p->N);
         for (int64_t m = 0; m < p->M; m++)
-            qmm_store_row(k, p, acc + m * p->N, m, (bi * p->M + m) * p->N);
+            qmm_store_row(k, p, d, acc + m * p->N, m, (bi * p->M + m) * p->N);
     }
     return NULL;
+}
+
+/* com.microsoft MatMulIntegerToFloat (A, B, a_scale, b_scale, a_zero_point, b_zero_point,
+ * bias) and DynamicQuantizeMatMul (A float32, B, b_scale, b_zero_point, bias): float32 out. */
+static ss_status *qmm_float_infer(ss_kctx *k, bool dynamic)
+{
+    static const char *const none[] = {NULL};
+    ss_status *st = ss_op_expect_inputs(k, dynamic ? 3 : 4, dynamic ? 5 : 7);
+    if (!st) st = ss_op_check_attrs(k, none);
+    if (st) return st;
+    qmm_plan *p = ss_op_state_alloc(k, sizeof *p);
+    if (!p) return ss_op_oom();
+    if (dynamic)
+        *p = (qmm_plan){.ia = 0,
+                        .ib = 1,
+                        .ia_zp = -1,
+                        .ib_zp = 3,
+                        .ia_scale = -1,
+                        .ib_scale = 2,
+                        .ibias = 4,
+                        .mode = QMM_DYNAMIC};
+    else
+        *p = (qmm_plan){.ia = 0,
+                        .ib = 1,
+                        .ia_zp = 4,
+                        .ib_zp = 5,
+                        .ia_scale = 2,
+                        .ib_scale = 3,
+                        .ibias = 6,
+                        .mode = QMM_FLOAT};
+    if ((st = qmm_shapes(k, p))) return st;
+    if (!dynamic) st = qmm_param(k, p->ia_scale, 1, "a_scale");
+    if (!st && !dynamic) st = qmm_param(k, p->ia_zp, 1, "a_zero_point");
+    if (!st) st = qmm_param(k, p->ib_scale, p->N, "b_scale");
+    if (!st) st = qmm_param(k, p->ib_zp, p->N, "b_zero_point");
+    const ss_tensor *bias = p->ibias < k->n_in ? k->in[p->ibias] : NULL;
+    if (!st && bias && (bias->dtype != SS_DT_FLOAT32 || ss_tensor_numel(bias) != p->N))
+        st = ss_op_err(k, SS_ERR_INVALID, "bias must be %lld float32 values", (long long)p->N);
+    k->out[0]->dtype = SS_DT_FLOAT32;
+    return st;
+}
+
+static ss_status *mmi2f_infer(ss_kctx *k)
+{
+    return qmm_float_infer(k, false);
+}
+
+static ss_status *dqmm_infer(ss_kctx *k)
+{
+    return qmm_float_infer(k, true);
 }
 
 const ss_op_def ss_ops_quant[] = {
@@ -443,5 +535,7 @@ const ss_op_def ss_ops_quant[] = {
     {"", "DynamicQuantizeLinear", 11, 21, dynq_infer, dynq_run, 0, NULL},
     {"", "MatMulInteger", 10, 21, matmulinteger_infer, qmm_run, 0, NULL},
     {"", "QLinearMatMul", 10, 21, qlinearmatmul_infer, qmm_run, 0, NULL},
+    {"com.microsoft", "MatMulIntegerToFloat", 1, 1, mmi2f_infer, qmm_run, 0, NULL},
+    {"com.microsoft", "DynamicQuantizeMatMul", 1, 1, dqmm_infer, qmm_run, 0, NULL},
     {NULL, NULL, 0, 0, NULL, NULL, 0, NULL},
 };

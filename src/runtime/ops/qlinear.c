@@ -1,0 +1,404 @@
+/*
+ * onnxruntime's quantized operators of the com.microsoft domain, as its static quantization
+ * writes them (the "QOperator" format of int8 model-zoo CNNs): QLinearAdd, QLinearMul,
+ * QLinearSigmoid, QLinearLeakyRelu, QLinearGlobalAveragePool and QLinearConcat, over uint8 or
+ * int8 with per-tensor scales and zero points.
+ *
+ * Each follows onnxruntime's float arithmetic: dequantize (scale * (q - zero point) in float32),
+ * compute, quantize (divide by the output scale, round half to even, add the zero point,
+ * saturate). The unary ops and QLinearConcat's requantization go through a 256-entry table made
+ * per run (the scales are inputs, known only then); the average pool sums in int64 and requantizes
+ * once per channel. onnxruntime's vector kernels use fixed-point multipliers in places, so a value
+ * may differ from theirs by one quantum. run never allocates.
+ */
+#include "broadcast.h"
+#include "common.h"
+#include "contrib.h"
+#include "quant.h"
+
+#include <math.h>
+#include <string.h>
+
+/* ------------------------------------------------------------------ shared */
+
+/* A per-tensor scale (float32, one value) or zero point (the quantized dtype, one value; absent:
+ * 0) of input i. */
+static ss_status *check_scalar(const ss_kctx *k, int i, bool scale, ss_dtype qdt, const char *what)
+{
+    const ss_tensor *t = ss_contrib_in(k, i);
+    if (!t) return scale ? ss_op_err(k, SS_ERR_INVALID, "%s is missing", what) : NULL;
+    if (ss_tensor_numel(t) != 1)
+        return ss_op_err(k, SS_ERR_UNSUPPORTED, "%s has %lld values: only per-tensor quantization",
+                         what, (long long)ss_tensor_numel(t));
+    if (scale ? t->dtype != SS_DT_FLOAT32 : t->dtype != qdt)
+        return ss_op_err(k, SS_ERR_INVALID, "%s is %s, expected %s", what,
+                         ss_dtype_name(t->dtype), ss_dtype_name(scale ? SS_DT_FLOAT32 : qdt));
+    return NULL;
+}
+
+static float scale_at(const ss_kctx *k, int i)
+{
+    return (float)ss_op_elem_f64(ss_contrib_in(k, i), 0);
+}
+
+static int32_t zero_at(const ss_kctx *k, int i)
+{
+    const ss_tensor *t = ss_contrib_in(k, i);
+    return t ? (int32_t)ss_op_elem_i64(t, 0) : 0;
+}
+
+static ss_status *check_q8(const ss_kctx *k, int i)
+{
+    if (ss_quant_dtype8(k->in[i]->dtype)) return NULL;
+    return ss_op_err(k, SS_ERR_UNSUPPORTED, "input %d is %s: uint8 or int8 only", i,
+                     ss_dtype_name(k->in[i]->dtype));
+}
+
+/* onnxruntime's quantization of one float: v / scale rounded half to even, plus the zero point,
+ * saturated to the 8-bit type. */
+static int32_t quantize8(float v, float scale, int32_t zero, bool is_signed)
+{
+    float q = nearbyintf(v / scale) + (float)zero;
+    float lo = is_signed ? -128.0f : 0.0f, hi = is_signed ? 127.0f : 255.0f;
+    return q != q ? zero : q < lo ? (int32_t)lo : q > hi ? (int32_t)hi : (int32_t)q;
+}
+
+/* The 256 outputs of an 8-bit unary map y = fn(dequantized x), indexed by x's byte. */
+typedef float (*qfn)(float v, float param);
+
+static void build_table(uint8_t table[256], bool is_signed, float sx, int32_t zx, float sy,
+                        int32_t zy, qfn fn, float param)
+{
+    for (int b = 0; b < 256; b++) {
+        int32_t q = is_signed ? (int32_t)(int8_t)b : b;
+        float v = sx * (float)(q - zx);
+        table[b] = (uint8_t)quantize8(fn ? fn(v, param) : v, sy, zy, is_signed);
+    }
+}
+
+static void map_bytes(const uint8_t table[256], const uint8_t *x, uint8_t *y, int64_t n)
+{
+    for (int64_t i = 0; i < n; i++)
+        y[i] = table[x[i]];
+}
+
+/* ------------------------------------------------------------------ QLinearAdd, QLinearMul */
+
+/* Inputs A, A_scale, A_zp, B, B_scale, B_zp, C_scale, C_zp. The broadcast plan's parameters are
+ * set per run (f, i; see qadd_run and qmul_run).
+ *
+ * QLinearAdd is onnxruntime's x86 kernel in float32: with r_a = A_scale / C_scale, r_b likewise
+ * and k = C_zp - (r_a * A_zp + r_b * B_zp), C = round(a * r_a + (b * r_b + k)), each step a fused
+ * multiply-add; an operand that is one value for the row (a broadcast scalar) goes into k first,
+ * B's term as the vector one when A is the scalar. Rounding the exact value instead differs where
+ * it lies within float32's error of a half (a sum of 55.5 steps). */
+#define QADD_KERNEL(NAME, T, LO, HI)                                                               \
+    static void NAME(const void *const *in, void *out, int64_t n, unsigned mode,                   \
+                     const ss_ew_params *prm)                                                      \
+    {                                                                                              \
+        const T *a = in[0], *b = in[1];                                                            \
+        T *y = out;                                                                                \
+        float ra = (float)prm->f[0], rb = (float)prm->f[1], k = (float)prm->f[2];                  \
+        for (int64_t j = 0; j < n; j++) {                                                          \
+            float fa = (float)a[mode & 1 ? j : 0], fb = (float)b[mode & 2 ? j : 0], t;             \
+            if (!(mode & 2))                                                                       \
+                t = fmaf(fa, ra, k + fb * rb);                                                     \
+            else if (!(mode & 1))                                                                  \
+                t = fmaf(fb, rb, k + fa * ra);                                                     \
+            else                                                                                   \
+                t = fmaf(fa, ra, fmaf(fb, rb, k));                                                 \
+            float q = nearbyintf(t);                                                               \
+            y[j] = (T)(q != q ? 0 : q < (LO) ? (LO) : q > (HI) ? (HI) : q);                        \
+        }                                                                                          \
+    }
+
+/* QLinearMul in float32 as onnxruntime's: (A_scale (a - A_zp)) (B_scale (b - B_zp)) / C_scale,
+ * rounded, plus C_zp. */
+#define QMUL_KERNEL(NAME, T, LO, HI)                                                               \
+    static void NAME(const void *const *in, void *out, int64_t n, unsigned mode,                   \
+                     const ss_ew_params *prm)                                                      \
+    {                                                                                              \
+        const T *a = in[0], *b = in[1];                                                            \
+        T *y = out;                                                                                \
+        float sa = (float)prm->f[0], sb = (float)prm->f[1], sc = (float)prm->f[2];                 \
+        float zc = (float)prm->f[3];                                                               \
+        int32_t za = (int32_t)prm->i[0], zb = (int32_t)prm->i[1];                                  \
+        for (int64_t j = 0; j < n; j++) {                                                          \
+            float va = sa * (float)((int32_t)a[mode & 1 ? j : 0] - za);                            \
+            float vb = sb * (float)((int32_t)b[mode & 2 ? j : 0] - zb);                            \
+            float q = nearbyintf(va * vb / sc) + zc;                                               \
+            y[j] = (T)(q != q ? zc : q < (LO) ? (LO) : q > (HI) ? (HI) : q);                       \
+        }                                                                                          \
+    }
+
+QADD_KERNEL(qadd_u8, uint8_t, 0.0f, 255.0f)
+QADD_KERNEL(qadd_s8, int8_t, -128.0f, 127.0f)
+QMUL_KERNEL(qmul_u8, uint8_t, 0.0f, 255.0f)
+QMUL_KERNEL(qmul_s8, int8_t, -128.0f, 127.0f)
+
+static ss_status *qbinary_infer(ss_kctx *k, ss_ew_fn u8, ss_ew_fn s8)
+{
+    static const char *const none[] = {NULL};
+    ss_status *st = ss_op_expect_inputs(k, 7, 8);
+    if (!st) st = ss_op_check_attrs(k, none);
+    if (!st) st = check_q8(k, 0);
+    if (st) return st;
+    ss_dtype dt = k->in[0]->dtype;
+    if (!k->in[3] || k->in[3]->dtype != dt)
+        return ss_op_err(k, SS_ERR_INVALID, "A is %s but B is %s", ss_dtype_name(dt),
+                         k->in[3] ? ss_dtype_name(k->in[3]->dtype) : "missing");
+    static const char *const names[] = {"A_scale", "A_zero_point", NULL,
+                                        "B_scale", "B_zero_point", "C_scale",
+                                        "C_zero_point"};
+    for (int i = 1; i < 8 && !st; i++)
+        if (names[i - 1]) st = check_scalar(k, i, i == 1 || i == 4 || i == 6, dt, names[i - 1]);
+    if (st) return st;
+    const ss_tensor *ins[2] = {k->in[0], k->in[3]};
+    if ((st = ss_bcast_shape(k, 2, ins, k->out[0]))) return st;
+    k->out[0]->dtype = dt;
+    return ss_ew_plan_state(k, 2, ins, k->out[0], dt == SS_DT_INT8 ? s8 : u8, dt, false, NULL);
+}
+
+static ss_status *qadd_infer(ss_kctx *k)
+{
+    return qbinary_infer(k, qadd_u8, qadd_s8);
+}
+
+static ss_status *qmul_infer(ss_kctx *k)
+{
+    return qbinary_infer(k, qmul_u8, qmul_s8);
+}
+
+static ss_status *qbinary_run(ss_kctx *k)
+{
+    const void *in[2] = {k->in[0]->data, k->in[3]->data};
+    ss_ew_plan_run(k->state, in, k->out[0]->data);
+    return NULL;
+}
+
+static ss_status *qadd_run(ss_kctx *k)
+{
+    ss_ew_plan *p = k->state;
+    float sc = scale_at(k, 6), ra = scale_at(k, 1) / sc, rb = scale_at(k, 4) / sc;
+    float za = (float)zero_at(k, 2), zb = (float)zero_at(k, 5);
+    p->prm.f[0] = ra;
+    p->prm.f[1] = rb;
+    p->prm.f[2] = (float)zero_at(k, 7) - (ra * za + rb * zb);
+    return qbinary_run(k);
+}
+
+static ss_status *qmul_run(ss_kctx *k)
+{
+    ss_ew_plan *p = k->state;
+    p->prm.f[0] = scale_at(k, 1);
+    p->prm.f[1] = scale_at(k, 4);
+    p->prm.f[2] = scale_at(k, 6);
+    p->prm.f[3] = zero_at(k, 7);
+    p->prm.i[0] = zero_at(k, 2);
+    p->prm.i[1] = zero_at(k, 5);
+    return qbinary_run(k);
+}
+
+
+/* ------------------------------------------------------------------ QLinearSigmoid, LeakyRelu */
+
+/* Inputs X, X_scale, X_zero_point, Y_scale, Y_zero_point. */
+static ss_status *qunary_infer(ss_kctx *k, const char *const *attrs)
+{
+    ss_status *st = ss_op_expect_inputs(k, 4, 5);
+    if (!st) st = ss_op_check_attrs(k, attrs);
+    if (!st) st = check_q8(k, 0);
+    ss_dtype dt = k->in[0]->dtype;
+    if (!st) st = check_scalar(k, 1, true, dt, "X_scale");
+    if (!st) st = check_scalar(k, 2, false, dt, "X_zero_point");
+    if (!st) st = check_scalar(k, 3, true, dt, "Y_scale");
+    if (!st) st = check_scalar(k, 4, false, dt, "Y_zero_point");
+    if (st) return st;
+    ss_op_same_shape(k->out[0], k->in[0]);
+    return NULL;
+}
+
+static float sigmoid(float v, float unused)
+{
+    (void)unused;
+    return 1.0f / (1.0f + expf(-v));
+}
+
+static float leaky_relu(float v, float alpha)
+{
+    return v >= 0 ? v : v * alpha;
+}
+
+static ss_status *qunary_run(ss_kctx *k, qfn fn, float param)
+{
+    uint8_t table[256];
+    build_table(table, k->in[0]->dtype == SS_DT_INT8, scale_at(k, 1), zero_at(k, 2),
+                scale_at(k, 3), zero_at(k, 4), fn, param);
+    map_bytes(table, k->in[0]->data, k->out[0]->data, ss_tensor_numel(k->in[0]));
+    return NULL;
+}
+
+static ss_status *qsigmoid_infer(ss_kctx *k)
+{
+    static const char *const none[] = {NULL};
+    return qunary_infer(k, none);
+}
+
+static ss_status *qsigmoid_run(ss_kctx *k)
+{
+    return qunary_run(k, sigmoid, 0);
+}
+
+static ss_status *qleaky_infer(ss_kctx *k)
+{
+    static const char *const attrs[] = {"alpha", NULL};
+    return qunary_infer(k, attrs);
+}
+
+static ss_status *qleaky_run(ss_kctx *k)
+{
+    return qunary_run(k, leaky_relu, ss_onnx_attr_float(k->node, "alpha", 0.01f));
+}
+
+/* ------------------------------------------------------------------ QLinearGlobalAveragePool */
+
+typedef struct {
+    int64_t n, c, hw; /* batch, channels, pixels per channel */
+    bool channels_last;
+} qgap_plan;
+
+static ss_status *qgap_infer(ss_kctx *k)
+{
+    static const char *const attrs[] = {"channels_last", NULL};
+    ss_status *st = qunary_infer(k, attrs);
+    if (st) return st;
+    const ss_tensor *x = k->in[0];
+    if (x->ndim < 3)
+        return ss_op_err(k, SS_ERR_INVALID, "X has rank %d, expected at least 3", x->ndim);
+    qgap_plan *p = ss_op_state_alloc(k, sizeof *p);
+    if (!p) return ss_op_oom();
+    p->channels_last = ss_onnx_attr_int(k->node, "channels_last", 0) != 0;
+    int cd = p->channels_last ? x->ndim - 1 : 1, first = p->channels_last ? 1 : 2;
+    p->n = x->dims[0];
+    p->c = x->dims[cd];
+    p->hw = ss_op_dims_prod(x->dims, first, first + x->ndim - 2);
+    ss_tensor *y = k->out[0];
+    for (int d = 0; d < x->ndim; d++)
+        y->dims[d] = d == 0 || d == cd ? x->dims[d] : 1;
+    if (p->hw == 0) return ss_op_err(k, SS_ERR_INVALID, "X has no pixels to average");
+    return NULL;
+}
+
+/* The int sum of each channel requantized at once: (sum - zx * HW) * sx / (sy * HW). */
+static ss_status *qgap_run(ss_kctx *k)
+{
+    const qgap_plan *p = k->state;
+    bool is_signed = k->in[0]->dtype == SS_DT_INT8;
+    float scale = scale_at(k, 1) / (scale_at(k, 3) * (float)p->hw);
+    int32_t zx = zero_at(k, 2), zy = zero_at(k, 4);
+    const uint8_t *xu = k->in[0]->data;
+    const int8_t *xs = k->in[0]->data;
+    uint8_t *y = k->out[0]->data;
+    int64_t cs = p->channels_last ? 1 : p->hw, ps = p->channels_last ? p->c : 1;
+    for (int64_t b = 0; b < p->n; b++)
+        for (int64_t c = 0; c < p->c; c++) {
+            int64_t base = b * p->c * p->hw + c * cs, sum = 0;
+            for (int64_t i = 0; i < p->hw; i++)
+                sum += is_signed ? xs[base + i * ps] : xu[base + i * ps];
+            float v = (float)(sum - (int64_t)zx * p->hw) * scale;
+            y[b * p->c + c] = (uint8_t)quantize8(v, 1.0f, zy, is_signed);
+        }
+    return NULL;
+}
+
+/* ------------------------------------------------------------------ QLinearConcat */
+
+/* Inputs Y_scale, Y_zero_point, then X, X_scale, X_zero_point per operand. */
+typedef struct {
+    int n;
+    int64_t outer;
+    size_t bytes[]; /* per operand: bytes of one outer slice */
+} qconcat_plan;
+
+static ss_status *qconcat_infer(ss_kctx *k)
+{
+    static const char *const attrs[] = {"axis", NULL};
+    ss_status *st = ss_op_check_attrs(k, attrs);
+    if (st) return st;
+    if (k->n_in < 5 || (k->n_in - 2) % 3)
+        return ss_op_err(k, SS_ERR_INVALID,
+                         "has %d inputs: expected Y_scale, Y_zero_point, then (X, X_scale, "
+                         "X_zero_point) per operand",
+                         k->n_in);
+    for (int i = 0; i < k->n_in; i++)
+        if (!k->in[i]) return ss_op_err(k, SS_ERR_INVALID, "input %d is missing", i);
+    const ss_tensor *x0 = k->in[2];
+    if ((st = check_q8(k, 2))) return st;
+    ss_dtype dt = x0->dtype;
+    int nd = x0->ndim, axis = 0;
+    if (nd == 0) return ss_op_err(k, SS_ERR_INVALID, "cannot concatenate scalars");
+    const ss_onnx_attr *aa = ss_onnx_attr_find(k->node, "axis");
+    if (!aa) return ss_op_err(k, SS_ERR_INVALID, "attribute 'axis' is required");
+    if ((st = ss_op_axis(k, aa->i, nd, &axis))) return st;
+    if ((st = check_scalar(k, 0, true, dt, "Y_scale"))) return st;
+    if ((st = check_scalar(k, 1, false, dt, "Y_zero_point"))) return st;
+    int n = (k->n_in - 2) / 3;
+    qconcat_plan *p = ss_op_state_alloc(k, sizeof *p + sizeof(size_t) * (size_t)n);
+    if (!p) return ss_op_oom();
+    p->n = n;
+    p->outer = ss_op_dims_prod(x0->dims, 0, axis);
+    ss_tensor *y = k->out[0];
+    ss_op_same_shape(y, x0);
+    y->dims[axis] = 0;
+    for (int j = 0; j < n && !st; j++) {
+        const ss_tensor *x = k->in[2 + 3 * j];
+        if (x->dtype != dt || x->ndim != nd)
+            return ss_op_err(k, SS_ERR_INVALID, "operand %d differs in type or rank from operand 0",
+                             j);
+        for (int d = 0; d < nd; d++)
+            if (d != axis && x->dims[d] != x0->dims[d])
+                return ss_op_err(k, SS_ERR_INVALID,
+                                 "operand %d has dim %d = %lld, operand 0 has %lld", j, d,
+                                 (long long)x->dims[d], (long long)x0->dims[d]);
+        y->dims[axis] += x->dims[axis];
+        p->bytes[j] = (size_t)ss_op_dims_prod(x->dims, axis, nd);
+        st = check_scalar(k, 3 + 3 * j, true, dt, "X_scale");
+        if (!st) st = check_scalar(k, 4 + 3 * j, false, dt, "X_zero_point");
+    }
+    return st;
+}
+
+/* An operand quantized like the output is copied; another is requantized through a table. */
+static ss_status *qconcat_run(ss_kctx *k)
+{
+    const qconcat_plan *p = k->state;
+    bool is_signed = k->in[2]->dtype == SS_DT_INT8;
+    float sy = scale_at(k, 0);
+    int32_t zy = zero_at(k, 1);
+    uint8_t *dst = k->out[0]->data;
+    for (int64_t o = 0; o < p->outer; o++)
+        for (int j = 0; j < p->n; j++) {
+            const uint8_t *src = (const uint8_t *)k->in[2 + 3 * j]->data + o * p->bytes[j];
+            float sx = scale_at(k, 3 + 3 * j);
+            int32_t zx = zero_at(k, 4 + 3 * j);
+            if (sx == sy && zx == zy) {
+                memcpy(dst, src, p->bytes[j]);
+            } else {
+                uint8_t table[256];
+                build_table(table, is_signed, sx, zx, sy, zy, NULL, 0);
+                map_bytes(table, src, dst, (int64_t)p->bytes[j]);
+            }
+            dst += p->bytes[j];
+        }
+    return NULL;
+}
+
+const ss_op_def ss_ops_qlinear[] = {
+    {SS_DOMAIN_MS, "QLinearAdd", 1, 1, qadd_infer, qadd_run, 0, NULL},
+    {SS_DOMAIN_MS, "QLinearMul", 1, 1, qmul_infer, qmul_run, 0, NULL},
+    {SS_DOMAIN_MS, "QLinearSigmoid", 1, 1, qsigmoid_infer, qsigmoid_run, 0, NULL},
+    {SS_DOMAIN_MS, "QLinearLeakyRelu", 1, 1, qleaky_infer, qleaky_run, 0, NULL},
+    {SS_DOMAIN_MS, "QLinearGlobalAveragePool", 1, 1, qgap_infer, qgap_run, 0, NULL},
+    {SS_DOMAIN_MS, "QLinearConcat", 1, 1, qconcat_infer, qconcat_run, 0, NULL},
+    {NULL, NULL, 0, 0, NULL, NULL, 0, NULL},
+};

@@ -1,0 +1,160 @@
+#!/usr/bin/python3
+"""Backend-test cases for onnxruntime's quantized com.microsoft ops, as its static and dynamic
+quantization write them: QLinearAdd and QLinearMul (broadcasting, scalar operands, no output zero
+point), QLinearSigmoid, QLinearLeakyRelu, QLinearGlobalAveragePool (NCHW and channels_last),
+QLinearConcat (operands quantized like the output and not), MatMulIntegerToFloat (per-tensor and
+per-column B, bias) and DynamicQuantizeMatMul; uint8 and int8.
+
+Writes OUTDIR/test_<name>/model.onnx + test_data_set_0/input_N.pb: onnxruntime-node is the
+oracle and writes the outputs (ort_oracle.js), which onnx-test compares exactly (quantized
+outputs are integers). Usage: ort_qlinear_cases.py OUTDIR
+"""
+import os
+import shutil
+import sys
+
+import numpy as np
+from onnx import TensorProto, helper
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from contrib_cases import case, node  # noqa: E402
+
+rng = np.random.default_rng(2028)
+F = TensorProto.FLOAT
+Q = {np.uint8: TensorProto.UINT8, np.int8: TensorProto.INT8}
+
+
+def q(dt, *shape):
+    info = np.iinfo(dt)
+    return rng.integers(info.min, info.max + 1, shape).astype(dt)
+
+
+def scale(v):
+    return np.array(v, np.float32)
+
+
+def zp(dt, v):
+    return np.array(v, dt)
+
+
+def qbinary_cases(out):
+    for op in ("QLinearAdd", "QLinearMul"):
+        for dt, zs in ((np.uint8, (128, 120, 131)), (np.int8, (3, -5, 0))):
+            name = op[7:].lower() + "_" + np.dtype(dt).name
+            sa, sb, sc = (0.02, 0.03, 0.05) if op == "QLinearAdd" else (0.02, 0.03, 0.2)
+            ins = ["a", "sa", "za", "b", "sb", "zb", "sc", "zc"]
+            inits = [("sa", scale(sa)), ("za", zp(dt, zs[0])), ("sb", scale(sb)),
+                     ("zb", zp(dt, zs[1])), ("sc", scale(sc)), ("zc", zp(dt, zs[2]))]
+            case(out, "ms_q" + name, [node(op, ins, ["y"])],
+                 [("a", q(dt, 2, 3, 8)), ("b", q(dt, 2, 3, 8))], [("y", Q[dt])], inits)
+            case(out, "ms_q" + name + "_broadcast", [node(op, ins, ["y"])],
+                 [("a", q(dt, 2, 3, 8)), ("b", q(dt, 3, 1))], [("y", Q[dt])], inits)
+            case(out, "ms_q" + name + "_scalar", [node(op, ins, ["y"])],
+                 [("a", q(dt, 4, 5)), ("b", q(dt))], [("y", Q[dt])], inits)
+        # no C_zero_point (7 inputs): 0
+        ins = ["a", "sa", "za", "b", "sb", "zb", "sc"]
+        case(out, "ms_q%s_no_output_zero_point" % op[7:].lower(), [node(op, ins, ["y"])],
+             [("a", q(np.uint8, 3, 7)), ("b", q(np.uint8, 3, 7))], [("y", TensorProto.UINT8)],
+             [("sa", scale(0.01)), ("za", zp(np.uint8, 128)), ("sb", scale(0.02)),
+              ("zb", zp(np.uint8, 128)), ("sc", scale(0.04 if op == "QLinearAdd" else 0.5))])
+
+
+def qunary_cases(out):
+    for dt, zx, zy in ((np.uint8, 128, 0), (np.int8, 0, -128)):
+        inits = [("sx", scale(0.05)), ("zx", zp(dt, zx)), ("sy", scale(1 / 256)), ("zy", zp(dt, zy))]
+        ins = ["x", "sx", "zx", "sy", "zy"]
+        case(out, "ms_qsigmoid_" + np.dtype(dt).name, [node("QLinearSigmoid", ins, ["y"])],
+             [("x", q(dt, 2, 4, 16))], [("y", Q[dt])], inits)
+        inits[2:] = [("sy", scale(0.04)), ("zy", zp(dt, zx))]
+        case(out, "ms_qleakyrelu_" + np.dtype(dt).name,
+             [node("QLinearLeakyRelu", ins, ["y"], alpha=0.1)], [("x", q(dt, 3, 40))],
+             [("y", Q[dt])], inits)
+    case(out, "ms_qleakyrelu_default_alpha", [node("QLinearLeakyRelu", ["x", "sx", "zx", "sy", "zy"],
+                                                   ["y"])],
+         [("x", q(np.uint8, 64))], [("y", TensorProto.UINT8)],
+         [("sx", scale(0.1)), ("zx", zp(np.uint8, 100)), ("sy", scale(0.05)), ("zy", zp(np.uint8, 10))])
+
+
+def qgap_cases(out):
+    for dt, zx, zy in ((np.uint8, 7, 3), (np.int8, -4, 2)):
+        inits = [("sx", scale(0.03)), ("zx", zp(dt, zx)), ("sy", scale(0.02)), ("zy", zp(dt, zy))]
+        ins = ["x", "sx", "zx", "sy", "zy"]
+        case(out, "ms_qglobalavgpool_" + np.dtype(dt).name,
+             [node("QLinearGlobalAveragePool", ins, ["y"])], [("x", q(dt, 2, 5, 7, 6))],
+             [("y", Q[dt])], inits)
+        case(out, "ms_qglobalavgpool_nhwc_" + np.dtype(dt).name,
+             [node("QLinearGlobalAveragePool", ins, ["y"], channels_last=1)],
+             [("x", q(dt, 2, 7, 6, 5))], [("y", Q[dt])], inits)
+
+
+def qconcat_cases(out):
+    for dt, zs in ((np.uint8, (128, 128, 100)), (np.int8, (0, 0, -20))):
+        ins = ["sy", "zy", "a", "sa", "za", "b", "sb", "zb", "c", "sc", "zc"]
+        inits = [("sy", scale(0.05)), ("zy", zp(dt, zs[0])), ("sa", scale(0.05)),
+                 ("za", zp(dt, zs[1])), ("sb", scale(0.11)), ("zb", zp(dt, zs[2])),
+                 ("sc", scale(0.02)), ("zc", zp(dt, zs[1]))]
+        case(out, "ms_qconcat_" + np.dtype(dt).name, [node("QLinearConcat", ins, ["y"], axis=1)],
+             [("a", q(dt, 2, 3, 4)), ("b", q(dt, 2, 2, 4)), ("c", q(dt, 2, 5, 4))],
+             [("y", Q[dt])], inits)
+        case(out, "ms_qconcat_last_axis_" + np.dtype(dt).name,
+             [node("QLinearConcat", ins, ["y"], axis=-1)],
+             [("a", q(dt, 3, 2)), ("b", q(dt, 3, 5)), ("c", q(dt, 3, 1))], [("y", Q[dt])], inits)
+
+
+def qmatmul_cases(out):
+    for bdt in (np.uint8, np.int8):
+        b = q(bdt, 16, 6)
+        bias = rng.uniform(-1, 1, 6).astype(np.float32)
+        name = np.dtype(bdt).name
+        case(out, "ms_matmulintegertofloat_" + name,
+             [node("MatMulIntegerToFloat", ["a", "b", "sa", "sb", "za", "zb", "bias"], ["y"])],
+             [("a", q(np.uint8, 2, 3, 16))], [("y", F)],
+             [("b", b), ("sa", scale(0.02)), ("sb", scale(0.01)), ("za", zp(np.uint8, 120)),
+              ("zb", zp(bdt, 3)), ("bias", bias)])
+        case(out, "ms_matmulintegertofloat_per_column_" + name,
+             [node("MatMulIntegerToFloat", ["a", "b", "sa", "sb", "", "zb"], ["y"])],
+             [("a", q(np.uint8, 4, 16))], [("y", F)],
+             [("b", b), ("sa", scale(0.05)), ("sb", rng.uniform(0.005, 0.02, 6).astype(np.float32)),
+              ("zb", q(bdt, 6))])
+        case(out, "ms_dynamicquantizematmul_" + name,
+             [node("DynamicQuantizeMatMul", ["a", "b", "sb", "zb", "bias"], ["y"])],
+             [("a", rng.uniform(-2, 3, (5, 16)).astype(np.float32))], [("y", F)],
+             [("b", b), ("sb", scale(0.01)), ("zb", zp(bdt, 2)), ("bias", bias)])
+    case(out, "ms_dynamicquantizematmul_positive_a",
+         [node("DynamicQuantizeMatMul", ["a", "b", "sb"], ["y"])],
+         [("a", rng.uniform(0.5, 4, (2, 3, 8)).astype(np.float32))], [("y", F)],
+         [("b", q(np.int8, 8, 4)), ("sb", rng.uniform(0.01, 0.03, 4).astype(np.float32))])
+
+
+def qoperator_cnn_case(out):
+    """The pattern of onnxruntime's static quantization of a CNN (QOperator format): float in,
+    QuantizeLinear, QLinearConv, a residual QLinearAdd, QLinearGlobalAveragePool, DequantizeLinear."""
+    nodes = [helper.make_node("QuantizeLinear", ["x", "sx", "zx"], ["xq"]),
+             helper.make_node("QLinearConv", ["xq", "sx", "zx", "w", "sw", "zw", "sh", "zh", "bias"],
+                              ["hq"], pads=[1, 1, 1, 1]),
+             node("QLinearAdd", ["hq", "sh", "zh", "xq", "sx", "zx", "ss", "zs"], ["sq"]),
+             node("QLinearGlobalAveragePool", ["sq", "ss", "zs", "sp", "zp"], ["pq"]),
+             helper.make_node("DequantizeLinear", ["pq", "sp", "zp"], ["y"])]
+    inits = [("sx", scale(0.02)), ("zx", zp(np.uint8, 128)), ("w", q(np.int8, 4, 4, 3, 3)),
+             ("sw", scale(0.01)), ("zw", zp(np.int8, 0)), ("sh", scale(0.05)), ("zh", zp(np.uint8, 120)),
+             ("bias", rng.integers(-500, 500, 4).astype(np.int32)), ("ss", scale(0.06)),
+             ("zs", zp(np.uint8, 125)), ("sp", scale(0.01)), ("zp", zp(np.uint8, 128))]
+    case(out, "ms_qoperator_cnn", nodes, [("x", rng.uniform(-2, 2, (2, 4, 6, 6)).astype(np.float32))],
+         [("y", F)], inits)
+
+
+def main():
+    out = sys.argv[1]
+    shutil.rmtree(out, ignore_errors=True)
+    os.makedirs(out)
+    qbinary_cases(out)
+    qunary_cases(out)
+    qgap_cases(out)
+    qconcat_cases(out)
+    qmatmul_cases(out)
+    qoperator_cnn_case(out)
+    print("ort_qlinear_cases: %d cases in %s" % (len(os.listdir(out)), out))
+
+
+if __name__ == "__main__":
+    main()
