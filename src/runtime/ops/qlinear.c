@@ -31,8 +31,8 @@ static ss_status *check_scalar(const ss_kctx *k, int i, bool scale, ss_dtype qdt
         return ss_op_err(k, SS_ERR_UNSUPPORTED, "%s has %lld values: only per-tensor quantization",
                          what, (long long)ss_tensor_numel(t));
     if (scale ? t->dtype != SS_DT_FLOAT32 : t->dtype != qdt)
-        return ss_op_err(k, SS_ERR_INVALID, "%s is %s, expected %s", what,
-                         ss_dtype_name(t->dtype), ss_dtype_name(scale ? SS_DT_FLOAT32 : qdt));
+        return ss_op_err(k, SS_ERR_INVALID, "%s is %s, expected %s", what, ss_dtype_name(t->dtype),
+                         ss_dtype_name(scale ? SS_DT_FLOAT32 : qdt));
     return NULL;
 }
 
@@ -147,9 +147,8 @@ static ss_status *qbinary_infer(ss_kctx *k, ss_ew_fn u8, ss_ew_fn s8)
     if (!k->in[3] || k->in[3]->dtype != dt)
         return ss_op_err(k, SS_ERR_INVALID, "A is %s but B is %s", ss_dtype_name(dt),
                          k->in[3] ? ss_dtype_name(k->in[3]->dtype) : "missing");
-    static const char *const names[] = {"A_scale", "A_zero_point", NULL,
-                                        "B_scale", "B_zero_point", "C_scale",
-                                        "C_zero_point"};
+    static const char *const names[] = {"A_scale",      "A_zero_point", NULL,          "B_scale",
+                                        "B_zero_point", "C_scale",      "C_zero_point"};
     for (int i = 1; i < 8 && !st; i++)
         if (names[i - 1]) st = check_scalar(k, i, i == 1 || i == 4 || i == 6, dt, names[i - 1]);
     if (st) return st;
@@ -199,7 +198,6 @@ static ss_status *qmul_run(ss_kctx *k)
     return qbinary_run(k);
 }
 
-
 /* ------------------------------------------------------------------ QLinearSigmoid, LeakyRelu */
 
 /* Inputs X, X_scale, X_zero_point, Y_scale, Y_zero_point. */
@@ -232,8 +230,8 @@ static float leaky_relu(float v, float alpha)
 static ss_status *qunary_run(ss_kctx *k, qfn fn, float param)
 {
     uint8_t table[256];
-    build_table(table, k->in[0]->dtype == SS_DT_INT8, scale_at(k, 1), zero_at(k, 2),
-                scale_at(k, 3), zero_at(k, 4), fn, param);
+    build_table(table, k->in[0]->dtype == SS_DT_INT8, scale_at(k, 1), zero_at(k, 2), scale_at(k, 3),
+                zero_at(k, 4), fn, param);
     map_bytes(table, k->in[0]->data, k->out[0]->data, ss_tensor_numel(k->in[0]));
     return NULL;
 }
