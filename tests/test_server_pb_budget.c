@@ -8,10 +8,13 @@
 #define _GNU_SOURCE
 #include <malloc.h>
 
+#include "budget.h"
 #include "check.h"
 #include "grpc_service.pb-c.h"
 #include "ms_service.pb-c.h"
 #include "pb_budget.h"
+#include "rest_codec.h"
+#include "sbuf.h"
 
 /* Under AddressSanitizer malloc is not glibc's: glibc's block sizes are checked in other builds. */
 #if defined(__SANITIZE_ADDRESS__)
@@ -214,5 +217,50 @@ static void kserve_packed_zeros(void)
     check_estimate("KServe packed zeros", &inference__model_infer_request__descriptor, &req);
 }
 
+/* MindSpore REST: the row budget's charge for a body of n instances of `keys` one-float inputs
+ * (ss_pb_instance_bytes through the codec) covers what the parsed request and a reply of as many
+ * one-float outputs hold in glibc's heap. */
+static void rest_instances(size_t n, int keys)
+{
+    sbuf body = {0};
+    sb_str(&body, "{\"instances\": [");
+    for (size_t i = 0; i < n; i++) {
+        sb_str(&body, i ? ",{" : "{");
+        for (int k = 0; k < keys; k++)
+            sb_printf(&body, "%s\"input_%d\": 1.5", k ? "," : "", k);
+        sb_str(&body, "}");
+    }
+    sb_str(&body, "]}");
+    size_t before = heap_in_use(), held = 0;
+    ss_predict_request *req = NULL;
+    CHECK_OK(ss_rest_parse_request_limited("/model/m:predict", body.p, body.len, NULL, NULL, &req,
+                                           &held));
+    free(body.p);
+    if (!req) return;
+    ss_predict_reply *reply = ss_predict_reply_new(n);
+    for (size_t i = 0; reply && i < n; i++)
+        for (int k = 0; k < keys; k++) {
+            char name[16];
+            snprintf(name, sizeof name, "output_%d", k);
+            ss_tensor t = {0};
+            CHECK_OK(ss_tensor_alloc(&t, SS_DT_FLOAT32, 0, NULL));
+            CHECK_OK(ss_serving_instance_put(&reply->instances[i], name, &t, false));
+        }
+    size_t used = heap_in_use() - before;
+    fprintf(stderr, "REST %zu instances x %d inputs: charged %zu, the request and reply hold %zu\n",
+            n, keys, held, used);
+    CHECK_MSG(!GLIBC_MALLOC || held >= used, "%d keys: charged %zu bytes, held %zu", keys, held,
+              used);
+    ss_predict_reply_free(reply);
+    ss_predict_request_free(req);
+    ss_server_rows_give(held);
+}
+
+static void rest_instances_charged(void)
+{
+    for (int keys = 1; keys <= 16; keys *= 2)
+        rest_instances(4096, keys);
+}
+
 TEST_MAIN(TEST(many_instances), TEST(unknown_fields), TEST(empty_message),
-          TEST(kserve_packed_zeros))
+          TEST(kserve_packed_zeros), TEST(rest_instances_charged))

@@ -461,7 +461,7 @@ static size_t row_cost(const ss_serving_method *m)
         if (strlen(m->inputs[k].name) + 1 > name) name = strlen(m->inputs[k].name) + 1;
     for (size_t k = 0; k < m->n_outputs; k++)
         if (strlen(m->outputs[k].name) + 1 > name) name = strlen(m->outputs[k].name) + 1;
-    return ss_pb_instance_bytes(m->n_inputs, m->n_outputs, name);
+    return ss_pb_instance_bytes(m->n_inputs, m->n_outputs, name, false);
 }
 
 /* The rows are only known once the model is, after the message was decoded and charged against

@@ -115,12 +115,12 @@ size_t ss_pb_items_bytes(size_t items)
            (items >= 8 ? ss_pb_block_bytes(4 * items * sizeof(uint32_t)) : 0);
 }
 
-size_t ss_pb_instance_bytes(size_t n_inputs, size_t n_outputs, size_t name_bytes)
+size_t ss_pb_instance_bytes(size_t n_inputs, size_t n_outputs, size_t name_bytes, bool own_inputs)
 {
-    size_t name = ss_pb_block_bytes(name_bytes);
+    size_t name = ss_pb_block_bytes(name_bytes), tensor = ss_pb_block_bytes(1);
     return 2 * sizeof(ss_serving_instance) + ss_pb_items_bytes(n_inputs) +
-           ss_pb_items_bytes(n_outputs) + n_inputs * name +
-           n_outputs * (name + ss_pb_block_bytes(1));
+           ss_pb_items_bytes(n_outputs) + n_inputs * (name + (own_inputs ? tensor : 0)) +
+           n_outputs * (name + tensor);
 }
 
 /* sizeof_elt_in_repeated_array (protobuf-c.c) */

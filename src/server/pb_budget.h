@@ -44,9 +44,10 @@ size_t ss_pb_block_bytes(size_t n);
 size_t ss_pb_items_bytes(size_t items);
 /* One instance of a request as the server holds it once built, however small its tensors: the
  * serving instance and its reply's, an item array each, per input a name block and per output a
- * name and a tensor block (the inputs' tensor bytes are the message's, charged with it).
+ * name and a tensor block; with `own_inputs` a tensor block per input too (a decoder that
+ * allocates each input, as JSON's; KServe's rows borrow the message's bytes, charged with it).
  * `name_bytes` is the longest name with its NUL. Both front ends that turn one request into many
  * instances (KServe's batch rows, MindSpore REST's instances) charge this per instance. */
-size_t ss_pb_instance_bytes(size_t n_inputs, size_t n_outputs, size_t name_bytes);
+size_t ss_pb_instance_bytes(size_t n_inputs, size_t n_outputs, size_t name_bytes, bool own_inputs);
 
 #endif

@@ -660,14 +660,15 @@ static ss_status *check_name_limit(const cJSON *root, const ss_predict_request *
 }
 
 /* What the request's instances will hold as serving structs (pb_budget.h), before the model is
- * known: as many outputs as inputs (the keys of the widest instance), names of up to 15 bytes. */
+ * known: as many outputs as inputs (the keys of the widest instance), names of up to 15 bytes,
+ * each input a tensor of its own (decoded from JSON). */
 static size_t instances_cost(const cJSON *root)
 {
     const cJSON *instances =
         cJSON_IsObject(root) ? cJSON_GetObjectItemCaseSensitive(root, "instances") : NULL;
     size_t n = cJSON_IsArray(instances) ? (size_t)cJSON_GetArraySize(instances) : 1;
     size_t keys = max_instance_keys(root);
-    size_t per = ss_pb_instance_bytes(keys, keys, 16);
+    size_t per = ss_pb_instance_bytes(keys, keys, 16, true);
     return n <= SIZE_MAX / per ? n * per : SIZE_MAX;
 }
 

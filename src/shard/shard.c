@@ -30,6 +30,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <fcntl.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -851,71 +853,153 @@ static cJSON *io_json(const shard_ctx *c, Onnx__ValueInfoProto **vis, size_t n, 
     return arr;
 }
 
-/* A folder of one rank's files (no subfolders): its regular files, then the folder. */
+/* ------------------------------------------------------------------ staging and publishing
+ *
+ * A run writes into its own folder inside --out (STAGE_DIR_NAME) and moves the split in only
+ * when every rank is written, so a run that fails leaves --out as it was (an earlier split whole
+ * and runnable) and nothing half-written. Runs on one --out are serialized by an flock on the
+ * folder; a stage folder found under the lock was left by a run that was killed. */
+#define STAGE_DIR_NAME ".shard-partial"
+
+/* A rank folder this tool wrote: a real folder (not a symlink) with a group_config.json. */
+static bool is_rank_dir(const char *dir)
+{
+    char cfg[PATH_MAX + 32];
+    struct stat sb;
+    snprintf(cfg, sizeof cfg, "%s/group_config.json", dir);
+    return lstat(dir, &sb) == 0 && S_ISDIR(sb.st_mode) && lstat(cfg, &sb) == 0 &&
+           S_ISREG(sb.st_mode);
+}
+
+/* A rank folder's regular files, then the folder (a symlink is unlinked, never followed; a
+ * subfolder stays, and so does the folder then). */
 static void remove_flat_dir(const char *dir)
 {
+    struct stat sb;
+    if (lstat(dir, &sb) != 0) return;
+    if (!S_ISDIR(sb.st_mode)) {
+        unlink(dir);
+        return;
+    }
     DIR *d = opendir(dir);
     for (struct dirent *e; d && (e = readdir(d));) {
         char f[PATH_MAX + 260];
-        struct stat sb;
         snprintf(f, sizeof f, "%s/%s", dir, e->d_name);
-        if (lstat(f, &sb) == 0 && S_ISREG(sb.st_mode)) unlink(f);
+        if (lstat(f, &sb) == 0 && !S_ISDIR(sb.st_mode)) unlink(f);
     }
     if (d) closedir(d);
     rmdir(dir);
 }
 
-/* What a run writes goes to a folder inside --out first, so a run that fails leaves --out as it
- * was (an earlier split stays whole and runnable) and nothing half-written. */
-#define STAGE_DIR_NAME ".shard-partial"
-
+/* The stage folder and what a run puts there: rank folders, the manifest, old rank folders moved
+ * aside while publishing. */
 static void remove_stage_dir(const char *stage_dir)
 {
     DIR *d = opendir(stage_dir);
     for (struct dirent *e; d && (e = readdir(d));) {
+        if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, "..")) continue;
         char f[PATH_MAX + 260];
         snprintf(f, sizeof f, "%s/%s", stage_dir, e->d_name);
-        if (!strncmp(e->d_name, "device", 6))
-            remove_flat_dir(f);
-        else if (e->d_name[0] != '.')
-            unlink(f);
+        remove_flat_dir(f);
     }
     if (d) closedir(d);
     rmdir(stage_dir);
 }
 
-/* The finished split replaces what --out held: the old manifest goes first (a folder without one
- * is not a split), each deviceN folder is swapped in, device<N> folders from N = ranks on that an
- * earlier split into more ranks left (each recognised by its group_config.json) go, and the new
- * manifest comes last. */
+/* Before any work: --out can take this split. Every path the run writes fits PATH_MAX, and every
+ * deviceN it will replace is a rank folder an earlier split wrote (or absent): a folder of the
+ * user's own there is refused, not emptied. */
+static ss_status *check_out_dir(const shard_ctx *c)
+{
+    const char *out = c->opt->out_dir;
+    size_t base = strlen(c->model_base), longest = base + 6 > 18 ? base + 6 : 18;
+    /* --out/.shard-partial/old-device<r>/<model>.onnx is the longest */
+    if (strlen(out) + strlen(STAGE_DIR_NAME) + 32 + longest >= PATH_MAX)
+        return ss_errf(SS_ERR_INVALID, "--out %.64s...: the path is too long for the files in it",
+                       out);
+    struct stat sb;
+    if (stat(out, &sb) == 0 && !S_ISDIR(sb.st_mode))
+        return ss_errf(SS_ERR_INVALID, "--out %s is not a folder", out);
+    for (int r = 0; r < c->rank_size; r++) {
+        char dir[PATH_MAX];
+        snprintf(dir, sizeof dir, "%s/device%d", out, r);
+        if (lstat(dir, &sb) == 0 && !is_rank_dir(dir))
+            return ss_errf(SS_ERR_INVALID,
+                           "--out %s: device%d is there and is not a rank folder of an earlier "
+                           "split (no group_config.json, or not a folder): move it away first",
+                           out, r);
+    }
+    return NULL;
+}
+
+/* Moves the finished split in: the old manifest out first (a folder without one is not a split),
+ * each old deviceN aside into the stage folder and the new one in, then the manifest. A failure
+ * on the way moves everything back, so --out holds the earlier split again. device<N> folders
+ * from N = ranks on that an earlier split into more ranks left go at the end. */
 static ss_status *publish_split(const char *out_dir, const char *stage_dir, int ranks,
                                 bool progress)
 {
-    char from[PATH_MAX + 32], to[PATH_MAX + 32];
-    snprintf(to, sizeof to, "%s/manifest.json", out_dir);
-    if (unlink(to) != 0 && errno != ENOENT)
-        return ss_errf(SS_ERR_IO, "cannot replace %s: %s", to, strerror(errno));
-    for (int r = 0; r < ranks; r++) {
-        snprintf(from, sizeof from, "%s/device%d", stage_dir, r);
-        snprintf(to, sizeof to, "%s/device%d", out_dir, r);
-        remove_flat_dir(to);
-        if (rename(from, to) != 0)
-            return ss_errf(SS_ERR_IO, "cannot move %s to %s: %s", from, to, strerror(errno));
+    char from[PATH_MAX + 32], to[PATH_MAX + 32], aside[PATH_MAX + 32];
+    char manifest[PATH_MAX + 32], old_manifest[PATH_MAX + 32];
+    snprintf(manifest, sizeof manifest, "%s/manifest.json", out_dir);
+    snprintf(old_manifest, sizeof old_manifest, "%s/old-manifest.json", stage_dir);
+    bool had_manifest = rename(manifest, old_manifest) == 0;
+    if (!had_manifest && errno != ENOENT)
+        return ss_errf(SS_ERR_IO, "cannot replace %s: %s", manifest, strerror(errno));
+    ss_status *st = NULL;
+    int done = 0; /* ranks whose new folder is in place (their old one, if any, aside) */
+    for (; done < ranks; done++) {
+        snprintf(from, sizeof from, "%s/device%d", stage_dir, done);
+        snprintf(to, sizeof to, "%s/device%d", out_dir, done);
+        snprintf(aside, sizeof aside, "%s/old-device%d", stage_dir, done);
+        if (rename(to, aside) != 0 && errno != ENOENT) {
+            st = ss_errf(SS_ERR_IO, "cannot move %s aside: %s", to, strerror(errno));
+            break;
+        }
+        if (rename(from, to) != 0) {
+            st = ss_errf(SS_ERR_IO, "cannot move %s to %s: %s", from, to, strerror(errno));
+            rename(aside, to); /* this rank's old folder back, if it had one */
+            break;
+        }
+    }
+    snprintf(from, sizeof from, "%s/manifest.json", stage_dir);
+    if (!st && rename(from, manifest) != 0)
+        st = ss_errf(SS_ERR_IO, "cannot move %s to %s: %s", from, manifest, strerror(errno));
+    if (st) { /* back as it was: the ranks moved so far out again, their old folders in */
+        for (int r = done - 1; r >= 0; r--) {
+            snprintf(to, sizeof to, "%s/device%d", out_dir, r);
+            snprintf(from, sizeof from, "%s/device%d", stage_dir, r);
+            snprintf(aside, sizeof aside, "%s/old-device%d", stage_dir, r);
+            rename(to, from);
+            rename(aside, to);
+        }
+        if (had_manifest) rename(old_manifest, manifest);
+        return st;
     }
     for (int r = ranks;; r++) {
-        char cfg[PATH_MAX + 64];
         snprintf(to, sizeof to, "%s/device%d", out_dir, r);
-        snprintf(cfg, sizeof cfg, "%s/group_config.json", to);
-        if (access(cfg, F_OK) != 0) break;
+        if (!is_rank_dir(to)) break;
         remove_flat_dir(to);
         if (access(to, F_OK) != 0 && progress)
             fprintf(stderr, "shard: removed %s, left by an earlier split into more ranks\n", to);
     }
-    snprintf(from, sizeof from, "%s/manifest.json", stage_dir);
-    snprintf(to, sizeof to, "%s/manifest.json", out_dir);
-    if (rename(from, to) != 0)
-        return ss_errf(SS_ERR_IO, "cannot move %s to %s: %s", from, to, strerror(errno));
-    return NULL;
+    return NULL; /* the old folders and manifest in the stage folder go with it */
+}
+
+/* Holds --out for this run (an flock on the folder, released when the process ends or the fd is
+ * closed): another run on the same --out is refused, and a stage folder found now is stale. */
+static ss_status *lock_out_dir(const char *out, int *fd)
+{
+    *fd = open(out, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (*fd < 0) return ss_errf(SS_ERR_IO, "cannot open --out %s: %s", out, strerror(errno));
+    if (flock(*fd, LOCK_EX | LOCK_NB) == 0) return NULL;
+    ss_status *st = errno == EWOULDBLOCK
+                        ? ss_errf(SS_ERR_UNAVAILABLE,
+                                  "--out %s: another 'shardserve shard' is writing there", out)
+                        : ss_errf(SS_ERR_IO, "cannot lock --out %s: %s", out, strerror(errno));
+    close(*fd);
+    *fd = -1;
+    return st;
 }
 
 static ss_status *write_manifest(shard_ctx *c, const size_t *param_bytes)
@@ -1315,6 +1399,45 @@ static void shard_ctx_free(shard_ctx *c)
     ss_session_free(c->session);
 }
 
+/* The split itself, into c->stage_dir: every rank's folder and the manifest. */
+static ss_status *shard_split(shard_ctx *c)
+{
+    const ss_shard_options *opt = c->opt;
+    c->model = ss_session_model(c->session);
+    c->graph = c->model->proto->graph;
+    ss_tensor descs[64];
+    ss_status *st = NULL;
+    if (ss_session_num_inputs(c->session) > 64) st = ss_errf(SS_ERR_LIMIT, "more than 64 inputs");
+    if (!st) st = plan_twice(c, descs);
+    if (!st) st = analyse(c);
+    if (!st && opt->mode == SS_SHARD_FILE) st = parse_strategy(c);
+    if (!st) {
+        int live = 0;
+        for (int i = 0; i < c->n_nodes; i++)
+            live += !c->nodes[i].constant;
+        if (live < c->stages)
+            st = ss_errf(SS_ERR_INVALID, "the model has %d computing nodes, fewer than --stages %d",
+                         live, c->stages);
+    }
+    size_t *param_bytes = calloc((size_t)c->rank_size, sizeof(size_t));
+    if (!st && !param_bytes) st = ss_errf(SS_ERR_NOMEM, "out of memory");
+    if (!st && c->stages > 1) st = slide_cuts(c);
+    if (!st) {
+        assign_stages(c);
+        note_uses(c);
+        shard_vocab_analyse(c);
+    }
+    for (int r = 0; r < c->rank_size && !st; r++) {
+        st = shard_rank(c, r, &param_bytes[r]);
+        if (!st && opt->progress)
+            fprintf(stderr, "shard: rank %d/%d (stage %d) written, %.1f MB of weights\n", r + 1,
+                    c->rank_size, r / c->tp, (double)param_bytes[r] / 1e6);
+    }
+    if (!st) st = write_manifest(c, param_bytes);
+    free(param_bytes);
+    return st;
+}
+
 ss_status *ss_shard_model(const ss_shard_options *opt)
 {
     shard_ctx c = {.opt = opt, .rank_size = opt->rank_size, .stages = opt->stage_size};
@@ -1322,60 +1445,30 @@ ss_status *ss_shard_model(const ss_shard_options *opt)
         return ss_errf(SS_ERR_INVALID, "--ranks %d must be a positive multiple of --stages %d",
                        c.rank_size, c.stages);
     c.tp = c.rank_size / c.stages;
-    bool made_out = mkdir(opt->out_dir, 0755) == 0;
-    if (!made_out && errno != EEXIST)
-        return ss_errf(SS_ERR_IO, "cannot create %s: %s", opt->out_dir, strerror(errno));
-    if ((size_t)snprintf(c.stage_dir, sizeof c.stage_dir, "%s/" STAGE_DIR_NAME, opt->out_dir) >=
-        sizeof c.stage_dir)
-        return ss_errf(SS_ERR_INVALID, "--out %s: the path is too long", opt->out_dir);
     const char *base = strrchr(opt->model_path, '/');
     c.model_base = strdup(base ? base + 1 : opt->model_path);
     if (!c.model_base) return ss_errf(SS_ERR_NOMEM, "out of memory");
     char *dot = strrchr(c.model_base, '.');
     if (dot && !strcmp(dot, ".onnx")) *dot = 0;
-    ss_status *st = shard_open(opt, &c.session);
-    if (!st) remove_stage_dir(c.stage_dir); /* left by a run that was killed */
+    ss_status *st = check_out_dir(&c); /* the paths fit: the stage folder's name too */
+    snprintf(c.stage_dir, sizeof c.stage_dir, "%s/" STAGE_DIR_NAME, opt->out_dir);
+    bool made_out = false;
+    int lock = -1;
+    if (!st) {
+        made_out = mkdir(opt->out_dir, 0755) == 0;
+        if (!made_out && errno != EEXIST)
+            st = ss_errf(SS_ERR_IO, "cannot create --out %s: %s", opt->out_dir, strerror(errno));
+    }
+    if (!st) st = lock_out_dir(opt->out_dir, &lock);
+    if (!st) st = shard_open(opt, &c.session);
+    if (!st) remove_stage_dir(c.stage_dir); /* under the lock: left by a run that was killed */
     if (!st && mkdir(c.stage_dir, 0755) != 0)
         st = ss_errf(SS_ERR_IO, "cannot create %s: %s", c.stage_dir, strerror(errno));
-    if (st) {
-        if (made_out) rmdir(opt->out_dir);
-        shard_ctx_free(&c);
-        return st;
-    }
-    c.model = ss_session_model(c.session);
-    c.graph = c.model->proto->graph;
-    ss_tensor descs[64];
-    if (ss_session_num_inputs(c.session) > 64) st = ss_errf(SS_ERR_LIMIT, "more than 64 inputs");
-    if (!st) st = plan_twice(&c, descs);
-    if (!st) st = analyse(&c);
-    if (!st && opt->mode == SS_SHARD_FILE) st = parse_strategy(&c);
-    if (!st) {
-        int live = 0;
-        for (int i = 0; i < c.n_nodes; i++)
-            live += !c.nodes[i].constant;
-        if (live < c.stages)
-            st = ss_errf(SS_ERR_INVALID, "the model has %d computing nodes, fewer than --stages %d",
-                         live, c.stages);
-    }
-    size_t *param_bytes = calloc((size_t)c.rank_size, sizeof(size_t));
-    if (!st && !param_bytes) st = ss_errf(SS_ERR_NOMEM, "out of memory");
-    if (!st && c.stages > 1) st = slide_cuts(&c);
-    if (!st) {
-        assign_stages(&c);
-        note_uses(&c);
-        shard_vocab_analyse(&c);
-    }
-    for (int r = 0; r < c.rank_size && !st; r++) {
-        st = shard_rank(&c, r, &param_bytes[r]);
-        if (!st && opt->progress)
-            fprintf(stderr, "shard: rank %d/%d (stage %d) written, %.1f MB of weights\n", r + 1,
-                    c.rank_size, r / c.tp, (double)param_bytes[r] / 1e6);
-    }
-    if (!st) st = write_manifest(&c, param_bytes);
+    if (!st) st = shard_split(&c);
     if (!st) st = publish_split(opt->out_dir, c.stage_dir, c.rank_size, opt->progress);
-    remove_stage_dir(c.stage_dir); /* empty after a publish; a failed run's files otherwise */
+    if (lock >= 0) remove_stage_dir(c.stage_dir); /* the old split after a publish, else ours */
     if (st && made_out) rmdir(opt->out_dir);
-    free(param_bytes);
+    if (lock >= 0) close(lock);
     shard_ctx_free(&c);
     return st;
 }

@@ -84,4 +84,47 @@ else
     ok "refused re-split (5 ranks) left the 2-rank split as it was" ||
     fail "refused re-split changed the earlier split: $after"
 fi
+# --out that cannot take the split: refused before any work, and left as it was
+touch "$WORK/afile"
+if "$SS" shard "$seed" --ranks 2 --out "$WORK/afile" --quiet >"$WORK/afile.log" 2>&1; then
+  fail "--out a file: shard succeeded"
+else
+  grep -q "afile is not a folder" "$WORK/afile.log" && [ -f "$WORK/afile" ] &&
+    ok "--out a file: $(cat "$WORK/afile.log")" || fail "--out a file: $(cat "$WORK/afile.log")"
+fi
+mine=$WORK/mine
+mkdir -p "$mine/device1" "$WORK/elsewhere" && echo keep >"$mine/device1/notes.txt" && echo keep >"$WORK/elsewhere/keep.txt"
+if "$SS" shard "$seed" --ranks 2 --out "$mine" --quiet >"$WORK/mine.log" 2>&1; then
+  fail "a folder of the user's own as device1: shard succeeded"
+elif grep -q "device1 is there and is not a rank folder" "$WORK/mine.log" && [ -f "$mine/device1/notes.txt" ] && [ ! -e "$mine/device0" ]; then
+  ok "a folder of the user's own as device1: refused, untouched: $(cat "$WORK/mine.log")"
+else
+  fail "a folder of the user's own as device1: $(cat "$WORK/mine.log"); left $(find "$mine" | tr '\n' ' ')"
+fi
+rm -rf "$mine/device1" && ln -s "$WORK/elsewhere" "$mine/device1"
+if "$SS" shard "$seed" --ranks 2 --out "$mine" --quiet >"$WORK/mine.log" 2>&1; then
+  fail "device1 a symlink: shard succeeded"
+else
+  grep -q "not a rank folder" "$WORK/mine.log" && [ -f "$WORK/elsewhere/keep.txt" ] &&
+    ok "device1 a symlink: refused, its target untouched" ||
+    fail "device1 a symlink: $(cat "$WORK/mine.log"); target holds $(ls "$WORK/elsewhere")"
+fi
+# two runs on one --out: the second is refused while the first holds it (here flock(1) does)
+flock "$again" sleep 3 &
+holder=$!
+sleep 0.5
+if "$SS" shard "$seed" --ranks 2 --out "$again" --quiet >"$WORK/busy.log" 2>&1; then
+  fail "a second run on a busy --out succeeded"
+else
+  grep -q "another 'shardserve shard' is writing there" "$WORK/busy.log" &&
+    ok "a second run on a busy --out: $(cat "$WORK/busy.log")" || fail "busy --out: $(cat "$WORK/busy.log")"
+fi
+wait "$holder"
+# what a killed run left (its stage folder, dotfiles and all) is cleared by the next one
+mkdir -p "$again/.shard-partial/device0" && touch "$again/.shard-partial/.hidden" "$again/.shard-partial/device0/x.onnx"
+if "$SS" shard "$seed" --ranks 2 --out "$again" --quiet && [ ! -e "$again/.shard-partial" ] && [ -f "$again/manifest.json" ]; then
+  ok "a killed run's stage folder: cleared by the next run"
+else
+  fail "a killed run's stage folder: left $(find "$again" | tr '\n' ' ')"
+fi
 finish
