@@ -195,7 +195,8 @@ ss_status *ss_predict_reply_fail_instance(ss_predict_reply *reply, size_t i, int
 bool ss_predict_reply_blame_input(ss_predict_reply *reply, size_t i, const char *input);
 void ss_predict_reply_free(ss_predict_reply *reply);
 /* Bring a reply into MindSpore's canonical shape: all-success lists dropped, a request whose
- * every instance failed with the same code and message collapsed into one entry, failed
+ * every instance failed with the same code and message collapsed into one entry (naming the
+ * first one's input), failed
  * instances emptied, empty messages replaced by "Predict failed". */
 void ss_predict_reply_collapse(ss_predict_reply *reply);
 /* What the front ends do with a handler's reply before encoding it: NULL becomes "Predict

@@ -49,8 +49,9 @@ int32_t ss_tokenizer_vocab_size(const ss_tokenizer *tk);
 ss_status *ss_tokenizer_encode(ss_tokenizer *tk, const char *text, size_t len, bool add_special,
                                int32_t **ids, size_t *n_ids);
 /* The same, refused (SS_ERR_LIMIT, nothing returned) as soon as the text has given more than
- * max_ids ids, without encoding the rest: a server bounds a prompt by its context this way before
- * it spends the time on a text of megabytes. */
+ * max_ids ids (SIZE_MAX: no bound), without encoding the rest: a server bounds a prompt by its
+ * context this way before it spends the time on a text of megabytes, with spaces or without (a
+ * word that must give more ids than are left is refused before its merges). */
 ss_status *ss_tokenizer_encode_at_most(ss_tokenizer *tk, const char *text, size_t len,
                                        bool add_special, size_t max_ids, int32_t **ids,
                                        size_t *n_ids);

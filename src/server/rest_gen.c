@@ -275,9 +275,10 @@ static bool gen_prompt_ids(ss_rest_gen *g, const gen_params *p, int64_t **ids, s
         int32_t *ids32 = NULL;
         const char *text = p->prompt->valuestring;
         /* at least one new token: a prompt of max_context ids is refused without the rest */
-        size_t most = g->max_context > 0 ? (size_t)g->max_context - 1 : 0, len = strlen(text);
+        bool bounded = g->max_context > 0;
+        size_t most = bounded ? (size_t)g->max_context - 1 : SIZE_MAX, len = strlen(text);
         ss_status *st = ss_tokenizer_encode_at_most(g->tk, text, len, true, most, &ids32, n);
-        if (st && most && st->code == SS_ERR_LIMIT && len <= SS_TOKENIZER_MAX_TEXT_BYTES) {
+        if (st && bounded && st->code == SS_ERR_LIMIT && len <= SS_TOKENIZER_MAX_TEXT_BYTES) {
             gen_fail(e, MHD_HTTP_BAD_REQUEST, field,
                      "'%s' is more than %zu tokens: with at least 1 new token it exceeds the "
                      "servable's max_context %d",

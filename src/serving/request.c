@@ -384,8 +384,7 @@ void ss_predict_reply_collapse(ss_predict_reply *r)
         if (r->errors[i].code == 0) continue;
         failed++;
         if (r->errors[i].code != r->errors[0].code ||
-            !msg_equal(r->errors[i].message, r->errors[0].message) ||
-            !msg_equal(r->errors[i].input, r->errors[0].input))
+            !msg_equal(r->errors[i].message, r->errors[0].message))
             same = false;
         if (i < r->count) ss_serving_instance_clear(&r->instances[i]);
     }

@@ -53,18 +53,34 @@ static size_t skip_space_backward(const uint8_t *s, size_t start, size_t end)
 /* Past ss_tokenizer_encode_at_most's bound? Checked after each word and added token. */
 static ss_status *over_max(const ss_tok_ids *out)
 {
-    if (!out->max || out->len <= out->max) return NULL;
+    if (!out->bounded || out->len <= out->max) return NULL;
+    return ss_errf(SS_ERR_LIMIT, "the text gives more than %zu ids", out->max);
+}
+
+/* Before a word's merges: a word of n bytes gives at least n / longest_token ids (each stands for
+ * at most that many of its bytes), so one that must cross the bound is refused unencoded; the
+ * words encoded under a bound are then at most (max + 1) x longest_token bytes. Not with an unk
+ * token, which may stand for a run of unknown bytes. */
+static ss_status *word_fits(const ss_tokenizer *tk, size_t n, const ss_tok_ids *out)
+{
+    if (!out->bounded || tk->unk_id >= 0 || !tk->longest_token) return NULL;
+    size_t fewest = n / tk->longest_token + (n % tk->longest_token != 0);
+    if (out->len <= out->max && fewest <= out->max - out->len) return NULL;
     return ss_errf(SS_ERR_LIMIT, "the text gives more than %zu ids", out->max);
 }
 
 static ss_status *encode_words(ss_tokenizer *tk, const uint8_t *s, size_t n, ss_tok_ids *out)
 {
-    if (tk->split == SS_TOK_SPLIT_NONE) return ss_tok_bpe_word(tk, s, n, out);
+    if (tk->split == SS_TOK_SPLIT_NONE) {
+        ss_status *st = word_fits(tk, n, out);
+        return st ? st : ss_tok_bpe_word(tk, s, n, out);
+    }
     for (size_t i = 0; i < n;) {
         size_t end = tk->split == SS_TOK_SPLIT_GPT2
                          ? ss_tok_split_next(s, n, i)
                          : ss_tok_split_llama3_next(s, n, i, tk->max_digits);
-        ss_status *st = ss_tok_bpe_word(tk, s + i, end - i, out);
+        ss_status *st = word_fits(tk, end - i, out);
+        if (!st) st = ss_tok_bpe_word(tk, s + i, end - i, out);
         if (!st) st = over_max(out);
         if (st) return st;
         i = end;
@@ -165,7 +181,7 @@ static bool push_all(ss_tok_ids *out, const ss_tok_ids *ids)
 ss_status *ss_tokenizer_encode(ss_tokenizer *tk, const char *text, size_t len, bool add_special,
                                int32_t **ids, size_t *n_ids)
 {
-    return ss_tokenizer_encode_at_most(tk, text, len, add_special, 0, ids, n_ids);
+    return ss_tokenizer_encode_at_most(tk, text, len, add_special, SIZE_MAX, ids, n_ids);
 }
 
 ss_status *ss_tokenizer_encode_at_most(ss_tokenizer *tk, const char *text, size_t len,
@@ -181,7 +197,7 @@ ss_status *ss_tokenizer_encode_at_most(ss_tokenizer *tk, const char *text, size_
     size_t bad = ss_tok_utf8_check(s, len);
     if (bad < len)
         return ss_errf(SS_ERR_INVALID, "text is not valid UTF-8 at byte %zu (0x%02x)", bad, s[bad]);
-    ss_tok_ids out = {.max = max_ids};
+    ss_tok_ids out = {.max = max_ids, .bounded = max_ids != SIZE_MAX};
     ss_status *st = NULL;
     if (add_special && !push_all(&out, &tk->prefix))
         st = ss_errf(SS_ERR_NOMEM, "tokenizer %s: no memory for ids", tk->what);

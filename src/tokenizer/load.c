@@ -131,6 +131,8 @@ static ss_status *add_vocab_token(loader *ld, const char *token, int32_t id, cha
     tk->flags[id] = SS_TOK_PRESENT;
     tk->piece[id] = piece;
     tk->piece_len[id] = (uint32_t)n;
+    size_t covers = len > n ? len : n;
+    if (covers > tk->longest_token) tk->longest_token = covers;
     return NULL;
 }
 

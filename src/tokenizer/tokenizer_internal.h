@@ -121,7 +121,8 @@ typedef struct {
 typedef struct {
     int32_t *ids;
     size_t len, cap;
-    size_t max; /* ss_tokenizer_encode_at_most's bound (0: none): encoding stops past it */
+    size_t max; /* ss_tokenizer_encode_at_most's bound, when bounded: encoding stops past it */
+    bool bounded;
 } ss_tok_ids;
 bool ss_tok_ids_push(ss_tok_ids *v, int32_t id);
 
@@ -136,6 +137,8 @@ struct ss_tokenizer {
     ss_tok_pairmap merges; /* by ids */
     int32_t byte_id[256];  /* the id of each byte's byte-level character */
     int32_t unk_id;        /* -1: none */
+    size_t longest_token;  /* the most bytes of a word one vocab id stands for (its token or its
+                              decoded piece, whichever is longer) */
     bool ignore_merges, add_prefix_space, nfc;
     ss_tok_split split;
     ss_tok_digits digits;

@@ -505,7 +505,7 @@ ss_status *ss_wgen_submit(ss_wgen *g, const ss_method_config *mc, const ss_servi
         r->want_text = r->want_text || !strcmp(mc->outputs[k], "text");
     }
     ss_status *st = read_inputs(r, mc, in, input);
-    if (!st && (st = text_setup(g, r))) *input = "stop";
+    if (!st && (st = text_setup(g, r)) && st->code == SS_ERR_INVALID) *input = "stop";
     if (!st && g->cfg.max_context && r->n_prompt > g->cfg.max_context - r->p.max_tokens) {
         *input = "prompt";
         st = ss_errf(SS_ERR_INVALID,

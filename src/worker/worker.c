@@ -604,7 +604,8 @@ struct gen_note {
     bool finished;
     int64_t code;      /* finished with an error: its serving code (0: a system error) */
     char *error;       /* finished: NULL when it ended well */
-    const char *input; /* finished with an error about this request input (gen.h's finish) */
+    const char *input; /* finished with an error about this request input (gen.h's finish: a
+                          literal or a config name, both outliving the note, so not copied) */
     int n;
     size_t len;
     char *text;

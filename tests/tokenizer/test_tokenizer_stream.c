@@ -72,6 +72,28 @@ static void test_encode_at_most(void)
         ss_status_free(st);
     }
     free(all);
+    /* one word of 8 bytes, 4 ids ("hi" x 4): the bound is exact at the word's own ids, whether
+     * the word is refused before its merges or after */
+    CHECK_OK(ss_tokenizer_encode_at_most(tk, "hihihihi", 8, false, 4, &ids, &n));
+    CHECK(n == 4 && ids[0] == ID_HI && ids[3] == ID_HI);
+    free(ids);
+    ss_status *st = ss_tokenizer_encode_at_most(tk, "hihihihi", 8, false, 3, &ids, &n);
+    CHECK(st && st->code == SS_ERR_LIMIT && !ids);
+    ss_status_free(st);
+    /* a word of 1 MB without spaces is refused (at least 256 Ki ids), and SIZE_MAX bounds
+     * nothing */
+    size_t big = 1 << 20;
+    char *word = malloc(big);
+    if (word) {
+        memset(word, 'h', big);
+        st = ss_tokenizer_encode_at_most(tk, word, big, false, 10, &ids, &n);
+        CHECK(st && st->code == SS_ERR_LIMIT && !ids);
+        ss_status_free(st);
+        CHECK_OK(ss_tokenizer_encode_at_most(tk, word, 4096, false, SIZE_MAX, &ids, &n));
+        CHECK(n == 4096);
+        free(ids);
+        free(word);
+    }
     ss_tokenizer_free(tk);
 }
 
