@@ -2,8 +2,10 @@
 """Backend-test cases for onnxruntime's quantized com.microsoft ops, as its static and dynamic
 quantization write them: QLinearAdd and QLinearMul (broadcasting, scalar operands, no output zero
 point), QLinearSigmoid, QLinearLeakyRelu, QLinearGlobalAveragePool (NCHW and channels_last),
-QLinearConcat (operands quantized like the output and not), MatMulIntegerToFloat (per-tensor and
-per-column B, bias) and DynamicQuantizeMatMul; uint8 and int8.
+QLinearConcat (operands quantized like the output and not), QGemm (float or quantized out,
+transposes, per-column B, int32 C), MatMulIntegerToFloat (per-tensor and per-column B, bias),
+DynamicQuantizeMatMul, and the com.microsoft QuantizeLinear/DequantizeLinear (16-bit types, per
+axis, float16 scales); uint8 and int8.
 
 Writes OUTDIR/test_<name>/model.onnx + test_data_set_0/input_N.pb: onnxruntime-node is the
 oracle and writes the outputs (ort_oracle.js), which onnx-test compares exactly (quantized
@@ -126,6 +128,48 @@ def qmatmul_cases(out):
          [("b", q(np.int8, 8, 4)), ("sb", rng.uniform(0.01, 0.03, 4).astype(np.float32))])
 
 
+def qgemm_cases(out):
+    ins = ["a", "sa", "za", "b", "sb", "zb", "c", "sy", "zy"]
+    for bdt in (np.int8, np.uint8):
+        name = np.dtype(bdt).name
+        common = [("sa", scale(0.02)), ("za", zp(np.uint8, 128)), ("zb", zp(bdt, 1))]
+        case(out, "ms_qgemm_float_out_" + name, [node("QGemm", ins[:7], ["y"], transB=1)],
+             [("a", q(np.uint8, 5, 12))], [("y", F)],
+             common + [("b", q(bdt, 7, 12)), ("sb", scale(0.01)),
+                       ("c", rng.integers(-3000, 3000, 7).astype(np.int32))])
+        per_column = [("sa", scale(0.02)), ("za", zp(np.uint8, 128)), ("zb", q(bdt, 6))]
+        case(out, "ms_qgemm_quantized_out_" + name,
+             [node("QGemm", ins, ["y"], alpha=0.5)], [("a", q(np.uint8, 4, 16))],
+             [("y", TensorProto.UINT8)],
+             per_column + [("b", q(bdt, 16, 6)), ("sb", rng.uniform(0.005, 0.02, 6).astype(np.float32)),
+                       ("c", rng.integers(-3000, 3000, (4, 6)).astype(np.int32)),
+                       ("sy", scale(0.05)), ("zy", zp(np.uint8, 100))])
+    case(out, "ms_qgemm_int8_out_trans_a",
+         [node("QGemm", ["a", "sa", "za", "b", "sb", "zb", "", "sy", "zy"], ["y"], transA=1)],
+         [("a", q(np.int8, 9, 3))], [("y", TensorProto.INT8)],
+         [("sa", scale(0.03)), ("za", zp(np.int8, -2)), ("b", q(np.int8, 9, 5)),
+          ("sb", scale(0.02)), ("zb", zp(np.int8, 0)), ("sy", scale(0.04)), ("zy", zp(np.int8, 5))])
+
+
+def ms_qdq_cases(out):
+    """onnxruntime's com.microsoft QuantizeLinear / DequantizeLinear: 16-bit types, per axis,
+    float16 scales."""
+    x = rng.uniform(-3, 3, (2, 3, 4)).astype(np.float32)
+    for dt, z in ((np.uint16, 30000), (np.int16, -7), (np.uint8, 128), (np.int8, 3)):
+        name = np.dtype(dt).name
+        case(out, "ms_quantize_" + name, [node("QuantizeLinear", ["x", "s", "z"], ["y"])],
+             [("x", x)], [("y", {np.uint16: TensorProto.UINT16, np.int16: TensorProto.INT16,
+                                  np.uint8: TensorProto.UINT8, np.int8: TensorProto.INT8}[dt])],
+             [("s", scale(0.001 if dt in (np.uint16, np.int16) else 0.02)), ("z", zp(dt, z))])
+    case(out, "ms_dequantize_int16_per_axis",
+         [node("DequantizeLinear", ["x", "s", "z"], ["y"], axis=1)],
+         [("x", rng.integers(-30000, 30000, (2, 3, 4)).astype(np.int16))], [("y", F)],
+         [("s", np.array([0.001, 0.002, 0.0005], np.float32)), ("z", np.array([1, -2, 3], np.int16))])
+    case(out, "ms_dequantize_uint8_f16_scale",
+         [node("DequantizeLinear", ["x", "s", "z"], ["y"])], [("x", q(np.uint8, 3, 5))],
+         [("y", TensorProto.FLOAT16)], [("s", np.array(0.0625, np.float16)), ("z", zp(np.uint8, 120))])
+
+
 def qoperator_cnn_case(out):
     """The pattern of onnxruntime's static quantization of a CNN (QOperator format): float in,
     QuantizeLinear, QLinearConv, a residual QLinearAdd, QLinearGlobalAveragePool, DequantizeLinear."""
@@ -152,6 +196,8 @@ def main():
     qgap_cases(out)
     qconcat_cases(out)
     qmatmul_cases(out)
+    qgemm_cases(out)
+    ms_qdq_cases(out)
     qoperator_cnn_case(out)
     print("ort_qlinear_cases: %d cases in %s" % (len(os.listdir(out)), out))
 

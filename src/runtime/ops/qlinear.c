@@ -1,8 +1,8 @@
 /*
  * onnxruntime's quantized operators of the com.microsoft domain, as its static quantization
- * writes them (the "QOperator" format of int8 model-zoo CNNs): QLinearAdd, QLinearMul,
- * QLinearSigmoid, QLinearLeakyRelu, QLinearGlobalAveragePool and QLinearConcat, over uint8 or
- * int8 with per-tensor scales and zero points.
+ * writes them (the "QOperator" format of int8 model-zoo CNNs and transformers): QLinearAdd,
+ * QLinearMul, QLinearSigmoid, QLinearLeakyRelu, QLinearGlobalAveragePool, QLinearConcat and
+ * QGemm, over uint8 or int8 with per-tensor scales and zero points (QGemm's B per column too).
  *
  * Each follows onnxruntime's float arithmetic: dequantize (scale * (q - zero point) in float32),
  * compute, quantize (divide by the output scale, round half to even, add the zero point,
@@ -391,6 +391,112 @@ static ss_status *qconcat_run(ss_kctx *k)
     return NULL;
 }
 
+/* ------------------------------------------------------------------ QGemm */
+
+/* Inputs A, a_scale, a_zero_point, B, b_scale, b_zero_point, C (int32 bias on the sums), y_scale
+ * and y_zero_point (both absent: float32 out). A [M, K] or with transA [K, M], B likewise. */
+typedef struct {
+    int64_t M, K, N;
+    bool ta, tb, quantized_out, b_per_column;
+    ss_dtype out_dt;
+    int64_t c_rows, c_cols; /* C's broadcast over [M, N] (0: no C) */
+} qgemm_plan;
+
+static ss_status *qgemm_infer(ss_kctx *k)
+{
+    static const char *const attrs[] = {"alpha", "transA", "transB", NULL};
+    ss_status *st = ss_op_expect_inputs(k, 6, 9);
+    if (!st) st = ss_op_check_attrs(k, attrs);
+    if (!st) st = check_q8(k, 0);
+    if (!st) st = check_q8(k, 3);
+    if (st) return st;
+    const ss_tensor *a = k->in[0], *b = k->in[3], *c = ss_contrib_in(k, 6);
+    if (a->ndim != 2 || b->ndim != 2)
+        return ss_op_err(k, SS_ERR_INVALID, "A and B must be matrices (rank %d and %d)", a->ndim,
+                         b->ndim);
+    qgemm_plan *p = ss_op_state_alloc(k, sizeof *p);
+    if (!p) return ss_op_oom();
+    p->ta = ss_onnx_attr_int(k->node, "transA", 0) != 0;
+    p->tb = ss_onnx_attr_int(k->node, "transB", 0) != 0;
+    p->M = a->dims[p->ta ? 1 : 0];
+    p->K = a->dims[p->ta ? 0 : 1];
+    p->N = b->dims[p->tb ? 0 : 1];
+    if (b->dims[p->tb ? 1 : 0] != p->K)
+        return ss_op_err(k, SS_ERR_INVALID, "inner dims differ (%lld vs %lld)", (long long)p->K,
+                         (long long)b->dims[p->tb ? 1 : 0]);
+    if ((st = check_scalar(k, 1, true, a->dtype, "a_scale"))) return st;
+    if ((st = check_scalar(k, 2, false, a->dtype, "a_zero_point"))) return st;
+    const ss_tensor *bs = k->in[4], *bz = ss_contrib_in(k, 5);
+    p->b_per_column = ss_tensor_numel(bs) != 1;
+    if (bs->dtype != SS_DT_FLOAT32 || (p->b_per_column && ss_tensor_numel(bs) != p->N))
+        return ss_op_err(k, SS_ERR_INVALID, "b_scale must be float32, one value or %lld",
+                         (long long)p->N);
+    if (bz && (bz->dtype != b->dtype || (ss_tensor_numel(bz) != 1 && ss_tensor_numel(bz) != p->N)))
+        return ss_op_err(k, SS_ERR_INVALID, "b_zero_point must be %s, one value or %lld",
+                         ss_dtype_name(b->dtype), (long long)p->N);
+    if (c) {
+        bool rows = c->ndim == 2 && c->dims[0] == p->M,
+             cols = c->ndim >= 1 && c->dims[c->ndim - 1] == p->N;
+        if (c->dtype != SS_DT_INT32 || c->ndim > 2 ||
+            (ss_tensor_numel(c) != 1 && !cols && !(c->ndim == 2 && c->dims[1] == 1)))
+            return ss_op_err(k, SS_ERR_INVALID, "C must be int32 broadcasting to [%lld, %lld]",
+                             (long long)p->M, (long long)p->N);
+        p->c_rows = rows ? p->M : 1;
+        p->c_cols = cols ? p->N : 1;
+    }
+    p->quantized_out = ss_contrib_in(k, 7) != NULL;
+    p->out_dt = SS_DT_FLOAT32;
+    if (p->quantized_out) {
+        const ss_tensor *yz = ss_contrib_in(k, 8);
+        p->out_dt = yz ? yz->dtype : SS_DT_UINT8;
+        if (!ss_quant_dtype8(p->out_dt))
+            return ss_op_err(k, SS_ERR_UNSUPPORTED, "y_zero_point of type %s",
+                             ss_dtype_name(p->out_dt));
+        if ((st = check_scalar(k, 7, true, p->out_dt, "y_scale"))) return st;
+        if ((st = check_scalar(k, 8, false, p->out_dt, "y_zero_point"))) return st;
+    }
+    ss_tensor *y = k->out[0];
+    *y = (ss_tensor){.dtype = p->out_dt, .ndim = 2, .dims = {p->M, p->N}};
+    return NULL;
+}
+
+/* Exact int sums (int64, then the int32 C added, as onnxruntime adds it to its accumulators),
+ * then per column the scale alpha x a_scale x b_scale (/ y_scale), rounded half to even. */
+static ss_status *qgemm_run(ss_kctx *k)
+{
+    const qgemm_plan *p = k->state;
+    const ss_tensor *a = k->in[0], *b = k->in[3], *c = ss_contrib_in(k, 6);
+    const ss_tensor *bs = k->in[4], *bz = ss_contrib_in(k, 5);
+    int64_t za = zero_at(k, 2);
+    float alpha = ss_onnx_attr_float(k->node, "alpha", 1.0f), sa = scale_at(k, 1);
+    float sy = p->quantized_out ? scale_at(k, 7) : 1.0f;
+    int32_t zy = p->quantized_out ? zero_at(k, 8) : 0;
+    bool is_signed = p->out_dt == SS_DT_INT8;
+    for (int64_t m = 0; m < p->M; m++)
+        for (int64_t n = 0; n < p->N; n++) {
+            int64_t zb = bz ? ss_op_elem_i64(bz, ss_tensor_numel(bz) == 1 ? 0 : n) : 0, acc = 0;
+            for (int64_t kk = 0; kk < p->K; kk++) {
+                int64_t av = ss_op_elem_i64(a, p->ta ? kk * p->M + m : m * p->K + kk);
+                int64_t bv = ss_op_elem_i64(b, p->tb ? n * p->K + kk : kk * p->N + n);
+                acc += (av - za) * (bv - zb);
+            }
+            int32_t sum = (int32_t)(uint32_t)(uint64_t)acc;
+            if (c)
+                sum = (int32_t)((uint32_t)sum +
+                                (uint32_t)((const int32_t *)
+                                               c->data)[(p->c_rows > 1 ? m : 0) * p->c_cols +
+                                                        (p->c_cols > 1 ? n : 0)]);
+            float scale = alpha * sa * (float)ss_op_elem_f64(bs, p->b_per_column ? n : 0);
+            int64_t o = m * p->N + n;
+            if (!p->quantized_out)
+                ((float *)k->out[0]->data)[o] = (float)sum * scale;
+            else
+                ((uint8_t *)k->out[0]->data)[o] =
+                    (uint8_t)quantize8((float)sum * (scale / sy), 1.0f, zy, is_signed);
+        }
+    return NULL;
+}
+
 const ss_op_def ss_ops_qlinear[] = {
     {SS_DOMAIN_MS, "QLinearAdd", 1, 1, qadd_infer, qadd_run, 0, NULL},
     {SS_DOMAIN_MS, "QLinearMul", 1, 1, qmul_infer, qmul_run, 0, NULL},
@@ -398,5 +504,6 @@ const ss_op_def ss_ops_qlinear[] = {
     {SS_DOMAIN_MS, "QLinearLeakyRelu", 1, 1, qleaky_infer, qleaky_run, 0, NULL},
     {SS_DOMAIN_MS, "QLinearGlobalAveragePool", 1, 1, qgap_infer, qgap_run, 0, NULL},
     {SS_DOMAIN_MS, "QLinearConcat", 1, 1, qconcat_infer, qconcat_run, 0, NULL},
+    {SS_DOMAIN_MS, "QGemm", 1, 1, qgemm_infer, qgemm_run, 0, NULL},
     {NULL, NULL, 0, 0, NULL, NULL, 0, NULL},
 };

@@ -1,8 +1,9 @@
 /*
  * Linear quantization: QuantizeLinear, DequantizeLinear (per tensor, per axis and, from opset
  * 21, per block), DynamicQuantizeLinear, MatMulInteger and QLinearMatMul, and onnxruntime's
- * MatMulIntegerToFloat and DynamicQuantizeMatMul (com.microsoft; the other QOperator ops are in
- * qlinear.c). (ConvInteger and QLinearConv share conv.c's window geometry and live there.)
+ * MatMulIntegerToFloat and DynamicQuantizeMatMul and its com.microsoft Quantize/DequantizeLinear
+ * (the other QOperator ops are in qlinear.c). (ConvInteger and QLinearConv share conv.c's window
+ * geometry and live there.)
  *
  * Quantized values are 8-bit (16-bit from opset 21) integers; a zero point's dtype is the
  * quantized dtype. Rounding is half to even (rintf under the default rounding mode) and results
@@ -168,6 +169,16 @@ static ss_status *quantize_infer(ss_kctx *k)
 static ss_status *dequantize_infer(ss_kctx *k)
 {
     return q_common(k, false);
+}
+
+/* onnxruntime's com.microsoft QuantizeLinear and DequantizeLinear (its quantization tools write
+ * them for 16-bit types, `use_qdq_contrib_ops`): the default domain's ops per tensor and per
+ * axis; DequantizeLinear gives the scale's type (float16 scales, float16 out). */
+static ss_status *ms_dequantize_infer(ss_kctx *k)
+{
+    ss_status *st = q_common(k, false);
+    if (!st) k->out[0]->dtype = k->in[1]->dtype;
+    return st;
 }
 
 /* The common case of QDQ models, float32 to 8 bits with one scale: a loop the compiler can
@@ -535,6 +546,8 @@ const ss_op_def ss_ops_quant[] = {
     {"", "DynamicQuantizeLinear", 11, 21, dynq_infer, dynq_run, 0, NULL},
     {"", "MatMulInteger", 10, 21, matmulinteger_infer, qmm_run, 0, NULL},
     {"", "QLinearMatMul", 10, 21, qlinearmatmul_infer, qmm_run, 0, NULL},
+    {"com.microsoft", "QuantizeLinear", 1, 1, quantize_infer, quantize_run, 0, NULL},
+    {"com.microsoft", "DequantizeLinear", 1, 1, ms_dequantize_infer, dequantize_run, 0, NULL},
     {"com.microsoft", "MatMulIntegerToFloat", 1, 1, mmi2f_infer, qmm_run, 0, NULL},
     {"com.microsoft", "DynamicQuantizeMatMul", 1, 1, dqmm_infer, qmm_run, 0, NULL},
     {NULL, NULL, 0, 0, NULL, NULL, 0, NULL},
