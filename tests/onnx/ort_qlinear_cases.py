@@ -2,6 +2,7 @@
 """Backend-test cases for onnxruntime's quantized com.microsoft ops, as its static and dynamic
 quantization write them: QLinearAdd and QLinearMul (broadcasting, scalar operands, no output zero
 point), QLinearSigmoid, QLinearLeakyRelu, QLinearGlobalAveragePool (NCHW and channels_last),
+QLinearAveragePool (pads, strides, count_include_pad, ceil_mode),
 QLinearConcat (operands quantized like the output and not), QGemm (float or quantized out,
 transposes, per-column B, int32 C), MatMulIntegerToFloat (per-tensor and per-column B, bias),
 DynamicQuantizeMatMul, and the com.microsoft QuantizeLinear/DequantizeLinear (16-bit types, per
@@ -87,6 +88,23 @@ def qgap_cases(out):
         case(out, "ms_qglobalavgpool_nhwc_" + np.dtype(dt).name,
              [node("QLinearGlobalAveragePool", ins, ["y"], channels_last=1)],
              [("x", q(dt, 2, 7, 6, 5))], [("y", Q[dt])], inits)
+
+
+def qavgpool_cases(out):
+    ins = ["x", "sx", "zx", "sy", "zy"]
+    for dt, zx, zy in ((np.uint8, 128, 120), (np.int8, 0, -3)):
+        name = np.dtype(dt).name
+        inits = [("sx", scale(0.03)), ("zx", zp(dt, zx)), ("sy", scale(0.025)), ("zy", zp(dt, zy))]
+        case(out, "ms_qavgpool_" + name,
+             [node("QLinearAveragePool", ins, ["y"], kernel_shape=[3, 3], strides=[2, 2],
+                   pads=[1, 1, 1, 1])], [("x", q(dt, 2, 3, 9, 8))], [("y", Q[dt])], inits)
+        case(out, "ms_qavgpool_include_pad_" + name,
+             [node("QLinearAveragePool", ins, ["y"], kernel_shape=[2, 3], pads=[1, 0, 1, 1],
+                   count_include_pad=1)], [("x", q(dt, 1, 4, 6, 7))], [("y", Q[dt])], inits)
+    case(out, "ms_qavgpool_1d_ceil", [node("QLinearAveragePool", ins, ["y"], kernel_shape=[3],
+                                           strides=[2], ceil_mode=1)],
+         [("x", q(np.uint8, 2, 2, 10))], [("y", TensorProto.UINT8)],
+         [("sx", scale(0.05)), ("zx", zp(np.uint8, 10)), ("sy", scale(0.05)), ("zy", zp(np.uint8, 10))])
 
 
 def qconcat_cases(out):
@@ -195,6 +213,7 @@ def main():
     qunary_cases(out)
     qgap_cases(out)
     qconcat_cases(out)
+    qavgpool_cases(out)
     qmatmul_cases(out)
     qgemm_cases(out)
     ms_qdq_cases(out)

@@ -16,6 +16,7 @@
 #include "gemm_kernel.h"
 #include "isa.h"
 #include "onednn.h"
+#include "pool.h"
 #include "quant.h"
 
 #include <cblas.h>
@@ -883,6 +884,42 @@ static ss_status *lp_order(const ss_kctx *k, double *lp)
     return NULL;
 }
 
+/* The window geometry of a pool over x (rank >= 3) from the node's attributes, and output 0's
+ * shape (x's dtype). */
+static ss_status *pool_geometry(ss_kctx *k, const ss_tensor *x, pool_plan *p)
+{
+    if (x->ndim < 3)
+        return ss_op_err(k, SS_ERR_INVALID, "X must have rank >= 3 (N, C, spatial...)");
+    int nsp = x->ndim - 2;
+    int64_t kernel[SS_MAX_DIMS];
+    const int64_t *kv;
+    if (ss_onnx_attr_ints(k->node, "kernel_shape", &kv) != nsp)
+        return ss_op_err(k, SS_ERR_INVALID, "attribute 'kernel_shape' must have %d values", nsp);
+    for (int i = 0; i < nsp; i++)
+        kernel[i] = kv[i];
+    ss_status *st = geom_init(k, x, kernel, ss_onnx_attr_int(k->node, "ceil_mode", 0) != 0, &p->g);
+    if (st) return st;
+    p->planes = x->dims[0] * x->dims[1];
+    p->include_pad = ss_onnx_attr_int(k->node, "count_include_pad", 0) != 0;
+    geom_shape(&p->g, p->g.out, x->dims[0], x->dims[1], k->out[0], x->dtype);
+    return NULL;
+}
+
+size_t ss_avgpool_plan_bytes(void)
+{
+    return sizeof(pool_plan);
+}
+
+ss_status *ss_avgpool_plan_init(ss_kctx *k, const ss_tensor *x, void *plan)
+{
+    pool_plan *p = plan;
+    ss_status *st = pool_geometry(k, x, p);
+    for (int i = 0; !st && i < 3; i++)
+        if (p->g.d[i] != 1)
+            st = ss_op_err(k, SS_ERR_UNSUPPORTED, "attribute 'dilations' other than 1");
+    return st;
+}
+
 static ss_status *pool_infer_native(ss_kctx *k)
 {
     bool is_max = strcmp(k->node->op_type, "MaxPool") == 0;
@@ -894,19 +931,9 @@ static ss_status *pool_infer_native(ss_kctx *k)
     if (!st) st = ss_op_expect_dtype(k, 0, max_types, is_max ? 4 : 2);
     if (st) return st;
     const ss_tensor *x = k->in[0];
-    if (x->ndim < 3)
-        return ss_op_err(k, SS_ERR_INVALID, "X must have rank >= 3 (N, C, spatial...)");
-    int nsp = x->ndim - 2;
-    int64_t kernel[SS_MAX_DIMS];
-    const int64_t *kv;
-    if (ss_onnx_attr_ints(k->node, "kernel_shape", &kv) != nsp)
-        return ss_op_err(k, SS_ERR_INVALID, "attribute 'kernel_shape' must have %d values", nsp);
-    for (int i = 0; i < nsp; i++)
-        kernel[i] = kv[i];
     pool_plan *p = ss_op_state_alloc(k, sizeof *p);
     if (!p) return ss_op_oom();
-    st = geom_init(k, x, kernel, ss_onnx_attr_int(k->node, "ceil_mode", 0) != 0, &p->g);
-    if (st) return st;
+    if ((st = pool_geometry(k, x, p))) return st;
     p->is_lp = is_lp;
     if (is_lp && (st = lp_order(k, &p->lp))) return st;
     if (is_lp && k->opset < 18 &&
@@ -918,11 +945,9 @@ static ss_status *pool_infer_native(ss_kctx *k)
             return ss_op_err(k, SS_ERR_UNSUPPORTED, "attribute 'dilations' other than 1");
     if (!is_max && !is_lp && k->opset < 19 && ss_onnx_attr_find(k->node, "dilations"))
         return ss_op_err(k, SS_ERR_INVALID, "attribute 'dilations' needs opset 19");
-    p->planes = x->dims[0] * x->dims[1];
     p->is_max = is_max;
-    p->include_pad = ss_onnx_attr_int(k->node, "count_include_pad", 0) != 0;
     p->col_major = ss_onnx_attr_int(k->node, "storage_order", 0) != 0;
-    geom_shape(&p->g, p->g.out, x->dims[0], x->dims[1], k->out[0], x->dtype);
+    int nsp = x->ndim - 2;
     if (k->n_out > 2) return ss_op_err(k, SS_ERR_INVALID, "has %d outputs, at most 2", k->n_out);
     if (k->n_out > 1 && k->out[1]) {
         if (!is_max) return ss_op_err(k, SS_ERR_INVALID, "%s has one output", k->node->op_type);
@@ -1073,6 +1098,11 @@ POOL_ROWS_ISA(float, maxrows_float, 1, -INFINITY)
 POOL_ROWS_ISA(double, maxrows_double, 1, -INFINITY)
 POOL_ROWS_ISA(uint8_t, maxrows_uint8_t, 1, 0)
 POOL_ROWS_ISA(int8_t, maxrows_int8_t, 1, INT8_MIN)
+
+void ss_avgpool_run_f32(const void *plan, const float *x, float *y)
+{
+    avgpool_float(plan, x, y);
+}
 
 static ss_status *pool_run_native(ss_kctx *k)
 {

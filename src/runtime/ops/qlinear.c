@@ -1,8 +1,9 @@
 /*
  * onnxruntime's quantized operators of the com.microsoft domain, as its static quantization
  * writes them (the "QOperator" format of int8 model-zoo CNNs and transformers): QLinearAdd,
- * QLinearMul, QLinearSigmoid, QLinearLeakyRelu, QLinearGlobalAveragePool, QLinearConcat and
- * QGemm, over uint8 or int8 with per-tensor scales and zero points (QGemm's B per column too).
+ * QLinearMul, QLinearSigmoid, QLinearLeakyRelu, QLinearGlobalAveragePool, QLinearAveragePool,
+ * QLinearConcat and QGemm, over uint8 or int8 with per-tensor scales and zero points (QGemm's B per
+ * column too).
  *
  * Each follows onnxruntime's float arithmetic: dequantize (scale * (q - zero point) in float32),
  * compute, quantize (divide by the output scale, round half to even, add the zero point,
@@ -14,6 +15,7 @@
 #include "broadcast.h"
 #include "common.h"
 #include "contrib.h"
+#include "pool.h"
 #include "quant.h"
 
 #include <math.h>
@@ -309,6 +311,55 @@ static ss_status *qgap_run(ss_kctx *k)
     return NULL;
 }
 
+/* ------------------------------------------------------------------ QLinearAveragePool */
+
+/* As onnxruntime's: X dequantized to float32 (in scratch), AveragePool's float32 average,
+ * quantized as round(y / y_scale + y_zero_point) (its pools add the zero point first). NCHW only
+ * (channels_last, which onnxruntime's NHWC transformer writes, is refused). */
+typedef struct {
+    int64_t in_elems, out_elems;
+    /* conv.c's pool plan follows */
+} qavgpool_plan;
+
+static ss_status *qavgpool_infer(ss_kctx *k)
+{
+    static const char *const attrs[] = {
+        "auto_pad",     "ceil_mode", "channels_last", "count_include_pad",
+        "kernel_shape", "pads",      "strides",       NULL};
+    ss_status *st = qunary_infer(k, attrs);
+    if (st) return st;
+    if (ss_onnx_attr_int(k->node, "channels_last", 0) != 0)
+        return ss_op_err(k, SS_ERR_UNSUPPORTED, "channels_last = 1 (NHWC)");
+    qavgpool_plan *p = ss_op_state_alloc(k, sizeof *p + ss_avgpool_plan_bytes());
+    if (!p) return ss_op_oom();
+    if ((st = ss_avgpool_plan_init(k, k->in[0], p + 1))) return st;
+    p->in_elems = ss_tensor_numel(k->in[0]);
+    p->out_elems = ss_tensor_numel(k->out[0]);
+    k->scratch_bytes = sizeof(float) * (size_t)(p->in_elems + p->out_elems);
+    return NULL;
+}
+
+static ss_status *qavgpool_run(ss_kctx *k)
+{
+    const qavgpool_plan *p = k->state;
+    bool is_signed = k->in[0]->dtype == SS_DT_INT8;
+    float sx = scale_at(k, 1), sy = scale_at(k, 3);
+    int32_t zx = zero_at(k, 2), zy = zero_at(k, 4);
+    float *xf = k->scratch, *yf = xf + p->in_elems;
+    const uint8_t *xu = k->in[0]->data;
+    const int8_t *xs = k->in[0]->data;
+    for (int64_t i = 0; i < p->in_elems; i++)
+        xf[i] = sx * (float)((is_signed ? (int32_t)xs[i] : (int32_t)xu[i]) - zx);
+    ss_avgpool_run_f32(p + 1, xf, yf);
+    uint8_t *y = k->out[0]->data;
+    float lo = is_signed ? -128.0f : 0.0f, hi = is_signed ? 127.0f : 255.0f;
+    for (int64_t i = 0; i < p->out_elems; i++) { /* the zero point added before the rounding */
+        float q = nearbyintf(yf[i] / sy + (float)zy);
+        y[i] = (uint8_t)(int32_t)(q != q ? (float)zy : q < lo ? lo : q > hi ? hi : q);
+    }
+    return NULL;
+}
+
 /* ------------------------------------------------------------------ QLinearConcat */
 
 /* Inputs Y_scale, Y_zero_point, then X, X_scale, X_zero_point per operand. */
@@ -503,6 +554,7 @@ const ss_op_def ss_ops_qlinear[] = {
     {SS_DOMAIN_MS, "QLinearSigmoid", 1, 1, qsigmoid_infer, qsigmoid_run, 0, NULL},
     {SS_DOMAIN_MS, "QLinearLeakyRelu", 1, 1, qleaky_infer, qleaky_run, 0, NULL},
     {SS_DOMAIN_MS, "QLinearGlobalAveragePool", 1, 1, qgap_infer, qgap_run, 0, NULL},
+    {SS_DOMAIN_MS, "QLinearAveragePool", 1, 1, qavgpool_infer, qavgpool_run, 0, NULL},
     {SS_DOMAIN_MS, "QLinearConcat", 1, 1, qconcat_infer, qconcat_run, 0, NULL},
     {SS_DOMAIN_MS, "QGemm", 1, 1, qgemm_infer, qgemm_run, 0, NULL},
     {NULL, NULL, 0, 0, NULL, NULL, 0, NULL},
