@@ -27,5 +27,7 @@ bool cli_split_kv(char *arg, char **name, char **value);
 int cli_client_protocol(const char *name);
 /* Strict integer parsing for option values. */
 bool cli_parse_int(const char *s, long lo, long hi, long *out);
+/* --output-dir DIR: made when it does not exist (its parent must); NULL or an error naming it. */
+ss_status *cli_make_output_dir(const char *dir);
 
 #endif

@@ -281,6 +281,8 @@ int cmd_infer(int argc, char **argv)
         return cli_fail("infer",
                         ss_errf(SS_ERR_INVALID, "--shm (and --output) need a kserve --protocol; "
                                                 "--output needs --shm"));
+    ss_status *made = outdir ? cli_make_output_dir(outdir) : NULL;
+    if (made) return cli_fail("infer", made);
     shm.out_size = (size_t)out_size;
     ss_client_request *req = ss_client_request_new(servable, method, (uint64_t)version);
     size_t inst = req ? ss_client_request_add_instance(req) : (size_t)-1;

@@ -200,6 +200,8 @@ int cmd_run(int argc, char **argv)
             model = a;
         }
     }
+    ss_status *made = outdir ? cli_make_output_dir(outdir) : NULL;
+    if (made) return cli_fail("run", made);
     if (shards && !model)
         return run_shards(shards, backend, timeout_ms, n_args, names, files, outdir);
     if (!model || shards) {

@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 int cmd_agent_rank_mpi(int argc, char **argv); /* cmd_agents.c */
 
@@ -63,6 +64,17 @@ bool cli_parse_int(const char *s, long lo, long hi, long *out)
     if (errno || end == s || *end || v < lo || v > hi) return false;
     *out = v;
     return true;
+}
+
+ss_status *cli_make_output_dir(const char *dir)
+{
+    struct stat sb;
+    if (stat(dir, &sb) == 0)
+        return S_ISDIR(sb.st_mode)
+                   ? NULL
+                   : ss_errf(SS_ERR_INVALID, "--output-dir %s is not a folder", dir);
+    if (mkdir(dir, 0755) == 0 || errno == EEXIST) return NULL;
+    return ss_errf(SS_ERR_IO, "cannot create --output-dir %s: %s", dir, strerror(errno));
 }
 
 int main(int argc, char **argv)

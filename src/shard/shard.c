@@ -861,55 +861,65 @@ static cJSON *io_json(const shard_ctx *c, Onnx__ValueInfoProto **vis, size_t n, 
  * folder; a stage folder found under the lock was left by a run that was killed. */
 #define STAGE_DIR_NAME ".shard-partial"
 
-/* A rank folder this tool wrote: a real folder (not a symlink) with a group_config.json. */
+/* A rank folder this tool wrote and may replace: a real folder (not a symlink) with a
+ * group_config.json and nothing but regular files (no subfolder of the user's inside). */
 static bool is_rank_dir(const char *dir)
 {
     char cfg[PATH_MAX + 32];
     struct stat sb;
     snprintf(cfg, sizeof cfg, "%s/group_config.json", dir);
-    return lstat(dir, &sb) == 0 && S_ISDIR(sb.st_mode) && lstat(cfg, &sb) == 0 &&
-           S_ISREG(sb.st_mode);
+    if (lstat(dir, &sb) != 0 || !S_ISDIR(sb.st_mode) || lstat(cfg, &sb) != 0 ||
+        !S_ISREG(sb.st_mode))
+        return false;
+    DIR *d = opendir(dir);
+    bool plain = d != NULL;
+    for (struct dirent *e; plain && (e = readdir(d));) {
+        if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, "..")) continue;
+        char f[PATH_MAX + 260];
+        snprintf(f, sizeof f, "%s/%s", dir, e->d_name);
+        plain = lstat(f, &sb) == 0 && S_ISREG(sb.st_mode);
+    }
+    if (d) closedir(d);
+    return plain;
 }
 
-/* A rank folder's regular files, then the folder (a symlink is unlinked, never followed; a
- * subfolder stays, and so does the folder then). */
+/* A rank folder's regular files, then the folder (is_rank_dir's kind: never a symlink). */
 static void remove_flat_dir(const char *dir)
 {
     struct stat sb;
-    if (lstat(dir, &sb) != 0) return;
-    if (!S_ISDIR(sb.st_mode)) {
-        unlink(dir);
-        return;
-    }
+    if (lstat(dir, &sb) != 0 || !S_ISDIR(sb.st_mode)) return;
     DIR *d = opendir(dir);
     for (struct dirent *e; d && (e = readdir(d));) {
         char f[PATH_MAX + 260];
         snprintf(f, sizeof f, "%s/%s", dir, e->d_name);
-        if (lstat(f, &sb) == 0 && !S_ISDIR(sb.st_mode)) unlink(f);
+        if (lstat(f, &sb) == 0 && S_ISREG(sb.st_mode)) unlink(f);
     }
     if (d) closedir(d);
     rmdir(dir);
 }
 
-/* The stage folder and what a run puts there: rank folders, the manifest, old rank folders moved
- * aside while publishing. */
+/* The stage folder and what a run puts there: device<r> folders and manifest.json, and while
+ * publishing the earlier split's old-device<r> and old-manifest.json. Anything else stays, and
+ * so does the folder then. */
 static void remove_stage_dir(const char *stage_dir)
 {
+    struct stat sb;
+    if (lstat(stage_dir, &sb) != 0 || !S_ISDIR(sb.st_mode)) return;
     DIR *d = opendir(stage_dir);
     for (struct dirent *e; d && (e = readdir(d));) {
-        if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, "..")) continue;
         char f[PATH_MAX + 260];
         snprintf(f, sizeof f, "%s/%s", stage_dir, e->d_name);
-        remove_flat_dir(f);
+        if (!strncmp(e->d_name, "device", 6) || !strncmp(e->d_name, "old-device", 10))
+            remove_flat_dir(f);
+        else if (!strcmp(e->d_name, "manifest.json") || !strcmp(e->d_name, "old-manifest.json"))
+            unlink(f);
     }
     if (d) closedir(d);
     rmdir(stage_dir);
 }
 
-/* Before any work: --out can take this split. Every path the run writes fits PATH_MAX, and every
- * deviceN it will replace is a rank folder an earlier split wrote (or absent): a folder of the
- * user's own there is refused, not emptied. */
-static ss_status *check_out_dir(const shard_ctx *c)
+/* Every path the run writes fits PATH_MAX, and --out is a folder or absent (before it is made). */
+static ss_status *check_out_paths(const shard_ctx *c)
 {
     const char *out = c->opt->out_dir;
     size_t base = strlen(c->model_base), longest = base + 6 > 18 ? base + 6 : 18;
@@ -920,15 +930,46 @@ static ss_status *check_out_dir(const shard_ctx *c)
     struct stat sb;
     if (stat(out, &sb) == 0 && !S_ISDIR(sb.st_mode))
         return ss_errf(SS_ERR_INVALID, "--out %s is not a folder", out);
+    return NULL;
+}
+
+/* Under the lock, before any work: every deviceN the split will replace is a rank folder an
+ * earlier split wrote (or absent), so a folder of the user's own there is refused, not emptied;
+ * and the stage folder, if a run left one, holds only what a run writes. One whose publish was
+ * interrupted holds the earlier split's folders (old-device<r>, old-manifest.json): it is left
+ * for the user, never cleared. */
+static ss_status *check_out_dir(const shard_ctx *c)
+{
+    const char *out = c->opt->out_dir;
+    struct stat sb;
     for (int r = 0; r < c->rank_size; r++) {
         char dir[PATH_MAX];
         snprintf(dir, sizeof dir, "%s/device%d", out, r);
         if (lstat(dir, &sb) == 0 && !is_rank_dir(dir))
             return ss_errf(SS_ERR_INVALID,
                            "--out %s: device%d is there and is not a rank folder of an earlier "
-                           "split (no group_config.json, or not a folder): move it away first",
+                           "split (no group_config.json, a symlink, or with subfolders): move it "
+                           "away first",
                            out, r);
     }
+    if (lstat(c->stage_dir, &sb) != 0) return NULL;
+    char old[PATH_MAX + 32];
+    snprintf(old, sizeof old, "%s/old-manifest.json", c->stage_dir);
+    if (!S_ISDIR(sb.st_mode))
+        return ss_errf(SS_ERR_INVALID, "%s is not a folder this tool made: remove it",
+                       c->stage_dir);
+    if (access(old, F_OK) == 0)
+        return ss_errf(SS_ERR_INVALID,
+                       "%s is left by a run that stopped while moving its split in: its "
+                       "old-device<r> and old-manifest.json are the earlier split; move them "
+                       "back (device<r>, manifest.json) or remove the folder",
+                       c->stage_dir);
+    remove_stage_dir(c->stage_dir); /* left by a run that was killed while it wrote */
+    if (lstat(c->stage_dir, &sb) == 0)
+        return ss_errf(SS_ERR_INVALID,
+                       "%s, left by an earlier run, holds files this tool did not write: "
+                       "remove it",
+                       c->stage_dir);
     return NULL;
 }
 
@@ -952,6 +993,14 @@ static ss_status *publish_split(const char *out_dir, const char *stage_dir, int 
         snprintf(from, sizeof from, "%s/device%d", stage_dir, done);
         snprintf(to, sizeof to, "%s/device%d", out_dir, done);
         snprintf(aside, sizeof aside, "%s/old-device%d", stage_dir, done);
+        struct stat sb;
+        if (lstat(to, &sb) == 0 && !is_rank_dir(to)) { /* put there while the split was made */
+            st = ss_errf(SS_ERR_INVALID,
+                         "%s appeared while the split was made and is not a rank folder: --out "
+                         "is left as it was",
+                         to);
+            break;
+        }
         if (rename(to, aside) != 0 && errno != ENOENT) {
             st = ss_errf(SS_ERR_IO, "cannot move %s aside: %s", to, strerror(errno));
             break;
@@ -1450,7 +1499,7 @@ ss_status *ss_shard_model(const ss_shard_options *opt)
     if (!c.model_base) return ss_errf(SS_ERR_NOMEM, "out of memory");
     char *dot = strrchr(c.model_base, '.');
     if (dot && !strcmp(dot, ".onnx")) *dot = 0;
-    ss_status *st = check_out_dir(&c); /* the paths fit: the stage folder's name too */
+    ss_status *st = check_out_paths(&c); /* the stage folder's name fits too */
     snprintf(c.stage_dir, sizeof c.stage_dir, "%s/" STAGE_DIR_NAME, opt->out_dir);
     bool made_out = false;
     int lock = -1;
@@ -1460,13 +1509,14 @@ ss_status *ss_shard_model(const ss_shard_options *opt)
             st = ss_errf(SS_ERR_IO, "cannot create --out %s: %s", opt->out_dir, strerror(errno));
     }
     if (!st) st = lock_out_dir(opt->out_dir, &lock);
+    if (!st) st = check_out_dir(&c);
     if (!st) st = shard_open(opt, &c.session);
-    if (!st) remove_stage_dir(c.stage_dir); /* under the lock: left by a run that was killed */
-    if (!st && mkdir(c.stage_dir, 0755) != 0)
+    bool stage_made = !st && mkdir(c.stage_dir, 0755) == 0;
+    if (!st && !stage_made)
         st = ss_errf(SS_ERR_IO, "cannot create %s: %s", c.stage_dir, strerror(errno));
     if (!st) st = shard_split(&c);
     if (!st) st = publish_split(opt->out_dir, c.stage_dir, c.rank_size, opt->progress);
-    if (lock >= 0) remove_stage_dir(c.stage_dir); /* the old split after a publish, else ours */
+    if (lock >= 0 && stage_made) remove_stage_dir(c.stage_dir); /* the old split, else ours */
     if (st && made_out) rmdir(opt->out_dir);
     if (lock >= 0) close(lock);
     shard_ctx_free(&c);

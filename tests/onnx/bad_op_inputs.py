@@ -1,6 +1,6 @@
 #!/usr/bin/python3
-"""Bad attributes and inputs of the recurrent, loop, Einsum and signal ops get an error naming the
-node and the problem, never a crash: each case is a one-node model run by `shardserve onnx-test`,
+"""Bad attributes and inputs of the recurrent, loop, Einsum and signal ops and of onnxruntime's
+quantized com.microsoft ops get an error naming the node and the problem, never a crash: each case is a one-node model run by `shardserve onnx-test`,
 whose line must carry the expected words and whose exit code must be an ordinary failure.
 Usage: bad_op_inputs.py SHARDSERVE OUTDIR
 """
@@ -26,8 +26,9 @@ def write(out, name, node, feeds, opset=17):
     graph = helper.make_graph([node], name, ins, [vi("y", T.FLOAT, None)])
     d = os.path.join(out, f"test_{name}")
     os.makedirs(os.path.join(d, "test_data_set_0"), exist_ok=True)
-    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)]),
-              os.path.join(d, "model.onnx"))
+    opsets = [helper.make_opsetid("", opset)] + [helper.make_opsetid("com.microsoft", 1)] * (
+        node.domain == "com.microsoft")
+    onnx.save(helper.make_model(graph, opset_imports=opsets), os.path.join(d, "model.onnx"))
     for i, (n, v) in enumerate(feeds):
         onnx.save_tensor(numpy_helper.from_array(v, n), os.path.join(d, "test_data_set_0", f"input_{i}.pb"))
     onnx.save_tensor(numpy_helper.from_array(f32(1), "y"), os.path.join(d, "test_data_set_0", "output_0.pb"))
@@ -64,6 +65,23 @@ def cases():
     yield "scan_axis", helper.make_node("Scan", ["x"], ["y"], body=body, num_scan_inputs=1,
                                         scan_input_axes=[7]), [("x", f32(3, 2))], \
         "'scan_input_axes'[0] is out of range"
+
+    u8 = lambda *shape: np.full(shape, 7, np.uint8)  # noqa: E731
+    sc = np.float32(0.1)
+    ms = lambda op, ins, **attrs: helper.make_node(op, ins, ["y"], domain="com.microsoft", **attrs)  # noqa: E731
+    yield "qgemm_empty_c", ms("QGemm", ["a", "sa", "za", "b", "sb", "zb", "c"]), \
+        [("a", u8(2, 4)), ("sa", sc), ("za", np.uint8(1)), ("b", u8(4, 3)), ("sb", sc),
+         ("zb", np.uint8(1)), ("c", np.zeros((0, 1), np.int32))], "C must be int32 broadcasting to [2, 3]"
+    yield "qsigmoid_no_x", ms("QLinearSigmoid", ["", "sx", "zx", "sy", "zy"]), \
+        [("sx", sc), ("zx", np.uint8(0)), ("sy", sc), ("zy", np.uint8(0))], "required input 0 is missing"
+    yield "matmulintegertofloat_float_zero_point", ms("MatMulIntegerToFloat", ["a", "b", "sa", "sb", "za"]), \
+        [("a", u8(2, 4)), ("b", u8(4, 3)), ("sa", sc), ("sb", sc), ("za", np.float32(1e30))], \
+        "a_zero_point is float32, expected uint8"
+    yield "qadd_zero_point_type", ms("QLinearAdd", ["a", "sa", "za", "b", "sb", "zb", "sc"]), \
+        [("a", u8(3)), ("sa", sc), ("za", np.int8(1)), ("b", u8(3)), ("sb", sc), ("zb", np.uint8(1)),
+         ("sc", sc)], "A_zero_point is int8, expected uint8"
+    yield "qconcat_inputs", ms("QLinearConcat", ["sy", "zy", "a", "sa"], axis=0), \
+        [("sy", sc), ("zy", np.uint8(0)), ("a", u8(3)), ("sa", sc)], "has 4 inputs: expected Y_scale"
 
 
 def main(ss, out):

@@ -120,11 +120,38 @@ else
     ok "a second run on a busy --out: $(cat "$WORK/busy.log")" || fail "busy --out: $(cat "$WORK/busy.log")"
 fi
 wait "$holder"
-# what a killed run left (its stage folder, dotfiles and all) is cleared by the next one
-mkdir -p "$again/.shard-partial/device0" && touch "$again/.shard-partial/.hidden" "$again/.shard-partial/device0/x.onnx"
+# what a run killed while it wrote left (its stage folder) is cleared by the next run; a stage
+# folder with anything else in it, one a publish left half done (the earlier split's folders
+# inside), or a symlink in its place is refused and kept
+mkdir -p "$again/.shard-partial/device0" && touch "$again/.shard-partial/manifest.json" "$again/.shard-partial/device0/x.onnx"
 if "$SS" shard "$seed" --ranks 2 --out "$again" --quiet && [ ! -e "$again/.shard-partial" ] && [ -f "$again/manifest.json" ]; then
   ok "a killed run's stage folder: cleared by the next run"
 else
   fail "a killed run's stage folder: left $(find "$again" | tr '\n' ' ')"
+fi
+stage_refused() { # NAME PHRASE: set up .shard-partial first; the run must refuse and keep it
+  if "$SS" shard "$seed" --ranks 2 --out "$again" --quiet >"$WORK/$1.log" 2>&1; then
+    fail "$1: shard succeeded"
+  elif grep -qF -- "$2" "$WORK/$1.log" && [ -e "$again/.shard-partial" ] && [ -f "$again/manifest.json" ]; then
+    ok "$1: $(cat "$WORK/$1.log")"
+  else
+    fail "$1: $(cat "$WORK/$1.log"); left $(find "$again" | tr '\n' ' ')"
+  fi
+  rm -rf "$again/.shard-partial"
+}
+mkdir -p "$again/.shard-partial" && echo mine >"$again/.shard-partial/notes.txt"
+stage_refused stage_foreign_file "holds files this tool did not write"
+mkdir -p "$again/.shard-partial/old-device0" && touch "$again/.shard-partial/old-manifest.json"
+stage_refused stage_interrupted_publish "stopped while moving its split in"
+ln -s "$WORK/elsewhere" "$again/.shard-partial"
+stage_refused stage_symlink "not a folder this tool made"
+[ -f "$WORK/elsewhere/keep.txt" ] && ok "the symlinked stage folder's target is untouched" || fail "the symlinked stage folder's target lost keep.txt"
+# a rank folder holding a subfolder of the user's is refused, not emptied
+mkdir -p "$again/device0/mynotes" && echo mine >"$again/device0/mynotes/a.txt"
+if "$SS" shard "$seed" --ranks 2 --out "$again" --quiet >"$WORK/sub.log" 2>&1; then
+  fail "a subfolder in device0: shard succeeded"
+else
+  grep -q "with subfolders" "$WORK/sub.log" && [ -f "$again/device0/mynotes/a.txt" ] && [ -f "$again/device0/group_config.json" ] &&
+    ok "a subfolder in device0: refused, untouched" || fail "a subfolder in device0: $(cat "$WORK/sub.log")"
 fi
 finish

@@ -49,6 +49,20 @@ static int32_t zero_at(const ss_kctx *k, int i)
     return t ? (int32_t)ss_op_elem_i64(t, 0) : 0;
 }
 
+/* Between min_n and max_n inputs, the `required` ones present (zero points are optional in
+ * onnxruntime's schemas, and a model may leave them out by an empty name). */
+static ss_status *check_inputs(const ss_kctx *k, int min_n, int max_n, const int *required,
+                               int n_required)
+{
+    if (k->n_in < min_n || k->n_in > max_n)
+        return ss_op_err(k, SS_ERR_INVALID, "has %d inputs, expects %d to %d", k->n_in, min_n,
+                         max_n);
+    for (int i = 0; i < n_required; i++)
+        if (!k->in[required[i]])
+            return ss_op_err(k, SS_ERR_INVALID, "required input %d is missing", required[i]);
+    return NULL;
+}
+
 static ss_status *check_q8(const ss_kctx *k, int i)
 {
     if (ss_quant_dtype8(k->in[i]->dtype)) return NULL;
@@ -141,7 +155,8 @@ QMUL_KERNEL(qmul_s8, int8_t, -128.0f, 127.0f)
 static ss_status *qbinary_infer(ss_kctx *k, ss_ew_fn u8, ss_ew_fn s8)
 {
     static const char *const none[] = {NULL};
-    ss_status *st = ss_op_expect_inputs(k, 7, 8);
+    static const int required[] = {0, 1, 3, 4, 6}; /* A, A_scale, B, B_scale, C_scale */
+    ss_status *st = check_inputs(k, 7, 8, required, 5);
     if (!st) st = ss_op_check_attrs(k, none);
     if (!st) st = check_q8(k, 0);
     if (st) return st;
@@ -205,9 +220,11 @@ static ss_status *qmul_run(ss_kctx *k)
 /* Inputs X, X_scale, X_zero_point, Y_scale, Y_zero_point. */
 static ss_status *qunary_infer(ss_kctx *k, const char *const *attrs)
 {
-    ss_status *st = ss_op_expect_inputs(k, 4, 5);
+    static const int required[] = {0, 1, 3}; /* X, X_scale, Y_scale */
+    ss_status *st = check_inputs(k, 4, 5, required, 3);
     if (!st) st = ss_op_check_attrs(k, attrs);
     if (!st) st = check_q8(k, 0);
+    if (st) return st;
     ss_dtype dt = k->in[0]->dtype;
     if (!st) st = check_scalar(k, 1, true, dt, "X_scale");
     if (!st) st = check_scalar(k, 2, false, dt, "X_zero_point");
@@ -430,6 +447,7 @@ static ss_status *qconcat_run(ss_kctx *k)
             const uint8_t *src = (const uint8_t *)k->in[2 + 3 * j]->data + o * p->bytes[j];
             float sx = scale_at(k, 3 + 3 * j);
             int32_t zx = zero_at(k, 4 + 3 * j);
+            if (!p->bytes[j]) continue; /* empty along the axis */
             if (sx == sy && zx == zy) {
                 memcpy(dst, src, p->bytes[j]);
             } else {
@@ -456,7 +474,8 @@ typedef struct {
 static ss_status *qgemm_infer(ss_kctx *k)
 {
     static const char *const attrs[] = {"alpha", "transA", "transB", NULL};
-    ss_status *st = ss_op_expect_inputs(k, 6, 9);
+    static const int required[] = {0, 1, 3, 4}; /* A, a_scale, B, b_scale */
+    ss_status *st = check_inputs(k, 5, 9, required, 4);
     if (!st) st = ss_op_check_attrs(k, attrs);
     if (!st) st = check_q8(k, 0);
     if (!st) st = check_q8(k, 3);
@@ -485,15 +504,15 @@ static ss_status *qgemm_infer(ss_kctx *k)
     if (bz && (bz->dtype != b->dtype || (ss_tensor_numel(bz) != 1 && ss_tensor_numel(bz) != p->N)))
         return ss_op_err(k, SS_ERR_INVALID, "b_zero_point must be %s, one value or %lld",
                          ss_dtype_name(b->dtype), (long long)p->N);
-    if (c) {
-        bool rows = c->ndim == 2 && c->dims[0] == p->M,
-             cols = c->ndim >= 1 && c->dims[c->ndim - 1] == p->N;
-        if (c->dtype != SS_DT_INT32 || c->ndim > 2 ||
-            (ss_tensor_numel(c) != 1 && !cols && !(c->ndim == 2 && c->dims[1] == 1)))
+    if (c) { /* broadcasts to [M, N]: rank <= 2, its rows 1 or M, its columns 1 or N */
+        int64_t rows = c->ndim == 2 ? c->dims[0] : 1,
+                cols = c->ndim >= 1 ? c->dims[c->ndim - 1] : 1;
+        if (c->dtype != SS_DT_INT32 || c->ndim > 2 || (rows != 1 && rows != p->M) ||
+            (cols != 1 && cols != p->N))
             return ss_op_err(k, SS_ERR_INVALID, "C must be int32 broadcasting to [%lld, %lld]",
                              (long long)p->M, (long long)p->N);
-        p->c_rows = rows ? p->M : 1;
-        p->c_cols = cols ? p->N : 1;
+        p->c_rows = rows;
+        p->c_cols = cols;
     }
     p->quantized_out = ss_contrib_in(k, 7) != NULL;
     p->out_dt = SS_DT_FLOAT32;

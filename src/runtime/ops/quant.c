@@ -342,10 +342,14 @@ static ss_status *qmm_shapes(ss_kctx *k, qmm_plan *p)
     return NULL;
 }
 
-/* A zero point or scale: a scalar, or one value per row (A side, M) or column (B side, N). */
-static ss_status *qmm_param(const ss_kctx *k, int i, int64_t per, const char *what)
+/* A zero point or scale: a scalar, or one value per row (A side, M) or column (B side, N), of
+ * type `want` (SS_DT_UNDEFINED: any the op's type rules allow, checked elsewhere). */
+static ss_status *qmm_param(const ss_kctx *k, int i, int64_t per, ss_dtype want, const char *what)
 {
     if (i < 0 || i >= k->n_in || !k->in[i]) return NULL;
+    if (want != SS_DT_UNDEFINED && k->in[i]->dtype != want)
+        return ss_op_err(k, SS_ERR_INVALID, "%s is %s, expected %s", what,
+                         ss_dtype_name(k->in[i]->dtype), ss_dtype_name(want));
     int64_t n = ss_tensor_numel(k->in[i]);
     if (n != 1 && n != per)
         return ss_op_err(k, SS_ERR_INVALID, "%s has %lld values, expected 1 or %lld", what,
@@ -379,8 +383,8 @@ static ss_status *matmulinteger_infer(ss_kctx *k)
     if (!p) return ss_op_oom();
     *p = (qmm_plan){.ia = 0, .ib = 1, .ia_zp = 2, .ib_zp = 3};
     if ((st = qmm_shapes(k, p))) return st;
-    if (!st) st = qmm_param(k, 2, p->M, "a_zero_point");
-    if (!st) st = qmm_param(k, 3, p->N, "b_zero_point");
+    if (!st) st = qmm_param(k, 2, p->M, k->in[0]->dtype, "a_zero_point");
+    if (!st) st = qmm_param(k, 3, p->N, k->in[1]->dtype, "b_zero_point");
     k->out[0]->dtype = SS_DT_INT32;
     return st;
 }
@@ -400,7 +404,14 @@ static ss_status *qlinearmatmul_infer(ss_kctx *k)
     if ((st = qmm_shapes(k, p))) return st;
     static const int idx[] = {1, 2, 4, 5, 6, 7};
     for (int i = 0; i < 6 && !st; i++)
-        st = qmm_param(k, idx[i], i < 2 ? p->M : i < 4 ? p->N : 1, qlmm_names[i]);
+        st = qmm_param(k, idx[i],
+                       i < 2   ? p->M
+                       : i < 4 ? p->N
+                               : 1,
+                       idx[i] == 2   ? k->in[0]->dtype
+                       : idx[i] == 5 ? k->in[3]->dtype
+                                     : SS_DT_UNDEFINED,
+                       qlmm_names[i]);
     if (!st && !ss_quant_dtype(k->in[7]->dtype))
         return ss_op_err(k, SS_ERR_UNSUPPORTED, "y_zero_point of type %s",
                          ss_dtype_name(k->in[7]->dtype));
@@ -418,7 +429,8 @@ static void qmm_load(const ss_kctx *k, const qmm_plan *p, const qmm_dyn *dyn, in
     for (int64_t m = 0; m < p->M && dyn; m++)
         for (int64_t kk = 0; kk < p->K; kk++) {
             float q = rintf(((const float *)a->data)[ao + m * p->K + kk] / dyn->scale) + dyn->zero;
-            as[m * p->K + kk] = (q < 0 ? 0 : q > 255 ? 255 : q) - dyn->zero;
+            /* NaN quantizes to 0, as onnxruntime's clamp (MAXPS) makes it */
+            as[m * p->K + kk] = (q != q || q < 0 ? 0 : q > 255 ? 255 : q) - dyn->zero;
         }
     for (int64_t m = 0; m < p->M && !dyn; m++) {
         int64_t za = (int64_t)qmm_at(k, p->ia_zp, m, 0);
@@ -519,10 +531,10 @@ static ss_status *qmm_float_infer(ss_kctx *k, bool dynamic)
                         .ibias = 6,
                         .mode = QMM_FLOAT};
     if ((st = qmm_shapes(k, p))) return st;
-    if (!dynamic) st = qmm_param(k, p->ia_scale, 1, "a_scale");
-    if (!st && !dynamic) st = qmm_param(k, p->ia_zp, 1, "a_zero_point");
-    if (!st) st = qmm_param(k, p->ib_scale, p->N, "b_scale");
-    if (!st) st = qmm_param(k, p->ib_zp, p->N, "b_zero_point");
+    if (!dynamic) st = qmm_param(k, p->ia_scale, 1, SS_DT_FLOAT32, "a_scale");
+    if (!st && !dynamic) st = qmm_param(k, p->ia_zp, 1, k->in[0]->dtype, "a_zero_point");
+    if (!st) st = qmm_param(k, p->ib_scale, p->N, SS_DT_FLOAT32, "b_scale");
+    if (!st) st = qmm_param(k, p->ib_zp, p->N, k->in[1]->dtype, "b_zero_point");
     const ss_tensor *bias = p->ibias < k->n_in ? k->in[p->ibias] : NULL;
     if (!st && bias && (bias->dtype != SS_DT_FLOAT32 || ss_tensor_numel(bias) != p->N))
         st = ss_op_err(k, SS_ERR_INVALID, "bias must be %lld float32 values", (long long)p->N);
