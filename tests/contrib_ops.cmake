@@ -36,7 +36,7 @@ endfunction()
 if(EXISTS ${ss_ort_oracle}/onnxruntime-node AND EXISTS ${ss_ort_oracle}/onnx-proto)
   ss_ort_case_suite(contrib_cases 49)
   ss_ort_case_suite(ort_op_cases 15)
-  ss_ort_case_suite(ort_qlinear_cases 51)
+  ss_ort_case_suite(ort_qlinear_cases 59)
 else()
   message(STATUS "onnx_contrib_cases, onnx_ort_op_cases and onnx_ort_qlinear_cases not registered: no onnxruntime-node at"
                  " ${ss_ort_oracle} (scripts/test-real-models.sh --fetch-only --quick installs it)")

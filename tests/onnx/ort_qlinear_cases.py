@@ -1,7 +1,8 @@
 #!/usr/bin/python3
 """Backend-test cases for onnxruntime's quantized com.microsoft ops, as its static and dynamic
 quantization write them: QLinearAdd and QLinearMul (broadcasting, scalar operands, no output zero
-point), QLinearSigmoid, QLinearLeakyRelu, QLinearGlobalAveragePool (NCHW and channels_last),
+point), QLinearSigmoid, QLinearLeakyRelu, QLinearSoftmax (opset 12 rows, opset 13 along an axis),
+QLinearGlobalAveragePool (NCHW and channels_last),
 QLinearAveragePool (pads, strides, count_include_pad, ceil_mode),
 QLinearConcat (operands quantized like the output and not), QGemm (float or quantized out,
 transposes, per-column B, int32 C), MatMulIntegerToFloat (per-tensor and per-column B, bias),
@@ -76,6 +77,25 @@ def qunary_cases(out):
                                                    ["y"])],
          [("x", q(np.uint8, 64))], [("y", TensorProto.UINT8)],
          [("sx", scale(0.1)), ("zx", zp(np.uint8, 100)), ("sy", scale(0.05)), ("zy", zp(np.uint8, 10))])
+
+
+def qsoftmax_cases(out):
+    ins = ["x", "sx", "zx", "sy", "zy"]
+    for dt, zx, zy in ((np.uint8, 128, 0), (np.int8, 0, -128)):
+        name = np.dtype(dt).name
+        inits = [("sx", scale(0.08)), ("zx", zp(dt, zx)), ("sy", scale(1 / 256)), ("zy", zp(dt, zy))]
+        case(out, "ms_qsoftmax_last_axis_" + name,
+             [node("QLinearSoftmax", ins, ["y"], opset=13)], [("x", q(dt, 3, 4, 10))],
+             [("y", Q[dt])], inits)
+        case(out, "ms_qsoftmax_axis1_" + name,
+             [node("QLinearSoftmax", ins, ["y"], axis=1, opset=13)], [("x", q(dt, 2, 7, 5))],
+             [("y", Q[dt])], inits)
+        case(out, "ms_qsoftmax_opset12_flat_" + name,
+             [node("QLinearSoftmax", ins, ["y"], axis=1, opset=12)], [("x", q(dt, 2, 3, 4))],
+             [("y", Q[dt])], inits)
+        case(out, "ms_qsoftmax_opset12_default_axis_" + name,
+             [node("QLinearSoftmax", ins, ["y"], opset=12)], [("x", q(dt, 2, 3, 4))],
+             [("y", Q[dt])], inits)
 
 
 def qgap_cases(out):
@@ -211,6 +231,7 @@ def main():
     os.makedirs(out)
     qbinary_cases(out)
     qunary_cases(out)
+    qsoftmax_cases(out)
     qgap_cases(out)
     qconcat_cases(out)
     qavgpool_cases(out)

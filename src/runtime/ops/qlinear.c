@@ -1,9 +1,9 @@
 /*
  * onnxruntime's quantized operators of the com.microsoft domain, as its static quantization
  * writes them (the "QOperator" format of int8 model-zoo CNNs and transformers): QLinearAdd,
- * QLinearMul, QLinearSigmoid, QLinearLeakyRelu, QLinearGlobalAveragePool, QLinearAveragePool,
- * QLinearConcat and QGemm, over uint8 or int8 with per-tensor scales and zero points (QGemm's B per
- * column too).
+ * QLinearMul, QLinearSigmoid, QLinearLeakyRelu, QLinearSoftmax, QLinearGlobalAveragePool,
+ * QLinearAveragePool, QLinearConcat and QGemm, over uint8 or int8 with per-tensor scales and zero
+ * points (QGemm's B per column too).
  *
  * Each follows onnxruntime's float arithmetic: dequantize (scale * (q - zero point) in float32),
  * compute, quantize (divide by the output scale, round half to even, add the zero point,
@@ -18,6 +18,7 @@
 #include "pool.h"
 #include "quant.h"
 
+#include <float.h>
 #include <math.h>
 #include <string.h>
 
@@ -275,6 +276,80 @@ static ss_status *qleaky_infer(ss_kctx *k)
 static ss_status *qleaky_run(ss_kctx *k)
 {
     return qunary_run(k, leaky_relu, ss_onnx_attr_float(k->node, "alpha", 0.01f));
+}
+
+/* ------------------------------------------------------------------ QLinearSoftmax */
+
+/* onnxruntime's: exp through a 256-entry float32 table made per run from X_scale and the
+ * reduction's length (shifted so the row's largest value sits at the table's top), float32 sums
+ * in order, y = round(e * floor(1 / Y_scale) / sum) + Y_zero_point. X_zero_point cancels out.
+ * The attribute `opset` says which Softmax was quantized: before 13 the dims from `axis` on are
+ * one row, from 13 the row runs along `axis` (the schema's default -1 either way). */
+typedef struct {
+    int64_t outer, len, inner; /* rows are outer x inner, len values `inner` apart */
+} qsoftmax_plan;
+
+static ss_status *qsoftmax_infer(ss_kctx *k)
+{
+    static const char *const attrs[] = {"axis", "opset", NULL};
+    ss_status *st = qunary_infer(k, attrs);
+    if (st) return st;
+    const ss_onnx_attr *op = ss_onnx_attr_find(k->node, "opset");
+    if (!op) return ss_op_err(k, SS_ERR_INVALID, "attribute 'opset' is required");
+    bool flat = op->i < 13;
+    const ss_tensor *x = k->in[0];
+    if (x->ndim < 1) return ss_op_err(k, SS_ERR_INVALID, "X must have rank >= 1");
+    int axis = 0;
+    if ((st = ss_op_attr_axis(k, "axis", -1, x->ndim, &axis))) return st;
+    qsoftmax_plan *p = ss_op_state_alloc(k, sizeof *p);
+    if (!p) return ss_op_oom();
+    p->outer = ss_op_dims_prod(x->dims, 0, axis);
+    p->len = flat ? ss_op_dims_prod(x->dims, axis, x->ndim) : x->dims[axis];
+    p->inner = flat ? 1 : ss_op_dims_prod(x->dims, axis + 1, x->ndim);
+    return NULL;
+}
+
+static ss_status *qsoftmax_run(ss_kctx *k)
+{
+    const qsoftmax_plan *p = k->state;
+    if (p->outer * p->len * p->inner == 0) return NULL;
+    bool is_signed = k->in[0]->dtype == SS_DT_INT8;
+    float sx = scale_at(k, 1), ys = floorf(1.0f / scale_at(k, 3));
+    int32_t zy = zero_at(k, 4);
+    float table[256];
+    double shift = log((double)(FLT_MAX / (float)p->len)) - 5;
+    shift = (shift > 0 ? shift : 0) / sx;
+    for (int i = 0; i < 256; i++)
+        table[(uint8_t)(is_signed ? i - 128 : i)] =
+            (float)exp(((double)i - 255 + shift) * (double)sx);
+    const uint8_t *xu = k->in[0]->data;
+    uint8_t *y = k->out[0]->data;
+    for (int64_t o = 0; o < p->outer; o++)
+        for (int64_t in = 0; in < p->inner; in++) {
+            int64_t base = o * p->len * p->inner + in;
+            int best = is_signed ? -128 : 0;
+            for (int64_t j = 0; j < p->len; j++) {
+                uint8_t b = xu[base + j * p->inner];
+                int v = is_signed ? (int8_t)b : b;
+                best = v > best ? v : best;
+            }
+            /* the row's largest value indexes the table's top entry */
+            int shift_by = is_signed ? 127 - best : 255 - best;
+            float sum = 0;
+            for (int64_t j = 0; j < p->len; j++) {
+                uint8_t b = xu[base + j * p->inner];
+                sum += table[(uint8_t)((is_signed ? (int8_t)b : b) + shift_by)];
+            }
+            for (int64_t j = 0; j < p->len; j++) {
+                uint8_t b = xu[base + j * p->inner];
+                float e = table[(uint8_t)((is_signed ? (int8_t)b : b) + shift_by)];
+                float r = nearbyintf(e * ys / sum); /* >= 0, or NaN from a bad scale */
+                int32_t hi = is_signed ? 127 : 255;
+                int32_t q = r != r ? zy : r > 1024.0f ? hi : (int32_t)r + zy;
+                y[base + j * p->inner] = (uint8_t)(q > hi ? hi : q); /* q >= zy: no low end */
+            }
+        }
+    return NULL;
 }
 
 /* ------------------------------------------------------------------ QLinearGlobalAveragePool */
@@ -576,5 +651,6 @@ const ss_op_def ss_ops_qlinear[] = {
     {SS_DOMAIN_MS, "QLinearAveragePool", 1, 1, qavgpool_infer, qavgpool_run, 0, NULL},
     {SS_DOMAIN_MS, "QLinearConcat", 1, 1, qconcat_infer, qconcat_run, 0, NULL},
     {SS_DOMAIN_MS, "QGemm", 1, 1, qgemm_infer, qgemm_run, 0, NULL},
+    {SS_DOMAIN_MS, "QLinearSoftmax", 1, 1, qsoftmax_infer, qsoftmax_run, 0, NULL},
     {NULL, NULL, 0, 0, NULL, NULL, 0, NULL},
 };
