@@ -861,41 +861,66 @@ static cJSON *io_json(const shard_ctx *c, Onnx__ValueInfoProto **vis, size_t n, 
  * folder; a stage folder found under the lock was left by a run that was killed. */
 #define STAGE_DIR_NAME ".shard-partial"
 
+/* Calls fn(path, name, ctx) for each entry of the real folder dir (not a symlink; "." and ".."
+ * skipped) until fn returns false; false when dir is not such a folder or fn stopped the walk. */
+static bool walk_dir(const char *dir, bool (*fn)(const char *path, const char *name, void *ctx),
+                     void *ctx)
+{
+    struct stat sb;
+    DIR *d = lstat(dir, &sb) == 0 && S_ISDIR(sb.st_mode) ? opendir(dir) : NULL;
+    bool all = d != NULL;
+    for (struct dirent *e; all && (e = readdir(d));) {
+        if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, "..")) continue;
+        char f[PATH_MAX + 260];
+        snprintf(f, sizeof f, "%s/%s", dir, e->d_name);
+        all = fn(f, e->d_name, ctx);
+    }
+    if (d) closedir(d);
+    return all;
+}
+
+static bool is_regular(const char *path)
+{
+    struct stat sb;
+    return lstat(path, &sb) == 0 && S_ISREG(sb.st_mode);
+}
+
+static bool regular_entry(const char *path, const char *name, void *ctx)
+{
+    (void)name, (void)ctx;
+    return is_regular(path);
+}
+
 /* A rank folder this tool wrote and may replace: a real folder (not a symlink) with a
  * group_config.json and nothing but regular files (no subfolder of the user's inside). */
 static bool is_rank_dir(const char *dir)
 {
     char cfg[PATH_MAX + 32];
-    struct stat sb;
     snprintf(cfg, sizeof cfg, "%s/group_config.json", dir);
-    if (lstat(dir, &sb) != 0 || !S_ISDIR(sb.st_mode) || lstat(cfg, &sb) != 0 ||
-        !S_ISREG(sb.st_mode))
-        return false;
-    DIR *d = opendir(dir);
-    bool plain = d != NULL;
-    for (struct dirent *e; plain && (e = readdir(d));) {
-        if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, "..")) continue;
-        char f[PATH_MAX + 260];
-        snprintf(f, sizeof f, "%s/%s", dir, e->d_name);
-        plain = lstat(f, &sb) == 0 && S_ISREG(sb.st_mode);
-    }
-    if (d) closedir(d);
-    return plain;
+    return is_regular(cfg) && walk_dir(dir, regular_entry, NULL);
+}
+
+static bool unlink_regular(const char *path, const char *name, void *ctx)
+{
+    (void)name, (void)ctx;
+    if (is_regular(path)) unlink(path);
+    return true;
 }
 
 /* A rank folder's regular files, then the folder (is_rank_dir's kind: never a symlink). */
 static void remove_flat_dir(const char *dir)
 {
-    struct stat sb;
-    if (lstat(dir, &sb) != 0 || !S_ISDIR(sb.st_mode)) return;
-    DIR *d = opendir(dir);
-    for (struct dirent *e; d && (e = readdir(d));) {
-        char f[PATH_MAX + 260];
-        snprintf(f, sizeof f, "%s/%s", dir, e->d_name);
-        if (lstat(f, &sb) == 0 && S_ISREG(sb.st_mode)) unlink(f);
-    }
-    if (d) closedir(d);
-    rmdir(dir);
+    if (walk_dir(dir, unlink_regular, NULL)) rmdir(dir);
+}
+
+static bool unlink_staged(const char *path, const char *name, void *ctx)
+{
+    (void)ctx;
+    if (!strncmp(name, "device", 6) || !strncmp(name, "old-device", 10))
+        remove_flat_dir(path);
+    else if (!strcmp(name, "manifest.json") || !strcmp(name, "old-manifest.json"))
+        unlink(path);
+    return true;
 }
 
 /* The stage folder and what a run puts there: device<r> folders and manifest.json, and while
@@ -903,19 +928,7 @@ static void remove_flat_dir(const char *dir)
  * so does the folder then. */
 static void remove_stage_dir(const char *stage_dir)
 {
-    struct stat sb;
-    if (lstat(stage_dir, &sb) != 0 || !S_ISDIR(sb.st_mode)) return;
-    DIR *d = opendir(stage_dir);
-    for (struct dirent *e; d && (e = readdir(d));) {
-        char f[PATH_MAX + 260];
-        snprintf(f, sizeof f, "%s/%s", stage_dir, e->d_name);
-        if (!strncmp(e->d_name, "device", 6) || !strncmp(e->d_name, "old-device", 10))
-            remove_flat_dir(f);
-        else if (!strcmp(e->d_name, "manifest.json") || !strcmp(e->d_name, "old-manifest.json"))
-            unlink(f);
-    }
-    if (d) closedir(d);
-    rmdir(stage_dir);
+    if (walk_dir(stage_dir, unlink_staged, NULL)) rmdir(stage_dir);
 }
 
 /* Every path the run writes fits PATH_MAX, and --out is a folder or absent (before it is made). */

@@ -486,6 +486,7 @@ static ss_status *qconcat_infer(ss_kctx *k)
     int n = (k->n_in - 2) / 3;
     qconcat_plan *p = ss_op_state_alloc(k, sizeof *p + sizeof(size_t) * (size_t)n);
     if (!p) return ss_op_oom();
+    k->scratch_bytes = 257 * (size_t)n; /* per operand a requantization table and a copy flag */
     p->n = n;
     p->outer = ss_op_dims_prod(x0->dims, 0, axis);
     ss_tensor *y = k->out[0];
@@ -509,27 +510,30 @@ static ss_status *qconcat_infer(ss_kctx *k)
     return st;
 }
 
-/* An operand quantized like the output is copied; another is requantized through a table. */
+/* An operand quantized like the output is copied; another is requantized through its table, made
+ * once a run. */
 static ss_status *qconcat_run(ss_kctx *k)
 {
     const qconcat_plan *p = k->state;
     bool is_signed = k->in[2]->dtype == SS_DT_INT8;
     float sy = scale_at(k, 0);
     int32_t zy = zero_at(k, 1);
+    uint8_t *tables = k->scratch, *copy = tables + 256 * (size_t)p->n;
+    for (int j = 0; j < p->n; j++) {
+        float sx = scale_at(k, 3 + 3 * j);
+        int32_t zx = zero_at(k, 4 + 3 * j);
+        copy[j] = sx == sy && zx == zy;
+        if (!copy[j]) build_table(tables + 256 * (size_t)j, is_signed, sx, zx, sy, zy, NULL, 0);
+    }
     uint8_t *dst = k->out[0]->data;
     for (int64_t o = 0; o < p->outer; o++)
         for (int j = 0; j < p->n; j++) {
-            const uint8_t *src = (const uint8_t *)k->in[2 + 3 * j]->data + o * p->bytes[j];
-            float sx = scale_at(k, 3 + 3 * j);
-            int32_t zx = zero_at(k, 4 + 3 * j);
             if (!p->bytes[j]) continue; /* empty along the axis */
-            if (sx == sy && zx == zy) {
+            const uint8_t *src = (const uint8_t *)k->in[2 + 3 * j]->data + o * p->bytes[j];
+            if (copy[j])
                 memcpy(dst, src, p->bytes[j]);
-            } else {
-                uint8_t table[256];
-                build_table(table, is_signed, sx, zx, sy, zy, NULL, 0);
-                map_bytes(table, src, dst, (int64_t)p->bytes[j]);
-            }
+            else
+                map_bytes(tables + 256 * (size_t)j, src, dst, (int64_t)p->bytes[j]);
             dst += p->bytes[j];
         }
     return NULL;
