@@ -327,6 +327,35 @@ static void a_failed_call_fails_its_requests(void)
     ss_gen_engine_free(e);
 }
 
+/* A call of several sequences that the group failed (a rank lost: not the model's refusal of an
+ * input) fails every request in it at once with that error: none is tried again alone, where the
+ * next call would meet the broken group and fail with a later, less telling error. */
+static void a_failed_group_fails_the_whole_call(void)
+{
+    enum { N = 3 };
+    static result r[N];
+    ss_gen_engine *e = engine(64, 4, 64, 8);
+    for (int i = 0; i < N; i++)
+        submit(e, i, false, &r[i]);
+    ss_gen_call c;
+    static float logits[64 * 64 * VOCAB];
+    CHECK(ss_gen_next(e, &c) && !fake_run(&c, logits));
+    int held = 0;
+    for (int64_t k = 0; k < c.batch; k++)
+        held += !k || c.seq_ids[k] != c.seq_ids[k - 1]; /* a sequence's rows are adjacent */
+    CHECK_MSG(held == N, "the first call holds %d of the %d requests", held, N);
+    ss_gen_done(e, NULL, 0, "worker unavailable: rank 1 (pid 42) is gone");
+    int64_t rows = rows_in_calls;
+    drain(e); /* a call that only frees their pool sequences */
+    CHECK_MSG(rows_in_calls == rows, "%lld rows were run after the group failed",
+              (long long)(rows_in_calls - rows));
+    for (int i = 0; i < N; i++)
+        CHECK_MSG(r[i].ended && r[i].end == SS_GEN_FAILED && strstr(r[i].error, "pid 42"),
+                  "request %d: ended %d (%d), %s", i, r[i].ended, r[i].end, r[i].error);
+    CHECK(ss_gen_active(e) == 0 && live_pool_sequences() == 0);
+    ss_gen_engine_free(e);
+}
+
 /* A call of several sequences that fails (one of them is past the model's position table) fails
  * only that sequence: the others run alone until each call of their own succeeds, and end as
  * they would have alone. */
@@ -358,7 +387,10 @@ static void a_refused_sequence_fails_alone(void)
     while (ss_gen_next(e, &c)) {
         const char *err = fake_run(&c, logits);
         failed_calls += err != NULL;
-        ss_gen_done(e, err ? NULL : logits, fake_rows(&c), err);
+        if (err)
+            ss_gen_refused(e, err);
+        else
+            ss_gen_done(e, logits, fake_rows(&c), NULL);
     }
     pos_limit = 1 << 30;
     CHECK(bad.ended && bad.end == SS_GEN_FAILED && strstr(bad.error, "position out of range"));
@@ -467,5 +499,5 @@ TEST_MAIN(TEST(greedy_32_streams_equal_their_single_runs),
           TEST(sampled_32_streams_equal_their_single_runs), TEST(preemption_changes_nothing),
           TEST(stop_ids_and_cancellation), TEST(decodes_and_prompts_share_a_call),
           TEST(a_failed_call_fails_its_requests), TEST(a_refused_sequence_fails_alone),
-          TEST(a_lost_pool_fails_what_it_held), TEST(logit_rows_change_nothing),
-          TEST(bad_requests_are_refused))
+          TEST(a_failed_group_fails_the_whole_call), TEST(a_lost_pool_fails_what_it_held),
+          TEST(logit_rows_change_nothing), TEST(bad_requests_are_refused))

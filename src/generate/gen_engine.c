@@ -210,7 +210,7 @@ static bool plan_step(ss_gen_engine *e)
     int32_t gone = ss_sched_take_preempted(e->sched, e->gone, e->o.sched.max_sequences);
     for (int32_t i = 0; i < gone; i++)
         drop_from_pool(e, &e->seqs[e->gone[i]]);
-    for (int32_t i = 0; i < n; i++) /* a suspect first, alone (see ss_gen_done) */
+    for (int32_t i = 0; i < n; i++) /* a suspect first, alone (see call_failed) */
         if (e->seqs[e->items[i].seq].suspect) {
             e->items[0] = e->items[i];
             n = 1;
@@ -298,13 +298,37 @@ static void take_token(ss_gen_engine *e, const ss_sched_item *it, const float *r
         q->cb(q->ctx, token, state, NULL);
 }
 
+/* The call ends: its items' sequences leave it. False when there was nothing in it. */
+static bool end_call(ss_gen_engine *e)
+{
+    if (!e->in_call) return false;
+    e->in_call = false;
+    e->n_release = 0;      /* sent with the call */
+    return e->n_items > 0; /* none: a release-only call */
+}
+
+/* The call failed with error. alone: the model refused its inputs, so when it held several
+ * sequences each runs alone from here (which one the model refused, a position past its table,
+ * say, is unknown) and one request's bad input fails only that request; otherwise (the group
+ * failed) every sequence in it fails now. Nothing was cached: retried rows are computed again. */
+static void call_failed(ss_gen_engine *e, const char *error, bool alone)
+{
+    int32_t n = e->n_items, used = 0;
+    for (int32_t i = 0; i < n; i++)
+        used += e->seqs[e->items[i].seq].used;
+    for (int32_t i = 0; i < n; i++) {
+        gen_seq *q = &e->seqs[e->items[i].seq];
+        if (q->used && alone && used > 1)
+            q->suspect = true;
+        else if (q->used)
+            finish(e, e->items[i].seq, -1, SS_GEN_FAILED, error);
+    }
+}
+
 void ss_gen_done(ss_gen_engine *e, const float *logits, int64_t rows, const char *error)
 {
-    if (!e->in_call) return;
-    e->in_call = false;
-    e->n_release = 0; /* sent with the call */
+    if (!end_call(e)) return;
     int32_t n = e->n_items;
-    if (!n) return; /* a release-only call */
     char why[160];
     if (!error && logits && rows != e->n_rows && rows != e->n_lrows) {
         snprintf(why, sizeof why,
@@ -313,34 +337,27 @@ void ss_gen_done(ss_gen_engine *e, const float *logits, int64_t rows, const char
         error = why;
     }
     if (error || !logits) {
-        /* which sequence the model refused (a position past its table, say) is unknown when the
-         * call held several: each runs alone from here, so one request's bad input fails only
-         * that request. Nothing was cached: the rows are computed again. */
-        int32_t used = 0;
-        for (int32_t i = 0; i < n; i++)
-            used += e->seqs[e->items[i].seq].used;
-        for (int32_t i = 0; i < n; i++) {
-            gen_seq *q = &e->seqs[e->items[i].seq];
-            if (q->used && used > 1)
-                q->suspect = true;
-            else if (q->used)
-                finish(e, e->items[i].seq, -1, SS_GEN_FAILED, error ? error : "no logits");
-        }
-    } else {
-        for (int32_t i = 0; i < n; i++)
-            e->seqs[e->items[i].seq].suspect = false;
-        ss_sched_done(e->sched, e->items, n);
-        /* an item's rows end with its last token's, the one sampled from; with a row of
-         * logits per sampled item they come in item order (equal counts: the same rows) */
-        bool every = rows == e->n_rows;
-        size_t row = 0, sampled = 0;
-        for (int32_t i = 0; i < n; i++) {
-            row += (size_t)e->items[i].n;
-            if (!e->items[i].sample) continue;
-            size_t at = every ? row - 1 : sampled++;
-            take_token(e, &e->items[i], logits + at * (size_t)e->o.vocab);
-        }
+        call_failed(e, error ? error : "no logits", false);
+        return;
     }
+    for (int32_t i = 0; i < n; i++)
+        e->seqs[e->items[i].seq].suspect = false;
+    ss_sched_done(e->sched, e->items, n);
+    /* an item's rows end with its last token's, the one sampled from; with a row of logits per
+     * sampled item they come in item order (equal counts: the same rows) */
+    bool every = rows == e->n_rows;
+    size_t row = 0, sampled = 0;
+    for (int32_t i = 0; i < n; i++) {
+        row += (size_t)e->items[i].n;
+        if (!e->items[i].sample) continue;
+        size_t at = every ? row - 1 : sampled++;
+        take_token(e, &e->items[i], logits + at * (size_t)e->o.vocab);
+    }
+}
+
+void ss_gen_refused(ss_gen_engine *e, const char *error)
+{
+    if (end_call(e)) call_failed(e, error, true);
 }
 
 void ss_gen_pool_lost(ss_gen_engine *e, const char *error)

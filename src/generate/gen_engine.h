@@ -82,8 +82,14 @@ void ss_gen_cancel(ss_gen_engine *e, uint64_t handle);
 bool ss_gen_next(ss_gen_engine *e, ss_gen_call *call);
 
 /* The call ran: `rows` rows of logits [rows, seq, vocab] (the call's batch or its n_logit_rows;
- * any other count fails the call), or error (every request in it then FAILED). */
+ * any other count fails the call), or error: the servable failed (a rank lost, a link broken),
+ * and every request in the call is FAILED with it. */
 void ss_gen_done(ss_gen_engine *e, const float *logits, int64_t rows, const char *error);
+
+/* The call's model refused its inputs (error). A call of one request fails it; in a call of
+ * several each runs alone from the next call until its own call succeeds or fails, so one
+ * request's bad input fails only that request. */
+void ss_gen_refused(ss_gen_engine *e, const char *error);
 
 /* The pool is gone (its agents restarted): every request with keys and values there fails with
  * error; queued ones (nothing cached) stay. Not during a call: ss_gen_done it first. */

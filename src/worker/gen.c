@@ -658,7 +658,7 @@ static const char *check_logits(const micro_batch *m, const ss_tensor *t)
     return "the last rank's first output is not float32 logits [rows, seq, vocab] for the call";
 }
 
-void ss_wgen_done(ss_wgen *g, int ticket, const ss_tensor *logits, const char *error,
+void ss_wgen_done(ss_wgen *g, int ticket, const ss_tensor *logits, const char *error, bool refused,
                   int64_t pool_blocks, int32_t block_tokens)
 {
     g->inflight--;
@@ -687,8 +687,11 @@ void ss_wgen_done(ss_wgen *g, int ticket, const ss_tensor *logits, const char *e
             shared ? g->lg_shared++ : g->lg_link++;
         }
         bool ok = !error && logits;
-        ss_gen_done(m->engine, ok ? (const float *)logits->data : NULL, ok ? logits->dims[0] : 0,
-                    error);
+        if (error && refused)
+            ss_gen_refused(m->engine, error);
+        else
+            ss_gen_done(m->engine, ok ? (const float *)logits->data : NULL,
+                        ok ? logits->dims[0] : 0, error);
         return;
     }
     default:

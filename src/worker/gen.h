@@ -70,9 +70,11 @@ ss_status *ss_wgen_submit(ss_wgen *g, const ss_method_config *mc, const ss_servi
 bool ss_wgen_next(ss_wgen *g, ss_gen_call *call, bool *probe, int *ticket);
 
 /* A call ran (every call ss_wgen_next gave must come back here, failed or not): logits [batch,
- * seq, vocab] from the last rank, or an error. For the probe, pool_blocks and block_tokens are
- * the smallest pool over the ranks. */
-void ss_wgen_done(ss_wgen *g, int ticket, const ss_tensor *logits, const char *error,
+ * seq, vocab] from the last rank, or an error; refused: the error is the model's refusal of the
+ * call's inputs (its requests are then retried alone, see ss_gen_refused), not the group's
+ * failure (every request in the call fails with it at once). For the probe, pool_blocks and
+ * block_tokens are the smallest pool over the ranks. */
+void ss_wgen_done(ss_wgen *g, int ticket, const ss_tensor *logits, const char *error, bool refused,
                   int64_t pool_blocks, int32_t block_tokens);
 
 /* The agents are gone (their pools with them): every request fails with why; the next request

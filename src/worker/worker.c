@@ -636,7 +636,7 @@ static void gen_complete(ss_worker *w, job *j)
     const ss_tensor *logits = j->result.n_tensors ? &j->result.tensors[0] : NULL;
     w->gen_defer = true; /* also over the dispatch: a call it fails at once notes its ends too */
     ss_wgen_done(w->gen, j->gen_ticket, j->failed ? NULL : logits, j->failed ? j->err : NULL,
-                 blocks, tokens);
+                 j->model_error, blocks, tokens);
     gen_dispatch(w);
     w->gen_defer = false;
     gen_notes_flush(w);
@@ -1750,7 +1750,7 @@ static void gen_dispatch(ss_worker *w)
     while (w->is_ready && !w->stopping && ss_wgen_next(w->gen, &c, &probe, &ticket)) {
         job *j = job_get(w, 0);
         if (!j) {
-            ss_wgen_done(w->gen, ticket, NULL, "out of memory", 0, 0);
+            ss_wgen_done(w->gen, ticket, NULL, "out of memory", false, 0, 0);
             return;
         }
         j->gen = true, j->gen_probe = probe, j->gen_ticket = ticket, j->call = c;

@@ -128,7 +128,10 @@ static bool drain(model *m, ss_gen_engine *e, int *calls, int *widest)
             fprintf(stderr, "call of %lld x %lld: %s\n", (long long)c.batch, (long long)c.seq,
                     st->msg);
         ok = ok && !st;
-        ss_gen_done(e, logits, rows, st ? st->msg : NULL);
+        if (st)
+            ss_gen_refused(e, st->msg); /* the runtime refused the call's inputs */
+        else
+            ss_gen_done(e, logits, rows, NULL);
         ss_status_free(st);
     }
     return ok;
