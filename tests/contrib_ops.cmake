@@ -7,7 +7,8 @@
 # - onnx_ort_op_cases: default-domain ops Debian's onnx test data lacks (LpPool, GlobalLpPool,
 #   MaxRoiPool; tests/onnx/ort_op_cases.py);
 # - onnx_ort_qlinear_cases: the quantized com.microsoft ops of onnxruntime's int8 models
-#   (QLinearAdd ... QGemm, DynamicQuantizeMatMul, 16-bit Q/DQ, and a QOperator CNN;
+#   (QLinearAdd ... QGemm, DynamicQuantizeMatMul, 16-bit Q/DQ, NhwcMaxPool, QLinearWhere, QAttention,
+#   QEmbedLayerNormalization, a QOperator CNN and a quantized BERT layer;
 #   tests/onnx/ort_qlinear_cases.py),
 #   compared exactly.
 # The oracle is the real-model suite's cached onnxruntime-node (outside git): the tests are
@@ -36,7 +37,7 @@ endfunction()
 if(EXISTS ${ss_ort_oracle}/onnxruntime-node AND EXISTS ${ss_ort_oracle}/onnx-proto)
   ss_ort_case_suite(contrib_cases 49)
   ss_ort_case_suite(ort_op_cases 15)
-  ss_ort_case_suite(ort_qlinear_cases 59)
+  ss_ort_case_suite(ort_qlinear_cases 78)
 else()
   message(STATUS "onnx_contrib_cases, onnx_ort_op_cases and onnx_ort_qlinear_cases not registered: no onnxruntime-node at"
                  " ${ss_ort_oracle} (scripts/test-real-models.sh --fetch-only --quick installs it)")

@@ -31,7 +31,7 @@ static const ss_op_def *const families[] = {
     ss_ops_contrib_attention, // com.microsoft Attention MultiHeadAttention RotaryEmbedding
     ss_ops_sequence,          // Sequence* ConcatFromSequence SplitToSequence
     ss_ops_random,            // Random{Uniform,Normal}[Like] Bernoulli Multinomial
-    ss_ops_qlinear,           // com.microsoft QLinearAdd/Mul/Sigmoid/LeakyRelu/GlobalAveragePool/Concat
+    ss_ops_qlinear,           // com.microsoft QLinear*, QGemm, NhwcMaxPool
 };
 // clang-format on
 

@@ -82,6 +82,24 @@ def cases():
          ("sc", sc)], "A_zero_point is int8, expected uint8"
     yield "qconcat_inputs", ms("QLinearConcat", ["sy", "zy", "a", "sa"], axis=0), \
         [("sy", sc), ("zy", np.uint8(0)), ("a", u8(3)), ("sa", sc)], "has 4 inputs: expected Y_scale"
+    yield "qwhere_condition_type", ms("QLinearWhere", ["c", "x", "sx", "zx", "x", "sx", "zx", "sx", "zx"]), \
+        [("c", u8(3)), ("x", u8(3)), ("sx", sc), ("zx", np.uint8(0))], "condition is uint8, expected bool"
+    yield "nhwcmaxpool_rank", ms("NhwcMaxPool", ["x"], kernel_shape=[2]), [("x", u8(4, 3))], \
+        "X must have rank >= 3"
+    bias = np.zeros(24, np.float32)
+    yield "qattention_weight_rows", ms("QAttention", ["x", "w", "b", "sx", "sw"], num_heads=2), \
+        [("x", u8(1, 3, 8)), ("w", u8(6, 24)), ("b", bias), ("sx", sc), ("sw", sc)], \
+        "input must be [B, S, D] and weight [D, 3 * hidden]"
+    yield "qattention_weight_scales", ms("QAttention", ["x", "w", "b", "sx", "sw"], num_heads=2), \
+        [("x", u8(1, 3, 8)), ("w", u8(8, 24)), ("b", bias), ("sx", sc), ("sw", np.ones(5, np.float32))], \
+        "weight_scale must be float32, one value or 24"
+    qe = ["ids", "", "t", "t", "", "g", "g", "", "s", "s", "", "s", "s", "z", "z", "", "z", "z"]
+    yield "qembed_id_out_of_range", ms("QEmbedLayerNormalization", qe), \
+        [("ids", np.array([[1, 99]], np.int32)), ("t", u8(4, 8)), ("g", u8(8)), ("s", sc), ("z", np.uint8(0))], \
+        "index 99 is outside input 2's 4 rows"
+    yield "qembed_scale_type", ms("QEmbedLayerNormalization", qe), \
+        [("ids", np.array([[1, 2]], np.int32)), ("t", u8(4, 8)), ("g", u8(8)), ("s", np.uint8(3)),
+         ("z", np.uint8(0))], "input 8 (the scale of input 2) must be one float32"
 
 
 def main(ss, out):

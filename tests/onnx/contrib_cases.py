@@ -21,7 +21,8 @@ MS = "com.microsoft"
 T = {np.dtype(np.float32): TensorProto.FLOAT, np.dtype(np.float16): TensorProto.FLOAT16,
      np.dtype(np.int64): TensorProto.INT64, np.dtype(np.int32): TensorProto.INT32,
      np.dtype(np.uint8): TensorProto.UINT8, np.dtype(np.int8): TensorProto.INT8,
-     np.dtype(np.uint16): TensorProto.UINT16, np.dtype(np.int16): TensorProto.INT16}
+     np.dtype(np.uint16): TensorProto.UINT16, np.dtype(np.int16): TensorProto.INT16,
+     np.dtype(np.bool_): TensorProto.BOOL}
 
 
 def f32(*shape, lo=-1.0, hi=1.0):

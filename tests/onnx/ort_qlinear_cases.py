@@ -3,7 +3,9 @@
 quantization write them: QLinearAdd and QLinearMul (broadcasting, scalar operands, no output zero
 point), QLinearSigmoid, QLinearLeakyRelu, QLinearSoftmax (opset 12 rows, opset 13 along an axis),
 QLinearGlobalAveragePool (NCHW and channels_last),
-QLinearAveragePool (pads, strides, count_include_pad, ceil_mode),
+QLinearAveragePool (pads, strides, count_include_pad, ceil_mode; NCHW and channels_last),
+NhwcMaxPool, QLinearWhere, QAttention, QEmbedLayerNormalization and a quantized BERT layer made
+of them (float32 outputs compared with onnx-test's default tolerance),
 QLinearConcat (operands quantized like the output and not), QGemm (float or quantized out,
 transposes, per-column B, int32 C), MatMulIntegerToFloat (per-tensor and per-column B, bias),
 DynamicQuantizeMatMul, and the com.microsoft QuantizeLinear/DequantizeLinear (16-bit types, per
@@ -127,6 +129,130 @@ def qavgpool_cases(out):
          [("sx", scale(0.05)), ("zx", zp(np.uint8, 10)), ("sy", scale(0.05)), ("zy", zp(np.uint8, 10))])
 
 
+def qavgpool_nhwc_cases(out):
+    ins = ["x", "sx", "zx", "sy", "zy"]
+    for dt, zx, zy in ((np.uint8, 128, 120), (np.int8, 0, -3)):
+        inits = [("sx", scale(0.03)), ("zx", zp(dt, zx)), ("sy", scale(0.025)), ("zy", zp(dt, zy))]
+        case(out, "ms_qavgpool_nhwc_" + np.dtype(dt).name,
+             [node("QLinearAveragePool", ins, ["y"], kernel_shape=[3, 2], strides=[2, 1],
+                   pads=[1, 0, 1, 1], channels_last=1)], [("x", q(dt, 2, 9, 7, 3))],
+             [("y", Q[dt])], inits)
+
+
+def nhwc_maxpool_cases(out):
+    for dt in (np.uint8, np.int8):
+        name = np.dtype(dt).name
+        case(out, "ms_nhwcmaxpool_" + name,
+             [node("NhwcMaxPool", ["x"], ["y"], kernel_shape=[3, 3], strides=[2, 2],
+                   pads=[1, 1, 1, 1])], [("x", q(dt, 2, 9, 8, 5))], [("y", Q[dt])])
+        case(out, "ms_nhwcmaxpool_dilated_ceil_" + name,
+             [node("NhwcMaxPool", ["x"], ["y"], kernel_shape=[2, 2], strides=[2, 2],
+                   dilations=[2, 1], ceil_mode=1)], [("x", q(dt, 1, 10, 9, 3))], [("y", Q[dt])])
+    case(out, "ms_nhwcmaxpool_same_upper",
+         [node("NhwcMaxPool", ["x"], ["y"], kernel_shape=[2, 3], auto_pad="SAME_UPPER")],
+         [("x", q(np.uint8, 1, 5, 6, 4))], [("y", TensorProto.UINT8)])
+
+
+def qwhere_cases(out):
+    ins = ["c", "x", "sx", "zx", "y", "sy", "zy", "sz", "zz"]
+    for dt, zs in ((np.uint8, (100, 128, 110)), (np.int8, (-3, 5, 0))):
+        name = np.dtype(dt).name
+        inits = [("sx", scale(0.1)), ("zx", zp(dt, zs[0])), ("sy", scale(0.23)),
+                 ("zy", zp(dt, zs[1])), ("sz", scale(0.15)), ("zz", zp(dt, zs[2]))]
+        case(out, "ms_qwhere_" + name, [node("QLinearWhere", ins, ["z"])],
+             [("c", rng.integers(0, 2, (2, 3, 4)).astype(bool)), ("x", q(dt, 2, 3, 4)),
+              ("y", q(dt, 2, 3, 4))], [("z", Q[dt])], inits)
+        case(out, "ms_qwhere_broadcast_" + name, [node("QLinearWhere", ins, ["z"])],
+             [("c", rng.integers(0, 2, (3, 1)).astype(bool)), ("x", q(dt, 1, 5)),
+              ("y", q(dt))], [("z", Q[dt])], inits)
+    # X quantized as Z is: copied unchanged
+    case(out, "ms_qwhere_same_scale", [node("QLinearWhere", ins, ["z"])],
+         [("c", rng.integers(0, 2, 16).astype(bool)), ("x", q(np.uint8, 16)),
+          ("y", q(np.uint8, 16))], [("z", TensorProto.UINT8)],
+         [("sx", scale(0.15)), ("zx", zp(np.uint8, 110)), ("sy", scale(0.5)),
+          ("zy", zp(np.uint8, 0)), ("sz", scale(0.15)), ("zz", zp(np.uint8, 110))])
+
+
+def qattention_cases(out):
+    """onnxruntime's QAttention (quantize_dynamic of a BERT or GPT-2 attention block); outputs are
+    float32, compared with onnx-test's default tolerance."""
+    B, S, D, N = 2, 5, 16, 4
+    ins = ["x", "w", "bias", "sx", "sw", "mask", "zx", "zw", "past"]
+    bias = rng.uniform(-0.5, 0.5, 3 * D).astype(np.float32)
+    for wdt in (np.int8, np.uint8):
+        name = np.dtype(wdt).name
+        case(out, "ms_qattention_" + name, [node("QAttention", ins[:8], ["y"], num_heads=N)],
+             [("x", q(np.uint8, B, S, D)), ("mask", np.array([5, 3], np.int32))], [("y", F)],
+             [("w", q(wdt, D, 3 * D)), ("bias", bias), ("sx", scale(0.02)), ("sw", scale(0.01)),
+              ("zx", zp(np.uint8, 128)), ("zw", zp(wdt, 2))])
+    case(out, "ms_qattention_per_column_raw_mask",
+         [node("QAttention", ins[:8], ["y"], num_heads=N)],
+         [("x", q(np.uint8, B, S, D)), ("mask", rng.integers(0, 2, (B, S)).astype(np.int32))],
+         [("y", F)],
+         [("w", q(np.int8, D, 3 * D)), ("bias", bias), ("sx", scale(0.02)),
+          ("sw", rng.uniform(0.005, 0.02, 3 * D).astype(np.float32)), ("zx", zp(np.uint8, 120)),
+          ("zw", q(np.int8, 3 * D))])
+    P = 3
+    case(out, "ms_qattention_unidirectional_past",
+         [node("QAttention", ["x", "w", "bias", "sx", "sw", "", "zx", "", "past"], ["y", "present"],
+               num_heads=N, unidirectional=1)],
+         [("x", q(np.uint8, B, 2, D)),
+          ("past", rng.uniform(-1, 1, (2, B, N, P, D // N)).astype(np.float32))],
+         [("y", F), ("present", F)],
+         [("w", q(np.int8, D, 3 * D)), ("bias", bias), ("sx", scale(0.03)), ("sw", scale(0.01)),
+          ("zx", zp(np.uint8, 128))])
+
+
+def qembed_inits(V, P, D, with_segment):
+    u8 = lambda *s: q(np.uint8, *s)
+    inits = [("we", u8(V, D)), ("pe", u8(P, D))] + ([("se", u8(2, D))] if with_segment else [])
+    inits += [("g", rng.integers(100, 255, D).astype(np.uint8)), ("b", u8(D)),
+              ("wes", scale(0.01)), ("pes", scale(0.005))]
+    inits += ([("ses", scale(0.02))] if with_segment else [])
+    inits += [("gs", scale(0.008)), ("bs", scale(0.004)), ("wez", zp(np.uint8, 128)),
+              ("pez", zp(np.uint8, 120))]
+    inits += ([("sez", zp(np.uint8, 128))] if with_segment else [])
+    return inits + [("gz", zp(np.uint8, 0)), ("bz", zp(np.uint8, 128))]
+
+
+def qembed_cases(out):
+    """onnxruntime's QEmbedLayerNormalization (quantize_dynamic of BERT's embedding block)."""
+    V, P, D, B, S = 30, 12, 16, 2, 7
+    ids = rng.integers(0, V, (B, S)).astype(np.int32)
+    names = ["ids", "seg", "we", "pe", "se", "g", "b", "mask", "wes", "pes", "ses", "gs", "bs",
+             "wez", "pez", "sez", "gz", "bz"]
+    case(out, "ms_qembedlayernorm", [node("QEmbedLayerNormalization", names, ["y", "mi"],
+                                          epsilon=1e-5)],
+         [("ids", ids), ("seg", rng.integers(0, 2, (B, S)).astype(np.int32)),
+          ("mask", np.array([[1] * 7, [1] * 4 + [0] * 3], np.int32))],
+         [("y", F), ("mi", TensorProto.INT32)], qembed_inits(V, P, D, True))
+    no_seg = [n if n not in ("seg", "se", "ses", "sez", "mask") else "" for n in names]
+    case(out, "ms_qembedlayernorm_no_segment",
+         [node("QEmbedLayerNormalization", no_seg, ["y", "mi"])], [("ids", ids)],
+         [("y", F), ("mi", TensorProto.INT32)],
+         qembed_inits(V, P, D, False))
+
+
+def quantized_bert_layer_case(out):
+    """The pattern of onnxruntime's quantize_dynamic of an optimized BERT: ids into
+    QEmbedLayerNormalization, its output quantized (DynamicQuantizeLinear) into QAttention with
+    the embedding's mask_index, a residual Add."""
+    V, P, D, B, S, N = 30, 12, 16, 2, 6, 2
+    names = ["ids", "", "we", "pe", "", "g", "b", "mask", "wes", "pes", "", "gs", "bs", "wez",
+             "pez", "", "gz", "bz"]
+    nodes = [node("QEmbedLayerNormalization", names, ["e", "mi"]),
+             helper.make_node("DynamicQuantizeLinear", ["e"], ["eq", "es", "ez"]),
+             node("QAttention", ["eq", "w", "bias", "es", "sw", "mi", "ez", "zw"], ["a"],
+                  num_heads=N),
+             helper.make_node("Add", ["a", "e"], ["y"])]
+    inits = qembed_inits(V, P, D, False) + [
+        ("w", q(np.int8, D, 3 * D)), ("bias", rng.uniform(-0.5, 0.5, 3 * D).astype(np.float32)),
+        ("sw", scale(0.02)), ("zw", zp(np.int8, 0))]
+    case(out, "ms_quantized_bert_layer", nodes,
+         [("ids", rng.integers(0, V, (B, S)).astype(np.int32)),
+          ("mask", np.array([[1] * 6, [1] * 5 + [0]], np.int32))], [("y", F)], inits)
+
+
 def qconcat_cases(out):
     for dt, zs in ((np.uint8, (128, 128, 100)), (np.int8, (0, 0, -20))):
         ins = ["sy", "zy", "a", "sa", "za", "b", "sb", "zb", "c", "sc", "zc"]
@@ -235,6 +361,12 @@ def main():
     qgap_cases(out)
     qconcat_cases(out)
     qavgpool_cases(out)
+    qavgpool_nhwc_cases(out)
+    nhwc_maxpool_cases(out)
+    qwhere_cases(out)
+    qattention_cases(out)
+    qembed_cases(out)
+    quantized_bert_layer_case(out)
     qmatmul_cases(out)
     qgemm_cases(out)
     ms_qdq_cases(out)

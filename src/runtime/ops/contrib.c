@@ -300,12 +300,12 @@ static ss_status *embed_check_ids(const ss_kctx *k, int i, int64_t B, int64_t S,
     return ok ? NULL : ss_op_err(k, SS_ERR_INVALID, "input %d must be int32 [B, S]", i);
 }
 
-static ss_status *embed_infer_f32(ss_kctx *k)
+/* The inputs every embedding op shares: ids [B, S]; word, position (and segment) tables [rows, D];
+ * segment ids and the mask [B, S] (position ids [B or 1, S] when pos_ids >= 0); gamma and beta
+ * [D]. */
+static ss_status *embed_check_shapes(const ss_kctx *k, int pos_ids, int64_t *B, int64_t *S,
+                                     int64_t *D)
 {
-    static const char *const attrs[] = {"epsilon", "mask_index_type", NULL};
-    ss_status *st = ss_op_expect_inputs(k, 1, 9);
-    if (!st) st = ss_op_check_attrs(k, attrs);
-    if (st) return st;
     static const int required[] = {EMB_IDS, EMB_WORD, EMB_POS, EMB_GAMMA, EMB_BETA};
     for (int i = 0; i < 5; i++)
         if (!ss_contrib_in(k, required[i]))
@@ -315,18 +315,22 @@ static ss_status *embed_infer_f32(ss_kctx *k)
     if (ids->ndim != 2 || word->ndim != 2 || pos->ndim != 2 || word->dims[1] != pos->dims[1] ||
         (segt && (segt->ndim != 2 || segt->dims[1] != word->dims[1])) || !seg != !segt)
         return ss_op_err(k, SS_ERR_INVALID, "ids must be [B, S], the embeddings [rows, D]");
-    int64_t B = ids->dims[0], S = ids->dims[1], D = word->dims[1];
-    if ((st = embed_check_ids(k, EMB_IDS, B, S, false)) ||
-        (st = embed_check_ids(k, EMB_SEG, B, S, false)) ||
-        (st = embed_check_ids(k, EMB_MASK, B, S, false)) ||
-        (st = embed_check_ids(k, EMB_POS_IDS, B, S, true)))
+    *B = ids->dims[0], *S = ids->dims[1], *D = word->dims[1];
+    ss_status *st;
+    if ((st = embed_check_ids(k, EMB_IDS, *B, *S, false)) ||
+        (st = embed_check_ids(k, EMB_SEG, *B, *S, false)) ||
+        (st = embed_check_ids(k, EMB_MASK, *B, *S, false)) ||
+        (pos_ids >= 0 && (st = embed_check_ids(k, pos_ids, *B, *S, true))))
         return st;
-    for (int i = EMB_WORD; i <= EMB_BETA; i++)
-        if (k->in[i] && k->in[i]->dtype != SS_DT_FLOAT32)
-            return ss_op_err(k, SS_ERR_UNSUPPORTED, "input %d must be a float type", i);
-    if ((st = expect_vector(k, EMB_GAMMA, "gamma", D)) ||
-        (st = expect_vector(k, EMB_BETA, "beta", D)))
+    if ((st = expect_vector(k, EMB_GAMMA, "gamma", *D)) ||
+        (st = expect_vector(k, EMB_BETA, "beta", *D)))
         return st;
+    return NULL;
+}
+
+/* The norm's plan and the outputs: [B, S, D], mask_index [B], and the sum before the norm. */
+static ss_status *embed_plan(ss_kctx *k, int64_t B, int64_t S, int64_t D)
+{
     norm_plan *p = ss_op_state_alloc(k, sizeof *p);
     if (!p) return ss_op_oom();
     p->s = norm_spec_of("SkipLayerNormalization");
@@ -339,39 +343,90 @@ static ss_status *embed_infer_f32(ss_kctx *k)
     return NULL;
 }
 
-/* Row `id` of a [rows, D] table, or an error naming the table when out of range. */
-static ss_status *embed_row(const ss_kctx *k, int i, int64_t id, const float **row)
+static ss_status *embed_infer_f32(ss_kctx *k)
+{
+    static const char *const attrs[] = {"epsilon", "mask_index_type", NULL};
+    ss_status *st = ss_op_expect_inputs(k, 1, 9);
+    if (!st) st = ss_op_check_attrs(k, attrs);
+    int64_t B, S, D;
+    if (!st) st = embed_check_shapes(k, EMB_POS_IDS, &B, &S, &D);
+    if (st) return st;
+    for (int i = EMB_WORD; i <= EMB_BETA; i++)
+        if (k->in[i] && k->in[i]->dtype != SS_DT_FLOAT32)
+            return ss_op_err(k, SS_ERR_UNSUPPORTED, "input %d must be a float type", i);
+    return embed_plan(k, B, S, D);
+}
+
+/* How an embedding op differs from EmbedLayerNormalization's layout (the EMB_ indices): its
+ * position ids input (-1: none), and for quantized tables (word, position, segment, gamma, beta)
+ * a scale and a zero point input each (-1: float32 tables). */
+typedef struct {
+    int pos_ids;
+    int scale[5], zero[5];
+} embed_layout;
+
+static const embed_layout embed_f32 = {EMB_POS_IDS, {-1, -1, -1, -1, -1}, {-1, -1, -1, -1, -1}};
+
+/* y[0..n) = (or +=, when add) input i's values from `off` on, dequantized as scale * (q - zero
+ * point) when the layout quantizes it (which: its slot in the layout's scales). */
+static void embed_values(const ss_kctx *k, const embed_layout *l, int which, int i, int64_t off,
+                         int64_t n, bool add, float *y)
+{
+    const ss_tensor *t = k->in[i];
+    if (l->scale[which] < 0) {
+        const float *v = (const float *)t->data + off;
+        for (int64_t j = 0; j < n; j++)
+            y[j] = add ? y[j] + v[j] : v[j];
+        return;
+    }
+    const ss_tensor *zt = ss_contrib_in(k, l->zero[which]);
+    float scale = (float)ss_op_elem_f64(k->in[l->scale[which]], 0);
+    int32_t zero = zt ? (int32_t)ss_op_elem_i64(zt, 0) : 0;
+    for (int64_t j = 0; j < n; j++) {
+        int32_t q = t->dtype == SS_DT_INT8 ? ((const int8_t *)t->data)[off + j]
+                                           : ((const uint8_t *)t->data)[off + j];
+        float v = scale * (float)(q - zero);
+        y[j] = add ? y[j] + v : v;
+    }
+}
+
+/* y = (or +=) row `id` of table input i ([rows, D]), or an error naming the table when out of
+ * range. */
+static ss_status *embed_row(const ss_kctx *k, const embed_layout *l, int which, int i, int64_t id,
+                            bool add, float *y)
 {
     const ss_tensor *t = k->in[i];
     if (id < 0 || id >= t->dims[0])
         return ss_op_err(k, SS_ERR_INVALID, "index %lld is outside input %d's %lld rows",
                          (long long)id, i, (long long)t->dims[0]);
-    *row = (const float *)t->data + id * t->dims[1];
+    embed_values(k, l, which, i, id * t->dims[1], t->dims[1], add, y);
     return NULL;
 }
 
-static ss_status *embed_token(const ss_kctx *k, const norm_plan *p, int64_t r, float *y)
+/* word[id] + position[pos] + segment[segment id], added in that order. */
+static ss_status *embed_token(const ss_kctx *k, const embed_layout *l, int64_t r, float *y)
 {
     int64_t S = k->in[EMB_IDS]->dims[1], s = r % S;
-    const ss_tensor *seg = ss_contrib_in(k, EMB_SEG), *pid = ss_contrib_in(k, EMB_POS_IDS);
+    const ss_tensor *seg = ss_contrib_in(k, EMB_SEG);
+    const ss_tensor *pid = l->pos_ids >= 0 ? ss_contrib_in(k, l->pos_ids) : NULL;
     int64_t pos = pid ? ((const int32_t *)pid->data)[pid->dims[0] == 1 ? s : r] : s;
-    const float *w = NULL, *ps = NULL, *sg = NULL;
-    ss_status *st = embed_row(k, EMB_WORD, ((const int32_t *)k->in[EMB_IDS]->data)[r], &w);
-    if (!st) st = embed_row(k, EMB_POS, pos, &ps);
-    if (!st && seg) st = embed_row(k, EMB_SEG_TABLE, ((const int32_t *)seg->data)[r], &sg);
-    for (int64_t i = 0; !st && i < p->n; i++)
-        y[i] = w[i] + ps[i] + (sg ? sg[i] : 0.0f);
+    ss_status *st =
+        embed_row(k, l, 0, EMB_WORD, ((const int32_t *)k->in[EMB_IDS]->data)[r], false, y);
+    if (!st) st = embed_row(k, l, 1, EMB_POS, pos, true, y);
+    if (!st && seg)
+        st = embed_row(k, l, 2, EMB_SEG_TABLE, ((const int32_t *)seg->data)[r], true, y);
     return st;
 }
 
-static ss_status *embed_run_f32(ss_kctx *k)
+/* Every token's embedding normalized with gamma and beta (float32), its sum before the norm into
+ * output 2 when asked for, and mask_index: the mask's 1s per row (0 with no mask). */
+static ss_status *embed_rows(ss_kctx *k, const embed_layout *l, const norm_plan *p,
+                             const float *gamma, const float *beta)
 {
-    const norm_plan *p = k->state;
-    const float *gamma = k->in[EMB_GAMMA]->data, *beta = k->in[EMB_BETA]->data;
     float *sum = opt_out_data(k, 2);
     for (int64_t r = 0; r < p->rows; r++) {
         float *y = (float *)k->out[0]->data + r * p->n;
-        ss_status *st = embed_token(k, p, r, y);
+        ss_status *st = embed_token(k, l, r, y);
         if (st) return st;
         if (sum) memcpy(sum + r * p->n, y, sizeof(float) * (size_t)p->n);
         norm_row(p, y, gamma, beta, NULL, NULL);
@@ -387,7 +442,66 @@ static ss_status *embed_run_f32(ss_kctx *k)
     return NULL;
 }
 
+static ss_status *embed_run_f32(ss_kctx *k)
+{
+    return embed_rows(k, &embed_f32, k->state, k->in[EMB_GAMMA]->data, k->in[EMB_BETA]->data);
+}
+
 SS_CONTRIB_F32(embed)
+
+/* ------------------------------------------------------------------ QEmbedLayerNormalization
+ * onnxruntime's quantized EmbedLayerNormalization (its dynamic quantization of BERT): the word,
+ * position and segment tables and gamma and beta are uint8/int8 with a scale and a zero point
+ * each (inputs 8-17), dequantized as onnxruntime does (scale * (q - zero point) in float32) as
+ * rows are read; positions are the tokens' indexes. Outputs as EmbedLayerNormalization's. */
+
+enum { QEMB_SCALES = 8, QEMB_ZEROS = 13 };
+
+static const embed_layout embed_q8 = {
+    -1,
+    {QEMB_SCALES, QEMB_SCALES + 1, QEMB_SCALES + 2, QEMB_SCALES + 3, QEMB_SCALES + 4},
+    {QEMB_ZEROS, QEMB_ZEROS + 1, QEMB_ZEROS + 2, QEMB_ZEROS + 3, QEMB_ZEROS + 4}};
+
+static ss_status *qembed_infer(ss_kctx *k)
+{
+    static const char *const attrs[] = {"epsilon", NULL};
+    if (k->n_in < 13 || k->n_in > 18) /* the segment inputs and the mask are optional */
+        return ss_op_err(k, SS_ERR_INVALID, "has %d inputs, expects 13 to 18", k->n_in);
+    ss_status *st = ss_op_check_attrs(k, attrs);
+    int64_t B, S, D;
+    if (!st) st = embed_check_shapes(k, -1, &B, &S, &D);
+    if (st) return st;
+    const embed_layout *l = &embed_q8;
+    static const int tables[5] = {EMB_WORD, EMB_POS, EMB_SEG_TABLE, EMB_GAMMA, EMB_BETA};
+    for (int t = 0; t < 5; t++) {
+        const ss_tensor *q = ss_contrib_in(k, tables[t]);
+        if (!q) continue; /* the segment table is optional */
+        if (q->dtype != SS_DT_UINT8 && q->dtype != SS_DT_INT8)
+            return ss_op_err(k, SS_ERR_UNSUPPORTED, "input %d is %s: uint8 or int8 only", tables[t],
+                             ss_dtype_name(q->dtype));
+        const ss_tensor *sc = ss_contrib_in(k, l->scale[t]), *zp = ss_contrib_in(k, l->zero[t]);
+        if (!sc || sc->dtype != SS_DT_FLOAT32 || ss_tensor_numel(sc) != 1)
+            return ss_op_err(k, SS_ERR_INVALID,
+                             "input %d (the scale of input %d) must be one float32", l->scale[t],
+                             tables[t]);
+        if (zp && (zp->dtype != q->dtype || ss_tensor_numel(zp) != 1))
+            return ss_op_err(k, SS_ERR_INVALID,
+                             "input %d (the zero point of input %d) must be one %s", l->zero[t],
+                             tables[t], ss_dtype_name(q->dtype));
+    }
+    if ((st = embed_plan(k, B, S, D))) return st;
+    k->scratch_bytes = 2 * sizeof(float) * (size_t)D; /* gamma and beta, dequantized */
+    return NULL;
+}
+
+static ss_status *qembed_run(ss_kctx *k)
+{
+    const norm_plan *p = k->state;
+    float *gamma = k->scratch, *beta = gamma + p->n;
+    embed_values(k, &embed_q8, 3, EMB_GAMMA, 0, p->n, false, gamma);
+    embed_values(k, &embed_q8, 4, EMB_BETA, 0, p->n, false, beta);
+    return embed_rows(k, &embed_q8, p, gamma, beta);
+}
 
 /* ------------------------------------------------------------------ FusedMatMul */
 
@@ -653,6 +767,7 @@ const ss_op_def ss_ops_contrib[] = {
     {"", "SimplifiedLayerNormalization", 1, 21, norm_infer, norm_run, 0, NULL},
     {"", "LayerNormalization", 1, 16, norm_infer, norm_run, 0, NULL},
     {SS_DOMAIN_MS, "EmbedLayerNormalization", 1, 1, embed_infer, embed_run, 0, NULL},
+    {SS_DOMAIN_MS, "QEmbedLayerNormalization", 1, 1, qembed_infer, qembed_run, 0, NULL},
     {SS_DOMAIN_MS, "FusedMatMul", 1, 1, fmm_infer, fmm_run, 0, NULL},
     {SS_DOMAIN_MS, "MatMulNBits", 1, 1, nbits_infer, nbits_run, 0, NULL},
     {NULL, NULL, 0, 0, NULL, NULL, 0, NULL},

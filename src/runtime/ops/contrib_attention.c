@@ -1,7 +1,8 @@
 /*
  * onnxruntime's fused attention ops: Attention (packed Q/K/V weights, BERT and GPT-2 exports of
- * its transformer optimizer), MultiHeadAttention (projected Q, K, V), GroupQueryAttention (fewer
- * K/V heads than query heads, causal, with a KV cache) and RotaryEmbedding.
+ * its transformer optimizer) and QAttention (the same, quantized), MultiHeadAttention (projected Q,
+ * K, V), GroupQueryAttention (fewer K/V heads than query heads, causal, with a KV cache) and
+ * RotaryEmbedding.
  *
  * Both attention ops bring Q, K and V into one head-major layout in the scratch ([B, N, S, H] for
  * Q; [B, N, T, H] for K and V, where T = past + new positions and the past rows come first), then
@@ -14,7 +15,9 @@
 #include "contrib.h"
 
 #include "gemm_kernel.h"
+#include "quant.h"
 
+#include <cblas.h>
 #include <math.h>
 #include <string.h>
 
@@ -195,16 +198,27 @@ static ss_status *attention_sizes(const ss_kctx *k, attn_plan *p, int64_t width)
     return NULL;
 }
 
-static ss_status *attention_check_past(const ss_kctx *k, attn_plan *p)
+/* past (input i): [2, B, num_heads, P, head_size]. */
+static ss_status *attention_check_past(const ss_kctx *k, attn_plan *p, int i)
 {
-    const ss_tensor *past = ss_contrib_in(k, 4);
+    const ss_tensor *past = ss_contrib_in(k, i);
     p->P = 0, p->past_in = -1;
     if (!past) return NULL;
-    if (past->ndim != 5 || past->dims[0] != 2 || past->dims[1] != p->B || past->dims[2] != p->N ||
-        past->dims[4] != p->H || p->H != p->Hv)
-        return ss_op_err(k, SS_ERR_INVALID, "past must be [2, B, num_heads, P, head_size]");
-    p->P = past->dims[3], p->past_in = 4;
+    if (past->dtype != SS_DT_FLOAT32 || past->ndim != 5 || past->dims[0] != 2 ||
+        past->dims[1] != p->B || past->dims[2] != p->N || past->dims[4] != p->H || p->H != p->Hv)
+        return ss_op_err(k, SS_ERR_INVALID, "past must be float32 [2, B, num_heads, P, head_size]");
+    p->P = past->dims[3], p->past_in = i;
     return NULL;
+}
+
+/* Output 0 [B, S, Dv] and present [2, B, N, T, H] when asked for. */
+static void attention_outputs(ss_kctx *k, const attn_plan *p)
+{
+    ss_tensor *y = k->out[0], *present = ss_contrib_out(k, 1);
+    *y = (ss_tensor){.dtype = SS_DT_FLOAT32, .ndim = 3, .dims = {p->B, p->S, p->Dv}};
+    if (present)
+        *present =
+            (ss_tensor){.dtype = SS_DT_FLOAT32, .ndim = 5, .dims = {2, p->B, p->N, p->T, p->H}};
 }
 
 static ss_status *attention_infer_f32(ss_kctx *k)
@@ -228,27 +242,20 @@ static ss_status *attention_infer_f32(ss_kctx *k)
     if ((st = attention_sizes(k, p, w->dims[1]))) return st;
     if (bias && ss_tensor_numel(bias) != w->dims[1])
         return ss_op_err(k, SS_ERR_INVALID, "bias must have %lld values", (long long)w->dims[1]);
-    if ((st = attention_check_past(k, p))) return st;
+    if ((st = attention_check_past(k, p, 4))) return st;
     p->T = p->P + p->L;
     if ((st = attn_check_mask(k, p, 3)) || (st = attn_check_bias(k, p, 5))) return st;
     attn_finish_plan(k, p, (size_t)(p->B * p->S * w->dims[1]));
-    ss_tensor *y = k->out[0], *present = ss_contrib_out(k, 1);
-    *y = (ss_tensor){.dtype = SS_DT_FLOAT32, .ndim = 3, .dims = {p->B, p->S, p->Dv}};
-    if (present)
-        *present =
-            (ss_tensor){.dtype = SS_DT_FLOAT32, .ndim = 5, .dims = {2, p->B, p->N, p->T, p->H}};
+    attention_outputs(k, p);
     return NULL;
 }
 
-static ss_status *attention_run_f32(ss_kctx *k)
+/* From the projected rows qkv [B * S, Dq + Dk + Dv] (bias: added to them, or NULL): the heads,
+ * the past before the new keys and values, attention, and present. */
+static void attention_from_qkv(ss_kctx *k, const attn_plan *p, const float *qkv, const float *bias)
 {
-    const attn_plan *p = k->state;
-    float *sc = k->scratch, *qkv = sc + p->qkv_off;
+    float *sc = k->scratch;
     int64_t width = p->Dq + p->Dk + p->Dv, BN = p->B * p->N;
-    ss_op_blas_gemm(SS_DT_FLOAT32, false, false, p->B * p->S, width, k->in[1]->dims[0], 1.0f,
-                    k->in[0]->data, k->in[1]->dims[0], k->in[1]->data, width, 0.0f, qkv);
-    const ss_tensor *bt = ss_contrib_in(k, 2);
-    const float *bias = bt ? bt->data : NULL;
     to_heads(qkv, width, bias, p->B, p->S, p->N, p->H, sc + p->q_off, p->S, 0);
     to_heads(qkv + p->Dq, width, bias ? bias + p->Dq : NULL, p->B, p->S, p->N, p->H, sc + p->k_off,
              p->T, p->P);
@@ -266,10 +273,137 @@ static ss_status *attention_run_f32(ss_kctx *k)
         memcpy(present->data, sc + p->k_off, sizeof(float) * half);
         memcpy((float *)present->data + half, sc + p->v_off, sizeof(float) * half);
     }
+}
+
+static ss_status *attention_run_f32(ss_kctx *k)
+{
+    const attn_plan *p = k->state;
+    float *qkv = (float *)k->scratch + p->qkv_off;
+    int64_t width = p->Dq + p->Dk + p->Dv;
+    ss_op_blas_gemm(SS_DT_FLOAT32, false, false, p->B * p->S, width, k->in[1]->dims[0], 1.0f,
+                    k->in[0]->data, k->in[1]->dims[0], k->in[1]->data, width, 0.0f, qkv);
+    const ss_tensor *bt = ss_contrib_in(k, 2);
+    attention_from_qkv(k, p, qkv, bt ? bt->data : NULL);
     return NULL;
 }
 
 SS_CONTRIB_F32(attention)
+
+/* ------------------------------------------------------------------ QAttention */
+
+/* onnxruntime's quantized Attention (its dynamic quantization of BERT and GPT-2 exports): input
+ * uint8/int8 [B, S, D] and weight [D, 3 * hidden] quantized, input_scale per tensor, weight_scale
+ * and weight_zero_point per tensor or per column, bias float32 (required), mask_index and past as
+ * Attention's. The projection is onnxruntime's integer GEMM: exact int32 sums of (input - zp) x
+ * (weight - zp), here in float64 BLAS (every sum of products of 9-bit differences is exact there),
+ * times input_scale x weight_scale[column] in float32, plus the bias; the rest is Attention. */
+enum { QA_X, QA_W, QA_BIAS, QA_X_SCALE, QA_W_SCALE, QA_MASK, QA_X_ZP, QA_W_ZP, QA_PAST };
+
+typedef struct {
+    attn_plan a;
+    int64_t M, K, N;    /* the projection: [B * S, D] x [D, 3 * hidden] */
+    size_t xs, ws, acc; /* doubles into the scratch, after Attention's floats */
+    bool w_per_col, zp_per_col;
+} qattn_plan;
+
+/* A per-tensor value (n 1) or one per column (n width) of input i, of dtype dt. */
+static ss_status *qattn_param(const ss_kctx *k, int i, ss_dtype dt, int64_t width, bool *per_col,
+                              const char *what)
+{
+    const ss_tensor *t = ss_contrib_in(k, i);
+    *per_col = false;
+    if (!t) return NULL;
+    int64_t n = ss_tensor_numel(t);
+    if (t->dtype != dt || (n != 1 && n != width) || t->ndim > 1)
+        return ss_op_err(k, SS_ERR_INVALID, "%s must be %s, one value or %lld (one per column)",
+                         what, ss_dtype_name(dt), (long long)width);
+    *per_col = n == width && width != 1;
+    return NULL;
+}
+
+static ss_status *qattention_infer(ss_kctx *k)
+{
+    static const char *const attrs[] = {
+        "num_heads",         "unidirectional", "do_rotary", "past_present_share_buffer",
+        "mask_filter_value", "scale",          NULL};
+    ss_status *st = ss_op_expect_inputs(k, 5, 9);
+    if (!st) st = ss_op_check_attrs(k, attrs);
+    if (st) return st;
+    for (int i = QA_X; i <= QA_W_SCALE; i++)
+        if (!ss_contrib_in(k, i))
+            return ss_op_err(k, SS_ERR_INVALID, "required input %d is missing", i);
+    if (ss_onnx_attr_int(k->node, "do_rotary", 0) ||
+        ss_onnx_attr_int(k->node, "past_present_share_buffer", 0))
+        return ss_op_err(k, SS_ERR_UNSUPPORTED,
+                         "do_rotary and past_present_share_buffer are not supported");
+    const ss_tensor *x = k->in[QA_X], *w = k->in[QA_W], *bias = k->in[QA_BIAS];
+    if (!ss_quant_dtype8(x->dtype) || !ss_quant_dtype8(w->dtype))
+        return ss_op_err(k, SS_ERR_UNSUPPORTED, "input and weight are %s and %s: uint8 or int8",
+                         ss_dtype_name(x->dtype), ss_dtype_name(w->dtype));
+    if (x->ndim != 3 || w->ndim != 2 || w->dims[0] != x->dims[2])
+        return ss_op_err(k, SS_ERR_INVALID, "input must be [B, S, D] and weight [D, 3 * hidden]");
+    qattn_plan *q = ss_op_state_alloc(k, sizeof *q);
+    if (!q) return ss_op_oom();
+    attn_plan *p = &q->a;
+    p->B = x->dims[0], p->S = p->L = x->dims[1];
+    p->N = ss_onnx_attr_int(k->node, "num_heads", 0);
+    if (p->N < 1) return ss_op_err(k, SS_ERR_INVALID, "num_heads must be >= 1");
+    int64_t width = w->dims[1];
+    if ((st = attention_sizes(k, p, width))) return st;
+    if (bias->dtype != SS_DT_FLOAT32 || ss_tensor_numel(bias) != width)
+        return ss_op_err(k, SS_ERR_INVALID, "bias must be float32 with %lld values",
+                         (long long)width);
+    bool x_per_col, x_zp_per_col;
+    if ((st = qattn_param(k, QA_X_SCALE, SS_DT_FLOAT32, 1, &x_per_col, "input_scale")) ||
+        (st = qattn_param(k, QA_X_ZP, x->dtype, 1, &x_zp_per_col, "input_zero_point")) ||
+        (st = qattn_param(k, QA_W_SCALE, SS_DT_FLOAT32, width, &q->w_per_col, "weight_scale")) ||
+        (st = qattn_param(k, QA_W_ZP, w->dtype, width, &q->zp_per_col, "weight_zero_point")))
+        return st;
+    if ((st = attention_check_past(k, p, QA_PAST))) return st;
+    p->T = p->P + p->L;
+    p->bias_in = -1;
+    if ((st = attn_check_mask(k, p, QA_MASK))) return st;
+    q->M = p->B * p->S, q->K = w->dims[0], q->N = width;
+    attn_finish_plan(k, p, (size_t)(q->M * width));
+    size_t floats = k->scratch_bytes / sizeof(float);
+    q->xs = (floats + 1) / 2; /* in doubles, after the floats */
+    q->ws = q->xs + (size_t)(q->M * q->K);
+    q->acc = q->ws + (size_t)(q->K * q->N);
+    k->scratch_bytes = sizeof(double) * (q->acc + (size_t)(q->M * q->N));
+    attention_outputs(k, p);
+    return NULL;
+}
+
+static ss_status *qattention_run(ss_kctx *k)
+{
+    const qattn_plan *q = k->state;
+    double *d = k->scratch, *xs = d + q->xs, *ws = d + q->ws, *acc = d + q->acc;
+    const ss_tensor *x = k->in[QA_X], *w = k->in[QA_W];
+    const ss_tensor *xz = ss_contrib_in(k, QA_X_ZP), *wz = ss_contrib_in(k, QA_W_ZP);
+    int64_t zx = xz ? ss_op_elem_i64(xz, 0) : 0;
+    for (int64_t i = 0; i < q->M * q->K; i++)
+        xs[i] = (double)(ss_op_elem_i64(x, i) - zx);
+    for (int64_t kk = 0; kk < q->K; kk++)
+        for (int64_t n = 0; n < q->N; n++) {
+            int64_t zw = wz ? ss_op_elem_i64(wz, q->zp_per_col ? n : 0) : 0;
+            ws[kk * q->N + n] = (double)(ss_op_elem_i64(w, kk * q->N + n) - zw);
+        }
+    if (q->M && q->N && q->K)
+        cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (blasint)q->M, (blasint)q->N,
+                    (blasint)q->K, 1, xs, (blasint)q->K, ws, (blasint)q->N, 0, acc, (blasint)q->N);
+    else
+        memset(acc, 0, sizeof(double) * (size_t)(q->M * q->N));
+    float sx = (float)ss_op_elem_f64(k->in[QA_X_SCALE], 0);
+    const ss_tensor *wsc = k->in[QA_W_SCALE];
+    float *qkv = (float *)k->scratch + q->a.qkv_off;
+    for (int64_t n = 0; n < q->N; n++) {
+        float scale = sx * (float)ss_op_elem_f64(wsc, q->w_per_col ? n : 0);
+        for (int64_t m = 0; m < q->M; m++)
+            qkv[m * q->N + n] = (float)acc[m * q->N + n] * scale;
+    }
+    attention_from_qkv(k, &q->a, qkv, k->in[QA_BIAS]->data);
+    return NULL;
+}
 
 /* ------------------------------------------------------------------ MultiHeadAttention */
 
@@ -614,6 +748,7 @@ SS_CONTRIB_F32(rope)
 
 const ss_op_def ss_ops_contrib_attention[] = {
     {SS_DOMAIN_MS, "Attention", 1, 1, attention_infer, attention_run, 0, NULL},
+    {SS_DOMAIN_MS, "QAttention", 1, 1, qattention_infer, qattention_run, 0, NULL},
     {SS_DOMAIN_MS, "MultiHeadAttention", 1, 1, mha_infer, mha_run, 0, NULL},
     {SS_DOMAIN_MS, "GroupQueryAttention", 1, 1, gqa_infer, gqa_run, 0, NULL},
     {SS_DOMAIN_MS, "RotaryEmbedding", 1, 1, rope_infer, rope_run, 0, NULL},

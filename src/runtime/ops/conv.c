@@ -1104,6 +1104,22 @@ void ss_avgpool_run_f32(const void *plan, const float *x, float *y)
     avgpool_float(plan, x, y);
 }
 
+ss_status *ss_maxpool_plan_init(ss_kctx *k, const ss_tensor *x, void *plan)
+{
+    pool_plan *p = plan;
+    ss_status *st = pool_geometry(k, x, p);
+    p->is_max = true;
+    return st;
+}
+
+void ss_maxpool_run_q8(const void *plan, ss_dtype dt, const void *x, void *y)
+{
+    if (dt == SS_DT_INT8)
+        maxrows_int8_t(plan, x, y);
+    else
+        maxrows_uint8_t(plan, x, y);
+}
+
 static ss_status *pool_run_native(ss_kctx *k)
 {
     const pool_plan *p = k->state;

@@ -2,8 +2,8 @@
  * onnxruntime's quantized operators of the com.microsoft domain, as its static quantization
  * writes them (the "QOperator" format of int8 model-zoo CNNs and transformers): QLinearAdd,
  * QLinearMul, QLinearSigmoid, QLinearLeakyRelu, QLinearSoftmax, QLinearGlobalAveragePool,
- * QLinearAveragePool, QLinearConcat and QGemm, over uint8 or int8 with per-tensor scales and zero
- * points (QGemm's B per column too).
+ * QLinearAveragePool, QLinearConcat, QLinearWhere, QGemm and NhwcMaxPool, over uint8 or int8 with
+ * per-tensor scales and zero points (QGemm's B per column too).
  *
  * Each follows onnxruntime's float arithmetic: dequantize (scale * (q - zero point) in float32),
  * compute, quantize (divide by the output scale, round half to even, add the zero point,
@@ -97,6 +97,33 @@ static void map_bytes(const uint8_t table[256], const uint8_t *x, uint8_t *y, in
 {
     for (int64_t i = 0; i < n; i++)
         y[i] = table[x[i]];
+}
+
+/* Channels-last [N, spatial..., C] as the [N, C, spatial...] twin the pools plan over (dims only:
+ * the data is transposed at run time). */
+static ss_tensor channels_first_view(const ss_tensor *x)
+{
+    ss_tensor v = *x;
+    v.dims[1] = x->dims[x->ndim - 1];
+    for (int d = 2; d < x->ndim; d++)
+        v.dims[d] = x->dims[d - 1];
+    return v;
+}
+
+/* Element i of planes [N, C, px] is this element of the channels-last [N, px, C]. */
+static int64_t channels_last_index(int64_t i, int64_t c, int64_t px)
+{
+    int64_t plane = i / px;
+    return (plane / c * px + i % px) * c + plane % c;
+}
+
+/* Output 0, planned as [N, C, spatial...], back to channels-last. */
+static void output_channels_last(ss_tensor *y)
+{
+    int64_t c = y->dims[1];
+    for (int d = 1; d < y->ndim - 1; d++)
+        y->dims[d] = y->dims[d + 1];
+    y->dims[y->ndim - 1] = c;
 }
 
 /* ------------------------------------------------------------------ QLinearAdd, QLinearMul */
@@ -406,12 +433,38 @@ static ss_status *qgap_run(ss_kctx *k)
 /* ------------------------------------------------------------------ QLinearAveragePool */
 
 /* As onnxruntime's: X dequantized to float32 (in scratch), AveragePool's float32 average,
- * quantized as round(y / y_scale + y_zero_point) (its pools add the zero point first). NCHW only
- * (channels_last, which onnxruntime's NHWC transformer writes, is refused). */
+ * quantized as round(y / y_scale + y_zero_point) (its pools add the zero point first). With
+ * channels_last (NHWC, as onnxruntime's NHWC transformer writes it) X is transposed to planes as it
+ * is dequantized and the averages back as they are quantized. */
 typedef struct {
     int64_t in_elems, out_elems;
+    int64_t n, c, in_px, out_px; /* channels_last: batch, channels, pixels in and out */
+    bool channels_last;
     /* conv.c's pool plan follows */
-} qavgpool_plan;
+} qpool_plan;
+
+/* The plan of a pool over X (input 0), channels-last or not; max: MaxPool's, else AveragePool's. */
+static ss_status *qpool_plan_init(ss_kctx *k, bool channels_last, bool max, qpool_plan **out)
+{
+    qpool_plan *p = ss_op_state_alloc(k, sizeof *p + ss_avgpool_plan_bytes());
+    if (!p) return ss_op_oom();
+    const ss_tensor *x = k->in[0];
+    p->channels_last = channels_last;
+    if (channels_last && x->ndim < 3)
+        return ss_op_err(k, SS_ERR_INVALID, "X must have rank >= 3 (N, spatial..., C)");
+    ss_tensor planes = channels_last ? channels_first_view(x) : *x;
+    ss_status *st =
+        max ? ss_maxpool_plan_init(k, &planes, p + 1) : ss_avgpool_plan_init(k, &planes, p + 1);
+    if (st) return st;
+    p->in_elems = ss_tensor_numel(x);
+    p->out_elems = ss_tensor_numel(k->out[0]);
+    p->n = x->dims[0], p->c = planes.dims[1];
+    p->in_px = p->n && p->c ? p->in_elems / (p->n * p->c) : 0;
+    p->out_px = p->n && p->c ? p->out_elems / (p->n * p->c) : 0;
+    if (channels_last) output_channels_last(k->out[0]);
+    *out = p;
+    return NULL;
+}
 
 static ss_status *qavgpool_infer(ss_kctx *k)
 {
@@ -419,36 +472,124 @@ static ss_status *qavgpool_infer(ss_kctx *k)
         "auto_pad",     "ceil_mode", "channels_last", "count_include_pad",
         "kernel_shape", "pads",      "strides",       NULL};
     ss_status *st = qunary_infer(k, attrs);
+    qpool_plan *p = NULL;
+    if (!st) st = qpool_plan_init(k, ss_onnx_attr_int(k->node, "channels_last", 0) != 0, false, &p);
     if (st) return st;
-    if (ss_onnx_attr_int(k->node, "channels_last", 0) != 0)
-        return ss_op_err(k, SS_ERR_UNSUPPORTED, "channels_last = 1 (NHWC)");
-    qavgpool_plan *p = ss_op_state_alloc(k, sizeof *p + ss_avgpool_plan_bytes());
-    if (!p) return ss_op_oom();
-    if ((st = ss_avgpool_plan_init(k, k->in[0], p + 1))) return st;
-    p->in_elems = ss_tensor_numel(k->in[0]);
-    p->out_elems = ss_tensor_numel(k->out[0]);
     k->scratch_bytes = sizeof(float) * (size_t)(p->in_elems + p->out_elems);
     return NULL;
 }
 
 static ss_status *qavgpool_run(ss_kctx *k)
 {
-    const qavgpool_plan *p = k->state;
+    const qpool_plan *p = k->state;
     bool is_signed = k->in[0]->dtype == SS_DT_INT8;
     float sx = scale_at(k, 1), sy = scale_at(k, 3);
     int32_t zx = zero_at(k, 2), zy = zero_at(k, 4);
     float *xf = k->scratch, *yf = xf + p->in_elems;
     const uint8_t *xu = k->in[0]->data;
     const int8_t *xs = k->in[0]->data;
-    for (int64_t i = 0; i < p->in_elems; i++)
-        xf[i] = sx * (float)((is_signed ? (int32_t)xs[i] : (int32_t)xu[i]) - zx);
+    for (int64_t i = 0; i < p->in_elems; i++) {
+        int64_t j = p->channels_last ? channels_last_index(i, p->c, p->in_px) : i;
+        xf[i] = sx * (float)((is_signed ? (int32_t)xs[j] : (int32_t)xu[j]) - zx);
+    }
     ss_avgpool_run_f32(p + 1, xf, yf);
     uint8_t *y = k->out[0]->data;
     float lo = is_signed ? -128.0f : 0.0f, hi = is_signed ? 127.0f : 255.0f;
     for (int64_t i = 0; i < p->out_elems; i++) { /* the zero point added before the rounding */
         float q = nearbyintf(yf[i] / sy + (float)zy);
-        y[i] = (uint8_t)(int32_t)(q != q ? (float)zy : q < lo ? lo : q > hi ? hi : q);
+        int64_t j = p->channels_last ? channels_last_index(i, p->c, p->out_px) : i;
+        y[j] = (uint8_t)(int32_t)(q != q ? (float)zy : q < lo ? lo : q > hi ? hi : q);
     }
+    return NULL;
+}
+
+/* ------------------------------------------------------------------ NhwcMaxPool */
+
+/* com.microsoft NhwcMaxPool (onnxruntime's NHWC transformer writes it for uint8/int8 MaxPool):
+ * MaxPool over channels-last X, through planes in the scratch. Max is exact, so the values are
+ * MaxPool's. */
+static ss_status *nhwc_maxpool_infer(ss_kctx *k)
+{
+    static const char *const attrs[] = {"auto_pad", "ceil_mode", "dilations", "kernel_shape",
+                                        "pads",     "strides",   NULL};
+    ss_status *st = ss_op_expect_inputs(k, 1, 1);
+    if (!st) st = ss_op_check_attrs(k, attrs);
+    if (!st) st = check_q8(k, 0);
+    qpool_plan *p = NULL;
+    if (!st) st = qpool_plan_init(k, true, true, &p);
+    if (st) return st;
+    k->scratch_bytes = (size_t)(p->in_elems + p->out_elems);
+    return NULL;
+}
+
+static ss_status *nhwc_maxpool_run(ss_kctx *k)
+{
+    const qpool_plan *p = k->state;
+    const uint8_t *x = k->in[0]->data;
+    uint8_t *xp = k->scratch, *yp = xp + p->in_elems, *y = k->out[0]->data;
+    for (int64_t i = 0; i < p->in_elems; i++)
+        xp[i] = x[channels_last_index(i, p->c, p->in_px)];
+    ss_maxpool_run_q8(p + 1, k->in[0]->dtype, xp, yp);
+    for (int64_t i = 0; i < p->out_elems; i++)
+        y[channels_last_index(i, p->c, p->out_px)] = yp[i];
+    return NULL;
+}
+
+/* ------------------------------------------------------------------ QLinearWhere */
+
+/* Inputs condition, X, X_scale, X_zero_point, Y, Y_scale, Y_zero_point, Z_scale, Z_zero_point
+ * (broadcasting): Z = condition ? X : Y, each requantized to Z's scale through a 256-entry table
+ * made per run (onnxruntime's lookup tables; the two tables sit in the scratch). */
+static void qwhere_kernel(const void *const *in, void *out, int64_t n, unsigned mode,
+                          const ss_ew_params *prm)
+{
+    const bool *c = in[0];
+    const uint8_t *x = in[1], *y = in[2];
+    const uint8_t *tx = (const uint8_t *)(uintptr_t)prm->u[0], *ty = tx + 256;
+    uint8_t *z = out;
+    for (int64_t j = 0; j < n; j++)
+        z[j] = c[mode & 1 ? j : 0] ? tx[x[mode & 2 ? j : 0]] : ty[y[mode & 4 ? j : 0]];
+}
+
+static ss_status *qwhere_infer(ss_kctx *k)
+{
+    static const char *const none[] = {NULL};
+    static const int required[] = {0, 1, 2, 4, 5, 7}; /* condition, X, Y and their scales */
+    ss_status *st = check_inputs(k, 8, 9, required, 6);
+    if (!st) st = ss_op_check_attrs(k, none);
+    if (!st) st = check_q8(k, 1);
+    if (st) return st;
+    ss_dtype dt = k->in[1]->dtype;
+    if (k->in[0]->dtype != SS_DT_BOOL)
+        return ss_op_err(k, SS_ERR_INVALID, "condition is %s, expected bool",
+                         ss_dtype_name(k->in[0]->dtype));
+    if (k->in[4]->dtype != dt)
+        return ss_op_err(k, SS_ERR_INVALID, "X is %s but Y is %s", ss_dtype_name(dt),
+                         ss_dtype_name(k->in[4]->dtype));
+    static const char *const names[] = {NULL,      NULL,           "X_scale", "X_zero_point", NULL,
+                                        "Y_scale", "Y_zero_point", "Z_scale", "Z_zero_point"};
+    for (int i = 2; i < 9 && !st; i++)
+        if (names[i]) st = check_scalar(k, i, i == 2 || i == 5 || i == 7, dt, names[i]);
+    if (st) return st;
+    const ss_tensor *ins[3] = {k->in[0], k->in[1], k->in[4]};
+    if ((st = ss_bcast_shape(k, 3, ins, k->out[0]))) return st;
+    k->out[0]->dtype = dt;
+    k->scratch_bytes = 2 * 256;
+    return ss_ew_plan_state(k, 3, ins, k->out[0], qwhere_kernel, dt, false, NULL);
+}
+
+static ss_status *qwhere_run(ss_kctx *k)
+{
+    ss_ew_plan *p = k->state;
+    uint8_t *tables = k->scratch;
+    bool is_signed = k->in[1]->dtype == SS_DT_INT8;
+    float sz = scale_at(k, 7);
+    int32_t zz = zero_at(k, 8);
+    build_table(tables, is_signed, scale_at(k, 2), zero_at(k, 3), sz, zz, NULL, 0);
+    build_table(tables + 256, is_signed, scale_at(k, 5), zero_at(k, 6), sz, zz, NULL, 0);
+    p->prm.u[0] = (uint64_t)(uintptr_t)tables;
+    const void *in[3] = {k->in[0]->data, k->in[1]->data, k->in[4]->data};
+    ss_ew_plan_run(p, in, k->out[0]->data);
     return NULL;
 }
 
@@ -656,5 +797,7 @@ const ss_op_def ss_ops_qlinear[] = {
     {SS_DOMAIN_MS, "QLinearConcat", 1, 1, qconcat_infer, qconcat_run, 0, NULL},
     {SS_DOMAIN_MS, "QGemm", 1, 1, qgemm_infer, qgemm_run, 0, NULL},
     {SS_DOMAIN_MS, "QLinearSoftmax", 1, 1, qsoftmax_infer, qsoftmax_run, 0, NULL},
+    {SS_DOMAIN_MS, "QLinearWhere", 1, 1, qwhere_infer, qwhere_run, 0, NULL},
+    {SS_DOMAIN_MS, "NhwcMaxPool", 1, 1, nhwc_maxpool_infer, nhwc_maxpool_run, 0, NULL},
     {NULL, NULL, 0, 0, NULL, NULL, 0, NULL},
 };
