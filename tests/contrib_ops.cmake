@@ -10,7 +10,10 @@
 #   (QLinearAdd ... QGemm, DynamicQuantizeMatMul, 16-bit Q/DQ, NhwcMaxPool, QLinearWhere, QAttention,
 #   QEmbedLayerNormalization, a QOperator CNN and a quantized BERT layer;
 #   tests/onnx/ort_qlinear_cases.py),
-#   compared exactly.
+#   compared exactly;
+# - onnx_ort_function_cases: model-local functions inlined at load (torch.onnx's
+#   export_modules_as_functions, attributes bound from the caller, nested calls, a call in an If
+#   branch; tests/onnx/ort_function_cases.py).
 # The oracle is the real-model suite's cached onnxruntime-node (outside git): the tests are
 # registered only when that cache holds it (scripts/test-real-models.sh --fetch-only --quick
 # fills it), since without it the cases could only be skipped.
@@ -38,7 +41,14 @@ if(EXISTS ${ss_ort_oracle}/onnxruntime-node AND EXISTS ${ss_ort_oracle}/onnx-pro
   ss_ort_case_suite(contrib_cases 49)
   ss_ort_case_suite(ort_op_cases 15)
   ss_ort_case_suite(ort_qlinear_cases 78)
+  ss_ort_case_suite(ort_function_cases 7)
+  # the nested-functions model split over 2 ranks and over 2 stages equals onnxruntime's output
+  add_test(NAME shard_functions
+           COMMAND ${SS_PY} ${SS_TEST_DIR}/onnx/shard_functions.py $<TARGET_FILE:shardserve>
+                   ${CMAKE_BINARY_DIR}/ort-function-cases/test_torch_nested_functions
+                   ${CMAKE_BINARY_DIR}/shard-functions)
+  set_tests_properties(shard_functions PROPERTIES FIXTURES_REQUIRED ort_function_cases)
 else()
-  message(STATUS "onnx_contrib_cases, onnx_ort_op_cases and onnx_ort_qlinear_cases not registered: no onnxruntime-node at"
+  message(STATUS "onnx_contrib_cases, onnx_ort_op_cases, onnx_ort_qlinear_cases and onnx_ort_function_cases not registered: no onnxruntime-node at"
                  " ${ss_ort_oracle} (scripts/test-real-models.sh --fetch-only --quick installs it)")
 endif()

@@ -1,6 +1,6 @@
 #!/usr/bin/python3
-"""Bad attributes and inputs of the recurrent, loop, Einsum and signal ops and of onnxruntime's
-quantized com.microsoft ops get an error naming the node and the problem, never a crash: each case is a one-node model run by `shardserve onnx-test`,
+"""Bad attributes and inputs of the recurrent, loop, Einsum and signal ops, of onnxruntime's
+quantized com.microsoft ops and of model-local functions get an error naming the node and the problem, never a crash: each case is a one-node model run by `shardserve onnx-test`,
 whose line must carry the expected words and whose exit code must be an ordinary failure.
 Usage: bad_op_inputs.py SHARDSERVE OUTDIR
 """
@@ -20,15 +20,17 @@ def f32(*shape):
     return np.ones(shape, np.float32)
 
 
-def write(out, name, node, feeds, opset=17):
+def write(out, name, node, feeds, opset=17, functions=()):
     ins = [vi(n, helper.np_dtype_to_tensor_dtype(v.dtype) if hasattr(helper, "np_dtype_to_tensor_dtype")
               else onnx.mapping.NP_TYPE_TO_TENSOR_TYPE[v.dtype], v.shape) for n, v in feeds]
     graph = helper.make_graph([node], name, ins, [vi("y", T.FLOAT, None)])
     d = os.path.join(out, f"test_{name}")
     os.makedirs(os.path.join(d, "test_data_set_0"), exist_ok=True)
-    opsets = [helper.make_opsetid("", opset)] + [helper.make_opsetid("com.microsoft", 1)] * (
-        node.domain == "com.microsoft")
-    onnx.save(helper.make_model(graph, opset_imports=opsets), os.path.join(d, "model.onnx"))
+    opsets = [helper.make_opsetid("", opset)] + [helper.make_opsetid(node.domain, 1)] * (
+        node.domain != "")
+    m = helper.make_model(graph, opset_imports=opsets, functions=list(functions))
+    m.ir_version = 8
+    onnx.save(m, os.path.join(d, "model.onnx"))
     for i, (n, v) in enumerate(feeds):
         onnx.save_tensor(numpy_helper.from_array(v, n), os.path.join(d, "test_data_set_0", f"input_{i}.pb"))
     onnx.save_tensor(numpy_helper.from_array(f32(1), "y"), os.path.join(d, "test_data_set_0", "output_0.pb"))
@@ -101,11 +103,33 @@ def cases():
         [("ids", np.array([[1, 2]], np.int32)), ("t", u8(4, 8)), ("g", u8(8)), ("s", np.uint8(3)),
          ("z", np.uint8(0))], "input 8 (the scale of input 2) must be one float32"
 
+    # model-local functions (inlined at load)
+    dom = "custom.functions"
+    fn = lambda name, nodes, opsets=(("", 17),), ins=("X",): helper.make_function(  # noqa: E731
+        dom, name, list(ins), ["Y"], nodes, [helper.make_opsetid(d, v) for d, v in opsets])
+    call = lambda op, ins=("x",): helper.make_node(op, list(ins), ["y"], domain=dom)  # noqa: E731
+    selfcall = fn("Loops", [helper.make_node("Loops", ["X"], ["Y"], domain=dom)],
+                  (("", 17), (dom, 1)))
+    yield "function_calls_itself", call("Loops"), [("x", f32(2))], \
+        "function 'Loops' calls nest more than 32 deep", [selfcall]
+    ident = fn("Ident", [helper.make_node("Identity", ["X"], ["Y"])])
+    yield "function_too_many_inputs", call("Ident", ("x", "x")), [("x", f32(2))], \
+        "node 'Ident' calls function 'Ident' with 2 inputs and 1 outputs; it has 1 and 1", [ident]
+    old_opset = fn("Old", [helper.make_node("Identity", ["X"], ["Y"])], (("", 13),))
+    yield "function_opset_differs", call("Old"), [("x", f32(2))], \
+        "function 'Old' imports version 13 of domain '', the model 17", [old_opset]
+    branch = helper.make_graph([helper.make_node("Identity", ["X"], ["r"])], "b", [],
+                               [vi("r", T.FLOAT, None)])
+    with_if = fn("Branchy", [helper.make_node("If", ["X"], ["Y"], then_branch=branch,
+                                              else_branch=branch)])
+    yield "function_with_subgraph", call("Branchy"), [("x", f32(2))], \
+        "function 'Branchy': node 'Branchy.1/If' has a subgraph", [with_if]
+
 
 def main(ss, out):
     bad = 0
-    for name, node, feeds, want in cases():
-        d = write(out, name, node, feeds)
+    for name, node, feeds, want, *functions in cases():
+        d = write(out, name, node, feeds, functions=functions[0] if functions else ())
         r = subprocess.run([ss, "onnx-test", d], capture_output=True, text=True, timeout=60)
         line = (r.stdout + r.stderr).splitlines()[0] if (r.stdout + r.stderr) else ""
         good = r.returncode in (0, 1) and want in line
