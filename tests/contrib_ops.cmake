@@ -3,7 +3,8 @@
 # load and pass:
 # - onnx_contrib_cases: onnxruntime's com.microsoft contrib ops (Gelu family, skip/simplified/embed
 #   layer norms, FusedMatMul, MatMulNBits, Attention, MultiHeadAttention, GroupQueryAttention,
-#   RotaryEmbedding), one model per op and attribute combination (tests/onnx/contrib_cases.py);
+#   RotaryEmbedding; FusedConv, FusedGemm, TransposeMatMul, Inverse, CDist, ExpandDims, Trilu, Range),
+#   one model per op and attribute combination (tests/onnx/contrib_cases.py);
 # - onnx_ort_op_cases: default-domain ops Debian's onnx test data lacks (LpPool, GlobalLpPool,
 #   MaxRoiPool; tests/onnx/ort_op_cases.py);
 # - onnx_ort_qlinear_cases: the quantized com.microsoft ops of onnxruntime's int8 models
@@ -38,7 +39,7 @@ function(ss_ort_case_suite name count)
 endfunction()
 
 if(EXISTS ${ss_ort_oracle}/onnxruntime-node AND EXISTS ${ss_ort_oracle}/onnx-proto)
-  ss_ort_case_suite(contrib_cases 49)
+  ss_ort_case_suite(contrib_cases 70)
   ss_ort_case_suite(ort_op_cases 15)
   ss_ort_case_suite(ort_qlinear_cases 78)
   ss_ort_case_suite(ort_function_cases 7)

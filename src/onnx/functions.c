@@ -6,14 +6,14 @@
  * share one, and an attribute that refers to the caller's (ref_attr_name) takes the caller's value
  * or is left out when the caller has none. Calls inside a body are inlined in turn (nested at most
  * SS_FUNCTION_DEPTH deep: a function that calls itself is an error), and so are calls in If/Loop/
- * Scan subgraphs of the model's graph.
+ * Scan subgraphs of the model's graph. The same walk hands the fused ops lower.c knows to it.
  *
  * The expanded graph is built from shallow copies of the body's nodes, packed into one buffer with
  * the rest of the model and unpacked again, so afterwards the proto is plain protobuf-c memory as
- * if the file had held the expanded graph. The function's opsets must agree with the model's; a
- * domain only the function imports is added to the model's imports.
+ * if the file had held the expanded graph (rewrite.h). The function's opsets must agree with the
+ * model's; a domain only the function imports is added to the model's imports.
  */
-#include "functions.h"
+#include "rewrite.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -21,25 +21,6 @@
 
 #define SS_FUNCTION_DEPTH 32
 #define SS_FUNCTION_MAX_NODES (1 << 20) /* an expansion past this is refused, not attempted */
-
-typedef struct {
-    Onnx__GraphProto *graph;
-    size_t n_node;
-    Onnx__NodeProto **node;
-} saved_graph;
-
-typedef struct {
-    Onnx__ModelProto *mp;
-    const char *what;
-    void **allocs; /* everything made here, freed once the model is packed */
-    size_t n_allocs, cap_allocs;
-    saved_graph *saved; /* graphs whose node lists were replaced, restored before the free */
-    size_t n_saved, cap_saved;
-    size_t n_opset0;
-    Onnx__OperatorSetIdProto **opset0; /* the model's imports before any was added */
-    unsigned calls;
-    size_t total_nodes;
-} inliner;
 
 static bool grow(void **arr, size_t *cap, size_t need, size_t elem)
 {
@@ -54,8 +35,7 @@ static bool grow(void **arr, size_t *cap, size_t need, size_t elem)
     return true;
 }
 
-/* Memory that lives until the model is packed. */
-static void *keep(inliner *in, void *p)
+void *ss_rw_keep(ss_rewriter *in, void *p)
 {
     if (!p) return NULL;
     if (!grow((void **)&in->allocs, &in->cap_allocs, in->n_allocs + 1, sizeof *in->allocs)) {
@@ -88,7 +68,7 @@ static const Onnx__FunctionProto *called(const Onnx__ModelProto *mp, const Onnx_
     return NULL;
 }
 
-static const Onnx__OperatorSetIdProto *model_import(const Onnx__ModelProto *mp, const char *d)
+const Onnx__OperatorSetIdProto *ss_rw_import(const Onnx__ModelProto *mp, const char *d)
 {
     for (size_t i = 0; i < mp->n_opset_import; i++)
         if (!strcmp(domain_of(mp->opset_import[i]->domain), domain_of(d)))
@@ -97,19 +77,20 @@ static const Onnx__OperatorSetIdProto *model_import(const Onnx__ModelProto *mp, 
 }
 
 /* The function's imports agree with the model's; those the model lacks are added to it. */
-static ss_status *merge_opsets(inliner *in, const Onnx__FunctionProto *f)
+static ss_status *merge_opsets(ss_rewriter *in, const Onnx__FunctionProto *f)
 {
     Onnx__ModelProto *mp = in->mp;
     for (size_t i = 0; i < f->n_opset_import; i++) {
         Onnx__OperatorSetIdProto *o = f->opset_import[i];
-        const Onnx__OperatorSetIdProto *mine = model_import(mp, o->domain);
+        const Onnx__OperatorSetIdProto *mine = ss_rw_import(mp, o->domain);
         if (mine && mine->version != o->version)
             return ss_errf(SS_ERR_UNSUPPORTED,
                            "%s: function '%s' imports version %lld of domain '%s', the model %lld",
                            in->what, f->name, (long long)o->version, domain_of(o->domain),
                            (long long)mine->version);
         if (mine) continue;
-        Onnx__OperatorSetIdProto **list = keep(in, malloc((mp->n_opset_import + 1) * sizeof *list));
+        Onnx__OperatorSetIdProto **list =
+            ss_rw_keep(in, malloc((mp->n_opset_import + 1) * sizeof *list));
         if (!list) return ss_errf(SS_ERR_NOMEM, "out of memory");
         memcpy(list, mp->opset_import, mp->n_opset_import * sizeof *list);
         list[mp->n_opset_import] = o;
@@ -129,16 +110,16 @@ typedef struct {
 static char no_value[] = ""; /* a formal input the caller left out */
 
 /* The name with the call's prefix (NULL when out of memory). */
-static char *prefixed(inliner *in, const frame *fr, const char *name)
+static char *prefixed(ss_rewriter *in, const frame *fr, const char *name)
 {
     size_t len = strlen(fr->prefix) + strlen(name) + 1;
-    char *s = keep(in, malloc(len));
+    char *s = ss_rw_keep(in, malloc(len));
     if (s) snprintf(s, len, "%s%s", fr->prefix, name);
     return s;
 }
 
 /* A body value's name in the caller's namespace. */
-static char *rename_value(inliner *in, const frame *fr, char *name)
+static char *rename_value(ss_rewriter *in, const frame *fr, char *name)
 {
     if (!name || !*name) return name;
     for (size_t i = 0; i < fr->f->n_input; i++)
@@ -150,18 +131,18 @@ static char *rename_value(inliner *in, const frame *fr, char *name)
     return prefixed(in, fr, name);
 }
 
-static char **rename_list(inliner *in, const frame *fr, char **names, size_t n)
+static char **rename_list(ss_rewriter *in, const frame *fr, char **names, size_t n)
 {
-    char **out = keep(in, malloc((n ? n : 1) * sizeof *out));
+    char **out = ss_rw_keep(in, malloc((n ? n : 1) * sizeof *out));
     for (size_t i = 0; out && i < n; i++)
         if (!(out[i] = rename_value(in, fr, names[i]))) return NULL;
     return out;
 }
 
 /* The body node's attributes: its own, or the caller's that a reference names. */
-static ss_status *bind_attributes(inliner *in, const frame *fr, Onnx__NodeProto *copy)
+static ss_status *bind_attributes(ss_rewriter *in, const frame *fr, Onnx__NodeProto *copy)
 {
-    Onnx__AttributeProto **attrs = keep(in, malloc((copy->n_attribute + 1) * sizeof *attrs));
+    Onnx__AttributeProto **attrs = ss_rw_keep(in, malloc((copy->n_attribute + 1) * sizeof *attrs));
     if (!attrs) return ss_errf(SS_ERR_NOMEM, "out of memory");
     size_t n = 0;
     for (size_t i = 0; i < copy->n_attribute; i++) {
@@ -179,7 +160,7 @@ static ss_status *bind_attributes(inliner *in, const frame *fr, Onnx__NodeProto 
         for (size_t j = 0; j < fr->call->n_attribute; j++) {
             const Onnx__AttributeProto *v = fr->call->attribute[j];
             if (!v->name || strcmp(v->name, a->ref_attr_name)) continue;
-            Onnx__AttributeProto *b = keep(in, malloc(sizeof *b));
+            Onnx__AttributeProto *b = ss_rw_keep(in, malloc(sizeof *b));
             if (!b) return ss_errf(SS_ERR_NOMEM, "out of memory");
             *b = *v;
             b->name = a->name;
@@ -192,8 +173,8 @@ static ss_status *bind_attributes(inliner *in, const frame *fr, Onnx__NodeProto 
     return NULL;
 }
 
-static ss_status *push(inliner *in, Onnx__NodeProto ***list, size_t *n, size_t *cap,
-                       Onnx__NodeProto *node)
+ss_status *ss_rw_push(ss_rewriter *in, Onnx__NodeProto ***list, size_t *n, size_t *cap,
+                      Onnx__NodeProto *node)
 {
     if (++in->total_nodes > SS_FUNCTION_MAX_NODES)
         return ss_errf(SS_ERR_LIMIT, "%s: inlining the model's functions makes more than %d nodes",
@@ -206,11 +187,12 @@ static ss_status *push(inliner *in, Onnx__NodeProto ***list, size_t *n, size_t *
 
 /* Appends node (of the graph, or a body's renamed copy) to the list, its function's body instead
  * when it calls one. */
-static ss_status *expand(inliner *in, Onnx__NodeProto *node, int depth, Onnx__NodeProto ***list,
+static ss_status *expand(ss_rewriter *in, Onnx__NodeProto *node, int depth, Onnx__NodeProto ***list,
                          size_t *n, size_t *cap)
 {
     const Onnx__FunctionProto *f = called(in->mp, node);
-    if (!f) return push(in, list, n, cap, node);
+    if (!f && ss_onnx_lowered(node)) return ss_onnx_lower(in, node, list, n, cap);
+    if (!f) return ss_rw_push(in, list, n, cap, node);
     if (depth >= SS_FUNCTION_DEPTH)
         return ss_errf(SS_ERR_INVALID,
                        "%s: function '%s' calls nest more than %d deep (does it call itself?)",
@@ -226,7 +208,7 @@ static ss_status *expand(inliner *in, Onnx__NodeProto *node, int depth, Onnx__No
     frame fr = {.f = f, .call = node};
     snprintf(fr.prefix, sizeof fr.prefix, "%s.%u/", f->name, ++in->calls);
     for (size_t i = 0; i < f->n_node; i++) {
-        Onnx__NodeProto *copy = keep(in, malloc(sizeof *copy));
+        Onnx__NodeProto *copy = ss_rw_keep(in, malloc(sizeof *copy));
         if (!copy) return ss_errf(SS_ERR_NOMEM, "out of memory");
         *copy = *f->node[i];
         copy->input = rename_list(in, &fr, copy->input, copy->n_input);
@@ -241,10 +223,10 @@ static ss_status *expand(inliner *in, Onnx__NodeProto *node, int depth, Onnx__No
     return NULL;
 }
 
-static ss_status *inline_graph(inliner *in, Onnx__GraphProto *g);
+static ss_status *inline_graph(ss_rewriter *in, Onnx__GraphProto *g);
 
 /* Calls in the subgraphs of a graph's nodes (If branches, Loop and Scan bodies). */
-static ss_status *inline_subgraphs(inliner *in, Onnx__GraphProto *g)
+static ss_status *inline_subgraphs(ss_rewriter *in, Onnx__GraphProto *g)
 {
     for (size_t i = 0; i < g->n_node; i++)
         for (size_t j = 0; j < g->node[i]->n_attribute; j++) {
@@ -257,13 +239,13 @@ static ss_status *inline_subgraphs(inliner *in, Onnx__GraphProto *g)
     return NULL;
 }
 
-static ss_status *inline_graph(inliner *in, Onnx__GraphProto *g)
+static ss_status *inline_graph(ss_rewriter *in, Onnx__GraphProto *g)
 {
     ss_status *st = inline_subgraphs(in, g);
     if (st) return st;
     bool any = false;
     for (size_t i = 0; i < g->n_node && !any; i++)
-        any = called(in->mp, g->node[i]) != NULL;
+        any = called(in->mp, g->node[i]) || ss_onnx_lowered(g->node[i]);
     if (!any) return NULL;
     if (!grow((void **)&in->saved, &in->cap_saved, in->n_saved + 1, sizeof *in->saved))
         return ss_errf(SS_ERR_NOMEM, "out of memory");
@@ -271,15 +253,15 @@ static ss_status *inline_graph(inliner *in, Onnx__GraphProto *g)
     size_t n = 0, cap = 0;
     for (size_t i = 0; i < g->n_node && !st; i++)
         st = expand(in, g->node[i], 0, &list, &n, &cap);
-    if (!keep(in, list) && list) st = st ? st : ss_errf(SS_ERR_NOMEM, "out of memory");
+    if (!ss_rw_keep(in, list) && list) st = st ? st : ss_errf(SS_ERR_NOMEM, "out of memory");
     if (st) return st;
-    in->saved[in->n_saved++] = (saved_graph){g, g->n_node, g->node};
+    in->saved[in->n_saved++] = (ss_rw_saved_graph){g, g->n_node, g->node};
     g->node = list;
     g->n_node = n;
     return NULL;
 }
 
-static void restore(inliner *in)
+static void restore(ss_rewriter *in)
 {
     for (size_t i = in->n_saved; i-- > 0;) {
         in->saved[i].graph->node = in->saved[i].node;
@@ -292,11 +274,11 @@ static void restore(inliner *in)
     free(in->saved);
 }
 
-ss_status *ss_onnx_inline_functions(Onnx__ModelProto **proto, const char *what)
+ss_status *ss_onnx_rewrite(Onnx__ModelProto **proto, const char *what)
 {
     Onnx__ModelProto *mp = *proto;
-    if (!mp->n_functions || !mp->graph) return NULL;
-    inliner in = {.mp = mp, .what = what};
+    if (!mp->graph) return NULL;
+    ss_rewriter in = {.mp = mp, .what = what};
     ss_status *st = inline_graph(&in, mp->graph);
     if (st || !in.n_saved) {
         restore(&in);

@@ -6,7 +6,7 @@
  */
 #include "shardserve/onnx.h"
 
-#include "functions.h"
+#include "rewrite.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -242,7 +242,7 @@ ss_status *ss_onnx_load_buffer(const void *buf, size_t len, const char *what, co
         st = ss_errf(SS_ERR_INVALID, "%s: ONNX model has no graph", what);
     else if (m->proto->n_opset_import == 0 && m->proto->ir_version >= 3)
         st = ss_errf(SS_ERR_INVALID, "%s: ONNX model imports no opset", what);
-    if (!st) st = ss_onnx_inline_functions(&m->proto, what);
+    if (!st) st = ss_onnx_rewrite(&m->proto, what);
     if (!st) st = load_initializers(m);
     if (st) {
         ss_onnx_free(m);

@@ -236,6 +236,7 @@ extern const ss_op_def ss_ops_train[];      /* ai.onnx.preview.training Adagrad 
 extern const ss_op_def ss_ops_paged_attention[];   /* com.shardserve PagedAttention */
 extern const ss_op_def ss_ops_contrib[];           /* com.microsoft (onnxruntime's contrib ops) */
 extern const ss_op_def ss_ops_contrib_attention[]; /* com.microsoft Attention, RotaryEmbedding */
+extern const ss_op_def ss_ops_contrib_math[];      /* com.microsoft Inverse, CDist */
 extern const ss_op_def ss_ops_sequence[]; /* Sequence*, ConcatFromSequence, SplitToSequence */
 extern const ss_op_def ss_ops_quant[];  /* Quantize/DequantizeLinear MatMulInteger QLinearMatMul */
 extern const ss_op_def ss_ops_random[]; /* Random{Uniform,Normal}[Like] Bernoulli Multinomial */

@@ -29,6 +29,7 @@ static const ss_op_def *const families[] = {
     ss_ops_paged_attention,
     ss_ops_contrib,           // com.microsoft Gelu family, layer norms, FusedMatMul, MatMulNBits
     ss_ops_contrib_attention, // com.microsoft Attention MultiHeadAttention RotaryEmbedding
+    ss_ops_contrib_math,      // com.microsoft Inverse CDist
     ss_ops_sequence,          // Sequence* ConcatFromSequence SplitToSequence
     ss_ops_random,            // Random{Uniform,Normal}[Like] Bernoulli Multinomial
     ss_ops_qlinear,           // com.microsoft QLinear*, QGemm, NhwcMaxPool

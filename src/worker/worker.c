@@ -1416,7 +1416,11 @@ static void on_result(ss_worker *w, int rank, ss_link_msg *m)
                  "%sError happened on get result of rank %d: %s",
                  group_down ? "worker unavailable: " : "", rank,
                  m->message ? m->message : "failed");
-        j->model_error = !group_down;
+        /* the model refused these inputs (a bad value, a shape it cannot take, a size past a
+         * limit): worth running each instance alone; not a rank out of memory, an I/O error or
+         * a bug of ours, which a retry would only meet again */
+        j->model_error = m->status_code == SS_ERR_INVALID || m->status_code == SS_ERR_UNSUPPORTED ||
+                         m->status_code == SS_ERR_LIMIT;
     } else {
         j->result = *m;
         memset(m, 0, sizeof *m); /* ownership moves to the job */

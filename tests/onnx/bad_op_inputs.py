@@ -103,6 +103,16 @@ def cases():
         [("ids", np.array([[1, 2]], np.int32)), ("t", u8(4, 8)), ("g", u8(8)), ("s", np.uint8(3)),
          ("z", np.uint8(0))], "input 8 (the scale of input 2) must be one float32"
 
+    yield "fusedconv_activation", ms("FusedConv", ["x", "w"], activation="Swish"), \
+        [("x", f32(1, 1, 3, 3)), ("w", f32(1, 1, 2, 2))], \
+        "activation 'Swish' is not one onnxruntime fuses"
+    yield "inverse_not_square", ms("Inverse", ["x"]), [("x", f32(2, 3))], \
+        "input must be [..., N, N] (square matrices)"
+    yield "cdist_metric", ms("CDist", ["x", "x"], metric="cosine"), [("x", f32(2, 3))], \
+        "metric 'cosine' (sqeuclidean or euclidean)"
+    yield "attention_bias_type", ms("Attention", ["x", "w", "", "", "", "ab"], num_heads=2), \
+        [("x", f32(1, 2, 4)), ("w", f32(4, 12)), ("ab", np.ones((1, 2, 2, 2), np.uint8))], \
+        "attention_bias (input 5) must be float32, not uint8"
     # model-local functions (inlined at load)
     dom = "custom.functions"
     fn = lambda name, nodes, opsets=(("", 17),), ins=("X",): helper.make_function(  # noqa: E731

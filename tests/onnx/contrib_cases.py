@@ -2,7 +2,9 @@
 """Backend-test cases for onnxruntime's com.microsoft contrib ops (and the default-domain
 SimplifiedLayerNormalization / pre-17 LayerNormalization it accepts), one per op and attribute
 combination that matters: biases, broadcast skips, optional outputs, masks of every supported form,
-past/present, cross attention, interleaved rotary, 2/4/8-bit weights with and without zero points.
+past/present, cross attention, interleaved rotary, 2/4/8-bit weights with and without zero points;
+FusedConv / FusedGemm / TransposeMatMul of onnxruntime's saved optimized models, Inverse, CDist,
+ExpandDims, and its own Trilu and Range.
 
 Writes OUTDIR/test_<name>/model.onnx + test_data_set_0/input_N.pb: onnxruntime-node is the
 oracle and writes the outputs (ort_oracle.js), except for BiasAdd, which onnxruntime runs on GPUs
@@ -22,7 +24,7 @@ T = {np.dtype(np.float32): TensorProto.FLOAT, np.dtype(np.float16): TensorProto.
      np.dtype(np.int64): TensorProto.INT64, np.dtype(np.int32): TensorProto.INT32,
      np.dtype(np.uint8): TensorProto.UINT8, np.dtype(np.int8): TensorProto.INT8,
      np.dtype(np.uint16): TensorProto.UINT16, np.dtype(np.int16): TensorProto.INT16,
-     np.dtype(np.bool_): TensorProto.BOOL}
+     np.dtype(np.bool_): TensorProto.BOOL, np.dtype(np.float64): TensorProto.DOUBLE}
 
 
 def f32(*shape, lo=-1.0, hi=1.0):
@@ -300,12 +302,63 @@ def rope_cases(out):
          [("cos", cs[:, :half].copy()), ("sin", sn[:, :half].copy())])
 
 
+def fused_cases(out):
+    """FusedConv and FusedGemm, as onnxruntime's optimizer saves them (lowered at load into Conv /
+    Gemm and the activation, which the runtime's fusion pass fuses again)."""
+    x, w, b = f32(2, 3, 6, 6), f32(4, 3, 3, 3), f32(4)
+    convs = [("relu", dict(activation="Relu")),
+             ("leakyrelu", dict(activation="LeakyRelu", activation_params=[0.2])),
+             ("clip", dict(activation="Clip", activation_params=[-0.3, 0.4])),
+             ("hardsigmoid", dict(activation="HardSigmoid", activation_params=[0.3, 0.6])),
+             ("sigmoid", dict(activation="Sigmoid")), ("tanh", dict(activation="Tanh")),
+             ("none", {})]
+    for name, attrs in convs:
+        case(out, "ms_fusedconv_" + name,
+             [node("FusedConv", ["x", "w", "b"], ["y"], pads=[1, 1, 1, 1], strides=[2, 1], **attrs)],
+             [("x", x)], [("y", F)], [("w", w), ("b", b)])
+    case(out, "ms_fusedconv_sum_relu", [node("FusedConv", ["x", "w", "", "z"], ["y"], activation="Relu")],
+         [("x", x), ("z", f32(2, 4, 4, 4))], [("y", F)], [("w", w)])
+    case(out, "ms_fusedconv_clip_opset10",
+         [node("FusedConv", ["x", "w", "b"], ["y"], activation="Clip", activation_params=[0.0, 6.0])],
+         [("x", x * 8)], [("y", F)], [("w", w), ("b", b)], opset=10)
+    a, bt, c = f32(5, 8), f32(6, 8), f32(6)
+    gemms = [("leakyrelu", dict(activation="LeakyRelu", activation_alpha=0.3)),
+             ("hardsigmoid", dict(activation="HardSigmoid", activation_alpha=0.3, activation_beta=0.4)),
+             ("relu_alpha_beta", dict(activation="Relu", alpha=0.5, beta=2.0))]
+    for name, attrs in gemms:
+        case(out, "ms_fusedgemm_" + name, [node("FusedGemm", ["a", "b", "c"], ["y"], transB=1, **attrs)],
+             [("a", a)], [("y", F)], [("b", bt), ("c", c)])
+    case(out, "ms_transposematmul", [node("TransposeMatMul", ["a", "b"], ["y"], transA=1, alpha=0.5)],
+         [("a", f32(2, 8, 3)), ("b", f32(2, 8, 4))], [("y", F)])
+
+
+def misc_cases(out):
+    """Inverse, CDist, ExpandDims, and onnxruntime's own Trilu and Range."""
+    m = f32(2, 3, 4, 4) + 4 * np.eye(4, dtype=np.float32)
+    case(out, "ms_inverse", [node("Inverse", ["x"], ["y"])], [("x", m)], [("y", F)])
+    case(out, "ms_inverse_f64", [node("Inverse", ["x"], ["y"])], [("x", m[0].astype(np.float64))],
+         [("y", TensorProto.DOUBLE)])
+    a, b = f32(5, 7), f32(3, 7)
+    case(out, "ms_cdist_sqeuclidean", [node("CDist", ["a", "b"], ["y"])], [("a", a), ("b", b)], [("y", F)])
+    case(out, "ms_cdist_euclidean", [node("CDist", ["a", "b"], ["y"], metric="euclidean")],
+         [("a", a), ("b", b)], [("y", F)])
+    case(out, "ms_expanddims_negative_axis", [node("ExpandDims", ["x", "axis"], ["y"])],
+         [("x", f32(3, 4))], [("y", F)], [("axis", np.array(-1, np.int32))])
+    case(out, "ms_trilu_lower_k", [node("Trilu", ["x", "k"], ["y"], upper=0)],
+         [("x", f32(2, 4, 5))], [("y", F)], [("k", np.array(1, np.int64))])
+    case(out, "ms_range_no_delta", [node("Range", ["s", "l"], ["y"])],
+         [("s", np.array(-2, np.int32)), ("l", np.array(5, np.int32))], [("y", TensorProto.INT32)])
+    case(out, "ms_range_float", [node("Range", ["s", "l", "d"], ["y"])],
+         [("s", np.array(1.0, np.float32)), ("l", np.array(-2.0, np.float32)),
+          ("d", np.array(-0.75, np.float32))], [("y", F)])
+
+
 def main():
     out = sys.argv[1]
     shutil.rmtree(out, ignore_errors=True)
     os.makedirs(out)
     for make in (gelu_cases, norm_cases, embed_cases, fusedmatmul_cases, nbits_cases, attention_cases,
-                 mha_cases, gqa_cases, rope_cases):
+                 mha_cases, gqa_cases, rope_cases, fused_cases, misc_cases):
         make(out)
 
 

@@ -224,8 +224,8 @@ def qembed_cases(out):
     case(out, "ms_qembedlayernorm", [node("QEmbedLayerNormalization", names, ["y", "mi"],
                                           epsilon=1e-5)],
          [("ids", ids), ("seg", rng.integers(0, 2, (B, S)).astype(np.int32)),
-          ("mask", np.array([[1] * 7, [1] * 4 + [0] * 3], np.int32))],
-         [("y", F), ("mi", TensorProto.INT32)], qembed_inits(V, P, D, True))
+          ("mask", np.array([[1, 2, 1, 1, 0, 1, 1], [1] * 4 + [0] * 3], np.int32))],
+         [("y", F), ("mi", TensorProto.INT32)], qembed_inits(V, P, D, True))  # only 1s count
     no_seg = [n if n not in ("seg", "se", "ses", "sez", "mask") else "" for n in names]
     case(out, "ms_qembedlayernorm_no_segment",
          [node("QEmbedLayerNormalization", no_seg, ["y", "mi"])], [("ids", ids)],

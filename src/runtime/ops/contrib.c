@@ -276,8 +276,8 @@ SS_CONTRIB_F32(norm)
 
 /* ------------------------------------------------------------------ EmbedLayerNormalization
  * BERT's embedding block: LayerNorm(word[ids] + position[pos] + segment[segment_ids]), pos the
- * token's index unless position_ids says otherwise; mask_index = the mask's 1s per row (0 with no
- * mask), as onnxruntime's Attention takes it. */
+ * token's index unless position_ids says otherwise; mask_index = the mask's 1s per row (values
+ * other than 1 do not count; 0 with no mask), as onnxruntime's Attention takes it. */
 
 enum {
     EMB_IDS,
@@ -436,7 +436,7 @@ static ss_status *embed_rows(ss_kctx *k, const embed_layout *l, const norm_plan 
     for (int64_t b = 0; mi && b < mi->dims[0]; b++) {
         int32_t n = 0;
         for (int64_t s = 0; mask && s < mask->dims[1]; s++)
-            n += ((const int32_t *)mask->data)[b * mask->dims[1] + s] != 0;
+            n += ((const int32_t *)mask->data)[b * mask->dims[1] + s] == 1; /* as onnxruntime */
         ((int32_t *)mi->data)[b] = n;
     }
     return NULL;
@@ -769,6 +769,7 @@ const ss_op_def ss_ops_contrib[] = {
     {SS_DOMAIN_MS, "EmbedLayerNormalization", 1, 1, embed_infer, embed_run, 0, NULL},
     {SS_DOMAIN_MS, "QEmbedLayerNormalization", 1, 1, qembed_infer, qembed_run, 0, NULL},
     {SS_DOMAIN_MS, "FusedMatMul", 1, 1, fmm_infer, fmm_run, 0, NULL},
+    {SS_DOMAIN_MS, "TransposeMatMul", 1, 1, fmm_infer, fmm_run, 0, NULL}, /* its older name */
     {SS_DOMAIN_MS, "MatMulNBits", 1, 1, nbits_infer, nbits_run, 0, NULL},
     {NULL, NULL, 0, 0, NULL, NULL, 0, NULL},
 };

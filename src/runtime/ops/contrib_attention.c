@@ -69,6 +69,9 @@ static ss_status *attn_check_bias(const ss_kctx *k, attn_plan *p, int i)
     const ss_tensor *a = ss_contrib_in(k, i);
     p->bias_in = -1;
     if (!a) return NULL;
+    if (a->dtype != SS_DT_FLOAT32)
+        return ss_op_err(k, SS_ERR_INVALID, "attention_bias (input %d) must be float32, not %s", i,
+                         ss_dtype_name(a->dtype));
     bool ok = a->ndim == 4 && (a->dims[0] == 1 || a->dims[0] == p->B) &&
               (a->dims[1] == 1 || a->dims[1] == p->N) && a->dims[2] == p->S && a->dims[3] == p->T;
     if (!ok) return ss_op_err(k, SS_ERR_INVALID, "attention_bias must be [B or 1, N or 1, S, T]");

@@ -197,16 +197,23 @@ static ss_status *const_of_shape_run(ss_kctx *k)
 
 /* ------------------------------------------------------------------ Range */
 
+/* Range, and com.microsoft's Range, whose delta is optional (1 when absent). */
+static bool range_has_delta(const ss_kctx *k)
+{
+    return k->n_in > 2 && k->in[2];
+}
+
 static ss_status *range_infer(ss_kctx *k)
 {
-    ss_status *st = ss_op_expect_inputs(k, 3, 3);
+    bool ms = k->node->domain && !strcmp(k->node->domain, "com.microsoft");
+    ss_status *st = ss_op_expect_inputs(k, ms ? 2 : 3, 3);
     if (st) return st;
     static const ss_dtype types[] = {SS_DT_FLOAT32, SS_DT_FLOAT64, SS_DT_INT16, SS_DT_INT32,
                                      SS_DT_INT64};
     if ((st = ss_op_expect_dtype(k, 0, types, 5))) return st;
     const ss_tensor *v[3] = {0};
     static const char *names[3] = {"start", "limit", "delta"};
-    for (int i = 0; i < 3; i++) {
+    for (int i = 0; i < (range_has_delta(k) ? 3 : 2); i++) {
         if (k->in[i]->dtype != k->in[0]->dtype || ss_tensor_numel(k->in[i]) != 1)
             return ss_op_err(k, SS_ERR_INVALID, "'%s' must be a scalar of the same type as 'start'",
                              names[i]);
@@ -215,14 +222,14 @@ static ss_status *range_infer(ss_kctx *k)
     int64_t n;
     if (ss_dtype_is_float(k->in[0]->dtype)) {
         double s = ss_op_elem_f64(v[0], 0), l = ss_op_elem_f64(v[1], 0),
-               d = ss_op_elem_f64(v[2], 0);
+               d = v[2] ? ss_op_elem_f64(v[2], 0) : 1;
         if (d == 0) return ss_op_err(k, SS_ERR_INVALID, "delta is zero");
         double c = ceil((l - s) / d);
         if (!(c < 1e12)) return ss_op_err(k, SS_ERR_LIMIT, "range too long");
         n = c > 0 ? (int64_t)c : 0;
     } else {
         int64_t s = ss_op_elem_i64(v[0], 0), l = ss_op_elem_i64(v[1], 0),
-                d = ss_op_elem_i64(v[2], 0);
+                d = v[2] ? ss_op_elem_i64(v[2], 0) : 1;
         if (d == 0) return ss_op_err(k, SS_ERR_INVALID, "delta is zero");
         /* unsigned arithmetic: exact for any int64 start, limit and delta */
         uint64_t span = d > 0 ? (l > s ? (uint64_t)l - (uint64_t)s : 0)
@@ -241,9 +248,9 @@ static ss_status *range_infer(ss_kctx *k)
 
 #define RANGE_FLOAT(T)                                                                             \
     do {                                                                                           \
-        T s, d, *out = o->data;                                                                    \
+        T s, d = 1, *out = o->data;                                                                \
         memcpy(&s, k->in[0]->data, sizeof s);                                                      \
-        memcpy(&d, k->in[2]->data, sizeof d);                                                      \
+        if (range_has_delta(k)) memcpy(&d, k->in[2]->data, sizeof d);                              \
         for (int64_t i = 0; i < n; i++)                                                            \
             out[i] = s + (T)i * d;                                                                 \
     } while (0)
@@ -252,9 +259,9 @@ static ss_status *range_infer(ss_kctx *k)
  * exact even where i * delta alone would overflow. */
 #define RANGE_INT(T)                                                                               \
     do {                                                                                           \
-        T s, d, *out = o->data;                                                                    \
+        T s, d = 1, *out = o->data;                                                                \
         memcpy(&s, k->in[0]->data, sizeof s);                                                      \
-        memcpy(&d, k->in[2]->data, sizeof d);                                                      \
+        if (range_has_delta(k)) memcpy(&d, k->in[2]->data, sizeof d);                              \
         uint64_t us = (uint64_t)(int64_t)s, ud = (uint64_t)(int64_t)d;                             \
         for (int64_t i = 0; i < n; i++)                                                            \
             out[i] = (T)(int64_t)(us + (uint64_t)i * ud);                                          \
@@ -406,6 +413,7 @@ const ss_op_def ss_ops_generate[] = {
     {"", "Constant", 1, 21, constant_infer, constant_run, 0},
     {"", "ConstantOfShape", 9, 21, const_of_shape_infer, const_of_shape_run, 0},
     {"", "Range", 11, 21, range_infer, range_run, 0},
+    {"com.microsoft", "Range", 1, 1, range_infer, range_run, 0},
     {"", "EyeLike", 9, 21, eye_like_infer, eye_like_run, 0},
     {"", "OneHot", 9, 21, onehot_infer, onehot_run, 0},
     {0},

@@ -793,5 +793,6 @@ const ss_op_def ss_ops_movement[] = {
     {"", "DepthToSpace", 1, 21, depth_to_space_infer, ss_view_run, 0},
     {"", "SpaceToDepth", 1, 21, space_to_depth_infer, ss_view_run, 0},
     {"", "Trilu", 14, 21, trilu_infer, trilu_run, 0},
+    {"com.microsoft", "Trilu", 1, 1, trilu_infer, trilu_run, 0}, /* onnxruntime's, before 14 */
     {0},
 };

@@ -167,6 +167,27 @@ static ss_status *unsqueeze_infer(ss_kctx *k)
     return NULL;
 }
 
+/* com.microsoft ExpandDims(X, axis): Unsqueeze at one axis given as an int32 scalar input. */
+static ss_status *expand_dims_infer(ss_kctx *k)
+{
+    ss_status *st = ss_op_expect_inputs(k, 2, 2);
+    if (st) return st;
+    const ss_tensor *x = k->in[0];
+    int64_t axis;
+    int n;
+    if ((st = ss_op_plan_ints(k, 1, "axis", &axis, 1, &n))) return st;
+    if (n != 1) return ss_op_err(k, SS_ERR_INVALID, "'axis' must be one value");
+    int nd = x->ndim + 1, a;
+    if (nd > SS_MAX_DIMS)
+        return ss_op_err(k, SS_ERR_LIMIT, "output rank %d above %d", nd, SS_MAX_DIMS);
+    if ((st = ss_op_axis(k, axis, nd, &a))) return st;
+    int64_t d[SS_MAX_DIMS];
+    for (int i = 0, j = 0; i < nd; i++)
+        d[i] = i == a ? 1 : x->dims[j++];
+    set_out(k, nd, d);
+    return NULL;
+}
+
 /* ------------------------------------------------------------------ Shape, Size */
 
 typedef struct {
@@ -252,6 +273,7 @@ const ss_op_def ss_ops_shape[] = {
     {"", "Flatten", 1, 21, flatten_infer, alias_run, SS_OPF_ALIAS},
     {"", "Squeeze", 1, 21, squeeze_infer, alias_run, SS_OPF_ALIAS},
     {"", "Unsqueeze", 1, 21, unsqueeze_infer, alias_run, SS_OPF_ALIAS},
+    {"com.microsoft", "ExpandDims", 1, 1, expand_dims_infer, alias_run, SS_OPF_ALIAS},
     {"", "Shape", 1, 21, shape_infer, shape_run, SS_OPF_SHAPE_ONLY},
     {"", "Size", 1, 21, size_infer, size_run, SS_OPF_SHAPE_ONLY},
     {"", "Expand", 8, 21, expand_infer, ss_view_run, 0},
