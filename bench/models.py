@@ -397,6 +397,54 @@ def resnet(out):
     export_torch(d, "resnet", model, (x,), ["x"], ["y"], {"x": {0: "batch"}}, cnn_flops(model, x))
 
 
+def qresnet(out):
+    """A ResNet stage in onnxruntime's static int8 format (QOperator, as its model-zoo -int8 CNNs):
+    QuantizeLinear, 4 residual blocks of two QLinearConv 3x3 64->64 (uint8 activations, int8
+    weights per output channel, int32 bias) and a QLinearAdd, QLinearGlobalAveragePool,
+    DequantizeLinear; 56x56 like ResNet-50's first stage. Random weights, seed 5."""
+    d = os.path.join(out, "qresnet")
+    if stamped(d, "qresnet"):
+        return
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+    rng = np.random.default_rng(5)
+    C, H = 64, 56
+    f = lambda v: np.array(v, np.float32)  # noqa: E731
+    inits = [("sa", f(0.05)), ("za", np.array(128, np.uint8)), ("sp", f(0.01)),
+             ("zp", np.array(128, np.uint8))]
+    nodes = [helper.make_node("QuantizeLinear", ["x", "sa", "za"], ["a0"])]
+    cur, k = "a0", 0
+    for blk in range(4):
+        h = cur
+        for j in range(2):
+            k += 1
+            w, ws = "w%d" % k, "ws%d" % k
+            inits += [(w, rng.integers(-127, 128, (C, C, 3, 3)).astype(np.int8)),
+                      (ws, rng.uniform(0.0005, 0.0015, C).astype(np.float32)),
+                      ("wz%d" % k, np.zeros(C, np.int8)),
+                      ("b%d" % k, rng.integers(-3000, 3000, C).astype(np.int32))]
+            nodes.append(helper.make_node("QLinearConv", [h, "sa", "za", w, ws, "wz%d" % k, "sa", "za",
+                                                          "b%d" % k], ["c%d" % k], pads=[1, 1, 1, 1]))
+            h = "c%d" % k
+        nodes.append(helper.make_node("QLinearAdd", [h, "sa", "za", cur, "sa", "za", "sa", "za"],
+                                      ["r%d" % blk], domain="com.microsoft"))
+        cur = "r%d" % blk
+    nodes += [helper.make_node("QLinearGlobalAveragePool", [cur, "sa", "za", "sp", "zp"], ["g"],
+                               domain="com.microsoft"),
+              helper.make_node("DequantizeLinear", ["g", "sp", "zp"], ["y"])]
+    g = helper.make_graph(nodes, "qresnet", [helper.make_tensor_value_info("x", TensorProto.FLOAT,
+                                                                             [1, C, H, H])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+                          [numpy_helper.from_array(a, n) for n, a in inits])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 13),
+                                            helper.make_opsetid("com.microsoft", 1)])
+    m.ir_version = 8
+    os.makedirs(d, exist_ok=True)
+    onnx.save(m, os.path.join(d, "model.onnx"))
+    save_npy(d, "x", rng.uniform(-3, 3, (1, C, H, H)).astype(np.float32))
+    stamp(d, "qresnet")  # no flops.txt: the table's peak is float32's; these are int8 operations
+
+
 def evict(path):
     fd = os.open(path, os.O_RDONLY)
     try:
@@ -409,7 +457,8 @@ def evict(path):
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("outdir")
-    ap.add_argument("--only", default="seed,mlp,mlpgemm,bert,gpt2,bertbase,gpt2small,mobilenet,resnet,big")
+    ap.add_argument("--only",
+                    default="seed,mlp,mlpgemm,bert,gpt2,bertbase,gpt2small,mobilenet,resnet,qresnet,big")
     ap.add_argument("--no-evict", action="store_true", help="leave the weight files in the page cache")
     a = ap.parse_args()
     want = set(a.only.split(","))
@@ -424,7 +473,7 @@ def main():
     if fx:
         fixtures(a.outdir, fx)
     for name, make in (("bertbase", bertbase), ("gpt2small", gpt2small), ("mobilenet", mobilenet),
-                       ("resnet", resnet)):
+                       ("resnet", resnet), ("qresnet", qresnet)):
         if name in want:
             make(a.outdir)
     if "big" in want:

@@ -334,6 +334,41 @@ def ms_qdq_cases(out):
          [("y", TensorProto.FLOAT16)], [("s", np.array(0.0625, np.float16)), ("z", zp(np.uint8, 120))])
 
 
+def qconv_vnni_cases(out):
+    """QLinearConv and ConvInteger wide enough (16+ output channels per group) for the runtime's
+    VNNI path (exact int8 sums; other CPUs take the float64 path): uint8 and int8 activations,
+    int8 and uint8 weights, per-channel scales and zero points, pads, strides, dilations, groups,
+    1-D, uint8 and int8 outputs. Compared exactly, as every case here."""
+    ins = ["x", "sx", "zx", "w", "sw", "zw", "sy", "zy", "b"]
+
+    def qconv(name, x, w, zx, zw, sw, zy, attrs, bias=True):
+        M = w.shape[0]
+        inits = [("sx", scale(0.02)), ("zx", zx), ("w", w), ("sw", sw), ("zw", zw),
+                 ("sy", scale(0.6)), ("zy", zy)]
+        if bias:
+            inits.append(("b", rng.integers(-2000, 2000, M).astype(np.int32)))
+        case(out, name, [helper.make_node("QLinearConv", ins if bias else ins[:8], ["y"], **attrs)],
+             [("x", x)], [("y", Q[zy.dtype.type])], inits)
+
+    per_ch = rng.uniform(0.005, 0.02, 32).astype(np.float32)
+    qconv("qlinearconv_vnni_u8_s8", q(np.uint8, 2, 24, 9, 11), q(np.int8, 32, 24, 3, 3),
+          zp(np.uint8, 131), np.zeros(32, np.int8), per_ch, zp(np.uint8, 100),
+          dict(pads=[1, 1, 1, 1], strides=[2, 1]))
+    qconv("qlinearconv_vnni_s8_s8", q(np.int8, 1, 20, 8, 8), q(np.int8, 32, 20, 3, 3),
+          zp(np.int8, -7), zp(np.int8, 0), scale(0.01), zp(np.int8, 3),
+          dict(pads=[2, 2, 2, 2], dilations=[2, 2]))
+    qconv("qlinearconv_vnni_u8_u8_group", q(np.uint8, 1, 8, 7, 7), q(np.uint8, 32, 4, 3, 3),
+          zp(np.uint8, 120), zp(np.uint8, 126), scale(0.01), zp(np.uint8, 128),
+          dict(group=2, pads=[1, 0, 1, 0]), bias=False)
+    qconv("qlinearconv_vnni_1d", q(np.uint8, 2, 17, 30), q(np.int8, 48, 17, 5),
+          zp(np.uint8, 128), zp(np.int8, 0), scale(0.01), zp(np.uint8, 128),
+          dict(strides=[3], pads=[2, 1]))
+    case(out, "convinteger_vnni", [helper.make_node("ConvInteger", ["x", "w", "zx", "zw"], ["y"],
+                                                    pads=[1, 1, 1, 1])],
+         [("x", q(np.uint8, 1, 16, 6, 6))], [("y", TensorProto.INT32)],
+         [("w", q(np.uint8, 16, 16, 3, 3)), ("zx", zp(np.uint8, 200)), ("zw", zp(np.uint8, 7))])
+
+
 def qoperator_cnn_case(out):
     """The pattern of onnxruntime's static quantization of a CNN (QOperator format): float in,
     QuantizeLinear, QLinearConv, a residual QLinearAdd, QLinearGlobalAveragePool, DequantizeLinear."""
@@ -371,6 +406,7 @@ def main():
     qgemm_cases(out)
     ms_qdq_cases(out)
     qoperator_cnn_case(out)
+    qconv_vnni_cases(out)
     print("ort_qlinear_cases: %d cases in %s" % (len(os.listdir(out)), out))
 
 

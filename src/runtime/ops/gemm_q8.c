@@ -98,6 +98,28 @@ void ss_gemm_q8_pack(const float *B, int64_t K, int64_t N, int64_t ldb, bool tb,
                 }
 }
 
+void ss_gemm_q8_pack_int(const void *B, bool is_unsigned, int64_t K, int64_t N, int64_t ldb,
+                         bool tb, void *out)
+{
+    int64_t Np = pad_n(N), K4 = pad_k(K) / 4;
+    float *scale = out;
+    int32_t *comp = (int32_t *)(scale + Np);
+    int8_t *w = (int8_t *)(comp + Np);
+    for (int64_t n = 0; n < Np; n++) /* unused by ss_gemm_q8_i32: one scale, no compensation */
+        scale[n] = 1.0f, comp[n] = 0;
+    const uint8_t *bu = B;
+    const int8_t *bs = B;
+    for (int64_t b = 0; b < Np / BLOCK; b++)
+        for (int64_t k4 = 0; k4 < K4; k4++)
+            for (int c = 0; c < BLOCK; c++)
+                for (int t = 0; t < 4; t++) {
+                    int64_t k = 4 * k4 + t, n = b * BLOCK + c, at = tb ? n * ldb + k : k * ldb + n;
+                    int v = 0;
+                    if (k < K && n < N) v = is_unsigned ? (int)bu[at] - 128 : bs[at];
+                    w[(b * K4 + k4) * 64 + c * 4 + t] = (int8_t)v;
+                }
+}
+
 size_t ss_gemm_q8_scratch(int64_t M, int64_t K)
 {
     int64_t m = M < SS_GEMM_Q8_MAX_M ? M : SS_GEMM_Q8_MAX_M; /* rows a pass quantizes */
@@ -113,7 +135,9 @@ typedef struct {
     const int8_t *W;
     bool acc;
     float *C;
+    int32_t *Ci; /* ss_gemm_q8_i32: the exact sums, stored as they are */
     int64_t ldc;
+    int64_t next; /* the next group a part claims: ss_pool_run's parts claim their work */
 } q8_job;
 
 #if defined(__x86_64__)
@@ -185,6 +209,11 @@ q8_tile(const q8_job *j, int64_t g, int64_t r0, int rows, int64_t k0, int64_t k1
         if (n >= j->N) break;
         __mmask16 mask =
             j->N - n >= BLOCK ? (__mmask16)0xffff : (__mmask16)((1u << (j->N - n)) - 1);
+        if (j->Ci) {
+            for (int r = 0; r < rows; r++)
+                _mm512_mask_storeu_epi32(j->Ci + (r0 + r) * j->ldc + n, mask, acc[r][b]);
+            continue;
+        }
         __m512i comp = _mm512_loadu_si512(j->comp + n);
         __m512 scale = _mm512_loadu_ps(j->scale + n);
         for (int r = 0; r < rows; r++) {
@@ -203,11 +232,11 @@ q8_tile(const q8_job *j, int64_t g, int64_t r0, int rows, int64_t k0, int64_t k1
  * sums wait in `sums` between chunks. Each output's k order is the same either way. */
 Q8_TARGET static void q8_part(void *ctx, int part, int parts)
 {
-    const q8_job *j = ctx;
+    (void)part, (void)parts;
+    q8_job *j = ctx;
     int32_t sums[SS_GEMM_Q8_MAX_M][COLS] __attribute__((aligned(64)));
-    int64_t g0 = j->groups * part / parts, g1 = j->groups * (part + 1) / parts;
     int64_t kc = j->M <= ROWS ? j->K4 : KC;
-    for (int64_t g = g0; g < g1; g++)
+    for (int64_t g; (g = __atomic_fetch_add(&j->next, 1, __ATOMIC_RELAXED)) < j->groups;)
         for (int64_t k0 = 0; k0 < j->K4; k0 += kc) {
             int64_t k1 = k0 + kc < j->K4 ? k0 + kc : j->K4;
             bool first = k0 == 0, last = k1 == j->K4;
@@ -271,12 +300,41 @@ void ss_gemm_q8(int64_t M, int64_t N, int64_t K, const float *A, int64_t lda, co
         q8_rows(m, N, K, A + r * lda, lda, Bp, acc, C + r * ldc, ldc, threads, scratch);
     }
 }
+
+void ss_gemm_q8_i32(int64_t M, int64_t N, int64_t K, const uint8_t *A, int64_t lda, const void *Bp,
+                    int32_t *C, int64_t ldc)
+{
+    if (M <= 0 || N <= 0) return;
+    __atomic_add_fetch(&n_calls, 1, __ATOMIC_RELAXED);
+    int64_t Np = pad_n(N);
+    const int32_t *comp = (const int32_t *)((const float *)Bp + Np);
+    for (int64_t r = 0; r < M; r += SS_GEMM_Q8_MAX_M) {
+        int64_t m = M - r < SS_GEMM_Q8_MAX_M ? M - r : SS_GEMM_Q8_MAX_M;
+        q8_job j = {.M = m,
+                    .N = N,
+                    .K4 = pad_k(K) / 4,
+                    .groups = Np / COLS,
+                    .Aq = A + r * lda,
+                    .ldq = lda,
+                    .W = (const int8_t *)(comp + Np),
+                    .Ci = C + r * ldc,
+                    .ldc = ldc};
+        q8_part(&j, 0, 1);
+    }
+}
 #else
 void ss_gemm_q8(int64_t M, int64_t N, int64_t K, const float *A, int64_t lda, const void *Bp,
                 bool acc, float *C, int64_t ldc, int threads, void *scratch)
 {
     (void)M, (void)N, (void)K, (void)A, (void)lda, (void)Bp, (void)acc, (void)C, (void)ldc;
     (void)threads, (void)scratch;
+    abort(); /* plans take this path only where ss_gemm_q8_supported */
+}
+
+void ss_gemm_q8_i32(int64_t M, int64_t N, int64_t K, const uint8_t *A, int64_t lda, const void *Bp,
+                    int32_t *C, int64_t ldc)
+{
+    (void)M, (void)N, (void)K, (void)A, (void)lda, (void)Bp, (void)C, (void)ldc;
     abort(); /* plans take this path only where ss_gemm_q8_supported */
 }
 #endif

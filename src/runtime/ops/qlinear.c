@@ -15,6 +15,7 @@
 #include "broadcast.h"
 #include "common.h"
 #include "contrib.h"
+#include "isa.h"
 #include "pool.h"
 #include "quant.h"
 
@@ -136,31 +137,38 @@ static void output_channels_last(ss_tensor *y)
  * multiply-add; an operand that is one value for the row (a broadcast scalar) goes into k first,
  * B's term as the vector one when A is the scalar. Rounding the exact value instead differs where
  * it lies within float32's error of a half (a sum of 55.5 steps). */
+#define QADD_STORE(T, LO, HI, t)                                                                   \
+    do {                                                                                           \
+        float q = nearbyintf(t);                                                                   \
+        y[j] = (T)(q != q ? 0 : q < (LO) ? (LO) : q > (HI) ? (HI) : q);                            \
+    } while (0)
+/* one loop per operand layout, the scalar operand's term hoisted: each vectorizes */
 #define QADD_KERNEL(NAME, T, LO, HI)                                                               \
-    static void NAME(const void *const *in, void *out, int64_t n, unsigned mode,                   \
-                     const ss_ew_params *prm)                                                      \
+    SS_ISA_INLINE void NAME##_body(const void *const *in, void *out, int64_t n, unsigned mode,     \
+                                   const ss_ew_params *prm)                                        \
     {                                                                                              \
         const T *a = in[0], *b = in[1];                                                            \
         T *y = out;                                                                                \
         float ra = (float)prm->f[0], rb = (float)prm->f[1], k = (float)prm->f[2];                  \
-        for (int64_t j = 0; j < n; j++) {                                                          \
-            float fa = (float)a[mode & 1 ? j : 0], fb = (float)b[mode & 2 ? j : 0], t;             \
-            if (!(mode & 2))                                                                       \
-                t = fmaf(fa, ra, k + fb * rb);                                                     \
-            else if (!(mode & 1))                                                                  \
-                t = fmaf(fb, rb, k + fa * ra);                                                     \
-            else                                                                                   \
-                t = fmaf(fa, ra, fmaf(fb, rb, k));                                                 \
-            float q = nearbyintf(t);                                                               \
-            y[j] = (T)(q != q ? 0 : q < (LO) ? (LO) : q > (HI) ? (HI) : q);                        \
+        if (!(mode & 2)) {                                                                         \
+            float kb = k + (float)b[0] * rb;                                                       \
+            for (int64_t j = 0; j < n; j++)                                                        \
+                QADD_STORE(T, LO, HI, fmaf((float)a[mode & 1 ? j : 0], ra, kb));                   \
+        } else if (!(mode & 1)) {                                                                  \
+            float ka = k + (float)a[0] * ra;                                                       \
+            for (int64_t j = 0; j < n; j++)                                                        \
+                QADD_STORE(T, LO, HI, fmaf((float)b[j], rb, ka));                                  \
+        } else {                                                                                   \
+            for (int64_t j = 0; j < n; j++)                                                        \
+                QADD_STORE(T, LO, HI, fmaf((float)a[j], ra, fmaf((float)b[j], rb, k)));            \
         }                                                                                          \
     }
 
 /* QLinearMul in float32 as onnxruntime's: (A_scale (a - A_zp)) (B_scale (b - B_zp)) / C_scale,
  * rounded, plus C_zp. */
 #define QMUL_KERNEL(NAME, T, LO, HI)                                                               \
-    static void NAME(const void *const *in, void *out, int64_t n, unsigned mode,                   \
-                     const ss_ew_params *prm)                                                      \
+    SS_ISA_INLINE void NAME##_body(const void *const *in, void *out, int64_t n, unsigned mode,     \
+                                   const ss_ew_params *prm)                                        \
     {                                                                                              \
         const T *a = in[0], *b = in[1];                                                            \
         T *y = out;                                                                                \
@@ -175,10 +183,21 @@ static void output_channels_last(ss_tensor *y)
         }                                                                                          \
     }
 
+/* each compiled per ISA (isa.h): fmaf and nearbyintf are then instructions, not libm calls */
+#define QKERNEL_ISA(NAME)                                                                          \
+    SS_ISA_VARIANTS(                                                                               \
+        void, NAME,                                                                                \
+        (const void *const *in, void *out, int64_t n, unsigned mode, const ss_ew_params *prm),     \
+        (in, out, n, mode, prm))
+
 QADD_KERNEL(qadd_u8, uint8_t, 0.0f, 255.0f)
+QKERNEL_ISA(qadd_u8)
 QADD_KERNEL(qadd_s8, int8_t, -128.0f, 127.0f)
+QKERNEL_ISA(qadd_s8)
 QMUL_KERNEL(qmul_u8, uint8_t, 0.0f, 255.0f)
+QKERNEL_ISA(qmul_u8)
 QMUL_KERNEL(qmul_s8, int8_t, -128.0f, 127.0f)
+QKERNEL_ISA(qmul_s8)
 
 static ss_status *qbinary_infer(ss_kctx *k, ss_ew_fn u8, ss_ew_fn s8)
 {
