@@ -336,7 +336,8 @@ def ms_qdq_cases(out):
 
 def qconv_vnni_cases(out):
     """QLinearConv and ConvInteger wide enough (16+ output channels per group) for the runtime's
-    VNNI path (exact int8 sums; other CPUs take the float64 path): uint8 and int8 activations,
+    VNNI path (exact int8 sums; other CPUs take the float64 path), and depthwise ones (the direct
+    int32 kernel): uint8 and int8 activations,
     int8 and uint8 weights, per-channel scales and zero points, pads, strides, dilations, groups,
     1-D, uint8 and int8 outputs. Compared exactly, as every case here."""
     ins = ["x", "sx", "zx", "w", "sw", "zw", "sy", "zy", "b"]
@@ -363,6 +364,21 @@ def qconv_vnni_cases(out):
     qconv("qlinearconv_vnni_1d", q(np.uint8, 2, 17, 30), q(np.int8, 48, 17, 5),
           zp(np.uint8, 128), zp(np.int8, 0), scale(0.01), zp(np.uint8, 128),
           dict(strides=[3], pads=[2, 1]))
+    # depthwise (one channel per group): the direct int32 kernel, on every CPU
+    dw_ch = rng.uniform(0.005, 0.02, 12).astype(np.float32)
+    qconv("qlinearconv_depthwise_u8_s8", q(np.uint8, 2, 12, 9, 10), q(np.int8, 12, 1, 3, 3),
+          zp(np.uint8, 119), q(np.int8, 12), dw_ch, zp(np.uint8, 128),
+          dict(group=12, pads=[1, 1, 1, 1], strides=[2, 2]))
+    qconv("qlinearconv_depthwise_s8_dilated", q(np.int8, 1, 8, 11, 11), q(np.int8, 8, 1, 3, 3),
+          zp(np.int8, 5), zp(np.int8, 0), scale(0.01), zp(np.int8, -4),
+          dict(group=8, pads=[2, 1, 2, 3], dilations=[2, 2]), bias=False)
+    qconv("qlinearconv_depthwise_1d", q(np.uint8, 1, 6, 20), q(np.uint8, 6, 1, 5),
+          zp(np.uint8, 128), zp(np.uint8, 130), scale(0.01), zp(np.uint8, 128),
+          dict(group=6, pads=[2, 2], strides=[3]))
+    case(out, "convinteger_depthwise", [helper.make_node("ConvInteger", ["x", "w", "zx"], ["y"],
+                                                         group=4, pads=[1, 1, 1, 1])],
+         [("x", q(np.uint8, 1, 4, 5, 6))], [("y", TensorProto.INT32)],
+         [("w", q(np.uint8, 4, 1, 3, 3)), ("zx", zp(np.uint8, 100))])
     case(out, "convinteger_vnni", [helper.make_node("ConvInteger", ["x", "w", "zx", "zw"], ["y"],
                                                     pads=[1, 1, 1, 1])],
          [("x", q(np.uint8, 1, 16, 6, 6))], [("y", TensorProto.INT32)],

@@ -1264,7 +1264,8 @@ static ss_status *gpool_run_native(ss_kctx *k)
  * (imgly's quantized isnet: its 119 ConvIntegers went from over 10 minutes of direct loops to
  * seconds). On CPUs with AVX512-VNNI a convolution with 16 or more output channels per group and
  * constant weights takes the exact int8 kernel instead (the VNNI path below: 4.7x the float64
- * path on a 64x64 3x3 56x56 QLinearConv, bench/RUNTIME.md).
+ * path on a 64x64 3x3 56x56 QLinearConv, bench/RUNTIME.md), and a depthwise one (a channel per
+ * group) direct int32 sums on any CPU.
  */
 #define QCONV_BLOCK_COLS 8192 /* output positions per gemm (at least one output row) */
 
@@ -1282,6 +1283,7 @@ typedef struct {
     int64_t lda;               /* bytes of one im2col row: K padded to 4 */
     int parts;                 /* of the worker pool */
     bool x_signed, w_unsigned; /* activations shifted to uint8, weights to int8 by 128 */
+    bool depthwise;            /* one channel in and out per group: qconv_dw_run */
     int32_t wsum[];            /* per output channel: its packed weights' sum */
 } qconv_plan;
 
@@ -1410,6 +1412,8 @@ static ss_status *qconv_fast_plan(ss_kctx *k, qconv_plan *p)
     return NULL;
 }
 
+static ss_status *qconv_dw_plan(ss_kctx *k, qconv_plan *p);
+
 static ss_status *qconv_infer_common(ss_kctx *k, int iw, bool qlinear)
 {
     ss_status *st = ss_op_check_attrs(k, conv_attrs);
@@ -1459,7 +1463,8 @@ static ss_status *qconv_infer_common(ss_kctx *k, int iw, bool qlinear)
     k->scratch_bytes =
         sizeof(double) * ((size_t)(M * p->K) + (size_t)p->K * cols + (size_t)p->mg * cols) +
         sizeof(int16_t) * (size_t)(C * g.ivol) + 64;
-    return qconv_fast_plan(k, p);
+    if ((st = qconv_fast_plan(k, p))) return st;
+    return p->wpack ? NULL : qconv_dw_plan(k, p);
 }
 
 static ss_status *convinteger_infer(ss_kctx *k)
@@ -1754,12 +1759,125 @@ static ss_status *qconv_fast_run(ss_kctx *k)
     return NULL;
 }
 
+/* ------------------------------------------------------------------ depthwise
+ * One input and one output channel per group (MobileNet's int8 3x3s): direct int32 sums, an output
+ * row at a time (each valid tap adds a strided input row times its weight; padding adds nothing,
+ * as (x_zp - x_zp) = 0), requantized as qconv_store does, so the values are the float64 path's.
+ * Planes (image x channel) go to the worker pool's parts. */
+typedef struct {
+    const ss_kctx *k;
+    const qconv_plan *p;
+    int64_t next; /* the next plane a part claims */
+} qconv_dw_job;
+
+static size_t qconv_dw_part_ints(const qconv_plan *p)
+{
+    return (size_t)(p->g.out[2] + p->g.kvol + 16);
+}
+
+static ss_status *qconv_dw_plan(ss_kctx *k, qconv_plan *p)
+{
+    if (p->cg != 1 || p->mg != 1 || p->g.ovol < 1) return NULL;
+    p->depthwise = true;
+    int t = k->threads > 0 ? k->threads : openblas_get_num_threads();
+    p->parts = t > 1 ? ss_gemm_pool_reserve(t) : 1;
+    size_t need = sizeof(int32_t) * qconv_dw_part_ints(p) * (size_t)p->parts + 64;
+    if (need > k->scratch_bytes) k->scratch_bytes = need;
+    return NULL;
+}
+
+/* acc[ow] += (x[ow * s + off] - zx) * w for ow in [lo, hi). */
+#define QCONV_DW_TAP(T)                                                                            \
+    static void qconv_dw_tap_##T(int32_t *restrict acc, const T *restrict row, int64_t s,          \
+                                 int64_t off, int64_t lo, int64_t hi, int32_t zx, int32_t w)       \
+    {                                                                                              \
+        for (int64_t ow = lo; ow < hi; ow++)                                                       \
+            acc[ow] += ((int32_t)row[ow * s + off] - zx) * w;                                      \
+    }
+QCONV_DW_TAP(uint8_t)
+QCONV_DW_TAP(int8_t)
+
+static void qconv_dw_part(void *ctx, int part, int parts)
+{
+    (void)parts;
+    qconv_dw_job *j = ctx;
+    const qconv_plan *p = j->p;
+    const ss_kctx *k = j->k;
+    const geom *g = &p->g;
+    int32_t *acc = (int32_t *)k->scratch + (size_t)part * qconv_dw_part_ints(p),
+            *wk = acc + g->out[2];
+    const ss_tensor *x = k->in[0], *w = k->in[p->iw];
+    ss_tensor *y = k->out[0];
+    bool x_signed = x->dtype == SS_DT_INT8, y8 = p->qlinear && ss_quant_dtype8(y->dtype);
+    bool y_signed = y->dtype == SS_DT_INT8;
+    int32_t zx = (int32_t)qconv_param(k, 2, 0, 0);
+    for (int64_t pl; (pl = __atomic_fetch_add(&j->next, 1, __ATOMIC_RELAXED)) < p->N * p->C;) {
+        int64_t c = pl % p->C;
+        int32_t zw = (int32_t)qconv_param(k, p->qlinear ? 5 : 3, c, 0);
+        for (int64_t t = 0; t < g->kvol; t++)
+            wk[t] = (int32_t)ss_op_elem_i64(w, c * g->kvol + t) - zw;
+        double zero = 0, bias = 0, mult = 1, yz = 0;
+        if (p->qlinear) {
+            mult = (float)qconv_param(k, 1, 0, 1) * (float)qconv_param(k, 4, c, 1) /
+                   (float)qconv_param(k, 6, 0, 1);
+            bias = qconv_param(k, 8, c, 0), yz = qconv_param(k, 7, 0, 0);
+        }
+        const uint8_t *xu = (const uint8_t *)x->data + pl * g->ivol;
+        for (int64_t od = 0; od < g->out[0]; od++)
+            for (int64_t oh = 0; oh < g->out[1]; oh++) {
+                memset(acc, 0, sizeof(int32_t) * (size_t)g->out[2]);
+                for (int64_t kd = 0, t = 0; kd < g->k[0]; kd++) {
+                    int64_t id = od * g->s[0] - g->pb[0] + kd * g->d[0];
+                    for (int64_t kh = 0; kh < g->k[1]; kh++) {
+                        int64_t ih = oh * g->s[1] - g->pb[1] + kh * g->d[1];
+                        bool inside = id >= 0 && id < g->in[0] && ih >= 0 && ih < g->in[1];
+                        for (int64_t kw = 0; kw < g->k[2]; kw++, t++) {
+                            int64_t off = kw * g->d[2] - g->pb[2], lo, hi;
+                            if (!inside || !wk[t]) continue;
+                            valid_range(off, g->s[2], g->in[2], g->out[2], &lo, &hi);
+                            const uint8_t *row = xu + (id * g->in[1] + ih) * g->in[2];
+                            if (x_signed)
+                                qconv_dw_tap_int8_t(acc, (const int8_t *)row, g->s[2], off, lo, hi,
+                                                    zx, wk[t]);
+                            else
+                                qconv_dw_tap_uint8_t(acc, row, g->s[2], off, lo, hi, zx, wk[t]);
+                        }
+                    }
+                }
+                int64_t o = pl * g->ovol + (od * g->out[1] + oh) * g->out[2];
+                if (y8) {
+                    qconv_requant_rows(acc, acc, g->out[2], 1, &zero, &zero, &bias, &mult, yz,
+                                       y_signed ? -128 : 0, y_signed ? 127 : 255,
+                                       (uint8_t *)y->data + o);
+                    continue;
+                }
+                for (int64_t ow = 0; ow < g->out[2]; ow++)
+                    if (!p->qlinear)
+                        ((int32_t *)y->data)[o + ow] = acc[ow];
+                    else
+                        ss_quant_store(y->data, o + ow, y->dtype,
+                                       rint(((double)acc[ow] + bias) * mult) + yz);
+            }
+    }
+}
+
+static ss_status *qconv_dw_run(ss_kctx *k)
+{
+    const qconv_plan *p = k->state;
+    qconv_dw_job j = {.k = k, .p = p};
+    int parts = p->parts;
+    if (parts > p->N * p->C) parts = (int)(p->N * p->C);
+    ss_pool_run(parts < 1 ? 1 : parts, qconv_dw_part, &j);
+    return NULL;
+}
+
 /* Scratch: W minus its zero points (float64), the column block, the gemm's block of Y, then one
  * image of X minus its zero point (int16). */
 static ss_status *qconv_run(ss_kctx *k)
 {
     const qconv_plan *p = k->state;
     if (p->wpack) return qconv_fast_run(k);
+    if (p->depthwise) return qconv_dw_run(k);
     const ss_tensor *x = k->in[0], *w = k->in[p->iw];
     int64_t K = p->K, ow = p->g.out[2], cols = p->block_rows * ow;
     double *ws = k->scratch, *col = ws + p->M * K, *acc = col + K * cols;
