@@ -41,8 +41,8 @@ endfunction()
 if(EXISTS ${ss_ort_oracle}/onnxruntime-node AND EXISTS ${ss_ort_oracle}/onnx-proto)
   ss_ort_case_suite(contrib_cases 70)
   ss_ort_case_suite(ort_op_cases 15)
-  ss_ort_case_suite(ort_qlinear_cases 87)
-  ss_ort_case_suite(ort_function_cases 7)
+  ss_ort_case_suite(ort_qlinear_cases 88)
+  ss_ort_case_suite(ort_function_cases 8)
   # the nested-functions model split over 2 ranks and over 2 stages equals onnxruntime's output
   add_test(NAME shard_functions
            COMMAND ${SS_PY} ${SS_TEST_DIR}/onnx/shard_functions.py $<TARGET_FILE:shardserve>

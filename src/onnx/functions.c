@@ -20,7 +20,10 @@
 #include <string.h>
 
 #define SS_FUNCTION_DEPTH 32
-#define SS_FUNCTION_MAX_NODES (1 << 20) /* an expansion past this is refused, not attempted */
+/* Nodes an inlining may copy (body nodes, calls among them) and leave in the graph: past it the
+ * model is refused. Every copy counts, so a few kilobytes of functions that call each other
+ * eightfold cannot expand for ever; the copies live until the end (a few hundred bytes each). */
+#define SS_FUNCTION_MAX_NODES (1 << 19)
 
 static bool grow(void **arr, size_t *cap, size_t need, size_t elem)
 {
@@ -104,7 +107,7 @@ static ss_status *merge_opsets(ss_rewriter *in, const Onnx__FunctionProto *f)
 typedef struct {
     const Onnx__FunctionProto *f;
     const Onnx__NodeProto *call;
-    char prefix[160];
+    char *prefix; /* "<function>.<call>/", kept */
 } frame;
 
 static char no_value[] = ""; /* a formal input the caller left out */
@@ -160,6 +163,12 @@ static ss_status *bind_attributes(ss_rewriter *in, const frame *fr, Onnx__NodePr
         for (size_t j = 0; j < fr->call->n_attribute; j++) {
             const Onnx__AttributeProto *v = fr->call->attribute[j];
             if (!v->name || strcmp(v->name, a->ref_attr_name)) continue;
+            if (a->has_type && v->has_type && a->type != v->type)
+                return ss_errf(SS_ERR_INVALID,
+                               "%s: function '%s': node '%s' takes attribute '%s' from the call's "
+                               "'%s', of another type (%d, not %d)",
+                               in->what, fr->f->name, copy->name, a->name, v->name, (int)v->type,
+                               (int)a->type);
             Onnx__AttributeProto *b = ss_rw_keep(in, malloc(sizeof *b));
             if (!b) return ss_errf(SS_ERR_NOMEM, "out of memory");
             *b = *v;
@@ -176,9 +185,6 @@ static ss_status *bind_attributes(ss_rewriter *in, const frame *fr, Onnx__NodePr
 ss_status *ss_rw_push(ss_rewriter *in, Onnx__NodeProto ***list, size_t *n, size_t *cap,
                       Onnx__NodeProto *node)
 {
-    if (++in->total_nodes > SS_FUNCTION_MAX_NODES)
-        return ss_errf(SS_ERR_LIMIT, "%s: inlining the model's functions makes more than %d nodes",
-                       in->what, SS_FUNCTION_MAX_NODES);
     if (!grow((void **)list, cap, *n + 1, sizeof **list))
         return ss_errf(SS_ERR_NOMEM, "out of memory");
     (*list)[(*n)++] = node;
@@ -206,8 +212,15 @@ static ss_status *expand(ss_rewriter *in, Onnx__NodeProto *node, int depth, Onnx
     ss_status *st = merge_opsets(in, f);
     if (st) return st;
     frame fr = {.f = f, .call = node};
-    snprintf(fr.prefix, sizeof fr.prefix, "%s.%u/", f->name, ++in->calls);
+    size_t len = strlen(f->name) + 16;
+    if (!(fr.prefix = ss_rw_keep(in, malloc(len)))) return ss_errf(SS_ERR_NOMEM, "out of memory");
+    snprintf(fr.prefix, len, "%s.%u/", f->name, ++in->calls);
     for (size_t i = 0; i < f->n_node; i++) {
+        if (++in->total_nodes > SS_FUNCTION_MAX_NODES)
+            return ss_errf(SS_ERR_LIMIT,
+                           "%s: inlining the model's functions makes more than %d nodes (calls "
+                           "that fan out into calls?)",
+                           in->what, SS_FUNCTION_MAX_NODES);
         Onnx__NodeProto *copy = ss_rw_keep(in, malloc(sizeof *copy));
         if (!copy) return ss_errf(SS_ERR_NOMEM, "out of memory");
         *copy = *f->node[i];
@@ -278,6 +291,13 @@ ss_status *ss_onnx_rewrite(Onnx__ModelProto **proto, const char *what)
 {
     Onnx__ModelProto *mp = *proto;
     if (!mp->graph) return NULL;
+    for (size_t i = 0; i < mp->n_functions; i++) /* a call must name one function */
+        for (size_t j = 0; j < i; j++)
+            if (mp->functions[i]->name && mp->functions[j]->name &&
+                !strcmp(mp->functions[i]->name, mp->functions[j]->name) &&
+                !strcmp(domain_of(mp->functions[i]->domain), domain_of(mp->functions[j]->domain)))
+                return ss_errf(SS_ERR_INVALID, "%s: function '%s' of domain '%s' is defined twice",
+                               what, mp->functions[i]->name, domain_of(mp->functions[i]->domain));
     ss_rewriter in = {.mp = mp, .what = what};
     ss_status *st = inline_graph(&in, mp->graph);
     if (st || !in.n_saved) {

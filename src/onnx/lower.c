@@ -210,11 +210,23 @@ ss_status *ss_onnx_lower(ss_rewriter *rw, Onnx__NodeProto *node, Onnx__NodeProto
     }
     if (!act_buf[0]) return NULL;
     float params[2] = {NAN, NAN};
-    if (conv) {
+    if (conv) { /* as onnxruntime: the parameters its activation takes, all of them */
         const Onnx__AttributeProto *p = attr(node, "activation_params");
-        for (size_t i = 0; p && i < p->n_floats && i < 2; i++)
+        size_t have = p ? p->n_floats : 0;
+        size_t need = !strcmp(act_buf, "LeakyRelu")                                 ? 1
+                      : !strcmp(act_buf, "Clip") || !strcmp(act_buf, "HardSigmoid") ? 2
+                                                                                    : have;
+        if (have != need)
+            return ss_errf(SS_ERR_INVALID,
+                           "%s: FusedConv node '%s': activation '%s' takes %zu activation_params, "
+                           "the node has %zu",
+                           rw->what, label(node), act_buf, need, have);
+        for (size_t i = 0; i < have && i < 2; i++)
             params[i] = p->floats[i];
     } else {
+        if (!strcmp(act_buf, "Clip")) /* its bounds would be inputs: onnxruntime refuses it too */
+            return ss_errf(SS_ERR_UNSUPPORTED, "%s: FusedGemm node '%s': activation 'Clip'",
+                           rw->what, label(node));
         const Onnx__AttributeProto *a = attr(node, "activation_alpha");
         const Onnx__AttributeProto *b = attr(node, "activation_beta");
         if (!a) a = attr(node, "leaky_relu_alpha");

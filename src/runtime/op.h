@@ -142,7 +142,9 @@ typedef struct ss_packed ss_packed;
 ss_packed *ss_kctx_packed_find(ss_kctx *k, const void *src, const void *layout,
                                bool (*same)(const void *a, const void *b));
 /* Hands `data` (from aligned_alloc) to the session as src's copy in layout (layout_len bytes are
- * copied), with a reference taken. NULL if there is no session or memory: the caller keeps data. */
+ * copied), with a reference taken. NULL if there is no session or memory, or src is not inside an
+ * initializer (a value folded at plan time dies with the plan; find never matches it either): the
+ * caller keeps data. */
 ss_packed *ss_kctx_packed_add(ss_kctx *k, const void *src, const void *layout, size_t layout_len,
                               void *data);
 void *ss_packed_data(const ss_packed *p);

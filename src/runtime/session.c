@@ -563,10 +563,24 @@ struct ss_packed {
     int refs;
 };
 
+/* Whether src points into an initializer's bytes, which live as long as the session: only such a
+ * source may key a shared copy. A value folded at plan time lives in the plan, and a later plan
+ * may get its address for another value (a copy keyed by it would then be another weight's). */
+static bool session_owned(const ss_session *s, const void *src)
+{
+    const ss_onnx_model *m = s->model;
+    for (int i = 0; m && i < m->n_init; i++) {
+        const char *lo = m->inits[i].tensor.data;
+        if (lo && (const char *)src >= lo && (const char *)src < lo + m->inits[i].tensor.nbytes)
+            return true;
+    }
+    return false;
+}
+
 ss_packed *ss_kctx_packed_find(ss_kctx *k, const void *src, const void *layout,
                                bool (*same)(const void *a, const void *b))
 {
-    if (!k->plan) return NULL;
+    if (!k->plan || !session_owned(k->plan->s, src)) return NULL;
     for (ss_packed *e = k->plan->s->packed; e; e = e->next)
         if (e->src == src && same(e->layout, layout)) {
             e->refs++;
@@ -585,7 +599,7 @@ static void packed_free(ss_packed *e)
 ss_packed *ss_kctx_packed_add(ss_kctx *k, const void *src, const void *layout, size_t layout_len,
                               void *data)
 {
-    if (!k->plan) return NULL;
+    if (!k->plan || !session_owned(k->plan->s, src)) return NULL; /* the caller keeps data */
     ss_session *s = k->plan->s;
     for (ss_packed **pe = &s->packed; *pe;) { /* unused copies of src in other layouts go */
         ss_packed *e = *pe;

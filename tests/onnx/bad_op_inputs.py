@@ -113,6 +113,10 @@ def cases():
     yield "attention_bias_type", ms("Attention", ["x", "w", "", "", "", "ab"], num_heads=2), \
         [("x", f32(1, 2, 4)), ("w", f32(4, 12)), ("ab", np.ones((1, 2, 2, 2), np.uint8))], \
         "attention_bias (input 5) must be float32, not uint8"
+    yield "fusedconv_params", ms("FusedConv", ["x", "w"], activation="LeakyRelu",
+                                 activation_params=[0.1, 0.2, 0.3]), \
+        [("x", f32(1, 1, 3, 3)), ("w", f32(1, 1, 2, 2))], \
+        "activation 'LeakyRelu' takes 1 activation_params, the node has 3"
     # model-local functions (inlined at load)
     dom = "custom.functions"
     fn = lambda name, nodes, opsets=(("", 17),), ins=("X",): helper.make_function(  # noqa: E731
@@ -134,6 +138,21 @@ def cases():
                                               else_branch=branch)])
     yield "function_with_subgraph", call("Branchy"), [("x", f32(2))], \
         "function 'Branchy': node 'Branchy.1/If' has a subgraph", [with_if]
+    # each of 20 levels calls the next 8 times: 8^20 copies if nothing stopped it
+    fan = [fn("L%d" % i, [helper.make_node("L%d" % (i + 1), ["X"], ["t%d" % j], domain=dom)
+                          for j in range(7)] + [helper.make_node("L%d" % (i + 1), ["X"], ["Y"], domain=dom)],
+              (("", 17), (dom, 1))) for i in range(20)]
+    fan.append(fn("L20", [helper.make_node("Identity", ["X"], ["Y"])]))
+    yield "function_fan_out", call("L0"), [("x", f32(2))], \
+        "inlining the model's functions makes more than 524288 nodes", fan
+    yield "function_defined_twice", call("Ident"), [("x", f32(2))], \
+        "function 'Ident' of domain 'custom.functions' is defined twice", [ident, ident]
+    typed = fn("Typed", [helper.make_node("LeakyRelu", ["X"], ["Y"])], ins=("X",))
+    typed.node[0].attribute.append(onnx.AttributeProto(name="alpha", ref_attr_name="a",
+                                                       type=onnx.AttributeProto.FLOAT))
+    typed.attribute.append("a")
+    yield "function_attribute_type", helper.make_node("Typed", ["x"], ["y"], domain=dom, a=[1, 2]), \
+        [("x", f32(2))], "takes attribute 'alpha' from the call's 'a', of another type", [typed]
 
 
 def main(ss, out):

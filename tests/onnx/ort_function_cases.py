@@ -140,6 +140,17 @@ def structure_cases(out):
           model([helper.make_node("MsGelu", ["x"], ["y"], domain=DOM)], [("x", x(4, 4))], ["y"],
                 [gelu]), [("x", x(4, 4))])
 
+    # a function whose name is longer than any fixed buffer: every call still gets its own prefix
+    long_name = "Long" + "g" * 196
+    longf = helper.make_function(DOM, long_name, ["X"], ["Y"],
+                                 [helper.make_node("Neg", ["X"], ["n"]),
+                                  helper.make_node("Mul", ["n", "X"], ["Y"])],
+                                 [helper.make_opsetid("", 17)])
+    write(out, "function_long_name",
+          model([helper.make_node(long_name, ["x"], ["a"], domain=DOM),
+                 helper.make_node(long_name, ["a"], ["y"], domain=DOM)], [("x", x(3, 4))], ["y"],
+                [longf]), [("x", x(3, 4))])
+
     # a call inside an If branch
     neg = helper.make_function(DOM, "Neg2", ["X"], ["Y"],
                                [helper.make_node("Neg", ["X"], ["n"]),

@@ -385,6 +385,36 @@ def qconv_vnni_cases(out):
          [("w", q(np.uint8, 16, 16, 3, 3)), ("zx", zp(np.uint8, 200)), ("zw", zp(np.uint8, 7))])
 
 
+def qconv_replanned_case(out):
+    """8 QLinearConvs whose weights are folded at plan time (Transpose of an int8 initializer), a
+    dynamic batch and 16 data sets of changing batch: every data set re-plans. A packed copy keyed
+    by a folded value's address once served another conv after a re-plan (found by review)."""
+    import onnx
+    from onnx import numpy_helper
+    inits = [("xs", scale(0.02)), ("xz", zp(np.uint8, 100)), ("ws", scale(0.03)),
+             ("wz", zp(np.int8, 0)), ("ys", scale(0.5)), ("yz", zp(np.uint8, 128))]
+    nodes, outs = [], []
+    for c in range(8):
+        inits.append(("w%d" % c, q(np.int8, 4, 16, 1, 1)))
+        nodes += [helper.make_node("Transpose", ["w%d" % c], ["W%d" % c], perm=[1, 0, 2, 3]),
+                  helper.make_node("QLinearConv", ["x", "xs", "xz", "W%d" % c, "ws", "wz", "ys",
+                                                   "yz"], ["y%d" % c])]
+        outs.append("y%d" % c)
+    g = helper.make_graph(nodes, "replanned",
+                          [helper.make_tensor_value_info("x", TensorProto.UINT8, ["N", 4, 3, 3])],
+                          [helper.make_tensor_value_info(o, TensorProto.UINT8, None) for o in outs],
+                          [numpy_helper.from_array(a, n) for n, a in inits])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)])
+    m.ir_version = 8
+    d = os.path.join(out, "test_qlinearconv_folded_weights_replanned")
+    os.makedirs(d, exist_ok=True)
+    onnx.save(m, os.path.join(d, "model.onnx"))
+    for k, n in enumerate([1, 2, 3, 1, 4, 2, 5, 1, 3, 6, 2, 1, 7, 3, 2, 1]):
+        os.makedirs(os.path.join(d, "test_data_set_%d" % k), exist_ok=True)
+        with open(os.path.join(d, "test_data_set_%d" % k, "input_0.pb"), "wb") as f:
+            f.write(numpy_helper.from_array(q(np.uint8, n, 4, 3, 3), "x").SerializeToString())
+
+
 def qoperator_cnn_case(out):
     """The pattern of onnxruntime's static quantization of a CNN (QOperator format): float in,
     QuantizeLinear, QLinearConv, a residual QLinearAdd, QLinearGlobalAveragePool, DequantizeLinear."""
@@ -423,6 +453,7 @@ def main():
     ms_qdq_cases(out)
     qoperator_cnn_case(out)
     qconv_vnni_cases(out)
+    qconv_replanned_case(out)
     print("ort_qlinear_cases: %d cases in %s" % (len(os.listdir(out)), out))
 
 

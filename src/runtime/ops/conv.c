@@ -1320,7 +1320,7 @@ static ss_status *qconv_check_param(const ss_kctx *k, int i, int64_t per, const 
 
 static bool same_qconv_pack(const void *a, const void *b)
 {
-    return !memcmp(a, b, 4 * sizeof(int64_t));
+    return !memcmp(a, b, 5 * sizeof(int64_t));
 }
 
 static void qconv_release(void *state)
@@ -1367,7 +1367,7 @@ static ss_status *qconv_fast_plan(ss_kctx *k, qconv_plan *p)
     p->w_unsigned = w->dtype == SS_DT_UINT8;
     p->group_bytes = ss_gemm_q8_packed_bytes(p->K, p->mg);
     p->lda = (p->K + 3) / 4 * 4;
-    int64_t lay[4] = {p->K, p->mg, p->group, p->cg};
+    int64_t lay[5] = {p->K, p->mg, p->group, p->cg, p->w_unsigned};
     const char *key = (const char *)wv->data + 4; /* qconv's copies (matmul.c keys 1 to 3) */
     p->wref = ss_kctx_packed_find(k, key, lay, same_qconv_pack);
     const uint8_t *wq = wv->data;
