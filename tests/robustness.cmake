@@ -50,8 +50,10 @@ if(SS_FUZZ)
   get_target_property(ss_onnx_bin ss_onnx BINARY_DIR)
   get_target_property(ss_worker_src ss_worker SOURCE_DIR)
 
+  # the whole loader, the graph rewrite (functions inlined, fused ops lowered) included
   add_executable(fuzz_onnx_load ${SS_TEST_DIR}/test_fuzz_onnx.c ${ss_onnx_src}/load.c
-                 ${ss_onnx_src}/tensor.c ${ss_onnx_src}/attr.c ${ss_onnx_src}/save.c)
+                 ${ss_onnx_src}/tensor.c ${ss_onnx_src}/attr.c ${ss_onnx_src}/save.c
+                 ${ss_onnx_src}/functions.c ${ss_onnx_src}/lower.c)
   target_link_libraries(fuzz_onnx_load ss_core ss_onnx_proto Threads::Threads m)
 
   # config.c parses a method's "stages" through the serving module (linked, not instrumented).
