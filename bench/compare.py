@@ -41,6 +41,9 @@ CASES = [  # label, model folder, batch label, {graph input: npy file}
     ("ResNet-50 224x224", "resnet", "1", {"x": "x.npy"}),
     # int8 in onnxruntime's QOperator format: 8 QLinearConv 64x64 3x3 on 56x56 (models.py qresnet)
     ("QOperator int8 ResNet stage 56x56", "qresnet", "1", {"x": "x.npy"}),
+    # BERT-base as onnxruntime's quantize_dynamic writes it (models.py qbertbase)
+    ("BERT-base s128, dynamic int8 MatMuls", "qbertbase", "1",
+     {"input_ids": "input_ids.npy", "attention_mask": "attention_mask.npy", "token_type_ids": "token_type_ids.npy"}),
     # shardserve with MatMul weights held as bf16 (f32 accumulation), against onnxruntime's f32
     ("MLP 4x4096 Relu, ours bf16 weights", "mlp", "1", {"x": "x_b1.npy"}),
     ("MLP 4x4096 Relu, ours bf16 weights", "mlp", "32", {"x": "x_b32.npy"}),

@@ -445,6 +445,54 @@ def qresnet(out):
     stamp(d, "qresnet")  # no flops.txt: the table's peak is float32's; these are int8 operations
 
 
+def qbertbase(out):
+    """bertbase quantized the way onnxruntime's quantize_dynamic writes it (QOperator, MatMul with
+    a constant B only): each MatMul's weight becomes int8 with one symmetric per-tensor scale and
+    its activation is quantized on every call: DynamicQuantizeLinear (one per activation, shared
+    by Q/K/V), MatMulInteger, Cast, Mul by activation scale x weight scale. onnxruntime fuses the
+    chain into its own int8 GEMM (DynamicQuantizeMatMul / MatMulIntegerToFloat)."""
+    d = os.path.join(out, "qbertbase")
+    if stamped(d, "qbertbase"):
+        return
+    bertbase(out)
+    src = os.path.join(out, "bertbase")
+    m = onnx.load(os.path.join(src, "model.onnx"))
+    g = m.graph
+    inits = {t.name: t for t in g.initializer}
+    nodes, quantized, used = [], {}, set()
+    for n in g.node:
+        w = inits.get(n.input[1]) if n.op_type == "MatMul" else None
+        if w is None or len(w.dims) != 2 or w.data_type != TensorProto.FLOAT:
+            nodes.append(n)
+            continue
+        x, y, tag = n.input[0], n.output[0], "q%d" % len(used)
+        if x not in quantized:
+            quantized[x] = (tag + "_x", tag + "_xs", tag + "_xz")
+            nodes.append(helper.make_node("DynamicQuantizeLinear", [x], list(quantized[x])))
+        xq, xs, xz = quantized[x]
+        a = numpy_helper.to_array(w)
+        scale = np.float32(np.abs(a).max() / 127.0)
+        used.add(w.name)
+        g.initializer.extend([numpy_helper.from_array(np.clip(np.rint(a / scale), -127, 127).astype(np.int8), tag + "_w"),
+                              numpy_helper.from_array(np.array(scale, np.float32), tag + "_ws"),
+                              numpy_helper.from_array(np.array(0, np.int8), tag + "_wz")])
+        nodes += [helper.make_node("MatMulInteger", [xq, tag + "_w", xz, tag + "_wz"], [tag + "_i"]),
+                  helper.make_node("Cast", [tag + "_i"], [tag + "_f"], to=TensorProto.FLOAT),
+                  helper.make_node("Mul", [xs, tag + "_ws"], [tag + "_s"]),
+                  helper.make_node("Mul", [tag + "_f", tag + "_s"], [y])]
+    keep = [t for t in g.initializer if t.name not in used]
+    del g.initializer[:]
+    g.initializer.extend(keep)
+    del g.node[:]
+    g.node.extend(nodes)
+    os.makedirs(d, exist_ok=True)
+    onnx.save(m, os.path.join(d, "model.onnx"))
+    onnx.checker.check_model(os.path.join(d, "model.onnx"))
+    for f in ("input_ids.npy", "attention_mask.npy", "token_type_ids.npy"):
+        shutil.copy(os.path.join(src, f), os.path.join(d, f))
+    stamp(d, "qbertbase")  # no flops.txt: int8 operations, not float32's peak
+
+
 def evict(path):
     fd = os.open(path, os.O_RDONLY)
     try:
@@ -458,7 +506,7 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("outdir")
     ap.add_argument("--only",
-                    default="seed,mlp,mlpgemm,bert,gpt2,bertbase,gpt2small,mobilenet,resnet,qresnet,big")
+                    default="seed,mlp,mlpgemm,bert,gpt2,bertbase,gpt2small,mobilenet,resnet,qresnet,qbertbase,big")
     ap.add_argument("--no-evict", action="store_true", help="leave the weight files in the page cache")
     a = ap.parse_args()
     want = set(a.only.split(","))
@@ -473,7 +521,8 @@ def main():
     if fx:
         fixtures(a.outdir, fx)
     for name, make in (("bertbase", bertbase), ("gpt2small", gpt2small), ("mobilenet", mobilenet),
-                       ("resnet", resnet), ("qresnet", qresnet)):
+                       ("resnet", resnet), ("qresnet", qresnet),
+                       ("qbertbase", qbertbase)):
         if name in want:
             make(a.outdir)
     if "big" in want:

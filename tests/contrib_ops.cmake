@@ -41,7 +41,7 @@ endfunction()
 if(EXISTS ${ss_ort_oracle}/onnxruntime-node AND EXISTS ${ss_ort_oracle}/onnx-proto)
   ss_ort_case_suite(contrib_cases 70)
   ss_ort_case_suite(ort_op_cases 15)
-  ss_ort_case_suite(ort_qlinear_cases 88)
+  ss_ort_case_suite(ort_qlinear_cases 98)
   ss_ort_case_suite(ort_function_cases 8)
   # the nested-functions model split over 2 ranks and over 2 stages equals onnxruntime's output
   add_test(NAME shard_functions

@@ -292,6 +292,49 @@ def qmatmul_cases(out):
          [("b", q(np.int8, 8, 4)), ("sb", rng.uniform(0.01, 0.03, 4).astype(np.float32))])
 
 
+def vnni_matmul_cases(out):
+    """Shapes that take the int8 VNNI path in several pieces: more rows than one block (64), K not
+    a multiple of 4, columns over several 64-column groups, batches, a B that is a graph input
+    (packed per run, broadcast over batches), per-row and per-column zero points, and K long
+    enough that the int32 sums wrap (onnxruntime's MLAS wraps alike: both are exact mod 2^32)."""
+    for adt, bdt in ((np.uint8, np.int8), (np.int8, np.uint8), (np.int8, np.int8), (np.uint8, np.uint8)):
+        name = np.dtype(adt).name + "_" + np.dtype(bdt).name
+        case(out, "vnni_matmulinteger_" + name,
+             [helper.make_node("MatMulInteger", ["a", "b", "za", "zb"], ["y"])],
+             [("a", q(adt, 3, 70, 37))], [("y", TensorProto.INT32)],
+             [("b", q(bdt, 37, 130)), ("za", zp(adt, 7)), ("zb", q(bdt, 130))])
+    # the spec allows a zero point per row of A; onnxruntime refuses it, so numpy answers
+    a, b, za = q(np.uint8, 66, 40), q(np.int8, 40, 70), q(np.uint8, 66)
+    case(out, "vnni_matmulinteger_per_row_a_zero_point",
+         [helper.make_node("MatMulInteger", ["a", "b", "za"], ["y"])],
+         [("a", a)], [("y", TensorProto.INT32)], [("b", b), ("za", za)],
+         expected=[((a.astype(np.int64) - za[:, None]) @ b.astype(np.int64)).astype(np.int32)])
+    case(out, "vnni_matmulinteger_b_input",
+         [helper.make_node("MatMulInteger", ["a", "b", "za", "zb"], ["y"])],
+         [("a", q(np.uint8, 2, 3, 9, 21)), ("b", q(np.int8, 3, 21, 70))], [("y", TensorProto.INT32)],
+         [("za", zp(np.uint8, 128)), ("zb", zp(np.int8, -3))])
+    case(out, "vnni_matmulinteger_wraps",
+         [helper.make_node("MatMulInteger", ["a", "b", "za", "zb"], ["y"])],
+         [("a", np.full((2, 40000), 255, np.uint8))], [("y", TensorProto.INT32)],
+         [("b", np.full((40000, 3), -128, np.int8)), ("za", zp(np.uint8, 0)), ("zb", zp(np.int8, 127))])
+    case(out, "vnni_qlinearmatmul_per_column",
+         [helper.make_node("QLinearMatMul", ["a", "sa", "za", "b", "sb", "zb", "sy", "zy"], ["y"])],
+         [("a", q(np.uint8, 100, 64))], [("y", TensorProto.UINT8)],
+         [("sa", scale(0.02)), ("za", zp(np.uint8, 128)), ("b", q(np.int8, 64, 96)),
+          ("sb", rng.uniform(0.002, 0.006, 96).astype(np.float32)), ("zb", zp(np.int8, 0)),
+          ("sy", scale(0.5)), ("zy", zp(np.uint8, 128))], opset=21)
+    b = q(np.int8, 64, 200)
+    case(out, "ms_dynamicquantizematmul_vnni",
+         [node("DynamicQuantizeMatMul", ["a", "b", "sb", "zb", "bias"], ["y"])],
+         [("a", rng.uniform(-2, 3, (130, 64)).astype(np.float32))], [("y", F)],
+         [("b", b), ("sb", rng.uniform(0.005, 0.02, 200).astype(np.float32)), ("zb", q(np.int8, 200)),
+          ("bias", rng.uniform(-1, 1, 200).astype(np.float32))])
+    case(out, "ms_matmulintegertofloat_vnni",
+         [node("MatMulIntegerToFloat", ["a", "b", "sa", "sb", "za", "zb"], ["y"])],
+         [("a", q(np.uint8, 1, 70, 64))], [("y", F)],
+         [("b", b), ("sa", scale(0.03)), ("sb", scale(0.01)), ("za", zp(np.uint8, 100)), ("zb", zp(np.int8, 1))])
+
+
 def qgemm_cases(out):
     ins = ["a", "sa", "za", "b", "sb", "zb", "c", "sy", "zy"]
     for bdt in (np.int8, np.uint8):
@@ -449,6 +492,7 @@ def main():
     qembed_cases(out)
     quantized_bert_layer_case(out)
     qmatmul_cases(out)
+    vnni_matmul_cases(out)
     qgemm_cases(out)
     ms_qdq_cases(out)
     qoperator_cnn_case(out)

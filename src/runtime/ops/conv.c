@@ -1372,12 +1372,6 @@ static ss_status *qconv_fast_plan(ss_kctx *k, qconv_plan *p)
     p->wref = ss_kctx_packed_find(k, key, lay, same_qconv_pack);
     const uint8_t *wq = wv->data;
     int64_t kvol = p->g.kvol;
-    for (int64_t m = 0; m < p->M; m++) { /* the sums, in the packed values' terms */
-        int32_t sum = 0;
-        for (int64_t i = 0; i < p->K; i++)
-            sum += p->w_unsigned ? (int32_t)wq[m * p->K + i] - 128 : (int8_t)wq[m * p->K + i];
-        p->wsum[m] = sum;
-    }
     if (p->wref) {
         p->wpack = ss_packed_data(p->wref);
     } else {
@@ -1402,6 +1396,10 @@ static ss_status *qconv_fast_plan(ss_kctx *k, qconv_plan *p)
         p->wref = ss_kctx_packed_add(k, key, lay, sizeof lay, pack);
         if (!p->wref) p->wowned = pack;
     }
+    for (int64_t gi = 0; gi < p->group; gi++) /* the sums, in the packed values' terms */
+        memcpy(p->wsum + gi * p->mg,
+               ss_gemm_q8_colsum(p->wpack + (size_t)gi * p->group_bytes, p->mg),
+               sizeof(int32_t) * (size_t)p->mg);
     ss_kctx_drop_const_pages(k, p->iw);
     int t = k->threads > 0 ? k->threads : openblas_get_num_threads();
     p->parts = t > 1 ? ss_gemm_pool_reserve(t) : 1;
@@ -1675,8 +1673,8 @@ static void qconv_fast_part(void *ctx, int part, int parts)
         int64_t gi = b / j->blocks, e0 = b % j->blocks * QCONV_FAST_ROWS;
         int64_t rows = ovol - e0 < QCONV_FAST_ROWS ? ovol - e0 : QCONV_FAST_ROWS;
         qconv_rows(j, gi, e0, rows, a, xs);
-        ss_gemm_q8_i32(rows, p->mg, K, a, p->lda, p->wpack + (size_t)gi * p->group_bytes, acc,
-                       p->mg);
+        ss_gemm_q8_i32(rows, p->mg, K, a, p->lda, p->wpack + (size_t)gi * p->group_bytes, 0, p->mg,
+                       acc, p->mg);
         if (y8) {
             qconv_requant(j, gi, e0, rows, acc, xs, tq);
             continue;

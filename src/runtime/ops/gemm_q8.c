@@ -16,7 +16,8 @@
 
 #define BLOCK 16 /* columns per 64-byte vector (x 4 k) */
 #define GROUP 4  /* blocks a pass reads side by side */
-#define COLS (BLOCK * GROUP)
+#define COLS SS_GEMM_Q8_COLS
+_Static_assert(COLS == BLOCK * GROUP, "a group is GROUP blocks");
 #define ROWS 4             /* rows of A per pass: ROWS x GROUP accumulators */
 #define KC 128             /* k quads per chunk when the rows take several passes */
 #define MIN_PAR_MACS 65536 /* below this the pool's wake-up costs more than it saves */
@@ -105,7 +106,7 @@ void ss_gemm_q8_pack_int(const void *B, bool is_unsigned, int64_t K, int64_t N, 
     float *scale = out;
     int32_t *comp = (int32_t *)(scale + Np);
     int8_t *w = (int8_t *)(comp + Np);
-    for (int64_t n = 0; n < Np; n++) /* unused by ss_gemm_q8_i32: one scale, no compensation */
+    for (int64_t n = 0; n < Np; n++) /* unused by ss_gemm_q8_i32: one scale; comp: the sums */
         scale[n] = 1.0f, comp[n] = 0;
     const uint8_t *bu = B;
     const int8_t *bs = B;
@@ -117,7 +118,13 @@ void ss_gemm_q8_pack_int(const void *B, bool is_unsigned, int64_t K, int64_t N, 
                     int v = 0;
                     if (k < K && n < N) v = is_unsigned ? (int)bu[at] - 128 : bs[at];
                     w[(b * K4 + k4) * 64 + c * 4 + t] = (int8_t)v;
+                    comp[n] += v;
                 }
+}
+
+const int32_t *ss_gemm_q8_colsum(const void *Bp, int64_t N)
+{
+    return (const int32_t *)((const float *)Bp + pad_n(N));
 }
 
 size_t ss_gemm_q8_scratch(int64_t M, int64_t K)
@@ -302,18 +309,19 @@ void ss_gemm_q8(int64_t M, int64_t N, int64_t K, const float *A, int64_t lda, co
 }
 
 void ss_gemm_q8_i32(int64_t M, int64_t N, int64_t K, const uint8_t *A, int64_t lda, const void *Bp,
-                    int32_t *C, int64_t ldc)
+                    int64_t n0, int64_t n1, int32_t *C, int64_t ldc)
 {
-    if (M <= 0 || N <= 0) return;
+    if (M <= 0 || n1 <= n0) return;
     __atomic_add_fetch(&n_calls, 1, __ATOMIC_RELAXED);
     int64_t Np = pad_n(N);
     const int32_t *comp = (const int32_t *)((const float *)Bp + Np);
     for (int64_t r = 0; r < M; r += SS_GEMM_Q8_MAX_M) {
         int64_t m = M - r < SS_GEMM_Q8_MAX_M ? M - r : SS_GEMM_Q8_MAX_M;
         q8_job j = {.M = m,
-                    .N = N,
+                    .N = n1,
                     .K4 = pad_k(K) / 4,
-                    .groups = Np / COLS,
+                    .groups = (n1 + COLS - 1) / COLS,
+                    .next = n0 / COLS,
                     .Aq = A + r * lda,
                     .ldq = lda,
                     .W = (const int8_t *)(comp + Np),
@@ -332,9 +340,9 @@ void ss_gemm_q8(int64_t M, int64_t N, int64_t K, const float *A, int64_t lda, co
 }
 
 void ss_gemm_q8_i32(int64_t M, int64_t N, int64_t K, const uint8_t *A, int64_t lda, const void *Bp,
-                    int32_t *C, int64_t ldc)
+                    int64_t n0, int64_t n1, int32_t *C, int64_t ldc)
 {
-    (void)M, (void)N, (void)K, (void)A, (void)lda, (void)Bp, (void)C, (void)ldc;
+    (void)M, (void)N, (void)K, (void)A, (void)lda, (void)Bp, (void)n0, (void)n1, (void)C, (void)ldc;
     abort(); /* plans take this path only where ss_gemm_q8_supported */
 }
 #endif

@@ -60,16 +60,26 @@ size_t ss_gemm_q8_scratch(int64_t M, int64_t K);
 void ss_gemm_q8(int64_t M, int64_t N, int64_t K, const float *A, int64_t lda, const void *Bp,
                 bool acc, float *C, int64_t ldc, int threads, void *scratch);
 
-/* Exact integer products for quantized ops (QLinearConv, ConvInteger): B's int8 values, or uint8
- * ones stored as value - 128 (is_unsigned), packed unscaled into `out` (ss_gemm_q8_packed_bytes)
- * in the layout above. */
+/* Columns per group of the packed layout: a column range of ss_gemm_q8_i32 starts at a multiple
+ * of it. */
+#define SS_GEMM_Q8_COLS 64
+
+/* Exact integer products for quantized ops (QLinearConv, ConvInteger, MatMulInteger...): B's int8
+ * values, or uint8 ones stored as value - 128 (is_unsigned), packed unscaled into `out`
+ * (ss_gemm_q8_packed_bytes) in the layout above, with each column's sum of its stored values in
+ * the compensations' place (ss_gemm_q8_colsum). */
 void ss_gemm_q8_pack_int(const void *B, bool is_unsigned, int64_t K, int64_t N, int64_t ldb,
                          bool tb, void *out);
-/* C[M, N] (int32, row stride ldc) = A x Bp, exact: A is M rows of uint8, lda bytes apart (a
- * multiple of 4), each holding K values and zeros up to the next multiple of 4; Bp from
- * ss_gemm_q8_pack_int (so with uint8 B the sums are of A x (B - 128)). K up to SS_GEMM_Q8_MAX_K.
- * One thread (callers split rows); only where ss_gemm_q8_supported. */
+/* The column sums ss_gemm_q8_pack_int stored in Bp (N of them, padded with zeros to a multiple of
+ * SS_GEMM_Q8_COLS). */
+const int32_t *ss_gemm_q8_colsum(const void *Bp, int64_t N);
+/* C[M, n0 .. n1 - 1] (int32, row stride ldc; columns at their own index) = A x Bp's columns n0 ..
+ * n1 - 1, exact: A is M rows of uint8, lda bytes apart (a multiple of 4), each holding K values
+ * and any bytes up to the next multiple of 4 (B's padding is zero); Bp from ss_gemm_q8_pack_int of
+ * a K x N matrix (so with uint8 B the sums are of A x (B - 128)). n0 is a multiple of
+ * SS_GEMM_Q8_COLS, n1 <= N; K up to SS_GEMM_Q8_MAX_K. One thread (callers split rows or
+ * columns); only where ss_gemm_q8_supported. */
 void ss_gemm_q8_i32(int64_t M, int64_t N, int64_t K, const uint8_t *A, int64_t lda, const void *Bp,
-                    int32_t *C, int64_t ldc);
+                    int64_t n0, int64_t n1, int32_t *C, int64_t ldc);
 
 #endif

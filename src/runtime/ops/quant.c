@@ -14,10 +14,15 @@
  * Conv pair's im2col + dgemm). run never allocates.
  */
 #include "common.h"
+#include "gemm_kernel.h"
+#include "gemm_q8.h"
+#include "isa.h"
+#include "onednn.h"
 #include "quant.h"
 
 #include <cblas.h>
 #include <math.h>
+#include <stdlib.h>
 #include <string.h>
 
 /* ------------------------------------------------------------------ shared element helpers */
@@ -250,16 +255,52 @@ static ss_status *dynq_infer(ss_kctx *k)
     return NULL;
 }
 
+/* The range of x widened to hold 0 (NaNs ignored), in 16 lanes the compiler can vectorize. */
+SS_ISA_INLINE void dynq_range_body(const float *restrict x, int64_t n, float *lo_out, float *hi_out)
+{
+    float lo[16] = {0}, hi[16] = {0};
+    int64_t i = 0;
+    for (; i + 16 <= n; i += 16)
+        for (int l = 0; l < 16; l++) {
+            float v = x[i + l];
+            lo[l] = v < lo[l] ? v : lo[l];
+            hi[l] = v > hi[l] ? v : hi[l];
+        }
+    for (; i < n; i++) {
+        lo[0] = x[i] < lo[0] ? x[i] : lo[0];
+        hi[0] = x[i] > hi[0] ? x[i] : hi[0];
+    }
+    float l0 = 0, h0 = 0;
+    for (int l = 0; l < 16; l++) {
+        l0 = lo[l] < l0 ? lo[l] : l0;
+        h0 = hi[l] > h0 ? hi[l] : h0;
+    }
+    *lo_out = l0, *hi_out = h0;
+}
+SS_ISA_VARIANTS(void, dynq_range,
+                (const float *restrict x, int64_t n, float *lo_out, float *hi_out),
+                (x, n, lo_out, hi_out))
+
+/* y = saturate(rint(x / scale) + zp); NaN gives 0, as ss_quant_store. */
+SS_ISA_INLINE void dynq_store_body(const float *restrict x, int64_t n, float scale, float zp,
+                                   uint8_t *restrict y)
+{
+    for (int64_t i = 0; i < n; i++) {
+        float v = rintf(x[i] / scale) + zp;
+        y[i] = (uint8_t)(int32_t)(v != v || v < 0 ? 0 : v > 255 ? 255 : v);
+    }
+}
+SS_ISA_VARIANTS(void, dynq_store,
+                (const float *restrict x, int64_t n, float scale, float zp, uint8_t *restrict y),
+                (x, n, scale, zp, y))
+
 /* The spec's arithmetic in float32, as its reference computes it. */
 static ss_status *dynq_run(ss_kctx *k)
 {
     const float *x = k->in[0]->data;
     int64_t n = ss_tensor_numel(k->in[0]);
-    float lo = 0, hi = 0;
-    for (int64_t i = 0; i < n; i++) {
-        lo = x[i] < lo ? x[i] : lo;
-        hi = x[i] > hi ? x[i] : hi;
-    }
+    float lo, hi;
+    dynq_range(x, n, &lo, &hi);
     float scale = (hi - lo) / 255.0f;
     uint8_t zp = 0;
     if (scale > 0) {
@@ -267,8 +308,10 @@ static ss_status *dynq_run(ss_kctx *k)
         zp = (uint8_t)(izp < 0 ? 0 : izp > 255 ? 255 : izp);
     }
     uint8_t *y = k->out[0]->data;
-    for (int64_t i = 0; i < n; i++)
-        ss_quant_store(y, i, SS_DT_UINT8, scale > 0 ? (double)rintf(x[i] / scale) + zp : 0);
+    if (scale > 0)
+        dynq_store(x, n, scale, (float)zp, y);
+    else
+        memset(y, 0, (size_t)n);
     if (k->n_out > 1 && k->out[1]) *(float *)k->out[1]->data = scale;
     if (k->n_out > 2 && k->out[2]) *(uint8_t *)k->out[2]->data = zp;
     return NULL;
@@ -292,6 +335,15 @@ typedef struct {
     int ia, ib, ia_zp, ib_zp;                     /* input indices */
     int ia_scale, ib_scale, ibias;                /* QMM_FLOAT / QMM_DYNAMIC (-1: none) */
     qmm_mode mode;
+    /* the VNNI path (qmm_fast_plan), when fast */
+    bool fast;
+    bool a_signed, b_unsigned; /* A shifted to uint8, B to int8, by 128 */
+    int64_t lda;               /* bytes of a row of A as the kernel reads it: K padded to 4 */
+    int64_t cols;              /* columns per piece of work (a multiple of SS_GEMM_Q8_COLS) */
+    int parts;                 /* of the worker pool */
+    const uint8_t *bpack;      /* B packed once (a constant 2-D B), else NULL: packed per run */
+    ss_packed *bref;           /* the session's copy, or bowned */
+    void *bowned;
 } qmm_plan;
 
 /* A's quantization when QMM_DYNAMIC computes it per run. */
@@ -373,6 +425,8 @@ static int64_t qmm_batch_offset(const qmm_plan *p, int64_t bi, const int64_t *st
     return off;
 }
 
+static void qmm_fast_plan(ss_kctx *k, qmm_plan *p);
+
 static ss_status *matmulinteger_infer(ss_kctx *k)
 {
     static const char *const none[] = {NULL};
@@ -386,6 +440,7 @@ static ss_status *matmulinteger_infer(ss_kctx *k)
     if (!st) st = qmm_param(k, 2, p->M, k->in[0]->dtype, "a_zero_point");
     if (!st) st = qmm_param(k, 3, p->N, k->in[1]->dtype, "b_zero_point");
     k->out[0]->dtype = SS_DT_INT32;
+    if (!st) qmm_fast_plan(k, p);
     return st;
 }
 
@@ -416,6 +471,7 @@ static ss_status *qlinearmatmul_infer(ss_kctx *k)
         return ss_op_err(k, SS_ERR_UNSUPPORTED, "y_zero_point of type %s",
                          ss_dtype_name(k->in[7]->dtype));
     k->out[0]->dtype = k->in[7]->dtype;
+    if (!st) qmm_fast_plan(k, p);
     return st;
 }
 
@@ -481,12 +537,307 @@ static qmm_dyn qmm_dynamic(const ss_tensor *a)
     return (qmm_dyn){scale, (int32_t)rintf(zp < 0 ? 0 : zp > 255 ? 255 : zp)};
 }
 
+/* ------------------------------------------------------------------ the VNNI path
+ * Where the CPU has AVX512-VNNI the sums come from gemm_q8.h's exact int8 kernel, as the Conv
+ * pair's do: A' = A as uint8 (int8 A shifted by 128, with its zero point), B' = B as int8 (uint8 B
+ * shifted by 128), so with c = 128 for uint8 B (else 0)
+ *   sum_k (A' - za')(B' + c - zb) = S - za' colsum(B') + (c - zb)(rowsum(A') - K za'),
+ * S = sum A'B' from the kernel, every term an exact integer: the float64 path's sums, so its
+ * outputs. A constant 2-D B is packed once at plan time and shared through the session; any other
+ * B is packed by each part for the batch it works on. Pieces of work (a batch's QMM_ROWS rows x
+ * p->cols columns) go to the worker pool's parts. */
+#define QMM_ROWS SS_GEMM_Q8_MAX_M
+
+/* The run's per-row and per-column parameters, in the shared scratch. */
+typedef struct {
+    int32_t *za;    /* M: A's zero point in A' terms */
+    int32_t *zb;    /* N: B's zero point */
+    float *fa, *fb; /* M, N: scales (QMM_QLINEAR: a_scale, b_scale; float modes: fb only) */
+    float *bias;    /* N, or NULL */
+    float a_scale, y_scale;
+    double y_zero;
+} qmm_params;
+
+typedef struct {
+    const ss_kctx *k;
+    const qmm_plan *p;
+    const qmm_dyn *dyn;
+    qmm_params prm;
+    uint8_t *parts_at; /* the parts' scratch, qmm_part_bytes each */
+    int64_t rblocks, cchunks, items;
+    int64_t next; /* the next piece a part claims */
+} qmm_job;
+
+static size_t qmm_part_bytes(const qmm_plan *p)
+{
+    size_t b = (size_t)(QMM_ROWS * p->lda) + sizeof(int32_t) * (size_t)(QMM_ROWS + QMM_ROWS * p->N);
+    if (!p->bpack) b += ss_gemm_q8_packed_bytes(p->K, p->N) + 64;
+    return (b + 63) / 64 * 64;
+}
+
+static size_t qmm_shared_bytes(const qmm_plan *p)
+{
+    size_t b = (sizeof(int32_t) + sizeof(float)) * (size_t)(2 * (p->M + p->N)) +
+               sizeof(float) * (size_t)p->N;
+    return (b + 63) / 64 * 64;
+}
+
+static bool same_qmm_pack(const void *a, const void *b)
+{
+    return !memcmp(a, b, 3 * sizeof(int64_t));
+}
+
+static void qmm_release(void *state)
+{
+    qmm_plan *p = state;
+    ss_packed_release(p->bref);
+    free(p->bowned);
+    p->bref = NULL, p->bowned = NULL;
+}
+
+static void qmm_fast_plan(ss_kctx *k, qmm_plan *p)
+{
+    const ss_tensor *a = k->in[p->ia], *b = k->in[p->ib], *bv = ss_kctx_value(k, p->ib);
+    if (!ss_gemm_q8_supported() || ss_kernels_mode() == SS_KERNELS_BLAS || p->M < 1 || p->N < 1 ||
+        p->K < 1 || p->K > SS_GEMM_Q8_MAX_K || p->batch < 1 || !k->plan)
+        return;
+    p->a_signed = a->dtype == SS_DT_INT8;
+    p->b_unsigned = b->dtype == SS_DT_UINT8;
+    p->lda = (p->K + 3) / 4 * 4;
+    if (bv && bv->data && b->ndim <= 2) {
+        int64_t lay[3] = {p->K, p->N, p->b_unsigned};
+        const char *key = (const char *)bv->data + 5; /* qmm's copies (matmul.c 1-3, conv.c 4) */
+        p->bref = ss_kctx_packed_find(k, key, lay, same_qmm_pack);
+        if (p->bref) {
+            p->bpack = ss_packed_data(p->bref);
+        } else {
+            uint8_t *pack = ss_huge_alloc(ss_gemm_q8_packed_bytes(p->K, p->N));
+            if (!pack) return; /* the float64 path needs no more memory */
+            ss_gemm_q8_pack_int(bv->data, p->b_unsigned, p->K, p->N, p->N, false, pack);
+            p->bpack = pack;
+            p->bref = ss_kctx_packed_add(k, key, lay, sizeof lay, pack);
+            if (!p->bref) p->bowned = pack;
+        }
+        ss_kctx_drop_const_pages(k, p->ib);
+    }
+    int t = k->threads > 0 ? k->threads : openblas_get_num_threads();
+    p->parts = t > 1 ? ss_gemm_pool_reserve(t) : 1;
+    /* enough pieces for every part (twice over) where the rows alone do not give them */
+    int64_t pieces = p->batch * ((p->M + QMM_ROWS - 1) / QMM_ROWS),
+            groups = (p->N + SS_GEMM_Q8_COLS - 1) / SS_GEMM_Q8_COLS;
+    int64_t split = pieces >= 2 * p->parts ? 1 : (2 * p->parts + pieces - 1) / pieces;
+    if (split > groups) split = groups;
+    p->cols = (groups + split - 1) / split * SS_GEMM_Q8_COLS;
+    /* replaces the float64 path's copies */
+    k->scratch_bytes = qmm_shared_bytes(p) + (size_t)p->parts * qmm_part_bytes(p) + 64;
+    p->fast = true;
+    SS_DEBUG("%s: int8 VNNI kernel (M %lld, K %lld, N %lld, B %s)", k->node_name, (long long)p->M,
+             (long long)p->K, (long long)p->N, p->bpack ? "packed once" : "packed per run");
+}
+
+/* A zero point, scale or bias at index i of input `in` (-1 or absent: dflt) for `count` rows or
+ * columns, as the float64 path reads them (qmm_at). */
+static void qmm_fill_i32(const ss_kctx *k, int in, int64_t count, int32_t shift, int32_t *out)
+{
+    for (int64_t i = 0; i < count; i++)
+        out[i] = (int32_t)qmm_at(k, in, i, 0) + shift;
+}
+
+static void qmm_fill_f32(const ss_kctx *k, int in, int64_t count, float dflt, float *out)
+{
+    for (int64_t i = 0; i < count; i++)
+        out[i] = (float)qmm_at(k, in, i, dflt);
+}
+
+/* A row of uint8 (int8 when flip is 0x80: + 128) as the kernel's row, and its sum. */
+SS_ISA_INLINE int32_t qmm_row_u8_body(const uint8_t *restrict x, int64_t K, uint8_t flip,
+                                      uint8_t *restrict row)
+{
+    int32_t sum = 0;
+    for (int64_t kk = 0; kk < K; kk++) {
+        uint8_t u = x[kk] ^ flip;
+        row[kk] = u;
+        sum += u;
+    }
+    return sum;
+}
+SS_ISA_VARIANTS(int32_t, qmm_row_u8,
+                (const uint8_t *restrict x, int64_t K, uint8_t flip, uint8_t *restrict row),
+                (x, K, flip, row))
+
+/* A float32 row quantized as DynamicQuantizeMatMul's A (uint8 with zero point zero), and its sum.
+ * NaN quantizes to 0, as onnxruntime's clamp (MAXPS) makes it. */
+SS_ISA_INLINE int32_t qmm_row_dyn_body(const float *restrict x, int64_t K, float scale, float zero,
+                                       uint8_t *restrict row)
+{
+    int32_t sum = 0;
+    for (int64_t kk = 0; kk < K; kk++) {
+        float v = rintf(x[kk] / scale) + zero;
+        uint8_t u = (uint8_t)(int32_t)(v != v || v < 0 ? 0 : v > 255 ? 255 : v);
+        row[kk] = u;
+        sum += u;
+    }
+    return sum;
+}
+SS_ISA_VARIANTS(int32_t, qmm_row_dyn,
+                (const float *restrict x, int64_t K, float scale, float zero,
+                 uint8_t *restrict row),
+                (x, K, scale, zero, row))
+
+/* Rows r0 .. r0 + rows - 1 of batch offset ao as the kernel's uint8 rows, and their sums. */
+static void qmm_rows(const qmm_job *j, int64_t ao, int64_t r0, int64_t rows, uint8_t *q,
+                     int32_t *rsum)
+{
+    const qmm_plan *p = j->p;
+    const ss_tensor *a = j->k->in[p->ia];
+    for (int64_t r = 0; r < rows; r++) {
+        uint8_t *row = q + r * p->lda;
+        int64_t at = ao + (r0 + r) * p->K;
+        if (j->dyn)
+            rsum[r] = qmm_row_dyn((const float *)a->data + at, p->K, j->dyn->scale,
+                                  (float)j->dyn->zero, row);
+        else
+            rsum[r] = qmm_row_u8((const uint8_t *)a->data + at, p->K, p->a_signed ? 0x80 : 0, row);
+        for (int64_t kk = p->K; kk < p->lda; kk++)
+            row[kk] = 0;
+    }
+}
+
+/* The exact sums of a row's columns 0 .. n - 1 (wrapping as the spec's int32: every step mod
+ * 2^32, so in uint32), into y (QMM_INT32), or scaled (the float modes: y[n] = v x a_scale x
+ * fb[n] + bias[n]) into yf. */
+SS_ISA_INLINE void qmm_sums_body(const int32_t *restrict S, const int32_t *restrict colsum,
+                                 const int32_t *restrict zb, int64_t n, uint32_t za, uint32_t c,
+                                 uint32_t ra, int32_t *restrict y)
+{
+    for (int64_t i = 0; i < n; i++)
+        y[i] = (int32_t)((uint32_t)S[i] - za * (uint32_t)colsum[i] + (c - (uint32_t)zb[i]) * ra);
+}
+SS_ISA_VARIANTS(void, qmm_sums,
+                (const int32_t *restrict S, const int32_t *restrict colsum,
+                 const int32_t *restrict zb, int64_t n, uint32_t za, uint32_t c, uint32_t ra,
+                 int32_t *restrict y),
+                (S, colsum, zb, n, za, c, ra, y))
+
+SS_ISA_INLINE void qmm_scale_body(const int32_t *restrict v, int64_t n, float a_scale,
+                                  const float *restrict fb, const float *restrict bias,
+                                  float *restrict y)
+{
+    for (int64_t i = 0; i < n; i++)
+        y[i] = (float)v[i] * (a_scale * fb[i]) + (bias ? bias[i] : 0.0f);
+}
+SS_ISA_VARIANTS(void, qmm_scale,
+                (const int32_t *restrict v, int64_t n, float a_scale, const float *restrict fb,
+                 const float *restrict bias, float *restrict y),
+                (v, n, a_scale, fb, bias, y))
+
+/* One output row's columns n0 .. n1 - 1 from the kernel's sums S (overwritten: the float and
+ * quantized modes first make the exact sums there). */
+static void qmm_finish_row(const qmm_job *j, int32_t *S, const int32_t *colsum, int32_t rsum,
+                           int64_t m, int64_t n0, int64_t n1, int64_t o)
+{
+    const qmm_plan *p = j->p;
+    const qmm_params *q = &j->prm;
+    ss_tensor *y = j->k->out[0];
+    uint32_t za = (uint32_t)q->za[m], ra = (uint32_t)rsum - (uint32_t)p->K * za;
+    uint32_t c = p->b_unsigned ? 128 : 0;
+    int64_t n = n1 - n0;
+    int32_t *v = p->mode == QMM_INT32 ? (int32_t *)y->data + o + n0 : S + n0;
+    qmm_sums(S + n0, colsum + n0, q->zb + n0, n, za, c, ra, v);
+    if (p->mode == QMM_INT32) return;
+    if (p->mode != QMM_QLINEAR) {
+        qmm_scale(v, n, q->a_scale, q->fb + n0, q->bias ? q->bias + n0 : NULL,
+                  (float *)y->data + o + n0);
+        return;
+    }
+    for (int64_t i = 0; i < n; i++) {
+        float mult = q->fa[m] * q->fb[n0 + i] / q->y_scale;
+        ss_quant_store(y->data, o + n0 + i, y->dtype, rint((double)v[i] * mult) + q->y_zero);
+    }
+}
+
+static void qmm_part(void *ctx, int part, int parts)
+{
+    (void)parts;
+    qmm_job *j = ctx;
+    const qmm_plan *p = j->p;
+    uint8_t *base = j->parts_at + (size_t)part * qmm_part_bytes(p);
+    uint8_t *q = base;
+    int32_t *rsum = (int32_t *)(q + QMM_ROWS * p->lda), *S = rsum + QMM_ROWS;
+    uint8_t *bown = (uint8_t *)(((uintptr_t)(S + QMM_ROWS * p->N) + 63) & ~(uintptr_t)63);
+    int64_t have_b = -1, have_rows = -1; /* what this part has packed and converted */
+    for (int64_t i; (i = __atomic_fetch_add(&j->next, 1, __ATOMIC_RELAXED)) < j->items;) {
+        int64_t bi = i / (j->rblocks * j->cchunks), rb = i / j->cchunks % j->rblocks;
+        int64_t n0 = i % j->cchunks * p->cols, n1 = n0 + p->cols < p->N ? n0 + p->cols : p->N;
+        int64_t r0 = rb * QMM_ROWS, rows = p->M - r0 < QMM_ROWS ? p->M - r0 : QMM_ROWS;
+        const uint8_t *bp = p->bpack;
+        if (!bp) {
+            int64_t bo = qmm_batch_offset(p, bi, p->bstr);
+            if (bo != have_b) {
+                const ss_tensor *b = j->k->in[p->ib];
+                ss_gemm_q8_pack_int((const uint8_t *)b->data + bo, p->b_unsigned, p->K, p->N, p->N,
+                                    false, bown);
+                have_b = bo;
+            }
+            bp = bown;
+        }
+        if (bi * j->rblocks + rb != have_rows) {
+            qmm_rows(j, qmm_batch_offset(p, bi, p->astr), r0, rows, q, rsum);
+            have_rows = bi * j->rblocks + rb;
+        }
+        ss_gemm_q8_i32(rows, p->N, p->K, q, p->lda, bp, n0, n1, S, p->N);
+        const int32_t *colsum = ss_gemm_q8_colsum(bp, p->N);
+        for (int64_t r = 0; r < rows; r++)
+            qmm_finish_row(j, S + r * p->N, colsum, rsum[r], r0 + r, n0, n1,
+                           (bi * p->M + r0 + r) * p->N);
+    }
+}
+
+static ss_status *qmm_fast_run(ss_kctx *k, const qmm_dyn *dyn)
+{
+    const qmm_plan *p = k->state;
+    uint8_t *sc = (uint8_t *)(((uintptr_t)k->scratch + 63) & ~(uintptr_t)63);
+    qmm_job j = {.k = k, .p = p, .dyn = dyn};
+    qmm_params *q = &j.prm;
+    q->za = (int32_t *)sc;
+    q->zb = q->za + p->M;
+    q->fa = (float *)(q->zb + p->N);
+    q->fb = q->fa + p->M;
+    q->bias = p->ibias >= 0 && p->ibias < k->n_in && k->in[p->ibias] ? q->fb + p->N : NULL;
+    if (dyn)
+        for (int64_t m = 0; m < p->M; m++)
+            q->za[m] = dyn->zero;
+    else
+        qmm_fill_i32(k, p->ia_zp, p->M, p->a_signed ? 128 : 0, q->za);
+    qmm_fill_i32(k, p->ib_zp, p->N, 0, q->zb);
+    if (p->mode == QMM_QLINEAR) {
+        qmm_fill_f32(k, 1, p->M, 1, q->fa);
+        qmm_fill_f32(k, 4, p->N, 1, q->fb);
+        q->y_scale = (float)qmm_at(k, 6, 0, 1);
+        q->y_zero = qmm_at(k, 7, 0, 0);
+    } else if (p->mode != QMM_INT32) {
+        q->a_scale = dyn ? dyn->scale : (float)qmm_at(k, p->ia_scale, 0, 1);
+        qmm_fill_f32(k, p->ib_scale, p->N, 1, q->fb);
+        if (q->bias) qmm_fill_f32(k, p->ibias, p->N, 0, q->bias);
+    }
+    j.parts_at = sc + qmm_shared_bytes(p);
+    j.rblocks = (p->M + QMM_ROWS - 1) / QMM_ROWS;
+    j.cchunks = (p->N + p->cols - 1) / p->cols;
+    j.items = p->batch * j.rblocks * j.cchunks;
+    int parts = p->parts;
+    if (parts > j.items) parts = (int)j.items;
+    if ((double)p->batch * (double)p->M * (double)p->N * (double)p->K < 65536) parts = 1;
+    ss_pool_run(parts, qmm_part, &j);
+    return NULL;
+}
+
 static ss_status *qmm_run(ss_kctx *k)
 {
     const qmm_plan *p = k->state;
-    double *as = k->scratch, *bs = as + p->M * p->K, *acc = bs + p->K * p->N;
     qmm_dyn dyn = p->mode == QMM_DYNAMIC ? qmm_dynamic(k->in[p->ia]) : (qmm_dyn){0};
     const qmm_dyn *d = p->mode == QMM_DYNAMIC ? &dyn : NULL;
+    if (p->fast) return qmm_fast_run(k, d);
+    double *as = k->scratch, *bs = as + p->M * p->K, *acc = bs + p->K * p->N;
     for (int64_t bi = 0; bi < p->batch; bi++) {
         qmm_load(k, p, d, qmm_batch_offset(p, bi, p->astr), qmm_batch_offset(p, bi, p->bstr), as,
                  bs);
@@ -539,6 +890,7 @@ static ss_status *qmm_float_infer(ss_kctx *k, bool dynamic)
     if (!st && bias && (bias->dtype != SS_DT_FLOAT32 || ss_tensor_numel(bias) != p->N))
         st = ss_op_err(k, SS_ERR_INVALID, "bias must be %lld float32 values", (long long)p->N);
     k->out[0]->dtype = SS_DT_FLOAT32;
+    if (!st) qmm_fast_plan(k, p);
     return st;
 }
 
@@ -556,11 +908,11 @@ const ss_op_def ss_ops_quant[] = {
     {"", "QuantizeLinear", 10, 21, quantize_infer, quantize_run, 0, NULL},
     {"", "DequantizeLinear", 10, 21, dequantize_infer, dequantize_run, 0, NULL},
     {"", "DynamicQuantizeLinear", 11, 21, dynq_infer, dynq_run, 0, NULL},
-    {"", "MatMulInteger", 10, 21, matmulinteger_infer, qmm_run, 0, NULL},
-    {"", "QLinearMatMul", 10, 21, qlinearmatmul_infer, qmm_run, 0, NULL},
+    {"", "MatMulInteger", 10, 21, matmulinteger_infer, qmm_run, 0, qmm_release},
+    {"", "QLinearMatMul", 10, 21, qlinearmatmul_infer, qmm_run, 0, qmm_release},
     {"com.microsoft", "QuantizeLinear", 1, 1, quantize_infer, quantize_run, 0, NULL},
     {"com.microsoft", "DequantizeLinear", 1, 1, ms_dequantize_infer, dequantize_run, 0, NULL},
-    {"com.microsoft", "MatMulIntegerToFloat", 1, 1, mmi2f_infer, qmm_run, 0, NULL},
-    {"com.microsoft", "DynamicQuantizeMatMul", 1, 1, dqmm_infer, qmm_run, 0, NULL},
+    {"com.microsoft", "MatMulIntegerToFloat", 1, 1, mmi2f_infer, qmm_run, 0, qmm_release},
+    {"com.microsoft", "DynamicQuantizeMatMul", 1, 1, dqmm_infer, qmm_run, 0, qmm_release},
     {NULL, NULL, 0, 0, NULL, NULL, 0, NULL},
 };
