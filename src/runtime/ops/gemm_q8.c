@@ -142,7 +142,8 @@ typedef struct {
     const int8_t *W;
     bool acc;
     float *C;
-    int32_t *Ci; /* ss_gemm_q8_i32: the exact sums, stored as they are */
+    int32_t *Ci; /* ss_gemm_q8_i32: the exact sums, stored as they are, column n0 first */
+    int64_t n0;
     int64_t ldc;
     int64_t next; /* the next group a part claims: ss_pool_run's parts claim their work */
 } q8_job;
@@ -182,6 +183,44 @@ Q8_TARGET static void quantize_row(const float *a, int64_t K, uint8_t *q, float 
 /* Rows r0 .. r0 + rows - 1 over k quads k0 .. k1 - 1 of group g's GROUP blocks: accumulators from
  * zero (first) or from the part's int32 buffer, back to it, or (last) to C. `rows` is a constant
  * at each call site (the switch below), so the loops over it unroll. */
+/* The full tile's k loop (4 rows x 4 blocks) with its 16 accumulators as named variables: over
+ * the arrays of the general loop gcc 12 copied every accumulator to another register and back and
+ * spilled one, each k step (22 moves and a store around 16 vpdpbusd). */
+#define Q8_DP(r, b) c##r##b = _mm512_dpbusd_epi32(c##r##b, x, w##b)
+#define Q8_ROW(r)                                                                                  \
+    do {                                                                                           \
+        __m512i x = _mm512_set1_epi32(a[r][k]);                                                    \
+        Q8_DP(r, 0);                                                                               \
+        Q8_DP(r, 1);                                                                               \
+        Q8_DP(r, 2);                                                                               \
+        Q8_DP(r, 3);                                                                               \
+    } while (0)
+Q8_TARGET static inline __attribute__((always_inline)) void q8_loop4(const int8_t *wb, int64_t K4,
+                                                                     const int32_t *const *a,
+                                                                     int64_t k0, int64_t k1,
+                                                                     __m512i (*acc)[GROUP])
+{
+    __m512i c00 = acc[0][0], c01 = acc[0][1], c02 = acc[0][2], c03 = acc[0][3];
+    __m512i c10 = acc[1][0], c11 = acc[1][1], c12 = acc[1][2], c13 = acc[1][3];
+    __m512i c20 = acc[2][0], c21 = acc[2][1], c22 = acc[2][2], c23 = acc[2][3];
+    __m512i c30 = acc[3][0], c31 = acc[3][1], c32 = acc[3][2], c33 = acc[3][3];
+    const int8_t *p0 = wb, *p1 = wb + K4 * 64, *p2 = wb + 2 * K4 * 64, *p3 = wb + 3 * K4 * 64;
+    for (int64_t k = k0; k < k1; k++) {
+        __m512i w0 = _mm512_load_si512(p0 + k * 64), w1 = _mm512_load_si512(p1 + k * 64);
+        __m512i w2 = _mm512_load_si512(p2 + k * 64), w3 = _mm512_load_si512(p3 + k * 64);
+        Q8_ROW(0);
+        Q8_ROW(1);
+        Q8_ROW(2);
+        Q8_ROW(3);
+    }
+    acc[0][0] = c00, acc[0][1] = c01, acc[0][2] = c02, acc[0][3] = c03;
+    acc[1][0] = c10, acc[1][1] = c11, acc[1][2] = c12, acc[1][3] = c13;
+    acc[2][0] = c20, acc[2][1] = c21, acc[2][2] = c22, acc[2][3] = c23;
+    acc[3][0] = c30, acc[3][1] = c31, acc[3][2] = c32, acc[3][3] = c33;
+}
+#undef Q8_ROW
+#undef Q8_DP
+
 Q8_TARGET static inline __attribute__((always_inline)) void
 q8_tile(const q8_job *j, int64_t g, int64_t r0, int rows, int64_t k0, int64_t k1,
         int32_t (*sums)[COLS], bool first, bool last)
@@ -195,16 +234,19 @@ q8_tile(const q8_job *j, int64_t g, int64_t r0, int rows, int64_t k0, int64_t k1
         for (int b = 0; b < GROUP; b++)
             acc[r][b] =
                 first ? _mm512_setzero_si512() : _mm512_load_si512(sums[r0 + r] + b * BLOCK);
-    for (int64_t k = k0; k < k1; k++) {
-        __m512i w[GROUP];
-        for (int b = 0; b < GROUP; b++)
-            w[b] = _mm512_load_si512(wb + (b * j->K4 + k) * 64);
-        for (int r = 0; r < rows; r++) {
-            __m512i x = _mm512_set1_epi32(a[r][k]);
+    if (rows == ROWS)
+        q8_loop4(wb, j->K4, a, k0, k1, acc);
+    else
+        for (int64_t k = k0; k < k1; k++) {
+            __m512i w[GROUP];
             for (int b = 0; b < GROUP; b++)
-                acc[r][b] = _mm512_dpbusd_epi32(acc[r][b], x, w[b]);
+                w[b] = _mm512_load_si512(wb + (b * j->K4 + k) * 64);
+            for (int r = 0; r < rows; r++) {
+                __m512i x = _mm512_set1_epi32(a[r][k]);
+                for (int b = 0; b < GROUP; b++)
+                    acc[r][b] = _mm512_dpbusd_epi32(acc[r][b], x, w[b]);
+            }
         }
-    }
     if (!last) {
         for (int r = 0; r < rows; r++)
             for (int b = 0; b < GROUP; b++)
@@ -218,7 +260,7 @@ q8_tile(const q8_job *j, int64_t g, int64_t r0, int rows, int64_t k0, int64_t k1
             j->N - n >= BLOCK ? (__mmask16)0xffff : (__mmask16)((1u << (j->N - n)) - 1);
         if (j->Ci) {
             for (int r = 0; r < rows; r++)
-                _mm512_mask_storeu_epi32(j->Ci + (r0 + r) * j->ldc + n, mask, acc[r][b]);
+                _mm512_mask_storeu_epi32(j->Ci + (r0 + r) * j->ldc + n - j->n0, mask, acc[r][b]);
             continue;
         }
         __m512i comp = _mm512_loadu_si512(j->comp + n);
@@ -322,6 +364,7 @@ void ss_gemm_q8_i32(int64_t M, int64_t N, int64_t K, const uint8_t *A, int64_t l
                     .K4 = pad_k(K) / 4,
                     .groups = (n1 + COLS - 1) / COLS,
                     .next = n0 / COLS,
+                    .n0 = n0,
                     .Aq = A + r * lda,
                     .ldq = lda,
                     .W = (const int8_t *)(comp + Np),

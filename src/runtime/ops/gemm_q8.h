@@ -73,7 +73,7 @@ void ss_gemm_q8_pack_int(const void *B, bool is_unsigned, int64_t K, int64_t N, 
 /* The column sums ss_gemm_q8_pack_int stored in Bp (N of them, padded with zeros to a multiple of
  * SS_GEMM_Q8_COLS). */
 const int32_t *ss_gemm_q8_colsum(const void *Bp, int64_t N);
-/* C[M, n0 .. n1 - 1] (int32, row stride ldc; columns at their own index) = A x Bp's columns n0 ..
+/* C[M, n1 - n0] (int32, row stride ldc; C's column 0 is column n0) = A x Bp's columns n0 ..
  * n1 - 1, exact: A is M rows of uint8, lda bytes apart (a multiple of 4), each holding K values
  * and any bytes up to the next multiple of 4 (B's padding is zero); Bp from ss_gemm_q8_pack_int of
  * a K x N matrix (so with uint8 B the sums are of A x (B - 128)). n0 is a multiple of

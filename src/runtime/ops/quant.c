@@ -24,6 +24,9 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#if defined(__x86_64__)
+#include <immintrin.h>
+#endif
 
 /* ------------------------------------------------------------------ shared element helpers */
 
@@ -255,31 +258,54 @@ static ss_status *dynq_infer(ss_kctx *k)
     return NULL;
 }
 
-/* The range of x widened to hold 0 (NaNs ignored), in 16 lanes the compiler can vectorize. */
-SS_ISA_INLINE void dynq_range_body(const float *restrict x, int64_t n, float *lo_out, float *hi_out)
+/* The range of x widened to hold 0, NaNs ignored (x < lo ? x : lo). The compiler does not
+ * vectorize that select (it is not fminf's), so AVX-512's min/max, which return their second
+ * operand when either is NaN, do it by hand. */
+static void dynq_range_scalar(const float *x, int64_t n, float *lo, float *hi)
 {
-    float lo[16] = {0}, hi[16] = {0};
-    int64_t i = 0;
-    for (; i + 16 <= n; i += 16)
-        for (int l = 0; l < 16; l++) {
-            float v = x[i + l];
-            lo[l] = v < lo[l] ? v : lo[l];
-            hi[l] = v > hi[l] ? v : hi[l];
-        }
-    for (; i < n; i++) {
-        lo[0] = x[i] < lo[0] ? x[i] : lo[0];
-        hi[0] = x[i] > hi[0] ? x[i] : hi[0];
+    for (int64_t i = 0; i < n; i++) {
+        *lo = x[i] < *lo ? x[i] : *lo;
+        *hi = x[i] > *hi ? x[i] : *hi;
     }
-    float l0 = 0, h0 = 0;
-    for (int l = 0; l < 16; l++) {
-        l0 = lo[l] < l0 ? lo[l] : l0;
-        h0 = hi[l] > h0 ? hi[l] : h0;
-    }
-    *lo_out = l0, *hi_out = h0;
 }
-SS_ISA_VARIANTS(void, dynq_range,
-                (const float *restrict x, int64_t n, float *lo_out, float *hi_out),
-                (x, n, lo_out, hi_out))
+
+#if defined(__x86_64__)
+__attribute__((target("avx512f"))) static void dynq_range_avx512(const float *x, int64_t n,
+                                                                 float *lo, float *hi)
+{
+    __m512 l[4], h[4];
+    for (int u = 0; u < 4; u++)
+        l[u] = h[u] = _mm512_setzero_ps();
+    int64_t i = 0;
+    for (; i + 64 <= n; i += 64)
+        for (int u = 0; u < 4; u++) {
+            __m512 v = _mm512_loadu_ps(x + i + 16 * u);
+            l[u] = _mm512_min_ps(v, l[u]);
+            h[u] = _mm512_max_ps(v, h[u]);
+        }
+    for (; i + 16 <= n; i += 16) {
+        __m512 v = _mm512_loadu_ps(x + i);
+        l[0] = _mm512_min_ps(v, l[0]);
+        h[0] = _mm512_max_ps(v, h[0]);
+    }
+    __m512 lv = _mm512_min_ps(_mm512_min_ps(l[0], l[1]), _mm512_min_ps(l[2], l[3]));
+    __m512 hv = _mm512_max_ps(_mm512_max_ps(h[0], h[1]), _mm512_max_ps(h[2], h[3]));
+    *lo = _mm512_reduce_min_ps(lv), *hi = _mm512_reduce_max_ps(hv);
+    dynq_range_scalar(x + i, n - i, lo, hi);
+}
+#endif
+
+static void dynq_range(const float *x, int64_t n, float *lo, float *hi)
+{
+    *lo = 0, *hi = 0;
+#if defined(__x86_64__)
+    if (ss_isa_active == SS_ISA_AVX512) {
+        dynq_range_avx512(x, n, lo, hi);
+        return;
+    }
+#endif
+    dynq_range_scalar(x, n, lo, hi);
+}
 
 /* y = saturate(rint(x / scale) + zp); NaN gives 0, as ss_quant_store. */
 SS_ISA_INLINE void dynq_store_body(const float *restrict x, int64_t n, float scale, float zp,
@@ -527,12 +553,8 @@ static void qmm_store_row(const ss_kctx *k, const qmm_plan *p, const qmm_dyn *dy
  * to hold 0, scale 1 for an all-zero A, the zero point rounded after clamping. */
 static qmm_dyn qmm_dynamic(const ss_tensor *a)
 {
-    const float *x = a->data;
-    float lo = 0, hi = 0;
-    for (int64_t i = 0, n = ss_tensor_numel(a); i < n; i++) {
-        lo = x[i] < lo ? x[i] : lo;
-        hi = x[i] > hi ? x[i] : hi;
-    }
+    float lo, hi;
+    dynq_range(a->data, ss_tensor_numel(a), &lo, &hi);
     float scale = hi == lo ? 1.0f : (hi - lo) / 255.0f, zp = 0.0f - lo / scale;
     return (qmm_dyn){scale, (int32_t)rintf(zp < 0 ? 0 : zp > 255 ? 255 : zp)};
 }
@@ -547,6 +569,11 @@ static qmm_dyn qmm_dynamic(const ss_tensor *a)
  * B is packed by each part for the batch it works on. Pieces of work (a batch's QMM_ROWS rows x
  * p->cols columns) go to the worker pool's parts. */
 #define QMM_ROWS SS_GEMM_Q8_MAX_M
+/* Columns a piece takes at most: its int32 sums (64 KiB) and its columns' weights (K x 256
+ * bytes) then stay in the core's L2 while the piece's rows are finished and the other row blocks
+ * read the same weights; whole rows of a wide B (3072 columns: 768 KiB of sums) did not, and ran
+ * the kernel a third slower. */
+#define QMM_MAX_COLS 256
 
 /* The run's per-row and per-column parameters, in the shared scratch. */
 typedef struct {
@@ -563,6 +590,8 @@ typedef struct {
     const qmm_plan *p;
     const qmm_dyn *dyn;
     qmm_params prm;
+    uint8_t *aq;       /* every batch's rows of A as the kernel reads them (qmm_convert) */
+    int32_t *rsum;     /* ... and their sums */
     uint8_t *parts_at; /* the parts' scratch, qmm_part_bytes each */
     int64_t rblocks, cchunks, items;
     int64_t next; /* the next piece a part claims */
@@ -570,15 +599,22 @@ typedef struct {
 
 static size_t qmm_part_bytes(const qmm_plan *p)
 {
-    size_t b = (size_t)(QMM_ROWS * p->lda) + sizeof(int32_t) * (size_t)(QMM_ROWS + QMM_ROWS * p->N);
+    size_t b = sizeof(int32_t) * (size_t)(QMM_ROWS * p->cols);
     if (!p->bpack) b += ss_gemm_q8_packed_bytes(p->K, p->N) + 64;
+    return (b + 63) / 64 * 64;
+}
+
+/* The shared scratch: qmm_params' arrays, then A's converted rows and their sums. */
+static size_t qmm_params_bytes(const qmm_plan *p)
+{
+    size_t b = (sizeof(int32_t) + sizeof(float)) * (size_t)(2 * (p->M + p->N)) +
+               sizeof(float) * (size_t)p->N;
     return (b + 63) / 64 * 64;
 }
 
 static size_t qmm_shared_bytes(const qmm_plan *p)
 {
-    size_t b = (sizeof(int32_t) + sizeof(float)) * (size_t)(2 * (p->M + p->N)) +
-               sizeof(float) * (size_t)p->N;
+    size_t b = qmm_params_bytes(p) + (size_t)(p->batch * p->M) * ((size_t)p->lda + sizeof(int32_t));
     return (b + 63) / 64 * 64;
 }
 
@@ -628,6 +664,7 @@ static void qmm_fast_plan(ss_kctx *k, qmm_plan *p)
     int64_t split = pieces >= 2 * p->parts ? 1 : (2 * p->parts + pieces - 1) / pieces;
     if (split > groups) split = groups;
     p->cols = (groups + split - 1) / split * SS_GEMM_Q8_COLS;
+    if (p->cols > QMM_MAX_COLS) p->cols = QMM_MAX_COLS;
     /* replaces the float64 path's copies */
     k->scratch_bytes = qmm_shared_bytes(p) + (size_t)p->parts * qmm_part_bytes(p) + 64;
     p->fast = true;
@@ -731,8 +768,8 @@ SS_ISA_VARIANTS(void, qmm_scale,
                  const float *restrict bias, float *restrict y),
                 (v, n, a_scale, fb, bias, y))
 
-/* One output row's columns n0 .. n1 - 1 from the kernel's sums S (overwritten: the float and
- * quantized modes first make the exact sums there). */
+/* One output row's columns n0 .. n1 - 1 from the kernel's sums S (S[0] is column n0; overwritten:
+ * the float and quantized modes first make the exact sums there). */
 static void qmm_finish_row(const qmm_job *j, int32_t *S, const int32_t *colsum, int32_t rsum,
                            int64_t m, int64_t n0, int64_t n1, int64_t o)
 {
@@ -742,8 +779,8 @@ static void qmm_finish_row(const qmm_job *j, int32_t *S, const int32_t *colsum, 
     uint32_t za = (uint32_t)q->za[m], ra = (uint32_t)rsum - (uint32_t)p->K * za;
     uint32_t c = p->b_unsigned ? 128 : 0;
     int64_t n = n1 - n0;
-    int32_t *v = p->mode == QMM_INT32 ? (int32_t *)y->data + o + n0 : S + n0;
-    qmm_sums(S + n0, colsum + n0, q->zb + n0, n, za, c, ra, v);
+    int32_t *v = p->mode == QMM_INT32 ? (int32_t *)y->data + o + n0 : S;
+    qmm_sums(S, colsum + n0, q->zb + n0, n, za, c, ra, v);
     if (p->mode == QMM_INT32) return;
     if (p->mode != QMM_QLINEAR) {
         qmm_scale(v, n, q->a_scale, q->fb + n0, q->bias ? q->bias + n0 : NULL,
@@ -756,20 +793,34 @@ static void qmm_finish_row(const qmm_job *j, int32_t *S, const int32_t *colsum, 
     }
 }
 
+/* The first pass: each batch's block of rows of A converted once, whatever columns use it. */
+static void qmm_convert(void *ctx, int part, int parts)
+{
+    (void)part, (void)parts;
+    qmm_job *j = ctx;
+    const qmm_plan *p = j->p;
+    for (int64_t i; (i = __atomic_fetch_add(&j->next, 1, __ATOMIC_RELAXED)) < j->items;) {
+        int64_t bi = i / j->rblocks, r0 = i % j->rblocks * QMM_ROWS;
+        int64_t rows = p->M - r0 < QMM_ROWS ? p->M - r0 : QMM_ROWS, at = bi * p->M + r0;
+        qmm_rows(j, qmm_batch_offset(p, bi, p->astr), r0, rows, j->aq + at * p->lda, j->rsum + at);
+    }
+}
+
+/* The second: pieces of a batch's rows x a column range. */
 static void qmm_part(void *ctx, int part, int parts)
 {
     (void)parts;
     qmm_job *j = ctx;
     const qmm_plan *p = j->p;
-    uint8_t *base = j->parts_at + (size_t)part * qmm_part_bytes(p);
-    uint8_t *q = base;
-    int32_t *rsum = (int32_t *)(q + QMM_ROWS * p->lda), *S = rsum + QMM_ROWS;
-    uint8_t *bown = (uint8_t *)(((uintptr_t)(S + QMM_ROWS * p->N) + 63) & ~(uintptr_t)63);
-    int64_t have_b = -1, have_rows = -1; /* what this part has packed and converted */
+    int32_t *S = (int32_t *)(j->parts_at + (size_t)part * qmm_part_bytes(p));
+    uint8_t *bown = (uint8_t *)(((uintptr_t)(S + QMM_ROWS * p->cols) + 63) & ~(uintptr_t)63);
+    int64_t have_b = -1; /* the batch offset of the B this part has packed */
     for (int64_t i; (i = __atomic_fetch_add(&j->next, 1, __ATOMIC_RELAXED)) < j->items;) {
-        int64_t bi = i / (j->rblocks * j->cchunks), rb = i / j->cchunks % j->rblocks;
-        int64_t n0 = i % j->cchunks * p->cols, n1 = n0 + p->cols < p->N ? n0 + p->cols : p->N;
-        int64_t r0 = rb * QMM_ROWS, rows = p->M - r0 < QMM_ROWS ? p->M - r0 : QMM_ROWS;
+        /* a column range's row blocks one after another: they read the same weights */
+        int64_t bi = i / (j->rblocks * j->cchunks), r0 = i % j->rblocks * QMM_ROWS;
+        int64_t n0 = i / j->rblocks % j->cchunks * p->cols;
+        int64_t n1 = n0 + p->cols < p->N ? n0 + p->cols : p->N;
+        int64_t rows = p->M - r0 < QMM_ROWS ? p->M - r0 : QMM_ROWS, at = bi * p->M + r0;
         const uint8_t *bp = p->bpack;
         if (!bp) {
             int64_t bo = qmm_batch_offset(p, bi, p->bstr);
@@ -781,15 +832,11 @@ static void qmm_part(void *ctx, int part, int parts)
             }
             bp = bown;
         }
-        if (bi * j->rblocks + rb != have_rows) {
-            qmm_rows(j, qmm_batch_offset(p, bi, p->astr), r0, rows, q, rsum);
-            have_rows = bi * j->rblocks + rb;
-        }
-        ss_gemm_q8_i32(rows, p->N, p->K, q, p->lda, bp, n0, n1, S, p->N);
+        ss_gemm_q8_i32(rows, p->N, p->K, j->aq + at * p->lda, p->lda, bp, n0, n1, S, p->cols);
         const int32_t *colsum = ss_gemm_q8_colsum(bp, p->N);
         for (int64_t r = 0; r < rows; r++)
-            qmm_finish_row(j, S + r * p->N, colsum, rsum[r], r0 + r, n0, n1,
-                           (bi * p->M + r0 + r) * p->N);
+            qmm_finish_row(j, S + r * p->cols, colsum, j->rsum[at + r], r0 + r, n0, n1,
+                           (at + r) * p->N);
     }
 }
 
@@ -820,13 +867,18 @@ static ss_status *qmm_fast_run(ss_kctx *k, const qmm_dyn *dyn)
         qmm_fill_f32(k, p->ib_scale, p->N, 1, q->fb);
         if (q->bias) qmm_fill_f32(k, p->ibias, p->N, 0, q->bias);
     }
+    j.aq = sc + qmm_params_bytes(p);
+    j.rsum = (int32_t *)(j.aq + p->batch * p->M * p->lda);
     j.parts_at = sc + qmm_shared_bytes(p);
     j.rblocks = (p->M + QMM_ROWS - 1) / QMM_ROWS;
     j.cchunks = (p->N + p->cols - 1) / p->cols;
-    j.items = p->batch * j.rblocks * j.cchunks;
-    int parts = p->parts;
-    if (parts > j.items) parts = (int)j.items;
-    if ((double)p->batch * (double)p->M * (double)p->N * (double)p->K < 65536) parts = 1;
+    bool small = (double)p->batch * (double)p->M * (double)p->N * (double)p->K < 65536;
+    j.items = p->batch * j.rblocks;
+    int parts = small || p->parts > j.items ? (small ? 1 : (int)j.items) : p->parts;
+    ss_pool_run(parts, qmm_convert, &j);
+    j.items *= j.cchunks;
+    j.next = 0;
+    parts = small || p->parts > j.items ? (small ? 1 : (int)j.items) : p->parts;
     ss_pool_run(parts, qmm_part, &j);
     return NULL;
 }
