@@ -323,6 +323,21 @@ def vnni_matmul_cases(out):
          [("sa", scale(0.02)), ("za", zp(np.uint8, 128)), ("b", q(np.int8, 64, 96)),
           ("sb", rng.uniform(0.002, 0.006, 96).astype(np.float32)), ("zb", zp(np.int8, 0)),
           ("sy", scale(0.5)), ("zy", zp(np.uint8, 128))], opset=21)
+    # QGemm and QAttention's projection on the same path: 2 row blocks, 3 column groups, K 37
+    case(out, "ms_qgemm_vnni_trans_b",
+         [node("QGemm", ["a", "sa", "za", "b", "sb", "zb", "c", "sy", "zy"], ["y"], transB=1)],
+         [("a", q(np.uint8, 70, 37))], [("y", TensorProto.UINT8)],
+         [("sa", scale(0.02)), ("za", zp(np.uint8, 120)), ("b", q(np.int8, 130, 37)),
+          ("sb", rng.uniform(0.002, 0.004, 130).astype(np.float32)), ("zb", q(np.int8, 130)),
+          ("c", rng.integers(-3000, 3000, 130).astype(np.int32)), ("sy", scale(0.3)),
+          ("zy", zp(np.uint8, 128))])
+    B, S, D = 2, 40, 64
+    case(out, "ms_qattention_vnni",
+         [node("QAttention", ["x", "w", "bias", "sx", "sw", "mask", "zx", "zw"], ["y"], num_heads=4)],
+         [("x", q(np.uint8, B, S, D)), ("mask", np.array([40, 23], np.int32))], [("y", F)],
+         [("w", q(np.int8, D, 3 * D)), ("bias", rng.uniform(-0.5, 0.5, 3 * D).astype(np.float32)),
+          ("sx", scale(0.01)), ("sw", rng.uniform(0.001, 0.003, 3 * D).astype(np.float32)),
+          ("zx", zp(np.uint8, 125)), ("zw", zp(np.int8, 0))])
     b = q(np.int8, 64, 200)
     case(out, "ms_dynamicquantizematmul_vnni",
          [node("DynamicQuantizeMatMul", ["a", "b", "sb", "zb", "bias"], ["y"])],

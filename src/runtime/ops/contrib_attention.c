@@ -15,6 +15,7 @@
 #include "contrib.h"
 
 #include "gemm_kernel.h"
+#include "q8mm.h"
 #include "quant.h"
 
 #include <cblas.h>
@@ -307,7 +308,15 @@ typedef struct {
     int64_t M, K, N;    /* the projection: [B * S, D] x [D, 3 * hidden] */
     size_t xs, ws, acc; /* doubles into the scratch, after Attention's floats */
     bool w_per_col, zp_per_col;
+    bool fast;     /* the projection on q8mm.h's VNNI product */
+    size_t params; /* then: per column the weight's zero point and the scale, in floats */
+    ss_q8mm g;
 } qattn_plan;
+
+static void qattention_release(void *state)
+{
+    ss_q8mm_release(&((qattn_plan *)state)->g);
+}
 
 /* A per-tensor value (n 1) or one per column (n width) of input i, of dtype dt. */
 static ss_status *qattn_param(const ss_kctx *k, int i, ss_dtype dt, int64_t width, bool *per_col,
@@ -369,17 +378,69 @@ static ss_status *qattention_infer(ss_kctx *k)
     q->M = p->B * p->S, q->K = w->dims[0], q->N = width;
     attn_finish_plan(k, p, (size_t)(q->M * width));
     size_t floats = k->scratch_bytes / sizeof(float);
-    q->xs = (floats + 1) / 2; /* in doubles, after the floats */
-    q->ws = q->xs + (size_t)(q->M * q->K);
-    q->acc = q->ws + (size_t)(q->K * q->N);
-    k->scratch_bytes = sizeof(double) * (q->acc + (size_t)(q->M * q->N));
+    q->g = (ss_q8mm){.M = q->M, .K = q->K, .N = q->N, .batch = 1};
+    q->fast = ss_q8mm_plan(k, &q->g, QA_X, QA_W);
+    if (q->fast) {
+        q->params = floats;
+        k->scratch_bytes = sizeof(float) * (floats + 2 * (size_t)q->N) + ss_q8mm_scratch(&q->g);
+    } else {
+        q->xs = (floats + 1) / 2; /* in doubles, after the floats */
+        q->ws = q->xs + (size_t)(q->M * q->K);
+        q->acc = q->ws + (size_t)(q->K * q->N);
+        k->scratch_bytes = sizeof(double) * (q->acc + (size_t)(q->M * q->N));
+    }
     attention_outputs(k, p);
     return NULL;
+}
+
+/* What qattention_finish needs. */
+typedef struct {
+    float *qkv;         /* [M, N] */
+    const float *scale; /* per column: input_scale x weight_scale */
+    int64_t N;
+} qattn_ctx;
+
+static void qattention_finish(void *ctx, int32_t *S, int64_t bi, int64_t m, int64_t n0, int64_t n1)
+{
+    (void)bi;
+    const qattn_ctx *q = ctx;
+    for (int64_t n = n0; n < n1; n++)
+        q->qkv[m * q->N + n] = (float)S[n - n0] * q->scale[n];
+}
+
+/* The projection's sums scaled into qkv on the VNNI path. */
+static void qattention_project(ss_kctx *k, const qattn_plan *q, float *qkv)
+{
+    const ss_tensor *xz = ss_contrib_in(k, QA_X_ZP), *wz = ss_contrib_in(k, QA_W_ZP);
+    const ss_tensor *wsc = k->in[QA_W_SCALE];
+    int32_t zx = xz ? (int32_t)ss_op_elem_i64(xz, 0) : 0;
+    int32_t *zw = (int32_t *)((float *)k->scratch + q->params);
+    float *scale = (float *)(zw + q->N);
+    float sx = (float)ss_op_elem_f64(k->in[QA_X_SCALE], 0);
+    for (int64_t n = 0; n < q->N; n++) {
+        zw[n] = wz ? (int32_t)ss_op_elem_i64(wz, q->zp_per_col ? n : 0) : 0;
+        scale[n] = sx * (float)ss_op_elem_f64(wsc, q->w_per_col ? n : 0);
+    }
+    qattn_ctx c = {.qkv = qkv, .scale = scale, .N = q->N};
+    ss_q8mm_io io = {.a = k->in[QA_X]->data,
+                     .b = k->in[QA_W]->data,
+                     .za = &zx,
+                     .zb = zw,
+                     .zb_step = 1,
+                     .finish = qattention_finish,
+                     .ctx = &c};
+    ss_q8mm_run(&q->g, &io, scale + q->N);
 }
 
 static ss_status *qattention_run(ss_kctx *k)
 {
     const qattn_plan *q = k->state;
+    if (q->fast) {
+        float *qkv = (float *)k->scratch + q->a.qkv_off;
+        qattention_project(k, q, qkv);
+        attention_from_qkv(k, &q->a, qkv, k->in[QA_BIAS]->data);
+        return NULL;
+    }
     double *d = k->scratch, *xs = d + q->xs, *ws = d + q->ws, *acc = d + q->acc;
     const ss_tensor *x = k->in[QA_X], *w = k->in[QA_W];
     const ss_tensor *xz = ss_contrib_in(k, QA_X_ZP), *wz = ss_contrib_in(k, QA_W_ZP);
@@ -751,7 +812,7 @@ SS_CONTRIB_F32(rope)
 
 const ss_op_def ss_ops_contrib_attention[] = {
     {SS_DOMAIN_MS, "Attention", 1, 1, attention_infer, attention_run, 0, NULL},
-    {SS_DOMAIN_MS, "QAttention", 1, 1, qattention_infer, qattention_run, 0, NULL},
+    {SS_DOMAIN_MS, "QAttention", 1, 1, qattention_infer, qattention_run, 0, qattention_release},
     {SS_DOMAIN_MS, "MultiHeadAttention", 1, 1, mha_infer, mha_run, 0, NULL},
     {SS_DOMAIN_MS, "GroupQueryAttention", 1, 1, gqa_infer, gqa_run, 0, NULL},
     {SS_DOMAIN_MS, "RotaryEmbedding", 1, 1, rope_infer, rope_run, 0, NULL},

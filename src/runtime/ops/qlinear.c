@@ -17,6 +17,7 @@
 #include "contrib.h"
 #include "isa.h"
 #include "pool.h"
+#include "q8mm.h"
 #include "quant.h"
 
 #include <float.h>
@@ -708,7 +709,14 @@ typedef struct {
     bool ta, tb, quantized_out, b_per_column;
     ss_dtype out_dt;
     int64_t c_rows, c_cols; /* C's broadcast over [M, N] (0: no C) */
+    bool fast;              /* the sums from q8mm.h's VNNI product */
+    ss_q8mm g;
 } qgemm_plan;
+
+static void qgemm_release(void *state)
+{
+    ss_q8mm_release(&((qgemm_plan *)state)->g);
+}
 
 static ss_status *qgemm_infer(ss_kctx *k)
 {
@@ -766,6 +774,73 @@ static ss_status *qgemm_infer(ss_kctx *k)
     }
     ss_tensor *y = k->out[0];
     *y = (ss_tensor){.dtype = p->out_dt, .ndim = 2, .dims = {p->M, p->N}};
+    p->g = (ss_q8mm){.M = p->M, .K = p->K, .N = p->N, .batch = 1, .ta = p->ta, .tb = p->tb};
+    p->fast = ss_q8mm_plan(k, &p->g, 0, 3);
+    if (p->fast) /* the columns' zero points and scales, then q8mm's */
+        k->scratch_bytes =
+            (sizeof(int32_t) + sizeof(float)) * (size_t)p->N + 64 + ss_q8mm_scratch(&p->g);
+    return NULL;
+}
+
+/* What qgemm_finish needs. */
+typedef struct {
+    const ss_kctx *k;
+    const qgemm_plan *p;
+    const float *scale; /* per column: alpha x a_scale x b_scale */
+    float sy;
+    int32_t zy;
+} qgemm_ctx;
+
+/* The sum of row m, column n with C added (wrapping, as onnxruntime adds it to its int32
+ * accumulators), scaled, to y. */
+static void qgemm_store(const ss_kctx *k, const qgemm_plan *p, int64_t m, int64_t n, int32_t sum,
+                        float scale, float sy, int32_t zy)
+{
+    const ss_tensor *c = ss_contrib_in(k, 6);
+    if (c)
+        sum = (int32_t)((uint32_t)sum +
+                        (uint32_t)((const int32_t *)c->data)[(p->c_rows > 1 ? m : 0) * p->c_cols +
+                                                             (p->c_cols > 1 ? n : 0)]);
+    int64_t o = m * p->N + n;
+    if (!p->quantized_out)
+        ((float *)k->out[0]->data)[o] = (float)sum * scale;
+    else
+        ((uint8_t *)k->out[0]->data)[o] =
+            (uint8_t)quantize8((float)sum * (scale / sy), 1.0f, zy, p->out_dt == SS_DT_INT8);
+}
+
+static void qgemm_finish(void *ctx, int32_t *S, int64_t bi, int64_t m, int64_t n0, int64_t n1)
+{
+    (void)bi;
+    const qgemm_ctx *q = ctx;
+    for (int64_t n = n0; n < n1; n++)
+        qgemm_store(q->k, q->p, m, n, S[n - n0], q->scale[n], q->sy, q->zy);
+}
+
+static ss_status *qgemm_fast_run(ss_kctx *k)
+{
+    const qgemm_plan *p = k->state;
+    const ss_tensor *bs = k->in[4], *bz = ss_contrib_in(k, 5);
+    int32_t *zb = k->scratch, za = zero_at(k, 2);
+    float *scale = (float *)(zb + p->N);
+    float alpha = ss_onnx_attr_float(k->node, "alpha", 1.0f), sa = scale_at(k, 1);
+    for (int64_t n = 0; n < p->N; n++) {
+        zb[n] = bz ? (int32_t)ss_op_elem_i64(bz, ss_tensor_numel(bz) == 1 ? 0 : n) : 0;
+        scale[n] = alpha * sa * (float)ss_op_elem_f64(bs, p->b_per_column ? n : 0);
+    }
+    qgemm_ctx q = {.k = k,
+                   .p = p,
+                   .scale = scale,
+                   .sy = p->quantized_out ? scale_at(k, 7) : 1.0f,
+                   .zy = p->quantized_out ? zero_at(k, 8) : 0};
+    ss_q8mm_io io = {.a = k->in[0]->data,
+                     .b = k->in[3]->data,
+                     .za = &za,
+                     .zb = zb,
+                     .zb_step = 1,
+                     .finish = qgemm_finish,
+                     .ctx = &q};
+    ss_q8mm_run(&p->g, &io, scale + p->N);
     return NULL;
 }
 
@@ -774,13 +849,13 @@ static ss_status *qgemm_infer(ss_kctx *k)
 static ss_status *qgemm_run(ss_kctx *k)
 {
     const qgemm_plan *p = k->state;
-    const ss_tensor *a = k->in[0], *b = k->in[3], *c = ss_contrib_in(k, 6);
+    if (p->fast) return qgemm_fast_run(k);
+    const ss_tensor *a = k->in[0], *b = k->in[3];
     const ss_tensor *bs = k->in[4], *bz = ss_contrib_in(k, 5);
     int64_t za = zero_at(k, 2);
     float alpha = ss_onnx_attr_float(k->node, "alpha", 1.0f), sa = scale_at(k, 1);
     float sy = p->quantized_out ? scale_at(k, 7) : 1.0f;
     int32_t zy = p->quantized_out ? zero_at(k, 8) : 0;
-    bool is_signed = p->out_dt == SS_DT_INT8;
     for (int64_t m = 0; m < p->M; m++)
         for (int64_t n = 0; n < p->N; n++) {
             int64_t zb = bz ? ss_op_elem_i64(bz, ss_tensor_numel(bz) == 1 ? 0 : n) : 0, acc = 0;
@@ -789,19 +864,8 @@ static ss_status *qgemm_run(ss_kctx *k)
                 int64_t bv = ss_op_elem_i64(b, p->tb ? n * p->K + kk : kk * p->N + n);
                 acc += (av - za) * (bv - zb);
             }
-            int32_t sum = (int32_t)(uint32_t)(uint64_t)acc;
-            if (c)
-                sum = (int32_t)((uint32_t)sum +
-                                (uint32_t)((const int32_t *)
-                                               c->data)[(p->c_rows > 1 ? m : 0) * p->c_cols +
-                                                        (p->c_cols > 1 ? n : 0)]);
             float scale = alpha * sa * (float)ss_op_elem_f64(bs, p->b_per_column ? n : 0);
-            int64_t o = m * p->N + n;
-            if (!p->quantized_out)
-                ((float *)k->out[0]->data)[o] = (float)sum * scale;
-            else
-                ((uint8_t *)k->out[0]->data)[o] =
-                    (uint8_t)quantize8((float)sum * (scale / sy), 1.0f, zy, is_signed);
+            qgemm_store(k, p, m, n, (int32_t)(uint32_t)(uint64_t)acc, scale, sy, zy);
         }
     return NULL;
 }
@@ -814,7 +878,7 @@ const ss_op_def ss_ops_qlinear[] = {
     {SS_DOMAIN_MS, "QLinearGlobalAveragePool", 1, 1, qgap_infer, qgap_run, 0, NULL},
     {SS_DOMAIN_MS, "QLinearAveragePool", 1, 1, qavgpool_infer, qavgpool_run, 0, NULL},
     {SS_DOMAIN_MS, "QLinearConcat", 1, 1, qconcat_infer, qconcat_run, 0, NULL},
-    {SS_DOMAIN_MS, "QGemm", 1, 1, qgemm_infer, qgemm_run, 0, NULL},
+    {SS_DOMAIN_MS, "QGemm", 1, 1, qgemm_infer, qgemm_run, 0, qgemm_release},
     {SS_DOMAIN_MS, "QLinearSoftmax", 1, 1, qsoftmax_infer, qsoftmax_run, 0, NULL},
     {SS_DOMAIN_MS, "QLinearWhere", 1, 1, qwhere_infer, qwhere_run, 0, NULL},
     {SS_DOMAIN_MS, "NhwcMaxPool", 1, 1, nhwc_maxpool_infer, nhwc_maxpool_run, 0, NULL},

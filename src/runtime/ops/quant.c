@@ -14,10 +14,8 @@
  * Conv pair's im2col + dgemm). run never allocates.
  */
 #include "common.h"
-#include "gemm_kernel.h"
-#include "gemm_q8.h"
 #include "isa.h"
-#include "onednn.h"
+#include "q8mm.h"
 #include "quant.h"
 
 #include <cblas.h>
@@ -361,15 +359,8 @@ typedef struct {
     int ia, ib, ia_zp, ib_zp;                     /* input indices */
     int ia_scale, ib_scale, ibias;                /* QMM_FLOAT / QMM_DYNAMIC (-1: none) */
     qmm_mode mode;
-    /* the VNNI path (qmm_fast_plan), when fast */
-    bool fast;
-    bool a_signed, b_unsigned; /* A shifted to uint8, B to int8, by 128 */
-    int64_t lda;               /* bytes of a row of A as the kernel reads it: K padded to 4 */
-    int64_t cols;              /* columns per piece of work (a multiple of SS_GEMM_Q8_COLS) */
-    int parts;                 /* of the worker pool */
-    const uint8_t *bpack;      /* B packed once (a constant 2-D B), else NULL: packed per run */
-    ss_packed *bref;           /* the session's copy, or bowned */
-    void *bowned;
+    bool fast; /* the sums from q8mm.h's VNNI product (qmm_fast_plan) */
+    ss_q8mm g;
 } qmm_plan;
 
 /* A's quantization when QMM_DYNAMIC computes it per run. */
@@ -560,24 +551,14 @@ static qmm_dyn qmm_dynamic(const ss_tensor *a)
 }
 
 /* ------------------------------------------------------------------ the VNNI path
- * Where the CPU has AVX512-VNNI the sums come from gemm_q8.h's exact int8 kernel, as the Conv
- * pair's do: A' = A as uint8 (int8 A shifted by 128, with its zero point), B' = B as int8 (uint8 B
- * shifted by 128), so with c = 128 for uint8 B (else 0)
- *   sum_k (A' - za')(B' + c - zb) = S - za' colsum(B') + (c - zb)(rowsum(A') - K za'),
- * S = sum A'B' from the kernel, every term an exact integer: the float64 path's sums, so its
- * outputs. A constant 2-D B is packed once at plan time and shared through the session; any other
- * B is packed by each part for the batch it works on. Pieces of work (a batch's QMM_ROWS rows x
- * p->cols columns) go to the worker pool's parts. */
-#define QMM_ROWS SS_GEMM_Q8_MAX_M
-/* Columns a piece takes at most: its int32 sums (64 KiB) and its columns' weights (K x 256
- * bytes) then stay in the core's L2 while the piece's rows are finished and the other row blocks
- * read the same weights; whole rows of a wide B (3072 columns: 768 KiB of sums) did not, and ran
- * the kernel a third slower. */
-#define QMM_MAX_COLS 256
+ * Where the CPU has AVX512-VNNI the sums come from q8mm.h's exact product (the float64 path's
+ * sums, so its outputs); a finisher turns each row of sums into the op's output. */
 
-/* The run's per-row and per-column parameters, in the shared scratch. */
+/* The run's per-row and per-column parameters, in the scratch after q8mm's. */
 typedef struct {
-    int32_t *za;    /* M: A's zero point in A' terms */
+    const ss_kctx *k;
+    const qmm_plan *p;
+    int32_t *za;    /* M: A's zero point */
     int32_t *zb;    /* N: B's zero point */
     float *fa, *fb; /* M, N: scales (QMM_QLINEAR: a_scale, b_scale; float modes: fb only) */
     float *bias;    /* N, or NULL */
@@ -585,26 +566,6 @@ typedef struct {
     double y_zero;
 } qmm_params;
 
-typedef struct {
-    const ss_kctx *k;
-    const qmm_plan *p;
-    const qmm_dyn *dyn;
-    qmm_params prm;
-    uint8_t *aq;       /* every batch's rows of A as the kernel reads them (qmm_convert) */
-    int32_t *rsum;     /* ... and their sums */
-    uint8_t *parts_at; /* the parts' scratch, qmm_part_bytes each */
-    int64_t rblocks, cchunks, items;
-    int64_t next; /* the next piece a part claims */
-} qmm_job;
-
-static size_t qmm_part_bytes(const qmm_plan *p)
-{
-    size_t b = sizeof(int32_t) * (size_t)(QMM_ROWS * p->cols);
-    if (!p->bpack) b += ss_gemm_q8_packed_bytes(p->K, p->N) + 64;
-    return (b + 63) / 64 * 64;
-}
-
-/* The shared scratch: qmm_params' arrays, then A's converted rows and their sums. */
 static size_t qmm_params_bytes(const qmm_plan *p)
 {
     size_t b = (sizeof(int32_t) + sizeof(float)) * (size_t)(2 * (p->M + p->N)) +
@@ -612,72 +573,26 @@ static size_t qmm_params_bytes(const qmm_plan *p)
     return (b + 63) / 64 * 64;
 }
 
-static size_t qmm_shared_bytes(const qmm_plan *p)
-{
-    size_t b = qmm_params_bytes(p) + (size_t)(p->batch * p->M) * ((size_t)p->lda + sizeof(int32_t));
-    return (b + 63) / 64 * 64;
-}
-
-static bool same_qmm_pack(const void *a, const void *b)
-{
-    return !memcmp(a, b, 3 * sizeof(int64_t));
-}
-
 static void qmm_release(void *state)
 {
-    qmm_plan *p = state;
-    ss_packed_release(p->bref);
-    free(p->bowned);
-    p->bref = NULL, p->bowned = NULL;
+    ss_q8mm_release(&((qmm_plan *)state)->g);
 }
 
 static void qmm_fast_plan(ss_kctx *k, qmm_plan *p)
 {
-    const ss_tensor *a = k->in[p->ia], *b = k->in[p->ib], *bv = ss_kctx_value(k, p->ib);
-    if (!ss_gemm_q8_supported() || ss_kernels_mode() == SS_KERNELS_BLAS || p->M < 1 || p->N < 1 ||
-        p->K < 1 || p->K > SS_GEMM_Q8_MAX_K || p->batch < 1 || !k->plan)
-        return;
-    p->a_signed = a->dtype == SS_DT_INT8;
-    p->b_unsigned = b->dtype == SS_DT_UINT8;
-    p->lda = (p->K + 3) / 4 * 4;
-    if (bv && bv->data && b->ndim <= 2) {
-        int64_t lay[3] = {p->K, p->N, p->b_unsigned};
-        const char *key = (const char *)bv->data + 5; /* qmm's copies (matmul.c 1-3, conv.c 4) */
-        p->bref = ss_kctx_packed_find(k, key, lay, same_qmm_pack);
-        if (p->bref) {
-            p->bpack = ss_packed_data(p->bref);
-        } else {
-            uint8_t *pack = ss_huge_alloc(ss_gemm_q8_packed_bytes(p->K, p->N));
-            if (!pack) return; /* the float64 path needs no more memory */
-            ss_gemm_q8_pack_int(bv->data, p->b_unsigned, p->K, p->N, p->N, false, pack);
-            p->bpack = pack;
-            p->bref = ss_kctx_packed_add(k, key, lay, sizeof lay, pack);
-            if (!p->bref) p->bowned = pack;
-        }
-        ss_kctx_drop_const_pages(k, p->ib);
-    }
-    int t = k->threads > 0 ? k->threads : openblas_get_num_threads();
-    p->parts = t > 1 ? ss_gemm_pool_reserve(t) : 1;
-    /* enough pieces for every part (twice over) where the rows alone do not give them */
-    int64_t pieces = p->batch * ((p->M + QMM_ROWS - 1) / QMM_ROWS),
-            groups = (p->N + SS_GEMM_Q8_COLS - 1) / SS_GEMM_Q8_COLS;
-    int64_t split = pieces >= 2 * p->parts ? 1 : (2 * p->parts + pieces - 1) / pieces;
-    if (split > groups) split = groups;
-    p->cols = (groups + split - 1) / split * SS_GEMM_Q8_COLS;
-    if (p->cols > QMM_MAX_COLS) p->cols = QMM_MAX_COLS;
+    p->g = (ss_q8mm){.M = p->M, .K = p->K, .N = p->N, .batch = p->batch};
+    if (!ss_q8mm_plan(k, &p->g, p->ia, p->ib)) return;
     /* replaces the float64 path's copies */
-    k->scratch_bytes = qmm_shared_bytes(p) + (size_t)p->parts * qmm_part_bytes(p) + 64;
+    k->scratch_bytes = qmm_params_bytes(p) + ss_q8mm_scratch(&p->g) + 64;
     p->fast = true;
-    SS_DEBUG("%s: int8 VNNI kernel (M %lld, K %lld, N %lld, B %s)", k->node_name, (long long)p->M,
-             (long long)p->K, (long long)p->N, p->bpack ? "packed once" : "packed per run");
 }
 
 /* A zero point, scale or bias at index i of input `in` (-1 or absent: dflt) for `count` rows or
  * columns, as the float64 path reads them (qmm_at). */
-static void qmm_fill_i32(const ss_kctx *k, int in, int64_t count, int32_t shift, int32_t *out)
+static void qmm_fill_i32(const ss_kctx *k, int in, int64_t count, int32_t *out)
 {
     for (int64_t i = 0; i < count; i++)
-        out[i] = (int32_t)qmm_at(k, in, i, 0) + shift;
+        out[i] = (int32_t)qmm_at(k, in, i, 0);
 }
 
 static void qmm_fill_f32(const ss_kctx *k, int in, int64_t count, float dflt, float *out)
@@ -686,76 +601,7 @@ static void qmm_fill_f32(const ss_kctx *k, int in, int64_t count, float dflt, fl
         out[i] = (float)qmm_at(k, in, i, dflt);
 }
 
-/* A row of uint8 (int8 when flip is 0x80: + 128) as the kernel's row, and its sum. */
-SS_ISA_INLINE int32_t qmm_row_u8_body(const uint8_t *restrict x, int64_t K, uint8_t flip,
-                                      uint8_t *restrict row)
-{
-    int32_t sum = 0;
-    for (int64_t kk = 0; kk < K; kk++) {
-        uint8_t u = x[kk] ^ flip;
-        row[kk] = u;
-        sum += u;
-    }
-    return sum;
-}
-SS_ISA_VARIANTS(int32_t, qmm_row_u8,
-                (const uint8_t *restrict x, int64_t K, uint8_t flip, uint8_t *restrict row),
-                (x, K, flip, row))
-
-/* A float32 row quantized as DynamicQuantizeMatMul's A (uint8 with zero point zero), and its sum.
- * NaN quantizes to 0, as onnxruntime's clamp (MAXPS) makes it. */
-SS_ISA_INLINE int32_t qmm_row_dyn_body(const float *restrict x, int64_t K, float scale, float zero,
-                                       uint8_t *restrict row)
-{
-    int32_t sum = 0;
-    for (int64_t kk = 0; kk < K; kk++) {
-        float v = rintf(x[kk] / scale) + zero;
-        uint8_t u = (uint8_t)(int32_t)(v != v || v < 0 ? 0 : v > 255 ? 255 : v);
-        row[kk] = u;
-        sum += u;
-    }
-    return sum;
-}
-SS_ISA_VARIANTS(int32_t, qmm_row_dyn,
-                (const float *restrict x, int64_t K, float scale, float zero,
-                 uint8_t *restrict row),
-                (x, K, scale, zero, row))
-
-/* Rows r0 .. r0 + rows - 1 of batch offset ao as the kernel's uint8 rows, and their sums. */
-static void qmm_rows(const qmm_job *j, int64_t ao, int64_t r0, int64_t rows, uint8_t *q,
-                     int32_t *rsum)
-{
-    const qmm_plan *p = j->p;
-    const ss_tensor *a = j->k->in[p->ia];
-    for (int64_t r = 0; r < rows; r++) {
-        uint8_t *row = q + r * p->lda;
-        int64_t at = ao + (r0 + r) * p->K;
-        if (j->dyn)
-            rsum[r] = qmm_row_dyn((const float *)a->data + at, p->K, j->dyn->scale,
-                                  (float)j->dyn->zero, row);
-        else
-            rsum[r] = qmm_row_u8((const uint8_t *)a->data + at, p->K, p->a_signed ? 0x80 : 0, row);
-        for (int64_t kk = p->K; kk < p->lda; kk++)
-            row[kk] = 0;
-    }
-}
-
-/* The exact sums of a row's columns 0 .. n - 1 (wrapping as the spec's int32: every step mod
- * 2^32, so in uint32), into y (QMM_INT32), or scaled (the float modes: y[n] = v x a_scale x
- * fb[n] + bias[n]) into yf. */
-SS_ISA_INLINE void qmm_sums_body(const int32_t *restrict S, const int32_t *restrict colsum,
-                                 const int32_t *restrict zb, int64_t n, uint32_t za, uint32_t c,
-                                 uint32_t ra, int32_t *restrict y)
-{
-    for (int64_t i = 0; i < n; i++)
-        y[i] = (int32_t)((uint32_t)S[i] - za * (uint32_t)colsum[i] + (c - (uint32_t)zb[i]) * ra);
-}
-SS_ISA_VARIANTS(void, qmm_sums,
-                (const int32_t *restrict S, const int32_t *restrict colsum,
-                 const int32_t *restrict zb, int64_t n, uint32_t za, uint32_t c, uint32_t ra,
-                 int32_t *restrict y),
-                (S, colsum, zb, n, za, c, ra, y))
-
+/* y = v x (a_scale x fb) + bias: the float modes' outputs from the exact sums. */
 SS_ISA_INLINE void qmm_scale_body(const int32_t *restrict v, int64_t n, float a_scale,
                                   const float *restrict fb, const float *restrict bias,
                                   float *restrict y)
@@ -768,118 +614,68 @@ SS_ISA_VARIANTS(void, qmm_scale,
                  const float *restrict bias, float *restrict y),
                 (v, n, a_scale, fb, bias, y))
 
-/* One output row's columns n0 .. n1 - 1 from the kernel's sums S (S[0] is column n0; overwritten:
- * the float and quantized modes first make the exact sums there). */
-static void qmm_finish_row(const qmm_job *j, int32_t *S, const int32_t *colsum, int32_t rsum,
-                           int64_t m, int64_t n0, int64_t n1, int64_t o)
+/* q8mm's finisher: row m of batch bi, columns n0 .. n1 - 1. */
+static void qmm_finish(void *ctx, int32_t *S, int64_t bi, int64_t m, int64_t n0, int64_t n1)
 {
-    const qmm_plan *p = j->p;
-    const qmm_params *q = &j->prm;
-    ss_tensor *y = j->k->out[0];
-    uint32_t za = (uint32_t)q->za[m], ra = (uint32_t)rsum - (uint32_t)p->K * za;
-    uint32_t c = p->b_unsigned ? 128 : 0;
-    int64_t n = n1 - n0;
-    int32_t *v = p->mode == QMM_INT32 ? (int32_t *)y->data + o + n0 : S;
-    qmm_sums(S, colsum + n0, q->zb + n0, n, za, c, ra, v);
-    if (p->mode == QMM_INT32) return;
-    if (p->mode != QMM_QLINEAR) {
-        qmm_scale(v, n, q->a_scale, q->fb + n0, q->bias ? q->bias + n0 : NULL,
-                  (float *)y->data + o + n0);
-        return;
-    }
-    for (int64_t i = 0; i < n; i++) {
-        float mult = q->fa[m] * q->fb[n0 + i] / q->y_scale;
-        ss_quant_store(y->data, o + n0 + i, y->dtype, rint((double)v[i] * mult) + q->y_zero);
-    }
-}
-
-/* The first pass: each batch's block of rows of A converted once, whatever columns use it. */
-static void qmm_convert(void *ctx, int part, int parts)
-{
-    (void)part, (void)parts;
-    qmm_job *j = ctx;
-    const qmm_plan *p = j->p;
-    for (int64_t i; (i = __atomic_fetch_add(&j->next, 1, __ATOMIC_RELAXED)) < j->items;) {
-        int64_t bi = i / j->rblocks, r0 = i % j->rblocks * QMM_ROWS;
-        int64_t rows = p->M - r0 < QMM_ROWS ? p->M - r0 : QMM_ROWS, at = bi * p->M + r0;
-        qmm_rows(j, qmm_batch_offset(p, bi, p->astr), r0, rows, j->aq + at * p->lda, j->rsum + at);
-    }
-}
-
-/* The second: pieces of a batch's rows x a column range. */
-static void qmm_part(void *ctx, int part, int parts)
-{
-    (void)parts;
-    qmm_job *j = ctx;
-    const qmm_plan *p = j->p;
-    int32_t *S = (int32_t *)(j->parts_at + (size_t)part * qmm_part_bytes(p));
-    uint8_t *bown = (uint8_t *)(((uintptr_t)(S + QMM_ROWS * p->cols) + 63) & ~(uintptr_t)63);
-    int64_t have_b = -1; /* the batch offset of the B this part has packed */
-    for (int64_t i; (i = __atomic_fetch_add(&j->next, 1, __ATOMIC_RELAXED)) < j->items;) {
-        /* a column range's row blocks one after another: they read the same weights */
-        int64_t bi = i / (j->rblocks * j->cchunks), r0 = i % j->rblocks * QMM_ROWS;
-        int64_t n0 = i / j->rblocks % j->cchunks * p->cols;
-        int64_t n1 = n0 + p->cols < p->N ? n0 + p->cols : p->N;
-        int64_t rows = p->M - r0 < QMM_ROWS ? p->M - r0 : QMM_ROWS, at = bi * p->M + r0;
-        const uint8_t *bp = p->bpack;
-        if (!bp) {
-            int64_t bo = qmm_batch_offset(p, bi, p->bstr);
-            if (bo != have_b) {
-                const ss_tensor *b = j->k->in[p->ib];
-                ss_gemm_q8_pack_int((const uint8_t *)b->data + bo, p->b_unsigned, p->K, p->N, p->N,
-                                    false, bown);
-                have_b = bo;
-            }
-            bp = bown;
+    const qmm_params *q = ctx;
+    const qmm_plan *p = q->p;
+    ss_tensor *y = q->k->out[0];
+    int64_t n = n1 - n0, o = (bi * p->M + m) * p->N + n0;
+    if (p->mode == QMM_INT32) {
+        memcpy((int32_t *)y->data + o, S, sizeof(int32_t) * (size_t)n);
+    } else if (p->mode != QMM_QLINEAR) {
+        qmm_scale(S, n, q->a_scale, q->fb + n0, q->bias ? q->bias + n0 : NULL,
+                  (float *)y->data + o);
+    } else {
+        for (int64_t i = 0; i < n; i++) {
+            float mult = q->fa[m] * q->fb[n0 + i] / q->y_scale;
+            ss_quant_store(y->data, o + i, y->dtype, rint((double)S[i] * mult) + q->y_zero);
         }
-        ss_gemm_q8_i32(rows, p->N, p->K, j->aq + at * p->lda, p->lda, bp, n0, n1, S, p->cols);
-        const int32_t *colsum = ss_gemm_q8_colsum(bp, p->N);
-        for (int64_t r = 0; r < rows; r++)
-            qmm_finish_row(j, S + r * p->cols, colsum, j->rsum[at + r], r0 + r, n0, n1,
-                           (at + r) * p->N);
     }
+}
+
+static int64_t qmm_offset(const void *ctx, int64_t bi, bool b_side)
+{
+    const qmm_plan *p = ((const qmm_params *)ctx)->p;
+    return qmm_batch_offset(p, bi, b_side ? p->bstr : p->astr);
 }
 
 static ss_status *qmm_fast_run(ss_kctx *k, const qmm_dyn *dyn)
 {
     const qmm_plan *p = k->state;
     uint8_t *sc = (uint8_t *)(((uintptr_t)k->scratch + 63) & ~(uintptr_t)63);
-    qmm_job j = {.k = k, .p = p, .dyn = dyn};
-    qmm_params *q = &j.prm;
-    q->za = (int32_t *)sc;
-    q->zb = q->za + p->M;
-    q->fa = (float *)(q->zb + p->N);
-    q->fb = q->fa + p->M;
-    q->bias = p->ibias >= 0 && p->ibias < k->n_in && k->in[p->ibias] ? q->fb + p->N : NULL;
+    qmm_params q = {.k = k, .p = p};
+    q.za = (int32_t *)sc;
+    q.zb = q.za + p->M;
+    q.fa = (float *)(q.zb + p->N);
+    q.fb = q.fa + p->M;
+    q.bias = p->ibias >= 0 && p->ibias < k->n_in && k->in[p->ibias] ? q.fb + p->N : NULL;
     if (dyn)
-        for (int64_t m = 0; m < p->M; m++)
-            q->za[m] = dyn->zero;
+        q.za[0] = dyn->zero;
     else
-        qmm_fill_i32(k, p->ia_zp, p->M, p->a_signed ? 128 : 0, q->za);
-    qmm_fill_i32(k, p->ib_zp, p->N, 0, q->zb);
+        qmm_fill_i32(k, p->ia_zp, p->M, q.za);
+    qmm_fill_i32(k, p->ib_zp, p->N, q.zb);
     if (p->mode == QMM_QLINEAR) {
-        qmm_fill_f32(k, 1, p->M, 1, q->fa);
-        qmm_fill_f32(k, 4, p->N, 1, q->fb);
-        q->y_scale = (float)qmm_at(k, 6, 0, 1);
-        q->y_zero = qmm_at(k, 7, 0, 0);
+        qmm_fill_f32(k, 1, p->M, 1, q.fa);
+        qmm_fill_f32(k, 4, p->N, 1, q.fb);
+        q.y_scale = (float)qmm_at(k, 6, 0, 1);
+        q.y_zero = qmm_at(k, 7, 0, 0);
     } else if (p->mode != QMM_INT32) {
-        q->a_scale = dyn ? dyn->scale : (float)qmm_at(k, p->ia_scale, 0, 1);
-        qmm_fill_f32(k, p->ib_scale, p->N, 1, q->fb);
-        if (q->bias) qmm_fill_f32(k, p->ibias, p->N, 0, q->bias);
+        q.a_scale = dyn ? dyn->scale : (float)qmm_at(k, p->ia_scale, 0, 1);
+        qmm_fill_f32(k, p->ib_scale, p->N, 1, q.fb);
+        if (q.bias) qmm_fill_f32(k, p->ibias, p->N, 0, q.bias);
     }
-    j.aq = sc + qmm_params_bytes(p);
-    j.rsum = (int32_t *)(j.aq + p->batch * p->M * p->lda);
-    j.parts_at = sc + qmm_shared_bytes(p);
-    j.rblocks = (p->M + QMM_ROWS - 1) / QMM_ROWS;
-    j.cchunks = (p->N + p->cols - 1) / p->cols;
-    bool small = (double)p->batch * (double)p->M * (double)p->N * (double)p->K < 65536;
-    j.items = p->batch * j.rblocks;
-    int parts = small || p->parts > j.items ? (small ? 1 : (int)j.items) : p->parts;
-    ss_pool_run(parts, qmm_convert, &j);
-    j.items *= j.cchunks;
-    j.next = 0;
-    parts = small || p->parts > j.items ? (small ? 1 : (int)j.items) : p->parts;
-    ss_pool_run(parts, qmm_part, &j);
+    ss_q8mm_io io = {.a = k->in[p->ia]->data,
+                     .b = k->in[p->ib]->data,
+                     .offset = qmm_offset,
+                     .za = q.za,
+                     .zb = q.zb,
+                     .za_step = dyn ? 0 : 1,
+                     .zb_step = 1,
+                     .dyn_scale = dyn ? dyn->scale : 0,
+                     .finish = qmm_finish,
+                     .ctx = &q};
+    ss_q8mm_run(&p->g, &io, sc + qmm_params_bytes(p));
     return NULL;
 }
 
