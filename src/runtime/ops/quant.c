@@ -187,8 +187,34 @@ static ss_status *ms_dequantize_infer(ss_kctx *k)
     return st;
 }
 
-/* The common case of QDQ models, float32 to 8 bits with one scale: a loop the compiler can
- * vectorise, the same arithmetic as the general one. */
+/* y = saturate(rint(x / scale) + zp) to uint8; NaN gives 0, as ss_quant_store. */
+SS_ISA_INLINE void dynq_store_body(const float *restrict x, int64_t n, float scale, float zp,
+                                   uint8_t *restrict y)
+{
+    for (int64_t i = 0; i < n; i++) {
+        float v = rintf(x[i] / scale) + zp;
+        y[i] = (uint8_t)(int32_t)(v != v || v < 0 ? 0 : v > 255 ? 255 : v);
+    }
+}
+SS_ISA_VARIANTS(void, dynq_store,
+                (const float *restrict x, int64_t n, float scale, float zp, uint8_t *restrict y),
+                (x, n, scale, zp, y))
+
+/* ... to int8. */
+SS_ISA_INLINE void quantize_s8_body(const float *restrict x, int64_t n, float scale, float zp,
+                                    int8_t *restrict y)
+{
+    for (int64_t i = 0; i < n; i++) {
+        float v = rintf(x[i] / scale) + zp;
+        y[i] = (int8_t)(int32_t)(v != v ? 0 : v < -128 ? -128 : v > 127 ? 127 : v);
+    }
+}
+SS_ISA_VARIANTS(void, quantize_s8,
+                (const float *restrict x, int64_t n, float scale, float zp, int8_t *restrict y),
+                (x, n, scale, zp, y))
+
+/* The common case of QDQ models, float32 to 8 bits with one scale: loops compiled per ISA
+ * (rintf is then one instruction), the same arithmetic as the general one. */
 static bool quantize_f32_per_tensor(const ss_kctx *k, const qmap *m)
 {
     const ss_tensor *x = k->in[0], *z = k->n_in > 2 ? k->in[2] : NULL;
@@ -196,16 +222,11 @@ static bool quantize_f32_per_tensor(const ss_kctx *k, const qmap *m)
     if (m->mode != 0 || x->dtype != SS_DT_FLOAT32 || !ss_quant_dtype8(dt)) return false;
     const float *xv = x->data;
     float scale = (float)ss_op_elem_f64(k->in[1], 0), zp = z ? (float)ss_op_elem_f64(z, 0) : 0;
-    float lo = dt == SS_DT_INT8 ? -128.0f : 0.0f, hi = dt == SS_DT_INT8 ? 127.0f : 255.0f;
     int64_t n = ss_tensor_numel(x);
-    for (int64_t e = 0; e < n; e++) {
-        float v = rintf(xv[e] / scale) + zp;
-        v = v != v ? 0 : v < lo ? lo : v > hi ? hi : v; /* NaN: 0, as ss_quant_store */
-        if (dt == SS_DT_INT8)
-            ((int8_t *)k->out[0]->data)[e] = (int8_t)v;
-        else
-            ((uint8_t *)k->out[0]->data)[e] = (uint8_t)v;
-    }
+    if (dt == SS_DT_INT8)
+        quantize_s8(xv, n, scale, zp, k->out[0]->data);
+    else
+        dynq_store(xv, n, scale, zp, k->out[0]->data);
     return true;
 }
 
@@ -304,19 +325,6 @@ static void dynq_range(const float *x, int64_t n, float *lo, float *hi)
 #endif
     dynq_range_scalar(x, n, lo, hi);
 }
-
-/* y = saturate(rint(x / scale) + zp); NaN gives 0, as ss_quant_store. */
-SS_ISA_INLINE void dynq_store_body(const float *restrict x, int64_t n, float scale, float zp,
-                                   uint8_t *restrict y)
-{
-    for (int64_t i = 0; i < n; i++) {
-        float v = rintf(x[i] / scale) + zp;
-        y[i] = (uint8_t)(int32_t)(v != v || v < 0 ? 0 : v > 255 ? 255 : v);
-    }
-}
-SS_ISA_VARIANTS(void, dynq_store,
-                (const float *restrict x, int64_t n, float scale, float zp, uint8_t *restrict y),
-                (x, n, scale, zp, y))
 
 /* The spec's arithmetic in float32, as its reference computes it. */
 static ss_status *dynq_run(ss_kctx *k)
