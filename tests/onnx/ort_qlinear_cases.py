@@ -338,6 +338,16 @@ def vnni_matmul_cases(out):
          [("w", q(np.int8, D, 3 * D)), ("bias", rng.uniform(-0.5, 0.5, 3 * D).astype(np.float32)),
           ("sx", scale(0.01)), ("sw", rng.uniform(0.001, 0.003, 3 * D).astype(np.float32)),
           ("zx", zp(np.uint8, 125)), ("zw", zp(np.int8, 0))])
+    # quantize_dynamic's own pattern, large enough (81920 values) that DynamicQuantizeLinear and
+    # Cast run over the worker pool's parts
+    case(out, "vnni_quantize_dynamic_pattern",
+         [helper.make_node("DynamicQuantizeLinear", ["x"], ["xq", "xs", "xz"]),
+          helper.make_node("MatMulInteger", ["xq", "w", "xz", "wz"], ["yi"]),
+          helper.make_node("Cast", ["yi"], ["yf"], to=TensorProto.FLOAT),
+          helper.make_node("Mul", ["xs", "ws"], ["s"]),
+          helper.make_node("Mul", ["yf", "s"], ["y"])],
+         [("x", rng.uniform(-3, 2, (320, 256)).astype(np.float32))], [("y", F)],
+         [("w", q(np.int8, 256, 300)), ("wz", zp(np.int8, 0)), ("ws", scale(0.004))])
     b = q(np.int8, 64, 200)
     case(out, "ms_dynamicquantizematmul_vnni",
          [node("DynamicQuantizeMatMul", ["a", "b", "sb", "zb", "bias"], ["y"])],

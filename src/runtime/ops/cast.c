@@ -19,6 +19,7 @@
 #include "broadcast.h"
 
 #include "common.h"
+#include "gemm_kernel.h"
 
 #include <errno.h>
 #include <math.h>
@@ -127,7 +128,26 @@ typedef struct {
     ss_dtype from, to;
     cast_fn fn; /* native pair; for half types the float32 side of it */
     char *text; /* to string: CAST_STR_MAX bytes per element, after the struct */
+    int parts;  /* of the worker pool, for a native pair */
 } cast_plan;
+
+/* A native pair's elements in chunks over the pool's parts (ss_pool_run: parts claim them). */
+typedef struct {
+    const cast_plan *p;
+    const char *src;
+    char *dst;
+    size_t ies, oes;
+    int64_t n, chunk, next;
+} cast_job;
+
+static void cast_part(void *ctx, int part, int parts)
+{
+    (void)part, (void)parts;
+    cast_job *j = ctx;
+    for (int64_t o; (o = __atomic_fetch_add(&j->next, j->chunk, __ATOMIC_RELAXED)) < j->n;)
+        j->p->fn(j->src + (size_t)o * j->ies, j->dst + (size_t)o * j->oes,
+                 j->n - o < j->chunk ? j->n - o : j->chunk);
+}
 
 #define CAST_STR_MAX 32 /* "-1.2345678901234567e-308" and INT64_MIN fit */
 
@@ -231,6 +251,7 @@ static ss_status *cast_plan_make(ss_kctx *k, ss_dtype to)
     cast_plan *p = ss_op_state_alloc(k, sizeof *p);
     if (!p) return ss_op_oom();
     *p = (cast_plan){from, to, fn};
+    p->parts = ss_op_par_parts(k, ss_tensor_numel(x));
     ss_op_same_shape(k->out[0], x);
     k->out[0]->dtype = to;
     return NULL;
@@ -298,6 +319,13 @@ static ss_status *cast_run(ss_kctx *k)
         return NULL;
     }
     bool hin = ss_ew_is_half(p->from), hout = ss_ew_is_half(p->to);
+    if (!hin && !hout && p->parts > 1 && n >= SS_EW_PAR_MIN_ELEMS) {
+        /* about 4 chunks per part, each a multiple of 64 elements (whole cache lines) */
+        cast_job j = {p, src, dst, ss_dtype_size(p->from), ss_dtype_size(p->to), n, 0, 0};
+        j.chunk = (n / (4 * (int64_t)p->parts) + 64) / 64 * 64;
+        ss_pool_run(p->parts, cast_part, &j);
+        return NULL;
+    }
     if (!hin && !hout) {
         p->fn(src, dst, n);
         return NULL;

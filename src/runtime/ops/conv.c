@@ -1516,6 +1516,14 @@ static int32_t qconv_wrap(double acc)
 
 /* The sums of one block (channels m0.., columns ncol, starting at output position e0 of
  * image n) into Y: int32 (ConvInteger), or with the bias, scaled, rounded and saturated. */
+/* The requantized value of an exact sum (bias added) before the zero point: in float32, as
+ * onnxruntime's kernels compute it (float(sum) x scale, rounded half to even); the same arithmetic
+ * in float64 differed from it on values within a float32 rounding of a tie. */
+SS_ISA_INLINE double qconv_rescale(double sum, double mult)
+{
+    return (double)rintf((float)sum * (float)mult);
+}
+
 static void qconv_store(const ss_kctx *k, const qconv_plan *p, const double *acc, int64_t n,
                         int64_t m0, int64_t e0, int64_t ncol)
 {
@@ -1534,7 +1542,7 @@ static void qconv_store(const ss_kctx *k, const qconv_plan *p, const double *acc
         double bias = qconv_param(k, 8, m, 0), yz = qconv_param(k, 7, 0, 0);
         for (int64_t j = 0; j < ncol; j++)
             ss_quant_store(y->data, e + j, y->dtype,
-                           rint(((double)qconv_wrap(a[j]) + bias) * mult) + yz);
+                           qconv_rescale((double)qconv_wrap(a[j]) + bias, mult) + yz);
     }
 }
 
@@ -1622,7 +1630,8 @@ SS_ISA_INLINE void qconv_requant_rows_body(const int32_t *restrict acc, const in
         double x = xs[r];
         for (int64_t i = 0; i < mg; i++) {
             double v =
-                rint(((double)acc[r * mg + i] - zw[i] * x + base[i] + bias[i]) * mult[i]) + yz;
+                qconv_rescale((double)acc[r * mg + i] - zw[i] * x + base[i] + bias[i], mult[i]) +
+                yz;
             v = v != v ? 0 : v < lo ? lo : v > hi ? hi : v; /* NaN has no integer: 0 */
             out[r * mg + i] = (uint8_t)(int32_t)v;
         }
@@ -1689,7 +1698,7 @@ static void qconv_fast_part(void *ctx, int part, int parts)
                     ((int32_t *)y->data)[o + r] = (int32_t)sum;
                 else
                     ss_quant_store(y->data, o + r, y->dtype,
-                                   rint(((double)sum + c.bias) * c.mult) + c.yz);
+                                   qconv_rescale((double)sum + c.bias, c.mult) + c.yz);
             }
         }
     }
@@ -1854,7 +1863,7 @@ static void qconv_dw_part(void *ctx, int part, int parts)
                         ((int32_t *)y->data)[o + ow] = acc[ow];
                     else
                         ss_quant_store(y->data, o + ow, y->dtype,
-                                       rint(((double)acc[ow] + bias) * mult) + yz);
+                                       qconv_rescale((double)acc[ow] + bias, mult) + yz);
             }
     }
 }

@@ -13,7 +13,9 @@
  * operands in the node's scratch, zero points subtracted, which is exact for these sums (as the
  * Conv pair's im2col + dgemm). run never allocates.
  */
+#include "broadcast.h"
 #include "common.h"
+#include "gemm_kernel.h"
 #include "isa.h"
 #include "q8mm.h"
 #include "quant.h"
@@ -270,6 +272,9 @@ static ss_status *dynq_infer(ss_kctx *k)
     if (st) return st;
     if (k->in[0]->dtype != SS_DT_FLOAT32)
         return ss_op_err(k, SS_ERR_UNSUPPORTED, "input of type %s", ss_dtype_name(k->in[0]->dtype));
+    int *parts = ss_op_state_alloc(k, sizeof *parts);
+    if (!parts) return ss_op_oom();
+    *parts = ss_op_par_parts(k, ss_tensor_numel(k->in[0]));
     ss_op_same_shape(k->out[0], k->in[0]);
     k->out[0]->dtype = SS_DT_UINT8;
     for (int j = 1; j < 3 && j < k->n_out; j++)
@@ -326,13 +331,60 @@ static void dynq_range(const float *x, int64_t n, float *lo, float *hi)
     dynq_range_scalar(x, n, lo, hi);
 }
 
+/* DynamicQuantizeLinear over the pool's parts: a pass for the range (each part's own, combined
+ * after), a pass for the values. Min and max do not depend on the order they are taken in. */
+#define DYNQ_PARTS_MAX 64
+typedef struct {
+    const float *x;
+    uint8_t *y;
+    int64_t n, chunk, next;
+    float scale, zp;
+    float lo[DYNQ_PARTS_MAX], hi[DYNQ_PARTS_MAX];
+} dynq_job;
+
+static void dynq_range_part(void *ctx, int part, int parts)
+{
+    (void)parts;
+    dynq_job *j = ctx;
+    float lo = 0, hi = 0;
+    for (int64_t o; (o = __atomic_fetch_add(&j->next, j->chunk, __ATOMIC_RELAXED)) < j->n;) {
+        float l, h;
+        dynq_range(j->x + o, j->n - o < j->chunk ? j->n - o : j->chunk, &l, &h);
+        lo = l < lo ? l : lo;
+        hi = h > hi ? h : hi;
+    }
+    j->lo[part] = lo, j->hi[part] = hi;
+}
+
+static void dynq_store_part(void *ctx, int part, int parts)
+{
+    (void)part, (void)parts;
+    dynq_job *j = ctx;
+    for (int64_t o; (o = __atomic_fetch_add(&j->next, j->chunk, __ATOMIC_RELAXED)) < j->n;)
+        dynq_store(j->x + o, j->n - o < j->chunk ? j->n - o : j->chunk, j->scale, j->zp, j->y + o);
+}
+
 /* The spec's arithmetic in float32, as its reference computes it. */
 static ss_status *dynq_run(ss_kctx *k)
 {
     const float *x = k->in[0]->data;
     int64_t n = ss_tensor_numel(k->in[0]);
-    float lo, hi;
-    dynq_range(x, n, &lo, &hi);
+    int parts = *(const int *)k->state;
+    if (parts > DYNQ_PARTS_MAX) parts = DYNQ_PARTS_MAX;
+    dynq_job j = {.x = x, .y = k->out[0]->data, .n = n};
+    j.chunk = (n / (4 * (int64_t)(parts > 1 ? parts : 1)) + 64) / 64 * 64;
+    float lo = 0, hi = 0;
+    if (parts > 1) {
+        for (int i = 0; i < parts; i++)
+            j.lo[i] = j.hi[i] = 0; /* a part that claimed nothing */
+        ss_pool_run(parts, dynq_range_part, &j);
+        for (int i = 0; i < parts; i++) {
+            lo = j.lo[i] < lo ? j.lo[i] : lo;
+            hi = j.hi[i] > hi ? j.hi[i] : hi;
+        }
+    } else {
+        dynq_range(x, n, &lo, &hi);
+    }
     float scale = (hi - lo) / 255.0f;
     uint8_t zp = 0;
     if (scale > 0) {
@@ -340,10 +392,14 @@ static ss_status *dynq_run(ss_kctx *k)
         zp = (uint8_t)(izp < 0 ? 0 : izp > 255 ? 255 : izp);
     }
     uint8_t *y = k->out[0]->data;
-    if (scale > 0)
+    if (scale > 0 && parts > 1) {
+        j.scale = scale, j.zp = (float)zp, j.next = 0;
+        ss_pool_run(parts, dynq_store_part, &j);
+    } else if (scale > 0) {
         dynq_store(x, n, scale, (float)zp, y);
-    else
+    } else {
         memset(y, 0, (size_t)n);
+    }
     if (k->n_out > 1 && k->out[1]) *(float *)k->out[1]->data = scale;
     if (k->n_out > 2 && k->out[2]) *(uint8_t *)k->out[2]->data = zp;
     return NULL;
@@ -544,7 +600,8 @@ static void qmm_store_row(const ss_kctx *k, const qmm_plan *p, const qmm_dyn *dy
         }
         float mult =
             (float)qmm_at(k, 1, m, 1) * (float)qmm_at(k, 4, n, 1) / (float)qmm_at(k, 6, 0, 1);
-        ss_quant_store(y->data, o + n, y->dtype, rint((double)v * mult) + qmm_at(k, 7, 0, 0));
+        ss_quant_store(y->data, o + n, y->dtype,
+                       (double)rintf((float)v * mult) + qmm_at(k, 7, 0, 0));
     }
 }
 
@@ -637,7 +694,7 @@ static void qmm_finish(void *ctx, int32_t *S, int64_t bi, int64_t m, int64_t n0,
     } else {
         for (int64_t i = 0; i < n; i++) {
             float mult = q->fa[m] * q->fb[n0 + i] / q->y_scale;
-            ss_quant_store(y->data, o + i, y->dtype, rint((double)S[i] * mult) + q->y_zero);
+            ss_quant_store(y->data, o + i, y->dtype, (double)rintf((float)S[i] * mult) + q->y_zero);
         }
     }
 }
