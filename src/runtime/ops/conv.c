@@ -1689,16 +1689,16 @@ static void qconv_fast_part(void *ctx, int part, int parts)
             continue;
         }
         for (int64_t mi = 0; mi < p->mg; mi++) { /* ConvInteger; QLinearConv into 16 bits */
-            int64_t m = gi * p->mg + mi, o = (j->n * p->M + m) * ovol + e0;
-            qconv_chan c = qconv_channel(j, m);
+            int64_t m = gi * p->mg + mi, o = (j->n * p->M + m) * ovol + e0, M = p->M;
+            double zw = j->chans[m], base = j->chans[M + m], bias = j->chans[2 * M + m];
+            double mult = j->chans[3 * M + m];
             for (int64_t r = 0; r < rows; r++) {
-                int64_t sum =
-                    (int64_t)acc[r * p->mg + mi] - (int64_t)c.zw * xs[r] + (int64_t)c.base;
+                int64_t sum = (int64_t)acc[r * p->mg + mi] - (int64_t)zw * xs[r] + (int64_t)base;
                 if (!p->qlinear)
                     ((int32_t *)y->data)[o + r] = (int32_t)sum;
                 else
                     ss_quant_store(y->data, o + r, y->dtype,
-                                   qconv_rescale((double)sum + c.bias, c.mult) + c.yz);
+                                   qconv_rescale((double)sum + bias, mult) + j->yz);
             }
         }
     }
