@@ -41,6 +41,9 @@ CASES = [  # label, model folder, batch label, {graph input: npy file}
     ("ResNet-50 224x224", "resnet", "1", {"x": "x.npy"}),
     # int8 in onnxruntime's QOperator format: 8 QLinearConv 64x64 3x3 on 56x56 (models.py qresnet)
     ("QOperator int8 ResNet stage 56x56", "qresnet", "1", {"x": "x.npy"}),
+    # the MLP's shape as MatMulNBits 4-bit weights, accuracy_level 4 (models.py mlp4bit)
+    ("MLP 4x4096 Relu, MatMulNBits 4-bit", "mlp4bit", "1", {"x": "x_b1.npy"}),
+    ("MLP 4x4096 Relu, MatMulNBits 4-bit", "mlp4bit", "32", {"x": "x_b32.npy"}),
     # BERT-base as onnxruntime's quantize_dynamic writes it (models.py qbertbase)
     ("BERT-base s128, dynamic int8 MatMuls", "qbertbase", "1",
      {"input_ids": "input_ids.npy", "attention_mask": "attention_mask.npy", "token_type_ids": "token_type_ids.npy"}),
@@ -61,6 +64,7 @@ FLOPS = {("mlp", "1"): 4 * 2 * 1 * 4096 * 4096, ("mlp", "32"): 4 * 2 * 32 * 4096
 REAL_TOL = 1e-2  # real models: float16 weights and long reductions round differently per runtime
 BF16_TOL = 2e-2  # checksum agreement for bf16 rows (the op test bounds the L2 error at 1e-2)
 INT8_TOL = 5e-2  # ... for int8 rows (each operand off by up to half an int8 step)
+INT8_MODELS = {"mlp4bit"}  # models whose nodes allow int8 math in both runtimes (accuracy_level 4)
 
 
 class Side:
@@ -204,7 +208,7 @@ def run_case(args, label, folder, batch, inputs, threads):
         row["iters"] = n
     for s in [a, b] + [x for _, x in extras]:
         s.close()
-    tol = INT8_TOL if reduced == "int8" else BF16_TOL if bf16 else REAL_TOL if os.path.isabs(folder) else 1e-3
+    tol = INT8_TOL if reduced == "int8" or folder in INT8_MODELS else BF16_TOL if bf16 else REAL_TOL if os.path.isabs(folder) else 1e-3
     agree = checksums_agree(a, b, tol)
     row["check"] = ("ok" if agree else "MISMATCH") if a.ok() and b.ok() else "-"
     for mode, x in extras:

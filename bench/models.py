@@ -493,6 +493,41 @@ def qbertbase(out):
     stamp(d, "qbertbase")  # no flops.txt: int8 operations, not float32's peak
 
 
+def mlp4bit(out):
+    """The MLP's shape (4 x 4096x4096 + Relu) as int4 LLM exports write their linear layers:
+    com.microsoft MatMulNBits, 4-bit weights in blocks of 32 along K with a float32 scale and a
+    packed 4-bit zero point each, accuracy_level 4 (int8 math allowed, as onnxruntime-genai's CPU
+    models set it). Random weights, seed 7; 32 MiB of 4-bit weights."""
+    d = os.path.join(out, "mlp4bit")
+    if stamped(d, "mlp4bit"):
+        return
+    rng = np.random.default_rng(7)
+    n, block = 4096, 32
+    blocks = n // block
+    inits, nodes = [], []
+    for i in range(4):
+        B = rng.integers(0, 256, (n, blocks, block // 2), dtype=np.uint8)
+        sc = (rng.uniform(0.5, 1.5, n * blocks) * (np.sqrt(2.0 / n) / 4)).astype(np.float32)
+        zp = np.full(n * blocks // 2, 0x88, np.uint8)  # 8 in both nibbles: symmetric
+        inits += [numpy_helper.from_array(B, f"B{i}"), numpy_helper.from_array(sc, f"s{i}"),
+                  numpy_helper.from_array(zp, f"z{i}")]
+        src = "x" if i == 0 else f"h{i - 1}"
+        nodes += [helper.make_node("MatMulNBits", [src, f"B{i}", f"s{i}", f"z{i}"], [f"m{i}"],
+                                   domain="com.microsoft", K=n, N=n, bits=4, block_size=block,
+                                   accuracy_level=4),
+                  helper.make_node("Relu", [f"m{i}"], ["y" if i == 3 else f"h{i}"])]
+    g = helper.make_graph(nodes, "mlp4bit", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", n])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", n])], inits)
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("com.microsoft", 1)])
+    m.ir_version = 8
+    os.makedirs(d, exist_ok=True)
+    onnx.save(m, os.path.join(d, "model.onnx"))
+    x = np.random.default_rng(1)
+    for b in (1, 32):
+        save_npy(d, f"x_b{b}.npy", x.standard_normal((b, n), dtype=np.float32))
+    stamp(d, "mlp4bit")
+
+
 def evict(path):
     fd = os.open(path, os.O_RDONLY)
     try:
@@ -506,7 +541,7 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("outdir")
     ap.add_argument("--only",
-                    default="seed,mlp,mlpgemm,bert,gpt2,bertbase,gpt2small,mobilenet,resnet,qresnet,qbertbase,big")
+                    default="seed,mlp,mlpgemm,bert,gpt2,bertbase,gpt2small,mobilenet,resnet,qresnet,qbertbase,mlp4bit,big")
     ap.add_argument("--no-evict", action="store_true", help="leave the weight files in the page cache")
     a = ap.parse_args()
     want = set(a.only.split(","))
@@ -522,7 +557,7 @@ def main():
         fixtures(a.outdir, fx)
     for name, make in (("bertbase", bertbase), ("gpt2small", gpt2small), ("mobilenet", mobilenet),
                        ("resnet", resnet), ("qresnet", qresnet),
-                       ("qbertbase", qbertbase)):
+                       ("qbertbase", qbertbase), ("mlp4bit", mlp4bit)):
         if name in want:
             make(a.outdir)
     if "big" in want:

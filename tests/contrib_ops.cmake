@@ -10,8 +10,8 @@
 # - onnx_ort_qlinear_cases: the quantized com.microsoft ops of onnxruntime's int8 models
 #   (QLinearAdd ... QGemm, DynamicQuantizeMatMul, 16-bit Q/DQ, NhwcMaxPool, QLinearWhere, QAttention,
 #   QEmbedLayerNormalization, a QOperator CNN and a quantized BERT layer;
-#   tests/onnx/ort_qlinear_cases.py),
-#   compared exactly;
+#   tests/onnx/ort_qlinear_cases.py), compared exactly; onnx_ort_qlinear_cases_reference runs
+#   them on the float64 reference path (SHARDSERVE_KERNELS=blas) that CPUs without VNNI take;
 # - onnx_ort_function_cases: model-local functions inlined at load (torch.onnx's
 #   export_modules_as_functions, attributes bound from the caller, nested calls, a call in an If
 #   branch; tests/onnx/ort_function_cases.py).
@@ -60,3 +60,10 @@ else()
   message(STATUS "onnx_contrib_cases, onnx_ort_op_cases, onnx_ort_qlinear_cases and onnx_ort_function_cases not registered: no onnxruntime-node at"
                  " ${ss_ort_oracle} (scripts/test-real-models.sh --fetch-only --quick installs it)")
 endif()
+
+# MatMulNBits on the int8 kernel (accuracy_level 4, --weights int8) against numpy's dequantized
+# product, and the float32 path (accuracy_level 0) exact to float32 rounding
+add_test(NAME onnx_nbits_int8
+         COMMAND ${SS_PY} ${SS_TEST_DIR}/onnx/nbits_int8.py $<TARGET_FILE:shardserve>
+                 ${CMAKE_BINARY_DIR}/nbits-int8)
+set_tests_properties(onnx_nbits_int8 PROPERTIES TIMEOUT 120)
