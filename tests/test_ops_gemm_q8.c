@@ -11,6 +11,7 @@
  *    than a pass holds, within that bound of the float32 flag's result and not equal to it; past
  *    SS_GEMM_Q8_MAX_K (int32 sums could overflow) and under SHARDSERVE_KERNELS=blas the flag
  *    changes nothing.
+ *  - packing a column at a time gives the bytes packing the matrix whole gives.
  * On a CPU without it, the int8 flag must leave every MatMul exactly as float32.
  */
 #include "check.h"
@@ -206,6 +207,33 @@ static void test_matmul_and_gemm_take_int8(void)
     ss_kernels_force(SS_KERNELS_AUTO);
 }
 
+/* Packing a column at a time (MatMulNBits makes its columns one by one) gives the same bytes as
+ * packing the matrix whole, NaN and all-zero columns included, ragged K and N. */
+static void test_pack_by_columns(void)
+{
+    static const int64_t shapes[][2] = {{37, 70}, {64, 16}, {5, 3}};
+    for (size_t si = 0; si < sizeof shapes / sizeof *shapes; si++) {
+        int64_t K = shapes[si][0], N = shapes[si][1];
+        float *Bt = rand_floats((size_t)(K * N)); /* [N, K]: column n's values are row n */
+        for (int64_t k = 0; k < K; k++)
+            Bt[2 * K + k] = 0.0f; /* column 2 all zero */
+        Bt[K + 3] = NAN;          /* a NaN in column 1 */
+        size_t bytes = ss_gemm_q8_packed_bytes(K, N);
+        void *whole = aligned_alloc(64, (bytes + 63) / 64 * 64);
+        void *cols = aligned_alloc(64, (bytes + 63) / 64 * 64);
+        CHECK(whole && cols);
+        ss_gemm_q8_pack(Bt, K, N, K, true, whole);
+        ss_gemm_q8_pack_begin(K, N, cols);
+        for (int64_t n = 0; n < N; n++)
+            ss_gemm_q8_pack_column(Bt + n * K, K, N, n, cols);
+        CHECK_MSG(!memcmp(whole, cols, bytes), "K %lld N %lld: the packings differ", (long long)K,
+                  (long long)N);
+        free(whole);
+        free(cols);
+        free(Bt);
+    }
+}
+
 /* Without AVX512-VNNI only the fallback is checked; the exit code then says "skipped" (77), so
  * CTest does not count the kernel as tested. */
 static void test_fallback_without_vnni(void)
@@ -224,6 +252,7 @@ int main(int argc, char **argv)
         return rc ? rc : 77;
     }
     static const test_case cases[] = {TEST(test_kernel_is_the_int8_arithmetic),
-                                      TEST(test_matmul_and_gemm_take_int8)};
-    return run_tests(cases, 2);
+                                      TEST(test_matmul_and_gemm_take_int8),
+                                      TEST(test_pack_by_columns)};
+    return run_tests(cases, 3);
 }

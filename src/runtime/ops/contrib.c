@@ -684,24 +684,44 @@ static int nbits_field(const uint8_t *bytes, int64_t e, int bits)
     return (bytes[bit / 8] >> (bit % 8)) & ((1 << bits) - 1);
 }
 
-/* W[n, k] = (q - zero_point) * scale, for k < K. */
-static void nbits_dequant(const nbits_plan *p, const ss_tensor *b, const ss_tensor *sc,
-                          const ss_tensor *zp, float *w)
+/* Row n of W: W[n, k] = (q - zero_point) * scale, for k < K (4-bit and 8-bit values unpacked a
+ * byte at a time). */
+static void nbits_dequant_row(const nbits_plan *p, const ss_tensor *b, const ss_tensor *sc,
+                              const ss_tensor *zp, int64_t n, float *w)
 {
     const uint8_t *q = b->data;
     const float *scale = sc->data;
     int64_t zp_row = (p->blocks * p->bits + 7) / 8;
-    for (int64_t n = 0; n < p->N; n++)
-        for (int64_t blk = 0; blk < p->blocks; blk++) {
-            float s = scale[n * p->blocks + blk], z = (float)(1 << (p->bits - 1));
-            if (zp && p->packed_zp)
-                z = (float)nbits_field((const uint8_t *)zp->data + n * zp_row, blk, p->bits);
-            else if (zp)
-                z = ((const float *)zp->data)[n * p->blocks + blk];
-            const uint8_t *blob = q + (n * p->blocks + blk) * p->blob;
-            for (int64_t i = 0; i < p->block && blk * p->block + i < p->K; i++)
-                w[n * p->K + blk * p->block + i] = ((float)nbits_field(blob, i, p->bits) - z) * s;
+    for (int64_t blk = 0; blk < p->blocks; blk++) {
+        float s = scale[n * p->blocks + blk], z = (float)(1 << (p->bits - 1));
+        if (zp && p->packed_zp)
+            z = (float)nbits_field((const uint8_t *)zp->data + n * zp_row, blk, p->bits);
+        else if (zp)
+            z = ((const float *)zp->data)[n * p->blocks + blk];
+        const uint8_t *blob = q + (n * p->blocks + blk) * p->blob;
+        int64_t k0 = blk * p->block, len = p->K - k0 < p->block ? p->K - k0 : p->block;
+        float *o = w + k0;
+        if (p->bits == 4 && len == p->block) {
+            for (int64_t i = 0; i < len / 2; i++) {
+                o[2 * i] = ((float)(blob[i] & 15) - z) * s;
+                o[2 * i + 1] = ((float)(blob[i] >> 4) - z) * s;
+            }
+        } else if (p->bits == 8) {
+            for (int64_t i = 0; i < len; i++)
+                o[i] = ((float)blob[i] - z) * s;
+        } else {
+            for (int64_t i = 0; i < len; i++)
+                o[i] = ((float)nbits_field(blob, i, p->bits) - z) * s;
         }
+    }
+}
+
+/* W, [N, K]. */
+static void nbits_dequant(const nbits_plan *p, const ss_tensor *b, const ss_tensor *sc,
+                          const ss_tensor *zp, float *w)
+{
+    for (int64_t n = 0; n < p->N; n++)
+        nbits_dequant_row(p, b, sc, zp, n, w + n * p->K);
 }
 
 static bool nbits_const_weights(ss_kctx *k)
@@ -730,20 +750,22 @@ static bool nbits_wants_q8(const ss_kctx *k, const nbits_plan *p)
            p->K <= SS_GEMM_Q8_MAX_K && p->M >= 1;
 }
 
-/* The dequantized weights pass through a float32 buffer of N x K once, freed at the end. */
+/* A row of W at a time is dequantized (K floats) and packed as column n of the int8 copy. */
 static ss_status *nbits_q8_plan(ss_kctx *k, nbits_plan *p)
 {
-    float *w = malloc(sizeof(float) * (size_t)(p->N * p->K));
+    float *w = malloc(sizeof(float) * (size_t)p->K);
     p->q8 = ss_gemm_q8_alloc(p->K, p->N);
     if (!w || !p->q8) {
         free(w);
         return ss_op_err(k, SS_ERR_NOMEM, "cannot allocate %zu bytes of int8 weights",
-                         ss_gemm_q8_packed_bytes(p->K, p->N) +
-                             sizeof(float) * (size_t)(p->N * p->K));
+                         ss_gemm_q8_packed_bytes(p->K, p->N));
     }
-    nbits_dequant(p, ss_kctx_value(k, 1), ss_kctx_value(k, 2),
-                  k->n_in > 3 && k->in[3] ? ss_kctx_value(k, 3) : NULL, w);
-    ss_gemm_q8_pack(w, p->K, p->N, p->K, true, p->q8); /* w is [N, K] */
+    const ss_tensor *zp = k->n_in > 3 && k->in[3] ? ss_kctx_value(k, 3) : NULL;
+    ss_gemm_q8_pack_begin(p->K, p->N, p->q8);
+    for (int64_t n = 0; n < p->N; n++) { /* row n of W is column n of B = W^T */
+        nbits_dequant_row(p, ss_kctx_value(k, 1), ss_kctx_value(k, 2), zp, n, w);
+        ss_gemm_q8_pack_column(w, p->K, p->N, n, p->q8);
+    }
     free(w);
     ss_kctx_drop_const_pages(k, 1);
     int t = k->threads > 0 ? k->threads : openblas_get_num_threads();

@@ -99,6 +99,31 @@ void ss_gemm_q8_pack(const float *B, int64_t K, int64_t N, int64_t ldb, bool tb,
                 }
 }
 
+void ss_gemm_q8_pack_begin(int64_t K, int64_t N, void *out)
+{
+    memset(out, 0, ss_gemm_q8_packed_bytes(K, N));
+}
+
+void ss_gemm_q8_pack_column(const float *v, int64_t K, int64_t N, int64_t n, void *out)
+{
+    int64_t Np = pad_n(N), K4 = pad_k(K) / 4, b = n / BLOCK, c = n % BLOCK;
+    float *scale = out;
+    int32_t *comp = (int32_t *)(scale + Np);
+    int8_t *w = (int8_t *)(comp + Np);
+    float am = 0; /* absmax, NaN ignored as fmaxf ignores it */
+    for (int64_t k = 0; k < K; k++)
+        am = fabsf(v[k]) > am ? fabsf(v[k]) : am;
+    float sc = am / 127.0f;
+    int32_t sum = 0;
+    for (int64_t k = 0; k < K && sc > 0; k++) {
+        long q = lrintf(v[k] / sc);
+        q = q > 127 ? 127 : q < -127 ? -127 : q;
+        w[(b * K4 + k / 4) * 64 + c * 4 + k % 4] = (int8_t)q;
+        sum += 128 * (int32_t)q;
+    }
+    scale[n] = sc, comp[n] = sum;
+}
+
 void ss_gemm_q8_pack_int(const void *B, bool is_unsigned, int64_t K, int64_t N, int64_t ldb,
                          bool tb, void *out)
 {

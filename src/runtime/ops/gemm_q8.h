@@ -51,6 +51,11 @@ void *ss_gemm_q8_alloc(int64_t K, int64_t N);
 /* Quantizes B (K x N, row stride ldb; stored N x K when tb) into `out` (ss_gemm_q8_packed_bytes,
  * 64-byte aligned). */
 void ss_gemm_q8_pack(const float *B, int64_t K, int64_t N, int64_t ldb, bool tb, void *out);
+/* The same packing a column at a time (a caller that makes B's columns one by one, never holding
+ * B whole): ss_gemm_q8_pack_begin zeroes `out`, then ss_gemm_q8_pack_column packs column n of a
+ * K x N matrix from its K values, once for every n < N; the result equals ss_gemm_q8_pack's. */
+void ss_gemm_q8_pack_begin(int64_t K, int64_t N, void *out);
+void ss_gemm_q8_pack_column(const float *v, int64_t K, int64_t N, int64_t n, void *out);
 /* Scratch a call of M rows needs (A's rows quantized, and their scales). */
 size_t ss_gemm_q8_scratch(int64_t M, int64_t K);
 
