@@ -16,6 +16,7 @@
  */
 #include "contrib.h"
 
+#include "gemm_f32p.h"
 #include "gemm_kernel.h"
 #include "gemm_q8.h"
 #include "onednn.h"
@@ -646,14 +647,16 @@ typedef struct {
     bool dequant;    /* weights dequantized at plan time, after this struct */
     size_t w_offset; /* weights in the scratch when not */
     void *q8;        /* or requantized to gemm_q8.h's int8 weights (nbits_q8_plan), owned */
-    int q8_threads;
+    float *f32p;     /* or dequantized into gemm_f32p.h's packed float32 panels, owned */
+    int threads;     /* of the pool, for either */
 } nbits_plan;
 
 static void nbits_release(void *state)
 {
     nbits_plan *p = state;
     free(p->q8);
-    p->q8 = NULL;
+    free(p->f32p);
+    p->q8 = NULL, p->f32p = NULL;
 }
 
 static ss_status *nbits_check_inputs(const ss_kctx *k, nbits_plan *p)
@@ -769,9 +772,31 @@ static ss_status *nbits_q8_plan(ss_kctx *k, nbits_plan *p)
     free(w);
     ss_kctx_drop_const_pages(k, 1);
     int t = k->threads > 0 ? k->threads : openblas_get_num_threads();
-    p->q8_threads = t > 1 ? ss_gemm_pool_reserve(t) : 1;
+    p->threads = t > 1 ? ss_gemm_pool_reserve(t) : 1;
     k->scratch_bytes = ss_gemm_q8_scratch(p->M, p->K);
     SS_DEBUG("%s: int8 VNNI kernel on requantized %d-bit weights", k->node_name, p->bits);
+    return NULL;
+}
+
+/* Exact float32 weights (accuracy_level 0) for the packed float32 kernel MatMul uses on [N, K]
+ * weights, rather than OpenBLAS on the dequantized copy (71.6 vs ~33 ms for the 4 x 4096x4096
+ * MLP at batch 32): W dequantized once into a buffer, packed, the buffer freed. */
+static ss_status *nbits_f32p_plan(ss_kctx *k, nbits_plan *p)
+{
+    float *w = malloc(sizeof(float) * (size_t)(p->N * p->K));
+    p->f32p = ss_gemm_f32p_alloc(p->K, p->N);
+    if (!w || !p->f32p) {
+        free(w);
+        return ss_op_err(k, SS_ERR_NOMEM, "cannot allocate %zu bytes of float32 weights",
+                         2 * sizeof(float) * (size_t)(p->N * p->K));
+    }
+    nbits_dequant(p, ss_kctx_value(k, 1), ss_kctx_value(k, 2),
+                  k->n_in > 3 && k->in[3] ? ss_kctx_value(k, 3) : NULL, w);
+    ss_gemm_f32p_pack(w, p->K, p->N, p->K, true, p->f32p); /* w is [N, K] */
+    free(w);
+    ss_kctx_drop_const_pages(k, 1);
+    int t = k->threads > 0 ? k->threads : openblas_get_num_threads();
+    p->threads = t > 1 ? ss_gemm_pool_reserve(t) : 1;
     return NULL;
 }
 
@@ -809,6 +834,17 @@ static ss_status *nbits_infer_f32(ss_kctx *k)
         k->out[0]->dims[a->ndim - 1] = N;
         return NULL;
     }
+    if (tmp.dequant && ss_kernels_mode() != SS_KERNELS_BLAS &&
+        ss_gemm_f32p_usable(tmp.M < SS_GEMM_F32P_MIN_M ? tmp.M : SS_GEMM_F32P_MIN_M, K, N, true)) {
+        nbits_plan *p = ss_op_state_alloc(k, sizeof *p);
+        if (!p) return ss_op_oom();
+        *p = tmp;
+        p->dequant = false;
+        if ((st = nbits_f32p_plan(k, p))) return st;
+        ss_op_same_shape(k->out[0], a);
+        k->out[0]->dims[a->ndim - 1] = N;
+        return NULL;
+    }
     nbits_plan *p = ss_op_state_alloc(k, sizeof *p + (tmp.dequant ? wbytes : 0));
     if (!p) return ss_op_oom();
     *p = tmp;
@@ -825,10 +861,14 @@ static ss_status *nbits_infer_f32(ss_kctx *k)
 static ss_status *nbits_run_f32(ss_kctx *k)
 {
     const nbits_plan *p = k->state;
-    if (p->q8) {
+    if (p->q8 || p->f32p) {
         float *y = k->out[0]->data;
-        ss_gemm_q8(p->M, p->N, p->K, k->in[0]->data, p->K, p->q8, false, y, p->N, p->q8_threads,
-                   k->scratch);
+        if (p->q8)
+            ss_gemm_q8(p->M, p->N, p->K, k->in[0]->data, p->K, p->q8, false, y, p->N, p->threads,
+                       k->scratch);
+        else
+            ss_gemm_f32p(p->M, p->N, p->K, k->in[0]->data, p->K, p->f32p, false, y, p->N,
+                         p->threads);
         const float *bias = opt_data(k, 5);
         for (int64_t m = 0; bias && m < p->M; m++)
             for (int64_t n = 0; n < p->N; n++)
