@@ -11,7 +11,8 @@
  *    than a pass holds, within that bound of the float32 flag's result and not equal to it; past
  *    SS_GEMM_Q8_MAX_K (int32 sums could overflow) and under SHARDSERVE_KERNELS=blas the flag
  *    changes nothing.
- *  - packing a column at a time gives the bytes packing the matrix whole gives.
+ *  - packing a column at a time gives the bytes packing the matrix whole gives;
+ *  - a row of A holding a NaN gives NaN outputs, the other rows finite ones.
  * On a CPU without it, the int8 flag must leave every MatMul exactly as float32.
  */
 #include "check.h"
@@ -234,6 +235,29 @@ static void test_pack_by_columns(void)
     }
 }
 
+/* A row of A holding a NaN gives NaN outputs (as float32 would), wherever in the row the NaN is;
+ * the other rows stay finite. */
+static void test_nan_rows(void)
+{
+    int64_t M = 3, K = 70, N = 20;
+    float *A = rand_floats((size_t)(M * K)), *B = rand_floats((size_t)(K * N));
+    A[0] = NAN;         /* row 0: in the first 16 */
+    A[K + K - 1] = NAN; /* row 1: in the scalar tail */
+    void *Bp = aligned_alloc(64, (ss_gemm_q8_packed_bytes(K, N) + 63) / 64 * 64);
+    void *scratch = aligned_alloc(64, (ss_gemm_q8_scratch(M, K) + 63) / 64 * 64);
+    float *C = calloc((size_t)(M * N), sizeof *C);
+    CHECK(Bp && scratch && C);
+    ss_gemm_q8_pack(B, K, N, N, false, Bp);
+    ss_gemm_q8(M, N, K, A, K, Bp, false, C, N, 1, scratch);
+    for (int64_t n = 0; n < N; n++) {
+        CHECK_MSG(isnan(C[n]) && isnan(C[N + n]), "column %lld: a NaN row gave a number",
+                  (long long)n);
+        CHECK_MSG(isfinite(C[2 * N + n]), "column %lld: the finite row gave %g", (long long)n,
+                  (double)C[2 * N + n]);
+    }
+    free(A), free(B), free(Bp), free(scratch), free(C);
+}
+
 /* Without AVX512-VNNI only the fallback is checked; the exit code then says "skipped" (77), so
  * CTest does not count the kernel as tested. */
 static void test_fallback_without_vnni(void)
@@ -253,6 +277,6 @@ int main(int argc, char **argv)
     }
     static const test_case cases[] = {TEST(test_kernel_is_the_int8_arithmetic),
                                       TEST(test_matmul_and_gemm_take_int8),
-                                      TEST(test_pack_by_columns)};
-    return run_tests(cases, 3);
+                                      TEST(test_pack_by_columns), TEST(test_nan_rows)};
+    return run_tests(cases, 4);
 }

@@ -3,7 +3,8 @@
 a bias, run by `shardserve run` at accuracy_level 0 (float32 weights: equal to numpy's dequantized
 product within float32 rounding), at accuracy_level 4 and under `--weights int8` (int8 weights and
 activations where the CPU has AVX512-VNNI: within relative L2 1e-2 of numpy's, and not equal to the
-float32 run, which shows the int8 path ran; on a CPU without VNNI both equal the float32 run).
+float32 run, which shows the int8 path ran; on a CPU without VNNI both equal the float32 run), and
+the level-0 model re-planned for 6 row counts in one session, each equal to numpy's.
 
 Usage: nbits_int8.py SHARDSERVE OUTDIR"""
 import os
@@ -63,6 +64,31 @@ def run(shardserve, model, a, d, extra=()):
     return np.load(os.path.join(d, "y.npy"))
 
 
+def replanned(shardserve, out, model, W, bias, K):
+    """The level-0 model in one session over inputs of 6 row counts (each a re-plan that must find
+    the session's packed copy of the weights, not a stale or foreign one), as a backend-test
+    folder with numpy's outputs, run by `shardserve onnx-test`."""
+    d = os.path.join(out, "replanned", "test_nbits_replanned")
+    with open(model, "rb") as f:
+        data = f.read()
+    os.makedirs(d, exist_ok=True)
+    with open(os.path.join(d, "model.onnx"), "wb") as f:
+        f.write(data)
+    for i, M in enumerate((1, 5, 70, 1, 33, 5)):
+        s = os.path.join(d, "test_data_set_%d" % i)
+        os.makedirs(s, exist_ok=True)
+        a = rng.uniform(-2, 2, (M, K)).astype(np.float32)
+        y = (a.astype(np.float64) @ W.T.astype(np.float64) + bias).astype(np.float32)
+        for name, arr, fn in (("a", a, "input_0.pb"), ("y", y, "output_0.pb")):
+            with open(os.path.join(s, fn), "wb") as f:
+                f.write(numpy_helper.from_array(arr, name).SerializeToString())
+    r = subprocess.run([shardserve, "onnx-test", os.path.dirname(d)], capture_output=True, text=True)
+    last = (r.stdout.strip().splitlines() or [""])[-1]
+    ok = r.returncode == 0 and last.startswith("1 passed, 0 failed")
+    print("%s level 0 re-planned over 6 row counts in one session: %s" % ("PASS" if ok else "FAIL", last))
+    return ok
+
+
 def rel_l2(x, ref):
     return float(np.linalg.norm(x - ref) / np.linalg.norm(ref))
 
@@ -90,11 +116,13 @@ def main():
                       ("--weights int8 equals level 4", np.array_equal(yw, y4)),
                       ("level 4 %s the float32 run" % ("differs from" if vnni else "equals"),
                        (not np.array_equal(y4, y0)) if vnni else np.array_equal(y4, y0))]
+            if bits == 4 and M == 1:
+                checks.append(("re-plans", replanned(shardserve, out, m0, W, bias, K)))
             for what, ok in checks:
                 print("%s bits=%d M=%d: %s (rel L2: level 0 %.2e, level 4 %.2e, --weights int8 %.2e)"
                       % ("PASS" if ok else "FAIL", bits, M, what, e0, e4, ew))
                 failures += not ok
-    print("%d passed, %d failed" % (24 - failures, failures))
+    print("%d passed, %d failed" % (25 - failures, failures))
     return 1 if failures else 0
 
 

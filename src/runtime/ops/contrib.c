@@ -643,20 +643,59 @@ SS_CONTRIB_F32(fmm)
 typedef struct {
     int64_t M, N, K, blocks, block, blob;
     int bits;
-    bool packed_zp;  /* zero points are uint8 bit-packed like B (else float, one per block) */
-    bool dequant;    /* weights dequantized at plan time, after this struct */
-    size_t w_offset; /* weights in the scratch when not */
-    void *q8;        /* or requantized to gemm_q8.h's int8 weights (nbits_q8_plan), owned */
-    float *f32p;     /* or dequantized into gemm_f32p.h's packed float32 panels, owned */
-    int threads;     /* of the pool, for either */
+    bool packed_zp;    /* zero points are uint8 bit-packed like B (else float, one per block) */
+    bool dequant;      /* weights dequantized at plan time, after this struct */
+    size_t w_offset;   /* weights in the scratch when not */
+    const void *q8;    /* or requantized to gemm_q8.h's int8 weights (nbits_q8_plan) */
+    const float *f32p; /* or dequantized into gemm_f32p.h's packed float32 panels */
+    ss_packed *wref;   /* either: the session's copy, or wowned */
+    void *wowned;
+    int threads; /* of the pool, for either */
 } nbits_plan;
 
 static void nbits_release(void *state)
 {
     nbits_plan *p = state;
-    free(p->q8);
-    free(p->f32p);
-    p->q8 = NULL, p->f32p = NULL;
+    ss_packed_release(p->wref);
+    free(p->wowned);
+    p->wref = NULL, p->wowned = NULL, p->q8 = NULL, p->f32p = NULL;
+}
+
+/* The session keeps the int8 (kind 1) or packed float32 (kind 2) copy of a node's weights, keyed
+ * by B's bytes with its shape, scales and zero points, so a re-plan for another M (a new batch or
+ * sequence length) finds it instead of dequantizing again. */
+typedef struct {
+    int64_t K, N, bits, block, kind, scales, zp;
+} nbits_layout;
+
+static bool same_nbits(const void *a, const void *b)
+{
+    return !memcmp(a, b, sizeof(nbits_layout));
+}
+
+static const char *nbits_key(ss_kctx *k)
+{
+    return (const char *)ss_kctx_value(k, 1)->data + 6; /* matmul.c 1-3, conv.c 4, q8mm.c 5 */
+}
+
+static const void *nbits_find(ss_kctx *k, nbits_plan *p, int kind, nbits_layout *lay)
+{
+    const ss_tensor *zp = k->n_in > 3 && k->in[3] ? ss_kctx_value(k, 3) : NULL;
+    *lay = (nbits_layout){p->K,
+                          p->N,
+                          p->bits,
+                          p->block,
+                          kind,
+                          (int64_t)(intptr_t)ss_kctx_value(k, 2)->data,
+                          zp ? (int64_t)(intptr_t)zp->data : 0};
+    p->wref = ss_kctx_packed_find(k, nbits_key(k), lay, same_nbits);
+    return p->wref ? ss_packed_data(p->wref) : NULL;
+}
+
+static void nbits_keep(ss_kctx *k, nbits_plan *p, const nbits_layout *lay, void *data)
+{
+    p->wref = ss_kctx_packed_add(k, nbits_key(k), lay, sizeof *lay, data);
+    if (!p->wref) p->wowned = data;
 }
 
 static ss_status *nbits_check_inputs(const ss_kctx *k, nbits_plan *p)
@@ -756,20 +795,26 @@ static bool nbits_wants_q8(const ss_kctx *k, const nbits_plan *p)
 /* A row of W at a time is dequantized (K floats) and packed as column n of the int8 copy. */
 static ss_status *nbits_q8_plan(ss_kctx *k, nbits_plan *p)
 {
-    float *w = malloc(sizeof(float) * (size_t)p->K);
-    p->q8 = ss_gemm_q8_alloc(p->K, p->N);
-    if (!w || !p->q8) {
+    nbits_layout lay;
+    if (!(p->q8 = nbits_find(k, p, 1, &lay))) {
+        float *w = malloc(sizeof(float) * (size_t)p->K);
+        void *q8 = ss_gemm_q8_alloc(p->K, p->N);
+        if (!w || !q8) {
+            free(w);
+            free(q8);
+            return ss_op_err(k, SS_ERR_NOMEM, "cannot allocate %zu bytes of int8 weights",
+                             ss_gemm_q8_packed_bytes(p->K, p->N));
+        }
+        const ss_tensor *zp = k->n_in > 3 && k->in[3] ? ss_kctx_value(k, 3) : NULL;
+        ss_gemm_q8_pack_begin(p->K, p->N, q8);
+        for (int64_t n = 0; n < p->N; n++) { /* row n of W is column n of B = W^T */
+            nbits_dequant_row(p, ss_kctx_value(k, 1), ss_kctx_value(k, 2), zp, n, w);
+            ss_gemm_q8_pack_column(w, p->K, p->N, n, q8);
+        }
         free(w);
-        return ss_op_err(k, SS_ERR_NOMEM, "cannot allocate %zu bytes of int8 weights",
-                         ss_gemm_q8_packed_bytes(p->K, p->N));
+        p->q8 = q8;
+        nbits_keep(k, p, &lay, q8);
     }
-    const ss_tensor *zp = k->n_in > 3 && k->in[3] ? ss_kctx_value(k, 3) : NULL;
-    ss_gemm_q8_pack_begin(p->K, p->N, p->q8);
-    for (int64_t n = 0; n < p->N; n++) { /* row n of W is column n of B = W^T */
-        nbits_dequant_row(p, ss_kctx_value(k, 1), ss_kctx_value(k, 2), zp, n, w);
-        ss_gemm_q8_pack_column(w, p->K, p->N, n, p->q8);
-    }
-    free(w);
     ss_kctx_drop_const_pages(k, 1);
     int t = k->threads > 0 ? k->threads : openblas_get_num_threads();
     p->threads = t > 1 ? ss_gemm_pool_reserve(t) : 1;
@@ -783,17 +828,23 @@ static ss_status *nbits_q8_plan(ss_kctx *k, nbits_plan *p)
  * MLP at batch 32): W dequantized once into a buffer, packed, the buffer freed. */
 static ss_status *nbits_f32p_plan(ss_kctx *k, nbits_plan *p)
 {
-    float *w = malloc(sizeof(float) * (size_t)(p->N * p->K));
-    p->f32p = ss_gemm_f32p_alloc(p->K, p->N);
-    if (!w || !p->f32p) {
+    nbits_layout lay;
+    if (!(p->f32p = nbits_find(k, p, 2, &lay))) {
+        float *w = malloc(sizeof(float) * (size_t)(p->N * p->K));
+        float *packed = ss_gemm_f32p_alloc(p->K, p->N);
+        if (!w || !packed) {
+            free(w);
+            free(packed);
+            return ss_op_err(k, SS_ERR_NOMEM, "cannot allocate %zu bytes of float32 weights",
+                             2 * sizeof(float) * (size_t)(p->N * p->K));
+        }
+        nbits_dequant(p, ss_kctx_value(k, 1), ss_kctx_value(k, 2),
+                      k->n_in > 3 && k->in[3] ? ss_kctx_value(k, 3) : NULL, w);
+        ss_gemm_f32p_pack(w, p->K, p->N, p->K, true, packed); /* w is [N, K] */
         free(w);
-        return ss_op_err(k, SS_ERR_NOMEM, "cannot allocate %zu bytes of float32 weights",
-                         2 * sizeof(float) * (size_t)(p->N * p->K));
+        p->f32p = packed;
+        nbits_keep(k, p, &lay, packed);
     }
-    nbits_dequant(p, ss_kctx_value(k, 1), ss_kctx_value(k, 2),
-                  k->n_in > 3 && k->in[3] ? ss_kctx_value(k, 3) : NULL, w);
-    ss_gemm_f32p_pack(w, p->K, p->N, p->K, true, p->f32p); /* w is [N, K] */
-    free(w);
     ss_kctx_drop_const_pages(k, 1);
     int t = k->threads > 0 ? k->threads : openblas_get_num_threads();
     p->threads = t > 1 ? ss_gemm_pool_reserve(t) : 1;

@@ -181,13 +181,21 @@ typedef struct {
 Q8_TARGET static void quantize_row(const float *a, int64_t K, uint8_t *q, float *scale)
 {
     __m512 m = _mm512_setzero_ps();
+    __mmask16 nan = 0;
     int64_t k = 0;
-    for (; k + 16 <= K; k += 16)
-        m = _mm512_max_ps(m, _mm512_abs_ps(_mm512_loadu_ps(a + k)));
+    for (; k + 16 <= K; k += 16) {
+        __m512 v = _mm512_loadu_ps(a + k);
+        nan |= _mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q);
+        m = _mm512_max_ps(m, _mm512_abs_ps(v));
+    }
     float am = _mm512_reduce_max_ps(m);
-    for (; k < K; k++)
+    for (; k < K; k++) {
+        nan |= a[k] != a[k];
         am = fmaxf(am, fabsf(a[k]));
-    float s = am / 127.0f, inv = am > 0 ? 127.0f / am : 0.0f;
+    }
+    /* a NaN makes the row's scale NaN, so its outputs are NaN as float32's would be (an infinity
+     * gives an infinite scale and zero values: NaN outputs too) */
+    float s = nan ? NAN : am / 127.0f, inv = !nan && am > 0 ? 127.0f / am : 0.0f;
     *scale = s;
     __m512 vi = _mm512_set1_ps(inv);
     __m512i lo = _mm512_set1_epi32(-127), hi = _mm512_set1_epi32(127), off = _mm512_set1_epi32(128);

@@ -36,17 +36,24 @@ void ss_q8mm_release(ss_q8mm *g)
     g->bref = NULL, g->bowned = NULL, g->bpack = NULL;
 }
 
+/* A part's block of sums. */
 static size_t part_bytes(const ss_q8mm *g)
 {
-    size_t b = sizeof(int32_t) * (size_t)(ROWS * g->cols);
-    if (!g->bpack) b += ss_gemm_q8_packed_bytes(g->K, g->N) + 64;
-    return (b + 63) / 64 * 64;
+    return (sizeof(int32_t) * (size_t)(ROWS * g->cols) + 63) / 64 * 64;
 }
 
-/* A's converted rows and their sums, then the parts' blocks. */
+/* One batch's packed B, when B is packed per call. */
+static size_t b_bytes(const ss_q8mm *g)
+{
+    return g->bpack ? 0 : (ss_gemm_q8_packed_bytes(g->K, g->N) + 63) / 64 * 64;
+}
+
+/* Each batch's packed B (per call only), A's converted rows and their sums, then the parts'
+ * blocks. */
 static size_t shared_bytes(const ss_q8mm *g)
 {
-    size_t b = (size_t)(g->batch * g->M) * ((size_t)g->lda + sizeof(int32_t));
+    size_t b = (size_t)g->batch * b_bytes(g) +
+               (size_t)(g->batch * g->M) * ((size_t)g->lda + sizeof(int32_t));
     return (b + 63) / 64 * 64;
 }
 
@@ -102,6 +109,7 @@ bool ss_q8mm_plan(ss_kctx *k, ss_q8mm *g, int ia, int ib)
 typedef struct {
     const ss_q8mm *g;
     const ss_q8mm_io *io;
+    uint8_t *bq;       /* every batch's B packed (B not packed at plan time) */
     uint8_t *aq;       /* every batch's rows of A as the kernel reads them */
     int32_t *rsum;     /* ... and their sums */
     uint8_t *parts_at; /* the parts' blocks, part_bytes each */
@@ -193,12 +201,21 @@ static void convert_rows(const job *j, int64_t bi, int64_t r0, int64_t rows, uin
     }
 }
 
+/* The first pass: each batch's row blocks of A converted, and each batch's B packed once when it
+ * was not at plan time (items past batch x rblocks). */
 static void convert_pass(void *ctx, int part, int parts)
 {
     (void)part, (void)parts;
     job *j = ctx;
     const ss_q8mm *g = j->g;
+    int64_t conv_items = g->batch * j->rblocks;
     for (int64_t i; (i = __atomic_fetch_add(&j->next, 1, __ATOMIC_RELAXED)) < j->items;) {
+        if (i >= conv_items) {
+            int64_t bi = i - conv_items;
+            ss_gemm_q8_pack_int((const uint8_t *)j->io->b + offset_of(j, bi, true), g->b_unsigned,
+                                g->K, g->N, g->tb ? g->K : g->N, g->tb, j->bq + bi * b_bytes(g));
+            continue;
+        }
         int64_t bi = i / j->rblocks, r0 = i % j->rblocks * ROWS;
         int64_t rows = g->M - r0 < ROWS ? g->M - r0 : ROWS, at = bi * g->M + r0;
         convert_rows(j, bi, r0, rows, j->aq + at * g->lda, j->rsum + at);
@@ -212,8 +229,6 @@ static void piece_pass(void *ctx, int part, int parts)
     const ss_q8mm *g = j->g;
     const ss_q8mm_io *io = j->io;
     int32_t *S = (int32_t *)(j->parts_at + (size_t)part * part_bytes(g));
-    uint8_t *bown = (uint8_t *)(((uintptr_t)(S + ROWS * g->cols) + 63) & ~(uintptr_t)63);
-    int64_t have_b = -1; /* the batch offset of the B this part has packed */
     uint32_t c = g->b_unsigned ? 128 : 0, shift = g->a_signed ? 128 : 0;
     for (int64_t i; (i = __atomic_fetch_add(&j->next, 1, __ATOMIC_RELAXED)) < j->items;) {
         /* a column range's row blocks one after another: they read the same weights */
@@ -221,16 +236,7 @@ static void piece_pass(void *ctx, int part, int parts)
         int64_t n0 = i / j->rblocks % j->cchunks * g->cols;
         int64_t n1 = n0 + g->cols < g->N ? n0 + g->cols : g->N;
         int64_t rows = g->M - r0 < ROWS ? g->M - r0 : ROWS, at = bi * g->M + r0;
-        const uint8_t *bp = g->bpack;
-        if (!bp) {
-            int64_t bo = offset_of(j, bi, true);
-            if (bo != have_b) {
-                ss_gemm_q8_pack_int((const uint8_t *)io->b + bo, g->b_unsigned, g->K, g->N,
-                                    g->tb ? g->K : g->N, g->tb, bown);
-                have_b = bo;
-            }
-            bp = bown;
-        }
+        const uint8_t *bp = g->bpack ? g->bpack : j->bq + bi * b_bytes(g);
         ss_gemm_q8_i32(rows, g->N, g->K, j->aq + at * g->lda, g->lda, bp, n0, n1, S, g->cols);
         const int32_t *colsum = ss_gemm_q8_colsum(bp, g->N);
         for (int64_t r = 0; r < rows; r++) {
@@ -253,14 +259,14 @@ static int parts_for(const ss_q8mm *g, int64_t items)
 void ss_q8mm_run(const ss_q8mm *g, const ss_q8mm_io *io, void *scratch)
 {
     uint8_t *sc = (uint8_t *)(((uintptr_t)scratch + 63) & ~(uintptr_t)63);
-    job j = {.g = g, .io = io, .aq = sc};
-    j.rsum = (int32_t *)(sc + g->batch * g->M * g->lda);
+    job j = {.g = g, .io = io, .bq = sc, .aq = sc + (size_t)g->batch * b_bytes(g)};
+    j.rsum = (int32_t *)(j.aq + g->batch * g->M * g->lda);
     j.parts_at = sc + shared_bytes(g);
     j.rblocks = (g->M + ROWS - 1) / ROWS;
     j.cchunks = (g->N + g->cols - 1) / g->cols;
-    j.items = g->batch * j.rblocks;
+    j.items = g->batch * j.rblocks + (g->bpack ? 0 : g->batch);
     ss_pool_run(parts_for(g, j.items), convert_pass, &j);
-    j.items *= j.cchunks;
+    j.items = g->batch * j.rblocks * j.cchunks;
     j.next = 0;
     ss_pool_run(parts_for(g, j.items), piece_pass, &j);
 }

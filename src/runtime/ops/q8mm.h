@@ -11,7 +11,7 @@
  *   sum_k (A' - za')(B' + c - zb) = S - za' colsum(B') + (c - zb)(rowsum(A') - K za'),
  * S = sum A'B' from the kernel; every step is exact mod 2^32, so the sums equal a float64 or
  * int64 reference's, wrapped. A constant B of rank <= 2 is packed once at plan time and shared
- * through the session; any other B is packed by each part for the batch it works on. A is
+ * through the session; any other B is packed once per call and batch. A is
  * converted once per call; pieces of 64 rows x up to 256 columns go to the worker pool, and each
  * piece's rows are handed to the op's finisher while its sums are in cache.
  */
