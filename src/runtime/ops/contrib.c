@@ -875,26 +875,22 @@ static ss_status *nbits_infer_f32(ss_kctx *k)
     if ((st = nbits_check_inputs(k, &tmp))) return st;
     tmp.dequant = nbits_const_weights(k);
     size_t wbytes = sizeof(float) * (size_t)(N * K);
-    if (tmp.dequant && nbits_wants_q8(k, &tmp)) {
+    ss_op_same_shape(k->out[0], a);
+    k->out[0]->dims[a->ndim - 1] = N;
+    /* constant weights: int8 where allowed, else packed float32 where that kernel runs */
+    bool f32p =
+        ss_kernels_mode() != SS_KERNELS_BLAS &&
+        ss_gemm_f32p_usable(tmp.M < SS_GEMM_F32P_MIN_M ? tmp.M : SS_GEMM_F32P_MIN_M, K, N, true);
+    ss_status *(*packed)(ss_kctx *, nbits_plan *) = !tmp.dequant              ? NULL
+                                                    : nbits_wants_q8(k, &tmp) ? nbits_q8_plan
+                                                    : f32p                    ? nbits_f32p_plan
+                                                                              : NULL;
+    if (packed) {
         nbits_plan *p = ss_op_state_alloc(k, sizeof *p);
         if (!p) return ss_op_oom();
         *p = tmp;
         p->dequant = false;
-        if ((st = nbits_q8_plan(k, p))) return st;
-        ss_op_same_shape(k->out[0], a);
-        k->out[0]->dims[a->ndim - 1] = N;
-        return NULL;
-    }
-    if (tmp.dequant && ss_kernels_mode() != SS_KERNELS_BLAS &&
-        ss_gemm_f32p_usable(tmp.M < SS_GEMM_F32P_MIN_M ? tmp.M : SS_GEMM_F32P_MIN_M, K, N, true)) {
-        nbits_plan *p = ss_op_state_alloc(k, sizeof *p);
-        if (!p) return ss_op_oom();
-        *p = tmp;
-        p->dequant = false;
-        if ((st = nbits_f32p_plan(k, p))) return st;
-        ss_op_same_shape(k->out[0], a);
-        k->out[0]->dims[a->ndim - 1] = N;
-        return NULL;
+        return packed(k, p);
     }
     nbits_plan *p = ss_op_state_alloc(k, sizeof *p + (tmp.dequant ? wbytes : 0));
     if (!p) return ss_op_oom();
@@ -904,8 +900,6 @@ static ss_status *nbits_infer_f32(ss_kctx *k)
                       k->n_in > 3 && k->in[3] ? ss_kctx_value(k, 3) : NULL, (float *)(p + 1));
     else
         k->scratch_bytes = wbytes;
-    ss_op_same_shape(k->out[0], a);
-    k->out[0]->dims[a->ndim - 1] = N;
     return NULL;
 }
 
