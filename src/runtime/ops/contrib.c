@@ -698,6 +698,14 @@ static void nbits_keep(ss_kctx *k, nbits_plan *p, const nbits_layout *lay, void 
     if (!p->wref) p->wowned = data;
 }
 
+/* With a packed copy in hand: B's file-mapped pages go, the pool is reserved. */
+static void nbits_packed_done(ss_kctx *k, nbits_plan *p)
+{
+    ss_kctx_drop_const_pages(k, 1);
+    int t = k->threads > 0 ? k->threads : openblas_get_num_threads();
+    p->threads = t > 1 ? ss_gemm_pool_reserve(t) : 1;
+}
+
 static ss_status *nbits_check_inputs(const ss_kctx *k, nbits_plan *p)
 {
     const ss_tensor *b = k->in[1], *sc = k->in[2], *zp = ss_contrib_in(k, 3);
@@ -815,9 +823,7 @@ static ss_status *nbits_q8_plan(ss_kctx *k, nbits_plan *p)
         p->q8 = q8;
         nbits_keep(k, p, &lay, q8);
     }
-    ss_kctx_drop_const_pages(k, 1);
-    int t = k->threads > 0 ? k->threads : openblas_get_num_threads();
-    p->threads = t > 1 ? ss_gemm_pool_reserve(t) : 1;
+    nbits_packed_done(k, p);
     k->scratch_bytes = ss_gemm_q8_scratch(p->M, p->K);
     SS_DEBUG("%s: int8 VNNI kernel on requantized %d-bit weights", k->node_name, p->bits);
     return NULL;
@@ -845,9 +851,7 @@ static ss_status *nbits_f32p_plan(ss_kctx *k, nbits_plan *p)
         p->f32p = packed;
         nbits_keep(k, p, &lay, packed);
     }
-    ss_kctx_drop_const_pages(k, 1);
-    int t = k->threads > 0 ? k->threads : openblas_get_num_threads();
-    p->threads = t > 1 ? ss_gemm_pool_reserve(t) : 1;
+    nbits_packed_done(k, p);
     return NULL;
 }
 
