@@ -88,6 +88,11 @@ typedef struct ss_op_def {
      * the arena gives its output the operand's slot and the copy goes (session.c: arena_in_place).
      */
     bool (*operand_in_place)(const ss_kctx *k);
+    /* optional, the fusion pass at plan time: output 0, of another dtype, has one reader, a Cast
+     * to float32, and k->out[0] is now that Cast's output. Returns whether the node, as planned,
+     * writes those float32 values itself (the Cast then runs as part of it, and element-wise steps
+     * after it as its epilogue); on false the planner puts k->out[0] back. */
+    bool (*write_float)(ss_kctx *k);
 } ss_op_def;
 
 struct ss_kctx {

@@ -830,6 +830,29 @@ static void fuse_unlink(struct ss_plan *p, int before, int *tail, int b)
     p->n_fused--;
 }
 
+/* Moves the node computing the single value u to run just before head, when everything it reads
+ * is ready then, so a step after head can take u as its operand (quantize_dynamic writes the Mul
+ * of activation and weight scales after the MatMulInteger those scales apply to). Only nodes
+ * whose outputs are single values move, so no buffer lives longer. */
+static bool fuse_hoist(struct ss_plan *p, const fuse_graph *g, int head, int u)
+{
+    int b = p->s->values[u].producer;
+    if (p->known[u] || b < 0 || g->pos[b] <= g->pos[head] || p->fuse_head[b] >= 0 || p->epi[b])
+        return false;
+    const node_def *bd = &p->s->nodes[b];
+    if (bd->op->flags & (SS_OPF_NO_FOLD | SS_OPF_DYNAMIC_SHAPE | SS_OPF_STRING_OUT)) return false;
+    for (int j = 0; j < bd->n_out; j++)
+        if (bd->out_ids[j] >= 0 && ss_tensor_numel(&p->vals[bd->out_ids[j]]) != 1) return false;
+    for (int j = 0; j < bd->n_in; j++)
+        if (bd->in_ids[j] >= 0 && !fuse_ready(p, g, bd->in_ids[j], g->pos[head])) return false;
+    int at = g->pos[head], from = g->pos[b];
+    memmove(p->exec + at + 1, p->exec + at, sizeof(int) * (size_t)(from - at));
+    p->exec[at] = b;
+    for (int e = at; e <= from; e++)
+        g->pos[p->exec[e]] = e;
+    return true;
+}
+
 /* The single reader of v as a step of ep (with scalars_only, only when its other operands are
  * scalar constants); returns the node or -1. */
 static int fuse_step(struct ss_plan *p, const fuse_graph *g, ss_epilogue *ep, int head, int v,
@@ -843,7 +866,8 @@ static int fuse_step(struct ss_plan *p, const fuse_graph *g, ss_epilogue *ep, in
     for (int j = 0; j < bd->n_in; j++) {
         int u = bd->in_ids[j];
         if (u == v) chain = j;
-        ready[j] = u >= 0 && u != v && fuse_ready(p, g, u, g->pos[head]);
+        ready[j] =
+            u >= 0 && u != v && (fuse_ready(p, g, u, g->pos[head]) || fuse_hoist(p, g, head, u));
         if (scalars_only && u >= 0 && u != v && (!p->known[u] || ss_tensor_numel(&p->vals[u]) != 1))
             return -1;
     }
@@ -1124,13 +1148,35 @@ static bool fuse_head_ok(const struct ss_plan *p, int ni)
     const node_def *d = &p->s->nodes[ni];
     unsigned bad = SS_OPF_ALIAS | SS_OPF_DYNAMIC_SHAPE | SS_OPF_STRING_OUT;
     return !(d->op->flags & bad) && d->n_out == 1 && d->out_ids[0] >= 0 &&
-           p->vals[d->out_ids[0]].dtype == SS_DT_FLOAT32 && p->fuse_head[ni] < 0;
+           (p->vals[d->out_ids[0]].dtype == SS_DT_FLOAT32 || d->op->write_float) &&
+           p->fuse_head[ni] < 0 && !p->epi[ni];
+}
+
+/* The Cast to float32 that is the only reader of head's (integer) output, when head writes its
+ * values itself (op.h: write_float): the Cast joins the chain; returns its output or -1. */
+static int fuse_cast(struct ss_plan *p, const fuse_graph *g, int head, int *tail)
+{
+    const ss_op_def *op = p->s->nodes[head].op;
+    int c = op->write_float ? fuse_only_user(p, g, p->s->nodes[head].out_ids[0], "Cast") : -1;
+    int y = c >= 0 ? p->s->nodes[c].out_ids[0] : -1;
+    if (y < 0 || p->vals[y].dtype != SS_DT_FLOAT32 || p->known[y]) return -1;
+    ss_kctx *k = &p->kctx[head];
+    ss_tensor *was = k->out[0];
+    k->out[0] = &p->vals[y];
+    if (!op->write_float(k)) {
+        k->out[0] = was;
+        return -1;
+    }
+    fuse_link(p, head, tail, c);
+    return y;
 }
 
 /* Grows head's chain as far as it goes. */
 static ss_status *fuse_chain(struct ss_plan *p, const fuse_graph *g, int head)
 {
     int v = p->s->nodes[head].out_ids[0], tail = head;
+    bool cast = p->vals[v].dtype != SS_DT_FLOAT32; /* through a Cast the head writes (fuse_cast) */
+    if (cast && (v = fuse_cast(p, g, head, &tail)) < 0) return NULL;
     ss_epilogue *ep = ss_epilogue_new(&p->vals[v], p->kctx[head].threads);
     if (!ep) return ss_errf(SS_ERR_NOMEM, "out of memory");
     bool renamed = false; /* through an alias: scalar operands only from there */
@@ -1146,7 +1192,7 @@ static ss_status *fuse_chain(struct ss_plan *p, const fuse_graph *g, int head)
         if (b < 0) break;
         v = p->s->nodes[b].out_ids[0];
     }
-    if (ss_epilogue_steps(ep) == 0) {
+    if (ss_epilogue_steps(ep) == 0 && !cast) {
         ss_epilogue_free(ep);
         return NULL;
     }

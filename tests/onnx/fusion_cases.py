@@ -4,10 +4,11 @@ and the shapes where it must not (the value between has another reader or is a g
 broadcast that changes the shape, an operand computed after the producer).
 
 Usage: fusion_cases.py OUTDIR. Writes OUTDIR/<name>.onnx and OUTDIR/cases.txt, one line per
-model: "<name> <nodes fused> <Convs running post-ops> <MatMuls running post-ops>", the last two
-under SHARDSERVE_KERNELS=onednn (the leading steps of a chain that oneDNN takes as post-ops; a
-MatMul's leading bias is its own bias, not a post-op). The test runs each model with fusion off
-and on and compares.
+model: "<name> <nodes fused> <Convs running post-ops> <MatMuls running post-ops> <nodes fused on a
+CPU without AVX512-VNNI>", the middle two under SHARDSERVE_KERNELS=onednn (the leading steps of a
+chain that oneDNN takes as post-ops; a MatMul's leading bias is its own bias, not a post-op); the
+last differs where MatMulInteger writes its Cast's float32 values itself only on the VNNI path.
+The test runs each model with fusion off and on and compares.
 """
 import os
 import sys
@@ -24,16 +25,19 @@ def arr(*shape):
     return rng.standard_normal(shape).astype(np.float32)
 
 
-def write(out, name, fused, nodes, inputs, outputs, inits, opset=13, postops=0, mm_postops=0):
+def write(out, name, fused, nodes, inputs, outputs, inits, opset=13, postops=0, mm_postops=0,
+          fused_no_vnni=None):
     g = helper.make_graph(nodes, name, [helper.make_tensor_value_info(n, F, s) for n, s in inputs],
                           [helper.make_tensor_value_info(n, F, None) for n in outputs],
                           [numpy_helper.from_array(a, n) for n, a in inits.items()])
-    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", opset)])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", opset),
+                                            helper.make_opsetid("com.microsoft", 1)])
     m.ir_version = 8
     with open(os.path.join(out, name + ".onnx"), "wb") as f:
         f.write(m.SerializeToString())
     with open(os.path.join(out, "cases.txt"), "a") as f:
-        f.write(f"{name} {fused} {postops} {mm_postops}\n")
+        no_vnni = fused if fused_no_vnni is None else fused_no_vnni
+        f.write(f"{name} {fused} {postops} {mm_postops} {no_vnni}\n")
 
 
 def conv(x, w, y, b=None, **kw):
@@ -213,6 +217,58 @@ def main(out):
     write(out, "tensor_operands", 2,
           [N("Relu", ["x"], ["r"]), N("Mul", ["r", "z"], ["m"]), N("Neg", ["x"], ["n"]),
            N("Add", ["m", "n"], ["y"])], [("x", [2, 3, 4]), ("z", [2, 3, 4])], ["y"], {})
+    quantized_cases(out, gelu)
+
+
+def quantized_cases(out, gelu):
+    """onnxruntime's quantize_dynamic: DynamicQuantizeLinear, MatMulInteger, Cast to float, Mul by
+    the activation x weight scale (a Mul written after the MatMulInteger: the planner runs it
+    before), then the float chain. On the VNNI path MatMulInteger writes the Cast's values and
+    every step runs in its finisher; elsewhere the Cast heads the chain (one node fewer fused)."""
+    N = helper.make_node
+
+    def qdyn(x, w, zw, y, tag="q"):
+        return [N("DynamicQuantizeLinear", [x], [tag + "x", tag + "s", tag + "z"]),
+                N("MatMulInteger", [tag + "x", w, tag + "z", zw], [tag + "i"]),
+                N("Cast", [tag + "i"], [tag + "f"], to=F),
+                N("Mul", [tag + "s", "ws"], [tag + "m"]),
+                N("Mul", [tag + "f", tag + "m"], [y])]
+    w8 = rng.integers(-127, 128, (64, 300)).astype(np.int8)
+    qc = dict(gelu, W8=w8, wz=np.int8(0), ws=np.float32(0.001), bq=arr(300))
+    # 300 columns: two pieces of the int8 product; the bias and BERT's GELU after the scale
+    write(out, "qdyn_matmul_bias_gelu", 8,
+          qdyn("x", "W8", "wz", "m") +
+          [N("Add", ["m", "bq"], ["a"]), N("Div", ["a", "r2"], ["d"]), N("Erf", ["d"], ["e"]),
+           N("Add", ["e", "one"], ["e1"]), N("Mul", ["a", "e1"], ["g"]),
+           N("Mul", ["g", "half"], ["y"])], [("x", [2, 5, 64])], ["y"], qc, fused_no_vnni=7)
+    # uint8 weights with a zero point, 1200 rows over threads; the scale first, then the bias and
+    # a residual of y's shape
+    u8 = {"U8": rng.integers(0, 256, (48, 40)).astype(np.uint8), "uz": np.uint8(131),
+          "ws": np.float32(0.03), "bu": arr(40)}
+    nodes = qdyn("x", "U8", "uz", "m")
+    nodes[-1] = N("Mul", ["qm", "qf"], ["m"])
+    write(out, "qdyn_matmul_residual_large", 4,
+          nodes + [N("Add", ["m", "bu"], ["a"]), N("Add", ["r", "a"], ["y"])],
+          [("x", [4, 300, 48]), ("r", [4, 300, 40])], ["y"], u8, fused_no_vnni=3)
+    # the Cast alone: MatMulInteger writes the graph output's float32 values
+    write(out, "qdyn_matmul_cast_only", 1,
+          [N("DynamicQuantizeLinear", ["x"], ["qx", "qs", "qz"]),
+           N("MatMulInteger", ["qx", "W8", "qz", "wz"], ["qi"]), N("Cast", ["qi"], ["y"], to=F)],
+          [("x", [3, 7, 64])], ["y"], {"W8": w8, "wz": np.int8(0)}, fused_no_vnni=0)
+    # the scale reads a value computed after MatMulInteger from an input (ReduceMax): the Mul
+    # computing it cannot move before MatMulInteger, so the chain stops at the Cast; ReduceMax
+    # takes that Mul (a scalar computed before it), and the Mul by the scale heads a chain (Relu)
+    nodes = qdyn("x", "W8", "wz", "m")
+    nodes[3] = N("Mul", ["qs", "t"], ["qm"])
+    write(out, "qdyn_scale_not_ready", 3,
+          nodes[:3] + [N("ReduceMax", ["z"], ["t"], keepdims=0)] + nodes[3:] +
+          [N("Relu", ["m"], ["y"])], [("x", [2, 5, 64]), ("z", [3])], ["y"],
+          {"W8": w8, "wz": np.int8(0)}, fused_no_vnni=2)
+    # onnxruntime's fused form (float32 out): the bias and Relu run in its finisher
+    write(out, "dynamic_quantize_matmul_relu", 2,
+          [N("DynamicQuantizeMatMul", ["x", "W8", "ws", "wz"], ["d"], domain="com.microsoft"),
+           N("Add", ["d", "bq"], ["a"]), N("Relu", ["a"], ["y"])], [("x", [70, 64])], ["y"],
+          qc)
 
 
 if __name__ == "__main__":

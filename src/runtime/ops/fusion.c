@@ -56,7 +56,7 @@ typedef struct {
     int64_t div;          /* per-row operand: index = (row / div) % dims[axis] */
     bool per_col;         /* operand along the last axis: pv[col] */
     const ss_tensor *t;   /* operand of y's shape, read at run time (NULL: none) */
-    const ss_tensor *vt;  /* operand along `axis` computed at run time: pv is its data then */
+    const ss_tensor *vt;  /* operand along `axis` (-1: one value) computed at run time */
     float *own;           /* operand storage this epilogue owns (BatchNormalization) */
 } step;
 
@@ -64,6 +64,7 @@ struct ss_epilogue {
     int ndim;
     int64_t dims[SS_MAX_DIMS], numel, L, rows;
     int threads;
+    bool claimed; /* the producer's kernel runs the steps (ss_epilogue_claim) */
     int n;
     step steps[EP_MAX_STEPS];
 };
@@ -197,6 +198,8 @@ static bool add_binary(ss_epilogue *ep, const char *op, ss_tensor *const *in, co
     } else if (ready[1 - chain] && const_axis(ep, o) >= 0) {
         s.axis = const_axis(ep, o); /* an attention mask [batch or 1, 1, 1, keys] */
         s.vt = o;
+    } else if (ready[1 - chain] && const_axis(ep, o) == -1 && ss_tensor_numel(o) == 1) {
+        s.vt = o; /* a scale computed at run time (quantize_dynamic's activation x weight scale) */
     } else {
         return false;
     }
@@ -405,6 +408,8 @@ SS_ISA_INLINE void ep_block_body EP_PARAMS
             t = (const float *)s->t->data + row * ep->L + col;
         } else if (s->per_col) {
             pv = sp + col, pw = s->pw ? s->pw + col : NULL;
+        } else if (sp && s->axis < 0) {
+            sv = sp[0];
         } else if (sp) {
             int64_t idx = (row / s->div) % ep->dims[s->axis];
             sv = sp[idx], sw = s->pw ? s->pw[idx] : 0;
@@ -440,7 +445,7 @@ static void ep_part(void *ctx, int part, int parts)
 
 void ss_epilogue_run(const ss_epilogue *ep, float *y)
 {
-    if (!ep || ep->n == 0 || ep->numel == 0) return;
+    if (!ep || ep->claimed || ep->n == 0 || ep->numel == 0) return;
     ep_job j = {.ep = ep, .y = y, .blocks_per_row = (ep->L + EP_BLOCK - 1) / EP_BLOCK};
     j.units = j.blocks_per_row * ep->rows;
     j.chunk = 8;
@@ -448,6 +453,22 @@ void ss_epilogue_run(const ss_epilogue *ep, float *y)
         ss_pool_run(ep->threads, ep_part, &j);
     else
         ep_units(&j, 0, j.units);
+}
+
+void ss_epilogue_claim(ss_epilogue *ep)
+{
+    ep->claimed = true;
+}
+
+void ss_epilogue_run_span(const ss_epilogue *ep, float *y, int64_t off, int64_t n)
+{
+    while (ep && ep->n > 0 && n > 0) {
+        int64_t row = off / ep->L, col = off % ep->L, len = ep->L - col;
+        if (len > n) len = n;
+        if (len > EP_BLOCK) len = EP_BLOCK;
+        ep_block(ep, y, row, col, len);
+        off += len, n -= len;
+    }
 }
 
 /* ------------------------------------------------------------------ library post-ops */

@@ -5,8 +5,9 @@
  * file turns each absorbed node into a step and runs the steps.
  *
  * A step is an element-wise op on the running value y with at most one operand that is either a
- * constant varying along one axis of y's shape (a per-channel scale, a bias, a scalar) or a tensor
- * of y's exact shape computed before the producer ran (a residual). Every step keeps y's shape and
+ * constant varying along one axis of y's shape (a per-channel scale, a bias, a scalar), or,
+ * computed before the producer ran, a tensor of y's exact shape (a residual), one varying along
+ * one axis (an attention mask) or a single value (a scale). Every step keeps y's shape and
  * dtype (float32), so the producer writes the chain's last value directly and the intermediates
  * get no buffer. Each step computes what the unfused node computes, in the same order and
  * precision (BatchNormalization folds into a scale and shift: within rounding of the unfused op).
@@ -50,6 +51,12 @@ bool ss_epilogue_add_gelu_tanh(ss_epilogue *ep);
  * parts of the worker pool when y is large. */
 void ss_epilogue_run(const ss_epilogue *ep, float *y);
 
+/* For a producer that runs the steps itself on each block of y it writes, while the block is in
+ * cache (the quantized products' finishers): ss_epilogue_run then does nothing, and the producer
+ * calls ss_epilogue_run_span for y[off, off + n) (any span, from any thread; a step's operand of
+ * y's shape is read at the same offsets). */
+void ss_epilogue_claim(ss_epilogue *ep);
+void ss_epilogue_run_span(const ss_epilogue *ep, float *y, int64_t off, int64_t n);
 /* A leading step as a library post-op (oneDNN's, see onednn.h): an element-wise function of y, or
  * a binary op with a constant per-channel (axis 1) vector, a scalar, or a tensor of y's shape. */
 typedef enum {

@@ -15,6 +15,7 @@
  */
 #include "broadcast.h"
 #include "common.h"
+#include "fusion.h"
 #include "gemm_kernel.h"
 #include "isa.h"
 #include "q8mm.h"
@@ -425,6 +426,10 @@ typedef struct {
     qmm_mode mode;
     bool fast; /* the sums from q8mm.h's VNNI product (qmm_fast_plan) */
     ss_q8mm g;
+    /* fusion (fast path only): QMM_INT32 writes its sums as float32 (a Cast to float32 was the
+     * only reader: qmm_write_float), and ep's steps run on each piece the finisher writes */
+    bool to_float;
+    const ss_epilogue *ep;
 } qmm_plan;
 
 /* A's quantization when QMM_DYNAMIC computes it per run. */
@@ -686,7 +691,11 @@ static void qmm_finish(void *ctx, int32_t *S, int64_t bi, int64_t m, int64_t n0,
     const qmm_plan *p = q->p;
     ss_tensor *y = q->k->out[0];
     int64_t n = n1 - n0, o = (bi * p->M + m) * p->N + n0;
-    if (p->mode == QMM_INT32) {
+    if (p->mode == QMM_INT32 && p->to_float) {
+        float *yf = (float *)y->data + o;
+        for (int64_t i = 0; i < n; i++)
+            yf[i] = (float)S[i]; /* the Cast's conversion */
+    } else if (p->mode == QMM_INT32) {
         memcpy((int32_t *)y->data + o, S, sizeof(int32_t) * (size_t)n);
     } else if (p->mode != QMM_QLINEAR) {
         qmm_scale(S, n, q->a_scale, q->fb + n0, q->bias ? q->bias + n0 : NULL,
@@ -697,6 +706,28 @@ static void qmm_finish(void *ctx, int32_t *S, int64_t bi, int64_t m, int64_t n0,
             ss_quant_store(y->data, o + i, y->dtype, (double)rintf((float)S[i] * mult) + q->y_zero);
         }
     }
+    if (p->ep) ss_epilogue_run_span(p->ep, y->data, o, n);
+}
+
+/* Fusion: MatMulInteger's sums, read only by a Cast to float32, written as float32 by the
+ * finisher (the fast path; the float64 path leaves the Cast to run). */
+static bool qmm_write_float(ss_kctx *k)
+{
+    qmm_plan *p = k->state;
+    p->to_float = p->fast && p->mode == QMM_INT32;
+    return p->to_float;
+}
+
+/* The fast path's float32 outputs run the element-wise steps after them in the finisher, on each
+ * piece of sums while it is in cache, instead of in one more pass over the output. */
+static ss_status *qmm_fuse(ss_kctx *k, ss_epilogue *ep)
+{
+    qmm_plan *p = k->state;
+    if (p->fast && (p->to_float || p->mode == QMM_FLOAT || p->mode == QMM_DYNAMIC)) {
+        ss_epilogue_claim(ep);
+        p->ep = ep;
+    }
+    return NULL;
 }
 
 static int64_t qmm_offset(const void *ctx, int64_t bi, bool b_side)
@@ -821,11 +852,14 @@ const ss_op_def ss_ops_quant[] = {
     {"", "QuantizeLinear", 10, 21, quantize_infer, quantize_run, 0, NULL},
     {"", "DequantizeLinear", 10, 21, dequantize_infer, dequantize_run, 0, NULL},
     {"", "DynamicQuantizeLinear", 11, 21, dynq_infer, dynq_run, 0, NULL},
-    {"", "MatMulInteger", 10, 21, matmulinteger_infer, qmm_run, 0, qmm_release},
+    {"", "MatMulInteger", 10, 21, matmulinteger_infer, qmm_run, 0, qmm_release, .fuse = qmm_fuse,
+     .write_float = qmm_write_float},
     {"", "QLinearMatMul", 10, 21, qlinearmatmul_infer, qmm_run, 0, qmm_release},
     {"com.microsoft", "QuantizeLinear", 1, 1, quantize_infer, quantize_run, 0, NULL},
     {"com.microsoft", "DequantizeLinear", 1, 1, ms_dequantize_infer, dequantize_run, 0, NULL},
-    {"com.microsoft", "MatMulIntegerToFloat", 1, 1, mmi2f_infer, qmm_run, 0, qmm_release},
-    {"com.microsoft", "DynamicQuantizeMatMul", 1, 1, dqmm_infer, qmm_run, 0, qmm_release},
+    {"com.microsoft", "MatMulIntegerToFloat", 1, 1, mmi2f_infer, qmm_run, 0, qmm_release,
+     .fuse = qmm_fuse},
+    {"com.microsoft", "DynamicQuantizeMatMul", 1, 1, dqmm_infer, qmm_run, 0, qmm_release,
+     .fuse = qmm_fuse},
     {NULL, NULL, 0, 0, NULL, NULL, 0, NULL},
 };
