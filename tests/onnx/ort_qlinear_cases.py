@@ -348,6 +348,12 @@ def vnni_matmul_cases(out):
           helper.make_node("Mul", ["yf", "s"], ["y"])],
          [("x", rng.uniform(-3, 2, (320, 256)).astype(np.float32))], [("y", F)],
          [("w", q(np.int8, 256, 300)), ("wz", zp(np.int8, 0)), ("ws", scale(0.004))])
+    # A of 76800 values: its range is taken over the pool's parts (the minimum in the last part)
+    a = rng.uniform(-2, 3, (600, 128)).astype(np.float32)
+    a[599, 100] = -6.5
+    case(out, "ms_dynamicquantizematmul_parallel_range",
+         [node("DynamicQuantizeMatMul", ["a", "b", "sb", "zb"], ["y"])], [("a", a)], [("y", F)],
+         [("b", q(np.int8, 128, 40)), ("sb", scale(0.01)), ("zb", q(np.int8, 40))])
     b = q(np.int8, 64, 200)
     case(out, "ms_dynamicquantizematmul_vnni",
          [node("DynamicQuantizeMatMul", ["a", "b", "sb", "zb", "bias"], ["y"])],

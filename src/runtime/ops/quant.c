@@ -365,27 +365,42 @@ static void dynq_store_part(void *ctx, int part, int parts)
         dynq_store(j->x + o, j->n - o < j->chunk ? j->n - o : j->chunk, j->scale, j->zp, j->y + o);
 }
 
+/* A job over x's n values on up to `parts` parts of the pool. */
+static int dynq_job_init(dynq_job *j, const float *x, int64_t n, int parts)
+{
+    if (parts > DYNQ_PARTS_MAX) parts = DYNQ_PARTS_MAX;
+    *j = (dynq_job){.x = x, .n = n};
+    j->chunk = (n / (4 * (int64_t)(parts > 1 ? parts : 1)) + 64) / 64 * 64;
+    return parts;
+}
+
+/* The job's range widened to hold 0 (dynq_range), over the parts. */
+static void dynq_job_range(dynq_job *j, int parts, float *lo, float *hi)
+{
+    *lo = 0, *hi = 0;
+    if (parts <= 1) {
+        dynq_range(j->x, j->n, lo, hi);
+        return;
+    }
+    for (int i = 0; i < parts; i++)
+        j->lo[i] = j->hi[i] = 0; /* a part that claimed nothing */
+    ss_pool_run(parts, dynq_range_part, j);
+    for (int i = 0; i < parts; i++) {
+        *lo = j->lo[i] < *lo ? j->lo[i] : *lo;
+        *hi = j->hi[i] > *hi ? j->hi[i] : *hi;
+    }
+}
+
 /* The spec's arithmetic in float32, as its reference computes it. */
 static ss_status *dynq_run(ss_kctx *k)
 {
     const float *x = k->in[0]->data;
     int64_t n = ss_tensor_numel(k->in[0]);
-    int parts = *(const int *)k->state;
-    if (parts > DYNQ_PARTS_MAX) parts = DYNQ_PARTS_MAX;
-    dynq_job j = {.x = x, .y = k->out[0]->data, .n = n};
-    j.chunk = (n / (4 * (int64_t)(parts > 1 ? parts : 1)) + 64) / 64 * 64;
-    float lo = 0, hi = 0;
-    if (parts > 1) {
-        for (int i = 0; i < parts; i++)
-            j.lo[i] = j.hi[i] = 0; /* a part that claimed nothing */
-        ss_pool_run(parts, dynq_range_part, &j);
-        for (int i = 0; i < parts; i++) {
-            lo = j.lo[i] < lo ? j.lo[i] : lo;
-            hi = j.hi[i] > hi ? j.hi[i] : hi;
-        }
-    } else {
-        dynq_range(x, n, &lo, &hi);
-    }
+    dynq_job j;
+    int parts = dynq_job_init(&j, x, n, *(const int *)k->state);
+    j.y = k->out[0]->data;
+    float lo, hi;
+    dynq_job_range(&j, parts, &lo, &hi);
     float scale = (hi - lo) / 255.0f;
     uint8_t zp = 0;
     if (scale > 0) {
@@ -424,7 +439,8 @@ typedef struct {
     int ia, ib, ia_zp, ib_zp;                     /* input indices */
     int ia_scale, ib_scale, ibias;                /* QMM_FLOAT / QMM_DYNAMIC (-1: none) */
     qmm_mode mode;
-    bool fast; /* the sums from q8mm.h's VNNI product (qmm_fast_plan) */
+    int range_parts; /* QMM_DYNAMIC: pool parts of A's range pass (ss_op_par_parts) */
+    bool fast;       /* the sums from q8mm.h's VNNI product (qmm_fast_plan) */
     ss_q8mm g;
     /* fusion (fast path only): QMM_INT32 writes its sums as float32 (a Cast to float32 was the
      * only reader: qmm_write_float), and ep's steps run on each piece the finisher writes */
@@ -611,11 +627,13 @@ static void qmm_store_row(const ss_kctx *k, const qmm_plan *p, const qmm_dyn *dy
 }
 
 /* onnxruntime's dynamic quantization of DynamicQuantizeMatMul's A to uint8: the range widened
- * to hold 0, scale 1 for an all-zero A, the zero point rounded after clamping. */
-static qmm_dyn qmm_dynamic(const ss_tensor *a)
+ * to hold 0 (over pool parts, as DynamicQuantizeLinear), scale 1 for an all-zero A, the zero point
+ * rounded after clamping. */
+static qmm_dyn qmm_dynamic(const ss_tensor *a, int parts)
 {
     float lo, hi;
-    dynq_range(a->data, ss_tensor_numel(a), &lo, &hi);
+    dynq_job j;
+    dynq_job_range(&j, dynq_job_init(&j, a->data, ss_tensor_numel(a), parts), &lo, &hi);
     float scale = hi == lo ? 1.0f : (hi - lo) / 255.0f, zp = 0.0f - lo / scale;
     return (qmm_dyn){scale, (int32_t)rintf(zp < 0 ? 0 : zp > 255 ? 255 : zp)};
 }
@@ -778,7 +796,7 @@ static ss_status *qmm_fast_run(ss_kctx *k, const qmm_dyn *dyn)
 static ss_status *qmm_run(ss_kctx *k)
 {
     const qmm_plan *p = k->state;
-    qmm_dyn dyn = p->mode == QMM_DYNAMIC ? qmm_dynamic(k->in[p->ia]) : (qmm_dyn){0};
+    qmm_dyn dyn = p->mode == QMM_DYNAMIC ? qmm_dynamic(k->in[p->ia], p->range_parts) : (qmm_dyn){0};
     const qmm_dyn *d = p->mode == QMM_DYNAMIC ? &dyn : NULL;
     if (p->fast) return qmm_fast_run(k, d);
     double *as = k->scratch, *bs = as + p->M * p->K, *acc = bs + p->K * p->N;
@@ -834,6 +852,7 @@ static ss_status *qmm_float_infer(ss_kctx *k, bool dynamic)
     if (!st && bias && (bias->dtype != SS_DT_FLOAT32 || ss_tensor_numel(bias) != p->N))
         st = ss_op_err(k, SS_ERR_INVALID, "bias must be %lld float32 values", (long long)p->N);
     k->out[0]->dtype = SS_DT_FLOAT32;
+    if (dynamic) p->range_parts = ss_op_par_parts(k, ss_tensor_numel(k->in[0]));
     if (!st) qmm_fast_plan(k, p);
     return st;
 }
