@@ -157,9 +157,14 @@ SS_ISA_INLINE void exact_body(int32_t *restrict S, const int32_t *restrict colsu
                               const int32_t *restrict zb, int zb_step, int64_t n, uint32_t za,
                               uint32_t c, uint32_t ra)
 {
-    for (int64_t i = 0; i < n; i++)
-        S[i] = (int32_t)((uint32_t)S[i] - za * (uint32_t)colsum[i] +
-                         (c - (uint32_t)zb[i * zb_step]) * ra);
+    if (zb_step == 0) { /* one zero point for B: a constant term (the loop vectorizes) */
+        uint32_t t = (c - (uint32_t)zb[0]) * ra;
+        for (int64_t i = 0; i < n; i++)
+            S[i] = (int32_t)((uint32_t)S[i] - za * (uint32_t)colsum[i] + t);
+        return;
+    }
+    for (int64_t i = 0; i < n; i++) /* zb_step 1 */
+        S[i] = (int32_t)((uint32_t)S[i] - za * (uint32_t)colsum[i] + (c - (uint32_t)zb[i]) * ra);
 }
 SS_ISA_VARIANTS(void, exact,
                 (int32_t *restrict S, const int32_t *restrict colsum, const int32_t *restrict zb,

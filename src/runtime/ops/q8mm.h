@@ -45,7 +45,7 @@ typedef struct {
     const void *a, *b; /* the operands' data (b unused when B was packed at plan time) */
     /* element offset of batch bi's matrix of A (b_side false) or B; NULL when batch is 1 */
     int64_t (*offset)(const void *ctx, int64_t bi, bool b_side);
-    const int32_t *za, *zb; /* zero points: za[m * za_step], zb[n * zb_step] */
+    const int32_t *za, *zb; /* zero points: za[m * za_step], zb[n * zb_step]; steps 0 or 1 */
     int za_step, zb_step;
     float dyn_scale; /* float32 A: quantized as rint(A / dyn_scale) + za[0], saturated to uint8 */
     /* row m of batch bi's sums, columns n0 .. n1 - 1 (sums[0] is column n0; the finisher may

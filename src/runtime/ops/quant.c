@@ -702,6 +702,15 @@ SS_ISA_VARIANTS(void, qmm_scale,
                  const float *restrict bias, float *restrict y),
                 (v, n, a_scale, fb, bias, y))
 
+/* y = (float)v: the Cast to float32 that MatMulInteger's sums took (qmm_write_float). */
+SS_ISA_INLINE void qmm_to_float_body(const int32_t *restrict v, int64_t n, float *restrict y)
+{
+    for (int64_t i = 0; i < n; i++)
+        y[i] = (float)v[i];
+}
+SS_ISA_VARIANTS(void, qmm_to_float, (const int32_t *restrict v, int64_t n, float *restrict y),
+                (v, n, y))
+
 /* q8mm's finisher: row m of batch bi, columns n0 .. n1 - 1. */
 static void qmm_finish(void *ctx, int32_t *S, int64_t bi, int64_t m, int64_t n0, int64_t n1)
 {
@@ -710,9 +719,7 @@ static void qmm_finish(void *ctx, int32_t *S, int64_t bi, int64_t m, int64_t n0,
     ss_tensor *y = q->k->out[0];
     int64_t n = n1 - n0, o = (bi * p->M + m) * p->N + n0;
     if (p->mode == QMM_INT32 && p->to_float) {
-        float *yf = (float *)y->data + o;
-        for (int64_t i = 0; i < n; i++)
-            yf[i] = (float)S[i]; /* the Cast's conversion */
+        qmm_to_float(S, n, (float *)y->data + o);
     } else if (p->mode == QMM_INT32) {
         memcpy((int32_t *)y->data + o, S, sizeof(int32_t) * (size_t)n);
     } else if (p->mode != QMM_QLINEAR) {
@@ -768,7 +775,9 @@ static ss_status *qmm_fast_run(ss_kctx *k, const qmm_dyn *dyn)
         q.za[0] = dyn->zero;
     else
         qmm_fill_i32(k, p->ia_zp, p->M, q.za);
-    qmm_fill_i32(k, p->ib_zp, p->N, q.zb);
+    const ss_tensor *zbt = p->ib_zp >= 0 && p->ib_zp < k->n_in ? k->in[p->ib_zp] : NULL;
+    int zb_step = zbt && ss_tensor_numel(zbt) > 1; /* 0: one zero point for B */
+    qmm_fill_i32(k, p->ib_zp, zb_step ? p->N : 1, q.zb);
     if (p->mode == QMM_QLINEAR) {
         qmm_fill_f32(k, 1, p->M, 1, q.fa);
         qmm_fill_f32(k, 4, p->N, 1, q.fb);
@@ -785,7 +794,7 @@ static ss_status *qmm_fast_run(ss_kctx *k, const qmm_dyn *dyn)
                      .za = q.za,
                      .zb = q.zb,
                      .za_step = dyn ? 0 : 1,
-                     .zb_step = 1,
+                     .zb_step = zb_step,
                      .dyn_scale = dyn ? dyn->scale : 0,
                      .finish = qmm_finish,
                      .ctx = &q};
