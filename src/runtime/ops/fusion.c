@@ -393,12 +393,11 @@ SS_ISA_INLINE void ep_step(const step *s, float *restrict y, int64_t n, float sv
     }
 }
 
-#define EP_PARAMS (const ss_epilogue *ep, float *restrict y, int64_t row, int64_t col, int64_t n)
-#define EP_ARGS (ep, y, row, col, n)
-/* The steps over y[row * L + col, + n). */
+#define EP_PARAMS (const ss_epilogue *ep, float *restrict yb, int64_t row, int64_t col, int64_t n)
+#define EP_ARGS (ep, yb, row, col, n)
+/* The steps over the n values at yb, those of y[row * L + col, + n). */
 SS_ISA_INLINE void ep_block_body EP_PARAMS
 {
-    float *yb = y + row * ep->L + col;
     for (int i = 0; i < ep->n; i++) {
         const step *s = &ep->steps[i];
         float sv = s->a, sw = s->b;
@@ -431,7 +430,7 @@ static void ep_units(const ep_job *j, int64_t u0, int64_t u1)
     for (int64_t u = u0; u < u1; u++) {
         int64_t row = u / j->blocks_per_row, col = (u % j->blocks_per_row) * EP_BLOCK;
         int64_t n = j->ep->L - col < EP_BLOCK ? j->ep->L - col : EP_BLOCK;
-        ep_block(j->ep, j->y, row, col, n);
+        ep_block(j->ep, j->y + row * j->ep->L + col, row, col, n);
     }
 }
 
@@ -460,14 +459,14 @@ void ss_epilogue_claim(ss_epilogue *ep)
     ep->claimed = true;
 }
 
-void ss_epilogue_run_span(const ss_epilogue *ep, float *y, int64_t off, int64_t n)
+void ss_epilogue_run_span(const ss_epilogue *ep, float *span, int64_t off, int64_t n)
 {
     while (ep && ep->n > 0 && n > 0) {
         int64_t row = off / ep->L, col = off % ep->L, len = ep->L - col;
         if (len > n) len = n;
         if (len > EP_BLOCK) len = EP_BLOCK;
-        ep_block(ep, y, row, col, len);
-        off += len, n -= len;
+        ep_block(ep, span, row, col, len);
+        span += len, off += len, n -= len;
     }
 }
 

@@ -51,12 +51,13 @@ bool ss_epilogue_add_gelu_tanh(ss_epilogue *ep);
  * parts of the worker pool when y is large. */
 void ss_epilogue_run(const ss_epilogue *ep, float *y);
 
-/* For a producer that runs the steps itself on each block of y it writes, while the block is in
+/* For a producer that runs the steps itself on each block of y it computes, while the block is in
  * cache (the quantized products' finishers): ss_epilogue_run then does nothing, and the producer
- * calls ss_epilogue_run_span for y[off, off + n) (any span, from any thread; a step's operand of
- * y's shape is read at the same offsets). */
+ * calls ss_epilogue_run_span on `span`, the n values of y[off, off + n) wherever they are (y's
+ * buffer or the producer's own; any span, from any thread; a step's operand of y's shape is read
+ * at y's offsets). */
 void ss_epilogue_claim(ss_epilogue *ep);
-void ss_epilogue_run_span(const ss_epilogue *ep, float *y, int64_t off, int64_t n);
+void ss_epilogue_run_span(const ss_epilogue *ep, float *span, int64_t off, int64_t n);
 /* A leading step as a library post-op (oneDNN's, see onednn.h): an element-wise function of y, or
  * a binary op with a constant per-channel (axis 1) vector, a scalar, or a tensor of y's shape. */
 typedef enum {

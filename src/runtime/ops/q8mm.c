@@ -21,7 +21,7 @@
  * bytes) then stay in the core's L2 while the piece's rows are finished and the other row blocks
  * read the same weights; whole rows of a wide B (3072 columns: 768 KiB of sums) did not, and ran
  * the kernel a third slower. */
-#define MAX_COLS 256
+#define MAX_COLS SS_Q8MM_MAX_COLS
 #define MIN_PAR_MACS 65536 /* below this one part does it all */
 
 static bool same_pack(const void *a, const void *b)

@@ -20,6 +20,9 @@
 
 #include "../op.h"
 
+/* Columns of a piece at most (the finisher's row length). */
+#define SS_Q8MM_MAX_COLS 256
+
 typedef struct {
     /* set by the caller before ss_q8mm_plan */
     int64_t M, K, N, batch; /* batch products of [M, K] x [K, N] */
@@ -49,7 +52,8 @@ typedef struct {
     int za_step, zb_step;
     float dyn_scale; /* float32 A: quantized as rint(A / dyn_scale) + za[0], saturated to uint8 */
     /* row m of batch bi's sums, columns n0 .. n1 - 1 (sums[0] is column n0; the finisher may
-     * overwrite them); called from the pool's parts, each row and column once */
+     * overwrite them; n1 - n0 <= SS_Q8MM_MAX_COLS); called from the pool's parts, each row and
+     * column once */
     void (*finish)(void *ctx, int32_t *sums, int64_t bi, int64_t m, int64_t n0, int64_t n1);
     void *ctx;
 } ss_q8mm_io;

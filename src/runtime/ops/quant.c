@@ -718,20 +718,26 @@ static void qmm_finish(void *ctx, int32_t *S, int64_t bi, int64_t m, int64_t n0,
     const qmm_plan *p = q->p;
     ss_tensor *y = q->k->out[0];
     int64_t n = n1 - n0, o = (bi * p->M + m) * p->N + n0;
+    /* with an epilogue, the row's floats are finished in a buffer that stays in L1 and then
+     * stored once (the steps reading back values just stored to y stalled on them) */
+    float row[SS_Q8MM_MAX_COLS];
+    float *f = p->ep ? row : (float *)y->data + o;
     if (p->mode == QMM_INT32 && p->to_float) {
-        qmm_to_float(S, n, (float *)y->data + o);
+        qmm_to_float(S, n, f);
     } else if (p->mode == QMM_INT32) {
         memcpy((int32_t *)y->data + o, S, sizeof(int32_t) * (size_t)n);
     } else if (p->mode != QMM_QLINEAR) {
-        qmm_scale(S, n, q->a_scale, q->fb + n0, q->bias ? q->bias + n0 : NULL,
-                  (float *)y->data + o);
+        qmm_scale(S, n, q->a_scale, q->fb + n0, q->bias ? q->bias + n0 : NULL, f);
     } else {
         for (int64_t i = 0; i < n; i++) {
             float mult = q->fa[m] * q->fb[n0 + i] / q->y_scale;
             ss_quant_store(y->data, o + i, y->dtype, (double)rintf((float)S[i] * mult) + q->y_zero);
         }
     }
-    if (p->ep) ss_epilogue_run_span(p->ep, y->data, o, n);
+    if (p->ep) {
+        ss_epilogue_run_span(p->ep, f, o, n);
+        memcpy((float *)y->data + o, f, sizeof(float) * (size_t)n);
+    }
 }
 
 /* Fusion: MatMulInteger's sums, read only by a Cast to float32, written as float32 by the
