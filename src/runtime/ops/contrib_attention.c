@@ -411,16 +411,12 @@ static void qattention_finish(void *ctx, int32_t *S, int64_t bi, int64_t m, int6
 /* The projection's sums scaled into qkv on the VNNI path. */
 static void qattention_project(ss_kctx *k, const qattn_plan *q, float *qkv)
 {
-    const ss_tensor *xz = ss_contrib_in(k, QA_X_ZP), *wz = ss_contrib_in(k, QA_W_ZP);
-    const ss_tensor *wsc = k->in[QA_W_SCALE];
+    const ss_tensor *xz = ss_contrib_in(k, QA_X_ZP);
     int32_t zx = xz ? (int32_t)ss_op_elem_i64(xz, 0) : 0;
     int32_t *zw = (int32_t *)((float *)k->scratch + q->params);
     float *scale = (float *)(zw + q->N);
     float sx = (float)ss_op_elem_f64(k->in[QA_X_SCALE], 0);
-    for (int64_t n = 0; n < q->N; n++) {
-        zw[n] = wz ? (int32_t)ss_op_elem_i64(wz, q->zp_per_col ? n : 0) : 0;
-        scale[n] = sx * (float)ss_op_elem_f64(wsc, q->w_per_col ? n : 0);
-    }
+    ss_q8mm_columns(ss_contrib_in(k, QA_W_ZP), k->in[QA_W_SCALE], sx, q->N, zw, scale);
     qattn_ctx c = {.qkv = qkv, .scale = scale, .N = q->N};
     ss_q8mm_io io = {.a = k->in[QA_X]->data,
                      .b = k->in[QA_W]->data,

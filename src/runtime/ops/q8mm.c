@@ -62,6 +62,16 @@ size_t ss_q8mm_scratch(const ss_q8mm *g)
     return shared_bytes(g) + (size_t)g->parts * part_bytes(g) + 64;
 }
 
+void ss_q8mm_columns(const ss_tensor *bz, const ss_tensor *bs, float mult, int64_t N, int32_t *zb,
+                     float *scale)
+{
+    bool z_col = bz && ss_tensor_numel(bz) != 1, s_col = ss_tensor_numel(bs) != 1;
+    for (int64_t n = 0; n < N; n++) {
+        zb[n] = bz ? (int32_t)ss_op_elem_i64(bz, z_col ? n : 0) : 0;
+        scale[n] = mult * (float)ss_op_elem_f64(bs, s_col ? n : 0);
+    }
+}
+
 bool ss_q8mm_plan(ss_kctx *k, ss_q8mm *g, int ia, int ib)
 {
     const ss_tensor *a = k->in[ia], *b = k->in[ib], *bv = ss_kctx_value(k, ib);

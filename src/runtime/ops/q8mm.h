@@ -60,4 +60,10 @@ typedef struct {
 
 void ss_q8mm_run(const ss_q8mm *g, const ss_q8mm_io *io, void *scratch);
 
+/* B's zero point (bz: one value, one per column, or NULL for 0) into zb[N], and mult x B's scale
+ * (bs: one value or one per column) into scale[N], as the 2-D quantized ops (QGemm, QAttention)
+ * hand them to their finishers. */
+void ss_q8mm_columns(const ss_tensor *bz, const ss_tensor *bs, float mult, int64_t N, int32_t *zb,
+                     float *scale);
+
 #endif

@@ -787,26 +787,26 @@ typedef struct {
     const ss_kctx *k;
     const qgemm_plan *p;
     const float *scale; /* per column: alpha x a_scale x b_scale */
+    const int32_t *c;   /* C's data, or NULL */
     float sy;
     int32_t zy;
 } qgemm_ctx;
 
 /* The sum of row m, column n with C added (wrapping, as onnxruntime adds it to its int32
  * accumulators), scaled, to y. */
-static void qgemm_store(const ss_kctx *k, const qgemm_plan *p, int64_t m, int64_t n, int32_t sum,
-                        float scale, float sy, int32_t zy)
+static void qgemm_store(const qgemm_ctx *q, int64_t m, int64_t n, int32_t sum, float scale)
 {
-    const ss_tensor *c = ss_contrib_in(k, 6);
-    if (c)
+    const qgemm_plan *p = q->p;
+    if (q->c)
         sum = (int32_t)((uint32_t)sum +
-                        (uint32_t)((const int32_t *)c->data)[(p->c_rows > 1 ? m : 0) * p->c_cols +
-                                                             (p->c_cols > 1 ? n : 0)]);
+                        (uint32_t)
+                            q->c[(p->c_rows > 1 ? m : 0) * p->c_cols + (p->c_cols > 1 ? n : 0)]);
     int64_t o = m * p->N + n;
     if (!p->quantized_out)
-        ((float *)k->out[0]->data)[o] = (float)sum * scale;
+        ((float *)q->k->out[0]->data)[o] = (float)sum * scale;
     else
-        ((uint8_t *)k->out[0]->data)[o] =
-            (uint8_t)quantize8((float)sum * (scale / sy), 1.0f, zy, p->out_dt == SS_DT_INT8);
+        ((uint8_t *)q->k->out[0]->data)[o] =
+            (uint8_t)quantize8((float)sum * (scale / q->sy), 1.0f, q->zy, p->out_dt == SS_DT_INT8);
 }
 
 static void qgemm_finish(void *ctx, int32_t *S, int64_t bi, int64_t m, int64_t n0, int64_t n1)
@@ -814,23 +814,21 @@ static void qgemm_finish(void *ctx, int32_t *S, int64_t bi, int64_t m, int64_t n
     (void)bi;
     const qgemm_ctx *q = ctx;
     for (int64_t n = n0; n < n1; n++)
-        qgemm_store(q->k, q->p, m, n, S[n - n0], q->scale[n], q->sy, q->zy);
+        qgemm_store(q, m, n, S[n - n0], q->scale[n]);
 }
 
 static ss_status *qgemm_fast_run(ss_kctx *k)
 {
     const qgemm_plan *p = k->state;
-    const ss_tensor *bs = k->in[4], *bz = ss_contrib_in(k, 5);
+    const ss_tensor *c = ss_contrib_in(k, 6);
     int32_t *zb = k->scratch, za = zero_at(k, 2);
     float *scale = (float *)(zb + p->N);
     float alpha = ss_onnx_attr_float(k->node, "alpha", 1.0f), sa = scale_at(k, 1);
-    for (int64_t n = 0; n < p->N; n++) {
-        zb[n] = bz ? (int32_t)ss_op_elem_i64(bz, ss_tensor_numel(bz) == 1 ? 0 : n) : 0;
-        scale[n] = alpha * sa * (float)ss_op_elem_f64(bs, p->b_per_column ? n : 0);
-    }
+    ss_q8mm_columns(ss_contrib_in(k, 5), k->in[4], alpha * sa, p->N, zb, scale);
     qgemm_ctx q = {.k = k,
                    .p = p,
                    .scale = scale,
+                   .c = c ? c->data : NULL,
                    .sy = p->quantized_out ? scale_at(k, 7) : 1.0f,
                    .zy = p->quantized_out ? zero_at(k, 8) : 0};
     ss_q8mm_io io = {.a = k->in[0]->data,
@@ -850,12 +848,15 @@ static ss_status *qgemm_run(ss_kctx *k)
 {
     const qgemm_plan *p = k->state;
     if (p->fast) return qgemm_fast_run(k);
-    const ss_tensor *a = k->in[0], *b = k->in[3];
+    const ss_tensor *a = k->in[0], *b = k->in[3], *c = ss_contrib_in(k, 6);
     const ss_tensor *bs = k->in[4], *bz = ss_contrib_in(k, 5);
     int64_t za = zero_at(k, 2);
     float alpha = ss_onnx_attr_float(k->node, "alpha", 1.0f), sa = scale_at(k, 1);
-    float sy = p->quantized_out ? scale_at(k, 7) : 1.0f;
-    int32_t zy = p->quantized_out ? zero_at(k, 8) : 0;
+    qgemm_ctx q = {.k = k,
+                   .p = p,
+                   .c = c ? c->data : NULL,
+                   .sy = p->quantized_out ? scale_at(k, 7) : 1.0f,
+                   .zy = p->quantized_out ? zero_at(k, 8) : 0};
     for (int64_t m = 0; m < p->M; m++)
         for (int64_t n = 0; n < p->N; n++) {
             int64_t zb = bz ? ss_op_elem_i64(bz, ss_tensor_numel(bz) == 1 ? 0 : n) : 0, acc = 0;
@@ -865,7 +866,7 @@ static ss_status *qgemm_run(ss_kctx *k)
                 acc += (av - za) * (bv - zb);
             }
             float scale = alpha * sa * (float)ss_op_elem_f64(bs, p->b_per_column ? n : 0);
-            qgemm_store(k, p, m, n, (int32_t)(uint32_t)(uint64_t)acc, scale, sy, zy);
+            qgemm_store(&q, m, n, (int32_t)(uint32_t)(uint64_t)acc, scale);
         }
     return NULL;
 }
