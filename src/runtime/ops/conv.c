@@ -24,6 +24,9 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#if defined(__x86_64__)
+#include <immintrin.h>
+#endif
 
 /* Canonical 3-D window geometry; index 0..2 = D, H, W. */
 typedef struct {
@@ -1354,7 +1357,8 @@ static size_t qconv_chans_at(const qconv_plan *p)
 
 static size_t qconv_parts_at(const qconv_plan *p)
 {
-    return qconv_chans_at(p) + sizeof(double) * (size_t)(4 * p->M) + 64;
+    /* chans: 4 x M doubles (qconv_chan), then qconv_requant's M x (zw, base + bias, mult) */
+    return qconv_chans_at(p) + sizeof(double) * (size_t)(7 * p->M) + 64;
 }
 
 static ss_status *qconv_fast_plan(ss_kctx *k, qconv_plan *p)
@@ -1618,20 +1622,18 @@ static qconv_chan qconv_channel(const qconv_job *j, int64_t m)
 }
 
 /* rows x mg requantized 8-bit values, row-major, from the block's sums (acc, row-major) and row
- * sums: per channel vectors of its terms, so each row is one vector loop. Every step is exact or
- * rounds as qconv_store's (the sums are integers below 2^53 in float64). */
+ * sums: per channel vectors of its terms (off: base + bias), so each row is one vector loop. The
+ * sum is the exact integer in int64, so its float32 is qconv_store's; the rounded value plus the
+ * zero point is exact in float32 wherever it is not clamped anyway. */
 SS_ISA_INLINE void qconv_requant_rows_body(const int32_t *restrict acc, const int32_t *restrict xs,
-                                           int64_t rows, int64_t mg, const double *restrict zw,
-                                           const double *restrict base, const double *restrict bias,
-                                           const double *restrict mult, double yz, double lo,
-                                           double hi, uint8_t *restrict out)
+                                           int64_t rows, int64_t mg, const int64_t *restrict zw,
+                                           const int64_t *restrict off, const float *restrict mult,
+                                           float yz, float lo, float hi, uint8_t *restrict out)
 {
     for (int64_t r = 0; r < rows; r++) {
-        double x = xs[r];
+        int64_t x = xs[r];
         for (int64_t i = 0; i < mg; i++) {
-            double v =
-                qconv_rescale((double)acc[r * mg + i] - zw[i] * x + base[i] + bias[i], mult[i]) +
-                yz;
+            float v = rintf((float)(acc[r * mg + i] - zw[i] * x + off[i]) * mult[i]) + yz;
             v = v != v ? 0 : v < lo ? lo : v > hi ? hi : v; /* NaN has no integer: 0 */
             out[r * mg + i] = (uint8_t)(int32_t)v;
         }
@@ -1639,10 +1641,57 @@ SS_ISA_INLINE void qconv_requant_rows_body(const int32_t *restrict acc, const in
 }
 SS_ISA_VARIANTS(void, qconv_requant_rows,
                 (const int32_t *restrict acc, const int32_t *restrict xs, int64_t rows, int64_t mg,
-                 const double *restrict zw, const double *restrict base,
-                 const double *restrict bias, const double *restrict mult, double yz, double lo,
-                 double hi, uint8_t *restrict out),
-                (acc, xs, rows, mg, zw, base, bias, mult, yz, lo, hi, out))
+                 const int64_t *restrict zw, const int64_t *restrict off,
+                 const float *restrict mult, float yz, float lo, float hi, uint8_t *restrict out),
+                (acc, xs, rows, mg, zw, off, mult, yz, lo, hi, out))
+
+/* 16 x 16 bytes transposed: d[j * ds + i] = s[i * ss + j] ^ flip (flip 128 shifts int8 to
+ * uint8). With SSE2, four rounds of unpacks, which leave column j in register bitrev4(j). */
+static inline void qconv_transpose16(const uint8_t *s, ptrdiff_t ss, uint8_t *d, ptrdiff_t ds,
+                                     uint8_t flip)
+{
+#if defined(__x86_64__)
+    static const int col[16] = {0, 8, 4, 12, 2, 10, 6, 14, 1, 9, 5, 13, 3, 11, 7, 15};
+    __m128i v[16], w[16], f = _mm_set1_epi8((char)flip);
+    for (int i = 0; i < 16; i++)
+        v[i] = _mm_xor_si128(_mm_loadu_si128((const __m128i *)(s + i * ss)), f);
+    for (int i = 0; i < 8; i++) {
+        w[i] = _mm_unpacklo_epi8(v[2 * i], v[2 * i + 1]);
+        w[i + 8] = _mm_unpackhi_epi8(v[2 * i], v[2 * i + 1]);
+    }
+    for (int i = 0; i < 8; i++) {
+        v[i] = _mm_unpacklo_epi16(w[2 * i], w[2 * i + 1]);
+        v[i + 8] = _mm_unpackhi_epi16(w[2 * i], w[2 * i + 1]);
+    }
+    for (int i = 0; i < 8; i++) {
+        w[i] = _mm_unpacklo_epi32(v[2 * i], v[2 * i + 1]);
+        w[i + 8] = _mm_unpackhi_epi32(v[2 * i], v[2 * i + 1]);
+    }
+    for (int i = 0; i < 8; i++) {
+        v[i] = _mm_unpacklo_epi64(w[2 * i], w[2 * i + 1]);
+        v[i + 8] = _mm_unpackhi_epi64(w[2 * i], w[2 * i + 1]);
+    }
+    for (int k = 0; k < 16; k++)
+        _mm_storeu_si128((__m128i *)(d + col[k] * ds), v[k]);
+#else
+    for (int i = 0; i < 16; i++)
+        for (int j = 0; j < 16; j++)
+            d[j * ds + i] = (uint8_t)(s[i * ss + j] ^ flip);
+#endif
+}
+
+/* d[j * ds + i] = s[i * ss + j] ^ flip for i < rows, j < cols: 16 x 16 tiles, then the edges. */
+static void qconv_transpose(const uint8_t *s, int64_t ss, uint8_t *d, int64_t ds, int64_t rows,
+                            int64_t cols, uint8_t flip)
+{
+    int64_t r16 = rows / 16 * 16, c16 = cols / 16 * 16;
+    for (int64_t i = 0; i < r16; i += 16)
+        for (int64_t j = 0; j < c16; j += 16)
+            qconv_transpose16(s + i * ss + j, ss, d + j * ds + i, ds, flip);
+    for (int64_t i = 0; i < rows; i++)
+        for (int64_t j = i < r16 ? c16 : 0; j < cols; j++)
+            d[j * ds + i] = (uint8_t)(s[i * ss + j] ^ flip);
+}
 
 /* A block's 8-bit outputs: requantized row-major into `tq`, then each channel's run of pixels
  * into Y. */
@@ -1651,17 +1700,13 @@ static void qconv_requant(const qconv_job *j, int64_t gi, int64_t e0, int64_t ro
 {
     const qconv_plan *p = j->p;
     int64_t mg = p->mg, M = p->M, m0 = gi * mg;
-    const double *zw = j->chans + m0, *base = zw + M, *bias = base + M, *mult = bias + M;
-    double yz = j->yz;
+    const int64_t *zw = (const int64_t *)(j->chans + 4 * M) + m0, *off = zw + M;
+    const float *mult = (const float *)(zw - m0 + 2 * M) + m0;
     bool is_signed = j->k->out[0]->dtype == SS_DT_INT8;
-    qconv_requant_rows(acc, xs, rows, mg, zw, base, bias, mult, yz, is_signed ? -128 : 0,
+    qconv_requant_rows(acc, xs, rows, mg, zw, off, mult, (float)j->yz, is_signed ? -128 : 0,
                        is_signed ? 127 : 255, tq);
-    uint8_t *y = j->k->out[0]->data;
-    for (int64_t mi = 0; mi < mg; mi++) {
-        uint8_t *o = y + (j->n * p->M + gi * mg + mi) * p->g.ovol + e0;
-        for (int64_t r = 0; r < rows; r++)
-            o[r] = tq[r * mg + mi];
-    }
+    uint8_t *y = (uint8_t *)j->k->out[0]->data + (j->n * p->M + m0) * p->g.ovol + e0;
+    qconv_transpose(tq, mg, y, p->g.ovol, rows, mg, 0);
 }
 
 /* One part's blocks: rows, the kernel's sums, the zero points' terms, then Y. */
@@ -1718,9 +1763,7 @@ static void qconv_prep_part(void *ctx, int part, int parts)
     for (int64_t i0;
          (i0 = __atomic_fetch_add(&j->next_prep, QCONV_PREP_PIXELS, __ATOMIC_RELAXED)) < ivol;) {
         int64_t i1 = i0 + QCONV_PREP_PIXELS < ivol ? i0 + QCONV_PREP_PIXELS : ivol;
-        for (int64_t c = 0; c < C; c++)
-            for (int64_t i = i0; i < i1; i++)
-                j->xt[i * C + c] = (uint8_t)(j->x[c * ivol + i] + shift);
+        qconv_transpose(j->x + i0, ivol, j->xt + i0 * C, C, C, i1 - i0, shift);
         for (int64_t gi = 0; gi < p->group; gi++)
             for (int64_t i = i0; i < i1; i++) {
                 const uint8_t *px = j->xt + i * C + gi * cg;
@@ -1746,10 +1789,13 @@ static ss_status *qconv_fast_run(ss_kctx *k)
                    .chans = chans,
                    .blocks = (p->g.ovol + QCONV_FAST_ROWS - 1) / QCONV_FAST_ROWS,
                    .zx = (int32_t)((int64_t)qconv_param(k, 2, 0, 0) + shift)};
+    int64_t *izw = (int64_t *)(chans + 4 * p->M), *ioff = izw + p->M;
+    float *fmult = (float *)(ioff + p->M);
     for (int64_t m = 0; m < p->M; m++) { /* the scales and zero points may change per run */
         qconv_chan c = qconv_channel(&j, m);
         chans[m] = c.zw, chans[p->M + m] = c.base, chans[2 * p->M + m] = c.bias;
         chans[3 * p->M + m] = c.mult, j.yz = c.yz;
+        izw[m] = (int64_t)c.zw, ioff[m] = (int64_t)(c.base + c.bias), fmult[m] = (float)c.mult;
     }
     int prep_parts = p->parts;
     if (prep_parts > (p->g.ivol + QCONV_PREP_PIXELS - 1) / QCONV_PREP_PIXELS)
@@ -1823,7 +1869,7 @@ static void qconv_dw_part(void *ctx, int part, int parts)
         int32_t zw = (int32_t)qconv_param(k, p->qlinear ? 5 : 3, c, 0);
         for (int64_t t = 0; t < g->kvol; t++)
             wk[t] = (int32_t)ss_op_elem_i64(w, c * g->kvol + t) - zw;
-        double zero = 0, bias = 0, mult = 1, yz = 0;
+        double bias = 0, mult = 1, yz = 0;
         if (p->qlinear) {
             mult = (float)qconv_param(k, 1, 0, 1) * (float)qconv_param(k, 4, c, 1) /
                    (float)qconv_param(k, 6, 0, 1);
@@ -1853,7 +1899,9 @@ static void qconv_dw_part(void *ctx, int part, int parts)
                 }
                 int64_t o = pl * g->ovol + (od * g->out[1] + oh) * g->out[2];
                 if (y8) {
-                    qconv_requant_rows(acc, acc, g->out[2], 1, &zero, &zero, &bias, &mult, yz,
+                    int64_t zero_i = 0, bias_i = (int64_t)bias;
+                    float mult_f = (float)mult;
+                    qconv_requant_rows(acc, acc, g->out[2], 1, &zero_i, &bias_i, &mult_f, (float)yz,
                                        y_signed ? -128 : 0, y_signed ? 127 : 255,
                                        (uint8_t *)y->data + o);
                     continue;
