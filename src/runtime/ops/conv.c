@@ -1582,6 +1582,17 @@ static void qconv_rows(const qconv_job *j, int64_t gi, int64_t e0, int64_t rows,
             int64_t id = od * g->s[0] - g->pb[0] + kd * g->d[0];
             for (int64_t kh = 0; kh < g->k[1]; kh++) {
                 int64_t ih = oh * g->s[1] - g->pb[1] + kh * g->d[1];
+                int64_t iw0 = ow * g->s[2] - g->pb[2], iw1 = iw0 + (g->k[2] - 1) * g->d[2];
+                if (cg == C && g->d[2] == 1 && iw0 >= 0 && iw1 < g->in[2] && id >= 0 &&
+                    id < g->in[0] && ih >= 0 && ih < g->in[1]) {
+                    /* the row's taps inside the image: contiguous channels-last pixels */
+                    int64_t at = (id * g->in[1] + ih) * g->in[2] + iw0;
+                    memcpy(row, j->xt + at * C, (size_t)(g->k[2] * C));
+                    for (int64_t kw = 0; kw < g->k[2]; kw++)
+                        sum += ps[at + kw];
+                    row += g->k[2] * cg;
+                    continue;
+                }
                 for (int64_t kw = 0; kw < g->k[2]; kw++, row += cg) {
                     int64_t iw = ow * g->s[2] - g->pb[2] + kw * g->d[2];
                     int64_t at = (id * g->in[1] + ih) * g->in[2] + iw;
