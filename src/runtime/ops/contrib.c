@@ -836,17 +836,24 @@ static ss_status *nbits_f32p_plan(ss_kctx *k, nbits_plan *p)
 {
     nbits_layout lay;
     if (!(p->f32p = nbits_find(k, p, 2, &lay))) {
-        float *w = malloc(sizeof(float) * (size_t)(p->N * p->K));
+        /* a panel of weight rows at a time: no float32 copy of the whole matrix beside the
+         * packed one */
+        int64_t rows = SS_GEMM_F32P_PANEL;
+        float *w = malloc(sizeof(float) * (size_t)(rows * p->K));
         float *packed = ss_gemm_f32p_alloc(p->K, p->N);
         if (!w || !packed) {
             free(w);
             free(packed);
             return ss_op_err(k, SS_ERR_NOMEM, "cannot allocate %zu bytes of float32 weights",
-                             2 * sizeof(float) * (size_t)(p->N * p->K));
+                             ss_gemm_f32p_packed_bytes(p->K, p->N));
         }
-        nbits_dequant(p, ss_kctx_value(k, 1), ss_kctx_value(k, 2),
-                      k->n_in > 3 && k->in[3] ? ss_kctx_value(k, 3) : NULL, w);
-        ss_gemm_f32p_pack(w, p->K, p->N, p->K, true, packed); /* w is [N, K] */
+        const ss_tensor *zp = k->n_in > 3 && k->in[3] ? ss_kctx_value(k, 3) : NULL;
+        for (int64_t n0 = 0, panel = 0; n0 < p->N; n0 += rows, panel++) {
+            for (int64_t n = n0; n < n0 + rows && n < p->N; n++)
+                nbits_dequant_row(p, ss_kctx_value(k, 1), ss_kctx_value(k, 2), zp, n,
+                                  w + (n - n0) * p->K);
+            ss_gemm_f32p_pack_panel(w, p->K, p->N, p->K, true, panel, packed); /* [N, K] */
+        }
         free(w);
         p->f32p = packed;
         nbits_keep(k, p, &lay, packed);

@@ -11,7 +11,7 @@
 #include <immintrin.h>
 #endif
 
-#define PANEL 64 /* columns per panel: 4 AVX-512 vectors */
+#define PANEL SS_GEMM_F32P_PANEL /* columns per panel: 4 AVX-512 vectors */
 #define NV 4
 #define MR 6   /* rows per register tile */
 #define KC 512 /* k per block: 128 KiB of a panel, reread from L2 by each pass of M */
@@ -52,22 +52,27 @@ float *ss_gemm_f32p_alloc(int64_t K, int64_t N)
     return ss_huge_alloc(ss_gemm_f32p_packed_bytes(K, N));
 }
 
+void ss_gemm_f32p_pack_panel(const float *B, int64_t K, int64_t N, int64_t ldb, bool tb, int64_t p,
+                             float *out)
+{
+    int64_t n0 = p * PANEL, w = N - n0 < PANEL ? N - n0 : PANEL;
+    for (int64_t k = 0; k < K; k++) {
+        float *o = out + (p * K + k) * PANEL;
+        if (!tb) {
+            memcpy(o, B + k * ldb, (size_t)w * sizeof(float));
+        } else {
+            for (int64_t c = 0; c < w; c++)
+                o[c] = B[c * ldb + k];
+        }
+        for (int64_t c = w; c < PANEL; c++)
+            o[c] = 0.0f;
+    }
+}
+
 void ss_gemm_f32p_pack(const float *B, int64_t K, int64_t N, int64_t ldb, bool tb, float *out)
 {
-    int64_t np = panels_of(N);
-    for (int64_t p = 0; p < np; p++)
-        for (int64_t k = 0; k < K; k++) {
-            float *o = out + (p * K + k) * PANEL;
-            int64_t n0 = p * PANEL, w = N - n0 < PANEL ? N - n0 : PANEL;
-            if (!tb) {
-                memcpy(o, B + k * ldb + n0, (size_t)w * sizeof(float));
-            } else {
-                for (int64_t c = 0; c < w; c++)
-                    o[c] = B[(n0 + c) * ldb + k];
-            }
-            for (int64_t c = w; c < PANEL; c++)
-                o[c] = 0.0f;
-        }
+    for (int64_t p = 0; p < panels_of(N); p++)
+        ss_gemm_f32p_pack_panel(B + (tb ? p * PANEL * ldb : p * PANEL), K, N, ldb, tb, p, out);
 }
 
 /* ------------------------------------------------------------------ AVX-512 tile */

@@ -42,6 +42,13 @@ size_t ss_gemm_f32p_packed_bytes(int64_t K, int64_t N);
 float *ss_gemm_f32p_alloc(int64_t K, int64_t N);
 /* Packs B (K x N, row stride ldb; stored N x K when tb) into `out`. */
 void ss_gemm_f32p_pack(const float *B, int64_t K, int64_t N, int64_t ldb, bool tb, float *out);
+/* The packed form holds panels of SS_GEMM_F32P_PANEL columns, panel p at
+ * out + p * K * SS_GEMM_F32P_PANEL: packs panel p from B's columns p * SS_GEMM_F32P_PANEL ..
+ * (N of them in all), with B pointing at the panel's first column (its first row when tb), so a
+ * caller can produce B a panel at a time. */
+#define SS_GEMM_F32P_PANEL 64
+void ss_gemm_f32p_pack_panel(const float *B, int64_t K, int64_t N, int64_t ldb, bool tb, int64_t p,
+                             float *out);
 
 /* C = A x Bp, or C += A x Bp with acc (lda / ldc: row strides in floats), on up to `threads`
  * parts of the gemm pool (reserve it at plan time). Any M >= 1; the caller checked
