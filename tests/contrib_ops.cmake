@@ -41,13 +41,13 @@ endfunction()
 if(EXISTS ${ss_ort_oracle}/onnxruntime-node AND EXISTS ${ss_ort_oracle}/onnx-proto)
   ss_ort_case_suite(contrib_cases 70)
   ss_ort_case_suite(ort_op_cases 15)
-  ss_ort_case_suite(ort_qlinear_cases 102)
+  ss_ort_case_suite(ort_qlinear_cases 103)
   ss_ort_case_suite(ort_function_cases 8)
   # the quantized products' reference path (exact float64 sums), which CPUs without AVX512-VNNI
   # take, checked here too: SHARDSERVE_KERNELS=blas keeps every op off the VNNI kernel
   add_test(NAME onnx_ort_qlinear_cases_reference
            COMMAND ${SS_TEST_DIR}/onnx/conformance.sh $<TARGET_FILE:shardserve>
-                   ${CMAKE_BINARY_DIR}/ort-qlinear-cases 102 --no-skips)
+                   ${CMAKE_BINARY_DIR}/ort-qlinear-cases 103 --no-skips)
   set_tests_properties(onnx_ort_qlinear_cases_reference PROPERTIES
                        FIXTURES_REQUIRED ort_qlinear_cases ENVIRONMENT SHARDSERVE_KERNELS=blas)
   # the nested-functions model split over 2 ranks and over 2 stages equals onnxruntime's output

@@ -2,7 +2,8 @@
  * Element-wise fusion (ops/fusion.h, session.c: fuse_plan): every model of
  * tests/onnx/fusion_cases.py gives the same outputs fused and unfused (within float rounding), at
  * 1 and 2 threads, fuses exactly the nodes it should (none where the value between has another
- * reader, is a graph output, or grows by broadcasting), and a fused run allocates nothing. With
+ * reader, is a graph output, or grows by broadcasting), and a fused run allocates nothing; under
+ * BLAS kernels too (the quantized products' float64 path, which fuses one node fewer). With
  * every Conv on oneDNN, the Convs the case names run their chain's leading steps as post-ops, with
  * the same outputs.
  */
@@ -133,8 +134,12 @@ static void every_case_matches_unfused(void)
         int want = -1, want_po = -1, want_mm = -1, want_no_vnni = -1, mm = -1;
         if (sscanf(line, "%127s %d %d %d %d", name, &want, &want_po, &want_mm, &want_no_vnni) != 5)
             continue;
-        if (!ss_gemm_q8_supported()) want = want_no_vnni;
         snprintf(path, sizeof path, "%s/%s.onnx", test_argv[1], name);
+        /* with BLAS kernels the quantized products take their float64 path, as without VNNI */
+        ss_kernels_force(SS_KERNELS_BLAS);
+        case_matches_unfused(name, path, want_no_vnni, 7u + (unsigned)cases, &mm);
+        ss_kernels_force(SS_KERNELS_AUTO);
+        if (!ss_gemm_q8_supported()) want = want_no_vnni;
         case_matches_unfused(name, path, want, 7u + (unsigned)cases, &mm);
         ss_kernels_force(SS_KERNELS_ONEDNN);
         int po = case_matches_unfused(name, path, want, 7u + (unsigned)cases, &mm);

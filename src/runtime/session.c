@@ -830,17 +830,22 @@ static void fuse_unlink(struct ss_plan *p, int before, int *tail, int b)
     p->n_fused--;
 }
 
+static bool has_subgraph(const ss_onnx_node *n);
+
 /* Moves the node computing the single value u to run just before head, when everything it reads
  * is ready then, so a step after head can take u as its operand (quantize_dynamic writes the Mul
  * of activation and weight scales after the MatMulInteger those scales apply to). Only nodes
- * whose outputs are single values move, so no buffer lives longer. */
+ * whose outputs are single values move, so no buffer lives longer, and none with effects (a
+ * collective, or a subgraph that may hold one: collectives keep their order across ranks). */
 static bool fuse_hoist(struct ss_plan *p, const fuse_graph *g, int head, int u)
 {
     int b = p->s->values[u].producer;
     if (p->known[u] || b < 0 || g->pos[b] <= g->pos[head] || p->fuse_head[b] >= 0 || p->epi[b])
         return false;
     const node_def *bd = &p->s->nodes[b];
-    if (bd->op->flags & (SS_OPF_NO_FOLD | SS_OPF_DYNAMIC_SHAPE | SS_OPF_STRING_OUT)) return false;
+    if ((bd->op->flags & (SS_OPF_NO_FOLD | SS_OPF_DYNAMIC_SHAPE | SS_OPF_STRING_OUT)) ||
+        has_subgraph(bd->node))
+        return false;
     for (int j = 0; j < bd->n_out; j++)
         if (bd->out_ids[j] >= 0 && ss_tensor_numel(&p->vals[bd->out_ids[j]]) != 1) return false;
     for (int j = 0; j < bd->n_in; j++)

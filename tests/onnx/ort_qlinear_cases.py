@@ -416,12 +416,12 @@ def qconv_vnni_cases(out):
     1-D, uint8 and int8 outputs. Compared exactly, as every case here."""
     ins = ["x", "sx", "zx", "w", "sw", "zw", "sy", "zy", "b"]
 
-    def qconv(name, x, w, zx, zw, sw, zy, attrs, bias=True):
+    def qconv(name, x, w, zx, zw, sw, zy, attrs, bias=True, b=None):
         M = w.shape[0]
         inits = [("sx", scale(0.02)), ("zx", zx), ("w", w), ("sw", sw), ("zw", zw),
                  ("sy", scale(0.6)), ("zy", zy)]
         if bias:
-            inits.append(("b", rng.integers(-2000, 2000, M).astype(np.int32)))
+            inits.append(("b", rng.integers(-2000, 2000, M).astype(np.int32) if b is None else b))
         case(out, name, [helper.make_node("QLinearConv", ins if bias else ins[:8], ["y"], **attrs)],
              [("x", x)], [("y", Q[zy.dtype.type])], inits)
 
@@ -438,6 +438,13 @@ def qconv_vnni_cases(out):
     qconv("qlinearconv_vnni_1d", q(np.uint8, 2, 17, 30), q(np.int8, 48, 17, 5),
           zp(np.uint8, 128), zp(np.int8, 0), scale(0.01), zp(np.uint8, 128),
           dict(strides=[3], pads=[2, 1]))
+    # one channel's bias near int32's limit: the requantization cannot use int32 sums for this
+    # call (qconv_requant's wide path), the other channels' values check it
+    big = rng.integers(-2000, 2000, 32).astype(np.int32)
+    big[5] = 2146000000  # + this channel's sums stays below 2^31 (onnxruntime adds in int32)
+    qconv("qlinearconv_vnni_wide_sums", q(np.uint8, 1, 24, 8, 8), q(np.uint8, 32, 24, 3, 3),
+          zp(np.uint8, 131), zp(np.uint8, 126), per_ch, zp(np.uint8, 100),
+          dict(pads=[1, 1, 1, 1]), b=big)
     # depthwise (one channel per group): the direct int32 kernel, on every CPU
     dw_ch = rng.uniform(0.005, 0.02, 12).astype(np.float32)
     qconv("qlinearconv_depthwise_u8_s8", q(np.uint8, 2, 12, 9, 10), q(np.int8, 12, 1, 3, 3),

@@ -1357,8 +1357,8 @@ static size_t qconv_chans_at(const qconv_plan *p)
 
 static size_t qconv_parts_at(const qconv_plan *p)
 {
-    /* chans: 4 x M doubles (qconv_chan), then qconv_requant's M x (zw, base + bias, mult) */
-    return qconv_chans_at(p) + sizeof(double) * (size_t)(7 * p->M) + 64;
+    /* chans: 4 x M doubles (qconv_chan), then qconv_requant's terms (qconv_terms) */
+    return qconv_chans_at(p) + sizeof(double) * (size_t)(8 * p->M) + 64;
 }
 
 static ss_status *qconv_fast_plan(ss_kctx *k, qconv_plan *p)
@@ -1454,6 +1454,9 @@ static ss_status *qconv_infer_common(ss_kctx *k, int iw, bool qlinear)
     if (!st && qlinear) st = qconv_check_param(k, 4, M, "w_scale");
     if (!st && qlinear) st = qconv_check_param(k, 8, M, "B");
     if (st) return st;
+    if (qlinear && k->n_in > 8 && k->in[8] && k->in[8]->dtype != SS_DT_INT32)
+        return ss_op_err(k, SS_ERR_INVALID, "B (the bias) must be int32, not %s",
+                         ss_dtype_name(k->in[8]->dtype));
     ss_dtype ydt = qlinear ? k->in[7]->dtype : SS_DT_INT32;
     if (qlinear && !ss_quant_dtype(ydt))
         return ss_op_err(k, SS_ERR_UNSUPPORTED, "y_zero_point of type %s", ss_dtype_name(ydt));
@@ -1553,10 +1556,18 @@ static void qconv_store(const ss_kctx *k, const qconv_plan *p, const double *acc
 typedef struct {
     const ss_kctx *k;
     const qconv_plan *p;
-    const uint8_t *x;    /* the image as X holds it */
-    uint8_t *xt;         /* ... channels-last, as uint8 */
-    int32_t *psum;       /* per group and input pixel: the sum of its channels in xt */
-    const double *chans; /* per output channel: zw, base, bias, mult (qconv_channel), M each */
+    const uint8_t *x; /* the image as X holds it */
+    uint8_t *xt;      /* ... channels-last, as uint8 */
+    int32_t *psum;    /* per group and input pixel: the sum of its channels in xt */
+    /* per output channel: zw, base, bias, mult (qconv_channel), M each, in the scratch; then the
+     * arrays below */
+    const double *chans;
+    /* the same for qconv_requant: zw and base + bias as int64, or as int32 when every sum fits
+     * (narrow), and mult as float32, M each */
+    const int64_t *zw64, *off64;
+    const int32_t *zw32, *off32;
+    const float *mult;
+    bool narrow;
     double yz;
     int64_t next_prep; /* the next run of pixels a part transposes */
     int64_t n, blocks; /* image; blocks of QCONV_FAST_ROWS pixels per group */
@@ -1634,27 +1645,32 @@ static qconv_chan qconv_channel(const qconv_job *j, int64_t m)
 
 /* rows x mg requantized 8-bit values, row-major, from the block's sums (acc, row-major) and row
  * sums: per channel vectors of its terms (off: base + bias), so each row is one vector loop. The
- * sum is the exact integer in int64, so its float32 is qconv_store's; the rounded value plus the
- * zero point is exact in float32 wherever it is not clamped anyway. */
-SS_ISA_INLINE void qconv_requant_rows_body(const int32_t *restrict acc, const int32_t *restrict xs,
-                                           int64_t rows, int64_t mg, const int64_t *restrict zw,
-                                           const int64_t *restrict off, const float *restrict mult,
-                                           float yz, float lo, float hi, uint8_t *restrict out)
-{
-    for (int64_t r = 0; r < rows; r++) {
-        int64_t x = xs[r];
-        for (int64_t i = 0; i < mg; i++) {
-            float v = rintf((float)(acc[r * mg + i] - zw[i] * x + off[i]) * mult[i]) + yz;
-            v = v != v ? 0 : v < lo ? lo : v > hi ? hi : v; /* NaN has no integer: 0 */
-            out[r * mg + i] = (uint8_t)(int32_t)v;
-        }
-    }
-}
-SS_ISA_VARIANTS(void, qconv_requant_rows,
-                (const int32_t *restrict acc, const int32_t *restrict xs, int64_t rows, int64_t mg,
-                 const int64_t *restrict zw, const int64_t *restrict off,
-                 const float *restrict mult, float yz, float lo, float hi, uint8_t *restrict out),
-                (acc, xs, rows, mg, zw, off, mult, yz, lo, hi, out))
+ * sum is the exact integer in T (int64, or int32 where the caller knows every sum fits), so its
+ * float32 is qconv_store's; the rounded value plus the zero point is exact in float32 wherever it
+ * is not clamped anyway. */
+#define QCONV_REQUANT_ROWS(NAME, T)                                                                \
+    SS_ISA_INLINE void NAME##_body(const int32_t *restrict acc, const int32_t *restrict xs,        \
+                                   int64_t rows, int64_t mg, const T *restrict zw,                 \
+                                   const T *restrict off, const float *restrict mult, float yz,    \
+                                   float lo, float hi, uint8_t *restrict out)                      \
+    {                                                                                              \
+        for (int64_t r = 0; r < rows; r++) {                                                       \
+            T x = xs[r];                                                                           \
+            for (int64_t i = 0; i < mg; i++) {                                                     \
+                float v = rintf((float)(acc[r * mg + i] - zw[i] * x + off[i]) * mult[i]) + yz;     \
+                v = v != v ? 0 : v < lo ? lo : v > hi ? hi : v; /* NaN has no integer: 0 */        \
+                out[r * mg + i] = (uint8_t)(int32_t)v;                                             \
+            }                                                                                      \
+        }                                                                                          \
+    }                                                                                              \
+    SS_ISA_VARIANTS(void, NAME,                                                                    \
+                    (const int32_t *restrict acc, const int32_t *restrict xs, int64_t rows,        \
+                     int64_t mg, const T *restrict zw, const T *restrict off,                      \
+                     const float *restrict mult, float yz, float lo, float hi,                     \
+                     uint8_t *restrict out),                                                       \
+                    (acc, xs, rows, mg, zw, off, mult, yz, lo, hi, out))
+QCONV_REQUANT_ROWS(qconv_requant_rows, int64_t)
+QCONV_REQUANT_ROWS(qconv_requant_rows32, int32_t)
 
 /* 16 x 16 bytes transposed: d[j * ds + i] = s[i * ss + j] ^ flip (flip 128 shifts int8 to
  * uint8). With SSE2, four rounds of unpacks, which leave column j in register bitrev4(j). */
@@ -1710,12 +1726,15 @@ static void qconv_requant(const qconv_job *j, int64_t gi, int64_t e0, int64_t ro
                           const int32_t *acc, const int32_t *xs, uint8_t *tq)
 {
     const qconv_plan *p = j->p;
-    int64_t mg = p->mg, M = p->M, m0 = gi * mg;
-    const int64_t *zw = (const int64_t *)(j->chans + 4 * M) + m0, *off = zw + M;
-    const float *mult = (const float *)(zw - m0 + 2 * M) + m0;
+    int64_t mg = p->mg, m0 = gi * mg;
     bool is_signed = j->k->out[0]->dtype == SS_DT_INT8;
-    qconv_requant_rows(acc, xs, rows, mg, zw, off, mult, (float)j->yz, is_signed ? -128 : 0,
-                       is_signed ? 127 : 255, tq);
+    float yz = (float)j->yz, lo = is_signed ? -128 : 0, hi = is_signed ? 127 : 255;
+    if (j->narrow)
+        qconv_requant_rows32(acc, xs, rows, mg, j->zw32 + m0, j->off32 + m0, j->mult + m0, yz, lo,
+                             hi, tq);
+    else
+        qconv_requant_rows(acc, xs, rows, mg, j->zw64 + m0, j->off64 + m0, j->mult + m0, yz, lo, hi,
+                           tq);
     uint8_t *y = (uint8_t *)j->k->out[0]->data + (j->n * p->M + m0) * p->g.ovol + e0;
     qconv_transpose(tq, mg, y, p->g.ovol, rows, mg, 0);
 }
@@ -1800,14 +1819,23 @@ static ss_status *qconv_fast_run(ss_kctx *k)
                    .chans = chans,
                    .blocks = (p->g.ovol + QCONV_FAST_ROWS - 1) / QCONV_FAST_ROWS,
                    .zx = (int32_t)((int64_t)qconv_param(k, 2, 0, 0) + shift)};
-    int64_t *izw = (int64_t *)(chans + 4 * p->M), *ioff = izw + p->M;
-    float *fmult = (float *)(ioff + p->M);
+    int64_t *zw64 = (int64_t *)(chans + 4 * p->M), *off64 = zw64 + p->M;
+    int32_t *zw32 = (int32_t *)(off64 + p->M), *off32 = zw32 + p->M;
+    float *mult = (float *)(off32 + p->M);
+    /* every sum acc - zw x + off fits int32 when |acc| <= K 255 128, |x| <= K 255 and this holds
+     * for the largest |zw| and |off| */
+    double most = (double)p->K * 255 * 128;
     for (int64_t m = 0; m < p->M; m++) { /* the scales and zero points may change per run */
         qconv_chan c = qconv_channel(&j, m);
         chans[m] = c.zw, chans[p->M + m] = c.base, chans[2 * p->M + m] = c.bias;
         chans[3 * p->M + m] = c.mult, j.yz = c.yz;
-        izw[m] = (int64_t)c.zw, ioff[m] = (int64_t)(c.base + c.bias), fmult[m] = (float)c.mult;
+        zw64[m] = (int64_t)c.zw, off64[m] = (int64_t)(c.base + c.bias), mult[m] = (float)c.mult;
+        zw32[m] = (int32_t)zw64[m], off32[m] = (int32_t)off64[m];
+        double term = fabs(c.zw) * (double)p->K * 255 + fabs(c.base + c.bias);
+        most = term + (double)p->K * 255 * 128 > most ? term + (double)p->K * 255 * 128 : most;
     }
+    j.zw64 = zw64, j.off64 = off64, j.zw32 = zw32, j.off32 = off32, j.mult = mult;
+    j.narrow = most < 2147483647.0;
     int prep_parts = p->parts;
     if (prep_parts > (p->g.ivol + QCONV_PREP_PIXELS - 1) / QCONV_PREP_PIXELS)
         prep_parts = (int)((p->g.ivol + QCONV_PREP_PIXELS - 1) / QCONV_PREP_PIXELS);
