@@ -1658,7 +1658,9 @@ static qconv_chan qconv_channel(const qconv_job *j, int64_t m)
             T x = xs[r];                                                                           \
             for (int64_t i = 0; i < mg; i++) {                                                     \
                 float v = rintf((float)(acc[r * mg + i] - zw[i] * x + off[i]) * mult[i]) + yz;     \
-                v = v != v ? 0 : v < lo ? lo : v > hi ? hi : v; /* NaN has no integer: 0 */        \
+                v = v == v ? v : 0;  /* NaN has no integer: 0 */                                   \
+                v = v < lo ? lo : v; /* vmaxps, then vminps */                                     \
+                v = v > hi ? hi : v;                                                               \
                 out[r * mg + i] = (uint8_t)(int32_t)v;                                             \
             }                                                                                      \
         }                                                                                          \
