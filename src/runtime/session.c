@@ -832,12 +832,13 @@ static void fuse_unlink(struct ss_plan *p, int before, int *tail, int b)
 
 static bool has_subgraph(const ss_onnx_node *n);
 
-/* Moves the node computing the single value u to run just before head, when everything it reads
- * is ready then, so a step after head can take u as its operand (quantize_dynamic writes the Mul
- * of activation and weight scales after the MatMulInteger those scales apply to). Only nodes
- * whose outputs are single values move, so no buffer lives longer, and none with effects (a
- * collective, or a subgraph that may hold one: collectives keep their order across ranks). */
-static bool fuse_hoist(struct ss_plan *p, const fuse_graph *g, int head, int u)
+/* Whether the node computing the single value u, which runs after head, may run just before it
+ * (everything it reads is ready then), so a step after head can take u as its operand
+ * (quantize_dynamic writes the Mul of activation and weight scales after the MatMulInteger those
+ * scales apply to). Only nodes whose outputs are single values move, so no buffer lives longer,
+ * and none with effects (a collective, or a subgraph that may hold one: collectives keep their
+ * order across ranks). */
+static bool fuse_movable(const struct ss_plan *p, const fuse_graph *g, int head, int u)
 {
     int b = p->s->values[u].producer;
     if (p->known[u] || b < 0 || g->pos[b] <= g->pos[head] || p->fuse_head[b] >= 0 || p->epi[b])
@@ -850,12 +851,19 @@ static bool fuse_hoist(struct ss_plan *p, const fuse_graph *g, int head, int u)
         if (bd->out_ids[j] >= 0 && ss_tensor_numel(&p->vals[bd->out_ids[j]]) != 1) return false;
     for (int j = 0; j < bd->n_in; j++)
         if (bd->in_ids[j] >= 0 && !fuse_ready(p, g, bd->in_ids[j], g->pos[head])) return false;
-    int at = g->pos[head], from = g->pos[b];
+    return true;
+}
+
+/* Runs the node computing u (fuse_movable) just before head, unless it already runs before it
+ * (u read twice by the step). */
+static void fuse_move(struct ss_plan *p, const fuse_graph *g, int head, int u)
+{
+    int b = p->s->values[u].producer, at = g->pos[head], from = g->pos[b];
+    if (from < at) return;
     memmove(p->exec + at + 1, p->exec + at, sizeof(int) * (size_t)(from - at));
     p->exec[at] = b;
     for (int e = at; e <= from; e++)
         g->pos[p->exec[e]] = e;
-    return true;
 }
 
 /* The single reader of v as a step of ep (with scalars_only, only when its other operands are
@@ -866,13 +874,14 @@ static int fuse_step(struct ss_plan *p, const fuse_graph *g, ss_epilogue *ep, in
     int b = g->user[v];
     const node_def *bd = &p->s->nodes[b];
     if (g->pos[b] < 0 || bd->n_out != 1 || bd->out_ids[0] < 0 || bd->n_in > 8) return -1;
-    bool ready[8];
+    bool ready[8], move[8];
     int chain = -1;
     for (int j = 0; j < bd->n_in; j++) {
         int u = bd->in_ids[j];
         if (u == v) chain = j;
-        ready[j] =
-            u >= 0 && u != v && (fuse_ready(p, g, u, g->pos[head]) || fuse_hoist(p, g, head, u));
+        ready[j] = u >= 0 && u != v && fuse_ready(p, g, u, g->pos[head]);
+        move[j] = u >= 0 && u != v && !ready[j] && fuse_movable(p, g, head, u);
+        ready[j] = ready[j] || move[j];
         if (scalars_only && u >= 0 && u != v && (!p->known[u] || ss_tensor_numel(&p->vals[u]) != 1))
             return -1;
     }
@@ -880,6 +889,8 @@ static int fuse_step(struct ss_plan *p, const fuse_graph *g, ss_epilogue *ep, in
     if (chain < 0 ||
         !ss_epilogue_add_node(ep, bd->node, bd->opset, bd->n_in, k->in, ready, chain, k->out[0]))
         return -1;
+    for (int j = 0; j < bd->n_in; j++) /* the step joined: its operands' nodes move */
+        if (move[j]) fuse_move(p, g, head, bd->in_ids[j]);
     return b;
 }
 
