@@ -55,8 +55,8 @@ size_t ss_gemm_q4_packed_bytes(int64_t K, int64_t N, int64_t block)
     return (b + 63) / 64 * 64;
 }
 
-void ss_gemm_q4_pack(const uint8_t *B, const float *scales, const uint8_t *zp, int64_t K, int64_t N,
-                     int64_t block, void *out)
+void ss_gemm_q4_pack(const uint8_t *B, const float *scales, const uint8_t *zp, int64_t K,
+                     int64_t N, int64_t block, void *out)
 {
     int64_t G = groups_of(N), nb = blocks_of(K, block), cb = block / 8, blob = block / 2;
     int64_t zrow = (nb + 1) / 2;
@@ -75,8 +75,8 @@ void ss_gemm_q4_pack(const uint8_t *B, const float *scales, const uint8_t *zp, i
                 dst[v * 64 + c * 4 + j % 4] |= (uint8_t)(j < 4 ? q : q << 4);
             }
             S[(g * nb + b) * COLS + c] = scales[n * nb + b];
-            Z[(g * nb + b) * COLS + c] =
-                zp ? (uint8_t)((zp[n * zrow + b / 2] >> (b % 2 * 4)) & 15) : 8;
+            Z[(g * nb + b) * COLS + c] = zp ? (uint8_t)((zp[n * zrow + b / 2] >> (b % 2 * 4)) & 15)
+                                            : 8;
         }
     }
 }
@@ -99,13 +99,13 @@ size_t ss_gemm_q4_scratch(int64_t M, int64_t K, int64_t block)
 
 typedef struct {
     int64_t M, N, nb, block, G;
-    const int8_t *Aq;    /* M rows of row_bytes */
-    int64_t ldq;         /* row_bytes */
-    const int32_t *asum; /* M x nb */
-    const float *rscale; /* M */
-    const uint8_t *W;    /* packed weights */
-    const float *S;      /* scales */
-    const uint8_t *Z;    /* zero points */
+    const int8_t *Aq;     /* M rows of row_bytes */
+    int64_t ldq;          /* row_bytes */
+    const int32_t *asum;  /* M x nb */
+    const float *rscale;  /* M */
+    const uint8_t *W;     /* packed weights */
+    const float *S;       /* scales */
+    const uint8_t *Z;     /* zero points */
     float *C;
     int64_t ldc;
     int64_t next; /* the next group a part claims */
@@ -116,30 +116,16 @@ typedef struct {
 Q4_TARGET static void q4_row(const float *a, int64_t K, int64_t nb, int64_t block, int8_t *q,
                              int32_t *asum, float *scale)
 {
-    __m512 m = _mm512_setzero_ps();
-    __mmask16 bad = 0;
-    int64_t k = 0;
-    for (; k + 16 <= K; k += 16) {
-        __m512 v = _mm512_abs_ps(_mm512_loadu_ps(a + k));
-        bad |= _mm512_cmp_ps_mask(v, _mm512_set1_ps(3.402823466e+38f), _CMP_NLE_UQ);
-        m = _mm512_max_ps(m, v);
-    }
-    float am = _mm512_reduce_max_ps(m);
-    for (; k < K; k++) {
+    float am = 0;
+    bool bad = false;
+    for (int64_t k = 0; k < K; k++) {
         float v = fabsf(a[k]);
         bad |= !(v <= 3.402823466e+38f);
         am = v > am ? v : am;
     }
     float inv = !bad && am > 0 ? 127.0f / am : 0.0f;
     *scale = bad ? NAN : am / 127.0f;
-    __m512 vi = _mm512_set1_ps(inv);
-    __m512i lo = _mm512_set1_epi32(-127), hi = _mm512_set1_epi32(127);
-    for (k = 0; k + 16 <= K; k += 16) { /* cvtps rounds half to even, as nearbyintf */
-        __m512i v = _mm512_cvtps_epi32(_mm512_mul_ps(_mm512_loadu_ps(a + k), vi));
-        v = _mm512_min_epi32(_mm512_max_epi32(v, lo), hi);
-        _mm_storeu_si128((__m128i *)(q + k), _mm512_cvtepi32_epi8(v));
-    }
-    for (; k < K; k++) {
+    for (int64_t k = 0; k < K; k++) {
         float v = nearbyintf(a[k] * inv);
         q[k] = (int8_t)(v > 127.0f ? 127.0f : v < -127.0f ? -127.0f : v);
     }
@@ -187,8 +173,8 @@ Q4_TARGET static inline __attribute__((always_inline)) void q4_tile(const q4_job
         __m512i zp = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(j->Z + pb * COLS)));
         for (int r = 0; r < R; r++) {
             __m512i t = _mm512_mullo_epi32(zp, _mm512_set1_epi32(j->asum[(r0 + r) * j->nb + b]));
-            acc[r] =
-                _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_sub_epi32(sum[r], t)), scale, acc[r]);
+            acc[r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_sub_epi32(sum[r], t)), scale,
+                                     acc[r]);
         }
     }
     int64_t n0 = g * COLS, left = j->N - n0;

@@ -37,8 +37,8 @@ size_t ss_gemm_q4_packed_bytes(int64_t K, int64_t N, int64_t block);
 /* Packs MatMulNBits' B ([N][blocks][block / 2] bytes, two weights a byte, low nibble first),
  * scales ([N][blocks]) and zero points ([N][ceil(blocks / 2)] bytes, two a byte; NULL: 8) into
  * `out` (ss_gemm_q4_packed_bytes, 64-byte aligned). */
-void ss_gemm_q4_pack(const uint8_t *B, const float *scales, const uint8_t *zp, int64_t K, int64_t N,
-                     int64_t block, void *out);
+void ss_gemm_q4_pack(const uint8_t *B, const float *scales, const uint8_t *zp, int64_t K,
+                     int64_t N, int64_t block, void *out);
 /* Scratch a call of M rows needs (A's rows quantized, their block sums and scales). */
 size_t ss_gemm_q4_scratch(int64_t M, int64_t K, int64_t block);
 /* C = A x W^T (lda, ldc: row strides in floats) on up to `threads` parts of the gemm pool
