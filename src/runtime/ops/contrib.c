@@ -18,7 +18,6 @@
 
 #include "gemm_f32p.h"
 #include "gemm_kernel.h"
-#include "gemm_q4.h"
 #include "gemm_q8.h"
 #include "onednn.h"
 
@@ -648,7 +647,6 @@ typedef struct {
     bool dequant;      /* weights dequantized at plan time, after this struct */
     size_t w_offset;   /* weights in the scratch when not */
     const void *q8;    /* or requantized to gemm_q8.h's int8 weights (nbits_q8_plan) */
-    const void *q4;    /* or 4-bit as they are, in gemm_q4.h's layout (nbits_q4_plan) */
     const float *f32p; /* or dequantized into gemm_f32p.h's packed float32 panels */
     ss_packed *wref;   /* either: the session's copy, or wowned */
     void *wowned;
@@ -660,11 +658,10 @@ static void nbits_release(void *state)
     nbits_plan *p = state;
     ss_packed_release(p->wref);
     free(p->wowned);
-    p->wref = NULL, p->wowned = NULL, p->q8 = NULL, p->q4 = NULL, p->f32p = NULL;
+    p->wref = NULL, p->wowned = NULL, p->q8 = NULL, p->f32p = NULL;
 }
 
-/* The session keeps the int8 (kind 1), packed float32 (kind 2) or 4-bit (kind 3) copy of a node's
- * weights, keyed
+/* The session keeps the int8 (kind 1) or packed float32 (kind 2) copy of a node's weights, keyed
  * by B's bytes with its shape, scales and zero points, so a re-plan for another M (a new batch or
  * sequence length) finds it instead of dequantizing again. */
 typedef struct {
@@ -788,14 +785,13 @@ static bool nbits_const_weights(ss_kctx *k)
     return true;
 }
 
-/* Int8 math instead of float32: where the node allows it (accuracy_level 4, as onnxruntime reads
- * it) or the session holds weights as int8 (--weights int8), on a CPU with AVX512-VNNI. 4-bit
- * weights with integer zero points stay 4-bit (nbits_q4_plan); other widths are dequantized once
- * and requantized to gemm_q8.h's layout (int8, a scale per column: a byte per weight instead of
- * float32's four, the 2-8 bit values themselves not kept). Activations are quantized per row on
- * every call, so the error is the int8 path's (relative L2 ~4e-3 with 4-bit weights;
- * onnxruntime's level 4 quantizes activations per block, so the two differ by about that much,
- * not bit for bit). */
+/* Int8 weights instead of float32 ones: where the node allows int8 math (accuracy_level 4, as
+ * onnxruntime reads it) or the session holds weights as int8 (--weights int8), on a CPU with
+ * AVX512-VNNI, constant weights are dequantized once and requantized to gemm_q8.h's layout (int8,
+ * a scale per column), activations quantized per row on every call: a byte per weight instead
+ * of float32's four (the 2-8 bit values themselves are not kept), the int8 kernel's speed, and
+ * the int8 path's error (relative L2 ~5e-3; onnxruntime's level 4 quantizes activations per
+ * block and keeps the 4-bit weights, so the two differ by that much, not bit for bit). */
 static bool nbits_wants_q8(const ss_kctx *k, const nbits_plan *p)
 {
     bool asked =
@@ -830,34 +826,6 @@ static ss_status *nbits_q8_plan(ss_kctx *k, nbits_plan *p)
     nbits_packed_done(k, p);
     k->scratch_bytes = ss_gemm_q8_scratch(p->M, p->K);
     SS_DEBUG("%s: int8 VNNI kernel on requantized %d-bit weights", k->node_name, p->bits);
-    return NULL;
-}
-
-/* 4-bit weights with integer zero points kept 4-bit where int8 math is allowed (gemm_q4.h): half
- * the bytes of the int8 copy and the blocks' own scales. */
-static bool nbits_wants_q4(const ss_kctx *k, const nbits_plan *p)
-{
-    return nbits_wants_q8(k, p) && ss_gemm_q4_usable(p->K, p->block, p->bits) &&
-           (!ss_contrib_in(k, 3) || p->packed_zp);
-}
-
-static ss_status *nbits_q4_plan(ss_kctx *k, nbits_plan *p)
-{
-    nbits_layout lay;
-    if (!(p->q4 = nbits_find(k, p, 3, &lay))) {
-        size_t bytes = ss_gemm_q4_packed_bytes(p->K, p->N, p->block);
-        void *q4 = ss_huge_alloc(bytes);
-        if (!q4)
-            return ss_op_err(k, SS_ERR_NOMEM, "cannot allocate %zu bytes of 4-bit weights", bytes);
-        const ss_tensor *zp = k->n_in > 3 && k->in[3] ? ss_kctx_value(k, 3) : NULL;
-        ss_gemm_q4_pack(ss_kctx_value(k, 1)->data, ss_kctx_value(k, 2)->data, zp ? zp->data : NULL,
-                        p->K, p->N, p->block, q4);
-        p->q4 = q4;
-        nbits_keep(k, p, &lay, q4);
-    }
-    nbits_packed_done(k, p);
-    k->scratch_bytes = ss_gemm_q4_scratch(p->M, p->K, p->block);
-    SS_DEBUG("%s: int8 VNNI kernel on the 4-bit weights", k->node_name);
     return NULL;
 }
 
@@ -925,7 +893,6 @@ static ss_status *nbits_infer_f32(ss_kctx *k)
         ss_kernels_mode() != SS_KERNELS_BLAS &&
         ss_gemm_f32p_usable(tmp.M < SS_GEMM_F32P_MIN_M ? tmp.M : SS_GEMM_F32P_MIN_M, K, N, true);
     ss_status *(*packed)(ss_kctx *, nbits_plan *) = !tmp.dequant              ? NULL
-                                                    : nbits_wants_q4(k, &tmp) ? nbits_q4_plan
                                                     : nbits_wants_q8(k, &tmp) ? nbits_q8_plan
                                                     : f32p                    ? nbits_f32p_plan
                                                                               : NULL;
@@ -950,12 +917,9 @@ static ss_status *nbits_infer_f32(ss_kctx *k)
 static ss_status *nbits_run_f32(ss_kctx *k)
 {
     const nbits_plan *p = k->state;
-    if (p->q8 || p->q4 || p->f32p) {
+    if (p->q8 || p->f32p) {
         float *y = k->out[0]->data;
-        if (p->q4)
-            ss_gemm_q4(p->M, p->N, p->K, p->block, k->in[0]->data, p->K, p->q4, y, p->N, p->threads,
-                       k->scratch);
-        else if (p->q8)
+        if (p->q8)
             ss_gemm_q8(p->M, p->N, p->K, k->in[0]->data, p->K, p->q8, false, y, p->N, p->threads,
                        k->scratch);
         else
