@@ -722,7 +722,7 @@ static void qmm_finish(void *ctx, int32_t *S, int64_t bi, int64_t m, int64_t n0,
      * stored once (the steps reading back values just stored to y stalled on them) */
     float row[SS_Q8MM_MAX_COLS];
     float *f = p->ep ? row : (float *)y->data + o;
-    if (p->mode == QMM_INT32 && p->to_float) {
+    if (p->to_float) { /* set for QMM_INT32 only */
         qmm_to_float(S, n, f);
     } else if (p->mode == QMM_INT32) {
         memcpy((int32_t *)y->data + o, S, sizeof(int32_t) * (size_t)n);
