@@ -16,9 +16,10 @@
  * GPT-2-124M decode step (12 x 768x2304, 768x768, 768x3072, 3072x768 and the 768x50257 LM head) at
  * M = 1 through the op table, float32 (own GEMV on the weights in place) and --weights bf16 (own
  * GEMV on the packed copy), on 1 and 2 threads, the GEMV's thread split of before issue 15 (legacy)
- * against the current one, and a plain AVX-512 read of the float32 weights on 1 and 2 threads (the
- * floor), all interleaved in rounds; per step: best and median wall ms, GB/s at the median, median
- * process CPU ms.
+ * against the current one, the float32 weights packed in gemm_f32p.h's 64-column panels on 2 MiB
+ * pages (one contiguous stream per panel) through ss_gemm_f32p at M = 1, and a plain AVX-512 read of
+ * the float32 weights on 1 and 2 threads (the floor), all interleaved in rounds; per step: best and
+ * median wall ms, GB/s at the median, median process CPU ms.
  *
  * Every table starts with the CPU's measured f32 FMA peak (fma_peak.h) at 1 and T threads. --mlp:
  * only issue 10's MLP GEMMs (4 layers of 32x4096x4096, each its own constant weights) under each
@@ -455,6 +456,9 @@ typedef struct {
     ss_tensor (*in)[2];
     double bytes, *wall, *cpu;
     double mat_best[STEP_MATS]; /* each matrix's fastest call, ms */
+    bool packed;                /* float32 weights packed in 64-column panels (gemm_f32p.h) */
+    float **packs;              /* packed: each matrix's panels */
+    float *out;                 /* packed: C */
 } decode_cfg;
 
 /* One step; with `best`, each matrix's call is timed and its fastest kept. */
@@ -467,6 +471,10 @@ static void decode_step(decode_cfg *c, ss_tensor *w, bool best)
         if (c->read) {
             read_job j = {.p = w[i].data, .n = ss_tensor_numel(&w[i])};
             ss_pool_run(c->threads, read_part, &j);
+        } else if (c->packed) {
+            const ss_tensor *x = &c->in[i][0];
+            ss_gemm_f32p(1, w[i].dims[1], w[i].dims[0], x->data, w[i].dims[0], c->packs[i], false,
+                         c->out, w[i].dims[1], c->threads);
         } else {
             c->runs[i].def->run(&c->runs[i].k);
         }
@@ -537,6 +545,9 @@ static void decode_table(int rounds)
          0, 0, 0},
         {"f32 new, weights on 2 MiB pages", false, false, true, 2, SS_GEMV_SPLIT_DEFAULT, 50, 0, 0,
          0, 0, 0},
+        {.name = "f32 packed 64-column panels", .threads = 1, .spin = 50, .packed = true},
+        {.name = "f32 packed 64-column panels", .threads = 2, .spin = 50, .packed = true},
+        {.name = "f32 packed 64-column panels, no poll", .threads = 2, .packed = true},
     };
     int n_cfg = (int)(sizeof cfg / sizeof *cfg);
     node_run *bf16_runs[3] = {NULL, NULL, NULL}; /* per thread count: shared by the splits */
@@ -557,6 +568,23 @@ static void decode_table(int rounds)
         cfg[c].cpu = calloc((size_t)rounds, sizeof(double));
         cfg[c].bytes = cfg[c].bf16 ? f32_bytes / 2 : f32_bytes;
         if (cfg[c].read) continue;
+        if (cfg[c].packed) {
+            static float **packs, *out;
+            if (!packs) {
+                packs = calloc(STEP_MATS, sizeof *packs);
+                out = calloc(50257 + 64, sizeof *out);
+                for (int i = 0; i < STEP_MATS; i++) {
+                    packs[i] = ss_gemm_f32p_alloc(kinds[i][0], kinds[i][1]);
+                    ss_gemm_f32p_pack(w[i].data, kinds[i][0], kinds[i][1], kinds[i][1], false,
+                                      packs[i]);
+                }
+            }
+            cfg[c].packs = packs, cfg[c].out = out;
+            cfg[c].in = calloc(STEP_MATS, sizeof *cfg[c].in);
+            for (int i = 0; i < STEP_MATS; i++)
+                cfg[c].in[i][0] = a[kinds[i][0] == 768 ? 0 : 1];
+            continue;
+        }
         node_run **set = cfg[c].bf16   ? &bf16_runs[cfg[c].threads]
                          : cfg[c].huge ? &huge_runs[cfg[c].threads]
                                        : &f32_runs[cfg[c].threads];
