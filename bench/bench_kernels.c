@@ -17,9 +17,9 @@
  * M = 1 through the op table, float32 (own GEMV on the weights in place) and --weights bf16 (own
  * GEMV on the packed copy), on 1 and 2 threads, the GEMV's thread split of before issue 15 (legacy)
  * against the current one, the float32 weights packed in gemm_f32p.h's 64-column panels on 2 MiB
- * pages (one contiguous stream per panel) through ss_gemm_f32p at M = 1, and a plain AVX-512 read of
- * the float32 weights on 1 and 2 threads (the floor), all interleaved in rounds; per step: best and
- * median wall ms, GB/s at the median, median process CPU ms.
+ * pages (one contiguous stream per panel) through ss_gemm_f32p at M = 1, and a plain AVX-512 read
+ * of the float32 weights on 1 and 2 threads (the floor), all interleaved in rounds; per step: best
+ * and median wall ms, GB/s at the median, median process CPU ms.
  *
  * Every table starts with the CPU's measured f32 FMA peak (fma_peak.h) at 1 and T threads. --mlp:
  * only issue 10's MLP GEMMs (4 layers of 32x4096x4096, each its own constant weights) under each
