@@ -131,6 +131,8 @@ static void test_kernel_is_the_int8_arithmetic(void)
         {3, 64, 64, false, false},    {4, 100, 129, false, true},  /* one pass, + C */
         {5, 7, 15, false, false},     {17, 256, 70, true, true},   /* several passes */
         {8, 1030, 300, false, false},                              /* k in chunks */
+        {6, 1030, 70, true, false},   {7, 300, 129, false, true},  /* passes of 4 and the rest */
+        {11, 520, 64, false, false},                               /* 4 + 4 + 3 */
         {64, 300, 64, false, false},  {65, 33, 65, false, true},   /* past MAX_M: rows in turns */
     };
     ss_gemm_pool_reserve(2);
