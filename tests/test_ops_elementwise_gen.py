@@ -326,6 +326,12 @@ with np.errstate(all="ignore"):
                   1e4, np.inf, -np.inf, np.nan], np.float32)
     case("unary_sigmoid_extremes_f32", node("Sigmoid", ["x"]), [("x", x)],
          [("y", (1 / (1 + np.exp(-x.astype(np.float64)))).astype(np.float32))])
+    # Erf's rational function (vmath.h) over its whole range, past the clamp at 3.92, tiny values
+    # and the specials
+    x = np.concatenate([np.linspace(-6, 6, 1201), [1e-30, -1e-30, 1e-40, 0.0, -0.0, 3.91, 3.93, 1e4, -1e4,
+                                                    np.inf, -np.inf, np.nan]]).astype(np.float32)
+    case("unary_erf_range_f32", node("Erf", ["x"]), [("x", x)],
+         [("y", np.array([math.erf(float(v)) if not np.isnan(v) else np.nan for v in x], np.float32))])
     x = bf16_round(rand((3, 100), np.float32, -3, 3))
     for op in ["Tanh", "Sigmoid", "Erf", "Relu"]:
         case("unary_%s_bf16" % op.lower(), node(op, ["x"]), [("x", T(x, True))],
