@@ -1349,7 +1349,7 @@ static size_t qconv_sums_at(const qconv_plan *p)
     return ((size_t)(p->C * p->g.ivol) + 63) / 64 * 64;
 }
 
-/* Then the channels' terms (qconv_chans: 4 x M doubles), then the parts' blocks. */
+/* Then the channels' terms (qconv_job's zw64 .. mult), then the parts' blocks. */
 static size_t qconv_chans_at(const qconv_plan *p)
 {
     return (qconv_sums_at(p) + sizeof(int32_t) * (size_t)(p->group * p->g.ivol) + 63) / 64 * 64;
@@ -1357,8 +1357,8 @@ static size_t qconv_chans_at(const qconv_plan *p)
 
 static size_t qconv_parts_at(const qconv_plan *p)
 {
-    /* chans: 4 x M doubles (qconv_chan), then qconv_requant's terms (qconv_terms) */
-    return qconv_chans_at(p) + sizeof(double) * (size_t)(8 * p->M) + 64;
+    size_t per_chan = 2 * sizeof(int64_t) + 2 * sizeof(int32_t) + sizeof(float);
+    return qconv_chans_at(p) + per_chan * (size_t)p->M + 64;
 }
 
 static ss_status *qconv_fast_plan(ss_kctx *k, qconv_plan *p)
@@ -1559,11 +1559,8 @@ typedef struct {
     const uint8_t *x; /* the image as X holds it */
     uint8_t *xt;      /* ... channels-last, as uint8 */
     int32_t *psum;    /* per group and input pixel: the sum of its channels in xt */
-    /* per output channel: zw, base, bias, mult (qconv_channel), M each, in the scratch; then the
-     * arrays below */
-    const double *chans;
-    /* the same for qconv_requant: zw and base + bias as int64, or as int32 when every sum fits
-     * (narrow), and mult as float32, M each */
+    /* per output channel (qconv_channel), M each, in the scratch: zw and off = base + bias as
+     * int64, the same as int32 (used when every sum fits: narrow), and mult (a float32 value) */
     const int64_t *zw64, *off64;
     const int32_t *zw32, *off32;
     const float *mult;
@@ -1694,22 +1691,17 @@ static inline void qconv_transpose16(const uint8_t *s, ptrdiff_t ss, uint8_t *d,
     __m128i v[16], w[16], f = _mm_set1_epi8((char)flip);
     for (int i = 0; i < 16; i++)
         v[i] = _mm_xor_si128(_mm_loadu_si128((const __m128i *)(s + i * ss)), f);
-    for (int i = 0; i < 8; i++) {
-        w[i] = _mm_unpacklo_epi8(v[2 * i], v[2 * i + 1]);
-        w[i + 8] = _mm_unpackhi_epi8(v[2 * i], v[2 * i + 1]);
+/* one round: pairs of registers of `from` interleaved by BITS-bit elements into `to` */
+#define QCONV_UNPACK(to, from, BITS)                                                               \
+    for (int i = 0; i < 8; i++) {                                                                  \
+        to[i] = _mm_unpacklo_epi##BITS(from[2 * i], from[2 * i + 1]);                              \
+        to[i + 8] = _mm_unpackhi_epi##BITS(from[2 * i], from[2 * i + 1]);                          \
     }
-    for (int i = 0; i < 8; i++) {
-        v[i] = _mm_unpacklo_epi16(w[2 * i], w[2 * i + 1]);
-        v[i + 8] = _mm_unpackhi_epi16(w[2 * i], w[2 * i + 1]);
-    }
-    for (int i = 0; i < 8; i++) {
-        w[i] = _mm_unpacklo_epi32(v[2 * i], v[2 * i + 1]);
-        w[i + 8] = _mm_unpackhi_epi32(v[2 * i], v[2 * i + 1]);
-    }
-    for (int i = 0; i < 8; i++) {
-        v[i] = _mm_unpacklo_epi64(w[2 * i], w[2 * i + 1]);
-        v[i + 8] = _mm_unpackhi_epi64(w[2 * i], w[2 * i + 1]);
-    }
+    QCONV_UNPACK(w, v, 8)
+    QCONV_UNPACK(v, w, 16)
+    QCONV_UNPACK(w, v, 32)
+    QCONV_UNPACK(v, w, 64)
+#undef QCONV_UNPACK
     for (int k = 0; k < 16; k++)
         _mm_storeu_si128((__m128i *)(d + col[k] * ds), v[k]);
 #else
@@ -1776,16 +1768,14 @@ static void qconv_fast_part(void *ctx, int part, int parts)
             continue;
         }
         for (int64_t mi = 0; mi < p->mg; mi++) { /* ConvInteger; QLinearConv into 16 bits */
-            int64_t m = gi * p->mg + mi, o = (j->n * p->M + m) * ovol + e0, M = p->M;
-            double zw = j->chans[m], base = j->chans[M + m], bias = j->chans[2 * M + m];
-            double mult = j->chans[3 * M + m];
-            for (int64_t r = 0; r < rows; r++) {
-                int64_t sum = (int64_t)acc[r * p->mg + mi] - (int64_t)zw * xs[r] + (int64_t)base;
+            int64_t m = gi * p->mg + mi, o = (j->n * p->M + m) * ovol + e0;
+            for (int64_t r = 0; r < rows; r++) { /* off: ConvInteger has no bias */
+                int64_t sum = (int64_t)acc[r * p->mg + mi] - j->zw64[m] * xs[r] + j->off64[m];
                 if (!p->qlinear)
                     ((int32_t *)y->data)[o + r] = (int32_t)sum;
                 else
                     ss_quant_store(y->data, o + r, y->dtype,
-                                   qconv_rescale((double)sum + bias, mult) + j->yz);
+                                   qconv_rescale((double)sum, j->mult[m]) + j->yz);
             }
         }
     }
@@ -1823,31 +1813,33 @@ static ss_status *qconv_fast_run(ss_kctx *k)
     const ss_tensor *x = k->in[0];
     uint8_t *xt = k->scratch;
     int64_t img = p->C * p->g.ivol, shift = p->x_signed ? 128 : 0;
-    double *chans = (double *)(xt + qconv_chans_at(p));
+    int64_t *zw64 = (int64_t *)(xt + qconv_chans_at(p)), *off64 = zw64 + p->M;
+    int32_t *zw32 = (int32_t *)(off64 + p->M), *off32 = zw32 + p->M;
+    float *mult = (float *)(off32 + p->M);
     qconv_job j = {.k = k,
                    .p = p,
                    .xt = xt,
                    .psum = (int32_t *)(xt + qconv_sums_at(p)),
-                   .chans = chans,
+                   .zw64 = zw64,
+                   .off64 = off64,
+                   .zw32 = zw32,
+                   .off32 = off32,
+                   .mult = mult,
                    .blocks = (p->g.ovol + QCONV_FAST_ROWS - 1) / QCONV_FAST_ROWS,
                    .zx = (int32_t)((int64_t)qconv_param(k, 2, 0, 0) + shift)};
-    int64_t *zw64 = (int64_t *)(chans + 4 * p->M), *off64 = zw64 + p->M;
-    int32_t *zw32 = (int32_t *)(off64 + p->M), *off32 = zw32 + p->M;
-    float *mult = (float *)(off32 + p->M);
-    /* every sum acc - zw x + off fits int32 when |acc| <= K 255 128, |x| <= K 255 and this holds
-     * for the largest |zw| and |off| */
-    double most = (double)p->K * 255 * 128;
+    /* every sum acc - zw x + off fits int32 when |acc| <= K 255 128, |x| <= K 255 and the
+     * largest |zw| K 255 + |off| added to that stays below 2^31 */
+    double worst = 0;
     for (int64_t m = 0; m < p->M; m++) { /* the scales and zero points may change per run */
         qconv_chan c = qconv_channel(&j, m);
-        chans[m] = c.zw, chans[p->M + m] = c.base, chans[2 * p->M + m] = c.bias;
-        chans[3 * p->M + m] = c.mult, j.yz = c.yz;
-        zw64[m] = (int64_t)c.zw, off64[m] = (int64_t)(c.base + c.bias), mult[m] = (float)c.mult;
+        zw64[m] = (int64_t)c.zw, off64[m] = (int64_t)(c.base + c.bias);
         zw32[m] = (int32_t)zw64[m], off32[m] = (int32_t)off64[m];
+        mult[m] = (float)c.mult; /* a float32 quotient (qconv_channel): exact */
+        j.yz = c.yz;
         double term = fabs(c.zw) * (double)p->K * 255 + fabs(c.base + c.bias);
-        most = term + (double)p->K * 255 * 128 > most ? term + (double)p->K * 255 * 128 : most;
+        worst = term > worst ? term : worst;
     }
-    j.zw64 = zw64, j.off64 = off64, j.zw32 = zw32, j.off32 = off32, j.mult = mult;
-    j.narrow = most < 2147483647.0;
+    j.narrow = (double)p->K * 255 * 128 + worst < 2147483647.0;
     int prep_parts = p->parts;
     if (prep_parts > (p->g.ivol + QCONV_PREP_PIXELS - 1) / QCONV_PREP_PIXELS)
         prep_parts = (int)((p->g.ivol + QCONV_PREP_PIXELS - 1) / QCONV_PREP_PIXELS);
