@@ -5,7 +5,7 @@
  * src/runtime/ops/onednn.c (ss_kernels_use_dnnl); the weights are constant, as initializers are.
  *
  *   bench_kernels [--cpu-time] [--conv-only | --bf16 | --decode | --attention | --step |
- *                  --mlp [--mlp-rows 32,64] | --int8] [--threads T] [--rounds R]
+ *                  --mlp [--mlp-rows 32,64] | --int8 | --vmath] [--threads T] [--rounds R]
  *
  * Prints per shape: the median microseconds per call of each mode and which library auto took;
  * then Conv shapes (NCHW in and out as ONNX has them, constant W and B): own im2col + OpenBLAS
@@ -34,7 +34,10 @@
  * --weights bf16 as the runtime runs them (auto) against oneDNN's int8 matmul with per-column int8
  * weights and dynamic per-tensor int8 activations (absmax, quantized on every call, inside the
  * timing) and --weights int8 as the runtime runs it (ops/gemm_q8.c), on 1 and T threads,
- * interleaved; with each one's relative L2 error against float32.
+ * interleaved; with each one's relative L2 error against float32. --vmath: the ops on vmath.h's
+ * exp (Softmax rows of BERT-base's attention, of 1024 and of GPT-2's 50257-entry vocabulary;
+ * Sigmoid and Tanh over a 128x3072 activation) through the op table at every ISA level this CPU
+ * runs (isa.h, forced in turn), against the same loops on libm's expf and tanhf in the same rounds.
  */
 #include <cblas.h>
 #include <oneapi/dnnl/dnnl.h>
@@ -1166,11 +1169,124 @@ static void attention_table(int threads, int rounds)
     free(q), free(kv), free(out);
 }
 
+/* ------------------------------------------------------------------ --vmath */
+
+typedef struct {
+    const char *name, *op;
+    int64_t rows, n;
+} vmath_case;
+
+/* The libm baseline of a case: a plain loop per row, as a straightforward kernel would be. */
+static void vmath_libm(const vmath_case *c, const float *x, float *y)
+{
+    for (int64_t r = 0; r < c->rows; r++) {
+        const float *a = x + r * c->n;
+        float *b = y + r * c->n;
+        if (!strcmp(c->op, "Softmax")) {
+            float mx = a[0];
+            for (int64_t i = 1; i < c->n; i++)
+                mx = a[i] > mx ? a[i] : mx;
+            double sum = 0;
+            for (int64_t i = 0; i < c->n; i++)
+                sum += b[i] = expf(a[i] - mx);
+            float inv = (float)(1.0 / sum);
+            for (int64_t i = 0; i < c->n; i++)
+                b[i] *= inv;
+        } else if (!strcmp(c->op, "Sigmoid")) {
+            for (int64_t i = 0; i < c->n; i++)
+                b[i] = 1.0f / (1.0f + expf(-a[i]));
+        } else {
+            for (int64_t i = 0; i < c->n; i++)
+                b[i] = tanhf(a[i]);
+        }
+    }
+}
+
+static void vmath_table(int rounds)
+{
+    static const vmath_case cases[] = {
+        {"Softmax 1536x128 (BERT-base, a layer's attention)", "Softmax", 1536, 128},
+        {"Softmax 48x1024", "Softmax", 48, 1024},
+        {"Softmax 2x50257 (GPT-2 vocabulary)", "Softmax", 2, 50257},
+        {"Sigmoid 128x3072", "Sigmoid", 128, 3072},
+        {"Tanh 128x3072", "Tanh", 128, 3072},
+    };
+    ss_isa best = ss_isa_detect();
+    char cpu[256];
+    cpu_model_name(cpu, sizeof cpu);
+    printf("CPU: %s; widest kernel ISA %s; 1 thread; median us per call (%s), rounds "
+           "interleaved; the op's float32 kernels at each ISA level vs the same loops on libm\n",
+           cpu, ss_isa_name(best),
+           bench_clock == CLOCK_MONOTONIC ? "wall time" : "process CPU time");
+    printf("| case | libm | base | avx2 | avx512 | libm / widest |\n|---|---|---|---|---|---|\n");
+    for (size_t ci = 0; ci < sizeof cases / sizeof cases[0]; ci++) {
+        const vmath_case *c = &cases[ci];
+        int64_t dims[2] = {c->rows, c->n};
+        ss_tensor x = rand_tensor(2, dims), y = {0}, *ins[1] = {&x}, *outs[1] = {&y};
+        for (int64_t i = 0; i < ss_tensor_numel(&x); i++)
+            ((float *)x.data)[i] *= 8.0f; /* -8 .. 8: every branch of the exp and tanh */
+        Onnx__NodeProto node;
+        onnx__node_proto__init(&node);
+        node.op_type = (char *)c->op;
+        node.name = (char *)"bench";
+        const ss_op_def *d = ss_op_find("", c->op, 13);
+        ss_kctx k = {.node = &node,
+                     .node_name = "bench",
+                     .opset = 13,
+                     .n_in = 1,
+                     .n_out = 1,
+                     .in = ins,
+                     .out = outs,
+                     .threads = 1};
+        ss_status *st = d->infer(&k);
+        if (!st) st = ss_tensor_alloc(&y, y.dtype, y.ndim, y.dims);
+        if (!st && k.scratch_bytes) k.scratch = aligned_alloc(64, (k.scratch_bytes + 63) / 64 * 64);
+        if (st) {
+            fprintf(stderr, "%s: %s\n", c->name, st->msg);
+            exit(1);
+        }
+        int reps = (int)(2000000 / ss_tensor_numel(&x)) + 1;
+        double *t[4];
+        for (int v = 0; v < 4; v++)
+            t[v] = calloc((size_t)rounds, sizeof(double));
+        for (int r = 0; r < rounds; r++)
+            for (int v = 0; v < 4; v++) { /* 0: libm, 1 + level: the op at that ISA level */
+                if (v > 0 && v - 1 > (int)best) continue;
+                if (v > 0) ss_isa_force((ss_isa)(v - 1));
+                double t0 = now_us();
+                for (int i = 0; i < reps; i++)
+                    if (v == 0)
+                        vmath_libm(c, (const float *)x.data, (float *)y.data);
+                    else
+                        d->run(&k);
+                t[v][r] = (now_us() - t0) / reps;
+            }
+        ss_isa_force(best);
+        double med[4] = {0};
+        for (int v = 0; v < 4; v++) {
+            qsort(t[v], (size_t)rounds, sizeof(double), cmp_double);
+            med[v] = t[v][rounds / 2];
+        }
+        printf("| %s | %.1f |", c->name, med[0]);
+        for (int v = 1; v < 4; v++)
+            printf(v - 1 > (int)best ? " - |" : " %.1f |", med[v]);
+        printf(" %.2fx |\n", med[0] / med[1 + (int)best]);
+        fflush(stdout);
+        for (int v = 0; v < 4; v++)
+            free(t[v]);
+        if (d->release) d->release(k.state);
+        free(k.state);
+        free(k.scratch);
+        ss_tensor_free(&x);
+        ss_tensor_free(&y);
+    }
+}
+
 int main(int argc, char **argv)
 {
     int threads = 1, rounds = 5;
     bool conv_only = false, bf16 = false, mlp = false, decode = false, attention = false,
-         step = false, int8 = false;
+         step = false, int8 = false, vmath = false;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--cpu-time"))
             bench_clock = CLOCK_PROCESS_CPUTIME_ID;
@@ -1188,6 +1304,8 @@ int main(int argc, char **argv)
             step = true;
         else if (!strcmp(argv[i], "--int8"))
             int8 = true;
+        else if (!strcmp(argv[i], "--vmath"))
+            vmath = true;
         else if (!strcmp(argv[i], "--mlp-rows") && i + 1 < argc) /* e.g. 16,17,32,64,65 */
             for (int n = 0; n < 8 && argv[i + 1][0]; n++) {
                 char *end;
@@ -1208,6 +1326,10 @@ int main(int argc, char **argv)
     }
     if (int8) {
         int8_table(threads, rounds);
+        return 0;
+    }
+    if (vmath) {
+        vmath_table(rounds);
         return 0;
     }
     fma_peak peak1 = peak_row(1), peakT = threads > 1 ? peak_row(threads) : peak1;

@@ -29,7 +29,10 @@
 SS_VMATH_INLINE float ss_vexpf(float x)
 {
     const float lo = -87.33f, hi = 88.37f;
-    float c = x != x ? 0.0f : x < lo ? lo : x > hi ? hi : x;
+    /* the clamp as a maximum and a minimum (NaN becomes lo; it is given back at the end): spelled
+     * so, each is one instruction; as nested conditions gcc carried masks through every step */
+    float c = x > lo ? x : lo;
+    c = c < hi ? c : hi;
     /* round to nearest by adding and subtracting 1.5 * 2^23 (no -ffast-math: kept as written) */
     float kf = (c * 1.44269504088896341f + 12582912.0f) - 12582912.0f;
     float r = c - kf * 0.693145751953125f; /* ln 2, high part: 12 significant bits */
@@ -62,8 +65,10 @@ SS_VMATH_INLINE float ss_vtanhf(float x)
 SS_VMATH_INLINE float ss_verff(float x)
 {
     /* x P(x^2) / Q(x^2) on x clamped to [-3.92, 3.92] (erf(3.92) rounds to 1 in float32); the
-     * comparisons keep NaN as it is */
-    float c = x < -3.92f ? -3.92f : x > 3.92f ? 3.92f : x, t = c * c;
+     * comparisons keep NaN as it is, and each is one maximum or minimum as written */
+    float c = x < -3.92f ? -3.92f : x;
+    c = c > 3.92f ? 3.92f : c;
+    float t = c * c;
     float p = 1.128379180821637f +
               t * (0.18470030650182562f +
                    t * (0.0542784439475243f +
@@ -75,7 +80,8 @@ SS_VMATH_INLINE float ss_verff(float x)
                                t * (0.015430961405656467f +
                                     t * (0.0013050390798624537f + t * 6.342145228516952e-05f))));
     float y = c * p / q;
-    return y < -1.0f ? -1.0f : y > 1.0f ? 1.0f : y;
+    y = y < -1.0f ? -1.0f : y;
+    return y > 1.0f ? 1.0f : y;
 }
 
 /* Softmax of x[0..n) into y (y may be x): the maximum over 16 running maxima, exp by ss_vexpf,
@@ -84,16 +90,10 @@ SS_VMATH_INLINE float ss_verff(float x)
  * element before it writes the same one, so in place is fine. */
 SS_VMATH_INLINE void ss_vsoftmaxf(const float *x, float *y, int64_t n)
 {
-    float m[16], mx = x[0];
-    int64_t i = 0;
-    for (int j = 0; j < 16; j++)
-        m[j] = x[0];
-    for (; i + 16 <= n; i += 16)
-        for (int j = 0; j < 16; j++)
-            m[j] = x[i + j] > m[j] ? x[i + j] : m[j];
-    for (int j = 0; j < 16; j++)
-        mx = m[j] > mx ? m[j] : mx;
-    for (; i < n; i++)
+    float mx = x[0];
+    int64_t i;
+#pragma omp simd reduction(max : mx)
+    for (i = 0; i < n; i++)
         mx = x[i] > mx ? x[i] : mx;
     for (i = 0; i < n; i++)
         y[i] = ss_vexpf(x[i] - mx);
