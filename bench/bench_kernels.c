@@ -34,10 +34,12 @@
  * --weights bf16 as the runtime runs them (auto) against oneDNN's int8 matmul with per-column int8
  * weights and dynamic per-tensor int8 activations (absmax, quantized on every call, inside the
  * timing) and --weights int8 as the runtime runs it (ops/gemm_q8.c), on 1 and T threads,
- * interleaved; with each one's relative L2 error against float32. --vmath: the ops on vmath.h's
- * exp (Softmax rows of BERT-base's attention, of 1024 and of GPT-2's 50257-entry vocabulary;
- * Sigmoid and Tanh over a 128x3072 activation) through the op table at every ISA level this CPU
- * runs (isa.h, forced in turn), against the same loops on libm's expf and tanhf in the same rounds.
+ * interleaved; with each one's relative L2 error against float32. --vmath: the row-wise float32
+ * ops of a transformer, those on vmath.h's exp (Softmax rows of BERT-base's attention, of 1024 and
+ * of GPT-2's 50257-entry vocabulary; Sigmoid and Tanh over a 128x3072 activation) and
+ * LayerNormalization (BERT-base's 128x768), through the op table at every ISA level this CPU runs
+ * (isa.h, forced in turn), against the same loops written plainly (libm's expf and tanhf; double
+ * sums) in the same rounds.
  */
 #include <cblas.h>
 #include <oneapi/dnnl/dnnl.h>
@@ -1192,6 +1194,16 @@ static void vmath_libm(const vmath_case *c, const float *x, float *y)
             float inv = (float)(1.0 / sum);
             for (int64_t i = 0; i < c->n; i++)
                 b[i] *= inv;
+        } else if (!strcmp(c->op, "LayerNormalization")) { /* scale 1, bias 0 */
+            double sum = 0, sq = 0;
+            for (int64_t i = 0; i < c->n; i++)
+                sum += a[i];
+            double m = sum / (double)c->n;
+            for (int64_t i = 0; i < c->n; i++)
+                sq += (a[i] - m) * (a[i] - m);
+            float is = (float)(1.0 / sqrt(sq / (double)c->n + 1e-5));
+            for (int64_t i = 0; i < c->n; i++)
+                b[i] = (a[i] - (float)m) * is;
         } else if (!strcmp(c->op, "Sigmoid")) {
             for (int64_t i = 0; i < c->n; i++)
                 b[i] = 1.0f / (1.0f + expf(-a[i]));
@@ -1210,6 +1222,7 @@ static void vmath_table(int rounds)
         {"Softmax 2x50257 (GPT-2 vocabulary)", "Softmax", 2, 50257},
         {"Sigmoid 128x3072", "Sigmoid", 128, 3072},
         {"Tanh 128x3072", "Tanh", 128, 3072},
+        {"LayerNormalization 128x768 (BERT-base)", "LayerNormalization", 128, 768},
     };
     ss_isa best = ss_isa_detect();
     char cpu[256];
@@ -1222,18 +1235,23 @@ static void vmath_table(int rounds)
     for (size_t ci = 0; ci < sizeof cases / sizeof cases[0]; ci++) {
         const vmath_case *c = &cases[ci];
         int64_t dims[2] = {c->rows, c->n};
-        ss_tensor x = rand_tensor(2, dims), y = {0}, *ins[1] = {&x}, *outs[1] = {&y};
+        ss_tensor x = rand_tensor(2, dims), y = {0}, scale = rand_tensor(1, &c->n),
+                  bias = rand_tensor(1, &c->n), *ins[3] = {&x, &scale, &bias}, *outs[1] = {&y};
         for (int64_t i = 0; i < ss_tensor_numel(&x); i++)
             ((float *)x.data)[i] *= 8.0f; /* -8 .. 8: every branch of the exp and tanh */
+        for (int64_t i = 0; i < c->n; i++)
+            ((float *)scale.data)[i] = 1.0f, ((float *)bias.data)[i] = 0.0f;
+        bool ln = !strcmp(c->op, "LayerNormalization");
         Onnx__NodeProto node;
         onnx__node_proto__init(&node);
         node.op_type = (char *)c->op;
         node.name = (char *)"bench";
-        const ss_op_def *d = ss_op_find("", c->op, 13);
+        int opset = ln ? 17 : 13; /* LayerNormalization is an operator from opset 17 */
+        const ss_op_def *d = ss_op_find("", c->op, opset);
         ss_kctx k = {.node = &node,
                      .node_name = "bench",
-                     .opset = 13,
-                     .n_in = 1,
+                     .opset = opset,
+                     .n_in = ln ? 3 : 1,
                      .n_out = 1,
                      .in = ins,
                      .out = outs,
@@ -1279,6 +1297,8 @@ static void vmath_table(int rounds)
         free(k.scratch);
         ss_tensor_free(&x);
         ss_tensor_free(&y);
+        ss_tensor_free(&scale);
+        ss_tensor_free(&bias);
     }
 }
 

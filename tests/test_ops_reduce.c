@@ -452,6 +452,55 @@ static void test_softmax_long_rows_every_isa(void)
     }
 }
 
+/* Rows long and short for the float32 row's 16 partial sums (normalize.c: moments, ln_f32): every
+ * length from 1 to 40, BERT's 768 and 1001, with a large common offset (the two-pass variance must
+ * not lose it) and a bias, at every ISA level, against a double reference. */
+static void test_layernorm_rows_every_isa(void)
+{
+    ss_isa best = ss_isa_detect();
+    for (int64_t n = 1; n <= 1001; n = n < 40 ? n + 1 : n < 768 ? 768 : 1002) {
+        int64_t dims[2] = {3, n}, pd[1] = {n};
+        ss_tensor x = make_rand(SS_DT_FLOAT32, 2, dims), scale = make_rand(SS_DT_FLOAT32, 1, pd),
+                  bias = make_rand(SS_DT_FLOAT32, 1, pd);
+        float *xv = x.data;
+        for (int64_t i = 0; i < 3 * n; i++)
+            xv[i] = xv[i] * 3 + (i < n ? 1000.0f : 0.0f); /* row 0 sits at 1000 */
+        for (int level = (int)best; level >= SS_ISA_BASE; level--) {
+            CHECK(ss_isa_force((ss_isa)level) == (ss_isa)level);
+            ss_tensor out[3], *in[3] = {&x, &scale, &bias};
+            tnode t;
+            tnode_init(&t, "LayerNormalization");
+            CHECK_OK(run_op_n(&t, 17, 3, in, 3, out, NULL));
+            int bad = 0;
+            for (int r = 0; r < 3; r++) {
+                const float *a = xv + r * n;
+                double m = 0, v = 0;
+                for (int64_t i = 0; i < n; i++)
+                    m += a[i];
+                m /= (double)n;
+                for (int64_t i = 0; i < n; i++)
+                    v += (a[i] - m) * (a[i] - m);
+                double inv = 1 / sqrt(v / (double)n + 1e-5);
+                bad += fabs(((float *)out[1].data)[r] - m) > 1e-6 * (1 + fabs(m));
+                bad += fabs(((float *)out[2].data)[r] - inv) > 1e-5 * inv;
+                for (int64_t i = 0; i < n; i++) {
+                    double want =
+                        (a[i] - m) * inv * ((float *)scale.data)[i] + ((float *)bias.data)[i];
+                    bad += fabs(((float *)out[0].data)[r * n + i] - want) > 2e-4 * (1 + fabs(want));
+                }
+            }
+            CHECK_MSG(bad == 0, "LayerNormalization rows of %lld at %s: %d values off",
+                      (long long)n, ss_isa_name((ss_isa)level), bad);
+            for (int i = 0; i < 3; i++)
+                ss_tensor_free(&out[i]);
+        }
+        ss_isa_force(best);
+        ss_tensor_free(&x);
+        ss_tensor_free(&scale);
+        ss_tensor_free(&bias);
+    }
+}
+
 static void test_hardmax_first_maximum(void)
 {
     int64_t dims[2] = {2, 3};
@@ -996,8 +1045,8 @@ TEST_MAIN(TEST(test_alloc_counter_sees_malloc),
           TEST(test_argmax_argmin_every_axis_with_ties), TEST(test_softmax_axis_semantics_by_opset),
           TEST(test_softmax_long_rows_every_isa), TEST(test_hardmax_first_maximum),
           TEST(test_lp_normalization), TEST(test_layernorm_broadcast_params_and_stats),
-          TEST(test_batchnorm_inference_and_unsupported), TEST(test_instancenorm),
-          TEST(test_losses_int32_targets_ignore_and_range),
+          TEST(test_layernorm_rows_every_isa), TEST(test_batchnorm_inference_and_unsupported),
+          TEST(test_instancenorm), TEST(test_losses_int32_targets_ignore_and_range),
           TEST(test_conv_matches_direct_reference), TEST(test_conv_errors),
           TEST(test_convtranspose_matches_scatter_reference), TEST(test_lrn_and_mvn),
           TEST(test_pools_match_reference), TEST(test_maxpool_indices_and_global_pools))
