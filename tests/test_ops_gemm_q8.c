@@ -12,7 +12,11 @@
  *    SS_GEMM_Q8_MAX_K (int32 sums could overflow) and under SHARDSERVE_KERNELS=blas the flag
  *    changes nothing.
  *  - packing a column at a time gives the bytes packing the matrix whole gives;
- *  - a row of A holding a NaN gives NaN outputs, the other rows finite ones.
+ *  - a row of A holding a NaN gives NaN outputs, the other rows finite ones;
+ *  - the exact int32 product over gathered rows (ss_gemm_q8_i32_taps, a convolution's window taps
+ *    read where they are) equals it over the same rows stored (ss_gemm_q8_i32), for row counts of
+ *    tails, one pass and several, taps of 1 to 160 k quads (past a 128-quad chunk), a shared
+ *    padding tap, and a column range of a wider matrix.
  * On a CPU without it, the int8 flag must leave every MatMul exactly as float32.
  */
 #include "check.h"
@@ -262,6 +266,43 @@ static void test_nan_rows(void)
 
 /* Without AVX512-VNNI only the fallback is checked; the exit code then says "skipped" (77), so
  * CTest does not count the kernel as tested. */
+static void test_gathered_rows(void)
+{
+    static const int64_t ms[] = {1, 3, 4, 5, 64, 70, 133}, tqs[] = {1, 16, 160};
+    for (size_t ti = 0; ti < sizeof tqs / sizeof tqs[0]; ti++)
+        for (size_t mi = 0; mi < sizeof ms / sizeof ms[0]; mi++) {
+            int64_t M = ms[mi], tq = tqs[ti], ntaps = 9, K = ntaps * tq * 4, N = 150;
+            int64_t n0 = SS_GEMM_Q8_COLS, n1 = N; /* a column range: from the second group */
+            int64_t pixels = M + 40, tb = tq * 4;
+            uint8_t *img = malloc((size_t)(pixels * tb)), *rows = malloc((size_t)(M * K));
+            int8_t *B = malloc((size_t)(K * N));
+            const uint8_t **taps = malloc(sizeof *taps * (size_t)(M * ntaps));
+            int32_t *c1 = calloc((size_t)(M * N), sizeof(int32_t)),
+                    *c2 = calloc((size_t)(M * N), sizeof(int32_t));
+            void *bp = ss_gemm_q8_alloc(K, N);
+            for (int64_t i = 0; i < pixels * tb; i++)
+                img[i] = (uint8_t)(i * 7919 % 251);
+            for (int64_t i = 0; i < K * N; i++)
+                B[i] = (int8_t)(i * 104729 % 255 - 127);
+            ss_gemm_q8_pack_int(B, false, K, N, N, false, bp);
+            const uint8_t *pad = img + 3 * tb; /* one pixel every padding tap points at */
+            for (int64_t r = 0; r < M; r++)
+                for (int64_t t = 0; t < ntaps; t++) {
+                    const uint8_t *src =
+                        (r + t) % 5 == 0 ? pad : img + ((r * 3 + t * 11) % pixels) * tb;
+                    taps[r * ntaps + t] = src;
+                    memcpy(rows + r * K + t * tb, src, (size_t)tb);
+                }
+            ss_gemm_q8_i32(M, N, K, rows, K, bp, n0, n1, c1, N);
+            ss_gemm_q8_i32_taps(M, N, taps, ntaps, tq, bp, n0, n1, c2, N);
+            CHECK_MSG(memcmp(c1, c2, sizeof(int32_t) * (size_t)(M * N)) == 0,
+                      "gathered rows differ: M %lld, tap of %lld quads", (long long)M,
+                      (long long)tq);
+            free(bp);
+            free(img), free(rows), free(B), free(taps), free(c1), free(c2);
+        }
+}
+
 static void test_fallback_without_vnni(void)
 {
     CHECK(!ss_gemm_q8_supported());
@@ -277,8 +318,8 @@ int main(int argc, char **argv)
         printf("no AVX512-VNNI: the int8 kernel is not tested on this CPU\n");
         return rc ? rc : 77;
     }
-    static const test_case cases[] = {TEST(test_kernel_is_the_int8_arithmetic),
-                                      TEST(test_matmul_and_gemm_take_int8),
-                                      TEST(test_pack_by_columns), TEST(test_nan_rows)};
-    return run_tests(cases, 4);
+    static const test_case cases[] = {
+        TEST(test_kernel_is_the_int8_arithmetic), TEST(test_matmul_and_gemm_take_int8),
+        TEST(test_pack_by_columns), TEST(test_nan_rows), TEST(test_gathered_rows)};
+    return run_tests(cases, sizeof cases / sizeof cases[0]);
 }

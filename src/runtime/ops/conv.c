@@ -1287,7 +1287,8 @@ typedef struct {
     int parts;                 /* of the worker pool */
     bool x_signed, w_unsigned; /* activations shifted to uint8, weights to int8 by 128 */
     bool depthwise;            /* one channel in and out per group: qconv_dw_run */
-    int32_t wsum[];            /* per output channel: its packed weights' sum */
+    bool gather; /* cg a multiple of 4: the kernel reads each window tap where it is (no im2col) */
+    int32_t wsum[]; /* per output channel: its packed weights' sum */
 } qconv_plan;
 
 /* A scalar or per-output-channel parameter (input i), or dflt when absent. */
@@ -1338,8 +1339,10 @@ static void qconv_release(void *state)
  * (int32), then per part its rows, their sums and the kernel's int32 block. */
 static size_t qconv_part_bytes(const qconv_plan *p)
 {
-    return (size_t)(QCONV_FAST_ROWS * p->lda) +
-           sizeof(int32_t) * (size_t)(QCONV_FAST_ROWS + QCONV_FAST_ROWS * p->mg) +
+    size_t rows = p->gather ? sizeof(void *) * (size_t)(QCONV_FAST_ROWS * p->g.kvol) +
+                                  ((size_t)p->cg + 63) / 64 * 64 /* the taps, a zero-point run */
+                            : (size_t)(QCONV_FAST_ROWS * p->lda);
+    return rows + sizeof(int32_t) * (size_t)(QCONV_FAST_ROWS + QCONV_FAST_ROWS * p->mg) +
            (size_t)(QCONV_FAST_ROWS * p->mg) + 64;
 }
 
@@ -1371,6 +1374,7 @@ static ss_status *qconv_fast_plan(ss_kctx *k, qconv_plan *p)
     p->w_unsigned = w->dtype == SS_DT_UINT8;
     p->group_bytes = ss_gemm_q8_packed_bytes(p->K, p->mg);
     p->lda = (p->K + 3) / 4 * 4;
+    p->gather = p->cg % 4 == 0;
     int64_t lay[5] = {p->K, p->mg, p->group, p->cg, p->w_unsigned};
     const char *key = (const char *)wv->data + 4; /* qconv's copies (matmul.c keys 1 to 3) */
     p->wref = ss_kctx_packed_find(k, key, lay, same_qconv_pack);
@@ -1630,6 +1634,60 @@ static void qconv_rows(const qconv_job *j, int64_t gi, int64_t e0, int64_t rows,
     }
 }
 
+/* qconv_rows without the copies (p->gather): each row's kvol taps as pointers to its window's
+ * pixels in the channels-last image, or to `zrow` (cg zero points) where the tap is padding, and
+ * the same sums. A window inside the image (most of them) takes fixed pixel offsets from its
+ * first tap, without a bounds check per tap. */
+static void qconv_taps(const qconv_job *j, int64_t gi, int64_t e0, int64_t rows,
+                       const uint8_t **taps, const uint8_t *zrow, int32_t *s)
+{
+    const qconv_plan *p = j->p;
+    const geom *g = &p->g;
+    int64_t cg = p->cg, C = p->C, kvol = g->kvol;
+    int64_t dd = g->d[0] * g->in[1] * g->in[2], dh = g->d[1] * g->in[2], dw = g->d[2];
+    const int32_t *ps = j->psum + gi * g->ivol;
+    const uint8_t *x = j->xt + gi * cg;
+    for (int64_t r = 0; r < rows; r++) {
+        int64_t e = e0 + r, ow = e % g->out[2], oh = e / g->out[2] % g->out[1];
+        int64_t od = e / (g->out[2] * g->out[1]);
+        int64_t id0 = od * g->s[0] - g->pb[0], ih0 = oh * g->s[1] - g->pb[1],
+                iw0 = ow * g->s[2] - g->pb[2];
+        const uint8_t **t = taps + r * kvol;
+        int32_t sum = 0;
+        if (id0 >= 0 && id0 + (g->k[0] - 1) * g->d[0] < g->in[0] && ih0 >= 0 &&
+            ih0 + (g->k[1] - 1) * g->d[1] < g->in[1] && iw0 >= 0 &&
+            iw0 + (g->k[2] - 1) * dw < g->in[2]) {
+            int64_t at0 = (id0 * g->in[1] + ih0) * g->in[2] + iw0;
+            for (int64_t kd = 0; kd < g->k[0]; kd++)
+                for (int64_t kh = 0; kh < g->k[1]; kh++)
+                    for (int64_t kw = 0, at = at0 + kd * dd + kh * dh; kw < g->k[2]; kw++) {
+                        *t++ = x + (at + kw * dw) * C;
+                        sum += ps[at + kw * dw];
+                    }
+            s[r] = sum;
+            continue;
+        }
+        for (int64_t kd = 0; kd < g->k[0]; kd++) {
+            int64_t id = id0 + kd * g->d[0];
+            for (int64_t kh = 0; kh < g->k[1]; kh++) {
+                int64_t ih = ih0 + kh * g->d[1];
+                for (int64_t kw = 0; kw < g->k[2]; kw++) {
+                    int64_t iw = iw0 + kw * dw, at = (id * g->in[1] + ih) * g->in[2] + iw;
+                    if (id < 0 || id >= g->in[0] || ih < 0 || ih >= g->in[1] || iw < 0 ||
+                        iw >= g->in[2]) {
+                        *t++ = zrow;
+                        sum += j->zx * (int32_t)cg;
+                    } else {
+                        *t++ = x + at * C;
+                        sum += ps[at];
+                    }
+                }
+            }
+        }
+        s[r] = sum;
+    }
+}
+
 /* Output channel m's terms: sum = acc - zw x_sum + base (zero points in the packed terms), and
  * its requantization y = rint((sum + bias) mult) + yz, as qconv_store computes it. */
 typedef struct {
@@ -1752,7 +1810,14 @@ static void qconv_fast_part(void *ctx, int part, int parts)
     const ss_kctx *k = j->k;
     uint8_t *a = (uint8_t *)k->scratch + qconv_parts_at(p) + (size_t)part * qconv_part_bytes(p);
     a = (uint8_t *)(((uintptr_t)a + 63) & ~(uintptr_t)63);
-    int32_t *xs = (int32_t *)(a + QCONV_FAST_ROWS * p->lda), *acc = xs + QCONV_FAST_ROWS;
+    /* the rows: stored (a), or gathered (taps, then a run of zero points for padding taps) */
+    const uint8_t **taps = (const uint8_t **)a;
+    uint8_t *zrow = a + sizeof(void *) * (size_t)(QCONV_FAST_ROWS * p->g.kvol);
+    size_t rows_bytes = p->gather ? sizeof(void *) * (size_t)(QCONV_FAST_ROWS * p->g.kvol) +
+                                        ((size_t)p->cg + 63) / 64 * 64
+                                  : (size_t)(QCONV_FAST_ROWS * p->lda);
+    if (p->gather) memset(zrow, j->zx, (size_t)p->cg);
+    int32_t *xs = (int32_t *)(a + rows_bytes), *acc = xs + QCONV_FAST_ROWS;
     uint8_t *tq = (uint8_t *)(acc + QCONV_FAST_ROWS * p->mg);
     int64_t total = p->group * j->blocks, ovol = p->g.ovol, K = p->K;
     ss_tensor *y = k->out[0];
@@ -1760,9 +1825,14 @@ static void qconv_fast_part(void *ctx, int part, int parts)
     for (int64_t b; (b = __atomic_fetch_add(&j->next, 1, __ATOMIC_RELAXED)) < total;) {
         int64_t gi = b / j->blocks, e0 = b % j->blocks * QCONV_FAST_ROWS;
         int64_t rows = ovol - e0 < QCONV_FAST_ROWS ? ovol - e0 : QCONV_FAST_ROWS;
-        qconv_rows(j, gi, e0, rows, a, xs);
-        ss_gemm_q8_i32(rows, p->mg, K, a, p->lda, p->wpack + (size_t)gi * p->group_bytes, 0, p->mg,
-                       acc, p->mg);
+        const uint8_t *wp = p->wpack + (size_t)gi * p->group_bytes;
+        if (p->gather) {
+            qconv_taps(j, gi, e0, rows, taps, zrow, xs);
+            ss_gemm_q8_i32_taps(rows, p->mg, taps, p->g.kvol, p->cg / 4, wp, 0, p->mg, acc, p->mg);
+        } else {
+            qconv_rows(j, gi, e0, rows, a, xs);
+            ss_gemm_q8_i32(rows, p->mg, K, a, p->lda, wp, 0, p->mg, acc, p->mg);
+        }
         if (y8) {
             qconv_requant(j, gi, e0, rows, acc, xs, tq);
             continue;

@@ -170,6 +170,8 @@ typedef struct {
     int32_t *Ci; /* ss_gemm_q8_i32: the exact sums, stored as they are, column n0 first */
     int64_t n0;
     int64_t ldc;
+    const uint8_t *const *taps; /* ss_gemm_q8_i32_taps: row r's tap t at taps[r * ntaps + t] */
+    int64_t ntaps, tq;          /* ... each tq k quads */
     int64_t next;  /* the next group a part claims: ss_pool_run's parts claim their work */
     bool prefetch; /* one part takes every group in turn: it prefetches the next one's weights */
 } q8_job;
@@ -214,6 +216,28 @@ Q8_TARGET static void quantize_row(const float *a, int64_t K, uint8_t *q, float 
         q[k] = 128;
 }
 
+/* The rows' k quads k0 .. k1 - 1 come in segments: the whole range over stored rows, or each
+ * tap's part of it over gathered ones. q8_segment gives segment s0's end (*s1), the weights of
+ * its first k quad's `base` (wg + base * 64) and the rows' pointers a[] indexed from base. */
+Q8_TARGET static inline __attribute__((always_inline)) int64_t
+q8_segment(const q8_job *j, int64_t r0, int rows, int64_t s0, int64_t k1, const int32_t **a,
+           int64_t *s1)
+{
+    int64_t base = 0;
+    *s1 = k1;
+    if (j->taps) {
+        int64_t t = s0 / j->tq;
+        base = t * j->tq;
+        if (base + j->tq < k1) *s1 = base + j->tq;
+        for (int r = 0; r < rows; r++)
+            a[r] = (const int32_t *)j->taps[(r0 + r) * j->ntaps + t];
+    } else {
+        for (int r = 0; r < rows; r++)
+            a[r] = (const int32_t *)(j->Aq + (r0 + r) * j->ldq);
+    }
+    return base;
+}
+
 /* Rows r0 .. r0 + rows - 1 over k quads k0 .. k1 - 1 of group g's GROUP blocks: accumulators from
  * zero (first) or from the part's int32 buffer, back to it, or (last) to C. `rows` is a constant
  * at each call site (the switch below), so the loops over it unroll. */
@@ -229,8 +253,8 @@ Q8_TARGET static void quantize_row(const float *a, int64_t K, uint8_t *q, float 
         Q8_DP(r, 2);                                                                               \
         Q8_DP(r, 3);                                                                               \
     } while (0)
-Q8_TARGET static inline __attribute__((always_inline)) void q8_loop4(const int8_t *wb, int64_t K4,
-                                                                     const int32_t *const *a,
+Q8_TARGET static inline __attribute__((always_inline)) void q8_loop4(const q8_job *j,
+                                                                     const int8_t *wg, int64_t r0,
                                                                      int64_t k0, int64_t k1,
                                                                      __m512i (*acc)[GROUP])
 {
@@ -238,14 +262,20 @@ Q8_TARGET static inline __attribute__((always_inline)) void q8_loop4(const int8_
     __m512i c10 = acc[1][0], c11 = acc[1][1], c12 = acc[1][2], c13 = acc[1][3];
     __m512i c20 = acc[2][0], c21 = acc[2][1], c22 = acc[2][2], c23 = acc[2][3];
     __m512i c30 = acc[3][0], c31 = acc[3][1], c32 = acc[3][2], c33 = acc[3][3];
-    const int8_t *p0 = wb, *p1 = wb + K4 * 64, *p2 = wb + 2 * K4 * 64, *p3 = wb + 3 * K4 * 64;
-    for (int64_t k = k0; k < k1; k++) {
-        __m512i w0 = _mm512_load_si512(p0 + k * 64), w1 = _mm512_load_si512(p1 + k * 64);
-        __m512i w2 = _mm512_load_si512(p2 + k * 64), w3 = _mm512_load_si512(p3 + k * 64);
-        Q8_ROW(0);
-        Q8_ROW(1);
-        Q8_ROW(2);
-        Q8_ROW(3);
+    int64_t K4 = j->K4;
+    for (int64_t s0 = k0, s1; s0 < k1; s0 = s1) { /* the accumulators stay in registers */
+        const int32_t *a[ROWS];
+        int64_t base = q8_segment(j, r0, ROWS, s0, k1, a, &s1);
+        const int8_t *p0 = wg + base * 64, *p1 = p0 + K4 * 64, *p2 = p0 + 2 * K4 * 64,
+                     *p3 = p0 + 3 * K4 * 64;
+        for (int64_t k = s0 - base; k < s1 - base; k++) {
+            __m512i w0 = _mm512_load_si512(p0 + k * 64), w1 = _mm512_load_si512(p1 + k * 64);
+            __m512i w2 = _mm512_load_si512(p2 + k * 64), w3 = _mm512_load_si512(p3 + k * 64);
+            Q8_ROW(0);
+            Q8_ROW(1);
+            Q8_ROW(2);
+            Q8_ROW(3);
+        }
     }
     acc[0][0] = c00, acc[0][1] = c01, acc[0][2] = c02, acc[0][3] = c03;
     acc[1][0] = c10, acc[1][1] = c11, acc[1][2] = c12, acc[1][3] = c13;
@@ -259,26 +289,28 @@ Q8_TARGET static inline __attribute__((always_inline)) void
 q8_tile(const q8_job *j, int64_t g, int64_t r0, int rows, int64_t k0, int64_t k1,
         int32_t (*sums)[COLS], bool first, bool last)
 {
-    const int8_t *wb = j->W + g * GROUP * j->K4 * 64;
-    const int32_t *a[ROWS];
-    for (int r = 0; r < rows; r++)
-        a[r] = (const int32_t *)(j->Aq + (r0 + r) * j->ldq);
+    const int8_t *wg = j->W + g * GROUP * j->K4 * 64;
     __m512i acc[ROWS][GROUP];
     for (int r = 0; r < rows; r++)
         for (int b = 0; b < GROUP; b++)
             acc[r][b] =
                 first ? _mm512_setzero_si512() : _mm512_load_si512(sums[r0 + r] + b * BLOCK);
     if (rows == ROWS)
-        q8_loop4(wb, j->K4, a, k0, k1, acc);
+        q8_loop4(j, wg, r0, k0, k1, acc);
     else
-        for (int64_t k = k0; k < k1; k++) {
-            __m512i w[GROUP];
-            for (int b = 0; b < GROUP; b++)
-                w[b] = _mm512_load_si512(wb + (b * j->K4 + k) * 64);
-            for (int r = 0; r < rows; r++) {
-                __m512i x = _mm512_set1_epi32(a[r][k]);
+        for (int64_t s0 = k0, s1; s0 < k1; s0 = s1) {
+            const int32_t *a[ROWS];
+            int64_t base = q8_segment(j, r0, rows, s0, k1, a, &s1);
+            const int8_t *wb = wg + base * 64;
+            for (int64_t k = s0 - base; k < s1 - base; k++) {
+                __m512i w[GROUP];
                 for (int b = 0; b < GROUP; b++)
-                    acc[r][b] = _mm512_dpbusd_epi32(acc[r][b], x, w[b]);
+                    w[b] = _mm512_load_si512(wb + (b * j->K4 + k) * 64);
+                for (int r = 0; r < rows; r++) {
+                    __m512i x = _mm512_set1_epi32(a[r][k]);
+                    for (int b = 0; b < GROUP; b++)
+                        acc[r][b] = _mm512_dpbusd_epi32(acc[r][b], x, w[b]);
+                }
             }
         }
     if (!last) {
@@ -396,8 +428,10 @@ void ss_gemm_q8(int64_t M, int64_t N, int64_t K, const float *A, int64_t lda, co
     }
 }
 
-void ss_gemm_q8_i32(int64_t M, int64_t N, int64_t K, const uint8_t *A, int64_t lda, const void *Bp,
-                    int64_t n0, int64_t n1, int32_t *C, int64_t ldc)
+/* ss_gemm_q8_i32 and ss_gemm_q8_i32_taps: A's rows stored (A, lda) or gathered (taps). */
+static void q8_i32(int64_t M, int64_t N, int64_t K, const uint8_t *A, int64_t lda,
+                   const uint8_t *const *taps, int64_t ntaps, int64_t tq, const void *Bp,
+                   int64_t n0, int64_t n1, int32_t *C, int64_t ldc)
 {
     if (M <= 0 || n1 <= n0) return;
     __atomic_add_fetch(&n_calls, 1, __ATOMIC_RELAXED);
@@ -411,14 +445,30 @@ void ss_gemm_q8_i32(int64_t M, int64_t N, int64_t K, const uint8_t *A, int64_t l
                     .groups = (n1 + COLS - 1) / COLS,
                     .next = n0 / COLS,
                     .n0 = n0,
-                    .Aq = A + r * lda,
+                    .Aq = taps ? NULL : A + r * lda,
                     .ldq = lda,
+                    .taps = taps ? taps + r * ntaps : NULL,
+                    .ntaps = ntaps,
+                    .tq = tq,
                     .W = (const int8_t *)(comp + Np),
                     .Ci = C + r * ldc,
                     .ldc = ldc,
                     .prefetch = true};
         q8_part(&j, 0, 1);
     }
+}
+
+void ss_gemm_q8_i32(int64_t M, int64_t N, int64_t K, const uint8_t *A, int64_t lda, const void *Bp,
+                    int64_t n0, int64_t n1, int32_t *C, int64_t ldc)
+{
+    q8_i32(M, N, K, A, lda, NULL, 0, 0, Bp, n0, n1, C, ldc);
+}
+
+void ss_gemm_q8_i32_taps(int64_t M, int64_t N, const uint8_t *const *taps, int64_t ntaps,
+                         int64_t tq, const void *Bp, int64_t n0, int64_t n1, int32_t *C,
+                         int64_t ldc)
+{
+    q8_i32(M, N, ntaps * tq * 4, NULL, 0, taps, ntaps, tq, Bp, n0, n1, C, ldc);
 }
 #else
 void ss_gemm_q8(int64_t M, int64_t N, int64_t K, const float *A, int64_t lda, const void *Bp,
@@ -434,5 +484,14 @@ void ss_gemm_q8_i32(int64_t M, int64_t N, int64_t K, const uint8_t *A, int64_t l
 {
     (void)M, (void)N, (void)K, (void)A, (void)lda, (void)Bp, (void)n0, (void)n1, (void)C, (void)ldc;
     abort(); /* plans take this path only where ss_gemm_q8_supported */
+}
+
+void ss_gemm_q8_i32_taps(int64_t M, int64_t N, const uint8_t *const *taps, int64_t ntaps,
+                         int64_t tq, const void *Bp, int64_t n0, int64_t n1, int32_t *C,
+                         int64_t ldc)
+{
+    (void)M, (void)N, (void)taps, (void)ntaps, (void)tq, (void)Bp, (void)n0, (void)n1, (void)C;
+    (void)ldc;
+    abort();
 }
 #endif

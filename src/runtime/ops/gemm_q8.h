@@ -86,5 +86,11 @@ const int32_t *ss_gemm_q8_colsum(const void *Bp, int64_t N);
  * columns); only where ss_gemm_q8_supported. */
 void ss_gemm_q8_i32(int64_t M, int64_t N, int64_t K, const uint8_t *A, int64_t lda, const void *Bp,
                     int64_t n0, int64_t n1, int32_t *C, int64_t ldc);
+/* ss_gemm_q8_i32 with A's rows gathered instead of stored: row r's k values t * tq * 4 ..
+ * (t + 1) * tq * 4 - 1 are the tq * 4 bytes at taps[r * ntaps + t] (t < ntaps; K = ntaps x tq x
+ * 4). A convolution's window taps, read where they are (no im2col copy). */
+void ss_gemm_q8_i32_taps(int64_t M, int64_t N, const uint8_t *const *taps, int64_t ntaps,
+                         int64_t tq, const void *Bp, int64_t n0, int64_t n1, int32_t *C,
+                         int64_t ldc);
 
 #endif
