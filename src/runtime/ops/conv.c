@@ -1316,8 +1316,10 @@ static ss_status *qconv_check_param(const ss_kctx *k, int i, int64_t per, const 
  *   sum (X' - zx)(W' - zw) = sum X'W' - zw sum X' - zx sum W' + K zx zw,
  * each term an exact integer: the same sums as the float64 path, so the same outputs. One image is
  * transposed to channels-last once; a pixel's im2col row is then its window's kvol runs of cg
- * channels (W packed with k in that order, once at plan time and shared through the session);
- * blocks of QCONV_FAST_ROWS pixels go to the worker pool's parts. */
+ * channels (W packed with k in that order, once at plan time and shared through the session),
+ * copied (qconv_rows) or, where cg is a multiple of 4, read where they are through a pointer per
+ * tap (qconv_taps, ss_gemm_q8_i32_taps); blocks of QCONV_FAST_ROWS pixels go to the worker pool's
+ * parts. */
 #define QCONV_FAST_MIN_MG 16
 #define QCONV_FAST_ROWS 64
 #define QCONV_FAST_MAX_K 32768 /* then no sum (at most K x 255 x 255) leaves int32 */
