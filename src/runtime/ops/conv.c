@@ -1649,9 +1649,12 @@ static void qconv_taps(const qconv_job *j, int64_t gi, int64_t e0, int64_t rows,
     int64_t dd = g->d[0] * g->in[1] * g->in[2], dh = g->d[1] * g->in[2], dw = g->d[2];
     const int32_t *ps = j->psum + gi * g->ivol;
     const uint8_t *x = j->xt + gi * cg;
-    for (int64_t r = 0; r < rows; r++) {
-        int64_t e = e0 + r, ow = e % g->out[2], oh = e / g->out[2] % g->out[1];
-        int64_t od = e / (g->out[2] * g->out[1]);
+    /* the output pixel e0 + r as (od, oh, ow), stepped along the rows (no divisions per row) */
+    int64_t ow = e0 % g->out[2], oh = e0 / g->out[2] % g->out[1];
+    int64_t od = e0 / (g->out[2] * g->out[1]);
+    for (int64_t r = 0; r < rows; r++, ow++) {
+        if (ow == g->out[2]) ow = 0, oh++;
+        if (oh == g->out[1]) oh = 0, od++;
         int64_t id0 = od * g->s[0] - g->pb[0], ih0 = oh * g->s[1] - g->pb[1],
                 iw0 = ow * g->s[2] - g->pb[2];
         const uint8_t **t = taps + r * kvol;
