@@ -1181,10 +1181,12 @@ typedef struct {
 /* The libm baseline of a case: a plain loop per row, as a straightforward kernel would be. */
 static void vmath_libm(const vmath_case *c, const float *x, float *y)
 {
+    bool softmax = !strcmp(c->op, "Softmax"), ln = !strcmp(c->op, "LayerNormalization"),
+         sigmoid = !strcmp(c->op, "Sigmoid"); /* else Tanh */
     for (int64_t r = 0; r < c->rows; r++) {
         const float *a = x + r * c->n;
         float *b = y + r * c->n;
-        if (!strcmp(c->op, "Softmax")) {
+        if (softmax) {
             float mx = a[0];
             for (int64_t i = 1; i < c->n; i++)
                 mx = a[i] > mx ? a[i] : mx;
@@ -1194,7 +1196,7 @@ static void vmath_libm(const vmath_case *c, const float *x, float *y)
             float inv = (float)(1.0 / sum);
             for (int64_t i = 0; i < c->n; i++)
                 b[i] *= inv;
-        } else if (!strcmp(c->op, "LayerNormalization")) { /* scale 1, bias 0 */
+        } else if (ln) { /* scale 1, bias 0 */
             double sum = 0, sq = 0;
             for (int64_t i = 0; i < c->n; i++)
                 sum += a[i];
@@ -1204,7 +1206,7 @@ static void vmath_libm(const vmath_case *c, const float *x, float *y)
             float is = (float)(1.0 / sqrt(sq / (double)c->n + 1e-5));
             for (int64_t i = 0; i < c->n; i++)
                 b[i] = (a[i] - (float)m) * is;
-        } else if (!strcmp(c->op, "Sigmoid")) {
+        } else if (sigmoid) {
             for (int64_t i = 0; i < c->n; i++)
                 b[i] = 1.0f / (1.0f + expf(-a[i]));
         } else {

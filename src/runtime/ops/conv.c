@@ -1287,7 +1287,7 @@ typedef struct {
     int parts;                 /* of the worker pool */
     bool x_signed, w_unsigned; /* activations shifted to uint8, weights to int8 by 128 */
     bool depthwise;            /* one channel in and out per group: qconv_dw_run */
-    bool gather; /* cg a multiple of 4: the kernel reads each window tap where it is (no im2col) */
+    bool gather;    /* cg a multiple of 4: the kernel reads the window taps where they are */
     int32_t wsum[]; /* per output channel: its packed weights' sum */
 } qconv_plan;
 
@@ -1317,9 +1317,9 @@ static ss_status *qconv_check_param(const ss_kctx *k, int i, int64_t per, const 
  * each term an exact integer: the same sums as the float64 path, so the same outputs. One image is
  * transposed to channels-last once; a pixel's im2col row is then its window's kvol runs of cg
  * channels (W packed with k in that order, once at plan time and shared through the session),
- * copied (qconv_rows) or, where cg is a multiple of 4, read where they are through a pointer per
- * tap (qconv_taps, ss_gemm_q8_i32_taps); blocks of QCONV_FAST_ROWS pixels go to the worker pool's
- * parts. */
+ * given as a pointer per tap (qconv_taps): read where they are (ss_gemm_q8_i32_taps) where cg is
+ * a multiple of 4, else copied into rows first (qconv_rows); blocks of QCONV_FAST_ROWS pixels go to
+ * the worker pool's parts. */
 #define QCONV_FAST_MIN_MG 16
 #define QCONV_FAST_ROWS 64
 #define QCONV_FAST_MAX_K 32768 /* then no sum (at most K x 255 x 255) leaves int32 */
@@ -1339,12 +1339,23 @@ static void qconv_release(void *state)
 
 /* Scratch of the VNNI path: the channels-last image, each pixel's sum over each group's channels
  * (int32), then per part its rows, their sums and the kernel's int32 block. */
+/* A part's block of taps (QCONV_FAST_ROWS x kvol pointers), then one run of cg zero points (the
+ * padding taps'), then, on the copy path, the rows; each a multiple of 64 bytes. */
+static size_t qconv_taps_bytes(const qconv_plan *p)
+{
+    return sizeof(void *) * (size_t)(QCONV_FAST_ROWS * p->g.kvol) + ((size_t)p->cg + 63) / 64 * 64;
+}
+
+static size_t qconv_rows_bytes(const qconv_plan *p)
+{
+    return qconv_taps_bytes(p) +
+           (p->gather ? 0 : ((size_t)(QCONV_FAST_ROWS * p->lda) + 63) / 64 * 64);
+}
+
 static size_t qconv_part_bytes(const qconv_plan *p)
 {
-    size_t rows = p->gather ? sizeof(void *) * (size_t)(QCONV_FAST_ROWS * p->g.kvol) +
-                                  ((size_t)p->cg + 63) / 64 * 64 /* the taps, a zero-point run */
-                            : (size_t)(QCONV_FAST_ROWS * p->lda);
-    return rows + sizeof(int32_t) * (size_t)(QCONV_FAST_ROWS + QCONV_FAST_ROWS * p->mg) +
+    return qconv_rows_bytes(p) +
+           sizeof(int32_t) * (size_t)(QCONV_FAST_ROWS + QCONV_FAST_ROWS * p->mg) +
            (size_t)(QCONV_FAST_ROWS * p->mg) + 64;
 }
 
@@ -1588,58 +1599,10 @@ static inline void qconv_copy(uint8_t *restrict d, const uint8_t *restrict s, in
         *d++ = *s++;
 }
 
-/* Pixels e0 .. e0 + rows - 1 of group gi: their im2col rows (padding is the zero point) into a,
- * and their sums (of the window's pixel sums) into s. */
-static void qconv_rows(const qconv_job *j, int64_t gi, int64_t e0, int64_t rows, uint8_t *a,
-                       int32_t *s)
-{
-    const qconv_plan *p = j->p;
-    const geom *g = &p->g;
-    int64_t cg = p->cg, C = p->C;
-    for (int64_t r = 0; r < rows; r++) {
-        int64_t e = e0 + r, ow = e % g->out[2], oh = e / g->out[2] % g->out[1];
-        int64_t od = e / (g->out[2] * g->out[1]);
-        uint8_t *row = a + r * p->lda;
-        int32_t sum = 0;
-        const int32_t *ps = j->psum + gi * g->ivol;
-        for (int64_t kd = 0; kd < g->k[0]; kd++) {
-            int64_t id = od * g->s[0] - g->pb[0] + kd * g->d[0];
-            for (int64_t kh = 0; kh < g->k[1]; kh++) {
-                int64_t ih = oh * g->s[1] - g->pb[1] + kh * g->d[1];
-                int64_t iw0 = ow * g->s[2] - g->pb[2], iw1 = iw0 + (g->k[2] - 1) * g->d[2];
-                if (cg == C && g->d[2] == 1 && iw0 >= 0 && iw1 < g->in[2] && id >= 0 &&
-                    id < g->in[0] && ih >= 0 && ih < g->in[1]) {
-                    /* the row's taps inside the image: contiguous channels-last pixels */
-                    int64_t at = (id * g->in[1] + ih) * g->in[2] + iw0;
-                    qconv_copy(row, j->xt + at * C, g->k[2] * C);
-                    for (int64_t kw = 0; kw < g->k[2]; kw++)
-                        sum += ps[at + kw];
-                    row += g->k[2] * cg;
-                    continue;
-                }
-                for (int64_t kw = 0; kw < g->k[2]; kw++, row += cg) {
-                    int64_t iw = ow * g->s[2] - g->pb[2] + kw * g->d[2];
-                    int64_t at = (id * g->in[1] + ih) * g->in[2] + iw;
-                    if (id < 0 || id >= g->in[0] || ih < 0 || ih >= g->in[1] || iw < 0 ||
-                        iw >= g->in[2]) {
-                        memset(row, j->zx, (size_t)cg);
-                        sum += j->zx * (int32_t)cg;
-                    } else {
-                        qconv_copy(row, j->xt + at * C + gi * cg, cg);
-                        sum += ps[at];
-                    }
-                }
-            }
-        }
-        memset(row, 0, (size_t)(p->lda - p->K)); /* k past K: zeros the kernel may read */
-        s[r] = sum;
-    }
-}
-
-/* qconv_rows without the copies (p->gather): each row's kvol taps as pointers to its window's
- * pixels in the channels-last image, or to `zrow` (cg zero points) where the tap is padding, and
- * the same sums. A window inside the image (most of them) takes fixed pixel offsets from its
- * first tap, without a bounds check per tap. */
+/* Pixels e0 .. e0 + rows - 1 of group gi: each row's kvol taps as pointers to its window's pixels
+ * in the channels-last image, or to `zrow` (cg zero points) where the tap is padding, and their
+ * sums (of the window's pixel sums) into s. A window inside the image (most of them) takes fixed
+ * pixel offsets from its first tap, without a bounds check per tap. */
 static void qconv_taps(const qconv_job *j, int64_t gi, int64_t e0, int64_t rows,
                        const uint8_t **taps, const uint8_t *zrow, int32_t *s)
 {
@@ -1690,6 +1653,18 @@ static void qconv_taps(const qconv_job *j, int64_t gi, int64_t e0, int64_t rows,
             }
         }
         s[r] = sum;
+    }
+}
+
+/* The copy path (cg not a multiple of 4, so a tap is not whole k quads): the taps' bytes as
+ * im2col rows of lda bytes, the k past K zero. */
+static void qconv_rows(const qconv_plan *p, int64_t rows, const uint8_t *const *taps, uint8_t *a)
+{
+    for (int64_t r = 0; r < rows; r++) {
+        uint8_t *row = a + r * p->lda;
+        for (int64_t t = 0; t < p->g.kvol; t++)
+            qconv_copy(row + t * p->cg, taps[r * p->g.kvol + t], p->cg);
+        memset(row + p->K, 0, (size_t)(p->lda - p->K));
     }
 }
 
@@ -1815,28 +1790,25 @@ static void qconv_fast_part(void *ctx, int part, int parts)
     const ss_kctx *k = j->k;
     uint8_t *a = (uint8_t *)k->scratch + qconv_parts_at(p) + (size_t)part * qconv_part_bytes(p);
     a = (uint8_t *)(((uintptr_t)a + 63) & ~(uintptr_t)63);
-    /* the rows: stored (a), or gathered (taps, then a run of zero points for padding taps) */
     const uint8_t **taps = (const uint8_t **)a;
-    uint8_t *zrow = a + sizeof(void *) * (size_t)(QCONV_FAST_ROWS * p->g.kvol);
-    size_t rows_bytes = p->gather ? sizeof(void *) * (size_t)(QCONV_FAST_ROWS * p->g.kvol) +
-                                        ((size_t)p->cg + 63) / 64 * 64
-                                  : (size_t)(QCONV_FAST_ROWS * p->lda);
-    if (p->gather) memset(zrow, j->zx, (size_t)p->cg);
-    int32_t *xs = (int32_t *)(a + rows_bytes), *acc = xs + QCONV_FAST_ROWS;
+    uint8_t *zrow = a + sizeof(void *) * (size_t)(QCONV_FAST_ROWS * p->g.kvol),
+            *rowbuf = a + qconv_taps_bytes(p); /* the copy path's rows */
+    memset(zrow, j->zx, (size_t)p->cg);
+    int32_t *xs = (int32_t *)(a + qconv_rows_bytes(p)), *acc = xs + QCONV_FAST_ROWS;
     uint8_t *tq = (uint8_t *)(acc + QCONV_FAST_ROWS * p->mg);
-    int64_t total = p->group * j->blocks, ovol = p->g.ovol, K = p->K;
+    int64_t total = p->group * j->blocks, ovol = p->g.ovol;
     ss_tensor *y = k->out[0];
     bool y8 = p->qlinear && ss_quant_dtype8(y->dtype);
     for (int64_t b; (b = __atomic_fetch_add(&j->next, 1, __ATOMIC_RELAXED)) < total;) {
         int64_t gi = b / j->blocks, e0 = b % j->blocks * QCONV_FAST_ROWS;
         int64_t rows = ovol - e0 < QCONV_FAST_ROWS ? ovol - e0 : QCONV_FAST_ROWS;
         const uint8_t *wp = p->wpack + (size_t)gi * p->group_bytes;
+        qconv_taps(j, gi, e0, rows, taps, zrow, xs);
         if (p->gather) {
-            qconv_taps(j, gi, e0, rows, taps, zrow, xs);
             ss_gemm_q8_i32_taps(rows, p->mg, taps, p->g.kvol, p->cg / 4, wp, 0, p->mg, acc, p->mg);
         } else {
-            qconv_rows(j, gi, e0, rows, a, xs);
-            ss_gemm_q8_i32(rows, p->mg, K, a, p->lda, wp, 0, p->mg, acc, p->mg);
+            qconv_rows(p, rows, taps, rowbuf);
+            ss_gemm_q8_i32(rows, p->mg, p->K, rowbuf, p->lda, wp, 0, p->mg, acc, p->mg);
         }
         if (y8) {
             qconv_requant(j, gi, e0, rows, acc, xs, tq);

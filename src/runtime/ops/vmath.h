@@ -84,9 +84,9 @@ SS_VMATH_INLINE float ss_verff(float x)
     return y > 1.0f ? 1.0f : y;
 }
 
-/* Softmax of x[0..n) into y (y may be x): the maximum over 16 running maxima, exp by ss_vexpf,
- * the sum in double over 8 running sums, as loops that vectorize in each ISA copy of a caller
- * (isa.h). NaN and all -inf rows come out as from a plain expf softmax. Every loop reads an
+/* Softmax of x[0..n) into y (y may be x): the maximum as a vector reduction (omp simd), exp by
+ * ss_vexpf, the sum in double over 8 running sums, as loops that vectorize in each ISA copy of a
+ * caller (isa.h). NaN and all -inf rows come out as from a plain expf softmax. Every loop reads an
  * element before it writes the same one, so in place is fine. */
 SS_VMATH_INLINE void ss_vsoftmaxf(const float *x, float *y, int64_t n)
 {
