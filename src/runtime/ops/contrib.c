@@ -18,6 +18,7 @@
 
 #include "gemm_f32p.h"
 #include "gemm_kernel.h"
+#include "gemm_q4.h"
 #include "gemm_q8.h"
 #include "onednn.h"
 
@@ -647,6 +648,7 @@ typedef struct {
     bool dequant;      /* weights dequantized at plan time, after this struct */
     size_t w_offset;   /* weights in the scratch when not */
     const void *q8;    /* or requantized to gemm_q8.h's int8 weights (nbits_q8_plan) */
+    const void *q4;    /* or the 4-bit values repacked for gemm_q4.h (nbits_q4_plan) */
     const float *f32p; /* or dequantized into gemm_f32p.h's packed float32 panels */
     ss_packed *wref;   /* either: the session's copy, or wowned */
     void *wowned;
@@ -658,10 +660,11 @@ static void nbits_release(void *state)
     nbits_plan *p = state;
     ss_packed_release(p->wref);
     free(p->wowned);
-    p->wref = NULL, p->wowned = NULL, p->q8 = NULL, p->f32p = NULL;
+    p->wref = NULL, p->wowned = NULL, p->q8 = NULL, p->q4 = NULL, p->f32p = NULL;
 }
 
-/* The session keeps the int8 (kind 1) or packed float32 (kind 2) copy of a node's weights, keyed
+/* The session keeps the int8 (kind 1), packed float32 (kind 2) or 4-bit (kind 3) copy of a node's
+ * weights, keyed
  * by B's bytes with its shape, scales and zero points, so a re-plan for another M (a new batch or
  * sequence length) finds it instead of dequantizing again. */
 typedef struct {
@@ -829,6 +832,51 @@ static ss_status *nbits_q8_plan(ss_kctx *k, nbits_plan *p)
     return NULL;
 }
 
+/* The few rows of decode on 4-bit weights with integer zero points: gemm_q4.h reads the 4-bit
+ * values themselves (0.66 bytes a weight at block 32) instead of gemm_q8.h's byte a weight. */
+static bool nbits_wants_q4(const ss_kctx *k, const nbits_plan *p)
+{
+    const ss_tensor *zp = k->n_in > 3 && k->in[3] ? k->in[3] : NULL;
+    return nbits_wants_q8(k, p) && p->bits == 4 && p->M <= SS_GEMM_Q4_MAX_M &&
+           ss_gemm_q4_block_ok(p->block) && (!zp || p->packed_zp);
+}
+
+/* A row of W's 4-bit values, scales and zero points at a time, packed as column n. */
+static ss_status *nbits_q4_plan(ss_kctx *k, nbits_plan *p)
+{
+    nbits_layout lay;
+    if (!(p->q4 = nbits_find(k, p, 3, &lay))) {
+        uint8_t *q = malloc((size_t)p->K + (size_t)p->blocks);
+        void *packed = ss_gemm_q4_alloc(p->K, p->N, p->block);
+        if (!q || !packed) {
+            free(q);
+            free(packed);
+            return ss_op_err(k, SS_ERR_NOMEM, "cannot allocate %zu bytes of 4-bit weights",
+                             ss_gemm_q4_packed_bytes(p->K, p->N, p->block));
+        }
+        uint8_t *zero = q + p->K;
+        const ss_tensor *zp = k->n_in > 3 && k->in[3] ? ss_kctx_value(k, 3) : NULL;
+        const uint8_t *b = ss_kctx_value(k, 1)->data;
+        const float *scale = ss_kctx_value(k, 2)->data;
+        int64_t zp_row = (p->blocks * 4 + 7) / 8;
+        for (int64_t n = 0; n < p->N; n++) {
+            for (int64_t kk = 0; kk < p->K; kk++)
+                q[kk] = (uint8_t)nbits_field(b + n * p->blocks * p->blob, kk, 4);
+            for (int64_t blk = 0; blk < p->blocks; blk++)
+                zero[blk] =
+                    zp ? (uint8_t)nbits_field((const uint8_t *)zp->data + n * zp_row, blk, 4) : 8;
+            ss_gemm_q4_pack_column(q, scale + n * p->blocks, zero, p->K, p->N, p->block, n, packed);
+        }
+        free(q);
+        p->q4 = packed;
+        nbits_keep(k, p, &lay, packed);
+    }
+    nbits_packed_done(k, p);
+    k->scratch_bytes = ss_gemm_q4_scratch(p->M, p->K, p->block);
+    SS_DEBUG("%s: VNNI kernel on the 4-bit weights as stored", k->node_name);
+    return NULL;
+}
+
 /* Exact float32 weights (accuracy_level 0) for the packed float32 kernel MatMul uses on [N, K]
  * weights, rather than OpenBLAS on the dequantized copy (71.6 vs ~33 ms for the 4 x 4096x4096
  * MLP at batch 32): W dequantized once into a buffer, packed, the buffer freed. */
@@ -893,6 +941,7 @@ static ss_status *nbits_infer_f32(ss_kctx *k)
         ss_kernels_mode() != SS_KERNELS_BLAS &&
         ss_gemm_f32p_usable(tmp.M < SS_GEMM_F32P_MIN_M ? tmp.M : SS_GEMM_F32P_MIN_M, K, N, true);
     ss_status *(*packed)(ss_kctx *, nbits_plan *) = !tmp.dequant              ? NULL
+                                                    : nbits_wants_q4(k, &tmp) ? nbits_q4_plan
                                                     : nbits_wants_q8(k, &tmp) ? nbits_q8_plan
                                                     : f32p                    ? nbits_f32p_plan
                                                                               : NULL;
@@ -917,9 +966,12 @@ static ss_status *nbits_infer_f32(ss_kctx *k)
 static ss_status *nbits_run_f32(ss_kctx *k)
 {
     const nbits_plan *p = k->state;
-    if (p->q8 || p->f32p) {
+    if (p->q8 || p->q4 || p->f32p) {
         float *y = k->out[0]->data;
-        if (p->q8)
+        if (p->q4)
+            ss_gemm_q4(p->M, p->N, p->K, p->block, k->in[0]->data, p->K, p->q4, y, p->N, p->threads,
+                       k->scratch);
+        else if (p->q8)
             ss_gemm_q8(p->M, p->N, p->K, k->in[0]->data, p->K, p->q8, false, y, p->N, p->threads,
                        k->scratch);
         else
