@@ -24,9 +24,9 @@
 
 typedef struct {
     int64_t K, N, bs;
-    uint8_t *q;     /* N x K values 0..15 */
-    float *scale;   /* N x blocks */
-    uint8_t *zero;  /* N x blocks */
+    uint8_t *q;    /* N x K values 0..15 */
+    float *scale;  /* N x blocks */
+    uint8_t *zero; /* N x blocks */
     void *packed;
 } weights;
 
@@ -114,8 +114,8 @@ static void run_q4(const weights *w, int64_t M, const float *A, float *C, int th
 static void test_kernel_is_the_arithmetic(void)
 {
     static const int64_t shapes[][3] = {/* K, N, bs */
-                                        {256, 200, 32}, {300, 70, 32},  {37, 16, 8},
-                                        {4096, 130, 128}, {96, 1, 16},  {520, 64, 64}};
+                                        {256, 200, 32},   {300, 70, 32}, {37, 16, 8},
+                                        {4096, 130, 128}, {96, 1, 16},   {520, 64, 64}};
     ss_gemm_pool_reserve(2);
     for (size_t si = 0; si < sizeof shapes / sizeof shapes[0]; si++)
         for (int64_t M = 1; M <= SS_GEMM_Q4_MAX_M; M++)
@@ -162,7 +162,8 @@ static void test_rows_independent(void)
     weights w;
     make_weights(&w, 512, 150, 32);
     float *A = rand_rows(3, w.K);
-    float *all = malloc(sizeof(float) * (size_t)(3 * w.N)), *one = malloc(sizeof(float) * (size_t)w.N);
+    float *all = malloc(sizeof(float) * (size_t)(3 * w.N)),
+          *one = malloc(sizeof(float) * (size_t)w.N);
     CHECK(all && one);
     run_q4(&w, 3, A, all, 2);
     for (int64_t m = 0; m < 3; m++) {

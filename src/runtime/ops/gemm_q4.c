@@ -101,7 +101,8 @@ typedef struct {
     const uint8_t *W;
     float *C;
     int64_t ldc;
-    int64_t next; /* the next group a part claims */
+    int64_t next;  /* the next group a part claims */
+    bool prefetch; /* one part takes every group in turn: it prefetches the next one's records */
 } q4_job;
 
 #if defined(__x86_64__)
@@ -150,8 +151,8 @@ Q4_TARGET static void quantize_row(const float *a, int64_t K, int64_t bs, int8_t
 
 /* Rows r0 .. r0 + rows - 1 of group g: `rows` is a constant at each call site, so the loops over
  * it and over the GROUP blocks unroll into named registers. */
-Q4_TARGET static inline __attribute__((always_inline)) void q4_tile(const q4_job *j, int64_t g,
-                                                                    int64_t r0, int rows)
+Q4_TARGET static inline __attribute__((always_inline)) void
+q4_tile(const q4_job *j, int64_t g, int64_t r0, int rows, bool prefetch)
 {
     size_t rb = rec_bytes(j->bs);
     int64_t bs = j->bs, steps = bs / 8;
@@ -170,6 +171,12 @@ Q4_TARGET static inline __attribute__((always_inline)) void q4_tile(const q4_job
         for (int b = 0; b < GROUP; b++)
             f[r][b] = _mm512_setzero_ps();
     for (int64_t kb = 0; kb < j->nb; kb++) {
+        if (prefetch) /* the next group's records at this k block, into L2 */
+            for (int b = 0; b < GROUP; b++)
+                for (size_t off = 0; off < rb; off += 64)
+                    _mm_prefetch((const char *)recs[b] + GROUP * (size_t)j->nb * rb +
+                                     (size_t)kb * rb + off,
+                                 _MM_HINT_T1);
         __m512i d[ROWS][GROUP];
         for (int r = 0; r < rows; r++)
             for (int b = 0; b < GROUP; b++)
@@ -197,8 +204,8 @@ Q4_TARGET static inline __attribute__((always_inline)) void q4_tile(const q4_job
             __m512 z = _mm512_cvtepi32_ps(
                 _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(tail + 64))));
             for (int r = 0; r < rows; r++) {
-                __m512 t = _mm512_fnmadd_ps(z, _mm512_set1_ps(asum[r][kb]),
-                                            _mm512_cvtepi32_ps(d[r][b]));
+                __m512 t =
+                    _mm512_fnmadd_ps(z, _mm512_set1_ps(asum[r][kb]), _mm512_cvtepi32_ps(d[r][b]));
                 f[r][b] = _mm512_fmadd_ps(t, sc, f[r][b]);
             }
         }
@@ -220,10 +227,11 @@ Q4_TARGET static void q4_part(void *ctx, int part, int parts)
     q4_job *j = ctx;
     for (int64_t g; (g = __atomic_fetch_add(&j->next, 1, __ATOMIC_RELAXED)) < j->groups;)
         for (int64_t r0 = 0; r0 < j->M; r0 += ROWS) {
+            bool pf = j->prefetch && r0 == 0 && g + 1 < j->groups;
             if (j->M - r0 >= 2)
-                q4_tile(j, g, r0, 2);
+                q4_tile(j, g, r0, 2, pf);
             else
-                q4_tile(j, g, r0, 1);
+                q4_tile(j, g, r0, 1, pf);
         }
 }
 
@@ -253,6 +261,7 @@ void ss_gemm_q4(int64_t M, int64_t N, int64_t K, int64_t bs, const float *A, int
     int parts = threads < 1 ? 1 : threads;
     if (parts > j.groups) parts = (int)j.groups;
     if ((double)N * (double)K < MIN_PAR_WEIGHTS) parts = 1;
+    j.prefetch = parts == 1;
     ss_pool_run(parts, q4_part, &j);
 }
 #else
