@@ -36,7 +36,8 @@
 /* Most rows a call takes (plans with more use gemm_q8.h). */
 #define SS_GEMM_Q4_MAX_M 4
 
-/* Block sizes the layout takes: a power of 2 from 8; k block sums stay far inside int32. */
+/* Block sizes the layout takes: a power of 2 from 8 to 4096 (a block's integer sum, at most
+ * 15 x 127 x 4096, converts to float32 exactly). */
 bool ss_gemm_q4_block_ok(int64_t bs);
 /* How many calls ran. */
 unsigned long ss_gemm_q4_calls(void);
