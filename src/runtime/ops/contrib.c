@@ -833,12 +833,17 @@ static ss_status *nbits_q8_plan(ss_kctx *k, nbits_plan *p)
 }
 
 /* The few rows of decode on 4-bit weights with integer zero points: gemm_q4.h reads the 4-bit
- * values themselves (0.66 bytes a weight at block 32) instead of gemm_q8.h's byte a weight. */
+ * values themselves (0.66 bytes a weight at block 32) instead of gemm_q8.h's byte a weight, but
+ * converts per block, so it is the slower one once the rows make the product compute-bound:
+ * mlp4bit at 4 rows, ms, q4 vs q8 (Zen 5, 2 vCPUs): 1 thread 1.95-2.28 vs 2.31-2.65, 2 threads
+ * 1.14-1.16 vs 0.99 (two threads read 2.5x what one does here); at 2 rows q4 wins on both. */
 static bool nbits_wants_q4(const ss_kctx *k, const nbits_plan *p)
 {
     const ss_tensor *zp = k->n_in > 3 && k->in[3] ? k->in[3] : NULL;
-    return nbits_wants_q8(k, p) && p->bits == 4 && p->M <= SS_GEMM_Q4_MAX_M &&
-           ss_gemm_q4_block_ok(p->block) && (!zp || p->packed_zp);
+    int t = k->threads > 0 ? k->threads : openblas_get_num_threads();
+    int64_t max_m = t > 1 ? 2 : SS_GEMM_Q4_MAX_M;
+    return nbits_wants_q8(k, p) && p->bits == 4 && p->M <= max_m && ss_gemm_q4_block_ok(p->block) &&
+           (!zp || p->packed_zp);
 }
 
 /* A row of W's 4-bit values, scales and zero points at a time, packed as column n. */
