@@ -1,10 +1,12 @@
 #!/usr/bin/python3
-"""MatMulNBits on the int8 kernel: a 4-bit (and an 8-bit) MatMulNBits with packed zero points and
+"""MatMulNBits on the int8 kernels: a 4-bit (and an 8-bit) MatMulNBits with packed zero points and
 a bias, run by `shardserve run` at accuracy_level 0 (float32 weights: equal to numpy's dequantized
 product within float32 rounding), at accuracy_level 4 and under `--weights int8` (int8 weights and
 activations where the CPU has AVX512-VNNI: within relative L2 1e-2 of numpy's, and not equal to the
-float32 run, which shows the int8 path ran; on a CPU without VNNI both equal the float32 run), and
-the level-0 model re-planned for 6 row counts in one session, each equal to numpy's.
+float32 run, which shows the int8 path ran; on a CPU without VNNI both equal the float32 run), the
+kernel level 4 took, from the debug log (one row of 4-bit weights: the kernel on the 4-bit values
+as stored; more rows, or 8-bit weights: the int8 copy), and the level-0 model re-planned for 6 row
+counts in one session, each equal to numpy's.
 
 Usage: nbits_int8.py SHARDSERVE OUTDIR"""
 import os
@@ -56,11 +58,16 @@ def make(d, K, N, block, bits, level):
     return path, W, bias
 
 
-def run(shardserve, model, a, d, extra=()):
+def run(shardserve, model, a, d, extra=(), log=None):
+    """y, and with log a list the run's debug lines are appended to."""
     os.makedirs(d, exist_ok=True)
     np.save(os.path.join(d, "a.npy"), a)
-    subprocess.run([shardserve, "run", model, "--input", "a=" + os.path.join(d, "a.npy"),
-                    "--output-dir", d, *extra], check=True, stdout=subprocess.DEVNULL)
+    env = dict(os.environ, SHARDSERVE_LOG="debug") if log is not None else None
+    r = subprocess.run([shardserve, "run", model, "--input", "a=" + os.path.join(d, "a.npy"),
+                        "--output-dir", d, *extra], check=True, stdout=subprocess.DEVNULL,
+                       stderr=subprocess.PIPE, text=True, env=env)
+    if log is not None:
+        log.extend(r.stderr.splitlines())
     return np.load(os.path.join(d, "y.npy"))
 
 
@@ -96,7 +103,7 @@ def rel_l2(x, ref):
 def main():
     shardserve, out = sys.argv[1], sys.argv[2]
     vnni = "avx512_vnni" in open("/proc/cpuinfo").read()
-    failures = 0
+    failures = total = 0
     for bits, K, N, block in ((4, 256, 200, 32), (8, 96, 70, 16)):
         for M in (1, 5, 70):
             d = os.path.join(out, "b%d_m%d" % (bits, M))
@@ -108,7 +115,8 @@ def main():
             a = rng.uniform(-2, 2, (M, K)).astype(np.float32)
             ref = a.astype(np.float64) @ W.T.astype(np.float64) + bias
             y0 = run(shardserve, m0, a, os.path.join(d, "l0"))
-            y4 = run(shardserve, m4, a, os.path.join(d, "l4"))
+            log = []
+            y4 = run(shardserve, m4, a, os.path.join(d, "l4"), log=log)
             yw = run(shardserve, m0, a, os.path.join(d, "w8"), ("--weights", "int8"))
             e0, e4, ew = rel_l2(y0, ref), rel_l2(y4, ref), rel_l2(yw, ref)
             checks = [("level 0 within 1e-5 of numpy", e0 <= 1e-5),
@@ -116,13 +124,19 @@ def main():
                       ("--weights int8 equals level 4", np.array_equal(yw, y4)),
                       ("level 4 %s the float32 run" % ("differs from" if vnni else "equals"),
                        (not np.array_equal(y4, y0)) if vnni else np.array_equal(y4, y0))]
+            if vnni:  # one row of 4-bit weights: the kernel on the 4-bit values; else the int8 copy
+                want = ("on the 4-bit weights as stored" if bits == 4 and M == 1
+                        else "on requantized %d-bit weights" % bits)
+                checks.append(("level 4 runs the VNNI kernel " + want,
+                               any("MatMulNBits" in line and want in line for line in log)))
             if bits == 4 and M == 1:
                 checks.append(("re-plans", replanned(shardserve, out, m0, W, bias, K)))
             for what, ok in checks:
                 print("%s bits=%d M=%d: %s (rel L2: level 0 %.2e, level 4 %.2e, --weights int8 %.2e)"
                       % ("PASS" if ok else "FAIL", bits, M, what, e0, e4, ew))
                 failures += not ok
-    print("%d passed, %d failed" % (25 - failures, failures))
+                total += 1
+    print("%d passed, %d failed" % (total - failures, failures))
     return 1 if failures else 0
 
 
