@@ -6,6 +6,7 @@
 #include "gemm_q4.h"
 
 #include "gemm_kernel.h"
+#include "gemm_q8.h"
 
 #include <math.h>
 #include <stdlib.h>
@@ -113,21 +114,9 @@ typedef struct {
 Q4_TARGET static void quantize_row(const float *a, int64_t K, int64_t bs, int8_t *q, float *asum,
                                    float *scale)
 {
-    __m512 m = _mm512_setzero_ps();
-    __mmask16 nan = 0;
-    int64_t k = 0;
-    for (; k + 16 <= K; k += 16) {
-        __m512 v = _mm512_loadu_ps(a + k);
-        nan |= _mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q);
-        m = _mm512_max_ps(m, _mm512_abs_ps(v));
-    }
-    float am = _mm512_reduce_max_ps(m);
-    for (; k < K; k++) {
-        nan |= a[k] != a[k];
-        am = fmaxf(am, fabsf(a[k]));
-    }
-    float inv = !nan && am > 0 ? 127.0f / am : 0.0f;
-    *scale = nan ? NAN : am / 127.0f;
+    float inv;
+    ss_gemm_q8_row_scale(a, K, scale, &inv);
+    int64_t k;
     __m512 vi = _mm512_set1_ps(inv);
     __m512i lo = _mm512_set1_epi32(-127), hi = _mm512_set1_epi32(127);
     for (k = 0; k + 16 <= K; k += 16) {

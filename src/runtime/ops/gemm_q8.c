@@ -179,9 +179,7 @@ typedef struct {
 #if defined(__x86_64__)
 #define Q8_TARGET __attribute__((target("avx512f,avx512bw,avx512vnni")))
 
-/* Row r of A quantized: absmax / 127 as its scale, round to nearest even, + 128 as uint8; the
- * padding up to a multiple of 4 is 128 (zero), against zero weights. */
-Q8_TARGET static void quantize_row(const float *a, int64_t K, uint8_t *q, float *scale)
+Q8_TARGET void ss_gemm_q8_row_scale(const float *a, int64_t K, float *scale, float *inv)
 {
     __m512 m = _mm512_setzero_ps();
     __mmask16 nan = 0;
@@ -198,8 +196,17 @@ Q8_TARGET static void quantize_row(const float *a, int64_t K, uint8_t *q, float 
     }
     /* a NaN makes the row's scale NaN, so its outputs are NaN as float32's would be (an infinity
      * gives an infinite scale and zero values: NaN outputs too) */
-    float s = nan ? NAN : am / 127.0f, inv = !nan && am > 0 ? 127.0f / am : 0.0f;
-    *scale = s;
+    *scale = nan ? NAN : am / 127.0f;
+    *inv = !nan && am > 0 ? 127.0f / am : 0.0f;
+}
+
+/* Row r of A quantized: absmax / 127 as its scale, round to nearest even, + 128 as uint8; the
+ * padding up to a multiple of 4 is 128 (zero), against zero weights. */
+Q8_TARGET static void quantize_row(const float *a, int64_t K, uint8_t *q, float *scale)
+{
+    float inv;
+    ss_gemm_q8_row_scale(a, K, scale, &inv);
+    int64_t k;
     __m512 vi = _mm512_set1_ps(inv);
     __m512i lo = _mm512_set1_epi32(-127), hi = _mm512_set1_epi32(127), off = _mm512_set1_epi32(128);
     for (k = 0; k + 16 <= K; k += 16) {
