@@ -255,7 +255,9 @@ done:
 }
 
 static const int64_t Ms[] = {1, 2, 3, 7, 31, 33, 64, 65, 130, 257};
-static const int64_t KNs[][2] = {{1, 1}, {5, 17}, {67, 33}, {300, 130}, {257, 1000}, {16, 64}};
+/* N up to 8 on AVX-512: the narrow path (a dot per output), K across its 16-wide steps */
+static const int64_t KNs[][2] = {{1, 1},   {5, 17}, {67, 33}, {300, 130}, {257, 1000},
+                                 {16, 64}, {96, 2}, {37, 5},  {1100, 7},  {2000, 8}};
 
 /* ------------------------------------------------------------------ cases */
 
@@ -359,15 +361,15 @@ static void test_gemm_bias_broadcasts_and_transposes(void)
 }
 
 /* The entry point itself: leading dimensions larger than the row, accumulation into C. */
-static void strided_case(ss_gemm_variant v, int threads, int64_t M, int64_t K)
+static void strided_case(ss_gemm_variant v, int threads, int64_t M, int64_t K, int64_t N)
 {
-    int64_t N = 77, lda = 310, ldb = 90, ldc = 81;
+    int64_t lda = K + 10, ldb = 90, ldc = 81;
     float *A = malloc(sizeof(float) * (size_t)(M * lda)),
           *B = malloc(sizeof(float) * (size_t)(K * ldb)),
           *C = malloc(sizeof(float) * (size_t)(M * ldc));
     double *C0 = malloc(sizeof(double) * (size_t)(M * ldc));
-    for (int64_t i = 0; i < M * lda; i++)
-        A[i] = (float)urand();
+    for (int64_t i = 0; i < M * lda; i++) /* NaN past each row: a kernel must not read it */
+        A[i] = i % lda < K ? (float)urand() : NAN;
     for (int64_t i = 0; i < K * ldb; i++)
         B[i] = (float)urand();
     for (int64_t i = 0; i < M * ldc; i++)
@@ -397,11 +399,15 @@ static void strided_case(ss_gemm_variant v, int threads, int64_t M, int64_t K)
     free(A), free(B), free(C), free(C0);
 }
 
-/* 13 rows on the tiles; 1 row on the GEMV with K = 7 x 12 + 7 (its 12-, 4- and 1-row steps). */
+/* 13 rows on the tiles; 1 row on the GEMV with K = 7 x 12 + 7 (its 12-, 4- and 1-row steps);
+ * narrow B (N <= 8 on AVX-512: a dot per output), K a multiple of 16 and not. */
 static void kernel_strided(ss_gemm_variant v, int threads)
 {
-    strided_case(v, threads, 13, 300);
-    strided_case(v, threads, 1, 91);
+    strided_case(v, threads, 13, 300, 77);
+    strided_case(v, threads, 1, 91, 77);
+    strided_case(v, threads, 130, 96, 2);
+    strided_case(v, threads, 5, 1100, 7);
+    strided_case(v, threads, 65, 37, 8);
 }
 
 static void test_kernel_strided_accumulate(void)

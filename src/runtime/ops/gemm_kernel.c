@@ -665,6 +665,50 @@ static void tiles(ss_gemm_variant v, int64_t M, int64_t N, int64_t K, float alph
                   int64_t lda, const float *B, int64_t ldb, bool acc, float *C, int64_t ldc,
                   int threads);
 
+/* Narrow B (at most NARROW_N columns: a rank's slice of a projection split over many ranks, a
+ * classifier's last layer): each output is a dot of A's row and B's column, 16 k at a time, with
+ * B's columns first copied out as rows (K padded to 16 with zeros). The tile kernels' 32-column
+ * tiles would be 2/32 used at N = 2 (128 x 96 x 2: 7 us, the seed example's shard on each of its
+ * 8 ranks). One thread: at most SS_GEMM_TILE_MAX_M x NARROW_MAX_KN multiply-adds. */
+#define NARROW_N 8
+#define NARROW_MAX_KN 8192
+
+static bool narrow_case(ss_gemm_variant v, int64_t M, int64_t N, int64_t K)
+{
+    return v == SS_GEMM_AVX512 && M > 1 && N <= NARROW_N && (K + 15) / 16 * 16 * N <= NARROW_MAX_KN;
+}
+
+static T512 void narrow512(int64_t M, int64_t N, int64_t K, float alpha, const float *A,
+                           int64_t lda, const float *B, int64_t ldb, bool acc, float *C,
+                           int64_t ldc)
+{
+    float bt[NARROW_MAX_KN] __attribute__((aligned(64)));
+    int64_t Kp = (K + 15) / 16 * 16;
+    for (int64_t n = 0; n < N; n++) {
+        for (int64_t k = 0; k < K; k++)
+            bt[n * Kp + k] = B[k * ldb + n];
+        for (int64_t k = K; k < Kp; k++)
+            bt[n * Kp + k] = 0.0f;
+    }
+    __mmask16 tail = mask16(K % 16 ? K % 16 : 16);
+    for (int64_t m = 0; m < M; m++) {
+        const float *a = A + m * lda;
+        __m512 s[NARROW_N];
+        for (int n = 0; n < NARROW_N; n++)
+            s[n] = _mm512_setzero_ps();
+        for (int64_t k0 = 0; k0 < Kp; k0 += 16) {
+            __m512 x = k0 + 16 <= K ? _mm512_loadu_ps(a + k0) : _mm512_maskz_loadu_ps(tail, a + k0);
+            for (int n = 0; n < NARROW_N; n++)
+                if (n < N) s[n] = _mm512_fmadd_ps(x, _mm512_load_ps(bt + n * Kp + k0), s[n]);
+        }
+        for (int n = 0; n < NARROW_N; n++)
+            if (n < N) {
+                float v = alpha * _mm512_reduce_add_ps(s[n]);
+                C[m * ldc + n] = acc ? C[m * ldc + n] + v : v;
+            }
+    }
+}
+
 void ss_gemm_small(ss_gemm_variant v, int64_t M, int64_t N, int64_t K, float alpha, const float *A,
                    int64_t lda, const float *B, int64_t ldb, bool acc, float *C, int64_t ldc,
                    int threads)
@@ -683,6 +727,10 @@ void ss_gemm_small(ss_gemm_variant v, int64_t M, int64_t N, int64_t K, float alp
         return;
     }
     __atomic_add_fetch(&calls[v], 1, __ATOMIC_RELAXED);
+    if (narrow_case(v, M, N, K)) {
+        narrow512(M, N, K, alpha, A, lda, B, ldb, acc, C, ldc);
+        return;
+    }
     /* passes of at most 64 rows, of near-equal size (65 -> 33 + 32, not 64 + a GEMV) */
     int64_t passes = (M + SS_GEMM_SMALL_MAX_M - 1) / SS_GEMM_SMALL_MAX_M;
     for (int64_t p = 0, r0 = 0; p < passes; p++) {
