@@ -664,9 +664,9 @@ static void nbits_release(void *state)
 }
 
 /* The session keeps the int8 (kind 1), packed float32 (kind 2) or 4-bit (kind 3) copy of a node's
- * weights, keyed
- * by B's bytes with its shape, scales and zero points, so a re-plan for another M (a new batch or
- * sequence length) finds it instead of dequantizing again. */
+ * weights, keyed by B's bytes with its shape, scales and zero points, so a re-plan for another M
+ * (a new batch or sequence length) finds it instead of dequantizing again. A session planned at
+ * both few and many rows of 4-bit weights keeps two copies (kinds 3 and 1). */
 typedef struct {
     int64_t K, N, bits, block, kind, scales, zp;
 } nbits_layout;

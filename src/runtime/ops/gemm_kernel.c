@@ -669,7 +669,7 @@ static void tiles(ss_gemm_variant v, int64_t M, int64_t N, int64_t K, float alph
  * classifier's last layer): each output is a dot of A's row and B's column, 16 k at a time, with
  * B's columns first copied out as rows (K padded to 16 with zeros). The tile kernels' 32-column
  * tiles would be 2/32 used at N = 2 (128 x 96 x 2: 7 us, the seed example's shard on each of its
- * 8 ranks). One thread: at most SS_GEMM_TILE_MAX_M x NARROW_MAX_KN multiply-adds. */
+ * 8 ranks). One thread, as the tiles would be: so narrow a B is one column chunk, one part. */
 #define NARROW_N 8
 #define NARROW_MAX_KN 8192
 
