@@ -133,6 +133,9 @@ const ss_tensor *ss_kctx_value_needed(ss_kctx *k, int i);
  * replaces them in memory rather than sitting beside them. Reading the input again faults the
  * pages back in from the file, so this never changes a value. No-op for other inputs. */
 void ss_kctx_drop_const_pages(ss_kctx *k, int i);
+/* The threads an op may use: the session's count, or OpenBLAS's setting when the session gives
+ * none (0). */
+int ss_kctx_threads(const ss_kctx *k);
 /* Whether this node is the only one in the graph that reads input i (a constant another node also
  * reads, say a tied embedding, would be held twice by a packed copy). */
 bool ss_kctx_sole_reader(const ss_kctx *k, int i);

@@ -516,6 +516,11 @@ const ss_onnx_model *ss_kctx_model(const ss_kctx *k)
     return k->plan ? k->plan->s->model : NULL;
 }
 
+int ss_kctx_threads(const ss_kctx *k)
+{
+    return k->threads > 0 ? k->threads : openblas_get_num_threads();
+}
+
 void ss_kctx_drop_const_pages(ss_kctx *k, int i)
 {
     struct ss_plan *p = k->plan;

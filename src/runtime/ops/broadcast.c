@@ -5,8 +5,6 @@
 #include "broadcast.h"
 #include "gemm_kernel.h"
 
-#include <cblas.h>
-
 #include <stdio.h>
 #include <string.h>
 
@@ -108,7 +106,7 @@ ss_status *ss_ew_plan_state(ss_kctx *k, int n, const ss_tensor *const *ins,
 
 int ss_op_par_parts(const ss_kctx *k, int64_t elems)
 {
-    int threads = k->threads > 0 ? k->threads : openblas_get_num_threads();
+    int threads = ss_kctx_threads(k);
     return threads > 1 && elems >= SS_EW_PAR_MIN_ELEMS ? ss_gemm_pool_reserve(threads) : 1;
 }
 

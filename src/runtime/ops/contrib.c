@@ -22,7 +22,6 @@
 #include "gemm_q8.h"
 #include "onednn.h"
 
-#include <cblas.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -705,7 +704,7 @@ static void nbits_keep(ss_kctx *k, nbits_plan *p, const nbits_layout *lay, void 
 static void nbits_packed_done(ss_kctx *k, nbits_plan *p)
 {
     ss_kctx_drop_const_pages(k, 1);
-    int t = k->threads > 0 ? k->threads : openblas_get_num_threads();
+    int t = ss_kctx_threads(k);
     p->threads = t > 1 ? ss_gemm_pool_reserve(t) : 1;
 }
 
@@ -840,7 +839,7 @@ static ss_status *nbits_q8_plan(ss_kctx *k, nbits_plan *p)
 static bool nbits_wants_q4(const ss_kctx *k, const nbits_plan *p)
 {
     const ss_tensor *zp = k->n_in > 3 && k->in[3] ? k->in[3] : NULL;
-    int t = k->threads > 0 ? k->threads : openblas_get_num_threads();
+    int t = ss_kctx_threads(k);
     int64_t max_m = t > 1 ? 2 : SS_GEMM_Q4_MAX_M;
     return nbits_wants_q8(k, p) && p->bits == 4 && p->M <= max_m && ss_gemm_q4_block_ok(p->block) &&
            (!zp || p->packed_zp);

@@ -249,7 +249,7 @@ static ss_status *conv_dnnl_make(ss_kctx *k, const conv_plan *p, const ss_postop
         d.stride[i] = p->g.s[i], d.dilation[i] = p->g.d[i];
         d.pad_begin[i] = p->g.pb[i], d.pad_end[i] = p->g.pe[i];
     }
-    int t = k->threads > 0 ? k->threads : openblas_get_num_threads();
+    int t = ss_kctx_threads(k);
     d.threads = ss_dnnl_threads(p->N * p->g.ovol * p->cg * p->g.kvol * p->M, t);
     ss_status *st = ss_dnnl_conv_create(&d, out, scratch);
     free(w32);
@@ -453,7 +453,7 @@ static ss_status *conv_infer_native(ss_kctx *k)
     geom_shape(&g, g.out, p->N, M, k->out[0], x->dtype);
     if (g.ovol > 0 && M > 0 && p->N > 0 && p->cg * g.kvol > 0 && (st = conv_try_dnnl(k, p)))
         return st;
-    int threads = k->threads > 0 ? k->threads : openblas_get_num_threads();
+    int threads = ss_kctx_threads(k);
     if (direct && !p->dnnl && x->dtype == SS_DT_FLOAT32 && pw_own_wins(ss_kernels_mode(), p) &&
         (p->pw_variant = ss_gemm_pick()) != SS_GEMM_BLAS) {
         p->pw_own = true;
@@ -855,7 +855,7 @@ static ss_status *pool_relayout(ss_kctx *k, const void *in, bool out_native, con
         d.stride[i] = p->g.s[i], d.dilation[i] = p->g.d[i];
         d.pad_begin[i] = p->g.pb[i], d.pad_end[i] = p->g.pe[i];
     }
-    int t = k->threads > 0 ? k->threads : openblas_get_num_threads();
+    int t = ss_kctx_threads(k);
     d.threads = ss_dnnl_threads(p->planes * p->g.ovol * p->g.kvol, t);
     size_t scratch = 0;
     ss_status *st = ss_dnnl_pool_create(&d, &p->dnnl, &scratch, out);
@@ -1422,7 +1422,7 @@ static ss_status *qconv_fast_plan(ss_kctx *k, qconv_plan *p)
                ss_gemm_q8_colsum(p->wpack + (size_t)gi * p->group_bytes, p->mg),
                sizeof(int32_t) * (size_t)p->mg);
     ss_kctx_drop_const_pages(k, p->iw);
-    int t = k->threads > 0 ? k->threads : openblas_get_num_threads();
+    int t = ss_kctx_threads(k);
     p->parts = t > 1 ? ss_gemm_pool_reserve(t) : 1;
     size_t need = qconv_parts_at(p) + (size_t)p->parts * qconv_part_bytes(p) + 64;
     if (need > k->scratch_bytes) k->scratch_bytes = need;
@@ -1922,7 +1922,7 @@ static ss_status *qconv_dw_plan(ss_kctx *k, qconv_plan *p)
 {
     if (p->cg != 1 || p->mg != 1 || p->g.ovol < 1) return NULL;
     p->depthwise = true;
-    int t = k->threads > 0 ? k->threads : openblas_get_num_threads();
+    int t = ss_kctx_threads(k);
     p->parts = t > 1 ? ss_gemm_pool_reserve(t) : 1;
     size_t need = sizeof(int32_t) * qconv_dw_part_ints(p) * (size_t)p->parts + 64;
     if (need > k->scratch_bytes) k->scratch_bytes = need;

@@ -114,20 +114,7 @@ typedef struct {
 Q4_TARGET static void quantize_row(const float *a, int64_t K, int64_t bs, int8_t *q, float *asum,
                                    float *scale)
 {
-    float inv;
-    ss_gemm_q8_row_scale(a, K, scale, &inv);
-    int64_t k;
-    __m512 vi = _mm512_set1_ps(inv);
-    __m512i lo = _mm512_set1_epi32(-127), hi = _mm512_set1_epi32(127);
-    for (k = 0; k + 16 <= K; k += 16) {
-        __m512i v = _mm512_cvtps_epi32(_mm512_mul_ps(_mm512_loadu_ps(a + k), vi));
-        v = _mm512_min_epi32(_mm512_max_epi32(v, lo), hi);
-        _mm_storeu_si128((__m128i *)(q + k), _mm512_cvtepi32_epi8(v));
-    }
-    for (; k < K; k++) {
-        float v = nearbyintf(a[k] * inv);
-        q[k] = (int8_t)(v > 127.0f ? 127.0f : v < -127.0f ? -127.0f : v);
-    }
+    *scale = ss_gemm_q8_quantize_row(a, K, 0, (uint8_t *)q);
     int64_t nb = kblocks(K, bs);
     memset(q + K, 0, (size_t)(nb * bs - K));
     for (int64_t kb = 0; kb < nb; kb++) {

@@ -179,7 +179,7 @@ typedef struct {
 #if defined(__x86_64__)
 #define Q8_TARGET __attribute__((target("avx512f,avx512bw,avx512vnni")))
 
-Q8_TARGET void ss_gemm_q8_row_scale(const float *a, int64_t K, float *scale, float *inv)
+Q8_TARGET float ss_gemm_q8_quantize_row(const float *a, int64_t K, uint8_t offset, uint8_t *q)
 {
     __m512 m = _mm512_setzero_ps();
     __mmask16 nan = 0;
@@ -196,19 +196,10 @@ Q8_TARGET void ss_gemm_q8_row_scale(const float *a, int64_t K, float *scale, flo
     }
     /* a NaN makes the row's scale NaN, so its outputs are NaN as float32's would be (an infinity
      * gives an infinite scale and zero values: NaN outputs too) */
-    *scale = nan ? NAN : am / 127.0f;
-    *inv = !nan && am > 0 ? 127.0f / am : 0.0f;
-}
-
-/* Row r of A quantized: absmax / 127 as its scale, round to nearest even, + 128 as uint8; the
- * padding up to a multiple of 4 is 128 (zero), against zero weights. */
-Q8_TARGET static void quantize_row(const float *a, int64_t K, uint8_t *q, float *scale)
-{
-    float inv;
-    ss_gemm_q8_row_scale(a, K, scale, &inv);
-    int64_t k;
+    float inv = !nan && am > 0 ? 127.0f / am : 0.0f;
     __m512 vi = _mm512_set1_ps(inv);
-    __m512i lo = _mm512_set1_epi32(-127), hi = _mm512_set1_epi32(127), off = _mm512_set1_epi32(128);
+    __m512i lo = _mm512_set1_epi32(-127), hi = _mm512_set1_epi32(127),
+            off = _mm512_set1_epi32(offset);
     for (k = 0; k + 16 <= K; k += 16) {
         __m512i v = _mm512_cvtps_epi32(_mm512_mul_ps(_mm512_loadu_ps(a + k), vi));
         v = _mm512_add_epi32(_mm512_min_epi32(_mm512_max_epi32(v, lo), hi), off);
@@ -217,9 +208,17 @@ Q8_TARGET static void quantize_row(const float *a, int64_t K, uint8_t *q, float 
     for (; k < K; k++) {
         float v = nearbyintf(a[k] * inv);
         v = v > 127.0f ? 127.0f : v < -127.0f ? -127.0f : v;
-        q[k] = (uint8_t)((int)v + 128);
+        q[k] = (uint8_t)((int)v + offset);
     }
-    for (; k < pad_k(K); k++)
+    return nan ? NAN : am / 127.0f;
+}
+
+/* Row r of A quantized: + 128 as uint8; the padding up to a multiple of 4 is 128 (zero), against
+ * zero weights. */
+Q8_TARGET static void quantize_row(const float *a, int64_t K, uint8_t *q, float *scale)
+{
+    *scale = ss_gemm_q8_quantize_row(a, K, 128, q);
+    for (int64_t k = K; k < pad_k(K); k++)
         q[k] = 128;
 }
 

@@ -56,10 +56,12 @@ void ss_gemm_q8_pack(const float *B, int64_t K, int64_t N, int64_t ldb, bool tb,
  * K x N matrix from its K values, once for every n < N; the result equals ss_gemm_q8_pack's. */
 void ss_gemm_q8_pack_begin(int64_t K, int64_t N, void *out);
 void ss_gemm_q8_pack_column(const float *v, int64_t K, int64_t N, int64_t n, void *out);
-/* A row's int8 step, absmax / 127, and its inverse: NaN and 0 when the row holds a NaN, 0 and 0
- * for a row of zeros (the row quantization here and gemm_q4.c's). Only where
+/* A row of K floats as int8 (the row quantization here and gemm_q4.c's): step absmax / 127, round
+ * to nearest even, clamp to +-127, plus offset (128: uint8 for vpdpbusd's unsigned side; 0: the
+ * int8 value's bits) into q[0..K). Returns the step: NaN when the row holds a NaN (its outputs are
+ * NaN, as float32's would be), 0 for a row of zeros (q all offset). Only where
  * ss_gemm_q8_supported. */
-void ss_gemm_q8_row_scale(const float *a, int64_t K, float *scale, float *inv);
+float ss_gemm_q8_quantize_row(const float *a, int64_t K, uint8_t offset, uint8_t *q);
 /* Scratch a call of M rows needs (A's rows quantized, and their scales). */
 size_t ss_gemm_q8_scratch(int64_t M, int64_t K);
 

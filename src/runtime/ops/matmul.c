@@ -51,11 +51,6 @@ typedef struct {
     const void *packed;    /* the copy used */
 } kernel_choice;
 
-static int session_threads(const ss_kctx *k)
-{
-    return k->threads > 0 ? k->threads : openblas_get_num_threads();
-}
-
 /* The own small-M kernel for a float32 GEMM of M rows whose B (input b_index) is a constant
  * matrix, or SS_GEMM_AUTO when it does not apply. Reserves the worker pool at plan time. */
 static ss_gemm_variant small_variant(ss_kctx *k, int b_index, int64_t M, int *threads)
@@ -66,7 +61,7 @@ static ss_gemm_variant small_variant(ss_kctx *k, int b_index, int64_t M, int *th
         return SS_GEMM_AUTO;
     ss_gemm_variant v = ss_gemm_pick();
     if (v == SS_GEMM_BLAS) return SS_GEMM_AUTO;
-    int t = session_threads(k);
+    int t = ss_kctx_threads(k);
     *threads = t > 1 ? ss_gemm_pool_reserve(t) : 1;
     return v;
 }
@@ -77,7 +72,7 @@ static ss_status *try_dnnl(ss_kctx *k, ss_dnnl_matmul_desc *d, int b_index, kern
     int64_t macs = d->src_dims[d->nd - 2] * d->src_dims[d->nd - 1] * d->wei_dims[d->nd - 1];
     for (int i = 0; i < d->nd - 2; i++)
         macs *= d->dst_dims[i];
-    d->threads = ss_dnnl_threads(macs, session_threads(k));
+    d->threads = ss_dnnl_threads(macs, ss_kctx_threads(k));
     d->bf16 = k->weights == SS_WEIGHTS_BF16 && d->wei_const && ss_dnnl_bf16_native();
     d->k = k;
     size_t scratch = 0;
@@ -174,7 +169,7 @@ static ss_status *pack_weights(ss_kctx *k, const packing *pk, int64_t K, int64_t
         if (!c->packed_ref) c->packed_owned = w;
     }
     ss_kctx_drop_const_pages(k, 1);
-    int t = session_threads(k);
+    int t = ss_kctx_threads(k);
     c->threads = t > 1 ? ss_gemm_pool_reserve(t) : 1;
     if (scratch > k->scratch_bytes) k->scratch_bytes = scratch;
     c->path = path;

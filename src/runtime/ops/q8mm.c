@@ -11,7 +11,6 @@
 #include "isa.h"
 #include "onednn.h"
 
-#include <cblas.h> /* openblas_get_num_threads */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -100,7 +99,7 @@ bool ss_q8mm_plan(ss_kctx *k, ss_q8mm *g, int ia, int ib)
         }
         ss_kctx_drop_const_pages(k, ib);
     }
-    int t = k->threads > 0 ? k->threads : openblas_get_num_threads();
+    int t = ss_kctx_threads(k);
     g->parts = t > 1 ? ss_gemm_pool_reserve(t) : 1;
     /* enough pieces for every part (twice over) where the rows alone do not give them */
     int64_t pieces = g->batch * ((g->M + ROWS - 1) / ROWS),
