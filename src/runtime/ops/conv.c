@@ -1582,6 +1582,7 @@ typedef struct {
     const int32_t *zw32, *off32;
     const float *mult;
     bool narrow;
+    bool sums; /* some channel's weight zero point is not 0: the window sums xs are needed */
     double yz;
     int64_t next_prep; /* the next run of pixels a part transposes */
     int64_t n, blocks; /* image; blocks of QCONV_FAST_ROWS pixels per group */
@@ -1601,8 +1602,9 @@ static inline void qconv_copy(uint8_t *restrict d, const uint8_t *restrict s, in
 
 /* Pixels e0 .. e0 + rows - 1 of group gi: each row's kvol taps as pointers to its window's pixels
  * in the channels-last image, or to `zrow` (cg zero points) where the tap is padding, and their
- * sums (of the window's pixel sums) into s. A window inside the image (most of them) takes fixed
- * pixel offsets from its first tap, without a bounds check per tap. */
+ * sums (of the window's pixel sums) into s (j->sums off: every weight zero point is 0, so no output
+ * depends on them and the pixel sums are not read). A window inside the image (most of them) takes
+ * fixed pixel offsets from its first tap, without a bounds check per tap. */
 static void qconv_taps(const qconv_job *j, int64_t gi, int64_t e0, int64_t rows,
                        const uint8_t **taps, const uint8_t *zrow, int32_t *s)
 {
@@ -1628,10 +1630,13 @@ static void qconv_taps(const qconv_job *j, int64_t gi, int64_t e0, int64_t rows,
             int64_t at0 = (id0 * g->in[1] + ih0) * g->in[2] + iw0;
             for (int64_t kd = 0; kd < g->k[0]; kd++)
                 for (int64_t kh = 0; kh < g->k[1]; kh++)
-                    for (int64_t kw = 0, at = at0 + kd * dd + kh * dh; kw < g->k[2]; kw++) {
+                    for (int64_t kw = 0, at = at0 + kd * dd + kh * dh; kw < g->k[2]; kw++)
                         *t++ = x + (at + kw * dw) * C;
-                        sum += ps[at + kw * dw];
-                    }
+            if (j->sums)
+                for (int64_t kd = 0; kd < g->k[0]; kd++)
+                    for (int64_t kh = 0; kh < g->k[1]; kh++)
+                        for (int64_t kw = 0, at = at0 + kd * dd + kh * dh; kw < g->k[2]; kw++)
+                            sum += ps[at + kw * dw];
             s[r] = sum;
             continue;
         }
@@ -1647,7 +1652,7 @@ static void qconv_taps(const qconv_job *j, int64_t gi, int64_t e0, int64_t rows,
                         sum += j->zx * (int32_t)cg;
                     } else {
                         *t++ = x + at * C;
-                        sum += ps[at];
+                        sum += j->sums ? ps[at] : 0;
                     }
                 }
             }
@@ -1831,7 +1836,8 @@ static void qconv_fast_part(void *ctx, int part, int parts)
 /* Pixels a part claims at a time when it transposes the image. */
 #define QCONV_PREP_PIXELS 256
 
-/* A part's runs of pixels: channels-last, shifted to uint8, and each group's channel sums. */
+/* A part's runs of pixels: channels-last, shifted to uint8, and (j->sums) each group's channel
+ * sums. */
 static void qconv_prep_part(void *ctx, int part, int parts)
 {
     (void)part, (void)parts;
@@ -1843,7 +1849,7 @@ static void qconv_prep_part(void *ctx, int part, int parts)
          (i0 = __atomic_fetch_add(&j->next_prep, QCONV_PREP_PIXELS, __ATOMIC_RELAXED)) < ivol;) {
         int64_t i1 = i0 + QCONV_PREP_PIXELS < ivol ? i0 + QCONV_PREP_PIXELS : ivol;
         qconv_transpose(j->x + i0, ivol, j->xt + i0 * C, C, C, i1 - i0, shift);
-        for (int64_t gi = 0; gi < p->group; gi++)
+        for (int64_t gi = 0; j->sums && gi < p->group; gi++)
             for (int64_t i = i0; i < i1; i++) {
                 const uint8_t *px = j->xt + i * C + gi * cg;
                 int32_t sum = 0;
@@ -1883,6 +1889,7 @@ static ss_status *qconv_fast_run(ss_kctx *k)
         zw32[m] = (int32_t)zw64[m], off32[m] = (int32_t)off64[m];
         mult[m] = (float)c.mult; /* a float32 quotient (qconv_channel): exact */
         j.yz = c.yz;
+        j.sums |= zw64[m] != 0;
         double term = fabs(c.zw) * (double)p->K * 255 + fabs(c.base + c.bias);
         worst = term > worst ? term : worst;
     }
