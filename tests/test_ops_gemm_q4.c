@@ -192,6 +192,40 @@ static void test_nan_rows(void)
     free_weights(&w);
 }
 
+/* Rows too small for a finite 127 / max|a| (below 127 / FLT_MAX) give the large row's outputs
+ * scaled down, signs kept; infinities give NaN (never a conversion of NaN to int8). */
+static void test_extreme_rows(void)
+{
+    weights w;
+    make_weights(&w, 300, 40, 32); /* K: vectors and a scalar tail */
+    float *A = rand_rows(4, w.K), *tiny = malloc(sizeof(float) * (size_t)(4 * w.K));
+    float *big = malloc(sizeof(float) * (size_t)(4 * w.N)),
+          *C = malloc(sizeof(float) * (size_t)(4 * w.N));
+    CHECK(tiny && big && C);
+    memcpy(tiny, A, sizeof(float) * (size_t)(4 * w.K));
+    for (int64_t k = 0; k < w.K; k++)
+        tiny[k] = ldexpf(A[k], -123); /* row 0: max |a| ~ 3e-37 */
+    tiny[w.K + 5] = INFINITY;         /* row 1: in the vectors */
+    tiny[3 * w.K - 1] = -INFINITY;    /* row 2: in the tail */
+    run_q4(&w, 4, A, big, 1);
+    run_q4(&w, 4, tiny, C, 1);
+    float top = 0;
+    for (int64_t n = 0; n < w.N; n++)
+        top = fmaxf(top, fabsf(big[n]));
+    for (int64_t n = 0; n < w.N; n++) {
+        float want = ldexpf(big[n], -123);
+        CHECK_MSG(fabsf(C[n] - want) <= 1e-5f * ldexpf(top, -123), "tiny row col %lld: %g, want %g",
+                  (long long)n, C[n], want);
+        CHECK_MSG(isnan(C[w.N + n]) && isnan(C[2 * w.N + n]),
+                  "col %lld: an infinite row gave %g / %g, not NaN", (long long)n, C[w.N + n],
+                  C[2 * w.N + n]);
+        CHECK_MSG(C[3 * w.N + n] == big[3 * w.N + n], "col %lld: the plain row changed",
+                  (long long)n);
+    }
+    free(A), free(tiny), free(big), free(C);
+    free_weights(&w);
+}
+
 int main(int argc, char **argv)
 {
     test_argc = argc, test_argv = argv;
@@ -200,6 +234,7 @@ int main(int argc, char **argv)
         return 77;
     }
     static const test_case cases[] = {TEST(test_kernel_is_the_arithmetic),
-                                      TEST(test_rows_independent), TEST(test_nan_rows)};
+                                      TEST(test_rows_independent), TEST(test_nan_rows),
+                                      TEST(test_extreme_rows)};
     return run_tests(cases, sizeof cases / sizeof cases[0]);
 }

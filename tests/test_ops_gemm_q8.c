@@ -264,6 +264,39 @@ static void test_nan_rows(void)
     free(A), free(B), free(Bp), free(scratch), free(C);
 }
 
+/* Rows too small for a finite 127 / max|a| (below 127 / FLT_MAX) give the large row's outputs
+ * scaled down, signs kept; an infinity gives NaN (never a conversion of NaN to int8). */
+static void test_extreme_rows(void)
+{
+    int64_t M = 3, K = 70, N = 20;
+    float *A = rand_floats((size_t)(M * K)), *B = rand_floats((size_t)(K * N));
+    float *tiny = malloc(sizeof(float) * (size_t)(M * K));
+    void *Bp = aligned_alloc(64, (ss_gemm_q8_packed_bytes(K, N) + 63) / 64 * 64);
+    void *scratch = aligned_alloc(64, (ss_gemm_q8_scratch(M, K) + 63) / 64 * 64);
+    float *big = calloc((size_t)(M * N), sizeof *big), *C = calloc((size_t)(M * N), sizeof *C);
+    CHECK(tiny && Bp && scratch && big && C);
+    for (int64_t i = 0; i < M * K; i++)
+        tiny[i] = ldexpf(A[i], -122); /* max |a| below 127 / FLT_MAX */
+    tiny[K + 2] = INFINITY;           /* row 1: in the first 16 */
+    tiny[3 * K - 1] = -INFINITY;      /* row 2: in the scalar tail */
+    ss_gemm_q8_pack(B, K, N, N, false, Bp);
+    ss_gemm_q8(M, N, K, A, K, Bp, false, big, N, 1, scratch);
+    ss_gemm_q8(M, N, K, tiny, K, Bp, false, C, N, 1, scratch);
+    float top = 0;
+    for (int64_t n = 0; n < N; n++)
+        top = fmaxf(top, fabsf(big[n]));
+    for (int64_t n = 0; n < N; n++) {
+        float want = ldexpf(big[n], -122);
+        /* the output's scale x row step is below FLT_MIN here: a few bits fewer */
+        CHECK_MSG(fabsf(C[n] - want) <= 1e-3f * ldexpf(top, -122),
+                  "tiny row column %lld: %g, want %g", (long long)n, (double)C[n], (double)want);
+        CHECK_MSG(isnan(C[N + n]) && isnan(C[2 * N + n]),
+                  "column %lld: an infinite row gave %g / %g, not NaN", (long long)n,
+                  (double)C[N + n], (double)C[2 * N + n]);
+    }
+    free(A), free(B), free(tiny), free(Bp), free(scratch), free(big), free(C);
+}
+
 /* Without AVX512-VNNI only the fallback is checked; the exit code then says "skipped" (77), so
  * CTest does not count the kernel as tested. */
 static void test_gathered_rows(void)
@@ -318,8 +351,11 @@ int main(int argc, char **argv)
         printf("no AVX512-VNNI: the int8 kernel is not tested on this CPU\n");
         return rc ? rc : 77;
     }
-    static const test_case cases[] = {
-        TEST(test_kernel_is_the_int8_arithmetic), TEST(test_matmul_and_gemm_take_int8),
-        TEST(test_pack_by_columns), TEST(test_nan_rows), TEST(test_gathered_rows)};
+    static const test_case cases[] = {TEST(test_kernel_is_the_int8_arithmetic),
+                                      TEST(test_matmul_and_gemm_take_int8),
+                                      TEST(test_pack_by_columns),
+                                      TEST(test_nan_rows),
+                                      TEST(test_gathered_rows),
+                                      TEST(test_extreme_rows)};
     return run_tests(cases, sizeof cases / sizeof cases[0]);
 }

@@ -194,23 +194,34 @@ Q8_TARGET float ss_gemm_q8_quantize_row(const float *a, int64_t K, uint8_t offse
         nan |= a[k] != a[k];
         am = fmaxf(am, fabsf(a[k]));
     }
-    /* a NaN makes the row's scale NaN, so its outputs are NaN as float32's would be (an infinity
-     * gives an infinite scale and zero values: NaN outputs too) */
-    float inv = !nan && am > 0 ? 127.0f / am : 0.0f;
-    __m512 vi = _mm512_set1_ps(inv);
+    /* A NaN or an infinity makes the row's step NaN, so its outputs are NaN (the int8 values
+     * cannot carry an infinity); the values are then the offset, never a conversion of NaN. */
+    if (nan || isinf(am)) {
+        memset(q, offset, (size_t)K);
+        return NAN;
+    }
+    /* A row whose largest |value| is below 127 / FLT_MAX has no finite 127 / am: it is scaled by
+     * 2^64 first (exact), so tiny rows keep their signs and relative precision. */
+    float pre = 1.0f, inv = 0.0f;
+    if (am > 0) {
+        if (!isfinite(127.0f / am)) pre = 0x1p64f;
+        inv = 127.0f / (am * pre);
+    }
+    __m512 vp = _mm512_set1_ps(pre), vi = _mm512_set1_ps(inv);
     __m512i lo = _mm512_set1_epi32(-127), hi = _mm512_set1_epi32(127),
             off = _mm512_set1_epi32(offset);
     for (k = 0; k + 16 <= K; k += 16) {
-        __m512i v = _mm512_cvtps_epi32(_mm512_mul_ps(_mm512_loadu_ps(a + k), vi));
+        __m512 x = _mm512_mul_ps(_mm512_loadu_ps(a + k), vp);
+        __m512i v = _mm512_cvtps_epi32(_mm512_mul_ps(x, vi));
         v = _mm512_add_epi32(_mm512_min_epi32(_mm512_max_epi32(v, lo), hi), off);
         _mm_storeu_si128((__m128i *)(q + k), _mm512_cvtepi32_epi8(v));
     }
     for (; k < K; k++) {
-        float v = nearbyintf(a[k] * inv);
+        float v = nearbyintf(a[k] * pre * inv);
         v = v > 127.0f ? 127.0f : v < -127.0f ? -127.0f : v;
         q[k] = (uint8_t)((int)v + offset);
     }
-    return nan ? NAN : am / 127.0f;
+    return am / 127.0f;
 }
 
 /* Row r of A quantized: + 128 as uint8; the padding up to a multiple of 4 is 128 (zero), against

@@ -58,8 +58,9 @@ void ss_gemm_q8_pack_begin(int64_t K, int64_t N, void *out);
 void ss_gemm_q8_pack_column(const float *v, int64_t K, int64_t N, int64_t n, void *out);
 /* A row of K floats as int8 (the row quantization here and gemm_q4.c's): step absmax / 127, round
  * to nearest even, clamp to +-127, plus offset (128: uint8 for vpdpbusd's unsigned side; 0: the
- * int8 value's bits) into q[0..K). Returns the step: NaN when the row holds a NaN (its outputs are
- * NaN, as float32's would be), 0 for a row of zeros (q all offset). Only where
+ * int8 value's bits) into q[0..K). Returns the step: NaN when the row holds a NaN or an infinity
+ * (q all offset; its outputs are NaN), 0 for a row of zeros (q all offset). Rows of tiny values
+ * (below 127 / FLT_MAX) keep their signs and relative precision. Only where
  * ss_gemm_q8_supported. */
 float ss_gemm_q8_quantize_row(const float *a, int64_t K, uint8_t offset, uint8_t *q);
 /* Scratch a call of M rows needs (A's rows quantized, and their scales). */
