@@ -13,6 +13,10 @@ set_tests_properties(test_core_npy_generate PROPERTIES FIXTURES_SETUP core_npy_f
 ss_add_c_test(test_core_status test_core_status.c)
 target_link_libraries(test_core_status ss_core)
 
+# The CPUs thread counts derive from: affinity and cgroup quotas (fake cgroup files).
+ss_add_c_test(test_core_cpus test_core_cpus.c)
+target_link_libraries(test_core_cpus ss_core)
+
 ss_add_c_test(test_core_dtype test_core_dtype.c)
 target_link_libraries(test_core_dtype ss_core)
 set_tests_properties(test_core_dtype PROPERTIES FIXTURES_REQUIRED core_float_oracle

@@ -194,6 +194,14 @@ bool ss_name_from_file(const char *file, char *out, size_t cap);
  * holding many segments would otherwise run out at 1024). Returns the soft limit now in force;
  * a failure is logged once, never fatal. */
 unsigned long long ss_raise_nofile_limit(void);
+/* The CPUs this process may use: its affinity mask (taskset, a container's cpuset), capped by a
+ * cgroup v2 CPU quota (cpu.max, rounded up) on its cgroup or any ancestor; at least 1. Thread
+ * counts derive from it, so a servable started under `taskset -c 2-3` or in a container limited to
+ * 2 CPUs sizes its threads for 2, not for the machine. */
+int ss_usable_cpus(void);
+/* The same with the cgroup read from `proc_cgroup` (a /proc/self/cgroup file) under
+ * `cgroup_root` (a cgroup v2 mount): for tests. */
+int ss_usable_cpus_at(const char *proc_cgroup, const char *cgroup_root);
 /* Keep freed memory in the process for reuse (up to 64 MiB above the heap's top, blocks up to 32
  * MiB from the heap) instead of returning and re-faulting it page by page every request. */
 void ss_tune_malloc(void);

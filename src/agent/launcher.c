@@ -183,22 +183,34 @@ static void config_for(const ss_launcher_options *opt, int i, char *out, size_t 
         snprintf(out, cap, "group_config.json");
 }
 
-/* Each local rank computes on its share of the cores (a 1-rank servable on 2 cores: 2 threads;
- * 8 ranks on 2 cores: 1 each). A value the user set stays. */
+/* Each local rank computes on its share of the CPUs the launcher may use (ss_usable_cpus: its
+ * affinity, a cgroup quota; a 1-rank servable on 2 CPUs: 2 threads; 8 ranks on 2 CPUs: 1 each), or
+ * on SHARDSERVE_RANK_THREADS when the user set it (1..256). */
+static long rank_threads(int local_ranks)
+{
+    const char *user = getenv("SHARDSERVE_RANK_THREADS");
+    if (user) {
+        long t = strtol(user, NULL, 10);
+        return t >= 1 && t <= 256 ? t : 1;
+    }
+    long cores = ss_usable_cpus();
+    long share = local_ranks > 0 && cores > local_ranks ? cores / local_ranks : 1;
+    return share > 256 ? 256 : share;
+}
+
+/* In an agent's child before exec: its thread count and wait policy. */
 static void share_cores(int local_ranks, int connect_ms)
 {
-    long cores = sysconf(_SC_NPROCESSORS_ONLN);
-    long share = local_ranks > 0 && cores > local_ranks ? cores / local_ranks : 1;
+    long threads = rank_threads(local_ranks);
     char v[16];
-    snprintf(v, sizeof v, "%ld", share > 256 ? 256 : share);
+    snprintf(v, sizeof v, "%ld", threads);
     setenv("SHARDSERVE_RANK_THREADS", v, 0);
-    long threads = strtol(getenv("SHARDSERVE_RANK_THREADS"), NULL, 10); /* or the user's */
     if (connect_ms > 0) { /* --connect-timeout-ms reaches the agents (agent-rank reads it) */
         char ms[16];
         snprintf(ms, sizeof ms, "%d", connect_ms);
         setenv("SHARDSERVE_CONNECT_TIMEOUT_MS", ms, 1);
     }
-    ss_child_omp_wait(local_ranks, threads >= 1 && threads <= 256 ? (int)threads : 1);
+    ss_child_omp_wait(local_ranks, (int)threads);
 }
 
 static pid_t spawn_agent(const ss_launcher_options *opt, const meta_info *mi, int i,
@@ -547,8 +559,9 @@ static ss_status *run_group(const ss_launcher_options *opt, const meta_info *mi,
         }
     }
     if (!st)
-        SS_INFO("started %d agents (ranks %d..%d) for %s", n, ranks[0], ranks[n - 1],
-                opt->worker_address);
+        SS_INFO("started %d agents (ranks %d..%d) for %s, %ld thread(s) each on %d usable CPU(s)",
+                n, ranks[0], ranks[n - 1], opt->worker_address, rank_threads(opt->n_models),
+                ss_usable_cpus());
     int running = st ? 0 : n;
     /* look at the liveness stamps a few times per timeout */
     int tick_ms = hang_timeout_ms(opt, mi) / 4 < 250 ? hang_timeout_ms(opt, mi) / 4 : 250;

@@ -2,6 +2,8 @@
 #define _GNU_SOURCE /* strndup */
 #include "spawn.h"
 
+#include "shardserve/core.h"
+
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -40,7 +42,7 @@ void ss_child_omp_wait(int local_ranks, int threads)
 {
     const char *policy = getenv("OMP_WAIT_POLICY"), *spin = getenv("GOMP_SPINCOUNT");
     if ((policy && *policy) || (spin && *spin)) return; /* the user's choice */
-    long cores = sysconf(_SC_NPROCESSORS_ONLN);
+    long cores = ss_usable_cpus();
     if (threads > 1 && local_ranks > 0 && (long)local_ranks * threads <= cores)
         setenv("GOMP_SPINCOUNT", SS_AGENT_GOMP_SPINCOUNT, 1);
     else

@@ -486,8 +486,7 @@ static int online_cpus(void)
 {
     static int n;
     if (!n) {
-        long v = sysconf(_SC_NPROCESSORS_ONLN);
-        n = v > 0 ? (int)v : 1;
+        n = ss_usable_cpus();
     }
     return n;
 }

@@ -1,15 +1,19 @@
 /* Small helpers shared by every module: whole-file reads, a monotonic clock, the descriptor limit.
  */
+#define _GNU_SOURCE /* sched_getaffinity, CPU_ALLOC */
 #include "shardserve/core.h"
 
 #include <errno.h>
 #include <malloc.h>
+#include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
+#include <unistd.h>
 
 ss_status *ss_read_file(const char *path, void **data, size_t *len)
 {
@@ -128,4 +132,120 @@ unsigned long long ss_raise_nofile_limit(void)
         }
     }
     return rl.rlim_cur == RLIM_INFINITY ? ~0ull : (unsigned long long)rl.rlim_cur;
+}
+
+/* CPUs in the affinity mask (a set sized for more CPUs when the kernel has more than 1024). */
+static int affinity_cpus(void)
+{
+    for (int n = 1024; n <= 1 << 16; n *= 4) {
+        cpu_set_t *set = CPU_ALLOC(n);
+        if (!set) break;
+        size_t bytes = CPU_ALLOC_SIZE(n);
+        CPU_ZERO_S(bytes, set);
+        int r = sched_getaffinity(0, bytes, set), count = r == 0 ? CPU_COUNT_S(bytes, set) : 0;
+        CPU_FREE(set);
+        if (r == 0) return count;
+        if (errno != EINVAL) break;
+    }
+    long v = sysconf(_SC_NPROCESSORS_ONLN);
+    return v > 0 ? (int)v : 1;
+}
+
+/* A whole number read from a file; false when it holds none. */
+static bool read_long(const char *path, long *v)
+{
+    FILE *f = fopen(path, "r");
+    if (!f) return false;
+    bool ok = fscanf(f, "%ld", v) == 1;
+    fclose(f);
+    return ok;
+}
+
+/* The CPU limit a cgroup directory sets, rounded up: v2's cpu.max ("max 100000" or "150000
+ * 100000"), v1's cpu.cfs_quota_us over cpu.cfs_period_us (quota -1: none). 0: no limit. */
+static long cgroup_cpu_limit(const char *dir, bool v2)
+{
+    char path[4352];
+    long quota = 0, period = 0;
+    if (v2) {
+        snprintf(path, sizeof path, "%s/cpu.max", dir);
+        FILE *f = fopen(path, "r");
+        if (!f) return 0;
+        char q[32] = "";
+        int got = fscanf(f, "%31s %ld", q, &period);
+        fclose(f);
+        char *end;
+        quota = got == 2 ? strtol(q, &end, 10) : 0;
+        if (got != 2 || *end) return 0; /* "max" or malformed */
+    } else {
+        snprintf(path, sizeof path, "%s/cpu.cfs_quota_us", dir);
+        if (!read_long(path, &quota)) return 0;
+        snprintf(path, sizeof path, "%s/cpu.cfs_period_us", dir);
+        if (!read_long(path, &period)) return 0;
+    }
+    if (quota <= 0 || period <= 0) return 0;
+    return (quota + period - 1) / period;
+}
+
+/* The lowest limit on the cgroup at `rel` under `mount` or any of its ancestors (0: none). */
+static long cgroup_chain_limit(const char *mount, const char *rel, bool v2)
+{
+    char dir[4352];
+    int len = snprintf(dir, sizeof dir, "%s%s", mount, rel);
+    if (len < 0 || (size_t)len >= sizeof dir) return 0;
+    size_t root = strlen(mount);
+    while (len > 1 && dir[len - 1] == '/' && (size_t)len > root) /* "0::/" is the root itself */
+        dir[--len] = 0;
+    long best = 0;
+    for (;;) {
+        long limit = cgroup_cpu_limit(dir, v2);
+        if (limit > 0 && (best == 0 || limit < best)) best = limit;
+        char *slash = strrchr(dir, '/');
+        if (!slash || (size_t)(slash - dir) < root) return best;
+        *slash = 0;
+    }
+}
+
+/* Whether a v1 line's controller list ("cpu,cpuacct") holds the cpu controller. */
+static bool has_cpu_controller(const char *list, size_t n)
+{
+    for (const char *p = list, *end = list + n; p < end;) {
+        const char *comma = memchr(p, ',', (size_t)(end - p));
+        size_t len = comma ? (size_t)(comma - p) : (size_t)(end - p);
+        if (len == 3 && !memcmp(p, "cpu", 3)) return true;
+        p += len + 1;
+    }
+    return false;
+}
+
+int ss_usable_cpus_at(const char *proc_cgroup, const char *cgroup_root)
+{
+    int n = affinity_cpus();
+    FILE *f = proc_cgroup ? fopen(proc_cgroup, "r") : NULL;
+    char line[4096], mount[512];
+    while (f && fgets(line, sizeof line, f)) {
+        line[strcspn(line, "\n")] = 0;
+        char *c1 = strchr(line, ':'), *c2 = c1 ? strchr(c1 + 1, ':') : NULL;
+        if (!c2) continue;
+        long limit = 0;
+        if (c2 ==
+            c1 + 1) { /* "0::/path": cgroup v2, at the root mount or under unified/ (hybrid) */
+            snprintf(mount, sizeof mount, "%s/cgroup.controllers", cgroup_root);
+            bool pure = access(mount, F_OK) == 0;
+            snprintf(mount, sizeof mount, pure ? "%s" : "%s/unified", cgroup_root);
+            limit = cgroup_chain_limit(mount, c2 + 1, true);
+        } else if (has_cpu_controller(c1 + 1, (size_t)(c2 - c1 - 1))) { /* v1: "3:cpu,cpuacct:/p" */
+            snprintf(mount, sizeof mount, "%s/%.*s", cgroup_root, (int)(c2 - c1 - 1), c1 + 1);
+            if (access(mount, F_OK) != 0) snprintf(mount, sizeof mount, "%s/cpu", cgroup_root);
+            limit = cgroup_chain_limit(mount, c2 + 1, false);
+        }
+        if (limit > 0 && limit < n) n = (int)limit;
+    }
+    if (f) fclose(f);
+    return n < 1 ? 1 : n;
+}
+
+int ss_usable_cpus(void)
+{
+    return ss_usable_cpus_at("/proc/self/cgroup", "/sys/fs/cgroup");
 }

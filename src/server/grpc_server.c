@@ -1425,13 +1425,13 @@ static void destroy(ss_grpc_server *srv)
     grpc_shutdown();
 }
 
-/* A quarter of the cores, 1 to 4: the completion-queue threads only decode and hand over (large
- * messages go to the decoder thread), and each extra thread costs a hand-over of gRPC's poller
- * per event (on 2 cores, 1 thread instead of 2 took a 1-rank servable from 4,900 to 7,000 req/s
- * at concurrency 16 in one same-run A/B). */
+/* A quarter of the usable CPUs (ss_usable_cpus), 1 to 4: the completion-queue threads only decode
+ * and hand over (large messages go to the decoder thread), and each extra thread costs a hand-over
+ * of gRPC's poller per event (on 2 cores, 1 thread instead of 2 took a 1-rank servable from 4,900
+ * to 7,000 req/s at concurrency 16 in one same-run A/B). */
 static int default_threads(void)
 {
-    long n = sysconf(_SC_NPROCESSORS_ONLN) / 4;
+    long n = ss_usable_cpus() / 4;
     return n < 1 ? 1 : n > 4 ? 4 : (int)n;
 }
 
