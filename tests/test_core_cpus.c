@@ -123,7 +123,7 @@ static void cgroup_v1(void)
     put("cpu,cpuacct/job/cpu.cfs_quota_us", "-1\n"); /* no quota */
     CHECK(cpus_for("3:cpu,cpuacct:/job\n") == mask_cpus());
     CHECK(cpus_for("3:cpuacct:/job\n") == mask_cpus()); /* not the cpu controller */
-    fresh();                                             /* mounted as cpu/ alone */
+    fresh();                                            /* mounted as cpu/ alone */
     put("cpu/job/cpu.cfs_quota_us", "250000\n");
     put("cpu/job/cpu.cfs_period_us", "100000\n");
     CHECK(cpus_for("2:cpu:/job\n") == capped(3));
@@ -145,7 +145,6 @@ int main(int argc, char **argv)
     if (mask_cpus() < 2)
         printf("note: 1 CPU in the mask, so the limits of 1 below equal the mask's count\n");
     static const test_case cases[] = {TEST(affinity_counts), TEST(cgroup_v2),
-                                      TEST(cgroup_v2_hybrid), TEST(cgroup_v1),
-                                      TEST(missing_files)};
+                                      TEST(cgroup_v2_hybrid), TEST(cgroup_v1), TEST(missing_files)};
     return run_tests(cases, sizeof cases / sizeof cases[0]);
 }
