@@ -253,6 +253,9 @@ def section_seed(work, full, rest_too):
         json.dump({"matmul": [[1, 1], [1, 8]]}, f)
     log("seed: starting serve + 8 agents, serve + 1 agent%s" % (", the Python server" if full else ""))
     clusters, procs = [], []
+    all_cpus = os.sched_getaffinity(0)
+    if A.server_cpus:  # every server started below inherits it; the client (started later) does not
+        os.sched_setaffinity(0, parse_cpus(A.server_cpus))
     try:
         c = start_cluster("matmul", seed, 8, 1, strategy)
         clusters.append(c)
@@ -300,6 +303,7 @@ def section_seed(work, full, rest_too):
             targets += [(SEED + ", inputs over the link", cl.grpc, "grpc"), ("Python grpcio + numpy", py_addr, "grpc")]
         if rest_too:
             targets += [(SEED + ", REST", c.rest, "rest"), (ONE_RANK + ", REST", c1.rest, "rest")]
+        os.sched_setaffinity(0, all_cpus)
         res = {}
         # c=1 runs more requests than the other sections: its p99 should rest on more than a few samples
         for conc, n in ((1, 5 * A.requests), (16, 8 * A.requests)):
@@ -309,6 +313,7 @@ def section_seed(work, full, rest_too):
                     res.setdefault((name, conc), []).append(r)
                     log("seed: %s c=%d round %d: p50 %.0f us, %.0f req/s" % (name, conc, rnd, r["p50_us"], r["throughput"]))
     finally:
+        os.sched_setaffinity(0, all_cpus)
         for p in procs:
             stop(p)
         for cc in clusters:
@@ -318,6 +323,15 @@ def section_seed(work, full, rest_too):
         seed_table(res, targets)
     if rest_too:
         rest_table(res)
+
+
+def parse_cpus(text):
+    """A taskset-style CPU list ("1", "0,2-3") as a set."""
+    cpus = set()
+    for part in text.split(","):
+        lo, _, hi = part.partition("-")
+        cpus.update(range(int(lo), int(hi or lo) + 1))
+    return cpus
 
 
 def floor_table(res, reply_bytes, y_shape):
@@ -344,6 +358,9 @@ def floor_table(res, reply_bytes, y_shape):
     print("- " + cpu_line())
     print("- load average now: %s; medians over %d rounds, interleaved; %d requests per c=1 run, %d per c=16 run"
           % (" ".join(open("/proc/loadavg").read().split()[:3]), A.rounds, 5 * A.requests, 8 * A.requests))
+    if A.server_cpus:
+        print("- servers (serve, its agents, the floor) on CPU(s) %s (`--server-cpus`), the client on any"
+              % A.server_cpus)
     print("- request x float32[128,96] (48 KiB), all ones; reply y float32[%s], all -48: %d bytes of PredictReply "
           "captured from serve and answered as-is by bench_floor_server" % (",".join(map(str, y_shape)), reply_bytes))
     table("", ["server", "c=1 p50 us (min-max)", "c=1 p90 us", "c=1 p99 us", "c=1 p50 vs floor", "c=16 req/s",
@@ -821,6 +838,9 @@ def main():
     # another build's shardserve (e.g. main before a change) serves the seed section's 1-rank and
     # 8-rank rows too, in the same interleaved rounds: before and after from one run
     ap.add_argument("--baseline-build", default=None)
+    # the seed section's servers (serve, agents, the floor) start on these CPUs (e.g. "1"), the
+    # client on any: the placement a deployment gives a server, the same for the floor and serve
+    ap.add_argument("--server-cpus", default=None)
     A = ap.parse_args()
     A.build = os.path.abspath(A.build)
     SS = os.path.join(A.build, "src", "cli", "shardserve")
