@@ -22,6 +22,7 @@
  */
 #include "kvloop.h"
 #include "shardserve/agent.h"
+#include "shardserve/comm.h"
 
 #include <signal.h>
 #include <stdio.h>
@@ -231,7 +232,11 @@ static int run_shards(const char *dir, const ss_tensor *prompt, const ss_tensor 
         kill_ranks(pids, started, 0);
         rc = 1;
     }
-    return wait_ranks(pids, started, rc);
+    rc = wait_ranks(pids, started, rc);
+    /* the last rank to join unlinks the segment; ranks killed or failed before that leave it */
+    ss_status *st = ss_comm_shm_cleanup(session);
+    if (st) fail(st, "removing the ranks' shared memory");
+    return rc;
 }
 
 int main(int argc, char **argv)
