@@ -21,13 +21,15 @@
 
 static const char run_usage[] =
     "usage: shardserve run MODEL.onnx --input NAME=FILE.npy ... [--output-dir DIR] [--repeat N]\n"
-    "                      [--weights f32|bf16|int8]\n"
+    "                      [--weights f32|bf16|int8] [--threads N]\n"
     "       shardserve run --shards DIR [--comm shm|mpi] [--timeout-ms MS] --input NAME=FILE.npy "
     "...\n"
     "                      [--output-dir DIR]\n"
     "  --shards DIR    run a split made by 'shardserve shard': one local process per rank\n"
     "  --comm          collectives backend: shm (one host, default) or mpi (ranks under mpirun)\n"
     "  --timeout-ms    bound of every collective wait (default 5000)\n"
+    "  --threads       intra-op threads of a whole model (default: the CPUs this process may use:\n"
+    "                  its affinity, capped by a cgroup CPU quota)\n"
     "  --weights       bf16: MatMul/Gemm weights held as bf16 (f32 accumulation): up to 64 rows\n"
     "                  (decode) on any CPU, more where it has native bf16 math (AVX512-BF16/AMX);\n"
     "                  int8: any rows, on int8 weights (a scale per column) and\n"
@@ -186,6 +188,12 @@ int cmd_run(int argc, char **argv)
             if (!ss_weights_parse(w, &so.weights))
                 return cli_fail("run", ss_errf(SS_ERR_INVALID,
                                                "--weights wants f32, bf16 or int8, got '%s'", w));
+        } else if (!strcmp(a, "--threads") && i + 1 < argc) {
+            long t;
+            if (!cli_parse_int(argv[++i], 1, 256, &t))
+                return cli_fail("run", ss_errf(SS_ERR_INVALID, "--threads wants 1..256, got '%s'",
+                                               argv[i]));
+            so.blas_threads = (int)t;
         } else if (!strcmp(a, "--output-dir") && i + 1 < argc) {
             outdir = argv[++i];
         } else if (!strcmp(a, "--repeat") && i + 1 < argc) {
@@ -208,6 +216,7 @@ int cmd_run(int argc, char **argv)
         fputs(run_usage, stderr);
         return 2;
     }
+    if (!so.blas_threads) so.blas_threads = ss_usable_cpus() < 256 ? ss_usable_cpus() : 256;
     ss_session *s;
     ss_status *st = ss_session_create(model, &so, &s);
     if (st) return cli_fail("run", st);

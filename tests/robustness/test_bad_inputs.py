@@ -370,6 +370,7 @@ for sub, base in SUBS.items():
     case("cli", sub + "_stray_positional", base + ["stray-word"], r"(stray-word|usage)")
 # missing values: the flag is the last argument
 for sub, flag in [("run", "--input"), ("run", "--repeat"), ("run", "--timeout-ms"), ("run", "--output-dir"),
+                  ("run", "--threads"),
                   ("shard", "--ranks"), ("shard", "--out"), ("shard", "--strategy"), ("shard", "--stages"),
                   ("serve", "--servable-dir"), ("serve", "--rank-table"), ("serve", "--grpc"),
                   ("serve", "--max-enqueued"), ("serve", "--rest-read-timeout-s"), ("agents", "--model-files"), ("agents", "--rank-start"),
@@ -392,6 +393,7 @@ case("cli", "onnx_test_missing_dir", [S, "onnx-test", os.path.join(W, "no-such-d
 NUMS = [
     ("run", "--repeat", ["0", "-1", "abc", "1e3", "99999999999999999999"]),
     ("run", "--timeout-ms", ["0", "3600001"]),
+    ("run", "--threads", ["0", "257", "two"]),
     ("shard", "--ranks", ["0", "4097", "-2", "2x", ""]),
     ("shard", "--stages", ["0", "99999"]),
     ("serve", "--wait-agents", ["-1", "ten"]),
