@@ -191,8 +191,8 @@ int cmd_run(int argc, char **argv)
         } else if (!strcmp(a, "--threads") && i + 1 < argc) {
             long t;
             if (!cli_parse_int(argv[++i], 1, 256, &t))
-                return cli_fail("run", ss_errf(SS_ERR_INVALID, "--threads wants 1..256, got '%s'",
-                                               argv[i]));
+                return cli_fail(
+                    "run", ss_errf(SS_ERR_INVALID, "--threads wants 1..256, got '%s'", argv[i]));
             so.blas_threads = (int)t;
         } else if (!strcmp(a, "--output-dir") && i + 1 < argc) {
             outdir = argv[++i];
