@@ -199,8 +199,8 @@ unsigned long long ss_raise_nofile_limit(void);
  * counts derive from it, so a servable started under `taskset -c 2-3` or in a container limited to
  * 2 CPUs sizes its threads for 2, not for the machine. */
 int ss_usable_cpus(void);
-/* The same with the cgroup read from `proc_cgroup` (a /proc/self/cgroup file) under
- * `cgroup_root` (a cgroup v2 mount): for tests. */
+/* The same with the cgroups named in `proc_cgroup` (a /proc/self/cgroup file) read under
+ * `cgroup_root` (where the cgroup file systems are mounted, /sys/fs/cgroup): for tests. */
 int ss_usable_cpus_at(const char *proc_cgroup, const char *cgroup_root);
 /* Keep freed memory in the process for reuse (up to 64 MiB above the heap's top, blocks up to 32
  * MiB from the heap) instead of returning and re-faulting it page by page every request. */

@@ -216,7 +216,10 @@ int cmd_run(int argc, char **argv)
         fputs(run_usage, stderr);
         return 2;
     }
-    if (!so.blas_threads) so.blas_threads = ss_usable_cpus() < 256 ? ss_usable_cpus() : 256;
+    if (!so.blas_threads) {
+        int cpus = ss_usable_cpus();
+        so.blas_threads = cpus < 256 ? cpus : 256;
+    }
     ss_session *s;
     ss_status *st = ss_session_create(model, &so, &s);
     if (st) return cli_fail("run", st);

@@ -13,7 +13,6 @@
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
-#include <unistd.h>
 
 ss_status *ss_read_file(const char *path, void **data, size_t *len)
 {
@@ -228,8 +227,8 @@ int ss_usable_cpus_at(const char *proc_cgroup, const char *cgroup_root)
         char *c1 = strchr(line, ':'), *c2 = c1 ? strchr(c1 + 1, ':') : NULL;
         if (!c2) continue;
         long limit = 0;
-        if (c2 ==
-            c1 + 1) { /* "0::/path": cgroup v2, at the root mount or under unified/ (hybrid) */
+        /* "0::/path": cgroup v2, at the root mount or under unified/ (a hybrid system) */
+        if (c2 == c1 + 1) {
             snprintf(mount, sizeof mount, "%s/cgroup.controllers", cgroup_root);
             bool pure = access(mount, F_OK) == 0;
             snprintf(mount, sizeof mount, pure ? "%s" : "%s/unified", cgroup_root);
