@@ -1,5 +1,5 @@
-# runtime ops: the 4-bit-weight GEMV (ops/gemm_q4.c, MatMulNBits bits=4 at accuracy_level 4 or
-# --weights int8, up to SS_GEMM_Q4_MAX_M rows) — bit for bit the arithmetic it stands for, within
+# runtime ops: the 4-bit-weight GEMM (ops/gemm_q4.c, MatMulNBits bits=4 at accuracy_level 4 or
+# --weights int8, any number of rows) — bit for bit the arithmetic it stands for, within
 # the activation quantization bound of the exact product, rows independent of each other, NaN rows.
 # Without AVX512-VNNI the test reports itself skipped.
 if(TARGET ss_runtime)

@@ -4,8 +4,9 @@ a bias, run by `shardserve run` at accuracy_level 0 (float32 weights: equal to n
 product within float32 rounding), at accuracy_level 4 and under `--weights int8` (int8 weights and
 activations where the CPU has AVX512-VNNI: within relative L2 1e-2 of numpy's, and not equal to the
 float32 run, which shows the int8 path ran; on a CPU without VNNI both equal the float32 run), the
-kernel level 4 took, from the debug log (one row of 4-bit weights: the kernel on the 4-bit values
-as stored; more rows, or 8-bit weights: the int8 copy), and the level-0 model re-planned for 6 row
+kernel level 4 took, from the debug log (4-bit weights: the kernel on the 4-bit values as stored,
+for every row count, or the int8 copy above 4 rows under SHARDSERVE_NBITS_COPY=int8; 8-bit
+weights: the int8 copy), and the level-0 model re-planned for 6 row
 counts in one session, each equal to numpy's.
 
 Usage: nbits_int8.py SHARDSERVE OUTDIR"""
@@ -58,17 +59,26 @@ def make(d, K, N, block, bits, level):
     return path, W, bias
 
 
-def run(shardserve, model, a, d, extra=(), log=None):
+def run(shardserve, model, a, d, extra=(), log=None, env_add=None):
     """y, and with log a list the run's debug lines are appended to."""
     os.makedirs(d, exist_ok=True)
     np.save(os.path.join(d, "a.npy"), a)
-    env = dict(os.environ, SHARDSERVE_LOG="debug") if log is not None else None
+    env = dict(os.environ, **(env_add or {}))
+    if log is not None:
+        env["SHARDSERVE_LOG"] = "debug"
     r = subprocess.run([shardserve, "run", model, "--input", "a=" + os.path.join(d, "a.npy"),
                         "--output-dir", d, *extra], check=True, stdout=subprocess.DEVNULL,
                        stderr=subprocess.PIPE, text=True, env=env)
     if log is not None:
         log.extend(r.stderr.splitlines())
     return np.load(os.path.join(d, "y.npy"))
+
+
+def last_kernel(log, want):
+    """Whether the last plan's MatMulNBits kernel line (the plan that ran: a load-time trial plan
+    of one row logs first) says `want`."""
+    lines = [line for line in log if "MatMulNBits" in line and "kernel on" in line]
+    return bool(lines) and want in lines[-1]
 
 
 def replanned(shardserve, out, model, W, bias, K):
@@ -124,11 +134,17 @@ def main():
                       ("--weights int8 equals level 4", np.array_equal(yw, y4)),
                       ("level 4 %s the float32 run" % ("differs from" if vnni else "equals"),
                        (not np.array_equal(y4, y0)) if vnni else np.array_equal(y4, y0))]
-            if vnni:  # one row of 4-bit weights: the kernel on the 4-bit values; else the int8 copy
-                want = ("on the 4-bit weights as stored" if bits == 4 and M == 1
+            if vnni:  # 4-bit weights: the kernel on the 4-bit values, any rows; 8-bit: the int8 copy
+                want = ("on the 4-bit weights as stored" if bits == 4
                         else "on requantized %d-bit weights" % bits)
-                checks.append(("level 4 runs the VNNI kernel " + want,
-                               any("MatMulNBits" in line and want in line for line in log)))
+                checks.append(("level 4 runs the VNNI kernel " + want, last_kernel(log, want)))
+            if vnni and bits == 4 and M > 4:  # speed over memory: the int8 copy for many rows
+                logc = []
+                yc = run(shardserve, m4, a, os.path.join(d, "l4c"), log=logc,
+                         env_add={"SHARDSERVE_NBITS_COPY": "int8"})
+                checks.append(("SHARDSERVE_NBITS_COPY=int8 takes the int8 copy within 1e-2",
+                               rel_l2(yc, ref) <= 1e-2 and
+                               last_kernel(logc, "on requantized 4-bit weights")))
             if bits == 4 and M == 1:
                 checks.append(("re-plans", replanned(shardserve, out, m0, W, bias, K)))
             for what, ok in checks:

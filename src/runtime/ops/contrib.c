@@ -831,16 +831,27 @@ static ss_status *nbits_q8_plan(ss_kctx *k, nbits_plan *p)
     return NULL;
 }
 
-/* The few rows of decode on 4-bit weights with integer zero points: gemm_q4.h reads the 4-bit
- * values themselves (0.66 bytes a weight at block 32) instead of gemm_q8.h's byte a weight, but
- * converts per block, so it is the slower one once the rows make the product compute-bound:
- * mlp4bit at 4 rows, ms, q4 vs q8 (Zen 5, 2 vCPUs): 1 thread 1.95-2.28 vs 2.31-2.65, 2 threads
- * 1.14-1.16 vs 0.99 (two threads read 2.5x what one does here); at 2 rows q4 wins on both. */
+/* 4-bit weights with integer zero points go to gemm_q4.h, which reads the 4-bit values themselves
+ * (0.66 bytes a weight at block 32, one copy for every row count) instead of gemm_q8.h's byte a
+ * weight. Many rows run faster on the int8 copy (it converts once per output, not per block:
+ * mlp4bit at 1 thread, ms, q4 vs q8: 8 rows 3.4 vs 2.9, 32 rows 11.5 vs 7.0), but a session that
+ * plans both few rows (decode) and many (prefill) then holds both copies, 1.66 bytes a weight, 3x
+ * the model's: SHARDSERVE_NBITS_COPY=int8 chooses that (the int8 copy above 4 rows on 1 thread,
+ * above 2 on more), for speed over memory. */
+static bool nbits_int8_copy_asked(void)
+{
+    static int asked = -1;
+    if (asked < 0) {
+        const char *e = getenv("SHARDSERVE_NBITS_COPY");
+        asked = e && !strcmp(e, "int8");
+    }
+    return asked;
+}
+
 static bool nbits_wants_q4(const ss_kctx *k, const nbits_plan *p)
 {
     const ss_tensor *zp = k->n_in > 3 && k->in[3] ? k->in[3] : NULL;
-    int t = ss_kctx_threads(k);
-    int64_t max_m = t > 1 ? 2 : SS_GEMM_Q4_MAX_M;
+    int64_t max_m = !nbits_int8_copy_asked() ? INT64_MAX : ss_kctx_threads(k) > 1 ? 2 : 4;
     return nbits_wants_q8(k, p) && p->bits == 4 && p->M <= max_m && ss_gemm_q4_block_ok(p->block) &&
            (!zp || p->packed_zp);
 }

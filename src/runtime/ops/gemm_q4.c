@@ -1,7 +1,8 @@
 /*
- * The 4-bit-weight GEMV of gemm_q4.h: packing, the signed row quantization, one VNNI kernel.
+ * The 4-bit-weight GEMM of gemm_q4.h: packing, the signed row quantization, one VNNI kernel.
  * A part claims groups of GROUP adjacent 16-column blocks and reads their records side by side
- * (GROUP streams, as gemm_q8.c), ROWS rows of A per pass over them.
+ * (GROUP streams, as gemm_q8.c): 1 or 2 rows of A per pass over the whole group, or 4 rows per
+ * pass over half of it (the sums of 4 rows x 4 blocks would not fit the registers).
  */
 #include "gemm_q4.h"
 
@@ -18,7 +19,7 @@
 #define BLOCK 16 /* columns per record */
 #define GROUP 4  /* column blocks a pass reads side by side */
 #define COLS (BLOCK * GROUP)
-#define ROWS 2                    /* rows of A per pass: 2 x GROUP int32 and float32 sums */
+#define ROWS 4                    /* most rows of A per pass (over GROUP / 2 blocks) */
 #define MIN_PAR_WEIGHTS (1 << 18) /* below this the pool's wake-up costs more than it saves */
 
 static unsigned long n_calls;
@@ -125,16 +126,16 @@ Q4_TARGET static void quantize_row(const float *a, int64_t K, int64_t bs, int8_t
     }
 }
 
-/* Rows r0 .. r0 + rows - 1 of group g: `rows` is a constant at each call site, so the loops over
- * it and over the GROUP blocks unroll into named registers. */
+/* Rows r0 .. r0 + rows - 1 of group g's blocks b0 .. b0 + nblk - 1: `rows` and `nblk` are
+ * constants at each call site, so the loops over them unroll into named registers. */
 Q4_TARGET static inline __attribute__((always_inline)) void
-q4_tile(const q4_job *j, int64_t g, int64_t r0, int rows, bool prefetch)
+q4_tile(const q4_job *j, int64_t g, int64_t r0, int rows, int b0, int nblk, bool prefetch)
 {
     size_t rb = rec_bytes(j->bs);
     int64_t bs = j->bs, steps = bs / 8;
     const uint8_t *recs[GROUP];
-    for (int b = 0; b < GROUP; b++)
-        recs[b] = j->W + (size_t)(g * GROUP + b) * (size_t)j->nb * rb;
+    for (int b = 0; b < nblk; b++)
+        recs[b] = j->W + (size_t)(g * GROUP + b0 + b) * (size_t)j->nb * rb;
     const int32_t *a[ROWS];
     const float *asum[ROWS];
     for (int r = 0; r < rows; r++) {
@@ -144,23 +145,23 @@ q4_tile(const q4_job *j, int64_t g, int64_t r0, int rows, bool prefetch)
     const __m512i nib = _mm512_set1_epi8(15);
     __m512 f[ROWS][GROUP];
     for (int r = 0; r < rows; r++)
-        for (int b = 0; b < GROUP; b++)
+        for (int b = 0; b < nblk; b++)
             f[r][b] = _mm512_setzero_ps();
     for (int64_t kb = 0; kb < j->nb; kb++) {
         if (prefetch) /* the next group's records at this k block, into L2 */
-            for (int b = 0; b < GROUP; b++)
+            for (int b = 0; b < nblk; b++)
                 for (size_t off = 0; off < rb; off += 64)
                     _mm_prefetch((const char *)recs[b] + GROUP * (size_t)j->nb * rb +
                                      (size_t)kb * rb + off,
                                  _MM_HINT_T1);
         __m512i d[ROWS][GROUP];
         for (int r = 0; r < rows; r++)
-            for (int b = 0; b < GROUP; b++)
+            for (int b = 0; b < nblk; b++)
                 d[r][b] = _mm512_setzero_si512();
         const int64_t quad = kb * bs / 4;
         for (int64_t s = 0; s < steps; s++) {
             __m512i wl[GROUP], wh[GROUP];
-            for (int b = 0; b < GROUP; b++) {
+            for (int b = 0; b < nblk; b++) {
                 __m512i w = _mm512_loadu_si512(recs[b] + (size_t)kb * rb + s * 64);
                 wl[b] = _mm512_and_si512(w, nib);
                 wh[b] = _mm512_and_si512(_mm512_srli_epi16(w, 4), nib);
@@ -168,13 +169,13 @@ q4_tile(const q4_job *j, int64_t g, int64_t r0, int rows, bool prefetch)
             for (int r = 0; r < rows; r++) {
                 __m512i xl = _mm512_set1_epi32(a[r][quad + 2 * s]);
                 __m512i xh = _mm512_set1_epi32(a[r][quad + 2 * s + 1]);
-                for (int b = 0; b < GROUP; b++) {
+                for (int b = 0; b < nblk; b++) {
                     d[r][b] = _mm512_dpbusd_epi32(d[r][b], wl[b], xl);
                     d[r][b] = _mm512_dpbusd_epi32(d[r][b], wh[b], xh);
                 }
             }
         }
-        for (int b = 0; b < GROUP; b++) {
+        for (int b = 0; b < nblk; b++) {
             const uint8_t *tail = recs[b] + (size_t)kb * rb + bs * 8;
             __m512 sc = _mm512_loadu_ps(tail);
             __m512 z = _mm512_cvtepi32_ps(
@@ -186,8 +187,8 @@ q4_tile(const q4_job *j, int64_t g, int64_t r0, int rows, bool prefetch)
             }
         }
     }
-    for (int b = 0; b < GROUP; b++) {
-        int64_t n = g * COLS + b * BLOCK;
+    for (int b = 0; b < nblk; b++) {
+        int64_t n = g * COLS + (b0 + b) * BLOCK;
         if (n >= j->N) break;
         __mmask16 mask =
             j->N - n >= BLOCK ? (__mmask16)0xffff : (__mmask16)((1u << (j->N - n)) - 1);
@@ -202,12 +203,19 @@ Q4_TARGET static void q4_part(void *ctx, int part, int parts)
     (void)part, (void)parts;
     q4_job *j = ctx;
     for (int64_t g; (g = __atomic_fetch_add(&j->next, 1, __ATOMIC_RELAXED)) < j->groups;)
-        for (int64_t r0 = 0; r0 < j->M; r0 += ROWS) {
+        for (int64_t r0 = 0; r0 < j->M;) {
             bool pf = j->prefetch && r0 == 0 && g + 1 < j->groups;
-            if (j->M - r0 >= 2)
-                q4_tile(j, g, r0, 2, pf);
-            else
-                q4_tile(j, g, r0, 1, pf);
+            if (j->M - r0 >= ROWS) {
+                q4_tile(j, g, r0, ROWS, 0, GROUP / 2, pf);
+                q4_tile(j, g, r0, ROWS, GROUP / 2, GROUP / 2, false);
+                r0 += ROWS;
+            } else if (j->M - r0 >= 2) {
+                q4_tile(j, g, r0, 2, 0, GROUP, pf);
+                r0 += 2;
+            } else {
+                q4_tile(j, g, r0, 1, 0, GROUP, pf);
+                r0 += 1;
+            }
         }
 }
 
@@ -215,7 +223,7 @@ void ss_gemm_q4(int64_t M, int64_t N, int64_t K, int64_t bs, const float *A, int
                 const void *Bp, float *C, int64_t ldc, int threads, void *scratch)
 {
     if (M <= 0 || N <= 0) return;
-    if (M > SS_GEMM_Q4_MAX_M || !ss_gemm_q4_block_ok(bs)) abort(); /* plans check both */
+    if (!ss_gemm_q4_block_ok(bs)) abort(); /* plans check it */ /* plans check both */
     __atomic_add_fetch(&n_calls, 1, __ATOMIC_RELAXED);
     int64_t nb = kblocks(K, bs), ldq = row_bytes(K, bs);
     int8_t *Aq = scratch;

@@ -1,6 +1,6 @@
 /*
- * GEMV on 4-bit weights as they are stored (MatMulNBits bits=4, where int8 math is allowed:
- * accuracy_level 4 or --weights int8), for the few rows of decode: C[M,N] = A[M,K] x B[K,N], A and
+ * GEMM on 4-bit weights as they are stored (MatMulNBits bits=4, where int8 math is allowed:
+ * accuracy_level 4 or --weights int8), any number of rows: C[M,N] = A[M,K] x B[K,N], A and
  * C float32, B's 4-bit values q with a float32 scale s and a zero point z per column and block of
  * `bs` k values, B[k,n] = (q - z) x s. Each call quantizes every row of A to int8 (absmax / 127,
  * signed) and sums q x a exactly on AVX512-VNNI (vpdpbusd, q the unsigned side); per block an
@@ -9,8 +9,11 @@
  * What it is for: at M = 1 the product is bound by reading B. gemm_q8.h's copy of these weights
  * (requantized to int8, a byte per weight) reads twice the bytes of the 4-bit values; this one
  * reads the nibbles, the block's scales and zero points: 0.66 bytes per weight at bs = 32,
- * what onnxruntime's 4-bit kernels read. More rows than SS_GEMM_Q4_MAX_M go to gemm_q8.h, which
- * converts once per output instead of once per block.
+ * what onnxruntime's 4-bit kernels read. With many rows (prefill) the int8 copy is faster (it
+ * converts once per output instead of once per block: 32 rows of 4096 x 4096 x 4 took 7.0 ms
+ * there against 11.5 here), but holding both copies would take 1.66 bytes a weight, 3x the
+ * model's 4-bit weights, so plans use this one for every row count unless
+ * SHARDSERVE_NBITS_COPY=int8 (contrib.c).
  *
  * Error: the weights are exact; only A is rounded (one int8 step per row, relative L2 ~4e-3 on
  * uniform data). Each output's k order is fixed, so a row's result does not depend on the rows
@@ -33,9 +36,6 @@
 #include <stddef.h>
 #include <stdint.h>
 
-/* Most rows a call takes (plans with more use gemm_q8.h). */
-#define SS_GEMM_Q4_MAX_M 4
-
 /* Block sizes the layout takes: a power of 2 from 8 to 4096 (a block's integer sum, at most
  * 15 x 127 x 4096, converts to float32 exactly). */
 bool ss_gemm_q4_block_ok(int64_t bs);
@@ -54,7 +54,7 @@ void ss_gemm_q4_pack_column(const uint8_t *q, const float *scale, const uint8_t 
 /* Scratch a call of M rows needs (A's rows quantized, their block sums and scales). */
 size_t ss_gemm_q4_scratch(int64_t M, int64_t K, int64_t bs);
 
-/* C = A x Bp (M <= SS_GEMM_Q4_MAX_M); lda/ldc are row strides in floats. Up to `threads` parts on
+/* C = A x Bp; lda/ldc are row strides in floats. Up to `threads` parts on
  * the gemm pool (reserve it at plan time). scratch: ss_gemm_q4_scratch bytes, 64-byte aligned.
  * Only where ss_gemm_q8_supported. */
 void ss_gemm_q4(int64_t M, int64_t N, int64_t K, int64_t bs, const float *A, int64_t lda,
