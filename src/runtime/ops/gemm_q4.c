@@ -207,7 +207,7 @@ Q4_TARGET static void q4_part(void *ctx, int part, int parts)
             bool pf = j->prefetch && r0 == 0 && g + 1 < j->groups;
             if (j->M - r0 >= ROWS) {
                 q4_tile(j, g, r0, ROWS, 0, GROUP / 2, pf);
-                q4_tile(j, g, r0, ROWS, GROUP / 2, GROUP / 2, false);
+                q4_tile(j, g, r0, ROWS, GROUP / 2, GROUP / 2, pf);
                 r0 += ROWS;
             } else if (j->M - r0 >= 2) {
                 q4_tile(j, g, r0, 2, 0, GROUP, pf);
