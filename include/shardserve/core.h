@@ -195,7 +195,8 @@ bool ss_name_from_file(const char *file, char *out, size_t cap);
  * a failure is logged once, never fatal. */
 unsigned long long ss_raise_nofile_limit(void);
 /* The CPUs this process may use: its affinity mask (taskset, a container's cpuset), capped by a
- * cgroup v2 CPU quota (cpu.max, rounded up) on its cgroup or any ancestor; at least 1. Thread
+ * cgroup CPU quota (v2 cpu.max, v1 cpu.cfs_quota_us / cpu.cfs_period_us; rounded up) on its cgroup
+ * or any ancestor; at least 1. Thread
  * counts derive from it, so a servable started under `taskset -c 2-3` or in a container limited to
  * 2 CPUs sizes its threads for 2, not for the machine. */
 int ss_usable_cpus(void);

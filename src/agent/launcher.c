@@ -198,10 +198,10 @@ static long rank_threads(int local_ranks)
     return share > 256 ? 256 : share;
 }
 
-/* In an agent's child before exec: its thread count and wait policy. */
-static void share_cores(int local_ranks, int connect_ms)
+/* In an agent's child before exec: its thread count (rank_threads, worked out by the parent
+ * before the fork: it reads files) and wait policy. */
+static void share_cores(long threads, int local_ranks, int connect_ms)
 {
-    long threads = rank_threads(local_ranks);
     char v[16];
     snprintf(v, sizeof v, "%ld", threads);
     setenv("SHARDSERVE_RANK_THREADS", v, 0);
@@ -233,6 +233,7 @@ static pid_t spawn_agent(const ss_launcher_options *opt, const meta_info *mi, in
     for (int k = 0; k < mi->n_no_batch && a < 150; k++)
         argv[a++] = mi->no_batch[k];
     argv[a] = NULL;
+    long threads = rank_threads(opt->n_models);
     pid_t parent = getpid();
     pid_t pid = fork();
     if (pid == 0) {
@@ -240,7 +241,7 @@ static pid_t spawn_agent(const ss_launcher_options *opt, const meta_info *mi, in
         prctl(PR_SET_PDEATHSIG, SIGTERM);
         if (getppid() != parent) _exit(1);
         ss_child_prepare(opt->secret_file);
-        share_cores(opt->n_models, opt->connect_timeout_ms);
+        share_cores(threads, opt->n_models, opt->connect_timeout_ms);
         ss_liveness_pass(live, i);
         execv(opt->self_exe, (char *const *)argv);
         fprintf(stderr, "cannot start an agent (%s): %s\n", opt->self_exe, strerror(errno));

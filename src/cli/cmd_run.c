@@ -210,6 +210,10 @@ int cmd_run(int argc, char **argv)
     }
     ss_status *made = outdir ? cli_make_output_dir(outdir) : NULL;
     if (made) return cli_fail("run", made);
+    if (shards && so.blas_threads)
+        return cli_fail("run", ss_errf(SS_ERR_INVALID,
+                                       "--threads is for a whole model; each rank of --shards "
+                                       "computes on 1 thread"));
     if (shards && !model)
         return run_shards(shards, backend, timeout_ms, n_args, names, files, outdir);
     if (!model || shards) {

@@ -380,6 +380,7 @@ for sub, flag in [("run", "--input"), ("run", "--repeat"), ("run", "--timeout-ms
          r"(%s|usage)" % re.escape(flag))
 # required arguments absent
 case("cli", "run_no_model", [S, "run"], "usage")
+case("cli", "run_shards_threads", [S, "run", "--shards", W, "--threads", "2", "--input", "x=" + X], "--threads")
 case("cli", "shard_no_ranks", [S, "shard", GOOD, "--out", os.path.join(W, "o")], r"(--ranks|usage)")
 case("cli", "shard_no_out", [S, "shard", GOOD, "--ranks", "2"], r"(--out|usage)")
 case("cli", "serve_nothing", [S, "serve"], "usage")

@@ -664,8 +664,9 @@ static void nbits_release(void *state)
 
 /* The session keeps the int8 (kind 1), packed float32 (kind 2) or 4-bit (kind 3) copy of a node's
  * weights, keyed by B's bytes with its shape, scales and zero points, so a re-plan for another M
- * (a new batch or sequence length) finds it instead of dequantizing again. A session planned at
- * both few and many rows of 4-bit weights keeps two copies (kinds 3 and 1). */
+ * (a new batch or sequence length) finds it instead of dequantizing again. 4-bit weights keep one
+ * copy (kind 3) for every row count; under SHARDSERVE_NBITS_COPY=int8 a session planned at both
+ * few and many rows keeps two (kinds 3 and 1). */
 typedef struct {
     int64_t K, N, bits, block, kind, scales, zp;
 } nbits_layout;

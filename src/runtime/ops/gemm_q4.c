@@ -223,7 +223,7 @@ void ss_gemm_q4(int64_t M, int64_t N, int64_t K, int64_t bs, const float *A, int
                 const void *Bp, float *C, int64_t ldc, int threads, void *scratch)
 {
     if (M <= 0 || N <= 0) return;
-    if (!ss_gemm_q4_block_ok(bs)) abort(); /* plans check it */ /* plans check both */
+    if (!ss_gemm_q4_block_ok(bs)) abort(); /* plans check it */
     __atomic_add_fetch(&n_calls, 1, __ATOMIC_RELAXED);
     int64_t nb = kblocks(K, bs), ldq = row_bytes(K, bs);
     int8_t *Aq = scratch;
