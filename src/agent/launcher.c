@@ -186,14 +186,13 @@ static void config_for(const ss_launcher_options *opt, int i, char *out, size_t 
 /* Each local rank computes on its share of the CPUs the launcher may use (ss_usable_cpus: its
  * affinity, a cgroup quota; a 1-rank servable on 2 CPUs: 2 threads; 8 ranks on 2 CPUs: 1 each), or
  * on SHARDSERVE_RANK_THREADS when the user set it (1..256). */
-static long rank_threads(int local_ranks)
+static long rank_threads(int local_ranks, long cores)
 {
     const char *user = getenv("SHARDSERVE_RANK_THREADS");
     if (user) {
         long t = strtol(user, NULL, 10);
         return t >= 1 && t <= 256 ? t : 1;
     }
-    long cores = ss_usable_cpus();
     long share = local_ranks > 0 && cores > local_ranks ? cores / local_ranks : 1;
     return share > 256 ? 256 : share;
 }
@@ -214,7 +213,7 @@ static void share_cores(long threads, int local_ranks, int connect_ms)
 }
 
 static pid_t spawn_agent(const ss_launcher_options *opt, const meta_info *mi, int i,
-                         const char *session, const ss_liveness *live)
+                         const char *session, const ss_liveness *live, long threads)
 {
     char config[PATH_MAX], timeout[32];
     config_for(opt, i, config, sizeof config);
@@ -233,7 +232,6 @@ static pid_t spawn_agent(const ss_launcher_options *opt, const meta_info *mi, in
     for (int k = 0; k < mi->n_no_batch && a < 150; k++)
         argv[a++] = mi->no_batch[k];
     argv[a] = NULL;
-    long threads = rank_threads(opt->n_models);
     pid_t parent = getpid();
     pid_t pid = fork();
     if (pid == 0) {
@@ -551,8 +549,11 @@ static ss_status *run_group(const ss_launcher_options *opt, const meta_info *mi,
     ss_status *st = NULL;
     ss_liveness_reset(live);
     fflush(NULL);
+    /* worked out once, before the forks: it reads the cgroup's files */
+    int cpus = ss_usable_cpus();
+    long threads = rank_threads(opt->n_models, cpus);
     for (int i = 0; i < n; i++) {
-        pids[i] = spawn_agent(opt, mi, i, session, live);
+        pids[i] = spawn_agent(opt, mi, i, session, live, threads);
         if (pids[i] < 0) {
             pids[i] = 0;
             st = ss_errf(SS_ERR_IO, "fork for rank %d: %s", ranks[i], strerror(errno));
@@ -561,8 +562,7 @@ static ss_status *run_group(const ss_launcher_options *opt, const meta_info *mi,
     }
     if (!st)
         SS_INFO("started %d agents (ranks %d..%d) for %s, %ld thread(s) each on %d usable CPU(s)",
-                n, ranks[0], ranks[n - 1], opt->worker_address, rank_threads(opt->n_models),
-                ss_usable_cpus());
+                n, ranks[0], ranks[n - 1], opt->worker_address, threads, cpus);
     int running = st ? 0 : n;
     /* look at the liveness stamps a few times per timeout */
     int tick_ms = hang_timeout_ms(opt, mi) / 4 < 250 ? hang_timeout_ms(opt, mi) / 4 : 250;

@@ -179,6 +179,30 @@ typedef struct {
 #if defined(__x86_64__)
 #define Q8_TARGET __attribute__((target("avx512f,avx512bw,avx512vnni")))
 
+/* a's values times pre (tiny rows only: `prescaled`, a constant at each call, keeps the normal
+ * rows' loop at one multiply) and inv, rounded, clamped to +-127, plus offset. */
+Q8_TARGET static inline __attribute__((always_inline)) void
+q8_convert_row(const float *a, int64_t K, float pre, float inv, uint8_t offset, uint8_t *q,
+               const bool prescaled)
+{
+    __m512 vp = _mm512_set1_ps(pre), vi = _mm512_set1_ps(inv);
+    __m512i lo = _mm512_set1_epi32(-127), hi = _mm512_set1_epi32(127),
+            off = _mm512_set1_epi32(offset);
+    int64_t k = 0;
+    for (; k + 16 <= K; k += 16) {
+        __m512 x = _mm512_loadu_ps(a + k);
+        if (prescaled) x = _mm512_mul_ps(x, vp);
+        __m512i v = _mm512_cvtps_epi32(_mm512_mul_ps(x, vi));
+        v = _mm512_add_epi32(_mm512_min_epi32(_mm512_max_epi32(v, lo), hi), off);
+        _mm_storeu_si128((__m128i *)(q + k), _mm512_cvtepi32_epi8(v));
+    }
+    for (; k < K; k++) {
+        float v = nearbyintf(prescaled ? a[k] * pre * inv : a[k] * inv);
+        v = v > 127.0f ? 127.0f : v < -127.0f ? -127.0f : v;
+        q[k] = (uint8_t)((int)v + offset);
+    }
+}
+
 Q8_TARGET float ss_gemm_q8_quantize_row(const float *a, int64_t K, uint8_t offset, uint8_t *q)
 {
     __m512 m = _mm512_setzero_ps();
@@ -207,20 +231,10 @@ Q8_TARGET float ss_gemm_q8_quantize_row(const float *a, int64_t K, uint8_t offse
         if (!isfinite(127.0f / am)) pre = 0x1p64f;
         inv = 127.0f / (am * pre);
     }
-    __m512 vp = _mm512_set1_ps(pre), vi = _mm512_set1_ps(inv);
-    __m512i lo = _mm512_set1_epi32(-127), hi = _mm512_set1_epi32(127),
-            off = _mm512_set1_epi32(offset);
-    for (k = 0; k + 16 <= K; k += 16) {
-        __m512 x = _mm512_mul_ps(_mm512_loadu_ps(a + k), vp);
-        __m512i v = _mm512_cvtps_epi32(_mm512_mul_ps(x, vi));
-        v = _mm512_add_epi32(_mm512_min_epi32(_mm512_max_epi32(v, lo), hi), off);
-        _mm_storeu_si128((__m128i *)(q + k), _mm512_cvtepi32_epi8(v));
-    }
-    for (; k < K; k++) {
-        float v = nearbyintf(a[k] * pre * inv);
-        v = v > 127.0f ? 127.0f : v < -127.0f ? -127.0f : v;
-        q[k] = (uint8_t)((int)v + offset);
-    }
+    if (pre == 1.0f)
+        q8_convert_row(a, K, 1.0f, inv, offset, q, false);
+    else
+        q8_convert_row(a, K, pre, inv, offset, q, true);
     return am / 127.0f;
 }
 
