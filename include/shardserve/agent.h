@@ -87,7 +87,14 @@ typedef struct {
     const char *const *no_batch_inputs;
     const void *secret;
     size_t secret_len;
+    bool *shard_refused; /* out, optional: set when the rank's shard does not load as given (a
+                            bad or unsupported model or group config, a limit): starting it
+                            again loads the same files, so a launcher should not */
 } ss_agent_options;
+
+/* The exit status of an agent process whose shard does not load as given (shard_refused): the
+ * launcher stops instead of restarting the group (sysexits' EX_CONFIG). */
+#define SS_AGENT_EXIT_SHARD 78
 
 /* An agent serves a model of at most this many inputs and outputs (the link carries them per
  * request); a bigger model is refused at load, naming the model, the rank and the limit. */

@@ -635,6 +635,15 @@ static void tell_load_failed(ss_link_conn *conn, ss_status *why)
     ss_status_free(ss_link_send(conn, &bye, NULL, 0));
 }
 
+/* A shard that does not load for what it is (the model or config is bad or unsupported, or
+ * over a limit), not for a passing reason (memory, I/O, a peer that timed out). */
+static void note_refused(const ss_agent_options *opt, const ss_status *st)
+{
+    if (opt->shard_refused)
+        *opt->shard_refused = st->code == SS_ERR_INVALID || st->code == SS_ERR_UNSUPPORTED ||
+                              st->code == SS_ERR_LIMIT;
+}
+
 ss_status *ss_agent_run(const ss_agent_options *opt)
 {
     ss_link_options lo;
@@ -655,6 +664,7 @@ ss_status *ss_agent_run(const ss_agent_options *opt)
     ss_rank *r;
     st = ss_rank_open(opt->config_path, &ro, &r);
     if (st) {
+        note_refused(opt, st);
         tell_load_failed(conn, st);
         ss_link_close(conn);
         return st;
@@ -671,7 +681,10 @@ ss_status *ss_agent_run(const ss_agent_options *opt)
         fill_specs(s, false, outs, &n_out);
         st = batch_size(opt, ins, n_in, &batch);
     }
-    if (st) tell_load_failed(conn, st);
+    if (st) {
+        note_refused(opt, st);
+        tell_load_failed(conn, st);
+    }
     agent_state a = {.conn = conn,
                      .silence_ms = opt->worker_silence_ms ? opt->worker_silence_ms : 10000};
     a.live = ss_liveness_attach();

@@ -538,12 +538,14 @@ static uint64_t group_up_ns(const ss_liveness *live, int n, uint64_t now)
 
 /* Start one generation of the local agents and supervise it until they all exit, one fails or
  * hangs (the rest are stopped), or a signal asks to stop. NULL = every agent ended in order.
- * *up_ns: when every rank had registered (0: never). */
+ * *up_ns: when every rank had registered (0: never). *refused: the failure named is a rank whose
+ * shard does not load as given (SS_AGENT_EXIT_SHARD). */
 static ss_status *run_group(const ss_launcher_options *opt, const meta_info *mi, const int *ranks,
                             int n, pid_t *pids, ss_liveness *live, sigset_t *set, int generation,
-                            bool *signalled, uint64_t *up_ns)
+                            bool *signalled, uint64_t *up_ns, bool *refused)
 {
     *up_ns = 0;
+    *refused = false;
     char session[64];
     snprintf(session, sizeof session, "agents-%d-%d", (int)getpid(), generation);
     ss_status *st = NULL;
@@ -597,14 +599,21 @@ static ss_status *run_group(const ss_launcher_options *opt, const meta_info *mi,
                 running--;
                 bool ok = WIFEXITED(status) && WEXITSTATUS(status) == 0;
                 bool lost = WIFEXITED(status) && WEXITSTATUS(status) == 75;
+                bool shard = WIFEXITED(status) && WEXITSTATUS(status) == SS_AGENT_EXIT_SHARD;
                 int rank_of_cause = ok ? 0 : lost ? 1 : WIFSIGNALED(status) ? 3 : 2;
                 if (rank_of_cause <= worst) continue;
                 if (!worst) settle_until = ss_now_ns() + SETTLE_MS * 1000000ull;
                 worst = rank_of_cause;
                 ss_status_free(st);
+                *refused = shard;
                 if (lost) {
                     st = ss_errf(SS_ERR_UNAVAILABLE, "agent of rank %d (pid %d) lost the worker",
                                  ranks[i], (int)pid);
+                } else if (shard) {
+                    st = ss_errf(SS_ERR_INVALID,
+                                 "agent of rank %d (pid %d) could not load its shard %s (its "
+                                 "message is above); stopping the other agents",
+                                 ranks[i], (int)pid, opt->model_files[i]);
                 } else {
                     char how[96];
                     st =
@@ -714,9 +723,16 @@ ss_status *ss_launcher_run(const ss_launcher_options *opt)
     int backoff = opt->backoff_ms > 0 ? opt->backoff_ms : 500;
     for (int generation = 0, tries = 0;; generation++) {
         uint64_t started = ss_now_ns(), up = 0;
-        bool signalled = false;
-        st = run_group(opt, mi, ranks, n, pids, live, &set, generation, &signalled, &up);
+        bool signalled = false, refused = false;
+        st = run_group(opt, mi, ranks, n, pids, live, &set, generation, &signalled, &up, &refused);
         if (!st || signalled || opt->restart == SS_RESTART_NEVER) break;
+        if (refused) { /* a restart would load the same files: fail now, not after 15 s of tries */
+            ss_status *why = st;
+            st = ss_errf(why->code, "%s; not restarting the group: it would load the same files",
+                         why->msg);
+            ss_status_free(why);
+            break;
+        }
         /* a group that came up and served a while recovered: a later failure is a new one, with
          * the first backoff again (without liveness stamps, a minute's run counts as that) */
         uint64_t now = ss_now_ns();

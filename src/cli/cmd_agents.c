@@ -32,7 +32,9 @@ static const char agents_usage[] =
     "                    group and start it again (backoff doubling from --restart-backoff-ms "
     "500,\n"
     "                    at most --max-restarts 5 in a row; a group that registered and ran\n"
-    "                    10 s counts as recovered); never: stop and exit non-zero\n"
+    "                    10 s counts as recovered); never: stop and exit non-zero. A rank whose\n"
+    "                    shard does not load as given (bad or unsupported model or config) stops\n"
+    "                    the launcher at once under either policy: a restart loads the same files\n"
     "  --heartbeat-timeout-ms  a local rank that has read nothing from the worker this long\n"
     "                    (stopped, deadlocked) is killed and its group handled as if it had died\n"
     "                    (default: serve's --heartbeat-timeout-ms from the worker, plus half, at "
@@ -56,10 +58,10 @@ int cli_read_secret(const char *path, char **secret, size_t *len);
 
 /* An agent's exit status tells its launcher what happened: 0 an orderly end, 75 (EX_TEMPFAIL)
  * the worker went away or broke up the group (start again), 1 anything else. */
-static int agent_exit_code(ss_status *st)
+static int agent_exit_code(ss_status *st, bool shard_refused)
 {
     if (!st) return 0;
-    int code = st->code == SS_ERR_UNAVAILABLE ? 75 : 1;
+    int code = shard_refused ? SS_AGENT_EXIT_SHARD : st->code == SS_ERR_UNAVAILABLE ? 75 : 1;
     cli_fail("agent", st);
     return code;
 }
@@ -241,8 +243,9 @@ static int child_secret(size_t *len, char **secret)
         nanosleep(&ts, NULL);
     }
     if (access(path, F_OK) != 0)
-        return agent_exit_code(ss_errf(SS_ERR_UNAVAILABLE,
-                                       "no link secret at %s after 60 s: its serve is away", path));
+        return agent_exit_code(
+            ss_errf(SS_ERR_UNAVAILABLE, "no link secret at %s after 60 s: its serve is away", path),
+            false);
     return cli_read_secret(path, secret, len);
 }
 
@@ -273,9 +276,11 @@ int cmd_agent_rank(int argc, char **argv)
     char tag[64];
     snprintf(tag, sizeof tag, "agent %s", argv[2]);
     ss_log_set_tag("agent");
+    bool refused = false;
+    o.shard_refused = &refused;
     ss_status *st = ss_agent_run(&o);
     free(secret);
-    return agent_exit_code(st);
+    return agent_exit_code(st, refused);
 }
 
 /* shardserve agent-rank-mpi WORKER COMM_TIMEOUT_MS CONNECT_TIMEOUT_MS WITH_BATCH N_NO_BATCH
