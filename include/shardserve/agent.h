@@ -39,7 +39,13 @@ typedef struct {
     int blas_threads;       /* 0: 1 when several ranks share the host */
     const char *model_path; /* override the config's model file */
     size_t kv_cache_bytes;  /* the KV block pool of a --kv-pool shard (0: the session default) */
+    bool *refused; /* out, optional: the group config or the model itself does not load (bad,
+                      unsupported, over a limit), not the communicator or a passing failure */
 } ss_rank_options;
+
+/* Whether a failure to load a config or model is about the files themselves (SS_ERR_INVALID,
+ * SS_ERR_UNSUPPORTED, SS_ERR_LIMIT): loading them again gives the same error. */
+bool ss_rank_load_refused(const ss_status *st);
 
 typedef struct ss_rank ss_rank;
 

@@ -635,15 +635,6 @@ static void tell_load_failed(ss_link_conn *conn, ss_status *why)
     ss_status_free(ss_link_send(conn, &bye, NULL, 0));
 }
 
-/* A shard that does not load for what it is (the model or config is bad or unsupported, or
- * over a limit), not for a passing reason (memory, I/O, a peer that timed out). */
-static void note_refused(const ss_agent_options *opt, const ss_status *st)
-{
-    if (opt->shard_refused)
-        *opt->shard_refused = st->code == SS_ERR_INVALID || st->code == SS_ERR_UNSUPPORTED ||
-                              st->code == SS_ERR_LIMIT;
-}
-
 ss_status *ss_agent_run(const ss_agent_options *opt)
 {
     ss_link_options lo;
@@ -660,11 +651,11 @@ ss_status *ss_agent_run(const ss_agent_options *opt)
                           .session = opt->session,
                           .timeout_ms = opt->comm_timeout_ms,
                           .model_path = opt->model_path,
-                          .blas_threads = opt->threads};
+                          .blas_threads = opt->threads,
+                          .refused = opt->shard_refused};
     ss_rank *r;
     st = ss_rank_open(opt->config_path, &ro, &r);
     if (st) {
-        note_refused(opt, st);
         tell_load_failed(conn, st);
         ss_link_close(conn);
         return st;
@@ -682,7 +673,7 @@ ss_status *ss_agent_run(const ss_agent_options *opt)
         st = batch_size(opt, ins, n_in, &batch);
     }
     if (st) {
-        note_refused(opt, st);
+        if (opt->shard_refused) *opt->shard_refused = ss_rank_load_refused(st); /* the model's */
         tell_load_failed(conn, st);
     }
     agent_state a = {.conn = conn,

@@ -161,13 +161,21 @@ static ss_status *coll_recv(void *ctx, int peer, void *buf, size_t nbytes)
     return ss_comm_recv(((ss_rank *)ctx)->comm, NULL, buf, nbytes, peer);
 }
 
+bool ss_rank_load_refused(const ss_status *st)
+{
+    return st && (st->code == SS_ERR_INVALID || st->code == SS_ERR_UNSUPPORTED ||
+                  st->code == SS_ERR_LIMIT);
+}
+
 ss_status *ss_rank_open(const char *config_path, const ss_rank_options *opt, ss_rank **out)
 {
     *out = NULL;
+    if (opt->refused) *opt->refused = false;
     ss_rank *r = calloc(1, sizeof *r);
     if (!r) return ss_errf(SS_ERR_NOMEM, "out of memory");
     ss_status *st = ss_rank_config_load(config_path, &r->cfg);
     if (st) {
+        if (opt->refused) *opt->refused = ss_rank_load_refused(st);
         free(r);
         return st;
     }
@@ -206,7 +214,10 @@ ss_status *ss_rank_open(const char *config_path, const ss_rank_options *opt, ss_
                              .coll = &r->coll,
                              .weights = r->cfg.weights,
                              .kv_cache_bytes = opt->kv_cache_bytes};
-    if (!st) st = ss_session_create(model, &so, &r->session);
+    if (!st) {
+        st = ss_session_create(model, &so, &r->session);
+        if (opt->refused) *opt->refused = ss_rank_load_refused(st); /* not the communicator's */
+    }
     if (st) {
         st = ss_status_wrap(st, "rank %d", r->cfg.rank);
         ss_rank_close(r);
