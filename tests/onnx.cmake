@@ -85,6 +85,11 @@ ss_onnx_case_suite(sequence_cases 9)
 # values, Scan with reversed directions and non-zero axes), numpy as the oracle.
 ss_onnx_case_suite(loop_cases 5)
 
+# Edges an op-attribute fuzzer found (the sanitizer build's run is the one that matters): tensors
+# with a zero dimension through the row-copying ops, integer reductions that overflow (they wrap),
+# GridSample coordinates far outside the image; numpy as the oracle.
+ss_onnx_case_suite(edge_cases 14)
+
 # LSTM/GRU/RNN, Scan and Loop allocate nothing once planned (and give the same outputs).
 ss_add_c_test(test_runtime_loops test_runtime_loops.c
               ARGS /usr/share/libonnx-testdata/data/node ${CMAKE_BINARY_DIR}/loop-cases)
@@ -92,8 +97,9 @@ target_link_libraries(test_runtime_loops PRIVATE ss_runtime)
 target_link_options(test_runtime_loops PRIVATE -Wl,--wrap=malloc -Wl,--wrap=calloc -Wl,--wrap=realloc)
 set_tests_properties(test_runtime_loops PROPERTIES FIXTURES_REQUIRED loop_cases)
 
-# Bad attributes and inputs of the recurrent, loop, Einsum and signal ops: an error naming the
-# node and the problem, never a crash.
+# Bad attributes and inputs of the recurrent, loop, Einsum and signal ops, and window attributes
+# or rois of absurd size (Conv, pooling, ConvTranspose, RoiAlign): an error naming the node and
+# the problem, never a crash, a signed overflow or hours of work.
 add_test(NAME onnx_bad_op_inputs
          COMMAND ${SS_PY} ${SS_TEST_DIR}/onnx/bad_op_inputs.py $<TARGET_FILE:shardserve>
                  ${CMAKE_BINARY_DIR}/bad-op-inputs)

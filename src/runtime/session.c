@@ -44,6 +44,11 @@
 
 #define ARENA_ALIGN 64
 
+/* Where a value of no bytes points when nothing else does (an all-empty arena, an empty input
+ * given without a buffer): kernels pass their tensors' pointers to memcpy and friends even for
+ * zero bytes, which C requires to be valid pointers. Nothing is ever read or written here. */
+static _Alignas(ARENA_ALIGN) unsigned char no_bytes[ARENA_ALIGN];
+
 typedef enum { V_NODE = 0, V_INPUT, V_CONST } value_kind;
 
 typedef struct {
@@ -649,7 +654,7 @@ static ss_status *fold_run(const node_def *d, ss_kctx *k)
             return ss_op_err(k, SS_ERR_NOMEM, "cannot allocate %zu bytes of scratch",
                              k->scratch_bytes);
     }
-    k->scratch = scratch;
+    k->scratch = scratch ? scratch : no_bytes;
     ss_status *st = d->op->run(k);
     k->scratch = NULL;
     free(scratch);
@@ -1516,11 +1521,13 @@ static ss_status *layout_arena(struct ss_plan *p)
                         : NULL;
     for (int i = 0; !st && i < n; i++) {
         ss_tensor *t = &p->vals[items[i].id];
-        t->data = p->arena ? p->arena + items[i].offset : NULL; /* all-empty arena: no pointer */
+        t->data = p->arena ? p->arena + items[i].offset : no_bytes; /* all-empty arena */
         t->storage = SS_STORE_BORROWED;
     }
-    for (int e = 0; !st && scratch && e < p->n_exec; e++)
-        if (p->kctx[p->exec[e]].scratch_bytes) p->kctx[p->exec[e]].scratch = p->arena + scratch_off;
+    for (int e = 0; !st && e < p->n_exec; e++) {
+        ss_kctx *kc = &p->kctx[p->exec[e]];
+        kc->scratch = kc->scratch_bytes ? p->arena + scratch_off : no_bytes;
+    }
     for (int v = 0; !st && v < nv; v++)
         if (host[v] >= 0) {
             p->vals[v].data = p->vals[host[v]].data;
@@ -1641,6 +1648,7 @@ static ss_status *plan_build(ss_session *s, const ss_tensor *inputs, struct ss_p
         const value_def *vd = &s->values[v];
         if (vd->kind == V_CONST) {
             p->vals[v] = *vd->init;
+            if (!p->vals[v].data && !p->vals[v].nbytes) p->vals[v].data = no_bytes;
             p->vals[v].storage = SS_STORE_BORROWED;
             p->known[v] = 1;
             p->const_bytes += vd->init->nbytes;
@@ -1963,7 +1971,7 @@ static void bind_inputs(struct ss_plan *p, const ss_tensor *inputs)
     const ss_session *s = p->s;
     for (int i = 0; i < s->n_inputs; i++) {
         ss_tensor *v = &p->vals[s->input_ids[i]];
-        v->data = inputs[i].data;
+        v->data = inputs[i].data || inputs[i].nbytes ? inputs[i].data : no_bytes;
         v->nbytes = inputs[i].nbytes;
     }
     for (int i = 0; i < p->n_input_aliases; i++) {

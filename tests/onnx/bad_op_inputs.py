@@ -1,6 +1,7 @@
 #!/usr/bin/python3
 """Bad attributes and inputs of the recurrent, loop, Einsum and signal ops, of onnxruntime's
-quantized com.microsoft ops and of model-local functions get an error naming the node and the problem, never a crash: each case is a one-node model run by `shardserve onnx-test`,
+quantized com.microsoft ops and of model-local functions, and window attributes or rois of absurd size
+(Conv, pooling, ConvTranspose, RoiAlign) get an error naming the node and the problem, never a crash: each case is a one-node model run by `shardserve onnx-test`,
 whose line must carry the expected words and whose exit code must be an ordinary failure.
 Usage: bad_op_inputs.py SHARDSERVE OUTDIR
 """
@@ -153,6 +154,24 @@ def cases():
     typed.attribute.append("a")
     yield "function_attribute_type", helper.make_node("Typed", ["x"], ["y"], domain=dom, a=[1, 2]), \
         [("x", f32(2))], "takes attribute 'alpha' from the call's 'a', of another type", [typed]
+
+    # window attributes of absurd size: a clear error, not a signed overflow (UBSan) or hours of work
+    conv_in = [("x", f32(1, 1, 4, 4)), ("w", f32(1, 1, 2, 2))]
+    yield "conv_pads_huge", helper.make_node("Conv", ["x", "w"], ["y"], pads=[2**63 - 1] * 4), conv_in, \
+        "attribute 'pads' value 9223372036854775807 is out of range"
+    yield "averagepool_kernel_huge", helper.make_node("AveragePool", ["x"], ["y"], kernel_shape=[2**40, 1]), \
+        [("x", f32(1, 1, 4, 4))], "attribute 'kernel_shape' value 1099511627776 is over"
+    yield "convtranspose_output_shape_huge", helper.make_node("ConvTranspose", ["x", "w"], ["y"],
+                                                              output_shape=[10**12, 10**12]), conv_in, \
+        "attribute 'output_shape' value 1000000000000 is out of range"
+    roi_in = lambda roi: [("x", f32(1, 1, 4, 4)), ("r", np.array([roi], np.float32)),  # noqa: E731
+                          ("b", np.zeros(1, np.int64))]
+    yield "roialign_sampling_huge", helper.make_node("RoiAlign", ["x", "r", "b"], ["y"], sampling_ratio=10**6), \
+        roi_in([0, 0, 2, 2]), "sampling_ratio 1000000 is over 4096"
+    yield "roialign_roi_huge", helper.make_node("RoiAlign", ["x", "r", "b"], ["y"]), roi_in([0, 0, 1e30, 1e30]), \
+        "roi 0 (1e+30 x 1e+30 after spatial_scale) needs more than 16777216 samples a bin"
+    yield "roialign_roi_nan", helper.make_node("RoiAlign", ["x", "r", "b"], ["y"]), roi_in([0, 0, np.nan, 2]), \
+        "needs more than 16777216 samples a bin"
 
 
 def main(ss, out):

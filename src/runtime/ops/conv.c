@@ -36,6 +36,10 @@ typedef struct {
 } geom;
 
 /* Reads an INTS attribute of exactly `n` values into dst, or fills `dflt`. */
+/* A window attribute (kernel size, stride, dilation, pad, output size) is at most this big, so
+ * the geometry's sums and products of two of them stay far inside int64. */
+#define WINDOW_MAX ((int64_t)INT32_MAX)
+
 static ss_status *read_spatial(const ss_kctx *k, const char *name, int n, int64_t dflt,
                                int64_t *dst)
 {
@@ -49,8 +53,13 @@ static ss_status *read_spatial(const ss_kctx *k, const char *name, int n, int64_
     if (cnt != n)
         return ss_op_err(k, SS_ERR_INVALID, "attribute '%s' has %d values, expected %d", name, cnt,
                          n);
-    for (int i = 0; i < n; i++)
+    for (int i = 0; i < n; i++) {
+        if (v[i] > WINDOW_MAX || v[i] < -WINDOW_MAX)
+            return ss_op_err(k, SS_ERR_INVALID,
+                             "attribute '%s' value %lld is out of range (|value| <= %lld)", name,
+                             (long long)v[i], (long long)WINDOW_MAX);
         dst[i] = v[i];
+    }
     return NULL;
 }
 
@@ -90,14 +99,21 @@ static void geom_reset(geom *g, int nsp)
     g->ivol = g->ovol = g->kvol = 1;
 }
 
-/* Sets spatial dim i (of g->nsp) in its canonical slot. */
-static void geom_set_dim(geom *g, int i, int64_t in, int64_t out, int64_t kernel,
-                         const window_attrs *w, int64_t pb, int64_t pe)
+/* Sets spatial dim i (of g->nsp) in its canonical slot; an error when a volume overflows. */
+static ss_status *geom_set_dim(const ss_kctx *k, geom *g, int i, int64_t in, int64_t out,
+                               int64_t kernel, const window_attrs *w, int64_t pb, int64_t pe)
 {
     int c = 3 - g->nsp + i;
     g->in[c] = in, g->out[c] = out, g->k[c] = kernel, g->s[c] = w->s[i], g->d[c] = w->d[i];
     g->pb[c] = pb, g->pe[c] = pe;
-    g->ivol *= in, g->ovol *= out, g->kvol *= kernel;
+    if (__builtin_mul_overflow(g->ivol, in, &g->ivol) ||
+        __builtin_mul_overflow(g->ovol, out, &g->ovol) ||
+        __builtin_mul_overflow(g->kvol, kernel, &g->kvol))
+        return ss_op_err(k, SS_ERR_LIMIT,
+                         "the spatial sizes (%lld in, %lld out, kernel %lld) "
+                         "multiply past 2^63",
+                         (long long)in, (long long)out, (long long)kernel);
+    return NULL;
 }
 
 /* Fills g from X's spatial dims, the kernel shape and the node's attributes. */
@@ -133,7 +149,7 @@ static ss_status *geom_init(const ss_kctx *k, const ss_tensor *x, const int64_t 
             /* the last window must start inside the input or its left padding */
             if (ceil_mode && (out - 1) * s >= in + pb) out--;
         }
-        geom_set_dim(g, i, in, out, kk, &w, pb, pe);
+        if ((st = geom_set_dim(k, g, i, in, out, kk, &w, pb, pe))) return st;
     }
     return NULL;
 }
@@ -699,17 +715,26 @@ static ss_status *convt_geom(const ss_kctx *k, const ss_tensor *x, const int64_t
     if (n_os >= 0 && n_os != nsp && n_os != nsp + 2)
         return ss_op_err(k, SS_ERR_INVALID, "attribute 'output_shape' has %d values, expected %d",
                          n_os, nsp);
-    for (int i = 0; n_os >= 0 && i < nsp; i++)
+    for (int i = 0; n_os >= 0 && i < nsp; i++) {
         oshape[i] = os[n_os - nsp + i];
+        if (oshape[i] < 0 || oshape[i] > WINDOW_MAX)
+            return ss_op_err(k, SS_ERR_INVALID,
+                             "attribute 'output_shape' value %lld is out of range (0..%lld)",
+                             (long long)oshape[i], (long long)WINDOW_MAX);
+    }
     geom_reset(g, nsp);
     for (int i = 0; i < nsp; i++) {
         int64_t in = x->dims[2 + i], ek = (kernel[i] - 1) * w.d[i] + 1, out, pb, pe;
         if (kernel[i] < 1 || w.s[i] < 1 || w.d[i] < 1 || opad[i] < 0)
             return ss_op_err(k, SS_ERR_INVALID,
                              "kernel sizes, strides and dilations must be positive");
-        int64_t full = w.s[i] * (in - 1) + opad[i] + ek;
+        int64_t full, scaled;
+        if (__builtin_mul_overflow(w.s[i], in, &scaled) || scaled > INT64_MAX / 2)
+            return ss_op_err(k, SS_ERR_LIMIT, "stride %lld times input size %lld is over 2^62",
+                             (long long)w.s[i], (long long)in);
+        full = scaled - w.s[i] + opad[i] + ek;
         if (n_os >= 0 || w.same_upper || w.same_lower) {
-            out = n_os >= 0 ? oshape[i] : in * w.s[i];
+            out = n_os >= 0 ? oshape[i] : scaled;
             int64_t total = full - out; /* a larger output is padded at the end, as in ORT */
             if (total < 0) total = 0;
             pb = w.same_upper ? total / 2 : total - total / 2;
@@ -721,7 +746,8 @@ static ss_status *convt_geom(const ss_kctx *k, const ss_tensor *x, const int64_t
         }
         if (out < 0)
             return ss_op_err(k, SS_ERR_INVALID, "negative output size %lld", (long long)out);
-        geom_set_dim(g, i, out, in, kernel[i], &w, pb, pe); /* roles swapped: "in" is Y */
+        if ((st = geom_set_dim(k, g, i, out, in, kernel[i], &w, pb, pe))) /* "in" is Y */
+            return st;
     }
     return NULL;
 }
@@ -899,8 +925,12 @@ static ss_status *pool_geometry(ss_kctx *k, const ss_tensor *x, pool_plan *p)
     const int64_t *kv;
     if (ss_onnx_attr_ints(k->node, "kernel_shape", &kv) != nsp)
         return ss_op_err(k, SS_ERR_INVALID, "attribute 'kernel_shape' must have %d values", nsp);
-    for (int i = 0; i < nsp; i++)
+    for (int i = 0; i < nsp; i++) {
         kernel[i] = kv[i];
+        if (kernel[i] > WINDOW_MAX)
+            return ss_op_err(k, SS_ERR_INVALID, "attribute 'kernel_shape' value %lld is over %lld",
+                             (long long)kernel[i], (long long)WINDOW_MAX);
+    }
     ss_status *st = geom_init(k, x, kernel, ss_onnx_attr_int(k->node, "ceil_mode", 0) != 0, &p->g);
     if (st) return st;
     p->planes = x->dims[0] * x->dims[1];

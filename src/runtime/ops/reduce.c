@@ -254,12 +254,16 @@ static double sum_row_f32(const float *restrict x, int64_t n)
 #define G_SQ(v, o) ((double)(v) * (double)(v))
 #define G_EXPM(v, o) exp((double)(v)-mx[o])
 #define GI_ID(v, o) ((int64_t)(v))
-#define GI_ABS(v, o) ((int64_t)(v) < 0 ? -(int64_t)(v) : (int64_t)(v))
-#define GI_SQ(v, o) ((int64_t)(v) * (int64_t)(v))
 #define C_ADD(a, b) ((a) + (b))
 #define C_MUL(a, b) ((a) * (b))
 #define C_MAX(a, b) ((b) > (a) ? (b) : (a))
 #define C_MIN(a, b) ((b) < (a) ? (b) : (a))
+/* Integer sums, products and squares wrap around (two's complement, as numpy and onnxruntime
+ * give), computed in uint64 so that an overflow is defined. */
+#define GW_ABS(v, o) ((int64_t)(v) < 0 ? (int64_t)(0 - (uint64_t)(int64_t)(v)) : (int64_t)(v))
+#define GW_SQ(v, o) ((int64_t)((uint64_t)(int64_t)(v) * (uint64_t)(int64_t)(v)))
+#define CW_ADD(a, b) ((int64_t)((uint64_t)(a) + (uint64_t)(b)))
+#define CW_MUL(a, b) ((int64_t)((uint64_t)(a) * (uint64_t)(b)))
 
 /* One walk per reduction kind for float element type T, accumulating in double. */
 #define FLOAT_KINDS(T)                                                                             \
@@ -339,16 +343,16 @@ static void reduce_float(const reduce_plan *p, const void *in, void *out)
     switch (p->kind) {                                                                             \
     case R_SUM:                                                                                    \
     case R_MEAN:                                                                                   \
-        REDUCE_WALK(T, int64_t, acc, 0, GI_ID, C_ADD);                                             \
+        REDUCE_WALK(T, int64_t, acc, 0, GI_ID, CW_ADD);                                            \
         break;                                                                                     \
     case R_L1:                                                                                     \
-        REDUCE_WALK(T, int64_t, acc, 0, GI_ABS, C_ADD);                                            \
+        REDUCE_WALK(T, int64_t, acc, 0, GW_ABS, CW_ADD);                                           \
         break;                                                                                     \
     case R_SUMSQ:                                                                                  \
-        REDUCE_WALK(T, int64_t, acc, 0, GI_SQ, C_ADD);                                             \
+        REDUCE_WALK(T, int64_t, acc, 0, GW_SQ, CW_ADD);                                            \
         break;                                                                                     \
     case R_PROD:                                                                                   \
-        REDUCE_WALK(T, int64_t, acc, 1, GI_ID, C_MUL);                                             \
+        REDUCE_WALK(T, int64_t, acc, 1, GI_ID, CW_MUL);                                            \
         break;                                                                                     \
     case R_MAX:                                                                                    \
         REDUCE_WALK(T, int64_t, acc, INT64_MIN, GI_ID, C_MAX);                                     \

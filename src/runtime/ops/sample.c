@@ -11,6 +11,7 @@
 #include "common.h"
 
 #include <math.h>
+#include <stdlib.h>
 #include <string.h>
 
 /* ------------------------------------------------------------------ GridSample */
@@ -117,6 +118,10 @@ static void gs_cubic_coeffs(double t, double *c)
 /* One output value: channel image at `base`, image coordinates (y, x) already adjusted. */
 static double gs_sample(const gs_plan *p, const ss_tensor *img, int64_t base, double y, double x)
 {
+    /* A coordinate far outside the image (or NaN) reads the same taps as one a few pixels out:
+     * clamped there, so the integer conversions below stay defined for any grid a client sends. */
+    x = fmax(fmin(x, (double)p->W + 8), -8.0);
+    y = fmax(fmin(y, (double)p->H + 8), -8.0);
     if (p->mode == GS_NEAREST) return gs_pixel(p, img, base, (int64_t)y, (int64_t)x);
     double fx = floor(x), fy = floor(y);
     int64_t x0 = (int64_t)fx, y0 = (int64_t)fy;
@@ -181,6 +186,13 @@ typedef struct {
     bool half_pixel, max;
 } roi_plan;
 
+/* Bounds on the sampling grid of one output bin, so an attribute or an roi of absurd size is an
+ * error rather than hours of work (or an overflow): realistic grids are a few to a few hundred a
+ * side (an roi of 1344 pixels into 7 bins: 192). */
+#define ROI_GRID_MAX 65536
+#define ROI_SIDE_MAX 4096 /* sampling_ratio: ROI_SIDE_MAX^2 = ROI_SAMPLES_MAX */
+#define ROI_SAMPLES_MAX (1 << 24)
+
 static ss_status *roialign_infer(ss_kctx *k)
 {
     static const char *const attrs[] = {"coordinate_transformation_mode",
@@ -220,6 +232,9 @@ static ss_status *roialign_infer(ss_kctx *k)
                     .max = mode && strcmp(mode, "max") == 0};
     if (p->oh < 1 || p->ow < 1 || p->sampling < 0)
         return ss_op_err(k, SS_ERR_INVALID, "output sizes must be positive");
+    if (p->sampling > ROI_SIDE_MAX)
+        return ss_op_err(k, SS_ERR_LIMIT, "sampling_ratio %lld is over %d (%d samples a bin)",
+                         (long long)p->sampling, ROI_SIDE_MAX, ROI_SAMPLES_MAX);
     *k->out[0] = (ss_tensor){.dtype = x->dtype, .ndim = 4, .dims = {p->rois, p->C, p->oh, p->ow}};
     return NULL;
 }
@@ -267,6 +282,15 @@ static double roi_bin(const roi_plan *p, const ss_tensor *img, int64_t base, con
     return p->max ? best : acc / (double)count;
 }
 
+/* The grid side of one bin when sampling_ratio is 0: ceil(extent / bins) (negative for a
+ * reversed roi under half_pixel: no samples, as in onnxruntime), or INT64_MIN when that is not a
+ * finite number within +-ROI_GRID_MAX (an roi of absurd or non-finite size). */
+static int64_t roi_adaptive_grid(double extent, int64_t bins)
+{
+    double g = ceil(extent / (double)bins);
+    return g >= -ROI_GRID_MAX && g <= ROI_GRID_MAX ? (int64_t)g : INT64_MIN; /* NaN: INT64_MIN */
+}
+
 static ss_status *roialign_run(ss_kctx *k)
 {
     const roi_plan *p = k->state;
@@ -284,8 +308,14 @@ static ss_status *roialign_run(ss_kctx *k)
         double rh = c[3] - c[1], rw = c[2] - c[0];
         if (!p->half_pixel) rh = fmax(rh, 1), rw = fmax(rw, 1);
         double bin[2] = {rh / (double)p->oh, rw / (double)p->ow};
-        int64_t grid[2] = {p->sampling > 0 ? p->sampling : (int64_t)ceil(rh / (double)p->oh),
-                           p->sampling > 0 ? p->sampling : (int64_t)ceil(rw / (double)p->ow)};
+        int64_t grid[2] = {p->sampling > 0 ? p->sampling : roi_adaptive_grid(rh, p->oh),
+                           p->sampling > 0 ? p->sampling : roi_adaptive_grid(rw, p->ow)};
+        if (grid[0] == INT64_MIN || grid[1] == INT64_MIN ||
+            llabs(grid[0] * grid[1]) > ROI_SAMPLES_MAX)
+            return ss_op_err(k, SS_ERR_LIMIT,
+                             "roi %lld (%g x %g after spatial_scale) needs more than %d samples "
+                             "a bin with sampling_ratio 0",
+                             (long long)n, rh, rw, ROI_SAMPLES_MAX);
         for (int64_t ch = 0; ch < p->C; ch++)
             for (int64_t ph = 0; ph < p->oh; ph++)
                 for (int64_t pw = 0; pw < p->ow; pw++, o++) {

@@ -1,0 +1,106 @@
+#!/usr/bin/python3
+"""Backend-test cases at the edges a fuzzer found (tests/onnx.cmake runs them in every build, so the
+sanitizer build checks them too): tensors with a zero dimension through the ops that copy rows
+(their buffers may be empty, and C's memcpy wants valid pointers even for zero bytes), integer
+reductions that overflow (they wrap, as numpy's do, instead of being undefined), and GridSample
+coordinates far outside the image (converted to integers only after clamping).
+
+numpy is the oracle. Usage: edge_cases.py OUTDIR  (writes OUTDIR/test_<name>/model.onnx +
+test_data_set_0)
+"""
+import os
+import sys
+
+import numpy as np
+import onnx
+from onnx import helper, numpy_helper
+
+T = {np.dtype(np.float32): onnx.TensorProto.FLOAT, np.dtype(np.int64): onnx.TensorProto.INT64,
+     np.dtype(np.bool_): onnx.TensorProto.BOOL}
+
+
+def case(out, name, nodes, inputs, outputs, inits=(), opset=17):
+    """inputs/outputs: lists of (name, array); inits: (name, array) constants."""
+    vi = lambda n, a: helper.make_tensor_value_info(n, T[a.dtype], list(a.shape))  # noqa: E731
+    g = helper.make_graph(nodes, name, [vi(n, a) for n, a in inputs], [vi(n, a) for n, a in outputs],
+                          [numpy_helper.from_array(a, n) for n, a in inits])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", opset)])
+    m.ir_version = 8
+    d = os.path.join(out, "test_" + name)
+    os.makedirs(os.path.join(d, "test_data_set_0"), exist_ok=True)
+    with open(os.path.join(d, "model.onnx"), "wb") as f:
+        f.write(m.SerializeToString())
+    for kind, vals in (("input", inputs), ("output", outputs)):
+        for i, (n, a) in enumerate(vals):
+            with open(os.path.join(d, "test_data_set_0", f"{kind}_{i}.pb"), "wb") as f:
+                f.write(numpy_helper.from_array(a, n).SerializeToString())
+
+
+def empty_cases(out):
+    node = helper.make_node
+    x = np.zeros((3, 3, 0), np.float32)
+    c = np.array([True, False, True])
+    case(out, "compress_empty_rows", [node("Compress", ["x", "c"], ["y"], axis=0)],
+         [("x", x), ("c", c)], [("y", np.compress(c, x, axis=0))])
+    # an empty initializer as the data: no buffer behind it
+    data = np.zeros((1, 0), np.float32)
+    ind = np.zeros((1, 2, 1), np.int64)
+    case(out, "gathernd_empty_initializer", [node("GatherND", ["x", "i"], ["y"])], [("i", ind)],
+         [("y", np.zeros((1, 2, 0), np.float32))], inits=[("x", data)])
+    e = np.zeros((0, 3), np.float32)
+    case(out, "scatterelements_empty", [node("ScatterElements", ["x", "i", "u"], ["y"], axis=0)],
+         [("x", e), ("i", np.zeros((0, 3), np.int64)), ("u", e)], [("y", e)])
+    a, b = np.zeros((3, 0), np.float32), np.zeros((0, 4), np.float32)
+    case(out, "matmul_empty_k", [node("MatMul", ["a", "b"], ["y"])], [("a", a), ("b", b)],
+         [("y", a @ b)])
+    a = np.zeros((0, 5), np.float32)
+    b = np.arange(10, dtype=np.float32).reshape(5, 2)
+    case(out, "matmul_empty_m", [node("MatMul", ["a", "b"], ["y"])], [("a", a), ("b", b)],
+         [("y", a @ b)])
+    # a batch of none through an LSTM: its state buffers are empty
+    X = np.zeros((1, 0, 2), np.float32)
+    W = np.ones((1, 8, 2), np.float32)
+    R = np.ones((1, 8, 2), np.float32)
+    case(out, "lstm_empty_batch", [node("LSTM", ["X", "W", "R"], ["Y"], hidden_size=2)],
+         [("X", X), ("W", W), ("R", R)], [("Y", np.zeros((1, 1, 0, 2), np.float32))])
+
+
+def overflow_cases(out):
+    node = helper.make_node
+    big = np.array([[93, -5979372758783424000, 3], [2**62, 2**62, 1]], np.int64)
+    with np.errstate(over="ignore"):
+        for op, f in (("ReduceProd", lambda v: np.prod(v, axis=1)),
+                      ("ReduceSum", lambda v: np.sum(v, axis=1)),
+                      ("ReduceSumSquare", lambda v: np.sum(v * v, axis=1)),
+                      ("ReduceL1", lambda v: np.sum(np.abs(v), axis=1))):
+            case(out, op.lower() + "_int64_wraps", [node(op, ["x"], ["y"], axes=[1], keepdims=0)],
+                 [("x", big)], [("y", f(big).astype(np.int64))], opset=12)
+    lo = np.array([[np.iinfo(np.int64).min, 1]], np.int64)
+    case(out, "reducel1_int64_min", [node("ReduceL1", ["x"], ["y"], axes=[1], keepdims=0)],
+         [("x", lo)], [("y", np.array([np.iinfo(np.int64).min + 1], np.int64))], opset=12)
+
+
+def gridsample_cases(out):
+    node = helper.make_node
+    img = np.array([[[[1, 2], [3, 4]]]], np.float32)
+    # normalized (x, y): far right at mid height, far left, far below; huge beyond int64
+    grid = np.array([[[[1e30, 0.0], [-1e30, 0.0], [0.0, 3e38]]]], np.float32)
+    case(out, "gridsample_far_zeros", [node("GridSample", ["x", "g"], ["y"], padding_mode="zeros")],
+         [("x", img), ("g", grid)], [("y", np.zeros((1, 1, 1, 3), np.float32))], opset=16)
+    # border: the edge pixels, blended at mid height ((2 + 4) / 2 on the right, (1 + 3) / 2 on the
+    # left) and the bottom row's mean at mid width ((3 + 4) / 2)
+    case(out, "gridsample_far_border", [node("GridSample", ["x", "g"], ["y"], padding_mode="border")],
+         [("x", img), ("g", grid)], [("y", np.array([[[[3, 2, 3.5]]]], np.float32))], opset=16)
+    case(out, "gridsample_far_nearest", [node("GridSample", ["x", "g"], ["y"], mode="nearest",
+                                              padding_mode="zeros")],
+         [("x", img), ("g", grid)], [("y", np.zeros((1, 1, 1, 3), np.float32))], opset=16)
+
+
+def main(out):
+    empty_cases(out)
+    overflow_cases(out)
+    gridsample_cases(out)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1])
