@@ -170,6 +170,8 @@ def cases():
         roi_in([0, 0, 2, 2]), "sampling_ratio 1000000 is over 4096"
     yield "roialign_roi_huge", helper.make_node("RoiAlign", ["x", "r", "b"], ["y"]), roi_in([0, 0, 1e30, 1e30]), \
         "roi 0 (1e+30 x 1e+30 after spatial_scale) needs more than 16777216 samples a bin"
+    yield "roialign_scale_nan", helper.make_node("RoiAlign", ["x", "r", "b"], ["y"], spatial_scale=float("nan")), \
+        roi_in([0, 0, 2, 2]), "spatial_scale nan is not a finite number"
     yield "roialign_roi_nan", helper.make_node("RoiAlign", ["x", "r", "b"], ["y"]), roi_in([0, 0, np.nan, 2]), \
         "needs more than 16777216 samples a bin"
 

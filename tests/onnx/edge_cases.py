@@ -2,8 +2,9 @@
 """Backend-test cases at the edges a fuzzer found (tests/onnx.cmake runs them in every build, so the
 sanitizer build checks them too): tensors with a zero dimension through the ops that copy rows
 (their buffers may be empty, and C's memcpy wants valid pointers even for zero bytes), integer
-reductions that overflow (they wrap, as numpy's do, instead of being undefined), and GridSample
-coordinates far outside the image (converted to integers only after clamping).
+reductions that overflow (they wrap, as numpy's do, instead of being undefined), GridSample
+coordinates far outside the image (converted to integers only after clamping) and a RoiAlign roi
+with a NaN corner (its samples are outside the image).
 
 numpy is the oracle. Usage: edge_cases.py OUTDIR  (writes OUTDIR/test_<name>/model.onnx +
 test_data_set_0)
@@ -96,7 +97,19 @@ def gridsample_cases(out):
          [("x", img), ("g", grid)], [("y", np.zeros((1, 1, 1, 3), np.float32))], opset=16)
 
 
+def roialign_cases(out):
+    # a NaN corner with a fixed sampling grid: every sample falls outside the image (0), never an
+    # integer conversion of NaN
+    x = np.arange(16, dtype=np.float32).reshape(1, 1, 4, 4)
+    rois = np.array([[0, 0, np.nan, 2]], np.float32)
+    case(out, "roialign_nan_roi", [helper.make_node("RoiAlign", ["x", "r", "b"], ["y"], sampling_ratio=2,
+                                                    output_height=2, output_width=2)],
+         [("x", x), ("r", rois), ("b", np.zeros(1, np.int64))], [("y", np.zeros((1, 1, 2, 2), np.float32))],
+         opset=16)
+
+
 def main(out):
+    roialign_cases(out)
     empty_cases(out)
     overflow_cases(out)
     gridsample_cases(out)

@@ -232,6 +232,9 @@ static ss_status *roialign_infer(ss_kctx *k)
                     .max = mode && strcmp(mode, "max") == 0};
     if (p->oh < 1 || p->ow < 1 || p->sampling < 0)
         return ss_op_err(k, SS_ERR_INVALID, "output sizes must be positive");
+    if (!isfinite(p->scale))
+        return ss_op_err(k, SS_ERR_INVALID, "spatial_scale %g is not a finite number",
+                         (double)p->scale);
     if (p->sampling > ROI_SIDE_MAX)
         return ss_op_err(k, SS_ERR_LIMIT, "sampling_ratio %lld is over %d (%d samples a bin)",
                          (long long)p->sampling, ROI_SIDE_MAX, ROI_SAMPLES_MAX);
@@ -244,7 +247,7 @@ static double roi_bilinear(const roi_plan *p, const ss_tensor *img, int64_t base
                            double x, double *tapmax)
 {
     *tapmax = 0;
-    if (y < -1.0 || y > (double)p->H || x < -1.0 || x > (double)p->W) return 0;
+    if (!(y >= -1.0 && y <= (double)p->H && x >= -1.0 && x <= (double)p->W)) return 0; /* NaN too */
     y = y <= 0 ? 0 : y;
     x = x <= 0 ? 0 : x;
     int64_t yl = (int64_t)y, xl = (int64_t)x, yh, xh;
