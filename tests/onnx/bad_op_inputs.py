@@ -164,6 +164,10 @@ def cases():
     yield "convtranspose_output_shape_huge", helper.make_node("ConvTranspose", ["x", "w"], ["y"],
                                                               output_shape=[10**12, 10**12]), conv_in, \
         "attribute 'output_shape' value 1000000000000 is out of range"
+    # a pad of 2^62 on a 2-element tensor: the plan's index map would take 2^65 bytes (it wrapped
+    # to a small buffer, then was written past its end)
+    yield "pad_huge", helper.make_node("Pad", ["x", "p"], ["y"], mode="edge"), \
+        [("x", f32(2)), ("p", np.array([-3, 2**62], np.int64))], "output too large"
     roi_in = lambda roi: [("x", f32(1, 1, 4, 4)), ("r", np.array([roi], np.float32)),  # noqa: E731
                           ("b", np.zeros(1, np.int64))]
     yield "roialign_sampling_huge", helper.make_node("RoiAlign", ["x", "r", "b"], ["y"], sampling_ratio=10**6), \

@@ -564,10 +564,17 @@ static ss_status *pad_infer(ss_kctx *k)
         if (out_dims[i] < 0) return ss_op_err(k, SS_ERR_INVALID, "pads crop dim %d below zero", i);
         if (m != 0 && x->dims[i] == 0 && out_dims[i] > 0)
             return ss_op_err(k, SS_ERR_INVALID, "cannot %s-pad an empty dim", mode);
-        total += out_dims[i];
+        if (__builtin_add_overflow(total, out_dims[i], &total))
+            return ss_op_err(k, SS_ERR_LIMIT, "output too large");
     }
-    if (ss_shape_numel(nd, out_dims) < 0) return ss_op_err(k, SS_ERR_LIMIT, "output too large");
-    pad_plan *p = ss_op_state_alloc(k, sizeof *p + sizeof(int64_t) * (size_t)(total + 1));
+    /* the plan maps every output index of every dim: one int64 each (a pad of 2^62 on a small
+     * tensor must fail here, cleanly, not wrap the size below) */
+    size_t map_bytes;
+    if (ss_shape_numel(nd, out_dims) < 0 || total >= INT64_MAX ||
+        __builtin_mul_overflow((size_t)(total + 1), sizeof(int64_t), &map_bytes) ||
+        map_bytes > SIZE_MAX - sizeof(pad_plan))
+        return ss_op_err(k, SS_ERR_LIMIT, "output too large");
+    pad_plan *p = ss_op_state_alloc(k, sizeof *p + map_bytes);
     if (!p) return ss_op_oom();
     p->nd = nd;
     p->mode = m;
