@@ -35,11 +35,12 @@ typedef struct {
     int64_t ivol, ovol, kvol;
 } geom;
 
-/* Reads an INTS attribute of exactly `n` values into dst, or fills `dflt`. */
 /* A window attribute (kernel size, stride, dilation, pad, output size) is at most this big, so
  * the geometry's sums and products of two of them stay far inside int64. */
 #define WINDOW_MAX ((int64_t)INT32_MAX)
 
+/* Reads an INTS attribute of exactly `n` values (each within +-WINDOW_MAX) into dst, or fills
+ * `dflt`. */
 static ss_status *read_spatial(const ss_kctx *k, const char *name, int n, int64_t dflt,
                                int64_t *dst)
 {
