@@ -32,6 +32,12 @@ static void numel(void)
           ss_shape_numel(3, (int64_t[]){0, huge, huge}));
     CHECK(ss_shape_numel(3, (int64_t[]){huge, 0, huge}) ==
           ss_shape_numel(3, (int64_t[]){0, huge, huge}));
+    /* An empty shape's other dims multiply to at most 2^32: kernels walk them (an op fuzzer's
+     * [2^40, 0] input looped 2^40 times over nothing). */
+    CHECK(ss_shape_numel(2, (int64_t[]){huge, 0}) == -1);
+    CHECK(ss_shape_numel(3, (int64_t[]){INT64_C(1) << 16, 0, INT64_C(1) << 16}) == 0); /* 2^32 */
+    CHECK(ss_shape_numel(3, (int64_t[]){(INT64_C(1) << 16) + 1, 0, INT64_C(1) << 16}) == -1);
+    CHECK(ss_shape_numel(2, (int64_t[]){huge, 2}) == 2 * huge); /* real elements: 2^62 */
     ss_tensor t;
     memset(&t, 0, sizeof t);
     t.ndim = 2;

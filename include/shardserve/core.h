@@ -147,7 +147,8 @@ typedef struct {
 } ss_tensor;
 
 /* Element count of a shape; returns -1 on a negative dim or overflow past 2^62 (a zero dim does
- * not excuse the others overflowing, whatever its position). */
+ * not excuse the others overflowing, whatever its position), and for an empty shape whose other
+ * dims multiply past 2^32 (kernels walk them: [2^40, 0] would be 2^40 steps of nothing). */
 int64_t ss_shape_numel(int ndim, const int64_t *dims);
 int64_t ss_tensor_numel(const ss_tensor *t);
 /* "[128,96]" into buf (always NUL-terminated). */

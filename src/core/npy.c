@@ -162,7 +162,9 @@ ss_status *ss_npy_parse(const void *buf, size_t len, const char *what, ss_tensor
     int64_t n = ss_shape_numel(ndim, dims);
     size_t es = ss_dtype_size(dt);
     if (n < 0 || (uint64_t)n > SIZE_MAX / es)
-        return ss_errf(SS_ERR_LIMIT, "%s: npy shape %s has too many elements", what, sb);
+        return ss_errf(SS_ERR_LIMIT,
+                       "%s: npy shape %s has too many elements (or, empty, dims past 2^32)", what,
+                       sb);
     size_t need = (size_t)n * es, have = len - off - hlen;
     if (have < need)
         return ss_errf(SS_ERR_INVALID,

@@ -10,6 +10,9 @@
 #include <sys/mman.h>
 
 #define NUMEL_LIMIT (INT64_C(1) << 62)
+/* An empty tensor's other dims multiply to at most this: kernels still walk them (an input of
+ * [2^40, 0] from a client would loop 2^40 times over nothing). */
+#define EMPTY_LIMIT (INT64_C(1) << 32)
 
 /* Zero dims are skipped while checking the limit, so the answer does not depend on dim order:
  * [2^40, 2^40, 0] is rejected just like [0, 2^40, 2^40] (numpy rejects both too). */
@@ -26,7 +29,8 @@ int64_t ss_shape_numel(int ndim, const int64_t *dims)
         else
             n *= dims[i];
     }
-    return zero ? 0 : n;
+    if (zero) return n > EMPTY_LIMIT ? -1 : 0;
+    return n;
 }
 
 int64_t ss_tensor_numel(const ss_tensor *t)
@@ -75,7 +79,8 @@ static ss_status *set_shape(ss_tensor *t, ss_dtype dt, int ndim, const int64_t *
     int64_t n = ss_shape_numel(ndim, dims);
     if (n < 0 || (uint64_t)n > SIZE_MAX / es)
         return ss_errf(SS_ERR_LIMIT,
-                       "shape %s of %s has too many elements (count or byte size overflows)",
+                       "shape %s of %s has too many elements (count or byte size overflows; empty: "
+                       "dims past 2^32)",
                        ss_shape_str(ndim, dims, sb, sizeof sb), ss_dtype_name(dt));
     t->dtype = dt;
     t->ndim = ndim;

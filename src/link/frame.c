@@ -168,7 +168,8 @@ static ss_status *numeric_bytes(ss_dtype dt, int ndim, const int64_t *dims, uint
     int64_t n = ss_shape_numel(ndim, dims);
     char sb[200];
     if (n < 0)
-        return ss_errf(SS_ERR_INVALID, "shape %s has a negative dim or too many elements",
+        return ss_errf(SS_ERR_INVALID,
+                       "shape %s has a negative dim or too many elements (empty: dims past 2^32)",
                        ss_shape_str(ndim, dims, sb, sizeof sb));
     if ((uint64_t)n > UINT64_MAX / es)
         return ss_errf(SS_ERR_LIMIT, "shape %s of %s overflows a byte count",

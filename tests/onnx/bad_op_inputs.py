@@ -168,6 +168,12 @@ def cases():
     # to a small buffer, then was written past its end)
     yield "pad_huge", helper.make_node("Pad", ["x", "p"], ["y"], mode="edge"), \
         [("x", f32(2)), ("p", np.array([-3, 2**62], np.int64))], "output too large"
+    yield "gathernd_output_rank", helper.make_node("GatherND", ["x", "i"], ["y"]), \
+        [("x", f32(1, 1, 1, 1, 1, 1, 1, 2)), ("i", np.zeros((1, 1, 1, 1, 1, 1, 1, 1), np.int64))], \
+        "output rank above the limit of 8"
+    yield "maxunpool_stride_huge", helper.make_node("MaxUnpool", ["x", "i"], ["y"], kernel_shape=[2, 2],
+                                                    strides=[2**62, 2**62]), \
+        [("x", f32(1, 1, 3, 3)), ("i", np.zeros((1, 1, 3, 3), np.int64))], "output size of dim 2 overflows"
     roi_in = lambda roi: [("x", f32(1, 1, 4, 4)), ("r", np.array([roi], np.float32)),  # noqa: E731
                           ("b", np.zeros(1, np.int64))]
     yield "roialign_sampling_huge", helper.make_node("RoiAlign", ["x", "r", "b"], ["y"], sampling_ratio=10**6), \

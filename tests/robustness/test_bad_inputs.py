@@ -342,6 +342,7 @@ NPY["unknown_dtype"] = npy_header("<q9", "(2,)", body=b"\0" * 16)
 NPY["negative_dim"] = npy_header("<f4", "(-1, 96)")
 NPY["overflow_dims"] = npy_header("<f4", "(4294967296, 4294967296, 4294967296)")
 NPY["shape_not_tuple"] = npy_header("<f4", "'abc'")
+NPY["empty_huge_dims"] = npy_header("<f4", "(1099511627776, 0)")  # no bytes, 2^40 rows to walk
 NPY["too_many_dims"] = npy_header("<f4", "(" + "1, " * 40 + ")", body=b"\0" * 4)
 NPY["wrong_dtype"] = npy_header("<f8", "(128, 96)", body=b"\0" * 8 * 128 * 96)
 NPY["wrong_shape"] = npy_header("<f4", "(96, 128, 1)", body=b"\0" * 4 * 128 * 96)

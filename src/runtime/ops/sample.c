@@ -453,7 +453,15 @@ static ss_status *maxunpool_shape(ss_kctx *k, ss_tensor *y)
     for (int i = 0; i < nsp; i++) {
         int64_t s = ns >= 0 ? st_[i] : 1, pb = np >= 0 ? pads[i] : 0,
                 pe = np >= 0 ? pads[nsp + i] : 0;
-        y->dims[2 + i] = (x->dims[2 + i] - 1) * s + ks[i] - pb - pe;
+        int64_t o;
+        if (s < 1 || ks[i] < 1 || pb < 0 || pe < 0)
+            return ss_op_err(k, SS_ERR_INVALID,
+                             "kernel_shape and strides must be positive, pads non-negative");
+        if (__builtin_mul_overflow(x->dims[2 + i] - 1, s, &o) ||
+            __builtin_add_overflow(o, ks[i], &o) || __builtin_sub_overflow(o, pb, &o) ||
+            __builtin_sub_overflow(o, pe, &o))
+            return ss_op_err(k, SS_ERR_LIMIT, "output size of dim %d overflows", 2 + i);
+        y->dims[2 + i] = o;
         if (y->dims[2 + i] < 0) return ss_op_err(k, SS_ERR_INVALID, "negative output size");
     }
     return NULL;

@@ -212,13 +212,14 @@ static ss_status *gathernd_infer(ss_kctx *k)
         if (x->dims[d] != ind->dims[d])
             return ss_op_err(k, SS_ERR_INVALID, "batch dim %d differs in data and indices", d);
     ss_tensor *y = k->out[0];
+    if (ind->ndim - 1 + x->ndim - (b + p->kdim) > SS_MAX_DIMS) /* before writing y->dims */
+        return ss_op_err(k, SS_ERR_LIMIT, "output rank above the limit of %d", SS_MAX_DIMS);
     y->dtype = x->dtype;
     y->ndim = 0;
     for (int d = 0; d < ind->ndim - 1; d++)
         y->dims[y->ndim++] = ind->dims[d];
     for (int d = (int)(b + p->kdim); d < x->ndim; d++)
         y->dims[y->ndim++] = x->dims[d];
-    if (y->ndim > SS_MAX_DIMS) return ss_op_err(k, SS_ERR_LIMIT, "output rank above the limit");
     p->batch = ss_op_dims_prod(x->dims, 0, (int)b);
     p->batch_data = ss_op_dims_prod(x->dims, (int)b, x->ndim);
     p->slice = ss_op_dims_prod(x->dims, (int)(b + p->kdim), x->ndim);
