@@ -9,32 +9,16 @@ with a NaN corner (its samples are outside the image).
 numpy is the oracle. Usage: edge_cases.py OUTDIR  (writes OUTDIR/test_<name>/model.onnx +
 test_data_set_0)
 """
-import os
 import sys
 
 import numpy as np
-import onnx
-from onnx import helper, numpy_helper
+from onnx import helper
 
-T = {np.dtype(np.float32): onnx.TensorProto.FLOAT, np.dtype(np.int64): onnx.TensorProto.INT64,
-     np.dtype(np.bool_): onnx.TensorProto.BOOL}
+from opset_cases import case as opset_case  # this folder is on sys.path
 
 
 def case(out, name, nodes, inputs, outputs, inits=(), opset=17):
-    """inputs/outputs: lists of (name, array); inits: (name, array) constants."""
-    vi = lambda n, a: helper.make_tensor_value_info(n, T[a.dtype], list(a.shape))  # noqa: E731
-    g = helper.make_graph(nodes, name, [vi(n, a) for n, a in inputs], [vi(n, a) for n, a in outputs],
-                          [numpy_helper.from_array(a, n) for n, a in inits])
-    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", opset)])
-    m.ir_version = 8
-    d = os.path.join(out, "test_" + name)
-    os.makedirs(os.path.join(d, "test_data_set_0"), exist_ok=True)
-    with open(os.path.join(d, "model.onnx"), "wb") as f:
-        f.write(m.SerializeToString())
-    for kind, vals in (("input", inputs), ("output", outputs)):
-        for i, (n, a) in enumerate(vals):
-            with open(os.path.join(d, "test_data_set_0", f"{kind}_{i}.pb"), "wb") as f:
-                f.write(numpy_helper.from_array(a, n).SerializeToString())
+    opset_case(out, name, opset, nodes, inputs, outputs, inits)
 
 
 def empty_cases(out):

@@ -14,11 +14,13 @@ import onnx
 from onnx import helper, numpy_helper
 
 rng = np.random.default_rng(11)
-T = {np.dtype(np.float32): onnx.TensorProto.FLOAT, np.dtype(np.int64): onnx.TensorProto.INT64}
+T = {np.dtype(np.float32): onnx.TensorProto.FLOAT, np.dtype(np.int64): onnx.TensorProto.INT64,
+     np.dtype(np.bool_): onnx.TensorProto.BOOL}
 
 
 def case(out, name, opset, nodes, inputs, outputs, inits=()):
-    """inputs/outputs: lists of (name, array); inits: (name, array) constants."""
+    """inputs/outputs: lists of (name, array); inits: (name, array) constants. edge_cases.py
+    writes its cases with it too."""
     vi = lambda n, a: helper.make_tensor_value_info(n, T[a.dtype], list(a.shape))
     g = helper.make_graph(nodes, name, [vi(n, a) for n, a in inputs], [vi(n, a) for n, a in outputs],
                           [numpy_helper.from_array(a, n) for n, a in inits])
