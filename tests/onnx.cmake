@@ -88,7 +88,7 @@ ss_onnx_case_suite(loop_cases 5)
 # Edges an op-attribute fuzzer found (the sanitizer build's run is the one that matters): tensors
 # with a zero dimension through the row-copying ops, integer reductions that overflow (they wrap),
 # GridSample coordinates far outside the image; numpy as the oracle.
-ss_onnx_case_suite(edge_cases 15)
+ss_onnx_case_suite(edge_cases 19)
 
 # LSTM/GRU/RNN, Scan and Loop allocate nothing once planned (and give the same outputs).
 ss_add_c_test(test_runtime_loops test_runtime_loops.c

@@ -42,6 +42,19 @@ def empty_cases(out):
     b = np.arange(10, dtype=np.float32).reshape(5, 2)
     case(out, "matmul_empty_m", [node("MatMul", ["a", "b"], ["y"])], [("a", a), ("b", b)],
          [("y", a @ b)])
+    # a batch of 0 against a batch of 1 broadcasts to 0 (it became 1: a product read past A)
+    a, b = np.zeros((0, 4, 8), np.float32), np.ones((8, 4), np.float32)
+    case(out, "matmul_empty_batch", [node("MatMul", ["a", "b"], ["y"])], [("a", a), ("b", b)],
+         [("y", a @ b)])
+    b1 = np.ones((1, 8, 4), np.float32)
+    case(out, "matmul_empty_batch_b1", [node("MatMul", ["a", "b"], ["y"])], [("a", a), ("b", b1)],
+         [("y", a @ b1)])
+    au, bu = np.zeros((0, 4, 8), np.uint8), np.ones((8, 4), np.uint8)
+    case(out, "matmulinteger_empty_batch", [node("MatMulInteger", ["a", "b"], ["y"])],
+         [("a", au), ("b", bu)], [("y", np.zeros((0, 4, 4), np.int32))])
+    e3, o3 = np.zeros((0, 3), np.float32), np.ones((1, 3), np.float32)
+    case(out, "add_empty_broadcast", [node("Add", ["a", "b"], ["y"])], [("a", e3), ("b", o3)],
+         [("y", e3 + o3)])
     # a batch of none through an LSTM: its state buffers are empty
     X = np.zeros((1, 0, 2), np.float32)
     W = np.ones((1, 8, 2), np.float32)

@@ -15,7 +15,8 @@ from onnx import helper, numpy_helper
 
 rng = np.random.default_rng(11)
 T = {np.dtype(np.float32): onnx.TensorProto.FLOAT, np.dtype(np.int64): onnx.TensorProto.INT64,
-     np.dtype(np.bool_): onnx.TensorProto.BOOL}
+     np.dtype(np.bool_): onnx.TensorProto.BOOL, np.dtype(np.uint8): onnx.TensorProto.UINT8,
+     np.dtype(np.int32): onnx.TensorProto.INT32}
 
 
 def case(out, name, opset, nodes, inputs, outputs, inits=()):

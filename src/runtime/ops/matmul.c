@@ -386,7 +386,7 @@ static ss_status *matmul_infer(ss_kctx *k)
         if (da != db && da != 1 && db != 1)
             return ss_op_err(k, SS_ERR_INVALID, "batch dims %lld and %lld do not broadcast",
                              (long long)da, (long long)db);
-        p->batch[i] = da > db ? da : db;
+        p->batch[i] = da == 1 ? db : da; /* 1 broadcasts to any size, 0 too */
         p->a_stride[i] = da == 1 ? 0 : as;
         p->b_stride[i] = db == 1 ? 0 : bs;
         as *= da;

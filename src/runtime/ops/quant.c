@@ -483,7 +483,7 @@ static ss_status *qmm_shapes(ss_kctx *k, qmm_plan *p)
         int64_t da = ai >= 0 ? ad[ai] : 1, db = bi >= 0 ? bd[bi] : 1;
         if (da != db && da != 1 && db != 1)
             return ss_op_err(k, SS_ERR_INVALID, "batch dims do not broadcast");
-        p->bdims[i] = da > db ? da : db;
+        p->bdims[i] = da == 1 ? db : da; /* 1 broadcasts to any size, 0 too */
         p->astr[i] = da == 1 ? 0 : as;
         p->bstr[i] = db == 1 ? 0 : bs;
         as *= da, bs *= db;
