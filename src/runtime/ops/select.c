@@ -131,7 +131,7 @@ static ss_status *compress_run(ss_kctx *k)
         kept += cond[a] != 0;
     size_t es = ss_dtype_size(x->dtype), row = (size_t)inner * es;
     char *y = k->out[0]->data;
-    for (int64_t o = 0; row && o < outer; o++) /* row 0: empty slices, maybe no output buffer */
+    for (int64_t o = 0; o < outer; o++)
         for (int64_t a = 0; a < c->dims[0] && a < n; a++)
             if (cond[a]) {
                 memcpy(y, (const char *)x->data + (size_t)(o * n + a) * row, row);
