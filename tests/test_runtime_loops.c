@@ -3,7 +3,8 @@
  * LSTM/GRU/RNN (ONNX's node-case models) step through time in the plan's scratch; Scan and Loop
  * run a body planned once, carrying values in the node's scratch. Each model runs once to plan,
  * then ten more times with the allocation counter watching, and must give the same outputs.
- * Also: the planner folds values computed from inputs only where shape inference needs them.
+ * Also: the planner folds values computed from inputs only where shape inference needs them, and
+ * a run stays inside its bounds (a Loop stops at the deadline, values over max_run_bytes refused).
  * argv[1]: ONNX's node-case folder; argv[2]: the loop cases made by tests/onnx/loop_cases.py.
  */
 #include "check.h"
@@ -175,5 +176,99 @@ static void inputs_fold_only_when_needed(void)
     ss_session_free(s);
 }
 
+/* x0 = [1, 1, 1], scale all `scale`, limit 100, go true: the inputs of loop_while_outer_scope
+ * (a Loop without a trip count, while sum(x) < limit). */
+static void while_inputs(ss_tensor *in, float scale)
+{
+    int64_t three = 3;
+    CHECK_OK(ss_tensor_alloc(&in[0], SS_DT_BOOL, 0, NULL));
+    CHECK_OK(ss_tensor_alloc(&in[1], SS_DT_FLOAT32, 1, &three));
+    CHECK_OK(ss_tensor_alloc(&in[2], SS_DT_FLOAT32, 1, &three));
+    CHECK_OK(ss_tensor_alloc(&in[3], SS_DT_FLOAT32, 0, NULL));
+    if (!in[0].data || !in[1].data || !in[2].data || !in[3].data) return;
+    *(unsigned char *)in[0].data = 1;
+    for (int i = 0; i < 3; i++)
+        ((float *)in[1].data)[i] = 1, ((float *)in[2].data)[i] = scale;
+    *(float *)in[3].data = 100;
+}
+
+/* A while loop that never ends (x * 1 stays under the limit) stops with SS_ERR_LIMIT soon after
+ * the session's deadline, naming the node; the same session then runs an ending loop correctly. */
+static void loop_stops_at_the_deadline(void)
+{
+    ss_session *s = NULL;
+    CHECK_OK(ss_session_create(path_of(2, "test_loop_while_outer_scope"), NULL, &s));
+    if (!s) return;
+    ss_tensor in[4] = {0};
+    while_inputs(in, 1);
+    uint64_t t0 = ss_now_ns();
+    ss_session_set_deadline(s, t0 + 200000000ull);
+    const ss_tensor *out = NULL;
+    ss_status *st = ss_session_run(s, in, 4, &out);
+    double ms = (double)(ss_now_ns() - t0) / 1e6;
+    CHECK_MSG(st && st->code == SS_ERR_LIMIT && strstr(st->msg, "time ran out") &&
+                  strstr(st->msg, "Loop"),
+              "%s", st ? st->msg : "the endless loop returned");
+    CHECK_MSG(ms < 2000, "stopped %.0f ms after a 200 ms deadline", ms);
+    ss_status_free(st);
+    for (int i = 0; i < 4; i++)
+        ss_tensor_free(&in[i]);
+    ss_session_set_deadline(s, ss_now_ns() + 60000000000ull);
+    while_inputs(in, 2); /* 2, 4, ... 64: sum 192 ends it after six iterations */
+    CHECK_OK(ss_session_run(s, in, 4, &out));
+    if (out) CHECK_NEAR(((const float *)out[0].data)[2], 64, 1e-5);
+    for (int i = 0; i < 4; i++)
+        ss_tensor_free(&in[i]);
+    ss_session_free(s);
+}
+
+/* max_run_bytes: a folded constant (HannWindow's Range, sized by the input's value) and an arena
+ * value (x^T of a long x) over the bound are refused with SS_ERR_LIMIT naming the value; smaller
+ * runs of the same sessions go on. The model's own constants are not bounded (a Constant node of
+ * 100 bytes under a 64-byte bound). */
+static void runs_over_max_run_bytes_are_refused(void)
+{
+    ss_session_options tiny = {.max_run_bytes = 64};
+    ss_session *s = NULL;
+    CHECK_OK(ss_session_create(path_of(1, "test_constant"), &tiny, &s));
+    if (s) {
+        const ss_tensor *out = NULL;
+        CHECK_OK(ss_session_run(s, NULL, 0, &out));
+        if (out) CHECK(out[0].nbytes == 100);
+        ss_session_free(s);
+    }
+    ss_session_options opt = {.max_run_bytes = 1 << 20};
+    CHECK_OK(ss_session_create(path_of(1, "test_hannwindow_expanded"), &opt, &s));
+    if (s) {
+        ss_tensor x = {0};
+        CHECK_OK(ss_tensor_alloc(&x, SS_DT_INT32, 0, NULL));
+        ((int32_t *)x.data)[0] = 1 << 28; /* a 1 GiB window */
+        const ss_tensor *out = NULL;
+        ss_status *st = ss_session_run(s, &x, 1, &out);
+        CHECK_MSG(st && st->code == SS_ERR_LIMIT && strstr(st->msg, "max_run_bytes") &&
+                      strstr(st->msg, "1048576"),
+                  "%s", st ? st->msg : "a 1 GiB window under a 1 MiB limit ran");
+        ss_status_free(st);
+        ss_tensor_free(&x);
+        CHECK(run_with(s, SS_DT_INT32, 0, NULL, 10) == 10);
+        ss_session_free(s);
+    }
+    CHECK_OK(ss_session_create(path_of(2, "test_matmul_input_transposed"), &opt, &s));
+    if (!s) return;
+    ss_tensor x = {0};
+    int64_t dims[2] = {3, 1 << 17}; /* x^T: 1.5 MiB */
+    CHECK_OK(ss_tensor_alloc(&x, SS_DT_FLOAT32, 2, dims));
+    const ss_tensor *out = NULL;
+    ss_status *st = x.data ? ss_session_run(s, &x, 1, &out) : NULL;
+    CHECK_MSG(st && st->code == SS_ERR_LIMIT && strstr(st->msg, "the largest is"), "%s",
+              st ? st->msg : "a 1.5 MiB intermediate under a 1 MiB limit ran");
+    ss_status_free(st);
+    ss_tensor_free(&x);
+    int64_t small[2] = {3, 4};
+    CHECK(run_with(s, SS_DT_FLOAT32, 2, small, 1) == 9);
+    ss_session_free(s);
+}
+
 TEST_MAIN(TEST(recurrent_ops_run_without_allocating), TEST(scan_runs_without_allocating),
-          TEST(loop_runs_without_allocating), TEST(inputs_fold_only_when_needed))
+          TEST(loop_runs_without_allocating), TEST(inputs_fold_only_when_needed),
+          TEST(loop_stops_at_the_deadline), TEST(runs_over_max_run_bytes_are_refused))

@@ -55,6 +55,13 @@ typedef struct {
      * its bytes (0: 64 MiB) and tokens per block (0: 16). */
     size_t kv_cache_bytes;
     int kv_block_size;
+    /* The most bytes one plan may take for the values a run computes (its arena: intermediates
+     * and kernel scratch) and for any one constant folded at plan time from input values (a
+     * Range whose limit is an input; the model's own constants are not bounded); 0: no limit. A
+     * request whose shapes or values ask for more fails with SS_ERR_LIMIT naming the largest value,
+     * instead of the process allocating what it cannot hold. Subgraph bodies (Loop, Scan, If)
+     * are held to the same bound. */
+    size_t max_run_bytes;
 } ss_session_options;
 
 typedef struct ss_session ss_session;
@@ -83,6 +90,12 @@ ss_status *ss_session_run(ss_session *s, const ss_tensor *inputs, int n_inputs,
  * output straight into the client's shared memory. */
 ss_status *ss_session_run_into(ss_session *s, const ss_tensor *inputs, int n_inputs,
                                void *const *dest, const size_t *cap, const ss_tensor **outputs);
+/* Runs from now on stop with SS_ERR_LIMIT once the monotonic clock (ss_now_ns) passes
+ * deadline_ns (0: never), checked where the data alone decides how long a run takes: every
+ * iteration of a Loop (its trip count and condition come from the data). Other ops finish in time
+ * bounded by their shapes (max_run_bytes). A server sets it per request from the time the client
+ * still waits. */
+void ss_session_set_deadline(ss_session *s, uint64_t deadline_ns);
 /* Run for the effects beyond the outputs only, when nobody reads them (a rank whose outputs are
  * not returned): collectives, KV-pool writes and what they read run; the rest is skipped, and an
  * AllGather whose result nothing that runs reads only contributes its part (with shm it then

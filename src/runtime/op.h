@@ -95,6 +95,13 @@ typedef struct ss_op_def {
     bool (*write_float)(ss_kctx *k);
 } ss_op_def;
 
+/* Bounds on one run, shared by a session and the sessions of its subgraphs (the top session's:
+ * ss_session_options.max_run_bytes, ss_session_set_deadline). */
+typedef struct ss_run_guard {
+    size_t max_bytes;     /* a plan's arena, one constant folded from input values (0: none) */
+    uint64_t deadline_ns; /* ss_now_ns clock (0: none) */
+} ss_run_guard;
+
 struct ss_kctx {
     const ss_onnx_node *node;
     const char *node_name; /* node->name or a generated "#17 (MatMul)" */
@@ -116,7 +123,12 @@ struct ss_kctx {
     /* set for one run (ss_session_run_effects): a collective whose output nothing reads passes
      * only its own part (AllGather) */
     bool contribute_only;
+    const ss_run_guard *guard; /* the top session's bounds */
 };
+
+/* SS_ERR_LIMIT, naming the node and how far it got, once the run's deadline has passed (a loop
+ * calls it every iteration; `done` iterations so far); NULL otherwise. */
+ss_status *ss_kctx_check_deadline(const ss_kctx *k, int64_t done);
 
 /* The value of input i at plan time, or NULL if it is only known at run time. A non-NULL result
  * may still have data == NULL when infer runs outside planning (k->plan == NULL: then it is the
@@ -186,6 +198,10 @@ ss_status *ss_subgraph_outer_names(const ss_onnx_node *nd, ss_name_list *out);
  * (shapes; data where known at plan time). descs holds g->n_input + outer->n entries. */
 ss_status *ss_subgraph_session(ss_kctx *k, const Onnx__GraphProto *g, const char *attr,
                                const ss_name_list *outer, const ss_tensor *descs, ss_session **out);
+/* ss_session_create_from_model for a subgraph's session: held to the bounds of `guard` (its
+ * parent's, which outlives it) instead of its own. */
+ss_status *ss_session_create_child(ss_onnx_model *model, const ss_session_options *opt,
+                                   const ss_run_guard *guard, ss_session **out);
 /* Plans s for these inputs, replacing its plan: an input with data is a constant of the plan
  * (folded like an initializer; its bytes must outlive the plan), one without is known by shape.
  * The first n_varying inputs are never constants: their data (if any) only serves shape

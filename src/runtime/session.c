@@ -72,7 +72,8 @@ typedef struct {
 struct ss_plan {
     ss_session *s;
     ss_tensor *vals;      /* per value: dtype, shape, data (NULL while unknown at plan time) */
-    unsigned char *known; /* value known at plan time */
+    unsigned char *known; /* value known at plan time (KNOWN_FROM_INPUTS: computed from the values
+                             of graph inputs, so a request decides its size) */
     ss_tensor *owned;     /* folded values' storage */
     int *root;            /* alias root (self if not an alias) */
     void **state;         /* per node */
@@ -104,6 +105,8 @@ struct ss_plan {
     unsigned char *effects;
 };
 
+enum { KNOWN_FROM_INPUTS = 3 }; /* plan->known: 1, and bit 2 */
+
 /* plan->effects: a node runs, is skipped, or runs with its outputs unwanted (a collective whose
  * result nothing that runs reads: it only contributes). */
 enum { EFFECTS_RUN = 0, EFFECTS_SKIP = 1, EFFECTS_CONTRIBUTE = 2 };
@@ -133,6 +136,8 @@ struct ss_session {
     ss_tensor *seen;      /* per value: a computed value shape inference read (dtype 0: none) */
     ss_sequence **seqs;   /* per value: the sequence it holds, kept across plans (ops/sequence.c) */
     uint64_t *node_words; /* per node: a word kept across plans (ss_kctx_node_word) */
+    ss_run_guard own_guard;    /* a top session's bounds */
+    const ss_run_guard *guard; /* &own_guard, or a subgraph's parent's */
     /* name -> value id hash table (open addressing) */
     int hash_cap;
     int *hash;
@@ -455,7 +460,7 @@ static bool plan_resolve(struct ss_plan *p, int id, int depth)
         if (ss_tensor_copy(&p->owned[id], t)) return false;
         p->vals[id].data = p->owned[id].data;
         p->value_dep[vd->input_index] = 1;
-        p->known[id] = 1;
+        p->known[id] = KNOWN_FROM_INPUTS;
         return true;
     }
     int ni = vd->producer;
@@ -664,6 +669,9 @@ static ss_status *fold_run(const node_def *d, ss_kctx *k)
 static ss_status *fold_node(struct ss_plan *p, int ni, ss_kctx *k)
 {
     const node_def *d = &p->s->nodes[ni];
+    unsigned char known = 1;
+    for (int j = 0; j < d->n_in; j++)
+        if (d->in_ids[j] >= 0) known |= p->known[d->in_ids[j]] & KNOWN_FROM_INPUTS;
     for (int j = 0; j < d->n_out; j++) {
         int v = d->out_ids[j];
         if (v < 0) continue;
@@ -674,6 +682,13 @@ static ss_status *fold_node(struct ss_plan *p, int ni, ss_kctx *k)
             p->vals[v].storage = SS_STORE_BORROWED;
         } else {
             ss_tensor *o = &p->owned[v];
+            size_t max = p->s->guard->max_bytes; /* the model's own constants are not bounded */
+            if (max && known == KNOWN_FROM_INPUTS && p->vals[v].nbytes > max)
+                return ss_op_err(k, SS_ERR_LIMIT,
+                                 "output '%s' would be a constant of %zu bytes, above the limit "
+                                 "of %zu bytes one run may take (max_run_bytes; an agent's "
+                                 "SHARDSERVE_RANK_RUN_MB)",
+                                 p->s->values[v].name, p->vals[v].nbytes, max);
             ss_status *st = ss_tensor_alloc(o, p->vals[v].dtype, p->vals[v].ndim, p->vals[v].dims);
             if (st) return st;
             p->vals[v].data = o->data;
@@ -687,7 +702,7 @@ static ss_status *fold_node(struct ss_plan *p, int ni, ss_kctx *k)
         if (st) return st;
     }
     for (int j = 0; j < d->n_out; j++)
-        if (d->out_ids[j] >= 0) p->known[d->out_ids[j]] = 1;
+        if (d->out_ids[j] >= 0) p->known[d->out_ids[j]] = known;
     return NULL;
 }
 
@@ -755,6 +770,7 @@ static ss_status *infer_node(struct ss_plan *p, int ni, ss_tensor **ptrs)
     k->threads = s->opt.blas_threads > 0 ? s->opt.blas_threads : openblas_get_num_threads();
     k->weights = s->opt.weights;
     k->kvpool = s->kvpool;
+    k->guard = s->guard;
     int all_known = 1;
     for (int j = 0; j < d->n_in; j++) {
         int v = d->in_ids[j];
@@ -1434,6 +1450,31 @@ static void arena_in_place(struct ss_plan *p, int *first, int *last, int *host)
 }
 
 /* Give every exec-node output that is not an alias an offset in the arena. */
+/* SS_ERR_LIMIT when the arena (`total` bytes; items sorted largest first) is over the session's
+ * bound, naming the largest value and the node that computes it. */
+static ss_status *arena_over_limit(const struct ss_plan *p, const arena_item *items, int n,
+                                   size_t total)
+{
+    const ss_session *s = p->s;
+    size_t max = s->guard->max_bytes;
+    if (!max || total <= max) return NULL;
+    if (!n)
+        return ss_errf(SS_ERR_LIMIT,
+                       "a run of these inputs needs %zu bytes of kernel scratch, above the limit "
+                       "of %zu bytes one run may take (max_run_bytes; an agent's "
+                       "SHARDSERVE_RANK_RUN_MB)",
+                       total, max);
+    const value_def *v = &s->values[items[0].id];
+    const node_def *d = v->producer >= 0 ? &s->nodes[v->producer] : NULL;
+    return ss_errf(SS_ERR_LIMIT,
+                   "a run of these inputs needs %zu bytes for the values it computes, above the "
+                   "limit of %zu bytes one run may take (max_run_bytes; an agent's "
+                   "SHARDSERVE_RANK_RUN_MB); the largest is '%s' (%zu bytes), output of %s node "
+                   "'%s'",
+                   total, max, v->name, items[0].size, d ? d->node->op_type : "no",
+                   d ? d->name : "");
+}
+
 static ss_status *layout_arena(struct ss_plan *p)
 {
     ss_session *s = p->s;
@@ -1515,10 +1556,10 @@ static ss_status *layout_arena(struct ss_plan *p)
             scratch = p->kctx[p->exec[e]].scratch_bytes;
     total += (scratch + ARENA_ALIGN - 1) / ARENA_ALIGN * ARENA_ALIGN;
     p->arena_bytes = total;
-    p->arena = total ? aligned_alloc(ARENA_ALIGN, total) : NULL;
-    ss_status *st = (total && !p->arena)
-                        ? ss_errf(SS_ERR_NOMEM, "cannot allocate a %zu-byte arena", total)
-                        : NULL;
+    ss_status *st = arena_over_limit(p, items, n, total);
+    p->arena = total && !st ? aligned_alloc(ARENA_ALIGN, total) : NULL;
+    if (!st && total && !p->arena)
+        st = ss_errf(SS_ERR_NOMEM, "cannot allocate a %zu-byte arena", total);
     for (int i = 0; !st && i < n; i++) {
         ss_tensor *t = &p->vals[items[i].id];
         t->data = p->arena ? p->arena + items[i].offset : no_bytes; /* all-empty arena */
@@ -1844,6 +1885,12 @@ static int blas_pool_threads(int threads)
 ss_status *ss_session_create_from_model(ss_onnx_model *model, const ss_session_options *opt,
                                         ss_session **out)
 {
+    return ss_session_create_child(model, opt, NULL, out);
+}
+
+ss_status *ss_session_create_child(ss_onnx_model *model, const ss_session_options *opt,
+                                   const ss_run_guard *guard, ss_session **out)
+{
     *out = NULL;
     ss_session *s = calloc(1, sizeof *s);
     if (!s) {
@@ -1852,6 +1899,8 @@ ss_status *ss_session_create_from_model(ss_onnx_model *model, const ss_session_o
     }
     s->model = model;
     if (opt) s->opt = *opt;
+    s->own_guard.max_bytes = s->opt.max_run_bytes;
+    s->guard = guard ? guard : &s->own_guard;
     if (s->opt.blas_threads > 0) openblas_set_num_threads(blas_pool_threads(s->opt.blas_threads));
     ss_seqloop_rewrite(model);
     ss_status *st = ss_op_check_model(model);
@@ -2116,6 +2165,23 @@ static void unbind_outputs(ss_session *s, struct ss_plan *p, void **saved)
 {
     for (int i = 0; i < s->n_outputs && i < BIND_MAX; i++)
         if (saved[i]) p->vals[s->output_ids[i]].data = saved[i];
+}
+
+void ss_session_set_deadline(ss_session *s, uint64_t deadline_ns)
+{
+    s->own_guard.deadline_ns = deadline_ns;
+}
+
+ss_status *ss_kctx_check_deadline(const ss_kctx *k, int64_t done)
+{
+    uint64_t deadline = k->guard ? k->guard->deadline_ns : 0;
+    if (!deadline) return NULL;
+    uint64_t now = ss_now_ns();
+    if (now <= deadline) return NULL;
+    return ss_op_err(k, SS_ERR_LIMIT,
+                     "the request's time ran out after %lld iterations (the run was stopped "
+                     "%.1f ms past its deadline: the client's time limit)",
+                     (long long)done, (double)(now - deadline) / 1e6);
 }
 
 ss_status *ss_session_run(ss_session *s, const ss_tensor *inputs, int n_inputs,

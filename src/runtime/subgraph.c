@@ -186,7 +186,7 @@ ss_status *ss_subgraph_session(ss_kctx *k, const Onnx__GraphProto *g, const char
     if (st) return st;
     ss_session_options opt = {.coll = k->coll};
     ss_session *s = NULL;
-    if ((st = ss_session_create_from_model(m, &opt, &s))) return st; /* m is freed */
+    if ((st = ss_session_create_child(m, &opt, k->guard, &s))) return st; /* m is freed */
     if ((st = ss_session_plan_values(s, descs, (int)g->n_input))) {
         ss_session_free(s);
         return ss_status_wrap(st, "%s", what);

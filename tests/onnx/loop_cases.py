@@ -2,7 +2,7 @@
 """Loop and Scan cases beyond ONNX's node cases, numpy as the oracle: carried values that swap
 (a body output that is another body input), a while loop ended by a condition computed in the
 body, a body reading outer-scope values, Scan with reversed directions and non-zero axes, and a
-MatMul of an input by its own transpose (for the planner's folding check).
+MatMul of an input by its own transpose (for the planner's folding and bound checks).
 Usage: loop_cases.py OUTDIR
 """
 import os
@@ -126,11 +126,12 @@ def constant_condition(out):
 
 def self_product(out):
     """y = x @ x^T: MatMul's second operand is computed from the input; the planner must not fold
-    it (test_runtime_loops checks that new x values do not re-plan)."""
+    it (test_runtime_loops checks that new x values do not re-plan). x's dims are free, so x^T
+    can be made as large as a bound check needs."""
     x = rng.standard_normal((3, 4)).astype(np.float32)
     save(out, "matmul_input_transposed",
          [helper.make_node("Transpose", ["x"], ["xt"]), helper.make_node("MatMul", ["x", "xt"], ["y"])],
-         [vi("x", F, [3, 4])], [vi("y", F, [3, 3])], [("x", x)], [("y", x @ x.T)])
+         [vi("x", F, ["m", "k"])], [vi("y", F, ["m", "m"])], [("x", x)], [("y", x @ x.T)])
 
 
 if __name__ == "__main__":

@@ -277,7 +277,8 @@ static ss_status *loop_run(ss_kctx *k)
         p->iter = i;
         p->cond = cond;
         const ss_tensor *outs = NULL;
-        ss_status *st = body_run(k, &p->b, (int)k->node->n_input, &outs);
+        ss_status *st = ss_kctx_check_deadline(k, i); /* the data decides how long this goes on */
+        if (!st) st = body_run(k, &p->b, (int)k->node->n_input, &outs);
         if (!st) st = loop_step_outputs(k, p, outs, i);
         if (st) return st;
         cond = ss_op_elem_f64(&outs[0], 0) != 0;
