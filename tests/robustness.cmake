@@ -32,6 +32,13 @@ add_test(NAME robustness_stalled_streams
 set_tests_properties(robustness_stalled_streams PROPERTIES ENVIRONMENT "${SS_ROB_ENV}" TIMEOUT 300
                      RUN_SERIAL TRUE LABELS robustness)
 
+# Requests whose data asks for too much, whole and split over 2 agents: an endless Loop is stopped
+# at the request timeout the worker passes on (the next request is answered; split, the group
+# restarts), a window over SHARDSERVE_RANK_RUN_MB is refused naming the limit.
+add_test(NAME robustness_run_bounds COMMAND ${SS_PY} ${SS_TEST_DIR}/robustness/test_run_bounds.py)
+set_tests_properties(robustness_run_bounds PROPERTIES ENVIRONMENT "${SS_ROB_ENV}" TIMEOUT 300
+                     RUN_SERIAL TRUE LABELS robustness)
+
 # SIGTERM while requests wait on a stopped agent: both get an error and serve exits within
 # --shutdown-grace-ms (1 s here) plus a few seconds, not after the 60 s request timeout.
 add_test(NAME robustness_shutdown COMMAND ${SS_PY} ${SS_TEST_DIR}/robustness/test_shutdown.py)

@@ -2,7 +2,9 @@
  * ss_usable_cpus: the CPUs a process may use, which thread counts derive from. The affinity mask
  * counts (a process under `taskset -c 0` gets 1), and a cgroup CPU quota on the process's cgroup
  * or any ancestor caps it, rounded up: v2's cpu.max (on a pure v2 mount or a hybrid's unified/),
- * v1's cpu.cfs_quota_us / cpu.cfs_period_us. The cgroup files are fakes in a temporary folder.
+ * v1's cpu.cfs_quota_us / cpu.cfs_period_us. ss_usable_memory likewise: physical memory, capped
+ * by v2's memory.max or v1's memory.limit_in_bytes. The cgroup files are fakes in a temporary
+ * folder.
  */
 #define _GNU_SOURCE /* sched_setaffinity */
 #include "check.h"
@@ -129,6 +131,40 @@ static void cgroup_v1(void)
     CHECK(cpus_for("2:cpu:/job\n") == capped(3));
 }
 
+/* The memory for a /proc/self/cgroup holding `line`, with the cgroup files under `root`. */
+static uint64_t memory_for(const char *line)
+{
+    put("proc_cgroup", line);
+    char proc[128];
+    snprintf(proc, sizeof proc, "%s/proc_cgroup", root);
+    return ss_usable_memory_at(proc, root);
+}
+
+static void memory_limits(void)
+{
+    uint64_t phys = (uint64_t)sysconf(_SC_PHYS_PAGES) * (uint64_t)sysconf(_SC_PAGESIZE);
+    CHECK_MSG(ss_usable_memory_at(NULL, "/nonexistent") == phys, "%llu vs %llu",
+              (unsigned long long)ss_usable_memory_at(NULL, "/nonexistent"),
+              (unsigned long long)phys);
+    CHECK(ss_usable_memory() >= 1 << 20 && ss_usable_memory() <= phys);
+    fresh();
+    put("cgroup.controllers", "cpu memory\n");
+    put("a/memory.max", "1073741824\n");
+    put("a/b/memory.max", "max\n"); /* the parent's limit holds */
+    CHECK(memory_for("0::/a/b\n") == 1073741824u);
+    put("a/b/memory.max", "536870912\n");
+    CHECK(memory_for("0::/a/b\n") == 536870912u);
+    put("a/memory.max", "max\n");
+    put("a/b/memory.max", "max\n");
+    CHECK(memory_for("0::/a/b\n") == phys);
+    fresh(); /* v1: unlimited is a page-rounded LLONG_MAX; the cpu controller is not read */
+    put("memory/job/memory.limit_in_bytes", "9223372036854771712\n");
+    put("cpu,cpuacct/job/memory.limit_in_bytes", "1048576\n");
+    CHECK(memory_for("4:memory:/job\n3:cpu,cpuacct:/job\n") == phys);
+    put("memory/job/memory.limit_in_bytes", "2147483648\n");
+    CHECK(memory_for("4:memory:/job\n3:cpu,cpuacct:/job\n") == 2147483648u);
+}
+
 static void missing_files(void)
 {
     fresh();
@@ -144,7 +180,8 @@ int main(int argc, char **argv)
     snprintf(root, sizeof root, "/tmp/ss_cpus_%d", (int)getpid());
     if (mask_cpus() < 2)
         printf("note: 1 CPU in the mask, so the limits of 1 below equal the mask's count\n");
-    static const test_case cases[] = {TEST(affinity_counts), TEST(cgroup_v2),
-                                      TEST(cgroup_v2_hybrid), TEST(cgroup_v1), TEST(missing_files)};
+    static const test_case cases[] = {TEST(affinity_counts),  TEST(cgroup_v2),
+                                      TEST(cgroup_v2_hybrid), TEST(cgroup_v1),
+                                      TEST(memory_limits),    TEST(missing_files)};
     return run_tests(cases, sizeof cases / sizeof cases[0]);
 }

@@ -39,6 +39,9 @@ typedef struct {
     int blas_threads;       /* 0: 1 when several ranks share the host */
     const char *model_path; /* override the config's model file */
     size_t kv_cache_bytes;  /* the KV block pool of a --kv-pool shard (0: the session default) */
+    /* what one run may take for its values (ss_session_options.max_run_bytes); 0: ss_rank_run_bytes
+     */
+    size_t max_run_bytes;
     bool *refused; /* out, optional: the group config or the model itself does not load (bad,
                       unsupported, over a limit), not the communicator or a passing failure */
 } ss_rank_options;
@@ -46,6 +49,12 @@ typedef struct {
 /* Whether a failure to load a config or model is about the files themselves (SS_ERR_INVALID,
  * SS_ERR_UNSUPPORTED, SS_ERR_LIMIT): loading them again gives the same error. */
 bool ss_rank_load_refused(const ss_status *st);
+
+/* A rank's default bound on one run's memory: SHARDSERVE_RANK_RUN_MB when set (MiB, >= 1), else
+ * half the memory the process may use (ss_usable_memory) shared by the ranks on this host
+ * (`local_ranks`), so that requests asking for more than the host holds are refused, not met by
+ * the OOM killer. */
+size_t ss_rank_run_bytes(int local_ranks);
 
 typedef struct ss_rank ss_rank;
 

@@ -204,6 +204,13 @@ int ss_usable_cpus(void);
 /* The same with the cgroups named in `proc_cgroup` (a /proc/self/cgroup file) read under
  * `cgroup_root` (where the cgroup file systems are mounted, /sys/fs/cgroup): for tests. */
 int ss_usable_cpus_at(const char *proc_cgroup, const char *cgroup_root);
+/* The memory this process may use: physical memory, capped by a cgroup memory limit (v2
+ * memory.max, v1 memory.limit_in_bytes) on its cgroup or any ancestor. 0 when unknown. Servers
+ * size their per-request bounds from it, so a container limited to 8 GiB refuses a request
+ * that would take 12 instead of being killed by the OOM killer. */
+uint64_t ss_usable_memory(void);
+/* The same under other cgroup files, as ss_usable_cpus_at: for tests. */
+uint64_t ss_usable_memory_at(const char *proc_cgroup, const char *cgroup_root);
 /* Keep freed memory in the process for reuse (up to 64 MiB above the heap's top, blocks up to 32
  * MiB from the heap) instead of returning and re-faulting it page by page every request. */
 void ss_tune_malloc(void);

@@ -115,6 +115,7 @@ typedef struct {
     uint64_t
         comm_bytes; /* RESULT, HEARTBEAT_ACK: bytes the rank moved through collectives so far */
     bool quiet;     /* PREDICT: send a RESULT only on failure */
+    uint32_t time_limit_ms; /* PREDICT: the worker waits this long from receipt (0: no limit) */
     /* PREDICT, inputs through the comm layer: the stage's root gets the tensors and share_inputs
      * (broadcast them to the stage group in frame order); every other rank of the stage gets no
      * tensors, has_input_root/input_root (a world rank) and, in inputs/n_inputs, the concrete

@@ -538,6 +538,10 @@ static ss_status *serve(ss_rank *r, agent_state *a, const ss_comm_group *stage)
         void *dest[SS_AGENT_MAX_OUTPUTS];
         size_t cap[SS_AGENT_MAX_OUTPUTS];
         target_places(&p->msg, ss_session_num_outputs(s), dest, cap);
+        /* the worker stops waiting then: so does a run whose length the data decides */
+        uint64_t deadline =
+            p->msg.time_limit_ms ? p->recv_ns + (uint64_t)p->msg.time_limit_ms * 1000000ull : 0;
+        ss_session_set_deadline(s, deadline);
         ss_status *st = execute(r, stage, p, dest, cap, &outs, &n_outs);
         uint64_t t_run = ss_now_ns();
         ss_link_msg res = {.type = SS_LINK_RESULT,
@@ -579,6 +583,11 @@ static ss_status *serve(ss_rank *r, agent_state *a, const ss_comm_group *stage)
                  (unsigned long long)t_start, (unsigned long long)t_run,
                  (double)(ss_now_ns() - t_run) / 1e6, nt, st ? " failed" : "");
         bool comm_broken = st && (st->code == SS_ERR_UNAVAILABLE || st->code == SS_ERR_TIMEOUT);
+        /* A run stopped at its deadline may have stopped at another point than the other ranks'
+         * (a Loop's iteration), which may then wait in a collective this rank will not join, or
+         * pair it with the next request's: the group starts again instead. */
+        bool cut_short =
+            st && st->code == SS_ERR_LIMIT && deadline && t_run > deadline && cfg->rank_size > 1;
         if (st)
             SS_ERROR("rank %d: request %llu failed: %s", cfg->rank,
                      (unsigned long long)p->msg.request_id, st->msg);
@@ -592,9 +601,11 @@ static ss_status *serve(ss_rank *r, agent_state *a, const ss_comm_group *stage)
             ssize_t w = write(a->wake_fd, &one, sizeof one);
             (void)w;
         }
-        if (comm_broken) {
+        if (comm_broken || cut_short) {
             ss_status *out =
-                ss_errf(st->code, "rank %d: a collective failed, leaving the group: %s", cfg->rank,
+                ss_errf(comm_broken ? st->code : SS_ERR_UNAVAILABLE,
+                        "rank %d: %s, leaving the group: %s", cfg->rank,
+                        comm_broken ? "a collective failed" : "a run was stopped at its time limit",
                         st->msg);
             ss_status_free(st);
             ss_status_free(sst);

@@ -167,6 +167,25 @@ bool ss_rank_load_refused(const ss_status *st)
                   st->code == SS_ERR_LIMIT);
 }
 
+size_t ss_rank_run_bytes(int local_ranks)
+{
+    const char *user = getenv("SHARDSERVE_RANK_RUN_MB");
+    long mb = user ? strtol(user, NULL, 10) : 0;
+    if (mb >= 1 && mb <= (1L << 30)) return (size_t)mb << 20;
+    uint64_t usable = ss_usable_memory();
+    return (size_t)(usable / 2 / (uint64_t)(local_ranks > 0 ? local_ranks : 1));
+}
+
+/* The ranks that share this host's memory: with shm the whole group; under mpirun the ranks
+ * it started on this node. */
+static int local_ranks(const ss_rank_options *opt, int rank_size)
+{
+    if (opt->backend == SS_COMM_SHM) return rank_size;
+    const char *n = getenv("OMPI_COMM_WORLD_LOCAL_SIZE");
+    long v = n ? strtol(n, NULL, 10) : 1;
+    return v >= 1 && v <= rank_size ? (int)v : 1;
+}
+
 ss_status *ss_rank_open(const char *config_path, const ss_rank_options *opt, ss_rank **out)
 {
     *out = NULL;
@@ -213,7 +232,16 @@ ss_status *ss_rank_open(const char *config_path, const ss_rank_options *opt, ss_
     ss_session_options so = {.blas_threads = opt->blas_threads ? opt->blas_threads : 1,
                              .coll = &r->coll,
                              .weights = r->cfg.weights,
-                             .kv_cache_bytes = opt->kv_cache_bytes};
+                             .kv_cache_bytes = opt->kv_cache_bytes,
+                             .max_run_bytes = opt->max_run_bytes};
+    if (!st && !so.max_run_bytes) {
+        int local = local_ranks(opt, r->cfg.rank_size);
+        so.max_run_bytes = ss_rank_run_bytes(local);
+        SS_INFO("rank %d: one run may take up to %zu MiB (%s)", r->cfg.rank, so.max_run_bytes >> 20,
+                getenv("SHARDSERVE_RANK_RUN_MB") ? "SHARDSERVE_RANK_RUN_MB"
+                : local > 1 ? "half the usable memory, shared by this host's ranks"
+                            : "half the usable memory");
+    }
     if (!st) {
         st = ss_session_create(model, &so, &r->session);
         if (opt->refused) *opt->refused = ss_rank_load_refused(st); /* not the communicator's */

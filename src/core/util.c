@@ -186,8 +186,22 @@ static long cgroup_cpu_limit(const char *dir, bool v2)
     return (quota + period - 1) / period;
 }
 
-/* The lowest limit on the cgroup at `rel` under `mount` or any of its ancestors (0: none). */
-static long cgroup_chain_limit(const char *mount, const char *rel, bool v2)
+/* The memory limit a cgroup directory sets: v2's memory.max ("max": none), v1's
+ * memory.limit_in_bytes (a page-rounded LLONG_MAX: none). 0: no limit. */
+static long cgroup_memory_limit(const char *dir, bool v2)
+{
+    char path[4352];
+    snprintf(path, sizeof path, "%s/%s", dir, v2 ? "memory.max" : "memory.limit_in_bytes");
+    long v = 0;
+    if (!read_long(path, &v) || v <= 0 || v > (1L << 62)) return 0; /* "max" reads as nothing */
+    return v;
+}
+
+typedef long (*cgroup_limit_fn)(const char *dir, bool v2);
+
+/* The lowest limit `fn` finds on the cgroup at `rel` under `mount` or any of its ancestors (0:
+ * none). */
+static long cgroup_chain_limit(const char *mount, const char *rel, bool v2, cgroup_limit_fn fn)
 {
     char dir[4352];
     int len = snprintf(dir, sizeof dir, "%s%s", mount, rel);
@@ -197,7 +211,7 @@ static long cgroup_chain_limit(const char *mount, const char *rel, bool v2)
         dir[--len] = 0;
     long best = 0;
     for (;;) {
-        long limit = cgroup_cpu_limit(dir, v2);
+        long limit = fn(dir, v2);
         if (limit > 0 && (best == 0 || limit < best)) best = limit;
         char *slash = strrchr(dir, '/');
         if (!slash || (size_t)(slash - dir) < root) return best;
@@ -205,23 +219,27 @@ static long cgroup_chain_limit(const char *mount, const char *rel, bool v2)
     }
 }
 
-/* Whether a v1 line's controller list ("cpu,cpuacct") holds the cpu controller. */
-static bool has_cpu_controller(const char *list, size_t n)
+/* Whether a v1 line's controller list ("cpu,cpuacct") holds `name`. */
+static bool has_controller(const char *list, size_t n, const char *name)
 {
+    size_t want = strlen(name);
     for (const char *p = list, *end = list + n; p < end;) {
         const char *comma = memchr(p, ',', (size_t)(end - p));
         size_t len = comma ? (size_t)(comma - p) : (size_t)(end - p);
-        if (len == 3 && !memcmp(p, "cpu", 3)) return true;
+        if (len == want && !memcmp(p, name, want)) return true;
         p += len + 1;
     }
     return false;
 }
 
-int ss_usable_cpus_at(const char *proc_cgroup, const char *cgroup_root)
+/* The lowest limit `fn` finds on the cgroups named in `proc_cgroup` (v2, or v1's hierarchy of
+ * `controller`) and their ancestors, read under `cgroup_root`; 0: none. */
+static long cgroup_limit(const char *proc_cgroup, const char *cgroup_root, const char *controller,
+                         cgroup_limit_fn fn)
 {
-    int n = affinity_cpus();
     FILE *f = proc_cgroup ? fopen(proc_cgroup, "r") : NULL;
     char line[4096], mount[512];
+    long best = 0;
     while (f && fgets(line, sizeof line, f)) {
         line[strcspn(line, "\n")] = 0;
         char *c1 = strchr(line, ':'), *c2 = c1 ? strchr(c1 + 1, ':') : NULL;
@@ -232,16 +250,40 @@ int ss_usable_cpus_at(const char *proc_cgroup, const char *cgroup_root)
             snprintf(mount, sizeof mount, "%s/cgroup.controllers", cgroup_root);
             bool pure = access(mount, F_OK) == 0;
             snprintf(mount, sizeof mount, pure ? "%s" : "%s/unified", cgroup_root);
-            limit = cgroup_chain_limit(mount, c2 + 1, true);
-        } else if (has_cpu_controller(c1 + 1, (size_t)(c2 - c1 - 1))) { /* v1: "3:cpu,cpuacct:/p" */
+            limit = cgroup_chain_limit(mount, c2 + 1, true, fn);
+        } else if (has_controller(c1 + 1, (size_t)(c2 - c1 - 1), controller)) {
+            /* v1: "3:cpu,cpuacct:/p", mounted as cpu,cpuacct/ or as the controller's name */
             snprintf(mount, sizeof mount, "%s/%.*s", cgroup_root, (int)(c2 - c1 - 1), c1 + 1);
-            if (access(mount, F_OK) != 0) snprintf(mount, sizeof mount, "%s/cpu", cgroup_root);
-            limit = cgroup_chain_limit(mount, c2 + 1, false);
+            if (access(mount, F_OK) != 0)
+                snprintf(mount, sizeof mount, "%s/%s", cgroup_root, controller);
+            limit = cgroup_chain_limit(mount, c2 + 1, false, fn);
         }
-        if (limit > 0 && limit < n) n = (int)limit;
+        if (limit > 0 && (best == 0 || limit < best)) best = limit;
     }
     if (f) fclose(f);
+    return best;
+}
+
+int ss_usable_cpus_at(const char *proc_cgroup, const char *cgroup_root)
+{
+    int n = affinity_cpus();
+    long limit = cgroup_limit(proc_cgroup, cgroup_root, "cpu", cgroup_cpu_limit);
+    if (limit > 0 && limit < n) n = (int)limit;
     return n < 1 ? 1 : n;
+}
+
+uint64_t ss_usable_memory_at(const char *proc_cgroup, const char *cgroup_root)
+{
+    long pages = sysconf(_SC_PHYS_PAGES), page = sysconf(_SC_PAGESIZE);
+    uint64_t n = pages > 0 && page > 0 ? (uint64_t)pages * (uint64_t)page : 0;
+    long limit = cgroup_limit(proc_cgroup, cgroup_root, "memory", cgroup_memory_limit);
+    if (limit > 0 && (!n || (uint64_t)limit < n)) n = (uint64_t)limit;
+    return n;
+}
+
+uint64_t ss_usable_memory(void)
+{
+    return ss_usable_memory_at("/proc/self/cgroup", "/sys/fs/cgroup");
 }
 
 int ss_usable_cpus(void)

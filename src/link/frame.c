@@ -449,6 +449,7 @@ ss_status *link_pack_header(const ss_link_msg *m, const link_handshake *hs,
         h.predict.return_result = m->return_result;
         h.predict.share_inputs = m->share_inputs;
         h.predict.quiet = m->quiet;
+        h.predict.time_limit_ms = m->time_limit_ms;
         h.predict.input_root = m->has_input_root ? m->input_root + 1 : 0;
         if (m->has_input_root) {
             if (n_tensors)
@@ -783,6 +784,7 @@ static ss_status *unpack_fields(const link_prefix *p, const any_header *h,
         m->return_result = h->predict.return_result;
         m->share_inputs = h->predict.share_inputs;
         m->quiet = h->predict.quiet;
+        m->time_limit_ms = h->predict.time_limit_ms;
         if (h->predict.input_root) {
             if (h->predict.n_tensors)
                 return ss_errf(SS_ERR_INVALID,

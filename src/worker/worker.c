@@ -1596,6 +1596,9 @@ static ss_status *send_job(ss_worker *w, job *j, ss_link_conn *const *conns, boo
         memcpy(specs[k].dims, ins[k]->dims, sizeof specs[k].dims[0] * (size_t)ins[k]->ndim);
     }
     int n = w->cfg.rank_size, per_stage = n / w->cfg.stage_size;
+    /* the agents stop a run that outlives the job (the time left, rounded up) */
+    uint64_t now = ss_now_ns(), left = j->deadline_ns > now ? j->deadline_ns - now : 0;
+    uint32_t time_limit_ms = (uint32_t)((left + 999999) / 1000000);
     for (int r = 0; r < n && !st; r++) {
         bool stage0 = r < per_stage;
         size_t n_send = stage0 ? (!bcast || r == 0 ? (size_t)n0 : 0)
@@ -1604,6 +1607,7 @@ static ss_status *send_job(ss_worker *w, job *j, ss_link_conn *const *conns, boo
                          .request_id = j->id,
                          .return_result = r == n - 1,
                          .quiet = r != n - 1,
+                         .time_limit_ms = time_limit_ms ? time_limit_ms : 1,
                          .tensor_names = n_send ? (char **)(stage0 ? names : own_names) : NULL,
                          .share_inputs = bcast && r == 0};
         if (r == n - 1) m.n_places = job_places(j, places), m.places = places;

@@ -1,0 +1,154 @@
+#!/usr/bin/python3
+"""Requests whose data asks for too much: one servable, served whole (1 agent) and split over 2
+agents, of a model with a while-Loop (x <- x * scale while sum(x) < 100) and a HannWindow whose
+length is an input.
+
+- scale = 1 never ends the loop. The worker gives up at the request timeout (3 s here) and tells
+  the agents so in every PREDICT; the agents stop the run there. The next request is answered at
+  once (before, the agent kept looping and every later request timed out too). Split over 2
+  agents, the ranks leave the group (they may have stopped at different iterations) and the
+  launcher starts it again; then it answers.
+- a window of 2^25 floats (128 MiB) under SHARDSERVE_RANK_RUN_MB=64 is refused with an error
+  naming the limit and the node, and the next request is answered.
+
+Usage: test_run_bounds.py; prints ok/FAIL per case and "N passed, N failed"."""
+
+import os
+import sys
+import time
+
+import numpy as np
+import onnx
+from onnx import TensorProto as T
+from onnx import helper
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(os.path.dirname(HERE), "serving"))
+from cluster import Cluster, run_cases  # noqa: E402
+import shardserve_client as ssc  # noqa: E402
+
+SANITIZED = os.environ.get("SS_SANITIZED", "0") in ("1", "ON", "TRUE", "true")
+SLOW = 3 if SANITIZED else 1
+TIMEOUT_MS = 3000
+RUN_MB = 64
+C = None
+
+
+def write_model(path):
+    vi = helper.make_tensor_value_info
+    body = helper.make_graph(
+        [helper.make_node("Mul", ["x", "scale"], ["x_out"]),
+         helper.make_node("ReduceSum", ["x_out"], ["s"], keepdims=0),
+         helper.make_node("Less", ["s", "limit"], ["cond_out"])],
+        "while_body",
+        [vi("i", T.INT64, []), vi("cond", T.BOOL, []), vi("x", T.FLOAT, [3])],
+        [vi("cond_out", T.BOOL, []), vi("x_out", T.FLOAT, [3])])
+    nodes = [
+        helper.make_node("Constant", [], ["limit"], value=helper.make_tensor("l", T.FLOAT, [], [100.0])),
+        helper.make_node("Constant", [], ["go"], value=helper.make_tensor("g", T.BOOL, [], [True])),
+        helper.make_node("Loop", ["", "go", "x"], ["y"], body=body, name="grow"),
+        helper.make_node("HannWindow", ["size"], ["w"], name="window"),
+    ]
+    graph = helper.make_graph(
+        nodes, "bounds",
+        [vi("x", T.FLOAT, [3]), vi("scale", T.FLOAT, [3]), vi("size", T.INT32, [])],
+        [vi("y", T.FLOAT, [3]), vi("w", T.FLOAT, ["n"])])
+    m = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    m.ir_version = 8
+    onnx.save_model(m, path)
+
+
+def call(scale, size):
+    inst = {"x": np.ones(3, np.float32), "scale": np.full(3, scale, np.float32),
+            "size": np.array(size, np.int32)}
+    t0 = time.time()
+    r = ssc.Client(C.grpc, "bounds", "predict").infer(inst)
+    return (r[0] if isinstance(r, list) else r), time.time() - t0
+
+
+def assert_answers(within):
+    """A normal request (scale 2 ends the loop at 64, a window of 10) is answered correctly."""
+    r, took = call(2.0, 10)
+    assert "error" not in r, "a normal request failed: %s" % r
+    np.testing.assert_allclose(r["y"], [64, 64, 64])
+    assert r["w"].shape == (10,), r["w"].shape
+    assert took < within, "the normal request took %.1f s" % took
+
+
+def wait_ready(timeout):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        r, _ = call(2.0, 10)
+        if "error" not in r:
+            return
+        time.sleep(0.2)
+    raise AssertionError("not serving again %.0f s after the endless request: %s" % (timeout, r))
+
+
+def endless_loop(restarts):
+    r, took = call(1.0, 10)
+    assert "error" in r, "the endless loop answered: %s" % r
+    assert took < TIMEOUT_MS / 1000 + 5 * SLOW, "the endless request took %.1f s" % took
+    if restarts:  # the ranks leave the group: it starts again, then answers
+        wait_ready(60 * SLOW)
+        log = C.log(C.agent_procs)
+        assert "stopped at its time limit" in log, log[-3000:]
+    assert_answers(2 * SLOW)
+    print("    endless loop failed after %.1f s (request timeout %d ms); next request answered"
+          % (took, TIMEOUT_MS))
+
+
+def huge_window():
+    r, took = call(2.0, 1 << 25)
+    assert "error" in r, "a 128 MiB window under a %d MiB bound answered" % RUN_MB
+    for want in ("%d bytes one run may take" % (RUN_MB << 20), "SHARDSERVE_RANK_RUN_MB", "window"):
+        assert want in r["error"], "%r not in: %s" % (want, r["error"])
+    assert took < 5 * SLOW, "the refusal took %.1f s" % took
+    assert_answers(2 * SLOW)
+    print("    refused in %.2f s: %s" % (took, r["error"][:200]))
+
+
+def test_whole_endless_loop():
+    endless_loop(restarts=False)
+
+
+def test_whole_huge_window():
+    huge_window()
+
+
+def test_split_endless_loop():
+    endless_loop(restarts=True)
+
+
+def test_split_huge_window():
+    huge_window()
+
+
+def serve(c, ranks, tag):
+    global C
+    C = c
+    model = os.path.join(c.dir, "bounds.onnx")
+    write_model(model)
+    models = c.add_servable("bounds", model, ranks, 1,
+                            methods=[{"name": "predict", "inputs": ["x", "scale", "size"],
+                                      "outputs": ["y", "w"]}])
+    table = c.write_rank_table(ranks)
+    c.serve([("bounds", 1, table)], wait_agents=60,
+            extra=("--request-timeout-ms", str(TIMEOUT_MS * SLOW)))
+    c.agent_procs = c.agents(c.worker_addresses["bounds"][0], models,
+                             env={"SHARDSERVE_RANK_RUN_MB": str(RUN_MB)}, log="agents-%s.log" % tag)
+    c.wait_ready(1)
+
+
+def main():
+    status = 0
+    for ranks, cases in ((1, [test_whole_endless_loop, test_whole_huge_window]),
+                         (2, [test_split_endless_loop, test_split_huge_window])):
+        with Cluster() as c:
+            serve(c, ranks, "r%d" % ranks)
+            status |= run_cases(cases, sys.argv[1:])
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main())
