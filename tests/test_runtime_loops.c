@@ -193,11 +193,12 @@ static void while_inputs(ss_tensor *in, float scale)
 }
 
 /* A while loop that never ends (x * 1 stays under the limit) stops with SS_ERR_LIMIT soon after
- * the session's deadline, naming the node; the same session then runs an ending loop correctly. */
-static void loop_stops_at_the_deadline(void)
+ * the session's deadline, naming the node; the same session then runs an ending loop correctly.
+ * `model`: the loop at the top, or inside an If's branch (the deadline reaches subgraphs). */
+static void loop_stops_at_the_deadline_in(const char *model)
 {
     ss_session *s = NULL;
-    CHECK_OK(ss_session_create(path_of(2, "test_loop_while_outer_scope"), NULL, &s));
+    CHECK_OK(ss_session_create(path_of(2, model), NULL, &s));
     if (!s) return;
     ss_tensor in[4] = {0};
     while_inputs(in, 1);
@@ -208,23 +209,33 @@ static void loop_stops_at_the_deadline(void)
     double ms = (double)(ss_now_ns() - t0) / 1e6;
     CHECK_MSG(st && st->code == SS_ERR_LIMIT && strstr(st->msg, "time ran out") &&
                   strstr(st->msg, "Loop"),
-              "%s", st ? st->msg : "the endless loop returned");
-    CHECK_MSG(ms < 2000, "stopped %.0f ms after a 200 ms deadline", ms);
+              "%s: %s", model, st ? st->msg : "the endless loop returned");
+    CHECK_MSG(ms < 2000, "%s: stopped %.0f ms after a 200 ms deadline", model, ms);
+    CHECK(ss_session_stopped_at_deadline(s));
     ss_status_free(st);
     for (int i = 0; i < 4; i++)
         ss_tensor_free(&in[i]);
     ss_session_set_deadline(s, ss_now_ns() + 60000000000ull);
     while_inputs(in, 2); /* 2, 4, ... 64: sum 192 ends it after six iterations */
+    CHECK(!ss_session_stopped_at_deadline(s));
     CHECK_OK(ss_session_run(s, in, 4, &out));
     if (out) CHECK_NEAR(((const float *)out[0].data)[2], 64, 1e-5);
+    CHECK(!ss_session_stopped_at_deadline(s));
     for (int i = 0; i < 4; i++)
         ss_tensor_free(&in[i]);
     ss_session_free(s);
 }
 
-/* max_run_bytes: a folded constant (HannWindow's Range, sized by the input's value) and an arena
- * value (x^T of a long x) over the bound are refused with SS_ERR_LIMIT naming the value; smaller
- * runs of the same sessions go on. The model's own constants are not bounded (a Constant node of
+static void loop_stops_at_the_deadline(void)
+{
+    loop_stops_at_the_deadline_in("test_loop_while_outer_scope");
+    loop_stops_at_the_deadline_in("test_if_while");
+}
+
+/* max_run_bytes: one value over the bound (HannWindow's Range sized by the input's value, x^T of a
+ * long x, ones(n, n) folded from x's shape) or several under it that are alive together (a window
+ * of 800 KB values) are refused with SS_ERR_LIMIT naming the value; smaller runs of the same
+ * sessions go on. The model's own constants are not bounded (a Constant node of
  * 100 bytes under a 64-byte bound). */
 static void runs_over_max_run_bytes_are_refused(void)
 {
@@ -246,11 +257,34 @@ static void runs_over_max_run_bytes_are_refused(void)
         const ss_tensor *out = NULL;
         ss_status *st = ss_session_run(s, &x, 1, &out);
         CHECK_MSG(st && st->code == SS_ERR_LIMIT && strstr(st->msg, "max_run_bytes") &&
-                      strstr(st->msg, "1048576"),
+                      strstr(st->msg, "1048576") && strstr(st->msg, "1073741824 bytes"),
                   "%s", st ? st->msg : "a 1 GiB window under a 1 MiB limit ran");
+        ss_status_free(st);
+        /* 800 KB a value, several alive at once */
+        ((int32_t *)x.data)[0] = 200000;
+        st = ss_session_run(s, &x, 1, &out);
+        CHECK_MSG(st && st->code == SS_ERR_LIMIT && strstr(st->msg, "1048576") &&
+                      strstr(st->msg, "the largest is"),
+                  "%s", st ? st->msg : "a window of 800 KB values ran under a 1 MiB limit");
         ss_status_free(st);
         ss_tensor_free(&x);
         CHECK(run_with(s, SS_DT_INT32, 0, NULL, 10) == 10);
+        ss_session_free(s);
+    }
+    /* ones(n, n) folded from x's shape alone: n = 1024 is 4 MiB */
+    CHECK_OK(ss_session_create(path_of(2, "test_shape_square"), &opt, &s));
+    if (s) {
+        int64_t n = 1024;
+        ss_tensor x = {0};
+        CHECK_OK(ss_tensor_alloc(&x, SS_DT_FLOAT32, 1, &n));
+        const ss_tensor *out = NULL;
+        ss_status *st = x.data ? ss_session_run(s, &x, 1, &out) : NULL;
+        CHECK_MSG(st && st->code == SS_ERR_LIMIT && strstr(st->msg, "would be a constant"), "%s",
+                  st ? st->msg : "a 4 MiB constant from x's shape under a 1 MiB limit ran");
+        ss_status_free(st);
+        ss_tensor_free(&x);
+        n = 4;
+        CHECK(run_with(s, SS_DT_FLOAT32, 1, &n, 0) == 16);
         ss_session_free(s);
     }
     CHECK_OK(ss_session_create(path_of(2, "test_matmul_input_transposed"), &opt, &s));
@@ -260,8 +294,8 @@ static void runs_over_max_run_bytes_are_refused(void)
     CHECK_OK(ss_tensor_alloc(&x, SS_DT_FLOAT32, 2, dims));
     const ss_tensor *out = NULL;
     ss_status *st = x.data ? ss_session_run(s, &x, 1, &out) : NULL;
-    CHECK_MSG(st && st->code == SS_ERR_LIMIT && strstr(st->msg, "the largest is"), "%s",
-              st ? st->msg : "a 1.5 MiB intermediate under a 1 MiB limit ran");
+    CHECK_MSG(st && st->code == SS_ERR_LIMIT && strstr(st->msg, "output 'xt' would be 1572864"),
+              "%s", st ? st->msg : "a 1.5 MiB intermediate under a 1 MiB limit ran");
     ss_status_free(st);
     ss_tensor_free(&x);
     int64_t small[2] = {3, 4};

@@ -96,6 +96,8 @@ ss_status *ss_session_run_into(ss_session *s, const ss_tensor *inputs, int n_inp
  * bounded by their shapes (max_run_bytes). A server sets it per request from the time the client
  * still waits. */
 void ss_session_set_deadline(ss_session *s, uint64_t deadline_ns);
+/* Whether a run was stopped at the deadline since ss_session_set_deadline last set it. */
+bool ss_session_stopped_at_deadline(const ss_session *s);
 /* Run for the effects beyond the outputs only, when nobody reads them (a rank whose outputs are
  * not returned): collectives, KV-pool writes and what they read run; the rest is skipped, and an
  * AllGather whose result nothing that runs reads only contributes its part (with shm it then

@@ -586,8 +586,7 @@ static ss_status *serve(ss_rank *r, agent_state *a, const ss_comm_group *stage)
         /* A run stopped at its deadline may have stopped at another point than the other ranks'
          * (a Loop's iteration), which may then wait in a collective this rank will not join, or
          * pair it with the next request's: the group starts again instead. */
-        bool cut_short =
-            st && st->code == SS_ERR_LIMIT && deadline && t_run > deadline && cfg->rank_size > 1;
+        bool cut_short = st && cfg->rank_size > 1 && ss_session_stopped_at_deadline(s);
         if (st)
             SS_ERROR("rank %d: request %llu failed: %s", cfg->rank,
                      (unsigned long long)p->msg.request_id, st->msg);

@@ -100,6 +100,7 @@ typedef struct ss_op_def {
 typedef struct ss_run_guard {
     size_t max_bytes;     /* a plan's arena, one constant folded from input values (0: none) */
     uint64_t deadline_ns; /* ss_now_ns clock (0: none) */
+    bool stopped;         /* a run was stopped at the deadline since it was set */
 } ss_run_guard;
 
 struct ss_kctx {
@@ -123,7 +124,7 @@ struct ss_kctx {
     /* set for one run (ss_session_run_effects): a collective whose output nothing reads passes
      * only its own part (AllGather) */
     bool contribute_only;
-    const ss_run_guard *guard; /* the top session's bounds */
+    ss_run_guard *guard; /* the top session's bounds */
 };
 
 /* SS_ERR_LIMIT, naming the node and how far it got, once the run's deadline has passed (a loop
@@ -201,7 +202,7 @@ ss_status *ss_subgraph_session(ss_kctx *k, const Onnx__GraphProto *g, const char
 /* ss_session_create_from_model for a subgraph's session: held to the bounds of `guard` (its
  * parent's, which outlives it) instead of its own. */
 ss_status *ss_session_create_child(ss_onnx_model *model, const ss_session_options *opt,
-                                   const ss_run_guard *guard, ss_session **out);
+                                   ss_run_guard *guard, ss_session **out);
 /* Plans s for these inputs, replacing its plan: an input with data is a constant of the plan
  * (folded like an initializer; its bytes must outlive the plan), one without is known by shape.
  * The first n_varying inputs are never constants: their data (if any) only serves shape

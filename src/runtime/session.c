@@ -43,6 +43,8 @@
 #include <string.h>
 
 #define ARENA_ALIGN 64
+/* No value (or scratch) may be larger: sums of a plan's sizes then cannot wrap around. */
+#define VALUE_MAX ((size_t)1 << 62)
 
 /* Where a value of no bytes points when nothing else does (an all-empty arena, an empty input
  * given without a buffer): kernels pass their tensors' pointers to memcpy and friends even for
@@ -83,6 +85,7 @@ struct ss_plan {
     int *exec; /* node indices to run */
     unsigned char *arena;
     size_t arena_bytes, naive_bytes, const_bytes;
+    size_t input_fold_bytes;  /* constants folded from the request's values (KNOWN_FROM_INPUTS) */
     int in_place_outputs;     /* outputs written in an operand's slot (arena_in_place) */
     const ss_tensor *inputs;  /* the caller's inputs while planning */
     unsigned char *value_dep; /* per graph input: shape inference read its value */
@@ -136,8 +139,8 @@ struct ss_session {
     ss_tensor *seen;      /* per value: a computed value shape inference read (dtype 0: none) */
     ss_sequence **seqs;   /* per value: the sequence it holds, kept across plans (ops/sequence.c) */
     uint64_t *node_words; /* per node: a word kept across plans (ss_kctx_node_word) */
-    ss_run_guard own_guard;    /* a top session's bounds */
-    const ss_run_guard *guard; /* &own_guard, or a subgraph's parent's */
+    ss_run_guard own_guard; /* a top session's bounds */
+    ss_run_guard *guard;    /* &own_guard, or a subgraph's parent's */
     /* name -> value id hash table (open addressing) */
     int hash_cap;
     int *hash;
@@ -669,9 +672,10 @@ static ss_status *fold_run(const node_def *d, ss_kctx *k)
 static ss_status *fold_node(struct ss_plan *p, int ni, ss_kctx *k)
 {
     const node_def *d = &p->s->nodes[ni];
-    unsigned char known = 1;
+    unsigned char known = 1; /* an input not known (its shape read by Shape, Size) is a request's */
     for (int j = 0; j < d->n_in; j++)
-        if (d->in_ids[j] >= 0) known |= p->known[d->in_ids[j]] & KNOWN_FROM_INPUTS;
+        if (d->in_ids[j] >= 0)
+            known |= p->known[d->in_ids[j]] ? p->known[d->in_ids[j]] : KNOWN_FROM_INPUTS;
     for (int j = 0; j < d->n_out; j++) {
         int v = d->out_ids[j];
         if (v < 0) continue;
@@ -683,12 +687,13 @@ static ss_status *fold_node(struct ss_plan *p, int ni, ss_kctx *k)
         } else {
             ss_tensor *o = &p->owned[v];
             size_t max = p->s->guard->max_bytes; /* the model's own constants are not bounded */
-            if (max && known == KNOWN_FROM_INPUTS && p->vals[v].nbytes > max)
+            if (max && known == KNOWN_FROM_INPUTS && p->vals[v].nbytes > max - p->input_fold_bytes)
                 return ss_op_err(k, SS_ERR_LIMIT,
-                                 "output '%s' would be a constant of %zu bytes, above the limit "
-                                 "of %zu bytes one run may take (max_run_bytes; an agent's "
-                                 "SHARDSERVE_RANK_RUN_MB)",
-                                 p->s->values[v].name, p->vals[v].nbytes, max);
+                                 "output '%s' would be a constant of %zu bytes computed from the "
+                                 "request (%zu more before it), above the limit of %zu bytes one "
+                                 "run may take (max_run_bytes; an agent's SHARDSERVE_RANK_RUN_MB)",
+                                 p->s->values[v].name, p->vals[v].nbytes, p->input_fold_bytes, max);
+            if (known == KNOWN_FROM_INPUTS) p->input_fold_bytes += p->vals[v].nbytes;
             ss_status *st = ss_tensor_alloc(o, p->vals[v].dtype, p->vals[v].ndim, p->vals[v].dims);
             if (st) return st;
             p->vals[v].data = o->data;
@@ -752,6 +757,26 @@ static ss_status *watch_wanted(struct ss_plan *p, const node_def *d, ss_status *
     return NULL;
 }
 
+/* SS_ERR_LIMIT when an output a run computes (or the node's scratch) alone is over the session's
+ * bound, named when inferred rather than when the arena is laid out. */
+static ss_status *outputs_over_limit(const struct ss_plan *p, const ss_kctx *k)
+{
+    size_t max = p->s->guard->max_bytes;
+    for (int j = 0; max && j < k->n_out; j++)
+        if (k->out[j] && k->out[j]->nbytes > max)
+            return ss_op_err(k, SS_ERR_LIMIT,
+                             "output '%s' would be %zu bytes, above the limit of %zu bytes one "
+                             "run may take (max_run_bytes; an agent's SHARDSERVE_RANK_RUN_MB)",
+                             p->s->values[p->s->nodes[k - p->kctx].out_ids[j]].name,
+                             k->out[j]->nbytes, max);
+    if (max && k->scratch_bytes > max)
+        return ss_op_err(k, SS_ERR_LIMIT,
+                         "needs %zu bytes of scratch, above the limit of %zu bytes one run may "
+                         "take (max_run_bytes; an agent's SHARDSERVE_RANK_RUN_MB)",
+                         k->scratch_bytes, max);
+    return NULL;
+}
+
 static ss_status *infer_node(struct ss_plan *p, int ni, ss_tensor **ptrs)
 {
     ss_session *s = p->s;
@@ -792,10 +817,18 @@ static ss_status *infer_node(struct ss_plan *p, int ni, ss_tensor **ptrs)
         if (!o) continue;
         size_t es = ss_dtype_size(o->dtype);
         int64_t numel = ss_tensor_numel(o);
-        if (es == 0 || numel < 0 || (uint64_t)numel > SIZE_MAX / es)
+        if (es == 0 || numel < 0)
             return ss_op_err(k, SS_ERR_INTERNAL, "inferred an invalid output %d", j);
+        if ((uint64_t)numel > VALUE_MAX / es) /* sums of sizes stay far from wrapping */
+            return ss_op_err(k, SS_ERR_LIMIT,
+                             "output %d would be %lld elements of %zu bytes: "
+                             "over 2^62 bytes",
+                             j, (long long)numel, es);
         o->nbytes = (size_t)numel * es;
     }
+    if (k->scratch_bytes > VALUE_MAX)
+        return ss_op_err(k, SS_ERR_LIMIT, "needs %zu bytes of scratch: over 2^62",
+                         k->scratch_bytes);
     bool strings_out = false;
     for (int j = 0; j < d->n_out; j++)
         strings_out = strings_out || (k->out[j] && k->out[j]->dtype == SS_DT_STRING);
@@ -803,6 +836,7 @@ static ss_status *infer_node(struct ss_plan *p, int ni, ss_tensor **ptrs)
     bool foldable = !(d->op->flags & SS_OPF_NO_FOLD) && !string_op &&
                     (all_known || (d->op->flags & SS_OPF_SHAPE_ONLY));
     if (foldable) return fold_node(p, ni, k);
+    if ((st = outputs_over_limit(p, k))) return st;
     if ((d->op->flags & SS_OPF_DYNAMIC_SHAPE) && (st = dyn_assume(p, d))) return st;
     if (strings_out && !string_op)
         return ss_op_err(k, SS_ERR_UNSUPPORTED,
@@ -1449,14 +1483,14 @@ static void arena_in_place(struct ss_plan *p, int *first, int *last, int *host)
     }
 }
 
-/* Give every exec-node output that is not an alias an offset in the arena. */
-/* SS_ERR_LIMIT when the arena (`total` bytes; items sorted largest first) is over the session's
- * bound, naming the largest value and the node that computes it. */
+/* SS_ERR_LIMIT when the arena (`total` bytes; items sorted largest first) and the constants folded
+ * from the request's values are over the session's bound, naming the largest value and its node. */
 static ss_status *arena_over_limit(const struct ss_plan *p, const arena_item *items, int n,
                                    size_t total)
 {
     const ss_session *s = p->s;
     size_t max = s->guard->max_bytes;
+    total += p->input_fold_bytes;
     if (!max || total <= max) return NULL;
     if (!n)
         return ss_errf(SS_ERR_LIMIT,
@@ -1475,6 +1509,7 @@ static ss_status *arena_over_limit(const struct ss_plan *p, const arena_item *it
                    d ? d->name : "");
 }
 
+/* Give every exec-node output that is not an alias an offset in the arena. */
 static ss_status *layout_arena(struct ss_plan *p)
 {
     ss_session *s = p->s;
@@ -1516,6 +1551,7 @@ static ss_status *layout_arena(struct ss_plan *p)
         if (p->root[v] != v && last[v] > last[p->root[v]]) last[p->root[v]] = last[v];
     arena_in_place(p, first, last, host);
     int n = 0;
+    bool too_big = false;
     p->n_input_aliases = 0;
     for (int v = 0; v < nv; v++) {
         if (p->known[v]) continue;
@@ -1526,13 +1562,17 @@ static ss_status *layout_arena(struct ss_plan *p)
         }
         if (r != v || first[v] < 0 || host[v] >= 0) continue;
         size_t bytes = p->vals[v].nbytes > p->dyn_slot[v] ? p->vals[v].nbytes : p->dyn_slot[v];
+        if (bytes > VALUE_MAX || p->naive_bytes > VALUE_MAX) { /* a data-dependent output's bound */
+            too_big = true;
+            continue;
+        }
         size_t sz = (bytes + ARENA_ALIGN - 1) / ARENA_ALIGN * ARENA_ALIGN;
         items[n++] = (arena_item){v, first[v], last[v], sz, 0};
         p->naive_bytes += sz;
     }
     qsort(items, (size_t)n, sizeof *items, by_size_desc);
     size_t total = 0;
-    for (int i = 0; i < n; i++) {
+    for (int i = 0; !too_big && i < n; i++) { /* offsets stay under naive_bytes: no wrap */
         /* lowest offset that fits between already placed items alive at the same time */
         size_t off = 0;
         for (int again = 1; again;) {
@@ -1554,9 +1594,11 @@ static ss_status *layout_arena(struct ss_plan *p)
     for (int e = 0; e < p->n_exec; e++)
         if (p->kctx[p->exec[e]].scratch_bytes > scratch)
             scratch = p->kctx[p->exec[e]].scratch_bytes;
-    total += (scratch + ARENA_ALIGN - 1) / ARENA_ALIGN * ARENA_ALIGN;
+    total += (scratch + ARENA_ALIGN - 1) / ARENA_ALIGN * ARENA_ALIGN; /* scratch <= VALUE_MAX */
     p->arena_bytes = total;
-    ss_status *st = arena_over_limit(p, items, n, total);
+    ss_status *st = too_big ? ss_errf(SS_ERR_LIMIT, "a run of these inputs needs more than 2^62 "
+                                                    "bytes for the values it computes")
+                            : arena_over_limit(p, items, n, total);
     p->arena = total && !st ? aligned_alloc(ARENA_ALIGN, total) : NULL;
     if (!st && total && !p->arena)
         st = ss_errf(SS_ERR_NOMEM, "cannot allocate a %zu-byte arena", total);
@@ -1697,7 +1739,8 @@ static ss_status *plan_build(ss_session *s, const ss_tensor *inputs, struct ss_p
                    inputs[vd->input_index].data) {
             p->vals[v] = inputs[vd->input_index]; /* outlives this plan (the outer plan owns it) */
             p->vals[v].storage = SS_STORE_BORROWED;
-            p->known[v] = 1;
+            p->known[v] =
+                KNOWN_FROM_INPUTS; /* the outer plan may have computed it from a request */
         } else if (vd->kind == V_INPUT) {
             const ss_tensor *t = &inputs[vd->input_index];
             p->vals[v] = (ss_tensor){.dtype = t->dtype,
@@ -1889,7 +1932,7 @@ ss_status *ss_session_create_from_model(ss_onnx_model *model, const ss_session_o
 }
 
 ss_status *ss_session_create_child(ss_onnx_model *model, const ss_session_options *opt,
-                                   const ss_run_guard *guard, ss_session **out)
+                                   ss_run_guard *guard, ss_session **out)
 {
     *out = NULL;
     ss_session *s = calloc(1, sizeof *s);
@@ -2170,6 +2213,12 @@ static void unbind_outputs(ss_session *s, struct ss_plan *p, void **saved)
 void ss_session_set_deadline(ss_session *s, uint64_t deadline_ns)
 {
     s->own_guard.deadline_ns = deadline_ns;
+    s->own_guard.stopped = false;
+}
+
+bool ss_session_stopped_at_deadline(const ss_session *s)
+{
+    return s->own_guard.stopped;
 }
 
 ss_status *ss_kctx_check_deadline(const ss_kctx *k, int64_t done)
@@ -2178,6 +2227,7 @@ ss_status *ss_kctx_check_deadline(const ss_kctx *k, int64_t done)
     if (!deadline) return NULL;
     uint64_t now = ss_now_ns();
     if (now <= deadline) return NULL;
+    k->guard->stopped = true;
     return ss_op_err(k, SS_ERR_LIMIT,
                      "the request's time ran out after %lld iterations (the run was stopped "
                      "%.1f ms past its deadline: the client's time limit)",

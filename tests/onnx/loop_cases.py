@@ -77,6 +77,44 @@ def while_loop(out):
          [("go", np.bool_(True)), ("x0", x0), ("scale", scale), ("limit", limit)], [("x", x)])
 
 
+def if_while(out):
+    """The while loop of while_loop inside an If's then-branch: a Loop two subgraphs deep, whose
+    body reads values from the outermost graph (test_runtime_loops: the deadline reaches it)."""
+    body = helper.make_graph(
+        [helper.make_node("Mul", ["x", "scale"], ["x_out"]),
+         helper.make_node("ReduceSum", ["x_out"], ["s"], keepdims=0),
+         helper.make_node("Less", ["s", "limit"], ["cond_out"])],
+        "while_body",
+        [vi("i", T.INT64, []), vi("cond", T.BOOL, []), vi("x", F, [3])],
+        [vi("cond_out", T.BOOL, []), vi("x_out", F, [3])])
+    then_g = helper.make_graph([helper.make_node("Loop", ["", "go", "x0"], ["x_then"], body=body)],
+                               "then", [], [vi("x_then", F, [3])])
+    else_g = helper.make_graph([helper.make_node("Identity", ["x0"], ["x_else"])],
+                               "else", [], [vi("x_else", F, [3])])
+    node = helper.make_node("If", ["go"], ["x"], then_branch=then_g, else_branch=else_g)
+    x0, scale, limit = np.array([1, 2, 3], np.float32), np.array([1.5, 1.1, 2.0], np.float32), np.float32(100)
+    x = x0.copy()
+    while True:
+        x = x * scale
+        if not x.sum() < limit:
+            break
+    save(out, "if_while", [node],
+         [vi("go", T.BOOL, []), vi("x0", F, [3]), vi("scale", F, [3]), vi("limit", F, [])],
+         [vi("x", F, [3])],
+         [("go", np.bool_(True)), ("x0", x0), ("scale", scale), ("limit", limit)], [("x", x)])
+
+
+def shape_square(out):
+    """y = ones(n, n) for x of length n: ConstantOfShape(Concat(Shape(x), Shape(x))), folded at
+    plan time from x's shape (test_runtime_loops: bounded by max_run_bytes)."""
+    nodes = [helper.make_node("Shape", ["x"], ["s"]),
+             helper.make_node("Concat", ["s", "s"], ["ss"], axis=0),
+             helper.make_node("ConstantOfShape", ["ss"], ["y"],
+                              value=numpy_helper.from_array(np.ones(1, np.float32)))]
+    save(out, "shape_square", nodes, [vi("x", F, ["n"])], [vi("y", F, ["n", "n"])],
+         [("x", np.zeros(3, np.float32))], [("y", np.ones((3, 3), np.float32))])
+
+
 def scan_axes(out):
     """Running max over axis 1 read backwards, stacked on axis 1 forwards and axis 0 reversed."""
     body = helper.make_graph(
@@ -135,5 +173,6 @@ def self_product(out):
 
 
 if __name__ == "__main__":
-    for make in (fibonacci, while_loop, scan_axes, constant_condition, self_product):
+    for make in (fibonacci, while_loop, if_while, shape_square, scan_axes, constant_condition,
+                 self_product):
         make(sys.argv[1])
