@@ -1667,7 +1667,10 @@ static void *bulk_main(void *arg)
         w->bulk_head = j->bulk_next;
         if (!w->bulk_head) w->bulk_tail = NULL;
         pthread_mutex_unlock(&w->mu);
-        j->bulk_st = send_job(w, j, j->bulk_conns, j->bulk_bcast);
+        /* one that waited here past its deadline has been failed (check_deadlines): the agents
+         * would only run it for nobody (and a Loop in it would stop at once) */
+        bool expired = ss_now_ns() > j->deadline_ns;
+        j->bulk_st = expired ? NULL : send_job(w, j, j->bulk_conns, j->bulk_bcast);
         pthread_mutex_lock(&w->mu);
         j->bulk_next = w->bulk_done;
         w->bulk_done = j;
