@@ -40,13 +40,19 @@ static void put(const char *rel, const char *text)
     fclose(f);
 }
 
+/* A /proc/self/cgroup file holding `line` (its path, in a static buffer). */
+static const char *proc_cgroup(const char *line)
+{
+    static char proc[128];
+    put("proc_cgroup", line);
+    snprintf(proc, sizeof proc, "%s/proc_cgroup", root);
+    return proc;
+}
+
 /* The count for a /proc/self/cgroup holding `line`, with the cgroup files under `root`. */
 static int cpus_for(const char *line)
 {
-    put("proc_cgroup", line);
-    char proc[128];
-    snprintf(proc, sizeof proc, "%s/proc_cgroup", root);
-    return ss_usable_cpus_at(proc, root);
+    return ss_usable_cpus_at(proc_cgroup(line), root);
 }
 
 static void clean(void)
@@ -134,10 +140,7 @@ static void cgroup_v1(void)
 /* The memory for a /proc/self/cgroup holding `line`, with the cgroup files under `root`. */
 static uint64_t memory_for(const char *line)
 {
-    put("proc_cgroup", line);
-    char proc[128];
-    snprintf(proc, sizeof proc, "%s/proc_cgroup", root);
-    return ss_usable_memory_at(proc, root);
+    return ss_usable_memory_at(proc_cgroup(line), root);
 }
 
 static void memory_limits(void)

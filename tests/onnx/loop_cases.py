@@ -55,8 +55,9 @@ def fibonacci(out):
          [("M", np.int64(m)), ("a0", a0), ("b0", b0)], [("a", a), ("b", b), ("seen", np.stack(seen))])
 
 
-def while_loop(out):
-    """x <- x * scale (scale from the outer graph) while sum(x) < limit; no trip count."""
+def while_node(output):
+    """Loop(go, x0) -> output: x <- x * scale (scale and limit from the outer graph) while
+    sum(x) < limit; no trip count. Also returns the inputs' declarations, the feeds and x."""
     body = helper.make_graph(
         [helper.make_node("Mul", ["x", "scale"], ["x_out"]),
          helper.make_node("ReduceSum", ["x_out"], ["s"], keepdims=0),
@@ -64,44 +65,32 @@ def while_loop(out):
         "while_body",
         [vi("i", T.INT64, []), vi("cond", T.BOOL, []), vi("x", F, [3])],
         [vi("cond_out", T.BOOL, []), vi("x_out", F, [3])])
-    node = helper.make_node("Loop", ["", "go", "x0"], ["x"], body=body)
+    node = helper.make_node("Loop", ["", "go", "x0"], [output], body=body)
     x0, scale, limit = np.array([1, 2, 3], np.float32), np.array([1.5, 1.1, 2.0], np.float32), np.float32(100)
     x = x0.copy()
     while True:
         x = x * scale
         if not x.sum() < limit:
             break
-    save(out, "loop_while_outer_scope", [node],
-         [vi("go", T.BOOL, []), vi("x0", F, [3]), vi("scale", F, [3]), vi("limit", F, [])],
-         [vi("x", F, [3])],
-         [("go", np.bool_(True)), ("x0", x0), ("scale", scale), ("limit", limit)], [("x", x)])
+    ins = [vi("go", T.BOOL, []), vi("x0", F, [3]), vi("scale", F, [3]), vi("limit", F, [])]
+    feeds = [("go", np.bool_(True)), ("x0", x0), ("scale", scale), ("limit", limit)]
+    return node, ins, feeds, x
+
+
+def while_loop(out):
+    node, ins, feeds, x = while_node("x")
+    save(out, "loop_while_outer_scope", [node], ins, [vi("x", F, [3])], feeds, [("x", x)])
 
 
 def if_while(out):
     """The while loop of while_loop inside an If's then-branch: a Loop two subgraphs deep, whose
     body reads values from the outermost graph (test_runtime_loops: the deadline reaches it)."""
-    body = helper.make_graph(
-        [helper.make_node("Mul", ["x", "scale"], ["x_out"]),
-         helper.make_node("ReduceSum", ["x_out"], ["s"], keepdims=0),
-         helper.make_node("Less", ["s", "limit"], ["cond_out"])],
-        "while_body",
-        [vi("i", T.INT64, []), vi("cond", T.BOOL, []), vi("x", F, [3])],
-        [vi("cond_out", T.BOOL, []), vi("x_out", F, [3])])
-    then_g = helper.make_graph([helper.make_node("Loop", ["", "go", "x0"], ["x_then"], body=body)],
-                               "then", [], [vi("x_then", F, [3])])
+    loop, ins, feeds, x = while_node("x_then")
+    then_g = helper.make_graph([loop], "then", [], [vi("x_then", F, [3])])
     else_g = helper.make_graph([helper.make_node("Identity", ["x0"], ["x_else"])],
                                "else", [], [vi("x_else", F, [3])])
     node = helper.make_node("If", ["go"], ["x"], then_branch=then_g, else_branch=else_g)
-    x0, scale, limit = np.array([1, 2, 3], np.float32), np.array([1.5, 1.1, 2.0], np.float32), np.float32(100)
-    x = x0.copy()
-    while True:
-        x = x * scale
-        if not x.sum() < limit:
-            break
-    save(out, "if_while", [node],
-         [vi("go", T.BOOL, []), vi("x0", F, [3]), vi("scale", F, [3]), vi("limit", F, [])],
-         [vi("x", F, [3])],
-         [("go", np.bool_(True)), ("x0", x0), ("scale", scale), ("limit", limit)], [("x", x)])
+    save(out, "if_while", [node], ins, [vi("x", F, [3])], feeds, [("x", x)])
 
 
 def shape_square(out):
