@@ -110,6 +110,10 @@ typedef struct {
 /* The exit status of an agent process whose shard does not load as given (shard_refused): the
  * launcher stops instead of restarting the group (sysexits' EX_CONFIG). */
 #define SS_AGENT_EXIT_SHARD 78
+/* The exit status of an agent of a multi-rank group that stopped a request's run at its time
+ * limit and left the group (the other ranks may be at another point of that run): the group is
+ * sound, so a launcher starts it again at once, not counting it as a failure (EX_PROTOCOL). */
+#define SS_AGENT_EXIT_REQUEST 76
 
 /* An agent serves a model of at most this many inputs and outputs (the link carries them per
  * request); a bigger model is refused at load, naming the model, the rank and the limit. */
@@ -118,7 +122,8 @@ typedef struct {
 
 /* Returns NULL after an orderly end (the worker said the server is stopping, or SIGTERM);
  * SS_ERR_UNAVAILABLE when the worker went away or broke up the group (the agent should be
- * started again); other errors for everything else. */
+ * started again); SS_ERR_LIMIT when it left its group after stopping a request's run at its time
+ * limit (SS_AGENT_EXIT_REQUEST); other errors for everything else. */
 ss_status *ss_agent_run(const ss_agent_options *opt);
 
 typedef enum {

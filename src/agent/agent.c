@@ -602,8 +602,8 @@ static ss_status *serve(ss_rank *r, agent_state *a, const ss_comm_group *stage)
         }
         if (comm_broken || cut_short) {
             ss_status *out =
-                ss_errf(comm_broken ? st->code : SS_ERR_UNAVAILABLE,
-                        "rank %d: %s, leaving the group: %s", cfg->rank,
+                ss_errf(comm_broken ? st->code : SS_ERR_LIMIT, "rank %d: %s, leaving the group: %s",
+                        cfg->rank,
                         comm_broken ? "a collective failed" : "a run was stopped at its time limit",
                         st->msg);
             ss_status_free(st);

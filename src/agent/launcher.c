@@ -538,14 +538,21 @@ static uint64_t group_up_ns(const ss_liveness *live, int n, uint64_t now)
 
 /* Start one generation of the local agents and supervise it until they all exit, one fails or
  * hangs (the rest are stopped), or a signal asks to stop. NULL = every agent ended in order.
- * *up_ns: when every rank had registered (0: never). *refused: the failure named is a rank whose
- * shard does not load as given (SS_AGENT_EXIT_SHARD). */
+ * *up_ns: when every rank had registered (0: never). *why: what the failure named says about the
+ * group (a shard that does not load, a request's run stopped mid-group, anything else). */
+/* How a group's generation ended, for the restart decision. */
+typedef enum {
+    GROUP_FAILED = 0, /* restart with backoff, counted */
+    GROUP_REFUSED,    /* a shard does not load as given (SS_AGENT_EXIT_SHARD): do not restart */
+    GROUP_CUT,        /* a request's run was stopped (SS_AGENT_EXIT_REQUEST): restart at once */
+} group_end;
+
 static ss_status *run_group(const ss_launcher_options *opt, const meta_info *mi, const int *ranks,
                             int n, pid_t *pids, ss_liveness *live, sigset_t *set, int generation,
-                            bool *signalled, uint64_t *up_ns, bool *refused)
+                            bool *signalled, uint64_t *up_ns, group_end *why)
 {
     *up_ns = 0;
-    *refused = false;
+    *why = GROUP_FAILED;
     char session[64];
     snprintf(session, sizeof session, "agents-%d-%d", (int)getpid(), generation);
     ss_status *st = NULL;
@@ -600,14 +607,21 @@ static ss_status *run_group(const ss_launcher_options *opt, const meta_info *mi,
                 bool ok = WIFEXITED(status) && WEXITSTATUS(status) == 0;
                 bool lost = WIFEXITED(status) && WEXITSTATUS(status) == 75;
                 bool shard = WIFEXITED(status) && WEXITSTATUS(status) == SS_AGENT_EXIT_SHARD;
+                bool cut = WIFEXITED(status) && WEXITSTATUS(status) == SS_AGENT_EXIT_REQUEST;
                 int rank_of_cause = ok ? 0 : lost ? 1 : WIFSIGNALED(status) ? 3 : 2;
                 if (rank_of_cause <= worst) continue;
                 if (!worst) settle_until = ss_now_ns() + SETTLE_MS * 1000000ull;
                 worst = rank_of_cause;
                 ss_status_free(st);
-                *refused = shard;
+                *why = shard ? GROUP_REFUSED : cut ? GROUP_CUT : GROUP_FAILED;
                 if (lost) {
                     st = ss_errf(SS_ERR_UNAVAILABLE, "agent of rank %d (pid %d) lost the worker",
+                                 ranks[i], (int)pid);
+                } else if (cut) {
+                    st = ss_errf(SS_ERR_LIMIT,
+                                 "agent of rank %d (pid %d) stopped a request's run at its time "
+                                 "limit and left the group (the other ranks may be at another "
+                                 "point of it)",
                                  ranks[i], (int)pid);
                 } else if (shard) {
                     st = ss_errf(SS_ERR_INVALID,
@@ -723,10 +737,18 @@ ss_status *ss_launcher_run(const ss_launcher_options *opt)
     int backoff = opt->backoff_ms > 0 ? opt->backoff_ms : 500;
     for (int generation = 0, tries = 0;; generation++) {
         uint64_t started = ss_now_ns(), up = 0;
-        bool signalled = false, refused = false;
-        st = run_group(opt, mi, ranks, n, pids, live, &set, generation, &signalled, &up, &refused);
+        bool signalled = false;
+        group_end why = GROUP_FAILED;
+        st = run_group(opt, mi, ranks, n, pids, live, &set, generation, &signalled, &up, &why);
         if (!st || signalled || opt->restart == SS_RESTART_NEVER) break;
-        if (refused) { /* a restart would load the same files: fail now, not after 15 s of tries */
+        if (why == GROUP_CUT) { /* the request's doing, not the group's: not a failure in a row */
+            SS_WARN("%s; restarting the group", st->msg);
+            ss_status_free(st);
+            st = NULL;
+            continue;
+        }
+        if (why == GROUP_REFUSED) { /* a restart would load the same files: fail now, not after 15 s
+                                       of tries */
             ss_status *why = st;
             st = ss_errf(why->code, "%s; not restarting the group: it would load the same files",
                          why->msg);

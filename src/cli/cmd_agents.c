@@ -61,7 +61,10 @@ int cli_read_secret(const char *path, char **secret, size_t *len);
 static int agent_exit_code(ss_status *st, bool shard_refused)
 {
     if (!st) return 0;
-    int code = shard_refused ? SS_AGENT_EXIT_SHARD : st->code == SS_ERR_UNAVAILABLE ? 75 : 1;
+    int code = shard_refused                    ? SS_AGENT_EXIT_SHARD
+               : st->code == SS_ERR_UNAVAILABLE ? 75
+               : st->code == SS_ERR_LIMIT       ? SS_AGENT_EXIT_REQUEST
+                                                : 1;
     cli_fail("agent", st);
     return code;
 }
