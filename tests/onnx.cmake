@@ -83,7 +83,7 @@ ss_onnx_case_suite(sequence_cases 9)
 
 # Loop and Scan beyond the node cases (swapping carried values, a while loop reading outer
 # values, Scan with reversed directions and non-zero axes), numpy as the oracle.
-ss_onnx_case_suite(loop_cases 7)
+ss_onnx_case_suite(loop_cases 8)
 
 # Edges an op-attribute fuzzer found (the sanitizer build's run is the one that matters): tensors
 # with a zero dimension through the row-copying ops, integer reductions that overflow (they wrap),

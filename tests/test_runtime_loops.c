@@ -235,8 +235,8 @@ static void loop_stops_at_the_deadline(void)
 /* max_run_bytes: one value over the bound (HannWindow's Range sized by the input's value, x^T of a
  * long x, ones(n, n) folded from x's shape) or several under it that are alive together (a window
  * of 800 KB values) are refused with SS_ERR_LIMIT naming the value; smaller runs of the same
- * sessions go on. The model's own constants are not bounded (a Constant node of
- * 100 bytes under a 64-byte bound). */
+ * sessions go on. The model's own constants are not bounded (a Constant node of 100 bytes under a
+ * 64-byte bound; W^T of a 200-byte initializer folded in an If's branch under 128 bytes). */
 static void runs_over_max_run_bytes_are_refused(void)
 {
     ss_session_options tiny = {.max_run_bytes = 64};
@@ -246,6 +246,18 @@ static void runs_over_max_run_bytes_are_refused(void)
         const ss_tensor *out = NULL;
         CHECK_OK(ss_session_run(s, NULL, 0, &out));
         if (out) CHECK(out[0].nbytes == 100);
+        ss_session_free(s);
+    }
+    tiny.max_run_bytes = 128;
+    CHECK_OK(ss_session_create(path_of(2, "test_if_model_constant"), &tiny, &s));
+    if (s) {
+        ss_tensor go = {0};
+        CHECK_OK(ss_tensor_alloc(&go, SS_DT_BOOL, 0, NULL));
+        const ss_tensor *out = NULL;
+        if (go.data) *(unsigned char *)go.data = 1;
+        CHECK_OK(go.data ? ss_session_run(s, &go, 1, &out) : NULL);
+        if (out) CHECK_NEAR(*(const float *)out[0].data, 1225, 1e-3); /* 0 + 1 + ... + 49 */
+        ss_tensor_free(&go);
         ss_session_free(s);
     }
     ss_session_options opt = {.max_run_bytes = 1 << 20};

@@ -206,8 +206,14 @@ ss_status *ss_session_create_child(ss_onnx_model *model, const ss_session_option
 /* Plans s for these inputs, replacing its plan: an input with data is a constant of the plan
  * (folded like an initializer; its bytes must outlive the plan), one without is known by shape.
  * The first n_varying inputs are never constants: their data (if any) only serves shape
- * inference, which then records that the plan depends on it (a loop body's iteration number). */
-ss_status *ss_session_plan_values(ss_session *s, const ss_tensor *inputs, int n_varying);
+ * inference, which then records that the plan depends on it (a loop body's iteration number).
+ * from_request (per input, or NULL): that input's data was computed from a request's values in
+ * the outer plan, so constants folded from it are bounded as the request's (max_run_bytes). */
+ss_status *ss_session_plan_values(ss_session *s, const ss_tensor *inputs, int n_varying,
+                                  const bool *from_request);
+/* At plan time: whether node input i is a constant computed from the request's values (a graph
+ * input's value, a shape it has), not from the model's own constants alone. */
+bool ss_kctx_from_request(const ss_kctx *k, int i);
 
 /* Rewrites PyTorch's list-append-in-a-Loop pattern (SequenceEmpty, SequenceInsert, then
  * ConcatFromSequence stacking) into a Loop scan output, in place, before a session is built

@@ -130,6 +130,7 @@ struct ss_session {
     ss_kvpool *kvpool;     /* PagedAttention's KV block pool, kept across plans */
     bool data_is_constant; /* planning a subgraph: inputs given with data are outer constants */
     int n_varying; /* ... except the first n_varying (a loop body's own inputs), which change */
+    const bool *from_request; /* ... and which of them the outer plan computed from a request */
     /* per value: the shape plans assume for a data-dependent output (SS_OPF_DYNAMIC_SHAPE) */
     struct dyn_shape {
         bool set;
@@ -762,6 +763,7 @@ static ss_status *watch_wanted(struct ss_plan *p, const node_def *d, ss_status *
 static ss_status *outputs_over_limit(const struct ss_plan *p, const ss_kctx *k)
 {
     size_t max = p->s->guard->max_bytes;
+    if (p->s->nodes[k - p->kctx].op->flags & SS_OPF_ALIAS) return NULL; /* a view: no bytes */
     for (int j = 0; max && j < k->n_out; j++)
         if (k->out[j] && k->out[j]->nbytes > max)
             return ss_op_err(k, SS_ERR_LIMIT,
@@ -1740,7 +1742,7 @@ static ss_status *plan_build(ss_session *s, const ss_tensor *inputs, struct ss_p
             p->vals[v] = inputs[vd->input_index]; /* outlives this plan (the outer plan owns it) */
             p->vals[v].storage = SS_STORE_BORROWED;
             p->known[v] =
-                KNOWN_FROM_INPUTS; /* the outer plan may have computed it from a request */
+                s->from_request && s->from_request[vd->input_index] ? KNOWN_FROM_INPUTS : 1;
         } else if (vd->kind == V_INPUT) {
             const ss_tensor *t = &inputs[vd->input_index];
             p->vals[v] = (ss_tensor){.dtype = t->dtype,
@@ -1787,16 +1789,25 @@ static ss_status *plan_complete(const ss_session *s)
                    s->nodes[s->plan->stop_node].name);
 }
 
-ss_status *ss_session_plan_values(ss_session *s, const ss_tensor *inputs, int n_varying)
+ss_status *ss_session_plan_values(ss_session *s, const ss_tensor *inputs, int n_varying,
+                                  const bool *from_request)
 {
     plan_free(s->plan);
     s->plan = NULL;
     s->data_is_constant = true;
     s->n_varying = n_varying;
+    s->from_request = from_request;
     ss_status *st = plan_build(s, inputs, &s->plan);
     s->data_is_constant = false;
     s->n_varying = 0;
+    s->from_request = NULL;
     return st ? st : plan_complete(s);
+}
+
+bool ss_kctx_from_request(const ss_kctx *k, int i)
+{
+    int v = k->plan && i >= 0 && i < k->n_in ? k->in_ids[i] : -1;
+    return v >= 0 && k->plan->known[v] == KNOWN_FROM_INPUTS;
 }
 
 static bool plan_matches(const struct ss_plan *p, const ss_tensor *inputs)

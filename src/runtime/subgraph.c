@@ -187,7 +187,15 @@ ss_status *ss_subgraph_session(ss_kctx *k, const Onnx__GraphProto *g, const char
     ss_session_options opt = {.coll = k->coll};
     ss_session *s = NULL;
     if ((st = ss_session_create_child(m, &opt, k->guard, &s))) return st; /* m is freed */
-    if ((st = ss_session_plan_values(s, descs, (int)g->n_input))) {
+    /* the outer values follow the node's declared inputs (Loop, Scan, If, SequenceMap) */
+    int n_decl = (int)g->n_input;
+    bool *from = calloc((size_t)(n_decl + outer->n) + 1, sizeof *from);
+    if (!from) st = ss_errf(SS_ERR_NOMEM, "out of memory");
+    for (int i = 0; from && i < outer->n; i++)
+        from[n_decl + i] = ss_kctx_from_request(k, (int)k->node->n_input + i);
+    if (!st) st = ss_session_plan_values(s, descs, n_decl, from);
+    free(from);
+    if (st) {
         ss_session_free(s);
         return ss_status_wrap(st, "%s", what);
     }

@@ -93,6 +93,21 @@ def if_while(out):
     save(out, "if_while", [node], ins, [vi("x", F, [3])], feeds, [("x", x)])
 
 
+def if_model_constant(out):
+    """sum(W^T) inside an If's branch, W a 200-byte initializer of the outer graph: the branch
+    folds W^T, a constant of the model's own (test_runtime_loops: not bounded as a request's)."""
+    w = np.arange(50, dtype=np.float32).reshape(5, 10)
+    then_g = helper.make_graph([helper.make_node("Transpose", ["W"], ["wt"]),
+                                helper.make_node("ReduceSum", ["wt"], ["s_then"], keepdims=0)],
+                               "then", [], [vi("s_then", F, [])])
+    else_g = helper.make_graph([helper.make_node("ReduceSum", ["W"], ["s_else"], keepdims=0)],
+                               "else", [], [vi("s_else", F, [])])
+    node = helper.make_node("If", ["go"], ["s"], then_branch=then_g, else_branch=else_g)
+    save(out, "if_model_constant", [node], [vi("go", T.BOOL, [])], [vi("s", F, [])],
+         [("go", np.bool_(True))], [("s", np.float32(w.sum()))],
+         inits=[numpy_helper.from_array(w, "W")])
+
+
 def shape_square(out):
     """y = ones(n, n) for x of length n: ConstantOfShape(Concat(Shape(x), Shape(x))), folded at
     plan time from x's shape (test_runtime_loops: bounded by max_run_bytes)."""
@@ -162,6 +177,6 @@ def self_product(out):
 
 
 if __name__ == "__main__":
-    for make in (fibonacci, while_loop, if_while, shape_square, scan_axes, constant_condition,
-                 self_product):
+    for make in (fibonacci, while_loop, if_while, if_model_constant, shape_square, scan_axes,
+                 constant_condition, self_product):
         make(sys.argv[1])
