@@ -102,9 +102,11 @@ typedef struct {
     const char *const *no_batch_inputs;
     const void *secret;
     size_t secret_len;
-    bool *shard_refused; /* out, optional: set when the rank's shard does not load as given (a
-                            bad or unsupported model or group config, a limit): starting it
-                            again loads the same files, so a launcher should not */
+    bool *shard_refused;    /* out, optional: set when the rank's shard does not load as given (a
+                               bad or unsupported model or group config, a limit): starting it
+                               again loads the same files, so a launcher should not */
+    bool *left_at_deadline; /* out, optional: set when the rank left its group after stopping a
+                               request's run at its time limit (SS_AGENT_EXIT_REQUEST) */
 } ss_agent_options;
 
 /* The exit status of an agent process whose shard does not load as given (shard_refused): the
@@ -122,8 +124,8 @@ typedef struct {
 
 /* Returns NULL after an orderly end (the worker said the server is stopping, or SIGTERM);
  * SS_ERR_UNAVAILABLE when the worker went away or broke up the group (the agent should be
- * started again); SS_ERR_LIMIT when it left its group after stopping a request's run at its time
- * limit (SS_AGENT_EXIT_REQUEST); other errors for everything else. */
+ * started again: also when it left its group after stopping a request's run at its time limit,
+ * which left_at_deadline tells apart); other errors for everything else. */
 ss_status *ss_agent_run(const ss_agent_options *opt);
 
 typedef enum {

@@ -55,6 +55,7 @@ typedef struct {
     int n_pool;
     bool closed;
     bool lost; /* closed because the worker went away or broke up the group */
+    bool cut;  /* left the group after stopping a request's run at its time limit */
     char why[512];
     int silence_ms;
     _Atomic uint64_t comm_bytes; /* the rank's collective bytes after its last request */
@@ -601,9 +602,10 @@ static ss_status *serve(ss_rank *r, agent_state *a, const ss_comm_group *stage)
             (void)w;
         }
         if (comm_broken || cut_short) {
+            a->cut = !comm_broken;
             ss_status *out =
-                ss_errf(comm_broken ? st->code : SS_ERR_LIMIT, "rank %d: %s, leaving the group: %s",
-                        cfg->rank,
+                ss_errf(comm_broken ? st->code : SS_ERR_UNAVAILABLE,
+                        "rank %d: %s, leaving the group: %s", cfg->rank,
                         comm_broken ? "a collective failed" : "a run was stopped at its time limit",
                         st->msg);
             ss_status_free(st);
@@ -740,6 +742,7 @@ ss_status *ss_agent_run(const ss_agent_options *opt)
         if (helper_ok) pthread_join(helper, NULL);
         if (!st && a.lost) /* the launcher decides whether to start the group again */
             st = ss_errf(SS_ERR_UNAVAILABLE, "rank %d: lost the worker: %s", cfg->rank, a.why);
+        if (opt->left_at_deadline) *opt->left_at_deadline = a.cut;
         for (pending *p = a.head; p;) {
             pending *next = p->next;
             pending_free(p);

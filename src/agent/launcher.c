@@ -648,6 +648,7 @@ static ss_status *run_group(const ss_launcher_options *opt, const meta_info *mi,
                              "for it (%s); stopping the group",
                              ranks[i], (int)pids[i], was);
                 worst = 3;
+                *why = GROUP_FAILED;
             }
     }
     stop_all(pids, n, 3000);
@@ -741,10 +742,18 @@ ss_status *ss_launcher_run(const ss_launcher_options *opt)
         group_end why = GROUP_FAILED;
         st = run_group(opt, mi, ranks, n, pids, live, &set, generation, &signalled, &up, &why);
         if (!st || signalled || opt->restart == SS_RESTART_NEVER) break;
-        if (why == GROUP_CUT) { /* the request's doing, not the group's: not a failure in a row */
-            SS_WARN("%s; restarting the group", st->msg);
+        /* the request's doing, not the group's (which came up and served): not a failure in a
+         * row, and no backoff; unless a signal to stop came meanwhile */
+        if (why == GROUP_CUT && up) {
+            struct timespec now_only = {0, 0};
+            siginfo_t si;
+            int sig;
+            while ((sig = sigtimedwait(&set, &si, &now_only)) == SIGCHLD) {
+            }
+            if (sig != SIGINT && sig != SIGTERM) SS_WARN("%s; restarting the group", st->msg);
             ss_status_free(st);
             st = NULL;
+            if (sig == SIGINT || sig == SIGTERM) break; /* stopped meanwhile: an orderly end */
             continue;
         }
         if (why == GROUP_REFUSED) { /* a restart would load the same files: fail now, not after 15 s

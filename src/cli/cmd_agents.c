@@ -58,12 +58,12 @@ int cli_read_secret(const char *path, char **secret, size_t *len);
 
 /* An agent's exit status tells its launcher what happened: 0 an orderly end, 75 (EX_TEMPFAIL)
  * the worker went away or broke up the group (start again), 1 anything else. */
-static int agent_exit_code(ss_status *st, bool shard_refused)
+static int agent_exit_code(ss_status *st, bool shard_refused, bool left_at_deadline)
 {
     if (!st) return 0;
     int code = shard_refused                    ? SS_AGENT_EXIT_SHARD
+               : left_at_deadline               ? SS_AGENT_EXIT_REQUEST
                : st->code == SS_ERR_UNAVAILABLE ? 75
-               : st->code == SS_ERR_LIMIT       ? SS_AGENT_EXIT_REQUEST
                                                 : 1;
     cli_fail("agent", st);
     return code;
@@ -248,7 +248,7 @@ static int child_secret(size_t *len, char **secret)
     if (access(path, F_OK) != 0)
         return agent_exit_code(
             ss_errf(SS_ERR_UNAVAILABLE, "no link secret at %s after 60 s: its serve is away", path),
-            false);
+            false, false);
     return cli_read_secret(path, secret, len);
 }
 
@@ -279,11 +279,12 @@ int cmd_agent_rank(int argc, char **argv)
     char tag[64];
     snprintf(tag, sizeof tag, "agent %s", argv[2]);
     ss_log_set_tag("agent");
-    bool refused = false;
+    bool refused = false, cut = false;
     o.shard_refused = &refused;
+    o.left_at_deadline = &cut;
     ss_status *st = ss_agent_run(&o);
     free(secret);
-    return agent_exit_code(st, refused);
+    return agent_exit_code(st, refused, cut);
 }
 
 /* shardserve agent-rank-mpi WORKER COMM_TIMEOUT_MS CONNECT_TIMEOUT_MS WITH_BATCH N_NO_BATCH

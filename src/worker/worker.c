@@ -93,8 +93,9 @@ typedef struct job {
     uint64_t id;
     int n_tasks, tasks_cap;
     task *tasks;
-    bool answered; /* the last rank answered, a rank failed, or the deadline passed */
-    bool in_bulk;  /* the bulk sender holds it: not completed until it lets go */
+    bool answered;  /* the last rank answered, a rank failed, or the deadline passed */
+    bool in_bulk;   /* the bulk sender holds it: not completed until it lets go */
+    bool bulk_sent; /* the bulk sender sent it (not: it had expired waiting) */
     bool failed;
     bool model_error; /* failed: a rank's model refused the inputs (not the group, not a timeout) */
     int64_t err_code;
@@ -1669,8 +1670,8 @@ static void *bulk_main(void *arg)
         pthread_mutex_unlock(&w->mu);
         /* one that waited here past its deadline has been failed (check_deadlines): the agents
          * would only run it for nobody (and a Loop in it would stop at once) */
-        bool expired = ss_now_ns() > j->deadline_ns;
-        j->bulk_st = expired ? NULL : send_job(w, j, j->bulk_conns, j->bulk_bcast);
+        j->bulk_sent = ss_now_ns() <= j->deadline_ns;
+        j->bulk_st = j->bulk_sent ? send_job(w, j, j->bulk_conns, j->bulk_bcast) : NULL;
         pthread_mutex_lock(&w->mu);
         j->bulk_next = w->bulk_done;
         w->bulk_done = j;
@@ -1718,7 +1719,7 @@ static void take_back_bulk(ss_worker *w)
             job_fail(j, SS_SERVING_WORKER_UNAVAILABLE, "worker unavailable: %s", j->bulk_st->msg);
             ss_status_free(j->bulk_st);
             j->bulk_st = NULL;
-        } else {
+        } else if (j->bulk_sent) {
             for (int r = 0; r < w->cfg.rank_size; r++) /* a completed send is a sign of life */
                 if (w->agents[r].alive && w->agents[r].conn == j->bulk_conns[r])
                     w->agents[r].last_seen_ns = now;
