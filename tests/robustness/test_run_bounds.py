@@ -83,7 +83,8 @@ def wait_ready(timeout):
         if "error" not in r:
             return
         time.sleep(0.2)
-    raise AssertionError("not serving again %.0f s after the endless request: %s" % (timeout, r))
+    raise AssertionError("not serving again %.0f s after the endless request: %s\nagents:\n%s"
+                         % (timeout, r, C.log(C.agent_procs)[-4000:]))
 
 
 def endless_loop(restarts=0):
