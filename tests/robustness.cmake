@@ -38,6 +38,14 @@ set_tests_properties(robustness_stalled_streams PROPERTIES ENVIRONMENT "${SS_ROB
 add_test(NAME robustness_run_bounds COMMAND ${SS_PY} ${SS_TEST_DIR}/robustness/test_run_bounds.py)
 set_tests_properties(robustness_run_bounds PROPERTIES ENVIRONMENT "${SS_ROB_ENV}" TIMEOUT 300
                      RUN_SERIAL TRUE LABELS robustness)
+# The split case under one mpirun (`agents --comm mpi`, loopback only): the endless requests
+# restart the job at once and uncounted, a SIGKILLed rank restarts it as a counted failure.
+if(SS_COMM_HAVE_MPI)
+  add_test(NAME robustness_run_bounds_mpi
+           COMMAND ${SS_PY} ${SS_TEST_DIR}/robustness/test_run_bounds.py --mpi)
+  set_tests_properties(robustness_run_bounds_mpi PROPERTIES ENVIRONMENT "${SS_ROB_ENV}"
+                       TIMEOUT 300 RUN_SERIAL TRUE LABELS robustness)
+endif()
 
 # SIGTERM while requests wait on a stopped agent: both get an error and serve exits within
 # --shutdown-grace-ms (1 s here) plus a few seconds, not after the 60 s request timeout.

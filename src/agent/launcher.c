@@ -18,8 +18,10 @@
  * IP of rank r (Open MPI's sequential mapper when a host's ranks are not contiguous). The model
  * files then list one file per rank of the whole table, at paths valid on every host. Each rank
  * process (`agent-rank-mpi`) takes its rank from mpirun and registers with the worker itself. The
- * launcher waits for mpirun, forwards SIGINT/SIGTERM to it (then exits cleanly) and fails, naming
- * mpirun, if mpirun exits non-zero; if the launcher dies, mpirun gets SIGTERM.
+ * launcher waits for mpirun and forwards SIGINT/SIGTERM to it (then exits cleanly); when mpirun
+ * fails (Open MPI ends the whole job when one rank fails) the --restart policy applies as to local
+ * agents, reading mpirun's exit status (the lowest failing rank's) as an agent's. If the launcher
+ * dies, mpirun gets SIGTERM.
  */
 #include "shardserve/agent.h"
 
@@ -248,6 +250,13 @@ static pid_t spawn_agent(const ss_launcher_options *opt, const meta_info *mi, in
     return pid;
 }
 
+/* How a group's generation ended, for the restart decision. */
+typedef enum {
+    GROUP_FAILED = 0, /* restart with backoff, counted */
+    GROUP_REFUSED,    /* a shard does not load as given (SS_AGENT_EXIT_SHARD): do not restart */
+    GROUP_CUT,        /* a request's run was stopped (SS_AGENT_EXIT_REQUEST): restart at once */
+} group_end;
+
 /* ------------------------------------------------------------------ mpi: every rank via mpirun */
 
 /* The hostfile: one line per host with its rank count when every host's ranks are contiguous
@@ -309,8 +318,28 @@ static pid_t spawn_mpirun(const ss_launcher_options *opt, const char *const *arg
     return pid;
 }
 
-static ss_status *run_mpi(const ss_launcher_options *opt, const meta_info *mi)
+/* One mpirun command line, made once and run once per generation of the group. */
+typedef struct {
+    char hostfile[PATH_MAX];
+    char np[16], comm_ms[32], connect_ms[32], nnb[16];
+    const char **argv;
+    char **paths; /* model and config file of each rank, absolute */
+    char *extra;  /* SHARDSERVE_MPIRUN_ARGS, split in place */
+    int n;
+} mpi_job;
+
+static void mpi_job_free(mpi_job *job)
 {
+    if (job->hostfile[0]) unlink(job->hostfile);
+    for (int i = 0; job->paths && i < 2 * job->n; i++)
+        free(job->paths[i]);
+    free(job->argv), free(job->paths), free(job->extra);
+    memset(job, 0, sizeof *job);
+}
+
+static ss_status *mpi_job_prepare(const ss_launcher_options *opt, const meta_info *mi, mpi_job *job)
+{
+    memset(job, 0, sizeof *job);
     if (opt->agent_ip)
         return ss_errf(
             SS_ERR_INVALID,
@@ -319,42 +348,41 @@ static ss_status *run_mpi(const ss_launcher_options *opt, const meta_info *mi)
     if (!ss_comm_backend_available(SS_COMM_MPI))
         return ss_errf(SS_ERR_UNSUPPORTED,
                        "this build has no mpi backend (Open MPI was not found)");
-    char hostfile[PATH_MAX], np[16], comm_ms[32], connect_ms[32], nnb[16], nranks[16];
     bool sequential;
-    ss_status *st = write_hostfile(mi, hostfile, sizeof hostfile, &sequential);
-    if (st) return st;
-    snprintf(np, sizeof np, "%d", mi->n);
-    snprintf(nranks, sizeof nranks, "%d", mi->n);
-    snprintf(comm_ms, sizeof comm_ms, "%d", opt->comm_timeout_ms);
-    snprintf(connect_ms, sizeof connect_ms, "%d",
+    ss_status *st = write_hostfile(mi, job->hostfile, sizeof job->hostfile, &sequential);
+    if (st) {
+        job->hostfile[0] = 0;
+        return st;
+    }
+    job->n = mi->n;
+    snprintf(job->np, sizeof job->np, "%d", mi->n);
+    snprintf(job->comm_ms, sizeof job->comm_ms, "%d", opt->comm_timeout_ms);
+    snprintf(job->connect_ms, sizeof job->connect_ms, "%d",
              opt->connect_timeout_ms ? opt->connect_timeout_ms : 60000);
-    snprintf(nnb, sizeof nnb, "%d", mi->n_no_batch);
+    snprintf(job->nnb, sizeof job->nnb, "%d", mi->n_no_batch);
     size_t cap = 64 + 2 * (size_t)mi->n + (size_t)mi->n_no_batch + 256;
-    const char **argv = calloc(cap, sizeof *argv);
+    job->argv = calloc(cap, sizeof *job->argv);
     /* absolute paths: the ranks start in whatever folder mpirun picks on their host */
-    char **paths = calloc(2 * (size_t)mi->n, sizeof *paths);
-    char *extra = NULL;
-    for (int i = 0; paths && i < mi->n; i++) {
+    job->paths = calloc(2 * (size_t)mi->n, sizeof *job->paths);
+    for (int i = 0; job->paths && i < mi->n; i++) {
         char cfg[PATH_MAX];
         config_for(opt, i, cfg, sizeof cfg);
-        paths[2 * i] = realpath(opt->model_files[i], NULL);
-        paths[2 * i + 1] = realpath(cfg, NULL);
-        if (!paths[2 * i]) paths[2 * i] = strdup(opt->model_files[i]);
-        if (!paths[2 * i + 1]) paths[2 * i + 1] = strdup(cfg);
+        job->paths[2 * i] = realpath(opt->model_files[i], NULL);
+        job->paths[2 * i + 1] = realpath(cfg, NULL);
+        if (!job->paths[2 * i]) job->paths[2 * i] = strdup(opt->model_files[i]);
+        if (!job->paths[2 * i + 1]) job->paths[2 * i + 1] = strdup(cfg);
     }
-    bool nomem = !argv || !paths;
+    bool nomem = !job->argv || !job->paths;
     for (int i = 0; !nomem && i < 2 * mi->n; i++)
-        nomem = !paths[i];
+        nomem = !job->paths[i];
     if (nomem) {
-        for (int i = 0; paths && i < 2 * mi->n; i++)
-            free(paths[i]);
-        free(argv), free(paths), free(extra);
-        unlink(hostfile);
+        mpi_job_free(job);
         return ss_errf(SS_ERR_NOMEM, "out of memory");
     }
-    size_t a = (size_t)ss_mpirun_args(argv, 200, &extra);
+    const char **argv = job->argv;
+    size_t a = (size_t)ss_mpirun_args(argv, 200, &job->extra);
     argv[a++] = "--hostfile";
-    argv[a++] = hostfile;
+    argv[a++] = job->hostfile;
     if (sequential) {
         argv[a++] = "--mca";
         argv[a++] = "rmaps";
@@ -364,7 +392,7 @@ static ss_status *run_mpi(const ss_launcher_options *opt, const meta_info *mi)
         argv[a++] = "slot";
     }
     argv[a++] = "-np";
-    argv[a++] = np;
+    argv[a++] = job->np;
     if (opt->secret_file) {
         argv[a++] = "-x";
         argv[a++] = "SHARDSERVE_LINK_SECRET_FILE";
@@ -378,72 +406,88 @@ static ss_status *run_mpi(const ss_launcher_options *opt, const meta_info *mi)
     argv[a++] = opt->self_exe;
     argv[a++] = "agent-rank-mpi";
     argv[a++] = opt->worker_address;
-    argv[a++] = comm_ms;
-    argv[a++] = connect_ms;
+    argv[a++] = job->comm_ms;
+    argv[a++] = job->connect_ms;
     argv[a++] = mi->with_batch_dim ? "1" : "0";
-    argv[a++] = nnb;
+    argv[a++] = job->nnb;
     for (int k = 0; k < mi->n_no_batch; k++)
         argv[a++] = mi->no_batch[k];
-    argv[a++] = nranks;
+    argv[a++] = job->np; /* the rank count, then a model and a config per rank */
     for (int i = 0; i < 2 * mi->n; i++)
-        argv[a++] = paths[i];
+        argv[a++] = job->paths[i];
     argv[a] = NULL;
+    return NULL;
+}
 
-    sigset_t set, old;
-    sigemptyset(&set);
-    sigaddset(&set, SIGINT);
-    sigaddset(&set, SIGTERM);
-    sigaddset(&set, SIGCHLD);
-    sigprocmask(SIG_BLOCK, &set, &old);
+/* One generation of an mpi group: mpirun runs every rank until the job ends. SIGINT/SIGTERM (in
+ * *set, blocked by the caller) are forwarded to mpirun (*signalled: then an orderly end). mpirun
+ * exits with the status of the lowest world rank that failed (its man page, "Exit status"), and
+ * ranks it stops on the way out end in order (0): so that status is an agent's (agent_exit_code),
+ * read as run_group reads its children's. */
+static ss_status *run_mpi_group(const ss_launcher_options *opt, const meta_info *mi,
+                                const mpi_job *job, sigset_t *set, int generation, bool *signalled,
+                                uint64_t *up_ns, group_end *why)
+{
+    *up_ns = 0;
+    *why = GROUP_FAILED;
     fflush(NULL);
-    pid_t pid = spawn_mpirun(opt, argv);
-    if (pid < 0) {
-        st = ss_errf(SS_ERR_IO, "fork for mpirun: %s", strerror(errno));
-    } else {
-        SS_INFO("started mpirun (pid %d) for %d ranks on %s%s for %s", (int)pid, mi->n, mi->ip[0],
-                mi->n > 1 && strcmp(mi->ip[0], mi->ip[mi->n - 1]) ? " and other hosts" : "",
-                opt->worker_address);
-        int status = 0, stop_sig = 0, waited_ms = 0;
-        struct timespec step = {0, 200 * 1000000L};
-        for (;;) {
-            int sig = 0;
-            if (!stop_sig) {
-                if (sigwait(&set, &sig) != 0) continue;
-            } else { /* stopping: wait (bounded) for mpirun to take its job down, then kill it */
-                sigtimedwait(&set, NULL, &step);
-                waited_ms += 200;
-                if (waited_ms == 20000) {
-                    SS_WARN("mpirun (pid %d) did not stop within 20 s; killing it", (int)pid);
-                    kill(pid, SIGKILL);
-                }
-            }
-            if (!stop_sig && (sig == SIGINT || sig == SIGTERM)) {
-                SS_INFO("signal %d: forwarding it to mpirun (pid %d)", sig, (int)pid);
-                stop_sig = sig;
-                kill(pid, sig);
-            }
-            pid_t w = waitpid(pid, &status, WNOHANG);
-            if (w == pid) break;
-            if (w < 0 && errno == ECHILD) {
-                status = 0;
-                break;
+    pid_t pid = spawn_mpirun(opt, job->argv);
+    if (pid < 0) return ss_errf(SS_ERR_IO, "fork for mpirun: %s", strerror(errno));
+    SS_INFO("started mpirun (pid %d, generation %d) for %d ranks on %s%s for %s", (int)pid,
+            generation, mi->n, mi->ip[0],
+            mi->n > 1 && strcmp(mi->ip[0], mi->ip[mi->n - 1]) ? " and other hosts" : "",
+            opt->worker_address);
+    int status = 0, stop_sig = 0, waited_ms = 0;
+    struct timespec step = {0, 200 * 1000000L};
+    for (;;) {
+        int sig = 0;
+        if (!stop_sig) {
+            if (sigwait(set, &sig) != 0) continue;
+        } else { /* stopping: wait (bounded) for mpirun to take its job down, then kill it */
+            sigtimedwait(set, NULL, &step);
+            waited_ms += 200;
+            if (waited_ms == 20000) {
+                SS_WARN("mpirun (pid %d) did not stop within 20 s; killing it", (int)pid);
+                kill(pid, SIGKILL);
             }
         }
-        bool ok = WIFEXITED(status) && WEXITSTATUS(status) == 0;
-        char how[96];
-        if (!ok && !stop_sig)
-            st = ss_errf(SS_ERR_UNAVAILABLE,
-                         "mpirun (pid %d) %s; its error (or the failing rank's) is logged above",
-                         (int)pid, ss_spawn_describe_exit(status, how, sizeof how));
-        else
-            SS_INFO("mpirun (pid %d) exited%s", (int)pid, stop_sig ? " after the signal" : "");
+        if (!stop_sig && (sig == SIGINT || sig == SIGTERM)) {
+            SS_INFO("signal %d: forwarding it to mpirun (pid %d)", sig, (int)pid);
+            stop_sig = sig;
+            *signalled = true;
+            kill(pid, sig);
+        }
+        pid_t w = waitpid(pid, &status, WNOHANG);
+        if (w == pid) break;
+        if (w < 0 && errno == ECHILD) {
+            status = 0;
+            break;
+        }
     }
-    sigprocmask(SIG_SETMASK, &old, NULL);
-    unlink(hostfile);
-    for (int i = 0; i < 2 * mi->n; i++)
-        free(paths[i]);
-    free(argv), free(paths), free(extra);
-    return st;
+    if (stop_sig || (WIFEXITED(status) && WEXITSTATUS(status) == 0)) {
+        SS_INFO("mpirun (pid %d) exited%s", (int)pid, stop_sig ? " after the signal" : "");
+        return NULL;
+    }
+    char how[96];
+    ss_spawn_describe_exit(status, how, sizeof how);
+    int code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+    if (code == SS_AGENT_EXIT_REQUEST) {
+        *why = GROUP_CUT;
+        *up_ns = ss_now_ns(); /* a rank ran a request: the group was up */
+        return ss_errf(SS_ERR_LIMIT,
+                       "a rank stopped a request's run at its time limit and left the group (the "
+                       "other ranks may be at another point of it); mpirun (pid %d) %s",
+                       (int)pid, how);
+    }
+    if (code == SS_AGENT_EXIT_SHARD) {
+        *why = GROUP_REFUSED;
+        return ss_errf(SS_ERR_INVALID,
+                       "a rank could not load its shard (its message is above); mpirun (pid %d) %s",
+                       (int)pid, how);
+    }
+    return ss_errf(SS_ERR_UNAVAILABLE,
+                   "mpirun (pid %d) %s; its error (or the failing rank's) is logged above",
+                   (int)pid, how);
 }
 
 static void stop_all(pid_t *pids, int n, int grace_ms)
@@ -540,13 +584,6 @@ static uint64_t group_up_ns(const ss_liveness *live, int n, uint64_t now)
  * hangs (the rest are stopped), or a signal asks to stop. NULL = every agent ended in order.
  * *up_ns: when every rank had registered (0: never). *why: what the failure named says about the
  * group (a shard that does not load, a request's run stopped mid-group, anything else). */
-/* How a group's generation ended, for the restart decision. */
-typedef enum {
-    GROUP_FAILED = 0, /* restart with backoff, counted */
-    GROUP_REFUSED,    /* a shard does not load as given (SS_AGENT_EXIT_SHARD): do not restart */
-    GROUP_CUT,        /* a request's run was stopped (SS_AGENT_EXIT_REQUEST): restart at once */
-} group_end;
-
 static ss_status *run_group(const ss_launcher_options *opt, const meta_info *mi, const int *ranks,
                             int n, pid_t *pids, ss_liveness *live, sigset_t *set, int generation,
                             bool *signalled, uint64_t *up_ns, group_end *why)
@@ -719,8 +756,9 @@ ss_status *ss_launcher_run(const ss_launcher_options *opt)
             ss_rank_config_free(&rc);
         }
     }
-    if (!st && mpi) st = run_mpi(opt, mi);
-    if (st || mpi) {
+    mpi_job job = {0};
+    if (!st && mpi) st = mpi_job_prepare(opt, mi, &job);
+    if (st) {
         free(mi), free(ranks), free(pids);
         return st;
     }
@@ -730,19 +768,24 @@ ss_status *ss_launcher_run(const ss_launcher_options *opt)
     sigaddset(&set, SIGTERM);
     sigaddset(&set, SIGCHLD);
     sigprocmask(SIG_BLOCK, &set, &old);
-    /* the segments of launchers killed before they could remove theirs */
-    ss_comm_shm_remove_abandoned("agents-");
-    ss_liveness *live = ss_liveness_create(n);
-    if (!live)
-        SS_WARN("no liveness page (memfd: %s): a hung agent is left to the worker to notice",
-                strerror(errno));
+    ss_liveness *live = NULL;
+    if (!mpi) { /* under mpirun the ranks are not our children: no liveness page, no segments */
+        /* the segments of launchers killed before they could remove theirs */
+        ss_comm_shm_remove_abandoned("agents-");
+        live = ss_liveness_create(n);
+        if (!live)
+            SS_WARN("no liveness page (memfd: %s): a hung agent is left to the worker to notice",
+                    strerror(errno));
+    }
     int max_tries = opt->max_restarts > 0 ? opt->max_restarts : 5;
     int backoff = opt->backoff_ms > 0 ? opt->backoff_ms : 500;
     for (int generation = 0, tries = 0;; generation++) {
         uint64_t started = ss_now_ns(), up = 0;
         bool signalled = false;
         group_end why = GROUP_FAILED;
-        st = run_group(opt, mi, ranks, n, pids, live, &set, generation, &signalled, &up, &why);
+        st =
+            mpi ? run_mpi_group(opt, mi, &job, &set, generation, &signalled, &up, &why)
+                : run_group(opt, mi, ranks, n, pids, live, &set, generation, &signalled, &up, &why);
         if (!st || signalled || opt->restart == SS_RESTART_NEVER) break;
         /* the request's doing, not the group's (which came up and served): not a failure in a
          * row, and no backoff; unless a signal to stop came meanwhile */
@@ -791,6 +834,7 @@ ss_status *ss_launcher_run(const ss_launcher_options *opt)
     }
     sigprocmask(SIG_SETMASK, &old, NULL);
     ss_liveness_free(live);
+    mpi_job_free(&job);
     free(mi), free(ranks), free(pids);
     return st;
 }

@@ -43,7 +43,8 @@ static const char agents_usage[] =
     "                    of the whole rank table, in rank order, at paths valid on every host)\n"
     "  --group-configs   one group_config.json per model file (default: next to each model)\n"
     "  --comm mpi        start every rank on every rank-table host through one mpirun (extra\n"
-    "                    mpirun arguments from SHARDSERVE_MPIRUN_ARGS, split at spaces)\n";
+    "                    mpirun arguments from SHARDSERVE_MPIRUN_ARGS, split at spaces); when\n"
+    "                    mpirun fails, --restart starts the whole job again\n";
 
 /* Split "a,b,c" in place into up to cap pointers. */
 static int split_list(char *s, const char **out, int cap)
@@ -57,15 +58,17 @@ static int split_list(char *s, const char **out, int cap)
 int cli_read_secret(const char *path, char **secret, size_t *len);
 
 /* An agent's exit status tells its launcher what happened: 0 an orderly end, 75 (EX_TEMPFAIL)
- * the worker went away or broke up the group (start again), 1 anything else. */
-static int agent_exit_code(ss_status *st, bool shard_refused, bool left_at_deadline)
+ * the worker went away or broke up the group (start again), 76 it left its group at a request's
+ * time limit (start again at once), 78 its shard does not load (do not), 1 anything else. */
+static int agent_exit_code(const char *cmd, ss_status *st, bool shard_refused,
+                           bool left_at_deadline)
 {
     if (!st) return 0;
     int code = shard_refused                    ? SS_AGENT_EXIT_SHARD
                : left_at_deadline               ? SS_AGENT_EXIT_REQUEST
                : st->code == SS_ERR_UNAVAILABLE ? 75
                                                 : 1;
-    cli_fail("agent", st);
+    cli_fail(cmd, st);
     return code;
 }
 
@@ -247,6 +250,7 @@ static int child_secret(size_t *len, char **secret)
     }
     if (access(path, F_OK) != 0)
         return agent_exit_code(
+            "agent",
             ss_errf(SS_ERR_UNAVAILABLE, "no link secret at %s after 60 s: its serve is away", path),
             false, false);
     return cli_read_secret(path, secret, len);
@@ -284,7 +288,7 @@ int cmd_agent_rank(int argc, char **argv)
     o.left_at_deadline = &cut;
     ss_status *st = ss_agent_run(&o);
     free(secret);
-    return agent_exit_code(st, refused, cut);
+    return agent_exit_code("agent", st, refused, cut);
 }
 
 /* shardserve agent-rank-mpi WORKER COMM_TIMEOUT_MS CONNECT_TIMEOUT_MS WITH_BATCH N_NO_BATCH
@@ -329,8 +333,12 @@ int cmd_agent_rank_mpi(int argc, char **argv)
     char tag[32];
     snprintf(tag, sizeof tag, "agent rank %ld", rank);
     ss_log_set_tag(tag);
+    bool refused = false, cut = false;
+    o.shard_refused = &refused;
+    o.left_at_deadline = &cut;
     ss_status *st = ss_agent_run(&o);
     free(secret);
     if (st) st = ss_status_wrap(st, "rank %ld (%s)", rank, files[0]);
-    return st ? cli_fail("agent-rank-mpi", st) : 0;
+    /* mpirun exits with the lowest failing rank's status: the launcher reads it as an agent's */
+    return agent_exit_code("agent-rank-mpi", st, refused, cut);
 }

@@ -12,9 +12,15 @@ length is an input.
 - a window of 2^25 floats (128 MiB) under SHARDSERVE_RANK_RUN_MB=64 is refused with an error
   naming the limit and the node, and the next request is answered.
 
-Usage: test_run_bounds.py; prints ok/FAIL per case and "N passed, N failed"."""
+With --mpi, the same 2 ranks run under one mpirun (`agents --comm mpi`, MPI restricted to
+loopback): the endless requests restart the whole job at once, uncounted (mpirun exits with the
+status of the rank that left, 76), and a rank SIGKILLed afterwards restarts it as a failure
+(counted: try 1 of 1), after which the group answers again.
+
+Usage: test_run_bounds.py [--mpi] [case...]; prints ok/FAIL per case and "N passed, N failed"."""
 
 import os
+import signal
 import sys
 import time
 
@@ -132,7 +138,38 @@ def test_split_huge_window():
     huge_window()
 
 
-def serve(c, ranks, tag):
+def mpi_ranks():
+    """pids of the agent-rank-mpi processes (mpirun's children) of this test's launcher."""
+    out = []
+    for pid in os.listdir("/proc"):
+        try:
+            with open("/proc/%s/cmdline" % pid, "rb") as f:
+                args = f.read().split(b"\0")
+            if args[1:2] == [b"agent-rank-mpi"] and any(C.dir.encode() in a for a in args):
+                out.append(int(pid))
+        except (OSError, ValueError):
+            pass
+    return out
+
+
+def test_mpi_rank_killed():
+    ranks = mpi_ranks()
+    assert len(ranks) == 2, "agent-rank-mpi processes: %s" % ranks
+    os.kill(ranks[1], signal.SIGKILL)
+    deadline = time.time() + 30 * SLOW
+    while "restarting the group in" not in C.log(C.agent_procs):
+        assert time.time() < deadline, "no restart after SIGKILL:\n" + C.log(C.agent_procs)[-3000:]
+        assert C.agent_procs.poll() is None, "agents exited:\n" + C.log(C.agent_procs)[-3000:]
+        time.sleep(0.1)
+    wait_ready(60 * SLOW)
+    assert_answers(2 * SLOW)
+    log = C.log(C.agent_procs)
+    assert "(try 1 of 1)" in log, log[-3000:]
+    assert "giving up" not in log and C.agent_procs.poll() is None, log[-3000:]
+    print("    rank 1 (pid %d) killed: mpirun started again (try 1 of 1), answered again" % ranks[1])
+
+
+def serve(c, ranks, tag, comm="shm"):
     global C
     C = c
     model = os.path.join(c.dir, "bounds.onnx")
@@ -143,18 +180,32 @@ def serve(c, ranks, tag):
     table = c.write_rank_table(ranks)
     c.serve([("bounds", 1, table)], wait_agents=60,
             extra=("--request-timeout-ms", str(TIMEOUT_MS)))
-    c.agent_procs = c.agents(c.worker_addresses["bounds"][0], models, extra=("--max-restarts", "1"),
-                             env={"SHARDSERVE_RANK_RUN_MB": str(RUN_MB)}, log="agents-%s.log" % tag)
+    env = {"SHARDSERVE_RANK_RUN_MB": str(RUN_MB)}
+    if comm == "mpi":  # loopback only; Open MPI's session files in the test's folder
+        ompi = os.path.join(c.dir, "ompi")
+        os.makedirs(ompi)
+        env["SHARDSERVE_MPIRUN_ARGS"] = (
+            "--mca btl self,vader,tcp --mca btl_tcp_if_include lo --mca oob_tcp_if_include lo "
+            "--mca orte_tmpdir_base %s --mca btl_vader_backing_directory %s -x SHARDSERVE_RANK_RUN_MB"
+            % (ompi, ompi))
+    c.agent_procs = c.agents(c.worker_addresses["bounds"][0], models,
+                             extra=("--max-restarts", "1", "--comm", comm), env=env,
+                             log="agents-%s.log" % tag)
     c.wait_ready(1)
 
 
 def main():
+    args = sys.argv[1:]
+    configs = ((1, "shm", [test_whole_endless_loop, test_whole_huge_window]),
+               (2, "shm", [test_split_endless_loop, test_split_huge_window]))
+    if "--mpi" in args:
+        args.remove("--mpi")
+        configs = ((2, "mpi", [test_split_endless_loop, test_split_huge_window, test_mpi_rank_killed]),)
     status = 0
-    for ranks, cases in ((1, [test_whole_endless_loop, test_whole_huge_window]),
-                         (2, [test_split_endless_loop, test_split_huge_window])):
+    for ranks, comm, cases in configs:
         with Cluster() as c:
-            serve(c, ranks, "r%d" % ranks)
-            status |= run_cases(cases, sys.argv[1:])
+            serve(c, ranks, "r%d-%s" % (ranks, comm), comm)
+            status |= run_cases(cases, args)
     return status
 
 

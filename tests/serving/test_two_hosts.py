@@ -14,7 +14,8 @@ session folders and shared-memory files by hostname); btl/oob are restricted to 
 
 Checked: the Python client (run in the server namespace) gets y all -48; ranks 0-3 run in A and
 4-7 in B (read from each rank's OMPI_COMM_WORLD_RANK); bytes crossed A's veth and A's ranks hold
-TCP connections to B; a wrong model-file count and a failing mpirun are refused with clear errors;
+TCP connections to B; a wrong model-file count is refused with a clear error, a failing mpirun is
+started again by --restart, then given up on naming mpirun;
 SIGTERM to the launcher stops every rank (exit 0); the agents exit when the worker is killed; an
 interleaved group_list rank table (A: 0,1,4,5, B: 2,3,6,7) places every rank on its own host, and
 SIGINT stops it. Whatever happens, every process this test started is killed and the namespaces are
@@ -287,9 +288,9 @@ def start_serve(t, rt, n):
     return p
 
 
-def start_agents(t, models, env, log):
+def start_agents(t, models, env, log, extra=()):
     return t.spawn(NS_SERVER, [SHARDSERVE, "agents", "--comm", "mpi", "--distributed-address", WORKER,
-                               "--model-files", ",".join(models)], log, env=env)
+                               "--model-files", ",".join(models)] + list(extra), log, env=env)
 
 
 CLIENT = """
@@ -337,13 +338,18 @@ def run(t):
         raise Failed("4 model files for 8 ranks: exit %d\n%s" % (rc, t.log(a)))
     print("ok   4 model files for 8 ranks refused: %s" % t.log(a).strip().splitlines()[-1], flush=True)
 
-    # 2. mpirun failing (its remote shell fails) makes the launcher fail, naming mpirun
+    # 2. mpirun failing (its remote shell fails) is restarted by --restart, then fails the launcher,
+    #    naming mpirun
     a = start_agents(t, models, {"SHARDSERVE_MPIRUN_ARGS": mpirun_args.replace(
-        os.path.join(t.work, "rsh.sh"), "/bin/false")}, "agents-badrsh.log")
+        os.path.join(t.work, "rsh.sh"), "/bin/false")}, "agents-badrsh.log",
+        ("--max-restarts", "1", "--restart-backoff-ms", "100"))
     rc = t.wait_exit(a, 90)
-    if rc == 0 or not re.search(r"mpirun \(pid \d+\) exited with status", t.log(a)):
+    if (rc == 0 or not re.search(r"mpirun \(pid \d+\) exited with status", t.log(a))
+            or "restarting the group in 100 ms (try 1 of 1)" not in t.log(a)
+            or "giving up after 1 restarts in a row" not in t.log(a)):
         raise Failed("mpirun failing: launcher exit %d\n%s" % (rc, t.log(a)))
-    print("ok   a failing mpirun fails the launcher: %s" % t.log(a).strip().splitlines()[-1], flush=True)
+    print("ok   a failing mpirun is started again, then fails the launcher: %s"
+          % t.log(a).strip().splitlines()[-1], flush=True)
     t.wait_hosts_empty()
 
     # 3. the seed example through 8 ranks on two hosts
@@ -376,8 +382,9 @@ def run(t):
     t.wait_hosts_empty()
     print("ok   SIGTERM to the launcher: exit 0, nothing left in the host namespaces", flush=True)
 
-    # 5. the agents exit when the worker goes away (server SIGKILLed)
-    agents = start_agents(t, models, env, "agents-2.log")
+    # 5. the agents exit when the worker goes away (server SIGKILLed); with --restart never, so
+    #    does the launcher
+    agents = start_agents(t, models, env, "agents-2.log", ("--restart", "never"))
     deadline = time.time() + 120
     while True:  # the worker printed "is ready" once; now it is ready again when a request succeeds
         try:
