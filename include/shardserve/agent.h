@@ -50,11 +50,12 @@ typedef struct {
  * SS_ERR_UNSUPPORTED, SS_ERR_LIMIT): loading them again gives the same error. */
 bool ss_rank_load_refused(const ss_status *st);
 
-/* A rank's default bound on one run's memory: SHARDSERVE_RANK_RUN_MB when set (MiB, >= 1), else
- * half the memory the process may use (ss_usable_memory) shared by the ranks on this host
- * (`local_ranks`), so that requests asking for more than the host holds are refused, not met by
- * the OOM killer. */
-size_t ss_rank_run_bytes(int local_ranks);
+/* A rank's default bound on one run's memory: SHARDSERVE_RANK_RUN_MB when set (MiB, >= 1; any
+ * other value is warned about and ignored), else half the memory the process may use
+ * (ss_usable_memory) shared by the ranks on this host (`local_ranks`), so that requests asking for
+ * more than the host holds are refused, not met by the OOM killer. *source (optional) says which.
+ */
+size_t ss_rank_run_bytes(int local_ranks, const char **source);
 
 typedef struct ss_rank ss_rank;
 

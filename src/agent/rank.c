@@ -167,11 +167,21 @@ bool ss_rank_load_refused(const ss_status *st)
                   st->code == SS_ERR_LIMIT);
 }
 
-size_t ss_rank_run_bytes(int local_ranks)
+size_t ss_rank_run_bytes(int local_ranks, const char **source)
 {
     const char *user = getenv("SHARDSERVE_RANK_RUN_MB");
-    long mb = user ? strtol(user, NULL, 10) : 0;
-    if (mb >= 1 && mb <= (1L << 30)) return (size_t)mb << 20;
+    char *end = NULL;
+    long mb = user ? strtol(user, &end, 10) : 0;
+    if (user && end != user && !*end && mb >= 1 && mb <= (1L << 30)) {
+        if (source) *source = "SHARDSERVE_RANK_RUN_MB";
+        return (size_t)mb << 20;
+    }
+    if (user)
+        SS_WARN("SHARDSERVE_RANK_RUN_MB='%s' is not a size in MiB (1..%ld): using the default",
+                user, 1L << 30);
+    if (source)
+        *source = local_ranks > 1 ? "half the usable memory, shared by this host's ranks"
+                                  : "half the usable memory";
     uint64_t usable = ss_usable_memory();
     return (size_t)(usable / 2 / (uint64_t)(local_ranks > 0 ? local_ranks : 1));
 }
@@ -235,12 +245,10 @@ ss_status *ss_rank_open(const char *config_path, const ss_rank_options *opt, ss_
                              .kv_cache_bytes = opt->kv_cache_bytes,
                              .max_run_bytes = opt->max_run_bytes};
     if (!st && !so.max_run_bytes) {
-        int local = local_ranks(opt, r->cfg.rank_size);
-        so.max_run_bytes = ss_rank_run_bytes(local);
+        const char *source = "";
+        so.max_run_bytes = ss_rank_run_bytes(local_ranks(opt, r->cfg.rank_size), &source);
         SS_INFO("rank %d: one run may take up to %zu MiB (%s)", r->cfg.rank, so.max_run_bytes >> 20,
-                getenv("SHARDSERVE_RANK_RUN_MB") ? "SHARDSERVE_RANK_RUN_MB"
-                : local > 1 ? "half the usable memory, shared by this host's ranks"
-                            : "half the usable memory");
+                source);
     }
     if (!st) {
         st = ss_session_create(model, &so, &r->session);

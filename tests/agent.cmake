@@ -1,0 +1,5 @@
+# agent: unit tests of what a rank works out before it serves.
+# The bound on one run's memory: SHARDSERVE_RANK_RUN_MB parsed strictly, else half the usable
+# memory over the host's ranks, and where the value came from.
+ss_add_c_test(test_agent_run_bytes ${SS_TEST_DIR}/test_agent_run_bytes.c)
+target_link_libraries(test_agent_run_bytes ss_agent)
