@@ -86,6 +86,13 @@ const char *ss_comm_backend_name(ss_comm_backend backend);
 /* "shm" / "mpi" (case-insensitive) into *out; false if unknown. */
 bool ss_comm_backend_parse(const char *s, ss_comm_backend *out);
 
+/* Ends a process of an MPI job that fails (code != 0) so that mpirun reports that code at once:
+ * MPI_Abort when `abort_job` (every rank of the job is ended and mpirun exits with `code`, whatever
+ * lower ranks do meanwhile), else an exit that skips MPI_Finalize (which would wait for the ranks
+ * still running); mpirun then ends the job, exiting with the lowest failing rank's status. A
+ * process where MPI is not running just exits with `code`. Never returns. */
+_Noreturn void ss_comm_mpi_exit(int code, bool abort_job);
+
 /* Join the communicator; blocks until every rank has joined (bounded by join_timeout_ms). */
 ss_status *ss_comm_create(const ss_comm_config *cfg, ss_comm **out);
 /* Leave and free. Never blocks on peers. NULL is fine. */

@@ -255,6 +255,7 @@ typedef enum {
     GROUP_FAILED = 0, /* restart with backoff, counted */
     GROUP_REFUSED,    /* a shard does not load as given (SS_AGENT_EXIT_SHARD): do not restart */
     GROUP_CUT,        /* a request's run was stopped (SS_AGENT_EXIT_REQUEST): restart at once */
+    GROUP_NO_COMMAND, /* mpirun (or the rank's program under it) cannot be run: do not restart */
 } group_end;
 
 /* ------------------------------------------------------------------ mpi: every rank via mpirun */
@@ -424,12 +425,17 @@ static ss_status *mpi_job_prepare(const ss_launcher_options *opt, const meta_inf
  * exits with the status of the lowest world rank that failed (its man page, "Exit status"), and
  * ranks it stops on the way out end in order (0): so that status is an agent's (agent_exit_code),
  * read as run_group reads its children's. */
-static ss_status *run_mpi_group(const ss_launcher_options *opt, const meta_info *mi,
-                                const mpi_job *job, sigset_t *set, int generation, bool *signalled,
-                                uint64_t *up_ns, group_end *why)
+static ss_status *run_mpi_group(const ss_launcher_options *opt, const meta_info *mi, mpi_job *job,
+                                sigset_t *set, int generation, bool *signalled, uint64_t *up_ns,
+                                group_end *why)
 {
     *up_ns = 0;
     *why = GROUP_FAILED;
+    if (access(job->hostfile, R_OK) != 0) { /* removed under a long-lived launcher: write anew */
+        bool sequential;
+        ss_status *st = write_hostfile(mi, job->hostfile, sizeof job->hostfile, &sequential);
+        if (st) return st;
+    }
     fflush(NULL);
     pid_t pid = spawn_mpirun(opt, job->argv);
     if (pid < 0) return ss_errf(SS_ERR_IO, "fork for mpirun: %s", strerror(errno));
@@ -477,6 +483,13 @@ static ss_status *run_mpi_group(const ss_launcher_options *opt, const meta_info 
         return ss_errf(SS_ERR_LIMIT,
                        "a rank stopped a request's run at its time limit and left the group (the "
                        "other ranks may be at another point of it); mpirun (pid %d) %s",
+                       (int)pid, how);
+    }
+    if (code == 126 || code == 127) { /* the shell's "cannot execute" / "not found" */
+        *why = GROUP_NO_COMMAND;
+        return ss_errf(SS_ERR_UNAVAILABLE,
+                       "mpirun (pid %d) %s: mpirun or the ranks' program could not be run (the "
+                       "error is above)",
                        (int)pid, how);
     }
     if (code == SS_AGENT_EXIT_SHARD) {
@@ -801,12 +814,12 @@ ss_status *ss_launcher_run(const ss_launcher_options *opt)
             if (sig == SIGINT || sig == SIGTERM) break; /* stopped meanwhile: an orderly end */
             continue;
         }
-        if (why == GROUP_REFUSED) { /* a restart would load the same files: fail now, not after 15 s
-                                       of tries */
-            ss_status *why = st;
-            st = ss_errf(why->code, "%s; not restarting the group: it would load the same files",
-                         why->msg);
-            ss_status_free(why);
+        if (why == GROUP_REFUSED || why == GROUP_NO_COMMAND) {
+            /* a restart would meet the same files: fail now, not after 15 s of tries */
+            ss_status *cause = st;
+            st = ss_errf(cause->code, "%s; not restarting the group: it would %s", cause->msg,
+                         why == GROUP_REFUSED ? "load the same files" : "fail the same way");
+            ss_status_free(cause);
             break;
         }
         /* a group that came up and served a while recovered: a later failure is a new one, with

@@ -32,9 +32,11 @@ static const char agents_usage[] =
     "                    group and start it again (backoff doubling from --restart-backoff-ms "
     "500,\n"
     "                    at most --max-restarts 5 in a row; a group that registered and ran\n"
-    "                    10 s counts as recovered); never: stop and exit non-zero. A rank whose\n"
-    "                    shard does not load as given (bad or unsupported model or config) stops\n"
-    "                    the launcher at once under either policy: a restart loads the same files\n"
+    "                    10 s counts as recovered, under --comm mpi one that ran 60 s); never:\n"
+    "                    stop and exit non-zero. A rank that left its group at a request's time\n"
+    "                    limit restarts it at once, uncounted; a rank whose shard does not load\n"
+    "                    as given (bad or unsupported model or config) stops the launcher at once\n"
+    "                    under either policy: a restart loads the same files\n"
     "  --heartbeat-timeout-ms  a local rank that has read nothing from the worker this long\n"
     "                    (stopped, deadlocked) is killed and its group handled as if it had died\n"
     "                    (default: serve's --heartbeat-timeout-ms from the worker, plus half, at "
@@ -339,6 +341,12 @@ int cmd_agent_rank_mpi(int argc, char **argv)
     ss_status *st = ss_agent_run(&o);
     free(secret);
     if (st) st = ss_status_wrap(st, "rank %ld (%s)", rank, files[0]);
-    /* mpirun exits with the lowest failing rank's status: the launcher reads it as an agent's */
-    return agent_exit_code("agent-rank-mpi", st, refused, cut);
+    /* mpirun's exit status is what the launcher reads as an agent's: a failing rank skips
+     * MPI_Finalize (it would wait for the ranks still serving), and a rank whose status decides
+     * what the launcher does (left at a time limit: restart at once; shard refused: stop) aborts
+     * the job with it, so that another rank's status (one the worker released meanwhile, 75)
+     * cannot take its place */
+    int code = agent_exit_code("agent-rank-mpi", st, refused, cut);
+    if (code) ss_comm_mpi_exit(code, code == SS_AGENT_EXIT_REQUEST || code == SS_AGENT_EXIT_SHARD);
+    return 0;
 }

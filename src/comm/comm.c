@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <unistd.h>
 
 #define DEFAULT_TIMEOUT_MS 5000
 
@@ -21,6 +22,15 @@ bool ss_comm_backend_available(ss_comm_backend backend)
 #endif
     return false;
 }
+
+#ifndef SS_HAVE_MPI
+_Noreturn void ss_comm_mpi_exit(int code, bool abort_job)
+{
+    (void)abort_job;
+    fflush(NULL);
+    _exit(code);
+}
+#endif
 
 const char *ss_comm_backend_name(ss_comm_backend backend)
 {

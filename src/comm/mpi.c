@@ -39,6 +39,16 @@ static void finalize_at_exit(void)
     if (!fin && !any_failed) MPI_Finalize();
 }
 
+_Noreturn void ss_comm_mpi_exit(int code, bool abort_job)
+{
+    fflush(NULL);
+    int inited = 0, fin = 0;
+    MPI_Initialized(&inited);
+    MPI_Finalized(&fin);
+    if (inited && !fin && abort_job) MPI_Abort(MPI_COMM_WORLD, code);
+    _exit(code); /* not exit(): finalize_at_exit would wait in MPI_Finalize for the running ranks */
+}
+
 static void f16_sum_fn(void *in, void *inout, int *len, MPI_Datatype *dt)
 {
     const uint16_t *a = in;

@@ -15,7 +15,9 @@ length is an input.
 With --mpi, the same 2 ranks run under one mpirun (`agents --comm mpi`, MPI restricted to
 loopback): the endless requests restart the whole job at once, uncounted (mpirun exits with the
 status of the rank that left, 76), and a rank SIGKILLed afterwards restarts it as a failure
-(counted: try 1 of 1), after which the group answers again.
+(counted: try 1 of 1), after which the group answers again. Last, with rank 1's model file made
+garbage, a new launcher stops at once (78: not restarting), although rank 0 loaded and serves;
+and so does one that cannot run mpirun (not on PATH: 127).
 
 Usage: test_run_bounds.py [--mpi] [case...]; prints ok/FAIL per case and "N passed, N failed"."""
 
@@ -169,6 +171,36 @@ def test_mpi_rank_killed():
     print("    rank 1 (pid %d) killed: mpirun started again (try 1 of 1), answered again" % ranks[1])
 
 
+def test_mpi_bad_shard():
+    """Rank 1's shard does not load (its model file is garbage): the launcher stops at once,
+    not after --max-restarts tries, and not waiting on rank 0, which loaded and registered."""
+    C.agent_procs.send_signal(signal.SIGTERM)
+    assert C.agent_procs.wait(timeout=30 * SLOW) == 0, C.log(C.agent_procs)[-3000:]
+    with open(C.models[1], "wb") as f:
+        f.write(b"not an onnx model")
+    t0 = time.time()
+    a = C.agents(C.worker_addresses["bounds"][0], C.models, extra=("--comm", "mpi"),
+                 env=C.agent_env, log="agents-bad-shard.log")
+    rc = a.wait(timeout=60 * SLOW)
+    log = C.log(a)
+    assert rc != 0 and "not restarting the group" in log and "could not load its shard" in log, \
+        "exit %d:\n%s" % (rc, log[-3000:])
+    assert "restarting the group in" not in log, log[-3000:]
+    print("    launcher exit %d after %.1f s: %s" % (rc, time.time() - t0, log.strip().splitlines()[-1]))
+
+
+def test_mpi_not_found():
+    """mpirun not on PATH: the launcher stops at once, not after --max-restarts tries."""
+    a = C.agents(C.worker_addresses["bounds"][0], C.models, extra=("--comm", "mpi"),
+                 env=dict(C.agent_env, PATH="/nonexistent"), log="agents-no-mpirun.log")
+    rc = a.wait(timeout=30 * SLOW)
+    log = C.log(a)
+    assert rc != 0 and "cannot run mpirun" in log and "not restarting the group" in log, \
+        "exit %d:\n%s" % (rc, log[-3000:])
+    assert "restarting the group in" not in log, log[-3000:]
+    print("    launcher exit %d: %s" % (rc, log.strip().splitlines()[-1]))
+
+
 def serve(c, ranks, tag, comm="shm"):
     global C
     C = c
@@ -188,6 +220,7 @@ def serve(c, ranks, tag, comm="shm"):
             "--mca btl self,vader,tcp --mca btl_tcp_if_include lo --mca oob_tcp_if_include lo "
             "--mca orte_tmpdir_base %s --mca btl_vader_backing_directory %s -x SHARDSERVE_RANK_RUN_MB"
             % (ompi, ompi))
+    c.models, c.agent_env = models, env
     c.agent_procs = c.agents(c.worker_addresses["bounds"][0], models,
                              extra=("--max-restarts", "1", "--comm", comm), env=env,
                              log="agents-%s.log" % tag)
@@ -200,7 +233,8 @@ def main():
                (2, "shm", [test_split_endless_loop, test_split_huge_window]))
     if "--mpi" in args:
         args.remove("--mpi")
-        configs = ((2, "mpi", [test_split_endless_loop, test_split_huge_window, test_mpi_rank_killed]),)
+        configs = ((2, "mpi", [test_split_endless_loop, test_split_huge_window, test_mpi_rank_killed,
+                                 test_mpi_bad_shard, test_mpi_not_found]),)
     status = 0
     for ranks, comm, cases in configs:
         with Cluster() as c:
