@@ -224,7 +224,10 @@ endif()
 
 # Generation served over MPI across two network-namespace hosts (test_gen_two_hosts.py): the
 # vocab-131 models sharded with --kv-pool over 2 and 4 ranks, half on each host, and 16 ranks in
-# 2 pipeline stages, one stage per host; greedy through gRPC and REST equals PyTorch. Exit 77 (skipped) where network namespaces cannot be made.
+# 2 pipeline stages, one stage per host; greedy through gRPC and REST equals PyTorch. The 2-rank
+# group also loses its host-B rank mid-generation: the request fails at once naming it, the
+# launcher starts mpirun again and greedy equals PyTorch again. Exit 77 (skipped) where network
+# namespaces cannot be made.
 if(TARGET shardserve AND SS_COMM_HAVE_MPI)
   foreach(family gpt2 llama)
     add_test(NAME gen_two_hosts_${family}

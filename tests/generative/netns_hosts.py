@@ -73,15 +73,15 @@ def mpirun_args(t, cgroups=None):
             % (rsh, th.SUBNET, th.SUBNET, ompi, ompi))
 
 
-def start(t, name, table, models, args, tag, wait_agents=0, env=None):
-    """serve + one `agents --comm mpi` (with env added) in the server namespace; returns
-    (serve, agents)."""
+def start(t, name, table, models, args, tag, wait_agents=0, env=None, restart="never"):
+    """serve + one `agents --comm mpi --restart RESTART` (with env added) in the server namespace;
+    returns (serve, agents)."""
     serve = t.spawn(NS_SERVER, [th.SHARDSERVE, "serve", "--servable-dir", os.path.join(t.work, "servables"),
                                 "--servable", name, "--version", "1", "--rank-table", table,
                                 "--distributed-address", th.WORKER, "--wait-agents", str(wait_agents),
                                 "--grpc", th.GRPC, "--rest", th.IP_SERVER + ":1500"], "serve-%s.log" % tag)
     t.wait_log(serve, r"Serving gRPC server start success")
-    agents = t.spawn(NS_SERVER, [th.SHARDSERVE, "agents", "--comm", "mpi", "--restart", "never",
+    agents = t.spawn(NS_SERVER, [th.SHARDSERVE, "agents", "--comm", "mpi", "--restart", restart,
                                  "--distributed-address", th.WORKER, "--model-files", ",".join(models)],
                      "agents-%s.log" % tag, env=dict(env or {}, SHARDSERVE_MPIRUN_ARGS=args))
     return serve, agents
@@ -122,6 +122,16 @@ def generate(t, name, prompt, steps, timeout=300):
     if r.returncode != 0:
         raise Failed("client: exit %d\n%s%s%s" % (r.returncode, r.stdout, r.stderr, t.all_logs()))
     return json.loads(r.stdout.strip().splitlines()[-1])
+
+
+def metric(name, state):
+    """One series of serve's /metrics (REST, from the server namespace), or -1."""
+    r = subprocess.run(["ip", "netns", "exec", NS_SERVER, "curl", "-s", "--noproxy", "*", "-m", "5",
+                        "http://%s:1500/metrics" % th.IP_SERVER], capture_output=True, text=True, timeout=30)
+    for line in r.stdout.splitlines():
+        if line.startswith(name + "{") and 'state="%s"' % state in line:
+            return float(line.split()[-1])
+    return -1
 
 
 def stop(t, *procs):

@@ -14,9 +14,17 @@ pipelined servable on one server, so a pipeline over two hosts needs 8 ranks per
 rank's OMPI_COMM_WORLD_RANK); bytes crossed A's veth during generation. Exit 77 only when network
 namespaces cannot be made here.
 
+The 2-rank split runs under `agents --restart on-failure`; after its check, the rank on host B is
+stopped, a generation is admitted (it waits on that rank), and the rank is SIGKILLed: the
+generation fails within seconds naming the lost rank (not at the 5 s comm timeout or the request
+timeout), mpirun is started again by the launcher, the ranks register on both hosts again and the
+next generation equals PyTorch.
+
 Usage: test_gen_two_hosts.py CASE_DIR"""
 
 import os
+import signal
+import subprocess
 import sys
 import time
 
@@ -29,13 +37,64 @@ PROMPT = np.load(os.path.join(CASE, "prompt.npy"))
 REF = [int(x) for x in np.load(os.path.join(CASE, "ref_tokens.npy"))]
 
 
-def one_split(t, ranks, stages):
+def rank_lost(t, serve, agents):
+    """Rank 1 (host B) SIGKILLed while a generation waits on it; the job restarts and serves."""
+    victim = [pid for pid, cmd in t.host_processes()[nh.NS_B] if " agent-rank-mpi " in cmd
+              and not cmd.startswith("sh ")]
+    if len(victim) != 1:
+        raise nh.Failed("rank processes on %s: %s" % (nh.NS_B, victim))
+    victim = victim[0]
+    os.kill(victim, signal.SIGSTOP)
+    env = dict(os.environ, PYTHONPATH=os.path.join(nh.th.ROOT, "python"), no_proxy="*", http_proxy="",
+               https_proxy="")
+    client = subprocess.Popen(["ip", "netns", "exec", nh.NS_SERVER, nh.th.PY, "-c", ONE_GRPC, "gen",
+                               ",".join(str(int(x)) for x in PROMPT), str(len(REF)), nh.th.GRPC],
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    try:
+        deadline = time.time() + 30
+        while nh.metric("shardserve_sequences", "running") < 1:
+            if time.time() > deadline or client.poll() is not None:
+                raise nh.Failed("the generation never ran (client exit %s)" % client.poll())
+            time.sleep(0.05)
+        t_kill = time.time()
+        os.kill(victim, signal.SIGKILL)
+        out = client.communicate(timeout=60)[0]
+    finally:
+        if client.poll() is None:
+            client.kill()
+            client.wait()
+    took = time.time() - t_kill
+    if "error" not in out or "pid %d" % victim not in out or took > 4:
+        raise nh.Failed("after rank 1 (pid %d) was killed, %.1f s: %s\n%s" % (victim, took, out, t.all_logs()))
+    t.wait_log(agents, r"restarting the group in", timeout=60)
+    t.wait_log(serve, r"all 2 ranks registered, ready", timeout=180, count=2)
+    got = nh.generate(t, "gen", PROMPT, len(REF))
+    if got["grpc"] != REF or got["rest"] != REF:
+        raise nh.Failed("after the restart: %s\nwant %s\n%s" % (got, REF, t.all_logs()))
+    print("ok   rank 1 on %s (pid %d) SIGKILLed while a generation waited on it: failed %.1f s later "
+          "(%s); mpirun started again, the next %d tokens equal PyTorch's"
+          % (nh.IP_B, victim, took, out.strip()[-160:], len(REF)), flush=True)
+
+
+ONE_GRPC = """
+import sys
+import numpy as np
+import shardserve_client as ssc
+inst = {"prompt": np.asarray([int(x) for x in sys.argv[2].split(",")], np.int64),
+        "max_tokens": np.int64(int(sys.argv[3])), "temperature": np.float32(0), "top_k": np.int64(0),
+        "seed": np.int64(0)}
+print(ssc.Client(sys.argv[4], sys.argv[1], "generate").infer([inst]))
+"""
+
+
+def one_split(t, ranks, stages, lose_a_rank=False):
     tag = "%dx%d" % (ranks, stages)
     models = nh.shard(t, os.path.join(CASE, "model.onnx"), ranks, stages, "model-" + tag, ("--kv-pool",))
     nh.servable(t, "gen", ranks, stages)
     half = ranks // 2
     table = nh.rank_table(t, [nh.IP_A] * half + [nh.IP_B] * half, "rank_table_%s.json" % tag)
-    serve, agents = nh.start(t, "gen", table, models, nh.mpirun_args(t), tag)
+    serve, agents = nh.start(t, "gen", table, models, nh.mpirun_args(t), tag,
+                             restart="on-failure" if lose_a_rank else "never")
     t.wait_log(serve, r" is ready", timeout=180)
     placement = nh.th.rank_placement(t)
     if placement != {nh.NS_A: list(range(half)), nh.NS_B: list(range(half, ranks))}:
@@ -55,11 +114,13 @@ def one_split(t, ranks, stages):
     print("ok   %d ranks in %d stage(s), ranks 0-%d on %s and %d-%d on %s over MPI: %d greedy tokens "
           "equal PyTorch's through gRPC and REST (%.1f s for both; %d bytes left A)"
           % (ranks, stages, half - 1, nh.IP_A, half, ranks - 1, nh.IP_B, len(REF), took, crossed), flush=True)
+    if lose_a_rank:
+        rank_lost(t, serve, agents)
     nh.stop(t, agents, serve)
 
 
 def run(t):
-    one_split(t, 2, 1)
+    one_split(t, 2, 1, lose_a_rank=True)
     one_split(t, 4, 1)
     one_split(t, 16, 2)
 
