@@ -422,9 +422,10 @@ static ss_status *mpi_job_prepare(const ss_launcher_options *opt, const meta_inf
 
 /* One generation of an mpi group: mpirun runs every rank until the job ends. SIGINT/SIGTERM (in
  * *set, blocked by the caller) are forwarded to mpirun (*signalled: then an orderly end). mpirun
- * exits with the status of the lowest world rank that failed (its man page, "Exit status"), and
- * ranks it stops on the way out end in order (0): so that status is an agent's (agent_exit_code),
- * read as run_group reads its children's. */
+ * exits with the status of the lowest world rank that failed (its man page, "Exit status"), ranks
+ * it stops on the way out end in order (0), and a rank whose status decides the restart (76, 78)
+ * ends the job with MPI_Abort, whose code mpirun exits with (ss_comm_mpi_exit): so that status is
+ * an agent's (agent_exit_code), read as run_group reads its children's. */
 static ss_status *run_mpi_group(const ss_launcher_options *opt, const meta_info *mi, mpi_job *job,
                                 sigset_t *set, int generation, bool *signalled, uint64_t *up_ns,
                                 group_end *why)
