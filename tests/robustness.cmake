@@ -39,7 +39,8 @@ add_test(NAME robustness_run_bounds COMMAND ${SS_PY} ${SS_TEST_DIR}/robustness/t
 set_tests_properties(robustness_run_bounds PROPERTIES ENVIRONMENT "${SS_ROB_ENV}" TIMEOUT 300
                      RUN_SERIAL TRUE LABELS robustness)
 # The split case under one mpirun (`agents --comm mpi`, loopback only): the endless requests
-# restart the job at once and uncounted, a SIGKILLed rank restarts it as a counted failure.
+# restart the job at once and uncounted, a SIGKILLed rank restarts it as a counted failure; a
+# garbage shard (78) and mpirun not on PATH (127) stop the launcher at once.
 if(SS_COMM_HAVE_MPI)
   add_test(NAME robustness_run_bounds_mpi
            COMMAND ${SS_PY} ${SS_TEST_DIR}/robustness/test_run_bounds.py --mpi)

@@ -73,17 +73,19 @@ def mpirun_args(t, cgroups=None):
             % (rsh, th.SUBNET, th.SUBNET, ompi, ompi))
 
 
-def start(t, name, table, models, args, tag, wait_agents=0, env=None, restart="never"):
+def start(t, name, table, models, args, tag, wait_agents=0, env=None, restart="never",
+          serve_extra=(), agents_extra=()):
     """serve + one `agents --comm mpi --restart RESTART` (with env added) in the server namespace;
     returns (serve, agents)."""
     serve = t.spawn(NS_SERVER, [th.SHARDSERVE, "serve", "--servable-dir", os.path.join(t.work, "servables"),
                                 "--servable", name, "--version", "1", "--rank-table", table,
                                 "--distributed-address", th.WORKER, "--wait-agents", str(wait_agents),
-                                "--grpc", th.GRPC, "--rest", th.IP_SERVER + ":1500"], "serve-%s.log" % tag)
+                                "--grpc", th.GRPC, "--rest", th.IP_SERVER + ":1500"] + list(serve_extra),
+                    "serve-%s.log" % tag)
     t.wait_log(serve, r"Serving gRPC server start success")
     agents = t.spawn(NS_SERVER, [th.SHARDSERVE, "agents", "--comm", "mpi", "--restart", restart,
-                                 "--distributed-address", th.WORKER, "--model-files", ",".join(models)],
-                     "agents-%s.log" % tag, env=dict(env or {}, SHARDSERVE_MPIRUN_ARGS=args))
+                                 "--distributed-address", th.WORKER, "--model-files", ",".join(models)]
+                     + list(agents_extra), "agents-%s.log" % tag, env=dict(env or {}, SHARDSERVE_MPIRUN_ARGS=args))
     return serve, agents
 
 

@@ -14,11 +14,11 @@ pipelined servable on one server, so a pipeline over two hosts needs 8 ranks per
 rank's OMPI_COMM_WORLD_RANK); bytes crossed A's veth during generation. Exit 77 only when network
 namespaces cannot be made here.
 
-The 2-rank split runs under `agents --restart on-failure`; after its check, the rank on host B is
-stopped, a generation is admitted (it waits on that rank), and the rank is SIGKILLed: the
-generation fails within seconds naming the lost rank (not at the 5 s comm timeout or the request
-timeout), mpirun is started again by the launcher, the ranks register on both hosts again and the
-next generation equals PyTorch.
+The 2-rank split runs under `agents --restart on-failure`, with the heartbeat and comm timeouts at
+30 s; after its check, the rank on host B is stopped, a generation is admitted (it waits on that
+rank), and the rank is SIGKILLed: the generation fails within 4 s naming the lost rank (so the kill
+was noticed, not a timeout), mpirun is started again by the launcher, the ranks register on both
+hosts again and the next generation equals PyTorch.
 
 Usage: test_gen_two_hosts.py CASE_DIR"""
 
@@ -44,13 +44,19 @@ def rank_lost(t, serve, agents):
     if len(victim) != 1:
         raise nh.Failed("rank processes on %s: %s" % (nh.NS_B, victim))
     victim = victim[0]
-    os.kill(victim, signal.SIGSTOP)
     env = dict(os.environ, PYTHONPATH=os.path.join(nh.th.ROOT, "python"), no_proxy="*", http_proxy="",
                https_proxy="")
     client = subprocess.Popen(["ip", "netns", "exec", nh.NS_SERVER, nh.th.PY, "-c", ONE_GRPC, "gen",
                                ",".join(str(int(x)) for x in PROMPT), str(len(REF)), nh.th.GRPC],
-                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                              text=True, env=env)
     try:
+        line = client.stdout.readline()  # imported and connected: the request goes out on a newline
+        if line.strip() != "ready":
+            raise nh.Failed("client: %s%s" % (line, client.communicate(timeout=30)[0]))
+        os.kill(victim, signal.SIGSTOP)
+        client.stdin.write("\n")
+        client.stdin.flush()
         deadline = time.time() + 30
         while nh.metric("shardserve_sequences", "running") < 1:
             if time.time() > deadline or client.poll() is not None:
@@ -58,7 +64,8 @@ def rank_lost(t, serve, agents):
             time.sleep(0.05)
         t_kill = time.time()
         os.kill(victim, signal.SIGKILL)
-        out = client.communicate(timeout=60)[0]
+        out = client.stdout.read()
+        client.wait(timeout=60)
     finally:
         if client.poll() is None:
             client.kill()
@@ -83,7 +90,10 @@ import shardserve_client as ssc
 inst = {"prompt": np.asarray([int(x) for x in sys.argv[2].split(",")], np.int64),
         "max_tokens": np.int64(int(sys.argv[3])), "temperature": np.float32(0), "top_k": np.int64(0),
         "seed": np.int64(0)}
-print(ssc.Client(sys.argv[4], sys.argv[1], "generate").infer([inst]))
+client = ssc.Client(sys.argv[4], sys.argv[1], "generate")
+print("ready", flush=True)
+sys.stdin.readline()
+print(client.infer([inst]), flush=True)
 """
 
 
@@ -93,8 +103,12 @@ def one_split(t, ranks, stages, lose_a_rank=False):
     nh.servable(t, "gen", ranks, stages)
     half = ranks // 2
     table = nh.rank_table(t, [nh.IP_A] * half + [nh.IP_B] * half, "rank_table_%s.json" % tag)
+    # losing a rank: the heartbeat and comm timeouts far above the 4 s the failure may take, so
+    # that only noticing the kill can fail the generation in time
+    slow = ("--heartbeat-timeout-ms", "30000") if lose_a_rank else ()
     serve, agents = nh.start(t, "gen", table, models, nh.mpirun_args(t), tag,
-                             restart="on-failure" if lose_a_rank else "never")
+                             restart="on-failure" if lose_a_rank else "never", serve_extra=slow,
+                             agents_extra=("--comm-timeout-ms", "30000") if lose_a_rank else ())
     t.wait_log(serve, r" is ready", timeout=180)
     placement = nh.th.rank_placement(t)
     if placement != {nh.NS_A: list(range(half)), nh.NS_B: list(range(half, ranks))}:
