@@ -355,14 +355,18 @@ def test_inputs_by_broadcast_and_by_link():
             wrong = sum(ex.map(worker, [(n, t) for n in ("bc", "lk") for t in range(4)]))
         assert wrong == 0, "%d wrong answers" % wrong
         n, in_bytes = 4 * per_thread, 128 * 96 * 4
-        deadline = time.time() + 10  # ranks 0..2 report collective bytes with their heartbeat answers
-        while True:
+        def coll(fams, name, r):
+            return value(fams, "shardserve_collective_bytes_total", servable=name, rank=r)
+
+        def both_reported(fams, r):
+            bc_r, lk_r = coll(fams, "bc", r), coll(fams, "lk", r)
+            return bc_r is not None and lk_r is not None and bc_r - lk_r >= n * in_bytes
+
+        deadline = time.time() + 10  # ranks report collective bytes with their heartbeat answers
+        while True:  # wait for both servables' reports: one may come a heartbeat after the other
             with urllib.request.urlopen("http://%s/metrics" % c.rest, timeout=10) as r:
                 fams = parse(r.read().decode())
-            if time.time() > deadline or all(
-                    (value(fams, "shardserve_collective_bytes_total", servable="bc", rank=r) or 0) -
-                    (value(fams, "shardserve_collective_bytes_total", servable="lk", rank=r) or 0) >= n * in_bytes
-                    for r in (1, 2, 3)):
+            if time.time() > deadline or all(both_reported(fams, r) for r in (1, 2, 3)):
                 break
             time.sleep(0.2)
         for name in ("bc", "lk"):
@@ -373,8 +377,9 @@ def test_inputs_by_broadcast_and_by_link():
             by_bcast = value(fams, "shardserve_link_sent_bytes_total", servable="bc", rank=r)
             assert by_link >= n * in_bytes, ("lk", r, by_link)
             assert by_bcast < n * in_bytes / 10, ("bc", r, by_bcast)
-            coll_bc = value(fams, "shardserve_collective_bytes_total", servable="bc", rank=r)
-            coll_lk = value(fams, "shardserve_collective_bytes_total", servable="lk", rank=r)
+            coll_bc, coll_lk = coll(fams, "bc", r), coll(fams, "lk", r)
+            assert coll_bc is not None and coll_lk is not None, ("collective bytes never reported",
+                                                                 r, coll_bc, coll_lk)
             assert coll_bc - coll_lk >= n * in_bytes, (r, coll_bc, coll_lk)
 
 
