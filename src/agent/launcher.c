@@ -255,8 +255,19 @@ typedef enum {
     GROUP_FAILED = 0, /* restart with backoff, counted */
     GROUP_REFUSED,    /* a shard does not load as given (SS_AGENT_EXIT_SHARD): do not restart */
     GROUP_CUT,        /* a request's run was stopped (SS_AGENT_EXIT_REQUEST): restart at once */
-    GROUP_NO_COMMAND, /* mpirun (or the rank's program under it) cannot be run: do not restart */
+    GROUP_NO_COMMAND, /* the program (an agent, mpirun) cannot be run (126/127): do not restart */
 } group_end;
+
+/* What an exit status says about the group: an agent's, or mpirun's, which passes on the lowest
+ * failing rank's (see run_mpi_group). */
+static group_end group_end_of(int status)
+{
+    int code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+    return code == SS_AGENT_EXIT_SHARD     ? GROUP_REFUSED
+           : code == SS_AGENT_EXIT_REQUEST ? GROUP_CUT
+           : code == 126 || code == 127    ? GROUP_NO_COMMAND /* spawn_*'s exec failed */
+                                           : GROUP_FAILED;
+}
 
 /* ------------------------------------------------------------------ mpi: every rank via mpirun */
 
@@ -477,28 +488,23 @@ static ss_status *run_mpi_group(const ss_launcher_options *opt, const meta_info 
     }
     char how[96];
     ss_spawn_describe_exit(status, how, sizeof how);
-    int code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-    if (code == SS_AGENT_EXIT_REQUEST) {
-        *why = GROUP_CUT;
+    *why = group_end_of(status);
+    if (*why == GROUP_CUT) {
         *up_ns = ss_now_ns(); /* a rank ran a request: the group was up */
         return ss_errf(SS_ERR_LIMIT,
                        "a rank stopped a request's run at its time limit and left the group (the "
                        "other ranks may be at another point of it); mpirun (pid %d) %s",
                        (int)pid, how);
     }
-    if (code == 126 || code == 127) { /* the shell's "cannot execute" / "not found" */
-        *why = GROUP_NO_COMMAND;
+    if (*why == GROUP_NO_COMMAND)
         return ss_errf(SS_ERR_UNAVAILABLE,
                        "mpirun (pid %d) %s: mpirun or the ranks' program could not be run (the "
                        "error is above)",
                        (int)pid, how);
-    }
-    if (code == SS_AGENT_EXIT_SHARD) {
-        *why = GROUP_REFUSED;
+    if (*why == GROUP_REFUSED)
         return ss_errf(SS_ERR_INVALID,
                        "a rank could not load its shard (its message is above); mpirun (pid %d) %s",
                        (int)pid, how);
-    }
     return ss_errf(SS_ERR_UNAVAILABLE,
                    "mpirun (pid %d) %s; its error (or the failing rank's) is logged above",
                    (int)pid, how);
@@ -657,24 +663,23 @@ static ss_status *run_group(const ss_launcher_options *opt, const meta_info *mi,
                 running--;
                 bool ok = WIFEXITED(status) && WEXITSTATUS(status) == 0;
                 bool lost = WIFEXITED(status) && WEXITSTATUS(status) == 75;
-                bool shard = WIFEXITED(status) && WEXITSTATUS(status) == SS_AGENT_EXIT_SHARD;
-                bool cut = WIFEXITED(status) && WEXITSTATUS(status) == SS_AGENT_EXIT_REQUEST;
+                group_end end = group_end_of(status);
                 int rank_of_cause = ok ? 0 : lost ? 1 : WIFSIGNALED(status) ? 3 : 2;
                 if (rank_of_cause <= worst) continue;
                 if (!worst) settle_until = ss_now_ns() + SETTLE_MS * 1000000ull;
                 worst = rank_of_cause;
                 ss_status_free(st);
-                *why = shard ? GROUP_REFUSED : cut ? GROUP_CUT : GROUP_FAILED;
+                *why = end;
                 if (lost) {
                     st = ss_errf(SS_ERR_UNAVAILABLE, "agent of rank %d (pid %d) lost the worker",
                                  ranks[i], (int)pid);
-                } else if (cut) {
+                } else if (end == GROUP_CUT) {
                     st = ss_errf(SS_ERR_LIMIT,
                                  "agent of rank %d (pid %d) stopped a request's run at its time "
                                  "limit and left the group (the other ranks may be at another "
                                  "point of it)",
                                  ranks[i], (int)pid);
-                } else if (shard) {
+                } else if (end == GROUP_REFUSED) {
                     st = ss_errf(SS_ERR_INVALID,
                                  "agent of rank %d (pid %d) could not load its shard %s (its "
                                  "message is above); stopping the other agents",
