@@ -9,8 +9,9 @@
  * it is alone in its group no other rank exits either: so each agent stamps a shared liveness
  * slot whenever it reads a frame from the worker (liveness.h), and a registered rank whose stamp
  * is older than the heartbeat timeout is SIGKILLed (a stopped process ignores anything else) and
- * its group handled as if it had died. Under mpirun the ranks are not our children and there is
- * no such check: a hung rank alone in an mpi job is still left to the worker.
+ * its group handled as if it had died. Under mpirun the ranks on this host (mpirun's children)
+ * stamp the same page; a hung one is SIGKILLed, which ends the job, and the restart policy
+ * applies. A hung rank on another host is left to the worker.
  *
  * With the mpi backend one launcher starts EVERY rank of the rank table, on every host, through
  * one mpirun (separately started MPI jobs cannot reliably join one communicator): a hostfile names
@@ -269,247 +270,6 @@ static group_end group_end_of(int status)
                                            : GROUP_FAILED;
 }
 
-/* ------------------------------------------------------------------ mpi: every rank via mpirun */
-
-/* The hostfile: one line per host with its rank count when every host's ranks are contiguous
- * (mapped by slot), else one line per rank (Open MPI's sequential mapper). */
-static ss_status *write_hostfile(const meta_info *mi, char *path, size_t cap, bool *sequential)
-{
-    *sequential = false;
-    for (int i = 1; i < mi->n && !*sequential; i++)
-        if (strcmp(mi->ip[i], mi->ip[i - 1]))
-            for (int j = 0; j < i - 1; j++)
-                if (!strcmp(mi->ip[j], mi->ip[i])) *sequential = true;
-    const char *tmp = getenv("TMPDIR");
-    snprintf(path, cap, "%s/shardserve-hosts-XXXXXX", tmp && *tmp ? tmp : "/tmp");
-    int fd = mkstemp(path);
-    if (fd < 0)
-        return ss_errf(SS_ERR_IO, "cannot create the mpirun hostfile %s: %s", path,
-                       strerror(errno));
-    FILE *f = fdopen(fd, "w");
-    if (!f) {
-        close(fd);
-        unlink(path);
-        return ss_errf(SS_ERR_IO, "hostfile %s: %s", path, strerror(errno));
-    }
-    for (int i = 0; i < mi->n;) {
-        int k = 1;
-        if (!*sequential)
-            while (i + k < mi->n && !strcmp(mi->ip[i + k], mi->ip[i]))
-                k++;
-        if (*sequential)
-            fprintf(f, "%s\n", mi->ip[i]);
-        else
-            fprintf(f, "%s slots=%d\n", mi->ip[i], k);
-        i += k;
-    }
-    if (fclose(f) != 0) {
-        unlink(path);
-        return ss_errf(SS_ERR_IO, "hostfile %s: %s", path, strerror(errno));
-    }
-    return NULL;
-}
-
-static pid_t spawn_mpirun(const ss_launcher_options *opt, const char *const *argv)
-{
-    pid_t parent = getpid();
-    pid_t pid = fork();
-    if (pid == 0) {
-        prctl(PR_SET_PDEATHSIG, SIGTERM); /* mpirun tears the job down when the launcher dies */
-        if (getppid() != parent) _exit(1);
-        setpgid(0, 0); /* signals reach mpirun only through the launcher (never twice) */
-        int devnull = open("/dev/null", O_RDONLY | O_CLOEXEC);
-        if (devnull >= 0) dup2(devnull, 0); /* no rank reads the launcher's stdin */
-        ss_child_prepare(opt->secret_file); /* its path reaches the ranks by mpirun -x */
-        ss_child_omp_wait(0, 1);
-        setenv("OMP_WAIT_POLICY", "PASSIVE", 0); /* -x needs it set (a user's spin count wins) */
-        execvp("mpirun", (char *const *)argv);
-        fprintf(stderr, "cannot run mpirun: %s (install openmpi-bin)\n", strerror(errno));
-        _exit(127);
-    }
-    return pid;
-}
-
-/* One mpirun command line, made once and run once per generation of the group. */
-typedef struct {
-    char hostfile[PATH_MAX];
-    char np[16], comm_ms[32], connect_ms[32], nnb[16];
-    const char **argv;
-    char **paths; /* model and config file of each rank, absolute */
-    char *extra;  /* SHARDSERVE_MPIRUN_ARGS, split in place */
-    int n;
-} mpi_job;
-
-static void mpi_job_free(mpi_job *job)
-{
-    if (job->hostfile[0]) unlink(job->hostfile);
-    for (int i = 0; job->paths && i < 2 * job->n; i++)
-        free(job->paths[i]);
-    free(job->argv), free(job->paths), free(job->extra);
-    memset(job, 0, sizeof *job);
-}
-
-static ss_status *mpi_job_prepare(const ss_launcher_options *opt, const meta_info *mi, mpi_job *job)
-{
-    memset(job, 0, sizeof *job);
-    if (opt->agent_ip)
-        return ss_errf(
-            SS_ERR_INVALID,
-            "--agent-ip/--rank-start do not apply to --comm mpi: one 'shardserve agents' "
-            "starts every rank of the rank table through mpirun");
-    if (!ss_comm_backend_available(SS_COMM_MPI))
-        return ss_errf(SS_ERR_UNSUPPORTED,
-                       "this build has no mpi backend (Open MPI was not found)");
-    bool sequential;
-    ss_status *st = write_hostfile(mi, job->hostfile, sizeof job->hostfile, &sequential);
-    if (st) {
-        job->hostfile[0] = 0;
-        return st;
-    }
-    job->n = mi->n;
-    snprintf(job->np, sizeof job->np, "%d", mi->n);
-    snprintf(job->comm_ms, sizeof job->comm_ms, "%d", opt->comm_timeout_ms);
-    snprintf(job->connect_ms, sizeof job->connect_ms, "%d",
-             opt->connect_timeout_ms ? opt->connect_timeout_ms : 60000);
-    snprintf(job->nnb, sizeof job->nnb, "%d", mi->n_no_batch);
-    size_t cap = 64 + 2 * (size_t)mi->n + (size_t)mi->n_no_batch + 256;
-    job->argv = calloc(cap, sizeof *job->argv);
-    /* absolute paths: the ranks start in whatever folder mpirun picks on their host */
-    job->paths = calloc(2 * (size_t)mi->n, sizeof *job->paths);
-    for (int i = 0; job->paths && i < mi->n; i++) {
-        char cfg[PATH_MAX];
-        config_for(opt, i, cfg, sizeof cfg);
-        job->paths[2 * i] = realpath(opt->model_files[i], NULL);
-        job->paths[2 * i + 1] = realpath(cfg, NULL);
-        if (!job->paths[2 * i]) job->paths[2 * i] = strdup(opt->model_files[i]);
-        if (!job->paths[2 * i + 1]) job->paths[2 * i + 1] = strdup(cfg);
-    }
-    bool nomem = !job->argv || !job->paths;
-    for (int i = 0; !nomem && i < 2 * mi->n; i++)
-        nomem = !job->paths[i];
-    if (nomem) {
-        mpi_job_free(job);
-        return ss_errf(SS_ERR_NOMEM, "out of memory");
-    }
-    const char **argv = job->argv;
-    size_t a = (size_t)ss_mpirun_args(argv, 200, &job->extra);
-    argv[a++] = "--hostfile";
-    argv[a++] = job->hostfile;
-    if (sequential) {
-        argv[a++] = "--mca";
-        argv[a++] = "rmaps";
-        argv[a++] = "seq";
-    } else {
-        argv[a++] = "--map-by";
-        argv[a++] = "slot";
-    }
-    argv[a++] = "-np";
-    argv[a++] = job->np;
-    if (opt->secret_file) {
-        argv[a++] = "-x";
-        argv[a++] = "SHARDSERVE_LINK_SECRET_FILE";
-    }
-    if (getenv("SHARDSERVE_LOG")) {
-        argv[a++] = "-x";
-        argv[a++] = "SHARDSERVE_LOG";
-    }
-    argv[a++] = "-x"; /* set by spawn_mpirun: ranks on other hosts need it too */
-    argv[a++] = "OMP_WAIT_POLICY";
-    argv[a++] = opt->self_exe;
-    argv[a++] = "agent-rank-mpi";
-    argv[a++] = opt->worker_address;
-    argv[a++] = job->comm_ms;
-    argv[a++] = job->connect_ms;
-    argv[a++] = mi->with_batch_dim ? "1" : "0";
-    argv[a++] = job->nnb;
-    for (int k = 0; k < mi->n_no_batch; k++)
-        argv[a++] = mi->no_batch[k];
-    argv[a++] = job->np; /* the rank count, then a model and a config per rank */
-    for (int i = 0; i < 2 * mi->n; i++)
-        argv[a++] = job->paths[i];
-    argv[a] = NULL;
-    return NULL;
-}
-
-/* One generation of an mpi group: mpirun runs every rank until the job ends. SIGINT/SIGTERM (in
- * *set, blocked by the caller) are forwarded to mpirun (*signalled: then an orderly end). mpirun
- * exits with the status of the lowest world rank that failed (its man page, "Exit status"), ranks
- * it stops on the way out end in order (0), and a rank whose status decides the restart (76, 78)
- * ends the job with MPI_Abort, whose code mpirun exits with (ss_comm_mpi_exit): so that status is
- * an agent's (agent_exit_code), read as run_group reads its children's. */
-static ss_status *run_mpi_group(const ss_launcher_options *opt, const meta_info *mi, mpi_job *job,
-                                sigset_t *set, int generation, bool *signalled, uint64_t *up_ns,
-                                group_end *why)
-{
-    *up_ns = 0;
-    *why = GROUP_FAILED;
-    if (access(job->hostfile, R_OK) != 0) { /* removed under a long-lived launcher: write anew */
-        bool sequential;
-        ss_status *st = write_hostfile(mi, job->hostfile, sizeof job->hostfile, &sequential);
-        if (st) return st;
-    }
-    fflush(NULL);
-    pid_t pid = spawn_mpirun(opt, job->argv);
-    if (pid < 0) return ss_errf(SS_ERR_IO, "fork for mpirun: %s", strerror(errno));
-    SS_INFO("started mpirun (pid %d, generation %d) for %d ranks on %s%s for %s", (int)pid,
-            generation, mi->n, mi->ip[0],
-            mi->n > 1 && strcmp(mi->ip[0], mi->ip[mi->n - 1]) ? " and other hosts" : "",
-            opt->worker_address);
-    int status = 0, stop_sig = 0, waited_ms = 0;
-    struct timespec step = {0, 200 * 1000000L};
-    for (;;) {
-        int sig = 0;
-        if (!stop_sig) {
-            if (sigwait(set, &sig) != 0) continue;
-        } else { /* stopping: wait (bounded) for mpirun to take its job down, then kill it */
-            sigtimedwait(set, NULL, &step);
-            waited_ms += 200;
-            if (waited_ms == 20000) {
-                SS_WARN("mpirun (pid %d) did not stop within 20 s; killing it", (int)pid);
-                kill(pid, SIGKILL);
-            }
-        }
-        if (!stop_sig && (sig == SIGINT || sig == SIGTERM)) {
-            SS_INFO("signal %d: forwarding it to mpirun (pid %d)", sig, (int)pid);
-            stop_sig = sig;
-            *signalled = true;
-            kill(pid, sig);
-        }
-        pid_t w = waitpid(pid, &status, WNOHANG);
-        if (w == pid) break;
-        if (w < 0 && errno == ECHILD) {
-            status = 0;
-            break;
-        }
-    }
-    if (stop_sig || (WIFEXITED(status) && WEXITSTATUS(status) == 0)) {
-        SS_INFO("mpirun (pid %d) exited%s", (int)pid, stop_sig ? " after the signal" : "");
-        return NULL;
-    }
-    char how[96];
-    ss_spawn_describe_exit(status, how, sizeof how);
-    *why = group_end_of(status);
-    if (*why == GROUP_CUT) {
-        *up_ns = ss_now_ns(); /* a rank ran a request: the group was up */
-        return ss_errf(SS_ERR_LIMIT,
-                       "a rank stopped a request's run at its time limit and left the group (the "
-                       "other ranks may be at another point of it); mpirun (pid %d) %s",
-                       (int)pid, how);
-    }
-    if (*why == GROUP_NO_COMMAND)
-        return ss_errf(SS_ERR_UNAVAILABLE,
-                       "mpirun (pid %d) %s: mpirun or the ranks' program could not be run (the "
-                       "error is above)",
-                       (int)pid, how);
-    if (*why == GROUP_REFUSED)
-        return ss_errf(SS_ERR_INVALID,
-                       "a rank could not load its shard (its message is above); mpirun (pid %d) %s",
-                       (int)pid, how);
-    return ss_errf(SS_ERR_UNAVAILABLE,
-                   "mpirun (pid %d) %s; its error (or the failing rank's) is logged above",
-                   (int)pid, how);
-}
-
 static void stop_all(pid_t *pids, int n, int grace_ms)
 {
     for (int i = 0; i < n; i++)
@@ -542,8 +302,9 @@ static int hang_timeout_ms(const ss_launcher_options *opt, const meta_info *mi)
     return mi->heartbeat_timeout_ms + extra;
 }
 
-/* A process's scheduler state, from /proc/PID/stat ('?' when it cannot be read). */
-static char proc_state(pid_t pid)
+/* A process's scheduler state from /proc/PID/stat ('?' when it cannot be read), and its parent's
+ * pid in *ppid (0 then). */
+static char proc_stat(pid_t pid, pid_t *ppid)
 {
     char path[64], buf[512];
     snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
@@ -552,7 +313,28 @@ static char proc_state(pid_t pid)
     if (f) fclose(f);
     buf[len] = 0;
     const char *paren = strrchr(buf, ')'); /* the command name before it may hold anything */
-    return paren && paren[1] == ' ' ? paren[2] : '?';
+    char state = '?';
+    int parent = 0;
+    if (!paren || sscanf(paren + 1, " %c %d", &state, &parent) != 2) state = '?', parent = 0;
+    if (ppid) *ppid = parent;
+    return state;
+}
+
+static char proc_state(pid_t pid)
+{
+    return proc_stat(pid, NULL);
+}
+
+/* Whether pid is a descendant of ancestor (mpirun's rank, or a daemon's on a netns "host"). */
+static bool descends_from(pid_t pid, pid_t ancestor)
+{
+    for (int depth = 0; pid > 1 && depth < 64; depth++) {
+        pid_t parent;
+        proc_stat(pid, &parent);
+        if (parent == ancestor) return true;
+        pid = parent;
+    }
+    return false;
 }
 
 static bool state_stopped(char state)
@@ -569,22 +351,27 @@ static const char *hang_reason(pid_t pid)
     return "the process runs but does not read its link";
 }
 
-/* The first registered local rank that has read nothing from the worker for the heartbeat
- * timeout is SIGKILLed (it may be stopped) and named in the error; NULL while all show life. */
+/* The first registered rank that has read nothing from the worker for the heartbeat timeout is
+ * SIGKILLed (it may be stopped) and named in the error; NULL while all show life. Local agents:
+ * pids[i] is rank i's. Under mpirun (pids NULL) each rank wrote its pid into its slot, and only
+ * a descendant of mpirun (pid mpirun) is killed: the job then ends as on any rank's death. */
 static ss_status *kill_hung(const ss_launcher_options *opt, const meta_info *mi,
-                            const ss_liveness *live, const int *ranks, const pid_t *pids, int n)
+                            const ss_liveness *live, const int *ranks, const pid_t *pids, int n,
+                            pid_t mpirun)
 {
     uint64_t now = ss_now_ns();
     int timeout = hang_timeout_ms(opt, mi);
     for (int i = 0; i < n; i++) {
         int64_t silent = ss_liveness_silent_ms(live, i, now);
-        if (pids[i] <= 0 || silent < timeout) continue;
-        const char *why = hang_reason(pids[i]);
-        kill(pids[i], SIGKILL);
+        pid_t pid = pids ? pids[i] : ss_liveness_pid(live, i);
+        if (pid <= 0 || silent < timeout || (!pids && !descends_from(pid, mpirun))) continue;
+        const char *why = hang_reason(pid);
+        kill(pid, SIGKILL);
         return ss_errf(SS_ERR_UNAVAILABLE,
                        "agent of rank %d (pid %d) has read nothing from the worker for %lld ms "
-                       "(heartbeat timeout %d ms; %s): killed it, stopping the other agents",
-                       ranks[i], (int)pids[i], (long long)silent, timeout, why);
+                       "(hang timeout %d ms; %s): killed it, %s",
+                       ranks[i], (int)pid, (long long)silent, timeout, why,
+                       pids ? "stopping the other agents" : "which ends mpirun's job");
     }
     return NULL;
 }
@@ -592,6 +379,13 @@ static ss_status *kill_hung(const ss_launcher_options *opt, const meta_info *mi,
 /* When every rank of the group has registered (its first liveness stamp), or 0. */
 #define SETTLE_MS 300 /* see run_group: how long a "lost the worker" waits for its cause */
 #define RECOVERED_NS (10ull * 1000000000ull) /* registered and serving this long: it recovered */
+
+/* How often to look at the liveness stamps: a few times per timeout. */
+static struct timespec liveness_tick(const ss_launcher_options *opt, const meta_info *mi)
+{
+    int tick_ms = hang_timeout_ms(opt, mi) / 4 < 250 ? hang_timeout_ms(opt, mi) / 4 : 250;
+    return (struct timespec){0, (long)(tick_ms > 20 ? tick_ms : 20) * 1000000L};
+}
 
 static uint64_t group_up_ns(const ss_liveness *live, int n, uint64_t now)
 {
@@ -630,9 +424,7 @@ static ss_status *run_group(const ss_launcher_options *opt, const meta_info *mi,
         SS_INFO("started %d agents (ranks %d..%d) for %s, %ld thread(s) each on %d usable CPU(s)",
                 n, ranks[0], ranks[n - 1], opt->worker_address, threads, cpus);
     int running = st ? 0 : n;
-    /* look at the liveness stamps a few times per timeout */
-    int tick_ms = hang_timeout_ms(opt, mi) / 4 < 250 ? hang_timeout_ms(opt, mi) / 4 : 250;
-    struct timespec tick = {0, (long)(tick_ms > 20 ? tick_ms : 20) * 1000000L};
+    struct timespec tick = liveness_tick(opt, mi);
     /* of the agents that end together, name the cause, not a consequence: a rank killed by a
      * signal before one that failed, before ones that lost the worker (status 75, as the others
      * do when one goes). waitpid's order is not the order they ended in, and a killed rank with
@@ -645,7 +437,7 @@ static ss_status *run_group(const ss_launcher_options *opt, const meta_info *mi,
         int sig = sigtimedwait(set, NULL, st ? &settle_tick : &tick);
         if (!*up_ns) *up_ns = group_up_ns(live, n, ss_now_ns());
         if (sig < 0) {
-            if (errno == EAGAIN && !st) st = kill_hung(opt, mi, live, ranks, pids, n);
+            if (errno == EAGAIN && !st) st = kill_hung(opt, mi, live, ranks, pids, n, 0);
             if (st && !worst) worst = 3; /* a hung rank, named and killed */
             continue;
         }
@@ -714,6 +506,265 @@ static ss_status *run_group(const ss_launcher_options *opt, const meta_info *mi,
     return st;
 }
 
+/* ------------------------------------------------------------------ mpi: every rank via mpirun */
+
+/* The hostfile: one line per host with its rank count when every host's ranks are contiguous
+ * (mapped by slot), else one line per rank (Open MPI's sequential mapper). */
+static ss_status *write_hostfile(const meta_info *mi, char *path, size_t cap, bool *sequential)
+{
+    *sequential = false;
+    for (int i = 1; i < mi->n && !*sequential; i++)
+        if (strcmp(mi->ip[i], mi->ip[i - 1]))
+            for (int j = 0; j < i - 1; j++)
+                if (!strcmp(mi->ip[j], mi->ip[i])) *sequential = true;
+    const char *tmp = getenv("TMPDIR");
+    snprintf(path, cap, "%s/shardserve-hosts-XXXXXX", tmp && *tmp ? tmp : "/tmp");
+    int fd = mkstemp(path);
+    if (fd < 0)
+        return ss_errf(SS_ERR_IO, "cannot create the mpirun hostfile %s: %s", path,
+                       strerror(errno));
+    FILE *f = fdopen(fd, "w");
+    if (!f) {
+        close(fd);
+        unlink(path);
+        return ss_errf(SS_ERR_IO, "hostfile %s: %s", path, strerror(errno));
+    }
+    for (int i = 0; i < mi->n;) {
+        int k = 1;
+        if (!*sequential)
+            while (i + k < mi->n && !strcmp(mi->ip[i + k], mi->ip[i]))
+                k++;
+        if (*sequential)
+            fprintf(f, "%s\n", mi->ip[i]);
+        else
+            fprintf(f, "%s slots=%d\n", mi->ip[i], k);
+        i += k;
+    }
+    if (fclose(f) != 0) {
+        unlink(path);
+        return ss_errf(SS_ERR_IO, "hostfile %s: %s", path, strerror(errno));
+    }
+    return NULL;
+}
+
+static pid_t spawn_mpirun(const ss_launcher_options *opt, const char *const *argv,
+                          const ss_liveness *live)
+{
+    pid_t parent = getpid();
+    pid_t pid = fork();
+    if (pid == 0) {
+        prctl(PR_SET_PDEATHSIG, SIGTERM); /* mpirun tears the job down when the launcher dies */
+        if (getppid() != parent) _exit(1);
+        setpgid(0, 0); /* signals reach mpirun only through the launcher (never twice) */
+        int devnull = open("/dev/null", O_RDONLY | O_CLOEXEC);
+        if (devnull >= 0) dup2(devnull, 0); /* no rank reads the launcher's stdin */
+        ss_child_prepare(opt->secret_file); /* its path reaches the ranks by mpirun -x */
+        ss_liveness_export(live);           /* so does the liveness page's name */
+        ss_child_omp_wait(0, 1);
+        setenv("OMP_WAIT_POLICY", "PASSIVE", 0); /* -x needs it set (a user's spin count wins) */
+        execvp("mpirun", (char *const *)argv);
+        fprintf(stderr, "cannot run mpirun: %s (install openmpi-bin)\n", strerror(errno));
+        _exit(127);
+    }
+    return pid;
+}
+
+/* One mpirun command line, made once and run once per generation of the group. */
+typedef struct {
+    char hostfile[PATH_MAX];
+    char np[16], comm_ms[32], connect_ms[32], nnb[16];
+    const char **argv;
+    char **paths; /* model and config file of each rank, absolute */
+    char *extra;  /* SHARDSERVE_MPIRUN_ARGS, split in place */
+    int n;
+} mpi_job;
+
+static void mpi_job_free(mpi_job *job)
+{
+    if (job->hostfile[0]) unlink(job->hostfile);
+    for (int i = 0; job->paths && i < 2 * job->n; i++)
+        free(job->paths[i]);
+    free(job->argv), free(job->paths), free(job->extra);
+    memset(job, 0, sizeof *job);
+}
+
+static ss_status *mpi_job_prepare(const ss_launcher_options *opt, const meta_info *mi, bool live,
+                                  mpi_job *job)
+{
+    memset(job, 0, sizeof *job);
+    if (opt->agent_ip)
+        return ss_errf(
+            SS_ERR_INVALID,
+            "--agent-ip/--rank-start do not apply to --comm mpi: one 'shardserve agents' "
+            "starts every rank of the rank table through mpirun");
+    if (!ss_comm_backend_available(SS_COMM_MPI))
+        return ss_errf(SS_ERR_UNSUPPORTED,
+                       "this build has no mpi backend (Open MPI was not found)");
+    bool sequential;
+    ss_status *st = write_hostfile(mi, job->hostfile, sizeof job->hostfile, &sequential);
+    if (st) {
+        job->hostfile[0] = 0;
+        return st;
+    }
+    job->n = mi->n;
+    snprintf(job->np, sizeof job->np, "%d", mi->n);
+    snprintf(job->comm_ms, sizeof job->comm_ms, "%d", opt->comm_timeout_ms);
+    snprintf(job->connect_ms, sizeof job->connect_ms, "%d",
+             opt->connect_timeout_ms ? opt->connect_timeout_ms : 60000);
+    snprintf(job->nnb, sizeof job->nnb, "%d", mi->n_no_batch);
+    size_t cap = 64 + 2 * (size_t)mi->n + (size_t)mi->n_no_batch + 256;
+    job->argv = calloc(cap, sizeof *job->argv);
+    /* absolute paths: the ranks start in whatever folder mpirun picks on their host */
+    job->paths = calloc(2 * (size_t)mi->n, sizeof *job->paths);
+    for (int i = 0; job->paths && i < mi->n; i++) {
+        char cfg[PATH_MAX];
+        config_for(opt, i, cfg, sizeof cfg);
+        job->paths[2 * i] = realpath(opt->model_files[i], NULL);
+        job->paths[2 * i + 1] = realpath(cfg, NULL);
+        if (!job->paths[2 * i]) job->paths[2 * i] = strdup(opt->model_files[i]);
+        if (!job->paths[2 * i + 1]) job->paths[2 * i + 1] = strdup(cfg);
+    }
+    bool nomem = !job->argv || !job->paths;
+    for (int i = 0; !nomem && i < 2 * mi->n; i++)
+        nomem = !job->paths[i];
+    if (nomem) {
+        mpi_job_free(job);
+        return ss_errf(SS_ERR_NOMEM, "out of memory");
+    }
+    const char **argv = job->argv;
+    size_t a = (size_t)ss_mpirun_args(argv, 200, &job->extra);
+    argv[a++] = "--hostfile";
+    argv[a++] = job->hostfile;
+    if (sequential) {
+        argv[a++] = "--mca";
+        argv[a++] = "rmaps";
+        argv[a++] = "seq";
+    } else {
+        argv[a++] = "--map-by";
+        argv[a++] = "slot";
+    }
+    argv[a++] = "-np";
+    argv[a++] = job->np;
+    if (opt->secret_file) {
+        argv[a++] = "-x";
+        argv[a++] = "SHARDSERVE_LINK_SECRET_FILE";
+    }
+    if (getenv("SHARDSERVE_LOG")) {
+        argv[a++] = "-x";
+        argv[a++] = "SHARDSERVE_LOG";
+    }
+    argv[a++] = "-x"; /* set by spawn_mpirun: ranks on other hosts need it too */
+    argv[a++] = "OMP_WAIT_POLICY";
+    if (live) { /* set by spawn_mpirun too (ss_liveness_export) */
+        argv[a++] = "-x";
+        argv[a++] = "SHARDSERVE_AGENT_LIVENESS_MPI";
+    }
+    argv[a++] = opt->self_exe;
+    argv[a++] = "agent-rank-mpi";
+    argv[a++] = opt->worker_address;
+    argv[a++] = job->comm_ms;
+    argv[a++] = job->connect_ms;
+    argv[a++] = mi->with_batch_dim ? "1" : "0";
+    argv[a++] = job->nnb;
+    for (int k = 0; k < mi->n_no_batch; k++)
+        argv[a++] = mi->no_batch[k];
+    argv[a++] = job->np; /* the rank count, then a model and a config per rank */
+    for (int i = 0; i < 2 * mi->n; i++)
+        argv[a++] = job->paths[i];
+    argv[a] = NULL;
+    return NULL;
+}
+
+/* One generation of an mpi group: mpirun runs every rank until the job ends. SIGINT/SIGTERM (in
+ * *set, blocked by the caller) are forwarded to mpirun (*signalled: then an orderly end). mpirun
+ * exits with the status of the lowest world rank that failed (its man page, "Exit status"), ranks
+ * it stops on the way out end in order (0), and a rank whose status decides the restart (76, 78)
+ * ends the job with MPI_Abort, whose code mpirun exits with (ss_comm_mpi_exit): so that status is
+ * an agent's (agent_exit_code), read as run_group reads its children's. The ranks on this host
+ * stamp the liveness page (live, slot = world rank) as local agents do, and a hung one is killed
+ * (kill_hung): mpirun then ends the job, and the hang is the cause named. *up_ns: when every rank
+ * had registered, which only a job whose ranks all run on this host can show. */
+static ss_status *run_mpi_group(const ss_launcher_options *opt, const meta_info *mi, mpi_job *job,
+                                ss_liveness *live, const int *ranks, sigset_t *set, int generation,
+                                bool *signalled, uint64_t *up_ns, group_end *why)
+{
+    *up_ns = 0;
+    *why = GROUP_FAILED;
+    if (access(job->hostfile, R_OK) != 0) { /* removed under a long-lived launcher: write anew */
+        bool sequential;
+        ss_status *st = write_hostfile(mi, job->hostfile, sizeof job->hostfile, &sequential);
+        if (st) return st;
+    }
+    ss_liveness_reset(live);
+    fflush(NULL);
+    pid_t pid = spawn_mpirun(opt, job->argv, live);
+    if (pid < 0) return ss_errf(SS_ERR_IO, "fork for mpirun: %s", strerror(errno));
+    SS_INFO("started mpirun (pid %d, generation %d) for %d ranks on %s%s for %s", (int)pid,
+            generation, mi->n, mi->ip[0],
+            mi->n > 1 && strcmp(mi->ip[0], mi->ip[mi->n - 1]) ? " and other hosts" : "",
+            opt->worker_address);
+    int status = 0, waited_ms = 0;
+    bool stopping = false;  /* a signal came or a rank hung: waiting for mpirun's end */
+    ss_status *hung = NULL; /* the rank killed for a hang, named */
+    struct timespec tick = liveness_tick(opt, mi), step = {0, 200 * 1000000L};
+    for (;;) {
+        int sig = sigtimedwait(set, NULL, stopping ? &step : &tick);
+        if (!*up_ns) *up_ns = group_up_ns(live, mi->n, ss_now_ns());
+        if (stopping) { /* wait (bounded) for mpirun to take its job down, then kill it */
+            waited_ms += 200;
+            if (waited_ms == 20000) {
+                SS_WARN("mpirun (pid %d) did not stop within 20 s; killing it", (int)pid);
+                kill(pid, SIGKILL);
+            }
+        } else if (sig == SIGINT || sig == SIGTERM) {
+            SS_INFO("signal %d: forwarding it to mpirun (pid %d)", sig, (int)pid);
+            stopping = *signalled = true;
+            kill(pid, sig);
+        } else if (sig < 0 && errno == EAGAIN) {
+            hung = kill_hung(opt, mi, live, ranks, NULL, mi->n, pid);
+            stopping = hung != NULL;
+        }
+        pid_t w = waitpid(pid, &status, WNOHANG);
+        if (w == pid) break;
+        if (w < 0 && errno == ECHILD) {
+            status = 0;
+            break;
+        }
+    }
+    if (*signalled || (!hung && WIFEXITED(status) && WEXITSTATUS(status) == 0)) {
+        ss_status_free(hung);
+        SS_INFO("mpirun (pid %d) exited%s", (int)pid, *signalled ? " after the signal" : "");
+        return NULL;
+    }
+    char how[96];
+    ss_spawn_describe_exit(status, how, sizeof how);
+    if (hung) { /* the cause; what mpirun made of it follows */
+        ss_status *st = ss_errf(hung->code, "%s; mpirun (pid %d) %s", hung->msg, (int)pid, how);
+        ss_status_free(hung);
+        return st;
+    }
+    *why = group_end_of(status);
+    if (*why == GROUP_CUT) {
+        *up_ns = ss_now_ns(); /* a rank ran a request: the group was up */
+        return ss_errf(SS_ERR_LIMIT,
+                       "a rank stopped a request's run at its time limit and left the group (the "
+                       "other ranks may be at another point of it); mpirun (pid %d) %s",
+                       (int)pid, how);
+    }
+    if (*why == GROUP_NO_COMMAND)
+        return ss_errf(SS_ERR_UNAVAILABLE,
+                       "mpirun (pid %d) %s: mpirun or the ranks' program could not be run (the "
+                       "error is above)",
+                       (int)pid, how);
+    if (*why == GROUP_REFUSED)
+        return ss_errf(SS_ERR_INVALID,
+                       "a rank could not load its shard (its message is above); mpirun (pid %d) %s",
+                       (int)pid, how);
+    return ss_errf(SS_ERR_UNAVAILABLE,
+                   "mpirun (pid %d) %s; its error (or the failing rank's) is logged above",
+                   (int)pid, how);
+}
+
 ss_status *ss_launcher_run(const ss_launcher_options *opt)
 {
     meta_info *mi = calloc(1, sizeof *mi);
@@ -775,9 +826,15 @@ ss_status *ss_launcher_run(const ss_launcher_options *opt)
             ss_rank_config_free(&rc);
         }
     }
+    /* the hang check's page: local agents inherit it, an mpi job's ranks on this host open it */
+    ss_liveness *live = st ? NULL : ss_liveness_create(n);
+    if (!st && !live)
+        SS_WARN("no liveness page (memfd: %s): a hung agent is left to the worker to notice",
+                strerror(errno));
     mpi_job job = {0};
-    if (!st && mpi) st = mpi_job_prepare(opt, mi, &job);
+    if (!st && mpi) st = mpi_job_prepare(opt, mi, live != NULL, &job);
     if (st) {
+        ss_liveness_free(live);
         free(mi), free(ranks), free(pids);
         return st;
     }
@@ -787,15 +844,9 @@ ss_status *ss_launcher_run(const ss_launcher_options *opt)
     sigaddset(&set, SIGTERM);
     sigaddset(&set, SIGCHLD);
     sigprocmask(SIG_BLOCK, &set, &old);
-    ss_liveness *live = NULL;
-    if (!mpi) { /* under mpirun the ranks are not our children: no liveness page, no segments */
-        /* the segments of launchers killed before they could remove theirs */
-        ss_comm_shm_remove_abandoned("agents-");
-        live = ss_liveness_create(n);
-        if (!live)
-            SS_WARN("no liveness page (memfd: %s): a hung agent is left to the worker to notice",
-                    strerror(errno));
-    }
+    /* the segments of launchers killed before they could remove theirs (mpirun's ranks make
+     * none of ours) */
+    if (!mpi) ss_comm_shm_remove_abandoned("agents-");
     int max_tries = opt->max_restarts > 0 ? opt->max_restarts : 5;
     int backoff = opt->backoff_ms > 0 ? opt->backoff_ms : 500;
     for (int generation = 0, tries = 0;; generation++) {
@@ -803,7 +854,7 @@ ss_status *ss_launcher_run(const ss_launcher_options *opt)
         bool signalled = false;
         group_end why = GROUP_FAILED;
         st =
-            mpi ? run_mpi_group(opt, mi, &job, &set, generation, &signalled, &up, &why)
+            mpi ? run_mpi_group(opt, mi, &job, live, ranks, &set, generation, &signalled, &up, &why)
                 : run_group(opt, mi, ranks, n, pids, live, &set, generation, &signalled, &up, &why);
         if (!st || signalled || opt->restart == SS_RESTART_NEVER) break;
         /* the request's doing, not the group's (which came up and served): not a failure in a

@@ -17,7 +17,10 @@ loopback): the endless requests restart the whole job at once, uncounted (mpirun
 status of the rank that left, 76), and a rank SIGKILLed afterwards restarts it as a failure
 (counted: try 1 of 1), after which the group answers again. Last, with rank 1's model file made
 garbage, a new launcher stops at once (78: not restarting), although rank 0 loaded and serves;
-and so does one that cannot run mpirun (not on PATH: 127).
+and so does one that cannot run mpirun (not on PATH: 127). Then the model served whole by one
+rank under mpirun: that rank stopped (SIGSTOP), no other rank fails to end the job, so the
+launcher's own hang check must see it (the rank stamps the launcher's liveness page as a local
+agent does), SIGKILL it and start the job again.
 
 Usage: test_run_bounds.py [--mpi] [case...]; prints ok/FAIL per case and "N passed, N failed"."""
 
@@ -39,6 +42,7 @@ import shardserve_client as ssc  # noqa: E402
 SANITIZED = os.environ.get("SS_SANITIZED", "0") in ("1", "ON", "TRUE", "true")
 SLOW = 3 if SANITIZED else 1
 TIMEOUT_MS = 3000
+HEARTBEAT_MS = 2000 * SLOW  # the worker's; the launcher's hang check waits 1.5 times as long
 RUN_MB = 64
 C = None
 
@@ -201,6 +205,36 @@ def test_mpi_not_found():
     print("    launcher exit %d: %s" % (rc, log.strip().splitlines()[-1]))
 
 
+def test_mpi_lone_rank_stopped():
+    ranks = mpi_ranks()
+    assert len(ranks) == 1, "agent-rank-mpi processes: %s" % ranks
+    t0 = time.time()
+    os.kill(ranks[0], signal.SIGSTOP)
+    try:
+        deadline = t0 + HEARTBEAT_MS / 1000 * 1.5 + 20 * SLOW
+        while "restarting the group in" not in C.log(C.agent_procs):
+            assert time.time() < deadline, \
+                "no restart after SIGSTOP:\n" + C.log(C.agent_procs)[-3000:]
+            assert C.agent_procs.poll() is None, "agents exited:\n" + C.log(C.agent_procs)[-3000:]
+            time.sleep(0.1)
+        took = time.time() - t0
+    finally:  # a rank the launcher did not kill resumes, so that the cluster can end it
+        try:
+            os.kill(ranks[0], signal.SIGCONT)
+        except ProcessLookupError:
+            pass
+    log = C.log(C.agent_procs)
+    for want in ("agent of rank 0 (pid %d) has read nothing from the worker" % ranks[0],
+                 "the process is stopped", "which ends mpirun's job", "(try 1 of 1)"):
+        assert want in log, "%r not in:\n%s" % (want, log[-3000:])
+    wait_ready(60 * SLOW)
+    assert_answers(2 * SLOW)
+    now = mpi_ranks()
+    assert len(now) == 1 and now[0] != ranks[0], "ranks now: %s (stopped: %d)" % (now, ranks[0])
+    print("    rank 0 (pid %d) stopped: killed and restarted after %.1f s (worker heartbeat timeout %d "
+          "ms), answers again from pid %d" % (ranks[0], took, HEARTBEAT_MS, now[0]))
+
+
 def serve(c, ranks, tag, comm="shm"):
     global C
     C = c
@@ -211,7 +245,8 @@ def serve(c, ranks, tag, comm="shm"):
                                       "outputs": ["y", "w"]}])
     table = c.write_rank_table(ranks)
     c.serve([("bounds", 1, table)], wait_agents=60,
-            extra=("--request-timeout-ms", str(TIMEOUT_MS)))
+            extra=("--request-timeout-ms", str(TIMEOUT_MS), "--heartbeat-timeout-ms",
+                   str(HEARTBEAT_MS)))
     env = {"SHARDSERVE_RANK_RUN_MB": str(RUN_MB)}
     if comm == "mpi":  # loopback only; Open MPI's session files in the test's folder
         ompi = os.path.join(c.dir, "ompi")
@@ -234,7 +269,8 @@ def main():
     if "--mpi" in args:
         args.remove("--mpi")
         configs = ((2, "mpi", [test_split_endless_loop, test_split_huge_window, test_mpi_rank_killed,
-                                 test_mpi_bad_shard, test_mpi_not_found]),)
+                                 test_mpi_bad_shard, test_mpi_not_found]),
+                   (1, "mpi", [test_mpi_lone_rank_stopped]))
     status = 0
     for ranks, comm, cases in configs:
         with Cluster() as c:
