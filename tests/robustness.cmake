@@ -41,7 +41,8 @@ set_tests_properties(robustness_run_bounds PROPERTIES ENVIRONMENT "${SS_ROB_ENV}
 # The split case under one mpirun (`agents --comm mpi`, loopback only): the endless requests
 # restart the job at once and uncounted, a SIGKILLed rank restarts it as a counted failure; a
 # garbage shard (78) and mpirun not on PATH (127) stop the launcher at once; a rank alone in its
-# job, stopped (SIGSTOP), is killed by the launcher's hang check and the job started again.
+# job, stopped (SIGSTOP), is killed by the launcher's hang check and the job started again (and a
+# SIGTERM while that job ends stops the launcher instead).
 if(SS_COMM_HAVE_MPI)
   add_test(NAME robustness_run_bounds_mpi
            COMMAND ${SS_PY} ${SS_TEST_DIR}/robustness/test_run_bounds.py --mpi)

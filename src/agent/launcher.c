@@ -365,6 +365,8 @@ static ss_status *kill_hung(const ss_launcher_options *opt, const meta_info *mi,
         int64_t silent = ss_liveness_silent_ms(live, i, now);
         pid_t pid = pids ? pids[i] : ss_liveness_pid(live, i);
         if (pid <= 0 || silent < timeout || (!pids && !descends_from(pid, mpirun))) continue;
+        char state = proc_state(pid);
+        if (state == 'Z' || state == 'X') continue; /* it exited: its status tells, not a hang */
         const char *why = hang_reason(pid);
         kill(pid, SIGKILL);
         return ss_errf(SS_ERR_UNAVAILABLE,
@@ -710,16 +712,21 @@ static ss_status *run_mpi_group(const ss_launcher_options *opt, const meta_info 
     for (;;) {
         int sig = sigtimedwait(set, NULL, stopping ? &step : &tick);
         if (!*up_ns) *up_ns = group_up_ns(live, mi->n, ss_now_ns());
-        if (stopping) { /* wait (bounded) for mpirun to take its job down, then kill it */
-            waited_ms += 200;
-            if (waited_ms == 20000) {
-                SS_WARN("mpirun (pid %d) did not stop within 20 s; killing it", (int)pid);
-                kill(pid, SIGKILL);
-            }
-        } else if (sig == SIGINT || sig == SIGTERM) {
+        if ((sig == SIGINT || sig == SIGTERM) && !*signalled) { /* also while a hang ends */
             SS_INFO("signal %d: forwarding it to mpirun (pid %d)", sig, (int)pid);
             stopping = *signalled = true;
             kill(pid, sig);
+        } else if (stopping) { /* wait (bounded) for mpirun to take its job down, then kill it */
+            waited_ms += 200;
+            if (waited_ms == 20000) {
+                SS_WARN("mpirun (pid %d) did not stop within 20 s; killing it and its ranks here",
+                        (int)pid);
+                for (int i = 0; i < mi->n; i++) { /* or they outlive it */
+                    pid_t rank = ss_liveness_pid(live, i);
+                    if (rank > 0 && descends_from(rank, pid)) kill(rank, SIGKILL);
+                }
+                kill(pid, SIGKILL);
+            }
         } else if (sig < 0 && errno == EAGAIN) {
             hung = kill_hung(opt, mi, live, ranks, NULL, mi->n, pid);
             stopping = hung != NULL;

@@ -20,7 +20,8 @@ garbage, a new launcher stops at once (78: not restarting), although rank 0 load
 and so does one that cannot run mpirun (not on PATH: 127). Then the model served whole by one
 rank under mpirun: that rank stopped (SIGSTOP), no other rank fails to end the job, so the
 launcher's own hang check must see it (the rank stamps the launcher's liveness page as a local
-agent does), SIGKILL it and start the job again.
+agent does), SIGKILL it and start the job again; stopped again, and the launcher sent SIGTERM
+while mpirun is still ending that job, it exits 0 instead of starting it again.
 
 Usage: test_run_bounds.py [--mpi] [case...]; prints ok/FAIL per case and "N passed, N failed"."""
 
@@ -42,7 +43,7 @@ import shardserve_client as ssc  # noqa: E402
 SANITIZED = os.environ.get("SS_SANITIZED", "0") in ("1", "ON", "TRUE", "true")
 SLOW = 3 if SANITIZED else 1
 TIMEOUT_MS = 3000
-HEARTBEAT_MS = 2000 * SLOW  # the worker's; the launcher's hang check waits 1.5 times as long
+HEARTBEAT_MS = 2000 * SLOW  # the lone mpi rank's worker; the launcher's hang check waits 1.5x
 RUN_MB = 64
 C = None
 
@@ -235,7 +236,44 @@ def test_mpi_lone_rank_stopped():
           "ms), answers again from pid %d" % (ranks[0], took, HEARTBEAT_MS, now[0]))
 
 
-def serve(c, ranks, tag, comm="shm"):
+def dead(pid):
+    """Whether pid has exited (gone, or a zombie its parent has not reaped yet)."""
+    try:
+        with open("/proc/%d/stat" % pid) as f:
+            return f.read().rsplit(")", 1)[1].split()[0] in ("Z", "X")
+    except OSError:
+        return True
+
+
+def test_mpi_stop_while_hang_ends():
+    """SIGTERM to the launcher after it killed a hung rank, while mpirun is still ending the job:
+    the launcher stops (exit 0), it does not start the job again."""
+    ranks = mpi_ranks()
+    assert len(ranks) == 1, "agent-rank-mpi processes: %s" % ranks
+    restarts = C.log(C.agent_procs).count("restarting the group in")
+    os.kill(ranks[0], signal.SIGSTOP)
+    try:
+        deadline = time.time() + HEARTBEAT_MS / 1000 * 1.5 + 20 * SLOW
+        while not dead(ranks[0]):
+            assert time.time() < deadline, \
+                "the stopped rank was not killed:\n" + C.log(C.agent_procs)[-3000:]
+            time.sleep(0.02)
+    finally:
+        try:
+            os.kill(ranks[0], signal.SIGCONT)
+        except ProcessLookupError:
+            pass
+    C.agent_procs.send_signal(signal.SIGTERM)
+    rc = C.agent_procs.wait(timeout=30 * SLOW)
+    log = C.log(C.agent_procs)
+    assert rc == 0, "launcher exit %d after SIGTERM:\n%s" % (rc, log[-3000:])
+    assert log.count("restarting the group in") == restarts, log[-3000:]
+    assert "forwarding it to mpirun" in log, log[-3000:]
+    print("    rank (pid %d) killed as hung, SIGTERM meanwhile: launcher exit 0, no restart"
+          % ranks[0])
+
+
+def serve(c, ranks, tag, comm="shm", heartbeat_ms=None):
     global C
     C = c
     model = os.path.join(c.dir, "bounds.onnx")
@@ -244,9 +282,10 @@ def serve(c, ranks, tag, comm="shm"):
                             methods=[{"name": "predict", "inputs": ["x", "scale", "size"],
                                       "outputs": ["y", "w"]}])
     table = c.write_rank_table(ranks)
-    c.serve([("bounds", 1, table)], wait_agents=60,
-            extra=("--request-timeout-ms", str(TIMEOUT_MS), "--heartbeat-timeout-ms",
-                   str(HEARTBEAT_MS)))
+    extra = ("--request-timeout-ms", str(TIMEOUT_MS))
+    if heartbeat_ms:
+        extra += ("--heartbeat-timeout-ms", str(heartbeat_ms))
+    c.serve([("bounds", 1, table)], wait_agents=60, extra=extra)
     env = {"SHARDSERVE_RANK_RUN_MB": str(RUN_MB)}
     if comm == "mpi":  # loopback only; Open MPI's session files in the test's folder
         ompi = os.path.join(c.dir, "ompi")
@@ -270,11 +309,14 @@ def main():
         args.remove("--mpi")
         configs = ((2, "mpi", [test_split_endless_loop, test_split_huge_window, test_mpi_rank_killed,
                                  test_mpi_bad_shard, test_mpi_not_found]),
-                   (1, "mpi", [test_mpi_lone_rank_stopped]))
+                   (1, "mpi", [test_mpi_lone_rank_stopped, test_mpi_stop_while_hang_ends]))
     status = 0
     for ranks, comm, cases in configs:
+        if args and not any(case.__name__ in args for case in cases):
+            continue  # none of this set's cases asked for: no cluster for it
+        lone = comm == "mpi" and ranks == 1
         with Cluster() as c:
-            serve(c, ranks, "r%d-%s" % (ranks, comm), comm)
+            serve(c, ranks, "r%d-%s" % (ranks, comm), comm, HEARTBEAT_MS if lone else None)
             status |= run_cases(cases, args)
     return status
 
