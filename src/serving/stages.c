@@ -533,9 +533,10 @@ static ss_status *python_specs(ss_pipeline *p, ss_pystage_spec **out, size_t *n)
             size_t len = strlen(p->servable) + strlen(st->symbol) + 2;
             if (!(keys[*n] = malloc(len))) break;
             snprintf(keys[*n], len, "%s.%s", p->servable, st->symbol);
-            specs[(*n)++] =
-                (ss_pystage_spec){st->module,     st->symbol,   keys[*n - 1], p->methods[m].name,
+            specs[*n] =
+                (ss_pystage_spec){st->module,     st->symbol,   keys[*n],     p->methods[m].name,
                                   st->batch_size, st->n_inputs, st->n_outputs};
+            (*n)++;
         }
     if (!specs || !keys || *n != total) {
         for (size_t i = 0; keys && i < *n; i++)
