@@ -1767,7 +1767,7 @@ static ss_status *plan_build(ss_session *s, const ss_tensor *inputs, struct ss_p
     if (!st) st = plan_effects(p);
     for (int i = 0; !st && i < s->n_inputs; i++)
         if (p->value_dep[i]) st = ss_tensor_copy(&p->dep_values[i], &inputs[i]);
-    for (int i = 0; i < nn; i++)
+    for (int i = 0; p->kctx && i < nn; i++) /* NULL: its allocation failed (st says so) */
         p->kctx[i].plan = NULL;
     p->inputs = NULL;
     if (st) {

@@ -37,11 +37,19 @@ void *rg_alloc(rank_graph *g, size_t n)
     return p;
 }
 
+/* When an allocation fails, g->error says so and the graph is never written; the names made
+ * meanwhile are this empty string instead of NULL, so that the code building the rest of the
+ * graph until it looks at g->error (comparing names, looking them up) runs on without a check at
+ * every step. */
+static char no_name[1];
+
 char *rg_strdup(rank_graph *g, const char *s)
 {
+    if (!s) return no_name; /* a name that an earlier allocation failed to make */
     size_t n = strlen(s) + 1;
     char *p = rg_alloc(g, n);
-    if (p) memcpy(p, s, n);
+    if (!p) return no_name;
+    memcpy(p, s, n);
     return p;
 }
 
@@ -135,7 +143,7 @@ void rg_attr_string(rank_graph *g, Onnx__NodeProto *n, const char *name, const c
     a->type = ONNX__ATTRIBUTE_PROTO__ATTRIBUTE_TYPE__STRING;
     a->has_s = 1;
     a->s.data = (uint8_t *)rg_strdup(g, v);
-    a->s.len = strlen(v);
+    a->s.len = strlen((const char *)a->s.data);
 }
 
 void rg_attr_copy_except(rank_graph *g, Onnx__NodeProto *n, const Onnx__NodeProto *from,
@@ -220,7 +228,7 @@ void rg_init_blocked(rank_graph *g, const char *name, const ss_tensor *t, int ax
         view.ndim = t->ndim + 1;
         vaxis = axis + 1;
     }
-    if (rg_has_init(g, name) || g->error) return;
+    if (g->error || rg_has_init(g, name)) return;
     if (!grow(g, (void **)&g->inits, g->n_inits, &g->cap_inits, sizeof *g->inits) ||
         !grow(g, (void **)&g->init_names, g->n_inits, &g->cap_init_names, sizeof *g->init_names))
         return;

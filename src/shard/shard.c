@@ -775,80 +775,109 @@ static ss_status *shard_rank(shard_ctx *c, int rank, size_t *param_bytes)
 
 /* ------------------------------------------------------------------ config files */
 
-static cJSON *int_array(const int *v, int n)
+/* cJSON's builders give NULL or false when an allocation fails and leave the field out. These
+ * record that in *ok instead (freeing what was not attached), so that a config file is written
+ * whole or not at all: never one with a field silently missing. */
+static cJSON *jb_add(cJSON *parent, const char *key, cJSON *item, bool *ok)
+{
+    bool added =
+        item && parent &&
+        (key ? cJSON_AddItemToObject(parent, key, item) : cJSON_AddItemToArray(parent, item));
+    if (added) return item;
+    cJSON_Delete(item);
+    *ok = false;
+    return NULL;
+}
+
+static void jb_num(cJSON *parent, const char *key, double v, bool *ok)
+{
+    jb_add(parent, key, cJSON_CreateNumber(v), ok);
+}
+
+static void jb_str(cJSON *parent, const char *key, const char *v, bool *ok)
+{
+    jb_add(parent, key, cJSON_CreateString(v), ok);
+}
+
+static cJSON *int_array(const int *v, int n, bool *ok)
 {
     cJSON *a = cJSON_CreateArray();
-    for (int i = 0; i < n; i++)
-        cJSON_AddItemToArray(a, cJSON_CreateNumber(v[i]));
+    for (int i = 0; a && i < n; i++)
+        jb_num(a, NULL, v[i], ok);
     return a;
 }
 
-static cJSON *groups_json(const shard_ctx *c)
+static cJSON *groups_json(const shard_ctx *c, bool *ok)
 {
     cJSON *groups = cJSON_CreateObject();
     int *ranks = malloc(sizeof(int) * (size_t)c->rank_size);
-    if (!ranks) return groups;
+    if (!ranks || !groups) {
+        free(ranks);
+        cJSON_Delete(groups);
+        return NULL;
+    }
     for (int i = 0; i < c->rank_size; i++)
         ranks[i] = i;
-    cJSON_AddItemToObject(groups, "world", int_array(ranks, c->rank_size));
+    jb_add(groups, "world", int_array(ranks, c->rank_size, ok), ok);
     for (int s = 0; s < c->stages; s++) {
         char name[32];
         snprintf(name, sizeof name, "stage%d", s);
-        cJSON_AddItemToObject(groups, name, int_array(ranks + s * c->tp, c->tp));
+        jb_add(groups, name, int_array(ranks + s * c->tp, c->tp, ok), ok);
     }
     free(ranks);
     return groups;
 }
 
-static ss_status *write_json(cJSON *root, const char *path)
+/* Writes root (and frees it), unless building it ran out of memory (!ok). */
+static ss_status *write_json(cJSON *root, bool ok, const char *path)
 {
-    char *text = cJSON_Print(root);
+    char *text = ok && root ? cJSON_Print(root) : NULL;
     cJSON_Delete(root);
-    if (!text) return ss_errf(SS_ERR_NOMEM, "out of memory");
+    if (!text) return ss_errf(SS_ERR_NOMEM, "out of memory writing %s", path);
     FILE *f = fopen(path, "w");
-    int ok = f && fputs(text, f) >= 0 && fputc('\n', f) != EOF;
-    if (f && fclose(f) != 0) ok = 0;
+    int written = f && fputs(text, f) >= 0 && fputc('\n', f) != EOF;
+    if (f && fclose(f) != 0) written = 0;
     free(text);
-    return ok ? NULL : ss_errf(SS_ERR_IO, "cannot write %s: %s", path, strerror(errno));
+    return written ? NULL : ss_errf(SS_ERR_IO, "cannot write %s: %s", path, strerror(errno));
 }
 
 static ss_status *write_group_config(shard_ctx *c, const rank_ctx *r, const char *path)
 {
+    bool ok = true;
     cJSON *root = cJSON_CreateObject();
-    cJSON_AddNumberToObject(root, "rank", r->rank);
-    cJSON_AddNumberToObject(root, "rank_size", c->rank_size);
-    cJSON_AddNumberToObject(root, "stage", r->stage);
-    cJSON_AddNumberToObject(root, "stage_size", c->stages);
-    cJSON_AddNumberToObject(root, "position", r->pos);
-    cJSON_AddNumberToObject(root, "ranks_per_stage", c->tp);
+    jb_num(root, "rank", r->rank, &ok);
+    jb_num(root, "rank_size", c->rank_size, &ok);
+    jb_num(root, "stage", r->stage, &ok);
+    jb_num(root, "stage_size", c->stages, &ok);
+    jb_num(root, "position", r->pos, &ok);
+    jb_num(root, "ranks_per_stage", c->tp, &ok);
     char model[PATH_MAX];
     snprintf(model, sizeof model, "%s.onnx", c->model_base);
-    cJSON_AddStringToObject(root, "model", model);
+    jb_str(root, "model", model, &ok);
     if (c->opt->weights != SS_WEIGHTS_F32)
-        cJSON_AddStringToObject(root, "weights", ss_weights_name(c->opt->weights));
-    cJSON_AddItemToObject(root, "groups", groups_json(c));
+        jb_str(root, "weights", ss_weights_name(c->opt->weights), &ok);
+    jb_add(root, "groups", groups_json(c, &ok), &ok);
     int prev = r->rank - c->tp, next = r->rank + c->tp;
-    cJSON_AddItemToObject(root, "recv_peers", int_array(&prev, r->stage > 0 ? 1 : 0));
-    cJSON_AddItemToObject(root, "send_peers", int_array(&next, r->stage < c->stages - 1 ? 1 : 0));
-    return write_json(root, path);
+    jb_add(root, "recv_peers", int_array(&prev, r->stage > 0 ? 1 : 0, &ok), &ok);
+    jb_add(root, "send_peers", int_array(&next, r->stage < c->stages - 1 ? 1 : 0, &ok), &ok);
+    return write_json(root, ok, path);
 }
 
-static cJSON *io_json(const shard_ctx *c, Onnx__ValueInfoProto **vis, size_t n, bool inputs)
+static cJSON *io_json(const shard_ctx *c, Onnx__ValueInfoProto **vis, size_t n, bool inputs,
+                      bool *ok)
 {
     cJSON *arr = cJSON_CreateArray();
-    for (size_t i = 0; i < n; i++) {
+    for (size_t i = 0; arr && i < n; i++) {
         if (inputs && ss_onnx_find_init(c->model, vis[i]->name)) continue;
         ss_tensor d;
-        cJSON *o = cJSON_CreateObject();
-        cJSON_AddStringToObject(o, "name", vis[i]->name);
-        if (shard_value_desc(c, vis[i]->name, &d)) {
-            cJSON_AddStringToObject(o, "dtype", ss_dtype_name(d.dtype));
-            cJSON *sh = cJSON_CreateArray();
-            for (int k = 0; k < d.ndim; k++)
-                cJSON_AddItemToArray(sh, cJSON_CreateNumber((double)d.dims[k]));
-            cJSON_AddItemToObject(o, "shape", sh);
+        cJSON *o = jb_add(arr, NULL, cJSON_CreateObject(), ok);
+        jb_str(o, "name", vis[i]->name, ok);
+        if (o && shard_value_desc(c, vis[i]->name, &d)) {
+            jb_str(o, "dtype", ss_dtype_name(d.dtype), ok);
+            cJSON *sh = jb_add(o, "shape", cJSON_CreateArray(), ok);
+            for (int k = 0; sh && k < d.ndim; k++)
+                jb_num(sh, NULL, (double)d.dims[k], ok);
         }
-        cJSON_AddItemToArray(arr, o);
     }
     return arr;
 }
@@ -958,12 +987,16 @@ static ss_status *check_out_dir(const shard_ctx *c)
     for (int r = 0; r < c->rank_size; r++) {
         char dir[PATH_MAX];
         snprintf(dir, sizeof dir, "%s/device%d", out, r);
+        errno = 0;
         if (lstat(dir, &sb) == 0 && !is_rank_dir(dir))
-            return ss_errf(SS_ERR_INVALID,
-                           "--out %s: device%d is there and is not a rank folder of an earlier "
-                           "split (no group_config.json, a symlink, or with subfolders): move it "
-                           "away first",
-                           out, r);
+            return errno == ENOMEM
+                       ? ss_errf(SS_ERR_NOMEM, "out of memory reading %s", dir)
+                       : ss_errf(
+                             SS_ERR_INVALID,
+                             "--out %s: device%d is there and is not a rank folder of an earlier "
+                             "split (no group_config.json, a symlink, or with subfolders): move it "
+                             "away first",
+                             out, r);
     }
     if (lstat(c->stage_dir, &sb) != 0) return NULL;
     char old[PATH_MAX + 32];
@@ -1007,11 +1040,14 @@ static ss_status *publish_split(const char *out_dir, const char *stage_dir, int 
         snprintf(to, sizeof to, "%s/device%d", out_dir, done);
         snprintf(aside, sizeof aside, "%s/old-device%d", stage_dir, done);
         struct stat sb;
+        errno = 0;
         if (lstat(to, &sb) == 0 && !is_rank_dir(to)) { /* put there while the split was made */
-            st = ss_errf(SS_ERR_INVALID,
-                         "%s appeared while the split was made and is not a rank folder: --out "
-                         "is left as it was",
-                         to);
+            st = errno == ENOMEM
+                     ? ss_errf(SS_ERR_NOMEM, "out of memory reading %s", to)
+                     : ss_errf(SS_ERR_INVALID,
+                               "%s appeared while the split was made and is not a rank folder: "
+                               "--out is left as it was",
+                               to);
             break;
         }
         if (rename(to, aside) != 0 && errno != ENOENT) {
@@ -1045,7 +1081,11 @@ static ss_status *publish_split(const char *out_dir, const char *stage_dir, int 
         if (access(to, F_OK) != 0 && progress)
             fprintf(stderr, "shard: removed %s, left by an earlier split into more ranks\n", to);
     }
-    return NULL; /* the old folders and manifest in the stage folder go with it */
+    /* the old folders and manifest in the stage folder go with it; the old manifest, the mark
+     * of a publish under way, goes first: should removing the rest fail (out of memory walking
+     * the folder), the next run clears it as a stale stage folder instead of refusing it */
+    unlink(old_manifest);
+    return NULL;
 }
 
 /* Holds --out for this run (an flock on the folder, released when the process ends or the fd is
@@ -1067,50 +1107,47 @@ static ss_status *lock_out_dir(const char *out, int *fd)
 static ss_status *write_manifest(shard_ctx *c, const size_t *param_bytes)
 {
     static const char *modes[] = {"none", "auto", "file"};
+    bool ok = true;
     cJSON *root = cJSON_CreateObject();
-    cJSON_AddStringToObject(root, "source", c->opt->model_path);
+    jb_str(root, "source", c->opt->model_path, &ok);
     char model[PATH_MAX];
     snprintf(model, sizeof model, "%s.onnx", c->model_base);
-    cJSON_AddStringToObject(root, "model", model);
-    cJSON_AddNumberToObject(root, "rank_size", c->rank_size);
-    cJSON_AddNumberToObject(root, "stage_size", c->stages);
-    cJSON_AddNumberToObject(root, "ranks_per_stage", c->tp);
-    cJSON_AddStringToObject(root, "strategy", modes[c->opt->mode]);
-    cJSON_AddItemToObject(root, "inputs", io_json(c, c->graph->input, c->graph->n_input, true));
-    cJSON_AddItemToObject(root, "outputs", io_json(c, c->graph->output, c->graph->n_output, false));
-    cJSON *ranks = cJSON_CreateArray();
-    for (int r = 0; r < c->rank_size; r++) {
-        cJSON *o = cJSON_CreateObject();
+    jb_str(root, "model", model, &ok);
+    jb_num(root, "rank_size", c->rank_size, &ok);
+    jb_num(root, "stage_size", c->stages, &ok);
+    jb_num(root, "ranks_per_stage", c->tp, &ok);
+    jb_str(root, "strategy", modes[c->opt->mode], &ok);
+    jb_add(root, "inputs", io_json(c, c->graph->input, c->graph->n_input, true, &ok), &ok);
+    jb_add(root, "outputs", io_json(c, c->graph->output, c->graph->n_output, false, &ok), &ok);
+    cJSON *ranks = jb_add(root, "ranks", cJSON_CreateArray(), &ok);
+    for (int r = 0; ranks && r < c->rank_size; r++) {
+        cJSON *o = jb_add(ranks, NULL, cJSON_CreateObject(), &ok);
         char buf[PATH_MAX];
-        cJSON_AddNumberToObject(o, "rank", r);
-        cJSON_AddNumberToObject(o, "stage", r / c->tp);
-        cJSON_AddNumberToObject(o, "position", r % c->tp);
+        jb_num(o, "rank", r, &ok);
+        jb_num(o, "stage", r / c->tp, &ok);
+        jb_num(o, "position", r % c->tp, &ok);
         snprintf(buf, sizeof buf, "device%d/%s.onnx", r, c->model_base);
-        cJSON_AddStringToObject(o, "model", buf);
+        jb_str(o, "model", buf, &ok);
         snprintf(buf, sizeof buf, "device%d/group_config.json", r);
-        cJSON_AddStringToObject(o, "group_config", buf);
-        cJSON_AddNumberToObject(o, "param_bytes", (double)param_bytes[r]);
-        cJSON_AddItemToArray(ranks, o);
+        jb_str(o, "group_config", buf, &ok);
+        jb_num(o, "param_bytes", (double)param_bytes[r], &ok);
     }
-    cJSON_AddItemToObject(root, "ranks", ranks);
-    cJSON *stages = cJSON_CreateArray();
-    for (int s = 0; s < c->stages; s++) {
+    cJSON *stages = jb_add(root, "stages", cJSON_CreateArray(), &ok);
+    for (int s = 0; stages && s < c->stages; s++) {
         int nodes = 0;
         double params = 0, flops = 0;
         for (int i = 0; i < c->n_nodes; i++)
             if (!c->nodes[i].constant && c->nodes[i].stage == s)
                 nodes++, params += c->nodes[i].params, flops += c->nodes[i].flops;
-        cJSON *o = cJSON_CreateObject();
-        cJSON_AddNumberToObject(o, "stage", s);
-        cJSON_AddNumberToObject(o, "nodes", nodes);
-        cJSON_AddNumberToObject(o, "param_bytes", params);
-        cJSON_AddNumberToObject(o, "flops", flops);
-        cJSON_AddItemToArray(stages, o);
+        cJSON *o = jb_add(stages, NULL, cJSON_CreateObject(), &ok);
+        jb_num(o, "stage", s, &ok);
+        jb_num(o, "nodes", nodes, &ok);
+        jb_num(o, "param_bytes", params, &ok);
+        jb_num(o, "flops", flops, &ok);
     }
-    cJSON_AddItemToObject(root, "stages", stages);
     char path[PATH_MAX];
     snprintf(path, sizeof path, "%s/manifest.json", c->stage_dir);
-    return write_json(root, path);
+    return write_json(root, ok, path);
 }
 
 /* ------------------------------------------------------------------ driver */

@@ -326,7 +326,9 @@ int allocfail_loop(const allocfail_case *c, long *clean_allocs)
     for (int persistent = 0; persistent < (c->transient_only ? 1 : 2); persistent++) {
         int flags = persistent ? ALLOCFAIL_PERSISTENT : 0;
         bool injected = true;
-        long n = 1, calls = 0;
+        const char *first = getenv("SS_ALLOCFAIL_FIRST"); /* debugging: start at run N */
+        long n = first ? atol(first) : 1, calls = 0;
+        if (n < 1) n = 1;
         for (; injected && n <= max; n++)
             bad += one_run(c, n, flags, &injected, &calls);
         if (injected) {

@@ -48,7 +48,8 @@
  * returns the number of bad runs; *clean_allocs gets the allocation calls of the clean run (a
  * test should require it to be > 0, or it exercised nothing). A crash (SIGSEGV, SIGABRT, or an
  * ASan report) prints the case, n and mode before the process dies. SS_ALLOCFAIL_VERBOSE=1 in
- * the environment prints every run.
+ * the environment prints every run; SS_ALLOCFAIL_FIRST=N starts each mode at run N (to debug
+ * one run, say under gdb).
  *
  * A path through several threads (e.g. a request through the worker's event loop): set up
  * everything (worker, fake agents, connections) before the loop; run() submits one request and
