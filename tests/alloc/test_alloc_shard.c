@@ -103,10 +103,9 @@ static void shard_under_failures(const char *name, const char *tag, const char *
     char tmp[] = "/tmp/ss-alloc-shard-XXXXXX", model[512], got_dir[300];
     CHECK(mkdtemp(tmp) != NULL);
     snprintf(model, sizeof model, "%s/fx/test_%s/model.onnx", test_argv[1], fixture);
-    shard_case s = {.opt = {.model_path = model,
-                            .rank_size = ranks,
-                            .stage_size = stages,
-                            .mode = SS_SHARD_AUTO}};
+    shard_case s = {
+        .opt = {
+            .model_path = model, .rank_size = ranks, .stage_size = stages, .mode = SS_SHARD_AUTO}};
     snprintf(s.want_dir, sizeof s.want_dir, "%s/%s-clean", tmp, tag);
     snprintf(got_dir, sizeof got_dir, "%s/%s-runs", tmp, tag);
     s.opt.out_dir = s.want_dir;

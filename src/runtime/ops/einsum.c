@@ -48,15 +48,16 @@ static int letter_id(char c)
  * `ell` dims). */
 static bool parse_term(const char *s, const char *e, int rank, int ell_max, ein_term *t, int *ell)
 {
-    int letters = 0, dots = 0;
+    int letters = 0, dots = 0; /* dots: 3 once the one "..." is seen (written together) */
     for (const char *p = s; p < e; p++)
-        if (letter_id(*p) >= 0)
+        if (letter_id(*p) >= 0) {
             letters++;
-        else if (*p == '.')
-            dots++;
-        else if (*p != ' ')
+        } else if (*p == '.') {
+            if (dots || e - p < 3 || p[1] != '.' || p[2] != '.') return false;
+            dots = 3, p += 2;
+        } else if (*p != ' ') {
             return false;
-    if (dots != 0 && dots != 3) return false;
+        }
     int n_ell = dots ? (rank >= 0 ? rank - letters : ell_max) : 0;
     if (n_ell < 0 || (rank >= 0 && !dots && letters != rank) || letters + n_ell > SS_MAX_DIMS)
         return false;
@@ -157,6 +158,12 @@ static ss_status *ein_layout(ss_kctx *k, const ein_term *terms, const ein_term *
             p->in_stride[i][l] += st[j];
         }
     }
+    for (int j = 0; j < out->n; j++) /* (an output "..." dim every operand broadcasts is 1) */
+        if (out->ids[j] < EIN_LETTERS && !known[slot[out->ids[j]]]) {
+            int id = out->ids[j];
+            return ss_op_err(k, SS_ERR_INVALID, "output label '%c' is in no input term",
+                             id < 26 ? 'a' + id : 'A' + id - 26);
+        }
     return NULL;
 }
 
