@@ -56,3 +56,8 @@ if(TARGET shardserve)
   set_tests_properties(test_alloc_shard PROPERTIES FIXTURES_REQUIRED shard_data
                        ENVIRONMENT "SHARDSERVE_KERNELS=own")
 endif()
+
+# The serving registry's predict path: requests refused (unknown servable or method) and one
+# handed to a backend that answers at once.
+ss_add_allocfail_test(test_alloc_serving ${SS_TEST_DIR}/alloc/test_alloc_serving.c)
+target_link_libraries(test_alloc_serving ss_serving)

@@ -165,7 +165,8 @@ static ss_status *run_mpi(const ss_run_shards_options *opt, int rank_size)
     argv[a++] = opt->out_dir;
     argv[a++] = timeout;
     char *pairs[64];
-    for (int i = 0; i < opt->n_inputs && i < 64 && a < 250; i++) {
+    int n_pairs = 0; /* argv can fill (SHARDSERVE_MPIRUN_ARGS) before every input has its pair */
+    for (int i = 0; i < opt->n_inputs && i < 64 && a < 250; i++, n_pairs++) {
         size_t n = strlen(opt->input_names[i]) + strlen(opt->input_files[i]) + 2;
         pairs[i] = malloc(n);
         if (pairs[i]) snprintf(pairs[i], n, "%s=%s", opt->input_names[i], opt->input_files[i]);
@@ -182,7 +183,7 @@ static ss_status *run_mpi(const ss_run_shards_options *opt, int rank_size)
     int status = 0;
     if (pid > 0) waitpid(pid, &status, 0);
     free(extra);
-    for (int i = 0; i < opt->n_inputs && i < 64; i++)
+    for (int i = 0; i < n_pairs; i++)
         free(pairs[i]);
     if (pid < 0) return ss_errf(SS_ERR_IO, "fork: %s", strerror(errno));
     if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)

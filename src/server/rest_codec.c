@@ -148,9 +148,14 @@ bool ss_rest_parse_url(const char *url, char **servable, char **method, uint64_t
         snprintf(err, cap, "please check url, the keyword:[service method] must contain.");
         return false;
     }
-    *servable = name;
     *method = strdup(colon + 1);
-    return *method != NULL;
+    if (!*method) {
+        free(name);
+        snprintf(err, cap, "out of memory");
+        return false;
+    }
+    *servable = name;
+    return true;
 }
 
 /* ------------------------------------------------------------------ number kinds */

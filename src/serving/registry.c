@@ -469,7 +469,7 @@ static void rejected(ss_serving *s, const char *servable, uint64_t version, cons
     registry_unlock(s);
     if (fn)
         fn(ctx, servable, version, method,
-           bad->error_count ? bad->errors[0].code : SS_SERVING_FAILED);
+           bad && bad->error_count ? bad->errors[0].code : SS_SERVING_FAILED);
 }
 
 /* A request handed to a backend, counted in its entry's inflight until answered. */
@@ -527,8 +527,8 @@ static void serving_predict(void *ctx, ss_predict_request *req, ss_predict_done 
     uint64_t version = 0;
     ss_serving_entry *entry = NULL;
     ss_predict_reply *bad = lookup(s, req, &snap, &backend, &version, &entry);
-    if (bad) {
-        bool not_ready = bad->errors[0].code == SS_SERVING_SERVABLE_UNAVAILABLE;
+    if (!snap) { /* refused; bad is NULL when even its reply could not be allocated */
+        bool not_ready = bad && bad->errors[0].code == SS_SERVING_SERVABLE_UNAVAILABLE;
         rejected(s, version ? req->servable : "", version, not_ready ? req->method : "", bad);
         done(done_ctx, bad);
         return;
@@ -543,21 +543,23 @@ static void serving_predict(void *ctx, ss_predict_request *req, ss_predict_done 
             names[k] = m->inputs[k].name;
         bad = ss_predict_request_check_inputs(req, names, m->n_inputs);
     }
-    if (!bad && !(reply = ss_predict_reply_new(req->count)))
+    if (!bad && m && !(reply = ss_predict_reply_new(req->count)))
         bad = ss_predict_reply_error(SS_SERVING_SYSTEM_ERROR, "out of memory");
-    for (size_t i = 0; !bad && i < req->count; i++) {
+    for (size_t i = 0; !bad && reply && i < req->count; i++) {
         char why[256];
         if (ss_serving_check_instance(m, &req->instances[i], why, sizeof why)) continue;
         ss_status *st =
             ss_predict_reply_fail_instance(reply, i, SS_SERVING_INVALID_INPUTS, "%s", why);
         if (st) {
             ss_status_free(st);
+            ss_predict_reply_free(reply);
+            reply = NULL;
             bad = ss_predict_reply_error(SS_SERVING_SYSTEM_ERROR, "out of memory");
         }
     }
     size_t method = m ? (size_t)(m - snap->sig.methods) : 0;
     snapshot_unref(snap);
-    if (bad) {
+    if (bad || !reply) { /* no reply either: out of memory for the error (done gets NULL) */
         rejected(s, req->servable, version, m ? req->method : "", bad);
         ss_predict_reply_free(reply);
         done(done_ctx, bad);
