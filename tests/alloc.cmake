@@ -61,3 +61,12 @@ endif()
 # handed to a backend that answers at once.
 ss_add_allocfail_test(test_alloc_serving ${SS_TEST_DIR}/alloc/test_alloc_serving.c)
 target_link_libraries(test_alloc_serving ss_serving)
+
+# MindSpore's wire formats: a REST request body and a gRPC PredictRequest decoded, a reply encoded
+# to REST JSON and to a PredictReply.
+if(TARGET ss_server)
+  ss_add_allocfail_test(test_alloc_codecs ${SS_TEST_DIR}/alloc/test_alloc_codecs.c)
+  target_link_libraries(test_alloc_codecs ss_server)
+  target_include_directories(test_alloc_codecs PRIVATE ${CMAKE_SOURCE_DIR}/src/server)
+  target_compile_options(test_alloc_codecs PRIVATE -Wno-missing-braces)
+endif()

@@ -130,8 +130,12 @@ static ss_status *take_tensor(ss_serving_instance *inst, const char *name, pb_te
     return st;
 }
 
-static ss_predict_reply *convert_instances(pb_request *pb, ss_predict_request *req)
+/* The request's instances, or the error reply that refuses it. *complete: every instance and
+ * item was converted; when neither that nor a reply came, even the reply could not be allocated
+ * (the request is then incomplete, not valid). */
+static ss_predict_reply *convert_instances(pb_request *pb, ss_predict_request *req, bool *complete)
 {
+    *complete = false;
     char detail[512];
     if (pb->n_instances == 0)
         return ss_predict_reply_error(SS_SERVING_INVALID_INPUTS,
@@ -166,6 +170,7 @@ static ss_predict_reply *convert_instances(pb_request *pb, ss_predict_request *r
             }
         }
     }
+    *complete = true;
     return NULL;
 }
 
@@ -454,8 +459,13 @@ ss_status *ss_grpc_decode_request_limited(const uint8_t *buf, size_t len,
         mindspore__serving__proto__predict_request__free_unpacked(pb, NULL);
         return ss_errf(SS_ERR_NOMEM, "cannot allocate a request");
     }
-    *invalid = convert_instances(pb, req);
+    bool complete;
+    *invalid = convert_instances(pb, req, &complete);
     mindspore__serving__proto__predict_request__free_unpacked(pb, NULL);
+    if (!complete && !*invalid) { /* out of memory for the very reply that says so */
+        ss_predict_request_free(req);
+        return ss_errf(SS_ERR_NOMEM, "out of memory decoding the request");
+    }
     *out = req;
     return NULL;
 }
@@ -518,8 +528,8 @@ typedef struct {
 static void free_parts(reply_parts *p)
 {
     for (size_t i = 0; i < p->count; i++) {
+        if (p->item_ptrs) free(p->item_ptrs[i]); /* even when its items could not be allocated */
         if (p->items && p->items[i]) {
-            free(p->item_ptrs[i]);
             /* strings arrays hang off each item */
             size_t n = p->instances[i].n_items;
             for (size_t k = 0; k < n; k++)

@@ -72,7 +72,10 @@ bool ss_base64_decode(const char *text, size_t len, uint8_t **out, size_t *out_l
     if (pad > 2) return false;
     size_t n = len / 4 * 3 - pad;
     uint8_t *buf = malloc(n ? n : 1);
-    if (!buf) return false;
+    if (!buf) {
+        errno = ENOMEM; /* tells this from text that is not base64 */
+        return false;
+    }
     size_t o = 0;
     for (size_t i = 0; i < len; i += 4) {
         uint32_t v = 0;
@@ -113,13 +116,22 @@ bool ss_rest_parse_url(const char *url, char **servable, char **method, uint64_t
     *servable = *method = NULL;
     *version = 0;
     char *name = url_query(url, "model");
-    if (!name || !name[0]) {
+    if (!name) {
+        snprintf(err, cap, "out of memory");
+        return false;
+    }
+    if (!name[0]) {
         free(name);
         snprintf(err, cap, "please check url, the keyword:[model] must contain.");
         return false;
     }
     if (strstr(url, "version")) {
         char *v = url_query(url, "version");
+        if (!v) {
+            free(name);
+            snprintf(err, cap, "out of memory");
+            return false;
+        }
         char *end = NULL;
         errno = 0;
         long long n = v ? strtoll(v, &end, 10) : 0;
@@ -266,9 +278,11 @@ static ss_status *decode_b64(const cJSON *value, uint8_t **out, size_t *len)
     if (!cJSON_IsString(value))
         return fail("get scalar data failed, type is string, but json is not string type");
     const char *text = value->valuestring;
+    errno = 0;
     if (!ss_base64_decode(text, strlen(text), out, len))
-        return fail("'%.*s%s' is illegal b64 encode string", ERR_TEXT_MAX, text,
-                    strlen(text) > ERR_TEXT_MAX ? "..." : "");
+        return errno == ENOMEM ? ss_errf(SS_ERR_NOMEM, "out of memory")
+                               : fail("'%.*s%s' is illegal b64 encode string", ERR_TEXT_MAX, text,
+                                      strlen(text) > ERR_TEXT_MAX ? "..." : "");
     return NULL;
 }
 

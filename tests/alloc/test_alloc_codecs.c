@@ -1,0 +1,274 @@
+/*
+ * MindSpore Serving's wire formats under allocation failure: a REST request body (numbers in
+ * nested lists, a string, {"b64"} bytes, two instances) and a gRPC PredictRequest decoded into
+ * the serving form, and a reply encoded back to REST JSON and to a PredictReply, each with the
+ * 1st, 2nd, 3rd ... allocation failing. Every run must give exactly the clean run's request or
+ * bytes, or fail with an out-of-memory error: never a request with an item or a value silently
+ * missing (cJSON and protobuf-c report a failed allocation only as NULL).
+ */
+#include "allocfail.h"
+#include "check.h"
+#include "grpc_codec.h"
+#include "ms_service.pb-c.h"
+#include "rest_codec.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* cJSON's parser and protobuf-c's unpacker return NULL both for bad input and when an
+ * allocation fails, so the decoders' syntax errors may stand for one. */
+#define DECODE_OOM "out of memory|Illegal JSON format|cannot parse"
+
+/* A request or reply as text: every field the decoders fill, values as hex. */
+typedef struct {
+    char *p;
+    size_t len, cap;
+} dump;
+
+static void put(dump *d, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void put(dump *d, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    char buf[256];
+    int n = vsnprintf(buf, sizeof buf, fmt, ap);
+    va_end(ap);
+    if (n < 0) return;
+    if (d->len + (size_t)n + 1 > d->cap) {
+        size_t cap = (d->len + (size_t)n + 1) * 2;
+        char *p = realloc(d->p, cap);
+        if (!p) return;
+        d->p = p, d->cap = cap;
+    }
+    memcpy(d->p + d->len, buf, (size_t)n + 1);
+    d->len += (size_t)n;
+}
+
+static void dump_instance(dump *d, const ss_serving_instance *inst)
+{
+    for (size_t i = 0; i < inst->count; i++) {
+        const ss_serving_item *it = &inst->items[i];
+        const ss_tensor *t = &it->tensor;
+        put(d, " %s:%s%s[", it->name, ss_dtype_name(t->dtype), it->is_bytes ? "/bytes" : "");
+        for (int k = 0; k < t->ndim; k++)
+            put(d, "%lld,", (long long)t->dims[k]);
+        put(d, "]=");
+        if (t->dtype == SS_DT_STRING) {
+            const ss_string *s = t->data;
+            for (size_t e = 0; s && e < t->nbytes / sizeof *s; e++)
+                put(d, "'%.*s'", (int)s[e].len, s[e].data ? s[e].data : "");
+        } else {
+            for (size_t b = 0; b < t->nbytes; b++)
+                put(d, "%02x", ((const unsigned char *)t->data)[b]);
+        }
+    }
+}
+
+static char *dump_request(const ss_predict_request *r)
+{
+    dump d = {0};
+    put(&d, "%s %s v%llu n%zu", r->servable, r->method, (unsigned long long)r->version, r->count);
+    for (size_t i = 0; i < r->count; i++) {
+        put(&d, " |");
+        dump_instance(&d, &r->instances[i]);
+    }
+    return d.p;
+}
+
+/* ---------------------------------------------------------------- decoding */
+
+typedef struct {
+    bool grpc;
+    const char *url, *body; /* REST */
+    uint8_t *wire;          /* gRPC */
+    size_t wire_len;
+    char *want;
+    ss_predict_request *got;
+} decode_case;
+
+static ss_status *run_decode(void *ctx)
+{
+    decode_case *c = ctx;
+    c->got = NULL;
+    if (!c->grpc) return ss_rest_parse_request(c->url, c->body, strlen(c->body), &c->got);
+    ss_predict_reply *invalid = NULL;
+    ss_status *st = ss_grpc_decode_request(c->wire, c->wire_len, &c->got, &invalid);
+    if (!st && invalid) { /* a request the checks refused: its message says why */
+        const char *msg = invalid->error_count && invalid->errors[0].message
+                              ? invalid->errors[0].message
+                              : "(no message)";
+        st = ss_errf(strstr(msg, "out of memory") ? SS_ERR_NOMEM : SS_ERR_INVALID, "%s", msg);
+        ss_predict_reply_free(invalid);
+        ss_predict_request_free(c->got);
+        c->got = NULL;
+    }
+    return st;
+}
+
+static bool verify_decode(void *ctx)
+{
+    decode_case *c = ctx;
+    char *got = c->got ? dump_request(c->got) : NULL;
+    bool same = got && !strcmp(got, c->want);
+    if (!same) fprintf(stderr, "  got  %s\n  want %s\n", got ? got : "(nothing)", c->want);
+    free(got);
+    ss_predict_request_free(c->got);
+    c->got = NULL;
+    return same;
+}
+
+static void decode_under_failures(decode_case *c, const char *name)
+{
+    CHECK_OK(run_decode(c));
+    c->want = c->got ? dump_request(c->got) : NULL;
+    ss_predict_request_free(c->got);
+    c->got = NULL;
+    CHECK_MSG(c->want && strstr(c->want, "|") != NULL, "%s: clean decode gave %s", name,
+              c->want ? c->want : "nothing");
+    allocfail_case a = {.name = name,
+                        .ctx = c,
+                        .run = run_decode,
+                        .verify = verify_decode,
+                        .error_needle = DECODE_OOM};
+    long allocs = 0;
+    CHECK(allocfail_loop(&a, &allocs) == 0);
+    CHECK_MSG(allocs > 10, "%s: %ld allocations", name, allocs);
+    printf("%s: %ld allocations, each failed in turn\n", name, allocs);
+    free(c->want);
+}
+
+static void rest_request(void)
+{
+    decode_case c = {
+        .url = "/model/mm/version/2:predict",
+        .body = "{\"instances\": [{\"x\": [[1.5, 2.0], [3.0, 4.0]], \"k\": [1, 2, 3], \"s\": \"text\","
+                " \"b\": {\"b64\": \"AAECAw==\", \"type\": \"bytes\"}, \"f\": true},"
+                " {\"x\": [[5.0, 6.0], [7.0, 8.25]], \"k\": [4, 5, 6], \"s\": \"more\","
+                " \"b\": {\"b64\": \"BAUG\", \"type\": \"bytes\"}, \"f\": false}]}"};
+    decode_under_failures(&c, "REST request");
+}
+
+static void grpc_request(void)
+{
+    float xs[2][4] = {{1.5f, 2, 3, 4}, {5, 6, 7, 8.25f}};
+    int64_t dims[2] = {2, 2};
+    Mindspore__Serving__Proto__TensorShape shape = MINDSPORE__SERVING__PROTO__TENSOR_SHAPE__INIT;
+    shape.n_dims = 2;
+    shape.dims = dims;
+    Mindspore__Serving__Proto__Tensor x[2], s[2];
+    Mindspore__Serving__Proto__Instance__ItemsEntry ex[2], es[2], *items[2][2];
+    Mindspore__Serving__Proto__Instance inst[2], *ip[2];
+    ProtobufCBinaryData text[2] = {{4, (uint8_t *)"text"}, {4, (uint8_t *)"more"}};
+    for (int i = 0; i < 2; i++) {
+        x[i] = (Mindspore__Serving__Proto__Tensor)MINDSPORE__SERVING__PROTO__TENSOR__INIT;
+        x[i].shape = &shape;
+        x[i].dtype = MINDSPORE__SERVING__PROTO__DATA_TYPE__MS_FLOAT32;
+        x[i].tensor_data_case = MINDSPORE__SERVING__PROTO__TENSOR__TENSOR_DATA_DATA;
+        x[i].data.data = (uint8_t *)xs[i];
+        x[i].data.len = sizeof xs[i];
+        s[i] = (Mindspore__Serving__Proto__Tensor)MINDSPORE__SERVING__PROTO__TENSOR__INIT;
+        s[i].dtype = MINDSPORE__SERVING__PROTO__DATA_TYPE__MS_STRING;
+        s[i].n_bytes_val = 1;
+        s[i].bytes_val = &text[i];
+        ex[i] = (Mindspore__Serving__Proto__Instance__ItemsEntry)
+            MINDSPORE__SERVING__PROTO__INSTANCE__ITEMS_ENTRY__INIT;
+        ex[i].key = "x";
+        ex[i].value = &x[i];
+        es[i] = ex[i];
+        es[i].key = "s";
+        es[i].value = &s[i];
+        items[i][0] = &ex[i], items[i][1] = &es[i];
+        inst[i] = (Mindspore__Serving__Proto__Instance)MINDSPORE__SERVING__PROTO__INSTANCE__INIT;
+        inst[i].n_items = 2;
+        inst[i].items = items[i];
+        ip[i] = &inst[i];
+    }
+    Mindspore__Serving__Proto__ServableSpec spec = MINDSPORE__SERVING__PROTO__SERVABLE_SPEC__INIT;
+    spec.name = "mm";
+    spec.method_name = "predict";
+    spec.version_number = 2;
+    Mindspore__Serving__Proto__PredictRequest req =
+        MINDSPORE__SERVING__PROTO__PREDICT_REQUEST__INIT;
+    req.servable_spec = &spec;
+    req.n_instances = 2;
+    req.instances = ip;
+    decode_case c = {.grpc = true};
+    c.wire_len = mindspore__serving__proto__predict_request__get_packed_size(&req);
+    c.wire = malloc(c.wire_len);
+    CHECK(c.wire != NULL);
+    if (!c.wire) return;
+    mindspore__serving__proto__predict_request__pack(&req, c.wire);
+    decode_under_failures(&c, "gRPC PredictRequest");
+    free(c.wire);
+}
+
+/* ---------------------------------------------------------------- encoding */
+
+typedef struct {
+    ss_predict_request *req;
+    ss_predict_reply *reply;
+    bool grpc;
+    void *want, *got;
+    size_t want_len, got_len;
+} encode_case;
+
+static ss_status *run_encode(void *ctx)
+{
+    encode_case *c = ctx;
+    c->got = NULL;
+    if (c->grpc) return ss_grpc_encode_reply(c->req, c->reply, (uint8_t **)&c->got, &c->got_len);
+    c->got = ss_rest_reply_json(c->reply, &c->got_len);
+    return c->got ? NULL : ss_errf(SS_ERR_NOMEM, "out of memory");
+}
+
+static bool verify_encode(void *ctx)
+{
+    encode_case *c = ctx;
+    bool same = c->got && c->got_len == c->want_len && !memcmp(c->got, c->want, c->want_len);
+    free(c->got);
+    c->got = NULL;
+    return same;
+}
+
+static void encode_under_failures(encode_case *c, const char *name)
+{
+    CHECK_OK(run_encode(c));
+    c->want = c->got, c->want_len = c->got_len;
+    CHECK_MSG(c->want && c->want_len > 20, "%s: clean encode gave %zu bytes", name, c->want_len);
+    allocfail_case a = {.name = name, .ctx = c, .run = run_encode, .verify = verify_encode};
+    long allocs = 0;
+    CHECK(allocfail_loop(&a, &allocs) == 0);
+    CHECK_MSG(allocs > 0, "%s: %ld allocations", name, allocs);
+    printf("%s: %ld allocations, each failed in turn\n", name, allocs);
+    free(c->want);
+}
+
+static void replies(void)
+{
+    /* a reply as the worker gives one: two instances, a float tensor and a string each */
+    ss_predict_request *req = NULL;
+    const char *body = "{\"instances\": [{\"x\": 1}, {\"x\": 2}]}";
+    CHECK_OK(ss_rest_parse_request("/model/mm/version/2:predict", body, strlen(body), &req));
+    ss_predict_reply *reply = ss_predict_reply_new(2);
+    CHECK(req && reply);
+    if (!req || !reply) return;
+    for (size_t i = 0; i < 2; i++) {
+        ss_tensor y = {0};
+        const int64_t dims[2] = {2, 3};
+        CHECK_OK(ss_tensor_alloc(&y, SS_DT_FLOAT32, 2, dims));
+        for (int e = 0; e < 6 && y.data; e++)
+            ((float *)y.data)[e] = (float)(i * 10 + (size_t)e) * 0.5f;
+        CHECK_OK(ss_serving_instance_put(&reply->instances[i], "y", &y, false));
+        CHECK_OK(ss_serving_instance_put_string(&reply->instances[i], "label", "cat", 3, false));
+    }
+    encode_case rest = {.req = req, .reply = reply};
+    encode_under_failures(&rest, "REST reply JSON");
+    encode_case grpc = {.req = req, .reply = reply, .grpc = true};
+    encode_under_failures(&grpc, "gRPC PredictReply");
+    ss_predict_reply_free(reply);
+    ss_predict_request_free(req);
+}
+
+TEST_MAIN(TEST(rest_request), TEST(grpc_request), TEST(replies))
