@@ -337,11 +337,17 @@ static bool put_number(ss_dtype dt, const cJSON *v, uint8_t *buf, size_t i)
 }
 
 /* BYTES elements from JSON strings, length-prefixed. */
-static uint8_t *strings_buffer(const leaf_list *l, size_t *nbytes)
+/* The BYTES leaves in the binary extension's layout; NULL with *not_strings when one is not a
+ * string, else NULL when out of memory. */
+static uint8_t *strings_buffer(const leaf_list *l, size_t *nbytes, bool *not_strings)
 {
     size_t total = 0;
+    *not_strings = false;
     for (size_t i = 0; i < l->n; i++) {
-        if (!cJSON_IsString(l->leaves[i])) return NULL;
+        if (!cJSON_IsString(l->leaves[i])) {
+            *not_strings = true;
+            return NULL;
+        }
         total += 4 + strlen(l->leaves[i]->valuestring);
     }
     uint8_t *buf = malloc(total ? total : 1);
@@ -373,8 +379,11 @@ static bool json_data(ss_kserve_call *call, const cJSON *data, ss_kserve_input *
     }
     uint8_t *buf = NULL;
     if (ok && in->dtype == SS_DT_STRING) {
-        buf = strings_buffer(&l, &in->nbytes);
-        if (!buf) ss_kserve_fail(err, 400, "input '%s': BYTES data must be strings", in->name);
+        bool not_strings;
+        buf = strings_buffer(&l, &in->nbytes, &not_strings);
+        if (!buf)
+            ss_kserve_fail(err, not_strings ? 400 : 500, "input '%s': %s", in->name,
+                           not_strings ? "BYTES data must be strings" : "out of memory");
     } else if (ok) {
         size_t elem = ss_dtype_size(in->dtype);
         in->nbytes = l.n * elem;
