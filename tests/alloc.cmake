@@ -70,3 +70,8 @@ if(TARGET ss_server)
   target_include_directories(test_alloc_codecs PRIVATE ${CMAKE_SOURCE_DIR}/src/server)
   target_compile_options(test_alloc_codecs PRIVATE -Wno-missing-braces)
 endif()
+
+# The tokenizer: a byte-level BPE tokenizer.json parsed, a text encoded and decoded back.
+ss_add_allocfail_test(test_alloc_tokenizer ${SS_TEST_DIR}/alloc/test_alloc_tokenizer.c)
+target_link_libraries(test_alloc_tokenizer ss_tokenizer)
+target_include_directories(test_alloc_tokenizer PRIVATE ${CMAKE_SOURCE_DIR}/src)
