@@ -74,7 +74,7 @@ ss_onnx_case_suite(torch_rnn 8)
 
 # Einsum equations beyond the node cases (attention shapes, three operands, implicit outputs,
 # "..." broadcast, trace, integers), numpy.einsum as the oracle.
-ss_onnx_case_suite(einsum_cases 11)
+ss_onnx_case_suite(einsum_cases 12)
 
 # Sequence ops beyond the node cases (SplitToSequence forms, ConcatFromSequence, Construct/Erase/
 # Length/At, sequence graph outputs, a Loop growing a sequence by a data-dependent count), numpy

@@ -165,14 +165,29 @@ static ss_status *run_mpi(const ss_run_shards_options *opt, int rank_size)
     argv[a++] = opt->out_dir;
     argv[a++] = timeout;
     char *pairs[64];
-    int n_pairs = 0; /* argv can fill (SHARDSERVE_MPIRUN_ARGS) before every input has its pair */
-    for (int i = 0; i < opt->n_inputs && i < 64 && a < 250; i++, n_pairs++) {
+    int n_pairs = 0;
+    /* every input on the command line, or none: argv can fill (SHARDSERVE_MPIRUN_ARGS) first */
+    if (opt->n_inputs > 64 || a + opt->n_inputs > 250) {
+        free(extra);
+        return ss_errf(SS_ERR_LIMIT,
+                       "%d inputs and %d mpirun arguments do not fit the ranks' command line "
+                       "(at most 64 inputs and 250 arguments in all)",
+                       opt->n_inputs, a);
+    }
+    for (int i = 0; i < opt->n_inputs; i++, n_pairs++) {
         size_t n = strlen(opt->input_names[i]) + strlen(opt->input_files[i]) + 2;
         pairs[i] = malloc(n);
-        if (pairs[i]) snprintf(pairs[i], n, "%s=%s", opt->input_names[i], opt->input_files[i]);
-        argv[a++] = pairs[i] ? pairs[i] : "";
+        if (!pairs[i]) break;
+        snprintf(pairs[i], n, "%s=%s", opt->input_names[i], opt->input_files[i]);
+        argv[a++] = pairs[i];
     }
     argv[a] = NULL;
+    if (n_pairs < opt->n_inputs) {
+        for (int i = 0; i < n_pairs; i++)
+            free(pairs[i]);
+        free(extra);
+        return ss_errf(SS_ERR_NOMEM, "out of memory");
+    }
     fflush(NULL);
     pid_t pid = fork();
     if (pid == 0) {

@@ -454,9 +454,14 @@ static void run_tree(const char *dir, tally *t)
     for (struct dirent *e; (e = readdir(d));) {
         if (e->d_name[0] == '.') continue;
         char **grown = realloc(names, (n + 1) * sizeof *names);
-        if (!grown) break;
-        names = grown;
-        names[n++] = strdup(e->d_name);
+        char *name = grown ? strdup(e->d_name) : NULL;
+        if (grown) names = grown;
+        if (!name) { /* out of memory: the cases left out would go unreported */
+            fprintf(stderr, "onnx-test: out of memory listing %s\n", dir);
+            t->failed++;
+            break;
+        }
+        names[n++] = name;
     }
     closedir(d);
     if (n) qsort(names, n, sizeof *names, cmp_str); /* names is NULL in an empty folder */

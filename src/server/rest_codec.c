@@ -710,7 +710,7 @@ ss_status *ss_rest_parse_request_limited(const char *url, const char *body, size
     uint64_t version;
     if (!ss_rest_parse_url(url, &servable, &method, &version, err, sizeof err)) {
         cJSON_Delete(root);
-        return ss_errf(SS_ERR_INVALID, "%s", err);
+        return ss_errf(strcmp(err, "out of memory") ? SS_ERR_INVALID : SS_ERR_NOMEM, "%s", err);
     }
     ss_predict_request *req = ss_predict_request_new(servable, method, version);
     free(servable);

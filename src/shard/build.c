@@ -45,7 +45,10 @@ static char no_name[1];
 
 char *rg_strdup(rank_graph *g, const char *s)
 {
-    if (!s) return no_name; /* a name that an earlier allocation failed to make */
+    if (!s) { /* a name an earlier allocation failed to make; else a bug: fail, never write */
+        if (!g->error) g->error = ss_errf(SS_ERR_INTERNAL, "a shard graph name is missing");
+        return no_name;
+    }
     size_t n = strlen(s) + 1;
     char *p = rg_alloc(g, n);
     if (!p) return no_name;

@@ -124,9 +124,9 @@ static ss_status *run_decode(void *ctx)
         ss_predict_request_free(c->got);
         ss_kserve_call_free(c->call);
         c->got = NULL, c->call = NULL;
-        return ss_errf(err.status == 500 || strstr(err.msg, "out of memory") ? SS_ERR_NOMEM
-                                                                             : SS_ERR_INVALID,
-                       "%d %s", err.status, err.msg);
+        /* out of memory is the server's (500); a 400 blames the client, whatever it says */
+        return ss_errf(err.status == 500 ? SS_ERR_NOMEM : SS_ERR_INVALID, "%d %s", err.status,
+                       err.msg);
     }
     if (!c->grpc) return ss_rest_parse_request(c->url, c->body, strlen(c->body), &c->got);
     ss_predict_reply *invalid = NULL;

@@ -24,13 +24,16 @@ CASES = [
     ("permuted_output", "bij,bjk->kbi", [(3, 4, 5), (3, 5, 2)], np.float32),
     ("outer_float", "i,j->ji", [(3,), (4,)], np.float32),
     ("summed_in_one", "ij,jk->k", [(3, 4), (4, 2)], np.float32),
+    # ONNX allows spaces anywhere (they are dropped before parsing), even inside "..." and "->",
+    # which numpy does not: its reference gets the equation without them
+    ("spaces", " . . .ij , ...jk - > ...ik", [(2, 1, 3, 4), (5, 4, 2)], np.float32),
 ]
 
 
 def main(out):
     for name, eq, shapes, dt in CASES:
         ins = [(rng.standard_normal(s) * 3).astype(dt) for s in shapes]
-        y = np.asarray(np.einsum(eq, *ins)).astype(dt)
+        y = np.asarray(np.einsum(eq.replace(" ", ""), *ins)).astype(dt)
         names = [f"x{i}" for i in range(len(ins))]
         elem = helper.np_dtype_to_tensor_dtype(np.dtype(dt)) if hasattr(helper, "np_dtype_to_tensor_dtype") \
             else onnx.mapping.NP_TYPE_TO_TENSOR_TYPE[np.dtype(dt)]

@@ -48,14 +48,14 @@ static int letter_id(char c)
  * `ell` dims). */
 static bool parse_term(const char *s, const char *e, int rank, int ell_max, ein_term *t, int *ell)
 {
-    int letters = 0, dots = 0; /* dots: 3 once the one "..." is seen (written together) */
+    int letters = 0, dots = 0; /* dots: 3 once the one "..." is seen (spaces are gone) */
     for (const char *p = s; p < e; p++)
         if (letter_id(*p) >= 0) {
             letters++;
         } else if (*p == '.') {
             if (dots || e - p < 3 || p[1] != '.' || p[2] != '.') return false;
             dots = 3, p += 2;
-        } else if (*p != ' ') {
+        } else {
             return false;
         }
     int n_ell = dots ? (rank >= 0 ? rank - letters : ell_max) : 0;
@@ -254,6 +254,12 @@ static ss_status *einsum_infer(ss_kctx *k)
     char eq[512];
     if (!ss_onnx_attr_string(k->node, "equation", eq, sizeof eq))
         return ss_op_err(k, SS_ERR_INVALID, "attribute 'equation' is required");
+    /* "The equation string may contain space (U+0020)": ONNX's shape inference and onnxruntime
+     * drop every one before parsing, so ". . ." is an ellipsis and "- >" an arrow */
+    size_t kept = 0;
+    for (size_t i = 0; eq[i]; i++)
+        if (eq[i] != ' ') eq[kept++] = eq[i];
+    eq[kept] = 0;
     ein_term terms[EIN_MAX_IN], out;
     if ((st = ein_parse(k, eq, terms, &out))) return st;
     ein_plan *p = ss_op_state_alloc(k, sizeof *p);
