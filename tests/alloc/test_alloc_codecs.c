@@ -2,15 +2,17 @@
  * MindSpore Serving's wire formats under allocation failure: a REST request body (numbers in
  * nested lists, a string, {"b64"} bytes, two instances) and a gRPC PredictRequest decoded into
  * the serving form, and a reply encoded back to REST JSON and to a PredictReply, each with the
- * 1st, 2nd, 3rd ... allocation failing; and the same for KServe v2's REST infer request and
- * response (the models of the KServe fuzz targets' handler). Every run must give exactly the clean
- * run's request or bytes, or fail with an out-of-memory error: never a request with an item or a
- * value silently missing (cJSON and protobuf-c report a failed allocation only as NULL).
+ * 1st, 2nd, 3rd ... allocation failing; and the same for KServe v2's infer request and response,
+ * over REST and gRPC (the models of the KServe fuzz targets' handler). Every run must give exactly
+ * the clean run's request or bytes, or fail with an out-of-memory error: never a request with an
+ * item or a value silently missing (cJSON and protobuf-c report a failed allocation only as NULL).
  */
 #include "allocfail.h"
 #include "check.h"
 #include "grpc_codec.h"
+#include "grpc_service.pb-c.h"
 #include "kserve_fuzz_common.h"
+#include "kserve_grpc.h"
 #include "kserve_rest.h"
 #include "ms_service.pb-c.h"
 #include "rest_codec.h"
@@ -77,8 +79,12 @@ static void dump_instance(dump *d, const ss_serving_instance *inst)
         put(d, "]=");
         if (t->dtype == SS_DT_STRING) {
             const ss_string *s = t->data;
-            for (size_t e = 0; s && e < t->nbytes / sizeof *s; e++)
-                put(d, "'%.*s'", (int)s[e].len, s[e].data ? s[e].data : "");
+            for (size_t e = 0; s && e < t->nbytes / sizeof *s; e++) { /* bytes may hold NULs */
+                put(d, "'");
+                for (size_t b = 0; b < s[e].len; b++)
+                    put(d, "%02x", (unsigned char)s[e].data[b]);
+                put(d, "'");
+            }
         } else {
             for (size_t b = 0; b < t->nbytes; b++)
                 put(d, "%02x", ((const unsigned char *)t->data)[b]);
@@ -100,7 +106,7 @@ static char *dump_request(const ss_predict_request *r)
 /* ---------------------------------------------------------------- decoding */
 
 typedef struct {
-    bool grpc, kserve;
+    bool grpc, kserve;      /* both: KServe's ModelInferRequest */
     const char *url, *body; /* REST */
     uint8_t *wire;          /* gRPC */
     size_t wire_len;
@@ -113,6 +119,18 @@ static ss_status *run_decode(void *ctx)
 {
     decode_case *c = ctx;
     c->got = NULL;
+    if (c->kserve && c->grpc) {
+        ss_kserve_error err = {0};
+        c->call = NULL;
+        if (ss_kserve_grpc_decode_infer(&codec_handler, c->wire, c->wire_len, &c->call, &c->got,
+                                        &err))
+            return NULL; /* the call (the unpacked message) lives until the request is checked */
+        ss_predict_request_free(c->got);
+        ss_kserve_call_free(c->call);
+        c->got = NULL, c->call = NULL;
+        return ss_errf(err.status == 500 ? SS_ERR_NOMEM : SS_ERR_INVALID, "%d %s", err.status,
+                       err.msg);
+    }
     if (c->kserve) { /* the decoder takes the body (binary inputs would borrow from it) */
         char *body = strdup(c->body);
         if (!body) return ss_errf(SS_ERR_NOMEM, "out of memory");
@@ -173,7 +191,8 @@ static void decode_under_failures(decode_case *c, const char *name)
     long allocs = 0;
     CHECK(allocfail_loop(&a, &allocs) == 0);
     CHECK_MSG(allocs > 10, "%s: %ld allocations", name, allocs);
-    printf("%s: %ld allocations, each failed in turn\n", name, allocs);
+    printf("%s: %ld allocations, each failed in turn; decoded: %.300s\n", name, allocs,
+           c->want ? c->want : "");
     free(c->want);
 }
 
@@ -203,6 +222,55 @@ static void kserve_rest_request(void)
 {
     decode_case c = {.kserve = true, .url = "/v2/models/m/infer", .body = KSERVE_BODY};
     decode_under_failures(&c, "KServe REST infer request");
+}
+
+static void decode_infer_request(Inference__ModelInferRequest *req, const char *name)
+{
+    decode_case c = {.grpc = true, .kserve = true};
+    c.wire_len = inference__model_infer_request__get_packed_size(req);
+    c.wire = malloc(c.wire_len);
+    CHECK(c.wire != NULL);
+    if (!c.wire) return;
+    inference__model_infer_request__pack(req, c.wire);
+    decode_under_failures(&c, name);
+    free(c.wire);
+}
+
+static void kserve_grpc_request(void)
+{
+    /* typed contents: method b of servable multi takes x (FP32, batched) */
+    float xs[6] = {1.5f, 2, 3, 4, 5, 6.25f};
+    int64_t x_shape[2] = {2, 3}, w_shape[1] = {2}, s_shape[1] = {2}, h_shape[3] = {2, 2, 1};
+    Inference__InferTensorContents xc = INFERENCE__INFER_TENSOR_CONTENTS__INIT;
+    xc.n_fp32_contents = 6, xc.fp32_contents = xs;
+    Inference__ModelInferRequest__InferInputTensor x =
+        INFERENCE__MODEL_INFER_REQUEST__INFER_INPUT_TENSOR__INIT;
+    Inference__ModelInferRequest__InferInputTensor w = x, str = x, h = x;
+    x.name = "x", x.datatype = "FP32", x.n_shape = 2, x.shape = x_shape, x.contents = &xc;
+    Inference__ModelInferRequest__InferInputTensor *inputs[4] = {&x, &w, &str, &h};
+    Inference__ModelInferRequest req = INFERENCE__MODEL_INFER_REQUEST__INIT;
+    req.model_name = "multi.b";
+    req.id = "r2";
+    req.n_inputs = 1;
+    req.inputs = inputs;
+    decode_infer_request(&req, "KServe gRPC ModelInferRequest, typed contents");
+
+    /* raw_input_contents: model m takes x, w (INT8, whole), s (BYTES) and h (FP16, batched) */
+    x.contents = NULL;
+    w.name = "w", w.datatype = "INT8", w.n_shape = 1, w.shape = w_shape;
+    str.name = "s", str.datatype = "BYTES", str.n_shape = 1, str.shape = s_shape;
+    h.name = "h", h.datatype = "FP16", h.n_shape = 3, h.shape = h_shape;
+    uint8_t ws[2] = {7, 0xf8}, strs[] = {2, 0, 0, 0, 'a', 'b', 1, 0, 0, 0, 'c'};
+    uint16_t hs[4] = {0x3c00, 0x4000, 0x4200, 0x4400};
+    ProtobufCBinaryData raw[4] = {{sizeof xs, (uint8_t *)xs},
+                                  {sizeof ws, ws},
+                                  {sizeof strs, strs},
+                                  {sizeof hs, (uint8_t *)hs}};
+    req.model_name = "m";
+    req.n_inputs = 4;
+    req.n_raw_input_contents = 4;
+    req.raw_input_contents = raw;
+    decode_infer_request(&req, "KServe gRPC ModelInferRequest, raw contents");
 }
 
 static void grpc_request(void)
@@ -368,5 +436,5 @@ static void kserve_rest_reply(void)
     ss_kserve_call_free(call);
 }
 
-TEST_MAIN(TEST(rest_request), TEST(kserve_rest_request), TEST(grpc_request), TEST(replies),
-          TEST(kserve_rest_reply))
+TEST_MAIN(TEST(rest_request), TEST(kserve_rest_request), TEST(kserve_grpc_request),
+          TEST(grpc_request), TEST(replies), TEST(kserve_rest_reply))
