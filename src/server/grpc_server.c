@@ -1573,6 +1573,10 @@ static bool no_live_calls(ss_grpc_server *srv)
 {
     return srv->live == 0;
 }
+static bool shutdown_seen_or_no_calls(ss_grpc_server *srv)
+{
+    return srv->shutdown_seen || srv->live == 0;
+}
 
 void ss_grpc_server_stop(ss_grpc_server *srv)
 {
@@ -1581,12 +1585,17 @@ void ss_grpc_server_stop(ss_grpc_server *srv)
     drain_queue(srv);
     grpc_server_shutdown_and_notify(srv->server, srv->cq, &srv->shutdown_tag);
     uint64_t deadline = ss_now_ns() + (uint64_t)srv->drain_ms * 1000000u;
-    if (!wait_until(srv, shutdown_seen, deadline)) {
+    if (!wait_until(srv, shutdown_seen_or_no_calls, deadline)) {
         SS_WARN("grpc: in-flight calls did not finish within %d ms, cancelling them",
                 srv->drain_ms);
         grpc_server_cancel_all_calls(srv->server);
-        wait_until(srv, shutdown_seen, 0);
+    } else if (!wait_until(srv, shutdown_seen, 1)) { /* deadline 1: only a look */
+        /* Every call is answered; what holds the shutdown are open connections waiting for their
+         * client to acknowledge the GOAWAY, which an idle gRPC core client does only when its
+         * backup poller next runs (every 5 s). Nothing is left to drain: close them now. */
+        grpc_server_cancel_all_calls(srv->server);
     }
+    wait_until(srv, shutdown_seen, 0);
     /* Calls still waiting on the handler hold their context until done() runs. */
     while (!wait_until(srv, no_live_calls, ss_now_ns() + 5000000000u))
         SS_WARN("grpc: still waiting for %ld call(s) to be answered by the handler", srv->live);
