@@ -75,3 +75,13 @@ endif()
 ss_add_allocfail_test(test_alloc_tokenizer ${SS_TEST_DIR}/alloc/test_alloc_tokenizer.c)
 target_link_libraries(test_alloc_tokenizer ss_tokenizer)
 target_include_directories(test_alloc_tokenizer PRIVATE ${CMAKE_SOURCE_DIR}/src)
+
+# REST generation: OpenAI's /v1/completions and Triton's generate bodies decoded (ids and text
+# prompts, every sampling field, stop strings, streamed or not, malformed bodies) and answered in
+# one body or as an event stream (libmicrohttpd's response calls are the test's own).
+if(TARGET ss_server)
+  ss_add_allocfail_test(test_alloc_gen ${SS_TEST_DIR}/alloc/test_alloc_gen.c)
+  target_link_libraries(test_alloc_gen ss_server)
+  target_include_directories(test_alloc_gen PRIVATE ${CMAKE_SOURCE_DIR}/src/server
+                                                    ${CMAKE_SOURCE_DIR}/src)
+endif()

@@ -10,6 +10,7 @@
  * (ss_kserve_rest_encode_reply) or left where they lie for the server to send from there
  * (ss_kserve_rest_encode_pieces).
  */
+#include "json.h"
 #include "kserve_rest.h"
 #include "kserve_shm.h"
 #include "kserve_stats.h"
@@ -709,7 +710,13 @@ static bool decode_body(ss_kserve_call *call, const char *body, size_t len, cons
         return false;
     }
     const char *end = NULL;
-    cJSON *root = cJSON_ParseWithLengthOpts(body, hlen, &end, false);
+    bool oom = false;
+    cJSON *root = ss_json_parse(body, hlen, &end, &oom);
+    if (oom) {
+        ss_kserve_fail(err, 500, "out of memory while parsing the request %s",
+                       header ? "header" : "body");
+        return false;
+    }
     while (root && end < body + hlen &&
            (*end == ' ' || *end == '\n' || *end == '\r' || *end == '\t'))
         end++;

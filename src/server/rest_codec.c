@@ -9,6 +9,7 @@
  * text that reads back to the same float, bytes as {"b64": ...}.
  */
 #include "budget.h"
+#include "json.h"
 #include "pb_budget.h"
 #include "rest_codec.h"
 #include "sbuf.h"
@@ -610,7 +611,12 @@ static ss_status *parse_json(const char *body, size_t len, cJSON **out)
                     SS_REST_MAX_JSON_VALUES);
     }
     const char *end = NULL;
-    cJSON *root = cJSON_ParseWithLengthOpts(body, len, &end, false);
+    bool oom = false;
+    cJSON *root = ss_json_parse(body, len, &end, &oom);
+    if (oom) {
+        free(kinds);
+        return ss_errf(SS_ERR_NOMEM, "out of memory while parsing the request's JSON");
+    }
     size_t at = end ? (size_t)(end - body) : 0;
     while (root && at < len && strchr(" \t\r\n", body[at]) && body[at])
         at++;

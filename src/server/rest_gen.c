@@ -17,6 +17,7 @@
 #include <sys/stat.h>
 #include <time.h>
 
+#include "json.h"
 #include "sse.h"
 
 /* Bytes of events queued for one slow client before its request is cancelled. */
@@ -55,6 +56,7 @@ struct ss_rest_gen {
     void *answered_ctx;
     unsigned early_status; /* an error before any event: answered as a plain error */
     sbuf early;
+    const char *dropped; /* why an event was dropped: the stream may not end as a success */
 };
 
 /* ------------------------------------------------------------------ errors and parsing */
@@ -180,13 +182,16 @@ const ss_predict_handler *ss_rest_gen_env_handler(const ss_rest_gen_env *env)
     return &env->handler;
 }
 
-/* Under env->mu: load SERVABLE_DIR/NAME/tokenizer.json (a missing file is no error). */
-static tk_entry *tk_load(ss_rest_gen_env *env, const char *servable)
+/* Under env->mu: load SERVABLE_DIR/NAME/tokenizer.json (a missing file is no error) into a new
+ * entry. A failure of the moment (out of memory, the file unreadable) is returned, not
+ * remembered: the next request tries again. A tokenizer.json that does not load is remembered,
+ * with why. */
+static ss_status *tk_load(ss_rest_gen_env *env, const char *servable, tk_entry **out)
 {
     tk_entry *t = calloc(1, sizeof *t);
     if (!t || !(t->servable = strdup(servable))) {
         free(t);
-        return NULL;
+        return ss_errf(SS_ERR_NOMEM, "out of memory");
     }
     char path[4096];
     struct stat sb;
@@ -194,28 +199,39 @@ static tk_entry *tk_load(ss_rest_gen_env *env, const char *servable)
              servable);
     if (env->servable_dir && !strchr(servable, '/') && stat(path, &sb) == 0) {
         ss_status *st = ss_tokenizer_load(path, &t->tk);
-        if (st) {
-            t->why = strdup(st->msg);
-            SS_WARN("%s: %s", path, st->msg);
+        if (st && st->code != SS_ERR_NOMEM && st->code != SS_ERR_IO &&
+            !(t->why = strdup(st->msg))) {
             ss_status_free(st);
+            st = ss_errf(SS_ERR_NOMEM, "out of memory");
         }
+        if (st && !t->why) {
+            free(t->servable);
+            free(t);
+            return st;
+        }
+        if (st) SS_WARN("%s: %s", path, st->msg);
+        ss_status_free(st);
     }
     t->next = env->tokenizers;
     env->tokenizers = t;
-    return t;
+    *out = t;
+    return NULL;
 }
 
-/* The servable's tokenizer (NULL: none; *why says why when it failed to load). */
-static ss_tokenizer *tk_get(ss_rest_gen_env *env, const char *servable, const char **why)
+/* The servable's tokenizer in *tk (NULL: none; *why says why when it failed to load), or the
+ * failure of the moment that kept it from loading. */
+static ss_status *tk_get(ss_rest_gen_env *env, const char *servable, ss_tokenizer **tk,
+                         const char **why)
 {
     pthread_mutex_lock(&env->mu);
     tk_entry *t = env->tokenizers;
     while (t && strcmp(t->servable, servable))
         t = t->next;
-    if (!t) t = tk_load(env, servable);
+    ss_status *st = t ? NULL : tk_load(env, servable, &t);
     pthread_mutex_unlock(&env->mu);
+    *tk = t ? t->tk : NULL;
     *why = t ? t->why : NULL;
-    return t ? t->tk : NULL;
+    return st;
 }
 
 /* ------------------------------------------------------------------ building the request */
@@ -287,7 +303,9 @@ static bool gen_prompt_ids(ss_rest_gen *g, const gen_params *p, int64_t **ids, s
             return false;
         }
         if (st) {
-            gen_fail(e, MHD_HTTP_BAD_REQUEST, field, "'%s': %s", field, st->msg);
+            bool oom = st->code == SS_ERR_NOMEM;
+            gen_fail(e, oom ? MHD_HTTP_INTERNAL_SERVER_ERROR : MHD_HTTP_BAD_REQUEST,
+                     oom ? "" : field, "'%s': %s", field, st->msg);
             ss_status_free(st);
             return false;
         }
@@ -431,7 +449,13 @@ static bool gen_build(ss_rest_gen *g, const gen_params *p, gen_err *e)
         return gen_fail(e, MHD_HTTP_SERVICE_UNAVAILABLE, "model", "model '%s' is not ready: %s",
                         p->model, why);
     /* only now, for a served model: the cache holds no entry for a name a client made up */
-    g->tk = tk_get(g->env, p->model, &g->tk_why);
+    ss_status *st = tk_get(g->env, p->model, &g->tk, &g->tk_why);
+    if (st) {
+        gen_fail(e, MHD_HTTP_INTERNAL_SERVER_ERROR, "", "model '%s': %s", p->model, st->msg);
+        ss_status_free(st);
+        ss_serving_signature_free(sig);
+        return false;
+    }
     g->info.text = g->tk != NULL;
     g->max_context = sig->max_context;
     const ss_serving_method *m = gen_method(sig);
@@ -490,8 +514,16 @@ bool ss_rest_gen_decode(ss_rest_gen_env *env, const gen_codec *codec, const char
     gen_err e = {0};
     gen_params p = {0};
     ss_rest_gen *g = calloc(1, sizeof *g);
-    cJSON *root = cJSON_ParseWithLength(body, len);
+    const char *end = NULL;
+    bool oom = false;
+    cJSON *root = ss_json_parse(body, len, &end, &oom);
     bool ok = g || gen_fail(&e, MHD_HTTP_INTERNAL_SERVER_ERROR, "", "out of memory");
+    if (ok && oom) ok = gen_fail(&e, MHD_HTTP_INTERNAL_SERVER_ERROR, "", "out of memory");
+    while (root && end < body + len &&
+           (*end == ' ' || *end == '\t' || *end == '\n' || *end == '\r'))
+        end++;
+    if (ok && root && end != body + len)
+        ok = gen_fail(&e, MHD_HTTP_BAD_REQUEST, "", "the body is not a JSON object");
     if (ok && !cJSON_IsObject(root))
         ok = gen_fail(&e, MHD_HTTP_BAD_REQUEST, "", "the body is not a JSON object");
     if (ok) {
@@ -516,9 +548,10 @@ bool ss_rest_gen_decode(ss_rest_gen_env *env, const gen_codec *codec, const char
     gen_free(g);
     sbuf s = {0};
     codec->error(&e, &s);
-    *status = e.status;
-    *reply = s.p;
-    *reply_len = s.len;
+    *status = s.oom ? MHD_HTTP_INTERNAL_SERVER_ERROR : e.status; /* NULL: the server's own text */
+    *reply = s.oom ? NULL : s.p;
+    *reply_len = s.oom ? 0 : s.len;
+    if (s.oom) free(s.p);
     return false;
 }
 
@@ -590,8 +623,12 @@ static void gen_partial(void *ctx, size_t instance, const ss_serving_instance *c
     }
     sbuf ev = {0};
     g->codec->chunk(g, ids, n, piece, plen, &ev);
-    if (ev.oom || !ss_sse_send(g->sse, ev.p, ev.len, false))
-        ss_predict_request_cancel(g->running); /* the client is gone or cannot keep up */
+    if (ev.oom || !ss_sse_send(g->sse, ev.p, ev.len, false)) {
+        /* the client is gone or cannot keep up, or no memory: the request ends as a failure
+         * (the worker may have finished already) */
+        g->dropped = ev.oom ? "out of memory" : "the client does not keep up with the stream";
+        ss_predict_request_cancel(g->running);
+    }
     free(ev.p);
 }
 
@@ -600,6 +637,9 @@ static void gen_last(ss_rest_gen *g, const ss_predict_reply *reply, sbuf *ev)
 {
     gen_err e = {0};
     bool failed = gen_reply_failed(reply, &e);
+    if (!failed && g->dropped)
+        failed = !gen_fail(&e, MHD_HTTP_INTERNAL_SERVER_ERROR, "", "an event was dropped: %s",
+                           g->dropped);
     if (failed && !ss_sse_started(g->sse)) { /* nothing sent yet: a plain error reply */
         g->early_status = e.status;
         g->codec->error(&e, &g->early);
@@ -638,12 +678,18 @@ void ss_rest_gen_start(ss_rest_gen *g, void (*answered)(void *ctx), void *ctx)
     g->env->handler.predict(g->env->handler.ctx, g->req, gen_done, g);
 }
 
+/* body NULL: out of memory, say so */
 static enum MHD_Result gen_send(struct MHD_Connection *conn, unsigned status, char *body,
                                 size_t len)
 {
+    static const char oom[] = "{\"error\":\"out of memory\"}";
     struct MHD_Response *resp =
-        MHD_create_response_from_buffer(len, body ? body : "", MHD_RESPMEM_MUST_FREE);
-    if (!resp) return MHD_NO;
+        body ? MHD_create_response_from_buffer(len, body, MHD_RESPMEM_MUST_FREE)
+             : MHD_create_response_from_buffer(sizeof oom - 1, (void *)oom, MHD_RESPMEM_PERSISTENT);
+    if (!resp) {
+        free(body);
+        return MHD_NO;
+    }
     MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, "application/json");
     enum MHD_Result r = MHD_queue_response(conn, status, resp);
     MHD_destroy_response(resp);
@@ -652,10 +698,14 @@ static enum MHD_Result gen_send(struct MHD_Connection *conn, unsigned status, ch
 
 enum MHD_Result ss_rest_gen_respond(ss_rest_gen *g, struct MHD_Connection *conn)
 {
-    if (!g->early.p) return ss_sse_queue(g->sse, conn);
-    char *body = g->early.p;
+    if (!g->early_status) return ss_sse_queue(g->sse, conn);
+    bool oom = g->early.oom; /* the error could not be written: a 500 of gen_send's */
+    char *body = oom ? NULL : g->early.p;
+    if (oom) free(g->early.p);
     g->early.p = NULL;
-    return gen_send(conn, g->early_status, body, g->early.len);
+    unsigned status = oom ? MHD_HTTP_INTERNAL_SERVER_ERROR : g->early_status;
+    g->early_status = 0;
+    return gen_send(conn, status, body, oom ? 0 : g->early.len);
 }
 
 void ss_rest_gen_client_gone(ss_rest_gen *g)
@@ -704,8 +754,8 @@ void ss_rest_gen_encode(ss_rest_gen *g, const ss_predict_reply *reply, unsigned 
                         &s);
     else
         g->codec->error(&e, &s);
-    *status = ok ? MHD_HTTP_OK : e.status;
+    *status = s.oom ? MHD_HTTP_INTERNAL_SERVER_ERROR : ok ? MHD_HTTP_OK : e.status;
     *body = s.oom ? NULL : s.p;
-    *len = s.len;
+    *len = s.oom ? 0 : s.len;
     if (s.oom) free(s.p);
 }
