@@ -85,6 +85,7 @@ if(SS_FUZZ)
     add_executable(fuzz_server_${target} ${SS_TEST_DIR}/test_server_fuzz_${target}.c
                    ${ss_server_src}/grpc_codec.c ${ss_server_src}/pb_budget.c
                    ${ss_server_src}/rest_codec.c ${ss_server_src}/sbuf.c ${ss_server_src}/budget.c
+                   ${ss_server_src}/json.c
                    ${CMAKE_BINARY_DIR}/proto/ms_service.pb-c.c)
     add_dependencies(fuzz_server_${target} ss_msproto)
     target_include_directories(fuzz_server_${target} PRIVATE ${ss_server_src}
@@ -111,7 +112,7 @@ if(SS_FUZZ)  # PkgConfig::SS_FUZZ_CJSON comes from the block above
                    ${ss_kserve_src}/kserve_codec.c ${ss_kserve_src}/kserve_rest.c ${ss_kserve_src}/sbuf.c
                    ${ss_kserve_src}/kserve_grpc.c ${ss_kserve_src}/pb_budget.c ${ss_kserve_src}/budget.c
                    ${ss_kserve_src}/kserve_stats.c ${ss_kserve_src}/kserve_shm.c ${ss_kserve_src}/kserve_pool.c
-                   ${ss_kserve_src}/kserve_repo.c)
+                   ${ss_kserve_src}/kserve_repo.c ${ss_kserve_src}/json.c)
     target_include_directories(fuzz_kserve_${target} PRIVATE ${ss_kserve_src})
     target_compile_options(fuzz_kserve_${target} PRIVATE -fsanitize=fuzzer,address,undefined
                            -Wno-missing-braces)
@@ -132,7 +133,7 @@ if(SS_FUZZ)
   get_target_property(ss_gen_src ss_server SOURCE_DIR)
   add_executable(fuzz_rest_gen ${SS_TEST_DIR}/test_rest_gen_fuzz.c ${ss_gen_src}/rest_gen.c
                  ${ss_gen_src}/rest_gen_triton.c ${ss_gen_src}/openai.c ${ss_gen_src}/sse.c
-                 ${ss_gen_src}/sbuf.c)
+                 ${ss_gen_src}/sbuf.c ${ss_gen_src}/json.c)
   target_include_directories(fuzz_rest_gen PRIVATE ${ss_gen_src} ${SS_TEST_DIR}
                              ${CMAKE_SOURCE_DIR}/src)
   target_compile_options(fuzz_rest_gen PRIVATE -fsanitize=fuzzer,address,undefined
