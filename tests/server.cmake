@@ -85,7 +85,6 @@ if(SS_FUZZ)
     add_executable(fuzz_server_${target} ${SS_TEST_DIR}/test_server_fuzz_${target}.c
                    ${ss_server_src}/grpc_codec.c ${ss_server_src}/pb_budget.c
                    ${ss_server_src}/rest_codec.c ${ss_server_src}/sbuf.c ${ss_server_src}/budget.c
-                   ${ss_server_src}/json.c
                    ${CMAKE_BINARY_DIR}/proto/ms_service.pb-c.c)
     add_dependencies(fuzz_server_${target} ss_msproto)
     target_include_directories(fuzz_server_${target} PRIVATE ${ss_server_src}
@@ -93,7 +92,7 @@ if(SS_FUZZ)
     target_compile_options(fuzz_server_${target} PRIVATE -fsanitize=fuzzer,address,undefined
                            -Wno-missing-braces)
     target_link_options(fuzz_server_${target} PRIVATE -fsanitize=fuzzer,address,undefined)
-    target_link_libraries(fuzz_server_${target} ss_serving ss_metrics ss_core
+    target_link_libraries(fuzz_server_${target} ss_json ss_serving ss_metrics ss_core
                           PkgConfig::SS_FUZZ_CJSON PkgConfig::PROTOBUFC)
     add_test(NAME fuzz_server_${target}_smoke
              COMMAND fuzz_server_${target} -max_total_time=10 -max_len=65536 -timeout=20
@@ -112,12 +111,12 @@ if(SS_FUZZ)  # PkgConfig::SS_FUZZ_CJSON comes from the block above
                    ${ss_kserve_src}/kserve_codec.c ${ss_kserve_src}/kserve_rest.c ${ss_kserve_src}/sbuf.c
                    ${ss_kserve_src}/kserve_grpc.c ${ss_kserve_src}/pb_budget.c ${ss_kserve_src}/budget.c
                    ${ss_kserve_src}/kserve_stats.c ${ss_kserve_src}/kserve_shm.c ${ss_kserve_src}/kserve_pool.c
-                   ${ss_kserve_src}/kserve_repo.c ${ss_kserve_src}/json.c)
+                   ${ss_kserve_src}/kserve_repo.c)
     target_include_directories(fuzz_kserve_${target} PRIVATE ${ss_kserve_src})
     target_compile_options(fuzz_kserve_${target} PRIVATE -fsanitize=fuzzer,address,undefined
                            -Wno-missing-braces)
     target_link_options(fuzz_kserve_${target} PRIVATE -fsanitize=fuzzer,address,undefined)
-    target_link_libraries(fuzz_kserve_${target} ss_kserveproto ss_serving ss_link ss_metrics ss_core
+    target_link_libraries(fuzz_kserve_${target} ss_json ss_kserveproto ss_serving ss_link ss_metrics ss_core
                           PkgConfig::SS_FUZZ_CJSON PkgConfig::PROTOBUFC)
     add_test(NAME fuzz_kserve_${target}_smoke
              COMMAND fuzz_kserve_${target} -max_total_time=10 -max_len=65536)
@@ -133,7 +132,7 @@ if(SS_FUZZ)
   get_target_property(ss_gen_src ss_server SOURCE_DIR)
   add_executable(fuzz_rest_gen ${SS_TEST_DIR}/test_rest_gen_fuzz.c ${ss_gen_src}/rest_gen.c
                  ${ss_gen_src}/rest_gen_triton.c ${ss_gen_src}/openai.c ${ss_gen_src}/sse.c
-                 ${ss_gen_src}/sbuf.c ${ss_gen_src}/json.c)
+                 ${ss_gen_src}/sbuf.c)
   target_include_directories(fuzz_rest_gen PRIVATE ${ss_gen_src} ${SS_TEST_DIR}
                              ${CMAKE_SOURCE_DIR}/src)
   target_compile_options(fuzz_rest_gen PRIVATE -fsanitize=fuzzer,address,undefined

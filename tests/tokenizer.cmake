@@ -45,7 +45,7 @@ if(SS_FUZZ)
   target_compile_options(fuzz_tokenizer PRIVATE -fsanitize=fuzzer,address,undefined
                                                 -fno-sanitize-recover=undefined)
   target_link_options(fuzz_tokenizer PRIVATE -fsanitize=fuzzer,address,undefined)
-  target_link_libraries(fuzz_tokenizer ss_core PkgConfig::SS_TOK_CJSON Threads::Threads m)
+  target_link_libraries(fuzz_tokenizer ss_json ss_core PkgConfig::SS_TOK_CJSON Threads::Threads m)
   file(MAKE_DIRECTORY ${CMAKE_CURRENT_BINARY_DIR}/fuzz_tokenizer_corpus)
   add_test(NAME fuzz_tokenizer_smoke
            COMMAND fuzz_tokenizer -max_total_time=10 -max_len=4096 -rss_limit_mb=1024

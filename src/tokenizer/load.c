@@ -6,6 +6,8 @@
  * NFC (normalize.c). */
 #include "tokenizer_internal.h"
 
+#include "json.h"
+
 #include <cjson/cJSON.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -511,11 +513,13 @@ ss_status *ss_tokenizer_parse(const char *json, size_t len, const char *what, ss
         return ss_errf(SS_ERR_NOMEM, "tokenizer %s: no memory", what);
     }
     pthread_mutex_init(&tk->cache_lock, NULL);
-    cJSON *root = cJSON_ParseWithLength(json, len);
+    bool oom = false;
+    cJSON *root = ss_json_parse(json, len, NULL, &oom);
     const char *err = root ? NULL : cJSON_GetErrorPtr();
-    ss_status *st = root ? load_root(tk, root)
-                         : ss_errf(SS_ERR_INVALID, "tokenizer %s: not valid JSON (near byte %zu)",
-                                   what, err && err >= json ? (size_t)(err - json) : (size_t)0);
+    ss_status *st = root  ? load_root(tk, root)
+                    : oom ? ss_errf(SS_ERR_NOMEM, "tokenizer %s: no memory to parse its JSON", what)
+                          : ss_errf(SS_ERR_INVALID, "tokenizer %s: not valid JSON (near byte %zu)",
+                                    what, err && err >= json ? (size_t)(err - json) : (size_t)0);
     cJSON_Delete(root);
     if (st) {
         ss_tokenizer_free(tk);

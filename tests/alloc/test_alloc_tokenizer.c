@@ -77,8 +77,7 @@ static void parse_encode_decode(void)
     allocfail_case a = {.name = "tokenizer.json, encode, decode",
                         .ctx = &c,
                         .run = run_tokenizer,
-                        .verify = verify_tokenizer,
-                        .error_needle = "not a JSON object|JSON"};
+                        .verify = verify_tokenizer};
     long allocs = 0;
     CHECK(allocfail_loop(&a, &allocs) == 0);
     CHECK_MSG(allocs > 100, "%ld allocations", allocs);

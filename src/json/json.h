@@ -1,11 +1,12 @@
 /*
- * json: cJSON parsing that tells a body that is not JSON from one that found no memory. cJSON's
+ * json: cJSON parsing that tells text that is not JSON from a parse that found no memory. cJSON's
  * parsers return NULL for both; the REST codecs answer the first with a 400 naming the client's
- * mistake and the second with a 500. cJSON allocates through a wrapper (installed once, before
- * main) that notes a failed allocation in a thread-local flag.
+ * mistake and the second with a 500, and a tokenizer.json that failed to load for lack of memory
+ * is not remembered as broken. cJSON allocates through a wrapper (installed once, before main)
+ * that notes a failed allocation in a thread-local flag.
  */
-#ifndef SS_SERVER_JSON_H
-#define SS_SERVER_JSON_H
+#ifndef SS_JSON_H
+#define SS_JSON_H
 
 #include <stdbool.h>
 #include <stddef.h>
