@@ -306,6 +306,10 @@ static int one_run(const allocfail_case *c, long n, int flags, bool *injected, l
                 current_run, c->error_needle ? c->error_needle : "(nothing)", st->msg,
                 ss_code_name(st->code));
         bad = 1;
+    } else if (st && c->verify_failed && !c->verify_failed(c->ctx)) {
+        fprintf(stderr, "allocfail: %s: failed (%s) and left a wrong state behind\n", current_run,
+                st->msg);
+        bad = 1;
     }
     ss_status_free(st);
     long leaked = allocfail_live() - live0;

@@ -82,6 +82,9 @@ typedef struct {
     void *ctx;        /* passed to run and verify */
     ss_status *(*run)(void *ctx);
     bool (*verify)(void *ctx);
+    /* optional: after a run that failed (disarmed), whether what it left behind is right, e.g. an
+     * output folder still holding the previous run's complete output; false: a bad run */
+    bool (*verify_failed)(void *ctx);
     /* texts ('|' between alternatives) that an injected failure may surface as, besides
      * SS_ERR_NOMEM, e.g. "cannot open" for fopen failing; NULL: SS_ERR_NOMEM only */
     const char *error_needle;

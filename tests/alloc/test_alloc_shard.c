@@ -3,7 +3,8 @@
  * shaped MLP (tensor parallelism within 2 stages) and GPT-2-tiny (attention split by heads, the
  * vocabulary-parallel embedding and LM head), run with the 1st, 2nd, 3rd ... allocation failing.
  * Each run must write exactly the files a clean run writes, byte for byte, or fail with
- * SS_ERR_NOMEM, with nothing leaked and no crash. Before, it crashed (a failed name used in
+ * SS_ERR_NOMEM, leaving the output folder's previous split (a clean one) as it was, with nothing
+ * leaked and no crash. Before, it crashed (a failed name used in
  * strcmp, a plan's kernel contexts cleared after their allocation failed), leaked, and wrote a
  * group_config.json with fields silently missing when cJSON could not allocate them.
  *
@@ -110,11 +111,13 @@ static void shard_under_failures(const char *name, const char *tag, const char *
     snprintf(got_dir, sizeof got_dir, "%s/%s-runs", tmp, tag);
     s.opt.out_dir = s.want_dir;
     CHECK_OK(ss_shard_model(&s.opt));
-    s.opt.out_dir = got_dir;
+    s.opt.out_dir = got_dir; /* holds a complete split from the start: a failed run must keep it */
+    CHECK_OK(ss_shard_model(&s.opt));
     allocfail_case c = {.name = name,
                         .ctx = &s,
                         .run = run_shard,
                         .verify = verify_shard,
+                        .verify_failed = verify_shard,
                         .error_needle = PROTOBUF_OOM,
                         .transient_only = transient_only};
     long allocs = 0;
