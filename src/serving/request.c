@@ -290,7 +290,9 @@ ss_predict_reply *ss_predict_reply_error(int64_t code, const char *fmt, ...)
     va_start(ap, fmt);
     char *msg = vformat(fmt, ap);
     va_end(ap);
-    return reply_with_message(code, msg ? msg : dup_str("Predict failed"));
+    /* a message that could not be written is out of memory, not the caller's error */
+    return msg ? reply_with_message(code, msg)
+               : reply_with_message(SS_SERVING_SYSTEM_ERROR, dup_str("out of memory"));
 }
 
 ss_status *ss_predict_reply_fail_instance(ss_predict_reply *reply, size_t i, int64_t code,

@@ -271,15 +271,8 @@ static void gen_predict(void *ctx, ss_predict_request *req, ss_predict_done done
     (void)ctx;
     dump_request(req);
     if (max_tokens(req) == 999) {
-        /* ss_predict_reply_error says "Predict failed" when it cannot copy the message: this
-         * worker sees that and fails the request as a system error */
-        static const char why[] = "max_tokens 999 is over the servable's 64";
-        ss_predict_reply *r = ss_predict_reply_error(SS_SERVING_INVALID_INPUTS, why);
-        if (r && strcmp(r->errors[0].message, why)) {
-            ss_predict_reply_free(r);
-            r = ss_predict_reply_error(SS_SERVING_SYSTEM_ERROR, "out of memory");
-        }
-        done(done_ctx, r);
+        done(done_ctx, ss_predict_reply_error(SS_SERVING_INVALID_INPUTS,
+                                              "max_tokens 999 is over the servable's 64"));
         return;
     }
     for (size_t i = 0; req->partial && i < N_ANSWER; i++) {

@@ -111,8 +111,6 @@ static void refused_and_submitted_requests(void)
                             .ctx = &p,
                             .run = run_predict,
                             .verify = verify_predict,
-                            /* an error reply whose message could not be formatted */
-                            .error_needle = "Predict failed",
                             .expect_error = cases[i].expect_error};
         long allocs = 0;
         CHECK(allocfail_loop(&c, &allocs) == 0);
