@@ -62,6 +62,10 @@ typedef struct {
      * instead of the process allocating what it cannot hold. Subgraph bodies (Loop, Scan, If)
      * are held to the same bound. */
     size_t max_run_bytes;
+    /* Planned for its shapes and the values folded at plan time only, never run (the shard
+     * tool): products plan on the own kernels, so no oneDNN primitive is created and no weight
+     * packed or reordered. */
+    bool plan_only;
 } ss_session_options;
 
 typedef struct ss_session ss_session;

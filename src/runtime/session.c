@@ -1698,7 +1698,7 @@ static ss_status *plan_effects(struct ss_plan *p)
     return NULL;
 }
 
-static ss_status *plan_build(ss_session *s, const ss_tensor *inputs, struct ss_plan **out)
+static ss_status *plan_build_kernels(ss_session *s, const ss_tensor *inputs, struct ss_plan **out)
 {
     struct ss_plan *p = calloc(1, sizeof *p);
     if (!p) return ss_errf(SS_ERR_NOMEM, "out of memory");
@@ -1777,6 +1777,17 @@ static ss_status *plan_build(ss_session *s, const ss_tensor *inputs, struct ss_p
     s->n_plans++;
     *out = p;
     return NULL;
+}
+
+/* A plan-only session (the shard tool's) plans on the own kernels: no oneDNN primitive is created
+ * and no weight packed or reordered for runs that never come. */
+static ss_status *plan_build(ss_session *s, const ss_tensor *inputs, struct ss_plan **out)
+{
+    if (!s->opt.plan_only) return plan_build_kernels(s, inputs, out);
+    ss_kernels was = ss_kernels_scope(SS_KERNELS_OWN);
+    ss_status *st = plan_build_kernels(s, inputs, out);
+    ss_kernels_scope(was);
+    return st;
 }
 
 /* Callers that read every value's shape (the shard tool, If's branches) need a plan that does

@@ -1264,7 +1264,8 @@ static uint64_t plan_value_hash(const shard_ctx *c, const char *name)
 /* The model to split, rewritten for the KV block pool first with --kv-pool. */
 static ss_status *shard_open(const ss_shard_options *opt, ss_session **out)
 {
-    if (!opt->kv_pool) return ss_session_create(opt->model_path, NULL, out);
+    const ss_session_options plan_only = {.plan_only = true};
+    if (!opt->kv_pool) return ss_session_create(opt->model_path, &plan_only, out);
     ss_onnx_model *m = NULL;
     int layers = 0;
     ss_status *st = ss_onnx_load(opt->model_path, &m);
@@ -1275,7 +1276,7 @@ static ss_status *shard_open(const ss_shard_options *opt, ss_session **out)
     }
     if (opt->progress)
         fprintf(stderr, "shard: --kv-pool: %d attention layers read the KV block pool\n", layers);
-    return ss_session_create_from_model(m, NULL, out);
+    return ss_session_create_from_model(m, &plan_only, out);
 }
 
 /* Plans with concrete shapes; with dynamic dims twice (pass 0, then pass 1 stays current), keeping

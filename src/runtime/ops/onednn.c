@@ -75,8 +75,18 @@ void ss_kernels_force(ss_kernels k)
     forced = k;
 }
 
+static _Thread_local ss_kernels scoped; /* SS_KERNELS_AUTO: none */
+
+ss_kernels ss_kernels_scope(ss_kernels k)
+{
+    ss_kernels was = scoped;
+    scoped = k;
+    return was;
+}
+
 ss_kernels ss_kernels_mode(void)
 {
+    if (scoped != SS_KERNELS_AUTO) return scoped;
     if (forced != SS_KERNELS_AUTO) return forced;
     const char *e = getenv("SHARDSERVE_KERNELS");
     if (!e || !*e) return SS_KERNELS_AUTO;

@@ -35,6 +35,9 @@ typedef enum {
 ss_kernels ss_kernels_mode(void);
 /* Test hook: plans made after this use k (SS_KERNELS_AUTO restores the environment's choice). */
 void ss_kernels_force(ss_kernels k);
+/* Plans made on this thread from now use k, over the forced mode and the environment, until
+ * the call that restores the returned previous scope (SS_KERNELS_AUTO: no scope). */
+ss_kernels ss_kernels_scope(ss_kernels k);
 const char *ss_kernels_name(ss_kernels k);
 /* Whether a GEMM of M x K x N (M folded over batches) should try oneDNN under mode: always for
  * float32 under onednn, for float32 products above the measured per-call break-even under auto. */
