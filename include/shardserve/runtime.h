@@ -63,8 +63,8 @@ typedef struct {
      * are held to the same bound. */
     size_t max_run_bytes;
     /* Planned for its shapes and the values folded at plan time only, never run (the shard
-     * tool): products plan on the own kernels, so no oneDNN primitive is created and no weight
-     * packed or reordered. */
+     * tool): products plan on the own kernels, so no oneDNN primitive is created and no float32
+     * weight packed or reordered (bf16 and int8 weights are still converted). */
     bool plan_only;
 } ss_session_options;
 

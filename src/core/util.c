@@ -19,7 +19,9 @@ ss_status *ss_read_file(const char *path, void **data, size_t *len)
     *data = NULL;
     *len = 0;
     FILE *f = fopen(path, "rb");
-    if (!f) return ss_errf(SS_ERR_IO, "cannot open %s: %s", path, strerror(errno));
+    if (!f) /* fopen's own FILE may find no memory: that is not the file's fault */
+        return ss_errf(errno == ENOMEM ? SS_ERR_NOMEM : SS_ERR_IO, "cannot open %s: %s", path,
+                       strerror(errno));
     struct stat sb;
     if (fstat(fileno(f), &sb) != 0 || !S_ISREG(sb.st_mode)) {
         fclose(f);

@@ -1,3 +1,6 @@
+/*
+ * json: cJSON's allocator wrapped to note a failed allocation (see json.h).
+ */
 #include "json.h"
 
 #include <stdlib.h>

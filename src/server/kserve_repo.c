@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "json.h"
 #include "kserve_rest.h"
 #include "sbuf.h"
 
@@ -77,7 +78,12 @@ static bool parse_body(const char *body, size_t len, cJSON **root, ss_kserve_err
     while (i < len && strchr(" \t\r\n", body[i]))
         i++;
     if (i == len) return true;
-    *root = cJSON_ParseWithLength(body, len);
+    bool oom = false;
+    *root = ss_json_parse(body, len, NULL, &oom);
+    if (oom) {
+        ss_kserve_fail(err, 500, "out of memory while parsing the request body");
+        return false;
+    }
     if (*root && cJSON_IsObject(*root)) return true;
     cJSON_Delete(*root);
     *root = NULL;

@@ -20,6 +20,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "json.h"
 #include "kserve_rest.h"
 #include "sbuf.h"
 #include "shardserve/link.h"
@@ -463,7 +464,13 @@ static bool json_count(const cJSON *v, uint64_t *out)
 
 static int register_json(const char *name, const char *body, size_t len, ss_kserve_error *err)
 {
-    cJSON *root = cJSON_ParseWithLength(body, len);
+    bool oom = false;
+    cJSON *root = ss_json_parse(body, len, NULL, &oom);
+    if (oom) {
+        ss_kserve_fail(err, 500, "register region '%.128s': out of memory while parsing the body",
+                       name);
+        return err->status;
+    }
     const cJSON *key = cJSON_GetObjectItemCaseSensitive(root, "key");
     const cJSON *off = cJSON_GetObjectItemCaseSensitive(root, "offset");
     uint64_t offset = 0, size = 0;

@@ -183,9 +183,8 @@ const ss_predict_handler *ss_rest_gen_env_handler(const ss_rest_gen_env *env)
 }
 
 /* Under env->mu: load SERVABLE_DIR/NAME/tokenizer.json (a missing file is no error) into a new
- * entry. A failure of the moment (out of memory, the file unreadable) is returned, not
- * remembered: the next request tries again. A tokenizer.json that does not load is remembered,
- * with why. */
+ * entry. Out of memory is returned, not remembered: the next request tries again. A
+ * tokenizer.json that does not load (malformed, unreadable) is remembered, with why. */
 static ss_status *tk_load(ss_rest_gen_env *env, const char *servable, tk_entry **out)
 {
     tk_entry *t = calloc(1, sizeof *t);
@@ -199,8 +198,9 @@ static ss_status *tk_load(ss_rest_gen_env *env, const char *servable, tk_entry *
              servable);
     if (env->servable_dir && !strchr(servable, '/') && stat(path, &sb) == 0) {
         ss_status *st = ss_tokenizer_load(path, &t->tk);
-        if (st && st->code != SS_ERR_NOMEM && st->code != SS_ERR_IO &&
-            !(t->why = strdup(st->msg))) {
+        /* only out of memory is of the moment: an unreadable file (EACCES, a folder, a short
+         * read) stays so, and must not fail every request for the model, ids prompts included */
+        if (st && st->code != SS_ERR_NOMEM && !(t->why = strdup(st->msg))) {
             ss_status_free(st);
             st = ss_errf(SS_ERR_NOMEM, "out of memory");
         }
@@ -523,7 +523,7 @@ bool ss_rest_gen_decode(ss_rest_gen_env *env, const gen_codec *codec, const char
            (*end == ' ' || *end == '\t' || *end == '\n' || *end == '\r'))
         end++;
     if (ok && root && end != body + len)
-        ok = gen_fail(&e, MHD_HTTP_BAD_REQUEST, "", "the body is not a JSON object");
+        ok = gen_fail(&e, MHD_HTTP_BAD_REQUEST, "", "the body has text after its JSON object");
     if (ok && !cJSON_IsObject(root))
         ok = gen_fail(&e, MHD_HTTP_BAD_REQUEST, "", "the body is not a JSON object");
     if (ok) {
@@ -617,6 +617,7 @@ static void gen_partial(void *ctx, size_t instance, const ss_serving_instance *c
     const char *piece = !g->info.text ? NULL : text && text->data ? text->data : "";
     size_t plen = piece && text ? text->len : 0;
     g->info.completion_tokens += n;
+    if (g->dropped) return; /* the stream ends as a failure: no later event after a gap */
     if (!g->sse) {
         if (plen) sb_put(&g->text, piece, plen);
         return;
