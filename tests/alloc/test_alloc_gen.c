@@ -265,7 +265,9 @@ static int64_t max_tokens(const ss_predict_request *req)
 }
 
 /* A worker that answers at once: each token (and its text) as a piece, then done(). It refuses
- * max_tokens 999 (the client's fault); a failed allocation of its own fails the request. */
+ * max_tokens 999 (the client's fault); a failed allocation of its own fails the request. It sees
+ * a cancellation only before every second piece, as a real worker's piece already on its way
+ * still arrives after one. */
 static void gen_predict(void *ctx, ss_predict_request *req, ss_predict_done done, void *done_ctx)
 {
     (void)ctx;
@@ -276,7 +278,7 @@ static void gen_predict(void *ctx, ss_predict_request *req, ss_predict_done done
         return;
     }
     for (size_t i = 0; req->partial && i < N_ANSWER; i++) {
-        if (ss_predict_request_cancelled(req)) {
+        if (i % 2 == 0 && ss_predict_request_cancelled(req)) {
             done(done_ctx, ss_predict_reply_error(SS_SERVING_SYSTEM_ERROR, "cancelled"));
             return;
         }
@@ -370,7 +372,7 @@ static bool stream_broke_off(const char *got, const char *want)
     }
     if (!*g) return true;
     return !strncmp(g, "data: {\"error\":", 15) &&
-           (strstr(g, "out of memory") || strstr(g, "cancelled") || strstr(g, "Predict failed"));
+           (strstr(g, "out of memory") || strstr(g, "cancelled"));
 }
 
 static ss_status *run_plain(gen_case *c, ss_rest_gen *g)
