@@ -27,5 +27,8 @@ cJSON *ss_json_parse(const char *text, size_t len, const char **end, bool *oom)
     alloc_failed = false;
     cJSON *root = cJSON_ParseWithLengthOpts(text, len, end, false);
     *oom = !root && alloc_failed;
+    while (root && end && *end < text + len &&
+           (**end == ' ' || **end == '\t' || **end == '\n' || **end == '\r'))
+        (*end)++;
     return root;
 }

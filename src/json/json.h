@@ -13,8 +13,10 @@
 
 #include <cjson/cJSON.h>
 
-/* cJSON_ParseWithLengthOpts(text, len, end, false); when it returns NULL, *oom says whether an
- * allocation failed (the text may be valid JSON) rather than the text being malformed. */
+/* cJSON_ParseWithLengthOpts(text, len, end, false), with *end (if given) past the whitespace
+ * after the value too, so that text holding exactly one value leaves it at text + len. When it
+ * returns NULL, *oom says whether an allocation failed (the text may be valid JSON) rather than
+ * the text being malformed. */
 cJSON *ss_json_parse(const char *text, size_t len, const char **end, bool *oom);
 
 #endif

@@ -717,9 +717,6 @@ static bool decode_body(ss_kserve_call *call, const char *body, size_t len, cons
                        header ? "header" : "body");
         return false;
     }
-    while (root && end < body + hlen &&
-           (*end == ' ' || *end == '\n' || *end == '\r' || *end == '\t'))
-        end++;
     if (!root || !cJSON_IsObject(root) || end != body + hlen) {
         ss_kserve_fail(err, 400, "the request %s is not a JSON object", header ? "header" : "body");
         cJSON_Delete(root);

@@ -111,64 +111,56 @@ static char *url_query(const char *url, const char *key)
     return strndup(start, n);
 }
 
-bool ss_rest_parse_url(const char *url, char **servable, char **method, uint64_t *version,
-                       char *err, size_t cap)
+ss_status *ss_rest_parse_url(const char *url, char **servable, char **method, uint64_t *version)
 {
     *servable = *method = NULL;
     *version = 0;
     char *name = url_query(url, "model");
-    if (!name) {
-        snprintf(err, cap, "out of memory");
-        return false;
-    }
+    if (!name) return ss_errf(SS_ERR_NOMEM, "out of memory");
     if (!name[0]) {
         free(name);
-        snprintf(err, cap, "please check url, the keyword:[model] must contain.");
-        return false;
+        return ss_errf(SS_ERR_INVALID, "please check url, the keyword:[model] must contain.");
     }
     if (strstr(url, "version")) {
         char *v = url_query(url, "version");
         if (!v) {
             free(name);
-            snprintf(err, cap, "out of memory");
-            return false;
+            return ss_errf(SS_ERR_NOMEM, "out of memory");
         }
         char *end = NULL;
         errno = 0;
-        long long n = v ? strtoll(v, &end, 10) : 0;
-        bool ok = v && end != v;
-        if (!ok) {
-            snprintf(err, cap,
-                     "please check url, the keyword:[version] value invalid, request version "
-                     "number %.*s",
-                     ERR_TEXT_MAX, v ? v : "");
-        } else if (errno == ERANGE || n < 0 || n >= (long long)UINT32_MAX) {
-            snprintf(err, cap,
-                     "please check url, version number range failed, request version number %.*s",
-                     ERR_TEXT_MAX, v);
-            ok = false;
-        }
-        *version = ok ? (uint64_t)n : 0;
+        long long n = strtoll(v, &end, 10);
+        ss_status *st = NULL;
+        if (end == v)
+            st = ss_errf(SS_ERR_INVALID,
+                         "please check url, the keyword:[version] value invalid, request version "
+                         "number %.*s",
+                         ERR_TEXT_MAX, v);
+        else if (errno == ERANGE || n < 0 || n >= (long long)UINT32_MAX)
+            st = ss_errf(SS_ERR_INVALID,
+                         "please check url, version number range failed, request version number "
+                         "%.*s",
+                         ERR_TEXT_MAX, v);
         free(v);
-        if (!ok) {
+        if (st) {
             free(name);
-            return false;
+            return st;
         }
+        *version = (uint64_t)n;
     }
     const char *colon = strchr(url, ':');
     if (!colon || !colon[1]) {
         free(name);
-        snprintf(err, cap, "please check url, the keyword:[service method] must contain.");
-        return false;
+        return ss_errf(SS_ERR_INVALID,
+                       "please check url, the keyword:[service method] must contain.");
     }
     *method = strdup(colon + 1);
     if (!*method) {
         free(name);
-        snprintf(err, cap, "out of memory");
-        return false;
+        return ss_errf(SS_ERR_NOMEM, "out of memory");
     }
     *servable = name;
-    return true;
+    return NULL;
 }
 
 /* ------------------------------------------------------------------ number kinds */
@@ -618,8 +610,6 @@ static ss_status *parse_json(const char *body, size_t len, cJSON **out)
         return ss_errf(SS_ERR_NOMEM, "out of memory while parsing the request's JSON");
     }
     size_t at = end ? (size_t)(end - body) : 0;
-    while (root && at < len && strchr(" \t\r\n", body[at]) && body[at])
-        at++;
     if (!root || at != len) {
         cJSON_Delete(root);
         free(kinds);
@@ -712,11 +702,11 @@ ss_status *ss_rest_parse_request_limited(const char *url, const char *body, size
     cJSON *root = NULL;
     ss_status *st = parse_json(body, len, &root);
     if (st) return st;
-    char *servable, *method, err[512];
+    char *servable, *method;
     uint64_t version;
-    if (!ss_rest_parse_url(url, &servable, &method, &version, err, sizeof err)) {
+    if ((st = ss_rest_parse_url(url, &servable, &method, &version))) {
         cJSON_Delete(root);
-        return ss_errf(strcmp(err, "out of memory") ? SS_ERR_INVALID : SS_ERR_NOMEM, "%s", err);
+        return st;
     }
     ss_predict_request *req = ss_predict_request_new(servable, method, version);
     free(servable);

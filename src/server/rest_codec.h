@@ -9,10 +9,9 @@
 
 #include "shardserve/serving.h"
 
-/* "/model/NAME[/version/N]:METHOD" the loose way MindSpore reads it. On failure returns false and
- * writes MindSpore's message (unprefixed) into err. */
-bool ss_rest_parse_url(const char *url, char **servable, char **method, uint64_t *version,
-                       char *err, size_t cap);
+/* "/model/NAME[/version/N]:METHOD" the loose way MindSpore reads it. On failure SS_ERR_INVALID
+ * with MindSpore's message (unprefixed), or SS_ERR_NOMEM. */
+ss_status *ss_rest_parse_url(const char *url, char **servable, char **method, uint64_t *version);
 
 /* A POST body (len bytes, need not be NUL-terminated) for `url`, read in MindSpore's order: JSON
  * syntax, then the URL, then the instances. On failure: SS_ERR_INVALID whose message is the

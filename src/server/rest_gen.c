@@ -200,17 +200,17 @@ static ss_status *tk_load(ss_rest_gen_env *env, const char *servable, tk_entry *
         ss_status *st = ss_tokenizer_load(path, &t->tk);
         /* only out of memory is of the moment: an unreadable file (EACCES, a folder, a short
          * read) stays so, and must not fail every request for the model, ids prompts included */
-        if (st && st->code != SS_ERR_NOMEM && !(t->why = strdup(st->msg))) {
+        if (st && st->code != SS_ERR_NOMEM) {
+            SS_WARN("%s: %s", path, st->msg);
+            t->why = strdup(st->msg);
             ss_status_free(st);
-            st = ss_errf(SS_ERR_NOMEM, "out of memory");
+            st = t->why ? NULL : ss_errf(SS_ERR_NOMEM, "out of memory");
         }
-        if (st && !t->why) {
+        if (st) {
             free(t->servable);
             free(t);
             return st;
         }
-        if (st) SS_WARN("%s: %s", path, st->msg);
-        ss_status_free(st);
     }
     t->next = env->tokenizers;
     env->tokenizers = t;
@@ -519,9 +519,6 @@ bool ss_rest_gen_decode(ss_rest_gen_env *env, const gen_codec *codec, const char
     cJSON *root = ss_json_parse(body, len, &end, &oom);
     bool ok = g || gen_fail(&e, MHD_HTTP_INTERNAL_SERVER_ERROR, "", "out of memory");
     if (ok && oom) ok = gen_fail(&e, MHD_HTTP_INTERNAL_SERVER_ERROR, "", "out of memory");
-    while (root && end < body + len &&
-           (*end == ' ' || *end == '\t' || *end == '\n' || *end == '\r'))
-        end++;
     if (ok && root && end != body + len)
         ok = gen_fail(&e, MHD_HTTP_BAD_REQUEST, "", "the body has text after its JSON object");
     if (ok && !cJSON_IsObject(root))

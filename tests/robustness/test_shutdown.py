@@ -12,6 +12,7 @@
 
 Usage: test_shutdown.py; prints ok/FAIL per case and "N passed, N failed"."""
 
+import contextlib
 import json
 import os
 import signal
@@ -52,29 +53,30 @@ def rest_call(out):
         out["rest"] = "connection error: %s" % e
 
 
-def test_sigterm_with_requests_on_a_stopped_agent():
+@contextlib.contextmanager
+def agents_stopped():
+    """The servable's agent processes SIGSTOPped for the block, resumed after it."""
     agents = children(C.procs[1].pid)
     assert agents, "the launcher has no agent process"
     for pid in agents:
         os.kill(pid, signal.SIGSTOP)
-    out = {}
-    calls = [threading.Thread(target=f, args=(out,)) for f in (grpc_call, rest_call)]
     try:
-        for t in calls:
-            t.start()
-        time.sleep(1.0)  # both requests are with the (stopped) agent now
-        t0 = time.time()
-        C.server.send_signal(signal.SIGTERM)
-        try:
-            code = C.server.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            code = "still running after 30 s"
-        elapsed = time.time() - t0
-        for t in calls:
-            t.join(10)
+        yield
     finally:
         for pid in agents:
             os.kill(pid, signal.SIGCONT)
+
+
+def test_sigterm_with_requests_on_a_stopped_agent():
+    out = {}
+    calls = [threading.Thread(target=f, args=(out,)) for f in (grpc_call, rest_call)]
+    with agents_stopped():
+        for t in calls:
+            t.start()
+        wait_in_flight(2)  # both requests are with the (stopped) agent now
+        code, elapsed = sigterm_and_wait(0)
+        for t in calls:
+            t.join(10)
     log = C.log(C.server)
     assert code == 0, "serve: exit %s after %.1f s\n%s" % (code, elapsed, log[-3000:])
     bound = GRACE_MS / 1000 + 4 * SLOW
@@ -134,20 +136,13 @@ def wait_in_flight(n=1, timeout=30 * SLOW):
 
 
 def test_sigterm_answers_a_request_in_flight():
-    agents = children(C.procs[1].pid)
-    assert agents, "the launcher has no agent process"
-    for pid in agents:
-        os.kill(pid, signal.SIGSTOP)
     out = {}
     call = threading.Thread(target=grpc_call, args=(out,))
-    try:
+    with agents_stopped():
         call.start()
         wait_in_flight()  # the request is with the (stopped) agent now
         C.server.send_signal(signal.SIGTERM)
         time.sleep(0.5)
-    finally:
-        for pid in agents:
-            os.kill(pid, signal.SIGCONT)
     code, elapsed = sigterm_and_wait(IDLE_GRACE_MS / 1000)  # a second SIGTERM changes nothing
     call.join(10)
     log = C.log(C.server)
