@@ -156,6 +156,8 @@ typedef struct {
     ss_restart_policy restart;
     int max_restarts;         /* tries in a row before giving up (default 5) */
     int backoff_ms;           /* first delay, doubled each try up to 30 s (default 500) */
+    int recovered_after_ms;   /* a group registered this long has recovered: a later failure
+                                 starts the count and the backoff again (default 10000) */
     int heartbeat_timeout_ms; /* a registered local rank that reads nothing from the worker this
                                  long is hung: its group is killed (default 5000, as serve's) */
 } ss_launcher_options;

@@ -380,7 +380,6 @@ static ss_status *kill_hung(const ss_launcher_options *opt, const meta_info *mi,
 
 /* When every rank of the group has registered (its first liveness stamp), or 0. */
 #define SETTLE_MS 300 /* see run_group: how long a "lost the worker" waits for its cause */
-#define RECOVERED_NS (10ull * 1000000000ull) /* registered and serving this long: it recovered */
 
 /* How often to look at the liveness stamps: a few times per timeout. */
 static struct timespec liveness_tick(const ss_launcher_options *opt, const meta_info *mi)
@@ -889,7 +888,9 @@ ss_status *ss_launcher_run(const ss_launcher_options *opt)
         /* a group that came up and served a while recovered: a later failure is a new one, with
          * the first backoff again (without liveness stamps, a minute's run counts as that) */
         uint64_t now = ss_now_ns();
-        if ((up && now - up > RECOVERED_NS) || now - started > 60ull * 1000000000ull) {
+        uint64_t recovered_ns =
+            (uint64_t)(opt->recovered_after_ms > 0 ? opt->recovered_after_ms : 10000) * 1000000ull;
+        if ((up && now - up > recovered_ns) || now - started > 60ull * 1000000000ull) {
             tries = 0;
             backoff = opt->backoff_ms > 0 ? opt->backoff_ms : 500;
         }

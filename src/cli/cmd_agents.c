@@ -26,14 +26,14 @@ static const char agents_usage[] =
     "                         [--connect-timeout-ms MS] [--secret-file FILE | --insecure-link]\n"
     "                         [--restart never|on-failure] [--max-restarts N] "
     "[--restart-backoff-ms MS]\n"
-    "                         [--heartbeat-timeout-ms MS]\n"
+    "                         [--recovered-after-ms MS] [--heartbeat-timeout-ms MS]\n"
     "  --restart         on-failure (default): when an agent dies or the worker goes away, stop "
     "the\n"
     "                    group and start it again (backoff doubling from --restart-backoff-ms "
     "500,\n"
     "                    at most --max-restarts 5 in a row; a group that registered and ran\n"
-    "                    10 s counts as recovered, under --comm mpi with ranks on other hosts\n"
-    "                    one that ran 60 s); never:\n"
+    "                    --recovered-after-ms 10000 counts as recovered, under --comm mpi with\n"
+    "                    ranks on other hosts one that ran 60 s); never:\n"
     "                    stop and exit non-zero. A rank that left its group at a request's time\n"
     "                    limit restarts it at once, uncounted; a rank whose shard does not load\n"
     "                    as given (bad or unsupported model or config) stops the launcher at once\n"
@@ -178,6 +178,13 @@ int cmd_agents(int argc, char **argv)
                 return cli_fail("agents",
                                 ss_errf(SS_ERR_INVALID, "--restart-backoff-ms wants 1..600000"));
             o.backoff_ms = (int)v;
+        } else if (!strcmp(a, "--recovered-after-ms") && has) {
+            if (!cli_parse_int(argv[++i], 100, 3600000, &v))
+                return cli_fail("agents",
+                                ss_errf(SS_ERR_INVALID,
+                                        "--recovered-after-ms wants 100..3600000, got '%s'",
+                                        argv[i]));
+            o.recovered_after_ms = (int)v;
         } else if (!strcmp(a, "--heartbeat-timeout-ms") && has) {
             if (!cli_parse_int(argv[++i], 100, 3600000, &v))
                 return cli_fail("agents",

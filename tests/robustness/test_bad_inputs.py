@@ -422,6 +422,7 @@ NUMS = [
     ("agents", "--comm-timeout-ms", ["0"]),
     ("agents", "--connect-timeout-ms", ["-5"]),
     ("agents", "--heartbeat-timeout-ms", ["5", "forever"]),
+    ("agents", "--recovered-after-ms", ["50", "3600001", "soon"]),
     ("infer", "--version", ["-1", "v1"]),
     ("infer", "--timeout-ms", ["0"]),
     ("bench", "--concurrency", ["0", "1,0", "2000", ","]),

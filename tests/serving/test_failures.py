@@ -137,15 +137,16 @@ def test_agent_killed_under_load():
 
 
 def test_recovered_failures_do_not_add_up():
-    """With --max-restarts 1, an agent killed twice 12 s apart is restarted both times: a group that
-    registered and served 10 s has recovered, so the second failure is a new first one (they used
-    to add up until 60 s of uptime, and the launcher gave up)."""
+    """With --max-restarts 1 and --recovered-after-ms 2000, an agent killed twice 3 s apart is
+    restarted both times: a group that registered and served 2 s has recovered, so the second
+    failure is a new first one (they used to add up until 60 s of uptime, and the launcher gave
+    up)."""
     with Cluster() as c:
-        models, agents = setup(c, agent_extra=["--max-restarts", "1"])
+        models, agents = setup(c, agent_extra=["--max-restarts", "1", "--recovered-after-ms", "2000"])
         cl = Client(c.grpc, "matmul", "predict")
         for round in range(2):
             if round:
-                time.sleep(12)
+                time.sleep(3)
             victim = children(agents.pid)[0]
             os.kill(victim, signal.SIGKILL)
             t_fault = time.time()
