@@ -17,7 +17,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 dir=${1:-build-asan}
 jobs=${SS_JOBS:-$(nproc)}
-cmake -S . -B "$dir" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DSS_SANITIZE=ON >/dev/null
+cmake -S . -B "$dir" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DSS_SANITIZE=ON -DSS_BUILD_BENCH=OFF >/dev/null
 cmake --build "$dir" -j"$jobs"
 # halt_on_error: the first report fails the test; UBSan prints its stack.
 export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}

@@ -235,7 +235,7 @@ if(TARGET shardserve AND SS_COMM_HAVE_MPI)
                      ${SS_GEN_DIR}/${family}_vocab131)
     set_tests_properties(gen_two_hosts_${family} PROPERTIES
                          FIXTURES_REQUIRED gen_${family}_vocab131 TIMEOUT 600 SKIP_RETURN_CODE 77
-                         LABELS generative RUN_SERIAL TRUE
+                         LABELS generative RESOURCE_LOCK cluster
                          ENVIRONMENT "SHARDSERVE=$<TARGET_FILE:shardserve>;no_proxy=*;http_proxy=;https_proxy=")
   endforeach()
 endif()
@@ -256,6 +256,6 @@ if(TARGET shardserve AND SS_COMM_HAVE_MPI)
   add_test(NAME gen_two_hosts_cgroup_gpt2_mid
            COMMAND ${SS_PY} ${SS_TEST_DIR}/generative/test_gen_cgroup.py ${dir})
   set_tests_properties(gen_two_hosts_cgroup_gpt2_mid PROPERTIES FIXTURES_REQUIRED gen_gpt2_mid TIMEOUT 700
-                       SKIP_RETURN_CODE 77 LABELS generative RUN_SERIAL TRUE
+                       SKIP_RETURN_CODE 77 LABELS generative RESOURCE_LOCK cluster
                        ENVIRONMENT "SHARDSERVE=$<TARGET_FILE:shardserve>;no_proxy=*;http_proxy=;https_proxy=")
 endif()

@@ -8,5 +8,5 @@ if(TARGET ss_metrics)
   add_test(NAME metrics_serving COMMAND ${SS_PY} ${SS_TEST_DIR}/test_metrics_serving.py)
   set_tests_properties(metrics_serving PROPERTIES
     ENVIRONMENT "SHARDSERVE=$<TARGET_FILE:shardserve>;PYTHONPATH=${CMAKE_SOURCE_DIR}/python;no_proxy=*;http_proxy=;https_proxy="
-    TIMEOUT 300 RUN_SERIAL TRUE)
+    TIMEOUT 300 RESOURCE_LOCK cluster)
 endif()

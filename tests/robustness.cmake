@@ -17,27 +17,27 @@ set_tests_properties(robustness_bad_inputs PROPERTIES ENVIRONMENT "${SS_ROB_ENV}
 # reply, flat RSS; in the sanitizer build the server must also exit 0 on SIGTERM with no leak.
 add_test(NAME robustness_soak COMMAND ${SS_PY} ${SS_TEST_DIR}/robustness/test_soak.py)
 set_tests_properties(robustness_soak PROPERTIES ENVIRONMENT "${SS_ROB_ENV}" TIMEOUT 600
-                     RUN_SERIAL TRUE LABELS "robustness;soak")
+                     RESOURCE_LOCK cluster LABELS "robustness;soak")
 
 # Hostile clients against serve + 1 agent: 80,000-name requests refused in < 100 ms, decode
 # budgets for every JSON value kind and protobuf field, /health/live under 1,000 idle connections.
 add_test(NAME robustness_hostile COMMAND ${SS_PY} ${SS_TEST_DIR}/robustness/test_hostile.py)
 set_tests_properties(robustness_hostile PROPERTIES ENVIRONMENT "${SS_ROB_ENV}" TIMEOUT 300
-                     RUN_SERIAL TRUE LABELS robustness)
+                     RESOURCE_LOCK cluster LABELS robustness)
 
 # 1,000 stalled gRPC streams (10 connections x 100, each announcing 95 MB): serve's peak RSS stays
 # under 400 MB, health and a legitimate client are answered (receive slots, grpc_server.c).
 add_test(NAME robustness_stalled_streams
          COMMAND ${SS_PY} ${SS_TEST_DIR}/robustness/test_stalled_streams.py)
 set_tests_properties(robustness_stalled_streams PROPERTIES ENVIRONMENT "${SS_ROB_ENV}" TIMEOUT 300
-                     RUN_SERIAL TRUE LABELS robustness)
+                     RESOURCE_LOCK cluster LABELS robustness)
 
 # Requests whose data asks for too much, whole and split over 2 agents: an endless Loop is stopped
 # at the request timeout the worker passes on (the next request is answered; split, the group
 # restarts), a window over SHARDSERVE_RANK_RUN_MB is refused naming the limit.
 add_test(NAME robustness_run_bounds COMMAND ${SS_PY} ${SS_TEST_DIR}/robustness/test_run_bounds.py)
 set_tests_properties(robustness_run_bounds PROPERTIES ENVIRONMENT "${SS_ROB_ENV}" TIMEOUT 300
-                     RUN_SERIAL TRUE LABELS robustness)
+                     RESOURCE_LOCK cluster LABELS robustness)
 # The split case under one mpirun (`agents --comm mpi`, loopback only): the endless requests
 # restart the job at once and uncounted, a SIGKILLed rank restarts it as a counted failure; a
 # garbage shard (78) and mpirun not on PATH (127) stop the launcher at once; a rank alone in its
@@ -47,7 +47,7 @@ if(SS_COMM_HAVE_MPI)
   add_test(NAME robustness_run_bounds_mpi
            COMMAND ${SS_PY} ${SS_TEST_DIR}/robustness/test_run_bounds.py --mpi)
   set_tests_properties(robustness_run_bounds_mpi PROPERTIES ENVIRONMENT "${SS_ROB_ENV}"
-                       TIMEOUT 300 RUN_SERIAL TRUE LABELS robustness)
+                       TIMEOUT 300 RESOURCE_LOCK cluster LABELS robustness)
 endif()
 
 # SIGTERM while requests wait on a stopped agent: both get an error and serve exits within

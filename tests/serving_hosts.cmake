@@ -7,7 +7,7 @@ if(TARGET shardserve)
     add_test(NAME serving_two_hosts COMMAND ${SS_PY} ${SS_TEST_DIR}/serving/test_two_hosts.py)
     set_tests_properties(serving_two_hosts PROPERTIES
       ENVIRONMENT "SHARDSERVE=$<TARGET_FILE:shardserve>;no_proxy=*;http_proxy=;https_proxy="
-      TIMEOUT 480 RUN_SERIAL TRUE SKIP_RETURN_CODE 77)
+      TIMEOUT 480 RESOURCE_LOCK cluster SKIP_RETURN_CODE 77)
   else()
     add_test(NAME serving_two_hosts COMMAND sh -c "echo 'the mpi backend is not built (Open MPI development files missing: install libopenmpi-dev openmpi-bin)' >&2; exit 1")
   endif()

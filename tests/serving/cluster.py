@@ -224,10 +224,13 @@ def leftover_shm():
 
 def run_cases(cases, only=()):
     """Run test functions in order, print ok/FAIL per case and the closing "N passed, N failed"
-    line; returns the process exit status (non-zero if any failed or none ran)."""
+    line; returns the process exit status (non-zero if any failed or none ran). `only` names the
+    cases to run (default: all); a name with a leading '-' leaves that case out instead."""
+    skip = [n[1:] for n in only if n.startswith("-")]
+    pick = [n for n in only if not n.startswith("-")]
     passed = failed = 0
     for case in cases:
-        if only and case.__name__ not in only:
+        if (pick and case.__name__ not in pick) or case.__name__ in skip:
             continue
         t0 = time.time()
         try:
