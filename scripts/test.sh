@@ -28,7 +28,7 @@ stage() {
   echo "=== $name: $*"
   "$@" 2>&1 | tee "$log"
   local rc=${PIPESTATUS[0]}
-  # every CTest summary line of the stage (scripts/asan.sh runs ctest twice)
+  # every CTest summary line of the stage (a stage may run ctest more than once)
   local lines f=0 t=0 line
   lines=$(grep -E '^[0-9]+% tests passed, [0-9]+ tests? failed out of [0-9]+' "$log")
   if [[ -n $lines ]]; then

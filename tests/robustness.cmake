@@ -22,8 +22,10 @@ set_tests_properties(robustness_soak PROPERTIES ENVIRONMENT "${SS_ROB_ENV}" TIME
 # Hostile clients against serve + 1 agent: 80,000-name requests refused in < 100 ms, decode
 # budgets for every JSON value kind and protobuf field, /health/live under 1,000 idle connections.
 add_test(NAME robustness_hostile COMMAND ${SS_PY} ${SS_TEST_DIR}/robustness/test_hostile.py)
+# Alone: its receive deadlines (3 s) and latency bounds under attack do not hold with a neighbour
+# taking a core (under the sanitizers an 89 MB message then took over 3 s to arrive).
 set_tests_properties(robustness_hostile PROPERTIES ENVIRONMENT "${SS_ROB_ENV}" TIMEOUT 300
-                     RESOURCE_LOCK cluster LABELS robustness)
+                     RUN_SERIAL TRUE LABELS robustness)
 
 # 1,000 stalled gRPC streams (10 connections x 100, each announcing 95 MB): serve's peak RSS stays
 # under 400 MB, health and a legitimate client are answered (receive slots, grpc_server.c).
