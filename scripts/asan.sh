@@ -3,7 +3,7 @@
 # default with ASan): a second build folder configured with -DSS_SANITIZE=ON, then ctest there.
 # Usage: scripts/asan.sh [BUILD_DIR] (default build-asan). Extra ctest arguments in SS_CTEST_ARGS.
 #
-# One ctest run, leak detection on, except for the tests that start ranks through mpirun (*mpi*,
+# One ctest run, leak detection on, except for the tests that start ranks through mpirun (_mpi_,
 # *two_hosts*): tests/CMakeLists.txt turns it off for those in this build (ASan and UBSan errors
 # still fail them): Open MPI keeps memory until exit in plugins it dlclose()s, so LeakSanitizer
 # reports "leaks" with unsymbolizable frames that no suppression can match.

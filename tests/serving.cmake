@@ -15,14 +15,14 @@ set_tests_properties(serving_seed_example PROPERTIES
 add_test(NAME serving_failures COMMAND ${SS_PY} ${SS_TEST_DIR}/serving/test_failures.py
                                        -test_killed_launcher_segment_removed)
 set_tests_properties(serving_failures PROPERTIES
-  ENVIRONMENT "SHARDSERVE=$<TARGET_FILE:shardserve>;PYTHONPATH=${CMAKE_SOURCE_DIR}/python;no_proxy=*;http_proxy=;https_proxy="
+  ENVIRONMENT "SHARDSERVE=$<TARGET_FILE:shardserve>;SS_SANITIZED=$<BOOL:${SS_SANITIZE}>;PYTHONPATH=${CMAKE_SOURCE_DIR}/python;no_proxy=*;http_proxy=;https_proxy="
   TIMEOUT 300 RESOURCE_LOCK cluster)
 # A killed group's /dev/shm segment, removed by the next launcher: alone, as any launcher starting
 # meanwhile (another test's) would remove it first.
 add_test(NAME serving_stale_segment COMMAND ${SS_PY} ${SS_TEST_DIR}/serving/test_failures.py
                                             test_killed_launcher_segment_removed)
 set_tests_properties(serving_stale_segment PROPERTIES
-  ENVIRONMENT "SHARDSERVE=$<TARGET_FILE:shardserve>;PYTHONPATH=${CMAKE_SOURCE_DIR}/python;no_proxy=*;http_proxy=;https_proxy="
+  ENVIRONMENT "SHARDSERVE=$<TARGET_FILE:shardserve>;SS_SANITIZED=$<BOOL:${SS_SANITIZE}>;PYTHONPATH=${CMAKE_SOURCE_DIR}/python;no_proxy=*;http_proxy=;https_proxy="
   TIMEOUT 120 RUN_SERIAL TRUE)
 
 # The Open Inference Protocol (KServe v2) end to end: the seed example through KServe REST (JSON,

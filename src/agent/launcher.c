@@ -890,7 +890,10 @@ ss_status *ss_launcher_run(const ss_launcher_options *opt)
         uint64_t now = ss_now_ns();
         uint64_t recovered_ns =
             (uint64_t)(opt->recovered_after_ms > 0 ? opt->recovered_after_ms : 10000) * 1000000ull;
-        if ((up && now - up > recovered_ns) || now - started > 60ull * 1000000000ull) {
+        /* the minute's run stands in for the stamps: never shorter than --recovered-after-ms */
+        uint64_t ran_ns =
+            recovered_ns > 60ull * 1000000000ull ? recovered_ns : 60ull * 1000000000ull;
+        if ((up && now - up > recovered_ns) || now - started > ran_ns) {
             tries = 0;
             backoff = opt->backoff_ms > 0 ? opt->backoff_ms : 500;
         }

@@ -228,6 +228,11 @@ def run_cases(cases, only=()):
     cases to run (default: all); a name with a leading '-' leaves that case out instead."""
     skip = [n[1:] for n in only if n.startswith("-")]
     pick = [n for n in only if not n.startswith("-")]
+    unknown = sorted(set(skip + pick) - {case.__name__ for case in cases})
+    if unknown:  # a renamed case would otherwise run everywhere (or nowhere) without a word
+        print("no such case: %s" % ", ".join(unknown))
+        print("0 passed, 1 failed")
+        return 1
     passed = failed = 0
     for case in cases:
         if (pick and case.__name__ not in pick) or case.__name__ in skip:
