@@ -781,22 +781,18 @@ def nofile_limits(pid):
 def test_serve_and_agents_raise_the_descriptor_limit():
     for p in C.procs:  # serve, then the agents launcher (its agents inherit from it)
         soft, hard = nofile_limits(p.pid)
-        assert soft == hard, "%s runs with %s of %s descriptors" % (p.args[1], soft, hard)
+        assert soft == hard, "%s runs with %s of %s descriptors" % (p.argv[1], soft, hard)
 
 
 def test_descriptor_exhaustion_is_refused_quietly():
-    import resource
-
-    def low_limit():
-        resource.setrlimit(resource.RLIMIT_NOFILE, (200, 200))
-
     log = os.path.join(C.dir, "serve-fd.log")
     servable = os.path.join(C.dir, "servables")
     args = [os.environ.get("SHARDSERVE", "shardserve"), "serve", "--servable-dir", servable,
             "--servable", "matmul", "--rank-table", os.path.join(C.dir, "rank_table.json"),
             "--distributed-address", "127.0.0.1:0", "--grpc", "127.0.0.1:0", "--rest", "127.0.0.1:0"]
     with open(log, "w+") as logf:
-        p = subprocess.Popen(args, stdout=logf, stderr=subprocess.STDOUT, preexec_fn=low_limit)
+        # prlimit, not a preexec_fn: see DIE_WITH_PARENT in cluster.py
+        p = subprocess.Popen(["prlimit", "--nofile=200:200", "--"] + args, stdout=logf, stderr=subprocess.STDOUT)
         socks = []
         try:
             text = ""

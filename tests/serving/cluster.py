@@ -4,7 +4,6 @@
 picked by the OS. Everything started here is stopped again on success, on failure and on an
 exception (and dies with the test process: PR_SET_PDEATHSIG through a tiny preexec hook)."""
 
-import ctypes
 import json
 import os
 import re
@@ -23,11 +22,14 @@ from onnx import TensorProto, helper, numpy_helper
 
 SHARDSERVE = os.environ.get("SHARDSERVE", "shardserve")
 _started_pids = set()  # every process a Cluster started, for leftover_shm()
-_libc = ctypes.CDLL("libc.so.6", use_errno=True)
 
 
-def _die_with_parent():
-    _libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+# Children start through setpriv, which sets the parent-death signal and execs them, instead of a
+# preexec_fn: with a preexec_fn, Python forks with the atfork handlers run, and grpcio 1.51's
+# handlers can deadlock a fork made while its threads are busy (grpc/grpc#31885) -- a test's client
+# threads retrying a restarting server were, and serving_failures hung for its whole timeout.
+# Without one, Python starts the child with vfork, which runs no handlers.
+DIE_WITH_PARENT = ["setpriv", "--pdeathsig", "KILL", "--"]
 
 
 def matmul_neg_model(path, w_value=0.5, rows=128, k=96, n=16, batch_dim=None):
@@ -95,8 +97,9 @@ class Cluster:
     # ---------------------------------------------------------------- processes
     def _spawn(self, args, log, env=None):
         logf = open(os.path.join(self.dir, log), "w+")
-        p = subprocess.Popen(args, stdout=logf, stderr=subprocess.STDOUT, preexec_fn=_die_with_parent,
+        p = subprocess.Popen(DIE_WITH_PARENT + list(args), stdout=logf, stderr=subprocess.STDOUT,
                              cwd=self.dir, env=dict(os.environ, **env) if env else None)
+        p.argv = list(args)
         p.logf = logf
         p.logname = log
         self.procs.append(p)
@@ -126,7 +129,7 @@ class Cluster:
             if p.poll() is not None:
                 break
             time.sleep(0.05)
-        raise AssertionError("no %r in the log of %s (exit %s):\n%s" % (pattern, p.args[:2], p.poll(), self.log(p)))
+        raise AssertionError("no %r in the log of %s (exit %s):\n%s" % (pattern, p.argv[:2], p.poll(), self.log(p)))
 
     def serve(self, groups, wait_agents=60, extra=(), rest=True, expect_ready=True):
         """groups: list of (servable, version, rank_table_path)."""

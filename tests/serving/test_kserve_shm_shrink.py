@@ -107,7 +107,7 @@ def logs(c):
 
 def alive(c, ranks):
     for p in c.procs:
-        assert p.poll() is None, "%s exited with %s:%s" % (p.args[:2], p.returncode, logs(c))
+        assert p.poll() is None, "%s exited with %s:%s" % (p.argv[:2], p.returncode, logs(c))
     assert rank_pids(c) == ranks, "an agent died (%s, now %s):%s" % (ranks, rank_pids(c), logs(c))
 
 

@@ -22,7 +22,6 @@ SIGINT stops it. Whatever happens, every process this test started is killed and
 deleted. Exit 77 (SKIP, reason printed) only when namespaces cannot be created here.
 """
 
-import ctypes
 import json
 import os
 import re
@@ -33,6 +32,8 @@ import sys
 import tempfile
 import time
 import traceback
+
+from cluster import DIE_WITH_PARENT
 
 SKIP = 77
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -52,12 +53,6 @@ WORKER = IP_SERVER + ":6200"
 GRPC = IP_SERVER + ":5500"
 TOTAL_SECONDS = 420  # below the CTest timeout, so cleanup always runs
 
-_libc = ctypes.CDLL("libc.so.6", use_errno=True)
-
-
-def _child_setup():
-    _libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG: nothing outlives the test
-    os.setsid()
 
 
 class Failed(Exception):
@@ -151,8 +146,9 @@ class TwoHosts:
     # ------------------------------------------------------------ processes
     def spawn(self, ns, args, log, env=None):
         f = open(os.path.join(self.work, log), "w+")
-        p = subprocess.Popen(["ip", "netns", "exec", ns] + args, stdout=f, stderr=subprocess.STDOUT,
-                             stdin=subprocess.DEVNULL, preexec_fn=_child_setup, cwd=self.work,
+        # nothing outlives the test; setpriv, not a preexec_fn: see DIE_WITH_PARENT in cluster.py
+        p = subprocess.Popen(DIE_WITH_PARENT + ["ip", "netns", "exec", ns] + args, stdout=f,
+                             stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True, cwd=self.work,
                              env=dict(os.environ, **(env or {})))
         p.logf, p.logname = f, log
         self.procs.append(p)
