@@ -4,6 +4,7 @@
 picked by the OS. Everything started here is stopped again on success, on failure and on an
 exception (and dies with the test process: PR_SET_PDEATHSIG through a tiny preexec hook)."""
 
+import faulthandler
 import json
 import os
 import re
@@ -237,10 +238,14 @@ def run_cases(cases, only=()):
         print("0 passed, 1 failed")
         return 1
     passed = failed = 0
+    # A case that hangs prints every thread's Python stack and ends the test after this many
+    # seconds (the slowest case takes ~13 s under ASan), instead of a silent CTest timeout.
+    case_timeout = float(os.environ.get("SS_CASE_TIMEOUT_S", "180"))
     for case in cases:
         if (pick and case.__name__ not in pick) or case.__name__ in skip:
             continue
         t0 = time.time()
+        faulthandler.dump_traceback_later(case_timeout, exit=True)
         try:
             case()
             passed += 1
@@ -249,5 +254,7 @@ def run_cases(cases, only=()):
             failed += 1
             print("FAIL %s (%.1f s)" % (case.__name__, time.time() - t0), flush=True)
             traceback.print_exc()
+        finally:
+            faulthandler.cancel_dump_traceback_later()
     print("%d passed, %d failed" % (passed, failed))
     return 1 if failed or not passed else 0
