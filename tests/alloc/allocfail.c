@@ -11,6 +11,7 @@
 
 #include <dlfcn.h>
 #include <errno.h>
+#include <link.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>
@@ -77,14 +78,23 @@ static atomic_int armed_flags;
 static atomic_bool armed;
 static pthread_t arming_thread;
 
-/* Count one allocation call; true if it must fail. */
-static bool inject(void)
+/* Sampling (allocfail_case.sample_library): while `recording`, which of the calls 1..rec_cap were
+ * made from code in [lib_lo, lib_hi), the sampled library's mapped text. */
+static uintptr_t lib_lo, lib_hi;
+static unsigned char *rec_in_lib;
+static long rec_cap;
+static atomic_bool recording;
+
+/* Count one allocation call made from `caller`; true if it must fail. */
+static bool inject(const void *caller)
 {
     if (!atomic_load(&armed)) return false;
     int flags = atomic_load(&armed_flags);
     if ((flags & ALLOCFAIL_CALLER_ONLY) && !pthread_equal(pthread_self(), arming_thread))
         return false;
     long k = atomic_fetch_add(&seen, 1) + 1;
+    if (atomic_load(&recording) && k <= rec_cap)
+        rec_in_lib[k - 1] = (uintptr_t)caller >= lib_lo && (uintptr_t)caller < lib_hi;
     long n = atomic_load(&fail_at);
     if (n <= 0 || k < n || (k > n && !(flags & ALLOCFAIL_PERSISTENT))) return false;
     atomic_fetch_add(&n_failed, 1);
@@ -126,15 +136,22 @@ long allocfail_live(void)
 
 /* ---------------------------------------------------------------- the interposed functions */
 
-void *malloc(size_t n)
+#define CALLER __builtin_return_address(0)
+
+static void *malloc_from(size_t n, const void *caller)
 {
     if (resolving) return arena_alloc(n);
     resolve();
-    if (inject()) {
+    if (inject(caller)) {
         errno = ENOMEM;
         return NULL;
     }
     return counted(real_malloc(n));
+}
+
+void *malloc(size_t n)
+{
+    return malloc_from(n, CALLER);
 }
 
 void *calloc(size_t count, size_t size)
@@ -144,7 +161,7 @@ void *calloc(size_t count, size_t size)
         return arena_alloc(count * size); /* static memory starts zeroed and is never reused */
     }
     resolve();
-    if (inject()) {
+    if (inject(CALLER)) {
         errno = ENOMEM;
         return NULL;
     }
@@ -162,7 +179,7 @@ void free(void *p)
 void *realloc(void *p, size_t n)
 {
     if (resolving || in_arena(p)) {
-        void *q = resolving ? arena_alloc(n) : malloc(n);
+        void *q = resolving ? arena_alloc(n) : malloc_from(n, CALLER);
         if (q && p) {
             size_t old;
             memcpy(&old, (unsigned char *)p - 16, sizeof old);
@@ -171,12 +188,12 @@ void *realloc(void *p, size_t n)
         return q;
     }
     resolve();
-    if (!p) return malloc(n);
+    if (!p) return malloc_from(n, CALLER);
     if (n == 0) { /* frees p (glibc and ASan both), so it is never failed */
         atomic_fetch_sub(&live, 1);
         return real_realloc(p, 0);
     }
-    if (inject()) {
+    if (inject(CALLER)) {
         errno = ENOMEM;
         return NULL;
     }
@@ -186,7 +203,7 @@ void *realloc(void *p, size_t n)
 int posix_memalign(void **out, size_t align, size_t n)
 {
     resolve();
-    if (inject()) return ENOMEM;
+    if (inject(CALLER)) return ENOMEM;
     int rc = real_posix_memalign(out, align, n);
     if (rc == 0) counted(*out);
     return rc;
@@ -195,7 +212,7 @@ int posix_memalign(void **out, size_t align, size_t n)
 void *aligned_alloc(size_t align, size_t n)
 {
     resolve();
-    if (inject()) {
+    if (inject(CALLER)) {
         errno = ENOMEM;
         return NULL;
     }
@@ -205,7 +222,7 @@ void *aligned_alloc(size_t align, size_t n)
 void *memalign(size_t align, size_t n)
 {
     resolve();
-    if (inject()) {
+    if (inject(CALLER)) {
         errno = ENOMEM;
         return NULL;
     }
@@ -213,19 +230,24 @@ void *memalign(size_t align, size_t n)
 }
 
 /* Defined here because ASan's own strdup would allocate past malloc. */
-char *strndup(const char *s, size_t max)
+static char *strndup_from(const char *s, size_t max, const void *caller)
 {
     size_t n = strnlen(s, max);
-    char *d = malloc(n + 1);
+    char *d = malloc_from(n + 1, caller);
     if (!d) return NULL;
     memcpy(d, s, n);
     d[n] = 0;
     return d;
 }
 
+char *strndup(const char *s, size_t max)
+{
+    return strndup_from(s, max, CALLER);
+}
+
 char *strdup(const char *s)
 {
-    return strndup(s, SIZE_MAX);
+    return strndup_from(s, SIZE_MAX, CALLER);
 }
 
 /* ---------------------------------------------------------------- crash report */
@@ -280,8 +302,12 @@ static bool mentions(const char *msg, const char *needles)
 static int one_run(const allocfail_case *c, long n, int flags, bool *injected, long *calls)
 {
     const char *mode = (flags & ALLOCFAIL_PERSISTENT) ? "persistent" : "transient";
-    snprintf(current_run, sizeof current_run, "'%s', allocation %ld failing (%s)", c->name, n,
-             mode);
+    if (n > 0)
+        snprintf(current_run, sizeof current_run, "'%s', allocation %ld failing (%s)", c->name, n,
+                 mode);
+    else
+        snprintf(current_run, sizeof current_run, "'%s', no allocation failing (%s)", c->name,
+                 mode);
     if (getenv("SS_ALLOCFAIL_VERBOSE")) fprintf(stderr, "allocfail: %s\n", current_run);
     long live0 = allocfail_live();
     allocfail_arm(n, flags | c->flags);
@@ -322,24 +348,104 @@ static int one_run(const allocfail_case *c, long n, int flags, bool *injected, l
     return bad;
 }
 
+/* ---------------------------------------------------------------- sampling a library's calls */
+
+typedef struct {
+    const char *name;
+    uintptr_t lo, hi;
+} lib_text;
+
+/* dl_iterate_phdr callback: the executable segment of the first object whose name contains
+ * f->name. */
+static int find_lib_text(struct dl_phdr_info *info, size_t size, void *data)
+{
+    (void)size;
+    lib_text *f = data;
+    if (!info->dlpi_name || !strstr(info->dlpi_name, f->name)) return 0;
+    for (int i = 0; i < info->dlpi_phnum; i++) {
+        const ElfW(Phdr) *ph = &info->dlpi_phdr[i];
+        if (ph->p_type == PT_LOAD && (ph->p_flags & PF_X)) {
+            f->lo = info->dlpi_addr + ph->p_vaddr;
+            f->hi = f->lo + ph->p_memsz;
+            return 1;
+        }
+    }
+    return 0;
+}
+
+/* A clean run that records which calls c->sample_library makes; returns 1 if it was bad. *skip
+ * (malloc'd, *n_calls entries) then marks the calls not to fail: all of the library's but the
+ * first, the last and every stride-th of each stretch of consecutive ones. */
+static int plan_sampling(const allocfail_case *c, int flags, long stride, unsigned char **skip,
+                         long *n_calls, long *n_lib)
+{
+    lib_text f = {.name = c->sample_library};
+    if (!dl_iterate_phdr(find_lib_text, &f)) {
+        fprintf(stderr, "allocfail: '%s': no loaded object's name contains '%s'\n", c->name,
+                c->sample_library);
+        return 1;
+    }
+    lib_lo = f.lo;
+    lib_hi = f.hi;
+    rec_cap = 1L << 22;
+    rec_in_lib = calloc((size_t)rec_cap, 1);
+    if (!rec_in_lib) return 1;
+    bool injected;
+    atomic_store(&recording, true);
+    int bad = one_run(c, 0, flags, &injected, n_calls);
+    atomic_store(&recording, false);
+    long n = *n_calls < rec_cap ? *n_calls : rec_cap, start = 0;
+    *n_lib = 0;
+    for (long k = 0; k < n; k++) {
+        if (!rec_in_lib[k]) continue;
+        (*n_lib)++;
+        if (k == 0 || !rec_in_lib[k - 1]) start = k;
+        bool last = k + 1 == n || !rec_in_lib[k + 1];
+        bool keep = k == start || last || (k - start) % stride == 0;
+        rec_in_lib[k] = keep ? 2 : 1; /* 2: in the library, failed anyway */
+    }
+    for (long k = 0; k < n; k++)
+        rec_in_lib[k] = rec_in_lib[k] == 1;
+    *skip = rec_in_lib;
+    *n_calls = n;
+    rec_in_lib = NULL;
+    return bad;
+}
+
 int allocfail_loop(const allocfail_case *c, long *clean_allocs)
 {
     install_crash_report();
     long max = c->max_runs > 0 ? c->max_runs : 100000;
+    const char *stride_env = getenv("SS_ALLOCFAIL_STRIDE");
+    long stride = stride_env ? atol(stride_env) : 32;
+    bool sample = c->sample_library && stride > 1;
     int bad = 0;
     for (int persistent = 0; persistent < (c->transient_only ? 1 : 2); persistent++) {
         int flags = persistent ? ALLOCFAIL_PERSISTENT : 0;
         bool injected = true;
         const char *first = getenv("SS_ALLOCFAIL_FIRST"); /* debugging: start at run N */
-        long n = first ? atol(first) : 1, calls = 0;
+        long n = first ? atol(first) : 1, calls = 0, n_planned = 0, n_lib = 0, n_skipped = 0;
+        unsigned char *skip = NULL;
+        if (sample) bad += plan_sampling(c, flags, stride, &skip, &n_planned, &n_lib);
         if (n < 1) n = 1;
-        for (; injected && n <= max; n++)
+        for (; injected && n <= max; n++) {
+            if (skip && n <= n_planned && skip[n - 1]) {
+                n_skipped++;
+                continue;
+            }
             bad += one_run(c, n, flags, &injected, &calls);
+        }
         if (injected) {
             fprintf(stderr, "allocfail: '%s': still failing allocations after %ld runs\n", c->name,
                     max);
             bad++;
         }
+        if (sample)
+            printf("allocfail: '%s' (%s): %ld of %ld allocation calls are %s's own; %ld of them "
+                   "failed (the first, the last and every %ldth of each stretch), %ld not\n",
+                   c->name, persistent ? "persistent" : "transient", n_lib, calls,
+                   c->sample_library, n_lib - n_skipped, stride, n_skipped);
+        free(skip);
         if (clean_allocs) *clean_allocs = calls;
     }
     snprintf(current_run, sizeof current_run, "'%s', after the loop", c->name);

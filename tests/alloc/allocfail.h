@@ -59,6 +59,9 @@
  * the next (the loop still ends: it stops at the first untouched run) and the block count can
  * move for reasons of their own: set .skip_live_check and rely on LeakSanitizer, which checks
  * the whole process at exit in the -DSS_SANITIZE=ON build, where these tests run too.
+ *
+ * A deterministic path that spends most of its allocations inside a library's one call (e.g.
+ * protobuf-c unpacking a large model): set .sample_library (below) to fail only a sample of those.
  */
 #ifndef SS_TEST_ALLOCFAIL_H
 #define SS_TEST_ALLOCFAIL_H
@@ -95,6 +98,13 @@ typedef struct {
      * recover within a run (every later allocation fails), so each run would only time out */
     bool transient_only;
     long max_runs; /* per mode; 0 = 100000 */
+    /* optional: a shared library (a part of its file name, e.g. "libprotobuf-c") whose own
+     * allocation calls are sampled: of each stretch of consecutive calls made from its code only
+     * the first, the last and every 32nd (SS_ALLOCFAIL_STRIDE=N; 1 = all) are failed. Each
+     * failure inside such a library surfaces as the same error return of its entry point, so
+     * failing every one tests the library, not the caller; a case that fails them all keeps that
+     * covered. Needs a deterministic run: a clean recording run first maps call n to its caller. */
+    const char *sample_library;
 } allocfail_case;
 
 /* Returns the number of bad runs (0 = every run clean) and how many allocation calls the clean
