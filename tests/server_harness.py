@@ -3,6 +3,7 @@ its ports, and always stop it again — on success, on a failed check and on an 
 server also dies with this process (PR_SET_PDEATHSIG), so nothing outlives a killed test."""
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -28,8 +29,11 @@ class TestServer:
         # to the memory checks; keep it small (no effect on normal builds).
         env = dict(os.environ)
         env["ASAN_OPTIONS"] = (env.get("ASAN_OPTIONS", "") + ":quarantine_size_mb=1").lstrip(":")
-        self.proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=self.stderr, text=True,
-                                     env=env)
+        # setpriv sets the parent-death signal and execs the server (see DIE_WITH_PARENT in
+        # tests/serving/cluster.py for why not a preexec_fn)
+        setpriv = [shutil.which("setpriv") or "/usr/bin/setpriv", "--pdeathsig", "KILL", "--"]
+        self.proc = subprocess.Popen(setpriv + args, stdout=subprocess.PIPE, stderr=self.stderr,
+                                     text=True, env=env)
         self.grpc_port = self.rest_port = None
         deadline = time.time() + 20
         while time.time() < deadline:

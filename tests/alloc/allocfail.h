@@ -103,7 +103,8 @@ typedef struct {
      * the first, the last and every 32nd (SS_ALLOCFAIL_STRIDE=N; 1 = all) are failed. Each
      * failure inside such a library surfaces as the same error return of its entry point, so
      * failing every one tests the library, not the caller; a case that fails them all keeps that
-     * covered. Needs a deterministic run: a clean recording run first maps call n to its caller. */
+     * covered. Needs a deterministic run on one thread: a clean recording run first maps call n to
+     * its caller. */
     const char *sample_library;
 } allocfail_case;
 

@@ -51,7 +51,7 @@ import numpy as np
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(os.path.dirname(HERE), "serving"))
-from cluster import Cluster, matmul_neg_model, run_cases  # noqa: E402
+from cluster import DIE_WITH_PARENT, Cluster, matmul_neg_model, run_cases  # noqa: E402
 import shardserve_client as ssc  # noqa: E402
 
 SANITIZED = os.environ.get("SS_SANITIZED", "0") in ("1", "ON", "TRUE", "true")
@@ -791,8 +791,11 @@ def test_descriptor_exhaustion_is_refused_quietly():
             "--servable", "matmul", "--rank-table", os.path.join(C.dir, "rank_table.json"),
             "--distributed-address", "127.0.0.1:0", "--grpc", "127.0.0.1:0", "--rest", "127.0.0.1:0"]
     with open(log, "w+") as logf:
-        # prlimit, not a preexec_fn: see DIE_WITH_PARENT in cluster.py
-        p = subprocess.Popen(["prlimit", "--nofile=200:200", "--"] + args, stdout=logf, stderr=subprocess.STDOUT)
+        # prlimit, not a preexec_fn: see DIE_WITH_PARENT in cluster.py. Under setpriv too (its
+        # parent-death signal survives prlimit's exec): this serve is not one of C.procs, and when
+        # run_cases' watchdog ends the test with _exit nothing else would ever stop it.
+        p = subprocess.Popen(DIE_WITH_PARENT + ["prlimit", "--nofile=200:200", "--"] + args, stdout=logf,
+                             stderr=subprocess.STDOUT)
         socks = []
         try:
             text = ""

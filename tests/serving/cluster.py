@@ -2,7 +2,7 @@
 `shardserve shard`, a servable folder and rank table written to a temporary folder, then
 `shardserve serve` and `shardserve agents` started as users start them, on 127.0.0.1 with ports
 picked by the OS. Everything started here is stopped again on success, on failure and on an
-exception (and dies with the test process: PR_SET_PDEATHSIG through a tiny preexec hook)."""
+exception (and dies with the test process: PR_SET_PDEATHSIG, set by setpriv before it execs)."""
 
 import faulthandler
 import json
@@ -30,7 +30,9 @@ _started_pids = set()  # every process a Cluster started, for leftover_shm()
 # handlers can deadlock a fork made while its threads are busy (grpc/grpc#31885) -- a test's client
 # threads retrying a restarting server were, and serving_failures hung for its whole timeout.
 # Without one, Python starts the child with vfork, which runs no handlers.
-DIE_WITH_PARENT = ["setpriv", "--pdeathsig", "KILL", "--"]
+# An absolute path: Popen looks a bare name up in the PATH of the env it is given, and a case may
+# give the child a PATH without /usr/bin (test_run_bounds' test_mpi_not_found: PATH=/nonexistent).
+DIE_WITH_PARENT = [shutil.which("setpriv") or "/usr/bin/setpriv", "--pdeathsig", "KILL", "--"]
 
 
 def matmul_neg_model(path, w_value=0.5, rows=128, k=96, n=16, batch_dim=None):
@@ -240,12 +242,15 @@ def run_cases(cases, only=()):
     passed = failed = 0
     # A case that hangs prints every thread's Python stack and ends the test after this many
     # seconds (the slowest case takes ~13 s under ASan), instead of a silent CTest timeout.
-    case_timeout = float(os.environ.get("SS_CASE_TIMEOUT_S", "180"))
+    # SS_CASE_TIMEOUT_S=0 turns it off (e.g. a case stopped in a debugger): faulthandler refuses a
+    # timeout <= 0 with a ValueError, which would end run_cases before its first case.
+    case_timeout = float(os.environ.get("SS_CASE_TIMEOUT_S") or "180")
     for case in cases:
         if (pick and case.__name__ not in pick) or case.__name__ in skip:
             continue
         t0 = time.time()
-        faulthandler.dump_traceback_later(case_timeout, exit=True)
+        if case_timeout > 0:
+            faulthandler.dump_traceback_later(case_timeout, exit=True)
         try:
             case()
             passed += 1
