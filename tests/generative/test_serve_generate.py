@@ -139,25 +139,36 @@ def metric(c, name, **labels):
                if line.startswith(name + "{") and all('%s="%s"' % kv in line for kv in labels.items()))
 
 
+def alone_then_together(c, n):
+    """Requests 0..n-1 one at a time, then all n at once, each equal to its run alone; returns
+    the tokens. A barrier sends them together: threads started one by one on a busy machine let
+    the first requests finish before the last arrived (a CI run saw a pool of 24 blocks never run
+    out that way)."""
+    alone = [list(generate(c, request(i))["tokens"]) for i in range(n)]
+    together = [None] * n
+    start = threading.Barrier(n)
+
+    def one(i):
+        start.wait(60)
+        together[i] = list(generate(c, request(i))["tokens"])
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    bad = [i for i in range(n) if together[i] != alone[i]]
+    assert not bad, "requests %s differ when concurrent: %s vs %s" % (
+        bad, together[bad[0]], alone[bad[0]])
+    return alone
+
+
 def test_32_concurrent_equal_alone():
     """On 2 ranks and a pool of 24.5 blocks (392 tokens for requests of up to 51): sequences wait
     and are preempted, the decodes are batched, and nothing changes a token."""
     with Cluster() as c:
         serve_generative(c, 2, {"max_running": 32, "max_context": 256,
                                 "kv_cache_mb": block_mb(24.5, 2)})
-        alone = [list(generate(c, request(i))["tokens"]) for i in range(32)]
-        together = [None] * 32
-
-        def one(i):
-            together[i] = list(generate(c, request(i))["tokens"])
-        threads = [threading.Thread(target=one, args=(i,)) for i in range(32)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join(120)
-        bad = [i for i in range(32) if together[i] != alone[i]]
-        assert not bad, "requests %s differ when concurrent: %s vs %s" % (
-            bad, together[bad[0]], alone[bad[0]])
+        alone = alone_then_together(c, 32)
         batches = metric(c, "shardserve_batch_size_count")
         small = metric(c, "shardserve_batch_size_bucket", le="8")
         preempted = metric(c, "shardserve_sequences_preempted_total")
@@ -179,19 +190,7 @@ def test_concurrent_two_stages_overlap():
         # each stage keeps one of the 2 layers: half of block_mb's bytes a block, 24 blocks
         serve_generative(c, 8, {"max_running": 32, "max_context": 256,
                                 "kv_cache_mb": block_mb(12.25, 4)}, stages=2)
-        alone = [list(generate(c, request(i))["tokens"]) for i in range(16)]
-        together = [None] * 16
-
-        def one(i):
-            together[i] = list(generate(c, request(i))["tokens"])
-        threads = [threading.Thread(target=one, args=(i,)) for i in range(16)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join(120)
-        bad = [i for i in range(16) if together[i] != alone[i]]
-        assert not bad, "requests %s differ when concurrent: %s vs %s" % (
-            bad, together[bad[0]], alone[bad[0]])
+        alone = alone_then_together(c, 16)
         overlapped = metric(c, "shardserve_generate_overlapped_calls_total")
         calls = metric(c, "shardserve_batch_size_count")
         used = metric(c, "shardserve_kv_blocks", state="used")
