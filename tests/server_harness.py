@@ -13,6 +13,16 @@ import traceback
 
 SERVER = os.environ.get("SS_TEST_SERVER")
 
+# The prefix every test puts before a child's argv: setpriv sets the parent-death signal and execs
+# the child, so nothing outlives the test. Not a preexec_fn: with one, Python forks with the atfork
+# handlers run, and grpcio 1.51's handlers can deadlock a fork made while its threads are busy
+# (grpc/grpc#31885) -- a test's client threads retrying a restarting server were, and
+# serving_failures hung for its whole timeout. Without one, Python starts the child with vfork,
+# which runs no handlers. An absolute path: Popen looks a bare name up in the PATH of the env it
+# is given, and a case may give the child a PATH without /usr/bin (test_run_bounds'
+# test_mpi_not_found: PATH=/nonexistent). Stdlib only here, so any test may import it.
+DIE_WITH_PARENT = [shutil.which("setpriv") or "/usr/bin/setpriv", "--pdeathsig", "KILL", "--"]
+
 
 class TestServer:
     def __init__(self, grpc="127.0.0.1:0", rest=None, extra=()):
@@ -29,10 +39,7 @@ class TestServer:
         # to the memory checks; keep it small (no effect on normal builds).
         env = dict(os.environ)
         env["ASAN_OPTIONS"] = (env.get("ASAN_OPTIONS", "") + ":quarantine_size_mb=1").lstrip(":")
-        # setpriv sets the parent-death signal and execs the server (see DIE_WITH_PARENT in
-        # tests/serving/cluster.py for why not a preexec_fn)
-        setpriv = [shutil.which("setpriv") or "/usr/bin/setpriv", "--pdeathsig", "KILL", "--"]
-        self.proc = subprocess.Popen(setpriv + args, stdout=subprocess.PIPE, stderr=self.stderr,
+        self.proc = subprocess.Popen(DIE_WITH_PARENT + args, stdout=subprocess.PIPE, stderr=self.stderr,
                                      text=True, env=env)
         self.grpc_port = self.rest_port = None
         deadline = time.time() + 20

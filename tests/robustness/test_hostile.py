@@ -791,7 +791,7 @@ def test_descriptor_exhaustion_is_refused_quietly():
             "--servable", "matmul", "--rank-table", os.path.join(C.dir, "rank_table.json"),
             "--distributed-address", "127.0.0.1:0", "--grpc", "127.0.0.1:0", "--rest", "127.0.0.1:0"]
     with open(log, "w+") as logf:
-        # prlimit, not a preexec_fn: see DIE_WITH_PARENT in cluster.py. Under setpriv too (its
+        # prlimit, not a preexec_fn: see DIE_WITH_PARENT in server_harness.py. Under setpriv too (its
         # parent-death signal survives prlimit's exec): this serve is not one of C.procs, and when
         # run_cases' watchdog ends the test with _exit nothing else would ever stop it.
         p = subprocess.Popen(DIE_WITH_PARENT + ["prlimit", "--nofile=200:200", "--"] + args, stdout=logf,

@@ -11,6 +11,7 @@ import re
 import shutil
 import signal
 import subprocess
+import sys
 import tempfile
 import time
 import traceback
@@ -24,15 +25,9 @@ from onnx import TensorProto, helper, numpy_helper
 SHARDSERVE = os.environ.get("SHARDSERVE", "shardserve")
 _started_pids = set()  # every process a Cluster started, for leftover_shm()
 
-
-# Children start through setpriv, which sets the parent-death signal and execs them, instead of a
-# preexec_fn: with a preexec_fn, Python forks with the atfork handlers run, and grpcio 1.51's
-# handlers can deadlock a fork made while its threads are busy (grpc/grpc#31885) -- a test's client
-# threads retrying a restarting server were, and serving_failures hung for its whole timeout.
-# Without one, Python starts the child with vfork, which runs no handlers.
-# An absolute path: Popen looks a bare name up in the PATH of the env it is given, and a case may
-# give the child a PATH without /usr/bin (test_run_bounds' test_mpi_not_found: PATH=/nonexistent).
-DIE_WITH_PARENT = [shutil.which("setpriv") or "/usr/bin/setpriv", "--pdeathsig", "KILL", "--"]
+# children start through DIE_WITH_PARENT (see there); tests/ goes last, shadowing nothing
+sys.path.append(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from server_harness import DIE_WITH_PARENT  # noqa: E402
 
 
 def matmul_neg_model(path, w_value=0.5, rows=128, k=96, n=16, batch_dim=None):

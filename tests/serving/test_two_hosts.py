@@ -50,10 +50,9 @@ PORT_A, PORT_B = "s2pa%d" % PID, "s2pb%d" % PID  # bridge-side ends (in the serv
 WORKER = IP_SERVER + ":6200"
 GRPC = IP_SERVER + ":5500"
 TOTAL_SECONDS = 420  # below the CTest timeout, so cleanup always runs
-# cluster.py's DIE_WITH_PARENT (see there), spelled out: importing cluster would pull numpy and
-# onnx into this process, which needs neither, before it can even report its SKIP
-DIE_WITH_PARENT = [shutil.which("setpriv") or "/usr/bin/setpriv", "--pdeathsig", "KILL", "--"]
-
+# from server_harness (stdlib only), not cluster, which imports numpy and onnx before a SKIP
+sys.path.append(os.path.dirname(HERE))
+from server_harness import DIE_WITH_PARENT  # noqa: E402
 
 
 class Failed(Exception):
@@ -147,7 +146,7 @@ class TwoHosts:
     # ------------------------------------------------------------ processes
     def spawn(self, ns, args, log, env=None):
         f = open(os.path.join(self.work, log), "w+")
-        # nothing outlives the test; setpriv, not a preexec_fn: see DIE_WITH_PARENT in cluster.py
+        # nothing outlives the test; setpriv, not a preexec_fn: see DIE_WITH_PARENT
         p = subprocess.Popen(DIE_WITH_PARENT + ["ip", "netns", "exec", ns] + args, stdout=f,
                              stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True, cwd=self.work,
                              env=dict(os.environ, **(env or {})))
