@@ -441,10 +441,11 @@ int allocfail_loop(const allocfail_case *c, long *clean_allocs)
             bad++;
         }
         if (sample)
-            printf("allocfail: '%s' (%s): %ld of %ld allocation calls are %s's own; %ld of them "
-                   "failed (the first, the last and every %ldth of each stretch), %ld not\n",
-                   c->name, persistent ? "persistent" : "transient", n_lib, calls,
-                   c->sample_library, n_lib - n_skipped, stride, n_skipped);
+            printf(
+                "allocfail: '%s' (%s): %ld of %ld allocation calls are %s's own; %ld of them "
+                "failed (the first and the last of each stretch, 1 in %ld of the rest), %ld not\n",
+                c->name, persistent ? "persistent" : "transient", n_lib, calls, c->sample_library,
+                n_lib - n_skipped, stride, n_skipped);
         free(skip);
         if (clean_allocs) *clean_allocs = calls;
     }

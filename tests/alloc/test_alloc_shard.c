@@ -124,7 +124,8 @@ static void shard_under_failures(const char *name, const char *tag, const char *
     long allocs = 0;
     CHECK_MSG(allocfail_loop(&c, &allocs) == 0, "%s", name);
     CHECK_MSG(allocs > 0, "%s allocated nothing", name);
-    printf("%s: %ld allocations in a clean run, each failed in turn\n", name, allocs);
+    printf("%s: %ld allocations in a clean run, each failed in turn%s\n", name, allocs,
+           sample_library ? " but for the unsampled ones above" : "");
     char rm[128];
     snprintf(rm, sizeof rm, "rm -rf '%s'", tmp);
     if (system(rm) != 0) fprintf(stderr, "could not remove %s\n", tmp);
