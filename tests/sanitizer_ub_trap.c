@@ -1,6 +1,7 @@
 /* The sanitizer build checks itself (registered only with -DSS_SANITIZE=ON, tests/sanitizer.cmake):
  * a signed overflow, on a value the compiler cannot see, must stop this program with ASan's report
- * of UBSan's trap naming this file and line (CMakeLists.txt, src/core/sanitizer_defaults.c).
+ * of UBSan's trap naming a line of this file (CMakeLists.txt, src/core/sanitizer_defaults.c; gcc
+ * merges main's traps into one, so the line need not be the overflow's).
  * Without UBSan it prints the wrapped sum; with UBSan but no handle_sigill it dies of SIGILL
  * without a word. Either way the test's pass pattern is missing and it fails. */
 #include <stdio.h>
