@@ -5,7 +5,8 @@
 #      (scripts/asan.sh; it names any test it excludes and why);
 #   3. fuzz smoke: every libFuzzer target briefly in a clang build (./build-fuzz,
 #      scripts/fuzz-smoke.sh).
-# The builds of 2 and 3 start at once in the background, in the idle scheduling class (below).
+# The builds of 2 and 3 run ahead, one after the other, in the background in the idle scheduling
+# class from the start of stage 1 (scripts/build-ahead.sh; below).
 # CTest's own summaries stay in the log; the last line aggregates everything:
 #   "N passed, N failed" (tests over all three runs; a build that fails counts as one failure).
 # Exit status: 0 only when nothing failed. SS_SKIP_ASAN=1 / SS_SKIP_FUZZ=1 skip a stage locally
@@ -18,8 +19,23 @@ passed=0
 failed=0
 notes=()
 log_dir=$(mktemp -d)
+unset SS_BUILD_ONLY # for the build ahead alone (below): exported here it would skip every stage's tests
+# signal_ahead SIG: SIG to the build ahead's whole process group (below), while it runs (jobs -pr:
+# never a process the system has since given its number to).
 ahead=
-trap '[[ -z $ahead ]] || { pkill -P "$ahead"; kill "$ahead"; } 2>/dev/null; rm -rf "$log_dir"' EXIT
+signal_ahead() {
+  local g
+  [[ -n $ahead ]] && jobs -pr | grep -qx "$ahead" || return 0
+  g=$(cat "$log_dir/ahead.pgid" 2>/dev/null) && [[ -n $g ]] && kill "-$1" -- "-$g" 2>/dev/null
+  return 0
+}
+# On an early exit (a signal), the build ahead ends with everything it started.
+on_exit() {
+  signal_ahead TERM
+  signal_ahead CONT
+  rm -rf "$log_dir"
+}
+trap on_exit EXIT
 
 # stage NAME COMMAND...: run it with its output shown and kept, then add up CTest's counts.
 stage() {
@@ -59,20 +75,14 @@ if ! scripts/fetch-tokenizer-reference.sh; then
   failed=$((failed + 1))
   notes+=("tokenizer: could not fill the reference cache, so tokenizer_reference did not run")
 fi
-# Build ahead: the sanitizer folder, then the fuzz folder, compile in the background in the idle
-# scheduling class (SCHED_IDLE: CPU time that nothing else wants) while the normal stage runs,
-# whose tests leave ~40% of the CPU idle waiting on processes and sockets. Each stage still runs
-# its own build step: a no-op when the one ahead finished, else it finishes it, errors shown there.
-build_ahead() {
-  if [[ ${SS_SKIP_ASAN:-0} != 1 ]]; then
-    SS_BUILD_ONLY=1 chrt --idle 0 scripts/asan.sh build-asan >"$log_dir/ahead-asan.txt" 2>&1
-  fi
-  touch "$log_dir/ahead-asan.done"
-  if [[ ${SS_SKIP_FUZZ:-0} != 1 ]]; then
-    SS_BUILD_ONLY=1 chrt --idle 0 scripts/fuzz-smoke.sh build-fuzz >"$log_dir/ahead-fuzz.txt" 2>&1
-  fi
-}
-build_ahead &
+# Build ahead (scripts/build-ahead.sh): the sanitizer folder, then the fuzz folder, compile in the
+# background in the idle scheduling class while the normal stage runs, whose tests leave ~40% of
+# the CPU idle waiting on processes and sockets. The asan stage's tests leave less, and a compile
+# beside them slowed them down more than it saved: what is left of the fuzz build is paused
+# (SIGSTOP to its process group) while they run. Each stage first waits for its folder's build
+# ahead to end, then runs its own build step: nothing left to do or, when the build ahead failed,
+# the same failure again, shown in the stage's log and counted.
+setsid -w scripts/build-ahead.sh "$log_dir" &
 ahead=$!
 # wait_ahead STAGE [MARKER]: wait for the build ahead to end (or to make MARKER), saying how long.
 wait_ahead() {
@@ -87,11 +97,13 @@ wait_ahead() {
 stage normal bash -c 'scripts/build.sh -DCMAKE_BUILD_TYPE=Release && ctest --test-dir build --output-on-failure -j2 --timeout 600'
 if [[ ${SS_SKIP_ASAN:-0} != 1 ]]; then
   wait_ahead asan "$log_dir/ahead-asan.done"
+  signal_ahead STOP
   stage asan scripts/asan.sh build-asan
 else
   notes+=("asan: SKIPPED (SS_SKIP_ASAN=1)")
 fi
 if [[ ${SS_SKIP_FUZZ:-0} != 1 ]]; then
+  signal_ahead CONT
   wait_ahead fuzz-smoke
   stage fuzz-smoke scripts/fuzz-smoke.sh build-fuzz
 else

@@ -706,7 +706,8 @@ static void local_agents_use_the_unix_twin(void)
     int fd = socket(AF_UNIX, SOCK_STREAM, 0);
     struct sockaddr_un un = {.sun_family = AF_UNIX};
     snprintf(un.sun_path, sizeof un.sun_path, "%s", path);
-    /* a real one, left by a server killed earlier on this port, would fail the bind */
+    /* a twin file that a killed server left for this port number would fail the bind
+     * (EADDRINUSE): replace it */
     unlink(path);
     CHECK(bind(fd, (struct sockaddr *)&un, sizeof un) == 0);
     close(fd);

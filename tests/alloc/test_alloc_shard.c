@@ -56,8 +56,9 @@ static int list_files(const char *dir, const char *sub, char names[][128], int c
     return n;
 }
 
-/* Read in 1 MiB pieces: thousands of runs each compare every output file, and 4 KiB reads made
- * this test ~1.3 million read calls (static: the test has one thread). */
+/* Compared in 1 MiB reads: thousands of runs each compare every output file, and 4 KiB reads made
+ * this test ~1.3 million read calls. Unbuffered: each fread is one read() straight into x or y.
+ * Static: 2 MiB is too much for a stack frame, and only the test's own thread calls this. */
 static bool same_file(const char *a, const char *b)
 {
     static char x[1 << 20], y[1 << 20];

@@ -34,8 +34,9 @@ CASE = sys.argv[1]
 PROMPT = np.load(os.path.join(CASE, "prompt.npy"))
 REF = [int(x) for x in np.load(os.path.join(CASE, "ref_tokens.npy"))]
 WAIT_AGENTS = 40
-# The 1-rank case's --wait-agents: serve exits only when it ends. The agent dies 3 s in (under
-# ASan too); serve must have named it lost before then.
+# The 1-rank case's --wait-agents, which sets its length: serve exits only when the wait ends. The
+# agent connects and is OOM-killed ~3 s after the start (under ASan too); it must be by the end of
+# the wait, or serve reports rank 0 missing without naming it lost, and the case fails.
 WAIT_LOST = 15
 
 

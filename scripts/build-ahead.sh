@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# scripts/test.sh's build ahead: the sanitizer folder, then the fuzz folder, built and not tested
+# (SS_BUILD_ONLY=1) in the idle scheduling class (SCHED_IDLE: CPU time that nothing else wants).
+# test.sh starts it in a session of its own (setsid), so that it can pause, resume and stop the
+# whole process group (cmake, make, the compilers) at once.
+# Usage: scripts/build-ahead.sh LOG_DIR. It writes there: ahead.pgid (its process group, first),
+# ahead-asan.txt and ahead-fuzz.txt (the builds' output), ahead-asan.done (when the first ends).
+# SS_SKIP_ASAN=1 / SS_SKIP_FUZZ=1 leave that folder out, as in test.sh.
+set -u
+cd "$(dirname "$0")/.."
+log_dir=$1
+ps -o pgid= $$ | tr -d ' ' >"$log_dir/ahead.pgid"
+if [[ ${SS_SKIP_ASAN:-0} != 1 ]]; then
+  SS_BUILD_ONLY=1 chrt --idle 0 scripts/asan.sh build-asan >"$log_dir/ahead-asan.txt" 2>&1
+fi
+touch "$log_dir/ahead-asan.done"
+if [[ ${SS_SKIP_FUZZ:-0} != 1 ]]; then
+  SS_BUILD_ONLY=1 chrt --idle 0 scripts/fuzz-smoke.sh build-fuzz >"$log_dir/ahead-fuzz.txt" 2>&1
+fi
+exit 0
