@@ -21,7 +21,7 @@ cmake -S . -B "$dir" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DSS_SANITIZE=ON -DSS_BUI
 cmake --build "$dir" -j"$jobs"
 if [[ ${SS_BUILD_ONLY:-0} == 1 ]]; then exit 0; fi
 slow='^shard_(mlp|bert_tiny|gpt2_tiny)_mpi$'
-# for a folder configured with -DSS_UBSAN_TRAP=OFF (libubsan's reports): the stack of each
+# libubsan's options, for a folder configured with -DSS_UBSAN_TRAP=OFF: each report with its stack
 export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
 # halt_on_error: the first report fails the test. (UBSan traps in this build: a failed check is
 # reported by ASan as "ILL" with its stack; see CMakeLists.txt.)

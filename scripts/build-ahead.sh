@@ -9,7 +9,7 @@
 set -u
 cd "$(dirname "$0")/.."
 log_dir=$1
-ps -o pgid= $$ | tr -d ' ' >"$log_dir/ahead.pgid"
+echo $$ >"$log_dir/ahead.pgid" # setsid ran it as its session's leader: its pid is the group's
 if [[ ${SS_SKIP_ASAN:-0} != 1 ]]; then
   SS_BUILD_ONLY=1 chrt --idle 0 scripts/asan.sh build-asan >"$log_dir/ahead-asan.txt" 2>&1
 fi
