@@ -94,7 +94,11 @@ wait_ahead() {
   fi
   echo "=== $1: waited $((SECONDS - t0)) s for its build ahead"
 }
-stage normal bash -c 'scripts/build.sh -DCMAKE_BUILD_TYPE=Release && ctest --test-dir build --output-on-failure -j2 --timeout 600'
+# Three tests at a time on two cores: they spend much of their time waiting on processes, sockets
+# and sleeps (with -j2 the normal stage left 40% of the CPU idle; with -j3 12%, and its tests took
+# 356 s instead of 421). SS_CTEST_JOBS sets it for both test stages.
+export SS_CTEST_JOBS=${SS_CTEST_JOBS:-3}
+stage normal bash -c 'scripts/build.sh -DCMAKE_BUILD_TYPE=Release && ctest --test-dir build --output-on-failure -j"$SS_CTEST_JOBS" --timeout 600'
 if [[ ${SS_SKIP_ASAN:-0} != 1 ]]; then
   wait_ahead asan "$log_dir/ahead-asan.done"
   signal_ahead STOP
