@@ -3,7 +3,7 @@
  * and several dtypes round-trip through an echo server, including a 64 MiB tensor; the two-step
  * receive lands bytes in the caller's buffer; two threads can send on one connection; malformed
  * frames give the server a clear error while it keeps serving the next client; every wait is
- * bounded; stale Unix socket files are replaced.
+ * bounded; stale Unix socket files are replaced, and stale twins of dead listeners swept.
  */
 #include "test_link_util.h"
 
@@ -11,6 +11,7 @@
 #include <poll.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <fcntl.h>
 #include <sys/un.h>
 
 static ss_link_conn *dial(const char *address)
@@ -721,10 +722,66 @@ static void local_agents_use_the_unix_twin(void)
     tl_server_stop(s);
 }
 
+/* A socket file at path that no socket is bound to (what a killed listener leaves), changed
+ * age_s seconds ago; listening: one that a live socket keeps bound (its fd, or -1). */
+static int socket_file(const char *path, int age_s, bool listening)
+{
+    int fd = socket(AF_UNIX, SOCK_STREAM, 0);
+    struct sockaddr_un un = {.sun_family = AF_UNIX};
+    snprintf(un.sun_path, sizeof un.sun_path, "%s", path);
+    unlink(path);
+    CHECK(fd >= 0 && bind(fd, (struct sockaddr *)&un, sizeof un) == 0);
+    if (listening) CHECK(listen(fd, 1) == 0);
+    struct timespec t[2] = {{.tv_sec = time(NULL) - age_s}, {.tv_sec = time(NULL) - age_s}};
+    CHECK(utimensat(AT_FDCWD, path, t, 0) == 0);
+    if (listening) return fd;
+    close(fd);
+    return -1;
+}
+
+/* A new twin removes the twins of this network namespace that no socket is bound to (killed
+ * listeners'), once older than 10 s; a live one, a fresh one, a regular file and another
+ * namespace's are left alone. */
+static void stale_twins_are_swept(void)
+{
+    struct stat ns, sb;
+    CHECK(stat("/proc/self/ns/net", &ns) == 0);
+    char dir[64], stale[200], fresh[200], live[200], regular[200], other_ns[200];
+    snprintf(dir, sizeof dir, "/tmp/shardserve-%u", (unsigned)geteuid());
+    mkdir(dir, 0700);
+    const char *kinds[] = {"stale", "fresh", "live", "regular"};
+    char *paths[] = {stale, fresh, live, regular};
+    for (int i = 0; i < 4; i++)
+        snprintf(paths[i], 200, "%s/link-net-%llu-port-test%d-%s.sock", dir,
+                 (unsigned long long)ns.st_ino, (int)getpid(), kinds[i]);
+    snprintf(other_ns, sizeof other_ns, "%s/link-net-1-port-test%d.sock", dir, (int)getpid());
+    socket_file(stale, 60, false);
+    socket_file(fresh, 0, false);
+    int live_fd = socket_file(live, 60, true);
+    socket_file(other_ns, 60, false);
+    FILE *f = fopen(regular, "w");
+    if (f) fclose(f);
+    struct timespec old[2] = {{.tv_sec = time(NULL) - 60}, {.tv_sec = time(NULL) - 60}};
+    CHECK(utimensat(AT_FDCWD, regular, old, 0) == 0);
+
+    tl_server *s = tl_server_start("127.0.0.1:0", NULL);
+    CHECK(s != NULL);
+    CHECK_MSG(stat(stale, &sb) != 0, "%s: a stale twin is still there", stale);
+    CHECK_MSG(stat(fresh, &sb) == 0, "%s: a twin of the last 10 s was removed", fresh);
+    CHECK_MSG(stat(live, &sb) == 0, "%s: a live twin was removed", live);
+    CHECK_MSG(stat(regular, &sb) == 0, "%s: a regular file was removed", regular);
+    CHECK_MSG(stat(other_ns, &sb) == 0, "%s: another namespace's twin was removed", other_ns);
+    if (s) tl_server_stop(s);
+    if (live_fd >= 0) close(live_fd);
+    for (int i = 0; i < 4; i++)
+        unlink(paths[i]);
+    unlink(other_ns);
+}
+
 TEST_MAIN(TEST(every_type_round_trips_over_tcp), TEST(every_type_round_trips_over_unix),
           TEST(payload_goes_into_caller_storage), TEST(concurrent_senders_do_not_interleave),
           TEST(malformed_frames_drop_only_that_connection),
           TEST(oversize_send_is_refused_and_connection_survives), TEST(waits_are_bounded),
           TEST(send_to_a_peer_that_does_not_read_is_bounded), TEST(shutdown_wakes_a_blocked_reader),
           TEST(connect_retry_waits_for_a_late_server), TEST(unix_socket_files),
-          TEST(local_agents_use_the_unix_twin))
+          TEST(local_agents_use_the_unix_twin), TEST(stale_twins_are_swept))

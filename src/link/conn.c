@@ -16,6 +16,7 @@
 #define _GNU_SOURCE /* accept4, IOV_MAX */
 #include "link_internal.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -32,6 +33,7 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
+#include <time.h>
 #include <unistd.h>
 
 struct ss_link_conn {
@@ -814,12 +816,98 @@ static bool remove_stale_unix(const resolved *r)
     return unlink(r->path) == 0;
 }
 
+/* The names in dir (of length dir_len) that start with prefix and that a Unix socket of this
+ * network namespace is bound to: /proc/net/unix, one line a socket, the path last. *out gets a
+ * malloc'd array of *n malloc'd names; false when it cannot be read (or out of memory). */
+static bool bound_names(const char *dir, size_t dir_len, const char *prefix, char ***out, size_t *n)
+{
+    *out = NULL;
+    *n = 0;
+    FILE *f = fopen("/proc/net/unix", "re");
+    if (!f) return false;
+    char **names = NULL, *line = NULL;
+    size_t cap = 0, line_cap = 0;
+    bool ok = true;
+    while (ok && getline(&line, &line_cap, f) > 0) {
+        char *path = strchr(line, '/');
+        if (!path) continue;
+        path[strcspn(path, "\n")] = 0;
+        if (strncmp(path, dir, dir_len) || path[dir_len] != '/' ||
+            strncmp(path + dir_len + 1, prefix, strlen(prefix)))
+            continue;
+        if (*n == cap) {
+            char **grown = realloc(names, (cap ? 2 * cap : 16) * sizeof *names);
+            ok = grown != NULL;
+            if (ok) names = grown, cap = cap ? 2 * cap : 16;
+        }
+        char *name = ok ? strdup(path + dir_len + 1) : NULL;
+        ok = name != NULL;
+        if (ok) names[(*n)++] = name;
+    }
+    free(line);
+    fclose(f);
+    if (ok) {
+        *out = names;
+        return true;
+    }
+    for (size_t i = 0; i < *n; i++)
+        free(names[i]);
+    free(names);
+    *n = 0;
+    return false;
+}
+
+/* Twins of listeners that ended without closing them (SIGKILL, a crash) stay behind as socket
+ * files that no socket is bound to; a host whose servers are restarted that way would gather them
+ * without end. Each new twin removes those of its own network namespace (the same name prefix as
+ * twin_path) that /proc/net/unix does not list, unless changed in the last 10 s (a listener of
+ * another process may be replacing one for its own port right now). Best effort: anything that
+ * cannot be read is left as it is. */
+static void sweep_stale_twins(const char *twin_path)
+{
+    const char *slash = strrchr(twin_path, '/'), *port = strstr(twin_path, "-port-");
+    if (!slash || !port || port < slash) return;
+    char dir[512], prefix[128];
+    size_t dir_len = (size_t)(slash - twin_path), prefix_len = (size_t)(port + 6 - slash - 1);
+    if (dir_len >= sizeof dir || prefix_len >= sizeof prefix) return;
+    memcpy(dir, twin_path, dir_len);
+    dir[dir_len] = 0;
+    memcpy(prefix, slash + 1, prefix_len);
+    prefix[prefix_len] = 0;
+    size_t n_bound = 0;
+    char **bound = NULL;
+    DIR *d = bound_names(dir, dir_len, prefix, &bound, &n_bound) ? opendir(dir) : NULL;
+    struct dirent *e;
+    time_t now = time(NULL);
+    int removed = 0;
+    while (d && (e = readdir(d))) {
+        size_t len = strlen(e->d_name);
+        if (strncmp(e->d_name, prefix, prefix_len) || len < 5 ||
+            strcmp(e->d_name + len - 5, ".sock"))
+            continue;
+        bool live = false;
+        for (size_t i = 0; i < n_bound && !live; i++)
+            live = !strcmp(bound[i], e->d_name);
+        struct stat sb;
+        if (live || fstatat(dirfd(d), e->d_name, &sb, AT_SYMLINK_NOFOLLOW) != 0 ||
+            !S_ISSOCK(sb.st_mode) || sb.st_uid != geteuid() || sb.st_mtime > now - 10)
+            continue;
+        if (unlinkat(dirfd(d), e->d_name, 0) == 0) removed++;
+    }
+    if (d) closedir(d);
+    for (size_t i = 0; i < n_bound; i++)
+        free(bound[i]);
+    free(bound);
+    if (removed) SS_DEBUG("link: removed %d stale twin socket file(s) from %s", removed, dir);
+}
+
 static void open_local_twin(ss_link_listener *l, const ss_link_options *opts)
 {
     char path[512], address[520];
     if (!local_twin_wanted()) return;
     ss_status *st = link_local_path(l->address, path, sizeof path);
     if (!st) st = link_private_dir(path, true);
+    if (!st) sweep_stale_twins(path);
     if (!st) {
         snprintf(address, sizeof address, "unix:%s", path);
         st = ss_link_listen(address, opts, &l->local);
