@@ -7,11 +7,11 @@
  */
 #include "test_link_util.h"
 
+#include <fcntl.h>
 #include <netinet/in.h>
 #include <poll.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
-#include <fcntl.h>
 #include <sys/un.h>
 
 static ss_link_conn *dial(const char *address)
@@ -722,8 +722,9 @@ static void local_agents_use_the_unix_twin(void)
     tl_server_stop(s);
 }
 
-/* A socket file at path that no socket is bound to (what a killed listener leaves), changed
- * age_s seconds ago; listening: one that a live socket keeps bound (its fd, or -1). */
+/* Makes a socket file at path, changed age_s seconds ago. Unless listening, no socket stays bound
+ * to it (what a killed listener leaves); if listening, the listening socket's fd is returned and
+ * keeps it bound. */
 static int socket_file(const char *path, int age_s, bool listening)
 {
     int fd = socket(AF_UNIX, SOCK_STREAM, 0);

@@ -816,9 +816,16 @@ static bool remove_stale_unix(const resolved *r)
     return unlink(r->path) == 0;
 }
 
+/* A twin file changed this recently may belong to a listener between its bind and its line in
+ * /proc/net/unix, so the sweep leaves it alone. */
+#define TWIN_SWEEP_MIN_AGE_S 10
+
 /* The names in dir (of length dir_len) that start with prefix and that a Unix socket of this
- * network namespace is bound to: /proc/net/unix, one line a socket, the path last. *out gets a
- * malloc'd array of *n malloc'd names; false when it cannot be read (or out of memory). */
+ * network namespace is bound to. Each line of /proc/net/unix holds seven fields (Num RefCount
+ * Protocol Flags Type St Inode) and then, for a bound socket, the path given to bind, which may
+ * contain spaces; an abstract name starts with '@' and is skipped. A read error returns false
+ * rather than a short list, because a socket missing from the list would lose its file. *out
+ * gets a malloc'd array of *n malloc'd names. */
 static bool bound_names(const char *dir, size_t dir_len, const char *prefix, char ***out, size_t *n)
 {
     *out = NULL;
@@ -826,24 +833,34 @@ static bool bound_names(const char *dir, size_t dir_len, const char *prefix, cha
     FILE *f = fopen("/proc/net/unix", "re");
     if (!f) return false;
     char **names = NULL, *line = NULL;
-    size_t cap = 0, line_cap = 0;
+    size_t cap = 0, line_cap = 0, prefix_len = strlen(prefix);
     bool ok = true;
     while (ok && getline(&line, &line_cap, f) > 0) {
-        char *path = strchr(line, '/');
-        if (!path) continue;
+        int path_at = -1;
+        sscanf(line, "%*s %*s %*s %*s %*s %*s %*s %n", &path_at);
+        if (path_at < 0 || line[path_at] != '/') continue;
+        char *path = line + path_at;
         path[strcspn(path, "\n")] = 0;
         if (strncmp(path, dir, dir_len) || path[dir_len] != '/' ||
-            strncmp(path + dir_len + 1, prefix, strlen(prefix)))
+            strncmp(path + dir_len + 1, prefix, prefix_len))
             continue;
         if (*n == cap) {
-            char **grown = realloc(names, (cap ? 2 * cap : 16) * sizeof *names);
-            ok = grown != NULL;
-            if (ok) names = grown, cap = cap ? 2 * cap : 16;
+            size_t grown_cap = cap ? 2 * cap : 16;
+            char **grown = realloc(names, grown_cap * sizeof *names);
+            if (!grown) {
+                ok = false;
+                break;
+            }
+            names = grown;
+            cap = grown_cap;
         }
-        char *name = ok ? strdup(path + dir_len + 1) : NULL;
-        ok = name != NULL;
-        if (ok) names[(*n)++] = name;
+        names[*n] = strdup(path + dir_len + 1);
+        if (!names[*n])
+            ok = false;
+        else
+            (*n)++;
     }
+    if (ferror(f)) ok = false;
     free(line);
     fclose(f);
     if (ok) {
@@ -857,18 +874,51 @@ static bool bound_names(const char *dir, size_t dir_len, const char *prefix, cha
     return false;
 }
 
+/* Whether a listener answers on the socket file dir/name. Only ECONNREFUSED proves that no socket
+ * is bound to it: /proc/net/unix can skip a line when sockets close while it is read. */
+static bool twin_answers(const char *dir, const char *name)
+{
+    struct sockaddr_un un = {.sun_family = AF_UNIX};
+    int n = snprintf(un.sun_path, sizeof un.sun_path, "%s/%s", dir, name);
+    if (n < 0 || (size_t)n >= sizeof un.sun_path) return true;
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0) return true;
+    int rc = connect(fd, (const struct sockaddr *)&un, sizeof un);
+    int err = errno;
+    close(fd);
+    return rc == 0 || err != ECONNREFUSED;
+}
+
+/* Whether the directory entry e of d is a twin that a killed listener left: one of ours that is a
+ * socket file, listed in no line of bound, older than TWIN_SWEEP_MIN_AGE_S and unanswered. */
+static bool twin_is_stale(DIR *d, const char *dir, const struct dirent *e, char **bound,
+                          size_t n_bound, time_t now)
+{
+    for (size_t i = 0; i < n_bound; i++)
+        if (!strcmp(bound[i], e->d_name)) return false;
+    struct stat sb;
+    if (fstatat(dirfd(d), e->d_name, &sb, AT_SYMLINK_NOFOLLOW) != 0) return false;
+    if (!S_ISSOCK(sb.st_mode) || sb.st_uid != geteuid()) return false;
+    if (sb.st_mtime > now - TWIN_SWEEP_MIN_AGE_S) return false;
+    return !twin_answers(dir, e->d_name);
+}
+
 /* Twins of listeners that ended without closing them (SIGKILL, a crash) stay behind as socket
- * files that no socket is bound to; a host whose servers are restarted that way would gather them
- * without end. Each new twin removes those of its own network namespace (the same name prefix as
- * twin_path) that /proc/net/unix does not list, unless changed in the last 10 s (a listener of
- * another process may be replacing one for its own port right now). Best effort: anything that
- * cannot be read is left as it is. */
+ * files that no socket is bound to, and a host whose servers are restarted that way would gather
+ * them without end. Each new twin therefore removes the stale ones of its own network namespace
+ * (the same name prefix as twin_path). A listener of another process that replaces a stale file
+ * of its own port between the check and the unlink (remove_stale_unix, then bind) could lose its
+ * new file the same way: its agents then connect over TCP. Namespaces of one kernel have inodes
+ * of their own; two kernels sharing one /tmp (VMs on a shared folder) would see each other's
+ * twins as stale. Anything that cannot be read is left as it is. */
 static void sweep_stale_twins(const char *twin_path)
 {
-    const char *slash = strrchr(twin_path, '/'), *port = strstr(twin_path, "-port-");
+    static const char port_mark[] = "-port-", suffix[] = ".sock";
+    const char *slash = strrchr(twin_path, '/'), *port = strstr(twin_path, port_mark);
     if (!slash || !port || port < slash) return;
     char dir[512], prefix[128];
-    size_t dir_len = (size_t)(slash - twin_path), prefix_len = (size_t)(port + 6 - slash - 1);
+    size_t dir_len = (size_t)(slash - twin_path);
+    size_t prefix_len = (size_t)(port + strlen(port_mark) - (slash + 1));
     if (dir_len >= sizeof dir || prefix_len >= sizeof prefix) return;
     memcpy(dir, twin_path, dir_len);
     dir[dir_len] = 0;
@@ -881,18 +931,12 @@ static void sweep_stale_twins(const char *twin_path)
     time_t now = time(NULL);
     int removed = 0;
     while (d && (e = readdir(d))) {
-        size_t len = strlen(e->d_name);
-        if (strncmp(e->d_name, prefix, prefix_len) || len < 5 ||
-            strcmp(e->d_name + len - 5, ".sock"))
+        size_t len = strlen(e->d_name), suffix_len = strlen(suffix);
+        if (strncmp(e->d_name, prefix, prefix_len) || len < suffix_len ||
+            strcmp(e->d_name + len - suffix_len, suffix))
             continue;
-        bool live = false;
-        for (size_t i = 0; i < n_bound && !live; i++)
-            live = !strcmp(bound[i], e->d_name);
-        struct stat sb;
-        if (live || fstatat(dirfd(d), e->d_name, &sb, AT_SYMLINK_NOFOLLOW) != 0 ||
-            !S_ISSOCK(sb.st_mode) || sb.st_uid != geteuid() || sb.st_mtime > now - 10)
-            continue;
-        if (unlinkat(dirfd(d), e->d_name, 0) == 0) removed++;
+        if (twin_is_stale(d, dir, e, bound, n_bound, now) && unlinkat(dirfd(d), e->d_name, 0) == 0)
+            removed++;
     }
     if (d) closedir(d);
     for (size_t i = 0; i < n_bound; i++)
