@@ -201,9 +201,10 @@ static long rank_threads(int local_ranks, long cores)
 }
 
 /* In an agent's child before exec: its thread count (rank_threads, worked out by the parent
- * before the fork: it reads files) and wait policy. */
-static void share_cores(long threads, int local_ranks, int connect_ms)
+ * before the fork: it reads files), wait policy and scheduling policy (batch: see spawn.h). */
+static void share_cores(long threads, int local_ranks, int connect_ms, bool batch)
 {
+    if (batch) ss_child_sched_batch();
     char v[16];
     snprintf(v, sizeof v, "%ld", threads);
     setenv("SHARDSERVE_RANK_THREADS", v, 0);
@@ -216,7 +217,7 @@ static void share_cores(long threads, int local_ranks, int connect_ms)
 }
 
 static pid_t spawn_agent(const ss_launcher_options *opt, const meta_info *mi, int i,
-                         const char *session, const ss_liveness *live, long threads)
+                         const char *session, const ss_liveness *live, long threads, bool batch)
 {
     char config[PATH_MAX], timeout[32];
     config_for(opt, i, config, sizeof config);
@@ -242,7 +243,7 @@ static pid_t spawn_agent(const ss_launcher_options *opt, const meta_info *mi, in
         prctl(PR_SET_PDEATHSIG, SIGTERM);
         if (getppid() != parent) _exit(1);
         ss_child_prepare(opt->secret_file);
-        share_cores(threads, opt->n_models, opt->connect_timeout_ms);
+        share_cores(threads, opt->n_models, opt->connect_timeout_ms, batch);
         ss_liveness_pass(live, i);
         execv(opt->self_exe, (char *const *)argv);
         fprintf(stderr, "cannot start an agent (%s): %s\n", opt->self_exe, strerror(errno));
@@ -413,8 +414,12 @@ static ss_status *run_group(const ss_launcher_options *opt, const meta_info *mi,
     /* worked out once, before the forks: it reads the cgroup's files */
     int cpus = ss_usable_cpus();
     long threads = rank_threads(opt->n_models, cpus);
+    bool bad_sched = false, batch = ss_agents_sched_batch(opt->n_models, cpus, &bad_sched);
+    if (bad_sched)
+        SS_WARN("SHARDSERVE_AGENT_SCHED='%s' is none of auto, batch, normal: auto",
+                getenv("SHARDSERVE_AGENT_SCHED"));
     for (int i = 0; i < n; i++) {
-        pids[i] = spawn_agent(opt, mi, i, session, live, threads);
+        pids[i] = spawn_agent(opt, mi, i, session, live, threads, batch);
         if (pids[i] < 0) {
             pids[i] = 0;
             st = ss_errf(SS_ERR_IO, "fork for rank %d: %s", ranks[i], strerror(errno));
@@ -422,8 +427,10 @@ static ss_status *run_group(const ss_launcher_options *opt, const meta_info *mi,
         }
     }
     if (!st)
-        SS_INFO("started %d agents (ranks %d..%d) for %s, %ld thread(s) each on %d usable CPU(s)",
-                n, ranks[0], ranks[n - 1], opt->worker_address, threads, cpus);
+        SS_INFO("started %d agents (ranks %d..%d) for %s, %ld thread(s) each on %d usable "
+                "CPU(s)%s",
+                n, ranks[0], ranks[n - 1], opt->worker_address, threads, cpus,
+                batch ? ", scheduled SCHED_BATCH" : "");
     int running = st ? 0 : n;
     struct timespec tick = liveness_tick(opt, mi);
     /* of the agents that end together, name the cause, not a consequence: a rank killed by a

@@ -4,6 +4,7 @@
 
 #include "shardserve/core.h"
 
+#include <sched.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -47,6 +48,22 @@ void ss_child_omp_wait(int local_ranks, int threads)
         setenv("GOMP_SPINCOUNT", SS_AGENT_GOMP_SPINCOUNT, 1);
     else
         setenv("OMP_WAIT_POLICY", "PASSIVE", 1);
+}
+
+bool ss_agents_sched_batch(int local_ranks, long cpus, bool *bad)
+{
+    const char *e = getenv("SHARDSERVE_AGENT_SCHED");
+    *bad = false;
+    if (e && !strcmp(e, "batch")) return true;
+    if (e && !strcmp(e, "normal")) return false;
+    *bad = e && *e && strcmp(e, "auto");
+    return local_ranks > cpus;
+}
+
+void ss_child_sched_batch(void)
+{
+    struct sched_param p = {.sched_priority = 0};
+    sched_setscheduler(0, SCHED_BATCH, &p);
 }
 
 const char *ss_spawn_describe_exit(int status, char *buf, size_t cap)

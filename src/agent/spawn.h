@@ -4,6 +4,7 @@
 #ifndef SS_AGENT_SPAWN_H
 #define SS_AGENT_SPAWN_H
 
+#include <stdbool.h>
 #include <stddef.h>
 
 /* Append the arguments every mpirun of ours starts with ("mpirun --allow-run-as-root
@@ -26,6 +27,21 @@ void ss_child_prepare(const char *secret_file);
  * PASSIVE. A user's OMP_WAIT_POLICY or GOMP_SPINCOUNT stays as it is. */
 #define SS_AGENT_GOMP_SPINCOUNT "30000"
 void ss_child_omp_wait(int local_ranks, int threads);
+
+/* Whether a host's local_ranks agents run in the SCHED_BATCH policy: when they outnumber its
+ * usable CPUs. Then a rank that wakes does not preempt the thread that woke it (serve's thread
+ * sending the next rank its request, a peer posting its share of a collective), which finishes
+ * its turn first: the seed (8 ranks on 2 CPUs) at c=1 answered at a median p50 of 470 us instead
+ * of 514 us over 17 interleaved pairs (faster in 13). With CPUs to spare a waking rank finds an
+ * idle one and the policy changes nothing; on a host shared with other work it would make a rank
+ * wait for the running task's turn, so it is not the default there. SHARDSERVE_AGENT_SCHED=batch or
+ * normal decides instead (auto: this rule); *bad is set when it holds anything else (then: auto).
+ */
+bool ss_agents_sched_batch(int local_ranks, long cpus, bool *bad);
+
+/* In a forked child just before exec: the process and every thread it starts run SCHED_BATCH
+ * (the policy survives exec). A refusal (a seccomp profile) leaves the default policy. */
+void ss_child_sched_batch(void);
 
 /* How a child ended, for a log line: "exited with status 3" or "was killed by signal 11
  * (Segmentation fault)" — a rank killed by a signal prints nothing of its own. */

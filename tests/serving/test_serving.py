@@ -633,15 +633,28 @@ def agent_env(launcher):
     return envs
 
 
+def agent_policies(launcher):
+    """The scheduling policy of every thread of the rank processes a launcher started."""
+    policies = set()
+    for pid in children(launcher.pid):
+        for tid in os.listdir("/proc/%d/task" % pid):
+            policies.add(os.sched_getscheduler(int(tid)))
+    return policies
+
+
 def test_agent_wait_policy():
-    """Ranks that fit the host's cores let their OpenMP workers spin for a bounded time; ranks that
-    share cores sleep at once; a user's policy reaches the ranks unchanged."""
+    """Ranks that fit the host's cores let their OpenMP workers spin for a bounded time and run in
+    the default scheduling policy; ranks that outnumber the cores sleep at once and run
+    SCHED_BATCH (no wake-up preemption among them); a user's choices reach the ranks unchanged."""
     cores = os.cpu_count()
     fits = {b"GOMP_SPINCOUNT": b"30000"} if cores >= 2 else {b"OMP_WAIT_POLICY": b"PASSIVE"}
-    saved = {k: os.environ.pop(k) for k in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT") if k in os.environ}
+    saved = {k: os.environ.pop(k) for k in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "SHARDSERVE_AGENT_SCHED")
+             if k in os.environ}
+    user = {"OMP_WAIT_POLICY": "ACTIVE", "SHARDSERVE_AGENT_SCHED": "batch"}
     try:
-        for ranks, env, want in ((1, None, fits), (cores + 1, None, {b"OMP_WAIT_POLICY": b"PASSIVE"}),
-                                 (1, {"OMP_WAIT_POLICY": "ACTIVE"}, {b"OMP_WAIT_POLICY": b"ACTIVE"})):
+        for ranks, env, want, policy in ((1, None, fits, os.SCHED_OTHER),
+                                         (cores + 1, None, {b"OMP_WAIT_POLICY": b"PASSIVE"}, os.SCHED_BATCH),
+                                         (1, user, {b"OMP_WAIT_POLICY": b"ACTIVE"}, os.SCHED_BATCH)):
             with Cluster() as c:
                 models = c.add_servable("matmul", SEED, ranks, 1)
                 c.serve([("matmul", 1, c.write_rank_table(ranks))], wait_agents=60)
@@ -652,6 +665,7 @@ def test_agent_wait_policy():
                 for e in envs:
                     got = {k: e[k] for k in (b"OMP_WAIT_POLICY", b"GOMP_SPINCOUNT") if k in e}
                     assert got == want, (ranks, env, got)
+                assert agent_policies(launcher) == {policy}, (ranks, env, agent_policies(launcher))
                 assert (Client(c.grpc, "matmul", "predict").infer({"x": ONES})[0]["y"] == -48).all()
     finally:
         os.environ.update(saved)
