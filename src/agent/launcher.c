@@ -200,8 +200,9 @@ static long rank_threads(int local_ranks, long cores)
     return share > 256 ? 256 : share;
 }
 
-/* In an agent's child before exec: its thread count (rank_threads, worked out by the parent
- * before the fork: it reads files), wait policy and scheduling policy (batch: see spawn.h). */
+/* Sets up an agent's child before exec: its thread count (rank_threads, worked out by the parent
+ * before the fork because it reads files), its OpenMP wait policy and, when batch is set, the
+ * SCHED_BATCH policy (ss_agents_sched_batch says why). */
 static void share_cores(long threads, int local_ranks, int connect_ms, bool batch)
 {
     if (batch) ss_child_sched_batch();
@@ -414,7 +415,7 @@ static ss_status *run_group(const ss_launcher_options *opt, const meta_info *mi,
     /* worked out once, before the forks: it reads the cgroup's files */
     int cpus = ss_usable_cpus();
     long threads = rank_threads(opt->n_models, cpus);
-    bool bad_sched = false, batch = ss_agents_sched_batch(opt->n_models, cpus, &bad_sched);
+    bool bad_sched = false, batch = ss_agents_sched_batch(n, cpus, &bad_sched);
     if (bad_sched)
         SS_WARN("SHARDSERVE_AGENT_SCHED='%s' is none of auto, batch, normal: auto",
                 getenv("SHARDSERVE_AGENT_SCHED"));

@@ -4,12 +4,14 @@
 
 #include "shardserve/core.h"
 
+#include <errno.h>
 #include <sched.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/wait.h>
+#include <unistd.h>
 
 int ss_mpirun_args(const char **argv, int cap, char **extra)
 {
@@ -63,7 +65,10 @@ bool ss_agents_sched_batch(int local_ranks, long cpus, bool *bad)
 void ss_child_sched_batch(void)
 {
     struct sched_param p = {.sched_priority = 0};
-    sched_setscheduler(0, SCHED_BATCH, &p);
+    /* The launcher's log line says SCHED_BATCH, so a refusal must show up next to it. */
+    if (sched_setscheduler(0, SCHED_BATCH, &p) != 0)
+        fprintf(stderr, "agent (pid %d): SCHED_BATCH refused (%s), keeping the inherited policy\n",
+                (int)getpid(), strerror(errno));
 }
 
 const char *ss_spawn_describe_exit(int status, char *buf, size_t cap)

@@ -28,19 +28,18 @@ void ss_child_prepare(const char *secret_file);
 #define SS_AGENT_GOMP_SPINCOUNT "30000"
 void ss_child_omp_wait(int local_ranks, int threads);
 
-/* Whether a host's local_ranks agents run in the SCHED_BATCH policy: when they outnumber its
- * usable CPUs. Then a rank that wakes does not preempt the thread that woke it (serve's thread
- * sending the next rank its request, a peer posting its share of a collective), which finishes
- * its turn first: the seed (8 ranks on 2 CPUs) at c=1 answered at a median p50 of 470 us instead
- * of 514 us over 17 interleaved pairs (faster in 13). With CPUs to spare a waking rank finds an
- * idle one and the policy changes nothing; on a host shared with other work it would make a rank
- * wait for the running task's turn, so it is not the default there. SHARDSERVE_AGENT_SCHED=batch or
- * normal decides instead (auto: this rule); *bad is set when it holds anything else (then: auto).
+/* Whether a launcher's local_ranks agents run in the SCHED_BATCH policy. By default they do when
+ * they outnumber the usable CPUs, because a woken rank then does not preempt the thread that woke
+ * it (serve sending the next rank its request, a peer posting its share of a collective), so that
+ * thread finishes its turn first (bench/RESULTS.md, issue 9). The rule cannot see other work on the
+ * host, where a batch rank waits up to a scheduler tick per wake-up; SHARDSERVE_AGENT_SCHED=normal
+ * is for such hosts, and =batch forces the policy. Any other value sets *bad and the rule applies.
  */
 bool ss_agents_sched_batch(int local_ranks, long cpus, bool *bad);
 
-/* In a forked child just before exec: the process and every thread it starts run SCHED_BATCH
- * (the policy survives exec). A refusal (a seccomp profile) leaves the default policy. */
+/* Called in a forked child just before exec, while it has one thread: the policy is kept across
+ * exec and inherited by every thread the rank creates. A refusal (a seccomp profile, a launcher in
+ * SCHED_IDLE) is reported on stderr and leaves the inherited policy. */
 void ss_child_sched_batch(void);
 
 /* How a child ended, for a log line: "exited with status 3" or "was killed by signal 11
