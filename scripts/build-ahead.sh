@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # scripts/test.sh's build ahead: the sanitizer folder, then the fuzz folder, built and not tested
 # (SS_BUILD_ONLY=1) in the idle scheduling class (SCHED_IDLE: CPU time that nothing else wants).
-# test.sh starts it in a session of its own (setsid), so that it can pause, resume and stop the
-# whole process group (cmake, make, the compilers) at once.
+# test.sh starts it in a session of its own (setsid), so that it can stop the whole process group
+# (cmake, make, the compilers) at once.
 # Usage: scripts/build-ahead.sh LOG_DIR. It writes there: ahead.pgid (its process group, first),
 # ahead-asan.txt and ahead-fuzz.txt (the builds' output), ahead-asan.done (when the first ends).
 # SS_SKIP_ASAN=1 / SS_SKIP_FUZZ=1 leave that folder out, as in test.sh.

@@ -21,7 +21,7 @@ notes=()
 log_dir=$(mktemp -d)
 unset SS_BUILD_ONLY # for the build ahead alone (below): exported here it would skip every stage's tests
 # signal_ahead SIG: SIG to the build ahead's whole process group (below), while it runs (jobs -pr:
-# never a process the system has since given its number to).
+# never a process the system has since given its number to): it ends with everything it started.
 ahead=
 signal_ahead() {
   local g
@@ -76,12 +76,10 @@ if ! scripts/fetch-tokenizer-reference.sh; then
   notes+=("tokenizer: could not fill the reference cache, so tokenizer_reference did not run")
 fi
 # Build ahead (scripts/build-ahead.sh): the sanitizer folder, then the fuzz folder, compile in the
-# background in the idle scheduling class while the normal stage runs, whose tests leave ~40% of
-# the CPU idle waiting on processes and sockets. The asan stage's tests leave less, and a compile
-# beside them slowed them down more than it saved: what is left of the fuzz build is paused
-# (SIGSTOP to its process group) while they run. Each stage first waits for its folder's build
-# ahead to end, then runs its own build step: nothing left to do or, when the build ahead failed,
-# the same failure again, shown in the stage's log and counted.
+# background in the idle scheduling class while the tests run, on the CPU time they leave idle
+# waiting on processes and sockets. Each stage first waits for its folder's build ahead to end,
+# then runs its own build step: nothing left to do or, when the build ahead failed, the same
+# failure again, shown in the stage's log and counted.
 setsid -w scripts/build-ahead.sh "$log_dir" &
 ahead=$!
 # wait_ahead STAGE [MARKER]: wait for the build ahead to end (or to make MARKER), saying how long.
@@ -101,13 +99,11 @@ export SS_CTEST_JOBS=${SS_CTEST_JOBS:-3}
 stage normal bash -c 'scripts/build.sh -DCMAKE_BUILD_TYPE=Release && ctest --test-dir build --output-on-failure -j"$SS_CTEST_JOBS" --timeout 600'
 if [[ ${SS_SKIP_ASAN:-0} != 1 ]]; then
   wait_ahead asan "$log_dir/ahead-asan.done"
-  signal_ahead STOP
   stage asan scripts/asan.sh build-asan
 else
   notes+=("asan: SKIPPED (SS_SKIP_ASAN=1)")
 fi
 if [[ ${SS_SKIP_FUZZ:-0} != 1 ]]; then
-  signal_ahead CONT
   wait_ahead fuzz-smoke
   stage fuzz-smoke scripts/fuzz-smoke.sh build-fuzz
 else
