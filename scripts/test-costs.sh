@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Writes tests/costs.txt, the seconds each test took (CTest's COST, read by tests/CMakeLists.txt),
 # from a build folder whose ctest ran every test: BUILD/Testing/Temporary/CTestCostData.txt.
-# With -j2 or more CTest starts the costliest tests first. A fresh clone (CI) has no cost data of its own,
-# so without this table it runs tests in the order they are declared and ends on long ones with a
-# slot idle. Tests under 1 s are left out (cost 0: they fill the gaps at the end).
+# Running tests in parallel, CTest starts the costliest first. A fresh clone (CI) has no cost data
+# of its own, so without this table it runs tests in the order they are declared and ends on long
+# ones with a slot idle. Tests under 1 s are left out (cost 0: they fill the gaps at the end).
 # Usage: scripts/test-costs.sh [BUILD_DIR] (default build)
 set -euo pipefail
 cd "$(dirname "$0")/.."

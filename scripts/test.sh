@@ -20,19 +20,19 @@ failed=0
 notes=()
 log_dir=$(mktemp -d)
 unset SS_BUILD_ONLY # for the build ahead alone (below): exported here it would skip every stage's tests
-# signal_ahead SIG: SIG to the build ahead's whole process group (below), while it runs (jobs -pr:
-# never a process the system has since given its number to): it ends with everything it started.
+# stop_ahead: SIGTERM to the build ahead's whole process group (below), while it runs (jobs -pr:
+# never a process the system has since given its number to), so that it ends with everything it
+# started.
 ahead=
-signal_ahead() {
+stop_ahead() {
   local g
   [[ -n $ahead ]] && jobs -pr | grep -qx "$ahead" || return 0
-  g=$(cat "$log_dir/ahead.pgid" 2>/dev/null) && [[ -n $g ]] && kill "-$1" -- "-$g" 2>/dev/null
+  g=$(cat "$log_dir/ahead.pgid" 2>/dev/null) && [[ -n $g ]] && kill -TERM -- "-$g" 2>/dev/null
   return 0
 }
-# On an early exit (a signal), the build ahead ends with everything it started.
+# On an early exit (a signal), the build ahead ends too.
 on_exit() {
-  signal_ahead TERM
-  signal_ahead CONT
+  stop_ahead
   rm -rf "$log_dir"
 }
 trap on_exit EXIT

@@ -604,17 +604,39 @@ static void connect_retry_waits_for_a_late_server(void)
 
 /* ---------------------------------------------------------------- addresses */
 
+/* Makes a socket file at path, changed age_s seconds ago. Unless listening, no socket stays bound
+ * to it (what a killed listener leaves); if listening, the listening socket's fd is returned and
+ * keeps it bound. */
+static int socket_file(const char *path, int age_s, bool listening)
+{
+    int fd = socket(AF_UNIX, SOCK_STREAM, 0);
+    struct sockaddr_un un = {.sun_family = AF_UNIX};
+    snprintf(un.sun_path, sizeof un.sun_path, "%s", path);
+    unlink(path);
+    CHECK(fd >= 0 && bind(fd, (struct sockaddr *)&un, sizeof un) == 0);
+    if (listening) CHECK(listen(fd, 1) == 0);
+    struct timespec t[2] = {{.tv_sec = time(NULL) - age_s}, {.tv_sec = time(NULL) - age_s}};
+    CHECK(utimensat(AT_FDCWD, path, t, 0) == 0);
+    if (listening) return fd;
+    close(fd);
+    return -1;
+}
+
+/* The twin file of a TCP listener on port (any text) in this network namespace. */
+static void twin_path(char *buf, size_t cap, const char *port)
+{
+    struct stat ns;
+    CHECK(stat("/proc/self/ns/net", &ns) == 0);
+    snprintf(buf, cap, "/tmp/shardserve-%u/link-net-%llu-port-%s.sock", (unsigned)geteuid(),
+             (unsigned long long)ns.st_ino, port);
+}
+
 static void unix_socket_files(void)
 {
     char dir[64], addr[128];
     tl_tmpdir(dir, sizeof dir);
     snprintf(addr, sizeof addr, "unix:%s/w.sock", dir);
-    /* a stale file left by a dead process */
-    int fd = socket(AF_UNIX, SOCK_STREAM, 0);
-    struct sockaddr_un un = {.sun_family = AF_UNIX};
-    snprintf(un.sun_path, sizeof un.sun_path, "%.100s", addr + 5);
-    CHECK(bind(fd, (struct sockaddr *)&un, sizeof un) == 0);
-    close(fd);
+    socket_file(addr + 5, 0, false); /* a stale file left by a dead process */
     ss_link_listener *l = NULL, *l2 = NULL;
     CHECK_OK(ss_link_listen(addr, NULL, &l));
     /* a live one is not stolen */
@@ -698,20 +720,11 @@ static void local_agents_use_the_unix_twin(void)
         ss_link_close(c);
     }
     /* a twin file left by a dead server on that port: nobody answers, the client uses TCP */
-    struct stat ns;
-    const char *port = strrchr(ss_link_listener_address(s->listener), ':') + 1;
     char path[200];
-    CHECK(stat("/proc/self/ns/net", &ns) == 0);
-    snprintf(path, sizeof path, "/tmp/shardserve-%u/link-net-%llu-port-%s.sock",
-             (unsigned)geteuid(), (unsigned long long)ns.st_ino, port);
-    int fd = socket(AF_UNIX, SOCK_STREAM, 0);
-    struct sockaddr_un un = {.sun_family = AF_UNIX};
-    snprintf(un.sun_path, sizeof un.sun_path, "%s", path);
-    /* a twin file that a killed server left for this port number would fail the bind
-     * (EADDRINUSE): replace it */
-    unlink(path);
-    CHECK(bind(fd, (struct sockaddr *)&un, sizeof un) == 0);
-    close(fd);
+    twin_path(path, sizeof path, strrchr(ss_link_listener_address(s->listener), ':') + 1);
+    /* (socket_file first removes a twin file that a killed server left for this port number:
+     * it would fail the bind with EADDRINUSE) */
+    socket_file(path, 0, false);
     c = dial(ss_link_listener_address(s->listener));
     if (c) {
         CHECK(conn_domain(c) == AF_INET);
@@ -722,39 +735,22 @@ static void local_agents_use_the_unix_twin(void)
     tl_server_stop(s);
 }
 
-/* Makes a socket file at path, changed age_s seconds ago. Unless listening, no socket stays bound
- * to it (what a killed listener leaves); if listening, the listening socket's fd is returned and
- * keeps it bound. */
-static int socket_file(const char *path, int age_s, bool listening)
-{
-    int fd = socket(AF_UNIX, SOCK_STREAM, 0);
-    struct sockaddr_un un = {.sun_family = AF_UNIX};
-    snprintf(un.sun_path, sizeof un.sun_path, "%s", path);
-    unlink(path);
-    CHECK(fd >= 0 && bind(fd, (struct sockaddr *)&un, sizeof un) == 0);
-    if (listening) CHECK(listen(fd, 1) == 0);
-    struct timespec t[2] = {{.tv_sec = time(NULL) - age_s}, {.tv_sec = time(NULL) - age_s}};
-    CHECK(utimensat(AT_FDCWD, path, t, 0) == 0);
-    if (listening) return fd;
-    close(fd);
-    return -1;
-}
-
 /* A new twin removes the twins of this network namespace that no socket is bound to (killed
  * listeners'), once older than 10 s; a live one, a fresh one, a regular file and another
  * namespace's are left alone. */
 static void stale_twins_are_swept(void)
 {
-    struct stat ns, sb;
-    CHECK(stat("/proc/self/ns/net", &ns) == 0);
+    struct stat sb;
     char dir[64], stale[200], fresh[200], live[200], regular[200], other_ns[200];
     snprintf(dir, sizeof dir, "/tmp/shardserve-%u", (unsigned)geteuid());
     mkdir(dir, 0700);
     const char *kinds[] = {"stale", "fresh", "live", "regular"};
     char *paths[] = {stale, fresh, live, regular};
-    for (int i = 0; i < 4; i++)
-        snprintf(paths[i], 200, "%s/link-net-%llu-port-test%d-%s.sock", dir,
-                 (unsigned long long)ns.st_ino, (int)getpid(), kinds[i]);
+    for (int i = 0; i < 4; i++) {
+        char port[64];
+        snprintf(port, sizeof port, "test%d-%s", (int)getpid(), kinds[i]);
+        twin_path(paths[i], 200, port);
+    }
     snprintf(other_ns, sizeof other_ns, "%s/link-net-1-port-test%d.sock", dir, (int)getpid());
     socket_file(stale, 60, false);
     socket_file(fresh, 0, false);

@@ -197,15 +197,16 @@ static void check_matmul(ss_dtype dt, int a_nd, const int64_t *ad, int b_nd, con
                dnnl_before);
     double *ref = calloc((size_t)n, sizeof(double)), *mag = calloc((size_t)n, sizeof(double));
     double *av = to_doubles(&a), *bv = to_doubles(&b);
-    CHECK(ref && mag && av && bv);
-    for (int64_t i0 = 0; ref && mag && av && bv && i0 < bdim[0]; i0++)
+    bool made = ref && mag && av && bv;
+    CHECK(made);
+    for (int64_t i0 = 0; made && i0 < bdim[0]; i0++)
         for (int64_t i1 = 0; i1 < bdim[1]; i1++) {
             int64_t ao = ((adim[0] == 1 ? 0 : i0) * adim[1] + (adim[1] == 1 ? 0 : i1)) * M * K;
             int64_t bo = ((bbdim[0] == 1 ? 0 : i0) * bbdim[1] + (bbdim[1] == 1 ? 0 : i1)) * K * N;
             int64_t co = (i0 * bdim[1] + i1) * M * N;
             ref_product(av + ao, K, 1, bv + bo, N, 1, M, K, N, ref + co, mag + co);
         }
-    if (ref && mag && av && bv) CHECK(compare(what, &out, ref, mag, n) == 0);
+    if (made) CHECK(compare(what, &out, ref, mag, n) == 0);
     free(ref);
     free(mag);
     free(av);

@@ -802,18 +802,25 @@ ss_status *ss_link_connect_retry(const char *address, const ss_link_options *opt
 
 /* ---------------------------------------------------------------- listen / accept */
 
+/* Whether a connect to the Unix socket at sa is refused (ECONNREFUSED): no socket is bound to
+ * its file, which a dead process left. Non-blocking: a listener with a full backlog (EAGAIN)
+ * answers. */
+static bool unix_refused(const struct sockaddr *sa, socklen_t len)
+{
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0) return false;
+    int rc = connect(fd, sa, len);
+    int err = errno;
+    close(fd);
+    return rc != 0 && err == ECONNREFUSED;
+}
+
 /* A Unix socket file that nobody answers on is left over from a dead process: remove it. */
 static bool remove_stale_unix(const resolved *r)
 {
     struct stat sb;
     if (lstat(r->path, &sb) != 0 || !S_ISSOCK(sb.st_mode)) return false;
-    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    if (fd < 0) return false;
-    int rc = connect(fd, (const struct sockaddr *)&r->sa, r->len);
-    int err = errno;
-    close(fd);
-    if (rc == 0 || err != ECONNREFUSED) return false;
-    return unlink(r->path) == 0;
+    return unix_refused((const struct sockaddr *)&r->sa, r->len) && unlink(r->path) == 0;
 }
 
 /* A twin file changed this recently may belong to a listener between its bind and its line in
@@ -874,21 +881,6 @@ static bool bound_names(const char *dir, size_t dir_len, const char *prefix, cha
     return false;
 }
 
-/* Whether a listener answers on the socket file dir/name. Only ECONNREFUSED proves that no socket
- * is bound to it: /proc/net/unix can skip a line when sockets close while it is read. */
-static bool twin_answers(const char *dir, const char *name)
-{
-    struct sockaddr_un un = {.sun_family = AF_UNIX};
-    int n = snprintf(un.sun_path, sizeof un.sun_path, "%s/%s", dir, name);
-    if (n < 0 || (size_t)n >= sizeof un.sun_path) return true;
-    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-    if (fd < 0) return true;
-    int rc = connect(fd, (const struct sockaddr *)&un, sizeof un);
-    int err = errno;
-    close(fd);
-    return rc == 0 || err != ECONNREFUSED;
-}
-
 /* Whether the directory entry e of d is a twin that a killed listener left: one of ours that is a
  * socket file, listed in no line of bound, older than TWIN_SWEEP_MIN_AGE_S and unanswered. */
 static bool twin_is_stale(DIR *d, const char *dir, const struct dirent *e, char **bound,
@@ -900,7 +892,11 @@ static bool twin_is_stale(DIR *d, const char *dir, const struct dirent *e, char 
     if (fstatat(dirfd(d), e->d_name, &sb, AT_SYMLINK_NOFOLLOW) != 0) return false;
     if (!S_ISSOCK(sb.st_mode) || sb.st_uid != geteuid()) return false;
     if (sb.st_mtime > now - TWIN_SWEEP_MIN_AGE_S) return false;
-    return !twin_answers(dir, e->d_name);
+    /* a connect too: /proc/net/unix can skip a line when sockets close while it is read */
+    struct sockaddr_un un = {.sun_family = AF_UNIX};
+    int n = snprintf(un.sun_path, sizeof un.sun_path, "%s/%s", dir, e->d_name);
+    return n > 0 && (size_t)n < sizeof un.sun_path &&
+           unix_refused((const struct sockaddr *)&un, sizeof un);
 }
 
 /* Twins of listeners that ended without closing them (SIGKILL, a crash) stay behind as socket
