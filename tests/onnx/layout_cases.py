@@ -67,7 +67,8 @@ def block(x, w, b, y, pads, tag):
             N("Max", ["l" + tag, "floor"], [y])]
 
 
-def write(out, name, nodes, x, outputs, inits, refs, max_on, min_saved, min_in_place=0):
+def write(out, name, nodes, x, outputs, inits, refs, max_on, min_saved, min_in_place=0,
+          min_own=0):
     g = helper.make_graph(nodes, name, [helper.make_tensor_value_info("x", F, list(x.shape))],
                           [helper.make_tensor_value_info(n, F, None) for n in outputs],
                           [numpy_helper.from_array(a, n) for n, a in inits.items()])
@@ -79,7 +80,7 @@ def write(out, name, nodes, x, outputs, inits, refs, max_on, min_saved, min_in_p
     for i, r in enumerate(refs):
         np.save(os.path.join(out, f"{name}.out{i}.npy"), r.astype(np.float32))
     with open(os.path.join(out, "cases.txt"), "a") as f:
-        f.write(f"{name} {len(outputs)} {max_on} {min_saved} {min_in_place}\n")
+        f.write(f"{name} {len(outputs)} {max_on} {min_saved} {min_in_place} {min_own}\n")
 
 
 def main(out):
@@ -176,6 +177,24 @@ def main(out):
     # block 0's output is written into its projection's slot (its sum post-op's operand, last read
     # there); block 1's is the graph output, which keeps a buffer of its own
     write(out, "resnet_residual", nodes, x, ["o1"], w, [r], max_on=2, min_saved=4, min_in_place=1)
+
+    # A Winograd 3x3 Conv (64 channels each way, 16x16: onednn.c's winograd_case) between 1x1
+    # Convs, batch 2: on AVX-512 the 1x1 Convs keep channels-last, the Winograd one wants 16-channel
+    # blocks, so its input and output are relaid by onednn.c itself (min_own: at least 2 a run
+    # there, test_runtime_layout.c), pixel by pixel across both images. min_saved -2: without the
+    # pass, the auto mode runs the 1x1 Convs on the own GEMM straight on NCHW (conv.c: pw_chained)
+    # and only the Winograd Conv reorders (2 a run); with it they stay on oneDNN, channels-last: 4.
+    x = arr(2, 32, 16, 16)
+    w = {"Wa": arr(64, 32, 1, 1) * 0.2, "Ba": arr(64), "Wb": arr(64, 64, 3, 3) * 0.05,
+         "Bb": arr(64), "Wc": arr(48, 64, 1, 1) * 0.2, "Bc": arr(48)}
+    nodes = [N("Conv", ["x", "Wa", "Ba"], ["a"]), N("Relu", ["a"], ["ra"]),
+             N("Conv", ["ra", "Wb", "Bb"], ["b"], pads=[1, 1, 1, 1]), N("Relu", ["b"], ["rb"]),
+             N("Conv", ["rb", "Wc", "Bc"], ["y"])]
+    ra = np.maximum(ref_conv(x, w["Wa"], w["Ba"], (0, 0, 0, 0)), 0)
+    rb = np.maximum(ref_conv(ra, w["Wb"], w["Bb"], (1, 1, 1, 1)), 0)
+    r = ref_conv(rb, w["Wc"], w["Bc"], (0, 0, 0, 0))
+    write(out, "winograd_between_pointwise", nodes, x, ["y"], w, [r], max_on=4, min_saved=-2,
+          min_own=2)
 
 
 if __name__ == "__main__":

@@ -194,6 +194,11 @@ size_t ss_dnnl_layout_bytes(const void *layout);
 /* How many activation reorders (plain <-> a kernel's layout) ran, in convolutions and pools:
  * tests count a run's to see the layout pass at work. */
 unsigned long ss_dnnl_reorder_calls(void);
+/* Of those, the ones this file ran itself (float32 channels-last <-> 16-channel blocks, between
+ * a layout-pass neighbour and a Convolution that wants the other, e.g. a Winograd one): oneDNN
+ * 2.6's reorder takes 2-3 times as long on 2 threads as on 1 there. SHARDSERVE_DNNL_RELAYOUT=0
+ * leaves them to oneDNN (same-binary comparisons). */
+unsigned long ss_dnnl_own_relayout_calls(void);
 /* Test hook / switch: plans made while disabled keep every tensor plain between nodes
  * (SHARDSERVE_LAYOUT=0 disables too: same-binary comparisons). */
 void ss_layout_enable(bool on);
