@@ -96,6 +96,10 @@ wait_ahead() {
 # and sleeps (with -j2 the normal stage left 40% of the CPU idle; with -j3 12%, and its tests took
 # 356 s instead of 421). SS_CTEST_JOBS sets it for both test stages.
 export SS_CTEST_JOBS=${SS_CTEST_JOBS:-3}
+# The fixture generators' outputs (models and references written by Python, PyTorch and
+# onnxruntime-node alone) are kept for this run: the sanitizer and fuzz stages copy the normal
+# stage's instead of writing them again (tests/fixture-cache.sh).
+export SS_FIXTURE_CACHE=$log_dir/fixtures
 stage normal bash -c 'scripts/build.sh -DCMAKE_BUILD_TYPE=Release && ctest --test-dir build --output-on-failure -j"$SS_CTEST_JOBS" --timeout 600'
 if [[ ${SS_SKIP_ASAN:-0} != 1 ]]; then
   wait_ahead asan "$log_dir/ahead-asan.done"

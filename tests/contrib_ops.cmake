@@ -30,7 +30,7 @@ function(ss_ort_case_suite name count)
   string(REPLACE "_" "-" folder ${name})
   set(dir ${CMAKE_BINARY_DIR}/${folder})
   add_test(NAME onnx_${name}_make
-           COMMAND sh -c "${SS_PY} ${SS_TEST_DIR}/onnx/${name}.py ${dir} && node ${SS_TEST_DIR}/onnx/ort_oracle.js ${ss_ort_oracle} ${dir}")
+           COMMAND ${SS_FIXTURE} ${dir} -- sh -c "${SS_PY} ${SS_TEST_DIR}/onnx/${name}.py ${dir} && node ${SS_TEST_DIR}/onnx/ort_oracle.js ${ss_ort_oracle} ${dir}")
   set_tests_properties(onnx_${name}_make PROPERTIES FIXTURES_SETUP ${name})
   add_test(NAME onnx_${name}
            COMMAND ${SS_TEST_DIR}/onnx/conformance.sh $<TARGET_FILE:shardserve> ${dir} ${count}

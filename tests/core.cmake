@@ -3,7 +3,8 @@
 set(SS_CORE_TEST_OUT ${CMAKE_CURRENT_BINARY_DIR}/core)
 
 add_test(NAME test_core_float_oracle
-         COMMAND ${SS_PY} ${SS_TEST_DIR}/npy/float_oracle.py ${SS_CORE_TEST_OUT}/float_oracle.bin)
+         COMMAND ${SS_FIXTURE} ${SS_CORE_TEST_OUT}/float_oracle.bin --
+                 ${SS_PY} ${SS_TEST_DIR}/npy/float_oracle.py ${SS_CORE_TEST_OUT}/float_oracle.bin)
 set_tests_properties(test_core_float_oracle PROPERTIES FIXTURES_SETUP core_float_oracle)
 
 add_test(NAME test_core_npy_generate

@@ -24,8 +24,8 @@ foreach(family gpt2 llama)
     set(dir ${SS_GEN_DIR}/${case})
     set(io ${dir}/prompt.npy ${dir}/ref_tokens.npy)
     add_test(NAME gen_export_${case}
-             COMMAND ${SS_PY} ${SS_TEST_DIR}/generative/models.py --family ${family} --opset ${opset}
-                     --out ${dir})
+             COMMAND ${SS_FIXTURE} ${dir} -- ${SS_PY} ${SS_TEST_DIR}/generative/models.py
+                     --family ${family} --opset ${opset} --out ${dir})
     set_tests_properties(gen_export_${case} PROPERTIES FIXTURES_SETUP gen_${case} LABELS generative)
     add_test(NAME gen_greedy_${case} COMMAND gen_greedy ${dir}/model.onnx ${io})
     set_tests_properties(gen_greedy_${case} PROPERTIES FIXTURES_REQUIRED gen_${case} TIMEOUT 60
@@ -141,8 +141,8 @@ endif()
 if(TARGET shardserve)
   set(dir ${SS_GEN_DIR}/gpt2_score_bias)
   add_test(NAME gen_export_gpt2_score_bias
-           COMMAND ${SS_PY} ${SS_TEST_DIR}/generative/models.py --family gpt2 --score-bias
-                   --out ${dir})
+           COMMAND ${SS_FIXTURE} ${dir} -- ${SS_PY} ${SS_TEST_DIR}/generative/models.py
+                   --family gpt2 --score-bias --out ${dir})
   set_tests_properties(gen_export_gpt2_score_bias PROPERTIES FIXTURES_SETUP gen_score_bias
                        LABELS generative)
   add_test(NAME shard_kvpool_leaves_score_bias
@@ -198,8 +198,8 @@ if(TARGET shardserve)
   foreach(family gpt2 llama)
     set(dir ${SS_GEN_DIR}/${family}_vocab131)
     add_test(NAME gen_export_${family}_vocab131
-             COMMAND ${SS_PY} ${SS_TEST_DIR}/generative/models.py --family ${family} --vocab 131
-                     --out ${dir})
+             COMMAND ${SS_FIXTURE} ${dir} -- ${SS_PY} ${SS_TEST_DIR}/generative/models.py
+                     --family ${family} --vocab 131 --out ${dir})
     set_tests_properties(gen_export_${family}_vocab131 PROPERTIES
                          FIXTURES_SETUP gen_${family}_vocab131 LABELS generative)
     foreach(split "2;1" "4;1" "8;1" "4;2" "4;1;--kv-pool" "8;2;--kv-pool")
@@ -249,8 +249,8 @@ endif()
 if(TARGET shardserve AND SS_COMM_HAVE_MPI)
   set(dir ${SS_GEN_DIR}/gpt2_mid)
   add_test(NAME gen_export_gpt2_mid
-           COMMAND ${SS_PY} ${SS_TEST_DIR}/generative/models.py --family gpt2 --size mid --steps 16
-                   --out ${dir})
+           COMMAND ${SS_FIXTURE} ${dir} -- ${SS_PY} ${SS_TEST_DIR}/generative/models.py
+                   --family gpt2 --size mid --steps 16 --out ${dir})
   set_tests_properties(gen_export_gpt2_mid PROPERTIES FIXTURES_SETUP gen_gpt2_mid TIMEOUT 300
                        LABELS generative)
   add_test(NAME gen_two_hosts_cgroup_gpt2_mid

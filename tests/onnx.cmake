@@ -1,7 +1,8 @@
 # onnx + runtime: loader errors, planner behaviour, conformance against ONNX's own test data, and
 # exporter-shaped fixtures with PyTorch as the oracle.
 set(SS_MODELS_DIR ${CMAKE_BINARY_DIR}/test-models)
-add_test(NAME onnx_make_models COMMAND ${SS_PY} ${SS_TEST_DIR}/onnx/make_models.py ${SS_MODELS_DIR})
+add_test(NAME onnx_make_models COMMAND ${SS_FIXTURE} ${SS_MODELS_DIR} --
+                                        ${SS_PY} ${SS_TEST_DIR}/onnx/make_models.py ${SS_MODELS_DIR})
 set_tests_properties(onnx_make_models PROPERTIES FIXTURES_SETUP test_models)
 
 ss_add_c_test(test_onnx_load test_onnx_load.c ARGS ${SS_MODELS_DIR})
@@ -25,7 +26,8 @@ add_test(NAME onnx_node_conformance
 # Exporter-shaped fixtures (MLP, MNIST CNN, BERT-tiny, GPT-2-tiny, a scripted MLP with an If on
 # data, taken both ways, at opsets 14 and 17).
 add_test(NAME onnx_export_fixtures_make
-         COMMAND ${SS_PY} ${SS_TEST_DIR}/fixtures/onnx_export_families.py --fixtures ${CMAKE_BINARY_DIR}/export-fixtures)
+         COMMAND ${SS_FIXTURE} ${CMAKE_BINARY_DIR}/export-fixtures -- ${SS_PY}
+                 ${SS_TEST_DIR}/fixtures/onnx_export_families.py --fixtures ${CMAKE_BINARY_DIR}/export-fixtures)
 set_tests_properties(onnx_export_fixtures_make PROPERTIES FIXTURES_SETUP export_fixtures)
 add_test(NAME onnx_export_fixtures
          COMMAND ${SS_TEST_DIR}/onnx/conformance.sh $<TARGET_FILE:shardserve>
@@ -48,7 +50,8 @@ add_test(NAME onnx_test_tolerance
 function(ss_onnx_case_suite name count)
   string(REPLACE "_" "-" folder ${name})
   add_test(NAME onnx_${name}_make
-           COMMAND ${SS_PY} ${SS_TEST_DIR}/onnx/${name}.py ${CMAKE_BINARY_DIR}/${folder})
+           COMMAND ${SS_FIXTURE} ${CMAKE_BINARY_DIR}/${folder} --
+                   ${SS_PY} ${SS_TEST_DIR}/onnx/${name}.py ${CMAKE_BINARY_DIR}/${folder})
   set_tests_properties(onnx_${name}_make PROPERTIES FIXTURES_SETUP ${name})
   add_test(NAME onnx_${name}
            COMMAND ${SS_TEST_DIR}/onnx/conformance.sh $<TARGET_FILE:shardserve>

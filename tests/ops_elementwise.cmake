@@ -4,7 +4,8 @@
 set(SS_OPS_EW_OUT ${CMAKE_CURRENT_BINARY_DIR}/ops_elementwise)
 
 add_test(NAME test_ops_elementwise_gen
-         COMMAND ${SS_PY} ${SS_TEST_DIR}/test_ops_elementwise_gen.py ${SS_OPS_EW_OUT})
+         COMMAND ${SS_FIXTURE} ${SS_OPS_EW_OUT} -- ${SS_PY} ${SS_TEST_DIR}/test_ops_elementwise_gen.py
+                 ${SS_OPS_EW_OUT})
 set_tests_properties(test_ops_elementwise_gen PROPERTIES FIXTURES_SETUP ops_elementwise_cases)
 
 ss_add_c_test(test_ops_elementwise test_ops_elementwise.c)

@@ -3,7 +3,8 @@
 # what it should; a fused run allocates nothing.
 if(TARGET ss_runtime)
   add_test(NAME runtime_fusion_cases_make
-           COMMAND ${SS_PY} ${SS_TEST_DIR}/onnx/fusion_cases.py ${CMAKE_BINARY_DIR}/fusion_cases)
+           COMMAND ${SS_FIXTURE} ${CMAKE_BINARY_DIR}/fusion_cases --
+                   ${SS_PY} ${SS_TEST_DIR}/onnx/fusion_cases.py ${CMAKE_BINARY_DIR}/fusion_cases)
   set_tests_properties(runtime_fusion_cases_make PROPERTIES FIXTURES_SETUP fusion_cases
                        LABELS runtime)
   ss_add_c_test(test_runtime_fusion ${CMAKE_CURRENT_LIST_DIR}/test_runtime_fusion.c

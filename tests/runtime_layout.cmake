@@ -3,7 +3,8 @@
 # at the chains' ends, and give the plain path's outputs and numpy's.
 if(TARGET ss_runtime)
   add_test(NAME runtime_layout_cases_make
-           COMMAND ${SS_PY} ${SS_TEST_DIR}/onnx/layout_cases.py ${CMAKE_BINARY_DIR}/layout_cases)
+           COMMAND ${SS_FIXTURE} ${CMAKE_BINARY_DIR}/layout_cases --
+                   ${SS_PY} ${SS_TEST_DIR}/onnx/layout_cases.py ${CMAKE_BINARY_DIR}/layout_cases)
   set_tests_properties(runtime_layout_cases_make PROPERTIES FIXTURES_SETUP layout_cases
                        LABELS runtime)
   ss_add_c_test(test_runtime_layout ${CMAKE_CURRENT_LIST_DIR}/test_runtime_layout.c
