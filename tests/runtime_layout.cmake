@@ -15,4 +15,10 @@ if(TARGET ss_runtime)
                       -Wl,--wrap=realloc)
   set_tests_properties(test_runtime_layout PROPERTIES FIXTURES_REQUIRED layout_cases
                        LABELS runtime)
+  # the same cases on the own pthread pool: its late workers skip a closed task, so a part that
+  # does not claim its work (onednn.c's relayouts) leaves pixels unwritten there
+  add_test(NAME test_runtime_layout_own_pool COMMAND test_runtime_layout
+           ${CMAKE_BINARY_DIR}/layout_cases)
+  set_tests_properties(test_runtime_layout_own_pool PROPERTIES FIXTURES_REQUIRED layout_cases
+                       LABELS runtime ENVIRONMENT SHARDSERVE_POOL=own)
 endif()

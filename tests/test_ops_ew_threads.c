@@ -3,6 +3,9 @@
  * layout (one dim, a bias along rows, a per-row scalar, float16 operands converted in chunks,
  * a parameterised unary op) must run split (the counter) and give the same bytes as one thread,
  * and Add must equal a + b computed here. Sizes are odd so parts end mid-vector and mid-row.
+ * The row-parallel ops (Softmax, LayerNormalization, Transpose: a fixed run of rows per part,
+ * ss_pool_run_split) likewise; on the own pool (the _own_pool test) a worker that wakes after
+ * the caller's part is done skips the task, so every share must still be done by someone.
  */
 #include <cblas.h>
 
@@ -71,4 +74,45 @@ static void test_large_plans_split_match_one_thread(void)
         check_ew(&cases[i]);
 }
 
-TEST_MAIN(TEST(test_large_plans_split_match_one_thread))
+/* One row-parallel op on x (and, for LayerNormalization, scale and bias over its last dim) with
+ * `threads` threads. */
+static ss_status *run_rows(const char *op, ss_tensor *x, ss_tensor *scale, ss_tensor *bias,
+                           int threads, ss_tensor *y)
+{
+    tnode t;
+    tnode_init(&t, op);
+    int64_t perm[2] = {1, 0};
+    if (!strcmp(op, "Transpose")) attr_ints(&t, "perm", perm, 2);
+    ss_tensor *in[3] = {x, scale, bias};
+    openblas_set_num_threads(threads);
+    ss_status *st = op_run(&t, 17, !strcmp(op, "LayerNormalization") ? 3 : 1, in, 1, y,
+                           &(op_run_opts){.poison = true});
+    openblas_set_num_threads(1);
+    return st;
+}
+
+static void test_row_parallel_ops_match_one_thread(void)
+{
+    static const char *const ops[] = {"Softmax", "LayerNormalization", "Transpose"};
+    int64_t xd[2] = {1003, 517}, nd[1] = {517};
+    ss_tensor x = make_rand(SS_DT_FLOAT32, 2, xd), scale = make_rand(SS_DT_FLOAT32, 1, nd),
+              bias = make_rand(SS_DT_FLOAT32, 1, nd);
+    CHECK(ss_gemm_pool_reserve(3) >= 2);
+    for (size_t i = 0; i < sizeof ops / sizeof ops[0]; i++)
+        for (int round = 0; round < 20; round++) { /* a late worker is a matter of timing */
+            ss_tensor y1, y3;
+            CHECK_OK(run_rows(ops[i], &x, &scale, &bias, 1, &y1));
+            CHECK_OK(run_rows(ops[i], &x, &scale, &bias, 3, &y3));
+            bool same = y1.nbytes == y3.nbytes && !memcmp(y1.data, y3.data, y1.nbytes);
+            CHECK_MSG(same, "%s: 3 threads differ from 1 (round %d)", ops[i], round);
+            ss_tensor_free(&y1);
+            ss_tensor_free(&y3);
+            if (!same) break;
+        }
+    ss_tensor_free(&x);
+    ss_tensor_free(&scale);
+    ss_tensor_free(&bias);
+}
+
+TEST_MAIN(TEST(test_large_plans_split_match_one_thread),
+          TEST(test_row_parallel_ops_match_one_thread))

@@ -57,7 +57,8 @@ typedef struct {
 
 /* Parts of the worker pool a memory-bound op over `elems` elements is split into (reserved now,
  * at plan time): 1 below SS_EW_PAR_MIN_ELEMS or on one thread. Row-parallel ops (Softmax,
- * LayerNormalization, Transpose) give part i of n the i-th of n equal runs of rows. */
+ * LayerNormalization, Transpose, onednn.c's relayouts) give part i of n the i-th of n equal runs
+ * of rows, through ss_pool_run_split. */
 int ss_op_par_parts(const ss_kctx *k, int64_t elems);
 
 /* Output shape of numpy broadcasting over n shapes; the error names the node and shapes. */

@@ -452,7 +452,7 @@ typedef struct {
 } view_job;
 
 /* Part `part` of `parts` takes an equal run of chunks (a static split: the same rows as the
- * other row-parallel ops, see ss_op_par_parts). */
+ * other row-parallel ops, see ss_op_par_parts; run by ss_pool_run_split). */
 static void view_part(void *ctx, int part, int parts)
 {
     const view_job *j = ctx;
@@ -474,7 +474,7 @@ ss_status *ss_view_run(ss_kctx *k)
                   k->out[0]->data,
                   v->numel / view_chunk(v),
                   view_chunk(v) * (int64_t)es};
-    ss_pool_run(v->parts, view_part, &j);
+    ss_pool_run_split(v->parts, view_part, &j);
     return NULL;
 }
 

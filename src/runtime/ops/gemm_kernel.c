@@ -799,6 +799,26 @@ static int pool_acquire(int parts)
     return granted;
 }
 
+typedef struct {
+    ss_pool_fn fn;
+    void *ctx;
+    int parts, next; /* next: the next share not yet claimed */
+} split_job;
+
+static void split_part(void *arg, int part, int parts)
+{
+    split_job *j = arg;
+    (void)part, (void)parts;
+    for (int i; (i = __atomic_fetch_add(&j->next, 1, __ATOMIC_RELAXED)) < j->parts;)
+        j->fn(j->ctx, i, j->parts);
+}
+
+void ss_pool_run_split(int parts, ss_pool_fn fn, void *ctx)
+{
+    split_job j = {fn, ctx, parts < 1 ? 1 : parts, 0};
+    ss_pool_run(j.parts, split_part, &j);
+}
+
 void ss_pool_run(int parts, ss_pool_fn fn, void *ctx)
 {
     if (ss_pool_is_openmp()) {

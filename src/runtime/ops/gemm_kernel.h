@@ -82,6 +82,11 @@ typedef void (*ss_pool_fn)(void *ctx, int part, int parts);
 void ss_pool_set_spin_us(int us);
 int ss_pool_spin_us(void);
 void ss_pool_run(int parts, ss_pool_fn fn, void *ctx);
+/* For a fn that does a fixed share, part i of n (an equal run of rows, so that consecutive ops
+ * split the same rows the same way): runs fn(ctx, i, parts) once for every i in [0, parts), each
+ * i claimed from a counter by whichever of ss_pool_run's callers gets to it first (the caller
+ * alone does every i no worker took). */
+void ss_pool_run_split(int parts, ss_pool_fn fn, void *ctx);
 
 /* C = alpha * A x B, or C += alpha * A x B when acc. lda/ldb/ldc are row strides in floats.
  * Uses up to `threads` threads (capped by the pool and by the amount of work). Any M; plans use

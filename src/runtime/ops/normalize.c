@@ -159,7 +159,7 @@ SOFTMAX_COLS(float, expf)
 SOFTMAX_COLS(double, exp)
 
 /* Part `part` of `parts` of a float32 Softmax family op over contiguous rows: an equal run of
- * rows (see ss_op_par_parts). */
+ * rows (see ss_op_par_parts; run by ss_pool_run_split). */
 static void softmax_rows_part(void *ctx, int part, int parts)
 {
     const ss_kctx *k = ctx;
@@ -180,7 +180,7 @@ static ss_status *softmax_run(ss_kctx *k)
     const softmax_plan *p = k->state;
     if (p->n == 0) return NULL;
     if (p->parts > 1) {
-        ss_pool_run(p->parts, softmax_rows_part, k);
+        ss_pool_run_split(p->parts, softmax_rows_part, k);
         return NULL;
     }
     int64_t block = p->n * p->inner;
@@ -467,7 +467,7 @@ typedef struct {
     float *mean_out, *inv_out;
 } layernorm_job;
 
-/* Part `part` of `parts`: an equal run of rows (see ss_op_par_parts). */
+/* Part `part` of `parts`: an equal run of rows (see ss_op_par_parts; run by ss_pool_run_split). */
 static void layernorm_part(void *ctx, int part, int parts)
 {
     const layernorm_job *j = ctx;
@@ -499,7 +499,7 @@ static ss_status *layernorm_run(ss_kctx *k)
                        k->n_out > 2 && k->out[2] ? k->out[2]->data : NULL};
     if (n == 0) return NULL;
     if (p->parts > 1)
-        ss_pool_run(p->parts, layernorm_part, &j);
+        ss_pool_run_split(p->parts, layernorm_part, &j);
     else
         layernorm_part(&j, 0, 1);
     return NULL;

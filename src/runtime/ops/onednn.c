@@ -524,7 +524,8 @@ typedef struct {
 
 struct ss_dnnl_conv {
     dnnl_primitive_t prim, x_reorder, y_reorder; /* reorders NULL when the layout is plain */
-    relayout x_rl, y_rl;
+    relayout x_rl; /* X's, when it arrives channels-last from a layout-pass neighbour (Y's user
+                    * layout is plain NCHW or Y stays in the primitive's) */
     dnnl_stream_t stream;
     dnnl_memory_t x_user, y_user, src, wei, bias, dst, scratch;
     size_t prim_scratch, src_bytes, dst_bytes;
@@ -595,13 +596,19 @@ static bool has_tag(const dnnl_memory_desc_t *md, dnnl_format_tag_t tag)
 
 static relayout relayout_of(const dnnl_memory_desc_t *from, const dnnl_memory_desc_t *to)
 {
-    static int off = -1;
+    static int off_cached = -1; /* plans may be made on several threads at once */
+    int off = __atomic_load_n(&off_cached, __ATOMIC_RELAXED);
     if (off < 0) {
         const char *e = getenv("SHARDSERVE_DNNL_RELAYOUT");
         off = e && !strcmp(e, "0");
+        __atomic_store_n(&off_cached, off, __ATOMIC_RELAXED);
     }
     relayout rl = {0};
-    if (off || from->ndims != 4 || from->dims[1] % 16) return rl;
+    /* the index math uses from's dims for both sides: require them equal (make_reorder would
+     * refuse different ones too, but the decision should not lean on that) */
+    if (off || from->ndims != 4 || to->ndims != 4 || from->dims[1] % 16 ||
+        memcmp(from->dims, to->dims, 4 * sizeof from->dims[0]))
+        return rl;
     bool fwd = has_tag(from, dnnl_acdb) && has_tag(to, dnnl_aBcd16b);
     bool back = has_tag(from, dnnl_aBcd16b) && has_tag(to, dnnl_acdb);
     if (fwd || back)
@@ -615,8 +622,8 @@ typedef struct {
     float *y;
 } relayout_job;
 
-/* Pixels [part / parts, (part + 1) / parts) of the batch: each moves its channels in 16-float
- * runs (one cache line) between the pixel's row and the blocks' planes. */
+/* Pixels [part / parts, (part + 1) / parts) of the batch (run by ss_pool_run_split): each moves
+ * its channels in 16-float runs (one cache line) between the pixel's row and the blocks' planes. */
 static void relayout_part(void *ctx, int part, int parts)
 {
     const relayout_job *j = ctx;
@@ -638,21 +645,22 @@ static void relayout_run(const relayout *rl, const void *x, void *y, int threads
 {
     relayout_job j = {rl, x, y};
     int parts = rl->n * rl->hw * rl->c * 4 >= (64 << 10) && threads > 1 ? threads : 1;
-    ss_pool_run(parts, relayout_part, &j);
+    ss_pool_run_split(parts, relayout_part, &j);
     __atomic_add_fetch(&n_reorders, 1, __ATOMIC_RELAXED);
     __atomic_add_fetch(&n_own_relayouts, 1, __ATOMIC_RELAXED);
 }
 
 /* The activation side: a plain user memory, and when the primitive wants another layout a
- * reorder plus a buffer of *bytes in the scratch area. */
+ * reorder plus a buffer of *bytes in the scratch area; *rl (when rl is given) says whether this
+ * file runs that reorder itself (relayout_of). */
 static dnnl_status_t conv_side(const dnnl_memory_desc_t *user, const dnnl_memory_desc_t *want,
                                bool into_prim, dnnl_memory_t *user_mem, dnnl_memory_t *prim_mem,
                                dnnl_primitive_t *reorder, size_t *bytes, relayout *rl)
 {
     dnnl_status_t r = dnnl_memory_create(prim_mem, want, engine, DNNL_MEMORY_NONE);
-    *rl = (relayout){0};
+    if (rl) *rl = (relayout){0};
     if (r != dnnl_success || dnnl_memory_desc_equal(user, want)) return r;
-    *rl = into_prim ? relayout_of(user, want) : relayout_of(want, user);
+    if (rl) *rl = into_prim ? relayout_of(user, want) : relayout_of(want, user);
     *bytes = round_up(dnnl_memory_desc_get_size(want));
     r = dnnl_memory_create(user_mem, user, engine, DNNL_MEMORY_NONE);
     if (r == dnnl_success)
@@ -947,7 +955,7 @@ ss_status *ss_dnnl_conv_create(const ss_dnnl_conv_desc *d, ss_dnnl_conv **out,
                       &c->x_user, &c->src, &c->x_reorder, &c->src_bytes, &c->x_rl);
         if (r == dnnl_success)
             r = conv_side(&y_md, dnnl_primitive_desc_query_md(pd, dnnl_query_dst_md, 0), false,
-                          &c->y_user, &c->dst, &c->y_reorder, &c->dst_bytes, &c->y_rl);
+                          &c->y_user, &c->dst, &c->y_reorder, &c->dst_bytes, NULL);
         if (r != dnnl_success) st = dnnl_err(r, "activation reorder");
     }
     if (!st && d->sum) {
@@ -1014,10 +1022,7 @@ ss_status *ss_dnnl_conv_run(ss_dnnl_conv *c, const float *x, float *y, void *scr
         args[n++] = (dnnl_exec_arg_t){DNNL_ARG_SCRATCHPAD, c->scratch};
     }
     if (r == dnnl_success) r = dnnl_primitive_execute(c->prim, c->stream, n, args);
-    if (r == dnnl_success && c->y_reorder && c->y_rl.hw) {
-        r = dnnl_stream_wait(c->stream);
-        relayout_run(&c->y_rl, dst, y, c->threads);
-    } else if (r == dnnl_success && c->y_reorder) {
+    if (r == dnnl_success && c->y_reorder) {
         dnnl_memory_set_data_handle(c->y_user, y);
         dnnl_exec_arg_t ra[2] = {{DNNL_ARG_FROM, c->dst}, {DNNL_ARG_TO, c->y_user}};
         r = dnnl_primitive_execute(c->y_reorder, c->stream, 2, ra);
@@ -1076,7 +1081,6 @@ ss_status *ss_dnnl_conv_relayout(ss_dnnl_conv *c, const void *x_layout, bool y_n
     }
     if (r == dnnl_success && y_native) {
         drop_side(&c->y_user, &c->y_reorder, &c->dst_bytes);
-        c->y_rl = (relayout){0};
         const dnnl_memory_desc_t *md;
         dnnl_memory_get_memory_desc(c->dst, &md);
         *y_layout = md;
@@ -1147,10 +1151,9 @@ static dnnl_status_t pool_dst(ss_dnnl_pool *p, const dnnl_memory_desc_t *dst, bo
         return r;
     }
     dnnl_memory_desc_t plain;
-    relayout unused;
     dnnl_status_t r = plain_md(&plain, dst->ndims, dst->dims, NULL, dnnl_f32);
     return r == dnnl_success ? conv_side(&plain, dst, false, &p->y_user, &p->dst, &p->y_reorder,
-                                         &p->dst_bytes, &unused)
+                                         &p->dst_bytes, NULL)
                              : r;
 }
 
