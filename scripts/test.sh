@@ -97,8 +97,9 @@ wait_ahead() {
 # 356 s instead of 421). SS_CTEST_JOBS sets it for both test stages.
 export SS_CTEST_JOBS=${SS_CTEST_JOBS:-3}
 # The fixture generators' outputs (models and references written by Python, PyTorch and
-# onnxruntime-node alone) are kept for this run: the sanitizer and fuzz stages copy the normal
-# stage's instead of writing them again (tests/fixture-cache.sh).
+# onnxruntime-node alone) are kept for this run: the sanitizer stage copies the normal stage's
+# instead of writing them again (tests/fixture-cache.sh). (The fuzz stage's one generator,
+# onnx_make_models, writes its own path into test-models/absolute and is never kept.)
 export SS_FIXTURE_CACHE=$log_dir/fixtures
 stage normal bash -c 'scripts/build.sh -DCMAKE_BUILD_TYPE=Release && ctest --test-dir build --output-on-failure -j"$SS_CTEST_JOBS" --timeout 600'
 if [[ ${SS_SKIP_ASAN:-0} != 1 ]]; then
