@@ -220,6 +220,40 @@ static void dynamic_dim_replans_only_on_change(void)
     ss_session_free(s);
 }
 
+/* A decode loop's way: the batch dim grows by one a run, so every run re-plans; the arena of the
+ * last plan is reused while large enough and grows by half again when not, so 40 plans take a
+ * handful of arenas; a far smaller shape afterwards gets an arena of its own size. Every output
+ * stays right (the reused arena holds the last run's values, not zeros). */
+static void replans_reuse_the_arena(void)
+{
+    ss_session *s = NULL;
+    CHECK_OK(ss_session_create(fixture("dynamic.onnx"), NULL, &s));
+    if (!s) return;
+    const ss_tensor *out = NULL;
+    ss_session_stats st;
+    for (int64_t n = 1; n <= 40; n++) {
+        ss_tensor x;
+        ones(&x, n, 96);
+        CHECK_OK(ss_session_run(s, &x, 1, &out));
+        if (out)
+            CHECK_MSG(out[0].dims[0] == n && all_equal(&out[0], -48.0f), "rows %lld", (long long)n);
+        ss_tensor_free(&x);
+    }
+    ss_session_get_stats(s, &st);
+    CHECK_MSG(st.n_plans >= 40, "%d plans for 40 shapes", st.n_plans);
+    CHECK_MSG(st.n_arenas >= 2 && st.n_arenas <= 12, "%d arenas for 40 growing shapes",
+              st.n_arenas);
+    int arenas = st.n_arenas;
+    ss_tensor small;
+    ones(&small, 2, 96);
+    CHECK_OK(ss_session_run(s, &small, 1, &out));
+    if (out) CHECK(out[0].dims[0] == 2 && all_equal(&out[0], -48.0f));
+    ss_session_get_stats(s, &st);
+    CHECK_MSG(st.n_arenas == arenas + 1, "a shape 20 times smaller kept the large arena");
+    ss_tensor_free(&small);
+    ss_session_free(s);
+}
+
 /* runtime internals (ops/onednn.h), linked in statically */
 unsigned long ss_dnnl_packs(void);
 unsigned long ss_dnnl_calls(void);
@@ -687,7 +721,8 @@ TEST_MAIN(TEST(seed_model_gives_minus_48), TEST(run_effects_runs_only_the_collec
           TEST(computed_shape_replans_only_on_change), TEST(run_allocates_nothing),
           TEST(resident_weights_survive_packing),
           TEST(gemm_transb_packs_only_a_weight_it_alone_reads), TEST(arena_reuses_buffers),
-          TEST(dynamic_dim_replans_only_on_change), TEST(replan_reuses_packed_weights),
-          TEST(bad_inputs_are_named), TEST(load_errors_name_the_node),
-          TEST(if_on_shape_runs_taken_branch), TEST(if_on_data_switches_without_replanning),
+          TEST(dynamic_dim_replans_only_on_change), TEST(replans_reuse_the_arena),
+          TEST(replan_reuses_packed_weights), TEST(bad_inputs_are_named),
+          TEST(load_errors_name_the_node), TEST(if_on_shape_runs_taken_branch),
+          TEST(if_on_data_switches_without_replanning),
           TEST(if_on_input_value_plans_the_branch_taken))

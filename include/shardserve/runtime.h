@@ -116,6 +116,7 @@ typedef struct {
     int in_place_outputs; /* values written in the slot of an operand their node copies in first */
     size_t const_bytes;   /* initializers (mapped or not) + folded constants */
     int n_plans;          /* how many times the session planned */
+    int n_arenas;         /* arenas it allocated: a re-plan takes the last one when large enough */
 } ss_session_stats;
 void ss_session_get_stats(const ss_session *s, ss_session_stats *out);
 

@@ -84,6 +84,7 @@ struct ss_plan {
     int n_exec;
     int *exec; /* node indices to run */
     unsigned char *arena;
+    size_t arena_cap; /* the arena's bytes, arena_bytes or more (arena_take) */
     size_t arena_bytes, naive_bytes, const_bytes;
     size_t input_fold_bytes;  /* constants folded from the request's values (KNOWN_FROM_INPUTS) */
     int in_place_outputs;     /* outputs written in an operand's slot (arena_in_place) */
@@ -126,7 +127,10 @@ struct ss_session {
     int *input_ids, *output_ids;
     struct ss_plan *plan;
     int n_plans;
-    ss_packed *packed;     /* packed weights kept across plans (op.h) */
+    ss_packed *packed;          /* packed weights kept across plans (op.h) */
+    unsigned char *spare_arena; /* the last freed plan's arena, for the next plan (arena_take) */
+    size_t spare_bytes;
+    int n_arenas;          /* arenas allocated */
     ss_kvpool *kvpool;     /* PagedAttention's KV block pool, kept across plans */
     bool data_is_constant; /* planning a subgraph: inputs given with data are outer constants */
     int n_varying; /* ... except the first n_varying (a loop body's own inputs), which change */
@@ -406,6 +410,51 @@ static ss_status *build_outputs(ss_session *s)
 
 /* ------------------------------------------------------------------ planning */
 
+/* Arenas outlive their plans: a re-plan (another input shape: a longer past in a decode loop,
+ * another batch size) takes the last plan's arena when it is large enough, instead of fresh pages
+ * the kernel must fault in and zero on first touch. GPT-2-124M's dense-past decode re-plans every
+ * step: before, 25% of a step's samples were its Concats writing a fresh arena, half of them in
+ * page faults (AMD EPYC Zen 5 PVM guest, where a fault costs several microseconds). A new arena
+ * gets half again the last one's size as headroom (within the run's byte limit), so a slowly
+ * growing need allocates a logarithmic number of times; a spare over 4 times the need is freed
+ * rather than kept. */
+static unsigned char *arena_take(ss_session *s, size_t need, size_t *cap)
+{
+    if (s->spare_arena && s->spare_bytes >= need && s->spare_bytes / 4 <= need) {
+        unsigned char *a = s->spare_arena;
+        *cap = s->spare_bytes;
+        s->spare_arena = NULL, s->spare_bytes = 0;
+        return a;
+    }
+    size_t want = need, max = s->guard->max_bytes;
+    if (s->spare_bytes < need && s->spare_bytes <= SIZE_MAX / 2) { /* growing: headroom */
+        size_t grown = s->spare_bytes + s->spare_bytes / 2;
+        if (grown > want) want = grown;
+    }
+    if (max && want > max) want = need > max ? need : max;
+    if (want > SIZE_MAX - ARENA_ALIGN) want = need;
+    want = (want + ARENA_ALIGN - 1) / ARENA_ALIGN * ARENA_ALIGN;
+    free(s->spare_arena);
+    s->spare_arena = NULL, s->spare_bytes = 0;
+    unsigned char *a = aligned_alloc(ARENA_ALIGN, want);
+    if (!a && want > need) a = aligned_alloc(ARENA_ALIGN, want = need);
+    *cap = a ? want : 0;
+    s->n_arenas += a != NULL;
+    return a;
+}
+
+/* Keeps a freed plan's arena as the session's spare (the larger of the two). */
+static void arena_give(ss_session *s, unsigned char *a, size_t cap)
+{
+    if (!a) return;
+    if (cap > s->spare_bytes) {
+        free(s->spare_arena);
+        s->spare_arena = a, s->spare_bytes = cap;
+    } else {
+        free(a);
+    }
+}
+
 static void plan_free(struct ss_plan *p)
 {
     if (!p) return;
@@ -432,7 +481,7 @@ static void plan_free(struct ss_plan *p)
     free(p->kctx);
     free(p->ptrs);
     free(p->exec);
-    free(p->arena);
+    arena_give(s, p->arena, p->arena_cap);
     free(p->input_aliases);
     free(p->out_views);
     free(p->dyn_slot);
@@ -1601,7 +1650,7 @@ static ss_status *layout_arena(struct ss_plan *p)
     ss_status *st = too_big ? ss_errf(SS_ERR_LIMIT, "a run of these inputs needs more than 2^62 "
                                                     "bytes for the values it computes")
                             : arena_over_limit(p, items, n, total);
-    p->arena = total && !st ? aligned_alloc(ARENA_ALIGN, total) : NULL;
+    p->arena = total && !st ? arena_take(p->s, total, &p->arena_cap) : NULL;
     if (!st && total && !p->arena)
         st = ss_errf(SS_ERR_NOMEM, "cannot allocate a %zu-byte arena", total);
     for (int i = 0; !st && i < n; i++) {
@@ -2014,6 +2063,7 @@ void ss_session_free(ss_session *s)
 {
     if (!s) return;
     plan_free(s->plan);
+    free(s->spare_arena);
     ss_kvpool_free(s->kvpool);
     for (int i = 0; s->seqs && i < s->n_values; i++)
         ss_sequence_free(s->seqs[i]);
@@ -2070,6 +2120,7 @@ void ss_session_get_stats(const ss_session *s, ss_session_stats *out)
     memset(out, 0, sizeof *out);
     out->n_nodes = s->n_nodes;
     out->n_plans = s->n_plans;
+    out->n_arenas = s->n_arenas;
     if (s->plan) {
         out->n_exec_nodes = s->plan->n_exec;
         out->arena_bytes = s->plan->arena_bytes;
