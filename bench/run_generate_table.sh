@@ -1,6 +1,6 @@
 #!/bin/bash
 # Generation bench, one table (issue 15, "Done when" bench): GPT-2-124M-shaped (random weights;
-# f32, bf16 and int8 weights) and the ~1B Llama shape of bench/gen_llama1b.py (bf16 on 1 and 2
+# f32 on 1 and 2 ranks, bf16 and int8 weights) and the ~1B Llama shape of bench/gen_llama1b.py (bf16 on 1 and 2
 # ranks, int8 on 1),
 # each rewritten by `shard --kv-pool [--weights bf16|int8]`, in one run:
 #  - single stream through the runtime (tests/generative/gen_greedy --approx --shards): decode
@@ -40,8 +40,8 @@ G=$WORK/gpt2-small L=$CACHE/llama-1b
   --size small --out "$G" >"$WORK/export.log"
 # name dtype ranks folder weights: "mapped" (the shard files' page cache, the default) or
 # "resident" (SHARDSERVE_WEIGHTS=resident: anonymous memory on 2 MiB pages, src/onnx/load.c)
-CONFIGS=("GPT-2-124M f32 1 $G mapped" "GPT-2-124M f32 1 $G resident" "GPT-2-124M bf16 1 $G mapped"
-  "GPT-2-124M int8 1 $G mapped")
+CONFIGS=("GPT-2-124M f32 1 $G mapped" "GPT-2-124M f32 1 $G resident" "GPT-2-124M f32 2 $G mapped"
+  "GPT-2-124M bf16 1 $G mapped" "GPT-2-124M int8 1 $G mapped")
 if [ "${SS_GEN_SKIP_1B:-0}" != 1 ]; then
   [ -f "$L/model.onnx" ] || /usr/bin/python3 "$REPO/bench/gen_llama1b.py" "$L" >"$CACHE/export.log"
   CONFIGS+=("Llama-0.85B bf16 1 $L mapped" "Llama-0.85B bf16 2 $L mapped"
