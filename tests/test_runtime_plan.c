@@ -483,6 +483,61 @@ static void run_nonzero(ss_session *s, const float *xv, int64_t nnz)
     ss_tensor_free(&x);
 }
 
+/* A mid-run re-plan (NonZero's count changed) builds the new plan while the old one lives; the
+ * old arena must not stay with the session once the run returns: it holds one arena between
+ * runs, within max_run_bytes with its headroom. */
+static void mid_run_replans_hold_one_arena(void)
+{
+    ss_session *s = NULL;
+    CHECK_OK(ss_session_create(fixture("nonzero.onnx"), NULL, &s));
+    if (!s) return;
+    static const float a[6] = {0, 1, 0, -2, 0, 3}, c[6] = {0, 0, 0, 0, 0, -7},
+                       d[6] = {1, 2, 3, 4, 5, 6};
+    const float *xs[] = {a, c, d, a, d, c};
+    const int64_t nnz[] = {3, 1, 6, 3, 6, 1};
+    ss_session_stats st;
+    for (int r = 0; r < 6; r++) {
+        run_nonzero(s, xs[r], nnz[r]);
+        ss_session_get_stats(s, &st);
+        CHECK_MSG(st.spare_arena_bytes == 0, "run %d: %zu bytes of a freed plan's arena held", r,
+                  st.spare_arena_bytes);
+        CHECK(st.arena_cap_bytes >= st.arena_bytes);
+    }
+    ss_session_free(s);
+}
+
+/* The headroom a growing shape gets stays within the run's byte limit. */
+static void arena_headroom_stays_under_the_limit(void)
+{
+    ss_session *s = NULL;
+    CHECK_OK(ss_session_create(fixture("dynamic.onnx"), NULL, &s));
+    if (!s) return;
+    ss_tensor x;
+    const ss_tensor *out = NULL;
+    ss_session_stats st;
+    ones(&x, 30, 96);
+    CHECK_OK(ss_session_run(s, &x, 1, &out));
+    ss_tensor_free(&x);
+    ss_session_get_stats(s, &st);
+    size_t need30 = st.arena_bytes;
+    ss_session_free(s);
+    s = NULL;
+    /* a limit that is not a multiple of the arena's alignment, just over the need for 30 rows */
+    ss_session_options opt = {.max_run_bytes = need30 + 17};
+    CHECK_OK(ss_session_create(fixture("dynamic.onnx"), &opt, &s));
+    if (!s) return;
+    for (int64_t n = 16; n <= 30; n += 7) {
+        ones(&x, n, 96);
+        CHECK_OK(ss_session_run(s, &x, 1, &out));
+        if (out) CHECK(out[0].dims[0] == n && all_equal(&out[0], -48.0f));
+        ss_tensor_free(&x);
+        ss_session_get_stats(s, &st);
+        CHECK_MSG(st.arena_cap_bytes <= opt.max_run_bytes, "%lld rows: a %zu-byte arena, limit %zu",
+                  (long long)n, st.arena_cap_bytes, opt.max_run_bytes);
+    }
+    ss_session_free(s);
+}
+
 static void data_dependent_shape_replans_only_on_change(void)
 {
     ss_session *s = NULL;
@@ -717,9 +772,9 @@ static void run_effects_on_a_plan_that_waits_for_a_value(void)
 TEST_MAIN(TEST(seed_model_gives_minus_48), TEST(run_effects_runs_only_the_collectives),
           TEST(run_effects_on_a_plan_that_waits_for_a_value),
           TEST(run_into_writes_the_output_in_place),
-          TEST(data_dependent_shape_replans_only_on_change),
-          TEST(computed_shape_replans_only_on_change), TEST(run_allocates_nothing),
-          TEST(resident_weights_survive_packing),
+          TEST(data_dependent_shape_replans_only_on_change), TEST(mid_run_replans_hold_one_arena),
+          TEST(arena_headroom_stays_under_the_limit), TEST(computed_shape_replans_only_on_change),
+          TEST(run_allocates_nothing), TEST(resident_weights_survive_packing),
           TEST(gemm_transb_packs_only_a_weight_it_alone_reads), TEST(arena_reuses_buffers),
           TEST(dynamic_dim_replans_only_on_change), TEST(replans_reuse_the_arena),
           TEST(replan_reuses_packed_weights), TEST(bad_inputs_are_named),

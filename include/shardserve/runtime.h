@@ -117,6 +117,8 @@ typedef struct {
     size_t const_bytes;   /* initializers (mapped or not) + folded constants */
     int n_plans;          /* how many times the session planned */
     int n_arenas;         /* arenas it allocated: a re-plan takes the last one when large enough */
+    size_t arena_cap_bytes;   /* the plan's arena as allocated: arena_bytes plus re-plan headroom */
+    size_t spare_arena_bytes; /* a freed plan's arena still held: 0 once a run returns */
 } ss_session_stats;
 void ss_session_get_stats(const ss_session *s, ss_session_stats *out);
 

@@ -410,6 +410,33 @@ static ss_status *build_outputs(ss_session *s)
 
 /* ------------------------------------------------------------------ planning */
 
+/* AddressSanitizer: a kept spare and the headroom past a plan's need are poisoned, so a kernel
+ * writing past the arena's last value, or a caller still reading a freed plan's outputs, is
+ * reported as it was when every plan had an arena of its exact size, freed with it. */
+#if defined(__SANITIZE_ADDRESS__)
+#define ARENA_ASAN 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define ARENA_ASAN 1
+#endif
+#endif
+#ifdef ARENA_ASAN
+void __asan_poison_memory_region(void const volatile *addr, size_t size);
+void __asan_unpoison_memory_region(void const volatile *addr, size_t size);
+#define arena_poison(a, n) __asan_poison_memory_region((a), (n))
+#define arena_unpoison(a, n) __asan_unpoison_memory_region((a), (n))
+#else
+#define arena_poison(a, n) ((void)(a), (void)(n))
+#define arena_unpoison(a, n) ((void)(a), (void)(n))
+#endif
+
+static void arena_drop_spare(ss_session *s)
+{
+    if (s->spare_arena) arena_unpoison(s->spare_arena, s->spare_bytes);
+    free(s->spare_arena);
+    s->spare_arena = NULL, s->spare_bytes = 0;
+}
+
 /* Arenas outlive their plans: a re-plan (another input shape: a longer past in a decode loop,
  * another batch size) takes the last plan's arena when it is large enough, instead of fresh pages
  * the kernel must fault in and zero on first touch. GPT-2-124M's dense-past decode re-plans every
@@ -417,40 +444,48 @@ static ss_status *build_outputs(ss_session *s)
  * page faults (AMD EPYC Zen 5 PVM guest, where a fault costs several microseconds). A new arena
  * gets half again the last one's size as headroom (within the run's byte limit), so a slowly
  * growing need allocates a logarithmic number of times; a spare over 4 times the need is freed
- * rather than kept. */
-static unsigned char *arena_take(ss_session *s, size_t need, size_t *cap)
+ * rather than kept. limit: the most bytes the arena may have (the run's byte limit less what the
+ * plan folded from the request's values; 0: none), need <= limit (arena_over_limit). */
+static unsigned char *arena_take(ss_session *s, size_t need, size_t limit, size_t *cap)
 {
-    if (s->spare_arena && s->spare_bytes >= need && s->spare_bytes / 4 <= need) {
+    if (s->spare_arena && s->spare_bytes >= need && s->spare_bytes / 4 <= need &&
+        (!limit || s->spare_bytes <= limit)) {
         unsigned char *a = s->spare_arena;
         *cap = s->spare_bytes;
         s->spare_arena = NULL, s->spare_bytes = 0;
+        arena_unpoison(a, need);
         return a;
     }
-    size_t want = need, max = s->guard->max_bytes;
+    size_t want = need;
     if (s->spare_bytes < need && s->spare_bytes <= SIZE_MAX / 2) { /* growing: headroom */
         size_t grown = s->spare_bytes + s->spare_bytes / 2;
         if (grown > want) want = grown;
     }
-    if (max && want > max) want = need > max ? need : max;
     if (want > SIZE_MAX - ARENA_ALIGN) want = need;
     want = (want + ARENA_ALIGN - 1) / ARENA_ALIGN * ARENA_ALIGN;
-    free(s->spare_arena);
-    s->spare_arena = NULL, s->spare_bytes = 0;
+    /* need is a multiple of ARENA_ALIGN and at most limit: so is the limit rounded down */
+    size_t most = limit / ARENA_ALIGN * ARENA_ALIGN;
+    if (limit && want > most) want = most > need ? most : need;
+    arena_drop_spare(s);
     unsigned char *a = aligned_alloc(ARENA_ALIGN, want);
     if (!a && want > need) a = aligned_alloc(ARENA_ALIGN, want = need);
     *cap = a ? want : 0;
     s->n_arenas += a != NULL;
+    if (a && want > need) arena_poison(a + need, want - need);
     return a;
 }
 
-/* Keeps a freed plan's arena as the session's spare (the larger of the two). */
+/* Keeps a freed plan's arena as the session's spare (the larger of the two) until the call that
+ * freed the plan returns (arena_drop_spare): a re-plan in that call takes it. */
 static void arena_give(ss_session *s, unsigned char *a, size_t cap)
 {
     if (!a) return;
     if (cap > s->spare_bytes) {
-        free(s->spare_arena);
+        arena_drop_spare(s);
+        arena_poison(a, cap);
         s->spare_arena = a, s->spare_bytes = cap;
     } else {
+        arena_unpoison(a, cap);
         free(a);
     }
 }
@@ -1650,7 +1685,8 @@ static ss_status *layout_arena(struct ss_plan *p)
     ss_status *st = too_big ? ss_errf(SS_ERR_LIMIT, "a run of these inputs needs more than 2^62 "
                                                     "bytes for the values it computes")
                             : arena_over_limit(p, items, n, total);
-    p->arena = total && !st ? arena_take(p->s, total, &p->arena_cap) : NULL;
+    size_t limit = s->guard->max_bytes ? s->guard->max_bytes - p->input_fold_bytes : 0;
+    p->arena = total && !st ? arena_take(s, total, limit, &p->arena_cap) : NULL;
     if (!st && total && !p->arena)
         st = ss_errf(SS_ERR_NOMEM, "cannot allocate a %zu-byte arena", total);
     for (int i = 0; !st && i < n; i++) {
@@ -1858,6 +1894,7 @@ ss_status *ss_session_plan_values(ss_session *s, const ss_tensor *inputs, int n_
     s->n_varying = n_varying;
     s->from_request = from_request;
     ss_status *st = plan_build(s, inputs, &s->plan);
+    arena_drop_spare(s);
     s->data_is_constant = false;
     s->n_varying = 0;
     s->from_request = NULL;
@@ -1911,7 +1948,7 @@ static ss_status *trial_plan(ss_session *s)
         if (!st && all_static)
             s->plan = p;
         else
-            plan_free(p);
+            plan_free(p); /* its arena stays for the first run's plan to take (arena_take) */
         if (st && st->code != SS_ERR_UNSUPPORTED) {
             SS_DEBUG("trial plan at load: %s (ignored)", st->msg);
             ss_status_free(st);
@@ -2063,7 +2100,7 @@ void ss_session_free(ss_session *s)
 {
     if (!s) return;
     plan_free(s->plan);
-    free(s->spare_arena);
+    arena_drop_spare(s);
     ss_kvpool_free(s->kvpool);
     for (int i = 0; s->seqs && i < s->n_values; i++)
         ss_sequence_free(s->seqs[i]);
@@ -2121,9 +2158,11 @@ void ss_session_get_stats(const ss_session *s, ss_session_stats *out)
     out->n_nodes = s->n_nodes;
     out->n_plans = s->n_plans;
     out->n_arenas = s->n_arenas;
+    out->spare_arena_bytes = s->spare_bytes;
     if (s->plan) {
         out->n_exec_nodes = s->plan->n_exec;
         out->arena_bytes = s->plan->arena_bytes;
+        out->arena_cap_bytes = s->plan->arena_cap;
         out->naive_bytes = s->plan->naive_bytes;
         out->const_bytes = s->plan->const_bytes;
         out->in_place_outputs = s->plan->in_place_outputs;
@@ -2314,8 +2353,8 @@ ss_status *ss_session_run(ss_session *s, const ss_tensor *inputs, int n_inputs,
 }
 
 /* One run; effects_only: ss_session_run_effects (outputs NULL). */
-static ss_status *run(ss_session *s, const ss_tensor *inputs, int n_inputs, void *const *dest,
-                      const size_t *cap, const ss_tensor **outputs, bool effects_only)
+static ss_status *run_once(ss_session *s, const ss_tensor *inputs, int n_inputs, void *const *dest,
+                           const size_t *cap, const ss_tensor **outputs, bool effects_only)
 {
     if (outputs) *outputs = NULL;
     if (n_inputs != s->n_inputs)
@@ -2365,6 +2404,17 @@ static ss_status *run(ss_session *s, const ss_tensor *inputs, int n_inputs, void
     return NULL;
 }
 
+/* A freed plan's arena serves re-plans within the call only: between calls the session holds
+ * one arena, as max_run_bytes promises (a mid-run re-plan frees the old plan after the new one
+ * is built: kept, its arena would double what an idle session holds). */
+static ss_status *run(ss_session *s, const ss_tensor *inputs, int n_inputs, void *const *dest,
+                      const size_t *cap, const ss_tensor **outputs, bool effects_only)
+{
+    ss_status *st = run_once(s, inputs, n_inputs, dest, cap, outputs, effects_only);
+    arena_drop_spare(s);
+    return st;
+}
+
 ss_status *ss_session_run_into(ss_session *s, const ss_tensor *inputs, int n_inputs,
                                void *const *dest, const size_t *cap, const ss_tensor **outputs)
 {
@@ -2392,6 +2442,7 @@ ss_status *ss_session_plan_shapes(ss_session *s, const ss_tensor *descs, int n_i
         plan_free(s->plan);
         s->plan = NULL;
         st = plan_build(s, ins, &s->plan);
+        arena_drop_spare(s);
     }
     if (!st) st = plan_complete(s);
     for (int i = 0; i < n_inputs; i++)
