@@ -220,6 +220,18 @@ static void dynamic_dim_replans_only_on_change(void)
     ss_session_free(s);
 }
 
+/* dynamic.onnx (x [N, 96] -> MatMul by 0.5 -> Neg) on n rows of ones: n rows, all -48. */
+static void run_rows(ss_session *s, int64_t n)
+{
+    ss_tensor x;
+    const ss_tensor *out = NULL;
+    ones(&x, n, 96);
+    CHECK_OK(ss_session_run(s, &x, 1, &out));
+    if (out)
+        CHECK_MSG(out[0].dims[0] == n && all_equal(&out[0], -48.0f), "rows %lld", (long long)n);
+    ss_tensor_free(&x);
+}
+
 /* A decode loop's way: the batch dim grows by one a run, so every run re-plans; the arena of the
  * last plan is reused while large enough and grows by half again when not, so 40 plans take a
  * handful of arenas; a far smaller shape afterwards gets an arena of its own size. Every output
@@ -229,28 +241,17 @@ static void replans_reuse_the_arena(void)
     ss_session *s = NULL;
     CHECK_OK(ss_session_create(fixture("dynamic.onnx"), NULL, &s));
     if (!s) return;
-    const ss_tensor *out = NULL;
     ss_session_stats st;
-    for (int64_t n = 1; n <= 40; n++) {
-        ss_tensor x;
-        ones(&x, n, 96);
-        CHECK_OK(ss_session_run(s, &x, 1, &out));
-        if (out)
-            CHECK_MSG(out[0].dims[0] == n && all_equal(&out[0], -48.0f), "rows %lld", (long long)n);
-        ss_tensor_free(&x);
-    }
+    for (int64_t n = 1; n <= 40; n++)
+        run_rows(s, n);
     ss_session_get_stats(s, &st);
     CHECK_MSG(st.n_plans >= 40, "%d plans for 40 shapes", st.n_plans);
     CHECK_MSG(st.n_arenas >= 2 && st.n_arenas <= 12, "%d arenas for 40 growing shapes",
               st.n_arenas);
     int arenas = st.n_arenas;
-    ss_tensor small;
-    ones(&small, 2, 96);
-    CHECK_OK(ss_session_run(s, &small, 1, &out));
-    if (out) CHECK(out[0].dims[0] == 2 && all_equal(&out[0], -48.0f));
+    run_rows(s, 2);
     ss_session_get_stats(s, &st);
     CHECK_MSG(st.n_arenas == arenas + 1, "a shape 20 times smaller kept the large arena");
-    ss_tensor_free(&small);
     ss_session_free(s);
 }
 
@@ -512,12 +513,8 @@ static void arena_headroom_stays_under_the_limit(void)
     ss_session *s = NULL;
     CHECK_OK(ss_session_create(fixture("dynamic.onnx"), NULL, &s));
     if (!s) return;
-    ss_tensor x;
-    const ss_tensor *out = NULL;
     ss_session_stats st;
-    ones(&x, 30, 96);
-    CHECK_OK(ss_session_run(s, &x, 1, &out));
-    ss_tensor_free(&x);
+    run_rows(s, 30);
     ss_session_get_stats(s, &st);
     size_t need30 = st.arena_bytes;
     ss_session_free(s);
@@ -527,10 +524,7 @@ static void arena_headroom_stays_under_the_limit(void)
     CHECK_OK(ss_session_create(fixture("dynamic.onnx"), &opt, &s));
     if (!s) return;
     for (int64_t n = 16; n <= 30; n += 7) {
-        ones(&x, n, 96);
-        CHECK_OK(ss_session_run(s, &x, 1, &out));
-        if (out) CHECK(out[0].dims[0] == n && all_equal(&out[0], -48.0f));
-        ss_tensor_free(&x);
+        run_rows(s, n);
         ss_session_get_stats(s, &st);
         CHECK_MSG(st.arena_cap_bytes <= opt.max_run_bytes, "%lld rows: a %zu-byte arena, limit %zu",
                   (long long)n, st.arena_cap_bytes, opt.max_run_bytes);
