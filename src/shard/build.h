@@ -24,6 +24,7 @@ typedef struct {
     char **init_names; /* emitted initializer names (parallel to inits) */
     size_t cap_init_names;
     FILE *data;
+    char *data_buf;            /* data's stdio buffer (rg_open_data), freed after the close */
     const char *data_location; /* file name relative to the model */
     size_t data_off;
     size_t param_bytes;
@@ -31,6 +32,8 @@ typedef struct {
     ss_status *error; /* first failure while building (allocation, write) */
 } rank_graph;
 
+/* Creates the external-data file `path` for g (g->data): NULL, or an error naming it. */
+ss_status *rg_open_data(rank_graph *g, const char *path);
 void *rg_alloc(rank_graph *g, size_t n);
 char *rg_strdup(rank_graph *g, const char *s);
 char *rg_printf(rank_graph *g, const char *fmt, ...) __attribute__((format(printf, 2, 3)));

@@ -721,8 +721,8 @@ static ss_status *shard_rank(shard_ctx *c, int rank, size_t *param_bytes)
     if (mkdir(dir, 0755) != 0 && errno != EEXIST)
         return ss_errf(SS_ERR_IO, "cannot create %s: %s", dir, strerror(errno));
     snprintf(path, sizeof path, "%s/%s.data", dir, c->model_base);
-    r.g.data = fopen(path, "wb");
-    if (!r.g.data) return ss_errf(SS_ERR_IO, "cannot create %s: %s", path, strerror(errno));
+    ss_status *open_st = rg_open_data(&r.g, path);
+    if (open_st) return open_st;
     char loc[PATH_MAX];
     snprintf(loc, sizeof loc, "%s.data", c->model_base);
     r.g.data_location = loc;
