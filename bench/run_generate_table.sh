@@ -10,7 +10,8 @@
 #    past length) / the read bandwidth bench_membw measures now; first call (prefill of the prompt)
 #    as time to first token and the decode steps' p50/p99 as inter-token latency, runtime level;
 #  - onnxruntime-node (bench/gen_ort.js, its own KV-cache loop, float32, 2 threads) on the same
-#    exported model.onnx (f32: ORT has no bf16 MatMul on CPU);
+#    exported model.onnx (f32: ORT has no bf16 MatMul on CPU), one run in each round of each row,
+#    beside ours, so each ratio compares the same minutes of the machine;
 #  - served (bench/run_generate_serve.sh on the same shards): aggregate tokens/s at 1, 8 and 32
 #    concurrent requests of 64 new tokens.
 #
@@ -101,7 +102,7 @@ for c in "${CONFIGS[@]}"; do
   echo "  $key: read bandwidth now ${BW[$key]} GB/s (bench_membw, best of 1 and 2 threads, 4 KiB and 2 MiB pages)" >&2
   # a served rank's threads: the launcher's share of the CPUs (src/agent/launcher.c)
   THR[$key]=$(($(nproc) > ranks ? $(nproc) / ranks : 1))
-  decs="" pres="" cpus="" decs1=""
+  decs="" pres="" cpus="" decs1="" orts=""
   for _ in $(seq "$ROUNDS"); do # single stream, runtime level; served threads and 1, interleaved
     out=$(SHARDSERVE_RANK_THREADS=${THR[$key]} "$GEN" --approx --shards "$sh" "$dir/prompt.npy" \
       "$dir/ref_tokens.npy" 2>/dev/null)
@@ -113,18 +114,15 @@ for c in "${CONFIGS[@]}"; do
       "$dir/ref_tokens.npy" 2>/dev/null)
     echo "  $key, 1 thread: ${out%%$'\n'*}" >&2
     decs1+=" $(field decode <<<"$out")"
+    # onnxruntime-node (f32, its own KV-cache loop) on the exported model in the same round, so
+    # each row's ratio compares the same minutes of this shared machine's memory bandwidth
+    o=$(node "$REPO/bench/gen_ort.js" "$dir/model.onnx" "$dir/prompt.npy" "$dir/ref_tokens.npy" \
+      --threads 2 2>/dev/null | field decode || true)
+    echo "  $key, onnxruntime-node: ${o:-failed} ms/token" >&2
+    orts+=" $o"
   done
   DEC[$key]=$(median <<<"$decs") PRE[$key]=$(median <<<"$pres") CPU[$key]=$(median <<<"$cpus")
-  DEC1[$key]=$(median <<<"$decs1")
-  if [ -z "${ORT[$name]:-}" ]; then # ORT f32 on the exported model, once per model
-    outs=""
-    for _ in $(seq "$ROUNDS"); do
-      outs+=" $(node "$REPO/bench/gen_ort.js" "$dir/model.onnx" "$dir/prompt.npy" \
-        "$dir/ref_tokens.npy" --threads 2 2>/dev/null | field decode || true)"
-    done
-    ORT[$name]=$(median <<<"$outs")
-    echo "  onnxruntime-node $name: ${ORT[$name]} ms/token" >&2
-  fi
+  DEC1[$key]=$(median <<<"$decs1") ORT[$key]=$(median <<<"$orts")
   served=$(SS_GEN_MODEL=$dir SS_GEN_WEIGHTS=$dtype SS_GEN_SHARDS=$sh \
     "$REPO/bench/run_generate_serve.sh" "$BUILD" "$(((ROUNDS + 1) / 2))" "$ranks")
   # bench/gen_serve.py (the Python client, median of its rounds): "| conc | tok/s | ..." rows
@@ -144,7 +142,8 @@ echo "ranks; 1-thr ms/token: the same on 1 thread, interleaved); floor = bytes r
 best of 1 and 2 threads, 4 KiB and 2 MiB pages) just before the row's runs, column GB/s; TTFT = the first call"
 echo "(prefill of the prompt), ITL = decode steps p50 / p99 of one run, both runtime level; served"
 echo "tokens/s = aggregate at 1/8/32 concurrent requests of 64 tokens (median of $(((ROUNDS + 1) / 2)) rounds);"
-echo "onnxruntime-node = float32, 2 threads, its own KV-cache loop on the same model.onnx; cpu ="
+echo "onnxruntime-node = float32, 2 threads, its own KV-cache loop on the same model.onnx, one run in each of"
+echo "the row's rounds (median), so a ratio compares the same minutes of the machine; cpu ="
 echo "CPU ms per decode step of the process (one rank's), steadier than the wall clock on shared cores."
 echo "| model | dtype | weights | ranks | thr | ms/token | cpu ms/token | GB/s | floor ms | of floor | 1-thr ms/token | TTFT ms | ITL p50 / p99 ms | tok/s 1 | tok/s 8 | tok/s 32 | 32 vs 1 | onnxruntime ms/token | vs onnxruntime |"
 echo "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
@@ -164,7 +163,7 @@ for c in "${CONFIGS[@]}"; do
   read -r s1 s8 s32 <<<"${SRV[$key]}"
   awk -v n="$name" -v t="$dtype" -v w="$wmode" -v r="$ranks" -v d="${DEC[$key]}" -v c="${CPU[$key]}" \
     -v p="${PRE[$key]}" -v th="${THR[$key]}" -v d1="${DEC1[$key]}" \
-    -v i="${ITL[$key]}" -v b="${BYTES[$key]}" -v g="${BW[$key]}" -v o="${ORT[$name]}" -v s1="${s1:-0}" \
+    -v i="${ITL[$key]}" -v b="${BYTES[$key]}" -v g="${BW[$key]}" -v o="${ORT[$key]}" -v s1="${s1:-0}" \
     -v s8="${s8:-0}" -v s32="${s32:-0}" 'BEGIN {
       f = b / g / 1e6
       printf "| %s | %s | %s | %s | %s | %.2f | %.2f | %.1f | %.2f | %.0f%% | %.2f | %.1f | %s | %.1f | %.1f | %.1f | %s | %s | %s |\n", \
