@@ -33,10 +33,11 @@ export NODE_PATH=$NM
 M=$WORK/gpt2-small
 [ -f "$M/model.onnx" ] || /usr/bin/python3 "$REPO/tests/generative/models.py" --family gpt2 \
   --size small --out "$M" >"$WORK/export.log"
-[ -d "$M-tp2/device1" ] || "$SS" shard "$M/model.onnx" --ranks 2 --stages 1 --out "$M-tp2" \
+# shards are made again when the shard tool is newer than them
+[ "$M-tp2/device1/model.onnx" -nt "$SS" ] || "$SS" shard "$M/model.onnx" --ranks 2 --stages 1 --out "$M-tp2" \
   >"$WORK/shard.log" 2>&1
 for r in 1 2; do
-  [ -d "$M-kv$r/device$((r - 1))" ] || "$SS" shard "$M/model.onnx" --ranks $r --kv-pool \
+  [ "$M-kv$r/device$((r - 1))/model.onnx" -nt "$SS" ] || "$SS" shard "$M/model.onnx" --ranks $r --kv-pool \
     --out "$M-kv$r" >>"$WORK/shard.log" 2>&1
 done
 gcc -O3 -march=native -ffast-math -fopenmp "$REPO/bench/bench_membw.c" -o "$WORK/bench_membw"

@@ -48,9 +48,10 @@ if [ "${SS_GEN_SKIP_1B:-0}" != 1 ]; then
   CONFIGS+=("Llama-0.85B bf16 1 $L mapped" "Llama-0.85B bf16 2 $L mapped"
     "Llama-0.85B int8 1 $L mapped")
 fi
-shards() { # model_dir dtype ranks -> the --kv-pool shard folder (made once)
+shards() { # model_dir dtype ranks -> the --kv-pool shard folder
   local d=$1-kv$3-$2
-  [ -f "$d/device$(($3 - 1))/model.onnx" ] || "$SS" shard "$1/model.onnx" --ranks "$3" --kv-pool \
+  # made again when the shard tool is newer than them (its output, or how it writes it, changed)
+  [ "$d/device$(($3 - 1))/model.onnx" -nt "$SS" ] || "$SS" shard "$1/model.onnx" --ranks "$3" --kv-pool \
     --weights "$2" --out "$d" >"$d.log" 2>&1
   echo "$d"
 }
@@ -118,7 +119,7 @@ for c in "${CONFIGS[@]}"; do
     # each row's ratio compares the same minutes of this shared machine's memory bandwidth
     o=$(node "$REPO/bench/gen_ort.js" "$dir/model.onnx" "$dir/prompt.npy" "$dir/ref_tokens.npy" \
       --threads 2 2>/dev/null | field decode || true)
-    echo "  $key, onnxruntime-node: ${o:-failed} ms/token" >&2
+    echo "  $key, onnxruntime-node: ${o:+$o ms/token}${o:-failed}" >&2
     orts+=" $o"
   done
   DEC[$key]=$(median <<<"$decs") PRE[$key]=$(median <<<"$pres") CPU[$key]=$(median <<<"$cpus")

@@ -324,12 +324,12 @@ void rg_add_output(rank_graph *g, Onnx__ValueInfoProto *vi)
         g->outputs[g->n_outputs++] = vi;
 }
 
-/* The file is written through a 2 MiB buffer: stdio then writes whole 2 MiB blocks at 2 MiB
- * offsets (a buffer's worth, or a multiple of it straight from a large tensor), and a kernel whose
- * page cache takes large folios (ext4 and xfs on Linux >= 6.x) keeps them as 2 MiB folios, which an
- * agent mapping the file right after the shard tool (the weights are not read again from disk)
- * maps with 2 MiB entries (src/onnx/load.c's MADV_HUGEPAGE). stdio's default 4 KiB buffer left a
- * GPT-2-124M shard's 2.4 MB tensors mostly in small folios: 70% of a rank's file mapped huge. */
+/* The file is written through a 2 MiB buffer: glibc's stdio then writes whole 2 MiB blocks at
+ * 2 MiB offsets (a buffer's worth, or a multiple of it straight from a large tensor), and a kernel
+ * whose buffered writes make large folios (xfs since Linux 6.6, ext4 since 6.16) keeps them as
+ * 2 MiB folios, which an agent mapping the file right after the shard tool maps with 2 MiB entries
+ * (src/onnx/load.c's MADV_HUGEPAGE). stdio's default 4 KiB buffer left a GPT-2-124M shard's 2.4 MB
+ * tensors mostly in small folios: 64% of a rank's file mapped huge (bench/RESULTS.md). */
 #define DATA_BUF_BYTES ((size_t)2 << 20)
 
 ss_status *rg_open_data(rank_graph *g, const char *path)

@@ -721,8 +721,8 @@ static ss_status *shard_rank(shard_ctx *c, int rank, size_t *param_bytes)
     if (mkdir(dir, 0755) != 0 && errno != EEXIST)
         return ss_errf(SS_ERR_IO, "cannot create %s: %s", dir, strerror(errno));
     snprintf(path, sizeof path, "%s/%s.data", dir, c->model_base);
-    ss_status *open_st = rg_open_data(&r.g, path);
-    if (open_st) return open_st;
+    ss_status *st = rg_open_data(&r.g, path);
+    if (st) return st;
     char loc[PATH_MAX];
     snprintf(loc, sizeof loc, "%s.data", c->model_base);
     r.g.data_location = loc;
@@ -733,7 +733,6 @@ static ss_status *shard_rank(shard_ctx *c, int rank, size_t *param_bytes)
     }
     for (int id = 0; id < c->n_names; id++)
         r.ts[id] = (tstate){c->names[id], L_REPL, 0};
-    ss_status *st = NULL;
     for (size_t i = 0; i < c->graph->n_input; i++)
         if (!ss_onnx_find_init(c->model, c->graph->input[i]->name) &&
             shard_stage_has_input(c, shard_name_find(c, c->graph->input[i]->name), r.stage))
