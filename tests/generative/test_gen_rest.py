@@ -11,7 +11,8 @@
 - a client that closes its event stream (or its plain request) after a few tokens frees its
   sequence: /metrics shows no running sequence and no KV block used right after another
   client's concurrent request completes unchanged, far before the closed one's max_tokens;
-- bad JSON, unknown model, n=2, bad types, text without a tokenizer: 4xx naming the field.
+- bad JSON, unknown model, n=2, bad types, text without a tokenizer: 4xx naming the field;
+  a tokenizer.json that does not load (a folder, JSON cut short): ids served, text refused naming why.
 
 Usage: test_gen_rest.py CASE_DIR [case ...]"""
 
@@ -97,7 +98,12 @@ def serve(c, ranks=1, tokenizer=False, gen=None, bos=False, method=None):
     models = c.add_servable("gen", os.path.join(CASE, "model.onnx"), ranks, methods=[method or METHOD],
                             extra={"generate": gen or {"max_running": 32, "max_context": 256}},
                             shard_args=("--kv-pool",))
-    if tokenizer:
+    if tokenizer == "folder":  # a folder by that name: not readable as a file, even by root
+        os.makedirs(os.path.join(c.servables, "gen", "tokenizer.json"))
+    elif tokenizer == "malformed":
+        with open(os.path.join(c.servables, "gen", "tokenizer.json"), "w") as f:
+            f.write('{"model": {"type": "BPE", "vocab": {"a": 0')
+    elif tokenizer:
         write_tokenizer(os.path.join(c.servables, "gen"), bos)
     c.serve([("gen", 1, c.write_rank_table(ranks))])
     c.agents(c.worker_addresses["gen"][0], models)
@@ -279,6 +285,28 @@ def test_openai_ids_without_tokenizer():
         status, err = post(c, "/v2/models/gen/generate", {"text_input": "hello", "max_tokens": 3})
         assert status == 400 and "tokenizer.json" in err["error"], err
         print("    ids in, ids out; text refused: %s" % err["error"][:90])
+
+
+def test_unusable_tokenizer():
+    """A tokenizer.json that does not load (a folder by that name, then JSON cut short): serve
+    starts, ids prompts are answered, and text is refused naming the file and why it failed."""
+    for kind, why in (("folder", "not a regular file"), ("malformed", "not valid json")):
+        with Cluster() as c:
+            serve(c, 1, tokenizer=kind)
+            body = {"model": "gen", "prompt": PROMPT_IDS, "max_tokens": 8, "temperature": 0}
+            status, whole = post(c, "/v1/completions", body)
+            assert status == 200 and whole["choices"][0]["token_ids"] == list(REF[:8]), (kind, whole)
+            status, err = post(c, "/v1/completions", dict(body, prompt="hello"))
+            msg = err["error"]["message"] if status == 400 else err
+            assert status == 400 and "tokenizer.json" in msg and why in msg.lower(), (kind, status, err)
+            status, err2 = post(c, "/v2/models/gen/generate", {"text_input": "hello", "max_tokens": 3})
+            assert status == 400 and why in err2["error"].lower(), (kind, status, err2)
+            status, err3 = post(c, "/v1/completions", dict(body, stop=["a"]))  # ids, stop strings
+            msg3 = err3["error"]["message"] if status == 400 else err3
+            assert status == 400 and why in msg3.lower(), (kind, status, err3)
+            status, again = post(c, "/v1/completions", body)  # the servable still serves
+            assert status == 200 and again["choices"][0]["token_ids"] == list(REF[:8]), (kind, again)
+            print("    %s: ids served; text refused: %s" % (kind, msg))
 
 
 def wait_metric(c, name, want, timeout, **labels):
@@ -470,7 +498,8 @@ def unknown_models_and_a_full_servable():
 
 CASES = [test_triton_stream_whole, test_triton_stream_two_ranks, test_openai_text_and_ids,
          test_openai_llama_bos,
-         test_openai_ids_without_tokenizer, test_stream_hang_up_frees_sequence,
+         test_openai_ids_without_tokenizer, test_unusable_tokenizer,
+         test_stream_hang_up_frees_sequence,
          test_plain_hang_up_frees_sequence, test_bad_requests_named,
          test_unknown_models_and_a_full_servable, test_refused_prompt_fails_only_itself,
          test_finish_reason_without_the_output]
