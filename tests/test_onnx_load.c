@@ -4,6 +4,8 @@
 
 #include <stdint.h>
 #include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -72,6 +74,69 @@ static void resident_weights_on_2mib_boundary(void)
     ss_onnx_free(m);
 }
 
+/* A model that keeps a large initializer inside the .onnx: its raw_data (which the tensor
+ * borrows) starts on a 2 MiB boundary, where transparent huge pages can back it; a small one
+ * loads as before. The model is built and packed here with protobuf-c. */
+static void large_inline_weights_on_2mib_boundary(void)
+{
+    enum { BIG = (2 << 20) / 4 + 16, SMALL = 16 }; /* floats: just over 2 MiB, and 64 bytes */
+    float *big = malloc(BIG * sizeof *big), small[SMALL];
+    if (!big) return;
+    for (int i = 0; i < BIG; i++)
+        big[i] = (float)(i % 1000) * 0.25f;
+    for (int i = 0; i < SMALL; i++)
+        small[i] = (float)-i;
+    Onnx__TensorProto t[2];
+    Onnx__TensorProto *inits[2] = {&t[0], &t[1]};
+    int64_t dims[2][1] = {{BIG}, {SMALL}};
+    const char *names[2] = {"big", "small"};
+    for (int i = 0; i < 2; i++) {
+        onnx__tensor_proto__init(&t[i]);
+        t[i].name = (char *)names[i];
+        t[i].has_data_type = 1;
+        t[i].data_type = ONNX__TENSOR_PROTO__DATA_TYPE__FLOAT;
+        t[i].n_dims = 1;
+        t[i].dims = dims[i];
+        t[i].has_raw_data = 1;
+        t[i].raw_data.data = (uint8_t *)(i ? small : big);
+        t[i].raw_data.len = (i ? SMALL : BIG) * sizeof(float);
+    }
+    Onnx__GraphProto g;
+    onnx__graph_proto__init(&g);
+    g.name = "g";
+    g.n_initializer = 2;
+    g.initializer = inits;
+    Onnx__OperatorSetIdProto op;
+    onnx__operator_set_id_proto__init(&op);
+    op.has_version = 1;
+    op.version = 13;
+    Onnx__OperatorSetIdProto *ops[1] = {&op};
+    Onnx__ModelProto mp;
+    onnx__model_proto__init(&mp);
+    mp.has_ir_version = 1;
+    mp.ir_version = 8;
+    mp.graph = &g;
+    mp.n_opset_import = 1;
+    mp.opset_import = ops;
+    size_t len = onnx__model_proto__get_packed_size(&mp);
+    uint8_t *buf = malloc(len);
+    ss_onnx_model *m = NULL;
+    if (buf) {
+        onnx__model_proto__pack(&mp, buf);
+        CHECK_OK(ss_onnx_load_buffer(buf, len, "inline.onnx", NULL, &m));
+    }
+    const ss_tensor *b = m ? ss_onnx_find_init(m, "big") : NULL;
+    const ss_tensor *sm = m ? ss_onnx_find_init(m, "small") : NULL;
+    CHECK(b && b->nbytes == BIG * sizeof(float) && sm && sm->nbytes == sizeof small);
+    if (b && sm) {
+        CHECK((uintptr_t)b->data % ((uintptr_t)2 << 20) == 0);
+        CHECK(memcmp(b->data, big, b->nbytes) == 0 && memcmp(sm->data, small, sizeof small) == 0);
+    }
+    ss_onnx_free(m);
+    free(buf);
+    free(big);
+}
+
 static void symbolic_dims(void)
 {
     ss_onnx_model *m = NULL;
@@ -132,6 +197,6 @@ static void tensor_file_errors(void)
 }
 
 TEST_MAIN(TEST(loads_inline_weights), TEST(maps_external_weights),
-          TEST(resident_weights_on_2mib_boundary), TEST(symbolic_dims),
-          TEST(external_data_must_be_a_regular_file), TEST(bad_files_give_clear_errors),
-          TEST(tensor_file_errors))
+          TEST(resident_weights_on_2mib_boundary), TEST(large_inline_weights_on_2mib_boundary),
+          TEST(symbolic_dims), TEST(external_data_must_be_a_regular_file),
+          TEST(bad_files_give_clear_errors), TEST(tensor_file_errors))

@@ -223,6 +223,30 @@ static ss_status *load_initializers(ss_onnx_model *m)
     return NULL;
 }
 
+/* A model that keeps its weights inside the .onnx (most under protobuf's 2 GB) has them copied
+ * out by protobuf-c into blocks of its allocator, and the kernels read them there in place (an
+ * initializer borrows its raw_data: tensor.c). On malloc's 4 KiB pages a GEMV streaming them
+ * misses the TLB every page: blocks of 2 MiB and more get 2 MiB-aligned memory marked for
+ * transparent huge pages before the copy first touches it, as mapped external data does. */
+static void *proto_alloc(void *ctx, size_t n)
+{
+    (void)ctx;
+    const size_t huge = (size_t)2 << 20;
+    if (n < huge) return malloc(n);
+    void *p = NULL;
+    if (posix_memalign(&p, huge, n) != 0) return NULL;
+    madvise(p, n & ~(huge - 1), MADV_HUGEPAGE);
+    return p;
+}
+
+static void proto_free(void *ctx, void *p)
+{
+    (void)ctx;
+    free(p);
+}
+
+ProtobufCAllocator ss_onnx_proto_allocator = {proto_alloc, proto_free, NULL};
+
 ss_status *ss_onnx_load_buffer(const void *buf, size_t len, const char *what, const char *dir,
                                ss_onnx_model **out)
 {
@@ -231,7 +255,7 @@ ss_status *ss_onnx_load_buffer(const void *buf, size_t len, const char *what, co
     if (!m) return ss_errf(SS_ERR_NOMEM, "out of memory");
     m->path = strdup(what);
     m->dir = dir ? strdup(dir) : NULL;
-    m->proto = onnx__model_proto__unpack(NULL, len, buf);
+    m->proto = onnx__model_proto__unpack(&ss_onnx_proto_allocator, len, buf);
     ss_status *st = NULL;
     if (!m->proto)
         st = ss_errf(SS_ERR_INVALID,
@@ -289,7 +313,7 @@ void ss_onnx_free(ss_onnx_model *m)
         free(m->maps[i].path);
     }
     free(m->maps);
-    if (m->proto) onnx__model_proto__free_unpacked(m->proto, NULL);
+    if (m->proto) onnx__model_proto__free_unpacked(m->proto, &ss_onnx_proto_allocator);
     free(m->path);
     free(m->dir);
     free(m);
