@@ -81,6 +81,7 @@ static void large_inline_weights_on_2mib_boundary(void)
 {
     enum { BIG = (2 << 20) / 4 + 16, SMALL = 16 }; /* floats: just over 2 MiB, and 64 bytes */
     float *big = malloc(BIG * sizeof *big), small[SMALL];
+    CHECK(big != NULL);
     if (!big) return;
     for (int i = 0; i < BIG; i++)
         big[i] = (float)(i % 1000) * 0.25f;

@@ -309,10 +309,10 @@ ss_status *ss_onnx_rewrite(Onnx__ModelProto **proto, const char *what)
     if (buf) onnx__model_proto__pack(mp, buf);
     restore(&in);
     if (!buf) return ss_errf(SS_ERR_NOMEM, "out of memory packing %s's inlined graph", what);
-    Onnx__ModelProto *inlined = onnx__model_proto__unpack(&ss_onnx_proto_allocator, len, buf);
+    Onnx__ModelProto *inlined = onnx__model_proto__unpack(NULL, len, buf);
     free(buf);
     if (!inlined) return ss_errf(SS_ERR_NOMEM, "%s: the inlined graph did not unpack", what);
-    onnx__model_proto__free_unpacked(mp, &ss_onnx_proto_allocator);
+    onnx__model_proto__free_unpacked(mp, NULL);
     *proto = inlined;
     return NULL;
 }

@@ -206,6 +206,26 @@ ss_status *ss_onnx_external_tensor(ss_onnx_model *m, const Onnx__TensorProto *tp
     return ss_tensor_borrow(out, dt, (int)tp->n_dims, dims, need ? data : NULL, need);
 }
 
+/* A model that keeps its weights inside the .onnx (most under protobuf's 2 GB) has each
+ * initializer's bytes copied by protobuf-c into a malloc block, which the tensor borrows and the
+ * kernels read in place: on malloc's 4 KiB pages a GEMV streaming them misses the TLB every page.
+ * A block of 2 MiB or more moves once to 2 MiB-aligned memory marked for transparent huge pages
+ * before the copy touches it, as mapped external data is (the proto frees it with free(), as it
+ * would protobuf-c's block). Moved after the unpack rather than unpacked there by an allocator of
+ * ours: test_alloc_shard samples protobuf-c's own calls to malloc by their caller. When the
+ * memory is short it stays where it is. */
+static void raw_data_on_huge_pages(Onnx__TensorProto *tp)
+{
+    const size_t huge = (size_t)2 << 20;
+    if (!tp->has_raw_data || tp->raw_data.len < huge) return;
+    void *p = NULL;
+    if (posix_memalign(&p, huge, tp->raw_data.len) != 0) return;
+    madvise(p, tp->raw_data.len & ~(huge - 1), MADV_HUGEPAGE);
+    memcpy(p, tp->raw_data.data, tp->raw_data.len);
+    free(tp->raw_data.data);
+    tp->raw_data.data = p;
+}
+
 static ss_status *load_initializers(ss_onnx_model *m)
 {
     const Onnx__GraphProto *g = m->proto->graph;
@@ -215,6 +235,7 @@ static ss_status *load_initializers(ss_onnx_model *m)
         return ss_errf(SS_ERR_UNSUPPORTED, "%s: sparse initializers are not supported", m->path);
     for (size_t i = 0; i < g->n_initializer; i++) {
         const Onnx__TensorProto *tp = g->initializer[i];
+        raw_data_on_huge_pages(g->initializer[i]);
         ss_status *st = ss_onnx_tensor(m, tp, &m->inits[i].tensor);
         if (st) return ss_status_wrap(st, "%s", m->path);
         m->inits[i].name = tp->name ? tp->name : "";
@@ -222,30 +243,6 @@ static ss_status *load_initializers(ss_onnx_model *m)
     }
     return NULL;
 }
-
-/* A model that keeps its weights inside the .onnx (most under protobuf's 2 GB) has them copied
- * out by protobuf-c into blocks of its allocator, and the kernels read them there in place (an
- * initializer borrows its raw_data: tensor.c). On malloc's 4 KiB pages a GEMV streaming them
- * misses the TLB every page: blocks of 2 MiB and more get 2 MiB-aligned memory marked for
- * transparent huge pages before the copy first touches it, as mapped external data does. */
-static void *proto_alloc(void *ctx, size_t n)
-{
-    (void)ctx;
-    const size_t huge = (size_t)2 << 20;
-    if (n < huge) return malloc(n);
-    void *p = NULL;
-    if (posix_memalign(&p, huge, n) != 0) return NULL;
-    madvise(p, n & ~(huge - 1), MADV_HUGEPAGE);
-    return p;
-}
-
-static void proto_free(void *ctx, void *p)
-{
-    (void)ctx;
-    free(p);
-}
-
-ProtobufCAllocator ss_onnx_proto_allocator = {proto_alloc, proto_free, NULL};
 
 ss_status *ss_onnx_load_buffer(const void *buf, size_t len, const char *what, const char *dir,
                                ss_onnx_model **out)
@@ -255,7 +252,7 @@ ss_status *ss_onnx_load_buffer(const void *buf, size_t len, const char *what, co
     if (!m) return ss_errf(SS_ERR_NOMEM, "out of memory");
     m->path = strdup(what);
     m->dir = dir ? strdup(dir) : NULL;
-    m->proto = onnx__model_proto__unpack(&ss_onnx_proto_allocator, len, buf);
+    m->proto = onnx__model_proto__unpack(NULL, len, buf);
     ss_status *st = NULL;
     if (!m->proto)
         st = ss_errf(SS_ERR_INVALID,
@@ -313,7 +310,7 @@ void ss_onnx_free(ss_onnx_model *m)
         free(m->maps[i].path);
     }
     free(m->maps);
-    if (m->proto) onnx__model_proto__free_unpacked(m->proto, &ss_onnx_proto_allocator);
+    if (m->proto) onnx__model_proto__free_unpacked(m->proto, NULL);
     free(m->path);
     free(m->dir);
     free(m);

@@ -10,10 +10,6 @@
 
 #include "shardserve/onnx.h"
 
-/* What every unpacked model proto is allocated with (load.c): large blocks (an initializer's
- * raw_data) on 2 MiB-aligned memory marked for transparent huge pages. */
-extern ProtobufCAllocator ss_onnx_proto_allocator;
-
 typedef struct {
     Onnx__GraphProto *graph;
     size_t n_node;
