@@ -47,7 +47,10 @@ ARGS=("$M/prompt.npy" "$M/ref_tokens.npy")
 # prefill and decode times, appended to PRES[key] / DECS[key]; a run whose tokens differ from
 # PyTorch's fails the bench (set -e).
 declare -A PRES DECS CPUS PRE DEC CPU
-median() { tr ' ' '\n' | { grep . || true; } | sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
+median() { # of the numbers given; of an even count, the mean of the middle two
+  tr ' ' '\n' | { grep . || true; } | sort -g |
+    awk '{a[NR]=$1} END {if (NR % 2 || NR == 0) print a[int((NR+1)/2)]; else print (a[NR/2]+a[NR/2+1])/2}'
+}
 field() { sed -n "s/.*$1 \([0-9.]*\).*/\1/p" | head -1; }
 once() { # key cmd...
   local key=$1 out

@@ -80,7 +80,10 @@ print(sum(init[w] for w in weights) * wbytes + (8 * cols if wbytes == 1 else 0) 
       sum(init[w] for w in other - weights) * 4 + kv)
 PY
 }
-median() { tr ' ' '\n' | { grep . || true; } | sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
+median() { # of the numbers given; of an even count, the mean of the middle two
+  tr ' ' '\n' | { grep . || true; } | sort -g |
+    awk '{a[NR]=$1} END {if (NR % 2 || NR == 0) print a[int((NR+1)/2)]; else print (a[NR/2]+a[NR/2+1])/2}'
+}
 field() { sed -n "s/.*$1 \([0-9.]*\).*/\1/p" | head -1; }
 
 echo "== $(date -u '+%Y-%m-%d %H:%M UTC'), $(nproc) CPUs: $(lscpu | sed -n 's/^Model name: *//p'), load $(cut -d' ' -f1-3 /proc/loadavg)"
