@@ -329,13 +329,17 @@ void rg_add_output(rank_graph *g, Onnx__ValueInfoProto *vi)
  * whose buffered writes make large folios (xfs since Linux 6.6, ext4 since 6.16) keeps them as
  * 2 MiB folios, which an agent mapping the file right after the shard tool maps with 2 MiB entries
  * (src/onnx/load.c's MADV_HUGEPAGE). stdio's default 4 KiB buffer left a GPT-2-124M shard's 2.4 MB
- * tensors mostly in small folios: 64% of a rank's file mapped huge (bench/RESULTS.md). */
+ * tensors mostly in small folios: 64% of a rank's file mapped huge (bench/RESULTS.md). A model
+ * whose weights stay under 2 MiB keeps stdio's buffer: it has no 2 MiB block to gain, and the
+ * buffer's allocation per rank is what a shard of it would mostly cost (test_alloc_shard, which
+ * shards small models thousands of times, took 1.8x as long under ASan with it). */
 #define DATA_BUF_BYTES ((size_t)2 << 20)
 
-ss_status *rg_open_data(rank_graph *g, const char *path)
+ss_status *rg_open_data(rank_graph *g, const char *path, bool large)
 {
     g->data = fopen(path, "wb");
     if (!g->data) return ss_errf(SS_ERR_IO, "cannot create %s: %s", path, strerror(errno));
+    if (!large) return NULL;
     g->data_buf = malloc(DATA_BUF_BYTES);
     /* without the buffer stdio's own still writes the file, in smaller pieces */
     if (g->data_buf && setvbuf(g->data, g->data_buf, _IOFBF, DATA_BUF_BYTES) != 0) {

@@ -32,8 +32,9 @@ typedef struct {
     ss_status *error; /* first failure while building (allocation, write) */
 } rank_graph;
 
-/* Creates the external-data file `path` for g (g->data): NULL, or an error naming it. */
-ss_status *rg_open_data(rank_graph *g, const char *path);
+/* Creates the external-data file `path` for g (g->data): NULL, or an error naming it. `large`:
+ * the model's weights reach 2 MiB, and the file is written in 2 MiB blocks (build.c). */
+ss_status *rg_open_data(rank_graph *g, const char *path, bool large);
 void *rg_alloc(rank_graph *g, size_t n);
 char *rg_strdup(rank_graph *g, const char *s);
 char *rg_printf(rank_graph *g, const char *fmt, ...) __attribute__((format(printf, 2, 3)));

@@ -721,7 +721,10 @@ static ss_status *shard_rank(shard_ctx *c, int rank, size_t *param_bytes)
     if (mkdir(dir, 0755) != 0 && errno != EEXIST)
         return ss_errf(SS_ERR_IO, "cannot create %s: %s", dir, strerror(errno));
     snprintf(path, sizeof path, "%s/%s.data", dir, c->model_base);
-    ss_status *st = rg_open_data(&r.g, path);
+    size_t weights = 0;
+    for (int i = 0; i < c->model->n_init; i++)
+        weights += c->model->inits[i].tensor.nbytes;
+    ss_status *st = rg_open_data(&r.g, path, weights >= (size_t)2 << 20);
     if (st) return st;
     char loc[PATH_MAX];
     snprintf(loc, sizeof loc, "%s.data", c->model_base);
