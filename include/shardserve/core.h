@@ -201,6 +201,13 @@ unsigned long long ss_raise_nofile_limit(void);
  * counts derive from it, so a servable started under `taskset -c 2-3` or in a container limited to
  * 2 CPUs sizes its threads for 2, not for the machine. */
 int ss_usable_cpus(void);
+
+/* bytes (free()able), 2 MiB-aligned with MADV_HUGEPAGE over its whole 2 MiB pages when it spans
+ * one (the tail keeps 4 KiB pages, so the resident size stays `bytes`): for memory streamed in
+ * long runs (weights, packed weights, the KV cache), where 4 KiB pages cost a TLB miss every 4 KiB
+ * of each stream. Where the kernel's THP setting is "never" the advice does nothing. NULL when
+ * out of memory. */
+void *ss_huge_alloc(size_t bytes);
 /* The same with the cgroups named in `proc_cgroup` (a /proc/self/cgroup file) read under
  * `cgroup_root` (where the cgroup file systems are mounted, /sys/fs/cgroup): for tests. */
 int ss_usable_cpus_at(const char *proc_cgroup, const char *cgroup_root);

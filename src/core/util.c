@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
 #include <time.h>
@@ -291,4 +292,13 @@ uint64_t ss_usable_memory(void)
 int ss_usable_cpus(void)
 {
     return ss_usable_cpus_at("/proc/self/cgroup", "/sys/fs/cgroup");
+}
+
+void *ss_huge_alloc(size_t bytes)
+{
+    const size_t huge = (size_t)2 << 20;
+    void *p = NULL;
+    if (posix_memalign(&p, bytes >= huge ? huge : 64, bytes ? bytes : 64) != 0) return NULL;
+    if (bytes >= huge) madvise(p, bytes & ~(huge - 1), MADV_HUGEPAGE);
+    return p;
 }

@@ -216,11 +216,9 @@ ss_status *ss_onnx_external_tensor(ss_onnx_model *m, const Onnx__TensorProto *tp
  * memory is short it stays where it is. */
 static void raw_data_on_huge_pages(Onnx__TensorProto *tp)
 {
-    const size_t huge = (size_t)2 << 20;
-    if (!tp->has_raw_data || tp->raw_data.len < huge) return;
-    void *p = NULL;
-    if (posix_memalign(&p, huge, tp->raw_data.len) != 0) return;
-    madvise(p, tp->raw_data.len & ~(huge - 1), MADV_HUGEPAGE);
+    if (!tp->has_raw_data || tp->raw_data.len < ((size_t)2 << 20)) return;
+    void *p = ss_huge_alloc(tp->raw_data.len);
+    if (!p) return;
     memcpy(p, tp->raw_data.data, tp->raw_data.len);
     free(tp->raw_data.data);
     tp->raw_data.data = p;
@@ -234,8 +232,8 @@ static ss_status *load_initializers(ss_onnx_model *m)
     if (g->n_sparse_initializer)
         return ss_errf(SS_ERR_UNSUPPORTED, "%s: sparse initializers are not supported", m->path);
     for (size_t i = 0; i < g->n_initializer; i++) {
-        const Onnx__TensorProto *tp = g->initializer[i];
         raw_data_on_huge_pages(g->initializer[i]);
+        const Onnx__TensorProto *tp = g->initializer[i];
         ss_status *st = ss_onnx_tensor(m, tp, &m->inits[i].tensor);
         if (st) return ss_status_wrap(st, "%s", m->path);
         m->inits[i].name = tp->name ? tp->name : "";

@@ -24,7 +24,6 @@
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
 #include <time.h>
 
 #define KC 256
@@ -596,15 +595,6 @@ static void pool_atfork_child(void)
     pool.n_workers = pool.started = pool.parts = pool.taken = pool.finished = 0;
     pool.fn = NULL;
     pool.ctx = NULL;
-}
-
-void *ss_huge_alloc(size_t bytes)
-{
-    const size_t huge = (size_t)2 << 20;
-    void *p = NULL;
-    if (posix_memalign(&p, bytes >= huge ? huge : 64, bytes ? bytes : 64) != 0) return NULL;
-    if (bytes >= huge) madvise(p, bytes & ~(huge - 1), MADV_HUGEPAGE);
-    return p;
 }
 
 int ss_gemm_pool_reserve(int threads)

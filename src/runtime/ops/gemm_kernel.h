@@ -54,13 +54,6 @@ typedef enum {
 void ss_gemm_force_gemv_split(ss_gemv_split s);
 ss_gemv_split ss_gemm_gemv_split(void);
 
-/* bytes (free()able), 2 MiB-aligned with MADV_HUGEPAGE over its whole 2 MiB pages when it spans
- * one (the tail keeps 4 KiB pages, so the resident size stays `bytes`): for memory streamed in
- * long runs (packed weights, the KV cache), where 4 KiB pages cost a TLB miss every 4 KiB of each
- * stream. Where the kernel's THP setting is "never" the advice does nothing. NULL when out of
- * memory. */
-void *ss_huge_alloc(size_t bytes);
-
 /* Makes the pool able to run `threads` parts at once (threads - 1 workers; plan time). Returns
  * how many parts it can run (less than asked if thread creation failed). */
 int ss_gemm_pool_reserve(int threads);
